@@ -1,0 +1,35 @@
+# Thin wrapper over CMake. The two commands the README promises:
+#   make run   install what is missing, build, start the gateway (example config)
+#   make test  install what is missing, build with ASan+UBSan, run every test
+.PHONY: all run test deps build build-test format check-format clean
+
+CONFIG ?= config/pointsgw.example.json
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build/release -j $(JOBS)
+
+build-test: deps
+	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Debug -DPGW_SANITIZE=ON >/dev/null
+	cmake --build build/test -j $(JOBS)
+
+run: build
+	./build/release/pointsgw serve --config $(CONFIG)
+
+test: build-test check-format
+	cd build/test && ctest --output-on-failure -j $(JOBS)
+
+format:
+	@bash scripts/format.sh
+
+check-format: deps
+	@bash scripts/format.sh --check
+
+clean:
+	rm -rf build

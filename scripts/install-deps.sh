@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pointsgw needs to build and test, and only the
+# ones that are missing, so a second run costs one dpkg query.
+set -euo pipefail
+
+packages=(
+    build-essential cmake pkg-config clang-format
+    libssl-dev        # SHA-256 for the hash chain, HMAC, AES
+    libjansson-dev    # JSON: configuration, HTTP bodies
+    libcmocka-dev     # unit tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root or sudo for apt-get" >&2; exit 1; }
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,1116 @@
+/*
+ * config.c - see config.h.
+ *
+ * One static function per section. Each reads its JSON with the bounded
+ * readers of util/json_read.h, which put the JSON path in every message;
+ * pgw_config_parse() adds the file name in front at the end.
+ */
+#include "config.h"
+
+#include "core/arith.h"
+#include "core/assertions.h"
+#include "core/identity.h"
+#include "util/json_read.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const NOTICE_NAMES[PGW_NOTICE_KINDS] = {
+    "points_arrived", "points_reversed", "redemption", "points_expiring", "tier_changed",
+};
+
+static const char *const CAMPAIGN_KINDS[] = {
+    [PGW_CAMPAIGN_WEEKDAY] = "weekday",       [PGW_CAMPAIGN_MONTHDAY] = "monthday",
+    [PGW_CAMPAIGN_BIRTHDAY] = "birthday",     [PGW_CAMPAIGN_SKU] = "sku",
+    [PGW_CAMPAIGN_CATEGORY] = "category",     [PGW_CAMPAIGN_BRACKETS] = "brackets",
+    [PGW_CAMPAIGN_DATE_RANGE] = "date_range", [PGW_CAMPAIGN_CHALLENGE] = "challenge",
+};
+#define N_CAMPAIGN_KINDS (sizeof(CAMPAIGN_KINDS) / sizeof(CAMPAIGN_KINDS[0]))
+
+/* ---- small readers shared by the sections -------------------------------- */
+
+/* An identifier: 1..PGW_ID_MAX of letters, digits, '_' and '-'. */
+static int get_id(const json_t *obj, const char *key, const char *path, bool required, char *out,
+                  size_t cap, pgw_err *err)
+{
+    int rc = pgw_json_string(obj, key, path, required, PGW_ID_MAX, out, cap, err);
+    if (rc != PGW_OK)
+        return rc;
+    for (const char *p = out; *p != '\0'; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-';
+        if (!ok)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.%s: \"%s\" may only contain letters, digits, '_' and '-'", path,
+                               key, out);
+    }
+    return PGW_OK;
+}
+
+/* The name of an environment variable: [A-Z_][A-Z0-9_]*. */
+static int get_env_name(const json_t *obj, const char *key, const char *path, bool required,
+                        char *out, size_t cap, pgw_err *err)
+{
+    int rc = pgw_json_string(obj, key, path, required, PGW_ENV_NAME_MAX, out, cap, err);
+    if (rc != PGW_OK)
+        return rc;
+    for (const char *p = out; *p != '\0'; p++) {
+        bool ok = (*p >= 'A' && *p <= 'Z') || *p == '_' || (p != out && *p >= '0' && *p <= '9');
+        if (!ok)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.%s: \"%s\" is not an environment variable name (A-Z, 0-9, _)",
+                               path, key, out);
+    }
+    return PGW_OK;
+}
+
+/* An array of at most `max` entries; absent and optional: *out = NULL. */
+static int get_array(const json_t *obj, const char *key, const char *path, bool required,
+                     size_t max, json_t **out, pgw_err *err)
+{
+    *out = json_object_get(obj, key);
+    if (*out == NULL)
+        return required ? pgw_err_set(err, PGW_EINVAL, "%s.%s: required", path, key) : PGW_OK;
+    if (!json_is_array(*out))
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: expected an array", path, key);
+    if (json_array_size(*out) > max)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: more than %zu entries", path, key, max);
+    return PGW_OK;
+}
+
+/* An object member that must be an object with only `keys`; NULL when absent. */
+static int get_section(const json_t *obj, const char *key, const char *path, bool required,
+                       const char *const *keys, json_t **out, char sub[PGW_JSON_PATH_MAX],
+                       pgw_err *err)
+{
+    pgw_json_path_key(sub, path, key);
+    *out = json_object_get(obj, key);
+    if (*out == NULL)
+        return required ? pgw_err_set(err, PGW_EINVAL, "%s: required", sub) : PGW_OK;
+    int rc = pgw_json_expect_object(*out, sub, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(*out, sub, keys, err);
+    return rc;
+}
+
+/* One string out of a fixed set; its index in *out. */
+static int get_choice(const json_t *obj, const char *key, const char *path, bool required,
+                      const char *const *choices, size_t n, int *out, pgw_err *err)
+{
+    const char *s;
+    int rc = pgw_json_string_ref(obj, key, path, required, PGW_ID_MAX, &s, err);
+    if (rc != PGW_OK || s == NULL)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (choices[i] != NULL && strcmp(choices[i], s) == 0) {
+            *out = (int)i;
+            return PGW_OK;
+        }
+    }
+    return pgw_err_set(err, PGW_EINVAL, "%s.%s: \"%s\" is not one of the allowed values", path, key,
+                       s);
+}
+
+/* ---- mall, listen, db, expiry -------------------------------------------- */
+
+static int parse_mall(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"name",        "time_zone",      "point_value_fen",
+                                       "auto_enroll", "allow_negative", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *mall;
+    const char *tz = "Asia/Shanghai";
+    int rc = get_section(root, "mall", "$", true, keys, &mall, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(mall, "name", path, true, PGW_NAME_MAX, cfg->mall_name,
+                             sizeof(cfg->mall_name), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string_ref(mall, "time_zone", path, false, PGW_TZ_NAME_MAX - 1, &tz, err);
+    if (rc == PGW_OK && tz == NULL)
+        tz = "Asia/Shanghai";
+    if (rc == PGW_OK && pgw_tz_lookup(tz, &cfg->rules.tz, err) != PGW_OK)
+        rc = pgw_err_prefix(err, "%s.time_zone: ", path);
+    cfg->point_value_fen = 1;
+    cfg->auto_enroll = true;
+    cfg->allow_negative = true;
+    if (rc == PGW_OK)
+        rc = pgw_json_int(mall, "point_value_fen", path, false, 1, 1000000, &cfg->point_value_fen,
+                          err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(mall, "auto_enroll", path, false, &cfg->auto_enroll, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(mall, "allow_negative", path, false, &cfg->allow_negative, err);
+    return rc;
+}
+
+static int parse_listen_db(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    snprintf(cfg->listen, sizeof(cfg->listen), "127.0.0.1:8080");
+    snprintf(cfg->db, sizeof(cfg->db), "sqlite:data/pointsgw.db");
+    int rc = pgw_json_string(root, "listen", "$", false, PGW_LISTEN_MAX, cfg->listen,
+                             sizeof(cfg->listen), err);
+    if (rc != PGW_OK)
+        return rc;
+    const char *colon = strrchr(cfg->listen, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || colon == cfg->listen || end == colon + 1 || *end != '\0' || port < 1 ||
+        port > 65535)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "$.listen: expected HOST:PORT with port 1..65535, "
+                           "got \"%s\"",
+                           cfg->listen);
+    rc = pgw_json_string(root, "db", "$", false, PGW_DB_URL_MAX, cfg->db, sizeof(cfg->db), err);
+    if (rc != PGW_OK)
+        return rc;
+    bool sqlite = strncmp(cfg->db, "sqlite:", 7) == 0 && cfg->db[7] != '\0';
+    bool postgres =
+        strncmp(cfg->db, "postgresql://", 13) == 0 || strncmp(cfg->db, "postgres://", 11) == 0;
+    if (!sqlite && !postgres)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "$.db: expected \"sqlite:PATH\" or a "
+                           "\"postgresql://\" URL, got \"%.64s\"",
+                           cfg->db);
+    return PGW_OK;
+}
+
+static int parse_expiry(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"policy", "months", "years", NULL};
+    static const char *const policies[] = {"never", "rolling", "year_end"};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *expiry;
+    pgw_expiry *e = &cfg->rules.expiry;
+    int policy = PGW_EXPIRY_NEVER;
+    int64_t months = 0, years = 0;
+    int rc = get_section(root, "expiry", "$", false, keys, &expiry, path, err);
+    if (rc != PGW_OK || expiry == NULL)
+        return rc;
+    rc = get_choice(expiry, "policy", path, true, policies, 3, &policy, err);
+    if (rc == PGW_OK && policy == PGW_EXPIRY_ROLLING)
+        rc = pgw_json_int(expiry, "months", path, true, 1, 120, &months, err);
+    if (rc == PGW_OK && policy == PGW_EXPIRY_YEAR_END)
+        rc = pgw_json_int(expiry, "years", path, true, 0, 10, &years, err);
+    if (rc == PGW_OK && policy != PGW_EXPIRY_ROLLING && json_object_get(expiry, "months"))
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.months: only for the rolling policy", path);
+    if (rc == PGW_OK && policy != PGW_EXPIRY_YEAR_END && json_object_get(expiry, "years"))
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.years: only for the year_end policy", path);
+    e->policy = (pgw_expiry_policy)policy;
+    e->months = (int32_t)months;
+    e->years = (int32_t)years;
+    return rc;
+}
+
+/* ---- formats, shops, tiers ----------------------------------------------- */
+
+static int32_t find_format(const pgw_rules *rules, const char *name)
+{
+    for (size_t i = 0; i < rules->n_formats; i++) {
+        if (strcmp(rules->formats[i].name, name) == 0)
+            return (int32_t)i;
+    }
+    return -1;
+}
+
+static int parse_formats(const json_t *root, pgw_rules *rules, pgw_err *err)
+{
+    static const char *const keys[] = {"fen_per_point", NULL};
+    json_t *formats = json_object_get(root, "formats");
+    int rc = pgw_json_expect_object(formats, "$.formats", err);
+    if (rc != PGW_OK)
+        return rc;
+    if (json_object_size(formats) == 0 || json_object_size(formats) > PGW_FORMATS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "$.formats: 1..%d formats expected", PGW_FORMATS_MAX);
+    const char *name;
+    json_t *format;
+    json_object_foreach(formats, name, format)
+    {
+        char path[PGW_JSON_PATH_MAX];
+        pgw_json_path_key(path, "$.formats", name);
+        pgw_format *f = &rules->formats[rules->n_formats];
+        json_t *wrap = json_pack("{s:s}", "name", name);
+        rc = get_id(wrap, "name", path, true, f->name, sizeof(f->name), err);
+        json_decref(wrap);
+        if (rc == PGW_OK)
+            rc = pgw_json_expect_object(format, path, err);
+        if (rc == PGW_OK)
+            rc = pgw_json_only_keys(format, path, keys, err);
+        if (rc == PGW_OK)
+            rc = pgw_json_int(format, "fen_per_point", path, true, 1, 100000000, &f->fen_per_point,
+                              err);
+        if (rc != PGW_OK)
+            return rc;
+        rules->n_formats++;
+    }
+    return PGW_OK;
+}
+
+static int parse_shop(const json_t *obj, const char *path, pgw_rules *rules, pgw_shop *shop,
+                      pgw_err *err)
+{
+    static const char *const keys[] = {"id", "name", "format", "fen_per_point", NULL};
+    char format[PGW_ID_MAX + 1];
+    int rc = pgw_json_expect_object(obj, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, path, keys, err);
+    if (rc == PGW_OK)
+        rc = get_id(obj, "id", path, true, shop->id, sizeof(shop->id), err);
+    if (rc == PGW_OK && pgw_rules_find_shop(rules, shop->id) >= 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.id: duplicate shop id \"%s\"", path, shop->id);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "name", path, true, PGW_NAME_MAX, shop->name, sizeof(shop->name),
+                             err);
+    if (rc == PGW_OK)
+        rc = get_id(obj, "format", path, true, format, sizeof(format), err);
+    if (rc == PGW_OK && (shop->format = find_format(rules, format)) < 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.format: unknown format \"%s\"", path, format);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "fen_per_point", path, false, 1, 100000000, &shop->fen_per_point,
+                          err);
+    return rc;
+}
+
+static int parse_shops(const json_t *root, pgw_rules *rules, pgw_err *err)
+{
+    json_t *shops;
+    int rc = get_array(root, "shops", "$", true, PGW_SHOPS_MAX, &shops, err);
+    if (rc == PGW_OK && json_array_size(shops) == 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "$.shops: at least one shop expected");
+    for (size_t i = 0; rc == PGW_OK && i < json_array_size(shops); i++) {
+        char path[PGW_JSON_PATH_MAX];
+        pgw_json_path_index(path, "$.shops", i);
+        rc = parse_shop(json_array_get(shops, i), path, rules, &rules->shops[i], err);
+        if (rc == PGW_OK)
+            rules->n_shops++;
+    }
+    return rc;
+}
+
+static int parse_tier(const json_t *obj, const char *path, const pgw_rules *rules, pgw_tier *tier,
+                      pgw_err *err)
+{
+    static const char *const keys[] = {"name", "display_name", "min_spend_fen_12m", "multiplier_bp",
+                                       NULL};
+    size_t index = rules->n_tiers;
+    char display[PGW_NAME_MAX + 1];
+    int rc = pgw_json_expect_object(obj, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, path, keys, err);
+    if (rc == PGW_OK)
+        rc = get_id(obj, "name", path, true, tier->name, sizeof(tier->name), err);
+    for (size_t i = 0; rc == PGW_OK && i < index; i++) {
+        if (strcmp(rules->tiers[i].name, tier->name) == 0)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s.name: duplicate tier \"%s\"", path, tier->name);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "display_name", path, false, PGW_NAME_MAX, display,
+                             sizeof(display), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "min_spend_fen_12m", path, true, 0, PGW_AMOUNT_FEN_MAX * 100,
+                          &tier->min_spend_fen_12m, err);
+    if (rc == PGW_OK && index == 0 && tier->min_spend_fen_12m != 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.min_spend_fen_12m: the first tier must start at 0",
+                         path);
+    if (rc == PGW_OK && index > 0 &&
+        tier->min_spend_fen_12m <= rules->tiers[index - 1].min_spend_fen_12m)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s.min_spend_fen_12m: must be above the previous tier's %lld", path,
+                         (long long)rules->tiers[index - 1].min_spend_fen_12m);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "multiplier_bp", path, true, PGW_BP_ONE, PGW_MULTIPLIER_BP_MAX,
+                          &tier->multiplier_bp, err);
+    return rc;
+}
+
+static int parse_tiers(const json_t *root, pgw_rules *rules, pgw_err *err)
+{
+    json_t *tiers;
+    int rc = get_array(root, "tiers", "$", false, PGW_TIERS_MAX, &tiers, err);
+    for (size_t i = 0; rc == PGW_OK && tiers != NULL && i < json_array_size(tiers); i++) {
+        char path[PGW_JSON_PATH_MAX];
+        pgw_json_path_index(path, "$.tiers", i);
+        rc = parse_tier(json_array_get(tiers, i), path, rules, &rules->tiers[i], err);
+        if (rc == PGW_OK)
+            rules->n_tiers++;
+    }
+    return rc;
+}
+
+/* ---- campaigns ----------------------------------------------------------- */
+
+/* Reads a non-empty array of ids into a fixed table. */
+static int get_id_list(const json_t *obj, const char *key, const char *path, size_t max,
+                       char (*out)[PGW_ID_MAX + 1], size_t *n, pgw_err *err)
+{
+    json_t *list;
+    char item_path[PGW_JSON_PATH_MAX], list_path[PGW_JSON_PATH_MAX];
+    int rc = get_array(obj, key, path, true, max, &list, err);
+    if (rc == PGW_OK && json_array_size(list) == 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.%s: must not be empty", path, key);
+    pgw_json_path_key(list_path, path, key);
+    for (size_t i = 0; rc == PGW_OK && i < json_array_size(list); i++) {
+        pgw_json_path_index(item_path, list_path, i);
+        json_t *wrap = json_pack("{s:O}", "v", json_array_get(list, i));
+        rc = get_id(wrap, "v", item_path, true, out[i], sizeof(out[i]), err);
+        json_decref(wrap);
+        if (rc != PGW_OK)
+            return pgw_err_set(err, rc, "%s: expected an id (letters, digits, _ -)", item_path);
+    }
+    if (rc == PGW_OK)
+        *n = json_array_size(list);
+    return rc;
+}
+
+/* The optional "shops" and "formats" filters, resolved to indexes. */
+static int parse_campaign_filters(const json_t *obj, const char *path, const pgw_rules *rules,
+                                  pgw_campaign *c, pgw_err *err)
+{
+    char ids[PGW_CAMPAIGN_SHOPS_MAX][PGW_ID_MAX + 1];
+    size_t n = 0;
+    int rc = PGW_OK;
+    if (json_object_get(obj, "shops") != NULL)
+        rc = get_id_list(obj, "shops", path, PGW_CAMPAIGN_SHOPS_MAX, ids, &n, err);
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
+        c->shops[i] = pgw_rules_find_shop(rules, ids[i]);
+        if (c->shops[i] < 0)
+            rc =
+                pgw_err_set(err, PGW_EINVAL, "%s.shops[%zu]: unknown shop \"%s\"", path, i, ids[i]);
+    }
+    c->n_shops = rc == PGW_OK ? n : 0;
+    n = 0;
+    if (rc == PGW_OK && json_object_get(obj, "formats") != NULL)
+        rc = get_id_list(obj, "formats", path, PGW_FORMATS_MAX, ids, &n, err);
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
+        c->formats[i] = find_format(rules, ids[i]);
+        if (c->formats[i] < 0)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s.formats[%zu]: unknown format \"%s\"", path, i,
+                             ids[i]);
+    }
+    c->n_formats = rc == PGW_OK ? n : 0;
+    return rc;
+}
+
+static int parse_bracket(const json_t *obj, const char *path, pgw_bracket *b, pgw_err *err)
+{
+    static const char *const keys[] = {"min_fen", "max_fen", "bonus_points", "multiplier_bp", NULL};
+    b->max_fen = PGW_AMOUNT_FEN_MAX;
+    int rc = pgw_json_expect_object(obj, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, path, keys, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "min_fen", path, true, 0, PGW_AMOUNT_FEN_MAX, &b->min_fen, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "max_fen", path, false, b->min_fen, PGW_AMOUNT_FEN_MAX, &b->max_fen,
+                          err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "bonus_points", path, false, 1, PGW_POINTS_MAX, &b->bonus_points,
+                          err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "multiplier_bp", path, false, PGW_BP_ONE + 1, PGW_MULTIPLIER_BP_MAX,
+                          &b->multiplier_bp, err);
+    if (rc == PGW_OK && (b->bonus_points > 0) == (b->multiplier_bp > 0))
+        rc = pgw_err_set(err, PGW_EINVAL, "%s: give exactly one of bonus_points and multiplier_bp",
+                         path);
+    return rc;
+}
+
+/* Brackets must be sorted by min_fen and must not overlap. */
+static int parse_brackets(const json_t *obj, const char *path, pgw_campaign *c, pgw_err *err)
+{
+    json_t *list;
+    char list_path[PGW_JSON_PATH_MAX], item_path[PGW_JSON_PATH_MAX];
+    int rc = get_array(obj, "brackets", path, true, PGW_BRACKETS_MAX, &list, err);
+    if (rc == PGW_OK && json_array_size(list) == 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.brackets: must not be empty", path);
+    pgw_json_path_key(list_path, path, "brackets");
+    for (size_t i = 0; rc == PGW_OK && i < json_array_size(list); i++) {
+        pgw_json_path_index(item_path, list_path, i);
+        pgw_bracket *b = &c->brackets[i];
+        rc = parse_bracket(json_array_get(list, i), item_path, b, err);
+        if (rc == PGW_OK && i > 0 && b->min_fen <= c->brackets[i - 1].max_fen)
+            rc = pgw_err_set(err, PGW_EINVAL,
+                             "%s: overlaps brackets[%zu] (%lld..%lld) or is not "
+                             "sorted by min_fen",
+                             item_path, i - 1, (long long)c->brackets[i - 1].min_fen,
+                             (long long)c->brackets[i - 1].max_fen);
+        if (rc == PGW_OK)
+            c->n_brackets = i + 1;
+    }
+    return rc;
+}
+
+static int parse_date_range(const json_t *obj, const char *path, pgw_campaign *c, pgw_err *err)
+{
+    const char *from, *to;
+    int rc = pgw_json_string_ref(obj, "from", path, true, 10, &from, err);
+    if (rc == PGW_OK && pgw_parse_date(from, &c->from, err) != PGW_OK)
+        rc = pgw_err_prefix(err, "%s.from: ", path);
+    if (rc == PGW_OK)
+        rc = pgw_json_string_ref(obj, "to", path, true, 10, &to, err);
+    if (rc == PGW_OK && pgw_parse_date(to, &c->to, err) != PGW_OK)
+        rc = pgw_err_prefix(err, "%s.to: ", path);
+    if (rc == PGW_OK && pgw_date_cmp(c->from, c->to) > 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s: from %s is after to %s", path, from, to);
+    return rc;
+}
+
+static int parse_challenge(const json_t *obj, const char *path, pgw_campaign *c, pgw_err *err)
+{
+    int rc = pgw_json_int(obj, "min_purchases", path, false, 1, 10000, &c->min_purchases, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "min_spend_fen", path, false, 1, PGW_AMOUNT_FEN_MAX,
+                          &c->min_spend_fen, err);
+    if (rc == PGW_OK && (c->min_purchases > 0) == (c->min_spend_fen > 0))
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s: give exactly one of min_purchases and "
+                         "min_spend_fen",
+                         path);
+    if (rc == PGW_OK)
+        rc =
+            pgw_json_int(obj, "bonus_points", path, true, 1, PGW_POINTS_MAX, &c->bonus_points, err);
+    return rc;
+}
+
+/* The keys each kind takes besides the common ones. */
+static const char *const *kind_keys(pgw_campaign_kind kind)
+{
+    static const char *const weekday[] = {"weekday", "multiplier_bp", NULL};
+    static const char *const monthday[] = {"monthday", "multiplier_bp", NULL};
+    static const char *const birthday[] = {"birthday", "multiplier_bp", NULL};
+    static const char *const sku[] = {"skus", "multiplier_bp", NULL};
+    static const char *const category[] = {"categories", "multiplier_bp", NULL};
+    static const char *const brackets[] = {"brackets", NULL};
+    static const char *const range[] = {"from", "to", "multiplier_bp", NULL};
+    static const char *const challenge[] = {"min_purchases", "min_spend_fen", "bonus_points", NULL};
+    static const char *const *const table[] = {weekday,  monthday, birthday, sku,
+                                               category, brackets, range,    challenge};
+    PGW_ASSERT((size_t)kind < sizeof(table) / sizeof(table[0]));
+    return table[kind];
+}
+
+/* Refuses any key that is neither common nor the kind's own. */
+static int check_campaign_keys(const json_t *obj, const char *path, pgw_campaign_kind kind,
+                               pgw_err *err)
+{
+    static const char *const common[] = {"id",       "name",      "kind",  "funded_by",
+                                         "stacking", "daily_cap", "shops", "formats"};
+    const char *const *own = kind_keys(kind);
+    const char *allowed[24];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+        allowed[n++] = common[i];
+    for (size_t i = 0; own[i] != NULL; i++)
+        allowed[n++] = own[i];
+    PGW_ASSERT(n < sizeof(allowed) / sizeof(allowed[0]));
+    allowed[n] = NULL;
+    int rc = pgw_json_only_keys(obj, path, allowed, err);
+    if (rc != PGW_OK)
+        return pgw_err_prefix(err, "(not taken by a %s campaign) ", CAMPAIGN_KINDS[kind]);
+    return PGW_OK;
+}
+
+static int parse_campaign_kind(const json_t *obj, const char *path, pgw_campaign *c, pgw_err *err)
+{
+    static const char *const birthday_modes[] = {"day", "month"};
+    int64_t n = 0;
+    int mode = 0;
+    int rc = PGW_OK;
+    switch (c->kind) {
+    case PGW_CAMPAIGN_WEEKDAY:
+        rc = pgw_json_int(obj, "weekday", path, true, 1, 7, &n, err);
+        c->weekday = (int32_t)n;
+        return rc;
+    case PGW_CAMPAIGN_MONTHDAY:
+        rc = pgw_json_int(obj, "monthday", path, true, 1, 31, &n, err);
+        c->monthday = (int32_t)n;
+        return rc;
+    case PGW_CAMPAIGN_BIRTHDAY:
+        rc = get_choice(obj, "birthday", path, false, birthday_modes, 2, &mode, err);
+        c->birthday_whole_month = mode == 1;
+        return rc;
+    case PGW_CAMPAIGN_SKU:
+        return get_id_list(obj, "skus", path, PGW_CAMPAIGN_SKUS_MAX, c->skus, &c->n_skus, err);
+    case PGW_CAMPAIGN_CATEGORY:
+        return get_id_list(obj, "categories", path, PGW_CAMPAIGN_CATEGORIES_MAX, c->categories,
+                           &c->n_categories, err);
+    case PGW_CAMPAIGN_BRACKETS:
+        return parse_brackets(obj, path, c, err);
+    case PGW_CAMPAIGN_DATE_RANGE:
+        return parse_date_range(obj, path, c, err);
+    case PGW_CAMPAIGN_CHALLENGE:
+        return parse_challenge(obj, path, c, err);
+    }
+    return pgw_err_set(err, PGW_EINVAL, "%s.kind: unknown", path);
+}
+
+static int parse_campaign(const json_t *obj, const char *path, const pgw_rules *rules,
+                          pgw_campaign *c, pgw_err *err)
+{
+    static const char *const funders[] = {"shop", "mall"};
+    static const char *const stackings[] = {"max", "add"};
+    int kind = 0, funder = 1, stacking = 0;
+    char name[PGW_NAME_MAX + 1];
+    int rc = pgw_json_expect_object(obj, path, err);
+    if (rc == PGW_OK)
+        rc = get_id(obj, "id", path, true, c->id, sizeof(c->id), err);
+    for (size_t i = 0; rc == PGW_OK && i < rules->n_campaigns; i++) {
+        if (strcmp(rules->campaigns[i].id, c->id) == 0)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s.id: duplicate campaign id \"%s\"", path, c->id);
+    }
+    if (rc == PGW_OK)
+        rc = get_choice(obj, "kind", path, true, CAMPAIGN_KINDS, N_CAMPAIGN_KINDS, &kind, err);
+    c->kind = (pgw_campaign_kind)kind;
+    if (rc == PGW_OK)
+        rc = check_campaign_keys(obj, path, c->kind, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "name", path, false, PGW_NAME_MAX, name, sizeof(name), err);
+    if (rc == PGW_OK)
+        rc = get_choice(obj, "funded_by", path, false, funders, 2, &funder, err);
+    c->funded_by = funder == 0 ? PGW_FUND_SHOP : PGW_FUND_MALL_CAMPAIGN;
+    if (rc == PGW_OK)
+        rc = get_choice(obj, "stacking", path, false, stackings, 2, &stacking, err);
+    c->stacking = stacking == 0 ? PGW_STACK_MAX : PGW_STACK_ADD;
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "daily_cap", path, false, 0, PGW_POINTS_MAX, &c->daily_cap, err);
+    bool has_multiplier = c->kind != PGW_CAMPAIGN_BRACKETS && c->kind != PGW_CAMPAIGN_CHALLENGE;
+    if (rc == PGW_OK && has_multiplier)
+        rc = pgw_json_int(obj, "multiplier_bp", path, true, PGW_BP_ONE + 1, PGW_MULTIPLIER_BP_MAX,
+                          &c->multiplier_bp, err);
+    if (rc == PGW_OK)
+        rc = parse_campaign_filters(obj, path, rules, c, err);
+    if (rc == PGW_OK)
+        rc = parse_campaign_kind(obj, path, c, err);
+    return rc;
+}
+
+static int parse_campaigns(const json_t *root, pgw_rules *rules, pgw_err *err)
+{
+    json_t *list;
+    int rc = get_array(root, "campaigns", "$", false, PGW_CAMPAIGNS_MAX, &list, err);
+    for (size_t i = 0; rc == PGW_OK && list != NULL && i < json_array_size(list); i++) {
+        char path[PGW_JSON_PATH_MAX];
+        pgw_json_path_index(path, "$.campaigns", i);
+        rc = parse_campaign(json_array_get(list, i), path, rules, &rules->campaigns[i], err);
+        if (rc == PGW_OK)
+            rules->n_campaigns++;
+    }
+    return rc;
+}
+
+/* ---- behaviours ---------------------------------------------------------- */
+
+static int parse_streaks(const json_t *obj, const char *path, pgw_behaviours *b, pgw_err *err)
+{
+    static const char *const keys[] = {"days", "bonus_points", NULL};
+    json_t *list;
+    char list_path[PGW_JSON_PATH_MAX], item_path[PGW_JSON_PATH_MAX];
+    int rc = get_array(obj, "streaks", path, false, PGW_STREAKS_MAX, &list, err);
+    pgw_json_path_key(list_path, path, "streaks");
+    for (size_t i = 0; rc == PGW_OK && list != NULL && i < json_array_size(list); i++) {
+        json_t *s = json_array_get(list, i);
+        int64_t days = 0;
+        pgw_json_path_index(item_path, list_path, i);
+        rc = pgw_json_expect_object(s, item_path, err);
+        if (rc == PGW_OK)
+            rc = pgw_json_only_keys(s, item_path, keys, err);
+        if (rc == PGW_OK)
+            rc = pgw_json_int(s, "days", item_path, true, 2, 366, &days, err);
+        if (rc == PGW_OK && i > 0 && days <= b->streaks[i - 1].days)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s.days: streaks must be in ascending days",
+                             item_path);
+        b->streaks[i].days = (int32_t)days;
+        if (rc == PGW_OK)
+            rc = pgw_json_int(s, "bonus_points", item_path, true, 1, PGW_POINTS_MAX,
+                              &b->streaks[i].bonus_points, err);
+        if (rc == PGW_OK)
+            b->n_streaks = i + 1;
+    }
+    return rc;
+}
+
+/* One behaviour: {"points", "daily_cap"} plus the extras `keys` allows. */
+static int parse_behaviour(const json_t *obj, const char *name, const char *const *keys,
+                           pgw_behaviour *b, json_t **section, pgw_err *err)
+{
+    char path[PGW_JSON_PATH_MAX];
+    int rc = get_section(obj, name, "$.behaviours", false, keys, section, path, err);
+    if (rc != PGW_OK || *section == NULL)
+        return rc;
+    b->enabled = true;
+    rc = pgw_json_int(*section, "points", path, true, 0, PGW_POINTS_MAX, &b->points, err);
+    if (rc == PGW_OK)
+        rc =
+            pgw_json_int(*section, "daily_cap", path, false, 0, PGW_POINTS_MAX, &b->daily_cap, err);
+    return rc;
+}
+
+static int parse_behaviours(const json_t *root, pgw_rules *rules, pgw_err *err)
+{
+    static const char *const keys[] = {"register", "first_purchase", "sign_in", "review", "share",
+                                       "referral", "follow_oa",      "survey",  NULL};
+    static const char *const plain[] = {"points", "daily_cap", NULL};
+    static const char *const sign_in[] = {"points", "daily_cap", "streaks", NULL};
+    static const char *const referral[] = {"points", "daily_cap", "referrer_points", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *obj, *section;
+    pgw_behaviours *b = &rules->behaviours;
+    int rc = get_section(root, "behaviours", "$", false, keys, &obj, path, err);
+    if (rc != PGW_OK || obj == NULL)
+        return rc;
+    struct {
+        const char *name;
+        const char *const *keys;
+        pgw_behaviour *behaviour;
+    } table[] = {
+        {"register", plain, &b->register_},  {"first_purchase", plain, &b->first_purchase},
+        {"review", plain, &b->review},       {"share", plain, &b->share},
+        {"follow_oa", plain, &b->follow_oa}, {"survey", plain, &b->survey},
+    };
+    for (size_t i = 0; rc == PGW_OK && i < sizeof(table) / sizeof(table[0]); i++)
+        rc = parse_behaviour(obj, table[i].name, table[i].keys, table[i].behaviour, &section, err);
+    if (rc == PGW_OK)
+        rc = parse_behaviour(obj, "sign_in", sign_in, &b->sign_in, &section, err);
+    if (rc == PGW_OK && section != NULL)
+        rc = parse_streaks(section, "$.behaviours.sign_in", b, err);
+    if (rc == PGW_OK)
+        rc = parse_behaviour(obj, "referral", referral, &b->referral, &section, err);
+    if (rc == PGW_OK && section != NULL)
+        rc = pgw_json_int(section, "referrer_points", "$.behaviours.referral", false, 0,
+                          PGW_POINTS_MAX, &b->referral_referrer_points, err);
+    return rc;
+}
+
+/* ---- risk, channels, notify, security, keys ------------------------------ */
+
+static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"max_points_per_event", "max_events_per_member_per_day",
+                                       "max_redeem_points_per_day", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *risk;
+    pgw_risk_config *r = &cfg->risk;
+    r->max_points_per_event = 1000000;
+    r->max_events_per_member_per_day = 200;
+    r->max_redeem_points_per_day = 1000000;
+    int rc = get_section(root, "risk", "$", false, keys, &risk, path, err);
+    if (rc != PGW_OK || risk == NULL)
+        return rc;
+    rc = pgw_json_int(risk, "max_points_per_event", path, false, 1, PGW_POINTS_MAX,
+                      &r->max_points_per_event, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(risk, "max_events_per_member_per_day", path, false, 1, 1000000,
+                          &r->max_events_per_member_per_day, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(risk, "max_redeem_points_per_day", path, false, 1, PGW_POINTS_MAX,
+                          &r->max_redeem_points_per_day, err);
+    return rc;
+}
+
+static int parse_templates(const json_t *obj, const char *path,
+                           char (*templates)[PGW_TEMPLATE_ID_MAX + 1], pgw_err *err)
+{
+    char sub[PGW_JSON_PATH_MAX];
+    json_t *t;
+    const char *keys[PGW_NOTICE_KINDS + 1];
+    for (size_t i = 0; i < PGW_NOTICE_KINDS; i++)
+        keys[i] = NOTICE_NAMES[i];
+    keys[PGW_NOTICE_KINDS] = NULL;
+    int rc = get_section(obj, "templates", path, false, keys, &t, sub, err);
+    for (size_t i = 0; rc == PGW_OK && t != NULL && i < PGW_NOTICE_KINDS; i++)
+        rc = pgw_json_string(t, NOTICE_NAMES[i], sub, false, PGW_TEMPLATE_ID_MAX, templates[i],
+                             sizeof(templates[i]), err);
+    return rc;
+}
+
+static int check_url(const char *url, const char *path, pgw_err *err)
+{
+    if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
+        return pgw_err_set(err, PGW_EINVAL, "%s.api_base: expected an http(s) URL, got \"%.64s\"",
+                           path, url);
+    return PGW_OK;
+}
+
+static int parse_wechat(const json_t *channels, const char *name, bool oa, pgw_wechat_channel *w,
+                        pgw_err *err)
+{
+    static const char *const mp_keys[] = {"enabled",    "api_base",  "appid",
+                                          "secret_env", "templates", NULL};
+    static const char *const oa_keys[] = {"enabled",    "api_base",      "appid",
+                                          "secret_env", "token_env",     "aes_key_env",
+                                          "templates",  "mp_jump_appid", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *obj;
+    pgw_identity probe;
+    snprintf(w->api_base, sizeof(w->api_base), "https://api.weixin.qq.com");
+    int rc =
+        get_section(channels, name, "$.channels", false, oa ? oa_keys : mp_keys, &obj, path, err);
+    if (rc != PGW_OK || obj == NULL)
+        return rc;
+    w->enabled = true;
+    rc = pgw_json_bool(obj, "enabled", path, false, &w->enabled, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "api_base", path, false, PGW_URL_MAX, w->api_base,
+                             sizeof(w->api_base), err);
+    if (rc == PGW_OK)
+        rc = check_url(w->api_base, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "appid", path, true, PGW_ID_MAX, w->appid, sizeof(w->appid), err);
+    if (rc == PGW_OK && pgw_identity_make(PGW_ID_MP_OPENID, w->appid, "probe", &probe, err))
+        rc = pgw_err_prefix(err, "%s.appid: ", path);
+    if (rc == PGW_OK)
+        rc = get_env_name(obj, "secret_env", path, true, w->secret_env, sizeof(w->secret_env), err);
+    if (rc == PGW_OK && oa)
+        rc = get_env_name(obj, "token_env", path, true, w->token_env, sizeof(w->token_env), err);
+    if (rc == PGW_OK && oa)
+        rc = get_env_name(obj, "aes_key_env", path, false, w->aes_key_env, sizeof(w->aes_key_env),
+                          err);
+    if (rc == PGW_OK && oa)
+        rc = pgw_json_string(obj, "mp_jump_appid", path, false, PGW_ID_MAX, w->mp_jump_appid,
+                             sizeof(w->mp_jump_appid), err);
+    if (rc == PGW_OK)
+        rc = parse_templates(obj, path, w->templates, err);
+    return rc;
+}
+
+static int parse_sms(const json_t *channels, pgw_sms_channel *s, pgw_err *err)
+{
+    static const char *const keys[] = {"enabled",    "provider", "api_base",   "sign_name",
+                                       "sdk_app_id", "region",   "key_id_env", "key_secret_env",
+                                       "templates",  NULL};
+    static const char *const providers[] = {"tencent", "aliyun"};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *obj;
+    int provider = 0;
+    int rc = get_section(channels, "sms", "$.channels", false, keys, &obj, path, err);
+    if (rc != PGW_OK || obj == NULL)
+        return rc;
+    s->enabled = true;
+    rc = pgw_json_bool(obj, "enabled", path, false, &s->enabled, err);
+    if (rc == PGW_OK)
+        rc = get_choice(obj, "provider", path, true, providers, 2, &provider, err);
+    snprintf(s->provider, sizeof(s->provider), "%s", providers[provider]);
+    snprintf(s->api_base, sizeof(s->api_base), "%s",
+             provider == 0 ? "https://sms.tencentcloudapi.com" : "https://dysmsapi.aliyuncs.com");
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "api_base", path, false, PGW_URL_MAX, s->api_base,
+                             sizeof(s->api_base), err);
+    if (rc == PGW_OK)
+        rc = check_url(s->api_base, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "sign_name", path, true, PGW_NAME_MAX, s->sign_name,
+                             sizeof(s->sign_name), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "sdk_app_id", path, provider == 0, PGW_ID_MAX, s->sdk_app_id,
+                             sizeof(s->sdk_app_id), err);
+    if (rc == PGW_OK)
+        rc = get_id(obj, "region", path, false, s->region, sizeof(s->region), err);
+    if (rc == PGW_OK)
+        rc = get_env_name(obj, "key_id_env", path, true, s->key_id_env, sizeof(s->key_id_env), err);
+    if (rc == PGW_OK)
+        rc = get_env_name(obj, "key_secret_env", path, true, s->key_secret_env,
+                          sizeof(s->key_secret_env), err);
+    if (rc == PGW_OK)
+        rc = parse_templates(obj, path, s->templates, err);
+    return rc;
+}
+
+static int parse_channels(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"wechat_mp", "wechat_oa", "sms", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *channels;
+    int rc = get_section(root, "channels", "$", false, keys, &channels, path, err);
+    if (rc != PGW_OK || channels == NULL)
+        return rc;
+    rc = parse_wechat(channels, "wechat_mp", false, &cfg->wechat_mp, err);
+    if (rc == PGW_OK)
+        rc = parse_wechat(channels, "wechat_oa", true, &cfg->wechat_oa, err);
+    if (rc == PGW_OK)
+        rc = parse_sms(channels, &cfg->sms, err);
+    return rc;
+}
+
+/* "HH:MM" into minutes after midnight. */
+static int get_clock(const json_t *obj, const char *key, const char *path, int32_t *out,
+                     pgw_err *err)
+{
+    const char *s;
+    int rc = pgw_json_string_ref(obj, key, path, false, 5, &s, err);
+    if (rc != PGW_OK || s == NULL)
+        return rc;
+    int h = -1, m = -1;
+    bool ok = strlen(s) == 5 && s[2] == ':' && s[0] >= '0' && s[0] <= '2' && s[1] >= '0' &&
+              s[1] <= '9' && s[3] >= '0' && s[3] <= '5' && s[4] >= '0' && s[4] <= '9';
+    if (ok) {
+        h = (s[0] - '0') * 10 + (s[1] - '0');
+        m = (s[3] - '0') * 10 + (s[4] - '0');
+    }
+    if (!ok || h > 23)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: expected a time HH:MM, got \"%s\"", path, key,
+                           s);
+    *out = h * 60 + m;
+    return PGW_OK;
+}
+
+static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"coalesce_window_s", "quiet_hours", "retry", NULL};
+    static const char *const quiet_keys[] = {"start", "end", NULL};
+    static const char *const retry_keys[] = {"max_attempts", "base_delay_ms", "max_delay_ms", NULL};
+    char path[PGW_JSON_PATH_MAX], sub[PGW_JSON_PATH_MAX];
+    json_t *notify, *quiet = NULL, *retry = NULL;
+    pgw_notify_config *n = &cfg->notify;
+    *n = (pgw_notify_config){10, 21 * 60, 8 * 60, 8, 1000, 600000};
+    int rc = get_section(root, "notify", "$", false, keys, &notify, path, err);
+    if (rc != PGW_OK || notify == NULL)
+        return rc;
+    rc =
+        pgw_json_int(notify, "coalesce_window_s", path, false, 0, 3600, &n->coalesce_window_s, err);
+    if (rc == PGW_OK)
+        rc = get_section(notify, "quiet_hours", path, false, quiet_keys, &quiet, sub, err);
+    if (rc == PGW_OK && quiet != NULL)
+        rc = get_clock(quiet, "start", sub, &n->quiet_start_min, err);
+    if (rc == PGW_OK && quiet != NULL)
+        rc = get_clock(quiet, "end", sub, &n->quiet_end_min, err);
+    if (rc == PGW_OK)
+        rc = get_section(notify, "retry", path, false, retry_keys, &retry, sub, err);
+    if (rc == PGW_OK && retry != NULL)
+        rc = pgw_json_int(retry, "max_attempts", sub, false, 1, 100, &n->retry_max_attempts, err);
+    if (rc == PGW_OK && retry != NULL)
+        rc = pgw_json_int(retry, "base_delay_ms", sub, false, 10, 3600000, &n->retry_base_delay_ms,
+                          err);
+    if (rc == PGW_OK && retry != NULL)
+        rc = pgw_json_int(retry, "max_delay_ms", sub, false, n->retry_base_delay_ms, 86400000,
+                          &n->retry_max_delay_ms, err);
+    return rc;
+}
+
+static int parse_security(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"phone_hmac_key_env", "phone_aes_key_env",
+                                       "development_mode", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *obj;
+    pgw_security_config *s = &cfg->security;
+    snprintf(s->phone_hmac_key_env, sizeof(s->phone_hmac_key_env), "PGW_PHONE_HMAC_KEY");
+    snprintf(s->phone_aes_key_env, sizeof(s->phone_aes_key_env), "PGW_PHONE_AES_KEY");
+    int rc = get_section(root, "security", "$", false, keys, &obj, path, err);
+    if (rc != PGW_OK || obj == NULL)
+        return rc;
+    rc = get_env_name(obj, "phone_hmac_key_env", path, false, s->phone_hmac_key_env,
+                      sizeof(s->phone_hmac_key_env), err);
+    if (rc == PGW_OK)
+        rc = get_env_name(obj, "phone_aes_key_env", path, false, s->phone_aes_key_env,
+                          sizeof(s->phone_aes_key_env), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(obj, "development_mode", path, false, &s->development_mode, err);
+    return rc;
+}
+
+/* "shop:<existing id>", "channel:<name>", "finance" or "admin". */
+static int check_scope(const char *scope, const char *path, const pgw_rules *rules, pgw_err *err)
+{
+    static const char *const channels[] = {"store", "wechat_mp", "wechat_oa", "sms", NULL};
+    if (strcmp(scope, "finance") == 0 || strcmp(scope, "admin") == 0)
+        return PGW_OK;
+    if (strncmp(scope, "shop:", 5) == 0) {
+        if (pgw_rules_find_shop(rules, scope + 5) >= 0)
+            return PGW_OK;
+        return pgw_err_set(err, PGW_EINVAL, "%s.scope: unknown shop \"%s\"", path, scope + 5);
+    }
+    for (size_t i = 0; strncmp(scope, "channel:", 8) == 0 && channels[i] != NULL; i++) {
+        if (strcmp(scope + 8, channels[i]) == 0)
+            return PGW_OK;
+    }
+    return pgw_err_set(err, PGW_EINVAL,
+                       "%s.scope: \"%s\" is not shop:<id>, channel:<store|"
+                       "wechat_mp|wechat_oa|sms>, finance or admin",
+                       path, scope);
+}
+
+static int parse_hex32(const char *hex, uint8_t out[32])
+{
+    if (strlen(hex) != 64)
+        return PGW_EINVAL;
+    for (size_t i = 0; i < 64; i++) {
+        char c = hex[i];
+        int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return PGW_EINVAL;
+        out[i / 2] = (uint8_t)(i % 2 == 0 ? v << 4 : out[i / 2] | v);
+    }
+    return PGW_OK;
+}
+
+static int parse_key(const json_t *obj, const char *path, pgw_config *cfg, pgw_key_config *k,
+                     pgw_err *err)
+{
+    static const char *const keys[] = {
+        "name", "scope", "key_sha256", "key_env", "require_signature", NULL};
+    const char *hash = NULL;
+    int rc = pgw_json_expect_object(obj, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, path, keys, err);
+    if (rc == PGW_OK)
+        rc = get_id(obj, "name", path, true, k->name, sizeof(k->name), err);
+    for (size_t i = 0; rc == PGW_OK && i < cfg->n_keys; i++) {
+        if (strcmp(cfg->keys[i].name, k->name) == 0)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s.name: duplicate key name \"%s\"", path, k->name);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "scope", path, true, PGW_SCOPE_MAX, k->scope, sizeof(k->scope),
+                             err);
+    if (rc == PGW_OK)
+        rc = check_scope(k->scope, path, &cfg->rules, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string_ref(obj, "key_sha256", path, false, 64, &hash, err);
+    if (rc == PGW_OK && hash != NULL && parse_hex32(hash, k->key_sha256) != PGW_OK)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.key_sha256: expected 64 lower-case hex digits", path);
+    k->has_sha256 = hash != NULL;
+    if (rc == PGW_OK)
+        rc = get_env_name(obj, "key_env", path, false, k->key_env, sizeof(k->key_env), err);
+    if (rc == PGW_OK && k->has_sha256 == (k->key_env[0] != '\0'))
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s: give exactly one of key_sha256 and key_env (a "
+                         "clear key never goes in the file)",
+                         path);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(obj, "require_signature", path, false, &k->require_signature, err);
+    return rc;
+}
+
+static int parse_keys(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    json_t *list;
+    int rc = get_array(root, "keys", "$", false, PGW_KEYS_MAX, &list, err);
+    for (size_t i = 0; rc == PGW_OK && list != NULL && i < json_array_size(list); i++) {
+        char path[PGW_JSON_PATH_MAX];
+        pgw_json_path_index(path, "$.keys", i);
+        rc = parse_key(json_array_get(list, i), path, cfg, &cfg->keys[i], err);
+        if (rc == PGW_OK)
+            cfg->n_keys++;
+    }
+    return rc;
+}
+
+/* ---- entry points -------------------------------------------------------- */
+
+static int parse_root(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"mall",     "listen", "db",        "expiry",     "formats",
+                                       "shops",    "tiers",  "campaigns", "behaviours", "risk",
+                                       "channels", "notify", "security",  "keys",       NULL};
+    int (*const sections[])(const json_t *, pgw_config *, pgw_err *) = {
+        parse_mall,     parse_listen_db, parse_expiry,   parse_risk,
+        parse_channels, parse_notify,    parse_security,
+    };
+    int rc = pgw_json_expect_object(root, "$", err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(root, "$", keys, err);
+    for (size_t i = 0; rc == PGW_OK && i < sizeof(sections) / sizeof(sections[0]); i++)
+        rc = sections[i](root, cfg, err);
+    if (rc == PGW_OK)
+        rc = parse_formats(root, &cfg->rules, err);
+    if (rc == PGW_OK)
+        rc = parse_shops(root, &cfg->rules, err);
+    if (rc == PGW_OK)
+        rc = parse_tiers(root, &cfg->rules, err);
+    if (rc == PGW_OK)
+        rc = parse_campaigns(root, &cfg->rules, err);
+    if (rc == PGW_OK)
+        rc = parse_behaviours(root, &cfg->rules, err);
+    if (rc == PGW_OK)
+        rc = parse_keys(root, cfg, err);
+    return rc;
+}
+
+int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_config **out,
+                     pgw_err *err)
+{
+    PGW_ASSERT(text != NULL && origin != NULL && out != NULL);
+    *out = NULL;
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return pgw_err_set(err, PGW_EINVAL, "%s:%d:%d: invalid JSON: %s", origin, jerr.line,
+                           jerr.column, jerr.text);
+    pgw_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL) {
+        json_decref(root);
+        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory", origin);
+    }
+    snprintf(cfg->origin, sizeof(cfg->origin), "%s", origin);
+    int rc = parse_root(root, cfg, err);
+    json_decref(root);
+    if (rc != PGW_OK) {
+        free(cfg);
+        return pgw_err_prefix(err, "%s: ", origin);
+    }
+    *out = cfg;
+    return PGW_OK;
+}
+
+int pgw_config_load(const char *path, pgw_config **out, pgw_err *err)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return pgw_err_set(err, PGW_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *text = malloc(PGW_CONFIG_FILE_MAX + 1);
+    if (text == NULL) {
+        fclose(f);
+        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory", path);
+    }
+    size_t len = fread(text, 1, PGW_CONFIG_FILE_MAX + 1, f);
+    bool failed = ferror(f) != 0;
+    fclose(f);
+    int rc;
+    if (failed)
+        rc = pgw_err_set(err, PGW_EIO, "%s: read error", path);
+    else if (len > PGW_CONFIG_FILE_MAX)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s: larger than %d bytes", path, PGW_CONFIG_FILE_MAX);
+    else
+        rc = pgw_config_parse(text, len, path, out, err);
+    free(text);
+    return rc;
+}
+
+void pgw_config_free(pgw_config *cfg)
+{
+    free(cfg);
+}
+
+int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap)
+{
+    const pgw_rules *r = &cfg->rules;
+    size_t kinds[N_CAMPAIGN_KINDS] = {0};
+    for (size_t i = 0; i < r->n_campaigns; i++)
+        kinds[r->campaigns[i].kind]++;
+    char campaigns[256] = "";
+    size_t used = 0;
+    for (size_t k = 0; k < N_CAMPAIGN_KINDS; k++) {
+        if (kinds[k] > 0 && used < sizeof(campaigns))
+            used += (size_t)snprintf(campaigns + used, sizeof(campaigns) - used, " %s=%zu",
+                                     CAMPAIGN_KINDS[k], kinds[k]);
+    }
+    static const char *const policies[] = {"never", "rolling", "year_end"};
+    int n =
+        snprintf(buf, cap,
+                 "mall:       %s (%s, UTC%+d:%02d)\n"
+                 "shops:      %zu in %zu formats; %zu tiers\n"
+                 "campaigns:  %zu:%s\n"
+                 "expiry:     %s (months %d, years %d)\n"
+                 "channels:   wechat_mp %s, wechat_oa %s, sms %s\n"
+                 "keys:       %zu\n"
+                 "database:   %s; listen %s\n",
+                 cfg->mall_name, r->tz.name, r->tz.offset_s / 3600,
+                 (r->tz.offset_s < 0 ? -r->tz.offset_s : r->tz.offset_s) % 3600 / 60, r->n_shops,
+                 r->n_formats, r->n_tiers, r->n_campaigns, campaigns, policies[r->expiry.policy],
+                 (int)r->expiry.months, (int)r->expiry.years, cfg->wechat_mp.enabled ? "on" : "off",
+                 cfg->wechat_oa.enabled ? "on" : "off",
+                 cfg->sms.enabled ? cfg->sms.provider : "off", cfg->n_keys, cfg->db, cfg->listen);
+    return (n < 0 || (size_t)n >= cap) ? PGW_ERANGE : PGW_OK;
+}

@@ -1,0 +1,138 @@
+/*
+ * config.h - the gateway's one JSON configuration file, loaded and checked.
+ *
+ * pgw_config_load() reads the file (at most PGW_CONFIG_FILE_MAX bytes),
+ * refuses anything it does not understand and fills a pgw_config whose
+ * rules part (struct pgw_rules, core/rules.h) the earning rules read.
+ * Every error names the file, the JSON path and the problem:
+ *     config/mall.json: $.campaigns[3].shops[0]: unknown shop "S099"
+ *     config/mall.json:12:5: invalid JSON: ...
+ * and the caller exits 2. Unknown keys, wrong types (1.5 where an integer is
+ * expected), out-of-range values, duplicates, dangling references and
+ * overlapping brackets are all refused: a typo never silently changes how
+ * many points members earn.
+ *
+ * Secrets are never in the file: only the names of the environment
+ * variables that hold them (`*_env`). This module does not read the
+ * environment; the server does at start-up.
+ *
+ * The keys, section by section, are documented in README "Configuration".
+ */
+#ifndef PGW_CONFIG_CONFIG_H
+#define PGW_CONFIG_CONFIG_H
+
+#include "core/error.h"
+#include "core/rules.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_CONFIG_FILE_MAX (4 << 20) /* 4 MiB: a mall with 1024 shops fits easily */
+#define PGW_KEYS_MAX        256
+#define PGW_ENV_NAME_MAX    64
+#define PGW_URL_MAX         256
+#define PGW_TEMPLATE_ID_MAX 64
+#define PGW_LISTEN_MAX      64
+#define PGW_DB_URL_MAX      512
+#define PGW_SCOPE_MAX       48
+
+/* The notices a channel can carry, each with its own template. */
+typedef enum pgw_notice_kind {
+    PGW_NOTICE_POINTS_ARRIVED = 0,
+    PGW_NOTICE_POINTS_REVERSED,
+    PGW_NOTICE_REDEMPTION,
+    PGW_NOTICE_POINTS_EXPIRING,
+    PGW_NOTICE_TIER_CHANGED,
+    PGW_NOTICE_KINDS
+} pgw_notice_kind;
+
+typedef struct pgw_wechat_channel {
+    bool enabled;
+    char api_base[PGW_URL_MAX + 1];
+    char appid[PGW_ID_MAX + 1];
+    char secret_env[PGW_ENV_NAME_MAX + 1];
+    char token_env[PGW_ENV_NAME_MAX + 1];   /* official account: callback token */
+    char aes_key_env[PGW_ENV_NAME_MAX + 1]; /* official account: EncodingAESKey */
+    char mp_jump_appid[PGW_ID_MAX + 1];     /* official account: template jump target */
+    char templates[PGW_NOTICE_KINDS][PGW_TEMPLATE_ID_MAX + 1]; /* "" = not configured */
+} pgw_wechat_channel;
+
+typedef struct pgw_sms_channel {
+    bool enabled;
+    char provider[16]; /* "tencent" or "aliyun" */
+    char api_base[PGW_URL_MAX + 1];
+    char sign_name[PGW_NAME_MAX + 1];
+    char sdk_app_id[PGW_ID_MAX + 1]; /* tencent */
+    char region[PGW_ID_MAX + 1];     /* tencent, e.g. "ap-guangzhou" */
+    char key_id_env[PGW_ENV_NAME_MAX + 1];
+    char key_secret_env[PGW_ENV_NAME_MAX + 1];
+    char templates[PGW_NOTICE_KINDS][PGW_TEMPLATE_ID_MAX + 1];
+} pgw_sms_channel;
+
+typedef struct pgw_notify_config {
+    int64_t coalesce_window_s; /* arrivals within it become one notice */
+    int32_t quiet_start_min;   /* SMS quiet hours, minutes after local midnight */
+    int32_t quiet_end_min;
+    int64_t retry_max_attempts;
+    int64_t retry_base_delay_ms;
+    int64_t retry_max_delay_ms;
+} pgw_notify_config;
+
+typedef struct pgw_risk_config {
+    int64_t max_points_per_event;          /* above: risk_rejected */
+    int64_t max_events_per_member_per_day; /* earning events */
+    int64_t max_redeem_points_per_day;     /* per member */
+} pgw_risk_config;
+
+typedef struct pgw_security_config {
+    char phone_hmac_key_env[PGW_ENV_NAME_MAX + 1];
+    char phone_aes_key_env[PGW_ENV_NAME_MAX + 1];
+    bool development_mode; /* allows running without those keys, loudly */
+} pgw_security_config;
+
+typedef struct pgw_key_config {
+    char name[PGW_ID_MAX + 1];
+    char scope[PGW_SCOPE_MAX + 1]; /* "shop:S001", "channel:wechat_mp", "finance", "admin" */
+    bool has_sha256;
+    uint8_t key_sha256[32];             /* SHA-256 of the key, or ... */
+    char key_env[PGW_ENV_NAME_MAX + 1]; /* ... the variable holding the key */
+    bool require_signature;
+} pgw_key_config;
+
+typedef struct pgw_config {
+    char origin[256]; /* the file it came from, for messages */
+    char mall_name[PGW_NAME_MAX + 1];
+    int64_t point_value_fen; /* what one point is worth to finance */
+    bool auto_enroll;
+    bool allow_negative; /* false: refunds clamp at zero */
+    char listen[PGW_LISTEN_MAX + 1];
+    char db[PGW_DB_URL_MAX + 1];
+    pgw_rules rules;
+    pgw_wechat_channel wechat_mp;
+    pgw_wechat_channel wechat_oa;
+    pgw_sms_channel sms;
+    pgw_notify_config notify;
+    pgw_risk_config risk;
+    pgw_security_config security;
+    size_t n_keys;
+    pgw_key_config keys[PGW_KEYS_MAX];
+} pgw_config;
+
+/*
+ * Reads and checks the file at `path`. On success *out is a new config the
+ * caller frees with pgw_config_free(); on failure *out is NULL and err says
+ * "<path>: <json path>: <problem>".
+ */
+int pgw_config_load(const char *path, pgw_config **out, pgw_err *err);
+
+/* The same from text in memory; `origin` names it in messages. */
+int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_config **out,
+                     pgw_err *err);
+
+void pgw_config_free(pgw_config *cfg);
+
+/* A short human summary (several lines) of what the config defines. */
+int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap);
+
+#endif

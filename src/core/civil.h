@@ -1,0 +1,103 @@
+/*
+ * civil.h - calendar dates, the mall's time zone, and RFC 3339 timestamps.
+ *
+ * Instants are int64_t unix seconds (UTC). Business rules (member day,
+ * birthday, sign-in day, month-end challenges, year-end expiry, quiet hours)
+ * work on the *local* calendar of the mall, so every such rule goes through
+ * pgw_local_date()/pgw_local_midnight() with the configured zone.
+ *
+ * No I/O: zones come from a built-in table of zones that have no daylight
+ * saving time (every zone a Chinese or East/South-East Asian mall uses:
+ * Asia/Shanghai has had none since 1991), plus "UTC" and fixed offsets
+ * written "+08:00". A zone with DST is refused with a clear message instead
+ * of silently computing wrong day boundaries.
+ *
+ * Dates use the proleptic Gregorian calendar; the valid range is years
+ * 1970..9999 (PGW_YEAR_MIN..PGW_YEAR_MAX), ample for a points ledger and small
+ * enough that no computation can overflow.
+ */
+#ifndef PGW_CORE_CIVIL_H
+#define PGW_CORE_CIVIL_H
+
+#include "error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_YEAR_MIN    1970
+#define PGW_YEAR_MAX    9999
+#define PGW_TZ_NAME_MAX 48
+/* "2026-11-24T10:15:00+08:00" plus room: buffers for pgw_format_rfc3339. */
+#define PGW_RFC3339_MAX 32
+
+typedef struct pgw_date {
+    int32_t year;  /* PGW_YEAR_MIN..PGW_YEAR_MAX */
+    int32_t month; /* 1..12 */
+    int32_t day;   /* 1..days in month */
+} pgw_date;
+
+typedef struct pgw_tz {
+    char name[PGW_TZ_NAME_MAX]; /* as configured: "Asia/Shanghai", "+08:00" */
+    int32_t offset_s;           /* seconds east of UTC, -14h..+14h */
+} pgw_tz;
+
+bool pgw_is_leap_year(int32_t year);
+/* Days in `month` of `year` (28..31); month must be 1..12. */
+int32_t pgw_days_in_month(int32_t year, int32_t month);
+/* true when d is a real calendar date within the supported range. */
+bool pgw_date_valid(pgw_date d);
+
+/* Days since 1970-01-01 for a valid date, and back (Hinnant's algorithms). */
+int64_t pgw_days_from_date(pgw_date d);
+pgw_date pgw_date_from_days(int64_t days);
+/* ISO weekday: 1 = Monday .. 7 = Sunday. */
+int32_t pgw_weekday(pgw_date d);
+/* Compare two dates: negative, 0, positive. */
+int pgw_date_cmp(pgw_date a, pgw_date b);
+
+/*
+ * d plus `months` calendar months; the day is clamped to the end of the
+ * target month (2026-01-31 + 1 month = 2026-02-28). PGW_ERANGE when the
+ * result leaves the supported years.
+ */
+int pgw_date_add_months(pgw_date d, int32_t months, pgw_date *out);
+/* d plus `days` days; PGW_ERANGE when the result leaves the supported years. */
+int pgw_date_add_days(pgw_date d, int32_t days, pgw_date *out);
+
+/*
+ * Resolves a zone name: a table entry ("Asia/Shanghai", "Asia/Hong_Kong",
+ * "Asia/Tokyo", ...), "UTC", or a fixed offset "+08:00" / "-05:30".
+ * PGW_EINVAL with a message for unknown names and for zones with DST.
+ */
+int pgw_tz_lookup(const char *name, pgw_tz *out, pgw_err *err);
+
+/* The local calendar date at instant `t` (unix seconds) in `tz`. */
+pgw_date pgw_local_date(int64_t t, const pgw_tz *tz);
+/* Seconds since local midnight at instant `t` in `tz` (0..86399). */
+int32_t pgw_local_seconds_of_day(int64_t t, const pgw_tz *tz);
+/* The instant (unix seconds) of 00:00 local time on date d in `tz`. */
+int64_t pgw_local_midnight(pgw_date d, const pgw_tz *tz);
+
+/*
+ * Parses an RFC 3339 timestamp with an explicit offset:
+ * "2026-11-24T10:15:00+08:00", "2026-11-24T02:15:00Z", optional fraction
+ * ".123" (truncated to the second). A timestamp without an offset is
+ * refused: a naive time is a time-zone bug waiting to happen.
+ */
+int pgw_parse_rfc3339(const char *s, int64_t *out, pgw_err *err);
+/* Parses "YYYY-MM-DD" (a valid date in range). */
+int pgw_parse_date(const char *s, pgw_date *out, pgw_err *err);
+/* Parses "MM-DD" (a birthday without a year; "02-29" is valid). */
+int pgw_parse_month_day(const char *s, int32_t *month, int32_t *day, pgw_err *err);
+
+/*
+ * Writes `t` as "YYYY-MM-DDTHH:MM:SS+HH:MM" in `tz` ("Z" for UTC offset 0)
+ * into buf (cap >= PGW_RFC3339_MAX). PGW_ERANGE if `t` is outside the
+ * supported years or cap is too small.
+ */
+int pgw_format_rfc3339(int64_t t, const pgw_tz *tz, char *buf, size_t cap);
+/* Writes "YYYY-MM-DD" into buf (cap >= 11). */
+int pgw_format_date(pgw_date d, char *buf, size_t cap);
+
+#endif

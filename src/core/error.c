@@ -1,0 +1,107 @@
+/*
+ * error.c - see error.h.
+ */
+#include "error.h"
+
+#include "assertions.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static size_t min_size(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Cuts `s` (NUL-terminated, of capacity `cap`) back so that it never ends
+ * inside a UTF-8 multi-byte sequence: vsnprintf truncates on bytes. */
+static void trim_utf8_tail(char *s, size_t cap)
+{
+    size_t len = strnlen(s, cap);
+    if (len + 1 < cap)
+        return; /* not truncated */
+    size_t i = len;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i > 0 && ((unsigned char)s[i - 1] & 0x80)) {
+        unsigned char lead = (unsigned char)s[i - 1];
+        size_t need = (lead >= 0xF0) ? 4 : (lead >= 0xE0) ? 3 : 2;
+        if (len - (i - 1) < need)
+            s[i - 1] = '\0';
+    }
+}
+
+int pgw_err_set(pgw_err *err, int code, const char *fmt, ...)
+{
+    PGW_ASSERT(code < 0);
+    if (err == NULL)
+        return code;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    trim_utf8_tail(err->msg, sizeof(err->msg));
+    return code;
+}
+
+void pgw_err_clear(pgw_err *err)
+{
+    if (err == NULL)
+        return;
+    err->code = PGW_OK;
+    err->msg[0] = '\0';
+}
+
+int pgw_err_prefix(pgw_err *err, const char *fmt, ...)
+{
+    PGW_ASSERT(err != NULL);
+    char prefix[PGW_ERR_MSG_MAX];
+    char old[PGW_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof(old));
+    size_t cap = sizeof(err->msg) - 1;
+    size_t plen = min_size(strlen(prefix), cap);
+    size_t olen = min_size(strnlen(old, sizeof(old)), cap - plen);
+    memcpy(err->msg, prefix, plen);
+    memcpy(err->msg + plen, old, olen);
+    err->msg[plen + olen] = '\0';
+    trim_utf8_tail(err->msg, sizeof(err->msg));
+    return err->code;
+}
+
+const char *pgw_code_name(int code)
+{
+    switch (code) {
+    case PGW_OK:
+        return "OK";
+    case PGW_EINVAL:
+        return "EINVAL";
+    case PGW_ERANGE:
+        return "ERANGE";
+    case PGW_ENOTFOUND:
+        return "ENOTFOUND";
+    case PGW_ECONFLICT:
+        return "ECONFLICT";
+    case PGW_EINSUFFICIENT:
+        return "EINSUFFICIENT";
+    case PGW_ESTATE:
+        return "ESTATE";
+    case PGW_EFULL:
+        return "EFULL";
+    case PGW_EIO:
+        return "EIO";
+    case PGW_ENOMEM:
+        return "ENOMEM";
+    case PGW_EEXCEEDS:
+        return "EEXCEEDS";
+    case PGW_EUNAVAILABLE:
+        return "EUNAVAILABLE";
+    default:
+        return "E?";
+    }
+}

@@ -1,0 +1,61 @@
+/*
+ * error.h - the one error convention of pointsgw.
+ *
+ * Every fallible function returns int: 0 (PGW_OK) on success or a negative
+ * PGW_E... code. When it fails it also fills a caller-provided struct pgw_err
+ * with a human message that names what was wrong ("member M1 has 120
+ * available, 500 asked"). The struct lives on the caller's stack: no
+ * allocation, no thread-local state, nothing to free.
+ *
+ * Callers never ignore a result: every PGW_E... is handled or passed up.
+ * `err` may be NULL when the caller only wants the code.
+ */
+#ifndef PGW_CORE_ERROR_H
+#define PGW_CORE_ERROR_H
+
+#include <stddef.h>
+
+enum pgw_code {
+    PGW_OK = 0,
+    PGW_EINVAL = -1,        /* bad input: malformed, missing, out of its domain */
+    PGW_ERANGE = -2,        /* arithmetic overflow or value beyond its bound */
+    PGW_ENOTFOUND = -3,     /* the thing named does not exist */
+    PGW_ECONFLICT = -4,     /* same key, different request */
+    PGW_EINSUFFICIENT = -5, /* not enough points available */
+    PGW_ESTATE = -6,        /* operation not allowed in the object's state */
+    PGW_EFULL = -7,         /* a fixed capacity or queue is full */
+    PGW_EIO = -8,           /* reading or writing outside the process failed */
+    PGW_ENOMEM = -9,        /* allocation failed */
+    PGW_EEXCEEDS = -10,     /* a refund beyond its original purchase */
+    PGW_EUNAVAILABLE = -11, /* a dependency (storage, provider) is down */
+};
+
+/* Longest message kept; longer ones are cut on a UTF-8 character boundary. */
+#define PGW_ERR_MSG_MAX 512
+
+typedef struct pgw_err {
+    int code;
+    char msg[PGW_ERR_MSG_MAX];
+} pgw_err;
+
+/*
+ * Records `code` and a printf-style message in `err` (when not NULL) and
+ * returns `code`, so that a failure path reads
+ *     return pgw_err_set(err, PGW_EINVAL, "points must be > 0, got %lld", p);
+ * `code` must be negative.
+ */
+int pgw_err_set(pgw_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Clears `err` to PGW_OK and an empty message. */
+void pgw_err_clear(pgw_err *err);
+
+/*
+ * Prefixes the message already in `err` with a printf-style context
+ * ("shops[3]: ") and returns err->code. Used as errors travel outwards.
+ */
+int pgw_err_prefix(pgw_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A short stable name for a code: "EINVAL", "ERANGE", ... ("E?" if unknown). */
+const char *pgw_code_name(int code);
+
+#endif

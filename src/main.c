@@ -1,0 +1,328 @@
+/*
+ * main.c - the `pointsgw` command line.
+ *
+ * Each command is a small function that parses its own flags, calls the
+ * modules, prints, and returns the process exit code (API.md): 0 ok, 1 the
+ * check found a problem, 2 bad usage or input. Commands whose machinery has
+ * not been built yet say so plainly and exit 2 instead of pretending.
+ */
+#include "config/config.h"
+#include "core/error.h"
+#include "core/rules.h"
+#include "server/event_json.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_OK      0
+#define EXIT_PROBLEM 1
+#define EXIT_USAGE   2
+
+#define DEFAULT_CONFIG "config/pointsgw.example.json"
+#define FLAGS_MAX      8
+
+/* A command's flags: names it accepts and the values it was given. */
+typedef struct flag_set {
+    size_t n;
+    const char *names[FLAGS_MAX]; /* "--config", ... */
+    const char *values[FLAGS_MAX];
+    bool takes_value[FLAGS_MAX];
+} flag_set;
+
+typedef struct command {
+    const char *name;
+    const char *usage;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} command;
+
+static void flag_add(flag_set *flags, const char *name, bool takes_value)
+{
+    PGW_ASSERT(flags->n < FLAGS_MAX);
+    flags->names[flags->n] = name;
+    flags->takes_value[flags->n] = takes_value;
+    flags->values[flags->n] = NULL;
+    flags->n++;
+}
+
+static const char *flag_get(const flag_set *flags, const char *name)
+{
+    for (size_t i = 0; i < flags->n; i++) {
+        if (strcmp(flags->names[i], name) == 0)
+            return flags->values[i];
+    }
+    PGW_ASSERT(!"flag not declared");
+    return NULL;
+}
+
+/*
+ * Parses argv (after the command name) against `flags`. A boolean flag's
+ * value is set to "1". Returns 0, 1 for --help, or -1 after printing why
+ * the arguments are wrong.
+ */
+static int flags_parse(flag_set *flags, const char *command_name, int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+        size_t k = 0;
+        while (k < flags->n && strcmp(flags->names[k], argv[i]) != 0)
+            k++;
+        if (k == flags->n) {
+            fprintf(stderr, "pointsgw %s: unknown argument '%s' (see --help)\n", command_name,
+                    argv[i]);
+            return -1;
+        }
+        if (!flags->takes_value[k]) {
+            flags->values[k] = "1";
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "pointsgw %s: %s needs a value\n", command_name, argv[i]);
+            return -1;
+        }
+        flags->values[k] = argv[++i];
+    }
+    return 0;
+}
+
+/* Loads the configuration named by --config (or the default), printing any
+ * error as "pointsgw: <file>: <json path>: <problem>". */
+static pgw_config *load_config(const char *path)
+{
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    pgw_err_clear(&err);
+    if (pgw_config_load(path ? path : DEFAULT_CONFIG, &cfg, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw: %s\n", err.msg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static void print_summary(const pgw_config *cfg)
+{
+    char summary[4096];
+    if (pgw_config_summary(cfg, summary, sizeof(summary)) == PGW_OK)
+        fputs(summary, stdout);
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+    flag_set flags = {0};
+    flag_add(&flags, "--config", true);
+    int rc = flags_parse(&flags, "check-config", argc, argv);
+    if (rc != 0)
+        return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    pgw_config *cfg = load_config(flag_get(&flags, "--config"));
+    if (cfg == NULL)
+        return EXIT_USAGE;
+    print_summary(cfg);
+    printf("configuration OK\n");
+    pgw_config_free(cfg);
+    return EXIT_OK;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    flag_set flags = {0};
+    flag_add(&flags, "--config", true);
+    flag_add(&flags, "--db", true);
+    flag_add(&flags, "--listen", true);
+    int rc = flags_parse(&flags, "serve", argc, argv);
+    if (rc != 0)
+        return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    pgw_config *cfg = load_config(flag_get(&flags, "--config"));
+    if (cfg == NULL)
+        return EXIT_USAGE;
+    print_summary(cfg);
+    pgw_config_free(cfg);
+    /* Honest about what exists: the durable log and the HTTP server are the
+     * next pieces of work (README "Status"). */
+    fprintf(stderr, "pointsgw serve: configuration OK, but this build has no transfer log store "
+                    "or HTTP server yet; nothing is listening. Try 'pointsgw quote'.\n");
+    return EXIT_USAGE;
+}
+
+/* Reads a JSON file of at most 1 MiB into a jansson value, or prints why not. */
+static json_t *read_json_file(const char *path)
+{
+    json_error_t jerr;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        perror(path);
+        return NULL;
+    }
+    static char buf[1 << 20];
+    size_t len = fread(buf, 1, sizeof(buf), f);
+    bool too_big = len == sizeof(buf);
+    fclose(f);
+    if (too_big) {
+        fprintf(stderr, "pointsgw: %s: larger than 1 MiB\n", path);
+        return NULL;
+    }
+    json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL)
+        fprintf(stderr, "pointsgw: %s:%d:%d: invalid JSON: %s\n", path, jerr.line, jerr.column,
+                jerr.text);
+    return doc;
+}
+
+static int quote_print(const pgw_config *cfg, const pgw_event_doc *doc, const pgw_member_ctx *ctx)
+{
+    pgw_earning *earning = calloc(1, sizeof(*earning));
+    PGW_ASSERT(earning != NULL);
+    pgw_err err;
+    pgw_err_clear(&err);
+    int rc = pgw_rules_earn(&cfg->rules, &doc->event, ctx, earning, &err);
+    if (rc != PGW_OK) {
+        fprintf(stderr, "pointsgw quote: %s\n", err.msg);
+        free(earning);
+        return EXIT_USAGE;
+    }
+    json_t *out = pgw_earning_to_json(&cfg->rules, doc, earning);
+    char *text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    PGW_ASSERT(text != NULL);
+    printf("%s\n", text);
+    free(text);
+    json_decref(out);
+    free(earning);
+    return EXIT_OK;
+}
+
+static int cmd_quote(int argc, char **argv)
+{
+    flag_set flags = {0};
+    flag_add(&flags, "--config", true);
+    flag_add(&flags, "--event", true);
+    flag_add(&flags, "--context", true);
+    int rc = flags_parse(&flags, "quote", argc, argv);
+    if (rc != 0)
+        return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    if (flag_get(&flags, "--event") == NULL) {
+        fprintf(stderr, "pointsgw quote: --event FILE is required\n");
+        return EXIT_USAGE;
+    }
+    pgw_config *cfg = load_config(flag_get(&flags, "--config"));
+    if (cfg == NULL)
+        return EXIT_USAGE;
+    int exit_code = EXIT_USAGE;
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_member_ctx_doc *ctx = calloc(1, sizeof(*ctx));
+    PGW_ASSERT(doc != NULL && ctx != NULL);
+    json_t *event_json = read_json_file(flag_get(&flags, "--event"));
+    json_t *ctx_json = NULL;
+    const char *ctx_path = flag_get(&flags, "--context");
+    if (ctx_path != NULL)
+        ctx_json = read_json_file(ctx_path);
+    pgw_err err;
+    pgw_err_clear(&err);
+    if (event_json == NULL || (ctx_path != NULL && ctx_json == NULL))
+        goto done;
+    if (pgw_event_from_json(event_json, &cfg->rules, doc, &err) != PGW_OK ||
+        pgw_member_ctx_from_json(ctx_json, ctx, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw quote: %s\n", err.msg);
+        goto done;
+    }
+    exit_code = quote_print(cfg, doc, &ctx->ctx);
+done:
+    json_decref(event_json);
+    json_decref(ctx_json);
+    free(ctx);
+    free(doc);
+    pgw_config_free(cfg);
+    return exit_code;
+}
+
+/* Commands of the contract (API.md) whose machinery is not built yet. */
+static int cmd_not_built(const char *name, int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0)
+            return EXIT_OK;
+    }
+    fprintf(stderr,
+            "pointsgw %s: not available yet: it needs the durable transfer log, which this "
+            "build does not have (README \"Status\").\n",
+            name);
+    return EXIT_USAGE;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    return cmd_not_built("verify", argc, argv);
+}
+static int cmd_expire(int argc, char **argv)
+{
+    return cmd_not_built("expire", argc, argv);
+}
+static int cmd_reconcile(int argc, char **argv)
+{
+    return cmd_not_built("reconcile", argc, argv);
+}
+static int cmd_import_balances(int argc, char **argv)
+{
+    return cmd_not_built("import-balances", argc, argv);
+}
+static int cmd_keys(int argc, char **argv)
+{
+    return cmd_not_built("keys", argc, argv);
+}
+static int cmd_member(int argc, char **argv)
+{
+    return cmd_not_built("member", argc, argv);
+}
+
+static const command COMMANDS[] = {
+    {"serve", "serve [--config FILE] [--db URL] [--listen HOST:PORT]",
+     "run the gateway (not built yet: validates the config and stops)", cmd_serve},
+    {"check-config", "check-config [--config FILE]",
+     "validate a configuration and print what it defines", cmd_check_config},
+    {"quote", "quote --event FILE.json [--context FILE.json] [--config FILE]",
+     "compute the points an event would earn, with the breakdown", cmd_quote},
+    {"reconcile",
+     "reconcile --statement FILE --channel NAME [--shop ID] [--from T] [--to T] "
+     "[--format json|csv] [--out FILE] [--repair]",
+     "match a channel statement against the log (not built yet)", cmd_reconcile},
+    {"verify", "verify [--config FILE] [--db URL]",
+     "check the hash chain and invariants (not built yet)", cmd_verify},
+    {"expire", "expire [--as-of T]", "run expiry now (not built yet)", cmd_expire},
+    {"import-balances", "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID]",
+     "move legacy shop balances in (not built yet)", cmd_import_balances},
+    {"keys", "keys add --scope SCOPE [--name NAME]", "create an API key (not built yet)", cmd_keys},
+    {"member", "member show IDENTITY", "show a member (not built yet)", cmd_member},
+};
+#define N_COMMANDS (sizeof(COMMANDS) / sizeof(COMMANDS[0]))
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: pointsgw COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-16s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out, "\n'pointsgw COMMAND --help' shows a command's arguments.\n"
+                 "Exit codes: 0 ok, 1 the check found a problem, 2 bad usage or input.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        print_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], COMMANDS[i].name) != 0)
+            continue;
+        for (int a = 2; a < argc; a++) {
+            if (strcmp(argv[a], "--help") == 0) {
+                printf("usage: pointsgw %s\n\n%s\n", COMMANDS[i].usage, COMMANDS[i].summary);
+                return EXIT_OK;
+            }
+        }
+        return COMMANDS[i].run(argc - 2, argv + 2);
+    }
+    fprintf(stderr, "pointsgw: unknown command '%s'\n\n", argv[1]);
+    print_usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,372 @@
+/*
+ * event_json.c - see event_json.h.
+ */
+#include "event_json.h"
+
+#include "core/assertions.h"
+#include "core/civil.h"
+#include "util/json_read.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define ITEM_QTY_MAX 100000
+
+static const char *const EVENT_KEYS[] = {
+    "event_id",   "channel", "shop_id",           "type",       "occurred_at", "member",
+    "amount_fen", "items",   "original_event_id", "receipt_no", "referrer",    "points",
+    NULL,
+};
+
+/* The member object's keys (API.md): exactly one identity, appid with openids. */
+static const char *const MEMBER_KEYS[] = {
+    "member_id", "phone", "card", "mp_openid", "oa_openid", "appid", "unionid", "email", NULL,
+};
+
+/* Refuses control characters: ids end up in logs, CSV exports and keys. */
+static int check_printable(const char *s, const char *path, const char *key, pgw_err *err)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7F)
+            return pgw_err_set(err, PGW_EINVAL, "%s.%s: contains a control character", path, key);
+    }
+    return PGW_OK;
+}
+
+/* Channel names are short lower-case words: "store", "wechat_mp". */
+static int check_channel(const char *s, const char *path, pgw_err *err)
+{
+    for (const char *p = s; *p != '\0'; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return pgw_err_set(err, PGW_EINVAL, "%s.channel: \"%s\" is not a channel name", path,
+                               s);
+    }
+    return PGW_OK;
+}
+
+/*
+ * Reads a member object: exactly one identity; mp_openid and oa_openid need
+ * appid, which nothing else takes. Normalised by pgw_identity_parse.
+ */
+static int member_from_json(const json_t *obj, const char *path, pgw_identity *out, pgw_err *err)
+{
+    int rc = pgw_json_expect_object(obj, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, path, MEMBER_KEYS, err);
+    if (rc != PGW_OK)
+        return rc;
+    const char *kinds[] = {"member_id", "phone",   "card", "mp_openid",
+                           "oa_openid", "unionid", "email"};
+    const char *kind = NULL;
+    const char *value = NULL;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        const char *v;
+        rc = pgw_json_string_ref(obj, kinds[i], path, false, PGW_IDENTITY_TEXT_MAX, &v, err);
+        if (rc != PGW_OK)
+            return rc;
+        if (v != NULL && kind != NULL)
+            return pgw_err_set(err, PGW_EINVAL, "%s: names both %s and %s; give exactly one", path,
+                               kind, kinds[i]);
+        if (v != NULL) {
+            kind = kinds[i];
+            value = v;
+        }
+    }
+    if (kind == NULL)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s: needs one of member_id, phone, card, mp_openid, oa_openid, "
+                           "unionid, email",
+                           path);
+    const char *appid;
+    rc = pgw_json_string_ref(obj, "appid", path, false, PGW_IDENTITY_TEXT_MAX, &appid, err);
+    if (rc != PGW_OK)
+        return rc;
+    bool openid = strcmp(kind, "mp_openid") == 0 || strcmp(kind, "oa_openid") == 0;
+    if (openid != (appid != NULL))
+        return pgw_err_set(err, PGW_EINVAL, "%s.appid: %s", path,
+                           openid ? "required with an openid" : "only goes with an openid");
+    char text[PGW_IDENTITY_TEXT_MAX * 2 + 32];
+    if (openid)
+        snprintf(text, sizeof(text), "%s:%s:%s", kind, appid, value);
+    else
+        snprintf(text, sizeof(text), "%s:%s", kind, value);
+    rc = pgw_identity_parse(text, out, err);
+    if (rc != PGW_OK)
+        return pgw_err_prefix(err, "%s: ", path);
+    return PGW_OK;
+}
+
+static int item_from_json(const json_t *obj, const char *path, pgw_item *out, pgw_err *err)
+{
+    static const char *const keys[] = {"sku", "category", "amount_fen", "qty", NULL};
+    int64_t qty = 1;
+    int rc = pgw_json_expect_object(obj, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, path, keys, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "sku", path, true, PGW_ID_MAX, out->sku, sizeof(out->sku), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "category", path, false, PGW_ID_MAX, out->category,
+                             sizeof(out->category), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "amount_fen", path, true, 0, PGW_AMOUNT_FEN_MAX, &out->amount_fen,
+                          err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "qty", path, false, 1, ITEM_QTY_MAX, &qty, err);
+    out->qty = (int32_t)qty;
+    return rc;
+}
+
+/* Items are optional; their amounts may not add up to more than the receipt. */
+static int items_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
+{
+    json_t *items = json_object_get(obj, "items");
+    if (items == NULL)
+        return PGW_OK;
+    if (!json_is_array(items))
+        return pgw_err_set(err, PGW_EINVAL, "$.items: expected an array");
+    if (json_array_size(items) > PGW_ITEMS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "$.items: more than %d items", PGW_ITEMS_MAX);
+    int64_t sum = 0;
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        char path[PGW_JSON_PATH_MAX];
+        pgw_json_path_index(path, "$.items", i);
+        int rc = item_from_json(json_array_get(items, i), path, &out->items[i], err);
+        if (rc != PGW_OK)
+            return rc;
+        sum += out->items[i].amount_fen; /* <= 200 * 10^11: cannot overflow */
+    }
+    if (sum > out->event.amount_fen)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "$.items: item amounts add up to %lld fen, more than amount_fen %lld",
+                           (long long)sum, (long long)out->event.amount_fen);
+    out->event.n_items = json_array_size(items);
+    out->event.items = out->items;
+    return PGW_OK;
+}
+
+/* The common fields: ids, channel, type, time, member. */
+static int header_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
+{
+    const char *type = NULL;
+    const char *when = NULL;
+    int rc = pgw_json_string(obj, "event_id", "$", true, PGW_EVENT_ID_MAX, out->event_id,
+                             sizeof(out->event_id), err);
+    if (rc == PGW_OK)
+        rc = check_printable(out->event_id, "$", "event_id", err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "channel", "$", true, PGW_ID_MAX, out->channel,
+                             sizeof(out->channel), err);
+    if (rc == PGW_OK)
+        rc = check_channel(out->channel, "$", err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string_ref(obj, "type", "$", true, PGW_ID_MAX, &type, err);
+    if (rc == PGW_OK && pgw_event_type_parse(type, &out->event.type) != PGW_OK)
+        rc = pgw_err_set(err, PGW_EINVAL, "$.type: unknown event type \"%s\"", type);
+    if (rc == PGW_OK)
+        rc = pgw_json_string_ref(obj, "occurred_at", "$", true, 64, &when, err);
+    if (rc == PGW_OK && pgw_parse_rfc3339(when, &out->event.occurred_at, err) != PGW_OK)
+        rc = pgw_err_prefix(err, "$.occurred_at: ");
+    if (rc == PGW_OK)
+        rc = member_from_json(json_object_get(obj, "member"), "$.member", &out->member, err);
+    return rc;
+}
+
+/* The shop: required for purchases and refunds, optional otherwise. */
+static int shop_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out,
+                          pgw_err *err)
+{
+    pgw_event_type type = out->event.type;
+    bool needs_shop = type == PGW_EVENT_PURCHASE || type == PGW_EVENT_REFUND;
+    int rc = pgw_json_string(obj, "shop_id", "$", needs_shop, PGW_ID_MAX, out->shop_id,
+                             sizeof(out->shop_id), err);
+    if (rc != PGW_OK)
+        return rc;
+    out->event.shop = -1;
+    if (out->shop_id[0] == '\0')
+        return PGW_OK;
+    out->event.shop = pgw_rules_find_shop(rules, out->shop_id);
+    if (out->event.shop < 0)
+        return pgw_err_set(err, PGW_EINVAL, "$.shop_id: unknown shop \"%s\"", out->shop_id);
+    return PGW_OK;
+}
+
+/* The fields that only some types take, each required where its type needs it. */
+static int typed_fields_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
+{
+    pgw_event_type type = out->event.type;
+    bool money = type == PGW_EVENT_PURCHASE || type == PGW_EVENT_REFUND;
+    int rc = pgw_json_int(obj, "amount_fen", "$", money, 1, PGW_AMOUNT_FEN_MAX,
+                          &out->event.amount_fen, err);
+    if (rc == PGW_OK && !money && json_object_get(obj, "amount_fen") != NULL)
+        rc = pgw_err_set(err, PGW_EINVAL, "$.amount_fen: not taken by %s events",
+                         pgw_event_type_name(type));
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "original_event_id", "$", type == PGW_EVENT_REFUND,
+                             PGW_EVENT_ID_MAX, out->original_event_id,
+                             sizeof(out->original_event_id), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "receipt_no", "$", type == PGW_EVENT_REVIEW, PGW_REFERENCE_MAX,
+                             out->receipt_no, sizeof(out->receipt_no), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "points", "$", type == PGW_EVENT_CUSTOM, 1, PGW_POINTS_MAX,
+                          &out->event.custom_points, err);
+    if (rc == PGW_OK && type != PGW_EVENT_CUSTOM && json_object_get(obj, "points") != NULL)
+        rc = pgw_err_set(err, PGW_EINVAL, "$.points: only custom events give points directly");
+    if (rc == PGW_OK && type == PGW_EVENT_REFERRAL) {
+        out->has_referrer = true;
+        rc = member_from_json(json_object_get(obj, "referrer"), "$.referrer", &out->referrer, err);
+    }
+    if (rc == PGW_OK && type != PGW_EVENT_REFERRAL && json_object_get(obj, "referrer") != NULL)
+        rc = pgw_err_set(err, PGW_EINVAL, "$.referrer: only referral events name a referrer");
+    return rc;
+}
+
+int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out, pgw_err *err)
+{
+    PGW_ASSERT(rules != NULL && out != NULL);
+    memset(out, 0, sizeof(*out));
+    int rc = pgw_json_expect_object(obj, "$", err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", EVENT_KEYS, err);
+    if (rc == PGW_OK)
+        rc = header_from_json(obj, out, err);
+    if (rc == PGW_OK)
+        rc = shop_from_json(obj, rules, out, err);
+    if (rc == PGW_OK)
+        rc = typed_fields_from_json(obj, out, err);
+    if (rc == PGW_OK)
+        rc = items_from_json(obj, out, err);
+    PGW_ASSERT(rc != PGW_OK || out->event.n_items <= PGW_ITEMS_MAX);
+    return rc;
+}
+
+static int today_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err *err)
+{
+    json_t *today = json_object_get(obj, "today");
+    if (today == NULL)
+        return PGW_OK;
+    int rc = pgw_json_expect_object(today, "$.today", err);
+    if (rc != PGW_OK)
+        return rc;
+    if (json_object_size(today) > PGW_CTX_TODAY_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "$.today: more than %d rules", PGW_CTX_TODAY_MAX);
+    const char *rule;
+    json_t *value;
+    size_t n = 0;
+    json_object_foreach(today, rule, value)
+    {
+        if (strlen(rule) == 0 || strlen(rule) > PGW_RULE_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "$.today: rule name of 1..%d bytes expected",
+                               PGW_RULE_MAX);
+        memcpy(out->today[n].rule, rule, strlen(rule) + 1);
+        rc = pgw_json_int(today, rule, "$.today", true, 0, PGW_POINTS_MAX, &out->today[n].points,
+                          err);
+        if (rc != PGW_OK)
+            return rc;
+        n++;
+    }
+    out->ctx.today = out->today;
+    out->ctx.n_today = n;
+    return PGW_OK;
+}
+
+static int dates_from_json(const json_t *obj, pgw_member_ctx *ctx, pgw_err *err)
+{
+    const char *text;
+    int rc = pgw_json_string_ref(obj, "birthday", "$", false, 5, &text, err);
+    if (rc == PGW_OK && text != NULL) {
+        ctx->has_birthday = true;
+        rc = pgw_parse_month_day(text, &ctx->birth_month, &ctx->birth_day, err);
+        if (rc != PGW_OK)
+            return pgw_err_prefix(err, "$.birthday: ");
+    }
+    if (rc == PGW_OK)
+        rc = pgw_json_string_ref(obj, "last_sign_in", "$", false, 10, &text, err);
+    if (rc == PGW_OK && text != NULL) {
+        ctx->has_last_sign_in = true;
+        ctx->sign_in_streak = 1;
+        rc = pgw_parse_date(text, &ctx->last_sign_in, err);
+        if (rc != PGW_OK)
+            return pgw_err_prefix(err, "$.last_sign_in: ");
+    }
+    return rc;
+}
+
+int pgw_member_ctx_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err *err)
+{
+    static const char *const keys[] = {
+        "spend_12m_fen",
+        "month_purchases",
+        "month_spend_fen",
+        "first_purchase",
+        "birthday",
+        "registered_before",
+        "followed_before",
+        "last_sign_in",
+        "sign_in_streak",
+        "today",
+        NULL,
+    };
+    memset(out, 0, sizeof(*out));
+    out->ctx.first_purchase = true; /* a new member, unless told otherwise */
+    if (obj == NULL)
+        return PGW_OK;
+    int64_t streak = 0;
+    int rc = pgw_json_expect_object(obj, "$", err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", keys, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "spend_12m_fen", "$", false, -PGW_AMOUNT_FEN_MAX * 1000,
+                          PGW_AMOUNT_FEN_MAX * 1000, &out->ctx.spend_12m_fen, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "month_purchases", "$", false, 0, 1000000, &out->ctx.month_purchases,
+                          err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "month_spend_fen", "$", false, 0, PGW_AMOUNT_FEN_MAX * 1000,
+                          &out->ctx.month_spend_fen, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(obj, "first_purchase", "$", false, &out->ctx.first_purchase, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(obj, "registered_before", "$", false, &out->ctx.registered_before, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(obj, "followed_before", "$", false, &out->ctx.followed_before, err);
+    if (rc == PGW_OK)
+        rc = dates_from_json(obj, &out->ctx, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "sign_in_streak", "$", false, 1, 100000, &streak, err);
+    if (rc == PGW_OK && streak > 0 && !out->ctx.has_last_sign_in)
+        rc = pgw_err_set(err, PGW_EINVAL, "$.sign_in_streak: needs last_sign_in");
+    if (rc == PGW_OK && streak > 0)
+        out->ctx.sign_in_streak = (int32_t)streak;
+    if (rc == PGW_OK)
+        rc = today_from_json(obj, out, err);
+    return rc;
+}
+
+json_t *pgw_earning_to_json(const pgw_rules *rules, const pgw_event_doc *doc,
+                            const pgw_earning *earning)
+{
+    json_t *lines = json_array();
+    for (size_t i = 0; i < earning->n_lines; i++) {
+        const pgw_breakdown_line *line = &earning->lines[i];
+        json_t *j = json_pack("{s:s, s:I, s:s}", "rule", line->rule, "points",
+                              (json_int_t)line->points, "funded_by", line->funded_by);
+        if (line->beneficiary == PGW_BENEFICIARY_REFERRER)
+            json_object_set_new(j, "beneficiary", json_string("referrer"));
+        json_array_append_new(lines, j);
+    }
+    json_t *out = json_pack("{s:s, s:s, s:I, s:o}", "event_id", doc->event_id, "type",
+                            pgw_event_type_name(doc->event.type), "points",
+                            (json_int_t)earning->points, "breakdown", lines);
+    PGW_ASSERT(out != NULL);
+    if (earning->referrer_points > 0)
+        json_object_set_new(out, "referrer_points", json_integer(earning->referrer_points));
+    if (earning->tier >= 0 && (size_t)earning->tier < rules->n_tiers)
+        json_object_set_new(out, "tier", json_string(rules->tiers[earning->tier].name));
+    if (doc->event.type == PGW_EVENT_SIGN_IN)
+        json_object_set_new(out, "sign_in_streak", json_integer(earning->sign_in_streak));
+    if (earning->reason[0] != '\0')
+        json_object_set_new(out, "reason", json_string(earning->reason));
+    return out;
+}

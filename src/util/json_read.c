@@ -1,0 +1,149 @@
+/*
+ * json_read.c - see json_read.h.
+ */
+#include "json_read.h"
+
+#include "core/assertions.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void pgw_json_path_key(char out[PGW_JSON_PATH_MAX], const char *parent, const char *key)
+{
+    PGW_ASSERT(parent != NULL && key != NULL);
+    snprintf(out, PGW_JSON_PATH_MAX, "%s.%s", parent, key);
+}
+
+void pgw_json_path_index(char out[PGW_JSON_PATH_MAX], const char *parent, size_t index)
+{
+    PGW_ASSERT(parent != NULL);
+    snprintf(out, PGW_JSON_PATH_MAX, "%s[%zu]", parent, index);
+}
+
+static const char *type_name(const json_t *value)
+{
+    switch (json_typeof(value)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number with a fraction or exponent";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "?";
+}
+
+int pgw_json_expect_object(const json_t *value, const char *path, pgw_err *err)
+{
+    if (value == NULL || !json_is_object(value))
+        return pgw_err_set(err, PGW_EINVAL, "%s: expected an object, got %s", path,
+                           value ? type_name(value) : "nothing");
+    return PGW_OK;
+}
+
+int pgw_json_only_keys(const json_t *obj, const char *path, const char *const *allowed,
+                       pgw_err *err)
+{
+    PGW_ASSERT(json_is_object(obj));
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)obj, key, value)
+    {
+        size_t i = 0;
+        while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
+            i++;
+        if (allowed[i] == NULL)
+            return pgw_err_set(err, PGW_EINVAL, "%s.%.64s: unknown key", path, key);
+    }
+    return PGW_OK;
+}
+
+/* Looks obj[key] up; PGW_ENOTFOUND (no message) when absent and optional. */
+static int lookup(const json_t *obj, const char *key, const char *path, bool required,
+                  json_t **value, pgw_err *err)
+{
+    PGW_ASSERT(json_is_object(obj));
+    *value = json_object_get(obj, key);
+    if (*value != NULL)
+        return PGW_OK;
+    if (required)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: required", path, key);
+    return PGW_ENOTFOUND;
+}
+
+int pgw_json_int(const json_t *obj, const char *key, const char *path, bool required, int64_t min,
+                 int64_t max, int64_t *out, pgw_err *err)
+{
+    PGW_ASSERT(min <= max);
+    json_t *value;
+    int rc = lookup(obj, key, path, required, &value, err);
+    if (rc != PGW_OK)
+        return rc == PGW_ENOTFOUND ? PGW_OK : rc;
+    if (!json_is_integer(value))
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: expected an integer %lld..%lld, got %s", path,
+                           key, (long long)min, (long long)max, type_name(value));
+    json_int_t n = json_integer_value(value);
+    if (n < min || n > max)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: expected an integer %lld..%lld, got %lld", path,
+                           key, (long long)min, (long long)max, (long long)n);
+    *out = (int64_t)n;
+    return PGW_OK;
+}
+
+int pgw_json_bool(const json_t *obj, const char *key, const char *path, bool required, bool *out,
+                  pgw_err *err)
+{
+    json_t *value;
+    int rc = lookup(obj, key, path, required, &value, err);
+    if (rc != PGW_OK)
+        return rc == PGW_ENOTFOUND ? PGW_OK : rc;
+    if (!json_is_boolean(value))
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: expected true or false, got %s", path, key,
+                           type_name(value));
+    *out = json_is_true(value);
+    return PGW_OK;
+}
+
+int pgw_json_string_ref(const json_t *obj, const char *key, const char *path, bool required,
+                        size_t max_len, const char **out, pgw_err *err)
+{
+    json_t *value;
+    *out = NULL;
+    int rc = lookup(obj, key, path, required, &value, err);
+    if (rc != PGW_OK)
+        return rc == PGW_ENOTFOUND ? PGW_OK : rc;
+    if (!json_is_string(value))
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: expected a string, got %s", path, key,
+                           type_name(value));
+    size_t len = json_string_length(value);
+    const char *s = json_string_value(value);
+    if (len == 0)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: must not be empty", path, key);
+    if (len > max_len)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: longer than %zu bytes", path, key, max_len);
+    if (strlen(s) != len)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: contains a NUL character", path, key);
+    *out = s;
+    return PGW_OK;
+}
+
+int pgw_json_string(const json_t *obj, const char *key, const char *path, bool required,
+                    size_t max_len, char *out, size_t cap, pgw_err *err)
+{
+    PGW_ASSERT(cap > max_len);
+    const char *s;
+    int rc = pgw_json_string_ref(obj, key, path, required, max_len, &s, err);
+    if (rc != PGW_OK || s == NULL)
+        return rc;
+    memcpy(out, s, strlen(s) + 1);
+    return PGW_OK;
+}

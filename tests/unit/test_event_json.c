@@ -1,0 +1,288 @@
+/*
+ * test_event_json.c - the universal inbound event (API.md "Events") and the
+ * quote context: every field's type, bound and presence rule, and the JSON
+ * path in every error.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "server/event_json.h"
+#include "util/json_read.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static pgw_rules *make_rules(void)
+{
+    pgw_rules *rules = calloc(1, sizeof(*rules));
+    assert_non_null(rules);
+    rules->n_formats = 1;
+    strcpy(rules->formats[0].name, "retail");
+    rules->formats[0].fen_per_point = 100;
+    rules->n_shops = 2;
+    strcpy(rules->shops[0].id, "S001");
+    strcpy(rules->shops[1].id, "S002");
+    return rules;
+}
+
+static int parse(const char *text, pgw_event_doc *doc, pgw_err *err)
+{
+    json_error_t jerr;
+    json_t *obj = json_loads(text, 0, &jerr);
+    assert_non_null(obj);
+    pgw_rules *rules = make_rules();
+    int rc = pgw_event_from_json(obj, rules, doc, err);
+    free(rules);
+    json_decref(obj);
+    return rc;
+}
+
+static void test_api_example_parses(void **state)
+{
+    (void)state;
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_err err;
+    int rc = parse("{\"event_id\": \"S001-20261124-000123\", \"channel\": \"store\","
+                   " \"shop_id\": \"S001\", \"type\": \"purchase\","
+                   " \"occurred_at\": \"2026-11-24T10:15:00+08:00\","
+                   " \"member\": {\"phone\": \"+86 138 0013 8000\"}, \"amount_fen\": 12800,"
+                   " \"items\": [{\"sku\": \"A1\", \"category\": \"shoes\", \"amount_fen\": 12800,"
+                   " \"qty\": 1}], \"receipt_no\": \"R123\"}",
+                   doc, &err);
+    assert_int_equal(rc, PGW_OK);
+    assert_string_equal(doc->event_id, "S001-20261124-000123");
+    assert_int_equal(doc->event.type, PGW_EVENT_PURCHASE);
+    assert_int_equal(doc->event.shop, 0);
+    assert_int_equal(doc->event.amount_fen, 12800);
+    /* 10:15 in Shanghai is 02:15 UTC. */
+    assert_int_equal(doc->event.occurred_at, 1795486500);
+    assert_int_equal(doc->member.kind, PGW_ID_PHONE);
+    assert_string_equal(doc->member.value, "+8613800138000");
+    assert_int_equal(doc->event.n_items, 1);
+    assert_ptr_equal(doc->event.items, doc->items);
+    assert_string_equal(doc->items[0].category, "shoes");
+    assert_string_equal(doc->receipt_no, "R123");
+    free(doc);
+}
+
+static void test_openid_member_and_referral(void **state)
+{
+    (void)state;
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_err err;
+    int rc = parse("{\"event_id\": \"r-1\", \"channel\": \"wechat_mp\", \"type\": \"referral\","
+                   " \"occurred_at\": \"2026-11-24T02:15:00Z\","
+                   " \"member\": {\"mp_openid\": \"oABCdefGHIjklMNOpqrSTUvwxYZ12\","
+                   " \"appid\": \"wx1234567890abcdef\"},"
+                   " \"referrer\": {\"card\": \"S002:88001\"}}",
+                   doc, &err);
+    assert_int_equal(rc, PGW_OK);
+    assert_int_equal(doc->event.shop, -1);
+    assert_int_equal(doc->member.kind, PGW_ID_MP_OPENID);
+    assert_string_equal(doc->member.scope, "wx1234567890abcdef");
+    assert_true(doc->has_referrer);
+    assert_int_equal(doc->referrer.kind, PGW_ID_CARD);
+    free(doc);
+}
+
+/* Each bad event and a fragment its error must contain (path, then problem). */
+static const struct {
+    const char *json;
+    const char *fragment;
+} BAD_EVENTS[] = {
+    {"[]", "$: expected an object"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 100, \"colour\": 1}",
+     "$.colour: unknown key"},
+    {"{\"channel\": \"store\"}", "$.event_id: required"},
+    {"{\"event_id\": \"e\\u0001\", \"channel\": \"store\"}", "$.event_id: contains a control"},
+    {"{\"event_id\": \"e\", \"channel\": \"Store!\"}", "$.channel"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"gift\"}",
+     "$.type: unknown event type"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
+     "\"2026-11-24 10:15:00\"}",
+     "$.occurred_at"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\"}",
+     "$.member: expected an object"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {}}",
+     "$.member: needs one of"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"phone\": \"13800138000\", \"member_id\": "
+     "\"M1\"}}",
+     "give exactly one"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"phone\": \"12345\"}}",
+     "$.member: "},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"mp_openid\": \"oABC\"}}",
+     "$.member.appid: required with an openid"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}, \"amount_fen\": 100}",
+     "$.shop_id: required"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S999\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 100}",
+     "$.shop_id: unknown shop \"S999\""},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": -5}",
+     "$.amount_fen: expected an integer 1..100000000000, got -5"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 100000000001}",
+     "$.amount_fen: expected an integer"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 12.5}",
+     "got a number with a fraction"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": \"100\"}",
+     "got a string"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 100, \"items\": [{\"sku\": \"A\", \"amount_fen\": 60}, "
+     "{\"sku\": \"B\", \"amount_fen\": 50}]}",
+     "$.items: item amounts add up to 110 fen"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 100, \"items\": [{\"sku\": \"A\", \"amount_fen\": 60, \"qty\": "
+     "0}]}",
+     "$.items[0].qty"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"refund\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 100}",
+     "$.original_event_id: required"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"sign_in\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}, \"amount_fen\": 100}",
+     "$.amount_fen: not taken by sign_in events"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"sign_in\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}, \"points\": 100}",
+     "$.points: only custom events"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"custom\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}}",
+     "$.points: required"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"referral\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}}",
+     "$.referrer: expected an object"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"review\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}}",
+     "$.receipt_no: required"},
+};
+
+static void test_bad_events_name_their_path(void **state)
+{
+    (void)state;
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    for (size_t i = 0; i < sizeof(BAD_EVENTS) / sizeof(BAD_EVENTS[0]); i++) {
+        pgw_err err;
+        pgw_err_clear(&err);
+        int rc = parse(BAD_EVENTS[i].json, doc, &err);
+        if (rc != PGW_EINVAL || strstr(err.msg, BAD_EVENTS[i].fragment) == NULL)
+            fail_msg("case %zu: rc %d, message \"%s\", wanted \"%s\"", i, rc, err.msg,
+                     BAD_EVENTS[i].fragment);
+    }
+    free(doc);
+}
+
+static void test_too_many_items(void **state)
+{
+    (void)state;
+    json_t *obj =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}, s:I}", "event_id", "e", "channel", "store",
+                  "type", "purchase", "shop_id", "S001", "occurred_at", "2026-11-24T10:15:00+08:00",
+                  "member", "member_id", "M1", "amount_fen", (json_int_t)1000000);
+    json_t *items = json_array();
+    for (int i = 0; i <= PGW_ITEMS_MAX; i++)
+        json_array_append_new(items,
+                              json_pack("{s:s, s:I}", "sku", "A", "amount_fen", (json_int_t)1));
+    json_object_set_new(obj, "items", items);
+    pgw_rules *rules = make_rules();
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_err err;
+    assert_int_equal(pgw_event_from_json(obj, rules, doc, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "more than 200 items"));
+    /* Exactly the bound is accepted. */
+    json_array_remove(items, 0);
+    assert_int_equal(pgw_event_from_json(obj, rules, doc, &err), PGW_OK);
+    assert_int_equal(doc->event.n_items, PGW_ITEMS_MAX);
+    free(doc);
+    free(rules);
+    json_decref(obj);
+}
+
+static void test_context(void **state)
+{
+    (void)state;
+    pgw_member_ctx_doc ctx;
+    pgw_err err;
+    assert_int_equal(pgw_member_ctx_from_json(NULL, &ctx, &err), PGW_OK);
+    assert_true(ctx.ctx.first_purchase);
+    assert_int_equal(ctx.ctx.n_today, 0);
+
+    json_t *obj = json_loads("{\"spend_12m_fen\": 620000, \"first_purchase\": false, \"birthday\": "
+                             "\"02-29\", \"last_sign_in\": \"2026-11-23\", \"sign_in_streak\": 6, "
+                             "\"today\": {\"campaign:x\": 300}}",
+                             0, NULL);
+    assert_int_equal(pgw_member_ctx_from_json(obj, &ctx, &err), PGW_OK);
+    assert_int_equal(ctx.ctx.spend_12m_fen, 620000);
+    assert_false(ctx.ctx.first_purchase);
+    assert_int_equal(ctx.ctx.birth_month, 2);
+    assert_int_equal(ctx.ctx.birth_day, 29);
+    assert_int_equal(ctx.ctx.last_sign_in.day, 23);
+    assert_int_equal(ctx.ctx.sign_in_streak, 6);
+    assert_int_equal(ctx.ctx.n_today, 1);
+    assert_string_equal(ctx.ctx.today[0].rule, "campaign:x");
+    assert_int_equal(ctx.ctx.today[0].points, 300);
+    json_decref(obj);
+
+    obj = json_loads("{\"sign_in_streak\": 6}", 0, NULL);
+    assert_int_equal(pgw_member_ctx_from_json(obj, &ctx, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "needs last_sign_in"));
+    json_decref(obj);
+    obj = json_loads("{\"birthday\": \"13-01\"}", 0, NULL);
+    assert_int_equal(pgw_member_ctx_from_json(obj, &ctx, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "$.birthday"));
+    json_decref(obj);
+}
+
+static void test_json_read_bounds(void **state)
+{
+    (void)state;
+    json_t *obj = json_loads("{\"s\": \"abcd\", \"n\": 5, \"b\": 1}", 0, NULL);
+    char buf[8];
+    int64_t n = -1;
+    bool b = false;
+    pgw_err err;
+    assert_int_equal(pgw_json_string(obj, "s", "$", true, 4, buf, sizeof(buf), &err), PGW_OK);
+    assert_string_equal(buf, "abcd");
+    assert_int_equal(pgw_json_string(obj, "s", "$", true, 3, buf, sizeof(buf), &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "$.s: longer than 3 bytes"));
+    assert_int_equal(pgw_json_int(obj, "n", "$", true, 5, 5, &n, &err), PGW_OK);
+    assert_int_equal(n, 5);
+    assert_int_equal(pgw_json_int(obj, "n", "$", true, 6, 9, &n, &err), PGW_EINVAL);
+    assert_int_equal(pgw_json_int(obj, "missing", "$", false, 0, 9, &n, &err), PGW_OK);
+    assert_int_equal(n, 5); /* absent and optional: unchanged */
+    assert_int_equal(pgw_json_bool(obj, "b", "$", true, &b, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "expected true or false"));
+    json_decref(obj);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_api_example_parses),
+        cmocka_unit_test(test_openid_member_and_referral),
+        cmocka_unit_test(test_bad_events_name_their_path),
+        cmocka_unit_test(test_too_many_items),
+        cmocka_unit_test(test_context),
+        cmocka_unit_test(test_json_read_bounds),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
