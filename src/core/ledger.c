@@ -1,0 +1,984 @@
+/*
+ * ledger.c - see ledger.h.
+ */
+#include "ledger.h"
+
+#include "arith.h"
+#include "assertions.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- planning ------------------------------------------------------------ */
+
+int pgw_expiry_at(const pgw_expiry *policy, const pgw_tz *tz, int64_t earned_at,
+                  int64_t *expires_at, pgw_err *err)
+{
+    pgw_date earned = pgw_local_date(earned_at, tz);
+    pgw_date last_day, end;
+    switch (policy->policy) {
+    case PGW_EXPIRY_NEVER:
+        *expires_at = PGW_NEVER;
+        return PGW_OK;
+    case PGW_EXPIRY_ROLLING:
+        if (pgw_date_add_months(earned, policy->months, &last_day) != PGW_OK ||
+            pgw_date_add_days(last_day, 1, &end) != PGW_OK)
+            return pgw_err_set(err, PGW_ERANGE, "expiry beyond year %d", PGW_YEAR_MAX);
+        break;
+    case PGW_EXPIRY_YEAR_END:
+        end = (pgw_date){earned.year + policy->years + 1, 1, 1};
+        if (!pgw_date_valid(end))
+            return pgw_err_set(err, PGW_ERANGE, "expiry beyond year %d", PGW_YEAR_MAX);
+        break;
+    default:
+        return pgw_err_set(err, PGW_EINVAL, "unknown expiry policy %d", (int)policy->policy);
+    }
+    *expires_at = pgw_local_midnight(end, tz);
+    PGW_ASSERT(*expires_at > earned_at);
+    return PGW_OK;
+}
+
+int pgw_lot_order(const pgw_lot *a, const pgw_lot *b)
+{
+    if (a->expires_at != b->expires_at)
+        return a->expires_at < b->expires_at ? -1 : 1;
+    if (a->earned_at != b->earned_at)
+        return a->earned_at < b->earned_at ? -1 : 1;
+    if (a->id != b->id)
+        return a->id < b->id ? -1 : 1;
+    return 0;
+}
+
+/* Index of the first spendable lot after `prev` in consumption order, or n. */
+static size_t next_lot(const pgw_lot *lots, size_t n, const char *member, int64_t now,
+                       const pgw_lot *prev)
+{
+    size_t best = n;
+    for (size_t i = 0; i < n; i++) {
+        const pgw_lot *lot = &lots[i];
+        if (lot->left <= 0 || lot->expires_at <= now || strcmp(lot->member, member) != 0)
+            continue;
+        if (prev != NULL && pgw_lot_order(lot, prev) <= 0)
+            continue;
+        if (best == n || pgw_lot_order(lot, &lots[best]) < 0)
+            best = i;
+    }
+    return best;
+}
+
+int pgw_lots_plan_take(const pgw_lot *lots, size_t n, const char *member, int64_t now,
+                       int64_t points, pgw_lot_take *takes, size_t takes_cap, size_t *n_takes,
+                       int64_t *shortfall)
+{
+    PGW_ASSERT(points >= 0);
+    *n_takes = 0;
+    const pgw_lot *prev = NULL;
+    while (points > 0) {
+        size_t i = next_lot(lots, n, member, now, prev);
+        if (i == n)
+            break;
+        if (*n_takes == takes_cap)
+            return PGW_EFULL;
+        int64_t take = pgw_min64(points, lots[i].left);
+        takes[(*n_takes)++] = (pgw_lot_take){i, take};
+        points -= take;
+        prev = &lots[i];
+    }
+    *shortfall = points;
+    return PGW_OK;
+}
+
+int pgw_refund_target(int64_t points, int64_t amount, int64_t refunded, int64_t *out, pgw_err *err)
+{
+    if (points < 0 || amount < 1 || refunded < 0)
+        return pgw_err_set(err, PGW_EINVAL, "refund of %lld on %lld fen earning %lld points",
+                           (long long)refunded, (long long)amount, (long long)points);
+    if (refunded > amount)
+        return pgw_err_set(err, PGW_EEXCEEDS, "refunds of %lld fen exceed the original %lld fen",
+                           (long long)refunded, (long long)amount);
+    int rc = pgw_mul_div_floor(points, refunded, amount, out);
+    PGW_ASSERT(rc == PGW_OK); /* refunded <= amount, so the result is <= points */
+    PGW_ASSERT(*out >= 0 && *out <= points);
+    return PGW_OK;
+}
+
+int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t amount,
+                     int64_t refunded, int64_t delta, int64_t *parts, pgw_err *err)
+{
+    int64_t remaining = delta;
+    for (size_t i = 0; i < n; i++) {
+        int64_t share;
+        int rc = pgw_refund_target(line_points[i], amount, refunded, &share, err);
+        if (rc != PGW_OK)
+            return rc;
+        int64_t room = line_points[i] - reversed[i];
+        PGW_ASSERT(room >= 0);
+        parts[i] = pgw_min64(pgw_min64(pgw_max64(share - reversed[i], 0), room), remaining);
+        remaining -= parts[i];
+    }
+    for (size_t i = 0; i < n && remaining > 0; i++) {
+        int64_t more = pgw_min64(line_points[i] - reversed[i] - parts[i], remaining);
+        parts[i] += more;
+        remaining -= more;
+    }
+    if (remaining > 0)
+        return pgw_err_set(err, PGW_ERANGE, "cannot reverse %lld more points than were earned",
+                           (long long)remaining);
+    return PGW_OK;
+}
+
+const char *pgw_hold_state_name(pgw_hold_state state)
+{
+    switch (state) {
+    case PGW_HOLD_PENDING:
+        return "pending";
+    case PGW_HOLD_CAPTURED:
+        return "captured";
+    case PGW_HOLD_VOIDED:
+        return "voided";
+    case PGW_HOLD_EXPIRED:
+        return "expired";
+    }
+    return "?";
+}
+
+/* ---- the in-memory ledger: storage ---------------------------------------- */
+
+typedef struct account {
+    char name[PGW_ACCOUNT_MAX + 1];
+    int64_t balance;
+} account;
+
+typedef struct member {
+    char id[PGW_ID_MAX + 1];
+    int64_t debt;
+} member;
+
+typedef struct hold {
+    char id[PGW_REFERENCE_MAX + 1];
+    char member[PGW_ID_MAX + 1];
+    char shop[PGW_ID_MAX + 1];
+    int64_t points;
+    int64_t deadline;
+    pgw_hold_state state;
+} hold;
+
+typedef struct portion {
+    size_t hold;
+    size_t lot;
+    int64_t points; /* still reserved; 0 once spent or released */
+} portion;
+
+typedef struct funder {
+    char debit[PGW_ACCOUNT_MAX + 1];
+    int64_t points;
+    int64_t reversed;
+} funder;
+
+typedef struct earn {
+    char ref[PGW_REFERENCE_MAX + 1];
+    char member[PGW_ID_MAX + 1];
+    char shop[PGW_ID_MAX + 1];
+    int64_t amount_fen;
+    int64_t points;
+    int64_t refunded_fen;
+    int64_t written_off;
+    size_t n_funders;
+    funder funders[PGW_EARN_FUNDERS_MAX];
+} earn;
+
+typedef struct ref {
+    char text[PGW_REFERENCE_MAX + 1];
+} ref;
+
+struct pgw_ledger {
+    pgw_ledger_options opts;
+    size_t n_accounts, n_members, n_lots, n_holds, n_portions, n_transfers, n_earns, n_refs;
+    account *accounts;
+    member *members;
+    pgw_lot *lots;
+    hold *holds;
+    portion *portions;
+    pgw_transfer *transfers;
+    earn *earns;
+    ref *refs;
+    pgw_lot_take *takes; /* scratch for plans, max_lots entries */
+};
+
+int pgw_ledger_new(const pgw_ledger_options *opts, pgw_ledger **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_ledger *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a ledger");
+    l->opts = *opts;
+    l->accounts = calloc(opts->max_accounts + 1, sizeof(*l->accounts));
+    l->members = calloc(opts->max_members + 1, sizeof(*l->members));
+    l->lots = calloc(opts->max_lots + 1, sizeof(*l->lots));
+    l->holds = calloc(opts->max_holds + 1, sizeof(*l->holds));
+    l->portions = calloc(opts->max_portions + 1, sizeof(*l->portions));
+    l->transfers = calloc(opts->max_transfers + 1, sizeof(*l->transfers));
+    l->earns = calloc(opts->max_earns + 1, sizeof(*l->earns));
+    l->refs = calloc(opts->max_refs + 1, sizeof(*l->refs));
+    l->takes = calloc(opts->max_lots + 1, sizeof(*l->takes));
+    if (!l->accounts || !l->members || !l->lots || !l->holds || !l->portions || !l->transfers ||
+        !l->earns || !l->refs || !l->takes) {
+        pgw_ledger_free(l);
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a ledger");
+    }
+    *out = l;
+    return PGW_OK;
+}
+
+void pgw_ledger_free(pgw_ledger *l)
+{
+    if (l == NULL)
+        return;
+    free(l->accounts);
+    free(l->members);
+    free(l->lots);
+    free(l->holds);
+    free(l->portions);
+    free(l->transfers);
+    free(l->earns);
+    free(l->refs);
+    free(l->takes);
+    free(l);
+}
+
+static account *find_account(const pgw_ledger *l, const char *name)
+{
+    for (size_t i = 0; i < l->n_accounts; i++) {
+        if (strcmp(l->accounts[i].name, name) == 0)
+            return &l->accounts[i];
+    }
+    return NULL;
+}
+
+static member *find_member(const pgw_ledger *l, const char *id)
+{
+    for (size_t i = 0; i < l->n_members; i++) {
+        if (strcmp(l->members[i].id, id) == 0)
+            return &l->members[i];
+    }
+    return NULL;
+}
+
+static bool ref_used(const pgw_ledger *l, const char *text)
+{
+    for (size_t i = 0; i < l->n_refs; i++) {
+        if (strcmp(l->refs[i].text, text) == 0)
+            return true;
+    }
+    return false;
+}
+
+static hold *find_hold(const pgw_ledger *l, const char *id)
+{
+    for (size_t i = 0; i < l->n_holds; i++) {
+        if (strcmp(l->holds[i].id, id) == 0)
+            return &l->holds[i];
+    }
+    return NULL;
+}
+
+static earn *find_earn(const pgw_ledger *l, const char *ref_text)
+{
+    for (size_t i = 0; i < l->n_earns; i++) {
+        if (strcmp(l->earns[i].ref, ref_text) == 0)
+            return &l->earns[i];
+    }
+    return NULL;
+}
+
+static void member_account_name(const char *member_id, char out[PGW_ACCOUNT_MAX + 1])
+{
+    snprintf(out, PGW_ACCOUNT_MAX + 1, "member:%s", member_id);
+}
+
+/* How many of these account names do not exist yet. */
+static size_t missing_accounts(const pgw_ledger *l, const char *const *names, size_t n)
+{
+    size_t missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool seen = find_account(l, names[i]) != NULL;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(names[i], names[j]) == 0;
+        missing += !seen;
+    }
+    return missing;
+}
+
+static account *account_get_or_add(pgw_ledger *l, const char *name)
+{
+    account *a = find_account(l, name);
+    if (a != NULL)
+        return a;
+    PGW_ASSERT(l->n_accounts < l->opts.max_accounts); /* callers checked capacity */
+    a = &l->accounts[l->n_accounts++];
+    snprintf(a->name, sizeof(a->name), "%s", name);
+    a->balance = 0;
+    return a;
+}
+
+/* Checks there is room for `transfers` transfers and `accounts` new accounts. */
+static int check_room(const pgw_ledger *l, size_t transfers, const char *const *names,
+                      size_t n_names, pgw_err *err)
+{
+    if (l->n_transfers + transfers > l->opts.max_transfers)
+        return pgw_err_set(err, PGW_EFULL, "transfer log full (%zu)", l->opts.max_transfers);
+    if (l->n_accounts + missing_accounts(l, names, n_names) > l->opts.max_accounts)
+        return pgw_err_set(err, PGW_EFULL, "account table full (%zu)", l->opts.max_accounts);
+    return PGW_OK;
+}
+
+static void remember_ref(pgw_ledger *l, const char *text)
+{
+    PGW_ASSERT(l->n_refs < l->opts.max_refs);
+    snprintf(l->refs[l->n_refs++].text, sizeof(l->refs[0].text), "%s", text);
+}
+
+/* Appends one transfer, moves the balances and links it into the chain. */
+static const pgw_transfer *post(pgw_ledger *l, pgw_transfer_kind kind, const char *debit,
+                                const char *credit, int64_t points, const char *key,
+                                const char *shop, const char *reference, const char *breakdown,
+                                int64_t at)
+{
+    PGW_ASSERT(points > 0 && l->n_transfers < l->opts.max_transfers);
+    pgw_transfer *t = &l->transfers[l->n_transfers];
+    memset(t, 0, sizeof(*t));
+    t->id = (int64_t)l->n_transfers + 1;
+    t->kind = kind;
+    snprintf(t->idem_key, sizeof(t->idem_key), "%s", key);
+    snprintf(t->debit, sizeof(t->debit), "%s", debit);
+    snprintf(t->credit, sizeof(t->credit), "%s", credit);
+    t->points = points;
+    snprintf(t->shop_id, sizeof(t->shop_id), "%s", shop);
+    snprintf(t->channel, sizeof(t->channel), "%s",
+             kind == PGW_TRANSFER_EXPIRE ? "system" : "store");
+    t->occurred_at = at;
+    t->recorded_at_us = at * 1000000 + (t->id % 1000000);
+    snprintf(t->reference, sizeof(t->reference), "%s", reference);
+    snprintf(t->breakdown, sizeof(t->breakdown), "%s", breakdown);
+    const uint8_t *prev =
+        l->n_transfers == 0 ? PGW_GENESIS_HASH : l->transfers[l->n_transfers - 1].hash;
+    int rc = pgw_transfer_link(t, prev, NULL);
+    PGW_ASSERT(rc == PGW_OK);
+    account *d = account_get_or_add(l, debit);
+    account *c = account_get_or_add(l, credit);
+    d->balance -= points; /* bounded: every balance stays within the points ever issued */
+    c->balance += points;
+    l->n_transfers++;
+    return t;
+}
+
+/* ---- the in-memory ledger: earning ---------------------------------------- */
+
+/* Groups the command's lines by funder, checking each and the total. */
+static int group_funders(const pgw_earn_cmd *cmd, earn *e, pgw_err *err)
+{
+    if (cmd->n_lines == 0)
+        return pgw_err_set(err, PGW_EINVAL, "an earn needs at least one line");
+    for (size_t i = 0; i < cmd->n_lines; i++) {
+        const pgw_earn_line *line = &cmd->lines[i];
+        if (line->points < 1 || line->points > PGW_POINTS_MAX || line->debit[0] == '\0')
+            return pgw_err_set(err, PGW_EINVAL, "line %zu: points 1..%lld and a debit account", i,
+                               (long long)PGW_POINTS_MAX);
+        size_t f = 0;
+        while (f < e->n_funders && strcmp(e->funders[f].debit, line->debit) != 0)
+            f++;
+        if (f == PGW_EARN_FUNDERS_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "more than %d funders", PGW_EARN_FUNDERS_MAX);
+        if (f == e->n_funders) {
+            snprintf(e->funders[f].debit, sizeof(e->funders[f].debit), "%s", line->debit);
+            e->n_funders++;
+        }
+        e->funders[f].points += line->points;
+        e->points += line->points;
+        if (e->points > PGW_POINTS_MAX)
+            return pgw_err_set(err, PGW_ERANGE, "earn of more than %lld points",
+                               (long long)PGW_POINTS_MAX);
+    }
+    return PGW_OK;
+}
+
+static int validate_earn(const pgw_ledger *l, const pgw_earn_cmd *cmd, earn *e, pgw_err *err)
+{
+    if (cmd->member == NULL || cmd->member[0] == '\0' || strlen(cmd->member) > PGW_ID_MAX ||
+        cmd->ref == NULL || cmd->ref[0] == '\0' || strlen(cmd->ref) > PGW_REFERENCE_MAX ||
+        strlen(cmd->shop) > PGW_ID_MAX || cmd->amount_fen < 0)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "earn needs a member, a reference and a shop in bounds");
+    if (ref_used(l, cmd->ref))
+        return pgw_err_set(err, PGW_ECONFLICT, "reference %s was already used", cmd->ref);
+    int rc = group_funders(cmd, e, err);
+    if (rc != PGW_OK)
+        return rc;
+    if (l->n_earns == l->opts.max_earns || l->n_refs == l->opts.max_refs ||
+        l->n_lots == l->opts.max_lots)
+        return pgw_err_set(err, PGW_EFULL, "earn, reference or lot table full");
+    if (find_member(l, cmd->member) == NULL && l->n_members == l->opts.max_members)
+        return pgw_err_set(err, PGW_EFULL, "member table full (%zu)", l->opts.max_members);
+    char credit[PGW_ACCOUNT_MAX + 1];
+    member_account_name(cmd->member, credit);
+    const char *names[PGW_EARN_FUNDERS_MAX + 1] = {credit};
+    for (size_t f = 0; f < e->n_funders; f++)
+        names[f + 1] = e->funders[f].debit;
+    return check_room(l, e->n_funders, names, e->n_funders + 1, err);
+}
+
+static member *member_get_or_add(pgw_ledger *l, const char *id)
+{
+    member *m = find_member(l, id);
+    if (m != NULL)
+        return m;
+    PGW_ASSERT(l->n_members < l->opts.max_members);
+    m = &l->members[l->n_members++];
+    snprintf(m->id, sizeof(m->id), "%s", id);
+    m->debt = 0;
+    return m;
+}
+
+/* "rule=points,rule=points" for the lines paid by `debit`. */
+static void breakdown_text(const pgw_earn_cmd *cmd, const char *debit, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < cmd->n_lines && used < cap; i++) {
+        if (strcmp(cmd->lines[i].debit, debit) != 0)
+            continue;
+        int n = snprintf(out + used, cap - used, "%s%s=%lld", used ? "," : "", cmd->lines[i].rule,
+                         (long long)cmd->lines[i].points);
+        used += n > 0 ? (size_t)n : 0;
+    }
+}
+
+int pgw_ledger_earn(pgw_ledger *l, const pgw_earn_cmd *cmd, pgw_err *err)
+{
+    earn e;
+    memset(&e, 0, sizeof(e));
+    int64_t expires_at;
+    int rc = validate_earn(l, cmd, &e, err);
+    if (rc == PGW_OK)
+        rc = pgw_expiry_at(&l->opts.expiry, &l->opts.tz, cmd->at, &expires_at, err);
+    if (rc != PGW_OK)
+        return rc;
+    snprintf(e.ref, sizeof(e.ref), "%s", cmd->ref);
+    snprintf(e.member, sizeof(e.member), "%s", cmd->member);
+    snprintf(e.shop, sizeof(e.shop), "%s", cmd->shop);
+    e.amount_fen = cmd->amount_fen;
+    member *m = member_get_or_add(l, cmd->member);
+    char credit[PGW_ACCOUNT_MAX + 1], breakdown[PGW_BREAKDOWN_TEXT_MAX + 1];
+    member_account_name(cmd->member, credit);
+    int64_t first_id = 0;
+    for (size_t f = 0; f < e.n_funders; f++) {
+        breakdown_text(cmd, e.funders[f].debit, breakdown, sizeof(breakdown));
+        const pgw_transfer *t =
+            post(l, PGW_TRANSFER_EARN, e.funders[f].debit, credit, e.funders[f].points, cmd->ref,
+                 cmd->shop, cmd->ref, breakdown, cmd->at);
+        first_id = first_id ? first_id : t->id;
+    }
+    int64_t repay = pgw_min64(m->debt, e.points); /* earned points pay debt first */
+    m->debt -= repay;
+    if (e.points > repay) {
+        pgw_lot *lot = &l->lots[l->n_lots];
+        *lot = (pgw_lot){.id = (int64_t)l->n_lots + 1,
+                         .points = e.points - repay,
+                         .left = e.points - repay,
+                         .earned_at = cmd->at,
+                         .expires_at = expires_at,
+                         .source_transfer = first_id};
+        snprintf(lot->member, sizeof(lot->member), "%s", cmd->member);
+        l->n_lots++;
+    }
+    l->earns[l->n_earns++] = e;
+    remember_ref(l, cmd->ref);
+    return PGW_OK;
+}
+
+/* ---- the in-memory ledger: spending ---------------------------------------- */
+
+int64_t pgw_ledger_account(const pgw_ledger *l, const char *name)
+{
+    const account *a = find_account(l, name);
+    return a ? a->balance : 0;
+}
+
+int64_t pgw_ledger_balance(const pgw_ledger *l, const char *member_id)
+{
+    char name[PGW_ACCOUNT_MAX + 1];
+    member_account_name(member_id, name);
+    return pgw_ledger_account(l, name);
+}
+
+int64_t pgw_ledger_debt(const pgw_ledger *l, const char *member_id)
+{
+    const member *m = find_member(l, member_id);
+    return m ? m->debt : 0;
+}
+
+static int64_t held_by(const pgw_ledger *l, const char *member_id)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < l->n_holds; i++) {
+        const hold *h = &l->holds[i];
+        if (h->state == PGW_HOLD_PENDING && strcmp(h->member, member_id) == 0)
+            sum += h->points;
+    }
+    return sum;
+}
+
+int64_t pgw_ledger_available(const pgw_ledger *l, const char *member_id)
+{
+    return pgw_ledger_balance(l, member_id) - held_by(l, member_id);
+}
+
+/* Plans spending `points` of a member's free lots; PGW_EINSUFFICIENT if short. */
+static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int64_t at,
+                      size_t *n_takes, pgw_err *err)
+{
+    int64_t available = pgw_ledger_available(l, member_id);
+    if (points < 1 || points > PGW_POINTS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "points must be 1..%lld, got %lld",
+                           (long long)PGW_POINTS_MAX, (long long)points);
+    if (available < points)
+        return pgw_err_set(err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
+                           member_id, (long long)available, (long long)points);
+    int64_t shortfall;
+    int rc = pgw_lots_plan_take(l->lots, l->n_lots, member_id, at, points, l->takes,
+                                l->opts.max_lots, n_takes, &shortfall);
+    PGW_ASSERT(rc == PGW_OK); /* takes has room for every lot */
+    if (shortfall > 0)
+        return pgw_err_set(err, PGW_EINSUFFICIENT,
+                           "member %s: %lld of the points asked have expired", member_id,
+                           (long long)shortfall);
+    return PGW_OK;
+}
+
+static int check_spend_args(const pgw_ledger *l, const char *ref_text, const char *member_id,
+                            const char *shop, pgw_err *err)
+{
+    if (ref_text == NULL || ref_text[0] == '\0' || strlen(ref_text) > PGW_REFERENCE_MAX ||
+        member_id == NULL || strlen(member_id) > PGW_ID_MAX || shop == NULL || shop[0] == '\0' ||
+        strlen(shop) > PGW_ID_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a reference, a member and a shop are required");
+    if (ref_used(l, ref_text))
+        return pgw_err_set(err, PGW_ECONFLICT, "reference %s was already used", ref_text);
+    if (l->n_refs == l->opts.max_refs)
+        return pgw_err_set(err, PGW_EFULL, "reference table full (%zu)", l->opts.max_refs);
+    return PGW_OK;
+}
+
+static void redeemed_account(const char *shop, char out[PGW_ACCOUNT_MAX + 1])
+{
+    snprintf(out, PGW_ACCOUNT_MAX + 1, "shop:%s:redeemed", shop);
+}
+
+int pgw_ledger_redeem(pgw_ledger *l, const char *ref_text, const char *member_id, const char *shop,
+                      int64_t points, int64_t at, pgw_err *err)
+{
+    size_t n_takes = 0;
+    char debit[PGW_ACCOUNT_MAX + 1], credit[PGW_ACCOUNT_MAX + 1];
+    int rc = check_spend_args(l, ref_text, member_id, shop, err);
+    if (rc == PGW_OK)
+        rc = plan_spend(l, member_id, points, at, &n_takes, err);
+    member_account_name(member_id, debit);
+    redeemed_account(shop, credit);
+    const char *names[] = {debit, credit};
+    if (rc == PGW_OK)
+        rc = check_room(l, 1, names, 2, err);
+    if (rc != PGW_OK)
+        return rc;
+    for (size_t i = 0; i < n_takes; i++)
+        l->lots[l->takes[i].lot].left -= l->takes[i].points;
+    post(l, PGW_TRANSFER_REDEEM, debit, credit, points, ref_text, shop, ref_text, "", at);
+    remember_ref(l, ref_text);
+    return PGW_OK;
+}
+
+int pgw_ledger_hold(pgw_ledger *l, const char *hold_id, const char *member_id, const char *shop,
+                    int64_t points, int64_t deadline, int64_t at, pgw_err *err)
+{
+    size_t n_takes = 0;
+    int rc = check_spend_args(l, hold_id, member_id, shop, err);
+    if (rc == PGW_OK && deadline <= at)
+        rc = pgw_err_set(err, PGW_EINVAL, "hold %s: deadline must be after now", hold_id);
+    if (rc == PGW_OK)
+        rc = plan_spend(l, member_id, points, at, &n_takes, err);
+    if (rc == PGW_OK &&
+        (l->n_holds == l->opts.max_holds || l->n_portions + n_takes > l->opts.max_portions))
+        rc = pgw_err_set(err, PGW_EFULL, "hold table full");
+    if (rc != PGW_OK)
+        return rc;
+    hold *h = &l->holds[l->n_holds];
+    memset(h, 0, sizeof(*h));
+    snprintf(h->id, sizeof(h->id), "%s", hold_id);
+    snprintf(h->member, sizeof(h->member), "%s", member_id);
+    snprintf(h->shop, sizeof(h->shop), "%s", shop);
+    h->points = points;
+    h->deadline = deadline;
+    h->state = PGW_HOLD_PENDING;
+    for (size_t i = 0; i < n_takes; i++) {
+        pgw_lot *lot = &l->lots[l->takes[i].lot];
+        lot->left -= l->takes[i].points;
+        lot->held += l->takes[i].points;
+        l->portions[l->n_portions++] = (portion){l->n_holds, l->takes[i].lot, l->takes[i].points};
+    }
+    l->n_holds++;
+    remember_ref(l, hold_id);
+    return PGW_OK;
+}
+
+/* Returns every point still reserved by hold index `h` to its lots. */
+static void release_hold(pgw_ledger *l, size_t h, pgw_hold_state state)
+{
+    PGW_ASSERT(l->holds[h].state == PGW_HOLD_PENDING);
+    for (size_t i = 0; i < l->n_portions; i++) {
+        portion *p = &l->portions[i];
+        if (p->hold != h || p->points == 0)
+            continue;
+        l->lots[p->lot].held -= p->points;
+        l->lots[p->lot].left += p->points;
+        p->points = 0;
+    }
+    l->holds[h].state = state;
+}
+
+/* Finds a pending hold, or fails naming its state; expires it when due. */
+static int pending_hold(pgw_ledger *l, const char *hold_id, int64_t at, size_t *index, pgw_err *err)
+{
+    hold *h = find_hold(l, hold_id);
+    if (h == NULL)
+        return pgw_err_set(err, PGW_ENOTFOUND, "no hold %s", hold_id);
+    *index = (size_t)(h - l->holds);
+    if (h->state == PGW_HOLD_PENDING && at >= h->deadline)
+        release_hold(l, *index, PGW_HOLD_EXPIRED);
+    if (h->state != PGW_HOLD_PENDING)
+        return pgw_err_set(err, PGW_ESTATE, "hold %s is %s", hold_id,
+                           pgw_hold_state_name(h->state));
+    return PGW_OK;
+}
+
+int pgw_ledger_capture(pgw_ledger *l, const char *hold_id, int64_t points, int64_t at, pgw_err *err)
+{
+    size_t h;
+    int rc = pending_hold(l, hold_id, at, &h, err);
+    if (rc != PGW_OK)
+        return rc;
+    hold *hd = &l->holds[h];
+    int64_t spend = points <= 0 ? hd->points : points;
+    if (spend > hd->points)
+        return pgw_err_set(err, PGW_EINVAL, "hold %s holds %lld, %lld asked", hold_id,
+                           (long long)hd->points, (long long)spend);
+    char debit[PGW_ACCOUNT_MAX + 1], credit[PGW_ACCOUNT_MAX + 1];
+    member_account_name(hd->member, debit);
+    redeemed_account(hd->shop, credit);
+    const char *names[] = {debit, credit};
+    rc = check_room(l, 1, names, 2, err);
+    if (rc != PGW_OK)
+        return rc;
+    int64_t left = spend; /* portions were reserved in consumption order */
+    for (size_t i = 0; i < l->n_portions && left > 0; i++) {
+        portion *p = &l->portions[i];
+        if (p->hold != h || p->points == 0)
+            continue;
+        int64_t take = pgw_min64(p->points, left);
+        l->lots[p->lot].held -= take;
+        p->points -= take;
+        left -= take;
+    }
+    PGW_ASSERT(left == 0);
+    post(l, PGW_TRANSFER_REDEEM, debit, credit, spend, hold_id, hd->shop, hold_id, "", at);
+    hd->points = spend;
+    release_hold(l, h, PGW_HOLD_CAPTURED);
+    return PGW_OK;
+}
+
+int pgw_ledger_void(pgw_ledger *l, const char *hold_id, int64_t at, pgw_err *err)
+{
+    size_t h;
+    int rc = pending_hold(l, hold_id, at, &h, err);
+    if (rc != PGW_OK)
+        return rc;
+    release_hold(l, h, PGW_HOLD_VOIDED);
+    return PGW_OK;
+}
+
+int pgw_ledger_expire_holds(pgw_ledger *l, int64_t now, size_t *n_expired, pgw_err *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n_holds; i++) {
+        if (l->holds[i].state == PGW_HOLD_PENDING && l->holds[i].deadline <= now) {
+            release_hold(l, i, PGW_HOLD_EXPIRED);
+            n++;
+        }
+    }
+    if (n_expired != NULL)
+        *n_expired = n;
+    return PGW_OK;
+}
+
+int pgw_ledger_expire(pgw_ledger *l, int64_t now, size_t *n_lots, pgw_err *err)
+{
+    size_t due = 0;
+    for (size_t i = 0; i < l->n_lots; i++)
+        due += l->lots[i].expires_at <= now && l->lots[i].left > 0;
+    const char *names[] = {"system:expired"};
+    int rc = check_room(l, due, names, 1, err);
+    if (rc != PGW_OK)
+        return rc;
+    for (size_t i = 0; i < l->n_lots; i++) {
+        pgw_lot *lot = &l->lots[i];
+        if (lot->expires_at > now || lot->left == 0)
+            continue;
+        char debit[PGW_ACCOUNT_MAX + 1], key[64];
+        member_account_name(lot->member, debit);
+        snprintf(key, sizeof(key), "expire:lot:%lld", (long long)lot->id);
+        post(l, PGW_TRANSFER_EXPIRE, debit, "system:expired", lot->left, key, "", key + 7, "", now);
+        lot->left = 0;
+    }
+    if (n_lots != NULL)
+        *n_lots = due;
+    return PGW_OK;
+}
+
+/* ---- the in-memory ledger: refunds ----------------------------------------- */
+
+/* Plans a refund: the delta to reverse and what the member's lots cover. */
+static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int64_t amount_fen,
+                       int64_t at, int64_t *delta, size_t *n_takes, int64_t *shortfall,
+                       pgw_err *err)
+{
+    if (refund_ref == NULL || refund_ref[0] == '\0' || strlen(refund_ref) > PGW_REFERENCE_MAX ||
+        amount_fen < 1)
+        return pgw_err_set(err, PGW_EINVAL, "a refund needs a reference and an amount >= 1");
+    if (ref_used(l, refund_ref))
+        return pgw_err_set(err, PGW_ECONFLICT, "reference %s was already used", refund_ref);
+    if (e->amount_fen < 1)
+        return pgw_err_set(err, PGW_EINVAL, "earn %s has no purchase amount to refund", e->ref);
+    int64_t before, after, total;
+    if (pgw_add(e->refunded_fen, amount_fen, &total) != PGW_OK)
+        return pgw_err_set(err, PGW_EEXCEEDS, "refund overflows");
+    int rc = pgw_refund_target(e->points, e->amount_fen, e->refunded_fen, &before, err);
+    if (rc == PGW_OK)
+        rc = pgw_refund_target(e->points, e->amount_fen, total, &after, err);
+    if (rc == PGW_OK && l->n_refs == l->opts.max_refs)
+        rc = pgw_err_set(err, PGW_EFULL, "reference table full");
+    if (rc != PGW_OK)
+        return rc;
+    *delta = after - before;
+    return pgw_lots_plan_take(l->lots, l->n_lots, e->member, at, *delta, l->takes, l->opts.max_lots,
+                              n_takes, shortfall);
+}
+
+int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refund_ref,
+                      int64_t amount_fen, int64_t at, pgw_err *err)
+{
+    earn *e = find_earn(l, original_ref);
+    if (e == NULL)
+        return pgw_err_set(err, PGW_ENOTFOUND, "no earn %s to refund", original_ref);
+    int64_t delta = 0, shortfall = 0;
+    size_t n_takes = 0;
+    int64_t line_points[PGW_EARN_FUNDERS_MAX], reversed[PGW_EARN_FUNDERS_MAX];
+    int64_t parts[PGW_EARN_FUNDERS_MAX];
+    int rc = plan_refund(l, e, refund_ref, amount_fen, at, &delta, &n_takes, &shortfall, err);
+    for (size_t f = 0; rc == PGW_OK && f < e->n_funders; f++) {
+        line_points[f] = e->funders[f].points;
+        reversed[f] = e->funders[f].reversed;
+    }
+    /* With clamp the member gives back only what their lots hold; the rest
+     * is written off, and only the collectable part is split to funders. */
+    int64_t collect = l->opts.allow_negative ? delta : delta - shortfall;
+    if (rc == PGW_OK)
+        rc = pgw_refund_split(line_points, reversed, e->n_funders, e->amount_fen,
+                              e->refunded_fen + amount_fen, collect, parts, err);
+    char debit[PGW_ACCOUNT_MAX + 1];
+    member_account_name(e->member, debit);
+    const char *names[PGW_EARN_FUNDERS_MAX + 1] = {debit};
+    for (size_t f = 0; f < e->n_funders; f++)
+        names[f + 1] = e->funders[f].debit;
+    if (rc == PGW_OK)
+        rc = check_room(l, e->n_funders, names, e->n_funders + 1, err);
+    if (rc != PGW_OK)
+        return rc;
+    for (size_t i = 0; i < n_takes; i++)
+        l->lots[l->takes[i].lot].left -= l->takes[i].points;
+    for (size_t f = 0; f < e->n_funders; f++) {
+        if (parts[f] > 0)
+            post(l, PGW_TRANSFER_REVERSAL, debit, e->funders[f].debit, parts[f], refund_ref,
+                 e->shop, original_ref, "", at);
+        e->funders[f].reversed += parts[f];
+    }
+    if (l->opts.allow_negative)
+        find_member(l, e->member)->debt += shortfall;
+    else
+        e->written_off += shortfall;
+    e->refunded_fen += amount_fen;
+    remember_ref(l, refund_ref);
+    return PGW_OK;
+}
+
+/* ---- reads and the invariant check ----------------------------------------- */
+
+size_t pgw_ledger_transfer_count(const pgw_ledger *l)
+{
+    return l->n_transfers;
+}
+
+const pgw_transfer *pgw_ledger_transfer(const pgw_ledger *l, size_t index)
+{
+    PGW_ASSERT(index < l->n_transfers);
+    return &l->transfers[index];
+}
+
+size_t pgw_ledger_lot_count(const pgw_ledger *l)
+{
+    return l->n_lots;
+}
+
+const pgw_lot *pgw_ledger_lot(const pgw_ledger *l, size_t index)
+{
+    PGW_ASSERT(index < l->n_lots);
+    return &l->lots[index];
+}
+
+int pgw_ledger_hold_state(const pgw_ledger *l, const char *hold_id, pgw_hold_state *out)
+{
+    const hold *h = find_hold(l, hold_id);
+    if (h == NULL)
+        return PGW_ENOTFOUND;
+    *out = h->state;
+    return PGW_OK;
+}
+
+int pgw_ledger_earn_reversal(const pgw_ledger *l, const char *ref_text, int64_t *reversed,
+                             int64_t *written_off)
+{
+    const earn *e = find_earn(l, ref_text);
+    if (e == NULL)
+        return PGW_ENOTFOUND;
+    *reversed = 0;
+    for (size_t f = 0; f < e->n_funders; f++)
+        *reversed += e->funders[f].reversed;
+    *written_off = e->written_off;
+    return PGW_OK;
+}
+
+void pgw_ledger__corrupt_lot_for_test(pgw_ledger *l, size_t index, int64_t points)
+{
+    PGW_ASSERT(index < l->n_lots);
+    l->lots[index].left += points;
+}
+
+/* Balances replayed from the log equal the stored ones, and sum to zero. */
+static int check_accounts(const pgw_ledger *l, pgw_err *err)
+{
+    int64_t sum = 0;
+    for (size_t a = 0; a < l->n_accounts; a++) {
+        int64_t replayed = 0;
+        for (size_t i = 0; i < l->n_transfers; i++) {
+            const pgw_transfer *t = &l->transfers[i];
+            replayed += strcmp(t->credit, l->accounts[a].name) == 0 ? t->points : 0;
+            replayed -= strcmp(t->debit, l->accounts[a].name) == 0 ? t->points : 0;
+        }
+        if (replayed != l->accounts[a].balance)
+            return pgw_err_set(err, PGW_ECONFLICT, "account %s: balance %lld, log says %lld",
+                               l->accounts[a].name, (long long)l->accounts[a].balance,
+                               (long long)replayed);
+        sum += replayed;
+    }
+    if (sum != 0)
+        return pgw_err_set(err, PGW_ECONFLICT, "accounts sum to %lld, not 0", (long long)sum);
+    return PGW_OK;
+}
+
+static int check_members(const pgw_ledger *l, pgw_err *err)
+{
+    for (size_t m = 0; m < l->n_members; m++) {
+        const member *mb = &l->members[m];
+        int64_t lots = 0;
+        for (size_t i = 0; i < l->n_lots; i++) {
+            const pgw_lot *lot = &l->lots[i];
+            if (lot->left < 0 || lot->held < 0 || lot->left + lot->held > lot->points)
+                return pgw_err_set(err, PGW_ECONFLICT, "lot %lld: left %lld held %lld of %lld",
+                                   (long long)lot->id, (long long)lot->left, (long long)lot->held,
+                                   (long long)lot->points);
+            if (strcmp(lot->member, mb->id) == 0)
+                lots += lot->left + lot->held;
+        }
+        int64_t balance = pgw_ledger_balance(l, mb->id);
+        if (mb->debt < 0 || balance != lots - mb->debt)
+            return pgw_err_set(err, PGW_ECONFLICT,
+                               "member %s: balance %lld but lots %lld minus debt %lld", mb->id,
+                               (long long)balance, (long long)lots, (long long)mb->debt);
+        if (!l->opts.allow_negative && balance < 0)
+            return pgw_err_set(err, PGW_ECONFLICT, "member %s: negative balance under clamp",
+                               mb->id);
+    }
+    return PGW_OK;
+}
+
+/* Pending holds' points equal their portions; portions per lot equal lot.held. */
+static int check_holds(const pgw_ledger *l, pgw_err *err)
+{
+    for (size_t h = 0; h < l->n_holds; h++) {
+        int64_t reserved = 0;
+        for (size_t i = 0; i < l->n_portions; i++)
+            reserved += l->portions[i].hold == h ? l->portions[i].points : 0;
+        int64_t expected = l->holds[h].state == PGW_HOLD_PENDING ? l->holds[h].points : 0;
+        if (reserved != expected)
+            return pgw_err_set(err, PGW_ECONFLICT, "hold %s (%s): reserves %lld, expected %lld",
+                               l->holds[h].id, pgw_hold_state_name(l->holds[h].state),
+                               (long long)reserved, (long long)expected);
+    }
+    for (size_t i = 0; i < l->n_lots; i++) {
+        int64_t held = 0;
+        for (size_t p = 0; p < l->n_portions; p++)
+            held += l->portions[p].lot == i ? l->portions[p].points : 0;
+        if (held != l->lots[i].held)
+            return pgw_err_set(err, PGW_ECONFLICT, "lot %lld: held %lld but holds reserve %lld",
+                               (long long)l->lots[i].id, (long long)l->lots[i].held,
+                               (long long)held);
+    }
+    return PGW_OK;
+}
+
+static int check_earns(const pgw_ledger *l, pgw_err *err)
+{
+    for (size_t i = 0; i < l->n_earns; i++) {
+        const earn *e = &l->earns[i];
+        int64_t reversed = 0, target = 0;
+        for (size_t f = 0; f < e->n_funders; f++) {
+            if (e->funders[f].reversed < 0 || e->funders[f].reversed > e->funders[f].points)
+                return pgw_err_set(err, PGW_ECONFLICT, "earn %s: %s reversed %lld of %lld", e->ref,
+                                   e->funders[f].debit, (long long)e->funders[f].reversed,
+                                   (long long)e->funders[f].points);
+            reversed += e->funders[f].reversed;
+        }
+        if (e->amount_fen > 0 &&
+            pgw_refund_target(e->points, e->amount_fen, e->refunded_fen, &target, err) != PGW_OK)
+            return pgw_err_prefix(err, "earn %s: ", e->ref);
+        if (reversed + e->written_off != target)
+            return pgw_err_set(err, PGW_ECONFLICT,
+                               "earn %s: reversed %lld + written off %lld != floor(P*R/A) %lld",
+                               e->ref, (long long)reversed, (long long)e->written_off,
+                               (long long)target);
+    }
+    return PGW_OK;
+}
+
+int pgw_ledger_check(const pgw_ledger *l, pgw_err *err)
+{
+    size_t bad = 0;
+    int rc = check_accounts(l, err);
+    if (rc == PGW_OK)
+        rc = check_members(l, err);
+    if (rc == PGW_OK)
+        rc = check_holds(l, err);
+    if (rc == PGW_OK)
+        rc = check_earns(l, err);
+    if (rc == PGW_OK)
+        rc = pgw_chain_verify(l->transfers, l->n_transfers, PGW_GENESIS_HASH, 0, NULL, &bad, err);
+    return rc;
+}

@@ -1,0 +1,210 @@
+/*
+ * ledger.h - ledger semantics: lots and expiry, refunds, holds, debt.
+ *
+ * Two layers, both pure (time is always a parameter, never read):
+ *
+ * 1. Planning functions that any store calls on the rows it has loaded:
+ *    when a lot expires, which lots a debit consumes, how much a refund
+ *    reverses and from which funder. The SQLite and PostgreSQL stores use
+ *    exactly these, so both agree with the model below.
+ *
+ * 2. pgw_ledger: an in-memory reference implementation of the whole ledger
+ *    (accounts, transfers with their hash chain, lots, holds, earns and
+ *    their refunds). It is the executable specification: the randomised
+ *    test drives it through thousands of operations and checks every
+ *    invariant after each, and the durable stores are tested against the
+ *    same scenarios. All memory is allocated by pgw_ledger_new(); an
+ *    operation never allocates and either applies completely or changes
+ *    nothing (it plans and checks capacities before it writes).
+ *
+ * Semantics (README "Ledger semantics" says the same for operators):
+ * - Balance of an account = credits - debits; all balances sum to zero.
+ * - A member's balance = sum over their lots of (left + held) - debt.
+ *   available = balance - points held by pending holds.
+ * - Earning creates one lot (after first repaying any debt) with an expiry
+ *   from the policy; spending consumes lots earliest expiry first, then
+ *   earliest earned, then lowest id; lots already expired are not spent.
+ * - A refund of R (cumulative) of an original amount A that earned P
+ *   reverses floor(P*R/A) in total, split across the original funders.
+ *   What the member's lots cannot cover becomes debt (allow_negative) or
+ *   is written off (clamp), so reversed + written_off == floor(P*R/A).
+ * - A hold reserves points from lots (left -> held); capture spends part
+ *   or all of them and releases the rest; void or the deadline releases
+ *   all. Reserved points do not expire while held; released points of an
+ *   expired lot expire at the next expiry run.
+ */
+#ifndef PGW_CORE_LEDGER_H
+#define PGW_CORE_LEDGER_H
+
+#include "bounds.h"
+#include "civil.h"
+#include "error.h"
+#include "rules.h"
+#include "transfer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_NEVER            INT64_MAX /* expires_at of a lot that never expires */
+#define PGW_EARN_FUNDERS_MAX 8         /* distinct debit accounts on one earn */
+
+/* ---- planning ------------------------------------------------------------ */
+
+/*
+ * When a lot earned at `earned_at` expires (PGW_NEVER for policy NEVER).
+ * ROLLING N: usable through the local day N calendar months after the
+ * earning day (day clamped to month end), so expires_at is the local
+ * midnight that ends that day. YEAR_END N: usable through 31 December of
+ * (earning year + N); expires_at is the local midnight of the next 1 January.
+ * A lot is expired at every instant t >= expires_at.
+ */
+int pgw_expiry_at(const pgw_expiry *policy, const pgw_tz *tz, int64_t earned_at,
+                  int64_t *expires_at, pgw_err *err);
+
+typedef struct pgw_lot {
+    int64_t id;
+    char member[PGW_ID_MAX + 1];
+    int64_t points; /* earned into the lot, after debt repayment */
+    int64_t left;   /* free to spend */
+    int64_t held;   /* reserved by pending holds */
+    int64_t earned_at;
+    int64_t expires_at;
+    int64_t source_transfer; /* id of the first transfer of its earn */
+} pgw_lot;
+
+typedef struct pgw_lot_take {
+    size_t lot; /* index into the lots array given to the planner */
+    int64_t points;
+} pgw_lot_take;
+
+/* Consumption order: negative when lot a is spent before lot b. */
+int pgw_lot_order(const pgw_lot *a, const pgw_lot *b);
+
+/*
+ * Plans taking `points` from the free part (left) of `member`'s lots that
+ * are not expired at `now`, in consumption order. Writes at most takes_cap
+ * takes; *shortfall is what the lots could not cover (0 when they could).
+ * PGW_EFULL when more than takes_cap lots would be needed. Mutates nothing.
+ */
+int pgw_lots_plan_take(const pgw_lot *lots, size_t n, const char *member, int64_t now,
+                       int64_t points, pgw_lot_take *takes, size_t takes_cap, size_t *n_takes,
+                       int64_t *shortfall);
+
+/* floor(P*R/A): points reversed in total after refunds totalling R of A.
+ * PGW_EEXCEEDS when R > A; PGW_EINVAL for P < 0, A < 1 or R < 0. */
+int pgw_refund_target(int64_t points, int64_t amount, int64_t refunded, int64_t *out, pgw_err *err);
+
+/*
+ * Splits `delta` points to reverse now across n funding lines that earned
+ * line_points[i] and have had reversed[i] reversed: first each line's own
+ * cumulative share floor(line_points[i]*R/A) minus what it already gave
+ * back (bounded to what it has left), then whatever remains of delta in
+ * line order. Exact (the parts sum to delta), monotone, and at R == A every
+ * line ends fully reversed. PGW_ERANGE when delta exceeds what the lines
+ * have left.
+ */
+int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t amount,
+                     int64_t refunded, int64_t delta, int64_t *parts, pgw_err *err);
+
+typedef enum pgw_hold_state {
+    PGW_HOLD_PENDING = 0,
+    PGW_HOLD_CAPTURED,
+    PGW_HOLD_VOIDED,
+    PGW_HOLD_EXPIRED,
+} pgw_hold_state;
+
+const char *pgw_hold_state_name(pgw_hold_state state); /* "pending", ... */
+
+/* ---- the in-memory reference ledger -------------------------------------- */
+
+typedef struct pgw_ledger pgw_ledger;
+
+typedef struct pgw_ledger_options {
+    size_t max_members;
+    size_t max_accounts;
+    size_t max_lots;
+    size_t max_holds;
+    size_t max_portions; /* lot reservations held by holds, in total */
+    size_t max_transfers;
+    size_t max_earns;
+    size_t max_refs; /* idempotency references: earns, refunds, holds, redemptions */
+    bool allow_negative;
+    pgw_expiry expiry;
+    pgw_tz tz;
+} pgw_ledger_options;
+
+typedef struct pgw_earn_line {
+    char debit[PGW_ACCOUNT_MAX + 1]; /* funder: "shop:S001:issued", "mall:campaigns", ... */
+    char rule[PGW_RULE_MAX + 1];
+    int64_t points; /* >= 1 */
+} pgw_earn_line;
+
+typedef struct pgw_earn_cmd {
+    const char *member; /* member id, e.g. "M1" */
+    const char *ref;    /* the event's idempotency reference; unique */
+    const char *shop;   /* "" when none */
+    int64_t amount_fen; /* purchase amount for later refunds; 0 when none */
+    size_t n_lines;
+    const pgw_earn_line *lines;
+    int64_t at; /* unix seconds */
+} pgw_earn_cmd;
+
+/* Allocates a ledger sized by `opts`; the caller frees it with pgw_ledger_free. */
+int pgw_ledger_new(const pgw_ledger_options *opts, pgw_ledger **out, pgw_err *err);
+void pgw_ledger_free(pgw_ledger *ledger);
+
+/* Earns lines for a member: one EARN transfer per funder, then one lot. */
+int pgw_ledger_earn(pgw_ledger *ledger, const pgw_earn_cmd *cmd, pgw_err *err);
+
+/* Refunds amount_fen of the earn `original_ref` (PGW_ENOTFOUND, PGW_EEXCEEDS). */
+int pgw_ledger_refund(pgw_ledger *ledger, const char *original_ref, const char *refund_ref,
+                      int64_t amount_fen, int64_t at, pgw_err *err);
+
+/* Reserves points for a redemption at `shop` until `deadline` (PGW_EINSUFFICIENT). */
+int pgw_ledger_hold(pgw_ledger *ledger, const char *hold_id, const char *member, const char *shop,
+                    int64_t points, int64_t deadline, int64_t at, pgw_err *err);
+
+/*
+ * Spends `points` of a pending hold (all of it when points <= 0) and
+ * releases the rest. PGW_ESTATE when the hold is not pending; a hold whose
+ * deadline has passed (at >= deadline) becomes EXPIRED, releasing its
+ * points, and the capture fails with PGW_ESTATE.
+ */
+int pgw_ledger_capture(pgw_ledger *ledger, const char *hold_id, int64_t points, int64_t at,
+                       pgw_err *err);
+int pgw_ledger_void(pgw_ledger *ledger, const char *hold_id, int64_t at, pgw_err *err);
+/* Expires every pending hold with deadline <= now; *n_expired may be NULL. */
+int pgw_ledger_expire_holds(pgw_ledger *ledger, int64_t now, size_t *n_expired, pgw_err *err);
+
+/* Hold and capture in one step. */
+int pgw_ledger_redeem(pgw_ledger *ledger, const char *ref, const char *member, const char *shop,
+                      int64_t points, int64_t at, pgw_err *err);
+
+/* Expires what is left of every lot with expires_at <= now. Idempotent. */
+int pgw_ledger_expire(pgw_ledger *ledger, int64_t now, size_t *n_lots, pgw_err *err);
+
+/* Reads. Unknown members and accounts read as 0. */
+int64_t pgw_ledger_balance(const pgw_ledger *ledger, const char *member);
+int64_t pgw_ledger_available(const pgw_ledger *ledger, const char *member);
+int64_t pgw_ledger_debt(const pgw_ledger *ledger, const char *member);
+int64_t pgw_ledger_account(const pgw_ledger *ledger, const char *account);
+size_t pgw_ledger_transfer_count(const pgw_ledger *ledger);
+const pgw_transfer *pgw_ledger_transfer(const pgw_ledger *ledger, size_t index);
+size_t pgw_ledger_lot_count(const pgw_ledger *ledger);
+const pgw_lot *pgw_ledger_lot(const pgw_ledger *ledger, size_t index);
+/* PGW_ENOTFOUND for an unknown hold. */
+int pgw_ledger_hold_state(const pgw_ledger *ledger, const char *hold_id, pgw_hold_state *out);
+/* Points reversed and written off so far for an earn (PGW_ENOTFOUND). */
+int pgw_ledger_earn_reversal(const pgw_ledger *ledger, const char *ref, int64_t *reversed,
+                             int64_t *written_off);
+
+/* Checks every invariant (see the top of this file); names the first broken one. */
+int pgw_ledger_check(const pgw_ledger *ledger, pgw_err *err);
+
+/* Test hook (libgit2's double underscore: not for production callers):
+ * adds `points` to lot `index`'s left without a transfer, breaking the
+ * balance invariant so tests can see pgw_ledger_check catch it. */
+void pgw_ledger__corrupt_lot_for_test(pgw_ledger *ledger, size_t index, int64_t points);
+
+#endif
