@@ -203,7 +203,7 @@ int pgw_ledger_earn_reversal(const pgw_ledger *ledger, const char *ref, int64_t 
 int pgw_ledger_check(const pgw_ledger *ledger, pgw_err *err);
 
 /* Test hook (libgit2's double underscore: not for production callers):
- * adds `points` to lot `index`'s left without a transfer, breaking the
+ * adds `points` (may be negative) to lot `index`'s left without a transfer, breaking the
  * balance invariant so tests can see pgw_ledger_check catch it. */
 void pgw_ledger__corrupt_lot_for_test(pgw_ledger *ledger, size_t index, int64_t points);
 

@@ -1,0 +1,403 @@
+/*
+ * test_ledger.c - ledger semantics, scenario by scenario: expiry instants,
+ * lot order, refunds (cumulative, split, after spending, beyond the
+ * original), holds (capture, void, deadline, a lot expiring while held),
+ * expiry, idempotency references and capacities, and the invariant check.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "core/arith.h"
+#include "core/ledger.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t at(const char *rfc3339)
+{
+    int64_t t = 0;
+    assert_int_equal(pgw_parse_rfc3339(rfc3339, &t, NULL), PGW_OK);
+    return t;
+}
+
+static pgw_ledger *ledger_new(bool allow_negative, pgw_expiry expiry, size_t max_transfers)
+{
+    pgw_ledger_options opts = {
+        .max_members = 16,
+        .max_accounts = 64,
+        .max_lots = 256,
+        .max_holds = 64,
+        .max_portions = 512,
+        .max_transfers = max_transfers,
+        .max_earns = 256,
+        .max_refs = 512,
+        .allow_negative = allow_negative,
+        .expiry = expiry,
+    };
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.tz, NULL), PGW_OK);
+    pgw_ledger *l = NULL;
+    assert_int_equal(pgw_ledger_new(&opts, &l, NULL), PGW_OK);
+    return l;
+}
+
+static const pgw_expiry NEVER = {PGW_EXPIRY_NEVER, 0, 0};
+
+static void check(const pgw_ledger *l)
+{
+    pgw_err err;
+    if (pgw_ledger_check(l, &err) != PGW_OK)
+        fail_msg("invariant broken: %s", err.msg);
+}
+
+/* Earns `shop_points` funded by the shop and `mall_points` by the mall. */
+static int earn(pgw_ledger *l, const char *member, const char *ref, int64_t amount,
+                int64_t shop_points, int64_t mall_points, int64_t when)
+{
+    pgw_earn_line lines[2] = {{"shop:S001:issued", "format:retail", shop_points},
+                              {"mall:campaigns", "campaign:x", mall_points}};
+    pgw_earn_cmd cmd = {.member = member,
+                        .ref = ref,
+                        .shop = "S001",
+                        .amount_fen = amount,
+                        .n_lines = mall_points > 0 ? 2 : 1,
+                        .lines = lines,
+                        .at = when};
+    return pgw_ledger_earn(l, &cmd, NULL);
+}
+
+/* ---- planning -------------------------------------------------------------- */
+
+static void test_expiry_instants(void **state)
+{
+    (void)state;
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    static const struct {
+        pgw_expiry policy;
+        const char *earned, *expires;
+    } cases[] = {
+        {{PGW_EXPIRY_YEAR_END, 0, 1}, "2026-12-31T16:30:00Z", "2029-01-01T00:00:00+08:00"},
+        {{PGW_EXPIRY_YEAR_END, 0, 1}, "2026-12-31T15:59:59Z", "2028-01-01T00:00:00+08:00"},
+        {{PGW_EXPIRY_YEAR_END, 0, 0}, "2026-06-01T12:00:00+08:00", "2027-01-01T00:00:00+08:00"},
+        {{PGW_EXPIRY_ROLLING, 1, 0}, "2026-01-31T12:00:00+08:00", "2026-03-01T00:00:00+08:00"},
+        {{PGW_EXPIRY_ROLLING, 1, 0}, "2028-01-31T12:00:00+08:00", "2028-03-01T00:00:00+08:00"},
+        {{PGW_EXPIRY_ROLLING, 12, 0}, "2026-11-24T23:59:59+08:00", "2027-11-25T00:00:00+08:00"},
+        {{PGW_EXPIRY_ROLLING, 12, 0}, "2026-11-24T16:00:00Z", "2027-11-26T00:00:00+08:00"},
+        {{PGW_EXPIRY_ROLLING, 12, 0}, "2027-02-28T10:00:00+08:00", "2028-02-29T00:00:00+08:00"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t expires = 0;
+        assert_int_equal(pgw_expiry_at(&cases[i].policy, &tz, at(cases[i].earned), &expires, NULL),
+                         PGW_OK);
+        if (expires != at(cases[i].expires))
+            fail_msg("case %zu: %lld, want %s", i, (long long)expires, cases[i].expires);
+    }
+    int64_t never = 0;
+    assert_int_equal(pgw_expiry_at(&NEVER, &tz, at("2026-01-01T00:00:00Z"), &never, NULL), PGW_OK);
+    assert_true(never == PGW_NEVER);
+}
+
+static void test_lot_plan_order_and_shortfall(void **state)
+{
+    (void)state;
+    pgw_lot lots[] = {
+        {.id = 1, .member = "M1", .points = 10, .left = 10, .earned_at = 5, .expires_at = 300},
+        {.id = 2, .member = "M1", .points = 10, .left = 10, .earned_at = 1, .expires_at = 200},
+        {.id = 3, .member = "M2", .points = 99, .left = 99, .earned_at = 0, .expires_at = 100},
+        {.id = 4,
+         .member = "M1",
+         .points = 10,
+         .left = 4,
+         .held = 6,
+         .earned_at = 2,
+         .expires_at = 200},
+        {.id = 5, .member = "M1", .points = 50, .left = 50, .earned_at = 0, .expires_at = 150},
+        {.id = 6, .member = "M1", .points = 10, .left = 10, .earned_at = 3, .expires_at = 300},
+    };
+    pgw_lot_take takes[8];
+    size_t n = 0;
+    int64_t shortfall = -1;
+    /* At t=160 lot 5 has expired: order 2 (exp 200, earned 1), 4 (earned 2), 6, 1. */
+    assert_int_equal(pgw_lots_plan_take(lots, 6, "M1", 160, 20, takes, 8, &n, &shortfall), PGW_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(takes[0].lot, 1);
+    assert_int_equal(takes[0].points, 10);
+    assert_int_equal(takes[1].lot, 3);
+    assert_int_equal(takes[1].points, 4);
+    assert_int_equal(takes[2].lot, 5);
+    assert_int_equal(takes[2].points, 6);
+    assert_int_equal(shortfall, 0);
+    assert_int_equal(pgw_lots_plan_take(lots, 6, "M1", 160, 100, takes, 8, &n, &shortfall), PGW_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(shortfall, 66);
+    assert_int_equal(pgw_lots_plan_take(lots, 6, "M1", 0, 100, takes, 2, &n, &shortfall),
+                     PGW_EFULL);
+    assert_int_equal(lots[1].left, 10); /* nothing mutated */
+}
+
+static void test_refund_target_and_split(void **state)
+{
+    (void)state;
+    int64_t t = 0;
+    const int64_t refunds[] = {3333, 6666, 10000};
+    const int64_t totals[] = {85, 171, 257};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(pgw_refund_target(257, 10000, refunds[i], &t, NULL), PGW_OK);
+        assert_int_equal(t, totals[i]);
+    }
+    assert_int_equal(pgw_refund_target(257, 10000, 10001, &t, NULL), PGW_EEXCEEDS);
+    assert_int_equal(pgw_refund_target(257, 0, 0, &t, NULL), PGW_EINVAL);
+
+    /* Random funders and refund sequences: exact, monotone, complete at R == A. */
+    uint64_t seed = 42;
+    for (int round = 0; round < 2000; round++) {
+        int64_t points[3], reversed[3] = {0, 0, 0}, parts[3], total = 0, done = 0;
+        for (int i = 0; i < 3; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            points[i] = (int64_t)(seed >> 40) % 500;
+            total += points[i];
+        }
+        int64_t amount = 1 + (int64_t)(seed >> 33) % 100000, refunded = 0;
+        while (refunded < amount) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            refunded = pgw_min64(amount, refunded + 1 + (int64_t)(seed >> 35) % amount);
+            int64_t target;
+            assert_int_equal(pgw_refund_target(total, amount, refunded, &target, NULL), PGW_OK);
+            assert_int_equal(
+                pgw_refund_split(points, reversed, 3, amount, refunded, target - done, parts, NULL),
+                PGW_OK);
+            for (int i = 0; i < 3; i++) {
+                assert_true(parts[i] >= 0);
+                reversed[i] += parts[i];
+                assert_true(reversed[i] <= points[i]);
+            }
+            done = target;
+        }
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(reversed[i], points[i]);
+    }
+}
+
+/* ---- refunds through the ledger -------------------------------------------- */
+
+static void test_three_partial_refunds_reverse_exactly(void **state)
+{
+    (void)state;
+    pgw_ledger *l = ledger_new(true, NEVER, 100);
+    int64_t t = at("2026-11-24T10:00:00+08:00");
+    assert_int_equal(earn(l, "M1", "E1", 10000, 200, 57, t), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 257);
+    const char *refs[] = {"R1", "R2", "R3"};
+    const int64_t amounts[] = {3333, 3333, 3334}, balances[] = {172, 86, 0};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(pgw_ledger_refund(l, "E1", refs[i], amounts[i], t + 60, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_balance(l, "M1"), balances[i]);
+        check(l);
+    }
+    assert_int_equal(pgw_ledger_account(l, "shop:S001:issued"), 0);
+    assert_int_equal(pgw_ledger_account(l, "mall:campaigns"), 0);
+    size_t before = pgw_ledger_transfer_count(l);
+    pgw_err err;
+    assert_int_equal(pgw_ledger_refund(l, "E1", "R4", 1, t + 60, &err), PGW_EEXCEEDS);
+    assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 1, t + 60, &err), PGW_ECONFLICT);
+    assert_int_equal(pgw_ledger_refund(l, "NOPE", "R5", 1, t + 60, &err), PGW_ENOTFOUND);
+    assert_int_equal(pgw_ledger_transfer_count(l), before);
+    check(l);
+    pgw_ledger_free(l);
+}
+
+static void test_refund_after_points_were_spent(void **state)
+{
+    (void)state;
+    int64_t t = at("2026-11-24T10:00:00+08:00");
+    /* allow_negative: the member owes the points; the next earn repays first. */
+    pgw_ledger *l = ledger_new(true, NEVER, 100);
+    assert_int_equal(earn(l, "M1", "E1", 10000, 100, 0, t), PGW_OK);
+    assert_int_equal(pgw_ledger_redeem(l, "D1", "M1", "S002", 100, t + 1, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, t + 2, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), -100);
+    assert_int_equal(pgw_ledger_debt(l, "M1"), 100);
+    assert_int_equal(pgw_ledger_available(l, "M1"), -100);
+    assert_int_equal(earn(l, "M1", "E2", 3000, 30, 0, t + 3), PGW_OK);
+    assert_int_equal(pgw_ledger_debt(l, "M1"), 70);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), -70);
+    assert_int_equal(pgw_ledger_redeem(l, "D2", "M1", "S002", 1, t + 4, NULL), PGW_EINSUFFICIENT);
+    check(l);
+    pgw_ledger_free(l);
+
+    /* clamp: what was spent is written off, the balance stays at zero. */
+    l = ledger_new(false, NEVER, 100);
+    assert_int_equal(earn(l, "M1", "E1", 10000, 100, 0, t), PGW_OK);
+    assert_int_equal(pgw_ledger_redeem(l, "D1", "M1", "S002", 60, t + 1, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, t + 2, NULL), PGW_OK);
+    int64_t reversed = -1, written_off = -1;
+    assert_int_equal(pgw_ledger_earn_reversal(l, "E1", &reversed, &written_off), PGW_OK);
+    assert_int_equal(reversed, 40);
+    assert_int_equal(written_off, 60);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 0);
+    assert_int_equal(pgw_ledger_debt(l, "M1"), 0);
+    check(l);
+    pgw_ledger_free(l);
+}
+
+/* ---- holds ------------------------------------------------------------------ */
+
+static void test_hold_capture_void_deadline(void **state)
+{
+    (void)state;
+    pgw_ledger *l = ledger_new(true, NEVER, 100);
+    int64_t t = at("2026-11-24T10:00:00+08:00");
+    pgw_hold_state s;
+    pgw_err err;
+    assert_int_equal(earn(l, "M1", "E1", 100000, 1000, 0, t), PGW_OK);
+    assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 500, t + 600, t, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 1000);
+    assert_int_equal(pgw_ledger_available(l, "M1"), 500);
+    check(l);
+    assert_int_equal(pgw_ledger_capture(l, "H1", 400, t + 10, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 600);
+    assert_int_equal(pgw_ledger_available(l, "M1"), 600); /* the other 100 were released */
+    assert_int_equal(pgw_ledger_account(l, "shop:S002:redeemed"), 400);
+    assert_int_equal(pgw_ledger_hold_state(l, "H1", &s), PGW_OK);
+    assert_int_equal(s, PGW_HOLD_CAPTURED);
+    assert_int_equal(pgw_ledger_capture(l, "H1", 1, t + 11, &err), PGW_ESTATE);
+    assert_non_null(strstr(err.msg, "captured"));
+    assert_int_equal(pgw_ledger_void(l, "H1", t + 11, NULL), PGW_ESTATE);
+    check(l);
+
+    assert_int_equal(pgw_ledger_hold(l, "H2", "M1", "S002", 300, t + 600, t + 20, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_capture(l, "H2", 301, t + 21, NULL), PGW_EINVAL);
+    assert_int_equal(pgw_ledger_void(l, "H2", t + 21, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_available(l, "M1"), 600);
+
+    /* Past its deadline a hold cannot be captured and its points come back. */
+    assert_int_equal(pgw_ledger_hold(l, "H3", "M1", "S002", 200, t + 600, t + 30, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_available(l, "M1"), 400);
+    size_t before = pgw_ledger_transfer_count(l);
+    assert_int_equal(pgw_ledger_capture(l, "H3", 0, t + 600, &err), PGW_ESTATE);
+    assert_non_null(strstr(err.msg, "expired"));
+    assert_int_equal(pgw_ledger_transfer_count(l), before);
+    assert_int_equal(pgw_ledger_available(l, "M1"), 600);
+
+    assert_int_equal(pgw_ledger_hold(l, "H4", "M1", "S002", 601, t + 900, t + 40, NULL),
+                     PGW_EINSUFFICIENT);
+    assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 1, t + 900, t + 40, NULL),
+                     PGW_ECONFLICT);
+    assert_int_equal(pgw_ledger_hold(l, "H5", "M1", "S002", 100, t + 900, t + 40, NULL), PGW_OK);
+    size_t expired = 0;
+    assert_int_equal(pgw_ledger_expire_holds(l, t + 899, &expired, NULL), PGW_OK);
+    assert_int_equal(expired, 0);
+    assert_int_equal(pgw_ledger_expire_holds(l, t + 900, &expired, NULL), PGW_OK);
+    assert_int_equal(expired, 1);
+    assert_int_equal(pgw_ledger_hold_state(l, "H5", &s), PGW_OK);
+    assert_int_equal(s, PGW_HOLD_EXPIRED);
+    check(l);
+    pgw_ledger_free(l);
+}
+
+static void test_lot_expiring_during_a_hold(void **state)
+{
+    (void)state;
+    pgw_expiry rolling = {PGW_EXPIRY_ROLLING, 1, 0};
+    pgw_ledger *l = ledger_new(true, rolling, 100);
+    int64_t earned = at("2026-11-24T10:00:00+08:00");
+    int64_t expiry = at("2026-12-25T00:00:00+08:00");
+    assert_int_equal(earn(l, "M1", "E1", 10000, 100, 0, earned), PGW_OK);
+    assert_int_equal(pgw_ledger_lot(l, 0)->expires_at, expiry);
+    assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 80, expiry + 3600, expiry - 60, NULL),
+                     PGW_OK);
+    size_t n = 0;
+    assert_int_equal(pgw_ledger_expire(l, expiry, &n, NULL), PGW_OK);
+    assert_int_equal(n, 1); /* only the 20 free points expire */
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 80);
+    assert_int_equal(pgw_ledger_account(l, "system:expired"), 20);
+    check(l);
+    /* The reserved points were promised before they expired: capture works. */
+    assert_int_equal(pgw_ledger_capture(l, "H1", 50, expiry + 60, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 30);
+    check(l);
+    /* The 30 released back to an expired lot go at the next expiry run. */
+    assert_int_equal(pgw_ledger_expire(l, expiry + 120, &n, NULL), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 0);
+    assert_int_equal(pgw_ledger_account(l, "system:expired"), 50);
+    /* Idempotent: nothing more to expire. */
+    size_t count = pgw_ledger_transfer_count(l);
+    assert_int_equal(pgw_ledger_expire(l, expiry + 999, &n, NULL), PGW_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(pgw_ledger_transfer_count(l), count);
+    /* Expired points cannot be spent even before the expiry job runs. */
+    assert_int_equal(earn(l, "M1", "E2", 10000, 100, 0, earned), PGW_OK);
+    assert_int_equal(pgw_ledger_redeem(l, "D1", "M1", "S002", 10, expiry + 5, NULL),
+                     PGW_EINSUFFICIENT);
+    check(l);
+    pgw_ledger_free(l);
+}
+
+/* ---- references, capacities, invariants ----------------------------------- */
+
+static void test_references_and_capacity(void **state)
+{
+    (void)state;
+    pgw_ledger *l = ledger_new(true, NEVER, 3);
+    int64_t t = at("2026-11-24T10:00:00+08:00");
+    pgw_err err;
+    assert_int_equal(earn(l, "M1", "E1", 100, 10, 5, t), PGW_OK);
+    assert_int_equal(pgw_ledger_transfer_count(l), 2);
+    assert_int_equal(earn(l, "M1", "E1", 100, 10, 5, t), PGW_ECONFLICT);
+    /* Two transfers would exceed the log's capacity of 3: nothing is written. */
+    assert_int_equal(earn(l, "M2", "E2", 100, 10, 5, t), PGW_EFULL);
+    assert_int_equal(pgw_ledger_transfer_count(l), 2);
+    assert_int_equal(pgw_ledger_balance(l, "M2"), 0);
+    assert_int_equal(earn(l, "M2", "E3", 100, 10, 0, t), PGW_OK);
+    pgw_earn_line bad = {"shop:S001:issued", "x", 0};
+    pgw_earn_cmd cmd = {
+        .member = "M1", .ref = "E9", .shop = "S001", .n_lines = 1, .lines = &bad, .at = t};
+    assert_int_equal(pgw_ledger_earn(l, &cmd, &err), PGW_EINVAL);
+    check(l);
+    pgw_ledger_free(l);
+}
+
+static void test_check_catches_corruption(void **state)
+{
+    (void)state;
+    pgw_ledger *l = ledger_new(true, NEVER, 100);
+    int64_t t = at("2026-11-24T10:00:00+08:00");
+    assert_int_equal(earn(l, "M1", "E1", 100, 10, 5, t), PGW_OK);
+    check(l);
+    /* A tampered copy of the log no longer verifies. */
+    size_t n = pgw_ledger_transfer_count(l), bad = 99;
+    pgw_transfer *copy = calloc(n, sizeof(*copy));
+    for (size_t i = 0; i < n; i++)
+        copy[i] = *pgw_ledger_transfer(l, i);
+    copy[1].points += 1;
+    pgw_err err;
+    assert_int_equal(pgw_chain_verify(copy, n, PGW_GENESIS_HASH, 0, NULL, &bad, &err),
+                     PGW_ECONFLICT);
+    assert_int_equal(bad, 1);
+    free(copy);
+    /* Points vanishing from a lot without a transfer break the balance invariant. */
+    pgw_ledger__corrupt_lot_for_test(l, 0, -7);
+    assert_int_equal(pgw_ledger_check(l, &err), PGW_ECONFLICT);
+    assert_non_null(strstr(err.msg, "member M1"));
+    pgw_ledger_free(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expiry_instants),
+        cmocka_unit_test(test_lot_plan_order_and_shortfall),
+        cmocka_unit_test(test_refund_target_and_split),
+        cmocka_unit_test(test_three_partial_refunds_reverse_exactly),
+        cmocka_unit_test(test_refund_after_points_were_spent),
+        cmocka_unit_test(test_hold_capture_void_deadline),
+        cmocka_unit_test(test_lot_expiring_during_a_hold),
+        cmocka_unit_test(test_references_and_capacity),
+        cmocka_unit_test(test_check_catches_corruption),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
