@@ -1,0 +1,214 @@
+/*
+ * test_civil.c - calendar arithmetic, the mall's time zone and RFC 3339.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "core/civil.h"
+
+#include <string.h>
+
+static void test_leap_years_and_month_lengths(void **state)
+{
+    (void)state;
+    assert_false(pgw_is_leap_year(1900));
+    assert_true(pgw_is_leap_year(2000));
+    assert_true(pgw_is_leap_year(2024));
+    assert_false(pgw_is_leap_year(2026));
+    assert_false(pgw_is_leap_year(2100));
+    assert_int_equal(pgw_days_in_month(2028, 2), 29);
+    assert_int_equal(pgw_days_in_month(2027, 2), 28);
+    assert_int_equal(pgw_days_in_month(2026, 11), 30);
+    assert_int_equal(pgw_days_in_month(2026, 12), 31);
+    assert_false(pgw_date_valid((pgw_date){2026, 2, 29}));
+    assert_true(pgw_date_valid((pgw_date){2028, 2, 29}));
+    assert_false(pgw_date_valid((pgw_date){1969, 12, 31}));
+    assert_false(pgw_date_valid((pgw_date){10000, 1, 1}));
+    assert_false(pgw_date_valid((pgw_date){2026, 13, 1}));
+}
+
+/* Every day from 1970 to 2100 round-trips and follows its predecessor. */
+static void test_days_round_trip(void **state)
+{
+    (void)state;
+    pgw_date d = {1970, 1, 1};
+    assert_int_equal(pgw_days_from_date(d), 0);
+    for (int64_t days = 0; days < 47847; days++) {
+        assert_int_equal(pgw_days_from_date(d), days);
+        pgw_date back = pgw_date_from_days(days);
+        assert_int_equal(pgw_date_cmp(back, d), 0);
+        d.day++;
+        if (d.day > pgw_days_in_month(d.year, d.month)) {
+            d.day = 1;
+            if (++d.month > 12) {
+                d.month = 1;
+                d.year++;
+            }
+        }
+    }
+    assert_int_equal(d.year, 2101);
+}
+
+static void test_weekdays(void **state)
+{
+    (void)state;
+    assert_int_equal(pgw_weekday((pgw_date){1970, 1, 1}), 4);   /* Thursday */
+    assert_int_equal(pgw_weekday((pgw_date){2026, 11, 24}), 2); /* Tuesday */
+    assert_int_equal(pgw_weekday((pgw_date){2026, 11, 29}), 7); /* Sunday */
+    assert_int_equal(pgw_weekday((pgw_date){2026, 11, 30}), 1); /* Monday */
+    assert_int_equal(pgw_weekday((pgw_date){2028, 2, 29}), 2);
+}
+
+static void test_add_months_clamps(void **state)
+{
+    (void)state;
+    static const struct {
+        pgw_date from;
+        int32_t months;
+        pgw_date to;
+    } cases[] = {
+        {{2026, 1, 31}, 1, {2026, 2, 28}},    {{2028, 1, 31}, 1, {2028, 2, 29}},
+        {{2026, 12, 15}, 1, {2027, 1, 15}},   {{2026, 3, 31}, -1, {2026, 2, 28}},
+        {{2026, 11, 24}, 12, {2027, 11, 24}}, {{2028, 2, 29}, 12, {2029, 2, 28}},
+        {{2026, 5, 31}, -17, {2024, 12, 31}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pgw_date out;
+        assert_int_equal(pgw_date_add_months(cases[i].from, cases[i].months, &out), PGW_OK);
+        assert_int_equal(pgw_date_cmp(out, cases[i].to), 0);
+    }
+    pgw_date out;
+    assert_int_equal(pgw_date_add_months((pgw_date){1970, 1, 1}, -1, &out), PGW_ERANGE);
+    assert_int_equal(pgw_date_add_months((pgw_date){9999, 12, 1}, 1, &out), PGW_ERANGE);
+    assert_int_equal(pgw_date_add_days((pgw_date){2026, 12, 31}, 1, &out), PGW_OK);
+    assert_int_equal(pgw_date_cmp(out, (pgw_date){2027, 1, 1}), 0);
+    assert_int_equal(pgw_date_add_days((pgw_date){1970, 1, 1}, -1, &out), PGW_ERANGE);
+}
+
+static void test_time_zones(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int rc;
+        int32_t offset;
+    } cases[] = {
+        {"Asia/Shanghai", PGW_OK, 28800}, {"Asia/Hong_Kong", PGW_OK, 28800},
+        {"Asia/Tokyo", PGW_OK, 32400},    {"UTC", PGW_OK, 0},
+        {"+08:00", PGW_OK, 28800},        {"-05:30", PGW_OK, -19800},
+        {"+14:00", PGW_OK, 50400},        {"+14:01", PGW_EINVAL, 0},
+        {"+08:60", PGW_EINVAL, 0},        {"Europe/London", PGW_EINVAL, 0},
+        {"Mars/Olympus", PGW_EINVAL, 0},  {"", PGW_EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pgw_tz tz;
+        pgw_err err;
+        assert_int_equal(pgw_tz_lookup(cases[i].name, &tz, &err), cases[i].rc);
+        if (cases[i].rc == PGW_OK)
+            assert_int_equal(tz.offset_s, cases[i].offset);
+    }
+    pgw_tz tz;
+    pgw_err err;
+    assert_int_equal(pgw_tz_lookup("America/New_York", &tz, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "daylight saving"));
+}
+
+static void test_local_dates_in_shanghai(void **state)
+{
+    (void)state;
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    int64_t t;
+    assert_int_equal(pgw_parse_rfc3339("2026-11-23T16:00:00Z", &t, NULL), PGW_OK);
+    pgw_date d = pgw_local_date(t, &tz);
+    assert_int_equal(pgw_date_cmp(d, (pgw_date){2026, 11, 24}), 0);
+    assert_int_equal(pgw_local_seconds_of_day(t, &tz), 0);
+    assert_int_equal(pgw_local_midnight(d, &tz), t);
+    d = pgw_local_date(t - 1, &tz);
+    assert_int_equal(pgw_date_cmp(d, (pgw_date){2026, 11, 23}), 0);
+    assert_int_equal(pgw_local_seconds_of_day(t - 1, &tz), 86399);
+    assert_int_equal(pgw_parse_rfc3339("2026-11-30T16:00:00Z", &t, NULL), PGW_OK);
+    assert_int_equal(pgw_date_cmp(pgw_local_date(t, &tz), (pgw_date){2026, 12, 1}), 0);
+    pgw_tz west;
+    assert_int_equal(pgw_tz_lookup("-05:00", &west, NULL), PGW_OK);
+    assert_int_equal(pgw_date_cmp(pgw_local_date(t, &west), (pgw_date){2026, 11, 30}), 0);
+}
+
+static void test_rfc3339_parse_and_format(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int64_t t;
+    } good[] = {
+        {"2026-11-24T10:15:00+08:00", 1795486500}, {"2026-11-24T02:15:00Z", 1795486500},
+        {"2026-11-24t02:15:00z", 1795486500},      {"2026-11-24T02:15:00.999Z", 1795486500},
+        {"2026-11-23T21:15:00-05:00", 1795486500}, {"1970-01-01T00:00:00Z", 0},
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        int64_t t = -1;
+        assert_int_equal(pgw_parse_rfc3339(good[i].text, &t, NULL), PGW_OK);
+        assert_int_equal(t, good[i].t);
+    }
+    static const char *const bad[] = {
+        "2026-11-24T10:15:00",
+        "2026-11-24 10:15:00+08:00",
+        "2026-02-30T10:15:00Z",
+        "2026-11-24T24:00:00Z",
+        "2026-11-24T10:60:00Z",
+        "2026-11-24T10:15:60Z",
+        "2026-11-24T10:15:00+8:00",
+        "2026-11-24T10:15:00+08:00x",
+        "2026-11-24T10:15:00.Z",
+        "26-11-24T10:15:00Z",
+        "",
+        "yesterday",
+        "2026-11-24T10:15:00.1234567890Z",
+        "2026-11-24T10:15:00+08:00                                                               ",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t t = 42;
+        pgw_err err;
+        if (pgw_parse_rfc3339(bad[i], &t, &err) != PGW_EINVAL)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_int_equal(t, 42);
+    }
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    char buf[PGW_RFC3339_MAX];
+    assert_int_equal(pgw_format_rfc3339(1795486500, &tz, buf, sizeof(buf)), PGW_OK);
+    assert_string_equal(buf, "2026-11-24T10:15:00+08:00");
+    pgw_tz utc;
+    assert_int_equal(pgw_tz_lookup("UTC", &utc, NULL), PGW_OK);
+    assert_int_equal(pgw_format_rfc3339(1795486500, &utc, buf, sizeof(buf)), PGW_OK);
+    assert_string_equal(buf, "2026-11-24T02:15:00Z");
+    assert_int_equal(pgw_format_rfc3339(1795486500, &tz, buf, 10), PGW_ERANGE);
+    assert_int_equal(pgw_format_date((pgw_date){2028, 2, 29}, buf, sizeof(buf)), PGW_OK);
+    assert_string_equal(buf, "2028-02-29");
+
+    pgw_date d;
+    int32_t m, day;
+    assert_int_equal(pgw_parse_date("2028-02-29", &d, NULL), PGW_OK);
+    assert_int_equal(pgw_parse_date("2027-02-29", &d, NULL), PGW_EINVAL);
+    assert_int_equal(pgw_parse_date("2027-2-28", &d, NULL), PGW_EINVAL);
+    assert_int_equal(pgw_parse_month_day("02-29", &m, &day, NULL), PGW_OK);
+    assert_int_equal(pgw_parse_month_day("02-30", &m, &day, NULL), PGW_EINVAL);
+    assert_int_equal(pgw_parse_month_day("13-01", &m, &day, NULL), PGW_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_leap_years_and_month_lengths),
+        cmocka_unit_test(test_days_round_trip),
+        cmocka_unit_test(test_weekdays),
+        cmocka_unit_test(test_add_months_clamps),
+        cmocka_unit_test(test_time_zones),
+        cmocka_unit_test(test_local_dates_in_shanghai),
+        cmocka_unit_test(test_rfc3339_parse_and_format),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
