@@ -1,5 +1,6 @@
 # Thin wrapper over CMake. The two commands the README promises:
-#   make run   install what is missing, build, start the gateway (example config)
+#   make run   install what is missing, build, run what exists on the example config
+#              (the HTTP server is not built yet: see README "Status")
 #   make test  install what is missing, build with ASan+UBSan, run every test
 .PHONY: all run test deps build build-test format check-format clean
 
@@ -20,9 +21,15 @@ build-test: deps
 	cmake --build build/test -j $(JOBS)
 
 run: build
-	./build/release/pointsgw serve --config $(CONFIG)
+	./build/release/pointsgw check-config --config $(CONFIG)
+	@echo
+	@echo "== pointsgw quote: a Wednesday sale of 128.00 yuan at S001 by a gold member =="
+	./build/release/pointsgw quote --config $(CONFIG) --event config/demo/purchase.json \
+	    --context config/demo/member.json
+	@echo
+	@echo "pointsgw serve is not built yet (no durable log or HTTP server); see README \"Status\"."
 
-test: build-test check-format
+test: build build-test check-format
 	cd build/test && ctest --output-on-failure -j $(JOBS)
 
 format:

@@ -206,7 +206,7 @@ static int base_and_tier(earn_state *st)
     if (rc != PGW_OK || st->out->tier < 0)
         return rc;
     const pgw_tier *tier = &rules->tiers[st->out->tier];
-    int64_t extra;
+    int64_t extra = 0;
     rc = extra_for_multiplier(st, st->base, tier->multiplier_bp, &extra);
     if (rc != PGW_OK)
         return rc;
@@ -278,7 +278,7 @@ static int item_campaign_extra(earn_state *st, const pgw_campaign *c, int64_t *o
         const pgw_item *item = &st->event->items[i];
         if (!item_matches(c, item))
             continue;
-        int64_t extra;
+        int64_t extra = 0;
         int rc = extra_for_multiplier(st, item->amount_fen / st->fen_per_point, c->multiplier_bp,
                                       &extra);
         if (rc != PGW_OK)

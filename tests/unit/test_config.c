@@ -1,0 +1,268 @@
+/*
+ * test_config.c - the example configuration, and one refusal per kind of
+ * mistake, each naming the JSON path of the offending value.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "config/config.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *source_dir(void)
+{
+    const char *dir = getenv("PGW_SOURCE_DIR");
+    return dir != NULL ? dir : ".";
+}
+
+static void test_example_loads_with_its_figures(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/config/pointsgw.example.json", source_dir());
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_load(path, &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    const pgw_rules *r = &cfg->rules;
+    assert_int_equal(r->tz.offset_s, 28800);
+    assert_true(r->n_shops >= 8);
+    assert_true(r->n_formats >= 4);
+    assert_int_equal(r->n_tiers, 4);
+    int32_t s002 = pgw_rules_find_shop(r, "S002");
+    assert_true(s002 >= 0);
+    assert_int_equal(pgw_rules_fen_per_point(r, s002), 400); /* its own rate */
+    assert_int_equal(pgw_rules_fen_per_point(r, pgw_rules_find_shop(r, "S004")), 200);
+    assert_int_equal(r->tiers[3].multiplier_bp, 20000);
+    bool kinds[8] = {false};
+    for (size_t i = 0; i < r->n_campaigns; i++)
+        kinds[r->campaigns[i].kind] = true;
+    for (size_t k = 0; k < 8; k++)
+        assert_true(kinds[k]);
+    assert_int_equal(r->behaviours.n_streaks, 2);
+    assert_int_equal(r->behaviours.streaks[0].days, 7);
+    assert_int_equal(r->behaviours.streaks[1].days, 30);
+    assert_true(r->behaviours.follow_oa.enabled && r->behaviours.survey.enabled);
+    assert_int_equal(r->expiry.policy, PGW_EXPIRY_YEAR_END);
+    assert_string_equal(cfg->sms.provider, "tencent");
+    assert_int_equal(cfg->notify.quiet_start_min, 21 * 60);
+    assert_int_equal(cfg->notify.quiet_end_min, 8 * 60);
+    assert_int_equal(cfg->n_keys, 4);
+    char summary[2048];
+    assert_int_equal(pgw_config_summary(cfg, summary, sizeof(summary)), PGW_OK);
+    assert_non_null(strstr(summary, "Asia/Shanghai"));
+    pgw_config_free(cfg);
+}
+
+static const char MINIMAL[] =
+    "{\"mall\": {\"name\": \"Test Mall\", \"time_zone\": \"Asia/Shanghai\"},"
+    " \"formats\": {\"retail\": {\"fen_per_point\": 100}},"
+    " \"shops\": [{\"id\": \"S001\", \"name\": \"One\", \"format\": \"retail\"}],"
+    " \"tiers\": [{\"name\": \"silver\", \"min_spend_fen_12m\": 0, \"multiplier_bp\": 10000}],"
+    " \"campaigns\": ["
+    "  {\"id\": \"wed\", \"kind\": \"weekday\", \"weekday\": 3, \"multiplier_bp\": 20000},"
+    "  {\"id\": \"spend\", \"kind\": \"brackets\", \"brackets\": ["
+    "    {\"min_fen\": 100, \"max_fen\": 199, \"bonus_points\": 5},"
+    "    {\"min_fen\": 200, \"bonus_points\": 10}]},"
+    "  {\"id\": \"range\", \"kind\": \"date_range\", \"from\": \"2026-11-11\","
+    "   \"to\": \"2026-11-13\", \"multiplier_bp\": 30000}],"
+    " \"behaviours\": {\"sign_in\": {\"points\": 5,"
+    "   \"streaks\": [{\"days\": 7, \"bonus_points\": 50}]}},"
+    " \"keys\": [{\"name\": \"admin\", \"scope\": \"admin\", \"key_env\": \"PGW_ADMIN_KEY\"}]}";
+
+/* Sets (or with value NULL deletes) the member at a dotted path ("a.0.b"). */
+static void set_path(json_t *root, const char *path, const char *value)
+{
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", path);
+    json_t *node = root;
+    char *save = NULL;
+    char *part = strtok_r(buf, ".", &save);
+    for (char *next = strtok_r(NULL, ".", &save); next != NULL;
+         part = next, next = strtok_r(NULL, ".", &save))
+        node = json_is_array(node) ? json_array_get(node, strtoul(part, NULL, 10))
+                                   : json_object_get(node, part);
+    assert_non_null(node);
+    json_t *v = value ? json_loads(value, JSON_DECODE_ANY, NULL) : NULL;
+    assert_true(value == NULL || v != NULL);
+    if (json_is_array(node)) {
+        size_t i = strtoul(part, NULL, 10);
+        if (i < json_array_size(node))
+            json_array_set_new(node, i, v);
+        else
+            json_array_append_new(node, v);
+    } else if (v == NULL) {
+        json_object_del(node, part);
+    } else {
+        json_object_set_new(node, part, v);
+    }
+}
+
+static const struct {
+    const char *path, *value, *fragment;
+} BAD[] = {
+    {"mall.colour", "\"red\"", "$.mall.colour: unknown key"},
+    {"colour", "1", "$.colour: unknown key"},
+    {"mall", NULL, "$.mall: required"},
+    {"mall.name", "5", "$.mall.name: expected a string, got an integer"},
+    {"mall.time_zone", "\"Mars/Olympus\"", "$.mall.time_zone: unknown time zone"},
+    {"mall.time_zone", "\"Europe/Paris\"", "daylight saving"},
+    {"mall.point_value_fen", "1.5", "$.mall.point_value_fen: expected an integer"},
+    {"mall.allow_negative", "\"yes\"", "$.mall.allow_negative: expected true or false"},
+    {"formats.retail.fen_per_point", "0",
+     "$.formats.retail.fen_per_point: expected an integer "
+     "1..100000000, got 0"},
+    {"formats.retail.fen_per_point", "-5", "got -5"},
+    {"formats.retail.fen_per_point", "1e3", "a number with a fraction or exponent"},
+    {"formats.retail.rate", "1", "$.formats.retail.rate: unknown key"},
+    {"shops.0.format", "\"cinema\"", "$.shops[0].format: unknown format \"cinema\""},
+    {"shops.1", "{\"id\": \"S001\", \"name\": \"Dup\", \"format\": \"retail\"}",
+     "$.shops[1].id: duplicate shop id \"S001\""},
+    {"shops.0.id", "\"S 001\"", "$.shops[0].id"},
+    {"shops.0.fen_per_point", "-1", "$.shops[0].fen_per_point"},
+    {"shops", "[]", "$.shops: at least one shop"},
+    {"tiers.0.min_spend_fen_12m", "5", "$.tiers[0].min_spend_fen_12m: the first tier must start"},
+    {"tiers.1", "{\"name\": \"gold\", \"min_spend_fen_12m\": 0, \"multiplier_bp\": 12000}",
+     "$.tiers[1].min_spend_fen_12m: must be above"},
+    {"tiers.0.multiplier_bp", "9999", "$.tiers[0].multiplier_bp"},
+    {"campaigns.0.shops", "[\"S099\"]", "$.campaigns[0].shops[0]: unknown shop \"S099\""},
+    {"campaigns.0.formats", "[\"cinema\"]", "$.campaigns[0].formats[0]: unknown format"},
+    {"campaigns.0.weekday", "8", "$.campaigns[0].weekday: expected an integer 1..7, got 8"},
+    {"campaigns.0.multiplier_bp", "-20000", "$.campaigns[0].multiplier_bp"},
+    {"campaigns.0.skus", "[\"A\"]", "$.campaigns[0].skus: unknown key"},
+    {"campaigns.0.kind", "\"lottery\"", "$.campaigns[0].kind"},
+    {"campaigns.0.stacking", "\"most\"", "$.campaigns[0].stacking"},
+    {"campaigns.0.funded_by", "\"bank\"", "$.campaigns[0].funded_by"},
+    {"campaigns.0.daily_cap", "-1", "$.campaigns[0].daily_cap"},
+    {"campaigns.1.brackets.1.min_fen", "150",
+     "$.campaigns[1].brackets[1]: overlaps brackets[0] (100..199)"},
+    {"campaigns.1.brackets.0.multiplier_bp", "12000",
+     "$.campaigns[1].brackets[0]: give exactly one of bonus_points and multiplier_bp"},
+    {"campaigns.1.brackets", "[]", "$.campaigns[1].brackets: must not be empty"},
+    {"campaigns.2.from", "\"2026-11-14\"", "$.campaigns[2]: from 2026-11-14 is after to"},
+    {"campaigns.2.to", "\"2026-02-30\"", "$.campaigns[2].to"},
+    {"campaigns.3",
+     "{\"id\": \"wed\", \"kind\": \"weekday\", \"weekday\": 1, \"multiplier_bp\": "
+     "20000}",
+     "$.campaigns[3].id: duplicate campaign id"},
+    {"campaigns.3", "{\"id\": \"c\", \"kind\": \"challenge\", \"bonus_points\": 5}",
+     "$.campaigns[3]: give exactly one of min_purchases and min_spend_fen"},
+    {"campaigns.3", "{\"id\": \"s\", \"kind\": \"sku\", \"skus\": [], \"multiplier_bp\": 20000}",
+     "$.campaigns[3].skus: must not be empty"},
+    {"behaviours.sign_in.streaks.1", "{\"days\": 5, \"bonus_points\": 1}",
+     "$.behaviours.sign_in.streaks[1].days: streaks must be in ascending days"},
+    {"behaviours.dance", "{\"points\": 1}", "$.behaviours.dance: unknown key"},
+    {"behaviours.review", "{\"points\": -1}", "$.behaviours.review.points"},
+    {"keys.0.scope", "\"shop:S099\"", "$.keys[0].scope: unknown shop"},
+    {"keys.0.scope", "\"root\"", "$.keys[0].scope"},
+    {"keys.0.key_sha256", "\"abc\"", "$.keys[0].key_sha256: expected 64"},
+    {"keys.0.key_env", NULL, "$.keys[0]: give exactly one of key_sha256 and key_env"},
+    {"keys.1", "{\"name\": \"k\", \"scope\": \"admin\", \"key\": \"clear-text\"}",
+     "$.keys[1].key: unknown key"},
+    {"keys.0.key_env", "\"lower\"", "$.keys[0].key_env"},
+    {"listen", "\"nohost\"", "$.listen"},
+    {"listen", "\"0.0.0.0:70000\"", "$.listen"},
+    {"db", "\"mysql://x\"", "$.db"},
+    {"expiry", "{\"policy\": \"rolling\"}", "$.expiry.months: required"},
+    {"expiry", "{\"policy\": \"rolling\", \"months\": 12, \"years\": 1}",
+     "$.expiry.years: only for the year_end policy"},
+    {"expiry", "{\"policy\": \"forever\"}", "$.expiry.policy"},
+    {"channels", "{\"sms\": {\"provider\": \"twilio\", \"sign_name\": \"x\"}}",
+     "$.channels.sms.provider"},
+    {"channels", "{\"wechat_mp\": {\"appid\": \"wx123\", \"secret_env\": \"X\"}}",
+     "$.channels.wechat_mp.appid"},
+    {"channels", "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret\": \"s3cr3t\"}}",
+     "$.channels.wechat_mp.secret: unknown key"},
+    {"notify", "{\"quiet_hours\": {\"start\": \"25:00\"}}", "$.notify.quiet_hours.start"},
+    {"notify", "{\"retry\": {\"max_attempts\": 0}}", "$.notify.retry.max_attempts"},
+};
+
+static void test_every_mistake_is_refused_with_its_path(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(BAD) / sizeof(BAD[0]); i++) {
+        json_t *root = json_loads(MINIMAL, 0, NULL);
+        assert_non_null(root);
+        set_path(root, BAD[i].path, BAD[i].value);
+        char *text = json_dumps(root, 0);
+        pgw_config *cfg = (pgw_config *)1;
+        pgw_err err;
+        pgw_err_clear(&err);
+        int rc = pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err);
+        if (rc != PGW_EINVAL || cfg != NULL || strstr(err.msg, BAD[i].fragment) == NULL ||
+            strncmp(err.msg, "mall.json: ", 11) != 0)
+            fail_msg("case %zu (%s): rc %d, \"%s\"", i, BAD[i].path, rc, err.msg);
+        free(text);
+        json_decref(root);
+    }
+}
+
+static void test_minimal_is_valid_and_defaults_apply(void **state)
+{
+    (void)state;
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(MINIMAL, strlen(MINIMAL), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_string_equal(cfg->db, "sqlite:data/pointsgw.db");
+    assert_true(cfg->allow_negative);
+    assert_int_equal(cfg->rules.expiry.policy, PGW_EXPIRY_NEVER);
+    assert_int_equal(cfg->rules.campaigns[1].brackets[1].max_fen, PGW_AMOUNT_FEN_MAX);
+    assert_int_equal(cfg->rules.campaigns[0].stacking, PGW_STACK_MAX);
+    assert_false(cfg->sms.enabled);
+    pgw_config_free(cfg);
+}
+
+static void test_syntax_and_duplicate_keys(void **state)
+{
+    (void)state;
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    const char *broken = "{\"mall\": {\"name\": \"x\",}\n";
+    assert_int_equal(pgw_config_parse(broken, strlen(broken), "m.json", &cfg, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "m.json:1:"));
+    assert_non_null(strstr(err.msg, "invalid JSON"));
+    const char *dup = "{\"mall\": {\"name\": \"a\", \"name\": \"b\"}}";
+    assert_int_equal(pgw_config_parse(dup, strlen(dup), "m.json", &cfg, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "duplicate"));
+    assert_int_equal(pgw_config_parse("[]", 2, "m.json", &cfg, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "m.json: $: expected an object"));
+}
+
+static void test_files_missing_and_too_large(void **state)
+{
+    (void)state;
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_config_load("/nonexistent/pointsgw.json", &cfg, &err), PGW_EIO);
+    assert_non_null(strstr(err.msg, "/nonexistent/pointsgw.json: cannot open"));
+    char path[] = "/tmp/pgw-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    for (int i = 0; i <= PGW_CONFIG_FILE_MAX; i++)
+        fputc(' ', f);
+    fclose(f);
+    assert_int_equal(pgw_config_load(path, &cfg, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "larger than"));
+    assert_null(cfg);
+    remove(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example_loads_with_its_figures),
+        cmocka_unit_test(test_every_mistake_is_refused_with_its_path),
+        cmocka_unit_test(test_minimal_is_valid_and_defaults_apply),
+        cmocka_unit_test(test_syntax_and_duplicate_keys),
+        cmocka_unit_test(test_files_missing_and_too_large),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
