@@ -11,6 +11,7 @@
 #include "core/rules.h"
 #include "server/event_json.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,16 +110,30 @@ static void print_summary(const pgw_config *cfg)
         fputs(summary, stdout);
 }
 
+/*
+ * The start every command shares: parse its flags (which must include
+ * --config) and load the configuration. Returns -1 when the command should
+ * go on with *cfg, else the exit code to return at once (--help, bad usage,
+ * bad configuration).
+ */
+static int start_command(const char *name, flag_set *flags, int argc, char **argv, pgw_config **cfg)
+{
+    *cfg = NULL;
+    int rc = flags_parse(flags, name, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    *cfg = load_config(flag_get(flags, "--config"));
+    return *cfg == NULL ? EXIT_USAGE : -1;
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     flag_set flags = {0};
+    pgw_config *cfg;
     flag_add(&flags, "--config", true);
-    int rc = flags_parse(&flags, "check-config", argc, argv);
-    if (rc != 0)
-        return rc > 0 ? EXIT_OK : EXIT_USAGE;
-    pgw_config *cfg = load_config(flag_get(&flags, "--config"));
-    if (cfg == NULL)
-        return EXIT_USAGE;
+    int rc = start_command("check-config", &flags, argc, argv, &cfg);
+    if (rc >= 0)
+        return rc;
     print_summary(cfg);
     printf("configuration OK\n");
     pgw_config_free(cfg);
@@ -131,12 +146,10 @@ static int cmd_serve(int argc, char **argv)
     flag_add(&flags, "--config", true);
     flag_add(&flags, "--db", true);
     flag_add(&flags, "--listen", true);
-    int rc = flags_parse(&flags, "serve", argc, argv);
-    if (rc != 0)
-        return rc > 0 ? EXIT_OK : EXIT_USAGE;
-    pgw_config *cfg = load_config(flag_get(&flags, "--config"));
-    if (cfg == NULL)
-        return EXIT_USAGE;
+    pgw_config *cfg;
+    int rc = start_command("serve", &flags, argc, argv, &cfg);
+    if (rc >= 0)
+        return rc;
     print_summary(cfg);
     pgw_config_free(cfg);
     /* Honest about what exists: the durable log and the HTTP server are the
@@ -146,27 +159,28 @@ static int cmd_serve(int argc, char **argv)
     return EXIT_USAGE;
 }
 
-/* Reads a JSON file of at most 1 MiB into a jansson value, or prints why not. */
+#define JSON_FILE_MAX (1 << 20) /* an event or a context is a few hundred bytes */
+
+/* Reads a JSON file of at most JSON_FILE_MAX bytes, or prints why not. */
 static json_t *read_json_file(const char *path)
 {
-    json_error_t jerr;
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        perror(path);
+        fprintf(stderr, "pointsgw: %s: %s\n", path, strerror(errno));
         return NULL;
     }
-    static char buf[1 << 20];
-    size_t len = fread(buf, 1, sizeof(buf), f);
-    bool too_big = len == sizeof(buf);
+    char *buf = malloc(JSON_FILE_MAX + 1);
+    PGW_ASSERT(buf != NULL);
+    size_t len = fread(buf, 1, JSON_FILE_MAX + 1, f);
     fclose(f);
-    if (too_big) {
-        fprintf(stderr, "pointsgw: %s: larger than 1 MiB\n", path);
-        return NULL;
-    }
-    json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (doc == NULL)
+    json_t *doc = NULL;
+    json_error_t jerr;
+    if (len > JSON_FILE_MAX)
+        fprintf(stderr, "pointsgw: %s: larger than %d bytes\n", path, JSON_FILE_MAX);
+    else if ((doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
         fprintf(stderr, "pointsgw: %s:%d:%d: invalid JSON: %s\n", path, jerr.line, jerr.column,
                 jerr.text);
+    free(buf);
     return doc;
 }
 
@@ -198,16 +212,15 @@ static int cmd_quote(int argc, char **argv)
     flag_add(&flags, "--config", true);
     flag_add(&flags, "--event", true);
     flag_add(&flags, "--context", true);
-    int rc = flags_parse(&flags, "quote", argc, argv);
-    if (rc != 0)
-        return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    pgw_config *cfg;
+    int rc = start_command("quote", &flags, argc, argv, &cfg);
+    if (rc >= 0)
+        return rc;
     if (flag_get(&flags, "--event") == NULL) {
         fprintf(stderr, "pointsgw quote: --event FILE is required\n");
+        pgw_config_free(cfg);
         return EXIT_USAGE;
     }
-    pgw_config *cfg = load_config(flag_get(&flags, "--config"));
-    if (cfg == NULL)
-        return EXIT_USAGE;
     int exit_code = EXIT_USAGE;
     pgw_event_doc *doc = calloc(1, sizeof(*doc));
     pgw_member_ctx_doc *ctx = calloc(1, sizeof(*ctx));

@@ -6,6 +6,7 @@
 #include "arith.h"
 #include "assertions.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,49 +248,51 @@ void pgw_ledger_free(pgw_ledger *l)
     free(l);
 }
 
+/*
+ * Index of the first of n records (each `size` bytes) whose string field at
+ * `offset` equals `key`, or n. One linear scan serves every table: this
+ * ledger is a model, sized for tests, not a store.
+ */
+static size_t index_of(const void *records, size_t n, size_t size, size_t offset, const char *key)
+{
+    const char *base = records;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(base + i * size + offset, key) == 0)
+            return i;
+    }
+    return n;
+}
+
+#define FIND(table, count, field, key)                                                             \
+    index_of((table), (count), sizeof(*(table)), offsetof(__typeof__(*(table)), field), (key))
+
 static account *find_account(const pgw_ledger *l, const char *name)
 {
-    for (size_t i = 0; i < l->n_accounts; i++) {
-        if (strcmp(l->accounts[i].name, name) == 0)
-            return &l->accounts[i];
-    }
-    return NULL;
+    size_t i = FIND(l->accounts, l->n_accounts, name, name);
+    return i < l->n_accounts ? &l->accounts[i] : NULL;
 }
 
 static member *find_member(const pgw_ledger *l, const char *id)
 {
-    for (size_t i = 0; i < l->n_members; i++) {
-        if (strcmp(l->members[i].id, id) == 0)
-            return &l->members[i];
-    }
-    return NULL;
+    size_t i = FIND(l->members, l->n_members, id, id);
+    return i < l->n_members ? &l->members[i] : NULL;
 }
 
 static bool ref_used(const pgw_ledger *l, const char *text)
 {
-    for (size_t i = 0; i < l->n_refs; i++) {
-        if (strcmp(l->refs[i].text, text) == 0)
-            return true;
-    }
-    return false;
+    return FIND(l->refs, l->n_refs, text, text) < l->n_refs;
 }
 
 static hold *find_hold(const pgw_ledger *l, const char *id)
 {
-    for (size_t i = 0; i < l->n_holds; i++) {
-        if (strcmp(l->holds[i].id, id) == 0)
-            return &l->holds[i];
-    }
-    return NULL;
+    size_t i = FIND(l->holds, l->n_holds, id, id);
+    return i < l->n_holds ? &l->holds[i] : NULL;
 }
 
 static earn *find_earn(const pgw_ledger *l, const char *ref_text)
 {
-    for (size_t i = 0; i < l->n_earns; i++) {
-        if (strcmp(l->earns[i].ref, ref_text) == 0)
-            return &l->earns[i];
-    }
-    return NULL;
+    size_t i = FIND(l->earns, l->n_earns, ref, ref_text);
+    return i < l->n_earns ? &l->earns[i] : NULL;
 }
 
 static void member_account_name(const char *member_id, char out[PGW_ACCOUNT_MAX + 1])
