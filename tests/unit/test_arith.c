@@ -1,0 +1,97 @@
+/*
+ * test_arith.c - overflow-checked arithmetic and the error convention.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "core/arith.h"
+
+#include <string.h>
+
+static void test_checked_add_sub_mul(void **state)
+{
+    (void)state;
+    int64_t r = 7;
+    assert_int_equal(pgw_add(INT64_MAX - 1, 1, &r), PGW_OK);
+    assert_true(r == INT64_MAX);
+    r = 7;
+    assert_int_equal(pgw_add(INT64_MAX, 1, &r), PGW_ERANGE);
+    assert_int_equal(r, 7); /* untouched on failure */
+    assert_int_equal(pgw_sub(INT64_MIN, 1, &r), PGW_ERANGE);
+    assert_int_equal(pgw_sub(0, 5, &r), PGW_OK);
+    assert_int_equal(r, -5);
+    assert_int_equal(pgw_mul(INT64_C(3037000500), INT64_C(3037000500), &r), PGW_ERANGE);
+    assert_int_equal(pgw_mul(-4, 5, &r), PGW_OK);
+    assert_int_equal(r, -20);
+}
+
+static void test_mul_div_floor(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t a, b, d, want;
+        int rc;
+    } cases[] = {
+        {257, 3333, 10000, 85, PGW_OK},
+        {257, 10000, 10000, 257, PGW_OK},
+        {128, 2000, 10000, 25, PGW_OK}, /* 25.6 floors to 25 */
+        {0, 5, 7, 0, PGW_OK},
+        /* The product overflows int64 but the quotient fits: computed exactly. */
+        {INT64_MAX, 10000, 10000, INT64_MAX, PGW_OK},
+        {INT64_MAX, 10001, 10000, 0, PGW_ERANGE},
+        {-1, 5, 7, 0, PGW_ERANGE},
+        {1, -5, 7, 0, PGW_ERANGE},
+        {1, 5, 0, 0, PGW_ERANGE},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t r = 0;
+        assert_int_equal(pgw_mul_div_floor(cases[i].a, cases[i].b, cases[i].d, &r), cases[i].rc);
+        if (cases[i].rc == PGW_OK)
+            assert_true(r == cases[i].want);
+    }
+    int64_t r;
+    assert_int_equal(pgw_mul_bp(100, 15000, &r), PGW_OK);
+    assert_int_equal(r, 150);
+}
+
+static void test_error_messages(void **state)
+{
+    (void)state;
+    pgw_err err;
+    assert_int_equal(pgw_err_set(&err, PGW_EINVAL, "bad %s %d", "points", 5), PGW_EINVAL);
+    assert_int_equal(err.code, PGW_EINVAL);
+    assert_string_equal(err.msg, "bad points 5");
+    assert_int_equal(pgw_err_prefix(&err, "$.items[%d]: ", 2), PGW_EINVAL);
+    assert_string_equal(err.msg, "$.items[2]: bad points 5");
+    assert_int_equal(pgw_err_set(NULL, PGW_ERANGE, "ignored"), PGW_ERANGE);
+    pgw_err_clear(&err);
+    assert_int_equal(err.code, PGW_OK);
+    assert_string_equal(err.msg, "");
+    assert_string_equal(pgw_code_name(PGW_EEXCEEDS), "EEXCEEDS");
+    assert_string_equal(pgw_code_name(-999), "E?");
+
+    /* A long message of 3-byte characters is cut on a character boundary. */
+    char chinese[3 * 300 + 1] = "";
+    for (int i = 0; i < 300; i++)
+        strcat(chinese, "积");
+    pgw_err_set(&err, PGW_EINVAL, "x%s", chinese);
+    size_t len = strlen(err.msg);
+    assert_true(len < PGW_ERR_MSG_MAX);
+    assert_int_equal((len - 1) % 3, 0); /* "x" then whole characters only */
+    pgw_err_prefix(&err, "%s", "ab");
+    len = strlen(err.msg);
+    assert_int_equal((len - 3) % 3, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checked_add_sub_mul),
+        cmocka_unit_test(test_mul_div_floor),
+        cmocka_unit_test(test_error_messages),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
