@@ -370,8 +370,12 @@ static const pgw_transfer *post(pgw_ledger *l, pgw_transfer_kind kind, const cha
     PGW_ASSERT(rc == PGW_OK);
     account *d = account_get_or_add(l, debit);
     account *c = account_get_or_add(l, credit);
-    d->balance -= points; /* bounded: every balance stays within the points ever issued */
-    c->balance += points;
+    /* Balances are sums of transfers of at most PGW_POINTS_MAX each, over a
+     * log of max_transfers entries: far from int64's range, but checked. */
+    rc = pgw_sub(d->balance, points, &d->balance);
+    PGW_ASSERT(rc == PGW_OK);
+    rc = pgw_add(c->balance, points, &c->balance);
+    PGW_ASSERT(rc == PGW_OK);
     l->n_transfers++;
     return t;
 }
