@@ -7,6 +7,7 @@ packages=(
     build-essential cmake pkg-config clang-format
     libssl-dev        # SHA-256 for the hash chain, HMAC, AES
     libjansson-dev    # JSON: configuration, HTTP bodies
+    libsqlite3-dev    # the embedded transfer log
     libcmocka-dev     # unit tests
 )
 

@@ -96,8 +96,15 @@ expect_text "invalid JSON"
 expect_exit 2 "$bin" quote
 expect_text "--event FILE is required"
 
-# Commands that need the durable log say so instead of pretending.
-expect_exit 2 "$bin" verify
+# verify refuses to invent a database it was not given.
+expect_exit 2 "$bin" verify --db "sqlite:$tmp/missing.db"
+expect_text "$tmp/missing.db: no database there"
+[ ! -e "$tmp/missing.db" ] && pass || fail "verify created $tmp/missing.db"
+expect_exit 2 "$bin" verify --db "mysql://db/points"
+expect_text "is not sqlite:PATH"
+
+# Commands that need the rest of the durable log say so instead of pretending.
+expect_exit 2 "$bin" expire
 expect_text "not available yet"
 
 echo "$passes passed, $failures failed"

@@ -1,0 +1,402 @@
+/*
+ * store.c - see store.h. The SQLite backend.
+ *
+ * Durability: WAL journal with synchronous=FULL. In WAL mode NORMAL only
+ * syncs at checkpoints, so a power cut can lose the last commits; FULL
+ * fsyncs the WAL at every commit, which is what "an acknowledged transfer
+ * survives power loss" needs. Group commit (the writer thread) is what
+ * makes that affordable: one fsync per batch, not per transfer.
+ *
+ * Every statement used on a hot path is prepared once at open and reset
+ * after use.
+ */
+#include "store.h"
+
+#include "core/assertions.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BUSY_TIMEOUT_MS 5000
+#define VERIFY_PAGE     512
+
+struct pgw_store {
+    sqlite3 *db;
+    char path[PGW_STORE_URL_MAX + 1];
+    sqlite3_stmt *insert_transfer;
+    sqlite3_stmt *select_head;
+    sqlite3_stmt *select_page;
+};
+
+/*
+ * Forward-only migrations: entry i takes the schema from version i to i+1.
+ * Never edit one that has shipped; add the next. PRAGMA user_version holds
+ * the version, changed in the same transaction as the DDL.
+ */
+static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
+    /* 0 -> 1: the transfer log. */
+    "CREATE TABLE transfers ("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 7),"
+    "  idem_key TEXT NOT NULL,"
+    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"
+    "  debit TEXT NOT NULL,"
+    "  credit TEXT NOT NULL CHECK (credit <> debit),"
+    "  points INTEGER NOT NULL CHECK (points > 0),"
+    "  shop_id TEXT NOT NULL,"
+    "  channel TEXT NOT NULL,"
+    "  occurred_at INTEGER NOT NULL,"
+    "  recorded_at_us INTEGER NOT NULL,"
+    "  reference TEXT NOT NULL,"
+    "  breakdown TEXT NOT NULL,"
+    "  prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),"
+    "  hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32)"
+    ") STRICT;"
+    "CREATE INDEX transfers_by_debit ON transfers (debit);"
+    "CREATE INDEX transfers_by_credit ON transfers (credit);"
+    "CREATE INDEX transfers_by_idem_key ON transfers (idem_key);",
+};
+
+static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
+{
+    return pgw_err_set(err, code, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+static int exec(pgw_store *s, const char *sql, const char *what, pgw_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return PGW_OK;
+    int rc = pgw_err_set(err, PGW_EIO, "%s: %s: %s", s->path, what, msg ? msg : "?");
+    sqlite3_free(msg);
+    return rc;
+}
+
+static int read_user_version(pgw_store *s, int64_t *out, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, PGW_EIO, "reading the schema version", err);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? PGW_OK : PGW_EIO;
+    if (rc == PGW_OK)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, "reading the schema version", err);
+}
+
+static int migrate(pgw_store *s, pgw_err *err)
+{
+    int64_t version = 0;
+    int rc = read_user_version(s, &version, err);
+    if (rc != PGW_OK)
+        return rc;
+    if (version > PGW_STORE_SCHEMA_VERSION)
+        return pgw_err_set(err, PGW_ESTATE,
+                           "%s: the database is at schema version %lld, newer than this "
+                           "pointsgw (%d); run the newer pointsgw that wrote it",
+                           s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
+    for (int64_t v = version; v < PGW_STORE_SCHEMA_VERSION; v++) {
+        char bump[64];
+        snprintf(bump, sizeof(bump), "PRAGMA user_version = %lld", (long long)v + 1);
+        rc = exec(s, "BEGIN IMMEDIATE", "starting a migration", err);
+        if (rc == PGW_OK)
+            rc = exec(s, MIGRATIONS[v], "migrating the schema", err);
+        if (rc == PGW_OK)
+            rc = exec(s, bump, "recording the schema version", err);
+        if (rc == PGW_OK)
+            rc = exec(s, "COMMIT", "committing a migration", err);
+        if (rc != PGW_OK) {
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+    }
+    return PGW_OK;
+}
+
+static int prepare_statements(pgw_store *s, pgw_err *err)
+{
+    static const char insert[] =
+        "INSERT INTO transfers (id, kind, idem_key, fingerprint, debit, credit, points, shop_id,"
+        " channel, occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+    static const char head[] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1";
+    static const char page[] =
+        "SELECT id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel,"
+        " occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash"
+        " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2";
+    if (sqlite3_prepare_v3(s->db, insert, -1, SQLITE_PREPARE_PERSISTENT, &s->insert_transfer,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(s->db, head, -1, SQLITE_PREPARE_PERSISTENT, &s->select_head, NULL) !=
+            SQLITE_OK ||
+        sqlite3_prepare_v3(s->db, page, -1, SQLITE_PREPARE_PERSISTENT, &s->select_page, NULL) !=
+            SQLITE_OK)
+        return db_error(s, PGW_EIO, "preparing statements", err);
+    return PGW_OK;
+}
+
+/* Connection settings; see the top of this file for why synchronous=FULL. */
+static int configure(pgw_store *s, pgw_err *err)
+{
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    int rc = exec(s, "PRAGMA journal_mode = WAL", "enabling WAL", err);
+    if (rc == PGW_OK)
+        rc = exec(s, "PRAGMA synchronous = FULL", "setting synchronous", err);
+    if (rc == PGW_OK)
+        rc = exec(s, "PRAGMA foreign_keys = ON", "enabling foreign keys", err);
+    return rc;
+}
+
+static int parse_url(const char *url, bool create, char *path, size_t cap, pgw_err *err)
+{
+    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s: the PostgreSQL backend is not built yet; use "
+                           "sqlite:PATH",
+                           url);
+    if (strncmp(url, "sqlite:", 7) != 0 || url[7] == '\0' || strlen(url + 7) >= cap)
+        return pgw_err_set(err, PGW_EINVAL, "database URL \"%.64s\" is not sqlite:PATH", url);
+    snprintf(path, cap, "%s", url + 7);
+    struct stat st;
+    if (!create && stat(path, &st) != 0)
+        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
+    return PGW_OK;
+}
+
+int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_store *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url);
+    int rc = parse_url(url, create, s->path, sizeof(s->path), err);
+    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
+    if (rc == PGW_OK && sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK)
+        rc = pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", s->path,
+                         s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    if (rc == PGW_OK)
+        rc = configure(s, err);
+    if (rc == PGW_OK)
+        rc = migrate(s, err);
+    if (rc == PGW_OK)
+        rc = prepare_statements(s, err);
+    if (rc != PGW_OK) {
+        pgw_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return PGW_OK;
+}
+
+void pgw_store_close(pgw_store *s)
+{
+    if (s == NULL)
+        return;
+    sqlite3_finalize(s->insert_transfer);
+    sqlite3_finalize(s->select_head);
+    sqlite3_finalize(s->select_page);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+int pgw_store_schema_version(pgw_store *s, int64_t *out, pgw_err *err)
+{
+    return read_user_version(s, out, err);
+}
+
+int pgw_store_begin(pgw_store *s, pgw_err *err)
+{
+    /* IMMEDIATE takes the write lock now, so the chain head read inside the
+     * transaction cannot change under us. */
+    return exec(s, "BEGIN IMMEDIATE", "beginning a transaction", err);
+}
+
+int pgw_store_commit(pgw_store *s, pgw_err *err)
+{
+    return exec(s, "COMMIT", "committing", err);
+}
+
+int pgw_store_rollback(pgw_store *s, pgw_err *err)
+{
+    if (sqlite3_get_autocommit(s->db))
+        return PGW_OK; /* nothing open: SQLite already rolled back */
+    return exec(s, "ROLLBACK", "rolling back", err);
+}
+
+int pgw_store_chain_head(pgw_store *s, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err)
+{
+    sqlite3_stmt *st = s->select_head;
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    *id = 0;
+    memcpy(hash, PGW_GENESIS_HASH, PGW_HASH_LEN);
+    if (step == SQLITE_ROW && sqlite3_column_bytes(st, 1) == PGW_HASH_LEN) {
+        *id = sqlite3_column_int64(st, 0);
+        memcpy(hash, sqlite3_column_blob(st, 1), PGW_HASH_LEN);
+    } else if (step != SQLITE_DONE) {
+        rc = db_error(s, PGW_EIO, "reading the chain head", err);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+static void bind_transfer(sqlite3_stmt *st, const pgw_transfer *t)
+{
+    sqlite3_bind_int64(st, 1, t->id);
+    sqlite3_bind_int(st, 2, (int)t->kind);
+    sqlite3_bind_text(st, 3, t->idem_key, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, t->fingerprint, PGW_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, t->debit, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, t->credit, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, t->points);
+    sqlite3_bind_text(st, 8, t->shop_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, t->channel, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 10, t->occurred_at);
+    sqlite3_bind_int64(st, 11, t->recorded_at_us);
+    sqlite3_bind_text(st, 12, t->reference, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13, t->breakdown, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 14, t->prev_hash, PGW_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 15, t->hash, PGW_HASH_LEN, SQLITE_STATIC);
+}
+
+int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
+{
+    PGW_ASSERT(!sqlite3_get_autocommit(s->db)); /* only inside a transaction */
+    uint8_t prev[PGW_HASH_LEN];
+    int64_t last_id = 0;
+    int rc = pgw_store_chain_head(s, &last_id, prev, err);
+    if (rc != PGW_OK)
+        return rc;
+    t->id = last_id + 1;
+    rc = pgw_transfer_link(t, prev, err);
+    if (rc != PGW_OK)
+        return rc;
+    bind_transfer(s->insert_transfer, t);
+    int step = sqlite3_step(s->insert_transfer);
+    sqlite3_reset(s->insert_transfer);
+    sqlite3_clear_bindings(s->insert_transfer);
+    if (step != SQLITE_DONE)
+        return db_error(s, PGW_EIO, "appending a transfer", err);
+    return PGW_OK;
+}
+
+/* Copies a text column into a fixed array; false when it does not fit. */
+static bool column_text(sqlite3_stmt *st, int col, char *out, size_t cap)
+{
+    const unsigned char *text = sqlite3_column_text(st, col);
+    size_t len = (size_t)sqlite3_column_bytes(st, col);
+    if (text == NULL || len >= cap)
+        return false;
+    memcpy(out, text, len + 1);
+    return true;
+}
+
+static bool column_hash(sqlite3_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
+{
+    if (sqlite3_column_bytes(st, col) != PGW_HASH_LEN)
+        return false;
+    memcpy(out, sqlite3_column_blob(st, col), PGW_HASH_LEN);
+    return true;
+}
+
+/* One row into a transfer; false when a stored value does not fit its field. */
+static bool row_to_transfer(sqlite3_stmt *st, pgw_transfer *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->id = sqlite3_column_int64(st, 0);
+    t->kind = (pgw_transfer_kind)sqlite3_column_int(st, 1);
+    t->points = sqlite3_column_int64(st, 6);
+    t->occurred_at = sqlite3_column_int64(st, 9);
+    t->recorded_at_us = sqlite3_column_int64(st, 10);
+    return column_text(st, 2, t->idem_key, sizeof(t->idem_key)) &&
+           column_hash(st, 3, t->fingerprint) && column_text(st, 4, t->debit, sizeof(t->debit)) &&
+           column_text(st, 5, t->credit, sizeof(t->credit)) &&
+           column_text(st, 7, t->shop_id, sizeof(t->shop_id)) &&
+           column_text(st, 8, t->channel, sizeof(t->channel)) &&
+           column_text(st, 11, t->reference, sizeof(t->reference)) &&
+           column_text(st, 12, t->breakdown, sizeof(t->breakdown)) &&
+           column_hash(st, 13, t->prev_hash) && column_hash(st, 14, t->hash);
+}
+
+int pgw_store_read_transfers(pgw_store *s, int64_t after_id, pgw_transfer *out, size_t cap,
+                             size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->select_page;
+    sqlite3_bind_int64(st, 1, after_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    int rc = PGW_OK, step;
+    *n = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        if (!row_to_transfer(st, &out[*n]))
+            rc = pgw_err_set(err, PGW_EIO, "%s: transfer %lld has a field beyond its bound",
+                             s->path, (long long)sqlite3_column_int64(st, 0));
+        (*n)++;
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading transfers", err);
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* Account count and points moved, in SQL. (A sum-to-zero check belongs
+ * with cached balances: over the log itself every row adds +p and -p.) */
+static int verify_sums(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    static const char sql[] =
+        "SELECT (SELECT COUNT(*) FROM (SELECT debit FROM transfers UNION SELECT credit FROM "
+        "transfers)), (SELECT COALESCE(SUM(points), 0) FROM transfers)";
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, PGW_EIO, "summing balances", err);
+    int rc = PGW_OK;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        r->accounts = sqlite3_column_int64(st, 0);
+        r->points_moved = sqlite3_column_int64(st, 1);
+    } else {
+        rc = db_error(s, PGW_EIO, "summing balances", err);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Walks the chain page by page; stops at the first broken entry. */
+static int verify_chain(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    pgw_transfer *page = calloc(VERIFY_PAGE, sizeof(*page));
+    if (page == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory verifying %s", s->path);
+    uint8_t running[PGW_HASH_LEN];
+    memcpy(running, PGW_GENESIS_HASH, PGW_HASH_LEN);
+    int64_t last_id = 0;
+    size_t n = 0;
+    int rc;
+    while ((rc = pgw_store_read_transfers(s, last_id, page, VERIFY_PAGE, &n, err)) == PGW_OK &&
+           n > 0) {
+        size_t bad = 0;
+        pgw_err broken;
+        if (pgw_chain_verify(page, n, running, last_id, running, &bad, &broken) != PGW_OK) {
+            r->ok = false;
+            r->bad_id = page[bad].id;
+            snprintf(r->problem, sizeof(r->problem), "%s", broken.msg);
+            break;
+        }
+        r->transfers += (int64_t)n;
+        last_id = page[n - 1].id;
+    }
+    memcpy(r->head, running, PGW_HASH_LEN);
+    free(page);
+    return rc;
+}
+
+int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    memset(r, 0, sizeof(*r));
+    r->ok = true;
+    int rc = verify_chain(s, r, err);
+    if (rc == PGW_OK)
+        rc = verify_sums(s, r, err);
+    return rc;
+}

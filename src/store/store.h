@@ -1,0 +1,100 @@
+/*
+ * store.h - the durable transfer log behind one interface.
+ *
+ * A pgw_store is an open database: SQLite today ("sqlite:PATH"), PostgreSQL
+ * next ("postgresql://..."). Callers never see SQL, dialects or locking;
+ * they see transactions and records of the ledger model (core/transfer.h,
+ * core/ledger.h). Opening a store applies the forward-only schema
+ * migrations it lacks, in order, each in its own transaction, and refuses a
+ * database written by a newer pointsgw (its schema version is higher than
+ * PGW_STORE_SCHEMA_VERSION) with a message saying so.
+ *
+ * Threads: a pgw_store is one connection, used by one thread at a time.
+ * The writer thread owns one; readers open their own.
+ *
+ * State of this module (issue 3 is in progress): the transfer log with its
+ * hash chain, appends, paged reads, and the checks `pointsgw verify` runs.
+ * Members, identities, lots, holds, idempotency records and the outbox
+ * arrive as further migrations.
+ */
+#ifndef PGW_STORE_STORE_H
+#define PGW_STORE_STORE_H
+
+#include "core/error.h"
+#include "core/transfer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The schema this build writes; see store_sqlite.c for the migrations. */
+#define PGW_STORE_SCHEMA_VERSION 1
+/* Longest database URL accepted. */
+#define PGW_STORE_URL_MAX 512
+
+typedef struct pgw_store pgw_store;
+
+/*
+ * Opens the database at `url` and migrates it to PGW_STORE_SCHEMA_VERSION.
+ * With `create` a missing database is created; without, it is
+ * PGW_ENOTFOUND (so `pointsgw verify` on a typo does not make an empty
+ * database and call it valid). PGW_EINVAL for a URL of an unknown kind,
+ * PGW_EUNAVAILABLE when the database cannot be opened, PGW_ESTATE for a
+ * schema newer than this build. The caller closes *out with pgw_store_close.
+ */
+int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err);
+void pgw_store_close(pgw_store *store);
+
+/* The schema version the database is at (after pgw_store_open: the build's). */
+int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
+
+/*
+ * Transactions. Everything between begin and commit becomes durable
+ * together at commit (SQLite: WAL with synchronous=FULL, so an acknowledged
+ * commit survives power loss) or not at all. rollback is safe to call after
+ * a failed statement.
+ */
+int pgw_store_begin(pgw_store *store, pgw_err *err);
+int pgw_store_commit(pgw_store *store, pgw_err *err);
+int pgw_store_rollback(pgw_store *store, pgw_err *err);
+
+/*
+ * Appends `t` to the log inside the open transaction: assigns t->id (the
+ * next sequence number), links it after the last entry (t->prev_hash,
+ * t->hash) and inserts it. Every other field must be filled and valid
+ * (pgw_transfer_validate). The chain head is read inside the transaction,
+ * so appends serialise on it.
+ */
+int pgw_store_append_transfer(pgw_store *store, pgw_transfer *t, pgw_err *err);
+
+/* The id and hash of the last entry (0 and PGW_GENESIS_HASH when empty). */
+int pgw_store_chain_head(pgw_store *store, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err);
+
+/*
+ * Reads up to `cap` transfers with id > after_id in id order into out and
+ * sets *n (0 at the end). Pages keep memory bounded over any log size.
+ */
+int pgw_store_read_transfers(pgw_store *store, int64_t after_id, pgw_transfer *out, size_t cap,
+                             size_t *n, pgw_err *err);
+
+/* What `pointsgw verify` found. */
+typedef struct pgw_verify_report {
+    int64_t transfers;    /* entries checked */
+    int64_t accounts;     /* distinct accounts */
+    int64_t points_moved; /* sum of all transfers' points */
+    uint8_t head[PGW_HASH_LEN];
+    bool ok;
+    int64_t bad_id; /* first broken entry, when !ok and known (else 0) */
+    char problem[PGW_ERR_MSG_MAX];
+} pgw_verify_report;
+
+/*
+ * Recomputes the hash chain page by page (memory stays bounded whatever the
+ * log's size). A broken chain is not an error of the call: it returns
+ * PGW_OK with report->ok false and report->problem naming the first broken
+ * entry. Errors (PGW_EIO ...) mean the check could not run. The invariants
+ * over members, lots and holds join this check as their tables arrive.
+ */
+int pgw_store_verify(pgw_store *store, pgw_verify_report *report, pgw_err *err);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * test_store.c - the SQLite transfer log on a real file: migrations, the
+ * newer-schema refusal, appends inside transactions, paged reads, the chain
+ * head across reopen, and verify catching rows tampered with behind its back.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "store/store.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+    char url[160];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/pgw-store-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/log.db", f->dir);
+    snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    int rc = system(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+static pgw_store *open_store(const fixture *f)
+{
+    pgw_store *s = NULL;
+    pgw_err err;
+    if (pgw_store_open(f->url, true, &s, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    return s;
+}
+
+static pgw_transfer sample(int i)
+{
+    pgw_transfer t;
+    memset(&t, 0, sizeof(t));
+    t.kind = PGW_TRANSFER_EARN;
+    snprintf(t.idem_key, sizeof(t.idem_key), "store:S001:E%d", i);
+    t.fingerprint[i % 32] = (uint8_t)(i + 1);
+    snprintf(t.debit, sizeof(t.debit), "shop:S00%d:issued", 1 + i % 3);
+    snprintf(t.credit, sizeof(t.credit), "member:M%d", i % 7);
+    t.points = 1 + i % 500;
+    strcpy(t.shop_id, "S001");
+    strcpy(t.channel, "store");
+    t.occurred_at = 1795486500 + i;
+    t.recorded_at_us = (int64_t)(1795486500 + i) * 1000000;
+    snprintf(t.reference, sizeof(t.reference), "R%d", i);
+    snprintf(t.breakdown, sizeof(t.breakdown), "format:retail=%d,积分=1", 1 + i % 500);
+    return t;
+}
+
+/* Appends transfers [from, to) in one transaction and commits. */
+static void append_range(pgw_store *s, int from, int to)
+{
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int i = from; i < to; i++) {
+        pgw_transfer t = sample(i);
+        if (pgw_store_append_transfer(s, &t, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        assert_int_equal(t.id, i + 1);
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+}
+
+static void raw_sql(const fixture *f, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+static void test_migrates_and_refuses_newer_schema(void **state)
+{
+    fixture *f = *state;
+    pgw_store *s = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_store_open(f->url, false, &s, &err), PGW_ENOTFOUND);
+    assert_null(s);
+    s = open_store(f);
+    int64_t version = 0;
+    assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
+    pgw_store_close(s);
+    s = open_store(f); /* reopening migrates nothing and keeps the version */
+    assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
+    pgw_store_close(s);
+    raw_sql(f, "PRAGMA user_version = 99");
+    assert_int_equal(pgw_store_open(f->url, true, &s, &err), PGW_ESTATE);
+    assert_non_null(strstr(err.msg, "schema version 99, newer than this pointsgw"));
+    assert_int_equal(pgw_store_open("postgresql://db/x", true, &s, &err), PGW_EINVAL);
+    assert_int_equal(pgw_store_open("mysql://db/x", true, &s, &err), PGW_EINVAL);
+}
+
+static void test_appends_commit_or_roll_back_whole(void **state)
+{
+    fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    append_range(s, 0, 10);
+    /* A rolled-back transaction leaves no trace, and ids continue after 10. */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int i = 10; i < 15; i++) {
+        pgw_transfer t = sample(i);
+        assert_int_equal(pgw_store_append_transfer(s, &t, &err), PGW_OK);
+    }
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    int64_t id = -1;
+    uint8_t hash[PGW_HASH_LEN];
+    assert_int_equal(pgw_store_chain_head(s, &id, hash, &err), PGW_OK);
+    assert_int_equal(id, 10);
+    /* An invalid transfer is refused and the rest of its transaction commits. */
+    append_range(s, 10, 11);
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    pgw_transfer bad = sample(99);
+    bad.points = 0;
+    assert_int_equal(pgw_store_append_transfer(s, &bad, &err), PGW_EINVAL);
+    pgw_transfer good = sample(11);
+    assert_int_equal(pgw_store_append_transfer(s, &good, &err), PGW_OK);
+    assert_int_equal(good.id, 12);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+
+    /* After reopening, every committed transfer reads back exactly. */
+    s = open_store(f);
+    pgw_transfer page[32];
+    size_t n = 0;
+    assert_int_equal(pgw_store_read_transfers(s, 0, page, 32, &n, &err), PGW_OK);
+    assert_int_equal(n, 12);
+    uint8_t prev[PGW_HASH_LEN];
+    memcpy(prev, PGW_GENESIS_HASH, PGW_HASH_LEN);
+    for (size_t i = 0; i < n; i++) {
+        pgw_transfer want = sample((int)i);
+        want.id = (int64_t)i + 1;
+        assert_int_equal(pgw_transfer_link(&want, prev, NULL), PGW_OK);
+        assert_memory_equal(&page[i], &want, sizeof(want));
+        memcpy(prev, want.hash, PGW_HASH_LEN);
+    }
+    assert_int_equal(pgw_store_read_transfers(s, 12, page, 32, &n, &err), PGW_OK);
+    assert_int_equal(n, 0);
+    pgw_store_close(s);
+}
+
+static void test_verify_pages_and_catches_tampering(void **state)
+{
+    fixture *f = *state;
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 700);
+    append_range(s, 700, 1300); /* more than two verify pages */
+    pgw_verify_report r;
+    pgw_err err;
+    assert_int_equal(pgw_store_verify(s, &r, &err), PGW_OK);
+    assert_true(r.ok);
+    assert_int_equal(r.transfers, 1300);
+    assert_int_equal(r.accounts, 10); /* 3 shops + 7 members */
+    int64_t moved = 0;
+    for (int i = 0; i < 1300; i++)
+        moved += 1 + i % 500;
+    assert_int_equal(r.points_moved, moved);
+    int64_t head_id;
+    uint8_t head[PGW_HASH_LEN];
+    assert_int_equal(pgw_store_chain_head(s, &head_id, head, &err), PGW_OK);
+    assert_memory_equal(r.head, head, PGW_HASH_LEN);
+    pgw_store_close(s);
+
+    static const struct {
+        const char *sql, *undo, *fragment;
+        int64_t bad_id;
+    } tampers[] = {
+        {"UPDATE transfers SET points = points + 1 WHERE id = 777",
+         "UPDATE transfers SET points = points - 1 WHERE id = 777", "hash mismatch", 777},
+        {"UPDATE transfers SET credit = 'member:M99' WHERE id = 5",
+         "UPDATE transfers SET credit = 'member:M4' WHERE id = 5", "hash mismatch", 5},
+        {"UPDATE transfers SET id = 2000 WHERE id = 1300",
+         "UPDATE transfers SET id = 1300 WHERE id = 2000", "expected id 1300", 2000},
+    };
+    for (size_t i = 0; i < sizeof(tampers) / sizeof(tampers[0]); i++) {
+        raw_sql(f, tampers[i].sql);
+        s = open_store(f);
+        assert_int_equal(pgw_store_verify(s, &r, &err), PGW_OK);
+        assert_false(r.ok);
+        assert_int_equal(r.bad_id, tampers[i].bad_id);
+        assert_non_null(strstr(r.problem, tampers[i].fragment));
+        pgw_store_close(s);
+        raw_sql(f, tampers[i].undo);
+    }
+    raw_sql(f, "DELETE FROM transfers WHERE id = 640");
+    s = open_store(f);
+    assert_int_equal(pgw_store_verify(s, &r, &err), PGW_OK);
+    assert_false(r.ok);
+    assert_int_equal(r.bad_id, 641);
+    pgw_store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
