@@ -29,6 +29,9 @@ struct pgw_store {
     sqlite3_stmt *insert_transfer;
     sqlite3_stmt *select_head;
     sqlite3_stmt *select_page;
+    sqlite3_stmt *insert_key;
+    sqlite3_stmt *select_key;
+    sqlite3_stmt *settle_key;
 };
 
 /*
@@ -58,6 +61,14 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "CREATE INDEX transfers_by_debit ON transfers (debit);"
     "CREATE INDEX transfers_by_credit ON transfers (credit);"
     "CREATE INDEX transfers_by_idem_key ON transfers (idem_key);",
+    /* 1 -> 2: idempotency records; the primary key is the guarantee. */
+    "CREATE TABLE idempotency ("
+    "  key TEXT PRIMARY KEY,"
+    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"
+    "  first_transfer INTEGER NOT NULL DEFAULT 0,"
+    "  transfer_count INTEGER NOT NULL DEFAULT 0 CHECK (transfer_count >= 0),"
+    "  created_at_us INTEGER NOT NULL"
+    ") STRICT;",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -127,13 +138,25 @@ static int prepare_statements(pgw_store *s, pgw_err *err)
         "SELECT id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel,"
         " occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash"
         " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2";
-    if (sqlite3_prepare_v3(s->db, insert, -1, SQLITE_PREPARE_PERSISTENT, &s->insert_transfer,
-                           NULL) != SQLITE_OK ||
-        sqlite3_prepare_v3(s->db, head, -1, SQLITE_PREPARE_PERSISTENT, &s->select_head, NULL) !=
-            SQLITE_OK ||
-        sqlite3_prepare_v3(s->db, page, -1, SQLITE_PREPARE_PERSISTENT, &s->select_page, NULL) !=
-            SQLITE_OK)
-        return db_error(s, PGW_EIO, "preparing statements", err);
+    static const char insert_key[] =
+        "INSERT INTO idempotency (key, fingerprint, created_at_us) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT (key) DO NOTHING";
+    static const char select_key[] =
+        "SELECT fingerprint, first_transfer, transfer_count FROM idempotency WHERE key = ?1";
+    static const char settle_key[] =
+        "UPDATE idempotency SET first_transfer = ?2, transfer_count = ?3 WHERE key = ?1";
+    struct {
+        const char *sql;
+        sqlite3_stmt **stmt;
+    } table[] = {
+        {insert, &s->insert_transfer}, {head, &s->select_head},      {page, &s->select_page},
+        {insert_key, &s->insert_key},  {select_key, &s->select_key}, {settle_key, &s->settle_key},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (sqlite3_prepare_v3(s->db, table[i].sql, -1, SQLITE_PREPARE_PERSISTENT, table[i].stmt,
+                               NULL) != SQLITE_OK)
+            return db_error(s, PGW_EIO, "preparing statements", err);
+    }
     return PGW_OK;
 }
 
@@ -197,6 +220,9 @@ void pgw_store_close(pgw_store *s)
     sqlite3_finalize(s->insert_transfer);
     sqlite3_finalize(s->select_head);
     sqlite3_finalize(s->select_page);
+    sqlite3_finalize(s->insert_key);
+    sqlite3_finalize(s->select_key);
+    sqlite3_finalize(s->settle_key);
     sqlite3_close(s->db);
     free(s);
 }
@@ -223,6 +249,98 @@ int pgw_store_rollback(pgw_store *s, pgw_err *err)
     if (sqlite3_get_autocommit(s->db))
         return PGW_OK; /* nothing open: SQLite already rolled back */
     return exec(s, "ROLLBACK", "rolling back", err);
+}
+
+int pgw_store_savepoint(pgw_store *s, pgw_err *err)
+{
+    return exec(s, "SAVEPOINT pgw_command", "starting a command", err);
+}
+
+int pgw_store_release(pgw_store *s, pgw_err *err)
+{
+    return exec(s, "RELEASE pgw_command", "finishing a command", err);
+}
+
+int pgw_store_rollback_to(pgw_store *s, pgw_err *err)
+{
+    int rc = exec(s, "ROLLBACK TO pgw_command", "undoing a command", err);
+    if (rc == PGW_OK)
+        rc = exec(s, "RELEASE pgw_command", "undoing a command", err);
+    return rc;
+}
+
+/* Copies a text column into a fixed array; false when it does not fit. */
+static bool column_text(sqlite3_stmt *st, int col, char *out, size_t cap)
+{
+    const unsigned char *text = sqlite3_column_text(st, col);
+    size_t len = (size_t)sqlite3_column_bytes(st, col);
+    if (text == NULL || len >= cap)
+        return false;
+    memcpy(out, text, len + 1);
+    return true;
+}
+
+static bool column_hash(sqlite3_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
+{
+    if (sqlite3_column_bytes(st, col) != PGW_HASH_LEN)
+        return false;
+    memcpy(out, sqlite3_column_blob(st, col), PGW_HASH_LEN);
+    return true;
+}
+
+static int read_key(pgw_store *s, const char *key, pgw_idem_record *out, pgw_err *err)
+{
+    sqlite3_stmt *st = s->select_key;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int rc = PGW_OK;
+    if (sqlite3_step(st) == SQLITE_ROW && column_hash(st, 0, out->fingerprint)) {
+        out->first_transfer = sqlite3_column_int64(st, 1);
+        out->transfer_count = sqlite3_column_int64(st, 2);
+    } else {
+        rc = db_error(s, PGW_EIO, "reading an idempotency key", err);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_claim_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
+                        int64_t now_us, bool *replayed, pgw_idem_record *existing, pgw_err *err)
+{
+    PGW_ASSERT(!sqlite3_get_autocommit(s->db));
+    sqlite3_stmt *st = s->insert_key;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, fingerprint, PGW_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_us);
+    int step = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (step != SQLITE_DONE)
+        return db_error(s, PGW_EIO, "claiming an idempotency key", err);
+    *replayed = sqlite3_changes(s->db) == 0; /* the primary key said: already there */
+    if (!*replayed)
+        return PGW_OK;
+    int rc = read_key(s, key, existing, err);
+    if (rc == PGW_OK && memcmp(existing->fingerprint, fingerprint, PGW_HASH_LEN) != 0)
+        rc = pgw_err_set(err, PGW_ECONFLICT,
+                         "idempotency key %.128s was used before for a different request", key);
+    return rc;
+}
+
+int pgw_store_settle_key(pgw_store *s, const char *key, int64_t first_transfer,
+                         int64_t transfer_count, pgw_err *err)
+{
+    sqlite3_stmt *st = s->settle_key;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, first_transfer);
+    sqlite3_bind_int64(st, 3, transfer_count);
+    int step = sqlite3_step(st);
+    bool changed = sqlite3_changes(s->db) == 1;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (step != SQLITE_DONE || !changed)
+        return db_error(s, PGW_EIO, "settling an idempotency key", err);
+    return PGW_OK;
 }
 
 int pgw_store_chain_head(pgw_store *s, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err)
@@ -280,25 +398,6 @@ int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
     if (step != SQLITE_DONE)
         return db_error(s, PGW_EIO, "appending a transfer", err);
     return PGW_OK;
-}
-
-/* Copies a text column into a fixed array; false when it does not fit. */
-static bool column_text(sqlite3_stmt *st, int col, char *out, size_t cap)
-{
-    const unsigned char *text = sqlite3_column_text(st, col);
-    size_t len = (size_t)sqlite3_column_bytes(st, col);
-    if (text == NULL || len >= cap)
-        return false;
-    memcpy(out, text, len + 1);
-    return true;
-}
-
-static bool column_hash(sqlite3_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
-{
-    if (sqlite3_column_bytes(st, col) != PGW_HASH_LEN)
-        return false;
-    memcpy(out, sqlite3_column_blob(st, col), PGW_HASH_LEN);
-    return true;
 }
 
 /* One row into a transfer; false when a stored value does not fit its field. */

@@ -13,9 +13,9 @@
  * The writer thread owns one; readers open their own.
  *
  * State of this module (issue 3 is in progress): the transfer log with its
- * hash chain, appends, paged reads, and the checks `pointsgw verify` runs.
- * Members, identities, lots, holds, idempotency records and the outbox
- * arrive as further migrations.
+ * hash chain, appends, paged reads, idempotency records, savepoints, and
+ * the checks `pointsgw verify` runs. Members, identities, lots, holds and
+ * the outbox arrive as further migrations.
  */
 #ifndef PGW_STORE_STORE_H
 #define PGW_STORE_STORE_H
@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 1
+#define PGW_STORE_SCHEMA_VERSION 2
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -66,6 +66,37 @@ int pgw_store_rollback(pgw_store *store, pgw_err *err);
  * so appends serialise on it.
  */
 int pgw_store_append_transfer(pgw_store *store, pgw_transfer *t, pgw_err *err);
+
+/*
+ * Savepoints: a command inside a batch transaction runs between
+ * savepoint and release; on failure rollback_to undoes only its writes, so
+ * it fails alone and the rest of the batch commits.
+ */
+int pgw_store_savepoint(pgw_store *store, pgw_err *err);
+int pgw_store_release(pgw_store *store, pgw_err *err);
+int pgw_store_rollback_to(pgw_store *store, pgw_err *err);
+
+/* What an idempotency key recorded the first time it was used. */
+typedef struct pgw_idem_record {
+    uint8_t fingerprint[PGW_HASH_LEN];
+    int64_t first_transfer; /* id of the command's first transfer; 0 when none */
+    int64_t transfer_count;
+} pgw_idem_record;
+
+/*
+ * Claims `key` for a command whose canonical request hashes to
+ * `fingerprint`, inside the open transaction. The key's uniqueness is
+ * enforced by the database (a primary key), not by a look-up first, so two
+ * writers can never both claim it. New key: PGW_OK, *replayed false.
+ * Same key, same fingerprint: PGW_OK, *replayed true, *existing filled.
+ * Same key, other fingerprint: PGW_ECONFLICT (idempotency_conflict).
+ */
+int pgw_store_claim_key(pgw_store *store, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
+                        int64_t now_us, bool *replayed, pgw_idem_record *existing, pgw_err *err);
+
+/* Records which transfers a claimed key produced. */
+int pgw_store_settle_key(pgw_store *store, const char *key, int64_t first_transfer,
+                         int64_t transfer_count, pgw_err *err);
 
 /* The id and hash of the last entry (0 and PGW_GENESIS_HASH when empty). */
 int pgw_store_chain_head(pgw_store *store, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err);

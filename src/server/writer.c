@@ -1,0 +1,256 @@
+/*
+ * writer.c - see writer.h.
+ *
+ * The queue is a ring of command pointers sized once at start: submitting
+ * never allocates. One mutex guards it; `wake` tells the thread there is
+ * work (or that it should stop).
+ */
+#include "writer.h"
+
+#include "core/assertions.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct pgw_writer {
+    pgw_store *store;
+    size_t batch_max;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pgw_command **ring; /* queue_cap entries */
+    size_t cap, head, count;
+    bool stopping;
+    bool paused;
+    pgw_command **batch; /* batch_max entries, owned by the thread */
+    pgw_writer_stats stats;
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Applies one command inside its own savepoint; fills its result. */
+static void apply_command(pgw_store *store, pgw_command *cmd)
+{
+    pgw_err_clear(&cmd->err);
+    cmd->replayed = false;
+    memset(&cmd->record, 0, sizeof(cmd->record));
+    int rc = pgw_store_savepoint(store, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_claim_key(store, cmd->key, cmd->fingerprint, now_us(), &cmd->replayed,
+                                 &cmd->record, &cmd->err);
+    for (size_t i = 0; rc == PGW_OK && !cmd->replayed && i < cmd->n_transfers; i++)
+        rc = pgw_store_append_transfer(store, &cmd->transfers[i], &cmd->err);
+    if (rc == PGW_OK && !cmd->replayed) {
+        cmd->record.first_transfer = cmd->transfers[0].id;
+        cmd->record.transfer_count = (int64_t)cmd->n_transfers;
+        memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
+        rc = pgw_store_settle_key(store, cmd->key, cmd->record.first_transfer,
+                                  cmd->record.transfer_count, &cmd->err);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_store_release(store, &cmd->err);
+    else
+        pgw_store_rollback_to(store, NULL); /* its own error is already in cmd->err */
+    cmd->rc = rc;
+}
+
+/* One transaction for the whole batch; if it cannot commit, nothing did. */
+static void apply_batch(pgw_writer *w, size_t n)
+{
+    pgw_err err;
+    pgw_err_clear(&err);
+    int rc = pgw_store_begin(w->store, &err);
+    for (size_t i = 0; rc == PGW_OK && i < n; i++)
+        apply_command(w->store, w->batch[i]);
+    if (rc == PGW_OK)
+        rc = pgw_store_commit(w->store, &err);
+    if (rc != PGW_OK) {
+        pgw_store_rollback(w->store, NULL);
+        for (size_t i = 0; i < n; i++) {
+            w->batch[i]->rc = pgw_err_set(&w->batch[i]->err, PGW_EUNAVAILABLE,
+                                          "storage failed, nothing was written: %s", err.msg);
+            w->batch[i]->replayed = false;
+        }
+    }
+    pthread_mutex_lock(&w->lock);
+    w->stats.batches += rc == PGW_OK;
+    w->stats.failed_batches += rc != PGW_OK;
+    w->stats.commands += n;
+    w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Waits for work; moves up to batch_max commands out of the ring. 0 = stop. */
+static size_t take_batch(pgw_writer *w)
+{
+    pthread_mutex_lock(&w->lock);
+    while ((w->count == 0 || w->paused) && !w->stopping)
+        pthread_cond_wait(&w->wake, &w->lock);
+    size_t n = 0;
+    while (n < w->batch_max && w->count > 0) {
+        w->batch[n++] = w->ring[w->head];
+        w->head = (w->head + 1) % w->cap;
+        w->count--;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
+static void *writer_main(void *arg)
+{
+    pgw_writer *w = arg;
+    for (;;) {
+        size_t n = take_batch(w);
+        if (n == 0)
+            break; /* stopping, and the queue is drained */
+        apply_batch(w, n);
+        for (size_t i = 0; i < n; i++)
+            w->batch[i]->done(w->batch[i], w->batch[i]->payload);
+    }
+    return NULL;
+}
+
+static void writer_free(pgw_writer *w)
+{
+    pgw_store_close(w->store);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->wake);
+    free(w->ring);
+    free(w->batch);
+    free(w);
+}
+
+int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *err)
+{
+    *out = NULL;
+    if (opts->queue_cap < 1 || opts->queue_cap > PGW_WRITER_QUEUE_MAX || opts->batch_max < 1 ||
+        opts->batch_max > PGW_WRITER_BATCH_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "writer queue 1..%d and batch 1..%d",
+                           PGW_WRITER_QUEUE_MAX, PGW_WRITER_BATCH_MAX);
+    pgw_writer *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the writer");
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    w->cap = opts->queue_cap;
+    w->batch_max = opts->batch_max;
+    w->ring = calloc(w->cap, sizeof(*w->ring));
+    w->batch = calloc(w->batch_max, sizeof(*w->batch));
+    int rc = (w->ring && w->batch) ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    if (rc == PGW_OK)
+        rc = pgw_store_open(opts->db_url, true, &w->store, err);
+    if (rc == PGW_OK && pthread_create(&w->thread, NULL, writer_main, w) != 0)
+        rc = pgw_err_set(err, PGW_ENOMEM, "cannot start the writer thread");
+    if (rc != PGW_OK) {
+        writer_free(w);
+        return rc;
+    }
+    *out = w;
+    return PGW_OK;
+}
+
+static int check_command(const pgw_command *cmd, pgw_err *err)
+{
+    if (cmd->done == NULL)
+        return pgw_err_set(err, PGW_EINVAL, "command without a completion callback");
+    if (memchr(cmd->key, '\0', sizeof(cmd->key)) == NULL || cmd->key[0] == '\0')
+        return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
+    if (cmd->n_transfers < 1 || cmd->n_transfers > PGW_COMMAND_TRANSFERS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a command writes 1..%d transfers, not %zu",
+                           PGW_COMMAND_TRANSFERS_MAX, cmd->n_transfers);
+    return PGW_OK;
+}
+
+int pgw_writer_submit(pgw_writer *w, pgw_command *cmd, pgw_err *err)
+{
+    int rc = check_command(cmd, err);
+    if (rc != PGW_OK)
+        return rc;
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping)
+        rc = pgw_err_set(err, PGW_ESTATE, "the writer is stopping");
+    else if (w->count == w->cap)
+        rc = pgw_err_set(err, PGW_EFULL, "write queue full (%zu commands)", w->cap);
+    if (rc == PGW_OK) {
+        w->ring[(w->head + w->count) % w->cap] = cmd;
+        w->count++;
+        pthread_cond_signal(&w->wake);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+/* A caller waiting on one command. */
+typedef struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+} waiter;
+
+static void wake_waiter(pgw_command *cmd, void *payload)
+{
+    (void)cmd;
+    waiter *wt = payload;
+    pthread_mutex_lock(&wt->lock);
+    wt->done = true;
+    pthread_cond_signal(&wt->cond);
+    pthread_mutex_unlock(&wt->lock);
+}
+
+int pgw_writer_run(pgw_writer *w, pgw_command *cmd, pgw_err *err)
+{
+    waiter wt = {.done = false};
+    pthread_mutex_init(&wt.lock, NULL);
+    pthread_cond_init(&wt.cond, NULL);
+    cmd->done = wake_waiter;
+    cmd->payload = &wt;
+    int rc = pgw_writer_submit(w, cmd, err);
+    if (rc == PGW_OK) {
+        pthread_mutex_lock(&wt.lock);
+        while (!wt.done)
+            pthread_cond_wait(&wt.cond, &wt.lock);
+        pthread_mutex_unlock(&wt.lock);
+        rc = cmd->rc;
+        if (rc != PGW_OK && err != NULL)
+            *err = cmd->err;
+    }
+    pthread_mutex_destroy(&wt.lock);
+    pthread_cond_destroy(&wt.cond);
+    return rc;
+}
+
+void pgw_writer_stop(pgw_writer *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    w->paused = false;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    PGW_ASSERT(w->count == 0); /* drained before the thread ended */
+    writer_free(w);
+}
+
+void pgw_writer_get_stats(pgw_writer *w, pgw_writer_stats *out)
+{
+    pthread_mutex_lock(&w->lock);
+    *out = w->stats;
+    pthread_mutex_unlock(&w->lock);
+}
+
+void pgw_writer__pause_for_test(pgw_writer *w, bool paused)
+{
+    pthread_mutex_lock(&w->lock);
+    w->paused = paused;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}

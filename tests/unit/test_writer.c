@@ -1,0 +1,248 @@
+/*
+ * test_writer.c - the writer thread against a real SQLite file: results only
+ * after commit, replays and conflicts, a failing command failing alone in
+ * its batch, backpressure, draining on stop, and many threads racing on one
+ * idempotency key (exactly one effect).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "server/writer.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fixture {
+    char dir[64];
+    char url[160];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/pgw-writer-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->url, sizeof(f->url), "sqlite:%s/log.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    int rc = system(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+static pgw_writer *start(const fixture *f, size_t queue_cap, size_t batch_max)
+{
+    pgw_writer_options opts = {.db_url = f->url, .queue_cap = queue_cap, .batch_max = batch_max};
+    pgw_writer *w = NULL;
+    pgw_err err;
+    if (pgw_writer_start(&opts, &w, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    return w;
+}
+
+/* A purchase-like command: `n` transfers, fingerprint derived from `variant`. */
+static void make_command(pgw_command *cmd, const char *key, int variant, size_t n)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    snprintf(cmd->key, sizeof(cmd->key), "%s", key);
+    cmd->fingerprint[0] = (uint8_t)variant;
+    cmd->n_transfers = n;
+    for (size_t i = 0; i < n; i++) {
+        pgw_transfer *t = &cmd->transfers[i];
+        t->kind = PGW_TRANSFER_EARN;
+        snprintf(t->idem_key, sizeof(t->idem_key), "%s", key);
+        memcpy(t->fingerprint, cmd->fingerprint, PGW_HASH_LEN);
+        snprintf(t->debit, sizeof(t->debit), i == 0 ? "shop:S001:issued" : "mall:campaigns");
+        snprintf(t->credit, sizeof(t->credit), "member:M1");
+        t->points = 100 + variant;
+        snprintf(t->channel, sizeof(t->channel), "store");
+        t->occurred_at = 1795486500;
+        t->recorded_at_us = 1795486500000000;
+    }
+}
+
+static int64_t log_size(const fixture *f)
+{
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(f->url, false, &s, NULL), PGW_OK);
+    pgw_verify_report r;
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    assert_true(r.ok);
+    pgw_store_close(s);
+    return r.transfers;
+}
+
+static void test_replay_and_conflict(void **state)
+{
+    fixture *f = *state;
+    pgw_writer *w = start(f, 16, 16);
+    pgw_command cmd;
+    pgw_err err;
+    make_command(&cmd, "store:S001:E1", 1, 2);
+    assert_int_equal(pgw_writer_run(w, &cmd, &err), PGW_OK);
+    assert_false(cmd.replayed);
+    assert_int_equal(cmd.transfers[0].id, 1);
+    assert_int_equal(cmd.transfers[1].id, 2);
+    make_command(&cmd, "store:S001:E1", 1, 2);
+    assert_int_equal(pgw_writer_run(w, &cmd, &err), PGW_OK);
+    assert_true(cmd.replayed);
+    assert_int_equal(cmd.record.first_transfer, 1);
+    assert_int_equal(cmd.record.transfer_count, 2);
+    make_command(&cmd, "store:S001:E1", 2, 2); /* same key, different request */
+    assert_int_equal(pgw_writer_run(w, &cmd, &err), PGW_ECONFLICT);
+    assert_non_null(strstr(err.msg, "different request"));
+    make_command(&cmd, "store:S001:E2", 1, 0);
+    assert_int_equal(pgw_writer_run(w, &cmd, &err), PGW_EINVAL);
+    pgw_writer_stop(w);
+    assert_int_equal(log_size(f), 2);
+}
+
+typedef struct counter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+} counter;
+
+static void count_done(pgw_command *cmd, void *payload)
+{
+    (void)cmd;
+    counter *c = payload;
+    pthread_mutex_lock(&c->lock);
+    c->done++;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void wait_for(counter *c, int n)
+{
+    pthread_mutex_lock(&c->lock);
+    while (c->done < n)
+        pthread_cond_wait(&c->cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void test_a_failing_command_fails_alone(void **state)
+{
+    fixture *f = *state;
+    pgw_writer *w = start(f, 16, 16);
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    static pgw_command cmds[3];
+    make_command(&cmds[0], "k:A", 1, 2);
+    make_command(&cmds[1], "k:B", 1, 2);
+    cmds[1].transfers[1].points = 0; /* invalid: caught by the store */
+    make_command(&cmds[2], "k:C", 1, 1);
+    pgw_writer__pause_for_test(w, true);
+    for (int i = 0; i < 3; i++) {
+        cmds[i].done = count_done;
+        cmds[i].payload = &c;
+        assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
+    }
+    pgw_writer__pause_for_test(w, false);
+    wait_for(&c, 3);
+    assert_int_equal(cmds[0].rc, PGW_OK);
+    assert_int_equal(cmds[1].rc, PGW_EINVAL);
+    assert_int_equal(cmds[2].rc, PGW_OK);
+    assert_int_equal(cmds[2].transfers[0].id, 3); /* B's transfer 3 was undone */
+    pgw_writer_stats stats;
+    pgw_writer_get_stats(w, &stats);
+    assert_int_equal(stats.batches, 1);
+    assert_int_equal(stats.largest_batch, 3);
+    /* B's key was not consumed by its failure: the corrected request goes in. */
+    make_command(&cmds[1], "k:B", 1, 2);
+    assert_int_equal(pgw_writer_run(w, &cmds[1], NULL), PGW_OK);
+    assert_false(cmds[1].replayed);
+    pgw_writer_stop(w);
+    assert_int_equal(log_size(f), 5);
+}
+
+static void test_backpressure_and_drain_on_stop(void **state)
+{
+    fixture *f = *state;
+    pgw_writer *w = start(f, 4, 2);
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    static pgw_command cmds[5];
+    pgw_writer__pause_for_test(w, true);
+    for (int i = 0; i < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k:%d", i);
+        make_command(&cmds[i], key, 1, 1);
+        cmds[i].done = count_done;
+        cmds[i].payload = &c;
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
+    pgw_err err;
+    assert_int_equal(pgw_writer_submit(w, &cmds[4], &err), PGW_EFULL);
+    assert_non_null(strstr(err.msg, "queue full"));
+    pgw_writer_stop(w); /* unpauses, applies the four queued commands, commits */
+    assert_int_equal(c.done, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(cmds[i].rc, PGW_OK);
+    assert_int_equal(log_size(f), 4);
+}
+
+typedef struct racer {
+    pgw_writer *w;
+    const char *key;
+    int rc;
+    bool replayed;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    make_command(cmd, r->key, 7, 2);
+    r->rc = pgw_writer_run(r->w, cmd, NULL);
+    r->replayed = cmd->replayed;
+    free(cmd);
+    return NULL;
+}
+
+static void test_many_threads_one_key_one_effect(void **state)
+{
+    fixture *f = *state;
+    pgw_writer *w = start(f, 128, 32);
+    enum { THREADS = 64 };
+    pthread_t threads[THREADS];
+    racer racers[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        racers[i] = (racer){.w = w, .key = "store:S001:SAME"};
+        assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+    }
+    int fresh = 0, replays = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(racers[i].rc, PGW_OK);
+        fresh += !racers[i].replayed;
+        replays += racers[i].replayed;
+    }
+    assert_int_equal(fresh, 1);
+    assert_int_equal(replays, THREADS - 1);
+    pgw_writer_stop(w);
+    assert_int_equal(log_size(f), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_replay_and_conflict, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_failing_command_fails_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure_and_drain_on_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_threads_one_key_one_effect, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
