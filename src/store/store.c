@@ -288,20 +288,29 @@ static bool column_hash(sqlite3_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
     return true;
 }
 
-static int read_key(pgw_store *s, const char *key, pgw_idem_record *out, pgw_err *err)
+/* Reads a key's record; *found false when there is none. */
+static int read_key(pgw_store *s, const char *key, bool *found, pgw_idem_record *out, pgw_err *err)
 {
     sqlite3_stmt *st = s->select_key;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
     int rc = PGW_OK;
-    if (sqlite3_step(st) == SQLITE_ROW && column_hash(st, 0, out->fingerprint)) {
+    *found = step == SQLITE_ROW;
+    if (*found && column_hash(st, 0, out->fingerprint)) {
         out->first_transfer = sqlite3_column_int64(st, 1);
         out->transfer_count = sqlite3_column_int64(st, 2);
-    } else {
+    } else if (step != SQLITE_DONE) {
         rc = db_error(s, PGW_EIO, "reading an idempotency key", err);
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc;
+}
+
+int pgw_store_find_key(pgw_store *s, const char *key, bool *found, pgw_idem_record *out,
+                       pgw_err *err)
+{
+    return read_key(s, key, found, out, err);
 }
 
 int pgw_store_claim_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
@@ -320,7 +329,9 @@ int pgw_store_claim_key(pgw_store *s, const char *key, const uint8_t fingerprint
     *replayed = sqlite3_changes(s->db) == 0; /* the primary key said: already there */
     if (!*replayed)
         return PGW_OK;
-    int rc = read_key(s, key, existing, err);
+    bool found = false;
+    int rc = read_key(s, key, &found, existing, err);
+    PGW_ASSERT(rc != PGW_OK || found); /* the insert just met it, in this transaction */
     if (rc == PGW_OK && memcmp(existing->fingerprint, fingerprint, PGW_HASH_LEN) != 0)
         rc = pgw_err_set(err, PGW_ECONFLICT,
                          "idempotency key %.128s was used before for a different request", key);

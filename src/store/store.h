@@ -94,6 +94,10 @@ typedef struct pgw_idem_record {
 int pgw_store_claim_key(pgw_store *store, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
                         int64_t now_us, bool *replayed, pgw_idem_record *existing, pgw_err *err);
 
+/* Looks a key up outside any command (reads, tests): *found false when unused. */
+int pgw_store_find_key(pgw_store *store, const char *key, bool *found, pgw_idem_record *out,
+                       pgw_err *err);
+
 /* Records which transfers a claimed key produced. */
 int pgw_store_settle_key(pgw_store *store, const char *key, int64_t first_transfer,
                          int64_t transfer_count, pgw_err *err);
