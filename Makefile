@@ -2,7 +2,7 @@
 #   make run   install what is missing, build, run what exists on the example config
 #              (the HTTP server is not built yet: see README "Status")
 #   make test  install what is missing, build with ASan+UBSan, run every test
-.PHONY: all run test deps build build-test format check-format clean
+.PHONY: all run test deps build build-test bench format check-format clean
 
 CONFIG ?= config/pointsgw.example.json
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
@@ -31,6 +31,12 @@ run: build
 
 test: build build-test check-format
 	cd build/test && ctest --output-on-failure -j $(JOBS)
+
+# Storage benchmark on this disk (bench/RESULTS.md records what it printed).
+bench: build
+	cmake --build build/release --target bench_store -j $(JOBS)
+	mkdir -p bench/data
+	./build/release/bench_store bench/data $(or $(SECONDS),3)
 
 format:
 	@bash scripts/format.sh

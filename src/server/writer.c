@@ -35,29 +35,33 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Applies one command inside its own savepoint; fills its result. */
+/*
+ * Applies one command inside its own savepoint: appends its transfers, then
+ * records its key. A replay or a conflict (the key was there) and any
+ * failure undo the appends, so only a first-time command leaves a trace.
+ */
 static void apply_command(pgw_store *store, pgw_command *cmd)
 {
     pgw_err_clear(&cmd->err);
     cmd->replayed = false;
     memset(&cmd->record, 0, sizeof(cmd->record));
     int rc = pgw_store_savepoint(store, &cmd->err);
-    if (rc == PGW_OK)
-        rc = pgw_store_claim_key(store, cmd->key, cmd->fingerprint, now_us(), &cmd->replayed,
-                                 &cmd->record, &cmd->err);
-    for (size_t i = 0; rc == PGW_OK && !cmd->replayed && i < cmd->n_transfers; i++)
+    for (size_t i = 0; rc == PGW_OK && i < cmd->n_transfers; i++)
         rc = pgw_store_append_transfer(store, &cmd->transfers[i], &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_record_key(store, cmd->key, cmd->fingerprint, cmd->transfers[0].id,
+                                  (int64_t)cmd->n_transfers, now_us(), &cmd->replayed, &cmd->record,
+                                  &cmd->err);
     if (rc == PGW_OK && !cmd->replayed) {
+        memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
         cmd->record.first_transfer = cmd->transfers[0].id;
         cmd->record.transfer_count = (int64_t)cmd->n_transfers;
-        memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
-        rc = pgw_store_settle_key(store, cmd->key, cmd->record.first_transfer,
-                                  cmd->record.transfer_count, &cmd->err);
-    }
-    if (rc == PGW_OK)
         rc = pgw_store_release(store, &cmd->err);
-    else
-        pgw_store_rollback_to(store, NULL); /* its own error is already in cmd->err */
+    } else {
+        pgw_store_rollback_to(store, NULL); /* its own error, if any, is in cmd->err */
+        for (size_t i = 0; i < cmd->n_transfers; i++)
+            cmd->transfers[i].id = 0; /* those appends were undone */
+    }
     cmd->rc = rc;
 }
 
@@ -181,7 +185,10 @@ int pgw_writer_submit(pgw_writer *w, pgw_command *cmd, pgw_err *err)
     if (rc == PGW_OK) {
         w->ring[(w->head + w->count) % w->cap] = cmd;
         w->count++;
-        pthread_cond_signal(&w->wake);
+        /* The thread only sleeps on an empty queue: wake it on the first
+         * command, not on every one (each wake is a context switch). */
+        if (w->count == 1)
+            pthread_cond_signal(&w->wake);
     }
     pthread_mutex_unlock(&w->lock);
     return rc;

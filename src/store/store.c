@@ -31,7 +31,13 @@ struct pgw_store {
     sqlite3_stmt *select_page;
     sqlite3_stmt *insert_key;
     sqlite3_stmt *select_key;
-    sqlite3_stmt *settle_key;
+    sqlite3_stmt *savepoint;
+    sqlite3_stmt *release;
+    /* The chain head as of the last append in this transaction, so a batch
+     * does not re-read it per transfer. Dropped on any rollback. */
+    bool head_cached;
+    int64_t head_id;
+    uint8_t head_hash[PGW_HASH_LEN];
 };
 
 /*
@@ -59,8 +65,7 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32)"
     ") STRICT;"
     "CREATE INDEX transfers_by_debit ON transfers (debit);"
-    "CREATE INDEX transfers_by_credit ON transfers (credit);"
-    "CREATE INDEX transfers_by_idem_key ON transfers (idem_key);",
+    "CREATE INDEX transfers_by_credit ON transfers (credit);",
     /* 1 -> 2: idempotency records; the primary key is the guarantee. */
     "CREATE TABLE idempotency ("
     "  key TEXT PRIMARY KEY,"
@@ -139,18 +144,21 @@ static int prepare_statements(pgw_store *s, pgw_err *err)
         " occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash"
         " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2";
     static const char insert_key[] =
-        "INSERT INTO idempotency (key, fingerprint, created_at_us) VALUES (?1, ?2, ?3)"
-        " ON CONFLICT (key) DO NOTHING";
+        "INSERT INTO idempotency (key, fingerprint, first_transfer, transfer_count,"
+        " created_at_us) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING";
     static const char select_key[] =
         "SELECT fingerprint, first_transfer, transfer_count FROM idempotency WHERE key = ?1";
-    static const char settle_key[] =
-        "UPDATE idempotency SET first_transfer = ?2, transfer_count = ?3 WHERE key = ?1";
     struct {
         const char *sql;
         sqlite3_stmt **stmt;
     } table[] = {
-        {insert, &s->insert_transfer}, {head, &s->select_head},      {page, &s->select_page},
-        {insert_key, &s->insert_key},  {select_key, &s->select_key}, {settle_key, &s->settle_key},
+        {insert, &s->insert_transfer},
+        {head, &s->select_head},
+        {page, &s->select_page},
+        {insert_key, &s->insert_key},
+        {select_key, &s->select_key},
+        {"SAVEPOINT pgw_command", &s->savepoint},
+        {"RELEASE pgw_command", &s->release},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         if (sqlite3_prepare_v3(s->db, table[i].sql, -1, SQLITE_PREPARE_PERSISTENT, table[i].stmt,
@@ -169,6 +177,9 @@ static int configure(pgw_store *s, pgw_err *err)
         rc = exec(s, "PRAGMA synchronous = FULL", "setting synchronous", err);
     if (rc == PGW_OK)
         rc = exec(s, "PRAGMA foreign_keys = ON", "enabling foreign keys", err);
+    /* A 64 MiB page cache keeps the indexes' hot pages in memory. */
+    if (rc == PGW_OK)
+        rc = exec(s, "PRAGMA cache_size = -65536", "sizing the page cache", err);
     return rc;
 }
 
@@ -222,7 +233,8 @@ void pgw_store_close(pgw_store *s)
     sqlite3_finalize(s->select_page);
     sqlite3_finalize(s->insert_key);
     sqlite3_finalize(s->select_key);
-    sqlite3_finalize(s->settle_key);
+    sqlite3_finalize(s->savepoint);
+    sqlite3_finalize(s->release);
     sqlite3_close(s->db);
     free(s);
 }
@@ -234,6 +246,7 @@ int pgw_store_schema_version(pgw_store *s, int64_t *out, pgw_err *err)
 
 int pgw_store_begin(pgw_store *s, pgw_err *err)
 {
+    s->head_cached = false; /* another connection may have appended since */
     /* IMMEDIATE takes the write lock now, so the chain head read inside the
      * transaction cannot change under us. */
     return exec(s, "BEGIN IMMEDIATE", "beginning a transaction", err);
@@ -246,23 +259,33 @@ int pgw_store_commit(pgw_store *s, pgw_err *err)
 
 int pgw_store_rollback(pgw_store *s, pgw_err *err)
 {
+    s->head_cached = false;
     if (sqlite3_get_autocommit(s->db))
         return PGW_OK; /* nothing open: SQLite already rolled back */
     return exec(s, "ROLLBACK", "rolling back", err);
 }
 
+/* Runs a prepared statement that returns no rows (one per command: no re-parsing). */
+static int step_done(pgw_store *s, sqlite3_stmt *st, const char *what, pgw_err *err)
+{
+    int step = sqlite3_step(st);
+    sqlite3_reset(st);
+    return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, what, err);
+}
+
 int pgw_store_savepoint(pgw_store *s, pgw_err *err)
 {
-    return exec(s, "SAVEPOINT pgw_command", "starting a command", err);
+    return step_done(s, s->savepoint, "starting a command", err);
 }
 
 int pgw_store_release(pgw_store *s, pgw_err *err)
 {
-    return exec(s, "RELEASE pgw_command", "finishing a command", err);
+    return step_done(s, s->release, "finishing a command", err);
 }
 
 int pgw_store_rollback_to(pgw_store *s, pgw_err *err)
 {
+    s->head_cached = false;
     int rc = exec(s, "ROLLBACK TO pgw_command", "undoing a command", err);
     if (rc == PGW_OK)
         rc = exec(s, "RELEASE pgw_command", "undoing a command", err);
@@ -313,19 +336,23 @@ int pgw_store_find_key(pgw_store *s, const char *key, bool *found, pgw_idem_reco
     return read_key(s, key, found, out, err);
 }
 
-int pgw_store_claim_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
-                        int64_t now_us, bool *replayed, pgw_idem_record *existing, pgw_err *err)
+int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
+                         int64_t first_transfer, int64_t transfer_count, int64_t now_us,
+                         bool *replayed, pgw_idem_record *existing, pgw_err *err)
 {
     PGW_ASSERT(!sqlite3_get_autocommit(s->db));
+    PGW_ASSERT(transfer_count >= 0);
     sqlite3_stmt *st = s->insert_key;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, fingerprint, PGW_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now_us);
+    sqlite3_bind_int64(st, 3, first_transfer);
+    sqlite3_bind_int64(st, 4, transfer_count);
+    sqlite3_bind_int64(st, 5, now_us);
     int step = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (step != SQLITE_DONE)
-        return db_error(s, PGW_EIO, "claiming an idempotency key", err);
+        return db_error(s, PGW_EIO, "recording an idempotency key", err);
     *replayed = sqlite3_changes(s->db) == 0; /* the primary key said: already there */
     if (!*replayed)
         return PGW_OK;
@@ -336,22 +363,6 @@ int pgw_store_claim_key(pgw_store *s, const char *key, const uint8_t fingerprint
         rc = pgw_err_set(err, PGW_ECONFLICT,
                          "idempotency key %.128s was used before for a different request", key);
     return rc;
-}
-
-int pgw_store_settle_key(pgw_store *s, const char *key, int64_t first_transfer,
-                         int64_t transfer_count, pgw_err *err)
-{
-    sqlite3_stmt *st = s->settle_key;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, first_transfer);
-    sqlite3_bind_int64(st, 3, transfer_count);
-    int step = sqlite3_step(st);
-    bool changed = sqlite3_changes(s->db) == 1;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (step != SQLITE_DONE || !changed)
-        return db_error(s, PGW_EIO, "settling an idempotency key", err);
-    return PGW_OK;
 }
 
 int pgw_store_chain_head(pgw_store *s, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err)
@@ -393,21 +404,26 @@ static void bind_transfer(sqlite3_stmt *st, const pgw_transfer *t)
 int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
 {
     PGW_ASSERT(!sqlite3_get_autocommit(s->db)); /* only inside a transaction */
-    uint8_t prev[PGW_HASH_LEN];
-    int64_t last_id = 0;
-    int rc = pgw_store_chain_head(s, &last_id, prev, err);
+    int rc = PGW_OK;
+    if (!s->head_cached)
+        rc = pgw_store_chain_head(s, &s->head_id, s->head_hash, err);
     if (rc != PGW_OK)
         return rc;
-    t->id = last_id + 1;
-    rc = pgw_transfer_link(t, prev, err);
+    t->id = s->head_id + 1;
+    rc = pgw_transfer_link(t, s->head_hash, err);
     if (rc != PGW_OK)
         return rc;
     bind_transfer(s->insert_transfer, t);
     int step = sqlite3_step(s->insert_transfer);
     sqlite3_reset(s->insert_transfer);
     sqlite3_clear_bindings(s->insert_transfer);
-    if (step != SQLITE_DONE)
+    if (step != SQLITE_DONE) {
+        s->head_cached = false;
         return db_error(s, PGW_EIO, "appending a transfer", err);
+    }
+    s->head_cached = true;
+    s->head_id = t->id;
+    memcpy(s->head_hash, t->hash, PGW_HASH_LEN);
     return PGW_OK;
 }
 

@@ -84,23 +84,26 @@ typedef struct pgw_idem_record {
 } pgw_idem_record;
 
 /*
- * Claims `key` for a command whose canonical request hashes to
- * `fingerprint`, inside the open transaction. The key's uniqueness is
+ * Records `key` for a command whose canonical request hashes to
+ * `fingerprint` and that has just appended `transfer_count` transfers from
+ * `first_transfer` on, inside the open transaction. The key's uniqueness is
  * enforced by the database (a primary key), not by a look-up first, so two
- * writers can never both claim it. New key: PGW_OK, *replayed false.
- * Same key, same fingerprint: PGW_OK, *replayed true, *existing filled.
- * Same key, other fingerprint: PGW_ECONFLICT (idempotency_conflict).
+ * writers can never both record it. New key: PGW_OK, *replayed false.
+ * Key already there: *replayed true and *existing filled; the caller must
+ * then undo its appends (pgw_store_rollback_to). Same fingerprint: PGW_OK
+ * (a replay: answer with *existing). Other fingerprint: PGW_ECONFLICT
+ * (idempotency_conflict).
+ *
+ * Appending first and recording after costs a replay some wasted work but
+ * saves every first-time command a second statement: replays are rare.
  */
-int pgw_store_claim_key(pgw_store *store, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
-                        int64_t now_us, bool *replayed, pgw_idem_record *existing, pgw_err *err);
+int pgw_store_record_key(pgw_store *store, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
+                         int64_t first_transfer, int64_t transfer_count, int64_t now_us,
+                         bool *replayed, pgw_idem_record *existing, pgw_err *err);
 
 /* Looks a key up outside any command (reads, tests): *found false when unused. */
 int pgw_store_find_key(pgw_store *store, const char *key, bool *found, pgw_idem_record *out,
                        pgw_err *err);
-
-/* Records which transfers a claimed key produced. */
-int pgw_store_settle_key(pgw_store *store, const char *key, int64_t first_transfer,
-                         int64_t transfer_count, pgw_err *err);
 
 /* The id and hash of the last entry (0 and PGW_GENESIS_HASH when empty). */
 int pgw_store_chain_head(pgw_store *store, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err);

@@ -116,7 +116,9 @@ static void record(keyset *ks, char what, const char *key)
     }
     assert_true(what == 'T'); /* an ack always follows its try */
     assert_true(ks->n < KEYS_MAX);
-    snprintf(ks->keys[ks->n], KEY_LEN, "%s", key);
+    size_t len = strlen(key);
+    assert_true(len < KEY_LEN);
+    memcpy(ks->keys[ks->n], key, len + 1);
     ks->acked[ks->n++] = false;
 }
 

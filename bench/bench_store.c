@@ -1,0 +1,172 @@
+/*
+ * bench_store.c - durable transfers per second through the writer thread.
+ *
+ * Usage: bench_store [DIR] [SECONDS_PER_CASE]
+ *
+ * First measures the raw fsync rate of DIR's disk (write 4 KiB +
+ * fdatasync, repeated): the physical ceiling for a batch of one. Then, for
+ * batch sizes 1, 16, 128 and 1024, runs the real writer (SQLite, WAL,
+ * synchronous=FULL) on a fresh database in DIR with enough commands in
+ * flight to fill its batches, each command one earn transfer with its own
+ * idempotency key, and reports committed transfers per second.
+ */
+#include "server/writer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define POOL 4096 /* commands in flight at most */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double fsync_rate(const char *dir, double seconds)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/fsync.bin", dir);
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    if (fd < 0) {
+        perror(path);
+        exit(1);
+    }
+    char block[4096];
+    memset(block, 'x', sizeof(block));
+    long n = 0;
+    double start = now_s();
+    while (now_s() - start < seconds) {
+        if (pwrite(fd, block, sizeof(block), 0) != (ssize_t)sizeof(block) || fdatasync(fd) != 0) {
+            perror("fsync test");
+            exit(1);
+        }
+        n++;
+    }
+    double rate = (double)n / (now_s() - start);
+    close(fd);
+    unlink(path);
+    return rate;
+}
+
+/* The pool of commands and the count of those in flight. */
+typedef struct pool {
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    pgw_command *cmds;
+    int free_list[POOL];
+    int n_free;
+    long completed;
+    long failed;
+} pool;
+
+static void on_done(pgw_command *cmd, void *payload)
+{
+    pool *p = payload;
+    pthread_mutex_lock(&p->lock);
+    p->free_list[p->n_free++] = (int)(cmd - p->cmds);
+    p->completed++;
+    p->failed += cmd->rc != PGW_OK;
+    pthread_cond_signal(&p->freed);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void fill(pgw_command *cmd, long serial, pool *p)
+{
+    snprintf(cmd->key, sizeof(cmd->key), "bench:S001:%ld", serial);
+    memset(cmd->fingerprint, 0, sizeof(cmd->fingerprint));
+    memcpy(cmd->fingerprint, &serial, sizeof(serial));
+    cmd->n_transfers = 1;
+    pgw_transfer *t = &cmd->transfers[0];
+    memset(t, 0, sizeof(*t));
+    t->kind = PGW_TRANSFER_EARN;
+    snprintf(t->idem_key, sizeof(t->idem_key), "%s", cmd->key);
+    snprintf(t->debit, sizeof(t->debit), "shop:S001:issued");
+    snprintf(t->credit, sizeof(t->credit), "member:M%ld", serial % 100000);
+    t->points = 128;
+    snprintf(t->shop_id, sizeof(t->shop_id), "S001");
+    snprintf(t->channel, sizeof(t->channel), "store");
+    snprintf(t->breakdown, sizeof(t->breakdown), "format:retail=128");
+    cmd->done = on_done;
+    cmd->payload = p;
+}
+
+/* Takes a free command, waiting for one when all are in flight. */
+static int take(pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    while (p->n_free == 0)
+        pthread_cond_wait(&p->freed, &p->lock);
+    int i = p->free_list[--p->n_free];
+    pthread_mutex_unlock(&p->lock);
+    return i;
+}
+
+static double run_case(const char *dir, size_t batch, double seconds, long *total)
+{
+    char url[600];
+    snprintf(url, sizeof(url), "sqlite:%s/bench-%zu.db", dir, batch);
+    unlink(url + 7);
+    pgw_writer_options opts = {.db_url = url, .queue_cap = POOL, .batch_max = batch};
+    pgw_writer *w = NULL;
+    pgw_err err;
+    if (pgw_writer_start(&opts, &w, &err) != PGW_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    pool p = {.lock = PTHREAD_MUTEX_INITIALIZER, .freed = PTHREAD_COND_INITIALIZER};
+    p.cmds = calloc(POOL, sizeof(*p.cmds));
+    size_t in_flight = batch * 2 < POOL ? batch * 2 : POOL; /* enough to fill batches */
+    for (size_t i = 0; i < in_flight; i++)
+        p.free_list[p.n_free++] = (int)i;
+    long serial = 0;
+    double start = now_s();
+    while (now_s() - start < seconds) {
+        int i = take(&p);
+        fill(&p.cmds[i], serial++, &p);
+        while (pgw_writer_submit(w, &p.cmds[i], &err) == PGW_EFULL)
+            sched_yield();
+    }
+    pgw_writer_stop(w); /* drains and commits what is queued */
+    double elapsed = now_s() - start;
+    if (p.failed > 0) {
+        fprintf(stderr, "%ld commands failed\n", p.failed);
+        exit(1);
+    }
+    *total = p.completed;
+    free(p.cmds);
+    unlink(url + 7);
+    char side[700];
+    snprintf(side, sizeof(side), "%s-wal", url + 7);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", url + 7);
+    unlink(side);
+    return (double)p.completed / elapsed;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = argc > 1 ? argv[1] : "bench/data";
+    double seconds = argc > 2 ? atof(argv[2]) : 3.0;
+    if (seconds <= 0 || seconds > 600) {
+        fprintf(stderr, "usage: bench_store [DIR] [SECONDS_PER_CASE 0..600]\n");
+        return 2;
+    }
+    printf("directory: %s, %.1f s per case\n", dir, seconds);
+    printf("raw fsync (4 KiB write + fdatasync): %.0f /s\n", fsync_rate(dir, seconds));
+    static const size_t batches[] = {1, 16, 128, 1024};
+    for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
+        long total = 0;
+        double rate = run_case(dir, batches[i], seconds, &total);
+        printf("batch %4zu: %9.0f durable transfers/s (%ld committed)\n", batches[i], rate, total);
+        fflush(stdout);
+    }
+    return 0;
+}
