@@ -19,6 +19,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "db_fixture.h"
 #include "server/writer.h"
 
 #include <pthread.h>
@@ -183,11 +184,7 @@ static void resubmit_all(const char *url, const keyset *ks, int64_t keys_before)
 
 static void test_sigkill_loses_nothing_acknowledged(void **state)
 {
-    (void)state;
-    char dir[] = "/tmp/pgw-crash-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char url[96];
-    snprintf(url, sizeof(url), "sqlite:%s/log.db", dir);
+    const char *url = ((db_fixture *)*state)->url;
     keyset ks = {0, calloc(KEYS_MAX, KEY_LEN), calloc(KEYS_MAX, sizeof(bool))};
     unsigned seed = 20261124;
     int64_t keys_before = 0;
@@ -221,15 +218,13 @@ static void test_sigkill_loses_nothing_acknowledged(void **state)
     assert_true(acked_total > 0); /* the test exercised real writes */
     free(ks.keys);
     free(ks.acked);
-    char cmd[64];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sigkill_loses_nothing_acknowledged),
+        cmocka_unit_test_setup_teardown(test_sigkill_loses_nothing_acknowledged, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

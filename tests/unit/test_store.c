@@ -12,40 +12,14 @@
 #include "store/store.h"
 
 #include <sqlite3.h>
+#include "db_fixture.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef struct fixture {
-    char dir[64];
-    char path[128];
-    char url[160];
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/pgw-store-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
-        return -1;
-    snprintf(f->path, sizeof(f->path), "%s/log.db", f->dir);
-    snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    int rc = system(cmd);
-    free(f);
-    return rc == 0 ? 0 : -1;
-}
-
-static pgw_store *open_store(const fixture *f)
+static pgw_store *open_store(const db_fixture *f)
 {
     pgw_store *s = NULL;
     pgw_err err;
@@ -87,7 +61,7 @@ static void append_range(pgw_store *s, int from, int to)
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
 }
 
-static void raw_sql(const fixture *f, const char *sql)
+static void raw_sql(const db_fixture *f, const char *sql)
 {
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -99,7 +73,7 @@ static void raw_sql(const fixture *f, const char *sql)
 
 static void test_migrates_and_refuses_newer_schema(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     pgw_store *s = NULL;
     pgw_err err;
     assert_int_equal(pgw_store_open(f->url, false, &s, &err), PGW_ENOTFOUND);
@@ -122,7 +96,7 @@ static void test_migrates_and_refuses_newer_schema(void **state)
 
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     pgw_store *s = open_store(f);
     pgw_err err;
     append_range(s, 0, 10);
@@ -171,7 +145,7 @@ static void test_appends_commit_or_roll_back_whole(void **state)
 
 static void test_verify_pages_and_catches_tampering(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     pgw_store *s = open_store(f);
     append_range(s, 0, 700);
     append_range(s, 700, 1300); /* more than two verify pages */
@@ -223,9 +197,12 @@ static void test_verify_pages_and_catches_tampering(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,37 +13,13 @@
 #include "server/writer.h"
 
 #include <pthread.h>
+#include "db_fixture.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct fixture {
-    char dir[64];
-    char url[160];
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/pgw-writer-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
-        return -1;
-    snprintf(f->url, sizeof(f->url), "sqlite:%s/log.db", f->dir);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    int rc = system(cmd);
-    free(f);
-    return rc == 0 ? 0 : -1;
-}
-
-static pgw_writer *start(const fixture *f, size_t queue_cap, size_t batch_max)
+static pgw_writer *start(const db_fixture *f, size_t queue_cap, size_t batch_max)
 {
     pgw_writer_options opts = {.db_url = f->url, .queue_cap = queue_cap, .batch_max = batch_max};
     pgw_writer *w = NULL;
@@ -74,7 +50,7 @@ static void make_command(pgw_command *cmd, const char *key, int variant, size_t 
     }
 }
 
-static int64_t log_size(const fixture *f)
+static int64_t log_size(const db_fixture *f)
 {
     pgw_store *s = NULL;
     assert_int_equal(pgw_store_open(f->url, false, &s, NULL), PGW_OK);
@@ -87,7 +63,7 @@ static int64_t log_size(const fixture *f)
 
 static void test_replay_and_conflict(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     pgw_writer *w = start(f, 16, 16);
     pgw_command cmd;
     pgw_err err;
@@ -136,7 +112,7 @@ static void wait_for(counter *c, int n)
 
 static void test_a_failing_command_fails_alone(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     pgw_writer *w = start(f, 16, 16);
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     static pgw_command cmds[3];
@@ -170,7 +146,7 @@ static void test_a_failing_command_fails_alone(void **state)
 
 static void test_backpressure_and_drain_on_stop(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     pgw_writer *w = start(f, 4, 2);
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     static pgw_command cmds[5];
@@ -214,7 +190,7 @@ static void *race(void *arg)
 
 static void test_many_threads_one_key_one_effect(void **state)
 {
-    fixture *f = *state;
+    db_fixture *f = *state;
     pgw_writer *w = start(f, 128, 32);
     enum { THREADS = 64 };
     pthread_t threads[THREADS];
@@ -239,10 +215,14 @@ static void test_many_threads_one_key_one_effect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_replay_and_conflict, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_failing_command_fails_alone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backpressure_and_drain_on_stop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_threads_one_key_one_effect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_and_conflict, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_failing_command_fails_alone, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure_and_drain_on_stop, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_many_threads_one_key_one_effect, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
