@@ -71,8 +71,12 @@ static void apply_batch(pgw_writer *w, size_t n)
     pgw_err err;
     pgw_err_clear(&err);
     int rc = pgw_store_begin(w->store, &err);
-    for (size_t i = 0; rc == PGW_OK && i < n; i++)
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         apply_command(w->store, w->batch[i]);
+        if (!pgw_store_in_transaction(w->store))
+            rc = pgw_err_set(&err, PGW_EUNAVAILABLE, "the database abandoned the batch (%s)",
+                             w->batch[i]->err.msg);
+    }
     if (rc == PGW_OK)
         rc = pgw_store_commit(w->store, &err);
     if (rc != PGW_OK) {
@@ -260,4 +264,9 @@ void pgw_writer__pause_for_test(pgw_writer *w, bool paused)
     w->paused = paused;
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
+}
+
+pgw_store *pgw_writer__store_for_test(pgw_writer *w)
+{
+    return w->store;
 }

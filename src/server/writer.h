@@ -90,4 +90,7 @@ void pgw_writer_get_stats(pgw_writer *writer, pgw_writer_stats *out);
  * queue deterministically. */
 void pgw_writer__pause_for_test(pgw_writer *writer, bool paused);
 
+/* Test hook: the writer's own store, to be touched only while paused. */
+pgw_store *pgw_writer__store_for_test(pgw_writer *writer);
+
 #endif

@@ -252,6 +252,11 @@ int pgw_store_begin(pgw_store *s, pgw_err *err)
     return exec(s, "BEGIN IMMEDIATE", "beginning a transaction", err);
 }
 
+bool pgw_store_in_transaction(pgw_store *s)
+{
+    return !sqlite3_get_autocommit(s->db);
+}
+
 int pgw_store_commit(pgw_store *s, pgw_err *err)
 {
     return exec(s, "COMMIT", "committing", err);
@@ -322,6 +327,8 @@ static int read_key(pgw_store *s, const char *key, bool *found, pgw_idem_record 
     if (*found && column_hash(st, 0, out->fingerprint)) {
         out->first_transfer = sqlite3_column_int64(st, 1);
         out->transfer_count = sqlite3_column_int64(st, 2);
+    } else if (*found) {
+        rc = pgw_err_set(err, PGW_EIO, "%s: key %.128s has a malformed fingerprint", s->path, key);
     } else if (step != SQLITE_DONE) {
         rc = db_error(s, PGW_EIO, "reading an idempotency key", err);
     }
@@ -525,4 +532,9 @@ int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     if (rc == PGW_OK)
         rc = verify_sums(s, r, err);
     return rc;
+}
+
+int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)
+{
+    return exec(s, sql, "test SQL", err);
 }

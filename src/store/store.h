@@ -59,6 +59,14 @@ int pgw_store_commit(pgw_store *store, pgw_err *err);
 int pgw_store_rollback(pgw_store *store, pgw_err *err);
 
 /*
+ * Whether a transaction is still open. A database may abandon one on its
+ * own (SQLite does on a full disk or an I/O error); whoever batches
+ * commands must check this after each, or the work before it would be
+ * reported as committed while it was rolled back.
+ */
+bool pgw_store_in_transaction(pgw_store *store);
+
+/*
  * Appends `t` to the log inside the open transaction: assigns t->id (the
  * next sequence number), links it after the last entry (t->prev_hash,
  * t->hash) and inserts it. Every other field must be filled and valid
@@ -134,5 +142,9 @@ typedef struct pgw_verify_report {
  * over members, lots and holds join this check as their tables arrive.
  */
 int pgw_store_verify(pgw_store *store, pgw_verify_report *report, pgw_err *err);
+
+/* Test hook (not for production callers): runs raw SQL on the store's own
+ * connection, e.g. to make the database "full" with PRAGMA max_page_count. */
+int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);
 
 #endif

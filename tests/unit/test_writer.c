@@ -13,6 +13,7 @@
 #include "server/writer.h"
 
 #include <pthread.h>
+#include <sqlite3.h>
 #include "db_fixture.h"
 
 #include <stdio.h>
@@ -212,6 +213,71 @@ static void test_many_threads_one_key_one_effect(void **state)
     assert_int_equal(log_size(f), 2);
 }
 
+/*
+ * A database that fills up mid-batch (SQLite may then abandon the whole
+ * transaction): whatever the writer reports as committed must be in the
+ * database afterwards, and whatever it reports as failed must not be.
+ */
+static void test_full_database_reports_only_what_committed(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f, 256, 256);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    make_command(cmd, "warm-up", 1, 1);
+    assert_int_equal(pgw_writer_run(w, cmd, NULL), PGW_OK);
+    pgw_writer__pause_for_test(w, true);
+    sqlite3 *probe = NULL;
+    assert_int_equal(sqlite3_open(f->path, &probe), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(probe, "PRAGMA page_count", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char limit[64];
+    snprintf(limit, sizeof(limit), "PRAGMA max_page_count = %d", sqlite3_column_int(st, 0) + 8);
+    sqlite3_finalize(st);
+    sqlite3_close(probe);
+    assert_int_equal(pgw_store__exec_for_test(pgw_writer__store_for_test(w), limit, NULL), PGW_OK);
+
+    enum { N = 200 };
+    static pgw_command cmds[N];
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    for (int i = 0; i < N; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "full:%d", i);
+        make_command(&cmds[i], key, 1, 2);
+        memset(cmds[i].transfers[0].breakdown, 'x', 1000); /* fill pages fast */
+        cmds[i].done = count_done;
+        cmds[i].payload = &c;
+        assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
+    }
+    pgw_writer__pause_for_test(w, false);
+    wait_for(&c, N);
+    int ok = 0, failed = 0;
+    for (int i = 0; i < N; i++) {
+        ok += cmds[i].rc == PGW_OK;
+        failed += cmds[i].rc == PGW_EUNAVAILABLE || cmds[i].rc == PGW_EIO;
+    }
+    assert_int_equal(ok + failed, N);
+    assert_true(failed > 0); /* the limit was really hit */
+    pgw_writer_stop(w);
+
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(f->url, false, &s, NULL), PGW_OK);
+    for (int i = 0; i < N; i++) {
+        bool found = true;
+        pgw_idem_record rec;
+        assert_int_equal(pgw_store_find_key(s, cmds[i].key, &found, &rec, NULL), PGW_OK);
+        if (found != (cmds[i].rc == PGW_OK))
+            fail_msg("%s: reported %s but %s in the database", cmds[i].key,
+                     pgw_code_name(cmds[i].rc), found ? "present" : "absent");
+    }
+    pgw_verify_report r;
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    assert_true(r.ok);
+    assert_int_equal(r.transfers, 1 + 2 * ok);
+    pgw_store_close(s);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -221,6 +287,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_and_drain_on_stop, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_full_database_reports_only_what_committed,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_many_threads_one_key_one_effect, db_fixture_setup,
                                         db_fixture_teardown),
     };
