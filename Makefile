@@ -2,7 +2,7 @@
 #   make run   install what is missing, build, run what exists on the example config
 #              (the HTTP server is not built yet: see README "Status")
 #   make test  install what is missing, build with ASan+UBSan, run every test
-.PHONY: all run test deps build build-test bench format check-format clean
+.PHONY: all run test deps build build-test bench fuzz format check-format clean
 
 CONFIG ?= config/pointsgw.example.json
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
@@ -37,6 +37,10 @@ bench: build
 	cmake --build build/release --target bench_store -j $(JOBS)
 	mkdir -p bench/data
 	./build/release/bench_store bench/data $(or $(SECONDS),3)
+
+# libFuzzer on the config and event parsers (needs clang); not part of make test.
+fuzz: deps
+	bash tests/fuzz/run.sh $(or $(SECONDS),60)
 
 format:
 	@bash scripts/format.sh
