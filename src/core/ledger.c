@@ -382,35 +382,49 @@ static const pgw_transfer *post(pgw_ledger *l, pgw_transfer_kind kind, const cha
 
 /* ---- the in-memory ledger: earning ---------------------------------------- */
 
-/* Groups the command's lines by funder, checking each and the total. */
-static int group_funders(const pgw_earn_cmd *cmd, earn *e, pgw_err *err)
+/* Appends "rule=points" to a funder's breakdown (cut at its bound). */
+static void append_breakdown(pgw_earn_funder *f, const pgw_earn_line *line)
 {
-    if (cmd->n_lines == 0)
+    size_t used = strlen(f->breakdown);
+    if (used < sizeof(f->breakdown) - 1)
+        snprintf(f->breakdown + used, sizeof(f->breakdown) - used, "%s%s=%lld", used ? "," : "",
+                 line->rule, (long long)line->points);
+}
+
+int pgw_earn_group(const pgw_earn_line *lines, size_t n, pgw_earn_funder *funders,
+                   size_t *n_funders, int64_t *total, pgw_err *err)
+{
+    *n_funders = 0;
+    *total = 0;
+    if (n == 0)
         return pgw_err_set(err, PGW_EINVAL, "an earn needs at least one line");
-    for (size_t i = 0; i < cmd->n_lines; i++) {
-        const pgw_earn_line *line = &cmd->lines[i];
+    for (size_t i = 0; i < n; i++) {
+        const pgw_earn_line *line = &lines[i];
         if (line->points < 1 || line->points > PGW_POINTS_MAX || line->debit[0] == '\0')
             return pgw_err_set(err, PGW_EINVAL, "line %zu: points 1..%lld and a debit account", i,
                                (long long)PGW_POINTS_MAX);
         size_t f = 0;
-        while (f < e->n_funders && strcmp(e->funders[f].debit, line->debit) != 0)
+        while (f < *n_funders && strcmp(funders[f].debit, line->debit) != 0)
             f++;
         if (f == PGW_EARN_FUNDERS_MAX)
             return pgw_err_set(err, PGW_EINVAL, "more than %d funders", PGW_EARN_FUNDERS_MAX);
-        if (f == e->n_funders) {
-            snprintf(e->funders[f].debit, sizeof(e->funders[f].debit), "%s", line->debit);
-            e->n_funders++;
+        if (f == *n_funders) {
+            memset(&funders[f], 0, sizeof(funders[f]));
+            snprintf(funders[f].debit, sizeof(funders[f].debit), "%s", line->debit);
+            (*n_funders)++;
         }
-        e->funders[f].points += line->points;
-        e->points += line->points;
-        if (e->points > PGW_POINTS_MAX)
+        funders[f].points += line->points; /* both <= PGW_POINTS_MAX: no overflow */
+        append_breakdown(&funders[f], line);
+        *total += line->points;
+        if (*total > PGW_POINTS_MAX)
             return pgw_err_set(err, PGW_ERANGE, "earn of more than %lld points",
                                (long long)PGW_POINTS_MAX);
     }
     return PGW_OK;
 }
 
-static int validate_earn(const pgw_ledger *l, const pgw_earn_cmd *cmd, earn *e, pgw_err *err)
+static int validate_earn(const pgw_ledger *l, const pgw_earn_cmd *cmd, earn *e,
+                         pgw_earn_funder *grouped, size_t *n_grouped, pgw_err *err)
 {
     if (cmd->member == NULL || cmd->member[0] == '\0' || strlen(cmd->member) > PGW_ID_MAX ||
         cmd->ref == NULL || cmd->ref[0] == '\0' || strlen(cmd->ref) > PGW_REFERENCE_MAX ||
@@ -419,9 +433,14 @@ static int validate_earn(const pgw_ledger *l, const pgw_earn_cmd *cmd, earn *e, 
                            "earn needs a member, a reference and a shop in bounds");
     if (ref_used(l, cmd->ref))
         return pgw_err_set(err, PGW_ECONFLICT, "reference %s was already used", cmd->ref);
-    int rc = group_funders(cmd, e, err);
+    int rc = pgw_earn_group(cmd->lines, cmd->n_lines, grouped, n_grouped, &e->points, err);
     if (rc != PGW_OK)
         return rc;
+    e->n_funders = *n_grouped;
+    for (size_t f = 0; f < *n_grouped; f++) {
+        snprintf(e->funders[f].debit, sizeof(e->funders[f].debit), "%s", grouped[f].debit);
+        e->funders[f].points = grouped[f].points;
+    }
     if (l->n_earns == l->opts.max_earns || l->n_refs == l->opts.max_refs ||
         l->n_lots == l->opts.max_lots)
         return pgw_err_set(err, PGW_EFULL, "earn, reference or lot table full");
@@ -447,26 +466,14 @@ static member *member_get_or_add(pgw_ledger *l, const char *id)
     return m;
 }
 
-/* "rule=points,rule=points" for the lines paid by `debit`. */
-static void breakdown_text(const pgw_earn_cmd *cmd, const char *debit, char *out, size_t cap)
-{
-    size_t used = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < cmd->n_lines && used < cap; i++) {
-        if (strcmp(cmd->lines[i].debit, debit) != 0)
-            continue;
-        int n = snprintf(out + used, cap - used, "%s%s=%lld", used ? "," : "", cmd->lines[i].rule,
-                         (long long)cmd->lines[i].points);
-        used += n > 0 ? (size_t)n : 0;
-    }
-}
-
 int pgw_ledger_earn(pgw_ledger *l, const pgw_earn_cmd *cmd, pgw_err *err)
 {
     earn e;
     memset(&e, 0, sizeof(e));
     int64_t expires_at;
-    int rc = validate_earn(l, cmd, &e, err);
+    pgw_earn_funder grouped[PGW_EARN_FUNDERS_MAX];
+    size_t n_grouped = 0;
+    int rc = validate_earn(l, cmd, &e, grouped, &n_grouped, err);
     if (rc == PGW_OK)
         rc = pgw_expiry_at(&l->opts.expiry, &l->opts.tz, cmd->at, &expires_at, err);
     if (rc != PGW_OK)
@@ -476,14 +483,13 @@ int pgw_ledger_earn(pgw_ledger *l, const pgw_earn_cmd *cmd, pgw_err *err)
     snprintf(e.shop, sizeof(e.shop), "%s", cmd->shop);
     e.amount_fen = cmd->amount_fen;
     member *m = member_get_or_add(l, cmd->member);
-    char credit[PGW_ACCOUNT_MAX + 1], breakdown[PGW_BREAKDOWN_TEXT_MAX + 1];
+    char credit[PGW_ACCOUNT_MAX + 1];
     member_account_name(cmd->member, credit);
     int64_t first_id = 0;
     for (size_t f = 0; f < e.n_funders; f++) {
-        breakdown_text(cmd, e.funders[f].debit, breakdown, sizeof(breakdown));
         const pgw_transfer *t =
-            post(l, PGW_TRANSFER_EARN, e.funders[f].debit, credit, e.funders[f].points, cmd->ref,
-                 cmd->shop, cmd->ref, breakdown, cmd->at);
+            post(l, PGW_TRANSFER_EARN, grouped[f].debit, credit, grouped[f].points, cmd->ref,
+                 cmd->shop, cmd->ref, grouped[f].breakdown, cmd->at);
         first_id = first_id ? first_id : t->id;
     }
     int64_t repay = pgw_min64(m->debt, e.points); /* earned points pay debt first */

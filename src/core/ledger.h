@@ -140,6 +140,22 @@ typedef struct pgw_earn_line {
     int64_t points; /* >= 1 */
 } pgw_earn_line;
 
+/* One funder's share of an earn: its lines summed, with their breakdown. */
+typedef struct pgw_earn_funder {
+    char debit[PGW_ACCOUNT_MAX + 1];
+    int64_t points;
+    char breakdown[PGW_BREAKDOWN_TEXT_MAX + 1]; /* "rule=points,rule=points" */
+} pgw_earn_funder;
+
+/*
+ * Groups earn lines by funder (debit account), in order of first
+ * appearance: one EARN transfer is written per funder. Checks every line
+ * (points 1..PGW_POINTS_MAX, a debit account) and the total (at most
+ * PGW_POINTS_MAX). Shared by the reference ledger and the stores.
+ */
+int pgw_earn_group(const pgw_earn_line *lines, size_t n, pgw_earn_funder *funders,
+                   size_t *n_funders, int64_t *total, pgw_err *err);
+
 typedef struct pgw_earn_cmd {
     const char *member; /* member id, e.g. "M1" */
     const char *ref;    /* the event's idempotency reference; unique */

@@ -181,6 +181,32 @@ static void test_refund_target_and_split(void **state)
     }
 }
 
+static void test_earn_group_by_funder(void **state)
+{
+    (void)state;
+    pgw_earn_line lines[] = {
+        {"shop:S001:issued", "format:retail", 128},
+        {"mall:campaigns", "tier:gold", 25},
+        {"mall:campaigns", "campaign:member-day", 128},
+        {"shop:S001:issued", "campaign:shop-paid", 10},
+    };
+    pgw_earn_funder funders[PGW_EARN_FUNDERS_MAX];
+    size_t n = 0;
+    int64_t total = 0;
+    assert_int_equal(pgw_earn_group(lines, 4, funders, &n, &total, NULL), PGW_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(total, 291);
+    assert_string_equal(funders[0].debit, "shop:S001:issued");
+    assert_int_equal(funders[0].points, 138);
+    assert_string_equal(funders[0].breakdown, "format:retail=128,campaign:shop-paid=10");
+    assert_string_equal(funders[1].breakdown, "tier:gold=25,campaign:member-day=128");
+    lines[1].points = 0;
+    assert_int_equal(pgw_earn_group(lines, 4, funders, &n, &total, NULL), PGW_EINVAL);
+    lines[1].points = PGW_POINTS_MAX;
+    assert_int_equal(pgw_earn_group(lines, 4, funders, &n, &total, NULL), PGW_ERANGE);
+    assert_int_equal(pgw_earn_group(lines, 0, funders, &n, &total, NULL), PGW_EINVAL);
+}
+
 /* ---- refunds through the ledger -------------------------------------------- */
 
 static void test_three_partial_refunds_reverse_exactly(void **state)
@@ -392,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_expiry_instants),
         cmocka_unit_test(test_lot_plan_order_and_shortfall),
         cmocka_unit_test(test_refund_target_and_split),
+        cmocka_unit_test(test_earn_group_by_funder),
         cmocka_unit_test(test_three_partial_refunds_reverse_exactly),
         cmocka_unit_test(test_refund_after_points_were_spent),
         cmocka_unit_test(test_hold_capture_void_deadline),
