@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/rules.h"
 #include "server/event_json.h"
+#include "server/expire.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define EXIT_OK      0
 #define EXIT_PROBLEM 1
@@ -258,8 +260,8 @@ static int cmd_not_built(const char *name, int argc, char **argv)
             return EXIT_OK;
     }
     fprintf(stderr,
-            "pointsgw %s: not available yet: it needs the durable transfer log, which this "
-            "build does not have (README \"Status\").\n",
+            "pointsgw %s: not available yet: this version does not build it (README "
+            "\"Status\").\n",
             name);
     return EXIT_USAGE;
 }
@@ -270,13 +272,17 @@ static void print_verify_report(const pgw_verify_report *r)
     pgw_hash_hex(r->head, head, sizeof(head));
     printf("transfers:  %lld checked\n"
            "accounts:   %lld\n"
+           "members:    %lld checked against their lots\n"
            "points:     %lld moved in total\n"
            "chain head: %s\n",
-           (long long)r->transfers, (long long)r->accounts, (long long)r->points_moved, head);
+           (long long)r->transfers, (long long)r->accounts, (long long)r->members,
+           (long long)r->points_moved, head);
     if (r->ok)
-        printf("OK: the hash chain is intact\n");
-    else
+        printf("OK: the hash chain is intact and every balance matches its lots\n");
+    else if (r->bad_id > 0)
         printf("BROKEN at transfer %lld: %s\n", (long long)r->bad_id, r->problem);
+    else
+        printf("BROKEN: %s\n", r->problem);
 }
 
 /* The database URL: --db, else the configuration's `db`. */
@@ -320,9 +326,63 @@ static int cmd_verify(int argc, char **argv)
     print_verify_report(&report);
     return report.ok ? EXIT_OK : EXIT_PROBLEM;
 }
+/* Runs the expiry through a writer on `url`, printing what it did. */
+static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
+{
+    pgw_writer_options opts = {.db_url = url,
+                               .queue_cap = 1024,
+                               .batch_max = 256,
+                               .expiry = cfg->rules.expiry,
+                               .tz = cfg->rules.tz};
+    pgw_writer *writer = NULL;
+    pgw_expire_report report;
+    pgw_err err;
+    pgw_err_clear(&err);
+    pgw_store *probe = NULL;
+    /* Expiry never creates a database: a wrong path is an error. */
+    int rc = pgw_store_open(url, false, &probe, &err);
+    pgw_store_close(probe);
+    if (rc == PGW_OK)
+        rc = pgw_writer_start(&opts, &writer, &err);
+    if (rc == PGW_OK)
+        rc = pgw_expire_due(writer, url, as_of, &report, &err);
+    pgw_writer_stop(writer);
+    if (rc != PGW_OK) {
+        fprintf(stderr, "pointsgw expire: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    char when[PGW_RFC3339_MAX];
+    if (pgw_format_rfc3339(as_of, &cfg->rules.tz, when, sizeof(when)) != PGW_OK)
+        snprintf(when, sizeof(when), "%lld", (long long)as_of);
+    printf("expired %lld lots, %lld points, due by %s\n", (long long)report.lots,
+           (long long)report.points, when);
+    return EXIT_OK;
+}
+
 static int cmd_expire(int argc, char **argv)
 {
-    return cmd_not_built("expire", argc, argv);
+    flag_set flags = {0};
+    flag_add(&flags, "--config", true);
+    flag_add(&flags, "--db", true);
+    flag_add(&flags, "--as-of", true);
+    pgw_config *cfg;
+    int rc = start_command("expire", &flags, argc, argv, &cfg);
+    if (rc >= 0)
+        return rc;
+    int64_t as_of = (int64_t)time(NULL);
+    const char *given = flag_get(&flags, "--as-of");
+    pgw_err err;
+    if (given != NULL && pgw_parse_rfc3339(given, &as_of, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw expire: --as-of: %s\n", err.msg);
+        pgw_config_free(cfg);
+        return EXIT_USAGE;
+    }
+    const char *db = flag_get(&flags, "--db");
+    char url[PGW_STORE_URL_MAX + 1];
+    snprintf(url, sizeof(url), "%s", db != NULL ? db : cfg->db);
+    rc = run_expiry(cfg, url, as_of);
+    pgw_config_free(cfg);
+    return rc;
 }
 static int cmd_reconcile(int argc, char **argv)
 {
@@ -353,8 +413,9 @@ static const command COMMANDS[] = {
      "[--format json|csv] [--out FILE] [--repair]",
      "match a channel statement against the log (not built yet)", cmd_reconcile},
     {"verify", "verify [--config FILE] [--db URL]",
-     "recompute the transfer log's hash chain; exit 1 naming the first broken entry", cmd_verify},
-    {"expire", "expire [--as-of T]", "run expiry now (not built yet)", cmd_expire},
+     "check the hash chain and balances against lots; exit 1 naming the first break", cmd_verify},
+    {"expire", "expire [--as-of T] [--config FILE] [--db URL]",
+     "expire what is left of every lot due by T (default: now); idempotent", cmd_expire},
     {"import-balances", "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID]",
      "move legacy shop balances in (not built yet)", cmd_import_balances},
     {"keys", "keys add --scope SCOPE [--name NAME]", "create an API key (not built yet)", cmd_keys},

@@ -438,7 +438,8 @@ static int validate_earn(const pgw_ledger *l, const pgw_earn_cmd *cmd, earn *e,
         return rc;
     e->n_funders = *n_grouped;
     for (size_t f = 0; f < *n_grouped; f++) {
-        snprintf(e->funders[f].debit, sizeof(e->funders[f].debit), "%s", grouped[f].debit);
+        PGW_STATIC_ASSERT(sizeof(e->funders[f].debit) == sizeof(grouped[f].debit), "same bound");
+        memcpy(e->funders[f].debit, grouped[f].debit, sizeof(e->funders[f].debit));
         e->funders[f].points = grouped[f].points;
     }
     if (l->n_earns == l->opts.max_earns || l->n_refs == l->opts.max_refs ||

@@ -21,7 +21,10 @@
 #include <sys/stat.h>
 
 #define BUSY_TIMEOUT_MS 5000
-#define VERIFY_PAGE     512
+/* The columns read into a pgw_lot, in row_to_lot()'s order. */
+#define LOT_COLUMNS                                                                                \
+    "id, member, points, left_points, held, earned_at, expires_at, source_transfer, expired"
+#define VERIFY_PAGE 512
 
 struct pgw_store {
     sqlite3 *db;
@@ -33,6 +36,12 @@ struct pgw_store {
     sqlite3_stmt *select_key;
     sqlite3_stmt *savepoint;
     sqlite3_stmt *release;
+    sqlite3_stmt *select_debt;
+    sqlite3_stmt *put_member;
+    sqlite3_stmt *insert_lot;
+    sqlite3_stmt *select_lot;
+    sqlite3_stmt *expire_lot;
+    sqlite3_stmt *due_lots;
     /* The chain head as of the last append in this transaction, so a batch
      * does not re-read it per transfer. Dropped on any rollback. */
     bool head_cached;
@@ -74,6 +83,26 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  transfer_count INTEGER NOT NULL DEFAULT 0 CHECK (transfer_count >= 0),"
     "  created_at_us INTEGER NOT NULL"
     ") STRICT;",
+    /* 2 -> 3: members and their lots. */
+    "CREATE TABLE members ("
+    "  id TEXT PRIMARY KEY,"
+    "  debt INTEGER NOT NULL DEFAULT 0 CHECK (debt >= 0),"
+    "  created_at_us INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE lots ("
+    "  id INTEGER PRIMARY KEY,"
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  points INTEGER NOT NULL CHECK (points > 0),"
+    "  left_points INTEGER NOT NULL CHECK (left_points >= 0),"
+    "  held INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),"
+    "  expired INTEGER NOT NULL DEFAULT 0 CHECK (expired >= 0),"
+    "  earned_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  source_transfer INTEGER NOT NULL REFERENCES transfers (id),"
+    "  CHECK (left_points + held <= points)"
+    ") STRICT;"
+    "CREATE INDEX lots_by_member ON lots (member, expires_at);"
+    "CREATE INDEX lots_due ON lots (expires_at) WHERE left_points > 0;",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -159,6 +188,20 @@ static int prepare_statements(pgw_store *s, pgw_err *err)
         {select_key, &s->select_key},
         {"SAVEPOINT pgw_command", &s->savepoint},
         {"RELEASE pgw_command", &s->release},
+        {"SELECT debt FROM members WHERE id = ?1", &s->select_debt},
+        {"INSERT INTO members (id, debt, created_at_us) VALUES (?1, ?2, ?3)"
+         " ON CONFLICT (id) DO UPDATE SET debt = excluded.debt",
+         &s->put_member},
+        {"INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
+         " source_transfer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         &s->insert_lot},
+        {"SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1", &s->select_lot},
+        {"UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
+         " WHERE id = ?1 AND left_points >= ?2",
+         &s->expire_lot},
+        {"SELECT " LOT_COLUMNS " FROM lots WHERE expires_at <= ?1 AND left_points > 0"
+         " AND id > ?2 ORDER BY id LIMIT ?3",
+         &s->due_lots},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         if (sqlite3_prepare_v3(s->db, table[i].sql, -1, SQLITE_PREPARE_PERSISTENT, table[i].stmt,
@@ -233,8 +276,10 @@ void pgw_store_close(pgw_store *s)
     sqlite3_finalize(s->select_page);
     sqlite3_finalize(s->insert_key);
     sqlite3_finalize(s->select_key);
-    sqlite3_finalize(s->savepoint);
-    sqlite3_finalize(s->release);
+    sqlite3_stmt *all[] = {s->savepoint,  s->release,    s->select_debt, s->put_member,
+                           s->insert_lot, s->select_lot, s->expire_lot,  s->due_lots};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        sqlite3_finalize(all[i]);
     sqlite3_close(s->db);
     free(s);
 }
@@ -524,6 +569,35 @@ static int verify_chain(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     return rc;
 }
 
+/* Every member's balance equals their lots' left + held minus their debt. */
+static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    static const char sql[] =
+        "SELECT m.id, m.debt,"
+        " (SELECT COALESCE(SUM(left_points + held), 0) FROM lots WHERE member = m.id),"
+        " (SELECT COALESCE(SUM(points), 0) FROM transfers WHERE credit = 'member:' || m.id) -"
+        " (SELECT COALESCE(SUM(points), 0) FROM transfers WHERE debit = 'member:' || m.id)"
+        " FROM members m ORDER BY m.id";
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, PGW_EIO, "checking members", err);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t debt = sqlite3_column_int64(st, 1), lots = sqlite3_column_int64(st, 2);
+        int64_t balance = sqlite3_column_int64(st, 3);
+        r->members++;
+        if (r->ok && balance != lots - debt) {
+            r->ok = false;
+            snprintf(r->problem, sizeof(r->problem),
+                     "member %.32s: balance %lld but lots hold %lld and debt is %lld",
+                     (const char *)sqlite3_column_text(st, 0), (long long)balance, (long long)lots,
+                     (long long)debt);
+        }
+    }
+    sqlite3_finalize(st);
+    return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, "checking members", err);
+}
+
 int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
     memset(r, 0, sizeof(*r));
@@ -531,6 +605,121 @@ int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     int rc = verify_chain(s, r, err);
     if (rc == PGW_OK)
         rc = verify_sums(s, r, err);
+    if (rc == PGW_OK)
+        rc = verify_members(s, r, err);
+    return rc;
+}
+
+int pgw_store_member_debt(pgw_store *s, const char *member, bool *found, int64_t *debt,
+                          pgw_err *err)
+{
+    sqlite3_stmt *st = s->select_debt;
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW;
+    *debt = *found ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE)
+        return db_error(s, PGW_EIO, "reading a member", err);
+    return PGW_OK;
+}
+
+int pgw_store_put_member(pgw_store *s, const char *member, int64_t debt, int64_t now_us,
+                         pgw_err *err)
+{
+    PGW_ASSERT(debt >= 0);
+    sqlite3_stmt *st = s->put_member;
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, debt);
+    sqlite3_bind_int64(st, 3, now_us);
+    int rc = step_done(s, st, "writing a member", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_insert_lot(pgw_store *s, pgw_lot *lot, pgw_err *err)
+{
+    PGW_ASSERT(lot->points > 0 && lot->left >= 0 && lot->held >= 0);
+    PGW_ASSERT(lot->left + lot->held <= lot->points);
+    sqlite3_stmt *st = s->insert_lot;
+    sqlite3_bind_text(st, 1, lot->member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, lot->points);
+    sqlite3_bind_int64(st, 3, lot->left);
+    sqlite3_bind_int64(st, 4, lot->held);
+    sqlite3_bind_int64(st, 5, lot->earned_at);
+    sqlite3_bind_int64(st, 6, lot->expires_at);
+    sqlite3_bind_int64(st, 7, lot->source_transfer);
+    int rc = step_done(s, st, "writing a lot", err);
+    sqlite3_clear_bindings(st);
+    if (rc == PGW_OK)
+        lot->id = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+/* One row of LOT_COLUMNS into a lot; false when the member id does not fit. */
+static bool row_to_lot(sqlite3_stmt *st, pgw_lot *lot, int64_t *expired)
+{
+    memset(lot, 0, sizeof(*lot));
+    lot->id = sqlite3_column_int64(st, 0);
+    lot->points = sqlite3_column_int64(st, 2);
+    lot->left = sqlite3_column_int64(st, 3);
+    lot->held = sqlite3_column_int64(st, 4);
+    lot->earned_at = sqlite3_column_int64(st, 5);
+    lot->expires_at = sqlite3_column_int64(st, 6);
+    lot->source_transfer = sqlite3_column_int64(st, 7);
+    if (expired != NULL)
+        *expired = sqlite3_column_int64(st, 8);
+    return column_text(st, 1, lot->member, sizeof(lot->member));
+}
+
+int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
+                      pgw_err *err)
+{
+    sqlite3_stmt *st = s->select_lot;
+    sqlite3_bind_int64(st, 1, id);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    *found = step == SQLITE_ROW;
+    if (*found && !row_to_lot(st, out, expired))
+        rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has a malformed member", s->path,
+                         (long long)id);
+    else if (!*found && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a lot", err);
+    sqlite3_reset(st);
+    return rc;
+}
+
+int pgw_store_expire_lot_points(pgw_store *s, int64_t id, int64_t points, pgw_err *err)
+{
+    PGW_ASSERT(points > 0);
+    sqlite3_stmt *st = s->expire_lot;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, points);
+    int rc = step_done(s, st, "expiring a lot", err);
+    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ESTATE, "lot %lld has fewer than %lld free points", (long long)id,
+                         (long long)points);
+    return rc;
+}
+
+int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,
+                       size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->due_lots;
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, after_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    int rc = PGW_OK, step;
+    *n = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        if (!row_to_lot(st, &out[(*n)++], NULL))
+            rc = pgw_err_set(err, PGW_EIO, "%s: a lot has a malformed member", s->path);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading due lots", err);
+    sqlite3_reset(st);
     return rc;
 }
 

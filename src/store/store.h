@@ -13,14 +13,16 @@
  * The writer thread owns one; readers open their own.
  *
  * State of this module (issue 3 is in progress): the transfer log with its
- * hash chain, appends, paged reads, idempotency records, savepoints, and
- * the checks `pointsgw verify` runs. Members, identities, lots, holds and
- * the outbox arrive as further migrations.
+ * hash chain, appends, paged reads, idempotency records, savepoints,
+ * members (with their debt) and lots, and the checks `pointsgw verify`
+ * runs. Identities, holds, refunds' earn records and the outbox arrive as
+ * further migrations.
  */
 #ifndef PGW_STORE_STORE_H
 #define PGW_STORE_STORE_H
 
 #include "core/error.h"
+#include "core/ledger.h"
 #include "core/transfer.h"
 
 #include <stdbool.h>
@@ -28,7 +30,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 2
+#define PGW_STORE_SCHEMA_VERSION 3
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -128,6 +130,7 @@ typedef struct pgw_verify_report {
     int64_t transfers;    /* entries checked */
     int64_t accounts;     /* distinct accounts */
     int64_t points_moved; /* sum of all transfers' points */
+    int64_t members;      /* members whose balance was checked against their lots */
     uint8_t head[PGW_HASH_LEN];
     bool ok;
     int64_t bad_id; /* first broken entry, when !ok and known (else 0) */
@@ -138,10 +141,35 @@ typedef struct pgw_verify_report {
  * Recomputes the hash chain page by page (memory stays bounded whatever the
  * log's size). A broken chain is not an error of the call: it returns
  * PGW_OK with report->ok false and report->problem naming the first broken
- * entry. Errors (PGW_EIO ...) mean the check could not run. The invariants
- * over members, lots and holds join this check as their tables arrive.
+ * entry. Then checks every member: balance (credits - debits of
+ * member:<id>) == sum of the lots' left + held - debt. Errors (PGW_EIO ...)
+ * mean the check could not run. The invariants over holds and refunds join
+ * this check as their tables arrive.
  */
 int pgw_store_verify(pgw_store *store, pgw_verify_report *report, pgw_err *err);
+
+/* ---- members and lots (all inside the open transaction) ---------------- */
+
+/* A member's debt; *found false (and *debt 0) for a member not seen yet. */
+int pgw_store_member_debt(pgw_store *store, const char *member, bool *found, int64_t *debt,
+                          pgw_err *err);
+/* Creates the member or sets its debt (>= 0). */
+int pgw_store_put_member(pgw_store *store, const char *member, int64_t debt, int64_t now_us,
+                         pgw_err *err);
+/* Inserts a lot; assigns lot->id. left + held <= points, points > 0. */
+int pgw_store_insert_lot(pgw_store *store, pgw_lot *lot, pgw_err *err);
+/* Reads one lot and how many of its points have expired so far. */
+int pgw_store_get_lot(pgw_store *store, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
+                      pgw_err *err);
+/* Moves `points` of a lot's free part to expired (left -= points, expired += points). */
+int pgw_store_expire_lot_points(pgw_store *store, int64_t id, int64_t points, pgw_err *err);
+/*
+ * Up to `cap` lots with free points that are due at `now` (expires_at <=
+ * now, left > 0) and id > after_id, in id order. Reads; any thread with
+ * its own store.
+ */
+int pgw_store_due_lots(pgw_store *store, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,
+                       size_t *n, pgw_err *err);
 
 /* Test hook (not for production callers): runs raw SQL on the store's own
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */

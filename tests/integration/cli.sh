@@ -103,8 +103,14 @@ expect_text "$tmp/missing.db: no database there"
 expect_exit 2 "$bin" verify --db "mysql://db/points"
 expect_text "is not sqlite:PATH"
 
-# Commands that need the rest of the durable log say so instead of pretending.
-expect_exit 2 "$bin" expire
+# expire neither invents a database nor accepts a naive time.
+expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db"
+expect_text "$tmp/missing.db: no database there"
+expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2026-11-24 10:00"
+expect_text "--as-of: expected an RFC 3339 time with an offset"
+
+# Commands whose machinery is not built yet say so instead of pretending.
+expect_exit 2 "$bin" reconcile
 expect_text "not available yet"
 
 echo "$passes passed, $failures failed"

@@ -1,0 +1,115 @@
+/*
+ * expire.c - see expire.h.
+ */
+#include "expire.h"
+
+#include "core/assertions.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EXPIRE_PAGE 256
+
+typedef struct page_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t done;
+} page_wait;
+
+static void page_done(pgw_command *cmd, void *payload)
+{
+    (void)cmd;
+    page_wait *pw = payload;
+    pthread_mutex_lock(&pw->lock);
+    pw->done++;
+    pthread_cond_signal(&pw->cond);
+    pthread_mutex_unlock(&pw->lock);
+}
+
+/*
+ * Submits one command; when the queue is full, waits (at most 10 ms at a
+ * time: other callers may be filling it too) for one of ours to complete.
+ */
+static int submit_when_room(pgw_writer *w, pgw_command *cmd, page_wait *pw, pgw_err *err)
+{
+    for (;;) {
+        int rc = pgw_writer_submit(w, cmd, err);
+        if (rc != PGW_EFULL)
+            return rc;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 10 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&pw->lock);
+        size_t seen = pw->done;
+        while (pw->done == seen && pthread_cond_timedwait(&pw->cond, &pw->lock, &until) == 0)
+            ;
+        pthread_mutex_unlock(&pw->lock);
+    }
+}
+
+/* Expires one page of due lots; adds what it did to `out`. */
+static int expire_page(pgw_writer *w, const pgw_lot *lots, size_t n, int64_t as_of,
+                       pgw_command *cmds, pgw_expire_report *out, pgw_err *err)
+{
+    page_wait pw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    size_t submitted = 0;
+    int rc = PGW_OK;
+    for (; rc == PGW_OK && submitted < n; submitted++) {
+        pgw_command *cmd = &cmds[submitted];
+        memset(cmd, 0, sizeof(*cmd));
+        cmd->kind = PGW_COMMAND_EXPIRE_LOT;
+        cmd->lot_id = lots[submitted].id;
+        cmd->at = as_of;
+        cmd->done = page_done;
+        cmd->payload = &pw;
+        rc = submit_when_room(w, cmd, &pw, err);
+    }
+    if (rc != PGW_OK)
+        submitted--; /* the last one was not queued */
+    pthread_mutex_lock(&pw.lock);
+    while (pw.done < submitted)
+        pthread_cond_wait(&pw.cond, &pw.lock);
+    pthread_mutex_unlock(&pw.lock);
+    for (size_t i = 0; i < submitted; i++) {
+        if (cmds[i].rc == PGW_OK && !cmds[i].replayed) {
+            out->lots++;
+            out->points += cmds[i].points_moved;
+        } else if (cmds[i].rc != PGW_OK && cmds[i].rc != PGW_ESTATE && rc == PGW_OK) {
+            rc = pgw_err_set(err, cmds[i].rc, "%s", cmds[i].err.msg);
+        }
+    }
+    return rc;
+}
+
+int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_report *out,
+                   pgw_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    pgw_store *reader = NULL;
+    int rc = pgw_store_open(db_url, false, &reader, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_lot *lots = calloc(EXPIRE_PAGE, sizeof(*lots));
+    pgw_command *cmds = calloc(EXPIRE_PAGE, sizeof(*cmds));
+    if (lots == NULL || cmds == NULL)
+        rc = pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
+    int64_t after_id = 0;
+    size_t n = 0;
+    while (rc == PGW_OK &&
+           (rc = pgw_store_due_lots(reader, as_of, after_id, lots, EXPIRE_PAGE, &n, err)) ==
+               PGW_OK &&
+           n > 0) {
+        rc = expire_page(w, lots, n, as_of, cmds, out, err);
+        after_id = lots[n - 1].id;
+    }
+    free(cmds);
+    free(lots);
+    pgw_store_close(reader);
+    return rc;
+}

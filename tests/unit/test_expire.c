@@ -1,0 +1,172 @@
+/*
+ * test_expire.c - earning into lots through the writer, and the expiry run,
+ * on a real SQLite file: lots get the policy's expiry in Asia/Shanghai, a
+ * replayed earn makes no second lot, expiry is idempotent, and verify
+ * checks each member's balance against their lots.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "db_fixture.h"
+#include "server/expire.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t at(const char *rfc3339)
+{
+    int64_t t = 0;
+    assert_int_equal(pgw_parse_rfc3339(rfc3339, &t, NULL), PGW_OK);
+    return t;
+}
+
+static pgw_writer *start(const db_fixture *f)
+{
+    pgw_writer_options opts = {
+        .db_url = f->url, .queue_cap = 64, .batch_max = 16, .expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    pgw_err err;
+    if (pgw_writer_start(&opts, &w, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    return w;
+}
+
+static int earn(pgw_writer *w, pgw_command *cmd, const char *key, const char *member,
+                int64_t shop_points, int64_t mall_points, int64_t when)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->kind = PGW_COMMAND_EARN;
+    snprintf(cmd->key, sizeof(cmd->key), "%s", key);
+    cmd->fingerprint[0] = (uint8_t)shop_points;
+    snprintf(cmd->member, sizeof(cmd->member), "%s", member);
+    snprintf(cmd->shop, sizeof(cmd->shop), "S001");
+    snprintf(cmd->channel, sizeof(cmd->channel), "store");
+    snprintf(cmd->reference, sizeof(cmd->reference), "R-%s", key);
+    cmd->at = when;
+    cmd->lines[0] = (pgw_earn_line){"shop:S001:issued", "format:retail", shop_points};
+    cmd->lines[1] = (pgw_earn_line){"mall:campaigns", "campaign:member-day", mall_points};
+    cmd->n_lines = mall_points > 0 ? 2 : 1;
+    return pgw_writer_run(w, cmd, NULL);
+}
+
+static pgw_verify_report verify(const db_fixture *f)
+{
+    pgw_store *s = NULL;
+    pgw_verify_report r;
+    assert_int_equal(pgw_store_open(f->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    pgw_store_close(s);
+    return r;
+}
+
+static void test_earn_creates_lots_and_replays_do_not(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    int64_t when = at("2026-01-31T12:00:00+08:00");
+    assert_int_equal(earn(w, cmd, "store:S001:E1", "M1", 128, 128, when), PGW_OK);
+    assert_false(cmd->replayed);
+    assert_int_equal(cmd->n_transfers, 2);
+    assert_int_equal(cmd->points_moved, 256);
+    assert_true(cmd->lot_created > 0);
+    assert_string_equal(cmd->transfers[1].breakdown, "campaign:member-day=128");
+    assert_string_equal(cmd->transfers[0].credit, "member:M1");
+    int64_t lot = cmd->lot_created;
+    assert_int_equal(earn(w, cmd, "store:S001:E1", "M1", 128, 128, when), PGW_OK);
+    assert_true(cmd->replayed);
+    assert_int_equal(cmd->lot_created, 0);
+    assert_int_equal(cmd->record.transfer_count, 2);
+    cmd->lines[0].points = 0; /* a bad line fails alone, writing nothing */
+    assert_int_equal(pgw_writer_run(w, cmd, NULL), PGW_EINVAL);
+    pgw_writer_stop(w);
+
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(f->url, false, &s, NULL), PGW_OK);
+    bool found = false;
+    pgw_lot l;
+    int64_t expired = -1;
+    assert_int_equal(pgw_store_get_lot(s, lot, &found, &l, &expired, NULL), PGW_OK);
+    assert_true(found);
+    assert_int_equal(l.points, 256);
+    assert_int_equal(l.left, 256);
+    assert_int_equal(expired, 0);
+    /* Rolling one month from 31 January: usable through 28 February. */
+    assert_int_equal(l.expires_at, at("2026-03-01T00:00:00+08:00"));
+    pgw_store_close(s);
+    pgw_verify_report r = verify(f);
+    assert_true(r.ok);
+    assert_int_equal(r.transfers, 2);
+    assert_int_equal(r.members, 1);
+    free(cmd);
+}
+
+static void test_expiry_run_is_idempotent(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    assert_int_equal(earn(w, cmd, "k:1", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:2", "M2", 50, 20, at("2026-02-10T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:3", "M1", 30, 0, at("2026-02-27T12:00:00+08:00")), PGW_OK);
+    pgw_expire_report rep;
+    pgw_err err;
+    /* 28 February 23:59:59 local: nothing is due yet. */
+    assert_int_equal(pgw_expire_due(w, f->url, at("2026-02-28T23:59:59+08:00"), &rep, &err),
+                     PGW_OK);
+    assert_int_equal(rep.lots, 0);
+    /* From 1 March 00:00 local the first lot is gone. */
+    assert_int_equal(pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), &rep, &err),
+                     PGW_OK);
+    assert_int_equal(rep.lots, 1);
+    assert_int_equal(rep.points, 100);
+    assert_int_equal(pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), &rep, &err),
+                     PGW_OK);
+    assert_int_equal(rep.lots, 0); /* idempotent */
+    assert_int_equal(pgw_expire_due(w, f->url, at("2027-01-01T00:00:00+08:00"), &rep, &err),
+                     PGW_OK);
+    assert_int_equal(rep.lots, 2);
+    assert_int_equal(rep.points, 100);
+    pgw_writer_stop(w);
+    pgw_verify_report r = verify(f);
+    assert_true(r.ok);
+    assert_int_equal(r.members, 2);
+    assert_int_equal(r.transfers, 4 + 3);
+    free(cmd);
+}
+
+static void test_verify_catches_a_lot_out_of_step(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    assert_int_equal(earn(w, cmd, "k:1", "M7", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    pgw_writer_stop(w);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE lots SET left_points = 90", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    pgw_verify_report r = verify(f);
+    assert_false(r.ok);
+    assert_non_null(strstr(r.problem, "member M7: balance 100 but lots hold 90"));
+    free(cmd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_earn_creates_lots_and_replays_do_not, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_run_is_idempotent, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_catches_a_lot_out_of_step, db_fixture_setup,
+                                        db_fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
