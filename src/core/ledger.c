@@ -129,6 +129,11 @@ int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t
     return PGW_OK;
 }
 
+pgw_hold_state pgw_hold_state_at(pgw_hold_state stored, int64_t deadline, int64_t now)
+{
+    return stored == PGW_HOLD_PENDING && now >= deadline ? PGW_HOLD_EXPIRED : stored;
+}
+
 const char *pgw_hold_state_name(pgw_hold_state state)
 {
     switch (state) {

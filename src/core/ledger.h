@@ -116,6 +116,10 @@ typedef enum pgw_hold_state {
 
 const char *pgw_hold_state_name(pgw_hold_state state); /* "pending", ... */
 
+/* A hold's state at `now`: a stored PENDING hold is EXPIRED from its
+ * deadline on, whether or not a sweep has released it yet. */
+pgw_hold_state pgw_hold_state_at(pgw_hold_state stored, int64_t deadline, int64_t now);
+
 /* ---- the in-memory reference ledger -------------------------------------- */
 
 typedef struct pgw_ledger pgw_ledger;

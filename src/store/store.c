@@ -25,23 +25,124 @@
 #define LOT_COLUMNS                                                                                \
     "id, member, points, left_points, held, earned_at, expires_at, source_transfer, expired"
 #define VERIFY_PAGE 512
+/* The columns read into a pgw_hold_record, in row_to_hold()'s order. */
+#define HOLD_COLUMNS                                                                               \
+    "id, member, shop_id, points, captured, state, deadline, created_at, capture_transfer"
+/* Lots in consumption order (core/ledger.h pgw_lot_order), after a cursor. */
+#define LOT_ORDER_AFTER(prefix, a, b, c)                                                           \
+    "(" prefix "expires_at, " prefix "earned_at, " prefix "id) > (?" a ", ?" b ", ?" c ")"
+
+/* Every statement, prepared once at open (SQLITE_PREPARE_PERSISTENT). */
+enum {
+    ST_INSERT_TRANSFER,
+    ST_SELECT_HEAD,
+    ST_SELECT_PAGE,
+    ST_INSERT_KEY,
+    ST_SELECT_KEY,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_SELECT_DEBT,
+    ST_PUT_MEMBER,
+    ST_INSERT_LOT,
+    ST_SELECT_LOT,
+    ST_EXPIRE_LOT,
+    ST_DUE_LOTS,
+    ST_MEMBER_FIGURES,
+    ST_SPENDABLE_LOTS,
+    ST_MOVE_LOT,
+    ST_INSERT_EARN,
+    ST_SELECT_EARN,
+    ST_SELECT_REVERSALS,
+    ST_UPDATE_EARN,
+    ST_PUT_REVERSAL,
+    ST_INSERT_HOLD,
+    ST_SELECT_HOLD,
+    ST_UPDATE_HOLD,
+    ST_ADD_PORTION,
+    ST_TAKE_PORTION,
+    ST_HOLD_PORTIONS,
+    ST_RELEASE_LOTS,
+    ST_EMPTY_PORTIONS,
+    ST_DUE_HOLDS,
+    ST_MEMBER_DUE_HOLDS,
+    ST_COUNT
+};
+
+static const char *const STATEMENTS[ST_COUNT] = {
+    [ST_INSERT_TRANSFER] =
+        "INSERT INTO transfers (id, kind, idem_key, fingerprint, debit, credit, points, shop_id,"
+        " channel, occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    [ST_SELECT_HEAD] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1",
+    [ST_SELECT_PAGE] =
+        "SELECT id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel,"
+        " occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash"
+        " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_INSERT_KEY] = "INSERT INTO idempotency (key, fingerprint, first_transfer, transfer_count,"
+                      " created_at_us) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
+    [ST_SELECT_KEY] =
+        "SELECT fingerprint, first_transfer, transfer_count FROM idempotency WHERE key = ?1",
+    [ST_SAVEPOINT] = "SAVEPOINT pgw_command",
+    [ST_RELEASE] = "RELEASE pgw_command",
+    [ST_SELECT_DEBT] = "SELECT debt FROM members WHERE id = ?1",
+    [ST_PUT_MEMBER] = "INSERT INTO members (id, debt, created_at_us) VALUES (?1, ?2, ?3)"
+                      " ON CONFLICT (id) DO UPDATE SET debt = excluded.debt",
+    [ST_INSERT_LOT] = "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
+                      " source_transfer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1",
+    [ST_EXPIRE_LOT] = "UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
+                      " WHERE id = ?1 AND left_points >= ?2",
+    [ST_DUE_LOTS] = "SELECT " LOT_COLUMNS " FROM lots WHERE expires_at <= ?1 AND left_points > 0"
+                    " AND id > ?2 ORDER BY id LIMIT ?3",
+    [ST_MEMBER_FIGURES] =
+        "SELECT m.debt,"
+        " (SELECT COALESCE(SUM(left_points + held), 0) FROM lots WHERE member = ?1),"
+        " (SELECT COALESCE(SUM(left_points), 0) FROM lots WHERE member = ?1),"
+        " (SELECT COALESCE(SUM(points), 0) FROM holds"
+        "   WHERE member = ?1 AND state = 0 AND deadline > ?2)"
+        " FROM members m WHERE m.id = ?1",
+    [ST_SPENDABLE_LOTS] = "SELECT " LOT_COLUMNS " FROM lots WHERE member = ?1 AND left_points > 0"
+                          " AND expires_at > ?2 AND " LOT_ORDER_AFTER(
+                              "", "3", "4", "5") " ORDER BY expires_at, earned_at, id LIMIT ?6",
+    [ST_MOVE_LOT] = "UPDATE lots SET left_points = left_points + ?2, held = held + ?3"
+                    " WHERE id = ?1 AND left_points + ?2 >= 0 AND held + ?3 >= 0",
+    [ST_INSERT_EARN] = "INSERT INTO earns (key, member, amount_fen, points, first_transfer,"
+                       " n_funders) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_SELECT_EARN] = "SELECT member, amount_fen, points, refunded_fen, written_off,"
+                       " first_transfer, n_funders FROM earns WHERE key = ?1",
+    [ST_SELECT_REVERSALS] = "SELECT line, reversed FROM earn_reversals WHERE earn = ?1",
+    [ST_UPDATE_EARN] = "UPDATE earns SET refunded_fen = ?2, written_off = ?3 WHERE key = ?1",
+    [ST_PUT_REVERSAL] = "INSERT INTO earn_reversals (earn, line, reversed) VALUES (?1, ?2, ?3)"
+                        " ON CONFLICT (earn, line) DO UPDATE SET reversed = excluded.reversed",
+    [ST_INSERT_HOLD] = "INSERT INTO holds (" HOLD_COLUMNS ")"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_SELECT_HOLD] = "SELECT " HOLD_COLUMNS " FROM holds WHERE id = ?1",
+    [ST_UPDATE_HOLD] =
+        "UPDATE holds SET state = ?2, captured = ?3, capture_transfer = ?4 WHERE id = ?1",
+    [ST_ADD_PORTION] = "INSERT INTO hold_portions (hold, lot, points) VALUES (?1, ?2, ?3)"
+                       " ON CONFLICT (hold, lot) DO UPDATE SET points = points + excluded.points",
+    [ST_TAKE_PORTION] = "UPDATE hold_portions SET points = points - ?3"
+                        " WHERE hold = ?1 AND lot = ?2 AND points >= ?3",
+    [ST_HOLD_PORTIONS] =
+        "SELECT l.id, l.member, l.points, l.left_points, l.held, l.earned_at, l.expires_at,"
+        " l.source_transfer, l.expired, p.points FROM hold_portions p JOIN lots l ON l.id = p.lot"
+        " WHERE p.hold = ?1 AND p.points > 0 AND " LOT_ORDER_AFTER(
+            "l.", "2", "3", "4") " ORDER BY l.expires_at, l.earned_at, l.id LIMIT ?5",
+    [ST_RELEASE_LOTS] =
+        "UPDATE lots SET held = held - p.points, left_points = left_points + p.points"
+        " FROM (SELECT lot, points FROM hold_portions WHERE hold = ?1 AND points > 0) AS p"
+        " WHERE lots.id = p.lot",
+    [ST_EMPTY_PORTIONS] = "UPDATE hold_portions SET points = 0 WHERE hold = ?1 AND points > 0",
+    [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
+                     " AND id > ?2 ORDER BY id LIMIT ?3",
+    [ST_MEMBER_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE member = ?4 AND state = 0"
+                            " AND deadline <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+};
 
 struct pgw_store {
     sqlite3 *db;
     char path[PGW_STORE_URL_MAX + 1];
-    sqlite3_stmt *insert_transfer;
-    sqlite3_stmt *select_head;
-    sqlite3_stmt *select_page;
-    sqlite3_stmt *insert_key;
-    sqlite3_stmt *select_key;
-    sqlite3_stmt *savepoint;
-    sqlite3_stmt *release;
-    sqlite3_stmt *select_debt;
-    sqlite3_stmt *put_member;
-    sqlite3_stmt *insert_lot;
-    sqlite3_stmt *select_lot;
-    sqlite3_stmt *expire_lot;
-    sqlite3_stmt *due_lots;
+    sqlite3_stmt *st[ST_COUNT]; /* prepared once at open, see STATEMENTS */
     /* The chain head as of the last append in this transaction, so a batch
      * does not re-read it per transfer. Dropped on any rollback. */
     bool head_cached;
@@ -103,6 +204,44 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     ") STRICT;"
     "CREATE INDEX lots_by_member ON lots (member, expires_at);"
     "CREATE INDEX lots_due ON lots (expires_at) WHERE left_points > 0;",
+    /* 3 -> 4: earns (for refunds), their reversals, holds and their portions. */
+    "CREATE TABLE earns ("
+    "  key TEXT PRIMARY KEY,"
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),"
+    "  points INTEGER NOT NULL CHECK (points > 0),"
+    "  refunded_fen INTEGER NOT NULL DEFAULT 0"
+    "    CHECK (refunded_fen >= 0 AND refunded_fen <= amount_fen),"
+    "  written_off INTEGER NOT NULL DEFAULT 0 CHECK (written_off >= 0),"
+    "  first_transfer INTEGER NOT NULL REFERENCES transfers (id),"
+    "  n_funders INTEGER NOT NULL CHECK (n_funders BETWEEN 1 AND 8)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE earn_reversals ("
+    "  earn TEXT NOT NULL REFERENCES earns (key),"
+    "  line INTEGER NOT NULL CHECK (line >= 0),"
+    "  reversed INTEGER NOT NULL CHECK (reversed >= 0),"
+    "  PRIMARY KEY (earn, line)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE holds ("
+    "  id TEXT PRIMARY KEY,"
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  shop_id TEXT NOT NULL,"
+    "  points INTEGER NOT NULL CHECK (points > 0),"
+    "  captured INTEGER NOT NULL DEFAULT 0 CHECK (captured >= 0 AND captured <= points),"
+    "  state INTEGER NOT NULL DEFAULT 0 CHECK (state BETWEEN 0 AND 3),"
+    "  deadline INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  capture_transfer INTEGER NOT NULL DEFAULT 0"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX holds_pending ON holds (member, deadline) WHERE state = 0;"
+    "CREATE INDEX holds_due ON holds (deadline) WHERE state = 0;"
+    "CREATE TABLE hold_portions ("
+    "  hold TEXT NOT NULL REFERENCES holds (id),"
+    "  lot INTEGER NOT NULL REFERENCES lots (id),"
+    "  points INTEGER NOT NULL CHECK (points >= 0),"
+    "  PRIMARY KEY (hold, lot)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX portions_by_lot ON hold_portions (lot) WHERE points > 0;",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -163,48 +302,9 @@ static int migrate(pgw_store *s, pgw_err *err)
 
 static int prepare_statements(pgw_store *s, pgw_err *err)
 {
-    static const char insert[] =
-        "INSERT INTO transfers (id, kind, idem_key, fingerprint, debit, credit, points, shop_id,"
-        " channel, occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
-    static const char head[] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1";
-    static const char page[] =
-        "SELECT id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel,"
-        " occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash"
-        " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2";
-    static const char insert_key[] =
-        "INSERT INTO idempotency (key, fingerprint, first_transfer, transfer_count,"
-        " created_at_us) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING";
-    static const char select_key[] =
-        "SELECT fingerprint, first_transfer, transfer_count FROM idempotency WHERE key = ?1";
-    struct {
-        const char *sql;
-        sqlite3_stmt **stmt;
-    } table[] = {
-        {insert, &s->insert_transfer},
-        {head, &s->select_head},
-        {page, &s->select_page},
-        {insert_key, &s->insert_key},
-        {select_key, &s->select_key},
-        {"SAVEPOINT pgw_command", &s->savepoint},
-        {"RELEASE pgw_command", &s->release},
-        {"SELECT debt FROM members WHERE id = ?1", &s->select_debt},
-        {"INSERT INTO members (id, debt, created_at_us) VALUES (?1, ?2, ?3)"
-         " ON CONFLICT (id) DO UPDATE SET debt = excluded.debt",
-         &s->put_member},
-        {"INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
-         " source_transfer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-         &s->insert_lot},
-        {"SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1", &s->select_lot},
-        {"UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
-         " WHERE id = ?1 AND left_points >= ?2",
-         &s->expire_lot},
-        {"SELECT " LOT_COLUMNS " FROM lots WHERE expires_at <= ?1 AND left_points > 0"
-         " AND id > ?2 ORDER BY id LIMIT ?3",
-         &s->due_lots},
-    };
-    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-        if (sqlite3_prepare_v3(s->db, table[i].sql, -1, SQLITE_PREPARE_PERSISTENT, table[i].stmt,
+    for (size_t i = 0; i < ST_COUNT; i++) {
+        PGW_ASSERT(STATEMENTS[i] != NULL);
+        if (sqlite3_prepare_v3(s->db, STATEMENTS[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK)
             return db_error(s, PGW_EIO, "preparing statements", err);
     }
@@ -271,15 +371,8 @@ void pgw_store_close(pgw_store *s)
 {
     if (s == NULL)
         return;
-    sqlite3_finalize(s->insert_transfer);
-    sqlite3_finalize(s->select_head);
-    sqlite3_finalize(s->select_page);
-    sqlite3_finalize(s->insert_key);
-    sqlite3_finalize(s->select_key);
-    sqlite3_stmt *all[] = {s->savepoint,  s->release,    s->select_debt, s->put_member,
-                           s->insert_lot, s->select_lot, s->expire_lot,  s->due_lots};
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        sqlite3_finalize(all[i]);
+    for (size_t i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);
     free(s);
 }
@@ -325,12 +418,12 @@ static int step_done(pgw_store *s, sqlite3_stmt *st, const char *what, pgw_err *
 
 int pgw_store_savepoint(pgw_store *s, pgw_err *err)
 {
-    return step_done(s, s->savepoint, "starting a command", err);
+    return step_done(s, s->st[ST_SAVEPOINT], "starting a command", err);
 }
 
 int pgw_store_release(pgw_store *s, pgw_err *err)
 {
-    return step_done(s, s->release, "finishing a command", err);
+    return step_done(s, s->st[ST_RELEASE], "finishing a command", err);
 }
 
 int pgw_store_rollback_to(pgw_store *s, pgw_err *err)
@@ -364,7 +457,7 @@ static bool column_hash(sqlite3_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
 /* Reads a key's record; *found false when there is none. */
 static int read_key(pgw_store *s, const char *key, bool *found, pgw_idem_record *out, pgw_err *err)
 {
-    sqlite3_stmt *st = s->select_key;
+    sqlite3_stmt *st = s->st[ST_SELECT_KEY];
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     int step = sqlite3_step(st);
     int rc = PGW_OK;
@@ -394,7 +487,7 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
 {
     PGW_ASSERT(!sqlite3_get_autocommit(s->db));
     PGW_ASSERT(transfer_count >= 0);
-    sqlite3_stmt *st = s->insert_key;
+    sqlite3_stmt *st = s->st[ST_INSERT_KEY];
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, fingerprint, PGW_HASH_LEN, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, first_transfer);
@@ -419,7 +512,7 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
 
 int pgw_store_chain_head(pgw_store *s, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err)
 {
-    sqlite3_stmt *st = s->select_head;
+    sqlite3_stmt *st = s->st[ST_SELECT_HEAD];
     int step = sqlite3_step(st);
     int rc = PGW_OK;
     *id = 0;
@@ -465,10 +558,10 @@ int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
     rc = pgw_transfer_link(t, s->head_hash, err);
     if (rc != PGW_OK)
         return rc;
-    bind_transfer(s->insert_transfer, t);
-    int step = sqlite3_step(s->insert_transfer);
-    sqlite3_reset(s->insert_transfer);
-    sqlite3_clear_bindings(s->insert_transfer);
+    bind_transfer(s->st[ST_INSERT_TRANSFER], t);
+    int step = sqlite3_step(s->st[ST_INSERT_TRANSFER]);
+    sqlite3_reset(s->st[ST_INSERT_TRANSFER]);
+    sqlite3_clear_bindings(s->st[ST_INSERT_TRANSFER]);
     if (step != SQLITE_DONE) {
         s->head_cached = false;
         return db_error(s, PGW_EIO, "appending a transfer", err);
@@ -501,7 +594,7 @@ static bool row_to_transfer(sqlite3_stmt *st, pgw_transfer *t)
 int pgw_store_read_transfers(pgw_store *s, int64_t after_id, pgw_transfer *out, size_t cap,
                              size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->select_page;
+    sqlite3_stmt *st = s->st[ST_SELECT_PAGE];
     sqlite3_bind_int64(st, 1, after_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
     int rc = PGW_OK, step;
@@ -598,6 +691,93 @@ static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, "checking members", err);
 }
 
+/*
+ * Invariants over lots, holds and earns, one query each. A query returns the
+ * first violation as a message (so the report names the broken row), or no
+ * row. Refund arithmetic is checked in C (verify_refunds): P*R overflows
+ * SQLite's integers into floating point.
+ */
+static const char *const INVARIANTS[] = {
+    "WITH x AS (SELECT reference r, SUM(points) p FROM transfers WHERE kind = 4"
+    "  GROUP BY reference)"
+    " SELECT printf('lot %d: %d points expired but its EXPIRE transfers carry %d',"
+    "  l.id, l.expired, COALESCE(x.p, 0))"
+    " FROM lots l LEFT JOIN x ON x.r = 'lot:' || l.id WHERE l.expired <> COALESCE(x.p, 0)"
+    " LIMIT 1",
+    "SELECT printf('hold %s (state %d): reserves %d, expected %d', h.id, h.state,"
+    "  COALESCE(SUM(p.points), 0), CASE WHEN h.state = 0 THEN h.points ELSE 0 END)"
+    " FROM holds h LEFT JOIN hold_portions p ON p.hold = h.id GROUP BY h.id"
+    " HAVING COALESCE(SUM(p.points), 0) <> CASE WHEN h.state = 0 THEN h.points ELSE 0 END"
+    " LIMIT 1",
+    "SELECT printf('lot %d: held %d but holds reserve %d', l.id, l.held, r.p) FROM ("
+    "  SELECT lots.id, COALESCE((SELECT SUM(points) FROM hold_portions"
+    "   WHERE lot = lots.id AND points > 0), 0) p FROM lots) r JOIN lots l ON l.id = r.id"
+    " WHERE l.held <> r.p LIMIT 1",
+    "SELECT printf('hold %s: captured %d but its REDEEM transfer %d carries %d', h.id,"
+    "  h.captured, h.capture_transfer, COALESCE(t.points, 0))"
+    " FROM holds h LEFT JOIN transfers t ON t.id = h.capture_transfer AND t.kind = 3"
+    " WHERE h.state = 1 AND (t.points IS NULL OR t.points <> h.captured) LIMIT 1",
+    "SELECT printf('earn %s: funder %d reversed %d of the %d it funded', e.key, r.line,"
+    "  r.reversed, COALESCE(t.points, 0))"
+    " FROM earn_reversals r JOIN earns e ON e.key = r.earn"
+    " LEFT JOIN transfers t ON t.id = e.first_transfer + r.line AND t.kind = 1"
+    " WHERE r.line >= e.n_funders OR t.points IS NULL OR r.reversed > t.points LIMIT 1",
+    "WITH x AS (SELECT reference r, SUM(points) p FROM transfers WHERE kind = 2"
+    "  GROUP BY reference),"
+    " y AS (SELECT earn, SUM(reversed) s FROM earn_reversals GROUP BY earn)"
+    " SELECT printf('earn %s: reversed %d but its REVERSAL transfers carry %d', e.key,"
+    "  COALESCE(y.s, 0), COALESCE(x.p, 0))"
+    " FROM earns e LEFT JOIN x ON x.r = 'earn:' || e.first_transfer"
+    " LEFT JOIN y ON y.earn = e.key WHERE COALESCE(y.s, 0) <> COALESCE(x.p, 0) LIMIT 1",
+};
+
+static int verify_invariants(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    for (size_t i = 0; r->ok && i < sizeof(INVARIANTS) / sizeof(INVARIANTS[0]); i++) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(s->db, INVARIANTS[i], -1, &st, NULL) != SQLITE_OK)
+            return db_error(s, PGW_EIO, "checking invariants", err);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_ROW) {
+            r->ok = false;
+            snprintf(r->problem, sizeof(r->problem), "%s", sqlite3_column_text(st, 0));
+        }
+        sqlite3_finalize(st);
+        if (step != SQLITE_ROW && step != SQLITE_DONE)
+            return db_error(s, PGW_EIO, "checking invariants", err);
+    }
+    return PGW_OK;
+}
+
+/* Every refunded earn: reversed + written off == floor(P*R/A). */
+static int verify_refunds(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    static const char sql[] =
+        "SELECT e.key, e.points, e.amount_fen, e.refunded_fen, e.written_off,"
+        " COALESCE((SELECT SUM(reversed) FROM earn_reversals WHERE earn = e.key), 0)"
+        " FROM earns e WHERE e.refunded_fen > 0 OR e.written_off > 0";
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, PGW_EIO, "checking refunds", err);
+    int step;
+    while (r->ok && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t target = -1, written_off = sqlite3_column_int64(st, 4);
+        int64_t reversed = sqlite3_column_int64(st, 5);
+        pgw_err why;
+        if (pgw_refund_target(sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
+                              sqlite3_column_int64(st, 3), &target, &why) != PGW_OK ||
+            reversed + written_off != target) {
+            r->ok = false;
+            snprintf(r->problem, sizeof(r->problem),
+                     "earn %.128s: reversed %lld + written off %lld != floor(P*R/A) %lld",
+                     (const char *)sqlite3_column_text(st, 0), (long long)reversed,
+                     (long long)written_off, (long long)target);
+        }
+    }
+    sqlite3_finalize(st);
+    return r->ok && step != SQLITE_DONE ? db_error(s, PGW_EIO, "checking refunds", err) : PGW_OK;
+}
+
 int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
     memset(r, 0, sizeof(*r));
@@ -607,13 +787,17 @@ int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         rc = verify_sums(s, r, err);
     if (rc == PGW_OK)
         rc = verify_members(s, r, err);
+    if (rc == PGW_OK)
+        rc = verify_invariants(s, r, err);
+    if (rc == PGW_OK)
+        rc = verify_refunds(s, r, err);
     return rc;
 }
 
 int pgw_store_member_debt(pgw_store *s, const char *member, bool *found, int64_t *debt,
                           pgw_err *err)
 {
-    sqlite3_stmt *st = s->select_debt;
+    sqlite3_stmt *st = s->st[ST_SELECT_DEBT];
     sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
     int step = sqlite3_step(st);
     *found = step == SQLITE_ROW;
@@ -629,7 +813,7 @@ int pgw_store_put_member(pgw_store *s, const char *member, int64_t debt, int64_t
                          pgw_err *err)
 {
     PGW_ASSERT(debt >= 0);
-    sqlite3_stmt *st = s->put_member;
+    sqlite3_stmt *st = s->st[ST_PUT_MEMBER];
     sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, debt);
     sqlite3_bind_int64(st, 3, now_us);
@@ -642,7 +826,7 @@ int pgw_store_insert_lot(pgw_store *s, pgw_lot *lot, pgw_err *err)
 {
     PGW_ASSERT(lot->points > 0 && lot->left >= 0 && lot->held >= 0);
     PGW_ASSERT(lot->left + lot->held <= lot->points);
-    sqlite3_stmt *st = s->insert_lot;
+    sqlite3_stmt *st = s->st[ST_INSERT_LOT];
     sqlite3_bind_text(st, 1, lot->member, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, lot->points);
     sqlite3_bind_int64(st, 3, lot->left);
@@ -676,7 +860,7 @@ static bool row_to_lot(sqlite3_stmt *st, pgw_lot *lot, int64_t *expired)
 int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
                       pgw_err *err)
 {
-    sqlite3_stmt *st = s->select_lot;
+    sqlite3_stmt *st = s->st[ST_SELECT_LOT];
     sqlite3_bind_int64(st, 1, id);
     int step = sqlite3_step(st);
     int rc = PGW_OK;
@@ -693,7 +877,7 @@ int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64
 int pgw_store_expire_lot_points(pgw_store *s, int64_t id, int64_t points, pgw_err *err)
 {
     PGW_ASSERT(points > 0);
-    sqlite3_stmt *st = s->expire_lot;
+    sqlite3_stmt *st = s->st[ST_EXPIRE_LOT];
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, points);
     int rc = step_done(s, st, "expiring a lot", err);
@@ -706,7 +890,7 @@ int pgw_store_expire_lot_points(pgw_store *s, int64_t id, int64_t points, pgw_er
 int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,
                        size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->due_lots;
+    sqlite3_stmt *st = s->st[ST_DUE_LOTS];
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, after_id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
@@ -720,6 +904,316 @@ int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out
     if (rc == PGW_OK && step != SQLITE_DONE)
         rc = db_error(s, PGW_EIO, "reading due lots", err);
     sqlite3_reset(st);
+    return rc;
+}
+
+/* ---- spending ------------------------------------------------------------ */
+
+int pgw_store_member_figures(pgw_store *s, const char *member, int64_t now, bool *found,
+                             pgw_member_figures *out, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_MEMBER_FIGURES];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    int step = sqlite3_step(st);
+    memset(out, 0, sizeof(*out));
+    *found = step == SQLITE_ROW;
+    if (*found) {
+        out->debt = sqlite3_column_int64(st, 0);
+        out->balance = sqlite3_column_int64(st, 1) - out->debt;
+        out->free = sqlite3_column_int64(st, 2);
+        out->pending = sqlite3_column_int64(st, 3);
+        out->available = out->balance - out->pending;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE)
+        return db_error(s, PGW_EIO, "reading a member's figures", err);
+    return PGW_OK;
+}
+
+/* Binds a consumption-order cursor at parameters first..first+2. */
+static void bind_lot_cursor(sqlite3_stmt *st, int first, const pgw_lot *after)
+{
+    sqlite3_bind_int64(st, first, after ? after->expires_at : INT64_MIN);
+    sqlite3_bind_int64(st, first + 1, after ? after->earned_at : INT64_MIN);
+    sqlite3_bind_int64(st, first + 2, after ? after->id : INT64_MIN);
+}
+
+int pgw_store_spendable_lots(pgw_store *s, const char *member, int64_t now, const pgw_lot *after,
+                             pgw_lot *out, size_t cap, size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SPENDABLE_LOTS];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    bind_lot_cursor(st, 3, after);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)cap);
+    int rc = PGW_OK, step;
+    *n = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        if (!row_to_lot(st, &out[(*n)++], NULL))
+            rc = pgw_err_set(err, PGW_EIO, "%s: a lot has a malformed member", s->path);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a member's lots", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/* Runs an UPDATE that must change exactly one row; PGW_ESTATE otherwise. */
+static int update_one(pgw_store *s, sqlite3_stmt *st, const char *what, pgw_err *err)
+{
+    int rc = step_done(s, st, what, err);
+    sqlite3_clear_bindings(st);
+    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ESTATE, "%s: no such row, or it would break its bounds", what);
+    return rc;
+}
+
+int pgw_store_move_lot_points(pgw_store *s, int64_t id, int64_t d_left, int64_t d_held,
+                              pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_MOVE_LOT];
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, d_left);
+    sqlite3_bind_int64(st, 3, d_held);
+    return update_one(s, st, "moving a lot's points", err);
+}
+
+/* ---- earns ------------------------------------------------------------------ */
+
+int pgw_store_insert_earn(pgw_store *s, const pgw_earn_record *e, pgw_err *err)
+{
+    PGW_ASSERT(e->amount_fen > 0 && e->points > 0);
+    PGW_ASSERT(e->n_funders >= 1 && e->n_funders <= PGW_EARN_FUNDERS_MAX);
+    sqlite3_stmt *st = s->st[ST_INSERT_EARN];
+    sqlite3_bind_text(st, 1, e->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, e->member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, e->amount_fen);
+    sqlite3_bind_int64(st, 4, e->points);
+    sqlite3_bind_int64(st, 5, e->first_transfer);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)e->n_funders);
+    int rc = step_done(s, st, "writing an earn", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static int read_reversals(pgw_store *s, pgw_earn_record *e, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SELECT_REVERSALS];
+    sqlite3_bind_text(st, 1, e->key, -1, SQLITE_STATIC);
+    int rc = PGW_OK, step;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t line = sqlite3_column_int64(st, 0);
+        if (line < 0 || line >= (int64_t)e->n_funders)
+            rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s has a reversal of line %lld", s->path,
+                             e->key, (long long)line);
+        else
+            e->reversed[line] = sqlite3_column_int64(st, 1);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading an earn's reversals", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_get_earn(pgw_store *s, const char *key, bool *found, pgw_earn_record *out,
+                       pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SELECT_EARN];
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    memset(out, 0, sizeof(*out));
+    *found = step == SQLITE_ROW;
+    if (*found) {
+        snprintf(out->key, sizeof(out->key), "%s", key);
+        out->amount_fen = sqlite3_column_int64(st, 1);
+        out->points = sqlite3_column_int64(st, 2);
+        out->refunded_fen = sqlite3_column_int64(st, 3);
+        out->written_off = sqlite3_column_int64(st, 4);
+        out->first_transfer = sqlite3_column_int64(st, 5);
+        int64_t funders = sqlite3_column_int64(st, 6);
+        if (!column_text(st, 0, out->member, sizeof(out->member)) || funders < 1 ||
+            funders > PGW_EARN_FUNDERS_MAX)
+            rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s is malformed", s->path, key);
+        out->n_funders = rc == PGW_OK ? (size_t)funders : 0;
+    } else if (step != SQLITE_DONE) {
+        rc = db_error(s, PGW_EIO, "reading an earn", err);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == PGW_OK && *found)
+        rc = read_reversals(s, out, err);
+    return rc;
+}
+
+int pgw_store_update_earn(pgw_store *s, const pgw_earn_record *e, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_UPDATE_EARN];
+    sqlite3_bind_text(st, 1, e->key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, e->refunded_fen);
+    sqlite3_bind_int64(st, 3, e->written_off);
+    int rc = update_one(s, st, "updating an earn", err);
+    for (size_t i = 0; rc == PGW_OK && i < e->n_funders; i++) {
+        if (e->reversed[i] == 0)
+            continue; /* absent rows read as 0, and reversals never shrink */
+        st = s->st[ST_PUT_REVERSAL];
+        sqlite3_bind_text(st, 1, e->key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
+        sqlite3_bind_int64(st, 3, e->reversed[i]);
+        rc = step_done(s, st, "recording a reversal", err);
+        sqlite3_clear_bindings(st);
+    }
+    return rc;
+}
+
+/* ---- holds ------------------------------------------------------------------ */
+
+static void bind_hold(sqlite3_stmt *st, const pgw_hold_record *h)
+{
+    sqlite3_bind_text(st, 1, h->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, h->member, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, h->shop, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, h->points);
+    sqlite3_bind_int64(st, 5, h->captured);
+    sqlite3_bind_int(st, 6, (int)h->state);
+    sqlite3_bind_int64(st, 7, h->deadline);
+    sqlite3_bind_int64(st, 8, h->created_at);
+    sqlite3_bind_int64(st, 9, h->capture_transfer);
+}
+
+/* One row of HOLD_COLUMNS; false when a field does not fit or the state is unknown. */
+static bool row_to_hold(sqlite3_stmt *st, pgw_hold_record *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->points = sqlite3_column_int64(st, 3);
+    h->captured = sqlite3_column_int64(st, 4);
+    int state = sqlite3_column_int(st, 5);
+    h->state = (pgw_hold_state)state;
+    h->deadline = sqlite3_column_int64(st, 6);
+    h->created_at = sqlite3_column_int64(st, 7);
+    h->capture_transfer = sqlite3_column_int64(st, 8);
+    return state >= PGW_HOLD_PENDING && state <= PGW_HOLD_EXPIRED &&
+           column_text(st, 0, h->id, sizeof(h->id)) &&
+           column_text(st, 1, h->member, sizeof(h->member)) &&
+           column_text(st, 2, h->shop, sizeof(h->shop));
+}
+
+int pgw_store_insert_hold(pgw_store *s, const pgw_hold_record *h, pgw_err *err)
+{
+    PGW_ASSERT(h->points > 0 && h->state == PGW_HOLD_PENDING);
+    sqlite3_stmt *st = s->st[ST_INSERT_HOLD];
+    bind_hold(st, h);
+    int rc = step_done(s, st, "writing a hold", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_get_hold(pgw_store *s, const char *id, bool *found, pgw_hold_record *out,
+                       pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SELECT_HOLD];
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    *found = step == SQLITE_ROW;
+    if (*found && !row_to_hold(st, out))
+        rc = pgw_err_set(err, PGW_EIO, "%s: hold %.128s is malformed", s->path, id);
+    else if (!*found && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a hold", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_update_hold(pgw_store *s, const pgw_hold_record *h, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_UPDATE_HOLD];
+    sqlite3_bind_text(st, 1, h->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)h->state);
+    sqlite3_bind_int64(st, 3, h->captured);
+    sqlite3_bind_int64(st, 4, h->capture_transfer);
+    return update_one(s, st, "updating a hold", err);
+}
+
+int pgw_store_add_portion(pgw_store *s, const char *hold, int64_t lot, int64_t points, pgw_err *err)
+{
+    PGW_ASSERT(points != 0);
+    /* SQLite checks CHECK constraints on the row an upsert would insert,
+     * before the conflict: giving points back is a plain UPDATE. */
+    sqlite3_stmt *st = s->st[points > 0 ? ST_ADD_PORTION : ST_TAKE_PORTION];
+    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, lot);
+    sqlite3_bind_int64(st, 3, points > 0 ? points : -points);
+    if (points < 0)
+        return update_one(s, st, "giving back part of a lot portion", err);
+    int rc = step_done(s, st, "reserving a lot portion", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_hold_portions(pgw_store *s, const char *hold, const pgw_lot *after, pgw_portion *out,
+                            size_t cap, size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_HOLD_PORTIONS];
+    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
+    bind_lot_cursor(st, 2, after);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)cap);
+    int rc = PGW_OK, step;
+    *n = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        pgw_portion *p = &out[(*n)++];
+        p->points = sqlite3_column_int64(st, 9);
+        if (!row_to_lot(st, &p->lot, NULL))
+            rc = pgw_err_set(err, PGW_EIO, "%s: a lot has a malformed member", s->path);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a hold's portions", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_release_hold(pgw_store *s, const char *hold, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_RELEASE_LOTS];
+    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
+    int rc = step_done(s, st, "releasing a hold's lots", err);
+    sqlite3_clear_bindings(st);
+    if (rc != PGW_OK)
+        return rc;
+    st = s->st[ST_EMPTY_PORTIONS];
+    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
+    rc = step_done(s, st, "releasing a hold's portions", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_due_holds(pgw_store *s, int64_t now, const char *member, const char *after,
+                        pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[member ? ST_MEMBER_DUE_HOLDS : ST_DUE_HOLDS];
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_text(st, 2, after, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    if (member != NULL)
+        sqlite3_bind_text(st, 4, member, -1, SQLITE_STATIC);
+    int rc = PGW_OK, step;
+    *n = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        if (!row_to_hold(st, &out[(*n)++]))
+            rc = pgw_err_set(err, PGW_EIO, "%s: a hold is malformed", s->path);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading due holds", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     return rc;
 }
 

@@ -12,11 +12,15 @@
  * Threads: a pgw_store is one connection, used by one thread at a time.
  * The writer thread owns one; readers open their own.
  *
- * State of this module (issue 3 is in progress): the transfer log with its
- * hash chain, appends, paged reads, idempotency records, savepoints,
- * members (with their debt) and lots, and the checks `pointsgw verify`
- * runs. Identities, holds, refunds' earn records and the outbox arrive as
- * further migrations.
+ What it holds: the transfer log with its hash chain, idempotency records,
+ * members (with their debt), lots, earns (what a purchase earned and how
+ * much of it refunds have reversed), holds with the lot portions they
+ * reserve, and the checks `pointsgw verify` runs. Identities and the
+ * outbox arrive as further migrations.
+ *
+ * The store keeps rows consistent only as far as its constraints go; the
+ * ledger rules (which lots a debit takes, what a refund reverses) are
+ * applied by server/command.c with the planners of core/ledger.h.
  */
 #ifndef PGW_STORE_STORE_H
 #define PGW_STORE_STORE_H
@@ -30,7 +34,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 3
+#define PGW_STORE_SCHEMA_VERSION 4
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -143,8 +147,13 @@ typedef struct pgw_verify_report {
  * PGW_OK with report->ok false and report->problem naming the first broken
  * entry. Then checks every member: balance (credits - debits of
  * member:<id>) == sum of the lots' left + held - debt. Errors (PGW_EIO ...)
- * mean the check could not run. The invariants over holds and refunds join
- * this check as their tables arrive.
+ * mean the check could not run. Then the invariants over lots, holds and
+ * refunds: every lot's expired points equal its EXPIRE transfers; every
+ * hold reserves exactly its points while pending and nothing after, every
+ * lot's held points equal the portions reserving it, a capture's REDEEM
+ * transfer carries the captured points; every earn's reversals stay within
+ * its funders' points, equal its REVERSAL transfers, and with what was
+ * written off add up to floor(P*R/A).
  */
 int pgw_store_verify(pgw_store *store, pgw_verify_report *report, pgw_err *err);
 
@@ -170,6 +179,104 @@ int pgw_store_expire_lot_points(pgw_store *store, int64_t id, int64_t points, pg
  */
 int pgw_store_due_lots(pgw_store *store, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,
                        size_t *n, pgw_err *err);
+
+/* ---- spending: figures and lots in consumption order -------------------- */
+
+typedef struct pgw_member_figures {
+    int64_t balance;   /* lots' left + held - debt */
+    int64_t pending;   /* reserved by holds still pending at `now` */
+    int64_t available; /* balance - pending */
+    int64_t debt;
+    int64_t free; /* lots' left, expired or not (what a spend may plan from) */
+} pgw_member_figures;
+
+/* A member's figures at `now`; *found false (all 0) for an unknown member. */
+int pgw_store_member_figures(pgw_store *store, const char *member, int64_t now, bool *found,
+                             pgw_member_figures *out, pgw_err *err);
+
+/*
+ * Up to `cap` of `member`'s lots with free points not expired at `now`, in
+ * consumption order (pgw_lot_order), strictly after `after` (NULL: from the
+ * first). Feed each page to pgw_lots_plan_take; memory stays bounded however
+ * many lots a member has.
+ */
+int pgw_store_spendable_lots(pgw_store *store, const char *member, int64_t now,
+                             const pgw_lot *after, pgw_lot *out, size_t cap, size_t *n,
+                             pgw_err *err);
+
+/* Adds d_left and d_held to a lot; PGW_ESTATE when either would go negative. */
+int pgw_store_move_lot_points(pgw_store *store, int64_t id, int64_t d_left, int64_t d_held,
+                              pgw_err *err);
+
+/* ---- earns: what refunds of a purchase may reverse ------------------------ */
+
+/*
+ * One purchase's earn. Its funders are its transfers first_transfer ..
+ * first_transfer + n_funders - 1 (one per funder, ledger.h); reversed[i] is
+ * what refunds have reversed of funder i so far.
+ */
+typedef struct pgw_earn_record {
+    char key[PGW_IDEM_KEY_MAX + 1]; /* the purchase's idempotency key */
+    char member[PGW_ID_MAX + 1];
+    int64_t amount_fen; /* > 0 */
+    int64_t points;     /* earned in total */
+    int64_t refunded_fen;
+    int64_t written_off; /* reversal the member's lots could not cover (clamp) */
+    int64_t first_transfer;
+    size_t n_funders;
+    int64_t reversed[PGW_EARN_FUNDERS_MAX];
+} pgw_earn_record;
+
+int pgw_store_insert_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
+int pgw_store_get_earn(pgw_store *store, const char *key, bool *found, pgw_earn_record *out,
+                       pgw_err *err);
+/* Writes refunded_fen, written_off and every funder's reversed. */
+int pgw_store_update_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
+
+/* ---- holds and the lot portions they reserve ------------------------------ */
+
+typedef struct pgw_hold_record {
+    char id[PGW_REFERENCE_MAX + 1];
+    char member[PGW_ID_MAX + 1];
+    char shop[PGW_ID_MAX + 1];
+    int64_t points;   /* reserved when created */
+    int64_t captured; /* spent by the capture (0 unless captured) */
+    int64_t deadline; /* unix seconds; pending at t < deadline only */
+    int64_t created_at;
+    int64_t capture_transfer; /* the REDEEM transfer of the capture, 0 when none */
+    pgw_hold_state state;     /* as stored: read it through pgw_hold_state_at */
+} pgw_hold_record;
+
+int pgw_store_insert_hold(pgw_store *store, const pgw_hold_record *hold, pgw_err *err);
+int pgw_store_get_hold(pgw_store *store, const char *id, bool *found, pgw_hold_record *out,
+                       pgw_err *err);
+/* Writes state, captured and capture_transfer. */
+int pgw_store_update_hold(pgw_store *store, const pgw_hold_record *hold, pgw_err *err);
+
+/* Adds `points` (negative: gives back; PGW_ESTATE beyond what it holds) to
+ * what hold `hold` reserves of lot `lot`. The lot's own left and held move
+ * separately, with pgw_store_move_lot_points. */
+int pgw_store_add_portion(pgw_store *store, const char *hold, int64_t lot, int64_t points,
+                          pgw_err *err);
+
+typedef struct pgw_portion {
+    pgw_lot lot; /* as stored now */
+    int64_t points;
+} pgw_portion;
+
+/* Up to `cap` of a hold's non-empty portions in their lots' consumption
+ * order, after lot `after` (NULL: from the first). */
+int pgw_store_hold_portions(pgw_store *store, const char *hold, const pgw_lot *after,
+                            pgw_portion *out, size_t cap, size_t *n, pgw_err *err);
+
+/* Returns every point a hold still reserves to its lots (held -> left) and
+ * empties its portions. */
+int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
+
+/* Up to `cap` pending holds with deadline <= now and id > after (""), in id
+ * order; only `member`'s when member is not NULL. */
+int pgw_store_due_holds(pgw_store *store, int64_t now, const char *member, const char *after,
+                        pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
 
 /* Test hook (not for production callers): runs raw SQL on the store's own
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */
