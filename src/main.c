@@ -332,8 +332,9 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     pgw_writer_options opts = {.db_url = url,
                                .queue_cap = 1024,
                                .batch_max = 256,
-                               .expiry = cfg->rules.expiry,
-                               .tz = cfg->rules.tz};
+                               .policy = {.expiry = cfg->rules.expiry,
+                                          .tz = cfg->rules.tz,
+                                          .allow_negative = cfg->allow_negative}};
     pgw_writer *writer = NULL;
     pgw_expire_report report;
     pgw_err err;
@@ -354,8 +355,8 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     char when[PGW_RFC3339_MAX];
     if (pgw_format_rfc3339(as_of, &cfg->rules.tz, when, sizeof(when)) != PGW_OK)
         snprintf(when, sizeof(when), "%lld", (long long)as_of);
-    printf("expired %lld lots, %lld points, due by %s\n", (long long)report.lots,
-           (long long)report.points, when);
+    printf("released %lld holds past their deadline; expired %lld lots, %lld points, due by %s\n",
+           (long long)report.holds, (long long)report.lots, (long long)report.points, when);
     return EXIT_OK;
 }
 

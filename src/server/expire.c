@@ -53,18 +53,15 @@ static int submit_when_room(pgw_writer *w, pgw_command *cmd, page_wait *pw, pgw_
     }
 }
 
-/* Expires one page of due lots; adds what it did to `out`. */
-static int expire_page(pgw_writer *w, const pgw_lot *lots, size_t n, int64_t as_of,
-                       pgw_command *cmds, pgw_expire_report *out, pgw_err *err)
+/* Runs one page of expiry commands (kind and target filled); adds what they did to `out`. */
+static int run_page(pgw_writer *w, pgw_command *cmds, size_t n, int64_t as_of,
+                    pgw_expire_report *out, pgw_err *err)
 {
     page_wait pw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     size_t submitted = 0;
     int rc = PGW_OK;
     for (; rc == PGW_OK && submitted < n; submitted++) {
         pgw_command *cmd = &cmds[submitted];
-        memset(cmd, 0, sizeof(*cmd));
-        cmd->kind = PGW_COMMAND_EXPIRE_LOT;
-        cmd->lot_id = lots[submitted].id;
         cmd->at = as_of;
         cmd->done = page_done;
         cmd->payload = &pw;
@@ -77,13 +74,70 @@ static int expire_page(pgw_writer *w, const pgw_lot *lots, size_t n, int64_t as_
         pthread_cond_wait(&pw.cond, &pw.lock);
     pthread_mutex_unlock(&pw.lock);
     for (size_t i = 0; i < submitted; i++) {
+        bool lot = cmds[i].kind == PGW_COMMAND_EXPIRE_LOT;
         if (cmds[i].rc == PGW_OK && !cmds[i].replayed) {
-            out->lots++;
-            out->points += cmds[i].points_moved;
+            out->lots += lot;
+            out->points += lot ? cmds[i].points_moved : 0;
+            out->holds += !lot;
         } else if (cmds[i].rc != PGW_OK && cmds[i].rc != PGW_ESTATE && rc == PGW_OK) {
+            /* ESTATE: someone else got there first (nothing due any more). */
             rc = pgw_err_set(err, cmds[i].rc, "%s", cmds[i].err.msg);
         }
     }
+    return rc;
+}
+
+/* Holds pending past as_of are released first: what they reserved of a
+ * lot that is due then expires with the rest of it. */
+static int expire_holds(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_command *cmds,
+                        pgw_expire_report *out, pgw_err *err)
+{
+    pgw_hold_record *holds = calloc(EXPIRE_PAGE, sizeof(*holds));
+    if (holds == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
+    char after[PGW_REFERENCE_MAX + 1] = "";
+    size_t n = 0;
+    int rc;
+    while ((rc = pgw_store_due_holds(reader, as_of, NULL, after, holds, EXPIRE_PAGE, &n, err)) ==
+               PGW_OK &&
+           n > 0) {
+        for (size_t i = 0; i < n; i++) {
+            memset(&cmds[i], 0, sizeof(cmds[i]));
+            cmds[i].kind = PGW_COMMAND_EXPIRE_HOLD;
+            memcpy(cmds[i].hold_id, holds[i].id, sizeof(cmds[i].hold_id));
+        }
+        rc = run_page(w, cmds, n, as_of, out, err);
+        if (rc != PGW_OK)
+            break;
+        memcpy(after, holds[n - 1].id, sizeof(after));
+    }
+    free(holds);
+    return rc;
+}
+
+static int expire_lots(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_command *cmds,
+                       pgw_expire_report *out, pgw_err *err)
+{
+    pgw_lot *lots = calloc(EXPIRE_PAGE, sizeof(*lots));
+    if (lots == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
+    int64_t after_id = 0;
+    size_t n = 0;
+    int rc;
+    while ((rc = pgw_store_due_lots(reader, as_of, after_id, lots, EXPIRE_PAGE, &n, err)) ==
+               PGW_OK &&
+           n > 0) {
+        for (size_t i = 0; i < n; i++) {
+            memset(&cmds[i], 0, sizeof(cmds[i]));
+            cmds[i].kind = PGW_COMMAND_EXPIRE_LOT;
+            cmds[i].lot_id = lots[i].id;
+        }
+        rc = run_page(w, cmds, n, as_of, out, err);
+        if (rc != PGW_OK)
+            break;
+        after_id = lots[n - 1].id;
+    }
+    free(lots);
     return rc;
 }
 
@@ -95,21 +149,14 @@ int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_
     int rc = pgw_store_open(db_url, false, &reader, err);
     if (rc != PGW_OK)
         return rc;
-    pgw_lot *lots = calloc(EXPIRE_PAGE, sizeof(*lots));
     pgw_command *cmds = calloc(EXPIRE_PAGE, sizeof(*cmds));
-    if (lots == NULL || cmds == NULL)
+    if (cmds == NULL)
         rc = pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
-    int64_t after_id = 0;
-    size_t n = 0;
-    while (rc == PGW_OK &&
-           (rc = pgw_store_due_lots(reader, as_of, after_id, lots, EXPIRE_PAGE, &n, err)) ==
-               PGW_OK &&
-           n > 0) {
-        rc = expire_page(w, lots, n, as_of, cmds, out, err);
-        after_id = lots[n - 1].id;
-    }
+    if (rc == PGW_OK)
+        rc = expire_holds(w, reader, as_of, cmds, out, err);
+    if (rc == PGW_OK)
+        rc = expire_lots(w, reader, as_of, cmds, out, err);
     free(cmds);
-    free(lots);
     pgw_store_close(reader);
     return rc;
 }

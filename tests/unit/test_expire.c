@@ -26,9 +26,11 @@ static int64_t at(const char *rfc3339)
 
 static pgw_writer *start(const db_fixture *f)
 {
-    pgw_writer_options opts = {
-        .db_url = f->url, .queue_cap = 64, .batch_max = 16, .expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
-    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.tz, NULL), PGW_OK);
+    pgw_writer_options opts = {.db_url = f->url,
+                               .queue_cap = 64,
+                               .batch_max = 16,
+                               .policy.expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.policy.tz, NULL), PGW_OK);
     pgw_writer *w = NULL;
     pgw_err err;
     if (pgw_writer_start(&opts, &w, &err) != PGW_OK)

@@ -1,0 +1,665 @@
+/*
+ * command.c - see command.h.
+ *
+ * Each kind has one function that reads what it needs, checks its rules,
+ * writes its rows and appends its transfers, returning the first error;
+ * pgw_command_apply wraps it in a savepoint and the idempotency record.
+ * Memory: lots and portions are read in fixed pages on the stack, so a
+ * member with any number of lots costs bounded memory.
+ */
+#include "command.h"
+
+#include "core/arith.h"
+#include "core/assertions.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define LOT_PAGE  64 /* lots or portions read at a time */
+#define HOLD_PAGE 16 /* due holds released at a time */
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static bool filled(const char *text, size_t cap)
+{
+    return text[0] != '\0' && memchr(text, '\0', cap) != NULL;
+}
+
+/* Adds a transfer of `kind` to the command; the common fields are stamped later. */
+static pgw_transfer *add_transfer(pgw_command *cmd, pgw_transfer_kind kind, const char *debit,
+                                  const char *credit, int64_t points)
+{
+    PGW_ASSERT(cmd->n_transfers < PGW_COMMAND_TRANSFERS_MAX);
+    PGW_ASSERT(points > 0);
+    pgw_transfer *t = &cmd->transfers[cmd->n_transfers++];
+    memset(t, 0, sizeof(*t));
+    t->kind = kind;
+    snprintf(t->debit, sizeof(t->debit), "%s", debit);
+    snprintf(t->credit, sizeof(t->credit), "%s", credit);
+    t->points = points;
+    return t;
+}
+
+static void member_account(const char *member, char out[PGW_ACCOUNT_MAX + 1])
+{
+    snprintf(out, PGW_ACCOUNT_MAX + 1, "member:%s", member);
+}
+
+static void redeemed_account(const char *shop, char out[PGW_ACCOUNT_MAX + 1])
+{
+    snprintf(out, PGW_ACCOUNT_MAX + 1, "shop:%s:redeemed", shop);
+}
+
+/* Records the key after the command's appends; a replay found here is undone by the caller. */
+static int record_key(pgw_store *store, pgw_command *cmd)
+{
+    if (cmd->kind == PGW_COMMAND_EXPIRE_HOLD)
+        return PGW_OK; /* idempotent by the hold's state */
+    int64_t first = cmd->n_transfers > 0 ? cmd->transfers[0].id : 0;
+    int rc =
+        pgw_store_record_key(store, cmd->key, cmd->fingerprint, first, (int64_t)cmd->n_transfers,
+                             now_us(), &cmd->replayed, &cmd->record, &cmd->err);
+    if (rc == PGW_OK && !cmd->replayed) {
+        memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
+        cmd->record.first_transfer = first;
+        cmd->record.transfer_count = (int64_t)cmd->n_transfers;
+    }
+    return rc;
+}
+
+/*
+ * Stamps the fields every transfer of a command shares, appends them all,
+ * then records the key. Every kind calls this once, after its transfers
+ * are known; anything it writes after must first check cmd->replayed.
+ */
+static int append_transfers(pgw_store *store, pgw_command *cmd)
+{
+    int64_t recorded = now_us();
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < cmd->n_transfers; i++) {
+        pgw_transfer *t = &cmd->transfers[i];
+        if (cmd->kind != PGW_COMMAND_TRANSFERS) {
+            snprintf(t->idem_key, sizeof(t->idem_key), "%s", cmd->key);
+            memcpy(t->fingerprint, cmd->fingerprint, PGW_HASH_LEN);
+            if (t->shop_id[0] == '\0')
+                snprintf(t->shop_id, sizeof(t->shop_id), "%s", cmd->shop);
+            if (t->channel[0] == '\0')
+                snprintf(t->channel, sizeof(t->channel), "%s", cmd->channel);
+            if (t->reference[0] == '\0')
+                snprintf(t->reference, sizeof(t->reference), "%s", cmd->reference);
+            t->occurred_at = cmd->at;
+            t->recorded_at_us = recorded;
+        }
+        rc = pgw_store_append_transfer(store, t, &cmd->err);
+    }
+    return rc == PGW_OK ? record_key(store, cmd) : rc;
+}
+
+/* ---- spending lots -------------------------------------------------------- */
+
+/* Releases every hold of `member` that is pending past `at` (they expire first). */
+static int expire_due_holds(pgw_store *store, const char *member, int64_t at, pgw_err *err)
+{
+    pgw_hold_record due[HOLD_PAGE];
+    size_t n = 0;
+    int rc;
+    /* Each round expires what it read, so the next starts from the top again. */
+    while ((rc = pgw_store_due_holds(store, at, member, "", due, HOLD_PAGE, &n, err)) == PGW_OK &&
+           n > 0) {
+        for (size_t i = 0; rc == PGW_OK && i < n; i++) {
+            due[i].state = PGW_HOLD_EXPIRED;
+            rc = pgw_store_release_hold(store, due[i].id, err);
+            if (rc == PGW_OK)
+                rc = pgw_store_update_hold(store, &due[i], err);
+        }
+        if (rc != PGW_OK)
+            break;
+    }
+    return rc;
+}
+
+/*
+ * Takes up to `points` from the member's free, unexpired lots in
+ * consumption order: spent (hold NULL) or reserved for `hold`. *taken is
+ * what the lots covered.
+ */
+static int take_lots(pgw_store *store, const char *member, int64_t at, int64_t points,
+                     const char *hold, int64_t *taken, pgw_err *err)
+{
+    pgw_lot page[LOT_PAGE];
+    pgw_lot_take takes[LOT_PAGE];
+    pgw_lot cursor;
+    bool started = false;
+    int64_t want = points;
+    int rc = PGW_OK;
+    while (rc == PGW_OK && want > 0) {
+        size_t n = 0, n_takes = 0;
+        rc = pgw_store_spendable_lots(store, member, at, started ? &cursor : NULL, page, LOT_PAGE,
+                                      &n, err);
+        if (rc != PGW_OK || n == 0)
+            break;
+        int64_t shortfall = 0;
+        rc = pgw_lots_plan_take(page, n, member, at, want, takes, LOT_PAGE, &n_takes, &shortfall);
+        PGW_ASSERT(rc == PGW_OK); /* takes has room for the whole page */
+        for (size_t i = 0; rc == PGW_OK && i < n_takes; i++) {
+            const pgw_lot *lot = &page[takes[i].lot];
+            int64_t p = takes[i].points;
+            rc = pgw_store_move_lot_points(store, lot->id, -p, hold ? p : 0, err);
+            if (rc == PGW_OK && hold != NULL)
+                rc = pgw_store_add_portion(store, hold, lot->id, p, err);
+        }
+        want = shortfall;
+        cursor = page[n - 1];
+        started = true;
+    }
+    *taken = points - want;
+    return rc;
+}
+
+/* A spend (hold or redemption) of `points` needs the member's free points. */
+static int check_spendable(pgw_store *store, pgw_command *cmd, int64_t points)
+{
+    if (points < 1 || points > PGW_POINTS_MAX)
+        return pgw_err_set(&cmd->err, PGW_EINVAL, "points must be 1..%lld, got %lld",
+                           (long long)PGW_POINTS_MAX, (long long)points);
+    int rc = expire_due_holds(store, cmd->member, cmd->at, &cmd->err);
+    bool found = false;
+    pgw_member_figures f;
+    if (rc == PGW_OK)
+        rc = pgw_store_member_figures(store, cmd->member, cmd->at, &found, &f, &cmd->err);
+    /* A member never seen has no points: insufficient, like any empty account. */
+    if (rc == PGW_OK && f.free - f.debt < points)
+        rc = pgw_err_set(&cmd->err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
+                         cmd->member, (long long)(f.free - f.debt), (long long)points);
+    return rc;
+}
+
+/* Takes all of `points` or fails: lots that expired but were not yet swept
+ * count in the figures and cannot be spent. */
+static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const char *hold)
+{
+    int64_t taken = 0;
+    int rc = take_lots(store, cmd->member, cmd->at, points, hold, &taken, &cmd->err);
+    if (rc == PGW_OK && taken < points)
+        rc = pgw_err_set(&cmd->err, PGW_EINSUFFICIENT,
+                         "member %s: %lld of the points asked have expired", cmd->member,
+                         (long long)(points - taken));
+    return rc;
+}
+
+/* ---- earning ------------------------------------------------------------------ */
+
+/* Repays debt first, puts the rest in a lot, records a purchase for refunds. */
+static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                       size_t n_funders)
+{
+    bool known = false;
+    int64_t debt = 0, expires_at = 0;
+    int rc = pgw_store_member_debt(store, cmd->member, &known, &debt, &cmd->err);
+    int64_t repay = pgw_min64(debt, cmd->points_moved);
+    if (rc == PGW_OK)
+        rc = pgw_store_put_member(store, cmd->member, debt - repay, now_us(), &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_expiry_at(&policy->expiry, &policy->tz, cmd->at, &expires_at, &cmd->err);
+    if (rc == PGW_OK && cmd->points_moved > repay) {
+        pgw_lot lot = {.points = cmd->points_moved - repay,
+                       .left = cmd->points_moved - repay,
+                       .earned_at = cmd->at,
+                       .expires_at = expires_at,
+                       .source_transfer = cmd->transfers[0].id};
+        snprintf(lot.member, sizeof(lot.member), "%s", cmd->member);
+        rc = pgw_store_insert_lot(store, &lot, &cmd->err);
+        cmd->lot_created = lot.id;
+    }
+    if (rc != PGW_OK || cmd->amount_fen == 0)
+        return rc;
+    pgw_earn_record e = {.amount_fen = cmd->amount_fen,
+                         .points = cmd->points_moved,
+                         .first_transfer = cmd->transfers[0].id,
+                         .n_funders = n_funders};
+    snprintf(e.key, sizeof(e.key), "%s", cmd->key);
+    snprintf(e.member, sizeof(e.member), "%s", cmd->member);
+    return pgw_store_insert_earn(store, &e, &cmd->err);
+}
+
+/* One EARN transfer per funder, then debt, lot and earn record. */
+static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    pgw_earn_funder funders[PGW_EARN_FUNDERS_MAX];
+    size_t n = 0;
+    PGW_STATIC_ASSERT(PGW_EARN_FUNDERS_MAX <= PGW_COMMAND_TRANSFERS_MAX, "one transfer a funder");
+    PGW_STATIC_ASSERT(sizeof(cmd->transfers[0].breakdown) == sizeof(funders[0].breakdown),
+                      "same bound");
+    int rc = pgw_earn_group(cmd->lines, cmd->n_lines, funders, &n, &cmd->points_moved, &cmd->err);
+    if (rc == PGW_OK && (cmd->amount_fen < 0 || cmd->amount_fen > PGW_AMOUNT_FEN_MAX))
+        rc = pgw_err_set(&cmd->err, PGW_EINVAL, "amount_fen must be 0..%lld",
+                         (long long)PGW_AMOUNT_FEN_MAX);
+    if (rc != PGW_OK)
+        return rc;
+    char credit[PGW_ACCOUNT_MAX + 1];
+    member_account(cmd->member, credit);
+    for (size_t i = 0; i < n; i++) {
+        pgw_transfer *t =
+            add_transfer(cmd, PGW_TRANSFER_EARN, funders[i].debit, credit, funders[i].points);
+        memcpy(t->breakdown, funders[i].breakdown, sizeof(t->breakdown));
+    }
+    rc = append_transfers(store, cmd);
+    return rc == PGW_OK && !cmd->replayed ? finish_earn(store, policy, cmd, n) : rc;
+}
+
+/*
+ * What is left of a lot moves to system:expired. The key names the lot and
+ * how much of it had expired before, so each expiry of a lot (a lot can
+ * expire again after a hold on it is released) is its own idempotent event.
+ */
+static int apply_expire_lot(pgw_store *store, pgw_command *cmd)
+{
+    pgw_lot lot;
+    bool found = false;
+    int64_t expired = 0;
+    int rc = pgw_store_get_lot(store, cmd->lot_id, &found, &lot, &expired, &cmd->err);
+    if (rc == PGW_OK && !found)
+        rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no lot %lld", (long long)cmd->lot_id);
+    if (rc == PGW_OK && (lot.left == 0 || lot.expires_at > cmd->at))
+        rc = pgw_err_set(&cmd->err, PGW_ESTATE, "lot %lld has nothing due to expire",
+                         (long long)cmd->lot_id);
+    if (rc != PGW_OK)
+        return rc;
+    snprintf(cmd->key, sizeof(cmd->key), "expire:lot:%lld:%lld", (long long)lot.id,
+             (long long)expired);
+    memset(cmd->fingerprint, 0, sizeof(cmd->fingerprint));
+    memcpy(cmd->fingerprint, &lot.left, sizeof(lot.left));
+    snprintf(cmd->member, sizeof(cmd->member), "%s", lot.member);
+    snprintf(cmd->channel, sizeof(cmd->channel), "system");
+    snprintf(cmd->reference, sizeof(cmd->reference), "lot:%lld", (long long)lot.id);
+    cmd->points_moved = lot.left;
+    char debit[PGW_ACCOUNT_MAX + 1];
+    member_account(lot.member, debit);
+    add_transfer(cmd, PGW_TRANSFER_EXPIRE, debit, "system:expired", lot.left);
+    rc = append_transfers(store, cmd);
+    if (rc == PGW_OK && !cmd->replayed)
+        rc = pgw_store_expire_lot_points(store, lot.id, lot.left, &cmd->err);
+    return rc;
+}
+
+/* ---- refunds ------------------------------------------------------------------ */
+
+/* The funders' points of an earn, from its EARN transfers. */
+static int earn_funders(pgw_store *store, const pgw_earn_record *e, pgw_transfer *out,
+                        int64_t line_points[PGW_EARN_FUNDERS_MAX], pgw_err *err)
+{
+    size_t n = 0;
+    int rc = pgw_store_read_transfers(store, e->first_transfer - 1, out, e->n_funders, &n, err);
+    if (rc == PGW_OK && n != e->n_funders)
+        rc = pgw_err_set(err, PGW_EIO, "earn %s: its transfers are missing", e->key);
+    for (size_t i = 0; rc == PGW_OK && i < n; i++)
+        line_points[i] = out[i].points;
+    return rc;
+}
+
+/* Works out how much this refund reverses: floor(P*R/A) after minus before. */
+static int refund_delta(const pgw_earn_record *e, int64_t amount_fen, int64_t *delta, pgw_err *err)
+{
+    int64_t total = 0, before = 0, after = 0;
+    if (amount_fen < 1 || amount_fen > PGW_AMOUNT_FEN_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "amount_fen must be 1..%lld",
+                           (long long)PGW_AMOUNT_FEN_MAX);
+    if (pgw_add(e->refunded_fen, amount_fen, &total) != PGW_OK || total > e->amount_fen)
+        return pgw_err_set(
+            err, PGW_EEXCEEDS, "refunds of %lld fen would exceed the original %lld fen of %s",
+            (long long)e->refunded_fen + amount_fen, (long long)e->amount_fen, e->key);
+    int rc = pgw_refund_target(e->points, e->amount_fen, e->refunded_fen, &before, err);
+    if (rc == PGW_OK)
+        rc = pgw_refund_target(e->points, e->amount_fen, total, &after, err);
+    *delta = after - before;
+    return rc;
+}
+
+static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    pgw_earn_record e;
+    bool found = false;
+    int64_t delta = 0, taken = 0;
+    int rc = pgw_store_get_earn(store, cmd->original, &found, &e, &cmd->err);
+    if (rc == PGW_OK && !found)
+        rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s to refund", cmd->original);
+    if (rc == PGW_OK)
+        rc = refund_delta(&e, cmd->amount_fen, &delta, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    snprintf(cmd->member, sizeof(cmd->member), "%s", e.member);
+    rc = expire_due_holds(store, e.member, cmd->at, &cmd->err);
+    if (rc == PGW_OK)
+        rc = take_lots(store, e.member, cmd->at, delta, NULL, &taken, &cmd->err);
+    /* With clamp the member gives back only what their lots hold and the
+     * rest is written off; with allow_negative the rest becomes debt. */
+    int64_t shortfall = delta - taken;
+    int64_t collect = policy->allow_negative ? delta : taken;
+    pgw_transfer funders[PGW_EARN_FUNDERS_MAX];
+    int64_t line_points[PGW_EARN_FUNDERS_MAX], parts[PGW_EARN_FUNDERS_MAX];
+    if (rc == PGW_OK)
+        rc = earn_funders(store, &e, funders, line_points, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_refund_split(line_points, e.reversed, e.n_funders, e.amount_fen,
+                              e.refunded_fen + cmd->amount_fen, collect, parts, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    char debit[PGW_ACCOUNT_MAX + 1];
+    member_account(e.member, debit);
+    for (size_t f = 0; f < e.n_funders; f++) {
+        if (parts[f] > 0) {
+            pgw_transfer *t =
+                add_transfer(cmd, PGW_TRANSFER_REVERSAL, debit, funders[f].debit, parts[f]);
+            snprintf(t->reference, sizeof(t->reference), "earn:%lld", (long long)e.first_transfer);
+        }
+        e.reversed[f] += parts[f];
+    }
+    cmd->points_moved = collect;
+    cmd->debt_added = policy->allow_negative ? shortfall : 0;
+    cmd->written_off = policy->allow_negative ? 0 : shortfall;
+    e.written_off += cmd->written_off;
+    e.refunded_fen += cmd->amount_fen;
+    rc = append_transfers(store, cmd);
+    if (rc != PGW_OK || cmd->replayed)
+        return rc;
+    rc = pgw_store_update_earn(store, &e, &cmd->err);
+    if (rc == PGW_OK && cmd->debt_added > 0) {
+        int64_t debt = 0;
+        rc = pgw_store_member_debt(store, e.member, &found, &debt, &cmd->err);
+        if (rc == PGW_OK)
+            rc = pgw_store_put_member(store, e.member, debt + cmd->debt_added, now_us(), &cmd->err);
+    }
+    return rc;
+}
+
+/* ---- holds and redemptions ------------------------------------------------------- */
+
+static int check_spend_ids(pgw_command *cmd)
+{
+    if (!filled(cmd->hold_id, sizeof(cmd->hold_id)) || !filled(cmd->member, sizeof(cmd->member)) ||
+        !filled(cmd->shop, sizeof(cmd->shop)))
+        return pgw_err_set(&cmd->err, PGW_EINVAL,
+                           "a hold or redemption id, a member and a shop "
+                           "are required");
+    return PGW_OK;
+}
+
+static int apply_hold(pgw_store *store, pgw_command *cmd)
+{
+    int rc = check_spend_ids(cmd);
+    if (rc == PGW_OK && cmd->deadline <= cmd->at)
+        rc = pgw_err_set(&cmd->err, PGW_EINVAL, "hold %s: the deadline must be after now",
+                         cmd->hold_id);
+    pgw_hold_record h;
+    bool exists = false;
+    if (rc == PGW_OK)
+        rc = pgw_store_get_hold(store, cmd->hold_id, &exists, &h, &cmd->err);
+    if (rc == PGW_OK && exists)
+        rc = pgw_err_set(&cmd->err, PGW_ECONFLICT, "hold %s already exists", cmd->hold_id);
+    if (rc == PGW_OK)
+        rc = check_spendable(store, cmd, cmd->points);
+    if (rc != PGW_OK)
+        return rc;
+    h = (pgw_hold_record){.points = cmd->points,
+                          .deadline = cmd->deadline,
+                          .created_at = cmd->at,
+                          .state = PGW_HOLD_PENDING};
+    snprintf(h.id, sizeof(h.id), "%s", cmd->hold_id);
+    snprintf(h.member, sizeof(h.member), "%s", cmd->member);
+    snprintf(h.shop, sizeof(h.shop), "%s", cmd->shop);
+    rc = pgw_store_insert_hold(store, &h, &cmd->err);
+    if (rc == PGW_OK)
+        rc = take_all(store, cmd, cmd->points, cmd->hold_id);
+    cmd->points_moved = cmd->points;
+    cmd->hold_state = PGW_HOLD_PENDING;
+    return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
+}
+
+/* Reads hold `hold_id` and insists it is pending at cmd->at. */
+static int pending_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
+{
+    bool found = false;
+    int rc = pgw_store_get_hold(store, cmd->hold_id, &found, h, &cmd->err);
+    if (rc == PGW_OK && !found)
+        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no hold %s", cmd->hold_id);
+    if (rc != PGW_OK)
+        return rc;
+    snprintf(cmd->member, sizeof(cmd->member), "%s", h->member);
+    snprintf(cmd->shop, sizeof(cmd->shop), "%s", h->shop);
+    cmd->hold_state = pgw_hold_state_at(h->state, h->deadline, cmd->at);
+    if (cmd->hold_state != PGW_HOLD_PENDING)
+        return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s is %s", cmd->hold_id,
+                           pgw_hold_state_name(cmd->hold_state));
+    return PGW_OK;
+}
+
+/* Spends `points` of a hold's portions, in their lots' consumption order. */
+static int spend_portions(pgw_store *store, const char *hold, int64_t points, pgw_err *err)
+{
+    pgw_portion page[LOT_PAGE];
+    pgw_lot cursor;
+    bool started = false;
+    int rc = PGW_OK;
+    while (rc == PGW_OK && points > 0) {
+        size_t n = 0;
+        rc =
+            pgw_store_hold_portions(store, hold, started ? &cursor : NULL, page, LOT_PAGE, &n, err);
+        if (rc == PGW_OK && n == 0)
+            rc = pgw_err_set(err, PGW_EIO, "hold %s reserves fewer points than it says", hold);
+        for (size_t i = 0; rc == PGW_OK && i < n && points > 0; i++) {
+            int64_t take = pgw_min64(page[i].points, points);
+            rc = pgw_store_add_portion(store, hold, page[i].lot.id, -take, err);
+            if (rc == PGW_OK)
+                rc = pgw_store_move_lot_points(store, page[i].lot.id, 0, -take, err);
+            points -= take;
+        }
+        cursor = page[n > 0 ? n - 1 : 0].lot;
+        started = true;
+    }
+    return rc;
+}
+
+static int apply_capture(pgw_store *store, pgw_command *cmd)
+{
+    pgw_hold_record h;
+    int rc = pending_hold(store, cmd, &h);
+    int64_t spend = cmd->points <= 0 ? h.points : cmd->points;
+    if (rc == PGW_OK && spend > h.points)
+        rc = pgw_err_set(&cmd->err, PGW_EINVAL, "hold %s holds %lld, %lld asked", cmd->hold_id,
+                         (long long)h.points, (long long)spend);
+    if (rc == PGW_OK)
+        rc = spend_portions(store, h.id, spend, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    char debit[PGW_ACCOUNT_MAX + 1], credit[PGW_ACCOUNT_MAX + 1];
+    member_account(h.member, debit);
+    redeemed_account(h.shop, credit);
+    pgw_transfer *t = add_transfer(cmd, PGW_TRANSFER_REDEEM, debit, credit, spend);
+    snprintf(t->reference, sizeof(t->reference), "%s", h.id);
+    rc = append_transfers(store, cmd);
+    if (rc != PGW_OK || cmd->replayed)
+        return rc;
+    rc = pgw_store_release_hold(store, h.id, &cmd->err);
+    h.state = cmd->hold_state = PGW_HOLD_CAPTURED;
+    h.captured = cmd->points_moved = spend;
+    h.capture_transfer = t->id;
+    return rc == PGW_OK ? pgw_store_update_hold(store, &h, &cmd->err) : rc;
+}
+
+/* VOID (pending holds) and EXPIRE_HOLD (pending past the deadline). */
+static int apply_release(pgw_store *store, pgw_command *cmd)
+{
+    pgw_hold_record h;
+    int rc;
+    if (cmd->kind == PGW_COMMAND_VOID) {
+        rc = pending_hold(store, cmd, &h);
+    } else {
+        bool found = false;
+        rc = pgw_store_get_hold(store, cmd->hold_id, &found, &h, &cmd->err);
+        if (rc == PGW_OK && (!found || h.state != PGW_HOLD_PENDING || h.deadline > cmd->at))
+            rc = pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s has nothing due to expire",
+                             cmd->hold_id);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_store_release_hold(store, h.id, &cmd->err);
+    h.state = cmd->hold_state = cmd->kind == PGW_COMMAND_VOID ? PGW_HOLD_VOIDED : PGW_HOLD_EXPIRED;
+    cmd->points_moved = h.points;
+    if (rc == PGW_OK)
+        rc = pgw_store_update_hold(store, &h, &cmd->err);
+    return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
+}
+
+static int apply_redeem(pgw_store *store, pgw_command *cmd)
+{
+    int rc = check_spend_ids(cmd);
+    if (rc == PGW_OK)
+        rc = check_spendable(store, cmd, cmd->points);
+    if (rc == PGW_OK)
+        rc = take_all(store, cmd, cmd->points, NULL);
+    if (rc != PGW_OK)
+        return rc;
+    char debit[PGW_ACCOUNT_MAX + 1], credit[PGW_ACCOUNT_MAX + 1];
+    member_account(cmd->member, debit);
+    redeemed_account(cmd->shop, credit);
+    pgw_transfer *t = add_transfer(cmd, PGW_TRANSFER_REDEEM, debit, credit, cmd->points);
+    snprintf(t->reference, sizeof(t->reference), "%s", cmd->hold_id);
+    cmd->points_moved = cmd->points;
+    return append_transfers(store, cmd);
+}
+
+/* ---- applying --------------------------------------------------------------------- */
+
+/* Kinds whose effect depends on the state they meet: replays are recognised first. */
+static bool key_checked_first(pgw_command_kind kind)
+{
+    return kind == PGW_COMMAND_REFUND || kind == PGW_COMMAND_HOLD || kind == PGW_COMMAND_CAPTURE ||
+           kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM;
+}
+
+/* Looks the key up before anything else; *seen when it was used before. */
+static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
+{
+    int rc = pgw_store_find_key(store, cmd->key, seen, &cmd->record, &cmd->err);
+    if (rc != PGW_OK || !*seen)
+        return rc;
+    if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
+        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                           "idempotency key %.128s was used before for a different request",
+                           cmd->key);
+    cmd->replayed = true;
+    return PGW_OK;
+}
+
+static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    switch (cmd->kind) {
+    case PGW_COMMAND_TRANSFERS:
+        return append_transfers(store, cmd);
+    case PGW_COMMAND_EARN:
+        return apply_earn(store, policy, cmd);
+    case PGW_COMMAND_EXPIRE_LOT:
+        return apply_expire_lot(store, cmd);
+    case PGW_COMMAND_REFUND:
+        return apply_refund(store, policy, cmd);
+    case PGW_COMMAND_HOLD:
+        return apply_hold(store, cmd);
+    case PGW_COMMAND_CAPTURE:
+        return apply_capture(store, cmd);
+    case PGW_COMMAND_VOID:
+    case PGW_COMMAND_EXPIRE_HOLD:
+        return apply_release(store, cmd);
+    case PGW_COMMAND_REDEEM:
+        return apply_redeem(store, cmd);
+    }
+    return pgw_err_set(&cmd->err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
+}
+
+static void reset_output(pgw_command *cmd)
+{
+    pgw_err_clear(&cmd->err);
+    cmd->replayed = false;
+    cmd->lot_created = 0;
+    cmd->points_moved = 0;
+    cmd->written_off = 0;
+    cmd->debt_added = 0;
+    memset(&cmd->record, 0, sizeof(cmd->record));
+    memset(&cmd->figures, 0, sizeof(cmd->figures));
+    if (cmd->kind != PGW_COMMAND_TRANSFERS)
+        cmd->n_transfers = 0;
+}
+
+void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    reset_output(cmd);
+    bool seen = false;
+    int rc = pgw_store_savepoint(store, &cmd->err);
+    if (rc == PGW_OK && key_checked_first(cmd->kind))
+        rc = check_key_first(store, cmd, &seen);
+    if (rc == PGW_OK && !seen)
+        rc = apply_kind(store, policy, cmd);
+    if (rc == PGW_OK && !cmd->replayed && cmd->member[0] != '\0') {
+        bool found = false;
+        rc =
+            pgw_store_member_figures(store, cmd->member, cmd->at, &found, &cmd->figures, &cmd->err);
+    }
+    if (rc == PGW_OK && !cmd->replayed) {
+        rc = pgw_store_release(store, &cmd->err);
+    } else {
+        pgw_store_rollback_to(store, NULL); /* its own error, if any, is in cmd->err */
+        for (size_t i = 0; i < cmd->n_transfers; i++)
+            cmd->transfers[i].id = 0; /* those appends were undone */
+        cmd->lot_created = 0;
+    }
+    cmd->rc = rc;
+}
+
+int pgw_command_check(const pgw_command *cmd, pgw_err *err)
+{
+    if (cmd->done == NULL)
+        return pgw_err_set(err, PGW_EINVAL, "command without a completion callback");
+    if ((int)cmd->kind < 0 || cmd->kind > PGW_COMMAND_KIND_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
+    /* The writer names expiries itself. */
+    bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD;
+    if (keyed && !filled(cmd->key, sizeof(cmd->key)))
+        return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
+    switch (cmd->kind) {
+    case PGW_COMMAND_TRANSFERS:
+        if (cmd->n_transfers < 1 || cmd->n_transfers > PGW_COMMAND_TRANSFERS_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "a command writes 1..%d transfers, not %zu",
+                               PGW_COMMAND_TRANSFERS_MAX, cmd->n_transfers);
+        return PGW_OK;
+    case PGW_COMMAND_EARN:
+        if (!filled(cmd->member, sizeof(cmd->member)) || cmd->n_lines < 1 ||
+            cmd->n_lines > PGW_BREAKDOWN_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "an earn needs a member and 1..%d lines",
+                               PGW_BREAKDOWN_MAX);
+        return PGW_OK;
+    case PGW_COMMAND_EXPIRE_LOT:
+        return cmd->lot_id > 0 ? PGW_OK : pgw_err_set(err, PGW_EINVAL, "no lot to expire");
+    case PGW_COMMAND_REFUND:
+        return filled(cmd->original, sizeof(cmd->original))
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a refund names its original purchase");
+    case PGW_COMMAND_HOLD:
+    case PGW_COMMAND_REDEEM:
+        if (!filled(cmd->member, sizeof(cmd->member)) || !filled(cmd->shop, sizeof(cmd->shop)))
+            return pgw_err_set(err, PGW_EINVAL, "a hold or redemption needs a member and a shop");
+        return filled(cmd->hold_id, sizeof(cmd->hold_id))
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a hold or redemption needs an id");
+    case PGW_COMMAND_CAPTURE:
+    case PGW_COMMAND_VOID:
+    case PGW_COMMAND_EXPIRE_HOLD:
+        return filled(cmd->hold_id, sizeof(cmd->hold_id))
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a hold command needs a hold id");
+    }
+    return PGW_EINVAL;
+}

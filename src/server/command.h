@@ -1,0 +1,132 @@
+/*
+ * command.h - a write command, and how one is applied to a store.
+ *
+ * Every change to the ledger is a pgw_command: validated by the caller,
+ * queued to the writer thread (writer.h), applied here inside the batch's
+ * transaction with the planners of core/ledger.h, and answered after the
+ * commit. This module is what makes the durable store behave exactly like
+ * the reference ledger (core/ledger.h pgw_ledger); test_command drives both
+ * with the same random operations and compares them after each.
+ *
+ * Idempotency: every command but the two expiries carries a key. Purchases
+ * (EARN) and raw TRANSFERS append first and let the key's unique constraint
+ * detect a replay (the hot path pays one statement, a replay some wasted
+ * work). The others look their key up first: their effect depends on the
+ * state they meet (a refund on what was refunded before, a hold on the
+ * balance), so a replay must be recognised before any rule is checked, or a
+ * client retrying after a timeout would be told "insufficient points" for a
+ * hold that was in fact made.
+ *
+ * Time: `at` is when the command happens. Holds whose deadline is at or
+ * before it are released before a member's points are spent or refunded,
+ * and cannot be captured or voided any more (PGW_ESTATE, hold_not_pending).
+ */
+#ifndef PGW_SERVER_COMMAND_H
+#define PGW_SERVER_COMMAND_H
+
+#include "core/error.h"
+#include "core/ledger.h"
+#include "core/transfer.h"
+#include "store/store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Transfers one command may write: a purchase or a refund writes one per funder. */
+#define PGW_COMMAND_TRANSFERS_MAX 8
+
+typedef struct pgw_command pgw_command;
+typedef void (*pgw_command_done)(pgw_command *cmd, void *payload);
+
+typedef enum pgw_command_kind {
+    /* Append the caller's transfers as they are (imports, adjustments, tests). */
+    PGW_COMMAND_TRANSFERS = 0,
+    /*
+     * Earn: groups `lines` by funder into EARN transfers to member:<member>,
+     * repays the member's debt first, puts the rest in a new lot expiring
+     * per the policy, and (amount_fen > 0) records the earn for refunds.
+     */
+    PGW_COMMAND_EARN,
+    /* Expire what is left of lot `lot_id` into system:expired (key named by the writer). */
+    PGW_COMMAND_EXPIRE_LOT,
+    /*
+     * Refund amount_fen of the purchase whose key is `original`: reverses
+     * floor(P*R/A) cumulatively, split over its funders. PGW_ENOTFOUND
+     * (original_not_found), PGW_EEXCEEDS (refund_exceeds_original).
+     */
+    PGW_COMMAND_REFUND,
+    /* Reserve `points` of `member` at `shop` until `deadline` as hold `hold_id`. */
+    PGW_COMMAND_HOLD,
+    /* Spend `points` (all when 0) of pending hold `hold_id`; release the rest. */
+    PGW_COMMAND_CAPTURE,
+    /* Release pending hold `hold_id`. */
+    PGW_COMMAND_VOID,
+    /* Spend `points` of `member` at `shop` now; `hold_id` names the redemption. */
+    PGW_COMMAND_REDEEM,
+    /* Release hold `hold_id` if it is pending past its deadline (no key). */
+    PGW_COMMAND_EXPIRE_HOLD,
+} pgw_command_kind;
+
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_EXPIRE_HOLD
+
+struct pgw_command {
+    /* Input, filled by the caller. */
+    pgw_command_kind kind;
+    char key[PGW_IDEM_KEY_MAX + 1];    /* idempotency key: channel + source + event id */
+    uint8_t fingerprint[PGW_HASH_LEN]; /* SHA-256 of the canonical request */
+    size_t n_transfers; /* TRANSFERS: 1..PGW_COMMAND_TRANSFERS_MAX; others: set when applied */
+    pgw_transfer transfers[PGW_COMMAND_TRANSFERS_MAX]; /* id and hashes set when applied */
+    char member[PGW_ID_MAX + 1];  /* EARN, HOLD, REDEEM (CAPTURE/VOID/REFUND: set when applied) */
+    char shop[PGW_ID_MAX + 1];    /* EARN, REFUND, HOLD, REDEEM; "" when none */
+    char channel[PGW_ID_MAX + 1]; /* written on every transfer */
+    char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
+    int64_t at;                            /* when it happens, unix seconds */
+    /* EARN */
+    size_t n_lines;
+    pgw_earn_line lines[PGW_BREAKDOWN_MAX];
+    int64_t amount_fen; /* EARN: purchase amount (0: not refundable); REFUND: refunded now */
+    /* REFUND */
+    char original[PGW_IDEM_KEY_MAX + 1]; /* the purchase's key */
+    /* HOLD, CAPTURE, VOID, REDEEM, EXPIRE_HOLD */
+    char hold_id[PGW_REFERENCE_MAX + 1];
+    int64_t points;   /* HOLD, REDEEM: 1..PGW_POINTS_MAX; CAPTURE: 0 = all */
+    int64_t deadline; /* HOLD: > at */
+    /* EXPIRE_LOT */
+    int64_t lot_id;
+    pgw_command_done done;
+    void *payload;
+    /* Output, valid once `done` runs. */
+    int rc; /* PGW_OK, PGW_ECONFLICT, PGW_EINSUFFICIENT, PGW_ESTATE, PGW_EUNAVAILABLE ... */
+    pgw_err err;
+    bool replayed;          /* the key was used before with the same fingerprint */
+    pgw_idem_record record; /* what the key produced (first transfer id, count) */
+    int64_t lot_created;    /* EARN: the new lot's id, 0 when none (all repaid debt) */
+    /* EARN: earned; EXPIRE_LOT: expired; REFUND: reversed now (collected);
+     * HOLD: reserved; CAPTURE, REDEEM: spent; VOID, EXPIRE_HOLD: released. */
+    int64_t points_moved;
+    int64_t written_off;        /* REFUND: what the member's lots could not cover (clamp) */
+    int64_t debt_added;         /* REFUND: what became debt (allow_negative) */
+    pgw_member_figures figures; /* the member's figures after the command (at `at`) */
+    pgw_hold_state hold_state;  /* HOLD ... EXPIRE_HOLD: the hold's state after */
+};
+
+/* How the ledger behaves: from the config. */
+typedef struct pgw_ledger_policy {
+    pgw_expiry expiry;   /* lots' expiry (EARN) */
+    pgw_tz tz;           /* the mall's time zone, for expiry dates */
+    bool allow_negative; /* a refund beyond the lots becomes debt; else written off */
+} pgw_ledger_policy;
+
+/* Checks a command's shape before it is queued (no store access). */
+int pgw_command_check(const pgw_command *cmd, pgw_err *err);
+
+/*
+ * Applies `cmd` inside the store's open transaction, in its own savepoint:
+ * a command that fails, and a replay, leave no trace (rollback to the
+ * savepoint). Sets every output field; cmd->rc says how it went. The caller
+ * must check pgw_store_in_transaction() afterwards (writer.h).
+ */
+void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd);
+
+#endif
