@@ -1,14 +1,16 @@
 /*
  * bench_store.c - durable transfers per second through the writer thread.
  *
- * Usage: bench_store [DIR] [SECONDS_PER_CASE]
+ * Usage: bench_store [DIR] [SECONDS_PER_CASE] [BATCH_SIZE...]
  *
  * First measures the raw fsync rate of DIR's disk (write 4 KiB +
  * fdatasync, repeated): the physical ceiling for a batch of one. Then, for
  * batch sizes 1, 16, 128 and 1024, runs the real writer (SQLite, WAL,
  * synchronous=FULL) on a fresh database in DIR with enough commands in
- * flight to fill its batches, each command one earn transfer with its own
- * idempotency key, and reports committed transfers per second.
+ * flight to fill its batches, in two modes (see fill()): "log", one earn
+ * transfer appended as it is, and "purchase", a whole purchase through
+ * PGW_COMMAND_EARN. Each command has its own idempotency key; members are
+ * spread over 100,000. Reports committed transfers (= commands) per second.
  */
 #include "server/writer.h"
 
@@ -21,7 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POOL 4096 /* commands in flight at most */
+#define POOL    4096   /* commands in flight at most */
+#define MEMBERS 100000 /* purchases spread over this many members */
 
 static double now_s(void)
 {
@@ -78,24 +81,49 @@ static void on_done(pgw_command *cmd, void *payload)
     pthread_mutex_unlock(&p->lock);
 }
 
-static void fill(pgw_command *cmd, long serial, pool *p)
+/*
+ * What one command is. "log": one EARN transfer appended as it is (the
+ * transfer log and its idempotency alone). "purchase": a purchase earning
+ * 128 points at S001 the way the HTTP layer will send it (PGW_COMMAND_EARN:
+ * the transfer, the member's debt checked, a lot, the earn record for
+ * refunds, the member's figures for the answer).
+ */
+typedef enum mode { MODE_LOG, MODE_PURCHASE } mode;
+static const char *const MODE_NAMES[] = {"log", "purchase"};
+
+static void fill(pgw_command *cmd, long serial, mode m, pool *p)
 {
-    snprintf(cmd->key, sizeof(cmd->key), "bench:S001:%ld", serial);
-    memset(cmd->fingerprint, 0, sizeof(cmd->fingerprint));
+    memset(cmd, 0, sizeof(*cmd));
+    snprintf(cmd->key, sizeof(cmd->key), "store:S001:%ld", serial);
     memcpy(cmd->fingerprint, &serial, sizeof(serial));
+    cmd->done = on_done;
+    cmd->payload = p;
+    if (m == MODE_PURCHASE) {
+        cmd->kind = PGW_COMMAND_EARN;
+        snprintf(cmd->member, sizeof(cmd->member), "M%ld", serial % MEMBERS);
+        snprintf(cmd->shop, sizeof(cmd->shop), "S001");
+        snprintf(cmd->channel, sizeof(cmd->channel), "store");
+        snprintf(cmd->reference, sizeof(cmd->reference), "R%ld", serial);
+        cmd->at = 1795486500 + serial / 1000;
+        cmd->amount_fen = 12800;
+        cmd->lines[0] = (pgw_earn_line){"shop:S001:issued", "format:retail", 128};
+        cmd->n_lines = 1;
+        return;
+    }
+    cmd->kind = PGW_COMMAND_TRANSFERS;
     cmd->n_transfers = 1;
     pgw_transfer *t = &cmd->transfers[0];
-    memset(t, 0, sizeof(*t));
     t->kind = PGW_TRANSFER_EARN;
     snprintf(t->idem_key, sizeof(t->idem_key), "%s", cmd->key);
+    memcpy(t->fingerprint, cmd->fingerprint, PGW_HASH_LEN);
     snprintf(t->debit, sizeof(t->debit), "shop:S001:issued");
-    snprintf(t->credit, sizeof(t->credit), "member:M%ld", serial % 100000);
+    snprintf(t->credit, sizeof(t->credit), "member:M%ld", serial % MEMBERS);
     t->points = 128;
     snprintf(t->shop_id, sizeof(t->shop_id), "S001");
     snprintf(t->channel, sizeof(t->channel), "store");
     snprintf(t->breakdown, sizeof(t->breakdown), "format:retail=128");
-    cmd->done = on_done;
-    cmd->payload = p;
+    t->occurred_at = 1795486500 + serial / 1000;
+    t->recorded_at_us = t->occurred_at * 1000000;
 }
 
 /* Takes a free command, waiting for one when all are in flight. */
@@ -109,12 +137,16 @@ static int take(pool *p)
     return i;
 }
 
-static double run_case(const char *dir, size_t batch, double seconds, long *total)
+static double run_case(const char *dir, mode m, size_t batch, double seconds, long *total)
 {
     char url[600];
     snprintf(url, sizeof(url), "sqlite:%s/bench-%zu.db", dir, batch);
     unlink(url + 7);
-    pgw_writer_options opts = {.db_url = url, .queue_cap = POOL, .batch_max = batch};
+    pgw_writer_options opts = {.db_url = url,
+                               .queue_cap = POOL,
+                               .batch_max = batch,
+                               .policy.expiry = {PGW_EXPIRY_ROLLING, 12, 0}};
+    pgw_tz_lookup("Asia/Shanghai", &opts.policy.tz, NULL);
     pgw_writer *w = NULL;
     pgw_err err;
     if (pgw_writer_start(&opts, &w, &err) != PGW_OK) {
@@ -130,7 +162,7 @@ static double run_case(const char *dir, size_t batch, double seconds, long *tota
     double start = now_s();
     while (now_s() - start < seconds) {
         int i = take(&p);
-        fill(&p.cmds[i], serial++, &p);
+        fill(&p.cmds[i], serial++, m, &p);
         while (pgw_writer_submit(w, &p.cmds[i], &err) == PGW_EFULL)
             sched_yield();
     }
@@ -156,17 +188,29 @@ int main(int argc, char **argv)
     const char *dir = argc > 1 ? argv[1] : "bench/data";
     double seconds = argc > 2 ? atof(argv[2]) : 3.0;
     if (seconds <= 0 || seconds > 600) {
-        fprintf(stderr, "usage: bench_store [DIR] [SECONDS_PER_CASE 0..600]\n");
+        fprintf(stderr, "usage: bench_store [DIR] [SECONDS_PER_CASE 0..600] [BATCH_SIZE...]\n");
         return 2;
     }
     printf("directory: %s, %.1f s per case\n", dir, seconds);
     printf("raw fsync (4 KiB write + fdatasync): %.0f /s\n", fsync_rate(dir, seconds));
-    static const size_t batches[] = {1, 16, 128, 1024};
-    for (size_t i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
-        long total = 0;
-        double rate = run_case(dir, batches[i], seconds, &total);
-        printf("batch %4zu: %9.0f durable transfers/s (%ld committed)\n", batches[i], rate, total);
-        fflush(stdout);
+    size_t batches[8] = {1, 16, 128, 1024}, n_batches = 4;
+    if (argc > 3) { /* only the batch sizes given */
+        n_batches = 0;
+        for (int i = 3; i < argc && n_batches < 8; i++)
+            batches[n_batches++] = (size_t)atol(argv[i]);
+    }
+    for (size_t i = 0; i < n_batches; i++) {
+        if (batches[i] < 1 || batches[i] > PGW_WRITER_BATCH_MAX) {
+            fprintf(stderr, "batch sizes are 1..%d\n", PGW_WRITER_BATCH_MAX);
+            return 2;
+        }
+        for (mode m = MODE_LOG; m <= MODE_PURCHASE; m++) {
+            long total = 0;
+            double rate = run_case(dir, m, batches[i], seconds, &total);
+            printf("%-8s batch %4zu: %9.0f durable transfers/s (%ld committed)\n", MODE_NAMES[m],
+                   batches[i], rate, total);
+            fflush(stdout);
+        }
     }
     return 0;
 }

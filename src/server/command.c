@@ -203,7 +203,9 @@ static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     int64_t debt = 0, expires_at = 0;
     int rc = pgw_store_member_debt(store, cmd->member, &known, &debt, &cmd->err);
     int64_t repay = pgw_min64(debt, cmd->points_moved);
-    if (rc == PGW_OK)
+    /* Only a new member or a repayment writes the member's row: an
+     * unchanged row costs nothing at commit. */
+    if (rc == PGW_OK && (!known || repay > 0))
         rc = pgw_store_put_member(store, cmd->member, debt - repay, now_us(), &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_expiry_at(&policy->expiry, &policy->tz, cmd->at, &expires_at, &cmd->err);
