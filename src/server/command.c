@@ -535,6 +535,130 @@ static int apply_redeem(pgw_store *store, pgw_command *cmd)
     return append_transfers(store, cmd);
 }
 
+/* ---- events: priced by the rules against the member's activity ----------------- */
+
+/* The day numbers an event's activity read spans, in the mall's zone. */
+static int activity_days(const pgw_ledger_policy *policy, int64_t at, pgw_activity_days *out,
+                         pgw_err *err)
+{
+    pgw_date today = pgw_local_date(at, &policy->tz), year_before;
+    if (pgw_date_add_months(today, -12, &year_before) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "event date out of range");
+    out->today = pgw_days_from_date(today);
+    out->year_before = pgw_days_from_date(year_before);
+    out->month_first = pgw_days_from_date((pgw_date){today.year, today.month, 1});
+    return PGW_OK;
+}
+
+/* The rules' view of a member from what the store keeps. */
+static void activity_to_ctx(const pgw_member_activity *a, pgw_event_type type, pgw_member_ctx *ctx)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->spend_12m_fen = a->spend_12m_fen;
+    ctx->month_purchases = a->month_purchases;
+    ctx->month_spend_fen = a->month_spend_fen;
+    ctx->first_purchase = type == PGW_EVENT_PURCHASE && !a->purchased_before;
+    int month = 0, day = 0;
+    if (sscanf(a->birthday, "%2d-%2d", &month, &day) == 2) {
+        ctx->has_birthday = true;
+        ctx->birth_month = month;
+        ctx->birth_day = day;
+    }
+    ctx->registered_before = a->registered_before;
+    ctx->followed_before = a->followed_before;
+    ctx->has_last_sign_in = a->has_last_sign_in;
+    if (a->has_last_sign_in)
+        ctx->last_sign_in = pgw_date_from_days(a->last_sign_in);
+    ctx->sign_in_streak = a->sign_in_streak;
+    ctx->n_today = a->n_today;
+    ctx->today = a->today;
+}
+
+/* What the event changes in the member's activity, after its points. */
+static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activity_days *days,
+                           pgw_member_activity *a)
+{
+    const pgw_event *ev = cmd->event;
+    const pgw_earning *earning = cmd->earning;
+    int rc = PGW_OK;
+    if (ev->type == PGW_EVENT_PURCHASE || ev->type == PGW_EVENT_REFUND)
+        rc = pgw_store_add_member_day(
+            store, cmd->member, days->today, ev->type == PGW_EVENT_PURCHASE,
+            ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen : -ev->amount_fen, &cmd->err);
+    for (size_t i = 0; rc == PGW_OK && i < earning->n_lines; i++) {
+        if (earning->lines[i].beneficiary == PGW_BENEFICIARY_MEMBER)
+            rc = pgw_store_add_rule_day(store, cmd->member, days->today, earning->lines[i].rule,
+                                        earning->lines[i].points, &cmd->err);
+    }
+    a->purchased_before |= ev->type == PGW_EVENT_PURCHASE;
+    a->registered_before |= ev->type == PGW_EVENT_REGISTER;
+    a->followed_before |= ev->type == PGW_EVENT_FOLLOW_OA;
+    if (ev->type == PGW_EVENT_SIGN_IN && earning->sign_in_streak > 0) {
+        a->has_last_sign_in = true;
+        a->last_sign_in = days->today;
+        a->sign_in_streak = earning->sign_in_streak;
+    }
+    return rc == PGW_OK ? pgw_store_set_member_flags(store, cmd->member, a, &cmd->err) : rc;
+}
+
+/* Earns the member's lines of the earning (none: the member is still recorded). */
+static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                      bool known)
+{
+    const pgw_earning *earning = cmd->earning;
+    cmd->n_lines = 0;
+    for (size_t i = 0; i < earning->n_lines; i++) {
+        const pgw_breakdown_line *line = &earning->lines[i];
+        if (line->beneficiary != PGW_BENEFICIARY_MEMBER)
+            continue;
+        PGW_ASSERT(cmd->n_lines < PGW_BREAKDOWN_MAX);
+        pgw_earn_line *out = &cmd->lines[cmd->n_lines++];
+        snprintf(out->debit, sizeof(out->debit), "%s", line->debit);
+        snprintf(out->rule, sizeof(out->rule), "%s", line->rule);
+        out->points = line->points;
+    }
+    cmd->amount_fen = cmd->event->type == PGW_EVENT_PURCHASE ? cmd->event->amount_fen : 0;
+    if (cmd->n_lines > 0)
+        return apply_earn(store, policy, cmd);
+    int rc = known ? PGW_OK : pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
+    return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
+}
+
+static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    const pgw_event *ev = cmd->event;
+    if (policy->rules == NULL || ev == NULL || cmd->earning == NULL)
+        return pgw_err_set(&cmd->err, PGW_EINVAL, "events need the earning rules");
+    if (ev->type == PGW_EVENT_REFERRAL)
+        return pgw_err_set(&cmd->err, PGW_EINVAL,
+                           "referral events need member identities, which are not stored yet");
+    pgw_activity_days days;
+    pgw_member_activity activity, *a = &activity;
+    bool known = false;
+    int rc = activity_days(policy, cmd->at, &days, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_activity(store, cmd->member, &days, &known, a, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    memset(cmd->earning, 0, sizeof(*cmd->earning));
+    if (ev->type == PGW_EVENT_REFUND) {
+        char member[PGW_ID_MAX + 1];
+        memcpy(member, cmd->member, sizeof(member));
+        cmd->amount_fen = ev->amount_fen;
+        rc = apply_refund(store, policy, cmd);
+        if (rc == PGW_OK && strcmp(member, cmd->member) != 0)
+            rc = pgw_err_set(&cmd->err, PGW_EINVAL, "the purchase %s was made by another member",
+                             cmd->original);
+    } else {
+        pgw_member_ctx ctx;
+        activity_to_ctx(a, ev->type, &ctx);
+        rc = pgw_rules_earn(policy->rules, ev, &ctx, cmd->earning, &cmd->err);
+        if (rc == PGW_OK)
+            rc = earn_lines(store, policy, cmd, known);
+    }
+    return rc == PGW_OK ? record_activity(store, cmd, &days, a) : rc;
+}
+
 /* ---- applying --------------------------------------------------------------------- */
 
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
@@ -578,8 +702,25 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_release(store, cmd);
     case PGW_COMMAND_REDEEM:
         return apply_redeem(store, cmd);
+    case PGW_COMMAND_EVENT:
+        return apply_event(store, policy, cmd);
     }
     return pgw_err_set(&cmd->err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
+}
+
+/* EVENT: renders and stores the answer, or reads back a replay's. */
+static int answer(pgw_store *store, pgw_command *cmd, int rc)
+{
+    if (rc != PGW_OK || cmd->kind != PGW_COMMAND_EVENT)
+        return rc;
+    if (cmd->replayed)
+        return pgw_store_get_answer(store, cmd->key, cmd->answer, sizeof(cmd->answer), &cmd->err);
+    cmd->answer[0] = '\0';
+    if (cmd->render != NULL)
+        cmd->render(cmd, cmd->payload);
+    if (memchr(cmd->answer, '\0', sizeof(cmd->answer)) == NULL)
+        return pgw_err_set(&cmd->err, PGW_EINVAL, "answer longer than %d bytes", PGW_ANSWER_MAX);
+    return cmd->answer[0] ? pgw_store_set_answer(store, cmd->key, cmd->answer, &cmd->err) : PGW_OK;
 }
 
 static void reset_output(pgw_command *cmd)
@@ -610,6 +751,7 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc =
             pgw_store_member_figures(store, cmd->member, cmd->at, &found, &cmd->figures, &cmd->err);
     }
+    rc = answer(store, cmd, rc);
     if (rc == PGW_OK && !cmd->replayed) {
         rc = pgw_store_release(store, &cmd->err);
     } else {
@@ -656,6 +798,14 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->hold_id, sizeof(cmd->hold_id))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a hold or redemption needs an id");
+    case PGW_COMMAND_EVENT:
+        if (!filled(cmd->member, sizeof(cmd->member)) || cmd->event == NULL || cmd->earning == NULL)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "an event needs a member, the event and room "
+                               "for its earning");
+        if (cmd->event->type == PGW_EVENT_REFUND && !filled(cmd->original, sizeof(cmd->original)))
+            return pgw_err_set(err, PGW_EINVAL, "a refund names its original purchase");
+        return PGW_OK;
     case PGW_COMMAND_CAPTURE:
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_EXPIRE_HOLD:

@@ -26,6 +26,7 @@
 
 #include "core/error.h"
 #include "core/ledger.h"
+#include "core/rules.h"
 #include "core/transfer.h"
 #include "store/store.h"
 
@@ -66,9 +67,19 @@ typedef enum pgw_command_kind {
     PGW_COMMAND_REDEEM,
     /* Release hold `hold_id` if it is pending past its deadline (no key). */
     PGW_COMMAND_EXPIRE_HOLD,
+    /*
+     * A member's event (API.md POST /v1/events): the member's activity is
+     * read, policy->rules price the event, the points are earned as EARN
+     * (or, for a refund, reversed as REFUND of `original`), the activity is
+     * updated, and `render` (when set) writes the answer, which is stored
+     * with the key so a replay repeats it.
+     */
+    PGW_COMMAND_EVENT,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_EXPIRE_HOLD
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_EVENT
+/* Longest answer stored for a replay. */
+#define PGW_ANSWER_MAX 16384
 
 struct pgw_command {
     /* Input, filled by the caller. */
@@ -94,6 +105,13 @@ struct pgw_command {
     int64_t deadline; /* HOLD: > at */
     /* EXPIRE_LOT */
     int64_t lot_id;
+    /* EVENT: the priced event (borrowed, like everything it points to) and
+     * where the earning goes (caller-owned, filled when applied). */
+    const pgw_event *event;
+    pgw_earning *earning;
+    /* EVENT: writes cmd->answer on the writer thread once the figures are
+     * known, before the commit; must not block. */
+    void (*render)(pgw_command *cmd, void *payload);
     pgw_command_done done;
     void *payload;
     /* Output, valid once `done` runs. */
@@ -105,17 +123,19 @@ struct pgw_command {
     /* EARN: earned; EXPIRE_LOT: expired; REFUND: reversed now (collected);
      * HOLD: reserved; CAPTURE, REDEEM: spent; VOID, EXPIRE_HOLD: released. */
     int64_t points_moved;
-    int64_t written_off;        /* REFUND: what the member's lots could not cover (clamp) */
-    int64_t debt_added;         /* REFUND: what became debt (allow_negative) */
-    pgw_member_figures figures; /* the member's figures after the command (at `at`) */
-    pgw_hold_state hold_state;  /* HOLD ... EXPIRE_HOLD: the hold's state after */
+    int64_t written_off;         /* REFUND: what the member's lots could not cover (clamp) */
+    int64_t debt_added;          /* REFUND: what became debt (allow_negative) */
+    pgw_member_figures figures;  /* the member's figures after the command (at `at`) */
+    pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
+    char answer[PGW_ANSWER_MAX]; /* EVENT: rendered, or the stored one on a replay */
 };
 
 /* How the ledger behaves: from the config. */
 typedef struct pgw_ledger_policy {
-    pgw_expiry expiry;   /* lots' expiry (EARN) */
-    pgw_tz tz;           /* the mall's time zone, for expiry dates */
-    bool allow_negative; /* a refund beyond the lots becomes debt; else written off */
+    pgw_expiry expiry;      /* lots' expiry (EARN) */
+    pgw_tz tz;              /* the mall's time zone, for expiry dates */
+    bool allow_negative;    /* a refund beyond the lots becomes debt; else written off */
+    const pgw_rules *rules; /* EVENT: the earning rules (borrowed; NULL refuses events) */
 } pgw_ledger_policy;
 
 /* Checks a command's shape before it is queued (no store access). */

@@ -65,6 +65,13 @@ enum {
     ST_EMPTY_PORTIONS,
     ST_DUE_HOLDS,
     ST_MEMBER_DUE_HOLDS,
+    ST_ACTIVITY,
+    ST_ACTIVITY_TODAY,
+    ST_ADD_DAY,
+    ST_ADD_RULE_DAY,
+    ST_SET_FLAGS,
+    ST_SET_ANSWER,
+    ST_SELECT_ANSWER,
     ST_COUNT
 };
 
@@ -138,6 +145,29 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_EMPTY_PORTIONS] = "UPDATE hold_portions SET points = 0 WHERE hold = ?1 AND points > 0",
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
                      " AND id > ?2 ORDER BY id LIMIT ?3",
+    [ST_ACTIVITY] =
+        "SELECT m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
+        " m.birthday,"
+        " (SELECT COALESCE(SUM(spend_fen), 0) FROM member_days"
+        "   WHERE member = ?1 AND day > ?3 AND day <= ?2),"
+        " (SELECT COALESCE(SUM(purchases), 0) FROM member_days"
+        "   WHERE member = ?1 AND day >= ?4 AND day <= ?2),"
+        " (SELECT COALESCE(SUM(spend_fen), 0) FROM member_days"
+        "   WHERE member = ?1 AND day >= ?4 AND day <= ?2)"
+        " FROM members m WHERE m.id = ?1",
+    [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
+                          " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
+    [ST_ADD_DAY] = "INSERT INTO member_days (member, day, purchases, spend_fen)"
+                   " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (member, day) DO UPDATE SET"
+                   " purchases = purchases + excluded.purchases,"
+                   " spend_fen = spend_fen + excluded.spend_fen",
+    [ST_ADD_RULE_DAY] = "INSERT INTO member_rule_days (member, day, rule, points)"
+                        " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (member, day, rule)"
+                        " DO UPDATE SET points = points + excluded.points",
+    [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
+                     " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
+    [ST_SET_ANSWER] = "UPDATE idempotency SET answer = ?2 WHERE key = ?1",
+    [ST_SELECT_ANSWER] = "SELECT answer FROM idempotency WHERE key = ?1",
     [ST_MEMBER_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE member = ?4 AND state = 0"
                             " AND deadline <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
 };
@@ -249,6 +279,31 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * verify groups the log in one pass instead. */
     "DROP INDEX transfers_by_debit;"
     "DROP INDEX transfers_by_credit;",
+    /* 4 -> 5: what the earning rules need to know of a member (tiers,
+     * challenges, first purchase, once-only bonuses, sign-in streaks, daily
+     * caps), and the answer a replay repeats. Days are local day numbers
+     * (civil.h pgw_days_from_date). */
+    "ALTER TABLE members ADD COLUMN purchased INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE members ADD COLUMN registered INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE members ADD COLUMN followed INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE members ADD COLUMN last_sign_in INTEGER;"
+    "ALTER TABLE members ADD COLUMN sign_in_streak INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE members ADD COLUMN birthday TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE member_days ("
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  day INTEGER NOT NULL,"
+    "  purchases INTEGER NOT NULL DEFAULT 0,"
+    "  spend_fen INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (member, day)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE member_rule_days ("
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  day INTEGER NOT NULL,"
+    "  rule TEXT NOT NULL,"
+    "  points INTEGER NOT NULL CHECK (points >= 0),"
+    "  PRIMARY KEY (member, day, rule)"
+    ") STRICT, WITHOUT ROWID;"
+    "ALTER TABLE idempotency ADD COLUMN answer TEXT NOT NULL DEFAULT '';",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1223,6 +1278,136 @@ int pgw_store_due_holds(pgw_store *s, int64_t now, const char *member, const cha
     }
     if (rc == PGW_OK && step != SQLITE_DONE)
         rc = db_error(s, PGW_EIO, "reading due holds", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/* ---- member activity ---------------------------------------------------------- */
+
+/* Reads up to `cap` rule totals of `day` into a->today. */
+static int read_today(pgw_store *s, const char *member, int64_t day, pgw_member_activity *a,
+                      pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_ACTIVITY_TODAY];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, day);
+    sqlite3_bind_int64(st, 3, PGW_ACTIVITY_TODAY_MAX);
+    int rc = PGW_OK, step;
+    a->n_today = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        pgw_rule_total *t = &a->today[a->n_today++];
+        t->points = sqlite3_column_int64(st, 1);
+        if (!column_text(st, 0, t->rule, sizeof(t->rule)))
+            rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed rule total", s->path,
+                             member);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading today's points", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activity_days *days,
+                              bool *found, pgw_member_activity *out, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_ACTIVITY];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, days->today);
+    sqlite3_bind_int64(st, 3, days->year_before);
+    sqlite3_bind_int64(st, 4, days->month_first);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    memset(out, 0, sizeof(*out));
+    *found = step == SQLITE_ROW;
+    if (*found) {
+        out->purchased_before = sqlite3_column_int(st, 0) != 0;
+        out->registered_before = sqlite3_column_int(st, 1) != 0;
+        out->followed_before = sqlite3_column_int(st, 2) != 0;
+        out->has_last_sign_in = sqlite3_column_type(st, 3) != SQLITE_NULL;
+        out->last_sign_in = sqlite3_column_int64(st, 3);
+        out->sign_in_streak = sqlite3_column_int(st, 4);
+        out->spend_12m_fen = sqlite3_column_int64(st, 6);
+        out->month_purchases = sqlite3_column_int64(st, 7);
+        out->month_spend_fen = sqlite3_column_int64(st, 8);
+        if (!column_text(st, 5, out->birthday, sizeof(out->birthday)))
+            rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path,
+                             member);
+    } else if (step != SQLITE_DONE) {
+        rc = db_error(s, PGW_EIO, "reading a member's activity", err);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == PGW_OK && *found)
+        rc = read_today(s, member, days->today, out, err);
+    return rc;
+}
+
+int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int64_t purchases,
+                             int64_t spend_fen, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_ADD_DAY];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, day);
+    sqlite3_bind_int64(st, 3, purchases);
+    sqlite3_bind_int64(st, 4, spend_fen);
+    int rc = step_done(s, st, "recording a member's day", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const char *rule,
+                           int64_t points, pgw_err *err)
+{
+    PGW_ASSERT(points > 0);
+    sqlite3_stmt *st = s->st[ST_ADD_RULE_DAY];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, day);
+    sqlite3_bind_text(st, 3, rule, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, points);
+    int rc = step_done(s, st, "recording a rule's points", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_member_activity *a,
+                               pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SET_FLAGS];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, a->purchased_before);
+    sqlite3_bind_int(st, 3, a->registered_before);
+    sqlite3_bind_int(st, 4, a->followed_before);
+    if (a->has_last_sign_in)
+        sqlite3_bind_int64(st, 5, a->last_sign_in);
+    else
+        sqlite3_bind_null(st, 5);
+    sqlite3_bind_int(st, 6, a->sign_in_streak);
+    return update_one(s, st, "updating a member", err);
+}
+
+/* ---- answers --------------------------------------------------------------------- */
+
+int pgw_store_set_answer(pgw_store *s, const char *key, const char *answer, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SET_ANSWER];
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, answer, -1, SQLITE_STATIC);
+    return update_one(s, st, "recording an answer", err);
+}
+
+int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SELECT_ANSWER];
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    out[0] = '\0';
+    if (step == SQLITE_ROW && !column_text(st, 0, out, cap))
+        rc = pgw_err_set(err, PGW_EIO, "%s: the answer of %.128s is too long", s->path, key);
+    else if (step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading an answer", err);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc;

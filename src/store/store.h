@@ -27,6 +27,7 @@
 
 #include "core/error.h"
 #include "core/ledger.h"
+#include "core/rules.h"
 #include "core/transfer.h"
 
 #include <stdbool.h>
@@ -34,7 +35,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 4
+#define PGW_STORE_SCHEMA_VERSION 5
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -277,6 +278,50 @@ int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
  * order; only `member`'s when member is not NULL. */
 int pgw_store_due_holds(pgw_store *store, int64_t now, const char *member, const char *after,
                         pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
+
+/* ---- member activity: what the earning rules need to know ----------------- */
+
+#define PGW_ACTIVITY_TODAY_MAX 64 /* rules with points today read at most */
+
+/* The local day numbers (civil.h pgw_days_from_date) an activity read spans. */
+typedef struct pgw_activity_days {
+    int64_t today;       /* the event's local day */
+    int64_t year_before; /* 12 months before: spend counts on days after it */
+    int64_t month_first; /* first day of the event's month */
+} pgw_activity_days;
+
+typedef struct pgw_member_activity {
+    int64_t spend_12m_fen;   /* purchases minus refunds on days in (year_before, today] */
+    int64_t month_purchases; /* purchases on days in [month_first, today] */
+    int64_t month_spend_fen;
+    bool purchased_before, registered_before, followed_before;
+    bool has_last_sign_in;
+    int64_t last_sign_in; /* local day number */
+    int32_t sign_in_streak;
+    char birthday[6]; /* "MM-DD", or "" when unknown */
+    size_t n_today;   /* rules with points on `today` (at most PGW_ACTIVITY_TODAY_MAX) */
+    pgw_rule_total today[PGW_ACTIVITY_TODAY_MAX];
+} pgw_member_activity;
+
+/* *found false (activity zeroed) for a member not seen yet. */
+int pgw_store_member_activity(pgw_store *store, const char *member, const pgw_activity_days *days,
+                              bool *found, pgw_member_activity *out, pgw_err *err);
+/* Adds purchases and spend (negative for refunds) to a member's day. */
+int pgw_store_add_member_day(pgw_store *store, const char *member, int64_t day, int64_t purchases,
+                             int64_t spend_fen, pgw_err *err);
+/* Adds points earned under `rule` on `day` (daily caps). */
+int pgw_store_add_rule_day(pgw_store *store, const char *member, int64_t day, const char *rule,
+                           int64_t points, pgw_err *err);
+/* Writes the once-only flags and the sign-in streak (the member must exist). */
+int pgw_store_set_member_flags(pgw_store *store, const char *member,
+                               const pgw_member_activity *activity, pgw_err *err);
+
+/* ---- answers: what a replay repeats ---------------------------------------- */
+
+/* Stores the answer of key's command (recorded in this transaction). */
+int pgw_store_set_answer(pgw_store *store, const char *key, const char *answer, pgw_err *err);
+/* The stored answer ("" when none). PGW_EIO when it does not fit `cap`. */
+int pgw_store_get_answer(pgw_store *store, const char *key, char *out, size_t cap, pgw_err *err);
 
 /* Test hook (not for production callers): runs raw SQL on the store's own
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */

@@ -21,6 +21,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "config/config.h"
 #include "server/expire.h"
 #include "server/writer.h"
 
@@ -620,6 +621,133 @@ static void test_verify_catches_tampered_holds_and_refunds(void **state)
     }
 }
 
+/* ---- events: the rules see the member's real activity ------------------------------ */
+
+typedef struct event_run {
+    pgw_config *cfg;
+    pgw_writer *writer;
+    pgw_item item;
+    pgw_event ev;
+    pgw_earning earning, expected;
+    pgw_command cmd;
+    int serial;
+} event_run;
+
+static void render_points(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    snprintf(cmd->answer, sizeof(cmd->answer), "{\"points\": %lld, \"balance\": %lld}",
+             (long long)cmd->earning->points, (long long)cmd->figures.balance);
+}
+
+/* Sends one event for M1 at `when` and checks its points against the rules
+ * priced with the context the test expects. */
+static int send_event(event_run *er, pgw_event_type type, int64_t amount, const char *when,
+                      const pgw_member_ctx *expect)
+{
+    pgw_err err;
+    er->ev = (pgw_event){.type = type, .shop = 0, .amount_fen = amount, .n_items = 0};
+    assert_int_equal(pgw_parse_rfc3339(when, &er->ev.occurred_at, &err), PGW_OK);
+    if (type != PGW_EVENT_PURCHASE && type != PGW_EVENT_REFUND)
+        er->ev.shop = -1;
+    char key[32];
+    snprintf(key, sizeof(key), "store:S001:EV%d", er->serial++);
+    keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
+    snprintf(er->cmd.member, sizeof(er->cmd.member), "M1");
+    snprintf(er->cmd.shop, sizeof(er->cmd.shop), "S001");
+    snprintf(er->cmd.original, sizeof(er->cmd.original), "store:S001:EV1");
+    er->cmd.event = &er->ev;
+    er->cmd.earning = &er->earning;
+    er->cmd.render = render_points;
+    int rc = pgw_writer_run(er->writer, &er->cmd, &err);
+    if (rc == PGW_OK && expect != NULL) {
+        assert_int_equal(pgw_rules_earn(&er->cfg->rules, &er->ev, expect, &er->expected, &err),
+                         PGW_OK);
+        if (er->expected.points != er->earning.points)
+            fail_msg("%s %s: earned %lld, the rules give %lld for the expected context",
+                     pgw_event_type_name(type), when, (long long)er->earning.points,
+                     (long long)er->expected.points);
+    }
+    return rc;
+}
+
+static void test_events_are_priced_with_the_members_activity(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    memset(&er, 0, sizeof(er));
+    char path[512];
+    const char *src = getenv("PGW_SOURCE_DIR");
+    snprintf(path, sizeof(path), "%s/config/pointsgw.example.json", src ? src : ".");
+    pgw_err err;
+    if (pgw_config_load(path, &er.cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy = {.expiry = er.cfg->rules.expiry,
+                                        .tz = er.cfg->rules.tz,
+                                        .allow_negative = er.cfg->allow_negative,
+                                        .rules = &er.cfg->rules}};
+    assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
+    er.serial = 1;
+    /* A first purchase: a new member with no history. */
+    pgw_member_ctx ctx = {.first_purchase = true};
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 12800, "2026-11-24T10:00:00+08:00", &ctx),
+                     PGW_OK);
+    assert_true(er.earning.points > 0);
+    char first_answer[PGW_ANSWER_MAX];
+    snprintf(first_answer, sizeof(first_answer), "%s", er.cmd.answer);
+    pgw_rule_total today[PGW_BREAKDOWN_MAX];
+    ctx.n_today = 0;
+    for (size_t i = 0; i < er.expected.n_lines; i++)
+        today[ctx.n_today++] = (pgw_rule_total){.points = er.expected.lines[i].points};
+    for (size_t i = 0; i < ctx.n_today; i++)
+        snprintf(today[i].rule, sizeof(today[i].rule), "%s", er.expected.lines[i].rule);
+    /* The same day again: not first, spend and month counts see the first. */
+    ctx = (pgw_member_ctx){.spend_12m_fen = 12800,
+                           .month_purchases = 1,
+                           .month_spend_fen = 12800,
+                           .n_today = ctx.n_today,
+                           .today = today};
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 600000, "2026-11-24T11:00:00+08:00", &ctx),
+                     PGW_OK);
+    /* Next day: 612800 spent in 12 months makes the member gold. */
+    ctx =
+        (pgw_member_ctx){.spend_12m_fen = 612800, .month_purchases = 2, .month_spend_fen = 612800};
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 10000, "2026-11-25T09:00:00+08:00", &ctx),
+                     PGW_OK);
+    assert_int_equal(er.expected.tier, pgw_rules_tier_for_spend(&er.cfg->rules, 612800));
+    assert_true(er.expected.tier > 0);
+    /* Refunding the first purchase in full takes its spend back out. */
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 12800, "2026-11-25T09:30:00+08:00", NULL),
+                     PGW_OK);
+    assert_true(er.cmd.points_moved > 0);
+    /* Sign in twice on the 26th, then on the 27th: a streak of two. */
+    ctx =
+        (pgw_member_ctx){.spend_12m_fen = 610000, .month_purchases = 3, .month_spend_fen = 610000};
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T08:00:00+08:00", &ctx),
+                     PGW_OK);
+    assert_int_equal(er.earning.sign_in_streak, 1);
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T09:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.points, 0); /* already signed in today */
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.sign_in_streak, 2);
+    /* A replay repeats the stored answer and changes nothing. */
+    keyed(&er.cmd, PGW_COMMAND_EVENT, "store:S001:EV1", er.ev.occurred_at);
+    er.cmd.event = &er.ev;
+    er.cmd.earning = &er.earning;
+    snprintf(er.cmd.member, sizeof(er.cmd.member), "M1");
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, NULL), PGW_OK);
+    assert_true(er.cmd.replayed);
+    assert_string_equal(er.cmd.answer, first_answer);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -632,6 +760,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_catches_tampered_holds_and_refunds,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_are_priced_with_the_members_activity,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
