@@ -432,6 +432,10 @@ static int pending_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no hold %s", cmd->hold_id);
     if (rc != PGW_OK)
         return rc;
+    /* A caller limited to one shop names it: another shop's hold is not there. */
+    if (cmd->shop[0] != '\0' && strcmp(cmd->shop, h->shop) != 0)
+        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no hold %s at shop %s", cmd->hold_id,
+                           cmd->shop);
     snprintf(cmd->member, sizeof(cmd->member), "%s", h->member);
     snprintf(cmd->shop, sizeof(cmd->shop), "%s", h->shop);
     cmd->hold_state = pgw_hold_state_at(h->state, h->deadline, cmd->at);
@@ -638,6 +642,9 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     int rc = activity_days(policy, cmd->at, &days, &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_store_member_activity(store, cmd->member, &days, &known, a, &cmd->err);
+    if (rc == PGW_OK && !known && !policy->auto_enroll)
+        rc =
+            pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s (auto_enroll is off)", cmd->member);
     if (rc != PGW_OK)
         return rc;
     memset(cmd->earning, 0, sizeof(*cmd->earning));
@@ -704,20 +711,24 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_redeem(store, cmd);
     case PGW_COMMAND_EVENT:
         return apply_event(store, policy, cmd);
+    case PGW_COMMAND_READ_MEMBER:
+        break; /* not a write: pgw_command_read */
     }
     return pgw_err_set(&cmd->err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
 }
 
-/* EVENT: renders and stores the answer, or reads back a replay's. */
+/* Renders and stores the answer (when the caller renders one), or reads back a replay's. */
 static int answer(pgw_store *store, pgw_command *cmd, int rc)
 {
-    if (rc != PGW_OK || cmd->kind != PGW_COMMAND_EVENT)
-        return rc;
-    if (cmd->replayed)
-        return pgw_store_get_answer(store, cmd->key, cmd->answer, sizeof(cmd->answer), &cmd->err);
     cmd->answer[0] = '\0';
-    if (cmd->render != NULL)
-        cmd->render(cmd, cmd->payload);
+    if (rc != PGW_OK ||
+        (cmd->kind == PGW_COMMAND_EXPIRE_HOLD || cmd->kind == PGW_COMMAND_EXPIRE_LOT))
+        return rc;
+    if (cmd->replayed) /* whatever the first one stored ("" when it rendered nothing) */
+        return pgw_store_get_answer(store, cmd->key, cmd->answer, sizeof(cmd->answer), &cmd->err);
+    if (cmd->render == NULL)
+        return PGW_OK;
+    cmd->render(cmd, cmd->payload);
     if (memchr(cmd->answer, '\0', sizeof(cmd->answer)) == NULL)
         return pgw_err_set(&cmd->err, PGW_EINVAL, "answer longer than %d bytes", PGW_ANSWER_MAX);
     return cmd->answer[0] ? pgw_store_set_answer(store, cmd->key, cmd->answer, &cmd->err) : PGW_OK;
@@ -770,7 +781,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
     if ((int)cmd->kind < 0 || cmd->kind > PGW_COMMAND_KIND_MAX)
         return pgw_err_set(err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
     /* The writer names expiries itself. */
-    bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD;
+    bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD &&
+                 !pgw_command_reads(cmd->kind);
     if (keyed && !filled(cmd->key, sizeof(cmd->key)))
         return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
     switch (cmd->kind) {
@@ -798,6 +810,10 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->hold_id, sizeof(cmd->hold_id))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a hold or redemption needs an id");
+    case PGW_COMMAND_READ_MEMBER:
+        return filled(cmd->member, sizeof(cmd->member))
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a member read names the member");
     case PGW_COMMAND_EVENT:
         if (!filled(cmd->member, sizeof(cmd->member)) || cmd->event == NULL || cmd->earning == NULL)
             return pgw_err_set(err, PGW_EINVAL,
@@ -814,4 +830,40 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    : pgw_err_set(err, PGW_EINVAL, "a hold command needs a hold id");
     }
     return PGW_EINVAL;
+}
+
+bool pgw_command_reads(pgw_command_kind kind)
+{
+    return kind == PGW_COMMAND_READ_MEMBER;
+}
+
+static int read_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    pgw_activity_days days;
+    pgw_member_activity activity;
+    bool active = false;
+    int rc = pgw_store_member_figures(store, cmd->member, cmd->at, &cmd->found, &cmd->figures,
+                                      &cmd->err);
+    if (rc == PGW_OK && !cmd->found)
+        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s", cmd->member);
+    if (rc == PGW_OK)
+        rc = activity_days(policy, cmd->at, &days, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_activity(store, cmd->member, &days, &active, &activity, &cmd->err);
+    cmd->tier = -1;
+    if (rc == PGW_OK && policy->rules != NULL)
+        cmd->tier = pgw_rules_tier_for_spend(policy->rules, activity.spend_12m_fen);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_expiring(store, cmd->member, cmd->at, cmd->expiring,
+                                       PGW_EXPIRING_SHOWN, &cmd->n_expiring, &cmd->err);
+    return rc;
+}
+
+void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    reset_output(cmd);
+    cmd->found = false;
+    cmd->n_expiring = 0;
+    PGW_ASSERT(pgw_command_reads(cmd->kind));
+    cmd->rc = read_member(store, policy, cmd);
 }

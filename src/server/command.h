@@ -75,9 +75,12 @@ typedef enum pgw_command_kind {
      * with the key so a replay repeats it.
      */
     PGW_COMMAND_EVENT,
+    /* Read-only (a reader's queue): `member`'s figures, tier and expiring points at `at`. */
+    PGW_COMMAND_READ_MEMBER,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_EVENT
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_MEMBER
+#define PGW_EXPIRING_SHOWN   5 /* expiry moments a member read returns */
 /* Longest answer stored for a replay. */
 #define PGW_ANSWER_MAX 16384
 
@@ -109,8 +112,9 @@ struct pgw_command {
      * where the earning goes (caller-owned, filled when applied). */
     const pgw_event *event;
     pgw_earning *earning;
-    /* EVENT: writes cmd->answer on the writer thread once the figures are
-     * known, before the commit; must not block. */
+    /* Optional: writes cmd->answer on the writer thread once the figures
+     * are known, before the commit; it is stored with the key and a replay
+     * gets it back in cmd->answer. Must not block. */
     void (*render)(pgw_command *cmd, void *payload);
     pgw_command_done done;
     void *payload;
@@ -127,7 +131,12 @@ struct pgw_command {
     int64_t debt_added;          /* REFUND: what became debt (allow_negative) */
     pgw_member_figures figures;  /* the member's figures after the command (at `at`) */
     pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
-    char answer[PGW_ANSWER_MAX]; /* EVENT: rendered, or the stored one on a replay */
+    char answer[PGW_ANSWER_MAX]; /* rendered, or the stored one on a replay */
+    /* READ_MEMBER */
+    bool found;
+    int32_t tier; /* index into the rules' tiers, -1 when none */
+    size_t n_expiring;
+    pgw_expiring expiring[PGW_EXPIRING_SHOWN];
 };
 
 /* How the ledger behaves: from the config. */
@@ -136,6 +145,7 @@ typedef struct pgw_ledger_policy {
     pgw_tz tz;              /* the mall's time zone, for expiry dates */
     bool allow_negative;    /* a refund beyond the lots becomes debt; else written off */
     const pgw_rules *rules; /* EVENT: the earning rules (borrowed; NULL refuses events) */
+    bool auto_enroll;       /* EVENT: an unknown member is created (else PGW_ENOTFOUND) */
 } pgw_ledger_policy;
 
 /* Checks a command's shape before it is queued (no store access). */
@@ -148,5 +158,11 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err);
  * must check pgw_store_in_transaction() afterwards (writer.h).
  */
 void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd);
+
+/* Whether a kind only reads (a reader's queue takes only those). */
+bool pgw_command_reads(pgw_command_kind kind);
+
+/* Answers a read-only command inside the store's open read transaction. */
+void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd);
 
 #endif

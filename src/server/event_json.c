@@ -48,7 +48,7 @@ static int check_channel(const char *s, const char *path, pgw_err *err)
  * Reads a member object: exactly one identity; mp_openid and oa_openid need
  * appid, which nothing else takes. Normalised by pgw_identity_parse.
  */
-static int member_from_json(const json_t *obj, const char *path, pgw_identity *out, pgw_err *err)
+int pgw_member_from_json(const json_t *obj, const char *path, pgw_identity *out, pgw_err *err)
 {
     int rc = pgw_json_expect_object(obj, path, err);
     if (rc == PGW_OK)
@@ -168,7 +168,7 @@ static int header_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
     if (rc == PGW_OK && pgw_parse_rfc3339(when, &out->event.occurred_at, err) != PGW_OK)
         rc = pgw_err_prefix(err, "$.occurred_at: ");
     if (rc == PGW_OK)
-        rc = member_from_json(json_object_get(obj, "member"), "$.member", &out->member, err);
+        rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &out->member, err);
     return rc;
 }
 
@@ -215,7 +215,8 @@ static int typed_fields_from_json(const json_t *obj, pgw_event_doc *out, pgw_err
         rc = pgw_err_set(err, PGW_EINVAL, "$.points: only custom events give points directly");
     if (rc == PGW_OK && type == PGW_EVENT_REFERRAL) {
         out->has_referrer = true;
-        rc = member_from_json(json_object_get(obj, "referrer"), "$.referrer", &out->referrer, err);
+        rc = pgw_member_from_json(json_object_get(obj, "referrer"), "$.referrer", &out->referrer,
+                                  err);
     }
     if (rc == PGW_OK && type != PGW_EVENT_REFERRAL && json_object_get(obj, "referrer") != NULL)
         rc = pgw_err_set(err, PGW_EINVAL, "$.referrer: only referral events name a referrer");

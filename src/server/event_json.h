@@ -54,6 +54,12 @@ int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc
                         pgw_err *err);
 
 /*
+ * Reads a member object ({"member_id": ...}, {"phone": ...}, ...: exactly
+ * one identity; an openid with its appid) at JSON path `path`, normalised.
+ */
+int pgw_member_from_json(const json_t *obj, const char *path, pgw_identity *out, pgw_err *err);
+
+/*
  * Parses a member context object; NULL means a new member with no history.
  * Keys: spend_12m_fen, month_purchases, month_spend_fen, first_purchase,
  * birthday ("MM-DD"), registered_before, followed_before, last_sign_in

@@ -17,6 +17,7 @@
 struct pgw_writer {
     pgw_store *store;
     pgw_ledger_policy policy;
+    bool read_only;
     size_t batch_max;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -28,6 +29,24 @@ struct pgw_writer {
     pgw_command **batch; /* batch_max entries, owned by the thread */
     pgw_writer_stats stats;
 };
+
+/* A reader's batch: one snapshot for all of its reads. */
+static void read_batch(pgw_writer *w, size_t n)
+{
+    pgw_err err;
+    int rc = pgw_store_begin_read(w->store, &err);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == PGW_OK)
+            pgw_command_read(w->store, &w->policy, w->batch[i]);
+        else
+            w->batch[i]->rc = pgw_err_set(&w->batch[i]->err, PGW_EUNAVAILABLE, "%s", err.msg);
+    }
+    pgw_store_rollback(w->store, NULL); /* nothing was written */
+    pthread_mutex_lock(&w->lock);
+    w->stats.batches++;
+    w->stats.commands += n;
+    pthread_mutex_unlock(&w->lock);
+}
 
 /* One transaction for the whole batch; if it cannot commit, nothing did. */
 static void apply_batch(pgw_writer *w, size_t n)
@@ -51,9 +70,19 @@ static void apply_batch(pgw_writer *w, size_t n)
             w->batch[i]->replayed = false;
         }
     }
+    int64_t last = 0;
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
+        const pgw_command *c = w->batch[i];
+        if (c->rc == PGW_OK && !c->replayed && c->n_transfers > 0)
+            last = c->transfers[c->n_transfers - 1].id > last ? c->transfers[c->n_transfers - 1].id
+                                                              : last;
+    }
     pthread_mutex_lock(&w->lock);
+    if (last > w->stats.last_transfer)
+        w->stats.last_transfer = last;
     w->stats.batches += rc == PGW_OK;
     w->stats.failed_batches += rc != PGW_OK;
+    w->stats.last_batch_failed = rc != PGW_OK;
     w->stats.commands += n;
     w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;
     pthread_mutex_unlock(&w->lock);
@@ -82,7 +111,10 @@ static void *writer_main(void *arg)
         size_t n = take_batch(w);
         if (n == 0)
             break; /* stopping, and the queue is drained */
-        apply_batch(w, n);
+        if (w->read_only)
+            read_batch(w, n);
+        else
+            apply_batch(w, n);
         for (size_t i = 0; i < n; i++)
             w->batch[i]->done(w->batch[i], w->batch[i]->payload);
     }
@@ -113,12 +145,16 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     pthread_cond_init(&w->wake, NULL);
     w->cap = opts->queue_cap;
     w->policy = opts->policy;
+    w->read_only = opts->read_only;
     w->batch_max = opts->batch_max;
     w->ring = calloc(w->cap, sizeof(*w->ring));
     w->batch = calloc(w->batch_max, sizeof(*w->batch));
     int rc = (w->ring && w->batch) ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
-        rc = pgw_store_open(opts->db_url, true, &w->store, err);
+        rc = pgw_store_open(opts->db_url, !opts->read_only, &w->store, err);
+    uint8_t head[PGW_HASH_LEN];
+    if (rc == PGW_OK)
+        rc = pgw_store_chain_head(w->store, &w->stats.last_transfer, head, err);
     if (rc == PGW_OK && pthread_create(&w->thread, NULL, writer_main, w) != 0)
         rc = pgw_err_set(err, PGW_ENOMEM, "cannot start the writer thread");
     if (rc != PGW_OK) {
@@ -132,6 +168,9 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
 int pgw_writer_submit(pgw_writer *w, pgw_command *cmd, pgw_err *err)
 {
     int rc = pgw_command_check(cmd, err);
+    if (rc == PGW_OK && pgw_command_reads(cmd->kind) != w->read_only)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s",
+                         w->read_only ? "a reader takes only reads" : "reads go to a reader");
     if (rc != PGW_OK)
         return rc;
     pthread_mutex_lock(&w->lock);

@@ -34,6 +34,9 @@
 typedef struct pgw_writer_options {
     const char *db_url; /* "sqlite:PATH"; created when missing */
     pgw_ledger_policy policy;
+    /* A reader: its own connection (never creates the database), read
+     * transactions, read-only commands only (pgw_command_reads). */
+    bool read_only;
     size_t queue_cap; /* 1..PGW_WRITER_QUEUE_MAX */
     size_t batch_max; /* 1..PGW_WRITER_BATCH_MAX commands per transaction */
 } pgw_writer_options;
@@ -42,6 +45,8 @@ typedef struct pgw_writer_stats {
     uint64_t batches;        /* transactions committed */
     uint64_t commands;       /* commands completed (any result) */
     uint64_t failed_batches; /* commits that failed: their commands got PGW_EUNAVAILABLE */
+    bool last_batch_failed;  /* the latest batch could not commit (storage down?) */
+    int64_t last_transfer;   /* id of the newest committed transfer (the log's length) */
     size_t largest_batch;
 } pgw_writer_stats;
 

@@ -72,6 +72,7 @@ enum {
     ST_SET_FLAGS,
     ST_SET_ANSWER,
     ST_SELECT_ANSWER,
+    ST_EXPIRING,
     ST_COUNT
 };
 
@@ -168,6 +169,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
     [ST_SET_ANSWER] = "UPDATE idempotency SET answer = ?2 WHERE key = ?1",
     [ST_SELECT_ANSWER] = "SELECT answer FROM idempotency WHERE key = ?1",
+    [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
+                    " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
+                    " AND left_points + held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
     [ST_MEMBER_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE member = ?4 AND state = 0"
                             " AND deadline <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
 };
@@ -450,6 +454,12 @@ int pgw_store_begin(pgw_store *s, pgw_err *err)
     /* IMMEDIATE takes the write lock now, so the chain head read inside the
      * transaction cannot change under us. */
     return exec(s, "BEGIN IMMEDIATE", "beginning a transaction", err);
+}
+
+int pgw_store_begin_read(pgw_store *s, pgw_err *err)
+{
+    s->head_cached = false;
+    return exec(s, "BEGIN", "beginning a read", err);
 }
 
 bool pgw_store_in_transaction(pgw_store *s)
@@ -1281,6 +1291,26 @@ int pgw_store_due_holds(pgw_store *s, int64_t now, const char *member, const cha
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc;
+}
+
+int pgw_store_member_expiring(pgw_store *s, const char *member, int64_t now, pgw_expiring *out,
+                              size_t cap, size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_EXPIRING];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, PGW_NEVER);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap);
+    int step;
+    *n = 0;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        out[*n].expires_at = sqlite3_column_int64(st, 0);
+        out[(*n)++].points = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, "reading expiring points", err);
 }
 
 /* ---- member activity ---------------------------------------------------------- */

@@ -62,6 +62,8 @@ int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
  * a failed statement.
  */
 int pgw_store_begin(pgw_store *store, pgw_err *err);
+/* A read transaction: a consistent snapshot, no write lock (readers). */
+int pgw_store_begin_read(pgw_store *store, pgw_err *err);
 int pgw_store_commit(pgw_store *store, pgw_err *err);
 int pgw_store_rollback(pgw_store *store, pgw_err *err);
 
@@ -278,6 +280,16 @@ int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
  * order; only `member`'s when member is not NULL. */
 int pgw_store_due_holds(pgw_store *store, int64_t now, const char *member, const char *after,
                         pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
+
+/* Points of a member's lots that expire at one moment (for the member view). */
+typedef struct pgw_expiring {
+    int64_t expires_at;
+    int64_t points; /* left + held */
+} pgw_expiring;
+
+/* Up to `cap` next expiry moments after `now` with points, soonest first. */
+int pgw_store_member_expiring(pgw_store *store, const char *member, int64_t now, pgw_expiring *out,
+                              size_t cap, size_t *n, pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 
