@@ -101,6 +101,14 @@ const char *pgw_code_name(int code)
         return "EEXCEEDS";
     case PGW_EUNAVAILABLE:
         return "EUNAVAILABLE";
+    case PGW_EUNAUTHORIZED:
+        return "EUNAUTHORIZED";
+    case PGW_EFORBIDDEN:
+        return "EFORBIDDEN";
+    case PGW_ETOOLARGE:
+        return "ETOOLARGE";
+    case PGW_EMEDIA:
+        return "EMEDIA";
     default:
         return "E?";
     }

@@ -17,17 +17,21 @@
 
 enum pgw_code {
     PGW_OK = 0,
-    PGW_EINVAL = -1,        /* bad input: malformed, missing, out of its domain */
-    PGW_ERANGE = -2,        /* arithmetic overflow or value beyond its bound */
-    PGW_ENOTFOUND = -3,     /* the thing named does not exist */
-    PGW_ECONFLICT = -4,     /* same key, different request */
-    PGW_EINSUFFICIENT = -5, /* not enough points available */
-    PGW_ESTATE = -6,        /* operation not allowed in the object's state */
-    PGW_EFULL = -7,         /* a fixed capacity or queue is full */
-    PGW_EIO = -8,           /* reading or writing outside the process failed */
-    PGW_ENOMEM = -9,        /* allocation failed */
-    PGW_EEXCEEDS = -10,     /* a refund beyond its original purchase */
-    PGW_EUNAVAILABLE = -11, /* a dependency (storage, provider) is down */
+    PGW_EINVAL = -1,         /* bad input: malformed, missing, out of its domain */
+    PGW_ERANGE = -2,         /* arithmetic overflow or value beyond its bound */
+    PGW_ENOTFOUND = -3,      /* the thing named does not exist */
+    PGW_ECONFLICT = -4,      /* same key, different request */
+    PGW_EINSUFFICIENT = -5,  /* not enough points available */
+    PGW_ESTATE = -6,         /* operation not allowed in the object's state */
+    PGW_EFULL = -7,          /* a fixed capacity or queue is full */
+    PGW_EIO = -8,            /* reading or writing outside the process failed */
+    PGW_ENOMEM = -9,         /* allocation failed */
+    PGW_EEXCEEDS = -10,      /* a refund beyond its original purchase */
+    PGW_EUNAVAILABLE = -11,  /* a dependency (storage, provider) is down */
+    PGW_EUNAUTHORIZED = -12, /* no key, a wrong key, a bad or replayed signature */
+    PGW_EFORBIDDEN = -13,    /* the key's scope does not cover what was asked */
+    PGW_ETOOLARGE = -14,     /* input over its size bound */
+    PGW_EMEDIA = -15,        /* input in a format not accepted (content type) */
 };
 
 /* Longest message kept; longer ones are cut on a UTF-8 character boundary. */

@@ -1,0 +1,215 @@
+/*
+ * auth.c - see auth.h.
+ *
+ * The nonce cache is an open-addressing table of (hash of nonce, time)
+ * sized once; an entry older than the skew window counts as free, so the
+ * table never needs sweeping. When it is full of live nonces, signed
+ * requests are refused (PGW_EUNAUTHORIZED) rather than letting a replay in.
+ */
+#include "auth.h"
+
+#include "core/assertions.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest signed message: method, path and query, timestamp, nonce, body hash. */
+#define PGW_SIGNED_MESSAGE_MAX 4096
+
+typedef struct key_entry {
+    uint8_t sha256[32];
+    pgw_principal who;
+} key_entry;
+
+typedef struct nonce_slot {
+    uint64_t hash; /* 0 = never used */
+    int64_t seen_at;
+} nonce_slot;
+
+struct pgw_auth {
+    size_t n_keys;
+    key_entry keys[PGW_KEYS_MAX];
+    nonce_slot nonces[PGW_NONCES_KEPT];
+};
+
+static void principal_from(const pgw_key_config *k, pgw_principal *who)
+{
+    memset(who, 0, sizeof(*who));
+    snprintf(who->name, sizeof(who->name), "%s", k->name);
+    who->require_signature = k->require_signature;
+    if (strncmp(k->scope, "shop:", 5) == 0) {
+        who->kind = PGW_SCOPE_SHOP;
+        snprintf(who->scope_id, sizeof(who->scope_id), "%s", k->scope + 5);
+    } else if (strncmp(k->scope, "channel:", 8) == 0) {
+        who->kind = PGW_SCOPE_CHANNEL;
+        snprintf(who->scope_id, sizeof(who->scope_id), "%s", k->scope + 8);
+    } else if (strcmp(k->scope, "finance") == 0) {
+        who->kind = PGW_SCOPE_FINANCE;
+    } else {
+        PGW_ASSERT(strcmp(k->scope, "admin") == 0); /* the config checked */
+        who->kind = PGW_SCOPE_ADMIN;
+    }
+}
+
+int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_auth *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the key table");
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const pgw_key_config *k = &cfg->keys[i];
+        key_entry *e = &a->keys[a->n_keys];
+        if (k->has_sha256) {
+            memcpy(e->sha256, k->key_sha256, 32);
+        } else {
+            const char *value = getenv(k->key_env);
+            if (value == NULL || value[0] == '\0') {
+                /* The key cannot be presented; the others still work. */
+                fprintf(stderr, "pointsgw: key %s is disabled: %s is not set\n", k->name,
+                        k->key_env);
+                continue;
+            }
+            SHA256((const unsigned char *)value, strlen(value), e->sha256);
+        }
+        principal_from(k, &e->who);
+        memcpy(e->who.secret, e->sha256, 32);
+        a->n_keys++;
+    }
+    *out = a;
+    return PGW_OK;
+}
+
+void pgw_auth_free(pgw_auth *a)
+{
+    if (a != NULL)
+        OPENSSL_cleanse(a, sizeof(*a));
+    free(a);
+}
+
+static void to_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* Remembers a nonce at `now`; false when it was seen within the window or
+ * the table has no room. */
+static bool remember_nonce(pgw_auth *a, const char *nonce, int64_t now)
+{
+    uint8_t digest[32];
+    SHA256((const unsigned char *)nonce, strlen(nonce), digest);
+    uint64_t h = 0;
+    memcpy(&h, digest, sizeof(h));
+    h |= 1; /* 0 marks a slot never used */
+    size_t start = (size_t)(h % PGW_NONCES_KEPT);
+    nonce_slot *free_slot = NULL;
+    for (size_t probe = 0; probe < PGW_NONCES_KEPT; probe++) {
+        nonce_slot *slot = &a->nonces[(start + probe) % PGW_NONCES_KEPT];
+        bool live = slot->hash != 0 && now - slot->seen_at <= 2 * PGW_SIGNATURE_SKEW_S;
+        if (live && slot->hash == h)
+            return false;
+        if (!live && free_slot == NULL)
+            free_slot = slot;
+        if (slot->hash == 0)
+            break; /* the probe chain ends here */
+    }
+    if (free_slot == NULL)
+        return false;
+    free_slot->hash = h;
+    free_slot->seen_at = now;
+    return true;
+}
+
+static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_signed_request *req,
+                           int64_t now, pgw_err *err)
+{
+    if (req->timestamp == NULL || req->nonce == NULL || req->signature == NULL)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED,
+                           "key %s must sign: X-PGW-Timestamp, X-PGW-Nonce and X-PGW-Signature",
+                           who->name);
+    char *end = NULL;
+    long long ts = strtoll(req->timestamp, &end, 10);
+    if (end == req->timestamp || *end != '\0' || ts < now - PGW_SIGNATURE_SKEW_S ||
+        ts > now + PGW_SIGNATURE_SKEW_S)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "stale or malformed X-PGW-Timestamp");
+    size_t nonce_len = strlen(req->nonce);
+    if (nonce_len == 0 || nonce_len > PGW_NONCE_MAX)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce must be 1..%d characters",
+                           PGW_NONCE_MAX);
+    uint8_t body_hash[32], mac[32];
+    char body_hex[65], expected[65];
+    SHA256(req->body, req->body_len, body_hash);
+    to_hex(body_hash, 32, body_hex);
+    char message[PGW_SIGNED_MESSAGE_MAX];
+    int len = snprintf(message, sizeof(message), "%s\n%s\n%s\n%s\n%s", req->method,
+                       req->path_and_query, req->timestamp, req->nonce, body_hex);
+    if (len < 0 || (size_t)len >= sizeof(message))
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "request too long to sign");
+    unsigned int mac_len = 0;
+    if (HMAC(EVP_sha256(), who->secret, 32, (const unsigned char *)message, (size_t)len, mac,
+             &mac_len) == NULL ||
+        mac_len != 32)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot compute an HMAC");
+    to_hex(mac, 32, expected);
+    if (strlen(req->signature) != 64 || CRYPTO_memcmp(expected, req->signature, 64) != 0)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "bad X-PGW-Signature");
+    if (!remember_nonce(a, req->nonce, now))
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce was already used");
+    return PGW_OK;
+}
+
+int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_request *req,
+                   int64_t now, pgw_principal *out, pgw_err *err)
+{
+    if (authorization == NULL || strncmp(authorization, "Bearer ", 7) != 0 ||
+        authorization[7] == '\0')
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Bearer <key> is required");
+    const char *key = authorization + 7;
+    uint8_t digest[32];
+    SHA256((const unsigned char *)key, strlen(key), digest);
+    /* Every entry is compared, match or not: the time taken says nothing. */
+    const key_entry *found = NULL;
+    for (size_t i = 0; i < a->n_keys; i++) {
+        if (CRYPTO_memcmp(digest, a->keys[i].sha256, 32) == 0)
+            found = &a->keys[i];
+    }
+    if (found == NULL)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "unknown API key");
+    if (found->who.require_signature) {
+        int rc = check_signature(a, &found->who, req, now, err);
+        if (rc != PGW_OK)
+            return rc;
+    }
+    *out = found->who;
+    return PGW_OK;
+}
+
+bool pgw_auth_may_write(const pgw_principal *who, const char *shop, const char *channel)
+{
+    switch (who->kind) {
+    case PGW_SCOPE_ADMIN:
+        return true;
+    case PGW_SCOPE_SHOP:
+        return shop != NULL && strcmp(shop, who->scope_id) == 0;
+    case PGW_SCOPE_CHANNEL:
+        return channel != NULL && strcmp(channel, who->scope_id) == 0;
+    case PGW_SCOPE_FINANCE:
+        return false;
+    }
+    return false;
+}
+
+bool pgw_auth_is(const pgw_principal *who, pgw_scope_kind kind)
+{
+    return who->kind == PGW_SCOPE_ADMIN || who->kind == kind;
+}

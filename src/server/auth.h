@@ -1,0 +1,86 @@
+/*
+ * auth.h - API keys, scopes and request signatures (API.md "HTTP").
+ *
+ * Keys come from the configuration: each has a name, one scope and either
+ * the SHA-256 of the key or the name of an environment variable holding
+ * it (read once, at pgw_auth_new, then kept only as its SHA-256). A request
+ * presents `Authorization: Bearer <key>`; the key is hashed and compared in
+ * constant time against every configured hash, so timing says nothing about
+ * which key, or which prefix, came close.
+ *
+ * Signing: a key configured with require_signature must also send
+ * X-PGW-Timestamp (unix seconds, within PGW_SIGNATURE_SKEW_S of now),
+ * X-PGW-Nonce (unused within that window) and X-PGW-Signature = lowercase
+ * hex HMAC-SHA256(secret, METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n"
+ * NONCE "\n" hex(SHA-256(body))). The secret is the raw 32-byte SHA-256 of
+ * the key: the gateway never stores keys in clear, and a client that holds
+ * the key can always derive it.
+ *
+ * Scopes: "admin" may do everything; "shop:<id>" may write for that shop
+ * only; "channel:<name>" for events of that channel; "finance" for reports
+ * and reconciliation.
+ *
+ * Not thread-safe: the service thread owns a pgw_auth (the nonce cache).
+ */
+#ifndef PGW_SERVER_AUTH_H
+#define PGW_SERVER_AUTH_H
+
+#include "config/config.h"
+#include "core/error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_SIGNATURE_SKEW_S 300
+#define PGW_NONCE_MAX        64    /* longest nonce accepted */
+#define PGW_NONCES_KEPT      65536 /* nonces remembered within the window */
+
+typedef struct pgw_auth pgw_auth;
+
+typedef enum pgw_scope_kind {
+    PGW_SCOPE_ADMIN = 0,
+    PGW_SCOPE_SHOP,
+    PGW_SCOPE_CHANNEL,
+    PGW_SCOPE_FINANCE,
+} pgw_scope_kind;
+
+/* Who a request is, once authenticated. */
+typedef struct pgw_principal {
+    char name[PGW_ID_MAX + 1]; /* the key's name, for the request log */
+    pgw_scope_kind kind;
+    char scope_id[PGW_SCOPE_MAX + 1]; /* the shop id or channel name */
+    bool require_signature;
+    uint8_t secret[32]; /* SHA-256 of the key: the signing secret */
+} pgw_principal;
+
+/* What the signature covers, taken from the request. */
+typedef struct pgw_signed_request {
+    const char *method;         /* "POST" */
+    const char *path_and_query; /* "/v1/events?x=1" */
+    const char *timestamp;      /* X-PGW-Timestamp, NULL when absent */
+    const char *nonce;          /* X-PGW-Nonce */
+    const char *signature;      /* X-PGW-Signature */
+    const uint8_t *body;
+    size_t body_len;
+} pgw_signed_request;
+
+/* Builds the key table from `cfg`. A key whose variable is unset is left
+ * out, with a warning on stderr. The caller frees it with pgw_auth_free. */
+int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err);
+void pgw_auth_free(pgw_auth *auth);
+
+/*
+ * Authenticates `authorization` (the header's whole value) and, when the
+ * key requires it, the signature at time `now`. PGW_EUNAUTHORIZED with a
+ * message saying what was wrong (and never echoing the key).
+ */
+int pgw_auth_check(pgw_auth *auth, const char *authorization, const pgw_signed_request *req,
+                   int64_t now, pgw_principal *out, pgw_err *err);
+
+/* Whether the principal may write for `shop` ("" for none) on `channel`. */
+bool pgw_auth_may_write(const pgw_principal *who, const char *shop, const char *channel);
+/* Whether the principal has one of the plain scopes (admin always does). */
+bool pgw_auth_is(const pgw_principal *who, pgw_scope_kind kind);
+
+#endif
