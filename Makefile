@@ -1,6 +1,5 @@
 # Thin wrapper over CMake. The two commands the README promises:
-#   make run   install what is missing, build, run what exists on the example config
-#              (the HTTP server is not built yet: see README "Status")
+#   make run   install what is missing, build, serve the API with the example config
 #   make test  install what is missing, build with ASan+UBSan, run every test
 .PHONY: all run test deps build build-test bench fuzz format check-format clean
 
@@ -23,11 +22,13 @@ build-test: deps
 run: build
 	./build/release/pointsgw check-config --config $(CONFIG)
 	@echo
-	@echo "== pointsgw quote: a Wednesday sale of 128.00 yuan at S001 by a gold member =="
-	./build/release/pointsgw quote --config $(CONFIG) --event config/demo/purchase.json \
-	    --context config/demo/member.json
+	@echo "== pointsgw serve: the API on http://127.0.0.1:8080 (Ctrl-C stops it cleanly) =="
+	@echo "Try, from another terminal in this directory:"
+	@echo "  curl -s -X POST http://127.0.0.1:8080/v1/events -H 'Authorization: Bearer demo-admin-key-change-me' \\"
+	@echo "       -H 'Content-Type: application/json' -d @config/demo/event.json"
+	@echo "  curl -s http://127.0.0.1:8080/v1/members/M1001 -H 'Authorization: Bearer demo-admin-key-change-me'"
 	@echo
-	@echo "pointsgw serve is not built yet (no durable log or HTTP server); see README \"Status\"."
+	./build/release/pointsgw serve --config $(CONFIG)
 
 test: build build-test check-format
 	cd build/test && ctest --output-on-failure -j $(JOBS)

@@ -9,6 +9,8 @@ packages=(
     libjansson-dev    # JSON: configuration, HTTP bodies
     libsqlite3-dev    # the embedded transfer log
     libcmocka-dev     # unit tests
+    libwebsockets-dev # the HTTP server
+    curl              # integration tests drive the server over HTTP
 )
 
 missing=()

@@ -11,9 +11,12 @@
 #include "core/rules.h"
 #include "server/event_json.h"
 #include "server/expire.h"
+#include "server/http.h"
 #include "store/store.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +146,31 @@ static int cmd_check_config(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* The running server, for the signal handler (main.c may hold process state). */
+static pgw_http *serving;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    if (serving != NULL)
+        pgw_http_shutdown(serving); /* async-signal-safe: a flag and a wake-up */
+}
+
+/* Creates the directory of a sqlite:DIR/FILE database when missing. */
+static void make_db_dir(const char *url)
+{
+    if (strncmp(url, "sqlite:", 7) != 0)
+        return;
+    char dir[PGW_STORE_URL_MAX + 1];
+    snprintf(dir, sizeof(dir), "%s", url + 7);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return;
+    *slash = '\0';
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        fprintf(stderr, "pointsgw serve: cannot create %s: %s\n", dir, strerror(errno));
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -153,13 +181,33 @@ static int cmd_serve(int argc, char **argv)
     int rc = start_command("serve", &flags, argc, argv, &cfg);
     if (rc >= 0)
         return rc;
-    print_summary(cfg);
+    const char *db = flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db;
+    const char *listen = flag_get(&flags, "--listen") ? flag_get(&flags, "--listen") : cfg->listen;
+    make_db_dir(db);
+    setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
+    pgw_http_options opts = {.cfg = cfg, .db_url = db, .listen = listen, .log = stdout};
+    pgw_err err;
+    pgw_http *http = NULL;
+    if (pgw_http_new(&opts, &http, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw serve: %s\n", err.msg);
+        pgw_config_free(cfg);
+        return EXIT_USAGE;
+    }
+    serving = http;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d), database %s\n", cfg->mall_name,
+            listen, pgw_http_port(http), db);
+    rc = pgw_http_run(http, &err);
+    serving = NULL;
+    pgw_http_free(http); /* the writer has committed everything it acknowledged */
+    fprintf(stderr, "pointsgw serve: stopped cleanly\n");
     pgw_config_free(cfg);
-    /* Honest about what exists: the durable log and the HTTP server are the
-     * next pieces of work (README "Status"). */
-    fprintf(stderr, "pointsgw serve: configuration OK, but this build has no transfer log store "
-                    "or HTTP server yet; nothing is listening. Try 'pointsgw quote'.\n");
-    return EXIT_USAGE;
+    return rc == PGW_OK ? EXIT_OK : EXIT_USAGE;
 }
 
 #define JSON_FILE_MAX (1 << 20) /* an event or a context is a few hundred bytes */
@@ -404,7 +452,7 @@ static int cmd_member(int argc, char **argv)
 
 static const command COMMANDS[] = {
     {"serve", "serve [--config FILE] [--db URL] [--listen HOST:PORT]",
-     "run the gateway (not built yet: validates the config and stops)", cmd_serve},
+     "run the gateway: the HTTP API on the configured database", cmd_serve},
     {"check-config", "check-config [--config FILE]",
      "validate a configuration and print what it defines", cmd_check_config},
     {"quote", "quote --event FILE.json [--context FILE.json] [--config FILE]",

@@ -58,11 +58,11 @@ check_bad bad_negative_rate.json '$.formats.fnb.fen_per_point: expected an integ
 check_bad bad_syntax.json 'bad_syntax.json:1:23: invalid JSON'
 expect_exit 2 "$bin" check-config --config /nonexistent.json
 expect_text "/nonexistent.json: cannot open"
-# serve refuses a bad config the same way, and says plainly it cannot serve yet.
+# serve refuses a bad config the same way, and a listen address it cannot use.
 expect_exit 2 "$bin" serve --config tests/data/config/bad_unknown_key.json
 expect_text '$.mall.colour: unknown key'
-expect_exit 2 "$bin" serve --config config/pointsgw.example.json
-expect_text "nothing is listening"
+expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen nowhere --db "sqlite:$(mktemp -d)/x.db"
+expect_text 'listen "nowhere" is not HOST:PORT'
 
 # Quotes. A Wednesday (member day x2) purchase of 128.00 yuan at S001 (retail,
 # 100 fen/point) by a gold member (x1.2) making the fifth purchase of the month

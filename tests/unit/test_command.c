@@ -688,7 +688,8 @@ static void test_events_are_priced_with_the_members_activity(void **state)
                              .policy = {.expiry = er.cfg->rules.expiry,
                                         .tz = er.cfg->rules.tz,
                                         .allow_negative = er.cfg->allow_negative,
-                                        .rules = &er.cfg->rules}};
+                                        .rules = &er.cfg->rules,
+                                        .auto_enroll = true}};
     assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
     er.serial = 1;
     /* A first purchase: a new member with no history. */

@@ -1,0 +1,883 @@
+/*
+ * api.c - see api.h.
+ *
+ * Layout: errors and JSON helpers; routing; one handler per route, each
+ * validating its input completely before anything is queued (bad input
+ * changes nothing); the renderers that run on the writer thread; finishing
+ * jobs; metrics and the request log.
+ */
+#include "api.h"
+
+#include "core/assertions.h"
+#include "core/civil.h"
+#include "server/auth.h"
+#include "server/event_json.h"
+#include "util/json_read.h"
+
+#include <jansson.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HOLD_SECONDS_DEFAULT 600
+#define HOLD_SECONDS_MAX     (30 * 86400)
+
+typedef enum route {
+    R_OTHER = 0,
+    R_HEALTH,
+    R_METRICS,
+    R_EVENTS,
+    R_HOLDS,
+    R_CAPTURE,
+    R_VOID,
+    R_REDEMPTIONS,
+    R_MEMBER,
+    R_COUNT
+} route;
+
+static const char *const ROUTE_NAMES[R_COUNT] = {
+    "other",
+    "/healthz",
+    "/metrics",
+    "/v1/events",
+    "/v1/holds",
+    "/v1/holds/{id}/capture",
+    "/v1/holds/{id}/void",
+    "/v1/redemptions",
+    "/v1/members/{id}",
+};
+
+/* The statuses counted per route in /metrics. */
+static const int STATUSES[] = {200, 201, 400, 401, 403, 404, 405, 409,
+                               411, 413, 415, 422, 429, 500, 503};
+#define N_STATUSES (sizeof(STATUSES) / sizeof(STATUSES[0]))
+/* Request duration buckets, seconds (Prometheus histogram). */
+static const double BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+#define N_BUCKETS (sizeof(BUCKETS) / sizeof(BUCKETS[0]))
+
+struct pgw_job {
+    pgw_api *api;
+    uint64_t request_id;
+    route route;
+    char key_name[PGW_ID_MAX + 1]; /* who asked, for the log */
+    pgw_command cmd;
+    pgw_event_doc doc;
+    pgw_earning earning;
+};
+
+struct pgw_api {
+    const pgw_config *cfg;
+    pgw_writer *writer;
+    pgw_writer *reader;
+    pgw_auth *auth;
+    size_t body_max, inflight_max, inflight;
+    pgw_api_notify notify;
+    void *notify_ctx;
+    FILE *log;
+    uint64_t requests[R_COUNT][N_STATUSES + 1]; /* last slot: any other status */
+    uint64_t duration_le[N_BUCKETS];
+    uint64_t duration_count;
+    double duration_sum;
+};
+
+/* ---- answers ------------------------------------------------------------------ */
+
+static void set_body(pgw_response *resp, int status, json_t *body)
+{
+    resp->status = status;
+    resp->content_type = "application/json";
+    resp->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    resp->body_len = resp->body ? strlen(resp->body) : 0;
+    json_decref(body);
+    if (resp->body == NULL) { /* out of memory: say so without allocating */
+        resp->status = 503;
+        resp->content_type = "text/plain";
+    }
+}
+
+void pgw_api_error(pgw_response *resp, int status, const char *code, const char *message)
+{
+    json_t *body =
+        json_pack("{s:{s:s,s:s,s:{}}}", "error", "code", code, "message", message, "details");
+    set_body(resp, status, body);
+}
+
+/* Maps an error code to the HTTP status and API error code. */
+static void fail(pgw_response *resp, route r, int rc, const char *message)
+{
+    int status = 503;
+    const char *code = "unavailable";
+    switch (rc) {
+    case PGW_EINVAL:
+    case PGW_ERANGE:
+        status = 400, code = "invalid_request";
+        break;
+    case PGW_EUNAUTHORIZED:
+        status = 401, code = "unauthorized";
+        break;
+    case PGW_EFORBIDDEN:
+        status = 403, code = "forbidden";
+        break;
+    case PGW_ENOTFOUND:
+        status = r == R_EVENTS ? 422 : 404;
+        code = r == R_EVENTS ? "original_not_found" : "not_found";
+        break;
+    case PGW_ECONFLICT:
+        status = 409, code = "idempotency_conflict";
+        break;
+    case PGW_ESTATE:
+        status = 409, code = "hold_not_pending";
+        break;
+    case PGW_EINSUFFICIENT:
+        status = 422, code = "insufficient_points";
+        break;
+    case PGW_EEXCEEDS:
+        status = 422, code = "refund_exceeds_original";
+        break;
+    case PGW_ETOOLARGE:
+        status = 413, code = "payload_too_large";
+        break;
+    case PGW_EMEDIA:
+        status = 415, code = "unsupported_media_type";
+        break;
+    case PGW_EFULL:
+        resp->retry_after_s = 1; /* the write queue drains in milliseconds */
+        break;
+    default:
+        break;
+    }
+    pgw_api_error(resp, status, code, message);
+}
+
+static int64_t wall_now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* SHA-256 of the request's canonical JSON (keys sorted, no spaces): the
+ * same request written differently has the same fingerprint. */
+static int fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN])
+{
+    char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    if (text == NULL)
+        return PGW_ENOMEM;
+    SHA256((const unsigned char *)text, strlen(text), out);
+    free(text);
+    return PGW_OK;
+}
+
+/* Parses a JSON object body; PGW_EINVAL with the position of the problem. */
+static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_err *err)
+{
+    *out = NULL;
+    if (req->body_len == 0 && optional) {
+        *out = json_object();
+        return *out ? PGW_OK : PGW_ENOMEM;
+    }
+    json_error_t jerr;
+    *out = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (*out == NULL)
+        return pgw_err_set(err, PGW_EINVAL, "invalid JSON at %d:%d: %s", jerr.line, jerr.column,
+                           jerr.text);
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return pgw_err_set(err, PGW_EINVAL, "$: expected an object");
+    }
+    return PGW_OK;
+}
+
+static bool is_json(const pgw_request *req)
+{
+    return strncmp(req->content_type, "application/json", 16) == 0 &&
+           (req->content_type[16] == '\0' || req->content_type[16] == ';');
+}
+
+/* ---- jobs ----------------------------------------------------------------------- */
+
+static void job_done(pgw_command *cmd, void *payload)
+{
+    (void)cmd;
+    pgw_job *job = payload;
+    job->api->notify(job, job->api->notify_ctx);
+}
+
+static pgw_job *job_new(pgw_api *api, const pgw_request *req, route r, pgw_command_kind kind)
+{
+    if (api->inflight >= api->inflight_max)
+        return NULL;
+    pgw_job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return NULL;
+    api->inflight++;
+    job->api = api;
+    job->request_id = req->id;
+    job->route = r;
+    job->cmd.kind = kind;
+    job->cmd.at = wall_now_s();
+    job->cmd.done = job_done;
+    job->cmd.payload = job;
+    return job;
+}
+
+static void job_free(pgw_job *job)
+{
+    PGW_ASSERT(job->api->inflight > 0);
+    job->api->inflight--;
+    free(job);
+}
+
+/* Queues the job's command; on refusal answers now and frees the job. */
+static bool submit(pgw_api *api, pgw_job *job, pgw_response *resp)
+{
+    pgw_err err;
+    memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
+    pgw_writer *to = pgw_command_reads(job->cmd.kind) ? api->reader : api->writer;
+    int rc = pgw_writer_submit(to, &job->cmd, &err);
+    if (rc == PGW_OK)
+        return true;
+    fail(resp, job->route, rc == PGW_EINVAL ? PGW_EINVAL : PGW_EFULL, err.msg);
+    job_free(job);
+    return false;
+}
+
+/* ---- renderers (writer thread) ------------------------------------------------------ */
+
+static json_t *transfers_json(const pgw_command *cmd)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < cmd->n_transfers; i++) {
+        const pgw_transfer *t = &cmd->transfers[i];
+        json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)t->id, "debit",
+                                              t->debit, "credit", t->credit, "points",
+                                              (json_int_t)t->points));
+    }
+    return list;
+}
+
+/* Dumps `body` into cmd->answer; leaves it empty when it does not fit. */
+static void store_answer(pgw_command *cmd, json_t *body)
+{
+    size_t n = body ? json_dumpb(body, cmd->answer, sizeof(cmd->answer) - 1, JSON_COMPACT) : 0;
+    cmd->answer[n < sizeof(cmd->answer) - 1 ? n : 0] = '\0';
+    json_decref(body);
+}
+
+static void render_event(pgw_command *cmd, void *payload)
+{
+    pgw_job *job = payload;
+    json_t *body = pgw_earning_to_json(&job->api->cfg->rules, &job->doc, cmd->earning);
+    if (body == NULL)
+        return;
+    json_object_set_new(body, "member_id", json_string(cmd->member));
+    if (job->doc.event.type == PGW_EVENT_REFUND) {
+        json_object_set_new(body, "points", json_integer(-(json_int_t)cmd->points_moved));
+        json_object_set_new(body, "written_off", json_integer(cmd->written_off));
+        json_object_set_new(body, "debt_added", json_integer(cmd->debt_added));
+    }
+    json_object_set_new(body, "balance", json_integer(cmd->figures.balance));
+    json_object_set_new(body, "available", json_integer(cmd->figures.available));
+    json_object_set_new(body, "transfers", transfers_json(cmd));
+    store_answer(cmd, body);
+}
+
+static void render_hold(pgw_command *cmd, void *payload)
+{
+    pgw_job *job = payload;
+    char when[PGW_RFC3339_MAX] = "";
+    pgw_format_rfc3339(cmd->deadline, &job->api->cfg->rules.tz, when, sizeof(when));
+    json_t *body = NULL;
+    switch (cmd->kind) {
+    case PGW_COMMAND_HOLD:
+        body = json_pack("{s:s,s:s,s:I,s:I,s:s}", "hold_id", cmd->hold_id, "state", "pending",
+                         "points", (json_int_t)cmd->points, "available",
+                         (json_int_t)cmd->figures.available, "expires_at", when);
+        break;
+    case PGW_COMMAND_CAPTURE:
+        body = json_pack("{s:s,s:s,s:I,s:I,s:I}", "hold_id", cmd->hold_id, "state", "captured",
+                         "points", (json_int_t)cmd->points_moved, "balance",
+                         (json_int_t)cmd->figures.balance, "available",
+                         (json_int_t)cmd->figures.available);
+        break;
+    case PGW_COMMAND_VOID:
+        body = json_pack("{s:s,s:s,s:I,s:I}", "hold_id", cmd->hold_id, "state", "voided", "balance",
+                         (json_int_t)cmd->figures.balance, "available",
+                         (json_int_t)cmd->figures.available);
+        break;
+    default: /* REDEEM */
+        body = json_pack("{s:s,s:s,s:I,s:I,s:I}", "redemption_id", cmd->hold_id, "member_id",
+                         cmd->member, "points", (json_int_t)cmd->points_moved, "balance",
+                         (json_int_t)cmd->figures.balance, "available",
+                         (json_int_t)cmd->figures.available);
+        break;
+    }
+    if (body != NULL)
+        json_object_set_new(body, "transfers", transfers_json(cmd));
+    store_answer(cmd, body);
+}
+
+/* ---- handlers ------------------------------------------------------------------------ */
+
+/* Path segment ids: what a hold or member id may contain. */
+static bool plain_id(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (; *s != '\0'; s++) {
+        char c = *s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':'))
+            return false;
+    }
+    return true;
+}
+
+/* Parses a JSON body into the job, checking the content type first. */
+static int json_body(const pgw_request *req, bool optional, json_t **obj, pgw_err *err)
+{
+    if (!(optional && req->body_len == 0) && !is_json(req))
+        return pgw_err_set(err, PGW_EMEDIA, "Content-Type must be application/json");
+    return parse_body(req, optional, obj, err);
+}
+
+/* The event key: channel + source (shop, else "-") + event id (API.md). */
+static void event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
+                      const char *event_id)
+{
+    snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
+}
+
+static int member_id_of(const pgw_identity *who, char out[PGW_ID_MAX + 1], pgw_err *err)
+{
+    if (who->kind != PGW_ID_MEMBER)
+        return pgw_err_set(err, PGW_ENOTFOUND,
+                           "members are found by member_id for now: %s identities are not "
+                           "stored yet",
+                           pgw_identity_kind_name(who->kind));
+    snprintf(out, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, who->value); /* ids are short */
+    return PGW_OK;
+}
+
+static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                         pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    int rc = json_body(req, false, &obj, &err);
+    pgw_job *job = rc == PGW_OK ? job_new(api, req, R_EVENTS, PGW_COMMAND_EVENT) : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = pgw_event_from_json(obj, &api->cfg->rules, &job->doc, &err);
+    if (rc == PGW_OK && !pgw_auth_may_write(who, job->doc.shop_id, job->doc.channel))
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not post events for shop \"%s\" on %s",
+                         who->name, job->doc.shop_id, job->doc.channel);
+    if (rc == PGW_OK && job->doc.event.type == PGW_EVENT_CUSTOM && who->kind != PGW_SCOPE_ADMIN)
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "custom events need an admin key");
+    pgw_command *cmd = job ? &job->cmd : NULL;
+    route r = R_EVENTS; /* ENOTFOUND on events means the original purchase... */
+    if (rc == PGW_OK && (rc = member_id_of(&job->doc.member, cmd->member, &err)) != PGW_OK)
+        r = R_OTHER; /* ...but here it is the member: a plain not_found */
+    if (rc == PGW_OK)
+        rc = fingerprint(obj, cmd->fingerprint);
+    json_decref(obj);
+    if (rc != PGW_OK) {
+        if (job != NULL)
+            job_free(job);
+        fail(resp, r, rc, err.msg);
+        return false;
+    }
+    const pgw_event_doc *doc = &job->doc;
+    event_key(cmd->key, doc->channel, doc->shop_id, doc->event_id);
+    if (doc->event.type == PGW_EVENT_REFUND)
+        event_key(cmd->original, doc->channel, doc->shop_id, doc->original_event_id);
+    snprintf(cmd->shop, sizeof(cmd->shop), "%s", doc->shop_id);
+    snprintf(cmd->channel, sizeof(cmd->channel), "%s", doc->channel);
+    snprintf(cmd->reference, sizeof(cmd->reference), "%s",
+             doc->receipt_no[0] ? doc->receipt_no : doc->event_id);
+    cmd->at = doc->event.occurred_at;
+    cmd->event = &job->doc.event;
+    cmd->earning = &job->earning;
+    cmd->render = render_event;
+    return submit(api, job, resp);
+}
+
+/* Reads {"hold_id"|"redemption_id", "member", "shop_id", "points", "expires_in_s"}. */
+static int spend_from_json(const json_t *obj, bool hold, pgw_command *cmd, int64_t *seconds,
+                           pgw_err *err)
+{
+    static const char *const HOLD_KEYS[] = {"hold_id", "member",       "shop_id",
+                                            "points",  "expires_in_s", NULL};
+    static const char *const REDEEM_KEYS[] = {"redemption_id", "member", "shop_id", "points", NULL};
+    const char *id_key = hold ? "hold_id" : "redemption_id";
+    pgw_identity member;
+    int rc = pgw_json_only_keys(obj, "$", hold ? HOLD_KEYS : REDEEM_KEYS, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, id_key, "$", true, PGW_REFERENCE_MAX, cmd->hold_id,
+                             sizeof(cmd->hold_id), err);
+    if (rc == PGW_OK && !plain_id(cmd->hold_id, PGW_REFERENCE_MAX))
+        rc = pgw_err_set(err, PGW_EINVAL, "$.%s: use letters, digits and - _ . : only", id_key);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "shop_id", "$", true, PGW_ID_MAX, cmd->shop, sizeof(cmd->shop),
+                             err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "points", "$", true, 1, PGW_POINTS_MAX, &cmd->points, err);
+    *seconds = HOLD_SECONDS_DEFAULT;
+    if (rc == PGW_OK && hold)
+        rc = pgw_json_int(obj, "expires_in_s", "$", false, 1, HOLD_SECONDS_MAX, seconds, err);
+    if (rc == PGW_OK)
+        rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &member, err);
+    return rc == PGW_OK ? member_id_of(&member, cmd->member, err) : rc;
+}
+
+/* POST /v1/holds and POST /v1/redemptions. */
+static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_principal *who, route r,
+                         pgw_response *resp)
+{
+    bool hold = r == R_HOLDS;
+    pgw_err err;
+    json_t *obj = NULL;
+    int64_t seconds = 0;
+    int rc = json_body(req, false, &obj, &err);
+    pgw_job *job =
+        rc == PGW_OK ? job_new(api, req, r, hold ? PGW_COMMAND_HOLD : PGW_COMMAND_REDEEM) : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = spend_from_json(obj, hold, &job->cmd, &seconds, &err);
+    if (rc == PGW_OK && !pgw_auth_may_write(who, job->cmd.shop, NULL))
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not spend points at shop %s", who->name,
+                         job->cmd.shop);
+    if (rc == PGW_OK && pgw_rules_find_shop(&api->cfg->rules, job->cmd.shop) < 0)
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.shop_id: no shop %s", job->cmd.shop);
+    if (rc == PGW_OK)
+        rc = fingerprint(obj, job->cmd.fingerprint);
+    json_decref(obj);
+    if (rc != PGW_OK) {
+        if (job != NULL)
+            job_free(job);
+        fail(resp, r, rc, err.msg);
+        return false;
+    }
+    pgw_command *cmd = &job->cmd;
+    snprintf(cmd->key, sizeof(cmd->key), "%s:%s", hold ? "hold" : "redeem", cmd->hold_id);
+    snprintf(cmd->channel, sizeof(cmd->channel), "store");
+    snprintf(cmd->reference, sizeof(cmd->reference), "%s", cmd->hold_id);
+    cmd->deadline = cmd->at + seconds;
+    cmd->render = render_hold;
+    return submit(api, job, resp);
+}
+
+/* POST /v1/holds/{id}/capture and /void; `id` is the path segment. */
+static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                          const char *id, route r, pgw_response *resp)
+{
+    static const char *const CAPTURE_KEYS[] = {"points", NULL};
+    static const char *const VOID_KEYS[] = {NULL};
+    pgw_err err;
+    json_t *obj = NULL;
+    int rc = plain_id(id, PGW_REFERENCE_MAX)
+                 ? json_body(req, true, &obj, &err)
+                 : pgw_err_set(&err, PGW_EINVAL, "hold ids use letters, digits and - _ . : only");
+    bool capture = r == R_CAPTURE;
+    pgw_job *job = rc == PGW_OK
+                       ? job_new(api, req, r, capture ? PGW_COMMAND_CAPTURE : PGW_COMMAND_VOID)
+                       : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", capture ? CAPTURE_KEYS : VOID_KEYS, &err);
+    if (rc == PGW_OK && capture)
+        rc = pgw_json_int(obj, "points", "$", false, 1, PGW_POINTS_MAX, &job->cmd.points, &err);
+    if (rc == PGW_OK && !(who->kind == PGW_SCOPE_ADMIN || who->kind == PGW_SCOPE_SHOP))
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not settle holds", who->name);
+    if (rc == PGW_OK)
+        rc = fingerprint(obj, job->cmd.fingerprint);
+    json_decref(obj);
+    if (rc != PGW_OK) {
+        if (job != NULL)
+            job_free(job);
+        fail(resp, r, rc, err.msg);
+        return false;
+    }
+    pgw_command *cmd = &job->cmd;
+    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    snprintf(cmd->key, sizeof(cmd->key), "%s:%s", capture ? "capture" : "void", id);
+    snprintf(cmd->channel, sizeof(cmd->channel), "store");
+    if (who->kind == PGW_SCOPE_SHOP) /* only its own shop's holds */
+        snprintf(cmd->shop, sizeof(cmd->shop), "%.*s", PGW_ID_MAX, who->scope_id);
+    cmd->render = render_hold;
+    return submit(api, job, resp);
+}
+
+static bool handle_member(pgw_api *api, const pgw_request *req, const char *id, pgw_response *resp)
+{
+    pgw_identity who;
+    pgw_err err;
+    char text[PGW_ID_MAX + 16];
+    snprintf(text, sizeof(text), "member_id:%.*s", PGW_ID_MAX + 1, id);
+    if (strlen(id) > PGW_ID_MAX || pgw_identity_parse(text, &who, &err) != PGW_OK) {
+        pgw_api_error(resp, 404, "not_found", "no such member");
+        return false;
+    }
+    pgw_job *job = job_new(api, req, R_MEMBER, PGW_COMMAND_READ_MEMBER);
+    if (job == NULL) {
+        fail(resp, R_MEMBER, PGW_EFULL, "too many requests in flight");
+        return false;
+    }
+    snprintf(job->cmd.member, sizeof(job->cmd.member), "%.*s", PGW_ID_MAX, who.value);
+    return submit(api, job, resp);
+}
+
+static json_t *member_json(const pgw_api *api, const pgw_command *cmd)
+{
+    json_t *expiring = json_array();
+    for (size_t i = 0; expiring && i < cmd->n_expiring; i++) {
+        char when[PGW_RFC3339_MAX] = "";
+        pgw_format_rfc3339(cmd->expiring[i].expires_at, &api->cfg->rules.tz, when, sizeof(when));
+        json_array_append_new(expiring,
+                              json_pack("{s:I,s:s}", "points", (json_int_t)cmd->expiring[i].points,
+                                        "expires_at", when));
+    }
+    const char *tier = cmd->tier >= 0 ? api->cfg->rules.tiers[cmd->tier].name : NULL;
+    return json_pack("{s:s,s:s?,s:I,s:I,s:I,s:I,s:o,s:[{s:s,s:s}],s:n}", "member_id", cmd->member,
+                     "tier", tier, "balance", (json_int_t)cmd->figures.balance, "available",
+                     (json_int_t)cmd->figures.available, "pending",
+                     (json_int_t)cmd->figures.pending, "debt", (json_int_t)cmd->figures.debt,
+                     "expiring", expiring, "identities", "kind", "member_id", "value", cmd->member,
+                     "merged_into");
+}
+
+/* ---- health and metrics ----------------------------------------------------------------- */
+
+static void handle_health(pgw_api *api, pgw_response *resp)
+{
+    pgw_writer_stats w;
+    pgw_writer_get_stats(api->writer, &w);
+    bool down = w.last_batch_failed;
+    set_body(
+        resp, down ? 503 : 200,
+        json_pack("{s:s,s:s}", "status", down ? "degraded" : "ok", "db", down ? "down" : "ok"));
+}
+
+/* Appends printf output to a growing text; false when out of memory. */
+static bool appendf(char **text, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(*text ? *text + *len : NULL, *text ? *cap - *len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return false;
+        if (*text != NULL && *len + (size_t)n < *cap) {
+            *len += (size_t)n;
+            return true;
+        }
+        size_t want = (*cap ? *cap * 2 : 16384) + (size_t)n;
+        char *grown = realloc(*text, want);
+        if (grown == NULL)
+            return false;
+        *text = grown;
+        *cap = want;
+    }
+}
+
+static void handle_metrics(pgw_api *api, pgw_response *resp)
+{
+    char *t = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = appendf(&t, &len, &cap,
+                      "# HELP pgw_http_requests_total HTTP requests answered, by route and "
+                      "status.\n# TYPE pgw_http_requests_total counter\n");
+    for (size_t r = 0; ok && r < R_COUNT; r++) {
+        for (size_t s = 0; ok && s <= N_STATUSES; s++) {
+            if (api->requests[r][s] == 0)
+                continue;
+            char status[8];
+            snprintf(status, sizeof(status), "%s", s < N_STATUSES ? "" : "other");
+            if (s < N_STATUSES)
+                snprintf(status, sizeof(status), "%d", STATUSES[s]);
+            ok = appendf(&t, &len, &cap,
+                         "pgw_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
+                         ROUTE_NAMES[r], status, (unsigned long long)api->requests[r][s]);
+        }
+    }
+    ok = ok && appendf(&t, &len, &cap,
+                       "# HELP pgw_http_request_seconds Time from request to response.\n"
+                       "# TYPE pgw_http_request_seconds histogram\n");
+    for (size_t b = 0; ok && b < N_BUCKETS; b++)
+        ok = appendf(&t, &len, &cap, "pgw_http_request_seconds_bucket{le=\"%g\"} %llu\n",
+                     BUCKETS[b], (unsigned long long)api->duration_le[b]);
+    ok = ok && appendf(&t, &len, &cap,
+                       "pgw_http_request_seconds_bucket{le=\"+Inf\"} %llu\n"
+                       "pgw_http_request_seconds_sum %.6f\npgw_http_request_seconds_count %llu\n",
+                       (unsigned long long)api->duration_count, api->duration_sum,
+                       (unsigned long long)api->duration_count);
+    pgw_writer_stats w;
+    pgw_writer_get_stats(api->writer, &w);
+    ok = ok && appendf(&t, &len, &cap,
+                       "# HELP pgw_writer_batches_total Transactions committed by the writer.\n"
+                       "# TYPE pgw_writer_batches_total counter\npgw_writer_batches_total %llu\n"
+                       "# HELP pgw_writer_commands_total Commands completed by the writer.\n"
+                       "# TYPE pgw_writer_commands_total counter\npgw_writer_commands_total %llu\n"
+                       "# HELP pgw_writer_failed_batches_total Commits that failed.\n"
+                       "# TYPE pgw_writer_failed_batches_total counter\n"
+                       "pgw_writer_failed_batches_total %llu\n"
+                       "# HELP pgw_writer_largest_batch Most commands committed at once.\n"
+                       "# TYPE pgw_writer_largest_batch gauge\npgw_writer_largest_batch %zu\n"
+                       "# HELP pgw_ledger_transfers Transfers in the log (id of the newest).\n"
+                       "# TYPE pgw_ledger_transfers gauge\npgw_ledger_transfers %lld\n"
+                       "# HELP pgw_inflight_requests Requests waiting on the database.\n"
+                       "# TYPE pgw_inflight_requests gauge\npgw_inflight_requests %zu\n",
+                       (unsigned long long)w.batches, (unsigned long long)w.commands,
+                       (unsigned long long)w.failed_batches, w.largest_batch,
+                       (long long)w.last_transfer, api->inflight);
+    if (!ok) {
+        free(t);
+        fail(resp, R_METRICS, PGW_ENOMEM, "out of memory");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4";
+    resp->body = t;
+    resp->body_len = len;
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+/* Matches "/v1/holds/{id}/<tail>": copies the id. */
+static bool match_hold_path(const char *path, const char *tail, char *id, size_t cap)
+{
+    static const char prefix[] = "/v1/holds/";
+    if (strncmp(path, prefix, sizeof(prefix) - 1) != 0)
+        return false;
+    const char *start = path + sizeof(prefix) - 1;
+    const char *slash = strchr(start, '/');
+    if (slash == NULL || slash == start || strcmp(slash + 1, tail) != 0 ||
+        (size_t)(slash - start) >= cap)
+        return false;
+    memcpy(id, start, (size_t)(slash - start));
+    id[slash - start] = '\0';
+    return true;
+}
+
+static route route_of(const char *path, char *id, size_t cap)
+{
+    if (strcmp(path, "/healthz") == 0)
+        return R_HEALTH;
+    if (strcmp(path, "/metrics") == 0)
+        return R_METRICS;
+    if (strcmp(path, "/v1/events") == 0)
+        return R_EVENTS;
+    if (strcmp(path, "/v1/holds") == 0)
+        return R_HOLDS;
+    if (strcmp(path, "/v1/redemptions") == 0)
+        return R_REDEMPTIONS;
+    if (match_hold_path(path, "capture", id, cap))
+        return R_CAPTURE;
+    if (match_hold_path(path, "void", id, cap))
+        return R_VOID;
+    static const char members[] = "/v1/members/";
+    if (strncmp(path, members, sizeof(members) - 1) == 0 &&
+        strchr(path + sizeof(members) - 1, '/') == NULL &&
+        strlen(path + sizeof(members) - 1) < cap) {
+        snprintf(id, cap, "%s", path + sizeof(members) - 1);
+        return R_MEMBER;
+    }
+    return R_OTHER;
+}
+
+bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
+{
+    memset(resp, 0, sizeof(*resp));
+    snprintf(resp->key_name, sizeof(resp->key_name), "-");
+    char id[PGW_REFERENCE_MAX + 2] = "";
+    route r = route_of(req->path, id, sizeof(id));
+    resp->route = ROUTE_NAMES[r];
+    bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
+    bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER;
+    if (r == R_OTHER) {
+        pgw_api_error(resp, 404, "not_found", "no such route");
+        return false;
+    }
+    if (wants_get ? !get : !post) {
+        pgw_api_error(resp, 405, "invalid_request", wants_get ? "use GET" : "use POST");
+        return false;
+    }
+    if (r == R_HEALTH) {
+        handle_health(api, resp);
+        return false;
+    }
+    if (r == R_METRICS) {
+        handle_metrics(api, resp);
+        return false;
+    }
+    pgw_principal who;
+    pgw_err err;
+    char path_and_query[PGW_PATH_MAX + PGW_QUERY_MAX + 2];
+    snprintf(path_and_query, sizeof(path_and_query), "%s%s%s", req->path, req->query[0] ? "?" : "",
+             req->query);
+    pgw_signed_request sr = {req->method,
+                             path_and_query,
+                             req->timestamp[0] ? req->timestamp : NULL,
+                             req->nonce[0] ? req->nonce : NULL,
+                             req->signature[0] ? req->signature : NULL,
+                             req->body,
+                             req->body_len};
+    if (pgw_auth_check(api->auth, req->authorization, &sr, req->received_us / 1000000, &who,
+                       &err) != PGW_OK) {
+        pgw_api_error(resp, 401, "unauthorized", err.msg);
+        return false;
+    }
+    snprintf(resp->key_name, sizeof(resp->key_name), "%s", who.name);
+    switch (r) {
+    case R_EVENTS:
+        return handle_event(api, req, &who, resp);
+    case R_HOLDS:
+    case R_REDEMPTIONS:
+        return handle_spend(api, req, &who, r, resp);
+    case R_CAPTURE:
+    case R_VOID:
+        return handle_settle(api, req, &who, id, r, resp);
+    case R_MEMBER:
+        return handle_member(api, req, id, resp);
+    default:
+        break;
+    }
+    pgw_api_error(resp, 404, "not_found", "no such route");
+    return false;
+}
+
+/* ---- finishing jobs ------------------------------------------------------------------------- */
+
+/* A stored answer with "replayed" set; 201 the first time, 200 on a replay. */
+static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_status)
+{
+    json_t *body = json_loads(cmd->answer, 0, NULL);
+    if (body == NULL) {
+        fail(resp, R_OTHER, PGW_EUNAVAILABLE,
+             "the answer was lost; the write is durable, ask again");
+        return;
+    }
+    json_object_set_new(body, "replayed", json_boolean(cmd->replayed));
+    set_body(resp, cmd->replayed ? 200 : first_status, body);
+}
+
+void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp)
+{
+    (void)api;
+    memset(resp, 0, sizeof(*resp));
+    resp->route = ROUTE_NAMES[job->route];
+    memcpy(resp->key_name, job->key_name, sizeof(resp->key_name));
+    *request_id = job->request_id;
+    const pgw_command *cmd = &job->cmd;
+    if (cmd->rc != PGW_OK) {
+        route r = job->route;
+        if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
+            r = R_OTHER; /* not found: the member, not an original */
+        fail(resp, r, cmd->rc, cmd->err.msg);
+    } else if (job->route == R_MEMBER) {
+        set_body(resp, 200, member_json(api, cmd));
+    } else {
+        bool created =
+            job->route == R_EVENTS || job->route == R_HOLDS || job->route == R_REDEMPTIONS;
+        answer_from(resp, cmd, created ? 201 : 200);
+    }
+    job_free(job);
+}
+
+/* ---- the log and the counters --------------------------------------------------------------- */
+
+void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us)
+{
+    route r = R_OTHER;
+    for (size_t i = 0; i < R_COUNT; i++)
+        r = resp->route == ROUTE_NAMES[i] ? (route)i : r;
+    size_t s = N_STATUSES;
+    for (size_t i = 0; i < N_STATUSES; i++)
+        s = STATUSES[i] == resp->status ? i : s;
+    api->requests[r][s]++;
+    double seconds = (double)(done_us - req->received_us) / 1e6;
+    for (size_t b = 0; b < N_BUCKETS; b++)
+        api->duration_le[b] += seconds <= BUCKETS[b];
+    api->duration_count++;
+    api->duration_sum += seconds;
+    if (api->log == NULL)
+        return;
+    json_t *line = json_pack("{s:I,s:s,s:s,s:i,s:I,s:s}", "ts_us", (json_int_t)done_us, "method",
+                             req->method, "path", req->path, "status", resp->status, "us",
+                             (json_int_t)(done_us - req->received_us), "key", resp->key_name);
+    if (line != NULL) {
+        json_dumpf(line, api->log, JSON_COMPACT);
+        fputc('\n', api->log);
+        fflush(api->log);
+    }
+    json_decref(line);
+}
+
+size_t pgw_api_inflight(const pgw_api *api)
+{
+    return api->inflight;
+}
+
+int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
+{
+    *out = NULL;
+    if (opts->inflight_max < 1 || opts->inflight_max > PGW_INFLIGHT_MAX || opts->body_max < 1 ||
+        opts->notify == NULL)
+        return pgw_err_set(err, PGW_EINVAL, "in-flight limit 1..%d, a body limit and a notifier",
+                           PGW_INFLIGHT_MAX);
+    pgw_api *api = calloc(1, sizeof(*api));
+    if (api == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the API");
+    api->cfg = opts->cfg;
+    api->body_max = opts->body_max;
+    api->inflight_max = opts->inflight_max;
+    api->notify = opts->notify;
+    api->notify_ctx = opts->notify_ctx;
+    api->log = opts->log;
+    pgw_ledger_policy policy = {.expiry = opts->cfg->rules.expiry,
+                                .tz = opts->cfg->rules.tz,
+                                .allow_negative = opts->cfg->allow_negative,
+                                .rules = &opts->cfg->rules,
+                                .auto_enroll = opts->cfg->auto_enroll};
+    size_t queue =
+        opts->inflight_max < PGW_WRITER_QUEUE_MAX ? opts->inflight_max : PGW_WRITER_QUEUE_MAX;
+    pgw_writer_options wo = {
+        .db_url = opts->db_url, .policy = policy, .queue_cap = queue, .batch_max = opts->batch_max};
+    pgw_writer_options ro = wo;
+    ro.read_only = true;
+    ro.batch_max = 64;
+    int rc = pgw_auth_new(opts->cfg, &api->auth, err);
+    if (rc == PGW_OK)
+        rc = pgw_writer_start(&wo, &api->writer, err);
+    if (rc == PGW_OK)
+        rc = pgw_writer_start(&ro, &api->reader, err);
+    if (rc != PGW_OK) {
+        pgw_api_free(api);
+        return rc;
+    }
+    *out = api;
+    return PGW_OK;
+}
+
+void pgw_api_stop(pgw_api *api)
+{
+    pgw_writer_stop(api->reader);
+    pgw_writer_stop(api->writer);
+    api->reader = api->writer = NULL;
+}
+
+void pgw_api_free(pgw_api *api)
+{
+    if (api == NULL)
+        return;
+    PGW_ASSERT(api->inflight == 0); /* every job was finished */
+    pgw_api_stop(api);
+    pgw_auth_free(api->auth);
+    free(api);
+}

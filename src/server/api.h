@@ -1,0 +1,108 @@
+/*
+ * api.h - the HTTP API of API.md, independent of the HTTP library.
+ *
+ * http.c turns bytes into a pgw_request and a pgw_response back into bytes;
+ * everything in between is here: authentication and scopes, routing,
+ * validation, the commands sent to the writer (writes) or the reader
+ * (reads), the JSON answers, errors, the request log and the metrics.
+ *
+ * Threads: every function here runs on the service thread, except the
+ * completion callbacks, which run on the writer or reader thread and only
+ * hand the finished job back through `notify` (which must wake the service
+ * thread: lws_cancel_service). The service thread never waits on the
+ * database.
+ *
+ * Ownership: a request that needs the database becomes a job the API
+ * allocates (bounded by inflight_max) and frees in pgw_api_finish, whether
+ * or not its client is still there.
+ */
+#ifndef PGW_SERVER_API_H
+#define PGW_SERVER_API_H
+
+#include "config/config.h"
+#include "core/error.h"
+#include "server/writer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define PGW_PATH_MAX         256
+#define PGW_QUERY_MAX        512
+#define PGW_HEADER_VALUE_MAX 512
+#define PGW_BODY_MAX_DEFAULT (1024 * 1024)
+#define PGW_INFLIGHT_DEFAULT 4096
+#define PGW_INFLIGHT_MAX     65536
+
+typedef struct pgw_api pgw_api;
+typedef struct pgw_job pgw_job;
+
+typedef struct pgw_request {
+    uint64_t id;    /* the service thread's id for this transaction */
+    char method[8]; /* "GET", "POST", ... */
+    char path[PGW_PATH_MAX + 1];
+    char query[PGW_QUERY_MAX + 1]; /* without '?', "" when none */
+    char content_type[PGW_HEADER_VALUE_MAX + 1];
+    char authorization[PGW_HEADER_VALUE_MAX + 1];
+    char timestamp[PGW_HEADER_VALUE_MAX + 1]; /* X-PGW-Timestamp; "" when absent */
+    char nonce[PGW_HEADER_VALUE_MAX + 1];
+    char signature[PGW_HEADER_VALUE_MAX + 1];
+    const uint8_t *body; /* borrowed; body_len bytes (not NUL-terminated) */
+    size_t body_len;
+    int64_t received_us; /* wall clock, for the log */
+} pgw_request;
+
+typedef struct pgw_response {
+    int status;
+    const char *content_type;
+    char *body; /* malloc'd; the HTTP layer frees it once sent */
+    size_t body_len;
+    int retry_after_s;             /* > 0: send Retry-After */
+    const char *route;             /* route template for metrics ("/v1/holds/{id}/capture") */
+    char key_name[PGW_ID_MAX + 1]; /* who asked, for the log ("-" when nobody) */
+} pgw_response;
+
+/* Wakes the service thread for a finished job (any thread). */
+typedef void (*pgw_api_notify)(pgw_job *job, void *ctx);
+
+typedef struct pgw_api_options {
+    const pgw_config *cfg; /* borrowed, must outlive the API */
+    const char *db_url;
+    size_t body_max;     /* bytes a request body may have */
+    size_t inflight_max; /* jobs waiting on the database at once */
+    size_t batch_max;    /* the writer's group commit */
+    pgw_api_notify notify;
+    void *notify_ctx;
+    FILE *log; /* one JSON line per request; NULL for none */
+} pgw_api_options;
+
+/* Starts the writer and the reader on db_url and loads the keys. */
+int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err);
+/* Stops the reader and the writer, which first apply and commit what is
+ * queued: afterwards every job has been handed to notify. */
+void pgw_api_stop(pgw_api *api);
+/* Frees the API (stopping it if needed); every job must have been finished. */
+void pgw_api_free(pgw_api *api);
+
+/*
+ * Handles a complete request. Either answers at once (returns false, *resp
+ * filled) or starts a job (returns true): its answer comes later through
+ * notify and pgw_api_finish, under the same request id.
+ */
+bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp);
+
+/* An early answer for a request the HTTP layer refuses itself (body too
+ * large, no Content-Length, ...): the standard error body. */
+void pgw_api_error(pgw_response *resp, int status, const char *code, const char *message);
+
+/* Builds the answer of a finished job and frees it; *request_id says whose. */
+void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp);
+
+/* Counts and logs a sent response. */
+void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);
+
+/* Jobs started and not yet finished. */
+size_t pgw_api_inflight(const pgw_api *api);
+
+#endif

@@ -1,0 +1,498 @@
+/*
+ * http.c - see http.h. Facts about libwebsockets 4.1 relied on here are in
+ * ../shared/research/libwebsockets.md: one lws_write per WRITEABLE
+ * callback, headers and body as separate writes, per-transaction pss for
+ * HTTP, lws_cancel_service() as the only call allowed from other threads,
+ * EVENT_WAIT_CANCELLED delivered on a wsi that is not a client.
+ */
+#include "http.h"
+
+#include "core/assertions.h"
+#include "server/api.h"
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHUNK            16384 /* response bytes per write */
+#define HEADER_DATA_MAX  8192  /* all request header bytes */
+#define DRAIN_SERVICE_MS 2000  /* at shutdown, time given to send the last answers */
+
+/* One HTTP transaction (lws allocates it zeroed, per transaction). */
+typedef struct req {
+    pgw_request r;
+    uint8_t *body;
+    size_t body_expected;
+    bool started;    /* r filled */
+    bool waiting;    /* a job is out; r.id is in the slot table */
+    bool responding; /* resp is ready to send */
+    bool headers_sent;
+    pgw_response resp;
+    size_t sent;
+} req;
+
+typedef struct slot {
+    uint64_t id; /* 0: empty */
+    struct lws *wsi;
+} slot;
+
+struct pgw_http {
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    struct lws_protocols protocols[2];
+    pgw_api *api;
+    size_t body_max;
+    int port;
+    char iface[PGW_LISTEN_MAX + 1];
+    volatile sig_atomic_t stop;
+    size_t responding; /* transactions with an answer not yet fully sent */
+    /* Finished jobs, handed over by the writer and reader threads. */
+    pthread_mutex_t lock;
+    pgw_job **done, **draining;
+    size_t done_cap, done_count;
+    /* Waiting requests by id: service thread only. Linear probing. */
+    slot *slots;
+    size_t slot_mask;
+    uint64_t next_id;
+};
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- the waiting table ----------------------------------------------------------- */
+
+static size_t home_of(const pgw_http *h, uint64_t id)
+{
+    return (size_t)(id * 0x9E3779B97F4A7C15ULL >> 17) & h->slot_mask;
+}
+
+static void slot_put(pgw_http *h, uint64_t id, struct lws *wsi)
+{
+    size_t i = home_of(h, id);
+    while (h->slots[i].id != 0)
+        i = (i + 1) & h->slot_mask;
+    h->slots[i] = (slot){id, wsi};
+}
+
+static size_t slot_find(const pgw_http *h, uint64_t id)
+{
+    for (size_t i = home_of(h, id);; i = (i + 1) & h->slot_mask) {
+        if (h->slots[i].id == id)
+            return i;
+        if (h->slots[i].id == 0)
+            return SIZE_MAX;
+    }
+}
+
+/* Removes slot i, shifting back later entries of its probe run. */
+static void slot_remove(pgw_http *h, size_t i)
+{
+    h->slots[i].id = 0;
+    for (size_t j = (i + 1) & h->slot_mask; h->slots[j].id != 0; j = (j + 1) & h->slot_mask) {
+        size_t home = home_of(h, h->slots[j].id);
+        bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
+        if (movable) {
+            h->slots[i] = h->slots[j];
+            h->slots[j].id = 0;
+            i = j;
+        }
+    }
+}
+
+/* ---- completions from other threads --------------------------------------------------- */
+
+static void notify(pgw_job *job, void *ctx)
+{
+    pgw_http *h = ctx;
+    pthread_mutex_lock(&h->lock);
+    PGW_ASSERT(h->done_count < h->done_cap); /* at most one entry per job in flight */
+    h->done[h->done_count++] = job;
+    pthread_mutex_unlock(&h->lock);
+    lws_cancel_service(h->ctx);
+}
+
+static void respond(pgw_http *h, struct lws *wsi, req *q)
+{
+    q->responding = true;
+    h->responding++;
+    lws_callback_on_writable(wsi);
+}
+
+/* Answers every finished job whose client is still there. */
+static void drain_done(pgw_http *h)
+{
+    pthread_mutex_lock(&h->lock);
+    size_t n = h->done_count;
+    memcpy(h->draining, h->done, n * sizeof(*h->done));
+    h->done_count = 0;
+    pthread_mutex_unlock(&h->lock);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = 0;
+        pgw_response resp;
+        pgw_api_finish(h->api, h->draining[i], &id, &resp);
+        size_t at = slot_find(h, id);
+        if (at == SIZE_MAX) { /* the client left; the write stands */
+            free(resp.body);
+            continue;
+        }
+        struct lws *wsi = h->slots[at].wsi;
+        slot_remove(h, at);
+        req *q = lws_wsi_user(wsi);
+        PGW_ASSERT(q != NULL && q->waiting && q->r.id == id);
+        q->waiting = false;
+        q->resp = resp;
+        respond(h, wsi, q);
+    }
+}
+
+/* ---- reading a request ------------------------------------------------------------------ */
+
+/* Copies a header into out; false when it is longer than out. "" when absent. */
+static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out, size_t cap)
+{
+    out[0] = '\0';
+    int len = lws_hdr_total_length(wsi, token);
+    if (len <= 0)
+        return true;
+    if ((size_t)len >= cap)
+        return false;
+    return lws_hdr_copy(wsi, out, (int)cap, token) >= 0;
+}
+
+static bool copy_custom(struct lws *wsi, const char *name, char *out, size_t cap)
+{
+    out[0] = '\0';
+    int len = lws_hdr_custom_length(wsi, name, (int)strlen(name));
+    if (len <= 0)
+        return true;
+    if ((size_t)len >= cap)
+        return false;
+    return lws_hdr_custom_copy(wsi, out, (int)cap, name, (int)strlen(name)) >= 0;
+}
+
+static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char *code,
+                   const char *message)
+{
+    memset(&q->resp, 0, sizeof(q->resp));
+    snprintf(q->resp.key_name, sizeof(q->resp.key_name), "-");
+    q->resp.route = "other";
+    pgw_api_error(&q->resp, status, code, message);
+    respond(h, wsi, q);
+}
+
+static void dispatch(pgw_http *h, struct lws *wsi, req *q)
+{
+    q->r.body = q->body;
+    q->r.body_len = q->body_expected;
+    q->r.id = ++h->next_id;
+    if (pgw_api_handle(h->api, &q->r, &q->resp)) {
+        q->waiting = true;
+        slot_put(h, q->r.id, wsi);
+        return;
+    }
+    respond(h, wsi, q);
+}
+
+static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
+{
+    char *uri = NULL;
+    int uri_len = 0;
+    int method = lws_http_get_uri_and_method(wsi, &uri, &uri_len);
+    static const char *const NAMES[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"};
+    q->started = true;
+    q->r.received_us = wall_us();
+    snprintf(q->r.method, sizeof(q->r.method), "%s",
+             method >= 0 && method < 6 ? NAMES[method] : "OTHER");
+    bool ok = strlen(path) <= PGW_PATH_MAX;
+    snprintf(q->r.path, sizeof(q->r.path), "%s", ok ? path : "");
+    ok = ok && copy_header(wsi, WSI_TOKEN_HTTP_URI_ARGS, q->r.query, sizeof(q->r.query)) &&
+         copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, q->r.content_type,
+                     sizeof(q->r.content_type)) &&
+         copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, q->r.authorization,
+                     sizeof(q->r.authorization)) &&
+         copy_custom(wsi, "x-pgw-timestamp:", q->r.timestamp, sizeof(q->r.timestamp)) &&
+         copy_custom(wsi, "x-pgw-nonce:", q->r.nonce, sizeof(q->r.nonce)) &&
+         copy_custom(wsi, "x-pgw-signature:", q->r.signature, sizeof(q->r.signature));
+    if (!ok) {
+        refuse(h, wsi, q, 400, "invalid_request", "a header or the path is too long");
+        return 0;
+    }
+    bool has_body =
+        method == LWSHUMETH_POST || method == LWSHUMETH_PUT || method == LWSHUMETH_PATCH;
+    if (!has_body) {
+        dispatch(h, wsi, q);
+        return 0;
+    }
+    char length[32];
+    if (!copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length)) ||
+        length[0] == '\0') {
+        /* lws would assume 100 MiB and does not decode chunked bodies. */
+        refuse(h, wsi, q, 411, "invalid_request", "Content-Length is required");
+        return 0;
+    }
+    char *end = NULL;
+    unsigned long long n = strtoull(length, &end, 10);
+    if (end == length || *end != '\0' || n > h->body_max) {
+        char message[96];
+        snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
+        refuse(h, wsi, q, 413, "payload_too_large", message);
+        return 0;
+    }
+    q->body_expected = (size_t)n;
+    q->body = malloc(n > 0 ? (size_t)n : 1);
+    q->r.body_len = 0;
+    if (q->body == NULL)
+        refuse(h, wsi, q, 503, "unavailable", "out of memory");
+    return 0;
+}
+
+static int add_body(req *q, const void *in, size_t len)
+{
+    if (q->responding || q->body == NULL || len == 0)
+        return 0; /* refused already (lws discards the rest), or nothing (Content-Length: 0) */
+    if (len > q->body_expected - q->r.body_len)
+        return -1; /* more than Content-Length said: drop the connection */
+    memcpy(q->body + q->r.body_len, in, len);
+    q->r.body_len += len;
+    return 0;
+}
+
+/* ---- writing the answer -------------------------------------------------------------------- */
+
+static void finish_response(pgw_http *h, req *q)
+{
+    pgw_api_log(h->api, &q->r, &q->resp, wall_us());
+    free(q->resp.body);
+    q->resp.body = NULL;
+    q->responding = false;
+    PGW_ASSERT(h->responding > 0);
+    h->responding--;
+}
+
+static int write_headers(struct lws *wsi, req *q)
+{
+    uint8_t buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
+    if (lws_add_http_common_headers(wsi, (unsigned int)q->resp.status, q->resp.content_type,
+                                    q->resp.body_len, &p, end))
+        return -1;
+    if (q->resp.retry_after_s > 0) {
+        char secs[16];
+        int n = snprintf(secs, sizeof(secs), "%d", q->resp.retry_after_s);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+                                        (const unsigned char *)secs, n, &p, end))
+            return -1;
+    }
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    q->headers_sent = true;
+    return 0;
+}
+
+static int write_some(pgw_http *h, struct lws *wsi, req *q)
+{
+    if (q == NULL || !q->responding)
+        return 0; /* lws may call without our asking */
+    if (!q->headers_sent) {
+        if (write_headers(wsi, q) != 0)
+            return -1;
+        if (q->resp.body_len > 0) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+    } else {
+        static uint8_t buf[LWS_PRE + CHUNK]; /* service thread only */
+        size_t left = q->resp.body_len - q->sent, n = left < CHUNK ? left : CHUNK;
+        memcpy(buf + LWS_PRE, q->resp.body + q->sent, n);
+        bool last = n == left;
+        if (lws_write(wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)n)
+            return -1;
+        q->sent += n;
+        if (!last) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
+    finish_response(h, q);
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* The transaction is over (answered, or the client left). */
+static void forget(pgw_http *h, req *q)
+{
+    if (q == NULL)
+        return;
+    if (q->waiting) {
+        size_t at = slot_find(h, q->r.id);
+        if (at != SIZE_MAX)
+            slot_remove(h, at);
+        q->waiting = false;
+    }
+    if (q->responding) {
+        q->responding = false;
+        h->responding--;
+    }
+    free(q->body);
+    free(q->resp.body);
+    q->body = NULL;
+    q->resp.body = NULL;
+}
+
+static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
+{
+    pgw_http *h = lws_context_user(lws_get_context(wsi));
+    req *q = user;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return start_request(h, wsi, q, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        return add_body(q, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (!q->responding && q->body != NULL)
+            dispatch(h, wsi, q);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return write_some(h, wsi, q);
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
+        drain_done(h);
+        return 0;
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        forget(h, q);
+        break;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* ---- life cycle --------------------------------------------------------------------------------
+ */
+
+static int parse_listen(const char *listen, char *iface, size_t cap, int *port, pgw_err *err)
+{
+    const char *colon = strrchr(listen, ':');
+    char *end = NULL;
+    long p = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (colon == NULL || colon == listen || (size_t)(colon - listen) >= cap || end == colon + 1 ||
+        *end != '\0' || p < 0 || p > 65535)
+        return pgw_err_set(err, PGW_EINVAL, "listen \"%s\" is not HOST:PORT", listen);
+    memcpy(iface, listen, (size_t)(colon - listen));
+    iface[colon - listen] = '\0';
+    *port = (int)p;
+    return PGW_OK;
+}
+
+static int start_lws(pgw_http *h, pgw_err *err)
+{
+    h->protocols[0] = (struct lws_protocols){
+        .name = "http", .callback = on_http, .per_session_data_size = sizeof(req)};
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = h->port;
+    info.iface = h->iface;
+    info.protocols = h->protocols;
+    info.user = h;
+    info.max_http_header_data = HEADER_DATA_MAX;
+    lws_set_log_level(LLL_ERR, NULL);
+    h->ctx = lws_create_context(&info);
+    if (h->ctx == NULL)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d", h->iface, h->port);
+    h->vhost = lws_get_vhost_by_name(h->ctx, "default");
+    int port = h->vhost ? lws_get_vhost_listen_port(h->vhost) : -1;
+    if (port <= 0)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d", h->iface, h->port);
+    h->port = port;
+    return PGW_OK;
+}
+
+int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_http *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
+    pthread_mutex_init(&h->lock, NULL);
+    h->body_max = opts->body_max ? opts->body_max : PGW_BODY_MAX_DEFAULT;
+    size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;
+    h->done_cap = inflight;
+    size_t slots = 1;
+    while (slots < 2 * inflight)
+        slots <<= 1;
+    h->slot_mask = slots - 1;
+    h->done = calloc(inflight, sizeof(*h->done));
+    h->draining = calloc(inflight, sizeof(*h->draining));
+    h->slots = calloc(slots, sizeof(*h->slots));
+    int rc = h->done && h->draining && h->slots
+                 ? parse_listen(opts->listen, h->iface, sizeof(h->iface), &h->port, err)
+                 : pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
+    pgw_api_options ao = {.cfg = opts->cfg,
+                          .db_url = opts->db_url,
+                          .body_max = h->body_max,
+                          .inflight_max = inflight,
+                          .batch_max = opts->batch_max ? opts->batch_max : 1024,
+                          .notify = notify,
+                          .notify_ctx = h,
+                          .log = opts->log};
+    if (rc == PGW_OK)
+        rc = pgw_api_new(&ao, &h->api, err);
+    if (rc == PGW_OK)
+        rc = start_lws(h, err);
+    if (rc != PGW_OK) {
+        pgw_http_free(h);
+        return rc;
+    }
+    *out = h;
+    return PGW_OK;
+}
+
+int pgw_http_port(const pgw_http *h)
+{
+    return h->port;
+}
+
+void pgw_http_shutdown(pgw_http *h)
+{
+    h->stop = 1;
+    lws_cancel_service(h->ctx);
+}
+
+int pgw_http_run(pgw_http *h, pgw_err *err)
+{
+    (void)err;
+    while (!h->stop) {
+        if (lws_service(h->ctx, 0) < 0)
+            break;
+    }
+    /* Drain: the writer commits what is queued, its callers are answered. */
+    pgw_api_stop(h->api);
+    drain_done(h);
+    int64_t until = wall_us() + (int64_t)DRAIN_SERVICE_MS * 1000;
+    while (h->responding > 0 && wall_us() < until)
+        lws_service(h->ctx, 0);
+    return PGW_OK;
+}
+
+void pgw_http_free(pgw_http *h)
+{
+    if (h == NULL)
+        return;
+    if (h->api != NULL)
+        pgw_api_stop(h->api);
+    drain_done(h); /* frees the jobs of clients still waiting */
+    if (h->ctx != NULL)
+        lws_context_destroy(h->ctx);
+    pgw_api_free(h->api);
+    pthread_mutex_destroy(&h->lock);
+    free(h->done);
+    free(h->draining);
+    free(h->slots);
+    free(h);
+}

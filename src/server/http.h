@@ -1,0 +1,51 @@
+/*
+ * http.h - the HTTP server: libwebsockets on one service thread.
+ *
+ * The service thread reads requests (bounded: headers, body), hands each
+ * complete one to the API (api.h), and writes answers. It never waits on
+ * the database: the API queues work to the writer and reader threads, whose
+ * completions come back through a bounded queue and lws_cancel_service(),
+ * and are matched to their waiting request by id (never by a connection
+ * pointer another thread could hold). A client that left before its answer
+ * was ready simply gets none; the write it asked for is durable anyway.
+ *
+ * Shutdown (pgw_http_shutdown, safe in a signal handler): stop accepting,
+ * let the writer apply and commit what is queued, answer the clients still
+ * connected, close.
+ */
+#ifndef PGW_SERVER_HTTP_H
+#define PGW_SERVER_HTTP_H
+
+#include "config/config.h"
+#include "core/error.h"
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct pgw_http pgw_http;
+
+typedef struct pgw_http_options {
+    const pgw_config *cfg; /* borrowed; must outlive the server */
+    const char *db_url;
+    const char *listen;  /* "HOST:PORT"; port 0 picks a free one (tests) */
+    size_t body_max;     /* request body bytes; 0: PGW_BODY_MAX_DEFAULT */
+    size_t inflight_max; /* requests waiting on the database; 0: default */
+    size_t batch_max;    /* writer batch; 0: 1024 */
+    FILE *log;           /* request log lines; NULL for none */
+} pgw_http_options;
+
+/* Opens the database, starts the threads and listens. */
+int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err);
+
+/* The port actually listened on. */
+int pgw_http_port(const pgw_http *http);
+
+/* Serves until pgw_http_shutdown; then drains and returns. */
+int pgw_http_run(pgw_http *http, pgw_err *err);
+
+/* Asks pgw_http_run to finish. Async-signal-safe. */
+void pgw_http_shutdown(pgw_http *http);
+
+void pgw_http_free(pgw_http *http);
+
+#endif

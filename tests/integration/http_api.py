@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""The HTTP API of pointsgw, driven over real sockets (standard library only).
+
+Starts `pointsgw serve` on 127.0.0.1 (a free port) with the example
+configuration and test keys, on a throwaway SQLite file, and checks what
+issue 4 asks: the API.md examples, replays and conflicts, 64 concurrent
+copies of one event, partial refunds, holds (capture, void, deadline),
+bad input answered with its documented error and leaving the log
+unchanged, scopes and signatures, /metrics as Prometheus text, the request
+log, and a clean SIGTERM after which `pointsgw verify` passes.
+"""
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN, SRC = sys.argv[1], sys.argv[2]
+KEYS = {
+    "admin": ("test-admin-key", "admin", False),
+    "s001": ("test-s001-key", "shop:S001", False),
+    "s002": ("test-s002-key", "shop:S002", False),
+    "s003": ("test-s003-signed-key", "shop:S003", True),
+    "finance": ("test-finance-key", "finance", False),
+}
+failures = []
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def write_config(tmp):
+    with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
+        cfg = json.load(f)
+    cfg["keys"] = [
+        {"name": name, "scope": scope, "key_sha256": hashlib.sha256(key.encode()).hexdigest(),
+         "require_signature": signed}
+        for name, (key, scope, signed) in KEYS.items()
+    ]
+    path = os.path.join(tmp, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    return path
+
+
+class Server:
+    def __init__(self, tmp, config):
+        self.db = "sqlite:" + os.path.join(tmp, "db", "log.db")
+        self.log = open(os.path.join(tmp, "requests.log"), "w+")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
+            stdout=self.log, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        m = re.search(r"\(port (\d+)\)", line)
+        if not m:
+            raise SystemExit("server did not start: " + line + self.proc.stderr.read())
+        self.port = int(m.group(1))
+
+    def request(self, method, path, body=None, key="admin", ctype="application/json",
+                headers=None, raw=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        h = dict(headers or {})
+        if key is not None:
+            h["Authorization"] = "Bearer " + KEYS[key][0] if key in KEYS else "Bearer " + key
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None and ctype:
+            h["Content-Type"] = ctype
+        conn.request(method, path, body=data, headers=h)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = text
+        return resp.status, doc, dict(resp.getheaders())
+
+    def transfers(self):
+        status, text, _ = self.request("GET", "/metrics", key=None)
+        m = re.search(r"^pgw_ledger_transfers (\d+)$", text, re.M)
+        return int(m.group(1)) if m else -1
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        err = self.proc.stderr.read()
+        return self.proc.wait(timeout=30), err
+
+
+def purchase(event_id, amount=12800, member="M1", shop="S001", when="2026-11-25T10:15:00+08:00"):
+    return {"event_id": event_id, "channel": "store", "shop_id": shop, "type": "purchase",
+            "occurred_at": when, "member": {"member_id": member}, "amount_fen": amount,
+            "items": [{"sku": "A1", "category": "shoes", "amount_fen": amount, "qty": 1}],
+            "receipt_no": "R-" + event_id}
+
+
+def error_code(doc):
+    return doc.get("error", {}).get("code") if isinstance(doc, dict) else None
+
+
+def test_health_and_metrics(s):
+    status, doc, _ = s.request("GET", "/healthz", key=None)
+    check(status == 200 and doc == {"status": "ok", "db": "ok"}, f"healthz: {status} {doc}")
+    status, text, headers = s.request("GET", "/metrics", key=None)
+    check(status == 200 and headers.get("content-type", "").startswith("text/plain"),
+          f"metrics: {status} {headers}")
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
+                        r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? [-+]?[0-9.eE+Inf]+$')
+    for line in text.strip().split("\n"):
+        ok = line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line)
+        check(ok, f"metrics line is not Prometheus text: {line!r}")
+    check("pgw_http_request_seconds_bucket" in text, "metrics has the latency histogram")
+
+
+def test_events(s):
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-1"))
+    check(status == 201, f"purchase: {status} {doc}")
+    for field in ("event_id", "member_id", "points", "balance", "available", "replayed",
+                  "transfers", "breakdown"):
+        check(field in doc, f"purchase answer lacks {field}: {doc}")
+    check(doc["replayed"] is False and doc["points"] > 0, f"first answer: {doc}")
+    check(sum(t["points"] for t in doc["transfers"]) == doc["points"], "transfers add up")
+    check(all(set(b) == {"rule", "points", "funded_by"} for b in doc["breakdown"]),
+          f"breakdown lines: {doc['breakdown']}")
+    status2, again, _ = s.request("POST", "/v1/events", purchase("E-1"))
+    check(status2 == 200 and again["replayed"] is True, f"replay: {status2} {again}")
+    same = {k: v for k, v in again.items() if k != "replayed"}
+    check(same == {k: v for k, v in doc.items() if k != "replayed"}, "a replay repeats the figures")
+    status3, conflict, _ = s.request("POST", "/v1/events", purchase("E-1", amount=99900))
+    check(status3 == 409 and error_code(conflict) == "idempotency_conflict",
+          f"same id, other amount: {status3} {conflict}")
+    status, doc, _ = s.request("GET", "/v1/members/M1")
+    check(status == 200 and doc["balance"] == again["balance"] and doc["member_id"] == "M1",
+          f"member view: {status} {doc}")
+    for field in ("tier", "available", "pending", "expiring", "identities", "merged_into"):
+        check(field in doc, f"member view lacks {field}")
+    status, doc, _ = s.request("GET", "/v1/members/M404")
+    check(status == 404 and error_code(doc) == "not_found", f"unknown member: {status} {doc}")
+
+
+def test_concurrent_same_event(s):
+    before = s.transfers()
+    results = []
+    lock = threading.Lock()
+
+    def send():
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-RACE", member="M2"))
+        with lock:
+            results.append((status, doc.get("replayed") if isinstance(doc, dict) else None))
+
+    threads = [threading.Thread(target=send) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    created = [r for r in results if r[0] == 201]
+    replays = [r for r in results if r[0] == 200 and r[1] is True]
+    check(len(created) == 1 and len(replays) == 63, f"64 clients: {sorted(results)[:5]}...")
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-RACE", member="M2"))
+    check(s.transfers() - before == len(doc["transfers"]), "one set of transfers for 64 copies")
+
+
+def test_refunds(s):
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-R", amount=10000, member="M3"))
+    earned = doc["points"]
+    reversed_total = 0
+    for i, amount in enumerate((3333, 3333, 3334)):
+        body = {"event_id": f"E-R-refund-{i}", "channel": "store", "shop_id": "S001",
+                "type": "refund", "original_event_id": "E-R", "amount_fen": amount,
+                "occurred_at": "2026-11-25T11:00:00+08:00", "member": {"member_id": "M3"}}
+        status, doc, _ = s.request("POST", "/v1/events", body)
+        check(status == 201, f"refund {i}: {status} {doc}")
+        reversed_total -= doc.get("points", 0)
+    check(reversed_total == earned, f"three partial refunds reversed {reversed_total} of {earned}")
+    body["event_id"] = "E-R-refund-9"
+    body["amount_fen"] = 1
+    status, doc, _ = s.request("POST", "/v1/events", body)
+    check(status == 422 and error_code(doc) == "refund_exceeds_original", f"beyond: {status} {doc}")
+    body["event_id"], body["original_event_id"] = "E-R-refund-10", "E-NEVER"
+    status, doc, _ = s.request("POST", "/v1/events", body)
+    check(status == 422 and error_code(doc) == "original_not_found", f"no original: {status} {doc}")
+
+
+def member(s, mid):
+    return s.request("GET", f"/v1/members/{mid}")[1]
+
+
+def test_holds(s):
+    s.request("POST", "/v1/events", purchase("E-H", amount=100000, member="M4"))
+    start = member(s, "M4")
+    hold = {"hold_id": "H-1", "member": {"member_id": "M4"}, "shop_id": "S002", "points": 500,
+            "expires_in_s": 600}
+    status, doc, _ = s.request("POST", "/v1/holds", hold, key="s002")
+    check(status == 201 and doc["state"] == "pending" and doc["available"] ==
+          start["available"] - 500, f"hold: {status} {doc}")
+    check("expires_at" in doc, "hold answer has expires_at")
+    status, again, _ = s.request("POST", "/v1/holds", hold, key="s002")
+    check(status == 200 and again.get("replayed") is True, f"hold replay: {status} {again}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", {"points": 400}, key="s002")
+    check(status == 200 and doc["state"] == "captured" and doc["points"] == 400,
+          f"capture: {status} {doc}")
+    check(doc["balance"] == start["balance"] - 400 and doc["available"] == doc["balance"],
+          f"capture releases the rest: {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-1/void", key="s002", raw=b"", ctype=None)
+    check(status == 409 and error_code(doc) == "hold_not_pending", f"void captured: {status} {doc}")
+    hold2 = dict(hold, hold_id="H-2", points=100)
+    s.request("POST", "/v1/holds", hold2, key="s002")
+    status, doc, _ = s.request("POST", "/v1/holds/H-2/void", key="s001", raw=b"", ctype=None)
+    check(status == 404, f"another shop's hold is not there: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-2/void", key="s002", raw=b"", ctype=None)
+    check(status == 200 and doc["state"] == "voided", f"void: {status} {doc}")
+    hold3 = dict(hold, hold_id="H-3", points=50, expires_in_s=1)
+    status, doc, _ = s.request("POST", "/v1/holds", hold3, key="s002")
+    during = member(s, "M4")["available"]
+    time.sleep(2.2)
+    status, doc, _ = s.request("POST", "/v1/holds/H-3/capture", key="s002", raw=b"", ctype=None)
+    check(status == 409 and error_code(doc) == "hold_not_pending", f"late capture: {status} {doc}")
+    check(member(s, "M4")["available"] == during + 50, "an expired hold's points are available")
+    big = dict(hold, hold_id="H-4", points=10**9)
+    status, doc, _ = s.request("POST", "/v1/holds", big, key="s002")
+    check(status == 422 and error_code(doc) == "insufficient_points", f"too big: {status} {doc}")
+    red = {"redemption_id": "D-1", "member": {"member_id": "M4"}, "shop_id": "S002", "points": 10}
+    status, doc, _ = s.request("POST", "/v1/redemptions", red, key="s002")
+    check(status == 201 and doc["points"] == 10, f"redemption: {status} {doc}")
+
+
+def test_bad_input(s):
+    before = s.transfers()
+    good = purchase("E-BAD")
+    cases = [
+        ("malformed JSON", dict(raw=b'{"event_id": '), 400, "invalid_request"),
+        ("wrong type", dict(body=dict(good, amount_fen="12800")), 400, "invalid_request"),
+        ("unknown type", dict(body=dict(good, type="teleport")), 400, "invalid_request"),
+        ("negative amount", dict(body=dict(good, amount_fen=-1)), 400, "invalid_request"),
+        ("absurd amount", dict(body=dict(good, amount_fen=10**15)), 400, "invalid_request"),
+        ("missing member", dict(body={k: v for k, v in good.items() if k != "member"}), 400,
+         "invalid_request"),
+        ("unknown key", dict(body=dict(good, colour="red")), 400, "invalid_request"),
+        ("oversized body", dict(raw=b"{" + b" " * (1024 * 1024 + 10) + b"}"), 413,
+         "payload_too_large"),
+        ("wrong content type", dict(body=good, ctype="text/plain"), 415, "unsupported_media_type"),
+        ("no key", dict(body=good, key=None), 401, "unauthorized"),
+        ("unknown key", dict(body=good, key="no-such-key"), 401, "unauthorized"),
+        ("another shop's key", dict(body=good, key="s002"), 403, "forbidden"),
+        ("finance key", dict(body=good, key="finance"), 403, "forbidden"),
+    ]
+    for what, kw, want_status, want_code in cases:
+        status, doc, _ = s.request("POST", "/v1/events", **kw)
+        check(status == want_status and error_code(doc) == want_code,
+              f"{what}: {status} {doc if len(str(doc)) < 300 else str(doc)[:300]}")
+    check(s.transfers() == before, "bad input wrote nothing")
+    status, doc, _ = s.request("GET", "/v1/nowhere")
+    check(status == 404, f"unknown route: {status}")
+    status, doc, _ = s.request("GET", "/v1/events")
+    check(status == 405, f"wrong method: {status}")
+
+
+def signed_headers(method, path, body, ts=None, nonce="n-1"):
+    key = KEYS["s003"][0]
+    secret = hashlib.sha256(key.encode()).digest()
+    ts = str(int(time.time())) if ts is None else ts
+    message = "\n".join([method, path, ts, nonce, hashlib.sha256(body).hexdigest()])
+    sig = hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+    return {"X-PGW-Timestamp": ts, "X-PGW-Nonce": nonce, "X-PGW-Signature": sig}
+
+
+def test_signatures(s):
+    body = json.dumps(purchase("E-SIGNED", shop="S003")).encode()
+    status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003")
+    check(status == 401, f"unsigned: {status} {doc}")
+    h = signed_headers("POST", "/v1/events", body)
+    status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=h)
+    check(status == 201, f"signed: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=h)
+    check(status == 401 and "already used" in doc["error"]["message"], f"replayed nonce: {status}")
+    stale = signed_headers("POST", "/v1/events", body, ts=str(int(time.time()) - 3600), nonce="n-2")
+    status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=stale)
+    check(status == 401, f"stale timestamp: {status}")
+    forged = dict(signed_headers("POST", "/v1/events", body, nonce="n-3"))
+    forged["X-PGW-Signature"] = "0" * 64
+    status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=forged)
+    check(status == 401, f"bad signature: {status}")
+
+
+def test_log(s):
+    s.log.flush()
+    s.log.seek(0)
+    lines = [json.loads(line) for line in s.log if line.strip()]
+    check(len(lines) >= checks // 4, f"request log has {len(lines)} lines")
+    check(all({"method", "path", "status", "us", "key"} <= set(line) for line in lines),
+          "every log line has method, path, status, duration and key")
+    check(any(line["key"] == "s002" and line["status"] == 201 for line in lines),
+          "the log names the key")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="pgw-http-")
+    try:
+        config = write_config(tmp)
+        s = Server(tmp, config)
+        try:
+            for test in (test_health_and_metrics, test_events, test_concurrent_same_event,
+                         test_refunds, test_holds, test_bad_input, test_signatures, test_log):
+                test(s)
+        finally:
+            code, err = s.stop()
+        check(code == 0 and "stopped cleanly" in err, f"SIGTERM: exit {code}: {err}")
+        out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
+        check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"http: {checks - len(failures)} of {checks} checks passed")
+    sys.exit(1 if failures else 0)
+
+
+main()
