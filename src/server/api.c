@@ -104,50 +104,39 @@ void pgw_api_error(pgw_response *resp, int status, const char *code, const char 
     set_body(resp, status, body);
 }
 
-/* Maps an error code to the HTTP status and API error code. */
+/* Error codes (core/error.h) and what API.md answers for them. */
+static const struct {
+    int rc;
+    int status;
+    const char *code;
+} ERRORS[] = {
+    {PGW_EINVAL, 400, "invalid_request"},
+    {PGW_ERANGE, 400, "invalid_request"},
+    {PGW_EUNAUTHORIZED, 401, "unauthorized"},
+    {PGW_EFORBIDDEN, 403, "forbidden"},
+    {PGW_ENOTFOUND, 404, "not_found"},
+    {PGW_ECONFLICT, 409, "idempotency_conflict"},
+    {PGW_ESTATE, 409, "hold_not_pending"},
+    {PGW_EINSUFFICIENT, 422, "insufficient_points"},
+    {PGW_EEXCEEDS, 422, "refund_exceeds_original"},
+    {PGW_ETOOLARGE, 413, "payload_too_large"},
+    {PGW_EMEDIA, 415, "unsupported_media_type"},
+};
+
+/* Answers an error; anything not in ERRORS (storage, memory, a full queue)
+ * is 503 unavailable: nothing was written. */
 static void fail(pgw_response *resp, route r, int rc, const char *message)
 {
     int status = 503;
     const char *code = "unavailable";
-    switch (rc) {
-    case PGW_EINVAL:
-    case PGW_ERANGE:
-        status = 400, code = "invalid_request";
-        break;
-    case PGW_EUNAUTHORIZED:
-        status = 401, code = "unauthorized";
-        break;
-    case PGW_EFORBIDDEN:
-        status = 403, code = "forbidden";
-        break;
-    case PGW_ENOTFOUND:
-        status = r == R_EVENTS ? 422 : 404;
-        code = r == R_EVENTS ? "original_not_found" : "not_found";
-        break;
-    case PGW_ECONFLICT:
-        status = 409, code = "idempotency_conflict";
-        break;
-    case PGW_ESTATE:
-        status = 409, code = "hold_not_pending";
-        break;
-    case PGW_EINSUFFICIENT:
-        status = 422, code = "insufficient_points";
-        break;
-    case PGW_EEXCEEDS:
-        status = 422, code = "refund_exceeds_original";
-        break;
-    case PGW_ETOOLARGE:
-        status = 413, code = "payload_too_large";
-        break;
-    case PGW_EMEDIA:
-        status = 415, code = "unsupported_media_type";
-        break;
-    case PGW_EFULL:
-        resp->retry_after_s = 1; /* the write queue drains in milliseconds */
-        break;
-    default:
-        break;
+    for (size_t i = 0; i < sizeof(ERRORS) / sizeof(ERRORS[0]); i++) {
+        if (ERRORS[i].rc == rc)
+            status = ERRORS[i].status, code = ERRORS[i].code;
     }
+    if (rc == PGW_ENOTFOUND && r == R_EVENTS) /* a refund's original purchase */
+        status = 422, code = "original_not_found";
+    if (rc == PGW_EFULL)
+        resp->retry_after_s = 1; /* the write queue drains in milliseconds */
     pgw_api_error(resp, status, code, message);
 }
 

@@ -21,6 +21,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "rng.h"
+
 #include "config/config.h"
 #include "server/expire.h"
 #include "server/writer.h"
@@ -61,17 +63,9 @@ typedef struct run {
 static size_t succeeded[PGW_COMMAND_KIND_MAX + 1];
 static int64_t expired_lots, released_holds;
 
-static uint64_t rnd(run *r)
-{
-    uint64_t z = (r->rng += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 static int64_t pick(run *r, int64_t lo, int64_t hi)
 {
-    return lo + (int64_t)(rnd(r) % (uint64_t)(hi - lo + 1));
+    return rng_pick(&r->rng, lo, hi);
 }
 
 #define FAIL(r, ...)                                                                               \

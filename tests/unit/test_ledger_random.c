@@ -16,6 +16,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "rng.h"
+
 #include "core/ledger.h"
 
 #include <stdio.h>
@@ -41,17 +43,9 @@ typedef struct run {
     int serial;
 } run;
 
-static uint64_t rnd(run *r)
-{
-    uint64_t z = (r->rng += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 static int64_t pick(run *r, int64_t lo, int64_t hi)
 {
-    return lo + (int64_t)(rnd(r) % (uint64_t)(hi - lo + 1));
+    return rng_pick(&r->rng, lo, hi);
 }
 
 static const char *member_id(run *r)
