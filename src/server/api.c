@@ -11,6 +11,7 @@
 #include "core/assertions.h"
 #include "core/civil.h"
 #include "server/auth.h"
+#include "core/transfer.h"
 #include "server/event_json.h"
 #include "util/json_read.h"
 
@@ -756,10 +757,57 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
     set_body(resp, cmd->replayed ? 200 : first_status, body);
 }
 
-void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp)
+/* One stream message per committed transfer of the job. */
+static void emit_transfers(const pgw_api *api, const pgw_command *cmd, pgw_api_emit emit, void *ctx)
 {
-    (void)api;
+    if (emit == NULL || cmd->rc != PGW_OK || cmd->replayed)
+        return;
+    for (size_t i = 0; i < cmd->n_transfers; i++) {
+        const pgw_transfer *t = &cmd->transfers[i];
+        char when[PGW_RFC3339_MAX] = "";
+        pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
+        json_t *msg =
+            json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", "transfer", "id",
+                      (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit,
+                      "credit", t->credit, "points", (json_int_t)t->points, "shop_id", t->shop_id,
+                      "channel", t->channel, "reference", t->reference, "occurred_at", when);
+        char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+        if (text != NULL)
+            emit(ctx, t->shop_id, text, strlen(text));
+        free(text);
+        json_decref(msg);
+    }
+}
+
+int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
+                        const char *shop_param, char shop_out[PGW_ID_MAX + 1],
+                        char name_out[PGW_ID_MAX + 1], pgw_err *err)
+{
+    char bearer[PGW_HEADER_VALUE_MAX + 8] = "";
+    if (authorization != NULL && authorization[0] != '\0')
+        snprintf(bearer, sizeof(bearer), "%s", authorization);
+    else if (key_param != NULL)
+        snprintf(bearer, sizeof(bearer), "Bearer %s", key_param);
+    pgw_signed_request none = {"GET", "/v1/stream", NULL, NULL, NULL, (const uint8_t *)"", 0};
+    pgw_principal who;
+    int rc = pgw_auth_check(api->auth, bearer, &none, wall_now_s(), &who, err);
+    if (rc != PGW_OK)
+        return rc;
+    if (who.kind == PGW_SCOPE_CHANNEL)
+        return pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not watch the stream", who.name);
+    const char *shop = who.kind == PGW_SCOPE_SHOP ? who.scope_id : (shop_param ? shop_param : "");
+    if (strlen(shop) > PGW_ID_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "shop filter too long");
+    snprintf(shop_out, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, shop);
+    snprintf(name_out, PGW_ID_MAX + 1, "%s", who.name);
+    return PGW_OK;
+}
+
+void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
+                    pgw_api_emit emit, void *emit_ctx)
+{
     memset(resp, 0, sizeof(*resp));
+    emit_transfers(api, &job->cmd, emit, emit_ctx);
     resp->route = ROUTE_NAMES[job->route];
     memcpy(resp->key_name, job->key_name, sizeof(resp->key_name));
     *request_id = job->request_id;

@@ -96,8 +96,27 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp);
  * large, no Content-Length, ...): the standard error body. */
 void pgw_api_error(pgw_response *resp, int status, const char *code, const char *message);
 
-/* Builds the answer of a finished job and frees it; *request_id says whose. */
-void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp);
+/* Receives one live-stream message (a committed transfer) and the shop it
+ * concerns ("" for none). `json` is valid during the call only. */
+typedef void (*pgw_api_emit)(void *ctx, const char *shop, const char *json, size_t len);
+
+/*
+ * Builds the answer of a finished job and frees it; *request_id says whose.
+ * Every transfer the job committed is first passed to `emit` (may be NULL).
+ */
+void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
+                    pgw_api_emit emit, void *emit_ctx);
+
+/*
+ * Who may open the live stream: a key given as `authorization` ("Bearer
+ * ...") or as the ?key= value `key_param` (either may be NULL). A shop key
+ * sees its own shop only, whatever `shop_param` asks; others see `shop_param`
+ * ("" or NULL: every shop). Fills shop_out and name_out; PGW_EUNAUTHORIZED or
+ * PGW_EFORBIDDEN otherwise.
+ */
+int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
+                        const char *shop_param, char shop_out[PGW_ID_MAX + 1],
+                        char name_out[PGW_ID_MAX + 1], pgw_err *err);
 
 /* Counts and logs a sent response. */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);

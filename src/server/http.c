@@ -20,6 +20,23 @@
 #define CHUNK            16384 /* response bytes per write */
 #define HEADER_DATA_MAX  8192  /* all request header bytes */
 #define DRAIN_SERVICE_MS 2000  /* at shutdown, time given to send the last answers */
+#define STREAM_RING      4096  /* live-stream messages kept for slow watchers */
+#define STREAM_MSG_MAX   1024  /* one transfer's JSON */
+
+/* A live-stream message: a committed transfer. */
+typedef struct stream_msg {
+    char shop[PGW_ID_MAX + 1];
+    size_t len;
+    char json[STREAM_MSG_MAX];
+} stream_msg;
+
+/* One WebSocket watcher of /v1/stream (lives as long as the connection). */
+typedef struct watcher {
+    bool allowed;
+    uint64_t next;             /* sequence number of the next message to consider */
+    char shop[PGW_ID_MAX + 1]; /* "" for every shop */
+    char name[PGW_ID_MAX + 1]; /* the key's name */
+} watcher;
 
 /* One HTTP transaction (lws allocates it zeroed, per transaction). */
 typedef struct req {
@@ -42,7 +59,8 @@ typedef struct slot {
 struct pgw_http {
     struct lws_context *ctx;
     struct lws_vhost *vhost;
-    struct lws_protocols protocols[2];
+    struct lws_protocols protocols[3]; /* http, the stream, the terminator */
+    struct lws_protocol_vhost_options stream_default, stream_pvo;
     pgw_api *api;
     size_t body_max;
     int port;
@@ -53,6 +71,10 @@ struct pgw_http {
     pthread_mutex_t lock;
     pgw_job **done, **draining;
     size_t done_cap, done_count;
+    /* The live stream: a ring every watcher reads at its own pace. */
+    stream_msg *ring;
+    uint64_t ring_seq; /* messages ever put in */
+    bool ring_news;
     /* Waiting requests by id: service thread only. Linear probing. */
     slot *slots;
     size_t slot_mask;
@@ -125,6 +147,19 @@ static void respond(pgw_http *h, struct lws *wsi, req *q)
     lws_callback_on_writable(wsi);
 }
 
+/* Puts a committed transfer on the live stream. */
+static void emit(void *ctx, const char *shop, const char *json, size_t len)
+{
+    pgw_http *h = ctx;
+    PGW_ASSERT(len <= STREAM_MSG_MAX); /* a transfer's fields are all bounded */
+    stream_msg *m = &h->ring[h->ring_seq % STREAM_RING];
+    snprintf(m->shop, sizeof(m->shop), "%s", shop);
+    memcpy(m->json, json, len);
+    m->len = len;
+    h->ring_seq++;
+    h->ring_news = true;
+}
+
 /* Answers every finished job whose client is still there. */
 static void drain_done(pgw_http *h)
 {
@@ -136,7 +171,7 @@ static void drain_done(pgw_http *h)
     for (size_t i = 0; i < n; i++) {
         uint64_t id = 0;
         pgw_response resp;
-        pgw_api_finish(h->api, h->draining[i], &id, &resp);
+        pgw_api_finish(h->api, h->draining[i], &id, &resp, emit, h);
         size_t at = slot_find(h, id);
         if (at == SIZE_MAX) { /* the client left; the write stands */
             free(resp.body);
@@ -150,6 +185,9 @@ static void drain_done(pgw_http *h)
         q->resp = resp;
         respond(h, wsi, q);
     }
+    if (h->ring_news && h->ctx != NULL)
+        lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
+    h->ring_news = false;
 }
 
 /* ---- reading a request ------------------------------------------------------------------ */
@@ -373,6 +411,70 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+/* ---- the live stream (WebSocket /v1/stream) ------------------------------------------------ */
+
+/* Checks the path and the key while the handshake's headers are readable. */
+static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
+{
+    char uri[PGW_PATH_MAX + 1], auth[PGW_HEADER_VALUE_MAX + 1], key[PGW_HEADER_VALUE_MAX + 8];
+    char shop[PGW_ID_MAX + 8];
+    if (!copy_header(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)) || strcmp(uri, "/v1/stream") != 0 ||
+        !copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)))
+        return -1;
+    const char *key_param = lws_get_urlarg_by_name(wsi, "key=", key, sizeof(key));
+    const char *shop_param = lws_get_urlarg_by_name(wsi, "shop=", shop, sizeof(shop));
+    pgw_err err;
+    if (pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, w->name, &err) != PGW_OK)
+        return -1;
+    w->allowed = true;
+    return 0;
+}
+
+/* Sends the next message this watcher wants, one per WRITEABLE. */
+static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
+{
+    if (h->ring_seq - w->next > STREAM_RING)
+        return -1; /* too slow: it missed messages, and says so by being closed */
+    while (w->next < h->ring_seq) {
+        const stream_msg *m = &h->ring[w->next % STREAM_RING];
+        w->next++;
+        if (w->shop[0] != '\0' && strcmp(w->shop, m->shop) != 0)
+            continue;
+        static uint8_t buf[LWS_PRE + STREAM_MSG_MAX]; /* service thread only */
+        memcpy(buf + LWS_PRE, m->json, m->len);
+        if (lws_write(wsi, buf + LWS_PRE, m->len, LWS_WRITE_TEXT) < (int)m->len)
+            return -1;
+        break;
+    }
+    if (w->next < h->ring_seq)
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    pgw_http *h = lws_context_user(lws_get_context(wsi));
+    watcher *w = user;
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return w != NULL ? admit_watcher(h, wsi, w) : -1;
+    case LWS_CALLBACK_ESTABLISHED:
+        if (w == NULL || !w->allowed)
+            return -1;
+        w->next = h->ring_seq; /* from now on */
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return w != NULL && w->allowed ? feed_watcher(h, wsi, w) : 0;
+    case LWS_CALLBACK_RECEIVE:
+        return 0; /* watchers have nothing to say; lws bounds what it reads */
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        return 0; /* handled once, by the http protocol */
+    default:
+        return 0;
+    }
+}
+
 /* ---- life cycle --------------------------------------------------------------------------------
  */
 
@@ -394,11 +496,20 @@ static int start_lws(pgw_http *h, pgw_err *err)
 {
     h->protocols[0] = (struct lws_protocols){
         .name = "http", .callback = on_http, .per_session_data_size = sizeof(req)};
+    h->protocols[1] = (struct lws_protocols){.name = "pgw-stream",
+                                             .callback = on_stream,
+                                             .per_session_data_size = sizeof(watcher),
+                                             .rx_buffer_size = 512};
+    /* A browser's `new WebSocket(url)` names no subprotocol: without this
+     * option lws would bind it to protocols[0] and its messages would vanish. */
+    h->stream_default = (struct lws_protocol_vhost_options){NULL, NULL, "default", "1"};
+    h->stream_pvo = (struct lws_protocol_vhost_options){NULL, &h->stream_default, "pgw-stream", ""};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = h->port;
     info.iface = h->iface;
     info.protocols = h->protocols;
+    info.pvo = &h->stream_pvo;
     info.user = h;
     info.max_http_header_data = HEADER_DATA_MAX;
     lws_set_log_level(LLL_ERR, NULL);
@@ -430,7 +541,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     h->done = calloc(inflight, sizeof(*h->done));
     h->draining = calloc(inflight, sizeof(*h->draining));
     h->slots = calloc(slots, sizeof(*h->slots));
-    int rc = h->done && h->draining && h->slots
+    h->ring = calloc(STREAM_RING, sizeof(*h->ring));
+    int rc = h->done && h->draining && h->slots && h->ring
                  ? parse_listen(opts->listen, h->iface, sizeof(h->iface), &h->port, err)
                  : pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
     pgw_api_options ao = {.cfg = opts->cfg,
@@ -494,5 +606,6 @@ void pgw_http_free(pgw_http *h)
     free(h->done);
     free(h->draining);
     free(h->slots);
+    free(h->ring);
     free(h);
 }

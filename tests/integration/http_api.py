@@ -9,6 +9,7 @@ bad input answered with its documented error and leaving the log
 unchanged, scopes and signatures, /metrics as Prometheus text, the request
 log, and a clean SIGTERM after which `pointsgw verify` passes.
 """
+import base64
 import hashlib
 import hmac
 import http.client
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -295,6 +297,70 @@ def test_signatures(s):
     check(status == 401, f"bad signature: {status}")
 
 
+def ws_open(port, path, headers=""):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n{headers}\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head.decode(errors="replace").split("\r\n")[0], rest
+
+
+def ws_messages(sock, pending, wait):
+    """Reads text frames (the server does not mask) until `wait` seconds pass quietly."""
+    out = []
+    sock.settimeout(wait)
+    buf = pending
+    while True:
+        while len(buf) >= 2:
+            n = buf[1] & 0x7F
+            at = 2
+            if n == 126:
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + n:
+                break
+            if buf[0] & 0x0F == 1:
+                out.append(json.loads(buf[at:at + n]))
+            buf = buf[at + n:]
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return out
+        if not chunk:
+            return out
+        buf += chunk
+
+
+def test_stream(s):
+    sock, status, rest = ws_open(s.port, "/v1/stream?shop=S001&key=" + KEYS["admin"][0])
+    check(" 101 " in status, f"stream handshake: {status}")
+    bad, bad_status, _ = ws_open(s.port, "/v1/stream?key=wrong")
+    check(" 101 " not in bad_status, f"stream with a wrong key: {bad_status}")
+    bad.close()
+    time.sleep(0.2)
+    _, mine, _ = s.request("POST", "/v1/events", purchase("E-WS-1", member="M5"))
+    _, other, _ = s.request("POST", "/v1/events", purchase("E-WS-2", member="M5", shop="S002"),
+                            key="s002")
+    s.request("POST", "/v1/events", purchase("E-WS-1", member="M5"))  # a replay: nothing new
+    got = ws_messages(sock, rest, 1.5)
+    sock.close()
+    want = [t["id"] for t in mine["transfers"]]
+    check([m["id"] for m in got] == want, f"stream sent {[m.get('id') for m in got]}, want {want}")
+    check(all(m["type"] == "transfer" and m["shop_id"] == "S001" for m in got),
+          f"stream messages: {got}")
+    check(other["transfers"] and all(m["id"] not in [t["id"] for t in other["transfers"]]
+                                     for m in got), "the shop filter holds")
+
+
 def test_log(s):
     s.log.flush()
     s.log.seek(0)
@@ -313,7 +379,8 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_events, test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_signatures, test_log):
+                         test_refunds, test_holds, test_bad_input, test_signatures, test_stream,
+                         test_log):
                 test(s)
         finally:
             code, err = s.stop()
