@@ -23,6 +23,8 @@
 #include <time.h>
 
 #define HOLD_SECONDS_DEFAULT 600
+#define HISTORY_DEFAULT      50
+#define HISTORY_MAX          100
 #define HOLD_SECONDS_MAX     (30 * 86400)
 
 typedef enum route {
@@ -35,6 +37,7 @@ typedef enum route {
     R_VOID,
     R_REDEMPTIONS,
     R_MEMBER,
+    R_HISTORY,
     R_COUNT
 } route;
 
@@ -225,6 +228,8 @@ static void job_free(pgw_job *job)
     pgw_api *api = job->api;
     PGW_ASSERT(api->inflight > 0);
     api->inflight--;
+    free(job->cmd.page); /* a history page, when there was one */
+    job->cmd.page = NULL;
     job->next_free = api->free_jobs; /* at most inflight_max jobs ever exist */
     api->free_jobs = job;
 }
@@ -513,7 +518,47 @@ static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_princi
     return submit(api, job, resp);
 }
 
-static bool handle_member(pgw_api *api, const pgw_request *req, const char *id, pgw_response *resp)
+/* The value of `name` in a query string ("a=1&b=2"), copied; false when absent. */
+static bool query_value(const char *query, const char *name, char *out, size_t cap)
+{
+    size_t n = strlen(name);
+    for (const char *p = query; *p != '\0';) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > n && strncmp(p, name, n) == 0 && p[n] == '=' && len - n - 1 < cap) {
+            memcpy(out, p + n + 1, len - n - 1);
+            out[len - n - 1] = '\0';
+            return true;
+        }
+        p += len + (end != NULL);
+    }
+    return false;
+}
+
+/* ?limit=1..100&after=<cursor>: the page a history read asks for. */
+static int history_page(const pgw_request *req, pgw_command *cmd, pgw_err *err)
+{
+    char text[24];
+    int64_t limit = HISTORY_DEFAULT;
+    char *end = NULL;
+    if (query_value(req->query, "limit", text, sizeof(text))) {
+        limit = strtoll(text, &end, 10);
+        if (end == text || *end != '\0' || limit < 1 || limit > HISTORY_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "limit must be 1..%d", HISTORY_MAX);
+    }
+    if (query_value(req->query, "after", text, sizeof(text))) {
+        cmd->before = strtoll(text, &end, 10);
+        if (end == text || *end != '\0' || cmd->before < 1)
+            return pgw_err_set(err, PGW_EINVAL, "after must be a cursor from \"next\"");
+    }
+    cmd->page_cap = (size_t)limit;
+    cmd->page = calloc(cmd->page_cap, sizeof(*cmd->page));
+    return cmd->page ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
+}
+
+/* GET /v1/members/{id} and /v1/members/{id}/transfers: through the reader. */
+static bool handle_member(pgw_api *api, const pgw_request *req, const char *id, route r,
+                          pgw_response *resp)
 {
     pgw_identity who;
     pgw_err err;
@@ -523,13 +568,39 @@ static bool handle_member(pgw_api *api, const pgw_request *req, const char *id, 
         pgw_api_error(resp, 404, "not_found", "no such member");
         return false;
     }
-    pgw_job *job = job_new(api, req, R_MEMBER, PGW_COMMAND_READ_MEMBER);
-    if (job == NULL) {
-        fail(resp, R_MEMBER, PGW_EFULL, "too many requests in flight");
+    pgw_job *job =
+        job_new(api, req, r, r == R_MEMBER ? PGW_COMMAND_READ_MEMBER : PGW_COMMAND_READ_HISTORY);
+    int rc = job ? PGW_OK : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK && r == R_HISTORY)
+        rc = history_page(req, &job->cmd, &err);
+    if (rc != PGW_OK) {
+        if (job != NULL)
+            job_free(job);
+        fail(resp, r, rc, err.msg);
         return false;
     }
     snprintf(job->cmd.member, sizeof(job->cmd.member), "%.*s", PGW_ID_MAX, who.value);
     return submit(api, job, resp);
+}
+
+static json_t *history_json(const pgw_api *api, const pgw_command *cmd)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < cmd->n_page; i++) {
+        const pgw_transfer *t = &cmd->page[i];
+        char when[PGW_RFC3339_MAX] = "";
+        pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
+        json_array_append_new(
+            list,
+            json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "id", (json_int_t)t->id, "kind",
+                      pgw_transfer_kind_name(t->kind), "debit", t->debit, "credit", t->credit,
+                      "points", (json_int_t)t->points, "shop_id", t->shop_id, "channel", t->channel,
+                      "reference", t->reference, "breakdown", t->breakdown, "occurred_at", when));
+    }
+    char next[24] = "";
+    if (cmd->n_page == cmd->page_cap)
+        snprintf(next, sizeof(next), "%lld", (long long)cmd->page[cmd->n_page - 1].id);
+    return json_pack("{s:o,s:s?}", "transfers", list, "next", next[0] ? next : NULL);
 }
 
 static json_t *member_json(const pgw_api *api, const pgw_command *cmd)
@@ -682,13 +753,15 @@ static route route_of(const char *path, char *id, size_t cap)
     if (match_hold_path(path, "void", id, cap))
         return R_VOID;
     static const char members[] = "/v1/members/";
-    if (strncmp(path, members, sizeof(members) - 1) == 0 &&
-        strchr(path + sizeof(members) - 1, '/') == NULL &&
-        strlen(path + sizeof(members) - 1) < cap) {
-        snprintf(id, cap, "%s", path + sizeof(members) - 1);
-        return R_MEMBER;
-    }
-    return R_OTHER;
+    if (strncmp(path, members, sizeof(members) - 1) != 0)
+        return R_OTHER;
+    const char *rest = path + sizeof(members) - 1, *slash = strchr(rest, '/');
+    size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (len == 0 || len >= cap || (slash != NULL && strcmp(slash, "/transfers") != 0))
+        return R_OTHER;
+    memcpy(id, rest, len);
+    id[len] = '\0';
+    return slash ? R_HISTORY : R_MEMBER;
 }
 
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
@@ -699,7 +772,7 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     route r = route_of(req->path, id, sizeof(id));
     resp->route = ROUTE_NAMES[r];
     bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
-    bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER;
+    bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY;
     if (r == R_OTHER) {
         pgw_api_error(resp, 404, "not_found", "no such route");
         return false;
@@ -744,7 +817,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     case R_VOID:
         return handle_settle(api, req, &who, id, r, resp);
     case R_MEMBER:
-        return handle_member(api, req, id, resp);
+    case R_HISTORY:
+        return handle_member(api, req, id, r, resp);
     default:
         break;
     }
@@ -840,6 +914,8 @@ void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         fail(resp, r, cmd->rc, cmd->err.msg);
     } else if (job->route == R_MEMBER) {
         set_body(resp, 200, member_json(api, cmd));
+    } else if (job->route == R_HISTORY) {
+        set_body(resp, 200, history_json(api, cmd));
     } else {
         bool created =
             job->route == R_EVENTS || job->route == R_HOLDS || job->route == R_REDEMPTIONS;

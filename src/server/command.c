@@ -712,6 +712,7 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     case PGW_COMMAND_EVENT:
         return apply_event(store, policy, cmd);
     case PGW_COMMAND_READ_MEMBER:
+    case PGW_COMMAND_READ_HISTORY:
         break; /* not a write: pgw_command_read */
     }
     return pgw_err_set(&cmd->err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
@@ -814,6 +815,10 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a member read names the member");
+    case PGW_COMMAND_READ_HISTORY:
+        return filled(cmd->member, sizeof(cmd->member)) && cmd->page != NULL && cmd->page_cap > 0
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a history read names the member and has room");
     case PGW_COMMAND_EVENT:
         if (!filled(cmd->member, sizeof(cmd->member)) || cmd->event == NULL || cmd->earning == NULL)
             return pgw_err_set(err, PGW_EINVAL,
@@ -834,7 +839,7 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
 
 bool pgw_command_reads(pgw_command_kind kind)
 {
-    return kind == PGW_COMMAND_READ_MEMBER;
+    return kind == PGW_COMMAND_READ_MEMBER || kind == PGW_COMMAND_READ_HISTORY;
 }
 
 static int read_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
@@ -865,5 +870,16 @@ void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     cmd->found = false;
     cmd->n_expiring = 0;
     PGW_ASSERT(pgw_command_reads(cmd->kind));
-    cmd->rc = read_member(store, policy, cmd);
+    if (cmd->kind == PGW_COMMAND_READ_MEMBER) {
+        cmd->rc = read_member(store, policy, cmd);
+        return;
+    }
+    cmd->n_page = 0;
+    cmd->rc = pgw_store_member_figures(store, cmd->member, cmd->at, &cmd->found, &cmd->figures,
+                                       &cmd->err);
+    if (cmd->rc == PGW_OK && !cmd->found)
+        cmd->rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s", cmd->member);
+    if (cmd->rc == PGW_OK)
+        cmd->rc = pgw_store_member_history(store, cmd->member, cmd->before, cmd->page,
+                                           cmd->page_cap, &cmd->n_page, &cmd->err);
 }

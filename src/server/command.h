@@ -77,9 +77,11 @@ typedef enum pgw_command_kind {
     PGW_COMMAND_EVENT,
     /* Read-only (a reader's queue): `member`'s figures, tier and expiring points at `at`. */
     PGW_COMMAND_READ_MEMBER,
+    /* Read-only: up to page_cap of `member`'s transfers before id `before`, newest first. */
+    PGW_COMMAND_READ_HISTORY,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_MEMBER
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_HISTORY
 #define PGW_EXPIRING_SHOWN   5 /* expiry moments a member read returns */
 /* Longest answer stored for a replay. */
 #define PGW_ANSWER_MAX 16384
@@ -137,6 +139,10 @@ struct pgw_command {
     int32_t tier; /* index into the rules' tiers, -1 when none */
     size_t n_expiring;
     pgw_expiring expiring[PGW_EXPIRING_SHOWN];
+    /* READ_HISTORY: caller-owned room for page_cap transfers; n_page filled */
+    int64_t before;
+    pgw_transfer *page;
+    size_t page_cap, n_page;
 };
 
 /* How the ledger behaves: from the config. */

@@ -208,6 +208,22 @@ static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out
     return lws_hdr_copy(wsi, out, (int)cap, token) >= 0;
 }
 
+/* The query string, its arguments joined with '&' (lws keeps them apart). */
+static bool copy_query(struct lws *wsi, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0;; i++) {
+        char part[PGW_QUERY_MAX + 1];
+        int len = lws_hdr_copy_fragment(wsi, part, sizeof(part), WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (len < 0)
+            return lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0;
+        if (n + (size_t)len + 2 > cap)
+            return false;
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "&" : "", part);
+    }
+}
+
 static bool copy_custom(struct lws *wsi, const char *name, char *out, size_t cap)
 {
     out[0] = '\0';
@@ -254,7 +270,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
              method >= 0 && method < 6 ? NAMES[method] : "OTHER");
     bool ok = strlen(path) <= PGW_PATH_MAX;
     snprintf(q->r.path, sizeof(q->r.path), "%s", ok ? path : "");
-    ok = ok && copy_header(wsi, WSI_TOKEN_HTTP_URI_ARGS, q->r.query, sizeof(q->r.query)) &&
+    ok = ok && copy_query(wsi, q->r.query, sizeof(q->r.query)) &&
          copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, q->r.content_type,
                      sizeof(q->r.content_type)) &&
          copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, q->r.authorization,

@@ -25,6 +25,10 @@
 #define LOT_COLUMNS                                                                                \
     "id, member, points, left_points, held, earned_at, expires_at, source_transfer, expired"
 #define VERIFY_PAGE 512
+/* The columns read into a pgw_transfer, in row_to_transfer()'s order. */
+#define TRANSFER_COLUMNS                                                                           \
+    "id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel, occurred_at,"       \
+    " recorded_at_us, reference, breakdown, prev_hash, hash"
 /* The columns read into a pgw_hold_record, in row_to_hold()'s order. */
 #define HOLD_COLUMNS                                                                               \
     "id, member, shop_id, points, captured, state, deadline, created_at, capture_transfer"
@@ -73,6 +77,7 @@ enum {
     ST_SET_ANSWER,
     ST_SELECT_ANSWER,
     ST_EXPIRING,
+    ST_HISTORY,
     ST_COUNT
 };
 
@@ -83,9 +88,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     [ST_SELECT_HEAD] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1",
     [ST_SELECT_PAGE] =
-        "SELECT id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel,"
-        " occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash"
-        " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT " TRANSFER_COLUMNS " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
     [ST_INSERT_KEY] = "INSERT INTO idempotency (key, fingerprint, first_transfer, transfer_count,"
                       " created_at_us) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
     [ST_SELECT_KEY] =
@@ -169,6 +172,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
     [ST_SET_ANSWER] = "UPDATE idempotency SET answer = ?2 WHERE key = ?1",
     [ST_SELECT_ANSWER] = "SELECT answer FROM idempotency WHERE key = ?1",
+    [ST_HISTORY] =
+        "SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE credit = ?1"
+        "  AND credit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3)"
+        " UNION ALL SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE debit = ?1"
+        "  AND debit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3)"
+        " ORDER BY id DESC LIMIT ?3",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
                     " AND left_points + held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
@@ -308,6 +317,11 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  PRIMARY KEY (member, day, rule)"
     ") STRICT, WITHOUT ROWID;"
     "ALTER TABLE idempotency ADD COLUMN answer TEXT NOT NULL DEFAULT '';",
+    /* 5 -> 6: a member's history, newest first. Only member-side entries
+     * are indexed (a shop's or the mall's accounts would make every
+     * purchase insert twice into a hot index). */
+    "CREATE INDEX transfers_member_credit ON transfers (credit, id) WHERE credit LIKE 'member:%';"
+    "CREATE INDEX transfers_member_debit ON transfers (debit, id) WHERE debit LIKE 'member:%';",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1288,6 +1302,29 @@ int pgw_store_due_holds(pgw_store *s, int64_t now, const char *member, const cha
     }
     if (rc == PGW_OK && step != SQLITE_DONE)
         rc = db_error(s, PGW_EIO, "reading due holds", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id, pgw_transfer *out,
+                             size_t cap, size_t *n, pgw_err *err)
+{
+    char account[PGW_ACCOUNT_MAX + 1];
+    snprintf(account, sizeof(account), "member:%s", member);
+    sqlite3_stmt *st = s->st[ST_HISTORY];
+    sqlite3_bind_text(st, 1, account, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    int rc = PGW_OK, step;
+    *n = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        if (!row_to_transfer(st, &out[(*n)++]))
+            rc = pgw_err_set(err, PGW_EIO, "%s: a transfer has a field beyond its bound", s->path);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a member's history", err);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc;

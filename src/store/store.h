@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 5
+#define PGW_STORE_SCHEMA_VERSION 6
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -280,6 +280,11 @@ int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
  * order; only `member`'s when member is not NULL. */
 int pgw_store_due_holds(pgw_store *store, int64_t now, const char *member, const char *after,
                         pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
+
+/* Up to `cap` of a member's transfers (either side) with id < before_id (0:
+ * the newest), newest first. */
+int pgw_store_member_history(pgw_store *store, const char *member, int64_t before_id,
+                             pgw_transfer *out, size_t cap, size_t *n, pgw_err *err);
 
 /* Points of a member's lots that expire at one moment (for the member view). */
 typedef struct pgw_expiring {

@@ -149,6 +149,17 @@ def test_events(s):
           f"member view: {status} {doc}")
     for field in ("tier", "available", "pending", "expiring", "identities", "merged_into"):
         check(field in doc, f"member view lacks {field}")
+    ids = sorted((t["id"] for t in again["transfers"]), reverse=True)
+    status, page, _ = s.request("GET", "/v1/members/M1/transfers?limit=2")
+    check(status == 200 and [t["id"] for t in page["transfers"]] == ids[:2] and page["next"],
+          f"history, first page: {status} {page}")
+    status, page2, _ = s.request("GET", f"/v1/members/M1/transfers?limit=2&after={page['next']}")
+    check(status == 200 and [t["id"] for t in page2["transfers"]] == ids[2:] and
+          page2["next"] is None, f"history, last page: {status} {page2}")
+    check(all(t["credit"] == "member:M1" and t["kind"] == "earn" for t in page["transfers"]),
+          f"history entries: {page['transfers']}")
+    status, doc, _ = s.request("GET", "/v1/members/M1/transfers?limit=0")
+    check(status == 400 and error_code(doc) == "invalid_request", f"bad limit: {status} {doc}")
     status, doc, _ = s.request("GET", "/v1/members/M404")
     check(status == 404 and error_code(doc) == "not_found", f"unknown member: {status} {doc}")
 
