@@ -15,6 +15,9 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <jansson.h>
@@ -441,9 +444,60 @@ static int cmd_import_balances(int argc, char **argv)
 {
     return cmd_not_built("import-balances", argc, argv);
 }
+/*
+ * Makes a new API key: 32 random bytes, printed once (the gateway keeps
+ * only its SHA-256), with the line to add to the configuration's "keys".
+ */
 static int cmd_keys(int argc, char **argv)
 {
-    return cmd_not_built("keys", argc, argv);
+    if (argc < 1 || strcmp(argv[0], "add") != 0) {
+        bool help = argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0);
+        if (!help)
+            fprintf(stderr, "pointsgw keys: the subcommand is 'add' (see --help)\n");
+        return help ? EXIT_OK : EXIT_USAGE;
+    }
+    flag_set flags = {0};
+    flag_add(&flags, "--scope", true);
+    flag_add(&flags, "--name", true);
+    flag_add(&flags, "--config", true);
+    pgw_config *cfg;
+    int rc = start_command("keys add", &flags, argc - 1, argv + 1, &cfg);
+    if (rc >= 0)
+        return rc;
+    const char *scope = flag_get(&flags, "--scope");
+    const char *name = flag_get(&flags, "--name");
+    pgw_err err;
+    rc = EXIT_USAGE;
+    uint8_t secret[32], digest[32];
+    if (scope == NULL)
+        fprintf(stderr, "pointsgw keys add: --scope is required\n");
+    else if (pgw_config_check_scope(cfg, scope, &err) != PGW_OK)
+        fprintf(stderr, "pointsgw keys add: %s\n", err.msg);
+    else if (name != NULL && (strlen(name) == 0 || strlen(name) > PGW_ID_MAX))
+        fprintf(stderr, "pointsgw keys add: --name must be 1..%d characters\n", PGW_ID_MAX);
+    else if (RAND_bytes(secret, sizeof(secret)) != 1)
+        fprintf(stderr, "pointsgw keys add: no randomness available\n");
+    else
+        rc = EXIT_OK;
+    if (rc == EXIT_OK) {
+        char key[4 + 2 * sizeof(secret) + 1], hash[2 * sizeof(digest) + 1], fallback[16];
+        snprintf(key, sizeof(key), "pgw_");
+        pgw_hash_hex(secret, key + 4, sizeof(key) - 4);
+        SHA256((const unsigned char *)key, strlen(key), digest);
+        pgw_hash_hex(digest, hash, sizeof(hash));
+        snprintf(fallback, sizeof(fallback), "key-%.8s", hash);
+        json_t *entry = json_pack("{s:s,s:s,s:s}", "name", name ? name : fallback, "scope", scope,
+                                  "key_sha256", hash);
+        char *line = json_dumps(entry, JSON_COMPACT);
+        printf("key: %s\n(shown once: the gateway keeps only its SHA-256; store it now)\n"
+               "add to \"keys\" in the configuration:\n%s\n",
+               key, line ? line : "?");
+        free(line);
+        json_decref(entry);
+        OPENSSL_cleanse(secret, sizeof(secret));
+    }
+    pgw_config_free(cfg);
+    return rc;
 }
 static int cmd_member(int argc, char **argv)
 {
@@ -467,7 +521,8 @@ static const command COMMANDS[] = {
      "expire what is left of every lot due by T (default: now); idempotent", cmd_expire},
     {"import-balances", "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID]",
      "move legacy shop balances in (not built yet)", cmd_import_balances},
-    {"keys", "keys add --scope SCOPE [--name NAME]", "create an API key (not built yet)", cmd_keys},
+    {"keys", "keys add --scope SCOPE [--name NAME] [--config FILE]",
+     "make a new API key: prints it once, and the line for the configuration", cmd_keys},
     {"member", "member show IDENTITY", "show a member (not built yet)", cmd_member},
 };
 #define N_COMMANDS (sizeof(COMMANDS) / sizeof(COMMANDS[0]))

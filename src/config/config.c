@@ -931,6 +931,13 @@ static int check_scope(const char *scope, const char *path, const pgw_rules *rul
                        path, scope);
 }
 
+int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *err)
+{
+    if (strlen(scope) > PGW_SCOPE_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "scope longer than %d bytes", PGW_SCOPE_MAX);
+    return check_scope(scope, "key", &cfg->rules, err);
+}
+
 static int parse_hex32(const char *hex, uint8_t out[32])
 {
     if (strlen(hex) != 64)

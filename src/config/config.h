@@ -132,6 +132,10 @@ int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_confi
 
 void pgw_config_free(pgw_config *cfg);
 
+/* Whether `scope` is one a key may have under `cfg` ("shop:<existing id>",
+ * "channel:<name>", "finance", "admin"); PGW_EINVAL saying why not. */
+int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *err);
+
 /* A short human summary (several lines) of what the config defines. */
 int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap);
 

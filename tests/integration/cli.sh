@@ -109,6 +109,26 @@ expect_text "$tmp/missing.db: no database there"
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2026-11-24 10:00"
 expect_text "--as-of: expected an RFC 3339 time with an offset"
 
+# keys add: a new key, shown once, with the configuration line holding its SHA-256.
+expect_exit 0 "$bin" keys add --scope shop:S002 --name pos-s002
+expect_text '"name":"pos-s002","scope":"shop:S002","key_sha256":"'
+key=$(printf '%s' "$out" | sed -n 's/^key: //p')
+hash=$(printf '%s' "$out" | sed -n 's/.*"key_sha256":"\([0-9a-f]*\)".*/\1/p')
+if [ "${#key}" -eq 68 ] && [ "$(printf '%s' "$key" | sha256sum | cut -c1-64)" = "$hash" ]; then
+    pass
+else
+    fail "keys add: key '$key' does not hash to '$hash'"
+fi
+expect_exit 0 "$bin" keys add --scope admin
+other=$(printf '%s' "$out" | sed -n 's/^key: //p')
+[ "$other" != "$key" ] && pass || fail "keys add printed the same key twice"
+expect_exit 2 "$bin" keys add --scope shop:S999
+expect_text 'unknown shop "S999"'
+expect_exit 2 "$bin" keys add
+expect_text "--scope is required"
+expect_exit 2 "$bin" keys remove
+expect_text "the subcommand is 'add'"
+
 # Commands whose machinery is not built yet say so instead of pretending.
 expect_exit 2 "$bin" reconcile
 expect_text "not available yet"
