@@ -25,7 +25,21 @@
 #define HOLD_SECONDS_DEFAULT 600
 #define HISTORY_DEFAULT      50
 #define HISTORY_MAX          100
-#define HOLD_SECONDS_MAX     (30 * 86400)
+#define BATCH_EVENTS_MAX     1000 /* API.md */
+#define BATCH_WINDOW         32   /* events of one batch in the writer's queue at once */
+
+/* A POST /v1/events:batch in progress: its events go to the writer a
+ * window at a time (an event's job is ~100 KB), answers kept in order. */
+typedef struct pgw_batch {
+    uint64_t request_id;
+    char key_name[PGW_ID_MAX + 1];
+    pgw_principal who;
+    json_t *events; /* the array, owned */
+    size_t n, next, running, finished;
+    int *statuses;
+    char **bodies; /* each an answer's JSON, owned */
+} pgw_batch;
+#define HOLD_SECONDS_MAX (30 * 86400)
 
 typedef enum route {
     R_OTHER = 0,
@@ -38,6 +52,7 @@ typedef enum route {
     R_REDEMPTIONS,
     R_MEMBER,
     R_HISTORY,
+    R_BATCH,
     R_COUNT
 } route;
 
@@ -67,6 +82,8 @@ struct pgw_job {
     uint64_t request_id;
     route route;
     char key_name[PGW_ID_MAX + 1]; /* who asked, for the log */
+    pgw_batch *batch;              /* when the job is one event of a batch */
+    size_t batch_index;
     pgw_command cmd;
     pgw_event_doc doc;
     pgw_earning earning;
@@ -81,6 +98,7 @@ struct pgw_api {
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
     pgw_job *free_jobs;
+    size_t batches; /* batches in progress: at most inflight_max / BATCH_WINDOW */
     pgw_api_notify notify;
     void *notify_ctx;
     FILE *log;
@@ -240,7 +258,8 @@ static bool submit(pgw_api *api, pgw_job *job, pgw_response *resp)
     pgw_err err;
     memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
     pgw_writer *to = pgw_command_reads(job->cmd.kind) ? api->reader : api->writer;
-    int rc = pgw_writer_submit(to, &job->cmd, &err);
+    int rc = to ? pgw_writer_submit(to, &job->cmd, &err)
+                : pgw_err_set(&err, PGW_ESTATE, "the server is stopping");
     if (rc == PGW_OK)
         return true;
     fail(resp, job->route, rc == PGW_EINVAL ? PGW_EINVAL : PGW_EFULL, err.msg);
@@ -366,15 +385,17 @@ static int member_id_of(const pgw_identity *who, char out[PGW_ID_MAX + 1], pgw_e
     return PGW_OK;
 }
 
-static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_principal *who,
-                         pgw_response *resp)
+/*
+ * Validates one event object and queues it; on refusal fills *resp and
+ * returns false. `batch` (may be NULL) is the batch it belongs to.
+ */
+static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
+                        const pgw_principal *who, pgw_batch *batch, size_t index,
+                        pgw_response *resp)
 {
     pgw_err err;
-    json_t *obj = NULL;
-    int rc = json_body(req, false, &obj, &err);
-    pgw_job *job = rc == PGW_OK ? job_new(api, req, R_EVENTS, PGW_COMMAND_EVENT) : NULL;
-    if (rc == PGW_OK && job == NULL)
-        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    pgw_job *job = job_new(api, req, R_EVENTS, PGW_COMMAND_EVENT);
+    int rc = job ? PGW_OK : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     if (rc == PGW_OK)
         rc = pgw_event_from_json(obj, &api->cfg->rules, &job->doc, &err);
     if (rc == PGW_OK && !pgw_auth_may_write(who, job->doc.shop_id, job->doc.channel))
@@ -388,13 +409,16 @@ static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_princip
         r = R_OTHER; /* ...but here it is the member: a plain not_found */
     if (rc == PGW_OK)
         rc = fingerprint(obj, cmd->fingerprint);
-    json_decref(obj);
     if (rc != PGW_OK) {
         if (job != NULL)
             job_free(job);
         fail(resp, r, rc, err.msg);
         return false;
     }
+    job->batch = batch;
+    job->batch_index = index;
+    if (batch != NULL)
+        job->request_id = batch->request_id;
     const pgw_event_doc *doc = &job->doc;
     event_key(cmd->key, doc->channel, doc->shop_id, doc->event_id);
     if (doc->event.type == PGW_EVENT_REFUND)
@@ -408,6 +432,140 @@ static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_princip
     cmd->earning = &job->earning;
     cmd->render = render_event;
     return submit(api, job, resp);
+}
+
+static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                         pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    int rc = json_body(req, false, &obj, &err);
+    if (rc != PGW_OK) {
+        fail(resp, R_EVENTS, rc, err.msg);
+        return false;
+    }
+    bool started = start_event(api, req, obj, who, NULL, 0, resp);
+    json_decref(obj);
+    return started;
+}
+
+/* ---- batches ----------------------------------------------------------------------------- */
+
+static void batch_free(pgw_api *api, pgw_batch *b)
+{
+    PGW_ASSERT(api->batches > 0);
+    api->batches--;
+    for (size_t i = 0; b->bodies != NULL && i < b->n; i++)
+        free(b->bodies[i]);
+    free(b->bodies);
+    free(b->statuses);
+    json_decref(b->events);
+    free(b);
+}
+
+/* Keeps event i's answer (takes its body). */
+static void batch_record(pgw_batch *b, size_t i, pgw_response *r)
+{
+    PGW_ASSERT(i < b->n && b->bodies[i] == NULL);
+    b->statuses[i] = r->status;
+    b->bodies[i] = r->body;
+    r->body = NULL;
+    b->finished++;
+}
+
+/* Starts events until the window is full or none are left. */
+static void batch_feed(pgw_api *api, pgw_batch *b)
+{
+    pgw_request req;
+    memset(&req, 0, sizeof(req));
+    req.id = b->request_id;
+    while (b->running < BATCH_WINDOW && b->next < b->n) {
+        size_t i = b->next++;
+        pgw_response r;
+        memset(&r, 0, sizeof(r));
+        if (start_event(api, &req, json_array_get(b->events, i), &b->who, b, i, &r))
+            b->running++;
+        else
+            batch_record(b, i, &r);
+    }
+}
+
+/* Once every event has its answer: {"results": [{"status", "body"}, ...]} in
+ * order, the batch freed. The bodies are JSON already: no re-parsing. */
+static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
+{
+    if (b->finished < b->n)
+        return false;
+    size_t cap = 32;
+    for (size_t i = 0; i < b->n; i++)
+        cap += 32 + (b->bodies[i] ? strlen(b->bodies[i]) : 4);
+    char *out = malloc(cap);
+    size_t len = 0;
+    if (out != NULL) {
+        len += (size_t)snprintf(out, cap, "{\"results\":[");
+        for (size_t i = 0; i < b->n; i++)
+            len += (size_t)snprintf(out + len, cap - len, "%s{\"status\":%d,\"body\":%s}",
+                                    i ? "," : "", b->statuses[i],
+                                    b->bodies[i] ? b->bodies[i] : "null");
+        len += (size_t)snprintf(out + len, cap - len, "]}");
+        PGW_ASSERT(len < cap);
+    }
+    resp->route = ROUTE_NAMES[R_BATCH];
+    memcpy(resp->key_name, b->key_name, sizeof(resp->key_name));
+    batch_free(api, b);
+    if (out == NULL) {
+        fail(resp, R_BATCH, PGW_ENOMEM, "out of memory");
+        return true;
+    }
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->body = out;
+    resp->body_len = len;
+    return true;
+}
+
+/* POST /v1/events:batch {"events": [...]}: up to 1000, each its own result. */
+static bool handle_batch(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                         pgw_response *resp)
+{
+    static const char *const KEYS[] = {"events", NULL};
+    pgw_err err;
+    json_t *obj = NULL;
+    int rc = json_body(req, false, &obj, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", KEYS, &err);
+    json_t *events = obj ? json_object_get(obj, "events") : NULL;
+    if (rc == PGW_OK && (!json_is_array(events) || json_array_size(events) < 1 ||
+                         json_array_size(events) > BATCH_EVENTS_MAX))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.events: expected an array of 1..%d events",
+                         BATCH_EVENTS_MAX);
+    if (rc == PGW_OK && api->batches >= api->inflight_max / BATCH_WINDOW)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many batches in progress");
+    pgw_batch *b = rc == PGW_OK ? calloc(1, sizeof(*b)) : NULL;
+    if (rc == PGW_OK && b == NULL)
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (b != NULL)
+        api->batches++;
+    if (rc != PGW_OK) {
+        json_decref(obj);
+        fail(resp, R_BATCH, rc, err.msg);
+        return false;
+    }
+    b->request_id = req->id;
+    memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
+    b->who = *who;
+    b->events = json_incref(events);
+    json_decref(obj);
+    b->n = json_array_size(events);
+    b->statuses = calloc(b->n, sizeof(*b->statuses));
+    b->bodies = calloc(b->n, sizeof(*b->bodies));
+    if (b->statuses == NULL || b->bodies == NULL) {
+        batch_free(api, b);
+        fail(resp, R_BATCH, PGW_ENOMEM, "out of memory");
+        return false;
+    }
+    batch_feed(api, b);
+    return !batch_answer(api, b, resp); /* all refused at once: answered now */
 }
 
 /* Reads {"hold_id"|"redemption_id", "member", "shop_id", "points", "expires_in_s"}. */
@@ -744,6 +902,8 @@ static route route_of(const char *path, char *id, size_t cap)
         return R_METRICS;
     if (strcmp(path, "/v1/events") == 0)
         return R_EVENTS;
+    if (strcmp(path, "/v1/events:batch") == 0)
+        return R_BATCH;
     if (strcmp(path, "/v1/holds") == 0)
         return R_HOLDS;
     if (strcmp(path, "/v1/redemptions") == 0)
@@ -810,6 +970,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     switch (r) {
     case R_EVENTS:
         return handle_event(api, req, &who, resp);
+    case R_BATCH:
+        return handle_batch(api, req, &who, resp);
     case R_HOLDS:
     case R_REDEMPTIONS:
         return handle_spend(api, req, &who, r, resp);
@@ -898,7 +1060,7 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     return PGW_OK;
 }
 
-void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
+bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
                     pgw_api_emit emit, void *emit_ctx)
 {
     memset(resp, 0, sizeof(*resp));
@@ -921,7 +1083,16 @@ void pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
             job->route == R_EVENTS || job->route == R_HOLDS || job->route == R_REDEMPTIONS;
         answer_from(resp, cmd, created ? 201 : 200);
     }
+    pgw_batch *b = job->batch;
+    size_t index = job->batch_index;
     job_free(job);
+    if (b == NULL)
+        return true;
+    b->running--;
+    batch_record(b, index, resp);
+    memset(resp, 0, sizeof(*resp));
+    batch_feed(api, b);
+    return batch_answer(api, b, resp);
 }
 
 /* Copies `in` into out as the inside of a JSON string (quotes, backslashes

@@ -175,7 +175,8 @@ static void drain_done(pgw_http *h)
     for (size_t i = 0; i < n; i++) {
         uint64_t id = 0;
         pgw_response resp;
-        pgw_api_finish(h->api, h->draining[i], &id, &resp, emit, h);
+        if (!pgw_api_finish(h->api, h->draining[i], &id, &resp, emit, h))
+            continue;
         size_t at = slot_find(h, id);
         if (at == SIZE_MAX) { /* the client left; the write stands */
             free(resp.body);

@@ -281,6 +281,34 @@ def test_bad_input(s):
     check(status == 405, f"wrong method: {status}")
 
 
+def test_batch(s):
+    before = s.transfers()
+    events = [purchase("E-B-1", member="M6"), purchase("E-1"), dict(purchase("E-B-3"), amount_fen=-5)]
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": events})
+    statuses = [r["status"] for r in doc.get("results", [])] if status == 200 else None
+    check(statuses == [201, 200, 400], f"batch: {status} {statuses or doc}")
+    first_batch = 0
+    if statuses == [201, 200, 400]:
+        first_batch = len(doc["results"][0]["body"]["transfers"])
+        check(doc["results"][0]["body"]["member_id"] == "M6", "batch result bodies are answers")
+        check(doc["results"][1]["body"]["replayed"] is True, "a replay inside a batch")
+        check(error_code(doc["results"][2]["body"]) == "invalid_request", "a bad event alone")
+    many = [purchase(f"E-B-many-{i}", member=f"M{100 + i % 7}") for i in range(150)]
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": many})
+    codes = [r["status"] for r in doc.get("results", [])] if status == 200 else []
+    check(len(codes) == 150 and set(codes) == {201}, f"150-event batch: {status} {set(codes)}")
+    ids = [r["body"]["event_id"] for r in doc.get("results", [])]
+    check(ids == [e["event_id"] for e in many], "batch results keep the order of the events")
+    added = sum(len(r["body"]["transfers"]) for r in doc.get("results", []))
+    grown = s.transfers() - before
+    check(grown > 0 and grown == added + first_batch,
+          f"batch transfers: the log grew by {grown}, the answers say {added} + {first_batch}")
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": [purchase("x")] * 1001})
+    check(status == 400 and error_code(doc) == "invalid_request", f"1001 events: {status}")
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": []})
+    check(status == 400, f"no events: {status}")
+
+
 def signed_headers(method, path, body, ts=None, nonce="n-1"):
     key = KEYS["s003"][0]
     secret = hashlib.sha256(key.encode()).digest()
@@ -390,7 +418,8 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_events, test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_signatures, test_stream,
+                         test_refunds, test_holds, test_bad_input, test_batch, test_signatures,
+                         test_stream,
                          test_log):
                 test(s)
         finally:
