@@ -11,6 +11,7 @@ packages=(
     libcmocka-dev     # unit tests
     libwebsockets-dev # the HTTP server
     curl              # integration tests drive the server over HTTP
+    openssl           # integration tests make a throwaway TLS certificate
 )
 
 missing=()

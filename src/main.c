@@ -188,7 +188,15 @@ static int cmd_serve(int argc, char **argv)
     const char *listen = flag_get(&flags, "--listen") ? flag_get(&flags, "--listen") : cfg->listen;
     make_db_dir(db);
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
-    pgw_http_options opts = {.cfg = cfg, .db_url = db, .listen = listen, .log = stdout};
+    pgw_http_options opts = {.cfg = cfg,
+                             .db_url = db,
+                             .listen = listen,
+                             .log = stdout,
+                             .body_max = (size_t)cfg->http.body_max_bytes,
+                             .inflight_max = (size_t)cfg->http.max_inflight,
+                             .batch_max = (size_t)cfg->http.commit_batch,
+                             .tls_cert_file = cfg->http.tls ? cfg->http.cert_file : NULL,
+                             .tls_key_file = cfg->http.tls ? cfg->http.key_file : NULL};
     pgw_err err;
     pgw_http *http = NULL;
     if (pgw_http_new(&opts, &http, &err) != PGW_OK) {
@@ -203,8 +211,8 @@ static int cmd_serve(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d), database %s\n", cfg->mall_name,
-            listen, pgw_http_port(http), db);
+    fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d, %s), database %s\n",
+            cfg->mall_name, listen, pgw_http_port(http), cfg->http.tls ? "https" : "http", db);
     rc = pgw_http_run(http, &err);
     serving = NULL;
     pgw_http_free(http); /* the writer has committed everything it acknowledged */

@@ -709,6 +709,45 @@ static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
     return rc;
 }
 
+static int parse_tls(const json_t *http, const char *parent, pgw_http_config *h, pgw_err *err)
+{
+    static const char *const keys[] = {"cert_file", "key_file", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *tls;
+    int rc = get_section(http, "tls", parent, false, keys, &tls, path, err);
+    if (rc != PGW_OK || tls == NULL)
+        return rc;
+    rc = pgw_json_string(tls, "cert_file", path, true, PGW_PATH_FILE_MAX, h->cert_file,
+                         sizeof(h->cert_file), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(tls, "key_file", path, true, PGW_PATH_FILE_MAX, h->key_file,
+                             sizeof(h->key_file), err);
+    h->tls = rc == PGW_OK;
+    return rc;
+}
+
+static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
+{
+    static const char *const keys[] = {"body_max_bytes", "max_inflight", "commit_batch", "tls",
+                                       NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *http;
+    pgw_http_config *h = &cfg->http;
+    h->body_max_bytes = 1024 * 1024;
+    h->max_inflight = 4096;
+    h->commit_batch = 1024;
+    int rc = get_section(root, "http", "$", false, keys, &http, path, err);
+    if (rc != PGW_OK || http == NULL)
+        return rc;
+    rc = pgw_json_int(http, "body_max_bytes", path, false, 1024, 64 * 1024 * 1024,
+                      &h->body_max_bytes, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(http, "max_inflight", path, false, 32, 65536, &h->max_inflight, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(http, "commit_batch", path, false, 1, 4096, &h->commit_batch, err);
+    return rc == PGW_OK ? parse_tls(http, path, h, err) : rc;
+}
+
 static int parse_templates(const json_t *obj, const char *path,
                            char (*templates)[PGW_TEMPLATE_ID_MAX + 1], pgw_err *err)
 {
@@ -1007,12 +1046,12 @@ static int parse_keys(const json_t *root, pgw_config *cfg, pgw_err *err)
 
 static int parse_root(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"mall",     "listen", "db",        "expiry",     "formats",
-                                       "shops",    "tiers",  "campaigns", "behaviours", "risk",
-                                       "channels", "notify", "security",  "keys",       NULL};
+    static const char *const keys[] = {
+        "mall",       "listen", "db",       "expiry", "formats",  "shops", "tiers", "campaigns",
+        "behaviours", "risk",   "channels", "notify", "security", "keys",  "http",  NULL};
     int (*const sections[])(const json_t *, pgw_config *, pgw_err *) = {
         parse_mall,     parse_listen_db, parse_expiry,   parse_risk,
-        parse_channels, parse_notify,    parse_security,
+        parse_channels, parse_notify,    parse_security, parse_http,
     };
     int rc = pgw_json_expect_object(root, "$", err);
     if (rc == PGW_OK)

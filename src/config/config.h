@@ -85,6 +85,17 @@ typedef struct pgw_risk_config {
     int64_t max_redeem_points_per_day;     /* per member */
 } pgw_risk_config;
 
+/* The HTTP server's limits and TLS (section "http"; every key optional). */
+#define PGW_PATH_FILE_MAX 255
+typedef struct pgw_http_config {
+    int64_t body_max_bytes; /* 1 KiB..64 MiB; default 1 MiB */
+    int64_t max_inflight;   /* requests waiting on the database: 32..65536; default 4096 */
+    int64_t commit_batch;   /* commands per transaction: 1..4096; default 1024 */
+    bool tls;               /* both files given */
+    char cert_file[PGW_PATH_FILE_MAX + 1]; /* PEM certificate chain */
+    char key_file[PGW_PATH_FILE_MAX + 1];  /* PEM private key */
+} pgw_http_config;
+
 typedef struct pgw_security_config {
     char phone_hmac_key_env[PGW_ENV_NAME_MAX + 1];
     char phone_aes_key_env[PGW_ENV_NAME_MAX + 1];
@@ -114,6 +125,7 @@ typedef struct pgw_config {
     pgw_sms_channel sms;
     pgw_notify_config notify;
     pgw_risk_config risk;
+    pgw_http_config http;
     pgw_security_config security;
     size_t n_keys;
     pgw_key_config keys[PGW_KEYS_MAX];

@@ -65,6 +65,7 @@ struct pgw_http {
     size_t body_max;
     int port;
     char iface[PGW_LISTEN_MAX + 1];
+    const char *tls_cert, *tls_key; /* borrowed from the options; NULL: plain HTTP */
     volatile sig_atomic_t stop;
     size_t responding; /* transactions with an answer not yet fully sent */
     /* Finished jobs, handed over by the writer and reader threads. */
@@ -547,10 +548,17 @@ static int start_lws(pgw_http *h, pgw_err *err)
     info.pvo = &h->stream_pvo;
     info.user = h;
     info.max_http_header_data = HEADER_DATA_MAX;
+    if (h->tls_cert != NULL) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = h->tls_cert;
+        info.ssl_private_key_filepath = h->tls_key;
+        info.alpn = "http/1.1"; /* one framing for every client: no h2 */
+    }
     lws_set_log_level(LLL_ERR, NULL);
     h->ctx = lws_create_context(&info);
     if (h->ctx == NULL)
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d", h->iface, h->port);
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d%s", h->iface, h->port,
+                           h->tls_cert ? " (or the certificate and key cannot be used)" : "");
     h->vhost = lws_get_vhost_by_name(h->ctx, "default");
     int port = h->vhost ? lws_get_vhost_listen_port(h->vhost) : -1;
     if (port <= 0)
@@ -567,6 +575,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
     pthread_mutex_init(&h->lock, NULL);
     h->body_max = opts->body_max ? opts->body_max : PGW_BODY_MAX_DEFAULT;
+    h->tls_cert = opts->tls_cert_file;
+    h->tls_key = opts->tls_key_file;
     size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;
     h->done_cap = inflight;
     size_t slots = 1;

@@ -45,7 +45,7 @@ def check(cond, what):
         print("FAIL:", what, file=sys.stderr)
 
 
-def write_config(tmp):
+def write_config(tmp, tls=None):
     with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
         cfg = json.load(f)
     cfg["keys"] = [
@@ -53,7 +53,9 @@ def write_config(tmp):
          "require_signature": signed}
         for name, (key, scope, signed) in KEYS.items()
     ]
-    path = os.path.join(tmp, "config.json")
+    if tls is not None:
+        cfg["http"] = {"tls": tls, "body_max_bytes": 4096}
+    path = os.path.join(tmp, "config-tls.json" if tls else "config.json")
     with open(path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
     return path
@@ -67,14 +69,18 @@ class Server:
             [BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
             stdout=self.log, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
-        m = re.search(r"\(port (\d+)\)", line)
+        m = re.search(r"\(port (\d+), (https?)\)", line)
         if not m:
             raise SystemExit("server did not start: " + line + self.proc.stderr.read())
         self.port = int(m.group(1))
+        self.scheme = m.group(2)
 
     def request(self, method, path, body=None, key="admin", ctype="application/json",
-                headers=None, raw=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                headers=None, raw=None, context=None):
+        if context is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         h = dict(headers or {})
         if key is not None:
             h["Authorization"] = "Bearer " + KEYS[key][0] if key in KEYS else "Bearer " + key
@@ -411,6 +417,39 @@ def test_log(s):
           "the log names the key")
 
 
+def test_tls(tmp):
+    """A second server with a certificate: HTTPS end to end, and its own body limit."""
+    import ssl
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                           "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", key, "-out", cert], capture_output=True, text=True)
+    check(made.returncode == 0, f"openssl made a certificate: {made.stderr}")
+    tls_dir = os.path.join(tmp, "tls")
+    os.makedirs(tls_dir)
+    s = Server(tls_dir, write_config(tls_dir, {"cert_file": cert, "key_file": key}))
+    try:
+        check(s.scheme == "https", f"the server says it speaks {s.scheme}")
+        ctx = ssl.create_default_context(cafile=cert)
+        status, doc, _ = s.request("GET", "/healthz", key=None, context=ctx)
+        check(status == 200 and doc.get("status") == "ok", f"HTTPS healthz: {status} {doc}")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-TLS"), context=ctx)
+        check(status == 201, f"HTTPS event: {status} {doc}")
+        status, doc, _ = s.request("POST", "/v1/events", raw=b"{" + b" " * 5000 + b"}",
+                                   context=ctx)
+        check(status == 413, f"the configured body limit: {status}")
+        plain = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        try:
+            plain.request("GET", "/healthz")
+            answered = plain.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            answered = False
+        check(not answered, "plain HTTP on the TLS port gets no answer")
+    finally:
+        code, err = s.stop()
+    check(code == 0, f"TLS server stopped: {code} {err}")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-http-")
     try:
@@ -425,6 +464,7 @@ def main():
         finally:
             code, err = s.stop()
         check(code == 0 and "stopped cleanly" in err, f"SIGTERM: exit {code}: {err}")
+        test_tls(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
     finally:

@@ -181,6 +181,10 @@ static const struct {
      "$.channels.wechat_mp.secret: unknown key"},
     {"notify", "{\"quiet_hours\": {\"start\": \"25:00\"}}", "$.notify.quiet_hours.start"},
     {"notify", "{\"retry\": {\"max_attempts\": 0}}", "$.notify.retry.max_attempts"},
+    {"http", "{\"body_max_bytes\": 10}", "$.http.body_max_bytes"},
+    {"http", "{\"tls\": {\"cert_file\": \"c.pem\"}}", "$.http.tls.key_file: required"},
+    {"http", "{\"max_inflight\": 1}", "$.http.max_inflight"},
+    {"http", "{\"gzip\": true}", "$.http.gzip: unknown key"},
 };
 
 static void test_every_mistake_is_refused_with_its_path(void **state)
