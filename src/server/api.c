@@ -865,6 +865,29 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
                        (unsigned long long)w.batches, (unsigned long long)w.commands,
                        (unsigned long long)w.failed_batches, w.largest_batch,
                        (long long)w.last_transfer, api->inflight);
+    ok = ok && appendf(&t, &len, &cap,
+                       "# HELP pgw_commit_batch_size Commands per committed transaction.\n"
+                       "# TYPE pgw_commit_batch_size histogram\n");
+    for (size_t b = 0; ok && b < PGW_BATCH_BUCKETS; b++)
+        ok = appendf(&t, &len, &cap, "pgw_commit_batch_size_bucket{le=\"%llu\"} %llu\n",
+                     (unsigned long long)pgw_writer_batch_bucket(b),
+                     (unsigned long long)w.batch_size_le[b]);
+    ok = ok && appendf(&t, &len, &cap,
+                       "pgw_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
+                       "pgw_commit_batch_size_sum %llu\npgw_commit_batch_size_count %llu\n"
+                       "# HELP pgw_commit_seconds Time to apply and commit one transaction.\n"
+                       "# TYPE pgw_commit_seconds histogram\n",
+                       (unsigned long long)w.batches, (unsigned long long)w.batch_size_sum,
+                       (unsigned long long)w.batches);
+    for (size_t b = 0; ok && b < PGW_COMMIT_BUCKETS; b++)
+        ok = appendf(&t, &len, &cap, "pgw_commit_seconds_bucket{le=\"%g\"} %llu\n",
+                     (double)pgw_writer_commit_bucket_us(b) / 1e6,
+                     (unsigned long long)w.commit_us_le[b]);
+    ok = ok && appendf(&t, &len, &cap,
+                       "pgw_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+                       "pgw_commit_seconds_sum %.6f\npgw_commit_seconds_count %llu\n",
+                       (unsigned long long)w.batches, (double)w.commit_us_sum / 1e6,
+                       (unsigned long long)w.batches);
     if (!ok) {
         free(t);
         fail(resp, R_METRICS, PGW_ENOMEM, "out of memory");

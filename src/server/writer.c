@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct pgw_writer {
     pgw_store *store;
@@ -49,10 +50,41 @@ static void read_batch(pgw_writer *w, size_t n)
 }
 
 /* One transaction for the whole batch; if it cannot commit, nothing did. */
+uint64_t pgw_writer_batch_bucket(size_t i)
+{
+    PGW_ASSERT(i < PGW_BATCH_BUCKETS);
+    return UINT64_C(1) << i;
+}
+
+uint64_t pgw_writer_commit_bucket_us(size_t i)
+{
+    PGW_ASSERT(i < PGW_COMMIT_BUCKETS);
+    return UINT64_C(250) << i;
+}
+
+static uint64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Counts one committed batch in the histograms (lock held). */
+static void observe(pgw_writer_stats *st, size_t n, uint64_t us)
+{
+    for (size_t i = 0; i < PGW_BATCH_BUCKETS; i++)
+        st->batch_size_le[i] += n <= pgw_writer_batch_bucket(i);
+    for (size_t i = 0; i < PGW_COMMIT_BUCKETS; i++)
+        st->commit_us_le[i] += us <= pgw_writer_commit_bucket_us(i);
+    st->commit_us_sum += us;
+    st->batch_size_sum += n;
+}
+
 static void apply_batch(pgw_writer *w, size_t n)
 {
     pgw_err err;
     pgw_err_clear(&err);
+    uint64_t started = monotonic_us();
     int rc = pgw_store_begin(w->store, &err);
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         pgw_command_apply(w->store, &w->policy, w->batch[i]);
@@ -85,6 +117,8 @@ static void apply_batch(pgw_writer *w, size_t n)
     w->stats.last_batch_failed = rc != PGW_OK;
     w->stats.commands += n;
     w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;
+    if (rc == PGW_OK)
+        observe(&w->stats, n, monotonic_us() - started);
     pthread_mutex_unlock(&w->lock);
 }
 

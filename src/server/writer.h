@@ -41,6 +41,11 @@ typedef struct pgw_writer_options {
     size_t batch_max; /* 1..PGW_WRITER_BATCH_MAX commands per transaction */
 } pgw_writer_options;
 
+/* Histogram buckets: batch sizes 1, 2, 4 ... 4096; commit times in
+ * microseconds 250, 500, 1000 ... 256000 (each the upper bound, inclusive). */
+#define PGW_BATCH_BUCKETS  13
+#define PGW_COMMIT_BUCKETS 11
+
 typedef struct pgw_writer_stats {
     uint64_t batches;        /* transactions committed */
     uint64_t commands;       /* commands completed (any result) */
@@ -48,7 +53,15 @@ typedef struct pgw_writer_stats {
     bool last_batch_failed;  /* the latest batch could not commit (storage down?) */
     int64_t last_transfer;   /* id of the newest committed transfer (the log's length) */
     size_t largest_batch;
+    uint64_t batch_size_le[PGW_BATCH_BUCKETS]; /* cumulative, Prometheus style */
+    uint64_t commit_us_le[PGW_COMMIT_BUCKETS];
+    uint64_t commit_us_sum;
+    uint64_t batch_size_sum; /* commands in committed batches */
 } pgw_writer_stats;
+
+/* The upper bounds of the histogram buckets. */
+uint64_t pgw_writer_batch_bucket(size_t i);
+uint64_t pgw_writer_commit_bucket_us(size_t i);
 
 typedef struct pgw_writer pgw_writer;
 

@@ -130,7 +130,9 @@ def test_health_and_metrics(s):
     for line in text.strip().split("\n"):
         ok = line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line)
         check(ok, f"metrics line is not Prometheus text: {line!r}")
-    check("pgw_http_request_seconds_bucket" in text, "metrics has the latency histogram")
+    for name in ("pgw_http_request_seconds_bucket", "pgw_commit_batch_size_bucket",
+                 "pgw_commit_seconds_bucket", "pgw_http_requests_total", "pgw_ledger_transfers"):
+        check(name in text, f"metrics has {name}")
 
 
 def test_events(s):
