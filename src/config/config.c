@@ -179,15 +179,19 @@ static int parse_listen_db(const json_t *root, pgw_config *cfg, pgw_err *err)
 
 static int parse_expiry(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"policy", "months", "years", NULL};
+    static const char *const keys[] = {"policy", "months", "years", "sweep_every_s", NULL};
     static const char *const policies[] = {"never", "rolling", "year_end"};
     char path[PGW_JSON_PATH_MAX];
     json_t *expiry;
     pgw_expiry *e = &cfg->rules.expiry;
     int policy = PGW_EXPIRY_NEVER;
     int64_t months = 0, years = 0;
+    cfg->expiry_sweep_s = 60;
     int rc = get_section(root, "expiry", "$", false, keys, &expiry, path, err);
     if (rc != PGW_OK || expiry == NULL)
+        return rc;
+    rc = pgw_json_int(expiry, "sweep_every_s", path, false, 1, 86400, &cfg->expiry_sweep_s, err);
+    if (rc != PGW_OK)
         return rc;
     rc = get_choice(expiry, "policy", path, true, policies, 3, &policy, err);
     if (rc == PGW_OK && policy == PGW_EXPIRY_ROLLING)

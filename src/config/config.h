@@ -126,6 +126,7 @@ typedef struct pgw_config {
     pgw_notify_config notify;
     pgw_risk_config risk;
     pgw_http_config http;
+    int64_t expiry_sweep_s; /* serve: how often lots and holds due are expired (1..86400) */
     pgw_security_config security;
     size_t n_keys;
     pgw_key_config keys[PGW_KEYS_MAX];

@@ -13,10 +13,12 @@
 #include "server/auth.h"
 #include "core/transfer.h"
 #include "server/event_json.h"
+#include "server/expire.h"
 #include "util/json_read.h"
 
 #include <jansson.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,8 +91,23 @@ struct pgw_job {
     pgw_earning earning;
 };
 
+/* The expiry sweep: a thread that runs the expiry of due holds and lots
+ * every expiry.sweep_every_s, through the writer like everything else. */
+typedef struct sweeper {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stop;
+    int64_t every_s;
+    pgw_writer *writer;
+    char db_url[PGW_STORE_URL_MAX + 1];
+    uint64_t runs, holds, lots, points, failures; /* under lock */
+} sweeper;
+
 struct pgw_api {
     const pgw_config *cfg;
+    sweeper sweep;
     pgw_writer *writer;
     pgw_writer *reader;
     pgw_auth *auth;
@@ -888,6 +905,23 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
                        "pgw_commit_seconds_sum %.6f\npgw_commit_seconds_count %llu\n",
                        (unsigned long long)w.batches, (double)w.commit_us_sum / 1e6,
                        (unsigned long long)w.batches);
+    pthread_mutex_lock(&api->sweep.lock);
+    uint64_t runs = api->sweep.runs, failures = api->sweep.failures;
+    uint64_t holds = api->sweep.holds, lots = api->sweep.lots, points = api->sweep.points;
+    pthread_mutex_unlock(&api->sweep.lock);
+    ok = ok &&
+         appendf(&t, &len, &cap,
+                 "# HELP pgw_expiry_sweeps_total Expiry sweeps run (failures apart).\n"
+                 "# TYPE pgw_expiry_sweeps_total counter\npgw_expiry_sweeps_total %llu\n"
+                 "pgw_expiry_sweep_failures_total %llu\n"
+                 "# HELP pgw_expired_holds_total Holds released at their deadline.\n"
+                 "# TYPE pgw_expired_holds_total counter\npgw_expired_holds_total %llu\n"
+                 "# HELP pgw_expired_lots_total Lots whose remaining points expired.\n"
+                 "# TYPE pgw_expired_lots_total counter\npgw_expired_lots_total %llu\n"
+                 "# HELP pgw_expired_points_total Points expired by the sweeps.\n"
+                 "# TYPE pgw_expired_points_total counter\npgw_expired_points_total %llu\n",
+                 (unsigned long long)runs, (unsigned long long)failures, (unsigned long long)holds,
+                 (unsigned long long)lots, (unsigned long long)points);
     if (!ok) {
         free(t);
         fail(resp, R_METRICS, PGW_ENOMEM, "out of memory");
@@ -1168,6 +1202,61 @@ size_t pgw_api_inflight(const pgw_api *api)
     return api->inflight;
 }
 
+static void *sweep_main(void *arg)
+{
+    sweeper *sw = arg;
+    pthread_mutex_lock(&sw->lock);
+    while (!sw->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += sw->every_s;
+        while (!sw->stop && pthread_cond_timedwait(&sw->wake, &sw->lock, &until) == 0)
+            ;
+        if (sw->stop)
+            break;
+        pthread_mutex_unlock(&sw->lock);
+        pgw_expire_report report;
+        pgw_err err;
+        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), &report, &err);
+        if (rc != PGW_OK)
+            fprintf(stderr, "pointsgw: expiry sweep: %s\n", err.msg);
+        pthread_mutex_lock(&sw->lock);
+        sw->runs++;
+        sw->failures += rc != PGW_OK;
+        sw->holds += rc == PGW_OK ? (uint64_t)report.holds : 0;
+        sw->lots += rc == PGW_OK ? (uint64_t)report.lots : 0;
+        sw->points += rc == PGW_OK ? (uint64_t)report.points : 0;
+    }
+    pthread_mutex_unlock(&sw->lock);
+    return NULL;
+}
+
+static int sweep_start(pgw_api *api, const char *db_url, pgw_err *err)
+{
+    sweeper *sw = &api->sweep;
+    pthread_mutex_init(&sw->lock, NULL);
+    pthread_cond_init(&sw->wake, NULL);
+    sw->every_s = api->cfg->expiry_sweep_s > 0 ? api->cfg->expiry_sweep_s : 60;
+    sw->writer = api->writer;
+    snprintf(sw->db_url, sizeof(sw->db_url), "%s", db_url);
+    if (pthread_create(&sw->thread, NULL, sweep_main, sw) != 0)
+        return pgw_err_set(err, PGW_ENOMEM, "cannot start the expiry sweep");
+    sw->started = true;
+    return PGW_OK;
+}
+
+static void sweep_stop(sweeper *sw)
+{
+    if (!sw->started)
+        return;
+    pthread_mutex_lock(&sw->lock);
+    sw->stop = true;
+    pthread_cond_signal(&sw->wake);
+    pthread_mutex_unlock(&sw->lock);
+    pthread_join(sw->thread, NULL); /* a sweep under way finishes its page first */
+    sw->started = false;
+}
+
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
 {
     *out = NULL;
@@ -1201,6 +1290,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         rc = pgw_writer_start(&wo, &api->writer, err);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&ro, &api->reader, err);
+    if (rc == PGW_OK)
+        rc = sweep_start(api, opts->db_url, err);
     if (rc != PGW_OK) {
         pgw_api_free(api);
         return rc;
@@ -1211,6 +1302,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
 
 void pgw_api_stop(pgw_api *api)
 {
+    sweep_stop(&api->sweep); /* it submits to the writer: it stops first */
     pgw_writer_stop(api->reader);
     pgw_writer_stop(api->writer);
     api->reader = api->writer = NULL;

@@ -53,6 +53,7 @@ def write_config(tmp, tls=None):
          "require_signature": signed}
         for name, (key, scope, signed) in KEYS.items()
     ]
+    cfg["expiry"]["sweep_every_s"] = 1
     if tls is not None:
         cfg["http"] = {"tls": tls, "body_max_bytes": 4096}
     path = os.path.join(tmp, "config-tls.json" if tls else "config.json")
@@ -289,6 +290,25 @@ def test_bad_input(s):
     check(status == 405, f"wrong method: {status}")
 
 
+def test_expiry_sweep(s):
+    """Points earned long ago expire on their own: the server sweeps every second here."""
+    old = purchase("E-OLD", member="M9", when="2020-06-01T10:00:00+08:00")
+    status, doc, _ = s.request("POST", "/v1/events", old)
+    check(status == 201 and doc["points"] > 0, f"an old purchase: {status} {doc}")
+    deadline = time.time() + 10
+    view = member(s, "M9")
+    while view.get("balance") != 0 and time.time() < deadline:
+        time.sleep(0.3)
+        view = member(s, "M9")
+    check(view.get("balance") == 0, f"the sweep expired the old lot: {view}")
+    status, page, _ = s.request("GET", "/v1/members/M9/transfers")
+    kinds = [t["kind"] for t in page.get("transfers", [])]
+    check(kinds and kinds[0] == "expire", f"the newest transfer is the expiry: {kinds}")
+    status, text, _ = s.request("GET", "/metrics", key=None)
+    m = re.search(r"^pgw_expired_lots_total (\d+)$", text, re.M)
+    check(m is not None and int(m.group(1)) >= 1, "metrics count the expired lot")
+
+
 def test_batch(s):
     before = s.transfers()
     events = [purchase("E-B-1", member="M6"), purchase("E-1"), dict(purchase("E-B-3"), amount_fen=-5)]
@@ -459,7 +479,8 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_events, test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_batch, test_signatures,
+                         test_refunds, test_holds, test_bad_input, test_batch, test_expiry_sweep,
+                         test_signatures,
                          test_stream,
                          test_log):
                 test(s)
