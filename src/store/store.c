@@ -677,25 +677,43 @@ static bool row_to_transfer(sqlite3_stmt *st, pgw_transfer *t)
            column_hash(st, 13, t->prev_hash) && column_hash(st, 14, t->hash);
 }
 
+static bool transfer_row(sqlite3_stmt *st, void *item)
+{
+    return row_to_transfer(st, item);
+}
+
+/*
+ * Reads every row of a bound statement into out[0..cap) (items of `size`
+ * bytes) with `row`, which says false when a value does not fit its field;
+ * then resets the statement. Every paged read of the store goes through it.
+ */
+typedef bool (*row_reader)(sqlite3_stmt *st, void *item);
+
+static int read_rows(pgw_store *s, sqlite3_stmt *st, row_reader row, void *out, size_t size,
+                     size_t cap, size_t *n, const char *what, pgw_err *err)
+{
+    int rc = PGW_OK, step;
+    *n = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        if (!row(st, (char *)out + (*n)++ * size))
+            rc = pgw_err_set(err, PGW_EIO, "%s: %s: a stored value does not fit its field", s->path,
+                             what);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, what, err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
 int pgw_store_read_transfers(pgw_store *s, int64_t after_id, pgw_transfer *out, size_t cap,
                              size_t *n, pgw_err *err)
 {
     sqlite3_stmt *st = s->st[ST_SELECT_PAGE];
     sqlite3_bind_int64(st, 1, after_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
-    int rc = PGW_OK, step;
-    *n = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        PGW_ASSERT(*n < cap);
-        if (!row_to_transfer(st, &out[*n]))
-            rc = pgw_err_set(err, PGW_EIO, "%s: transfer %lld has a field beyond its bound",
-                             s->path, (long long)sqlite3_column_int64(st, 0));
-        (*n)++;
-    }
-    if (rc == PGW_OK && step != SQLITE_DONE)
-        rc = db_error(s, PGW_EIO, "reading transfers", err);
-    sqlite3_reset(st);
-    return rc;
+    return read_rows(s, st, transfer_row, out, sizeof(*out), cap, n, "reading transfers", err);
 }
 
 /* Account count and points moved, in SQL. (A sum-to-zero check belongs
@@ -948,6 +966,19 @@ static bool row_to_lot(sqlite3_stmt *st, pgw_lot *lot, int64_t *expired)
     return column_text(st, 1, lot->member, sizeof(lot->member));
 }
 
+static bool lot_row(sqlite3_stmt *st, void *item)
+{
+    return row_to_lot(st, item, NULL);
+}
+
+/* A portion: LOT_COLUMNS of its lot, then the points it reserves. */
+static bool portion_row(sqlite3_stmt *st, void *item)
+{
+    pgw_portion *p = item;
+    p->points = sqlite3_column_int64(st, 9);
+    return row_to_lot(st, &p->lot, NULL);
+}
+
 int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
                       pgw_err *err)
 {
@@ -985,17 +1016,7 @@ int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, after_id);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
-    int rc = PGW_OK, step;
-    *n = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        PGW_ASSERT(*n < cap);
-        if (!row_to_lot(st, &out[(*n)++], NULL))
-            rc = pgw_err_set(err, PGW_EIO, "%s: a lot has a malformed member", s->path);
-    }
-    if (rc == PGW_OK && step != SQLITE_DONE)
-        rc = db_error(s, PGW_EIO, "reading due lots", err);
-    sqlite3_reset(st);
-    return rc;
+    return read_rows(s, st, lot_row, out, sizeof(*out), cap, n, "reading due lots", err);
 }
 
 /* ---- spending ------------------------------------------------------------ */
@@ -1039,18 +1060,7 @@ int pgw_store_spendable_lots(pgw_store *s, const char *member, int64_t now, cons
     sqlite3_bind_int64(st, 2, now);
     bind_lot_cursor(st, 3, after);
     sqlite3_bind_int64(st, 6, (sqlite3_int64)cap);
-    int rc = PGW_OK, step;
-    *n = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        PGW_ASSERT(*n < cap);
-        if (!row_to_lot(st, &out[(*n)++], NULL))
-            rc = pgw_err_set(err, PGW_EIO, "%s: a lot has a malformed member", s->path);
-    }
-    if (rc == PGW_OK && step != SQLITE_DONE)
-        rc = db_error(s, PGW_EIO, "reading a member's lots", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc;
+    return read_rows(s, st, lot_row, out, sizeof(*out), cap, n, "reading a member's lots", err);
 }
 
 /* Runs an UPDATE that must change exactly one row; PGW_ESTATE otherwise. */
@@ -1193,6 +1203,11 @@ static bool row_to_hold(sqlite3_stmt *st, pgw_hold_record *h)
            column_text(st, 2, h->shop, sizeof(h->shop));
 }
 
+static bool hold_row(sqlite3_stmt *st, void *item)
+{
+    return row_to_hold(st, item);
+}
+
 int pgw_store_insert_hold(pgw_store *s, const pgw_hold_record *h, pgw_err *err)
 {
     PGW_ASSERT(h->points > 0 && h->state == PGW_HOLD_PENDING);
@@ -1253,20 +1268,8 @@ int pgw_store_hold_portions(pgw_store *s, const char *hold, const pgw_lot *after
     sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
     bind_lot_cursor(st, 2, after);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)cap);
-    int rc = PGW_OK, step;
-    *n = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        PGW_ASSERT(*n < cap);
-        pgw_portion *p = &out[(*n)++];
-        p->points = sqlite3_column_int64(st, 9);
-        if (!row_to_lot(st, &p->lot, NULL))
-            rc = pgw_err_set(err, PGW_EIO, "%s: a lot has a malformed member", s->path);
-    }
-    if (rc == PGW_OK && step != SQLITE_DONE)
-        rc = db_error(s, PGW_EIO, "reading a hold's portions", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc;
+    return read_rows(s, st, portion_row, out, sizeof(*out), cap, n, "reading a hold's portions",
+                     err);
 }
 
 int pgw_store_release_hold(pgw_store *s, const char *hold, pgw_err *err)
@@ -1293,18 +1296,7 @@ int pgw_store_due_holds(pgw_store *s, int64_t now, const char *member, const cha
     sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
     if (member != NULL)
         sqlite3_bind_text(st, 4, member, -1, SQLITE_STATIC);
-    int rc = PGW_OK, step;
-    *n = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        PGW_ASSERT(*n < cap);
-        if (!row_to_hold(st, &out[(*n)++]))
-            rc = pgw_err_set(err, PGW_EIO, "%s: a hold is malformed", s->path);
-    }
-    if (rc == PGW_OK && step != SQLITE_DONE)
-        rc = db_error(s, PGW_EIO, "reading due holds", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc;
+    return read_rows(s, st, hold_row, out, sizeof(*out), cap, n, "reading due holds", err);
 }
 
 int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id, pgw_transfer *out,
@@ -1316,18 +1308,8 @@ int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id
     sqlite3_bind_text(st, 1, account, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
-    int rc = PGW_OK, step;
-    *n = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        PGW_ASSERT(*n < cap);
-        if (!row_to_transfer(st, &out[(*n)++]))
-            rc = pgw_err_set(err, PGW_EIO, "%s: a transfer has a field beyond its bound", s->path);
-    }
-    if (rc == PGW_OK && step != SQLITE_DONE)
-        rc = db_error(s, PGW_EIO, "reading a member's history", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc;
+    return read_rows(s, st, transfer_row, out, sizeof(*out), cap, n, "reading a member's history",
+                     err);
 }
 
 int pgw_store_member_expiring(pgw_store *s, const char *member, int64_t now, pgw_expiring *out,
@@ -1352,7 +1334,14 @@ int pgw_store_member_expiring(pgw_store *s, const char *member, int64_t now, pgw
 
 /* ---- member activity ---------------------------------------------------------- */
 
-/* Reads up to `cap` rule totals of `day` into a->today. */
+static bool rule_total_row(sqlite3_stmt *st, void *item)
+{
+    pgw_rule_total *t = item;
+    t->points = sqlite3_column_int64(st, 1);
+    return column_text(st, 0, t->rule, sizeof(t->rule));
+}
+
+/* Reads up to PGW_ACTIVITY_TODAY_MAX rule totals of `day` into a->today. */
 static int read_today(pgw_store *s, const char *member, int64_t day, pgw_member_activity *a,
                       pgw_err *err)
 {
@@ -1360,20 +1349,8 @@ static int read_today(pgw_store *s, const char *member, int64_t day, pgw_member_
     sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, day);
     sqlite3_bind_int64(st, 3, PGW_ACTIVITY_TODAY_MAX);
-    int rc = PGW_OK, step;
-    a->n_today = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        pgw_rule_total *t = &a->today[a->n_today++];
-        t->points = sqlite3_column_int64(st, 1);
-        if (!column_text(st, 0, t->rule, sizeof(t->rule)))
-            rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed rule total", s->path,
-                             member);
-    }
-    if (rc == PGW_OK && step != SQLITE_DONE)
-        rc = db_error(s, PGW_EIO, "reading today's points", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc;
+    return read_rows(s, st, rule_total_row, a->today, sizeof(a->today[0]), PGW_ACTIVITY_TODAY_MAX,
+                     &a->n_today, "reading today's points", err);
 }
 
 int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activity_days *days,
