@@ -284,6 +284,15 @@ static bool submit(pgw_api *api, pgw_job *job, pgw_response *resp)
     return false;
 }
 
+/* Answers a request refused before its job was queued (frees the job). */
+static bool refuse(pgw_response *resp, pgw_job *job, route r, int rc, const char *message)
+{
+    if (job != NULL)
+        job_free(job);
+    fail(resp, r, rc, message);
+    return false;
+}
+
 /* ---- renderers (writer thread) ------------------------------------------------------ */
 
 static json_t *transfers_json(const pgw_command *cmd)
@@ -426,12 +435,8 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
         r = R_OTHER; /* ...but here it is the member: a plain not_found */
     if (rc == PGW_OK)
         rc = fingerprint(obj, cmd->fingerprint);
-    if (rc != PGW_OK) {
-        if (job != NULL)
-            job_free(job);
-        fail(resp, r, rc, err.msg);
-        return false;
-    }
+    if (rc != PGW_OK)
+        return refuse(resp, job, r, rc, err.msg);
     job->batch = batch;
     job->batch_index = index;
     if (batch != NULL)
@@ -636,12 +641,8 @@ static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_princip
     if (rc == PGW_OK)
         rc = fingerprint(obj, job->cmd.fingerprint);
     json_decref(obj);
-    if (rc != PGW_OK) {
-        if (job != NULL)
-            job_free(job);
-        fail(resp, r, rc, err.msg);
-        return false;
-    }
+    if (rc != PGW_OK)
+        return refuse(resp, job, r, rc, err.msg);
     pgw_command *cmd = &job->cmd;
     snprintf(cmd->key, sizeof(cmd->key), "%s:%s", hold ? "hold" : "redeem", cmd->hold_id);
     snprintf(cmd->channel, sizeof(cmd->channel), "store");
@@ -677,12 +678,8 @@ static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_princi
     if (rc == PGW_OK)
         rc = fingerprint(obj, job->cmd.fingerprint);
     json_decref(obj);
-    if (rc != PGW_OK) {
-        if (job != NULL)
-            job_free(job);
-        fail(resp, r, rc, err.msg);
-        return false;
-    }
+    if (rc != PGW_OK)
+        return refuse(resp, job, r, rc, err.msg);
     pgw_command *cmd = &job->cmd;
     snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
     snprintf(cmd->key, sizeof(cmd->key), "%s:%s", capture ? "capture" : "void", id);
@@ -748,12 +745,8 @@ static bool handle_member(pgw_api *api, const pgw_request *req, const char *id, 
     int rc = job ? PGW_OK : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     if (rc == PGW_OK && r == R_HISTORY)
         rc = history_page(req, &job->cmd, &err);
-    if (rc != PGW_OK) {
-        if (job != NULL)
-            job_free(job);
-        fail(resp, r, rc, err.msg);
-        return false;
-    }
+    if (rc != PGW_OK)
+        return refuse(resp, job, r, rc, err.msg);
     snprintf(job->cmd.member, sizeof(job->cmd.member), "%.*s", PGW_ID_MAX, who.value);
     return submit(api, job, resp);
 }
