@@ -1,0 +1,63 @@
+/*
+ * vault.h - how identities are kept: phones never in clear.
+ *
+ * An identity is looked up by (kind, scope, lookup). For a phone the
+ * lookup is a blind index, hex HMAC-SHA256(index key, "+8613800138000"),
+ * so the database can find a member by phone without holding the number;
+ * the number itself is kept sealed with AES-256-GCM (random 96-bit nonce,
+ * the lookup as associated data so a sealed value cannot be moved to
+ * another row), to show it masked ("138****8000"). Other identities
+ * (cards, openids, unionids, emails, member ids) are their normalised
+ * value.
+ *
+ * Keys: 32 bytes each, as 64 hex digits in the environment variables the
+ * configuration names (security.phone_hmac_key_env, phone_aes_key_env).
+ * Without them the vault refuses to open, unless the configuration says
+ * development_mode: then fixed, publicly known keys are used and a warning
+ * says so (fine for a demo, never for real members).
+ *
+ * A pgw_vault is immutable once opened: any thread may use it.
+ */
+#ifndef PGW_UTIL_VAULT_H
+#define PGW_UTIL_VAULT_H
+
+#include "core/error.h"
+#include "core/identity.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_LOOKUP_MAX PGW_IDENTITY_VALUE_MAX /* hex HMAC (64) or the normalised value */
+#define PGW_SEALED_MAX 64                     /* nonce 12 + a phone (at most 16) + tag 16 */
+
+typedef struct pgw_vault pgw_vault;
+
+/* An identity as the store keeps it. */
+typedef struct pgw_identity_key {
+    pgw_identity_kind kind;
+    char scope[PGW_ID_MAX + 1];
+    char lookup[PGW_LOOKUP_MAX + 1];
+    uint8_t sealed[PGW_SEALED_MAX]; /* phones only */
+    size_t sealed_len;
+} pgw_identity_key;
+
+/*
+ * Reads the keys from the variables named; `development` allows the fixed
+ * keys when they are unset. *warned is set when those were used. The
+ * caller frees the vault with pgw_vault_free.
+ */
+int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, pgw_vault **out,
+                   bool *warned, pgw_err *err);
+void pgw_vault_free(pgw_vault *vault);
+
+/* The store's key for an identity; phones are blinded and sealed. */
+int pgw_vault_key(const pgw_vault *vault, const pgw_identity *id, pgw_identity_key *out,
+                  pgw_err *err);
+
+/* What an answer may show of a stored identity: phones masked
+ * ("138****8000", unsealed first), others as they are. */
+int pgw_vault_display(const pgw_vault *vault, const pgw_identity_key *key, char *out, size_t cap,
+                      pgw_err *err);
+
+#endif
