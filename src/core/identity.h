@@ -21,6 +21,7 @@
 #include "error.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum pgw_identity_kind {
     PGW_ID_MEMBER = 0, /* member_id: "M" + 1..20 of [0-9A-Z] */
@@ -42,6 +43,22 @@ typedef struct pgw_identity {
     char scope[PGW_ID_MAX + 1];             /* shop id or appid; "" otherwise */
     char value[PGW_IDENTITY_VALUE_MAX + 1]; /* normalised */
 } pgw_identity;
+
+#define PGW_LOOKUP_MAX PGW_IDENTITY_VALUE_MAX /* hex HMAC (64) or the normalised value */
+#define PGW_SEALED_MAX 64                     /* nonce 12 + a phone (at most 16) + tag 16 */
+
+/*
+ * An identity as the store keeps it (util/vault.h makes one): looked up by
+ * (kind, scope, lookup); a phone's lookup is its blind index and its value
+ * is sealed, every other kind's lookup is its normalised value.
+ */
+typedef struct pgw_identity_key {
+    pgw_identity_kind kind;
+    char scope[PGW_ID_MAX + 1];
+    char lookup[PGW_LOOKUP_MAX + 1];
+    uint8_t sealed[PGW_SEALED_MAX]; /* phones only */
+    size_t sealed_len;
+} pgw_identity_key;
 
 /* "phone" -> PGW_ID_PHONE ...; PGW_EINVAL for an unknown name. */
 int pgw_identity_kind_parse(const char *name, pgw_identity_kind *out);

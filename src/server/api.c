@@ -15,6 +15,7 @@
 #include "server/event_json.h"
 #include "server/expire.h"
 #include "util/json_read.h"
+#include "util/vault.h"
 
 #include <jansson.h>
 #include <openssl/sha.h>
@@ -55,6 +56,7 @@ typedef enum route {
     R_MEMBER,
     R_HISTORY,
     R_BATCH,
+    R_RESOLVE,
     R_COUNT
 } route;
 
@@ -111,6 +113,7 @@ struct pgw_api {
     pgw_writer *writer;
     pgw_writer *reader;
     pgw_auth *auth;
+    pgw_vault *vault;
     size_t body_max, inflight_max, inflight;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
@@ -400,15 +403,16 @@ static void event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const
     snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
 }
 
-static int member_id_of(const pgw_identity *who, char out[PGW_ID_MAX + 1], pgw_err *err)
+/* Names the command's member: a member_id as it is, any other identity
+ * through the vault (a phone blinded and sealed), resolved by the writer. */
+static int name_member(const pgw_api *api, const pgw_identity *who, pgw_command *cmd, pgw_err *err)
 {
-    if (who->kind != PGW_ID_MEMBER)
-        return pgw_err_set(err, PGW_ENOTFOUND,
-                           "members are found by member_id for now: %s identities are not "
-                           "stored yet",
-                           pgw_identity_kind_name(who->kind));
-    snprintf(out, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, who->value); /* ids are short */
-    return PGW_OK;
+    if (who->kind == PGW_ID_MEMBER) {
+        snprintf(cmd->member, sizeof(cmd->member), "%.*s", PGW_ID_MAX, who->value);
+        return PGW_OK;
+    }
+    cmd->by_identity = true;
+    return pgw_vault_key(api->vault, who, &cmd->who, err);
 }
 
 /*
@@ -430,13 +434,12 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     if (rc == PGW_OK && job->doc.event.type == PGW_EVENT_CUSTOM && who->kind != PGW_SCOPE_ADMIN)
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "custom events need an admin key");
     pgw_command *cmd = job ? &job->cmd : NULL;
-    route r = R_EVENTS; /* ENOTFOUND on events means the original purchase... */
-    if (rc == PGW_OK && (rc = member_id_of(&job->doc.member, cmd->member, &err)) != PGW_OK)
-        r = R_OTHER; /* ...but here it is the member: a plain not_found */
+    if (rc == PGW_OK)
+        rc = name_member(api, &job->doc.member, cmd, &err);
     if (rc == PGW_OK)
         rc = fingerprint(obj, cmd->fingerprint);
     if (rc != PGW_OK)
-        return refuse(resp, job, r, rc, err.msg);
+        return refuse(resp, job, R_EVENTS, rc, err.msg);
     job->batch = batch;
     job->batch_index = index;
     if (batch != NULL)
@@ -591,8 +594,8 @@ static bool handle_batch(pgw_api *api, const pgw_request *req, const pgw_princip
 }
 
 /* Reads {"hold_id"|"redemption_id", "member", "shop_id", "points", "expires_in_s"}. */
-static int spend_from_json(const json_t *obj, bool hold, pgw_command *cmd, int64_t *seconds,
-                           pgw_err *err)
+static int spend_from_json(const pgw_api *api, const json_t *obj, bool hold, pgw_command *cmd,
+                           int64_t *seconds, pgw_err *err)
 {
     static const char *const HOLD_KEYS[] = {"hold_id", "member",       "shop_id",
                                             "points",  "expires_in_s", NULL};
@@ -615,7 +618,7 @@ static int spend_from_json(const json_t *obj, bool hold, pgw_command *cmd, int64
         rc = pgw_json_int(obj, "expires_in_s", "$", false, 1, HOLD_SECONDS_MAX, seconds, err);
     if (rc == PGW_OK)
         rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &member, err);
-    return rc == PGW_OK ? member_id_of(&member, cmd->member, err) : rc;
+    return rc == PGW_OK ? name_member(api, &member, cmd, err) : rc;
 }
 
 /* POST /v1/holds and POST /v1/redemptions. */
@@ -632,7 +635,7 @@ static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_princip
     if (rc == PGW_OK && job == NULL)
         rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     if (rc == PGW_OK)
-        rc = spend_from_json(obj, hold, &job->cmd, &seconds, &err);
+        rc = spend_from_json(api, obj, hold, &job->cmd, &seconds, &err);
     if (rc == PGW_OK && !pgw_auth_may_write(who, job->cmd.shop, NULL))
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not spend points at shop %s", who->name,
                          job->cmd.shop);
@@ -751,6 +754,26 @@ static bool handle_member(pgw_api *api, const pgw_request *req, const char *id, 
     return submit(api, job, resp);
 }
 
+/* POST /v1/members/resolve {"phone": ...} (any member object): whose is it. */
+static bool handle_resolve(pgw_api *api, const pgw_request *req, pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    pgw_identity who;
+    int rc = json_body(req, false, &obj, &err);
+    if (rc == PGW_OK)
+        rc = pgw_member_from_json(obj, "$", &who, &err);
+    json_decref(obj);
+    pgw_job *job = rc == PGW_OK ? job_new(api, req, R_RESOLVE, PGW_COMMAND_READ_RESOLVE) : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = name_member(api, &who, &job->cmd, &err);
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_RESOLVE, rc, err.msg);
+    return submit(api, job, resp);
+}
+
 static json_t *history_json(const pgw_api *api, const pgw_command *cmd)
 {
     json_t *list = json_array();
@@ -782,12 +805,22 @@ static json_t *member_json(const pgw_api *api, const pgw_command *cmd)
                                         "expires_at", when));
     }
     const char *tier = cmd->tier >= 0 ? api->cfg->rules.tiers[cmd->tier].name : NULL;
-    return json_pack("{s:s,s:s?,s:I,s:I,s:I,s:I,s:o,s:[{s:s,s:s}],s:n}", "member_id", cmd->member,
-                     "tier", tier, "balance", (json_int_t)cmd->figures.balance, "available",
+    json_t *identities = json_array();
+    for (size_t i = 0; identities && i < cmd->n_identities; i++) {
+        char shown[PGW_IDENTITY_TEXT_MAX + 1];
+        pgw_err err;
+        if (pgw_vault_display(api->vault, &cmd->identities[i], shown, sizeof(shown), &err) !=
+            PGW_OK)
+            snprintf(shown, sizeof(shown), "(unreadable)"); /* never the raw lookup */
+        json_array_append_new(identities, json_pack("{s:s,s:s}", "kind",
+                                                    pgw_identity_kind_name(cmd->identities[i].kind),
+                                                    "value", shown));
+    }
+    return json_pack("{s:s,s:s?,s:I,s:I,s:I,s:I,s:o,s:o,s:n}", "member_id", cmd->member, "tier",
+                     tier, "balance", (json_int_t)cmd->figures.balance, "available",
                      (json_int_t)cmd->figures.available, "pending",
                      (json_int_t)cmd->figures.pending, "debt", (json_int_t)cmd->figures.debt,
-                     "expiring", expiring, "identities", "kind", "member_id", "value", cmd->member,
-                     "merged_into");
+                     "expiring", expiring, "identities", identities, "merged_into");
 }
 
 /* ---- health and metrics ----------------------------------------------------------------- */
@@ -954,6 +987,8 @@ static route route_of(const char *path, char *id, size_t cap)
         return R_EVENTS;
     if (strcmp(path, "/v1/events:batch") == 0)
         return R_BATCH;
+    if (strcmp(path, "/v1/members/resolve") == 0)
+        return R_RESOLVE;
     if (strcmp(path, "/v1/holds") == 0)
         return R_HOLDS;
     if (strcmp(path, "/v1/redemptions") == 0)
@@ -1022,6 +1057,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return handle_event(api, req, &who, resp);
     case R_BATCH:
         return handle_batch(api, req, &who, resp);
+    case R_RESOLVE:
+        return handle_resolve(api, req, resp);
     case R_HOLDS:
     case R_REDEMPTIONS:
         return handle_spend(api, req, &who, r, resp);
@@ -1128,6 +1165,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         set_body(resp, 200, member_json(api, cmd));
     } else if (job->route == R_HISTORY) {
         set_body(resp, 200, history_json(api, cmd));
+    } else if (job->route == R_RESOLVE) {
+        set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else {
         bool created =
             job->route == R_EVENTS || job->route == R_HOLDS || job->route == R_REDEMPTIONS;
@@ -1278,7 +1317,17 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     pgw_writer_options ro = wo;
     ro.read_only = true;
     ro.batch_max = 64;
-    int rc = pgw_auth_new(opts->cfg, &api->auth, err);
+    bool warned = false;
+    const pgw_security_config *sec = &opts->cfg->security;
+    int rc = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
+                            &api->vault, &warned, err);
+    if (warned)
+        fprintf(stderr,
+                "pointsgw: DEVELOPMENT MODE: %s/%s are not set, phones are protected by "
+                "public keys; never use this with real members\n",
+                sec->phone_hmac_key_env, sec->phone_aes_key_env);
+    if (rc == PGW_OK)
+        rc = pgw_auth_new(opts->cfg, &api->auth, err);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&wo, &api->writer, err);
     if (rc == PGW_OK)
@@ -1313,5 +1362,6 @@ void pgw_api_free(pgw_api *api)
         api->free_jobs = next;
     }
     pgw_auth_free(api->auth);
+    pgw_vault_free(api->vault);
     free(api);
 }

@@ -12,6 +12,7 @@
 #include "core/arith.h"
 #include "core/assertions.h"
 
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -666,6 +667,47 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     return rc == PGW_OK ? record_activity(store, cmd, &days, a) : rc;
 }
 
+/* ---- members by identity ------------------------------------------------------------ */
+
+/* A fresh member id: "M" and 12 characters of 60 random bits (Crockford's
+ * alphabet, no I L O U); the members table's key catches the impossible. */
+static int new_member_id(char out[PGW_ID_MAX + 1], pgw_err *err)
+{
+    static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    uint8_t bytes[12];
+    if (RAND_bytes(bytes, sizeof(bytes)) != 1)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "no randomness for a member id");
+    out[0] = 'M';
+    for (size_t i = 0; i < sizeof(bytes); i++)
+        out[1 + i] = alphabet[bytes[i] & 31];
+    out[1 + sizeof(bytes)] = '\0';
+    return PGW_OK;
+}
+
+/*
+ * Fills cmd->member from cmd->who. An event for an identity nobody holds
+ * enrolls a new member with it when the configuration says auto_enroll;
+ * anything else is PGW_ENOTFOUND.
+ */
+static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    bool found = false;
+    int rc = pgw_store_find_identity(store, &cmd->who, &found, cmd->member, &cmd->err);
+    if (rc != PGW_OK || found)
+        return rc;
+    bool enroll = cmd->kind == PGW_COMMAND_EVENT && policy->auto_enroll &&
+                  cmd->event->type != PGW_EVENT_REFUND; /* a refund needs its buyer */
+    if (!enroll)
+        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has that %s",
+                           pgw_identity_kind_name(cmd->who.kind));
+    rc = new_member_id(cmd->member, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_bind_identity(store, &cmd->who, cmd->member, now_us(), &cmd->err);
+    return rc;
+}
+
 /* ---- applying --------------------------------------------------------------------- */
 
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
@@ -713,6 +755,7 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_event(store, policy, cmd);
     case PGW_COMMAND_READ_MEMBER:
     case PGW_COMMAND_READ_HISTORY:
+    case PGW_COMMAND_READ_RESOLVE:
         break; /* not a write: pgw_command_read */
     }
     return pgw_err_set(&cmd->err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
@@ -756,6 +799,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     int rc = pgw_store_savepoint(store, &cmd->err);
     if (rc == PGW_OK && key_checked_first(cmd->kind))
         rc = check_key_first(store, cmd, &seen);
+    if (rc == PGW_OK && !seen && cmd->by_identity)
+        rc = resolve_member(store, policy, cmd);
     if (rc == PGW_OK && !seen)
         rc = apply_kind(store, policy, cmd);
     if (rc == PGW_OK && !cmd->replayed && cmd->member[0] != '\0') {
@@ -806,7 +851,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    : pgw_err_set(err, PGW_EINVAL, "a refund names its original purchase");
     case PGW_COMMAND_HOLD:
     case PGW_COMMAND_REDEEM:
-        if (!filled(cmd->member, sizeof(cmd->member)) || !filled(cmd->shop, sizeof(cmd->shop)))
+        if (!(filled(cmd->member, sizeof(cmd->member)) || cmd->by_identity) ||
+            !filled(cmd->shop, sizeof(cmd->shop)))
             return pgw_err_set(err, PGW_EINVAL, "a hold or redemption needs a member and a shop");
         return filled(cmd->hold_id, sizeof(cmd->hold_id))
                    ? PGW_OK
@@ -815,12 +861,17 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a member read names the member");
+    case PGW_COMMAND_READ_RESOLVE:
+        return cmd->by_identity || filled(cmd->member, sizeof(cmd->member))
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a resolve names an identity");
     case PGW_COMMAND_READ_HISTORY:
         return filled(cmd->member, sizeof(cmd->member)) && cmd->page != NULL && cmd->page_cap > 0
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a history read names the member and has room");
     case PGW_COMMAND_EVENT:
-        if (!filled(cmd->member, sizeof(cmd->member)) || cmd->event == NULL || cmd->earning == NULL)
+        if (!(filled(cmd->member, sizeof(cmd->member)) || cmd->by_identity) || cmd->event == NULL ||
+            cmd->earning == NULL)
             return pgw_err_set(err, PGW_EINVAL,
                                "an event needs a member, the event and room "
                                "for its earning");
@@ -839,7 +890,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
 
 bool pgw_command_reads(pgw_command_kind kind)
 {
-    return kind == PGW_COMMAND_READ_MEMBER || kind == PGW_COMMAND_READ_HISTORY;
+    return kind == PGW_COMMAND_READ_MEMBER || kind == PGW_COMMAND_READ_HISTORY ||
+           kind == PGW_COMMAND_READ_RESOLVE;
 }
 
 static int read_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
@@ -861,6 +913,9 @@ static int read_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK)
         rc = pgw_store_member_expiring(store, cmd->member, cmd->at, cmd->expiring,
                                        PGW_EXPIRING_SHOWN, &cmd->n_expiring, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_identities(store, cmd->member, cmd->identities, PGW_IDENTITIES_SHOWN,
+                                         &cmd->n_identities, &cmd->err);
     return rc;
 }
 
@@ -870,6 +925,17 @@ void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     cmd->found = false;
     cmd->n_expiring = 0;
     PGW_ASSERT(pgw_command_reads(cmd->kind));
+    cmd->n_identities = 0;
+    if (cmd->kind == PGW_COMMAND_READ_RESOLVE) { /* a member_id resolves to itself */
+        cmd->rc =
+            cmd->by_identity
+                ? pgw_store_find_identity(store, &cmd->who, &cmd->found, cmd->member, &cmd->err)
+                : pgw_store_member_figures(store, cmd->member, cmd->at, &cmd->found, &cmd->figures,
+                                           &cmd->err);
+        if (cmd->rc == PGW_OK && !cmd->found)
+            cmd->rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no such member");
+        return;
+    }
     if (cmd->kind == PGW_COMMAND_READ_MEMBER) {
         cmd->rc = read_member(store, policy, cmd);
         return;

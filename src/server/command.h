@@ -79,10 +79,13 @@ typedef enum pgw_command_kind {
     PGW_COMMAND_READ_MEMBER,
     /* Read-only: up to page_cap of `member`'s transfers before id `before`, newest first. */
     PGW_COMMAND_READ_HISTORY,
+    /* Read-only: whose identity `who` is (member filled; PGW_ENOTFOUND when nobody's). */
+    PGW_COMMAND_READ_RESOLVE,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_HISTORY
-#define PGW_EXPIRING_SHOWN   5 /* expiry moments a member read returns */
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_RESOLVE
+#define PGW_IDENTITIES_SHOWN 16 /* identities a member read returns */
+#define PGW_EXPIRING_SHOWN   5  /* expiry moments a member read returns */
 /* Longest answer stored for a replay. */
 #define PGW_ANSWER_MAX 16384
 
@@ -93,9 +96,14 @@ struct pgw_command {
     uint8_t fingerprint[PGW_HASH_LEN]; /* SHA-256 of the canonical request */
     size_t n_transfers; /* TRANSFERS: 1..PGW_COMMAND_TRANSFERS_MAX; others: set when applied */
     pgw_transfer transfers[PGW_COMMAND_TRANSFERS_MAX]; /* id and hashes set when applied */
-    char member[PGW_ID_MAX + 1];  /* EARN, HOLD, REDEEM (CAPTURE/VOID/REFUND: set when applied) */
-    char shop[PGW_ID_MAX + 1];    /* EARN, REFUND, HOLD, REDEEM; "" when none */
-    char channel[PGW_ID_MAX + 1]; /* written on every transfer */
+    char member[PGW_ID_MAX + 1]; /* EARN, HOLD, REDEEM (CAPTURE/VOID/REFUND: set when applied) */
+    /* EVENT, HOLD, REDEEM, READ_RESOLVE: when set, the member is whoever
+     * holds this identity (an EVENT enrolls a new member for an unknown one
+     * under auto_enroll) and `member` is filled when applied. */
+    bool by_identity;
+    pgw_identity_key who;
+    char shop[PGW_ID_MAX + 1];             /* EARN, REFUND, HOLD, REDEEM; "" when none */
+    char channel[PGW_ID_MAX + 1];          /* written on every transfer */
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
     int64_t at;                            /* when it happens, unix seconds */
     /* EARN */
@@ -139,6 +147,8 @@ struct pgw_command {
     int32_t tier; /* index into the rules' tiers, -1 when none */
     size_t n_expiring;
     pgw_expiring expiring[PGW_EXPIRING_SHOWN];
+    size_t n_identities;
+    pgw_identity_key identities[PGW_IDENTITIES_SHOWN];
     /* READ_HISTORY: caller-owned room for page_cap transfers; n_page filled */
     int64_t before;
     pgw_transfer *page;

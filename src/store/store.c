@@ -78,6 +78,9 @@ enum {
     ST_SELECT_ANSWER,
     ST_EXPIRING,
     ST_HISTORY,
+    ST_FIND_IDENTITY,
+    ST_BIND_IDENTITY,
+    ST_MEMBER_IDENTITIES,
     ST_COUNT
 };
 
@@ -178,6 +181,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " UNION ALL SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE debit = ?1"
         "  AND debit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3)"
         " ORDER BY id DESC LIMIT ?3",
+    [ST_FIND_IDENTITY] =
+        "SELECT member FROM identities WHERE kind = ?1 AND scope = ?2 AND lookup = ?3",
+    [ST_BIND_IDENTITY] = "INSERT INTO identities (kind, scope, lookup, member, sealed,"
+                         " created_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                         " ON CONFLICT (kind, scope, lookup) DO NOTHING",
+    [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
+                             " WHERE member = ?1 ORDER BY kind, scope, lookup LIMIT ?2",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
                     " AND left_points + held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
@@ -322,6 +332,19 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * purchase insert twice into a hot index). */
     "CREATE INDEX transfers_member_credit ON transfers (credit, id) WHERE credit LIKE 'member:%';"
     "CREATE INDEX transfers_member_debit ON transfers (debit, id) WHERE debit LIKE 'member:%';",
+    /* 6 -> 7: identities. A phone's lookup is its blind index and its value
+     * is sealed (util/vault.h); the primary key makes an identity one
+     * member's only. */
+    "CREATE TABLE identities ("
+    "  kind INTEGER NOT NULL CHECK (kind BETWEEN 0 AND 6),"
+    "  scope TEXT NOT NULL,"
+    "  lookup TEXT NOT NULL,"
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  sealed BLOB,"
+    "  created_at_us INTEGER NOT NULL,"
+    "  PRIMARY KEY (kind, scope, lookup)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX identities_by_member ON identities (member);",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1330,6 +1353,72 @@ int pgw_store_member_expiring(pgw_store *s, const char *member, int64_t now, pgw
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, "reading expiring points", err);
+}
+
+/* ---- identities ------------------------------------------------------------------ */
+
+int pgw_store_find_identity(pgw_store *s, const pgw_identity_key *key, bool *found,
+                            char member[PGW_ID_MAX + 1], pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_FIND_IDENTITY];
+    sqlite3_bind_int(st, 1, (int)key->kind);
+    sqlite3_bind_text(st, 2, key->scope, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, key->lookup, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    *found = step == SQLITE_ROW;
+    if (*found && !column_text(st, 0, member, PGW_ID_MAX + 1))
+        rc = pgw_err_set(err, PGW_EIO, "%s: an identity names a malformed member", s->path);
+    else if (!*found && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "looking up an identity", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_bind_identity(pgw_store *s, const pgw_identity_key *key, const char *member,
+                            int64_t now_us, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_BIND_IDENTITY];
+    sqlite3_bind_int(st, 1, (int)key->kind);
+    sqlite3_bind_text(st, 2, key->scope, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, key->lookup, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, member, -1, SQLITE_STATIC);
+    if (key->sealed_len > 0)
+        sqlite3_bind_blob(st, 5, key->sealed, (int)key->sealed_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 5);
+    sqlite3_bind_int64(st, 6, now_us);
+    int rc = step_done(s, st, "binding an identity", err);
+    sqlite3_clear_bindings(st);
+    if (rc == PGW_OK && sqlite3_changes(s->db) == 0) /* the primary key: already someone's */
+        rc = pgw_err_set(err, PGW_ECONFLICT, "that %s already belongs to a member",
+                         pgw_identity_kind_name(key->kind));
+    return rc;
+}
+
+static bool identity_row(sqlite3_stmt *st, void *item)
+{
+    pgw_identity_key *k = item;
+    memset(k, 0, sizeof(*k));
+    k->kind = (pgw_identity_kind)sqlite3_column_int(st, 0);
+    int sealed = sqlite3_column_bytes(st, 3);
+    if (sealed < 0 || (size_t)sealed > sizeof(k->sealed))
+        return false;
+    if (sealed > 0)
+        memcpy(k->sealed, sqlite3_column_blob(st, 3), (size_t)sealed);
+    k->sealed_len = (size_t)sealed;
+    return column_text(st, 1, k->scope, sizeof(k->scope)) &&
+           column_text(st, 2, k->lookup, sizeof(k->lookup));
+}
+
+int pgw_store_member_identities(pgw_store *s, const char *member, pgw_identity_key *out, size_t cap,
+                                size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_MEMBER_IDENTITIES];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    return read_rows(s, st, identity_row, out, sizeof(*out), cap, n, "reading identities", err);
 }
 
 /* ---- member activity ---------------------------------------------------------- */

@@ -26,6 +26,7 @@
 #define PGW_STORE_STORE_H
 
 #include "core/error.h"
+#include "core/identity.h"
 #include "core/ledger.h"
 #include "core/rules.h"
 #include "core/transfer.h"
@@ -35,7 +36,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 6
+#define PGW_STORE_SCHEMA_VERSION 7
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -295,6 +296,18 @@ typedef struct pgw_expiring {
 /* Up to `cap` next expiry moments after `now` with points, soonest first. */
 int pgw_store_member_expiring(pgw_store *store, const char *member, int64_t now, pgw_expiring *out,
                               size_t cap, size_t *n, pgw_err *err);
+
+/* ---- identities (core/identity.h pgw_identity_key; util/vault.h makes them) ---- */
+
+/* Whose identity this is; *found false when nobody's. */
+int pgw_store_find_identity(pgw_store *store, const pgw_identity_key *key, bool *found,
+                            char member[PGW_ID_MAX + 1], pgw_err *err);
+/* Makes the identity `member`'s; PGW_ECONFLICT when it is already someone's. */
+int pgw_store_bind_identity(pgw_store *store, const pgw_identity_key *key, const char *member,
+                            int64_t now_us, pgw_err *err);
+/* Up to `cap` of a member's identities, ordered by kind. */
+int pgw_store_member_identities(pgw_store *store, const char *member, pgw_identity_key *out,
+                                size_t cap, size_t *n, pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 

@@ -28,19 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PGW_LOOKUP_MAX PGW_IDENTITY_VALUE_MAX /* hex HMAC (64) or the normalised value */
-#define PGW_SEALED_MAX 64                     /* nonce 12 + a phone (at most 16) + tag 16 */
-
 typedef struct pgw_vault pgw_vault;
-
-/* An identity as the store keeps it. */
-typedef struct pgw_identity_key {
-    pgw_identity_kind kind;
-    char scope[PGW_ID_MAX + 1];
-    char lookup[PGW_LOOKUP_MAX + 1];
-    uint8_t sealed[PGW_SEALED_MAX]; /* phones only */
-    size_t sealed_len;
-} pgw_identity_key;
 
 /*
  * Reads the keys from the variables named; `development` allows the fixed

@@ -69,10 +69,14 @@ class Server:
         self.proc = subprocess.Popen(
             [BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
             stdout=self.log, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        m = re.search(r"\(port (\d+), (https?)\)", line)
-        if not m:
-            raise SystemExit("server did not start: " + line + self.proc.stderr.read())
+        self.startup = ""
+        m = None
+        while m is None:  # warnings may come first (development mode, disabled keys)
+            line = self.proc.stderr.readline()
+            if not line:
+                raise SystemExit("server did not start: " + self.startup)
+            self.startup += line
+            m = re.search(r"\(port (\d+), (https?)\)", line)
         self.port = int(m.group(1))
         self.scheme = m.group(2)
 
@@ -171,6 +175,54 @@ def test_events(s):
     check(status == 400 and error_code(doc) == "invalid_request", f"bad limit: {status} {doc}")
     status, doc, _ = s.request("GET", "/v1/members/M404")
     check(status == 404 and error_code(doc) == "not_found", f"unknown member: {status} {doc}")
+
+
+API_MD_EVENT = {
+    "event_id": "S001-20261124-000123",
+    "channel": "store",
+    "shop_id": "S001",
+    "type": "purchase",
+    "occurred_at": "2026-11-24T10:15:00+08:00",
+    "member": {"phone": "+8613800138000"},
+    "amount_fen": 12800,
+    "items": [{"sku": "A1", "category": "shoes", "amount_fen": 12800, "qty": 1}],
+    "receipt_no": "R123"
+}
+
+
+def test_identities(s):
+    """API.md's event example as written: a phone enrolls a member, kept blinded and sealed."""
+    status, doc, _ = s.request("POST", "/v1/events", API_MD_EVENT)
+    check(status == 201 and re.match(r"^M[0-9A-Z]{1,20}$", doc.get("member_id", "")),
+          f"the API.md example: {status} {doc}")
+    mid = doc.get("member_id")
+    again = dict(API_MD_EVENT, event_id="S001-20261124-000124",
+                 member={"phone": "+86 138-0013-8000"})
+    status, doc2, _ = s.request("POST", "/v1/events", again)
+    check(status == 201 and doc2.get("member_id") == mid,
+          f"the same phone written otherwise is the same member: {doc2.get('member_id')} {mid}")
+    status, view, _ = s.request("GET", f"/v1/members/{mid}")
+    check(status == 200 and view.get("identities") == [{"kind": "phone", "value": "138****8000"}],
+          f"identities shown masked: {view.get('identities')}")
+    check(view.get("balance") == doc["points"] + doc2["points"], "both purchases on one balance")
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "13800138000"})
+    check(status == 200 and found == {"member_id": mid}, f"resolve by phone: {status} {found}")
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "13900000000"})
+    check(status == 404 and error_code(found) == "not_found", f"unknown phone: {status} {found}")
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "12345"})
+    check(status == 400, f"not a phone: {status} {found}")
+    hold = {"hold_id": "H-PHONE", "member": {"phone": "13800138000"}, "shop_id": "S001",
+            "points": 10}
+    status, doc, _ = s.request("POST", "/v1/holds", hold)
+    check(status == 201 and doc.get("available") == view["available"] - 10,
+          f"a hold by phone: {status} {doc}")
+    hold = dict(hold, hold_id="H-NOBODY", member={"phone": "13900000000"})
+    status, doc, _ = s.request("POST", "/v1/holds", hold)
+    check(status == 404, f"a hold for a phone nobody has: {status} {doc}")
+    card = dict(API_MD_EVENT, event_id="S001-CARD-1", member={"card": "S001:88001"})
+    status, doc, _ = s.request("POST", "/v1/events", card)
+    check(status == 201 and doc.get("member_id") not in (None, mid), f"a card member: {doc}")
+    check("DEVELOPMENT MODE" in s.startup, "development mode says so at start")
 
 
 def test_concurrent_same_event(s):
@@ -478,7 +530,8 @@ def main():
         config = write_config(tmp)
         s = Server(tmp, config)
         try:
-            for test in (test_health_and_metrics, test_events, test_concurrent_same_event,
+            for test in (test_health_and_metrics, test_events, test_identities,
+                         test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_batch, test_expiry_sweep,
                          test_signatures,
                          test_stream,
@@ -490,6 +543,14 @@ def main():
         test_tls(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
+        stored = b""
+        for suffix in ("", "-wal"):
+            path = s.db[len("sqlite:"):] + suffix
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    stored += f.read()
+        check(len(stored) > 0 and b"13800138000" not in stored and b"138****" not in stored,
+              "the phone number is nowhere in the database files")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"http: {checks - len(failures)} of {checks} checks passed")
