@@ -60,16 +60,21 @@ typedef enum route {
     R_COUNT
 } route;
 
+/* Route templates: metric labels, log lines, and the fixed paths route_of
+ * matches. Designated, so an entry cannot slip to another route. */
 static const char *const ROUTE_NAMES[R_COUNT] = {
-    "other",
-    "/healthz",
-    "/metrics",
-    "/v1/events",
-    "/v1/holds",
-    "/v1/holds/{id}/capture",
-    "/v1/holds/{id}/void",
-    "/v1/redemptions",
-    "/v1/members/{id}",
+    [R_OTHER] = "other",
+    [R_HEALTH] = "/healthz",
+    [R_METRICS] = "/metrics",
+    [R_EVENTS] = "/v1/events",
+    [R_HOLDS] = "/v1/holds",
+    [R_CAPTURE] = "/v1/holds/{id}/capture",
+    [R_VOID] = "/v1/holds/{id}/void",
+    [R_REDEMPTIONS] = "/v1/redemptions",
+    [R_MEMBER] = "/v1/members/{id}",
+    [R_HISTORY] = "/v1/members/{id}/transfers",
+    [R_BATCH] = "/v1/events:batch",
+    [R_RESOLVE] = "/v1/members/resolve",
 };
 
 /* The statuses counted per route in /metrics. */
@@ -979,20 +984,10 @@ static bool match_hold_path(const char *path, const char *tail, char *id, size_t
 
 static route route_of(const char *path, char *id, size_t cap)
 {
-    if (strcmp(path, "/healthz") == 0)
-        return R_HEALTH;
-    if (strcmp(path, "/metrics") == 0)
-        return R_METRICS;
-    if (strcmp(path, "/v1/events") == 0)
-        return R_EVENTS;
-    if (strcmp(path, "/v1/events:batch") == 0)
-        return R_BATCH;
-    if (strcmp(path, "/v1/members/resolve") == 0)
-        return R_RESOLVE;
-    if (strcmp(path, "/v1/holds") == 0)
-        return R_HOLDS;
-    if (strcmp(path, "/v1/redemptions") == 0)
-        return R_REDEMPTIONS;
+    for (size_t r = R_OTHER + 1; r < R_COUNT; r++) { /* the routes without an {id} */
+        if (strchr(ROUTE_NAMES[r], '{') == NULL && strcmp(path, ROUTE_NAMES[r]) == 0)
+            return (route)r;
+    }
     if (match_hold_path(path, "capture", id, cap))
         return R_CAPTURE;
     if (match_hold_path(path, "void", id, cap))
@@ -1296,6 +1291,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         opts->notify == NULL)
         return pgw_err_set(err, PGW_EINVAL, "in-flight limit 1..%d, a body limit and a notifier",
                            PGW_INFLIGHT_MAX);
+    for (size_t r = 0; r < R_COUNT; r++)
+        PGW_ASSERT(ROUTE_NAMES[r] != NULL); /* every route has its name */
     pgw_api *api = calloc(1, sizeof(*api));
     if (api == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the API");

@@ -9,6 +9,7 @@
 #include "auth.h"
 
 #include "core/assertions.h"
+#include "core/transfer.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -92,16 +93,6 @@ void pgw_auth_free(pgw_auth *a)
     free(a);
 }
 
-static void to_hex(const uint8_t *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Remembers a nonce at `now`; false when it was seen within the window or
  * the table has no room. */
 static bool remember_nonce(pgw_auth *a, const char *nonce, int64_t now)
@@ -149,7 +140,7 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
     uint8_t body_hash[32], mac[32];
     char body_hex[65], expected[65];
     SHA256(req->body, req->body_len, body_hash);
-    to_hex(body_hash, 32, body_hex);
+    pgw_hash_hex(body_hash, body_hex, sizeof(body_hex));
     char message[PGW_SIGNED_MESSAGE_MAX];
     int len = snprintf(message, sizeof(message), "%s\n%s\n%s\n%s\n%s", req->method,
                        req->path_and_query, req->timestamp, req->nonce, body_hex);
@@ -160,7 +151,7 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
              &mac_len) == NULL ||
         mac_len != 32)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot compute an HMAC");
-    to_hex(mac, 32, expected);
+    pgw_hash_hex(mac, expected, sizeof(expected));
     if (strlen(req->signature) != 64 || CRYPTO_memcmp(expected, req->signature, 64) != 0)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "bad X-PGW-Signature");
     if (!remember_nonce(a, req->nonce, now))

@@ -4,6 +4,7 @@
 #include "vault.h"
 
 #include "core/assertions.h"
+#include "core/transfer.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -69,16 +70,6 @@ void pgw_vault_free(pgw_vault *v)
     free(v);
 }
 
-static void to_hex(const uint8_t *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* AES-256-GCM: out = nonce || ciphertext || tag, the lookup as associated data. */
 static int seal(const pgw_vault *v, const char *plain, const char *aad, uint8_t *out,
                 size_t *out_len, pgw_err *err)
@@ -137,7 +128,7 @@ int pgw_vault_key(const pgw_vault *v, const pgw_identity *id, pgw_identity_key *
              mac, &mac_len) == NULL ||
         mac_len != sizeof(mac))
         return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot compute a blind index");
-    to_hex(mac, sizeof(mac), out->lookup);
+    pgw_hash_hex(mac, out->lookup, sizeof(out->lookup));
     return seal(v, id->value, out->lookup, out->sealed, &out->sealed_len, err);
 }
 

@@ -135,6 +135,7 @@ def test_health_and_metrics(s):
     for line in text.strip().split("\n"):
         ok = line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line)
         check(ok, f"metrics line is not Prometheus text: {line!r}")
+    check("(null)" not in text, "every metric label is named")
     for name in ("pgw_http_request_seconds_bucket", "pgw_commit_batch_size_bucket",
                  "pgw_commit_seconds_bucket", "pgw_http_requests_total", "pgw_ledger_transfers"):
         check(name in text, f"metrics has {name}")
@@ -480,6 +481,15 @@ def test_stream(s):
                                      for m in got), "the shop filter holds")
 
 
+def test_route_labels(s):
+    """Every route the tests used is counted under its own template."""
+    status, text, _ = s.request("GET", "/metrics", key=None)
+    check("(null)" not in text, "no unnamed route in the metrics")
+    for route in ("/v1/events:batch", "/v1/members/{id}/transfers", "/v1/members/resolve",
+                  "/v1/holds/{id}/capture", "/v1/members/{id}"):
+        check(f'route="{route}"' in text, f"metrics count {route}")
+
+
 def test_log(s):
     s.log.flush()
     s.log.seek(0)
@@ -534,8 +544,7 @@ def main():
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_batch, test_expiry_sweep,
                          test_signatures,
-                         test_stream,
-                         test_log):
+                         test_stream, test_route_labels, test_log):
                 test(s)
         finally:
             code, err = s.stop()
