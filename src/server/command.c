@@ -708,13 +708,111 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
     return rc;
 }
 
+/* ---- merges ------------------------------------------------------------------------------ */
+
+#define MERGE_HOPS_MAX 16 /* a chain of merges longer than this is a bug, not data */
+
+/* A merged member's id keeps working: follow it to the survivor. */
+static int follow_merges(pgw_store *store, pgw_command *cmd)
+{
+    char into[PGW_ID_MAX + 1];
+    for (int hop = 0; hop < MERGE_HOPS_MAX; hop++) {
+        int rc = pgw_store_merged_into(store, cmd->member, into, &cmd->err);
+        if (rc != PGW_OK || into[0] == '\0')
+            return rc;
+        if (cmd->merged_from[0] == '\0')
+            memcpy(cmd->merged_from, cmd->member, sizeof(cmd->merged_from));
+        memcpy(cmd->member, into, sizeof(cmd->member));
+    }
+    return pgw_err_set(&cmd->err, PGW_EIO, "member %s: merges loop", cmd->member);
+}
+
+/* Flags and streak of two members as one: bonuses given to either were given. */
+static void combine_activity(pgw_member_activity *into, const pgw_member_activity *from)
+{
+    into->purchased_before |= from->purchased_before;
+    into->registered_before |= from->registered_before;
+    into->followed_before |= from->followed_before;
+    if (from->has_last_sign_in &&
+        (!into->has_last_sign_in || from->last_sign_in > into->last_sign_in)) {
+        into->has_last_sign_in = true;
+        into->last_sign_in = from->last_sign_in;
+        into->sign_in_streak = from->sign_in_streak;
+    }
+}
+
+/* Merges member `from` into cmd->member (see PGW_COMMAND_BIND). */
+static int merge_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                        const char *from)
+{
+    pgw_member_figures f;
+    pgw_activity_days days;
+    pgw_member_activity a_from, a_into;
+    bool found = false, found_into = false;
+    int64_t debt_into = 0;
+    int rc = pgw_store_member_figures(store, from, cmd->at, &found, &f, &cmd->err);
+    if (rc == PGW_OK)
+        rc = activity_days(policy, cmd->at, &days, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_activity(store, from, &days, &found, &a_from, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_activity(store, cmd->member, &days, &found_into, &a_into, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_debt(store, cmd->member, &found_into, &debt_into, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    /* The balance moves in the log; lots and debt move with their rows, so
+     * both members' balance = lots - debt holds before and after. */
+    char a[PGW_ACCOUNT_MAX + 1], b[PGW_ACCOUNT_MAX + 1];
+    member_account(from, a);
+    member_account(cmd->member, b);
+    if (f.balance != 0) {
+        pgw_transfer *t =
+            add_transfer(cmd, PGW_TRANSFER_MERGE, f.balance > 0 ? a : b, f.balance > 0 ? b : a,
+                         f.balance > 0 ? f.balance : -f.balance);
+        snprintf(t->reference, sizeof(t->reference), "merge:%s", from);
+    }
+    rc = append_transfers(store, cmd);
+    combine_activity(&a_into, &a_from);
+    if (rc == PGW_OK)
+        rc = pgw_store_put_member(store, cmd->member, debt_into + f.debt, now_us(), &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_set_member_flags(store, cmd->member, &a_into, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_merge_rows(store, from, cmd->member, &cmd->err);
+    memcpy(cmd->merged_from, from, sizeof(cmd->merged_from));
+    return rc;
+}
+
+static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    bool found = false;
+    char holder[PGW_ID_MAX + 1];
+    pgw_member_figures f;
+    int rc = pgw_store_member_figures(store, cmd->member, cmd->at, &found, &f, &cmd->err);
+    if (rc == PGW_OK && !found)
+        rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s", cmd->member);
+    if (rc == PGW_OK)
+        rc = pgw_store_find_identity(store, &cmd->who, &found, holder, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    if (!found) {
+        rc = pgw_store_bind_identity(store, &cmd->who, cmd->member, now_us(), &cmd->err);
+        return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
+    }
+    if (strcmp(holder, cmd->member) == 0)
+        return append_transfers(store, cmd); /* already this member's */
+    return merge_member(store, policy, cmd, holder);
+}
+
 /* ---- applying --------------------------------------------------------------------- */
 
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
 static bool key_checked_first(pgw_command_kind kind)
 {
     return kind == PGW_COMMAND_REFUND || kind == PGW_COMMAND_HOLD || kind == PGW_COMMAND_CAPTURE ||
-           kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM;
+           kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM || kind == PGW_COMMAND_EVENT ||
+           kind == PGW_COMMAND_BIND;
 }
 
 /* Looks the key up before anything else; *seen when it was used before. */
@@ -753,6 +851,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_redeem(store, cmd);
     case PGW_COMMAND_EVENT:
         return apply_event(store, policy, cmd);
+    case PGW_COMMAND_BIND:
+        return apply_bind(store, policy, cmd);
     case PGW_COMMAND_READ_MEMBER:
     case PGW_COMMAND_READ_HISTORY:
     case PGW_COMMAND_READ_RESOLVE:
@@ -788,6 +888,7 @@ static void reset_output(pgw_command *cmd)
     cmd->debt_added = 0;
     memset(&cmd->record, 0, sizeof(cmd->record));
     memset(&cmd->figures, 0, sizeof(cmd->figures));
+    cmd->merged_from[0] = '\0';
     if (cmd->kind != PGW_COMMAND_TRANSFERS)
         cmd->n_transfers = 0;
 }
@@ -799,8 +900,11 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     int rc = pgw_store_savepoint(store, &cmd->err);
     if (rc == PGW_OK && key_checked_first(cmd->kind))
         rc = check_key_first(store, cmd, &seen);
-    if (rc == PGW_OK && !seen && cmd->by_identity)
+    /* BIND's `who` is what to bind, not whom the command is for. */
+    if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND)
         rc = resolve_member(store, policy, cmd);
+    if (rc == PGW_OK && !seen && cmd->member[0] != '\0')
+        rc = follow_merges(store, cmd);
     if (rc == PGW_OK && !seen)
         rc = apply_kind(store, policy, cmd);
     if (rc == PGW_OK && !cmd->replayed && cmd->member[0] != '\0') {
@@ -861,6 +965,10 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a member read names the member");
+    case PGW_COMMAND_BIND:
+        return cmd->by_identity && filled(cmd->member, sizeof(cmd->member))
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a bind names a member and an identity");
     case PGW_COMMAND_READ_RESOLVE:
         return cmd->by_identity || filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
@@ -926,6 +1034,8 @@ void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     cmd->n_expiring = 0;
     PGW_ASSERT(pgw_command_reads(cmd->kind));
     cmd->n_identities = 0;
+    if (cmd->member[0] != '\0' && (cmd->rc = follow_merges(store, cmd)) != PGW_OK)
+        return;
     if (cmd->kind == PGW_COMMAND_READ_RESOLVE) { /* a member_id resolves to itself */
         cmd->rc =
             cmd->by_identity

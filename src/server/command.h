@@ -81,9 +81,16 @@ typedef enum pgw_command_kind {
     PGW_COMMAND_READ_HISTORY,
     /* Read-only: whose identity `who` is (member filled; PGW_ENOTFOUND when nobody's). */
     PGW_COMMAND_READ_RESOLVE,
+    /*
+     * Bind identity `who` to `member`. When another member holds it, that
+     * member is merged into `member`: its balance moves by a MERGE transfer,
+     * its lots (with their expiry), holds, purchases, identities, activity
+     * and debt follow, and its id keeps answering with merged_into.
+     */
+    PGW_COMMAND_BIND,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_RESOLVE
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_BIND
 #define PGW_IDENTITIES_SHOWN 16 /* identities a member read returns */
 #define PGW_EXPIRING_SHOWN   5  /* expiry moments a member read returns */
 /* Longest answer stored for a replay. */
@@ -142,6 +149,9 @@ struct pgw_command {
     pgw_member_figures figures;  /* the member's figures after the command (at `at`) */
     pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
     char answer[PGW_ANSWER_MAX]; /* rendered, or the stored one on a replay */
+    /* The member named was merged into `member` (READ_MEMBER, and any
+     * command naming a merged id); BIND: the member merged away. */
+    char merged_from[PGW_ID_MAX + 1];
     /* READ_MEMBER */
     bool found;
     int32_t tier; /* index into the rules' tiers, -1 when none */

@@ -81,6 +81,16 @@ enum {
     ST_FIND_IDENTITY,
     ST_BIND_IDENTITY,
     ST_MEMBER_IDENTITIES,
+    ST_MERGED_INTO,
+    ST_MERGE_LOTS,
+    ST_MERGE_HOLDS,
+    ST_MERGE_EARNS,
+    ST_MERGE_IDENTITIES,
+    ST_MERGE_DAYS,
+    ST_MERGE_RULE_DAYS,
+    ST_DROP_DAYS,
+    ST_DROP_RULE_DAYS,
+    ST_SET_MERGED,
     ST_COUNT
 };
 
@@ -188,6 +198,23 @@ static const char *const STATEMENTS[ST_COUNT] = {
                          " ON CONFLICT (kind, scope, lookup) DO NOTHING",
     [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
                              " WHERE member = ?1 ORDER BY kind, scope, lookup LIMIT ?2",
+    [ST_MERGED_INTO] = "SELECT merged_into FROM members WHERE id = ?1",
+    [ST_MERGE_LOTS] = "UPDATE lots SET member = ?2 WHERE member = ?1",
+    [ST_MERGE_HOLDS] = "UPDATE holds SET member = ?2 WHERE member = ?1",
+    [ST_MERGE_EARNS] = "UPDATE earns SET member = ?2 WHERE member = ?1",
+    [ST_MERGE_IDENTITIES] = "UPDATE identities SET member = ?2 WHERE member = ?1",
+    [ST_MERGE_DAYS] = "INSERT INTO member_days (member, day, purchases, spend_fen)"
+                      " SELECT ?2, day, purchases, spend_fen FROM member_days WHERE member = ?1"
+                      " ON CONFLICT (member, day) DO UPDATE SET"
+                      " purchases = purchases + excluded.purchases,"
+                      " spend_fen = spend_fen + excluded.spend_fen",
+    [ST_MERGE_RULE_DAYS] = "INSERT INTO member_rule_days (member, day, rule, points)"
+                           " SELECT ?2, day, rule, points FROM member_rule_days WHERE member = ?1"
+                           " ON CONFLICT (member, day, rule)"
+                           " DO UPDATE SET points = points + excluded.points",
+    [ST_DROP_DAYS] = "DELETE FROM member_days WHERE member = ?1 AND ?2 IS NOT NULL",
+    [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1 AND ?2 IS NOT NULL",
+    [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
                     " AND left_points + held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
@@ -345,6 +372,8 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  PRIMARY KEY (kind, scope, lookup)"
     ") STRICT, WITHOUT ROWID;"
     "CREATE INDEX identities_by_member ON identities (member);",
+    /* 7 -> 8: merged members keep answering, pointing at their survivor. */
+    "ALTER TABLE members ADD COLUMN merged_into TEXT REFERENCES members (id);",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1419,6 +1448,43 @@ int pgw_store_member_identities(pgw_store *s, const char *member, pgw_identity_k
     sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
     return read_rows(s, st, identity_row, out, sizeof(*out), cap, n, "reading identities", err);
+}
+
+/* ---- merges ----------------------------------------------------------------------- */
+
+int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX + 1], pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_MERGED_INTO];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    into[0] = '\0';
+    if (step == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+        !column_text(st, 0, into, PGW_ID_MAX + 1))
+        rc =
+            pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed merged_into", s->path, member);
+    else if (step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a merge", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_err *err)
+{
+    PGW_ASSERT(strcmp(from, into) != 0);
+    static const int moves[] = {ST_MERGE_LOTS,       ST_MERGE_HOLDS,    ST_MERGE_EARNS,
+                                ST_MERGE_IDENTITIES, ST_MERGE_DAYS,     ST_MERGE_RULE_DAYS,
+                                ST_DROP_DAYS,        ST_DROP_RULE_DAYS, ST_SET_MERGED};
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
+        sqlite3_stmt *st = s->st[moves[i]];
+        sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, into, -1, SQLITE_STATIC);
+        rc = step_done(s, st, "merging members", err);
+        sqlite3_clear_bindings(st);
+    }
+    return rc;
 }
 
 /* ---- member activity ---------------------------------------------------------- */

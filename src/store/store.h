@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 7
+#define PGW_STORE_SCHEMA_VERSION 8
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -308,6 +308,19 @@ int pgw_store_bind_identity(pgw_store *store, const pgw_identity_key *key, const
 /* Up to `cap` of a member's identities, ordered by kind. */
 int pgw_store_member_identities(pgw_store *store, const char *member, pgw_identity_key *out,
                                 size_t cap, size_t *n, pgw_err *err);
+
+/* ---- merges -------------------------------------------------------------- */
+
+/* The member `member` was merged into ("" when none, or unknown). */
+int pgw_store_merged_into(pgw_store *store, const char *member, char into[PGW_ID_MAX + 1],
+                          pgw_err *err);
+/*
+ * Moves everything `from` has to `into`: lots (with their expiry), holds,
+ * earns (so refunds find their buyer), identities, activity days; marks
+ * `from` merged into `into` with no debt left. The caller moves the
+ * balance (a MERGE transfer) and the debt and flags first.
+ */
+int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 

@@ -260,6 +260,10 @@ def test_refunds(s):
         check(status == 201, f"refund {i}: {status} {doc}")
         reversed_total -= doc.get("points", 0)
     check(reversed_total == earned, f"three partial refunds reversed {reversed_total} of {earned}")
+    first_refund = dict(body, event_id="E-R-refund-0", amount_fen=3333)
+    status, doc, _ = s.request("POST", "/v1/events", first_refund)
+    check(status == 200 and doc.get("replayed") is True,
+          f"a refund retried after the purchase is fully refunded is a replay: {status} {doc}")
     body["event_id"] = "E-R-refund-9"
     body["amount_fen"] = 1
     status, doc, _ = s.request("POST", "/v1/events", body)
