@@ -57,6 +57,7 @@ typedef enum route {
     R_HISTORY,
     R_BATCH,
     R_RESOLVE,
+    R_BIND,
     R_COUNT
 } route;
 
@@ -75,6 +76,7 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_HISTORY] = "/v1/members/{id}/transfers",
     [R_BATCH] = "/v1/events:batch",
     [R_RESOLVE] = "/v1/members/resolve",
+    [R_BIND] = "/v1/members/{id}/identities",
 };
 
 /* The statuses counted per route in /metrics. */
@@ -779,6 +781,70 @@ static bool handle_resolve(pgw_api *api, const pgw_request *req, pgw_response *r
     return submit(api, job, resp);
 }
 
+/* BIND's answer, stored for replays: the member, what was bound, any merge. */
+static void render_bind(pgw_command *cmd, void *payload)
+{
+    pgw_job *job = payload;
+    char shown[PGW_IDENTITY_TEXT_MAX + 1];
+    pgw_err err;
+    if (pgw_vault_display(job->api->vault, &cmd->who, shown, sizeof(shown), &err) != PGW_OK)
+        snprintf(shown, sizeof(shown), "(unreadable)");
+    json_t *body = json_pack("{s:s,s:{s:s,s:s}}", "member_id", cmd->member, "identity", "kind",
+                             pgw_identity_kind_name(cmd->who.kind), "value", shown);
+    if (body != NULL && cmd->merged_from[0] != '\0')
+        json_object_set_new(body, "merged",
+                            json_pack("{s:s,s:s}", "from", cmd->merged_from, "into", cmd->member));
+    if (body != NULL)
+        json_object_set_new(body, "balance", json_integer(cmd->figures.balance));
+    store_answer(cmd, body);
+}
+
+/* POST /v1/members/{id}/identities {"phone": ...}: bind, merging when needed. */
+static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                        const char *id, pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    pgw_identity member, identity;
+    char text[PGW_ID_MAX + 16];
+    snprintf(text, sizeof(text), "member_id:%.*s", PGW_ID_MAX + 1, id);
+    int rc = strlen(id) <= PGW_ID_MAX && pgw_identity_parse(text, &member, &err) == PGW_OK
+                 ? json_body(req, false, &obj, &err)
+                 : pgw_err_set(&err, PGW_ENOTFOUND, "no such member");
+    if (rc == PGW_OK)
+        rc = pgw_member_from_json(obj, "$", &identity, &err);
+    if (rc == PGW_OK && identity.kind == PGW_ID_MEMBER)
+        rc = pgw_err_set(&err, PGW_EINVAL, "$: bind a phone, card, openid, unionid or email");
+    /* A shop binds only its own cards; channels and admins bind anything. */
+    if (rc == PGW_OK && who->kind != PGW_SCOPE_ADMIN && who->kind != PGW_SCOPE_CHANNEL &&
+        !(who->kind == PGW_SCOPE_SHOP && identity.kind == PGW_ID_CARD &&
+          strcmp(identity.scope, who->scope_id) == 0))
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not bind that identity", who->name);
+    pgw_job *job = rc == PGW_OK ? job_new(api, req, R_BIND, PGW_COMMAND_BIND) : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = name_member(api, &identity, &job->cmd, &err);
+    if (rc == PGW_OK)
+        rc = fingerprint(obj, job->cmd.fingerprint);
+    json_decref(obj);
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_BIND, rc, err.msg);
+    pgw_command *cmd = &job->cmd;
+    snprintf(cmd->member, sizeof(cmd->member), "%.*s", PGW_ID_MAX, member.value);
+    /* One key per (member, identity): the lookup may be long, so hashed. */
+    uint8_t digest[PGW_HASH_LEN];
+    char hex[2 * PGW_HASH_LEN + 1], material[PGW_ID_MAX + PGW_LOOKUP_MAX + 16];
+    snprintf(material, sizeof(material), "%d:%s:%s", (int)cmd->who.kind, cmd->who.scope,
+             cmd->who.lookup);
+    SHA256((const unsigned char *)material, strlen(material), digest);
+    pgw_hash_hex(digest, hex, sizeof(hex));
+    snprintf(cmd->key, sizeof(cmd->key), "bind:%s:%.32s", cmd->member, hex);
+    snprintf(cmd->channel, sizeof(cmd->channel), "system");
+    cmd->render = render_bind;
+    return submit(api, job, resp);
+}
+
 static json_t *history_json(const pgw_api *api, const pgw_command *cmd)
 {
     json_t *list = json_array();
@@ -821,11 +887,14 @@ static json_t *member_json(const pgw_api *api, const pgw_command *cmd)
                                                     pgw_identity_kind_name(cmd->identities[i].kind),
                                                     "value", shown));
     }
-    return json_pack("{s:s,s:s?,s:I,s:I,s:I,s:I,s:o,s:o,s:n}", "member_id", cmd->member, "tier",
-                     tier, "balance", (json_int_t)cmd->figures.balance, "available",
-                     (json_int_t)cmd->figures.available, "pending",
-                     (json_int_t)cmd->figures.pending, "debt", (json_int_t)cmd->figures.debt,
-                     "expiring", expiring, "identities", identities, "merged_into");
+    /* A merged id answers as itself, with its survivor's figures. */
+    bool merged = cmd->merged_from[0] != '\0';
+    return json_pack(
+        "{s:s,s:s?,s:I,s:I,s:I,s:I,s:o,s:o,s:s?}", "member_id",
+        merged ? cmd->merged_from : cmd->member, "tier", tier, "balance",
+        (json_int_t)cmd->figures.balance, "available", (json_int_t)cmd->figures.available,
+        "pending", (json_int_t)cmd->figures.pending, "debt", (json_int_t)cmd->figures.debt,
+        "expiring", expiring, "identities", identities, "merged_into", merged ? cmd->member : NULL);
 }
 
 /* ---- health and metrics ----------------------------------------------------------------- */
@@ -997,11 +1066,13 @@ static route route_of(const char *path, char *id, size_t cap)
         return R_OTHER;
     const char *rest = path + sizeof(members) - 1, *slash = strchr(rest, '/');
     size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (len == 0 || len >= cap || (slash != NULL && strcmp(slash, "/transfers") != 0))
+    bool history = slash != NULL && strcmp(slash, "/transfers") == 0;
+    bool bind = slash != NULL && strcmp(slash, "/identities") == 0;
+    if (len == 0 || len >= cap || (slash != NULL && !history && !bind))
         return R_OTHER;
     memcpy(id, rest, len);
     id[len] = '\0';
-    return slash ? R_HISTORY : R_MEMBER;
+    return history ? R_HISTORY : bind ? R_BIND : R_MEMBER;
 }
 
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
@@ -1054,6 +1125,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return handle_batch(api, req, &who, resp);
     case R_RESOLVE:
         return handle_resolve(api, req, resp);
+    case R_BIND:
+        return handle_bind(api, req, &who, id, resp);
     case R_HOLDS:
     case R_REDEMPTIONS:
         return handle_spend(api, req, &who, r, resp);

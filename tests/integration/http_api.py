@@ -226,6 +226,49 @@ def test_identities(s):
     check("DEVELOPMENT MODE" in s.startup, "development mode says so at start")
 
 
+def test_merges(s):
+    """One person, three shops, three identities: after binding, one member, one balance."""
+    appid = "wx1234567890abcdef"
+    ids = [{"phone": "13700137000"}, {"card": "S002:CARD-77"},
+           {"mp_openid": "o-merge-person", "appid": appid}]
+    members, points = [], []
+    for i, (who, shop) in enumerate(zip(ids, ("S001", "S002", "S003"))):
+        event = dict(purchase(f"E-MERGE-{i}", shop=shop), member=who)
+        status, doc, _ = s.request("POST", "/v1/events", event)
+        check(status == 201, f"purchase {i}: {status} {doc}")
+        members.append(doc.get("member_id"))
+        points.append(doc.get("points", 0))
+    check(len(set(members)) == 3, f"three identities, three members at first: {members}")
+    survivor = members[0]
+    status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1])
+    check(status == 200 and doc.get("merged") == {"from": members[1], "into": survivor},
+          f"binding the card merges: {status} {doc}")
+    status, again, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1])
+    check(status == 200 and again.get("replayed") is True and again.get("merged") == doc["merged"],
+          f"a retried bind replays: {status} {again}")
+    status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[2])
+    check(status == 200 and doc.get("merged", {}).get("from") == members[2], f"openid: {doc}")
+    view = member(s, survivor)
+    check(view.get("balance") == sum(points), f"one balance: {view.get('balance')} vs {points}")
+    kinds = sorted(i["kind"] for i in view.get("identities", []))
+    check(kinds == ["card", "mp_openid", "phone"], f"one member, three identities: {kinds}")
+    old = member(s, members[1])
+    check(old.get("merged_into") == survivor and old.get("balance") == view["balance"],
+          f"a merged id answers with merged_into and the survivor's figures: {old}")
+    status, found, _ = s.request("POST", "/v1/members/resolve", ids[2])
+    check(found.get("member_id") == survivor, f"the openid resolves to the survivor: {found}")
+    refund = {"event_id": "E-MERGE-1-refund", "channel": "store", "shop_id": "S002",
+              "type": "refund", "original_event_id": "E-MERGE-1", "amount_fen": 12800,
+              "occurred_at": "2026-11-25T11:00:00+08:00", "member": ids[1]}
+    status, doc, _ = s.request("POST", "/v1/events", refund, key="s002")
+    check(status == 201 and -doc.get("points", 0) == points[1] and doc["member_id"] == survivor,
+          f"a refund of a merged member's purchase reverses from the survivor: {status} {doc}")
+    status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[0])
+    check(status == 200 and "merged" not in doc, f"binding its own phone again: {doc}")
+    status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1], key="s001")
+    check(status == 403, f"a shop binds only its own cards: {status}")
+
+
 def test_concurrent_same_event(s):
     before = s.transfers()
     results = []
@@ -490,6 +533,7 @@ def test_route_labels(s):
     status, text, _ = s.request("GET", "/metrics", key=None)
     check("(null)" not in text, "no unnamed route in the metrics")
     for route in ("/v1/events:batch", "/v1/members/{id}/transfers", "/v1/members/resolve",
+                  "/v1/members/{id}/identities",
                   "/v1/holds/{id}/capture", "/v1/members/{id}"):
         check(f'route="{route}"' in text, f"metrics count {route}")
 
@@ -544,7 +588,7 @@ def main():
         config = write_config(tmp)
         s = Server(tmp, config)
         try:
-            for test in (test_health_and_metrics, test_events, test_identities,
+            for test in (test_health_and_metrics, test_events, test_identities, test_merges,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_batch, test_expiry_sweep,
                          test_signatures,
