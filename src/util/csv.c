@@ -1,0 +1,146 @@
+/*
+ * csv.c - see csv.h.
+ */
+#include "csv.h"
+
+#include "core/assertions.h"
+
+#include <string.h>
+
+void pgw_csv_init(pgw_csv *c, const char *text, size_t len)
+{
+    memset(c, 0, sizeof(*c));
+    c->text = text;
+    c->len = len;
+    c->line = 1;
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        c->pos = 3; /* Excel's UTF-8 byte order mark */
+}
+
+/* Skips blank lines; false at the end of the text. */
+static bool skip_blank_lines(pgw_csv *c)
+{
+    while (c->pos < c->len) {
+        if (c->text[c->pos] == '\n') {
+            c->pos++;
+        } else if (c->text[c->pos] == '\r' && c->pos + 1 < c->len && c->text[c->pos + 1] == '\n') {
+            c->pos += 2;
+        } else {
+            return true;
+        }
+        c->line++;
+    }
+    return false;
+}
+
+/* After a malformed row: on to the next line. */
+static void skip_line(pgw_csv *c)
+{
+    while (c->pos < c->len && c->text[c->pos] != '\n')
+        c->pos++;
+    if (c->pos < c->len) {
+        c->pos++;
+        c->line++;
+    }
+}
+
+/* One row's state while it is read. */
+typedef struct cursor {
+    pgw_csv_row *row;
+    size_t len;       /* bytes in the current field */
+    bool quoted;      /* inside quotes */
+    bool after_quote; /* the field's closing quote was seen */
+} cursor;
+
+static int append(cursor *k, char ch, pgw_err *err)
+{
+    if (k->len == PGW_CSV_FIELD_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "field %zu is longer than %d bytes", k->row->n + 1,
+                           PGW_CSV_FIELD_MAX);
+    k->row->fields[k->row->n][k->len++] = ch;
+    return PGW_OK;
+}
+
+static int start_field(cursor *k, pgw_err *err)
+{
+    if (k->row->n == PGW_CSV_FIELDS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "more than %d fields", PGW_CSV_FIELDS_MAX);
+    k->len = 0;
+    k->quoted = k->after_quote = false;
+    return PGW_OK;
+}
+
+static void end_field(cursor *k)
+{
+    k->row->fields[k->row->n][k->len] = '\0';
+    k->row->n++;
+}
+
+/* Reads one character outside quotes; *row_done at the end of the line. */
+static int unquoted(pgw_csv *c, cursor *k, bool *row_done, pgw_err *err)
+{
+    char ch = c->text[c->pos];
+    if (ch == ',') {
+        c->pos++;
+        end_field(k);
+        return start_field(k, err);
+    }
+    if (ch == '\n' || (ch == '\r' && c->pos + 1 < c->len && c->text[c->pos + 1] == '\n')) {
+        c->pos += ch == '\n' ? 1 : 2;
+        c->line++;
+        *row_done = true;
+        return PGW_OK;
+    }
+    if (ch == '"' && k->len == 0 && !k->after_quote) {
+        c->pos++;
+        k->quoted = true;
+        return PGW_OK;
+    }
+    if (ch == '"' || k->after_quote)
+        return pgw_err_set(err, PGW_EINVAL, "field %zu: %s", k->row->n + 1,
+                           ch == '"' ? "a quote inside an unquoted field"
+                                     : "text after the closing quote");
+    c->pos++;
+    return append(k, ch, err);
+}
+
+/* Reads one character inside quotes. */
+static int inside_quotes(pgw_csv *c, cursor *k, pgw_err *err)
+{
+    char ch = c->text[c->pos];
+    if (ch == '"' && c->pos + 1 < c->len && c->text[c->pos + 1] == '"') {
+        c->pos += 2;
+        return append(k, '"', err);
+    }
+    c->pos++;
+    if (ch == '"') {
+        k->quoted = false;
+        k->after_quote = true;
+        return PGW_OK;
+    }
+    c->line += ch == '\n';
+    return append(k, ch, err);
+}
+
+int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
+{
+    *done = !skip_blank_lines(c);
+    row->n = 0;
+    row->line = c->line;
+    if (*done)
+        return PGW_OK;
+    cursor k = {.row = row};
+    bool row_done = false;
+    int rc = start_field(&k, err);
+    while (rc == PGW_OK && !row_done && c->pos < c->len)
+        rc = k.quoted ? inside_quotes(c, &k, err) : unquoted(c, &k, &row_done, err);
+    if (rc == PGW_OK && k.quoted)
+        rc = pgw_err_set(err, PGW_EINVAL, "field %zu: a quote is never closed", row->n + 1);
+    if (rc != PGW_OK) {
+        if (!row_done)
+            skip_line(c);
+        return rc;
+    }
+    end_field(&k);
+    return PGW_OK;
+}

@@ -1,0 +1,47 @@
+/*
+ * csv.h - reading CSV as tills and spreadsheets write it (RFC 4180 and
+ * what Excel adds): a UTF-8 byte order mark at the start, CRLF or LF line
+ * ends, fields in double quotes that may hold commas, quotes ("" for one)
+ * and line breaks, and blank lines (skipped, wherever they are).
+ *
+ * The reader walks a buffer it does not own, row by row, copying each
+ * field into caller-sized storage: memory stays bounded whatever the
+ * input. A row that breaks the rules (a quote inside an unquoted field,
+ * an unterminated quote, too many fields, a field too long) is reported
+ * with its line number, and reading goes on at the next line.
+ */
+#ifndef PGW_UTIL_CSV_H
+#define PGW_UTIL_CSV_H
+
+#include "core/error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define PGW_CSV_FIELDS_MAX 32
+#define PGW_CSV_FIELD_MAX  512 /* bytes of one field, after unquoting */
+
+typedef struct pgw_csv {
+    const char *text;
+    size_t len, pos;
+    size_t line; /* line number where the next row starts (1-based) */
+} pgw_csv;
+
+typedef struct pgw_csv_row {
+    size_t line; /* where the row started */
+    size_t n;    /* fields */
+    char fields[PGW_CSV_FIELDS_MAX][PGW_CSV_FIELD_MAX + 1];
+} pgw_csv_row;
+
+/* Starts reading `len` bytes of `text` (skipping a UTF-8 BOM). */
+void pgw_csv_init(pgw_csv *csv, const char *text, size_t len);
+
+/*
+ * Reads the next non-blank row into *row. Returns PGW_OK with *done false
+ * for a row, PGW_OK with *done true at the end, or PGW_EINVAL for a
+ * malformed row (row->line says where; err says what); after an error the
+ * next call reads on from the line after it.
+ */
+int pgw_csv_next(pgw_csv *csv, pgw_csv_row *row, bool *done, pgw_err *err);
+
+#endif

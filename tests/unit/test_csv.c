@@ -1,0 +1,121 @@
+/*
+ * test_csv.c - CSV as tills and spreadsheets write it: BOM, CRLF, quotes
+ * with commas, doubled quotes and line breaks, Chinese text, blank lines;
+ * malformed rows reported with their line and skipped.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "util/csv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static pgw_csv_row row;
+
+static void expect_row(pgw_csv *c, size_t line, size_t n, const char *const *fields)
+{
+    bool done = true;
+    pgw_err err;
+    if (pgw_csv_next(c, &row, &done, &err) != PGW_OK)
+        fail_msg("line %zu: %s", row.line, err.msg);
+    assert_false(done);
+    assert_int_equal(row.line, line);
+    assert_int_equal(row.n, n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(row.fields[i], fields[i]);
+}
+
+static void expect_end(pgw_csv *c)
+{
+    bool done = false;
+    assert_int_equal(pgw_csv_next(c, &row, &done, NULL), PGW_OK);
+    assert_true(done);
+}
+
+static void test_what_excel_writes(void **state)
+{
+    (void)state;
+    static const char text[] = "\xEF\xBB\xBF"
+                               "event_id,member,receipt_no\r\n"
+                               "E1,phone:13800138000,\"R1, \"\"gift\"\"\"\r\n"
+                               "\r\n"
+                               "E2,card:S001:88001,\"两行\r\n备注\"\r\n"
+                               "E3,,\xE5\xB0\x8F\xE7\xB1\xB3\r\n"
+                               "\r\n\r\n";
+    pgw_csv c;
+    pgw_csv_init(&c, text, sizeof(text) - 1);
+    expect_row(&c, 1, 3, (const char *const[]){"event_id", "member", "receipt_no"});
+    expect_row(&c, 2, 3, (const char *const[]){"E1", "phone:13800138000", "R1, \"gift\""});
+    expect_row(&c, 4, 3, (const char *const[]){"E2", "card:S001:88001", "两行\r\n备注"});
+    expect_row(&c, 6, 3, (const char *const[]){"E3", "", "小米"});
+    expect_end(&c);
+}
+
+static void test_malformed_rows_are_reported_and_skipped(void **state)
+{
+    (void)state;
+    char *text = malloc(4096);
+    strcpy(text, "a,b\n"
+                 "bad\"quote,x\n"
+                 "\"closed\"then,x\n"
+                 "ok,1\n");
+    size_t len = strlen(text);
+    strcat(text, "long,");
+    memset(text + strlen(text), 'x', PGW_CSV_FIELD_MAX + 1);
+    len = strlen(text);
+    static const char tail[] = "\nlast,2\n\"never closed,3\n";
+    memcpy(text + len, tail, sizeof(tail) - 1);
+    len += sizeof(tail) - 1;
+    pgw_csv c;
+    pgw_csv_init(&c, text, len);
+    pgw_err err;
+    bool done = false;
+    expect_row(&c, 1, 2, (const char *const[]){"a", "b"});
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 2);
+    assert_non_null(strstr(err.msg, "a quote inside an unquoted field"));
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 3);
+    assert_non_null(strstr(err.msg, "after the closing quote"));
+    expect_row(&c, 4, 2, (const char *const[]){"ok", "1"});
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 5);
+    assert_non_null(strstr(err.msg, "longer than"));
+    expect_row(&c, 6, 2, (const char *const[]){"last", "2"});
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 7);
+    assert_non_null(strstr(err.msg, "never closed"));
+    expect_end(&c);
+    free(text);
+}
+
+static void test_field_count_is_bounded(void **state)
+{
+    (void)state;
+    char text[256] = "";
+    for (int i = 0; i < PGW_CSV_FIELDS_MAX + 1; i++)
+        strcat(text, i ? ",f" : "f");
+    strcat(text, "\nnext\n");
+    pgw_csv c;
+    pgw_csv_init(&c, text, strlen(text));
+    bool done = false;
+    pgw_err err;
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "more than"));
+    expect_row(&c, 2, 1, (const char *const[]){"next"});
+    expect_end(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_what_excel_writes),
+        cmocka_unit_test(test_malformed_rows_are_reported_and_skipped),
+        cmocka_unit_test(test_field_count_is_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
