@@ -14,6 +14,7 @@
 #include "core/transfer.h"
 #include "server/event_json.h"
 #include "server/expire.h"
+#include "util/csv.h"
 #include "util/json_read.h"
 #include "util/vault.h"
 
@@ -28,8 +29,9 @@
 #define HOLD_SECONDS_DEFAULT 600
 #define HISTORY_DEFAULT      50
 #define HISTORY_MAX          100
-#define BATCH_EVENTS_MAX     1000 /* API.md */
-#define BATCH_WINDOW         32   /* events of one batch in the writer's queue at once */
+#define BATCH_EVENTS_MAX     1000  /* API.md */
+#define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
+#define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
 
 /* A POST /v1/events:batch in progress: its events go to the writer a
  * window at a time (an event's job is ~100 KB), answers kept in order. */
@@ -41,6 +43,7 @@ typedef struct pgw_batch {
     size_t n, next, running, finished;
     int *statuses;
     char **bodies; /* each an answer's JSON, owned */
+    size_t *lines; /* a CSV batch: each event's line; NULL for a JSON batch */
 } pgw_batch;
 #define HOLD_SECONDS_MAX (30 * 86400)
 
@@ -58,6 +61,7 @@ typedef enum route {
     R_BATCH,
     R_RESOLVE,
     R_BIND,
+    R_SHOP_BATCH,
     R_COUNT
 } route;
 
@@ -77,6 +81,7 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_BATCH] = "/v1/events:batch",
     [R_RESOLVE] = "/v1/members/resolve",
     [R_BIND] = "/v1/members/{id}/identities",
+    [R_SHOP_BATCH] = "/v1/shops/{id}/batches",
 };
 
 /* The statuses counted per route in /metrics. */
@@ -491,6 +496,7 @@ static void batch_free(pgw_api *api, pgw_batch *b)
         free(b->bodies[i]);
     free(b->bodies);
     free(b->statuses);
+    free(b->lines);
     json_decref(b->events);
     free(b);
 }
@@ -513,6 +519,8 @@ static void batch_feed(pgw_api *api, pgw_batch *b)
     req.id = b->request_id;
     while (b->running < BATCH_WINDOW && b->next < b->n) {
         size_t i = b->next++;
+        if (b->bodies[i] != NULL)
+            continue; /* answered already (a CSV row that was not an event) */
         pgw_response r;
         memset(&r, 0, sizeof(r));
         if (start_event(api, &req, json_array_get(b->events, i), &b->who, b, i, &r))
@@ -524,10 +532,14 @@ static void batch_feed(pgw_api *api, pgw_batch *b)
 
 /* Once every event has its answer: {"results": [{"status", "body"}, ...]} in
  * order, the batch freed. The bodies are JSON already: no re-parsing. */
+static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp);
+
 static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
 {
     if (b->finished < b->n)
         return false;
+    if (b->lines != NULL)
+        return csv_answer(api, b, resp);
     size_t cap = 32;
     for (size_t i = 0; i < b->n; i++)
         cap += 32 + (b->bodies[i] ? strlen(b->bodies[i]) : 4);
@@ -554,6 +566,229 @@ static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
     resp->body = out;
     resp->body_len = len;
     return true;
+}
+
+/* ---- shop CSV batches ------------------------------------------------------------------- */
+
+enum {
+    COL_EVENT_ID,
+    COL_TYPE,
+    COL_OCCURRED_AT,
+    COL_MEMBER,
+    COL_AMOUNT,
+    COL_ORIGINAL,
+    COL_RECEIPT,
+    N_COLUMNS
+};
+static const char *const COLUMNS[N_COLUMNS] = {
+    [COL_EVENT_ID] = "event_id",  [COL_TYPE] = "type",         [COL_OCCURRED_AT] = "occurred_at",
+    [COL_MEMBER] = "member",      [COL_AMOUNT] = "amount_fen", [COL_ORIGINAL] = "original_event_id",
+    [COL_RECEIPT] = "receipt_no",
+};
+
+/* Maps the header row's names to columns; each required once. */
+static int csv_header(const pgw_csv_row *row, int col[N_COLUMNS], pgw_err *err)
+{
+    for (size_t c = 0; c < N_COLUMNS; c++)
+        col[c] = -1;
+    for (size_t f = 0; f < row->n; f++) {
+        size_t c = 0;
+        while (c < N_COLUMNS && strcmp(row->fields[f], COLUMNS[c]) != 0)
+            c++;
+        if (c == N_COLUMNS || col[c] >= 0)
+            return pgw_err_set(err, PGW_EINVAL, "line 1: column \"%.64s\" is %s", row->fields[f],
+                               c == N_COLUMNS ? "unknown" : "there twice");
+        col[c] = (int)f;
+    }
+    for (size_t c = 0; c <= COL_MEMBER; c++) {
+        if (col[c] < 0)
+            return pgw_err_set(err, PGW_EINVAL, "line 1: column %s is missing", COLUMNS[c]);
+    }
+    return PGW_OK;
+}
+
+static const char *cell(const pgw_csv_row *row, const int col[N_COLUMNS], int c)
+{
+    return col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
+}
+
+/* "phone:...", "card:S001:88001", "member_id:M1" -> the member object of API.md. */
+static json_t *csv_member(const char *text, pgw_err *err)
+{
+    static const char *const kinds[] = {"phone", "card", "member_id"};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        size_t n = strlen(kinds[i]);
+        if (strncmp(text, kinds[i], n) == 0 && text[n] == ':' && text[n + 1] != '\0')
+            return json_pack("{s:s}", kinds[i], text + n + 1);
+    }
+    pgw_err_set(err, PGW_EINVAL, "member \"%.64s\" is not phone:..., card:... or member_id:...",
+                text);
+    return NULL;
+}
+
+/* One CSV row as the event object POST /v1/events would take. */
+static json_t *csv_event(const pgw_csv_row *row, const int col[N_COLUMNS], const char *shop,
+                         pgw_err *err)
+{
+    json_t *member = csv_member(cell(row, col, COL_MEMBER), err);
+    if (member == NULL)
+        return NULL;
+    json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "event_id", cell(row, col, COL_EVENT_ID),
+                           "channel", "store", "shop_id", shop, "type", cell(row, col, COL_TYPE),
+                           "occurred_at", cell(row, col, COL_OCCURRED_AT), "member", member);
+    const char *amount = cell(row, col, COL_AMOUNT);
+    char *end = NULL;
+    long long fen = amount[0] ? strtoll(amount, &end, 10) : 0;
+    if (ev != NULL && amount[0] != '\0' && (end == amount || *end != '\0')) {
+        json_decref(ev);
+        pgw_err_set(err, PGW_EINVAL, "amount_fen \"%.32s\" is not a whole number of fen", amount);
+        return NULL;
+    }
+    if (ev != NULL && amount[0] != '\0')
+        json_object_set_new(ev, "amount_fen", json_integer(fen));
+    if (ev != NULL && cell(row, col, COL_ORIGINAL)[0] != '\0')
+        json_object_set_new(ev, "original_event_id", json_string(cell(row, col, COL_ORIGINAL)));
+    if (ev != NULL && cell(row, col, COL_RECEIPT)[0] != '\0')
+        json_object_set_new(ev, "receipt_no", json_string(cell(row, col, COL_RECEIPT)));
+    if (ev == NULL)
+        pgw_err_set(err, PGW_EINVAL, "a field is not valid UTF-8");
+    return ev;
+}
+
+/* Reads the rows after the header into b: an event per good row, an answer
+ * (invalid_request with the problem) in place of each bad one. */
+static int csv_rows(pgw_csv *csv, const int col[N_COLUMNS], const char *shop, pgw_batch *b,
+                    pgw_err *err)
+{
+    static pgw_csv_row row; /* service thread only: ~16 KB */
+    bool done = false;
+    size_t cap = 64;
+    b->lines = malloc(cap * sizeof(*b->lines));
+    char **problems = malloc(cap * sizeof(*problems));
+    int rc = b->lines && problems ? PGW_OK : PGW_ENOMEM;
+    while (rc == PGW_OK) {
+        pgw_err bad;
+        int row_rc = pgw_csv_next(csv, &row, &done, &bad);
+        if (done)
+            break;
+        if (b->n == CSV_ROWS_MAX) {
+            rc = pgw_err_set(err, PGW_ETOOLARGE, "more than %d rows", CSV_ROWS_MAX);
+            break;
+        }
+        if (b->n == cap) {
+            cap *= 2;
+            size_t *lines = realloc(b->lines, cap * sizeof(*b->lines));
+            char **grown = realloc(problems, cap * sizeof(*problems));
+            b->lines = lines ? lines : b->lines;
+            problems = grown ? grown : problems;
+            if (lines == NULL || grown == NULL) {
+                rc = PGW_ENOMEM;
+                break;
+            }
+        }
+        json_t *ev = row_rc == PGW_OK ? csv_event(&row, col, shop, &bad) : NULL;
+        b->lines[b->n] = row.line;
+        problems[b->n] = ev ? NULL : strdup(bad.msg);
+        json_array_append_new(b->events, ev ? ev : json_null());
+        b->n++;
+    }
+    b->statuses = calloc(b->n ? b->n : 1, sizeof(*b->statuses));
+    b->bodies = calloc(b->n ? b->n : 1, sizeof(*b->bodies));
+    if (rc == PGW_OK && (b->statuses == NULL || b->bodies == NULL))
+        rc = PGW_ENOMEM;
+    for (size_t i = 0; i < b->n; i++) {
+        if (rc == PGW_OK && problems[i] != NULL) {
+            pgw_response r;
+            memset(&r, 0, sizeof(r));
+            pgw_api_error(&r, 400, "invalid_request", problems[i]);
+            batch_record(b, i, &r);
+        }
+        free(problems[i]);
+    }
+    free(problems);
+    return rc == PGW_ENOMEM ? pgw_err_set(err, PGW_ENOMEM, "out of memory") : rc;
+}
+
+/* {"accepted", "replayed", "rejected", "errors": [{"line", "code", "message"}]}. */
+static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
+{
+    json_int_t accepted = 0, replayed = 0;
+    json_t *errors = json_array();
+    for (size_t i = 0; i < b->n; i++) {
+        accepted += b->statuses[i] == 201;
+        replayed += b->statuses[i] == 200;
+        if (b->statuses[i] == 201 || b->statuses[i] == 200)
+            continue;
+        json_t *body = b->bodies[i] ? json_loads(b->bodies[i], 0, NULL) : NULL;
+        json_t *e = json_object_get(body, "error");
+        json_array_append_new(errors,
+                              json_pack("{s:I,s:s,s:s}", "line", (json_int_t)b->lines[i], "code",
+                                        json_string_value(json_object_get(e, "code"))
+                                            ? json_string_value(json_object_get(e, "code"))
+                                            : "unavailable",
+                                        "message",
+                                        json_string_value(json_object_get(e, "message"))
+                                            ? json_string_value(json_object_get(e, "message"))
+                                            : "no answer"));
+        json_decref(body);
+    }
+    json_int_t rejected = (json_int_t)b->n - accepted - replayed;
+    memcpy(resp->key_name, b->key_name, sizeof(resp->key_name));
+    batch_free(api, b);
+    set_body(resp, 200,
+             json_pack("{s:I,s:I,s:I,s:o}", "accepted", accepted, "replayed", replayed, "rejected",
+                       rejected, "errors", errors));
+    resp->route = ROUTE_NAMES[R_SHOP_BATCH];
+    return true;
+}
+
+/* POST /v1/shops/{shop_id}/batches (text/csv): a till's export, row by row. */
+static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                              const char *shop, pgw_response *resp)
+{
+    pgw_err err;
+    int rc = PGW_OK;
+    if (strncmp(req->content_type, "text/csv", 8) != 0 ||
+        (req->content_type[8] != '\0' && req->content_type[8] != ';'))
+        rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
+    else if (pgw_rules_find_shop(&api->cfg->rules, shop) < 0)
+        rc = pgw_err_set(&err, PGW_ENOTFOUND, "no shop %.32s", shop);
+    else if (!pgw_auth_may_write(who, shop, NULL))
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not post for shop %s", who->name, shop);
+    else if (api->batches >= api->inflight_max / BATCH_WINDOW)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many batches in progress");
+    pgw_csv csv;
+    pgw_csv_init(&csv, (const char *)req->body, req->body_len);
+    static pgw_csv_row header; /* service thread only */
+    bool done = false;
+    int col[N_COLUMNS];
+    if (rc == PGW_OK && (pgw_csv_next(&csv, &header, &done, &err) != PGW_OK || done))
+        rc = pgw_err_set(&err, PGW_EINVAL, "line 1: a header row is required (%s)",
+                         done ? "the body is empty" : err.msg);
+    if (rc == PGW_OK)
+        rc = csv_header(&header, col, &err);
+    pgw_batch *b = rc == PGW_OK ? calloc(1, sizeof(*b)) : NULL;
+    if (rc == PGW_OK && b == NULL)
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (rc != PGW_OK) {
+        fail(resp, R_SHOP_BATCH, rc, err.msg);
+        return false;
+    }
+    api->batches++;
+    b->request_id = req->id;
+    memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
+    b->who = *who;
+    b->events = json_array();
+    rc = b->events ? csv_rows(&csv, col, shop, b, &err) : PGW_ENOMEM;
+    if (rc == PGW_OK && b->n == 0)
+        rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
+    if (rc != PGW_OK) {
+        batch_free(api, b);
+        fail(resp, R_SHOP_BATCH, rc, rc == PGW_ENOMEM ? "out of memory" : err.msg);
+        return false;
+    }
+    batch_feed(api, b);
+    return !batch_answer(api, b, resp);
 }
 
 /* POST /v1/events:batch {"events": [...]}: up to 1000, each its own result. */
@@ -1061,6 +1296,17 @@ static route route_of(const char *path, char *id, size_t cap)
         return R_CAPTURE;
     if (match_hold_path(path, "void", id, cap))
         return R_VOID;
+    static const char shops[] = "/v1/shops/", batches[] = "/batches";
+    size_t plen = strlen(path);
+    if (strncmp(path, shops, sizeof(shops) - 1) == 0 && plen > sizeof(shops) + sizeof(batches) &&
+        strcmp(path + plen - (sizeof(batches) - 1), batches) == 0) {
+        size_t n = plen - (sizeof(shops) - 1) - (sizeof(batches) - 1);
+        if (n == 0 || n >= cap || memchr(path + sizeof(shops) - 1, '/', n) != NULL)
+            return R_OTHER;
+        memcpy(id, path + sizeof(shops) - 1, n);
+        id[n] = '\0';
+        return R_SHOP_BATCH;
+    }
     static const char members[] = "/v1/members/";
     if (strncmp(path, members, sizeof(members) - 1) != 0)
         return R_OTHER;
@@ -1127,6 +1373,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return handle_resolve(api, req, resp);
     case R_BIND:
         return handle_bind(api, req, &who, id, resp);
+    case R_SHOP_BATCH:
+        return handle_shop_batch(api, req, &who, id, resp);
     case R_HOLDS:
     case R_REDEMPTIONS:
         return handle_spend(api, req, &who, r, resp);

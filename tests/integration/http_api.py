@@ -409,6 +409,45 @@ def test_expiry_sweep(s):
     check(m is not None and int(m.group(1)) >= 1, "metrics count the expired lot")
 
 
+def test_shop_csv(s):
+    """A till's export: BOM, CRLF, quotes, Chinese text, bad rows reported by line, re-upload."""
+    rows = [
+        "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no",
+        "CSV-1,purchase,2026-11-25T10:00:00+08:00,phone:13600136000,12800,,\"R-1, 收银台 2\"",
+        "CSV-2,purchase,2026-11-25T10:05:00+08:00,card:S002:C-9,5000,,R-2",
+        "CSV-3,purchase,2026-11-25T10:06:00+08:00,wechat:o123,5000,,R-3",
+        "CSV-4,purchase,2026-11-25T10:07:00+08:00,phone:13600136000,12.5,,R-4",
+        "CSV-5,teleport,2026-11-25T10:08:00+08:00,phone:13600136000,100,,R-5",
+        "CSV-6,refund,2026-11-25T11:00:00+08:00,phone:13600136000,12800,CSV-1,R-6",
+        "CSV-7,purchase,2026-11-25T10:09:00+08:00,phone:13600136000,3000,,\"多行\r\n备注\"",
+        "",
+        "",
+    ]
+    body = ("\ufeff" + "\r\n".join(rows)).encode("utf-8")
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=body, ctype="text/csv",
+                               key="s002")
+    check(status == 200 and (doc.get("accepted"), doc.get("replayed"), doc.get("rejected")) ==
+          (4, 0, 3), f"CSV batch: {status} {doc}")
+    lines = [(e["line"], e["code"]) for e in doc.get("errors", [])]
+    check(lines == [(4, "invalid_request"), (5, "invalid_request"), (6, "invalid_request")],
+          f"exactly the bad rows, by line: {lines}")
+    status, again, _ = s.request("POST", "/v1/shops/S002/batches", raw=body, ctype="text/csv",
+                                 key="s002")
+    check((again.get("accepted"), again.get("replayed"), again.get("rejected")) == (0, 4, 3),
+          f"re-uploading changes nothing and says so: {again}")
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "13600136000"})
+    view = member(s, found.get("member_id", "M0"))
+    check(status == 200 and view.get("balance", -1) >= 0, f"the CSV member exists: {view}")
+    status, doc, _ = s.request("POST", "/v1/shops/S001/batches", raw=body, ctype="text/csv",
+                               key="s002")
+    check(status == 403, f"another shop's batch: {status}")
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=b"event_id,colour\r\nx,y",
+                               ctype="text/csv", key="s002")
+    check(status == 400 and "colour" in doc["error"]["message"], f"unknown column: {doc}")
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=body, key="s002")
+    check(status == 415, f"CSV needs text/csv: {status}")
+
+
 def test_batch(s):
     before = s.transfers()
     events = [purchase("E-B-1", member="M6"), purchase("E-1"), dict(purchase("E-B-3"), amount_fen=-5)]
@@ -533,7 +572,7 @@ def test_route_labels(s):
     status, text, _ = s.request("GET", "/metrics", key=None)
     check("(null)" not in text, "no unnamed route in the metrics")
     for route in ("/v1/events:batch", "/v1/members/{id}/transfers", "/v1/members/resolve",
-                  "/v1/members/{id}/identities",
+                  "/v1/members/{id}/identities", "/v1/shops/{id}/batches",
                   "/v1/holds/{id}/capture", "/v1/members/{id}"):
         check(f'route="{route}"' in text, f"metrics count {route}")
 
@@ -590,7 +629,8 @@ def main():
         try:
             for test in (test_health_and_metrics, test_events, test_identities, test_merges,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_batch, test_expiry_sweep,
+                         test_refunds, test_holds, test_bad_input, test_batch, test_shop_csv,
+                         test_expiry_sweep,
                          test_signatures,
                          test_stream, test_route_labels, test_log):
                 test(s)
