@@ -12,6 +12,9 @@
 #include "server/event_json.h"
 #include "server/expire.h"
 #include "server/http.h"
+#include "server/import.h"
+#include "util/csv.h"
+#include "util/vault.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -448,9 +451,168 @@ static int cmd_reconcile(int argc, char **argv)
 {
     return cmd_not_built("reconcile", argc, argv);
 }
+#define IMPORT_FILE_MAX (64 << 20) /* a shop's whole card base fits many times over */
+
+/* Reads a whole file of at most `max` bytes (malloc'd, NUL-terminated). */
+static char *read_file(const char *path, size_t max, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "pointsgw: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(max + 1);
+    *len = buf ? fread(buf, 1, max + 1, f) : 0;
+    fclose(f);
+    if (buf != NULL && *len > max) {
+        fprintf(stderr, "pointsgw: %s: larger than %zu bytes\n", path, max);
+        free(buf);
+        return NULL;
+    }
+    if (buf != NULL)
+        buf[*len] = '\0';
+    return buf;
+}
+
+typedef struct import_tally {
+    long created, by_card, by_phone, replayed, rejected;
+    int64_t points;
+} import_tally;
+
+/* Imports every row through `w`, printing each rejection; fills *t. */
+static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, const int *col,
+                        const char *shop, const char *batch, int64_t rate_bp, import_tally *t)
+{
+    static pgw_csv_row row;
+    static pgw_command cmd;
+    bool done = false;
+    for (;;) {
+        pgw_err err;
+        int rc = pgw_csv_next(csv, &row, &done, &err);
+        if (done)
+            break;
+        if (rc == PGW_OK)
+            rc = pgw_import_row(vault, shop, batch, rate_bp, &row, col, (int64_t)time(NULL), &cmd,
+                                &err);
+        if (rc == PGW_OK)
+            rc = pgw_writer_run(w, &cmd, &err);
+        if (rc != PGW_OK) {
+            t->rejected++;
+            fprintf(stderr, "line %zu: %s: %s\n", row.line, pgw_code_name(rc), err.msg);
+            continue;
+        }
+        if (cmd.replayed) {
+            t->replayed++;
+            continue;
+        }
+        t->created += cmd.import_match == PGW_IMPORT_CREATED;
+        t->by_card += cmd.import_match == PGW_IMPORT_BY_CARD;
+        t->by_phone += cmd.import_match == PGW_IMPORT_BY_PHONE;
+        t->points += cmd.points;
+    }
+}
+
+/* Checks the flags and the shop; the rate and the batch id it will use. */
+static int import_args(const flag_set *flags, const pgw_config *cfg, const char *text, size_t len,
+                       int64_t *rate_bp, char *batch, size_t cap)
+{
+    const char *shop = flag_get(flags, "--shop"), *rate = flag_get(flags, "--rate-bp");
+    int32_t index = shop ? pgw_rules_find_shop(&cfg->rules, shop) : -1;
+    if (index < 0) {
+        fprintf(stderr, "pointsgw import-balances: --shop must name a shop of the configuration\n");
+        return EXIT_USAGE;
+    }
+    *rate_bp = cfg->rules.shops[index].rate_bp;
+    char *end = NULL;
+    if (rate != NULL && ((*rate_bp = strtoll(rate, &end, 10)) < 1 || *end != '\0' ||
+                         *rate_bp > PGW_MULTIPLIER_BP_MAX)) {
+        fprintf(stderr, "pointsgw import-balances: --rate-bp must be 1..%d\n",
+                PGW_MULTIPLIER_BP_MAX);
+        return EXIT_USAGE;
+    }
+    const char *given = flag_get(flags, "--batch");
+    if (given != NULL && !pgw_import_batch_ok(given)) {
+        fprintf(stderr, "pointsgw import-balances: --batch must be 1..%d of [A-Za-z0-9._-]\n",
+                PGW_IMPORT_BATCH_MAX);
+        return EXIT_USAGE;
+    }
+    /* Without --batch the file's own hash names it: the same file twice is one import. */
+    uint8_t digest[PGW_HASH_LEN];
+    char hex[2 * PGW_HASH_LEN + 1];
+    SHA256((const unsigned char *)text, len, digest);
+    pgw_hash_hex(digest, hex, sizeof(hex));
+    snprintf(batch, cap, "%s", given ? given : hex);
+    if (given == NULL)
+        batch[16] = '\0';
+    return EXIT_OK;
+}
+
 static int cmd_import_balances(int argc, char **argv)
 {
-    return cmd_not_built("import-balances", argc, argv);
+    flag_set flags = {0};
+    static const char *const names[] = {"--shop",  "--file",   "--rate-bp",
+                                        "--batch", "--config", "--db"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        flag_add(&flags, names[i], true);
+    pgw_config *cfg;
+    int rc = start_command("import-balances", &flags, argc, argv, &cfg);
+    if (rc >= 0)
+        return rc;
+    size_t len = 0;
+    char *text = flag_get(&flags, "--file")
+                     ? read_file(flag_get(&flags, "--file"), IMPORT_FILE_MAX, &len)
+                     : NULL;
+    int64_t rate_bp = 0;
+    char batch[PGW_IMPORT_BATCH_MAX + 1], url[PGW_STORE_URL_MAX + 1];
+    rc = text ? import_args(&flags, cfg, text, len, &rate_bp, batch, sizeof(batch)) : EXIT_USAGE;
+    if (text == NULL && flag_get(&flags, "--file") == NULL)
+        fprintf(stderr, "pointsgw import-balances: --file FILE.csv is required\n");
+    if (rc == EXIT_OK)
+        snprintf(url, sizeof(url), "%s",
+                 flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
+    pgw_csv csv;
+    static pgw_csv_row header;
+    int col[PGW_IMPORT_COLUMNS];
+    bool done = false, warned = false;
+    pgw_err err;
+    pgw_vault *vault = NULL;
+    pgw_writer *w = NULL;
+    if (rc == EXIT_OK) {
+        pgw_csv_init(&csv, text, len);
+        if (pgw_csv_next(&csv, &header, &done, &err) != PGW_OK || done ||
+            pgw_import_header(&header, col, &err) != PGW_OK) {
+            fprintf(stderr, "pointsgw import-balances: %s\n", done ? "the file is empty" : err.msg);
+            rc = EXIT_USAGE;
+        }
+    }
+    const pgw_security_config *sec = &cfg->security;
+    pgw_writer_options wo = {.db_url = url,
+                             .queue_cap = 16,
+                             .batch_max = 16,
+                             .policy = {.expiry = cfg->rules.expiry,
+                                        .tz = cfg->rules.tz,
+                                        .allow_negative = cfg->allow_negative,
+                                        .rules = &cfg->rules}};
+    if (rc == EXIT_OK && (pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env,
+                                         sec->development_mode, &vault, &warned, &err) != PGW_OK ||
+                          pgw_writer_start(&wo, &w, &err) != PGW_OK)) {
+        fprintf(stderr, "pointsgw import-balances: %s\n", err.msg);
+        rc = EXIT_USAGE;
+    }
+    if (rc == EXIT_OK) {
+        import_tally t = {0};
+        import_rows(w, vault, &csv, col, flag_get(&flags, "--shop"), batch, rate_bp, &t);
+        printf("{\"batch\":\"%s\",\"rate_bp\":%lld,\"created\":%ld,\"matched_by_card\":%ld,"
+               "\"matched_by_phone\":%ld,\"replayed\":%ld,\"rejected\":%ld,\"points\":%lld}\n",
+               batch, (long long)rate_bp, t.created, t.by_card, t.by_phone, t.replayed, t.rejected,
+               (long long)t.points);
+        rc = t.rejected > 0 ? EXIT_PROBLEM : EXIT_OK;
+    }
+    pgw_writer_stop(w);
+    pgw_vault_free(vault);
+    free(text);
+    pgw_config_free(cfg);
+    return rc;
 }
 /*
  * Makes a new API key: 32 random bytes, printed once (the gateway keeps
@@ -527,8 +689,12 @@ static const command COMMANDS[] = {
      "check the hash chain and balances against lots; exit 1 naming the first break", cmd_verify},
     {"expire", "expire [--as-of T] [--config FILE] [--db URL]",
      "expire what is left of every lot due by T (default: now); idempotent", cmd_expire},
-    {"import-balances", "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID]",
-     "move legacy shop balances in (not built yet)", cmd_import_balances},
+    {"import-balances",
+     "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID] [--config FILE] "
+     "[--db URL]",
+     "move legacy shop balances (card,phone,points) in at the shop's rate; exit 1 if rows "
+     "were rejected",
+     cmd_import_balances},
     {"keys", "keys add --scope SCOPE [--name NAME] [--config FILE]",
      "make a new API key: prints it once, and the line for the configuration", cmd_keys},
     {"member", "member show IDENTITY", "show a member (not built yet)", cmd_member},

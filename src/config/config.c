@@ -255,7 +255,7 @@ static int parse_formats(const json_t *root, pgw_rules *rules, pgw_err *err)
 static int parse_shop(const json_t *obj, const char *path, pgw_rules *rules, pgw_shop *shop,
                       pgw_err *err)
 {
-    static const char *const keys[] = {"id", "name", "format", "fen_per_point", NULL};
+    static const char *const keys[] = {"id", "name", "format", "fen_per_point", "rate_bp", NULL};
     char format[PGW_ID_MAX + 1];
     int rc = pgw_json_expect_object(obj, path, err);
     if (rc == PGW_OK)
@@ -273,6 +273,10 @@ static int parse_shop(const json_t *obj, const char *path, pgw_rules *rules, pgw
         rc = pgw_err_set(err, PGW_EINVAL, "%s.format: unknown format \"%s\"", path, format);
     if (rc == PGW_OK)
         rc = pgw_json_int(obj, "fen_per_point", path, false, 1, 100000000, &shop->fen_per_point,
+                          err);
+    shop->rate_bp = 10000; /* legacy points import 1:1 unless the shop says otherwise */
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "rate_bp", path, false, 1, PGW_MULTIPLIER_BP_MAX, &shop->rate_bp,
                           err);
     return rc;
 }

@@ -94,6 +94,7 @@ typedef struct pgw_shop {
     char name[PGW_NAME_MAX + 1];
     int32_t format;        /* index into rules.formats */
     int64_t fen_per_point; /* 0 = the format's rate */
+    int64_t rate_bp;       /* legacy shop points -> unified points (10000 = 1:1) */
 } pgw_shop;
 
 typedef struct pgw_tier {

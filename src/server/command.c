@@ -248,8 +248,9 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     char credit[PGW_ACCOUNT_MAX + 1];
     member_account(cmd->member, credit);
     for (size_t i = 0; i < n; i++) {
-        pgw_transfer *t =
-            add_transfer(cmd, PGW_TRANSFER_EARN, funders[i].debit, credit, funders[i].points);
+        pgw_transfer *t = add_transfer(
+            cmd, cmd->kind == PGW_COMMAND_IMPORT ? PGW_TRANSFER_IMPORT : PGW_TRANSFER_EARN,
+            funders[i].debit, credit, funders[i].points);
         memcpy(t->breakdown, funders[i].breakdown, sizeof(t->breakdown));
     }
     rc = append_transfers(store, cmd);
@@ -805,6 +806,64 @@ static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return merge_member(store, policy, cmd, holder);
 }
 
+/* ---- legacy imports ------------------------------------------------------------------------ */
+
+/* Finds the member a card or a phone belongs to; *found false when neither. */
+static int import_holder(pgw_store *store, pgw_command *cmd, bool *found)
+{
+    char by_card[PGW_ID_MAX + 1] = "", by_phone[PGW_ID_MAX + 1] = "";
+    bool card = false, phone = false;
+    int rc = cmd->by_identity ? pgw_store_find_identity(store, &cmd->who, &card, by_card, &cmd->err)
+                              : PGW_OK;
+    if (rc == PGW_OK && cmd->has_who2)
+        rc = pgw_store_find_identity(store, &cmd->who2, &phone, by_phone, &cmd->err);
+    if (rc == PGW_OK && card && phone && strcmp(by_card, by_phone) != 0)
+        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                           "the card belongs to member %s and the phone to member %s", by_card,
+                           by_phone);
+    *found = card || phone;
+    cmd->import_match = card    ? PGW_IMPORT_BY_CARD
+                        : phone ? PGW_IMPORT_BY_PHONE
+                                : PGW_IMPORT_CREATED;
+    snprintf(cmd->member, sizeof(cmd->member), "%s", card ? by_card : by_phone);
+    return rc;
+}
+
+/* Binds an identity to cmd->member unless it is already its. */
+static int bind_if_new(pgw_store *store, pgw_command *cmd, const pgw_identity_key *key)
+{
+    bool found = false;
+    char holder[PGW_ID_MAX + 1];
+    int rc = pgw_store_find_identity(store, key, &found, holder, &cmd->err);
+    if (rc == PGW_OK && !found)
+        rc = pgw_store_bind_identity(store, key, cmd->member, now_us(), &cmd->err);
+    return rc;
+}
+
+static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    bool found = false;
+    int rc = import_holder(store, cmd, &found);
+    if (rc == PGW_OK && !found)
+        rc = new_member_id(cmd->member, &cmd->err);
+    if (rc == PGW_OK)
+        rc = follow_merges(store, cmd);
+    if (rc == PGW_OK && !found)
+        rc = pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
+    if (rc == PGW_OK && cmd->by_identity)
+        rc = bind_if_new(store, cmd, &cmd->who);
+    if (rc == PGW_OK && cmd->has_who2)
+        rc = bind_if_new(store, cmd, &cmd->who2);
+    if (rc != PGW_OK)
+        return rc;
+    cmd->n_lines = 1;
+    snprintf(cmd->lines[0].debit, sizeof(cmd->lines[0].debit), "import:%s", cmd->shop);
+    snprintf(cmd->lines[0].rule, sizeof(cmd->lines[0].rule), "import:%s", cmd->shop);
+    cmd->lines[0].points = cmd->points;
+    cmd->amount_fen = 0; /* nothing to refund */
+    return apply_earn(store, policy, cmd);
+}
+
 /* ---- applying --------------------------------------------------------------------- */
 
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
@@ -812,7 +871,7 @@ static bool key_checked_first(pgw_command_kind kind)
 {
     return kind == PGW_COMMAND_REFUND || kind == PGW_COMMAND_HOLD || kind == PGW_COMMAND_CAPTURE ||
            kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM || kind == PGW_COMMAND_EVENT ||
-           kind == PGW_COMMAND_BIND;
+           kind == PGW_COMMAND_BIND || kind == PGW_COMMAND_IMPORT;
 }
 
 /* Looks the key up before anything else; *seen when it was used before. */
@@ -853,6 +912,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_event(store, policy, cmd);
     case PGW_COMMAND_BIND:
         return apply_bind(store, policy, cmd);
+    case PGW_COMMAND_IMPORT:
+        return apply_import(store, policy, cmd);
     case PGW_COMMAND_READ_MEMBER:
     case PGW_COMMAND_READ_HISTORY:
     case PGW_COMMAND_READ_RESOLVE:
@@ -901,7 +962,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK && key_checked_first(cmd->kind))
         rc = check_key_first(store, cmd, &seen);
     /* BIND's `who` is what to bind, not whom the command is for. */
-    if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND)
+    if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND &&
+        cmd->kind != PGW_COMMAND_IMPORT)
         rc = resolve_member(store, policy, cmd);
     if (rc == PGW_OK && !seen && cmd->member[0] != '\0')
         rc = follow_merges(store, cmd);
@@ -965,6 +1027,14 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a member read names the member");
+    case PGW_COMMAND_IMPORT:
+        return (cmd->by_identity || cmd->has_who2) && filled(cmd->shop, sizeof(cmd->shop)) &&
+                       cmd->points >= 1 && cmd->points <= PGW_POINTS_MAX
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL,
+                                 "an import needs a card or a phone, a shop "
+                                 "and 1..%lld points",
+                                 (long long)PGW_POINTS_MAX);
     case PGW_COMMAND_BIND:
         return cmd->by_identity && filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK

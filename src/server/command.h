@@ -88,9 +88,23 @@ typedef enum pgw_command_kind {
      * and debt follow, and its id keeps answering with merged_into.
      */
     PGW_COMMAND_BIND,
+    /*
+     * A legacy shop balance: `points` (already converted) move from
+     * import:<shop> to the member holding `who` (a card) or `who2` (a
+     * phone), created when neither is known; both identities end up bound
+     * to that member. A card and a phone held by two members is
+     * PGW_ECONFLICT. `import_match` says how the member was found.
+     */
+    PGW_COMMAND_IMPORT,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_BIND
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_IMPORT
+
+typedef enum pgw_import_match {
+    PGW_IMPORT_CREATED = 0,
+    PGW_IMPORT_BY_CARD,
+    PGW_IMPORT_BY_PHONE,
+} pgw_import_match;
 #define PGW_IDENTITIES_SHOWN 16 /* identities a member read returns */
 #define PGW_EXPIRING_SHOWN   5  /* expiry moments a member read returns */
 /* Longest answer stored for a replay. */
@@ -109,6 +123,8 @@ struct pgw_command {
      * under auto_enroll) and `member` is filled when applied. */
     bool by_identity;
     pgw_identity_key who;
+    bool has_who2; /* IMPORT: a second identity (the phone) */
+    pgw_identity_key who2;
     char shop[PGW_ID_MAX + 1];             /* EARN, REFUND, HOLD, REDEEM; "" when none */
     char channel[PGW_ID_MAX + 1];          /* written on every transfer */
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
@@ -152,6 +168,7 @@ struct pgw_command {
     /* The member named was merged into `member` (READ_MEMBER, and any
      * command naming a merged id); BIND: the member merged away. */
     char merged_from[PGW_ID_MAX + 1];
+    pgw_import_match import_match; /* IMPORT */
     /* READ_MEMBER */
     bool found;
     int32_t tier; /* index into the rules' tiers, -1 when none */

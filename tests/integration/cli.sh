@@ -129,6 +129,25 @@ expect_text "--scope is required"
 expect_exit 2 "$bin" keys remove
 expect_text "the subcommand is 'add'"
 
+# import-balances: legacy card balances at the shop's rate, once per (shop, batch, card).
+printf '\xef\xbb\xbfcard,phone,points\r\nC1,13500135000,1000\r\nC2,,50\r\n,13500135000,10\r\nC3,abc,5\r\nC1,13900139000,7\r\n' >"$tmp/legacy.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "sqlite:$tmp/import.db"
+expect_text '"rate_bp":5000,"created":2,"matched_by_card":0,"matched_by_phone":1,"replayed":0,"rejected":2,"points":530'
+expect_text 'line 5: EINVAL: phone number "abc"'
+expect_text 'line 6: ECONFLICT'
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "sqlite:$tmp/import.db"
+expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":3,"rejected":2,"points":0'
+printf 'card,points\nC9,300\n' >"$tmp/more.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch b2 --db "sqlite:$tmp/import.db"
+expect_text '"batch":"b2","rate_bp":10000,"created":1'
+expect_exit 0 "$bin" verify --db "sqlite:$tmp/import.db"
+expect_text "transfers:  4 checked"
+expect_exit 2 "$bin" import-balances --shop S999 --file "$tmp/more.csv" --db "sqlite:$tmp/import.db"
+expect_text "--shop must name a shop"
+printf 'card,colour\nC1,red\n' >"$tmp/bad.csv"
+expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/bad.csv" --db "sqlite:$tmp/import.db"
+expect_text 'column "colour" is unknown'
+
 # Commands whose machinery is not built yet say so instead of pretending.
 expect_exit 2 "$bin" reconcile
 expect_text "not available yet"

@@ -1,0 +1,113 @@
+/*
+ * import.c - see import.h.
+ */
+#include "import.h"
+
+#include "core/arith.h"
+#include "core/assertions.h"
+
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const COLUMNS[PGW_IMPORT_COLUMNS] = {
+    [PGW_IMPORT_CARD] = "card", [PGW_IMPORT_PHONE] = "phone", [PGW_IMPORT_POINTS] = "points"};
+
+int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_err *err)
+{
+    for (size_t c = 0; c < PGW_IMPORT_COLUMNS; c++)
+        col[c] = -1;
+    for (size_t f = 0; f < row->n; f++) {
+        size_t c = 0;
+        while (c < PGW_IMPORT_COLUMNS && strcmp(row->fields[f], COLUMNS[c]) != 0)
+            c++;
+        if (c == PGW_IMPORT_COLUMNS || col[c] >= 0)
+            return pgw_err_set(err, PGW_EINVAL, "line 1: column \"%.64s\" is %s", row->fields[f],
+                               c == PGW_IMPORT_COLUMNS ? "unknown" : "there twice");
+        col[c] = (int)f;
+    }
+    if (col[PGW_IMPORT_POINTS] < 0 || (col[PGW_IMPORT_CARD] < 0 && col[PGW_IMPORT_PHONE] < 0))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "line 1: the columns are card,phone,points "
+                           "(points and at least one of card and phone)");
+    return PGW_OK;
+}
+
+bool pgw_import_batch_ok(const char *batch)
+{
+    size_t n = strlen(batch);
+    for (const char *c = batch; *c != '\0'; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '.' || *c == '_' || *c == '-'))
+            return false;
+    }
+    return n >= 1 && n <= PGW_IMPORT_BATCH_MAX;
+}
+
+static const char *cell(const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int c)
+{
+    return col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
+}
+
+/* Old points -> unified points at rate_bp, rounded down. */
+static int convert(const char *text, int64_t rate_bp, int64_t *points, pgw_err *err)
+{
+    char *end = NULL;
+    long long old = strtoll(text, &end, 10);
+    if (text[0] == '\0' || end == text || *end != '\0' || old < 1 || old > PGW_POINTS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "points \"%.32s\" is not 1..%lld", text,
+                           (long long)PGW_POINTS_MAX);
+    if (pgw_mul_div_floor(old, rate_bp, 10000, points) != PGW_OK || *points > PGW_POINTS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp overflow", old,
+                           (long long)rate_bp);
+    if (*points < 1)
+        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp convert to nothing", old,
+                           (long long)rate_bp);
+    return PGW_OK;
+}
+
+int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
+                   const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int64_t now,
+                   pgw_command *cmd, pgw_err *err)
+{
+    return pgw_import_fields(vault, shop, batch, rate_bp, cell(row, col, PGW_IMPORT_CARD),
+                             cell(row, col, PGW_IMPORT_PHONE), cell(row, col, PGW_IMPORT_POINTS),
+                             now, cmd, err);
+}
+
+int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
+                      const char *card, const char *phone, const char *points, int64_t now,
+                      pgw_command *cmd, pgw_err *err)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->kind = PGW_COMMAND_IMPORT;
+    cmd->at = now;
+    if (card[0] == '\0' && phone[0] == '\0')
+        return pgw_err_set(err, PGW_EINVAL, "a row needs a card or a phone");
+    pgw_identity id;
+    int rc = convert(points, rate_bp, &cmd->points, err);
+    if (rc == PGW_OK && card[0] != '\0')
+        rc = pgw_identity_make(PGW_ID_CARD, shop, card, &id, err);
+    if (rc == PGW_OK && card[0] != '\0' &&
+        (rc = pgw_vault_key(vault, &id, &cmd->who, err)) == PGW_OK)
+        cmd->by_identity = true;
+    if (rc == PGW_OK && phone[0] != '\0')
+        rc = pgw_identity_make(PGW_ID_PHONE, NULL, phone, &id, err);
+    if (rc == PGW_OK && phone[0] != '\0' &&
+        (rc = pgw_vault_key(vault, &id, &cmd->who2, err)) == PGW_OK)
+        cmd->has_who2 = true;
+    if (rc != PGW_OK)
+        return rc;
+    /* Keyed by what names the old account: the card, else the phone (its
+     * blind index: the key is stored in clear). */
+    snprintf(cmd->key, sizeof(cmd->key), "import:%s:%s:%s:%.64s", shop, batch,
+             card[0] ? "card" : "phone", card[0] ? cmd->who.lookup : cmd->who2.lookup);
+    char material[64];
+    snprintf(material, sizeof(material), "%lld", (long long)cmd->points);
+    SHA256((const unsigned char *)material, strlen(material), cmd->fingerprint);
+    snprintf(cmd->shop, sizeof(cmd->shop), "%s", shop);
+    snprintf(cmd->channel, sizeof(cmd->channel), "import");
+    snprintf(cmd->reference, sizeof(cmd->reference), "%s", batch);
+    return PGW_OK;
+}

@@ -1,0 +1,42 @@
+/*
+ * import.h - legacy shop balances: CSV rows `card,phone,points` of a shop's
+ * old programme become IMPORT commands (command.h) at the shop's rate.
+ *
+ * Shared by `pointsgw import-balances` and POST /v1/shops/{id}/imports, so
+ * both read the same file the same way. A row's key is
+ * import:<shop>:<batch>:<card or phone>, so a file imported twice (same
+ * batch id) credits once.
+ */
+#ifndef PGW_SERVER_IMPORT_H
+#define PGW_SERVER_IMPORT_H
+
+#include "server/command.h"
+#include "util/csv.h"
+#include "util/vault.h"
+
+#define PGW_IMPORT_BATCH_MAX 64 /* bytes of a batch id */
+
+enum { PGW_IMPORT_CARD, PGW_IMPORT_PHONE, PGW_IMPORT_POINTS, PGW_IMPORT_COLUMNS };
+
+/* Maps the header row (card, phone, points; any order; points required,
+ * and card or phone). */
+int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_err *err);
+
+/*
+ * Fills `cmd` (zeroed here) for one row: identities through the vault,
+ * points = floor(old points * rate_bp / 10000), checked. PGW_EINVAL with
+ * the reason for a row that cannot be imported.
+ */
+int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
+                   const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int64_t now,
+                   pgw_command *cmd, pgw_err *err);
+
+/* The same from the row's three fields ("" for an absent card or phone). */
+int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
+                      const char *card, const char *phone, const char *points, int64_t now,
+                      pgw_command *cmd, pgw_err *err);
+
+/* Whether a batch id is usable: 1..64 of [A-Za-z0-9._-]. */
+bool pgw_import_batch_ok(const char *batch);
+
+#endif
