@@ -14,6 +14,7 @@
 #include "core/transfer.h"
 #include "server/event_json.h"
 #include "server/expire.h"
+#include "server/import.h"
 #include "util/csv.h"
 #include "util/json_read.h"
 #include "util/vault.h"
@@ -44,6 +45,10 @@ typedef struct pgw_batch {
     int *statuses;
     char **bodies; /* each an answer's JSON, owned */
     size_t *lines; /* a CSV batch: each event's line; NULL for a JSON batch */
+    int kind;      /* route: R_BATCH, R_SHOP_BATCH or R_IMPORT */
+    char shop[PGW_ID_MAX + 1];
+    char import_batch[PGW_IMPORT_BATCH_MAX + 1]; /* R_IMPORT */
+    int64_t rate_bp;                             /* R_IMPORT */
 } pgw_batch;
 #define HOLD_SECONDS_MAX (30 * 86400)
 
@@ -62,6 +67,7 @@ typedef enum route {
     R_RESOLVE,
     R_BIND,
     R_SHOP_BATCH,
+    R_IMPORT,
     R_COUNT
 } route;
 
@@ -82,6 +88,7 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_RESOLVE] = "/v1/members/resolve",
     [R_BIND] = "/v1/members/{id}/identities",
     [R_SHOP_BATCH] = "/v1/shops/{id}/batches",
+    [R_IMPORT] = "/v1/shops/{id}/imports",
 };
 
 /* The statuses counted per route in /metrics. */
@@ -486,6 +493,10 @@ static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_princip
     return started;
 }
 
+static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row, pgw_batch *b,
+                         size_t index, pgw_response *resp);
+static bool query_value(const char *query, const char *name, char *out, size_t cap);
+
 /* ---- batches ----------------------------------------------------------------------------- */
 
 static void batch_free(pgw_api *api, pgw_batch *b)
@@ -523,7 +534,11 @@ static void batch_feed(pgw_api *api, pgw_batch *b)
             continue; /* answered already (a CSV row that was not an event) */
         pgw_response r;
         memset(&r, 0, sizeof(r));
-        if (start_event(api, &req, json_array_get(b->events, i), &b->who, b, i, &r))
+        bool started =
+            b->kind == R_IMPORT
+                ? start_import(api, &req, json_array_get(b->events, i), b, i, &r)
+                : start_event(api, &req, json_array_get(b->events, i), &b->who, b, i, &r);
+        if (started)
             b->running++;
         else
             batch_record(b, i, &r);
@@ -566,6 +581,55 @@ static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
     resp->body = out;
     resp->body_len = len;
     return true;
+}
+
+/* ---- legacy imports over HTTP ------------------------------------------------------------- */
+
+static void render_import(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    store_answer(cmd, json_pack("{s:s,s:I,s:i,s:I}", "member_id", cmd->member, "points",
+                                (json_int_t)cmd->points, "match", (int)cmd->import_match, "balance",
+                                (json_int_t)cmd->figures.balance));
+}
+
+/* Queues row i of an import batch ({"card", "phone", "points"}). */
+static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row, pgw_batch *b,
+                         size_t index, pgw_response *resp)
+{
+    pgw_err err;
+    pgw_job *job = job_new(api, req, R_IMPORT, PGW_COMMAND_IMPORT);
+    int rc = job ? PGW_OK : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    const char *card = json_string_value(json_object_get(row, "card"));
+    const char *phone = json_string_value(json_object_get(row, "phone"));
+    const char *points = json_string_value(json_object_get(row, "points"));
+    if (rc == PGW_OK)
+        rc = pgw_import_fields(api->vault, b->shop, b->import_batch, b->rate_bp, card ? card : "",
+                               phone ? phone : "", points ? points : "", wall_now_s(), &job->cmd,
+                               &err);
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_IMPORT, rc, err.msg);
+    job->cmd.done = job_done; /* pgw_import_fields started the command afresh */
+    job->cmd.payload = job;
+    job->cmd.render = render_import;
+    job->batch = b;
+    job->batch_index = index;
+    job->request_id = b->request_id;
+    return submit(api, job, resp);
+}
+
+static json_t *import_row_json(const pgw_csv_row *row, const int *col, const char *shop,
+                               pgw_err *err)
+{
+    (void)shop;
+    const char *f[PGW_IMPORT_COLUMNS];
+    for (int c = 0; c < PGW_IMPORT_COLUMNS; c++)
+        f[c] = col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
+    json_t *obj = json_pack("{s:s,s:s,s:s}", "card", f[PGW_IMPORT_CARD], "phone",
+                            f[PGW_IMPORT_PHONE], "points", f[PGW_IMPORT_POINTS]);
+    if (obj == NULL)
+        pgw_err_set(err, PGW_EINVAL, "a field is not valid UTF-8");
+    return obj;
 }
 
 /* ---- shop CSV batches ------------------------------------------------------------------- */
@@ -627,8 +691,7 @@ static json_t *csv_member(const char *text, pgw_err *err)
 }
 
 /* One CSV row as the event object POST /v1/events would take. */
-static json_t *csv_event(const pgw_csv_row *row, const int col[N_COLUMNS], const char *shop,
-                         pgw_err *err)
+static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *shop, pgw_err *err)
 {
     json_t *member = csv_member(cell(row, col, COL_MEMBER), err);
     if (member == NULL)
@@ -657,8 +720,11 @@ static json_t *csv_event(const pgw_csv_row *row, const int col[N_COLUMNS], const
 
 /* Reads the rows after the header into b: an event per good row, an answer
  * (invalid_request with the problem) in place of each bad one. */
-static int csv_rows(pgw_csv *csv, const int col[N_COLUMNS], const char *shop, pgw_batch *b,
-                    pgw_err *err)
+/* Turns a CSV row into what the batch will start (an event, an import row). */
+typedef json_t *(*row_converter)(const pgw_csv_row *row, const int *col, const char *shop,
+                                 pgw_err *err);
+
+static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, pgw_batch *b, pgw_err *err)
 {
     static pgw_csv_row row; /* service thread only: ~16 KB */
     bool done = false;
@@ -686,7 +752,7 @@ static int csv_rows(pgw_csv *csv, const int col[N_COLUMNS], const char *shop, pg
                 break;
             }
         }
-        json_t *ev = row_rc == PGW_OK ? csv_event(&row, col, shop, &bad) : NULL;
+        json_t *ev = row_rc == PGW_OK ? convert(&row, col, b->shop, &bad) : NULL;
         b->lines[b->n] = row.line;
         problems[b->n] = ev ? NULL : strdup(bad.msg);
         json_array_append_new(b->events, ev ? ev : json_null());
@@ -712,11 +778,18 @@ static int csv_rows(pgw_csv *csv, const int col[N_COLUMNS], const char *shop, pg
 /* {"accepted", "replayed", "rejected", "errors": [{"line", "code", "message"}]}. */
 static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
 {
-    json_int_t accepted = 0, replayed = 0;
+    json_int_t accepted = 0, replayed = 0, matched[3] = {0, 0, 0}, points = 0;
     json_t *errors = json_array();
     for (size_t i = 0; i < b->n; i++) {
         accepted += b->statuses[i] == 201;
         replayed += b->statuses[i] == 200;
+        if (b->statuses[i] == 201 && b->kind == R_IMPORT) { /* how its member was found */
+            json_t *body = json_loads(b->bodies[i], 0, NULL);
+            json_int_t m = json_integer_value(json_object_get(body, "match"));
+            matched[m >= 0 && m < 3 ? m : 0]++;
+            points += json_integer_value(json_object_get(body, "points"));
+            json_decref(body);
+        }
         if (b->statuses[i] == 201 || b->statuses[i] == 200)
             continue;
         json_t *body = b->bodies[i] ? json_loads(b->bodies[i], 0, NULL) : NULL;
@@ -734,11 +807,18 @@ static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
     }
     json_int_t rejected = (json_int_t)b->n - accepted - replayed;
     memcpy(resp->key_name, b->key_name, sizeof(resp->key_name));
+    json_t *body =
+        b->kind == R_IMPORT
+            ? json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "batch", b->import_batch,
+                        "rate_bp", (json_int_t)b->rate_bp, "imported", accepted, "replayed",
+                        replayed, "rejected", rejected, "created", matched[PGW_IMPORT_CREATED],
+                        "matched_by_card", matched[PGW_IMPORT_BY_CARD], "matched_by_phone",
+                        matched[PGW_IMPORT_BY_PHONE], "points", points, "errors", errors)
+            : json_pack("{s:I,s:I,s:I,s:o}", "accepted", accepted, "replayed", replayed, "rejected",
+                        rejected, "errors", errors);
+    resp->route = ROUTE_NAMES[b->kind];
     batch_free(api, b);
-    set_body(resp, 200,
-             json_pack("{s:I,s:I,s:I,s:o}", "accepted", accepted, "replayed", replayed, "rejected",
-                       rejected, "errors", errors));
-    resp->route = ROUTE_NAMES[R_SHOP_BATCH];
+    set_body(resp, 200, body);
     return true;
 }
 
@@ -779,12 +859,85 @@ static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_pr
     memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
     b->who = *who;
     b->events = json_array();
-    rc = b->events ? csv_rows(&csv, col, shop, b, &err) : PGW_ENOMEM;
+    b->kind = R_SHOP_BATCH;
+    snprintf(b->shop, sizeof(b->shop), "%s", shop);
+    rc = b->events ? csv_rows(&csv, col, csv_event, b, &err) : PGW_ENOMEM;
     if (rc == PGW_OK && b->n == 0)
         rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
     if (rc != PGW_OK) {
         batch_free(api, b);
         fail(resp, R_SHOP_BATCH, rc, rc == PGW_ENOMEM ? "out of memory" : err.msg);
+        return false;
+    }
+    batch_feed(api, b);
+    return !batch_answer(api, b, resp);
+}
+
+/* POST /v1/shops/{shop_id}/imports?batch=ID&rate_bp=N (text/csv card,phone,points). */
+static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                          const char *shop, pgw_response *resp)
+{
+    pgw_err err;
+    int rc = PGW_OK;
+    int32_t index = pgw_rules_find_shop(&api->cfg->rules, shop);
+    char batch[PGW_IMPORT_BATCH_MAX + 1] = "", rate[24] = "";
+    int64_t rate_bp = index >= 0 ? api->cfg->rules.shops[index].rate_bp : 0;
+    if (strncmp(req->content_type, "text/csv", 8) != 0)
+        rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
+    else if (index < 0)
+        rc = pgw_err_set(&err, PGW_ENOTFOUND, "no shop %.32s", shop);
+    else if (who->kind != PGW_SCOPE_ADMIN && !pgw_auth_may_write(who, shop, NULL))
+        rc =
+            pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not import for shop %s", who->name, shop);
+    else if (api->batches >= api->inflight_max / BATCH_WINDOW)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many batches in progress");
+    if (rc == PGW_OK && query_value(req->query, "batch", batch, sizeof(batch)) &&
+        !pgw_import_batch_ok(batch))
+        rc = pgw_err_set(&err, PGW_EINVAL, "batch must be 1..%d of [A-Za-z0-9._-]",
+                         PGW_IMPORT_BATCH_MAX);
+    char *end = NULL;
+    if (rc == PGW_OK && query_value(req->query, "rate_bp", rate, sizeof(rate)) &&
+        ((rate_bp = strtoll(rate, &end, 10)) < 1 || *end != '\0' ||
+         rate_bp > PGW_MULTIPLIER_BP_MAX))
+        rc = pgw_err_set(&err, PGW_EINVAL, "rate_bp must be 1..%d", PGW_MULTIPLIER_BP_MAX);
+    if (rc == PGW_OK && batch[0] == '\0') { /* the file's hash: the same file twice is one import */
+        uint8_t digest[PGW_HASH_LEN];
+        char hex[2 * PGW_HASH_LEN + 1];
+        SHA256(req->body, req->body_len, digest);
+        pgw_hash_hex(digest, hex, sizeof(hex));
+        snprintf(batch, sizeof(batch), "%.16s", hex);
+    }
+    pgw_csv csv;
+    pgw_csv_init(&csv, (const char *)req->body, req->body_len);
+    static pgw_csv_row header; /* service thread only */
+    bool done = false;
+    int col[PGW_IMPORT_COLUMNS];
+    if (rc == PGW_OK && (pgw_csv_next(&csv, &header, &done, &err) != PGW_OK || done))
+        rc = pgw_err_set(&err, PGW_EINVAL, "line 1: a header row is required");
+    if (rc == PGW_OK)
+        rc = pgw_import_header(&header, col, &err);
+    pgw_batch *b = rc == PGW_OK ? calloc(1, sizeof(*b)) : NULL;
+    if (rc == PGW_OK && b == NULL)
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (rc != PGW_OK) {
+        fail(resp, R_IMPORT, rc, err.msg);
+        return false;
+    }
+    api->batches++;
+    b->request_id = req->id;
+    b->kind = R_IMPORT;
+    b->rate_bp = rate_bp;
+    snprintf(b->shop, sizeof(b->shop), "%s", shop);
+    snprintf(b->import_batch, sizeof(b->import_batch), "%s", batch);
+    memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
+    b->who = *who;
+    b->events = json_array();
+    rc = b->events ? csv_rows(&csv, col, import_row_json, b, &err) : PGW_ENOMEM;
+    if (rc == PGW_OK && b->n == 0)
+        rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
+    if (rc != PGW_OK) {
+        batch_free(api, b);
+        fail(resp, R_IMPORT, rc, rc == PGW_ENOMEM ? "out of memory" : err.msg);
         return false;
     }
     batch_feed(api, b);
@@ -819,6 +972,7 @@ static bool handle_batch(pgw_api *api, const pgw_request *req, const pgw_princip
         return false;
     }
     b->request_id = req->id;
+    b->kind = R_BATCH;
     memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
     b->who = *who;
     b->events = json_incref(events);
@@ -1296,16 +1450,17 @@ static route route_of(const char *path, char *id, size_t cap)
         return R_CAPTURE;
     if (match_hold_path(path, "void", id, cap))
         return R_VOID;
-    static const char shops[] = "/v1/shops/", batches[] = "/batches";
-    size_t plen = strlen(path);
-    if (strncmp(path, shops, sizeof(shops) - 1) == 0 && plen > sizeof(shops) + sizeof(batches) &&
-        strcmp(path + plen - (sizeof(batches) - 1), batches) == 0) {
-        size_t n = plen - (sizeof(shops) - 1) - (sizeof(batches) - 1);
-        if (n == 0 || n >= cap || memchr(path + sizeof(shops) - 1, '/', n) != NULL)
+    static const char shops[] = "/v1/shops/";
+    if (strncmp(path, shops, sizeof(shops) - 1) == 0) {
+        const char *rest = path + sizeof(shops) - 1, *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t)(slash - rest) : 0;
+        bool batches = slash && strcmp(slash, "/batches") == 0;
+        bool imports = slash && strcmp(slash, "/imports") == 0;
+        if (n == 0 || n >= cap || !(batches || imports))
             return R_OTHER;
-        memcpy(id, path + sizeof(shops) - 1, n);
+        memcpy(id, rest, n);
         id[n] = '\0';
-        return R_SHOP_BATCH;
+        return batches ? R_SHOP_BATCH : R_IMPORT;
     }
     static const char members[] = "/v1/members/";
     if (strncmp(path, members, sizeof(members) - 1) != 0)
@@ -1375,6 +1530,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return handle_bind(api, req, &who, id, resp);
     case R_SHOP_BATCH:
         return handle_shop_batch(api, req, &who, id, resp);
+    case R_IMPORT:
+        return handle_import(api, req, &who, id, resp);
     case R_HOLDS:
     case R_REDEMPTIONS:
         return handle_spend(api, req, &who, r, resp);
@@ -1484,8 +1641,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     } else if (job->route == R_RESOLVE) {
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else {
-        bool created =
-            job->route == R_EVENTS || job->route == R_HOLDS || job->route == R_REDEMPTIONS;
+        bool created = job->route == R_EVENTS || job->route == R_HOLDS ||
+                       job->route == R_REDEMPTIONS || job->route == R_IMPORT;
         answer_from(resp, cmd, created ? 201 : 200);
     }
     pgw_batch *b = job->batch;

@@ -448,6 +448,26 @@ def test_shop_csv(s):
     check(status == 415, f"CSV needs text/csv: {status}")
 
 
+def test_imports(s):
+    """Legacy balances over HTTP: at the given rate, once per batch and card."""
+    body = "card,phone,points\r\nK1,13300133000,100\r\nK2,,x\r\n,13300133000,5\r\n".encode()
+    path = "/v1/shops/S003/imports?batch=b1&rate_bp=20000"
+    status, doc, _ = s.request("POST", path, raw=body, ctype="text/csv")
+    want = {"batch": "b1", "rate_bp": 20000, "imported": 2, "replayed": 0, "rejected": 1,
+            "created": 1, "matched_by_card": 0, "matched_by_phone": 1, "points": 210}
+    check(status == 200 and {k: doc.get(k) for k in want} == want, f"import: {status} {doc}")
+    check([e["line"] for e in doc.get("errors", [])] == [3], f"the bad row by line: {doc}")
+    status, again, _ = s.request("POST", path, raw=body, ctype="text/csv")
+    check((again.get("imported"), again.get("replayed"), again.get("points")) == (0, 2, 0),
+          f"the same batch again credits nothing: {again}")
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"card": "S003:K1"})
+    check(member(s, found.get("member_id", "M0")).get("balance") == 210,
+          f"the card's member holds the imported points: {found}")
+    status, doc, _ = s.request("POST", "/v1/shops/S003/imports", raw=body, ctype="text/csv",
+                               key="s002")
+    check(status == 403, f"another shop's import: {status}")
+
+
 def test_batch(s):
     before = s.transfers()
     events = [purchase("E-B-1", member="M6"), purchase("E-1"), dict(purchase("E-B-3"), amount_fen=-5)]
@@ -573,6 +593,7 @@ def test_route_labels(s):
     check("(null)" not in text, "no unnamed route in the metrics")
     for route in ("/v1/events:batch", "/v1/members/{id}/transfers", "/v1/members/resolve",
                   "/v1/members/{id}/identities", "/v1/shops/{id}/batches",
+                  "/v1/shops/{id}/imports",
                   "/v1/holds/{id}/capture", "/v1/members/{id}"):
         check(f'route="{route}"' in text, f"metrics count {route}")
 
@@ -630,6 +651,7 @@ def main():
             for test in (test_health_and_metrics, test_events, test_identities, test_merges,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_batch, test_shop_csv,
+                         test_imports,
                          test_expiry_sweep,
                          test_signatures,
                          test_stream, test_route_labels, test_log):
