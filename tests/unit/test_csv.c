@@ -58,7 +58,7 @@ static void test_what_excel_writes(void **state)
 static void test_malformed_rows_are_reported_and_skipped(void **state)
 {
     (void)state;
-    char *text = malloc(4096);
+    char *text = calloc(1, 4096); /* zeroed: the strings built below stay terminated */
     strcpy(text, "a,b\n"
                  "bad\"quote,x\n"
                  "\"closed\"then,x\n"
