@@ -109,6 +109,8 @@ const char *pgw_code_name(int code)
         return "ETOOLARGE";
     case PGW_EMEDIA:
         return "EMEDIA";
+    case PGW_ERISK:
+        return "ERISK";
     default:
         return "E?";
     }

@@ -32,6 +32,7 @@ enum pgw_code {
     PGW_EFORBIDDEN = -13,    /* the key's scope does not cover what was asked */
     PGW_ETOOLARGE = -14,     /* input over its size bound */
     PGW_EMEDIA = -15,        /* input in a format not accepted (content type) */
+    PGW_ERISK = -16,         /* refused by a risk rule (self-referral, limits) */
 };
 
 /* Longest message kept; longer ones are cut on a UTF-8 character boundary. */

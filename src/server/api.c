@@ -186,6 +186,7 @@ static const struct {
     {PGW_EEXCEEDS, 422, "refund_exceeds_original"},
     {PGW_ETOOLARGE, 413, "payload_too_large"},
     {PGW_EMEDIA, 415, "unsupported_media_type"},
+    {PGW_ERISK, 422, "risk_rejected"},
 };
 
 /* Answers an error; anything not in ERRORS (storage, memory, a full queue)
@@ -434,6 +435,19 @@ static int name_member(const pgw_api *api, const pgw_identity *who, pgw_command 
     return pgw_vault_key(api->vault, who, &cmd->who, err);
 }
 
+/* The referrer of a referral: a member id as it is, an identity through the vault. */
+static int name_referrer(const pgw_api *api, const pgw_identity *who, pgw_command *cmd,
+                         pgw_err *err)
+{
+    cmd->has_referrer = true;
+    if (who->kind == PGW_ID_MEMBER) {
+        snprintf(cmd->referrer, sizeof(cmd->referrer), "%.*s", PGW_ID_MAX, who->value);
+        return PGW_OK;
+    }
+    cmd->referrer_by_identity = true;
+    return pgw_vault_key(api->vault, who, &cmd->referrer_key, err);
+}
+
 /*
  * Validates one event object and queues it; on refusal fills *resp and
  * returns false. `batch` (may be NULL) is the batch it belongs to.
@@ -455,6 +469,8 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     pgw_command *cmd = job ? &job->cmd : NULL;
     if (rc == PGW_OK)
         rc = name_member(api, &job->doc.member, cmd, &err);
+    if (rc == PGW_OK && job->doc.has_referrer)
+        rc = name_referrer(api, &job->doc.referrer, cmd, &err);
     if (rc == PGW_OK)
         rc = fingerprint(obj, cmd->fingerprint);
     if (rc != PGW_OK)

@@ -17,8 +17,9 @@
 #include <string.h>
 #include <time.h>
 
-#define LOT_PAGE  64 /* lots or portions read at a time */
-#define HOLD_PAGE 16 /* due holds released at a time */
+#define LOT_PAGE       64 /* lots or portions read at a time */
+#define MERGE_HOPS_MAX 16 /* a chain of merges longer than this is a bug, not data */
+#define HOLD_PAGE      16 /* due holds released at a time */
 
 static int64_t now_us(void)
 {
@@ -197,34 +198,46 @@ static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const ch
 /* ---- earning ------------------------------------------------------------------ */
 
 /* Repays debt first, puts the rest in a lot, records a purchase for refunds. */
-static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
-                       size_t n_funders)
+/* Credits `points` to `member`: repays its debt first, the rest becomes a
+ * lot expiring per the policy, linked to transfer `source`. */
+static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                         const char *member, int64_t points, int64_t source, int64_t *lot_id)
 {
     bool known = false;
     int64_t debt = 0, expires_at = 0;
-    int rc = pgw_store_member_debt(store, cmd->member, &known, &debt, &cmd->err);
-    int64_t repay = pgw_min64(debt, cmd->points_moved);
+    int rc = pgw_store_member_debt(store, member, &known, &debt, &cmd->err);
+    int64_t repay = pgw_min64(debt, points);
     /* Only a new member or a repayment writes the member's row: an
      * unchanged row costs nothing at commit. */
     if (rc == PGW_OK && (!known || repay > 0))
-        rc = pgw_store_put_member(store, cmd->member, debt - repay, now_us(), &cmd->err);
+        rc = pgw_store_put_member(store, member, debt - repay, now_us(), &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_expiry_at(&policy->expiry, &policy->tz, cmd->at, &expires_at, &cmd->err);
-    if (rc == PGW_OK && cmd->points_moved > repay) {
-        pgw_lot lot = {.points = cmd->points_moved - repay,
-                       .left = cmd->points_moved - repay,
+    *lot_id = 0;
+    if (rc == PGW_OK && points > repay) {
+        pgw_lot lot = {.points = points - repay,
+                       .left = points - repay,
                        .earned_at = cmd->at,
                        .expires_at = expires_at,
-                       .source_transfer = cmd->transfers[0].id};
-        snprintf(lot.member, sizeof(lot.member), "%s", cmd->member);
+                       .source_transfer = source};
+        snprintf(lot.member, sizeof(lot.member), "%s", member);
         rc = pgw_store_insert_lot(store, &lot, &cmd->err);
-        cmd->lot_created = lot.id;
+        *lot_id = lot.id;
     }
+    return rc;
+}
+
+/* Repays debt first, puts the rest in a lot, records a purchase for refunds. */
+static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                       size_t first, size_t n_funders)
+{
+    int rc = credit_member(store, policy, cmd, cmd->member, cmd->points_moved,
+                           cmd->transfers[first].id, &cmd->lot_created);
     if (rc != PGW_OK || cmd->amount_fen == 0)
         return rc;
     pgw_earn_record e = {.amount_fen = cmd->amount_fen,
                          .points = cmd->points_moved,
-                         .first_transfer = cmd->transfers[0].id,
+                         .first_transfer = cmd->transfers[first].id,
                          .n_funders = n_funders};
     snprintf(e.key, sizeof(e.key), "%s", cmd->key);
     snprintf(e.member, sizeof(e.member), "%s", cmd->member);
@@ -247,6 +260,7 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return rc;
     char credit[PGW_ACCOUNT_MAX + 1];
     member_account(cmd->member, credit);
+    size_t first = cmd->n_transfers; /* a referral's referrer transfer may come first */
     for (size_t i = 0; i < n; i++) {
         pgw_transfer *t = add_transfer(
             cmd, cmd->kind == PGW_COMMAND_IMPORT ? PGW_TRANSFER_IMPORT : PGW_TRANSFER_EARN,
@@ -254,7 +268,7 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         memcpy(t->breakdown, funders[i].breakdown, sizeof(t->breakdown));
     }
     rc = append_transfers(store, cmd);
-    return rc == PGW_OK && !cmd->replayed ? finish_earn(store, policy, cmd, n) : rc;
+    return rc == PGW_OK && !cmd->replayed ? finish_earn(store, policy, cmd, first, n) : rc;
 }
 
 /*
@@ -624,10 +638,80 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         out->points = line->points;
     }
     cmd->amount_fen = cmd->event->type == PGW_EVENT_PURCHASE ? cmd->event->amount_fen : 0;
-    if (cmd->n_lines > 0)
-        return apply_earn(store, policy, cmd);
+    int64_t referrer_points = 0;
+    for (size_t i = 0; i < earning->n_lines; i++) {
+        const pgw_breakdown_line *line = &earning->lines[i];
+        if (line->beneficiary != PGW_BENEFICIARY_REFERRER)
+            continue;
+        /* One line at most (behaviour:referral): the referrer's transfer goes first. */
+        char credit[PGW_ACCOUNT_MAX + 1];
+        member_account(cmd->referrer, credit);
+        pgw_transfer *t = add_transfer(cmd, PGW_TRANSFER_EARN, line->debit, credit, line->points);
+        snprintf(t->breakdown, sizeof(t->breakdown), "%s=%lld", line->rule,
+                 (long long)line->points);
+        referrer_points += line->points;
+    }
+    if (cmd->n_lines > 0) {
+        int rc = apply_earn(store, policy, cmd);
+        int64_t lot = 0;
+        if (rc == PGW_OK && referrer_points > 0)
+            rc = credit_member(store, policy, cmd, cmd->referrer, referrer_points,
+                               cmd->transfers[0].id, &lot);
+        return rc;
+    }
     int rc = known ? PGW_OK : pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
+}
+
+/*
+ * The referrer of a referral event: found by member id or identity
+ * (following merges), never the referee itself, under any identity.
+ * *again when the referee was already referred; otherwise records who
+ * referred it.
+ */
+static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
+{
+    bool found = false;
+    int rc = PGW_OK;
+    *again = false;
+    if (!cmd->has_referrer)
+        return pgw_err_set(&cmd->err, PGW_EINVAL, "a referral names its referrer");
+    if (cmd->referrer_by_identity) {
+        rc = pgw_store_find_identity(store, &cmd->referrer_key, &found, cmd->referrer, &cmd->err);
+        if (rc == PGW_OK && !found)
+            return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has the referrer's %s",
+                               pgw_identity_kind_name(cmd->referrer_key.kind));
+    }
+    char into[PGW_ID_MAX + 1];
+    for (int hop = 0; rc == PGW_OK && hop < MERGE_HOPS_MAX; hop++) {
+        rc = pgw_store_merged_into(store, cmd->referrer, into, &cmd->err);
+        if (rc != PGW_OK || into[0] == '\0')
+            break;
+        memcpy(cmd->referrer, into, sizeof(cmd->referrer));
+    }
+    pgw_member_figures f;
+    if (rc == PGW_OK)
+        rc = pgw_store_member_figures(store, cmd->referrer, cmd->at, &found, &f, &cmd->err);
+    if (rc == PGW_OK && !found)
+        rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no referrer %s", cmd->referrer);
+    if (rc == PGW_OK && strcmp(cmd->referrer, cmd->member) == 0)
+        rc = pgw_err_set(&cmd->err, PGW_ERISK, "a member cannot refer themselves");
+    char by[PGW_ID_MAX + 1];
+    if (rc == PGW_OK)
+        rc = pgw_store_referred_by(store, cmd->member, by, &cmd->err);
+    *again = rc == PGW_OK && by[0] != '\0';
+    if (rc == PGW_OK && !*again)
+        rc = pgw_store_set_referred_by(store, cmd->member, cmd->referrer, &cmd->err);
+    return rc;
+}
+
+/* A referral of a member already referred: nothing earned, and why. */
+static int refuse_again(pgw_store *store, pgw_command *cmd)
+{
+    memset(cmd->earning, 0, sizeof(*cmd->earning));
+    cmd->earning->tier = -1;
+    snprintf(cmd->earning->reason, sizeof(cmd->earning->reason), "member was already referred");
+    return append_transfers(store, cmd); /* none: records the key */
 }
 
 static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
@@ -635,9 +719,6 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     const pgw_event *ev = cmd->event;
     if (policy->rules == NULL || ev == NULL || cmd->earning == NULL)
         return pgw_err_set(&cmd->err, PGW_EINVAL, "events need the earning rules");
-    if (ev->type == PGW_EVENT_REFERRAL)
-        return pgw_err_set(&cmd->err, PGW_EINVAL,
-                           "referral events need member identities, which are not stored yet");
     pgw_activity_days days;
     pgw_member_activity activity, *a = &activity;
     bool known = false;
@@ -650,6 +731,18 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc != PGW_OK)
         return rc;
     memset(cmd->earning, 0, sizeof(*cmd->earning));
+    if (ev->type == PGW_EVENT_REFERRAL) {
+        bool again = false;
+        if (!known) /* a new referee: its row first, for who referred it */
+            rc = pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
+        if (rc == PGW_OK)
+            rc = resolve_referrer(store, cmd, &again);
+        if (rc == PGW_OK && again) /* pays once per referee: 0 points, and why */
+            rc = refuse_again(store, cmd);
+        if (rc != PGW_OK || again)
+            return rc;
+        known = true;
+    }
     if (ev->type == PGW_EVENT_REFUND) {
         char member[PGW_ID_MAX + 1];
         memcpy(member, cmd->member, sizeof(member));
@@ -710,8 +803,6 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
 }
 
 /* ---- merges ------------------------------------------------------------------------------ */
-
-#define MERGE_HOPS_MAX 16 /* a chain of merges longer than this is a bug, not data */
 
 /* A merged member's id keeps working: follow it to the survivor. */
 static int follow_merges(pgw_store *store, pgw_command *cmd)

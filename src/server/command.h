@@ -125,6 +125,10 @@ struct pgw_command {
     pgw_identity_key who;
     bool has_who2; /* IMPORT: a second identity (the phone) */
     pgw_identity_key who2;
+    /* EVENT referral: the referrer, by member id or by identity. */
+    bool has_referrer, referrer_by_identity;
+    pgw_identity_key referrer_key;
+    char referrer[PGW_ID_MAX + 1];
     char shop[PGW_ID_MAX + 1];             /* EARN, REFUND, HOLD, REDEEM; "" when none */
     char channel[PGW_ID_MAX + 1];          /* written on every transfer */
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */

@@ -91,6 +91,8 @@ enum {
     ST_DROP_DAYS,
     ST_DROP_RULE_DAYS,
     ST_SET_MERGED,
+    ST_REFERRED_BY,
+    ST_SET_REFERRED_BY,
     ST_COUNT
 };
 
@@ -215,6 +217,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_DROP_DAYS] = "DELETE FROM member_days WHERE member = ?1 AND ?2 IS NOT NULL",
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1 AND ?2 IS NOT NULL",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
+    [ST_REFERRED_BY] = "SELECT referred_by FROM members WHERE id = ?1",
+    [ST_SET_REFERRED_BY] = "UPDATE members SET referred_by = ?2 WHERE id = ?1",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
                     " AND left_points + held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
@@ -374,6 +378,8 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "CREATE INDEX identities_by_member ON identities (member);",
     /* 7 -> 8: merged members keep answering, pointing at their survivor. */
     "ALTER TABLE members ADD COLUMN merged_into TEXT REFERENCES members (id);",
+    /* 8 -> 9: who referred a member (a referral pays once per referee). */
+    "ALTER TABLE members ADD COLUMN referred_by TEXT REFERENCES members (id);",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1485,6 +1491,32 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
         sqlite3_clear_bindings(st);
     }
     return rc;
+}
+
+int pgw_store_referred_by(pgw_store *s, const char *member, char by[PGW_ID_MAX + 1], pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_REFERRED_BY];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    int rc = PGW_OK;
+    by[0] = '\0';
+    if (step == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+        !column_text(st, 0, by, PGW_ID_MAX + 1))
+        rc =
+            pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed referred_by", s->path, member);
+    else if (step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a referral", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_set_referred_by(pgw_store *s, const char *member, const char *by, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SET_REFERRED_BY];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, by, -1, SQLITE_STATIC);
+    return update_one(s, st, "recording a referral", err);
 }
 
 /* ---- member activity ---------------------------------------------------------- */

@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 8
+#define PGW_STORE_SCHEMA_VERSION 9
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -321,6 +321,12 @@ int pgw_store_merged_into(pgw_store *store, const char *member, char into[PGW_ID
  * balance (a MERGE transfer) and the debt and flags first.
  */
 int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, pgw_err *err);
+
+/* Who referred `member` ("" when nobody). */
+int pgw_store_referred_by(pgw_store *store, const char *member, char by[PGW_ID_MAX + 1],
+                          pgw_err *err);
+/* Records that `by` referred `member` (the member must exist). */
+int pgw_store_set_referred_by(pgw_store *store, const char *member, const char *by, pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 

@@ -269,6 +269,40 @@ def test_merges(s):
     check(status == 403, f"a shop binds only its own cards: {status}")
 
 
+def test_referrals(s):
+    """A referral pays both sides once per referee; nobody refers themselves."""
+    status, doc, _ = s.request("POST", "/v1/events", dict(purchase("E-REF-0"),
+                                                          member={"phone": "13200132000"}))
+    referrer = doc.get("member_id")
+    before = member(s, referrer).get("balance", 0)
+    ref = {"event_id": "E-REF-1", "channel": "wechat_mp", "type": "referral",
+           "occurred_at": "2026-11-25T12:00:00+08:00", "member": {"phone": "13100131000"},
+           "referrer": {"phone": "13200132000"}}
+    status, doc, _ = s.request("POST", "/v1/events", ref)
+    check(status == 201 and doc.get("points") == 100 and doc.get("referrer_points") == 200,
+          f"a referral: {status} {doc}")
+    check(member(s, referrer).get("balance") == before + 200, "the referrer is credited")
+    status, doc, _ = s.request("POST", "/v1/events", dict(ref, event_id="E-REF-2",
+                                                          referrer={"member_id": referrer}))
+    check(status == 201 and doc.get("points") == 0 and "already referred" in doc.get("reason", ""),
+          f"once per referee: {status} {doc}")
+    check(member(s, referrer).get("balance") == before + 200, "and nobody is paid twice")
+    self_ref = dict(ref, event_id="E-REF-3", member={"phone": "13000130000"},
+                    referrer={"phone": "13000130000"})
+    status, doc, _ = s.request("POST", "/v1/events", self_ref)
+    check(status == 422 and error_code(doc) == "risk_rejected", f"self-referral: {status} {doc}")
+    # Through another of one's own identities: bind a card to the referrer, refer with it.
+    s.request("POST", f"/v1/members/{referrer}/identities", {"card": "S001:REF-CARD"})
+    own = dict(ref, event_id="E-REF-4", member={"card": "S001:REF-CARD"},
+               referrer={"phone": "13200132000"})
+    status, doc, _ = s.request("POST", "/v1/events", own)
+    check(status == 422 and error_code(doc) == "risk_rejected", f"self via a card: {status} {doc}")
+    ghost = dict(ref, event_id="E-REF-5", member={"phone": "13000130001"},
+                 referrer={"phone": "13999999999"})
+    status, doc, _ = s.request("POST", "/v1/events", ghost)
+    check(status == 404, f"an unknown referrer: {status} {doc}")
+
+
 def test_concurrent_same_event(s):
     before = s.transfers()
     results = []
@@ -649,6 +683,7 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_events, test_identities, test_merges,
+                         test_referrals,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_batch, test_shop_csv,
                          test_imports,
