@@ -695,14 +695,22 @@ static int parse_behaviours(const json_t *root, pgw_rules *rules, pgw_err *err)
 
 static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"max_points_per_event", "max_events_per_member_per_day",
-                                       "max_redeem_points_per_day", NULL};
+    static const char *const keys[] = {"max_points_per_event",
+                                       "max_events_per_member_per_day",
+                                       "max_redeem_points_per_day",
+                                       "max_behaviour_points_per_day",
+                                       "new_member_redeem_hours",
+                                       "unique_receipts",
+                                       NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *risk;
     pgw_risk_config *r = &cfg->risk;
     r->max_points_per_event = 1000000;
     r->max_events_per_member_per_day = 200;
     r->max_redeem_points_per_day = 1000000;
+    r->max_behaviour_points_per_day = 10000;
+    r->new_member_redeem_hours = 0;
+    r->unique_receipts = true;
     int rc = get_section(root, "risk", "$", false, keys, &risk, path, err);
     if (rc != PGW_OK || risk == NULL)
         return rc;
@@ -714,6 +722,14 @@ static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
     if (rc == PGW_OK)
         rc = pgw_json_int(risk, "max_redeem_points_per_day", path, false, 1, PGW_POINTS_MAX,
                           &r->max_redeem_points_per_day, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(risk, "max_behaviour_points_per_day", path, false, 1, PGW_POINTS_MAX,
+                          &r->max_behaviour_points_per_day, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(risk, "new_member_redeem_hours", path, false, 0, 24 * 365,
+                          &r->new_member_redeem_hours, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(risk, "unique_receipts", path, false, &r->unique_receipts, err);
     return rc;
 }
 

@@ -91,6 +91,18 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_IMPORT] = "/v1/shops/{id}/imports",
 };
 
+/* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
+static const char *const RISK_RULES[] = {
+    "max_points_per_event",
+    "max_events_per_member_per_day",
+    "max_redeem_points_per_day",
+    "max_behaviour_points_per_day",
+    "new_member_redeem_hours",
+    "unique_receipts",
+    "self_referral",
+};
+#define N_RISK_RULES (sizeof(RISK_RULES) / sizeof(RISK_RULES[0]))
+
 /* The statuses counted per route in /metrics. */
 static const int STATUSES[] = {200, 201, 400, 401, 403, 404, 405, 409,
                                411, 413, 415, 422, 429, 500, 503};
@@ -138,6 +150,7 @@ struct pgw_api {
      * per request made glibc hand the pages back and fault them in again. */
     pgw_job *free_jobs;
     size_t batches; /* batches in progress: at most inflight_max / BATCH_WINDOW */
+    uint64_t risk_rejected[N_RISK_RULES];
     pgw_api_notify notify;
     void *notify_ctx;
     FILE *log;
@@ -487,6 +500,7 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     snprintf(cmd->channel, sizeof(cmd->channel), "%s", doc->channel);
     snprintf(cmd->reference, sizeof(cmd->reference), "%s",
              doc->receipt_no[0] ? doc->receipt_no : doc->event_id);
+    snprintf(cmd->receipt, sizeof(cmd->receipt), "%s", doc->receipt_no);
     cmd->at = doc->event.occurred_at;
     cmd->event = &job->doc.event;
     cmd->earning = &job->earning;
@@ -1410,6 +1424,12 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
                        "pgw_commit_seconds_sum %.6f\npgw_commit_seconds_count %llu\n",
                        (unsigned long long)w.batches, (double)w.commit_us_sum / 1e6,
                        (unsigned long long)w.batches);
+    ok = ok && appendf(&t, &len, &cap,
+                       "# HELP pgw_risk_rejected_total Requests refused by a risk rule.\n"
+                       "# TYPE pgw_risk_rejected_total counter\n");
+    for (size_t i = 0; ok && i < N_RISK_RULES; i++)
+        ok = appendf(&t, &len, &cap, "pgw_risk_rejected_total{rule=\"%s\"} %llu\n", RISK_RULES[i],
+                     (unsigned long long)api->risk_rejected[i]);
     pthread_mutex_lock(&api->sweep.lock);
     uint64_t runs = api->sweep.runs, failures = api->sweep.failures;
     uint64_t holds = api->sweep.holds, lots = api->sweep.lots, points = api->sweep.points;
@@ -1645,6 +1665,11 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     memcpy(resp->key_name, job->key_name, sizeof(resp->key_name));
     *request_id = job->request_id;
     const pgw_command *cmd = &job->cmd;
+    for (size_t i = 0; cmd->rc == PGW_ERISK && i < N_RISK_RULES; i++) {
+        size_t n = strlen(RISK_RULES[i]);
+        api->risk_rejected[i] +=
+            strncmp(cmd->err.msg, RISK_RULES[i], n) == 0 && cmd->err.msg[n] == ':';
+    }
     if (cmd->rc != PGW_OK) {
         route r = job->route;
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
@@ -1796,11 +1821,20 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     api->notify = opts->notify;
     api->notify_ctx = opts->notify_ctx;
     api->log = opts->log;
-    pgw_ledger_policy policy = {.expiry = opts->cfg->rules.expiry,
-                                .tz = opts->cfg->rules.tz,
-                                .allow_negative = opts->cfg->allow_negative,
-                                .rules = &opts->cfg->rules,
-                                .auto_enroll = opts->cfg->auto_enroll};
+    pgw_ledger_policy policy = {
+        .expiry = opts->cfg->rules.expiry,
+        .tz = opts->cfg->rules.tz,
+        .allow_negative = opts->cfg->allow_negative,
+        .rules = &opts->cfg->rules,
+        .auto_enroll = opts->cfg->auto_enroll,
+        .risk = {
+            .max_points_per_event = opts->cfg->risk.max_points_per_event,
+            .max_events_per_member_per_day = opts->cfg->risk.max_events_per_member_per_day,
+            .max_redeem_points_per_day = opts->cfg->risk.max_redeem_points_per_day,
+            .max_behaviour_points_per_day = opts->cfg->risk.max_behaviour_points_per_day,
+            .new_member_redeem_hours = opts->cfg->risk.new_member_redeem_hours,
+            .unique_receipts = opts->cfg->risk.unique_receipts,
+        }};
     size_t queue =
         opts->inflight_max < PGW_WRITER_QUEUE_MAX ? opts->inflight_max : PGW_WRITER_QUEUE_MAX;
     pgw_writer_options wo = {

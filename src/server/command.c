@@ -182,6 +182,50 @@ static int check_spendable(pgw_store *store, pgw_command *cmd, int64_t points)
     return rc;
 }
 
+static int activity_days(const pgw_ledger_policy *policy, int64_t at, pgw_activity_days *out,
+                         pgw_err *err);
+
+/* Points earned today under rules whose name starts with `prefix`. */
+static int64_t today_points(const pgw_member_activity *a, const char *prefix)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < a->n_today; i++)
+        sum += strncmp(a->today[i].rule, prefix, strlen(prefix)) == 0 ? a->today[i].points : 0;
+    return sum;
+}
+
+/* Risk rules on spending: new members wait; redemptions per day are capped.
+ * Counts the spend in today's "redeem" total when it is allowed. */
+static int check_spend_risk(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                            int64_t points)
+{
+    const pgw_risk_limits *r = &policy->risk;
+    int64_t created = 0;
+    int rc = pgw_store_member_created(store, cmd->member, &created, &cmd->err);
+    if (rc == PGW_OK && r->new_member_redeem_hours > 0 && created > 0 &&
+        cmd->at * 1000000 < created + r->new_member_redeem_hours * 3600 * 1000000)
+        return pgw_err_set(&cmd->err, PGW_ERISK,
+                           "new_member_redeem_hours: member %s joined less than %lld hours ago",
+                           cmd->member, (long long)r->new_member_redeem_hours);
+    pgw_activity_days days;
+    pgw_member_activity a;
+    bool found = false;
+    if (rc == PGW_OK)
+        rc = activity_days(policy, cmd->at, &days, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_activity(store, cmd->member, &days, &found, &a, &cmd->err);
+    if (rc == PGW_OK && r->max_redeem_points_per_day > 0 &&
+        today_points(&a, "redeem") + points > r->max_redeem_points_per_day)
+        return pgw_err_set(&cmd->err, PGW_ERISK,
+                           "max_redeem_points_per_day: %lld redeemed today, %lld more asked, "
+                           "limit %lld",
+                           (long long)today_points(&a, "redeem"), (long long)points,
+                           (long long)r->max_redeem_points_per_day);
+    if (rc == PGW_OK && found)
+        rc = pgw_store_add_rule_day(store, cmd->member, days.today, "redeem", points, &cmd->err);
+    return rc;
+}
+
 /* Takes all of `points` or fails: lots that expired but were not yet swept
  * count in the figures and cannot be spent. */
 static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const char *hold)
@@ -408,7 +452,7 @@ static int check_spend_ids(pgw_command *cmd)
     return PGW_OK;
 }
 
-static int apply_hold(pgw_store *store, pgw_command *cmd)
+static int apply_hold(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     int rc = check_spend_ids(cmd);
     if (rc == PGW_OK && cmd->deadline <= cmd->at)
@@ -422,6 +466,8 @@ static int apply_hold(pgw_store *store, pgw_command *cmd)
         rc = pgw_err_set(&cmd->err, PGW_ECONFLICT, "hold %s already exists", cmd->hold_id);
     if (rc == PGW_OK)
         rc = check_spendable(store, cmd, cmd->points);
+    if (rc == PGW_OK)
+        rc = check_spend_risk(store, policy, cmd, cmd->points);
     if (rc != PGW_OK)
         return rc;
     h = (pgw_hold_record){.points = cmd->points,
@@ -537,11 +583,13 @@ static int apply_release(pgw_store *store, pgw_command *cmd)
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
 }
 
-static int apply_redeem(pgw_store *store, pgw_command *cmd)
+static int apply_redeem(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     int rc = check_spend_ids(cmd);
     if (rc == PGW_OK)
         rc = check_spendable(store, cmd, cmd->points);
+    if (rc == PGW_OK)
+        rc = check_spend_risk(store, policy, cmd, cmd->points);
     if (rc == PGW_OK)
         rc = take_all(store, cmd, cmd->points, NULL);
     if (rc != PGW_OK)
@@ -601,10 +649,11 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
     const pgw_event *ev = cmd->event;
     const pgw_earning *earning = cmd->earning;
     int rc = PGW_OK;
-    if (ev->type == PGW_EVENT_PURCHASE || ev->type == PGW_EVENT_REFUND)
-        rc = pgw_store_add_member_day(
-            store, cmd->member, days->today, ev->type == PGW_EVENT_PURCHASE,
-            ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen : -ev->amount_fen, &cmd->err);
+    int64_t spend = ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen
+                    : ev->type == PGW_EVENT_REFUND ? -ev->amount_fen
+                                                   : 0;
+    rc = pgw_store_add_member_day(store, cmd->member, days->today, ev->type == PGW_EVENT_PURCHASE,
+                                  spend, &cmd->err);
     for (size_t i = 0; rc == PGW_OK && i < earning->n_lines; i++) {
         if (earning->lines[i].beneficiary == PGW_BENEFICIARY_MEMBER)
             rc = pgw_store_add_rule_day(store, cmd->member, days->today, earning->lines[i].rule,
@@ -695,7 +744,7 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
     if (rc == PGW_OK && !found)
         rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no referrer %s", cmd->referrer);
     if (rc == PGW_OK && strcmp(cmd->referrer, cmd->member) == 0)
-        rc = pgw_err_set(&cmd->err, PGW_ERISK, "a member cannot refer themselves");
+        rc = pgw_err_set(&cmd->err, PGW_ERISK, "self_referral: a member cannot refer themselves");
     char by[PGW_ID_MAX + 1];
     if (rc == PGW_OK)
         rc = pgw_store_referred_by(store, cmd->member, by, &cmd->err);
@@ -714,6 +763,51 @@ static int refuse_again(pgw_store *store, pgw_command *cmd)
     return append_transfers(store, cmd); /* none: records the key */
 }
 
+/* Risk rules an event meets before it is priced: events per day, receipts. */
+static int check_event_risk_before(pgw_store *store, const pgw_ledger_policy *policy,
+                                   pgw_command *cmd, const pgw_member_activity *a)
+{
+    const pgw_risk_limits *r = &policy->risk;
+    if (r->max_events_per_member_per_day > 0 && a->events_today >= r->max_events_per_member_per_day)
+        return pgw_err_set(&cmd->err, PGW_ERISK,
+                           "max_events_per_member_per_day: member %s has had %lld events today",
+                           cmd->member, (long long)a->events_today);
+    if (!r->unique_receipts || cmd->event->type != PGW_EVENT_PURCHASE || cmd->receipt[0] == '\0')
+        return PGW_OK;
+    int rc = pgw_store_claim_receipt(store, cmd->shop, cmd->receipt, cmd->key, &cmd->err);
+    if (rc == PGW_ECONFLICT)
+        rc = pgw_err_set(&cmd->err, PGW_ERISK,
+                         "unique_receipts: receipt %s at shop %s was already used by another "
+                         "event",
+                         cmd->receipt, cmd->shop);
+    return rc;
+}
+
+/* Risk rules on what the event would earn: per event, behaviour per day. */
+static int check_event_risk_after(const pgw_ledger_policy *policy, pgw_command *cmd,
+                                  const pgw_member_activity *a)
+{
+    const pgw_risk_limits *r = &policy->risk;
+    const pgw_earning *e = cmd->earning;
+    if (r->max_points_per_event > 0 && e->points > r->max_points_per_event)
+        return pgw_err_set(&cmd->err, PGW_ERISK,
+                           "max_points_per_event: the event would earn %lld points, limit %lld",
+                           (long long)e->points, (long long)r->max_points_per_event);
+    int64_t behaviour = 0;
+    for (size_t i = 0; i < e->n_lines; i++) {
+        if (e->lines[i].beneficiary == PGW_BENEFICIARY_MEMBER &&
+            strncmp(e->lines[i].rule, "behaviour:", 10) == 0)
+            behaviour += e->lines[i].points;
+    }
+    int64_t before = today_points(a, "behaviour:");
+    if (behaviour > 0 && r->max_behaviour_points_per_day > 0 &&
+        before + behaviour > r->max_behaviour_points_per_day)
+        return pgw_err_set(
+            &cmd->err, PGW_ERISK, "max_behaviour_points_per_day: %lld today, %lld more, limit %lld",
+            (long long)before, (long long)behaviour, (long long)r->max_behaviour_points_per_day);
+    return PGW_OK;
+}
+
 static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     const pgw_event *ev = cmd->event;
@@ -728,6 +822,8 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK && !known && !policy->auto_enroll)
         rc =
             pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s (auto_enroll is off)", cmd->member);
+    if (rc == PGW_OK)
+        rc = check_event_risk_before(store, policy, cmd, a);
     if (rc != PGW_OK)
         return rc;
     memset(cmd->earning, 0, sizeof(*cmd->earning));
@@ -755,6 +851,8 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         pgw_member_ctx ctx;
         activity_to_ctx(a, ev->type, &ctx);
         rc = pgw_rules_earn(policy->rules, ev, &ctx, cmd->earning, &cmd->err);
+        if (rc == PGW_OK)
+            rc = check_event_risk_after(policy, cmd, a);
         if (rc == PGW_OK)
             rc = earn_lines(store, policy, cmd, known);
     }
@@ -991,14 +1089,14 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     case PGW_COMMAND_REFUND:
         return apply_refund(store, policy, cmd);
     case PGW_COMMAND_HOLD:
-        return apply_hold(store, cmd);
+        return apply_hold(store, policy, cmd);
     case PGW_COMMAND_CAPTURE:
         return apply_capture(store, cmd);
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_EXPIRE_HOLD:
         return apply_release(store, cmd);
     case PGW_COMMAND_REDEEM:
-        return apply_redeem(store, cmd);
+        return apply_redeem(store, policy, cmd);
     case PGW_COMMAND_EVENT:
         return apply_event(store, policy, cmd);
     case PGW_COMMAND_BIND:

@@ -132,6 +132,7 @@ struct pgw_command {
     char shop[PGW_ID_MAX + 1];             /* EARN, REFUND, HOLD, REDEEM; "" when none */
     char channel[PGW_ID_MAX + 1];          /* written on every transfer */
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
+    char receipt[PGW_REFERENCE_MAX + 1];   /* EVENT: the till's receipt number, "" when none */
     int64_t at;                            /* when it happens, unix seconds */
     /* EARN */
     size_t n_lines;
@@ -186,6 +187,17 @@ struct pgw_command {
     size_t page_cap, n_page;
 };
 
+/* Risk rules (config "risk"); 0 turns a limit off. A breach is PGW_ERISK
+ * with a message that starts with the rule's name ("max_points_per_event: ..."). */
+typedef struct pgw_risk_limits {
+    int64_t max_points_per_event;
+    int64_t max_events_per_member_per_day;
+    int64_t max_redeem_points_per_day;
+    int64_t max_behaviour_points_per_day;
+    int64_t new_member_redeem_hours;
+    bool unique_receipts;
+} pgw_risk_limits;
+
 /* How the ledger behaves: from the config. */
 typedef struct pgw_ledger_policy {
     pgw_expiry expiry;      /* lots' expiry (EARN) */
@@ -193,6 +205,7 @@ typedef struct pgw_ledger_policy {
     bool allow_negative;    /* a refund beyond the lots becomes debt; else written off */
     const pgw_rules *rules; /* EVENT: the earning rules (borrowed; NULL refuses events) */
     bool auto_enroll;       /* EVENT: an unknown member is created (else PGW_ENOTFOUND) */
+    pgw_risk_limits risk;
 } pgw_ledger_policy;
 
 /* Checks a command's shape before it is queued (no store access). */

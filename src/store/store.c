@@ -93,6 +93,8 @@ enum {
     ST_SET_MERGED,
     ST_REFERRED_BY,
     ST_SET_REFERRED_BY,
+    ST_CLAIM_RECEIPT,
+    ST_MEMBER_CREATED,
     ST_COUNT
 };
 
@@ -172,14 +174,15 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " (SELECT COALESCE(SUM(purchases), 0) FROM member_days"
         "   WHERE member = ?1 AND day >= ?4 AND day <= ?2),"
         " (SELECT COALESCE(SUM(spend_fen), 0) FROM member_days"
-        "   WHERE member = ?1 AND day >= ?4 AND day <= ?2)"
+        "   WHERE member = ?1 AND day >= ?4 AND day <= ?2),"
+        " (SELECT COALESCE(SUM(events), 0) FROM member_days WHERE member = ?1 AND day = ?2)"
         " FROM members m WHERE m.id = ?1",
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
                           " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
-    [ST_ADD_DAY] = "INSERT INTO member_days (member, day, purchases, spend_fen)"
-                   " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (member, day) DO UPDATE SET"
+    [ST_ADD_DAY] = "INSERT INTO member_days (member, day, purchases, spend_fen, events)"
+                   " VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (member, day) DO UPDATE SET"
                    " purchases = purchases + excluded.purchases,"
-                   " spend_fen = spend_fen + excluded.spend_fen",
+                   " spend_fen = spend_fen + excluded.spend_fen, events = events + 1",
     [ST_ADD_RULE_DAY] = "INSERT INTO member_rule_days (member, day, rule, points)"
                         " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (member, day, rule)"
                         " DO UPDATE SET points = points + excluded.points",
@@ -205,11 +208,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_MERGE_HOLDS] = "UPDATE holds SET member = ?2 WHERE member = ?1",
     [ST_MERGE_EARNS] = "UPDATE earns SET member = ?2 WHERE member = ?1",
     [ST_MERGE_IDENTITIES] = "UPDATE identities SET member = ?2 WHERE member = ?1",
-    [ST_MERGE_DAYS] = "INSERT INTO member_days (member, day, purchases, spend_fen)"
-                      " SELECT ?2, day, purchases, spend_fen FROM member_days WHERE member = ?1"
-                      " ON CONFLICT (member, day) DO UPDATE SET"
-                      " purchases = purchases + excluded.purchases,"
-                      " spend_fen = spend_fen + excluded.spend_fen",
+    [ST_MERGE_DAYS] =
+        "INSERT INTO member_days (member, day, purchases, spend_fen, events)"
+        " SELECT ?2, day, purchases, spend_fen, events FROM member_days WHERE member = ?1"
+        " ON CONFLICT (member, day) DO UPDATE SET"
+        " purchases = purchases + excluded.purchases,"
+        " spend_fen = spend_fen + excluded.spend_fen, events = events + excluded.events",
     [ST_MERGE_RULE_DAYS] = "INSERT INTO member_rule_days (member, day, rule, points)"
                            " SELECT ?2, day, rule, points FROM member_rule_days WHERE member = ?1"
                            " ON CONFLICT (member, day, rule)"
@@ -218,6 +222,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1 AND ?2 IS NOT NULL",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
     [ST_REFERRED_BY] = "SELECT referred_by FROM members WHERE id = ?1",
+    [ST_CLAIM_RECEIPT] = "INSERT INTO receipts (shop_id, receipt_no, idem_key) VALUES (?1, ?2, ?3)"
+                         " ON CONFLICT (shop_id, receipt_no) DO NOTHING",
+    [ST_MEMBER_CREATED] = "SELECT created_at_us FROM members WHERE id = ?1",
     [ST_SET_REFERRED_BY] = "UPDATE members SET referred_by = ?2 WHERE id = ?1",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
@@ -380,6 +387,14 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "ALTER TABLE members ADD COLUMN merged_into TEXT REFERENCES members (id);",
     /* 8 -> 9: who referred a member (a referral pays once per referee). */
     "ALTER TABLE members ADD COLUMN referred_by TEXT REFERENCES members (id);",
+    /* 9 -> 10: risk rules: events per member per day, receipts once per shop. */
+    "ALTER TABLE member_days ADD COLUMN events INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE receipts ("
+    "  shop_id TEXT NOT NULL,"
+    "  receipt_no TEXT NOT NULL,"
+    "  idem_key TEXT NOT NULL,"
+    "  PRIMARY KEY (shop_id, receipt_no)"
+    ") STRICT, WITHOUT ROWID;",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1493,6 +1508,34 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
     return rc;
 }
 
+int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt, const char *key,
+                            pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_CLAIM_RECEIPT];
+    sqlite3_bind_text(st, 1, shop, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, receipt, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    int rc = step_done(s, st, "recording a receipt", err);
+    sqlite3_clear_bindings(st);
+    if (rc == PGW_OK && sqlite3_changes(s->db) == 0)
+        rc = pgw_err_set(err, PGW_ECONFLICT, "receipt %.64s at shop %s was already used", receipt,
+                         shop);
+    return rc;
+}
+
+int pgw_store_member_created(pgw_store *s, const char *member, int64_t *created_us, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_MEMBER_CREATED];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    *created_us = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return step == SQLITE_ROW || step == SQLITE_DONE
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "reading a member", err);
+}
+
 int pgw_store_referred_by(pgw_store *s, const char *member, char by[PGW_ID_MAX + 1], pgw_err *err)
 {
     sqlite3_stmt *st = s->st[ST_REFERRED_BY];
@@ -1562,6 +1605,7 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
         out->spend_12m_fen = sqlite3_column_int64(st, 6);
         out->month_purchases = sqlite3_column_int64(st, 7);
         out->month_spend_fen = sqlite3_column_int64(st, 8);
+        out->events_today = sqlite3_column_int64(st, 9);
         if (!column_text(st, 5, out->birthday, sizeof(out->birthday)))
             rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path,
                              member);

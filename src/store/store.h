@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 9
+#define PGW_STORE_SCHEMA_VERSION 10
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -322,6 +322,14 @@ int pgw_store_merged_into(pgw_store *store, const char *member, char into[PGW_ID
  */
 int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, pgw_err *err);
 
+/* Claims a receipt number at a shop for key `key`; PGW_ECONFLICT when it
+ * was claimed before (by another key: replays never get here). */
+int pgw_store_claim_receipt(pgw_store *store, const char *shop, const char *receipt,
+                            const char *key, pgw_err *err);
+/* When a member was created (microseconds; 0 for an unknown member). */
+int pgw_store_member_created(pgw_store *store, const char *member, int64_t *created_us,
+                             pgw_err *err);
+
 /* Who referred `member` ("" when nobody). */
 int pgw_store_referred_by(pgw_store *store, const char *member, char by[PGW_ID_MAX + 1],
                           pgw_err *err);
@@ -343,6 +351,7 @@ typedef struct pgw_member_activity {
     int64_t spend_12m_fen;   /* purchases minus refunds on days in (year_before, today] */
     int64_t month_purchases; /* purchases on days in [month_first, today] */
     int64_t month_spend_fen;
+    int64_t events_today; /* events recorded on `today` */
     bool purchased_before, registered_before, followed_before;
     bool has_last_sign_in;
     int64_t last_sign_in; /* local day number */
@@ -355,7 +364,8 @@ typedef struct pgw_member_activity {
 /* *found false (activity zeroed) for a member not seen yet. */
 int pgw_store_member_activity(pgw_store *store, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err);
-/* Adds purchases and spend (negative for refunds) to a member's day. */
+/* Counts one event on a member's day, with its purchases and spend
+ * (negative for refunds). */
 int pgw_store_add_member_day(pgw_store *store, const char *member, int64_t day, int64_t purchases,
                              int64_t spend_fen, pgw_err *err);
 /* Adds points earned under `rule` on `day` (daily caps). */

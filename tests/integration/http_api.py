@@ -45,7 +45,7 @@ def check(cond, what):
         print("FAIL:", what, file=sys.stderr)
 
 
-def write_config(tmp, tls=None):
+def write_config(tmp, tls=None, risk=None, name=None):
     with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
         cfg = json.load(f)
     cfg["keys"] = [
@@ -56,7 +56,9 @@ def write_config(tmp, tls=None):
     cfg["expiry"]["sweep_every_s"] = 1
     if tls is not None:
         cfg["http"] = {"tls": tls, "body_max_bytes": 4096}
-    path = os.path.join(tmp, "config-tls.json" if tls else "config.json")
+    if risk is not None:
+        cfg["risk"] = risk
+    path = os.path.join(tmp, name or ("config-tls.json" if tls else "config.json"))
     with open(path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
     return path
@@ -197,7 +199,7 @@ def test_identities(s):
     check(status == 201 and re.match(r"^M[0-9A-Z]{1,20}$", doc.get("member_id", "")),
           f"the API.md example: {status} {doc}")
     mid = doc.get("member_id")
-    again = dict(API_MD_EVENT, event_id="S001-20261124-000124",
+    again = dict(API_MD_EVENT, event_id="S001-20261124-000124", receipt_no="R124",
                  member={"phone": "+86 138-0013-8000"})
     status, doc2, _ = s.request("POST", "/v1/events", again)
     check(status == 201 and doc2.get("member_id") == mid,
@@ -220,7 +222,8 @@ def test_identities(s):
     hold = dict(hold, hold_id="H-NOBODY", member={"phone": "13900000000"})
     status, doc, _ = s.request("POST", "/v1/holds", hold)
     check(status == 404, f"a hold for a phone nobody has: {status} {doc}")
-    card = dict(API_MD_EVENT, event_id="S001-CARD-1", member={"card": "S001:88001"})
+    card = dict(API_MD_EVENT, event_id="S001-CARD-1", receipt_no="R-CARD-1",
+                member={"card": "S001:88001"})
     status, doc, _ = s.request("POST", "/v1/events", card)
     check(status == 201 and doc.get("member_id") not in (None, mid), f"a card member: {doc}")
     check("DEVELOPMENT MODE" in s.startup, "development mode says so at start")
@@ -301,6 +304,34 @@ def test_referrals(s):
                  referrer={"phone": "13999999999"})
     status, doc, _ = s.request("POST", "/v1/events", ghost)
     check(status == 404, f"an unknown referrer: {status} {doc}")
+
+
+def test_risk_rules(s):
+    """Each risk rule refuses its case with risk_rejected, leaves a normal one alone, and counts."""
+    base = purchase("E-RISK-1", member="M700")
+    status, doc, _ = s.request("POST", "/v1/events", base)
+    check(status == 201, f"a normal purchase passes: {status} {doc}")
+    dup = dict(purchase("E-RISK-2", member="M701"), receipt_no=base["receipt_no"])
+    status, doc, _ = s.request("POST", "/v1/events", dup)
+    check(status == 422 and error_code(doc) == "risk_rejected" and
+          doc["error"]["message"].startswith("unique_receipts:"), f"a receipt twice: {doc}")
+    other_shop = dict(purchase("E-RISK-3", member="M701", shop="S002"),
+                      receipt_no=base["receipt_no"])
+    status, doc, _ = s.request("POST", "/v1/events", other_shop, key="s002")
+    check(status == 201, f"the same receipt number at another shop is another receipt: {status}")
+    huge = purchase("E-RISK-4", member="M702", amount=90_000_000_000)
+    status, doc, _ = s.request("POST", "/v1/events", huge)
+    check(status == 422 and doc["error"]["message"].startswith("max_points_per_event:"),
+          f"too many points at once: {status} {doc}")
+    reviews = [{"event_id": f"E-RISK-R{i}", "channel": "store", "shop_id": "S001",
+                "type": "review", "receipt_no": f"RV{i}",
+                "occurred_at": "2026-11-25T12:00:00+08:00", "member": {"member_id": "M703"}}
+               for i in range(4)]
+    codes = [s.request("POST", "/v1/events", r)[0] for r in reviews]
+    check(codes[:3] == [201, 201, 201], f"reviews within the caps: {codes}")
+    status, text, _ = s.request("GET", "/metrics", key=None)
+    m = re.search(r'^pgw_risk_rejected_total\{rule="unique_receipts"\} (\d+)$', text, re.M)
+    check(m is not None and int(m.group(1)) >= 1, "rejections are counted by rule")
 
 
 def test_concurrent_same_event(s):
@@ -676,6 +707,55 @@ def test_tls(tmp):
     check(code == 0, f"TLS server stopped: {code} {err}")
 
 
+def test_tight_risk(tmp):
+    """Servers with tight risk limits: each limit refuses its case and passes a normal one."""
+    d = os.path.join(tmp, "risk-a")
+    os.makedirs(d)
+    risk = {"max_events_per_member_per_day": 3, "max_behaviour_points_per_day": 210,
+            "max_redeem_points_per_day": 50, "max_points_per_event": 100000}
+    s = Server(d, write_config(d, risk=risk, name="risk-a.json"))
+    try:
+        codes = [s.request("POST", "/v1/events", purchase(f"T-{i}", member="M800"))[0]
+                 for i in range(3)]
+        status, doc, _ = s.request("POST", "/v1/events", purchase("T-3", member="M800"))
+        check(codes == [201] * 3 and status == 422 and
+              doc["error"]["message"].startswith("max_events_per_member_per_day:"),
+              f"events per day: {codes} {status} {doc}")
+        review = {"event_id": "T-RV-1", "channel": "store", "shop_id": "S001", "type": "review",
+                  "receipt_no": "T-RV", "occurred_at": "2026-11-25T12:00:00+08:00",
+                  "member": {"member_id": "M801"}}
+        # A first purchase's bonus (200) fits under 210; a review (20) on top does not.
+        s.request("POST", "/v1/events", purchase("T-P-801", member="M801"))
+        first = s.request("POST", "/v1/events", dict(review, event_id="T-RV-0",
+                                                     member={"member_id": "M802"}))[0]
+        status, doc, _ = s.request("POST", "/v1/events", dict(review, event_id="T-RV-2"))
+        check(first == 201 and status == 422 and
+              doc["error"]["message"].startswith("max_behaviour_points_per_day:"),
+              f"behaviour points per day: {first} {status} {doc}")
+        red = {"redemption_id": "T-D-1", "member": {"member_id": "M800"}, "shop_id": "S001",
+               "points": 40}
+        first = s.request("POST", "/v1/redemptions", red)[0]
+        status, doc, _ = s.request("POST", "/v1/redemptions", dict(red, redemption_id="T-D-2",
+                                                                   points=20))
+        check(first == 201 and status == 422 and
+              doc["error"]["message"].startswith("max_redeem_points_per_day:"),
+              f"redemptions per day: {first} {status} {doc}")
+    finally:
+        s.stop()
+    d = os.path.join(tmp, "risk-b")
+    os.makedirs(d)
+    s = Server(d, write_config(d, risk={"new_member_redeem_hours": 1}, name="risk-b.json"))
+    try:
+        s.request("POST", "/v1/events", purchase("T-NEW", member="M900"))
+        red = {"redemption_id": "T-NEW-D", "member": {"member_id": "M900"}, "shop_id": "S001",
+               "points": 10}
+        status, doc, _ = s.request("POST", "/v1/redemptions", red)
+        check(status == 422 and doc["error"]["message"].startswith("new_member_redeem_hours:"),
+              f"a new member may not spend yet: {status} {doc}")
+    finally:
+        s.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-http-")
     try:
@@ -683,7 +763,7 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_events, test_identities, test_merges,
-                         test_referrals,
+                         test_referrals, test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_batch, test_shop_csv,
                          test_imports,
@@ -695,6 +775,7 @@ def main():
             code, err = s.stop()
         check(code == 0 and "stopped cleanly" in err, f"SIGTERM: exit {code}: {err}")
         test_tls(tmp)
+        test_tight_risk(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
         stored = b""
