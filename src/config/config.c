@@ -701,6 +701,7 @@ static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
                                        "max_behaviour_points_per_day",
                                        "new_member_redeem_hours",
                                        "unique_receipts",
+                                       "max_new_members_per_ip_per_hour",
                                        NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *risk;
@@ -711,6 +712,7 @@ static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
     r->max_behaviour_points_per_day = 10000;
     r->new_member_redeem_hours = 0;
     r->unique_receipts = true;
+    r->max_new_members_per_ip_per_hour = 20;
     int rc = get_section(root, "risk", "$", false, keys, &risk, path, err);
     if (rc != PGW_OK || risk == NULL)
         return rc;
@@ -730,6 +732,9 @@ static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
                           &r->new_member_redeem_hours, err);
     if (rc == PGW_OK)
         rc = pgw_json_bool(risk, "unique_receipts", path, false, &r->unique_receipts, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(risk, "max_new_members_per_ip_per_hour", path, false, 0, 1000000,
+                          &r->max_new_members_per_ip_per_hour, err);
     return rc;
 }
 

@@ -80,12 +80,13 @@ typedef struct pgw_notify_config {
 } pgw_notify_config;
 
 typedef struct pgw_risk_config {
-    int64_t max_points_per_event;          /* above: risk_rejected */
-    int64_t max_events_per_member_per_day; /* earning events */
-    int64_t max_redeem_points_per_day;     /* per member */
-    int64_t max_behaviour_points_per_day;  /* per member, all behaviour rules together */
-    int64_t new_member_redeem_hours;       /* a new member may not spend for this long */
-    bool unique_receipts;                  /* a receipt number once per shop */
+    int64_t max_points_per_event;            /* above: risk_rejected */
+    int64_t max_events_per_member_per_day;   /* earning events */
+    int64_t max_redeem_points_per_day;       /* per member */
+    int64_t max_behaviour_points_per_day;    /* per member, all behaviour rules together */
+    int64_t new_member_redeem_hours;         /* a new member may not spend for this long */
+    bool unique_receipts;                    /* a receipt number once per shop */
+    int64_t max_new_members_per_ip_per_hour; /* mini-program enrolments from one address */
 } pgw_risk_config;
 
 /* The HTTP server's limits and TLS (section "http"; every key optional). */

@@ -100,6 +100,7 @@ static const char *const RISK_RULES[] = {
     "new_member_redeem_hours",
     "unique_receipts",
     "self_referral",
+    "max_new_members_per_ip_per_hour",
 };
 #define N_RISK_RULES (sizeof(RISK_RULES) / sizeof(RISK_RULES[0]))
 
@@ -501,6 +502,8 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     snprintf(cmd->reference, sizeof(cmd->reference), "%s",
              doc->receipt_no[0] ? doc->receipt_no : doc->event_id);
     snprintf(cmd->receipt, sizeof(cmd->receipt), "%s", doc->receipt_no);
+    if (strcmp(doc->channel, "wechat_mp") == 0) /* sign-ups from phones, one address each */
+        snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", req->client_address);
     cmd->at = doc->event.occurred_at;
     cmd->event = &job->doc.event;
     cmd->earning = &job->earning;
@@ -1834,6 +1837,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
             .max_behaviour_points_per_day = opts->cfg->risk.max_behaviour_points_per_day,
             .new_member_redeem_hours = opts->cfg->risk.new_member_redeem_hours,
             .unique_receipts = opts->cfg->risk.unique_receipts,
+            .max_new_members_per_ip_per_hour = opts->cfg->risk.max_new_members_per_ip_per_hour,
         }};
     size_t queue =
         opts->inflight_max < PGW_WRITER_QUEUE_MAX ? opts->inflight_max : PGW_WRITER_QUEUE_MAX;

@@ -50,7 +50,8 @@ typedef struct pgw_request {
     char signature[PGW_HEADER_VALUE_MAX + 1];
     const uint8_t *body; /* borrowed; body_len bytes (not NUL-terminated) */
     size_t body_len;
-    int64_t received_us; /* wall clock, for the log */
+    int64_t received_us;     /* wall clock, for the log */
+    char client_address[64]; /* the peer's IP address, "" when unknown */
 } pgw_request;
 
 typedef struct pgw_response {

@@ -876,6 +876,23 @@ static int new_member_id(char out[PGW_ID_MAX + 1], pgw_err *err)
     return PGW_OK;
 }
 
+/* Risk: one client address may enrol only so many members an hour (the
+ * mini program's sign-ups; a shop's till enrols from one address by nature). */
+static int check_enrolment(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    int64_t limit = policy->risk.max_new_members_per_ip_per_hour, members = 0;
+    if (limit <= 0 || cmd->client_address[0] == '\0')
+        return PGW_OK;
+    int64_t hour = cmd->at / 3600;
+    int rc = pgw_store_enrolments(store, cmd->client_address, hour, &members, &cmd->err);
+    if (rc == PGW_OK && members >= limit)
+        return pgw_err_set(&cmd->err, PGW_ERISK,
+                           "max_new_members_per_ip_per_hour: %lld members enrolled from %s this "
+                           "hour",
+                           (long long)members, cmd->client_address);
+    return rc == PGW_OK ? pgw_store_add_enrolment(store, cmd->client_address, hour, &cmd->err) : rc;
+}
+
 /*
  * Fills cmd->member from cmd->who. An event for an identity nobody holds
  * enrolls a new member with it when the configuration says auto_enroll;
@@ -892,7 +909,9 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
     if (!enroll)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has that %s",
                            pgw_identity_kind_name(cmd->who.kind));
-    rc = new_member_id(cmd->member, &cmd->err);
+    rc = check_enrolment(store, policy, cmd);
+    if (rc == PGW_OK)
+        rc = new_member_id(cmd->member, &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
     if (rc == PGW_OK)

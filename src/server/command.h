@@ -133,7 +133,8 @@ struct pgw_command {
     char channel[PGW_ID_MAX + 1];          /* written on every transfer */
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
     char receipt[PGW_REFERENCE_MAX + 1];   /* EVENT: the till's receipt number, "" when none */
-    int64_t at;                            /* when it happens, unix seconds */
+    char client_address[64]; /* EVENT from the mini program: who is enrolling, "" otherwise */
+    int64_t at;              /* when it happens, unix seconds */
     /* EARN */
     size_t n_lines;
     pgw_earn_line lines[PGW_BREAKDOWN_MAX];
@@ -196,6 +197,7 @@ typedef struct pgw_risk_limits {
     int64_t max_behaviour_points_per_day;
     int64_t new_member_redeem_hours;
     bool unique_receipts;
+    int64_t max_new_members_per_ip_per_hour;
 } pgw_risk_limits;
 
 /* How the ledger behaves: from the config. */

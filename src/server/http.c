@@ -268,6 +268,8 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     static const char *const NAMES[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"};
     q->started = true;
     q->r.received_us = wall_us();
+    if (lws_get_peer_simple(wsi, q->r.client_address, sizeof(q->r.client_address)) == NULL)
+        q->r.client_address[0] = '\0';
     snprintf(q->r.method, sizeof(q->r.method), "%s",
              method >= 0 && method < 6 ? NAMES[method] : "OTHER");
     bool ok = strlen(path) <= PGW_PATH_MAX;

@@ -95,6 +95,8 @@ enum {
     ST_SET_REFERRED_BY,
     ST_CLAIM_RECEIPT,
     ST_MEMBER_CREATED,
+    ST_ENROLMENTS,
+    ST_ADD_ENROLMENT,
     ST_COUNT
 };
 
@@ -225,6 +227,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_CLAIM_RECEIPT] = "INSERT INTO receipts (shop_id, receipt_no, idem_key) VALUES (?1, ?2, ?3)"
                          " ON CONFLICT (shop_id, receipt_no) DO NOTHING",
     [ST_MEMBER_CREATED] = "SELECT created_at_us FROM members WHERE id = ?1",
+    [ST_ENROLMENTS] = "SELECT members FROM enrolments WHERE address = ?1 AND hour = ?2",
+    [ST_ADD_ENROLMENT] = "INSERT INTO enrolments (address, hour, members) VALUES (?1, ?2, 1)"
+                         " ON CONFLICT (address, hour) DO UPDATE SET members = members + 1",
     [ST_SET_REFERRED_BY] = "UPDATE members SET referred_by = ?2 WHERE id = ?1",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
@@ -394,6 +399,13 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  receipt_no TEXT NOT NULL,"
     "  idem_key TEXT NOT NULL,"
     "  PRIMARY KEY (shop_id, receipt_no)"
+    ") STRICT, WITHOUT ROWID;",
+    /* 10 -> 11: members enrolled per client address and hour (mini program). */
+    "CREATE TABLE enrolments ("
+    "  address TEXT NOT NULL,"
+    "  hour INTEGER NOT NULL,"
+    "  members INTEGER NOT NULL,"
+    "  PRIMARY KEY (address, hour)"
     ") STRICT, WITHOUT ROWID;",
 };
 
@@ -1520,6 +1532,31 @@ int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt,
     if (rc == PGW_OK && sqlite3_changes(s->db) == 0)
         rc = pgw_err_set(err, PGW_ECONFLICT, "receipt %.64s at shop %s was already used", receipt,
                          shop);
+    return rc;
+}
+
+int pgw_store_enrolments(pgw_store *s, const char *address, int64_t hour, int64_t *members,
+                         pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_ENROLMENTS];
+    sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, hour);
+    int step = sqlite3_step(st);
+    *members = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return step == SQLITE_ROW || step == SQLITE_DONE
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "reading enrolments", err);
+}
+
+int pgw_store_add_enrolment(pgw_store *s, const char *address, int64_t hour, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_ADD_ENROLMENT];
+    sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, hour);
+    int rc = step_done(s, st, "counting an enrolment", err);
+    sqlite3_clear_bindings(st);
     return rc;
 }
 

@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 10
+#define PGW_STORE_SCHEMA_VERSION 11
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -326,6 +326,10 @@ int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, p
  * was claimed before (by another key: replays never get here). */
 int pgw_store_claim_receipt(pgw_store *store, const char *shop, const char *receipt,
                             const char *key, pgw_err *err);
+/* Members enrolled from `address` in `hour` (unix seconds / 3600), and one more. */
+int pgw_store_enrolments(pgw_store *store, const char *address, int64_t hour, int64_t *members,
+                         pgw_err *err);
+int pgw_store_add_enrolment(pgw_store *store, const char *address, int64_t hour, pgw_err *err);
 /* When a member was created (microseconds; 0 for an unknown member). */
 int pgw_store_member_created(pgw_store *store, const char *member, int64_t *created_us,
                              pgw_err *err);

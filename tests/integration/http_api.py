@@ -712,6 +712,7 @@ def test_tight_risk(tmp):
     d = os.path.join(tmp, "risk-a")
     os.makedirs(d)
     risk = {"max_events_per_member_per_day": 3, "max_behaviour_points_per_day": 210,
+            "max_new_members_per_ip_per_hour": 2,
             "max_redeem_points_per_day": 50, "max_points_per_event": 100000}
     s = Server(d, write_config(d, risk=risk, name="risk-a.json"))
     try:
@@ -732,6 +733,17 @@ def test_tight_risk(tmp):
         check(first == 201 and status == 422 and
               doc["error"]["message"].startswith("max_behaviour_points_per_day:"),
               f"behaviour points per day: {first} {status} {doc}")
+        signups = [{"event_id": f"T-MP-{i}", "channel": "wechat_mp", "type": "sign_in",
+                    "occurred_at": "2026-11-25T12:00:00+08:00",
+                    "member": {"unionid": f"o-union-risk-{i}"}} for i in range(3)]
+        got = [s.request("POST", "/v1/events", e) for e in signups]
+        codes = [g[0] for g in got]
+        check(codes == [201, 201, 422] and
+              got[2][1]["error"]["message"].startswith("max_new_members_per_ip_per_hour:"),
+              f"mini-program sign-ups per address: {codes} {got[2][1]}")
+        status = s.request("POST", "/v1/events", dict(purchase("T-POS-NEW"),
+                                                      member={"phone": "13011111111"}))[0]
+        check(status == 201, f"a till enrolling from the same address is not limited: {status}")
         red = {"redemption_id": "T-D-1", "member": {"member_id": "M800"}, "shop_id": "S001",
                "points": 40}
         first = s.request("POST", "/v1/redemptions", red)[0]
