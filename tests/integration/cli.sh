@@ -109,6 +109,12 @@ expect_text "$tmp/missing.db: no database there"
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2026-11-24 10:00"
 expect_text "--as-of: expected an RFC 3339 time with an offset"
 
+# Outside development mode, serve needs the phone keys: without them it refuses to start.
+sed 's/"development_mode": true/"development_mode": false/' config/pointsgw.example.json >"$tmp/prod.json"
+grep -q '"development_mode": false' "$tmp/prod.json" && pass || fail "could not make a production config"
+expect_exit 2 env -u PGW_PHONE_HMAC_KEY -u PGW_PHONE_AES_KEY "$bin" serve --config "$tmp/prod.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/prod.db"
+expect_text "PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY must each hold 64 hex digits"
+
 # keys add: a new key, shown once, with the configuration line holding its SHA-256.
 expect_exit 0 "$bin" keys add --scope shop:S002 --name pos-s002
 expect_text '"name":"pos-s002","scope":"shop:S002","key_sha256":"'
