@@ -30,6 +30,7 @@
 #define HOLD_SECONDS_DEFAULT 600
 #define HISTORY_DEFAULT      50
 #define HISTORY_MAX          100
+#define JOBS_KEPT            256   /* jobs kept for reuse after a burst: ~25 MB */
 #define BATCH_EVENTS_MAX     1000  /* API.md */
 #define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
 #define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
@@ -150,7 +151,8 @@ struct pgw_api {
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
     pgw_job *free_jobs;
-    size_t batches; /* batches in progress: at most inflight_max / BATCH_WINDOW */
+    size_t n_free_jobs; /* kept for reuse, at most JOBS_KEPT */
+    size_t batches;     /* batches in progress: at most inflight_max / BATCH_WINDOW */
     uint64_t risk_rejected[N_RISK_RULES];
     pgw_api_notify notify;
     void *notify_ctx;
@@ -280,6 +282,7 @@ static pgw_job *job_new(pgw_api *api, const pgw_request *req, route r, pgw_comma
     pgw_job *job = api->free_jobs;
     if (job != NULL) {
         api->free_jobs = job->next_free;
+        api->n_free_jobs--;
         memset(job, 0, sizeof(*job));
     } else if ((job = calloc(1, sizeof(*job))) == NULL) {
         return NULL;
@@ -302,8 +305,13 @@ static void job_free(pgw_job *job)
     api->inflight--;
     free(job->cmd.page); /* a history page, when there was one */
     job->cmd.page = NULL;
-    job->next_free = api->free_jobs; /* at most inflight_max jobs ever exist */
+    if (api->n_free_jobs == JOBS_KEPT) { /* a burst is over: give the memory back */
+        free(job);
+        return;
+    }
+    job->next_free = api->free_jobs;
     api->free_jobs = job;
+    api->n_free_jobs++;
 }
 
 /* Queues the job's command; on refusal answers now and frees the job. */
