@@ -11,6 +11,7 @@
 #include "core/assertions.h"
 #include "core/civil.h"
 #include "server/auth.h"
+#include "server/dashboard.h"
 #include "core/transfer.h"
 #include "server/event_json.h"
 #include "server/expire.h"
@@ -69,6 +70,7 @@ typedef enum route {
     R_BIND,
     R_SHOP_BATCH,
     R_IMPORT,
+    R_DASHBOARD,
     R_COUNT
 } route;
 
@@ -90,6 +92,7 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_BIND] = "/v1/members/{id}/identities",
     [R_SHOP_BATCH] = "/v1/shops/{id}/batches",
     [R_IMPORT] = "/v1/shops/{id}/imports",
+    [R_DASHBOARD] = "/",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -1531,7 +1534,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     route r = route_of(req->path, id, sizeof(id));
     resp->route = ROUTE_NAMES[r];
     bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
-    bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY;
+    bool wants_get =
+        r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY || r == R_DASHBOARD;
     if (r == R_OTHER) {
         pgw_api_error(resp, 404, "not_found", "no such route");
         return false;
@@ -1546,6 +1550,18 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     }
     if (r == R_METRICS) {
         handle_metrics(api, resp);
+        return false;
+    }
+    if (r == R_DASHBOARD) { /* public like /healthz: the page asks for a key itself */
+        resp->body = malloc(pgw_dashboard_html_len);
+        if (resp->body == NULL) {
+            fail(resp, R_DASHBOARD, PGW_ENOMEM, "out of memory");
+            return false;
+        }
+        memcpy(resp->body, pgw_dashboard_html, pgw_dashboard_html_len);
+        resp->body_len = pgw_dashboard_html_len;
+        resp->status = 200;
+        resp->content_type = "text/html; charset=utf-8";
         return false;
     }
     pgw_principal who;

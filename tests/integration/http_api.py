@@ -143,6 +143,20 @@ def test_health_and_metrics(s):
         check(name in text, f"metrics has {name}")
 
 
+def test_dashboard(s):
+    """GET / is the operator dashboard, built into the binary, and what it reads is there."""
+    status, page, headers = s.request("GET", "/", key=None)
+    check(status == 200 and headers.get("content-type", "").startswith("text/html"),
+          f"dashboard: {status} {headers}")
+    with open(os.path.join(SRC, "web/index.html"), encoding="utf-8") as f:
+        check(page == f.read(), "the page served is web/index.html, byte for byte")
+    for used in ("/healthz", "/metrics", "/v1/stream", "pgw_ledger_transfers"):
+        check(used in page, f"the dashboard uses {used}")
+    status, text, _ = s.request("GET", "/metrics", key=None)
+    for name in re.findall(r"pgw_[a-z_]+", page):
+        check(name in text, f"the dashboard's figure {name} is in /metrics")
+
+
 def test_events(s):
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-1"))
     check(status == 201, f"purchase: {status} {doc}")
@@ -774,7 +788,7 @@ def main():
         config = write_config(tmp)
         s = Server(tmp, config)
         try:
-            for test in (test_health_and_metrics, test_events, test_identities, test_merges,
+            for test in (test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
                          test_referrals, test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_batch, test_shop_csv,
