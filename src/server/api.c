@@ -866,6 +866,31 @@ static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
     return true;
 }
 
+/* Reads the CSV rows after the header into `b` (kind and shop set) and starts
+ * it; answers now when nothing is left to wait for. Owns `b` from here on. */
+static bool run_csv_batch(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                          pgw_batch *b, pgw_csv *csv, const int *col, row_converter convert,
+                          pgw_response *resp)
+{
+    pgw_err err;
+    api->batches++;
+    b->request_id = req->id;
+    memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
+    b->who = *who;
+    b->events = json_array();
+    int rc = b->events ? csv_rows(csv, col, convert, b, &err) : PGW_ENOMEM;
+    if (rc == PGW_OK && b->n == 0)
+        rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
+    if (rc != PGW_OK) {
+        route kind = (route)b->kind;
+        batch_free(api, b);
+        fail(resp, kind, rc, rc == PGW_ENOMEM ? "out of memory" : err.msg);
+        return false;
+    }
+    batch_feed(api, b);
+    return !batch_answer(api, b, resp);
+}
+
 /* POST /v1/shops/{shop_id}/batches (text/csv): a till's export, row by row. */
 static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                               const char *shop, pgw_response *resp)
@@ -898,23 +923,9 @@ static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_pr
         fail(resp, R_SHOP_BATCH, rc, err.msg);
         return false;
     }
-    api->batches++;
-    b->request_id = req->id;
-    memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
-    b->who = *who;
-    b->events = json_array();
     b->kind = R_SHOP_BATCH;
     snprintf(b->shop, sizeof(b->shop), "%s", shop);
-    rc = b->events ? csv_rows(&csv, col, csv_event, b, &err) : PGW_ENOMEM;
-    if (rc == PGW_OK && b->n == 0)
-        rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
-    if (rc != PGW_OK) {
-        batch_free(api, b);
-        fail(resp, R_SHOP_BATCH, rc, rc == PGW_ENOMEM ? "out of memory" : err.msg);
-        return false;
-    }
-    batch_feed(api, b);
-    return !batch_answer(api, b, resp);
+    return run_csv_batch(api, req, who, b, &csv, col, csv_event, resp);
 }
 
 /* POST /v1/shops/{shop_id}/imports?batch=ID&rate_bp=N (text/csv card,phone,points). */
@@ -967,25 +978,11 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
         fail(resp, R_IMPORT, rc, err.msg);
         return false;
     }
-    api->batches++;
-    b->request_id = req->id;
     b->kind = R_IMPORT;
     b->rate_bp = rate_bp;
     snprintf(b->shop, sizeof(b->shop), "%s", shop);
     snprintf(b->import_batch, sizeof(b->import_batch), "%s", batch);
-    memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
-    b->who = *who;
-    b->events = json_array();
-    rc = b->events ? csv_rows(&csv, col, import_row_json, b, &err) : PGW_ENOMEM;
-    if (rc == PGW_OK && b->n == 0)
-        rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
-    if (rc != PGW_OK) {
-        batch_free(api, b);
-        fail(resp, R_IMPORT, rc, rc == PGW_ENOMEM ? "out of memory" : err.msg);
-        return false;
-    }
-    batch_feed(api, b);
-    return !batch_answer(api, b, resp);
+    return run_csv_batch(api, req, who, b, &csv, col, import_row_json, resp);
 }
 
 /* POST /v1/events:batch {"events": [...]}: up to 1000, each its own result. */
