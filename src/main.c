@@ -227,22 +227,34 @@ static int cmd_serve(int argc, char **argv)
 #define JSON_FILE_MAX (1 << 20) /* an event or a context is a few hundred bytes */
 
 /* Reads a JSON file of at most JSON_FILE_MAX bytes, or prints why not. */
-static json_t *read_json_file(const char *path)
+/* Reads a whole file of at most `max` bytes (malloc'd, NUL-terminated). */
+static char *read_file(const char *path, size_t max, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
         fprintf(stderr, "pointsgw: %s: %s\n", path, strerror(errno));
         return NULL;
     }
-    char *buf = malloc(JSON_FILE_MAX + 1);
-    PGW_ASSERT(buf != NULL);
-    size_t len = fread(buf, 1, JSON_FILE_MAX + 1, f);
+    char *buf = malloc(max + 1);
+    *len = buf ? fread(buf, 1, max + 1, f) : 0;
     fclose(f);
+    const char *problem = buf == NULL ? "out of memory" : *len > max ? "too large" : NULL;
+    if (problem != NULL) {
+        fprintf(stderr, "pointsgw: %s: %s (at most %zu bytes)\n", path, problem, max);
+        free(buf);
+        return NULL;
+    }
+    buf[*len] = '\0';
+    return buf;
+}
+
+static json_t *read_json_file(const char *path)
+{
+    size_t len = 0;
+    char *buf = read_file(path, JSON_FILE_MAX, &len);
     json_t *doc = NULL;
     json_error_t jerr;
-    if (len > JSON_FILE_MAX)
-        fprintf(stderr, "pointsgw: %s: larger than %d bytes\n", path, JSON_FILE_MAX);
-    else if ((doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
+    if (buf != NULL && (doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
         fprintf(stderr, "pointsgw: %s:%d:%d: invalid JSON: %s\n", path, jerr.line, jerr.column,
                 jerr.text);
     free(buf);
@@ -452,27 +464,6 @@ static int cmd_reconcile(int argc, char **argv)
     return cmd_not_built("reconcile", argc, argv);
 }
 #define IMPORT_FILE_MAX (64 << 20) /* a shop's whole card base fits many times over */
-
-/* Reads a whole file of at most `max` bytes (malloc'd, NUL-terminated). */
-static char *read_file(const char *path, size_t max, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fprintf(stderr, "pointsgw: %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(max + 1);
-    *len = buf ? fread(buf, 1, max + 1, f) : 0;
-    fclose(f);
-    if (buf != NULL && *len > max) {
-        fprintf(stderr, "pointsgw: %s: larger than %zu bytes\n", path, max);
-        free(buf);
-        return NULL;
-    }
-    if (buf != NULL)
-        buf[*len] = '\0';
-    return buf;
-}
 
 typedef struct import_tally {
     long created, by_card, by_phone, replayed, rejected;

@@ -115,6 +115,11 @@ grep -q '"development_mode": false' "$tmp/prod.json" && pass || fail "could not 
 expect_exit 2 env -u PGW_PHONE_HMAC_KEY -u PGW_PHONE_AES_KEY "$bin" serve --config "$tmp/prod.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/prod.db"
 expect_text "PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY must each hold 64 hex digits"
 
+# Input files are bounded: an event file over 1 MiB is refused before it is parsed.
+head -c 1100000 /dev/zero | tr '\0' ' ' >"$tmp/huge.json"
+expect_exit 2 "$bin" quote --event "$tmp/huge.json"
+expect_text "huge.json: too large (at most 1048576 bytes)"
+
 # keys add: a new key, shown once, with the configuration line holding its SHA-256.
 expect_exit 0 "$bin" keys add --scope shop:S002 --name pos-s002
 expect_text '"name":"pos-s002","scope":"shop:S002","key_sha256":"'
