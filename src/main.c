@@ -527,14 +527,11 @@ static int import_args(const flag_set *flags, const pgw_config *cfg, const char 
                 PGW_IMPORT_BATCH_MAX);
         return EXIT_USAGE;
     }
-    /* Without --batch the file's own hash names it: the same file twice is one import. */
-    uint8_t digest[PGW_HASH_LEN];
-    char hex[2 * PGW_HASH_LEN + 1];
-    SHA256((const unsigned char *)text, len, digest);
-    pgw_hash_hex(digest, hex, sizeof(hex));
-    snprintf(batch, cap, "%s", given ? given : hex);
-    if (given == NULL)
-        batch[16] = '\0';
+    PGW_ASSERT(cap == PGW_IMPORT_BATCH_MAX + 1);
+    if (given != NULL)
+        snprintf(batch, cap, "%s", given);
+    else /* the file's own hash: the same file twice is one import */
+        pgw_import_default_batch(text, len, batch);
     return EXIT_OK;
 }
 

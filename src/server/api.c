@@ -666,11 +666,9 @@ static json_t *import_row_json(const pgw_csv_row *row, const int *col, const cha
                                pgw_err *err)
 {
     (void)shop;
-    const char *f[PGW_IMPORT_COLUMNS];
-    for (int c = 0; c < PGW_IMPORT_COLUMNS; c++)
-        f[c] = col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
-    json_t *obj = json_pack("{s:s,s:s,s:s}", "card", f[PGW_IMPORT_CARD], "phone",
-                            f[PGW_IMPORT_PHONE], "points", f[PGW_IMPORT_POINTS]);
+    json_t *obj = json_pack("{s:s,s:s,s:s}", "card", pgw_csv_cell(row, col, PGW_IMPORT_CARD),
+                            "phone", pgw_csv_cell(row, col, PGW_IMPORT_PHONE), "points",
+                            pgw_csv_cell(row, col, PGW_IMPORT_POINTS));
     if (obj == NULL)
         pgw_err_set(err, PGW_EINVAL, "a field is not valid UTF-8");
     return obj;
@@ -697,27 +695,12 @@ static const char *const COLUMNS[N_COLUMNS] = {
 /* Maps the header row's names to columns; each required once. */
 static int csv_header(const pgw_csv_row *row, int col[N_COLUMNS], pgw_err *err)
 {
-    for (size_t c = 0; c < N_COLUMNS; c++)
-        col[c] = -1;
-    for (size_t f = 0; f < row->n; f++) {
-        size_t c = 0;
-        while (c < N_COLUMNS && strcmp(row->fields[f], COLUMNS[c]) != 0)
-            c++;
-        if (c == N_COLUMNS || col[c] >= 0)
-            return pgw_err_set(err, PGW_EINVAL, "line 1: column \"%.64s\" is %s", row->fields[f],
-                               c == N_COLUMNS ? "unknown" : "there twice");
-        col[c] = (int)f;
-    }
-    for (size_t c = 0; c <= COL_MEMBER; c++) {
+    int rc = pgw_csv_columns(row, COLUMNS, N_COLUMNS, col, err);
+    for (size_t c = 0; rc == PGW_OK && c <= COL_MEMBER; c++) {
         if (col[c] < 0)
-            return pgw_err_set(err, PGW_EINVAL, "line 1: column %s is missing", COLUMNS[c]);
+            rc = pgw_err_set(err, PGW_EINVAL, "line 1: column %s is missing", COLUMNS[c]);
     }
-    return PGW_OK;
-}
-
-static const char *cell(const pgw_csv_row *row, const int col[N_COLUMNS], int c)
-{
-    return col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
+    return rc;
 }
 
 /* "phone:...", "card:S001:88001", "member_id:M1" -> the member object of API.md. */
@@ -737,13 +720,14 @@ static json_t *csv_member(const char *text, pgw_err *err)
 /* One CSV row as the event object POST /v1/events would take. */
 static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *shop, pgw_err *err)
 {
-    json_t *member = csv_member(cell(row, col, COL_MEMBER), err);
+    json_t *member = csv_member(pgw_csv_cell(row, col, COL_MEMBER), err);
     if (member == NULL)
         return NULL;
-    json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "event_id", cell(row, col, COL_EVENT_ID),
-                           "channel", "store", "shop_id", shop, "type", cell(row, col, COL_TYPE),
-                           "occurred_at", cell(row, col, COL_OCCURRED_AT), "member", member);
-    const char *amount = cell(row, col, COL_AMOUNT);
+    json_t *ev =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "event_id", pgw_csv_cell(row, col, COL_EVENT_ID),
+                  "channel", "store", "shop_id", shop, "type", pgw_csv_cell(row, col, COL_TYPE),
+                  "occurred_at", pgw_csv_cell(row, col, COL_OCCURRED_AT), "member", member);
+    const char *amount = pgw_csv_cell(row, col, COL_AMOUNT);
     char *end = NULL;
     long long fen = amount[0] ? strtoll(amount, &end, 10) : 0;
     if (ev != NULL && amount[0] != '\0' && (end == amount || *end != '\0')) {
@@ -753,10 +737,11 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
     }
     if (ev != NULL && amount[0] != '\0')
         json_object_set_new(ev, "amount_fen", json_integer(fen));
-    if (ev != NULL && cell(row, col, COL_ORIGINAL)[0] != '\0')
-        json_object_set_new(ev, "original_event_id", json_string(cell(row, col, COL_ORIGINAL)));
-    if (ev != NULL && cell(row, col, COL_RECEIPT)[0] != '\0')
-        json_object_set_new(ev, "receipt_no", json_string(cell(row, col, COL_RECEIPT)));
+    if (ev != NULL && pgw_csv_cell(row, col, COL_ORIGINAL)[0] != '\0')
+        json_object_set_new(ev, "original_event_id",
+                            json_string(pgw_csv_cell(row, col, COL_ORIGINAL)));
+    if (ev != NULL && pgw_csv_cell(row, col, COL_RECEIPT)[0] != '\0')
+        json_object_set_new(ev, "receipt_no", json_string(pgw_csv_cell(row, col, COL_RECEIPT)));
     if (ev == NULL)
         pgw_err_set(err, PGW_EINVAL, "a field is not valid UTF-8");
     return ev;
@@ -891,29 +876,41 @@ static bool run_csv_batch(pgw_api *api, const pgw_request *req, const pgw_princi
     return !batch_answer(api, b, resp);
 }
 
+/*
+ * What every CSV upload for a shop checks first: text/csv, a shop of the
+ * configuration, a key that may write for it, room for another batch; then
+ * reads the header row into *header.
+ */
+static int csv_request(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                       const char *shop, pgw_csv *csv, pgw_csv_row *header, pgw_err *err)
+{
+    bool done = false;
+    pgw_csv_init(csv, (const char *)req->body, req->body_len);
+    if (strncmp(req->content_type, "text/csv", 8) != 0 ||
+        (req->content_type[8] != '\0' && req->content_type[8] != ';'))
+        return pgw_err_set(err, PGW_EMEDIA, "Content-Type must be text/csv");
+    if (pgw_rules_find_shop(&api->cfg->rules, shop) < 0)
+        return pgw_err_set(err, PGW_ENOTFOUND, "no shop %.32s", shop);
+    if (!pgw_auth_may_write(who, shop, NULL))
+        return pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not post for shop %s", who->name, shop);
+    if (api->batches >= api->inflight_max / BATCH_WINDOW)
+        return pgw_err_set(err, PGW_EFULL, "too many batches in progress");
+    pgw_err why;
+    if (pgw_csv_next(csv, header, &done, &why) != PGW_OK || done)
+        return pgw_err_set(err, PGW_EINVAL, "line 1: a header row is required (%s)",
+                           done ? "the body is empty" : why.msg);
+    return PGW_OK;
+}
+
 /* POST /v1/shops/{shop_id}/batches (text/csv): a till's export, row by row. */
 static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                               const char *shop, pgw_response *resp)
 {
     pgw_err err;
-    int rc = PGW_OK;
-    if (strncmp(req->content_type, "text/csv", 8) != 0 ||
-        (req->content_type[8] != '\0' && req->content_type[8] != ';'))
-        rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
-    else if (pgw_rules_find_shop(&api->cfg->rules, shop) < 0)
-        rc = pgw_err_set(&err, PGW_ENOTFOUND, "no shop %.32s", shop);
-    else if (!pgw_auth_may_write(who, shop, NULL))
-        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not post for shop %s", who->name, shop);
-    else if (api->batches >= api->inflight_max / BATCH_WINDOW)
-        rc = pgw_err_set(&err, PGW_EFULL, "too many batches in progress");
     pgw_csv csv;
-    pgw_csv_init(&csv, (const char *)req->body, req->body_len);
     static pgw_csv_row header; /* service thread only */
-    bool done = false;
     int col[N_COLUMNS];
-    if (rc == PGW_OK && (pgw_csv_next(&csv, &header, &done, &err) != PGW_OK || done))
-        rc = pgw_err_set(&err, PGW_EINVAL, "line 1: a header row is required (%s)",
-                         done ? "the body is empty" : err.msg);
+    int rc = csv_request(api, req, who, shop, &csv, &header, &err);
     if (rc == PGW_OK)
         rc = csv_header(&header, col, &err);
     pgw_batch *b = rc == PGW_OK ? calloc(1, sizeof(*b)) : NULL;
@@ -933,19 +930,13 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
                           const char *shop, pgw_response *resp)
 {
     pgw_err err;
-    int rc = PGW_OK;
+    pgw_csv csv;
+    static pgw_csv_row header; /* service thread only */
+    int col[PGW_IMPORT_COLUMNS];
     int32_t index = pgw_rules_find_shop(&api->cfg->rules, shop);
     char batch[PGW_IMPORT_BATCH_MAX + 1] = "", rate[24] = "";
     int64_t rate_bp = index >= 0 ? api->cfg->rules.shops[index].rate_bp : 0;
-    if (strncmp(req->content_type, "text/csv", 8) != 0)
-        rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
-    else if (index < 0)
-        rc = pgw_err_set(&err, PGW_ENOTFOUND, "no shop %.32s", shop);
-    else if (who->kind != PGW_SCOPE_ADMIN && !pgw_auth_may_write(who, shop, NULL))
-        rc =
-            pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not import for shop %s", who->name, shop);
-    else if (api->batches >= api->inflight_max / BATCH_WINDOW)
-        rc = pgw_err_set(&err, PGW_EFULL, "too many batches in progress");
+    int rc = csv_request(api, req, who, shop, &csv, &header, &err);
     if (rc == PGW_OK && query_value(req->query, "batch", batch, sizeof(batch)) &&
         !pgw_import_batch_ok(batch))
         rc = pgw_err_set(&err, PGW_EINVAL, "batch must be 1..%d of [A-Za-z0-9._-]",
@@ -955,20 +946,8 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
         ((rate_bp = strtoll(rate, &end, 10)) < 1 || *end != '\0' ||
          rate_bp > PGW_MULTIPLIER_BP_MAX))
         rc = pgw_err_set(&err, PGW_EINVAL, "rate_bp must be 1..%d", PGW_MULTIPLIER_BP_MAX);
-    if (rc == PGW_OK && batch[0] == '\0') { /* the file's hash: the same file twice is one import */
-        uint8_t digest[PGW_HASH_LEN];
-        char hex[2 * PGW_HASH_LEN + 1];
-        SHA256(req->body, req->body_len, digest);
-        pgw_hash_hex(digest, hex, sizeof(hex));
-        snprintf(batch, sizeof(batch), "%.16s", hex);
-    }
-    pgw_csv csv;
-    pgw_csv_init(&csv, (const char *)req->body, req->body_len);
-    static pgw_csv_row header; /* service thread only */
-    bool done = false;
-    int col[PGW_IMPORT_COLUMNS];
-    if (rc == PGW_OK && (pgw_csv_next(&csv, &header, &done, &err) != PGW_OK || done))
-        rc = pgw_err_set(&err, PGW_EINVAL, "line 1: a header row is required");
+    if (rc == PGW_OK && batch[0] == '\0')
+        pgw_import_default_batch(req->body, req->body_len, batch);
     if (rc == PGW_OK)
         rc = pgw_import_header(&header, col, &err);
     pgw_batch *b = rc == PGW_OK ? calloc(1, sizeof(*b)) : NULL;

@@ -5,6 +5,7 @@
 
 #include "core/arith.h"
 #include "core/assertions.h"
+#include "core/transfer.h"
 
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -16,22 +17,22 @@ static const char *const COLUMNS[PGW_IMPORT_COLUMNS] = {
 
 int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_err *err)
 {
-    for (size_t c = 0; c < PGW_IMPORT_COLUMNS; c++)
-        col[c] = -1;
-    for (size_t f = 0; f < row->n; f++) {
-        size_t c = 0;
-        while (c < PGW_IMPORT_COLUMNS && strcmp(row->fields[f], COLUMNS[c]) != 0)
-            c++;
-        if (c == PGW_IMPORT_COLUMNS || col[c] >= 0)
-            return pgw_err_set(err, PGW_EINVAL, "line 1: column \"%.64s\" is %s", row->fields[f],
-                               c == PGW_IMPORT_COLUMNS ? "unknown" : "there twice");
-        col[c] = (int)f;
-    }
-    if (col[PGW_IMPORT_POINTS] < 0 || (col[PGW_IMPORT_CARD] < 0 && col[PGW_IMPORT_PHONE] < 0))
-        return pgw_err_set(err, PGW_EINVAL,
-                           "line 1: the columns are card,phone,points "
-                           "(points and at least one of card and phone)");
-    return PGW_OK;
+    int rc = pgw_csv_columns(row, COLUMNS, PGW_IMPORT_COLUMNS, col, err);
+    if (rc == PGW_OK &&
+        (col[PGW_IMPORT_POINTS] < 0 || (col[PGW_IMPORT_CARD] < 0 && col[PGW_IMPORT_PHONE] < 0)))
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "line 1: the columns are card,phone,points "
+                         "(points and at least one of card and phone)");
+    return rc;
+}
+
+void pgw_import_default_batch(const void *data, size_t len, char out[PGW_IMPORT_BATCH_MAX + 1])
+{
+    uint8_t digest[PGW_HASH_LEN];
+    char hex[2 * PGW_HASH_LEN + 1];
+    SHA256(data, len, digest);
+    pgw_hash_hex(digest, hex, sizeof(hex));
+    snprintf(out, PGW_IMPORT_BATCH_MAX + 1, "%.16s", hex);
 }
 
 bool pgw_import_batch_ok(const char *batch)
@@ -43,11 +44,6 @@ bool pgw_import_batch_ok(const char *batch)
             return false;
     }
     return n >= 1 && n <= PGW_IMPORT_BATCH_MAX;
-}
-
-static const char *cell(const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int c)
-{
-    return col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
 }
 
 /* Old points -> unified points at rate_bp, rounded down. */
@@ -71,9 +67,9 @@ int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, 
                    const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int64_t now,
                    pgw_command *cmd, pgw_err *err)
 {
-    return pgw_import_fields(vault, shop, batch, rate_bp, cell(row, col, PGW_IMPORT_CARD),
-                             cell(row, col, PGW_IMPORT_PHONE), cell(row, col, PGW_IMPORT_POINTS),
-                             now, cmd, err);
+    return pgw_import_fields(vault, shop, batch, rate_bp, pgw_csv_cell(row, col, PGW_IMPORT_CARD),
+                             pgw_csv_cell(row, col, PGW_IMPORT_PHONE),
+                             pgw_csv_cell(row, col, PGW_IMPORT_POINTS), now, cmd, err);
 }
 
 int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,

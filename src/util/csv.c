@@ -144,3 +144,25 @@ int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
     end_field(&k);
     return PGW_OK;
 }
+
+int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t n, int *col,
+                    pgw_err *err)
+{
+    for (size_t c = 0; c < n; c++)
+        col[c] = -1;
+    for (size_t f = 0; f < header->n; f++) {
+        size_t c = 0;
+        while (c < n && strcmp(header->fields[f], names[c]) != 0)
+            c++;
+        if (c == n || col[c] >= 0)
+            return pgw_err_set(err, PGW_EINVAL, "line %zu: column \"%.64s\" is %s", header->line,
+                               header->fields[f], c == n ? "unknown" : "there twice");
+        col[c] = (int)f;
+    }
+    return PGW_OK;
+}
+
+const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c)
+{
+    return col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
+}
