@@ -110,12 +110,39 @@ static void test_field_count_is_bounded(void **state)
     expect_end(&c);
 }
 
+static void test_columns_are_mapped_by_name(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"card", "phone", "points"};
+    static const char text[] = "points,card\n7,C1\npoints,points\nsize\n";
+    pgw_csv c;
+    pgw_csv_init(&c, text, sizeof(text) - 1);
+    int col[3];
+    pgw_err err;
+    expect_row(&c, 1, 2, (const char *const[]){"points", "card"});
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, &err), PGW_OK);
+    assert_int_equal(col[0], 1);
+    assert_int_equal(col[1], -1); /* absent: the caller decides whether it must be there */
+    assert_int_equal(col[2], 0);
+    expect_row(&c, 2, 2, (const char *const[]){"7", "C1"});
+    assert_string_equal(pgw_csv_cell(&row, col, 0), "C1");
+    assert_string_equal(pgw_csv_cell(&row, col, 1), "");
+    assert_string_equal(pgw_csv_cell(&row, col, 2), "7");
+    expect_row(&c, 3, 2, (const char *const[]){"points", "points"});
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "line 3: column \"points\" is there twice"));
+    expect_row(&c, 4, 1, (const char *const[]){"size"});
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "\"size\" is unknown"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_what_excel_writes),
         cmocka_unit_test(test_malformed_rows_are_reported_and_skipped),
         cmocka_unit_test(test_field_count_is_bounded),
+        cmocka_unit_test(test_columns_are_mapped_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
