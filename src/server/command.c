@@ -201,21 +201,23 @@ static int check_spend_risk(pgw_store *store, const pgw_ledger_policy *policy, p
 {
     const pgw_risk_limits *r = &policy->risk;
     int64_t created = 0;
-    int rc = pgw_store_member_created(store, cmd->member, &created, &cmd->err);
-    if (rc == PGW_OK && r->new_member_redeem_hours > 0 && created > 0 &&
+    int rc = r->new_member_redeem_hours > 0
+                 ? pgw_store_member_created(store, cmd->member, &created, &cmd->err)
+                 : PGW_OK;
+    if (rc == PGW_OK && created > 0 &&
         cmd->at * 1000000 < created + r->new_member_redeem_hours * 3600 * 1000000)
         return pgw_err_set(&cmd->err, PGW_ERISK,
                            "new_member_redeem_hours: member %s joined less than %lld hours ago",
                            cmd->member, (long long)r->new_member_redeem_hours);
+    if (rc != PGW_OK || r->max_redeem_points_per_day <= 0)
+        return rc; /* no cap: nothing to count */
     pgw_activity_days days;
     pgw_member_activity a;
     bool found = false;
-    if (rc == PGW_OK)
-        rc = activity_days(policy, cmd->at, &days, &cmd->err);
+    rc = activity_days(policy, cmd->at, &days, &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_store_member_activity(store, cmd->member, &days, &found, &a, &cmd->err);
-    if (rc == PGW_OK && r->max_redeem_points_per_day > 0 &&
-        today_points(&a, "redeem") + points > r->max_redeem_points_per_day)
+    if (rc == PGW_OK && today_points(&a, "redeem") + points > r->max_redeem_points_per_day)
         return pgw_err_set(&cmd->err, PGW_ERISK,
                            "max_redeem_points_per_day: %lld redeemed today, %lld more asked, "
                            "limit %lld",
@@ -712,6 +714,23 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
 }
 
+/* Replaces `member` by the member it was merged into, hop by hop; the
+ * first id is kept in `first` (when not NULL and still empty). */
+static int follow_to_survivor(pgw_store *store, char member[PGW_ID_MAX + 1],
+                              char first[PGW_ID_MAX + 1], pgw_err *err)
+{
+    char into[PGW_ID_MAX + 1];
+    for (int hop = 0; hop < MERGE_HOPS_MAX; hop++) {
+        int rc = pgw_store_merged_into(store, member, into, err);
+        if (rc != PGW_OK || into[0] == '\0')
+            return rc;
+        if (first != NULL && first[0] == '\0')
+            memcpy(first, member, PGW_ID_MAX + 1);
+        memcpy(member, into, PGW_ID_MAX + 1);
+    }
+    return pgw_err_set(err, PGW_EIO, "member %s: merges loop", member);
+}
+
 /*
  * The referrer of a referral event: found by member id or identity
  * (following merges), never the referee itself, under any identity.
@@ -731,13 +750,8 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
             return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has the referrer's %s",
                                pgw_identity_kind_name(cmd->referrer_key.kind));
     }
-    char into[PGW_ID_MAX + 1];
-    for (int hop = 0; rc == PGW_OK && hop < MERGE_HOPS_MAX; hop++) {
-        rc = pgw_store_merged_into(store, cmd->referrer, into, &cmd->err);
-        if (rc != PGW_OK || into[0] == '\0')
-            break;
-        memcpy(cmd->referrer, into, sizeof(cmd->referrer));
-    }
+    if (rc == PGW_OK)
+        rc = follow_to_survivor(store, cmd->referrer, NULL, &cmd->err);
     pgw_member_figures f;
     if (rc == PGW_OK)
         rc = pgw_store_member_figures(store, cmd->referrer, cmd->at, &found, &f, &cmd->err);
@@ -921,19 +935,10 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
 
 /* ---- merges ------------------------------------------------------------------------------ */
 
-/* A merged member's id keeps working: follow it to the survivor. */
+/* A merged member's id keeps working: the command's member becomes the survivor. */
 static int follow_merges(pgw_store *store, pgw_command *cmd)
 {
-    char into[PGW_ID_MAX + 1];
-    for (int hop = 0; hop < MERGE_HOPS_MAX; hop++) {
-        int rc = pgw_store_merged_into(store, cmd->member, into, &cmd->err);
-        if (rc != PGW_OK || into[0] == '\0')
-            return rc;
-        if (cmd->merged_from[0] == '\0')
-            memcpy(cmd->merged_from, cmd->member, sizeof(cmd->merged_from));
-        memcpy(cmd->member, into, sizeof(cmd->member));
-    }
-    return pgw_err_set(&cmd->err, PGW_EIO, "member %s: merges loop", cmd->member);
+    return follow_to_survivor(store, cmd->member, cmd->merged_from, &cmd->err);
 }
 
 /* Flags and streak of two members as one: bonuses given to either were given. */
@@ -1052,10 +1057,9 @@ static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
 {
     bool found = false;
     int rc = import_holder(store, cmd, &found);
+    /* A holder found by identity is alive: merges move identities along. */
     if (rc == PGW_OK && !found)
         rc = new_member_id(cmd->member, &cmd->err);
-    if (rc == PGW_OK)
-        rc = follow_merges(store, cmd);
     if (rc == PGW_OK && !found)
         rc = pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
     if (rc == PGW_OK && cmd->by_identity)
