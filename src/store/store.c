@@ -220,8 +220,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                            " SELECT ?2, day, rule, points FROM member_rule_days WHERE member = ?1"
                            " ON CONFLICT (member, day, rule)"
                            " DO UPDATE SET points = points + excluded.points",
-    [ST_DROP_DAYS] = "DELETE FROM member_days WHERE member = ?1 AND ?2 IS NOT NULL",
-    [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1 AND ?2 IS NOT NULL",
+    [ST_DROP_DAYS] = "DELETE FROM member_days WHERE member = ?1",
+    [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
     [ST_REFERRED_BY] = "SELECT referred_by FROM members WHERE id = ?1",
     [ST_CLAIM_RECEIPT] = "INSERT INTO receipts (shop_id, receipt_no, idem_key) VALUES (?1, ?2, ?3)"
@@ -1513,7 +1513,8 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         sqlite3_stmt *st = s->st[moves[i]];
         sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, into, -1, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 2) /* the deletes name only `from` */
+            sqlite3_bind_text(st, 2, into, -1, SQLITE_STATIC);
         rc = step_done(s, st, "merging members", err);
         sqlite3_clear_bindings(st);
     }
