@@ -784,8 +784,13 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, pgw_bat
         json_t *ev = row_rc == PGW_OK ? convert(&row, col, b->shop, &bad) : NULL;
         b->lines[b->n] = row.line;
         problems[b->n] = ev ? NULL : strdup(bad.msg);
-        json_array_append_new(b->events, ev ? ev : json_null());
-        b->n++;
+        bool kept = (ev != NULL || problems[b->n] != NULL) &&
+                    json_array_append_new(b->events, ev ? ev : json_null()) == 0;
+        b->n++; /* counted either way, so its problem is freed below */
+        if (!kept) {
+            rc = PGW_ENOMEM;
+            break;
+        }
     }
     b->statuses = calloc(b->n ? b->n : 1, sizeof(*b->statuses));
     b->bodies = calloc(b->n ? b->n : 1, sizeof(*b->bodies));
@@ -1636,8 +1641,7 @@ static void emit_transfers(const pgw_api *api, const pgw_command *cmd, pgw_api_e
 }
 
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
-                        const char *shop_param, char shop_out[PGW_ID_MAX + 1],
-                        char name_out[PGW_ID_MAX + 1], pgw_err *err)
+                        const char *shop_param, char shop_out[PGW_ID_MAX + 1], pgw_err *err)
 {
     char bearer[PGW_HEADER_VALUE_MAX + 8] = "";
     if (authorization != NULL && authorization[0] != '\0')
@@ -1655,7 +1659,6 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     if (strlen(shop) > PGW_ID_MAX)
         return pgw_err_set(err, PGW_EINVAL, "shop filter too long");
     snprintf(shop_out, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, shop);
-    snprintf(name_out, PGW_ID_MAX + 1, "%s", who.name);
     return PGW_OK;
 }
 
@@ -1744,11 +1747,6 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
             "\"key\":\"%s\"}\n",
             (long long)done_us, req->method, path, resp->status,
             (long long)(done_us - req->received_us), resp->key_name);
-}
-
-size_t pgw_api_inflight(const pgw_api *api)
-{
-    return api->inflight;
 }
 
 static void *sweep_main(void *arg)

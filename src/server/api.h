@@ -114,17 +114,13 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
  * Who may open the live stream: a key given as `authorization` ("Bearer
  * ...") or as the ?key= value `key_param` (either may be NULL). A shop key
  * sees its own shop only, whatever `shop_param` asks; others see `shop_param`
- * ("" or NULL: every shop). Fills shop_out and name_out; PGW_EUNAUTHORIZED or
+ * ("" or NULL: every shop). Fills shop_out; PGW_EUNAUTHORIZED or
  * PGW_EFORBIDDEN otherwise.
  */
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
-                        const char *shop_param, char shop_out[PGW_ID_MAX + 1],
-                        char name_out[PGW_ID_MAX + 1], pgw_err *err);
+                        const char *shop_param, char shop_out[PGW_ID_MAX + 1], pgw_err *err);
 
 /* Counts and logs a sent response. */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);
-
-/* Jobs started and not yet finished. */
-size_t pgw_api_inflight(const pgw_api *api);
 
 #endif

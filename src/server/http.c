@@ -35,7 +35,6 @@ typedef struct watcher {
     bool allowed;
     uint64_t next;             /* sequence number of the next message to consider */
     char shop[PGW_ID_MAX + 1]; /* "" for every shop */
-    char name[PGW_ID_MAX + 1]; /* the key's name */
 } watcher;
 
 /* One HTTP transaction (lws allocates it zeroed, per transaction). */
@@ -43,7 +42,6 @@ typedef struct req {
     pgw_request r;
     uint8_t *body;
     size_t body_expected;
-    bool started;    /* r filled */
     bool waiting;    /* a job is out; r.id is in the slot table */
     bool responding; /* resp is ready to send */
     bool headers_sent;
@@ -269,7 +267,6 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     int uri_len = 0;
     int method = lws_http_get_uri_and_method(wsi, &uri, &uri_len);
     static const char *const NAMES[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"};
-    q->started = true;
     q->r.received_us = wall_us();
     if (lws_get_peer_simple(wsi, q->r.client_address, sizeof(q->r.client_address)) == NULL)
         q->r.client_address[0] = '\0';
@@ -465,7 +462,7 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     const char *key_param = lws_get_urlarg_by_name(wsi, "key=", key, sizeof(key));
     const char *shop_param = lws_get_urlarg_by_name(wsi, "shop=", shop, sizeof(shop));
     pgw_err err;
-    if (pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, w->name, &err) != PGW_OK)
+    if (pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, &err) != PGW_OK)
         return -1;
     w->allowed = true;
     return 0;
