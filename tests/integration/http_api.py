@@ -341,8 +341,12 @@ def test_risk_rules(s):
                 "type": "review", "receipt_no": f"RV{i}",
                 "occurred_at": "2026-11-25T12:00:00+08:00", "member": {"member_id": "M703"}}
                for i in range(4)]
-    codes = [s.request("POST", "/v1/events", r)[0] for r in reviews]
-    check(codes[:3] == [201, 201, 201], f"reviews within the caps: {codes}")
+    got = [s.request("POST", "/v1/events", r) for r in reviews]
+    codes = [g[0] for g in got]
+    # The fourth review passes the behaviour cap of the rules (review: 60 a day), not a risk
+    # rule: it is accepted and earns nothing, with the reason.
+    check(codes == [201] * 4 and [g[1]["points"] for g in got] == [20, 20, 20, 0] and
+          got[3][1].get("reason"), f"reviews: a rules cap is not a risk rejection: {got[3]}")
     status, text, _ = s.request("GET", "/metrics", key=None)
     m = re.search(r'^pgw_risk_rejected_total\{rule="unique_receipts"\} (\d+)$', text, re.M)
     check(m is not None and int(m.group(1)) >= 1, "rejections are counted by rule")
