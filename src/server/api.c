@@ -856,19 +856,32 @@ static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
     return true;
 }
 
-/* Reads the CSV rows after the header into `b` (kind and shop set) and starts
- * it; answers now when nothing is left to wait for. Owns `b` from here on. */
+/*
+ * Starts a batch like `setup` (kind, shop, import fields) from the CSV rows
+ * after the header; answers now when nothing is left to wait for, or when
+ * `rc` says the request was already refused (with `why`).
+ */
 static bool run_csv_batch(pgw_api *api, const pgw_request *req, const pgw_principal *who,
-                          pgw_batch *b, pgw_csv *csv, const int *col, row_converter convert,
-                          pgw_response *resp)
+                          const pgw_batch *setup, int rc, const pgw_err *why, pgw_csv *csv,
+                          const int *col, row_converter convert, pgw_response *resp)
 {
+    if (rc != PGW_OK) {
+        fail(resp, (route)setup->kind, rc, why->msg);
+        return false;
+    }
     pgw_err err;
+    pgw_batch *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        fail(resp, (route)setup->kind, PGW_ENOMEM, "out of memory");
+        return false;
+    }
+    *b = *setup;
     api->batches++;
     b->request_id = req->id;
     memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
     b->who = *who;
     b->events = json_array();
-    int rc = b->events ? csv_rows(csv, col, convert, b, &err) : PGW_ENOMEM;
+    rc = b->events ? csv_rows(csv, col, convert, b, &err) : PGW_ENOMEM;
     if (rc == PGW_OK && b->n == 0)
         rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
     if (rc != PGW_OK) {
@@ -918,16 +931,9 @@ static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_pr
     int rc = csv_request(api, req, who, shop, &csv, &header, &err);
     if (rc == PGW_OK)
         rc = csv_header(&header, col, &err);
-    pgw_batch *b = rc == PGW_OK ? calloc(1, sizeof(*b)) : NULL;
-    if (rc == PGW_OK && b == NULL)
-        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
-    if (rc != PGW_OK) {
-        fail(resp, R_SHOP_BATCH, rc, err.msg);
-        return false;
-    }
-    b->kind = R_SHOP_BATCH;
-    snprintf(b->shop, sizeof(b->shop), "%s", shop);
-    return run_csv_batch(api, req, who, b, &csv, col, csv_event, resp);
+    pgw_batch setup = {.kind = R_SHOP_BATCH};
+    snprintf(setup.shop, sizeof(setup.shop), "%s", shop);
+    return run_csv_batch(api, req, who, &setup, rc, &err, &csv, col, csv_event, resp);
 }
 
 /* POST /v1/shops/{shop_id}/imports?batch=ID&rate_bp=N (text/csv card,phone,points). */
@@ -955,18 +961,10 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
         pgw_import_default_batch(req->body, req->body_len, batch);
     if (rc == PGW_OK)
         rc = pgw_import_header(&header, col, &err);
-    pgw_batch *b = rc == PGW_OK ? calloc(1, sizeof(*b)) : NULL;
-    if (rc == PGW_OK && b == NULL)
-        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
-    if (rc != PGW_OK) {
-        fail(resp, R_IMPORT, rc, err.msg);
-        return false;
-    }
-    b->kind = R_IMPORT;
-    b->rate_bp = rate_bp;
-    snprintf(b->shop, sizeof(b->shop), "%s", shop);
-    snprintf(b->import_batch, sizeof(b->import_batch), "%s", batch);
-    return run_csv_batch(api, req, who, b, &csv, col, import_row_json, resp);
+    pgw_batch setup = {.kind = R_IMPORT, .rate_bp = rate_bp};
+    snprintf(setup.shop, sizeof(setup.shop), "%s", shop);
+    snprintf(setup.import_batch, sizeof(setup.import_batch), "%s", batch);
+    return run_csv_batch(api, req, who, &setup, rc, &err, &csv, col, import_row_json, resp);
 }
 
 /* POST /v1/events:batch {"events": [...]}: up to 1000, each its own result. */
