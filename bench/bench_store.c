@@ -91,9 +91,18 @@ static void on_done(pgw_command *cmd, void *payload)
 typedef enum mode { MODE_LOG, MODE_PURCHASE } mode;
 static const char *const MODE_NAMES[] = {"log", "purchase"};
 
+/*
+ * The pool's commands are zeroed once (calloc); fill() sets every input the
+ * mode uses and clears what the writer left in them last time, instead of
+ * zeroing all 58 KB of a command per use: at 50,000 commands/s that memset
+ * alone took a third of a core from the writer on this 2-core machine.
+ */
 static void fill(pgw_command *cmd, long serial, mode m, pool *p)
 {
-    memset(cmd, 0, sizeof(*cmd));
+    cmd->n_transfers = 0;
+    cmd->answer[0] = '\0';
+    cmd->rc = PGW_OK;
+    cmd->replayed = false;
     snprintf(cmd->key, sizeof(cmd->key), "store:S001:%ld", serial);
     memcpy(cmd->fingerprint, &serial, sizeof(serial));
     cmd->done = on_done;
@@ -113,6 +122,7 @@ static void fill(pgw_command *cmd, long serial, mode m, pool *p)
     cmd->kind = PGW_COMMAND_TRANSFERS;
     cmd->n_transfers = 1;
     pgw_transfer *t = &cmd->transfers[0];
+    memset(t, 0, sizeof(*t));
     t->kind = PGW_TRANSFER_EARN;
     snprintf(t->idem_key, sizeof(t->idem_key), "%s", cmd->key);
     memcpy(t->fingerprint, cmd->fingerprint, PGW_HASH_LEN);
@@ -155,7 +165,7 @@ static double run_case(const char *dir, mode m, size_t batch, double seconds, lo
     }
     pool p = {.lock = PTHREAD_MUTEX_INITIALIZER, .freed = PTHREAD_COND_INITIALIZER};
     p.cmds = calloc(POOL, sizeof(*p.cmds));
-    size_t in_flight = batch * 2 < POOL ? batch * 2 : POOL; /* enough to fill batches */
+    size_t in_flight = batch * 4 < POOL ? batch * 4 : POOL; /* enough to fill batches */
     for (size_t i = 0; i < in_flight; i++)
         p.free_list[p.n_free++] = (int)i;
     long serial = 0;

@@ -1401,22 +1401,31 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
         ok = appendf(&t, &len, &cap, "pgw_commit_batch_size_bucket{le=\"%llu\"} %llu\n",
                      (unsigned long long)pgw_writer_batch_bucket(b),
                      (unsigned long long)w.batch_size_le[b]);
-    ok = ok && appendf(&t, &len, &cap,
-                       "pgw_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
-                       "pgw_commit_batch_size_sum %llu\npgw_commit_batch_size_count %llu\n"
-                       "# HELP pgw_commit_seconds Time to apply and commit one transaction.\n"
-                       "# TYPE pgw_commit_seconds histogram\n",
-                       (unsigned long long)w.batches, (unsigned long long)w.batch_size_sum,
-                       (unsigned long long)w.batches);
+    ok = ok &&
+         appendf(&t, &len, &cap,
+                 "pgw_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
+                 "pgw_commit_batch_size_sum %llu\npgw_commit_batch_size_count %llu\n"
+                 "# HELP pgw_commit_seconds Time to apply and commit one transaction (before its "
+                 "sync).\n"
+                 "# TYPE pgw_commit_seconds histogram\n",
+                 (unsigned long long)w.batches, (unsigned long long)w.batch_size_sum,
+                 (unsigned long long)w.batches);
     for (size_t b = 0; ok && b < PGW_COMMIT_BUCKETS; b++)
         ok = appendf(&t, &len, &cap, "pgw_commit_seconds_bucket{le=\"%g\"} %llu\n",
                      (double)pgw_writer_commit_bucket_us(b) / 1e6,
                      (unsigned long long)w.commit_us_le[b]);
     ok = ok && appendf(&t, &len, &cap,
                        "pgw_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
-                       "pgw_commit_seconds_sum %.6f\npgw_commit_seconds_count %llu\n",
+                       "pgw_commit_seconds_sum %.6f\npgw_commit_seconds_count %llu\n"
+                       "# HELP pgw_wal_syncs_total fdatasyncs that made committed batches "
+                       "durable (one may serve several batches).\n"
+                       "# TYPE pgw_wal_syncs_total counter\npgw_wal_syncs_total %llu\n"
+                       "# HELP pgw_wal_sync_seconds_total Time spent in those syncs.\n"
+                       "# TYPE pgw_wal_sync_seconds_total counter\n"
+                       "pgw_wal_sync_seconds_total %.6f\n",
                        (unsigned long long)w.batches, (double)w.commit_us_sum / 1e6,
-                       (unsigned long long)w.batches);
+                       (unsigned long long)w.batches, (unsigned long long)w.syncs,
+                       (double)w.sync_us_sum / 1e6);
     ok = ok && appendf(&t, &len, &cap,
                        "# HELP pgw_risk_rejected_total Requests refused by a risk rule.\n"
                        "# TYPE pgw_risk_rejected_total counter\n");

@@ -4,6 +4,14 @@
  * The queue is a ring of command pointers sized once at start: submitting
  * never allocates. One mutex guards it; `wake` tells the thread there is
  * work (or that it should stop).
+ *
+ * A writer is a pipeline of two threads. The writer thread applies and
+ * commits a batch (visible, not yet durable: pgw_store_defer_sync) and moves
+ * its commands to `pending`; the syncer thread takes everything pending,
+ * fdatasyncs the WAL once and only then completes those commands. While the
+ * disk flushes one batch the writer applies the next, so a batch costs
+ * max(apply, fsync) instead of apply + fsync. A reader has no syncer: it
+ * writes nothing and completes its commands itself.
  */
 #include "writer.h"
 
@@ -29,7 +37,22 @@ struct pgw_writer {
     bool paused;
     pgw_command **batch; /* batch_max entries, owned by the thread */
     pgw_writer_stats stats;
+    /* The pipeline (writers only), under `lock`. */
+    pthread_t syncer;
+    bool has_syncer;
+    pthread_cond_t sync_wake;    /* commands pending, or the writer thread ended */
+    pthread_cond_t pending_room; /* the syncer took what was pending */
+    pgw_command **pending;       /* committed, waiting for the sync; PENDING_CAP(w) */
+    pgw_command **flight;        /* the syncer's: being synced, then completed */
+    size_t n_pending;
+    bool writer_ended;
+    bool sync_failed; /* final: nothing is written after a failed sync */
+    pgw_err sync_err;
+    bool sync_held; /* test hook */
 };
+
+/* Room for the batch being synced plus the one applied meanwhile. */
+#define PENDING_CAP(w) (2 * (w)->batch_max)
 
 /* A reader's batch: one snapshot for all of its reads. */
 static void read_batch(pgw_writer *w, size_t n)
@@ -80,12 +103,23 @@ static void observe(pgw_writer_stats *st, size_t n, uint64_t us)
     st->batch_size_sum += n;
 }
 
+/* After a failed sync nothing more is written: the disk cannot be trusted. */
+static int check_sync_failed(pgw_writer *w, pgw_err *err)
+{
+    pthread_mutex_lock(&w->lock);
+    int rc = w->sync_failed ? pgw_err_set(err, PGW_EUNAVAILABLE, "%s", w->sync_err.msg) : PGW_OK;
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
 static void apply_batch(pgw_writer *w, size_t n)
 {
     pgw_err err;
     pgw_err_clear(&err);
     uint64_t started = monotonic_us();
-    int rc = pgw_store_begin(w->store, &err);
+    int rc = check_sync_failed(w, &err);
+    if (rc == PGW_OK)
+        rc = pgw_store_begin(w->store, &err);
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         pgw_command_apply(w->store, &w->policy, w->batch[i]);
         if (!pgw_store_in_transaction(w->store))
@@ -138,6 +172,25 @@ static size_t take_batch(pgw_writer *w)
     return n;
 }
 
+static void complete(pgw_command **cmds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cmds[i]->done(cmds[i], cmds[i]->payload);
+}
+
+/* Hands a committed batch to the syncer, waiting while two are in line. */
+static void hand_to_syncer(pgw_writer *w, size_t n)
+{
+    PGW_ASSERT(n <= w->batch_max);
+    pthread_mutex_lock(&w->lock);
+    while (w->n_pending + n > PENDING_CAP(w))
+        pthread_cond_wait(&w->pending_room, &w->lock);
+    memcpy(w->pending + w->n_pending, w->batch, n * sizeof(*w->batch));
+    w->n_pending += n;
+    pthread_cond_signal(&w->sync_wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
 static void *writer_main(void *arg)
 {
     pgw_writer *w = arg;
@@ -145,12 +198,79 @@ static void *writer_main(void *arg)
         size_t n = take_batch(w);
         if (n == 0)
             break; /* stopping, and the queue is drained */
-        if (w->read_only)
+        if (w->read_only) {
             read_batch(w, n);
-        else
+            complete(w->batch, n);
+        } else {
             apply_batch(w, n);
-        for (size_t i = 0; i < n; i++)
-            w->batch[i]->done(w->batch[i], w->batch[i]->payload);
+            hand_to_syncer(w, n);
+        }
+    }
+    pthread_mutex_lock(&w->lock);
+    w->writer_ended = true;
+    pthread_cond_signal(&w->sync_wake);
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* Takes everything pending into `flight`. 0 = the writer ended, all synced. */
+static size_t take_pending(pgw_writer *w, bool *failed)
+{
+    pthread_mutex_lock(&w->lock);
+    while ((w->n_pending == 0 || w->sync_held) && !w->writer_ended)
+        pthread_cond_wait(&w->sync_wake, &w->lock);
+    size_t n = w->n_pending;
+    pgw_command **swap = w->flight;
+    w->flight = w->pending;
+    w->pending = swap;
+    w->n_pending = 0;
+    *failed = w->sync_failed;
+    pthread_cond_signal(&w->pending_room);
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
+/* A sync failed: every command waiting on it is told so, whatever its answer was. */
+static void fail_unsynced(pgw_writer *w, size_t n, const pgw_err *err)
+{
+    pthread_mutex_lock(&w->lock);
+    if (!w->sync_failed) {
+        w->sync_failed = true;
+        pgw_err_set(&w->sync_err, PGW_EUNAVAILABLE,
+                    "the disk failed to sync (%s); the gateway writes nothing more until restarted",
+                    err->msg);
+    }
+    w->stats.last_batch_failed = true;
+    pthread_mutex_unlock(&w->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (w->flight[i]->rc == PGW_EUNAVAILABLE)
+            continue; /* its batch already failed: nothing of it was written */
+        w->flight[i]->rc =
+            pgw_err_set(&w->flight[i]->err, PGW_EUNAVAILABLE,
+                        "not known to be durable: %s; retry with the same key", err->msg);
+        w->flight[i]->replayed = false;
+    }
+}
+
+static void *syncer_main(void *arg)
+{
+    pgw_writer *w = arg;
+    bool failed = false;
+    size_t n;
+    while ((n = take_pending(w, &failed)) > 0) {
+        pgw_err err;
+        uint64_t started = monotonic_us();
+        int rc = failed ? pgw_err_set(&err, PGW_EIO, "an earlier sync failed")
+                        : pgw_store_sync(w->store, &err);
+        if (rc != PGW_OK) {
+            fail_unsynced(w, n, &err);
+        } else {
+            pthread_mutex_lock(&w->lock);
+            w->stats.syncs++;
+            w->stats.sync_us_sum += monotonic_us() - started;
+            pthread_mutex_unlock(&w->lock);
+        }
+        complete(w->flight, n);
     }
     return NULL;
 }
@@ -160,8 +280,12 @@ static void writer_free(pgw_writer *w)
     pgw_store_close(w->store);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->wake);
+    pthread_cond_destroy(&w->sync_wake);
+    pthread_cond_destroy(&w->pending_room);
     free(w->ring);
     free(w->batch);
+    free(w->pending);
+    free(w->flight);
     free(w);
 }
 
@@ -177,21 +301,41 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the writer");
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
+    pthread_cond_init(&w->sync_wake, NULL);
+    pthread_cond_init(&w->pending_room, NULL);
     w->cap = opts->queue_cap;
     w->policy = opts->policy;
     w->read_only = opts->read_only;
     w->batch_max = opts->batch_max;
     w->ring = calloc(w->cap, sizeof(*w->ring));
     w->batch = calloc(w->batch_max, sizeof(*w->batch));
-    int rc = (w->ring && w->batch) ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    w->pending = calloc(PENDING_CAP(w), sizeof(*w->pending));
+    w->flight = calloc(PENDING_CAP(w), sizeof(*w->flight));
+    int rc = (w->ring && w->batch && w->pending && w->flight)
+                 ? PGW_OK
+                 : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
         rc = pgw_store_open(opts->db_url, !opts->read_only, &w->store, err);
     uint8_t head[PGW_HASH_LEN];
     if (rc == PGW_OK)
         rc = pgw_store_chain_head(w->store, &w->stats.last_transfer, head, err);
+    if (rc == PGW_OK && !w->read_only)
+        rc = pgw_store_defer_sync(w->store, err);
+    if (rc == PGW_OK && !w->read_only) {
+        w->has_syncer = pthread_create(&w->syncer, NULL, syncer_main, w) == 0;
+        if (!w->has_syncer)
+            rc = pgw_err_set(err, PGW_ENOMEM, "cannot start the syncer thread");
+    }
     if (rc == PGW_OK && pthread_create(&w->thread, NULL, writer_main, w) != 0)
         rc = pgw_err_set(err, PGW_ENOMEM, "cannot start the writer thread");
     if (rc != PGW_OK) {
+        if (w->has_syncer) { /* it has nothing to sync: let it end */
+            pthread_mutex_lock(&w->lock);
+            w->writer_ended = true;
+            pthread_cond_signal(&w->sync_wake);
+            pthread_mutex_unlock(&w->lock);
+            pthread_join(w->syncer, NULL);
+        }
         writer_free(w);
         return rc;
     }
@@ -270,10 +414,14 @@ void pgw_writer_stop(pgw_writer *w)
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     w->paused = false;
+    w->sync_held = false;
     pthread_cond_signal(&w->wake);
+    pthread_cond_signal(&w->sync_wake);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
-    PGW_ASSERT(w->count == 0); /* drained before the thread ended */
+    if (w->has_syncer)
+        pthread_join(w->syncer, NULL);              /* it ends once everything is synced */
+    PGW_ASSERT(w->count == 0 && w->n_pending == 0); /* drained before the threads ended */
     writer_free(w);
 }
 
@@ -289,6 +437,14 @@ void pgw_writer__pause_for_test(pgw_writer *w, bool paused)
     pthread_mutex_lock(&w->lock);
     w->paused = paused;
     pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
+void pgw_writer__hold_sync_for_test(pgw_writer *w, bool held)
+{
+    pthread_mutex_lock(&w->lock);
+    w->sync_held = held;
+    pthread_cond_signal(&w->sync_wake);
     pthread_mutex_unlock(&w->lock);
 }
 

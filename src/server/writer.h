@@ -5,9 +5,15 @@
  * validated commands to a bounded queue; the writer thread takes up to
  * batch_max of them, applies them in one database transaction (each inside
  * its own savepoint, so a failing command fails alone and the others still
- * commit), commits once, and only then completes every command of the
- * batch. A caller therefore never learns of a write that is not durable,
- * and one fsync is shared by the whole batch.
+ * commit) and commits once; a second thread syncs the commit to disk while
+ * the writer applies the next batch, and only then completes every command
+ * of the batch. A caller therefore never learns of a write that is not
+ * durable, and one fsync is shared by the whole batch (or two, when a
+ * batch committed while the previous one was syncing).
+ *
+ * A failed sync is final: its commands and every later one fail with
+ * PGW_EUNAVAILABLE (retry with the same key once the gateway is restarted
+ * on a working disk) and the stats report the storage down.
  *
  * Backpressure: a full queue is refused at once (PGW_EFULL), never grown;
  * the HTTP layer turns that into 503 unavailable / 429.
@@ -57,6 +63,8 @@ typedef struct pgw_writer_stats {
     uint64_t commit_us_le[PGW_COMMIT_BUCKETS];
     uint64_t commit_us_sum;
     uint64_t batch_size_sum; /* commands in committed batches */
+    uint64_t syncs;          /* fdatasyncs of the WAL that made batches durable */
+    uint64_t sync_us_sum;
 } pgw_writer_stats;
 
 /* The upper bounds of the histogram buckets. */
@@ -88,6 +96,10 @@ void pgw_writer_get_stats(pgw_writer *writer, pgw_writer_stats *out);
 /* Test hook: while paused the thread takes no work, so a test can fill the
  * queue deterministically. */
 void pgw_writer__pause_for_test(pgw_writer *writer, bool paused);
+
+/* Test hook: while held the syncer syncs and completes nothing, so a test
+ * can see that a committed command is not completed before its sync. */
+void pgw_writer__hold_sync_for_test(pgw_writer *writer, bool held);
 
 /* Test hook: the writer's own store, to be touched only while paused. */
 pgw_store *pgw_writer__store_for_test(pgw_writer *writer);

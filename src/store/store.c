@@ -7,6 +7,32 @@
  * survives power loss" needs. Group commit (the writer thread) is what
  * makes that affordable: one fsync per batch, not per transfer.
  *
+ * Deferred sync (pgw_store_defer_sync, used by the writer) is the same
+ * guarantee with the fsync moved out of COMMIT, so that the next batch can
+ * be applied while the disk flushes the last one. The connection runs with
+ * synchronous=NORMAL and we fdatasync the WAL file ourselves, through our
+ * own descriptor, before anyone is told of a commit:
+ * - COMMIT under NORMAL write()s every frame of the transaction, the commit
+ *   frame last, into the WAL and returns; only the fsync is skipped. An
+ *   fdatasync that starts after COMMIT returned flushes all of them (and the
+ *   file size), whichever descriptor it is called on: that is exactly the
+ *   sync FULL would have done at the end of COMMIT.
+ * - Recovery replays the WAL up to the last valid commit frame (frames are
+ *   chained by checksums and salts), so frames of later, unsynced commits
+ *   that reach the disk torn are ignored; they were never acknowledged.
+ * - Under NORMAL SQLite still syncs the WAL before a checkpoint copies it
+ *   into the database, and the database before the WAL is reused. A commit
+ *   checkpointed before our fdatasync is therefore durable in the database
+ *   file even if the WAL is rewritten before we sync it.
+ * - The WAL is not deleted or replaced while this connection is open (only
+ *   the last connection to close removes it), so our descriptor stays on
+ *   the live file. Its directory entry is synced once when we open it, as
+ *   SQLite does the first time it syncs a new WAL.
+ * What changes is visibility, not durability: another connection can read
+ * a commit for the few milliseconds before its sync, and a power cut in
+ * that window loses it although it was read. Nothing is acknowledged, and
+ * no answer or stream message leaves, before the sync.
+ *
  * Every statement used on a hot path is prepared once at open and reset
  * after use.
  */
@@ -14,11 +40,15 @@
 
 #include "core/assertions.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 5000
 /* The columns read into a pgw_lot, in row_to_lot()'s order. */
@@ -247,6 +277,8 @@ struct pgw_store {
     bool head_cached;
     int64_t head_id;
     uint8_t head_hash[PGW_HASH_LEN];
+    int wal_fd;      /* our descriptor on the WAL once sync is deferred; -1 before */
+    bool fail_syncs; /* test hook */
 };
 
 /*
@@ -513,6 +545,7 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     pgw_store *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url);
+    s->wal_fd = -1;
     int rc = parse_url(url, create, s->path, sizeof(s->path), err);
     int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     if (rc == PGW_OK && sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK)
@@ -539,7 +572,58 @@ void pgw_store_close(pgw_store *s)
     for (size_t i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);
+    if (s->wal_fd >= 0)
+        close(s->wal_fd);
     free(s);
+}
+
+/* fsyncs the directory holding `path`, so a newly created file in it stays. */
+static int sync_directory_of(const char *path, pgw_err *err)
+{
+    char copy[PGW_STORE_URL_MAX + 8];
+    snprintf(copy, sizeof(copy), "%s", path);
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return pgw_err_set(err, PGW_EIO, "syncing the directory of %s: %s", path, strerror(e));
+    }
+    close(fd);
+    return PGW_OK;
+}
+
+int pgw_store_defer_sync(pgw_store *s, pgw_err *err)
+{
+    PGW_ASSERT(s->wal_fd < 0);
+    PGW_ASSERT(sqlite3_get_autocommit(s->db)); /* not inside a transaction */
+    /* The WAL exists by now: opening the database read its schema version,
+     * which opens (and creates) the WAL in WAL mode. */
+    const char *wal = sqlite3_filename_wal(sqlite3_db_filename(s->db, "main"));
+    if (wal == NULL || wal[0] == '\0')
+        return pgw_err_set(err, PGW_EIO, "%s: the database has no WAL file", s->path);
+    s->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+    if (s->wal_fd < 0)
+        return pgw_err_set(err, PGW_EIO, "%s: %s", wal, strerror(errno));
+    int rc = sync_directory_of(wal, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_sync(s, err);
+    if (rc == PGW_OK)
+        rc = exec(s, "PRAGMA synchronous = NORMAL", "deferring sync", err);
+    if (rc != PGW_OK) {
+        close(s->wal_fd);
+        s->wal_fd = -1;
+    }
+    return rc;
+}
+
+int pgw_store_sync(pgw_store *s, pgw_err *err)
+{
+    PGW_ASSERT(s->wal_fd >= 0);
+    if (s->fail_syncs || fdatasync(s->wal_fd) != 0)
+        return pgw_err_set(err, PGW_EIO, "%s: syncing the WAL failed: %s", s->path,
+                           s->fail_syncs ? "Input/output error (test)" : strerror(errno));
+    return PGW_OK;
 }
 
 int pgw_store_schema_version(pgw_store *s, int64_t *out, pgw_err *err)
@@ -1729,4 +1813,9 @@ int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, p
 int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)
 {
     return exec(s, sql, "test SQL", err);
+}
+
+void pgw_store__fail_syncs_for_test(pgw_store *s)
+{
+    s->fail_syncs = true;
 }

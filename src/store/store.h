@@ -59,8 +59,9 @@ int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
 /*
  * Transactions. Everything between begin and commit becomes durable
  * together at commit (SQLite: WAL with synchronous=FULL, so an acknowledged
- * commit survives power loss) or not at all. rollback is safe to call after
- * a failed statement.
+ * commit survives power loss; see pgw_store_defer_sync for the writer's
+ * variant) or not at all. rollback is safe to call after a failed
+ * statement.
  */
 int pgw_store_begin(pgw_store *store, pgw_err *err);
 /* A read transaction: a consistent snapshot, no write lock (readers). */
@@ -75,6 +76,23 @@ int pgw_store_rollback(pgw_store *store, pgw_err *err);
  * reported as committed while it was rolled back.
  */
 bool pgw_store_in_transaction(pgw_store *store);
+
+/*
+ * Deferred durability, for a writer that overlaps the disk's flush of one
+ * batch with applying the next. After pgw_store_defer_sync (called outside
+ * a transaction), pgw_store_commit makes a transaction visible and
+ * crash-consistent but not yet durable: a power cut can lose it until a
+ * pgw_store_sync that began after the commit returned has returned. Nobody
+ * may be told of a commit before that. store.c argues why this is the
+ * guarantee of synchronous=FULL.
+ *
+ * pgw_store_sync may run on another thread while the connection is in use:
+ * it touches only the store's own descriptor on the WAL. A failed sync is
+ * final: the kernel may have dropped the pages it could not write, so the
+ * caller must stop writing (PostgreSQL treats it the same way).
+ */
+int pgw_store_defer_sync(pgw_store *store, pgw_err *err);
+int pgw_store_sync(pgw_store *store, pgw_err *err);
 
 /*
  * Appends `t` to the log inside the open transaction: assigns t->id (the
@@ -389,5 +407,8 @@ int pgw_store_get_answer(pgw_store *store, const char *key, char *out, size_t ca
 /* Test hook (not for production callers): runs raw SQL on the store's own
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */
 int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);
+
+/* Test hook: every later pgw_store_sync fails as a dying disk's would. */
+void pgw_store__fail_syncs_for_test(pgw_store *store);
 
 #endif

@@ -786,6 +786,17 @@ def test_tight_risk(tmp):
         s.stop()
 
 
+def test_sync_metrics(s):
+    """Every answer so far waited for a WAL sync; one sync may serve several batches."""
+    _, text, _ = s.request("GET", "/metrics", key=None)
+    figures = dict(line.rsplit(" ", 1) for line in text.split("\n")
+                   if line and not line.startswith("#"))
+    syncs = int(figures.get("pgw_wal_syncs_total", "-1"))
+    batches = int(figures.get("pgw_commit_seconds_count", "-1"))
+    check(1 <= syncs <= batches, f"WAL syncs {syncs} for {batches} committed batches")
+    check(float(figures.get("pgw_wal_sync_seconds_total", "-1")) > 0, "sync time is counted")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-http-")
     try:
@@ -799,7 +810,7 @@ def main():
                          test_imports,
                          test_expiry_sweep,
                          test_signatures,
-                         test_stream, test_route_labels, test_log):
+                         test_stream, test_route_labels, test_log, test_sync_metrics):
                 test(s)
         finally:
             code, err = s.stop()

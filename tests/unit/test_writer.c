@@ -1,8 +1,9 @@
 /*
  * test_writer.c - the writer thread against a real SQLite file: results only
  * after commit, replays and conflicts, a failing command failing alone in
- * its batch, backpressure, draining on stop, and many threads racing on one
- * idempotency key (exactly one effect).
+ * its batch, backpressure, draining on stop, many threads racing on one
+ * idempotency key (exactly one effect), no completion before the sync, and
+ * a failed sync stopping all writes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static pgw_writer *start(const db_fixture *f, size_t queue_cap, size_t batch_max)
 {
@@ -278,6 +280,89 @@ static void test_full_database_reports_only_what_committed(void **state)
     free(cmd);
 }
 
+/* The newest transfer id another connection sees (committed, synced or not). */
+static int64_t visible_head(const db_fixture *f)
+{
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(f->url, false, &s, NULL), PGW_OK);
+    int64_t id = 0;
+    uint8_t hash[PGW_HASH_LEN];
+    assert_int_equal(pgw_store_chain_head(s, &id, hash, NULL), PGW_OK);
+    pgw_store_close(s);
+    return id;
+}
+
+/* Waits (bounded) until another connection sees transfer `id` committed. */
+static void wait_visible(const db_fixture *f, int64_t id)
+{
+    for (int i = 0; i < 2000 && visible_head(f) < id; i++)
+        usleep(1000);
+    assert_int_equal(visible_head(f), id);
+}
+
+static void test_completes_only_after_the_sync(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f, 16, 16);
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    static pgw_command cmds[2];
+    pgw_writer__hold_sync_for_test(w, true);
+    for (int i = 0; i < 2; i++) {
+        make_command(&cmds[i], i == 0 ? "sync:A" : "sync:B", 1, 1);
+        cmds[i].done = count_done;
+        cmds[i].payload = &c;
+        assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
+        wait_visible(f, i + 1); /* committed: the writer went on to the next */
+    }
+    usleep(20000);
+    pthread_mutex_lock(&c.lock);
+    assert_int_equal(c.done, 0); /* committed, not synced: nobody told */
+    pthread_mutex_unlock(&c.lock);
+    pgw_writer_stats stats;
+    pgw_writer_get_stats(w, &stats);
+    uint64_t syncs_before = stats.syncs;
+    pgw_writer__hold_sync_for_test(w, false);
+    wait_for(&c, 2);
+    assert_int_equal(cmds[0].rc, PGW_OK);
+    assert_int_equal(cmds[1].rc, PGW_OK);
+    pgw_writer_get_stats(w, &stats);
+    assert_int_equal(stats.syncs, syncs_before + 1); /* one sync served both batches */
+    assert_int_equal(stats.batches, 2);
+    pgw_writer_stop(w);
+}
+
+static void test_a_failed_sync_is_final(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f, 16, 16);
+    pgw_command cmd;
+    make_command(&cmd, "disk:ok", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_OK);
+    pgw_writer__pause_for_test(w, true); /* the store is touched only while paused */
+    pgw_store__fail_syncs_for_test(pgw_writer__store_for_test(w));
+    pgw_writer__pause_for_test(w, false);
+    pgw_err err;
+    make_command(&cmd, "disk:A", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "not known to be durable"));
+    assert_int_equal(visible_head(f), 2); /* committed, but never acknowledged */
+    make_command(&cmd, "disk:B", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "the disk failed to sync"));
+    assert_int_equal(visible_head(f), 2); /* nothing written after the failure */
+    pgw_writer_stats stats;
+    pgw_writer_get_stats(w, &stats);
+    assert_true(stats.last_batch_failed); /* /healthz reports the storage down */
+    pgw_writer_stop(w);
+    /* After a restart the unacknowledged command is a replay: one effect. */
+    w = start(f, 16, 16);
+    make_command(&cmd, "disk:A", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_OK);
+    assert_true(cmd.replayed);
+    pgw_writer_stop(w);
+    assert_int_equal(log_size(f), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +375,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_database_reports_only_what_committed,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_many_threads_one_key_one_effect, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_completes_only_after_the_sync, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_failed_sync_is_final, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
