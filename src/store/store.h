@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 11
+#define PGW_STORE_SCHEMA_VERSION 12
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 

@@ -1,7 +1,8 @@
 /*
  * test_store.c - the SQLite transfer log on a real file: migrations, the
  * newer-schema refusal, appends inside transactions, paged reads, the chain
- * head across reopen, and verify catching rows tampered with behind its back.
+ * head across reopen, verify catching rows tampered with behind its back,
+ * and the schema 12 rebuild of transfers on a database with purchases.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "server/writer.h"
 #include "store/store.h"
 
 #include <sqlite3.h>
@@ -194,9 +196,135 @@ static void test_verify_pages_and_catches_tampering(void **state)
     pgw_store_close(s);
 }
 
+/* A single-row integer answer of raw SQL on its own connection. */
+static int64_t raw_int(const db_fixture *f, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Purchases through the writer: transfers with lots and earn records
+ * referring to them (what a rebuild of transfers must keep intact). */
+static void purchase(const db_fixture *f, int n)
+{
+    pgw_writer_options opts = {.db_url = f->url,
+                               .queue_cap = 4,
+                               .batch_max = 4,
+                               .policy.expiry = {PGW_EXPIRY_ROLLING, 12, 0}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+    static pgw_command cmd;
+    for (int i = 0; i < n; i++) {
+        memset(&cmd, 0, sizeof(cmd));
+        snprintf(cmd.key, sizeof(cmd.key), "store:S001:P%d", i);
+        cmd.fingerprint[0] = (uint8_t)i;
+        cmd.kind = PGW_COMMAND_EARN;
+        snprintf(cmd.member, sizeof(cmd.member), "M%d", i % 3);
+        strcpy(cmd.shop, "S001");
+        strcpy(cmd.channel, "store");
+        snprintf(cmd.reference, sizeof(cmd.reference), "R%d", i);
+        cmd.at = 1795486500 + i;
+        cmd.amount_fen = 1000 + i;
+        cmd.lines[0] = (pgw_earn_line){"shop:S001:issued", "format:retail", 10 + i};
+        cmd.n_lines = 1;
+        pgw_err err;
+        if (pgw_writer_run(w, &cmd, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+    pgw_writer_stop(w);
+}
+
+/* Turns the database back into what schema 11 left: transfers with a
+ * UNIQUE hash. Plus `extra` SQL run in the same go. */
+static void back_to_schema_11(const db_fixture *f, const char *extra)
+{
+    char sql[2048];
+    snprintf(sql, sizeof(sql),
+             "BEGIN;"
+             "CREATE TABLE t11 (id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, idem_key TEXT NOT "
+             "NULL, fingerprint BLOB NOT NULL, debit TEXT NOT NULL, credit TEXT NOT NULL, points "
+             "INTEGER NOT NULL, shop_id TEXT NOT NULL, channel TEXT NOT NULL, occurred_at INTEGER "
+             "NOT NULL, recorded_at_us INTEGER NOT NULL, reference TEXT NOT NULL, breakdown TEXT "
+             "NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL UNIQUE) STRICT;"
+             "INSERT INTO t11 SELECT * FROM transfers;"
+             "DROP TABLE transfers;"
+             "ALTER TABLE t11 RENAME TO transfers;"
+             "CREATE INDEX transfers_member_credit ON transfers (credit, id) WHERE credit LIKE "
+             "'member:%%';"
+             "CREATE INDEX transfers_member_debit ON transfers (debit, id) WHERE debit LIKE "
+             "'member:%%';"
+             "%s"
+             "PRAGMA user_version = 11;"
+             "COMMIT;",
+             extra);
+    raw_sql(f, sql);
+}
+
+#define UNIQUE_INDEXES_ON_TRANSFERS                                                                \
+    "SELECT count(*) FROM pragma_index_list('transfers') WHERE \"unique\" = 1"
+
+static void test_schema_12_rebuilds_transfers_keeping_everything(void **state)
+{
+    db_fixture *f = *state;
+    purchase(f, 12);
+    back_to_schema_11(f, "");
+    assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 1);
+    pgw_store *s = open_store(f); /* migrates 11 -> 12 */
+    int64_t version = 0;
+    assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
+    assert_int_equal(version, 12);
+    pgw_verify_report r;
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    if (!r.ok)
+        fail_msg("%s", r.problem);
+    assert_int_equal(r.transfers, 12);
+    /* Foreign keys are enforced again after the rebuild. */
+    pgw_err err;
+    assert_int_equal(pgw_store__exec_for_test(s,
+                                              "INSERT INTO lots (member, points, left_points, "
+                                              "earned_at, expires_at, source_transfer) VALUES "
+                                              "('M0', 1, 1, 0, 1, 9999)",
+                                              &err),
+                     PGW_EIO);
+    assert_non_null(strstr(err.msg, "FOREIGN KEY"));
+    pgw_store_close(s);
+    assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM lots JOIN transfers ON transfers.id = "
+                                "lots.source_transfer"),
+                     12);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM sqlite_schema WHERE name LIKE "
+                                "'transfers_member_%'"),
+                     2);
+}
+
+static void test_a_migration_refuses_dangling_references(void **state)
+{
+    db_fixture *f = *state;
+    purchase(f, 3);
+    back_to_schema_11(f, "UPDATE lots SET source_transfer = 777 WHERE id = 2;");
+    pgw_store *s = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_store_open(f->url, false, &s, &err), PGW_ESTATE);
+    assert_non_null(strstr(err.msg, "table lots row 2 refers to a missing row of transfers"));
+    assert_int_equal(raw_int(f, "PRAGMA user_version"), 11); /* nothing applied */
+    assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_schema_12_rebuilds_transfers_keeping_everything,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
