@@ -1,0 +1,151 @@
+/*
+ * reconcile.c - see reconcile.h.
+ */
+#include "reconcile.h"
+
+#include "arith.h"
+#include "assertions.h"
+
+#include <string.h>
+
+static const char *const KIND_NAMES[PGW_RECON_KINDS] = {
+    [PGW_RECON_MATCHED] = "matched",
+    [PGW_RECON_POINTS_MISMATCH] = "points_mismatch",
+    [PGW_RECON_AMOUNT_MISMATCH] = "amount_mismatch",
+    [PGW_RECON_MISSING_IN_LEDGER] = "missing_in_ledger",
+    [PGW_RECON_MISSING_IN_STATEMENT] = "missing_in_statement",
+    [PGW_RECON_DUPLICATE_IN_STATEMENT] = "duplicate_in_statement",
+    [PGW_RECON_MALFORMED_ROW] = "malformed_row",
+};
+
+const char *pgw_recon_kind_name(pgw_recon_kind kind)
+{
+    PGW_ASSERT(kind >= 0 && kind < PGW_RECON_KINDS);
+    return KIND_NAMES[kind];
+}
+
+/* The two heads of the merge and what was last taken from each. */
+typedef struct merge {
+    const pgw_recon_io *io;
+    pgw_recon_summary *sum;
+    pgw_recon_row s, l; /* current rows, valid unless s_end / l_end */
+    bool s_end, l_end;
+    bool have_prev_s, have_prev_l;
+    char prev_s[PGW_EVENT_ID_MAX + 1]; /* event_id of the last readable statement row */
+    char prev_l[PGW_EVENT_ID_MAX + 1];
+} merge;
+
+static int report(merge *m, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l,
+                  pgw_err *err)
+{
+    m->sum->count[kind]++;
+    return kind == PGW_RECON_MATCHED ? PGW_OK : m->io->emit(m->io->sink, kind, s, l, err);
+}
+
+/* Reads the next statement row; malformed ones are reported on the way. */
+static int next_statement(merge *m, pgw_err *err)
+{
+    for (;;) {
+        int rc = m->io->statement(m->io->statement_source, &m->s, &m->s_end, err);
+        if (rc != PGW_OK || m->s_end)
+            return rc;
+        m->sum->statement_rows++;
+        if (!m->s.malformed)
+            break;
+        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, NULL, err);
+        if (rc != PGW_OK)
+            return rc;
+    }
+    if (pgw_add(m->sum->statement_points, m->s.points, &m->sum->statement_points) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "the statement's points overflow at line %zu",
+                           m->s.line);
+    if (m->have_prev_s && strcmp(m->s.event_id, m->prev_s) < 0)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; rows "
+                           "must be in event_id order",
+                           m->s.line, m->s.event_id, m->prev_s);
+    return PGW_OK;
+}
+
+static int next_ledger(merge *m, pgw_err *err)
+{
+    int rc = m->io->ledger(m->io->ledger_source, &m->l, &m->l_end, err);
+    if (rc != PGW_OK || m->l_end)
+        return rc;
+    m->sum->ledger_rows++;
+    if (pgw_add(m->sum->ledger_points, m->l.points, &m->sum->ledger_points) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "the ledger's points overflow");
+    if (m->have_prev_l && strcmp(m->l.event_id, m->prev_l) < 0)
+        return pgw_err_set(err, PGW_ESTATE, "the ledger is out of event_id order at \"%.64s\"",
+                           m->l.event_id);
+    return PGW_OK;
+}
+
+static void remember(char prev[PGW_EVENT_ID_MAX + 1], bool *have, const pgw_recon_row *row)
+{
+    memcpy(prev, row->event_id, PGW_EVENT_ID_MAX + 1);
+    *have = true;
+}
+
+/* A statement row and a ledger row with the same event_id. */
+static pgw_recon_kind compare(const pgw_recon_row *s, const pgw_recon_row *l)
+{
+    if (s->points != l->points)
+        return PGW_RECON_POINTS_MISMATCH;
+    if (s->amount_fen != l->amount_fen)
+        return PGW_RECON_AMOUNT_MISMATCH;
+    return PGW_RECON_MATCHED;
+}
+
+/* One step of the merge: consumes at least one row. */
+static int step(merge *m, pgw_err *err)
+{
+    PGW_ASSERT(!m->s_end || !m->l_end);
+    if (!m->s_end && m->have_prev_s && strcmp(m->s.event_id, m->prev_s) == 0) {
+        int rc = report(m, PGW_RECON_DUPLICATE_IN_STATEMENT, &m->s, NULL, err);
+        return rc != PGW_OK ? rc : next_statement(m, err);
+    }
+    if (!m->l_end && m->have_prev_l && strcmp(m->l.event_id, m->prev_l) == 0) {
+        /* The same event_id twice in the ledger: two shops' events when no
+         * shop was named. The statement row went to the first. */
+        int rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
+        return rc != PGW_OK ? rc : next_ledger(m, err);
+    }
+    int cmp = m->s_end ? 1 : m->l_end ? -1 : strcmp(m->s.event_id, m->l.event_id);
+    int rc;
+    if (cmp < 0) {
+        rc = report(m, PGW_RECON_MISSING_IN_LEDGER, &m->s, NULL, err);
+    } else if (cmp > 0) {
+        rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
+        remember(m->prev_l, &m->have_prev_l, &m->l);
+        return rc != PGW_OK ? rc : next_ledger(m, err);
+    } else {
+        rc = report(m, compare(&m->s, &m->l), &m->s, &m->l, err);
+        remember(m->prev_l, &m->have_prev_l, &m->l);
+        if (rc == PGW_OK)
+            rc = next_ledger(m, err);
+    }
+    remember(m->prev_s, &m->have_prev_s, &m->s);
+    return rc != PGW_OK ? rc : next_statement(m, err);
+}
+
+int pgw_reconcile(const pgw_recon_io *io, pgw_recon_summary *summary, pgw_err *err)
+{
+    PGW_ASSERT(io->statement && io->ledger && io->emit);
+    memset(summary, 0, sizeof(*summary));
+    merge m = {.io = io, .sum = summary};
+    int rc = next_statement(&m, err);
+    if (rc == PGW_OK)
+        rc = next_ledger(&m, err);
+    while (rc == PGW_OK && !(m.s_end && m.l_end))
+        rc = step(&m, err);
+    if (rc == PGW_OK) {
+        int64_t rows = 0;
+        for (size_t k = 0; k < PGW_RECON_KINDS; k++)
+            rows += summary->count[k];
+        /* Every row of either side landed in exactly one category. */
+        PGW_ASSERT(rows ==
+                   summary->statement_rows + summary->count[PGW_RECON_MISSING_IN_STATEMENT]);
+    }
+    return rc;
+}

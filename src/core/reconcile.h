@@ -1,0 +1,97 @@
+/*
+ * reconcile.h - matching a channel's statement against the transfer log.
+ *
+ * Both sides are streams of rows in event_id order (byte order, as
+ * strcmp and SQLite's BINARY collation sort); the matcher walks them like
+ * a merge join, so memory stays at two rows whatever the sizes. Where the
+ * rows come from (a CSV file, an HTTP body, the store) is the caller's: it
+ * hands in two `next` functions. The matcher does no I/O itself.
+ *
+ * Every statement row ends in exactly one category: matched,
+ * points_mismatch (points differ; checked first), amount_mismatch,
+ * missing_in_ledger, duplicate_in_statement (the same event_id again after
+ * its first row) or malformed_row (the reader could not read it; it
+ * carries its line and why). Every ledger row is matched by a statement
+ * row or is missing_in_statement. Each category but matched is reported
+ * through `emit`, one call per row, as it is found.
+ */
+#ifndef PGW_CORE_RECONCILE_H
+#define PGW_CORE_RECONCILE_H
+
+#include "bounds.h"
+#include "error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_RECON_TYPE_MAX   16 /* "purchase", "sign_in", ... */
+#define PGW_RECON_MEMBER_MAX 80 /* the statement's member column: "phone:...", an id */
+
+typedef struct pgw_recon_row {
+    char event_id[PGW_EVENT_ID_MAX + 1];
+    int64_t occurred_at; /* unix seconds */
+    char type[PGW_RECON_TYPE_MAX + 1];
+    char member[PGW_RECON_MEMBER_MAX + 1];
+    int64_t amount_fen; /* purchase or refund amount; 0 for behaviour events */
+    int64_t points;     /* signed: what the event moved for the member (a refund < 0) */
+    size_t line;        /* statement: where the row is in its file; ledger: 0 */
+    bool malformed;     /* statement only: the reader could not read the row... */
+    char problem[160];  /* ...and says why */
+} pgw_recon_row;
+
+typedef enum pgw_recon_kind {
+    PGW_RECON_MATCHED = 0,
+    PGW_RECON_POINTS_MISMATCH,
+    PGW_RECON_AMOUNT_MISMATCH,
+    PGW_RECON_MISSING_IN_LEDGER,
+    PGW_RECON_MISSING_IN_STATEMENT,
+    PGW_RECON_DUPLICATE_IN_STATEMENT,
+    PGW_RECON_MALFORMED_ROW,
+} pgw_recon_kind;
+#define PGW_RECON_KINDS (PGW_RECON_MALFORMED_ROW + 1)
+
+/* "matched", "points_mismatch", ... as API.md spells them. */
+const char *pgw_recon_kind_name(pgw_recon_kind kind);
+
+typedef struct pgw_recon_summary {
+    int64_t statement_rows; /* every data row read, malformed ones included */
+    int64_t ledger_rows;
+    int64_t count[PGW_RECON_KINDS]; /* rows per category */
+    int64_t statement_points;       /* sum over the statement's readable rows */
+    int64_t ledger_points;
+} pgw_recon_summary;
+
+/*
+ * Fills *row with the next row and returns PGW_OK, or sets *end at the end
+ * of the stream. A negative code stops the match (I/O, an out-of-order
+ * source) with err filled.
+ */
+typedef int (*pgw_recon_next)(void *source, pgw_recon_row *row, bool *end, pgw_err *err);
+
+/*
+ * Called once per exception. `statement` or `ledger` is NULL when that side
+ * has no row (missing_in_...). A negative return stops the match.
+ */
+typedef int (*pgw_recon_emit)(void *sink, pgw_recon_kind kind, const pgw_recon_row *statement,
+                              const pgw_recon_row *ledger, pgw_err *err);
+
+typedef struct pgw_recon_io {
+    pgw_recon_next statement;
+    void *statement_source;
+    pgw_recon_next ledger;
+    void *ledger_source;
+    pgw_recon_emit emit;
+    void *sink;
+} pgw_recon_io;
+
+/*
+ * Runs the match to the end of both streams and fills *summary (zeroed
+ * first). PGW_EINVAL when a statement row's event_id sorts before the one
+ * read before it (err names the line: the caller sorts statements it
+ * cannot vouch for); PGW_ESTATE when the ledger is out of order; PGW_ERANGE
+ * when a points sum overflows; or whatever a callback returned.
+ */
+int pgw_reconcile(const pgw_recon_io *io, pgw_recon_summary *summary, pgw_err *err);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * test_reconcile.c - the statement/ledger matcher: every kind of
+ * discrepancy planted at known rows is found exactly there (and nothing
+ * else is), in random trials against a plain reference, plus the
+ * ordering rules.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "core/reconcile.h"
+#include "rng.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROWS_MAX 4096
+
+typedef struct source {
+    pgw_recon_row *rows;
+    size_t n, next;
+} source;
+
+static int next_row(void *p, pgw_recon_row *row, bool *end, pgw_err *err)
+{
+    (void)err;
+    source *s = p;
+    *end = s->next == s->n;
+    if (!*end)
+        *row = s->rows[s->next++];
+    return PGW_OK;
+}
+
+/* What was emitted: kind and the event_id (or line of a malformed row). */
+typedef struct found {
+    size_t n;
+    pgw_recon_kind kind[2 * ROWS_MAX];
+    char key[2 * ROWS_MAX][PGW_EVENT_ID_MAX + 1];
+} found;
+
+static int collect(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l,
+                   pgw_err *err)
+{
+    (void)err;
+    found *f = p;
+    assert_true(f->n < 2 * ROWS_MAX);
+    assert_true(kind != PGW_RECON_MATCHED);
+    const pgw_recon_row *r = s ? s : l;
+    assert_non_null(r);
+    if (kind == PGW_RECON_MALFORMED_ROW)
+        snprintf(f->key[f->n], sizeof(f->key[0]), "line %zu", r->line);
+    else
+        snprintf(f->key[f->n], sizeof(f->key[0]), "%s", r->event_id);
+    if (kind == PGW_RECON_POINTS_MISMATCH || kind == PGW_RECON_AMOUNT_MISMATCH)
+        assert_true(s != NULL && l != NULL && strcmp(s->event_id, l->event_id) == 0);
+    f->kind[f->n++] = kind;
+    return PGW_OK;
+}
+
+static pgw_recon_row row(const char *id, int64_t amount, int64_t points)
+{
+    pgw_recon_row r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.event_id, sizeof(r.event_id), "%s", id);
+    snprintf(r.type, sizeof(r.type), "purchase");
+    snprintf(r.member, sizeof(r.member), "M1");
+    r.occurred_at = 1795486500;
+    r.amount_fen = amount;
+    r.points = points;
+    return r;
+}
+
+static int run(pgw_recon_row *st, size_t ns, pgw_recon_row *lg, size_t nl, found *f,
+               pgw_recon_summary *sum, pgw_err *err)
+{
+    source a = {st, ns, 0}, b = {lg, nl, 0};
+    pgw_recon_io io = {next_row, &a, next_row, &b, collect, f};
+    f->n = 0;
+    return pgw_reconcile(&io, sum, err);
+}
+
+static void test_each_kind_on_a_small_statement(void **state)
+{
+    (void)state;
+    static pgw_recon_row st[8], lg[6];
+    st[0] = row("E01", 1000, 10); /* matched */
+    st[1] = row("E02", 2000, 21); /* points_mismatch (ledger 20) */
+    st[2] = row("E03", 3100, 30); /* amount_mismatch (ledger 3000) */
+    st[3] = row("E03", 3100, 30); /* duplicate_in_statement */
+    st[4] = row("E04", 4000, 40); /* missing_in_ledger */
+    st[5] = row("", 0, 0);        /* malformed */
+    st[5].malformed = true;
+    st[5].line = 7;
+    st[6] = row("E06", 6000, -60); /* matched: a refund */
+    lg[0] = row("E01", 1000, 10);
+    lg[1] = row("E02", 2000, 20);
+    lg[2] = row("E03", 3000, 30);
+    lg[3] = row("E05", 5000, 50); /* missing_in_statement */
+    lg[4] = row("E06", 6000, -60);
+    lg[5] = row("E07", 7000, 70); /* missing_in_statement, after the statement's end */
+    static found f;
+    pgw_recon_summary sum;
+    pgw_err err;
+    assert_int_equal(run(st, 7, lg, 6, &f, &sum, &err), PGW_OK);
+    assert_int_equal(sum.statement_rows, 7);
+    assert_int_equal(sum.ledger_rows, 6);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
+    for (pgw_recon_kind k = PGW_RECON_POINTS_MISMATCH; k < PGW_RECON_KINDS; k++)
+        assert_int_equal(sum.count[k], k == PGW_RECON_MISSING_IN_STATEMENT ? 2 : 1);
+    assert_int_equal(sum.statement_points, 10 + 21 + 30 + 30 + 40 - 60);
+    assert_int_equal(sum.ledger_points, 10 + 20 + 30 + 50 - 60 + 70);
+    const char *expect[][2] = {{"points_mismatch", "E02"},        {"amount_mismatch", "E03"},
+                               {"duplicate_in_statement", "E03"}, {"missing_in_ledger", "E04"},
+                               {"malformed_row", "line 7"},       {"missing_in_statement", "E05"},
+                               {"missing_in_statement", "E07"}};
+    assert_int_equal(f.n, 7);
+    for (size_t i = 0; i < f.n; i++) {
+        assert_string_equal(pgw_recon_kind_name(f.kind[i]), expect[i][0]);
+        assert_string_equal(f.key[i], expect[i][1]);
+    }
+}
+
+static void test_order_is_checked(void **state)
+{
+    (void)state;
+    static pgw_recon_row st[3], lg[2];
+    st[0] = row("A", 1, 1);
+    st[1] = row("C", 1, 1);
+    st[2] = row("B", 1, 1);
+    st[2].line = 4;
+    lg[0] = row("A", 1, 1);
+    lg[1] = row("B", 1, 1);
+    static found f;
+    pgw_recon_summary sum;
+    pgw_err err;
+    assert_int_equal(run(st, 3, lg, 2, &f, &sum, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "statement line 4: event_id \"B\" comes after \"C\""));
+    lg[0] = row("B", 1, 1);
+    lg[1] = row("A", 1, 1);
+    assert_int_equal(run(st, 1, lg, 2, &f, &sum, &err), PGW_ESTATE);
+    /* Empty on both sides: nothing to say. */
+    assert_int_equal(run(st, 0, lg, 0, &f, &sum, &err), PGW_OK);
+    assert_int_equal(f.n, 0);
+    assert_int_equal(sum.statement_rows + sum.ledger_rows, 0);
+}
+
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* The reference: what each planted change must produce. */
+typedef enum plant { KEEP, POINTS, AMOUNT, DROP, EXTRA, DUPLICATE, MALFORM } plant;
+
+static void test_planted_discrepancies_found_exactly(void **state)
+{
+    (void)state;
+    static pgw_recon_row st[ROWS_MAX], lg[ROWS_MAX];
+    static found f;
+    static char want_key[2 * ROWS_MAX][PGW_EVENT_ID_MAX + 1];
+    static pgw_recon_kind want_kind[2 * ROWS_MAX];
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        uint64_t rng = seed;
+        size_t n = (size_t)rng_pick(&rng, 1, 1500), ns = 0, nl = 0, nw = 0;
+        int64_t want_count[PGW_RECON_KINDS] = {0};
+        for (size_t i = 0; i < n; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "S001-%06zu", i * 2 + 1); /* room for extras between */
+            pgw_recon_row r = row(id, 100 + (int64_t)i, (int64_t)i % 90 - 10);
+            plant p = rng_pick(&rng, 0, 99) < 90 ? KEEP : (plant)rng_pick(&rng, POINTS, MALFORM);
+            if (p != EXTRA && p != MALFORM)
+                lg[nl++] = r;
+            pgw_recon_row s = r;
+            s.line = ns + 2;
+            pgw_recon_kind k = PGW_RECON_MATCHED;
+            if (p == POINTS)
+                s.points++, k = PGW_RECON_POINTS_MISMATCH;
+            else if (p == AMOUNT)
+                s.amount_fen += 7, k = PGW_RECON_AMOUNT_MISMATCH;
+            else if (p == DROP)
+                k = PGW_RECON_MISSING_IN_STATEMENT;
+            else if (p == EXTRA)
+                k = PGW_RECON_MISSING_IN_LEDGER;
+            else if (p == MALFORM)
+                s.malformed = true, k = PGW_RECON_MALFORMED_ROW;
+            if (p != DROP)
+                st[ns++] = s;
+            want_count[k]++;
+            if (k != PGW_RECON_MATCHED) {
+                want_kind[nw] = k;
+                if (k == PGW_RECON_MALFORMED_ROW)
+                    snprintf(want_key[nw++], sizeof(want_key[0]), "line %zu", s.line);
+                else
+                    snprintf(want_key[nw++], sizeof(want_key[0]), "%s", id);
+            }
+            if (p == DUPLICATE) {
+                st[ns] = s;
+                st[ns].line = ns + 2;
+                ns++;
+                want_count[PGW_RECON_DUPLICATE_IN_STATEMENT]++;
+                want_kind[nw] = PGW_RECON_DUPLICATE_IN_STATEMENT;
+                snprintf(want_key[nw++], sizeof(want_key[0]), "%s", id);
+            }
+        }
+        pgw_recon_summary sum;
+        pgw_err err;
+        assert_int_equal(run(st, ns, lg, nl, &f, &sum, &err), PGW_OK);
+        assert_int_equal(sum.statement_rows, (int64_t)ns);
+        assert_int_equal(sum.ledger_rows, (int64_t)nl);
+        for (size_t k = 0; k < PGW_RECON_KINDS; k++)
+            if (sum.count[k] != want_count[k])
+                fail_msg("seed %llu: %s %lld, planted %lld", (unsigned long long)seed,
+                         pgw_recon_kind_name((pgw_recon_kind)k), (long long)sum.count[k],
+                         (long long)want_count[k]);
+        /* The same exceptions (a malformed row is reported when it is
+         * read, so the order between sides may differ: compare as sets). */
+        assert_int_equal(f.n, nw);
+        static char got[2 * ROWS_MAX][PGW_EVENT_ID_MAX + 32],
+            want[2 * ROWS_MAX][PGW_EVENT_ID_MAX + 32];
+        for (size_t i = 0; i < nw; i++) {
+            snprintf(got[i], sizeof(got[i]), "%s %s", pgw_recon_kind_name(f.kind[i]), f.key[i]);
+            snprintf(want[i], sizeof(want[i]), "%s %s", pgw_recon_kind_name(want_kind[i]),
+                     want_key[i]);
+        }
+        qsort(got, nw, sizeof(got[0]), by_text);
+        qsort(want, nw, sizeof(want[0]), by_text);
+        for (size_t i = 0; i < nw; i++)
+            if (strcmp(got[i], want[i]) != 0)
+                fail_msg("seed %llu: found \"%s\" where \"%s\" was planted",
+                         (unsigned long long)seed, got[i], want[i]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_kind_on_a_small_statement),
+        cmocka_unit_test(test_order_is_checked),
+        cmocka_unit_test(test_planted_discrepancies_found_exactly),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
