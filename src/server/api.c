@@ -513,6 +513,7 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     snprintf(cmd->reference, sizeof(cmd->reference), "%s",
              doc->receipt_no[0] ? doc->receipt_no : doc->event_id);
     snprintf(cmd->receipt, sizeof(cmd->receipt), "%s", doc->receipt_no);
+    snprintf(cmd->event_id, sizeof(cmd->event_id), "%s", doc->event_id);
     if (strcmp(doc->channel, "wechat_mp") == 0) /* sign-ups from phones, one address each */
         snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", req->client_address);
     cmd->at = doc->event.occurred_at;

@@ -822,6 +822,26 @@ static int check_event_risk_after(const pgw_ledger_policy *policy, pgw_command *
     return PGW_OK;
 }
 
+/* The event as finance's reconciliation reads it: what its channel's
+ * statement says of it (points as the answer gives them). */
+static int record_event(pgw_store *store, pgw_command *cmd)
+{
+    const pgw_event *ev = cmd->event;
+    bool refund = ev->type == PGW_EVENT_REFUND;
+    pgw_event_record r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.channel, sizeof(r.channel), "%s", cmd->channel);
+    snprintf(r.source, sizeof(r.source), "%s", cmd->shop[0] ? cmd->shop : "-");
+    snprintf(r.event_id, sizeof(r.event_id), "%s", cmd->event_id);
+    snprintf(r.type, sizeof(r.type), "%s", pgw_event_type_name(ev->type));
+    snprintf(r.member, sizeof(r.member), "%s", cmd->member);
+    r.occurred_at = ev->occurred_at;
+    r.amount_fen = refund || ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen : 0;
+    r.points = refund ? -cmd->points_moved : cmd->earning->points;
+    r.first_transfer = cmd->n_transfers > 0 ? cmd->transfers[0].id : 0;
+    return pgw_store_record_event(store, &r, &cmd->err);
+}
+
 static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     const pgw_event *ev = cmd->event;
@@ -870,7 +890,9 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK)
             rc = earn_lines(store, policy, cmd, known);
     }
-    return rc == PGW_OK ? record_activity(store, cmd, &days, a) : rc;
+    if (rc == PGW_OK)
+        rc = record_activity(store, cmd, &days, a);
+    return rc == PGW_OK ? record_event(store, cmd) : rc;
 }
 
 /* ---- members by identity ------------------------------------------------------------ */
@@ -1261,10 +1283,11 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    : pgw_err_set(err, PGW_EINVAL, "a history read names the member and has room");
     case PGW_COMMAND_EVENT:
         if (!(filled(cmd->member, sizeof(cmd->member)) || cmd->by_identity) || cmd->event == NULL ||
-            cmd->earning == NULL)
+            cmd->earning == NULL || !filled(cmd->event_id, sizeof(cmd->event_id)) ||
+            !filled(cmd->channel, sizeof(cmd->channel)))
             return pgw_err_set(err, PGW_EINVAL,
-                               "an event needs a member, the event and room "
-                               "for its earning");
+                               "an event needs a member, its event_id and channel, the event "
+                               "and room for its earning");
         if (cmd->event->type == PGW_EVENT_REFUND && !filled(cmd->original, sizeof(cmd->original)))
             return pgw_err_set(err, PGW_EINVAL, "a refund names its original purchase");
         return PGW_OK;

@@ -133,6 +133,7 @@ struct pgw_command {
     char channel[PGW_ID_MAX + 1];          /* written on every transfer */
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
     char receipt[PGW_REFERENCE_MAX + 1];   /* EVENT: the till's receipt number, "" when none */
+    char event_id[PGW_EVENT_ID_MAX + 1];   /* EVENT: as its channel knows it (reconciliation) */
     char client_address[64]; /* EVENT from the mini program: who is enrolling, "" otherwise */
     int64_t at;              /* when it happens, unix seconds */
     /* EARN */

@@ -127,8 +127,14 @@ enum {
     ST_MEMBER_CREATED,
     ST_ENROLMENTS,
     ST_ADD_ENROLMENT,
+    ST_INSERT_EVENT,
+    ST_EVENTS_OF_SHOP,
+    ST_EVENTS_OF_CHANNEL,
     ST_COUNT
 };
+
+/* An event as reconciliation reads it, in pgw_recon_row order after the cursor. */
+#define EVENT_COLUMNS "event_id, occurred_at, type, member, amount_fen, points, source"
 
 static const char *const STATEMENTS[ST_COUNT] = {
     [ST_INSERT_TRANSFER] =
@@ -261,6 +267,16 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_ADD_ENROLMENT] = "INSERT INTO enrolments (address, hour, members) VALUES (?1, ?2, 1)"
                          " ON CONFLICT (address, hour) DO UPDATE SET members = members + 1",
     [ST_SET_REFERRED_BY] = "UPDATE members SET referred_by = ?2 WHERE id = ?1",
+    [ST_INSERT_EVENT] = "INSERT INTO events (channel, source, event_id, type, member,"
+                        " occurred_at, amount_fen, points, first_transfer)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    /* Reconciliation's ledger side, in event_id order, a page after a cursor. */
+    [ST_EVENTS_OF_SHOP] = "SELECT " EVENT_COLUMNS " FROM events WHERE channel = ?1"
+                          " AND source = ?2 AND event_id > ?3 AND occurred_at >= ?5"
+                          " AND occurred_at < ?6 ORDER BY event_id LIMIT ?7",
+    [ST_EVENTS_OF_CHANNEL] = "SELECT " EVENT_COLUMNS " FROM events WHERE channel = ?1"
+                             " AND (event_id, source) > (?3, ?4) AND occurred_at >= ?5"
+                             " AND occurred_at < ?6 ORDER BY event_id, source LIMIT ?7",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
                     " AND left_points + held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
@@ -469,6 +485,22 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "ALTER TABLE transfers_v12 RENAME TO transfers;"
     "CREATE INDEX transfers_member_credit ON transfers (credit, id) WHERE credit LIKE 'member:%';"
     "CREATE INDEX transfers_member_debit ON transfers (debit, id) WHERE debit LIKE 'member:%';",
+    /* 12 -> 13: one row per event as its channel knows it, for finance's
+     * reconciliation: the statement's columns, keyed like the event's
+     * idempotency key (source: the shop, "-" when none). */
+    "CREATE TABLE events ("
+    "  channel TEXT NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  event_id TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  member TEXT NOT NULL,"
+    "  occurred_at INTEGER NOT NULL,"
+    "  amount_fen INTEGER NOT NULL CHECK (amount_fen >= 0),"
+    "  points INTEGER NOT NULL,"
+    "  first_transfer INTEGER NOT NULL,"
+    "  PRIMARY KEY (channel, source, event_id)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX events_by_channel ON events (channel, event_id, source);",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1873,6 +1905,53 @@ int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, p
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc;
+}
+
+int pgw_store_record_event(pgw_store *s, const pgw_event_record *e, pgw_err *err)
+{
+    PGW_ASSERT(e->channel[0] && e->source[0] && e->event_id[0]);
+    sqlite3_stmt *st = s->st[ST_INSERT_EVENT];
+    sqlite3_bind_text(st, 1, e->channel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, e->source, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, e->event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, e->type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, e->member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, e->occurred_at);
+    sqlite3_bind_int64(st, 7, e->amount_fen);
+    sqlite3_bind_int64(st, 8, e->points);
+    sqlite3_bind_int64(st, 9, e->first_transfer);
+    int rc = step_done(s, st, "recording an event", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static bool event_row(sqlite3_stmt *st, void *item)
+{
+    pgw_recon_row *r = item;
+    memset(r, 0, sizeof(*r));
+    r->occurred_at = sqlite3_column_int64(st, 1);
+    r->amount_fen = sqlite3_column_int64(st, 4);
+    r->points = sqlite3_column_int64(st, 5);
+    return column_text(st, 0, r->event_id, sizeof(r->event_id)) &&
+           column_text(st, 2, r->type, sizeof(r->type)) &&
+           column_text(st, 3, r->member, sizeof(r->member)) &&
+           column_text(st, 6, r->source, sizeof(r->source));
+}
+
+int pgw_store_read_events(pgw_store *s, const pgw_event_filter *f, const char *after_id,
+                          const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
+                          pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[f->shop ? ST_EVENTS_OF_SHOP : ST_EVENTS_OF_CHANNEL];
+    sqlite3_bind_text(st, 1, f->channel, -1, SQLITE_STATIC);
+    if (f->shop)
+        sqlite3_bind_text(st, 2, f->shop, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, after_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, after_source, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, f->from);
+    sqlite3_bind_int64(st, 6, f->to);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)cap);
+    return read_rows(s, st, event_row, out, sizeof(*out), cap, n, "reading events", err);
 }
 
 int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)

@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/identity.h"
 #include "core/ledger.h"
+#include "core/reconcile.h"
 #include "core/rules.h"
 #include "core/transfer.h"
 
@@ -36,7 +37,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 12
+#define PGW_STORE_SCHEMA_VERSION 13
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -403,6 +404,42 @@ int pgw_store_set_member_flags(pgw_store *store, const char *member,
 int pgw_store_set_answer(pgw_store *store, const char *key, const char *answer, pgw_err *err);
 /* The stored answer ("" when none). PGW_EIO when it does not fit `cap`. */
 int pgw_store_get_answer(pgw_store *store, const char *key, char *out, size_t cap, pgw_err *err);
+
+/* ---- events, for reconciliation ------------------------------------------- */
+
+/* One event as its channel knows it (schema 13). */
+typedef struct pgw_event_record {
+    char channel[PGW_ID_MAX + 1];
+    char source[PGW_ID_MAX + 1]; /* the shop; "-" when the event has none */
+    char event_id[PGW_EVENT_ID_MAX + 1];
+    char type[PGW_RECON_TYPE_MAX + 1];
+    char member[PGW_ID_MAX + 1];
+    int64_t occurred_at;
+    int64_t amount_fen;     /* purchase or refund amount; 0 otherwise */
+    int64_t points;         /* what the member got (a refund: minus what was reversed) */
+    int64_t first_transfer; /* 0 when the event moved nothing */
+} pgw_event_record;
+
+/* Records an event inside the open transaction (once: its key made sure). */
+int pgw_store_record_event(pgw_store *store, const pgw_event_record *event, pgw_err *err);
+
+/* Which events a reconciliation reads: a channel, optionally one shop,
+ * occurred_at in [from, to). */
+typedef struct pgw_event_filter {
+    const char *channel;
+    const char *shop; /* NULL: every shop of the channel */
+    int64_t from, to;
+} pgw_event_filter;
+
+/*
+ * Up to `cap` events in (event_id, source) order after the cursor
+ * (after_id, after_source; "" and "" for the first page) into out[];
+ * *n says how many (fewer than cap: the last page). Each row's `source`
+ * says its shop.
+ */
+int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, const char *after_id,
+                          const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
+                          pgw_err *err);
 
 /* Test hook (not for production callers): runs raw SQL on the store's own
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */

@@ -634,6 +634,51 @@ static void render_points(pgw_command *cmd, void *payload)
              (long long)cmd->earning->points, (long long)cmd->figures.balance);
 }
 
+/* The events table holds each event once, as its channel knows it: what
+ * reconciliation reads, in event_id order, within a time range. */
+static void assert_events_recorded(const db_fixture *db, const int64_t points[7], int64_t refunded)
+{
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    pgw_event_filter f = {.channel = "store", .shop = "S001", .from = 0, .to = INT64_MAX};
+    static pgw_recon_row rows[16];
+    size_t n = 0;
+    assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 16, &n, NULL), PGW_OK);
+    assert_int_equal(n, 7); /* the replay added nothing */
+    static const char *const types[7] = {"purchase", "purchase", "purchase", "refund",
+                                         "sign_in",  "sign_in",  "sign_in"};
+    for (size_t i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "EV%zu", i + 1);
+        assert_string_equal(rows[i].event_id, id);
+        assert_string_equal(rows[i].type, types[i]);
+        assert_string_equal(rows[i].member, "M1");
+        assert_string_equal(rows[i].source, "S001");
+        assert_int_equal(rows[i].points, points[i]);
+    }
+    assert_int_equal(rows[0].amount_fen, 12800);
+    assert_int_equal(rows[3].amount_fen, refunded);
+    assert_true(rows[3].points < 0);
+    assert_int_equal(rows[4].amount_fen, 0);
+    /* Paged after a cursor, and within [from, to). */
+    assert_int_equal(pgw_store_read_events(s, &f, "EV2", "S001", rows, 2, &n, NULL), PGW_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(rows[0].event_id, "EV3");
+    f.from = rows[1].occurred_at; /* EV4, the refund */
+    f.to = f.from + 1;
+    assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 16, &n, NULL), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].event_id, "EV4");
+    f.shop = NULL; /* every shop of the channel */
+    f.to = INT64_MAX;
+    assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 16, &n, NULL), PGW_OK);
+    assert_int_equal(n, 4);
+    f.channel = "wechat_mp";
+    assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 16, &n, NULL), PGW_OK);
+    assert_int_equal(n, 0);
+    pgw_store_close(s);
+}
+
 /* Sends one event for M1 at `when` and checks its points against the rules
  * priced with the context the test expects. */
 static int send_event(event_run *er, pgw_event_type type, int64_t amount, const char *when,
@@ -647,6 +692,7 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     char key[32];
     snprintf(key, sizeof(key), "store:S001:EV%d", er->serial++);
     keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
+    snprintf(er->cmd.event_id, sizeof(er->cmd.event_id), "%s", key + strlen("store:S001:"));
     snprintf(er->cmd.member, sizeof(er->cmd.member), "M1");
     snprintf(er->cmd.shop, sizeof(er->cmd.shop), "S001");
     snprintf(er->cmd.original, sizeof(er->cmd.original), "store:S001:EV1");
@@ -686,10 +732,12 @@ static void test_events_are_priced_with_the_members_activity(void **state)
                                         .auto_enroll = true}};
     assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
     er.serial = 1;
+    int64_t points[7], refunded = 0; /* what each event moved, for the events table */
     /* A first purchase: a new member with no history. */
     pgw_member_ctx ctx = {.first_purchase = true};
     assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 12800, "2026-11-24T10:00:00+08:00", &ctx),
                      PGW_OK);
+    points[0] = er.earning.points;
     assert_true(er.earning.points > 0);
     char first_answer[PGW_ANSWER_MAX];
     snprintf(first_answer, sizeof(first_answer), "%s", er.cmd.answer);
@@ -707,31 +755,39 @@ static void test_events_are_priced_with_the_members_activity(void **state)
                            .today = today};
     assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 600000, "2026-11-24T11:00:00+08:00", &ctx),
                      PGW_OK);
+    points[1] = er.earning.points;
     /* Next day: 612800 spent in 12 months makes the member gold. */
     ctx =
         (pgw_member_ctx){.spend_12m_fen = 612800, .month_purchases = 2, .month_spend_fen = 612800};
     assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 10000, "2026-11-25T09:00:00+08:00", &ctx),
                      PGW_OK);
+    points[2] = er.earning.points;
     assert_int_equal(er.expected.tier, pgw_rules_tier_for_spend(&er.cfg->rules, 612800));
     assert_true(er.expected.tier > 0);
     /* Refunding the first purchase in full takes its spend back out. */
     assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 12800, "2026-11-25T09:30:00+08:00", NULL),
                      PGW_OK);
+    points[3] = -er.cmd.points_moved;
+    refunded = 12800;
     assert_true(er.cmd.points_moved > 0);
     /* Sign in twice on the 26th, then on the 27th: a streak of two. */
     ctx =
         (pgw_member_ctx){.spend_12m_fen = 610000, .month_purchases = 3, .month_spend_fen = 610000};
     assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T08:00:00+08:00", &ctx),
                      PGW_OK);
+    points[4] = er.earning.points;
     assert_int_equal(er.earning.sign_in_streak, 1);
     assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T09:00:00+08:00", NULL),
                      PGW_OK);
+    points[5] = er.earning.points;
     assert_int_equal(er.earning.points, 0); /* already signed in today */
     assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
                      PGW_OK);
+    points[6] = er.earning.points;
     assert_int_equal(er.earning.sign_in_streak, 2);
     /* A replay repeats the stored answer and changes nothing. */
     keyed(&er.cmd, PGW_COMMAND_EVENT, "store:S001:EV1", er.ev.occurred_at);
+    snprintf(er.cmd.event_id, sizeof(er.cmd.event_id), "EV1");
     er.cmd.event = &er.ev;
     er.cmd.earning = &er.earning;
     snprintf(er.cmd.member, sizeof(er.cmd.member), "M1");
@@ -741,6 +797,7 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     pgw_writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
+    assert_events_recorded(db, points, refunded);
 }
 
 int main(void)

@@ -221,9 +221,10 @@ static void test_planted_discrepancies_found_exactly(void **state)
         static char got[2 * ROWS_MAX][PGW_EVENT_ID_MAX + 32],
             want[2 * ROWS_MAX][PGW_EVENT_ID_MAX + 32];
         for (size_t i = 0; i < nw; i++) {
-            snprintf(got[i], sizeof(got[i]), "%s %s", pgw_recon_kind_name(f.kind[i]), f.key[i]);
-            snprintf(want[i], sizeof(want[i]), "%s %s", pgw_recon_kind_name(want_kind[i]),
-                     want_key[i]);
+            snprintf(got[i], sizeof(got[i]), "%.24s %.*s", pgw_recon_kind_name(f.kind[i]),
+                     PGW_EVENT_ID_MAX, f.key[i]);
+            snprintf(want[i], sizeof(want[i]), "%.24s %.*s", pgw_recon_kind_name(want_kind[i]),
+                     PGW_EVENT_ID_MAX, want_key[i]);
         }
         qsort(got, nw, sizeof(got[0]), by_text);
         qsort(want, nw, sizeof(want[0]), by_text);
