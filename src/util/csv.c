@@ -5,6 +5,9 @@
 
 #include "core/assertions.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void pgw_csv_init(pgw_csv *c, const char *text, size_t len)
@@ -165,4 +168,112 @@ int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t 
 const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c)
 {
     return col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
+}
+
+struct pgw_csv_file {
+    FILE *f;
+    char *buf;       /* PGW_CSV_CHUNK bytes */
+    size_t len;      /* bytes in buf */
+    size_t complete; /* buf[0..complete) holds whole rows: what `csv` walks */
+    size_t next_line;
+    bool eof, first;
+    pgw_csv csv;
+};
+
+int pgw_csv_file_open(const char *path, pgw_csv_file **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_csv_file *file = calloc(1, sizeof(*file));
+    char *buf = malloc(PGW_CSV_CHUNK);
+    FILE *f = fopen(path, "rb");
+    if (file == NULL || buf == NULL || f == NULL) {
+        int e = errno;
+        free(file);
+        free(buf);
+        if (f != NULL)
+            fclose(f);
+        return pgw_err_set(err, e == ENOENT ? PGW_ENOTFOUND : PGW_EIO, "%s: %s", path,
+                           strerror(e ? e : ENOMEM));
+    }
+    file->f = f;
+    file->buf = buf;
+    *out = file;
+    return pgw_csv_file_rewind(file, err);
+}
+
+int pgw_csv_file_rewind(pgw_csv_file *file, pgw_err *err)
+{
+    if (fseek(file->f, 0, SEEK_SET) != 0)
+        return pgw_err_set(err, PGW_EIO, "rewinding a CSV file: %s", strerror(errno));
+    file->len = file->complete = 0;
+    file->next_line = 1;
+    file->eof = false;
+    file->first = true;
+    pgw_csv_init(&file->csv, file->buf, 0);
+    return PGW_OK;
+}
+
+/* Where the last whole row in buf ends: after its last line end outside quotes. */
+static size_t whole_rows(const char *buf, size_t len)
+{
+    bool quoted = false;
+    size_t end = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] == '"')
+            quoted = !quoted; /* "" inside quotes toggles twice */
+        else if (buf[i] == '\n' && !quoted)
+            end = i + 1;
+    }
+    return end;
+}
+
+/* Keeps the unread tail, reads on and sets the next stretch of whole rows. */
+static int refill(pgw_csv_file *file, pgw_err *err)
+{
+    size_t tail = file->len - file->complete;
+    memmove(file->buf, file->buf + file->complete, tail);
+    file->len = tail;
+    while (file->len < PGW_CSV_CHUNK && !file->eof) {
+        size_t n = fread(file->buf + file->len, 1, PGW_CSV_CHUNK - file->len, file->f);
+        file->len += n;
+        if (n == 0) {
+            if (ferror(file->f))
+                return pgw_err_set(err, PGW_EIO, "reading a CSV file: %s", strerror(errno));
+            file->eof = true;
+        }
+    }
+    file->complete = file->eof ? file->len : whole_rows(file->buf, file->len);
+    if (file->complete == 0) /* one row longer than a chunk: read it as it is */
+        file->complete = file->len;
+    if (file->first)
+        pgw_csv_init(&file->csv, file->buf, file->complete); /* skips a BOM */
+    else
+        file->csv = (pgw_csv){.text = file->buf, .len = file->complete, .pos = 0};
+    file->csv.line = file->next_line;
+    file->first = false;
+    return PGW_OK;
+}
+
+int pgw_csv_file_next(pgw_csv_file *file, pgw_csv_row *row, bool *done, pgw_err *err)
+{
+    for (;;) {
+        int rc = pgw_csv_next(&file->csv, row, done, err);
+        if (rc != PGW_OK || !*done)
+            return rc;
+        if (file->eof && file->complete == file->len)
+            return PGW_OK; /* the end of the file */
+        file->next_line = file->csv.line;
+        rc = refill(file, err);
+        if (rc != PGW_OK)
+            return rc;
+    }
+}
+
+void pgw_csv_file_close(pgw_csv_file *file)
+{
+    if (file == NULL)
+        return;
+    fclose(file->f);
+    free(file->buf);
+    free(file);
 }

@@ -56,4 +56,22 @@ int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t 
 /* Field `c` of `row` under that mapping ("" when absent). */
 const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c);
 
+/*
+ * A CSV file read in chunks of PGW_CSV_CHUNK bytes, so memory stays
+ * bounded whatever the file's size. Each chunk ends at a line end outside
+ * quotes, and rows keep their line numbers across chunks. A row longer
+ * than a chunk is reported as malformed (PGW_EINVAL) and skipped.
+ */
+#define PGW_CSV_CHUNK (1 << 20)
+
+typedef struct pgw_csv_file pgw_csv_file;
+
+/* Opens `path` (PGW_ENOTFOUND / PGW_EIO with the reason). */
+int pgw_csv_file_open(const char *path, pgw_csv_file **out, pgw_err *err);
+/* As pgw_csv_next; PGW_EIO when reading the file fails. */
+int pgw_csv_file_next(pgw_csv_file *file, pgw_csv_row *row, bool *done, pgw_err *err);
+/* Back to the first row. */
+int pgw_csv_file_rewind(pgw_csv_file *file, pgw_err *err);
+void pgw_csv_file_close(pgw_csv_file *file);
+
 #endif

@@ -11,8 +11,10 @@
 
 #include "util/csv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static pgw_csv_row row;
 
@@ -136,6 +138,70 @@ static void test_columns_are_mapped_by_name(void **state)
     assert_non_null(strstr(err.msg, "\"size\" is unknown"));
 }
 
+/* A file read in chunks gives exactly the rows, line numbers and errors of
+ * the same text read whole, with rows, quoted line breaks and a malformed
+ * row straddling chunk boundaries. */
+static void test_a_file_reads_as_the_whole_text(void **state)
+{
+    (void)state;
+    size_t cap = 3 * PGW_CSV_CHUNK + 4096, len = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    len += (size_t)sprintf(text, "\xEF\xBB\xBF"
+                                 "event_id,note,points\r\n");
+    for (int i = 0; len + 200 < cap - 4096; i++) {
+        if (i % 997 == 0)
+            len += (size_t)sprintf(text + len, "\r\n\n"); /* blank lines */
+        if (i % 1499 == 0)
+            len += (size_t)sprintf(text + len, "E%d,\"open quote,%d\n", i, i); /* malformed */
+        else if (i % 7 == 0)
+            len +=
+                (size_t)sprintf(text + len, "E%d,\"a \"\"quoted\"\",\nline break\",%d\r\n", i, i);
+        else
+            len += (size_t)sprintf(text + len, "E%d,plain %d,%d\n", i, i * 31, i);
+    }
+    char path[] = "/tmp/pgw-csv-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    pgw_csv whole;
+    pgw_csv_init(&whole, text, len);
+    pgw_csv_file *file = NULL;
+    assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
+    static pgw_csv_row a, b;
+    size_t rows = 0, errors = 0;
+    for (int pass = 0; pass < 2; pass++) { /* and again after a rewind */
+        bool done_a = false, done_b = false;
+        while (!done_a) {
+            pgw_err ea, eb;
+            int ra = pgw_csv_next(&whole, &a, &done_a, &ea);
+            int rb = pgw_csv_file_next(file, &b, &done_b, &eb);
+            assert_int_equal(ra, rb);
+            assert_int_equal(done_a, done_b);
+            assert_int_equal(a.line, b.line);
+            if (ra != PGW_OK) {
+                assert_string_equal(ea.msg, eb.msg);
+                errors++;
+                continue;
+            }
+            assert_int_equal(a.n, b.n);
+            for (size_t f = 0; f < a.n; f++)
+                assert_string_equal(a.fields[f], b.fields[f]);
+            rows += !done_a;
+        }
+        pgw_csv_init(&whole, text, len);
+        assert_int_equal(pgw_csv_file_rewind(file, NULL), PGW_OK);
+    }
+    assert_true(rows > 100000); /* the chunks were really crossed */
+    assert_true(errors >= 4);
+    pgw_csv_file_close(file);
+    unlink(path);
+    free(text);
+    pgw_err err;
+    assert_int_equal(pgw_csv_file_open("/nonexistent/x.csv", &file, &err), PGW_ENOTFOUND);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_malformed_rows_are_reported_and_skipped),
         cmocka_unit_test(test_field_count_is_bounded),
         cmocka_unit_test(test_columns_are_mapped_by_name),
+        cmocka_unit_test(test_a_file_reads_as_the_whole_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
