@@ -13,6 +13,7 @@
 #include "server/auth.h"
 #include "server/dashboard.h"
 #include "core/transfer.h"
+#include "server/event_command.h"
 #include "server/event_json.h"
 #include "server/expire.h"
 #include "server/import.h"
@@ -232,16 +233,6 @@ static int64_t wall_now_s(void)
 
 /* SHA-256 of the request's canonical JSON (keys sorted, no spaces): the
  * same request written differently has the same fingerprint. */
-static int fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN])
-{
-    char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
-    if (text == NULL)
-        return PGW_ENOMEM;
-    SHA256((const unsigned char *)text, strlen(text), out);
-    free(text);
-    return PGW_OK;
-}
-
 /* Parses a JSON object body; PGW_EINVAL with the position of the problem. */
 static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_err *err)
 {
@@ -343,42 +334,10 @@ static bool refuse(pgw_response *resp, pgw_job *job, route r, int rc, const char
 
 /* ---- renderers (writer thread) ------------------------------------------------------ */
 
-static json_t *transfers_json(const pgw_command *cmd)
-{
-    json_t *list = json_array();
-    for (size_t i = 0; list && i < cmd->n_transfers; i++) {
-        const pgw_transfer *t = &cmd->transfers[i];
-        json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)t->id, "debit",
-                                              t->debit, "credit", t->credit, "points",
-                                              (json_int_t)t->points));
-    }
-    return list;
-}
-
-/* Dumps `body` into cmd->answer; leaves it empty when it does not fit. */
-static void store_answer(pgw_command *cmd, json_t *body)
-{
-    size_t n = body ? json_dumpb(body, cmd->answer, sizeof(cmd->answer) - 1, JSON_COMPACT) : 0;
-    cmd->answer[n < sizeof(cmd->answer) - 1 ? n : 0] = '\0';
-    json_decref(body);
-}
-
 static void render_event(pgw_command *cmd, void *payload)
 {
     pgw_job *job = payload;
-    json_t *body = pgw_earning_to_json(&job->api->cfg->rules, &job->doc, cmd->earning);
-    if (body == NULL)
-        return;
-    json_object_set_new(body, "member_id", json_string(cmd->member));
-    if (job->doc.event.type == PGW_EVENT_REFUND) {
-        json_object_set_new(body, "points", json_integer(-(json_int_t)cmd->points_moved));
-        json_object_set_new(body, "written_off", json_integer(cmd->written_off));
-        json_object_set_new(body, "debt_added", json_integer(cmd->debt_added));
-    }
-    json_object_set_new(body, "balance", json_integer(cmd->figures.balance));
-    json_object_set_new(body, "available", json_integer(cmd->figures.available));
-    json_object_set_new(body, "transfers", transfers_json(cmd));
-    store_answer(cmd, body);
+    pgw_event_render(cmd, &job->api->cfg->rules, &job->doc);
 }
 
 static void render_hold(pgw_command *cmd, void *payload)
@@ -412,8 +371,8 @@ static void render_hold(pgw_command *cmd, void *payload)
         break;
     }
     if (body != NULL)
-        json_object_set_new(body, "transfers", transfers_json(cmd));
-    store_answer(cmd, body);
+        json_object_set_new(body, "transfers", pgw_transfers_json(cmd));
+    pgw_command_keep_answer(cmd, body);
 }
 
 /* ---- handlers ------------------------------------------------------------------------ */
@@ -441,38 +400,6 @@ static int json_body(const pgw_request *req, bool optional, json_t **obj, pgw_er
     return parse_body(req, optional, obj, err);
 }
 
-/* The event key: channel + source (shop, else "-") + event id (API.md). */
-static void event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
-                      const char *event_id)
-{
-    snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
-}
-
-/* Names the command's member: a member_id as it is, any other identity
- * through the vault (a phone blinded and sealed), resolved by the writer. */
-static int name_member(const pgw_api *api, const pgw_identity *who, pgw_command *cmd, pgw_err *err)
-{
-    if (who->kind == PGW_ID_MEMBER) {
-        snprintf(cmd->member, sizeof(cmd->member), "%.*s", PGW_ID_MAX, who->value);
-        return PGW_OK;
-    }
-    cmd->by_identity = true;
-    return pgw_vault_key(api->vault, who, &cmd->who, err);
-}
-
-/* The referrer of a referral: a member id as it is, an identity through the vault. */
-static int name_referrer(const pgw_api *api, const pgw_identity *who, pgw_command *cmd,
-                         pgw_err *err)
-{
-    cmd->has_referrer = true;
-    if (who->kind == PGW_ID_MEMBER) {
-        snprintf(cmd->referrer, sizeof(cmd->referrer), "%.*s", PGW_ID_MAX, who->value);
-        return PGW_OK;
-    }
-    cmd->referrer_by_identity = true;
-    return pgw_vault_key(api->vault, who, &cmd->referrer_key, err);
-}
-
 /*
  * Validates one event object and queues it; on refusal fills *resp and
  * returns false. `batch` (may be NULL) is the batch it belongs to.
@@ -493,32 +420,15 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "custom events need an admin key");
     pgw_command *cmd = job ? &job->cmd : NULL;
     if (rc == PGW_OK)
-        rc = name_member(api, &job->doc.member, cmd, &err);
-    if (rc == PGW_OK && job->doc.has_referrer)
-        rc = name_referrer(api, &job->doc.referrer, cmd, &err);
-    if (rc == PGW_OK)
-        rc = fingerprint(obj, cmd->fingerprint);
+        rc = pgw_event_command(api->vault, obj, &job->doc, &job->earning, cmd, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_EVENTS, rc, err.msg);
     job->batch = batch;
     job->batch_index = index;
     if (batch != NULL)
         job->request_id = batch->request_id;
-    const pgw_event_doc *doc = &job->doc;
-    event_key(cmd->key, doc->channel, doc->shop_id, doc->event_id);
-    if (doc->event.type == PGW_EVENT_REFUND)
-        event_key(cmd->original, doc->channel, doc->shop_id, doc->original_event_id);
-    snprintf(cmd->shop, sizeof(cmd->shop), "%s", doc->shop_id);
-    snprintf(cmd->channel, sizeof(cmd->channel), "%s", doc->channel);
-    snprintf(cmd->reference, sizeof(cmd->reference), "%s",
-             doc->receipt_no[0] ? doc->receipt_no : doc->event_id);
-    snprintf(cmd->receipt, sizeof(cmd->receipt), "%s", doc->receipt_no);
-    snprintf(cmd->event_id, sizeof(cmd->event_id), "%s", doc->event_id);
-    if (strcmp(doc->channel, "wechat_mp") == 0) /* sign-ups from phones, one address each */
+    if (strcmp(job->doc.channel, "wechat_mp") == 0) /* sign-ups from phones, one address each */
         snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", req->client_address);
-    cmd->at = doc->event.occurred_at;
-    cmd->event = &job->doc.event;
-    cmd->earning = &job->earning;
     cmd->render = render_event;
     return submit(api, job, resp);
 }
@@ -633,9 +543,9 @@ static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
 static void render_import(pgw_command *cmd, void *payload)
 {
     (void)payload;
-    store_answer(cmd, json_pack("{s:s,s:I,s:i,s:I}", "member_id", cmd->member, "points",
-                                (json_int_t)cmd->points, "match", (int)cmd->import_match, "balance",
-                                (json_int_t)cmd->figures.balance));
+    pgw_command_keep_answer(cmd, json_pack("{s:s,s:I,s:i,s:I}", "member_id", cmd->member, "points",
+                                           (json_int_t)cmd->points, "match", (int)cmd->import_match,
+                                           "balance", (json_int_t)cmd->figures.balance));
 }
 
 /* Queues row i of an import batch ({"card", "phone", "points"}). */
@@ -704,24 +614,10 @@ static int csv_header(const pgw_csv_row *row, int col[N_COLUMNS], pgw_err *err)
     return rc;
 }
 
-/* "phone:...", "card:S001:88001", "member_id:M1" -> the member object of API.md. */
-static json_t *csv_member(const char *text, pgw_err *err)
-{
-    static const char *const kinds[] = {"phone", "card", "member_id"};
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        size_t n = strlen(kinds[i]);
-        if (strncmp(text, kinds[i], n) == 0 && text[n] == ':' && text[n + 1] != '\0')
-            return json_pack("{s:s}", kinds[i], text + n + 1);
-    }
-    pgw_err_set(err, PGW_EINVAL, "member \"%.64s\" is not phone:..., card:... or member_id:...",
-                text);
-    return NULL;
-}
-
 /* One CSV row as the event object POST /v1/events would take. */
 static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *shop, pgw_err *err)
 {
-    json_t *member = csv_member(pgw_csv_cell(row, col, COL_MEMBER), err);
+    json_t *member = pgw_member_json_from_text(pgw_csv_cell(row, col, COL_MEMBER), err);
     if (member == NULL)
         return NULL;
     json_t *ev =
@@ -1038,7 +934,7 @@ static int spend_from_json(const pgw_api *api, const json_t *obj, bool hold, pgw
         rc = pgw_json_int(obj, "expires_in_s", "$", false, 1, HOLD_SECONDS_MAX, seconds, err);
     if (rc == PGW_OK)
         rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &member, err);
-    return rc == PGW_OK ? name_member(api, &member, cmd, err) : rc;
+    return rc == PGW_OK ? pgw_command_name_member(api->vault, &member, cmd, err) : rc;
 }
 
 /* POST /v1/holds and POST /v1/redemptions. */
@@ -1062,7 +958,7 @@ static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_princip
     if (rc == PGW_OK && pgw_rules_find_shop(&api->cfg->rules, job->cmd.shop) < 0)
         rc = pgw_err_set(&err, PGW_EINVAL, "$.shop_id: no shop %s", job->cmd.shop);
     if (rc == PGW_OK)
-        rc = fingerprint(obj, job->cmd.fingerprint);
+        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, r, rc, err.msg);
@@ -1099,7 +995,7 @@ static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_princi
     if (rc == PGW_OK && !(who->kind == PGW_SCOPE_ADMIN || who->kind == PGW_SCOPE_SHOP))
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not settle holds", who->name);
     if (rc == PGW_OK)
-        rc = fingerprint(obj, job->cmd.fingerprint);
+        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, r, rc, err.msg);
@@ -1188,7 +1084,7 @@ static bool handle_resolve(pgw_api *api, const pgw_request *req, pgw_response *r
     if (rc == PGW_OK && job == NULL)
         rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     if (rc == PGW_OK)
-        rc = name_member(api, &who, &job->cmd, &err);
+        rc = pgw_command_name_member(api->vault, &who, &job->cmd, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_RESOLVE, rc, err.msg);
     return submit(api, job, resp);
@@ -1209,7 +1105,7 @@ static void render_bind(pgw_command *cmd, void *payload)
                             json_pack("{s:s,s:s}", "from", cmd->merged_from, "into", cmd->member));
     if (body != NULL)
         json_object_set_new(body, "balance", json_integer(cmd->figures.balance));
-    store_answer(cmd, body);
+    pgw_command_keep_answer(cmd, body);
 }
 
 /* POST /v1/members/{id}/identities {"phone": ...}: bind, merging when needed. */
@@ -1237,9 +1133,9 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
     if (rc == PGW_OK && job == NULL)
         rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     if (rc == PGW_OK)
-        rc = name_member(api, &identity, &job->cmd, &err);
+        rc = pgw_command_name_member(api->vault, &identity, &job->cmd, &err);
     if (rc == PGW_OK)
-        rc = fingerprint(obj, job->cmd.fingerprint);
+        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, R_BIND, rc, err.msg);
@@ -1812,6 +1708,25 @@ static void sweep_stop(sweeper *sw)
     sw->started = false;
 }
 
+void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out)
+{
+    *out = (pgw_ledger_policy){
+        .expiry = cfg->rules.expiry,
+        .tz = cfg->rules.tz,
+        .allow_negative = cfg->allow_negative,
+        .rules = &cfg->rules,
+        .auto_enroll = cfg->auto_enroll,
+        .risk = {
+            .max_points_per_event = cfg->risk.max_points_per_event,
+            .max_events_per_member_per_day = cfg->risk.max_events_per_member_per_day,
+            .max_redeem_points_per_day = cfg->risk.max_redeem_points_per_day,
+            .max_behaviour_points_per_day = cfg->risk.max_behaviour_points_per_day,
+            .new_member_redeem_hours = cfg->risk.new_member_redeem_hours,
+            .unique_receipts = cfg->risk.unique_receipts,
+            .max_new_members_per_ip_per_hour = cfg->risk.max_new_members_per_ip_per_hour,
+        }};
+}
+
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
 {
     *out = NULL;
@@ -1830,21 +1745,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     api->notify = opts->notify;
     api->notify_ctx = opts->notify_ctx;
     api->log = opts->log;
-    pgw_ledger_policy policy = {
-        .expiry = opts->cfg->rules.expiry,
-        .tz = opts->cfg->rules.tz,
-        .allow_negative = opts->cfg->allow_negative,
-        .rules = &opts->cfg->rules,
-        .auto_enroll = opts->cfg->auto_enroll,
-        .risk = {
-            .max_points_per_event = opts->cfg->risk.max_points_per_event,
-            .max_events_per_member_per_day = opts->cfg->risk.max_events_per_member_per_day,
-            .max_redeem_points_per_day = opts->cfg->risk.max_redeem_points_per_day,
-            .max_behaviour_points_per_day = opts->cfg->risk.max_behaviour_points_per_day,
-            .new_member_redeem_hours = opts->cfg->risk.new_member_redeem_hours,
-            .unique_receipts = opts->cfg->risk.unique_receipts,
-            .max_new_members_per_ip_per_hour = opts->cfg->risk.max_new_members_per_ip_per_hour,
-        }};
+    pgw_ledger_policy policy;
+    pgw_api_policy(opts->cfg, &policy);
     size_t queue =
         opts->inflight_max < PGW_WRITER_QUEUE_MAX ? opts->inflight_max : PGW_WRITER_QUEUE_MAX;
     pgw_writer_options wo = {

@@ -78,6 +78,10 @@ typedef struct pgw_api_options {
     FILE *log; /* one JSON line per request; NULL for none */
 } pgw_api_options;
 
+/* The ledger policy the configuration asks for (rules, expiry, risk, enrolment):
+ * what every writer applying events must use. `out` borrows cfg's rules. */
+void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out);
+
 /* Starts the writer and the reader on db_url and loads the keys. */
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err);
 /* Stops the reader and the writer, which first apply and commit what is

@@ -1,0 +1,53 @@
+/*
+ * event_command.h - an event as a command for the writer, and its answer.
+ *
+ * One path for every event, whoever sends it: POST /v1/events (and its
+ * batches and CSV uploads) and reconciliation's repair build their EVENT
+ * commands here, so a repaired event has the same key, fingerprint,
+ * member naming and stored answer as if the till had posted it.
+ */
+#ifndef PGW_SERVER_EVENT_COMMAND_H
+#define PGW_SERVER_EVENT_COMMAND_H
+
+#include "server/command.h"
+#include "server/event_json.h"
+#include "util/vault.h"
+
+#include <jansson.h>
+
+/* The idempotency key of an event: channel + source (shop, else "-") + event id. */
+void pgw_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
+                   const char *event_id);
+
+/* Names the command's member: a member_id as it is, any other identity
+ * through the vault (a phone blinded and sealed), resolved by the writer. */
+int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw_command *cmd,
+                            pgw_err *err);
+
+/* SHA-256 of the request object's canonical JSON (sorted keys, compact). */
+int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN]);
+
+/*
+ * Fills the EVENT command's fields from a parsed event `obj` / `doc`: the
+ * member and any referrer (a member_id as it is, other identities through
+ * the vault), key, fingerprint, shop, channel, reference, receipt,
+ * event_id, time, and the event and earning it borrows (doc and earning
+ * must outlive the command). The caller sets done/payload and render.
+ */
+int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event_doc *doc,
+                      pgw_earning *earning, pgw_command *cmd, pgw_err *err);
+
+/* A CSV cell naming a member ("phone:...", "card:S001:88001", "member_id:M1")
+ * as the member object of API.md; NULL and PGW_EINVAL in err otherwise. */
+json_t *pgw_member_json_from_text(const char *text, pgw_err *err);
+
+/* The committed transfers of a command, as API.md shows them. */
+json_t *pgw_transfers_json(const pgw_command *cmd);
+
+/* Dumps `body` (taken) into cmd->answer; empty when it does not fit. */
+void pgw_command_keep_answer(pgw_command *cmd, json_t *body);
+
+/* An event's answer (API.md "Events") into cmd->answer, for a render callback. */
+void pgw_event_render(pgw_command *cmd, const pgw_rules *rules, const pgw_event_doc *doc);
+
+#endif
