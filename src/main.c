@@ -9,10 +9,13 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "core/rules.h"
+#include "server/api.h"
+#include "server/event_command.h"
 #include "server/event_json.h"
 #include "server/expire.h"
 #include "server/http.h"
 #include "server/import.h"
+#include "server/reconcile.h"
 #include "util/csv.h"
 #include "util/vault.h"
 #include "store/store.h"
@@ -24,6 +27,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +38,7 @@
 #define EXIT_USAGE   2
 
 #define DEFAULT_CONFIG "config/pointsgw.example.json"
-#define FLAGS_MAX      8
+#define FLAGS_MAX      12
 
 /* A command's flags: names it accepts and the values it was given. */
 typedef struct flag_set {
@@ -459,9 +463,199 @@ static int cmd_expire(int argc, char **argv)
     pgw_config_free(cfg);
     return rc;
 }
+/* What a repair did. */
+typedef struct repair_tally {
+    long missing, created, replayed, failed;
+} repair_tally;
+
+/* A statement row as the event object POST /v1/events would take. */
+static json_t *row_event(const pgw_recon_row *r, const char *channel, const char *shop,
+                         const pgw_tz *tz, pgw_err *err)
+{
+    json_t *member = pgw_member_json_from_text(r->member, err);
+    char when[PGW_RFC3339_MAX] = "";
+    pgw_format_rfc3339(r->occurred_at, tz, when, sizeof(when));
+    json_t *ev = member ? json_pack("{s:s,s:s,s:s,s:s,s:o}", "event_id", r->event_id, "channel",
+                                    channel, "type", r->type, "occurred_at", when, "member", member)
+                        : NULL;
+    if (ev != NULL && shop != NULL)
+        json_object_set_new(ev, "shop_id", json_string(shop));
+    if (ev != NULL && r->amount_fen > 0)
+        json_object_set_new(ev, "amount_fen", json_integer(r->amount_fen));
+    if (ev != NULL && strcmp(r->type, "custom") == 0)
+        json_object_set_new(ev, "points", json_integer(r->points));
+    if (ev == NULL && member != NULL)
+        pgw_err_set(err, PGW_EINVAL, "a field is not valid UTF-8");
+    return ev;
+}
+
+typedef struct repair_event {
+    pgw_event_doc doc;
+    pgw_earning earning;
+    pgw_command cmd;
+    const pgw_rules *rules;
+} repair_event;
+
+/* pgw_writer_run owns the payload: the event is found around its command. */
+static void render_repair(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    repair_event *re = (repair_event *)(void *)((char *)cmd - offsetof(repair_event, cmd));
+    pgw_event_render(cmd, re->rules, &re->doc);
+}
+
+/* Posts one missing row as an event through the writer, the way the API would. */
+static int repair_row(pgw_writer *w, const pgw_vault *vault, const pgw_config *cfg,
+                      const pgw_recon_row *r, const char *channel, const char *shop,
+                      repair_event *re, pgw_err *err)
+{
+    json_t *obj = row_event(r, channel, shop, &cfg->rules.tz, err);
+    memset(&re->cmd, 0, sizeof(re->cmd));
+    re->rules = &cfg->rules;
+    re->cmd.kind = PGW_COMMAND_EVENT;
+    int rc = obj ? pgw_event_from_json(obj, &cfg->rules, &re->doc, err) : PGW_EINVAL;
+    if (rc == PGW_OK)
+        rc = pgw_event_command(vault, obj, &re->doc, &re->earning, &re->cmd, err);
+    json_decref(obj);
+    re->cmd.render = render_repair;
+    return rc == PGW_OK ? pgw_writer_run(w, &re->cmd, err) : rc;
+}
+
+/* Posts every row the run kept in `missing`, printing each failure. */
+static int repair_missing(const pgw_config *cfg, const char *url, FILE *missing,
+                          const char *channel, const char *shop, repair_tally *t)
+{
+    const pgw_security_config *sec = &cfg->security;
+    pgw_writer_options wo = {.db_url = url, .queue_cap = 16, .batch_max = 16};
+    pgw_api_policy(cfg, &wo.policy);
+    pgw_vault *vault = NULL;
+    pgw_writer *w = NULL;
+    bool warned = false;
+    pgw_err err;
+    repair_event *re = calloc(1, sizeof(*re));
+    if (re == NULL ||
+        pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
+                       &vault, &warned, &err) != PGW_OK ||
+        pgw_writer_start(&wo, &w, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw reconcile: repair: %s\n", re ? err.msg : "out of memory");
+        pgw_vault_free(vault);
+        free(re);
+        return EXIT_USAGE;
+    }
+    rewind(missing);
+    pgw_recon_row r;
+    while (pgw_recon_read_missing(missing, &r)) {
+        t->missing++;
+        if (repair_row(w, vault, cfg, &r, channel, shop, re, &err) != PGW_OK) {
+            t->failed++;
+            fprintf(stderr, "pointsgw reconcile: repair: line %zu, event %s: %s\n", r.line,
+                    r.event_id, err.msg);
+        } else if (re->cmd.replayed) {
+            t->replayed++;
+        } else {
+            t->created++;
+        }
+    }
+    pgw_writer_stop(w);
+    pgw_vault_free(vault);
+    free(re);
+    return EXIT_OK;
+}
+
+/* --from / --to / --format / --channel / --shop checked into *o. */
+static int reconcile_args(const flag_set *flags, const pgw_config *cfg, pgw_recon_options *o)
+{
+    const char *channel = flag_get(flags, "--channel"), *shop = flag_get(flags, "--shop");
+    const char *from = flag_get(flags, "--from"), *to = flag_get(flags, "--to");
+    const char *format = flag_get(flags, "--format");
+    pgw_err err;
+    *o = (pgw_recon_options){.filter = {channel, shop, 0, INT64_MAX}, .tz = &cfg->rules.tz};
+    const char *bad = NULL;
+    if (flag_get(flags, "--statement") == NULL || channel == NULL)
+        bad = "--statement FILE and --channel NAME are required";
+    else if (strlen(channel) > PGW_ID_MAX || (shop != NULL && strlen(shop) > PGW_ID_MAX))
+        bad = "--channel and --shop are ids of at most 32 bytes";
+    else if (from != NULL && pgw_parse_rfc3339(from, &o->filter.from, &err) != PGW_OK)
+        bad = "--from is not an RFC 3339 time";
+    else if (to != NULL && pgw_parse_rfc3339(to, &o->filter.to, &err) != PGW_OK)
+        bad = "--to is not an RFC 3339 time";
+    else if (o->filter.from >= o->filter.to)
+        bad = "--from must come before --to";
+    else if (format != NULL && strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
+        bad = "--format is json or csv";
+    o->format = format != NULL && strcmp(format, "csv") == 0 ? PGW_RECON_CSV : PGW_RECON_JSON;
+    if (bad != NULL)
+        fprintf(stderr, "pointsgw reconcile: %s\n", bad);
+    return bad ? EXIT_USAGE : EXIT_OK;
+}
+
+/* Opens the statement and the store, runs the match into `out`. */
+static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_options *o, FILE *out,
+                          pgw_recon_summary *sum)
+{
+    pgw_statement *st = NULL;
+    pgw_store *store = NULL;
+    pgw_err err;
+    int rc = pgw_statement_open_file(flag_get(flags, "--statement"), &st, &err);
+    if (rc == PGW_OK)
+        rc = pgw_store_open(url, false, &store, &err);
+    if (rc == PGW_OK)
+        rc = pgw_store_begin_read(store, &err);
+    if (rc == PGW_OK)
+        rc = pgw_recon_run(store, st, o, out, sum, &err);
+    if (store != NULL)
+        pgw_store_rollback(store, NULL);
+    pgw_store_close(store);
+    pgw_statement_free(st);
+    if (rc != PGW_OK)
+        fprintf(stderr, "pointsgw reconcile: %s\n", err.msg);
+    return rc == PGW_OK ? EXIT_OK : rc == PGW_EIO || rc == PGW_ENOMEM ? EXIT_PROBLEM : EXIT_USAGE;
+}
+
 static int cmd_reconcile(int argc, char **argv)
 {
-    return cmd_not_built("reconcile", argc, argv);
+    flag_set flags = {0};
+    static const char *const names[] = {"--statement", "--channel", "--shop",   "--from", "--to",
+                                        "--format",    "--out",     "--config", "--db"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        flag_add(&flags, names[i], true);
+    flag_add(&flags, "--repair", false);
+    pgw_config *cfg;
+    int rc = start_command("reconcile", &flags, argc, argv, &cfg);
+    if (rc >= 0)
+        return rc;
+    pgw_recon_options o;
+    rc = reconcile_args(&flags, cfg, &o);
+    char url[PGW_STORE_URL_MAX + 1];
+    snprintf(url, sizeof(url), "%s", flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
+    bool repair = flag_get(&flags, "--repair") != NULL;
+    const char *out_path = flag_get(&flags, "--out");
+    FILE *out = rc == EXIT_OK && out_path ? fopen(out_path, "w") : stdout;
+    if (out == NULL) {
+        fprintf(stderr, "pointsgw reconcile: %s: %s\n", out_path, strerror(errno));
+        rc = EXIT_USAGE;
+    }
+    o.missing = rc == EXIT_OK && repair ? tmpfile() : NULL;
+    pgw_recon_summary sum = {0};
+    if (rc == EXIT_OK)
+        rc = reconcile_into(&flags, url, &o, out, &sum);
+    if (out != NULL && out != stdout && fclose(out) != 0 && rc == EXIT_OK)
+        rc = EXIT_PROBLEM;
+    if (rc == EXIT_OK && repair) {
+        repair_tally t = {0};
+        rc = repair_missing(cfg, url, o.missing, o.filter.channel, o.filter.shop, &t);
+        fprintf(stderr,
+                "{\"repair\":{\"missing_in_ledger\":%ld,\"created\":%ld,\"replayed\":%ld,"
+                "\"failed\":%ld}}\n",
+                t.missing, t.created, t.replayed, t.failed);
+    }
+    if (o.missing != NULL)
+        fclose(o.missing);
+    if (rc == EXIT_OK && sum.count[PGW_RECON_MATCHED] !=
+                             sum.statement_rows + sum.ledger_rows - sum.count[PGW_RECON_MATCHED])
+        rc = EXIT_PROBLEM; /* anything but a clean match */
+    pgw_config_free(cfg);
+    return rc;
 }
 #define IMPORT_FILE_MAX (64 << 20) /* a shop's whole card base fits many times over */
 
@@ -671,8 +865,10 @@ static const command COMMANDS[] = {
      "compute the points an event would earn, with the breakdown", cmd_quote},
     {"reconcile",
      "reconcile --statement FILE --channel NAME [--shop ID] [--from T] [--to T] "
-     "[--format json|csv] [--out FILE] [--repair]",
-     "match a channel statement against the log (not built yet)", cmd_reconcile},
+     "[--format json|csv] [--out FILE] [--repair] [--config FILE] [--db URL]",
+     "match a channel statement against the log; exit 1 unless every row matched; "
+     "--repair posts the rows missing from the log as events",
+     cmd_reconcile},
     {"verify", "verify [--config FILE] [--db URL]",
      "check the hash chain and balances against lots; exit 1 naming the first break", cmd_verify},
     {"expire", "expire [--as-of T] [--config FILE] [--db URL]",

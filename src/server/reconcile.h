@@ -1,0 +1,49 @@
+/*
+ * reconcile.h - a reconciliation run: a statement against the events of
+ * the log, written as finance reads it (JSON or CSV).
+ *
+ * Shared by `pointsgw reconcile` and POST /v1/reconciliations. The ledger
+ * side is read a page at a time inside the caller's read transaction (one
+ * snapshot for the whole run); the statement streams, and is sorted on
+ * disk only when it is not in event_id order. Exceptions are written to a
+ * temporary file as they are found and copied after the summary, so memory
+ * does not grow with the number of rows either.
+ */
+#ifndef PGW_SERVER_RECONCILE_H
+#define PGW_SERVER_RECONCILE_H
+
+#include "core/civil.h"
+#include "core/reconcile.h"
+#include "server/statement.h"
+#include "store/store.h"
+
+#include <stdio.h>
+
+typedef enum pgw_recon_format { PGW_RECON_JSON = 0, PGW_RECON_CSV } pgw_recon_format;
+
+typedef struct pgw_recon_options {
+    pgw_event_filter filter; /* channel, optional shop, [from, to) */
+    pgw_recon_format format;
+    const pgw_tz *tz;      /* occurred_at in the report, in the mall's zone */
+    size_t exceptions_max; /* exceptions listed at most; 0: all (the summary counts all) */
+    /* When set, every missing_in_ledger row is also written here as a raw
+     * pgw_recon_row, for a repair to post (pgw_recon_read_missing). */
+    FILE *missing;
+} pgw_recon_options;
+
+/*
+ * Runs the match and writes the report to `out`. The caller holds a read
+ * transaction on `store`. Fills *summary. PGW_EINVAL never comes from the
+ * statement's content (bad rows are malformed_row exceptions); errors are
+ * I/O or storage.
+ */
+int pgw_recon_run(pgw_store *store, pgw_statement *statement, const pgw_recon_options *opts,
+                  FILE *out, pgw_recon_summary *summary, pgw_err *err);
+
+/* The next row written to opts.missing (after rewinding it); false at the end. */
+bool pgw_recon_read_missing(FILE *missing, pgw_recon_row *row);
+
+/* The summary as API.md's JSON object (plus malformed_row). */
+int pgw_recon_write_summary(const pgw_recon_summary *summary, FILE *out);
+
+#endif

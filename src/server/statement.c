@@ -1,0 +1,310 @@
+/*
+ * statement.c - see statement.h.
+ */
+#include "statement.h"
+
+#include "core/assertions.h"
+#include "core/civil.h"
+#include "core/rules.h"
+#include "util/csv.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { COL_EVENT_ID, COL_OCCURRED_AT, COL_TYPE, COL_MEMBER, COL_AMOUNT, COL_POINTS, N_COLS };
+static const char *const COLUMNS[N_COLS] = {
+    [COL_EVENT_ID] = "event_id", [COL_OCCURRED_AT] = "occurred_at", [COL_TYPE] = "type",
+    [COL_MEMBER] = "member",     [COL_AMOUNT] = "amount_fen",       [COL_POINTS] = "points",
+};
+
+/* The sorted copy's columns, in pgw_recon_row order. */
+#define SORTED_COLUMNS                                                                             \
+    "event_id, line, occurred_at, type, member, amount_fen, points, malformed, problem"
+
+struct pgw_statement {
+    pgw_csv_file *file; /* a file, or... */
+    const char *text;   /* ...a borrowed text */
+    size_t len;
+    pgw_csv csv;
+    int col[N_COLS];
+    pgw_csv_row row;
+    sqlite3 *sorted_db; /* once sorted: rows come from here */
+    sqlite3_stmt *sorted_read;
+};
+
+static int read_csv(pgw_statement *st, bool *done, pgw_err *err)
+{
+    return st->file ? pgw_csv_file_next(st->file, &st->row, done, err)
+                    : pgw_csv_next(&st->csv, &st->row, done, err);
+}
+
+/* The header: every column named, each once. */
+static int read_header(pgw_statement *st, pgw_err *err)
+{
+    bool done = false;
+    int rc = read_csv(st, &done, err);
+    if (rc == PGW_OK && done)
+        return pgw_err_set(err, PGW_EINVAL, "the statement is empty: no header row");
+    if (rc == PGW_OK)
+        rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, err);
+    for (size_t c = 0; rc == PGW_OK && c < N_COLS; c++) {
+        if (st->col[c] < 0)
+            rc = pgw_err_set(err, PGW_EINVAL, "line %zu: column %s is missing", st->row.line,
+                             COLUMNS[c]);
+    }
+    return rc;
+}
+
+static int opened(pgw_statement *st, pgw_statement **out, pgw_err *err)
+{
+    int rc = read_header(st, err);
+    if (rc != PGW_OK) {
+        pgw_statement_free(st);
+        return rc;
+    }
+    *out = st;
+    return PGW_OK;
+}
+
+int pgw_statement_open_file(const char *path, pgw_statement **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_statement *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory reading %s", path);
+    int rc = pgw_csv_file_open(path, &st->file, err);
+    if (rc != PGW_OK) {
+        free(st);
+        return rc;
+    }
+    return opened(st, out, err);
+}
+
+int pgw_statement_open_text(const char *text, size_t len, pgw_statement **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_statement *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory reading a statement");
+    st->text = text;
+    st->len = len;
+    pgw_csv_init(&st->csv, text, len);
+    return opened(st, out, err);
+}
+
+/* A whole number in [lo, hi]; "" is `empty` when allowed (empty_ok). */
+static bool whole_number(const char *text, int64_t lo, int64_t hi, bool empty_ok, int64_t *out)
+{
+    if (text[0] == '\0') {
+        *out = 0;
+        return empty_ok;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+__attribute__((format(printf, 2, 3))) static bool malformed(pgw_recon_row *r, const char *fmt, ...)
+{
+    r->malformed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->problem, sizeof(r->problem), fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+/* One CSV row's fields checked into *r. False (and r->problem) when it is not a row. */
+static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
+{
+    const pgw_csv_row *row = &st->row;
+    const char *id = pgw_csv_cell(row, st->col, COL_EVENT_ID);
+    const char *at = pgw_csv_cell(row, st->col, COL_OCCURRED_AT);
+    const char *type = pgw_csv_cell(row, st->col, COL_TYPE);
+    const char *member = pgw_csv_cell(row, st->col, COL_MEMBER);
+    snprintf(r->event_id, sizeof(r->event_id), "%.*s", PGW_EVENT_ID_MAX, id);
+    if (id[0] == '\0' || strlen(id) > PGW_EVENT_ID_MAX)
+        return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
+    int64_t secs = 0;
+    pgw_event_type t;
+    if (!whole_number(at, 0, INT64_C(253402300799), false, &secs) &&
+        pgw_parse_rfc3339(at, &secs, NULL) != PGW_OK)
+        return malformed(r, "occurred_at \"%.40s\" is neither RFC 3339 nor unix seconds", at);
+    r->occurred_at = secs;
+    if (pgw_event_type_parse(type, &t) != PGW_OK)
+        return malformed(r, "type \"%.40s\" is not an event type", type);
+    snprintf(r->type, sizeof(r->type), "%s", pgw_event_type_name(t));
+    if (member[0] == '\0' || strlen(member) > PGW_RECON_MEMBER_MAX)
+        return malformed(r, "member must be 1..%d bytes", PGW_RECON_MEMBER_MAX);
+    snprintf(r->member, sizeof(r->member), "%s", member);
+    if (!whole_number(pgw_csv_cell(row, st->col, COL_AMOUNT), 0, PGW_AMOUNT_FEN_MAX, true,
+                      &r->amount_fen))
+        return malformed(r, "amount_fen \"%.32s\" is not a whole number of fen in range",
+                         pgw_csv_cell(row, st->col, COL_AMOUNT));
+    if (!whole_number(pgw_csv_cell(row, st->col, COL_POINTS), -PGW_POINTS_MAX, PGW_POINTS_MAX,
+                      false, &r->points))
+        return malformed(r, "points \"%.32s\" is not a whole number in range",
+                         pgw_csv_cell(row, st->col, COL_POINTS));
+    return true;
+}
+
+static int next_from_csv(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err *err)
+{
+    pgw_err row_err;
+    int rc = read_csv(st, end, &row_err);
+    memset(r, 0, sizeof(*r));
+    r->line = st->row.line;
+    if (rc == PGW_EINVAL) { /* a malformed CSV line: a row of its own kind */
+        r->malformed = true;
+        snprintf(r->problem, sizeof(r->problem), "%.150s", row_err.msg);
+        return PGW_OK;
+    }
+    if (rc != PGW_OK) {
+        *err = row_err;
+        return rc;
+    }
+    if (!*end)
+        parse_row(st, r);
+    return PGW_OK;
+}
+
+static bool sorted_text(sqlite3_stmt *q, int col, char *out, size_t cap)
+{
+    const char *text = (const char *)sqlite3_column_text(q, col);
+    size_t len = (size_t)sqlite3_column_bytes(q, col);
+    if (text == NULL || len >= cap)
+        return false;
+    memcpy(out, text, len + 1);
+    return true;
+}
+
+static int next_from_sorted(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err *err)
+{
+    memset(r, 0, sizeof(*r));
+    int step = sqlite3_step(st->sorted_read);
+    *end = step == SQLITE_DONE;
+    if (step == SQLITE_DONE)
+        return PGW_OK;
+    sqlite3_stmt *q = st->sorted_read;
+    r->line = (size_t)sqlite3_column_int64(q, 1);
+    r->occurred_at = sqlite3_column_int64(q, 2);
+    r->amount_fen = sqlite3_column_int64(q, 5);
+    r->points = sqlite3_column_int64(q, 6);
+    r->malformed = sqlite3_column_int(q, 7) != 0;
+    if (step != SQLITE_ROW || !sorted_text(q, 0, r->event_id, sizeof(r->event_id)) ||
+        !sorted_text(q, 3, r->type, sizeof(r->type)) ||
+        !sorted_text(q, 4, r->member, sizeof(r->member)) ||
+        !sorted_text(q, 8, r->problem, sizeof(r->problem)))
+        return pgw_err_set(err, PGW_EIO, "reading the sorted statement: %s",
+                           sqlite3_errmsg(st->sorted_db));
+    return PGW_OK;
+}
+
+int pgw_statement_next(void *p, pgw_recon_row *row, bool *end, pgw_err *err)
+{
+    pgw_statement *st = p;
+    return st->sorted_read ? next_from_sorted(st, row, end, err) : next_from_csv(st, row, end, err);
+}
+
+int pgw_statement_rewind(pgw_statement *st, pgw_err *err)
+{
+    if (st->sorted_read) {
+        sqlite3_reset(st->sorted_read);
+        return PGW_OK;
+    }
+    if (st->file == NULL) {
+        pgw_csv_init(&st->csv, st->text, st->len);
+    } else {
+        int rc = pgw_csv_file_rewind(st->file, err);
+        if (rc != PGW_OK)
+            return rc;
+    }
+    return read_header(st, err);
+}
+
+static int sql_failed(sqlite3 *db, const char *what, pgw_err *err)
+{
+    return pgw_err_set(err, PGW_EIO, "sorting the statement: %s: %s", what,
+                       db ? sqlite3_errmsg(db) : "out of memory");
+}
+
+/* Copies every row (file order) into the temporary table, in one transaction. */
+static int copy_rows(pgw_statement *st, sqlite3_stmt *insert, pgw_err *err)
+{
+    int rc = pgw_statement_rewind(st, err);
+    pgw_recon_row r;
+    bool end = false;
+    while (rc == PGW_OK && (rc = next_from_csv(st, &r, &end, err)) == PGW_OK && !end) {
+        sqlite3_bind_text(insert, 1, r.event_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(insert, 2, (sqlite3_int64)r.line);
+        sqlite3_bind_int64(insert, 3, r.occurred_at);
+        sqlite3_bind_text(insert, 4, r.type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(insert, 5, r.member, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(insert, 6, r.amount_fen);
+        sqlite3_bind_int64(insert, 7, r.points);
+        sqlite3_bind_int(insert, 8, r.malformed);
+        sqlite3_bind_text(insert, 9, r.problem, -1, SQLITE_STATIC);
+        if (sqlite3_step(insert) != SQLITE_DONE)
+            rc = sql_failed(sqlite3_db_handle(insert), "copying a row", err);
+        sqlite3_reset(insert);
+    }
+    return rc;
+}
+
+int pgw_statement_sort(pgw_statement *st, pgw_err *err)
+{
+    if (st->sorted_read)
+        return pgw_statement_rewind(st, err);
+    /* "" opens a private database in a temporary file, deleted on close. A
+     * 16 MiB cache: beyond it SQLite's sorter spills to temporary files. */
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2("", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "PRAGMA cache_size = -16384; PRAGMA journal_mode = OFF;"
+                     "PRAGMA synchronous = OFF; PRAGMA temp_store = FILE;"
+                     "CREATE TABLE rows (event_id TEXT, line INTEGER, occurred_at INTEGER,"
+                     " type TEXT, member TEXT, amount_fen INTEGER, points INTEGER,"
+                     " malformed INTEGER, problem TEXT); BEGIN",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        int rc = sql_failed(db, "creating the temporary database", err);
+        sqlite3_close(db);
+        return rc;
+    }
+    sqlite3_stmt *insert = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO rows (" SORTED_COLUMNS
+                                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                -1, &insert, NULL) == SQLITE_OK
+                 ? copy_rows(st, insert, err)
+                 : sql_failed(db, "preparing", err);
+    sqlite3_finalize(insert);
+    if (rc == PGW_OK &&
+        (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK ||
+         sqlite3_prepare_v2(db, "SELECT " SORTED_COLUMNS " FROM rows ORDER BY event_id, line", -1,
+                            &st->sorted_read, NULL) != SQLITE_OK))
+        rc = sql_failed(db, "ordering", err);
+    if (rc != PGW_OK) {
+        sqlite3_close(db);
+        return rc;
+    }
+    st->sorted_db = db;
+    return PGW_OK;
+}
+
+void pgw_statement_free(pgw_statement *st)
+{
+    if (st == NULL)
+        return;
+    sqlite3_finalize(st->sorted_read);
+    sqlite3_close(st->sorted_db);
+    pgw_csv_file_close(st->file);
+    free(st);
+}

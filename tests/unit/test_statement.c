@@ -1,0 +1,151 @@
+/*
+ * test_statement.c - a channel's statement as reconciliation rows: the
+ * header in any order, what spreadsheets write, each kind of bad row
+ * reported with its line (and reading going on), and the on-disk sort.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "server/statement.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char STATEMENT[] =
+    "\xEF\xBB\xBFpoints,event_id,type,occurred_at,member,amount_fen\r\n"
+    "128,E3,purchase,2026-11-24T10:15:00+08:00,\"phone:138 0013, 8000\",12800\r\n"
+    "-64,E1,refund,1795486500,card:S001:88001,6400\r\n"
+    "\r\n"
+    "5,E2,sign_in,2026-11-24T08:00:00+08:00,member_id:M1,\r\n"
+    "5,E4,teleport,2026-11-24T08:00:00+08:00,member_id:M1,\r\n"
+    "5,E5,purchase,yesterday,member_id:M1,100\r\n"
+    "5,E6,purchase,2026-11-24T08:00:00+08:00,member_id:M1,12.5\r\n"
+    "x,E7,purchase,2026-11-24T08:00:00+08:00,member_id:M1,100\r\n"
+    "5,\"E8,purchase\r\n"
+    "\r\n";
+
+typedef struct expect {
+    const char *event_id;
+    size_t line;
+    bool malformed;
+    const char *problem; /* a part of it */
+} expect;
+
+static void read_all(pgw_statement *st, const expect *want, size_t n)
+{
+    pgw_recon_row r;
+    bool end = false;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+        assert_false(end);
+        assert_int_equal(r.line, want[i].line);
+        assert_int_equal(r.malformed, want[i].malformed);
+        if (want[i].event_id != NULL)
+            assert_string_equal(r.event_id, want[i].event_id);
+        if (want[i].problem != NULL && strstr(r.problem, want[i].problem) == NULL)
+            fail_msg("line %zu: \"%s\" does not say \"%s\"", r.line, r.problem, want[i].problem);
+    }
+    assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+    assert_true(end);
+}
+
+static void test_rows_and_bad_rows_in_file_order(void **state)
+{
+    (void)state;
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(STATEMENT, strlen(STATEMENT), &st, NULL), PGW_OK);
+    pgw_recon_row r;
+    bool end = false;
+    assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+    assert_string_equal(r.event_id, "E3");
+    assert_string_equal(r.member, "phone:138 0013, 8000");
+    assert_int_equal(r.amount_fen, 12800);
+    assert_int_equal(r.points, 128);
+    assert_int_equal(r.occurred_at, 1795486500); /* 2026-11-24T10:15:00+08:00 */
+    assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+    assert_string_equal(r.type, "refund");
+    assert_int_equal(r.points, -64);
+    assert_int_equal(r.occurred_at, 1795486500); /* unix seconds as they are */
+    const expect rest[] = {
+        {"E2", 5, false, NULL},
+        {"E4", 6, true, "type \"teleport\""},
+        {"E5", 7, true, "occurred_at \"yesterday\""},
+        {"E6", 8, true, "amount_fen \"12.5\""},
+        {"E7", 9, true, "points \"x\""},
+        {NULL, 10, true, "quote is never closed"},
+    };
+    read_all(st, rest, sizeof(rest) / sizeof(rest[0]));
+    /* Rewound, the same rows again. */
+    assert_int_equal(pgw_statement_rewind(st, NULL), PGW_OK);
+    assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+    assert_string_equal(r.event_id, "E3");
+    pgw_statement_free(st);
+}
+
+static void test_sorted_on_disk_keeping_lines(void **state)
+{
+    (void)state;
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(STATEMENT, strlen(STATEMENT), &st, NULL), PGW_OK);
+    assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK);
+    const expect sorted[] = {
+        {"", 10, true, "quote is never closed"}, /* no event_id: first */
+        {"E1", 3, false, NULL},
+        {"E2", 5, false, NULL},
+        {"E3", 2, false, NULL},
+        {"E4", 6, true, "teleport"},
+        {"E5", 7, true, NULL},
+        {"E6", 8, true, NULL},
+        {"E7", 9, true, NULL},
+    };
+    read_all(st, sorted, sizeof(sorted) / sizeof(sorted[0]));
+    assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK); /* again: from the start */
+    read_all(st, sorted, sizeof(sorted) / sizeof(sorted[0]));
+    pgw_statement_free(st);
+}
+
+static void test_headers_and_files(void **state)
+{
+    (void)state;
+    pgw_statement *st = NULL;
+    pgw_err err;
+    const char *no_points = "event_id,occurred_at,type,member,amount_fen\n";
+    assert_int_equal(pgw_statement_open_text(no_points, strlen(no_points), &st, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "column points is missing"));
+    assert_null(st);
+    const char *unknown = "event_id,occurred_at,type,member,amount_fen,points,colour\n";
+    assert_int_equal(pgw_statement_open_text(unknown, strlen(unknown), &st, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "colour"));
+    assert_int_equal(pgw_statement_open_text("", 0, &st, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "empty"));
+    assert_int_equal(pgw_statement_open_file("/nonexistent/statement.csv", &st, &err),
+                     PGW_ENOTFOUND);
+    char path[] = "/tmp/pgw-statement-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(STATEMENT, f);
+    fclose(f);
+    assert_int_equal(pgw_statement_open_file(path, &st, NULL), PGW_OK);
+    pgw_recon_row r;
+    bool end = false;
+    assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+    assert_string_equal(r.event_id, "E3");
+    assert_int_equal(r.line, 2);
+    pgw_statement_free(st);
+    remove(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rows_and_bad_rows_in_file_order),
+        cmocka_unit_test(test_sorted_on_disk_keeping_lines),
+        cmocka_unit_test(test_headers_and_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
