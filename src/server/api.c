@@ -17,6 +17,7 @@
 #include "server/event_json.h"
 #include "server/expire.h"
 #include "server/import.h"
+#include "server/reconcile.h"
 #include "util/csv.h"
 #include "util/json_read.h"
 #include "util/vault.h"
@@ -72,6 +73,7 @@ typedef enum route {
     R_SHOP_BATCH,
     R_IMPORT,
     R_DASHBOARD,
+    R_RECONCILE,
     R_COUNT
 } route;
 
@@ -94,6 +96,7 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_SHOP_BATCH] = "/v1/shops/{id}/batches",
     [R_IMPORT] = "/v1/shops/{id}/imports",
     [R_DASHBOARD] = "/",
+    [R_RECONCILE] = "/v1/reconciliations",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -128,7 +131,19 @@ struct pgw_job {
     pgw_command cmd;
     pgw_event_doc doc;
     pgw_earning earning;
+    struct finance_job *finance; /* a reconciliation or report: what it reads and writes */
 };
+
+/* A finance read run on the reader (PGW_COMMAND_READ_CALL): its input and
+ * the body it produces. */
+typedef struct finance_job {
+    char *statement; /* a copy of the request body */
+    size_t statement_len;
+    char channel[PGW_ID_MAX + 1], shop[PGW_ID_MAX + 1];
+    pgw_recon_options opts;
+    char *out; /* the answer's body (open_memstream) */
+    size_t out_len;
+} finance_job;
 
 /* The expiry sweep: a thread that runs the expiry of due holds and lots
  * every expiry.sweep_every_s, through the writer like everything else. */
@@ -299,6 +314,12 @@ static void job_free(pgw_job *job)
     api->inflight--;
     free(job->cmd.page); /* a history page, when there was one */
     job->cmd.page = NULL;
+    if (job->finance != NULL) {
+        free(job->finance->statement);
+        free(job->finance->out);
+        free(job->finance);
+        job->finance = NULL;
+    }
     if (api->n_free_jobs == JOBS_KEPT) { /* a burst is over: give the memory back */
         free(job);
         return;
@@ -1375,6 +1396,98 @@ static bool match_hold_path(const char *path, const char *tail, char *id, size_t
     return true;
 }
 
+/* ---- finance ---------------------------------------------------------------------------- */
+
+#define RECON_EXCEPTIONS_MAX 10000 /* listed in one HTTP answer; the summary counts all */
+
+static pgw_job *job_of(pgw_command *cmd)
+{
+    return (pgw_job *)(void *)((char *)cmd - offsetof(pgw_job, cmd));
+}
+
+/* On the reader, in its read transaction: the whole reconciliation. */
+static int run_reconciliation(pgw_store *store, pgw_command *cmd)
+{
+    finance_job *f = job_of(cmd)->finance;
+    pgw_statement *st = NULL;
+    int rc = pgw_statement_open_text(f->statement, f->statement_len, &st, &cmd->err);
+    FILE *out = rc == PGW_OK ? open_memstream(&f->out, &f->out_len) : NULL;
+    if (rc == PGW_OK && out == NULL)
+        rc = pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory for the report");
+    pgw_recon_summary sum;
+    if (rc == PGW_OK)
+        rc = pgw_recon_run(store, st, &f->opts, out, &sum, &cmd->err);
+    if (out != NULL && fclose(out) != 0 && rc == PGW_OK)
+        rc = pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory for the report");
+    pgw_statement_free(st);
+    return rc;
+}
+
+/* A time in a query: RFC 3339 (with %2B for a '+' offset) or unix seconds. */
+static int query_time(const char *query, const char *name, int64_t *out, pgw_err *err)
+{
+    char text[64];
+    if (!query_value(query, name, text, sizeof(text)))
+        return PGW_OK;
+    char *end = NULL;
+    long long secs = strtoll(text, &end, 10);
+    if (end != text && *end == '\0' && secs >= 0) {
+        *out = secs;
+        return PGW_OK;
+    }
+    if (pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
+        return pgw_err_set(err, PGW_EINVAL, "%s \"%.40s\" is not RFC 3339 (encode + as %%2B)", name,
+                           text);
+    return PGW_OK;
+}
+
+/* POST /v1/reconciliations?channel=&shop=&from=&to=&format= (text/csv statement, finance). */
+static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                                  pgw_response *resp)
+{
+    pgw_err err;
+    pgw_job *job = job_new(api, req, R_RECONCILE, PGW_COMMAND_READ_CALL);
+    int rc = job ? PGW_OK : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    finance_job *f = rc == PGW_OK ? calloc(1, sizeof(*f)) : NULL;
+    if (rc == PGW_OK && (f == NULL || (f->statement = malloc(req->body_len + 1)) == NULL))
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (job != NULL)
+        job->finance = f;
+    char format[8] = "json";
+    if (rc == PGW_OK && who->kind != PGW_SCOPE_FINANCE && who->kind != PGW_SCOPE_ADMIN)
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not reconcile (finance)", who->name);
+    else if (rc == PGW_OK && (strncmp(req->content_type, "text/csv", 8) != 0 ||
+                              (req->content_type[8] != '\0' && req->content_type[8] != ';')))
+        rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
+    else if (rc == PGW_OK && (!query_value(req->query, "channel", f->channel, sizeof(f->channel)) ||
+                              !plain_id(f->channel, PGW_ID_MAX)))
+        rc = pgw_err_set(&err, PGW_EINVAL, "channel=NAME is required");
+    if (rc == PGW_OK) {
+        f->opts.filter = (pgw_event_filter){f->channel, NULL, 0, INT64_MAX};
+        if (query_value(req->query, "shop", f->shop, sizeof(f->shop)))
+            f->opts.filter.shop = f->shop;
+        rc = query_time(req->query, "from", &f->opts.filter.from, &err);
+    }
+    if (rc == PGW_OK)
+        rc = query_time(req->query, "to", &f->opts.filter.to, &err);
+    if (rc == PGW_OK && f->opts.filter.from >= f->opts.filter.to)
+        rc = pgw_err_set(&err, PGW_EINVAL, "from must come before to");
+    if (rc == PGW_OK && query_value(req->query, "format", format, sizeof(format)) &&
+        strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
+        rc = pgw_err_set(&err, PGW_EINVAL, "format is json or csv");
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_RECONCILE, rc, err.msg);
+    bool csv = strcmp(format, "csv") == 0 || strncmp(req->accept, "text/csv", 8) == 0;
+    memcpy(f->statement, req->body, req->body_len);
+    f->statement[req->body_len] = '\0';
+    f->statement_len = req->body_len;
+    f->opts.format = csv ? PGW_RECON_CSV : PGW_RECON_JSON;
+    f->opts.tz = &api->cfg->rules.tz;
+    f->opts.exceptions_max = RECON_EXCEPTIONS_MAX;
+    job->cmd.call = run_reconciliation;
+    return submit(api, job, resp);
+}
+
 static route route_of(const char *path, char *id, size_t cap)
 {
     for (size_t r = R_OTHER + 1; r < R_COUNT; r++) { /* the routes without an {id} */
@@ -1489,6 +1602,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     case R_MEMBER:
     case R_HISTORY:
         return handle_member(api, req, id, r, resp);
+    case R_RECONCILE:
+        return handle_reconciliation(api, req, &who, resp);
     default:
         break;
     }
@@ -1591,6 +1706,13 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         set_body(resp, 200, history_json(api, cmd));
     } else if (job->route == R_RESOLVE) {
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
+    } else if (job->finance != NULL) { /* a report: the body the reader wrote */
+        resp->status = 200;
+        resp->content_type = job->finance->opts.format == PGW_RECON_CSV ? "text/csv; charset=utf-8"
+                                                                        : "application/json";
+        resp->body = job->finance->out;
+        resp->body_len = job->finance->out_len;
+        job->finance->out = NULL;
     } else {
         bool created = job->route == R_EVENTS || job->route == R_HOLDS ||
                        job->route == R_REDEMPTIONS || job->route == R_IMPORT;

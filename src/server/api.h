@@ -44,6 +44,7 @@ typedef struct pgw_request {
     char path[PGW_PATH_MAX + 1];
     char query[PGW_QUERY_MAX + 1]; /* without '?', "" when none */
     char content_type[PGW_HEADER_VALUE_MAX + 1];
+    char accept[PGW_HEADER_VALUE_MAX + 1]; /* "" when absent or longer than that */
     char authorization[PGW_HEADER_VALUE_MAX + 1];
     char timestamp[PGW_HEADER_VALUE_MAX + 1]; /* X-PGW-Timestamp; "" when absent */
     char nonce[PGW_HEADER_VALUE_MAX + 1];

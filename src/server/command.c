@@ -1151,6 +1151,7 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     case PGW_COMMAND_READ_MEMBER:
     case PGW_COMMAND_READ_HISTORY:
     case PGW_COMMAND_READ_RESOLVE:
+    case PGW_COMMAND_READ_CALL:
         break; /* not a write: pgw_command_read */
     }
     return pgw_err_set(&cmd->err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
@@ -1273,6 +1274,9 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return cmd->by_identity && filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a bind names a member and an identity");
+    case PGW_COMMAND_READ_CALL:
+        return cmd->call != NULL ? PGW_OK
+                                 : pgw_err_set(err, PGW_EINVAL, "a call names its function");
     case PGW_COMMAND_READ_RESOLVE:
         return cmd->by_identity || filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
@@ -1304,7 +1308,7 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
 bool pgw_command_reads(pgw_command_kind kind)
 {
     return kind == PGW_COMMAND_READ_MEMBER || kind == PGW_COMMAND_READ_HISTORY ||
-           kind == PGW_COMMAND_READ_RESOLVE;
+           kind == PGW_COMMAND_READ_RESOLVE || kind == PGW_COMMAND_READ_CALL;
 }
 
 static int read_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
@@ -1339,6 +1343,10 @@ void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     cmd->n_expiring = 0;
     PGW_ASSERT(pgw_command_reads(cmd->kind));
     cmd->n_identities = 0;
+    if (cmd->kind == PGW_COMMAND_READ_CALL) {
+        cmd->rc = cmd->call(store, cmd);
+        return;
+    }
     if (cmd->member[0] != '\0' && (cmd->rc = follow_merges(store, cmd)) != PGW_OK)
         return;
     if (cmd->kind == PGW_COMMAND_READ_RESOLVE) { /* a member_id resolves to itself */

@@ -96,9 +96,12 @@ typedef enum pgw_command_kind {
      * PGW_ECONFLICT. `import_match` says how the member was found.
      */
     PGW_COMMAND_IMPORT,
+    /* Read-only: runs `call` on the reader's connection inside its read
+     * transaction (a reconciliation, a report); its result is the call's. */
+    PGW_COMMAND_READ_CALL,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_IMPORT
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_CALL
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -158,6 +161,8 @@ struct pgw_command {
     void (*render)(pgw_command *cmd, void *payload);
     pgw_command_done done;
     void *payload;
+    /* READ_CALL: fills cmd->err on failure; must not write. */
+    int (*call)(pgw_store *store, pgw_command *cmd);
     /* Output, valid once `done` runs. */
     int rc; /* PGW_OK, PGW_ECONFLICT, PGW_EINSUFFICIENT, PGW_ESTATE, PGW_EUNAVAILABLE ... */
     pgw_err err;

@@ -282,6 +282,9 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
          copy_custom(wsi, "x-pgw-timestamp:", q->r.timestamp, sizeof(q->r.timestamp)) &&
          copy_custom(wsi, "x-pgw-nonce:", q->r.nonce, sizeof(q->r.nonce)) &&
          copy_custom(wsi, "x-pgw-signature:", q->r.signature, sizeof(q->r.signature));
+    /* Accept only chooses a format: a browser's long one is not an error. */
+    if (ok && !copy_header(wsi, WSI_TOKEN_HTTP_ACCEPT, q->r.accept, sizeof(q->r.accept)))
+        q->r.accept[0] = '\0';
     if (!ok) {
         refuse(h, wsi, q, 400, "invalid_request", "a header or the path is too long");
         return 0;

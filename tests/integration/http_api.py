@@ -868,6 +868,31 @@ def test_reconciliation(s):
     check(code == 1 and len(lines) == 7 and lines[0].startswith("kind,event_id,line")
           and sum(line.startswith("missing_in_statement,REC-004,") for line in lines) == 1,
           f"CSV: one exception per row: {lines}")
+    # The same over HTTP (finance): the same findings, JSON or CSV.
+    query = ("/v1/reconciliations?channel=store&shop=S001&from=2026-11-20T00:00:00%2B08:00"
+             "&to=" + str(1795190400))  # 2026-11-21T00:00:00+08:00 as unix seconds
+    status, web, _ = s.request("POST", query, raw=statement_csv(planted).encode(),
+                               ctype="text/csv", key="finance")
+    check(status == 200 and isinstance(web, dict) and web.get("summary") == summary and
+          sorted((e["kind"], e["event_id"]) for e in web.get("exceptions", [])) == found,
+          f"POST /v1/reconciliations finds the same: {status} {web}")
+    status, text, headers = s.request("POST", query, raw=statement_csv(planted).encode(),
+                                      ctype="text/csv", key="finance",
+                                      headers={"Accept": "text/csv"})
+    check(status == 200 and headers.get("content-type", "").startswith("text/csv") and
+          len(text.strip().split("\n")) == 7, f"Accept: text/csv: {status} {headers} {text}")
+    for key, q, ctype, code in (("s001", query, "text/csv", 403),
+                                ("finance", query, "application/json", 415),
+                                ("finance", "/v1/reconciliations?shop=S001", "text/csv", 400),
+                                ("finance", query + "&format=xml", "text/csv", 400),
+                                ("finance", "/v1/reconciliations?channel=store&from=tomorrow",
+                                 "text/csv", 400)):
+        status, doc2, _ = s.request("POST", q, raw=statement_csv(planted).encode(), ctype=ctype,
+                                    key=key)
+        check(status == code, f"reconciliation refused with {code}: {status} {doc2}")
+    status, doc2, _ = s.request("POST", "/v1/reconciliations?channel=store", raw=b"colour\r\n",
+                                ctype="text/csv", key="finance")
+    check(status == 400 and "column" in str(doc2), f"a statement without its columns: {doc2}")
     # Repair: two purchases only the till knows, by members new to the log.
     extra = []
     for eid, member, amount in (("REC-950", "MNEW950", 8800), ("REC-951", "MNEW951", 23300)):
