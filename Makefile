@@ -1,7 +1,7 @@
 # Thin wrapper over CMake. The two commands the README promises:
 #   make run   install what is missing, build, serve the API with the example config
 #   make test  install what is missing, build with ASan+UBSan, run every test
-.PHONY: all run test deps build build-test bench bench-store bench-http fuzz format check-format clean
+.PHONY: all run test deps build build-test bench bench-store bench-http bench-reconcile fuzz format check-format clean
 
 CONFIG ?= config/pointsgw.example.json
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
@@ -34,12 +34,17 @@ test: build build-test check-format
 	cd build/test && ctest --output-on-failure -j $(JOBS)
 
 # Benchmarks on this machine (bench/RESULTS.md records what they printed).
-bench: bench-store bench-http
+bench: bench-store bench-http bench-reconcile
 
 bench-store: build
 	cmake --build build/release --target bench_store -j $(JOBS)
 	mkdir -p bench/data
 	./build/release/bench_store bench/data $(or $(SECONDS),3)
+
+bench-reconcile: build
+	cmake --build build/release --target bench_reconcile -j $(JOBS)
+	mkdir -p bench/data
+	./build/release/bench_reconcile ./build/release/pointsgw $(CONFIG) bench/data $(or $(ROWS),10000000)
 
 bench-http: build
 	cmake --build build/release --target bench_http -j $(JOBS)

@@ -6,42 +6,167 @@
 #include "core/assertions.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define LEDGER_PAGE 512
 
 /* The ledger side: events a page at a time after a cursor. */
 typedef struct ledger_pages {
     pgw_store *store;
     const pgw_event_filter *filter;
-    pgw_recon_row *page; /* LEDGER_PAGE rows */
-    size_t n, next;
-    bool last; /* the page in hand is the last one */
+    bool last; /* the page read before was the last one */
     char after_id[PGW_EVENT_ID_MAX + 1];
     char after_source[PGW_ID_MAX + 1];
 } ledger_pages;
 
-static int next_ledger(void *p, pgw_recon_row *row, bool *end, pgw_err *err)
+/* A block of the log's rows: one page of the store, read straight into it. */
+static int fill_ledger(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool *end, pgw_err *err)
 {
     ledger_pages *l = p;
-    if (l->next == l->n && !l->last) {
-        int rc = pgw_store_read_events(l->store, l->filter, l->after_id, l->after_source, l->page,
-                                       LEDGER_PAGE, &l->n, err);
-        if (rc != PGW_OK)
-            return rc;
-        l->next = 0;
-        l->last = l->n < LEDGER_PAGE;
-        if (l->n > 0) {
-            memcpy(l->after_id, l->page[l->n - 1].event_id, sizeof(l->after_id));
-            memcpy(l->after_source, l->page[l->n - 1].source, sizeof(l->after_source));
-        }
+    *n = 0;
+    *end = l->last;
+    if (l->last)
+        return PGW_OK;
+    int rc =
+        pgw_store_read_events(l->store, l->filter, l->after_id, l->after_source, rows, cap, n, err);
+    if (rc != PGW_OK)
+        return rc;
+    l->last = *end = *n < cap;
+    if (*n > 0) {
+        memcpy(l->after_id, rows[*n - 1].event_id, sizeof(l->after_id));
+        memcpy(l->after_source, rows[*n - 1].source, sizeof(l->after_source));
     }
-    *end = l->next == l->n;
-    if (!*end)
-        *row = l->page[l->next++];
     return PGW_OK;
+}
+
+/* A block of statement rows, one by one. */
+static int fill_statement(void *st, pgw_recon_row *rows, size_t cap, size_t *n, bool *end,
+                          pgw_err *err)
+{
+    int rc = PGW_OK;
+    *end = false;
+    for (*n = 0; *n < cap && (rc = pgw_statement_next(st, &rows[*n], end, err)) == PGW_OK && !*end;)
+        (*n)++;
+    return rc;
+}
+
+/*
+ * Prefetching: each side's rows are read on a thread of its own into a
+ * small ring of blocks, so that parsing the statement and reading the log
+ * run on both cores while this thread merges. Bounded: PREFETCH_BLOCKS
+ * blocks of PREFETCH_ROWS rows per side.
+ */
+#define PREFETCH_BLOCKS 4
+#define PREFETCH_ROWS   1024
+
+/* Fills rows[0..cap) from a side; *n rows, *end at its end. */
+typedef int (*fill_fn)(void *source, pgw_recon_row *rows, size_t cap, size_t *n, bool *end,
+                       pgw_err *err);
+
+typedef struct prefetch {
+    fill_fn fill;
+    void *source;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    pgw_recon_row *rows; /* PREFETCH_BLOCKS * PREFETCH_ROWS */
+    size_t count[PREFETCH_BLOCKS];
+    size_t head, filled; /* blocks ready: head .. head + filled (mod) */
+    bool done;           /* the producer ended: at the end, or on an error */
+    bool stop;           /* the consumer gave up */
+    int rc;
+    pgw_err err;
+    size_t pos; /* consumer: next row of block `head`, when filled > 0 */
+} prefetch;
+
+static void *prefetch_main(void *arg)
+{
+    prefetch *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (p->filled == PREFETCH_BLOCKS && !p->stop)
+            pthread_cond_wait(&p->changed, &p->lock);
+        size_t b = (p->head + p->filled) % PREFETCH_BLOCKS;
+        bool stop = p->stop;
+        pthread_mutex_unlock(&p->lock);
+        if (stop)
+            return NULL;
+        size_t n = 0;
+        bool end = false;
+        pgw_err err;
+        int rc = p->fill(p->source, p->rows + b * PREFETCH_ROWS, PREFETCH_ROWS, &n, &end, &err);
+        pthread_mutex_lock(&p->lock);
+        p->count[b] = n;
+        if (n > 0)
+            p->filled++;
+        if (rc != PGW_OK || end) {
+            p->done = true;
+            p->rc = rc;
+            if (rc != PGW_OK)
+                p->err = err;
+        }
+        pthread_cond_broadcast(&p->changed);
+        bool finished = p->done;
+        pthread_mutex_unlock(&p->lock);
+        if (finished)
+            return NULL;
+    }
+}
+
+static int prefetch_start(prefetch *p, fill_fn fill, void *source, pgw_err *err)
+{
+    memset(p, 0, sizeof(*p));
+    p->fill = fill;
+    p->source = source;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->changed, NULL);
+    p->rows = malloc(PREFETCH_BLOCKS * PREFETCH_ROWS * sizeof(*p->rows));
+    if (p->rows == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
+    p->started = pthread_create(&p->thread, NULL, prefetch_main, p) == 0;
+    return p->started ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "cannot start a reader thread");
+}
+
+/* A pgw_recon_next over the prefetched blocks. */
+static int prefetch_next(void *arg, pgw_recon_row *row, bool *end, pgw_err *err)
+{
+    prefetch *p = arg;
+    pthread_mutex_lock(&p->lock);
+    if (p->filled > 0 && p->pos == p->count[p->head]) { /* that block is used up */
+        p->head = (p->head + 1) % PREFETCH_BLOCKS;
+        p->filled--;
+        p->pos = 0;
+        pthread_cond_broadcast(&p->changed);
+    }
+    while (p->filled == 0 && !p->done)
+        pthread_cond_wait(&p->changed, &p->lock);
+    int rc = PGW_OK;
+    *end = false;
+    if (p->filled > 0)
+        *row = p->rows[p->head * PREFETCH_ROWS + p->pos++];
+    else if (p->rc != PGW_OK)
+        rc = (*err = p->err, p->rc);
+    else
+        *end = true;
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+/* Stops the producer (wherever it is) and frees what it used. */
+static void prefetch_stop(prefetch *p)
+{
+    if (p->started) {
+        pthread_mutex_lock(&p->lock);
+        p->stop = true;
+        pthread_cond_broadcast(&p->changed);
+        pthread_mutex_unlock(&p->lock);
+        pthread_join(p->thread, NULL);
+    }
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->changed);
+    free(p->rows);
 }
 
 /* Where exceptions go while the match runs. */
@@ -167,12 +292,19 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
                       pgw_recon_summary *sum, pgw_err *err)
 {
     ledger_pages l = {.store = store, .filter = &opts->filter};
-    l.page = malloc(LEDGER_PAGE * sizeof(*l.page));
-    if (l.page == NULL)
-        return pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
-    pgw_recon_io io = {pgw_statement_next, st, next_ledger, &l, emit, k};
-    int rc = pgw_reconcile(&io, sum, err);
-    free(l.page);
+    prefetch *sides = calloc(2, sizeof(*sides));
+    int rc = sides ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
+    if (rc == PGW_OK)
+        rc = prefetch_start(&sides[0], fill_statement, st, err);
+    if (rc == PGW_OK)
+        rc = prefetch_start(&sides[1], fill_ledger, &l, err);
+    pgw_recon_io io = {prefetch_next, &sides[0], prefetch_next, &sides[1], emit, k};
+    if (rc == PGW_OK)
+        rc = pgw_reconcile(&io, sum, err);
+    /* Both threads end before the statement or the store is touched again. */
+    for (size_t i = 0; sides != NULL && i < 2; i++)
+        prefetch_stop(&sides[i]);
+    free(sides);
     return rc;
 }
 

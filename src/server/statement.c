@@ -122,6 +122,16 @@ __attribute__((format(printf, 2, 3))) static bool malformed(pgw_recon_row *r, co
     return false;
 }
 
+/* Copies a non-empty field that fits (the hot path: no printf). */
+static bool copy_field(const char *text, char *out, size_t cap)
+{
+    size_t len = strnlen(text, cap);
+    if (len == 0 || len == cap)
+        return false;
+    memcpy(out, text, len + 1);
+    return true;
+}
+
 /* One CSV row's fields checked into *r. False (and r->problem) when it is not a row. */
 static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
 {
@@ -130,8 +140,7 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *at = pgw_csv_cell(row, st->col, COL_OCCURRED_AT);
     const char *type = pgw_csv_cell(row, st->col, COL_TYPE);
     const char *member = pgw_csv_cell(row, st->col, COL_MEMBER);
-    snprintf(r->event_id, sizeof(r->event_id), "%.*s", PGW_EVENT_ID_MAX, id);
-    if (id[0] == '\0' || strlen(id) > PGW_EVENT_ID_MAX)
+    if (!copy_field(id, r->event_id, sizeof(r->event_id)))
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
     int64_t secs = 0;
     pgw_event_type t;
@@ -141,10 +150,9 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     r->occurred_at = secs;
     if (pgw_event_type_parse(type, &t) != PGW_OK)
         return malformed(r, "type \"%.40s\" is not an event type", type);
-    snprintf(r->type, sizeof(r->type), "%s", pgw_event_type_name(t));
-    if (member[0] == '\0' || strlen(member) > PGW_RECON_MEMBER_MAX)
+    copy_field(pgw_event_type_name(t), r->type, sizeof(r->type));
+    if (!copy_field(member, r->member, sizeof(r->member)))
         return malformed(r, "member must be 1..%d bytes", PGW_RECON_MEMBER_MAX);
-    snprintf(r->member, sizeof(r->member), "%s", member);
     if (!whole_number(pgw_csv_cell(row, st->col, COL_AMOUNT), 0, PGW_AMOUNT_FEN_MAX, true,
                       &r->amount_fen))
         return malformed(r, "amount_fen \"%.32s\" is not a whole number of fen in range",

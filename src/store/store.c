@@ -1927,8 +1927,10 @@ int pgw_store_record_event(pgw_store *s, const pgw_event_record *e, pgw_err *err
 
 static bool event_row(sqlite3_stmt *st, void *item)
 {
-    pgw_recon_row *r = item;
-    memset(r, 0, sizeof(*r));
+    pgw_recon_row *r = item; /* every field set: rows are read by the million */
+    r->line = 0;
+    r->malformed = false;
+    r->problem[0] = '\0';
     r->occurred_at = sqlite3_column_int64(st, 1);
     r->amount_fen = sqlite3_column_int64(st, 4);
     r->points = sqlite3_column_int64(st, 5);
