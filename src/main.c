@@ -16,6 +16,7 @@
 #include "server/http.h"
 #include "server/import.h"
 #include "server/reconcile.h"
+#include "server/report.h"
 #include "util/csv.h"
 #include "util/vault.h"
 #include "store/store.h"
@@ -851,6 +852,78 @@ static int cmd_keys(int argc, char **argv)
     pgw_config_free(cfg);
     return rc;
 }
+/* report settlement|pool: --from/--to required; --bucket for the pool. */
+static int report_args(const char *kind, const flag_set *flags, int64_t *from, int64_t *to,
+                       pgw_bucket *bucket, pgw_report_format *format)
+{
+    const char *a = flag_get(flags, "--from"), *b = flag_get(flags, "--to");
+    const char *fmt = flag_get(flags, "--format"), *bk = flag_get(flags, "--bucket");
+    const char *bad = NULL;
+    *bucket = PGW_BUCKET_DAY;
+    if (strcmp(kind, "settlement") != 0 && strcmp(kind, "pool") != 0)
+        bad = "the report is settlement or pool";
+    else if (a == NULL || b == NULL || pgw_parse_rfc3339(a, from, NULL) != PGW_OK ||
+             pgw_parse_rfc3339(b, to, NULL) != PGW_OK)
+        bad = "--from and --to are required, as RFC 3339 times";
+    else if (*from >= *to)
+        bad = "--from must come before --to";
+    else if (fmt != NULL && strcmp(fmt, "json") != 0 && strcmp(fmt, "csv") != 0)
+        bad = "--format is json or csv";
+    else if (bk != NULL && (strcmp(kind, "pool") != 0 || pgw_bucket_parse(bk, bucket) != PGW_OK))
+        bad = "--bucket is day, week or month, for the pool";
+    *format = fmt != NULL && strcmp(fmt, "csv") == 0 ? PGW_REPORT_CSV : PGW_REPORT_JSON;
+    if (bad != NULL)
+        fprintf(stderr, "pointsgw report: %s\n", bad);
+    return bad ? EXIT_USAGE : EXIT_OK;
+}
+
+static int cmd_report(int argc, char **argv)
+{
+    if (argc < 1 || argv[0][0] == '-') {
+        fprintf(stderr, "pointsgw report: say which: settlement or pool (see --help)\n");
+        return EXIT_USAGE;
+    }
+    flag_set flags = {0};
+    static const char *const names[] = {"--from", "--to",     "--bucket", "--format",
+                                        "--out",  "--config", "--db"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        flag_add(&flags, names[i], true);
+    pgw_config *cfg;
+    int rc = start_command("report", &flags, argc - 1, argv + 1, &cfg);
+    if (rc >= 0)
+        return rc;
+    int64_t from = 0, to = 0;
+    pgw_bucket bucket;
+    pgw_report_format format;
+    rc = report_args(argv[0], &flags, &from, &to, &bucket, &format);
+    char url[PGW_STORE_URL_MAX + 1];
+    snprintf(url, sizeof(url), "%s", flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
+    const char *out_path = flag_get(&flags, "--out");
+    FILE *out = rc == EXIT_OK && out_path ? fopen(out_path, "w") : stdout;
+    pgw_store *store = NULL;
+    pgw_err err;
+    int r = out ? PGW_OK : pgw_err_set(&err, PGW_EIO, "%s: %s", out_path, strerror(errno));
+    if (rc == EXIT_OK && r == PGW_OK)
+        r = pgw_store_open(url, false, &store, &err);
+    if (rc == EXIT_OK && r == PGW_OK)
+        r = pgw_store_begin_read(store, &err);
+    if (rc == EXIT_OK && r == PGW_OK)
+        r = strcmp(argv[0], "pool") == 0
+                ? pgw_report_pool(store, cfg, from, to, bucket, format, out, &err)
+                : pgw_report_settlement(store, cfg, from, to, format, out, &err);
+    if (store != NULL)
+        pgw_store_rollback(store, NULL);
+    pgw_store_close(store);
+    if (out != NULL && out != stdout && fclose(out) != 0 && r == PGW_OK)
+        r = pgw_err_set(&err, PGW_EIO, "writing %s failed", out_path);
+    if (rc == EXIT_OK && r != PGW_OK) {
+        fprintf(stderr, "pointsgw report: %s\n", err.msg);
+        rc = r == PGW_EIO || r == PGW_ENOMEM ? EXIT_PROBLEM : EXIT_USAGE;
+    }
+    pgw_config_free(cfg);
+    return rc;
+}
+
 static int cmd_member(int argc, char **argv)
 {
     return cmd_not_built("member", argc, argv);
@@ -869,6 +942,12 @@ static const command COMMANDS[] = {
      "match a channel statement against the log; exit 1 unless every row matched; "
      "--repair posts the rows missing from the log as events",
      cmd_reconcile},
+    {"report",
+     "report settlement|pool --from T --to T [--bucket day|week|month] [--format json|csv] "
+     "[--out FILE] [--config FILE] [--db URL]",
+     "finance's reports: the settlement with every shop, or the points pool by day, week or "
+     "month",
+     cmd_report},
     {"verify", "verify [--config FILE] [--db URL]",
      "check the hash chain and balances against lots; exit 1 naming the first break", cmd_verify},
     {"expire", "expire [--as-of T] [--config FILE] [--db URL]",

@@ -18,6 +18,7 @@
 #include "server/expire.h"
 #include "server/import.h"
 #include "server/reconcile.h"
+#include "server/report.h"
 #include "util/csv.h"
 #include "util/json_read.h"
 #include "util/vault.h"
@@ -74,6 +75,8 @@ typedef enum route {
     R_IMPORT,
     R_DASHBOARD,
     R_RECONCILE,
+    R_SETTLEMENT,
+    R_POOL,
     R_COUNT
 } route;
 
@@ -97,6 +100,8 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_IMPORT] = "/v1/shops/{id}/imports",
     [R_DASHBOARD] = "/",
     [R_RECONCILE] = "/v1/reconciliations",
+    [R_SETTLEMENT] = "/v1/reports/settlement",
+    [R_POOL] = "/v1/reports/pool",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -141,6 +146,10 @@ typedef struct finance_job {
     size_t statement_len;
     char channel[PGW_ID_MAX + 1], shop[PGW_ID_MAX + 1];
     pgw_recon_options opts;
+    const pgw_config *cfg; /* reports */
+    int64_t from, to;
+    pgw_bucket bucket;
+    bool csv;
     char *out; /* the answer's body (open_memstream) */
     size_t out_len;
 } finance_job;
@@ -1405,6 +1414,19 @@ static pgw_job *job_of(pgw_command *cmd)
     return (pgw_job *)(void *)((char *)cmd - offsetof(pgw_job, cmd));
 }
 
+/* A finance job: a finance or admin key, room for its state. */
+static pgw_job *finance_job_new(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                                route r, pgw_err *err, int *rc)
+{
+    pgw_job *job = job_new(api, req, r, PGW_COMMAND_READ_CALL);
+    *rc = job ? PGW_OK : pgw_err_set(err, PGW_EFULL, "too many requests in flight");
+    if (job != NULL && (job->finance = calloc(1, sizeof(*job->finance))) == NULL)
+        *rc = pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    if (*rc == PGW_OK && who->kind != PGW_SCOPE_FINANCE && who->kind != PGW_SCOPE_ADMIN)
+        *rc = pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not read finance's reports", who->name);
+    return job;
+}
+
 /* On the reader, in its read transaction: the whole reconciliation. */
 static int run_reconciliation(pgw_store *store, pgw_command *cmd)
 {
@@ -1420,6 +1442,23 @@ static int run_reconciliation(pgw_store *store, pgw_command *cmd)
     if (out != NULL && fclose(out) != 0 && rc == PGW_OK)
         rc = pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory for the report");
     pgw_statement_free(st);
+    return rc;
+}
+
+/* On the reader: a settlement or pool report into the job's body. */
+static int run_report(pgw_store *store, pgw_command *cmd)
+{
+    pgw_job *job = job_of(cmd);
+    finance_job *f = job->finance;
+    FILE *out = open_memstream(&f->out, &f->out_len);
+    if (out == NULL)
+        return pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory for the report");
+    pgw_report_format format = f->csv ? PGW_REPORT_CSV : PGW_REPORT_JSON;
+    int rc = job->route == R_POOL
+                 ? pgw_report_pool(store, f->cfg, f->from, f->to, f->bucket, format, out, &cmd->err)
+                 : pgw_report_settlement(store, f->cfg, f->from, f->to, format, out, &cmd->err);
+    if (fclose(out) != 0 && rc == PGW_OK)
+        rc = pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory for the report");
     return rc;
 }
 
@@ -1446,18 +1485,14 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
                                   pgw_response *resp)
 {
     pgw_err err;
-    pgw_job *job = job_new(api, req, R_RECONCILE, PGW_COMMAND_READ_CALL);
-    int rc = job ? PGW_OK : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
-    finance_job *f = rc == PGW_OK ? calloc(1, sizeof(*f)) : NULL;
-    if (rc == PGW_OK && (f == NULL || (f->statement = malloc(req->body_len + 1)) == NULL))
+    int rc;
+    pgw_job *job = finance_job_new(api, req, who, R_RECONCILE, &err, &rc);
+    finance_job *f = job ? job->finance : NULL;
+    if (rc == PGW_OK && (f->statement = malloc(req->body_len + 1)) == NULL)
         rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
-    if (job != NULL)
-        job->finance = f;
     char format[8] = "json";
-    if (rc == PGW_OK && who->kind != PGW_SCOPE_FINANCE && who->kind != PGW_SCOPE_ADMIN)
-        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not reconcile (finance)", who->name);
-    else if (rc == PGW_OK && (strncmp(req->content_type, "text/csv", 8) != 0 ||
-                              (req->content_type[8] != '\0' && req->content_type[8] != ';')))
+    if (rc == PGW_OK && (strncmp(req->content_type, "text/csv", 8) != 0 ||
+                         (req->content_type[8] != '\0' && req->content_type[8] != ';')))
         rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
     else if (rc == PGW_OK && (!query_value(req->query, "channel", f->channel, sizeof(f->channel)) ||
                               !plain_id(f->channel, PGW_ID_MAX)))
@@ -1482,9 +1517,42 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
     f->statement[req->body_len] = '\0';
     f->statement_len = req->body_len;
     f->opts.format = csv ? PGW_RECON_CSV : PGW_RECON_JSON;
+    f->csv = csv;
     f->opts.tz = &api->cfg->rules.tz;
     f->opts.exceptions_max = RECON_EXCEPTIONS_MAX;
     job->cmd.call = run_reconciliation;
+    return submit(api, job, resp);
+}
+
+/* GET /v1/reports/settlement|pool?from&to[&bucket][&format]: finance. */
+static bool handle_report(pgw_api *api, const pgw_request *req, const pgw_principal *who, route r,
+                          pgw_response *resp)
+{
+    pgw_err err;
+    int rc;
+    pgw_job *job = finance_job_new(api, req, who, r, &err, &rc);
+    finance_job *f = job ? job->finance : NULL;
+    char format[8] = "json", bucket[8] = "day";
+    if (rc == PGW_OK) {
+        f->from = -1;
+        f->to = -1;
+        rc = query_time(req->query, "from", &f->from, &err);
+    }
+    if (rc == PGW_OK)
+        rc = query_time(req->query, "to", &f->to, &err);
+    if (rc == PGW_OK && (f->from < 0 || f->to < 0 || f->from >= f->to))
+        rc = pgw_err_set(&err, PGW_EINVAL, "from and to are required, from before to");
+    if (rc == PGW_OK && query_value(req->query, "bucket", bucket, sizeof(bucket)) &&
+        (r != R_POOL || pgw_bucket_parse(bucket, &f->bucket) != PGW_OK))
+        rc = pgw_err_set(&err, PGW_EINVAL, "bucket is day, week or month (pool only)");
+    if (rc == PGW_OK && query_value(req->query, "format", format, sizeof(format)) &&
+        strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
+        rc = pgw_err_set(&err, PGW_EINVAL, "format is json or csv");
+    if (rc != PGW_OK)
+        return refuse(resp, job, r, rc, err.msg);
+    f->csv = strcmp(format, "csv") == 0 || strncmp(req->accept, "text/csv", 8) == 0;
+    f->cfg = api->cfg;
+    job->cmd.call = run_report;
     return submit(api, job, resp);
 }
 
@@ -1532,8 +1600,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     route r = route_of(req->path, id, sizeof(id));
     resp->route = ROUTE_NAMES[r];
     bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
-    bool wants_get =
-        r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY || r == R_DASHBOARD;
+    bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
+                     r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL;
     if (r == R_OTHER) {
         pgw_api_error(resp, 404, "not_found", "no such route");
         return false;
@@ -1604,6 +1672,9 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return handle_member(api, req, id, r, resp);
     case R_RECONCILE:
         return handle_reconciliation(api, req, &who, resp);
+    case R_SETTLEMENT:
+    case R_POOL:
+        return handle_report(api, req, &who, r, resp);
     default:
         break;
     }
@@ -1708,8 +1779,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else if (job->finance != NULL) { /* a report: the body the reader wrote */
         resp->status = 200;
-        resp->content_type = job->finance->opts.format == PGW_RECON_CSV ? "text/csv; charset=utf-8"
-                                                                        : "application/json";
+        resp->content_type = job->finance->csv ? "text/csv; charset=utf-8" : "application/json";
         resp->body = job->finance->out;
         resp->body_len = job->finance->out_len;
         job->finance->out = NULL;

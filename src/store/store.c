@@ -130,6 +130,11 @@ enum {
     ST_INSERT_EVENT,
     ST_EVENTS_OF_SHOP,
     ST_EVENTS_OF_CHANNEL,
+    ST_FLOWS,
+    ST_EXPIRIES,
+    ST_LOT_FUNDERS,
+    ST_DAY_FLOWS,
+    ST_MEMBER_NET,
     ST_COUNT
 };
 
@@ -277,6 +282,34 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_EVENTS_OF_CHANNEL] = "SELECT " EVENT_COLUMNS " FROM events WHERE channel = ?1"
                              " AND (event_id, source) > (?3, ?4) AND occurred_at >= ?5"
                              " AND occurred_at < ?6 ORDER BY event_id, source LIMIT ?7",
+    /* Reports. Points by kind and the account on the other side of the
+     * member (issuing, redeeming, expiring), within [from, to). MERGE moves
+     * points between members and is left out. */
+    [ST_FLOWS] = "SELECT kind, CASE WHEN debit LIKE 'member:%' THEN credit ELSE debit END,"
+                 " SUM(points), COUNT(*), credit LIKE 'member:%' FROM transfers"
+                 " WHERE occurred_at >= ?1 AND occurred_at < ?2 AND kind <> 6"
+                 " GROUP BY 1, 2, 5 ORDER BY 1, 2, 5",
+    [ST_EXPIRIES] = "SELECT id, points, reference FROM transfers WHERE kind = 4 AND id > ?3"
+                    " AND occurred_at >= ?1 AND occurred_at < ?2 ORDER BY id LIMIT ?4",
+    /* Who funded a lot: the transfers of the command that made it crediting
+     * the same member (at most PGW_EARN_FUNDERS_MAX, consecutive). */
+    [ST_LOT_FUNDERS] = "SELECT f.debit, f.points FROM lots l JOIN transfers s"
+                       " ON s.id = l.source_transfer JOIN transfers f ON f.id BETWEEN s.id"
+                       " AND s.id + 7 AND f.idem_key = s.idem_key AND f.credit = s.credit"
+                       " AND f.kind = s.kind WHERE l.id = ?1 ORDER BY f.id",
+    /* The pool per local day: points to members, back from them, spent, expired. */
+    [ST_DAY_FLOWS] = "SELECT (occurred_at + ?3) / 86400,"
+                     " SUM(CASE WHEN kind IN (1, 5) OR (kind = 7 AND credit LIKE 'member:%')"
+                     " THEN points ELSE 0 END),"
+                     " SUM(CASE WHEN kind = 2 OR (kind = 7 AND debit LIKE 'member:%')"
+                     " THEN points ELSE 0 END),"
+                     " SUM(CASE WHEN kind = 3 THEN points ELSE 0 END),"
+                     " SUM(CASE WHEN kind = 4 THEN points ELSE 0 END)"
+                     " FROM transfers WHERE occurred_at >= ?1 AND occurred_at < ?2"
+                     " GROUP BY 1 ORDER BY 1 LIMIT ?4",
+    [ST_MEMBER_NET] = "SELECT COALESCE(SUM(CASE WHEN credit LIKE 'member:%' THEN points"
+                      " ELSE -points END), 0) FROM transfers WHERE occurred_at >= ?1"
+                      " AND occurred_at < ?2 AND kind <> 6",
     [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
                     " WHERE member = ?1 AND expires_at > ?2 AND expires_at < ?3"
                     " AND left_points + held > 0 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
@@ -1954,6 +1987,140 @@ int pgw_store_read_events(pgw_store *s, const pgw_event_filter *f, const char *a
     sqlite3_bind_int64(st, 6, f->to);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)cap);
     return read_rows(s, st, event_row, out, sizeof(*out), cap, n, "reading events", err);
+}
+
+static bool flow_row(sqlite3_stmt *st, void *item)
+{
+    pgw_flow *f = item;
+    f->kind = (pgw_transfer_kind)sqlite3_column_int(st, 0);
+    f->points = sqlite3_column_int64(st, 2);
+    f->transfers = sqlite3_column_int64(st, 3);
+    f->to_member = sqlite3_column_int(st, 4) != 0;
+    return column_text(st, 1, f->account, sizeof(f->account));
+}
+
+/* Binds [from, to) and runs a paged read that must fit in cap. */
+static int read_all(pgw_store *s, sqlite3_stmt *st, row_reader row, void *out, size_t size,
+                    size_t cap, size_t *n, const char *what, pgw_err *err)
+{
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap + 1);
+    int rc = read_rows(s, st, row, out, size, cap + 1, n, what, err);
+    if (rc == PGW_OK && *n > cap)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s: more than %zu rows; ask for a shorter period", what,
+                         cap);
+    return rc;
+}
+
+int pgw_store_flows(pgw_store *s, int64_t from, int64_t to, pgw_flow *out, size_t cap, size_t *n,
+                    pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_FLOWS];
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    int step;
+    *n = 0;
+    int rc = PGW_OK;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap)
+            rc = pgw_err_set(err, PGW_ETOOLARGE, "more than %zu accounts moved points", cap);
+        else if (!flow_row(st, &out[(*n)++]))
+            rc = pgw_err_set(err, PGW_EIO, "%s: an account name does not fit", s->path);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading flows", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/* The funders of lot `lot` into e (debit accounts and points, in order). */
+static int lot_funders(pgw_store *s, int64_t lot, pgw_lot_expiry *e, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_LOT_FUNDERS];
+    sqlite3_bind_int64(st, 1, lot);
+    int step, rc = PGW_OK;
+    e->n_funders = 0;
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (e->n_funders == PGW_EARN_FUNDERS_MAX ||
+            !column_text(st, 0, e->funder[e->n_funders], sizeof(e->funder[0])))
+            rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has funders beyond the bounds", s->path,
+                             (long long)lot);
+        else
+            e->funded[e->n_funders++] = sqlite3_column_int64(st, 1);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading a lot's funders", err);
+    sqlite3_reset(st);
+    if (rc == PGW_OK && e->n_funders == 0)
+        rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has no funding transfer", s->path,
+                         (long long)lot);
+    return rc;
+}
+
+int pgw_store_expiries(pgw_store *s, int64_t from, int64_t to, int64_t after_id,
+                       pgw_lot_expiry *out, size_t cap, size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_EXPIRIES];
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    sqlite3_bind_int64(st, 3, after_id);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap);
+    int step, rc = PGW_OK;
+    *n = 0;
+    /* Rows first (the statement stays open while the funders are read
+     * with another one), then each lot's funders. */
+    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        PGW_ASSERT(*n < cap);
+        pgw_lot_expiry *e = &out[(*n)++];
+        e->transfer_id = sqlite3_column_int64(st, 0);
+        e->points = sqlite3_column_int64(st, 1);
+        const char *ref = (const char *)sqlite3_column_text(st, 2);
+        char *end = NULL;
+        e->lot = ref && strncmp(ref, "lot:", 4) == 0 ? strtoll(ref + 4, &end, 10) : 0;
+        if (e->lot <= 0 || end == NULL || *end != '\0')
+            rc = pgw_err_set(err, PGW_EIO, "%s: expiry %lld does not name its lot", s->path,
+                             (long long)e->transfer_id);
+        else
+            rc = lot_funders(s, e->lot, e, err);
+    }
+    if (rc == PGW_OK && step != SQLITE_DONE)
+        rc = db_error(s, PGW_EIO, "reading expiries", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static bool day_flow_row(sqlite3_stmt *st, void *item)
+{
+    pgw_day_flow *d = item;
+    d->day = sqlite3_column_int64(st, 0);
+    d->issued = sqlite3_column_int64(st, 1);
+    d->reversed = sqlite3_column_int64(st, 2);
+    d->redeemed = sqlite3_column_int64(st, 3);
+    d->expired = sqlite3_column_int64(st, 4);
+    return true;
+}
+
+int pgw_store_day_flows(pgw_store *s, int64_t from, int64_t to, int32_t offset_s, pgw_day_flow *out,
+                        size_t cap, size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_DAY_FLOWS];
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    sqlite3_bind_int64(st, 3, offset_s);
+    return read_all(s, st, day_flow_row, out, sizeof(*out), cap, n, "reading the pool's days", err);
+}
+
+int pgw_store_member_net(pgw_store *s, int64_t from, int64_t to, int64_t *out, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_MEMBER_NET];
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    int step = sqlite3_step(st);
+    *out = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "summing members", err);
 }
 
 int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)

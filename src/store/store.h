@@ -441,6 +441,50 @@ int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, cons
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
                           pgw_err *err);
 
+/* ---- reports ------------------------------------------------------------------ */
+
+/* Points of one kind moved against one account on the other side of a member. */
+typedef struct pgw_flow {
+    pgw_transfer_kind kind;
+    char account[PGW_ACCOUNT_MAX + 1]; /* "shop:S001:issued", "system:expired", ... */
+    int64_t points;
+    int64_t transfers;
+    bool to_member; /* points went to members (EARN, IMPORT, an ADJUST up) */
+} pgw_flow;
+
+/* Every (kind, account) pair's points in [from, to) of occurred_at, merges
+ * left out; PGW_ETOOLARGE beyond cap pairs. */
+int pgw_store_flows(pgw_store *store, int64_t from, int64_t to, pgw_flow *out, size_t cap,
+                    size_t *n, pgw_err *err);
+
+/* An expiry and the funders of the lot it came from, to share it out. */
+typedef struct pgw_lot_expiry {
+    int64_t transfer_id, lot, points;
+    size_t n_funders;
+    char funder[PGW_EARN_FUNDERS_MAX][PGW_ACCOUNT_MAX + 1];
+    int64_t funded[PGW_EARN_FUNDERS_MAX];
+} pgw_lot_expiry;
+
+/* Up to cap EXPIRE transfers in [from, to) after transfer after_id, in id order. */
+int pgw_store_expiries(pgw_store *store, int64_t from, int64_t to, int64_t after_id,
+                       pgw_lot_expiry *out, size_t cap, size_t *n, pgw_err *err);
+
+/* The pool per local day (unix day of occurred_at + offset_s). */
+typedef struct pgw_day_flow {
+    int64_t day;
+    int64_t issued;   /* EARN, IMPORT, ADJUST to members */
+    int64_t reversed; /* REVERSAL, ADJUST from members */
+    int64_t redeemed; /* REDEEM */
+    int64_t expired;  /* EXPIRE */
+} pgw_day_flow;
+
+/* Days with movements in [from, to), ascending; PGW_ETOOLARGE beyond cap. */
+int pgw_store_day_flows(pgw_store *store, int64_t from, int64_t to, int32_t offset_s,
+                        pgw_day_flow *out, size_t cap, size_t *n, pgw_err *err);
+
+/* Points into members minus points out of them in [from, to) (merges cancel out). */
+int pgw_store_member_net(pgw_store *store, int64_t from, int64_t to, int64_t *out, pgw_err *err);
+
 /* Test hook (not for production callers): runs raw SQL on the store's own
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */
 int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);

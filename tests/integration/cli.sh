@@ -31,7 +31,7 @@ expect_text "usage: pointsgw COMMAND"
 expect_exit 0 "$bin" --help
 expect_exit 2 "$bin" frobnicate
 expect_text "unknown command 'frobnicate'"
-for cmd in serve check-config quote reconcile verify expire import-balances keys member; do
+for cmd in serve check-config quote reconcile report verify expire import-balances keys member; do
     expect_exit 0 "$bin" "$cmd" --help
     expect_text "usage: pointsgw $cmd"
 done
@@ -172,6 +172,20 @@ expect_text "--from must come before --to"
 expect_exit 2 "$bin" reconcile --statement "$tmp/none.csv" --channel store --db "sqlite:$tmp/missing.db"
 expect_text "none.csv"
 expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store --db "sqlite:$tmp/missing.db"
+expect_text "no database there"
+
+# Reports: which one, a period, a bucket only for the pool.
+expect_exit 2 "$bin" report
+expect_text "settlement or pool"
+expect_exit 2 "$bin" report balance --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00
+expect_text "the report is settlement or pool"
+expect_exit 2 "$bin" report settlement --from 2026-11-01T00:00:00+08:00
+expect_text "--from and --to are required"
+expect_exit 2 "$bin" report settlement --from 2026-11-01T00:00:00+08:00 \
+    --to 2026-12-01T00:00:00+08:00 --bucket day
+expect_text "--bucket is day, week or month, for the pool"
+expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
+    --db "sqlite:$tmp/missing.db"
 expect_text "no database there"
 
 # Commands whose machinery is not built yet say so instead of pretending.

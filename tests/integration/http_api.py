@@ -911,6 +911,57 @@ def test_reconciliation(s):
     check(status == 200 and view.get("balance") == extra[0][5], f"the repaired member: {view}")
 
 
+def test_reports(s):
+    """Settlement and pool over everything the other tests did: they add up."""
+    period = "from=2026-01-01T00:00:00%2B08:00&to=2028-01-01T00:00:00%2B08:00"
+    status, doc, _ = s.request("GET", "/v1/reports/settlement?" + period, key="finance")
+    check(status == 200 and isinstance(doc, dict), f"settlement: {status} {doc}")
+    shops = {r["shop_id"]: r for r in doc.get("shops", [])}
+    totals, tb = doc.get("totals", {}), doc.get("trial_balance", {})
+    check({"S001", "S002", "S008"} <= set(shops) and shops["S001"]["issued"] > 0,
+          f"every configured shop settles: {sorted(shops)}")
+    rows = list(shops.values()) + doc.get("funders", [])
+    for field in ("issued", "reversed", "expired", "redeemed", "net_points"):
+        check(sum(r[field] for r in rows) == totals.get(field), f"the rows add up to {field}")
+    check(tb.get("balanced") is True and tb.get("members_net") == totals.get("net_points"),
+          f"totals = the members' net change (trial balance): {tb} {totals}")
+    check(all(r["net_fen"] == r["net_points"] * doc["point_value_fen"] for r in rows),
+          "net_fen at point_value_fen")
+    out = subprocess.run([BIN, "report", "settlement", "--from", "2026-01-01T00:00:00+08:00",
+                          "--to", "2028-01-01T00:00:00+08:00", "--config", s.config, "--db", s.db],
+                         capture_output=True, text=True)
+    check(out.returncode == 0 and json.loads(out.stdout or "null") == doc,
+          f"pointsgw report settlement says the same: {out.returncode} {out.stderr}")
+    status, text, headers = s.request("GET", "/v1/reports/settlement?format=csv&" + period,
+                                      key="finance")
+    lines = text.strip().split("\n") if isinstance(text, str) else []
+    check(status == 200 and headers.get("content-type", "").startswith("text/csv") and
+          lines[0].startswith("row,shop_id,account,issued") and lines[-1].startswith("total,")
+          and len(lines) == 2 + len(rows), f"settlement as CSV: {status} {lines[:3]}")
+    status, pool, _ = s.request("GET", "/v1/reports/pool?bucket=month&" + period, key="finance")
+    buckets = pool.get("buckets", []) if isinstance(pool, dict) else []
+    check(status == 200 and len(buckets) == 24 and buckets[0]["start"] == "2026-01-01",
+          f"pool by month: {status} {len(buckets)}")
+    last = buckets[-1]["outstanding"] if buckets else None
+    check(last == pool.get("opening_outstanding", 0) + sum(
+        b["issued"] - b["reversed"] - b["redeemed"] - b["expired"] for b in buckets),
+          "outstanding carries every bucket")
+    status, csv_pool, headers = s.request("GET", "/v1/reports/pool?" + period.replace(
+        "2028-01-01", "2026-01-08"), key="finance", headers={"Accept": "text/csv"})
+    check(status == 200 and len(csv_pool.strip().split("\n")) == 8,
+          f"pool by day as CSV (Accept): {status} {csv_pool[:200]}")
+    for key, path, code in (("s001", "/v1/reports/settlement?" + period, 403),
+                            ("finance", "/v1/reports/settlement", 400),
+                            ("finance", "/v1/reports/settlement?bucket=day&" + period, 400),
+                            ("finance", "/v1/reports/pool?bucket=year&" + period, 400),
+                            ("finance", "/v1/reports/pool?from=0&to=999999999", 400),
+                            ("finance", "/v1/reports/pool?format=pdf&" + period, 400)):
+        status, doc, _ = s.request("GET", path, key=key)
+        check(status == code, f"{path} with {key}: {status}, wanted {code}: {doc}")
+    status, doc, _ = s.request("POST", "/v1/reports/pool?" + period, key="finance")
+    check(status == 405, f"reports are read with GET: {status}")
+
+
 def test_sync_metrics(s):
     """Every answer so far waited for a WAL sync; one sync may serve several batches."""
     _, text, _ = s.request("GET", "/metrics", key=None)
@@ -935,7 +986,7 @@ def main():
                          test_imports,
                          test_expiry_sweep,
                          test_signatures,
-                         test_stream, test_route_labels, test_log, test_reconciliation,
+                         test_stream, test_route_labels, test_log, test_reconciliation, test_reports,
                          test_sync_metrics):
                 test(s)
         finally:

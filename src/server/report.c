@@ -1,0 +1,429 @@
+/*
+ * report.c - see report.h.
+ */
+#include "report.h"
+
+#include "core/arith.h"
+#include "core/assertions.h"
+#include "core/civil.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPIRY_PAGE 256
+
+int pgw_bucket_parse(const char *name, pgw_bucket *out)
+{
+    static const char *const names[] = {"day", "week", "month"};
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            *out = (pgw_bucket)i;
+            return PGW_OK;
+        }
+    }
+    return PGW_EINVAL;
+}
+
+/* ---- settlement ----------------------------------------------------------------- */
+
+/* One row: a shop (both of its accounts) or another funding account. */
+typedef struct account_row {
+    char key[PGW_ACCOUNT_MAX + 1]; /* "shop:S001" or the account itself */
+    bool shop;
+    int64_t issued, reversed, expired, redeemed;
+} account_row;
+
+typedef struct ledger_rows {
+    account_row *rows; /* sorted by key */
+    size_t n, cap;
+    bool overflow;
+} ledger_rows;
+
+/* The row key of an account: a shop's accounts share "shop:<id>". */
+static bool row_key(const char *account, char key[PGW_ACCOUNT_MAX + 1])
+{
+    size_t len = strlen(account);
+    static const char issued[] = ":issued", redeemed[] = ":redeemed";
+    bool shop = strncmp(account, "shop:", 5) == 0;
+    size_t cut = !shop                                                  ? len
+                 : len > 12 && strcmp(account + len - 7, issued) == 0   ? len - 7
+                 : len > 14 && strcmp(account + len - 9, redeemed) == 0 ? len - 9
+                                                                        : len;
+    memcpy(key, account, cut);
+    key[cut] = '\0';
+    return shop && cut < len;
+}
+
+static int compare_rows(const void *a, const void *b)
+{
+    return strcmp(((const account_row *)a)->key, ((const account_row *)b)->key);
+}
+
+/* The row of `account`, added (in order) when new; NULL when there is no room. */
+static account_row *row_of(ledger_rows *t, const char *account)
+{
+    account_row probe = {.key = ""};
+    bool shop = row_key(account, probe.key);
+    account_row *found = bsearch(&probe, t->rows, t->n, sizeof(*t->rows), compare_rows);
+    if (found != NULL || t->n == t->cap)
+        return found;
+    size_t at = 0;
+    while (at < t->n && strcmp(t->rows[at].key, probe.key) < 0)
+        at++;
+    memmove(&t->rows[at + 1], &t->rows[at], (t->n - at) * sizeof(*t->rows));
+    t->rows[at] = probe;
+    t->rows[at].shop = shop;
+    t->n++;
+    return &t->rows[at];
+}
+
+static void add(ledger_rows *t, int64_t *sum, int64_t points)
+{
+    if (pgw_add(*sum, points, sum) != PGW_OK)
+        t->overflow = true;
+}
+
+/* Issued, reversed and redeemed per account, from the period's flows. */
+static int add_flows(pgw_store *store, int64_t from, int64_t to, ledger_rows *t, pgw_err *err)
+{
+    pgw_flow *flows = malloc(PGW_REPORT_ACCOUNTS_MAX * sizeof(*flows));
+    size_t n = 0;
+    int rc = flows ? pgw_store_flows(store, from, to, flows, PGW_REPORT_ACCOUNTS_MAX, &n, err)
+                   : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
+        const pgw_flow *f = &flows[i];
+        if (f->kind == PGW_TRANSFER_EXPIRE)
+            continue; /* shared out among funders below */
+        account_row *r = row_of(t, f->account);
+        if (r == NULL) {
+            rc = pgw_err_set(err, PGW_ETOOLARGE, "more than %d accounts in one report",
+                             PGW_REPORT_ACCOUNTS_MAX);
+            break;
+        }
+        add(t,
+            f->to_member                     ? &r->issued
+            : f->kind == PGW_TRANSFER_REDEEM ? &r->redeemed
+                                             : &r->reversed,
+            f->points);
+    }
+    free(flows);
+    return rc;
+}
+
+/* Each expiry shared among its lot's funders, in proportion to what they put in. */
+static int share_expiry(ledger_rows *t, const pgw_lot_expiry *e, pgw_err *err)
+{
+    int64_t total = 0, given = 0;
+    for (size_t i = 0; i < e->n_funders; i++)
+        add(t, &total, e->funded[i]);
+    int64_t share[PGW_EARN_FUNDERS_MAX];
+    for (size_t i = 0; i < e->n_funders; i++) {
+        if (total <= 0 || pgw_mul_div_floor(e->points, e->funded[i], total, &share[i]) != PGW_OK)
+            return pgw_err_set(err, PGW_ERANGE, "expiry %lld cannot be shared out",
+                               (long long)e->transfer_id);
+        given += share[i];
+    }
+    share[0] += e->points - given; /* the remainder to the first funder */
+    for (size_t i = 0; i < e->n_funders; i++) {
+        account_row *r = row_of(t, e->funder[i]);
+        if (r == NULL)
+            return pgw_err_set(err, PGW_ETOOLARGE, "more than %d accounts in one report",
+                               PGW_REPORT_ACCOUNTS_MAX);
+        add(t, &r->expired, share[i]);
+    }
+    return PGW_OK;
+}
+
+static int add_expiries(pgw_store *store, int64_t from, int64_t to, ledger_rows *t, pgw_err *err)
+{
+    pgw_lot_expiry *page = malloc(EXPIRY_PAGE * sizeof(*page));
+    if (page == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
+    int64_t after = 0;
+    size_t n = EXPIRY_PAGE;
+    int rc = PGW_OK;
+    while (rc == PGW_OK && n == EXPIRY_PAGE) {
+        rc = pgw_store_expiries(store, from, to, after, page, EXPIRY_PAGE, &n, err);
+        for (size_t i = 0; rc == PGW_OK && i < n; i++)
+            rc = share_expiry(t, &page[i], err);
+        if (n > 0)
+            after = page[n - 1].transfer_id;
+    }
+    free(page);
+    return rc;
+}
+
+/* The rows with every configured shop present (a shop with nothing still settles). */
+static int collect(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
+                   ledger_rows *t, pgw_err *err)
+{
+    t->cap = PGW_REPORT_ACCOUNTS_MAX;
+    t->rows = calloc(t->cap, sizeof(*t->rows));
+    if (t->rows == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
+    for (size_t i = 0; i < cfg->rules.n_shops; i++) {
+        char account[PGW_ACCOUNT_MAX + 1];
+        snprintf(account, sizeof(account), "shop:%s:issued", cfg->rules.shops[i].id);
+        if (row_of(t, account) == NULL)
+            return pgw_err_set(err, PGW_ETOOLARGE, "too many shops for one report");
+    }
+    int rc = add_flows(store, from, to, t, err);
+    if (rc == PGW_OK)
+        rc = add_expiries(store, from, to, t, err);
+    if (rc == PGW_OK && t->overflow)
+        rc = pgw_err_set(err, PGW_ERANGE, "a report's sum overflows");
+    return rc;
+}
+
+/* net_points and net_fen of a row (a non-shop account redeems nothing). */
+static int row_net(const account_row *r, int64_t point_value_fen, int64_t *points, int64_t *fen)
+{
+    int64_t n = 0;
+    int rc = pgw_sub(r->issued, r->reversed, &n);
+    if (rc == PGW_OK)
+        rc = pgw_sub(n, r->expired, &n);
+    if (rc == PGW_OK)
+        rc = pgw_sub(n, r->redeemed, &n);
+    *points = n;
+    return rc == PGW_OK ? pgw_mul(n, point_value_fen, fen) : rc;
+}
+
+typedef struct settlement {
+    ledger_rows t;
+    account_row total;
+    int64_t members_net;
+} settlement;
+
+static int settle(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to, settlement *s,
+                  pgw_err *err)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = collect(store, cfg, from, to, &s->t, err);
+    for (size_t i = 0; rc == PGW_OK && i < s->t.n; i++) {
+        const account_row *r = &s->t.rows[i];
+        add(&s->t, &s->total.issued, r->issued);
+        add(&s->t, &s->total.reversed, r->reversed);
+        add(&s->t, &s->total.expired, r->expired);
+        add(&s->t, &s->total.redeemed, r->redeemed);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_store_member_net(store, from, to, &s->members_net, err);
+    if (rc == PGW_OK && s->t.overflow)
+        rc = pgw_err_set(err, PGW_ERANGE, "a report's sum overflows");
+    return rc;
+}
+
+static json_t *row_json(const account_row *r, int64_t value_fen, bool *ok)
+{
+    int64_t net = 0, fen = 0;
+    *ok = *ok && row_net(r, value_fen, &net, &fen) == PGW_OK;
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "issued", (json_int_t)r->issued, "reversed",
+                          (json_int_t)r->reversed, "expired", (json_int_t)r->expired, "redeemed",
+                          (json_int_t)r->redeemed, "net_points", (json_int_t)net, "net_fen",
+                          (json_int_t)fen);
+    if (o != NULL && r->shop)
+        json_object_set_new(o, "shop_id", json_string(r->key + 5));
+    else if (o != NULL && r->key[0])
+        json_object_set_new(o, "account", json_string(r->key));
+    return o;
+}
+
+static void period_json(json_t *doc, const pgw_config *cfg, int64_t from, int64_t to)
+{
+    char a[PGW_RFC3339_MAX] = "", b[PGW_RFC3339_MAX] = "";
+    pgw_format_rfc3339(from, &cfg->rules.tz, a, sizeof(a));
+    if (to < INT64_MAX)
+        pgw_format_rfc3339(to, &cfg->rules.tz, b, sizeof(b));
+    json_object_set_new(doc, "from", json_string(a));
+    json_object_set_new(doc, "to", to < INT64_MAX ? json_string(b) : json_null());
+}
+
+static int write_json(json_t *doc, bool ok, FILE *out, pgw_err *err)
+{
+    int rc = doc != NULL && ok && json_dumpf(doc, out, JSON_COMPACT) == 0 && fputc('\n', out) != EOF
+                 ? PGW_OK
+                 : pgw_err_set(err, ok ? PGW_ENOMEM : PGW_ERANGE, "writing a report failed");
+    json_decref(doc);
+    return rc;
+}
+
+static int settlement_json(const settlement *s, const pgw_config *cfg, int64_t from, int64_t to,
+                           FILE *out, pgw_err *err)
+{
+    bool ok = true;
+    json_t *doc = json_object(), *shops = json_array(), *funders = json_array();
+    period_json(doc, cfg, from, to);
+    json_object_set_new(doc, "point_value_fen", json_integer(cfg->point_value_fen));
+    for (size_t i = 0; i < s->t.n; i++)
+        json_array_append_new(s->t.rows[i].shop ? shops : funders,
+                              row_json(&s->t.rows[i], cfg->point_value_fen, &ok));
+    int64_t net = 0, fen = 0;
+    ok = ok && row_net(&s->total, cfg->point_value_fen, &net, &fen) == PGW_OK;
+    json_object_set_new(doc, "shops", shops);
+    json_object_set_new(doc, "funders", funders);
+    json_object_set_new(doc, "totals", row_json(&s->total, cfg->point_value_fen, &ok));
+    json_object_set_new(doc, "trial_balance",
+                        json_pack("{s:I,s:b}", "members_net", (json_int_t)s->members_net,
+                                  "balanced", net == s->members_net));
+    return write_json(doc, ok, out, err);
+}
+
+static int settlement_csv(const settlement *s, const pgw_config *cfg, FILE *out, pgw_err *err)
+{
+    fputs("row,shop_id,account,issued,reversed,expired,redeemed,net_points,net_fen\n", out);
+    for (size_t i = 0; i <= s->t.n; i++) {
+        const account_row *r = i < s->t.n ? &s->t.rows[i] : &s->total;
+        int64_t net = 0, fen = 0;
+        if (row_net(r, cfg->point_value_fen, &net, &fen) != PGW_OK)
+            return pgw_err_set(err, PGW_ERANGE, "a report's sum overflows");
+        fprintf(out, "%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld\n",
+                i == s->t.n ? "total"
+                : r->shop   ? "shop"
+                            : "funder",
+                r->shop ? r->key + 5 : "", r->shop || i == s->t.n ? "" : r->key,
+                (long long)r->issued, (long long)r->reversed, (long long)r->expired,
+                (long long)r->redeemed, (long long)net, (long long)fen);
+    }
+    return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
+}
+
+int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
+                          pgw_report_format format, FILE *out, pgw_err *err)
+{
+    settlement s;
+    int rc = settle(store, cfg, from, to, &s, err);
+    if (rc == PGW_OK)
+        rc = format == PGW_REPORT_CSV ? settlement_csv(&s, cfg, out, err)
+                                      : settlement_json(&s, cfg, from, to, out, err);
+    free(s.t.rows);
+    return rc;
+}
+
+/* ---- pool ------------------------------------------------------------------------ */
+
+/* The local day a bucket holding `day` starts on. */
+static int64_t bucket_start(int64_t day, pgw_bucket bucket)
+{
+    pgw_date d = pgw_date_from_days(day);
+    if (bucket == PGW_BUCKET_WEEK)
+        return day - (pgw_weekday(d) - 1); /* Monday */
+    if (bucket == PGW_BUCKET_MONTH)
+        return pgw_days_from_date((pgw_date){d.year, d.month, 1});
+    return day;
+}
+
+static int64_t next_bucket(int64_t start, pgw_bucket bucket)
+{
+    if (bucket == PGW_BUCKET_DAY)
+        return start + 1;
+    if (bucket == PGW_BUCKET_WEEK)
+        return start + 7;
+    pgw_date d = pgw_date_from_days(start), next;
+    pgw_date_add_months(d, 1, &next);
+    return pgw_days_from_date(next);
+}
+
+typedef struct pool_bucket {
+    int64_t start_day;
+    int64_t issued, reversed, redeemed, expired, outstanding;
+} pool_bucket;
+
+/* Days into buckets, every bucket of the period present, outstanding carried. */
+static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, int64_t last,
+                        pgw_bucket bucket, int64_t opening, pool_bucket *out, size_t *n,
+                        pgw_err *err)
+{
+    *n = 0;
+    int64_t held = opening;
+    size_t d = 0;
+    for (int64_t start = bucket_start(first, bucket); start <= last;
+         start = next_bucket(start, bucket)) {
+        PGW_ASSERT(*n < PGW_REPORT_DAYS_MAX + 1);
+        pool_bucket *b = &out[(*n)++];
+        memset(b, 0, sizeof(*b));
+        b->start_day = start;
+        int64_t end = next_bucket(start, bucket);
+        int rc = PGW_OK;
+        for (; rc == PGW_OK && d < n_days && days[d].day < end; d++) {
+            rc = pgw_add(b->issued, days[d].issued, &b->issued);
+            if (rc == PGW_OK)
+                rc = pgw_add(b->reversed, days[d].reversed, &b->reversed);
+            if (rc == PGW_OK)
+                rc = pgw_add(b->redeemed, days[d].redeemed, &b->redeemed);
+            if (rc == PGW_OK)
+                rc = pgw_add(b->expired, days[d].expired, &b->expired);
+        }
+        if (rc == PGW_OK)
+            rc = pgw_add(held, b->issued, &held);
+        if (rc == PGW_OK)
+            rc = pgw_sub(held, b->reversed + b->redeemed + b->expired, &held);
+        if (rc != PGW_OK)
+            return pgw_err_set(err, PGW_ERANGE, "the pool's sums overflow");
+        b->outstanding = held;
+    }
+    return PGW_OK;
+}
+
+static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int64_t from,
+                      int64_t to, pgw_bucket bucket, int64_t opening, pgw_report_format format,
+                      FILE *out, pgw_err *err)
+{
+    static const char *const names[] = {"day", "week", "month"};
+    json_t *doc = format == PGW_REPORT_JSON ? json_object() : NULL, *list = json_array();
+    if (doc != NULL) {
+        period_json(doc, cfg, from, to);
+        json_object_set_new(doc, "bucket", json_string(names[bucket]));
+        json_object_set_new(doc, "opening_outstanding", json_integer(opening));
+    } else {
+        fputs("start,issued,reversed,redeemed,expired,outstanding\n", out);
+    }
+    for (size_t i = 0; i < n; i++) {
+        pgw_date d = pgw_date_from_days(b[i].start_day);
+        char start[16];
+        snprintf(start, sizeof(start), "%04d-%02d-%02d", (int)d.year, (int)d.month, (int)d.day);
+        if (doc == NULL)
+            fprintf(out, "%s,%lld,%lld,%lld,%lld,%lld\n", start, (long long)b[i].issued,
+                    (long long)b[i].reversed, (long long)b[i].redeemed, (long long)b[i].expired,
+                    (long long)b[i].outstanding);
+        else
+            json_array_append_new(list, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I}", "start", start,
+                                                  "issued", (json_int_t)b[i].issued, "reversed",
+                                                  (json_int_t)b[i].reversed, "redeemed",
+                                                  (json_int_t)b[i].redeemed, "expired",
+                                                  (json_int_t)b[i].expired, "outstanding",
+                                                  (json_int_t)b[i].outstanding));
+    }
+    if (doc == NULL) {
+        json_decref(list);
+        return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
+    }
+    json_object_set_new(doc, "buckets", list);
+    return write_json(doc, true, out, err);
+}
+
+int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
+                    pgw_bucket bucket, pgw_report_format format, FILE *out, pgw_err *err)
+{
+    int32_t offset = cfg->rules.tz.offset_s;
+    int64_t first = (from + offset) / 86400, last = (to - 1 + offset) / 86400;
+    if (from < 0 || to <= from || last - first >= PGW_REPORT_DAYS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a pool report covers 1..%d days, in order",
+                           PGW_REPORT_DAYS_MAX);
+    pgw_day_flow *days = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*days));
+    pool_bucket *buckets = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*buckets));
+    size_t n_days = 0, n = 0;
+    int64_t opening = 0;
+    int rc = days && buckets ? pgw_store_member_net(store, INT64_MIN, from, &opening, err)
+                             : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
+    if (rc == PGW_OK)
+        rc = pgw_store_day_flows(store, from, to, offset, days, PGW_REPORT_DAYS_MAX + 1, &n_days,
+                                 err);
+    if (rc == PGW_OK)
+        rc = pool_buckets(days, n_days, first, last, bucket, opening, buckets, &n, err);
+    if (rc == PGW_OK)
+        rc = pool_write(buckets, n, cfg, from, to, bucket, opening, format, out, err);
+    free(days);
+    free(buckets);
+    return rc;
+}

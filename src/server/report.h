@@ -1,0 +1,55 @@
+/*
+ * report.h - finance's reports from the transfer log: the settlement with
+ * every shop and the health of the points pool.
+ *
+ * Shared by `pointsgw report` and GET /v1/reports/{settlement,pool}; the
+ * caller holds a read transaction (one snapshot for the whole report).
+ * Periods are [from, to) of occurred_at, the business time of each
+ * transfer.
+ *
+ * Settlement, per funding account and per shop:
+ *   issued    EARN transfers it funded (a shop: "shop:<id>:issued")
+ *   reversed  REVERSAL transfers given back to it by refunds
+ *   expired   its share of expired points: each expiry of a lot is shared
+ *             among the lot's funders in proportion to what each put in
+ *             (floor; the remainder to the first funder, the shop's base
+ *             line), so every expired point is someone's
+ *   redeemed  REDEEM transfers at the shop ("shop:<id>:redeemed")
+ *   net_points = issued - reversed - expired - redeemed; net_fen =
+ *             net_points x point_value_fen: what the shop owes the mall
+ *             (negative: what the mall owes the shop)
+ * Accounts that are not shops (mall:campaigns, mall:behaviour, import:*,
+ * system:adjustments) are reported apart. The totals add up to the trial
+ * balance: issued - reversed - expired - redeemed over every row equals the
+ * members' net change in the period, read independently from the log.
+ *
+ * Pool, per day, week (Monday first) or month in the mall's time zone:
+ * issued, reversed, redeemed, expired, and outstanding (what members hold
+ * at the bucket's end: the liability).
+ */
+#ifndef PGW_SERVER_REPORT_H
+#define PGW_SERVER_REPORT_H
+
+#include "config/config.h"
+#include "store/store.h"
+
+#include <stdio.h>
+
+#define PGW_REPORT_ACCOUNTS_MAX 4096 /* accounts moving points in one period */
+#define PGW_REPORT_DAYS_MAX     3700 /* days in one pool report (ten years) */
+
+typedef enum pgw_report_format { PGW_REPORT_JSON = 0, PGW_REPORT_CSV } pgw_report_format;
+typedef enum pgw_bucket { PGW_BUCKET_DAY = 0, PGW_BUCKET_WEEK, PGW_BUCKET_MONTH } pgw_bucket;
+
+/* "day", "week", "month"; PGW_EINVAL otherwise. */
+int pgw_bucket_parse(const char *name, pgw_bucket *out);
+
+/* The settlement for [from, to), written to `out`. */
+int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
+                          pgw_report_format format, FILE *out, pgw_err *err);
+
+/* The pool for [from, to) by bucket, written to `out`. */
+int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
+                    pgw_bucket bucket, pgw_report_format format, FILE *out, pgw_err *err);
+
+#endif

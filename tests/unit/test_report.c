@@ -1,0 +1,242 @@
+/*
+ * test_report.c - finance's reports against a small scenario computed by
+ * hand: two shops, a mall campaign, a refund, a redemption at another shop,
+ * a partly spent lot expiring (shared between its funders) and a whole one.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "server/report.h"
+#include "server/writer.h"
+
+#include "db_fixture.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NOV20 1795104000 /* 2026-11-20T00:00:00+08:00 */
+
+static pgw_command cmd;
+
+static void keyed(pgw_command_kind kind, const char *key, int64_t at)
+{
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.kind = kind;
+    snprintf(cmd.key, sizeof(cmd.key), "%s", key);
+    for (size_t i = 0; key[i] != '\0' && i < PGW_HASH_LEN; i++)
+        cmd.fingerprint[i] = (uint8_t)key[i];
+    snprintf(cmd.channel, sizeof(cmd.channel), "store");
+    cmd.at = at;
+}
+
+static void run(pgw_writer *w)
+{
+    pgw_err err;
+    if (pgw_writer_run(w, &cmd, &err) != PGW_OK)
+        fail_msg("%s: %s", cmd.key, err.msg);
+}
+
+/* A purchase: the shop funds shop_points, the mall's campaign mall_points. */
+static int64_t earn(pgw_writer *w, const char *key, const char *member, const char *shop,
+                    int64_t shop_points, int64_t mall_points, int64_t amount, int64_t at)
+{
+    keyed(PGW_COMMAND_EARN, key, at);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    snprintf(cmd.shop, sizeof(cmd.shop), "%s", shop);
+    snprintf(cmd.lines[0].debit, sizeof(cmd.lines[0].debit), "shop:%s:issued", shop);
+    snprintf(cmd.lines[0].rule, sizeof(cmd.lines[0].rule), "format:retail");
+    cmd.lines[0].points = shop_points;
+    cmd.lines[1] = (pgw_earn_line){"mall:campaigns", "campaign:member-day", mall_points};
+    cmd.n_lines = mall_points > 0 ? 2 : 1;
+    cmd.amount_fen = amount;
+    run(w);
+    return cmd.lot_created;
+}
+
+static void redeem(pgw_writer *w, const char *id, const char *member, const char *shop,
+                   int64_t points, int64_t at)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "redeem:%s", id);
+    keyed(PGW_COMMAND_REDEEM, key, at);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    snprintf(cmd.shop, sizeof(cmd.shop), "%s", shop);
+    cmd.points = points;
+    run(w);
+}
+
+static void expire(pgw_writer *w, int64_t lot, int64_t at)
+{
+    keyed(PGW_COMMAND_EXPIRE_LOT, "expire", at);
+    cmd.lot_id = lot;
+    run(w);
+    assert_true(cmd.points_moved > 0);
+}
+
+/* The scenario, all in November 2026 but the expiries (December). */
+static void scenario(const db_fixture *db)
+{
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy.expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    const int64_t t = NOV20 + 10 * 3600;
+    earn(w, "store:S001:P1", "M1", "S001", 100, 50, 10000, t);
+    int64_t lot2 = earn(w, "store:S002:P2", "M2", "S002", 200, 0, 20000, t + 60);
+    keyed(PGW_COMMAND_REFUND, "store:S001:R1", t + 120); /* half: 75 back, 50 + 25 */
+    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
+    cmd.amount_fen = 5000;
+    run(w);
+    assert_int_equal(cmd.points_moved, 75);
+    redeem(w, "S002:X1", "M1", "S002", 40, t + 180); /* at the other shop */
+    int64_t lot3 = earn(w, "store:S001:P3", "M3", "S001", 70, 30, 7000, t + 240);
+    redeem(w, "S001:X2", "M3", "S001", 50, t + 300);
+    const int64_t dec25 = NOV20 + 35 * 86400;
+    expire(w, lot3, dec25); /* 50 left of 70 + 30: 35 to S001, 15 to the mall */
+    expire(w, lot2, dec25); /* 200, all S002's */
+    pgw_writer_stop(w);
+}
+
+static pgw_config *example_config(void)
+{
+    char path[512];
+    const char *src = getenv("PGW_SOURCE_DIR");
+    snprintf(path, sizeof(path), "%s/config/pointsgw.example.json", src ? src : ".");
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_load(path, &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    return cfg;
+}
+
+/* Runs a report into memory and parses it. */
+static json_t *report(const db_fixture *db, const pgw_config *cfg, bool pool, int64_t from,
+                      int64_t to, pgw_bucket bucket)
+{
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    pgw_err err;
+    int rc = pool ? pgw_report_pool(s, cfg, from, to, bucket, PGW_REPORT_JSON, out, &err)
+                  : pgw_report_settlement(s, cfg, from, to, PGW_REPORT_JSON, out, &err);
+    fclose(out);
+    if (rc != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    json_t *doc = json_loads(text, 0, NULL);
+    assert_non_null(doc);
+    free(text);
+    return doc;
+}
+
+static json_t *row(json_t *list, const char *field, const char *value)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(list, i, r)
+    {
+        if (strcmp(json_string_value(json_object_get(r, field)), value) == 0)
+            return r;
+    }
+    fail_msg("no row %s = %s", field, value);
+    return NULL;
+}
+
+static void expect(json_t *r, int64_t issued, int64_t reversed, int64_t expired, int64_t redeemed,
+                   int64_t net)
+{
+    const char *names[] = {"issued", "reversed", "expired", "redeemed", "net_points", "net_fen"};
+    int64_t want[] = {issued, reversed, expired, redeemed, net, net}; /* 1 fen a point */
+    for (size_t i = 0; i < 6; i++) {
+        json_int_t got = json_integer_value(json_object_get(r, names[i]));
+        if (got != want[i])
+            fail_msg("%s: %s is %lld, by hand %lld", json_dumps(r, 0), names[i], (long long)got,
+                     (long long)want[i]);
+    }
+}
+
+static void test_settlement_by_hand(void **state)
+{
+    const db_fixture *db = *state;
+    scenario(db);
+    pgw_config *cfg = example_config();
+    assert_int_equal(cfg->point_value_fen, 1);
+    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    json_t *shops = json_object_get(doc, "shops");
+    expect(row(shops, "shop_id", "S001"), 170, 50, 35, 50, 35);
+    expect(row(shops, "shop_id", "S002"), 200, 0, 200, 40, -40);
+    expect(row(shops, "shop_id", "S003"), 0, 0, 0, 0, 0); /* configured, nothing moved */
+    expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 80, 25, 15, 0, 40);
+    expect(json_object_get(doc, "totals"), 450, 75, 250, 90, 35);
+    json_t *tb = json_object_get(doc, "trial_balance");
+    assert_int_equal(json_integer_value(json_object_get(tb, "members_net")), 35); /* M1's 35 */
+    assert_true(json_is_true(json_object_get(tb, "balanced")));
+    json_decref(doc);
+    /* November alone: nothing has expired yet. */
+    doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 11 * 86400, 0);
+    shops = json_object_get(doc, "shops");
+    expect(row(shops, "shop_id", "S001"), 170, 50, 0, 50, 70);
+    expect(json_object_get(doc, "totals"), 450, 75, 0, 90, 285);
+    json_decref(doc);
+    pgw_config_free(cfg);
+}
+
+static void test_pool_by_hand(void **state)
+{
+    const db_fixture *db = *state;
+    scenario(db);
+    pgw_config *cfg = example_config();
+    /* Days 19..21 Nov: everything on the 20th, the day after holds it. */
+    json_t *doc = report(db, cfg, true, NOV20 - 86400, NOV20 + 2 * 86400, PGW_BUCKET_DAY);
+    json_t *b = json_object_get(doc, "buckets");
+    assert_int_equal(json_array_size(b), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(b, 1), "start")),
+                        "2026-11-20");
+    const char *names[] = {"issued", "reversed", "redeemed", "expired", "outstanding"};
+    const int64_t want[3][5] = {{0, 0, 0, 0, 0}, {450, 75, 90, 0, 285}, {0, 0, 0, 0, 285}};
+    for (size_t i = 0; i < 3; i++)
+        for (size_t k = 0; k < 5; k++)
+            assert_int_equal(json_integer_value(json_object_get(json_array_get(b, i), names[k])),
+                             want[i][k]);
+    json_decref(doc);
+    /* By month from November: December's expiries leave M1's 35. */
+    doc = report(db, cfg, true, NOV20, NOV20 + 41 * 86400, PGW_BUCKET_MONTH);
+    b = json_object_get(doc, "buckets");
+    assert_int_equal(json_array_size(b), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(b, 0), "start")),
+                        "2026-11-01");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(b, 1), "expired")), 250);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(b, 1), "outstanding")), 35);
+    json_decref(doc);
+    /* From December on, November's movements are the opening figure. */
+    doc = report(db, cfg, true, NOV20 + 11 * 86400, NOV20 + 41 * 86400, PGW_BUCKET_WEEK);
+    assert_int_equal(json_integer_value(json_object_get(doc, "opening_outstanding")), 285);
+    b = json_object_get(doc, "buckets");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(b, 0), "start")),
+                        "2026-11-30"); /* the Monday of the week of 1 December */
+    json_decref(doc);
+    pgw_config_free(cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_settlement_by_hand, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
