@@ -1,19 +1,22 @@
 /*
  * bench_reconcile.c - reconciliation of a big statement against a big log.
  *
- * Usage: bench_reconcile POINTSGW_BINARY CONFIG DIR [ROWS]   (default 10,000,000)
+ * Usage: bench_reconcile POINTSGW_BINARY CONFIG DIR [ROWS [reversed]]   (default 10,000,000)
  *
  * Generates in DIR a log of ROWS events (the events table of a real store,
  * written through the store's own insert) and a statement of the same
  * events with 0.1% discrepancies planted, one kind after another: points,
  * amount, a row missing from the statement, a row the log lacks, a row
- * twice. Then times `pointsgw reconcile` on them as a separate process
+ * twice ("reversed": the statement in descending event_id order, which
+ * reconcile must sort first). Then times `pointsgw reconcile` on them as a separate process
  * (wall time and peak RSS from wait4), checks that the summary counts
  * exactly what was planted, and times the same match done with coreutils
  * (`sort` of both files, then `join`) on the statement and a CSV export of
  * the same log, as the reference.
  */
 #include "store/store.h"
+
+#include <stdbool.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,8 +53,16 @@ static void statement_line(FILE *f, const char *id, long i, long amount, long po
             t % 86400 / 3600, t % 3600 / 60, t % 60, i % 100000, amount, points);
 }
 
-/* The log (through the store), the statement and the log's CSV export. */
-static void generate(const char *dir, long rows, planted *p)
+/* 0.1% of rows carry a discrepancy, one kind after another: points,
+ * amount, missing from the statement, missing from the log, twice. */
+static int planted_kind(long i)
+{
+    return i % 1000 == 500 ? (int)(i / 1000 % 5) : -1;
+}
+
+/* The log (through the store), the statement (in event_id order, or the
+ * reverse) and the log's CSV export. */
+static void generate(const char *dir, long rows, bool reversed, planted *p)
 {
     char path[600];
     snprintf(path, sizeof(path), "sqlite:%s/recon.db", dir);
@@ -76,12 +87,17 @@ static void generate(const char *dir, long rows, planted *p)
         r.amount_fen = amount;
         r.points = points;
         r.first_transfer = i + 1;
-        int kind = i % 1000 == 500 ? (int)(i / 1000 % 5) : -1; /* 0.1% planted */
-        if (kind != 3) {
+        if (planted_kind(i) != 3) {
             if (pgw_store_record_event(s, &r, &err) != PGW_OK)
                 fail("writing the log", &err);
             fprintf(lg, "%s,%ld,%ld\n", r.event_id, points, amount);
         }
+    }
+    for (long k = 0; k < rows; k++) {
+        long i = reversed ? rows - 1 - k : k;
+        long amount = 1000 + i % 50000, points = amount / 100;
+        int kind = planted_kind(i);
+        snprintf(r.event_id, sizeof(r.event_id), "S001-%010ld", i);
         if (kind == 2) {
             p->missing_in_statement++;
             continue;
@@ -165,18 +181,19 @@ static void check_report(const char *dir, long rows, const planted *p)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: bench_reconcile POINTSGW CONFIG DIR [ROWS]\n");
+        fprintf(stderr, "usage: bench_reconcile POINTSGW CONFIG DIR [ROWS [reversed]]\n");
         return 2;
     }
     const char *bin = argv[1], *config = argv[2], *dir = argv[3];
     long rows = argc > 4 ? atol(argv[4]) : 10000000;
+    bool reversed = argc > 5 && strcmp(argv[5], "reversed") == 0;
     if (rows < 1000 || rows > 100000000) {
         fprintf(stderr, "bench_reconcile: ROWS is 1000..100000000\n");
         return 2;
     }
     planted p = {0};
     double t0 = now_s();
-    generate(dir, rows, &p);
+    generate(dir, rows, reversed, &p);
     printf("generated %ld log rows and a statement with %ld planted discrepancies in %.1f s\n",
            rows, p.points + p.amount + p.missing_in_statement + p.missing_in_ledger + p.duplicate,
            now_s() - t0);
@@ -217,7 +234,8 @@ int main(int argc, char **argv)
     static const char *const made[] = {"recon.db",      "recon.db-wal", "recon.db-shm",
                                        "statement.csv", "ledger.csv",   "report.json",
                                        "s.sorted",      "l.sorted",     "joined.csv"};
-    for (size_t i = 0; i < sizeof(made) / sizeof(made[0]); i++) { /* gigabytes at 10M rows */
+    for (size_t i = 0; !getenv("BENCH_KEEP") && i < sizeof(made) / sizeof(made[0]);
+         i++) { /* gigabytes at 10M rows; BENCH_KEEP=1 keeps them to look at */
         snprintf(statement, sizeof(statement), "%s/%s", dir, made[i]);
         unlink(statement);
     }

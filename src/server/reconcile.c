@@ -40,14 +40,36 @@ static int fill_ledger(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool
     return PGW_OK;
 }
 
-/* A block of statement rows, one by one. */
-static int fill_statement(void *st, pgw_recon_row *rows, size_t cap, size_t *n, bool *end,
+/* The statement side: its rows and the event_id read last, to see early
+ * that it is not in order (the matcher would see it only after walking the
+ * whole log to the first row's event_id, reporting every row on the way). */
+typedef struct statement_rows {
+    pgw_statement *st;
+    bool have_prev;
+    char prev[PGW_EVENT_ID_MAX + 1];
+} statement_rows;
+
+/* A block of statement rows, one by one; PGW_EINVAL at the first out of order. */
+static int fill_statement(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool *end,
                           pgw_err *err)
 {
+    statement_rows *s = p;
     int rc = PGW_OK;
     *end = false;
-    for (*n = 0; *n < cap && (rc = pgw_statement_next(st, &rows[*n], end, err)) == PGW_OK && !*end;)
-        (*n)++;
+    for (*n = 0;
+         *n < cap && (rc = pgw_statement_next(s->st, &rows[*n], end, err)) == PGW_OK && !*end;
+         (*n)++) {
+        const pgw_recon_row *r = &rows[*n];
+        if (r->malformed)
+            continue;
+        if (s->have_prev && strcmp(r->event_id, s->prev) < 0)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; "
+                               "rows must be in event_id order",
+                               r->line, r->event_id, s->prev);
+        memcpy(s->prev, r->event_id, sizeof(s->prev));
+        s->have_prev = true;
+    }
     return rc;
 }
 
@@ -174,7 +196,17 @@ typedef struct sink {
     const pgw_recon_options *opts;
     FILE *tmp;
     size_t listed;
+    prefetch *statement; /* its reader stops on an out-of-order row: stop here too */
 } sink;
+
+/* The statement's reader found it out of order: the match is void. */
+static bool statement_unsorted(prefetch *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool unsorted = p->done && p->rc == PGW_EINVAL;
+    pthread_mutex_unlock(&p->lock);
+    return unsorted;
+}
 
 static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
 {
@@ -276,6 +308,8 @@ static int emit(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_
                 pgw_err *err)
 {
     sink *k = p;
+    if (k->statement != NULL && statement_unsorted(k->statement))
+        return pgw_err_set(err, PGW_EINVAL, "%s", k->statement->err.msg);
     if (kind == PGW_RECON_MISSING_IN_LEDGER && k->opts->missing != NULL &&
         fwrite(s, sizeof(*s), 1, k->opts->missing) != 1)
         return pgw_err_set(err, PGW_EIO, "keeping a row to repair failed");
@@ -292,15 +326,18 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
                       pgw_recon_summary *sum, pgw_err *err)
 {
     ledger_pages l = {.store = store, .filter = &opts->filter};
+    statement_rows srows = {.st = st};
     prefetch *sides = calloc(2, sizeof(*sides));
     int rc = sides ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
     if (rc == PGW_OK)
-        rc = prefetch_start(&sides[0], fill_statement, st, err);
+        rc = prefetch_start(&sides[0], fill_statement, &srows, err);
     if (rc == PGW_OK)
         rc = prefetch_start(&sides[1], fill_ledger, &l, err);
     pgw_recon_io io = {prefetch_next, &sides[0], prefetch_next, &sides[1], emit, k};
+    k->statement = rc == PGW_OK ? &sides[0] : NULL;
     if (rc == PGW_OK)
         rc = pgw_reconcile(&io, sum, err);
+    k->statement = NULL;
     /* Both threads end before the statement or the store is touched again. */
     for (size_t i = 0; sides != NULL && i < 2; i++)
         prefetch_stop(&sides[i]);
