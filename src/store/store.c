@@ -330,6 +330,27 @@ struct pgw_store {
     bool fail_syncs; /* test hook */
 };
 
+/* The transfers table as schema 1 made it and schema 12 rebuilt it
+ * (without the UNIQUE index on the hash): the same text but for that. */
+#define CREATE_TRANSFERS(name, hash_unique)                                                        \
+    "CREATE TABLE " name " ("                                                                      \
+    "  id INTEGER PRIMARY KEY,"                                                                    \
+    "  kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 7),"                                        \
+    "  idem_key TEXT NOT NULL,"                                                                    \
+    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"                                \
+    "  debit TEXT NOT NULL,"                                                                       \
+    "  credit TEXT NOT NULL CHECK (credit <> debit),"                                              \
+    "  points INTEGER NOT NULL CHECK (points > 0),"                                                \
+    "  shop_id TEXT NOT NULL,"                                                                     \
+    "  channel TEXT NOT NULL,"                                                                     \
+    "  occurred_at INTEGER NOT NULL,"                                                              \
+    "  recorded_at_us INTEGER NOT NULL,"                                                           \
+    "  reference TEXT NOT NULL,"                                                                   \
+    "  breakdown TEXT NOT NULL,"                                                                   \
+    "  prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),"                                    \
+    "  hash BLOB NOT NULL " hash_unique "CHECK (length(hash) = 32)"                                \
+    ") STRICT;"
+
 /*
  * Forward-only migrations: entry i takes the schema from version i to i+1.
  * Never edit one that has shipped; add the next. PRAGMA user_version holds
@@ -337,25 +358,11 @@ struct pgw_store {
  */
 static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     /* 0 -> 1: the transfer log. */
-    "CREATE TABLE transfers ("
-    "  id INTEGER PRIMARY KEY,"
-    "  kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 7),"
-    "  idem_key TEXT NOT NULL,"
-    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"
-    "  debit TEXT NOT NULL,"
-    "  credit TEXT NOT NULL CHECK (credit <> debit),"
-    "  points INTEGER NOT NULL CHECK (points > 0),"
-    "  shop_id TEXT NOT NULL,"
-    "  channel TEXT NOT NULL,"
-    "  occurred_at INTEGER NOT NULL,"
-    "  recorded_at_us INTEGER NOT NULL,"
-    "  reference TEXT NOT NULL,"
-    "  breakdown TEXT NOT NULL,"
-    "  prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),"
-    "  hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32)"
-    ") STRICT;"
+    /* clang-format off */
+    CREATE_TRANSFERS("transfers", "UNIQUE ")
     "CREATE INDEX transfers_by_debit ON transfers (debit);"
     "CREATE INDEX transfers_by_credit ON transfers (credit);",
+    /* clang-format on */
     /* 1 -> 2: idempotency records; the primary key is the guarantee. */
     "CREATE TABLE idempotency ("
     "  key TEXT PRIMARY KEY,"
@@ -496,28 +503,14 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * every link. SQLite cannot drop a column constraint, hence the rebuild
      * (migrate() turns foreign keys off around it, as SQLite's ALTER TABLE
      * procedure prescribes, and checks them before committing). */
-    "CREATE TABLE transfers_v12 ("
-    "  id INTEGER PRIMARY KEY,"
-    "  kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 7),"
-    "  idem_key TEXT NOT NULL,"
-    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"
-    "  debit TEXT NOT NULL,"
-    "  credit TEXT NOT NULL CHECK (credit <> debit),"
-    "  points INTEGER NOT NULL CHECK (points > 0),"
-    "  shop_id TEXT NOT NULL,"
-    "  channel TEXT NOT NULL,"
-    "  occurred_at INTEGER NOT NULL,"
-    "  recorded_at_us INTEGER NOT NULL,"
-    "  reference TEXT NOT NULL,"
-    "  breakdown TEXT NOT NULL,"
-    "  prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),"
-    "  hash BLOB NOT NULL CHECK (length(hash) = 32)"
-    ") STRICT;"
+    /* clang-format off */
+    CREATE_TRANSFERS("transfers_v12", "")
     "INSERT INTO transfers_v12 SELECT " TRANSFER_COLUMNS " FROM transfers ORDER BY id;"
     "DROP TABLE transfers;"
     "ALTER TABLE transfers_v12 RENAME TO transfers;"
     "CREATE INDEX transfers_member_credit ON transfers (credit, id) WHERE credit LIKE 'member:%';"
     "CREATE INDEX transfers_member_debit ON transfers (debit, id) WHERE debit LIKE 'member:%';",
+    /* clang-format on */
     /* 12 -> 13: one row per event as its channel knows it, for finance's
      * reconciliation: the statement's columns, keyed like the event's
      * idempotency key (source: the shop, "-" when none). */
