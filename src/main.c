@@ -331,20 +331,6 @@ done:
     return exit_code;
 }
 
-/* Commands of the contract (API.md) whose machinery is not built yet. */
-static int cmd_not_built(const char *name, int argc, char **argv)
-{
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0)
-            return EXIT_OK;
-    }
-    fprintf(stderr,
-            "pointsgw %s: not available yet: this version does not build it (README "
-            "\"Status\").\n",
-            name);
-    return EXIT_USAGE;
-}
-
 static void print_verify_report(const pgw_verify_report *r)
 {
     char head[2 * PGW_HASH_LEN + 1];
@@ -924,9 +910,98 @@ static int cmd_report(int argc, char **argv)
     return rc;
 }
 
+#define MEMBER_SHOW_TRANSFERS 10 /* recent transfers `member show` lists */
+
+/* Resolves `who` and reads the member's view and recent transfers through a reader. */
+static int member_view(pgw_writer *reader, const pgw_config *cfg, const pgw_vault *vault,
+                       const pgw_identity *who, json_t **out, pgw_err *err)
+{
+    static pgw_command cmd;
+    static pgw_transfer page[MEMBER_SHOW_TRANSFERS];
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.kind = PGW_COMMAND_READ_RESOLVE;
+    cmd.at = (int64_t)time(NULL);
+    int rc = pgw_command_name_member(vault, who, &cmd, err);
+    if (rc == PGW_OK)
+        rc = pgw_writer_run(reader, &cmd, err);
+    char member[PGW_ID_MAX + 1];
+    snprintf(member, sizeof(member), "%s", cmd.member);
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.kind = PGW_COMMAND_READ_MEMBER;
+    cmd.at = (int64_t)time(NULL);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    if (rc == PGW_OK)
+        rc = pgw_writer_run(reader, &cmd, err);
+    json_t *view = rc == PGW_OK ? pgw_api_member_json(cfg, vault, &cmd) : NULL;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.kind = PGW_COMMAND_READ_HISTORY;
+    cmd.at = (int64_t)time(NULL);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    cmd.page = page;
+    cmd.page_cap = MEMBER_SHOW_TRANSFERS;
+    if (rc == PGW_OK)
+        rc = pgw_writer_run(reader, &cmd, err);
+    json_t *history = rc == PGW_OK ? pgw_api_history_json(cfg, &cmd) : NULL;
+    if (view != NULL && history != NULL)
+        json_object_set(view, "transfers", json_object_get(history, "transfers"));
+    json_decref(history);
+    if (rc != PGW_OK || view == NULL) {
+        json_decref(view);
+        return rc != PGW_OK ? rc : pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    }
+    *out = view;
+    return PGW_OK;
+}
+
+/* member show IDENTITY: the member view of GET /v1/members/{id}, plus recent transfers. */
 static int cmd_member(int argc, char **argv)
 {
-    return cmd_not_built("member", argc, argv);
+    if (argc < 2 || strcmp(argv[0], "show") != 0 || argv[1][0] == '-') {
+        fprintf(stderr, "pointsgw member: usage: member show IDENTITY (e.g. phone:13800138000, "
+                        "card:S001:88001, member_id:M1)\n");
+        return EXIT_USAGE;
+    }
+    flag_set flags = {0};
+    flag_add(&flags, "--config", true);
+    flag_add(&flags, "--db", true);
+    pgw_config *cfg;
+    int rc = start_command("member", &flags, argc - 2, argv + 2, &cfg);
+    if (rc >= 0)
+        return rc;
+    pgw_identity who;
+    pgw_err err;
+    if (pgw_identity_parse(argv[1], &who, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw member: %s\n", err.msg);
+        pgw_config_free(cfg);
+        return EXIT_USAGE;
+    }
+    char url[PGW_STORE_URL_MAX + 1];
+    snprintf(url, sizeof(url), "%s", flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
+    pgw_writer_options ro = {.db_url = url, .read_only = true, .queue_cap = 4, .batch_max = 4};
+    pgw_api_policy(cfg, &ro.policy);
+    const pgw_security_config *sec = &cfg->security;
+    pgw_vault *vault = NULL;
+    pgw_writer *reader = NULL;
+    json_t *view = NULL;
+    bool warned = false;
+    int r = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
+                           &vault, &warned, &err);
+    if (r == PGW_OK)
+        r = pgw_writer_start(&ro, &reader, &err);
+    bool looked = r == PGW_OK; /* from here PGW_ENOTFOUND is about the member */
+    if (r == PGW_OK)
+        r = member_view(reader, cfg, vault, &who, &view, &err);
+    pgw_writer_stop(reader);
+    pgw_vault_free(vault);
+    if (r == PGW_OK) {
+        json_dumpf(view, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else {
+        fprintf(stderr, "pointsgw member: %s\n", err.msg);
+    }
+    json_decref(view);
+    pgw_config_free(cfg);
+    return r == PGW_OK ? EXIT_OK : looked && r == PGW_ENOTFOUND ? EXIT_PROBLEM : EXIT_USAGE;
 }
 
 static const command COMMANDS[] = {
@@ -960,7 +1035,10 @@ static const command COMMANDS[] = {
      cmd_import_balances},
     {"keys", "keys add --scope SCOPE [--name NAME] [--config FILE]",
      "make a new API key: prints it once, and the line for the configuration", cmd_keys},
-    {"member", "member show IDENTITY", "show a member (not built yet)", cmd_member},
+    {"member", "member show IDENTITY [--config FILE] [--db URL]",
+     "a member's balance, tier, expiring points, identities (masked) and last transfers; "
+     "IDENTITY is phone:..., card:SHOP:NO, member_id:..., ...; exit 1 when nobody holds it",
+     cmd_member},
 };
 #define N_COMMANDS (sizeof(COMMANDS) / sizeof(COMMANDS[0]))
 

@@ -1184,13 +1184,13 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
     return submit(api, job, resp);
 }
 
-static json_t *history_json(const pgw_api *api, const pgw_command *cmd)
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd)
 {
     json_t *list = json_array();
     for (size_t i = 0; list && i < cmd->n_page; i++) {
         const pgw_transfer *t = &cmd->page[i];
         char when[PGW_RFC3339_MAX] = "";
-        pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
+        pgw_format_rfc3339(t->occurred_at, &cfg->rules.tz, when, sizeof(when));
         json_array_append_new(
             list,
             json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "id", (json_int_t)t->id, "kind",
@@ -1204,23 +1204,22 @@ static json_t *history_json(const pgw_api *api, const pgw_command *cmd)
     return json_pack("{s:o,s:s?}", "transfers", list, "next", next[0] ? next : NULL);
 }
 
-static json_t *member_json(const pgw_api *api, const pgw_command *cmd)
+json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const pgw_command *cmd)
 {
     json_t *expiring = json_array();
     for (size_t i = 0; expiring && i < cmd->n_expiring; i++) {
         char when[PGW_RFC3339_MAX] = "";
-        pgw_format_rfc3339(cmd->expiring[i].expires_at, &api->cfg->rules.tz, when, sizeof(when));
+        pgw_format_rfc3339(cmd->expiring[i].expires_at, &cfg->rules.tz, when, sizeof(when));
         json_array_append_new(expiring,
                               json_pack("{s:I,s:s}", "points", (json_int_t)cmd->expiring[i].points,
                                         "expires_at", when));
     }
-    const char *tier = cmd->tier >= 0 ? api->cfg->rules.tiers[cmd->tier].name : NULL;
+    const char *tier = cmd->tier >= 0 ? cfg->rules.tiers[cmd->tier].name : NULL;
     json_t *identities = json_array();
     for (size_t i = 0; identities && i < cmd->n_identities; i++) {
         char shown[PGW_IDENTITY_TEXT_MAX + 1];
         pgw_err err;
-        if (pgw_vault_display(api->vault, &cmd->identities[i], shown, sizeof(shown), &err) !=
-            PGW_OK)
+        if (pgw_vault_display(vault, &cmd->identities[i], shown, sizeof(shown), &err) != PGW_OK)
             snprintf(shown, sizeof(shown), "(unreadable)"); /* never the raw lookup */
         json_array_append_new(identities, json_pack("{s:s,s:s}", "kind",
                                                     pgw_identity_kind_name(cmd->identities[i].kind),
@@ -1772,9 +1771,9 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
             r = R_OTHER; /* not found: the member, not an original */
         fail(resp, r, cmd->rc, cmd->err.msg);
     } else if (job->route == R_MEMBER) {
-        set_body(resp, 200, member_json(api, cmd));
+        set_body(resp, 200, pgw_api_member_json(api->cfg, api->vault, cmd));
     } else if (job->route == R_HISTORY) {
-        set_body(resp, 200, history_json(api, cmd));
+        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd));
     } else if (job->route == R_RESOLVE) {
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else if (job->finance != NULL) { /* a report: the body the reader wrote */

@@ -22,6 +22,9 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "server/writer.h"
+#include "util/vault.h"
+
+#include <jansson.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -82,6 +85,12 @@ typedef struct pgw_api_options {
 /* The ledger policy the configuration asks for (rules, expiry, risk, enrolment):
  * what every writer applying events must use. `out` borrows cfg's rules. */
 void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out);
+
+/* The member view of API.md (GET /v1/members/{id}) from a READ_MEMBER
+ * command, identities shown masked through the vault; and a READ_HISTORY
+ * page as {"transfers": [...], "next"}. The caller owns the reference. */
+json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const pgw_command *cmd);
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd);
 
 /* Starts the writer and the reader on db_url and loads the keys. */
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err);

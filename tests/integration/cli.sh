@@ -188,9 +188,13 @@ expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-0
     --db "sqlite:$tmp/missing.db"
 expect_text "no database there"
 
-# Commands whose machinery is not built yet say so instead of pretending.
-expect_exit 2 "$bin" member show phone:13800138000
-expect_text "not available yet"
+# member show: bad usage and a missing database are exit 2 (a member over
+# a live log is in the HTTP integration test).
+expect_exit 2 "$bin" member
+expect_text "usage: member show IDENTITY"
+expect_exit 2 "$bin" member show fax:123
+expect_exit 2 "$bin" member show phone:13800138000 --db "sqlite:$tmp/missing.db"
+expect_text "no database there"
 
 echo "$passes passed, $failures failed"
 [ "$failures" -eq 0 ]

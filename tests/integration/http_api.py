@@ -962,6 +962,24 @@ def test_reports(s):
     check(status == 405, f"reports are read with GET: {status}")
 
 
+def test_member_show(s):
+    """pointsgw member show: the member view of the API, found by phone, with transfers."""
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "13600136000"})
+    status, view, _ = s.request("GET", "/v1/members/" + found.get("member_id", "M0"))
+    out = subprocess.run([BIN, "member", "show", "phone:+86 136-0013-6000", "--config", s.config,
+                          "--db", s.db], capture_output=True, text=True)
+    shown = json.loads(out.stdout) if out.returncode == 0 else {}
+    transfers = shown.pop("transfers", [])
+    check(out.returncode == 0 and shown == view and 0 < len(transfers) <= 10 and
+          all(t.get("kind") for t in transfers),
+          f"member show = GET /v1/members/{{id}} plus transfers: {out.returncode} {out.stderr}")
+    check("13600136000" not in out.stdout, "the phone is shown masked")
+    out = subprocess.run([BIN, "member", "show", "phone:13900000001", "--config", s.config,
+                          "--db", s.db], capture_output=True, text=True)
+    check(out.returncode == 1 and "no such member" in out.stderr,
+          f"nobody holds it: exit 1: {out.returncode} {out.stderr}")
+
+
 def test_sync_metrics(s):
     """Every answer so far waited for a WAL sync; one sync may serve several batches."""
     _, text, _ = s.request("GET", "/metrics", key=None)
@@ -987,6 +1005,7 @@ def main():
                          test_expiry_sweep,
                          test_signatures,
                          test_stream, test_route_labels, test_log, test_reconciliation, test_reports,
+                         test_member_show,
                          test_sync_metrics):
                 test(s)
         finally:
