@@ -9,10 +9,10 @@
  * reason, never as an error: one bad line does not stop a reconciliation.
  *
  * Rows come in file order. Reconciliation needs event_id order: when the
- * file is not in it, pgw_statement_sort copies the rows into a temporary
- * SQLite database (its own file, deleted on close; SQLite sorts on disk
- * with a bounded cache) and reads them back in order. Memory stays bounded
- * either way: a 1 MiB read buffer, or SQLite's cache.
+ * file is not in it, pgw_statement_sort sorts it with bounded memory: rows
+ * packed into a 32 MiB arena, sorted there, written out as sorted runs to
+ * temporary files (deleted when closed) whenever it fills, then merged.
+ * Memory stays bounded either way: a 1 MiB read buffer, or the arena.
  */
 #ifndef PGW_SERVER_STATEMENT_H
 #define PGW_SERVER_STATEMENT_H
@@ -34,13 +34,16 @@ int pgw_statement_open_text(const char *text, size_t len, pgw_statement **out, p
 /* A pgw_recon_next: the next row (file order, or event_id order once sorted). */
 int pgw_statement_next(void *statement, pgw_recon_row *row, bool *end, pgw_err *err);
 
-/* Back to the first row. */
+/* Back to the first row of the file (in file order: a sort is dropped). */
 int pgw_statement_rewind(pgw_statement *statement, pgw_err *err);
 
-/* Reads the whole statement into a temporary database; from then on rows
- * come in (event_id, line) order. */
+/* Sorts the whole statement; from then on rows come in (event_id, line)
+ * order. PGW_ETOOLARGE past 32 GiB of rows (sort such a file first). */
 int pgw_statement_sort(pgw_statement *statement, pgw_err *err);
 
 void pgw_statement_free(pgw_statement *statement);
+
+/* Test hook: a smaller sort arena (4 KiB .. 32 MiB), to make many runs. */
+void pgw_statement__set_sort_arena_for_test(pgw_statement *statement, size_t bytes);
 
 #endif

@@ -140,12 +140,57 @@ static void test_headers_and_files(void **state)
     remove(path);
 }
 
+/* Shuffled rows (with duplicates and bad rows) sorted through many runs
+ * on disk come back exactly in (event_id, line) order. */
+static void test_sorted_through_many_runs(void **state)
+{
+    (void)state;
+    enum { ROWS = 6000 };
+    size_t cap = ROWS * 96 + 128, len = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    len += (size_t)snprintf(text, cap, "event_id,occurred_at,type,member,amount_fen,points\n");
+    uint64_t x = 7;
+    for (int i = 0; i < ROWS; i++) {
+        x = x * 6364136223846793005u + 1442695040888963407u; /* shuffles the ids */
+        int id = (int)(x >> 33) % 4000;                      /* some come twice */
+        len += (size_t)snprintf(text + len, cap - len, "E%05d,1795486500,%s,member_id:M1,%d,%d\n",
+                                id, i % 500 == 0 ? "teleport" : "purchase", i, i);
+    }
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, len, &st, NULL), PGW_OK);
+    pgw_statement__set_sort_arena_for_test(st, 4096); /* ~60 runs */
+    assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK);
+    pgw_recon_row r, prev;
+    bool end = false;
+    size_t n = 0;
+    while (pgw_statement_next(st, &r, &end, NULL) == PGW_OK && !end) {
+        if (n > 0) {
+            int c = strcmp(prev.event_id, r.event_id);
+            assert_true(c < 0 || (c == 0 && prev.line < r.line));
+        }
+        /* each row still carries its own fields */
+        assert_int_equal(r.malformed, (r.line - 2) % 500 == 0);
+        if (!r.malformed)
+            assert_int_equal(r.points, (int64_t)r.line - 2);
+        else
+            assert_non_null(strstr(r.problem, "teleport"));
+        prev = r;
+        n++;
+    }
+    assert_true(end);
+    assert_int_equal(n, ROWS);
+    pgw_statement_free(st);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_and_bad_rows_in_file_order),
         cmocka_unit_test(test_sorted_on_disk_keeping_lines),
         cmocka_unit_test(test_headers_and_files),
+        cmocka_unit_test(test_sorted_through_many_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
