@@ -4,6 +4,7 @@
 #include "reconcile.h"
 
 #include "core/assertions.h"
+#include "server/rowsort.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -21,7 +22,7 @@ typedef struct ledger_pages {
 } ledger_pages;
 
 /* A block of the log's rows: one page of the store, read straight into it. */
-static int fill_ledger(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool *end, pgw_err *err)
+static int fill_pages(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool *end, pgw_err *err)
 {
     ledger_pages *l = p;
     *n = 0;
@@ -38,6 +39,39 @@ static int fill_ledger(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool
         memcpy(l->after_source, rows[*n - 1].source, sizeof(l->after_source));
     }
     return PGW_OK;
+}
+
+/* The log's side of a whole channel: the store gives it by shop, so it is
+ * sorted (with bounded memory) before the first block goes out. */
+typedef struct channel_rows {
+    ledger_pages pages;
+    pgw_rowsort *sorted;
+} channel_rows;
+
+static int sort_channel(channel_rows *c, pgw_recon_row *rows, size_t cap, pgw_err *err)
+{
+    int rc = pgw_rowsort_new(PGW_ROWSORT_ARENA, &c->sorted, err);
+    size_t got = 0;
+    bool last = false;
+    while (rc == PGW_OK && !last &&
+           (rc = fill_pages(&c->pages, rows, cap, &got, &last, err)) == PGW_OK) {
+        for (size_t i = 0; rc == PGW_OK && i < got; i++)
+            rc = pgw_rowsort_add(c->sorted, &rows[i], err);
+    }
+    return rc == PGW_OK ? pgw_rowsort_finish(c->sorted, err) : rc;
+}
+
+static int fill_channel(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool *end,
+                        pgw_err *err)
+{
+    channel_rows *c = p;
+    int rc = c->sorted == NULL ? sort_channel(c, rows, cap, err) : PGW_OK;
+    *n = 0;
+    *end = false;
+    while (rc == PGW_OK && *n < cap &&
+           (rc = pgw_rowsort_next(c->sorted, &rows[*n], end, err)) == PGW_OK && !*end)
+        (*n)++;
+    return rc;
 }
 
 /* The statement side: its rows and the event_id read last, to see early
@@ -325,14 +359,15 @@ static int emit(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_
 static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_options *opts, sink *k,
                       pgw_recon_summary *sum, pgw_err *err)
 {
-    ledger_pages l = {.store = store, .filter = &opts->filter};
+    channel_rows l = {.pages = {.store = store, .filter = &opts->filter}};
     statement_rows srows = {.st = st};
     prefetch *sides = calloc(2, sizeof(*sides));
     int rc = sides ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
     if (rc == PGW_OK)
         rc = prefetch_start(&sides[0], fill_statement, &srows, err);
-    if (rc == PGW_OK)
-        rc = prefetch_start(&sides[1], fill_ledger, &l, err);
+    if (rc == PGW_OK) /* one shop comes in event_id order; a whole channel is sorted */
+        rc = opts->filter.shop ? prefetch_start(&sides[1], fill_pages, &l.pages, err)
+                               : prefetch_start(&sides[1], fill_channel, &l, err);
     pgw_recon_io io = {prefetch_next, &sides[0], prefetch_next, &sides[1], emit, k};
     k->statement = rc == PGW_OK ? &sides[0] : NULL;
     if (rc == PGW_OK)
@@ -342,6 +377,7 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
     for (size_t i = 0; sides != NULL && i < 2; i++)
         prefetch_stop(&sides[i]);
     free(sides);
+    pgw_rowsort_free(l.sorted);
     return rc;
 }
 

@@ -279,9 +279,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_EVENTS_OF_SHOP] = "SELECT " EVENT_COLUMNS " FROM events WHERE channel = ?1"
                           " AND source = ?2 AND event_id > ?3 AND occurred_at >= ?5"
                           " AND occurred_at < ?6 ORDER BY event_id LIMIT ?7",
+    /* A whole channel by shop, then event_id (its primary key's order: a
+     * second index in event_id order would cost every event ~10% more). */
     [ST_EVENTS_OF_CHANNEL] = "SELECT " EVENT_COLUMNS " FROM events WHERE channel = ?1"
-                             " AND (event_id, source) > (?3, ?4) AND occurred_at >= ?5"
-                             " AND occurred_at < ?6 ORDER BY event_id, source LIMIT ?7",
+                             " AND (source, event_id) > (?4, ?3) AND occurred_at >= ?5"
+                             " AND occurred_at < ?6 ORDER BY source, event_id LIMIT ?7",
     /* Reports. Points by kind and the account on the other side of the
      * member (issuing, redeeming, expiring), within [from, to). MERGE moves
      * points between members and is left out. */
@@ -525,8 +527,7 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  points INTEGER NOT NULL,"
     "  first_transfer INTEGER NOT NULL,"
     "  PRIMARY KEY (channel, source, event_id)"
-    ") STRICT, WITHOUT ROWID;"
-    "CREATE INDEX events_by_channel ON events (channel, event_id, source);",
+    ") STRICT, WITHOUT ROWID;",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)

@@ -432,10 +432,10 @@ typedef struct pgw_event_filter {
 } pgw_event_filter;
 
 /*
- * Up to `cap` events in (event_id, source) order after the cursor
- * (after_id, after_source; "" and "" for the first page) into out[];
- * *n says how many (fewer than cap: the last page). Each row's `source`
- * says its shop.
+ * Up to `cap` events after the cursor (after_id, after_source; "" and ""
+ * for the first page) into out[]; *n says how many (fewer than cap: the
+ * last page). Each row's `source` says its shop. Order: event_id for one
+ * shop; (source, event_id) for a whole channel (the caller sorts).
  */
 int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, const char *after_id,
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,

@@ -1,0 +1,122 @@
+/*
+ * test_recon_run.c - a reconciliation run over a real store: a whole
+ * channel (the log gives it shop by shop, so its side is sorted first), one
+ * shop, the time range, and the report's summary.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "server/reconcile.h"
+
+#include "db_fixture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T0 1795486500 /* 2026-11-24T10:15:00+08:00 */
+
+/* Events of two shops whose ids interleave: by shop they are A, C, E | B, D. */
+static void log_events(const db_fixture *db)
+{
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, NULL), PGW_OK);
+    static const struct {
+        const char *shop, *id;
+        int64_t points;
+    } events[] = {{"S001", "A", 10}, {"S001", "C", 30}, {"S001", "E", 50},
+                  {"S002", "B", 20}, {"S002", "D", 40}, {"S003", "Z", 99}};
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+        pgw_event_record r = {.channel = "store", .type = "purchase", .member = "M1"};
+        snprintf(r.source, sizeof(r.source), "%s", events[i].shop);
+        snprintf(r.event_id, sizeof(r.event_id), "%s", events[i].id);
+        r.occurred_at = T0 + (int64_t)i * 3600;
+        r.amount_fen = events[i].points * 100;
+        r.points = events[i].points;
+        assert_int_equal(pgw_store_record_event(s, &r, NULL), PGW_OK);
+    }
+    pgw_event_record wechat = {.channel = "wechat_mp",
+                               .source = "-",
+                               .event_id = "A",
+                               .type = "sign_in",
+                               .member = "M1",
+                               .occurred_at = T0,
+                               .points = 5};
+    assert_int_equal(pgw_store_record_event(s, &wechat, NULL), PGW_OK);
+    assert_int_equal(pgw_store_commit(s, NULL), PGW_OK);
+    pgw_store_close(s);
+}
+
+static int run(const db_fixture *db, const char *statement, const char *shop, int64_t to,
+               pgw_recon_summary *sum, char **report)
+{
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    pgw_recon_options o = {.filter = {"store", shop, 0, to}, .tz = &tz};
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(statement, strlen(statement), &st, NULL), PGW_OK);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    size_t len = 0;
+    FILE *out = open_memstream(report, &len);
+    pgw_err err;
+    int rc = pgw_recon_run(s, st, &o, out, sum, &err);
+    fclose(out);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    pgw_statement_free(st);
+    return rc;
+}
+
+static const char HEADER[] = "event_id,occurred_at,type,member,amount_fen,points\n";
+
+static void test_a_whole_channel_in_event_id_order(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "B,%d,purchase,member_id:M1,2000,20\n"
+             "C,%d,purchase,member_id:M1,3000,30\n"
+             "D,%d,purchase,member_id:M1,4000,41\n"
+             "E,%d,purchase,member_id:M1,5000,50\n"
+             "Z,%d,purchase,member_id:M1,9900,99\n",
+             HEADER, T0, T0, T0, T0, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    assert_int_equal(run(db, statement, NULL, INT64_MAX, &sum, &report), PGW_OK);
+    /* Every shop's events of the channel, none of another channel's. */
+    assert_int_equal(sum.ledger_rows, 6);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 5);
+    assert_int_equal(sum.count[PGW_RECON_POINTS_MISMATCH], 1); /* D */
+    assert_int_equal(sum.ledger_points, 10 + 20 + 30 + 40 + 50 + 99);
+    assert_non_null(strstr(report, "\"event_id\":\"D\",\"kind\":\"points_mismatch\""));
+    assert_non_null(strstr(report, "\"shop_id\":\"S002\""));
+    free(report);
+    /* One shop: the others' rows are missing from its log. */
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_int_equal(sum.ledger_rows, 3);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 3);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_LEDGER], 3);
+    free(report);
+    /* A time range: events from the fourth hour on are left out. */
+    assert_int_equal(run(db, statement, NULL, T0 + 3 * 3600, &sum, &report), PGW_OK);
+    assert_int_equal(sum.ledger_rows, 3); /* A, C, E */
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_LEDGER], 3);
+    free(report);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_whole_channel_in_event_id_order, db_fixture_setup,
+                                        db_fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
