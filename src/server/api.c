@@ -1469,13 +1469,14 @@ static int query_time(const char *query, const char *name, int64_t *out, pgw_err
         return PGW_OK;
     char *end = NULL;
     long long secs = strtoll(text, &end, 10);
-    if (end != text && *end == '\0' && secs >= 0) {
+    bool seconds = end != text && *end == '\0' && secs >= 0 && secs <= PGW_REPORT_TIME_MAX;
+    if (seconds)
         *out = secs;
-        return PGW_OK;
-    }
-    if (pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
-        return pgw_err_set(err, PGW_EINVAL, "%s \"%.40s\" is not RFC 3339 (encode + as %%2B)", name,
-                           text);
+    if (!seconds && pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s \"%.40s\" is not RFC 3339 (encode + as %%2B) or unix seconds "
+                           "before 9999",
+                           name, text);
     return PGW_OK;
 }
 

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #define EXPIRY_PAGE 256
+/* (kind, account) pairs: a shop moves points as issued, reversed and redeemed. */
+#define PGW_REPORT_FLOWS_MAX (4 * PGW_REPORT_ACCOUNTS_MAX)
 
 int pgw_bucket_parse(const char *name, pgw_bucket *out)
 {
@@ -87,9 +89,9 @@ static void add(ledger_rows *t, int64_t *sum, int64_t points)
 /* Issued, reversed and redeemed per account, from the period's flows. */
 static int add_flows(pgw_store *store, int64_t from, int64_t to, ledger_rows *t, pgw_err *err)
 {
-    pgw_flow *flows = malloc(PGW_REPORT_ACCOUNTS_MAX * sizeof(*flows));
+    pgw_flow *flows = malloc(PGW_REPORT_FLOWS_MAX * sizeof(*flows));
     size_t n = 0;
-    int rc = flows ? pgw_store_flows(store, from, to, flows, PGW_REPORT_ACCOUNTS_MAX, &n, err)
+    int rc = flows ? pgw_store_flows(store, from, to, flows, PGW_REPORT_FLOWS_MAX, &n, err)
                    : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         const pgw_flow *f = &flows[i];
@@ -291,6 +293,8 @@ static int settlement_csv(const settlement *s, const pgw_config *cfg, FILE *out,
 int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
                           pgw_report_format format, FILE *out, pgw_err *err)
 {
+    if (from < 0 || to <= from || to > PGW_REPORT_TIME_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a settlement covers a period in order, before 9900");
     settlement s;
     int rc = settle(store, cfg, from, to, &s, err);
     if (rc == PGW_OK)
@@ -313,6 +317,8 @@ static int64_t bucket_start(int64_t day, pgw_bucket bucket)
     return day;
 }
 
+/* The day after the bucket starting on `start` ends; INT64_MAX past year 9999
+ * (the period is bounded well before it, so that ends the loop). */
 static int64_t next_bucket(int64_t start, pgw_bucket bucket)
 {
     if (bucket == PGW_BUCKET_DAY)
@@ -320,8 +326,7 @@ static int64_t next_bucket(int64_t start, pgw_bucket bucket)
     if (bucket == PGW_BUCKET_WEEK)
         return start + 7;
     pgw_date d = pgw_date_from_days(start), next;
-    pgw_date_add_months(d, 1, &next);
-    return pgw_days_from_date(next);
+    return pgw_date_add_months(d, 1, &next) == PGW_OK ? pgw_days_from_date(next) : INT64_MAX;
 }
 
 typedef struct pool_bucket {
@@ -357,7 +362,11 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, 
         if (rc == PGW_OK)
             rc = pgw_add(held, b->issued, &held);
         if (rc == PGW_OK)
-            rc = pgw_sub(held, b->reversed + b->redeemed + b->expired, &held);
+            rc = pgw_sub(held, b->reversed, &held);
+        if (rc == PGW_OK)
+            rc = pgw_sub(held, b->redeemed, &held);
+        if (rc == PGW_OK)
+            rc = pgw_sub(held, b->expired, &held);
         if (rc != PGW_OK)
             return pgw_err_set(err, PGW_ERANGE, "the pool's sums overflow");
         b->outstanding = held;
@@ -406,17 +415,21 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
                     pgw_bucket bucket, pgw_report_format format, FILE *out, pgw_err *err)
 {
     int32_t offset = cfg->rules.tz.offset_s;
+    /* Bounded before any arithmetic: no overflow, and every bucket's date
+     * stays within the calendar's years. */
+    if (from < 0 || to <= from || to > PGW_REPORT_TIME_MAX ||
+        (to - from) / 86400 >= PGW_REPORT_DAYS_MAX - 1)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "a pool report covers 1..%d days in order, before the year 9900",
+                           PGW_REPORT_DAYS_MAX - 2);
     int64_t first = (from + offset) / 86400, last = (to - 1 + offset) / 86400;
-    if (from < 0 || to <= from || last - first >= PGW_REPORT_DAYS_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "a pool report covers 1..%d days, in order",
-                           PGW_REPORT_DAYS_MAX);
     pgw_day_flow *days = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*days));
     pool_bucket *buckets = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*buckets));
     size_t n_days = 0, n = 0;
     int64_t opening = 0;
     int rc = days && buckets ? pgw_store_member_net(store, INT64_MIN, from, &opening, err)
                              : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
-    if (rc == PGW_OK)
+    if (rc == PGW_OK) /* a day a row: the period's days bound them */
         rc = pgw_store_day_flows(store, from, to, offset, days, PGW_REPORT_DAYS_MAX + 1, &n_days,
                                  err);
     if (rc == PGW_OK)

@@ -35,8 +35,9 @@
 
 #include <stdio.h>
 
-#define PGW_REPORT_ACCOUNTS_MAX 4096 /* accounts moving points in one period */
-#define PGW_REPORT_DAYS_MAX     3700 /* days in one pool report (ten years) */
+#define PGW_REPORT_ACCOUNTS_MAX 4096                  /* accounts moving points in one period */
+#define PGW_REPORT_DAYS_MAX     3700                  /* days in one pool report (ten years) */
+#define PGW_REPORT_TIME_MAX     INT64_C(253370764800) /* 9999-01-01T00:00:00Z: periods end before */
 
 typedef enum pgw_report_format { PGW_REPORT_JSON = 0, PGW_REPORT_CSV } pgw_report_format;
 typedef enum pgw_bucket { PGW_BUCKET_DAY = 0, PGW_BUCKET_WEEK, PGW_BUCKET_MONTH } pgw_bucket;

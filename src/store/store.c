@@ -28,10 +28,12 @@
  *   the last connection to close removes it), so our descriptor stays on
  *   the live file. Its directory entry is synced once when we open it, as
  *   SQLite does the first time it syncs a new WAL.
- * What changes is visibility, not durability: another connection can read
- * a commit for the few milliseconds before its sync, and a power cut in
- * that window loses it although it was read. Nothing is acknowledged, and
- * no answer or stream message leaves, before the sync.
+ * What changes is visibility, not durability: another connection (the
+ * API's reader: balances, reports) can read a commit for the few
+ * milliseconds before its sync, and a power cut in that window loses it
+ * although it was read. No write is acknowledged, and no answer to it or
+ * stream message leaves, before the sync. After a failed sync the writer
+ * stops (writer.h); readers go on serving what SQLite holds until restart.
  *
  * Every statement used on a hot path is prepared once at open and reset
  * after use.

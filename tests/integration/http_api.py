@@ -955,7 +955,11 @@ def test_reports(s):
                             ("finance", "/v1/reports/settlement?bucket=day&" + period, 400),
                             ("finance", "/v1/reports/pool?bucket=year&" + period, 400),
                             ("finance", "/v1/reports/pool?from=0&to=999999999", 400),
-                            ("finance", "/v1/reports/pool?format=pdf&" + period, 400)):
+                            ("finance", "/v1/reports/pool?format=pdf&" + period, 400),
+                            # regressions: these aborted or wrapped the server's arithmetic
+                            ("finance", "/v1/reports/pool?bucket=month&from=253402128000"
+                                        "&to=253402214400", 400),
+                            ("finance", "/v1/reports/pool?from=0&to=9223372036854775807", 400)):
         status, doc, _ = s.request("GET", path, key=key)
         check(status == code, f"{path} with {key}: {status}, wanted {code}: {doc}")
     status, doc, _ = s.request("POST", "/v1/reports/pool?" + period, key="finance")

@@ -231,12 +231,48 @@ static void test_pool_by_hand(void **state)
     pgw_config_free(cfg);
 }
 
+/* Regressions: periods at the calendar's end or beyond any time are refused,
+ * not computed (a December 9999 month bucket aborted; to = INT64_MAX wrapped
+ * the day arithmetic and skipped the bound). */
+static void test_periods_out_of_bounds_are_refused(void **state)
+{
+    const db_fixture *db = *state;
+    scenario(db);
+    pgw_config *cfg = example_config();
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    FILE *out = fopen("/dev/null", "w");
+    pgw_err err;
+    assert_int_equal(pgw_report_pool(s, cfg, INT64_C(253402128000), INT64_C(253402214400),
+                                     PGW_BUCKET_MONTH, PGW_REPORT_JSON, out, &err),
+                     PGW_EINVAL);
+    assert_int_equal(
+        pgw_report_pool(s, cfg, 0, INT64_MAX, PGW_BUCKET_DAY, PGW_REPORT_JSON, out, &err),
+        PGW_EINVAL);
+    assert_int_equal(pgw_report_pool(s, cfg, NOV20, NOV20 + 3700 * INT64_C(86400), PGW_BUCKET_DAY,
+                                     PGW_REPORT_JSON, out, &err),
+                     PGW_EINVAL);
+    assert_int_equal(pgw_report_settlement(s, cfg, 0, INT64_MAX, PGW_REPORT_JSON, out, &err),
+                     PGW_EINVAL);
+    /* The longest period allowed still works, in months too. */
+    assert_int_equal(pgw_report_pool(s, cfg, NOV20, NOV20 + 3690 * INT64_C(86400), PGW_BUCKET_MONTH,
+                                     PGW_REPORT_JSON, out, &err),
+                     PGW_OK);
+    fclose(out);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    pgw_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settlement_by_hand, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
