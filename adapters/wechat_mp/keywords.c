@@ -4,6 +4,7 @@
 #include "keywords.h"
 
 #include "core/assertions.h"
+#include "core/utf8.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -66,34 +67,19 @@ typedef struct ch {
     size_t at, len;
 } ch;
 
-/* Decodes UTF-8 (shortest forms only, no surrogates); false when invalid. */
+/* Decodes UTF-8 (core/utf8.h); false when invalid or too long. */
 static bool decode(const char *s, ch *chars, size_t cap, size_t *n)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
+    size_t i = 0, len;
+    uint32_t cp;
     *n = 0;
-    while (u[i] != '\0') {
-        uint32_t cp = u[i];
-        size_t len = cp < 0x80         ? 1
-                     : (cp >> 5) == 6  ? 2
-                     : (cp >> 4) == 14 ? 3
-                     : (cp >> 3) == 30 ? 4
-                                       : 0;
-        if (len == 0 || *n == cap)
-            return false;
-        cp &= len == 1 ? 0x7f : 0xff >> (len + 1);
-        for (size_t k = 1; k < len; k++) {
-            if ((u[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (u[i + k] & 0x3f);
-        }
-        static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < least[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    while ((len = pgw_utf8_next(s + i, &cp)) > 0) {
+        if (*n == cap)
             return false;
         chars[(*n)++] = (ch){cp, i, len};
         i += len;
     }
-    return true;
+    return s[i] == '\0';
 }
 
 static bool is_cjk(uint32_t cp)

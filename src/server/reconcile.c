@@ -124,7 +124,7 @@ typedef struct prefetch {
     fill_fn fill;
     void *source;
     pthread_t thread;
-    bool started;
+    bool initialized, started;
     pthread_mutex_t lock;
     pthread_cond_t changed;
     pgw_recon_row *rows; /* PREFETCH_BLOCKS * PREFETCH_ROWS */
@@ -178,6 +178,7 @@ static int prefetch_start(prefetch *p, fill_fn fill, void *source, pgw_err *err)
     p->source = source;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->changed, NULL);
+    p->initialized = true;
     p->rows = malloc(PREFETCH_BLOCKS * PREFETCH_ROWS * sizeof(*p->rows));
     if (p->rows == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
@@ -213,6 +214,8 @@ static int prefetch_next(void *arg, pgw_recon_row *row, bool *end, pgw_err *err)
 /* Stops the producer (wherever it is) and frees what it used. */
 static void prefetch_stop(prefetch *p)
 {
+    if (!p->initialized)
+        return; /* never started: nothing to stop or free */
     if (p->started) {
         pthread_mutex_lock(&p->lock);
         p->stop = true;
@@ -410,7 +413,10 @@ int pgw_recon_write_summary(const pgw_recon_summary *s, FILE *out)
 static int write_report(const sink *k, const pgw_recon_summary *sum, FILE *out, pgw_err *err)
 {
     bool json = k->opts->format == PGW_RECON_JSON;
-    bool truncated = k->opts->exceptions_max > 0 && k->listed >= k->opts->exceptions_max;
+    int64_t exceptions = 0;
+    for (size_t kind = PGW_RECON_MATCHED + 1; kind < PGW_RECON_KINDS; kind++)
+        exceptions += sum->count[kind];
+    bool truncated = exceptions > (int64_t)k->listed;
     int rc = PGW_OK;
     if (json) {
         fputs("{\"summary\":", out);
@@ -447,7 +453,7 @@ int pgw_recon_run(pgw_store *store, pgw_statement *st, const pgw_recon_options *
             rc = pgw_statement_sort(st, err);
         if (rc == PGW_OK)
             rc = match_once(store, st, opts, &k, sum, err);
-        PGW_ASSERT(rc != PGW_EINVAL); /* sorted rows are in order */
+        /* An EINVAL now is not the order: the file changed between the passes. */
     }
     if (rc == PGW_OK)
         rc = write_report(&k, sum, out, err);

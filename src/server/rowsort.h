@@ -21,7 +21,9 @@
 
 #define PGW_ROWSORT_ARENA     (32u << 20)
 #define PGW_ROWSORT_ARENA_MIN 4096u
-#define PGW_ROWSORT_RUNS_MAX  1024 /* 32 GiB of packed rows with the full arena */
+/* Each run holds a temporary file open until the merge ends: within the
+ * usual 1,024 descriptors a process may have. 16 GiB with the full arena. */
+#define PGW_ROWSORT_RUNS_MAX 512
 
 typedef struct pgw_rowsort pgw_rowsort;
 

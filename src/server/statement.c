@@ -8,6 +8,7 @@
 #include "core/assertions.h"
 #include "core/civil.h"
 #include "core/rules.h"
+#include "core/utf8.h"
 #include "util/csv.h"
 
 #include <errno.h>
@@ -110,6 +111,8 @@ static bool whole_number(const char *text, int64_t lo, int64_t hi, bool empty_ok
     return true;
 }
 
+/* Marks the row malformed with why; the text is cut on a character
+ * boundary (reports are JSON: a split character would make them invalid). */
 __attribute__((format(printf, 2, 3))) static bool malformed(pgw_recon_row *r, const char *fmt, ...)
 {
     r->malformed = true;
@@ -117,8 +120,12 @@ __attribute__((format(printf, 2, 3))) static bool malformed(pgw_recon_row *r, co
     va_start(ap, fmt);
     vsnprintf(r->problem, sizeof(r->problem), fmt, ap);
     va_end(ap);
+    r->problem[pgw_utf8_prefix(r->problem, sizeof(r->problem) - 1)] = '\0';
     return false;
 }
+
+/* At most 40 bytes of a value quoted in a problem, whole characters. */
+#define QUOTED(text) (int)pgw_utf8_prefix(text, 40), text
 
 /* Copies a non-empty field that fits (the hot path: no printf). */
 static bool copy_field(const char *text, char *out, size_t cap)
@@ -138,27 +145,32 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *at = pgw_csv_cell(row, st->col, COL_OCCURRED_AT);
     const char *type = pgw_csv_cell(row, st->col, COL_TYPE);
     const char *member = pgw_csv_cell(row, st->col, COL_MEMBER);
+    for (size_t c = 0; c < row->n; c++) {
+        if (!pgw_utf8_valid(row->fields[c]))
+            return malformed(r, "field %zu is not UTF-8 (save the statement as UTF-8)", c + 1);
+    }
     if (!copy_field(id, r->event_id, sizeof(r->event_id)))
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
     int64_t secs = 0;
     pgw_event_type t;
     if (!whole_number(at, 0, INT64_C(253402300799), false, &secs) &&
         pgw_parse_rfc3339(at, &secs, NULL) != PGW_OK)
-        return malformed(r, "occurred_at \"%.40s\" is neither RFC 3339 nor unix seconds", at);
+        return malformed(r, "occurred_at \"%.*s\" is neither RFC 3339 nor unix seconds",
+                         QUOTED(at));
     r->occurred_at = secs;
     if (pgw_event_type_parse(type, &t) != PGW_OK)
-        return malformed(r, "type \"%.40s\" is not an event type", type);
+        return malformed(r, "type \"%.*s\" is not an event type", QUOTED(type));
     copy_field(pgw_event_type_name(t), r->type, sizeof(r->type));
     if (!copy_field(member, r->member, sizeof(r->member)))
         return malformed(r, "member must be 1..%d bytes", PGW_RECON_MEMBER_MAX);
     if (!whole_number(pgw_csv_cell(row, st->col, COL_AMOUNT), 0, PGW_AMOUNT_FEN_MAX, true,
                       &r->amount_fen))
-        return malformed(r, "amount_fen \"%.32s\" is not a whole number of fen in range",
-                         pgw_csv_cell(row, st->col, COL_AMOUNT));
+        return malformed(r, "amount_fen \"%.*s\" is not a whole number of fen in range",
+                         QUOTED(pgw_csv_cell(row, st->col, COL_AMOUNT)));
     if (!whole_number(pgw_csv_cell(row, st->col, COL_POINTS), -PGW_POINTS_MAX, PGW_POINTS_MAX,
                       false, &r->points))
-        return malformed(r, "points \"%.32s\" is not a whole number in range",
-                         pgw_csv_cell(row, st->col, COL_POINTS));
+        return malformed(r, "points \"%.*s\" is not a whole number in range",
+                         QUOTED(pgw_csv_cell(row, st->col, COL_POINTS)));
     return true;
 }
 
@@ -170,7 +182,8 @@ static int next_from_csv(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err
     r->line = st->row.line;
     if (rc == PGW_EINVAL) { /* a malformed CSV line: a row of its own kind */
         r->malformed = true;
-        snprintf(r->problem, sizeof(r->problem), "%.150s", row_err.msg);
+        snprintf(r->problem, sizeof(r->problem), "%.*s",
+                 (int)pgw_utf8_prefix(row_err.msg, sizeof(r->problem) - 1), row_err.msg);
         return PGW_OK;
     }
     if (rc != PGW_OK) {

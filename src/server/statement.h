@@ -38,7 +38,7 @@ int pgw_statement_next(void *statement, pgw_recon_row *row, bool *end, pgw_err *
 int pgw_statement_rewind(pgw_statement *statement, pgw_err *err);
 
 /* Sorts the whole statement; from then on rows come in (event_id, line)
- * order. PGW_ETOOLARGE past 32 GiB of rows (sort such a file first). */
+ * order. PGW_ETOOLARGE past 16 GiB of rows (sort such a file first). */
 int pgw_statement_sort(pgw_statement *statement, pgw_err *err);
 
 void pgw_statement_free(pgw_statement *statement);

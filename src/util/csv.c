@@ -195,11 +195,10 @@ const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c)
 
 struct pgw_csv_file {
     FILE *f;
-    char *buf;       /* PGW_CSV_CHUNK bytes */
-    size_t len;      /* bytes in buf */
-    size_t complete; /* buf[0..complete) holds whole rows: what `csv` walks */
-    size_t next_line;
+    char *buf;  /* PGW_CSV_CHUNK bytes; `csv` walks buf[0..len) */
+    size_t len; /* bytes in buf */
     bool eof, first;
+    bool discarding; /* dropping the rest of a row longer than a chunk */
     pgw_csv csv;
 };
 
@@ -220,48 +219,33 @@ int pgw_csv_file_open(const char *path, pgw_csv_file **out, pgw_err *err)
     }
     file->f = f;
     file->buf = buf;
+    int rc = pgw_csv_file_rewind(file, err);
+    if (rc != PGW_OK) { /* not seekable (a pipe): statements are read twice when unsorted */
+        pgw_csv_file_close(file);
+        return rc;
+    }
     *out = file;
-    return pgw_csv_file_rewind(file, err);
+    return PGW_OK;
 }
 
 int pgw_csv_file_rewind(pgw_csv_file *file, pgw_err *err)
 {
     if (fseek(file->f, 0, SEEK_SET) != 0)
         return pgw_err_set(err, PGW_EIO, "rewinding a CSV file: %s", strerror(errno));
-    file->len = file->complete = 0;
-    file->next_line = 1;
+    file->len = 0;
     file->eof = false;
     file->first = true;
+    file->discarding = false;
     pgw_csv_init(&file->csv, file->buf, 0);
     return PGW_OK;
 }
 
-/* Where the last whole row in buf ends: after its last line end outside quotes. */
-static size_t whole_rows(const char *buf, size_t len)
-{
-    if (memchr(buf, '"', len) == NULL) { /* no quotes: the last line end */
-        size_t end = len;
-        while (end > 0 && buf[end - 1] != '\n')
-            end--;
-        return end;
-    }
-    bool quoted = false;
-    size_t end = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] == '"')
-            quoted = !quoted; /* "" inside quotes toggles twice */
-        else if (buf[i] == '\n' && !quoted)
-            end = i + 1;
-    }
-    return end;
-}
-
-/* Keeps the unread tail, reads on and sets the next stretch of whole rows. */
+/* Keeps buf[csv.pos..len) (the row being read), then reads on to fill buf. */
 static int refill(pgw_csv_file *file, pgw_err *err)
 {
-    size_t tail = file->len - file->complete;
-    memmove(file->buf, file->buf + file->complete, tail);
-    file->len = tail;
+    size_t keep = file->len - file->csv.pos, line = file->csv.line;
+    memmove(file->buf, file->buf + file->csv.pos, keep);
+    file->len = keep;
     while (file->len < PGW_CSV_CHUNK && !file->eof) {
         size_t n = fread(file->buf + file->len, 1, PGW_CSV_CHUNK - file->len, file->f);
         file->len += n;
@@ -271,28 +255,69 @@ static int refill(pgw_csv_file *file, pgw_err *err)
             file->eof = true;
         }
     }
-    file->complete = file->eof ? file->len : whole_rows(file->buf, file->len);
-    if (file->complete == 0) /* one row longer than a chunk: read it as it is */
-        file->complete = file->len;
-    if (file->first)
-        pgw_csv_init(&file->csv, file->buf, file->complete); /* skips a BOM */
-    else
-        file->csv = (pgw_csv){.text = file->buf, .len = file->complete, .pos = 0};
-    file->csv.line = file->next_line;
-    file->first = false;
+    if (file->first) {
+        pgw_csv_init(&file->csv, file->buf, file->len); /* skips a BOM */
+        file->first = false;
+    } else {
+        file->csv = (pgw_csv){.text = file->buf, .len = file->len, .pos = 0, .line = line};
+    }
     return PGW_OK;
 }
 
+/* Drops bytes up to the next line end, across refills; false until found. */
+static bool discard_to_line_end(pgw_csv_file *file)
+{
+    const char *nl = memchr(file->buf + file->csv.pos, '\n', file->len - file->csv.pos);
+    if (nl == NULL) {
+        file->csv.pos = file->len;
+        return false;
+    }
+    file->csv.pos = (size_t)(nl - file->buf) + 1;
+    file->csv.line++;
+    file->discarding = false;
+    return true;
+}
+
+/*
+ * The parser reads whatever the buffer holds. A row it ended at the very
+ * end of the buffer may go on in the file (a field, a quoted line break, a
+ * CRLF cut in two): unless the file is at its end, the row is read again
+ * with more of the file behind it. A row that fills the whole buffer is
+ * longer than any we take: reported once, then dropped to its line end.
+ */
 int pgw_csv_file_next(pgw_csv_file *file, pgw_csv_row *row, bool *done, pgw_err *err)
 {
     for (;;) {
-        int rc = pgw_csv_next(&file->csv, row, done, err);
-        if (rc != PGW_OK || !*done)
-            return rc;
-        if (file->eof && file->complete == file->len)
-            return PGW_OK; /* the end of the file */
-        file->next_line = file->csv.line;
-        rc = refill(file, err);
+        if (file->discarding && !discard_to_line_end(file) && file->eof) {
+            *done = true;
+            return PGW_OK;
+        }
+        if (!file->discarding) {
+            size_t start = file->csv.pos, line = file->csv.line;
+            pgw_err why;
+            int rc = pgw_csv_next(&file->csv, row, done, &why);
+            if (file->csv.pos < file->len || file->eof) {
+                if (rc != PGW_OK)
+                    *err = why;
+                return rc;
+            }
+            if (rc == PGW_OK && *done) { /* only blank lines were left: read on */
+                rc = refill(file, err);
+                if (rc != PGW_OK)
+                    return rc;
+                continue;
+            }
+            file->csv.pos = start; /* perhaps cut short: again, with more */
+            file->csv.line = line;
+            if (start == 0 && file->len == PGW_CSV_CHUNK) {
+                file->discarding = true;
+                row->n = 0;
+                row->line = line;
+                return pgw_err_set(err, PGW_EINVAL, "the row is longer than %d bytes",
+                                   PGW_CSV_CHUNK);
+            }
+        }
+        int rc = refill(file, err);
         if (rc != PGW_OK)
             return rc;
     }

@@ -154,6 +154,8 @@ static void test_a_file_reads_as_the_whole_text(void **state)
             len += (size_t)sprintf(text + len, "\r\n\n"); /* blank lines */
         if (i % 1499 == 0)
             len += (size_t)sprintf(text + len, "E%d,\"open quote,%d\n", i, i); /* malformed */
+        else if (i % 1301 == 0) /* a stray quote: the line is bad, the next ones are not */
+            len += (size_t)sprintf(text + len, "E%d,ab\"c,%d\n", i, i);
         else if (i % 7 == 0)
             len +=
                 (size_t)sprintf(text + len, "E%d,\"a \"\"quoted\"\",\nline break\",%d\r\n", i, i);
@@ -202,6 +204,41 @@ static void test_a_file_reads_as_the_whole_text(void **state)
     assert_int_equal(pgw_csv_file_open("/nonexistent/x.csv", &file, &err), PGW_ENOTFOUND);
 }
 
+/* Regression: a row longer than a chunk was cut at the chunk's end and its
+ * tail read as rows of its own (a way to slip rows into a statement). */
+static void test_an_overlong_row_is_dropped_whole(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/pgw-csv-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("a,b\r\nfirst,1\r\nlong,", f);
+    for (int i = 0; i < PGW_CSV_CHUNK + 100; i++)
+        fputc(i % 7 == 0 ? '"' : 'A', f); /* stray quotes too */
+    fputs("inj,x,1234\r\nlast,2\r\n", f);
+    fclose(f);
+    pgw_csv_file *file = NULL;
+    assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
+    static pgw_csv_row r;
+    bool done = false;
+    pgw_err err;
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK); /* the header */
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+    assert_string_equal(r.fields[0], "first");
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_EINVAL);
+    assert_int_equal(r.line, 3);
+    assert_non_null(strstr(err.msg, "longer than"));
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+    assert_false(done);
+    assert_string_equal(r.fields[0], "last"); /* nothing of the long row in between */
+    assert_int_equal(r.line, 4);
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+    assert_true(done);
+    pgw_csv_file_close(file);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_field_count_is_bounded),
         cmocka_unit_test(test_columns_are_mapped_by_name),
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
+        cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

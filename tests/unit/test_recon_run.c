@@ -51,12 +51,14 @@ static void log_events(const db_fixture *db)
     pgw_store_close(s);
 }
 
+static size_t listed; /* exceptions_max of the next run (0: all) */
+
 static int run(const db_fixture *db, const char *statement, const char *shop, int64_t to,
                pgw_recon_summary *sum, char **report)
 {
     pgw_tz tz;
     assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
-    pgw_recon_options o = {.filter = {"store", shop, 0, to}, .tz = &tz};
+    pgw_recon_options o = {.filter = {"store", shop, 0, to}, .tz = &tz, .exceptions_max = listed};
     pgw_statement *st = NULL;
     assert_int_equal(pgw_statement_open_text(statement, strlen(statement), &st, NULL), PGW_OK);
     pgw_store *s = NULL;
@@ -112,10 +114,43 @@ static void test_a_whole_channel_in_event_id_order(void **state)
     free(report);
 }
 
+/* Regressions: a statement in another encoding (GBK) or a long CJK type
+ * made the JSON report fail as a whole; now those are malformed rows. And
+ * exactly exceptions_max exceptions are not "truncated". */
+static void test_bad_text_is_a_malformed_row(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "X1,%d,purchase,member_id:\xd5\xc5\xc8\xfd,1000,10\n"
+             "X2,%d,一二三四五六七八九十一二三四五六七八九十,member_id:M1,1000,10\n",
+             HEADER, T0, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 2);
+    assert_non_null(strstr(report, "field 4 is not UTF-8"));
+    assert_non_null(strstr(report, "\"truncated\":false"));
+    free(report);
+    listed = 4; /* exactly as many as there are: all listed, nothing left out */
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_non_null(strstr(report, "\"exceptions_listed\":4,\"truncated\":false"));
+    free(report);
+    listed = 3;
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_non_null(strstr(report, "\"exceptions_listed\":3,\"truncated\":true"));
+    free(report);
+    listed = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_whole_channel_in_event_id_order, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_text_is_a_malformed_row, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

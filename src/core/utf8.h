@@ -1,0 +1,24 @@
+/*
+ * utf8.h - UTF-8 as strict decoders read it: shortest forms only, no
+ * surrogates, nothing past U+10FFFF. Used wherever text from outside is
+ * counted in characters or cut (WeChat keywords, statements' messages).
+ */
+#ifndef PGW_CORE_UTF8_H
+#define PGW_CORE_UTF8_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The character at s (a NUL-terminated string): its byte length and code
+ * point; 0 when the bytes there are not a valid character (or at the NUL). */
+size_t pgw_utf8_next(const char *s, uint32_t *cp);
+
+/* Whether all of s is valid UTF-8. */
+bool pgw_utf8_valid(const char *s);
+
+/* The longest prefix of s, at most max bytes, that ends on a character
+ * boundary (s valid UTF-8). */
+size_t pgw_utf8_prefix(const char *s, size_t max);
+
+#endif
