@@ -623,6 +623,11 @@ static int cmd_reconcile(int argc, char **argv)
         rc = EXIT_USAGE;
     }
     o.missing = rc == EXIT_OK && repair ? tmpfile() : NULL;
+    if (rc == EXIT_OK && repair && o.missing == NULL) {
+        fprintf(stderr, "pointsgw reconcile: no temporary file for the rows to repair: %s\n",
+                strerror(errno));
+        rc = EXIT_PROBLEM;
+    }
     pgw_recon_summary sum = {0};
     if (rc == EXIT_OK)
         rc = reconcile_into(&flags, url, &o, out, &sum);

@@ -1461,12 +1461,49 @@ static int run_report(pgw_store *store, pgw_command *cmd)
     return rc;
 }
 
+/* Whether the query names `name` at all (with a value of any length). */
+static bool query_has(const char *query, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = query; *p != '\0';) {
+        size_t len = strcspn(p, "&");
+        if (len >= n && strncmp(p, name, n) == 0 && (p[n] == '=' || len == n))
+            return true;
+        p += len + (p[len] == '&');
+    }
+    return false;
+}
+
+/* A query parameter: absent leaves out as it is; present but longer than
+ * cap is an error, never taken for absent (a too-long shop= would widen a
+ * reconciliation to the whole channel). */
+static int query_param(const char *query, const char *name, char *out, size_t cap, pgw_err *err)
+{
+    if (query_value(query, name, out, cap) || !query_has(query, name))
+        return PGW_OK;
+    return pgw_err_set(err, PGW_EINVAL, "%s must be a value of at most %zu bytes", name, cap - 1);
+}
+
+/* format=json|csv, else Accept: text/csv asks for CSV. */
+static int finance_format(const pgw_request *req, bool *csv, pgw_err *err)
+{
+    char format[8] = "json";
+    int rc = query_param(req->query, "format", format, sizeof(format), err);
+    if (rc == PGW_OK && strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "format is json or csv");
+    *csv = strcmp(format, "csv") == 0 || strncmp(req->accept, "text/csv", 8) == 0;
+    return rc;
+}
+
 /* A time in a query: RFC 3339 (with %2B for a '+' offset) or unix seconds. */
 static int query_time(const char *query, const char *name, int64_t *out, pgw_err *err)
 {
-    char text[64];
-    if (!query_value(query, name, text, sizeof(text)))
+    char text[64] = "";
+    if (!query_has(query, name))
         return PGW_OK;
+    int rc = query_param(query, name, text, sizeof(text), err);
+    if (rc != PGW_OK)
+        return rc;
     char *end = NULL;
     long long secs = strtoll(text, &end, 10);
     bool seconds = end != text && *end == '\0' && secs >= 0 && secs <= PGW_REPORT_TIME_MAX;
@@ -1490,7 +1527,6 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
     finance_job *f = job ? job->finance : NULL;
     if (rc == PGW_OK && (f->statement = malloc(req->body_len + 1)) == NULL)
         rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
-    char format[8] = "json";
     if (rc == PGW_OK && (strncmp(req->content_type, "text/csv", 8) != 0 ||
                          (req->content_type[8] != '\0' && req->content_type[8] != ';')))
         rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
@@ -1499,20 +1535,24 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
         rc = pgw_err_set(&err, PGW_EINVAL, "channel=NAME is required");
     if (rc == PGW_OK) {
         f->opts.filter = (pgw_event_filter){f->channel, NULL, 0, INT64_MAX};
-        if (query_value(req->query, "shop", f->shop, sizeof(f->shop)))
-            f->opts.filter.shop = f->shop;
-        rc = query_time(req->query, "from", &f->opts.filter.from, &err);
+        rc = query_param(req->query, "shop", f->shop, sizeof(f->shop), &err);
     }
+    if (rc == PGW_OK && query_has(req->query, "shop")) {
+        f->opts.filter.shop = f->shop;
+        if (!plain_id(f->shop, PGW_ID_MAX))
+            rc = pgw_err_set(&err, PGW_EINVAL, "shop=ID names one shop");
+    }
+    if (rc == PGW_OK)
+        rc = query_time(req->query, "from", &f->opts.filter.from, &err);
     if (rc == PGW_OK)
         rc = query_time(req->query, "to", &f->opts.filter.to, &err);
     if (rc == PGW_OK && f->opts.filter.from >= f->opts.filter.to)
         rc = pgw_err_set(&err, PGW_EINVAL, "from must come before to");
-    if (rc == PGW_OK && query_value(req->query, "format", format, sizeof(format)) &&
-        strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
-        rc = pgw_err_set(&err, PGW_EINVAL, "format is json or csv");
+    bool csv = false;
+    if (rc == PGW_OK)
+        rc = finance_format(req, &csv, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_RECONCILE, rc, err.msg);
-    bool csv = strcmp(format, "csv") == 0 || strncmp(req->accept, "text/csv", 8) == 0;
     memcpy(f->statement, req->body, req->body_len);
     f->statement[req->body_len] = '\0';
     f->statement_len = req->body_len;
@@ -1532,7 +1572,7 @@ static bool handle_report(pgw_api *api, const pgw_request *req, const pgw_princi
     int rc;
     pgw_job *job = finance_job_new(api, req, who, r, &err, &rc);
     finance_job *f = job ? job->finance : NULL;
-    char format[8] = "json", bucket[8] = "day";
+    char bucket[8] = "day";
     if (rc == PGW_OK) {
         f->from = -1;
         f->to = -1;
@@ -1542,15 +1582,15 @@ static bool handle_report(pgw_api *api, const pgw_request *req, const pgw_princi
         rc = query_time(req->query, "to", &f->to, &err);
     if (rc == PGW_OK && (f->from < 0 || f->to < 0 || f->from >= f->to))
         rc = pgw_err_set(&err, PGW_EINVAL, "from and to are required, from before to");
-    if (rc == PGW_OK && query_value(req->query, "bucket", bucket, sizeof(bucket)) &&
+    if (rc == PGW_OK)
+        rc = query_param(req->query, "bucket", bucket, sizeof(bucket), &err);
+    if (rc == PGW_OK && query_has(req->query, "bucket") &&
         (r != R_POOL || pgw_bucket_parse(bucket, &f->bucket) != PGW_OK))
         rc = pgw_err_set(&err, PGW_EINVAL, "bucket is day, week or month (pool only)");
-    if (rc == PGW_OK && query_value(req->query, "format", format, sizeof(format)) &&
-        strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
-        rc = pgw_err_set(&err, PGW_EINVAL, "format is json or csv");
+    if (rc == PGW_OK)
+        rc = finance_format(req, &f->csv, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, r, rc, err.msg);
-    f->csv = strcmp(format, "csv") == 0 || strncmp(req->accept, "text/csv", 8) == 0;
     f->cfg = api->cfg;
     job->cmd.call = run_report;
     return submit(api, job, resp);

@@ -886,6 +886,15 @@ def test_reconciliation(s):
                                 ("finance", "/v1/reconciliations?shop=S001", "text/csv", 400),
                                 ("finance", query + "&format=xml", "text/csv", 400),
                                 ("finance", "/v1/reconciliations?channel=store&from=tomorrow",
+                                 "text/csv", 400),
+                                # regressions: a value too long for its field was taken for
+                                # absent (shop: the whole channel; format: JSON)
+                                ("finance", "/v1/reconciliations?channel=store&shop=" + "S" * 40,
+                                 "text/csv", 400),
+                                ("finance", "/v1/reconciliations?channel=store&shop=",
+                                 "text/csv", 400),
+                                ("finance", query + "&format=" + "csv" * 4, "text/csv", 400),
+                                ("finance", "/v1/reconciliations?channel=store&from=" + "9" * 80,
                                  "text/csv", 400)):
         status, doc2, _ = s.request("POST", q, raw=statement_csv(planted).encode(), ctype=ctype,
                                     key=key)
@@ -956,6 +965,7 @@ def test_reports(s):
                             ("finance", "/v1/reports/pool?bucket=year&" + period, 400),
                             ("finance", "/v1/reports/pool?from=0&to=999999999", 400),
                             ("finance", "/v1/reports/pool?format=pdf&" + period, 400),
+                            ("finance", "/v1/reports/pool?bucket=fortnight&" + period, 400),
                             # regressions: these aborted or wrapped the server's arithmetic
                             ("finance", "/v1/reports/pool?bucket=month&from=253402128000"
                                         "&to=253402214400", 400),
