@@ -450,6 +450,21 @@ static int cmd_expire(int argc, char **argv)
     pgw_config_free(cfg);
     return rc;
 }
+/* An existing database in one read transaction (finance's commands read a
+ * snapshot); snapshot_close ends it and closes the store (NULL is fine). */
+static int snapshot_open(const char *url, pgw_store **store, pgw_err *err)
+{
+    int rc = pgw_store_open(url, false, store, err);
+    return rc == PGW_OK ? pgw_store_begin_read(*store, err) : rc;
+}
+
+static void snapshot_close(pgw_store *store)
+{
+    if (store != NULL)
+        pgw_store_rollback(store, NULL); /* nothing was written */
+    pgw_store_close(store);
+}
+
 /* What a repair did. */
 typedef struct repair_tally {
     long missing, created, replayed, failed;
@@ -585,14 +600,10 @@ static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_opti
     pgw_err err;
     int rc = pgw_statement_open_file(flag_get(flags, "--statement"), &st, &err);
     if (rc == PGW_OK)
-        rc = pgw_store_open(url, false, &store, &err);
-    if (rc == PGW_OK)
-        rc = pgw_store_begin_read(store, &err);
+        rc = snapshot_open(url, &store, &err);
     if (rc == PGW_OK)
         rc = pgw_recon_run(store, st, o, out, sum, &err);
-    if (store != NULL)
-        pgw_store_rollback(store, NULL);
-    pgw_store_close(store);
+    snapshot_close(store);
     pgw_statement_free(st);
     if (rc != PGW_OK)
         fprintf(stderr, "pointsgw reconcile: %s\n", err.msg);
@@ -895,16 +906,12 @@ static int cmd_report(int argc, char **argv)
     pgw_err err;
     int r = out ? PGW_OK : pgw_err_set(&err, PGW_EIO, "%s: %s", out_path, strerror(errno));
     if (rc == EXIT_OK && r == PGW_OK)
-        r = pgw_store_open(url, false, &store, &err);
-    if (rc == EXIT_OK && r == PGW_OK)
-        r = pgw_store_begin_read(store, &err);
+        r = snapshot_open(url, &store, &err);
     if (rc == EXIT_OK && r == PGW_OK)
         r = strcmp(argv[0], "pool") == 0
                 ? pgw_report_pool(store, cfg, from, to, bucket, format, out, &err)
                 : pgw_report_settlement(store, cfg, from, to, format, out, &err);
-    if (store != NULL)
-        pgw_store_rollback(store, NULL);
-    pgw_store_close(store);
+    snapshot_close(store);
     if (out != NULL && out != stdout && fclose(out) != 0 && r == PGW_OK)
         r = pgw_err_set(&err, PGW_EIO, "writing %s failed", out_path);
     if (rc == EXIT_OK && r != PGW_OK) {

@@ -395,7 +395,8 @@ static int reset(sink *k, const pgw_recon_options *opts, pgw_err *err)
     return PGW_OK;
 }
 
-int pgw_recon_write_summary(const pgw_recon_summary *s, FILE *out)
+/* The summary as API.md's JSON object (plus malformed_row). */
+static int write_summary(const pgw_recon_summary *s, FILE *out)
 {
     json_t *o =
         json_pack("{s:I,s:I,s:I,s:I}", "statement_rows", (json_int_t)s->statement_rows,
@@ -420,7 +421,7 @@ static int write_report(const sink *k, const pgw_recon_summary *sum, FILE *out, 
     int rc = PGW_OK;
     if (json) {
         fputs("{\"summary\":", out);
-        rc = pgw_recon_write_summary(sum, out);
+        rc = write_summary(sum, out);
         fprintf(out, ",\"exceptions_listed\":%zu,\"truncated\":%s,\"exceptions\":[\n", k->listed,
                 truncated ? "true" : "false");
     } else {

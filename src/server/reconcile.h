@@ -43,7 +43,4 @@ int pgw_recon_run(pgw_store *store, pgw_statement *statement, const pgw_recon_op
 /* The next row written to opts.missing (after rewinding it); false at the end. */
 bool pgw_recon_read_missing(FILE *missing, pgw_recon_row *row);
 
-/* The summary as API.md's JSON object (plus malformed_row). */
-int pgw_recon_write_summary(const pgw_recon_summary *summary, FILE *out);
-
 #endif

@@ -13,7 +13,7 @@
 
 #define EXPIRY_PAGE 256
 /* (kind, account) pairs: a shop moves points as issued, reversed and redeemed. */
-#define PGW_REPORT_FLOWS_MAX (4 * PGW_REPORT_ACCOUNTS_MAX)
+#define FLOWS_MAX (4 * PGW_REPORT_ACCOUNTS_MAX)
 
 int pgw_bucket_parse(const char *name, pgw_bucket *out)
 {
@@ -89,9 +89,9 @@ static void add(ledger_rows *t, int64_t *sum, int64_t points)
 /* Issued, reversed and redeemed per account, from the period's flows. */
 static int add_flows(pgw_store *store, int64_t from, int64_t to, ledger_rows *t, pgw_err *err)
 {
-    pgw_flow *flows = malloc(PGW_REPORT_FLOWS_MAX * sizeof(*flows));
+    pgw_flow *flows = malloc(FLOWS_MAX * sizeof(*flows));
     size_t n = 0;
-    int rc = flows ? pgw_store_flows(store, from, to, flows, PGW_REPORT_FLOWS_MAX, &n, err)
+    int rc = flows ? pgw_store_flows(store, from, to, flows, FLOWS_MAX, &n, err)
                    : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         const pgw_flow *f = &flows[i];

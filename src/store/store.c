@@ -290,9 +290,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * member (issuing, redeeming, expiring), within [from, to). MERGE moves
      * points between members and is left out. */
     [ST_FLOWS] = "SELECT kind, CASE WHEN debit LIKE 'member:%' THEN credit ELSE debit END,"
-                 " SUM(points), COUNT(*), credit LIKE 'member:%' FROM transfers"
+                 " SUM(points), credit LIKE 'member:%' FROM transfers"
                  " WHERE occurred_at >= ?1 AND occurred_at < ?2 AND kind <> 6"
-                 " GROUP BY 1, 2, 5 ORDER BY 1, 2, 5",
+                 " GROUP BY 1, 2, 4 ORDER BY 1, 2, 4",
     [ST_EXPIRIES] = "SELECT id, points, reference FROM transfers WHERE kind = 4 AND id > ?3"
                     " AND occurred_at >= ?1 AND occurred_at < ?2 ORDER BY id LIMIT ?4",
     /* Who funded a lot: the transfers of the command that made it crediting
@@ -1990,8 +1990,7 @@ static bool flow_row(sqlite3_stmt *st, void *item)
     pgw_flow *f = item;
     f->kind = (pgw_transfer_kind)sqlite3_column_int(st, 0);
     f->points = sqlite3_column_int64(st, 2);
-    f->transfers = sqlite3_column_int64(st, 3);
-    f->to_member = sqlite3_column_int(st, 4) != 0;
+    f->to_member = sqlite3_column_int(st, 3) != 0;
     return column_text(st, 1, f->account, sizeof(f->account));
 }
 

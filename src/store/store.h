@@ -448,7 +448,6 @@ typedef struct pgw_flow {
     pgw_transfer_kind kind;
     char account[PGW_ACCOUNT_MAX + 1]; /* "shop:S001:issued", "system:expired", ... */
     int64_t points;
-    int64_t transfers;
     bool to_member; /* points went to members (EARN, IMPORT, an ADJUST up) */
 } pgw_flow;
 
