@@ -10,6 +10,8 @@ packages=(
     libsqlite3-dev    # the embedded transfer log
     libcmocka-dev     # unit tests
     libwebsockets-dev # the HTTP server
+    libcurl4-openssl-dev # outbound calls to WeChat and the SMS providers
+    libexpat1-dev     # the official account's XML messages
     curl              # integration tests drive the server over HTTP
     openssl           # integration tests make a throwaway TLS certificate
 )

@@ -1,0 +1,397 @@
+/*
+ * client.c - see client.h.
+ */
+#include "client.h"
+
+#include "core/assertions.h"
+#include "util/http_client.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define APPID_MAX     32
+#define SECRET_MAX    128
+#define API_BASE_MAX  256
+#define URL_MAX       (API_BASE_MAX + PGW_WX_TOKEN_MAX + 512)
+#define FORCE_GAP_S   30 /* stable_token ignores force_refresh more often than this */
+#define LEASE_POLL_US 100000
+
+typedef struct wx_app {
+    char appid[APPID_MAX + 1];
+    char secret[SECRET_MAX + 1];
+    char api_base[API_BASE_MAX + 1];
+    pthread_mutex_t lock;
+    pthread_cond_t fetched;
+    bool fetching; /* one thread fetches; the others wait on `fetched` */
+    char token[PGW_WX_TOKEN_MAX + 1];
+    int64_t expires_at; /* unix seconds */
+    int64_t forced_at;  /* the last force_refresh */
+} wx_app;
+
+struct pgw_wx_client {
+    pgw_wx_token_cache cache;
+    bool has_cache;
+    long timeout_ms;
+    size_t n_apps;
+    wx_app apps[PGW_WX_APPS_MAX];
+    pthread_mutex_t stats_lock;
+    pgw_wx_client_stats stats;
+};
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void count(pgw_wx_client *c, uint64_t *field)
+{
+    pthread_mutex_lock(&c->stats_lock);
+    (*field)++;
+    pthread_mutex_unlock(&c->stats_lock);
+}
+
+pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply)
+{
+    if (rc == PGW_OK)
+        return PGW_WX_DONE;
+    if (rc == PGW_ESTATE)
+        return PGW_WX_FALL_THROUGH;
+    /* A daily quota (45009) does not come back within a retry's backoff. */
+    if (rc == PGW_EUNAVAILABLE && !(reply != NULL && reply->errcode == 45009))
+        return PGW_WX_RETRY;
+    return PGW_WX_GIVE_UP;
+}
+
+/* The rc of a WeChat errcode (client.h says which). */
+static int rc_of(long errcode)
+{
+    switch (errcode) {
+    case 0:
+        return PGW_OK;
+    case -1:    /* system busy */
+    case -1000: /* system error */
+    case 45009: /* daily quota */
+    case 45011: /* per-minute quota */
+    case 40001: /* token errors left after the one retry */
+    case 40014:
+    case 42001:
+        return PGW_EUNAVAILABLE;
+    case 43101: /* no subscription quota left */
+    case 43004: /* does not follow the account */
+        return PGW_ESTATE;
+    case 40029: /* invalid code */
+    case 40163: /* code used */
+    case 40003: /* invalid openid */
+    case 40037: /* invalid template */
+    case 47003: /* invalid argument */
+    case 41030: /* page not released */
+        return PGW_EINVAL;
+    default:
+        return PGW_EIO;
+    }
+}
+
+static bool token_error(long errcode)
+{
+    return errcode == 40001 || errcode == 40014 || errcode == 42001;
+}
+
+int pgw_wx_client_new(const pgw_wx_token_cache *cache, long timeout_ms, pgw_wx_client **out,
+                      pgw_err *err)
+{
+    *out = NULL;
+    pgw_wx_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the WeChat client");
+    if (cache != NULL) {
+        c->cache = *cache;
+        c->has_cache = true;
+    }
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : PGW_HTTP_TIMEOUT_MS;
+    pthread_mutex_init(&c->stats_lock, NULL);
+    *out = c;
+    return PGW_OK;
+}
+
+void pgw_wx_client_free(pgw_wx_client *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n_apps; i++) {
+        pthread_mutex_destroy(&c->apps[i].lock);
+        pthread_cond_destroy(&c->apps[i].fetched);
+    }
+    pthread_mutex_destroy(&c->stats_lock);
+    /* The secret and tokens should not outlive the client in freed memory. */
+    memset(c, 0, sizeof(*c));
+    free(c);
+}
+
+int pgw_wx_client_add_app(pgw_wx_client *c, const char *appid, const char *secret,
+                          const char *api_base, pgw_err *err)
+{
+    if (c->n_apps == PGW_WX_APPS_MAX)
+        return pgw_err_set(err, PGW_EFULL, "at most %d WeChat apps", PGW_WX_APPS_MAX);
+    if (appid[0] == '\0' || strlen(appid) > APPID_MAX || secret[0] == '\0' ||
+        strlen(secret) > SECRET_MAX || strlen(api_base) > API_BASE_MAX ||
+        (strncmp(api_base, "http://", 7) != 0 && strncmp(api_base, "https://", 8) != 0))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "WeChat app %.32s: needs an appid, a secret (at most %d bytes) and an "
+                           "http(s) api_base",
+                           appid, SECRET_MAX);
+    wx_app *a = &c->apps[c->n_apps];
+    memset(a, 0, sizeof(*a));
+    snprintf(a->appid, sizeof(a->appid), "%s", appid);
+    snprintf(a->secret, sizeof(a->secret), "%s", secret);
+    snprintf(a->api_base, sizeof(a->api_base), "%s", api_base);
+    size_t n = strlen(a->api_base);
+    while (n > 0 && a->api_base[n - 1] == '/')
+        a->api_base[--n] = '\0';
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->fetched, NULL);
+    c->n_apps++;
+    return PGW_OK;
+}
+
+static wx_app *app_of(pgw_wx_client *c, const char *appid, pgw_err *err)
+{
+    for (size_t i = 0; i < c->n_apps; i++) {
+        if (strcmp(c->apps[i].appid, appid) == 0)
+            return &c->apps[i];
+    }
+    pgw_err_set(err, PGW_EINVAL, "no WeChat app %.32s is configured", appid);
+    return NULL;
+}
+
+/* Reads WeChat's answer: JSON with an errcode (absent means 0). */
+static int read_answer(const pgw_http_answer *http, const char *path, json_t **answer,
+                       pgw_wx_reply *reply, pgw_err *err)
+{
+    *answer = NULL;
+    if (http->status >= 500)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "WeChat %s: HTTP %ld", path, http->status);
+    if (http->status != 200)
+        return pgw_err_set(err, PGW_EIO, "WeChat %s: HTTP %ld", path, http->status);
+    json_error_t jerr;
+    json_t *doc = json_loadb(http->body, http->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return pgw_err_set(err, PGW_EIO, "WeChat %s: the answer is not a JSON object", path);
+    }
+    json_t *code = json_object_get(doc, "errcode");
+    reply->errcode = json_is_integer(code) ? (long)json_integer_value(code) : 0;
+    const char *msg = json_string_value(json_object_get(doc, "errmsg"));
+    snprintf(reply->errmsg, sizeof(reply->errmsg), "%s", msg ? msg : "");
+    int rc = rc_of(reply->errcode);
+    if (rc != PGW_OK) {
+        json_decref(doc);
+        return pgw_err_set(err, rc, "WeChat %s: errcode %ld %s", path, reply->errcode,
+                           reply->errmsg);
+    }
+    *answer = doc;
+    return PGW_OK;
+}
+
+static int call(pgw_wx_client *c, const char *method, const char *url, const char *path,
+                const char *body, json_t **answer, pgw_wx_reply *reply, pgw_err *err)
+{
+    pgw_http_call hc = {.method = method, .url = url, .timeout_ms = c->timeout_ms};
+    if (body != NULL) {
+        hc.headers[0] = "Content-Type: application/json; charset=utf-8";
+        hc.body = body;
+        hc.body_len = strlen(body);
+    }
+    pgw_http_answer http;
+    int rc = pgw_http_do(&hc, &http, err);
+    if (rc != PGW_OK)
+        return pgw_err_prefix(err, "WeChat %s: ", path);
+    rc = read_answer(&http, path, answer, reply, err);
+    pgw_http_answer_free(&http);
+    return rc;
+}
+
+/* cgi-bin/stable_token: a token and its expiry. */
+static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, char token[PGW_WX_TOKEN_MAX + 1],
+                       int64_t *expires_at, pgw_err *err)
+{
+    static const char path[] = "/cgi-bin/stable_token";
+    char url[URL_MAX];
+    snprintf(url, sizeof(url), "%s%s", a->api_base, path);
+    json_t *req = json_pack("{s:s,s:s,s:s,s:b}", "grant_type", "client_credential", "appid",
+                            a->appid, "secret", a->secret, "force_refresh", force);
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (body == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a token request");
+    json_t *answer = NULL;
+    pgw_wx_reply reply = {0};
+    count(c, &c->stats.token_fetches);
+    int rc = call(c, "POST", url, path, body, &answer, &reply, err);
+    memset(body, 0, strlen(body)); /* it held the secret */
+    free(body);
+    if (rc != PGW_OK)
+        return rc == PGW_EINVAL || rc == PGW_EIO
+                   ? pgw_err_set(err, PGW_EUNAVAILABLE, "%s", err->msg)
+                   : rc;
+    const char *t = json_string_value(json_object_get(answer, "access_token"));
+    json_t *in = json_object_get(answer, "expires_in");
+    rc = t != NULL && t[0] != '\0' && strlen(t) <= PGW_WX_TOKEN_MAX && json_is_integer(in) &&
+                 json_integer_value(in) > 0 && json_integer_value(in) <= 86400
+             ? PGW_OK
+             : pgw_err_set(err, PGW_EUNAVAILABLE, "WeChat %s: no usable token in the answer", path);
+    if (rc == PGW_OK) {
+        snprintf(token, PGW_WX_TOKEN_MAX + 1, "%s", t);
+        *expires_at = now_s() + json_integer_value(in);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static bool fresh(int64_t expires_at)
+{
+    return expires_at - PGW_WX_TOKEN_MARGIN_S > now_s();
+}
+
+/* A token from the shared cache, waiting for another instance's refresh
+ * while it holds the lease; fetches (and stores) one when it is ours to. */
+static int refresh_shared(pgw_wx_client *c, wx_app *a, bool force, char *token, int64_t *expires_at,
+                          pgw_err *err)
+{
+    const pgw_wx_token_cache *k = &c->cache;
+    for (int waited_us = 0;; waited_us += LEASE_POLL_US) {
+        int rc = force ? PGW_ENOTFOUND : k->load(k->ctx, a->appid, token, expires_at, err);
+        if (rc == PGW_OK && fresh(*expires_at))
+            return PGW_OK;
+        if (rc != PGW_OK && rc != PGW_ENOTFOUND)
+            return rc;
+        bool taken = false;
+        int64_t now = now_s();
+        rc = k->lease(k->ctx, a->appid, now, now + PGW_WX_LEASE_S, &taken, err);
+        if (rc != PGW_OK)
+            return rc;
+        if (taken || waited_us >= PGW_WX_LEASE_S * 1000000) {
+            rc = fetch_token(c, a, force, token, expires_at, err);
+            if (rc == PGW_OK)
+                rc = k->save(k->ctx, a->appid, token, *expires_at, err);
+            return rc;
+        }
+        usleep(LEASE_POLL_US); /* another instance is refreshing: read what it stores */
+    }
+}
+
+/* The app's token: cached, or fetched by one thread while the others wait.
+ * `failed` (may be NULL) is a token a call was just refused with. */
+static int token_for(pgw_wx_client *c, wx_app *a, const char *failed,
+                     char out[PGW_WX_TOKEN_MAX + 1], pgw_err *err)
+{
+    pthread_mutex_lock(&a->lock);
+    if (failed != NULL && strcmp(a->token, failed) == 0) { /* not replaced meanwhile */
+        a->token[0] = '\0';
+        a->expires_at = 0;
+    }
+    while (a->fetching)
+        pthread_cond_wait(&a->fetched, &a->lock);
+    if (a->token[0] != '\0' && fresh(a->expires_at)) {
+        memcpy(out, a->token, PGW_WX_TOKEN_MAX + 1);
+        pthread_mutex_unlock(&a->lock);
+        return PGW_OK;
+    }
+    a->fetching = true;
+    pthread_mutex_unlock(&a->lock);
+
+    char token[PGW_WX_TOKEN_MAX + 1] = "";
+    int64_t expires_at = 0;
+    int rc = PGW_OK;
+    if (failed != NULL && c->has_cache) /* so other instances stop using it */
+        rc = c->cache.forget(c->cache.ctx, a->appid, failed, err);
+    if (rc == PGW_OK)
+        rc = c->has_cache ? refresh_shared(c, a, false, token, &expires_at, err)
+                          : fetch_token(c, a, false, token, &expires_at, err);
+    /* The platform handed back the token it just refused: make it issue a new one. */
+    bool force = rc == PGW_OK && failed != NULL && strcmp(token, failed) == 0;
+    if (force && now_s() - a->forced_at >= FORCE_GAP_S) {
+        a->forced_at = now_s();
+        rc = c->has_cache ? refresh_shared(c, a, true, token, &expires_at, err)
+                          : fetch_token(c, a, true, token, &expires_at, err);
+    }
+
+    pthread_mutex_lock(&a->lock);
+    if (rc == PGW_OK) {
+        memcpy(a->token, token, sizeof(token));
+        a->expires_at = expires_at;
+        memcpy(out, token, sizeof(token));
+    }
+    a->fetching = false;
+    pthread_cond_broadcast(&a->fetched);
+    pthread_mutex_unlock(&a->lock);
+    memset(token, 0, sizeof(token));
+    return rc;
+}
+
+int pgw_wx_access_token(pgw_wx_client *c, const char *appid, char out[PGW_WX_TOKEN_MAX + 1],
+                        pgw_err *err)
+{
+    wx_app *a = app_of(c, appid, err);
+    return a ? token_for(c, a, NULL, out, err) : PGW_EINVAL;
+}
+
+int pgw_wx_post(pgw_wx_client *c, const char *appid, const char *path, const json_t *body,
+                json_t **answer, pgw_wx_reply *reply, pgw_err *err)
+{
+    *answer = NULL;
+    memset(reply, 0, sizeof(*reply));
+    wx_app *a = app_of(c, appid, err);
+    if (a == NULL)
+        return PGW_EINVAL;
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (text == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a WeChat request");
+    char token[PGW_WX_TOKEN_MAX + 1], url[URL_MAX];
+    int rc = token_for(c, a, NULL, token, err);
+    for (int attempt = 0; rc == PGW_OK; attempt++) {
+        snprintf(url, sizeof(url), "%s%s?access_token=%s", a->api_base, path, token);
+        count(c, &c->stats.calls);
+        rc = call(c, "POST", url, path, text, answer, reply, err);
+        if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
+            break;
+        count(c, &c->stats.token_retries);
+        char failed[PGW_WX_TOKEN_MAX + 1];
+        memcpy(failed, token, sizeof(failed));
+        rc = token_for(c, a, failed, token, err);
+        memset(reply, 0, sizeof(*reply));
+    }
+    memset(url, 0, sizeof(url));
+    memset(token, 0, sizeof(token));
+    free(text);
+    return rc;
+}
+
+int pgw_wx_get_with_secret(pgw_wx_client *c, const char *appid, const char *path, const char *query,
+                           json_t **answer, pgw_wx_reply *reply, pgw_err *err)
+{
+    *answer = NULL;
+    memset(reply, 0, sizeof(*reply));
+    wx_app *a = app_of(c, appid, err);
+    if (a == NULL)
+        return PGW_EINVAL;
+    char url[URL_MAX];
+    int n = snprintf(url, sizeof(url), "%s%s?appid=%s&secret=%s&%s", a->api_base, path, a->appid,
+                     a->secret, query);
+    if (n < 0 || (size_t)n >= sizeof(url))
+        return pgw_err_set(err, PGW_ETOOLARGE, "WeChat %s: request too long", path);
+    count(c, &c->stats.calls);
+    int rc = call(c, "GET", url, path, NULL, answer, reply, err);
+    memset(url, 0, sizeof(url));
+    return rc;
+}
+
+void pgw_wx_client_get_stats(pgw_wx_client *c, pgw_wx_client_stats *out)
+{
+    pthread_mutex_lock(&c->stats_lock);
+    *out = c->stats;
+    pthread_mutex_unlock(&c->stats_lock);
+}

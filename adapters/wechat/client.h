@@ -1,0 +1,117 @@
+/*
+ * client.h - calls to WeChat's server API, and the access tokens they need.
+ *
+ * One client serves every appid the gateway speaks for (the mini program
+ * and the official account). Facts: research/wechat-api.md sections 1-5.
+ *
+ * Access tokens (section 3): fetched from cgi-bin/stable_token, which
+ * hands every caller the same token while it is valid, so instances never
+ * invalidate each other's. A token is used until PGW_WX_TOKEN_MARGIN_S
+ * before it expires. When several threads need a new one at once, one
+ * fetches and the rest wait for it (no thundering herd). A call answered
+ * 40001, 40014 or 42001 drops the token (only if it is still the one that
+ * failed: another thread may have replaced it already), fetches another and
+ * is retried once; if the platform hands back the very token that failed,
+ * the second fetch asks force_refresh.
+ *
+ * Several gateway instances: the optional shared cache (the database) holds
+ * the token and a short refresh lease, so one instance refreshes and the
+ * others read what it stored.
+ *
+ * Neither the secret nor a token is ever put in a message or a log: errors
+ * name the API path only.
+ *
+ * Threads: every function may be called from any thread; calls block (the
+ * gateway makes them on its outbound workers). The client owns copies of
+ * everything it is given.
+ */
+#ifndef PGW_ADAPTERS_WECHAT_CLIENT_H
+#define PGW_ADAPTERS_WECHAT_CLIENT_H
+
+#include "core/error.h"
+
+#include <jansson.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_WX_TOKEN_MAX      512 /* WeChat: reserve at least 512 characters */
+#define PGW_WX_APPS_MAX       4
+#define PGW_WX_TOKEN_MARGIN_S 300 /* stable tokens rotate 5 minutes before expiry */
+#define PGW_WX_LEASE_S        10  /* how long one instance may take to refresh */
+#define PGW_WX_ERRMSG_MAX     200
+
+/* What WeChat answered: errcode 0 on success. */
+typedef struct pgw_wx_reply {
+    long errcode;
+    char errmsg[PGW_WX_ERRMSG_MAX + 1];
+} pgw_wx_reply;
+
+/* What a sender should do after a call (notifications). */
+typedef enum pgw_wx_outcome {
+    PGW_WX_DONE = 0,     /* accepted */
+    PGW_WX_RETRY,        /* busy, timed out, 5xx: try again later */
+    PGW_WX_FALL_THROUGH, /* 43101 no quota, 43004 not following: next channel */
+    PGW_WX_GIVE_UP,      /* a permanent refusal */
+} pgw_wx_outcome;
+
+/* Classifies a call's result (rc from the functions here, and its reply). */
+pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply);
+
+/* The shared token store (all callbacks return PGW_OK or a PGW_E... code). */
+typedef struct pgw_wx_token_cache {
+    /* The stored token of appid and when it expires; PGW_ENOTFOUND when none. */
+    int (*load)(void *ctx, const char *appid, char token[PGW_WX_TOKEN_MAX + 1], int64_t *expires_at,
+                pgw_err *err);
+    /* Takes appid's refresh lease until `until` unless another holds one past `now`. */
+    int (*lease)(void *ctx, const char *appid, int64_t now, int64_t until, bool *taken,
+                 pgw_err *err);
+    /* Stores a new token (and ends the lease). */
+    int (*save)(void *ctx, const char *appid, const char *token, int64_t expires_at, pgw_err *err);
+    /* Forgets `token` if it is still appid's stored one. */
+    int (*forget)(void *ctx, const char *appid, const char *token, pgw_err *err);
+    void *ctx;
+} pgw_wx_token_cache;
+
+typedef struct pgw_wx_client pgw_wx_client;
+
+/* A new client; `cache` (copied; may be NULL) shares tokens between instances. */
+int pgw_wx_client_new(const pgw_wx_token_cache *cache, long timeout_ms, pgw_wx_client **out,
+                      pgw_err *err);
+void pgw_wx_client_free(pgw_wx_client *client);
+
+/* Speaks for `appid` with `secret` at `api_base` ("https://api.weixin.qq.com"). */
+int pgw_wx_client_add_app(pgw_wx_client *client, const char *appid, const char *secret,
+                          const char *api_base, pgw_err *err);
+
+/* A valid access token of appid into out (fetching one when needed). */
+int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_WX_TOKEN_MAX + 1],
+                        pgw_err *err);
+
+/*
+ * POSTs `body` (JSON, borrowed) to api_base + path + "?access_token=...",
+ * retrying once with a new token on a token error. On PGW_OK *answer is
+ * WeChat's JSON (errcode 0; the caller decrefs). Otherwise the reply says
+ * what WeChat answered (errcode, errmsg) and the rc how it failed:
+ * PGW_EUNAVAILABLE (no answer, busy -1, 5xx, quota), PGW_ESTATE (43101,
+ * 43004: the member cannot get it there), PGW_EINVAL (a refused request:
+ * a bad or used code, an invalid argument), PGW_EIO (anything else).
+ */
+int pgw_wx_post(pgw_wx_client *client, const char *appid, const char *path, const json_t *body,
+                json_t **answer, pgw_wx_reply *reply, pgw_err *err);
+
+/* A GET without access token (jscode2session): the app's appid and secret
+ * are added as query parameters to `query` (already URL-encoded). */
+int pgw_wx_get_with_secret(pgw_wx_client *client, const char *appid, const char *path,
+                           const char *query, json_t **answer, pgw_wx_reply *reply, pgw_err *err);
+
+typedef struct pgw_wx_client_stats {
+    uint64_t token_fetches; /* stable_token calls made */
+    uint64_t token_retries; /* calls retried after a token error */
+    uint64_t calls;         /* API calls made (token fetches excluded) */
+} pgw_wx_client_stats;
+
+void pgw_wx_client_get_stats(pgw_wx_client *client, pgw_wx_client_stats *out);
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * api.c - see api.h.
+ */
+#include "api.h"
+
+#include "adapters/wechat_mp/keywords.h"
+#include "core/utf8.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LEGACY_VALUE_MAX 200 /* bytes of an old-style template value ("first", "keyword1") */
+
+bool pgw_wx_code_ok(const char *code)
+{
+    size_t n = strnlen(code, PGW_WX_CODE_MAX + 1);
+    if (n == 0 || n > PGW_WX_CODE_MAX)
+        return false;
+    return strspn(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+/* An openid or unionid as WeChat issues them: letters, digits, '_' and '-'. */
+static bool wechat_id_ok(const char *id)
+{
+    size_t n = strnlen(id, PGW_WX_OPENID_MAX + 1);
+    return n > 0 && n <= PGW_WX_OPENID_MAX &&
+           strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw_mp_identity *out,
+                 pgw_wx_reply *reply, pgw_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    memset(reply, 0, sizeof(*reply));
+    if (!pgw_wx_code_ok(code))
+        return pgw_err_set(err, PGW_EINVAL, "code must be 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
+    char query[PGW_WX_CODE_MAX + 64];
+    snprintf(query, sizeof(query), "js_code=%s&grant_type=authorization_code", code);
+    json_t *answer = NULL;
+    int rc =
+        pgw_wx_get_with_secret(client, appid, "/sns/jscode2session", query, &answer, reply, err);
+    if (rc != PGW_OK)
+        return rc;
+    /* Drop the session key at once: nothing below may copy it. */
+    json_object_del(answer, "session_key");
+    const char *openid = json_string_value(json_object_get(answer, "openid"));
+    const char *unionid = json_string_value(json_object_get(answer, "unionid"));
+    if (openid == NULL || !wechat_id_ok(openid) || (unionid != NULL && !wechat_id_ok(unionid)))
+        rc = pgw_err_set(err, PGW_EIO, "WeChat jscode2session: no usable openid in the answer");
+    if (rc == PGW_OK) {
+        snprintf(out->openid, sizeof(out->openid), "%s", openid);
+        snprintf(out->unionid, sizeof(out->unionid), "%s", unionid ? unionid : "");
+    }
+    json_decref(answer);
+    return rc;
+}
+
+int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *code, char *phone,
+                 size_t cap, pgw_wx_reply *reply, pgw_err *err)
+{
+    memset(reply, 0, sizeof(*reply));
+    if (!pgw_wx_code_ok(code))
+        return pgw_err_set(err, PGW_EINVAL, "code must be 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
+    json_t *body = json_pack("{s:s}", "code", code), *answer = NULL;
+    if (body == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    int rc =
+        pgw_wx_post(client, appid, "/wxa/business/getuserphonenumber", body, &answer, reply, err);
+    json_decref(body);
+    if (rc != PGW_OK)
+        return rc;
+    json_t *info = json_object_get(answer, "phone_info");
+    const char *pure = json_string_value(json_object_get(info, "purePhoneNumber"));
+    const char *mark =
+        json_string_value(json_object_get(json_object_get(info, "watermark"), "appid"));
+    /* countryCode is a number in WeChat's examples and a string in its table. */
+    json_t *cc = json_object_get(info, "countryCode");
+    bool mainland = (json_is_integer(cc) && json_integer_value(cc) == 86) ||
+                    (json_is_string(cc) && strcmp(json_string_value(cc), "86") == 0);
+    if (pure == NULL || mark == NULL)
+        rc = pgw_err_set(err, PGW_EIO, "WeChat getuserphonenumber: no phone_info in the answer");
+    else if (strcmp(mark, appid) != 0)
+        rc = pgw_err_set(err, PGW_EIO, "WeChat getuserphonenumber: the number is for another app");
+    else if (!mainland)
+        rc = pgw_err_set(err, PGW_EINVAL, "only mainland China mobile numbers are kept");
+    else if (strlen(pure) >= cap)
+        rc = pgw_err_set(err, PGW_EIO, "WeChat getuserphonenumber: number too long");
+    if (rc == PGW_OK)
+        snprintf(phone, cap, "%s", pure);
+    json_decref(answer);
+    return rc;
+}
+
+/* Old-style template keys carry no kind: "first", "remark", "keyword3". */
+static bool legacy_key(const char *name)
+{
+    return strcmp(name, "first") == 0 || strcmp(name, "remark") == 0 ||
+           strncmp(name, "keyword", 7) == 0;
+}
+
+int pgw_wx_keywords_json(const pgw_wx_keyword *kw, size_t n, json_t **out, pgw_err *err)
+{
+    *out = NULL;
+    if (n == 0 || n > PGW_WX_KEYWORDS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a message has 1..%d keywords", PGW_WX_KEYWORDS_MAX);
+    json_t *data = json_object();
+    int rc = data ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
+        char fitted[PGW_WX_KEYWORD_VALUE_MAX];
+        if (!legacy_key(kw[i].name)) {
+            rc = pgw_wx_keyword_fit(kw[i].name, kw[i].value, fitted, sizeof(fitted), err);
+        } else if (strlen(kw[i].value) > LEGACY_VALUE_MAX || !pgw_utf8_valid(kw[i].value)) {
+            rc = pgw_err_set(err, PGW_EINVAL, "%s: at most %d bytes of UTF-8", kw[i].name,
+                             LEGACY_VALUE_MAX);
+        } else {
+            snprintf(fitted, sizeof(fitted), "%s", kw[i].value);
+        }
+        if (rc == PGW_OK &&
+            json_object_set_new(data, kw[i].name, json_pack("{s:s}", "value", fitted)) != 0)
+            rc = pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    }
+    if (rc != PGW_OK) {
+        json_decref(data);
+        return rc;
+    }
+    *out = data;
+    return PGW_OK;
+}
+
+/* WeChat's msgid: a 64-bit integer. */
+int64_t pgw_wx_msgid(const json_t *answer)
+{
+    json_t *id = json_object_get(answer, "msgid");
+    return json_is_integer(id) ? (int64_t)json_integer_value(id) : 0;
+}
+
+int pgw_mp_send_subscribe(pgw_wx_client *client, const char *appid, const char *openid,
+                          const char *template_id, const char *page, const pgw_wx_keyword *kw,
+                          size_t n, int64_t *msgid, pgw_wx_reply *reply, pgw_err *err)
+{
+    *msgid = 0;
+    memset(reply, 0, sizeof(*reply));
+    if (!wechat_id_ok(openid) || template_id[0] == '\0' || strlen(template_id) > 128 ||
+        (page != NULL && strlen(page) > PGW_WX_PAGE_MAX))
+        return pgw_err_set(err, PGW_EINVAL, "subscribe message: bad openid, template or page");
+    json_t *data = NULL, *answer = NULL;
+    int rc = pgw_wx_keywords_json(kw, n, &data, err);
+    if (rc != PGW_OK)
+        return rc;
+    json_t *body =
+        json_pack("{s:s,s:s,s:o}", "touser", openid, "template_id", template_id, "data", data);
+    if (body != NULL && page != NULL && page[0] != '\0')
+        json_object_set_new(body, "page", json_string(page));
+    if (body == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    rc = pgw_wx_post(client, appid, "/cgi-bin/message/subscribe/send", body, &answer, reply, err);
+    json_decref(body);
+    if (rc == PGW_OK)
+        *msgid = pgw_wx_msgid(answer);
+    json_decref(answer);
+    return rc;
+}

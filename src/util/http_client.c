@@ -1,0 +1,133 @@
+/*
+ * http_client.c - see http_client.h.
+ */
+#include "http_client.h"
+
+#include <curl/curl.h>
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+int pgw_http_client_init(pgw_err *err)
+{
+    CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (rc != CURLE_OK)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "libcurl: %s", curl_easy_strerror(rc));
+    return PGW_OK;
+}
+
+void pgw_http_client_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+typedef struct sink {
+    char *data;
+    size_t len, cap;
+    bool overflow;
+} sink;
+
+static size_t sink_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    sink *s = userdata;
+    size_t n = size * nmemb;
+    if (n > PGW_HTTP_ANSWER_MAX - s->len) {
+        s->overflow = true;
+        return 0; /* curl stops the transfer */
+    }
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(s->data, cap);
+        if (grown == NULL)
+            return 0;
+        s->data = grown;
+        s->cap = cap;
+    }
+    memcpy(s->data + s->len, ptr, n);
+    s->len += n;
+    s->data[s->len] = '\0';
+    return n;
+}
+
+/* The URL without its query, for messages: tokens and secrets live there. */
+static void url_shown(const char *url, char *out, size_t cap)
+{
+    size_t n = strcspn(url, "?");
+    snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), url);
+}
+
+static int perform(CURL *curl, const pgw_http_call *call, sink *s, pgw_err *err)
+{
+    struct curl_slist *headers = NULL;
+    for (size_t i = 0; i < PGW_HTTP_HEADERS_MAX && call->headers[i] != NULL; i++) {
+        struct curl_slist *more = curl_slist_append(headers, call->headers[i]);
+        if (more == NULL) {
+            curl_slist_free_all(headers);
+            return pgw_err_set(err, PGW_ENOMEM, "out of memory for headers");
+        }
+        headers = more;
+    }
+    bool post = strcmp(call->method, "POST") == 0;
+    curl_easy_setopt(curl, CURLOPT_URL, call->url);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L); /* worker threads: no SIGALRM */
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
+                     call->timeout_ms ? call->timeout_ms : (long)PGW_HTTP_TIMEOUT_MS);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, s);
+    if (post) {
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body ? call->body : "");
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+    }
+    CURLcode rc = curl_easy_perform(curl);
+    curl_slist_free_all(headers);
+    if (rc == CURLE_OK)
+        return PGW_OK;
+    char shown[256];
+    url_shown(call->url, shown, sizeof(shown));
+    if (s->overflow)
+        return pgw_err_set(err, PGW_ETOOLARGE, "%s: answer over %d bytes", shown,
+                           PGW_HTTP_ANSWER_MAX);
+    return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: %s", shown, curl_easy_strerror(rc));
+}
+
+int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (call->url == NULL || call->method == NULL ||
+        (strcmp(call->method, "GET") != 0 && strcmp(call->method, "POST") != 0))
+        return pgw_err_set(err, PGW_EINVAL, "an outbound call needs GET or POST and a URL");
+    CURL *curl = curl_easy_init();
+    if (curl == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "libcurl: no handle");
+    sink s = {0};
+    int rc = perform(curl, call, &s, err);
+    if (rc == PGW_OK) {
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out->status);
+        if (s.data == NULL)
+            s.data = calloc(1, 1);
+        if (s.data == NULL)
+            rc = pgw_err_set(err, PGW_ENOMEM, "out of memory for an answer");
+    }
+    curl_easy_cleanup(curl);
+    if (rc != PGW_OK) {
+        free(s.data);
+        return rc;
+    }
+    out->body = s.data;
+    out->body_len = s.len;
+    return PGW_OK;
+}
+
+void pgw_http_answer_free(pgw_http_answer *answer)
+{
+    free(answer->body);
+    answer->body = NULL;
+    answer->body_len = 0;
+}

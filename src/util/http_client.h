@@ -1,0 +1,55 @@
+/*
+ * http_client.h - outbound HTTP calls (WeChat, SMS providers) over libcurl.
+ *
+ * One blocking call at a time per calling thread: the gateway makes them
+ * on its outbound worker threads, never on the service thread. Every call
+ * has a deadline and a bound on the answer's size, so a provider that
+ * stalls or floods cannot hold a worker or its memory.
+ *
+ * Secrets travel in URLs (WeChat's access_token and secret are query
+ * parameters): messages here never include the URL's query.
+ *
+ * pgw_http_client_init() must run once before any thread calls (curl's
+ * global init is not thread-safe); main.c and tests do it.
+ */
+#ifndef PGW_UTIL_HTTP_CLIENT_H
+#define PGW_UTIL_HTTP_CLIENT_H
+
+#include "core/error.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_HTTP_ANSWER_MAX  (1024 * 1024) /* bytes of an answer body we read */
+#define PGW_HTTP_TIMEOUT_MS  5000          /* default deadline of a whole call */
+#define PGW_HTTP_HEADERS_MAX 8
+
+typedef struct pgw_http_call {
+    const char *method; /* "GET" or "POST" */
+    const char *url;
+    const char *headers[PGW_HTTP_HEADERS_MAX]; /* "Name: value", NULL-terminated early */
+    const char *body;                          /* POST only; body_len bytes */
+    size_t body_len;
+    long timeout_ms; /* 0: PGW_HTTP_TIMEOUT_MS */
+} pgw_http_call;
+
+typedef struct pgw_http_answer {
+    long status; /* HTTP status; 0 when none arrived */
+    char *body;  /* malloc'd, NUL-terminated; the caller frees it (pgw_http_answer_free) */
+    size_t body_len;
+} pgw_http_answer;
+
+int pgw_http_client_init(pgw_err *err);
+void pgw_http_client_cleanup(void);
+
+/*
+ * Makes the call. PGW_OK when an answer arrived, whatever its status;
+ * PGW_EUNAVAILABLE when none did (refused, timed out, TLS failed);
+ * PGW_ETOOLARGE for an answer over PGW_HTTP_ANSWER_MAX. On failure *out
+ * holds nothing to free.
+ */
+int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err);
+
+void pgw_http_answer_free(pgw_http_answer *answer);
+
+#endif
