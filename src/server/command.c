@@ -1041,6 +1041,86 @@ static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return merge_member(store, policy, cmd, holder);
 }
 
+/* ---- WeChat ------------------------------------------------------------------------------ */
+
+/* A new member holding `who` (and who2), as an enrolment from cmd->client_address. */
+static int enroll(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    int rc = check_enrolment(store, policy, cmd);
+    if (rc == PGW_OK)
+        rc = new_member_id(cmd->member, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_bind_identity(store, &cmd->who, cmd->member, now_us(), &cmd->err);
+    if (rc == PGW_OK && cmd->has_who2)
+        rc = pgw_store_bind_identity(store, &cmd->who2, cmd->member, now_us(), &cmd->err);
+    return rc;
+}
+
+/* A login is the member's own sign-up: it enrols even without auto_enroll
+ * (the per-address enrolment limit still applies). */
+static int apply_mp_login(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    char by_openid[PGW_ID_MAX + 1] = "", by_unionid[PGW_ID_MAX + 1] = "";
+    bool openid = false, unionid = false;
+    int rc = pgw_store_find_identity(store, &cmd->who, &openid, by_openid, &cmd->err);
+    if (rc == PGW_OK && cmd->has_who2)
+        rc = pgw_store_find_identity(store, &cmd->who2, &unionid, by_unionid, &cmd->err);
+    if (rc == PGW_OK && !openid && !unionid) {
+        rc = enroll(store, policy, cmd);
+        if (rc == PGW_OK)
+            rc = append_transfers(store, cmd); /* none: records the key */
+    } else if (rc == PGW_OK) {
+        snprintf(cmd->member, sizeof(cmd->member), "%s", unionid ? by_unionid : by_openid);
+        if (!openid)
+            rc = pgw_store_bind_identity(store, &cmd->who, cmd->member, now_us(), &cmd->err);
+        if (rc == PGW_OK && cmd->has_who2 && !unionid)
+            rc = pgw_store_bind_identity(store, &cmd->who2, cmd->member, now_us(), &cmd->err);
+        bool two = openid && unionid && strcmp(by_openid, by_unionid) != 0;
+        if (rc == PGW_OK)
+            rc = two ? merge_member(store, policy, cmd, by_openid) : append_transfers(store, cmd);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_store_insert_session(store, cmd->session_id, cmd->member, cmd->appid, cmd->at,
+                                      cmd->session_expires, &cmd->err);
+    return rc;
+}
+
+static int apply_subscribe(pgw_store *store, pgw_command *cmd)
+{
+    int rc = pgw_store_add_quota(store, cmd->member, cmd->template_id, cmd->points, &cmd->quota,
+                                 &cmd->err);
+    return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
+}
+
+static int apply_end_session(pgw_store *store, pgw_command *cmd)
+{
+    int rc = pgw_store_revoke_session(store, cmd->session_id, cmd->at, &cmd->err);
+    cmd->session_id[0] = '\0'; /* checked before: now it is gone, as asked */
+    return rc == PGW_OK ? append_transfers(store, cmd) : rc;
+}
+
+static int apply_follow(pgw_store *store, pgw_command *cmd)
+{
+    PGW_ASSERT(cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0);
+    return pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup, cmd->oa_follow > 0, cmd->at,
+                                &cmd->err);
+}
+
+/* A session named by a request must still be good when the command runs. */
+static int check_session(pgw_store *store, pgw_command *cmd)
+{
+    bool valid = false;
+    if (cmd->session_id[0] == '\0' || cmd->kind == PGW_COMMAND_MP_LOGIN) /* it makes one */
+        return PGW_OK;
+    int rc = pgw_store_session_valid(store, cmd->session_id, cmd->at, &valid, &cmd->err);
+    if (rc == PGW_OK && !valid)
+        rc = pgw_err_set(&cmd->err, PGW_EUNAUTHORIZED,
+                         "the session was ended or has expired: log in again");
+    return rc;
+}
+
 /* ---- legacy imports ------------------------------------------------------------------------ */
 
 /* Finds the member a card or a phone belongs to; *found false when neither. */
@@ -1105,7 +1185,8 @@ static bool key_checked_first(pgw_command_kind kind)
 {
     return kind == PGW_COMMAND_REFUND || kind == PGW_COMMAND_HOLD || kind == PGW_COMMAND_CAPTURE ||
            kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM || kind == PGW_COMMAND_EVENT ||
-           kind == PGW_COMMAND_BIND || kind == PGW_COMMAND_IMPORT;
+           kind == PGW_COMMAND_BIND || kind == PGW_COMMAND_IMPORT ||
+           kind == PGW_COMMAND_SUBSCRIBE || kind == PGW_COMMAND_END_SESSION;
 }
 
 /* Looks the key up before anything else; *seen when it was used before. */
@@ -1142,8 +1223,18 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_release(store, cmd);
     case PGW_COMMAND_REDEEM:
         return apply_redeem(store, policy, cmd);
-    case PGW_COMMAND_EVENT:
-        return apply_event(store, policy, cmd);
+    case PGW_COMMAND_EVENT: {
+        int rc = apply_event(store, policy, cmd);
+        return rc == PGW_OK && cmd->oa_follow != 0 ? apply_follow(store, cmd) : rc;
+    }
+    case PGW_COMMAND_MP_LOGIN:
+        return apply_mp_login(store, policy, cmd);
+    case PGW_COMMAND_SUBSCRIBE:
+        return apply_subscribe(store, cmd);
+    case PGW_COMMAND_END_SESSION:
+        return apply_end_session(store, cmd);
+    case PGW_COMMAND_OA_FOLLOW:
+        return apply_follow(store, cmd);
     case PGW_COMMAND_BIND:
         return apply_bind(store, policy, cmd);
     case PGW_COMMAND_IMPORT:
@@ -1194,11 +1285,14 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     reset_output(cmd);
     bool seen = false;
     int rc = pgw_store_savepoint(store, &cmd->err);
+    if (rc == PGW_OK)
+        rc = check_session(store, cmd);
     if (rc == PGW_OK && key_checked_first(cmd->kind))
         rc = check_key_first(store, cmd, &seen);
     /* BIND's `who` is what to bind, not whom the command is for. */
     if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND &&
-        cmd->kind != PGW_COMMAND_IMPORT)
+        cmd->kind != PGW_COMMAND_IMPORT && cmd->kind != PGW_COMMAND_MP_LOGIN &&
+        cmd->kind != PGW_COMMAND_OA_FOLLOW)
         rc = resolve_member(store, policy, cmd);
     if (rc == PGW_OK && !seen && cmd->member[0] != '\0')
         rc = follow_merges(store, cmd);
@@ -1229,7 +1323,7 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return pgw_err_set(err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
     /* The writer names expiries itself. */
     bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD &&
-                 !pgw_command_reads(cmd->kind);
+                 cmd->kind != PGW_COMMAND_OA_FOLLOW && !pgw_command_reads(cmd->kind);
     if (keyed && !filled(cmd->key, sizeof(cmd->key)))
         return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
     switch (cmd->kind) {
@@ -1259,7 +1353,7 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a hold or redemption needs an id");
     case PGW_COMMAND_READ_MEMBER:
-        return filled(cmd->member, sizeof(cmd->member))
+        return filled(cmd->member, sizeof(cmd->member)) || cmd->by_identity
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a member read names the member");
     case PGW_COMMAND_IMPORT:
@@ -1295,6 +1389,30 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         if (cmd->event->type == PGW_EVENT_REFUND && !filled(cmd->original, sizeof(cmd->original)))
             return pgw_err_set(err, PGW_EINVAL, "a refund names its original purchase");
         return PGW_OK;
+    case PGW_COMMAND_MP_LOGIN:
+        return cmd->by_identity && cmd->who.kind == PGW_ID_MP_OPENID &&
+                       (!cmd->has_who2 || cmd->who2.kind == PGW_ID_UNIONID) &&
+                       strlen(cmd->session_id) == PGW_SESSION_ID_LEN &&
+                       filled(cmd->appid, sizeof(cmd->appid)) && cmd->session_expires > cmd->at
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL,
+                                 "a login needs an openid, a session and its expiry");
+    case PGW_COMMAND_SUBSCRIBE:
+        return filled(cmd->member, sizeof(cmd->member)) &&
+                       filled(cmd->template_id, sizeof(cmd->template_id)) && cmd->points >= 1 &&
+                       cmd->points <= PGW_QUOTA_MAX
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL,
+                                 "a subscription needs a member, a template and 1..%d sends",
+                                 PGW_QUOTA_MAX);
+    case PGW_COMMAND_END_SESSION:
+        return strlen(cmd->session_id) == PGW_SESSION_ID_LEN
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a logout names its session");
+    case PGW_COMMAND_OA_FOLLOW:
+        return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a follow change names an openid");
     case PGW_COMMAND_CAPTURE:
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_EXPIRE_HOLD:
@@ -1333,6 +1451,15 @@ static int read_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK)
         rc = pgw_store_member_identities(store, cmd->member, cmd->identities, PGW_IDENTITIES_SHOWN,
                                          &cmd->n_identities, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_follows(store, cmd->member, &cmd->follows, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_subscriptions(store, cmd->member, cmd->subscriptions, PGW_TEMPLATES_SHOWN,
+                                     &cmd->n_subscriptions, &cmd->err);
+    cmd->n_page = 0;
+    if (rc == PGW_OK && cmd->page != NULL && cmd->page_cap > 0) /* GET /v1/me: the newest too */
+        rc = pgw_store_member_history(store, cmd->member, INT64_MAX, cmd->page, cmd->page_cap,
+                                      &cmd->n_page, &cmd->err);
     return rc;
 }
 
@@ -1346,6 +1473,16 @@ void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     if (cmd->kind == PGW_COMMAND_READ_CALL) {
         cmd->rc = cmd->call(store, cmd);
         return;
+    }
+    if ((cmd->rc = check_session(store, cmd)) != PGW_OK)
+        return;
+    if (cmd->member[0] == '\0' && cmd->by_identity && cmd->kind == PGW_COMMAND_READ_MEMBER) {
+        cmd->rc = pgw_store_find_identity(store, &cmd->who, &cmd->found, cmd->member, &cmd->err);
+        if (cmd->rc == PGW_OK && !cmd->found)
+            cmd->rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has that %s",
+                                  pgw_identity_kind_name(cmd->who.kind));
+        if (cmd->rc != PGW_OK)
+            return;
     }
     if (cmd->member[0] != '\0' && (cmd->rc = follow_merges(store, cmd)) != PGW_OK)
         return;

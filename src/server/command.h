@@ -99,9 +99,26 @@ typedef enum pgw_command_kind {
     /* Read-only: runs `call` on the reader's connection inside its read
      * transaction (a reconciliation, a report); its result is the call's. */
     PGW_COMMAND_READ_CALL,
+    /*
+     * A mini-program login: the member holding `who` (the mp openid) or
+     * `who2` (the unionid, has_who2) is linked to both, created when
+     * neither is known; when each is held by a different member, the
+     * openid's member is merged into the unionid's (WeChat says they are
+     * one person). Then session `session_id` of `appid` is recorded,
+     * expiring at session_expires.
+     */
+    PGW_COMMAND_MP_LOGIN,
+    /* One-time subscribe-message quota: `points` more sends of
+     * `template_id` for `member` (kept at most PGW_QUOTA_MAX); `quota` out. */
+    PGW_COMMAND_SUBSCRIBE,
+    /* Revokes session `session_id` (a logout). */
+    PGW_COMMAND_END_SESSION,
+    /* Official account: openid `who` (scope = appid) follows (oa_follow 1)
+     * or stops following (-1) as of `at` (no key: later changes win). */
+    PGW_COMMAND_OA_FOLLOW,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_READ_CALL
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_OA_FOLLOW
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -161,6 +178,13 @@ struct pgw_command {
     void (*render)(pgw_command *cmd, void *payload);
     pgw_command_done done;
     void *payload;
+    /* Any kind: when set, the mini-program session the request came with,
+     * which must be neither revoked nor expired at `at` (PGW_EUNAUTHORIZED). */
+    char session_id[PGW_SESSION_ID_LEN + 1];
+    int64_t session_expires;                    /* MP_LOGIN */
+    char appid[PGW_ID_MAX + 1];                 /* MP_LOGIN */
+    char template_id[PGW_TEMPLATE_KEY_MAX + 1]; /* SUBSCRIBE */
+    int oa_follow; /* EVENT (follow_oa) and OA_FOLLOW: 1 follows, -1 unfollows, 0 neither */
     /* READ_CALL: fills cmd->err on failure; must not write. */
     int (*call)(pgw_store *store, pgw_command *cmd);
     /* Output, valid once `done` runs. */
@@ -188,7 +212,12 @@ struct pgw_command {
     pgw_expiring expiring[PGW_EXPIRING_SHOWN];
     size_t n_identities;
     pgw_identity_key identities[PGW_IDENTITIES_SHOWN];
-    /* READ_HISTORY: caller-owned room for page_cap transfers; n_page filled */
+    bool follows;           /* READ_MEMBER: follows the official account */
+    int64_t quota;          /* SUBSCRIBE: the template's quota after */
+    size_t n_subscriptions; /* READ_MEMBER */
+    pgw_subscription subscriptions[PGW_TEMPLATES_SHOWN];
+    /* READ_HISTORY, and READ_MEMBER when page_cap > 0 (the newest):
+     * caller-owned room for page_cap transfers; n_page filled */
     int64_t before;
     pgw_transfer *page;
     size_t page_cap, n_page;

@@ -137,6 +137,15 @@ enum {
     ST_LOT_FUNDERS,
     ST_DAY_FLOWS,
     ST_MEMBER_NET,
+    ST_MERGE_SUBSCRIPTIONS,
+    ST_DROP_SUBSCRIPTIONS,
+    ST_INSERT_SESSION,
+    ST_SESSION,
+    ST_REVOKE_SESSION,
+    ST_ADD_QUOTA,
+    ST_SUBSCRIPTIONS,
+    ST_SET_FOLLOW,
+    ST_MEMBER_FOLLOWS,
     ST_COUNT
 };
 
@@ -266,6 +275,30 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_DROP_DAYS] = "DELETE FROM member_days WHERE member = ?1",
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
+    [ST_MERGE_SUBSCRIPTIONS] = "INSERT INTO subscriptions (member, template_id, quota)"
+                               " SELECT ?2, template_id, quota FROM subscriptions WHERE member = ?1"
+                               " ON CONFLICT (member, template_id)"
+                               " DO UPDATE SET quota = min(quota + excluded.quota, ?3)",
+    [ST_DROP_SUBSCRIPTIONS] = "DELETE FROM subscriptions WHERE member = ?1",
+    [ST_INSERT_SESSION] = "INSERT INTO sessions (id, member, appid, created_at, expires_at)"
+                          " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_SESSION] = "SELECT expires_at, revoked_at FROM sessions WHERE id = ?1",
+    [ST_REVOKE_SESSION] =
+        "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+    [ST_ADD_QUOTA] =
+        "INSERT INTO subscriptions (member, template_id, quota) VALUES (?1, ?2, min(?3, ?4))"
+        " ON CONFLICT (member, template_id) DO UPDATE SET quota = min(quota + ?3, ?4)"
+        " RETURNING quota",
+    [ST_SUBSCRIPTIONS] = "SELECT template_id, quota FROM subscriptions WHERE member = ?1"
+                         " ORDER BY template_id LIMIT ?2",
+    /* An older push (WeChat redelivers, in any order) never undoes a newer one. */
+    [ST_SET_FOLLOW] = "INSERT INTO oa_followers (appid, openid, following, changed_at)"
+                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (appid, openid) DO UPDATE SET"
+                      " following = excluded.following, changed_at = excluded.changed_at"
+                      " WHERE excluded.changed_at >= oa_followers.changed_at",
+    [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
+                          " ON f.appid = i.scope AND f.openid = i.lookup"
+                          " WHERE i.member = ?1 AND i.kind = ?2 AND f.following = 1",
     [ST_REFERRED_BY] = "SELECT referred_by FROM members WHERE id = ?1",
     [ST_CLAIM_RECEIPT] = "INSERT INTO receipts (shop_id, receipt_no, idem_key) VALUES (?1, ?2, ?3)"
                          " ON CONFLICT (shop_id, receipt_no) DO NOTHING",
@@ -530,6 +563,38 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  first_transfer INTEGER NOT NULL,"
     "  PRIMARY KEY (channel, source, event_id)"
     ") STRICT, WITHOUT ROWID;",
+    /* 14: WeChat. Mini-program sessions (the token is signed; this row is
+     * what makes it revocable), one-time subscribe-message quota per member
+     * and template, who follows the official account (by openid: an
+     * unsubscribe may come for someone who never became a member), and the
+     * access tokens shared by every instance on this database. */
+    "CREATE TABLE sessions ("
+    "  id TEXT PRIMARY KEY,"
+    "  member TEXT NOT NULL,"
+    "  appid TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  revoked_at INTEGER"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE subscriptions ("
+    "  member TEXT NOT NULL,"
+    "  template_id TEXT NOT NULL,"
+    "  quota INTEGER NOT NULL CHECK (quota >= 0),"
+    "  PRIMARY KEY (member, template_id)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE oa_followers ("
+    "  appid TEXT NOT NULL,"
+    "  openid TEXT NOT NULL,"
+    "  following INTEGER NOT NULL CHECK (following IN (0, 1)),"
+    "  changed_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (appid, openid)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE wechat_tokens ("
+    "  appid TEXT PRIMARY KEY,"
+    "  token TEXT NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  lease_until INTEGER NOT NULL"
+    ") STRICT;",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1716,15 +1781,18 @@ int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX
 int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_err *err)
 {
     PGW_ASSERT(strcmp(from, into) != 0);
-    static const int moves[] = {ST_MERGE_LOTS,       ST_MERGE_HOLDS,    ST_MERGE_EARNS,
-                                ST_MERGE_IDENTITIES, ST_MERGE_DAYS,     ST_MERGE_RULE_DAYS,
-                                ST_DROP_DAYS,        ST_DROP_RULE_DAYS, ST_SET_MERGED};
+    static const int moves[] = {ST_MERGE_LOTS,          ST_MERGE_HOLDS, ST_MERGE_EARNS,
+                                ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,  ST_MERGE_RULE_DAYS,
+                                ST_MERGE_SUBSCRIPTIONS, ST_DROP_DAYS,   ST_DROP_RULE_DAYS,
+                                ST_DROP_SUBSCRIPTIONS,  ST_SET_MERGED};
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         sqlite3_stmt *st = s->st[moves[i]];
         sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
         if (sqlite3_bind_parameter_count(st) >= 2) /* the deletes name only `from` */
             sqlite3_bind_text(st, 2, into, -1, SQLITE_STATIC);
+        if (sqlite3_bind_parameter_count(st) >= 3)
+            sqlite3_bind_int64(st, 3, PGW_QUOTA_MAX);
         rc = step_done(s, st, "merging members", err);
         sqlite3_clear_bindings(st);
     }
@@ -1908,6 +1976,182 @@ int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_membe
         sqlite3_bind_null(st, 5);
     sqlite3_bind_int(st, 6, a->sign_in_streak);
     return update_one(s, st, "updating a member", err);
+}
+
+/* ---- WeChat ---------------------------------------------------------------------- */
+
+int pgw_store_insert_session(pgw_store *s, const char *id, const char *member, const char *appid,
+                             int64_t created_at, int64_t expires_at, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_INSERT_SESSION];
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, member, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, appid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, created_at);
+    sqlite3_bind_int64(st, 5, expires_at);
+    int rc = step_done(s, st, "recording a session", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_session_valid(pgw_store *s, const char *id, int64_t now, bool *valid, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SESSION];
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    *valid = step == SQLITE_ROW && sqlite3_column_int64(st, 0) > now &&
+             sqlite3_column_type(st, 1) == SQLITE_NULL;
+    int rc = step == SQLITE_ROW || step == SQLITE_DONE
+                 ? PGW_OK
+                 : db_error(s, PGW_EIO, "reading a session", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_revoke_session(pgw_store *s, const char *id, int64_t now, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_REVOKE_SESSION];
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    int rc = step_done(s, st, "revoking a session", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_id, int64_t n,
+                        int64_t *quota, pgw_err *err)
+{
+    PGW_ASSERT(n > 0 && n <= PGW_QUOTA_MAX);
+    sqlite3_stmt *st = s->st[ST_ADD_QUOTA];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, template_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, n);
+    sqlite3_bind_int64(st, 4, PGW_QUOTA_MAX);
+    int step = sqlite3_step(st);
+    int rc = step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "adding subscription quota", err);
+    if (rc == PGW_OK)
+        *quota = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static bool subscription_row(sqlite3_stmt *st, void *out)
+{
+    pgw_subscription *sub = out;
+    sub->quota = sqlite3_column_int64(st, 1);
+    return column_text(st, 0, sub->template_id, sizeof(sub->template_id));
+}
+
+int pgw_store_subscriptions(pgw_store *s, const char *member, pgw_subscription *out, size_t cap,
+                            size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SUBSCRIPTIONS];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    return read_rows(s, st, subscription_row, out, sizeof(*out), cap, n, "reading subscriptions",
+                     err);
+}
+
+int pgw_store_set_follow(pgw_store *s, const char *appid, const char *openid, bool following,
+                         int64_t at, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_SET_FOLLOW];
+    sqlite3_bind_text(st, 1, appid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, openid, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, following ? 1 : 0);
+    sqlite3_bind_int64(st, 4, at);
+    int rc = step_done(s, st, "recording a follower", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int pgw_store_member_follows(pgw_store *s, const char *member, bool *follows, pgw_err *err)
+{
+    sqlite3_stmt *st = s->st[ST_MEMBER_FOLLOWS];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)PGW_ID_OA_OPENID);
+    int step = sqlite3_step(st);
+    *follows = step == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0;
+    int rc = step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading followers", err);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/* One statement of the token cache, prepared per call: refreshes are rare. */
+static int token_exec(pgw_store *s, const char *sql, const char *appid, const char *text, int64_t a,
+                      int64_t b, sqlite3_stmt **keep, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, PGW_EIO, "the token cache", err);
+    sqlite3_bind_text(st, 1, appid, -1, SQLITE_STATIC);
+    if (text != NULL)
+        sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, a);
+    sqlite3_bind_int64(st, 4, b);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW && keep != NULL) {
+        *keep = st;
+        return PGW_OK;
+    }
+    sqlite3_finalize(st);
+    if (keep != NULL)
+        *keep = NULL;
+    return step == SQLITE_DONE || step == SQLITE_ROW ? PGW_OK
+                                                     : db_error(s, PGW_EIO, "the token cache", err);
+}
+
+int pgw_store_token_load(pgw_store *s, const char *appid, char *token, size_t cap,
+                         int64_t *expires_at, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = token_exec(s,
+                        "SELECT token, expires_at FROM wechat_tokens"
+                        " WHERE appid = ?1 AND token <> '' AND ?3 = ?4",
+                        appid, NULL, 0, 0, &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    if (st == NULL)
+        return PGW_ENOTFOUND;
+    *expires_at = sqlite3_column_int64(st, 1);
+    rc = column_text(st, 0, token, cap)
+             ? PGW_OK
+             : pgw_err_set(err, PGW_EIO, "%s: stored token too long", s->path);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_token_lease(pgw_store *s, const char *appid, int64_t now, int64_t until, bool *taken,
+                          pgw_err *err)
+{
+    int rc = token_exec(s,
+                        "INSERT INTO wechat_tokens (appid, token, expires_at, lease_until)"
+                        " VALUES (?1, '', 0, ?4) ON CONFLICT (appid) DO UPDATE"
+                        " SET lease_until = ?4 WHERE lease_until <= ?3",
+                        appid, NULL, now, until, NULL, err);
+    *taken = rc == PGW_OK && sqlite3_changes(s->db) == 1;
+    return rc;
+}
+
+int pgw_store_token_save(pgw_store *s, const char *appid, const char *token, int64_t expires_at,
+                         pgw_err *err)
+{
+    return token_exec(s,
+                      "INSERT INTO wechat_tokens (appid, token, expires_at, lease_until)"
+                      " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (appid) DO UPDATE"
+                      " SET token = ?2, expires_at = ?3, lease_until = ?4",
+                      appid, token, expires_at, 0, NULL, err);
+}
+
+int pgw_store_token_forget(pgw_store *s, const char *appid, const char *token, pgw_err *err)
+{
+    return token_exec(s,
+                      "UPDATE wechat_tokens SET token = '', expires_at = 0"
+                      " WHERE appid = ?1 AND token = ?2 AND ?3 = ?4",
+                      appid, token, 0, 0, NULL, err);
 }
 
 /* ---- answers --------------------------------------------------------------------- */

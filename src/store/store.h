@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 13
+#define PGW_STORE_SCHEMA_VERSION 14
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -358,6 +358,52 @@ int pgw_store_referred_by(pgw_store *store, const char *member, char by[PGW_ID_M
                           pgw_err *err);
 /* Records that `by` referred `member` (the member must exist). */
 int pgw_store_set_referred_by(pgw_store *store, const char *member, const char *by, pgw_err *err);
+
+/* ---- WeChat: sessions, subscription quota, followers, tokens ------------- */
+
+#define PGW_SESSION_ID_LEN   32 /* hex of 16 random bytes */
+#define PGW_QUOTA_MAX        50 /* one-time sends kept per member and template */
+#define PGW_TEMPLATES_SHOWN  8  /* subscription quotas a member read returns */
+#define PGW_TEMPLATE_KEY_MAX 64
+
+/* A mini-program session (the signed token names it; see server/session.h). */
+int pgw_store_insert_session(pgw_store *store, const char *id, const char *member,
+                             const char *appid, int64_t created_at, int64_t expires_at,
+                             pgw_err *err);
+/* Whether session `id` exists, is not revoked and has not expired at `now`. */
+int pgw_store_session_valid(pgw_store *store, const char *id, int64_t now, bool *valid,
+                            pgw_err *err);
+/* Revokes it (again is fine). */
+int pgw_store_revoke_session(pgw_store *store, const char *id, int64_t now, pgw_err *err);
+
+/* Adds n one-time sends of `template_id` for `member` (kept at most
+ * PGW_QUOTA_MAX); *quota is what it has now. */
+int pgw_store_add_quota(pgw_store *store, const char *member, const char *template_id, int64_t n,
+                        int64_t *quota, pgw_err *err);
+typedef struct pgw_subscription {
+    char template_id[PGW_TEMPLATE_KEY_MAX + 1];
+    int64_t quota;
+} pgw_subscription;
+int pgw_store_subscriptions(pgw_store *store, const char *member, pgw_subscription *out, size_t cap,
+                            size_t *n, pgw_err *err);
+
+/* Records that openid follows (or no longer follows) the official account
+ * appid as of `at`; an older change than the one stored is ignored. */
+int pgw_store_set_follow(pgw_store *store, const char *appid, const char *openid, bool following,
+                         int64_t at, pgw_err *err);
+/* Whether any of member's official-account openids follows. */
+int pgw_store_member_follows(pgw_store *store, const char *member, bool *follows, pgw_err *err);
+
+/* The access-token cache shared by instances (adapters/wechat/client.h's
+ * pgw_wx_token_cache; each runs in its own short transaction, so call
+ * them on a connection of their own, never inside the writer's). */
+int pgw_store_token_load(pgw_store *store, const char *appid, char *token, size_t cap,
+                         int64_t *expires_at, pgw_err *err);
+int pgw_store_token_lease(pgw_store *store, const char *appid, int64_t now, int64_t until,
+                          bool *taken, pgw_err *err);
+int pgw_store_token_save(pgw_store *store, const char *appid, const char *token, int64_t expires_at,
+                         pgw_err *err);
+int pgw_store_token_forget(pgw_store *store, const char *appid, const char *token, pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 
