@@ -19,11 +19,15 @@
 #include "server/import.h"
 #include "server/reconcile.h"
 #include "server/report.h"
+#include "server/session.h"
+#include "server/wechat.h"
+#include "adapters/wechat_mp/api.h"
 #include "util/csv.h"
 #include "util/json_read.h"
 #include "util/vault.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -77,6 +81,12 @@ typedef enum route {
     R_RECONCILE,
     R_SETTLEMENT,
     R_POOL,
+    R_MP_LOGIN,
+    R_MP_PHONE,
+    R_MP_SUBSCRIPTIONS,
+    R_MP_LOGOUT,
+    R_ME,
+    R_OA_CALLBACK,
     R_COUNT
 } route;
 
@@ -102,6 +112,12 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_RECONCILE] = "/v1/reconciliations",
     [R_SETTLEMENT] = "/v1/reports/settlement",
     [R_POOL] = "/v1/reports/pool",
+    [R_MP_LOGIN] = "/v1/mp/login",
+    [R_MP_PHONE] = "/v1/mp/phone",
+    [R_MP_SUBSCRIPTIONS] = "/v1/mp/subscriptions",
+    [R_MP_LOGOUT] = "/v1/mp/logout",
+    [R_ME] = "/v1/me",
+    [R_OA_CALLBACK] = "/wechat/oa/callback",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -137,7 +153,20 @@ struct pgw_job {
     pgw_event_doc doc;
     pgw_earning earning;
     struct finance_job *finance; /* a reconciliation or report: what it reads and writes */
+    struct wx_job *wx;           /* a WeChat request: what it carries to the outbound worker */
 };
+
+/* What an official-account push asked for (the reply depends on it). */
+typedef enum oa_action { OA_FOLLOW, OA_UNFOLLOW, OA_SIGN_IN, OA_BALANCE } oa_action;
+
+/* A WeChat request's own state: the code to exchange on a worker, or the
+ * push to answer. */
+typedef struct wx_job {
+    char code[PGW_WX_CODE_MAX + 1];
+    pgw_oa_inbound oa;
+    oa_action action;
+    json_t *event; /* an official-account event as POST /v1/events takes it */
+} wx_job;
 
 /* A finance read run on the reader (PGW_COMMAND_READ_CALL): its input and
  * the body it produces. */
@@ -175,6 +204,8 @@ struct pgw_api {
     pgw_writer *reader;
     pgw_auth *auth;
     pgw_vault *vault;
+    pgw_wechat *wechat;
+    uint8_t session_key[PGW_SESSION_KEY_LEN];
     size_t body_max, inflight_max, inflight;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
@@ -323,6 +354,11 @@ static void job_free(pgw_job *job)
     api->inflight--;
     free(job->cmd.page); /* a history page, when there was one */
     job->cmd.page = NULL;
+    if (job->wx != NULL) {
+        json_decref(job->wx->event);
+        free(job->wx);
+        job->wx = NULL;
+    }
     if (job->finance != NULL) {
         free(job->finance->statement);
         free(job->finance->out);
@@ -1138,6 +1174,19 @@ static void render_bind(pgw_command *cmd, void *payload)
     pgw_command_keep_answer(cmd, body);
 }
 
+/* One key per (member, identity): binding again is a replay. The lookup
+ * may be long, so hashed. */
+static void bind_key(pgw_command *cmd)
+{
+    uint8_t digest[PGW_HASH_LEN];
+    char hex[2 * PGW_HASH_LEN + 1], material[PGW_ID_MAX + PGW_LOOKUP_MAX + 16];
+    snprintf(material, sizeof(material), "%d:%s:%s", (int)cmd->who.kind, cmd->who.scope,
+             cmd->who.lookup);
+    SHA256((const unsigned char *)material, strlen(material), digest);
+    pgw_hash_hex(digest, hex, sizeof(hex));
+    snprintf(cmd->key, sizeof(cmd->key), "bind:%s:%.32s", cmd->member, hex);
+}
+
 /* POST /v1/members/{id}/identities {"phone": ...}: bind, merging when needed. */
 static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                         const char *id, pgw_response *resp)
@@ -1171,14 +1220,7 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
         return refuse(resp, job, R_BIND, rc, err.msg);
     pgw_command *cmd = &job->cmd;
     snprintf(cmd->member, sizeof(cmd->member), "%.*s", PGW_ID_MAX, member.value);
-    /* One key per (member, identity): the lookup may be long, so hashed. */
-    uint8_t digest[PGW_HASH_LEN];
-    char hex[2 * PGW_HASH_LEN + 1], material[PGW_ID_MAX + PGW_LOOKUP_MAX + 16];
-    snprintf(material, sizeof(material), "%d:%s:%s", (int)cmd->who.kind, cmd->who.scope,
-             cmd->who.lookup);
-    SHA256((const unsigned char *)material, strlen(material), digest);
-    pgw_hash_hex(digest, hex, sizeof(hex));
-    snprintf(cmd->key, sizeof(cmd->key), "bind:%s:%.32s", cmd->member, hex);
+    bind_key(cmd);
     snprintf(cmd->channel, sizeof(cmd->channel), "system");
     cmd->render = render_bind;
     return submit(api, job, resp);
@@ -1596,6 +1638,511 @@ static bool handle_report(pgw_api *api, const pgw_request *req, const pgw_princi
     return submit(api, job, resp);
 }
 
+/* ---- WeChat: the mini program and the official account ---------------------------------- */
+
+#define ME_TRANSFERS 20 /* recent transfers GET /v1/me shows */
+
+/* A worker's result for a job that never reached the writer: finish it now. */
+static void wx_fail(pgw_job *job, int rc, const pgw_err *err)
+{
+    job->cmd.rc = rc;
+    job->cmd.err = *err;
+    job_done(&job->cmd, job);
+}
+
+/* From a worker: hands the job's command to the writer (or fails the job). */
+static void wx_to_writer(pgw_job *job)
+{
+    pgw_err err;
+    int rc = pgw_writer_submit(job->api->writer, &job->cmd, &err);
+    if (rc != PGW_OK)
+        wx_fail(job, rc == PGW_EINVAL ? PGW_EINVAL : PGW_EUNAVAILABLE, &err);
+}
+
+/* An identity as the store keeps it, into `key`. */
+static int wx_identity(const pgw_api *api, pgw_identity_kind kind, const char *scope,
+                       const char *value, pgw_identity_key *key, pgw_err *err)
+{
+    pgw_identity id;
+    int rc = pgw_identity_make(kind, scope, value, &id, err);
+    return rc == PGW_OK ? pgw_vault_key(api->vault, &id, key, err) : rc;
+}
+
+/* A code WeChat refused is the client's to renew (wx.login again): 401. */
+static int wx_refused(int rc)
+{
+    return rc == PGW_EINVAL ? PGW_EUNAUTHORIZED : rc == PGW_EIO ? PGW_EUNAVAILABLE : rc;
+}
+
+/* Worker: jscode2session, then the MP_LOGIN command. */
+static void mp_login_task(void *arg)
+{
+    pgw_job *job = arg;
+    pgw_command *cmd = &job->cmd;
+    pgw_mp_identity who;
+    pgw_wx_reply reply;
+    pgw_err err;
+    int rc = pgw_mp_login(pgw_wechat_client(job->api->wechat), cmd->appid, job->wx->code, &who,
+                          &reply, &err);
+    if (rc == PGW_OK)
+        rc = wx_identity(job->api, PGW_ID_MP_OPENID, cmd->appid, who.openid, &cmd->who, &err);
+    cmd->by_identity = true;
+    cmd->has_who2 = rc == PGW_OK && who.unionid[0] != '\0';
+    if (cmd->has_who2)
+        rc = wx_identity(job->api, PGW_ID_UNIONID, "", who.unionid, &cmd->who2, &err);
+    if (rc != PGW_OK)
+        wx_fail(job, wx_refused(rc), &err);
+    else
+        wx_to_writer(job);
+}
+
+/* Worker: getuserphonenumber, then a BIND of the phone (merging a POS member). */
+static void mp_phone_task(void *arg)
+{
+    pgw_job *job = arg;
+    pgw_command *cmd = &job->cmd;
+    const pgw_config *cfg = job->api->cfg;
+    char phone[32];
+    pgw_wx_reply reply;
+    pgw_err err;
+    int rc = pgw_mp_phone(pgw_wechat_client(job->api->wechat), cfg->wechat_mp.appid, job->wx->code,
+                          phone, sizeof(phone), &reply, &err);
+    if (rc == PGW_OK)
+        rc = wx_identity(job->api, PGW_ID_PHONE, "", phone, &cmd->who, &err);
+    if (rc != PGW_OK) {
+        wx_fail(job, wx_refused(rc), &err);
+        return;
+    }
+    cmd->by_identity = true;
+    bind_key(cmd);
+    memcpy(cmd->key, "mp_phone", 8); /* "bind:..." -> "mp_phone..." keeps it distinct */
+    memmove(cmd->key + 8, cmd->key + 4, strlen(cmd->key + 4) + 1);
+    SHA256((const unsigned char *)cmd->key, strlen(cmd->key), cmd->fingerprint);
+    wx_to_writer(job);
+}
+
+/* The session of Authorization: Session <token>; PGW_EUNAUTHORIZED otherwise. */
+static int session_of(const pgw_api *api, const pgw_request *req, pgw_session *out, pgw_err *err)
+{
+    static const char scheme[] = "Session ";
+    if (strncmp(req->authorization, scheme, sizeof(scheme) - 1) != 0)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Session <token> is required");
+    return pgw_session_verify(api->session_key, req->authorization + sizeof(scheme) - 1,
+                              wall_now_s(), out, err);
+}
+
+/* A mini-program job: the route's command for the session's member. */
+static pgw_job *session_job(pgw_api *api, const pgw_request *req, route r, pgw_command_kind kind,
+                            const pgw_session *s, pgw_err *err)
+{
+    pgw_job *job = job_new(api, req, r, kind);
+    if (job == NULL) {
+        pgw_err_set(err, PGW_EFULL, "too many requests in flight");
+        return NULL;
+    }
+    snprintf(job->cmd.member, sizeof(job->cmd.member), "%s", s->member);
+    memcpy(job->cmd.session_id, s->id, sizeof(job->cmd.session_id));
+    snprintf(job->cmd.channel, sizeof(job->cmd.channel), "wechat_mp");
+    snprintf(job->key_name, sizeof(job->key_name), "session:%.8s", s->id);
+    return job;
+}
+
+/* Queues a job on the outbound workers; on refusal answers now. */
+static bool submit_outbound(pgw_api *api, pgw_job *job, pgw_outbound_task task, pgw_response *resp)
+{
+    pgw_err err;
+    memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
+    int rc = pgw_wechat_submit(api->wechat, task, job, &err);
+    return rc == PGW_OK ? true : refuse(resp, job, job->route, PGW_EFULL, err.msg);
+}
+
+/* POST /v1/mp/login {"appid", "code"}. */
+static bool handle_mp_login(pgw_api *api, const pgw_request *req, pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    char appid[PGW_ID_MAX + 1] = "", code[PGW_WX_CODE_MAX + 1] = "";
+    static const char *const keys[] = {"appid", "code", NULL};
+    int rc = json_body(req, false, &obj, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", keys, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "appid", "$", true, PGW_ID_MAX, appid, sizeof(appid), &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "code", "$", true, PGW_WX_CODE_MAX, code, sizeof(code), &err);
+    json_decref(obj);
+    if (rc == PGW_OK && strcmp(appid, api->cfg->wechat_mp.appid) != 0)
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.appid: not this gateway's mini program");
+    if (rc == PGW_OK && !pgw_wx_code_ok(code))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.code: 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
+    pgw_job *job = rc == PGW_OK ? job_new(api, req, R_MP_LOGIN, PGW_COMMAND_MP_LOGIN) : NULL;
+    if (rc == PGW_OK && (job == NULL || (job->wx = calloc(1, sizeof(*job->wx))) == NULL))
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    pgw_command *cmd = job ? &job->cmd : NULL;
+    if (rc == PGW_OK)
+        rc = pgw_session_new_id(cmd->session_id, &err);
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_MP_LOGIN, rc, err.msg);
+    memcpy(job->wx->code, code, sizeof(code));
+    snprintf(cmd->appid, sizeof(cmd->appid), "%s", appid);
+    snprintf(cmd->channel, sizeof(cmd->channel), "wechat_mp");
+    snprintf(cmd->key, sizeof(cmd->key), "mp_login:%s", cmd->session_id);
+    snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", req->client_address);
+    cmd->session_expires = cmd->at + PGW_SESSION_TTL_S;
+    /* The new session is checked by nothing yet: it is being made. */
+    char id[PGW_SESSION_ID_LEN + 1];
+    memcpy(id, cmd->session_id, sizeof(id));
+    SHA256((const unsigned char *)id, strlen(id), cmd->fingerprint);
+    return submit_outbound(api, job, mp_login_task, resp);
+}
+
+/* The session_id of MP_LOGIN names the session it makes, not one to check:
+ * the command checks it only once made (see command.c check_session). */
+
+/* POST /v1/mp/phone {"code"}: bind the member's WeChat phone number. */
+static bool handle_mp_phone(pgw_api *api, const pgw_request *req, const pgw_session *s,
+                            pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    char code[PGW_WX_CODE_MAX + 1] = "";
+    static const char *const keys[] = {"code", NULL};
+    int rc = json_body(req, false, &obj, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", keys, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "code", "$", true, PGW_WX_CODE_MAX, code, sizeof(code), &err);
+    json_decref(obj);
+    if (rc == PGW_OK && !pgw_wx_code_ok(code))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.code: 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
+    pgw_job *job =
+        rc == PGW_OK ? session_job(api, req, R_MP_PHONE, PGW_COMMAND_BIND, s, &err) : NULL;
+    if (job != NULL && (job->wx = calloc(1, sizeof(*job->wx))) == NULL)
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (rc != PGW_OK || job == NULL)
+        return refuse(resp, job, R_MP_PHONE, rc != PGW_OK ? rc : err.code, err.msg);
+    memcpy(job->wx->code, code, sizeof(code));
+    job->cmd.render = render_bind;
+    return submit_outbound(api, job, mp_phone_task, resp);
+}
+
+static void render_subscription(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    pgw_command_keep_answer(cmd, json_pack("{s:s,s:s,s:I}", "member_id", cmd->member, "template_id",
+                                           cmd->template_id, "quota", (json_int_t)cmd->quota));
+}
+
+/* Whether `id` is one of the mini program's configured templates. */
+static bool mp_template(const pgw_config *cfg, const char *id)
+{
+    for (size_t i = 0; i < PGW_NOTICE_KINDS; i++) {
+        if (cfg->wechat_mp.templates[i][0] != '\0' && strcmp(cfg->wechat_mp.templates[i], id) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* POST /v1/mp/subscriptions {"template_id", "accepted": 1, "request_id"?}. */
+static bool handle_mp_subscription(pgw_api *api, const pgw_request *req, const pgw_session *s,
+                                   pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    char tpl[PGW_TEMPLATE_KEY_MAX + 1] = "", request_id[PGW_REFERENCE_MAX + 1] = "";
+    int64_t accepted = 0;
+    static const char *const keys[] = {"template_id", "accepted", "request_id", NULL};
+    int rc = json_body(req, false, &obj, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", keys, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "template_id", "$", true, PGW_TEMPLATE_KEY_MAX, tpl, sizeof(tpl),
+                             &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "accepted", "$", true, 1, PGW_QUOTA_MAX, &accepted, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "request_id", "$", false, 64, request_id, sizeof(request_id),
+                             &err);
+    if (rc == PGW_OK && !plain_id(tpl, PGW_TEMPLATE_KEY_MAX))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.template_id: letters, digits, - _ . : only");
+    if (rc == PGW_OK && !mp_template(api->cfg, tpl))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.template_id: not a template this gateway sends");
+    if (rc == PGW_OK && request_id[0] != '\0' && !plain_id(request_id, 64))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.request_id: letters, digits, - _ . : only");
+    pgw_job *job = rc == PGW_OK
+                       ? session_job(api, req, R_MP_SUBSCRIPTIONS, PGW_COMMAND_SUBSCRIBE, s, &err)
+                       : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = err.code;
+    if (rc == PGW_OK) {
+        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
+        if (request_id[0] == '\0') /* no retry key: each report is its own */
+            rc = rc == PGW_OK ? pgw_session_new_id(request_id, &err) : rc;
+    }
+    json_decref(obj);
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_MP_SUBSCRIPTIONS, rc, err.msg);
+    pgw_command *cmd = &job->cmd;
+    snprintf(cmd->template_id, sizeof(cmd->template_id), "%s", tpl);
+    cmd->points = accepted;
+    snprintf(cmd->key, sizeof(cmd->key), "mp_sub:%s:%s", s->member, request_id);
+    cmd->render = render_subscription;
+    return submit(api, job, resp);
+}
+
+static void render_logout(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    pgw_command_keep_answer(cmd, json_pack("{s:s,s:b}", "member_id", cmd->member, "ended", 1));
+}
+
+/* GET /v1/me, POST /v1/mp/phone|subscriptions|logout: the session first. */
+static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw_response *resp)
+{
+    pgw_session s;
+    pgw_err err;
+    if (session_of(api, req, &s, &err) != PGW_OK) {
+        pgw_api_error(resp, 401, "unauthorized", err.msg);
+        return false;
+    }
+    snprintf(resp->key_name, sizeof(resp->key_name), "session:%.8s", s.id);
+    if (r == R_MP_PHONE)
+        return handle_mp_phone(api, req, &s, resp);
+    if (r == R_MP_SUBSCRIPTIONS)
+        return handle_mp_subscription(api, req, &s, resp);
+    pgw_job *job = session_job(
+        api, req, r, r == R_ME ? PGW_COMMAND_READ_MEMBER : PGW_COMMAND_END_SESSION, &s, &err);
+    if (job == NULL)
+        return refuse(resp, NULL, r, err.code, err.msg);
+    if (r == R_ME) {
+        job->cmd.page = calloc(ME_TRANSFERS, sizeof(*job->cmd.page));
+        job->cmd.page_cap = ME_TRANSFERS;
+        if (job->cmd.page == NULL)
+            return refuse(resp, job, r, PGW_ENOMEM, "out of memory");
+    } else {
+        snprintf(job->cmd.key, sizeof(job->cmd.key), "logout:%s", s.id);
+        SHA256((const unsigned char *)s.id, strlen(s.id), job->cmd.fingerprint);
+        job->cmd.render = render_logout;
+    }
+    return submit(api, job, resp);
+}
+
+/* GET /v1/me: the member view, recent transfers, subscriptions, following. */
+static json_t *me_json(const pgw_api *api, const pgw_command *cmd)
+{
+    json_t *body = pgw_api_member_json(api->cfg, api->vault, cmd);
+    json_t *history = pgw_api_history_json(api->cfg, cmd);
+    json_t *subs = json_object();
+    for (size_t i = 0; subs && i < cmd->n_subscriptions; i++)
+        json_object_set_new(subs, cmd->subscriptions[i].template_id,
+                            json_integer(cmd->subscriptions[i].quota));
+    if (body != NULL && history != NULL && subs != NULL) {
+        json_object_set(body, "transfers", json_object_get(history, "transfers"));
+        json_object_set_new(body, "subscriptions", subs);
+        json_object_set_new(body, "follows_oa", json_boolean(cmd->follows));
+        subs = NULL;
+    }
+    json_decref(history);
+    json_decref(subs);
+    return body;
+}
+
+/* The session a login made, as the token the mini program keeps. */
+static void mp_login_answer(pgw_api *api, const pgw_command *cmd, pgw_response *resp)
+{
+    pgw_session s = {.expires_at = cmd->session_expires};
+    memcpy(s.id, cmd->session_id, sizeof(s.id));
+    snprintf(s.member, sizeof(s.member), "%s", cmd->member);
+    char token[PGW_SESSION_TOKEN_MAX + 1];
+    pgw_err err;
+    if (pgw_session_token(api->session_key, &s, token, &err) != PGW_OK) {
+        fail(resp, R_MP_LOGIN, err.code, err.msg);
+        return;
+    }
+    set_body(resp, 200,
+             json_pack("{s:s,s:s,s:I}", "session", token, "member_id", cmd->member, "expires_in",
+                       (json_int_t)(cmd->session_expires - cmd->at)));
+}
+
+/* ---- the official account's callback ---- */
+
+/* The push's text, without the spaces a member may type around a keyword. */
+static bool oa_text_is(const pgw_oa_message *m, const char *word)
+{
+    const char *s = m->content;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t'))
+        n--;
+    while (n > 0 && (*s == ' ' || *s == '\n' || *s == '\t'))
+        s++, n--;
+    return strlen(word) == n && strncmp(s, word, n) == 0;
+}
+
+/* The push as POST /v1/events takes it: follow_oa or sign_in of the openid.
+ * Its event_id is WeChat's de-dup key, so a redelivery is a replay. */
+static json_t *oa_event(const pgw_api *api, const pgw_oa_message *m, oa_action action)
+{
+    char event_id[PGW_EVENT_ID_MAX + 1], when[PGW_RFC3339_MAX] = "";
+    if (action == OA_FOLLOW)
+        snprintf(event_id, sizeof(event_id), "oa:%.64s:subscribe:%lld", m->from_user,
+                 (long long)m->create_time);
+    else
+        snprintf(event_id, sizeof(event_id), "oa:msg:%.64s", m->msg_id);
+    pgw_format_rfc3339(m->create_time, &api->cfg->rules.tz, when, sizeof(when));
+    return json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s}}", "event_id", event_id, "channel", "wechat_oa",
+                     "type", action == OA_FOLLOW ? "follow_oa" : "sign_in", "occurred_at", when,
+                     "member", "oa_openid", m->from_user, "appid",
+                     pgw_wechat_oa_appid(api->wechat));
+}
+
+/* The command a push asks for, filled into the job. */
+static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
+{
+    const pgw_oa_message *m = &job->wx->oa.msg;
+    pgw_command *cmd = &job->cmd;
+    if (job->wx->action == OA_BALANCE || job->wx->action == OA_UNFOLLOW) {
+        cmd->kind = job->wx->action == OA_BALANCE ? PGW_COMMAND_READ_MEMBER : PGW_COMMAND_OA_FOLLOW;
+        cmd->by_identity = true;
+        cmd->oa_follow = -1;
+        cmd->at = m->create_time;
+        return wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
+                           &cmd->who, err);
+    }
+    job->wx->event = oa_event(api, m, job->wx->action);
+    if (job->wx->event == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    int rc = pgw_event_from_json(job->wx->event, &api->cfg->rules, &job->doc, err);
+    if (rc == PGW_OK)
+        rc = pgw_event_command(api->vault, job->wx->event, &job->doc, &job->earning, cmd, err);
+    cmd->oa_follow = job->wx->action == OA_FOLLOW ? 1 : 0;
+    cmd->render = render_event;
+    return rc;
+}
+
+/* POST /wechat/oa/callback: opens the push; answers "success" at once when
+ * it asks nothing of the ledger. */
+static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *resp)
+{
+    pgw_err err;
+    wx_job *wx = calloc(1, sizeof(*wx));
+    int rc = wx ? pgw_wechat_oa_open(api->wechat, req->query, (const char *)req->body,
+                                     req->body_len, wall_now_s(), &wx->oa, &err)
+                : pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (rc != PGW_OK) {
+        free(wx);
+        fail(resp, R_OA_CALLBACK, rc, err.msg);
+        return false;
+    }
+    const pgw_oa_message *m = &wx->oa.msg;
+    bool event = strcmp(m->msg_type, "event") == 0, text = strcmp(m->msg_type, "text") == 0;
+    if (event && strcmp(m->event, "subscribe") == 0)
+        wx->action = OA_FOLLOW;
+    else if (event && strcmp(m->event, "unsubscribe") == 0)
+        wx->action = OA_UNFOLLOW;
+    else if (text && m->msg_id[0] != '\0' && oa_text_is(m, "签到"))
+        wx->action = OA_SIGN_IN;
+    else if (text && oa_text_is(m, "积分"))
+        wx->action = OA_BALANCE;
+    else { /* nothing for the ledger: WeChat wants "success" to not retry */
+        free(wx);
+        resp->status = 200;
+        resp->content_type = "text/plain";
+        resp->body = strdup("success");
+        resp->body_len = resp->body ? 7 : 0;
+        return false;
+    }
+    pgw_job *job = job_new(api, req, R_OA_CALLBACK, PGW_COMMAND_EVENT);
+    if (job == NULL) {
+        free(wx);
+        fail(resp, R_OA_CALLBACK, PGW_EFULL, "too many requests in flight");
+        return false;
+    }
+    job->wx = wx;
+    rc = oa_command(api, job, &err);
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_OA_CALLBACK, rc, err.msg);
+    return submit(api, job, resp);
+}
+
+/* GET (URL check) or POST (a push) /wechat/oa/callback. */
+static bool handle_oa_callback(pgw_api *api, const pgw_request *req, pgw_response *resp)
+{
+    snprintf(resp->key_name, sizeof(resp->key_name), "wechat_oa");
+    if (strcmp(req->method, "POST") == 0)
+        return handle_oa_push(api, req, resp);
+    char echo[PGW_QUERY_MAX + 1];
+    pgw_err err;
+    int rc = pgw_wechat_oa_echo(api->wechat, req->query, wall_now_s(), echo, sizeof(echo), &err);
+    if (rc != PGW_OK) {
+        fail(resp, R_OA_CALLBACK, rc, err.msg);
+        return false;
+    }
+    resp->status = 200;
+    resp->content_type = "text/plain";
+    resp->body = strdup(echo);
+    resp->body_len = resp->body ? strlen(echo) : 0;
+    return false;
+}
+
+/* What an event's answer says: points earned and the balance after
+ * (a replay's figures are only in its stored answer). */
+static void event_figures(const pgw_command *cmd, int64_t *points, int64_t *balance)
+{
+    json_t *answer = json_loads(cmd->answer, 0, NULL);
+    *points = json_integer_value(json_object_get(answer, "points"));
+    *balance = json_integer_value(json_object_get(answer, "balance"));
+    json_decref(answer);
+}
+
+/* The passive reply to a push that reached the ledger. */
+static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
+{
+    const pgw_command *cmd = &job->cmd;
+    char text[512];
+    int64_t points = 0, balance = 0;
+    if (cmd->rc == PGW_EUNAVAILABLE || cmd->rc == PGW_EFULL) { /* WeChat resends: ask it to */
+        fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
+        return;
+    }
+    switch (job->wx->action) {
+    case OA_UNFOLLOW: /* nobody to read a reply */
+        resp->status = 200;
+        resp->content_type = "text/plain";
+        resp->body = strdup("success");
+        resp->body_len = resp->body ? 7 : 0;
+        return;
+    case OA_BALANCE:
+        if (cmd->rc == PGW_OK)
+            snprintf(text, sizeof(text), "您的积分：%lld，可用 %lld。",
+                     (long long)cmd->figures.balance, (long long)cmd->figures.available);
+        else
+            snprintf(text, sizeof(text), "您还不是会员。回复“签到”即可加入并领取积分。");
+        break;
+    case OA_FOLLOW:
+    case OA_SIGN_IN:
+        event_figures(cmd, &points, &balance);
+        if (cmd->rc != PGW_OK)
+            snprintf(text, sizeof(text), "暂时无法办理，请稍后再试。");
+        else if (points > 0)
+            snprintf(text, sizeof(text), "%s，获得 %lld 积分，当前积分 %lld。",
+                     job->wx->action == OA_FOLLOW ? "感谢关注" : "签到成功", (long long)points,
+                     (long long)balance);
+        else
+            snprintf(text, sizeof(text), "%s，当前积分 %lld。",
+                     job->wx->action == OA_FOLLOW ? "欢迎回来" : "今天已经签到过了",
+                     (long long)balance);
+        break;
+    }
+    pgw_err err;
+    if (pgw_wechat_oa_reply(api->wechat, &job->wx->oa, text, wall_now_s(), &resp->body,
+                            &resp->body_len, &err) != PGW_OK) {
+        fail(resp, R_OA_CALLBACK, err.code, err.msg);
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "application/xml";
+}
+
 static route route_of(const char *path, char *id, size_t cap)
 {
     for (size_t r = R_OTHER + 1; r < R_COUNT; r++) { /* the routes without an {id} */
@@ -1641,12 +2188,16 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     resp->route = ROUTE_NAMES[r];
     bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
     bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
-                     r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL;
+                     r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME;
     if (r == R_OTHER) {
         pgw_api_error(resp, 404, "not_found", "no such route");
         return false;
     }
-    if (wants_get ? !get : !post) {
+    if (r == R_OA_CALLBACK && !get && !post) {
+        pgw_api_error(resp, 405, "invalid_request", "use GET or POST");
+        return false;
+    }
+    if (r != R_OA_CALLBACK && (wants_get ? !get : !post)) {
         pgw_api_error(resp, 405, "invalid_request", wants_get ? "use GET" : "use POST");
         return false;
     }
@@ -1670,6 +2221,21 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         resp->content_type = "text/html; charset=utf-8";
         return false;
     }
+    /* WeChat's routes authenticate by WeChat's means, not by API keys. */
+    bool mp = r == R_MP_LOGIN || r == R_MP_PHONE || r == R_MP_SUBSCRIPTIONS || r == R_MP_LOGOUT ||
+              r == R_ME;
+    if ((mp && !pgw_wechat_mp_ready(api->wechat)) ||
+        (r == R_OA_CALLBACK && !pgw_wechat_oa_ready(api->wechat))) {
+        pgw_api_error(resp, 503, "unavailable",
+                      "this WeChat channel is not configured (see the warning at start)");
+        return false;
+    }
+    if (r == R_MP_LOGIN)
+        return handle_mp_login(api, req, resp);
+    if (mp)
+        return handle_mp_session(api, req, r, resp);
+    if (r == R_OA_CALLBACK)
+        return handle_oa_callback(api, req, resp);
     pgw_principal who;
     pgw_err err;
     char path_and_query[PGW_PATH_MAX + PGW_QUERY_MAX + 2];
@@ -1806,11 +2372,17 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         api->risk_rejected[i] +=
             strncmp(cmd->err.msg, RISK_RULES[i], n) == 0 && cmd->err.msg[n] == ':';
     }
-    if (cmd->rc != PGW_OK) {
+    if (job->route == R_OA_CALLBACK) {
+        oa_answer(api, job, resp); /* a reply even to a refusal: the member reads it */
+    } else if (cmd->rc != PGW_OK) {
         route r = job->route;
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
             r = R_OTHER; /* not found: the member, not an original */
         fail(resp, r, cmd->rc, cmd->err.msg);
+    } else if (job->route == R_MP_LOGIN) {
+        mp_login_answer(api, cmd, resp);
+    } else if (job->route == R_ME) {
+        set_body(resp, 200, me_json(api, cmd));
     } else if (job->route == R_MEMBER) {
         set_body(resp, 200, pgw_api_member_json(api->cfg, api->vault, cmd));
     } else if (job->route == R_HISTORY) {
@@ -2003,6 +2575,10 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         rc = pgw_writer_start(&ro, &api->reader, err);
     if (rc == PGW_OK)
         rc = sweep_start(api, opts->db_url, err);
+    if (rc == PGW_OK)
+        rc = pgw_wechat_new(opts->cfg, opts->db_url, &api->wechat, err);
+    if (rc == PGW_OK)
+        pgw_vault_derive(api->vault, "session", api->session_key);
     if (rc != PGW_OK) {
         pgw_api_free(api);
         return rc;
@@ -2013,7 +2589,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
 
 void pgw_api_stop(pgw_api *api)
 {
-    sweep_stop(&api->sweep); /* it submits to the writer: it stops first */
+    pgw_wechat_stop(api->wechat); /* its workers and the sweep submit to the writer: */
+    sweep_stop(&api->sweep);      /* they stop first */
     pgw_writer_stop(api->reader);
     pgw_writer_stop(api->writer);
     api->reader = api->writer = NULL;
@@ -2030,7 +2607,9 @@ void pgw_api_free(pgw_api *api)
         free(api->free_jobs);
         api->free_jobs = next;
     }
+    pgw_wechat_free(api->wechat);
     pgw_auth_free(api->auth);
     pgw_vault_free(api->vault);
+    OPENSSL_cleanse(api->session_key, sizeof(api->session_key));
     free(api);
 }

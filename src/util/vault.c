@@ -147,3 +147,11 @@ int pgw_vault_display(const pgw_vault *v, const pgw_identity_key *key, char *out
     OPENSSL_cleanse(phone, sizeof(phone));
     return rc;
 }
+
+void pgw_vault_derive(const pgw_vault *vault, const char *label, uint8_t out[32])
+{
+    unsigned int len = 32;
+    uint8_t *done = HMAC(EVP_sha256(), vault->index_key, KEY_LEN, (const unsigned char *)label,
+                         strlen(label), out, &len);
+    PGW_ASSERT(done != NULL && len == 32);
+}

@@ -48,4 +48,8 @@ int pgw_vault_key(const pgw_vault *vault, const pgw_identity *id, pgw_identity_k
 int pgw_vault_display(const pgw_vault *vault, const pgw_identity_key *key, char *out, size_t cap,
                       pgw_err *err);
 
+/* A 32-byte key for `label` ("session"), derived from the index key by
+ * HMAC-SHA256: other secrets of the gateway need no variable of their own. */
+void pgw_vault_derive(const pgw_vault *vault, const char *label, uint8_t out[32]);
+
 #endif

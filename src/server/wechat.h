@@ -1,0 +1,77 @@
+/*
+ * wechat.h - the gateway's side of WeChat: its apps, their secrets, the
+ * outbound workers that call WeChat, and the official account's callback.
+ *
+ * Built from the configuration's channels.wechat_mp / wechat_oa. A channel
+ * whose secret (or, for the official account, callback token) is missing
+ * from the environment is off: its routes answer 503 and a warning at
+ * start says which variable to set. Access tokens are shared with other
+ * instances through the database (store.h pgw_store_token_*), on a
+ * connection of this module's own.
+ *
+ * The callback (research/wechat-api.md 5.2-5.6): the plain signature is
+ * checked on every request, msg_signature too in safe mode (encrypt_type=aes),
+ * and the timestamp must be within PGW_OA_CLOCK_SKEW_S of ours, so a
+ * captured push cannot be replayed later. Replies go back encrypted when
+ * the push was.
+ *
+ * Threads: pgw_wechat_oa_* run on the service thread (no I/O); the client
+ * and the outbound queue are for any thread.
+ */
+#ifndef PGW_SERVER_WECHAT_H
+#define PGW_SERVER_WECHAT_H
+
+#include "adapters/wechat/client.h"
+#include "adapters/wechat_oa/message.h"
+#include "config/config.h"
+#include "core/error.h"
+#include "server/outbound.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGW_OA_CLOCK_SKEW_S 600
+#define PGW_OA_NONCE_MAX    64
+
+typedef struct pgw_wechat pgw_wechat;
+
+/* Starts the outbound workers and reads the secrets. The caller frees it
+ * with pgw_wechat_free (after pgw_wechat_stop). */
+int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, pgw_err *err);
+/* Runs the queued outbound tasks and joins the workers (before the writer stops). */
+void pgw_wechat_stop(pgw_wechat *w);
+void pgw_wechat_free(pgw_wechat *w);
+
+bool pgw_wechat_mp_ready(const pgw_wechat *w);
+bool pgw_wechat_oa_ready(const pgw_wechat *w);
+pgw_wx_client *pgw_wechat_client(pgw_wechat *w);
+
+/* Queues a blocking WeChat call (outbound.h). */
+int pgw_wechat_submit(pgw_wechat *w, pgw_outbound_task task, void *arg, pgw_err *err);
+
+/* GET /wechat/oa/callback: the echostr to answer with when the signature
+ * over the query is good; PGW_EUNAUTHORIZED otherwise. */
+int pgw_wechat_oa_echo(const pgw_wechat *w, const char *query, int64_t now, char *echostr,
+                       size_t cap, pgw_err *err);
+
+/* A push, checked and opened. */
+typedef struct pgw_oa_inbound {
+    bool encrypted; /* safe mode: the reply is encrypted too */
+    pgw_oa_message msg;
+} pgw_oa_inbound;
+
+/* POST /wechat/oa/callback: PGW_EUNAUTHORIZED for a bad signature or a
+ * stale timestamp, PGW_EINVAL for a body that does not open or parse. */
+int pgw_wechat_oa_open(const pgw_wechat *w, const char *query, const char *body, size_t len,
+                       int64_t now, pgw_oa_inbound *out, pgw_err *err);
+
+/* The passive reply carrying `text` to the push's sender (encrypted when
+ * the push was): a malloc'd body the caller frees. */
+int pgw_wechat_oa_reply(const pgw_wechat *w, const pgw_oa_inbound *in, const char *text,
+                        int64_t now, char **body, size_t *len, pgw_err *err);
+
+/* The official account's appid ("" when off). */
+const char *pgw_wechat_oa_appid(const pgw_wechat *w);
+
+#endif

@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""The WeChat channels of pointsgw over real sockets (standard library only).
+
+Starts the fake WeChat API (tests/fakes/wechat_fake.py) and `pointsgw serve`
+with its channels pointed at it, and checks what issue 7 asks:
+
+* mini program: login -> phone binding that merges with a POS member ->
+  POS purchase -> GET /v1/me shows the points; a unionid already known
+  links the login to that member; bad and used codes; an access token
+  expiring mid-run is survived with one refresh; subscriptions; logout
+  revokes; forged sessions are refused; the session_key never leaks.
+* official account (plain mode; safe mode is wechat_npm.py): the URL
+  check; subscribe earns follow_oa once though delivered four times;
+  "积分" is answered with the balance; "签到" once per redelivery;
+  unsubscribe; a bad signature or a stale timestamp is refused and the
+  log is unchanged.
+"""
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+BIN, SRC = sys.argv[1], sys.argv[2]
+MP_APPID, OA_APPID = "wx1234567890abcdef", "wxfedcba0987654321"
+MP_SECRET, OA_SECRET, OA_TOKEN = "mp-secret-0123456789", "oa-secret-9876543210", "pgwtesttoken"
+ADMIN, SHOP = "test-admin-key", "test-s001-key"
+failures = []
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def call(port, method, path, body=None, headers=None, raw=None, ctype="application/json"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    h = dict(headers or {})
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if data is not None and ctype:
+        h["Content-Type"] = ctype
+    conn.request(method, path, body=data, headers=h)
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    conn.close()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = text
+    return resp.status, doc
+
+
+class Fake:
+    def __init__(self, tmp):
+        port_file = os.path.join(tmp, "fake.port")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(SRC, "tests/fakes/wechat_fake.py"), "--port-file",
+             port_file, "--app", MP_APPID + ":" + MP_SECRET, "--app", OA_APPID + ":" + OA_SECRET])
+        for _ in range(200):
+            if os.path.exists(port_file):
+                break
+            time.sleep(0.05)
+        self.port = int(open(port_file).read())
+
+    def control(self, method, path, body=None):
+        status, doc = call(self.port, method, path, body)
+        assert status == 200, (path, status, doc)
+        return doc
+
+    def requests(self, path):
+        return self.control("GET", "/_fake/requests?path=" + path)["requests"]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+
+
+def write_config(tmp, fake_port):
+    with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
+        cfg = json.load(f)
+    cfg["keys"] = [
+        {"name": "admin", "scope": "admin", "key_sha256": hashlib.sha256(ADMIN.encode()).hexdigest()},
+        {"name": "s001", "scope": "shop:S001", "key_sha256": hashlib.sha256(SHOP.encode()).hexdigest()},
+    ]
+    base = "http://127.0.0.1:%d" % fake_port
+    cfg["channels"]["wechat_mp"]["api_base"] = base
+    cfg["channels"]["wechat_oa"]["api_base"] = base
+    path = os.path.join(tmp, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    return path
+
+
+class Server:
+    def __init__(self, tmp, config, env):
+        self.db = "sqlite:" + os.path.join(tmp, "log.db")
+        self.log = open(os.path.join(tmp, "requests.log"), "w+")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
+            stdout=self.log, stderr=subprocess.PIPE, text=True, env=env)
+        self.startup = ""
+        m = None
+        while m is None:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise SystemExit("server did not start: " + self.startup)
+            self.startup += line
+            m = re.search(r"\(port (\d+), (https?)\)", line)
+        self.port = int(m.group(1))
+
+    def request(self, method, path, body=None, key=ADMIN, session=None, **kw):
+        h = {}
+        if session is not None:
+            h["Authorization"] = "Session " + session
+        elif key is not None:
+            h["Authorization"] = "Bearer " + key
+        return call(self.port, method, path, body, headers=h, **kw)
+
+    def transfers(self):
+        _, text = self.request("GET", "/metrics", key=None)
+        return int(re.search(r"^pgw_ledger_transfers (\d+)$", text, re.M).group(1))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        err = self.proc.stderr.read()
+        return self.proc.wait(timeout=30), err
+
+
+def purchase(event_id, phone, amount=10000):
+    return {"event_id": event_id, "channel": "store", "shop_id": "S001", "type": "purchase",
+            "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"phone": phone},
+            "amount_fen": amount}
+
+
+def mini_program(srv, fake):
+    # A POS customer first: a phone known at the till.
+    status, doc = srv.request("POST", "/v1/events", purchase("POS-1", "13800138000"), key=SHOP)
+    check(status == 201, "POS purchase: %s %s" % (status, doc))
+    pos_member, pos_points = doc["member_id"], doc["points"]
+
+    # A member known to the official account, with a unionid (bound by an admin here).
+    status, doc = srv.request("POST", "/v1/members/resolve", {"oa_openid": "oOA-1", "appid": OA_APPID})
+    check(status == 404, "no member for the OA openid yet")
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-1", "openid": "oMP-1", "unionid": "uUNION-1"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-1"}, key=None)
+    check(status == 200 and doc.get("session") and doc.get("expires_in") == 7 * 86400,
+          "login answers a session: %s %s" % (status, doc))
+    session, member = doc["session"], doc["member_id"]
+    check("session_key" not in json.dumps(doc), "the session_key never leaves the gateway")
+    got = fake.requests("/sns/jscode2session")
+    check(len(got) == 1 and got[0]["query"].get("js_code") == "code-1" and
+          got[0]["query"].get("grant_type") == "authorization_code" and
+          got[0]["query"].get("secret") == MP_SECRET, "jscode2session called as WeChat wants")
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-1"}, key=None)
+    check(status == 401 and doc["error"]["code"] == "unauthorized", "a used code: 401 (%s)" % doc)
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "nope"}, key=None)
+    check(status == 401, "an unknown code: 401")
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": OA_APPID, "code": "x"}, key=None)
+    check(status == 400, "another appid: 400")
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "a b"}, key=None)
+    check(status == 400, "a code with a space: 400, WeChat not asked")
+    check(len(fake.requests("/sns/jscode2session")) == 3, "refused codes were not sent on")
+
+    # The same person logs in again: the same member, a new session.
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-2", "openid": "oMP-1", "unionid": "uUNION-1"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-2"}, key=None)
+    check(status == 200 and doc["member_id"] == member and doc["session"] != session,
+          "second login: same member")
+
+    # Phone binding merges the POS member into the session's member.
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-1", "phone": "13800138000"})
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-1"}, session=session)
+    check(status == 200 and doc.get("merged") == {"from": pos_member, "into": member} and
+          doc.get("balance") == pos_points, "phone binding merges the POS member: %s %s" % (status, doc))
+    check(doc.get("identity", {}).get("value") == "138****8000", "the phone is shown masked")
+    got = fake.requests("/wxa/business/getuserphonenumber")
+    check(len(got) == 1 and got[0]["body"] == {"code": "ph-1"} and got[0]["query"].get("access_token"),
+          "getuserphonenumber called with the code and a token")
+    tokens_before = fake.control("GET", "/_fake/stats")["stable_token_calls"].get(MP_APPID, 0)
+    check(tokens_before == 1, "one stable_token call so far (%s)" % tokens_before)
+
+    # The till sells to the phone again: the points go to the merged member.
+    status, doc = srv.request("POST", "/v1/events", purchase("POS-2", "+86 138 0013 8000", 5000), key=SHOP)
+    check(status == 201 and doc["member_id"] == member, "the till's phone now names the member")
+    total = pos_points + doc["points"]
+    status, me = srv.request("GET", "/v1/me", session=session, key=None)
+    check(status == 200 and me["member_id"] == member and me["balance"] == total,
+          "GET /v1/me shows the points: %s %s" % (status, me))
+    check(len(me.get("transfers", [])) >= 2 and me.get("follows_oa") is False,
+          "GET /v1/me lists recent transfers")
+    kinds = sorted(i["kind"] for i in me.get("identities", []))
+    check(kinds == ["mp_openid", "phone", "unionid"], "identities of the member: %s" % kinds)
+    status, doc = srv.request("GET", "/v1/members/" + pos_member)
+    check(status == 200 and doc["merged_into"] == member, "the POS member id answers merged_into")
+
+    # The access token expires mid-run: one refresh, one retry, and it works.
+    fake.control("POST", "/_fake/expire_tokens", {"appid": MP_APPID, "errcode": 42001})
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-3", "openid": "oMP-3"})
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-3", "phone": "13900139000"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-3"}, key=None)
+    session3, member3 = doc["session"], doc["member_id"]
+    check(status == 200 and member3 != member, "a new person: a new member")
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-3"}, session=session3)
+    check(status == 200 and doc["member_id"] == member3 and "merged" not in doc,
+          "phone bound after the token expired: %s %s" % (status, doc))
+    calls = fake.requests("/wxa/business/getuserphonenumber")
+    check([c["errcode"] for c in calls[-2:]] == [42001, 0], "42001, then a retry that worked")
+    tokens_after = fake.control("GET", "/_fake/stats")["stable_token_calls"][MP_APPID]
+    check(tokens_after == tokens_before + 1, "exactly one token refresh (%d)" % tokens_after)
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-3"}, session=session3)
+    check(status == 401, "a used phone code: 401")
+
+    # Subscriptions: one-time quota per template, idempotent per request_id.
+    tpl = "mp-tpl-points-arrived"
+    body = {"template_id": tpl, "accepted": 1, "request_id": "req-1"}
+    status, doc = srv.request("POST", "/v1/mp/subscriptions", body, session=session)
+    check(status == 200 and doc["quota"] == 1 and doc["replayed"] is False, "quota 1: %s" % doc)
+    status, doc = srv.request("POST", "/v1/mp/subscriptions", body, session=session)
+    check(status == 200 and doc["quota"] == 1 and doc["replayed"] is True, "a retried report counts once")
+    status, doc = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 2},
+                              session=session)
+    check(status == 200 and doc["quota"] == 3, "another accept adds: %s" % doc)
+    for bad in ({"template_id": "tpl-unknown", "accepted": 1}, {"template_id": tpl, "accepted": 0},
+                {"template_id": tpl, "accepted": 1, "extra": 1}, {"template_id": tpl}):
+        status, doc = srv.request("POST", "/v1/mp/subscriptions", bad, session=session)
+        check(status == 400, "bad subscription %s: 400 (%s)" % (bad, status))
+    status, me = srv.request("GET", "/v1/me", session=session, key=None)
+    check(me.get("subscriptions") == {tpl: 3}, "GET /v1/me shows the quota: %s" % me.get("subscriptions"))
+
+    # Sessions: forged, missing, API keys, logout.
+    forged = session[:-1] + ("0" if session[-1] != "0" else "1")
+    for auth, what in ((forged, "forged"), ("v1.x", "malformed")):
+        status, doc = srv.request("GET", "/v1/me", session=auth, key=None)
+        check(status == 401, "%s session: 401" % what)
+    status, doc = srv.request("GET", "/v1/me", key=ADMIN)
+    check(status == 401, "an API key is not a session")
+    status, doc = srv.request("POST", "/v1/mp/logout", session=session)
+    check(status == 200 and doc["ended"] is True, "logout: %s %s" % (status, doc))
+    status, doc = srv.request("GET", "/v1/me", session=session, key=None)
+    check(status == 401, "after logout the session is refused")
+    status, doc = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                              session=session)
+    check(status == 401, "after logout no write either")
+    return member, total
+
+
+def signed_query(token, timestamp=None, nonce="123456", extra=""):
+    timestamp = str(int(time.time())) if timestamp is None else str(timestamp)
+    sig = hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()
+    return "signature=%s&timestamp=%s&nonce=%s%s" % (sig, timestamp, nonce, extra)
+
+
+def push(srv, xml_text, query=None):
+    q = query if query is not None else signed_query(OA_TOKEN)
+    return srv.request("POST", "/wechat/oa/callback?" + q, raw=xml_text.encode(), key=None,
+                       ctype="text/xml")
+
+
+def oa_xml(openid, create_time, msg_type, event=None, content=None, msg_id=None):
+    parts = ["<xml><ToUserName><![CDATA[gh_test]]></ToUserName>",
+             "<FromUserName><![CDATA[%s]]></FromUserName>" % openid,
+             "<CreateTime>%d</CreateTime>" % create_time,
+             "<MsgType><![CDATA[%s]]></MsgType>" % msg_type]
+    if event:
+        parts.append("<Event><![CDATA[%s]]></Event><EventKey><![CDATA[]]></EventKey>" % event)
+    if content is not None:
+        parts.append("<Content><![CDATA[%s]]></Content><MsgId>%s</MsgId>" % (content, msg_id))
+    return "".join(parts) + "</xml>"
+
+
+def reply_text(body):
+    root = ET.fromstring(body)
+    return root.findtext("Content"), root.findtext("ToUserName"), root.findtext("FromUserName")
+
+
+def official_account(srv, fake):
+    # URL verification.
+    status, body = srv.request("GET", "/wechat/oa/callback?" + signed_query(OA_TOKEN, extra="&echostr=4375120948345356249"), key=None)
+    check(status == 200 and str(body) == "4375120948345356249", "echostr echoed: %s %r" % (status, body))
+    status, body = srv.request("GET", "/wechat/oa/callback?" + signed_query("wrong", extra="&echostr=1"), key=None)
+    check(status == 401, "URL check with a bad signature: 401")
+
+    before = srv.transfers()
+    now = int(time.time())
+    sub = oa_xml("oOA-1", now, "event", event="subscribe")
+    replies = [push(srv, sub) for _ in range(4)]  # WeChat redelivers up to 3 times
+    check(all(s == 200 for s, _ in replies), "every delivery answered 200")
+    text, to, frm = reply_text(replies[0][1])
+    check(to == "oOA-1" and frm == "gh_test" and "50" in text, "subscribe reply: %s" % text)
+    check(srv.transfers() == before + 1, "follow_oa earned once for four deliveries")
+    # A redelivery is a replay (the first reply again), not a second follow.
+    check(all(reply_text(b)[0] == text for _, b in replies), "every delivery got the first reply")
+    status, doc = srv.request("POST", "/v1/members/resolve", {"oa_openid": "oOA-1", "appid": OA_APPID})
+    oa_member = doc["member_id"]
+    status, doc = srv.request("GET", "/v1/members/" + oa_member)
+    check(doc["balance"] == 50, "the follower has the follow_oa points")
+
+    # Unsubscribe, then a new subscribe: following again, no second bonus.
+    status, body = push(srv, oa_xml("oOA-1", now + 1, "event", event="unsubscribe"))
+    check(status == 200 and body == "success", "unsubscribe: success")
+    status, body = push(srv, oa_xml("oOA-1", now + 2, "event", event="subscribe"))
+    text, _, _ = reply_text(body)
+    check(status == 200 and "欢迎回来" in text and srv.transfers() == before + 1,
+          "resubscribe earns nothing: %s" % text)
+    # An old redelivered unsubscribe does not undo the newer subscribe.
+    push(srv, oa_xml("oOA-1", now + 1, "event", event="unsubscribe"))
+
+    # 签到 once per message, whatever the redeliveries; 积分 replies with the balance.
+    msg = oa_xml("oOA-1", now + 3, "text", content="签到", msg_id="4561255354251345929")
+    replies = [push(srv, msg) for _ in range(3)]
+    text, _, _ = reply_text(replies[0][1])
+    check("签到成功" in text and "55" in text, "sign-in reply: %s" % text)
+    check(all(reply_text(b)[0] == text for _, b in replies), "redelivered sign-ins are replays")
+    check(srv.transfers() == before + 2, "one sign-in for three deliveries")
+    status, body = push(srv, oa_xml("oOA-1", now + 4, "text", content=" 积分 ", msg_id="4561255354251345930"))
+    text, to, _ = reply_text(body)
+    check(status == 200 and to == "oOA-1" and "55" in text, "积分 reply has the balance: %s" % text)
+    status, body = push(srv, oa_xml("oOA-unknown", now + 4, "text", content="积分", msg_id="1"))
+    text, _, _ = reply_text(body)
+    check(status == 200 and "不是会员" in text, "积分 for a stranger: %s" % text)
+    status, body = push(srv, oa_xml("oOA-1", now + 5, "text", content="hello", msg_id="2"))
+    check(status == 200 and body == "success", "other text: success")
+
+    # Refusals change nothing.
+    count = srv.transfers()
+    other = oa_xml("oOA-2", now + 6, "event", event="subscribe")
+    for query, what in ((signed_query("wrong"), "bad signature"),
+                        (signed_query(OA_TOKEN, timestamp=now - 3600), "stale timestamp"),
+                        ("timestamp=%d&nonce=1" % now, "no signature")):
+        status, doc = push(srv, other, query)
+        check(status == 401, "%s: 401 (%s)" % (what, status))
+    for bad, what in (("<xml><FromUserName>x</FromUserName></xml>", "missing fields"),
+                      ('<!DOCTYPE x [<!ENTITY a "b">]><xml/>', "a DOCTYPE"),
+                      ("not xml", "not XML")):
+        status, doc = push(srv, bad)
+        check(status == 400, "%s: 400 (%s)" % (what, status))
+    check(srv.transfers() == count, "refused pushes wrote nothing")
+    return oa_member
+
+
+def linked_login(srv, fake, oa_member):
+    # A unionid the official account's member holds: the login links to it.
+    status, doc = srv.request("POST", "/v1/members/%s/identities" % oa_member, {"unionid": "uUNION-9"})
+    check(status == 200, "unionid bound to the OA member")
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-9", "openid": "oMP-9", "unionid": "uUNION-9"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9"}, key=None)
+    check(status == 200 and doc["member_id"] == oa_member,
+          "login with the OA member's unionid is that member: %s" % doc)
+    status, me = srv.request("GET", "/v1/me", session=doc["session"], key=None)
+    check(me.get("follows_oa") is True and me["balance"] == 55, "the mini program sees the OA points")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
+    fake = Fake(tmp)
+    env = dict(os.environ, PGW_WECHAT_MP_SECRET=MP_SECRET, PGW_WECHAT_OA_SECRET=OA_SECRET,
+               PGW_WECHAT_OA_TOKEN=OA_TOKEN)
+    env.pop("PGW_WECHAT_OA_AES_KEY", None)
+    srv = Server(tmp, write_config(tmp, fake.port), env)
+    try:
+        mini_program(srv, fake)
+        oa_member = official_account(srv, fake)
+        linked_login(srv, fake, oa_member)
+        with open(os.path.join(tmp, "log.db"), "rb") as f:
+            check(b"13800138000" not in f.read(), "no phone in clear in the database")
+    finally:
+        rc, err = srv.stop()
+        fake.stop()
+    check(rc == 0, "clean exit: %s" % err[-500:])
+    for secret in (MP_SECRET, OA_SECRET, OA_TOKEN):
+        check(secret not in err and secret not in open(os.path.join(tmp, "requests.log")).read(),
+              "no secret in the logs")
+    verify = subprocess.run([BIN, "verify", "--db", srv.db], capture_output=True, text=True)
+    check(verify.returncode == 0, "verify passes: " + verify.stdout + verify.stderr)
+    print("wechat: %d checks, %d failed" % (checks, len(failures)))
+    sys.exit(1 if failures else 0)
+
+
+main()
