@@ -1417,6 +1417,19 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
                  "# TYPE pgw_expired_points_total counter\npgw_expired_points_total %llu\n",
                  (unsigned long long)runs, (unsigned long long)failures, (unsigned long long)holds,
                  (unsigned long long)lots, (unsigned long long)points);
+    pgw_wx_client_stats wx;
+    pgw_wx_client_get_stats(pgw_wechat_client(api->wechat), &wx);
+    ok = ok &&
+         appendf(
+             &t, &len, &cap,
+             "# HELP pgw_wechat_calls_total Calls made to WeChat's API (token fetches apart).\n"
+             "# TYPE pgw_wechat_calls_total counter\npgw_wechat_calls_total %llu\n"
+             "# HELP pgw_wechat_token_fetches_total Access tokens fetched (stable_token).\n"
+             "# TYPE pgw_wechat_token_fetches_total counter\npgw_wechat_token_fetches_total %llu\n"
+             "# HELP pgw_wechat_token_retries_total Calls retried after a token error.\n"
+             "# TYPE pgw_wechat_token_retries_total counter\npgw_wechat_token_retries_total %llu\n",
+             (unsigned long long)wx.calls, (unsigned long long)wx.token_fetches,
+             (unsigned long long)wx.token_retries);
     if (!ok) {
         free(t);
         fail(resp, R_METRICS, PGW_ENOMEM, "out of memory");

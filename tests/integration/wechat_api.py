@@ -219,6 +219,10 @@ def mini_program(srv, fake):
     check([c["errcode"] for c in calls[-2:]] == [42001, 0], "42001, then a retry that worked")
     tokens_after = fake.control("GET", "/_fake/stats")["stable_token_calls"][MP_APPID]
     check(tokens_after == tokens_before + 1, "exactly one token refresh (%d)" % tokens_after)
+    _, metrics = srv.request("GET", "/metrics", key=None)
+    check(re.search(r"^pgw_wechat_token_retries_total 1$", metrics, re.M) and
+          re.search(r"^pgw_wechat_token_fetches_total 2$", metrics, re.M),
+          "/metrics counts the refresh and the retry")
     status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-3"}, session=session3)
     check(status == 401, "a used phone code: 401")
 
@@ -376,11 +380,13 @@ def main():
         linked_login(srv, fake, oa_member)
         with open(os.path.join(tmp, "log.db"), "rb") as f:
             check(b"13800138000" not in f.read(), "no phone in clear in the database")
+        tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
     finally:
         rc, err = srv.stop()
         fake.stop()
     check(rc == 0, "clean exit: %s" % err[-500:])
-    for secret in (MP_SECRET, OA_SECRET, OA_TOKEN):
+    check(len(tokens) == 2, "the fake issued two tokens (%d)" % len(tokens))
+    for secret in [MP_SECRET, OA_SECRET, OA_TOKEN] + tokens:
         check(secret not in err and secret not in open(os.path.join(tmp, "requests.log")).read(),
               "no secret in the logs")
     verify = subprocess.run([BIN, "verify", "--db", srv.db], capture_output=True, text=True)
