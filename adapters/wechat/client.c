@@ -339,23 +339,28 @@ int pgw_wx_access_token(pgw_wx_client *c, const char *appid, char out[PGW_WX_TOK
     return a ? token_for(c, a, NULL, out, err) : PGW_EINVAL;
 }
 
-int pgw_wx_post(pgw_wx_client *c, const char *appid, const char *path, const json_t *body,
-                json_t **answer, pgw_wx_reply *reply, pgw_err *err)
+/* A call with the app's access token (query: more parameters, already
+ * URL-encoded, or ""); retried once with a new token on a token error. */
+static int with_token(pgw_wx_client *c, const char *appid, const char *method, const char *path,
+                      const char *query, const char *body, json_t **answer, pgw_wx_reply *reply,
+                      pgw_err *err)
 {
     *answer = NULL;
     memset(reply, 0, sizeof(*reply));
     wx_app *a = app_of(c, appid, err);
     if (a == NULL)
         return PGW_EINVAL;
-    char *text = json_dumps(body, JSON_COMPACT);
-    if (text == NULL)
-        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a WeChat request");
     char token[PGW_WX_TOKEN_MAX + 1], url[URL_MAX];
     int rc = token_for(c, a, NULL, token, err);
     for (int attempt = 0; rc == PGW_OK; attempt++) {
-        snprintf(url, sizeof(url), "%s%s?access_token=%s", a->api_base, path, token);
+        int n = snprintf(url, sizeof(url), "%s%s?access_token=%s%s%s", a->api_base, path, token,
+                         query[0] ? "&" : "", query);
+        if (n < 0 || (size_t)n >= sizeof(url)) {
+            rc = pgw_err_set(err, PGW_ETOOLARGE, "WeChat %s: request too long", path);
+            break;
+        }
         count(c, &c->stats.calls);
-        rc = call(c, "POST", url, path, text, answer, reply, err);
+        rc = call(c, method, url, path, body, answer, reply, err);
         if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
             break;
         count(c, &c->stats.token_retries);
@@ -366,8 +371,26 @@ int pgw_wx_post(pgw_wx_client *c, const char *appid, const char *path, const jso
     }
     memset(url, 0, sizeof(url));
     memset(token, 0, sizeof(token));
+    return rc;
+}
+
+int pgw_wx_post(pgw_wx_client *c, const char *appid, const char *path, const json_t *body,
+                json_t **answer, pgw_wx_reply *reply, pgw_err *err)
+{
+    *answer = NULL;
+    memset(reply, 0, sizeof(*reply));
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (text == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a WeChat request");
+    int rc = with_token(c, appid, "POST", path, "", text, answer, reply, err);
     free(text);
     return rc;
+}
+
+int pgw_wx_get(pgw_wx_client *c, const char *appid, const char *path, const char *query,
+               json_t **answer, pgw_wx_reply *reply, pgw_err *err)
+{
+    return with_token(c, appid, "GET", path, query, NULL, answer, reply, err);
 }
 
 int pgw_wx_get_with_secret(pgw_wx_client *c, const char *appid, const char *path, const char *query,

@@ -101,6 +101,10 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
 int pgw_wx_post(pgw_wx_client *client, const char *appid, const char *path, const json_t *body,
                 json_t **answer, pgw_wx_reply *reply, pgw_err *err);
 
+/* The same as a GET with query parameters `query` (already URL-encoded). */
+int pgw_wx_get(pgw_wx_client *client, const char *appid, const char *path, const char *query,
+               json_t **answer, pgw_wx_reply *reply, pgw_err *err);
+
 /* A GET without access token (jscode2session): the app's appid and secret
  * are added as query parameters to `query` (already URL-encoded). */
 int pgw_wx_get_with_secret(pgw_wx_client *client, const char *appid, const char *path,

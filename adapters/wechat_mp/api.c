@@ -21,8 +21,7 @@ bool pgw_wx_code_ok(const char *code)
     return strspn(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
 }
 
-/* An openid or unionid as WeChat issues them: letters, digits, '_' and '-'. */
-static bool wechat_id_ok(const char *id)
+bool pgw_wx_id_ok(const char *id)
 {
     size_t n = strnlen(id, PGW_WX_OPENID_MAX + 1);
     return n > 0 && n <= PGW_WX_OPENID_MAX &&
@@ -47,7 +46,7 @@ int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw
     json_object_del(answer, "session_key");
     const char *openid = json_string_value(json_object_get(answer, "openid"));
     const char *unionid = json_string_value(json_object_get(answer, "unionid"));
-    if (openid == NULL || !wechat_id_ok(openid) || (unionid != NULL && !wechat_id_ok(unionid)))
+    if (openid == NULL || !pgw_wx_id_ok(openid) || (unionid != NULL && !pgw_wx_id_ok(unionid)))
         rc = pgw_err_set(err, PGW_EIO, "WeChat jscode2session: no usable openid in the answer");
     if (rc == PGW_OK) {
         snprintf(out->openid, sizeof(out->openid), "%s", openid);
@@ -142,7 +141,7 @@ int pgw_mp_send_subscribe(pgw_wx_client *client, const char *appid, const char *
 {
     *msgid = 0;
     memset(reply, 0, sizeof(*reply));
-    if (!wechat_id_ok(openid) || template_id[0] == '\0' || strlen(template_id) > 128 ||
+    if (!pgw_wx_id_ok(openid) || template_id[0] == '\0' || strlen(template_id) > 128 ||
         (page != NULL && strlen(page) > PGW_WX_PAGE_MAX))
         return pgw_err_set(err, PGW_EINVAL, "subscribe message: bad openid, template or page");
     json_t *data = NULL, *answer = NULL;

@@ -23,6 +23,10 @@
 /* Whether `code` is 1..PGW_WX_CODE_MAX of [A-Za-z0-9_-] (safe in a URL as is). */
 bool pgw_wx_code_ok(const char *code);
 
+/* Whether `id` is an openid or unionid as WeChat issues them: 1..64 of
+ * [A-Za-z0-9_-] (safe in a URL as is). */
+bool pgw_wx_id_ok(const char *id);
+
 typedef struct pgw_mp_identity {
     char openid[PGW_WX_OPENID_MAX + 1];
     char unionid[PGW_WX_OPENID_MAX + 1]; /* "" when the app is not bound to an open platform */

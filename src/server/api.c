@@ -22,6 +22,7 @@
 #include "server/session.h"
 #include "server/wechat.h"
 #include "adapters/wechat_mp/api.h"
+#include "adapters/wechat_oa/user.h"
 #include "util/csv.h"
 #include "util/json_read.h"
 #include "util/vault.h"
@@ -1788,7 +1789,7 @@ static bool handle_mp_login(pgw_api *api, const pgw_request *req, pgw_response *
         rc = pgw_err_set(&err, PGW_EINVAL, "$.appid: not this gateway's mini program");
     if (rc == PGW_OK && !pgw_wx_code_ok(code))
         rc = pgw_err_set(&err, PGW_EINVAL, "$.code: 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
-    pgw_job *job = rc == PGW_OK ? job_new(api, req, R_MP_LOGIN, PGW_COMMAND_MP_LOGIN) : NULL;
+    pgw_job *job = rc == PGW_OK ? job_new(api, req, R_MP_LOGIN, PGW_COMMAND_LINK) : NULL;
     if (rc == PGW_OK && (job == NULL || (job->wx = calloc(1, sizeof(*job->wx))) == NULL))
         rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     pgw_command *cmd = job ? &job->cmd : NULL;
@@ -2032,6 +2033,51 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
     return rc;
 }
 
+/* Links a follower's openid to the unionid WeChat knows them by, in a
+ * LINK of its own before the follow event: a member who logged into the
+ * mini program first becomes the follower (worker thread; it waits). */
+static int oa_link(pgw_job *job, const char *unionid, pgw_err *err)
+{
+    pgw_command *link = calloc(1, sizeof(*link));
+    if (link == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    link->kind = PGW_COMMAND_LINK;
+    link->at = job->cmd.at;
+    link->by_identity = link->has_who2 = true;
+    link->who = job->cmd.who;
+    int rc = wx_identity(job->api, PGW_ID_UNIONID, "", unionid, &link->who2, err);
+    char material[2 * PGW_LOOKUP_MAX + 8], hex[2 * PGW_HASH_LEN + 1];
+    snprintf(material, sizeof(material), "%s|%s", link->who.lookup, link->who2.lookup);
+    SHA256((const unsigned char *)material, strlen(material), link->fingerprint);
+    pgw_hash_hex(link->fingerprint, hex, sizeof(hex));
+    snprintf(link->key, sizeof(link->key), "oa_link:%.32s:%lld", hex,
+             (long long)job->wx->oa.msg.create_time);
+    snprintf(link->channel, sizeof(link->channel), "wechat_oa");
+    if (rc == PGW_OK)
+        rc = pgw_writer_run(job->api->writer, link, err);
+    free(link);
+    return rc;
+}
+
+/* Worker: a new follower's unionid (cgi-bin/user/info), linked, then the
+ * follow event. Best effort: without the unionid the follower is still
+ * followed and paid, and the link waits for the next subscribe. */
+static void oa_follow_task(void *arg)
+{
+    pgw_job *job = arg;
+    pgw_api *api = job->api;
+    char unionid[PGW_WX_OPENID_MAX + 1] = "";
+    pgw_wx_reply reply;
+    pgw_err err;
+    int rc = pgw_oa_user_unionid(pgw_wechat_client(api->wechat), pgw_wechat_oa_appid(api->wechat),
+                                 job->wx->oa.msg.from_user, unionid, &reply, &err);
+    if (rc == PGW_OK && unionid[0] != '\0')
+        rc = oa_link(job, unionid, &err);
+    if (rc != PGW_OK)
+        fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n", err.msg);
+    wx_to_writer(job);
+}
+
 /* POST /wechat/oa/callback: opens the push; answers "success" at once when
  * it asks nothing of the ledger. */
 static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *resp)
@@ -2074,6 +2120,8 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     rc = oa_command(api, job, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_OA_CALLBACK, rc, err.msg);
+    if (wx->action == OA_FOLLOW)
+        return submit_outbound(api, job, oa_follow_task, resp);
     return submit(api, job, resp);
 }
 

@@ -1044,7 +1044,7 @@ static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
 /* ---- WeChat ------------------------------------------------------------------------------ */
 
 /* A new member holding `who` (and who2), as an enrolment from cmd->client_address. */
-static int enroll(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+static int enroll_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     int rc = check_enrolment(store, policy, cmd);
     if (rc == PGW_OK)
@@ -1058,30 +1058,48 @@ static int enroll(pgw_store *store, const pgw_ledger_policy *policy, pgw_command
     return rc;
 }
 
+/*
+ * Fills cmd->member from `who` and `who2` (an openid and a unionid): the
+ * member holding either gets both; when each is held by a different
+ * member, `who`'s is merged into `who2`'s (WeChat says they are one
+ * person, and the merge writes its transfer and the key). Nobody holding
+ * either: a new member when `enroll`, else PGW_ENOTFOUND.
+ */
+static int link_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                       bool enroll, bool *merged)
+{
+    char by_who[PGW_ID_MAX + 1] = "", by_who2[PGW_ID_MAX + 1] = "";
+    bool found = false, found2 = false;
+    *merged = false;
+    int rc = pgw_store_find_identity(store, &cmd->who, &found, by_who, &cmd->err);
+    if (rc == PGW_OK && cmd->has_who2)
+        rc = pgw_store_find_identity(store, &cmd->who2, &found2, by_who2, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    if (!found && !found2)
+        return enroll ? enroll_member(store, policy, cmd)
+                      : pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has that %s",
+                                    pgw_identity_kind_name(cmd->who.kind));
+    snprintf(cmd->member, sizeof(cmd->member), "%s", found2 ? by_who2 : by_who);
+    if (!found)
+        rc = pgw_store_bind_identity(store, &cmd->who, cmd->member, now_us(), &cmd->err);
+    if (rc == PGW_OK && cmd->has_who2 && !found2)
+        rc = pgw_store_bind_identity(store, &cmd->who2, cmd->member, now_us(), &cmd->err);
+    *merged = found && found2 && strcmp(by_who, by_who2) != 0;
+    if (rc == PGW_OK && *merged)
+        rc = merge_member(store, policy, cmd, by_who);
+    return rc;
+}
+
 /* A login is the member's own sign-up: it enrols even without auto_enroll
  * (the per-address enrolment limit still applies). */
-static int apply_mp_login(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+static int apply_link(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
-    char by_openid[PGW_ID_MAX + 1] = "", by_unionid[PGW_ID_MAX + 1] = "";
-    bool openid = false, unionid = false;
-    int rc = pgw_store_find_identity(store, &cmd->who, &openid, by_openid, &cmd->err);
-    if (rc == PGW_OK && cmd->has_who2)
-        rc = pgw_store_find_identity(store, &cmd->who2, &unionid, by_unionid, &cmd->err);
-    if (rc == PGW_OK && !openid && !unionid) {
-        rc = enroll(store, policy, cmd);
-        if (rc == PGW_OK)
-            rc = append_transfers(store, cmd); /* none: records the key */
-    } else if (rc == PGW_OK) {
-        snprintf(cmd->member, sizeof(cmd->member), "%s", unionid ? by_unionid : by_openid);
-        if (!openid)
-            rc = pgw_store_bind_identity(store, &cmd->who, cmd->member, now_us(), &cmd->err);
-        if (rc == PGW_OK && cmd->has_who2 && !unionid)
-            rc = pgw_store_bind_identity(store, &cmd->who2, cmd->member, now_us(), &cmd->err);
-        bool two = openid && unionid && strcmp(by_openid, by_unionid) != 0;
-        if (rc == PGW_OK)
-            rc = two ? merge_member(store, policy, cmd, by_openid) : append_transfers(store, cmd);
-    }
-    if (rc == PGW_OK)
+    bool merged = false, login = cmd->session_id[0] != '\0';
+    int rc = link_member(store, policy, cmd, login || policy->auto_enroll, &merged);
+    if (rc == PGW_OK && !merged)
+        rc = append_transfers(store, cmd); /* none: records the key */
+    if (rc == PGW_OK && login)
         rc = pgw_store_insert_session(store, cmd->session_id, cmd->member, cmd->appid, cmd->at,
                                       cmd->session_expires, &cmd->err);
     return rc;
@@ -1112,7 +1130,7 @@ static int apply_follow(pgw_store *store, pgw_command *cmd)
 static int check_session(pgw_store *store, pgw_command *cmd)
 {
     bool valid = false;
-    if (cmd->session_id[0] == '\0' || cmd->kind == PGW_COMMAND_MP_LOGIN) /* it makes one */
+    if (cmd->session_id[0] == '\0' || cmd->kind == PGW_COMMAND_LINK) /* it makes one */
         return PGW_OK;
     int rc = pgw_store_session_valid(store, cmd->session_id, cmd->at, &valid, &cmd->err);
     if (rc == PGW_OK && !valid)
@@ -1227,8 +1245,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         int rc = apply_event(store, policy, cmd);
         return rc == PGW_OK && cmd->oa_follow != 0 ? apply_follow(store, cmd) : rc;
     }
-    case PGW_COMMAND_MP_LOGIN:
-        return apply_mp_login(store, policy, cmd);
+    case PGW_COMMAND_LINK:
+        return apply_link(store, policy, cmd);
     case PGW_COMMAND_SUBSCRIBE:
         return apply_subscribe(store, cmd);
     case PGW_COMMAND_END_SESSION:
@@ -1291,7 +1309,7 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc = check_key_first(store, cmd, &seen);
     /* BIND's `who` is what to bind, not whom the command is for. */
     if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND &&
-        cmd->kind != PGW_COMMAND_IMPORT && cmd->kind != PGW_COMMAND_MP_LOGIN &&
+        cmd->kind != PGW_COMMAND_IMPORT && cmd->kind != PGW_COMMAND_LINK &&
         cmd->kind != PGW_COMMAND_OA_FOLLOW)
         rc = resolve_member(store, policy, cmd);
     if (rc == PGW_OK && !seen && cmd->member[0] != '\0')
@@ -1389,14 +1407,17 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         if (cmd->event->type == PGW_EVENT_REFUND && !filled(cmd->original, sizeof(cmd->original)))
             return pgw_err_set(err, PGW_EINVAL, "a refund names its original purchase");
         return PGW_OK;
-    case PGW_COMMAND_MP_LOGIN:
-        return cmd->by_identity && cmd->who.kind == PGW_ID_MP_OPENID &&
-                       (!cmd->has_who2 || cmd->who2.kind == PGW_ID_UNIONID) &&
-                       strlen(cmd->session_id) == PGW_SESSION_ID_LEN &&
-                       filled(cmd->appid, sizeof(cmd->appid)) && cmd->session_expires > cmd->at
+    case PGW_COMMAND_LINK: {
+        bool openid = cmd->who.kind == PGW_ID_MP_OPENID || cmd->who.kind == PGW_ID_OA_OPENID;
+        bool session = cmd->session_id[0] == '\0' ||
+                       (strlen(cmd->session_id) == PGW_SESSION_ID_LEN &&
+                        filled(cmd->appid, sizeof(cmd->appid)) && cmd->session_expires > cmd->at);
+        return cmd->by_identity && openid && (!cmd->has_who2 || cmd->who2.kind == PGW_ID_UNIONID) &&
+                       session
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL,
-                                 "a login needs an openid, a session and its expiry");
+                                 "a link needs an openid, maybe a unionid, and a whole session");
+    }
     case PGW_COMMAND_SUBSCRIBE:
         return filled(cmd->member, sizeof(cmd->member)) &&
                        filled(cmd->template_id, sizeof(cmd->template_id)) && cmd->points >= 1 &&

@@ -100,14 +100,15 @@ typedef enum pgw_command_kind {
      * transaction (a reconciliation, a report); its result is the call's. */
     PGW_COMMAND_READ_CALL,
     /*
-     * A mini-program login: the member holding `who` (the mp openid) or
-     * `who2` (the unionid, has_who2) is linked to both, created when
-     * neither is known; when each is held by a different member, the
-     * openid's member is merged into the unionid's (WeChat says they are
-     * one person). Then session `session_id` of `appid` is recorded,
-     * expiring at session_expires.
+     * WeChat's identities of one person: the member holding `who` (an
+     * openid) or `who2` (the unionid, has_who2) is linked to both, created
+     * when neither is known (always for a login, else under auto_enroll);
+     * when each is held by a different member, the openid's member is
+     * merged into the unionid's (WeChat says they are one person). With a
+     * `session_id` (a mini-program login), that session of `appid` is then
+     * recorded, expiring at session_expires.
      */
-    PGW_COMMAND_MP_LOGIN,
+    PGW_COMMAND_LINK,
     /* One-time subscribe-message quota: `points` more sends of
      * `template_id` for `member` (kept at most PGW_QUOTA_MAX); `quota` out. */
     PGW_COMMAND_SUBSCRIBE,
@@ -181,8 +182,8 @@ struct pgw_command {
     /* Any kind: when set, the mini-program session the request came with,
      * which must be neither revoked nor expired at `at` (PGW_EUNAUTHORIZED). */
     char session_id[PGW_SESSION_ID_LEN + 1];
-    int64_t session_expires;                    /* MP_LOGIN */
-    char appid[PGW_ID_MAX + 1];                 /* MP_LOGIN */
+    int64_t session_expires;                    /* LINK with a session */
+    char appid[PGW_ID_MAX + 1];                 /* LINK with a session */
     char template_id[PGW_TEMPLATE_KEY_MAX + 1]; /* SUBSCRIBE */
     int oa_follow; /* EVENT (follow_oa) and OA_FOLLOW: 1 follows, -1 unfollows, 0 neither */
     /* READ_CALL: fills cmd->err on failure; must not write. */

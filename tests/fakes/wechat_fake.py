@@ -65,7 +65,8 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
                                 "country_code_as_string"? (false), "openid"?}
   POST /_fake/subscribe_quota  {"appid","openid","template_id","count"}   adds
   GET  /_fake/subscribe_quota?appid=&openid=&template_id=  -> {"count"}
-  POST /_fake/followers        {"appid","openid","following"}
+  POST /_fake/followers        {"appid","openid","following","unionid"?}
+                               (unionid: what cgi-bin/user/info tells of them)
   POST /_fake/expire_tokens    {"appid"?, "errcode"? (42001 | 40001, default 42001)}
   GET  /_fake/tokens?appid=    -> {"tokens":[{"access_token","appid","expires_in","state"}]}
   POST /_fake/faults           {"path","count","errcode"?,"errmsg"?,"http_status"?,
@@ -126,6 +127,7 @@ REAL_PATHS = {
     "/wxa/business/getuserphonenumber",
     "/cgi-bin/message/subscribe/send",
     "/cgi-bin/message/template/send",
+    "/cgi-bin/user/info",
 }
 
 
@@ -288,6 +290,7 @@ class State:
         self.phone_codes = {}  # (appid, code) -> {...,"used"}
         self.quota = {}  # (appid, openid, template_id) -> n
         self.followers = set()  # (appid, openid)
+        self.unionids = {}  # (appid, openid) -> unionid, for user/info
         self.faults = {}  # path -> [fault dict with "left"]
         self.requests = []
         self.stable_token_calls = {}
@@ -528,7 +531,29 @@ def ep_template(method, query, raw, now):
     return {"errcode": 0, "errmsg": "ok", "msgid": record["msgid"]}
 
 
+def ep_user_info(method, query, raw, now):
+    """GET cgi-bin/user/info (research section 6): a follower's profile,
+    with its unionid when the account is bound to an open platform;
+    {"subscribe": 0, "openid"} for someone who does not follow."""
+    if method != "GET":
+        raise WxError(43001)
+    appid = check_token(query, now)
+    openid = query.get("openid", "")
+    if not openid:
+        raise WxError(40003)
+    if (appid, openid) not in STATE.followers:
+        return {"subscribe": 0, "openid": openid}
+    info = {"subscribe": 1, "openid": openid, "language": "zh_CN",
+            "subscribe_time": int(now), "remark": "", "groupid": 0, "tagid_list": [],
+            "subscribe_scene": "ADD_SCENE_QR_CODE", "qr_scene": 0, "qr_scene_str": ""}
+    unionid = STATE.unionids.get((appid, openid))
+    if unionid:
+        info["unionid"] = unionid
+    return info
+
+
 ENDPOINTS = {
+    "/cgi-bin/user/info": ep_user_info,
     "/cgi-bin/stable_token": ep_stable_token,
     "/sns/jscode2session": ep_jscode2session,
     "/wxa/business/getuserphonenumber": ep_phone,
@@ -601,10 +626,15 @@ def ctl_followers(body, query, now):
     following = body.get("following", True)
     if not isinstance(following, bool):
         raise BadControl("following: boolean required")
+    unionid = body.get("unionid")
+    if unionid is not None and (not isinstance(unionid, str) or not unionid):
+        raise BadControl("unionid: non-empty string")
     if following:
         STATE.followers.add(key)
     else:
         STATE.followers.discard(key)
+    if unionid:
+        STATE.unionids[key] = unionid
     return {"ok": True}
 
 

@@ -298,6 +298,9 @@ def official_account(srv, fake):
 
     before = srv.transfers()
     now = int(time.time())
+    # WeChat's user/info knows this follower's unionid (the account is bound).
+    fake.control("POST", "/_fake/followers",
+                 {"appid": OA_APPID, "openid": "oOA-1", "following": True, "unionid": "uUNION-9"})
     sub = oa_xml("oOA-1", now, "event", event="subscribe")
     replies = [push(srv, sub) for _ in range(4)]  # WeChat redelivers up to 3 times
     check(all(s == 200 for s, _ in replies), "every delivery answered 200")
@@ -355,9 +358,13 @@ def official_account(srv, fake):
 
 
 def linked_login(srv, fake, oa_member):
-    # A unionid the official account's member holds: the login links to it.
-    status, doc = srv.request("POST", "/v1/members/%s/identities" % oa_member, {"unionid": "uUNION-9"})
-    check(status == 200, "unionid bound to the OA member")
+    # The follower's unionid came from user/info: a login with it is that member.
+    got = fake.requests("/cgi-bin/user/info")
+    check(got and got[0]["query"].get("openid") == "oOA-1" and got[0]["query"].get("access_token"),
+          "user/info asked for the new follower")
+    status, doc = srv.request("GET", "/v1/members/" + oa_member)
+    kinds = sorted(i["kind"] for i in doc.get("identities", []))
+    check(kinds == ["oa_openid", "unionid"], "the follower holds its unionid: %s" % kinds)
     fake.control("POST", "/_fake/login_codes",
                  {"appid": MP_APPID, "code": "code-9", "openid": "oMP-9", "unionid": "uUNION-9"})
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9"}, key=None)
@@ -365,6 +372,38 @@ def linked_login(srv, fake, oa_member):
           "login with the OA member's unionid is that member: %s" % doc)
     status, me = srv.request("GET", "/v1/me", session=doc["session"], key=None)
     check(me.get("follows_oa") is True and me["balance"] == 55, "the mini program sees the OA points")
+
+    # The other order: the mini program first, then the follow links to it.
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-7", "openid": "oMP-7", "unionid": "uUNION-7"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-7"}, key=None)
+    mp_member, session7 = doc["member_id"], doc["session"]
+    fake.control("POST", "/_fake/followers",
+                 {"appid": OA_APPID, "openid": "oOA-7", "following": True, "unionid": "uUNION-7"})
+    status, body = push(srv, oa_xml("oOA-7", int(time.time()), "event", event="subscribe"))
+    check(status == 200 and "50" in reply_text(body)[0], "the follow earns follow_oa")
+    status, me = srv.request("GET", "/v1/me", session=session7, key=None)
+    check(me["member_id"] == mp_member and me["balance"] == 50 and me["follows_oa"] is True,
+          "the follower is the mini-program member: %s" % me)
+    # Both known to different members: the unionid says one person, they merge.
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-8", "openid": "oMP-8"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-8"}, key=None)
+    lone = doc["member_id"]
+    status, body = push(srv, oa_xml("oOA-8", int(time.time()), "event", event="subscribe"))
+    status, doc = srv.request("POST", "/v1/members/resolve", {"oa_openid": "oOA-8", "appid": OA_APPID})
+    follower = doc["member_id"]
+    check(follower != lone and srv.request("GET", "/v1/members/" + follower)[1]["balance"] == 50,
+          "a follower without a unionid is a member of its own")
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-8b", "openid": "oMP-8", "unionid": "uUNION-8"})
+    fake.control("POST", "/_fake/followers",
+                 {"appid": OA_APPID, "openid": "oOA-8", "following": True, "unionid": "uUNION-8"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-8b"}, key=None)
+    check(doc["member_id"] == lone, "the login binds the unionid to the openid's member")
+    status, body = push(srv, oa_xml("oOA-8", int(time.time()) + 1, "event", event="subscribe"))
+    status, doc = srv.request("GET", "/v1/members/" + follower)
+    check(doc["merged_into"] == lone and doc["balance"] == 50,
+          "resubscribing links and merges the follower into the unionid's member: %s" % doc)
 
 
 def main():
@@ -385,7 +424,7 @@ def main():
         rc, err = srv.stop()
         fake.stop()
     check(rc == 0, "clean exit: %s" % err[-500:])
-    check(len(tokens) == 2, "the fake issued two tokens (%d)" % len(tokens))
+    check(len(tokens) == 3, "the fake issued three tokens (%d)" % len(tokens))
     for secret in [MP_SECRET, OA_SECRET, OA_TOKEN] + tokens:
         check(secret not in err and secret not in open(os.path.join(tmp, "requests.log")).read(),
               "no secret in the logs")

@@ -1,0 +1,28 @@
+/*
+ * user.c - see user.h.
+ */
+#include "user.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int pgw_oa_user_unionid(pgw_wx_client *client, const char *appid, const char *openid,
+                        char unionid[PGW_WX_OPENID_MAX + 1], pgw_wx_reply *reply, pgw_err *err)
+{
+    unionid[0] = '\0';
+    if (!pgw_wx_id_ok(openid))
+        return pgw_err_set(err, PGW_EINVAL, "openid: 1..%d of [A-Za-z0-9_-]", PGW_WX_OPENID_MAX);
+    char query[PGW_WX_OPENID_MAX + 32];
+    snprintf(query, sizeof(query), "openid=%s&lang=zh_CN", openid);
+    json_t *answer = NULL;
+    int rc = pgw_wx_get(client, appid, "/cgi-bin/user/info", query, &answer, reply, err);
+    if (rc != PGW_OK)
+        return rc;
+    const char *u = json_string_value(json_object_get(answer, "unionid"));
+    if (u != NULL && !pgw_wx_id_ok(u))
+        rc = pgw_err_set(err, PGW_EIO, "WeChat user/info: a malformed unionid");
+    else if (u != NULL)
+        snprintf(unionid, PGW_WX_OPENID_MAX + 1, "%s", u);
+    json_decref(answer);
+    return rc;
+}
