@@ -234,9 +234,7 @@ static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, char token[PGW_W
     memset(body, 0, strlen(body)); /* it held the secret */
     free(body);
     if (rc != PGW_OK)
-        return rc == PGW_EINVAL || rc == PGW_EIO
-                   ? pgw_err_set(err, PGW_EUNAVAILABLE, "%s", err->msg)
-                   : rc;
+        return rc == PGW_EINVAL || rc == PGW_EIO ? pgw_err_recode(err, PGW_EUNAVAILABLE) : rc;
     const char *t = json_string_value(json_object_get(answer, "access_token"));
     json_t *in = json_object_get(answer, "expires_in");
     rc = t != NULL && t[0] != '\0' && strlen(t) <= PGW_WX_TOKEN_MAX && json_is_integer(in) &&

@@ -115,3 +115,11 @@ const char *pgw_code_name(int code)
         return "E?";
     }
 }
+
+int pgw_err_recode(pgw_err *err, int code)
+{
+    PGW_ASSERT(code < 0);
+    if (err != NULL)
+        err->code = code;
+    return code;
+}

@@ -60,6 +60,10 @@ void pgw_err_clear(pgw_err *err);
  */
 int pgw_err_prefix(pgw_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Gives the error already in `err` the code `code` (its message kept) and
+ * returns `code`: for a layer that reports a failure below it as its own. */
+int pgw_err_recode(pgw_err *err, int code);
+
 /* A short stable name for a code: "EINVAL", "ERANGE", ... ("E?" if unknown). */
 const char *pgw_code_name(int code);
 

@@ -288,8 +288,8 @@ int pgw_wechat_oa_open(const pgw_wechat *w, const char *query, const char *body,
         rc = pgw_oa_message_parse(plain, plain_len, &out->msg, err);
     free(plain);
     return rc == PGW_EUNAUTHORIZED || rc == PGW_ENOMEM ? rc
-           : rc != PGW_OK ? pgw_err_set(err, PGW_EINVAL, "%s", err->msg)
-                          : PGW_OK;
+           : rc != PGW_OK                              ? pgw_err_recode(err, PGW_EINVAL)
+                                                       : PGW_OK;
 }
 
 /* Wraps a reply for safe mode: encrypted, signed, with a fresh nonce. */
