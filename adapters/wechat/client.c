@@ -208,7 +208,7 @@ static int call(pgw_wx_client *c, const char *method, const char *url, const cha
     pgw_http_answer http;
     int rc = pgw_http_do(&hc, &http, err);
     if (rc != PGW_OK)
-        return pgw_err_prefix(err, "WeChat %s: ", path);
+        return err != NULL ? pgw_err_prefix(err, "WeChat %s: ", path) : rc;
     rc = read_answer(&http, path, answer, reply, err);
     pgw_http_answer_free(&http);
     return rc;
@@ -271,6 +271,11 @@ static int refresh_shared(pgw_wx_client *c, wx_app *a, bool force, char *token, 
         rc = k->lease(k->ctx, a->appid, now, now + PGW_WX_LEASE_S, &taken, err);
         if (rc != PGW_OK)
             return rc;
+        /* Another instance may have stored a token and let go of the lease
+         * between our read and our lease: read again before fetching. */
+        if (taken && !force && k->load(k->ctx, a->appid, token, expires_at, err) == PGW_OK &&
+            fresh(*expires_at))
+            return PGW_OK;
         if (taken || waited_us >= PGW_WX_LEASE_S * 1000000) {
             rc = fetch_token(c, a, force, token, expires_at, err);
             if (rc == PGW_OK)

@@ -843,7 +843,10 @@ class Handler(BaseHTTPRequestHandler):
             fault = STATE.take_fault(path)
             if fault is not None:
                 rec["fault"] = True
+                delay_only = not (fault["close"] or "http_status" in fault or "errcode" in fault)
+                # A delay-only fault is then handled normally, which counts the call.
                 if path == "/cgi-bin/stable_token" and isinstance(body_rec, dict) \
+                        and not delay_only \
                         and isinstance(body_rec.get("appid"), str) and body_rec["appid"]:
                     a = body_rec["appid"]
                     STATE.stable_token_calls[a] = STATE.stable_token_calls.get(a, 0) + 1

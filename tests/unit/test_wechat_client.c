@@ -1,0 +1,1182 @@
+/*
+ * test_wechat_client.c - the WeChat client (adapters/wechat/client.c) and the
+ * calls built on it (mini program login, phone, subscribe; official-account
+ * template) against the fake WeChat server tests/fakes/wechat_fake.py, run as
+ * a child process for the whole group and reset before each test.
+ *
+ * Facts: research/wechat-api.md section 3 (tokens), 4 (subscribe), 5.1
+ * (template). What the fake saw is read back through its control API
+ * (/_fake/requests, /_fake/stats), so every check is on the wire, not on the
+ * client's own account of itself.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "adapters/wechat/client.h"
+#include "adapters/wechat_mp/api.h"
+#include "adapters/wechat_oa/template.h"
+#include "store/store.h"
+#include "util/http_client.h"
+
+#include "db_fixture.h"
+
+#include <jansson.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define APP_MP      "wx1111mp00000test"
+#define SECRET_MP   "mp-Secret-7f3a9c21"
+#define APP_OA      "wx2222oa00000test"
+#define SECRET_OA   "oa-Secret-5be04d88"
+#define WRONG_SEC   "WRONG-s3cr3t-d41d8c"
+#define TEMPLATE_ID "TPL_points_credited_01"
+#define OPENID_1    "oMP_member_0001"
+#define OA_OPENID   "oOA_follower_0001"
+#define THREADS     16
+#define CLIENT_MS   3000L
+
+#define SEND_PATH     "/cgi-bin/message/subscribe/send"
+#define TEMPLATE_PATH "/cgi-bin/message/template/send"
+#define TOKEN_PATH    "/cgi-bin/stable_token"
+#define LOGIN_PATH    "/sns/jscode2session"
+
+/* ---- the fake server ------------------------------------------------------ */
+
+typedef struct fake_server {
+    char dir[64];
+    char port_file[96];
+    pid_t pid;
+    int port;
+    char base[64]; /* http://127.0.0.1:PORT */
+} fake_server;
+
+static fake_server FAKE = {.pid = -1};
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The source tree: PGW_SOURCE_DIR (ctest), else where this file was compiled from. */
+static void source_dir(char *out, size_t cap)
+{
+    const char *env = getenv("PGW_SOURCE_DIR");
+    if (env != NULL && env[0] != '\0') {
+        snprintf(out, cap, "%s", env);
+        return;
+    }
+    static const char tail[] = "/tests/unit/test_wechat_client.c";
+    size_t n = strlen(__FILE__), t = strlen(tail);
+    if (n > t && strcmp(__FILE__ + n - t, tail) == 0)
+        snprintf(out, cap, "%.*s", (int)(n - t), __FILE__);
+    else
+        snprintf(out, cap, ".");
+}
+
+static int stop_fake(void)
+{
+    if (FAKE.pid <= 0)
+        return 0;
+    kill(FAKE.pid, SIGTERM);
+    int status = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 500 && (got = waitpid(FAKE.pid, &status, WNOHANG)) == 0; i++)
+        sleep_ms(10); /* it exits within its 0.5 s stop poll */
+    if (got == 0) {
+        kill(FAKE.pid, SIGKILL);
+        waitpid(FAKE.pid, &status, 0);
+    }
+    FAKE.pid = -1;
+    return 0;
+}
+
+static int start_fake(void **state)
+{
+    (void)state;
+    char src[512], script[640];
+    source_dir(src, sizeof(src));
+    snprintf(script, sizeof(script), "%s/tests/fakes/wechat_fake.py", src);
+    snprintf(FAKE.dir, sizeof(FAKE.dir), "/tmp/pgw-wxfake-XXXXXX");
+    if (mkdtemp(FAKE.dir) == NULL)
+        return -1;
+    snprintf(FAKE.port_file, sizeof(FAKE.port_file), "%s/port", FAKE.dir);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        /* Dies with the test, even when the test dies first. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
+        execlp("python3", "python3", script, "--port-file", FAKE.port_file, "--app",
+               APP_MP ":" SECRET_MP, "--app", APP_OA ":" SECRET_OA, (char *)NULL);
+        _exit(127);
+    }
+    FAKE.pid = pid;
+    /* The fake writes its port file atomically once it listens. */
+    for (int i = 0; i < 1000; i++) { /* 10 s at most */
+        FILE *f = fopen(FAKE.port_file, "r");
+        if (f != NULL) {
+            int port = 0;
+            int got = fscanf(f, "%d", &port);
+            fclose(f);
+            if (got == 1 && port > 0 && port < 65536) {
+                FAKE.port = port;
+                snprintf(FAKE.base, sizeof(FAKE.base), "http://127.0.0.1:%d", port);
+                return 0;
+            }
+        }
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            FAKE.pid = -1;
+            fprintf(stderr, "the fake WeChat server (%s) exited before listening\n", script);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    stop_fake();
+    return -1;
+}
+
+static int end_fake(void **state)
+{
+    (void)state;
+    stop_fake();
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", FAKE.dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A control call: method, path (with its query), body (stolen; NULL for
+ * none). The answer must be HTTP 200 JSON; the caller decrefs it. */
+static json_t *fake_call(const char *method, const char *path, json_t *body)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "%s%s", FAKE.base, path);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    pgw_http_call hc = {.method = method, .url = url, .timeout_ms = 5000};
+    if (text != NULL) {
+        hc.headers[0] = "Content-Type: application/json";
+        hc.body = text;
+        hc.body_len = strlen(text);
+    }
+    pgw_http_answer answer;
+    pgw_err err = {0};
+    int rc = pgw_http_do(&hc, &answer, &err);
+    free(text);
+    if (rc != PGW_OK)
+        fail_msg("fake %s %s: %s", method, path, err.msg);
+    json_t *doc = json_loadb(answer.body, answer.body_len, 0, NULL);
+    long status = answer.status;
+    pgw_http_answer_free(&answer);
+    if (status != 200 || doc == NULL) {
+        json_decref(doc);
+        fail_msg("fake %s %s: HTTP %ld", method, path, status);
+    }
+    return doc;
+}
+
+/* POSTs json_pack(fmt, ...) to a control path and checks it was taken. */
+static void ctl(const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *body = json_vpack_ex(NULL, 0, fmt, ap);
+    va_end(ap);
+    assert_non_null(body);
+    json_t *doc = fake_call("POST", path, body);
+    json_decref(doc);
+}
+
+static void fault(json_t *spec)
+{
+    assert_non_null(spec);
+    json_decref(fake_call("POST", "/_fake/faults", spec));
+}
+
+/* stable_token calls the fake counted for appid. */
+static long stable_calls(const char *appid)
+{
+    json_t *doc = fake_call("GET", "/_fake/stats", NULL);
+    json_t *n = json_object_get(json_object_get(doc, "stable_token_calls"), appid);
+    long out = json_is_integer(n) ? (long)json_integer_value(n) : 0;
+    json_decref(doc);
+    return out;
+}
+
+/* The fake's record of the requests to `path`, oldest first; decref the root. */
+static json_t *requests_to(const char *path, json_t **list)
+{
+    char q[256];
+    snprintf(q, sizeof(q), "/_fake/requests?path=%s", path);
+    json_t *doc = fake_call("GET", q, NULL);
+    *list = json_object_get(doc, "requests");
+    assert_true(json_is_array(*list));
+    return doc;
+}
+
+static long req_errcode(const json_t *list, size_t i)
+{
+    json_t *code = json_object_get(json_array_get(list, i), "errcode");
+    assert_true(json_is_integer(code));
+    return (long)json_integer_value(code);
+}
+
+static const char *req_token(const json_t *list, size_t i)
+{
+    const char *t = json_string_value(
+        json_object_get(json_object_get(json_array_get(list, i), "query"), "access_token"));
+    assert_non_null(t);
+    return t;
+}
+
+static json_t *req_body(const json_t *list, size_t i)
+{
+    json_t *body = json_object_get(json_array_get(list, i), "body");
+    assert_true(json_is_object(body));
+    return body;
+}
+
+static int reset_fake(void **state)
+{
+    (void)state;
+    json_decref(fake_call("POST", "/_fake/reset", NULL));
+    return 0;
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static pgw_wx_client *new_client_at(const pgw_wx_token_cache *cache, const char *base,
+                                    const char *mp_secret)
+{
+    pgw_wx_client *c = NULL;
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_client_new(cache, CLIENT_MS, &c, &err), PGW_OK);
+    assert_int_equal(pgw_wx_client_add_app(c, APP_MP, mp_secret, base, &err), PGW_OK);
+    assert_int_equal(pgw_wx_client_add_app(c, APP_OA, SECRET_OA, base, &err), PGW_OK);
+    return c;
+}
+
+static pgw_wx_client *new_client(const pgw_wx_token_cache *cache)
+{
+    return new_client_at(cache, FAKE.base, SECRET_MP);
+}
+
+static pgw_wx_client_stats stats_of(pgw_wx_client *c)
+{
+    pgw_wx_client_stats s;
+    pgw_wx_client_get_stats(c, &s);
+    return s;
+}
+
+static void add_quota(const char *openid, int n)
+{
+    ctl("/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", APP_MP, "openid", openid,
+        "template_id", TEMPLATE_ID, "count", n);
+}
+
+static long quota_left(const char *openid)
+{
+    char q[256];
+    snprintf(q, sizeof(q), "/_fake/subscribe_quota?appid=%s&openid=%s&template_id=%s", APP_MP,
+             openid, TEMPLATE_ID);
+    json_t *doc = fake_call("GET", q, NULL);
+    long n = (long)json_integer_value(json_object_get(doc, "count"));
+    json_decref(doc);
+    return n;
+}
+
+static const pgw_wx_keyword KW[] = {{"thing1", "积分到账"}, {"number2", "120"}};
+
+static int send_sub(pgw_wx_client *c, int64_t *msgid, pgw_wx_reply *reply, pgw_err *err)
+{
+    return pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, "pages/points/index", KW, 2,
+                                 msgid, reply, err);
+}
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), t = strlen(tail);
+    return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+/* A TCP port on 127.0.0.1 that refuses connections: bound, never listening. */
+static int refusing_port(int *fd_out)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *fd_out = fd;
+    return ntohs(a.sin_port);
+}
+
+/* ---- 1. single flight ------------------------------------------------------ */
+
+typedef struct flight {
+    pgw_wx_client *client;
+    pthread_barrier_t *start;
+    char token[PGW_WX_TOKEN_MAX + 1];
+    int rc;
+    pgw_err err;
+} flight;
+
+static void *flight_main(void *arg)
+{
+    flight *f = arg;
+    pthread_barrier_wait(f->start);
+    f->rc = pgw_wx_access_token(f->client, APP_MP, f->token, &f->err);
+    return NULL;
+}
+
+/* THREADS threads ask at once; all their tokens must be `want` (or, when
+ * want is "", one same non-empty token, copied into want). */
+static void fly(pgw_wx_client *c, char want[PGW_WX_TOKEN_MAX + 1])
+{
+    static flight f[THREADS];
+    pthread_t th[THREADS];
+    pthread_barrier_t start;
+    assert_int_equal(pthread_barrier_init(&start, NULL, THREADS), 0);
+    memset(f, 0, sizeof(f));
+    for (int i = 0; i < THREADS; i++) {
+        f[i].client = c;
+        f[i].start = &start;
+        assert_int_equal(pthread_create(&th[i], NULL, flight_main, &f[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    if (want[0] == '\0')
+        snprintf(want, PGW_WX_TOKEN_MAX + 1, "%s", f[0].token);
+    assert_true(strlen(want) > 0);
+    for (int i = 0; i < THREADS; i++) {
+        assert_int_equal(f[i].rc, PGW_OK);
+        assert_string_equal(f[i].token, want);
+    }
+}
+
+static void test_single_flight(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    fault(json_pack("{s:s,s:i,s:i}", "path", TOKEN_PATH, "count", 1, "delay_ms", 400));
+    char token[PGW_WX_TOKEN_MAX + 1] = "";
+    fly(c, token);
+    assert_int_equal(stats_of(c).token_fetches, 1);
+    assert_int_equal(stats_of(c).calls, 0);
+    /* One stable_token request reached the fake. (Its stats count is read
+     * below only as a difference: the fake counts a delayed stable_token
+     * call twice, once as a fault and once as a call.) */
+    json_t *list;
+    json_t *doc = requests_to(TOKEN_PATH, &list);
+    assert_int_equal(json_array_size(list), 1);
+    json_t *body = req_body(list, 0);
+    assert_string_equal(json_string_value(json_object_get(body, "grant_type")),
+                        "client_credential");
+    assert_string_equal(json_string_value(json_object_get(body, "appid")), APP_MP);
+    assert_string_equal(json_string_value(json_object_get(body, "secret")), SECRET_MP);
+    assert_true(json_is_false(json_object_get(body, "force_refresh")));
+    json_decref(doc);
+    long calls = stable_calls(APP_MP);
+    assert_true(calls >= 1);
+
+    /* It is the token the fake issued and still holds as current. */
+    doc = fake_call("GET", "/_fake/tokens?appid=" APP_MP, NULL);
+    json_t *tokens = json_object_get(doc, "tokens");
+    assert_int_equal(json_array_size(tokens), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(tokens, 0), "access_token")), token);
+    assert_true(json_is_true(json_object_get(json_array_get(tokens, 0), "current")));
+    json_decref(doc);
+
+    /* A second round is served from the cache. */
+    fly(c, token);
+    assert_int_equal(stable_calls(APP_MP), calls);
+    doc = requests_to(TOKEN_PATH, &list);
+    assert_int_equal(json_array_size(list), 1);
+    json_decref(doc);
+    assert_int_equal(stats_of(c).token_fetches, 1);
+    /* Apps do not share tokens: the official account fetches its own. */
+    char oa[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_OA, oa, &err), PGW_OK);
+    assert_string_not_equal(oa, token);
+    assert_int_equal(stable_calls(APP_OA), 1);
+    assert_int_equal(stats_of(c).token_fetches, 2);
+    /* An app the client was not given. */
+    assert_int_equal(pgw_wx_access_token(c, "wx9999unknown", oa, &err), PGW_EINVAL);
+    assert_int_equal(stats_of(c).token_fetches, 2);
+    pgw_wx_client_free(c);
+}
+
+/* ---- 2. token errors: one new token, one retry ------------------------------ */
+
+static void expect_retried_send(pgw_wx_client *c, long errcode, size_t round)
+{
+    char old[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, old, &err), PGW_OK);
+    pgw_wx_client_stats before = stats_of(c);
+    ctl("/_fake/expire_tokens", "{s:s,s:i}", "appid", APP_MP, "errcode", (int)errcode);
+
+    int64_t msgid = 0;
+    pgw_wx_reply reply;
+    int rc = send_sub(c, &msgid, &reply, &err);
+    assert_int_equal(rc, PGW_OK);
+    assert_int_equal(reply.errcode, 0);
+    assert_true(msgid > 0);
+    pgw_wx_client_stats after = stats_of(c);
+    assert_int_equal(after.token_retries, before.token_retries + 1);
+    assert_int_equal(after.token_fetches, before.token_fetches + 1);
+    assert_int_equal(after.calls, before.calls + 2);
+
+    json_t *list;
+    json_t *doc = requests_to(SEND_PATH, &list);
+    assert_int_equal(json_array_size(list), 2 * (round + 1));
+    assert_int_equal(req_errcode(list, 2 * round), errcode);
+    assert_int_equal(req_errcode(list, 2 * round + 1), 0);
+    assert_string_equal(req_token(list, 2 * round), old);
+    assert_string_not_equal(req_token(list, 2 * round + 1), old);
+    char now[PGW_WX_TOKEN_MAX + 1];
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, now, &err), PGW_OK);
+    assert_string_equal(req_token(list, 2 * round + 1), now);
+    json_decref(doc);
+    /* The fake handed out a new token at once: no force_refresh was needed. */
+    doc = requests_to(TOKEN_PATH, &list);
+    assert_true(
+        json_is_false(json_object_get(req_body(list, json_array_size(list) - 1), "force_refresh")));
+    json_decref(doc);
+}
+
+static void test_token_error_retry(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    add_quota(OPENID_1, 2);
+    expect_retried_send(c, 42001, 0);
+    expect_retried_send(c, 40001, 1);
+    assert_int_equal(quota_left(OPENID_1), 0);
+    assert_int_equal(stable_calls(APP_MP), 3);
+    assert_int_equal(stats_of(c).token_fetches, 3);
+    pgw_wx_client_free(c);
+}
+
+/* ---- 3. a token error after the retry is not retried again ------------------ */
+
+static void test_only_one_retry(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    add_quota(OPENID_1, 1);
+    char old[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, old, &err), PGW_OK);
+    fault(json_pack("{s:s,s:i,s:i}", "path", SEND_PATH, "count", 2, "errcode", 42001));
+
+    int64_t msgid = 7;
+    pgw_wx_reply reply;
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(reply.errcode, 42001);
+    assert_int_equal(msgid, 0);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_RETRY);
+    assert_non_null(strstr(err.msg, "42001"));
+    assert_int_equal(stats_of(c).token_retries, 1);
+    assert_int_equal(stats_of(c).calls, 2);
+
+    json_t *list;
+    json_t *doc = requests_to(SEND_PATH, &list);
+    assert_int_equal(json_array_size(list), 2); /* no loop */
+    assert_int_equal(req_errcode(list, 0), 42001);
+    assert_int_equal(req_errcode(list, 1), 42001);
+    assert_string_equal(req_token(list, 0), old);
+    /* The token was still valid at the fake, so stable_token handed it back;
+     * the client then asked force_refresh and retried with the new one. */
+    assert_string_not_equal(req_token(list, 1), old);
+    json_decref(doc);
+    doc = requests_to(TOKEN_PATH, &list);
+    assert_int_equal(json_array_size(list), 3);
+    assert_true(json_is_false(json_object_get(req_body(list, 1), "force_refresh")));
+    assert_true(json_is_true(json_object_get(req_body(list, 2), "force_refresh")));
+    json_decref(doc);
+    assert_int_equal(quota_left(OPENID_1), 1); /* nothing was delivered */
+
+    /* The faults are used up: the next send goes through on the new token. */
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_OK);
+    assert_true(msgid > 0);
+    assert_int_equal(stats_of(c).token_retries, 1);
+    pgw_wx_client_free(c);
+}
+
+/* ---- 4. outcomes ------------------------------------------------------------ */
+
+static void test_classify(void **state)
+{
+    (void)state;
+    pgw_wx_reply none = {0}, daily = {.errcode = 45009};
+    assert_int_equal(pgw_wx_classify(PGW_OK, &none), PGW_WX_DONE);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, NULL), PGW_WX_RETRY);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &daily), PGW_WX_GIVE_UP);
+    assert_int_equal(pgw_wx_classify(PGW_ESTATE, &none), PGW_WX_FALL_THROUGH);
+    assert_int_equal(pgw_wx_classify(PGW_EINVAL, &none), PGW_WX_GIVE_UP);
+    assert_int_equal(pgw_wx_classify(PGW_EIO, &none), PGW_WX_GIVE_UP);
+
+    pgw_wx_client *c = new_client(NULL);
+    pgw_err err = {0};
+    pgw_wx_reply reply;
+    int64_t msgid;
+    char token[PGW_WX_TOKEN_MAX + 1];
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, token, &err), PGW_OK);
+
+    /* -1 system busy: try later. */
+    fault(json_pack("{s:s,s:i,s:i}", "path", SEND_PATH, "count", 1, "errcode", -1));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(reply.errcode, -1);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_RETRY);
+
+    /* 45009 daily quota: not within a retry's backoff. */
+    fault(json_pack("{s:s,s:i,s:i}", "path", SEND_PATH, "count", 1, "errcode", 45009));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(reply.errcode, 45009);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_GIVE_UP);
+
+    /* No subscription quota: 43101, the next channel. */
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_ESTATE);
+    assert_int_equal(reply.errcode, 43101);
+    assert_string_equal(reply.errmsg, "user refuse to accept the msg");
+    assert_int_equal(pgw_wx_classify(PGW_ESTATE, &reply), PGW_WX_FALL_THROUGH);
+
+    /* A value the fake refuses (time is passed as is): 47003, permanent. */
+    add_quota(OPENID_1, 3);
+    const pgw_wx_keyword bad_time[] = {{"thing1", "积分到账"}, {"time3", "25:99"}};
+    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, bad_time, 2,
+                                           &msgid, &reply, &err),
+                     PGW_EINVAL);
+    assert_int_equal(reply.errcode, 47003);
+    assert_non_null(strstr(reply.errmsg, "data.time3.value"));
+    assert_int_equal(pgw_wx_classify(PGW_EINVAL, &reply), PGW_WX_GIVE_UP);
+
+    /* A thing over 20 characters is sent fitted: 17 and "...". */
+    const char *long_ascii = "Points credited for your purchase at the Riverside store";
+    const pgw_wx_keyword long_thing[] = {{"thing1", long_ascii}};
+    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, long_thing, 1,
+                                           &msgid, &reply, &err),
+                     PGW_OK);
+    const char *long_cjk = "您在滨江店的消费已获得积分请在小程序中查看明细谢谢"; /* 25 */
+    const pgw_wx_keyword long_cjk_thing[] = {{"thing1", long_cjk}};
+    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, long_cjk_thing,
+                                           1, &msgid, &reply, &err),
+                     PGW_OK);
+    json_t *list;
+    json_t *doc = requests_to(SEND_PATH, &list);
+    size_t n = json_array_size(list);
+    assert_true(n >= 2);
+    const char *v1 = json_string_value(json_object_get(
+        json_object_get(json_object_get(req_body(list, n - 2), "data"), "thing1"), "value"));
+    const char *v2 = json_string_value(json_object_get(
+        json_object_get(json_object_get(req_body(list, n - 1), "data"), "thing1"), "value"));
+    assert_non_null(v1);
+    assert_non_null(v2);
+    assert_int_equal(utf8_chars(v1), 20);
+    assert_true(ends_with(v1, "..."));
+    assert_true(strncmp(v1, long_ascii, 17) == 0);
+    assert_int_equal(utf8_chars(v2), 20);
+    assert_true(ends_with(v2, "..."));
+    assert_true(strncmp(v2, long_cjk, 17 * 3) == 0);
+    assert_int_equal(req_errcode(list, n - 1), 0);
+    json_decref(doc);
+
+    /* An official-account template to a member who does not follow: 43004. */
+    const pgw_wx_keyword tkw[] = {{"first", "积分变动"}, {"keyword1", "120"}};
+    pgw_oa_template t = {.openid = OA_OPENID, .template_id = "OA_TPL_1", .kw = tkw, .n_kw = 2};
+    assert_int_equal(pgw_oa_send_template(c, APP_OA, &t, &msgid, &reply, &err), PGW_ESTATE);
+    assert_int_equal(reply.errcode, 43004);
+    assert_int_equal(pgw_wx_classify(PGW_ESTATE, &reply), PGW_WX_FALL_THROUGH);
+
+    /* HTTP 500: try later. */
+    fault(json_pack("{s:s,s:i,s:i,s:s}", "path", SEND_PATH, "count", 1, "http_status", 500, "body",
+                    "Internal Server Error"));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(reply.errcode, 0);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_RETRY);
+    assert_non_null(strstr(err.msg, "500"));
+    /* Another status: not a WeChat answer. */
+    fault(json_pack("{s:s,s:i,s:i,s:s}", "path", SEND_PATH, "count", 1, "http_status", 404, "body",
+                    "no"));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EIO);
+    assert_int_equal(pgw_wx_classify(PGW_EIO, &reply), PGW_WX_GIVE_UP);
+    pgw_wx_client_free(c);
+
+    /* Nobody listening: no answer at all. */
+    int fd;
+    int port = refusing_port(&fd);
+    char base[64];
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+    pgw_wx_client *down = new_client_at(NULL, base, SECRET_MP);
+    assert_int_equal(pgw_wx_access_token(down, APP_MP, token, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(send_sub(down, &msgid, &reply, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(reply.errcode, 0);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_RETRY);
+    pgw_mp_identity who;
+    assert_int_equal(pgw_mp_login(down, APP_MP, "code-X", &who, &reply, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(stats_of(down).token_fetches, 2);
+    pgw_wx_client_free(down);
+    close(fd);
+}
+
+/* ---- 5. template message -------------------------------------------------- */
+
+static void test_template(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    ctl("/_fake/followers", "{s:s,s:s,s:b}", "appid", APP_OA, "openid", OA_OPENID, "following", 1);
+    const pgw_wx_keyword kw[] = {{"first", "您的积分有变动"},
+                                 {"keyword1", "+120"},
+                                 {"thing3", "滨江店消费"},
+                                 {"remark", "谢谢"}};
+    pgw_oa_template t = {.openid = OA_OPENID,
+                         .template_id = "OA_TPL_points",
+                         .jump_appid = APP_MP,
+                         .jump_page = "pages/points/index?tab=history",
+                         .client_msg_id = "notice-000042",
+                         .kw = kw,
+                         .n_kw = 4};
+    int64_t msgid = 0;
+    pgw_wx_reply reply;
+    pgw_err err = {0};
+    assert_int_equal(pgw_oa_send_template(c, APP_OA, &t, &msgid, &reply, &err), PGW_OK);
+    assert_int_equal(reply.errcode, 0);
+    assert_true(msgid > 0);
+
+    json_t *list;
+    json_t *doc = requests_to(TEMPLATE_PATH, &list);
+    assert_int_equal(json_array_size(list), 1);
+    json_t *body = req_body(list, 0);
+    assert_string_equal(json_string_value(json_object_get(body, "touser")), OA_OPENID);
+    assert_string_equal(json_string_value(json_object_get(body, "template_id")), "OA_TPL_points");
+    json_t *mp = json_object_get(body, "miniprogram");
+    assert_true(json_is_object(mp));
+    assert_string_equal(json_string_value(json_object_get(mp, "appid")), APP_MP);
+    assert_string_equal(json_string_value(json_object_get(mp, "pagepath")),
+                        "pages/points/index?tab=history");
+    assert_string_equal(json_string_value(json_object_get(body, "client_msg_id")), "notice-000042");
+    assert_null(json_object_get(body, "url"));
+    json_t *data = json_object_get(body, "data");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(data, "first"), "value")),
+                        "您的积分有变动");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(data, "keyword1"), "value")), "+120");
+    /* The token of the official account, not the mini program's. */
+    char oa[PGW_WX_TOKEN_MAX + 1];
+    assert_int_equal(pgw_wx_access_token(c, APP_OA, oa, &err), PGW_OK);
+    assert_string_equal(req_token(list, 0), oa);
+    json_decref(doc);
+    doc = fake_call("GET", "/_fake/stats", NULL);
+    json_t *delivered = json_object_get(doc, "delivered");
+    assert_int_equal(json_array_size(delivered), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(delivered, 0), "msgid")),
+                     msgid);
+    json_decref(doc);
+    assert_int_equal(stable_calls(APP_MP), 0);
+
+    /* Without a mini program there is no jump at all, and no de-dup key. */
+    pgw_oa_template plain = {.openid = OA_OPENID,
+                             .template_id = "OA_TPL_points",
+                             .jump_page = "pages/ignored",
+                             .kw = kw,
+                             .n_kw = 2};
+    int64_t second = 0;
+    assert_int_equal(pgw_oa_send_template(c, APP_OA, &plain, &second, &reply, &err), PGW_OK);
+    assert_true(second > 0);
+    assert_true(second != msgid);
+    doc = requests_to(TEMPLATE_PATH, &list);
+    assert_int_equal(json_array_size(list), 2);
+    body = req_body(list, 1);
+    assert_null(json_object_get(body, "miniprogram"));
+    assert_null(json_object_get(body, "url"));
+    assert_null(json_object_get(body, "client_msg_id"));
+    json_decref(doc);
+    pgw_wx_client_free(c);
+}
+
+/* ---- 6. login and phone number ------------------------------------------- */
+
+static void test_login_and_phone(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    ctl("/_fake/login_codes", "{s:s,s:s,s:s,s:s}", "appid", APP_MP, "code", "code-A1", "openid",
+        "oMP_user_0001", "unionid", "oUN_union_0001");
+    ctl("/_fake/login_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "code-B2", "openid",
+        "oMP_user_0002");
+    pgw_mp_identity who;
+    pgw_wx_reply reply;
+    pgw_err err = {0};
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code-A1", &who, &reply, &err), PGW_OK);
+    assert_string_equal(who.openid, "oMP_user_0001");
+    assert_string_equal(who.unionid, "oUN_union_0001");
+    assert_int_equal(reply.errcode, 0);
+    /* Single use. */
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code-A1", &who, &reply, &err), PGW_EINVAL);
+    assert_int_equal(reply.errcode, 40163);
+    assert_string_equal(who.openid, "");
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code-unknown", &who, &reply, &err), PGW_EINVAL);
+    assert_int_equal(reply.errcode, 40029);
+    /* No unionid when the user has none. */
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code-B2", &who, &reply, &err), PGW_OK);
+    assert_string_equal(who.openid, "oMP_user_0002");
+    assert_string_equal(who.unionid, "");
+    /* A code that is not [A-Za-z0-9_-] never leaves the process. */
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code&secret=x", &who, &reply, &err), PGW_EINVAL);
+    json_t *list;
+    json_t *doc = requests_to(LOGIN_PATH, &list);
+    assert_int_equal(json_array_size(list), 4);
+    json_t *q = json_object_get(json_array_get(list, 0), "query");
+    assert_string_equal(json_string_value(json_object_get(q, "js_code")), "code-A1");
+    assert_string_equal(json_string_value(json_object_get(q, "grant_type")), "authorization_code");
+    assert_string_equal(json_string_value(json_object_get(q, "appid")), APP_MP);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "method")),
+                        "GET");
+    json_decref(doc);
+    assert_int_equal(stable_calls(APP_MP), 0); /* login needs no access token */
+
+    ctl("/_fake/phone_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "ph-cn-1", "phone",
+        "13800138000");
+    ctl("/_fake/phone_codes", "{s:s,s:s,s:s,s:i}", "appid", APP_MP, "code", "ph-us-1", "phone",
+        "4155550100", "country_code", 1);
+    ctl("/_fake/phone_codes", "{s:s,s:s,s:s,s:b}", "appid", APP_MP, "code", "ph-cn-2", "phone",
+        "13900139000", "country_code_as_string", 1);
+    char phone[32];
+    assert_int_equal(pgw_mp_phone(c, APP_MP, "ph-cn-1", phone, sizeof(phone), &reply, &err),
+                     PGW_OK);
+    assert_string_equal(phone, "13800138000");
+    assert_int_equal(pgw_mp_phone(c, APP_MP, "ph-us-1", phone, sizeof(phone), &reply, &err),
+                     PGW_EINVAL);
+    assert_int_equal(pgw_mp_phone(c, APP_MP, "ph-cn-2", phone, sizeof(phone), &reply, &err),
+                     PGW_OK);
+    assert_string_equal(phone, "13900139000");
+    /* Single use. */
+    assert_int_equal(pgw_mp_phone(c, APP_MP, "ph-cn-1", phone, sizeof(phone), &reply, &err),
+                     PGW_EINVAL);
+    assert_int_equal(reply.errcode, 40029);
+    doc = requests_to("/wxa/business/getuserphonenumber", &list);
+    assert_int_equal(json_array_size(list), 4);
+    assert_string_equal(json_string_value(json_object_get(req_body(list, 0), "code")), "ph-cn-1");
+    json_decref(doc);
+    assert_int_equal(stable_calls(APP_MP), 1);
+    pgw_wx_client_free(c);
+}
+
+/* ---- 7. secrets and tokens stay out of messages ---------------------------- */
+
+static void assert_clean(const char *msg, const char *secret, const char *token)
+{
+    assert_null(strstr(msg, secret));
+    assert_null(strstr(msg, "secret="));
+    assert_null(strstr(msg, "access_token="));
+    if (token != NULL && token[0] != '\0')
+        assert_null(strstr(msg, token));
+}
+
+static void test_secrets_not_shown(void **state)
+{
+    (void)state;
+    pgw_wx_client *bad = new_client_at(NULL, FAKE.base, WRONG_SEC);
+    char token[PGW_WX_TOKEN_MAX + 1] = "";
+    pgw_err err = {0};
+    int rc = pgw_wx_access_token(bad, APP_MP, token, &err);
+    assert_int_not_equal(rc, PGW_OK);
+    assert_int_equal(err.code, rc);
+    assert_non_null(strstr(err.msg, TOKEN_PATH));
+    assert_clean(err.msg, WRONG_SEC, NULL);
+    json_t *list;
+    json_t *doc = requests_to(TOKEN_PATH, &list);
+    assert_int_equal(json_array_size(list), 1);
+    assert_int_equal(req_errcode(list, 0), 40125);
+    json_decref(doc);
+    /* A send that needs the token fails the same way, with no call made. */
+    int64_t msgid;
+    pgw_wx_reply reply;
+    memset(&err, 0, sizeof(err));
+    assert_int_not_equal(send_sub(bad, &msgid, &reply, &err), PGW_OK);
+    assert_clean(err.msg, WRONG_SEC, NULL);
+    assert_int_equal(stats_of(bad).calls, 0);
+    /* jscode2session carries the secret in its query. */
+    ctl("/_fake/login_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "code-S1", "openid",
+        "oMP_user_0009");
+    pgw_mp_identity who;
+    memset(&err, 0, sizeof(err));
+    assert_int_not_equal(pgw_mp_login(bad, APP_MP, "code-S1", &who, &reply, &err), PGW_OK);
+    assert_int_equal(reply.errcode, 40125);
+    assert_non_null(strstr(err.msg, LOGIN_PATH));
+    assert_clean(err.msg, WRONG_SEC, NULL);
+    pgw_wx_client_free(bad);
+
+    /* No answer at all (the fake drops the connection): curl's message must
+     * not carry the URL's query either. */
+    pgw_wx_client *c = new_client(NULL);
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, token, &err), PGW_OK);
+    fault(json_pack("{s:s,s:i,s:b}", "path", SEND_PATH, "count", 1, "close", 1));
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, SEND_PATH));
+    assert_clean(err.msg, SECRET_MP, token);
+    fault(json_pack("{s:s,s:i,s:b}", "path", LOGIN_PATH, "count", 1, "close", 1));
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code-S1", &who, &reply, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, LOGIN_PATH));
+    assert_clean(err.msg, SECRET_MP, token);
+    /* An errmsg is WeChat's text, passed through: it names the path, not the URL. */
+    fault(json_pack("{s:s,s:i,s:i}", "path", SEND_PATH, "count", 1, "errcode", 48001));
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EIO);
+    assert_clean(err.msg, SECRET_MP, token);
+    pgw_wx_client_free(c);
+}
+
+/* ---- 7b. err may be NULL (core/error.h) ----------------------------------- */
+
+/* Runs the call in a child process, so a crash fails this test only. */
+static void expect_in_child(int (*call)(void), int want)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(call() == want ? 0 : 3);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status))
+        fail_msg("the call died of signal %d", WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static int wrong_secret_null_err(void)
+{
+    pgw_wx_client *c = new_client_at(NULL, FAKE.base, WRONG_SEC);
+    char token[PGW_WX_TOKEN_MAX + 1];
+    int rc = pgw_wx_access_token(c, APP_MP, token, NULL);
+    pgw_wx_client_free(c);
+    return rc;
+}
+
+static int refused_port;
+
+static int no_answer_null_err(void)
+{
+    char base[64];
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", refused_port);
+    pgw_wx_client *c = new_client_at(NULL, base, SECRET_MP);
+    char token[PGW_WX_TOKEN_MAX + 1];
+    int rc = pgw_wx_access_token(c, APP_MP, token, NULL);
+    pgw_wx_client_free(c);
+    return rc;
+}
+
+static void test_null_err(void **state)
+{
+    (void)state;
+    expect_in_child(wrong_secret_null_err, PGW_EUNAVAILABLE);
+    int fd;
+    refused_port = refusing_port(&fd);
+    expect_in_child(no_answer_null_err, PGW_EUNAVAILABLE);
+    close(fd);
+}
+
+/* ---- 8. the token shared through the database ------------------------------ */
+
+static int cache_load(void *ctx, const char *appid, char token[PGW_WX_TOKEN_MAX + 1],
+                      int64_t *expires_at, pgw_err *err)
+{
+    return pgw_store_token_load(ctx, appid, token, PGW_WX_TOKEN_MAX + 1, expires_at, err);
+}
+
+static int cache_lease(void *ctx, const char *appid, int64_t now, int64_t until, bool *taken,
+                       pgw_err *err)
+{
+    return pgw_store_token_lease(ctx, appid, now, until, taken, err);
+}
+
+static int cache_save(void *ctx, const char *appid, const char *token, int64_t expires_at,
+                      pgw_err *err)
+{
+    return pgw_store_token_save(ctx, appid, token, expires_at, err);
+}
+
+static int cache_forget(void *ctx, const char *appid, const char *token, pgw_err *err)
+{
+    return pgw_store_token_forget(ctx, appid, token, err);
+}
+
+static pgw_wx_token_cache cache_on(pgw_store *store)
+{
+    return (pgw_wx_token_cache){.load = cache_load,
+                                .lease = cache_lease,
+                                .save = cache_save,
+                                .forget = cache_forget,
+                                .ctx = store};
+}
+
+static int setup_db(void **state)
+{
+    reset_fake(state);
+    return db_fixture_setup(state);
+}
+
+static int teardown_db(void **state)
+{
+    return db_fixture_teardown(state);
+}
+
+typedef struct saver {
+    pgw_store *store;
+    int rc;
+    int64_t saved_at_ms;
+} saver;
+
+/* Plays another instance that holds the lease and stores its token late. */
+static void *saver_main(void *arg)
+{
+    saver *s = arg;
+    sleep_ms(350); /* not on one of the client's 100 ms polls */
+    pgw_err err;
+    s->saved_at_ms = mono_ms();
+    s->rc =
+        pgw_store_token_save(s->store, APP_MP, "LEASED-TOKEN-1", (int64_t)time(NULL) + 7200, &err);
+    return NULL;
+}
+
+static void test_shared_cache(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s1 = NULL, *s2 = NULL, *s3 = NULL;
+    pgw_err err = {0};
+    assert_int_equal(pgw_store_open(f->url, true, &s1, &err), PGW_OK);
+    assert_int_equal(pgw_store_open(f->url, false, &s2, &err), PGW_OK);
+    assert_int_equal(pgw_store_open(f->url, false, &s3, &err), PGW_OK);
+    pgw_wx_token_cache k1 = cache_on(s1), k2 = cache_on(s2);
+    pgw_wx_client *a = new_client(&k1), *b = new_client(&k2);
+
+    /* A fetches and stores; B reads what A stored. */
+    char ta[PGW_WX_TOKEN_MAX + 1], tb[PGW_WX_TOKEN_MAX + 1];
+    assert_int_equal(pgw_wx_access_token(a, APP_MP, ta, &err), PGW_OK);
+    assert_int_equal(stats_of(a).token_fetches, 1);
+    assert_int_equal(stable_calls(APP_MP), 1);
+    char stored[PGW_WX_TOKEN_MAX + 1];
+    int64_t expires_at = 0;
+    assert_int_equal(pgw_store_token_load(s3, APP_MP, stored, sizeof(stored), &expires_at, &err),
+                     PGW_OK);
+    assert_string_equal(stored, ta);
+    int64_t now = (int64_t)time(NULL);
+    assert_true(expires_at > now + 7100 && expires_at <= now + 7201);
+    assert_int_equal(pgw_wx_access_token(b, APP_MP, tb, &err), PGW_OK);
+    assert_string_equal(tb, ta);
+    assert_int_equal(stats_of(b).token_fetches, 0);
+    assert_int_equal(stable_calls(APP_MP), 1);
+
+    /* The token expires under both: A replaces it; B, refused with the same
+     * old token, finds A's new one stored and fetches nothing. */
+    add_quota(OPENID_1, 2);
+    ctl("/_fake/expire_tokens", "{s:s,s:i}", "appid", APP_MP, "errcode", 42001);
+    int64_t msgid;
+    pgw_wx_reply reply;
+    assert_int_equal(send_sub(a, &msgid, &reply, &err), PGW_OK);
+    assert_int_equal(stats_of(a).token_fetches, 2);
+    assert_int_equal(stats_of(a).token_retries, 1);
+    assert_int_equal(stable_calls(APP_MP), 2);
+    assert_int_equal(send_sub(b, &msgid, &reply, &err), PGW_OK);
+    assert_int_equal(stats_of(b).token_retries, 1);
+    assert_int_equal(stats_of(b).token_fetches, 0);
+    assert_int_equal(stable_calls(APP_MP), 2);
+    assert_int_equal(pgw_wx_access_token(a, APP_MP, ta, &err), PGW_OK);
+    assert_int_equal(pgw_wx_access_token(b, APP_MP, tb, &err), PGW_OK);
+    assert_string_equal(tb, ta);
+    assert_int_equal(pgw_store_token_load(s3, APP_MP, stored, sizeof(stored), &expires_at, &err),
+                     PGW_OK);
+    assert_string_equal(stored, ta);
+
+    /* Another instance holds the refresh lease: a client that needs a token
+     * waits for what that instance stores instead of fetching its own. */
+    bool taken = false;
+    now = (int64_t)time(NULL);
+    assert_int_equal(pgw_store_token_lease(s3, APP_MP, now, now + PGW_WX_LEASE_S, &taken, &err),
+                     PGW_OK);
+    assert_true(taken);
+    assert_int_equal(pgw_store_token_forget(s3, APP_MP, ta, &err), PGW_OK);
+    assert_int_equal(pgw_store_token_load(s3, APP_MP, stored, sizeof(stored), &expires_at, &err),
+                     PGW_ENOTFOUND);
+    /* The lease is held: nobody else gets it now. */
+    assert_int_equal(pgw_store_token_lease(s2, APP_MP, now, now + PGW_WX_LEASE_S, &taken, &err),
+                     PGW_OK);
+    assert_false(taken);
+
+    pgw_wx_client *cc = new_client(&k1);
+    saver sv = {.store = s3, .rc = 1};
+    pthread_t th;
+    int64_t asked_at = mono_ms();
+    assert_int_equal(pthread_create(&th, NULL, saver_main, &sv), 0);
+    char tc[PGW_WX_TOKEN_MAX + 1] = "";
+    int rc = pgw_wx_access_token(cc, APP_MP, tc, &err);
+    int64_t got_at = mono_ms();
+    pthread_join(th, NULL);
+    assert_int_equal(sv.rc, PGW_OK);
+    assert_int_equal(rc, PGW_OK);
+    assert_string_equal(tc, "LEASED-TOKEN-1");
+    assert_true(got_at >= sv.saved_at_ms);
+    assert_true(got_at - asked_at < 5000); /* polled, not the whole lease */
+    assert_int_equal(stats_of(cc).token_fetches, 0);
+    assert_int_equal(stable_calls(APP_MP), 2);
+    /* Saving ended the lease. */
+    now = (int64_t)time(NULL);
+    assert_int_equal(pgw_store_token_lease(s2, APP_MP, now, now + PGW_WX_LEASE_S, &taken, &err),
+                     PGW_OK);
+    assert_true(taken);
+
+    pgw_wx_client_free(cc);
+    pgw_wx_client_free(a);
+    pgw_wx_client_free(b);
+    pgw_store_close(s1);
+    pgw_store_close(s2);
+    pgw_store_close(s3);
+}
+
+/* Another instance stores its token and ends its lease between this
+ * client's load (nothing stored) and its lease (now free): the client must
+ * still use the stored token, not fetch one of its own. The lease callback
+ * below lets the other instance's save land exactly there. */
+typedef struct racing_cache {
+    pgw_store *own, *other;
+    int leases;
+} racing_cache;
+
+static int race_load(void *ctx, const char *appid, char token[PGW_WX_TOKEN_MAX + 1],
+                     int64_t *expires_at, pgw_err *err)
+{
+    racing_cache *r = ctx;
+    return pgw_store_token_load(r->own, appid, token, PGW_WX_TOKEN_MAX + 1, expires_at, err);
+}
+
+static int race_lease(void *ctx, const char *appid, int64_t now, int64_t until, bool *taken,
+                      pgw_err *err)
+{
+    racing_cache *r = ctx;
+    if (r->leases++ == 0) {
+        int rc = pgw_store_token_save(r->other, appid, "OTHER-INSTANCE-TOKEN",
+                                      (int64_t)time(NULL) + 7200, err);
+        if (rc != PGW_OK)
+            return rc;
+    }
+    return pgw_store_token_lease(r->own, appid, now, until, taken, err);
+}
+
+static int race_save(void *ctx, const char *appid, const char *token, int64_t expires_at,
+                     pgw_err *err)
+{
+    racing_cache *r = ctx;
+    return pgw_store_token_save(r->own, appid, token, expires_at, err);
+}
+
+static int race_forget(void *ctx, const char *appid, const char *token, pgw_err *err)
+{
+    racing_cache *r = ctx;
+    return pgw_store_token_forget(r->own, appid, token, err);
+}
+
+static void test_shared_cache_save_before_lease(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *own = NULL, *other = NULL;
+    pgw_err err = {0};
+    assert_int_equal(pgw_store_open(f->url, true, &own, &err), PGW_OK);
+    assert_int_equal(pgw_store_open(f->url, false, &other, &err), PGW_OK);
+    /* The other instance holds the lease while it refreshes. */
+    bool taken = false;
+    int64_t now = (int64_t)time(NULL);
+    assert_int_equal(pgw_store_token_lease(other, APP_MP, now, now + PGW_WX_LEASE_S, &taken, &err),
+                     PGW_OK);
+    assert_true(taken);
+
+    racing_cache r = {.own = own, .other = other};
+    pgw_wx_token_cache k = {.load = race_load,
+                            .lease = race_lease,
+                            .save = race_save,
+                            .forget = race_forget,
+                            .ctx = &r};
+    pgw_wx_client *c = new_client(&k);
+    char token[PGW_WX_TOKEN_MAX + 1] = "";
+    int rc = pgw_wx_access_token(c, APP_MP, token, &err);
+    uint64_t fetches = stats_of(c).token_fetches;
+    long calls = stable_calls(APP_MP);
+    pgw_wx_client_free(c);
+    pgw_store_close(own);
+    pgw_store_close(other);
+    assert_int_equal(rc, PGW_OK);
+    assert_true(r.leases >= 1);
+    assert_string_equal(token, "OTHER-INSTANCE-TOKEN");
+    assert_int_equal(fetches, 0);
+    assert_int_equal(calls, 0);
+}
+
+int main(void)
+{
+    pgw_err err;
+    if (pgw_http_client_init(&err) != PGW_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_single_flight, reset_fake),
+        cmocka_unit_test_setup(test_token_error_retry, reset_fake),
+        cmocka_unit_test_setup(test_only_one_retry, reset_fake),
+        cmocka_unit_test_setup(test_classify, reset_fake),
+        cmocka_unit_test_setup(test_template, reset_fake),
+        cmocka_unit_test_setup(test_login_and_phone, reset_fake),
+        cmocka_unit_test_setup(test_secrets_not_shown, reset_fake),
+        cmocka_unit_test_setup(test_null_err, reset_fake),
+        cmocka_unit_test_setup_teardown(test_shared_cache, setup_db, teardown_db),
+        cmocka_unit_test_setup_teardown(test_shared_cache_save_before_lease, setup_db, teardown_db),
+    };
+    int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
+    pgw_http_client_cleanup();
+    return failed;
+}
