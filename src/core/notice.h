@@ -1,0 +1,60 @@
+/*
+ * notice.h - the rules of notifications, without I/O: which channel a
+ * notice goes through, when an SMS may leave, how long a failed attempt
+ * waits. src/notify/ applies them to the outbox; test_notice checks them.
+ *
+ * Routing (DESIGN.md "Notifications"): the mini program's subscribe
+ * message when the member has an openid there and quota for the kind's
+ * template; else the official account's template message when the member
+ * follows and the kind has a template; else SMS when a phone is known, the
+ * member did not opt out and the kind has an SMS template. A channel that
+ * refuses for this member (43101 no quota, 43004 not following, an SMS
+ * number refused) is excluded and routing runs again.
+ */
+#ifndef PGW_CORE_NOTICE_H
+#define PGW_CORE_NOTICE_H
+
+#include "core/error.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum pgw_notice_channel {
+    PGW_CHANNEL_NONE = 0, /* nowhere to send: the notice is skipped */
+    PGW_CHANNEL_MP = 1,   /* mini-program subscribe message */
+    PGW_CHANNEL_OA = 2,   /* official-account template message */
+    PGW_CHANNEL_SMS = 4,
+} pgw_notice_channel;
+
+/* What routing needs to know of a member, for one notice kind. */
+typedef struct pgw_notice_reach {
+    bool mp;  /* an mp openid, quota for the template, the template configured */
+    bool oa;  /* follows the account, the template configured */
+    bool sms; /* a phone, not opted out, an SMS template configured */
+} pgw_notice_reach;
+
+/* The channel to try, skipping those in `excluded` (a mask of channels
+ * that refused before); PGW_CHANNEL_NONE when none is left. */
+pgw_notice_channel pgw_notice_route(const pgw_notice_reach *reach, unsigned excluded);
+
+const char *pgw_notice_channel_name(pgw_notice_channel channel);
+
+/*
+ * When an SMS may leave at the earliest, at or after `now`: `now` outside
+ * the quiet hours [start_min, end_min) (minutes after local midnight; the
+ * span may cross midnight, start == end means none), else the local time
+ * they end. `local_offset_s` is the zone's offset at `now`.
+ */
+int64_t pgw_notice_sms_time(int64_t now, int32_t local_offset_s, int32_t start_min,
+                            int32_t end_min);
+
+/*
+ * How long attempt `attempt` (1 = the first retry) waits: base * 2^(attempt-1)
+ * capped at max, then "full jitter" scaled by `jitter` (0..1000 per mille,
+ * the caller's randomness), never below base/2 so retries do not bunch at
+ * zero. Milliseconds.
+ */
+int64_t pgw_notice_backoff_ms(int64_t attempt, int64_t base_ms, int64_t max_ms,
+                              int32_t jitter_permille);
+
+#endif
