@@ -18,6 +18,7 @@
 #include "server/reconcile.h"
 #include "server/report.h"
 #include "util/csv.h"
+#include "util/http_client.h"
 #include "util/vault.h"
 #include "store/store.h"
 
@@ -207,7 +208,8 @@ static int cmd_serve(int argc, char **argv)
                              .tls_key_file = cfg->http.tls ? cfg->http.key_file : NULL};
     pgw_err err;
     pgw_http *http = NULL;
-    if (pgw_http_new(&opts, &http, &err) != PGW_OK) {
+    /* libcurl's global state, once, before any outbound worker starts. */
+    if (pgw_http_client_init(&err) != PGW_OK || pgw_http_new(&opts, &http, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
         pgw_config_free(cfg);
         return EXIT_USAGE;
@@ -224,6 +226,7 @@ static int cmd_serve(int argc, char **argv)
     rc = pgw_http_run(http, &err);
     serving = NULL;
     pgw_http_free(http); /* the writer has committed everything it acknowledged */
+    pgw_http_client_cleanup();
     fprintf(stderr, "pointsgw serve: stopped cleanly\n");
     pgw_config_free(cfg);
     return rc == PGW_OK ? EXIT_OK : EXIT_USAGE;

@@ -6,6 +6,7 @@
 #include "core/assertions.h"
 #include "util/http_client.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +29,12 @@ typedef struct wx_app {
     pthread_cond_t fetched;
     bool fetching; /* one thread fetches; the others wait on `fetched` */
     char token[PGW_WX_TOKEN_MAX + 1];
-    int64_t expires_at; /* unix seconds */
-    int64_t forced_at;  /* the last force_refresh */
+    int64_t expires_at;  /* unix seconds */
+    int64_t forced_at;   /* the last force_refresh */
+    uint64_t generation; /* fetches finished: a waiter sees whether its fetch failed */
+    int last_rc;
+    pgw_wx_reply last_reply;
+    char last_err[PGW_ERR_MSG_MAX];
 } wx_app;
 
 struct pgw_wx_client {
@@ -83,18 +88,20 @@ static int rc_of(long errcode)
     case 43101: /* no subscription quota left */
     case 43004: /* does not follow the account */
         return PGW_ESTATE;
-    case 40029: /* invalid code */
+    case 40029: /* invalid code: the client must ask WeChat for a new one */
     case 40163: /* code used */
+        return PGW_EUNAUTHORIZED;
+    case 40226: /* a high-risk user: WeChat blocks the login */
+        return PGW_ERISK;
     case 40003: /* invalid openid */
     case 40037: /* invalid template */
     case 47003: /* invalid argument */
     case 41030: /* page not released */
         return PGW_EINVAL;
-    default:
+    default: /* 40002, 40013, 40125, 40164, 48001 ...: our configuration */
         return PGW_EIO;
     }
 }
-
 static bool token_error(long errcode)
 {
     return errcode == 40001 || errcode == 40014 || errcode == 42001;
@@ -127,7 +134,7 @@ void pgw_wx_client_free(pgw_wx_client *c)
     }
     pthread_mutex_destroy(&c->stats_lock);
     /* The secret and tokens should not outlive the client in freed memory. */
-    memset(c, 0, sizeof(*c));
+    OPENSSL_cleanse(c, sizeof(*c));
     free(c);
 }
 
@@ -183,7 +190,11 @@ static int read_answer(const pgw_http_answer *http, const char *path, json_t **a
         return pgw_err_set(err, PGW_EIO, "WeChat %s: the answer is not a JSON object", path);
     }
     json_t *code = json_object_get(doc, "errcode");
-    reply->errcode = json_is_integer(code) ? (long)json_integer_value(code) : 0;
+    if (code != NULL && !json_is_integer(code)) {
+        json_decref(doc);
+        return pgw_err_set(err, PGW_EIO, "WeChat %s: errcode is not a number", path);
+    }
+    reply->errcode = code ? (long)json_integer_value(code) : 0;
     const char *msg = json_string_value(json_object_get(doc, "errmsg"));
     snprintf(reply->errmsg, sizeof(reply->errmsg), "%s", msg ? msg : "");
     int rc = rc_of(reply->errcode);
@@ -216,7 +227,7 @@ static int call(pgw_wx_client *c, const char *method, const char *url, const cha
 
 /* cgi-bin/stable_token: a token and its expiry. */
 static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, char token[PGW_WX_TOKEN_MAX + 1],
-                       int64_t *expires_at, pgw_err *err)
+                       int64_t *expires_at, pgw_wx_reply *reply, pgw_err *err)
 {
     static const char path[] = "/cgi-bin/stable_token";
     char url[URL_MAX];
@@ -228,13 +239,14 @@ static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, char token[PGW_W
     if (body == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for a token request");
     json_t *answer = NULL;
-    pgw_wx_reply reply = {0};
     count(c, &c->stats.token_fetches);
-    int rc = call(c, "POST", url, path, body, &answer, &reply, err);
-    memset(body, 0, strlen(body)); /* it held the secret */
+    /* The caller learns what the token call answered: a wrong secret
+     * (40125, EIO) is for an operator, not for a retry. */
+    int rc = call(c, "POST", url, path, body, &answer, reply, err);
+    OPENSSL_cleanse(body, strlen(body)); /* it held the secret */
     free(body);
     if (rc != PGW_OK)
-        return rc == PGW_EINVAL || rc == PGW_EIO ? pgw_err_recode(err, PGW_EUNAVAILABLE) : rc;
+        return rc;
     const char *t = json_string_value(json_object_get(answer, "access_token"));
     json_t *in = json_object_get(answer, "expires_in");
     rc = t != NULL && t[0] != '\0' && strlen(t) <= PGW_WX_TOKEN_MAX && json_is_integer(in) &&
@@ -256,13 +268,17 @@ static bool fresh(int64_t expires_at)
 
 /* A token from the shared cache, waiting for another instance's refresh
  * while it holds the lease; fetches (and stores) one when it is ours to. */
-static int refresh_shared(pgw_wx_client *c, wx_app *a, bool force, char *token, int64_t *expires_at,
-                          pgw_err *err)
+static int refresh_shared(pgw_wx_client *c, wx_app *a, const char *failed, bool force, char *token,
+                          int64_t *expires_at, pgw_wx_reply *reply, pgw_err *err)
 {
     const pgw_wx_token_cache *k = &c->cache;
     for (int waited_us = 0;; waited_us += LEASE_POLL_US) {
-        int rc = force ? PGW_ENOTFOUND : k->load(k->ctx, a->appid, token, expires_at, err);
-        if (rc == PGW_OK && fresh(*expires_at))
+        /* A stored token other than the one refused is another instance's
+         * refresh (forced or not): use it rather than force again. */
+        int rc = k->load(k->ctx, a->appid, token, expires_at, err);
+        bool usable =
+            rc == PGW_OK && fresh(*expires_at) && (failed == NULL || strcmp(token, failed) != 0);
+        if (usable)
             return PGW_OK;
         if (rc != PGW_OK && rc != PGW_ENOTFOUND)
             return rc;
@@ -271,33 +287,54 @@ static int refresh_shared(pgw_wx_client *c, wx_app *a, bool force, char *token, 
         rc = k->lease(k->ctx, a->appid, now, now + PGW_WX_LEASE_S, &taken, err);
         if (rc != PGW_OK)
             return rc;
-        /* Another instance may have stored a token and let go of the lease
-         * between our read and our lease: read again before fetching. */
-        if (taken && !force && k->load(k->ctx, a->appid, token, expires_at, err) == PGW_OK &&
-            fresh(*expires_at))
-            return PGW_OK;
+        if (taken) { /* stored between our read and our lease? */
+            rc = k->load(k->ctx, a->appid, token, expires_at, err);
+            if (rc != PGW_OK && rc != PGW_ENOTFOUND)
+                return rc;
+            if (rc == PGW_OK && fresh(*expires_at) &&
+                (failed == NULL || strcmp(token, failed) != 0))
+                return PGW_OK;
+        }
         if (taken || waited_us >= PGW_WX_LEASE_S * 1000000) {
-            rc = fetch_token(c, a, force, token, expires_at, err);
-            if (rc == PGW_OK)
-                rc = k->save(k->ctx, a->appid, token, *expires_at, err);
+            rc = fetch_token(c, a, force, token, expires_at, reply, err);
+            if (rc == PGW_OK) /* saving ends the lease */
+                return k->save(k->ctx, a->appid, token, *expires_at, err);
+            /* A failed fetch ends it too, so the next instance need not wait
+             * it out. If even that fails, the lease lapses by itself within
+             * PGW_WX_LEASE_S: the fetch's failure is what the caller needs. */
+            (void)k->release(k->ctx, a->appid, NULL);
             return rc;
         }
         usleep(LEASE_POLL_US); /* another instance is refreshing: read what it stores */
     }
 }
-
 /* The app's token: cached, or fetched by one thread while the others wait.
  * `failed` (may be NULL) is a token a call was just refused with. */
+static int fetch_either(pgw_wx_client *c, wx_app *a, const char *failed, bool force, char *token,
+                        int64_t *expires_at, pgw_wx_reply *reply, pgw_err *err)
+{
+    return c->has_cache ? refresh_shared(c, a, failed, force, token, expires_at, reply, err)
+                        : fetch_token(c, a, force, token, expires_at, reply, err);
+}
+
 static int token_for(pgw_wx_client *c, wx_app *a, const char *failed,
-                     char out[PGW_WX_TOKEN_MAX + 1], pgw_err *err)
+                     char out[PGW_WX_TOKEN_MAX + 1], pgw_wx_reply *reply, pgw_err *err)
 {
     pthread_mutex_lock(&a->lock);
     if (failed != NULL && strcmp(a->token, failed) == 0) { /* not replaced meanwhile */
         a->token[0] = '\0';
         a->expires_at = 0;
     }
+    uint64_t generation = a->generation;
     while (a->fetching)
         pthread_cond_wait(&a->fetched, &a->lock);
+    /* The fetch we waited for failed: share its failure, do not all refetch. */
+    if (a->generation != generation && a->last_rc != PGW_OK) {
+        int rc = a->last_rc;
+        *reply = a->last_reply;
+        pthread_mutex_unlock(&a->lock);
+        return pgw_err_set(err, rc, "%s", a->last_err);
+    }
     if (a->token[0] != '\0' && fresh(a->expires_at)) {
         memcpy(out, a->token, PGW_WX_TOKEN_MAX + 1);
         pthread_mutex_unlock(&a->lock);
@@ -312,14 +349,13 @@ static int token_for(pgw_wx_client *c, wx_app *a, const char *failed,
     if (failed != NULL && c->has_cache) /* so other instances stop using it */
         rc = c->cache.forget(c->cache.ctx, a->appid, failed, err);
     if (rc == PGW_OK)
-        rc = c->has_cache ? refresh_shared(c, a, false, token, &expires_at, err)
-                          : fetch_token(c, a, false, token, &expires_at, err);
-    /* The platform handed back the token it just refused: make it issue a new one. */
+        rc = fetch_either(c, a, failed, false, token, &expires_at, reply, err);
+    /* The platform handed back the token it just refused: make it issue a
+     * new one (at most every FORCE_GAP_S, WeChat's own limit). */
     bool force = rc == PGW_OK && failed != NULL && strcmp(token, failed) == 0;
     if (force && now_s() - a->forced_at >= FORCE_GAP_S) {
         a->forced_at = now_s();
-        rc = c->has_cache ? refresh_shared(c, a, true, token, &expires_at, err)
-                          : fetch_token(c, a, true, token, &expires_at, err);
+        rc = fetch_either(c, a, failed, true, token, &expires_at, reply, err);
     }
 
     pthread_mutex_lock(&a->lock);
@@ -328,18 +364,22 @@ static int token_for(pgw_wx_client *c, wx_app *a, const char *failed,
         a->expires_at = expires_at;
         memcpy(out, token, sizeof(token));
     }
+    a->generation++;
+    a->last_rc = rc;
+    a->last_reply = *reply;
+    snprintf(a->last_err, sizeof(a->last_err), "%s", rc != PGW_OK && err ? err->msg : "");
     a->fetching = false;
     pthread_cond_broadcast(&a->fetched);
     pthread_mutex_unlock(&a->lock);
-    memset(token, 0, sizeof(token));
+    OPENSSL_cleanse(token, sizeof(token));
     return rc;
 }
-
 int pgw_wx_access_token(pgw_wx_client *c, const char *appid, char out[PGW_WX_TOKEN_MAX + 1],
                         pgw_err *err)
 {
+    pgw_wx_reply reply = {0};
     wx_app *a = app_of(c, appid, err);
-    return a ? token_for(c, a, NULL, out, err) : PGW_EINVAL;
+    return a ? token_for(c, a, NULL, out, &reply, err) : PGW_EINVAL;
 }
 
 /* A call with the app's access token (query: more parameters, already
@@ -354,7 +394,7 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
     if (a == NULL)
         return PGW_EINVAL;
     char token[PGW_WX_TOKEN_MAX + 1], url[URL_MAX];
-    int rc = token_for(c, a, NULL, token, err);
+    int rc = token_for(c, a, NULL, token, reply, err);
     for (int attempt = 0; rc == PGW_OK; attempt++) {
         int n = snprintf(url, sizeof(url), "%s%s?access_token=%s%s%s", a->api_base, path, token,
                          query[0] ? "&" : "", query);
@@ -369,11 +409,12 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         count(c, &c->stats.token_retries);
         char failed[PGW_WX_TOKEN_MAX + 1];
         memcpy(failed, token, sizeof(failed));
-        rc = token_for(c, a, failed, token, err);
         memset(reply, 0, sizeof(*reply));
+        rc = token_for(c, a, failed, token, reply, err);
+        OPENSSL_cleanse(failed, sizeof(failed));
     }
-    memset(url, 0, sizeof(url));
-    memset(token, 0, sizeof(token));
+    OPENSSL_cleanse(url, sizeof(url));
+    OPENSSL_cleanse(token, sizeof(token));
     return rc;
 }
 
@@ -411,7 +452,7 @@ int pgw_wx_get_with_secret(pgw_wx_client *c, const char *appid, const char *path
         return pgw_err_set(err, PGW_ETOOLARGE, "WeChat %s: request too long", path);
     count(c, &c->stats.calls);
     int rc = call(c, "GET", url, path, NULL, answer, reply, err);
-    memset(url, 0, sizeof(url));
+    OPENSSL_cleanse(url, sizeof(url));
     return rc;
 }
 

@@ -12,7 +12,7 @@
  * 40001, 40014 or 42001 drops the token (only if it is still the one that
  * failed: another thread may have replaced it already), fetches another and
  * is retried once; if the platform hands back the very token that failed,
- * the second fetch asks force_refresh.
+ * the second fetch asks force_refresh (at most every 30 s, as WeChat allows).
  *
  * Several gateway instances: the optional shared cache (the database) holds
  * the token and a short refresh lease, so one instance refreshes and the
@@ -71,6 +71,8 @@ typedef struct pgw_wx_token_cache {
     int (*save)(void *ctx, const char *appid, const char *token, int64_t expires_at, pgw_err *err);
     /* Forgets `token` if it is still appid's stored one. */
     int (*forget)(void *ctx, const char *appid, const char *token, pgw_err *err);
+    /* Ends appid's lease without a token (a fetch failed). */
+    int (*release)(void *ctx, const char *appid, pgw_err *err);
     void *ctx;
 } pgw_wx_token_cache;
 
@@ -93,10 +95,14 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * POSTs `body` (JSON, borrowed) to api_base + path + "?access_token=...",
  * retrying once with a new token on a token error. On PGW_OK *answer is
  * WeChat's JSON (errcode 0; the caller decrefs). Otherwise the reply says
- * what WeChat answered (errcode, errmsg) and the rc how it failed:
- * PGW_EUNAVAILABLE (no answer, busy -1, 5xx, quota), PGW_ESTATE (43101,
- * 43004: the member cannot get it there), PGW_EINVAL (a refused request:
- * a bad or used code, an invalid argument), PGW_EIO (anything else).
+ * what WeChat answered (errcode, errmsg; those of the token call when
+ * that failed) and the rc how it failed: PGW_EUNAVAILABLE (no answer,
+ * busy -1, 5xx, quota), PGW_ESTATE (43101, 43004: the member cannot get it
+ * there), PGW_EUNAUTHORIZED (a bad or used code: ask the client for a new
+ * one), PGW_ERISK (40226, WeChat blocks the user), PGW_EINVAL (an invalid
+ * argument), PGW_EIO (anything else, such as a wrong secret or appid: our
+ * configuration). A failed token fetch is shared by the threads that
+ * waited for it, so an outage costs one call, not one per thread.
  */
 int pgw_wx_post(pgw_wx_client *client, const char *appid, const char *path, const json_t *body,
                 json_t **answer, pgw_wx_reply *reply, pgw_err *err);

@@ -107,7 +107,8 @@ int pgw_wx_keywords_json(const pgw_wx_keyword *kw, size_t n, json_t **out, pgw_e
     json_t *data = json_object();
     int rc = data ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
-        char fitted[PGW_WX_KEYWORD_VALUE_MAX];
+        char fitted[LEGACY_VALUE_MAX + 1 > PGW_WX_KEYWORD_VALUE_MAX ? LEGACY_VALUE_MAX + 1
+                                                                    : PGW_WX_KEYWORD_VALUE_MAX];
         if (!legacy_key(kw[i].name)) {
             rc = pgw_wx_keyword_fit(kw[i].name, kw[i].value, fitted, sizeof(fitted), err);
         } else if (strlen(kw[i].value) > LEGACY_VALUE_MAX || !pgw_utf8_valid(kw[i].value)) {
@@ -116,9 +117,11 @@ int pgw_wx_keywords_json(const pgw_wx_keyword *kw, size_t n, json_t **out, pgw_e
         } else {
             snprintf(fitted, sizeof(fitted), "%s", kw[i].value);
         }
-        if (rc == PGW_OK &&
-            json_object_set_new(data, kw[i].name, json_pack("{s:s}", "value", fitted)) != 0)
-            rc = pgw_err_set(err, PGW_ENOMEM, "out of memory");
+        json_t *value = rc == PGW_OK ? json_pack("{s:s}", "value", fitted) : NULL;
+        if (rc == PGW_OK && value == NULL) /* jansson refuses what is not UTF-8 */
+            rc = pgw_err_set(err, PGW_EINVAL, "%s: not valid UTF-8", kw[i].name);
+        if (rc == PGW_OK && json_object_set_new(data, kw[i].name, value) != 0)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s: not a valid keyword name", kw[i].name);
     }
     if (rc != PGW_OK) {
         json_decref(data);
@@ -150,10 +153,13 @@ int pgw_mp_send_subscribe(pgw_wx_client *client, const char *appid, const char *
         return rc;
     json_t *body =
         json_pack("{s:s,s:s,s:o}", "touser", openid, "template_id", template_id, "data", data);
-    if (body != NULL && page != NULL && page[0] != '\0')
-        json_object_set_new(body, "page", json_string(page));
     if (body == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    if (page != NULL && page[0] != '\0' &&
+        json_object_set_new(body, "page", json_string(page)) != 0) {
+        json_decref(body);
+        return pgw_err_set(err, PGW_EINVAL, "subscribe message: the page is not valid UTF-8");
+    }
     rc = pgw_wx_post(client, appid, "/cgi-bin/message/subscribe/send", body, &answer, reply, err);
     json_decref(body);
     if (rc == PGW_OK)

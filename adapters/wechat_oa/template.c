@@ -30,13 +30,21 @@ int pgw_oa_send_template(pgw_wx_client *client, const char *appid, const pgw_oa_
                              "data", data);
     if (body == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
-    /* The mini program wins over a URL, so only it is ever sent. */
-    if (present(t->jump_appid))
+    /* The mini program wins over a URL, so only it is ever sent. A field
+     * jansson refuses (not UTF-8) fails the send: a notice without its
+     * jump or its de-dup id is not the notice asked for. */
+    if (present(t->jump_appid) &&
         json_object_set_new(body, "miniprogram",
                             json_pack("{s:s,s:s}", "appid", t->jump_appid, "pagepath",
-                                      present(t->jump_page) ? t->jump_page : ""));
-    if (present(t->client_msg_id))
-        json_object_set_new(body, "client_msg_id", json_string(t->client_msg_id));
+                                      present(t->jump_page) ? t->jump_page : "")) != 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "template message: the jump is not valid UTF-8");
+    if (rc == PGW_OK && present(t->client_msg_id) &&
+        json_object_set_new(body, "client_msg_id", json_string(t->client_msg_id)) != 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "template message: client_msg_id is not valid UTF-8");
+    if (rc != PGW_OK) {
+        json_decref(body);
+        return rc;
+    }
     rc = pgw_wx_post(client, appid, "/cgi-bin/message/template/send", body, &answer, reply, err);
     json_decref(body);
     if (rc == PGW_OK)

@@ -10,6 +10,7 @@ int pgw_oa_user_unionid(pgw_wx_client *client, const char *appid, const char *op
                         char unionid[PGW_WX_OPENID_MAX + 1], pgw_wx_reply *reply, pgw_err *err)
 {
     unionid[0] = '\0';
+    memset(reply, 0, sizeof(*reply));
     if (!pgw_wx_id_ok(openid))
         return pgw_err_set(err, PGW_EINVAL, "openid: 1..%d of [A-Za-z0-9_-]", PGW_WX_OPENID_MAX);
     char query[PGW_WX_OPENID_MAX + 32];

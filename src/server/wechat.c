@@ -20,6 +20,9 @@
 #define OA_TOKEN_MAX     64 /* WeChat: 3..32 letters and digits */
 #define SIGNATURE_ARG    (PGW_WX_SIGNATURE_HEX + 1)
 #define REPLY_MAX        (PGW_OA_CONTENT_MAX + 1024)
+/* A follow waits on user/info before its passive reply, which WeChat wants
+ * within 5 s: a call gets 2.5 s, and a stalled one costs a redelivery. */
+#define WECHAT_TIMEOUT_MS 2500
 
 struct pgw_wechat {
     pgw_wx_client *client;
@@ -69,6 +72,15 @@ static int cache_forget(void *ctx, const char *appid, const char *token, pgw_err
     pgw_wechat *w = ctx;
     pthread_mutex_lock(&w->tokens_lock);
     int rc = pgw_store_token_forget(w->tokens, appid, token, err);
+    pthread_mutex_unlock(&w->tokens_lock);
+    return rc;
+}
+
+static int cache_release(void *ctx, const char *appid, pgw_err *err)
+{
+    pgw_wechat *w = ctx;
+    pthread_mutex_lock(&w->tokens_lock);
+    int rc = pgw_store_token_release(w->tokens, appid, err);
     pthread_mutex_unlock(&w->tokens_lock);
     return rc;
 }
@@ -132,10 +144,11 @@ int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, 
                                 .lease = cache_lease,
                                 .save = cache_save,
                                 .forget = cache_forget,
+                                .release = cache_release,
                                 .ctx = w};
     int rc = pgw_store_open(db_url, false, &w->tokens, err);
     if (rc == PGW_OK)
-        rc = pgw_wx_client_new(&cache, 0, &w->client, err);
+        rc = pgw_wx_client_new(&cache, WECHAT_TIMEOUT_MS, &w->client, err);
     if (rc == PGW_OK)
         rc = add_mp(w, &cfg->wechat_mp, err);
     if (rc == PGW_OK)
@@ -230,6 +243,8 @@ int pgw_wechat_oa_echo(const pgw_wechat *w, const char *query, int64_t now, char
                        size_t cap, pgw_err *err)
 {
     signed_query q;
+    if (!pgw_wechat_oa_ready(w)) /* no token: anyone could sign */
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "the official account is not configured");
     int rc = check_query(w, query, now, &q, err);
     if (rc == PGW_OK && pgw_query_get(query, "echostr", echostr, cap, err) != PGW_OK)
         rc = pgw_err_set(err, PGW_EINVAL, "echostr is required");
@@ -262,6 +277,8 @@ int pgw_wechat_oa_open(const pgw_wechat *w, const char *query, const char *body,
                        int64_t now, pgw_oa_inbound *out, pgw_err *err)
 {
     memset(out, 0, sizeof(*out));
+    if (!pgw_wechat_oa_ready(w)) /* no token: anyone could sign */
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "the official account is not configured");
     signed_query q;
     int rc = check_query(w, query, now, &q, err);
     if (rc != PGW_OK)
@@ -311,8 +328,8 @@ static int seal_reply(const pgw_wechat *w, const char *xml, size_t xml_len, int6
     int rc = pgw_wx_encrypt(w->oa_key, w->oa_appid, random, xml, xml_len, encrypt,
                             PGW_OA_XML_MAX + 1, err);
     const char *parts[] = {w->oa_token, timestamp, nonce, encrypt};
-    if (rc == PGW_OK)
-        rc = pgw_wx_signature(parts, 4, sig);
+    if (rc == PGW_OK && pgw_wx_signature(parts, 4, sig) != PGW_OK)
+        rc = pgw_err_set(err, PGW_ENOMEM, "out of memory signing a reply");
     if (rc == PGW_OK)
         rc = pgw_oa_encrypted_reply(encrypt, sig, now, nonce, out, cap, out_len, err);
     free(encrypt);

@@ -2154,6 +2154,12 @@ int pgw_store_token_forget(pgw_store *s, const char *appid, const char *token, p
                       appid, token, 0, 0, NULL, err);
 }
 
+int pgw_store_token_release(pgw_store *s, const char *appid, pgw_err *err)
+{
+    return token_exec(s, "UPDATE wechat_tokens SET lease_until = 0 WHERE appid = ?1 AND ?3 = ?4",
+                      appid, NULL, 0, 0, NULL, err);
+}
+
 /* ---- answers --------------------------------------------------------------------- */
 
 int pgw_store_set_answer(pgw_store *s, const char *key, const char *answer, pgw_err *err)

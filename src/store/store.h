@@ -404,6 +404,7 @@ int pgw_store_token_lease(pgw_store *store, const char *appid, int64_t now, int6
 int pgw_store_token_save(pgw_store *store, const char *appid, const char *token, int64_t expires_at,
                          pgw_err *err);
 int pgw_store_token_forget(pgw_store *store, const char *appid, const char *token, pgw_err *err);
+int pgw_store_token_release(pgw_store *store, const char *appid, pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 

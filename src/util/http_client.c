@@ -4,6 +4,7 @@
 #include "http_client.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -73,9 +74,9 @@ static int perform(CURL *curl, const pgw_http_call *call, sink *s, pgw_err *err)
     bool post = strcmp(call->method, "POST") == 0;
     curl_easy_setopt(curl, CURLOPT_URL, call->url);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L); /* worker threads: no SIGALRM */
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
-                     call->timeout_ms ? call->timeout_ms : (long)PGW_HTTP_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    long timeout = call->timeout_ms ? call->timeout_ms : (long)PGW_HTTP_TIMEOUT_MS;
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout < 3000L ? timeout : 3000L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink_write);
@@ -127,6 +128,8 @@ int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
 
 void pgw_http_answer_free(pgw_http_answer *answer)
 {
+    if (answer->body != NULL) /* WeChat's answers carry tokens and session keys */
+        OPENSSL_cleanse(answer->body, answer->body_len);
     free(answer->body);
     answer->body = NULL;
     answer->body_len = 0;

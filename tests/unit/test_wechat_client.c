@@ -447,6 +447,48 @@ static void test_single_flight(void **state)
     pgw_wx_client_free(c);
 }
 
+/* A failed fetch is shared by the threads that waited for it: WeChat busy
+ * costs one stable_token call, not one per thread. */
+static void test_failed_fetch_shared(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    fault(json_pack("{s:s,s:i,s:i,s:i}", "path", TOKEN_PATH, "count", 1, "delay_ms", 400, "errcode",
+                    -1));
+    static flight f[THREADS];
+    pthread_t th[THREADS];
+    pthread_barrier_t start;
+    assert_int_equal(pthread_barrier_init(&start, NULL, THREADS), 0);
+    memset(f, 0, sizeof(f));
+    for (int i = 0; i < THREADS; i++) {
+        f[i].client = c;
+        f[i].start = &start;
+        assert_int_equal(pthread_create(&th[i], NULL, flight_main, &f[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    int failed = 0;
+    for (int i = 0; i < THREADS; i++) {
+        failed += f[i].rc == PGW_EUNAVAILABLE;
+        assert_true(f[i].rc == PGW_OK || f[i].rc == PGW_EUNAVAILABLE);
+        if (f[i].rc != PGW_OK)
+            assert_non_null(strstr(f[i].err.msg, "errcode -1"));
+    }
+    /* All but latecomers (who fetched again, once) shared the one failure. */
+    json_t *list;
+    json_t *doc = requests_to(TOKEN_PATH, &list);
+    size_t fetches = json_array_size(list);
+    json_decref(doc);
+    assert_int_equal((size_t)stats_of(c).token_fetches, fetches);
+    /* They all started within the 400 ms the fetch took: at most a rare
+     * latecomer fetched again. Without sharing, 15 would refetch and pass. */
+    assert_true(failed >= THREADS / 2);
+    assert_true(fetches == 1 || fetches == 2);
+    assert_true(fetches == 2 || failed == THREADS);
+    pgw_wx_client_free(c);
+}
+
 /* ---- 2. token errors: one new token, one retry ------------------------------ */
 
 static void expect_retried_send(pgw_wx_client *c, long errcode, size_t round)
@@ -755,10 +797,11 @@ static void test_login_and_phone(void **state)
     assert_string_equal(who.unionid, "oUN_union_0001");
     assert_int_equal(reply.errcode, 0);
     /* Single use. */
-    assert_int_equal(pgw_mp_login(c, APP_MP, "code-A1", &who, &reply, &err), PGW_EINVAL);
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code-A1", &who, &reply, &err), PGW_EUNAUTHORIZED);
     assert_int_equal(reply.errcode, 40163);
     assert_string_equal(who.openid, "");
-    assert_int_equal(pgw_mp_login(c, APP_MP, "code-unknown", &who, &reply, &err), PGW_EINVAL);
+    assert_int_equal(pgw_mp_login(c, APP_MP, "code-unknown", &who, &reply, &err),
+                     PGW_EUNAUTHORIZED);
     assert_int_equal(reply.errcode, 40029);
     /* No unionid when the user has none. */
     assert_int_equal(pgw_mp_login(c, APP_MP, "code-B2", &who, &reply, &err), PGW_OK);
@@ -795,7 +838,7 @@ static void test_login_and_phone(void **state)
     assert_string_equal(phone, "13900139000");
     /* Single use. */
     assert_int_equal(pgw_mp_phone(c, APP_MP, "ph-cn-1", phone, sizeof(phone), &reply, &err),
-                     PGW_EINVAL);
+                     PGW_EUNAUTHORIZED);
     assert_int_equal(reply.errcode, 40029);
     doc = requests_to("/wxa/business/getuserphonenumber", &list);
     assert_int_equal(json_array_size(list), 4);
@@ -915,7 +958,7 @@ static int no_answer_null_err(void)
 static void test_null_err(void **state)
 {
     (void)state;
-    expect_in_child(wrong_secret_null_err, PGW_EUNAVAILABLE);
+    expect_in_child(wrong_secret_null_err, PGW_EIO); /* a wrong secret is configuration */
     int fd;
     refused_port = refusing_port(&fd);
     expect_in_child(no_answer_null_err, PGW_EUNAVAILABLE);
@@ -947,12 +990,18 @@ static int cache_forget(void *ctx, const char *appid, const char *token, pgw_err
     return pgw_store_token_forget(ctx, appid, token, err);
 }
 
+static int cache_release(void *ctx, const char *appid, pgw_err *err)
+{
+    return pgw_store_token_release(ctx, appid, err);
+}
+
 static pgw_wx_token_cache cache_on(pgw_store *store)
 {
     return (pgw_wx_token_cache){.load = cache_load,
                                 .lease = cache_lease,
                                 .save = cache_save,
                                 .forget = cache_forget,
+                                .release = cache_release,
                                 .ctx = store};
 }
 
@@ -1121,6 +1170,12 @@ static int race_forget(void *ctx, const char *appid, const char *token, pgw_err 
     return pgw_store_token_forget(r->own, appid, token, err);
 }
 
+static int race_release(void *ctx, const char *appid, pgw_err *err)
+{
+    racing_cache *r = ctx;
+    return pgw_store_token_release(r->own, appid, err);
+}
+
 static void test_shared_cache_save_before_lease(void **state)
 {
     db_fixture *f = *state;
@@ -1140,6 +1195,7 @@ static void test_shared_cache_save_before_lease(void **state)
                             .lease = race_lease,
                             .save = race_save,
                             .forget = race_forget,
+                            .release = race_release,
                             .ctx = &r};
     pgw_wx_client *c = new_client(&k);
     char token[PGW_WX_TOKEN_MAX + 1] = "";
@@ -1166,6 +1222,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_single_flight, reset_fake),
+        cmocka_unit_test_setup(test_failed_fetch_shared, reset_fake),
         cmocka_unit_test_setup(test_token_error_retry, reset_fake),
         cmocka_unit_test_setup(test_only_one_retry, reset_fake),
         cmocka_unit_test_setup(test_classify, reset_fake),
