@@ -1177,7 +1177,7 @@ static void render_bind(pgw_command *cmd, void *payload)
 
 /* One key per (member, identity): binding again is a replay. The lookup
  * may be long, so hashed. */
-static void bind_key(pgw_command *cmd)
+static void bind_key(pgw_command *cmd, const char *prefix)
 {
     uint8_t digest[PGW_HASH_LEN];
     char hex[2 * PGW_HASH_LEN + 1], material[PGW_ID_MAX + PGW_LOOKUP_MAX + 16];
@@ -1185,7 +1185,7 @@ static void bind_key(pgw_command *cmd)
              cmd->who.lookup);
     SHA256((const unsigned char *)material, strlen(material), digest);
     pgw_hash_hex(digest, hex, sizeof(hex));
-    snprintf(cmd->key, sizeof(cmd->key), "bind:%s:%.32s", cmd->member, hex);
+    snprintf(cmd->key, sizeof(cmd->key), "%s:%s:%.32s", prefix, cmd->member, hex);
 }
 
 /* POST /v1/members/{id}/identities {"phone": ...}: bind, merging when needed. */
@@ -1221,7 +1221,7 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
         return refuse(resp, job, R_BIND, rc, err.msg);
     pgw_command *cmd = &job->cmd;
     snprintf(cmd->member, sizeof(cmd->member), "%.*s", PGW_ID_MAX, member.value);
-    bind_key(cmd);
+    bind_key(cmd, "bind");
     snprintf(cmd->channel, sizeof(cmd->channel), "system");
     cmd->render = render_bind;
     return submit(api, job, resp);
@@ -1682,16 +1682,30 @@ static int wx_identity(const pgw_api *api, pgw_identity_kind kind, const char *s
     return rc == PGW_OK ? pgw_vault_key(api->vault, &id, key, err) : rc;
 }
 
-/* A code WeChat refused is the client's to renew (wx.login again): 401. */
+/* What the mini program hears: a code WeChat refused is already 401 (ask
+ * wx.login again); our own configuration failing (EIO) is 503, not 400. */
 static int wx_refused(int rc)
 {
-    return rc == PGW_EINVAL ? PGW_EUNAUTHORIZED : rc == PGW_EIO ? PGW_EUNAVAILABLE : rc;
+    return rc == PGW_EIO ? PGW_EUNAVAILABLE : rc;
+}
+
+/* A task that waited too long (or the gateway stops): finish without calling out. */
+static bool wx_stale(pgw_job *job, bool stale)
+{
+    if (!stale)
+        return false;
+    pgw_err err;
+    pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up: try again");
+    wx_fail(job, PGW_EUNAVAILABLE, &err);
+    return true;
 }
 
 /* Worker: jscode2session, then the MP_LOGIN command. */
-static void mp_login_task(void *arg)
+static void mp_login_task(void *arg, bool stale)
 {
     pgw_job *job = arg;
+    if (wx_stale(job, stale))
+        return;
     pgw_command *cmd = &job->cmd;
     pgw_mp_identity who;
     pgw_wx_reply reply;
@@ -1711,9 +1725,11 @@ static void mp_login_task(void *arg)
 }
 
 /* Worker: getuserphonenumber, then a BIND of the phone (merging a POS member). */
-static void mp_phone_task(void *arg)
+static void mp_phone_task(void *arg, bool stale)
 {
     pgw_job *job = arg;
+    if (wx_stale(job, stale))
+        return;
     pgw_command *cmd = &job->cmd;
     const pgw_config *cfg = job->api->cfg;
     char phone[32];
@@ -1728,9 +1744,7 @@ static void mp_phone_task(void *arg)
         return;
     }
     cmd->by_identity = true;
-    bind_key(cmd);
-    memcpy(cmd->key, "mp_phone", 8); /* "bind:..." -> "mp_phone..." keeps it distinct */
-    memmove(cmd->key + 8, cmd->key + 4, strlen(cmd->key + 4) + 1);
+    bind_key(cmd, "mp_phone"); /* not "bind": an admin's bind of it is another request */
     SHA256((const unsigned char *)cmd->key, strlen(cmd->key), cmd->fingerprint);
     wx_to_writer(job);
 }
@@ -1899,7 +1913,7 @@ static bool handle_mp_subscription(pgw_api *api, const pgw_request *req, const p
     pgw_command *cmd = &job->cmd;
     snprintf(cmd->template_id, sizeof(cmd->template_id), "%s", tpl);
     cmd->points = accepted;
-    snprintf(cmd->key, sizeof(cmd->key), "mp_sub:%s:%s", s->member, request_id);
+    snprintf(cmd->key, sizeof(cmd->key), "mp_sub:%s:%s", s->id, request_id);
     cmd->render = render_subscription;
     return submit(api, job, resp);
 }
@@ -1994,7 +2008,8 @@ static bool oa_text_is(const pgw_oa_message *m, const char *word)
 
 /* The push as POST /v1/events takes it: follow_oa or sign_in of the openid.
  * Its event_id is WeChat's de-dup key, so a redelivery is a replay. */
-static json_t *oa_event(const pgw_api *api, const pgw_oa_message *m, oa_action action)
+static int oa_event(const pgw_api *api, const pgw_oa_message *m, oa_action action, json_t **out,
+                    pgw_err *err)
 {
     char event_id[PGW_EVENT_ID_MAX + 1], when[PGW_RFC3339_MAX] = "";
     if (action == OA_FOLLOW)
@@ -2002,11 +2017,14 @@ static json_t *oa_event(const pgw_api *api, const pgw_oa_message *m, oa_action a
                  (long long)m->create_time);
     else
         snprintf(event_id, sizeof(event_id), "oa:msg:%.64s", m->msg_id);
-    pgw_format_rfc3339(m->create_time, &api->cfg->rules.tz, when, sizeof(when));
-    return json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s}}", "event_id", event_id, "channel", "wechat_oa",
-                     "type", action == OA_FOLLOW ? "follow_oa" : "sign_in", "occurred_at", when,
-                     "member", "oa_openid", m->from_user, "appid",
-                     pgw_wechat_oa_appid(api->wechat));
+    if (pgw_format_rfc3339(m->create_time, &api->cfg->rules.tz, when, sizeof(when)) != PGW_OK)
+        return pgw_err_set(err, PGW_EINVAL, "CreateTime %lld is out of range",
+                           (long long)m->create_time);
+    *out =
+        json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s}}", "event_id", event_id, "channel", "wechat_oa",
+                  "type", action == OA_FOLLOW ? "follow_oa" : "sign_in", "occurred_at", when,
+                  "member", "oa_openid", m->from_user, "appid", pgw_wechat_oa_appid(api->wechat));
+    return *out ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
 }
 
 /* The command a push asks for, filled into the job. */
@@ -2022,60 +2040,114 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
         return wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
                            &cmd->who, err);
     }
-    job->wx->event = oa_event(api, m, job->wx->action);
-    if (job->wx->event == NULL)
-        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
-    int rc = pgw_event_from_json(job->wx->event, &api->cfg->rules, &job->doc, err);
+    int rc = oa_event(api, m, job->wx->action, &job->wx->event, err);
+    if (rc == PGW_OK)
+        rc = pgw_event_from_json(job->wx->event, &api->cfg->rules, &job->doc, err);
     if (rc == PGW_OK)
         rc = pgw_event_command(api->vault, job->wx->event, &job->doc, &job->earning, cmd, err);
-    cmd->oa_follow = job->wx->action == OA_FOLLOW ? 1 : 0;
     cmd->render = render_event;
     return rc;
 }
 
-/* Links a follower's openid to the unionid WeChat knows them by, in a
- * LINK of its own before the follow event: a member who logged into the
- * mini program first becomes the follower (worker thread; it waits). */
-static int oa_link(pgw_job *job, const char *unionid, pgw_err *err)
+static void free_done(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    free(cmd);
+}
+
+/* A follow, recorded at once as a command of its own, in arrival order
+ * with unfollows: a follow event refused for its points (a risk rule)
+ * must not lose it. Nobody waits for it; it frees itself when done. */
+static int oa_record_follow(pgw_api *api, const pgw_oa_message *m, pgw_err *err)
+{
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    if (cmd == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    cmd->kind = PGW_COMMAND_OA_FOLLOW;
+    cmd->by_identity = true;
+    cmd->oa_follow = 1;
+    cmd->at = m->create_time;
+    cmd->done = free_done;
+    int rc = wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
+                         &cmd->who, err);
+    if (rc == PGW_OK)
+        rc = pgw_writer_submit(api->writer, cmd, err);
+    if (rc != PGW_OK)
+        free(cmd);
+    return rc;
+}
+
+/* A new follower to link by unionid, after the reply (outbound worker). */
+typedef struct oa_link_job {
+    pgw_api *api;
+    char openid[PGW_WX_OPENID_MAX + 1];
+    int64_t at;
+} oa_link_job;
+
+/* Links the follower's openid to the unionid WeChat knows them by (a LINK
+ * of its own): a member who logged into the mini program is the follower,
+ * or the two merge. The worker waits for the writer. */
+static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
 {
     pgw_command *link = calloc(1, sizeof(*link));
     if (link == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
     link->kind = PGW_COMMAND_LINK;
-    link->at = job->cmd.at;
+    link->at = l->at;
     link->by_identity = link->has_who2 = true;
-    link->who = job->cmd.who;
-    int rc = wx_identity(job->api, PGW_ID_UNIONID, "", unionid, &link->who2, err);
+    int rc = wx_identity(l->api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(l->api->wechat), l->openid,
+                         &link->who, err);
+    if (rc == PGW_OK)
+        rc = wx_identity(l->api, PGW_ID_UNIONID, "", unionid, &link->who2, err);
     char material[2 * PGW_LOOKUP_MAX + 8], hex[2 * PGW_HASH_LEN + 1];
     snprintf(material, sizeof(material), "%s|%s", link->who.lookup, link->who2.lookup);
     SHA256((const unsigned char *)material, strlen(material), link->fingerprint);
     pgw_hash_hex(link->fingerprint, hex, sizeof(hex));
-    snprintf(link->key, sizeof(link->key), "oa_link:%.32s:%lld", hex,
-             (long long)job->wx->oa.msg.create_time);
+    snprintf(link->key, sizeof(link->key), "oa_link:%.32s:%lld", hex, (long long)l->at);
     snprintf(link->channel, sizeof(link->channel), "wechat_oa");
     if (rc == PGW_OK)
-        rc = pgw_writer_run(job->api->writer, link, err);
+        rc = pgw_writer_run(l->api->writer, link, err);
     free(link);
     return rc;
 }
 
-/* Worker: a new follower's unionid (cgi-bin/user/info), linked, then the
- * follow event. Best effort: without the unionid the follower is still
- * followed and paid, and the link waits for the next subscribe. */
-static void oa_follow_task(void *arg)
+/* Worker: the follower's unionid (cgi-bin/user/info), linked. Off the
+ * reply's path, which WeChat wants within 5 s. Best effort: without it
+ * the follower is still followed and paid, and the link waits for the
+ * next subscribe. */
+static void oa_link_task(void *arg, bool stale)
 {
-    pgw_job *job = arg;
-    pgw_api *api = job->api;
+    oa_link_job *l = arg;
     char unionid[PGW_WX_OPENID_MAX + 1] = "";
     pgw_wx_reply reply;
     pgw_err err;
-    int rc = pgw_oa_user_unionid(pgw_wechat_client(api->wechat), pgw_wechat_oa_appid(api->wechat),
-                                 job->wx->oa.msg.from_user, unionid, &reply, &err);
+    int rc = stale ? pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up")
+                   : pgw_oa_user_unionid(pgw_wechat_client(l->api->wechat),
+                                         pgw_wechat_oa_appid(l->api->wechat), l->openid, unionid,
+                                         &reply, &err);
     if (rc == PGW_OK && unionid[0] != '\0')
-        rc = oa_link(job, unionid, &err);
+        rc = oa_link(l, unionid, &err);
     if (rc != PGW_OK)
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n", err.msg);
-    wx_to_writer(job);
+    free(l);
+}
+
+/* Queues the link of a follower (nothing waits on it). */
+static void oa_queue_link(pgw_api *api, const pgw_oa_message *m)
+{
+    pgw_err err;
+    oa_link_job *l = calloc(1, sizeof(*l));
+    int rc = l ? PGW_OK : pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (rc == PGW_OK) {
+        l->api = api;
+        l->at = m->create_time;
+        snprintf(l->openid, sizeof(l->openid), "%.64s", m->from_user);
+        rc = pgw_wechat_submit(api->wechat, oa_link_task, l, &err);
+    }
+    if (rc != PGW_OK) {
+        free(l);
+        fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n", err.msg);
+    }
 }
 
 /* POST /wechat/oa/callback: opens the push; answers "success" at once when
@@ -2093,6 +2165,11 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
         return false;
     }
     const pgw_oa_message *m = &wx->oa.msg;
+    if (!pgw_wx_id_ok(m->from_user)) {
+        free(wx);
+        fail(resp, R_OA_CALLBACK, PGW_EINVAL, "FromUserName is not an openid");
+        return false;
+    }
     bool event = strcmp(m->msg_type, "event") == 0, text = strcmp(m->msg_type, "text") == 0;
     if (event && strcmp(m->event, "subscribe") == 0)
         wx->action = OA_FOLLOW;
@@ -2118,11 +2195,16 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     }
     job->wx = wx;
     rc = oa_command(api, job, &err);
+    if (rc == PGW_OK && wx->action == OA_FOLLOW)
+        rc = oa_record_follow(api, m, &err); /* before the event, in the writer's order */
     if (rc != PGW_OK)
-        return refuse(resp, job, R_OA_CALLBACK, rc, err.msg);
-    if (wx->action == OA_FOLLOW)
-        return submit_outbound(api, job, oa_follow_task, resp);
-    return submit(api, job, resp);
+        return refuse(resp, job, R_OA_CALLBACK, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
+    bool follow = wx->action == OA_FOLLOW;
+    pgw_oa_message copy = *m; /* a refused submit frees the job, and m with it */
+    bool started = submit(api, job, resp);
+    if (started && follow)
+        oa_queue_link(api, &copy);
+    return started;
 }
 
 /* GET (URL check) or POST (a push) /wechat/oa/callback. */
@@ -2161,7 +2243,11 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
     const pgw_command *cmd = &job->cmd;
     char text[512];
     int64_t points = 0, balance = 0;
-    if (cmd->rc == PGW_EUNAVAILABLE || cmd->rc == PGW_EFULL) { /* WeChat resends: ask it to */
+    /* A refusal the member should read gets a reply; anything else (the
+     * store down, no memory) is 503, so that WeChat delivers it again. */
+    bool answerable = cmd->rc == PGW_OK || cmd->rc == PGW_ERISK || cmd->rc == PGW_ENOTFOUND ||
+                      cmd->rc == PGW_EINVAL;
+    if (!answerable) {
         fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
         return;
     }
@@ -2176,8 +2262,10 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
         if (cmd->rc == PGW_OK)
             snprintf(text, sizeof(text), "您的积分：%lld，可用 %lld。",
                      (long long)cmd->figures.balance, (long long)cmd->figures.available);
-        else
+        else if (cmd->rc == PGW_ENOTFOUND)
             snprintf(text, sizeof(text), "您还不是会员。回复“签到”即可加入并领取积分。");
+        else
+            snprintf(text, sizeof(text), "暂时无法查询，请稍后再试。");
         break;
     case OA_FOLLOW:
     case OA_SIGN_IN:

@@ -1132,7 +1132,8 @@ static int check_session(pgw_store *store, pgw_command *cmd)
     bool valid = false;
     if (cmd->session_id[0] == '\0' || cmd->kind == PGW_COMMAND_LINK) /* it makes one */
         return PGW_OK;
-    int rc = pgw_store_session_valid(store, cmd->session_id, cmd->at, &valid, &cmd->err);
+    int rc =
+        pgw_store_session_valid(store, cmd->session_id, cmd->member, cmd->at, &valid, &cmd->err);
     if (rc == PGW_OK && !valid)
         rc = pgw_err_set(&cmd->err, PGW_EUNAUTHORIZED,
                          "the session was ended or has expired: log in again");
@@ -1241,10 +1242,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_release(store, cmd);
     case PGW_COMMAND_REDEEM:
         return apply_redeem(store, policy, cmd);
-    case PGW_COMMAND_EVENT: {
-        int rc = apply_event(store, policy, cmd);
-        return rc == PGW_OK && cmd->oa_follow != 0 ? apply_follow(store, cmd) : rc;
-    }
+    case PGW_COMMAND_EVENT:
+        return apply_event(store, policy, cmd);
     case PGW_COMMAND_LINK:
         return apply_link(store, policy, cmd);
     case PGW_COMMAND_SUBSCRIBE:
@@ -1303,10 +1302,11 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     reset_output(cmd);
     bool seen = false;
     int rc = pgw_store_savepoint(store, &cmd->err);
-    if (rc == PGW_OK)
-        rc = check_session(store, cmd);
     if (rc == PGW_OK && key_checked_first(cmd->kind))
         rc = check_key_first(store, cmd, &seen);
+    /* After the key: a retried logout (or any retry) gets its first answer. */
+    if (rc == PGW_OK && !seen)
+        rc = check_session(store, cmd);
     /* BIND's `who` is what to bind, not whom the command is for. */
     if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND &&
         cmd->kind != PGW_COMMAND_IMPORT && cmd->kind != PGW_COMMAND_LINK &&

@@ -8,7 +8,8 @@
  * the reference ledger (core/ledger.h pgw_ledger); test_command drives both
  * with the same random operations and compares them after each.
  *
- * Idempotency: every command but the two expiries carries a key. Purchases
+ * Idempotency: every command but the two expiries and OA_FOLLOW (ordered
+ * by time instead) carries a key. Purchases
  * (EARN) and raw TRANSFERS append first and let the key's unique constraint
  * detect a replay (the hot path pays one statement, a replay some wasted
  * work). The others look their key up first: their effect depends on the
@@ -185,7 +186,7 @@ struct pgw_command {
     int64_t session_expires;                    /* LINK with a session */
     char appid[PGW_ID_MAX + 1];                 /* LINK with a session */
     char template_id[PGW_TEMPLATE_KEY_MAX + 1]; /* SUBSCRIBE */
-    int oa_follow; /* EVENT (follow_oa) and OA_FOLLOW: 1 follows, -1 unfollows, 0 neither */
+    int oa_follow;                              /* OA_FOLLOW: 1 follows, -1 unfollows */
     /* READ_CALL: fills cmd->err on failure; must not write. */
     int (*call)(pgw_store *store, pgw_command *cmd);
     /* Output, valid once `done` runs. */

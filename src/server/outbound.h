@@ -13,12 +13,18 @@
 
 #include "core/error.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define PGW_OUTBOUND_THREADS_MAX 32
 
 typedef struct pgw_outbound pgw_outbound;
-typedef void (*pgw_outbound_task)(void *arg);
+#define PGW_OUTBOUND_STALE_MS 10000
+
+/* A task; `stale` when it waited over PGW_OUTBOUND_STALE_MS or the pool is
+ * stopping: it must then finish without calling out (its client has given
+ * up, and a wx.login code lives 5 minutes). */
+typedef void (*pgw_outbound_task)(void *arg, bool stale);
 
 int pgw_outbound_start(size_t threads, size_t queue_cap, pgw_outbound **out, pgw_err *err);
 
@@ -26,7 +32,7 @@ int pgw_outbound_start(size_t threads, size_t queue_cap, pgw_outbound **out, pgw
  * stopping (then the task will not run and the caller keeps arg). */
 int pgw_outbound_submit(pgw_outbound *pool, pgw_outbound_task task, void *arg, pgw_err *err);
 
-/* Runs what is queued, joins the workers and frees the pool. */
+/* Hands what is queued to the workers as stale, joins them and frees the pool. */
 void pgw_outbound_stop(pgw_outbound *pool);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include <pthread.h>
 #include <stdio.h>
@@ -24,6 +25,13 @@
  * within 5 s: a call gets 2.5 s, and a stalled one costs a redelivery. */
 #define WECHAT_TIMEOUT_MS 2500
 
+/* A push seen within the clock window: its nonce, timestamp and body. */
+typedef struct seen_push {
+    char nonce[PGW_OA_NONCE_MAX + 1];
+    int64_t timestamp;
+    uint8_t body_sha256[32];
+} seen_push;
+
 struct pgw_wechat {
     pgw_wx_client *client;
     pgw_outbound *outbound;
@@ -33,6 +41,11 @@ struct pgw_wechat {
     char oa_appid[PGW_ID_MAX + 1];
     char oa_token[OA_TOKEN_MAX + 1];
     uint8_t oa_key[PGW_WX_AES_KEY_LEN];
+    /* The plain signature does not cover the body, so a captured query
+     * could carry another body: a (nonce, timestamp) seen with one body is
+     * refused with another. A ring: the oldest is forgotten first. */
+    seen_push seen[PGW_OA_NONCES_KEPT];
+    size_t seen_next;
 };
 
 /* ---- the shared token cache (store.h), one call at a time on its connection ---- */
@@ -273,8 +286,41 @@ static int open_encrypted(const pgw_wechat *w, const char *query, const signed_q
     return rc;
 }
 
-int pgw_wechat_oa_open(const pgw_wechat *w, const char *query, const char *body, size_t len,
-                       int64_t now, pgw_oa_inbound *out, pgw_err *err)
+/* A message from the future would pin its follow state (later changes
+ * win) for good: CreateTime may not be ahead of our clock's window. */
+static int check_message(int rc, const pgw_oa_message *m, int64_t now, pgw_err *err)
+{
+    if (rc == PGW_OK && m->create_time > now + PGW_OA_CLOCK_SKEW_S)
+        return pgw_err_set(err, PGW_EINVAL, "CreateTime %lld is in the future",
+                           (long long)m->create_time);
+    return rc;
+}
+
+/* Plain mode: whether this (nonce, timestamp) came before with another
+ * body. Only accepted pushes are remembered, so a forged body sent first
+ * cannot spoil the genuine one's nonce. */
+static bool replayed_nonce(const pgw_wechat *w, const signed_query *q, const uint8_t digest[32])
+{
+    int64_t t = strtoll(q->timestamp, NULL, 10);
+    for (size_t i = 0; i < PGW_OA_NONCES_KEPT; i++) {
+        const seen_push *p = &w->seen[i];
+        if (p->timestamp == t && strcmp(p->nonce, q->nonce) == 0)
+            return memcmp(p->body_sha256, digest, 32) != 0; /* the same: a redelivery */
+    }
+    return false;
+}
+
+static void remember_nonce(pgw_wechat *w, const signed_query *q, const uint8_t digest[32])
+{
+    seen_push *slot = &w->seen[w->seen_next];
+    w->seen_next = (w->seen_next + 1) % PGW_OA_NONCES_KEPT;
+    snprintf(slot->nonce, sizeof(slot->nonce), "%s", q->nonce);
+    slot->timestamp = strtoll(q->timestamp, NULL, 10);
+    memcpy(slot->body_sha256, digest, 32);
+}
+
+int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_t len, int64_t now,
+                       pgw_oa_inbound *out, pgw_err *err)
 {
     memset(out, 0, sizeof(*out));
     if (!pgw_wechat_oa_ready(w)) /* no token: anyone could sign */
@@ -294,15 +340,24 @@ int pgw_wechat_oa_open(const pgw_wechat *w, const char *query, const char *body,
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "this account expects safe mode (aes)");
     if (out->encrypted && !w->oa_aes)
         return pgw_err_set(err, PGW_EINVAL, "safe mode push, but no EncodingAESKey is set");
-    if (!out->encrypted)
-        return pgw_oa_message_parse(body, len, &out->msg, err);
+    if (!out->encrypted) { /* safe mode needs no nonces: msg_signature covers the body */
+        uint8_t digest[32];
+        SHA256((const unsigned char *)body, len, digest);
+        if (replayed_nonce(w, &q, digest))
+            return pgw_err_set(err, PGW_EUNAUTHORIZED, "nonce used before with another message");
+        rc = check_message(pgw_oa_message_parse(body, len, &out->msg, err), &out->msg, now, err);
+        if (rc == PGW_OK)
+            remember_nonce(w, &q, digest);
+        return rc;
+    }
     char *plain = malloc(PGW_WX_MESSAGE_MAX + 1);
     size_t plain_len = 0;
     rc = plain ? open_encrypted(w, query, &q, body, len, plain, PGW_WX_MESSAGE_MAX + 1, &plain_len,
                                 err)
                : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
-        rc = pgw_oa_message_parse(plain, plain_len, &out->msg, err);
+        rc = check_message(pgw_oa_message_parse(plain, plain_len, &out->msg, err), &out->msg, now,
+                           err);
     free(plain);
     return rc == PGW_EUNAUTHORIZED || rc == PGW_ENOMEM ? rc
            : rc != PGW_OK                              ? pgw_err_recode(err, PGW_EINVAL)

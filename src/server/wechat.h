@@ -12,7 +12,11 @@
  * The callback (research/wechat-api.md 5.2-5.6): the plain signature is
  * checked on every request, msg_signature too in safe mode (encrypt_type=aes),
  * and the timestamp must be within PGW_OA_CLOCK_SKEW_S of ours, so a
- * captured push cannot be replayed later. Replies go back encrypted when
+ * captured push cannot be replayed later; in plain mode, within that
+ * window, a (nonce, timestamp) accepted with one body is refused with
+ * another (the plain signature does not cover the body; in safe mode
+ * msg_signature covers the ciphertext). CreateTime may not be ahead
+ * of the window either. Replies go back encrypted when
  * the push was.
  *
  * Threads: pgw_wechat_oa_* run on the service thread (no I/O); the client
@@ -33,6 +37,7 @@
 
 #define PGW_OA_CLOCK_SKEW_S 600
 #define PGW_OA_NONCE_MAX    64
+#define PGW_OA_NONCES_KEPT  4096 /* pushes remembered against a replayed query */
 
 typedef struct pgw_wechat pgw_wechat;
 
@@ -63,8 +68,8 @@ typedef struct pgw_oa_inbound {
 
 /* POST /wechat/oa/callback: PGW_EUNAUTHORIZED for a bad signature or a
  * stale timestamp, PGW_EINVAL for a body that does not open or parse. */
-int pgw_wechat_oa_open(const pgw_wechat *w, const char *query, const char *body, size_t len,
-                       int64_t now, pgw_oa_inbound *out, pgw_err *err);
+int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_t len, int64_t now,
+                       pgw_oa_inbound *out, pgw_err *err);
 
 /* The passive reply carrying `text` to the push's sender (encrypted when
  * the push was): a malloc'd body the caller frees. */

@@ -282,7 +282,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_DROP_SUBSCRIPTIONS] = "DELETE FROM subscriptions WHERE member = ?1",
     [ST_INSERT_SESSION] = "INSERT INTO sessions (id, member, appid, created_at, expires_at)"
                           " VALUES (?1, ?2, ?3, ?4, ?5)",
-    [ST_SESSION] = "SELECT expires_at, revoked_at FROM sessions WHERE id = ?1",
+    [ST_SESSION] = "SELECT expires_at, revoked_at, member FROM sessions WHERE id = ?1",
     [ST_REVOKE_SESSION] =
         "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
     [ST_ADD_QUOTA] =
@@ -1994,13 +1994,16 @@ int pgw_store_insert_session(pgw_store *s, const char *id, const char *member, c
     return rc;
 }
 
-int pgw_store_session_valid(pgw_store *s, const char *id, int64_t now, bool *valid, pgw_err *err)
+int pgw_store_session_valid(pgw_store *s, const char *id, const char *member, int64_t now,
+                            bool *valid, pgw_err *err)
 {
     sqlite3_stmt *st = s->st[ST_SESSION];
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int step = sqlite3_step(st);
+    const char *holder = step == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 2) : NULL;
     *valid = step == SQLITE_ROW && sqlite3_column_int64(st, 0) > now &&
-             sqlite3_column_type(st, 1) == SQLITE_NULL;
+             sqlite3_column_type(st, 1) == SQLITE_NULL && holder != NULL &&
+             strcmp(holder, member) == 0;
     int rc = step == SQLITE_ROW || step == SQLITE_DONE
                  ? PGW_OK
                  : db_error(s, PGW_EIO, "reading a session", err);

@@ -370,9 +370,11 @@ int pgw_store_set_referred_by(pgw_store *store, const char *member, const char *
 int pgw_store_insert_session(pgw_store *store, const char *id, const char *member,
                              const char *appid, int64_t created_at, int64_t expires_at,
                              pgw_err *err);
-/* Whether session `id` exists, is not revoked and has not expired at `now`. */
-int pgw_store_session_valid(pgw_store *store, const char *id, int64_t now, bool *valid,
-                            pgw_err *err);
+/* Whether session `id` exists, was issued to `member`, is not revoked and
+ * has not expired at `now` (the member check means a token re-signed with
+ * another member's id is worthless even to someone holding the key). */
+int pgw_store_session_valid(pgw_store *store, const char *id, const char *member, int64_t now,
+                            bool *valid, pgw_err *err);
 /* Revokes it (again is fine). */
 int pgw_store_revoke_session(pgw_store *store, const char *id, int64_t now, pgw_err *err);
 

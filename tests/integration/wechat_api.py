@@ -16,9 +16,11 @@ with its channels pointed at it, and checks what issue 7 asks:
   log is unchanged.
 """
 import hashlib
+import hmac
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -41,6 +43,16 @@ def check(cond, what):
     if not cond:
         failures.append(what)
         print("FAIL:", what, file=sys.stderr)
+
+
+def eventually(fetch, ok, timeout=10.0):
+    """The follower's link runs after the reply: poll until ok(fetch())."""
+    deadline = time.time() + timeout
+    value = fetch()
+    while not ok(value) and time.time() < deadline:
+        time.sleep(0.05)
+        value = fetch()
+    return value
 
 
 def call(port, method, path, body=None, headers=None, raw=None, ctype="application/json"):
@@ -225,6 +237,10 @@ def mini_program(srv, fake):
           "/metrics counts the refresh and the retry")
     status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-3"}, session=session3)
     check(status == 401, "a used phone code: 401")
+    fake.control("POST", "/_fake/phone_codes",
+                 {"appid": MP_APPID, "code": "ph-hk", "phone": "91234567", "country_code": 852})
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-hk"}, session=session3)
+    check(status == 400, "a number outside the mainland: 400, not 401 (%s)" % status)
 
     # Subscriptions: one-time quota per template, idempotent per request_id.
     tpl = "mp-tpl-points-arrived"
@@ -250,8 +266,20 @@ def mini_program(srv, fake):
         check(status == 401, "%s session: 401" % what)
     status, doc = srv.request("GET", "/v1/me", key=ADMIN)
     check(status == 401, "an API key is not a session")
+    # A token re-signed for another member with this live session id (the
+    # development key is public): the session row names its member.
+    sid, _, expires = session.split(".")[1:4]
+    dev_key = hmac.new(b"\x11" * 32, b"session", hashlib.sha256).digest()
+    signed = "v1.%s.%s.%s." % (sid, member3, expires)
+    forged_member = signed + hmac.new(dev_key, signed[:-1].encode(), hashlib.sha256).hexdigest()
+    check(srv.request("GET", "/v1/me", session=session, key=None)[0] == 200,
+          "the real token still works")
+    status, doc = srv.request("GET", "/v1/me", session=forged_member, key=None)
+    check(status == 401, "a session re-signed for another member: 401 (%s)" % status)
     status, doc = srv.request("POST", "/v1/mp/logout", session=session)
     check(status == 200 and doc["ended"] is True, "logout: %s %s" % (status, doc))
+    status, doc = srv.request("POST", "/v1/mp/logout", session=session)
+    check(status == 200 and doc["replayed"] is True, "a retried logout gets its answer again")
     status, doc = srv.request("GET", "/v1/me", session=session, key=None)
     check(status == 401, "after logout the session is refused")
     status, doc = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
@@ -260,8 +288,9 @@ def mini_program(srv, fake):
     return member, total
 
 
-def signed_query(token, timestamp=None, nonce="123456", extra=""):
+def signed_query(token, timestamp=None, nonce=None, extra=""):
     timestamp = str(int(time.time())) if timestamp is None else str(timestamp)
+    nonce = nonce or str(random.randrange(10**9, 10**10))  # WeChat's are random
     sig = hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()
     return "signature=%s&timestamp=%s&nonce=%s%s" % (sig, timestamp, nonce, extra)
 
@@ -353,16 +382,27 @@ def official_account(srv, fake):
                       ("not xml", "not XML")):
         status, doc = push(srv, bad)
         check(status == 400, "%s: 400 (%s)" % (what, status))
+    # The plain signature does not cover the body: a query seen with one
+    # body is refused with another, and accepted again with the same one.
+    q = signed_query(OA_TOKEN)
+    first = oa_xml("oOA-1", now + 7, "text", content="hello", msg_id="77")
+    check(push(srv, first, q)[0] == 200 and push(srv, first, q)[0] == 200,
+          "the same push twice with one query: a redelivery")
+    status, doc = push(srv, other, q)
+    check(status == 401, "the query with another body: 401 (%s)" % status)
+    status, doc = push(srv, oa_xml("oOA-3", now + 3600, "event", event="subscribe"))
+    check(status == 400, "a CreateTime an hour ahead: 400 (%s)" % status)
     check(srv.transfers() == count, "refused pushes wrote nothing")
     return oa_member
 
 
 def linked_login(srv, fake, oa_member):
     # The follower's unionid came from user/info: a login with it is that member.
-    got = fake.requests("/cgi-bin/user/info")
+    got = eventually(lambda: fake.requests("/cgi-bin/user/info"), lambda g: len(g) > 0)
     check(got and got[0]["query"].get("openid") == "oOA-1" and got[0]["query"].get("access_token"),
           "user/info asked for the new follower")
-    status, doc = srv.request("GET", "/v1/members/" + oa_member)
+    doc = eventually(lambda: srv.request("GET", "/v1/members/" + oa_member)[1],
+                     lambda d: len(d.get("identities", [])) == 2)
     kinds = sorted(i["kind"] for i in doc.get("identities", []))
     check(kinds == ["oa_openid", "unionid"], "the follower holds its unionid: %s" % kinds)
     fake.control("POST", "/_fake/login_codes",
@@ -382,9 +422,12 @@ def linked_login(srv, fake, oa_member):
                  {"appid": OA_APPID, "openid": "oOA-7", "following": True, "unionid": "uUNION-7"})
     status, body = push(srv, oa_xml("oOA-7", int(time.time()), "event", event="subscribe"))
     check(status == 200 and "50" in reply_text(body)[0], "the follow earns follow_oa")
-    status, me = srv.request("GET", "/v1/me", session=session7, key=None)
+    me = eventually(lambda: srv.request("GET", "/v1/me", session=session7, key=None)[1],
+                    lambda me: me.get("balance") == 50)
     check(me["member_id"] == mp_member and me["balance"] == 50 and me["follows_oa"] is True,
           "the follower is the mini-program member: %s" % me)
+    status, doc = srv.request("POST", "/v1/members/resolve", {"oa_openid": "oOA-7", "appid": OA_APPID})
+    check(doc.get("member_id") == mp_member, "the OA openid resolves to the mini-program member")
     # Both known to different members: the unionid says one person, they merge.
     fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-8", "openid": "oMP-8"})
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-8"}, key=None)
@@ -401,7 +444,8 @@ def linked_login(srv, fake, oa_member):
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-8b"}, key=None)
     check(doc["member_id"] == lone, "the login binds the unionid to the openid's member")
     status, body = push(srv, oa_xml("oOA-8", int(time.time()) + 1, "event", event="subscribe"))
-    status, doc = srv.request("GET", "/v1/members/" + follower)
+    doc = eventually(lambda: srv.request("GET", "/v1/members/" + follower)[1],
+                     lambda d: d.get("merged_into") is not None)
     check(doc["merged_into"] == lone and doc["balance"] == 50,
           "resubscribing links and merges the follower into the unionid's member: %s" % doc)
 
