@@ -1,5 +1,12 @@
 /*
- * query.h - reading one parameter of a URL query string.
+ * query.h - reading one parameter of a request's query string.
+ *
+ * The HTTP layer (libwebsockets) hands the query over already
+ * percent-decoded, its arguments joined again with '&' (http.c
+ * copy_query): a value is taken as it is, never decoded a second time
+ * ("%2541" stays "%41"). A '&' that was escaped inside a value therefore
+ * splits it; none of the parameters read this way (WeChat's signature,
+ * timestamp, nonce, echostr, msg_signature, encrypt_type) can contain one.
  */
 #ifndef PGW_UTIL_QUERY_H
 #define PGW_UTIL_QUERY_H
@@ -9,11 +16,9 @@
 #include <stddef.h>
 
 /*
- * The first value of `name` in `query` ("a=1&b=2", without '?'),
- * percent-decoded (a '+' stays a '+': WeChat's base64 values carry it raw),
- * into out (cap bytes, NUL-terminated). PGW_ENOTFOUND when absent,
- * PGW_ETOOLARGE when it does not fit, PGW_EINVAL for a bad escape or a
- * decoded NUL.
+ * The first value of `name` in `query` ("a=1&b=2", without '?') into out
+ * (cap bytes, NUL-terminated). PGW_ENOTFOUND when absent, PGW_ETOOLARGE
+ * when it does not fit.
  */
 int pgw_query_get(const char *query, const char *name, char *out, size_t cap, pgw_err *err);
 
