@@ -1,0 +1,1029 @@
+/*
+ * test_sms.c - the SMS client (adapters/sms/sms.c) against the fake
+ * providers tests/fakes/sms_fake.py, run as a child process for the whole
+ * group and reset before each test, and the per-number limiter.
+ *
+ * The fake recomputes every signature as Tencent and Alibaba would, so a
+ * send it accepts is a signature the real services accept (research/
+ * sms-api.md 1.7, 2.5). What it saw is read back through its control API
+ * (/_fake/messages, /_fake/requests): checks are on the wire, not on the
+ * client's own account of itself.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "adapters/sms/sms.h"
+#include "util/http_client.h"
+
+#include <jansson.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TC_ID      "AKIDpgwTestTencent0001"
+#define TC_KEY     "tcSecretKey-9f8e7d6c5b4a"
+#define ALI_ID     "LTAIpgwTestAliyun01"
+#define ALI_SECRET "aliSecret-1a2b3c4d5e6f"
+#define WRONG_KEY  "WRONG-secret-0c0ffee0"
+#define SIGN       "静安汇"
+#define APP_ID     "1400006666"
+#define TC_TPL     "1234567"
+#define ALI_TPL    "SMS_71390007"
+#define PHONE      "+8613800138000"
+#define PHONE_2    "+8613900139000"
+#define PHONE_BAD  "+8613800138001"
+#define PHONE_LIM  "+8613800138002"
+#define PHONE_BL   "+8613800138003"
+#define CLIENT_MS  3000L
+
+/* ---- the fake ------------------------------------------------------------- */
+
+typedef struct fake_server {
+    char dir[64];
+    char port_file[96];
+    pid_t pid;
+    char base[64]; /* http://127.0.0.1:PORT */
+} fake_server;
+
+static fake_server FAKE = {.pid = -1};
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* PGW_SOURCE_DIR (ctest sets it), else the tree this file was compiled in. */
+static void source_dir(char *out, size_t cap)
+{
+    const char *env = getenv("PGW_SOURCE_DIR");
+    static const char tail[] = "/tests/unit/test_sms.c";
+    size_t n = strlen(__FILE__), t = strlen(tail);
+    if (env != NULL && env[0] != '\0')
+        snprintf(out, cap, "%s", env);
+    else if (n > t && strcmp(__FILE__ + n - t, tail) == 0)
+        snprintf(out, cap, "%.*s", (int)(n - t), __FILE__);
+    else
+        snprintf(out, cap, ".");
+}
+
+static void stop_fake(void)
+{
+    if (FAKE.pid <= 0)
+        return;
+    kill(FAKE.pid, SIGTERM);
+    int status = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 500 && (got = waitpid(FAKE.pid, &status, WNOHANG)) == 0; i++)
+        sleep_ms(10); /* the fake polls for its stop every 0.5 s */
+    if (got == 0) {
+        kill(FAKE.pid, SIGKILL);
+        waitpid(FAKE.pid, &status, 0);
+    }
+    FAKE.pid = -1;
+}
+
+static int start_fake(void **state)
+{
+    (void)state;
+    char src[512], script[640];
+    source_dir(src, sizeof(src));
+    snprintf(script, sizeof(script), "%s/tests/fakes/sms_fake.py", src);
+    snprintf(FAKE.dir, sizeof(FAKE.dir), "/tmp/pgw-smsfake-XXXXXX");
+    if (mkdtemp(FAKE.dir) == NULL)
+        return -1;
+    snprintf(FAKE.port_file, sizeof(FAKE.port_file), "%s/port", FAKE.dir);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        /* The fake must not outlive a test that crashes. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
+        execlp("python3", "python3", script, "--port-file", FAKE.port_file, "--tencent",
+               TC_ID ":" TC_KEY, "--aliyun", ALI_ID ":" ALI_SECRET, (char *)NULL);
+        _exit(127);
+    }
+    FAKE.pid = pid;
+    for (int i = 0; i < 1000; i++) { /* 10 s at most; the port file appears atomically */
+        FILE *f = fopen(FAKE.port_file, "r");
+        if (f != NULL) {
+            int port = 0;
+            int got = fscanf(f, "%d", &port);
+            fclose(f);
+            if (got == 1 && port > 0 && port < 65536) {
+                snprintf(FAKE.base, sizeof(FAKE.base), "http://127.0.0.1:%d", port);
+                return 0;
+            }
+        }
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            FAKE.pid = -1;
+            fprintf(stderr, "the fake SMS server (%s) exited before listening\n", script);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    stop_fake();
+    return -1;
+}
+
+static int end_fake(void **state)
+{
+    (void)state;
+    stop_fake();
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", FAKE.dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A control call; body is stolen (NULL for none). The answer must be a
+ * 200 JSON document; the caller decrefs it. */
+static json_t *fake_call(const char *method, const char *path, json_t *body)
+{
+    char url[256];
+    snprintf(url, sizeof(url), "%s%s", FAKE.base, path);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    pgw_http_call hc = {.method = method, .url = url, .timeout_ms = 5000};
+    if (text != NULL) {
+        hc.headers[0] = "Content-Type: application/json";
+        hc.body = text;
+        hc.body_len = strlen(text);
+    }
+    pgw_http_answer answer;
+    pgw_err err = {0};
+    int rc = pgw_http_do(&hc, &answer, &err);
+    free(text);
+    if (rc != PGW_OK)
+        fail_msg("fake %s %s: %s", method, path, err.msg);
+    json_t *doc = json_loadb(answer.body, answer.body_len, 0, NULL);
+    long status = answer.status;
+    pgw_http_answer_free(&answer);
+    if (status != 200 || doc == NULL) {
+        json_decref(doc);
+        fail_msg("fake %s %s: HTTP %ld", method, path, status);
+    }
+    return doc;
+}
+
+static void ctl(const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *body = json_vpack_ex(NULL, 0, fmt, ap);
+    va_end(ap);
+    assert_non_null(body);
+    json_decref(fake_call("POST", path, body));
+}
+
+static int reset_fake(void **state)
+{
+    (void)state;
+    json_decref(fake_call("POST", "/_fake/reset", NULL));
+    return 0;
+}
+
+/* The fake's records (messages or requests); decref the root. */
+static json_t *records(const char *what, json_t **list)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/_fake/%s", what);
+    json_t *doc = fake_call("GET", path, NULL);
+    *list = json_object_get(doc, what);
+    assert_true(json_is_array(*list));
+    return doc;
+}
+
+static size_t count_of(const char *what)
+{
+    json_t *list;
+    json_t *doc = records(what, &list);
+    size_t n = json_array_size(list);
+    json_decref(doc);
+    return n;
+}
+
+/* Messages the fake accepted (it also records the numbers it refused). */
+static size_t accepted(void)
+{
+    json_t *list, *m;
+    json_t *doc = records("messages", &list);
+    size_t i, n = 0;
+    json_array_foreach(list, i, m)
+    {
+        const char *code = json_string_value(json_object_get(m, "code"));
+        n += code != NULL && (strcmp(code, "Ok") == 0 || strcmp(code, "OK") == 0);
+    }
+    json_decref(doc);
+    return n;
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static pgw_sms_client *client_with(const char *provider, const char *key_id, const char *secret,
+                                   const pgw_sms_options *opt)
+{
+    pgw_sms_channel ch;
+    memset(&ch, 0, sizeof(ch));
+    ch.enabled = true;
+    snprintf(ch.provider, sizeof(ch.provider), "%s", provider);
+    snprintf(ch.api_base, sizeof(ch.api_base), "%s", FAKE.base);
+    snprintf(ch.sign_name, sizeof(ch.sign_name), "%s", SIGN);
+    snprintf(ch.sdk_app_id, sizeof(ch.sdk_app_id), "%s", APP_ID);
+    if (strcmp(provider, "tencent") == 0)
+        snprintf(ch.region, sizeof(ch.region), "ap-guangzhou");
+    pgw_sms_options defaults = {.timeout_ms = CLIENT_MS};
+    pgw_sms_client *c = NULL;
+    pgw_err err = {0};
+    int rc = pgw_sms_client_new(&ch, key_id, secret, opt ? opt : &defaults, &c, &err);
+    if (rc != PGW_OK)
+        fail_msg("pgw_sms_client_new: %s", err.msg);
+    return c;
+}
+
+static pgw_sms_client *tencent(void)
+{
+    return client_with("tencent", TC_ID, TC_KEY, NULL);
+}
+
+static pgw_sms_client *aliyun(void)
+{
+    return client_with("aliyun", ALI_ID, ALI_SECRET, NULL);
+}
+
+static const pgw_sms_param PARAMS[] = {{"points", "120"}, {"shop", "星巴克"}};
+
+static pgw_sms_message message_to(const pgw_sms_client *c, const char *phone, const char *out_id)
+{
+    (void)c;
+    pgw_sms_message m = {
+        .phone = phone, .template_id = TC_TPL, .params = PARAMS, .n_params = 2, .out_id = out_id};
+    return m;
+}
+
+/* Sends and checks the outcome, the rc and that no secret leaked. */
+static void send_expect(const pgw_sms_client *c, pgw_sms_message m, bool aliyun_tpl,
+                        pgw_sms_outcome want, int want_rc, const char *want_code,
+                        pgw_sms_result *out)
+{
+    if (aliyun_tpl)
+        m.template_id = ALI_TPL;
+    pgw_err err = {0};
+    int rc = pgw_sms_send(c, &m, out, &err);
+    if (rc != want_rc || out->outcome != want)
+        fail_msg("want %s/%s, got %s/%s: %s (code %s)", pgw_sms_outcome_name(want),
+                 pgw_code_name(want_rc), pgw_sms_outcome_name(out->outcome), pgw_code_name(rc),
+                 err.msg, out->code);
+    if (want_code != NULL)
+        assert_string_equal(out->code, want_code);
+    if (rc != PGW_OK) {
+        assert_true(err.msg[0] != '\0');
+        assert_null(strstr(err.msg, "13800138")); /* numbers are masked */
+    }
+    static const char *const secrets[] = {TC_KEY, ALI_SECRET, WRONG_KEY};
+    for (size_t i = 0; i < 3; i++) {
+        assert_null(strstr(err.msg, secrets[i]));
+        assert_null(strstr(out->message, secrets[i]));
+        assert_null(strstr(out->code, secrets[i]));
+    }
+}
+
+/* ---- sending -------------------------------------------------------------- */
+
+static void test_tencent_sent(void **state)
+{
+    (void)state;
+    pgw_sms_client *c = tencent();
+    pgw_sms_result r;
+    send_expect(c, message_to(c, PHONE, "notice-000123"), false, PGW_SMS_SENT, PGW_OK, "Ok", &r);
+    assert_true(r.attempted);
+    assert_int_equal(r.http_status, 200);
+    assert_string_equal(r.message, "send success");
+    assert_true(strncmp(r.message_id, "2433:", 5) == 0);
+    assert_true(r.request_id[0] != '\0');
+    assert_int_equal(r.fee, 1);
+
+    json_t *list;
+    json_t *doc = records("messages", &list);
+    assert_int_equal(json_array_size(list), 1);
+    json_t *m = json_array_get(list, 0);
+    assert_string_equal(json_string_value(json_object_get(m, "provider")), "tencent");
+    assert_string_equal(json_string_value(json_object_get(m, "phone")), PHONE);
+    assert_string_equal(json_string_value(json_object_get(m, "sign_name")), SIGN);
+    assert_string_equal(json_string_value(json_object_get(m, "template_id")), TC_TPL);
+    assert_string_equal(json_string_value(json_object_get(m, "out_id")), "notice-000123");
+    json_t *params = json_object_get(m, "params");
+    assert_int_equal(json_array_size(params), 2);
+    assert_string_equal(json_string_value(json_array_get(params, 0)), "120");
+    assert_string_equal(json_string_value(json_array_get(params, 1)), "星巴克");
+    json_decref(doc);
+
+    /* No parameters and no out_id: both fields are left out, still signed right. */
+    pgw_sms_message bare = {.phone = PHONE_2, .template_id = TC_TPL};
+    send_expect(c, bare, false, PGW_SMS_SENT, PGW_OK, "Ok", &r);
+    pgw_sms_client_free(c);
+}
+
+static void test_aliyun_sent(void **state)
+{
+    (void)state;
+    /* POST form (the default) and GET query: the method is signed too. */
+    for (int get = 0; get < 2; get++) {
+        pgw_sms_options opt = {.timeout_ms = CLIENT_MS, .aliyun_get = get == 1};
+        pgw_sms_client *c = client_with("aliyun", ALI_ID, ALI_SECRET, &opt);
+        pgw_sms_result r;
+        const char *phone = get ? PHONE_2 : PHONE;
+        /* Spaces, '*', '~' and '+' in a value exercise the encoding. */
+        const pgw_sms_param params[] = {{"points", "120"}, {"shop", "静安汇 B1*~+ 店"}};
+        pgw_sms_message m = {.phone = phone,
+                             .template_id = ALI_TPL,
+                             .params = params,
+                             .n_params = 2,
+                             .out_id = get ? "notice-get-1" : "notice-post-1"};
+        send_expect(c, m, true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+        assert_int_equal(r.http_status, 200);
+        assert_non_null(strstr(r.message_id, "^0"));
+        assert_int_equal(r.fee, 0);
+        pgw_sms_client_free(c);
+    }
+    json_t *list;
+    json_t *doc = records("messages", &list);
+    assert_int_equal(json_array_size(list), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *m = json_array_get(list, i);
+        assert_string_equal(json_string_value(json_object_get(m, "provider")), "aliyun");
+        assert_string_equal(json_string_value(json_object_get(m, "method")), i ? "GET" : "POST");
+        assert_string_equal(json_string_value(json_object_get(m, "phone")), i ? PHONE_2 : PHONE);
+        assert_string_equal(json_string_value(json_object_get(m, "out_id")),
+                            i ? "notice-get-1" : "notice-post-1");
+        json_t *p = json_object_get(m, "params");
+        assert_string_equal(json_string_value(json_object_get(p, "points")), "120");
+        assert_string_equal(json_string_value(json_object_get(p, "shop")), "静安汇 B1*~+ 店");
+    }
+    json_decref(doc);
+}
+
+/* A wrong secret is refused by the provider's own check: given up, with
+ * its auth code, and no secret in any message. */
+static void test_wrong_secret(void **state)
+{
+    (void)state;
+    pgw_sms_result r;
+    pgw_sms_client *c = client_with("tencent", TC_ID, WRONG_KEY, NULL);
+    send_expect(c, message_to(c, PHONE, "n-1"), false, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED,
+                "AuthFailure.SignatureFailure", &r);
+    assert_int_equal(r.http_status, 200); /* Tencent: errors inside a 200 */
+    pgw_sms_client_free(c);
+
+    c = client_with("aliyun", ALI_ID, WRONG_KEY, NULL);
+    send_expect(c, message_to(c, PHONE, "n-1"), true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED,
+                "SignatureDoesNotMatch", &r);
+    assert_int_equal(r.http_status, 400);
+    pgw_sms_client_free(c);
+
+    /* Unknown key ids. */
+    c = client_with("tencent", "AKIDnobody", TC_KEY, NULL);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED,
+                "AuthFailure.SecretIdNotFound", &r);
+    pgw_sms_client_free(c);
+    c = client_with("aliyun", "LTAInobody", ALI_SECRET, NULL);
+    send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED,
+                "InvalidAccessKeyId.NotFound", &r);
+    pgw_sms_client_free(c);
+    assert_int_equal(count_of("messages"), 0);
+    assert_int_equal(accepted(), 0);
+}
+
+static int64_t clock_skewed(void *ctx)
+{
+    return (int64_t)time(NULL) + *(const int64_t *)ctx;
+}
+
+/* Each provider checks the request's time: a clock off by more than its
+ * tolerance is given up (it will not right itself between retries). */
+static void test_clock_skew(void **state)
+{
+    (void)state;
+    int64_t skew = -600; /* Tencent allows 300 s */
+    pgw_sms_options opt = {.timeout_ms = CLIENT_MS, .clock = clock_skewed, .ctx = &skew};
+    pgw_sms_result r;
+    pgw_sms_client *c = client_with("tencent", TC_ID, TC_KEY, &opt);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED,
+                "AuthFailure.SignatureExpire", &r);
+    pgw_sms_client_free(c);
+    skew = -120; /* within: still signed right, for another UTC second */
+    c = client_with("tencent", TC_ID, TC_KEY, &opt);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_SENT, PGW_OK, "Ok", &r);
+    pgw_sms_client_free(c);
+
+    skew = 3600;
+    c = client_with("aliyun", ALI_ID, ALI_SECRET, &opt);
+    send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED,
+                "InvalidTimeStamp.Expired", &r);
+    pgw_sms_client_free(c);
+}
+
+static void fixed_nonce(void *ctx, char out[65])
+{
+    (void)ctx;
+    snprintf(out, 65, "pgw-test-nonce-0001");
+}
+
+/* A nonce seen before is refused; a new attempt draws a new one: retry. */
+static void test_nonce_reused(void **state)
+{
+    (void)state;
+    pgw_sms_options opt = {.timeout_ms = CLIENT_MS, .nonce = fixed_nonce};
+    pgw_sms_client *c = client_with("aliyun", ALI_ID, ALI_SECRET, &opt);
+    pgw_sms_result r;
+    send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+    send_expect(c, message_to(c, PHONE_2, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
+                "SignatureNonceUsed", &r);
+    pgw_sms_client_free(c);
+    /* The default nonce is random per request. */
+    c = aliyun();
+    send_expect(c, message_to(c, PHONE_2, NULL), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+    send_expect(c, message_to(c, PHONE_2, "again"), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+    pgw_sms_client_free(c);
+}
+
+/* Failures of one number inside a 200 answer are classified, not taken
+ * for success. */
+static void test_per_number_failures(void **state)
+{
+    (void)state;
+    ctl("/_fake/numbers", "{s:s,s:s}", "phone", PHONE_BAD, "state", "invalid");
+    ctl("/_fake/numbers", "{s:s,s:s}", "phone", PHONE_LIM, "state", "limited");
+    ctl("/_fake/numbers", "{s:s,s:s}", "phone", PHONE_BL, "state", "blacklisted");
+    pgw_sms_result r;
+    pgw_sms_client *c = tencent();
+    send_expect(c, message_to(c, PHONE_BAD, NULL), false, PGW_SMS_GIVE_UP, PGW_EINVAL,
+                "InvalidParameterValue.IncorrectPhoneNumber", &r);
+    assert_int_equal(r.http_status, 200);
+    assert_string_equal(r.message_id, "");
+    send_expect(c, message_to(c, PHONE_LIM, NULL), false, PGW_SMS_RATE_LIMITED, PGW_ERISK,
+                "LimitExceeded.PhoneNumberDailyLimit", &r);
+    assert_int_equal(r.http_status, 200);
+    send_expect(c, message_to(c, PHONE_BL, NULL), false, PGW_SMS_GIVE_UP, PGW_EINVAL,
+                "FailedOperation.PhoneNumberInBlacklist", &r);
+    /* Same number, same content within 30 s: the provider's own limit. */
+    send_expect(c, message_to(c, PHONE, "n-7"), false, PGW_SMS_SENT, PGW_OK, "Ok", &r);
+    send_expect(c, message_to(c, PHONE, "n-7"), false, PGW_SMS_RATE_LIMITED, PGW_ERISK,
+                "LimitExceeded.PhoneNumberThirtySecondLimit", &r);
+    /* A template not approved is a per-number status too. */
+    ctl("/_fake/templates", "{s:s,s:s,s:s}", "provider", "tencent", "template_id", "7654321",
+        "state", "unapproved");
+    pgw_sms_message m = message_to(c, PHONE_2, NULL);
+    m.template_id = "7654321";
+    send_expect(c, m, false, PGW_SMS_GIVE_UP, PGW_EINVAL,
+                "FailedOperation.TemplateIncorrectOrUnapproved", &r);
+    assert_int_equal(r.http_status, 200);
+    /* A variable over the account's limit (the client allowed it). */
+    pgw_sms_options wide = {.timeout_ms = CLIENT_MS, .param_chars_max = 20};
+    pgw_sms_client *w = client_with("tencent", TC_ID, TC_KEY, &wide);
+    const pgw_sms_param long_param[] = {{NULL, "静安汇购物中心一楼星巴克店"}}; /* 13 characters */
+    pgw_sms_message lm = {
+        .phone = PHONE_2, .template_id = TC_TPL, .params = long_param, .n_params = 1};
+    send_expect(w, lm, false, PGW_SMS_GIVE_UP, PGW_EINVAL,
+                "InvalidParameterValue.TemplateParameterLengthLimit", &r);
+    pgw_sms_client_free(w);
+    pgw_sms_client_free(c);
+
+    c = aliyun();
+    send_expect(c, message_to(c, PHONE_BAD, NULL), true, PGW_SMS_GIVE_UP, PGW_EINVAL,
+                "isv.MOBILE_NUMBER_ILLEGAL", &r);
+    assert_int_equal(r.http_status, 200);
+    send_expect(c, message_to(c, PHONE_LIM, NULL), true, PGW_SMS_RATE_LIMITED, PGW_ERISK,
+                "isv.BUSINESS_LIMIT_CONTROL", &r);
+    ctl("/_fake/templates", "{s:s,s:s,s:s}", "provider", "aliyun", "template_id", "SMS_1", "state",
+        "unapproved");
+    m = message_to(c, PHONE, NULL);
+    m.template_id = "SMS_1";
+    send_expect(c, m, false, PGW_SMS_GIVE_UP, PGW_EINVAL, "isv.SMS_TEMPLATE_ILLEGAL", &r);
+    pgw_sms_client_free(c);
+}
+
+static void fault(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *body = json_vpack_ex(NULL, 0, fmt, ap);
+    va_end(ap);
+    assert_non_null(body);
+    json_decref(fake_call("POST", "/_fake/faults", body));
+}
+
+static void test_faults(void **state)
+{
+    (void)state;
+    pgw_sms_result r;
+    pgw_sms_client *c = tencent();
+    fault("{s:s,s:s}", "provider", "tencent", "code", "InternalError.Timeout");
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
+                "InternalError.Timeout", &r);
+    fault("{s:s,s:s}", "provider", "tencent", "code", "RequestLimitExceeded");
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
+                "RequestLimitExceeded", &r);
+    fault("{s:s,s:i}", "provider", "tencent", "http_status", 502);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    assert_int_equal(r.http_status, 502);
+    /* A 200 that is not the provider's JSON: sent or not is unknown. */
+    fault("{s:s,s:i,s:s}", "provider", "tencent", "http_status", 200, "body", "<html>proxy</html>");
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    /* Another status without a code: the endpoint is wrong, not busy. */
+    fault("{s:s,s:i}", "provider", "tencent", "http_status", 404);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
+    /* A per-number code we do not know: given up, the code kept. */
+    fault("{s:s,s:s,s:b}", "provider", "tencent", "code", "FailedOperation.SomethingNew",
+          "per_number", 1);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EINVAL,
+                "FailedOperation.SomethingNew", &r);
+    fault("{s:s,s:s,s:b}", "provider", "tencent", "code", "LimitExceeded.PhoneNumberOneHourLimit",
+          "per_number", 1);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RATE_LIMITED, PGW_ERISK,
+                "LimitExceeded.PhoneNumberOneHourLimit", &r);
+    fault("{s:s,s:s}", "provider", "tencent", "code", "Brand.NewError");
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "Brand.NewError",
+                &r);
+    pgw_sms_client_free(c);
+
+    /* No answer in time: attempted, no status, retry. */
+    pgw_sms_options quick = {.timeout_ms = 300};
+    c = client_with("tencent", TC_ID, TC_KEY, &quick);
+    fault("{s:s,s:i}", "provider", "tencent", "delay_ms", 1500);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    assert_true(r.attempted);
+    assert_int_equal(r.http_status, 0);
+    pgw_sms_client_free(c);
+    /* The provider still handled it: a timeout is not a refusal, which is
+     * why a retry carries the same out_id. */
+    sleep_ms(1600);
+    assert_int_equal(accepted(), 1);
+
+    c = aliyun();
+    fault("{s:s,s:s}", "provider", "aliyun", "code", "isp.SYSTEM_ERROR");
+    send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
+                "isp.SYSTEM_ERROR", &r);
+    fault("{s:s,s:s,s:i}", "provider", "aliyun", "code", "Throttling.User", "http_status", 400);
+    send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
+                "Throttling.User", &r);
+    assert_int_equal(r.http_status, 400);
+    fault("{s:s,s:i}", "provider", "aliyun", "http_status", 503);
+    send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    fault("{s:s,s:s}", "provider", "aliyun", "code", "isv.AMOUNT_NOT_ENOUGH");
+    send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN,
+                "isv.AMOUNT_NOT_ENOUGH", &r);
+    /* A delay alone only delays. */
+    fault("{s:s,s:i}", "provider", "aliyun", "delay_ms", 100);
+    send_expect(c, message_to(c, PHONE, "after-delay"), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+    pgw_sms_client_free(c);
+    assert_int_equal(accepted(), 2);
+}
+
+/* What the providers would refuse for its form never leaves. */
+static void refused(const pgw_sms_client *c, pgw_sms_message m, int want_rc)
+{
+    pgw_sms_result r;
+    pgw_err err = {0};
+    int rc = pgw_sms_send(c, &m, &r, &err);
+    if (rc != want_rc)
+        fail_msg("want %s, got %s: %s", pgw_code_name(want_rc), pgw_code_name(rc), err.msg);
+    assert_int_equal(r.outcome, PGW_SMS_GIVE_UP);
+    assert_false(r.attempted);
+    assert_true(err.msg[0] != '\0');
+    assert_int_equal(pgw_sms_check(c, &m, NULL), want_rc);
+}
+
+static void test_refused_before_sending(void **state)
+{
+    (void)state;
+    pgw_sms_client *c = tencent();
+    pgw_sms_message m = message_to(c, PHONE, NULL);
+    /* 12 Chinese characters (36 bytes) fit Tencent's 12; 13 do not. */
+    const pgw_sms_param twelve[] = {{NULL, "静安汇购物中心一楼星巴克"},
+                                    {NULL, "一二三四五六七八九十壹贰"}};
+    m.params = twelve;
+    m.n_params = 2;
+    assert_int_equal(pgw_sms_check(c, &m, NULL), PGW_OK);
+    const pgw_sms_param thirteen[] = {{NULL, "静安汇购物中心一楼星巴克店"}};
+    m.params = thirteen;
+    m.n_params = 1;
+    refused(c, m, PGW_ETOOLARGE);
+    pgw_sms_param eleven[PGW_SMS_PARAMS_MAX + 1];
+    for (size_t i = 0; i < PGW_SMS_PARAMS_MAX + 1; i++)
+        eleven[i] = (pgw_sms_param){NULL, "1"};
+    m.params = eleven;
+    m.n_params = PGW_SMS_PARAMS_MAX + 1;
+    refused(c, m, PGW_ETOOLARGE);
+    m.n_params = PGW_SMS_PARAMS_MAX;
+    assert_int_equal(pgw_sms_check(c, &m, NULL), PGW_OK);
+    const pgw_sms_param url[] = {{NULL, "HTTPS://x.cn"}};
+    m.params = url;
+    m.n_params = 1;
+    refused(c, m, PGW_EINVAL);
+    const pgw_sms_param www[] = {{NULL, "www.a.cn"}};
+    m.params = www;
+    refused(c, m, PGW_EINVAL);
+    const pgw_sms_param empty[] = {{NULL, ""}};
+    m.params = empty;
+    refused(c, m, PGW_EINVAL);
+    const pgw_sms_param brackets[] = {{NULL, "【假】"}};
+    m.params = brackets;
+    refused(c, m, PGW_EINVAL);
+    const pgw_sms_param newline[] = {{NULL, "a\nb"}};
+    m.params = newline;
+    refused(c, m, PGW_EINVAL);
+    const pgw_sms_param bad_utf8[] = {{NULL, "\xE9\x9D"}};
+    m.params = bad_utf8;
+    refused(c, m, PGW_EINVAL);
+
+    m = message_to(c, "13800138000", NULL); /* not E.164 */
+    refused(c, m, PGW_EINVAL);
+    m = message_to(c, "+8612800138000", NULL); /* 12x is not a mobile range */
+    refused(c, m, PGW_EINVAL);
+    m = message_to(c, "+14155550100", NULL); /* mainland only */
+    refused(c, m, PGW_EINVAL);
+    m = message_to(c, PHONE, "has space");
+    refused(c, m, PGW_EINVAL);
+    char long_id[PGW_SMS_SESSION_MAX + 2];
+    memset(long_id, 'x', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    m = message_to(c, PHONE, long_id);
+    refused(c, m, PGW_ETOOLARGE);
+    long_id[PGW_SMS_SESSION_MAX] = '\0'; /* Tencent takes 511 bytes */
+    assert_int_equal(pgw_sms_check(c, &m, NULL), PGW_OK);
+    m = message_to(c, PHONE, NULL);
+    m.template_id = "12 34";
+    refused(c, m, PGW_EINVAL);
+    pgw_sms_client_free(c);
+
+    c = aliyun();
+    m = message_to(c, PHONE, NULL);
+    m.template_id = ALI_TPL;
+    long_id[PGW_SMS_OUT_ID_MAX + 1] = '\0'; /* Alibaba: under 256 */
+    m.out_id = long_id;
+    refused(c, m, PGW_ETOOLARGE);
+    long_id[PGW_SMS_OUT_ID_MAX] = '\0';
+    assert_int_equal(pgw_sms_check(c, &m, NULL), PGW_OK);
+    m.out_id = NULL;
+    const pgw_sms_param unnamed[] = {{NULL, "120"}};
+    m.params = unnamed;
+    m.n_params = 1;
+    refused(c, m, PGW_EINVAL);
+    const pgw_sms_param twice[] = {{"a", "1"}, {"a", "2"}};
+    m.params = twice;
+    m.n_params = 2;
+    refused(c, m, PGW_EINVAL);
+    const pgw_sms_param bad_name[] = {{"a-b", "1"}};
+    m.params = bad_name;
+    m.n_params = 1;
+    refused(c, m, PGW_EINVAL);
+    /* No per-variable cap for Alibaba in the research: the whole message's
+     * 500 characters (signature + its brackets + variables) is the cap. */
+    static char big[3 * 495 + 1], over[3 * 496 + 1];
+    for (size_t i = 0; i < 495; i++)
+        memcpy(big + 3 * i, "积", 3);
+    for (size_t i = 0; i < 496; i++)
+        memcpy(over + 3 * i, "积", 3);
+    const pgw_sms_param fits[] = {{"text", big}};
+    m.params = fits;
+    assert_int_equal(pgw_sms_check(c, &m, NULL), PGW_OK); /* 3 + 2 + 495 = 500 */
+    const pgw_sms_param too_long[] = {{"text", over}};
+    m.params = too_long;
+    refused(c, m, PGW_ETOOLARGE);
+    pgw_sms_client_free(c);
+
+    assert_int_equal(count_of("requests"), 0); /* nothing reached the fake */
+}
+
+static void test_client_config(void **state)
+{
+    (void)state;
+    pgw_sms_channel ch;
+    memset(&ch, 0, sizeof(ch));
+    snprintf(ch.provider, sizeof(ch.provider), "tencent");
+    snprintf(ch.api_base, sizeof(ch.api_base), "https://sms.tencentcloudapi.com");
+    snprintf(ch.sign_name, sizeof(ch.sign_name), "%s", SIGN);
+    snprintf(ch.sdk_app_id, sizeof(ch.sdk_app_id), "%s", APP_ID);
+    pgw_sms_client *c = NULL;
+    pgw_err err = {0};
+    assert_int_equal(pgw_sms_client_new(&ch, TC_ID, TC_KEY, NULL, &c, &err), PGW_OK);
+    pgw_sms_client_free(c);
+
+    pgw_sms_channel bad = ch;
+    snprintf(bad.provider, sizeof(bad.provider), "huawei");
+    assert_int_equal(pgw_sms_client_new(&bad, TC_ID, TC_KEY, NULL, &c, &err), PGW_EINVAL);
+    assert_null(c);
+    static const char *const signs[] = {"【静安汇】", "静", "静安汇 Plaza", "静安汇-购物",
+                                        "一二三四五六七八九十壹贰叁"};
+    for (size_t i = 0; i < sizeof(signs) / sizeof(signs[0]); i++) {
+        bad = ch;
+        snprintf(bad.sign_name, sizeof(bad.sign_name), "%s", signs[i]);
+        assert_int_equal(pgw_sms_client_new(&bad, TC_ID, TC_KEY, NULL, &c, &err), PGW_EINVAL);
+    }
+    static const char *const bases[] = {"ftp://sms.tencentcloudapi.com", "https://",
+                                        "https://sms.tencentcloudapi.com/v1",
+                                        "https://user@sms.tencentcloudapi.com"};
+    for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
+        bad = ch;
+        snprintf(bad.api_base, sizeof(bad.api_base), "%s", bases[i]);
+        assert_int_equal(pgw_sms_client_new(&bad, TC_ID, TC_KEY, NULL, &c, &err), PGW_EINVAL);
+    }
+    bad = ch;
+    bad.sdk_app_id[0] = '\0'; /* Tencent needs it; Alibaba does not */
+    assert_int_equal(pgw_sms_client_new(&bad, TC_ID, TC_KEY, NULL, &c, &err), PGW_EINVAL);
+    snprintf(bad.provider, sizeof(bad.provider), "aliyun");
+    assert_int_equal(pgw_sms_client_new(&bad, ALI_ID, ALI_SECRET, NULL, &c, &err), PGW_OK);
+    pgw_sms_client_free(c);
+    assert_int_equal(pgw_sms_client_new(&ch, TC_ID, "", NULL, &c, &err), PGW_EINVAL);
+    assert_int_equal(pgw_sms_client_new(&ch, "AKID,x", TC_KEY, NULL, &c, &err), PGW_EINVAL);
+    assert_null(strstr(err.msg, TC_KEY));
+}
+
+/* ---- classification -------------------------------------------------------- */
+
+static void classified(const char *provider, const char *code, pgw_sms_outcome want, int want_rc)
+{
+    int rc = 1;
+    pgw_sms_outcome got = pgw_sms_classify(provider, code, &rc);
+    if (got != want || rc != want_rc)
+        fail_msg("%s %s: want %s/%s, got %s/%s", provider, code, pgw_sms_outcome_name(want),
+                 pgw_code_name(want_rc), pgw_sms_outcome_name(got), pgw_code_name(rc));
+}
+
+static void test_classify(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *provider, *code;
+        pgw_sms_outcome outcome;
+        int rc;
+    } cases[] = {
+        {"tencent", "Ok", PGW_SMS_SENT, PGW_OK},
+        {"tencent", "OK", PGW_SMS_GIVE_UP, PGW_EIO}, /* Tencent's success is "Ok" */
+        {"tencent", "LimitExceeded.PhoneNumberThirtySecondLimit", PGW_SMS_RATE_LIMITED, PGW_ERISK},
+        {"tencent", "LimitExceeded.PhoneNumberOneHourLimit", PGW_SMS_RATE_LIMITED, PGW_ERISK},
+        {"tencent", "LimitExceeded.PhoneNumberDailyLimit", PGW_SMS_RATE_LIMITED, PGW_ERISK},
+        {"tencent", "LimitExceeded.PhoneNumberSameContentDailyLimit", PGW_SMS_RATE_LIMITED,
+         PGW_ERISK},
+        {"tencent", "LimitExceeded.DeliveryFrequencyLimit", PGW_SMS_RATE_LIMITED, PGW_ERISK},
+        {"tencent", "FailedOperation.MarketingSendTimeConstraint", PGW_SMS_RATE_LIMITED, PGW_ERISK},
+        {"tencent", "LimitExceeded.AppDailyLimit", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"tencent", "LimitExceeded.DailyLimit", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"tencent", "LimitExceeded.PhoneNumberCountLimit", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "RequestLimitExceeded", PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+        {"tencent", "InternalError", PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+        {"tencent", "InternalError.RequestTimeException", PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+        {"tencent", "AuthFailure.SignatureFailure", PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
+        {"tencent", "AuthFailure.SignatureExpire", PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
+        {"tencent", "AuthFailure.SecretIdNotFound", PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
+        {"tencent", "UnauthorizedOperation.SerivceSuspendDueToArrears", PGW_SMS_GIVE_UP,
+         PGW_EFORBIDDEN},
+        {"tencent", "UnauthorizedOperation.RequestIpNotInWhitelist", PGW_SMS_GIVE_UP,
+         PGW_EFORBIDDEN},
+        {"tencent", "FailedOperation.InsufficientBalanceInSmsPackage", PGW_SMS_GIVE_UP,
+         PGW_EFORBIDDEN},
+        {"tencent", "FailedOperation.SignatureIncorrectOrUnapproved", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "FailedOperation.TemplateIncorrectOrUnapproved", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "FailedOperation.PhoneNumberInBlacklist", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "FailedOperation.ContainSensitiveWord", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "InvalidParameterValue.IncorrectPhoneNumber", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "InvalidParameterValue.TemplateParameterLengthLimit", PGW_SMS_GIVE_UP,
+         PGW_EINVAL},
+        {"tencent", "MissingParameter.EmptyPhoneNumberSet", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "UnsupportedOperation.ContainDomesticAndInternationalPhoneNumber",
+         PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"tencent", "Something.Unknown", PGW_SMS_GIVE_UP, PGW_EIO},
+        {"aliyun", "OK", PGW_SMS_SENT, PGW_OK},
+        {"aliyun", "Ok", PGW_SMS_GIVE_UP, PGW_EIO},
+        {"aliyun", "isv.BUSINESS_LIMIT_CONTROL", PGW_SMS_RATE_LIMITED, PGW_ERISK},
+        {"aliyun", "isv.DAY_LIMIT_CONTROL", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"aliyun", "isv.MONTH_LIMIT_CONTROL", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"aliyun", "isv.AMOUNT_NOT_ENOUGH", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"aliyun", "isv.OUT_OF_SERVICE", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"aliyun", "isv.DENY_IP_RANGE", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"aliyun", "isp.RAM_PERMISSION_DENY", PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+        {"aliyun", "isv.MOBILE_NUMBER_ILLEGAL", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"aliyun", "isv.SMS_SIGNATURE_ILLEGAL", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"aliyun", "isv.SMS_TEMPLATE_ILLEGAL", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"aliyun", "isv.TEMPLATE_PARAMS_ILLEGAL", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"aliyun", "isv.PARAM_LENGTH_LIMIT", PGW_SMS_GIVE_UP, PGW_EINVAL},
+        {"aliyun", "isp.SYSTEM_ERROR", PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+        {"aliyun", "SignatureDoesNotMatch", PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
+        {"aliyun", "InvalidTimeStamp.Expired", PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
+        {"aliyun", "InvalidAccessKeyId.NotFound", PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
+        {"aliyun", "SignatureNonceUsed", PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+        {"aliyun", "Throttling.User", PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+        {"aliyun", "Something.Unknown", PGW_SMS_GIVE_UP, PGW_EIO},
+        {"aliyun", "", PGW_SMS_GIVE_UP, PGW_EIO},
+        {"huawei", "OK", PGW_SMS_GIVE_UP, PGW_EINVAL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        classified(cases[i].provider, cases[i].code, cases[i].outcome, cases[i].rc);
+    assert_int_equal(pgw_sms_classify("tencent", "Ok", NULL), PGW_SMS_SENT);
+}
+
+/* ---- the limiter ----------------------------------------------------------- */
+
+static pgw_sms_limiter *limiter_of(const pgw_sms_limits *limits)
+{
+    pgw_sms_limiter *l = NULL;
+    pgw_err err = {0};
+    if (pgw_sms_limiter_new(limits, &l, &err) != PGW_OK)
+        fail_msg("pgw_sms_limiter_new: %s", err.msg);
+    return l;
+}
+
+static void take(pgw_sms_limiter *l, const char *phone, int64_t now, int want, int64_t want_at)
+{
+    int64_t at = -1;
+    pgw_err err = {0};
+    int rc = pgw_sms_limiter_take(l, phone, now, &at, &err);
+    if (rc != want)
+        fail_msg("take at %lld: want %s, got %s (%s)", (long long)now, pgw_code_name(want),
+                 pgw_code_name(rc), err.msg);
+    assert_int_equal(at, want_at);
+    if (rc != PGW_OK)
+        assert_null(strstr(err.msg, phone + 3)); /* masked */
+}
+
+static void test_limiter_defaults(void **state)
+{
+    (void)state;
+    pgw_sms_limits tl, al;
+    pgw_err err = {0};
+    assert_int_equal(pgw_sms_limits_default("tencent", &tl, &err), PGW_OK);
+    assert_int_equal(tl.min_gap_s, 30);
+    assert_int_equal(tl.per_hour, 0);
+    assert_int_equal(tl.per_day, 2);
+    assert_int_equal(pgw_sms_limits_default("aliyun", &al, &err), PGW_OK);
+    assert_int_equal(al.min_gap_s, 60);
+    assert_int_equal(al.per_hour, 5);
+    assert_int_equal(al.per_day, 10);
+    pgw_sms_limits other;
+    assert_int_equal(pgw_sms_limits_default("huawei", &other, &err), PGW_EINVAL);
+
+    /* Tencent: 30 s apart, 2 in any 24 hours. */
+    pgw_sms_limiter *l = limiter_of(&tl);
+    const int64_t t0 = 1795520302;
+    take(l, PHONE, t0, PGW_OK, t0);
+    take(l, PHONE, t0 + 10, PGW_ERISK, t0 + 30);
+    take(l, PHONE_2, t0 + 10, PGW_OK, t0 + 10); /* numbers are apart */
+    take(l, PHONE, t0 + 30, PGW_OK, t0 + 30);
+    take(l, PHONE, t0 + 100, PGW_ERISK, t0 + 86400);
+    take(l, PHONE, t0 + 86399, PGW_ERISK, t0 + 86400);
+    take(l, PHONE, t0 + 86400, PGW_OK, t0 + 86400);
+    take(l, PHONE, t0 + 86430, PGW_OK, t0 + 86430);
+    take(l, PHONE, t0 + 86460, PGW_ERISK, t0 + 86400 + 86400);
+    /* A peek never counts. */
+    int64_t at = 0;
+    assert_int_equal(pgw_sms_limiter_peek(l, PHONE_BAD, t0, &at, NULL), PGW_OK);
+    assert_int_equal(pgw_sms_limiter_peek(l, PHONE_BAD, t0, &at, NULL), PGW_OK);
+    take(l, PHONE_BAD, t0, PGW_OK, t0);
+    assert_int_equal(pgw_sms_limiter_peek(l, PHONE_BAD, t0 + 1, &at, NULL), PGW_ERISK);
+    assert_int_equal(at, t0 + 30);
+    pgw_sms_limiter_stats st;
+    pgw_sms_limiter_get_stats(l, &st);
+    assert_int_equal(st.taken, 6);
+    assert_int_equal(st.refused, 5);
+    assert_int_equal(st.tracked, 3);
+    assert_int_equal(st.evicted, 0);
+    assert_int_equal(pgw_sms_limiter_take(l, "13800138000", t0, NULL, &err), PGW_EINVAL);
+    pgw_sms_limiter_free(l);
+
+    /* Alibaba: 60 s apart, 5 in any hour, 10 in any day. */
+    l = limiter_of(&al);
+    for (int i = 0; i < 5; i++)
+        take(l, PHONE, t0 + 60 * i, PGW_OK, t0 + 60 * i);
+    take(l, PHONE, t0 + 300, PGW_ERISK, t0 + 3600); /* the first leaves the hour */
+    take(l, PHONE, t0 + 3600, PGW_OK, t0 + 3600);
+    for (int i = 1; i < 5; i++)
+        take(l, PHONE, t0 + 3600 + 60 * i, PGW_OK, t0 + 3600 + 60 * i);
+    take(l, PHONE, t0 + 7200, PGW_ERISK, t0 + 86400); /* 10 in the day */
+    take(l, PHONE, t0 + 86400, PGW_OK, t0 + 86400);
+    /* A clock that went back: recent sends still count (never looser). */
+    take(l, PHONE, t0 + 86400 - 500, PGW_ERISK, t0 + 86400 + 60);
+    pgw_sms_limiter_free(l);
+}
+
+static void test_limiter_bounded(void **state)
+{
+    (void)state;
+    pgw_sms_limits lim = {.min_gap_s = 30, .per_day = 2, .capacity = 2};
+    pgw_sms_limiter *l = limiter_of(&lim);
+    take(l, PHONE, 1000, PGW_OK, 1000);
+    take(l, PHONE_2, 1001, PGW_OK, 1001);
+    /* Full, both inside their day: the least recently written is forgotten. */
+    take(l, PHONE_BAD, 1002, PGW_OK, 1002);
+    pgw_sms_limiter_stats st;
+    pgw_sms_limiter_get_stats(l, &st);
+    assert_int_equal(st.evicted, 1);
+    assert_int_equal(st.tracked, 2);
+    take(l, PHONE, 1003, PGW_OK, 1003);        /* forgotten, so allowed again */
+    take(l, PHONE_BAD, 1004, PGW_ERISK, 1032); /* remembered */
+    /* After a day every entry is idle: reusing one is no eviction. */
+    take(l, PHONE_LIM, 1000 + 2 * 86400, PGW_OK, 1000 + 2 * 86400);
+    pgw_sms_limiter_get_stats(l, &st);
+    assert_int_equal(st.evicted, 2);
+    assert_int_equal(st.tracked, 2);
+    pgw_sms_limiter_free(l);
+
+    pgw_sms_limiter *none = NULL;
+    pgw_err err = {0};
+    pgw_sms_limits bad[] = {
+        {.capacity = 0},
+        {.capacity = PGW_SMS_LIMITER_CAPACITY_MAX + 1},
+        {.capacity = 1, .per_day = PGW_SMS_LIMIT_COUNT_MAX + 1},
+        {.capacity = 1, .min_gap_s = -1},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(pgw_sms_limiter_new(&bad[i], &none, &err), PGW_EINVAL);
+        assert_null(none);
+    }
+}
+
+typedef struct racer {
+    pgw_sms_limiter *l;
+    pthread_barrier_t *start;
+    int ok;
+} racer;
+
+static void *race_main(void *arg)
+{
+    racer *r = arg;
+    pthread_barrier_wait(r->start);
+    for (int i = 0; i < 100; i++) {
+        if (pgw_sms_limiter_take(r->l, PHONE, 5000, NULL, NULL) == PGW_OK)
+            r->ok++;
+    }
+    return NULL;
+}
+
+/* Check and count are one step: 8 threads at once get exactly the limit. */
+static void test_limiter_threads(void **state)
+{
+    (void)state;
+    pgw_sms_limits lim = {.per_hour = 3, .per_day = 5, .capacity = 16};
+    pgw_sms_limiter *l = limiter_of(&lim);
+    enum { THREADS = 8 };
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, THREADS);
+    pthread_t th[THREADS];
+    racer r[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        r[i] = (racer){.l = l, .start = &start};
+        assert_int_equal(pthread_create(&th[i], NULL, race_main, &r[i]), 0);
+    }
+    int total = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        total += r[i].ok;
+    }
+    pthread_barrier_destroy(&start);
+    assert_int_equal(total, 3);
+    pgw_sms_limiter_free(l);
+}
+
+int main(void)
+{
+    pgw_err err;
+    if (pgw_http_client_init(&err) != PGW_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_tencent_sent, reset_fake),
+        cmocka_unit_test_setup(test_aliyun_sent, reset_fake),
+        cmocka_unit_test_setup(test_wrong_secret, reset_fake),
+        cmocka_unit_test_setup(test_clock_skew, reset_fake),
+        cmocka_unit_test_setup(test_nonce_reused, reset_fake),
+        cmocka_unit_test_setup(test_per_number_failures, reset_fake),
+        cmocka_unit_test_setup(test_faults, reset_fake),
+        cmocka_unit_test_setup(test_refused_before_sending, reset_fake),
+        cmocka_unit_test(test_client_config),
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_limiter_defaults),
+        cmocka_unit_test(test_limiter_bounded),
+        cmocka_unit_test(test_limiter_threads),
+    };
+    int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
+    pgw_http_client_cleanup();
+    return failed;
+}
