@@ -21,6 +21,7 @@
 #include "server/report.h"
 #include "server/session.h"
 #include "server/wechat.h"
+#include "notify/notifier.h"
 #include "adapters/wechat_mp/api.h"
 #include "adapters/wechat_oa/user.h"
 #include "util/csv.h"
@@ -88,6 +89,8 @@ typedef enum route {
     R_MP_LOGOUT,
     R_ME,
     R_OA_CALLBACK,
+    R_NOTIFICATIONS,
+    R_NOTICE_RETRY,
     R_COUNT
 } route;
 
@@ -119,6 +122,8 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_MP_LOGOUT] = "/v1/mp/logout",
     [R_ME] = "/v1/me",
     [R_OA_CALLBACK] = "/wechat/oa/callback",
+    [R_NOTIFICATIONS] = "/v1/notifications",
+    [R_NOTICE_RETRY] = "/v1/notifications/{id}/retry",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -180,7 +185,8 @@ typedef struct finance_job {
     int64_t from, to;
     pgw_bucket bucket;
     bool csv;
-    char *out; /* the answer's body (open_memstream) */
+    char member[PGW_ID_MAX + 1]; /* GET /v1/notifications */
+    char *out;                   /* the answer's body (open_memstream) */
     size_t out_len;
 } finance_job;
 
@@ -206,6 +212,8 @@ struct pgw_api {
     pgw_auth *auth;
     pgw_vault *vault;
     pgw_wechat *wechat;
+    pgw_sms_client *sms;
+    pgw_notifier *notifier;
     uint8_t session_key[PGW_SESSION_KEY_LEN];
     size_t body_max, inflight_max, inflight;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
@@ -277,6 +285,8 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
     }
     if (rc == PGW_ENOTFOUND && r == R_EVENTS) /* a refund's original purchase */
         status = 422, code = "original_not_found";
+    if (rc == PGW_ESTATE && r == R_NOTICE_RETRY)
+        code = "notice_not_dead";
     if (rc == PGW_EFULL)
         resp->retry_after_s = 1; /* the write queue drains in milliseconds */
     pgw_api_error(resp, status, code, message);
@@ -1418,6 +1428,28 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
                  "# TYPE pgw_expired_points_total counter\npgw_expired_points_total %llu\n",
                  (unsigned long long)runs, (unsigned long long)failures, (unsigned long long)holds,
                  (unsigned long long)lots, (unsigned long long)points);
+    pgw_notifier_stats ns = {0};
+    if (api->notifier != NULL)
+        pgw_notifier_get_stats(api->notifier, &ns);
+    ok =
+        ok &&
+        appendf(&t, &len, &cap,
+                "# HELP pgw_outbox_depth Notices not delivered yet (pending or being sent).\n"
+                "# TYPE pgw_outbox_depth gauge\npgw_outbox_depth %lld\n"
+                "# HELP pgw_notifications_total Notices by outcome.\n"
+                "# TYPE pgw_notifications_total counter\n"
+                "pgw_notifications_total{outcome=\"sent\",channel=\"wechat_mp\"} %llu\n"
+                "pgw_notifications_total{outcome=\"sent\",channel=\"wechat_oa\"} %llu\n"
+                "pgw_notifications_total{outcome=\"sent\",channel=\"sms\"} %llu\n"
+                "pgw_notifications_total{outcome=\"retried\",channel=\"\"} %llu\n"
+                "pgw_notifications_total{outcome=\"fell_through\",channel=\"\"} %llu\n"
+                "pgw_notifications_total{outcome=\"deferred\",channel=\"sms\"} %llu\n"
+                "pgw_notifications_total{outcome=\"dead\",channel=\"\"} %llu\n"
+                "pgw_notifications_total{outcome=\"skipped\",channel=\"\"} %llu\n",
+                (long long)ns.depth, (unsigned long long)ns.sent[0], (unsigned long long)ns.sent[1],
+                (unsigned long long)ns.sent[2], (unsigned long long)ns.retried,
+                (unsigned long long)ns.fell_through, (unsigned long long)ns.deferred,
+                (unsigned long long)ns.dead, (unsigned long long)ns.skipped);
     pgw_wx_client_stats wx;
     pgw_wx_client_get_stats(pgw_wechat_client(api->wechat), &wx);
     ok = ok &&
@@ -2292,11 +2324,95 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
     resp->content_type = "application/xml";
 }
 
+/* ---- notifications ------------------------------------------------------------------------ */
+
+#define NOTICES_SHOWN 100
+
+/* On the reader: a member's notices as {"notifications": [...]}. */
+static int run_notices(pgw_store *store, pgw_command *cmd)
+{
+    finance_job *f = job_of(cmd)->finance;
+    pgw_notice *list = calloc(NOTICES_SHOWN, sizeof(*list));
+    size_t n = 0;
+    int rc = list ? pgw_store_member_notices(store, f->member, list, NOTICES_SHOWN, &n, &cmd->err)
+                  : pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory");
+    json_t *items = rc == PGW_OK ? json_array() : NULL;
+    for (size_t i = 0; items && i < n; i++) {
+        const pgw_notice *x = &list[i];
+        char created[PGW_RFC3339_MAX] = "", updated[PGW_RFC3339_MAX] = "";
+        pgw_format_rfc3339(x->created_at, &f->cfg->rules.tz, created, sizeof(created));
+        pgw_format_rfc3339(x->updated_at, &f->cfg->rules.tz, updated, sizeof(updated));
+        json_array_append_new(
+            items,
+            json_pack("{s:I,s:s,s:s,s:I,s:I,s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)x->id,
+                      "member_id", x->member, "kind", x->kind, "points", (json_int_t)x->points,
+                      "balance", (json_int_t)x->balance, "state", x->state, "channel", x->channel,
+                      "attempts", (json_int_t)x->attempts, "last_error", x->last_error,
+                      "provider_id", x->provider_id, "created_at", created, "updated_at", updated));
+    }
+    free(list);
+    if (rc == PGW_OK) {
+        json_t *body = items ? json_pack("{s:o}", "notifications", items) : NULL;
+        f->out = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        json_decref(body);
+        f->out_len = f->out ? strlen(f->out) : 0;
+        if (f->out == NULL)
+            rc = pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory");
+    }
+    return rc;
+}
+
+/* GET /v1/notifications?member_id= (admin, finance). */
+static bool handle_notices(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                           pgw_response *resp)
+{
+    pgw_err err;
+    int rc = PGW_OK;
+    pgw_job *job = finance_job_new(api, req, who, R_NOTIFICATIONS, &err, &rc);
+    if (rc == PGW_OK && query_param(req->query, "member_id", job->finance->member,
+                                    sizeof(job->finance->member), &err) != PGW_OK)
+        rc = err.code;
+    if (rc == PGW_OK && !plain_id(job->finance->member, PGW_ID_MAX))
+        rc = pgw_err_set(&err, PGW_EINVAL, "member_id is required");
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_NOTIFICATIONS, rc, err.msg);
+    job->finance->cfg = api->cfg;
+    job->cmd.call = run_notices;
+    return submit(api, job, resp);
+}
+
+/* POST /v1/notifications/{id}/retry (admin): a dead notice is tried again. */
+static bool handle_notice_retry(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                                const char *id, pgw_response *resp)
+{
+    char *end = NULL;
+    long long n = strtoll(id, &end, 10);
+    if (who->kind != PGW_SCOPE_ADMIN)
+        return refuse(resp, NULL, R_NOTICE_RETRY, PGW_EFORBIDDEN, "an admin key retries notices");
+    if (end == id || *end != '\0' || n <= 0)
+        return refuse(resp, NULL, R_NOTICE_RETRY, PGW_ENOTFOUND, "no such notice");
+    pgw_job *job = job_new(api, req, R_NOTICE_RETRY, PGW_COMMAND_NOTICE_RETRY);
+    if (job == NULL)
+        return refuse(resp, NULL, R_NOTICE_RETRY, PGW_EFULL, "too many requests in flight");
+    job->cmd.notice_id = n;
+    return submit(api, job, resp);
+}
+
 static route route_of(const char *path, char *id, size_t cap)
 {
     for (size_t r = R_OTHER + 1; r < R_COUNT; r++) { /* the routes without an {id} */
         if (strchr(ROUTE_NAMES[r], '{') == NULL && strcmp(path, ROUTE_NAMES[r]) == 0)
             return (route)r;
+    }
+    static const char notices[] = "/v1/notifications/";
+    if (strncmp(path, notices, sizeof(notices) - 1) == 0) {
+        const char *rest = path + sizeof(notices) - 1, *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t)(slash - rest) : 0;
+        if (n == 0 || n >= cap || strcmp(slash, "/retry") != 0)
+            return R_OTHER;
+        memcpy(id, rest, n);
+        id[n] = '\0';
+        return R_NOTICE_RETRY;
     }
     if (match_hold_path(path, "capture", id, cap))
         return R_CAPTURE;
@@ -2337,7 +2453,8 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     resp->route = ROUTE_NAMES[r];
     bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
     bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
-                     r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME;
+                     r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME ||
+                     r == R_NOTIFICATIONS;
     if (r == R_OTHER) {
         pgw_api_error(resp, 404, "not_found", "no such route");
         return false;
@@ -2430,6 +2547,10 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     case R_SETTLEMENT:
     case R_POOL:
         return handle_report(api, req, &who, r, resp);
+    case R_NOTIFICATIONS:
+        return handle_notices(api, req, &who, resp);
+    case R_NOTICE_RETRY:
+        return handle_notice_retry(api, req, &who, id, resp);
     default:
         break;
     }
@@ -2532,6 +2653,9 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         mp_login_answer(api, cmd, resp);
     } else if (job->route == R_ME) {
         set_body(resp, 200, me_json(api, cmd));
+    } else if (job->route == R_NOTICE_RETRY) {
+        set_body(resp, 200,
+                 json_pack("{s:I,s:s}", "id", (json_int_t)cmd->notice_id, "state", "pending"));
     } else if (job->route == R_MEMBER) {
         set_body(resp, 200, pgw_api_member_json(api->cfg, api->vault, cmd));
     } else if (job->route == R_HISTORY) {
@@ -2669,15 +2793,50 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out)
         .allow_negative = cfg->allow_negative,
         .rules = &cfg->rules,
         .auto_enroll = cfg->auto_enroll,
-        .risk = {
-            .max_points_per_event = cfg->risk.max_points_per_event,
-            .max_events_per_member_per_day = cfg->risk.max_events_per_member_per_day,
-            .max_redeem_points_per_day = cfg->risk.max_redeem_points_per_day,
-            .max_behaviour_points_per_day = cfg->risk.max_behaviour_points_per_day,
-            .new_member_redeem_hours = cfg->risk.new_member_redeem_hours,
-            .unique_receipts = cfg->risk.unique_receipts,
-            .max_new_members_per_ip_per_hour = cfg->risk.max_new_members_per_ip_per_hour,
-        }};
+        .risk =
+            {
+                .max_points_per_event = cfg->risk.max_points_per_event,
+                .max_events_per_member_per_day = cfg->risk.max_events_per_member_per_day,
+                .max_redeem_points_per_day = cfg->risk.max_redeem_points_per_day,
+                .max_behaviour_points_per_day = cfg->risk.max_behaviour_points_per_day,
+                .new_member_redeem_hours = cfg->risk.new_member_redeem_hours,
+                .unique_receipts = cfg->risk.unique_receipts,
+                .max_new_members_per_ip_per_hour = cfg->risk.max_new_members_per_ip_per_hour,
+            },
+        .notify = pgw_notify_possible(cfg),
+        .notify_coalesce_s = cfg->notify.coalesce_window_s};
+}
+
+/* The SMS client, when the channel is on and its keys are set. */
+static int start_sms(pgw_api *api, pgw_err *err)
+{
+    const pgw_sms_channel *sms = &api->cfg->sms;
+    const char *id = sms->key_id_env[0] ? getenv(sms->key_id_env) : NULL;
+    const char *secret = sms->key_secret_env[0] ? getenv(sms->key_secret_env) : NULL;
+    if (!sms->enabled)
+        return PGW_OK;
+    if (id == NULL || secret == NULL || !id[0] || !secret[0]) {
+        fprintf(stderr, "pointsgw: warning: channels.sms is off: set %s and %s\n", sms->key_id_env,
+                sms->key_secret_env);
+        return PGW_OK;
+    }
+    return pgw_sms_client_new(sms, id, secret, NULL, &api->sms, err);
+}
+
+/* The outbox's deliverer, when any channel can deliver. */
+static int start_notifier(pgw_api *api, const char *db_url, pgw_err *err)
+{
+    int rc = start_sms(api, err);
+    if (rc != PGW_OK || !pgw_notify_possible(api->cfg))
+        return rc;
+    pgw_notifier_options o = {.cfg = api->cfg,
+                              .db_url = db_url,
+                              .vault = api->vault,
+                              .wechat = pgw_wechat_client(api->wechat),
+                              .mp_ready = pgw_wechat_mp_ready(api->wechat),
+                              .oa_ready = pgw_wechat_oa_ready(api->wechat),
+                              .sms = api->sms};
+    return pgw_notifier_start(&o, &api->notifier, err);
 }
 
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
@@ -2728,6 +2887,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         rc = pgw_wechat_new(opts->cfg, opts->db_url, &api->wechat, err);
     if (rc == PGW_OK)
         pgw_vault_derive(api->vault, "session", api->session_key);
+    if (rc == PGW_OK)
+        rc = start_notifier(api, opts->db_url, err);
     if (rc != PGW_OK) {
         pgw_api_free(api);
         return rc;
@@ -2738,6 +2899,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
 
 void pgw_api_stop(pgw_api *api)
 {
+    pgw_notifier_stop(api->notifier);
+    api->notifier = NULL;
     pgw_wechat_stop(api->wechat); /* its workers and the sweep submit to the writer: */
     sweep_stop(&api->sweep);      /* they stop first */
     pgw_writer_stop(api->reader);
@@ -2757,6 +2920,7 @@ void pgw_api_free(pgw_api *api)
         api->free_jobs = next;
     }
     pgw_wechat_free(api->wechat);
+    pgw_sms_client_free(api->sms);
     pgw_auth_free(api->auth);
     pgw_vault_free(api->vault);
     OPENSSL_cleanse(api->session_key, sizeof(api->session_key));

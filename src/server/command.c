@@ -1252,6 +1252,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_end_session(store, cmd);
     case PGW_COMMAND_OA_FOLLOW:
         return apply_follow(store, cmd);
+    case PGW_COMMAND_NOTICE_RETRY:
+        return pgw_store_retry_notice(store, cmd->notice_id, now_us() / 1000000, &cmd->err);
     case PGW_COMMAND_BIND:
         return apply_bind(store, policy, cmd);
     case PGW_COMMAND_IMPORT:
@@ -1297,6 +1299,31 @@ static void reset_output(pgw_command *cmd)
         cmd->n_transfers = 0;
 }
 
+/* The notice a command causes, in its own transaction (so a notice exists
+ * exactly when its cause committed): "points arrived" for a purchase that
+ * earned, "points reversed" for a refund, "redemption" for points spent. */
+static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    if (!policy->notify || cmd->points_moved <= 0 || cmd->member[0] == '\0')
+        return PGW_OK;
+    const char *kind = NULL;
+    bool purchase = cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL &&
+                    cmd->event->type == PGW_EVENT_PURCHASE;
+    bool refund = cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL &&
+                  cmd->event->type == PGW_EVENT_REFUND;
+    if (purchase)
+        kind = "points_arrived";
+    else if (refund)
+        kind = "points_reversed";
+    else if (cmd->kind == PGW_COMMAND_REDEEM || cmd->kind == PGW_COMMAND_CAPTURE)
+        kind = "redemption";
+    if (kind == NULL)
+        return PGW_OK;
+    return pgw_store_enqueue_notice(store, cmd->member, kind, cmd->points_moved,
+                                    cmd->figures.balance, cmd->shop, now_us() / 1000000,
+                                    purchase ? policy->notify_coalesce_s : 0, &cmd->err);
+}
+
 void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     reset_output(cmd);
@@ -1321,6 +1348,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc =
             pgw_store_member_figures(store, cmd->member, cmd->at, &found, &cmd->figures, &cmd->err);
     }
+    if (rc == PGW_OK && !cmd->replayed)
+        rc = queue_notice(store, policy, cmd);
     rc = answer(store, cmd, rc);
     if (rc == PGW_OK && !cmd->replayed) {
         rc = pgw_store_release(store, &cmd->err);
@@ -1341,7 +1370,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return pgw_err_set(err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
     /* The writer names expiries itself. */
     bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD &&
-                 cmd->kind != PGW_COMMAND_OA_FOLLOW && !pgw_command_reads(cmd->kind);
+                 cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_NOTICE_RETRY &&
+                 !pgw_command_reads(cmd->kind);
     if (keyed && !filled(cmd->key, sizeof(cmd->key)))
         return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
     switch (cmd->kind) {
@@ -1430,6 +1460,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return strlen(cmd->session_id) == PGW_SESSION_ID_LEN
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a logout names its session");
+    case PGW_COMMAND_NOTICE_RETRY:
+        return cmd->notice_id > 0 ? PGW_OK : pgw_err_set(err, PGW_EINVAL, "no notice to retry");
     case PGW_COMMAND_OA_FOLLOW:
         return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0
                    ? PGW_OK

@@ -118,9 +118,12 @@ typedef enum pgw_command_kind {
     /* Official account: openid `who` (scope = appid) follows (oa_follow 1)
      * or stops following (-1) as of `at` (no key: later changes win). */
     PGW_COMMAND_OA_FOLLOW,
+    /* A dead notice `notice_id` is pending again (no key: retrying twice is
+     * retrying; PGW_ESTATE when it is not dead). */
+    PGW_COMMAND_NOTICE_RETRY,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_OA_FOLLOW
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_NOTICE_RETRY
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -187,6 +190,7 @@ struct pgw_command {
     char appid[PGW_ID_MAX + 1];                 /* LINK with a session */
     char template_id[PGW_TEMPLATE_KEY_MAX + 1]; /* SUBSCRIBE */
     int oa_follow;                              /* OA_FOLLOW: 1 follows, -1 unfollows */
+    int64_t notice_id;                          /* NOTICE_RETRY */
     /* READ_CALL: fills cmd->err on failure; must not write. */
     int (*call)(pgw_store *store, pgw_command *cmd);
     /* Output, valid once `done` runs. */
@@ -245,6 +249,11 @@ typedef struct pgw_ledger_policy {
     const pgw_rules *rules; /* EVENT: the earning rules (borrowed; NULL refuses events) */
     bool auto_enroll;       /* EVENT: an unknown member is created (else PGW_ENOTFOUND) */
     pgw_risk_limits risk;
+    /* Notifications: queue a notice in the outbox with every purchase that
+     * earned, refund that reversed and redemption that spent (store.h
+     * pgw_store_enqueue_notice); arrivals within coalesce_s become one. */
+    bool notify;
+    int64_t notify_coalesce_s;
 } pgw_ledger_policy;
 
 /* Checks a command's shape before it is queued (no store access). */

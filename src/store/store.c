@@ -146,6 +146,9 @@ enum {
     ST_SUBSCRIPTIONS,
     ST_SET_FOLLOW,
     ST_MEMBER_FOLLOWS,
+    ST_COALESCE_NOTICE,
+    ST_INSERT_NOTICE,
+    ST_MERGE_NOTICES,
     ST_COUNT
 };
 
@@ -296,6 +299,15 @@ static const char *const STATEMENTS[ST_COUNT] = {
                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (appid, openid) DO UPDATE SET"
                       " following = excluded.following, changed_at = excluded.changed_at"
                       " WHERE excluded.changed_at >= oa_followers.changed_at",
+    [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
+                           " updated_at = ?6 WHERE id = (SELECT id FROM notices"
+                           " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
+                           " ORDER BY id DESC LIMIT 1)",
+    [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
+                         " due_at, state, channel, excluded, attempts, last_error, provider_id,"
+                         " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', '', 0, 0, '',"
+                         " '', ?6)",
+    [ST_MERGE_NOTICES] = "UPDATE notices SET member = ?2 WHERE member = ?1",
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
                           " WHERE i.member = ?1 AND i.kind = ?2 AND f.following = 1",
@@ -595,6 +607,30 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  expires_at INTEGER NOT NULL,"
     "  lease_until INTEGER NOT NULL"
     ") STRICT;",
+    /* 15: the notification outbox, written in the transaction of the
+     * command that causes a notice. due_at is when it may go (a
+     * coalescing window, quiet hours, a retry's backoff); `excluded` the
+     * channels that refused it (core/notice.h). The partial index holds
+     * only what is still to deliver, so it stays small. */
+    "CREATE TABLE notices ("
+    "  id INTEGER PRIMARY KEY,"
+    "  member TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  points INTEGER NOT NULL,"
+    "  balance INTEGER NOT NULL,"
+    "  shop TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  due_at INTEGER NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'dead', 'skipped')),"
+    "  channel TEXT NOT NULL,"
+    "  excluded INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL,"
+    "  last_error TEXT NOT NULL,"
+    "  provider_id TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX notices_due ON notices (due_at) WHERE state IN ('pending', 'sending');"
+    "CREATE INDEX notices_member ON notices (member, id);",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -1781,10 +1817,10 @@ int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX
 int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_err *err)
 {
     PGW_ASSERT(strcmp(from, into) != 0);
-    static const int moves[] = {ST_MERGE_LOTS,          ST_MERGE_HOLDS, ST_MERGE_EARNS,
-                                ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,  ST_MERGE_RULE_DAYS,
-                                ST_MERGE_SUBSCRIPTIONS, ST_DROP_DAYS,   ST_DROP_RULE_DAYS,
-                                ST_DROP_SUBSCRIPTIONS,  ST_SET_MERGED};
+    static const int moves[] = {ST_MERGE_LOTS,          ST_MERGE_HOLDS,        ST_MERGE_EARNS,
+                                ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,         ST_MERGE_RULE_DAYS,
+                                ST_MERGE_SUBSCRIPTIONS, ST_MERGE_NOTICES,      ST_DROP_DAYS,
+                                ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS, ST_SET_MERGED};
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         sqlite3_stmt *st = s->st[moves[i]];
@@ -2161,6 +2197,212 @@ int pgw_store_token_release(pgw_store *s, const char *appid, pgw_err *err)
 {
     return token_exec(s, "UPDATE wechat_tokens SET lease_until = 0 WHERE appid = ?1 AND ?3 = ?4",
                       appid, NULL, 0, 0, NULL, err);
+}
+
+/* ---- notifications ---------------------------------------------------------------- */
+
+int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind, int64_t points,
+                             int64_t balance, const char *shop, int64_t now, int64_t coalesce_s,
+                             pgw_err *err)
+{
+    int rc = PGW_OK;
+    if (coalesce_s > 0) {
+        sqlite3_stmt *st = s->st[ST_COALESCE_NOTICE];
+        sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, points);
+        sqlite3_bind_int64(st, 4, balance);
+        sqlite3_bind_text(st, 5, shop, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, now);
+        rc = step_done(s, st, "coalescing a notice", err);
+        sqlite3_clear_bindings(st);
+        if (rc != PGW_OK || sqlite3_changes(s->db) == 1)
+            return rc;
+    }
+    sqlite3_stmt *st = s->st[ST_INSERT_NOTICE];
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, points);
+    sqlite3_bind_int64(st, 4, balance);
+    sqlite3_bind_text(st, 5, shop, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, now);
+    sqlite3_bind_int64(st, 7, now + (coalesce_s > 0 ? coalesce_s : 0));
+    rc = step_done(s, st, "queueing a notice", err);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+#define NOTICE_COLUMNS                                                                             \
+    "id, member, kind, points, balance, shop, created_at, due_at, state, channel, excluded,"       \
+    " attempts, last_error, provider_id, updated_at"
+
+static bool notice_row(sqlite3_stmt *st, void *item)
+{
+    pgw_notice *n = item;
+    n->id = sqlite3_column_int64(st, 0);
+    n->points = sqlite3_column_int64(st, 3);
+    n->balance = sqlite3_column_int64(st, 4);
+    n->created_at = sqlite3_column_int64(st, 6);
+    n->due_at = sqlite3_column_int64(st, 7);
+    n->excluded = sqlite3_column_int64(st, 10);
+    n->attempts = sqlite3_column_int64(st, 11);
+    n->updated_at = sqlite3_column_int64(st, 14);
+    return column_text(st, 1, n->member, sizeof(n->member)) &&
+           column_text(st, 2, n->kind, sizeof(n->kind)) &&
+           column_text(st, 5, n->shop, sizeof(n->shop)) &&
+           column_text(st, 8, n->state, sizeof(n->state)) &&
+           column_text(st, 9, n->channel, sizeof(n->channel)) &&
+           column_text(st, 12, n->last_error, sizeof(n->last_error)) &&
+           column_text(st, 13, n->provider_id, sizeof(n->provider_id));
+}
+
+/* A statement of the notifier's, prepared per call: it runs on a
+ * connection of its own, a few times a second. */
+static int prepare(pgw_store *s, const char *sql, sqlite3_stmt **st, pgw_err *err)
+{
+    if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+        return db_error(s, PGW_EIO, "preparing a notifier statement", err);
+    return PGW_OK;
+}
+
+int pgw_store_claim_notices(pgw_store *s, int64_t now, pgw_notice *out, size_t cap, size_t *n,
+                            pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET state = 'sending', attempts = attempts + 1,"
+                     " updated_at = ?1 WHERE id IN (SELECT id FROM notices"
+                     " WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at LIMIT ?2)"
+                     " RETURNING " NOTICE_COLUMNS,
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "claiming notices", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_finish_notice(pgw_store *s, const pgw_notice *n, int64_t now, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET state = ?2, channel = ?3, excluded = ?4, due_at = ?5,"
+                     " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9"
+                     " WHERE id = ?1",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, n->id);
+    sqlite3_bind_text(st, 2, n->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, n->channel, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, n->excluded);
+    sqlite3_bind_int64(st, 5, n->due_at);
+    sqlite3_bind_text(st, 6, n->last_error, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, n->provider_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, now);
+    sqlite3_bind_int64(st, 9, n->attempts);
+    rc = step_done(s, st, "recording a notice", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_unclaim_notices(pgw_store *s, int64_t now, int64_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc =
+        prepare(s, "UPDATE notices SET state = 'pending', updated_at = ?1 WHERE state = 'sending'",
+                &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, now);
+    rc = step_done(s, st, "unclaiming notices", err);
+    *n = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_member_notices(pgw_store *s, const char *member, pgw_notice *out, size_t cap,
+                             size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     "SELECT " NOTICE_COLUMNS " FROM notices WHERE member = ?1"
+                     " ORDER BY id DESC LIMIT ?2",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "reading notices", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s, "SELECT state FROM notices WHERE id = ?1", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    int step = sqlite3_step(st);
+    char state[16] = "";
+    if (step == SQLITE_ROW && !column_text(st, 0, state, sizeof(state)))
+        rc = pgw_err_set(err, PGW_EIO, "%s: notice %lld has a malformed state", s->path,
+                         (long long)id);
+    else if (step == SQLITE_DONE)
+        rc = pgw_err_set(err, PGW_ENOTFOUND, "no notice %lld", (long long)id);
+    else if (step != SQLITE_ROW)
+        rc = db_error(s, PGW_EIO, "reading a notice", err);
+    sqlite3_finalize(st);
+    if (rc == PGW_OK && strcmp(state, "dead") != 0)
+        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is %s, not dead", (long long)id, state);
+    if (rc == PGW_OK)
+        rc = prepare(s,
+                     "UPDATE notices SET state = 'pending', due_at = ?2, attempts = 0,"
+                     " excluded = 0, last_error = '', updated_at = ?2 WHERE id = ?1",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, now);
+    rc = step_done(s, st, "retrying a notice", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc =
+        prepare(s, "SELECT count(*) FROM notices WHERE state IN ('pending', 'sending')", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    int step = sqlite3_step(st);
+    *n = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    rc = step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "counting the outbox", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_id, bool *taken,
+                         pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE subscriptions SET quota = quota - 1"
+                     " WHERE member = ?1 AND template_id = ?2 AND quota > 0",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, template_id, -1, SQLITE_STATIC);
+    rc = step_done(s, st, "taking subscription quota", err);
+    *taken = rc == PGW_OK && sqlite3_changes(s->db) == 1;
+    sqlite3_finalize(st);
+    return rc;
 }
 
 /* ---- answers --------------------------------------------------------------------- */

@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 14
+#define PGW_STORE_SCHEMA_VERSION 15
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -407,6 +407,56 @@ int pgw_store_token_save(pgw_store *store, const char *appid, const char *token,
                          pgw_err *err);
 int pgw_store_token_forget(pgw_store *store, const char *appid, const char *token, pgw_err *err);
 int pgw_store_token_release(pgw_store *store, const char *appid, pgw_err *err);
+
+/* ---- notifications: the outbox ---------------------------------------- */
+
+#define PGW_NOTICE_KIND_MAX  24
+#define PGW_NOTICE_ERROR_MAX 200
+#define PGW_PROVIDER_ID_MAX  64
+
+typedef struct pgw_notice {
+    int64_t id;
+    char member[PGW_ID_MAX + 1];
+    char kind[PGW_NOTICE_KIND_MAX + 1]; /* config.h pgw_notice_kind names: "points_arrived" ... */
+    int64_t points, balance;
+    char shop[PGW_ID_MAX + 1];
+    int64_t created_at, due_at, updated_at;
+    char state[16]; /* pending, sending, sent, dead, skipped */
+    char channel[16];
+    int64_t excluded; /* core/notice.h channel mask */
+    int64_t attempts;
+    char last_error[PGW_NOTICE_ERROR_MAX + 1];
+    char provider_id[PGW_PROVIDER_ID_MAX + 1];
+} pgw_notice;
+
+/*
+ * Queues a notice inside the writer's transaction. With coalesce_s > 0 a
+ * pending notice of the same member and kind still inside its window
+ * (due_at > now) takes the points and the new balance instead, so that
+ * arrivals within the window become one notice with their total; a new
+ * one is due at now + coalesce_s.
+ */
+int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
+                             int64_t balance, const char *shop, int64_t now, int64_t coalesce_s,
+                             pgw_err *err);
+/* Claims up to cap notices due at `now` (pending -> sending, attempts + 1). */
+int pgw_store_claim_notices(pgw_store *store, int64_t now, pgw_notice *out, size_t cap, size_t *n,
+                            pgw_err *err);
+/* Records how an attempt went: state, channel, excluded, due_at, attempts, error, provider id. */
+int pgw_store_finish_notice(pgw_store *store, const pgw_notice *n, int64_t now, pgw_err *err);
+/* After a crash: notices left in `sending` go back to pending (*n of them). */
+int pgw_store_unclaim_notices(pgw_store *store, int64_t now, int64_t *n, pgw_err *err);
+/* A member's notices, newest first (up to cap). */
+int pgw_store_member_notices(pgw_store *store, const char *member, pgw_notice *out, size_t cap,
+                             size_t *n, pgw_err *err);
+/* A dead notice goes back to pending, due now, attempts and exclusions cleared;
+ * PGW_ENOTFOUND when there is no notice `id`, PGW_ESTATE when it is not dead. */
+int pgw_store_retry_notice(pgw_store *store, int64_t id, int64_t now, pgw_err *err);
+/* Notices not yet delivered (pending or sending). */
+int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
+/* Takes one unit of member's quota for template_id; *taken false when none is left. */
+int pgw_store_take_quota(pgw_store *store, const char *member, const char *template_id, bool *taken,
+                         pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 

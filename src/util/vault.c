@@ -148,6 +148,14 @@ int pgw_vault_display(const pgw_vault *v, const pgw_identity_key *key, char *out
     return rc;
 }
 
+int pgw_vault_phone(const pgw_vault *v, const pgw_identity_key *key, char *out, size_t cap,
+                    pgw_err *err)
+{
+    if (key->kind != PGW_ID_PHONE)
+        return pgw_err_set(err, PGW_EINVAL, "not a phone");
+    return unseal(v, key->sealed, key->sealed_len, key->lookup, out, cap, err);
+}
+
 void pgw_vault_derive(const pgw_vault *vault, const char *label, uint8_t out[32])
 {
     unsigned int len = 32;

@@ -48,6 +48,11 @@ int pgw_vault_key(const pgw_vault *vault, const pgw_identity *id, pgw_identity_k
 int pgw_vault_display(const pgw_vault *vault, const pgw_identity_key *key, char *out, size_t cap,
                       pgw_err *err);
 
+/* A stored phone in full ("+8613800138000"), for sending it an SMS: the
+ * caller wipes it after use. PGW_EINVAL for an identity that is no phone. */
+int pgw_vault_phone(const pgw_vault *vault, const pgw_identity_key *key, char *out, size_t cap,
+                    pgw_err *err);
+
 /* A 32-byte key for `label` ("session"), derived from the index key by
  * HMAC-SHA256: other secrets of the gateway need no variable of their own. */
 void pgw_vault_derive(const pgw_vault *vault, const char *label, uint8_t out[32]);

@@ -107,6 +107,8 @@ def write_config(tmp, fake_port):
     base = "http://127.0.0.1:%d" % fake_port
     cfg["channels"]["wechat_mp"]["api_base"] = base
     cfg["channels"]["wechat_oa"]["api_base"] = base
+    cfg["notify"] = {"coalesce_window_s": 1, "quiet_hours": {"start": "00:00", "end": "00:00"},
+                     "retry": {"max_attempts": 3, "base_delay_ms": 200, "max_delay_ms": 400}}
     path = os.path.join(tmp, "config.json")
     with open(path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
@@ -243,7 +245,7 @@ def mini_program(srv, fake):
     check(status == 400, "a number outside the mainland: 400, not 401 (%s)" % status)
 
     # Subscriptions: one-time quota per template, idempotent per request_id.
-    tpl = "mp-tpl-points-arrived"
+    tpl = "mp-tpl-points-reversed"  # points_arrived quota is for notifications() below
     body = {"template_id": tpl, "accepted": 1, "request_id": "req-1"}
     status, doc = srv.request("POST", "/v1/mp/subscriptions", body, session=session)
     check(status == 200 and doc["quota"] == 1 and doc["replayed"] is False, "quota 1: %s" % doc)
@@ -450,6 +452,109 @@ def linked_login(srv, fake, oa_member):
           "resubscribing links and merges the follower into the unionid's member: %s" % doc)
 
 
+def delivered(fake, touser):
+    return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
+
+
+def notices(srv, member):
+    status, doc = srv.request("GET", "/v1/notifications?member_id=" + member)
+    return doc["notifications"] if status == 200 else []
+
+
+def notifications(srv, fake, oa_member):
+    tpl = "mp-tpl-points-arrived"
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-N", "openid": "oMP-N"})
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-N", "phone": "13700137000"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-N"}, key=None)
+    session, member = doc["session"], doc["member_id"]
+    srv.request("POST", "/v1/mp/phone", {"code": "ph-N"}, session=session)
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1}, session=session)
+    fake.control("POST", "/_fake/subscribe_quota",
+                 {"appid": MP_APPID, "openid": "oMP-N", "template_id": tpl, "count": 1})
+
+    # Five sales inside the coalescing window: one subscribe message with the total.
+    total = 0
+    for i in range(5):
+        status, doc = srv.request("POST", "/v1/events", purchase("N-%d" % i, "13700137000", 2000),
+                                  key=SHOP)
+        total += doc["points"]
+    got = eventually(lambda: delivered(fake, "oMP-N"), lambda d: len(d) >= 1)
+    check(len(got) == 1 and got[0]["kind"] == "subscribe" and got[0]["template_id"] == tpl,
+          "one subscribe message for five sales: %s" % got)
+    data = got[0]["data"] if got else {}
+    check(data.get("number2", {}).get("value") == str(total) and
+          data.get("number3", {}).get("value") == str(doc["balance"]) and
+          data.get("thing1", {}).get("value"), "it carries the total and the balance: %s" % data)
+    time.sleep(1.5)
+    check(len(delivered(fake, "oMP-N")) == 1, "and only one")
+    listed = notices(srv, member)
+    check(len(listed) == 1 and listed[0]["state"] == "sent" and listed[0]["channel"] == "wechat_mp"
+          and listed[0]["points"] == total and listed[0]["attempts"] == 1,
+          "GET /v1/notifications shows it sent: %s" % listed)
+    status, me = srv.request("GET", "/v1/me", session=session, key=None)
+    check(me["subscriptions"].get(tpl) == 0, "the quota unit was used")
+
+    # No quota, not following, no SMS: the next notice reaches nobody.
+    srv.request("POST", "/v1/events", purchase("N-5", "13700137000", 2000), key=SHOP)
+    listed = eventually(lambda: notices(srv, member), lambda l: l and l[0]["state"] != "pending")
+    check(listed[0]["state"] == "skipped", "nobody to reach: skipped (%s)" % listed[0])
+
+    # The follower: quota at the gateway but none at WeChat (43101) falls
+    # through to the official account's template message.
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9b"}, key=None)
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-9c", "openid": "oMP-9", "unionid": "uUNION-9"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9c"}, key=None)
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                session=doc["session"])
+    oa = {"event_id": "N-OA-1", "channel": "store", "shop_id": "S001", "type": "purchase",
+          "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"oa_openid": "oOA-1", "appid": OA_APPID},
+          "amount_fen": 3000}
+    status, doc = srv.request("POST", "/v1/events", oa, key=SHOP)
+    check(status == 201 and doc["member_id"] == oa_member, "a sale to the follower")
+    got = eventually(lambda: delivered(fake, "oOA-1"), lambda d: len(d) >= 1)
+    check(len(got) == 1 and got[0]["kind"] == "template" and
+          got[0]["miniprogram"]["appid"] == MP_APPID and
+          got[0]["client_msg_id"].startswith("pgw-notice-"), "a template message instead: %s" % got)
+    refused = [r for r in fake.requests("/cgi-bin/message/subscribe/send")
+               if r["body"].get("touser") == "oMP-9"]
+    check(len(refused) == 1 and refused[0]["errcode"] == 43101, "after WeChat's 43101")
+    listed = notices(srv, oa_member)
+    check(listed and listed[0]["channel"] == "wechat_oa" and listed[0]["state"] == "sent",
+          "the notice went through the official account: %s" % listed[:1])
+
+    # WeChat busy: retried with backoff; busy every time: dead, then an
+    # admin's retry delivers it.
+    fake.control("POST", "/_fake/faults",
+                 {"path": "/cgi-bin/message/template/send", "count": 1, "errcode": -1})
+    oa["event_id"] = "N-OA-2"
+    srv.request("POST", "/v1/events", oa, key=SHOP)
+    listed = eventually(lambda: notices(srv, oa_member), lambda l: l[0]["state"] == "sent")
+    check(listed[0]["state"] == "sent" and listed[0]["attempts"] == 2,
+          "sent on the second attempt: %s" % listed[0])
+    fake.control("POST", "/_fake/faults",
+                 {"path": "/cgi-bin/message/template/send", "count": 3, "errcode": -1})
+    oa["event_id"] = "N-OA-3"
+    srv.request("POST", "/v1/events", oa, key=SHOP)
+    listed = eventually(lambda: notices(srv, oa_member), lambda l: l[0]["state"] == "dead")
+    dead = listed[0]
+    check(dead["state"] == "dead" and dead["attempts"] == 3 and "errcode -1" in dead["last_error"],
+          "dead after three attempts: %s" % dead)
+    status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"], key=SHOP)
+    check(status == 403, "a shop key may not retry notices")
+    status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"])
+    check(status == 200 and doc["state"] == "pending", "an admin retries it: %s" % doc)
+    listed = eventually(lambda: notices(srv, oa_member), lambda l: l[0]["state"] == "sent")
+    check(listed[0]["state"] == "sent" and listed[0]["attempts"] == 1, "and it is sent: %s" % listed[0])
+    status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"])
+    check(status == 409, "a sent notice is not retried: %s" % status)
+    status, doc = srv.request("GET", "/v1/notifications", key=ADMIN)
+    check(status == 400, "member_id is required")
+    _, metrics = srv.request("GET", "/metrics", key=None)
+    check(re.search(r'^pgw_notifications_total\{outcome="sent",channel="wechat_oa"\} 3$', metrics, re.M)
+          and re.search(r"^pgw_outbox_depth 0$", metrics, re.M), "/metrics counts notices")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -461,13 +566,14 @@ def main():
         mini_program(srv, fake)
         oa_member = official_account(srv, fake)
         linked_login(srv, fake, oa_member)
+        notifications(srv, fake, oa_member)
         with open(os.path.join(tmp, "log.db"), "rb") as f:
             check(b"13800138000" not in f.read(), "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
     finally:
         rc, err = srv.stop()
         fake.stop()
-    check(rc == 0, "clean exit: %s" % err[-500:])
+    check(rc == 0, "clean exit: %s" % err[-3000:])
     check(len(tokens) == 3, "the fake issued three tokens (%d)" % len(tokens))
     for secret in [MP_SECRET, OA_SECRET, OA_TOKEN] + tokens:
         check(secret not in err and secret not in open(os.path.join(tmp, "requests.log")).read(),

@@ -1,0 +1,432 @@
+/*
+ * notifier.c - see notifier.h.
+ */
+#include "notifier.h"
+
+#include "adapters/wechat_mp/api.h"
+#include "adapters/wechat_oa/template.h"
+#include "core/civil.h"
+#include "core/notice.h"
+#include "store/store.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const KIND_NAMES[PGW_NOTICE_KINDS] = {
+    [PGW_NOTICE_POINTS_ARRIVED] = "points_arrived",
+    [PGW_NOTICE_POINTS_REVERSED] = "points_reversed",
+    [PGW_NOTICE_REDEMPTION] = "redemption",
+    [PGW_NOTICE_POINTS_EXPIRING] = "points_expiring",
+    [PGW_NOTICE_TIER_CHANGED] = "tier_changed",
+};
+
+/* The first line of a template message, per kind. */
+static const char *const KIND_TITLES[PGW_NOTICE_KINDS] = {
+    [PGW_NOTICE_POINTS_ARRIVED] = "积分已到账", [PGW_NOTICE_POINTS_REVERSED] = "积分已退回",
+    [PGW_NOTICE_REDEMPTION] = "积分已使用",     [PGW_NOTICE_POINTS_EXPIRING] = "积分即将到期",
+    [PGW_NOTICE_TIER_CHANGED] = "会员等级变更",
+};
+
+struct pgw_notifier {
+    pgw_notifier_options o;
+    pgw_store *store;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stop;                /* under lock */
+    pgw_notifier_stats stats; /* under lock */
+};
+
+/* Who can be reached, and how, for one notice. */
+typedef struct reach_info {
+    pgw_notice_reach reach;
+    char mp_openid[PGW_WX_OPENID_MAX + 1];
+    char oa_openid[PGW_WX_OPENID_MAX + 1];
+    pgw_identity_key phone;
+    const char *mp_template, *oa_template, *sms_template;
+} reach_info;
+
+/* What one attempt on one channel came to. */
+typedef enum attempt {
+    SENT,  /* accepted: provider_id set */
+    RETRY, /* transient: the same channel later */
+    NEXT,  /* this channel refuses this member: the next one now */
+    DEFER, /* an SMS in quiet hours: later, not counted as an attempt */
+} attempt;
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void count(pgw_notifier *n, uint64_t *field)
+{
+    pthread_mutex_lock(&n->lock);
+    (*field)++;
+    pthread_mutex_unlock(&n->lock);
+}
+
+static int kind_of(const char *name)
+{
+    for (int k = 0; k < PGW_NOTICE_KINDS; k++) {
+        if (strcmp(KIND_NAMES[k], name) == 0)
+            return k;
+    }
+    return -1;
+}
+
+bool pgw_notify_possible(const pgw_config *cfg)
+{
+    const char *mp = cfg->wechat_mp.secret_env[0] ? getenv(cfg->wechat_mp.secret_env) : NULL;
+    const char *oa = cfg->wechat_oa.secret_env[0] ? getenv(cfg->wechat_oa.secret_env) : NULL;
+    const char *sms = cfg->sms.key_secret_env[0] ? getenv(cfg->sms.key_secret_env) : NULL;
+    return (cfg->wechat_mp.enabled && mp && mp[0]) || (cfg->wechat_oa.enabled && oa && oa[0]) ||
+           (cfg->sms.enabled && sms && sms[0]);
+}
+
+/* ---- whom the notice can reach ------------------------------------------------------ */
+
+static int read_identities(pgw_notifier *n, const char *member, reach_info *r, pgw_err *err)
+{
+    pgw_identity_key ids[16];
+    size_t count_ids = 0;
+    int rc = pgw_store_member_identities(n->store, member, ids, 16, &count_ids, err);
+    const pgw_config *cfg = n->o.cfg;
+    for (size_t i = 0; rc == PGW_OK && i < count_ids; i++) {
+        const pgw_identity_key *k = &ids[i];
+        if (k->kind == PGW_ID_MP_OPENID && strcmp(k->scope, cfg->wechat_mp.appid) == 0)
+            snprintf(r->mp_openid, sizeof(r->mp_openid), "%.64s", k->lookup);
+        else if (k->kind == PGW_ID_OA_OPENID && strcmp(k->scope, cfg->wechat_oa.appid) == 0)
+            snprintf(r->oa_openid, sizeof(r->oa_openid), "%.64s", k->lookup);
+        else if (k->kind == PGW_ID_PHONE)
+            r->phone = *k;
+    }
+    OPENSSL_cleanse(ids, sizeof(ids));
+    return rc;
+}
+
+static int has_quota(pgw_notifier *n, const char *member, const char *tpl, bool *yes, pgw_err *err)
+{
+    pgw_subscription subs[PGW_TEMPLATES_SHOWN];
+    size_t count_subs = 0;
+    *yes = false;
+    int rc = pgw_store_subscriptions(n->store, member, subs, PGW_TEMPLATES_SHOWN, &count_subs, err);
+    for (size_t i = 0; rc == PGW_OK && i < count_subs; i++)
+        *yes |= strcmp(subs[i].template_id, tpl) == 0 && subs[i].quota > 0;
+    return rc;
+}
+
+static int member_reach(pgw_notifier *n, const pgw_notice *notice, int kind, reach_info *r,
+                        pgw_err *err)
+{
+    memset(r, 0, sizeof(*r));
+    const pgw_config *cfg = n->o.cfg;
+    r->mp_template = cfg->wechat_mp.templates[kind];
+    r->oa_template = cfg->wechat_oa.templates[kind];
+    r->sms_template = cfg->sms.templates[kind];
+    bool quota = false, follows = false;
+    int rc = read_identities(n, notice->member, r, err);
+    if (rc == PGW_OK && r->mp_openid[0] && r->mp_template[0])
+        rc = has_quota(n, notice->member, r->mp_template, &quota, err);
+    if (rc == PGW_OK && r->oa_openid[0])
+        rc = pgw_store_member_follows(n->store, notice->member, &follows, err);
+    r->reach.mp = n->o.mp_ready && r->mp_openid[0] && r->mp_template[0] && quota;
+    r->reach.oa = n->o.oa_ready && r->oa_openid[0] && r->oa_template[0] && follows;
+    r->reach.sms = n->o.sms != NULL && r->phone.kind == PGW_ID_PHONE && r->phone.sealed_len > 0 &&
+                   r->sms_template[0];
+    return rc;
+}
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+/* "2026-11-28 21:40" in the mall's zone: the form WeChat's time keyword takes. */
+static void local_time(const pgw_notifier *n, int64_t t, char out[32])
+{
+    char rfc[PGW_RFC3339_MAX] = "";
+    if (pgw_format_rfc3339(t, &n->o.cfg->rules.tz, rfc, sizeof(rfc)) != PGW_OK || strlen(rfc) < 16)
+        snprintf(rfc, sizeof(rfc), "1970-01-01T00:00");
+    snprintf(out, 32, "%.10s %.5s", rfc, rfc + 11);
+}
+
+static attempt outcome_of(pgw_wx_outcome o)
+{
+    return o == PGW_WX_DONE ? SENT : o == PGW_WX_RETRY ? RETRY : NEXT;
+}
+
+/* The mini program's subscribe message, with one unit of quota. */
+static attempt send_mp(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind)
+{
+    pgw_err err;
+    bool taken = false;
+    if (pgw_store_take_quota(n->store, nt->member, r->mp_template, &taken, &err) != PGW_OK) {
+        snprintf(nt->last_error, sizeof(nt->last_error), "%.200s", err.msg);
+        return RETRY;
+    }
+    if (!taken)
+        return NEXT;
+    char points[24], balance[24], when[32];
+    snprintf(points, sizeof(points), "%lld", (long long)nt->points);
+    snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
+    local_time(n, nt->created_at, when);
+    pgw_wx_keyword kw[] = {{"thing1", n->o.cfg->mall_name},
+                           {"number2", points},
+                           {"number3", balance},
+                           {"time4", when}};
+    int64_t msgid = 0;
+    pgw_wx_reply reply;
+    int rc =
+        pgw_mp_send_subscribe(n->o.wechat, n->o.cfg->wechat_mp.appid, r->mp_openid, r->mp_template,
+                              "pages/points/index", kw, 4, &msgid, &reply, &err);
+    attempt a = outcome_of(pgw_wx_classify(rc, &reply));
+    int64_t quota = 0;
+    pgw_err ignored;
+    /* Not sent, and not refused for want of quota (43101): the unit is the
+     * member's again. */
+    if (a != SENT && rc != PGW_ESTATE &&
+        pgw_store_add_quota(n->store, nt->member, r->mp_template, 1, &quota, &ignored) != PGW_OK)
+        fprintf(stderr, "pointsgw: warning: quota not given back: %s\n", ignored.msg);
+    if (rc == PGW_OK)
+        snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
+    else
+        snprintf(nt->last_error, sizeof(nt->last_error), "wechat_mp: %.180s", err.msg);
+    (void)kind; /* one keyword layout for every kind (README) */
+    return a;
+}
+
+/* The official account's template message; the notice id de-duplicates a resend. */
+static attempt send_oa(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind)
+{
+    char points[24], balance[24], when[32], msg_id[32];
+    snprintf(points, sizeof(points), "%lld", (long long)nt->points);
+    snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
+    snprintf(msg_id, sizeof(msg_id), "pgw-notice-%lld", (long long)nt->id);
+    local_time(n, nt->created_at, when);
+    pgw_wx_keyword kw[] = {{"first", KIND_TITLES[kind]},
+                           {"keyword1", points},
+                           {"keyword2", balance},
+                           {"keyword3", when},
+                           {"remark", n->o.cfg->mall_name}};
+    const pgw_wechat_channel *oa = &n->o.cfg->wechat_oa;
+    pgw_oa_template t = {.openid = r->oa_openid,
+                         .template_id = r->oa_template,
+                         .jump_appid = oa->mp_jump_appid,
+                         .jump_page = "pages/points/index",
+                         .client_msg_id = msg_id,
+                         .kw = kw,
+                         .n_kw = 5};
+    int64_t msgid = 0;
+    pgw_wx_reply reply;
+    pgw_err err;
+    int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
+    if (rc == PGW_OK)
+        snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
+    else
+        snprintf(nt->last_error, sizeof(nt->last_error), "wechat_oa: %.180s", err.msg);
+    return outcome_of(pgw_wx_classify(rc, &reply));
+}
+
+/* An SMS, outside quiet hours; the notice id is the provider's out id. */
+static attempt send_sms(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int64_t now)
+{
+    const pgw_notify_config *q = &n->o.cfg->notify;
+    int64_t at =
+        pgw_notice_sms_time(now, n->o.cfg->rules.tz.offset_s, q->quiet_start_min, q->quiet_end_min);
+    if (at > now) {
+        nt->due_at = at;
+        return DEFER;
+    }
+    char phone[32], points[24], balance[24], out_id[32];
+    pgw_err err;
+    if (pgw_vault_phone(n->o.vault, &r->phone, phone, sizeof(phone), &err) != PGW_OK) {
+        snprintf(nt->last_error, sizeof(nt->last_error), "sms: %.180s", err.msg);
+        return NEXT;
+    }
+    snprintf(points, sizeof(points), "%lld", (long long)nt->points);
+    snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
+    snprintf(out_id, sizeof(out_id), "pgw-notice-%lld", (long long)nt->id);
+    pgw_sms_param params[] = {{"points", points}, {"balance", balance}};
+    pgw_sms_message msg = {.phone = phone,
+                           .template_id = r->sms_template,
+                           .params = params,
+                           .n_params = 2,
+                           .out_id = out_id};
+    pgw_sms_result res;
+    int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
+    OPENSSL_cleanse(phone, sizeof(phone));
+    if (rc == PGW_OK) {
+        snprintf(nt->provider_id, sizeof(nt->provider_id), "%.64s", res.message_id);
+        return SENT;
+    }
+    snprintf(nt->last_error, sizeof(nt->last_error), "sms: %.180s", err.msg);
+    return res.outcome == PGW_SMS_RETRY || res.outcome == PGW_SMS_RATE_LIMITED ? RETRY : NEXT;
+}
+
+/* ---- one notice ---------------------------------------------------------------------- */
+
+/* Pending again after a transient failure, with backoff; dead after the last attempt. */
+static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
+{
+    const pgw_notify_config *q = &n->o.cfg->notify;
+    if (nt->attempts >= q->retry_max_attempts) {
+        snprintf(nt->state, sizeof(nt->state), "dead");
+        count(n, &n->stats.dead);
+        return;
+    }
+    uint16_t jitter = 0;
+    if (RAND_bytes((unsigned char *)&jitter, sizeof(jitter)) != 1)
+        jitter = 500;
+    int64_t ms = pgw_notice_backoff_ms(nt->attempts, q->retry_base_delay_ms, q->retry_max_delay_ms,
+                                       (int32_t)(jitter % 1001));
+    snprintf(nt->state, sizeof(nt->state), "pending");
+    nt->due_at = now + (ms + 999) / 1000;
+    count(n, &n->stats.retried);
+}
+
+static attempt try_channel(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind,
+                           pgw_notice_channel ch, int64_t now)
+{
+    snprintf(nt->channel, sizeof(nt->channel), "%s", pgw_notice_channel_name(ch));
+    return ch == PGW_CHANNEL_MP   ? send_mp(n, nt, r, kind)
+           : ch == PGW_CHANNEL_OA ? send_oa(n, nt, r, kind)
+                                  : send_sms(n, nt, r, now);
+}
+
+static void deliver(pgw_notifier *n, pgw_notice *nt)
+{
+    int64_t now = now_s();
+    int kind = kind_of(nt->kind);
+    reach_info r;
+    pgw_err err;
+    nt->provider_id[0] = '\0';
+    int rc = kind < 0 ? pgw_err_set(&err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
+                      : member_reach(n, nt, kind, &r, &err);
+    if (rc != PGW_OK) {
+        snprintf(nt->last_error, sizeof(nt->last_error), "%.200s", err.msg);
+        schedule_retry(n, nt, now);
+    }
+    for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
+        pgw_notice_channel ch = pgw_notice_route(&r.reach, (unsigned)nt->excluded);
+        if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
+            snprintf(nt->state, sizeof(nt->state), "%s", nt->excluded ? "dead" : "skipped");
+            count(n, nt->excluded ? &n->stats.dead : &n->stats.skipped);
+            break;
+        }
+        attempt a = try_channel(n, nt, &r, kind, ch, now);
+        if (a == SENT) {
+            snprintf(nt->state, sizeof(nt->state), "sent");
+            count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);
+            break;
+        }
+        if (a == DEFER) { /* quiet hours: waiting is not an attempt */
+            snprintf(nt->state, sizeof(nt->state), "pending");
+            nt->attempts--;
+            count(n, &n->stats.deferred);
+            break;
+        }
+        if (a == RETRY) {
+            schedule_retry(n, nt, now);
+            break;
+        }
+        nt->excluded |= ch;
+        count(n, &n->stats.fell_through);
+    }
+    if (pgw_store_finish_notice(n->store, nt, now_s(), &err) != PGW_OK)
+        fprintf(stderr, "pointsgw: notice %lld not recorded (it will be sent again): %s\n",
+                (long long)nt->id, err.msg);
+}
+
+/* ---- the thread ------------------------------------------------------------------------ */
+
+static bool wait_or_stop(pgw_notifier *n, int64_t ms)
+{
+    pthread_mutex_lock(&n->lock);
+    if (!n->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)(ms % 1000) * 1000000L;
+        until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&n->wake, &n->lock, &until);
+    }
+    bool stop = n->stop;
+    pthread_mutex_unlock(&n->lock);
+    return stop;
+}
+
+static void *notifier_main(void *arg)
+{
+    pgw_notifier *n = arg;
+    pgw_notice batch[PGW_NOTIFY_BATCH];
+    for (;;) {
+        size_t got = 0;
+        pgw_err err;
+        if (pgw_store_claim_notices(n->store, now_s(), batch, PGW_NOTIFY_BATCH, &got, &err) !=
+            PGW_OK)
+            fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
+        for (size_t i = 0; i < got; i++)
+            deliver(n, &batch[i]);
+        int64_t depth = 0;
+        if (pgw_store_outbox_depth(n->store, &depth, &err) == PGW_OK) {
+            pthread_mutex_lock(&n->lock);
+            n->stats.depth = depth;
+            pthread_mutex_unlock(&n->lock);
+        }
+        if (got < PGW_NOTIFY_BATCH && wait_or_stop(n, PGW_NOTIFY_POLL_MS))
+            break;
+    }
+    return NULL;
+}
+
+int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_notifier *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the notifier");
+    n->o = *opts;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_cond_init(&n->wake, NULL);
+    int64_t unclaimed = 0;
+    int rc = pgw_store_open(opts->db_url, false, &n->store, err);
+    if (rc == PGW_OK) /* a crash left these in hand: send them again */
+        rc = pgw_store_unclaim_notices(n->store, now_s(), &unclaimed, err);
+    if (rc == PGW_OK && pthread_create(&n->thread, NULL, notifier_main, n) != 0)
+        rc = pgw_err_set(err, PGW_EUNAVAILABLE, "cannot start the notifier");
+    n->started = rc == PGW_OK;
+    if (rc != PGW_OK) {
+        pgw_notifier_stop(n);
+        return rc;
+    }
+    *out = n;
+    return PGW_OK;
+}
+
+void pgw_notifier_stop(pgw_notifier *n)
+{
+    if (n == NULL)
+        return;
+    pthread_mutex_lock(&n->lock);
+    n->stop = true;
+    pthread_cond_broadcast(&n->wake);
+    pthread_mutex_unlock(&n->lock);
+    if (n->started)
+        pthread_join(n->thread, NULL);
+    pgw_store_close(n->store);
+    pthread_mutex_destroy(&n->lock);
+    pthread_cond_destroy(&n->wake);
+    free(n);
+}
+
+void pgw_notifier_get_stats(pgw_notifier *n, pgw_notifier_stats *out)
+{
+    pthread_mutex_lock(&n->lock);
+    *out = n->stats;
+    pthread_mutex_unlock(&n->lock);
+}
