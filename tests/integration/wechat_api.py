@@ -555,18 +555,48 @@ def notifications(srv, fake, oa_member):
           and re.search(r"^pgw_outbox_depth 0$", metrics, re.M), "/metrics counts notices")
 
 
+def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):
+    """The gateway is killed while WeChat holds a template send; restarted,
+    it sends the notice again with the same client_msg_id, so the member
+    gets it once."""
+    fake.control("POST", "/_fake/faults",
+                 {"path": "/cgi-bin/message/template/send", "count": 1, "delay_ms": 2500})
+    before = len(fake.requests("/cgi-bin/message/template/send"))
+    oa = {"event_id": "N-OA-KILL", "channel": "store", "shop_id": "S001", "type": "purchase",
+          "occurred_at": "2026-11-25T10:15:00+08:00",
+          "member": {"oa_openid": "oOA-1", "appid": OA_APPID}, "amount_fen": 4000}
+    status, doc = srv.request("POST", "/v1/events", oa, key=SHOP)
+    check(status == 201, "the sale before the crash")
+    eventually(lambda: fake.requests("/cgi-bin/message/template/send"), lambda r: len(r) > before)
+    srv.proc.kill()  # SIGKILL: no drain, the notice is left "sending"
+    srv.proc.wait(timeout=10)
+    srv = Server(tmp, config, env)
+    listed = eventually(lambda: notices(srv, oa_member),
+                        lambda l: l and l[0]["state"] == "sent", timeout=15)
+    check(listed and listed[0]["state"] == "sent" and listed[0]["attempts"] == 2,
+          "sent again after the restart: %s" % listed[:1])
+    msg_id = "pgw-notice-%d" % listed[0]["id"] if listed else "?"
+    time.sleep(3)  # the first, held send completes at WeChat too
+    got = [d for d in delivered(fake, "oOA-1") if d.get("client_msg_id") == msg_id]
+    check(len(got) == 2 and sum(1 for d in got if not d.get("duplicate")) == 1,
+          "WeChat got it twice and kept it once: %s" % got)
+    return srv
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
     env = dict(os.environ, PGW_WECHAT_MP_SECRET=MP_SECRET, PGW_WECHAT_OA_SECRET=OA_SECRET,
                PGW_WECHAT_OA_TOKEN=OA_TOKEN)
     env.pop("PGW_WECHAT_OA_AES_KEY", None)
-    srv = Server(tmp, write_config(tmp, fake.port), env)
+    config = write_config(tmp, fake.port)
+    srv = Server(tmp, config, env)
     try:
         mini_program(srv, fake)
         oa_member = official_account(srv, fake)
         linked_login(srv, fake, oa_member)
         notifications(srv, fake, oa_member)
+        srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
         with open(os.path.join(tmp, "log.db"), "rb") as f:
             check(b"13800138000" not in f.read(), "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
