@@ -925,18 +925,28 @@ static int get_clock(const json_t *obj, const char *key, const char *path, int32
 
 static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"coalesce_window_s", "quiet_hours", "retry", NULL};
+    static const char *const keys[] = {"coalesce_window_s", "quiet_hours", "retry",
+                                       "expiry_reminder_days", NULL};
     static const char *const quiet_keys[] = {"start", "end", NULL};
     static const char *const retry_keys[] = {"max_attempts", "base_delay_ms", "max_delay_ms", NULL};
     char path[PGW_JSON_PATH_MAX], sub[PGW_JSON_PATH_MAX];
     json_t *notify, *quiet = NULL, *retry = NULL;
     pgw_notify_config *n = &cfg->notify;
-    *n = (pgw_notify_config){10, 21 * 60, 8 * 60, 8, 1000, 600000};
+    *n = (pgw_notify_config){.coalesce_window_s = 10,
+                             .quiet_start_min = 21 * 60,
+                             .quiet_end_min = 8 * 60,
+                             .retry_max_attempts = 8,
+                             .retry_base_delay_ms = 1000,
+                             .retry_max_delay_ms = 600000,
+                             .expiry_reminder_days = 7};
     int rc = get_section(root, "notify", "$", false, keys, &notify, path, err);
     if (rc != PGW_OK || notify == NULL)
         return rc;
     rc =
         pgw_json_int(notify, "coalesce_window_s", path, false, 0, 3600, &n->coalesce_window_s, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(notify, "expiry_reminder_days", path, false, 0, 90,
+                          &n->expiry_reminder_days, err);
     if (rc == PGW_OK)
         rc = get_section(notify, "quiet_hours", path, false, quiet_keys, &quiet, sub, err);
     if (rc == PGW_OK && quiet != NULL)

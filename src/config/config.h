@@ -77,6 +77,7 @@ typedef struct pgw_notify_config {
     int64_t retry_max_attempts;
     int64_t retry_base_delay_ms;
     int64_t retry_max_delay_ms;
+    int64_t expiry_reminder_days; /* "N points expire on D" this long ahead; 0: none */
 } pgw_notify_config;
 
 typedef struct pgw_risk_config {

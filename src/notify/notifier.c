@@ -174,7 +174,7 @@ static attempt send_mp(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int
     char points[24], balance[24], when[32];
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
-    local_time(n, nt->created_at, when);
+    local_time(n, nt->about_at, when);
     pgw_wx_keyword kw[] = {{"thing1", n->o.cfg->mall_name},
                            {"number2", points},
                            {"number3", balance},
@@ -207,7 +207,7 @@ static attempt send_oa(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
     snprintf(msg_id, sizeof(msg_id), "pgw-notice-%lld", (long long)nt->id);
-    local_time(n, nt->created_at, when);
+    local_time(n, nt->about_at, when);
     pgw_wx_keyword kw[] = {{"first", KIND_TITLES[kind]},
                            {"keyword1", points},
                            {"keyword2", balance},
@@ -251,11 +251,14 @@ static attempt send_sms(pgw_notifier *n, pgw_notice *nt, const reach_info *r, in
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
     snprintf(out_id, sizeof(out_id), "pgw-notice-%lld", (long long)nt->id);
-    pgw_sms_param params[] = {{"points", points}, {"balance", balance}};
+    char day[32];
+    local_time(n, nt->about_at, day);
+    day[10] = '\0'; /* "2026-12-31": the date a reminder speaks of */
+    pgw_sms_param params[] = {{"points", points}, {"balance", balance}, {"date", day}};
     pgw_sms_message msg = {.phone = phone,
                            .template_id = r->sms_template,
                            .params = params,
-                           .n_params = 2,
+                           .n_params = strcmp(nt->kind, "points_expiring") == 0 ? 3 : 2,
                            .out_id = out_id};
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
@@ -360,13 +363,30 @@ static bool wait_or_stop(pgw_notifier *n, int64_t ms)
     return stop;
 }
 
+/* Queues the expiry reminders due (notify.expiry_reminder_days ahead),
+ * at most once an hour: each member and day is reminded once anyway. */
+static void remind(pgw_notifier *n, int64_t *next_at)
+{
+    const pgw_config *cfg = n->o.cfg;
+    int64_t now = now_s(), queued = 0;
+    if (cfg->notify.expiry_reminder_days <= 0 || now < *next_at)
+        return;
+    *next_at = now + 3600;
+    pgw_err err;
+    if (pgw_store_queue_reminders(n->store, now, cfg->notify.expiry_reminder_days * 86400,
+                                  cfg->rules.tz.offset_s, &queued, &err) != PGW_OK)
+        fprintf(stderr, "pointsgw: expiry reminders: %s\n", err.msg);
+}
+
 static void *notifier_main(void *arg)
 {
     pgw_notifier *n = arg;
     pgw_notice batch[PGW_NOTIFY_BATCH];
+    int64_t next_reminders = 0;
     for (;;) {
         size_t got = 0;
         pgw_err err;
+        remind(n, &next_reminders);
         if (pgw_store_claim_notices(n->store, now_s(), batch, PGW_NOTIFY_BATCH, &got, &err) !=
             PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);

@@ -304,9 +304,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
                            " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
                            " ORDER BY id DESC LIMIT 1)",
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
-                         " due_at, state, channel, excluded, attempts, last_error, provider_id,"
-                         " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', '', 0, 0, '',"
-                         " '', ?6)",
+                         " about_at, due_at, state, channel, excluded, attempts, last_error,"
+                         " provider_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7,"
+                         " 'pending', '', 0, 0, '', '', ?6)",
     [ST_MERGE_NOTICES] = "UPDATE notices SET member = ?2 WHERE member = ?1",
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
@@ -620,6 +620,7 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  balance INTEGER NOT NULL,"
     "  shop TEXT NOT NULL,"
     "  created_at INTEGER NOT NULL,"
+    "  about_at INTEGER NOT NULL,"
     "  due_at INTEGER NOT NULL,"
     "  state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'dead', 'skipped')),"
     "  channel TEXT NOT NULL,"
@@ -630,7 +631,13 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  updated_at INTEGER NOT NULL"
     ") STRICT;"
     "CREATE INDEX notices_due ON notices (due_at) WHERE state IN ('pending', 'sending');"
-    "CREATE INDEX notices_member ON notices (member, id);",
+    "CREATE INDEX notices_member ON notices (member, id);"
+    /* Expiry reminders sent: once per member and local expiry day. */
+    "CREATE TABLE reminders ("
+    "  member TEXT NOT NULL,"
+    "  day INTEGER NOT NULL,"
+    "  PRIMARY KEY (member, day)"
+    ") STRICT, WITHOUT ROWID;",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -2234,7 +2241,7 @@ int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind,
 
 #define NOTICE_COLUMNS                                                                             \
     "id, member, kind, points, balance, shop, created_at, due_at, state, channel, excluded,"       \
-    " attempts, last_error, provider_id, updated_at"
+    " attempts, last_error, provider_id, updated_at, about_at"
 
 static bool notice_row(sqlite3_stmt *st, void *item)
 {
@@ -2247,6 +2254,7 @@ static bool notice_row(sqlite3_stmt *st, void *item)
     n->excluded = sqlite3_column_int64(st, 10);
     n->attempts = sqlite3_column_int64(st, 11);
     n->updated_at = sqlite3_column_int64(st, 14);
+    n->about_at = sqlite3_column_int64(st, 15);
     return column_text(st, 1, n->member, sizeof(n->member)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
            column_text(st, 5, n->shop, sizeof(n->shop)) &&
@@ -2402,6 +2410,51 @@ int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_
     rc = step_done(s, st, "taking subscription quota", err);
     *taken = rc == PGW_OK && sqlite3_changes(s->db) == 1;
     sqlite3_finalize(st);
+    return rc;
+}
+
+/* Members with points expiring on a local day within the horizon, not yet
+ * reminded of that day: their notices (the day's total, due now) and the
+ * days, in one transaction. */
+int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int32_t offset_s,
+                              int64_t *queued, pgw_err *err)
+{
+    static const char due[] =
+        "SELECT member, (expires_at + ?3) / 86400 AS day, min(expires_at) AS at,"
+        " sum(left_points) AS points FROM lots WHERE left_points > 0 AND expires_at > ?1"
+        " AND expires_at <= ?1 + ?2 GROUP BY member, day";
+    static const char notices_sql[] =
+        "INSERT INTO notices (member, kind, points, balance, shop, created_at, about_at, due_at,"
+        " state, channel, excluded, attempts, last_error, provider_id, updated_at)"
+        " SELECT d.member, 'points_expiring', d.points,"
+        " (SELECT coalesce(sum(left_points + held), 0) FROM lots WHERE member = d.member)"
+        "  - (SELECT debt FROM members WHERE id = d.member),"
+        " '', ?1, d.at, ?1, 'pending', '', 0, 0, '', '', ?1 FROM (%s) d"
+        " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = d.member AND r.day = d.day)";
+    static const char days_sql[] =
+        "INSERT OR IGNORE INTO reminders (member, day) SELECT member, day FROM (%s)";
+    char sql[1024];
+    int rc = exec(s, "BEGIN IMMEDIATE", "queueing reminders", err);
+    int64_t n = 0;
+    for (int step = 0; rc == PGW_OK && step < 2; step++) {
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof(sql), step == 0 ? notices_sql : days_sql, due);
+        rc = prepare(s, sql, &st, err);
+        if (rc != PGW_OK)
+            break;
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, horizon_s);
+        sqlite3_bind_int64(st, 3, offset_s);
+        rc = step_done(s, st, "queueing reminders", err);
+        if (step == 0)
+            n = sqlite3_changes(s->db);
+        sqlite3_finalize(st);
+    }
+    if (rc == PGW_OK)
+        rc = exec(s, "COMMIT", "queueing reminders", err);
+    else if (exec(s, "ROLLBACK", "queueing reminders", NULL) != PGW_OK)
+        rc = pgw_err_prefix(err, "(and the rollback failed) ");
+    *queued = rc == PGW_OK ? n : 0;
     return rc;
 }
 

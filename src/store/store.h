@@ -421,7 +421,8 @@ typedef struct pgw_notice {
     int64_t points, balance;
     char shop[PGW_ID_MAX + 1];
     int64_t created_at, due_at, updated_at;
-    char state[16]; /* pending, sending, sent, dead, skipped */
+    int64_t about_at; /* what it is about happened (or, expiring: will) then */
+    char state[16];   /* pending, sending, sent, dead, skipped */
     char channel[16];
     int64_t excluded; /* core/notice.h channel mask */
     int64_t attempts;
@@ -452,6 +453,11 @@ int pgw_store_member_notices(pgw_store *store, const char *member, pgw_notice *o
 /* A dead notice goes back to pending, due now, attempts and exclusions cleared;
  * PGW_ENOTFOUND when there is no notice `id`, PGW_ESTATE when it is not dead. */
 int pgw_store_retry_notice(pgw_store *store, int64_t id, int64_t now, pgw_err *err);
+/* "N points expire on D": for every member with points expiring on a local
+ * day (offset_s east of UTC) within horizon_s of now, not reminded of that
+ * day before, one notice (the day's points, the balance), due now. */
+int pgw_store_queue_reminders(pgw_store *store, int64_t now, int64_t horizon_s, int32_t offset_s,
+                              int64_t *queued, pgw_err *err);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota for template_id; *taken false when none is left. */

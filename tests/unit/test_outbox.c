@@ -119,6 +119,52 @@ static void test_quota_taken_once(void **state)
     pgw_store_close(s);
 }
 
+/* "N points expire on D": once per member and local day, within the horizon. */
+static void test_expiry_reminders(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    const int64_t now = 1795824000, day = 86400; /* 2026-11-28 00:00 UTC, 08:00 in Shanghai */
+    char sql[2048];
+    snprintf(sql, sizeof(sql),
+             "PRAGMA foreign_keys = OFF;"
+             "INSERT INTO members (id, debt, created_at_us) VALUES ('M1', 5, 0), ('M2', 0, 0);"
+             "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
+             " source_transfer) VALUES"
+             " ('M1', 100, 100, 0, 0, %lld, 1)," /* in 2 days, 10:00 local */
+             " ('M1', 60, 40, 10, 0, %lld, 1),"  /* the same local day, 20:00 */
+             " ('M1', 30, 30, 0, 0, %lld, 1),"   /* in 10 days: beyond the horizon */
+             " ('M2', 20, 20, 0, 0, %lld, 1),"   /* tomorrow */
+             " ('M2', 9, 0, 0, 0, %lld, 1),"     /* nothing left */
+             " ('M2', 7, 7, 0, 0, %lld, 1);",    /* already past */
+             (long long)(now + 2 * day + 2 * 3600), (long long)(now + 2 * day + 12 * 3600),
+             (long long)(now + 10 * day), (long long)(now + day), (long long)(now + day),
+             (long long)(now - 60));
+    assert_int_equal(pgw_store__exec_for_test(s, sql, &err), PGW_OK);
+    int64_t queued = 0;
+    assert_int_equal(pgw_store_queue_reminders(s, now, 7 * day, 8 * 3600, &queued, &err), PGW_OK);
+    assert_int_equal(queued, 2);
+    pgw_notice list[4];
+    size_t n = 0;
+    assert_int_equal(pgw_store_member_notices(s, "M1", list, 4, &n, &err), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].kind, "points_expiring");
+    assert_int_equal(list[0].points, 140);                /* left, not held */
+    assert_int_equal(list[0].balance, 100 + 50 + 30 - 5); /* lots (held too) - debt */
+    assert_int_equal(list[0].about_at, now + 2 * day + 2 * 3600);
+    assert_int_equal(list[0].due_at, now);
+    assert_int_equal(pgw_store_member_notices(s, "M2", list, 4, &n, &err), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].points, 20);
+    /* Once per member and day: again, nothing; a day later, the lot at 10 days still waits. */
+    assert_int_equal(pgw_store_queue_reminders(s, now, 7 * day, 8 * 3600, &queued, &err), PGW_OK);
+    assert_int_equal(queued, 0);
+    assert_int_equal(
+        pgw_store_queue_reminders(s, now + 3 * day + 1, 7 * day, 8 * 3600, &queued, &err), PGW_OK);
+    assert_int_equal(queued, 1); /* the 10-day lot is now 7 days away */
+    pgw_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +173,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_quota_taken_once, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_reminders, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
