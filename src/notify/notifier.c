@@ -36,6 +36,9 @@ static const char *const KIND_TITLES[PGW_NOTICE_KINDS] = {
 struct pgw_notifier {
     pgw_notifier_options o;
     pgw_store *store;
+    /* Per-number frequency: an SMS the provider would refuse (30 s, per
+     * hour, per day) waits here instead of costing an attempt. */
+    pgw_sms_limiter *limiter;
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -248,6 +251,13 @@ static attempt send_sms(pgw_notifier *n, pgw_notice *nt, const reach_info *r, in
         snprintf(nt->last_error, sizeof(nt->last_error), "sms: %.180s", err.msg);
         return NEXT;
     }
+    int64_t retry_at = 0;
+    if (pgw_sms_limiter_take(n->limiter, phone, now, &retry_at, &err) != PGW_OK) {
+        OPENSSL_cleanse(phone, sizeof(phone));
+        nt->due_at = retry_at > now ? retry_at : now + 1;
+        snprintf(nt->last_error, sizeof(nt->last_error), "sms: %.180s", err.msg);
+        return DEFER; /* the number's frequency limit: later, not an attempt */
+    }
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
     snprintf(out_id, sizeof(out_id), "pgw-notice-%lld", (long long)nt->id);
@@ -414,7 +424,13 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->wake, NULL);
     int64_t unclaimed = 0;
-    int rc = pgw_store_open(opts->db_url, false, &n->store, err);
+    pgw_sms_limits limits;
+    int rc =
+        opts->sms == NULL ? PGW_OK : pgw_sms_limits_default(opts->cfg->sms.provider, &limits, err);
+    if (rc == PGW_OK && opts->sms != NULL)
+        rc = pgw_sms_limiter_new(&limits, &n->limiter, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_open(opts->db_url, false, &n->store, err);
     if (rc == PGW_OK) /* a crash left these in hand: send them again */
         rc = pgw_store_unclaim_notices(n->store, now_s(), &unclaimed, err);
     if (rc == PGW_OK && pthread_create(&n->thread, NULL, notifier_main, n) != 0)
@@ -439,6 +455,7 @@ void pgw_notifier_stop(pgw_notifier *n)
     if (n->started)
         pthread_join(n->thread, NULL);
     pgw_store_close(n->store);
+    pgw_sms_limiter_free(n->limiter);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->wake);
     free(n);

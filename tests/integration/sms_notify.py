@@ -97,6 +97,15 @@ def main():
         check(listed and listed[0]["channel"] == "sms" and
               got and got[0]["out_id"] == "pgw-notice-%d" % listed[0]["id"],
               "the notice id is Tencent's SessionContext: %s" % listed[:1])
+        # Another sale to the same number within Tencent's 30 s: the gateway
+        # holds the SMS back itself instead of letting the provider refuse it.
+        srv.request("POST", "/v1/events", purchase("SMS-1b", "13500135000", 1000), key=wx.SHOP)
+        listed = eventually(lambda: notices(srv, member),
+                            lambda l: len(l) == 2 and l[0]["last_error"] != "")
+        check(len(listed) == 2 and listed[0]["state"] == "pending" and
+              listed[0]["attempts"] == 0 and "may get a message again" in listed[0]["last_error"],
+              "the number's frequency limit defers it: %s" % listed[:1])
+        check(len(fake.messages()) == 1, "and the provider was not asked")
         srv.stop()
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
