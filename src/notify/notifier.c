@@ -134,8 +134,10 @@ static int member_reach(pgw_notifier *n, const pgw_notice *notice, int kind, rea
     r->mp_template = cfg->wechat_mp.templates[kind];
     r->oa_template = cfg->wechat_oa.templates[kind];
     r->sms_template = cfg->sms.templates[kind];
-    bool quota = false, follows = false;
+    bool quota = false, follows = false, opted_out = false;
     int rc = read_identities(n, notice->member, r, err);
+    if (rc == PGW_OK && r->phone.kind == PGW_ID_PHONE)
+        rc = pgw_store_sms_opt_out(n->store, notice->member, &opted_out, err);
     if (rc == PGW_OK && r->mp_openid[0] && r->mp_template[0])
         rc = has_quota(n, notice->member, r->mp_template, &quota, err);
     if (rc == PGW_OK && r->oa_openid[0])
@@ -143,7 +145,7 @@ static int member_reach(pgw_notifier *n, const pgw_notice *notice, int kind, rea
     r->reach.mp = n->o.mp_ready && r->mp_openid[0] && r->mp_template[0] && quota;
     r->reach.oa = n->o.oa_ready && r->oa_openid[0] && r->oa_template[0] && follows;
     r->reach.sms = n->o.sms != NULL && r->phone.kind == PGW_ID_PHONE && r->phone.sealed_len > 0 &&
-                   r->sms_template[0];
+                   r->sms_template[0] && !opted_out;
     return rc;
 }
 

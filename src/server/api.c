@@ -91,6 +91,8 @@ typedef enum route {
     R_OA_CALLBACK,
     R_NOTIFICATIONS,
     R_NOTICE_RETRY,
+    R_PREFERENCES,
+    R_ME_PREFERENCES,
     R_COUNT
 } route;
 
@@ -124,6 +126,8 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_OA_CALLBACK] = "/wechat/oa/callback",
     [R_NOTIFICATIONS] = "/v1/notifications",
     [R_NOTICE_RETRY] = "/v1/notifications/{id}/retry",
+    [R_PREFERENCES] = "/v1/members/{id}/preferences",
+    [R_ME_PREFERENCES] = "/v1/me/preferences",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -1956,6 +1960,9 @@ static void render_logout(pgw_command *cmd, void *payload)
     pgw_command_keep_answer(cmd, json_pack("{s:s,s:b}", "member_id", cmd->member, "ended", 1));
 }
 
+static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, const char *member,
+                               const pgw_session *s, pgw_response *resp);
+
 /* GET /v1/me, POST /v1/mp/phone|subscriptions|logout: the session first. */
 static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw_response *resp)
 {
@@ -1970,6 +1977,8 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
         return handle_mp_phone(api, req, &s, resp);
     if (r == R_MP_SUBSCRIPTIONS)
         return handle_mp_subscription(api, req, &s, resp);
+    if (r == R_ME_PREFERENCES)
+        return handle_preferences(api, req, r, s.member, &s, resp);
     pgw_job *job = session_job(
         api, req, r, r == R_ME ? PGW_COMMAND_READ_MEMBER : PGW_COMMAND_END_SESSION, &s, &err);
     if (job == NULL)
@@ -2381,6 +2390,35 @@ static bool handle_notices(pgw_api *api, const pgw_request *req, const pgw_princ
     return submit(api, job, resp);
 }
 
+/* POST /v1/members/{id}/preferences and /v1/me/preferences {"sms": false}:
+ * whether the member gets notices by SMS. */
+static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, const char *member,
+                               const pgw_session *s, pgw_response *resp)
+{
+    pgw_err err;
+    json_t *obj = NULL;
+    bool sms = true;
+    static const char *const keys[] = {"sms", NULL};
+    int rc = json_body(req, false, &obj, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", keys, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_bool(obj, "sms", "$", true, &sms, &err);
+    json_decref(obj);
+    if (rc == PGW_OK && !plain_id(member, PGW_ID_MAX))
+        rc = pgw_err_set(&err, PGW_ENOTFOUND, "no such member");
+    pgw_job *job = rc == PGW_OK ? job_new(api, req, r, PGW_COMMAND_SMS_PREFERENCE) : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc != PGW_OK)
+        return refuse(resp, job, r, rc, err.msg);
+    snprintf(job->cmd.member, sizeof(job->cmd.member), "%s", member);
+    if (s != NULL)
+        memcpy(job->cmd.session_id, s->id, sizeof(job->cmd.session_id));
+    job->cmd.sms_opt_out = !sms;
+    return submit(api, job, resp);
+}
+
 /* POST /v1/notifications/{id}/retry (admin): a dead notice is tried again. */
 static bool handle_notice_retry(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                                 const char *id, pgw_response *resp)
@@ -2437,11 +2475,12 @@ static route route_of(const char *path, char *id, size_t cap)
     size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
     bool history = slash != NULL && strcmp(slash, "/transfers") == 0;
     bool bind = slash != NULL && strcmp(slash, "/identities") == 0;
-    if (len == 0 || len >= cap || (slash != NULL && !history && !bind))
+    bool prefs = slash != NULL && strcmp(slash, "/preferences") == 0;
+    if (len == 0 || len >= cap || (slash != NULL && !history && !bind && !prefs))
         return R_OTHER;
     memcpy(id, rest, len);
     id[len] = '\0';
-    return history ? R_HISTORY : bind ? R_BIND : R_MEMBER;
+    return history ? R_HISTORY : bind ? R_BIND : prefs ? R_PREFERENCES : R_MEMBER;
 }
 
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
@@ -2489,7 +2528,7 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     }
     /* WeChat's routes authenticate by WeChat's means, not by API keys. */
     bool mp = r == R_MP_LOGIN || r == R_MP_PHONE || r == R_MP_SUBSCRIPTIONS || r == R_MP_LOGOUT ||
-              r == R_ME;
+              r == R_ME || r == R_ME_PREFERENCES;
     if ((mp && !pgw_wechat_mp_ready(api->wechat)) ||
         (r == R_OA_CALLBACK && !pgw_wechat_oa_ready(api->wechat))) {
         pgw_api_error(resp, 503, "unavailable",
@@ -2551,6 +2590,11 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return handle_notices(api, req, &who, resp);
     case R_NOTICE_RETRY:
         return handle_notice_retry(api, req, &who, id, resp);
+    case R_PREFERENCES:
+        if (who.kind != PGW_SCOPE_ADMIN && who.kind != PGW_SCOPE_CHANNEL)
+            return refuse(resp, NULL, r, PGW_EFORBIDDEN,
+                          "an admin or channel key sets preferences");
+        return handle_preferences(api, req, r, id, NULL, resp);
     default:
         break;
     }
@@ -2653,6 +2697,9 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         mp_login_answer(api, cmd, resp);
     } else if (job->route == R_ME) {
         set_body(resp, 200, me_json(api, cmd));
+    } else if (job->route == R_PREFERENCES || job->route == R_ME_PREFERENCES) {
+        set_body(resp, 200,
+                 json_pack("{s:s,s:b}", "member_id", cmd->member, "sms", !cmd->sms_opt_out));
     } else if (job->route == R_NOTICE_RETRY) {
         set_body(resp, 200,
                  json_pack("{s:I,s:s}", "id", (json_int_t)cmd->notice_id, "state", "pending"));

@@ -1254,6 +1254,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_follow(store, cmd);
     case PGW_COMMAND_NOTICE_RETRY:
         return pgw_store_retry_notice(store, cmd->notice_id, now_us() / 1000000, &cmd->err);
+    case PGW_COMMAND_SMS_PREFERENCE:
+        return pgw_store_set_sms_opt_out(store, cmd->member, cmd->sms_opt_out, &cmd->err);
     case PGW_COMMAND_BIND:
         return apply_bind(store, policy, cmd);
     case PGW_COMMAND_IMPORT:
@@ -1371,7 +1373,7 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
     /* The writer names expiries itself. */
     bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD &&
                  cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_NOTICE_RETRY &&
-                 !pgw_command_reads(cmd->kind);
+                 cmd->kind != PGW_COMMAND_SMS_PREFERENCE && !pgw_command_reads(cmd->kind);
     if (keyed && !filled(cmd->key, sizeof(cmd->key)))
         return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
     switch (cmd->kind) {
@@ -1462,6 +1464,10 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    : pgw_err_set(err, PGW_EINVAL, "a logout names its session");
     case PGW_COMMAND_NOTICE_RETRY:
         return cmd->notice_id > 0 ? PGW_OK : pgw_err_set(err, PGW_EINVAL, "no notice to retry");
+    case PGW_COMMAND_SMS_PREFERENCE:
+        return filled(cmd->member, sizeof(cmd->member))
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a preference names its member");
     case PGW_COMMAND_OA_FOLLOW:
         return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0
                    ? PGW_OK

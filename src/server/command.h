@@ -121,9 +121,12 @@ typedef enum pgw_command_kind {
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */
     PGW_COMMAND_NOTICE_RETRY,
+    /* `member` wants no SMS notices (sms_opt_out) or wants them again (no
+     * key: the latest choice wins). */
+    PGW_COMMAND_SMS_PREFERENCE,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_NOTICE_RETRY
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_SMS_PREFERENCE
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -191,6 +194,7 @@ struct pgw_command {
     char template_id[PGW_TEMPLATE_KEY_MAX + 1]; /* SUBSCRIBE */
     int oa_follow;                              /* OA_FOLLOW: 1 follows, -1 unfollows */
     int64_t notice_id;                          /* NOTICE_RETRY */
+    bool sms_opt_out;                           /* SMS_PREFERENCE */
     /* READ_CALL: fills cmd->err on failure; must not write. */
     int (*call)(pgw_store *store, pgw_command *cmd);
     /* Output, valid once `done` runs. */

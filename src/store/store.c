@@ -632,6 +632,7 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     ") STRICT;"
     "CREATE INDEX notices_due ON notices (due_at) WHERE state IN ('pending', 'sending');"
     "CREATE INDEX notices_member ON notices (member, id);"
+    "ALTER TABLE members ADD COLUMN sms_opt_out INTEGER NOT NULL DEFAULT 0;"
     /* Expiry reminders sent: once per member and local expiry day. */
     "CREATE TABLE reminders ("
     "  member TEXT NOT NULL,"
@@ -2455,6 +2456,37 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
     else if (exec(s, "ROLLBACK", "queueing reminders", NULL) != PGW_OK)
         rc = pgw_err_prefix(err, "(and the rollback failed) ");
     *queued = rc == PGW_OK ? n : 0;
+    return rc;
+}
+
+int pgw_store_set_sms_opt_out(pgw_store *s, const char *member, bool opt_out, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s, "UPDATE members SET sms_opt_out = ?2 WHERE id = ?1", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, opt_out ? 1 : 0);
+    rc = step_done(s, st, "recording an SMS preference", err);
+    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_sms_opt_out(pgw_store *s, const char *member, bool *opt_out, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s, "SELECT sms_opt_out FROM members WHERE id = ?1", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    *opt_out = step == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
+    rc = step == SQLITE_ROW || step == SQLITE_DONE
+             ? PGW_OK
+             : db_error(s, PGW_EIO, "reading a preference", err);
+    sqlite3_finalize(st);
     return rc;
 }
 

@@ -458,6 +458,9 @@ int pgw_store_retry_notice(pgw_store *store, int64_t id, int64_t now, pgw_err *e
  * day before, one notice (the day's points, the balance), due now. */
 int pgw_store_queue_reminders(pgw_store *store, int64_t now, int64_t horizon_s, int32_t offset_s,
                               int64_t *queued, pgw_err *err);
+/* A member's choice about SMS notices (PGW_ENOTFOUND for no such member). */
+int pgw_store_set_sms_opt_out(pgw_store *store, const char *member, bool opt_out, pgw_err *err);
+int pgw_store_sms_opt_out(pgw_store *store, const char *member, bool *opt_out, pgw_err *err);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota for template_id; *taken false when none is left. */

@@ -106,9 +106,34 @@ def main():
               listed[0]["attempts"] == 0 and "may get a message again" in listed[0]["last_error"],
               "the number's frequency limit defers it: %s" % listed[:1])
         check(len(fake.messages()) == 1, "and the provider was not asked")
+
+        # A member who opted out gets no SMS.
+        status, doc = srv.request("POST", "/v1/events", purchase("SMS-3", "13300133000", 1000),
+                                  key=wx.SHOP)
+        other = doc["member_id"]
+        eventually(fake.messages, lambda m: len(m) == 2)
+        status, doc = srv.request("POST", "/v1/members/%s/preferences" % other, {"sms": False},
+                                  key=wx.SHOP)
+        check(status == 403, "a shop key may not set preferences")
+        for body, want in (({"sms": "no"}, 400), ({"sms": False, "x": 1}, 400), ({}, 400)):
+            status, doc = srv.request("POST", "/v1/members/%s/preferences" % other, body,
+                                      key=wx.ADMIN)
+            check(status == want, "preferences %s: %d (%s)" % (body, want, status))
+        status, doc = srv.request("POST", "/v1/members/M0NOBODY/preferences", {"sms": False},
+                                  key=wx.ADMIN)
+        check(status == 404, "an unknown member: 404 (%s)" % status)
+        status, doc = srv.request("POST", "/v1/members/%s/preferences" % other, {"sms": False},
+                                  key=wx.ADMIN)
+        check(status == 200 and doc == {"member_id": other, "sms": False}, "opted out: %s" % doc)
+        srv.request("POST", "/v1/events", purchase("SMS-4", "13300133000", 1000), key=wx.SHOP)
+        listed = eventually(lambda: notices(srv, other),
+                            lambda l: len(l) == 2 and l[0]["state"] in ("sent", "skipped", "dead"))
+        check(listed[0]["state"] == "skipped" and len(fake.messages()) == 2,
+              "no SMS after opting out: %s" % listed[:1])
         srv.stop()
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
+        sent_before = len(fake.messages())
         quiet = config(tmp, "night.json", fake.port,
                        {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
         srv = run(os.path.join(tmp, "night"), quiet, env)
@@ -120,7 +145,7 @@ def main():
         listed = notices(srv, member)
         check(listed and listed[0]["state"] == "pending" and listed[0]["attempts"] == 0,
               "in quiet hours the notice waits: %s" % listed[:1])
-        check(len(fake.messages()) == 1, "and no SMS left in the night")
+        check(len(fake.messages()) == sent_before, "and no SMS left in the night")
         rc, err = srv.stop()
         check(rc == 0, "clean exit: %s" % err[-2000:])
     finally:
