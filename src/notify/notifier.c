@@ -33,9 +33,17 @@ static const char *const KIND_TITLES[PGW_NOTICE_KINDS] = {
     [PGW_NOTICE_TIER_CHANGED] = "会员等级变更",
 };
 
+/* One delivering thread: its own connection, so threads never share one. */
+typedef struct courier {
+    struct pgw_notifier *n;
+    pgw_store *store;
+    pthread_t thread;
+    bool started;
+} courier;
+
 struct pgw_notifier {
     pgw_notifier_options o;
-    pgw_store *store;
+    courier couriers[PGW_NOTIFY_THREADS];
     /* Per-number frequency: an SMS the provider would refuse (30 s, per
      * hour, per day) waits here instead of costing an attempt. */
     pgw_sms_limiter *limiter;
@@ -96,11 +104,12 @@ bool pgw_notify_possible(const pgw_config *cfg)
 
 /* ---- whom the notice can reach ------------------------------------------------------ */
 
-static int read_identities(pgw_notifier *n, const char *member, reach_info *r, pgw_err *err)
+static int read_identities(courier *c, const char *member, reach_info *r, pgw_err *err)
 {
+    pgw_notifier *n = c->n;
     pgw_identity_key ids[16];
     size_t count_ids = 0;
-    int rc = pgw_store_member_identities(n->store, member, ids, 16, &count_ids, err);
+    int rc = pgw_store_member_identities(c->store, member, ids, 16, &count_ids, err);
     const pgw_config *cfg = n->o.cfg;
     for (size_t i = 0; rc == PGW_OK && i < count_ids; i++) {
         const pgw_identity_key *k = &ids[i];
@@ -115,33 +124,33 @@ static int read_identities(pgw_notifier *n, const char *member, reach_info *r, p
     return rc;
 }
 
-static int has_quota(pgw_notifier *n, const char *member, const char *tpl, bool *yes, pgw_err *err)
+static int has_quota(courier *c, const char *member, const char *tpl, bool *yes, pgw_err *err)
 {
     pgw_subscription subs[PGW_TEMPLATES_SHOWN];
     size_t count_subs = 0;
     *yes = false;
-    int rc = pgw_store_subscriptions(n->store, member, subs, PGW_TEMPLATES_SHOWN, &count_subs, err);
+    int rc = pgw_store_subscriptions(c->store, member, subs, PGW_TEMPLATES_SHOWN, &count_subs, err);
     for (size_t i = 0; rc == PGW_OK && i < count_subs; i++)
         *yes |= strcmp(subs[i].template_id, tpl) == 0 && subs[i].quota > 0;
     return rc;
 }
 
-static int member_reach(pgw_notifier *n, const pgw_notice *notice, int kind, reach_info *r,
-                        pgw_err *err)
+static int member_reach(courier *c, const pgw_notice *notice, int kind, reach_info *r, pgw_err *err)
 {
+    pgw_notifier *n = c->n;
     memset(r, 0, sizeof(*r));
     const pgw_config *cfg = n->o.cfg;
     r->mp_template = cfg->wechat_mp.templates[kind];
     r->oa_template = cfg->wechat_oa.templates[kind];
     r->sms_template = cfg->sms.templates[kind];
     bool quota = false, follows = false, opted_out = false;
-    int rc = read_identities(n, notice->member, r, err);
+    int rc = read_identities(c, notice->member, r, err);
     if (rc == PGW_OK && r->phone.kind == PGW_ID_PHONE)
-        rc = pgw_store_sms_opt_out(n->store, notice->member, &opted_out, err);
+        rc = pgw_store_sms_opt_out(c->store, notice->member, &opted_out, err);
     if (rc == PGW_OK && r->mp_openid[0] && r->mp_template[0])
-        rc = has_quota(n, notice->member, r->mp_template, &quota, err);
+        rc = has_quota(c, notice->member, r->mp_template, &quota, err);
     if (rc == PGW_OK && r->oa_openid[0])
-        rc = pgw_store_member_follows(n->store, notice->member, &follows, err);
+        rc = pgw_store_member_follows(c->store, notice->member, &follows, err);
     r->reach.mp = n->o.mp_ready && r->mp_openid[0] && r->mp_template[0] && quota;
     r->reach.oa = n->o.oa_ready && r->oa_openid[0] && r->oa_template[0] && follows;
     r->reach.sms = n->o.sms != NULL && r->phone.kind == PGW_ID_PHONE && r->phone.sealed_len > 0 &&
@@ -166,11 +175,12 @@ static attempt outcome_of(pgw_wx_outcome o)
 }
 
 /* The mini program's subscribe message, with one unit of quota. */
-static attempt send_mp(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind)
+static attempt send_mp(courier *c, pgw_notice *nt, const reach_info *r, int kind)
 {
+    pgw_notifier *n = c->n;
     pgw_err err;
     bool taken = false;
-    if (pgw_store_take_quota(n->store, nt->member, r->mp_template, &taken, &err) != PGW_OK) {
+    if (pgw_store_take_quota(c->store, nt->member, r->mp_template, &taken, &err) != PGW_OK) {
         snprintf(nt->last_error, sizeof(nt->last_error), "%.200s", err.msg);
         return RETRY;
     }
@@ -195,7 +205,7 @@ static attempt send_mp(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int
     /* Not sent, and not refused for want of quota (43101): the unit is the
      * member's again. */
     if (a != SENT && rc != PGW_ESTATE &&
-        pgw_store_add_quota(n->store, nt->member, r->mp_template, 1, &quota, &ignored) != PGW_OK)
+        pgw_store_add_quota(c->store, nt->member, r->mp_template, 1, &quota, &ignored) != PGW_OK)
         fprintf(stderr, "pointsgw: warning: quota not given back: %s\n", ignored.msg);
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
@@ -206,8 +216,9 @@ static attempt send_mp(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int
 }
 
 /* The official account's template message; the notice id de-duplicates a resend. */
-static attempt send_oa(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind)
+static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind)
 {
+    pgw_notifier *n = c->n;
     char points[24], balance[24], when[32], msg_id[32];
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
@@ -238,8 +249,9 @@ static attempt send_oa(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int
 }
 
 /* An SMS, outside quiet hours; the notice id is the provider's out id. */
-static attempt send_sms(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int64_t now)
+static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t now)
 {
+    pgw_notifier *n = c->n;
     const pgw_notify_config *q = &n->o.cfg->notify;
     int64_t at =
         pgw_notice_sms_time(now, n->o.cfg->rules.tz.offset_s, q->quiet_start_min, q->quiet_end_min);
@@ -304,24 +316,25 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
     count(n, &n->stats.retried);
 }
 
-static attempt try_channel(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind,
+static attempt try_channel(courier *c, pgw_notice *nt, const reach_info *r, int kind,
                            pgw_notice_channel ch, int64_t now)
 {
     snprintf(nt->channel, sizeof(nt->channel), "%s", pgw_notice_channel_name(ch));
-    return ch == PGW_CHANNEL_MP   ? send_mp(n, nt, r, kind)
-           : ch == PGW_CHANNEL_OA ? send_oa(n, nt, r, kind)
-                                  : send_sms(n, nt, r, now);
+    return ch == PGW_CHANNEL_MP   ? send_mp(c, nt, r, kind)
+           : ch == PGW_CHANNEL_OA ? send_oa(c, nt, r, kind)
+                                  : send_sms(c, nt, r, now);
 }
 
-static void deliver(pgw_notifier *n, pgw_notice *nt)
+static void deliver(courier *c, pgw_notice *nt)
 {
+    pgw_notifier *n = c->n;
     int64_t now = now_s();
     int kind = kind_of(nt->kind);
     reach_info r;
     pgw_err err;
     nt->provider_id[0] = '\0';
     int rc = kind < 0 ? pgw_err_set(&err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
-                      : member_reach(n, nt, kind, &r, &err);
+                      : member_reach(c, nt, kind, &r, &err);
     if (rc != PGW_OK) {
         snprintf(nt->last_error, sizeof(nt->last_error), "%.200s", err.msg);
         schedule_retry(n, nt, now);
@@ -333,7 +346,7 @@ static void deliver(pgw_notifier *n, pgw_notice *nt)
             count(n, nt->excluded ? &n->stats.dead : &n->stats.skipped);
             break;
         }
-        attempt a = try_channel(n, nt, &r, kind, ch, now);
+        attempt a = try_channel(c, nt, &r, kind, ch, now);
         if (a == SENT) {
             snprintf(nt->state, sizeof(nt->state), "sent");
             count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);
@@ -352,7 +365,7 @@ static void deliver(pgw_notifier *n, pgw_notice *nt)
         nt->excluded |= ch;
         count(n, &n->stats.fell_through);
     }
-    if (pgw_store_finish_notice(n->store, nt, now_s(), &err) != PGW_OK)
+    if (pgw_store_finish_notice(c->store, nt, now_s(), &err) != PGW_OK)
         fprintf(stderr, "pointsgw: notice %lld not recorded (it will be sent again): %s\n",
                 (long long)nt->id, err.msg);
 }
@@ -377,35 +390,42 @@ static bool wait_or_stop(pgw_notifier *n, int64_t ms)
 
 /* Queues the expiry reminders due (notify.expiry_reminder_days ahead),
  * at most once an hour: each member and day is reminded once anyway. */
-static void remind(pgw_notifier *n, int64_t *next_at)
+static void remind(courier *c, int64_t *next_at)
 {
+    pgw_notifier *n = c->n;
     const pgw_config *cfg = n->o.cfg;
     int64_t now = now_s(), queued = 0;
     if (cfg->notify.expiry_reminder_days <= 0 || now < *next_at)
         return;
     *next_at = now + 3600;
     pgw_err err;
-    if (pgw_store_queue_reminders(n->store, now, cfg->notify.expiry_reminder_days * 86400,
+    if (pgw_store_queue_reminders(c->store, now, cfg->notify.expiry_reminder_days * 86400,
                                   cfg->rules.tz.offset_s, &queued, &err) != PGW_OK)
         fprintf(stderr, "pointsgw: expiry reminders: %s\n", err.msg);
 }
 
-static void *notifier_main(void *arg)
+/* Each courier claims its own batches (a claim is one UPDATE, so two never
+ * take the same notice); the first also queues the expiry reminders and
+ * reads the outbox's depth. */
+static void *courier_main(void *arg)
 {
-    pgw_notifier *n = arg;
+    courier *c = arg;
+    pgw_notifier *n = c->n;
+    bool first = c == &n->couriers[0];
     pgw_notice batch[PGW_NOTIFY_BATCH];
     int64_t next_reminders = 0;
     for (;;) {
         size_t got = 0;
         pgw_err err;
-        remind(n, &next_reminders);
-        if (pgw_store_claim_notices(n->store, now_s(), batch, PGW_NOTIFY_BATCH, &got, &err) !=
+        if (first)
+            remind(c, &next_reminders);
+        if (pgw_store_claim_notices(c->store, now_s(), batch, PGW_NOTIFY_BATCH, &got, &err) !=
             PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
         for (size_t i = 0; i < got; i++)
-            deliver(n, &batch[i]);
+            deliver(c, &batch[i]);
         int64_t depth = 0;
-        if (pgw_store_outbox_depth(n->store, &depth, &err) == PGW_OK) {
+        if (first && pgw_store_outbox_depth(c->store, &depth, &err) == PGW_OK) {
             pthread_mutex_lock(&n->lock);
             n->stats.depth = depth;
             pthread_mutex_unlock(&n->lock);
@@ -414,6 +434,28 @@ static void *notifier_main(void *arg)
             break;
     }
     return NULL;
+}
+
+static int open_couriers(pgw_notifier *n, pgw_err *err)
+{
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < PGW_NOTIFY_THREADS; i++) {
+        courier *c = &n->couriers[i];
+        c->n = n;
+        rc = pgw_store_open(n->o.db_url, false, &c->store, err);
+        if (rc == PGW_OK)
+            rc = pgw_store_relax_sync(c->store, err);
+    }
+    int64_t unclaimed = 0;
+    if (rc == PGW_OK) /* a crash left these in hand: send them again */
+        rc = pgw_store_unclaim_notices(n->couriers[0].store, now_s(), &unclaimed, err);
+    for (size_t i = 0; rc == PGW_OK && i < PGW_NOTIFY_THREADS; i++) {
+        courier *c = &n->couriers[i];
+        if (pthread_create(&c->thread, NULL, courier_main, c) != 0)
+            rc = pgw_err_set(err, PGW_EUNAVAILABLE, "cannot start the notifier");
+        c->started = rc == PGW_OK;
+    }
+    return rc;
 }
 
 int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw_err *err)
@@ -425,19 +467,13 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     n->o = *opts;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->wake, NULL);
-    int64_t unclaimed = 0;
     pgw_sms_limits limits;
     int rc =
         opts->sms == NULL ? PGW_OK : pgw_sms_limits_default(opts->cfg->sms.provider, &limits, err);
     if (rc == PGW_OK && opts->sms != NULL)
         rc = pgw_sms_limiter_new(&limits, &n->limiter, err);
     if (rc == PGW_OK)
-        rc = pgw_store_open(opts->db_url, false, &n->store, err);
-    if (rc == PGW_OK) /* a crash left these in hand: send them again */
-        rc = pgw_store_unclaim_notices(n->store, now_s(), &unclaimed, err);
-    if (rc == PGW_OK && pthread_create(&n->thread, NULL, notifier_main, n) != 0)
-        rc = pgw_err_set(err, PGW_EUNAVAILABLE, "cannot start the notifier");
-    n->started = rc == PGW_OK;
+        rc = open_couriers(n, err);
     if (rc != PGW_OK) {
         pgw_notifier_stop(n);
         return rc;
@@ -454,9 +490,11 @@ void pgw_notifier_stop(pgw_notifier *n)
     n->stop = true;
     pthread_cond_broadcast(&n->wake);
     pthread_mutex_unlock(&n->lock);
-    if (n->started)
-        pthread_join(n->thread, NULL);
-    pgw_store_close(n->store);
+    for (size_t i = 0; i < PGW_NOTIFY_THREADS; i++) {
+        if (n->couriers[i].started)
+            pthread_join(n->couriers[i].thread, NULL);
+        pgw_store_close(n->couriers[i].store);
+    }
     pgw_sms_limiter_free(n->limiter);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->wake);

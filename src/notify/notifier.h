@@ -1,7 +1,7 @@
 /*
  * notifier.h - delivers the outbox (store.h "notifications").
  *
- * One thread with a database connection of its own claims the notices
+ * PGW_NOTIFY_THREADS threads, each with a database connection of its own, claim the notices
  * that are due, routes each (core/notice.h: the mini program's subscribe
  * message if the member has quota, the official account's template message
  * if they follow, SMS if a phone is known, outside quiet hours), sends it,
@@ -35,6 +35,7 @@
 
 #define PGW_NOTIFY_BATCH   32  /* notices claimed at once */
 #define PGW_NOTIFY_POLL_MS 100 /* how often the outbox is looked at */
+#define PGW_NOTIFY_THREADS 4   /* couriers: WeChat answers in tens of ms, so several wait at once */
 
 typedef struct pgw_notifier_options {
     const pgw_config *cfg; /* borrowed */

@@ -2209,6 +2209,11 @@ int pgw_store_token_release(pgw_store *s, const char *appid, pgw_err *err)
 
 /* ---- notifications ---------------------------------------------------------------- */
 
+int pgw_store_relax_sync(pgw_store *s, pgw_err *err)
+{
+    return exec(s, "PRAGMA synchronous = NORMAL", "relaxing sync", err);
+}
+
 int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind, int64_t points,
                              int64_t balance, const char *shop, int64_t now, int64_t coalesce_s,
                              pgw_err *err)

@@ -440,6 +440,12 @@ typedef struct pgw_notice {
 int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
                              int64_t balance, const char *shop, int64_t now, int64_t coalesce_s,
                              pgw_err *err);
+/* For the notifier's own connection: commits without waiting for the disk
+ * (synchronous=NORMAL). Its writes are delivery state, not the ledger: a
+ * power cut can lose the last few, which costs a notice sent again (the
+ * provider's de-dup key still holds) or a quota unit given back, never a
+ * notice (those are written, and synced, by the writer). */
+int pgw_store_relax_sync(pgw_store *store, pgw_err *err);
 /* Claims up to cap notices due at `now` (pending -> sending, attempts + 1). */
 int pgw_store_claim_notices(pgw_store *store, int64_t now, pgw_notice *out, size_t cap, size_t *n,
                             pgw_err *err);
