@@ -7,6 +7,7 @@
 #include "adapters/wechat_oa/template.h"
 #include "core/civil.h"
 #include "core/notice.h"
+#include "core/utf8.h"
 #include "store/store.h"
 
 #include <openssl/crypto.h>
@@ -17,6 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Identities read to find a member's openids and phone: cards sort before
+ * openids, so this is room for many cards. */
+#define IDENTITIES_READ 64
 
 static const char *const KIND_NAMES[PGW_NOTICE_KINDS] = {
     [PGW_NOTICE_POINTS_ARRIVED] = "points_arrived",
@@ -43,6 +49,10 @@ typedef struct courier {
 
 struct pgw_notifier {
     pgw_notifier_options o;
+    /* Whose claims are ours: the host's name. A restart on this host takes
+     * back what it held when it died; another host's claims wait for
+     * their lease. */
+    char owner[PGW_OWNER_MAX + 1];
     courier couriers[PGW_NOTIFY_THREADS];
     /* Per-number frequency: an SMS the provider would refuse (30 s, per
      * hour, per day) waits here instead of costing an attempt. */
@@ -66,10 +76,11 @@ typedef struct reach_info {
 
 /* What one attempt on one channel came to. */
 typedef enum attempt {
-    SENT,  /* accepted: provider_id set */
-    RETRY, /* transient: the same channel later */
-    NEXT,  /* this channel refuses this member: the next one now */
-    DEFER, /* an SMS in quiet hours: later, not counted as an attempt */
+    SENT,    /* accepted: provider_id set */
+    RETRY,   /* transient: the same channel later */
+    NEXT,    /* this channel refuses this member (no quota, not following): the next one now */
+    GIVE_UP, /* this channel failed for good (a bad template, our configuration): the next one */
+    DEFER,   /* an SMS in quiet hours: later, not counted as an attempt */
 } attempt;
 
 static int64_t now_s(void)
@@ -82,6 +93,17 @@ static void count(pgw_notifier *n, uint64_t *field)
     pthread_mutex_lock(&n->lock);
     (*field)++;
     pthread_mutex_unlock(&n->lock);
+}
+
+/* Records why an attempt failed, cut on a character boundary (a provider's
+ * Chinese message cut inside a character would not be valid JSON later). */
+static void set_error(pgw_notice *nt, const char *channel, const char *msg)
+{
+    char text[PGW_NOTICE_ERROR_MAX + 1];
+    snprintf(text, sizeof(text), "%s%s%s", channel, channel[0] ? ": " : "", msg);
+    size_t keep = pgw_utf8_prefix(text, PGW_NOTICE_ERROR_MAX);
+    memcpy(nt->last_error, text, keep);
+    nt->last_error[keep] = '\0';
 }
 
 static int kind_of(const char *name)
@@ -98,8 +120,9 @@ bool pgw_notify_possible(const pgw_config *cfg)
     const char *mp = cfg->wechat_mp.secret_env[0] ? getenv(cfg->wechat_mp.secret_env) : NULL;
     const char *oa = cfg->wechat_oa.secret_env[0] ? getenv(cfg->wechat_oa.secret_env) : NULL;
     const char *sms = cfg->sms.key_secret_env[0] ? getenv(cfg->sms.key_secret_env) : NULL;
+    const char *sms_id = cfg->sms.key_id_env[0] ? getenv(cfg->sms.key_id_env) : NULL;
     return (cfg->wechat_mp.enabled && mp && mp[0]) || (cfg->wechat_oa.enabled && oa && oa[0]) ||
-           (cfg->sms.enabled && sms && sms[0]);
+           (cfg->sms.enabled && sms && sms[0] && sms_id && sms_id[0]);
 }
 
 /* ---- whom the notice can reach ------------------------------------------------------ */
@@ -107,9 +130,9 @@ bool pgw_notify_possible(const pgw_config *cfg)
 static int read_identities(courier *c, const char *member, reach_info *r, pgw_err *err)
 {
     pgw_notifier *n = c->n;
-    pgw_identity_key ids[16];
+    pgw_identity_key ids[IDENTITIES_READ];
     size_t count_ids = 0;
-    int rc = pgw_store_member_identities(c->store, member, ids, 16, &count_ids, err);
+    int rc = pgw_store_member_identities(c->store, member, ids, IDENTITIES_READ, &count_ids, err);
     const pgw_config *cfg = n->o.cfg;
     for (size_t i = 0; rc == PGW_OK && i < count_ids; i++) {
         const pgw_identity_key *k = &ids[i];
@@ -133,6 +156,19 @@ static int has_quota(courier *c, const char *member, const char *tpl, bool *yes,
     for (size_t i = 0; rc == PGW_OK && i < count_subs; i++)
         *yes |= strcmp(subs[i].template_id, tpl) == 0 && subs[i].quota > 0;
     return rc;
+}
+
+/* The member a notice names may have been merged since it was queued. */
+static int follow_merges(courier *c, pgw_notice *nt, pgw_err *err)
+{
+    char into[PGW_ID_MAX + 1];
+    for (int hop = 0; hop < 8; hop++) {
+        int rc = pgw_store_merged_into(c->store, nt->member, into, err);
+        if (rc != PGW_OK || into[0] == '\0')
+            return rc;
+        memcpy(nt->member, into, sizeof(nt->member));
+    }
+    return pgw_err_set(err, PGW_EIO, "member %s: merges loop", nt->member);
 }
 
 static int member_reach(courier *c, const pgw_notice *notice, int kind, reach_info *r, pgw_err *err)
@@ -171,7 +207,10 @@ static void local_time(const pgw_notifier *n, int64_t t, char out[32])
 
 static attempt outcome_of(pgw_wx_outcome o)
 {
-    return o == PGW_WX_DONE ? SENT : o == PGW_WX_RETRY ? RETRY : NEXT;
+    return o == PGW_WX_DONE           ? SENT
+           : o == PGW_WX_RETRY        ? RETRY
+           : o == PGW_WX_FALL_THROUGH ? NEXT
+                                      : GIVE_UP;
 }
 
 /* The mini program's subscribe message, with one unit of quota. */
@@ -181,7 +220,7 @@ static attempt send_mp(courier *c, pgw_notice *nt, const reach_info *r, int kind
     pgw_err err;
     bool taken = false;
     if (pgw_store_take_quota(c->store, nt->member, r->mp_template, &taken, &err) != PGW_OK) {
-        snprintf(nt->last_error, sizeof(nt->last_error), "%.200s", err.msg);
+        set_error(nt, "", err.msg);
         return RETRY;
     }
     if (!taken)
@@ -202,15 +241,16 @@ static attempt send_mp(courier *c, pgw_notice *nt, const reach_info *r, int kind
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
     int64_t quota = 0;
     pgw_err ignored;
-    /* Not sent, and not refused for want of quota (43101): the unit is the
-     * member's again. */
-    if (a != SENT && rc != PGW_ESTATE &&
+    /* WeChat answered that it did not send, and not for want of quota
+     * (43101): the unit is the member's again. No answer (a timeout) may
+     * have been a send: the unit stays used. */
+    if (a != SENT && rc != PGW_ESTATE && reply.errcode != 0 &&
         pgw_store_add_quota(c->store, nt->member, r->mp_template, 1, &quota, &ignored) != PGW_OK)
         fprintf(stderr, "pointsgw: warning: quota not given back: %s\n", ignored.msg);
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
     else
-        snprintf(nt->last_error, sizeof(nt->last_error), "wechat_mp: %.180s", err.msg);
+        set_error(nt, "wechat_mp", err.msg);
     (void)kind; /* one keyword layout for every kind (README) */
     return a;
 }
@@ -244,7 +284,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
     else
-        snprintf(nt->last_error, sizeof(nt->last_error), "wechat_oa: %.180s", err.msg);
+        set_error(nt, "wechat_oa", err.msg);
     return outcome_of(pgw_wx_classify(rc, &reply));
 }
 
@@ -262,14 +302,14 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     char phone[32], points[24], balance[24], out_id[32];
     pgw_err err;
     if (pgw_vault_phone(n->o.vault, &r->phone, phone, sizeof(phone), &err) != PGW_OK) {
-        snprintf(nt->last_error, sizeof(nt->last_error), "sms: %.180s", err.msg);
+        set_error(nt, "sms", err.msg);
         return NEXT;
     }
     int64_t retry_at = 0;
     if (pgw_sms_limiter_take(n->limiter, phone, now, &retry_at, &err) != PGW_OK) {
         OPENSSL_cleanse(phone, sizeof(phone));
         nt->due_at = retry_at > now ? retry_at : now + 1;
-        snprintf(nt->last_error, sizeof(nt->last_error), "sms: %.180s", err.msg);
+        set_error(nt, "sms", err.msg);
         return DEFER; /* the number's frequency limit: later, not an attempt */
     }
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
@@ -291,8 +331,8 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%.64s", res.message_id);
         return SENT;
     }
-    snprintf(nt->last_error, sizeof(nt->last_error), "sms: %.180s", err.msg);
-    return res.outcome == PGW_SMS_RETRY || res.outcome == PGW_SMS_RATE_LIMITED ? RETRY : NEXT;
+    set_error(nt, "sms", err.msg);
+    return res.outcome == PGW_SMS_RETRY || res.outcome == PGW_SMS_RATE_LIMITED ? RETRY : GIVE_UP;
 }
 
 /* ---- one notice ---------------------------------------------------------------------- */
@@ -333,17 +373,20 @@ static void deliver(courier *c, pgw_notice *nt)
     reach_info r;
     pgw_err err;
     nt->provider_id[0] = '\0';
+    bool failed = false; /* a channel gave up (dead), not only refused this member (skipped) */
     int rc = kind < 0 ? pgw_err_set(&err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
-                      : member_reach(c, nt, kind, &r, &err);
+                      : follow_merges(c, nt, &err);
+    if (rc == PGW_OK)
+        rc = member_reach(c, nt, kind, &r, &err);
     if (rc != PGW_OK) {
-        snprintf(nt->last_error, sizeof(nt->last_error), "%.200s", err.msg);
+        set_error(nt, "", err.msg);
         schedule_retry(n, nt, now);
     }
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch = pgw_notice_route(&r.reach, (unsigned)nt->excluded);
         if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
-            snprintf(nt->state, sizeof(nt->state), "%s", nt->excluded ? "dead" : "skipped");
-            count(n, nt->excluded ? &n->stats.dead : &n->stats.skipped);
+            snprintf(nt->state, sizeof(nt->state), "%s", failed ? "dead" : "skipped");
+            count(n, failed ? &n->stats.dead : &n->stats.skipped);
             break;
         }
         attempt a = try_channel(c, nt, &r, kind, ch, now);
@@ -359,25 +402,33 @@ static void deliver(courier *c, pgw_notice *nt)
             break;
         }
         if (a == RETRY) {
-            schedule_retry(n, nt, now);
+            schedule_retry(n, nt, now_s()); /* from now: the attempt took time */
             break;
         }
+        failed |= a == GIVE_UP;
         nt->excluded |= ch;
         count(n, &n->stats.fell_through);
     }
-    if (pgw_store_finish_notice(c->store, nt, now_s(), &err) != PGW_OK)
-        fprintf(stderr, "pointsgw: notice %lld not recorded (it will be sent again): %s\n",
-                (long long)nt->id, err.msg);
+    if (pgw_store_finish_notice(c->store, n->owner, nt, now_s(), &err) != PGW_OK)
+        fprintf(stderr, "pointsgw: notice %lld not recorded: %s\n", (long long)nt->id, err.msg);
 }
 
 /* ---- the thread ------------------------------------------------------------------------ */
+
+static bool stopping(pgw_notifier *n)
+{
+    pthread_mutex_lock(&n->lock);
+    bool stop = n->stop;
+    pthread_mutex_unlock(&n->lock);
+    return stop;
+}
 
 static bool wait_or_stop(pgw_notifier *n, int64_t ms)
 {
     pthread_mutex_lock(&n->lock);
     if (!n->stop) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until); /* the condition waits on this clock */
         until.tv_nsec += (long)(ms % 1000) * 1000000L;
         until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
@@ -419,18 +470,18 @@ static void *courier_main(void *arg)
         pgw_err err;
         if (first)
             remind(c, &next_reminders);
-        if (pgw_store_claim_notices(c->store, now_s(), batch, PGW_NOTIFY_BATCH, &got, &err) !=
-            PGW_OK)
+        if (pgw_store_claim_notices(c->store, n->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
+                                    &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
-        for (size_t i = 0; i < got; i++)
-            deliver(c, &batch[i]);
+        for (size_t i = 0; i < got && !stopping(n); i++)
+            deliver(c, &batch[i]); /* what is left in hand is released at stop */
         int64_t depth = 0;
         if (first && pgw_store_outbox_depth(c->store, &depth, &err) == PGW_OK) {
             pthread_mutex_lock(&n->lock);
             n->stats.depth = depth;
             pthread_mutex_unlock(&n->lock);
         }
-        if (got < PGW_NOTIFY_BATCH && wait_or_stop(n, PGW_NOTIFY_POLL_MS))
+        if (stopping(n) || (got < PGW_NOTIFY_BATCH && wait_or_stop(n, PGW_NOTIFY_POLL_MS)))
             break;
     }
     return NULL;
@@ -448,7 +499,7 @@ static int open_couriers(pgw_notifier *n, pgw_err *err)
     }
     int64_t unclaimed = 0;
     if (rc == PGW_OK) /* a crash left these in hand: send them again */
-        rc = pgw_store_unclaim_notices(n->couriers[0].store, now_s(), &unclaimed, err);
+        rc = pgw_store_unclaim_notices(n->couriers[0].store, n->owner, now_s(), &unclaimed, err);
     for (size_t i = 0; rc == PGW_OK && i < PGW_NOTIFY_THREADS; i++) {
         courier *c = &n->couriers[i];
         if (pthread_create(&c->thread, NULL, courier_main, c) != 0)
@@ -466,7 +517,13 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the notifier");
     n->o = *opts;
     pthread_mutex_init(&n->lock, NULL);
-    pthread_cond_init(&n->wake, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a clock step must not stall delivery */
+    pthread_cond_init(&n->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (gethostname(n->owner, sizeof(n->owner) - 1) != 0 || n->owner[0] == '\0')
+        snprintf(n->owner, sizeof(n->owner), "localhost");
     pgw_sms_limits limits;
     int rc =
         opts->sms == NULL ? PGW_OK : pgw_sms_limits_default(opts->cfg->sms.provider, &limits, err);
@@ -493,8 +550,17 @@ void pgw_notifier_stop(pgw_notifier *n)
     for (size_t i = 0; i < PGW_NOTIFY_THREADS; i++) {
         if (n->couriers[i].started)
             pthread_join(n->couriers[i].thread, NULL);
-        pgw_store_close(n->couriers[i].store);
     }
+    /* Claimed but not attempted (stop came mid-batch): pending again now,
+     * not after the lease. */
+    int64_t released = 0;
+    pgw_err err;
+    if (n->couriers[0].store != NULL &&
+        pgw_store_unclaim_notices(n->couriers[0].store, n->owner, now_s(), &released, &err) !=
+            PGW_OK)
+        fprintf(stderr, "pointsgw: notices left claimed until their lease ends: %s\n", err.msg);
+    for (size_t i = 0; i < PGW_NOTIFY_THREADS; i++)
+        pgw_store_close(n->couriers[i].store);
     pgw_sms_limiter_free(n->limiter);
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->wake);

@@ -35,6 +35,7 @@
 
 #define PGW_NOTIFY_BATCH   32  /* notices claimed at once */
 #define PGW_NOTIFY_POLL_MS 100 /* how often the outbox is looked at */
+#define PGW_OWNER_MAX      64  /* a notifier's name on its claims */
 #define PGW_NOTIFY_THREADS 4   /* couriers: WeChat answers in tens of ms, so several wait at once */
 
 typedef struct pgw_notifier_options {

@@ -302,6 +302,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
                            " updated_at = ?6 WHERE id = (SELECT id FROM notices"
                            " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
+                           " AND attempts = 0 AND excluded = 0"
                            " ORDER BY id DESC LIMIT 1)",
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
@@ -628,9 +629,15 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  attempts INTEGER NOT NULL,"
     "  last_error TEXT NOT NULL,"
     "  provider_id TEXT NOT NULL,"
-    "  updated_at INTEGER NOT NULL"
+    "  updated_at INTEGER NOT NULL,"
+    "  claimed_by TEXT NOT NULL DEFAULT '',"
+    "  lease_until INTEGER NOT NULL DEFAULT 0"
     ") STRICT;"
-    "CREATE INDEX notices_due ON notices (due_at) WHERE state IN ('pending', 'sending');"
+    /* Partial indexes on what is still to deliver: they stay small however
+     * many notices were sent (and SQLite uses a partial index only for
+     * the very condition it was built with). */
+    "CREATE INDEX notices_due ON notices (due_at) WHERE state = 'pending';"
+    "CREATE INDEX notices_sending ON notices (lease_until) WHERE state = 'sending';"
     "CREATE INDEX notices_member ON notices (member, id);"
     "ALTER TABLE members ADD COLUMN sms_opt_out INTEGER NOT NULL DEFAULT 0;"
     /* Expiry reminders sent: once per member and local expiry day. */
@@ -2279,13 +2286,14 @@ static int prepare(pgw_store *s, const char *sql, sqlite3_stmt **st, pgw_err *er
     return PGW_OK;
 }
 
-int pgw_store_claim_notices(pgw_store *s, int64_t now, pgw_notice *out, size_t cap, size_t *n,
-                            pgw_err *err)
+int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_notice *out,
+                            size_t cap, size_t *n, pgw_err *err)
 {
     sqlite3_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = 'sending', attempts = attempts + 1,"
-                     " updated_at = ?1 WHERE id IN (SELECT id FROM notices"
+                     " updated_at = ?1, claimed_by = ?3, lease_until = ?1 + ?4"
+                     " WHERE id IN (SELECT id FROM notices"
                      " WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at LIMIT ?2)"
                      " RETURNING " NOTICE_COLUMNS,
                      &st, err);
@@ -2293,18 +2301,22 @@ int pgw_store_claim_notices(pgw_store *s, int64_t now, pgw_notice *out, size_t c
         return rc;
     sqlite3_bind_int64(st, 1, now);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
     rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "claiming notices", err);
     sqlite3_finalize(st);
     return rc;
 }
 
-int pgw_store_finish_notice(pgw_store *s, const pgw_notice *n, int64_t now, pgw_err *err)
+int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
+                            pgw_err *err)
 {
     sqlite3_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = ?2, channel = ?3, excluded = ?4, due_at = ?5,"
-                     " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9"
-                     " WHERE id = ?1",
+                     " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9,"
+                     " claimed_by = '', lease_until = 0"
+                     " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?10",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
@@ -2317,20 +2329,28 @@ int pgw_store_finish_notice(pgw_store *s, const pgw_notice *n, int64_t now, pgw_
     sqlite3_bind_text(st, 7, n->provider_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, now);
     sqlite3_bind_int64(st, 9, n->attempts);
+    sqlite3_bind_text(st, 10, owner, -1, SQLITE_STATIC);
     rc = step_done(s, st, "recording a notice", err);
+    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
+                         (long long)n->id);
     sqlite3_finalize(st);
     return rc;
 }
 
-int pgw_store_unclaim_notices(pgw_store *s, int64_t now, int64_t *n, pgw_err *err)
+int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int64_t *n,
+                              pgw_err *err)
 {
     sqlite3_stmt *st = NULL;
-    int rc =
-        prepare(s, "UPDATE notices SET state = 'pending', updated_at = ?1 WHERE state = 'sending'",
-                &st, err);
+    int rc = prepare(s,
+                     "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
+                     " lease_until = 0 WHERE state = 'sending' AND (lease_until < ?1"
+                     " OR claimed_by = ?2)",
+                     &st, err);
     if (rc != PGW_OK)
         return rc;
     sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_text(st, 2, owner ? owner : "", -1, SQLITE_STATIC);
     rc = step_done(s, st, "unclaiming notices", err);
     *n = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
     sqlite3_finalize(st);
@@ -2390,8 +2410,10 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
 int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
 {
     sqlite3_stmt *st = NULL;
-    int rc =
-        prepare(s, "SELECT count(*) FROM notices WHERE state IN ('pending', 'sending')", &st, err);
+    int rc = prepare(s,
+                     "SELECT (SELECT count(*) FROM notices WHERE state = 'pending')"
+                     " + (SELECT count(*) FROM notices WHERE state = 'sending')",
+                     &st, err);
     if (rc != PGW_OK)
         return rc;
     int step = sqlite3_step(st);

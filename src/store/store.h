@@ -446,13 +446,21 @@ int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *k
  * provider's de-dup key still holds) or a quota unit given back, never a
  * notice (those are written, and synced, by the writer). */
 int pgw_store_relax_sync(pgw_store *store, pgw_err *err);
-/* Claims up to cap notices due at `now` (pending -> sending, attempts + 1). */
-int pgw_store_claim_notices(pgw_store *store, int64_t now, pgw_notice *out, size_t cap, size_t *n,
+#define PGW_NOTICE_LEASE_S 120 /* a claim outlives any attempt (2.5 s calls, a few hops) */
+
+/* Claims up to cap notices due at `now` for `owner` (a notifier instance's
+ * id): pending -> sending, attempts + 1, leased for PGW_NOTICE_LEASE_S. */
+int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pgw_notice *out,
+                            size_t cap, size_t *n, pgw_err *err);
+/* Records how an attempt went (state, channel, excluded, due_at, attempts,
+ * error, provider id) if the notice is still owner's claim; PGW_ESTATE
+ * when its lease ran out and another instance took it. */
+int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
-/* Records how an attempt went: state, channel, excluded, due_at, attempts, error, provider id. */
-int pgw_store_finish_notice(pgw_store *store, const pgw_notice *n, int64_t now, pgw_err *err);
-/* After a crash: notices left in `sending` go back to pending (*n of them). */
-int pgw_store_unclaim_notices(pgw_store *store, int64_t now, int64_t *n, pgw_err *err);
+/* Claims whose lease ran out (an instance that died), and owner's own
+ * (NULL: none), go back to pending (*n of them). */
+int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, int64_t *n,
+                              pgw_err *err);
 /* A member's notices, newest first (up to cap). */
 int pgw_store_member_notices(pgw_store *store, const char *member, pgw_notice *out, size_t cap,
                              size_t *n, pgw_err *err);

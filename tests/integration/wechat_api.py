@@ -550,9 +550,11 @@ def notifications(srv, fake, oa_member):
     check(status == 409, "a sent notice is not retried: %s" % status)
     status, doc = srv.request("GET", "/v1/notifications", key=ADMIN)
     check(status == 400, "member_id is required")
-    _, metrics = srv.request("GET", "/metrics", key=None)
+    metrics = eventually(lambda: srv.request("GET", "/metrics", key=None)[1],
+                         lambda m: re.search(r"^pgw_outbox_depth 0$", m, re.M))  # read every 100 ms
     check(re.search(r'^pgw_notifications_total\{outcome="sent",channel="wechat_oa"\} 3$', metrics, re.M)
-          and re.search(r"^pgw_outbox_depth 0$", metrics, re.M), "/metrics counts notices")
+          and re.search(r"^pgw_outbox_depth 0$", metrics, re.M),
+          "/metrics counts notices: %s" % re.findall(r"^pgw_(?:notif|outbox).*$", metrics, re.M))
 
 
 def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):

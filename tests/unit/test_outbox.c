@@ -39,7 +39,7 @@ static size_t claim(pgw_store *s, int64_t now, pgw_notice *out)
 {
     size_t n = 0;
     pgw_err err;
-    assert_int_equal(pgw_store_claim_notices(s, now, out, 8, &n, &err), PGW_OK);
+    assert_int_equal(pgw_store_claim_notices(s, "A", now, out, 8, &n, &err), PGW_OK);
     return n;
 }
 
@@ -78,14 +78,26 @@ static void test_crash_and_retry(void **state)
     enqueue(s, "M1", 10, 10, 1000, 0);
     assert_int_equal(claim(s, 1000, got), 1);
     int64_t n = 0;
-    assert_int_equal(pgw_store_unclaim_notices(s, 1001, &n, &err), PGW_OK);
+    /* Another instance starting takes nothing that is still leased... */
+    assert_int_equal(pgw_store_unclaim_notices(s, "B", 1001, &n, &err), PGW_OK);
+    assert_int_equal(n, 0);
+    /* ...and may not record an attempt on a claim that is not its own. */
+    snprintf(got[0].state, sizeof(got[0].state), "sent");
+    assert_int_equal(pgw_store_finish_notice(s, "B", &got[0], 1001, &err), PGW_ESTATE);
+    /* The claimer restarting after a crash takes its own back at once. */
+    assert_int_equal(pgw_store_unclaim_notices(s, "A", 1001, &n, &err), PGW_OK);
     assert_int_equal(n, 1);
     assert_int_equal(claim(s, 1001, got), 1); /* sent again after the "crash" */
     assert_int_equal(got[0].attempts, 2);
+    /* A claim whose lease ran out is anyone's. */
+    assert_int_equal(pgw_store_unclaim_notices(s, "B", 1001 + PGW_NOTICE_LEASE_S + 1, &n, &err),
+                     PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(claim(s, 1200, got), 1);
     assert_int_equal(pgw_store_retry_notice(s, got[0].id, 1002, &err), PGW_ESTATE);
     snprintf(got[0].state, sizeof(got[0].state), "dead");
     snprintf(got[0].last_error, sizeof(got[0].last_error), "wechat_oa: errcode -1");
-    assert_int_equal(pgw_store_finish_notice(s, &got[0], 1002, &err), PGW_OK);
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 1002, &err), PGW_OK);
     assert_int_equal(claim(s, 5000, got), 0); /* the dead stay dead */
     assert_int_equal(pgw_store_retry_notice(s, 999, 1003, &err), PGW_ENOTFOUND);
     pgw_notice listed[4];
@@ -95,9 +107,20 @@ static void test_crash_and_retry(void **state)
     assert_int_equal(pgw_store_retry_notice(s, listed[0].id, 1003, &err), PGW_OK);
     assert_int_equal(claim(s, 1003, got), 1);
     assert_int_equal(got[0].attempts, 1);
+    /* Pending again after a failed attempt: a new arrival does not join it
+     * (its text may already have reached the member). */
+    snprintf(got[0].state, sizeof(got[0].state), "pending");
+    got[0].due_at = 1100;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 1004, &err), PGW_OK);
+    enqueue(s, "M1", 5, 15, 1005, 200);
+    assert_int_equal(pgw_store_member_notices(s, "M1", listed, 4, &count, &err), PGW_OK);
+    assert_int_equal(count, 2);
+    assert_int_equal(listed[0].points, 5);
+    assert_int_equal(listed[1].points, 10);
+    assert_int_equal(claim(s, 1100, got), 1); /* the retry */
     assert_string_equal(got[0].last_error, "");
     assert_int_equal(pgw_store_outbox_depth(s, &n, &err), PGW_OK);
-    assert_int_equal(n, 1); /* in hand */
+    assert_int_equal(n, 2); /* one in hand, one waiting */
     pgw_store_close(s);
 }
 
