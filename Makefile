@@ -1,7 +1,7 @@
 # Thin wrapper over CMake. The two commands the README promises:
 #   make run   install what is missing, build, serve the API with the example config
 #   make test  install what is missing, build with ASan+UBSan, run every test
-.PHONY: all run test deps build build-test bench bench-store bench-http bench-reconcile fuzz format check-format clean
+.PHONY: all run test deps build build-test bench bench-store bench-http bench-reconcile bench-notify fuzz format check-format clean
 
 CONFIG ?= config/pointsgw.example.json
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
@@ -34,7 +34,7 @@ test: build build-test check-format
 	cd build/test && ctest --output-on-failure -j $(JOBS)
 
 # Benchmarks on this machine (bench/RESULTS.md records what they printed).
-bench: bench-store bench-http bench-reconcile
+bench: bench-store bench-http bench-reconcile bench-notify
 
 bench-store: build
 	cmake --build build/release --target bench_store -j $(JOBS)
@@ -45,6 +45,9 @@ bench-reconcile: build
 	cmake --build build/release --target bench_reconcile -j $(JOBS)
 	mkdir -p bench/data
 	./build/release/bench_reconcile ./build/release/pointsgw $(CONFIG) bench/data $(or $(ROWS),10000000)
+
+bench-notify: build
+	python3 bench/bench_notify.py ./build/release/pointsgw . $(or $(RATE),1000) $(or $(SECONDS),6)
 
 bench-http: build
 	cmake --build build/release --target bench_http -j $(JOBS)
