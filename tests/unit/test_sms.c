@@ -17,6 +17,7 @@
 
 #include "adapters/sms/sms.h"
 #include "util/http_client.h"
+#include "fake_process.h"
 
 #include <jansson.h>
 
@@ -50,136 +51,25 @@
 
 /* ---- the fake ------------------------------------------------------------- */
 
-typedef struct fake_server {
-    char dir[64];
-    char port_file[96];
-    pid_t pid;
-    char base[64]; /* http://127.0.0.1:PORT */
-} fake_server;
-
-static fake_server FAKE = {.pid = -1};
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-/* PGW_SOURCE_DIR (ctest sets it), else the tree this file was compiled in. */
-static void source_dir(char *out, size_t cap)
-{
-    const char *env = getenv("PGW_SOURCE_DIR");
-    static const char tail[] = "/tests/unit/test_sms.c";
-    size_t n = strlen(__FILE__), t = strlen(tail);
-    if (env != NULL && env[0] != '\0')
-        snprintf(out, cap, "%s", env);
-    else if (n > t && strcmp(__FILE__ + n - t, tail) == 0)
-        snprintf(out, cap, "%.*s", (int)(n - t), __FILE__);
-    else
-        snprintf(out, cap, ".");
-}
-
-static void stop_fake(void)
-{
-    if (FAKE.pid <= 0)
-        return;
-    kill(FAKE.pid, SIGTERM);
-    int status = 0;
-    pid_t got = 0;
-    for (int i = 0; i < 500 && (got = waitpid(FAKE.pid, &status, WNOHANG)) == 0; i++)
-        sleep_ms(10); /* the fake polls for its stop every 0.5 s */
-    if (got == 0) {
-        kill(FAKE.pid, SIGKILL);
-        waitpid(FAKE.pid, &status, 0);
-    }
-    FAKE.pid = -1;
-}
+static fake_process FAKE = {.pid = -1};
 
 static int start_fake(void **state)
 {
     (void)state;
-    char src[512], script[640];
-    source_dir(src, sizeof(src));
-    snprintf(script, sizeof(script), "%s/tests/fakes/sms_fake.py", src);
-    snprintf(FAKE.dir, sizeof(FAKE.dir), "/tmp/pgw-smsfake-XXXXXX");
-    if (mkdtemp(FAKE.dir) == NULL)
-        return -1;
-    snprintf(FAKE.port_file, sizeof(FAKE.port_file), "%s/port", FAKE.dir);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        /* The fake must not outlive a test that crashes. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(1);
-        execlp("python3", "python3", script, "--port-file", FAKE.port_file, "--tencent",
-               TC_ID ":" TC_KEY, "--aliyun", ALI_ID ":" ALI_SECRET, (char *)NULL);
-        _exit(127);
-    }
-    FAKE.pid = pid;
-    for (int i = 0; i < 1000; i++) { /* 10 s at most; the port file appears atomically */
-        FILE *f = fopen(FAKE.port_file, "r");
-        if (f != NULL) {
-            int port = 0;
-            int got = fscanf(f, "%d", &port);
-            fclose(f);
-            if (got == 1 && port > 0 && port < 65536) {
-                snprintf(FAKE.base, sizeof(FAKE.base), "http://127.0.0.1:%d", port);
-                return 0;
-            }
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            FAKE.pid = -1;
-            fprintf(stderr, "the fake SMS server (%s) exited before listening\n", script);
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    stop_fake();
-    return -1;
+    static const char *const args[] = {"--tencent", TC_ID ":" TC_KEY, "--aliyun",
+                                       ALI_ID ":" ALI_SECRET, NULL};
+    return fake_start(&FAKE, "tests/fakes/sms_fake.py", args);
 }
 
 static int end_fake(void **state)
 {
     (void)state;
-    stop_fake();
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", FAKE.dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return fake_end(&FAKE);
 }
 
-/* A control call; body is stolen (NULL for none). The answer must be a
- * 200 JSON document; the caller decrefs it. */
 static json_t *fake_call(const char *method, const char *path, json_t *body)
 {
-    char url[256];
-    snprintf(url, sizeof(url), "%s%s", FAKE.base, path);
-    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    pgw_http_call hc = {.method = method, .url = url, .timeout_ms = 5000};
-    if (text != NULL) {
-        hc.headers[0] = "Content-Type: application/json";
-        hc.body = text;
-        hc.body_len = strlen(text);
-    }
-    pgw_http_answer answer;
-    pgw_err err = {0};
-    int rc = pgw_http_do(&hc, &answer, &err);
-    free(text);
-    if (rc != PGW_OK)
-        fail_msg("fake %s %s: %s", method, path, err.msg);
-    json_t *doc = json_loadb(answer.body, answer.body_len, 0, NULL);
-    long status = answer.status;
-    pgw_http_answer_free(&answer);
-    if (status != 200 || doc == NULL) {
-        json_decref(doc);
-        fail_msg("fake %s %s: HTTP %ld", method, path, status);
-    }
-    return doc;
+    return fake_request(&FAKE, method, path, body);
 }
 
 static void ctl(const char *path, const char *fmt, ...)
@@ -573,7 +463,7 @@ static void test_faults(void **state)
     pgw_sms_client_free(c);
     /* The provider still handled it: a timeout is not a refusal, which is
      * why a retry carries the same out_id. */
-    sleep_ms(1600);
+    fake_sleep_ms(1600);
     assert_int_equal(accepted(), 1);
 
     c = aliyun();

@@ -20,6 +20,7 @@
 #include "adapters/wechat_oa/template.h"
 #include "store/store.h"
 #include "util/http_client.h"
+#include "fake_process.h"
 
 #include "db_fixture.h"
 
@@ -58,21 +59,11 @@
 
 /* ---- the fake server ------------------------------------------------------ */
 
-typedef struct fake_server {
-    char dir[64];
-    char port_file[96];
-    pid_t pid;
-    int port;
-    char base[64]; /* http://127.0.0.1:PORT */
-} fake_server;
-
-static fake_server FAKE = {.pid = -1};
+static fake_process FAKE = {.pid = -1};
 
 static void sleep_ms(long ms)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
+    fake_sleep_ms(ms);
 }
 
 static int64_t mono_ms(void)
@@ -82,125 +73,25 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The source tree: PGW_SOURCE_DIR (ctest), else where this file was compiled from. */
-static void source_dir(char *out, size_t cap)
-{
-    const char *env = getenv("PGW_SOURCE_DIR");
-    if (env != NULL && env[0] != '\0') {
-        snprintf(out, cap, "%s", env);
-        return;
-    }
-    static const char tail[] = "/tests/unit/test_wechat_client.c";
-    size_t n = strlen(__FILE__), t = strlen(tail);
-    if (n > t && strcmp(__FILE__ + n - t, tail) == 0)
-        snprintf(out, cap, "%.*s", (int)(n - t), __FILE__);
-    else
-        snprintf(out, cap, ".");
-}
-
-static int stop_fake(void)
-{
-    if (FAKE.pid <= 0)
-        return 0;
-    kill(FAKE.pid, SIGTERM);
-    int status = 0;
-    pid_t got = 0;
-    for (int i = 0; i < 500 && (got = waitpid(FAKE.pid, &status, WNOHANG)) == 0; i++)
-        sleep_ms(10); /* it exits within its 0.5 s stop poll */
-    if (got == 0) {
-        kill(FAKE.pid, SIGKILL);
-        waitpid(FAKE.pid, &status, 0);
-    }
-    FAKE.pid = -1;
-    return 0;
-}
-
 static int start_fake(void **state)
 {
     (void)state;
-    char src[512], script[640];
-    source_dir(src, sizeof(src));
-    snprintf(script, sizeof(script), "%s/tests/fakes/wechat_fake.py", src);
-    snprintf(FAKE.dir, sizeof(FAKE.dir), "/tmp/pgw-wxfake-XXXXXX");
-    if (mkdtemp(FAKE.dir) == NULL)
-        return -1;
-    snprintf(FAKE.port_file, sizeof(FAKE.port_file), "%s/port", FAKE.dir);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        /* Dies with the test, even when the test dies first. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(1);
-        execlp("python3", "python3", script, "--port-file", FAKE.port_file, "--app",
-               APP_MP ":" SECRET_MP, "--app", APP_OA ":" SECRET_OA, (char *)NULL);
-        _exit(127);
-    }
-    FAKE.pid = pid;
-    /* The fake writes its port file atomically once it listens. */
-    for (int i = 0; i < 1000; i++) { /* 10 s at most */
-        FILE *f = fopen(FAKE.port_file, "r");
-        if (f != NULL) {
-            int port = 0;
-            int got = fscanf(f, "%d", &port);
-            fclose(f);
-            if (got == 1 && port > 0 && port < 65536) {
-                FAKE.port = port;
-                snprintf(FAKE.base, sizeof(FAKE.base), "http://127.0.0.1:%d", port);
-                return 0;
-            }
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            FAKE.pid = -1;
-            fprintf(stderr, "the fake WeChat server (%s) exited before listening\n", script);
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    stop_fake();
-    return -1;
+    static const char *const args[] = {"--app", APP_MP ":" SECRET_MP, "--app", APP_OA ":" SECRET_OA,
+                                       NULL};
+    return fake_start(&FAKE, "tests/fakes/wechat_fake.py", args);
 }
 
 static int end_fake(void **state)
 {
     (void)state;
-    stop_fake();
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", FAKE.dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return fake_end(&FAKE);
 }
 
 /* A control call: method, path (with its query), body (stolen; NULL for
  * none). The answer must be HTTP 200 JSON; the caller decrefs it. */
 static json_t *fake_call(const char *method, const char *path, json_t *body)
 {
-    char url[512];
-    snprintf(url, sizeof(url), "%s%s", FAKE.base, path);
-    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    pgw_http_call hc = {.method = method, .url = url, .timeout_ms = 5000};
-    if (text != NULL) {
-        hc.headers[0] = "Content-Type: application/json";
-        hc.body = text;
-        hc.body_len = strlen(text);
-    }
-    pgw_http_answer answer;
-    pgw_err err = {0};
-    int rc = pgw_http_do(&hc, &answer, &err);
-    free(text);
-    if (rc != PGW_OK)
-        fail_msg("fake %s %s: %s", method, path, err.msg);
-    json_t *doc = json_loadb(answer.body, answer.body_len, 0, NULL);
-    long status = answer.status;
-    pgw_http_answer_free(&answer);
-    if (status != 200 || doc == NULL) {
-        json_decref(doc);
-        fail_msg("fake %s %s: HTTP %ld", method, path, status);
-    }
-    return doc;
+    return fake_request(&FAKE, method, path, body);
 }
 
 /* POSTs json_pack(fmt, ...) to a control path and checks it was taken. */
@@ -367,15 +258,13 @@ static void *flight_main(void *arg)
     return NULL;
 }
 
-/* THREADS threads ask at once; all their tokens must be `want` (or, when
- * want is "", one same non-empty token, copied into want). */
-static void fly(pgw_wx_client *c, char want[PGW_WX_TOKEN_MAX + 1])
+/* THREADS threads ask c for a token at once (behind a barrier), results in f. */
+static void take_off(pgw_wx_client *c, flight f[THREADS])
 {
-    static flight f[THREADS];
     pthread_t th[THREADS];
     pthread_barrier_t start;
     assert_int_equal(pthread_barrier_init(&start, NULL, THREADS), 0);
-    memset(f, 0, sizeof(f));
+    memset(f, 0, THREADS * sizeof(*f));
     for (int i = 0; i < THREADS; i++) {
         f[i].client = c;
         f[i].start = &start;
@@ -384,6 +273,14 @@ static void fly(pgw_wx_client *c, char want[PGW_WX_TOKEN_MAX + 1])
     for (int i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
     pthread_barrier_destroy(&start);
+}
+
+/* THREADS threads ask at once; all their tokens must be `want` (or, when
+ * want is "", one same non-empty token, copied into want). */
+static void fly(pgw_wx_client *c, char want[PGW_WX_TOKEN_MAX + 1])
+{
+    static flight f[THREADS];
+    take_off(c, f);
     if (want[0] == '\0')
         snprintf(want, PGW_WX_TOKEN_MAX + 1, "%s", f[0].token);
     assert_true(strlen(want) > 0);
@@ -456,18 +353,7 @@ static void test_failed_fetch_shared(void **state)
     fault(json_pack("{s:s,s:i,s:i,s:i}", "path", TOKEN_PATH, "count", 1, "delay_ms", 400, "errcode",
                     -1));
     static flight f[THREADS];
-    pthread_t th[THREADS];
-    pthread_barrier_t start;
-    assert_int_equal(pthread_barrier_init(&start, NULL, THREADS), 0);
-    memset(f, 0, sizeof(f));
-    for (int i = 0; i < THREADS; i++) {
-        f[i].client = c;
-        f[i].start = &start;
-        assert_int_equal(pthread_create(&th[i], NULL, flight_main, &f[i]), 0);
-    }
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&start);
+    take_off(c, f);
     int failed = 0;
     for (int i = 0; i < THREADS; i++) {
         failed += f[i].rc == PGW_EUNAVAILABLE;
