@@ -533,6 +533,9 @@ static int repair_missing(const pgw_config *cfg, const char *url, FILE *missing,
     const pgw_security_config *sec = &cfg->security;
     pgw_writer_options wo = {.db_url = url, .queue_cap = 16, .batch_max = 16};
     pgw_api_policy(cfg, &wo.policy);
+    /* A repaired event may be weeks old, and its member may have heard of it
+     * at the till: "points arrived" now would mislead. */
+    wo.policy.notify = false;
     pgw_vault *vault = NULL;
     pgw_writer *w = NULL;
     bool warned = false;
