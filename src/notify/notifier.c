@@ -411,6 +411,8 @@ static void deliver(courier *c, pgw_notice *nt)
     }
     if (pgw_store_finish_notice(c->store, n->owner, nt, now_s(), &err) != PGW_OK)
         fprintf(stderr, "pointsgw: notice %lld not recorded: %s\n", (long long)nt->id, err.msg);
+    else if (n->o.changed != NULL)
+        n->o.changed(n->o.changed_ctx, nt);
 }
 
 /* ---- the thread ------------------------------------------------------------------------ */

@@ -28,6 +28,7 @@
 #include "adapters/wechat/client.h"
 #include "config/config.h"
 #include "core/error.h"
+#include "store/store.h"
 #include "util/vault.h"
 
 #include <stdbool.h>
@@ -45,6 +46,9 @@ typedef struct pgw_notifier_options {
     pgw_wx_client *wechat;     /* borrowed; NULL without WeChat */
     bool mp_ready, oa_ready;   /* which WeChat apps the client speaks for */
     const pgw_sms_client *sms; /* borrowed; NULL without SMS */
+    /* Told of every recorded attempt (a courier thread; must not block). */
+    void (*changed)(void *ctx, const pgw_notice *notice);
+    void *changed_ctx;
 } pgw_notifier_options;
 
 typedef struct pgw_notifier_stats {

@@ -44,6 +44,7 @@
 #define BATCH_EVENTS_MAX     1000  /* API.md */
 #define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
 #define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
+#define NEWS_KEPT            4096  /* notice changes waiting for the service thread */
 
 /* A POST /v1/events:batch in progress: its events go to the writer a
  * window at a time (an event's job is ~100 KB), answers kept in order. */
@@ -218,6 +219,13 @@ struct pgw_api {
     pgw_wechat *wechat;
     pgw_sms_client *sms;
     pgw_notifier *notifier;
+    /* Notice state changes for the stream: couriers push, the service
+     * thread drains (bounded: a slow stream drops the oldest news). */
+    pthread_mutex_t news_lock;
+    char *news[NEWS_KEPT];
+    char news_shop[NEWS_KEPT][PGW_ID_MAX + 1];
+    size_t news_head, news_len;
+    uint64_t news_dropped;
     uint8_t session_key[PGW_SESSION_KEY_LEN];
     size_t body_max, inflight_max, inflight;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
@@ -2870,6 +2878,55 @@ static int start_sms(pgw_api *api, pgw_err *err)
     return pgw_sms_client_new(sms, id, secret, NULL, &api->sms, err);
 }
 
+/* A courier recorded an attempt: the stream hears of it (courier thread). */
+static void notice_changed(void *ctx, const pgw_notice *nt)
+{
+    pgw_api *api = ctx;
+    json_t *msg = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:I,s:I}", "type", "notification", "id",
+                            (json_int_t)nt->id, "member_id", nt->member, "kind", nt->kind, "state",
+                            nt->state, "channel", nt->channel, "attempts", (json_int_t)nt->attempts,
+                            "points", (json_int_t)nt->points);
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    if (text == NULL)
+        return; /* the stream is best effort; the notice itself is recorded */
+    pthread_mutex_lock(&api->news_lock);
+    if (api->news_len == NEWS_KEPT) { /* nobody drained: drop the oldest */
+        free(api->news[api->news_head]);
+        api->news_head = (api->news_head + 1) % NEWS_KEPT;
+        api->news_len--;
+        api->news_dropped++;
+    }
+    size_t at = (api->news_head + api->news_len) % NEWS_KEPT;
+    api->news[at] = text;
+    snprintf(api->news_shop[at], sizeof(api->news_shop[at]), "%s", nt->shop);
+    bool first = api->news_len++ == 0;
+    pthread_mutex_unlock(&api->news_lock);
+    if (first)
+        api->notify(NULL, api->notify_ctx);
+}
+
+void pgw_api_drain_news(pgw_api *api, pgw_api_emit emit, void *emit_ctx)
+{
+    for (;;) {
+        pthread_mutex_lock(&api->news_lock);
+        char *text = NULL, shop[PGW_ID_MAX + 1] = "";
+        if (api->news_len > 0) {
+            text = api->news[api->news_head];
+            memcpy(shop, api->news_shop[api->news_head], sizeof(shop));
+            api->news[api->news_head] = NULL;
+            api->news_head = (api->news_head + 1) % NEWS_KEPT;
+            api->news_len--;
+        }
+        pthread_mutex_unlock(&api->news_lock);
+        if (text == NULL)
+            return;
+        if (emit != NULL)
+            emit(emit_ctx, shop, text, strlen(text));
+        free(text);
+    }
+}
+
 /* The outbox's deliverer, when any channel can deliver. */
 static int start_notifier(pgw_api *api, const char *db_url, pgw_err *err)
 {
@@ -2882,7 +2939,9 @@ static int start_notifier(pgw_api *api, const char *db_url, pgw_err *err)
                               .wechat = pgw_wechat_client(api->wechat),
                               .mp_ready = pgw_wechat_mp_ready(api->wechat),
                               .oa_ready = pgw_wechat_oa_ready(api->wechat),
-                              .sms = api->sms};
+                              .sms = api->sms,
+                              .changed = notice_changed,
+                              .changed_ctx = api};
     return pgw_notifier_start(&o, &api->notifier, err);
 }
 
@@ -2904,6 +2963,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     api->notify = opts->notify;
     api->notify_ctx = opts->notify_ctx;
     api->log = opts->log;
+    pthread_mutex_init(&api->news_lock, NULL);
     pgw_ledger_policy policy;
     pgw_api_policy(opts->cfg, &policy);
     size_t queue =
@@ -2968,6 +3028,8 @@ void pgw_api_free(pgw_api *api)
     }
     pgw_wechat_free(api->wechat);
     pgw_sms_client_free(api->sms);
+    pgw_api_drain_news(api, NULL, NULL); /* frees what nobody took */
+    pthread_mutex_destroy(&api->news_lock);
     pgw_auth_free(api->auth);
     pgw_vault_free(api->vault);
     OPENSSL_cleanse(api->session_key, sizeof(api->session_key));

@@ -132,6 +132,10 @@ static void slot_remove(pgw_http *h, size_t i)
 static void notify(pgw_job *job, void *ctx)
 {
     pgw_http *h = ctx;
+    if (job == NULL) { /* only news for the stream (api.h pgw_api_drain_news) */
+        lws_cancel_service(h->ctx);
+        return;
+    }
     pthread_mutex_lock(&h->lock);
     PGW_ASSERT(h->done_count < h->done_cap); /* at most one entry per job in flight */
     h->done[h->done_count++] = job;
@@ -192,6 +196,7 @@ static void drain_done(pgw_http *h)
         q->resp = resp;
         respond(h, wsi, q);
     }
+    pgw_api_drain_news(h->api, emit, h);
     if (h->ring_news && h->ctx != NULL)
         lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
     h->ring_news = false;

@@ -22,6 +22,10 @@ wx = importlib.util.module_from_spec(spec)
 sys.argv = [sys.argv[0], BIN, SRC]
 spec.loader.exec_module(wx)
 check, eventually, purchase, notices = wx.check, wx.eventually, wx.purchase, wx.notices
+spec = importlib.util.spec_from_file_location(
+    "http_api", os.path.join(SRC, "tests/integration/http_api.py"))
+http_api = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(http_api)  # for its WebSocket client
 
 SECRET_ID, SECRET_KEY = "AKIDpgwtest0000000000000000000000000", "pgw-test-sms-secret-key-0000000"
 
@@ -85,6 +89,8 @@ def main():
         # Daytime (no quiet hours): the SMS goes at once.
         day = config(tmp, "day.json", fake.port, {"start": "00:00", "end": "00:00"})
         srv = run(os.path.join(tmp, "day"), day, env)
+        sock, handshake, pending = http_api.ws_open(srv.port, "/v1/stream?shop=S001&key=" + wx.ADMIN)
+        check(" 101 " in handshake, "the stream opens: %s" % handshake)
         status, doc = srv.request("POST", "/v1/events", purchase("SMS-1", "13500135000", 8800),
                                   key=wx.SHOP)
         check(status == 201, "a sale to a phone-only member")
@@ -94,6 +100,11 @@ def main():
         check(len(got) == 1 and got[0]["phone"] == "+8613500135000" and
               got[0]["template_id"] == "1000001" and got[0]["params"] == [str(points), str(balance)],
               "one SMS with the points and the balance: %s" % got)
+        news = [m for m in http_api.ws_messages(sock, pending, 1.0) if m["type"] == "notification"]
+        sock.close()
+        check(len(news) == 1 and news[0]["state"] == "sent" and news[0]["channel"] == "sms" and
+              news[0]["member_id"] == member and news[0]["points"] == points,
+              "the stream tells of the notice sent: %s" % news)
         check(listed and listed[0]["channel"] == "sms" and
               got and got[0]["out_id"] == "pgw-notice-%d" % listed[0]["id"],
               "the notice id is Tencent's SessionContext: %s" % listed[:1])
