@@ -229,7 +229,8 @@ static attempt send_mp(courier *c, pgw_notice *nt, const reach_info *r, int kind
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
     local_time(n, nt->about_at, when);
-    pgw_wx_keyword kw[] = {{"thing1", n->o.cfg->mall_name},
+    bool tier = nt->detail[0] != '\0'; /* tier_changed: the tier's name instead */
+    pgw_wx_keyword kw[] = {{"thing1", tier ? nt->detail : n->o.cfg->mall_name},
                            {"number2", points},
                            {"number3", balance},
                            {"time4", when}};
@@ -265,7 +266,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     snprintf(msg_id, sizeof(msg_id), "pgw-notice-%lld", (long long)nt->id);
     local_time(n, nt->about_at, when);
     pgw_wx_keyword kw[] = {{"first", KIND_TITLES[kind]},
-                           {"keyword1", points},
+                           {"keyword1", nt->detail[0] ? nt->detail : points},
                            {"keyword2", balance},
                            {"keyword3", when},
                            {"remark", n->o.cfg->mall_name}};
@@ -319,6 +320,8 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     local_time(n, nt->about_at, day);
     day[10] = '\0'; /* "2026-12-31": the date a reminder speaks of */
     pgw_sms_param params[] = {{"points", points}, {"balance", balance}, {"date", day}};
+    if (nt->detail[0] != '\0') /* tier_changed: the tier's name, then the balance */
+        params[0] = (pgw_sms_param){"tier", nt->detail};
     pgw_sms_message msg = {.phone = phone,
                            .template_id = r->sms_template,
                            .params = params,

@@ -890,6 +890,14 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK)
             rc = earn_lines(store, policy, cmd, known);
     }
+    if (rc == PGW_OK && policy->rules->n_tiers > 0) { /* spend moved: maybe the tier too */
+        int64_t spend = ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen
+                        : ev->type == PGW_EVENT_REFUND ? -ev->amount_fen
+                                                       : 0;
+        int32_t before = pgw_rules_tier_for_spend(policy->rules, a->spend_12m_fen);
+        int32_t after = pgw_rules_tier_for_spend(policy->rules, a->spend_12m_fen + spend);
+        cmd->new_tier = after != before ? after : -1;
+    }
     if (rc == PGW_OK)
         rc = record_activity(store, cmd, &days, a);
     return rc == PGW_OK ? record_event(store, cmd) : rc;
@@ -1297,6 +1305,7 @@ static void reset_output(pgw_command *cmd)
     memset(&cmd->record, 0, sizeof(cmd->record));
     memset(&cmd->figures, 0, sizeof(cmd->figures));
     cmd->merged_from[0] = '\0';
+    cmd->new_tier = -1;
     if (cmd->kind != PGW_COMMAND_TRANSFERS)
         cmd->n_transfers = 0;
 }
@@ -1306,8 +1315,15 @@ static void reset_output(pgw_command *cmd)
  * earned, "points reversed" for a refund, "redemption" for points spent. */
 static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
-    if (!policy->notify || cmd->points_moved <= 0 || cmd->member[0] == '\0')
+    if (!policy->notify || cmd->member[0] == '\0')
         return PGW_OK;
+    int rc = PGW_OK;
+    if (cmd->new_tier >= 0) /* "you are now Gold": the tier's name goes with it */
+        rc = pgw_store_enqueue_notice(store, cmd->member, "tier_changed", 0, cmd->figures.balance,
+                                      cmd->shop, policy->rules->tiers[cmd->new_tier].name,
+                                      now_us() / 1000000, 0, &cmd->err);
+    if (rc != PGW_OK || cmd->points_moved <= 0)
+        return rc;
     const char *kind = NULL;
     bool purchase = cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL &&
                     cmd->event->type == PGW_EVENT_PURCHASE;
@@ -1322,7 +1338,7 @@ static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (kind == NULL)
         return PGW_OK;
     return pgw_store_enqueue_notice(store, cmd->member, kind, cmd->points_moved,
-                                    cmd->figures.balance, cmd->shop, now_us() / 1000000,
+                                    cmd->figures.balance, cmd->shop, "", now_us() / 1000000,
                                     purchase ? policy->notify_coalesce_s : 0, &cmd->err);
 }
 

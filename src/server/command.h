@@ -224,6 +224,7 @@ struct pgw_command {
     pgw_identity_key identities[PGW_IDENTITIES_SHOWN];
     bool follows;           /* READ_MEMBER: follows the official account */
     int64_t quota;          /* SUBSCRIBE: the template's quota after */
+    int32_t new_tier;       /* EVENT: the tier a purchase or refund moved the member to, -1 none */
     size_t n_subscriptions; /* READ_MEMBER */
     pgw_subscription subscriptions[PGW_TEMPLATES_SHOWN];
     /* READ_HISTORY, and READ_MEMBER when page_cap > 0 (the newest):

@@ -306,8 +306,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                            " ORDER BY id DESC LIMIT 1)",
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
-                         " provider_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7,"
-                         " 'pending', '', 0, 0, '', '', ?6)",
+                         " provider_id, updated_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6,"
+                         " ?7, 'pending', '', 0, 0, '', '', ?6, ?8)",
     [ST_MERGE_NOTICES] = "UPDATE notices SET member = ?2 WHERE member = ?1",
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
@@ -620,6 +620,7 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  points INTEGER NOT NULL,"
     "  balance INTEGER NOT NULL,"
     "  shop TEXT NOT NULL,"
+    "  detail TEXT NOT NULL DEFAULT '',"
     "  created_at INTEGER NOT NULL,"
     "  about_at INTEGER NOT NULL,"
     "  due_at INTEGER NOT NULL,"
@@ -2222,8 +2223,8 @@ int pgw_store_relax_sync(pgw_store *s, pgw_err *err)
 }
 
 int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind, int64_t points,
-                             int64_t balance, const char *shop, int64_t now, int64_t coalesce_s,
-                             pgw_err *err)
+                             int64_t balance, const char *shop, const char *detail, int64_t now,
+                             int64_t coalesce_s, pgw_err *err)
 {
     int rc = PGW_OK;
     if (coalesce_s > 0) {
@@ -2247,6 +2248,7 @@ int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind,
     sqlite3_bind_text(st, 5, shop, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, now);
     sqlite3_bind_int64(st, 7, now + (coalesce_s > 0 ? coalesce_s : 0));
+    sqlite3_bind_text(st, 8, detail, -1, SQLITE_STATIC);
     rc = step_done(s, st, "queueing a notice", err);
     sqlite3_clear_bindings(st);
     return rc;
@@ -2254,7 +2256,7 @@ int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind,
 
 #define NOTICE_COLUMNS                                                                             \
     "id, member, kind, points, balance, shop, created_at, due_at, state, channel, excluded,"       \
-    " attempts, last_error, provider_id, updated_at, about_at"
+    " attempts, last_error, provider_id, updated_at, about_at, detail"
 
 static bool notice_row(sqlite3_stmt *st, void *item)
 {
@@ -2269,6 +2271,7 @@ static bool notice_row(sqlite3_stmt *st, void *item)
     n->updated_at = sqlite3_column_int64(st, 14);
     n->about_at = sqlite3_column_int64(st, 15);
     return column_text(st, 1, n->member, sizeof(n->member)) &&
+           column_text(st, 16, n->detail, sizeof(n->detail)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
            column_text(st, 5, n->shop, sizeof(n->shop)) &&
            column_text(st, 8, n->state, sizeof(n->state)) &&

@@ -420,6 +420,7 @@ typedef struct pgw_notice {
     char kind[PGW_NOTICE_KIND_MAX + 1]; /* config.h pgw_notice_kind names: "points_arrived" ... */
     int64_t points, balance;
     char shop[PGW_ID_MAX + 1];
+    char detail[PGW_ID_MAX + 1]; /* tier_changed: the new tier's name; "" otherwise */
     int64_t created_at, due_at, updated_at;
     int64_t about_at; /* what it is about happened (or, expiring: will) then */
     char state[16];   /* pending, sending, sent, dead, skipped */
@@ -438,8 +439,8 @@ typedef struct pgw_notice {
  * one is due at now + coalesce_s.
  */
 int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
-                             int64_t balance, const char *shop, int64_t now, int64_t coalesce_s,
-                             pgw_err *err);
+                             int64_t balance, const char *shop, const char *detail, int64_t now,
+                             int64_t coalesce_s, pgw_err *err);
 /* For the notifier's own connection: commits without waiting for the disk
  * (synchronous=NORMAL). Its writes are delivery state, not the ledger: a
  * power cut can lose the last few, which costs a notice sent again (the

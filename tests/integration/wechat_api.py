@@ -494,6 +494,24 @@ def notifications(srv, fake, oa_member):
     status, me = srv.request("GET", "/v1/me", session=session, key=None)
     check(me["subscriptions"].get(tpl) == 0, "the quota unit was used")
 
+    # A purchase that lifts the member to gold: a tier_changed notice with
+    # the tier's name, through its own template.
+    tier_tpl = "mp-tpl-tier-changed"
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tier_tpl, "accepted": 1},
+                session=session)
+    fake.control("POST", "/_fake/subscribe_quota",
+                 {"appid": MP_APPID, "openid": "oMP-N", "template_id": tier_tpl, "count": 1})
+    status, doc = srv.request("POST", "/v1/events", purchase("N-GOLD", "13700137000", 500000),
+                              key=SHOP)
+    got = eventually(lambda: [d for d in delivered(fake, "oMP-N") if d["template_id"] == tier_tpl],
+                     lambda d: len(d) >= 1)
+    check(len(got) == 1 and got[0]["data"]["thing1"]["value"] == "gold" and
+          got[0]["data"]["number3"]["value"] == str(doc["balance"]),
+          "a tier change is told with the new tier: %s" % got)
+    listed = eventually(lambda: notices(srv, member),
+                        lambda l: any(x["kind"] == "tier_changed" for x in l))
+    check(sum(1 for x in listed if x["kind"] == "tier_changed") == 1, "one tier notice")
+
     # No quota, not following, no SMS: the next notice reaches nobody.
     srv.request("POST", "/v1/events", purchase("N-5", "13700137000", 2000), key=SHOP)
     listed = eventually(lambda: notices(srv, member), lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))

@@ -30,7 +30,7 @@ static void enqueue(pgw_store *s, const char *member, int64_t points, int64_t ba
     pgw_err err;
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
     assert_int_equal(pgw_store_enqueue_notice(s, member, "points_arrived", points, balance, "S001",
-                                              now, window, &err),
+                                              "", now, window, &err),
                      PGW_OK);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
 }
