@@ -196,7 +196,8 @@ static void drain_done(pgw_http *h)
         q->resp = resp;
         respond(h, wsi, q);
     }
-    pgw_api_drain_news(h->api, emit, h);
+    if (h->api != NULL) /* NULL when the server failed to start */
+        pgw_api_drain_news(h->api, emit, h);
     if (h->ring_news && h->ctx != NULL)
         lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
     h->ring_news = false;
