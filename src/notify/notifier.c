@@ -49,9 +49,9 @@ typedef struct courier {
 
 struct pgw_notifier {
     pgw_notifier_options o;
-    /* Whose claims are ours: the host's name. A restart on this host takes
-     * back what it held when it died; another host's claims wait for
-     * their lease. */
+    /* Whose claims are ours: host, process and a random part, unique to
+     * this run. What a run held when it died comes back when its lease
+     * (renewed before each notice) runs out. */
     char owner[PGW_OWNER_MAX + 1];
     courier couriers[PGW_NOTIFY_THREADS];
     /* Per-number frequency: an SMS the provider would refuse (30 s, per
@@ -242,10 +242,11 @@ static attempt send_mp(courier *c, pgw_notice *nt, const reach_info *r, int kind
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
     int64_t quota = 0;
     pgw_err ignored;
-    /* WeChat answered that it did not send, and not for want of quota
-     * (43101): the unit is the member's again. No answer (a timeout) may
-     * have been a send: the unit stays used. */
-    if (a != SENT && rc != PGW_ESTATE && reply.errcode != 0 &&
+    /* Not sent (refused before the call, or WeChat answered so), and not
+     * for want of quota (43101): the unit is the member's again. No answer
+     * (a timeout) may have been a send: the unit stays used. */
+    bool unknown = rc == PGW_EUNAVAILABLE && reply.errcode == 0; /* no answer: maybe sent */
+    if (a != SENT && rc != PGW_ESTATE && !unknown &&
         pgw_store_add_quota(c->store, nt->member, r->mp_template, 1, &quota, &ignored) != PGW_OK)
         fprintf(stderr, "pointsgw: warning: quota not given back: %s\n", ignored.msg);
     if (rc == PGW_OK)
@@ -307,10 +308,13 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
         return NEXT;
     }
     int64_t retry_at = 0;
-    if (pgw_sms_limiter_take(n->limiter, phone, now, &retry_at, &err) != PGW_OK) {
+    int limited = pgw_sms_limiter_peek(n->limiter, phone, now, &retry_at, &err);
+    if (limited != PGW_OK) {
         OPENSSL_cleanse(phone, sizeof(phone));
-        nt->due_at = retry_at > now ? retry_at : now + 1;
         set_error(nt, "sms", err.msg);
+        if (limited != PGW_ERISK)
+            return GIVE_UP; /* not a number the limiter (or a provider) takes */
+        nt->due_at = retry_at > now ? retry_at : now + 1;
         return DEFER; /* the number's frequency limit: later, not an attempt */
     }
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
@@ -329,6 +333,11 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
                            .out_id = out_id};
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
+    pgw_err counted;
+    /* Only a request that left uses a slot of the number's frequency. */
+    if (res.attempted &&
+        pgw_sms_limiter_take(n->limiter, phone, now, &retry_at, &counted) != PGW_OK)
+        fprintf(stderr, "pointsgw: warning: SMS frequency not counted: %s\n", counted.msg);
     OPENSSL_cleanse(phone, sizeof(phone));
     if (rc == PGW_OK) {
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%.64s", res.message_id);
@@ -478,8 +487,15 @@ static void *courier_main(void *arg)
         if (pgw_store_claim_notices(c->store, n->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
                                     &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
-        for (size_t i = 0; i < got && !stopping(n); i++)
-            deliver(c, &batch[i]); /* what is left in hand is released at stop */
+        for (size_t i = 0; i < got && !stopping(n); i++) {
+            /* Still ours? A slow batch may have outlived its lease. */
+            if (pgw_store_renew_claim(c->store, n->owner, batch[i].id, now_s(), &err) == PGW_OK)
+                deliver(c, &batch[i]); /* what is left in hand is released at stop */
+        }
+        int64_t lapsed = 0;
+        if (first && /* an instance that died: its claims come back after their lease */
+            pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) != PGW_OK)
+            fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
         int64_t depth = 0;
         if (first && pgw_store_outbox_depth(c->store, &depth, &err) == PGW_OK) {
             pthread_mutex_lock(&n->lock);
@@ -504,7 +520,7 @@ static int open_couriers(pgw_notifier *n, pgw_err *err)
     }
     int64_t unclaimed = 0;
     if (rc == PGW_OK) /* a crash left these in hand: send them again */
-        rc = pgw_store_unclaim_notices(n->couriers[0].store, n->owner, now_s(), &unclaimed, err);
+        rc = pgw_store_unclaim_notices(n->couriers[0].store, NULL, now_s(), &unclaimed, err);
     for (size_t i = 0; rc == PGW_OK && i < PGW_NOTIFY_THREADS; i++) {
         courier *c = &n->couriers[i];
         if (pthread_create(&c->thread, NULL, courier_main, c) != 0)
@@ -527,8 +543,13 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a clock step must not stall delivery */
     pthread_cond_init(&n->wake, &attr);
     pthread_condattr_destroy(&attr);
-    if (gethostname(n->owner, sizeof(n->owner) - 1) != 0 || n->owner[0] == '\0')
-        snprintf(n->owner, sizeof(n->owner), "localhost");
+    char host[32] = "";
+    uint32_t nonce = 0;
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "localhost");
+    if (RAND_bytes((unsigned char *)&nonce, sizeof(nonce)) != 1)
+        nonce = (uint32_t)time(NULL);
+    snprintf(n->owner, sizeof(n->owner), "%.31s:%ld:%08x", host, (long)getpid(), nonce);
     pgw_sms_limits limits;
     int rc =
         opts->sms == NULL ? PGW_OK : pgw_sms_limits_default(opts->cfg->sms.provider, &limits, err);

@@ -7,6 +7,8 @@
  */
 #include "http.h"
 
+#include <stdatomic.h>
+
 #include "core/assertions.h"
 #include "server/api.h"
 
@@ -56,6 +58,9 @@ typedef struct slot {
 
 struct pgw_http {
     struct lws_context *ctx;
+    /* Set once ctx exists: the notifier starts with the API, before the
+     * context, and its news must not wake a context that is not there. */
+    atomic_bool live;
     struct lws_vhost *vhost;
     struct lws_protocols protocols[3]; /* http, the stream, the terminator */
     struct lws_protocol_vhost_options stream_default, stream_pvo;
@@ -132,8 +137,9 @@ static void slot_remove(pgw_http *h, size_t i)
 static void notify(pgw_job *job, void *ctx)
 {
     pgw_http *h = ctx;
-    if (job == NULL) { /* only news for the stream (api.h pgw_api_drain_news) */
-        lws_cancel_service(h->ctx);
+    if (job == NULL) {             /* only news for the stream (api.h pgw_api_drain_news) */
+        if (atomic_load(&h->live)) /* else the first drain will find it */
+            lws_cancel_service(h->ctx);
         return;
     }
     pthread_mutex_lock(&h->lock);
@@ -575,6 +581,7 @@ static int start_lws(pgw_http *h, pgw_err *err)
     if (port <= 0)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d", h->iface, h->port);
     h->port = port;
+    atomic_store(&h->live, true);
     return PGW_OK;
 }
 

@@ -2346,9 +2346,13 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
 {
     sqlite3_stmt *st = NULL;
     int rc = prepare(s,
-                     "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
-                     " lease_until = 0 WHERE state = 'sending' AND (lease_until < ?1"
-                     " OR claimed_by = ?2)",
+                     owner == NULL
+                         ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
+                           " lease_until = 0 WHERE state = 'sending' AND lease_until < ?1"
+                           " AND ?2 = ''"
+                         : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
+                           " lease_until = 0, attempts = max(attempts - 1, 0)"
+                           " WHERE state = 'sending' AND claimed_by = ?2",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
@@ -2356,6 +2360,26 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     sqlite3_bind_text(st, 2, owner ? owner : "", -1, SQLITE_STATIC);
     rc = step_done(s, st, "unclaiming notices", err);
     *n = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t now, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET lease_until = ?3 + ?4 WHERE id = ?1 AND state = 'sending'"
+                     " AND claimed_by = ?2",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    sqlite3_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
+    rc = step_done(s, st, "renewing a claim", err);
+    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)id);
     sqlite3_finalize(st);
     return rc;
 }

@@ -447,7 +447,7 @@ int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *k
  * provider's de-dup key still holds) or a quota unit given back, never a
  * notice (those are written, and synced, by the writer). */
 int pgw_store_relax_sync(pgw_store *store, pgw_err *err);
-#define PGW_NOTICE_LEASE_S 120 /* a claim outlives any attempt (2.5 s calls, a few hops) */
+#define PGW_NOTICE_LEASE_S 30 /* renewed before each notice: one attempt takes seconds */
 
 /* Claims up to cap notices due at `now` for `owner` (a notifier instance's
  * id): pending -> sending, attempts + 1, leased for PGW_NOTICE_LEASE_S. */
@@ -458,8 +458,13 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * when its lease ran out and another instance took it. */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
-/* Claims whose lease ran out (an instance that died), and owner's own
- * (NULL: none), go back to pending (*n of them). */
+/* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it
+ * is no longer owner's (its lease ran out and another instance took it). */
+int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
+                          pgw_err *err);
+/* owner NULL: claims whose lease ran out (an instance that died) go back
+ * to pending, their attempt counted. Otherwise owner's own claims (a
+ * stop), their attempt not counted: they were not tried. *n of them. */
 int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, int64_t *n,
                               pgw_err *err);
 /* A member's notices, newest first (up to cap). */

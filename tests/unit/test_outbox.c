@@ -79,21 +79,28 @@ static void test_crash_and_retry(void **state)
     assert_int_equal(claim(s, 1000, got), 1);
     int64_t n = 0;
     /* Another instance starting takes nothing that is still leased... */
-    assert_int_equal(pgw_store_unclaim_notices(s, "B", 1001, &n, &err), PGW_OK);
+    assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1001, &n, &err), PGW_OK);
     assert_int_equal(n, 0);
+    assert_int_equal(pgw_store_renew_claim(s, "B", got[0].id, 1001, &err), PGW_ESTATE);
     /* ...and may not record an attempt on a claim that is not its own. */
     snprintf(got[0].state, sizeof(got[0].state), "sent");
     assert_int_equal(pgw_store_finish_notice(s, "B", &got[0], 1001, &err), PGW_ESTATE);
-    /* The claimer restarting after a crash takes its own back at once. */
+    /* The claimer stopping gives back what it did not try, attempt uncounted. */
     assert_int_equal(pgw_store_unclaim_notices(s, "A", 1001, &n, &err), PGW_OK);
     assert_int_equal(n, 1);
-    assert_int_equal(claim(s, 1001, got), 1); /* sent again after the "crash" */
-    assert_int_equal(got[0].attempts, 2);
-    /* A claim whose lease ran out is anyone's. */
-    assert_int_equal(pgw_store_unclaim_notices(s, "B", 1001 + PGW_NOTICE_LEASE_S + 1, &n, &err),
+    assert_int_equal(claim(s, 1001, got), 1);
+    assert_int_equal(got[0].attempts, 1);
+    /* A renewed claim lives on; one whose lease ran out (its claimer died)
+     * is anyone's, the attempt counted. */
+    assert_int_equal(pgw_store_renew_claim(s, "A", got[0].id, 1020, &err), PGW_OK);
+    assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1020 + PGW_NOTICE_LEASE_S - 1, &n, &err),
+                     PGW_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1020 + PGW_NOTICE_LEASE_S + 1, &n, &err),
                      PGW_OK);
     assert_int_equal(n, 1);
     assert_int_equal(claim(s, 1200, got), 1);
+    assert_int_equal(got[0].attempts, 2);
     assert_int_equal(pgw_store_retry_notice(s, got[0].id, 1002, &err), PGW_ESTATE);
     snprintf(got[0].state, sizeof(got[0].state), "dead");
     snprintf(got[0].last_error, sizeof(got[0].last_error), "wechat_oa: errcode -1");
