@@ -158,19 +158,6 @@ static int has_quota(courier *c, const char *member, const char *tpl, bool *yes,
     return rc;
 }
 
-/* The member a notice names may have been merged since it was queued. */
-static int follow_merges(courier *c, pgw_notice *nt, pgw_err *err)
-{
-    char into[PGW_ID_MAX + 1];
-    for (int hop = 0; hop < 8; hop++) {
-        int rc = pgw_store_merged_into(c->store, nt->member, into, err);
-        if (rc != PGW_OK || into[0] == '\0')
-            return rc;
-        memcpy(nt->member, into, sizeof(nt->member));
-    }
-    return pgw_err_set(err, PGW_EIO, "member %s: merges loop", nt->member);
-}
-
 static int member_reach(courier *c, const pgw_notice *notice, int kind, reach_info *r, pgw_err *err)
 {
     pgw_notifier *n = c->n;
@@ -387,7 +374,7 @@ static void deliver(courier *c, pgw_notice *nt)
     nt->provider_id[0] = '\0';
     bool failed = false; /* a channel gave up (dead), not only refused this member (skipped) */
     int rc = kind < 0 ? pgw_err_set(&err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
-                      : follow_merges(c, nt, &err);
+                      : pgw_store_survivor(c->store, nt->member, NULL, &err); /* merged since? */
     if (rc == PGW_OK)
         rc = member_reach(c, nt, kind, &r, &err);
     if (rc != PGW_OK) {

@@ -17,9 +17,8 @@
 #include <string.h>
 #include <time.h>
 
-#define LOT_PAGE       64 /* lots or portions read at a time */
-#define MERGE_HOPS_MAX 16 /* a chain of merges longer than this is a bug, not data */
-#define HOLD_PAGE      16 /* due holds released at a time */
+#define LOT_PAGE  64 /* lots or portions read at a time */
+#define HOLD_PAGE 16 /* due holds released at a time */
 
 static int64_t now_us(void)
 {
@@ -714,23 +713,6 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
 }
 
-/* Replaces `member` by the member it was merged into, hop by hop; the
- * first id is kept in `first` (when not NULL and still empty). */
-static int follow_to_survivor(pgw_store *store, char member[PGW_ID_MAX + 1],
-                              char first[PGW_ID_MAX + 1], pgw_err *err)
-{
-    char into[PGW_ID_MAX + 1];
-    for (int hop = 0; hop < MERGE_HOPS_MAX; hop++) {
-        int rc = pgw_store_merged_into(store, member, into, err);
-        if (rc != PGW_OK || into[0] == '\0')
-            return rc;
-        if (first != NULL && first[0] == '\0')
-            memcpy(first, member, PGW_ID_MAX + 1);
-        memcpy(member, into, PGW_ID_MAX + 1);
-    }
-    return pgw_err_set(err, PGW_EIO, "member %s: merges loop", member);
-}
-
 /*
  * The referrer of a referral event: found by member id or identity
  * (following merges), never the referee itself, under any identity.
@@ -751,7 +733,7 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
                                pgw_identity_kind_name(cmd->referrer_key.kind));
     }
     if (rc == PGW_OK)
-        rc = follow_to_survivor(store, cmd->referrer, NULL, &cmd->err);
+        rc = pgw_store_survivor(store, cmd->referrer, NULL, &cmd->err);
     pgw_member_figures f;
     if (rc == PGW_OK)
         rc = pgw_store_member_figures(store, cmd->referrer, cmd->at, &found, &f, &cmd->err);
@@ -968,7 +950,7 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
 /* A merged member's id keeps working: the command's member becomes the survivor. */
 static int follow_merges(pgw_store *store, pgw_command *cmd)
 {
-    return follow_to_survivor(store, cmd->member, cmd->merged_from, &cmd->err);
+    return pgw_store_survivor(store, cmd->member, cmd->merged_from, &cmd->err);
 }
 
 /* Flags and streak of two members as one: bonuses given to either were given. */

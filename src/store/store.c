@@ -1830,6 +1830,21 @@ int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX
     return rc;
 }
 
+int pgw_store_survivor(pgw_store *s, char member[PGW_ID_MAX + 1], char first[PGW_ID_MAX + 1],
+                       pgw_err *err)
+{
+    char into[PGW_ID_MAX + 1];
+    for (int hop = 0; hop < PGW_MERGE_HOPS_MAX; hop++) {
+        int rc = pgw_store_merged_into(s, member, into, err);
+        if (rc != PGW_OK || into[0] == '\0')
+            return rc;
+        if (first != NULL && first[0] == '\0')
+            memcpy(first, member, PGW_ID_MAX + 1);
+        memcpy(member, into, PGW_ID_MAX + 1);
+    }
+    return pgw_err_set(err, PGW_EIO, "member %s: merges loop", member);
+}
+
 int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_err *err)
 {
     PGW_ASSERT(strcmp(from, into) != 0);

@@ -333,6 +333,12 @@ int pgw_store_member_identities(pgw_store *store, const char *member, pgw_identi
 /* The member `member` was merged into ("" when none, or unknown). */
 int pgw_store_merged_into(pgw_store *store, const char *member, char into[PGW_ID_MAX + 1],
                           pgw_err *err);
+/* Replaces `member` by the member it was merged into, hop by hop (at most
+ * PGW_MERGE_HOPS_MAX: a longer chain is a bug, PGW_EIO); the first id is
+ * kept in `first` when it is not NULL and still empty. */
+#define PGW_MERGE_HOPS_MAX 16
+int pgw_store_survivor(pgw_store *store, char member[PGW_ID_MAX + 1], char first[PGW_ID_MAX + 1],
+                       pgw_err *err);
 /*
  * Moves everything `from` has to `into`: lots (with their expiry), holds,
  * earns (so refunds find their buyer), identities, activity days; marks
