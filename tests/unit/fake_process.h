@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,18 @@ static inline json_t *fake_request(const fake_process *f, const char *method, co
         fail_msg("fake %s %s: HTTP %ld", method, path, status);
     }
     return doc;
+}
+
+/* POSTs json_pack(fmt, ...) to a control path and checks it was taken. */
+static inline void fake_control(const fake_process *f, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *body = json_vpack_ex(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (body == NULL)
+        fail_msg("fake %s: the test's body does not pack", path);
+    json_decref(fake_request(f, "POST", path, body));
 }
 
 #endif

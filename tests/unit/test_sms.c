@@ -72,16 +72,6 @@ static json_t *fake_call(const char *method, const char *path, json_t *body)
     return fake_request(&FAKE, method, path, body);
 }
 
-static void ctl(const char *path, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    json_t *body = json_vpack_ex(NULL, 0, fmt, ap);
-    va_end(ap);
-    assert_non_null(body);
-    json_decref(fake_call("POST", path, body));
-}
-
 static int reset_fake(void **state)
 {
     (void)state;
@@ -358,9 +348,9 @@ static void test_nonce_reused(void **state)
 static void test_per_number_failures(void **state)
 {
     (void)state;
-    ctl("/_fake/numbers", "{s:s,s:s}", "phone", PHONE_BAD, "state", "invalid");
-    ctl("/_fake/numbers", "{s:s,s:s}", "phone", PHONE_LIM, "state", "limited");
-    ctl("/_fake/numbers", "{s:s,s:s}", "phone", PHONE_BL, "state", "blacklisted");
+    fake_control(&FAKE, "/_fake/numbers", "{s:s,s:s}", "phone", PHONE_BAD, "state", "invalid");
+    fake_control(&FAKE, "/_fake/numbers", "{s:s,s:s}", "phone", PHONE_LIM, "state", "limited");
+    fake_control(&FAKE, "/_fake/numbers", "{s:s,s:s}", "phone", PHONE_BL, "state", "blacklisted");
     pgw_sms_result r;
     pgw_sms_client *c = tencent();
     send_expect(c, message_to(c, PHONE_BAD, NULL), false, PGW_SMS_GIVE_UP, PGW_EINVAL,
@@ -377,8 +367,8 @@ static void test_per_number_failures(void **state)
     send_expect(c, message_to(c, PHONE, "n-7"), false, PGW_SMS_RATE_LIMITED, PGW_ERISK,
                 "LimitExceeded.PhoneNumberThirtySecondLimit", &r);
     /* A template not approved is a per-number status too. */
-    ctl("/_fake/templates", "{s:s,s:s,s:s}", "provider", "tencent", "template_id", "7654321",
-        "state", "unapproved");
+    fake_control(&FAKE, "/_fake/templates", "{s:s,s:s,s:s}", "provider", "tencent", "template_id",
+                 "7654321", "state", "unapproved");
     pgw_sms_message m = message_to(c, PHONE_2, NULL);
     m.template_id = "7654321";
     send_expect(c, m, false, PGW_SMS_GIVE_UP, PGW_EINVAL,
@@ -401,8 +391,8 @@ static void test_per_number_failures(void **state)
     assert_int_equal(r.http_status, 200);
     send_expect(c, message_to(c, PHONE_LIM, NULL), true, PGW_SMS_RATE_LIMITED, PGW_ERISK,
                 "isv.BUSINESS_LIMIT_CONTROL", &r);
-    ctl("/_fake/templates", "{s:s,s:s,s:s}", "provider", "aliyun", "template_id", "SMS_1", "state",
-        "unapproved");
+    fake_control(&FAKE, "/_fake/templates", "{s:s,s:s,s:s}", "provider", "aliyun", "template_id",
+                 "SMS_1", "state", "unapproved");
     m = message_to(c, PHONE, NULL);
     m.template_id = "SMS_1";
     send_expect(c, m, false, PGW_SMS_GIVE_UP, PGW_EINVAL, "isv.SMS_TEMPLATE_ILLEGAL", &r);

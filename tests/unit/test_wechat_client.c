@@ -94,18 +94,6 @@ static json_t *fake_call(const char *method, const char *path, json_t *body)
     return fake_request(&FAKE, method, path, body);
 }
 
-/* POSTs json_pack(fmt, ...) to a control path and checks it was taken. */
-static void ctl(const char *path, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    json_t *body = json_vpack_ex(NULL, 0, fmt, ap);
-    va_end(ap);
-    assert_non_null(body);
-    json_t *doc = fake_call("POST", path, body);
-    json_decref(doc);
-}
-
 static void fault(json_t *spec)
 {
     assert_non_null(spec);
@@ -189,8 +177,8 @@ static pgw_wx_client_stats stats_of(pgw_wx_client *c)
 
 static void add_quota(const char *openid, int n)
 {
-    ctl("/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", APP_MP, "openid", openid,
-        "template_id", TEMPLATE_ID, "count", n);
+    fake_control(&FAKE, "/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", APP_MP, "openid",
+                 openid, "template_id", TEMPLATE_ID, "count", n);
 }
 
 static long quota_left(const char *openid)
@@ -383,7 +371,8 @@ static void expect_retried_send(pgw_wx_client *c, long errcode, size_t round)
     pgw_err err = {0};
     assert_int_equal(pgw_wx_access_token(c, APP_MP, old, &err), PGW_OK);
     pgw_wx_client_stats before = stats_of(c);
-    ctl("/_fake/expire_tokens", "{s:s,s:i}", "appid", APP_MP, "errcode", (int)errcode);
+    fake_control(&FAKE, "/_fake/expire_tokens", "{s:s,s:i}", "appid", APP_MP, "errcode",
+                 (int)errcode);
 
     int64_t msgid = 0;
     pgw_wx_reply reply;
@@ -595,7 +584,8 @@ static void test_template(void **state)
 {
     (void)state;
     pgw_wx_client *c = new_client(NULL);
-    ctl("/_fake/followers", "{s:s,s:s,s:b}", "appid", APP_OA, "openid", OA_OPENID, "following", 1);
+    fake_control(&FAKE, "/_fake/followers", "{s:s,s:s,s:b}", "appid", APP_OA, "openid", OA_OPENID,
+                 "following", 1);
     const pgw_wx_keyword kw[] = {{"first", "您的积分有变动"},
                                  {"keyword1", "+120"},
                                  {"thing3", "滨江店消费"},
@@ -671,10 +661,10 @@ static void test_login_and_phone(void **state)
 {
     (void)state;
     pgw_wx_client *c = new_client(NULL);
-    ctl("/_fake/login_codes", "{s:s,s:s,s:s,s:s}", "appid", APP_MP, "code", "code-A1", "openid",
-        "oMP_user_0001", "unionid", "oUN_union_0001");
-    ctl("/_fake/login_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "code-B2", "openid",
-        "oMP_user_0002");
+    fake_control(&FAKE, "/_fake/login_codes", "{s:s,s:s,s:s,s:s}", "appid", APP_MP, "code",
+                 "code-A1", "openid", "oMP_user_0001", "unionid", "oUN_union_0001");
+    fake_control(&FAKE, "/_fake/login_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "code-B2",
+                 "openid", "oMP_user_0002");
     pgw_mp_identity who;
     pgw_wx_reply reply;
     pgw_err err = {0};
@@ -707,12 +697,12 @@ static void test_login_and_phone(void **state)
     json_decref(doc);
     assert_int_equal(stable_calls(APP_MP), 0); /* login needs no access token */
 
-    ctl("/_fake/phone_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "ph-cn-1", "phone",
-        "13800138000");
-    ctl("/_fake/phone_codes", "{s:s,s:s,s:s,s:i}", "appid", APP_MP, "code", "ph-us-1", "phone",
-        "4155550100", "country_code", 1);
-    ctl("/_fake/phone_codes", "{s:s,s:s,s:s,s:b}", "appid", APP_MP, "code", "ph-cn-2", "phone",
-        "13900139000", "country_code_as_string", 1);
+    fake_control(&FAKE, "/_fake/phone_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "ph-cn-1",
+                 "phone", "13800138000");
+    fake_control(&FAKE, "/_fake/phone_codes", "{s:s,s:s,s:s,s:i}", "appid", APP_MP, "code",
+                 "ph-us-1", "phone", "4155550100", "country_code", 1);
+    fake_control(&FAKE, "/_fake/phone_codes", "{s:s,s:s,s:s,s:b}", "appid", APP_MP, "code",
+                 "ph-cn-2", "phone", "13900139000", "country_code_as_string", 1);
     char phone[32];
     assert_int_equal(pgw_mp_phone(c, APP_MP, "ph-cn-1", phone, sizeof(phone), &reply, &err),
                      PGW_OK);
@@ -769,8 +759,8 @@ static void test_secrets_not_shown(void **state)
     assert_clean(err.msg, WRONG_SEC, NULL);
     assert_int_equal(stats_of(bad).calls, 0);
     /* jscode2session carries the secret in its query. */
-    ctl("/_fake/login_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "code-S1", "openid",
-        "oMP_user_0009");
+    fake_control(&FAKE, "/_fake/login_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "code-S1",
+                 "openid", "oMP_user_0009");
     pgw_mp_identity who;
     memset(&err, 0, sizeof(err));
     assert_int_not_equal(pgw_mp_login(bad, APP_MP, "code-S1", &who, &reply, &err), PGW_OK);
@@ -951,7 +941,7 @@ static void test_shared_cache(void **state)
     /* The token expires under both: A replaces it; B, refused with the same
      * old token, finds A's new one stored and fetches nothing. */
     add_quota(OPENID_1, 2);
-    ctl("/_fake/expire_tokens", "{s:s,s:i}", "appid", APP_MP, "errcode", 42001);
+    fake_control(&FAKE, "/_fake/expire_tokens", "{s:s,s:i}", "appid", APP_MP, "errcode", 42001);
     int64_t msgid;
     pgw_wx_reply reply;
     assert_int_equal(send_sub(a, &msgid, &reply, &err), PGW_OK);
