@@ -28,7 +28,7 @@ character has non-zero low bits, research §9). In each round:
 * SIGTERM exits 0, and `pointsgw verify` passes on the database.
 """
 import hashlib
-import http.client
+import importlib.util
 import json
 import os
 import re
@@ -43,6 +43,13 @@ import time
 import xml.etree.ElementTree as ET
 
 BIN, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+
+# One HTTP helper for the WeChat tests: wechat_api.py's.
+_spec = importlib.util.spec_from_file_location(
+    "wechat_api", os.path.join(SRC, "tests/integration/wechat_api.py"))
+_wechat_api = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_wechat_api)
+call = _wechat_api.call
 WXCRYPT = os.path.join(SRC, "tests/fakes/wxcrypt.js")
 PACKAGE = "wechat-crypto@0.0.2"
 MP_APPID, OA_APPID = "wx1234567890abcdef", "wxfedcba0987654321"
@@ -157,23 +164,6 @@ def reference_sanity(crypt):
 
 
 # ---- the gateway -----------------------------------------------------------------------
-
-def call(port, method, path, body=None, headers=None, raw=None, ctype="application/json"):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    h = dict(headers or {})
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    if data is not None and ctype:
-        h["Content-Type"] = ctype
-    conn.request(method, path, body=data, headers=h)
-    resp = conn.getresponse()
-    text = resp.read().decode()
-    conn.close()
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = text
-    return resp.status, doc
-
 
 class Fake:
     """tests/fakes/wechat_fake.py, where the channels' api_base points."""
