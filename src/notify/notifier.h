@@ -1,25 +1,28 @@
 /*
  * notifier.h - delivers the outbox (store.h "notifications").
  *
- * PGW_NOTIFY_THREADS threads, each with a database connection of its own, claim the notices
- * that are due, routes each (core/notice.h: the mini program's subscribe
- * message if the member has quota, the official account's template message
- * if they follow, SMS if a phone is known, outside quiet hours), sends it,
- * and records how it went: sent with the provider's id; pending again
- * with exponential backoff after a transient failure (retry_max_attempts,
- * then dead); the next channel at once when one refuses this member
- * (43101, 43004, a number the SMS provider will not take); skipped when
- * no channel reaches them.
+ * PGW_NOTIFY_THREADS couriers, each with a database connection of its own,
+ * claim the notices that are due and route each (core/notice.h: the mini
+ * program's subscribe message if the member has quota, the official
+ * account's template message if they follow, SMS if a phone is known and
+ * not opted out, outside quiet hours and the number's frequency limit),
+ * send it, and record how it went: sent with the provider's id; pending
+ * again with exponential backoff after a transient failure
+ * (retry_max_attempts, then dead); the next channel at once when one
+ * refuses this member (43101, 43004); dead when a channel gave up for
+ * good and none is left; skipped when no channel reaches them.
  *
- * Crash safety: a notice is claimed (state sending) before the call and
- * marked sent after the provider accepted it; at start, notices left
- * sending go back to pending. A resend after a crash carries the notice id
- * where the provider de-duplicates (the template message's client_msg_id,
- * SMS SessionContext / OutId); a subscribe message has no such key, so a
- * crash in that narrow window can repeat one (at least once).
+ * Claims: a claim belongs to this run (host, pid, a random part) with a
+ * lease of PGW_NOTICE_LEASE_S, renewed before each notice; only the
+ * claimer records the attempt. A stop gives back what it did not try; the
+ * claims of a run that died come back when their lease runs out. A notice
+ * sent again (a crash, or a timeout that may have been a send) carries its
+ * id: WeChat's template message de-duplicates on client_msg_id; SMS
+ * providers only keep it (SessionContext / OutId); a subscribe message has
+ * no key. Delivery is at least once.
  *
- * Subscribe-message quota is taken before the call and given back when
- * the call did not go through.
+ * Subscribe-message quota is taken before the call and given back unless
+ * the message may have gone (no answer) or WeChat said there was none.
  */
 #ifndef PGW_NOTIFY_NOTIFIER_H
 #define PGW_NOTIFY_NOTIFIER_H
