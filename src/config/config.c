@@ -10,6 +10,7 @@
 #include "core/arith.h"
 #include "core/assertions.h"
 #include "core/identity.h"
+#include "core/otp.h"
 #include "util/json_read.h"
 
 #include <errno.h>
@@ -843,11 +844,33 @@ static int parse_wechat(const json_t *channels, const char *name, bool oa, pgw_w
     return rc;
 }
 
+/* channels.sms.otp: {"template", "ttl_s", "per_ip_per_hour"}. */
+static int parse_otp(const json_t *sms, const char *sms_path, pgw_sms_channel *s, pgw_err *err)
+{
+    static const char *const keys[] = {"template", "ttl_s", "per_ip_per_hour", NULL};
+    char path[PGW_JSON_PATH_MAX];
+    json_t *obj;
+    s->otp_ttl_s = 300;
+    s->otp_per_ip_per_hour = 20;
+    int rc = get_section(sms, "otp", sms_path, false, keys, &obj, path, err);
+    if (rc != PGW_OK || obj == NULL)
+        return rc;
+    rc = pgw_json_string(obj, "template", path, true, PGW_TEMPLATE_ID_MAX, s->otp_template,
+                         sizeof(s->otp_template), err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "ttl_s", path, false, PGW_OTP_TTL_MIN_S, PGW_OTP_TTL_MAX_S,
+                          &s->otp_ttl_s, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "per_ip_per_hour", path, false, 0, PGW_OTP_TIMES_MAX,
+                          &s->otp_per_ip_per_hour, err);
+    return rc;
+}
+
 static int parse_sms(const json_t *channels, pgw_sms_channel *s, pgw_err *err)
 {
     static const char *const keys[] = {"enabled",    "provider", "api_base",   "sign_name",
                                        "sdk_app_id", "region",   "key_id_env", "key_secret_env",
-                                       "templates",  NULL};
+                                       "templates",  "otp",      NULL};
     static const char *const providers[] = {"tencent", "aliyun"};
     char path[PGW_JSON_PATH_MAX];
     json_t *obj;
@@ -882,6 +905,8 @@ static int parse_sms(const json_t *channels, pgw_sms_channel *s, pgw_err *err)
                           sizeof(s->key_secret_env), err);
     if (rc == PGW_OK)
         rc = parse_templates(obj, path, s->templates, err);
+    if (rc == PGW_OK)
+        rc = parse_otp(obj, path, s, err);
     return rc;
 }
 

@@ -68,6 +68,11 @@ typedef struct pgw_sms_channel {
     char key_id_env[PGW_ENV_NAME_MAX + 1];
     char key_secret_env[PGW_ENV_NAME_MAX + 1];
     char templates[PGW_NOTICE_KINDS][PGW_TEMPLATE_ID_MAX + 1];
+    /* Verification codes ("otp"): a verification template ("" = off) with
+     * the code as its first variable and the minutes as its second. */
+    char otp_template[PGW_TEMPLATE_ID_MAX + 1];
+    int64_t otp_ttl_s;           /* 60..1800, default 300 */
+    int64_t otp_per_ip_per_hour; /* 0..64 (0: no limit), default 20 */
 } pgw_sms_channel;
 
 typedef struct pgw_notify_config {

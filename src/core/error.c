@@ -111,6 +111,8 @@ const char *pgw_code_name(int code)
         return "EMEDIA";
     case PGW_ERISK:
         return "ERISK";
+    case PGW_ELIMITED:
+        return "ELIMITED";
     default:
         return "E?";
     }

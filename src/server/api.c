@@ -17,6 +17,7 @@
 #include "server/event_json.h"
 #include "server/expire.h"
 #include "server/import.h"
+#include "server/outbound.h"
 #include "server/reconcile.h"
 #include "server/report.h"
 #include "server/session.h"
@@ -30,6 +31,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -45,6 +47,8 @@
 #define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
 #define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
 #define NEWS_KEPT            4096  /* notice changes waiting for the service thread */
+#define OUTBOUND_THREADS     4     /* calls to WeChat and SMS providers at once */
+#define OUTBOUND_QUEUE       1024
 
 /* A POST /v1/events:batch in progress: its events go to the writer a
  * window at a time (an event's job is ~100 KB), answers kept in order. */
@@ -94,6 +98,8 @@ typedef enum route {
     R_NOTICE_RETRY,
     R_PREFERENCES,
     R_ME_PREFERENCES,
+    R_SMS_OTP,
+    R_SMS_OTP_VERIFY,
     R_COUNT
 } route;
 
@@ -129,6 +135,8 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_NOTICE_RETRY] = "/v1/notifications/{id}/retry",
     [R_PREFERENCES] = "/v1/members/{id}/preferences",
     [R_ME_PREFERENCES] = "/v1/me/preferences",
+    [R_SMS_OTP] = "/v1/sms/otp",
+    [R_SMS_OTP_VERIFY] = "/v1/sms/otp/verify",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -145,8 +153,8 @@ static const char *const RISK_RULES[] = {
 #define N_RISK_RULES (sizeof(RISK_RULES) / sizeof(RISK_RULES[0]))
 
 /* The statuses counted per route in /metrics. */
-static const int STATUSES[] = {200, 201, 400, 401, 403, 404, 405, 409,
-                               411, 413, 415, 422, 429, 500, 503};
+static const int STATUSES[] = {200, 201, 202, 400, 401, 403, 404, 405,
+                               409, 411, 413, 415, 422, 429, 500, 503};
 #define N_STATUSES (sizeof(STATUSES) / sizeof(STATUSES[0]))
 /* Request duration buckets, seconds (Prometheus histogram). */
 static const double BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
@@ -165,6 +173,10 @@ struct pgw_job {
     pgw_earning earning;
     struct finance_job *finance; /* a reconciliation or report: what it reads and writes */
     struct wx_job *wx;           /* a WeChat request: what it carries to the outbound worker */
+    /* POST /v1/sms/otp: the code to send once recorded (wiped after). */
+    char otp_phone[16]; /* E.164 */
+    char otp_code[PGW_OTP_DIGITS + 1];
+    bool otp_sending; /* recorded; the SMS is on an outbound worker */
 };
 
 /* What an official-account push asked for (the reply depends on it). */
@@ -218,6 +230,9 @@ struct pgw_api {
     pgw_vault *vault;
     pgw_wechat *wechat;
     pgw_sms_client *sms;
+    /* Workers for calls out (WeChat, SMS): running when a channel is on. */
+    pgw_outbound *outbound;
+    uint8_t otp_key[32]; /* verification codes' hashes (core/otp.h) */
     pgw_notifier *notifier;
     /* Notice state changes for the stream: couriers push, the service
      * thread drains (bounded: a slow stream drops the oldest news). */
@@ -258,11 +273,18 @@ static void set_body(pgw_response *resp, int status, json_t *body)
     }
 }
 
+/* The error shape of API.md; `details` (may be NULL: {}) is taken over. */
+static void error_body(pgw_response *resp, int status, const char *code, const char *message,
+                       json_t *details)
+{
+    json_t *body = json_pack("{s:{s:s,s:s,s:o}}", "error", "code", code, "message", message,
+                             "details", details ? details : json_object());
+    set_body(resp, status, body);
+}
+
 void pgw_api_error(pgw_response *resp, int status, const char *code, const char *message)
 {
-    json_t *body =
-        json_pack("{s:{s:s,s:s,s:{}}}", "error", "code", code, "message", message, "details");
-    set_body(resp, status, body);
+    error_body(resp, status, code, message, NULL);
 }
 
 /* Error codes (core/error.h) and what API.md answers for them. */
@@ -283,6 +305,7 @@ static const struct {
     {PGW_ETOOLARGE, 413, "payload_too_large"},
     {PGW_EMEDIA, 415, "unsupported_media_type"},
     {PGW_ERISK, 422, "risk_rejected"},
+    {PGW_ELIMITED, 429, "rate_limited"},
 };
 
 /* Answers an error; anything not in ERRORS (storage, memory, a full queue)
@@ -1819,12 +1842,20 @@ static pgw_job *session_job(pgw_api *api, const pgw_request *req, route r, pgw_c
     return job;
 }
 
+/* Queues a blocking call out (outbound.h). */
+static int outbound_submit(pgw_api *api, pgw_outbound_task task, void *arg, pgw_err *err)
+{
+    if (api->outbound == NULL)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "no outbound channel is configured");
+    return pgw_outbound_submit(api->outbound, task, arg, err);
+}
+
 /* Queues a job on the outbound workers; on refusal answers now. */
 static bool submit_outbound(pgw_api *api, pgw_job *job, pgw_outbound_task task, pgw_response *resp)
 {
     pgw_err err;
     memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
-    int rc = pgw_wechat_submit(api->wechat, task, job, &err);
+    int rc = outbound_submit(api, task, job, &err);
     return rc == PGW_OK ? true : refuse(resp, job, job->route, PGW_EFULL, err.msg);
 }
 
@@ -2191,7 +2222,7 @@ static void oa_queue_link(pgw_api *api, const pgw_oa_message *m)
         l->api = api;
         l->at = m->create_time;
         snprintf(l->openid, sizeof(l->openid), "%.64s", m->from_user);
-        rc = pgw_wechat_submit(api->wechat, oa_link_task, l, &err);
+        rc = outbound_submit(api, oa_link_task, l, &err);
     }
     if (rc != PGW_OK) {
         free(l);
@@ -2339,6 +2370,219 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
     }
     resp->status = 200;
     resp->content_type = "application/xml";
+}
+
+/* ---- SMS verification codes ---------------------------------------------------------------- */
+
+/* Whether verification codes can go out: an SMS client and a template. */
+static bool otp_ready(const pgw_api *api)
+{
+    return api->sms != NULL && api->cfg->sms.otp_template[0] != '\0';
+}
+
+/* The phone of a code request or check, normalised and keyed for the store. */
+static int otp_phone(const pgw_api *api, const json_t *obj, char e164[16], pgw_identity_key *key,
+                     pgw_err *err)
+{
+    char phone[PGW_IDENTITY_VALUE_MAX + 1] = "";
+    int rc =
+        pgw_json_string(obj, "phone", "$", true, PGW_IDENTITY_VALUE_MAX, phone, sizeof(phone), err);
+    if (rc == PGW_OK && pgw_phone_normalize(phone, e164, 16, err) != PGW_OK)
+        rc = pgw_err_prefix(err, "$.phone: ");
+    return rc == PGW_OK ? wx_identity(api, PGW_ID_PHONE, "", e164, key, err) : rc;
+}
+
+/* Where a code request comes from: the connection's address, or for a
+ * channel's backend asking on a member's behalf, the address it names. */
+static int otp_client(const pgw_request *req, const json_t *obj, bool keyed, char *out, size_t cap,
+                      pgw_err *err)
+{
+    char given[64] = "";
+    int rc = keyed ? pgw_json_string(obj, "client_ip", "$", false, sizeof(given) - 1, given,
+                                     sizeof(given), err)
+                   : PGW_OK;
+    for (const char *c = given; rc == PGW_OK && *c != '\0'; c++) {
+        if (!(*c >= '0' && *c <= '9') && !(*c >= 'a' && *c <= 'f') && !(*c >= 'A' && *c <= 'F') &&
+            *c != '.' && *c != ':')
+            rc = pgw_err_set(err, PGW_EINVAL, "$.client_ip: an IPv4 or IPv6 address");
+    }
+    snprintf(out, cap, "%s", given[0] ? given : req->client_address);
+    return rc;
+}
+
+/* Worker: sends the recorded code, then hands the job back for its answer. */
+static void otp_send_task(void *arg, bool stale)
+{
+    pgw_job *job = arg;
+    pgw_command *cmd = &job->cmd;
+    const pgw_sms_channel *ch = &job->api->cfg->sms;
+    char minutes[24];
+    snprintf(minutes, sizeof(minutes), "%lld", (long long)(ch->otp_ttl_s / 60));
+    pgw_sms_param params[] = {{"code", job->otp_code}, {"minutes", minutes}};
+    pgw_sms_message msg = {
+        .phone = job->otp_phone, .template_id = ch->otp_template, .params = params, .n_params = 2};
+    pgw_sms_result res;
+    int rc = stale ? pgw_err_set(&cmd->err, PGW_EUNAVAILABLE, "SMS sending is backed up")
+                   : pgw_sms_send(job->api->sms, &msg, &res, &cmd->err);
+    OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
+    if (rc == PGW_ERISK) { /* the provider's own frequency limit */
+        cmd->retry_at = cmd->at + 60;
+        rc = pgw_err_recode(&cmd->err, PGW_ELIMITED);
+    } else if (rc != PGW_OK) {
+        pgw_err_prefix(&cmd->err, "the code could not be sent: ");
+        rc = pgw_err_recode(&cmd->err, PGW_EUNAVAILABLE);
+    }
+    cmd->rc = rc;
+    job_done(cmd, job);
+}
+
+/* POST /v1/sms/otp {"phone", "client_ip"?}: record a new code (limits
+ * checked in the writer), then send it (finish_otp). */
+static bool handle_otp(pgw_api *api, const pgw_request *req, const pgw_session *s,
+                       pgw_response *resp)
+{
+    static const char *const keys[] = {"phone", "client_ip", NULL};
+    static const char *const session_keys[] = {"phone", NULL};
+    pgw_err err;
+    json_t *obj = NULL;
+    pgw_job *job = s ? session_job(api, req, R_SMS_OTP, PGW_COMMAND_OTP_ISSUE, s, &err)
+                     : job_new(api, req, R_SMS_OTP, PGW_COMMAND_OTP_ISSUE);
+    int rc = job ? json_body(req, false, &obj, &err)
+                 : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", s ? session_keys : keys, &err);
+    pgw_command *cmd = job ? &job->cmd : NULL;
+    if (rc == PGW_OK)
+        rc = otp_phone(api, obj, job->otp_phone, &cmd->who, &err);
+    if (rc == PGW_OK)
+        rc =
+            otp_client(req, obj, s == NULL, cmd->client_address, sizeof(cmd->client_address), &err);
+    json_decref(obj);
+    uint8_t random[PGW_OTP_RANDOM_LEN];
+    if (rc == PGW_OK && RAND_bytes(random, sizeof(random)) != 1)
+        rc = pgw_err_set(&err, PGW_EIO, "no randomness for a code");
+    if (rc == PGW_OK) {
+        pgw_otp_code(random, job->otp_code);
+        OPENSSL_cleanse(random, sizeof(random));
+        rc = pgw_otp_hash(api->otp_key, sizeof(api->otp_key), cmd->who.lookup, job->otp_code,
+                          cmd->otp_hash, &err);
+    }
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_SMS_OTP, rc, err.msg);
+    cmd->by_identity = true;
+    return submit(api, job, resp);
+}
+
+static void render_otp(pgw_command *cmd, void *payload)
+{
+    if (cmd->otp_verdict == PGW_OTP_VERIFIED) /* else nothing is kept: the key stays free */
+        render_bind(cmd, payload);
+}
+
+/* POST /v1/sms/otp/verify {"phone", "code", "member_id"}: bind the phone
+ * to the member (the session's, or member_id for a key) once the code is right. */
+static bool handle_otp_verify(pgw_api *api, const pgw_request *req, const pgw_session *s,
+                              pgw_response *resp)
+{
+    static const char *const keys[] = {"phone", "code", "member_id", NULL};
+    static const char *const session_keys[] = {"phone", "code", NULL};
+    pgw_err err;
+    json_t *obj = NULL;
+    char code[PGW_OTP_DIGITS + 2] = "", e164[16];
+    pgw_job *job = s ? session_job(api, req, R_SMS_OTP_VERIFY, PGW_COMMAND_OTP_VERIFY, s, &err)
+                     : job_new(api, req, R_SMS_OTP_VERIFY, PGW_COMMAND_OTP_VERIFY);
+    int rc = job ? json_body(req, false, &obj, &err)
+                 : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", s ? session_keys : keys, &err);
+    pgw_command *cmd = job ? &job->cmd : NULL;
+    if (rc == PGW_OK)
+        rc = otp_phone(api, obj, e164, &cmd->who, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "code", "$", true, PGW_OTP_DIGITS + 1, code, sizeof(code), &err);
+    if (rc == PGW_OK && !pgw_otp_code_ok(code))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.code: %d digits", PGW_OTP_DIGITS);
+    if (rc == PGW_OK && s == NULL)
+        rc = pgw_json_string(obj, "member_id", "$", true, PGW_ID_MAX, cmd->member,
+                             sizeof(cmd->member), &err);
+    json_decref(obj);
+    if (rc == PGW_OK)
+        rc = pgw_otp_hash(api->otp_key, sizeof(api->otp_key), cmd->who.lookup, code, cmd->otp_hash,
+                          &err);
+    OPENSSL_cleanse(code, sizeof(code));
+    if (rc != PGW_OK)
+        return refuse(resp, job, R_SMS_OTP_VERIFY, rc, err.msg);
+    cmd->by_identity = true;
+    snprintf(cmd->channel, sizeof(cmd->channel), "sms");
+    /* One key per (member, phone, code): a retry after a timeout is a replay. */
+    char hash_hex[2 * PGW_HASH_LEN + 1];
+    pgw_hash_hex(cmd->otp_hash, hash_hex, sizeof(hash_hex));
+    bind_key(cmd, "otp");
+    size_t n = strlen(cmd->key);
+    snprintf(cmd->key + n, sizeof(cmd->key) - n, ":%.16s", hash_hex);
+    SHA256((const unsigned char *)cmd->key, strlen(cmd->key), cmd->fingerprint);
+    cmd->render = render_otp;
+    return submit(api, job, resp);
+}
+
+/* The two OTP routes: a mini-program session, or an admin or channel key. */
+static bool handle_otp_route(pgw_api *api, const pgw_request *req, route r,
+                             const pgw_principal *who, pgw_response *resp)
+{
+    pgw_session s;
+    pgw_err err;
+    if (!otp_ready(api))
+        return refuse(resp, NULL, r, PGW_EUNAVAILABLE,
+                      "verification codes are off: set channels.sms.otp and the SMS keys");
+    if (who == NULL && session_of(api, req, &s, &err) != PGW_OK)
+        return refuse(resp, NULL, r, PGW_EUNAUTHORIZED, err.msg);
+    if (who != NULL && who->kind != PGW_SCOPE_ADMIN && who->kind != PGW_SCOPE_CHANNEL)
+        return refuse(resp, NULL, r, PGW_EFORBIDDEN,
+                      "a session, an admin or a channel key asks for codes");
+    if (who == NULL)
+        snprintf(resp->key_name, sizeof(resp->key_name), "session:%.8s", s.id);
+    const pgw_session *session = who == NULL ? &s : NULL;
+    return r == R_SMS_OTP ? handle_otp(api, req, session, resp)
+                          : handle_otp_verify(api, req, session, resp);
+}
+
+static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_status);
+
+/* A finished OTP job: a recorded code goes to the SMS worker (false: no
+ * answer yet); otherwise the answer. */
+static bool finish_otp(pgw_api *api, pgw_job *job, pgw_response *resp)
+{
+    pgw_command *cmd = &job->cmd;
+    if (job->route == R_SMS_OTP && cmd->rc == PGW_OK && !job->otp_sending) {
+        job->otp_sending = true;
+        if (outbound_submit(api, otp_send_task, job, &cmd->err) == PGW_OK)
+            return false;
+        cmd->rc = PGW_EUNAVAILABLE;
+    }
+    OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
+    if (cmd->rc == PGW_ELIMITED) {
+        fail(resp, job->route, cmd->rc, cmd->err.msg);
+        int64_t wait = cmd->retry_at - wall_now_s();
+        resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
+    } else if (cmd->rc != PGW_OK) {
+        fail(resp, job->route, cmd->rc, cmd->err.msg);
+    } else if (job->route == R_SMS_OTP) {
+        char shown[32] = "";
+        pgw_phone_mask(job->otp_phone, shown, sizeof(shown));
+        set_body(resp, 202,
+                 json_pack("{s:s,s:I,s:I}", "phone", shown, "expires_in",
+                           (json_int_t)api->cfg->sms.otp_ttl_s, "resend_after", (json_int_t)60));
+    } else if (cmd->otp_verdict != PGW_OTP_VERIFIED) {
+        char message[128];
+        snprintf(message, sizeof(message), "the code is not accepted: %s",
+                 pgw_otp_verdict_name(cmd->otp_verdict));
+        error_body(resp, 422, "otp_invalid", message,
+                   json_pack("{s:s,s:I}", "reason", pgw_otp_verdict_name(cmd->otp_verdict),
+                             "attempts_left", (json_int_t)cmd->otp_tries_left));
+    } else {
+        answer_from(resp, cmd, 200);
+    }
+    return true;
 }
 
 /* ---- notifications ------------------------------------------------------------------------ */
@@ -2543,6 +2787,9 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
                       "this WeChat channel is not configured (see the warning at start)");
         return false;
     }
+    bool otp = r == R_SMS_OTP || r == R_SMS_OTP_VERIFY;
+    if (otp && strncmp(req->authorization, "Session ", 8) == 0)
+        return handle_otp_route(api, req, r, NULL, resp);
     if (r == R_MP_LOGIN)
         return handle_mp_login(api, req, resp);
     if (mp)
@@ -2598,6 +2845,9 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return handle_notices(api, req, &who, resp);
     case R_NOTICE_RETRY:
         return handle_notice_retry(api, req, &who, id, resp);
+    case R_SMS_OTP:
+    case R_SMS_OTP_VERIFY:
+        return handle_otp_route(api, req, r, &who, resp);
     case R_PREFERENCES:
         if (who.kind != PGW_SCOPE_ADMIN && who.kind != PGW_SCOPE_CHANNEL)
             return refuse(resp, NULL, r, PGW_EFORBIDDEN,
@@ -2694,7 +2944,10 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         api->risk_rejected[i] +=
             strncmp(cmd->err.msg, RISK_RULES[i], n) == 0 && cmd->err.msg[n] == ':';
     }
-    if (job->route == R_OA_CALLBACK) {
+    if (job->route == R_SMS_OTP || job->route == R_SMS_OTP_VERIFY) {
+        if (!finish_otp(api, job, resp))
+            return false; /* the code's SMS is on its way: the job lives on */
+    } else if (job->route == R_OA_CALLBACK) {
         oa_answer(api, job, resp); /* a reply even to a refusal: the member reads it */
     } else if (cmd->rc != PGW_OK) {
         route r = job->route;
@@ -2859,7 +3112,8 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out)
                 .max_new_members_per_ip_per_hour = cfg->risk.max_new_members_per_ip_per_hour,
             },
         .notify = pgw_notify_possible(cfg),
-        .notify_coalesce_s = cfg->notify.coalesce_window_s};
+        .notify_coalesce_s = cfg->notify.coalesce_window_s,
+        .otp = pgw_otp_limits_default(cfg->sms.otp_ttl_s, (uint32_t)cfg->sms.otp_per_ip_per_hour)};
 }
 
 /* The SMS client, when the channel is on and its keys are set. */
@@ -2992,10 +3246,15 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         rc = sweep_start(api, opts->db_url, err);
     if (rc == PGW_OK)
         rc = pgw_wechat_new(opts->cfg, opts->db_url, &api->wechat, err);
-    if (rc == PGW_OK)
+    if (rc == PGW_OK) {
         pgw_vault_derive(api->vault, "session", api->session_key);
+        pgw_vault_derive(api->vault, "otp", api->otp_key);
+    }
     if (rc == PGW_OK)
         rc = start_notifier(api, opts->db_url, err);
+    if (rc == PGW_OK &&
+        (pgw_wechat_mp_ready(api->wechat) || pgw_wechat_oa_ready(api->wechat) || api->sms != NULL))
+        rc = pgw_outbound_start(OUTBOUND_THREADS, OUTBOUND_QUEUE, &api->outbound, err);
     if (rc != PGW_OK) {
         pgw_api_free(api);
         return rc;
@@ -3008,8 +3267,9 @@ void pgw_api_stop(pgw_api *api)
 {
     pgw_notifier_stop(api->notifier);
     api->notifier = NULL;
-    pgw_wechat_stop(api->wechat); /* its workers and the sweep submit to the writer: */
-    sweep_stop(&api->sweep);      /* they stop first */
+    pgw_outbound_stop(api->outbound); /* its workers and the sweep submit to the writer: */
+    api->outbound = NULL;             /* they stop first */
+    sweep_stop(&api->sweep);
     pgw_writer_stop(api->reader);
     pgw_writer_stop(api->writer);
     api->reader = api->writer = NULL;
@@ -3033,5 +3293,6 @@ void pgw_api_free(pgw_api *api)
     pgw_auth_free(api->auth);
     pgw_vault_free(api->vault);
     OPENSSL_cleanse(api->session_key, sizeof(api->session_key));
+    OPENSSL_cleanse(api->otp_key, sizeof(api->otp_key));
     free(api);
 }

@@ -120,7 +120,8 @@ typedef void (*pgw_api_emit)(void *ctx, const char *shop, const char *json, size
  * Builds the answer of a finished job and frees it; *request_id says whose.
  * Every transfer the job committed is first passed to `emit` (may be NULL).
  * False when there is nothing to send yet (one event of a batch whose other
- * events are still on their way).
+ * events are still on their way; a verification code recorded, its SMS
+ * now on an outbound worker: the job comes back through notify).
  */
 bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
                     pgw_api_emit emit, void *emit_ctx);

@@ -1031,6 +1031,47 @@ static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return merge_member(store, policy, cmd, holder);
 }
 
+/* ---- SMS verification codes ------------------------------------------------------------- */
+
+static int apply_otp_issue(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    const pgw_otp_limits *l = &policy->otp;
+    int64_t phone[PGW_OTP_TIMES_MAX], ip[PGW_OTP_TIMES_MAX];
+    size_t n_phone = 0, n_ip = 0;
+    const char *why = NULL;
+    int rc = pgw_store_otp_times(store, cmd->who.lookup, NULL, cmd->at - 86400, phone,
+                                 PGW_OTP_TIMES_MAX, &n_phone, &cmd->err);
+    if (rc == PGW_OK && cmd->client_address[0] != '\0')
+        rc = pgw_store_otp_times(store, NULL, cmd->client_address, cmd->at - 3600, ip,
+                                 PGW_OTP_TIMES_MAX, &n_ip, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    if (!pgw_otp_may_issue(l, phone, n_phone, ip, n_ip, cmd->at, &cmd->retry_at, &why))
+        return pgw_err_set(&cmd->err, PGW_ELIMITED, "over the limit of %s: try again in %lld s",
+                           why, (long long)(cmd->retry_at - cmd->at));
+    return pgw_store_otp_add(store, cmd->who.lookup, cmd->otp_hash, cmd->client_address, cmd->at,
+                             cmd->at + l->ttl_s, &cmd->err);
+}
+
+static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd);
+
+static int apply_otp_verify(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    pgw_otp_row row;
+    bool found = false;
+    int rc = pgw_store_otp_newest(store, cmd->who.lookup, &row, &found, &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    cmd->otp_verdict =
+        pgw_otp_judge(found ? &row : NULL, cmd->otp_hash, cmd->at, &cmd->otp_tries_left);
+    if (cmd->otp_verdict == PGW_OTP_MISMATCH)
+        return pgw_store_otp_mark(store, row.id, false, &cmd->err);
+    if (cmd->otp_verdict != PGW_OTP_VERIFIED)
+        return PGW_OK;
+    rc = pgw_store_otp_mark(store, row.id, true, &cmd->err);
+    return rc == PGW_OK ? apply_bind(store, policy, cmd) : rc;
+}
+
 /* ---- WeChat ------------------------------------------------------------------------------ */
 
 /* A new member holding `who` (and who2), as an enrolment from cmd->client_address. */
@@ -1195,7 +1236,8 @@ static bool key_checked_first(pgw_command_kind kind)
     return kind == PGW_COMMAND_REFUND || kind == PGW_COMMAND_HOLD || kind == PGW_COMMAND_CAPTURE ||
            kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM || kind == PGW_COMMAND_EVENT ||
            kind == PGW_COMMAND_BIND || kind == PGW_COMMAND_IMPORT ||
-           kind == PGW_COMMAND_SUBSCRIBE || kind == PGW_COMMAND_END_SESSION;
+           kind == PGW_COMMAND_SUBSCRIBE || kind == PGW_COMMAND_END_SESSION ||
+           kind == PGW_COMMAND_OTP_VERIFY;
 }
 
 /* Looks the key up before anything else; *seen when it was used before. */
@@ -1250,6 +1292,10 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_bind(store, policy, cmd);
     case PGW_COMMAND_IMPORT:
         return apply_import(store, policy, cmd);
+    case PGW_COMMAND_OTP_ISSUE:
+        return apply_otp_issue(store, policy, cmd);
+    case PGW_COMMAND_OTP_VERIFY:
+        return apply_otp_verify(store, policy, cmd);
     case PGW_COMMAND_READ_MEMBER:
     case PGW_COMMAND_READ_HISTORY:
     case PGW_COMMAND_READ_RESOLVE:
@@ -1288,6 +1334,9 @@ static void reset_output(pgw_command *cmd)
     memset(&cmd->figures, 0, sizeof(cmd->figures));
     cmd->merged_from[0] = '\0';
     cmd->new_tier = -1;
+    cmd->retry_at = 0;
+    cmd->otp_verdict = PGW_OTP_VERIFIED;
+    cmd->otp_tries_left = 0;
     if (cmd->kind != PGW_COMMAND_TRANSFERS)
         cmd->n_transfers = 0;
 }
@@ -1337,7 +1386,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     /* BIND's `who` is what to bind, not whom the command is for. */
     if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND &&
         cmd->kind != PGW_COMMAND_IMPORT && cmd->kind != PGW_COMMAND_LINK &&
-        cmd->kind != PGW_COMMAND_OA_FOLLOW)
+        cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_OTP_ISSUE &&
+        cmd->kind != PGW_COMMAND_OTP_VERIFY)
         rc = resolve_member(store, policy, cmd);
     if (rc == PGW_OK && !seen && cmd->member[0] != '\0')
         rc = follow_merges(store, cmd);
@@ -1371,7 +1421,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
     /* The writer names expiries itself. */
     bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD &&
                  cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_NOTICE_RETRY &&
-                 cmd->kind != PGW_COMMAND_SMS_PREFERENCE && !pgw_command_reads(cmd->kind);
+                 cmd->kind != PGW_COMMAND_SMS_PREFERENCE && cmd->kind != PGW_COMMAND_OTP_ISSUE &&
+                 !pgw_command_reads(cmd->kind);
     if (keyed && !filled(cmd->key, sizeof(cmd->key)))
         return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
     switch (cmd->kind) {
@@ -1466,6 +1517,14 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a preference names its member");
+    case PGW_COMMAND_OTP_ISSUE:
+    case PGW_COMMAND_OTP_VERIFY: {
+        bool member =
+            cmd->kind == PGW_COMMAND_OTP_ISSUE || filled(cmd->member, sizeof(cmd->member));
+        return cmd->by_identity && cmd->who.kind == PGW_ID_PHONE && member
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a code names a phone (and a member to bind)");
+    }
     case PGW_COMMAND_OA_FOLLOW:
         return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0
                    ? PGW_OK

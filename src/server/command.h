@@ -27,6 +27,7 @@
 
 #include "core/error.h"
 #include "core/ledger.h"
+#include "core/otp.h"
 #include "core/rules.h"
 #include "core/transfer.h"
 #include "store/store.h"
@@ -124,9 +125,25 @@ typedef enum pgw_command_kind {
     /* `member` wants no SMS notices (sms_opt_out) or wants them again (no
      * key: the latest choice wins). */
     PGW_COMMAND_SMS_PREFERENCE,
+    /*
+     * A verification code for phone `who` (no key: every request is a new
+     * code), asked from `client_address`: PGW_ELIMITED with retry_at when a
+     * limit of policy->otp refuses it (core/otp.h), else its `otp_hash` is
+     * recorded, expiring after policy->otp.ttl_s.
+     */
+    PGW_COMMAND_OTP_ISSUE,
+    /*
+     * A submitted code (`otp_hash`) for phone `who`: otp_verdict says what
+     * it was worth. A wrong code counts a try and the command succeeds
+     * with nothing else done (the try must stay counted); the right one
+     * is used up and `who` is bound to `member` as BIND does, in the same
+     * transaction. Keyed by the caller on (phone, code), so a client
+     * retrying after a timeout gets the first answer instead of "used".
+     */
+    PGW_COMMAND_OTP_VERIFY,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_SMS_PREFERENCE
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_OTP_VERIFY
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -195,6 +212,7 @@ struct pgw_command {
     int oa_follow;                              /* OA_FOLLOW: 1 follows, -1 unfollows */
     int64_t notice_id;                          /* NOTICE_RETRY */
     bool sms_opt_out;                           /* SMS_PREFERENCE */
+    uint8_t otp_hash[PGW_OTP_HASH_LEN];         /* OTP_ISSUE, OTP_VERIFY */
     /* READ_CALL: fills cmd->err on failure; must not write. */
     int (*call)(pgw_store *store, pgw_command *cmd);
     /* Output, valid once `done` runs. */
@@ -222,8 +240,11 @@ struct pgw_command {
     pgw_expiring expiring[PGW_EXPIRING_SHOWN];
     size_t n_identities;
     pgw_identity_key identities[PGW_IDENTITIES_SHOWN];
-    bool follows;           /* READ_MEMBER: follows the official account */
-    int64_t quota;          /* SUBSCRIBE: the template's quota after */
+    bool follows;                /* READ_MEMBER: follows the official account */
+    int64_t quota;               /* SUBSCRIBE: the template's quota after */
+    int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
+    pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */
+    int64_t otp_tries_left;      /* OTP_VERIFY: after a wrong code */
     int32_t new_tier;       /* EVENT: the tier a purchase or refund moved the member to, -1 none */
     size_t n_subscriptions; /* READ_MEMBER */
     pgw_subscription subscriptions[PGW_TEMPLATES_SHOWN];
@@ -259,6 +280,7 @@ typedef struct pgw_ledger_policy {
      * pgw_store_enqueue_notice); arrivals within coalesce_s become one. */
     bool notify;
     int64_t notify_coalesce_s;
+    pgw_otp_limits otp; /* OTP_ISSUE */
 } pgw_ledger_policy;
 
 /* Checks a command's shape before it is queued (no store access). */

@@ -16,11 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OUTBOUND_THREADS 4
-#define OUTBOUND_QUEUE   1024
-#define OA_TOKEN_MAX     64 /* WeChat: 3..32 letters and digits */
-#define SIGNATURE_ARG    (PGW_WX_SIGNATURE_HEX + 1)
-#define REPLY_MAX        (PGW_OA_CONTENT_MAX + 1024)
+#define OA_TOKEN_MAX  64 /* WeChat: 3..32 letters and digits */
+#define SIGNATURE_ARG (PGW_WX_SIGNATURE_HEX + 1)
+#define REPLY_MAX     (PGW_OA_CONTENT_MAX + 1024)
 /* A follow waits on user/info before its passive reply, which WeChat wants
  * within 5 s: a call gets 2.5 s, and a stalled one costs a redelivery. */
 #define WECHAT_TIMEOUT_MS 2500
@@ -34,7 +32,6 @@ typedef struct seen_push {
 
 struct pgw_wechat {
     pgw_wx_client *client;
-    pgw_outbound *outbound;
     pgw_store *tokens; /* the shared token cache's own connection */
     pthread_mutex_t tokens_lock;
     bool mp_ready, oa_ready, oa_aes;
@@ -166,8 +163,6 @@ int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, 
         rc = add_mp(w, &cfg->wechat_mp, err);
     if (rc == PGW_OK)
         rc = add_oa(w, &cfg->wechat_oa, err);
-    if (rc == PGW_OK && (w->mp_ready || w->oa_ready))
-        rc = pgw_outbound_start(OUTBOUND_THREADS, OUTBOUND_QUEUE, &w->outbound, err);
     if (rc != PGW_OK) {
         pgw_wechat_free(w);
         return rc;
@@ -176,19 +171,10 @@ int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, 
     return PGW_OK;
 }
 
-void pgw_wechat_stop(pgw_wechat *w)
-{
-    if (w == NULL)
-        return;
-    pgw_outbound_stop(w->outbound);
-    w->outbound = NULL;
-}
-
 void pgw_wechat_free(pgw_wechat *w)
 {
     if (w == NULL)
         return;
-    pgw_wechat_stop(w);
     pgw_wx_client_free(w->client);
     pgw_store_close(w->tokens);
     pthread_mutex_destroy(&w->tokens_lock);
@@ -214,13 +200,6 @@ pgw_wx_client *pgw_wechat_client(pgw_wechat *w)
 const char *pgw_wechat_oa_appid(const pgw_wechat *w)
 {
     return w != NULL ? w->oa_appid : "";
-}
-
-int pgw_wechat_submit(pgw_wechat *w, pgw_outbound_task task, void *arg, pgw_err *err)
-{
-    if (w == NULL || w->outbound == NULL)
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "WeChat is not configured");
-    return pgw_outbound_submit(w->outbound, task, arg, err);
 }
 
 /* ---- the official account's callback ---------------------------------------------- */

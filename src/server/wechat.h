@@ -1,6 +1,7 @@
 /*
  * wechat.h - the gateway's side of WeChat: its apps, their secrets, the
- * outbound workers that call WeChat, and the official account's callback.
+ * client that calls WeChat (from the API's outbound workers), and the
+ * official account's callback.
  *
  * Built from the configuration's channels.wechat_mp / wechat_oa. A channel
  * whose secret (or, for the official account, callback token) is missing
@@ -20,7 +21,7 @@
  * the push was.
  *
  * Threads: pgw_wechat_oa_* run on the service thread (no I/O); the client
- * and the outbound queue are for any thread.
+ * is for any thread.
  */
 #ifndef PGW_SERVER_WECHAT_H
 #define PGW_SERVER_WECHAT_H
@@ -29,7 +30,6 @@
 #include "adapters/wechat_oa/message.h"
 #include "config/config.h"
 #include "core/error.h"
-#include "server/outbound.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -41,19 +41,14 @@
 
 typedef struct pgw_wechat pgw_wechat;
 
-/* Starts the outbound workers and reads the secrets. The caller frees it
- * with pgw_wechat_free (after pgw_wechat_stop). */
+/* Reads the secrets and opens the token cache. The caller frees it with
+ * pgw_wechat_free once no outbound task uses its client any more. */
 int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, pgw_err *err);
-/* Runs the queued outbound tasks and joins the workers (before the writer stops). */
-void pgw_wechat_stop(pgw_wechat *w);
 void pgw_wechat_free(pgw_wechat *w);
 
 bool pgw_wechat_mp_ready(const pgw_wechat *w);
 bool pgw_wechat_oa_ready(const pgw_wechat *w);
 pgw_wx_client *pgw_wechat_client(pgw_wechat *w);
-
-/* Queues a blocking WeChat call (outbound.h). */
-int pgw_wechat_submit(pgw_wechat *w, pgw_outbound_task task, void *arg, pgw_err *err);
 
 /* GET /wechat/oa/callback: the echostr to answer with when the signature
  * over the query is good; PGW_EUNAUTHORIZED otherwise. */

@@ -647,6 +647,22 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  day INTEGER NOT NULL,"
     "  PRIMARY KEY (member, day)"
     ") STRICT, WITHOUT ROWID;",
+    /* 16: SMS verification codes (core/otp.h): the phone by its lookup,
+     * the code by its keyed hash; the client address for its own limit.
+     * Rows older than a day count for nothing and are deleted. */
+    "CREATE TABLE otps ("
+    "  id INTEGER PRIMARY KEY,"
+    "  phone TEXT NOT NULL,"
+    "  hash BLOB NOT NULL CHECK (length(hash) = 32),"
+    "  ip TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  used INTEGER NOT NULL DEFAULT 0 CHECK (used IN (0, 1))"
+    ") STRICT;"
+    "CREATE INDEX otps_phone ON otps (phone, id);"
+    "CREATE INDEX otps_ip ON otps (ip, created_at);"
+    "CREATE INDEX otps_created ON otps (created_at);",
 };
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
@@ -2295,12 +2311,12 @@ static bool notice_row(sqlite3_stmt *st, void *item)
            column_text(st, 13, n->provider_id, sizeof(n->provider_id));
 }
 
-/* A statement of the notifier's, prepared per call: it runs on a
- * connection of its own, a few times a second. */
+/* A statement prepared per call: for what runs a few times a second at
+ * most (the notifier, verification codes), not worth a cached statement. */
 static int prepare(pgw_store *s, const char *sql, sqlite3_stmt **st, pgw_err *err)
 {
     if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
-        return db_error(s, PGW_EIO, "preparing a notifier statement", err);
+        return db_error(s, PGW_EIO, "preparing a statement", err);
     return PGW_OK;
 }
 
@@ -2555,6 +2571,105 @@ int pgw_store_sms_opt_out(pgw_store *s, const char *member, bool *opt_out, pgw_e
     rc = step == SQLITE_ROW || step == SQLITE_DONE
              ? PGW_OK
              : db_error(s, PGW_EIO, "reading a preference", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---- SMS verification codes --------------------------------------------------------- */
+
+static bool otp_time_row(sqlite3_stmt *st, void *item)
+{
+    *(int64_t *)item = sqlite3_column_int64(st, 0);
+    return true;
+}
+
+int pgw_store_otp_times(pgw_store *s, const char *phone_lookup, const char *ip, int64_t since,
+                        int64_t *out, size_t cap, size_t *n, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     phone_lookup ? "SELECT created_at FROM otps WHERE phone = ?1 AND"
+                                    " created_at > ?2 ORDER BY id DESC LIMIT ?3"
+                                  : "SELECT created_at FROM otps WHERE ip = ?1 AND"
+                                    " created_at > ?2 ORDER BY created_at DESC LIMIT ?3",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, phone_lookup ? phone_lookup : ip, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, since);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    rc = read_rows(s, st, otp_time_row, out, sizeof(*out), cap, n, "reading code times", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *hash, const char *ip,
+                      int64_t now, int64_t expires_at, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s, "DELETE FROM otps WHERE created_at <= ?1", &st, err);
+    if (rc == PGW_OK) {
+        sqlite3_bind_int64(st, 1, now - 86400);
+        rc = step_done(s, st, "forgetting old codes", err);
+        sqlite3_finalize(st);
+    }
+    if (rc == PGW_OK)
+        rc = prepare(s,
+                     "INSERT INTO otps (phone, hash, ip, created_at, expires_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, phone_lookup, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, hash, PGW_OTP_HASH_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, ip, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_int64(st, 5, expires_at);
+    rc = step_done(s, st, "recording a code", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_otp_newest(pgw_store *s, const char *phone_lookup, pgw_otp_row *out, bool *found,
+                         pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    *found = false;
+    int rc = prepare(s,
+                     "SELECT id, expires_at, attempts, used, hash FROM otps WHERE phone = ?1"
+                     " ORDER BY id DESC LIMIT 1",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, phone_lookup, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW && sqlite3_column_bytes(st, 4) == PGW_OTP_HASH_LEN) {
+        *found = true;
+        *out = (pgw_otp_row){.id = sqlite3_column_int64(st, 0),
+                             .expires_at = sqlite3_column_int64(st, 1),
+                             .attempts = sqlite3_column_int64(st, 2),
+                             .used = sqlite3_column_int(st, 3) != 0};
+        memcpy(out->hash, sqlite3_column_blob(st, 4), PGW_OTP_HASH_LEN);
+    }
+    rc = step == SQLITE_ROW || step == SQLITE_DONE ? PGW_OK
+                                                   : db_error(s, PGW_EIO, "reading a code", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int pgw_store_otp_mark(pgw_store *s, int64_t id, bool used, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     used ? "UPDATE otps SET used = 1 WHERE id = ?1 AND used = 0"
+                          : "UPDATE otps SET attempts = attempts + 1 WHERE id = ?1 AND used = 0",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = step_done(s, st, "recording a code's try", err);
+    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ESTATE, "code %lld is used or gone", (long long)id);
     sqlite3_finalize(st);
     return rc;
 }

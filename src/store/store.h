@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/identity.h"
 #include "core/ledger.h"
+#include "core/otp.h"
 #include "core/reconcile.h"
 #include "core/rules.h"
 #include "core/transfer.h"
@@ -37,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 15
+#define PGW_STORE_SCHEMA_VERSION 16
 /* Longest database URL accepted. */
 #define PGW_STORE_URL_MAX 512
 
@@ -492,6 +493,23 @@ int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota for template_id; *taken false when none is left. */
 int pgw_store_take_quota(pgw_store *store, const char *member, const char *template_id, bool *taken,
                          pgw_err *err);
+
+/* ---- SMS verification codes (core/otp.h) --------------------------------- */
+
+/* When codes went out since `since`, newest first (at most cap): to the
+ * phone whose lookup is `phone_lookup`, or, when that is NULL, asked from
+ * client address `ip`. */
+int pgw_store_otp_times(pgw_store *store, const char *phone_lookup, const char *ip, int64_t since,
+                        int64_t *out, size_t cap, size_t *n, pgw_err *err);
+/* Records a code issued at `now` (its hash only), expiring at expires_at,
+ * and forgets codes older than a day (they count for no limit any more). */
+int pgw_store_otp_add(pgw_store *store, const char *phone_lookup, const uint8_t *hash,
+                      const char *ip, int64_t now, int64_t expires_at, pgw_err *err);
+/* The newest code of a number; *found false when none. */
+int pgw_store_otp_newest(pgw_store *store, const char *phone_lookup, pgw_otp_row *out, bool *found,
+                         pgw_err *err);
+/* Counts one wrong try of code `id`, or (used) marks it used. */
+int pgw_store_otp_mark(pgw_store *store, int64_t id, bool used, pgw_err *err);
 
 /* ---- member activity: what the earning rules need to know ----------------- */
 

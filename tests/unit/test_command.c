@@ -505,6 +505,102 @@ static void test_hold_replay_is_recognised_before_the_rules(void **state)
     assert_verifies(db);
 }
 
+/* ---- verification codes through the writer ---- */
+
+static int otp(pgw_writer *w, pgw_command_kind kind, const char *phone, const char *ip,
+               const char *code, int64_t at, pgw_command *cmd)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->kind = kind;
+    cmd->at = at;
+    cmd->by_identity = true;
+    cmd->who.kind = PGW_ID_PHONE;
+    snprintf(cmd->who.lookup, sizeof(cmd->who.lookup), "%s", phone);
+    snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", ip);
+    snprintf(cmd->channel, sizeof(cmd->channel), "sms");
+    assert_int_equal(pgw_otp_hash((const uint8_t *)"k", 1, phone, code, cmd->otp_hash, NULL),
+                     PGW_OK);
+    if (kind == PGW_COMMAND_OTP_VERIFY) {
+        snprintf(cmd->member, sizeof(cmd->member), "M1");
+        snprintf(cmd->key, sizeof(cmd->key), "otp:M1:%s:%s", phone, code);
+        memcpy(cmd->fingerprint, cmd->key, 16);
+    }
+    return run_cmd(w, cmd);
+}
+
+/* Limits per number and per address, only the newest code counting,
+ * expiry, and the right code binding the phone once. */
+static void test_otp_codes(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer_options wo = {
+        .db_url = db->url,
+        .queue_cap = 64,
+        .batch_max = 16,
+        .policy = {.expiry = {PGW_EXPIRY_NEVER, 0, 0}, .otp = pgw_otp_limits_default(300, 3)}};
+    pgw_writer *w = NULL;
+    pgw_err err;
+    if (pgw_writer_start(&wo, &w, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    const int64_t t = 1795486500;
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 10, 10, 0, t), PGW_OK);
+    pgw_command c;
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_ISSUE, "L1", "1.1.1.1", "111111", t, &c), PGW_OK);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_ISSUE, "L1", "2.2.2.2", "222222", t + 30, &c),
+                     PGW_ELIMITED);
+    assert_int_equal(c.retry_at, t + 60);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_ISSUE, "L1", "1.1.1.1", "333333", t + 60, &c), PGW_OK);
+    /* The first code was replaced by the newest. */
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L1", "", "111111", t + 61, &c), PGW_OK);
+    assert_int_equal(c.otp_verdict, PGW_OTP_MISMATCH);
+    assert_int_equal(c.otp_tries_left, PGW_OTP_ATTEMPTS_MAX - 1);
+    /* Expired at issue + ttl, even when right. */
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L1", "", "333333", t + 360, &c), PGW_OK);
+    assert_int_equal(c.otp_verdict, PGW_OTP_EXPIRED);
+    /* The address had two; a third number from it is the last it gets this hour. */
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_ISSUE, "L2", "1.1.1.1", "444444", t + 400, &c), PGW_OK);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_ISSUE, "L3", "1.1.1.1", "555555", t + 401, &c),
+                     PGW_ELIMITED);
+    assert_int_equal(c.retry_at, t + 3600);
+    /* Right: bound once; a replay answers the same; the code is used up. */
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L2", "", "444444", t + 402, &c), PGW_OK);
+    assert_int_equal(c.otp_verdict, PGW_OTP_VERIFIED);
+    assert_false(c.replayed);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L2", "", "444444", t + 403, &c), PGW_OK);
+    assert_true(c.replayed);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L2", "", "444445", t + 404, &c), PGW_OK);
+    assert_int_equal(c.otp_verdict, PGW_OTP_NONE);
+    pgw_writer_stop(w);
+
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, &err), PGW_OK);
+    pgw_identity_key phone = {.kind = PGW_ID_PHONE};
+    snprintf(phone.lookup, sizeof(phone.lookup), "L2");
+    bool found = false;
+    char holder[PGW_ID_MAX + 1] = "";
+    assert_int_equal(pgw_store_find_identity(s, &phone, &found, holder, &err), PGW_OK);
+    assert_true(found);
+    assert_string_equal(holder, "M1");
+    snprintf(phone.lookup, sizeof(phone.lookup), "L1");
+    assert_int_equal(pgw_store_find_identity(s, &phone, &found, holder, &err), PGW_OK);
+    assert_false(found);
+    /* A day later the old codes are forgotten when a new one is recorded. */
+    int64_t times[8];
+    size_t n = 0;
+    assert_int_equal(pgw_store_otp_times(s, "L1", NULL, 0, times, 8, &n, &err), PGW_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(times[0], t + 60); /* newest first */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    uint8_t hash[PGW_OTP_HASH_LEN] = {0};
+    assert_int_equal(pgw_store_otp_add(s, "L9", hash, "", t + 86400 + 60, t + 86400 + 360, &err),
+                     PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_otp_times(s, "L1", NULL, 0, times, 8, &n, &err), PGW_OK);
+    assert_int_equal(n, 0);
+    pgw_store_close(s);
+    assert_verifies(db);
+}
+
 /* A hold is pending strictly before its deadline: at the deadline it cannot
  * be captured or voided, its points are available again, and the expiry
  * run releases it once. */
@@ -807,6 +903,7 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_partial_refunds_reverse_exactly, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_otp_codes, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hold_replay_is_recognised_before_the_rules,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup,

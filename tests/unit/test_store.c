@@ -253,7 +253,8 @@ static void back_to_schema_11(const db_fixture *f, const char *extra)
              "DROP TABLE sessions; DROP TABLE subscriptions;"
              "DROP TABLE oa_followers; DROP TABLE wechat_tokens;" /* schema 14 */
              "DROP TABLE notices; DROP TABLE reminders; ALTER TABLE members DROP COLUMN "
-             "sms_opt_out;" /* schema 15 */
+             "sms_opt_out;"     /* schema 15 */
+             "DROP TABLE otps;" /* schema 16 */
              "CREATE TABLE t11 (id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, idem_key TEXT NOT "
              "NULL, fingerprint BLOB NOT NULL, debit TEXT NOT NULL, credit TEXT NOT NULL, points "
              "INTEGER NOT NULL, shop_id TEXT NOT NULL, channel TEXT NOT NULL, occurred_at INTEGER "
