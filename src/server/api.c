@@ -28,6 +28,7 @@
 #include "util/csv.h"
 #include "util/json_read.h"
 #include "util/vault.h"
+#include "util/thread_name.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -3041,6 +3042,7 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
 static void *sweep_main(void *arg)
 {
     sweeper *sw = arg;
+    pgw_thread_name("pgw-sweep");
     pthread_mutex_lock(&sw->lock);
     while (!sw->stop) {
         struct timespec until;

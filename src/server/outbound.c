@@ -4,6 +4,7 @@
 #include "outbound.h"
 
 #include "core/assertions.h"
+#include "util/thread_name.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -37,6 +38,7 @@ struct pgw_outbound {
 static void *worker(void *arg)
 {
     pgw_outbound *p = arg;
+    pgw_thread_name("pgw-outbound");
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (p->len == 0 && !p->stopping)

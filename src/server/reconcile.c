@@ -5,6 +5,7 @@
 
 #include "core/assertions.h"
 #include "server/rowsort.h"
+#include "util/thread_name.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -140,6 +141,7 @@ typedef struct prefetch {
 static void *prefetch_main(void *arg)
 {
     prefetch *p = arg;
+    pgw_thread_name("pgw-prefetch");
     for (;;) {
         pthread_mutex_lock(&p->lock);
         while (p->filled == PREFETCH_BLOCKS && !p->stop)

@@ -16,6 +16,7 @@
 #include "writer.h"
 
 #include "core/assertions.h"
+#include "util/thread_name.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -194,6 +195,7 @@ static void hand_to_syncer(pgw_writer *w, size_t n)
 static void *writer_main(void *arg)
 {
     pgw_writer *w = arg;
+    pgw_thread_name(w->read_only ? "pgw-reader" : "pgw-writer");
     for (;;) {
         size_t n = take_batch(w);
         if (n == 0)
@@ -255,6 +257,7 @@ static void fail_unsynced(pgw_writer *w, size_t n, const pgw_err *err)
 static void *syncer_main(void *arg)
 {
     pgw_writer *w = arg;
+    pgw_thread_name("pgw-syncer");
     bool failed = false;
     size_t n;
     while ((n = take_pending(w, &failed)) > 0) {
