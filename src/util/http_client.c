@@ -6,9 +6,48 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+/*
+ * Each thread keeps one curl handle, and with it curl's connection cache:
+ * a worker's next call to the same host reuses the open connection (and
+ * its TLS session) instead of a TCP and TLS handshake per message. The
+ * handle is the thread's own, freed when the thread exits; this key is
+ * the only process-wide state here, made once.
+ */
+static pthread_key_t handle_key;
+static pthread_once_t handle_once = PTHREAD_ONCE_INIT;
+static bool handle_key_ok;
+
+static void handle_free(void *handle)
+{
+    curl_easy_cleanup(handle);
+}
+
+static void handle_key_make(void)
+{
+    handle_key_ok = pthread_key_create(&handle_key, handle_free) == 0;
+}
+
+/* The thread's handle, reset to no options (its connections stay open);
+ * *own when the caller must free it (no key: a handle per call). */
+static CURL *thread_handle(bool *own)
+{
+    pthread_once(&handle_once, handle_key_make);
+    CURL *curl = handle_key_ok ? pthread_getspecific(handle_key) : NULL;
+    *own = false;
+    if (curl != NULL) {
+        curl_easy_reset(curl);
+        return curl;
+    }
+    curl = curl_easy_init();
+    if (curl != NULL && (!handle_key_ok || pthread_setspecific(handle_key, curl) != 0))
+        *own = true;
+    return curl;
+}
 
 int pgw_http_client_init(pgw_err *err)
 {
@@ -20,6 +59,12 @@ int pgw_http_client_init(pgw_err *err)
 
 void pgw_http_client_cleanup(void)
 {
+    pthread_once(&handle_once, handle_key_make);
+    CURL *curl = handle_key_ok ? pthread_getspecific(handle_key) : NULL;
+    if (curl != NULL) { /* the calling thread's (main): others freed theirs at exit */
+        pthread_setspecific(handle_key, NULL);
+        curl_easy_cleanup(curl);
+    }
     curl_global_cleanup();
 }
 
@@ -104,7 +149,8 @@ int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
     if (call->url == NULL || call->method == NULL ||
         (strcmp(call->method, "GET") != 0 && strcmp(call->method, "POST") != 0))
         return pgw_err_set(err, PGW_EINVAL, "an outbound call needs GET or POST and a URL");
-    CURL *curl = curl_easy_init();
+    bool own = false;
+    CURL *curl = thread_handle(&own);
     if (curl == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "libcurl: no handle");
     sink s = {0};
@@ -116,7 +162,8 @@ int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
         if (s.data == NULL)
             rc = pgw_err_set(err, PGW_ENOMEM, "out of memory for an answer");
     }
-    curl_easy_cleanup(curl);
+    if (own)
+        curl_easy_cleanup(curl);
     if (rc != PGW_OK) {
         free(s.data);
         return rc;

@@ -9,6 +9,14 @@
  * Secrets travel in URLs (WeChat's access_token and secret are query
  * parameters): messages here never include the URL's query.
  *
+ * Connections are kept open per thread and reused by its next call to the
+ * same host (one curl handle per thread, freed when the thread exits).
+ * When a reused connection closes before any byte of the answer (the
+ * server timed it out as we sent), curl sends the request again on a new
+ * one: a POST the server took and then dropped without answering can go
+ * twice. That is the at-least-once the callers already live with after a
+ * timeout; WeChat's template message de-duplicates on client_msg_id.
+ *
  * pgw_http_client_init() must run once before any thread calls (curl's
  * global init is not thread-safe); main.c and tests do it.
  */

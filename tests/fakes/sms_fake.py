@@ -633,6 +633,9 @@ CONTROLS = {
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sms-fake"
+    # Headers and body leave in two writes: with Nagle on, a kept-alive
+    # connection waits for the client's delayed ACK (40 ms) between them.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet: no access log
         pass

@@ -69,6 +69,7 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
                                (unionid: what cgi-bin/user/info tells of them)
   POST /_fake/expire_tokens    {"appid"?, "errcode"? (42001 | 40001, default 42001)}
   GET  /_fake/tokens?appid=    -> {"tokens":[{"access_token","appid","expires_in","state"}]}
+  POST /_fake/faults/clear     drops the faults not used up
   POST /_fake/faults           {"path","count","errcode"?,"errmsg"?,"http_status"?,
                                 "body"?,"delay_ms"?,"close"?}
   GET  /_fake/requests?path=   -> {"requests":[...]}  arrival order
@@ -690,6 +691,11 @@ def ctl_faults(body, query, now):
     return {"ok": True}
 
 
+def ctl_clear_faults(body, query, now):
+    STATE.faults.clear()
+    return {"ok": True}
+
+
 def ctl_requests(body, query, now):
     path = query.get("path")
     return {"requests": [dict(r) for r in STATE.requests if path is None or r["path"] == path]}
@@ -715,6 +721,7 @@ CONTROLS = {
     "/_fake/expire_tokens": {"POST": ctl_expire_tokens},
     "/_fake/tokens": {"GET": ctl_tokens},
     "/_fake/faults": {"POST": ctl_faults},
+    "/_fake/faults/clear": {"POST": ctl_clear_faults},
     "/_fake/requests": {"GET": ctl_requests},
     "/_fake/stats": {"GET": ctl_stats},
     "/_fake/reset": {"POST": ctl_reset},
@@ -727,6 +734,9 @@ CONTROLS = {
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "wechat-fake"
+    # Headers and body leave in two writes: with Nagle on, a kept-alive
+    # connection waits for the client's delayed ACK (40 ms) between them.
+    disable_nagle_algorithm = True
     sys_version = ""
 
     def log_message(self, fmt, *args):  # quiet: no access log
