@@ -83,6 +83,7 @@ typedef struct pgw_notify_config {
     int64_t retry_base_delay_ms;
     int64_t retry_max_delay_ms;
     int64_t expiry_reminder_days; /* "N points expire on D" this long ahead; 0: none */
+    int64_t workers;              /* couriers: 1..PGW_NOTIFY_THREADS_MAX (64), default 16 */
 } pgw_notify_config;
 
 typedef struct pgw_risk_config {

@@ -9,6 +9,7 @@
 #include "core/notice.h"
 #include "core/utf8.h"
 #include "store/store.h"
+#include "util/thread_name.h"
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -53,7 +54,8 @@ struct pgw_notifier {
      * this run. What a run held when it died comes back when its lease
      * (renewed before each notice) runs out. */
     char owner[PGW_OWNER_MAX + 1];
-    courier couriers[PGW_NOTIFY_THREADS];
+    courier couriers[PGW_NOTIFY_THREADS_MAX];
+    size_t n_couriers; /* cfg notify.workers */
     /* Per-number frequency: an SMS the provider would refuse (30 s, per
      * hour, per day) waits here instead of costing an attempt. */
     pgw_sms_limiter *limiter;
@@ -72,6 +74,8 @@ typedef struct reach_info {
     char oa_openid[PGW_WX_OPENID_MAX + 1];
     pgw_identity_key phone;
     const char *mp_template, *oa_template, *sms_template;
+    /* What a subscribe message did to the quota, recorded with the outcome. */
+    enum { QUOTA_KEPT, QUOTA_USED, QUOTA_NONE_LEFT } quota;
 } reach_info;
 
 /* What one attempt on one channel came to. */
@@ -200,18 +204,17 @@ static attempt outcome_of(pgw_wx_outcome o)
                                       : GIVE_UP;
 }
 
-/* The mini program's subscribe message, with one unit of quota. */
-static attempt send_mp(courier *c, pgw_notice *nt, const reach_info *r, int kind)
+/*
+ * The mini program's subscribe message. The unit of quota it uses is
+ * counted when the outcome is recorded (finish()), not reserved before
+ * the call: that would be one more transaction per notice, and WeChat
+ * keeps the real count anyway. Two notices racing for a member's last
+ * unit both go; WeChat refuses one (43101) and it falls through.
+ */
+static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
 {
     pgw_notifier *n = c->n;
     pgw_err err;
-    bool taken = false;
-    if (pgw_store_take_quota(c->store, nt->member, r->mp_template, &taken, &err) != PGW_OK) {
-        set_error(nt, "", err.msg);
-        return RETRY;
-    }
-    if (!taken)
-        return NEXT;
     char points[24], balance[24], when[32];
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
@@ -227,15 +230,11 @@ static attempt send_mp(courier *c, pgw_notice *nt, const reach_info *r, int kind
         pgw_mp_send_subscribe(n->o.wechat, n->o.cfg->wechat_mp.appid, r->mp_openid, r->mp_template,
                               "pages/points/index", kw, 4, &msgid, &reply, &err);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
-    int64_t quota = 0;
-    pgw_err ignored;
-    /* Not sent (refused before the call, or WeChat answered so), and not
-     * for want of quota (43101): the unit is the member's again. No answer
-     * (a timeout) may have been a send: the unit stays used. */
-    bool unknown = rc == PGW_EUNAVAILABLE && reply.errcode == 0; /* no answer: maybe sent */
-    if (a != SENT && rc != PGW_ESTATE && !unknown &&
-        pgw_store_add_quota(c->store, nt->member, r->mp_template, 1, &quota, &ignored) != PGW_OK)
-        fprintf(stderr, "pointsgw: warning: quota not given back: %s\n", ignored.msg);
+    /* Sent, or no answer (a timeout may have been a send): a unit used.
+     * 43101: WeChat has none left, whatever we counted. Refused otherwise:
+     * the unit is still the member's. */
+    bool unknown = rc == PGW_EUNAVAILABLE && reply.errcode == 0;
+    r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
     else
@@ -355,7 +354,7 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
     count(n, &n->stats.retried);
 }
 
-static attempt try_channel(courier *c, pgw_notice *nt, const reach_info *r, int kind,
+static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
                            pgw_notice_channel ch, int64_t now)
 {
     snprintf(nt->channel, sizeof(nt->channel), "%s", pgw_notice_channel_name(ch));
@@ -364,7 +363,53 @@ static attempt try_channel(courier *c, pgw_notice *nt, const reach_info *r, int 
                                   : send_sms(c, nt, r, now);
 }
 
-static void deliver(courier *c, pgw_notice *nt)
+/*
+ * Before an attempt, in one read: the member followed through merges and
+ * whom the notice can reach. The claim is renewed first (making it a
+ * write) only when half its lease has gone since `claimed_at`: a batch of
+ * PGW_NOTIFY_BATCH normally takes well under a second, and a write per
+ * notice cost more than the send. PGW_ESTATE when the claim was lost (its
+ * lease ran out and another instance took it).
+ */
+static int prepare(courier *c, pgw_notice *nt, int kind, int64_t claimed_at, reach_info *r,
+                   pgw_err *err)
+{
+    bool renew = now_s() - claimed_at >= PGW_NOTICE_LEASE_S / 2;
+    int rc = renew ? pgw_store_begin(c->store, err) : pgw_store_begin_read(c->store, err);
+    if (rc != PGW_OK)
+        return rc;
+    if (renew)
+        rc = pgw_store_renew_claim(c->store, c->n->owner, nt->id, now_s(), err);
+    if (rc == PGW_OK)
+        rc = kind < 0 ? pgw_err_set(err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
+                      : pgw_store_survivor(c->store, nt->member, NULL, err); /* merged since? */
+    if (rc == PGW_OK)
+        rc = member_reach(c, nt, kind, r, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_commit(c->store, err);
+    if (rc != PGW_OK)
+        pgw_store_rollback(c->store, NULL);
+    return rc;
+}
+
+/* Records the attempt and what it did to the quota, in one transaction. */
+static int finish(courier *c, pgw_notice *nt, const reach_info *r, pgw_err *err)
+{
+    bool taken = false;
+    int rc = pgw_store_begin(c->store, err);
+    if (rc == PGW_OK && r->quota != QUOTA_KEPT)
+        rc = pgw_store_take_quota(c->store, nt->member, r->mp_template, r->quota == QUOTA_NONE_LEFT,
+                                  &taken, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_finish_notice(c->store, c->n->owner, nt, now_s(), err);
+    if (rc == PGW_OK)
+        rc = pgw_store_commit(c->store, err);
+    if (rc != PGW_OK)
+        pgw_store_rollback(c->store, NULL);
+    return rc;
+}
+
+static void deliver(courier *c, pgw_notice *nt, int64_t claimed_at)
 {
     pgw_notifier *n = c->n;
     int64_t now = now_s();
@@ -373,10 +418,10 @@ static void deliver(courier *c, pgw_notice *nt)
     pgw_err err;
     nt->provider_id[0] = '\0';
     bool failed = false; /* a channel gave up (dead), not only refused this member (skipped) */
-    int rc = kind < 0 ? pgw_err_set(&err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
-                      : pgw_store_survivor(c->store, nt->member, NULL, &err); /* merged since? */
-    if (rc == PGW_OK)
-        rc = member_reach(c, nt, kind, &r, &err);
+    memset(&r, 0, sizeof(r));
+    int rc = prepare(c, nt, kind, claimed_at, &r, &err);
+    if (rc == PGW_ESTATE)
+        return; /* not ours any more: whoever holds it delivers it */
     if (rc != PGW_OK) {
         set_error(nt, "", err.msg);
         schedule_retry(n, nt, now);
@@ -408,7 +453,7 @@ static void deliver(courier *c, pgw_notice *nt)
         nt->excluded |= ch;
         count(n, &n->stats.fell_through);
     }
-    if (pgw_store_finish_notice(c->store, n->owner, nt, now_s(), &err) != PGW_OK)
+    if (finish(c, nt, &r, &err) != PGW_OK)
         fprintf(stderr, "pointsgw: notice %lld not recorded: %s\n", (long long)nt->id, err.msg);
     else if (n->o.changed != NULL)
         n->o.changed(n->o.changed_ctx, nt);
@@ -462,6 +507,7 @@ static void remind(courier *c, int64_t *next_at)
 static void *courier_main(void *arg)
 {
     courier *c = arg;
+    pgw_thread_name("pgw-courier");
     pgw_notifier *n = c->n;
     bool first = c == &n->couriers[0];
     pgw_notice batch[PGW_NOTIFY_BATCH];
@@ -469,16 +515,14 @@ static void *courier_main(void *arg)
     for (;;) {
         size_t got = 0;
         pgw_err err;
+        int64_t claimed_at = now_s();
         if (first)
             remind(c, &next_reminders);
-        if (pgw_store_claim_notices(c->store, n->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
+        if (pgw_store_claim_notices(c->store, n->owner, claimed_at, batch, PGW_NOTIFY_BATCH, &got,
                                     &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
-        for (size_t i = 0; i < got && !stopping(n); i++) {
-            /* Still ours? A slow batch may have outlived its lease. */
-            if (pgw_store_renew_claim(c->store, n->owner, batch[i].id, now_s(), &err) == PGW_OK)
-                deliver(c, &batch[i]); /* what is left in hand is released at stop */
-        }
+        for (size_t i = 0; i < got && !stopping(n); i++)
+            deliver(c, &batch[i], claimed_at); /* what is left in hand is released at stop */
         int64_t lapsed = 0;
         if (first && /* an instance that died: its claims come back after their lease */
             pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) != PGW_OK)
@@ -489,7 +533,13 @@ static void *courier_main(void *arg)
             n->stats.depth = depth;
             pthread_mutex_unlock(&n->lock);
         }
-        if (stopping(n) || (got < PGW_NOTIFY_BATCH && wait_or_stop(n, PGW_NOTIFY_POLL_MS)))
+        if (got == PGW_NOTIFY_BATCH) { /* there may be more: everyone to work */
+            pthread_mutex_lock(&n->lock);
+            pthread_cond_broadcast(&n->wake);
+            pthread_mutex_unlock(&n->lock);
+        }
+        if (stopping(n) || (got < PGW_NOTIFY_BATCH &&
+                            wait_or_stop(n, first ? PGW_NOTIFY_POLL_MS : PGW_NOTIFY_IDLE_MS)))
             break;
     }
     return NULL;
@@ -498,7 +548,7 @@ static void *courier_main(void *arg)
 static int open_couriers(pgw_notifier *n, pgw_err *err)
 {
     int rc = PGW_OK;
-    for (size_t i = 0; rc == PGW_OK && i < PGW_NOTIFY_THREADS; i++) {
+    for (size_t i = 0; rc == PGW_OK && i < n->n_couriers; i++) {
         courier *c = &n->couriers[i];
         c->n = n;
         rc = pgw_store_open(n->o.db_url, false, &c->store, err);
@@ -508,7 +558,7 @@ static int open_couriers(pgw_notifier *n, pgw_err *err)
     int64_t unclaimed = 0;
     if (rc == PGW_OK) /* a crash left these in hand: send them again */
         rc = pgw_store_unclaim_notices(n->couriers[0].store, NULL, now_s(), &unclaimed, err);
-    for (size_t i = 0; rc == PGW_OK && i < PGW_NOTIFY_THREADS; i++) {
+    for (size_t i = 0; rc == PGW_OK && i < n->n_couriers; i++) {
         courier *c = &n->couriers[i];
         if (pthread_create(&c->thread, NULL, courier_main, c) != 0)
             rc = pgw_err_set(err, PGW_EUNAVAILABLE, "cannot start the notifier");
@@ -524,6 +574,8 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     if (n == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the notifier");
     n->o = *opts;
+    n->n_couriers = (size_t)opts->cfg->notify.workers;
+    PGW_ASSERT(n->n_couriers >= 1 && n->n_couriers <= PGW_NOTIFY_THREADS_MAX);
     pthread_mutex_init(&n->lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -560,7 +612,7 @@ void pgw_notifier_stop(pgw_notifier *n)
     n->stop = true;
     pthread_cond_broadcast(&n->wake);
     pthread_mutex_unlock(&n->lock);
-    for (size_t i = 0; i < PGW_NOTIFY_THREADS; i++) {
+    for (size_t i = 0; i < n->n_couriers; i++) {
         if (n->couriers[i].started)
             pthread_join(n->couriers[i].thread, NULL);
     }
@@ -572,7 +624,7 @@ void pgw_notifier_stop(pgw_notifier *n)
         pgw_store_unclaim_notices(n->couriers[0].store, n->owner, now_s(), &released, &err) !=
             PGW_OK)
         fprintf(stderr, "pointsgw: notices left claimed until their lease ends: %s\n", err.msg);
-    for (size_t i = 0; i < PGW_NOTIFY_THREADS; i++)
+    for (size_t i = 0; i < n->n_couriers; i++)
         pgw_store_close(n->couriers[i].store);
     pgw_sms_limiter_free(n->limiter);
     pthread_mutex_destroy(&n->lock);

@@ -1,8 +1,8 @@
 /*
  * notifier.h - delivers the outbox (store.h "notifications").
  *
- * PGW_NOTIFY_THREADS couriers, each with a database connection of its own,
- * claim the notices that are due and route each (core/notice.h: the mini
+ * notify.workers couriers (default 16), each with a database connection
+ * of its own, claim the notices that are due and route each (core/notice.h: the mini
  * program's subscribe message if the member has quota, the official
  * account's template message if they follow, SMS if a phone is known and
  * not opted out, outside quiet hours and the number's frequency limit),
@@ -21,8 +21,9 @@
  * providers only keep it (SessionContext / OutId); a subscribe message has
  * no key. Delivery is at least once.
  *
- * Subscribe-message quota is taken before the call and given back unless
- * the message may have gone (no answer) or WeChat said there was none.
+ * Subscribe-message quota: a unit is counted as used with the attempt's
+ * outcome when the message went or may have gone (no answer); 43101 (none
+ * left at WeChat) drops the member's count to zero.
  */
 #ifndef PGW_NOTIFY_NOTIFIER_H
 #define PGW_NOTIFY_NOTIFIER_H
@@ -37,10 +38,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define PGW_NOTIFY_BATCH   32  /* notices claimed at once */
-#define PGW_NOTIFY_POLL_MS 100 /* how often the outbox is looked at */
-#define PGW_OWNER_MAX      64  /* a notifier's name on its claims */
-#define PGW_NOTIFY_THREADS 4   /* couriers: WeChat answers in tens of ms, so several wait at once */
+/* Notices a courier claims at once: few, so that a burst spreads over
+ * the couriers instead of queueing behind one (bench/RESULTS.md: p99 0.9 s
+ * at 8, 0.4 s at 4). A courier that claimed a full batch wakes the others. */
+#define PGW_NOTIFY_BATCH   4
+#define PGW_NOTIFY_POLL_MS 100  /* how often the first courier looks at the outbox */
+#define PGW_NOTIFY_IDLE_MS 1000 /* the others, unless woken */
+#define PGW_OWNER_MAX      64   /* a notifier's name on its claims */
+/* Couriers at most (config notify.workers). A courier waits on one
+ * provider call at a time, so messages per second are at most couriers /
+ * the provider's answer time: 16 over WeChat's tens of ms make ~300/s
+ * across the internet, 1,000/s against a fake on this machine. */
+#define PGW_NOTIFY_THREADS_MAX 64
 
 typedef struct pgw_notifier_options {
     const pgw_config *cfg; /* borrowed */

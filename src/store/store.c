@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -367,8 +368,15 @@ static const char *const STATEMENTS[ST_COUNT] = {
                             " AND deadline <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
 };
 
+#define LAZY_STATEMENTS 32 /* statements prepare() keeps, beyond the ST_ ones */
+
 struct pgw_store {
     sqlite3 *db;
+    /* Statements of the notifier and codes: prepared on first use and kept
+     * (prepare()), found again by their SQL text. */
+    sqlite3_stmt *lazy[LAZY_STATEMENTS];
+    size_t n_lazy;
+    int64_t busy_since_us; /* when the current wait for a lock began (busy_wait) */
     char path[PGW_STORE_URL_MAX + 1];
     sqlite3_stmt *st[ST_COUNT]; /* prepared once at open, see STATEMENTS */
     /* The chain head as of the last append in this transaction, so a batch
@@ -759,10 +767,39 @@ static int prepare_statements(pgw_store *s, pgw_err *err)
     return PGW_OK;
 }
 
+static int64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Waiting for another connection's lock, up to BUSY_TIMEOUT_MS. SQLite's
+ * own handler sleeps 1, 2, 5, 10 ... 100 ms between tries: a courier
+ * waiting for the lock behind the writer, whose transactions follow each
+ * other within a millisecond, slept through dozens of them and starved
+ * (notices fell behind at 1,000 purchases/s). Sleeps of 50 us growing to
+ * 2 ms take the lock between two of the writer's transactions.
+ */
+static int busy_wait(void *arg, int count)
+{
+    pgw_store *s = arg;
+    int64_t now = monotonic_us();
+    if (count == 0)
+        s->busy_since_us = now;
+    if (now - s->busy_since_us >= (int64_t)BUSY_TIMEOUT_MS * 1000)
+        return 0; /* SQLITE_BUSY to the caller */
+    long us = 50L << (count < 6 ? count : 6);
+    struct timespec pause = {0, (us < 2000 ? us : 2000) * 1000};
+    nanosleep(&pause, NULL);
+    return 1;
+}
+
 /* Connection settings; see the top of this file for why synchronous=FULL. */
 static int configure(pgw_store *s, pgw_err *err)
 {
-    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    sqlite3_busy_handler(s->db, busy_wait, s);
     /* 2 KiB pages for a new database (an existing one keeps its own). Most
      * of a purchase's writes are single-row inserts at random places of an
      * index (a member's lots, history, activity); each rewrites one whole
@@ -830,6 +867,8 @@ void pgw_store_close(pgw_store *s)
         return;
     for (size_t i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    for (size_t i = 0; i < s->n_lazy; i++)
+        sqlite3_finalize(s->lazy[i]);
     sqlite3_close(s->db);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
@@ -2250,7 +2289,8 @@ int pgw_store_token_release(pgw_store *s, const char *appid, pgw_err *err)
 
 int pgw_store_relax_sync(pgw_store *s, pgw_err *err)
 {
-    return exec(s, "PRAGMA synchronous = NORMAL", "relaxing sync", err);
+    return exec(s, "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0", "relaxing sync",
+                err);
 }
 
 int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind, int64_t points,
@@ -2311,13 +2351,42 @@ static bool notice_row(sqlite3_stmt *st, void *item)
            column_text(st, 13, n->provider_id, sizeof(n->provider_id));
 }
 
-/* A statement prepared per call: for what runs a few times a second at
- * most (the notifier, verification codes), not worth a cached statement. */
+/*
+ * A statement for `sql`, prepared on first use and kept: the couriers run
+ * a handful per notice, and parsing them each time cost more than running
+ * them. Found again by its text (not its address: a caller may build the
+ * SQL in one buffer, differently each time). Give it back with release().
+ * Once LAZY_STATEMENTS are kept, the next are prepared per call (release()
+ * finalizes those).
+ */
 static int prepare(pgw_store *s, const char *sql, sqlite3_stmt **st, pgw_err *err)
 {
-    if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+    for (size_t i = 0; i < s->n_lazy; i++) {
+        if (strcmp(sqlite3_sql(s->lazy[i]), sql) == 0) {
+            *st = s->lazy[i];
+            return PGW_OK;
+        }
+    }
+    bool keep = s->n_lazy < LAZY_STATEMENTS;
+    if (sqlite3_prepare_v3(s->db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, st, NULL) !=
+        SQLITE_OK)
         return db_error(s, PGW_EIO, "preparing a statement", err);
+    if (keep)
+        s->lazy[s->n_lazy++] = *st;
     return PGW_OK;
+}
+
+/* Gives back a statement of prepare(): reset for its next use. */
+static void release(pgw_store *s, sqlite3_stmt *st)
+{
+    for (size_t i = 0; i < s->n_lazy; i++) {
+        if (s->lazy[i] == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    }
+    sqlite3_finalize(st);
 }
 
 int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_notice *out,
@@ -2338,7 +2407,7 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
     sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
     rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "claiming notices", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2368,7 +2437,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2391,7 +2460,7 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     sqlite3_bind_text(st, 2, owner ? owner : "", -1, SQLITE_STATIC);
     rc = step_done(s, st, "unclaiming notices", err);
     *n = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2411,7 +2480,7 @@ int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t n
     rc = step_done(s, st, "renewing a claim", err);
     if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)id);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2428,7 +2497,7 @@ int pgw_store_member_notices(pgw_store *s, const char *member, pgw_notice *out, 
     sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
     rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "reading notices", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2448,7 +2517,7 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
         rc = pgw_err_set(err, PGW_ENOTFOUND, "no notice %lld", (long long)id);
     else if (step != SQLITE_ROW)
         rc = db_error(s, PGW_EIO, "reading a notice", err);
-    sqlite3_finalize(st);
+    release(s, st);
     if (rc == PGW_OK && strcmp(state, "dead") != 0)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is %s, not dead", (long long)id, state);
     if (rc == PGW_OK)
@@ -2461,7 +2530,7 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, now);
     rc = step_done(s, st, "retrying a notice", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2477,17 +2546,19 @@ int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
     int step = sqlite3_step(st);
     *n = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     rc = step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "counting the outbox", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
-int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_id, bool *taken,
-                         pgw_err *err)
+int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_id, bool all,
+                         bool *taken, pgw_err *err)
 {
     sqlite3_stmt *st = NULL;
     int rc = prepare(s,
-                     "UPDATE subscriptions SET quota = quota - 1"
-                     " WHERE member = ?1 AND template_id = ?2 AND quota > 0",
+                     all ? "UPDATE subscriptions SET quota = 0"
+                           " WHERE member = ?1 AND template_id = ?2 AND quota > 0"
+                         : "UPDATE subscriptions SET quota = quota - 1"
+                           " WHERE member = ?1 AND template_id = ?2 AND quota > 0",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
@@ -2495,7 +2566,7 @@ int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_
     sqlite3_bind_text(st, 2, template_id, -1, SQLITE_STATIC);
     rc = step_done(s, st, "taking subscription quota", err);
     *taken = rc == PGW_OK && sqlite3_changes(s->db) == 1;
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2534,7 +2605,7 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         rc = step_done(s, st, "queueing reminders", err);
         if (step == 0)
             n = sqlite3_changes(s->db);
-        sqlite3_finalize(st);
+        release(s, st);
     }
     if (rc == PGW_OK)
         rc = exec(s, "COMMIT", "queueing reminders", err);
@@ -2555,7 +2626,7 @@ int pgw_store_set_sms_opt_out(pgw_store *s, const char *member, bool opt_out, pg
     rc = step_done(s, st, "recording an SMS preference", err);
     if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2571,7 +2642,7 @@ int pgw_store_sms_opt_out(pgw_store *s, const char *member, bool *opt_out, pgw_e
     rc = step == SQLITE_ROW || step == SQLITE_DONE
              ? PGW_OK
              : db_error(s, PGW_EIO, "reading a preference", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2599,7 +2670,7 @@ int pgw_store_otp_times(pgw_store *s, const char *phone_lookup, const char *ip, 
     sqlite3_bind_int64(st, 2, since);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
     rc = read_rows(s, st, otp_time_row, out, sizeof(*out), cap, n, "reading code times", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2611,7 +2682,7 @@ int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *has
     if (rc == PGW_OK) {
         sqlite3_bind_int64(st, 1, now - 86400);
         rc = step_done(s, st, "forgetting old codes", err);
-        sqlite3_finalize(st);
+        release(s, st);
     }
     if (rc == PGW_OK)
         rc = prepare(s,
@@ -2626,7 +2697,7 @@ int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *has
     sqlite3_bind_int64(st, 4, now);
     sqlite3_bind_int64(st, 5, expires_at);
     rc = step_done(s, st, "recording a code", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2653,7 +2724,7 @@ int pgw_store_otp_newest(pgw_store *s, const char *phone_lookup, pgw_otp_row *ou
     }
     rc = step == SQLITE_ROW || step == SQLITE_DONE ? PGW_OK
                                                    : db_error(s, PGW_EIO, "reading a code", err);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 
@@ -2670,7 +2741,7 @@ int pgw_store_otp_mark(pgw_store *s, int64_t id, bool used, pgw_err *err)
     rc = step_done(s, st, "recording a code's try", err);
     if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "code %lld is used or gone", (long long)id);
-    sqlite3_finalize(st);
+    release(s, st);
     return rc;
 }
 

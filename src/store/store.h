@@ -452,7 +452,9 @@ int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *k
  * (synchronous=NORMAL). Its writes are delivery state, not the ledger: a
  * power cut can lose the last few, which costs a notice sent again (the
  * provider's de-dup key still holds) or a quota unit given back, never a
- * notice (those are written, and synced, by the writer). */
+ * notice (those are written, and synced, by the writer). It also leaves
+ * checkpoints to the writer's connection: a courier committing often would
+ * otherwise run them, and wait for the disk after all. */
 int pgw_store_relax_sync(pgw_store *store, pgw_err *err);
 #define PGW_NOTICE_LEASE_S 30 /* renewed before each notice: one attempt takes seconds */
 
@@ -490,9 +492,10 @@ int pgw_store_set_sms_opt_out(pgw_store *store, const char *member, bool opt_out
 int pgw_store_sms_opt_out(pgw_store *store, const char *member, bool *opt_out, pgw_err *err);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
-/* Takes one unit of member's quota for template_id; *taken false when none is left. */
-int pgw_store_take_quota(pgw_store *store, const char *member, const char *template_id, bool *taken,
-                         pgw_err *err);
+/* Takes one unit of member's quota for template_id (all of it: WeChat said
+ * none is left); *taken false when none was left. */
+int pgw_store_take_quota(pgw_store *store, const char *member, const char *template_id, bool all,
+                         bool *taken, pgw_err *err);
 
 /* ---- SMS verification codes (core/otp.h) --------------------------------- */
 

@@ -531,7 +531,7 @@ def notifications(srv, fake, oa_member):
     fake.control("POST", "/_fake/login_codes",
                  {"appid": MP_APPID, "code": "code-9c", "openid": "oMP-9", "unionid": "uUNION-9"})
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9c"}, key=None)
-    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 2},
                 session=doc["session"])
     oa = {"event_id": "N-OA-1", "channel": "store", "shop_id": "S001", "type": "purchase",
           "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"oa_openid": "oOA-1", "appid": OA_APPID},
@@ -558,6 +558,9 @@ def notifications(srv, fake, oa_member):
     listed = eventually(lambda: notices(srv, oa_member), lambda l: l[0]["state"] == "sent")
     check(listed[0]["state"] == "sent" and listed[0]["attempts"] == 2,
           "sent on the second attempt: %s" % listed[0])
+    refused = [r for r in fake.requests("/cgi-bin/message/subscribe/send")
+               if r["body"].get("touser") == "oMP-9"]
+    check(len(refused) == 1, "WeChat's 43101 emptied the quota we counted (2): not asked again")
     fake.control("POST", "/_fake/faults",
                  {"path": "/cgi-bin/message/template/send", "count": 3, "errcode": -1})
     oa["event_id"] = "N-OA-3"

@@ -131,6 +131,7 @@ static void test_crash_and_retry(void **state)
     pgw_store_close(s);
 }
 
+/* A unit at a time, or all of it when WeChat says none is left. */
 static void test_quota_taken_once(void **state)
 {
     pgw_store *s = open_store(state);
@@ -140,11 +141,19 @@ static void test_quota_taken_once(void **state)
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
     assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
-    assert_int_equal(pgw_store_take_quota(s, "M1", "tpl", &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M1", "tpl", false, &taken, &err), PGW_OK);
     assert_true(taken);
-    assert_int_equal(pgw_store_take_quota(s, "M1", "tpl", &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M1", "tpl", false, &taken, &err), PGW_OK);
     assert_false(taken);
-    assert_int_equal(pgw_store_take_quota(s, "M2", "tpl", &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M2", "tpl", false, &taken, &err), PGW_OK);
+    assert_false(taken);
+    /* WeChat said none is left (43101): whatever we counted goes. */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M3", "tpl", 3, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M3", "tpl", true, &taken, &err), PGW_OK);
+    assert_true(taken);
+    assert_int_equal(pgw_store_take_quota(s, "M3", "tpl", false, &taken, &err), PGW_OK);
     assert_false(taken);
     pgw_store_close(s);
 }
