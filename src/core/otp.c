@@ -7,9 +7,34 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <arpa/inet.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
 #include <string.h>
+
+bool pgw_otp_address(const char *ip, char out[PGW_OTP_ADDRESS_MAX + 1])
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+    char text[INET6_ADDRSTRLEN];
+    out[0] = '\0';
+    if (strlen(ip) >= INET6_ADDRSTRLEN)
+        return false;
+    if (inet_pton(AF_INET, ip, &v4) == 1)
+        return inet_ntop(AF_INET, &v4, out, PGW_OTP_ADDRESS_MAX + 1) != NULL;
+    if (inet_pton(AF_INET6, ip, &v6) != 1)
+        return false;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(v6.s6_addr, mapped, sizeof(mapped)) == 0) {
+        memcpy(&v4, v6.s6_addr + 12, 4);
+        return inet_ntop(AF_INET, &v4, out, PGW_OTP_ADDRESS_MAX + 1) != NULL;
+    }
+    memset(v6.s6_addr + 8, 0, 8); /* the /64 */
+    if (inet_ntop(AF_INET6, &v6, text, sizeof(text)) == NULL)
+        return false;
+    snprintf(out, PGW_OTP_ADDRESS_MAX + 1, "%s/64", text);
+    return true;
+}
 
 pgw_otp_limits pgw_otp_limits_default(int64_t ttl_s, uint32_t per_ip_per_hour)
 {
@@ -110,10 +135,10 @@ const char *pgw_otp_verdict_name(pgw_otp_verdict v)
 }
 
 pgw_otp_verdict pgw_otp_judge(const pgw_otp_row *row, const uint8_t hash[PGW_OTP_HASH_LEN],
-                              int64_t now, int64_t *tries_left)
+                              const char *requester, int64_t now, int64_t *tries_left)
 {
     *tries_left = 0;
-    if (row == NULL || row->used)
+    if (row == NULL || row->used || strcmp(row->requester, requester) != 0)
         return PGW_OTP_NONE;
     if (now >= row->expires_at)
         return PGW_OTP_EXPIRED;

@@ -10,7 +10,9 @@
  * reveals nothing and a code for one number is worth nothing for another.
  *
  * Only the newest code of a number counts, for PGW_OTP_ATTEMPTS_MAX tries,
- * until it expires or is used once.
+ * until it expires or is used once, and only for whoever asked for it (a
+ * mini-program member, or an API key): a code someone else asked for is
+ * worth nothing, and trying it costs its owner no try.
  */
 #ifndef PGW_CORE_OTP_H
 #define PGW_CORE_OTP_H
@@ -21,13 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PGW_OTP_DIGITS       6 /* research/sms-api.md 1.3: verification variables are 0..6 digits */
-#define PGW_OTP_RANDOM_LEN   8 /* random bytes one code is made of */
-#define PGW_OTP_HASH_LEN     32
-#define PGW_OTP_ATTEMPTS_MAX 5 /* wrong tries before a code is burnt */
-#define PGW_OTP_TTL_MIN_S    60
-#define PGW_OTP_TTL_MAX_S    1800
-#define PGW_OTP_TIMES_MAX    64 /* issue times one limit check reads */
+#define PGW_OTP_DIGITS        6 /* research/sms-api.md 1.3: verification variables are 0..6 digits */
+#define PGW_OTP_RANDOM_LEN    8 /* random bytes one code is made of */
+#define PGW_OTP_HASH_LEN      32
+#define PGW_OTP_ATTEMPTS_MAX  5 /* wrong tries before a code is burnt */
+#define PGW_OTP_TTL_MIN_S     60
+#define PGW_OTP_TTL_MAX_S     1800
+#define PGW_OTP_TIMES_MAX     64 /* issue times one limit check reads */
+#define PGW_OTP_REQUESTER_MAX 80 /* who asked: "member:<id>" or "key:<name>" */
+#define PGW_OTP_ADDRESS_MAX   63 /* an address bucket, pgw_otp_address */
 
 /*
  * How often codes may be issued. Per number: the strictest of the two
@@ -44,6 +48,15 @@ typedef struct pgw_otp_limits {
     uint32_t per_day;         /* codes to one number, at most PGW_OTP_TIMES_MAX */
     uint32_t per_ip_per_hour; /* codes asked from one address, at most PGW_OTP_TIMES_MAX */
 } pgw_otp_limits;
+
+/*
+ * The bucket a client address counts in for the per-address limit:
+ * IPv4 in its dotted form; IPv6 by its /64 ("2001:db8:1:2::/64"), which one
+ * subscriber usually holds whole, so rotating addresses inside it does not
+ * reset the limit; an IPv4-mapped IPv6 address as IPv4. false for anything
+ * that is not an address.
+ */
+bool pgw_otp_address(const char *ip, char out[PGW_OTP_ADDRESS_MAX + 1]);
 
 /* The per-number defaults above, with ttl_s and per_ip_per_hour given. */
 pgw_otp_limits pgw_otp_limits_default(int64_t ttl_s, uint32_t per_ip_per_hour);
@@ -73,7 +86,8 @@ bool pgw_otp_may_issue(const pgw_otp_limits *limits, const int64_t *phone_times,
 /* What a submitted code is worth. */
 typedef enum pgw_otp_verdict {
     PGW_OTP_VERIFIED = 0,
-    PGW_OTP_NONE,      /* no code was issued to the number, or the newest was used */
+    PGW_OTP_NONE,      /* no code of this requester's is live for the number (none, used,
+                          or the newest is someone else's) */
     PGW_OTP_EXPIRED,   /* the newest code's time is up */
     PGW_OTP_EXHAUSTED, /* the newest code had PGW_OTP_ATTEMPTS_MAX wrong tries */
     PGW_OTP_MISMATCH,  /* wrong code: one try fewer */
@@ -88,11 +102,13 @@ typedef struct pgw_otp_row {
     int64_t attempts; /* wrong tries so far */
     bool used;
     uint8_t hash[PGW_OTP_HASH_LEN];
+    char requester[PGW_OTP_REQUESTER_MAX + 1];
 } pgw_otp_row;
 
-/* The verdict on `hash` (pgw_otp_hash of the submitted code) against
- * `row` (NULL: none), compared in constant time; *tries_left after it. */
+/* The verdict on `hash` (pgw_otp_hash of the submitted code), submitted
+ * by `requester`, against `row` (NULL: none), compared in constant time;
+ * *tries_left after it. */
 pgw_otp_verdict pgw_otp_judge(const pgw_otp_row *row, const uint8_t hash[PGW_OTP_HASH_LEN],
-                              int64_t now, int64_t *tries_left);
+                              const char *requester, int64_t now, int64_t *tries_left);
 
 #endif

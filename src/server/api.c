@@ -177,7 +177,10 @@ struct pgw_job {
     /* POST /v1/sms/otp: the code to send once recorded (wiped after). */
     char otp_phone[16]; /* E.164 */
     char otp_code[PGW_OTP_DIGITS + 1];
-    bool otp_sending; /* recorded; the SMS is on an outbound worker */
+    bool otp_sending;     /* recorded; the SMS is on an outbound worker (or done) */
+    int otp_rc;           /* how the send went: the answer once the job is back */
+    int64_t otp_retry_at; /* PGW_ELIMITED */
+    char otp_message[PGW_ERR_MSG_MAX];
 };
 
 /* What an official-account push asked for (the reply depends on it). */
@@ -399,7 +402,8 @@ static void job_free(pgw_job *job)
     pgw_api *api = job->api;
     PGW_ASSERT(api->inflight > 0);
     api->inflight--;
-    free(job->cmd.page); /* a history page, when there was one */
+    OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code)); /* a code refused before it went */
+    free(job->cmd.page);                                   /* a history page, when there was one */
     job->cmd.page = NULL;
     if (job->wx != NULL) {
         json_decref(job->wx->event);
@@ -2393,54 +2397,82 @@ static int otp_phone(const pgw_api *api, const json_t *obj, char e164[16], pgw_i
     return rc == PGW_OK ? wx_identity(api, PGW_ID_PHONE, "", e164, key, err) : rc;
 }
 
-/* Where a code request comes from: the connection's address, or for a
- * channel's backend asking on a member's behalf, the address it names. */
-static int otp_client(const pgw_request *req, const json_t *obj, bool keyed, char *out, size_t cap,
-                      pgw_err *err)
+/* Where a code request comes from, as the bucket it counts in
+ * (pgw_otp_address): the connection's address, or for a channel's backend
+ * asking on a member's behalf, the address it names. */
+static int otp_client(const pgw_request *req, const json_t *obj, bool keyed,
+                      char out[PGW_OTP_ADDRESS_MAX + 1], pgw_err *err)
 {
     char given[64] = "";
     int rc = keyed ? pgw_json_string(obj, "client_ip", "$", false, sizeof(given) - 1, given,
                                      sizeof(given), err)
                    : PGW_OK;
-    for (const char *c = given; rc == PGW_OK && *c != '\0'; c++) {
-        if (!(*c >= '0' && *c <= '9') && !(*c >= 'a' && *c <= 'f') && !(*c >= 'A' && *c <= 'F') &&
-            *c != '.' && *c != ':')
-            rc = pgw_err_set(err, PGW_EINVAL, "$.client_ip: an IPv4 or IPv6 address");
-    }
-    snprintf(out, cap, "%s", given[0] ? given : req->client_address);
+    if (rc == PGW_OK && given[0] != '\0' && !pgw_otp_address(given, out))
+        rc = pgw_err_set(err, PGW_EINVAL, "$.client_ip: an IPv4 or IPv6 address");
+    if (rc == PGW_OK && given[0] == '\0' && !pgw_otp_address(req->client_address, out))
+        snprintf(out, PGW_OTP_ADDRESS_MAX + 1, "unknown"); /* still one bucket, still limited */
     return rc;
+}
+
+/* The answer a code request gets, kept until the job is back. */
+static void otp_outcome(pgw_job *job, int rc, const char *message)
+{
+    job->otp_rc = rc;
+    job->otp_retry_at = rc == PGW_ELIMITED ? job->cmd.retry_at : 0;
+    snprintf(job->otp_message, sizeof(job->otp_message), "%s", message);
+}
+
+/* A code that never left is forgotten (it must neither count nor replace
+ * the number's previous code): a VOID through the writer, after which the
+ * job comes back with its answer. */
+static void otp_void(pgw_writer *writer, pgw_job *job)
+{
+    pgw_err err;
+    job->cmd.kind = PGW_COMMAND_OTP_VOID;
+    if (writer == NULL || pgw_writer_submit(writer, &job->cmd, &err) != PGW_OK)
+        job_done(&job->cmd, job); /* stopping: the code stays counted */
 }
 
 /* Worker: sends the recorded code, then hands the job back for its answer. */
 static void otp_send_task(void *arg, bool stale)
 {
     pgw_job *job = arg;
-    pgw_command *cmd = &job->cmd;
     const pgw_sms_channel *ch = &job->api->cfg->sms;
     char minutes[24];
     snprintf(minutes, sizeof(minutes), "%lld", (long long)(ch->otp_ttl_s / 60));
     pgw_sms_param params[] = {{"code", job->otp_code}, {"minutes", minutes}};
     pgw_sms_message msg = {
         .phone = job->otp_phone, .template_id = ch->otp_template, .params = params, .n_params = 2};
-    pgw_sms_result res;
-    int rc = stale ? pgw_err_set(&cmd->err, PGW_EUNAVAILABLE, "SMS sending is backed up")
-                   : pgw_sms_send(job->api->sms, &msg, &res, &cmd->err);
+    pgw_sms_result res = {0};
+    pgw_err err;
+    int rc = stale ? pgw_err_set(&err, PGW_EUNAVAILABLE, "backed up")
+                   : pgw_sms_send(job->api->sms, &msg, &res, &err);
     OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
-    if (rc == PGW_ERISK) { /* the provider's own frequency limit */
-        cmd->retry_at = cmd->at + 60;
-        rc = pgw_err_recode(&cmd->err, PGW_ELIMITED);
-    } else if (rc != PGW_OK) {
-        pgw_err_prefix(&cmd->err, "the code could not be sent: ");
-        rc = pgw_err_recode(&cmd->err, PGW_EUNAVAILABLE);
+    if (rc == PGW_OK) {
+        otp_outcome(job, PGW_OK, "");
+        job_done(&job->cmd, job);
+        return;
     }
-    cmd->rc = rc;
-    job_done(cmd, job);
+    /* The provider's text is not passed on: it may quote the request (the
+     * code), and whoever asked may not own the number. Its code is logged. */
+    fprintf(stderr, "pointsgw: verification code not sent: %s %s (HTTP %ld)\n",
+            stale ? "queue" : "provider", stale ? "backed up" : res.code, res.http_status);
+    if (rc == PGW_ERISK) {
+        job->cmd.retry_at = job->cmd.at + 60;
+        otp_outcome(job, PGW_ELIMITED, "the SMS provider's limit for this number: try later");
+    } else {
+        otp_outcome(job, PGW_EUNAVAILABLE, "the SMS provider did not take the code: try again");
+    }
+    if (res.attempted && res.http_status == 0) /* no answer: it may have gone */
+        job_done(&job->cmd, job);
+    else
+        otp_void(job->api->writer, job);
 }
 
 /* POST /v1/sms/otp {"phone", "client_ip"?}: record a new code (limits
  * checked in the writer), then send it (finish_otp). */
 static bool handle_otp(pgw_api *api, const pgw_request *req, const pgw_session *s,
-                       pgw_response *resp)
+                       const char *requester, pgw_response *resp)
 {
     static const char *const keys[] = {"phone", "client_ip", NULL};
     static const char *const session_keys[] = {"phone", NULL};
@@ -2456,8 +2488,7 @@ static bool handle_otp(pgw_api *api, const pgw_request *req, const pgw_session *
     if (rc == PGW_OK)
         rc = otp_phone(api, obj, job->otp_phone, &cmd->who, &err);
     if (rc == PGW_OK)
-        rc =
-            otp_client(req, obj, s == NULL, cmd->client_address, sizeof(cmd->client_address), &err);
+        rc = otp_client(req, obj, s == NULL, cmd->client_address, &err);
     json_decref(obj);
     uint8_t random[PGW_OTP_RANDOM_LEN];
     if (rc == PGW_OK && RAND_bytes(random, sizeof(random)) != 1)
@@ -2471,6 +2502,7 @@ static bool handle_otp(pgw_api *api, const pgw_request *req, const pgw_session *
     if (rc != PGW_OK)
         return refuse(resp, job, R_SMS_OTP, rc, err.msg);
     cmd->by_identity = true;
+    snprintf(cmd->otp_requester, sizeof(cmd->otp_requester), "%s", requester);
     return submit(api, job, resp);
 }
 
@@ -2483,7 +2515,7 @@ static void render_otp(pgw_command *cmd, void *payload)
 /* POST /v1/sms/otp/verify {"phone", "code", "member_id"}: bind the phone
  * to the member (the session's, or member_id for a key) once the code is right. */
 static bool handle_otp_verify(pgw_api *api, const pgw_request *req, const pgw_session *s,
-                              pgw_response *resp)
+                              const char *requester, pgw_response *resp)
 {
     static const char *const keys[] = {"phone", "code", "member_id", NULL};
     static const char *const session_keys[] = {"phone", "code", NULL};
@@ -2514,6 +2546,7 @@ static bool handle_otp_verify(pgw_api *api, const pgw_request *req, const pgw_se
     if (rc != PGW_OK)
         return refuse(resp, job, R_SMS_OTP_VERIFY, rc, err.msg);
     cmd->by_identity = true;
+    snprintf(cmd->otp_requester, sizeof(cmd->otp_requester), "%s", requester);
     snprintf(cmd->channel, sizeof(cmd->channel), "sms");
     /* One key per (member, phone, code): a retry after a timeout is a replay. */
     char hash_hex[2 * PGW_HASH_LEN + 1];
@@ -2543,36 +2576,56 @@ static bool handle_otp_route(pgw_api *api, const pgw_request *req, route r,
     if (who == NULL)
         snprintf(resp->key_name, sizeof(resp->key_name), "session:%.8s", s.id);
     const pgw_session *session = who == NULL ? &s : NULL;
-    return r == R_SMS_OTP ? handle_otp(api, req, session, resp)
-                          : handle_otp_verify(api, req, session, resp);
+    /* Whose code it is: only its requester may use it (core/otp.h). */
+    char requester[PGW_OTP_REQUESTER_MAX + 1];
+    snprintf(requester, sizeof(requester), "%s:%.64s", who ? "key" : "member",
+             who ? who->name : s.member);
+    return r == R_SMS_OTP ? handle_otp(api, req, session, requester, resp)
+                          : handle_otp_verify(api, req, session, requester, resp);
 }
 
 static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_status);
 
-/* A finished OTP job: a recorded code goes to the SMS worker (false: no
- * answer yet); otherwise the answer. */
-static bool finish_otp(pgw_api *api, pgw_job *job, pgw_response *resp)
+/* POST /v1/sms/otp back from the writer: the code recorded goes to an
+ * SMS worker (false: no answer yet); back from the worker (or the void
+ * after it), the answer. */
+static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
 {
     pgw_command *cmd = &job->cmd;
-    if (job->route == R_SMS_OTP && cmd->rc == PGW_OK && !job->otp_sending) {
+    if (!job->otp_sending) {
         job->otp_sending = true;
-        if (outbound_submit(api, otp_send_task, job, &cmd->err) == PGW_OK)
+        otp_outcome(job, cmd->rc, cmd->err.msg); /* a refusal (a limit) recorded nothing */
+        if (cmd->rc == PGW_OK) {
+            if (outbound_submit(api, otp_send_task, job, &cmd->err) != PGW_OK) {
+                otp_outcome(job, PGW_EUNAVAILABLE, "SMS sending is backed up: try again");
+                otp_void(api->writer, job);
+            }
             return false;
-        cmd->rc = PGW_EUNAVAILABLE;
+        }
     }
     OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
-    if (cmd->rc == PGW_ELIMITED) {
-        fail(resp, job->route, cmd->rc, cmd->err.msg);
-        int64_t wait = cmd->retry_at - wall_now_s();
+    if (job->otp_rc == PGW_ELIMITED) {
+        fail(resp, job->route, job->otp_rc, job->otp_message);
+        int64_t wait = job->otp_retry_at - wall_now_s();
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
-    } else if (cmd->rc != PGW_OK) {
-        fail(resp, job->route, cmd->rc, cmd->err.msg);
-    } else if (job->route == R_SMS_OTP) {
+    } else if (job->otp_rc != PGW_OK) {
+        fail(resp, job->route, job->otp_rc, job->otp_message);
+    } else {
         char shown[32] = "";
         pgw_phone_mask(job->otp_phone, shown, sizeof(shown));
         set_body(resp, 202,
                  json_pack("{s:s,s:I,s:I}", "phone", shown, "expires_in",
                            (json_int_t)api->cfg->sms.otp_ttl_s, "resend_after", (json_int_t)60));
+    }
+    return true;
+}
+
+/* POST /v1/sms/otp/verify back from the writer. */
+static void finish_otp_verify(pgw_job *job, pgw_response *resp)
+{
+    const pgw_command *cmd = &job->cmd;
+    if (cmd->rc != PGW_OK) {
+        fail(resp, job->route, cmd->rc, cmd->err.msg);
     } else if (cmd->otp_verdict != PGW_OTP_VERIFIED) {
         char message[128];
         snprintf(message, sizeof(message), "the code is not accepted: %s",
@@ -2583,7 +2636,6 @@ static bool finish_otp(pgw_api *api, pgw_job *job, pgw_response *resp)
     } else {
         answer_from(resp, cmd, 200);
     }
-    return true;
 }
 
 /* ---- notifications ------------------------------------------------------------------------ */
@@ -2945,9 +2997,11 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         api->risk_rejected[i] +=
             strncmp(cmd->err.msg, RISK_RULES[i], n) == 0 && cmd->err.msg[n] == ':';
     }
-    if (job->route == R_SMS_OTP || job->route == R_SMS_OTP_VERIFY) {
-        if (!finish_otp(api, job, resp))
+    if (job->route == R_SMS_OTP) {
+        if (!finish_otp_issue(api, job, resp))
             return false; /* the code's SMS is on its way: the job lives on */
+    } else if (job->route == R_SMS_OTP_VERIFY) {
+        finish_otp_verify(job, resp);
     } else if (job->route == R_OA_CALLBACK) {
         oa_answer(api, job, resp); /* a reply even to a refusal: the member reads it */
     } else if (cmd->rc != PGW_OK) {

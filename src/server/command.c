@@ -1049,8 +1049,8 @@ static int apply_otp_issue(pgw_store *store, const pgw_ledger_policy *policy, pg
     if (!pgw_otp_may_issue(l, phone, n_phone, ip, n_ip, cmd->at, &cmd->retry_at, &why))
         return pgw_err_set(&cmd->err, PGW_ELIMITED, "over the limit of %s: try again in %lld s",
                            why, (long long)(cmd->retry_at - cmd->at));
-    return pgw_store_otp_add(store, cmd->who.lookup, cmd->otp_hash, cmd->client_address, cmd->at,
-                             cmd->at + l->ttl_s, &cmd->err);
+    return pgw_store_otp_add(store, cmd->who.lookup, cmd->otp_hash, cmd->otp_requester,
+                             cmd->client_address, cmd->at, cmd->at + l->ttl_s, &cmd->err);
 }
 
 static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd);
@@ -1062,8 +1062,8 @@ static int apply_otp_verify(pgw_store *store, const pgw_ledger_policy *policy, p
     int rc = pgw_store_otp_newest(store, cmd->who.lookup, &row, &found, &cmd->err);
     if (rc != PGW_OK)
         return rc;
-    cmd->otp_verdict =
-        pgw_otp_judge(found ? &row : NULL, cmd->otp_hash, cmd->at, &cmd->otp_tries_left);
+    cmd->otp_verdict = pgw_otp_judge(found ? &row : NULL, cmd->otp_hash, cmd->otp_requester,
+                                     cmd->at, &cmd->otp_tries_left);
     if (cmd->otp_verdict == PGW_OTP_MISMATCH)
         return pgw_store_otp_mark(store, row.id, false, &cmd->err);
     if (cmd->otp_verdict != PGW_OTP_VERIFIED)
@@ -1296,6 +1296,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_otp_issue(store, policy, cmd);
     case PGW_COMMAND_OTP_VERIFY:
         return apply_otp_verify(store, policy, cmd);
+    case PGW_COMMAND_OTP_VOID:
+        return pgw_store_otp_void(store, cmd->who.lookup, cmd->otp_hash, &cmd->err);
     case PGW_COMMAND_READ_MEMBER:
     case PGW_COMMAND_READ_HISTORY:
     case PGW_COMMAND_READ_RESOLVE:
@@ -1387,7 +1389,7 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK && !seen && cmd->by_identity && cmd->kind != PGW_COMMAND_BIND &&
         cmd->kind != PGW_COMMAND_IMPORT && cmd->kind != PGW_COMMAND_LINK &&
         cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_OTP_ISSUE &&
-        cmd->kind != PGW_COMMAND_OTP_VERIFY)
+        cmd->kind != PGW_COMMAND_OTP_VERIFY && cmd->kind != PGW_COMMAND_OTP_VOID)
         rc = resolve_member(store, policy, cmd);
     if (rc == PGW_OK && !seen && cmd->member[0] != '\0')
         rc = follow_merges(store, cmd);
@@ -1422,7 +1424,7 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
     bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD &&
                  cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_NOTICE_RETRY &&
                  cmd->kind != PGW_COMMAND_SMS_PREFERENCE && cmd->kind != PGW_COMMAND_OTP_ISSUE &&
-                 !pgw_command_reads(cmd->kind);
+                 cmd->kind != PGW_COMMAND_OTP_VOID && !pgw_command_reads(cmd->kind);
     if (keyed && !filled(cmd->key, sizeof(cmd->key)))
         return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
     switch (cmd->kind) {
@@ -1517,11 +1519,16 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return filled(cmd->member, sizeof(cmd->member))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a preference names its member");
+    case PGW_COMMAND_OTP_VOID:
+        return cmd->by_identity && cmd->who.kind == PGW_ID_PHONE
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a code to void names its phone");
     case PGW_COMMAND_OTP_ISSUE:
     case PGW_COMMAND_OTP_VERIFY: {
         bool member =
             cmd->kind == PGW_COMMAND_OTP_ISSUE || filled(cmd->member, sizeof(cmd->member));
-        return cmd->by_identity && cmd->who.kind == PGW_ID_PHONE && member
+        return cmd->by_identity && cmd->who.kind == PGW_ID_PHONE && member &&
+                       filled(cmd->otp_requester, sizeof(cmd->otp_requester))
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a code names a phone (and a member to bind)");
     }

@@ -127,13 +127,14 @@ typedef enum pgw_command_kind {
     PGW_COMMAND_SMS_PREFERENCE,
     /*
      * A verification code for phone `who` (no key: every request is a new
-     * code), asked from `client_address`: PGW_ELIMITED with retry_at when a
-     * limit of policy->otp refuses it (core/otp.h), else its `otp_hash` is
+     * code) for `otp_requester`, asked from `client_address` (its bucket): PGW_ELIMITED with
+     * retry_at when a limit of policy->otp refuses it (core/otp.h), else its `otp_hash` is
      * recorded, expiring after policy->otp.ttl_s.
      */
     PGW_COMMAND_OTP_ISSUE,
     /*
-     * A submitted code (`otp_hash`) for phone `who`: otp_verdict says what
+     * A submitted code (`otp_hash`) for phone `who` by `otp_requester`
+     * (only the requester's own code counts): otp_verdict says what
      * it was worth. A wrong code counts a try and the command succeeds
      * with nothing else done (the try must stay counted); the right one
      * is used up and `who` is bound to `member` as BIND does, in the same
@@ -141,9 +142,11 @@ typedef enum pgw_command_kind {
      * retrying after a timeout gets the first answer instead of "used".
      */
     PGW_COMMAND_OTP_VERIFY,
+    /* The code `otp_hash` of phone `who` never left: forgotten (no key). */
+    PGW_COMMAND_OTP_VOID,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_OTP_VERIFY
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_OTP_VOID
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -206,13 +209,14 @@ struct pgw_command {
     /* Any kind: when set, the mini-program session the request came with,
      * which must be neither revoked nor expired at `at` (PGW_EUNAUTHORIZED). */
     char session_id[PGW_SESSION_ID_LEN + 1];
-    int64_t session_expires;                    /* LINK with a session */
-    char appid[PGW_ID_MAX + 1];                 /* LINK with a session */
-    char template_id[PGW_TEMPLATE_KEY_MAX + 1]; /* SUBSCRIBE */
-    int oa_follow;                              /* OA_FOLLOW: 1 follows, -1 unfollows */
-    int64_t notice_id;                          /* NOTICE_RETRY */
-    bool sms_opt_out;                           /* SMS_PREFERENCE */
-    uint8_t otp_hash[PGW_OTP_HASH_LEN];         /* OTP_ISSUE, OTP_VERIFY */
+    int64_t session_expires;                       /* LINK with a session */
+    char appid[PGW_ID_MAX + 1];                    /* LINK with a session */
+    char template_id[PGW_TEMPLATE_KEY_MAX + 1];    /* SUBSCRIBE */
+    int oa_follow;                                 /* OA_FOLLOW: 1 follows, -1 unfollows */
+    int64_t notice_id;                             /* NOTICE_RETRY */
+    bool sms_opt_out;                              /* SMS_PREFERENCE */
+    uint8_t otp_hash[PGW_OTP_HASH_LEN];            /* OTP_ISSUE, OTP_VERIFY, OTP_VOID */
+    char otp_requester[PGW_OTP_REQUESTER_MAX + 1]; /* OTP_ISSUE, OTP_VERIFY: who asks */
     /* READ_CALL: fills cmd->err on failure; must not write. */
     int (*call)(pgw_store *store, pgw_command *cmd);
     /* Output, valid once `done` runs. */

@@ -656,12 +656,14 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  PRIMARY KEY (member, day)"
     ") STRICT, WITHOUT ROWID;",
     /* 16: SMS verification codes (core/otp.h): the phone by its lookup,
-     * the code by its keyed hash; the client address for its own limit.
-     * Rows older than a day count for nothing and are deleted. */
+     * the code by its keyed hash, who asked for it; the client address
+     * (its bucket) for its own limit. Rows older than a day count for
+     * nothing and are deleted. */
     "CREATE TABLE otps ("
     "  id INTEGER PRIMARY KEY,"
     "  phone TEXT NOT NULL,"
     "  hash BLOB NOT NULL CHECK (length(hash) = 32),"
+    "  requester TEXT NOT NULL,"
     "  ip TEXT NOT NULL,"
     "  created_at INTEGER NOT NULL,"
     "  expires_at INTEGER NOT NULL,"
@@ -2674,8 +2676,9 @@ int pgw_store_otp_times(pgw_store *s, const char *phone_lookup, const char *ip, 
     return rc;
 }
 
-int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *hash, const char *ip,
-                      int64_t now, int64_t expires_at, pgw_err *err)
+int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *hash,
+                      const char *requester, const char *ip, int64_t now, int64_t expires_at,
+                      pgw_err *err)
 {
     sqlite3_stmt *st = NULL;
     int rc = prepare(s, "DELETE FROM otps WHERE created_at <= ?1", &st, err);
@@ -2686,8 +2689,8 @@ int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *has
     }
     if (rc == PGW_OK)
         rc = prepare(s,
-                     "INSERT INTO otps (phone, hash, ip, created_at, expires_at)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+                     "INSERT INTO otps (phone, hash, ip, created_at, expires_at, requester)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
@@ -2696,6 +2699,7 @@ int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *has
     sqlite3_bind_text(st, 3, ip, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, now);
     sqlite3_bind_int64(st, 5, expires_at);
+    sqlite3_bind_text(st, 6, requester, -1, SQLITE_STATIC);
     rc = step_done(s, st, "recording a code", err);
     release(s, st);
     return rc;
@@ -2707,7 +2711,8 @@ int pgw_store_otp_newest(pgw_store *s, const char *phone_lookup, pgw_otp_row *ou
     sqlite3_stmt *st = NULL;
     *found = false;
     int rc = prepare(s,
-                     "SELECT id, expires_at, attempts, used, hash FROM otps WHERE phone = ?1"
+                     "SELECT id, expires_at, attempts, used, hash, requester FROM otps"
+                     " WHERE phone = ?1"
                      " ORDER BY id DESC LIMIT 1",
                      &st, err);
     if (rc != PGW_OK)
@@ -2721,9 +2726,24 @@ int pgw_store_otp_newest(pgw_store *s, const char *phone_lookup, pgw_otp_row *ou
                              .attempts = sqlite3_column_int64(st, 2),
                              .used = sqlite3_column_int(st, 3) != 0};
         memcpy(out->hash, sqlite3_column_blob(st, 4), PGW_OTP_HASH_LEN);
+        if (!column_text(st, 5, out->requester, sizeof(out->requester)))
+            step = SQLITE_ERROR; /* longer than any we write */
     }
     rc = step == SQLITE_ROW || step == SQLITE_DONE ? PGW_OK
                                                    : db_error(s, PGW_EIO, "reading a code", err);
+    release(s, st);
+    return rc;
+}
+
+int pgw_store_otp_void(pgw_store *s, const char *phone_lookup, const uint8_t *hash, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s, "DELETE FROM otps WHERE phone = ?1 AND hash = ?2 AND used = 0", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, phone_lookup, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, hash, PGW_OTP_HASH_LEN, SQLITE_STATIC);
+    rc = step_done(s, st, "voiding a code", err);
     release(s, st);
     return rc;
 }

@@ -504,10 +504,16 @@ int pgw_store_take_quota(pgw_store *store, const char *member, const char *templ
  * client address `ip`. */
 int pgw_store_otp_times(pgw_store *store, const char *phone_lookup, const char *ip, int64_t since,
                         int64_t *out, size_t cap, size_t *n, pgw_err *err);
-/* Records a code issued at `now` (its hash only), expiring at expires_at,
- * and forgets codes older than a day (they count for no limit any more). */
+/* Records a code issued at `now` (its hash only) for `requester`, asked
+ * from address bucket `ip`, expiring at expires_at, and forgets codes
+ * older than a day (they count for no limit any more). */
 int pgw_store_otp_add(pgw_store *store, const char *phone_lookup, const uint8_t *hash,
-                      const char *ip, int64_t now, int64_t expires_at, pgw_err *err);
+                      const char *requester, const char *ip, int64_t now, int64_t expires_at,
+                      pgw_err *err);
+/* Forgets a code that never left (the provider did not take it): it
+ * neither counts nor replaces the number's previous code. */
+int pgw_store_otp_void(pgw_store *store, const char *phone_lookup, const uint8_t *hash,
+                       pgw_err *err);
 /* The newest code of a number; *found false when none. */
 int pgw_store_otp_newest(pgw_store *store, const char *phone_lookup, pgw_otp_row *out, bool *found,
                          pgw_err *err);

@@ -28,6 +28,7 @@ spec = importlib.util.spec_from_file_location(
 http_api = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(http_api)  # for its WebSocket client
 
+H5_KEY = "test-h5-channel-key"
 SECRET_ID, SECRET_KEY = "AKIDpgwtest0000000000000000000000000", "pgw-test-sms-secret-key-0000000"
 
 
@@ -58,7 +59,9 @@ def config(tmp, name, sms_port, quiet):
     cfg["keys"] = [{"name": "s001", "scope": "shop:S001",
                     "key_sha256": __import__("hashlib").sha256(wx.SHOP.encode()).hexdigest()},
                    {"name": "admin", "scope": "admin",
-                    "key_sha256": __import__("hashlib").sha256(wx.ADMIN.encode()).hexdigest()}]
+                    "key_sha256": __import__("hashlib").sha256(wx.ADMIN.encode()).hexdigest()},
+                   {"name": "h5", "scope": "channel:sms",
+                    "key_sha256": __import__("hashlib").sha256(H5_KEY.encode()).hexdigest()}]
     cfg["channels"]["sms"]["api_base"] = "http://127.0.0.1:%d" % sms_port
     cfg["channels"]["sms"]["provider"] = "tencent"
     cfg["channels"]["sms"]["otp"] = {"template": "1000003", "ttl_s": 300, "per_ip_per_hour": 4}
@@ -91,7 +94,9 @@ def call_with_headers(port, method, path, body, key):
 
 
 def codes_to(fake, phone):
-    return [m for m in fake.messages() if m["phone"] == phone and m["template_id"] == "1000003"]
+    """The codes the provider accepted for phone (it records refusals too)."""
+    return [m for m in fake.messages() if m["phone"] == phone and m["template_id"] == "1000003"
+            and m.get("code") == "Ok"]
 
 
 def member_view(srv, mid):
@@ -172,6 +177,47 @@ def otp(srv, fake):
     check(status == 422 and doc["error"]["details"]["reason"] == "too_many_attempts",
           "then even the right code is refused: %s" % doc)
 
+    # A code is worth something only to whoever asked for it: another key's
+    # check finds nothing and costs the owner no try.
+    p4 = "13600136004"
+    srv.request("POST", "/v1/sms/otp", {"phone": p4, "client_ip": "10.9.9.9"}, key=wx.ADMIN)
+    code4 = eventually(lambda: codes_to(fake, "+86" + p4), lambda m: len(m) == 1)
+    code4 = code4[0]["params"][0] if code4 else "000000"
+    status, doc = srv.request("POST", "/v1/sms/otp/verify",
+                              {"phone": p4, "code": code4, "member_id": app_member}, key=H5_KEY)
+    check(status == 422 and doc["error"]["details"]["reason"] == "no_code",
+          "another key's check of the right code: no_code (%s)" % doc)
+    wrong = "%06d" % ((int(code4) + 1) % 1000000)
+    status, doc = srv.request("POST", "/v1/sms/otp/verify",
+                              {"phone": p4, "code": wrong, "member_id": app_member}, key=wx.ADMIN)
+    check(status == 422 and doc["error"]["details"]["attempts_left"] == 4,
+          "and the owner still has all its tries: %s" % doc)
+
+    # The provider refuses (no balance): 503 without its text, and the code
+    # is forgotten, so asking again at once is no "one a minute" refusal.
+    p5 = "13600136005"
+    wx.call(fake.port, "POST", "/_fake/faults",
+            {"provider": "tencent", "code": "FailedOperation.InsufficientBalanceInSmsPackage",
+             "message": "balance 0 for code 123456", "per_number": True})
+    status, doc = srv.request("POST", "/v1/sms/otp", {"phone": p5, "client_ip": "10.9.9.9"},
+                              key=wx.ADMIN)
+    check(status == 503 and "123456" not in json.dumps(doc) and
+          "did not take" in doc["error"]["message"],
+          "a refused SMS: 503, the provider's text kept out (%s)" % doc)
+    status, doc = srv.request("POST", "/v1/sms/otp", {"phone": p5, "client_ip": "10.9.9.9"},
+                              key=wx.ADMIN)
+    check(status == 202 and len(codes_to(fake, "+86" + p5)) == 1,
+          "the refused code did not count: a new one goes at once (%s)" % doc)
+    # The provider's own frequency limit: 429.
+    p6 = "13600136006"
+    wx.call(fake.port, "POST", "/_fake/faults",
+            {"provider": "tencent", "code": "LimitExceeded.PhoneNumberThirtySecondLimit",
+             "per_number": True})
+    status, doc, headers = call_with_headers(srv.port, "POST", "/v1/sms/otp",
+                                             {"phone": p6, "client_ip": "10.9.9.9"}, wx.ADMIN)
+    check(status == 429 and headers.get("retry-after") == "60",
+          "the provider's limit: 429, Retry-After 60 (%s %s)" % (status, headers.get("retry-after")))
+
     # One address asks for codes to many numbers: 4 an hour (this config).
     # Two went from 127.0.0.1 already (p1, p3); the refused one did not count.
     got = [srv.request("POST", "/v1/sms/otp", {"phone": "1360013601%d" % i}, key=wx.ADMIN)[0]
@@ -180,6 +226,11 @@ def otp(srv, fake):
     status, doc = srv.request("POST", "/v1/sms/otp", {"phone": "13600136019", "client_ip": "10.1.2.3"},
                               key=wx.ADMIN)
     check(status == 202, "a channel's backend names the member's address: %s %s" % (status, doc))
+    # IPv6: one /64 is one bucket, whatever the rest.
+    got = [srv.request("POST", "/v1/sms/otp", {"phone": "1360013602%d" % i,
+                                               "client_ip": "2001:db8:7:7::%x" % (i + 1)},
+                       key=wx.ADMIN)[0] for i in range(5)]
+    check(got == [202, 202, 202, 202, 429], "a /64 counts as one address: %s" % got)
 
 
 def main():

@@ -507,8 +507,8 @@ static void test_hold_replay_is_recognised_before_the_rules(void **state)
 
 /* ---- verification codes through the writer ---- */
 
-static int otp(pgw_writer *w, pgw_command_kind kind, const char *phone, const char *ip,
-               const char *code, int64_t at, pgw_command *cmd)
+static void otp_make(pgw_command_kind kind, const char *phone, const char *ip, const char *code,
+                     int64_t at, pgw_command *cmd)
 {
     memset(cmd, 0, sizeof(*cmd));
     cmd->kind = kind;
@@ -518,6 +518,7 @@ static int otp(pgw_writer *w, pgw_command_kind kind, const char *phone, const ch
     snprintf(cmd->who.lookup, sizeof(cmd->who.lookup), "%s", phone);
     snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", ip);
     snprintf(cmd->channel, sizeof(cmd->channel), "sms");
+    snprintf(cmd->otp_requester, sizeof(cmd->otp_requester), "key:app");
     assert_int_equal(pgw_otp_hash((const uint8_t *)"k", 1, phone, code, cmd->otp_hash, NULL),
                      PGW_OK);
     if (kind == PGW_COMMAND_OTP_VERIFY) {
@@ -525,6 +526,12 @@ static int otp(pgw_writer *w, pgw_command_kind kind, const char *phone, const ch
         snprintf(cmd->key, sizeof(cmd->key), "otp:M1:%s:%s", phone, code);
         memcpy(cmd->fingerprint, cmd->key, 16);
     }
+}
+
+static int otp(pgw_writer *w, pgw_command_kind kind, const char *phone, const char *ip,
+               const char *code, int64_t at, pgw_command *cmd)
+{
+    otp_make(kind, phone, ip, code, at, cmd);
     return run_cmd(w, cmd);
 }
 
@@ -554,6 +561,15 @@ static void test_otp_codes(void **state)
     assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L1", "", "111111", t + 61, &c), PGW_OK);
     assert_int_equal(c.otp_verdict, PGW_OTP_MISMATCH);
     assert_int_equal(c.otp_tries_left, PGW_OTP_ATTEMPTS_MAX - 1);
+    /* Someone else's check of the right code: nothing, and no try taken. */
+    pgw_command other;
+    otp_make(PGW_COMMAND_OTP_VERIFY, "L1", "", "333333", t + 62, &other);
+    other.otp_requester[0] = 'X';
+    other.key[0] = 'X'; /* a key of its own */
+    assert_int_equal(run_cmd(w, &other), PGW_OK);
+    assert_int_equal(other.otp_verdict, PGW_OTP_NONE);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L1", "", "333334", t + 63, &c), PGW_OK);
+    assert_int_equal(c.otp_tries_left, PGW_OTP_ATTEMPTS_MAX - 2); /* only our own two */
     /* Expired at issue + ttl, even when right. */
     assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L1", "", "333333", t + 360, &c), PGW_OK);
     assert_int_equal(c.otp_verdict, PGW_OTP_EXPIRED);
@@ -569,6 +585,13 @@ static void test_otp_codes(void **state)
     assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L2", "", "444444", t + 403, &c), PGW_OK);
     assert_true(c.replayed);
     assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L2", "", "444445", t + 404, &c), PGW_OK);
+    assert_int_equal(c.otp_verdict, PGW_OTP_NONE);
+    /* A code that never left is forgotten: no limit counts it, no check finds it. */
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_ISSUE, "L5", "", "555000", t + 500, &c), PGW_OK);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VOID, "L5", "", "555000", t + 501, &c), PGW_OK);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_ISSUE, "L5", "", "555001", t + 502, &c), PGW_OK);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VOID, "L5", "", "555001", t + 503, &c), PGW_OK);
+    assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L5", "", "555001", t + 504, &c), PGW_OK);
     assert_int_equal(c.otp_verdict, PGW_OTP_NONE);
     pgw_writer_stop(w);
 
@@ -592,8 +615,9 @@ static void test_otp_codes(void **state)
     assert_int_equal(times[0], t + 60); /* newest first */
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
     uint8_t hash[PGW_OTP_HASH_LEN] = {0};
-    assert_int_equal(pgw_store_otp_add(s, "L9", hash, "", t + 86400 + 60, t + 86400 + 360, &err),
-                     PGW_OK);
+    assert_int_equal(
+        pgw_store_otp_add(s, "L9", hash, "key:app", "", t + 86400 + 60, t + 86400 + 360, &err),
+        PGW_OK);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
     assert_int_equal(pgw_store_otp_times(s, "L1", NULL, 0, times, 8, &n, &err), PGW_OK);
     assert_int_equal(n, 0);

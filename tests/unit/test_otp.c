@@ -11,6 +11,7 @@
 
 #include "core/otp.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static void test_code_from_random(void **state)
@@ -120,23 +121,48 @@ static void test_verdicts(void **state)
     assert_int_equal(pgw_otp_hash((const uint8_t *)"k", 1, "L", "111111", good, &err), PGW_OK);
     assert_int_equal(pgw_otp_hash((const uint8_t *)"k", 1, "L", "111112", bad, &err), PGW_OK);
     memcpy(row.hash, good, sizeof(good));
+    snprintf(row.requester, sizeof(row.requester), "me");
     int64_t left = -1;
-    assert_int_equal(pgw_otp_judge(NULL, good, NOW, &left), PGW_OTP_NONE);
-    assert_int_equal(pgw_otp_judge(&row, good, NOW, &left), PGW_OTP_VERIFIED);
-    assert_int_equal(pgw_otp_judge(&row, bad, NOW, &left), PGW_OTP_MISMATCH);
+    assert_int_equal(pgw_otp_judge(NULL, good, "me", NOW, &left), PGW_OTP_NONE);
+    assert_int_equal(pgw_otp_judge(&row, good, "me", NOW, &left), PGW_OTP_VERIFIED);
+    assert_int_equal(pgw_otp_judge(&row, bad, "me", NOW, &left), PGW_OTP_MISMATCH);
     assert_int_equal(left, PGW_OTP_ATTEMPTS_MAX - 1);
     row.attempts = PGW_OTP_ATTEMPTS_MAX - 1;
-    assert_int_equal(pgw_otp_judge(&row, bad, NOW, &left), PGW_OTP_MISMATCH);
+    assert_int_equal(pgw_otp_judge(&row, bad, "me", NOW, &left), PGW_OTP_MISMATCH);
     assert_int_equal(left, 0);
-    assert_int_equal(pgw_otp_judge(&row, good, NOW, &left), PGW_OTP_VERIFIED);
+    assert_int_equal(pgw_otp_judge(&row, good, "me", NOW, &left), PGW_OTP_VERIFIED);
     row.attempts = PGW_OTP_ATTEMPTS_MAX; /* burnt: even the right code */
-    assert_int_equal(pgw_otp_judge(&row, good, NOW, &left), PGW_OTP_EXHAUSTED);
+    assert_int_equal(pgw_otp_judge(&row, good, "me", NOW, &left), PGW_OTP_EXHAUSTED);
     row.attempts = 0;
-    assert_int_equal(pgw_otp_judge(&row, good, NOW + 299, &left), PGW_OTP_VERIFIED);
-    assert_int_equal(pgw_otp_judge(&row, good, NOW + 300, &left), PGW_OTP_EXPIRED);
+    assert_int_equal(pgw_otp_judge(&row, good, "me", NOW + 299, &left), PGW_OTP_VERIFIED);
+    assert_int_equal(pgw_otp_judge(&row, good, "me", NOW + 300, &left), PGW_OTP_EXPIRED);
+    /* Someone else's code, even when right. */
+    assert_int_equal(pgw_otp_judge(&row, good, "other", NOW, &left), PGW_OTP_NONE);
     row.used = true;
-    assert_int_equal(pgw_otp_judge(&row, good, NOW, &left), PGW_OTP_NONE);
+    assert_int_equal(pgw_otp_judge(&row, good, "me", NOW, &left), PGW_OTP_NONE);
     assert_string_equal(pgw_otp_verdict_name(PGW_OTP_EXHAUSTED), "too_many_attempts");
+}
+
+static void test_address_buckets(void **state)
+{
+    (void)state;
+    char out[PGW_OTP_ADDRESS_MAX + 1];
+    assert_true(pgw_otp_address("10.1.2.3", out));
+    assert_string_equal(out, "10.1.2.3");
+    assert_true(pgw_otp_address("::ffff:10.1.2.3", out)); /* mapped: the IPv4 bucket */
+    assert_string_equal(out, "10.1.2.3");
+    assert_true(pgw_otp_address("2001:db8:1:2:aaaa:bbbb:cccc:dddd", out));
+    assert_string_equal(out, "2001:db8:1:2::/64");
+    assert_true(pgw_otp_address("2001:0DB8:0001:0002:0:0:0:1", out)); /* same /64, other spelling */
+    assert_string_equal(out, "2001:db8:1:2::/64");
+    assert_true(pgw_otp_address("::1", out));
+    assert_string_equal(out, "::/64");
+    const char *bad[] = {
+        "",      "1",          "a",
+        "1.2.3", "1.2.3.256",  "01.2.3.4x",
+        "::g",   "10.1.2.3/8", "0000000000000000000000000000000000000000000000000000000000000000"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(pgw_otp_address(bad[i], out));
 }
 
 int main(void)
@@ -146,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_hash_is_keyed_and_bound_to_the_number),
         cmocka_unit_test(test_issue_limits),
         cmocka_unit_test(test_verdicts),
+        cmocka_unit_test(test_address_buckets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
