@@ -950,8 +950,9 @@ static int get_clock(const json_t *obj, const char *key, const char *path, int32
 
 static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"coalesce_window_s",    "quiet_hours", "retry",
-                                       "expiry_reminder_days", "workers",     NULL};
+    static const char *const keys[] = {
+        "coalesce_window_s", "quiet_hours", "retry", "expiry_reminder_days",
+        "workers",           "keep_days",   NULL};
     static const char *const quiet_keys[] = {"start", "end", NULL};
     static const char *const retry_keys[] = {"max_attempts", "base_delay_ms", "max_delay_ms", NULL};
     char path[PGW_JSON_PATH_MAX], sub[PGW_JSON_PATH_MAX];
@@ -964,7 +965,8 @@ static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
                              .retry_base_delay_ms = 1000,
                              .retry_max_delay_ms = 600000,
                              .expiry_reminder_days = 7,
-                             .workers = 16};
+                             .workers = 16,
+                             .keep_days = 30};
     int rc = get_section(root, "notify", "$", false, keys, &notify, path, err);
     if (rc != PGW_OK || notify == NULL)
         return rc;
@@ -975,6 +977,8 @@ static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
                           &n->expiry_reminder_days, err);
     if (rc == PGW_OK) /* 64: PGW_NOTIFY_THREADS_MAX (notify/notifier.h) */
         rc = pgw_json_int(notify, "workers", path, false, 1, 64, &n->workers, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(notify, "keep_days", path, false, 1, 3650, &n->keep_days, err);
     if (rc == PGW_OK)
         rc = get_section(notify, "quiet_hours", path, false, quiet_keys, &quiet, sub, err);
     if (rc == PGW_OK && quiet != NULL)

@@ -84,6 +84,7 @@ typedef struct pgw_notify_config {
     int64_t retry_max_delay_ms;
     int64_t expiry_reminder_days; /* "N points expire on D" this long ahead; 0: none */
     int64_t workers;              /* couriers: 1..PGW_NOTIFY_THREADS_MAX (64), default 16 */
+    int64_t keep_days;            /* finished notices kept: 1..3650, default 30 */
 } pgw_notify_config;
 
 typedef struct pgw_risk_config {

@@ -501,6 +501,29 @@ static void remind(courier *c, int64_t *next_at)
         fprintf(stderr, "pointsgw: expiry reminders: %s\n", err.msg);
 }
 
+/* Forgets finished notices older than notify.keep_days, at most every 10
+ * minutes, a chunk at a time (each chunk a short transaction, so the
+ * writer never waits long) and at most PRUNE_PER_RUN per run, so delivery
+ * by this courier pauses briefly. */
+#define PRUNE_PER_RUN 200000
+static void prune(courier *c, int64_t *next_at)
+{
+    const pgw_config *cfg = c->n->o.cfg;
+    int64_t now = now_s(), deleted = 0, total = 0;
+    if (now < *next_at)
+        return;
+    *next_at = now + 600;
+    pgw_err err;
+    do {
+        if (pgw_store_prune_notices(c->store, now - cfg->notify.keep_days * 86400, &deleted,
+                                    &err) != PGW_OK) {
+            fprintf(stderr, "pointsgw: pruning notices: %s\n", err.msg);
+            return;
+        }
+        total += deleted;
+    } while (deleted > 0 && total < PRUNE_PER_RUN && !stopping(c->n));
+}
+
 /* Each courier claims its own batches (a claim is one UPDATE, so two never
  * take the same notice); the first also queues the expiry reminders and
  * reads the outbox's depth. */
@@ -511,13 +534,15 @@ static void *courier_main(void *arg)
     pgw_notifier *n = c->n;
     bool first = c == &n->couriers[0];
     pgw_notice batch[PGW_NOTIFY_BATCH];
-    int64_t next_reminders = 0;
+    int64_t next_reminders = 0, next_prune = 0;
     for (;;) {
         size_t got = 0;
         pgw_err err;
         int64_t claimed_at = now_s();
-        if (first)
+        if (first) {
             remind(c, &next_reminders);
+            prune(c, &next_prune);
+        }
         if (pgw_store_claim_notices(c->store, n->owner, claimed_at, batch, PGW_NOTIFY_BATCH, &got,
                                     &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);

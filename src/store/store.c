@@ -2536,6 +2536,31 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
     return rc;
 }
 
+int pgw_store_prune_notices(pgw_store *s, int64_t before, int64_t *deleted, pgw_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    /* From the oldest finished id, a bounded range: notices are written
+     * in time order, so what is old enough sits at the front, and the walk
+     * never scans the table (an index for it would cost every notice a
+     * write). Pending notices in front (an SMS waiting out the night) are
+     * stepped over, not waited for. */
+    int rc = prepare(s,
+                     "WITH first AS (SELECT id FROM notices"
+                     "  WHERE state IN ('sent', 'skipped', 'dead') ORDER BY id LIMIT 1)"
+                     " DELETE FROM notices WHERE id >= (SELECT id FROM first)"
+                     " AND id < (SELECT id FROM first) + ?2"
+                     " AND state IN ('sent', 'skipped', 'dead') AND created_at < ?1",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 2, PGW_PRUNE_CHUNK);
+    rc = step_done(s, st, "pruning notices", err);
+    *deleted = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
+    release(s, st);
+    return rc;
+}
+
 int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
 {
     sqlite3_stmt *st = NULL;

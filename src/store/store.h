@@ -490,6 +490,11 @@ int pgw_store_queue_reminders(pgw_store *store, int64_t now, int64_t horizon_s, 
 /* A member's choice about SMS notices (PGW_ENOTFOUND for no such member). */
 int pgw_store_set_sms_opt_out(pgw_store *store, const char *member, bool opt_out, pgw_err *err);
 int pgw_store_sms_opt_out(pgw_store *store, const char *member, bool *opt_out, pgw_err *err);
+/* Deletes finished notices (sent, skipped, dead) created before `before`,
+ * within PGW_PRUNE_CHUNK ids of the oldest finished one: call again while
+ * *deleted is not 0. Each call is its own short transaction. */
+#define PGW_PRUNE_CHUNK 5000
+int pgw_store_prune_notices(pgw_store *store, int64_t before, int64_t *deleted, pgw_err *err);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota for template_id (all of it: WeChat said

@@ -204,6 +204,48 @@ static void test_expiry_reminders(void **state)
     pgw_store_close(s);
 }
 
+/* Finished notices older than the horizon go, a chunk of ids at a time,
+ * stepping over a pending one in front; recent and unfinished ones stay. */
+static void test_prune(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    /* ids 1..12000 created at 1000 + id: id 1 pending (an SMS waiting out
+     * the night), the rest sent except 5 dead and 6 skipped; then 100
+     * recent ones. */
+    assert_int_equal(
+        pgw_store__exec_for_test(
+            s,
+            "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 12100)"
+            " INSERT INTO notices (id, member, kind, points, balance, shop, created_at, about_at,"
+            " due_at, state, channel, excluded, attempts, last_error, provider_id, updated_at)"
+            " SELECT x, 'M1', 'points_arrived', 1, 1, 'S001',"
+            " CASE WHEN x > 12000 THEN 1000000 ELSE 1000 + x END, 0, 0,"
+            " CASE x WHEN 1 THEN 'pending' WHEN 5 THEN 'dead' WHEN 6 THEN 'skipped' ELSE 'sent' "
+            "END,"
+            " '', 0, 1, '', '', 0 FROM i",
+            &err),
+        PGW_OK);
+    int64_t deleted = 0, total = 0, calls = 0;
+    do {
+        assert_int_equal(pgw_store_prune_notices(s, 500000, &deleted, &err), PGW_OK);
+        assert_true(deleted <= PGW_PRUNE_CHUNK);
+        total += deleted;
+        calls++;
+    } while (deleted > 0);
+    assert_int_equal(total, 11999); /* all old finished ones, dead and skipped too */
+    assert_true(calls >= 3);        /* in chunks */
+    pgw_notice left[4];
+    size_t n = 0;
+    int64_t depth = 0;
+    assert_int_equal(pgw_store_outbox_depth(s, &depth, &err), PGW_OK);
+    assert_int_equal(depth, 1); /* the pending one stayed */
+    assert_int_equal(pgw_store_member_notices(s, "M1", left, 4, &n, &err), PGW_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(left[0].id, 12100); /* the recent ones stayed */
+    pgw_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +255,7 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_quota_taken_once, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_prune, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_reminders, db_fixture_setup,
                                         db_fixture_teardown),
     };
