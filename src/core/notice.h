@@ -26,6 +26,11 @@ typedef enum pgw_notice_channel {
     PGW_CHANNEL_SMS = 4,
 } pgw_notice_channel;
 
+/* Not a channel: kept with the excluded channels (a notice's `excluded`)
+ * to remember, across attempts, that some channel gave up on the notice
+ * for good, so running out of channels makes it dead, not skipped. */
+#define PGW_NOTICE_GAVE_UP 8u
+
 /* What routing needs to know of a member, for one notice kind. */
 typedef struct pgw_notice_reach {
     bool mp;  /* an mp openid, quota for the template, the template configured */

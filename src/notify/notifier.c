@@ -417,7 +417,9 @@ static void deliver(courier *c, pgw_notice *nt, int64_t claimed_at)
     reach_info r;
     pgw_err err;
     nt->provider_id[0] = '\0';
-    bool failed = false; /* a channel gave up (dead), not only refused this member (skipped) */
+    /* A channel gave up (dead), not only refused this member (skipped), in
+     * this attempt or an earlier one. */
+    bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
     memset(&r, 0, sizeof(r));
     int rc = prepare(c, nt, kind, claimed_at, &r, &err);
     if (rc == PGW_ESTATE)
@@ -450,7 +452,7 @@ static void deliver(courier *c, pgw_notice *nt, int64_t claimed_at)
             break;
         }
         failed |= a == GIVE_UP;
-        nt->excluded |= ch;
+        nt->excluded |= ch | (a == GIVE_UP ? PGW_NOTICE_GAVE_UP : 0u);
         count(n, &n->stats.fell_through);
     }
     if (finish(c, nt, &r, &err) != PGW_OK)

@@ -579,6 +579,26 @@ def notifications(srv, fake, oa_member):
     check(status == 409, "a sent notice is not retried: %s" % status)
     status, doc = srv.request("GET", "/v1/notifications", key=ADMIN)
     check(status == 400, "member_id is required")
+    # A channel that gives up for good (40037, a bad template) makes the
+    # notice dead, not skipped, even when the last channel refuses on a
+    # later attempt (it was retried in between).
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-9d", "openid": "oMP-9", "unionid": "uUNION-9"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9d"}, key=None)
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                session=doc["session"])
+    fake.control("POST", "/_fake/faults",
+                 {"path": "/cgi-bin/message/subscribe/send", "count": 1, "errcode": 40037})
+    for errcode in (-1, 43004):
+        fake.control("POST", "/_fake/faults",
+                     {"path": "/cgi-bin/message/template/send", "count": 1, "errcode": errcode})
+    oa["event_id"] = "N-OA-4"
+    srv.request("POST", "/v1/events", oa, key=SHOP)
+    listed = eventually(lambda: notices(srv, oa_member),
+                        lambda l: l[0]["state"] in ("dead", "skipped", "sent"))
+    check(listed[0]["state"] == "dead" and listed[0]["attempts"] == 2,
+          "gave up on one channel, refused by the other later: dead (%s)" % listed[0])
+
     metrics = eventually(lambda: srv.request("GET", "/metrics", key=None)[1],
                          lambda m: re.search(r"^pgw_outbox_depth 0$", m, re.M))  # read every 100 ms
     check(re.search(r'^pgw_notifications_total\{outcome="sent",channel="wechat_oa"\} 3$', metrics, re.M)

@@ -26,6 +26,9 @@ static void test_route_order_and_fall_through(void **state)
     pgw_notice_reach nothing = {0};
     assert_int_equal(pgw_notice_route(&nothing, 0), PGW_CHANNEL_NONE);
     assert_string_equal(pgw_notice_channel_name(PGW_CHANNEL_OA), "wechat_oa");
+    /* The gave-up mark kept with the exclusions is not a channel. */
+    assert_int_equal(pgw_notice_route(&all, PGW_NOTICE_GAVE_UP), PGW_CHANNEL_MP);
+    assert_int_equal(pgw_notice_route(&all, PGW_NOTICE_GAVE_UP | PGW_CHANNEL_MP), PGW_CHANNEL_OA);
 }
 
 #define SHANGHAI (8 * 3600)
