@@ -233,6 +233,56 @@ def otp(srv, fake):
     check(got == [202, 202, 202, 202, 429], "a /64 counts as one address: %s" % got)
 
 
+def otp_session(tmp, sms_fake, env):
+    """A mini-program member binds a second phone by code: the session is
+    the requester and the member; its code is nobody else's."""
+    wechat = wx.Fake(tmp)
+    cfg_path = config(tmp, "mp.json", sms_fake.port, {"start": "00:00", "end": "00:00"})
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = run(os.path.join(tmp, "mp"), cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    try:
+        wechat.control("POST", "/_fake/login_codes",
+                       {"appid": wx.MP_APPID, "code": "code-otp", "openid": "oMP-OTP"})
+        status, doc = srv.request("POST", "/v1/mp/login", {"appid": wx.MP_APPID, "code": "code-otp"},
+                                  key=None)
+        session, me = doc.get("session"), doc.get("member_id")
+        phone = "13600136050"
+        status, doc = srv.request("POST", "/v1/sms/otp", {"phone": phone, "client_ip": "10.0.0.1"},
+                                  session=session, key=None)
+        check(status == 400, "a session may not name another address: %s" % status)
+        status, doc = srv.request("POST", "/v1/sms/otp", {"phone": phone}, session=session, key=None)
+        check(status == 202, "a member asks for a code with a session: %s %s" % (status, doc))
+        sent = eventually(lambda: codes_to(sms_fake, "+86" + phone), lambda m: len(m) == 1)
+        code = sent[0]["params"][0] if sent else "000000"
+        status, doc = srv.request("POST", "/v1/sms/otp/verify",
+                                  {"phone": phone, "code": code, "member_id": me}, key=wx.ADMIN)
+        check(status == 422 and doc["error"]["details"]["reason"] == "no_code",
+              "the member's code is not an admin key's: %s" % doc)
+        status, doc = srv.request("POST", "/v1/sms/otp/verify",
+                                  {"phone": phone, "code": code, "member_id": me},
+                                  session=session, key=None)
+        check(status == 400, "a session names no member_id: %s" % status)
+        status, doc = srv.request("POST", "/v1/sms/otp/verify", {"phone": phone, "code": code},
+                                  session=session, key=None)
+        check(status == 200 and doc["member_id"] == me and
+              doc["identity"] == {"kind": "phone", "value": "136****6050"},
+              "the code binds the phone to the session's member: %s" % doc)
+        srv.request("POST", "/v1/mp/logout", session=session, key=None)
+        status, doc = srv.request("POST", "/v1/sms/otp", {"phone": "13600136051"},
+                                  session=session, key=None)
+        check(status == 401, "an ended session asks for no code: %s" % status)
+        status, doc = srv.request("POST", "/v1/sms/otp", {"phone": "13600136051"},
+                                  session="v1.bogus", key=None)
+        check(status == 401, "nor does a forged one: %s" % status)
+    finally:
+        srv.stop()
+        wechat.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-sms-")
     fake = SmsFake(tmp)
@@ -298,6 +348,7 @@ def main():
               "no SMS after opting out: %s" % listed[:1])
         otp(srv, fake)
         srv.stop()
+        otp_session(tmp, fake, env)
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())
