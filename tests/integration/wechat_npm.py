@@ -84,8 +84,9 @@ class Skip(Exception):
 
 # ---- the independent implementation --------------------------------------------------
 
-def install(tmp):
-    """npm install wechat-crypto into tmp/npm; Skip when that cannot be done here."""
+def install(tmp, packages=(PACKAGE,)):
+    """npm install packages ("name@version") into tmp/npm; Skip when that
+    cannot be done here. Returns node and the node_modules directory."""
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None:
         raise Skip("npm is not installed")
@@ -95,22 +96,25 @@ def install(tmp):
     os.makedirs(prefix)
     try:
         r = subprocess.run([npm, "install", "--prefix", prefix, "--no-audit", "--no-fund",
-                            "--no-update-notifier", PACKAGE],
+                            "--no-update-notifier"] + list(packages),
                            cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=120)
     except subprocess.TimeoutExpired:
-        raise Skip("npm install %s timed out after 120 s (no registry?)" % PACKAGE)
+        raise Skip("npm install %s timed out after 120 s (no registry?)" % " ".join(packages))
     if r.returncode != 0:
         # npm's first error lines name the cause (code ECONNREFUSED, E404, ...).
         lines = [l.strip() for l in (r.stderr or r.stdout).splitlines()
                  if l.strip() and "complete log" not in l]
         raise Skip("npm install %s failed (exit %d): %s"
-                   % (PACKAGE, r.returncode, " | ".join(lines[:2]) if lines else "no output"))
+                   % (" ".join(packages), r.returncode,
+                      " | ".join(lines[:2]) if lines else "no output"))
     modules = os.path.join(prefix, "node_modules")
-    with open(os.path.join(modules, "wechat-crypto", "package.json")) as f:
-        version = json.load(f).get("version")
-    if version != "0.0.2":
-        raise SystemExit("wechat_npm: npm installed wechat-crypto %s, not 0.0.2" % version)
+    for package in packages:
+        name, _, want = package.rpartition("@")
+        with open(os.path.join(modules, name, "package.json")) as f:
+            version = json.load(f).get("version")
+        if version != want:
+            raise SystemExit("npm installed %s %s, not %s" % (name, version, want))
     return node, modules
 
 
