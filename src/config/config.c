@@ -948,11 +948,58 @@ static int get_clock(const json_t *obj, const char *key, const char *path, int32
     return PGW_OK;
 }
 
+/* One route: 1..3 distinct channel names, in the order to try them. */
+static int get_route(const json_t *routes, const char *key, const char *path, pgw_notice_order *out,
+                     pgw_err *err)
+{
+    json_t *list;
+    int rc = get_array(routes, key, path, false, PGW_NOTICE_CHANNELS, &list, err);
+    if (rc != PGW_OK || list == NULL)
+        return rc;
+    if (json_array_size(list) == 0)
+        return pgw_err_set(err, PGW_EINVAL, "%s.%s: name at least one channel", path, key);
+    pgw_notice_order o = {0};
+    unsigned seen = 0;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const char *name = json_string_value(json_array_get(list, i));
+        pgw_notice_channel ch = name ? pgw_notice_channel_parse(name) : PGW_CHANNEL_NONE;
+        if (ch == PGW_CHANNEL_NONE || (seen & (unsigned)ch))
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.%s[%zu]: expected wechat_mp, wechat_oa or sms, each once", path,
+                               key, i);
+        seen |= (unsigned)ch;
+        o.channel[o.n++] = ch;
+    }
+    *out = o;
+    return PGW_OK;
+}
+
+/* notify.routes: {"default": [...], "<kind>": [...]}; a kind without its
+ * own route takes the default, itself by default mini program, official
+ * account, SMS. */
+static int parse_routes(const json_t *notify, const char *path, pgw_notify_config *n, pgw_err *err)
+{
+    const char *keys[PGW_NOTICE_KINDS + 2] = {"default"};
+    for (size_t i = 0; i < PGW_NOTICE_KINDS; i++)
+        keys[i + 1] = NOTICE_NAMES[i];
+    char sub[PGW_JSON_PATH_MAX];
+    json_t *routes;
+    pgw_notice_order fallback = pgw_notice_order_default();
+    int rc = get_section(notify, "routes", path, false, keys, &routes, sub, err);
+    if (rc == PGW_OK && routes != NULL)
+        rc = get_route(routes, "default", sub, &fallback, err);
+    for (size_t i = 0; i < PGW_NOTICE_KINDS; i++)
+        n->routes[i] = fallback;
+    for (size_t i = 0; rc == PGW_OK && routes != NULL && i < PGW_NOTICE_KINDS; i++)
+        rc = get_route(routes, NOTICE_NAMES[i], sub, &n->routes[i], err);
+    return rc;
+}
+
 static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
     static const char *const keys[] = {
-        "coalesce_window_s", "quiet_hours", "retry", "expiry_reminder_days",
-        "workers",           "keep_days",   NULL};
+        "coalesce_window_s", "quiet_hours", "retry",  "expiry_reminder_days",
+        "workers",           "keep_days",   "routes", NULL};
     static const char *const quiet_keys[] = {"start", "end", NULL};
     static const char *const retry_keys[] = {"max_attempts", "base_delay_ms", "max_delay_ms", NULL};
     char path[PGW_JSON_PATH_MAX], sub[PGW_JSON_PATH_MAX];
@@ -968,6 +1015,8 @@ static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
                              .workers = 16,
                              .keep_days = 30};
     int rc = get_section(root, "notify", "$", false, keys, &notify, path, err);
+    if (rc == PGW_OK) /* the defaults too when there is no section */
+        rc = parse_routes(notify, path, n, err);
     if (rc != PGW_OK || notify == NULL)
         return rc;
     rc =

@@ -22,6 +22,7 @@
 #define PGW_CONFIG_CONFIG_H
 
 #include "core/error.h"
+#include "core/notice.h"
 #include "core/rules.h"
 
 #include <stdbool.h>
@@ -85,6 +86,7 @@ typedef struct pgw_notify_config {
     int64_t expiry_reminder_days; /* "N points expire on D" this long ahead; 0: none */
     int64_t workers;              /* couriers: 1..PGW_NOTIFY_THREADS_MAX (64), default 16 */
     int64_t keep_days;            /* finished notices kept: 1..3650, default 30 */
+    pgw_notice_order routes[PGW_NOTICE_KINDS]; /* channels per kind, in order ("routes") */
 } pgw_notify_config;
 
 typedef struct pgw_risk_config {

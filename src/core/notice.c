@@ -5,14 +5,40 @@
 
 #include "core/assertions.h"
 
-pgw_notice_channel pgw_notice_route(const pgw_notice_reach *reach, unsigned excluded)
+#include <string.h>
+
+pgw_notice_order pgw_notice_order_default(void)
 {
-    if (reach->mp && !(excluded & PGW_CHANNEL_MP))
-        return PGW_CHANNEL_MP;
-    if (reach->oa && !(excluded & PGW_CHANNEL_OA))
-        return PGW_CHANNEL_OA;
-    if (reach->sms && !(excluded & PGW_CHANNEL_SMS))
-        return PGW_CHANNEL_SMS;
+    return (pgw_notice_order){3, {PGW_CHANNEL_MP, PGW_CHANNEL_OA, PGW_CHANNEL_SMS}};
+}
+
+static bool reaches(const pgw_notice_reach *reach, pgw_notice_channel ch)
+{
+    return ch == PGW_CHANNEL_MP ? reach->mp : ch == PGW_CHANNEL_OA ? reach->oa : reach->sms;
+}
+
+pgw_notice_channel pgw_notice_route(const pgw_notice_reach *reach, const pgw_notice_order *order,
+                                    unsigned excluded)
+{
+    pgw_notice_order fallback = pgw_notice_order_default();
+    const pgw_notice_order *o = order != NULL ? order : &fallback;
+    PGW_ASSERT(o->n >= 1 && o->n <= PGW_NOTICE_CHANNELS);
+    for (size_t i = 0; i < o->n; i++) {
+        pgw_notice_channel ch = o->channel[i];
+        PGW_ASSERT(ch == PGW_CHANNEL_MP || ch == PGW_CHANNEL_OA || ch == PGW_CHANNEL_SMS);
+        if (reaches(reach, ch) && !(excluded & (unsigned)ch))
+            return ch;
+    }
+    return PGW_CHANNEL_NONE;
+}
+
+pgw_notice_channel pgw_notice_channel_parse(const char *name)
+{
+    static const pgw_notice_channel all[] = {PGW_CHANNEL_MP, PGW_CHANNEL_OA, PGW_CHANNEL_SMS};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (strcmp(pgw_notice_channel_name(all[i]), name) == 0)
+            return all[i];
+    }
     return PGW_CHANNEL_NONE;
 }
 

@@ -3,11 +3,12 @@
  * notice goes through, when an SMS may leave, how long a failed attempt
  * waits. src/notify/ applies them to the outbox; test_notice checks them.
  *
- * Routing (DESIGN.md "Notifications"): the mini program's subscribe
- * message when the member has an openid there and quota for the kind's
- * template; else the official account's template message when the member
- * follows and the kind has a template; else SMS when a phone is known, the
- * member did not opt out and the kind has an SMS template. A channel that
+ * Routing (DESIGN.md "Notifications"), in the kind's configured order
+ * (by default this one): the mini program's subscribe message when the
+ * member has an openid there and quota for the kind's template; the
+ * official account's template message when the member follows and the
+ * kind has a template; SMS when a phone is known, the member did not opt
+ * out and the kind has an SMS template. A channel that
  * refuses for this member (43101 no quota, 43004 not following, an SMS
  * number refused) is excluded and routing runs again.
  */
@@ -17,6 +18,7 @@
 #include "core/error.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum pgw_notice_channel {
@@ -38,9 +40,26 @@ typedef struct pgw_notice_reach {
     bool sms; /* a phone, not opted out, an SMS template configured */
 } pgw_notice_reach;
 
-/* The channel to try, skipping those in `excluded` (a mask of channels
- * that refused before); PGW_CHANNEL_NONE when none is left. */
-pgw_notice_channel pgw_notice_route(const pgw_notice_reach *reach, unsigned excluded);
+#define PGW_NOTICE_CHANNELS 3
+
+/* The channels a notice kind may go through, in the order to try them
+ * (config notify.routes); a channel left out is never used for the kind. */
+typedef struct pgw_notice_order {
+    size_t n; /* 1..PGW_NOTICE_CHANNELS */
+    pgw_notice_channel channel[PGW_NOTICE_CHANNELS];
+} pgw_notice_order;
+
+/* The default order: mini program, official account, SMS. */
+pgw_notice_order pgw_notice_order_default(void);
+
+/* The channel to try: the first of `order` (NULL: the default) that
+ * reaches the member and is not in `excluded` (a mask of channels that
+ * refused before); PGW_CHANNEL_NONE when none is left. */
+pgw_notice_channel pgw_notice_route(const pgw_notice_reach *reach, const pgw_notice_order *order,
+                                    unsigned excluded);
+
+/* "wechat_mp" -> PGW_CHANNEL_MP ...; PGW_CHANNEL_NONE for another name. */
+pgw_notice_channel pgw_notice_channel_parse(const char *name);
 
 const char *pgw_notice_channel_name(pgw_notice_channel channel);
 

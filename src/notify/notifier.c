@@ -429,7 +429,8 @@ static void deliver(courier *c, pgw_notice *nt, int64_t claimed_at)
         schedule_retry(n, nt, now);
     }
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
-        pgw_notice_channel ch = pgw_notice_route(&r.reach, (unsigned)nt->excluded);
+        pgw_notice_channel ch =
+            pgw_notice_route(&r.reach, &n->o.cfg->notify.routes[kind], (unsigned)nt->excluded);
         if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
             snprintf(nt->state, sizeof(nt->state), "%s", failed ? "dead" : "skipped");
             count(n, failed ? &n->stats.dead : &n->stats.skipped);

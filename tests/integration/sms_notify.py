@@ -241,6 +241,8 @@ def otp_session(tmp, sms_fake, env):
     with open(cfg_path) as f:
         cfg = json.load(f)
     cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
+    # Arrivals go by SMS first here, the mini program only after it.
+    cfg["notify"]["routes"] = {"points_arrived": ["sms", "wechat_mp"]}
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
     srv = run(os.path.join(tmp, "mp"), cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
@@ -271,6 +273,18 @@ def otp_session(tmp, sms_fake, env):
         check(status == 200 and doc["member_id"] == me and
               doc["identity"] == {"kind": "phone", "value": "136****6050"},
               "the code binds the phone to the session's member: %s" % doc)
+        # The member is reachable both ways; notify.routes puts SMS first.
+        tpl = "mp-tpl-points-arrived"
+        srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                    session=session, key=None)
+        wechat.control("POST", "/_fake/subscribe_quota",
+                       {"appid": wx.MP_APPID, "openid": "oMP-OTP", "template_id": tpl, "count": 1})
+        status, doc = srv.request("POST", "/v1/events", purchase("OTP-R", phone, 3000), key=wx.SHOP)
+        arrived = eventually(lambda: [m for m in sms_fake.messages() if m["phone"] == "+86" + phone
+                                      and m["template_id"] == "1000001"], lambda m: len(m) >= 1)
+        check(status == 201 and len(arrived) == 1 and
+              not wechat.requests("/cgi-bin/message/subscribe/send"),
+              "routes: the arrival went by SMS, the mini program not asked: %s" % arrived)
         srv.request("POST", "/v1/mp/logout", session=session, key=None)
         status, doc = srv.request("POST", "/v1/sms/otp", {"phone": "13600136051"},
                                   session=session, key=None)

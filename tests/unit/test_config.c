@@ -181,6 +181,14 @@ static const struct {
      "$.channels.wechat_mp.secret: unknown key"},
     {"notify", "{\"quiet_hours\": {\"start\": \"25:00\"}}", "$.notify.quiet_hours.start"},
     {"notify", "{\"retry\": {\"max_attempts\": 0}}", "$.notify.retry.max_attempts"},
+    {"notify", "{\"routes\": {\"default\": [\"sms\", \"sms\"]}}",
+     "$.notify.routes.default[1]: expected wechat_mp, wechat_oa or sms, each once"},
+    {"notify", "{\"routes\": {\"redemption\": [\"email\"]}}", "$.notify.routes.redemption[0]"},
+    {"notify", "{\"routes\": {\"points_arrived\": []}}",
+     "$.notify.routes.points_arrived: name at least one channel"},
+    {"notify", "{\"routes\": {\"birthday\": [\"sms\"]}}", "$.notify.routes.birthday: unknown key"},
+    {"notify", "{\"routes\": {\"default\": [\"sms\", \"wechat_oa\", \"wechat_mp\", \"sms\"]}}",
+     "$.notify.routes.default: more than 3 entries"},
     {"http", "{\"body_max_bytes\": 10}", "$.http.body_max_bytes"},
     {"http", "{\"tls\": {\"cert_file\": \"c.pem\"}}", "$.http.tls.key_file: required"},
     {"http", "{\"max_inflight\": 1}", "$.http.max_inflight"},
@@ -220,7 +228,39 @@ static void test_minimal_is_valid_and_defaults_apply(void **state)
     assert_int_equal(cfg->rules.campaigns[1].brackets[1].max_fen, PGW_AMOUNT_FEN_MAX);
     assert_int_equal(cfg->rules.campaigns[0].stacking, PGW_STACK_MAX);
     assert_false(cfg->sms.enabled);
+    /* Every kind routes mini program, official account, SMS by default. */
+    for (size_t k = 0; k < PGW_NOTICE_KINDS; k++) {
+        assert_int_equal(cfg->notify.routes[k].n, 3);
+        assert_int_equal(cfg->notify.routes[k].channel[0], PGW_CHANNEL_MP);
+        assert_int_equal(cfg->notify.routes[k].channel[2], PGW_CHANNEL_SMS);
+    }
     pgw_config_free(cfg);
+}
+
+/* notify.routes: a default for every kind, a kind's own over it. */
+static void test_notice_routes(void **state)
+{
+    (void)state;
+    json_t *root = json_loads(MINIMAL, 0, NULL);
+    assert_non_null(root);
+    json_object_set_new(root, "notify",
+                        json_pack("{s:{s:[s,s],s:[s]}}", "routes", "default", "wechat_oa",
+                                  "wechat_mp", "points_expiring", "sms"));
+    char *text = json_dumps(root, 0);
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    const pgw_notice_order *arrived = &cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED];
+    assert_int_equal(arrived->n, 2);
+    assert_int_equal(arrived->channel[0], PGW_CHANNEL_OA);
+    assert_int_equal(arrived->channel[1], PGW_CHANNEL_MP);
+    const pgw_notice_order *expiring = &cfg->notify.routes[PGW_NOTICE_POINTS_EXPIRING];
+    assert_int_equal(expiring->n, 1);
+    assert_int_equal(expiring->channel[0], PGW_CHANNEL_SMS);
+    pgw_config_free(cfg);
+    free(text);
+    json_decref(root);
 }
 
 static void test_syntax_and_duplicate_keys(void **state)
@@ -265,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_example_loads_with_its_figures),
         cmocka_unit_test(test_every_mistake_is_refused_with_its_path),
         cmocka_unit_test(test_minimal_is_valid_and_defaults_apply),
+        cmocka_unit_test(test_notice_routes),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
     };

@@ -14,21 +14,35 @@ static void test_route_order_and_fall_through(void **state)
 {
     (void)state;
     pgw_notice_reach all = {.mp = true, .oa = true, .sms = true};
-    assert_int_equal(pgw_notice_route(&all, 0), PGW_CHANNEL_MP);
-    assert_int_equal(pgw_notice_route(&all, PGW_CHANNEL_MP), PGW_CHANNEL_OA);
-    assert_int_equal(pgw_notice_route(&all, PGW_CHANNEL_MP | PGW_CHANNEL_OA), PGW_CHANNEL_SMS);
-    assert_int_equal(pgw_notice_route(&all, PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS),
-                     PGW_CHANNEL_NONE);
+    assert_int_equal(pgw_notice_route(&all, NULL, 0), PGW_CHANNEL_MP);
+    assert_int_equal(pgw_notice_route(&all, NULL, PGW_CHANNEL_MP), PGW_CHANNEL_OA);
+    assert_int_equal(pgw_notice_route(&all, NULL, PGW_CHANNEL_MP | PGW_CHANNEL_OA),
+                     PGW_CHANNEL_SMS);
+    assert_int_equal(
+        pgw_notice_route(&all, NULL, PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS),
+        PGW_CHANNEL_NONE);
     pgw_notice_reach no_quota = {.mp = false, .oa = true, .sms = true};
-    assert_int_equal(pgw_notice_route(&no_quota, 0), PGW_CHANNEL_OA);
+    assert_int_equal(pgw_notice_route(&no_quota, NULL, 0), PGW_CHANNEL_OA);
     pgw_notice_reach phone_only = {.sms = true};
-    assert_int_equal(pgw_notice_route(&phone_only, 0), PGW_CHANNEL_SMS);
+    assert_int_equal(pgw_notice_route(&phone_only, NULL, 0), PGW_CHANNEL_SMS);
     pgw_notice_reach nothing = {0};
-    assert_int_equal(pgw_notice_route(&nothing, 0), PGW_CHANNEL_NONE);
+    assert_int_equal(pgw_notice_route(&nothing, NULL, 0), PGW_CHANNEL_NONE);
     assert_string_equal(pgw_notice_channel_name(PGW_CHANNEL_OA), "wechat_oa");
     /* The gave-up mark kept with the exclusions is not a channel. */
-    assert_int_equal(pgw_notice_route(&all, PGW_NOTICE_GAVE_UP), PGW_CHANNEL_MP);
-    assert_int_equal(pgw_notice_route(&all, PGW_NOTICE_GAVE_UP | PGW_CHANNEL_MP), PGW_CHANNEL_OA);
+    assert_int_equal(pgw_notice_route(&all, NULL, PGW_NOTICE_GAVE_UP), PGW_CHANNEL_MP);
+    assert_int_equal(pgw_notice_route(&all, NULL, PGW_NOTICE_GAVE_UP | PGW_CHANNEL_MP),
+                     PGW_CHANNEL_OA);
+    /* A configured order: SMS first for this kind, the official account
+     * next, the mini program never. */
+    pgw_notice_order sms_first = {2, {PGW_CHANNEL_SMS, PGW_CHANNEL_OA}};
+    assert_int_equal(pgw_notice_route(&all, &sms_first, 0), PGW_CHANNEL_SMS);
+    assert_int_equal(pgw_notice_route(&all, &sms_first, PGW_CHANNEL_SMS), PGW_CHANNEL_OA);
+    assert_int_equal(pgw_notice_route(&all, &sms_first, PGW_CHANNEL_SMS | PGW_CHANNEL_OA),
+                     PGW_CHANNEL_NONE); /* not the mini program: left out */
+    assert_int_equal(pgw_notice_route(&no_quota, &sms_first, PGW_CHANNEL_SMS), PGW_CHANNEL_OA);
+    assert_int_equal(pgw_notice_channel_parse("sms"), PGW_CHANNEL_SMS);
+    assert_int_equal(pgw_notice_channel_parse("wechat_mp"), PGW_CHANNEL_MP);
+    assert_int_equal(pgw_notice_channel_parse("email"), PGW_CHANNEL_NONE);
 }
 
 #define SHANGHAI (8 * 3600)
