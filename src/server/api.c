@@ -2414,6 +2414,22 @@ static int otp_client(const pgw_request *req, const json_t *obj, bool keyed,
     return rc;
 }
 
+/* What both code routes start with: the job (the session's, or a key's),
+ * the body with only `keys`, and the phone, normalised into e164 and keyed
+ * into the command. On failure *job may be set: the caller refuses it. */
+static int otp_begin(pgw_api *api, const pgw_request *req, const pgw_session *s, route r,
+                     const char *const *keys, char e164[16], json_t **obj, pgw_job **job,
+                     pgw_err *err)
+{
+    pgw_command_kind kind = r == R_SMS_OTP ? PGW_COMMAND_OTP_ISSUE : PGW_COMMAND_OTP_VERIFY;
+    *job = s ? session_job(api, req, r, kind, s, err) : job_new(api, req, r, kind);
+    int rc = *job ? json_body(req, false, obj, err)
+                  : pgw_err_set(err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(*obj, "$", keys, err);
+    return rc == PGW_OK ? otp_phone(api, *obj, e164, &(*job)->cmd.who, err) : rc;
+}
+
 /* The answer a code request gets, kept until the job is back. */
 static void otp_outcome(pgw_job *job, int rc, const char *message)
 {
@@ -2478,15 +2494,12 @@ static bool handle_otp(pgw_api *api, const pgw_request *req, const pgw_session *
     static const char *const session_keys[] = {"phone", NULL};
     pgw_err err;
     json_t *obj = NULL;
-    pgw_job *job = s ? session_job(api, req, R_SMS_OTP, PGW_COMMAND_OTP_ISSUE, s, &err)
-                     : job_new(api, req, R_SMS_OTP, PGW_COMMAND_OTP_ISSUE);
-    int rc = job ? json_body(req, false, &obj, &err)
-                 : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
-    if (rc == PGW_OK)
-        rc = pgw_json_only_keys(obj, "$", s ? session_keys : keys, &err);
+    pgw_job *job = NULL;
+    char e164[16] = "";
+    int rc = otp_begin(api, req, s, R_SMS_OTP, s ? session_keys : keys, e164, &obj, &job, &err);
     pgw_command *cmd = job ? &job->cmd : NULL;
     if (rc == PGW_OK)
-        rc = otp_phone(api, obj, job->otp_phone, &cmd->who, &err);
+        memcpy(job->otp_phone, e164, sizeof(job->otp_phone));
     if (rc == PGW_OK)
         rc = otp_client(req, obj, s == NULL, cmd->client_address, &err);
     json_decref(obj);
@@ -2521,16 +2534,11 @@ static bool handle_otp_verify(pgw_api *api, const pgw_request *req, const pgw_se
     static const char *const session_keys[] = {"phone", "code", NULL};
     pgw_err err;
     json_t *obj = NULL;
+    pgw_job *job = NULL;
     char code[PGW_OTP_DIGITS + 2] = "", e164[16];
-    pgw_job *job = s ? session_job(api, req, R_SMS_OTP_VERIFY, PGW_COMMAND_OTP_VERIFY, s, &err)
-                     : job_new(api, req, R_SMS_OTP_VERIFY, PGW_COMMAND_OTP_VERIFY);
-    int rc = job ? json_body(req, false, &obj, &err)
-                 : pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
-    if (rc == PGW_OK)
-        rc = pgw_json_only_keys(obj, "$", s ? session_keys : keys, &err);
+    int rc =
+        otp_begin(api, req, s, R_SMS_OTP_VERIFY, s ? session_keys : keys, e164, &obj, &job, &err);
     pgw_command *cmd = job ? &job->cmd : NULL;
-    if (rc == PGW_OK)
-        rc = otp_phone(api, obj, e164, &cmd->who, &err);
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, "code", "$", true, PGW_OTP_DIGITS + 1, code, sizeof(code), &err);
     if (rc == PGW_OK && !pgw_otp_code_ok(code))
