@@ -48,8 +48,10 @@
 #define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
 #define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
 #define NEWS_KEPT            4096  /* notice changes waiting for the service thread */
-#define OUTBOUND_THREADS     4     /* calls to WeChat and SMS providers at once */
+#define OUTBOUND_THREADS     4     /* calls to WeChat at once */
 #define OUTBOUND_QUEUE       1024
+#define SMS_THREADS          2 /* verification codes' SMS at once */
+#define SMS_QUEUE            256
 
 /* A POST /v1/events:batch in progress: its events go to the writer a
  * window at a time (an event's job is ~100 KB), answers kept in order. */
@@ -234,8 +236,11 @@ struct pgw_api {
     pgw_vault *vault;
     pgw_wechat *wechat;
     pgw_sms_client *sms;
-    /* Workers for calls out (WeChat, SMS): running when a channel is on. */
+    /* Workers for calls out, running when their channel is on: WeChat's,
+     * and the verification codes' own, so that an SMS provider slow to
+     * answer (5 s a call) cannot hold up mini-program logins. */
     pgw_outbound *outbound;
+    pgw_outbound *sms_outbound;
     uint8_t otp_key[32]; /* verification codes' hashes (core/otp.h) */
     pgw_notifier *notifier;
     /* Notice state changes for the stream: couriers push, the service
@@ -1847,12 +1852,12 @@ static pgw_job *session_job(pgw_api *api, const pgw_request *req, route r, pgw_c
     return job;
 }
 
-/* Queues a blocking call out (outbound.h). */
-static int outbound_submit(pgw_api *api, pgw_outbound_task task, void *arg, pgw_err *err)
+/* Queues a blocking call out on `pool` (outbound.h; NULL: stopped or off). */
+static int outbound_submit(pgw_outbound *pool, pgw_outbound_task task, void *arg, pgw_err *err)
 {
-    if (api->outbound == NULL)
+    if (pool == NULL)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "no outbound channel is configured");
-    return pgw_outbound_submit(api->outbound, task, arg, err);
+    return pgw_outbound_submit(pool, task, arg, err);
 }
 
 /* Queues a job on the outbound workers; on refusal answers now. */
@@ -1860,7 +1865,7 @@ static bool submit_outbound(pgw_api *api, pgw_job *job, pgw_outbound_task task, 
 {
     pgw_err err;
     memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
-    int rc = outbound_submit(api, task, job, &err);
+    int rc = outbound_submit(api->outbound, task, job, &err);
     return rc == PGW_OK ? true : refuse(resp, job, job->route, PGW_EFULL, err.msg);
 }
 
@@ -2227,7 +2232,7 @@ static void oa_queue_link(pgw_api *api, const pgw_oa_message *m)
         l->api = api;
         l->at = m->create_time;
         snprintf(l->openid, sizeof(l->openid), "%.64s", m->from_user);
-        rc = outbound_submit(api, oa_link_task, l, &err);
+        rc = outbound_submit(api->outbound, oa_link_task, l, &err);
     }
     if (rc != PGW_OK) {
         free(l);
@@ -2604,7 +2609,7 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         job->otp_sending = true;
         otp_outcome(job, cmd->rc, cmd->err.msg); /* a refusal (a limit) recorded nothing */
         if (cmd->rc == PGW_OK) {
-            if (outbound_submit(api, otp_send_task, job, &cmd->err) != PGW_OK) {
+            if (outbound_submit(api->sms_outbound, otp_send_task, job, &cmd->err) != PGW_OK) {
                 otp_outcome(job, PGW_EUNAVAILABLE, "SMS sending is backed up: try again");
                 otp_void(api->writer, job);
             }
@@ -3316,9 +3321,10 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     }
     if (rc == PGW_OK)
         rc = start_notifier(api, opts->db_url, err);
-    if (rc == PGW_OK &&
-        (pgw_wechat_mp_ready(api->wechat) || pgw_wechat_oa_ready(api->wechat) || api->sms != NULL))
+    if (rc == PGW_OK && (pgw_wechat_mp_ready(api->wechat) || pgw_wechat_oa_ready(api->wechat)))
         rc = pgw_outbound_start(OUTBOUND_THREADS, OUTBOUND_QUEUE, &api->outbound, err);
+    if (rc == PGW_OK && otp_ready(api))
+        rc = pgw_outbound_start(SMS_THREADS, SMS_QUEUE, &api->sms_outbound, err);
     if (rc != PGW_OK) {
         pgw_api_free(api);
         return rc;
@@ -3331,8 +3337,9 @@ void pgw_api_stop(pgw_api *api)
 {
     pgw_notifier_stop(api->notifier);
     api->notifier = NULL;
-    pgw_outbound_stop(api->outbound); /* its workers and the sweep submit to the writer: */
-    api->outbound = NULL;             /* they stop first */
+    pgw_outbound_stop(api->outbound);     /* the workers and the sweep submit to the writer: */
+    pgw_outbound_stop(api->sms_outbound); /* they stop first */
+    api->outbound = api->sms_outbound = NULL;
     sweep_stop(&api->sweep);
     pgw_writer_stop(api->reader);
     pgw_writer_stop(api->writer);
