@@ -363,6 +363,19 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
                                   : send_sms(c, nt, r, now);
 }
 
+/* The balance a notice tells is the member's now, not when it was queued:
+ * an arrival waiting out its coalescing window may go after a redemption
+ * made meanwhile. */
+static int current_balance(courier *c, pgw_notice *nt, pgw_err *err)
+{
+    bool found = false;
+    pgw_member_figures f;
+    int rc = pgw_store_member_figures(c->store, nt->member, now_s(), &found, &f, err);
+    if (rc == PGW_OK && found)
+        nt->balance = f.balance;
+    return rc;
+}
+
 /*
  * Before an attempt, in one read: the member followed through merges and
  * whom the notice can reach. The claim is renewed first (making it a
@@ -383,6 +396,8 @@ static int prepare(courier *c, pgw_notice *nt, int kind, int64_t claimed_at, rea
     if (rc == PGW_OK)
         rc = kind < 0 ? pgw_err_set(err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
                       : pgw_store_survivor(c->store, nt->member, NULL, err); /* merged since? */
+    if (rc == PGW_OK)
+        rc = current_balance(c, nt, err);
     if (rc == PGW_OK)
         rc = member_reach(c, nt, kind, r, err);
     if (rc == PGW_OK)

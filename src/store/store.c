@@ -2420,7 +2420,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     int rc = prepare(s,
                      "UPDATE notices SET state = ?2, channel = ?3, excluded = ?4, due_at = ?5,"
                      " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9,"
-                     " claimed_by = '', lease_until = 0"
+                     " balance = ?11, claimed_by = '', lease_until = 0"
                      " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?10",
                      &st, err);
     if (rc != PGW_OK)
@@ -2435,6 +2435,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     sqlite3_bind_int64(st, 8, now);
     sqlite3_bind_int64(st, 9, n->attempts);
     sqlite3_bind_text(st, 10, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 11, n->balance);
     rc = step_done(s, st, "recording a notice", err);
     if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",

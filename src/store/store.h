@@ -465,6 +465,8 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
 /* Records how an attempt went (state, channel, excluded, due_at, attempts,
  * error, provider id) if the notice is still owner's claim; PGW_ESTATE
  * when its lease ran out and another instance took it. */
+/* (state, channel, exclusions, due time, error, provider id, attempts and
+ * the balance told, as `n` has them.) */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it

@@ -525,6 +525,29 @@ def notifications(srv, fake, oa_member):
     listed = eventually(lambda: notices(srv, member), lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
     check(listed[0]["state"] == "skipped", "nobody to reach: skipped (%s)" % listed[0])
 
+    # An arrival waiting out its window, then a redemption: the message
+    # tells the balance after both, not the one when the arrival was queued.
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1}, session=session)
+    fake.control("POST", "/_fake/subscribe_quota",
+                 {"appid": MP_APPID, "openid": "oMP-N", "template_id": tpl, "count": 1})
+    before = len(delivered(fake, "oMP-N"))
+    status, doc = srv.request("POST", "/v1/events", purchase("N-7", "13700137000", 2000), key=SHOP)
+    queued_balance, earned = doc["balance"], doc["points"]
+    red = {"redemption_id": "N-R1", "member": {"member_id": member}, "shop_id": "S001", "points": 10}
+    status, doc = srv.request("POST", "/v1/redemptions", red, key=SHOP)
+    check(status == 201, "a redemption inside the window: %s %s" % (status, doc))
+    now_balance = srv.request("GET", "/v1/members/" + member)[1]["balance"]
+    got = eventually(lambda: delivered(fake, "oMP-N")[before:], lambda d: len(d) >= 1)
+    told = got[0]["data"]["number3"]["value"] if got else None
+    check(told == str(now_balance) and now_balance == queued_balance - 10,
+          "the arrival tells the balance now (%s), not when queued (%s)" % (told, queued_balance))
+    listed = eventually(lambda: notices(srv, member),
+                        lambda l: any(x["kind"] == "points_arrived" and x["state"] == "sent" and
+                                      x["points"] == earned for x in l))
+    arrived = [x for x in listed if x["kind"] == "points_arrived" and x["points"] == earned]
+    check(arrived and arrived[0]["balance"] == now_balance,
+          "and GET /v1/notifications shows what it told: %s" % arrived[:1])
+
     # The follower: quota at the gateway but none at WeChat (43101) falls
     # through to the official account's template message.
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9b"}, key=None)
