@@ -10,7 +10,9 @@ program with 50 units of subscribe quota each (at the gateway and at the
 fake), then posts purchases open-loop at RATE per second for SECONDS over
 keep-alive connections, each naming its member by mp openid. Coalescing
 is off (every purchase is its own notice). A notice is matched to its
-event by (openid, balance after the event). Prints throughput and the
+event by (openid, points): a member's j-th purchase is of 10 + j yuan, so
+its points are its own (the balance cannot tell: a notice tells the
+balance when it is sent). Prints throughput and the
 p50/p99/max latency; everything runs on this machine, the fake included.
 """
 import hashlib
@@ -101,19 +103,19 @@ def setup_members(port, fake_port):
 
 def post_events(sock, port, events):
     """Posts (openid, event_id) pairs one after another on a kept-alive
-    socket; yields (openid, status, balance, answered_at). Requests are
+    socket; yields (openid, status, points, answered_at). Requests are
     built from bytes and answers read with a regex: http.client and json
     cost the Python client more CPU than the gateway spends on an event,
     and everything shares two cores."""
     buf = b""
-    for openid, event_id, due in events:
+    for openid, event_id, due, amount in events:
         pause = due - time.time()
         if pause > 0:
             time.sleep(pause)
         body = (b'{"event_id":"%s","channel":"store","shop_id":"S001","type":"purchase",'
                 b'"occurred_at":"2026-11-28T10:00:00+08:00","member":{"mp_openid":"%s",'
-                b'"appid":"%s"},"amount_fen":1000}' % (event_id.encode(), openid.encode(),
-                                                       MP_APPID.encode()))
+                b'"appid":"%s"},"amount_fen":%d}' % (event_id.encode(), openid.encode(),
+                                                     MP_APPID.encode(), amount))
         sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s"
                      b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                      % (port, SHOP_KEY.encode(), len(body), body))
@@ -124,7 +126,7 @@ def post_events(sock, port, events):
         while len(rest) < length:
             rest += sock.recv(65536)
         answer, buf = rest[:length], rest[length:]
-        m = re.search(rb'"balance":(\d+)', answer)
+        m = re.search(rb'"points":(\d+)', answer)
         yield openid, int(head[9:12]), int(m.group(1)) if m else None, time.time(), answer
 
 
@@ -135,13 +137,13 @@ def load(port, responses, errors):
     def worker(t):
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        events = (("oBench-%d" % (k % MEMBERS), "B-%d" % k, start + k / RATE)
-                  for k in range(t, total, THREADS))
-        for openid, status, balance, at, answer in post_events(sock, port, events):
-            if status != 201 or balance is None:
+        events = (("oBench-%d" % (k % MEMBERS), "B-%d" % k, start + k / RATE,
+                   1000 + 100 * (k // MEMBERS)) for k in range(t, total, THREADS))
+        for openid, status, points, at, answer in post_events(sock, port, events):
+            if status != 201 or points is None:
                 errors.append((status, answer[:200]))
                 continue
-            responses[(openid, balance)] = at
+            responses[(openid, points)] = at
         sock.close()
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
@@ -174,7 +176,7 @@ def main():
             time.sleep(0.5)
         latencies = []
         for d in delivered:
-            key = (d["touser"], int(d["data"]["number3"]["value"]))
+            key = (d["touser"], int(d["data"]["number2"]["value"]))
             if key in responses:
                 latencies.append(d["time"] - responses[key])
         print("bench_notify: %d events in %.2f s (%.0f/s asked, %.0f/s achieved), %d refused" %
