@@ -413,24 +413,52 @@ static int prepare(courier *c, pgw_notice *nt, int kind, int64_t claimed_at, rea
     return rc;
 }
 
-/* Records the attempt and what it did to the quota, in one transaction. */
-static int finish(courier *c, pgw_notice *nt, const reach_info *r, pgw_err *err)
+/*
+ * Records a batch's attempts and what they did to the quota, in one
+ * transaction: one lock and one WAL write for up to PGW_NOTIFY_BATCH
+ * notices instead of one each. Each was sent before this (the provider's
+ * acceptance is recorded after it, as always); a notice whose claim was
+ * lost meanwhile (its lease ran out) is left to its new holder. The stream
+ * hears of what was recorded.
+ */
+static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
+                         size_t n_notices)
 {
-    bool taken = false;
-    int rc = pgw_store_begin(c->store, err);
-    if (rc == PGW_OK && r->quota != QUOTA_KEPT)
-        rc = pgw_store_take_quota(c->store, nt->member, r->mp_template, r->quota == QUOTA_NONE_LEFT,
-                                  &taken, err);
+    pgw_notifier *n = c->n;
+    bool recorded[PGW_NOTIFY_BATCH] = {false};
+    pgw_err err;
+    int rc = pgw_store_begin(c->store, &err);
+    for (size_t i = 0; rc == PGW_OK && i < n_notices; i++) {
+        bool taken = false;
+        if (!tried[i])
+            continue;
+        if (rs[i].quota != QUOTA_KEPT)
+            rc = pgw_store_take_quota(c->store, nts[i].member, rs[i].mp_template,
+                                      rs[i].quota == QUOTA_NONE_LEFT, &taken, &err);
+        pgw_err lost;
+        int done = rc == PGW_OK
+                       ? pgw_store_finish_notice(c->store, n->owner, &nts[i], now_s(), &lost)
+                       : rc;
+        recorded[i] = done == PGW_OK;
+        if (done != PGW_OK && done != PGW_ESTATE && rc == PGW_OK)
+            rc = done, err = lost;
+    }
     if (rc == PGW_OK)
-        rc = pgw_store_finish_notice(c->store, c->n->owner, nt, now_s(), err);
-    if (rc == PGW_OK)
-        rc = pgw_store_commit(c->store, err);
-    if (rc != PGW_OK)
+        rc = pgw_store_commit(c->store, &err);
+    if (rc != PGW_OK) {
         pgw_store_rollback(c->store, NULL);
-    return rc;
+        fprintf(stderr, "pointsgw: notices not recorded: %s\n", err.msg);
+        return; /* their claims lapse and they go again */
+    }
+    for (size_t i = 0; n->o.changed != NULL && i < n_notices; i++) {
+        if (recorded[i])
+            n->o.changed(n->o.changed_ctx, &nts[i]);
+    }
 }
 
-static void deliver(courier *c, pgw_notice *nt, int64_t claimed_at)
+/* One attempt at a notice; false when there is nothing to record (the
+ * claim was lost), else the outcome is in *nt and *rp for finish_batch. */
+static bool deliver(courier *c, pgw_notice *nt, int64_t claimed_at, reach_info *rp)
 {
     pgw_notifier *n = c->n;
     int64_t now = now_s();
@@ -444,7 +472,7 @@ static void deliver(courier *c, pgw_notice *nt, int64_t claimed_at)
     memset(&r, 0, sizeof(r));
     int rc = prepare(c, nt, kind, claimed_at, &r, &err);
     if (rc == PGW_ESTATE)
-        return; /* not ours any more: whoever holds it delivers it */
+        return false; /* not ours any more: whoever holds it delivers it */
     if (rc != PGW_OK) {
         set_error(nt, "", err.msg);
         schedule_retry(n, nt, now);
@@ -477,10 +505,8 @@ static void deliver(courier *c, pgw_notice *nt, int64_t claimed_at)
         nt->excluded |= ch | (a == GIVE_UP ? PGW_NOTICE_GAVE_UP : 0u);
         count(n, &n->stats.fell_through);
     }
-    if (finish(c, nt, &r, &err) != PGW_OK)
-        fprintf(stderr, "pointsgw: notice %lld not recorded: %s\n", (long long)nt->id, err.msg);
-    else if (n->o.changed != NULL)
-        n->o.changed(n->o.changed_ctx, nt);
+    *rp = r;
+    return true;
 }
 
 /* ---- the thread ------------------------------------------------------------------------ */
@@ -558,6 +584,8 @@ static void *courier_main(void *arg)
     pgw_notifier *n = c->n;
     bool first = c == &n->couriers[0];
     pgw_notice batch[PGW_NOTIFY_BATCH];
+    reach_info reach[PGW_NOTIFY_BATCH];
+    bool tried[PGW_NOTIFY_BATCH];
     int64_t next_reminders = 0, next_prune = 0;
     for (;;) {
         size_t got = 0;
@@ -570,8 +598,10 @@ static void *courier_main(void *arg)
         if (pgw_store_claim_notices(c->store, n->owner, claimed_at, batch, PGW_NOTIFY_BATCH, &got,
                                     &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
-        for (size_t i = 0; i < got && !stopping(n); i++)
-            deliver(c, &batch[i], claimed_at); /* what is left in hand is released at stop */
+        for (size_t i = 0; i < got; i++) /* what is left in hand is released at stop */
+            tried[i] = !stopping(n) && deliver(c, &batch[i], claimed_at, &reach[i]);
+        if (got > 0)
+            finish_batch(c, batch, reach, tried, got);
         int64_t lapsed = 0;
         if (first && /* an instance that died: its claims come back after their lease */
             pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) != PGW_OK)

@@ -6,7 +6,8 @@
  * program's subscribe message if the member has quota, the official
  * account's template message if they follow, SMS if a phone is known and
  * not opted out, outside quiet hours and the number's frequency limit),
- * send it, and record how it went: sent with the provider's id; pending
+ * send it, and record how it went (a claimed batch's attempts in one
+ * transaction, after its sends): sent with the provider's id; pending
  * again with exponential backoff after a transient failure
  * (retry_max_attempts, then dead); the next channel at once when one
  * refuses this member (43101, 43004); dead when a channel gave up for
