@@ -365,14 +365,16 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
 
 /* The balance a notice tells is the member's now, not when it was queued,
  * when the notice was made to wait (a coalescing window, a retry, quiet
- * hours): an arrival waiting out its window may go after a redemption made
- * meanwhile. One sent right away keeps the balance its cause computed:
+ * hours, a backlog; or whose member was merged since): an arrival waiting
+ * out its window may go after a redemption made meanwhile. One sent right
+ * away keeps the balance its cause computed:
  * the read is a member's lots, re-read from the file by a courier whose
  * cache the writer keeps invalidating, and at 1,000 notices/s it made
  * the couriers fall behind (bench_notify, p99 2-3.5 s). */
-static int current_balance(courier *c, pgw_notice *nt, pgw_err *err)
+static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err)
 {
-    if (nt->due_at <= nt->created_at && nt->attempts <= 1)
+    if (!merged && nt->due_at <= nt->created_at && nt->attempts <= 1 &&
+        now_s() - nt->created_at < 2)
         return PGW_OK;
     bool found = false;
     pgw_member_figures f;
@@ -384,26 +386,20 @@ static int current_balance(courier *c, pgw_notice *nt, pgw_err *err)
 
 /*
  * Before an attempt, in one read: the member followed through merges and
- * whom the notice can reach. The claim is renewed first (making it a
- * write) only when half its lease has gone since `claimed_at`: a batch of
- * PGW_NOTIFY_BATCH normally takes well under a second, and a write per
- * notice cost more than the send. PGW_ESTATE when the claim was lost (its
- * lease ran out and another instance took it).
+ * whom the notice can reach. (The claim's lease is the batch's business:
+ * keep_leases.)
  */
-static int prepare(courier *c, pgw_notice *nt, int kind, int64_t claimed_at, reach_info *r,
-                   pgw_err *err)
+static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err *err)
 {
-    bool renew = now_s() - claimed_at >= PGW_NOTICE_LEASE_S / 2;
-    int rc = renew ? pgw_store_begin(c->store, err) : pgw_store_begin_read(c->store, err);
+    int rc = pgw_store_begin_read(c->store, err);
     if (rc != PGW_OK)
         return rc;
-    if (renew)
-        rc = pgw_store_renew_claim(c->store, c->n->owner, nt->id, now_s(), err);
+    char queued_for[PGW_ID_MAX + 1];
+    memcpy(queued_for, nt->member, sizeof(queued_for));
+    rc = kind < 0 ? pgw_err_set(err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
+                  : pgw_store_survivor(c->store, nt->member, NULL, err); /* merged since? */
     if (rc == PGW_OK)
-        rc = kind < 0 ? pgw_err_set(err, PGW_EINVAL, "unknown notice kind %s", nt->kind)
-                      : pgw_store_survivor(c->store, nt->member, NULL, err); /* merged since? */
-    if (rc == PGW_OK)
-        rc = current_balance(c, nt, err);
+        rc = current_balance(c, nt, strcmp(queued_for, nt->member) != 0, err);
     if (rc == PGW_OK)
         rc = member_reach(c, nt, kind, r, err);
     if (rc == PGW_OK)
@@ -414,6 +410,44 @@ static int prepare(courier *c, pgw_notice *nt, int kind, int64_t claimed_at, rea
 }
 
 /*
+ * A batch's claims stay ours while it is worked through: recorded only
+ * after its last send, each attempt must still be leased then, or another
+ * instance (or this one's sweep) could take it back and send it again.
+ * When less than LEASE_MARGIN_S is left (one notice, every channel tried
+ * with its timeout, takes less), every claim still held, sent or not, is
+ * renewed in one transaction. A claim found lost is marked so: an unsent
+ * one is not tried. A failure to renew loses the batch's rest the same way.
+ */
+#define LEASE_MARGIN_S 20
+static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *lost,
+                        int64_t *lease_until)
+{
+    if (*lease_until - now_s() >= LEASE_MARGIN_S)
+        return;
+    pgw_err err;
+    int64_t now = now_s();
+    int rc = pgw_store_begin(c->store, &err);
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
+        int renewed =
+            lost[i] ? PGW_OK : pgw_store_renew_claim(c->store, c->n->owner, batch[i].id, now, &err);
+        if (renewed == PGW_ESTATE)
+            lost[i] = true;
+        else
+            rc = renewed;
+    }
+    if (rc == PGW_OK)
+        rc = pgw_store_commit(c->store, &err);
+    if (rc == PGW_OK) {
+        *lease_until = now + PGW_NOTICE_LEASE_S;
+        return;
+    }
+    pgw_store_rollback(c->store, NULL);
+    fprintf(stderr, "pointsgw: notice claims not renewed, the batch stops: %s\n", err.msg);
+    for (size_t i = 0; i < n; i++)
+        lost[i] = true;
+}
+
+/*
  * Records a batch's attempts and what they did to the quota, in one
  * transaction: one lock and one WAL write for up to PGW_NOTIFY_BATCH
  * notices instead of one each. Each was sent before this (the provider's
@@ -421,34 +455,51 @@ static int prepare(courier *c, pgw_notice *nt, int kind, int64_t claimed_at, rea
  * lost meanwhile (its lease ran out) is left to its new holder. The stream
  * hears of what was recorded.
  */
+/* Records notices [from, to) that were tried, in one transaction;
+ * recorded[] says which are (a lost claim is not). A quota count that
+ * fails to update does not keep an attempt from its record: WeChat keeps
+ * the real count. */
+static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried, size_t from,
+                  size_t to, bool *recorded, pgw_err *err)
+{
+    int rc = pgw_store_begin(c->store, err);
+    for (size_t i = from; rc == PGW_OK && i < to; i++) {
+        bool taken = false;
+        pgw_err ignored;
+        if (!tried[i])
+            continue;
+        if (rs[i].quota != QUOTA_KEPT)
+            (void)pgw_store_take_quota(c->store, nts[i].member, rs[i].mp_template,
+                                       rs[i].quota == QUOTA_NONE_LEFT, &taken, &ignored);
+        int done = pgw_store_finish_notice(c->store, c->n->owner, &nts[i], now_s(), &ignored);
+        recorded[i] = done == PGW_OK;
+        if (done != PGW_OK && done != PGW_ESTATE)
+            rc = done, *err = ignored;
+    }
+    if (rc == PGW_OK)
+        rc = pgw_store_commit(c->store, err);
+    if (rc != PGW_OK) {
+        pgw_store_rollback(c->store, NULL);
+        for (size_t i = from; i < to; i++)
+            recorded[i] = false;
+    }
+    return rc;
+}
+
 static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
                          size_t n_notices)
 {
     pgw_notifier *n = c->n;
     bool recorded[PGW_NOTIFY_BATCH] = {false};
     pgw_err err;
-    int rc = pgw_store_begin(c->store, &err);
-    for (size_t i = 0; rc == PGW_OK && i < n_notices; i++) {
-        bool taken = false;
-        if (!tried[i])
-            continue;
-        if (rs[i].quota != QUOTA_KEPT)
-            rc = pgw_store_take_quota(c->store, nts[i].member, rs[i].mp_template,
-                                      rs[i].quota == QUOTA_NONE_LEFT, &taken, &err);
-        pgw_err lost;
-        int done = rc == PGW_OK
-                       ? pgw_store_finish_notice(c->store, n->owner, &nts[i], now_s(), &lost)
-                       : rc;
-        recorded[i] = done == PGW_OK;
-        if (done != PGW_OK && done != PGW_ESTATE && rc == PGW_OK)
-            rc = done, err = lost;
-    }
-    if (rc == PGW_OK)
-        rc = pgw_store_commit(c->store, &err);
-    if (rc != PGW_OK) {
-        pgw_store_rollback(c->store, NULL);
-        fprintf(stderr, "pointsgw: notices not recorded: %s\n", err.msg);
-        return; /* their claims lapse and they go again */
+    /* One transaction; when it fails (the lock not had in time, a failing
+     * statement), each notice on its own, so one cannot lose the others. */
+    if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) != PGW_OK) {
+        for (size_t i = 0; i < n_notices; i++) {
+            if (tried[i] && record(c, nts, rs, tried, i, i + 1, recorded, &err) != PGW_OK)
+                fprintf(stderr, "pointsgw: notice %lld not recorded: %s\n", (long long)nts[i].id,
+                        err.msg);
+        }
     }
     for (size_t i = 0; n->o.changed != NULL && i < n_notices; i++) {
         if (recorded[i])
@@ -458,7 +509,7 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
 
 /* One attempt at a notice; false when there is nothing to record (the
  * claim was lost), else the outcome is in *nt and *rp for finish_batch. */
-static bool deliver(courier *c, pgw_notice *nt, int64_t claimed_at, reach_info *rp)
+static bool deliver(courier *c, pgw_notice *nt, reach_info *rp)
 {
     pgw_notifier *n = c->n;
     int64_t now = now_s();
@@ -470,9 +521,7 @@ static bool deliver(courier *c, pgw_notice *nt, int64_t claimed_at, reach_info *
      * this attempt or an earlier one. */
     bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
     memset(&r, 0, sizeof(r));
-    int rc = prepare(c, nt, kind, claimed_at, &r, &err);
-    if (rc == PGW_ESTATE)
-        return false; /* not ours any more: whoever holds it delivers it */
+    int rc = prepare(c, nt, kind, &r, &err);
     if (rc != PGW_OK) {
         set_error(nt, "", err.msg);
         schedule_retry(n, nt, now);
@@ -590,16 +639,19 @@ static void *courier_main(void *arg)
     for (;;) {
         size_t got = 0;
         pgw_err err;
-        int64_t claimed_at = now_s();
         if (first) {
             remind(c, &next_reminders);
             prune(c, &next_prune);
         }
-        if (pgw_store_claim_notices(c->store, n->owner, claimed_at, batch, PGW_NOTIFY_BATCH, &got,
+        int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
+        if (pgw_store_claim_notices(c->store, n->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
                                     &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
-        for (size_t i = 0; i < got; i++) /* what is left in hand is released at stop */
-            tried[i] = !stopping(n) && deliver(c, &batch[i], claimed_at, &reach[i]);
+        bool lost[PGW_NOTIFY_BATCH] = {false};
+        for (size_t i = 0; i < got; i++) { /* what is left in hand is released at stop */
+            keep_leases(c, batch, got, lost, &lease_until);
+            tried[i] = !stopping(n) && !lost[i] && deliver(c, &batch[i], &reach[i]);
+        }
         if (got > 0)
             finish_batch(c, batch, reach, tried, got);
         int64_t lapsed = 0;

@@ -14,8 +14,10 @@
  * good and none is left; skipped when no channel reaches them.
  *
  * Claims: a claim belongs to this run (host, pid, a random part) with a
- * lease of PGW_NOTICE_LEASE_S, renewed before each notice; only the
- * claimer records the attempt. A stop gives back what it did not try; the
+ * lease of PGW_NOTICE_LEASE_S; every claim of a batch still held is
+ * renewed before a notice when less than 20 s of the lease is left, so
+ * none lapses before its attempt is recorded; only the claimer records
+ * the attempt. A stop gives back what it did not try; the
  * claims of a run that died come back when their lease runs out. A notice
  * sent again (a crash, or a timeout that may have been a send) carries its
  * id: WeChat's template message de-duplicates on client_msg_id; SMS
