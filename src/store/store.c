@@ -2550,7 +2550,11 @@ int pgw_store_prune_notices(pgw_store *s, int64_t before, int64_t *deleted, pgw_
                      "  WHERE state IN ('sent', 'skipped', 'dead') ORDER BY id LIMIT 1)"
                      " DELETE FROM notices WHERE id >= (SELECT id FROM first)"
                      " AND id < (SELECT id FROM first) + ?2"
-                     " AND state IN ('sent', 'skipped', 'dead') AND created_at < ?1",
+                     " AND state IN ('sent', 'skipped', 'dead') AND created_at < ?1"
+                     /* the newest stays: ids are rowids, and without it the
+                      * next notice would take an old id again (and WeChat
+                      * de-duplicates template messages on it) */
+                     " AND id < (SELECT max(id) FROM notices)",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
@@ -2560,6 +2564,11 @@ int pgw_store_prune_notices(pgw_store *s, int64_t before, int64_t *deleted, pgw_
     *deleted = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
     release(s, st);
     return rc;
+}
+
+int pgw_store_checkpoint(pgw_store *s, pgw_err *err)
+{
+    return exec(s, "PRAGMA wal_checkpoint(PASSIVE)", "checkpointing", err);
 }
 
 int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)

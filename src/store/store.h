@@ -497,6 +497,10 @@ int pgw_store_sms_opt_out(pgw_store *store, const char *member, bool *opt_out, p
  * *deleted is not 0. Each call is its own short transaction. */
 #define PGW_PRUNE_CHUNK 5000
 int pgw_store_prune_notices(pgw_store *store, int64_t before, int64_t *deleted, pgw_err *err);
+/* Copies what it can of the WAL into the database without waiting for
+ * anyone (after a courier's large prune: couriers leave checkpoints to the
+ * writer, which would otherwise meet the whole WAL at its next commit). */
+int pgw_store_checkpoint(pgw_store *store, pgw_err *err);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota for template_id (all of it: WeChat said

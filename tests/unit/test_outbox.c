@@ -243,6 +243,15 @@ static void test_prune(void **state)
     assert_int_equal(pgw_store_member_notices(s, "M1", left, 4, &n, &err), PGW_OK);
     assert_int_equal(n, 4);
     assert_int_equal(left[0].id, 12100); /* the recent ones stayed */
+    assert_int_equal(pgw_store_checkpoint(s, &err), PGW_OK);
+    /* When everything is old, the newest still stays: a new notice must
+     * not take an old id again. */
+    do
+        assert_int_equal(pgw_store_prune_notices(s, 2000000, &deleted, &err), PGW_OK);
+    while (deleted > 0);
+    assert_int_equal(pgw_store_member_notices(s, "M1", left, 4, &n, &err), PGW_OK);
+    assert_int_equal(n, 2); /* the pending one and the newest */
+    assert_int_equal(left[0].id, 12100);
     pgw_store_close(s);
 }
 
