@@ -1002,6 +1002,21 @@ int pgw_sms_limiter_take(pgw_sms_limiter *l, const char *phone, int64_t now, int
     return limiter_ask(l, phone, now, true, retry_at, err);
 }
 
+void pgw_sms_limiter_give_back(pgw_sms_limiter *l, const char *phone, int64_t taken_at)
+{
+    pthread_mutex_lock(&l->lock);
+    bool found;
+    size_t i = find(l, phone, taken_at, false, &found);
+    lim_entry *e = found ? &l->entries[i] : NULL;
+    if (e != NULL && e->n > 0 && nth_newest(l, i, 0) == taken_at) {
+        e->head = (e->head + l->keep - 1) % l->keep;
+        e->n--;
+        e->last = e->n > 0 ? nth_newest(l, i, 0) : 0;
+        l->stats.taken--;
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
 int pgw_sms_limiter_peek(pgw_sms_limiter *l, const char *phone, int64_t now, int64_t *retry_at,
                          pgw_err *err)
 {

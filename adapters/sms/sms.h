@@ -192,6 +192,11 @@ void pgw_sms_limiter_free(pgw_sms_limiter *limiter);
 int pgw_sms_limiter_take(pgw_sms_limiter *limiter, const char *phone, int64_t now,
                          int64_t *retry_at, pgw_err *err);
 
+/* Gives back the slot taken at `taken_at` for a message that never left.
+ * Nothing happens when the number's newest counted send is another (a
+ * later one took its place): counting one too many is the safe side. */
+void pgw_sms_limiter_give_back(pgw_sms_limiter *limiter, const char *phone, int64_t taken_at);
+
 /* The same question without counting anything. */
 int pgw_sms_limiter_peek(pgw_sms_limiter *limiter, const char *phone, int64_t now,
                          int64_t *retry_at, pgw_err *err);

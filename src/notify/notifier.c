@@ -293,8 +293,10 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
         set_error(nt, "sms", err.msg);
         return NEXT;
     }
+    /* The slot is taken before the send (two couriers must not both pass
+     * for one number) and given back if the request never left. */
     int64_t retry_at = 0;
-    int limited = pgw_sms_limiter_peek(n->limiter, phone, now, &retry_at, &err);
+    int limited = pgw_sms_limiter_take(n->limiter, phone, now, &retry_at, &err);
     if (limited != PGW_OK) {
         OPENSSL_cleanse(phone, sizeof(phone));
         set_error(nt, "sms", err.msg);
@@ -319,11 +321,8 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
                            .out_id = out_id};
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
-    pgw_err counted;
-    /* Only a request that left uses a slot of the number's frequency. */
-    if (res.attempted &&
-        pgw_sms_limiter_take(n->limiter, phone, now, &retry_at, &counted) != PGW_OK)
-        fprintf(stderr, "pointsgw: warning: SMS frequency not counted: %s\n", counted.msg);
+    if (!res.attempted) /* only a request that left uses a slot */
+        pgw_sms_limiter_give_back(n->limiter, phone, now);
     OPENSSL_cleanse(phone, sizeof(phone));
     if (rc == PGW_OK) {
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%.64s", res.message_id);

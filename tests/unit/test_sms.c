@@ -880,6 +880,29 @@ static void test_limiter_threads(void **state)
     pgw_sms_limiter_free(l);
 }
 
+/* A slot given back (the message never left) is free again; a later
+ * send's slot is not given back in its place. */
+static void test_limiter_give_back(void **state)
+{
+    (void)state;
+    pgw_sms_limits limits = {.min_gap_s = 60, .per_hour = 5, .per_day = 10, .capacity = 8};
+    pgw_sms_limiter *l = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_sms_limiter_new(&limits, &l, &err), PGW_OK);
+    const char *phone = "+8613800138000";
+    assert_int_equal(pgw_sms_limiter_take(l, phone, 1000, NULL, &err), PGW_OK);
+    assert_int_equal(pgw_sms_limiter_take(l, phone, 1001, NULL, &err), PGW_ERISK);
+    pgw_sms_limiter_give_back(l, phone, 1000);
+    assert_int_equal(pgw_sms_limiter_take(l, phone, 1001, NULL, &err), PGW_OK);
+    pgw_sms_limiter_give_back(l, phone, 1000); /* not the newest: nothing */
+    assert_int_equal(pgw_sms_limiter_peek(l, phone, 1002, NULL, &err), PGW_ERISK);
+    pgw_sms_limiter_give_back(l, "+8613900139000", 1000); /* unknown: nothing */
+    pgw_sms_limiter_stats st;
+    pgw_sms_limiter_get_stats(l, &st);
+    assert_int_equal(st.taken, 1);
+    pgw_sms_limiter_free(l);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -902,6 +925,7 @@ int main(void)
         cmocka_unit_test(test_limiter_defaults),
         cmocka_unit_test(test_limiter_bounded),
         cmocka_unit_test(test_limiter_threads),
+        cmocka_unit_test(test_limiter_give_back),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
     pgw_http_client_cleanup();
