@@ -106,17 +106,17 @@ import calendar
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
 import traceback
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, quote, urlsplit
+
+from fake_server import parse_pair, serve
 
 MAX_BODY = 1 << 20
 TENCENT_VERSION = "2021-01-11"
@@ -752,47 +752,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_bytes(200, data, "application/json; charset=utf-8")
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-def parse_key(s):
-    key_id, sep, secret = s.partition(":")
-    if not sep or not key_id or not secret:
-        raise argparse.ArgumentTypeError("expected ID:SECRET")
-    return key_id, secret
-
-
 def main():
     global STATE
     ap = argparse.ArgumentParser(description="Fake Tencent Cloud and Alibaba Cloud SMS APIs.")
     ap.add_argument("--port-file", required=True)
-    ap.add_argument("--tencent", action="append", type=parse_key, default=[],
+    ap.add_argument("--tencent", action="append", type=parse_pair, default=[],
                     metavar="SECRETID:SECRETKEY")
-    ap.add_argument("--aliyun", action="append", type=parse_key, default=[],
+    ap.add_argument("--aliyun", action="append", type=parse_pair, default=[],
                     metavar="KEYID:SECRET")
     args = ap.parse_args()
     STATE = State(args.tencent, args.aliyun)
 
-    server = Server(("127.0.0.1", 0), Handler)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
-    thread.start()
-
-    tmp = "%s.tmp.%d" % (args.port_file, os.getpid())
-    with open(tmp, "w") as f:
-        f.write("%d\n" % server.server_address[1])
-    os.replace(tmp, args.port_file)
-
-    while not stop.wait(0.5):
-        pass
-    server.shutdown()
-    server.server_close()
-    return 0
+    return serve(Handler, args.port_file)
 
 
 if __name__ == "__main__":

@@ -80,17 +80,17 @@ import argparse
 import base64
 import json
 import math
-import os
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
 import traceback
 import unicodedata
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from fake_server import parse_pair, serve
 
 MAX_BODY = 1 << 20  # 1 MiB
 TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -919,47 +919,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(200, out)
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-def parse_app(s):
-    appid, sep, secret = s.partition(":")
-    if not sep or not appid or not secret:
-        raise argparse.ArgumentTypeError("expected APPID:SECRET")
-    return appid, secret
-
-
 def main():
     global STATE
     ap = argparse.ArgumentParser(description="Fake WeChat API server for tests.")
     ap.add_argument("--port-file", required=True)
-    ap.add_argument("--app", action="append", type=parse_app, default=[], metavar="APPID:SECRET")
+    ap.add_argument("--app", action="append", type=parse_pair, default=[], metavar="APPID:SECRET")
     ap.add_argument("--expires-in", type=int, default=7200)
     args = ap.parse_args()
     if args.expires_in < 1:
         ap.error("--expires-in must be >= 1")
     STATE = State(dict(args.app), args.expires_in)
 
-    server = Server(("127.0.0.1", 0), Handler)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
-    thread.start()
-
-    tmp = "%s.tmp.%d" % (args.port_file, os.getpid())
-    with open(tmp, "w") as f:
-        f.write("%d\n" % server.server_address[1])
-    os.replace(tmp, args.port_file)
-
-    while not stop.wait(0.5):
-        pass
-    server.shutdown()
-    server.server_close()
-    return 0
+    return serve(Handler, args.port_file)
 
 
 if __name__ == "__main__":
