@@ -121,21 +121,35 @@ def write_config(tmp, fake_port):
 
 
 class Server:
+    """pointsgw serve on a free port of 127.0.0.1. Its stdout (the request
+    log) and stderr go to files: a pipe nobody reads could fill up and
+    stall the gateway."""
+
     def __init__(self, tmp, config, env):
         self.db = "sqlite:" + os.path.join(tmp, "log.db")
-        self.log = open(os.path.join(tmp, "requests.log"), "w+")
+        self.out_path, self.err_path = os.path.join(tmp, "requests.log"), os.path.join(tmp, "stderr.log")
+        self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
-            stdout=self.log, stderr=subprocess.PIPE, text=True, env=env)
-        self.startup = ""
-        m = None
-        while m is None:
-            line = self.proc.stderr.readline()
-            if not line:
-                raise SystemExit("server did not start: " + self.startup)
-            self.startup += line
-            m = re.search(r"\(port (\d+), (https?)\)", line)
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=env)
+        deadline = time.time() + 20
+        while True:
+            m = re.search(r"\(port (\d+), (https?)\)", self.stderr())
+            if m:
+                break
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.kill()
+                raise SystemExit("the server did not start: " + self.stderr()[-1000:])
+            time.sleep(0.05)
         self.port = int(m.group(1))
+
+    def stderr(self):
+        with open(self.err_path, errors="replace") as f:
+            return f.read()
+
+    def logs(self):
+        with open(self.out_path, errors="replace") as f:
+            return f.read() + self.stderr()
 
     def request(self, method, path, body=None, key=ADMIN, session=None, **kw):
         h = {}
@@ -150,9 +164,21 @@ class Server:
         return int(re.search(r"^pgw_ledger_transfers (\d+)$", text, re.M).group(1))
 
     def stop(self):
+        """SIGTERM; (exit status or why there was none, stderr)."""
         self.proc.send_signal(signal.SIGTERM)
-        err = self.proc.stderr.read()
-        return self.proc.wait(timeout=30), err
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rc = "no exit within 30 s"
+            self.kill()
+        self.out.close()
+        self.err.close()
+        return rc, self.stderr()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def purchase(event_id, phone, amount=10000):
@@ -642,8 +668,7 @@ def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):
     status, doc = srv.request("POST", "/v1/events", oa, key=SHOP)
     check(status == 201, "the sale before the crash")
     eventually(lambda: fake.requests("/cgi-bin/message/template/send"), lambda r: len(r) > before)
-    srv.proc.kill()  # SIGKILL: no drain, the notice is left "sending"
-    srv.proc.wait(timeout=10)
+    srv.kill()  # SIGKILL: no drain, the notice is left "sending"
     srv = Server(tmp, config, env)
     # The dead run's claim comes back when its lease (30 s) runs out.
     listed = eventually(lambda: notices(srv, oa_member),

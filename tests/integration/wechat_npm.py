@@ -214,62 +214,12 @@ def write_config(tmp, fake_port):
     return path
 
 
-class Server:
-    """pointsgw serve; stderr goes to a file (a pipe nobody reads could fill up)."""
-
-    def __init__(self, tmp, config, env):
-        self.db = "sqlite:" + os.path.join(tmp, "log.db")
-        self.out_path, self.err_path = os.path.join(tmp, "requests.log"), os.path.join(tmp, "stderr.log")
-        self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=env)
-        deadline = time.time() + 20
-        while True:
-            m = re.search(r"\(port (\d+), (https?)\)", self.stderr())
-            if m:
-                break
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.kill()
-                raise SystemExit("wechat_npm: the server did not start: " + self.stderr()[-1000:])
-            time.sleep(0.05)
-        self.port = int(m.group(1))
-
-    def stderr(self):
-        with open(self.err_path, errors="replace") as f:
-            return f.read()
-
-    def logs(self):
-        with open(self.out_path, errors="replace") as f:
-            return f.read() + self.stderr()
-
-    def request(self, method, path, body=None, key=ADMIN, **kw):
-        h = {"Authorization": "Bearer " + key} if key is not None else {}
-        return call(self.port, method, path, body, headers=h, **kw)
-
-    def transfers(self):
-        _, text = self.request("GET", "/metrics", key=None)
-        return int(re.search(r"^pgw_ledger_transfers (\d+)$", text, re.M).group(1))
+class Server(_wechat_api.Server):
+    """wechat_api.py's server, with the official account's push."""
 
     def push(self, query, body):
         return self.request("POST", "/wechat/oa/callback?" + query, raw=body.encode(), key=None,
                             ctype="text/xml")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            rc = "no exit within 30 s"
-            self.kill()
-        self.out.close()
-        self.err.close()
-        return rc
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # ---- WeChat's side of a push ---------------------------------------------------------
@@ -504,7 +454,7 @@ def run_round(tmp, config, crypt, key, label):
     try:
         round_checks(srv, crypt, key, label)
     finally:
-        rc = srv.stop()
+        rc, _ = srv.stop()
     check(rc == 0, "[%s] SIGTERM: exit 0 (%s): %s" % (label, rc, srv.stderr()[-500:]))
     logs = srv.logs()
     for secret, name in ((key, "EncodingAESKey"), (OA_TOKEN, "token"), (OA_SECRET, "OA secret")):
