@@ -206,7 +206,7 @@ static attempt outcome_of(pgw_wx_outcome o)
 
 /*
  * The mini program's subscribe message. The unit of quota it uses is
- * counted when the outcome is recorded (finish()), not reserved before
+ * counted when the outcome is recorded (finish_batch()), not reserved before
  * the call: that would be one more transaction per notice, and WeChat
  * keeps the real count anyway. Two notices racing for a member's last
  * unit both go; WeChat refuses one (43101) and it falls through.

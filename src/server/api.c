@@ -2616,8 +2616,7 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
             return false;
         }
     }
-    OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
-    if (job->otp_rc == PGW_ELIMITED) {
+    if (job->otp_rc == PGW_ELIMITED) { /* (job_free wipes the code) */
         fail(resp, job->route, job->otp_rc, job->otp_message);
         int64_t wait = job->otp_retry_at - wall_now_s();
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
