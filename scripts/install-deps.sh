@@ -8,6 +8,8 @@ packages=(
     libssl-dev        # SHA-256 for the hash chain, HMAC, AES
     libjansson-dev    # JSON: configuration, HTTP bodies
     libsqlite3-dev    # the embedded transfer log
+    libpq-dev         # the PostgreSQL backend
+    postgresql        # tests run the PostgreSQL backend on a throwaway cluster
     libcmocka-dev     # unit tests
     libwebsockets-dev # the HTTP server
     libcurl4-openssl-dev # outbound calls to WeChat and the SMS providers

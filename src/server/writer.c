@@ -18,6 +18,7 @@
 #include "core/assertions.h"
 #include "util/thread_name.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,10 @@ struct pgw_writer {
     bool sync_failed; /* final: nothing is written after a failed sync */
     pgw_err sync_err;
     bool sync_held; /* test hook */
+    bool pings;     /* idle_wait asks the database whether it answers */
 };
+
+#define PING_EVERY_S 1
 
 /* Room for the batch being synced plus the one applied meanwhile. */
 #define PENDING_CAP(w) (2 * (w)->batch_max)
@@ -127,13 +131,21 @@ static void apply_batch(pgw_writer *w, size_t n)
             rc = pgw_err_set(&err, PGW_EUNAVAILABLE, "the database abandoned the batch (%s)",
                              w->batch[i]->err.msg);
     }
+    /* A COMMIT whose answer was lost (a PostgreSQL connection dropped)
+     * may have happened: the callers retry with the same key, and find a
+     * replay if it did. */
+    bool committing = rc == PGW_OK;
     if (rc == PGW_OK)
         rc = pgw_store_commit(w->store, &err);
     if (rc != PGW_OK) {
         pgw_store_rollback(w->store, NULL);
         for (size_t i = 0; i < n; i++) {
-            w->batch[i]->rc = pgw_err_set(&w->batch[i]->err, PGW_EUNAVAILABLE,
-                                          "storage failed, nothing was written: %s", err.msg);
+            w->batch[i]->rc =
+                pgw_err_set(&w->batch[i]->err, PGW_EUNAVAILABLE, "%s: %s",
+                            committing && pgw_store_is_remote(w->store)
+                                ? "storage failed while committing; retry with the same key"
+                                : "storage failed, nothing was written",
+                            err.msg);
             w->batch[i]->replayed = false;
         }
     }
@@ -157,12 +169,35 @@ static void apply_batch(pgw_writer *w, size_t n)
     pthread_mutex_unlock(&w->lock);
 }
 
+/*
+ * Idle on a database server: asks it every PING_EVERY_S whether it
+ * answers, so /healthz tells a database that went away (or came back)
+ * without waiting for a write to fail. Called and returns with the lock.
+ */
+static void idle_wait(pgw_writer *w)
+{
+    if (!w->pings) {
+        pthread_cond_wait(&w->wake, &w->lock);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += PING_EVERY_S;
+    if (pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT || w->stopping ||
+        w->count > 0)
+        return;
+    pthread_mutex_unlock(&w->lock);
+    bool up = pgw_store_ping(w->store, NULL) == PGW_OK;
+    pthread_mutex_lock(&w->lock);
+    w->stats.last_batch_failed = !up || w->sync_failed;
+}
+
 /* Waits for work; moves up to batch_max commands out of the ring. 0 = stop. */
 static size_t take_batch(pgw_writer *w)
 {
     pthread_mutex_lock(&w->lock);
     while ((w->count == 0 || w->paused) && !w->stopping)
-        pthread_cond_wait(&w->wake, &w->lock);
+        idle_wait(w);
     size_t n = 0;
     while (n < w->batch_max && w->count > 0) {
         w->batch[n++] = w->ring[w->head];
@@ -324,6 +359,8 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
         rc = pgw_store_chain_head(w->store, &w->stats.last_transfer, head, err);
     if (rc == PGW_OK && !w->read_only)
         rc = pgw_store_defer_sync(w->store, err);
+    if (rc == PGW_OK)
+        w->pings = pgw_store_is_remote(w->store);
     if (rc == PGW_OK && !w->read_only) {
         w->has_syncer = pthread_create(&w->syncer, NULL, syncer_main, w) == 0;
         if (!w->has_syncer)

@@ -41,6 +41,7 @@
 #include "store.h"
 
 #include "core/assertions.h"
+#include "sql.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,7 +54,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BUSY_TIMEOUT_MS 5000
+#define BUSY_TIMEOUT_MS    5000
+#define RECONNECT_FIRST_US 50000   /* 50 ms */
+#define RECONNECT_MAX_US   5000000 /* 5 s */
 /* The columns read into a pgw_lot, in row_to_lot()'s order. */
 #define LOT_COLUMNS                                                                                \
     "id, member, points, left_points, held, earned_at, expires_at, source_transfer, expired"
@@ -174,7 +177,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_PUT_MEMBER] = "INSERT INTO members (id, debt, created_at_us) VALUES (?1, ?2, ?3)"
                       " ON CONFLICT (id) DO UPDATE SET debt = excluded.debt",
     [ST_INSERT_LOT] = "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
-                      " source_transfer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                      " source_transfer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
     [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1",
     [ST_EXPIRE_LOT] = "UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
                       " WHERE id = ?1 AND left_points >= ?2",
@@ -209,7 +212,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_UPDATE_HOLD] =
         "UPDATE holds SET state = ?2, captured = ?3, capture_transfer = ?4 WHERE id = ?1",
     [ST_ADD_PORTION] = "INSERT INTO hold_portions (hold, lot, points) VALUES (?1, ?2, ?3)"
-                       " ON CONFLICT (hold, lot) DO UPDATE SET points = points + excluded.points",
+                       " ON CONFLICT (hold, lot)"
+                       " DO UPDATE SET points = hold_portions.points + excluded.points",
     [ST_TAKE_PORTION] = "UPDATE hold_portions SET points = points - ?3"
                         " WHERE hold = ?1 AND lot = ?2 AND points >= ?3",
     [ST_HOLD_PORTIONS] =
@@ -239,20 +243,21 @@ static const char *const STATEMENTS[ST_COUNT] = {
                           " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
     [ST_ADD_DAY] = "INSERT INTO member_days (member, day, purchases, spend_fen, events)"
                    " VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (member, day) DO UPDATE SET"
-                   " purchases = purchases + excluded.purchases,"
-                   " spend_fen = spend_fen + excluded.spend_fen, events = events + 1",
+                   " purchases = member_days.purchases + excluded.purchases,"
+                   " spend_fen = member_days.spend_fen + excluded.spend_fen,"
+                   " events = member_days.events + 1",
     [ST_ADD_RULE_DAY] = "INSERT INTO member_rule_days (member, day, rule, points)"
                         " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (member, day, rule)"
-                        " DO UPDATE SET points = points + excluded.points",
+                        " DO UPDATE SET points = member_rule_days.points + excluded.points",
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
     [ST_SET_ANSWER] = "UPDATE idempotency SET answer = ?2 WHERE key = ?1",
     [ST_SELECT_ANSWER] = "SELECT answer FROM idempotency WHERE key = ?1",
     [ST_HISTORY] =
         "SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE credit = ?1"
-        "  AND credit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3)"
+        "  AND credit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3) AS c"
         " UNION ALL SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE debit = ?1"
-        "  AND debit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3)"
+        "  AND debit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3) AS d"
         " ORDER BY id DESC LIMIT ?3",
     [ST_FIND_IDENTITY] =
         "SELECT member FROM identities WHERE kind = ?1 AND scope = ?2 AND lookup = ?3",
@@ -270,29 +275,33 @@ static const char *const STATEMENTS[ST_COUNT] = {
         "INSERT INTO member_days (member, day, purchases, spend_fen, events)"
         " SELECT ?2, day, purchases, spend_fen, events FROM member_days WHERE member = ?1"
         " ON CONFLICT (member, day) DO UPDATE SET"
-        " purchases = purchases + excluded.purchases,"
-        " spend_fen = spend_fen + excluded.spend_fen, events = events + excluded.events",
+        " purchases = member_days.purchases + excluded.purchases,"
+        " spend_fen = member_days.spend_fen + excluded.spend_fen,"
+        " events = member_days.events + excluded.events",
     [ST_MERGE_RULE_DAYS] = "INSERT INTO member_rule_days (member, day, rule, points)"
                            " SELECT ?2, day, rule, points FROM member_rule_days WHERE member = ?1"
                            " ON CONFLICT (member, day, rule)"
-                           " DO UPDATE SET points = points + excluded.points",
+                           " DO UPDATE SET points = member_rule_days.points + excluded.points",
     [ST_DROP_DAYS] = "DELETE FROM member_days WHERE member = ?1",
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
-    [ST_MERGE_SUBSCRIPTIONS] = "INSERT INTO subscriptions (member, template_id, quota)"
-                               " SELECT ?2, template_id, quota FROM subscriptions WHERE member = ?1"
-                               " ON CONFLICT (member, template_id)"
-                               " DO UPDATE SET quota = min(quota + excluded.quota, ?3)",
+    [ST_MERGE_SUBSCRIPTIONS] =
+        "INSERT INTO subscriptions (member, template_id, quota)"
+        " SELECT ?2, template_id, quota FROM subscriptions WHERE member = ?1"
+        " ON CONFLICT (member, template_id)"
+        " DO UPDATE SET quota = CASE WHEN subscriptions.quota + excluded.quota < ?3"
+        " THEN subscriptions.quota + excluded.quota ELSE ?3 END",
     [ST_DROP_SUBSCRIPTIONS] = "DELETE FROM subscriptions WHERE member = ?1",
     [ST_INSERT_SESSION] = "INSERT INTO sessions (id, member, appid, created_at, expires_at)"
                           " VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_SESSION] = "SELECT expires_at, revoked_at, member FROM sessions WHERE id = ?1",
     [ST_REVOKE_SESSION] =
         "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-    [ST_ADD_QUOTA] =
-        "INSERT INTO subscriptions (member, template_id, quota) VALUES (?1, ?2, min(?3, ?4))"
-        " ON CONFLICT (member, template_id) DO UPDATE SET quota = min(quota + ?3, ?4)"
-        " RETURNING quota",
+    [ST_ADD_QUOTA] = "INSERT INTO subscriptions (member, template_id, quota)"
+                     " VALUES (?1, ?2, CASE WHEN ?3 < ?4 THEN ?3 ELSE ?4 END)"
+                     " ON CONFLICT (member, template_id) DO UPDATE SET quota = CASE"
+                     " WHEN subscriptions.quota + ?3 < ?4 THEN subscriptions.quota + ?3 ELSE ?4 END"
+                     " RETURNING quota",
     [ST_SUBSCRIPTIONS] = "SELECT template_id, quota FROM subscriptions WHERE member = ?1"
                          " ORDER BY template_id LIMIT ?2",
     /* An older push (WeChat redelivers, in any order) never undoes a newer one. */
@@ -318,8 +327,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
                          " ON CONFLICT (shop_id, receipt_no) DO NOTHING",
     [ST_MEMBER_CREATED] = "SELECT created_at_us FROM members WHERE id = ?1",
     [ST_ENROLMENTS] = "SELECT members FROM enrolments WHERE address = ?1 AND hour = ?2",
-    [ST_ADD_ENROLMENT] = "INSERT INTO enrolments (address, hour, members) VALUES (?1, ?2, 1)"
-                         " ON CONFLICT (address, hour) DO UPDATE SET members = members + 1",
+    [ST_ADD_ENROLMENT] =
+        "INSERT INTO enrolments (address, hour, members) VALUES (?1, ?2, 1)"
+        " ON CONFLICT (address, hour) DO UPDATE SET members = enrolments.members + 1",
     [ST_SET_REFERRED_BY] = "UPDATE members SET referred_by = ?2 WHERE id = ?1",
     [ST_INSERT_EVENT] = "INSERT INTO events (channel, source, event_id, type, member,"
                         " occurred_at, amount_fen, points, first_transfer)"
@@ -371,20 +381,25 @@ static const char *const STATEMENTS[ST_COUNT] = {
 #define LAZY_STATEMENTS 32 /* statements prepare() keeps, beyond the ST_ ones */
 
 struct pgw_store {
-    sqlite3 *db;
+    pgw_sql *db;
     /* Statements of the notifier and codes: prepared on first use and kept
      * (prepare()), found again by their SQL text. */
-    sqlite3_stmt *lazy[LAZY_STATEMENTS];
+    pgw_sql_stmt *lazy[LAZY_STATEMENTS];
     size_t n_lazy;
     int64_t busy_since_us; /* when the current wait for a lock began (busy_wait) */
     char path[PGW_STORE_URL_MAX + 1];
-    sqlite3_stmt *st[ST_COUNT]; /* prepared once at open, see STATEMENTS */
+    pgw_sql_stmt *st[ST_COUNT]; /* prepared once at open, see STATEMENTS */
     /* The chain head as of the last append in this transaction, so a batch
      * does not re-read it per transfer. Dropped on any rollback. */
     bool head_cached;
     int64_t head_id;
     uint8_t head_hash[PGW_HASH_LEN];
-    int wal_fd;      /* our descriptor on the WAL once sync is deferred; -1 before */
+    bool deferred; /* pgw_store_defer_sync was called */
+    bool open_txn; /* between pgw_store_begin(_read) and commit or rollback */
+    /* PostgreSQL: when a lost connection may be tried again, and the wait
+     * after the next failure (doubling to RECONNECT_MAX_US) */
+    int64_t next_reconnect_us, reconnect_wait_us;
+    int wal_fd;      /* SQLite: our descriptor on the WAL once sync is deferred; -1 before */
     bool fail_syncs; /* test hook */
 };
 
@@ -677,52 +692,132 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
 
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
 {
-    return pgw_err_set(err, code, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+    return pgw_err_set(err, code, "%s: %s: %s", s->path, what, pgw_sql_errmsg(s->db));
 }
 
 static int exec(pgw_store *s, const char *sql, const char *what, pgw_err *err)
 {
-    char *msg = NULL;
-    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK)
-        return PGW_OK;
-    int rc = pgw_err_set(err, PGW_EIO, "%s: %s: %s", s->path, what, msg ? msg : "?");
-    sqlite3_free(msg);
-    return rc;
+    return pgw_sql_exec(s->db, sql, what, err);
 }
 
+static bool is_postgres(const pgw_store *s)
+{
+    return pgw_sql_kind_of(s->db) == PGW_SQL_POSTGRES;
+}
+
+/*
+ * PostgreSQL advisory lock keys (any two fixed int64s). MIGRATE is held by
+ * the instance migrating the schema, so instances started together do not
+ * both apply a migration. CHAIN is taken by every write transaction that
+ * may append to the log, and held to its end: it serialises the chain head
+ * (and so the ledger's read-then-write rules) across instances, for one
+ * batch at a time, as SQLite's single write lock does.
+ */
+#define PG_LOCK_MIGRATE "7064670001"
+#define PG_LOCK_CHAIN   "7064670002"
+
+/* The schema version: SQLite's user_version, PostgreSQL's pgw_schema row. */
 static int read_user_version(pgw_store *s, int64_t *out, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+    const char *sql = is_postgres(s) ? "SELECT version FROM pgw_schema" : "PRAGMA user_version";
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "reading the schema version", err);
-    int rc = sqlite3_step(st) == SQLITE_ROW ? PGW_OK : PGW_EIO;
+    int rc = pgw_sql_step(st) == PGW_SQL_ROW ? PGW_OK : PGW_EIO;
     if (rc == PGW_OK)
-        *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+        *out = pgw_sql_column_int64(st, 0);
+    pgw_sql_finalize(st);
     return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, "reading the schema version", err);
 }
 
-/* PGW_ESTATE naming the first row whose reference leads nowhere. */
+/* PGW_ESTATE naming the first row whose reference leads nowhere (SQLite;
+ * PostgreSQL checks foreign keys as it goes). */
 static int check_foreign_keys(pgw_store *s, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK)
+    if (is_postgres(s))
+        return PGW_OK;
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, "PRAGMA foreign_key_check", false, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "checking foreign keys", err);
-    int step = sqlite3_step(st);
-    int rc = step == SQLITE_DONE ? PGW_OK
-             : step == SQLITE_ROW
+    int step = pgw_sql_step(st);
+    int rc = step == PGW_SQL_DONE ? PGW_OK
+             : step == PGW_SQL_ROW
                  ? pgw_err_set(err, PGW_ESTATE,
                                "%s: table %s row %lld refers to a missing row of %s; "
                                "the migration was not applied",
-                               s->path, (const char *)sqlite3_column_text(st, 0),
-                               (long long)sqlite3_column_int64(st, 1),
-                               (const char *)sqlite3_column_text(st, 2))
+                               s->path, pgw_sql_column_text(st, 0),
+                               (long long)pgw_sql_column_int64(st, 1), pgw_sql_column_text(st, 2))
                  : db_error(s, PGW_EIO, "checking foreign keys", err);
-    sqlite3_finalize(st);
+    pgw_sql_finalize(st);
     return rc;
 }
 
-static int migrate(pgw_store *s, pgw_err *err)
+/*
+ * The PostgreSQL text of migration `v`: the SQLite text with its types
+ * and table options translated, so both databases get the same schema
+ * from one source. Migration 11 -> 12 rebuilt the transfers table, which
+ * SQLite needs to drop a constraint; PostgreSQL drops it directly.
+ * Returns a malloc'd string (the caller frees it) or NULL.
+ */
+static char *pg_migration(int64_t v)
+{
+    static const char *const words[][2] = {
+        {"INTEGER PRIMARY KEY", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"},
+        {"INTEGER", "BIGINT"},
+        {"BLOB", "BYTEA"},
+        {") STRICT, WITHOUT ROWID;", ");"},
+        {") STRICT;", ");"},
+        {"length(", "octet_length("},
+    };
+    const char *in =
+        v == 11 ? "ALTER TABLE transfers DROP CONSTRAINT transfers_hash_key;" : MIGRATIONS[v];
+    size_t cap = strlen(in) * 3 + 1; /* the longest replacement is < 3x its word */
+    char *out = malloc(cap), *o = out;
+    if (out == NULL)
+        return NULL;
+    while (*in != '\0') {
+        size_t w = 0;
+        while (w < sizeof(words) / sizeof(words[0]) &&
+               strncmp(in, words[w][0], strlen(words[w][0])) != 0)
+            w++;
+        if (w == sizeof(words) / sizeof(words[0])) {
+            *o++ = *in++;
+            continue;
+        }
+        size_t n = strlen(words[w][1]);
+        PGW_ASSERT((size_t)(o - out) + n < cap);
+        memcpy(o, words[w][1], n);
+        o += n;
+        in += strlen(words[w][0]);
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Applies migration v -> v + 1 in the open transaction. */
+static int apply_migration(pgw_store *s, int64_t v, pgw_err *err)
+{
+    char bump[96];
+    snprintf(bump, sizeof(bump),
+             is_postgres(s) ? "UPDATE pgw_schema SET version = %lld" : "PRAGMA user_version = %lld",
+             (long long)v + 1);
+    int rc;
+    if (is_postgres(s)) {
+        char *sql = pg_migration(v);
+        rc = sql ? exec(s, sql, "migrating the schema", err)
+                 : pgw_err_set(err, PGW_ENOMEM, "out of memory migrating %s", s->path);
+        free(sql);
+    } else {
+        rc = exec(s, MIGRATIONS[v], "migrating the schema", err);
+    }
+    if (rc == PGW_OK)
+        rc = check_foreign_keys(s, err);
+    if (rc == PGW_OK)
+        rc = exec(s, bump, "recording the schema version", err);
+    return rc;
+}
+
+static int migrate_steps(pgw_store *s, pgw_err *err)
 {
     int64_t version = 0;
     int rc = read_user_version(s, &version, err);
@@ -733,26 +828,61 @@ static int migrate(pgw_store *s, pgw_err *err)
                            "%s: the database is at schema version %lld, newer than this "
                            "pointsgw (%d); run the newer pointsgw that wrote it",
                            s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
-    /* Off while tables are rebuilt (dropping one would cascade into the
-     * rows referring to it); checked before each migration commits. Only
-     * settable outside a transaction. */
-    if (version < PGW_STORE_SCHEMA_VERSION)
-        rc = exec(s, "PRAGMA foreign_keys = OFF", "pausing foreign keys", err);
     for (int64_t v = version; rc == PGW_OK && v < PGW_STORE_SCHEMA_VERSION; v++) {
-        char bump[64];
-        snprintf(bump, sizeof(bump), "PRAGMA user_version = %lld", (long long)v + 1);
-        rc = exec(s, "BEGIN IMMEDIATE", "starting a migration", err);
+        rc = exec(s, is_postgres(s) ? "BEGIN" : "BEGIN IMMEDIATE", "starting a migration", err);
         if (rc == PGW_OK)
-            rc = exec(s, MIGRATIONS[v], "migrating the schema", err);
-        if (rc == PGW_OK)
-            rc = check_foreign_keys(s, err);
-        if (rc == PGW_OK)
-            rc = exec(s, bump, "recording the schema version", err);
+            rc = apply_migration(s, v, err);
         if (rc == PGW_OK)
             rc = exec(s, "COMMIT", "committing a migration", err);
         if (rc != PGW_OK)
-            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            exec(s, "ROLLBACK", "rolling back a migration", NULL);
     }
+    return rc;
+}
+
+/* PostgreSQL: whether the database has our schema table (without
+ * `create`, an empty database is not one of ours, as a missing SQLite file
+ * is not: `pointsgw verify` on a wrong name must not call it valid). */
+static int pg_has_schema(pgw_store *s, bool *has, pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    int rc =
+        pgw_sql_prepare(s->db, "SELECT to_regclass('pgw_schema') IS NOT NULL", false, &st, err);
+    if (rc == PGW_OK && pgw_sql_step(st) != PGW_SQL_ROW)
+        rc = db_error(s, PGW_EIO, "looking for the schema", err);
+    if (rc == PGW_OK)
+        *has = pgw_sql_column_int64(st, 0) != 0;
+    pgw_sql_finalize(st);
+    return rc;
+}
+
+static int migrate(pgw_store *s, bool create, pgw_err *err)
+{
+    if (is_postgres(s)) {
+        bool has = false;
+        int rc = pg_has_schema(s, &has, err);
+        if (rc == PGW_OK && !has && !create)
+            return pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
+        /* The version row, then the migrations under a session lock. */
+        if (rc == PGW_OK)
+            rc = exec(s,
+                      "SELECT pg_advisory_lock(" PG_LOCK_MIGRATE ");"
+                      "CREATE TABLE IF NOT EXISTS pgw_schema (version BIGINT NOT NULL);"
+                      "INSERT INTO pgw_schema SELECT 0 WHERE NOT EXISTS"
+                      " (SELECT 1 FROM pgw_schema)",
+                      "preparing the schema", err);
+        if (rc == PGW_OK)
+            rc = migrate_steps(s, err);
+        int unlock = exec(s, "SELECT pg_advisory_unlock(" PG_LOCK_MIGRATE ")",
+                          "ending the migration", rc == PGW_OK ? err : NULL);
+        return rc != PGW_OK ? rc : unlock;
+    }
+    /* Off while tables are rebuilt (dropping one would cascade into the
+     * rows referring to it); checked before each migration commits. Only
+     * settable outside a transaction. */
+    int rc = exec(s, "PRAGMA foreign_keys = OFF", "pausing foreign keys", err);
+    if (rc == PGW_OK)
+        rc = migrate_steps(s, err);
     int on =
         exec(s, "PRAGMA foreign_keys = ON", "enabling foreign keys", rc == PGW_OK ? err : NULL);
     return rc != PGW_OK ? rc : on;
@@ -762,9 +892,9 @@ static int prepare_statements(pgw_store *s, pgw_err *err)
 {
     for (size_t i = 0; i < ST_COUNT; i++) {
         PGW_ASSERT(STATEMENTS[i] != NULL);
-        if (sqlite3_prepare_v3(s->db, STATEMENTS[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
-                               NULL) != SQLITE_OK)
-            return db_error(s, PGW_EIO, "preparing statements", err);
+        int rc = pgw_sql_prepare(s->db, STATEMENTS[i], true, &s->st[i], err);
+        if (rc != PGW_OK)
+            return rc;
     }
     return PGW_OK;
 }
@@ -798,10 +928,13 @@ static int busy_wait(void *arg, int count)
     return 1;
 }
 
-/* Connection settings; see the top of this file for why synchronous=FULL. */
+/* Connection settings; see the top of this file for why synchronous=FULL.
+ * PostgreSQL's defaults (synchronous_commit = on) are what we need. */
 static int configure(pgw_store *s, pgw_err *err)
 {
-    sqlite3_busy_handler(s->db, busy_wait, s);
+    if (is_postgres(s))
+        return PGW_OK;
+    sqlite3_busy_handler(pgw_sql_sqlite_handle(s->db), busy_wait, s);
     /* 2 KiB pages for a new database (an existing one keeps its own). Most
      * of a purchase's writes are single-row inserts at random places of an
      * index (a member's lots, history, activity); each rewrites one whole
@@ -821,22 +954,6 @@ static int configure(pgw_store *s, pgw_err *err)
     return rc;
 }
 
-static int parse_url(const char *url, bool create, char *path, size_t cap, pgw_err *err)
-{
-    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
-        return pgw_err_set(err, PGW_EINVAL,
-                           "%s: the PostgreSQL backend is not built yet; use "
-                           "sqlite:PATH",
-                           url);
-    if (strncmp(url, "sqlite:", 7) != 0 || url[7] == '\0' || strlen(url + 7) >= cap)
-        return pgw_err_set(err, PGW_EINVAL, "database URL \"%.64s\" is not sqlite:PATH", url);
-    snprintf(path, cap, "%s", url + 7);
-    struct stat st;
-    if (!create && stat(path, &st) != 0)
-        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
-    return PGW_OK;
-}
-
 int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
 {
     *out = NULL;
@@ -844,15 +961,16 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url);
     s->wal_fd = -1;
-    int rc = parse_url(url, create, s->path, sizeof(s->path), err);
-    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
-    if (rc == PGW_OK && sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK)
-        rc = pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", s->path,
-                         s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    int rc =
+        strlen(url) > PGW_STORE_URL_MAX
+            ? pgw_err_set(err, PGW_EINVAL, "database URL longer than %d bytes", PGW_STORE_URL_MAX)
+            : pgw_sql_open(url, create, &s->db, err);
+    if (rc == PGW_OK)
+        snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
     if (rc == PGW_OK)
         rc = configure(s, err);
     if (rc == PGW_OK)
-        rc = migrate(s, err);
+        rc = migrate(s, create, err);
     if (rc == PGW_OK)
         rc = prepare_statements(s, err);
     if (rc != PGW_OK) {
@@ -868,10 +986,10 @@ void pgw_store_close(pgw_store *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < ST_COUNT; i++)
-        sqlite3_finalize(s->st[i]);
+        pgw_sql_finalize(s->st[i]);
     for (size_t i = 0; i < s->n_lazy; i++)
-        sqlite3_finalize(s->lazy[i]);
-    sqlite3_close(s->db);
+        pgw_sql_finalize(s->lazy[i]);
+    pgw_sql_close(s->db);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
     free(s);
@@ -895,34 +1013,44 @@ static int sync_directory_of(const char *path, pgw_err *err)
 
 int pgw_store_defer_sync(pgw_store *s, pgw_err *err)
 {
-    PGW_ASSERT(s->wal_fd < 0);
-    PGW_ASSERT(sqlite3_get_autocommit(s->db)); /* not inside a transaction */
+    PGW_ASSERT(s->wal_fd < 0 && !s->deferred);
+    PGW_ASSERT(!pgw_sql_in_transaction(s->db));
+    s->deferred = true;
+    if (is_postgres(s))
+        return PGW_OK; /* COMMIT returns once the server flushed its WAL */
     /* The WAL exists by now: opening the database read its schema version,
      * which opens (and creates) the WAL in WAL mode. */
-    const char *wal = sqlite3_filename_wal(sqlite3_db_filename(s->db, "main"));
+    sqlite3 *lite = pgw_sql_sqlite_handle(s->db);
+    const char *wal = sqlite3_filename_wal(sqlite3_db_filename(lite, "main"));
+    int rc = PGW_OK;
     if (wal == NULL || wal[0] == '\0')
-        return pgw_err_set(err, PGW_EIO, "%s: the database has no WAL file", s->path);
-    s->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
-    if (s->wal_fd < 0)
-        return pgw_err_set(err, PGW_EIO, "%s: %s", wal, strerror(errno));
-    int rc = sync_directory_of(wal, err);
+        rc = pgw_err_set(err, PGW_EIO, "%s: the database has no WAL file", s->path);
+    else if ((s->wal_fd = open(wal, O_RDONLY | O_CLOEXEC)) < 0)
+        rc = pgw_err_set(err, PGW_EIO, "%s: %s", wal, strerror(errno));
+    if (rc == PGW_OK)
+        rc = sync_directory_of(wal, err);
     if (rc == PGW_OK)
         rc = pgw_store_sync(s, err);
     if (rc == PGW_OK)
         rc = exec(s, "PRAGMA synchronous = NORMAL", "deferring sync", err);
     if (rc != PGW_OK) {
-        close(s->wal_fd);
+        if (s->wal_fd >= 0)
+            close(s->wal_fd);
         s->wal_fd = -1;
+        s->deferred = false;
     }
     return rc;
 }
 
 int pgw_store_sync(pgw_store *s, pgw_err *err)
 {
-    PGW_ASSERT(s->wal_fd >= 0);
-    if (s->fail_syncs || fdatasync(s->wal_fd) != 0)
+    PGW_ASSERT(s->deferred);
+    if (s->fail_syncs)
+        return pgw_err_set(err, PGW_EIO, "%s: syncing the WAL failed: Input/output error (test)",
+                           s->path);
+    if (s->wal_fd >= 0 && fdatasync(s->wal_fd) != 0)
         return pgw_err_set(err, PGW_EIO, "%s: syncing the WAL failed: %s", s->path,
-                           s->fail_syncs ? "Input/output error (test)" : strerror(errno));
+                           strerror(errno));
     return PGW_OK;
 }
 
@@ -931,44 +1059,100 @@ int pgw_store_schema_version(pgw_store *s, int64_t *out, pgw_err *err)
     return read_user_version(s, out, err);
 }
 
+/*
+ * PostgreSQL: reopens a lost connection, at most once per backoff period
+ * (50 ms doubling to 5 s), so callers failing fast meanwhile do not hammer
+ * a server that is restarting. Only between transactions: a transaction
+ * the connection took with it is failed whole by whoever ran it.
+ */
+static int reconnect_if_lost(pgw_store *s, pgw_err *err)
+{
+    if (pgw_sql_connected(s->db))
+        return PGW_OK;
+    PGW_ASSERT(!s->open_txn);
+    int64_t now = monotonic_us();
+    if (now < s->next_reconnect_us)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: the database is unreachable (%s)", s->path,
+                           pgw_sql_errmsg(s->db));
+    int rc = pgw_sql_reconnect(s->db, err);
+    if (rc == PGW_OK) {
+        s->reconnect_wait_us = 0;
+        return PGW_OK;
+    }
+    s->reconnect_wait_us = s->reconnect_wait_us == 0 ? RECONNECT_FIRST_US
+                           : s->reconnect_wait_us >= RECONNECT_MAX_US / 2
+                               ? RECONNECT_MAX_US
+                               : 2 * s->reconnect_wait_us;
+    s->next_reconnect_us = now + s->reconnect_wait_us;
+    return rc;
+}
+
+static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
+{
+    PGW_ASSERT(!s->open_txn);
+    s->head_cached = false; /* another connection may have appended since */
+    int rc = reconnect_if_lost(s, err);
+    if (rc == PGW_OK)
+        rc = exec(s, sql, what, err);
+    s->open_txn = rc == PGW_OK;
+    return rc;
+}
+
 int pgw_store_begin(pgw_store *s, pgw_err *err)
 {
-    s->head_cached = false; /* another connection may have appended since */
-    /* IMMEDIATE takes the write lock now, so the chain head read inside the
-     * transaction cannot change under us. */
-    return exec(s, "BEGIN IMMEDIATE", "beginning a transaction", err);
+    /* SQLite: IMMEDIATE takes the write lock now, so the chain head read
+     * inside the transaction cannot change under us. PostgreSQL: the
+     * chain lock does the same across instances (PG_LOCK_CHAIN). */
+    return begin(s,
+                 is_postgres(s) ? "BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_CHAIN ")"
+                                : "BEGIN IMMEDIATE",
+                 "beginning a transaction", err);
 }
 
 int pgw_store_begin_read(pgw_store *s, pgw_err *err)
 {
-    s->head_cached = false;
-    return exec(s, "BEGIN", "beginning a read", err);
+    return begin(s, is_postgres(s) ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN",
+                 "beginning a read", err);
+}
+
+bool pgw_store_is_remote(const pgw_store *s)
+{
+    return is_postgres(s);
+}
+
+int pgw_store_ping(pgw_store *s, pgw_err *err)
+{
+    PGW_ASSERT(!s->open_txn);
+    int rc = reconnect_if_lost(s, err);
+    return rc == PGW_OK ? exec(s, "SELECT 1", "checking the database", err) : rc;
 }
 
 bool pgw_store_in_transaction(pgw_store *s)
 {
-    return !sqlite3_get_autocommit(s->db);
+    return pgw_sql_in_transaction(s->db);
 }
 
 int pgw_store_commit(pgw_store *s, pgw_err *err)
 {
-    return exec(s, "COMMIT", "committing", err);
+    s->open_txn = false;
+    return pgw_sql_commit(s->db, err);
 }
 
 int pgw_store_rollback(pgw_store *s, pgw_err *err)
 {
     s->head_cached = false;
-    if (sqlite3_get_autocommit(s->db))
-        return PGW_OK; /* nothing open: SQLite already rolled back */
+    s->open_txn = false;
+    if (!pgw_sql_in_transaction(s->db))
+        return PGW_OK; /* nothing open: the database already rolled back */
     return exec(s, "ROLLBACK", "rolling back", err);
 }
 
 /* Runs a prepared statement that returns no rows (one per command: no re-parsing). */
-static int step_done(pgw_store *s, sqlite3_stmt *st, const char *what, pgw_err *err)
+static int step_done(pgw_store *s, pgw_sql_stmt *st, const char *what, pgw_err *err)
 {
-    int step = sqlite3_step(st);
-    sqlite3_reset(st);
-    return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, what, err);
+    int step = pgw_sql_step(st);
+    pgw_sql_reset(st);
+    return step == PGW_SQL_DONE ? PGW_OK : db_error(s, step < 0 ? step : PGW_EIO, what, err);
 }
 
 int pgw_store_savepoint(pgw_store *s, pgw_err *err)
@@ -991,42 +1175,41 @@ int pgw_store_rollback_to(pgw_store *s, pgw_err *err)
 }
 
 /* Copies a text column into a fixed array; false when it does not fit. */
-static bool column_text(sqlite3_stmt *st, int col, char *out, size_t cap)
+static bool column_text(pgw_sql_stmt *st, int col, char *out, size_t cap)
 {
-    const unsigned char *text = sqlite3_column_text(st, col);
-    size_t len = (size_t)sqlite3_column_bytes(st, col);
+    const char *text = pgw_sql_column_text(st, col);
+    size_t len = pgw_sql_column_bytes(st, col);
     if (text == NULL || len >= cap)
         return false;
     memcpy(out, text, len + 1);
     return true;
 }
 
-static bool column_hash(sqlite3_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
+static bool column_hash(pgw_sql_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
 {
-    if (sqlite3_column_bytes(st, col) != PGW_HASH_LEN)
+    if (pgw_sql_column_bytes(st, col) != PGW_HASH_LEN)
         return false;
-    memcpy(out, sqlite3_column_blob(st, col), PGW_HASH_LEN);
+    memcpy(out, pgw_sql_column_blob(st, col), PGW_HASH_LEN);
     return true;
 }
 
 /* Reads a key's record; *found false when there is none. */
 static int read_key(pgw_store *s, const char *key, bool *found, pgw_idem_record *out, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_KEY];
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_SELECT_KEY];
+    pgw_sql_bind_text(st, 1, key);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
-    *found = step == SQLITE_ROW;
+    *found = step == PGW_SQL_ROW;
     if (*found && column_hash(st, 0, out->fingerprint)) {
-        out->first_transfer = sqlite3_column_int64(st, 1);
-        out->transfer_count = sqlite3_column_int64(st, 2);
+        out->first_transfer = pgw_sql_column_int64(st, 1);
+        out->transfer_count = pgw_sql_column_int64(st, 2);
     } else if (*found) {
         rc = pgw_err_set(err, PGW_EIO, "%s: key %.128s has a malformed fingerprint", s->path, key);
-    } else if (step != SQLITE_DONE) {
+    } else if (step != PGW_SQL_DONE) {
         rc = db_error(s, PGW_EIO, "reading an idempotency key", err);
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
@@ -1040,20 +1223,19 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
                          int64_t first_transfer, int64_t transfer_count, int64_t now_us,
                          bool *replayed, pgw_idem_record *existing, pgw_err *err)
 {
-    PGW_ASSERT(!sqlite3_get_autocommit(s->db));
+    PGW_ASSERT(pgw_sql_in_transaction(s->db));
     PGW_ASSERT(transfer_count >= 0);
-    sqlite3_stmt *st = s->st[ST_INSERT_KEY];
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, fingerprint, PGW_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, first_transfer);
-    sqlite3_bind_int64(st, 4, transfer_count);
-    sqlite3_bind_int64(st, 5, now_us);
-    int step = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (step != SQLITE_DONE)
+    pgw_sql_stmt *st = s->st[ST_INSERT_KEY];
+    pgw_sql_bind_text(st, 1, key);
+    pgw_sql_bind_blob(st, 2, fingerprint, PGW_HASH_LEN);
+    pgw_sql_bind_int64(st, 3, first_transfer);
+    pgw_sql_bind_int64(st, 4, transfer_count);
+    pgw_sql_bind_int64(st, 5, now_us);
+    int step = pgw_sql_step(st);
+    pgw_sql_reset(st);
+    if (step != PGW_SQL_DONE)
         return db_error(s, PGW_EIO, "recording an idempotency key", err);
-    *replayed = sqlite3_changes(s->db) == 0; /* the primary key said: already there */
+    *replayed = pgw_sql_changes(s->db) == 0; /* the primary key said: already there */
     if (!*replayed)
         return PGW_OK;
     bool found = false;
@@ -1067,43 +1249,43 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
 
 int pgw_store_chain_head(pgw_store *s, int64_t *id, uint8_t hash[PGW_HASH_LEN], pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_HEAD];
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_SELECT_HEAD];
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
     *id = 0;
     memcpy(hash, PGW_GENESIS_HASH, PGW_HASH_LEN);
-    if (step == SQLITE_ROW && sqlite3_column_bytes(st, 1) == PGW_HASH_LEN) {
-        *id = sqlite3_column_int64(st, 0);
-        memcpy(hash, sqlite3_column_blob(st, 1), PGW_HASH_LEN);
-    } else if (step != SQLITE_DONE) {
+    if (step == PGW_SQL_ROW && pgw_sql_column_bytes(st, 1) == PGW_HASH_LEN) {
+        *id = pgw_sql_column_int64(st, 0);
+        memcpy(hash, pgw_sql_column_blob(st, 1), PGW_HASH_LEN);
+    } else if (step != PGW_SQL_DONE) {
         rc = db_error(s, PGW_EIO, "reading the chain head", err);
     }
-    sqlite3_reset(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
-static void bind_transfer(sqlite3_stmt *st, const pgw_transfer *t)
+static void bind_transfer(pgw_sql_stmt *st, const pgw_transfer *t)
 {
-    sqlite3_bind_int64(st, 1, t->id);
-    sqlite3_bind_int(st, 2, (int)t->kind);
-    sqlite3_bind_text(st, 3, t->idem_key, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 4, t->fingerprint, PGW_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, t->debit, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 6, t->credit, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 7, t->points);
-    sqlite3_bind_text(st, 8, t->shop_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 9, t->channel, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 10, t->occurred_at);
-    sqlite3_bind_int64(st, 11, t->recorded_at_us);
-    sqlite3_bind_text(st, 12, t->reference, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 13, t->breakdown, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 14, t->prev_hash, PGW_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 15, t->hash, PGW_HASH_LEN, SQLITE_STATIC);
+    pgw_sql_bind_int64(st, 1, t->id);
+    pgw_sql_bind_int64(st, 2, (int)t->kind);
+    pgw_sql_bind_text(st, 3, t->idem_key);
+    pgw_sql_bind_blob(st, 4, t->fingerprint, PGW_HASH_LEN);
+    pgw_sql_bind_text(st, 5, t->debit);
+    pgw_sql_bind_text(st, 6, t->credit);
+    pgw_sql_bind_int64(st, 7, t->points);
+    pgw_sql_bind_text(st, 8, t->shop_id);
+    pgw_sql_bind_text(st, 9, t->channel);
+    pgw_sql_bind_int64(st, 10, t->occurred_at);
+    pgw_sql_bind_int64(st, 11, t->recorded_at_us);
+    pgw_sql_bind_text(st, 12, t->reference);
+    pgw_sql_bind_text(st, 13, t->breakdown);
+    pgw_sql_bind_blob(st, 14, t->prev_hash, PGW_HASH_LEN);
+    pgw_sql_bind_blob(st, 15, t->hash, PGW_HASH_LEN);
 }
 
 int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
 {
-    PGW_ASSERT(!sqlite3_get_autocommit(s->db)); /* only inside a transaction */
+    PGW_ASSERT(pgw_sql_in_transaction(s->db)); /* only inside a transaction */
     int rc = PGW_OK;
     if (!s->head_cached)
         rc = pgw_store_chain_head(s, &s->head_id, s->head_hash, err);
@@ -1114,10 +1296,9 @@ int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
     if (rc != PGW_OK)
         return rc;
     bind_transfer(s->st[ST_INSERT_TRANSFER], t);
-    int step = sqlite3_step(s->st[ST_INSERT_TRANSFER]);
-    sqlite3_reset(s->st[ST_INSERT_TRANSFER]);
-    sqlite3_clear_bindings(s->st[ST_INSERT_TRANSFER]);
-    if (step != SQLITE_DONE) {
+    int step = pgw_sql_step(s->st[ST_INSERT_TRANSFER]);
+    pgw_sql_reset(s->st[ST_INSERT_TRANSFER]);
+    if (step != PGW_SQL_DONE) {
         s->head_cached = false;
         return db_error(s, PGW_EIO, "appending a transfer", err);
     }
@@ -1128,14 +1309,14 @@ int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
 }
 
 /* One row into a transfer; false when a stored value does not fit its field. */
-static bool row_to_transfer(sqlite3_stmt *st, pgw_transfer *t)
+static bool row_to_transfer(pgw_sql_stmt *st, pgw_transfer *t)
 {
     memset(t, 0, sizeof(*t));
-    t->id = sqlite3_column_int64(st, 0);
-    t->kind = (pgw_transfer_kind)sqlite3_column_int(st, 1);
-    t->points = sqlite3_column_int64(st, 6);
-    t->occurred_at = sqlite3_column_int64(st, 9);
-    t->recorded_at_us = sqlite3_column_int64(st, 10);
+    t->id = pgw_sql_column_int64(st, 0);
+    t->kind = (pgw_transfer_kind)pgw_sql_column_int64(st, 1);
+    t->points = pgw_sql_column_int64(st, 6);
+    t->occurred_at = pgw_sql_column_int64(st, 9);
+    t->recorded_at_us = pgw_sql_column_int64(st, 10);
     return column_text(st, 2, t->idem_key, sizeof(t->idem_key)) &&
            column_hash(st, 3, t->fingerprint) && column_text(st, 4, t->debit, sizeof(t->debit)) &&
            column_text(st, 5, t->credit, sizeof(t->credit)) &&
@@ -1146,7 +1327,7 @@ static bool row_to_transfer(sqlite3_stmt *st, pgw_transfer *t)
            column_hash(st, 13, t->prev_hash) && column_hash(st, 14, t->hash);
 }
 
-static bool transfer_row(sqlite3_stmt *st, void *item)
+static bool transfer_row(pgw_sql_stmt *st, void *item)
 {
     return row_to_transfer(st, item);
 }
@@ -1156,32 +1337,31 @@ static bool transfer_row(sqlite3_stmt *st, void *item)
  * bytes) with `row`, which says false when a value does not fit its field;
  * then resets the statement. Every paged read of the store goes through it.
  */
-typedef bool (*row_reader)(sqlite3_stmt *st, void *item);
+typedef bool (*row_reader)(pgw_sql_stmt *st, void *item);
 
-static int read_rows(pgw_store *s, sqlite3_stmt *st, row_reader row, void *out, size_t size,
+static int read_rows(pgw_store *s, pgw_sql_stmt *st, row_reader row, void *out, size_t size,
                      size_t cap, size_t *n, const char *what, pgw_err *err)
 {
     int rc = PGW_OK, step;
     *n = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         PGW_ASSERT(*n < cap);
         if (!row(st, (char *)out + (*n)++ * size))
             rc = pgw_err_set(err, PGW_EIO, "%s: %s: a stored value does not fit its field", s->path,
                              what);
     }
-    if (rc == PGW_OK && step != SQLITE_DONE)
+    if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, what, err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_read_transfers(pgw_store *s, int64_t after_id, pgw_transfer *out, size_t cap,
                              size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_PAGE];
-    sqlite3_bind_int64(st, 1, after_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[ST_SELECT_PAGE];
+    pgw_sql_bind_int64(st, 1, after_id);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
     return read_rows(s, st, transfer_row, out, sizeof(*out), cap, n, "reading transfers", err);
 }
 
@@ -1191,18 +1371,18 @@ static int verify_sums(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
     static const char sql[] =
         "SELECT (SELECT COUNT(*) FROM (SELECT debit FROM transfers UNION SELECT credit FROM "
-        "transfers)), (SELECT COALESCE(SUM(points), 0) FROM transfers)";
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        "transfers) AS a), (SELECT COALESCE(SUM(points), 0) FROM transfers)";
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "summing balances", err);
     int rc = PGW_OK;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        r->accounts = sqlite3_column_int64(st, 0);
-        r->points_moved = sqlite3_column_int64(st, 1);
+    if (pgw_sql_step(st) == PGW_SQL_ROW) {
+        r->accounts = pgw_sql_column_int64(st, 0);
+        r->points_moved = pgw_sql_column_int64(st, 1);
     } else {
         rc = db_error(s, PGW_EIO, "summing balances", err);
     }
-    sqlite3_finalize(st);
+    pgw_sql_finalize(st);
     return rc;
 }
 
@@ -1249,24 +1429,24 @@ static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         " (SELECT COALESCE(SUM(left_points + held), 0) FROM lots WHERE member = m.id),"
         " COALESCE(b.balance, 0) FROM members m LEFT JOIN balances b ON b.id = m.id"
         " ORDER BY m.id";
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "checking members", err);
     int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t debt = sqlite3_column_int64(st, 1), lots = sqlite3_column_int64(st, 2);
-        int64_t balance = sqlite3_column_int64(st, 3);
+    while ((step = pgw_sql_step(st)) == PGW_SQL_ROW) {
+        int64_t debt = pgw_sql_column_int64(st, 1), lots = pgw_sql_column_int64(st, 2);
+        int64_t balance = pgw_sql_column_int64(st, 3);
         r->members++;
         if (r->ok && balance != lots - debt) {
             r->ok = false;
             snprintf(r->problem, sizeof(r->problem),
                      "member %.32s: balance %lld but lots hold %lld and debt is %lld",
-                     (const char *)sqlite3_column_text(st, 0), (long long)balance, (long long)lots,
+                     pgw_sql_column_text(st, 0), (long long)balance, (long long)lots,
                      (long long)debt);
         }
     }
-    sqlite3_finalize(st);
-    return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, "checking members", err);
+    pgw_sql_finalize(st);
+    return step == PGW_SQL_DONE ? PGW_OK : db_error(s, PGW_EIO, "checking members", err);
 }
 
 /*
@@ -1278,24 +1458,24 @@ static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 static const char *const INVARIANTS[] = {
     "WITH x AS (SELECT reference r, SUM(points) p FROM transfers WHERE kind = 4"
     "  GROUP BY reference)"
-    " SELECT printf('lot %d: %d points expired but its EXPIRE transfers carry %d',"
+    " SELECT format('lot %s: %s points expired but its EXPIRE transfers carry %s',"
     "  l.id, l.expired, COALESCE(x.p, 0))"
     " FROM lots l LEFT JOIN x ON x.r = 'lot:' || l.id WHERE l.expired <> COALESCE(x.p, 0)"
     " LIMIT 1",
-    "SELECT printf('hold %s (state %d): reserves %d, expected %d', h.id, h.state,"
+    "SELECT format('hold %s (state %s): reserves %s, expected %s', h.id, h.state,"
     "  COALESCE(SUM(p.points), 0), CASE WHEN h.state = 0 THEN h.points ELSE 0 END)"
     " FROM holds h LEFT JOIN hold_portions p ON p.hold = h.id GROUP BY h.id"
     " HAVING COALESCE(SUM(p.points), 0) <> CASE WHEN h.state = 0 THEN h.points ELSE 0 END"
     " LIMIT 1",
-    "SELECT printf('lot %d: held %d but holds reserve %d', l.id, l.held, r.p) FROM ("
+    "SELECT format('lot %s: held %s but holds reserve %s', l.id, l.held, r.p) FROM ("
     "  SELECT lots.id, COALESCE((SELECT SUM(points) FROM hold_portions"
     "   WHERE lot = lots.id AND points > 0), 0) p FROM lots) r JOIN lots l ON l.id = r.id"
     " WHERE l.held <> r.p LIMIT 1",
-    "SELECT printf('hold %s: captured %d but its REDEEM transfer %d carries %d', h.id,"
+    "SELECT format('hold %s: captured %s but its REDEEM transfer %s carries %s', h.id,"
     "  h.captured, h.capture_transfer, COALESCE(t.points, 0))"
     " FROM holds h LEFT JOIN transfers t ON t.id = h.capture_transfer AND t.kind = 3"
     " WHERE h.state = 1 AND (t.points IS NULL OR t.points <> h.captured) LIMIT 1",
-    "SELECT printf('earn %d: funder %d reversed %d of the %d it funded', e.first_transfer,"
+    "SELECT format('earn %s: funder %s reversed %s of the %s it funded', e.first_transfer,"
     "  r.line, r.reversed, COALESCE(t.points, 0))"
     " FROM earn_reversals r JOIN earns e ON e.first_transfer = r.earn"
     " LEFT JOIN transfers t ON t.id = e.first_transfer + r.line AND t.kind = 1"
@@ -1303,7 +1483,7 @@ static const char *const INVARIANTS[] = {
     "WITH x AS (SELECT reference r, SUM(points) p FROM transfers WHERE kind = 2"
     "  GROUP BY reference),"
     " y AS (SELECT earn, SUM(reversed) s FROM earn_reversals GROUP BY earn)"
-    " SELECT printf('earn %d: reversed %d but its REVERSAL transfers carry %d',"
+    " SELECT format('earn %s: reversed %s but its REVERSAL transfers carry %s',"
     "  e.first_transfer, COALESCE(y.s, 0), COALESCE(x.p, 0))"
     " FROM earns e LEFT JOIN x ON x.r = 'earn:' || e.first_transfer"
     " LEFT JOIN y ON y.earn = e.first_transfer WHERE COALESCE(y.s, 0) <> COALESCE(x.p, 0) LIMIT 1",
@@ -1312,16 +1492,16 @@ static const char *const INVARIANTS[] = {
 static int verify_invariants(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
     for (size_t i = 0; r->ok && i < sizeof(INVARIANTS) / sizeof(INVARIANTS[0]); i++) {
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(s->db, INVARIANTS[i], -1, &st, NULL) != SQLITE_OK)
+        pgw_sql_stmt *st = NULL;
+        if (pgw_sql_prepare(s->db, INVARIANTS[i], false, &st, NULL) != PGW_OK)
             return db_error(s, PGW_EIO, "checking invariants", err);
-        int step = sqlite3_step(st);
-        if (step == SQLITE_ROW) {
+        int step = pgw_sql_step(st);
+        if (step == PGW_SQL_ROW) {
             r->ok = false;
-            snprintf(r->problem, sizeof(r->problem), "%s", sqlite3_column_text(st, 0));
+            snprintf(r->problem, sizeof(r->problem), "%s", pgw_sql_column_text(st, 0));
         }
-        sqlite3_finalize(st);
-        if (step != SQLITE_ROW && step != SQLITE_DONE)
+        pgw_sql_finalize(st);
+        if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
             return db_error(s, PGW_EIO, "checking invariants", err);
     }
     return PGW_OK;
@@ -1334,26 +1514,26 @@ static int verify_refunds(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         "SELECT e.first_transfer, e.points, e.amount_fen, e.refunded_fen, e.written_off,"
         " COALESCE((SELECT SUM(reversed) FROM earn_reversals WHERE earn = e.first_transfer), 0)"
         " FROM earns e WHERE e.refunded_fen > 0 OR e.written_off > 0";
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "checking refunds", err);
     int step;
-    while (r->ok && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t target = -1, written_off = sqlite3_column_int64(st, 4);
-        int64_t reversed = sqlite3_column_int64(st, 5);
+    while (r->ok && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
+        int64_t target = -1, written_off = pgw_sql_column_int64(st, 4);
+        int64_t reversed = pgw_sql_column_int64(st, 5);
         pgw_err why;
-        if (pgw_refund_target(sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
-                              sqlite3_column_int64(st, 3), &target, &why) != PGW_OK ||
+        if (pgw_refund_target(pgw_sql_column_int64(st, 1), pgw_sql_column_int64(st, 2),
+                              pgw_sql_column_int64(st, 3), &target, &why) != PGW_OK ||
             reversed + written_off != target) {
             r->ok = false;
             snprintf(r->problem, sizeof(r->problem),
                      "earn %lld: reversed %lld + written off %lld != floor(P*R/A) %lld",
-                     (long long)sqlite3_column_int64(st, 0), (long long)reversed,
+                     (long long)pgw_sql_column_int64(st, 0), (long long)reversed,
                      (long long)written_off, (long long)target);
         }
     }
-    sqlite3_finalize(st);
-    return r->ok && step != SQLITE_DONE ? db_error(s, PGW_EIO, "checking refunds", err) : PGW_OK;
+    pgw_sql_finalize(st);
+    return r->ok && step != PGW_SQL_DONE ? db_error(s, PGW_EIO, "checking refunds", err) : PGW_OK;
 }
 
 int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
@@ -1375,14 +1555,13 @@ int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 int pgw_store_member_debt(pgw_store *s, const char *member, bool *found, int64_t *debt,
                           pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_DEBT];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    *found = step == SQLITE_ROW;
-    *debt = *found ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (step != SQLITE_ROW && step != SQLITE_DONE)
+    pgw_sql_stmt *st = s->st[ST_SELECT_DEBT];
+    pgw_sql_bind_text(st, 1, member);
+    int step = pgw_sql_step(st);
+    *found = step == PGW_SQL_ROW;
+    *debt = *found ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
+    if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         return db_error(s, PGW_EIO, "reading a member", err);
     return PGW_OK;
 }
@@ -1391,12 +1570,11 @@ int pgw_store_put_member(pgw_store *s, const char *member, int64_t debt, int64_t
                          pgw_err *err)
 {
     PGW_ASSERT(debt >= 0);
-    sqlite3_stmt *st = s->st[ST_PUT_MEMBER];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, debt);
-    sqlite3_bind_int64(st, 3, now_us);
+    pgw_sql_stmt *st = s->st[ST_PUT_MEMBER];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, debt);
+    pgw_sql_bind_int64(st, 3, now_us);
     int rc = step_done(s, st, "writing a member", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
@@ -1404,75 +1582,76 @@ int pgw_store_insert_lot(pgw_store *s, pgw_lot *lot, pgw_err *err)
 {
     PGW_ASSERT(lot->points > 0 && lot->left >= 0 && lot->held >= 0);
     PGW_ASSERT(lot->left + lot->held <= lot->points);
-    sqlite3_stmt *st = s->st[ST_INSERT_LOT];
-    sqlite3_bind_text(st, 1, lot->member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, lot->points);
-    sqlite3_bind_int64(st, 3, lot->left);
-    sqlite3_bind_int64(st, 4, lot->held);
-    sqlite3_bind_int64(st, 5, lot->earned_at);
-    sqlite3_bind_int64(st, 6, lot->expires_at);
-    sqlite3_bind_int64(st, 7, lot->source_transfer);
-    int rc = step_done(s, st, "writing a lot", err);
-    sqlite3_clear_bindings(st);
-    if (rc == PGW_OK)
-        lot->id = sqlite3_last_insert_rowid(s->db);
-    return rc;
+    pgw_sql_stmt *st = s->st[ST_INSERT_LOT];
+    pgw_sql_bind_text(st, 1, lot->member);
+    pgw_sql_bind_int64(st, 2, lot->points);
+    pgw_sql_bind_int64(st, 3, lot->left);
+    pgw_sql_bind_int64(st, 4, lot->held);
+    pgw_sql_bind_int64(st, 5, lot->earned_at);
+    pgw_sql_bind_int64(st, 6, lot->expires_at);
+    pgw_sql_bind_int64(st, 7, lot->source_transfer);
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW)
+        lot->id = pgw_sql_column_int64(st, 0);
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW ? PGW_OK
+                               : db_error(s, step < 0 ? step : PGW_EIO, "writing a lot", err);
 }
 
 /* One row of LOT_COLUMNS into a lot; false when the member id does not fit. */
-static bool row_to_lot(sqlite3_stmt *st, pgw_lot *lot, int64_t *expired)
+static bool row_to_lot(pgw_sql_stmt *st, pgw_lot *lot, int64_t *expired)
 {
     memset(lot, 0, sizeof(*lot));
-    lot->id = sqlite3_column_int64(st, 0);
-    lot->points = sqlite3_column_int64(st, 2);
-    lot->left = sqlite3_column_int64(st, 3);
-    lot->held = sqlite3_column_int64(st, 4);
-    lot->earned_at = sqlite3_column_int64(st, 5);
-    lot->expires_at = sqlite3_column_int64(st, 6);
-    lot->source_transfer = sqlite3_column_int64(st, 7);
+    lot->id = pgw_sql_column_int64(st, 0);
+    lot->points = pgw_sql_column_int64(st, 2);
+    lot->left = pgw_sql_column_int64(st, 3);
+    lot->held = pgw_sql_column_int64(st, 4);
+    lot->earned_at = pgw_sql_column_int64(st, 5);
+    lot->expires_at = pgw_sql_column_int64(st, 6);
+    lot->source_transfer = pgw_sql_column_int64(st, 7);
     if (expired != NULL)
-        *expired = sqlite3_column_int64(st, 8);
+        *expired = pgw_sql_column_int64(st, 8);
     return column_text(st, 1, lot->member, sizeof(lot->member));
 }
 
-static bool lot_row(sqlite3_stmt *st, void *item)
+static bool lot_row(pgw_sql_stmt *st, void *item)
 {
     return row_to_lot(st, item, NULL);
 }
 
 /* A portion: LOT_COLUMNS of its lot, then the points it reserves. */
-static bool portion_row(sqlite3_stmt *st, void *item)
+static bool portion_row(pgw_sql_stmt *st, void *item)
 {
     pgw_portion *p = item;
-    p->points = sqlite3_column_int64(st, 9);
+    p->points = pgw_sql_column_int64(st, 9);
     return row_to_lot(st, &p->lot, NULL);
 }
 
 int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
                       pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_LOT];
-    sqlite3_bind_int64(st, 1, id);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_SELECT_LOT];
+    pgw_sql_bind_int64(st, 1, id);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
-    *found = step == SQLITE_ROW;
+    *found = step == PGW_SQL_ROW;
     if (*found && !row_to_lot(st, out, expired))
         rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has a malformed member", s->path,
                          (long long)id);
-    else if (!*found && step != SQLITE_DONE)
+    else if (!*found && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a lot", err);
-    sqlite3_reset(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_expire_lot_points(pgw_store *s, int64_t id, int64_t points, pgw_err *err)
 {
     PGW_ASSERT(points > 0);
-    sqlite3_stmt *st = s->st[ST_EXPIRE_LOT];
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, points);
+    pgw_sql_stmt *st = s->st[ST_EXPIRE_LOT];
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_int64(st, 2, points);
     int rc = step_done(s, st, "expiring a lot", err);
-    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "lot %lld has fewer than %lld free points", (long long)id,
                          (long long)points);
     return rc;
@@ -1481,10 +1660,10 @@ int pgw_store_expire_lot_points(pgw_store *s, int64_t id, int64_t points, pgw_er
 int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,
                        size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_DUE_LOTS];
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_int64(st, 2, after_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[ST_DUE_LOTS];
+    pgw_sql_bind_int64(st, 1, now);
+    pgw_sql_bind_int64(st, 2, after_id);
+    pgw_sql_bind_int64(st, 3, (int64_t)cap);
     return read_rows(s, st, lot_row, out, sizeof(*out), cap, n, "reading due lots", err);
 }
 
@@ -1493,51 +1672,49 @@ int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out
 int pgw_store_member_figures(pgw_store *s, const char *member, int64_t now, bool *found,
                              pgw_member_figures *out, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_MEMBER_FIGURES];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_MEMBER_FIGURES];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, now);
+    int step = pgw_sql_step(st);
     memset(out, 0, sizeof(*out));
-    *found = step == SQLITE_ROW;
+    *found = step == PGW_SQL_ROW;
     if (*found) {
-        out->debt = sqlite3_column_int64(st, 0);
-        out->balance = sqlite3_column_int64(st, 1) - out->debt;
-        out->free = sqlite3_column_int64(st, 2);
-        out->pending = sqlite3_column_int64(st, 3);
+        out->debt = pgw_sql_column_int64(st, 0);
+        out->balance = pgw_sql_column_int64(st, 1) - out->debt;
+        out->free = pgw_sql_column_int64(st, 2);
+        out->pending = pgw_sql_column_int64(st, 3);
         out->available = out->balance - out->pending;
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (step != SQLITE_ROW && step != SQLITE_DONE)
+    pgw_sql_reset(st);
+    if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         return db_error(s, PGW_EIO, "reading a member's figures", err);
     return PGW_OK;
 }
 
 /* Binds a consumption-order cursor at parameters first..first+2. */
-static void bind_lot_cursor(sqlite3_stmt *st, int first, const pgw_lot *after)
+static void bind_lot_cursor(pgw_sql_stmt *st, int first, const pgw_lot *after)
 {
-    sqlite3_bind_int64(st, first, after ? after->expires_at : INT64_MIN);
-    sqlite3_bind_int64(st, first + 1, after ? after->earned_at : INT64_MIN);
-    sqlite3_bind_int64(st, first + 2, after ? after->id : INT64_MIN);
+    pgw_sql_bind_int64(st, first, after ? after->expires_at : INT64_MIN);
+    pgw_sql_bind_int64(st, first + 1, after ? after->earned_at : INT64_MIN);
+    pgw_sql_bind_int64(st, first + 2, after ? after->id : INT64_MIN);
 }
 
 int pgw_store_spendable_lots(pgw_store *s, const char *member, int64_t now, const pgw_lot *after,
                              pgw_lot *out, size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SPENDABLE_LOTS];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now);
+    pgw_sql_stmt *st = s->st[ST_SPENDABLE_LOTS];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, now);
     bind_lot_cursor(st, 3, after);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)cap);
+    pgw_sql_bind_int64(st, 6, (int64_t)cap);
     return read_rows(s, st, lot_row, out, sizeof(*out), cap, n, "reading a member's lots", err);
 }
 
 /* Runs an UPDATE that must change exactly one row; PGW_ESTATE otherwise. */
-static int update_one(pgw_store *s, sqlite3_stmt *st, const char *what, pgw_err *err)
+static int update_one(pgw_store *s, pgw_sql_stmt *st, const char *what, pgw_err *err)
 {
     int rc = step_done(s, st, what, err);
-    sqlite3_clear_bindings(st);
-    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "%s: no such row, or it would break its bounds", what);
     return rc;
 }
@@ -1545,10 +1722,10 @@ static int update_one(pgw_store *s, sqlite3_stmt *st, const char *what, pgw_err 
 int pgw_store_move_lot_points(pgw_store *s, int64_t id, int64_t d_left, int64_t d_held,
                               pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_MOVE_LOT];
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, d_left);
-    sqlite3_bind_int64(st, 3, d_held);
+    pgw_sql_stmt *st = s->st[ST_MOVE_LOT];
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_int64(st, 2, d_left);
+    pgw_sql_bind_int64(st, 3, d_held);
     return update_one(s, st, "moving a lot's points", err);
 }
 
@@ -1558,63 +1735,60 @@ int pgw_store_insert_earn(pgw_store *s, const pgw_earn_record *e, pgw_err *err)
 {
     PGW_ASSERT(e->amount_fen > 0 && e->points > 0);
     PGW_ASSERT(e->n_funders >= 1 && e->n_funders <= PGW_EARN_FUNDERS_MAX);
-    sqlite3_stmt *st = s->st[ST_INSERT_EARN];
-    sqlite3_bind_int64(st, 1, e->first_transfer);
-    sqlite3_bind_text(st, 2, e->member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, e->amount_fen);
-    sqlite3_bind_int64(st, 4, e->points);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)e->n_funders);
+    pgw_sql_stmt *st = s->st[ST_INSERT_EARN];
+    pgw_sql_bind_int64(st, 1, e->first_transfer);
+    pgw_sql_bind_text(st, 2, e->member);
+    pgw_sql_bind_int64(st, 3, e->amount_fen);
+    pgw_sql_bind_int64(st, 4, e->points);
+    pgw_sql_bind_int64(st, 5, (int64_t)e->n_funders);
     int rc = step_done(s, st, "writing an earn", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 static int read_reversals(pgw_store *s, pgw_earn_record *e, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_REVERSALS];
-    sqlite3_bind_int64(st, 1, e->first_transfer);
+    pgw_sql_stmt *st = s->st[ST_SELECT_REVERSALS];
+    pgw_sql_bind_int64(st, 1, e->first_transfer);
     int rc = PGW_OK, step;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t line = sqlite3_column_int64(st, 0);
+    while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
+        int64_t line = pgw_sql_column_int64(st, 0);
         if (line < 0 || line >= (int64_t)e->n_funders)
             rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s has a reversal of line %lld", s->path,
                              e->key, (long long)line);
         else
-            e->reversed[line] = sqlite3_column_int64(st, 1);
+            e->reversed[line] = pgw_sql_column_int64(st, 1);
     }
-    if (rc == PGW_OK && step != SQLITE_DONE)
+    if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading an earn's reversals", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_get_earn(pgw_store *s, const char *key, bool *found, pgw_earn_record *out,
                        pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_EARN];
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_SELECT_EARN];
+    pgw_sql_bind_text(st, 1, key);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
     memset(out, 0, sizeof(*out));
-    *found = step == SQLITE_ROW;
+    *found = step == PGW_SQL_ROW;
     if (*found) {
         snprintf(out->key, sizeof(out->key), "%s", key);
-        out->amount_fen = sqlite3_column_int64(st, 1);
-        out->points = sqlite3_column_int64(st, 2);
-        out->refunded_fen = sqlite3_column_int64(st, 3);
-        out->written_off = sqlite3_column_int64(st, 4);
-        out->first_transfer = sqlite3_column_int64(st, 5);
-        int64_t funders = sqlite3_column_int64(st, 6);
+        out->amount_fen = pgw_sql_column_int64(st, 1);
+        out->points = pgw_sql_column_int64(st, 2);
+        out->refunded_fen = pgw_sql_column_int64(st, 3);
+        out->written_off = pgw_sql_column_int64(st, 4);
+        out->first_transfer = pgw_sql_column_int64(st, 5);
+        int64_t funders = pgw_sql_column_int64(st, 6);
         if (!column_text(st, 0, out->member, sizeof(out->member)) || funders < 1 ||
             funders > PGW_EARN_FUNDERS_MAX)
             rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s is malformed", s->path, key);
         out->n_funders = rc == PGW_OK ? (size_t)funders : 0;
-    } else if (step != SQLITE_DONE) {
+    } else if (step != PGW_SQL_DONE) {
         rc = db_error(s, PGW_EIO, "reading an earn", err);
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     if (rc == PGW_OK && *found)
         rc = read_reversals(s, out, err);
     return rc;
@@ -1622,57 +1796,56 @@ int pgw_store_get_earn(pgw_store *s, const char *key, bool *found, pgw_earn_reco
 
 int pgw_store_update_earn(pgw_store *s, const pgw_earn_record *e, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_UPDATE_EARN];
-    sqlite3_bind_int64(st, 1, e->first_transfer);
-    sqlite3_bind_int64(st, 2, e->refunded_fen);
-    sqlite3_bind_int64(st, 3, e->written_off);
+    pgw_sql_stmt *st = s->st[ST_UPDATE_EARN];
+    pgw_sql_bind_int64(st, 1, e->first_transfer);
+    pgw_sql_bind_int64(st, 2, e->refunded_fen);
+    pgw_sql_bind_int64(st, 3, e->written_off);
     int rc = update_one(s, st, "updating an earn", err);
     for (size_t i = 0; rc == PGW_OK && i < e->n_funders; i++) {
         if (e->reversed[i] == 0)
             continue; /* absent rows read as 0, and reversals never shrink */
         st = s->st[ST_PUT_REVERSAL];
-        sqlite3_bind_int64(st, 1, e->first_transfer);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-        sqlite3_bind_int64(st, 3, e->reversed[i]);
+        pgw_sql_bind_int64(st, 1, e->first_transfer);
+        pgw_sql_bind_int64(st, 2, (int64_t)i);
+        pgw_sql_bind_int64(st, 3, e->reversed[i]);
         rc = step_done(s, st, "recording a reversal", err);
-        sqlite3_clear_bindings(st);
     }
     return rc;
 }
 
 /* ---- holds ------------------------------------------------------------------ */
 
-static void bind_hold(sqlite3_stmt *st, const pgw_hold_record *h)
+static void bind_hold(pgw_sql_stmt *st, const pgw_hold_record *h)
 {
-    sqlite3_bind_text(st, 1, h->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, h->member, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, h->shop, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, h->points);
-    sqlite3_bind_int64(st, 5, h->captured);
-    sqlite3_bind_int(st, 6, (int)h->state);
-    sqlite3_bind_int64(st, 7, h->deadline);
-    sqlite3_bind_int64(st, 8, h->created_at);
-    sqlite3_bind_int64(st, 9, h->capture_transfer);
+    pgw_sql_bind_text(st, 1, h->id);
+    pgw_sql_bind_text(st, 2, h->member);
+    pgw_sql_bind_text(st, 3, h->shop);
+    pgw_sql_bind_int64(st, 4, h->points);
+    pgw_sql_bind_int64(st, 5, h->captured);
+    pgw_sql_bind_int64(st, 6, (int)h->state);
+    pgw_sql_bind_int64(st, 7, h->deadline);
+    pgw_sql_bind_int64(st, 8, h->created_at);
+    pgw_sql_bind_int64(st, 9, h->capture_transfer);
 }
 
 /* One row of HOLD_COLUMNS; false when a field does not fit or the state is unknown. */
-static bool row_to_hold(sqlite3_stmt *st, pgw_hold_record *h)
+static bool row_to_hold(pgw_sql_stmt *st, pgw_hold_record *h)
 {
     memset(h, 0, sizeof(*h));
-    h->points = sqlite3_column_int64(st, 3);
-    h->captured = sqlite3_column_int64(st, 4);
-    int state = sqlite3_column_int(st, 5);
+    h->points = pgw_sql_column_int64(st, 3);
+    h->captured = pgw_sql_column_int64(st, 4);
+    int state = pgw_sql_column_int64(st, 5);
     h->state = (pgw_hold_state)state;
-    h->deadline = sqlite3_column_int64(st, 6);
-    h->created_at = sqlite3_column_int64(st, 7);
-    h->capture_transfer = sqlite3_column_int64(st, 8);
+    h->deadline = pgw_sql_column_int64(st, 6);
+    h->created_at = pgw_sql_column_int64(st, 7);
+    h->capture_transfer = pgw_sql_column_int64(st, 8);
     return state >= PGW_HOLD_PENDING && state <= PGW_HOLD_EXPIRED &&
            column_text(st, 0, h->id, sizeof(h->id)) &&
            column_text(st, 1, h->member, sizeof(h->member)) &&
            column_text(st, 2, h->shop, sizeof(h->shop));
 }
 
-static bool hold_row(sqlite3_stmt *st, void *item)
+static bool hold_row(pgw_sql_stmt *st, void *item)
 {
     return row_to_hold(st, item);
 }
@@ -1680,37 +1853,35 @@ static bool hold_row(sqlite3_stmt *st, void *item)
 int pgw_store_insert_hold(pgw_store *s, const pgw_hold_record *h, pgw_err *err)
 {
     PGW_ASSERT(h->points > 0 && h->state == PGW_HOLD_PENDING);
-    sqlite3_stmt *st = s->st[ST_INSERT_HOLD];
+    pgw_sql_stmt *st = s->st[ST_INSERT_HOLD];
     bind_hold(st, h);
     int rc = step_done(s, st, "writing a hold", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 int pgw_store_get_hold(pgw_store *s, const char *id, bool *found, pgw_hold_record *out,
                        pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_HOLD];
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_SELECT_HOLD];
+    pgw_sql_bind_text(st, 1, id);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
-    *found = step == SQLITE_ROW;
+    *found = step == PGW_SQL_ROW;
     if (*found && !row_to_hold(st, out))
         rc = pgw_err_set(err, PGW_EIO, "%s: hold %.128s is malformed", s->path, id);
-    else if (!*found && step != SQLITE_DONE)
+    else if (!*found && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a hold", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_update_hold(pgw_store *s, const pgw_hold_record *h, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_UPDATE_HOLD];
-    sqlite3_bind_text(st, 1, h->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, (int)h->state);
-    sqlite3_bind_int64(st, 3, h->captured);
-    sqlite3_bind_int64(st, 4, h->capture_transfer);
+    pgw_sql_stmt *st = s->st[ST_UPDATE_HOLD];
+    pgw_sql_bind_text(st, 1, h->id);
+    pgw_sql_bind_int64(st, 2, (int)h->state);
+    pgw_sql_bind_int64(st, 3, h->captured);
+    pgw_sql_bind_int64(st, 4, h->capture_transfer);
     return update_one(s, st, "updating a hold", err);
 }
 
@@ -1719,52 +1890,49 @@ int pgw_store_add_portion(pgw_store *s, const char *hold, int64_t lot, int64_t p
     PGW_ASSERT(points != 0);
     /* SQLite checks CHECK constraints on the row an upsert would insert,
      * before the conflict: giving points back is a plain UPDATE. */
-    sqlite3_stmt *st = s->st[points > 0 ? ST_ADD_PORTION : ST_TAKE_PORTION];
-    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, lot);
-    sqlite3_bind_int64(st, 3, points > 0 ? points : -points);
+    pgw_sql_stmt *st = s->st[points > 0 ? ST_ADD_PORTION : ST_TAKE_PORTION];
+    pgw_sql_bind_text(st, 1, hold);
+    pgw_sql_bind_int64(st, 2, lot);
+    pgw_sql_bind_int64(st, 3, points > 0 ? points : -points);
     if (points < 0)
         return update_one(s, st, "giving back part of a lot portion", err);
     int rc = step_done(s, st, "reserving a lot portion", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 int pgw_store_hold_portions(pgw_store *s, const char *hold, const pgw_lot *after, pgw_portion *out,
                             size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_HOLD_PORTIONS];
-    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[ST_HOLD_PORTIONS];
+    pgw_sql_bind_text(st, 1, hold);
     bind_lot_cursor(st, 2, after);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)cap);
+    pgw_sql_bind_int64(st, 5, (int64_t)cap);
     return read_rows(s, st, portion_row, out, sizeof(*out), cap, n, "reading a hold's portions",
                      err);
 }
 
 int pgw_store_release_hold(pgw_store *s, const char *hold, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_RELEASE_LOTS];
-    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[ST_RELEASE_LOTS];
+    pgw_sql_bind_text(st, 1, hold);
     int rc = step_done(s, st, "releasing a hold's lots", err);
-    sqlite3_clear_bindings(st);
     if (rc != PGW_OK)
         return rc;
     st = s->st[ST_EMPTY_PORTIONS];
-    sqlite3_bind_text(st, 1, hold, -1, SQLITE_STATIC);
+    pgw_sql_bind_text(st, 1, hold);
     rc = step_done(s, st, "releasing a hold's portions", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 int pgw_store_due_holds(pgw_store *s, int64_t now, const char *member, const char *after,
                         pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[member ? ST_MEMBER_DUE_HOLDS : ST_DUE_HOLDS];
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_text(st, 2, after, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[member ? ST_MEMBER_DUE_HOLDS : ST_DUE_HOLDS];
+    pgw_sql_bind_int64(st, 1, now);
+    pgw_sql_bind_text(st, 2, after);
+    pgw_sql_bind_int64(st, 3, (int64_t)cap);
     if (member != NULL)
-        sqlite3_bind_text(st, 4, member, -1, SQLITE_STATIC);
+        pgw_sql_bind_text(st, 4, member);
     return read_rows(s, st, hold_row, out, sizeof(*out), cap, n, "reading due holds", err);
 }
 
@@ -1773,10 +1941,10 @@ int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id
 {
     char account[PGW_ACCOUNT_MAX + 1];
     snprintf(account, sizeof(account), "member:%s", member);
-    sqlite3_stmt *st = s->st[ST_HISTORY];
-    sqlite3_bind_text(st, 1, account, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[ST_HISTORY];
+    pgw_sql_bind_text(st, 1, account);
+    pgw_sql_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
+    pgw_sql_bind_int64(st, 3, (int64_t)cap);
     return read_rows(s, st, transfer_row, out, sizeof(*out), cap, n, "reading a member's history",
                      err);
 }
@@ -1784,21 +1952,20 @@ int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id
 int pgw_store_member_expiring(pgw_store *s, const char *member, int64_t now, pgw_expiring *out,
                               size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_EXPIRING];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now);
-    sqlite3_bind_int64(st, 3, PGW_NEVER);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[ST_EXPIRING];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, now);
+    pgw_sql_bind_int64(st, 3, PGW_NEVER);
+    pgw_sql_bind_int64(st, 4, (int64_t)cap);
     int step;
     *n = 0;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         PGW_ASSERT(*n < cap);
-        out[*n].expires_at = sqlite3_column_int64(st, 0);
-        out[(*n)++].points = sqlite3_column_int64(st, 1);
+        out[*n].expires_at = pgw_sql_column_int64(st, 0);
+        out[(*n)++].points = pgw_sql_column_int64(st, 1);
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return step == SQLITE_DONE ? PGW_OK : db_error(s, PGW_EIO, "reading expiring points", err);
+    pgw_sql_reset(st);
+    return step == PGW_SQL_DONE ? PGW_OK : db_error(s, PGW_EIO, "reading expiring points", err);
 }
 
 /* ---- identities ------------------------------------------------------------------ */
@@ -1806,54 +1973,52 @@ int pgw_store_member_expiring(pgw_store *s, const char *member, int64_t now, pgw
 int pgw_store_find_identity(pgw_store *s, const pgw_identity_key *key, bool *found,
                             char member[PGW_ID_MAX + 1], pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_FIND_IDENTITY];
-    sqlite3_bind_int(st, 1, (int)key->kind);
-    sqlite3_bind_text(st, 2, key->scope, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, key->lookup, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_FIND_IDENTITY];
+    pgw_sql_bind_int64(st, 1, (int)key->kind);
+    pgw_sql_bind_text(st, 2, key->scope);
+    pgw_sql_bind_text(st, 3, key->lookup);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
-    *found = step == SQLITE_ROW;
+    *found = step == PGW_SQL_ROW;
     if (*found && !column_text(st, 0, member, PGW_ID_MAX + 1))
         rc = pgw_err_set(err, PGW_EIO, "%s: an identity names a malformed member", s->path);
-    else if (!*found && step != SQLITE_DONE)
+    else if (!*found && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "looking up an identity", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_bind_identity(pgw_store *s, const pgw_identity_key *key, const char *member,
                             int64_t now_us, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_BIND_IDENTITY];
-    sqlite3_bind_int(st, 1, (int)key->kind);
-    sqlite3_bind_text(st, 2, key->scope, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, key->lookup, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, member, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[ST_BIND_IDENTITY];
+    pgw_sql_bind_int64(st, 1, (int)key->kind);
+    pgw_sql_bind_text(st, 2, key->scope);
+    pgw_sql_bind_text(st, 3, key->lookup);
+    pgw_sql_bind_text(st, 4, member);
     if (key->sealed_len > 0)
-        sqlite3_bind_blob(st, 5, key->sealed, (int)key->sealed_len, SQLITE_STATIC);
+        pgw_sql_bind_blob(st, 5, key->sealed, (int)key->sealed_len);
     else
-        sqlite3_bind_null(st, 5);
-    sqlite3_bind_int64(st, 6, now_us);
+        pgw_sql_bind_null(st, 5);
+    pgw_sql_bind_int64(st, 6, now_us);
     int rc = step_done(s, st, "binding an identity", err);
-    sqlite3_clear_bindings(st);
-    if (rc == PGW_OK && sqlite3_changes(s->db) == 0) /* the primary key: already someone's */
+    if (rc == PGW_OK && pgw_sql_changes(s->db) == 0) /* the primary key: already someone's */
         rc = pgw_err_set(err, PGW_ECONFLICT, "that %s already belongs to a member",
                          pgw_identity_kind_name(key->kind));
     return rc;
 }
 
-static bool identity_row(sqlite3_stmt *st, void *item)
+static bool identity_row(pgw_sql_stmt *st, void *item)
 {
     pgw_identity_key *k = item;
     memset(k, 0, sizeof(*k));
-    k->kind = (pgw_identity_kind)sqlite3_column_int(st, 0);
-    int sealed = sqlite3_column_bytes(st, 3);
-    if (sealed < 0 || (size_t)sealed > sizeof(k->sealed))
+    k->kind = (pgw_identity_kind)pgw_sql_column_int64(st, 0);
+    size_t sealed = pgw_sql_column_bytes(st, 3);
+    if (sealed > sizeof(k->sealed))
         return false;
     if (sealed > 0)
-        memcpy(k->sealed, sqlite3_column_blob(st, 3), (size_t)sealed);
-    k->sealed_len = (size_t)sealed;
+        memcpy(k->sealed, pgw_sql_column_blob(st, 3), sealed);
+    k->sealed_len = sealed;
     return column_text(st, 1, k->scope, sizeof(k->scope)) &&
            column_text(st, 2, k->lookup, sizeof(k->lookup));
 }
@@ -1861,9 +2026,9 @@ static bool identity_row(sqlite3_stmt *st, void *item)
 int pgw_store_member_identities(pgw_store *s, const char *member, pgw_identity_key *out, size_t cap,
                                 size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_MEMBER_IDENTITIES];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[ST_MEMBER_IDENTITIES];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
     return read_rows(s, st, identity_row, out, sizeof(*out), cap, n, "reading identities", err);
 }
 
@@ -1871,19 +2036,18 @@ int pgw_store_member_identities(pgw_store *s, const char *member, pgw_identity_k
 
 int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX + 1], pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_MERGED_INTO];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_MERGED_INTO];
+    pgw_sql_bind_text(st, 1, member);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
     into[0] = '\0';
-    if (step == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+    if (step == PGW_SQL_ROW && !pgw_sql_column_null(st, 0) &&
         !column_text(st, 0, into, PGW_ID_MAX + 1))
         rc =
             pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed merged_into", s->path, member);
-    else if (step != SQLITE_ROW && step != SQLITE_DONE)
+    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a merge", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
@@ -1911,14 +2075,13 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
                                 ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS, ST_SET_MERGED};
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
-        sqlite3_stmt *st = s->st[moves[i]];
-        sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
-        if (sqlite3_bind_parameter_count(st) >= 2) /* the deletes name only `from` */
-            sqlite3_bind_text(st, 2, into, -1, SQLITE_STATIC);
-        if (sqlite3_bind_parameter_count(st) >= 3)
-            sqlite3_bind_int64(st, 3, PGW_QUOTA_MAX);
+        pgw_sql_stmt *st = s->st[moves[i]];
+        pgw_sql_bind_text(st, 1, from);
+        if (pgw_sql_param_count(st) >= 2) /* the deletes name only `from` */
+            pgw_sql_bind_text(st, 2, into);
+        if (pgw_sql_param_count(st) >= 3)
+            pgw_sql_bind_int64(st, 3, PGW_QUOTA_MAX);
         rc = step_done(s, st, "merging members", err);
-        sqlite3_clear_bindings(st);
     }
     return rc;
 }
@@ -1926,13 +2089,12 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
 int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt, const char *key,
                             pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_CLAIM_RECEIPT];
-    sqlite3_bind_text(st, 1, shop, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, receipt, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[ST_CLAIM_RECEIPT];
+    pgw_sql_bind_text(st, 1, shop);
+    pgw_sql_bind_text(st, 2, receipt);
+    pgw_sql_bind_text(st, 3, key);
     int rc = step_done(s, st, "recording a receipt", err);
-    sqlite3_clear_bindings(st);
-    if (rc == PGW_OK && sqlite3_changes(s->db) == 0)
+    if (rc == PGW_OK && pgw_sql_changes(s->db) == 0)
         rc = pgw_err_set(err, PGW_ECONFLICT, "receipt %.64s at shop %s was already used", receipt,
                          shop);
     return rc;
@@ -1941,73 +2103,69 @@ int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt,
 int pgw_store_enrolments(pgw_store *s, const char *address, int64_t hour, int64_t *members,
                          pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_ENROLMENTS];
-    sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, hour);
-    int step = sqlite3_step(st);
-    *members = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return step == SQLITE_ROW || step == SQLITE_DONE
+    pgw_sql_stmt *st = s->st[ST_ENROLMENTS];
+    pgw_sql_bind_text(st, 1, address);
+    pgw_sql_bind_int64(st, 2, hour);
+    int step = pgw_sql_step(st);
+    *members = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
                ? PGW_OK
                : db_error(s, PGW_EIO, "reading enrolments", err);
 }
 
 int pgw_store_add_enrolment(pgw_store *s, const char *address, int64_t hour, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_ADD_ENROLMENT];
-    sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, hour);
+    pgw_sql_stmt *st = s->st[ST_ADD_ENROLMENT];
+    pgw_sql_bind_text(st, 1, address);
+    pgw_sql_bind_int64(st, 2, hour);
     int rc = step_done(s, st, "counting an enrolment", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 int pgw_store_member_created(pgw_store *s, const char *member, int64_t *created_us, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_MEMBER_CREATED];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    *created_us = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return step == SQLITE_ROW || step == SQLITE_DONE
+    pgw_sql_stmt *st = s->st[ST_MEMBER_CREATED];
+    pgw_sql_bind_text(st, 1, member);
+    int step = pgw_sql_step(st);
+    *created_us = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
                ? PGW_OK
                : db_error(s, PGW_EIO, "reading a member", err);
 }
 
 int pgw_store_referred_by(pgw_store *s, const char *member, char by[PGW_ID_MAX + 1], pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_REFERRED_BY];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_REFERRED_BY];
+    pgw_sql_bind_text(st, 1, member);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
     by[0] = '\0';
-    if (step == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+    if (step == PGW_SQL_ROW && !pgw_sql_column_null(st, 0) &&
         !column_text(st, 0, by, PGW_ID_MAX + 1))
         rc =
             pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed referred_by", s->path, member);
-    else if (step != SQLITE_ROW && step != SQLITE_DONE)
+    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a referral", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_set_referred_by(pgw_store *s, const char *member, const char *by, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SET_REFERRED_BY];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, by, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[ST_SET_REFERRED_BY];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, by);
     return update_one(s, st, "recording a referral", err);
 }
 
 /* ---- member activity ---------------------------------------------------------- */
 
-static bool rule_total_row(sqlite3_stmt *st, void *item)
+static bool rule_total_row(pgw_sql_stmt *st, void *item)
 {
     pgw_rule_total *t = item;
-    t->points = sqlite3_column_int64(st, 1);
+    t->points = pgw_sql_column_int64(st, 1);
     return column_text(st, 0, t->rule, sizeof(t->rule));
 }
 
@@ -2015,10 +2173,10 @@ static bool rule_total_row(sqlite3_stmt *st, void *item)
 static int read_today(pgw_store *s, const char *member, int64_t day, pgw_member_activity *a,
                       pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_ACTIVITY_TODAY];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, day);
-    sqlite3_bind_int64(st, 3, PGW_ACTIVITY_TODAY_MAX);
+    pgw_sql_stmt *st = s->st[ST_ACTIVITY_TODAY];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, day);
+    pgw_sql_bind_int64(st, 3, PGW_ACTIVITY_TODAY_MAX);
     return read_rows(s, st, rule_total_row, a->today, sizeof(a->today[0]), PGW_ACTIVITY_TODAY_MAX,
                      &a->n_today, "reading today's points", err);
 }
@@ -2026,34 +2184,33 @@ static int read_today(pgw_store *s, const char *member, int64_t day, pgw_member_
 int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_ACTIVITY];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, days->today);
-    sqlite3_bind_int64(st, 3, days->year_before);
-    sqlite3_bind_int64(st, 4, days->month_first);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_ACTIVITY];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, days->today);
+    pgw_sql_bind_int64(st, 3, days->year_before);
+    pgw_sql_bind_int64(st, 4, days->month_first);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
     memset(out, 0, sizeof(*out));
-    *found = step == SQLITE_ROW;
+    *found = step == PGW_SQL_ROW;
     if (*found) {
-        out->purchased_before = sqlite3_column_int(st, 0) != 0;
-        out->registered_before = sqlite3_column_int(st, 1) != 0;
-        out->followed_before = sqlite3_column_int(st, 2) != 0;
-        out->has_last_sign_in = sqlite3_column_type(st, 3) != SQLITE_NULL;
-        out->last_sign_in = sqlite3_column_int64(st, 3);
-        out->sign_in_streak = sqlite3_column_int(st, 4);
-        out->spend_12m_fen = sqlite3_column_int64(st, 6);
-        out->month_purchases = sqlite3_column_int64(st, 7);
-        out->month_spend_fen = sqlite3_column_int64(st, 8);
-        out->events_today = sqlite3_column_int64(st, 9);
+        out->purchased_before = pgw_sql_column_int64(st, 0) != 0;
+        out->registered_before = pgw_sql_column_int64(st, 1) != 0;
+        out->followed_before = pgw_sql_column_int64(st, 2) != 0;
+        out->has_last_sign_in = !pgw_sql_column_null(st, 3);
+        out->last_sign_in = pgw_sql_column_int64(st, 3);
+        out->sign_in_streak = pgw_sql_column_int64(st, 4);
+        out->spend_12m_fen = pgw_sql_column_int64(st, 6);
+        out->month_purchases = pgw_sql_column_int64(st, 7);
+        out->month_spend_fen = pgw_sql_column_int64(st, 8);
+        out->events_today = pgw_sql_column_int64(st, 9);
         if (!column_text(st, 5, out->birthday, sizeof(out->birthday)))
             rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path,
                              member);
-    } else if (step != SQLITE_DONE) {
+    } else if (step != PGW_SQL_DONE) {
         rc = db_error(s, PGW_EIO, "reading a member's activity", err);
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     if (rc == PGW_OK && *found)
         rc = read_today(s, member, days->today, out, err);
     return rc;
@@ -2062,13 +2219,12 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
 int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int64_t purchases,
                              int64_t spend_fen, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_ADD_DAY];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, day);
-    sqlite3_bind_int64(st, 3, purchases);
-    sqlite3_bind_int64(st, 4, spend_fen);
+    pgw_sql_stmt *st = s->st[ST_ADD_DAY];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, day);
+    pgw_sql_bind_int64(st, 3, purchases);
+    pgw_sql_bind_int64(st, 4, spend_fen);
     int rc = step_done(s, st, "recording a member's day", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
@@ -2076,29 +2232,28 @@ int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const 
                            int64_t points, pgw_err *err)
 {
     PGW_ASSERT(points > 0);
-    sqlite3_stmt *st = s->st[ST_ADD_RULE_DAY];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, day);
-    sqlite3_bind_text(st, 3, rule, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, points);
+    pgw_sql_stmt *st = s->st[ST_ADD_RULE_DAY];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, day);
+    pgw_sql_bind_text(st, 3, rule);
+    pgw_sql_bind_int64(st, 4, points);
     int rc = step_done(s, st, "recording a rule's points", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_member_activity *a,
                                pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SET_FLAGS];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, a->purchased_before);
-    sqlite3_bind_int(st, 3, a->registered_before);
-    sqlite3_bind_int(st, 4, a->followed_before);
+    pgw_sql_stmt *st = s->st[ST_SET_FLAGS];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, a->purchased_before);
+    pgw_sql_bind_int64(st, 3, a->registered_before);
+    pgw_sql_bind_int64(st, 4, a->followed_before);
     if (a->has_last_sign_in)
-        sqlite3_bind_int64(st, 5, a->last_sign_in);
+        pgw_sql_bind_int64(st, 5, a->last_sign_in);
     else
-        sqlite3_bind_null(st, 5);
-    sqlite3_bind_int(st, 6, a->sign_in_streak);
+        pgw_sql_bind_null(st, 5);
+    pgw_sql_bind_int64(st, 6, a->sign_in_streak);
     return update_one(s, st, "updating a member", err);
 }
 
@@ -2107,42 +2262,38 @@ int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_membe
 int pgw_store_insert_session(pgw_store *s, const char *id, const char *member, const char *appid,
                              int64_t created_at, int64_t expires_at, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_INSERT_SESSION];
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, member, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, appid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, created_at);
-    sqlite3_bind_int64(st, 5, expires_at);
+    pgw_sql_stmt *st = s->st[ST_INSERT_SESSION];
+    pgw_sql_bind_text(st, 1, id);
+    pgw_sql_bind_text(st, 2, member);
+    pgw_sql_bind_text(st, 3, appid);
+    pgw_sql_bind_int64(st, 4, created_at);
+    pgw_sql_bind_int64(st, 5, expires_at);
     int rc = step_done(s, st, "recording a session", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 int pgw_store_session_valid(pgw_store *s, const char *id, const char *member, int64_t now,
                             bool *valid, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SESSION];
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    const char *holder = step == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 2) : NULL;
-    *valid = step == SQLITE_ROW && sqlite3_column_int64(st, 0) > now &&
-             sqlite3_column_type(st, 1) == SQLITE_NULL && holder != NULL &&
-             strcmp(holder, member) == 0;
-    int rc = step == SQLITE_ROW || step == SQLITE_DONE
+    pgw_sql_stmt *st = s->st[ST_SESSION];
+    pgw_sql_bind_text(st, 1, id);
+    int step = pgw_sql_step(st);
+    const char *holder = step == PGW_SQL_ROW ? pgw_sql_column_text(st, 2) : NULL;
+    *valid = step == PGW_SQL_ROW && pgw_sql_column_int64(st, 0) > now &&
+             pgw_sql_column_null(st, 1) && holder != NULL && strcmp(holder, member) == 0;
+    int rc = step == PGW_SQL_ROW || step == PGW_SQL_DONE
                  ? PGW_OK
                  : db_error(s, PGW_EIO, "reading a session", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_revoke_session(pgw_store *s, const char *id, int64_t now, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_REVOKE_SESSION];
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now);
+    pgw_sql_stmt *st = s->st[ST_REVOKE_SESSION];
+    pgw_sql_bind_text(st, 1, id);
+    pgw_sql_bind_int64(st, 2, now);
     int rc = step_done(s, st, "revoking a session", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
@@ -2150,33 +2301,32 @@ int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_i
                         int64_t *quota, pgw_err *err)
 {
     PGW_ASSERT(n > 0 && n <= PGW_QUOTA_MAX);
-    sqlite3_stmt *st = s->st[ST_ADD_QUOTA];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, template_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, n);
-    sqlite3_bind_int64(st, 4, PGW_QUOTA_MAX);
-    int step = sqlite3_step(st);
-    int rc = step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "adding subscription quota", err);
+    pgw_sql_stmt *st = s->st[ST_ADD_QUOTA];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, template_id);
+    pgw_sql_bind_int64(st, 3, n);
+    pgw_sql_bind_int64(st, 4, PGW_QUOTA_MAX);
+    int step = pgw_sql_step(st);
+    int rc = step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "adding subscription quota", err);
     if (rc == PGW_OK)
-        *quota = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+        *quota = pgw_sql_column_int64(st, 0);
+    pgw_sql_reset(st);
     return rc;
 }
 
-static bool subscription_row(sqlite3_stmt *st, void *out)
+static bool subscription_row(pgw_sql_stmt *st, void *out)
 {
     pgw_subscription *sub = out;
-    sub->quota = sqlite3_column_int64(st, 1);
+    sub->quota = pgw_sql_column_int64(st, 1);
     return column_text(st, 0, sub->template_id, sizeof(sub->template_id));
 }
 
 int pgw_store_subscriptions(pgw_store *s, const char *member, pgw_subscription *out, size_t cap,
                             size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SUBSCRIPTIONS];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[ST_SUBSCRIPTIONS];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
     return read_rows(s, st, subscription_row, out, sizeof(*out), cap, n, "reading subscriptions",
                      err);
 }
@@ -2184,57 +2334,56 @@ int pgw_store_subscriptions(pgw_store *s, const char *member, pgw_subscription *
 int pgw_store_set_follow(pgw_store *s, const char *appid, const char *openid, bool following,
                          int64_t at, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SET_FOLLOW];
-    sqlite3_bind_text(st, 1, appid, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, openid, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, following ? 1 : 0);
-    sqlite3_bind_int64(st, 4, at);
+    pgw_sql_stmt *st = s->st[ST_SET_FOLLOW];
+    pgw_sql_bind_text(st, 1, appid);
+    pgw_sql_bind_text(st, 2, openid);
+    pgw_sql_bind_int64(st, 3, following ? 1 : 0);
+    pgw_sql_bind_int64(st, 4, at);
     int rc = step_done(s, st, "recording a follower", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
 int pgw_store_member_follows(pgw_store *s, const char *member, bool *follows, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_MEMBER_FOLLOWS];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, (int)PGW_ID_OA_OPENID);
-    int step = sqlite3_step(st);
-    *follows = step == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0;
-    int rc = step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading followers", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_stmt *st = s->st[ST_MEMBER_FOLLOWS];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, (int)PGW_ID_OA_OPENID);
+    int step = pgw_sql_step(st);
+    *follows = step == PGW_SQL_ROW && pgw_sql_column_int64(st, 0) > 0;
+    int rc = step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading followers", err);
+    pgw_sql_reset(st);
     return rc;
 }
 
 /* One statement of the token cache, prepared per call: refreshes are rare. */
 static int token_exec(pgw_store *s, const char *sql, const char *appid, const char *text, int64_t a,
-                      int64_t b, sqlite3_stmt **keep, pgw_err *err)
+                      int64_t b, pgw_sql_stmt **keep, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "the token cache", err);
-    sqlite3_bind_text(st, 1, appid, -1, SQLITE_STATIC);
+    pgw_sql_bind_text(st, 1, appid);
     if (text != NULL)
-        sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, a);
-    sqlite3_bind_int64(st, 4, b);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW && keep != NULL) {
+        pgw_sql_bind_text(st, 2, text);
+    pgw_sql_bind_int64(st, 3, a);
+    pgw_sql_bind_int64(st, 4, b);
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW && keep != NULL) {
         *keep = st;
         return PGW_OK;
     }
-    sqlite3_finalize(st);
+    pgw_sql_finalize(st);
     if (keep != NULL)
         *keep = NULL;
-    return step == SQLITE_DONE || step == SQLITE_ROW ? PGW_OK
-                                                     : db_error(s, PGW_EIO, "the token cache", err);
+    return step == PGW_SQL_DONE || step == PGW_SQL_ROW
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "the token cache", err);
 }
 
 int pgw_store_token_load(pgw_store *s, const char *appid, char *token, size_t cap,
                          int64_t *expires_at, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = token_exec(s,
                         "SELECT token, expires_at FROM wechat_tokens"
                         " WHERE appid = ?1 AND token <> '' AND ?3 = ?4",
@@ -2243,11 +2392,11 @@ int pgw_store_token_load(pgw_store *s, const char *appid, char *token, size_t ca
         return rc;
     if (st == NULL)
         return PGW_ENOTFOUND;
-    *expires_at = sqlite3_column_int64(st, 1);
+    *expires_at = pgw_sql_column_int64(st, 1);
     rc = column_text(st, 0, token, cap)
              ? PGW_OK
              : pgw_err_set(err, PGW_EIO, "%s: stored token too long", s->path);
-    sqlite3_finalize(st);
+    pgw_sql_finalize(st);
     return rc;
 }
 
@@ -2257,9 +2406,9 @@ int pgw_store_token_lease(pgw_store *s, const char *appid, int64_t now, int64_t 
     int rc = token_exec(s,
                         "INSERT INTO wechat_tokens (appid, token, expires_at, lease_until)"
                         " VALUES (?1, '', 0, ?4) ON CONFLICT (appid) DO UPDATE"
-                        " SET lease_until = ?4 WHERE lease_until <= ?3",
+                        " SET lease_until = ?4 WHERE wechat_tokens.lease_until <= ?3",
                         appid, NULL, now, until, NULL, err);
-    *taken = rc == PGW_OK && sqlite3_changes(s->db) == 1;
+    *taken = rc == PGW_OK && pgw_sql_changes(s->db) == 1;
     return rc;
 }
 
@@ -2291,6 +2440,10 @@ int pgw_store_token_release(pgw_store *s, const char *appid, pgw_err *err)
 
 int pgw_store_relax_sync(pgw_store *s, pgw_err *err)
 {
+    /* PostgreSQL's equivalent of NORMAL: a commit may be lost in a crash of
+     * the server, never half applied. */
+    if (is_postgres(s))
+        return exec(s, "SET synchronous_commit = off", "relaxing sync", err);
     return exec(s, "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0", "relaxing sync",
                 err);
 }
@@ -2301,29 +2454,27 @@ int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind,
 {
     int rc = PGW_OK;
     if (coalesce_s > 0) {
-        sqlite3_stmt *st = s->st[ST_COALESCE_NOTICE];
-        sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, points);
-        sqlite3_bind_int64(st, 4, balance);
-        sqlite3_bind_text(st, 5, shop, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 6, now);
+        pgw_sql_stmt *st = s->st[ST_COALESCE_NOTICE];
+        pgw_sql_bind_text(st, 1, member);
+        pgw_sql_bind_text(st, 2, kind);
+        pgw_sql_bind_int64(st, 3, points);
+        pgw_sql_bind_int64(st, 4, balance);
+        pgw_sql_bind_text(st, 5, shop);
+        pgw_sql_bind_int64(st, 6, now);
         rc = step_done(s, st, "coalescing a notice", err);
-        sqlite3_clear_bindings(st);
-        if (rc != PGW_OK || sqlite3_changes(s->db) == 1)
+        if (rc != PGW_OK || pgw_sql_changes(s->db) == 1)
             return rc;
     }
-    sqlite3_stmt *st = s->st[ST_INSERT_NOTICE];
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, points);
-    sqlite3_bind_int64(st, 4, balance);
-    sqlite3_bind_text(st, 5, shop, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, now);
-    sqlite3_bind_int64(st, 7, now + (coalesce_s > 0 ? coalesce_s : 0));
-    sqlite3_bind_text(st, 8, detail, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[ST_INSERT_NOTICE];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, kind);
+    pgw_sql_bind_int64(st, 3, points);
+    pgw_sql_bind_int64(st, 4, balance);
+    pgw_sql_bind_text(st, 5, shop);
+    pgw_sql_bind_int64(st, 6, now);
+    pgw_sql_bind_int64(st, 7, now + (coalesce_s > 0 ? coalesce_s : 0));
+    pgw_sql_bind_text(st, 8, detail);
     rc = step_done(s, st, "queueing a notice", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
@@ -2331,18 +2482,18 @@ int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind,
     "id, member, kind, points, balance, shop, created_at, due_at, state, channel, excluded,"       \
     " attempts, last_error, provider_id, updated_at, about_at, detail"
 
-static bool notice_row(sqlite3_stmt *st, void *item)
+static bool notice_row(pgw_sql_stmt *st, void *item)
 {
     pgw_notice *n = item;
-    n->id = sqlite3_column_int64(st, 0);
-    n->points = sqlite3_column_int64(st, 3);
-    n->balance = sqlite3_column_int64(st, 4);
-    n->created_at = sqlite3_column_int64(st, 6);
-    n->due_at = sqlite3_column_int64(st, 7);
-    n->excluded = sqlite3_column_int64(st, 10);
-    n->attempts = sqlite3_column_int64(st, 11);
-    n->updated_at = sqlite3_column_int64(st, 14);
-    n->about_at = sqlite3_column_int64(st, 15);
+    n->id = pgw_sql_column_int64(st, 0);
+    n->points = pgw_sql_column_int64(st, 3);
+    n->balance = pgw_sql_column_int64(st, 4);
+    n->created_at = pgw_sql_column_int64(st, 6);
+    n->due_at = pgw_sql_column_int64(st, 7);
+    n->excluded = pgw_sql_column_int64(st, 10);
+    n->attempts = pgw_sql_column_int64(st, 11);
+    n->updated_at = pgw_sql_column_int64(st, 14);
+    n->about_at = pgw_sql_column_int64(st, 15);
     return column_text(st, 1, n->member, sizeof(n->member)) &&
            column_text(st, 16, n->detail, sizeof(n->detail)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
@@ -2361,53 +2512,59 @@ static bool notice_row(sqlite3_stmt *st, void *item)
  * Once LAZY_STATEMENTS are kept, the next are prepared per call (release()
  * finalizes those).
  */
-static int prepare(pgw_store *s, const char *sql, sqlite3_stmt **st, pgw_err *err)
+static int prepare(pgw_store *s, const char *sql, pgw_sql_stmt **st, pgw_err *err)
 {
+    if (!s->open_txn) { /* a statement on its own (couriers): may reconnect first */
+        int rc = reconnect_if_lost(s, err);
+        if (rc != PGW_OK)
+            return rc;
+    }
     for (size_t i = 0; i < s->n_lazy; i++) {
-        if (strcmp(sqlite3_sql(s->lazy[i]), sql) == 0) {
+        if (strcmp(pgw_sql_text(s->lazy[i]), sql) == 0) {
             *st = s->lazy[i];
             return PGW_OK;
         }
     }
     bool keep = s->n_lazy < LAZY_STATEMENTS;
-    if (sqlite3_prepare_v3(s->db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, st, NULL) !=
-        SQLITE_OK)
-        return db_error(s, PGW_EIO, "preparing a statement", err);
+    int rc = pgw_sql_prepare(s->db, sql, keep, st, err);
+    if (rc != PGW_OK)
+        return rc;
     if (keep)
         s->lazy[s->n_lazy++] = *st;
     return PGW_OK;
 }
 
 /* Gives back a statement of prepare(): reset for its next use. */
-static void release(pgw_store *s, sqlite3_stmt *st)
+static void release(pgw_store *s, pgw_sql_stmt *st)
 {
     for (size_t i = 0; i < s->n_lazy; i++) {
         if (s->lazy[i] == st) {
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
+            pgw_sql_reset(st);
             return;
         }
     }
-    sqlite3_finalize(st);
+    pgw_sql_finalize(st);
 }
 
 int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_notice *out,
                             size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = 'sending', attempts = attempts + 1,"
                      " updated_at = ?1, claimed_by = ?3, lease_until = ?1 + ?4"
                      " WHERE id IN (SELECT id FROM notices"
-                     " WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at LIMIT ?2)"
+                     " WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at LIMIT ?2"
+                     /* another instance's claims are passed over, not waited for */
+                     " /*pg FOR UPDATE SKIP LOCKED */)"
                      " RETURNING " NOTICE_COLUMNS,
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
-    sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
+    pgw_sql_bind_int64(st, 1, now);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
+    pgw_sql_bind_text(st, 3, owner);
+    pgw_sql_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
     rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "claiming notices", err);
     release(s, st);
     return rc;
@@ -2416,7 +2573,7 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
 int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = ?2, channel = ?3, excluded = ?4, due_at = ?5,"
                      " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9,"
@@ -2425,19 +2582,19 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, n->id);
-    sqlite3_bind_text(st, 2, n->state, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, n->channel, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, n->excluded);
-    sqlite3_bind_int64(st, 5, n->due_at);
-    sqlite3_bind_text(st, 6, n->last_error, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, n->provider_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, now);
-    sqlite3_bind_int64(st, 9, n->attempts);
-    sqlite3_bind_text(st, 10, owner, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 11, n->balance);
+    pgw_sql_bind_int64(st, 1, n->id);
+    pgw_sql_bind_text(st, 2, n->state);
+    pgw_sql_bind_text(st, 3, n->channel);
+    pgw_sql_bind_int64(st, 4, n->excluded);
+    pgw_sql_bind_int64(st, 5, n->due_at);
+    pgw_sql_bind_text(st, 6, n->last_error);
+    pgw_sql_bind_text(st, 7, n->provider_id);
+    pgw_sql_bind_int64(st, 8, now);
+    pgw_sql_bind_int64(st, 9, n->attempts);
+    pgw_sql_bind_text(st, 10, owner);
+    pgw_sql_bind_int64(st, 11, n->balance);
     rc = step_done(s, st, "recording a notice", err);
-    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
     release(s, st);
@@ -2447,41 +2604,42 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
 int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int64_t *n,
                               pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = prepare(s,
-                     owner == NULL
-                         ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
-                           " lease_until = 0 WHERE state = 'sending' AND lease_until < ?1"
-                           " AND ?2 = ''"
-                         : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
-                           " lease_until = 0, attempts = max(attempts - 1, 0)"
-                           " WHERE state = 'sending' AND claimed_by = ?2",
-                     &st, err);
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(
+        s,
+        owner == NULL
+            ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
+              " lease_until = 0 WHERE state = 'sending' AND lease_until < ?1"
+              " AND ?2 = ''"
+            : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
+              " lease_until = 0, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
+              " WHERE state = 'sending' AND claimed_by = ?2",
+        &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_text(st, 2, owner ? owner : "", -1, SQLITE_STATIC);
+    pgw_sql_bind_int64(st, 1, now);
+    pgw_sql_bind_text(st, 2, owner ? owner : "");
     rc = step_done(s, st, "unclaiming notices", err);
-    *n = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
+    *n = rc == PGW_OK ? pgw_sql_changes(s->db) : 0;
     release(s, st);
     return rc;
 }
 
 int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t now, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET lease_until = ?3 + ?4 WHERE id = ?1 AND state = 'sending'"
                      " AND claimed_by = ?2",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now);
-    sqlite3_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_text(st, 2, owner);
+    pgw_sql_bind_int64(st, 3, now);
+    pgw_sql_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
     rc = step_done(s, st, "renewing a claim", err);
-    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)id);
     release(s, st);
     return rc;
@@ -2490,15 +2648,15 @@ int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t n
 int pgw_store_member_notices(pgw_store *s, const char *member, pgw_notice *out, size_t cap,
                              size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "SELECT " NOTICE_COLUMNS " FROM notices WHERE member = ?1"
                      " ORDER BY id DESC LIMIT ?2",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)cap);
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
     rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "reading notices", err);
     release(s, st);
     return rc;
@@ -2506,19 +2664,19 @@ int pgw_store_member_notices(pgw_store *s, const char *member, pgw_notice *out, 
 
 int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s, "SELECT state FROM notices WHERE id = ?1", &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    int step = sqlite3_step(st);
+    pgw_sql_bind_int64(st, 1, id);
+    int step = pgw_sql_step(st);
     char state[16] = "";
-    if (step == SQLITE_ROW && !column_text(st, 0, state, sizeof(state)))
+    if (step == PGW_SQL_ROW && !column_text(st, 0, state, sizeof(state)))
         rc = pgw_err_set(err, PGW_EIO, "%s: notice %lld has a malformed state", s->path,
                          (long long)id);
-    else if (step == SQLITE_DONE)
+    else if (step == PGW_SQL_DONE)
         rc = pgw_err_set(err, PGW_ENOTFOUND, "no notice %lld", (long long)id);
-    else if (step != SQLITE_ROW)
+    else if (step != PGW_SQL_ROW)
         rc = db_error(s, PGW_EIO, "reading a notice", err);
     release(s, st);
     if (rc == PGW_OK && strcmp(state, "dead") != 0)
@@ -2530,8 +2688,8 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, now);
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_int64(st, 2, now);
     rc = step_done(s, st, "retrying a notice", err);
     release(s, st);
     return rc;
@@ -2539,7 +2697,7 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
 
 int pgw_store_prune_notices(pgw_store *s, int64_t before, int64_t *deleted, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     /* From the oldest finished id, a bounded range: notices are written
      * in time order, so what is old enough sits at the front, and the walk
      * never scans the table (an index for it would cost every notice a
@@ -2558,31 +2716,33 @@ int pgw_store_prune_notices(pgw_store *s, int64_t before, int64_t *deleted, pgw_
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, before);
-    sqlite3_bind_int64(st, 2, PGW_PRUNE_CHUNK);
+    pgw_sql_bind_int64(st, 1, before);
+    pgw_sql_bind_int64(st, 2, PGW_PRUNE_CHUNK);
     rc = step_done(s, st, "pruning notices", err);
-    *deleted = rc == PGW_OK ? sqlite3_changes(s->db) : 0;
+    *deleted = rc == PGW_OK ? pgw_sql_changes(s->db) : 0;
     release(s, st);
     return rc;
 }
 
 int pgw_store_checkpoint(pgw_store *s, pgw_err *err)
 {
+    if (is_postgres(s))
+        return PGW_OK; /* the server checkpoints on its own */
     return exec(s, "PRAGMA wal_checkpoint(PASSIVE)", "checkpointing", err);
 }
 
 int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "SELECT (SELECT count(*) FROM notices WHERE state = 'pending')"
                      " + (SELECT count(*) FROM notices WHERE state = 'sending')",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    int step = sqlite3_step(st);
-    *n = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    rc = step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "counting the outbox", err);
+    int step = pgw_sql_step(st);
+    *n = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    rc = step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "counting the outbox", err);
     release(s, st);
     return rc;
 }
@@ -2590,7 +2750,7 @@ int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
 int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_id, bool all,
                          bool *taken, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      all ? "UPDATE subscriptions SET quota = 0"
                            " WHERE member = ?1 AND template_id = ?2 AND quota > 0"
@@ -2599,10 +2759,10 @@ int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, template_id, -1, SQLITE_STATIC);
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, template_id);
     rc = step_done(s, st, "taking subscription quota", err);
-    *taken = rc == PGW_OK && sqlite3_changes(s->db) == 1;
+    *taken = rc == PGW_OK && pgw_sql_changes(s->db) == 1;
     release(s, st);
     return rc;
 }
@@ -2626,27 +2786,28 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         " '', ?1, d.at, ?1, 'pending', '', 0, 0, '', '', ?1 FROM (%s) d"
         " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = d.member AND r.day = d.day)";
     static const char days_sql[] =
-        "INSERT OR IGNORE INTO reminders (member, day) SELECT member, day FROM (%s)";
+        "INSERT INTO reminders (member, day) SELECT member, day FROM (%s) AS d WHERE true"
+        " ON CONFLICT (member, day) DO NOTHING";
     char sql[1024];
-    int rc = exec(s, "BEGIN IMMEDIATE", "queueing reminders", err);
+    int rc = pgw_store_begin(s, err);
     int64_t n = 0;
     for (int step = 0; rc == PGW_OK && step < 2; step++) {
-        sqlite3_stmt *st = NULL;
+        pgw_sql_stmt *st = NULL;
         snprintf(sql, sizeof(sql), step == 0 ? notices_sql : days_sql, due);
         rc = prepare(s, sql, &st, err);
         if (rc != PGW_OK)
             break;
-        sqlite3_bind_int64(st, 1, now);
-        sqlite3_bind_int64(st, 2, horizon_s);
-        sqlite3_bind_int64(st, 3, offset_s);
+        pgw_sql_bind_int64(st, 1, now);
+        pgw_sql_bind_int64(st, 2, horizon_s);
+        pgw_sql_bind_int64(st, 3, offset_s);
         rc = step_done(s, st, "queueing reminders", err);
         if (step == 0)
-            n = sqlite3_changes(s->db);
+            n = pgw_sql_changes(s->db);
         release(s, st);
     }
     if (rc == PGW_OK)
-        rc = exec(s, "COMMIT", "queueing reminders", err);
-    else if (exec(s, "ROLLBACK", "queueing reminders", NULL) != PGW_OK)
+        rc = pgw_store_commit(s, err);
+    else if (pgw_store_rollback(s, NULL) != PGW_OK)
         rc = pgw_err_prefix(err, "(and the rollback failed) ");
     *queued = rc == PGW_OK ? n : 0;
     return rc;
@@ -2654,14 +2815,14 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
 
 int pgw_store_set_sms_opt_out(pgw_store *s, const char *member, bool opt_out, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s, "UPDATE members SET sms_opt_out = ?2 WHERE id = ?1", &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, opt_out ? 1 : 0);
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, opt_out ? 1 : 0);
     rc = step_done(s, st, "recording an SMS preference", err);
-    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member);
     release(s, st);
     return rc;
@@ -2669,14 +2830,14 @@ int pgw_store_set_sms_opt_out(pgw_store *s, const char *member, bool opt_out, pg
 
 int pgw_store_sms_opt_out(pgw_store *s, const char *member, bool *opt_out, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s, "SELECT sms_opt_out FROM members WHERE id = ?1", &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, member, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    *opt_out = step == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
-    rc = step == SQLITE_ROW || step == SQLITE_DONE
+    pgw_sql_bind_text(st, 1, member);
+    int step = pgw_sql_step(st);
+    *opt_out = step == PGW_SQL_ROW && pgw_sql_column_int64(st, 0) != 0;
+    rc = step == PGW_SQL_ROW || step == PGW_SQL_DONE
              ? PGW_OK
              : db_error(s, PGW_EIO, "reading a preference", err);
     release(s, st);
@@ -2685,16 +2846,16 @@ int pgw_store_sms_opt_out(pgw_store *s, const char *member, bool *opt_out, pgw_e
 
 /* ---- SMS verification codes --------------------------------------------------------- */
 
-static bool otp_time_row(sqlite3_stmt *st, void *item)
+static bool otp_time_row(pgw_sql_stmt *st, void *item)
 {
-    *(int64_t *)item = sqlite3_column_int64(st, 0);
+    *(int64_t *)item = pgw_sql_column_int64(st, 0);
     return true;
 }
 
 int pgw_store_otp_times(pgw_store *s, const char *phone_lookup, const char *ip, int64_t since,
                         int64_t *out, size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      phone_lookup ? "SELECT created_at FROM otps WHERE phone = ?1 AND"
                                     " created_at > ?2 ORDER BY id DESC LIMIT ?3"
@@ -2703,9 +2864,9 @@ int pgw_store_otp_times(pgw_store *s, const char *phone_lookup, const char *ip, 
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, phone_lookup ? phone_lookup : ip, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, since);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    pgw_sql_bind_text(st, 1, phone_lookup ? phone_lookup : ip);
+    pgw_sql_bind_int64(st, 2, since);
+    pgw_sql_bind_int64(st, 3, (int64_t)cap);
     rc = read_rows(s, st, otp_time_row, out, sizeof(*out), cap, n, "reading code times", err);
     release(s, st);
     return rc;
@@ -2715,10 +2876,10 @@ int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *has
                       const char *requester, const char *ip, int64_t now, int64_t expires_at,
                       pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s, "DELETE FROM otps WHERE created_at <= ?1", &st, err);
     if (rc == PGW_OK) {
-        sqlite3_bind_int64(st, 1, now - 86400);
+        pgw_sql_bind_int64(st, 1, now - 86400);
         rc = step_done(s, st, "forgetting old codes", err);
         release(s, st);
     }
@@ -2729,12 +2890,12 @@ int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *has
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, phone_lookup, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, hash, PGW_OTP_HASH_LEN, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, ip, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, now);
-    sqlite3_bind_int64(st, 5, expires_at);
-    sqlite3_bind_text(st, 6, requester, -1, SQLITE_STATIC);
+    pgw_sql_bind_text(st, 1, phone_lookup);
+    pgw_sql_bind_blob(st, 2, hash, PGW_OTP_HASH_LEN);
+    pgw_sql_bind_text(st, 3, ip);
+    pgw_sql_bind_int64(st, 4, now);
+    pgw_sql_bind_int64(st, 5, expires_at);
+    pgw_sql_bind_text(st, 6, requester);
     rc = step_done(s, st, "recording a code", err);
     release(s, st);
     return rc;
@@ -2743,7 +2904,7 @@ int pgw_store_otp_add(pgw_store *s, const char *phone_lookup, const uint8_t *has
 int pgw_store_otp_newest(pgw_store *s, const char *phone_lookup, pgw_otp_row *out, bool *found,
                          pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     *found = false;
     int rc = prepare(s,
                      "SELECT id, expires_at, attempts, used, hash, requester FROM otps"
@@ -2752,32 +2913,32 @@ int pgw_store_otp_newest(pgw_store *s, const char *phone_lookup, pgw_otp_row *ou
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, phone_lookup, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW && sqlite3_column_bytes(st, 4) == PGW_OTP_HASH_LEN) {
+    pgw_sql_bind_text(st, 1, phone_lookup);
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW && pgw_sql_column_bytes(st, 4) == PGW_OTP_HASH_LEN) {
         *found = true;
-        *out = (pgw_otp_row){.id = sqlite3_column_int64(st, 0),
-                             .expires_at = sqlite3_column_int64(st, 1),
-                             .attempts = sqlite3_column_int64(st, 2),
-                             .used = sqlite3_column_int(st, 3) != 0};
-        memcpy(out->hash, sqlite3_column_blob(st, 4), PGW_OTP_HASH_LEN);
+        *out = (pgw_otp_row){.id = pgw_sql_column_int64(st, 0),
+                             .expires_at = pgw_sql_column_int64(st, 1),
+                             .attempts = pgw_sql_column_int64(st, 2),
+                             .used = pgw_sql_column_int64(st, 3) != 0};
+        memcpy(out->hash, pgw_sql_column_blob(st, 4), PGW_OTP_HASH_LEN);
         if (!column_text(st, 5, out->requester, sizeof(out->requester)))
-            step = SQLITE_ERROR; /* longer than any we write */
+            step = PGW_EIO; /* longer than any we write */
     }
-    rc = step == SQLITE_ROW || step == SQLITE_DONE ? PGW_OK
-                                                   : db_error(s, PGW_EIO, "reading a code", err);
+    rc = step == PGW_SQL_ROW || step == PGW_SQL_DONE ? PGW_OK
+                                                     : db_error(s, PGW_EIO, "reading a code", err);
     release(s, st);
     return rc;
 }
 
 int pgw_store_otp_void(pgw_store *s, const char *phone_lookup, const uint8_t *hash, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s, "DELETE FROM otps WHERE phone = ?1 AND hash = ?2 AND used = 0", &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_text(st, 1, phone_lookup, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, hash, PGW_OTP_HASH_LEN, SQLITE_STATIC);
+    pgw_sql_bind_text(st, 1, phone_lookup);
+    pgw_sql_bind_blob(st, 2, hash, PGW_OTP_HASH_LEN);
     rc = step_done(s, st, "voiding a code", err);
     release(s, st);
     return rc;
@@ -2785,16 +2946,16 @@ int pgw_store_otp_void(pgw_store *s, const char *phone_lookup, const uint8_t *ha
 
 int pgw_store_otp_mark(pgw_store *s, int64_t id, bool used, pgw_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      used ? "UPDATE otps SET used = 1 WHERE id = ?1 AND used = 0"
                           : "UPDATE otps SET attempts = attempts + 1 WHERE id = ?1 AND used = 0",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, id);
+    pgw_sql_bind_int64(st, 1, id);
     rc = step_done(s, st, "recording a code's try", err);
-    if (rc == PGW_OK && sqlite3_changes(s->db) != 1)
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "code %lld is used or gone", (long long)id);
     release(s, st);
     return rc;
@@ -2804,55 +2965,53 @@ int pgw_store_otp_mark(pgw_store *s, int64_t id, bool used, pgw_err *err)
 
 int pgw_store_set_answer(pgw_store *s, const char *key, const char *answer, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SET_ANSWER];
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, answer, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[ST_SET_ANSWER];
+    pgw_sql_bind_text(st, 1, key);
+    pgw_sql_bind_text(st, 2, answer);
     return update_one(s, st, "recording an answer", err);
 }
 
 int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_SELECT_ANSWER];
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    pgw_sql_stmt *st = s->st[ST_SELECT_ANSWER];
+    pgw_sql_bind_text(st, 1, key);
+    int step = pgw_sql_step(st);
     int rc = PGW_OK;
     out[0] = '\0';
-    if (step == SQLITE_ROW && !column_text(st, 0, out, cap))
+    if (step == PGW_SQL_ROW && !column_text(st, 0, out, cap))
         rc = pgw_err_set(err, PGW_EIO, "%s: the answer of %.128s is too long", s->path, key);
-    else if (step != SQLITE_ROW && step != SQLITE_DONE)
+    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading an answer", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 int pgw_store_record_event(pgw_store *s, const pgw_event_record *e, pgw_err *err)
 {
     PGW_ASSERT(e->channel[0] && e->source[0] && e->event_id[0]);
-    sqlite3_stmt *st = s->st[ST_INSERT_EVENT];
-    sqlite3_bind_text(st, 1, e->channel, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, e->source, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, e->event_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, e->type, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, e->member, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, e->occurred_at);
-    sqlite3_bind_int64(st, 7, e->amount_fen);
-    sqlite3_bind_int64(st, 8, e->points);
-    sqlite3_bind_int64(st, 9, e->first_transfer);
+    pgw_sql_stmt *st = s->st[ST_INSERT_EVENT];
+    pgw_sql_bind_text(st, 1, e->channel);
+    pgw_sql_bind_text(st, 2, e->source);
+    pgw_sql_bind_text(st, 3, e->event_id);
+    pgw_sql_bind_text(st, 4, e->type);
+    pgw_sql_bind_text(st, 5, e->member);
+    pgw_sql_bind_int64(st, 6, e->occurred_at);
+    pgw_sql_bind_int64(st, 7, e->amount_fen);
+    pgw_sql_bind_int64(st, 8, e->points);
+    pgw_sql_bind_int64(st, 9, e->first_transfer);
     int rc = step_done(s, st, "recording an event", err);
-    sqlite3_clear_bindings(st);
     return rc;
 }
 
-static bool event_row(sqlite3_stmt *st, void *item)
+static bool event_row(pgw_sql_stmt *st, void *item)
 {
     pgw_recon_row *r = item; /* every field set: rows are read by the million */
     r->line = 0;
     r->malformed = false;
     r->problem[0] = '\0';
-    r->occurred_at = sqlite3_column_int64(st, 1);
-    r->amount_fen = sqlite3_column_int64(st, 4);
-    r->points = sqlite3_column_int64(st, 5);
+    r->occurred_at = pgw_sql_column_int64(st, 1);
+    r->amount_fen = pgw_sql_column_int64(st, 4);
+    r->points = pgw_sql_column_int64(st, 5);
     return column_text(st, 0, r->event_id, sizeof(r->event_id)) &&
            column_text(st, 2, r->type, sizeof(r->type)) &&
            column_text(st, 3, r->member, sizeof(r->member)) &&
@@ -2863,32 +3022,32 @@ int pgw_store_read_events(pgw_store *s, const pgw_event_filter *f, const char *a
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
                           pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[f->shop ? ST_EVENTS_OF_SHOP : ST_EVENTS_OF_CHANNEL];
-    sqlite3_bind_text(st, 1, f->channel, -1, SQLITE_STATIC);
+    pgw_sql_stmt *st = s->st[f->shop ? ST_EVENTS_OF_SHOP : ST_EVENTS_OF_CHANNEL];
+    pgw_sql_bind_text(st, 1, f->channel);
     if (f->shop)
-        sqlite3_bind_text(st, 2, f->shop, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, after_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, after_source, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, f->from);
-    sqlite3_bind_int64(st, 6, f->to);
-    sqlite3_bind_int64(st, 7, (sqlite3_int64)cap);
+        pgw_sql_bind_text(st, 2, f->shop);
+    pgw_sql_bind_text(st, 3, after_id);
+    pgw_sql_bind_text(st, 4, after_source);
+    pgw_sql_bind_int64(st, 5, f->from);
+    pgw_sql_bind_int64(st, 6, f->to);
+    pgw_sql_bind_int64(st, 7, (int64_t)cap);
     return read_rows(s, st, event_row, out, sizeof(*out), cap, n, "reading events", err);
 }
 
-static bool flow_row(sqlite3_stmt *st, void *item)
+static bool flow_row(pgw_sql_stmt *st, void *item)
 {
     pgw_flow *f = item;
-    f->kind = (pgw_transfer_kind)sqlite3_column_int(st, 0);
-    f->points = sqlite3_column_int64(st, 2);
-    f->to_member = sqlite3_column_int(st, 3) != 0;
+    f->kind = (pgw_transfer_kind)pgw_sql_column_int64(st, 0);
+    f->points = pgw_sql_column_int64(st, 2);
+    f->to_member = pgw_sql_column_int64(st, 3) != 0;
     return column_text(st, 1, f->account, sizeof(f->account));
 }
 
 /* Binds [from, to) and runs a paged read that must fit in cap. */
-static int read_all(pgw_store *s, sqlite3_stmt *st, row_reader row, void *out, size_t size,
+static int read_all(pgw_store *s, pgw_sql_stmt *st, row_reader row, void *out, size_t size,
                     size_t cap, size_t *n, const char *what, pgw_err *err)
 {
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap + 1);
+    pgw_sql_bind_int64(st, 4, (int64_t)cap + 1);
     int rc = read_rows(s, st, row, out, size, cap + 1, n, what, err);
     if (rc == PGW_OK && *n > cap)
         rc = pgw_err_set(err, PGW_EINVAL, "%s: more than %zu rows; ask for a shorter period", what,
@@ -2899,43 +3058,42 @@ static int read_all(pgw_store *s, sqlite3_stmt *st, row_reader row, void *out, s
 int pgw_store_flows(pgw_store *s, int64_t from, int64_t to, pgw_flow *out, size_t cap, size_t *n,
                     pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_FLOWS];
-    sqlite3_bind_int64(st, 1, from);
-    sqlite3_bind_int64(st, 2, to);
+    pgw_sql_stmt *st = s->st[ST_FLOWS];
+    pgw_sql_bind_int64(st, 1, from);
+    pgw_sql_bind_int64(st, 2, to);
     int step;
     *n = 0;
     int rc = PGW_OK;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         if (*n == cap)
             rc = pgw_err_set(err, PGW_ETOOLARGE, "more than %zu accounts moved points", cap);
         else if (!flow_row(st, &out[(*n)++]))
             rc = pgw_err_set(err, PGW_EIO, "%s: an account name does not fit", s->path);
     }
-    if (rc == PGW_OK && step != SQLITE_DONE)
+    if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading flows", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
 /* The funders of lot `lot` into e (debit accounts and points, in order). */
 static int lot_funders(pgw_store *s, int64_t lot, pgw_lot_expiry *e, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_LOT_FUNDERS];
-    sqlite3_bind_int64(st, 1, lot);
+    pgw_sql_stmt *st = s->st[ST_LOT_FUNDERS];
+    pgw_sql_bind_int64(st, 1, lot);
     int step, rc = PGW_OK;
     e->n_funders = 0;
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         if (e->n_funders == PGW_EARN_FUNDERS_MAX ||
             !column_text(st, 0, e->funder[e->n_funders], sizeof(e->funder[0])))
             rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has funders beyond the bounds", s->path,
                              (long long)lot);
         else
-            e->funded[e->n_funders++] = sqlite3_column_int64(st, 1);
+            e->funded[e->n_funders++] = pgw_sql_column_int64(st, 1);
     }
-    if (rc == PGW_OK && step != SQLITE_DONE)
+    if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a lot's funders", err);
-    sqlite3_reset(st);
+    pgw_sql_reset(st);
     if (rc == PGW_OK && e->n_funders == 0)
         rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has no funding transfer", s->path,
                          (long long)lot);
@@ -2945,21 +3103,21 @@ static int lot_funders(pgw_store *s, int64_t lot, pgw_lot_expiry *e, pgw_err *er
 int pgw_store_expiries(pgw_store *s, int64_t from, int64_t to, int64_t after_id,
                        pgw_lot_expiry *out, size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_EXPIRIES];
-    sqlite3_bind_int64(st, 1, from);
-    sqlite3_bind_int64(st, 2, to);
-    sqlite3_bind_int64(st, 3, after_id);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap);
+    pgw_sql_stmt *st = s->st[ST_EXPIRIES];
+    pgw_sql_bind_int64(st, 1, from);
+    pgw_sql_bind_int64(st, 2, to);
+    pgw_sql_bind_int64(st, 3, after_id);
+    pgw_sql_bind_int64(st, 4, (int64_t)cap);
     int step, rc = PGW_OK;
     *n = 0;
     /* Rows first (the statement stays open while the funders are read
      * with another one), then each lot's funders. */
-    while (rc == PGW_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         PGW_ASSERT(*n < cap);
         pgw_lot_expiry *e = &out[(*n)++];
-        e->transfer_id = sqlite3_column_int64(st, 0);
-        e->points = sqlite3_column_int64(st, 1);
-        const char *ref = (const char *)sqlite3_column_text(st, 2);
+        e->transfer_id = pgw_sql_column_int64(st, 0);
+        e->points = pgw_sql_column_int64(st, 1);
+        const char *ref = pgw_sql_column_text(st, 2);
         char *end = NULL;
         e->lot = ref && strncmp(ref, "lot:", 4) == 0 ? strtoll(ref + 4, &end, 10) : 0;
         if (e->lot <= 0 || end == NULL || *end != '\0')
@@ -2968,44 +3126,42 @@ int pgw_store_expiries(pgw_store *s, int64_t from, int64_t to, int64_t after_id,
         else
             rc = lot_funders(s, e->lot, e, err);
     }
-    if (rc == PGW_OK && step != SQLITE_DONE)
+    if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading expiries", err);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    pgw_sql_reset(st);
     return rc;
 }
 
-static bool day_flow_row(sqlite3_stmt *st, void *item)
+static bool day_flow_row(pgw_sql_stmt *st, void *item)
 {
     pgw_day_flow *d = item;
-    d->day = sqlite3_column_int64(st, 0);
-    d->issued = sqlite3_column_int64(st, 1);
-    d->reversed = sqlite3_column_int64(st, 2);
-    d->redeemed = sqlite3_column_int64(st, 3);
-    d->expired = sqlite3_column_int64(st, 4);
+    d->day = pgw_sql_column_int64(st, 0);
+    d->issued = pgw_sql_column_int64(st, 1);
+    d->reversed = pgw_sql_column_int64(st, 2);
+    d->redeemed = pgw_sql_column_int64(st, 3);
+    d->expired = pgw_sql_column_int64(st, 4);
     return true;
 }
 
 int pgw_store_day_flows(pgw_store *s, int64_t from, int64_t to, int32_t offset_s, pgw_day_flow *out,
                         size_t cap, size_t *n, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_DAY_FLOWS];
-    sqlite3_bind_int64(st, 1, from);
-    sqlite3_bind_int64(st, 2, to);
-    sqlite3_bind_int64(st, 3, offset_s);
+    pgw_sql_stmt *st = s->st[ST_DAY_FLOWS];
+    pgw_sql_bind_int64(st, 1, from);
+    pgw_sql_bind_int64(st, 2, to);
+    pgw_sql_bind_int64(st, 3, offset_s);
     return read_all(s, st, day_flow_row, out, sizeof(*out), cap, n, "reading the pool's days", err);
 }
 
 int pgw_store_member_net(pgw_store *s, int64_t from, int64_t to, int64_t *out, pgw_err *err)
 {
-    sqlite3_stmt *st = s->st[ST_MEMBER_NET];
-    sqlite3_bind_int64(st, 1, from);
-    sqlite3_bind_int64(st, 2, to);
-    int step = sqlite3_step(st);
-    *out = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return step == SQLITE_ROW ? PGW_OK : db_error(s, PGW_EIO, "summing members", err);
+    pgw_sql_stmt *st = s->st[ST_MEMBER_NET];
+    pgw_sql_bind_int64(st, 1, from);
+    pgw_sql_bind_int64(st, 2, to);
+    int step = pgw_sql_step(st);
+    *out = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "summing members", err);
 }
 
 int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)

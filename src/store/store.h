@@ -72,6 +72,19 @@ int pgw_store_commit(pgw_store *store, pgw_err *err);
 int pgw_store_rollback(pgw_store *store, pgw_err *err);
 
 /*
+ * PostgreSQL: a lost connection makes the statement running fail with
+ * PGW_EUNAVAILABLE (a transaction fails whole); the next begin, or the
+ * next statement outside a transaction, reconnects, at most once per
+ * backoff period (50 ms doubling to 5 s), failing fast in between.
+ * pgw_store_ping does the same and runs a trivial query: whether the
+ * database answers now (SQLite: always, unless the file is gone). Not
+ * inside a transaction.
+ */
+int pgw_store_ping(pgw_store *store, pgw_err *err);
+/* Whether the store is a server's (PostgreSQL), which can go away. */
+bool pgw_store_is_remote(const pgw_store *store);
+
+/*
  * Whether a transaction is still open. A database may abandon one on its
  * own (SQLite does on a full disk or an I/O error); whoever batches
  * commands must check this after each, or the work before it would be

@@ -103,7 +103,7 @@ expect_exit 2 "$bin" verify --db "sqlite:$tmp/missing.db"
 expect_text "$tmp/missing.db: no database there"
 [ ! -e "$tmp/missing.db" ] && pass || fail "verify created $tmp/missing.db"
 expect_exit 2 "$bin" verify --db "mysql://db/points"
-expect_text "is not sqlite:PATH"
+expect_text "is neither sqlite:PATH nor postgresql"
 
 # expire neither invents a database nor accepts a naive time.
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db"

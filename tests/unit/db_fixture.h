@@ -1,18 +1,88 @@
 /*
- * db_fixture.h - a throwaway SQLite database in a fresh temporary directory,
- * shared by the store, writer and crash tests (cmocka setup/teardown).
+ * db_fixture.h - a throwaway database for the store, writer and crash
+ * tests (cmocka setup/teardown): SQLite in a fresh temporary directory, or,
+ * when PGW_TEST_PG_DIR names a running cluster (scripts/pg-cluster.sh, the
+ * ctest fixture "pg"), a fresh PostgreSQL database on it. The same test
+ * programs run against both backends; ctest registers each twice.
  */
 #ifndef PGW_TESTS_DB_FIXTURE_H
 #define PGW_TESTS_DB_FIXTURE_H
 
+#include "store/sql.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 typedef struct db_fixture {
-    char dir[64];   /* /tmp/pgw-test-XXXXXX */
-    char path[128]; /* <dir>/log.db */
-    char url[160];  /* sqlite:<path> */
+    char dir[64];   /* /tmp/pgw-test-XXXXXX (both backends: tests put files there) */
+    char path[128]; /* SQLite: <dir>/log.db */
+    char url[512];  /* sqlite:<path> or postgresql://.../<name> */
+    bool pg;
+    char admin[400]; /* PostgreSQL: the cluster's admin URL */
+    char name[64];   /* PostgreSQL: the database's name */
 } db_fixture;
+
+static inline bool db_fixture_pg_admin(const db_fixture *f, const char *sql)
+{
+    PGconn *c = PQconnectdb(f->admin);
+    bool ok = PQstatus(c) == CONNECTION_OK;
+    if (ok) {
+        PGresult *quiet = PQexec(c, "SET client_min_messages = warning");
+        PQclear(quiet);
+        PGresult *r = PQexec(c, sql);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            fprintf(stderr, "db_fixture: %s: %s", sql, PQresultErrorMessage(r));
+        PQclear(r);
+    } else {
+        fprintf(stderr, "db_fixture: %s", PQerrorMessage(c));
+    }
+    PQfinish(c);
+    return ok;
+}
+
+/* An empty database again (the SQLite file is removed; the store's next
+ * open creates it). */
+static inline int db_fixture_reset(const db_fixture *f)
+{
+    if (!f->pg) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "rm -f '%s' '%s-wal' '%s-shm'", f->path, f->path, f->path);
+        return system(cmd) == 0 ? 0 : -1;
+    }
+    char sql[160];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->name);
+    if (!db_fixture_pg_admin(f, sql))
+        return -1;
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->name);
+    return db_fixture_pg_admin(f, sql) ? 0 : -1;
+}
+
+static inline int db_fixture_pg_setup(db_fixture *f, const char *cluster)
+{
+    static int counter;
+    char file[256];
+    snprintf(file, sizeof(file), "%s/url", cluster);
+    FILE *in = fopen(file, "r");
+    if (in == NULL || fgets(f->admin, sizeof(f->admin), in) == NULL) {
+        fprintf(stderr, "db_fixture: no cluster URL in %s\n", file);
+        if (in != NULL)
+            fclose(in);
+        return -1;
+    }
+    fclose(in);
+    f->admin[strcspn(f->admin, "\n")] = '\0';
+    f->pg = true;
+    snprintf(f->name, sizeof(f->name), "pgwt_%d_%d", (int)getpid(), ++counter);
+    /* the admin URL ends in /postgres: the same server, another database */
+    char *slash = strrchr(f->admin, '/');
+    snprintf(f->url, sizeof(f->url), "%.*s/%s", (int)(slash - f->admin), f->admin, f->name);
+    return db_fixture_reset(f);
+}
 
 /* Makes the directory; the database itself is created by whoever opens it. */
 static inline int db_fixture_setup(void **state)
@@ -27,6 +97,11 @@ static inline int db_fixture_setup(void **state)
     }
     snprintf(f->path, sizeof(f->path), "%s/log.db", f->dir);
     snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
+    const char *cluster = getenv("PGW_TEST_PG_DIR");
+    if (cluster != NULL && cluster[0] != '\0' && db_fixture_pg_setup(f, cluster) != 0) {
+        free(f);
+        return -1;
+    }
     *state = f;
     return 0;
 }
@@ -37,8 +112,42 @@ static inline int db_fixture_teardown(void **state)
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
     int rc = system(cmd);
+    if (f->pg) {
+        char sql[160];
+        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->name);
+        if (!db_fixture_pg_admin(f, sql))
+            rc = -1;
+    }
     free(f);
     return rc == 0 ? 0 : -1;
+}
+
+/* Runs SQL on the test's database beside the store (tampering, probes). */
+static inline int db_fixture_exec(const db_fixture *f, const char *sql)
+{
+    pgw_sql *db = NULL;
+    pgw_err err;
+    int rc = pgw_sql_open(f->url, true, &db, &err);
+    if (rc == PGW_OK)
+        rc = pgw_sql_exec(db, sql, "test SQL", &err);
+    if (rc != PGW_OK)
+        fprintf(stderr, "db_fixture: %s\n", err.msg);
+    pgw_sql_close(db);
+    return rc;
+}
+
+/* The first column of the first row of `sql`, or INT64_MIN on failure. */
+static inline int64_t db_fixture_int64(const db_fixture *f, const char *sql)
+{
+    pgw_sql *db = NULL;
+    pgw_sql_stmt *st = NULL;
+    int64_t v = INT64_MIN;
+    if (pgw_sql_open(f->url, false, &db, NULL) == PGW_OK &&
+        pgw_sql_prepare(db, sql, false, &st, NULL) == PGW_OK && pgw_sql_step(st) == PGW_SQL_ROW)
+        v = pgw_sql_column_int64(st, 0);
+    pgw_sql_finalize(st);
+    pgw_sql_close(db);
+    return v;
 }
 
 #endif

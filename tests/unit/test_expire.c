@@ -13,7 +13,6 @@
 #include "db_fixture.h"
 #include "server/expire.h"
 
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,11 +148,7 @@ static void test_verify_catches_a_lot_out_of_step(void **state)
     pgw_command *cmd = calloc(1, sizeof(*cmd));
     assert_int_equal(earn(w, cmd, "k:1", "M7", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
     pgw_writer_stop(w);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE lots SET left_points = 90", NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    assert_int_equal(db_fixture_exec(f, "UPDATE lots SET left_points = 90"), PGW_OK);
     pgw_verify_report r = verify(f);
     assert_false(r.ok);
     assert_non_null(strstr(r.problem, "member M7: balance 100 but lots hold 90"));

@@ -165,8 +165,10 @@ static void test_expiry_reminders(void **state)
     pgw_err err;
     const int64_t now = 1795824000, day = 86400; /* 2026-11-28 00:00 UTC, 08:00 in Shanghai */
     char sql[2048];
+    const db_fixture *f = *state;
+    /* lots name transfer 1, which this test does not write */
     snprintf(sql, sizeof(sql),
-             "PRAGMA foreign_keys = OFF;"
+             "%s"
              "INSERT INTO members (id, debt, created_at_us) VALUES ('M1', 5, 0), ('M2', 0, 0);"
              "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
              " source_transfer) VALUES"
@@ -176,6 +178,7 @@ static void test_expiry_reminders(void **state)
              " ('M2', 20, 20, 0, 0, %lld, 1),"   /* tomorrow */
              " ('M2', 9, 0, 0, 0, %lld, 1),"     /* nothing left */
              " ('M2', 7, 7, 0, 0, %lld, 1);",    /* already past */
+             f->pg ? "SET session_replication_role = replica;" : "PRAGMA foreign_keys = OFF;",
              (long long)(now + 2 * day + 2 * 3600), (long long)(now + 2 * day + 12 * 3600),
              (long long)(now + 10 * day), (long long)(now + day), (long long)(now + day),
              (long long)(now - 60));

@@ -223,6 +223,8 @@ static void test_many_threads_one_key_one_effect(void **state)
 static void test_full_database_reports_only_what_committed(void **state)
 {
     db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* a full disk is made with SQLite's max_page_count */
     pgw_writer *w = start(f, 256, 256);
     pgw_command *cmd = calloc(1, sizeof(*cmd));
     make_command(cmd, "warm-up", 1, 1);

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for tests and benchmarks, in a directory of
+# its own, listening on 127.0.0.1 only (and a socket in that directory).
+#
+#   pg-cluster.sh start DIR [fast]   initdb + start; DIR/url is the admin URL
+#   pg-cluster.sh stop DIR           stop it and delete DIR
+#   pg-cluster.sh restart DIR        stop (immediate: like a crash) and start again
+#
+# PostgreSQL refuses to run as root, so as root the cluster runs as `nobody`
+# (CI runs as root). "fast" turns fsync off: a test cluster does not need
+# to survive a power cut, only a crash of its server, which the page cache
+# survives. Benchmarks start it without "fast".
+set -euo pipefail
+
+cmd=${1:?usage: pg-cluster.sh start|stop|restart DIR [fast]}
+dir=${2:?usage: pg-cluster.sh start|stop|restart DIR [fast]}
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$bin/initdb" ] || { echo "pg-cluster: no PostgreSQL server (apt-get install postgresql)" >&2; exit 1; }
+
+as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start() {
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$(cat "$dir/port") -c unix_socket_directories=$dir" \
+        start >/dev/null
+}
+
+case "$cmd" in
+start)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown nobody "$dir"
+    as_owner "$bin/initdb" -D "$dir/data" -U pgw --auth=trust -E UTF8 --no-locale >"$dir/initdb.log"
+    {
+        echo "max_connections = 200"
+        echo "shared_buffers = 128MB"
+        if [ "${3:-}" = fast ]; then echo "fsync = off"; echo "full_page_writes = off"; fi
+    } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    free_port >"$dir/port"
+    start
+    echo "postgresql://pgw@127.0.0.1:$(cat "$dir/port")/postgres" >"$dir/url"
+    cat "$dir/url"
+    ;;
+stop)
+    [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    ;;
+restart)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+    start
+    ;;
+*)
+    echo "pg-cluster: unknown command $cmd" >&2
+    exit 2
+    ;;
+esac

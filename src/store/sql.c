@@ -1,0 +1,595 @@
+/*
+ * sql.c - see sql.h. Two drivers behind one statement type: SQLite's
+ * calls pass straight through; PostgreSQL's translate the text once,
+ * keep the bindings as text (blobs as binary), and run the statement on
+ * its first step.
+ */
+#include "sql.h"
+
+#include "core/assertions.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define NAME_MAX_LEN 256
+#define ERRMSG_MAX   384
+/* PostgreSQL type OIDs (server/catalog/pg_type_d.h is not in libpq-dev). */
+#define OID_BYTEA 17
+#define OID_INT8  20
+#define OID_TEXT  25
+
+enum bound { UNBOUND, BOUND_INT, BOUND_TEXT, BOUND_BLOB, BOUND_NULL };
+
+struct pgw_sql {
+    pgw_sql_kind kind;
+    sqlite3 *lite;
+    PGconn *pg;
+    int64_t changes;     /* PostgreSQL: of the last INSERT, UPDATE or DELETE */
+    uint64_t generation; /* PostgreSQL: bumped by each reconnect */
+    uint64_t next_stmt;  /* PostgreSQL: names of prepared statements */
+    char name[NAME_MAX_LEN];
+    char errmsg[ERRMSG_MAX];
+};
+
+struct pgw_sql_stmt {
+    pgw_sql *db;
+    char *text; /* as given */
+    bool persistent;
+    sqlite3_stmt *lite;
+    /* PostgreSQL */
+    char *pg_text; /* ?N as $N, / *pg * / uncommented */
+    int n_params;  /* highest ?N in the text */
+    char name[32];
+    uint64_t prepared_in; /* the generation it was prepared in; 0: not yet */
+    enum bound bound[PGW_SQL_PARAMS_MAX + 1];
+    const char *value[PGW_SQL_PARAMS_MAX + 1];
+    int length[PGW_SQL_PARAMS_MAX + 1];
+    char ints[PGW_SQL_PARAMS_MAX + 1][24];
+    PGresult *res;
+    int row, rows;
+    int blob_col; /* the column decoded into blob; -1 none */
+    size_t blob_len;
+    uint8_t blob[PGW_SQL_BLOB_MAX];
+};
+
+static void set_errmsg(pgw_sql *db, const char *msg)
+{
+    snprintf(db->errmsg, sizeof(db->errmsg), "%s", msg ? msg : "unknown error");
+    size_t n = strlen(db->errmsg); /* libpq ends its messages with a newline */
+    while (n > 0 && (db->errmsg[n - 1] == '\n' || db->errmsg[n - 1] == ' '))
+        db->errmsg[--n] = '\0';
+}
+
+/* ---- opening -------------------------------------------------------------------- */
+
+/* scheme://user@host:port/db without a password or query (for messages). */
+static void redact_url(const char *url, char *out, size_t cap)
+{
+    const char *scheme_end = strstr(url, "://");
+    const char *rest = scheme_end ? scheme_end + 3 : url;
+    const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
+    const char *colon = strchr(rest, ':');
+    size_t head = (size_t)(rest - url);
+    if (at != NULL && (slash == NULL || at < slash) && colon != NULL && colon < at)
+        snprintf(out, cap, "%.*s%.*s%s", (int)head, url, (int)(colon - rest), rest, at);
+    else
+        snprintf(out, cap, "%s", url);
+    char *query = strchr(out, '?');
+    if (query != NULL)
+        *query = '\0';
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* "already exists, skipping" and the like: not for stderr */
+}
+
+static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
+{
+    db->kind = PGW_SQL_POSTGRES;
+    redact_url(url, db->name, sizeof(db->name));
+    db->pg = PQconnectdb(url);
+    if (db->pg == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
+    if (PQstatus(db->pg) != CONNECTION_OK) {
+        set_errmsg(db, PQerrorMessage(db->pg));
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot connect: %s", db->name, db->errmsg);
+    }
+    PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
+    db->generation = 1;
+    return PGW_OK;
+}
+
+static int open_sqlite(pgw_sql *db, const char *url, bool create, pgw_err *err)
+{
+    db->kind = PGW_SQL_SQLITE;
+    const char *path = url + 7;
+    if (path[0] == '\0' || strlen(path) >= sizeof(db->name))
+        return pgw_err_set(err, PGW_EINVAL, "database URL \"%.64s\" is not sqlite:PATH", url);
+    snprintf(db->name, sizeof(db->name), "%s", path);
+    struct stat st;
+    if (!create && stat(path, &st) != 0)
+        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
+    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &db->lite, flags, NULL) != SQLITE_OK)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", path,
+                           db->lite ? sqlite3_errmsg(db->lite) : "out of memory");
+    return PGW_OK;
+}
+
+int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err)
+{
+    *out = NULL;
+    bool postgres = strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+    if (!postgres && strncmp(url, "sqlite:", 7) != 0)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "database URL \"%.64s\" is neither sqlite:PATH nor postgresql://...",
+                           url);
+    pgw_sql *db = calloc(1, sizeof(*db));
+    if (db == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
+    int rc = postgres ? open_postgres(db, url, err) : open_sqlite(db, url, create, err);
+    if (rc != PGW_OK) {
+        pgw_sql_close(db);
+        return rc;
+    }
+    *out = db;
+    return PGW_OK;
+}
+
+void pgw_sql_close(pgw_sql *db)
+{
+    if (db == NULL)
+        return;
+    if (db->lite != NULL)
+        sqlite3_close(db->lite);
+    if (db->pg != NULL)
+        PQfinish(db->pg);
+    free(db);
+}
+
+pgw_sql_kind pgw_sql_kind_of(const pgw_sql *db)
+{
+    return db->kind;
+}
+
+const char *pgw_sql_name(const pgw_sql *db)
+{
+    return db->name;
+}
+
+void *pgw_sql_sqlite_handle(pgw_sql *db)
+{
+    PGW_ASSERT(db->kind == PGW_SQL_SQLITE);
+    return db->lite;
+}
+
+/* ---- errors ----------------------------------------------------------------------- */
+
+/* The PGW_E... code for a failed PostgreSQL result (or NULL: no result). */
+static int pg_failure(pgw_sql *db, const PGresult *res)
+{
+    set_errmsg(db, res ? PQresultErrorMessage(res) : PQerrorMessage(db->pg));
+    if (db->errmsg[0] == '\0')
+        set_errmsg(db, PQerrorMessage(db->pg));
+    if (PQstatus(db->pg) != CONNECTION_OK)
+        return PGW_EUNAVAILABLE;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state == NULL)
+        return PGW_EIO;
+    if (strcmp(state, "23505") == 0)
+        return PGW_ECONFLICT; /* unique_violation */
+    /* connection exceptions, shutdowns, serialization failures, deadlocks */
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        return PGW_EUNAVAILABLE;
+    return PGW_EIO;
+}
+
+int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err)
+{
+    if (db->kind == PGW_SQL_SQLITE) {
+        char *msg = NULL;
+        if (sqlite3_exec(db->lite, sql, NULL, NULL, &msg) == SQLITE_OK)
+            return PGW_OK;
+        set_errmsg(db, msg);
+        sqlite3_free(msg);
+        return pgw_err_set(err, PGW_EIO, "%s: %s: %s", db->name, what, db->errmsg);
+    }
+    PGresult *res = PQexec(db->pg, sql);
+    ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? PGW_OK : pg_failure(db, res);
+    PQclear(res);
+    return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
+}
+
+int pgw_sql_commit(pgw_sql *db, pgw_err *err)
+{
+    if (db->kind == PGW_SQL_SQLITE)
+        return pgw_sql_exec(db, "COMMIT", "committing", err);
+    PGresult *res = PQexec(db->pg, "COMMIT");
+    ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int rc = status == PGRES_COMMAND_OK ? PGW_OK : pg_failure(db, res);
+    if (rc == PGW_OK && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        set_errmsg(db, "a statement failed earlier in the transaction; it was rolled back");
+        rc = PGW_EIO;
+    }
+    PQclear(res);
+    return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: committing: %s", db->name, db->errmsg);
+}
+
+/* ---- statements ------------------------------------------------------------------- */
+
+/*
+ * The PostgreSQL text of portable SQL: ?N becomes $N and / *pg ... * /
+ * comments are uncommented; quoted literals are copied as they are. The
+ * result is never longer than the input.
+ */
+static void translate(const char *in, char *out, int *n_params)
+{
+    *n_params = 0;
+    while (*in != '\0') {
+        if (*in == '\'') { /* a literal, '' inside it included */
+            const char *end = strchr(in + 1, '\'');
+            size_t n = end ? (size_t)(end - in) + 1 : strlen(in);
+            memcpy(out, in, n);
+            out += n, in += n;
+        } else if (strncmp(in, "/*pg", 4) == 0) {
+            in += 4;
+            const char *end = strstr(in, "*/");
+            size_t n = end ? (size_t)(end - in) : strlen(in);
+            memcpy(out, in, n);
+            out += n, in += n + (end ? 2 : 0);
+        } else if (*in == '?' && in[1] >= '0' && in[1] <= '9') {
+            *out++ = '$';
+            int k = 0;
+            for (in++; *in >= '0' && *in <= '9'; in++) {
+                k = k * 10 + (*in - '0');
+                *out++ = *in;
+            }
+            if (k > *n_params)
+                *n_params = k;
+        } else {
+            *out++ = *in++;
+        }
+    }
+    *out = '\0';
+}
+
+int pgw_sql_prepare(pgw_sql *db, const char *sql, bool persistent, pgw_sql_stmt **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_sql_stmt *st = calloc(1, sizeof(*st));
+    size_t len = strlen(sql);
+    if (st == NULL || (st->text = malloc(len + 1)) == NULL) {
+        free(st);
+        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory preparing a statement", db->name);
+    }
+    memcpy(st->text, sql, len + 1);
+    st->db = db;
+    st->persistent = persistent;
+    st->blob_col = -1;
+    int rc = PGW_OK;
+    if (db->kind == PGW_SQL_SQLITE) {
+        unsigned flags = persistent ? SQLITE_PREPARE_PERSISTENT : 0;
+        if (sqlite3_prepare_v3(db->lite, sql, -1, flags, &st->lite, NULL) != SQLITE_OK) {
+            set_errmsg(db, sqlite3_errmsg(db->lite));
+            rc = pgw_err_set(err, PGW_EIO, "%s: preparing a statement: %s", db->name, db->errmsg);
+        }
+    } else if ((st->pg_text = malloc(len + 1)) == NULL) {
+        rc = pgw_err_set(err, PGW_ENOMEM, "%s: out of memory preparing a statement", db->name);
+    } else {
+        translate(sql, st->pg_text, &st->n_params);
+        if (st->n_params > PGW_SQL_PARAMS_MAX)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s: a statement with %d parameters (max %d)",
+                             db->name, st->n_params, PGW_SQL_PARAMS_MAX);
+        snprintf(st->name, sizeof(st->name), "pgw%llu", (unsigned long long)++db->next_stmt);
+    }
+    if (rc != PGW_OK) {
+        pgw_sql_finalize(st);
+        return rc;
+    }
+    *out = st;
+    return PGW_OK;
+}
+
+void pgw_sql_finalize(pgw_sql_stmt *st)
+{
+    if (st == NULL)
+        return;
+    if (st->lite != NULL)
+        sqlite3_finalize(st->lite);
+    PQclear(st->res);
+    /* A prepared statement lives as long as its session; we prepare a
+     * bounded set per connection (store.c), so none is deallocated. */
+    free(st->pg_text);
+    free(st->text);
+    free(st);
+}
+
+int pgw_sql_param_count(const pgw_sql_stmt *st)
+{
+    return st->lite != NULL ? sqlite3_bind_parameter_count(st->lite) : st->n_params;
+}
+
+const char *pgw_sql_text(const pgw_sql_stmt *st)
+{
+    return st->text;
+}
+
+static bool pg_param(pgw_sql_stmt *st, int i)
+{
+    PGW_ASSERT(i >= 1 && i <= PGW_SQL_PARAMS_MAX);
+    PGW_ASSERT(st->res == NULL); /* bound before the step that runs it */
+    return st->db->kind == PGW_SQL_POSTGRES;
+}
+
+void pgw_sql_bind_int64(pgw_sql_stmt *st, int i, int64_t v)
+{
+    if (!pg_param(st, i)) {
+        sqlite3_bind_int64(st->lite, i, v);
+        return;
+    }
+    int n = snprintf(st->ints[i], sizeof(st->ints[i]), "%lld", (long long)v);
+    st->bound[i] = BOUND_INT;
+    st->value[i] = st->ints[i];
+    st->length[i] = n;
+}
+
+void pgw_sql_bind_text(pgw_sql_stmt *st, int i, const char *text)
+{
+    PGW_ASSERT(text != NULL);
+    if (!pg_param(st, i)) {
+        sqlite3_bind_text(st->lite, i, text, -1, SQLITE_STATIC);
+        return;
+    }
+    st->bound[i] = BOUND_TEXT;
+    st->value[i] = text;
+    st->length[i] = 0;
+}
+
+void pgw_sql_bind_blob(pgw_sql_stmt *st, int i, const void *blob, size_t len)
+{
+    PGW_ASSERT(len <= INT32_MAX);
+    if (!pg_param(st, i)) {
+        sqlite3_bind_blob(st->lite, i, blob, (int)len, SQLITE_STATIC);
+        return;
+    }
+    st->bound[i] = BOUND_BLOB;
+    st->value[i] = blob;
+    st->length[i] = (int)len;
+}
+
+void pgw_sql_bind_null(pgw_sql_stmt *st, int i)
+{
+    if (!pg_param(st, i)) {
+        sqlite3_bind_null(st->lite, i);
+        return;
+    }
+    st->bound[i] = BOUND_NULL;
+    st->value[i] = NULL;
+    st->length[i] = 0;
+}
+
+static int sqlite_step(pgw_sql_stmt *st)
+{
+    int step = sqlite3_step(st->lite);
+    if (step == SQLITE_ROW)
+        return PGW_SQL_ROW;
+    if (step == SQLITE_DONE)
+        return PGW_SQL_DONE;
+    set_errmsg(st->db, sqlite3_errmsg(st->db->lite));
+    int primary = step & 0xff;
+    return primary == SQLITE_CONSTRAINT                         ? PGW_ECONFLICT
+           : primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? PGW_EUNAVAILABLE
+                                                                : PGW_EIO;
+}
+
+/* Sends the statement with its bindings; the result lands in st->res. */
+static void pg_execute(pgw_sql_stmt *st)
+{
+    pgw_sql *db = st->db;
+    int n = st->n_params;
+    for (int i = n + 1; i <= PGW_SQL_PARAMS_MAX; i++)
+        if (st->bound[i] != UNBOUND)
+            n = i;
+    Oid types[PGW_SQL_PARAMS_MAX];
+    int formats[PGW_SQL_PARAMS_MAX];
+    for (int i = 1; i <= n; i++) {
+        enum bound b = st->bound[i];
+        /* NULL: the server infers its type; never bound: as text (a
+         * parameter the SQL does not use needs some type) */
+        types[i - 1] = b == BOUND_INT    ? OID_INT8
+                       : b == BOUND_BLOB ? OID_BYTEA
+                       : b == BOUND_NULL ? 0
+                                         : OID_TEXT;
+        formats[i - 1] = b == BOUND_BLOB ? 1 : 0;
+    }
+    const char *const *values = st->value + 1;
+    const int *lengths = st->length + 1;
+    if (!st->persistent) {
+        st->res = PQexecParams(db->pg, st->pg_text, n, types, values, lengths, formats, 0);
+        return;
+    }
+    if (st->prepared_in != db->generation) {
+        PGresult *prep = PQprepare(db->pg, st->name, st->pg_text, n, types);
+        if (prep == NULL || PQresultStatus(prep) != PGRES_COMMAND_OK) {
+            st->res = prep;
+            return;
+        }
+        PQclear(prep);
+        st->prepared_in = db->generation;
+    }
+    st->res = PQexecPrepared(db->pg, st->name, n, values, lengths, formats, 0);
+}
+
+static int pg_step(pgw_sql_stmt *st)
+{
+    pgw_sql *db = st->db;
+    if (st->res != NULL) {
+        st->row++;
+        st->blob_col = -1;
+        return st->row < st->rows ? PGW_SQL_ROW : PGW_SQL_DONE;
+    }
+    pg_execute(st);
+    ExecStatusType status = st->res ? PQresultStatus(st->res) : PGRES_FATAL_ERROR;
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+        int rc = pg_failure(db, st->res);
+        PQclear(st->res);
+        st->res = NULL;
+        return rc;
+    }
+    const char *verb = PQcmdStatus(st->res);
+    if (strncmp(verb, "INSERT", 6) == 0 || strncmp(verb, "UPDATE", 6) == 0 ||
+        strncmp(verb, "DELETE", 6) == 0)
+        db->changes = strtoll(PQcmdTuples(st->res), NULL, 10);
+    st->row = 0;
+    st->rows = PQntuples(st->res);
+    st->blob_col = -1;
+    return st->rows > 0 ? PGW_SQL_ROW : PGW_SQL_DONE;
+}
+
+int pgw_sql_step(pgw_sql_stmt *st)
+{
+    return st->db->kind == PGW_SQL_SQLITE ? sqlite_step(st) : pg_step(st);
+}
+
+void pgw_sql_reset(pgw_sql_stmt *st)
+{
+    if (st->db->kind == PGW_SQL_SQLITE) {
+        sqlite3_reset(st->lite);
+        sqlite3_clear_bindings(st->lite);
+        return;
+    }
+    PQclear(st->res);
+    st->res = NULL;
+    st->blob_col = -1;
+    memset(st->bound, 0, sizeof(st->bound));
+    memset(st->value, 0, sizeof(st->value));
+}
+
+/* ---- columns ---------------------------------------------------------------------- */
+
+static bool pg_column(pgw_sql_stmt *st, int col)
+{
+    if (st->db->kind == PGW_SQL_SQLITE)
+        return false;
+    PGW_ASSERT(st->res != NULL && st->row < st->rows);
+    PGW_ASSERT(col >= 0 && col < PQnfields(st->res));
+    return true;
+}
+
+bool pgw_sql_column_null(pgw_sql_stmt *st, int col)
+{
+    if (!pg_column(st, col))
+        return sqlite3_column_type(st->lite, col) == SQLITE_NULL;
+    return PQgetisnull(st->res, st->row, col);
+}
+
+int64_t pgw_sql_column_int64(pgw_sql_stmt *st, int col)
+{
+    if (!pg_column(st, col))
+        return sqlite3_column_int64(st->lite, col);
+    const char *v = PQgetvalue(st->res, st->row, col);
+    if (v[0] == 't' || v[0] == 'f') /* a boolean */
+        return v[0] == 't';
+    return strtoll(v, NULL, 10);
+}
+
+const char *pgw_sql_column_text(pgw_sql_stmt *st, int col)
+{
+    if (!pg_column(st, col))
+        return (const char *)sqlite3_column_text(st->lite, col);
+    return PQgetisnull(st->res, st->row, col) ? NULL : PQgetvalue(st->res, st->row, col);
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decodes a bytea column ("\x0a1b..." in text format) into st->blob;
+ * false when it is not one or does not fit. */
+static bool pg_decode_blob(pgw_sql_stmt *st, int col)
+{
+    if (st->blob_col == col)
+        return true;
+    st->blob_col = -1;
+    if (PQftype(st->res, col) != OID_BYTEA || PQgetisnull(st->res, st->row, col))
+        return false;
+    const char *v = PQgetvalue(st->res, st->row, col);
+    size_t len = (size_t)PQgetlength(st->res, st->row, col);
+    if (len < 2 || v[0] != '\\' || v[1] != 'x' || (len - 2) % 2 != 0 ||
+        (len - 2) / 2 > sizeof(st->blob))
+        return false;
+    for (size_t i = 0; i < (len - 2) / 2; i++) {
+        int hi = hex_digit(v[2 + 2 * i]), lo = hex_digit(v[3 + 2 * i]);
+        if (hi < 0 || lo < 0)
+            return false;
+        st->blob[i] = (uint8_t)(hi << 4 | lo);
+    }
+    st->blob_len = (len - 2) / 2;
+    st->blob_col = col;
+    return true;
+}
+
+size_t pgw_sql_column_bytes(pgw_sql_stmt *st, int col)
+{
+    if (!pg_column(st, col))
+        return (size_t)sqlite3_column_bytes(st->lite, col);
+    if (PQftype(st->res, col) == OID_BYTEA)
+        return pg_decode_blob(st, col) ? st->blob_len : 0;
+    return (size_t)PQgetlength(st->res, st->row, col);
+}
+
+const void *pgw_sql_column_blob(pgw_sql_stmt *st, int col)
+{
+    if (!pg_column(st, col))
+        return sqlite3_column_blob(st->lite, col);
+    return pg_decode_blob(st, col) && st->blob_len > 0 ? st->blob : NULL;
+}
+
+/* ---- connection state ------------------------------------------------------------- */
+
+int64_t pgw_sql_changes(pgw_sql *db)
+{
+    return db->kind == PGW_SQL_SQLITE ? sqlite3_changes(db->lite) : db->changes;
+}
+
+const char *pgw_sql_errmsg(pgw_sql *db)
+{
+    return db->errmsg; /* set by every failing call of either driver */
+}
+
+bool pgw_sql_in_transaction(pgw_sql *db)
+{
+    if (db->kind == PGW_SQL_SQLITE)
+        return !sqlite3_get_autocommit(db->lite);
+    PGTransactionStatusType t = PQtransactionStatus(db->pg);
+    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+bool pgw_sql_connected(pgw_sql *db)
+{
+    return db->kind == PGW_SQL_SQLITE || PQstatus(db->pg) == CONNECTION_OK;
+}
+
+int pgw_sql_reconnect(pgw_sql *db, pgw_err *err)
+{
+    if (pgw_sql_connected(db))
+        return PGW_OK;
+    PQreset(db->pg);
+    if (PQstatus(db->pg) != CONNECTION_OK) {
+        set_errmsg(db, PQerrorMessage(db->pg));
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot reconnect: %s", db->name, db->errmsg);
+    }
+    PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
+    db->generation++; /* every statement is prepared again on its next step */
+    return PGW_OK;
+}

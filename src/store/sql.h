@@ -1,0 +1,130 @@
+/*
+ * sql.h - one statement interface over SQLite and PostgreSQL (libpq).
+ *
+ * store.c is written once, against this interface, in the SQL both
+ * databases accept. The shape is SQLite's (prepare, bind, step, column,
+ * reset) because that is what store.c was written in; PostgreSQL is
+ * driven through it:
+ * - Parameters are written ?1, ?2 ...; for PostgreSQL they become $1, $2.
+ * - A comment of the form / *pg ... * / (without the spaces) is SQL that
+ *   only PostgreSQL runs (FOR UPDATE SKIP LOCKED): SQLite skips it as a
+ *   comment, the PostgreSQL driver uncomments it.
+ * - Portable SQL otherwise: no scalar min()/max() (CASE), every subquery
+ *   in FROM has an alias, format('%s') rather than printf, RETURNING
+ *   rather than last_insert_rowid, ON CONFLICT rather than OR IGNORE.
+ * - Values are int64, text, blobs and NULL. A boolean PostgreSQL returns
+ *   (a comparison in a select list) reads as 1 or 0; SUM()s, which
+ *   PostgreSQL widens to numeric, read as int64.
+ *
+ * PostgreSQL specifics: a statement is sent with PQexecParams the first
+ * time and then, when prepared persistent, as a named prepared statement
+ * whose parameter types are those of its first binding (int64 as int8,
+ * text, blob as bytea, NULL for the server to infer). Results come in
+ * text format; all rows of a step are fetched at once, so every query
+ * must be bounded (LIMIT) as store.c's are. A lost connection fails the
+ * statement (PGW_EUNAVAILABLE) and is reopened, with backoff, by the next
+ * pgw_sql_reconnect (the writer's concern: a half-done transaction is gone
+ * with the connection and must be retried whole).
+ *
+ * Ownership: pgw_sql_open allocates a connection freed by pgw_sql_close;
+ * pgw_sql_prepare a statement freed by pgw_sql_finalize (before the
+ * connection is closed). Text and blob bindings are borrowed: they must
+ * stay valid until the statement is reset. Column values are valid until
+ * the next step or reset. One thread at a time per connection.
+ */
+#ifndef PGW_STORE_SQL_H
+#define PGW_STORE_SQL_H
+
+#include "core/error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pgw_sql pgw_sql;
+typedef struct pgw_sql_stmt pgw_sql_stmt;
+
+typedef enum pgw_sql_kind { PGW_SQL_SQLITE, PGW_SQL_POSTGRES } pgw_sql_kind;
+
+/* What pgw_sql_step returns besides a negative PGW_E... code. */
+enum { PGW_SQL_DONE = 0, PGW_SQL_ROW = 1 };
+
+/* Most parameters one statement takes, and longest blob a column returns. */
+#define PGW_SQL_PARAMS_MAX 16
+#define PGW_SQL_BLOB_MAX   128
+
+/*
+ * Opens "sqlite:PATH" (created when `create`; PGW_ENOTFOUND when missing
+ * without it) or "postgresql://..." / "postgres://..." (a libpq URI; the
+ * database must exist). PGW_EINVAL for another kind, PGW_EUNAVAILABLE when
+ * the database cannot be reached. `name` (for messages) is the path or
+ * the URL with any password removed.
+ */
+int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err);
+void pgw_sql_close(pgw_sql *db);
+
+pgw_sql_kind pgw_sql_kind_of(const pgw_sql *db);
+/* The path or the URL without its password, for messages. */
+const char *pgw_sql_name(const pgw_sql *db);
+/* The underlying sqlite3 handle (SQLite only: its WAL, PRAGMAs). */
+void *pgw_sql_sqlite_handle(pgw_sql *db);
+
+/* Runs one or more statements without parameters or rows (DDL, BEGIN). */
+int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err);
+
+/*
+ * A statement for `sql` (portable SQL as above; the text is copied).
+ * `persistent` ones are kept prepared on the server across resets.
+ */
+int pgw_sql_prepare(pgw_sql *db, const char *sql, bool persistent, pgw_sql_stmt **out,
+                    pgw_err *err);
+void pgw_sql_finalize(pgw_sql_stmt *st);
+/* How many parameters (the highest ?N) the statement takes. */
+int pgw_sql_param_count(const pgw_sql_stmt *st);
+/* The text the statement was prepared from. */
+const char *pgw_sql_text(const pgw_sql_stmt *st);
+
+/* Bindings, 1-based like the ?N they fill. An unbound parameter is NULL. */
+void pgw_sql_bind_int64(pgw_sql_stmt *st, int i, int64_t v);
+void pgw_sql_bind_text(pgw_sql_stmt *st, int i, const char *text);
+void pgw_sql_bind_blob(pgw_sql_stmt *st, int i, const void *blob, size_t len);
+void pgw_sql_bind_null(pgw_sql_stmt *st, int i);
+
+/*
+ * PGW_SQL_ROW while there is a row to read, then PGW_SQL_DONE; or a
+ * negative code (PGW_EUNAVAILABLE when the connection is lost, PGW_ECONFLICT
+ * for a unique violation, PGW_EIO otherwise) with pgw_sql_errmsg saying
+ * why.
+ */
+int pgw_sql_step(pgw_sql_stmt *st);
+/* Ready to run again, bindings cleared. */
+void pgw_sql_reset(pgw_sql_stmt *st);
+
+bool pgw_sql_column_null(pgw_sql_stmt *st, int col);
+int64_t pgw_sql_column_int64(pgw_sql_stmt *st, int col);
+/* NUL-terminated; NULL for a NULL value. */
+const char *pgw_sql_column_text(pgw_sql_stmt *st, int col);
+/* Bytes of a text or blob column. */
+size_t pgw_sql_column_bytes(pgw_sql_stmt *st, int col);
+/* A blob column's bytes (pgw_sql_column_bytes of them); NULL when empty or NULL. */
+const void *pgw_sql_column_blob(pgw_sql_stmt *st, int col);
+
+/* Rows the last INSERT, UPDATE or DELETE of this connection changed. */
+int64_t pgw_sql_changes(pgw_sql *db);
+/* Why the last call on this connection failed. */
+const char *pgw_sql_errmsg(pgw_sql *db);
+/*
+ * COMMIT. PostgreSQL answers COMMIT in a transaction a failed statement
+ * aborted by rolling it back, without an error: that is PGW_EIO here, so
+ * a rolled-back batch is never reported as committed.
+ */
+int pgw_sql_commit(pgw_sql *db, pgw_err *err);
+/* Whether a transaction is open (or failed and not yet rolled back). */
+bool pgw_sql_in_transaction(pgw_sql *db);
+/* Whether the connection is usable (PostgreSQL: not lost). */
+bool pgw_sql_connected(pgw_sql *db);
+/* PostgreSQL: reopens a lost connection (prepared statements are prepared
+ * again on their next step). PGW_EUNAVAILABLE while the server is down. */
+int pgw_sql_reconnect(pgw_sql *db, pgw_err *err);
+
+#endif
