@@ -15,13 +15,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define NAME_MAX_LEN 256
 #define ERRMSG_MAX   384
 /* PostgreSQL type OIDs (server/catalog/pg_type_d.h is not in libpq-dev). */
-#define OID_BYTEA 17
-#define OID_INT8  20
-#define OID_TEXT  25
+#define OID_BYTEA          17
+#define OID_INT8           20
+#define OID_TEXT           25
+#define RECONNECT_FIRST_US 50000   /* 50 ms */
+#define RECONNECT_MAX_US   5000000 /* 5 s */
 
 enum bound { UNBOUND, BOUND_INT, BOUND_TEXT, BOUND_BLOB, BOUND_NULL };
 
@@ -32,6 +35,10 @@ struct pgw_sql {
     int64_t changes;     /* PostgreSQL: of the last INSERT, UPDATE or DELETE */
     uint64_t generation; /* PostgreSQL: bumped by each reconnect */
     uint64_t next_stmt;  /* PostgreSQL: names of prepared statements */
+    bool in_txn;         /* as the caller said (pgw_sql_mark_transaction) */
+    /* PostgreSQL: when a lost connection may be tried again, and the wait
+     * after the next failure (doubling to RECONNECT_MAX_US) */
+    int64_t next_reconnect_us, reconnect_wait_us;
     char name[NAME_MAX_LEN];
     char errmsg[ERRMSG_MAX];
 };
@@ -170,6 +177,48 @@ void *pgw_sql_sqlite_handle(pgw_sql *db)
     return db->lite;
 }
 
+static int64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * PostgreSQL: reopens a lost connection before a statement, at most once
+ * per backoff period (50 ms doubling to 5 s) so that callers failing fast
+ * meanwhile do not hammer a restarting server. Never inside a transaction:
+ * one the connection took with it is failed whole by whoever ran it.
+ */
+static int pg_ensure_connected(pgw_sql *db)
+{
+    if (PQstatus(db->pg) == CONNECTION_OK)
+        return PGW_OK;
+    if (db->in_txn) {
+        set_errmsg(db, "the connection was lost in the transaction");
+        return PGW_EUNAVAILABLE;
+    }
+    int64_t now = monotonic_us();
+    if (now < db->next_reconnect_us) {
+        set_errmsg(db, "the database is unreachable; trying again shortly");
+        return PGW_EUNAVAILABLE;
+    }
+    PQreset(db->pg);
+    if (PQstatus(db->pg) != CONNECTION_OK) {
+        set_errmsg(db, PQerrorMessage(db->pg));
+        db->reconnect_wait_us = db->reconnect_wait_us == 0 ? RECONNECT_FIRST_US
+                                : db->reconnect_wait_us >= RECONNECT_MAX_US / 2
+                                    ? RECONNECT_MAX_US
+                                    : 2 * db->reconnect_wait_us;
+        db->next_reconnect_us = now + db->reconnect_wait_us;
+        return PGW_EUNAVAILABLE;
+    }
+    PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
+    db->reconnect_wait_us = 0;
+    db->generation++; /* every statement is prepared again on its next step */
+    return PGW_OK;
+}
+
 /* ---- errors ----------------------------------------------------------------------- */
 
 /* The PGW_E... code for a failed PostgreSQL result (or NULL: no result). */
@@ -202,9 +251,12 @@ int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err)
         sqlite3_free(msg);
         return pgw_err_set(err, PGW_EIO, "%s: %s: %s", db->name, what, db->errmsg);
     }
+    int rc = pg_ensure_connected(db);
+    if (rc != PGW_OK)
+        return pgw_err_set(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
     PGresult *res = PQexec(db->pg, sql);
     ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    int rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? PGW_OK : pg_failure(db, res);
+    rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? PGW_OK : pg_failure(db, res);
     PQclear(res);
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
 }
@@ -437,10 +489,13 @@ static int pg_step(pgw_sql_stmt *st)
         st->blob_col = -1;
         return st->row < st->rows ? PGW_SQL_ROW : PGW_SQL_DONE;
     }
+    int rc = pg_ensure_connected(db);
+    if (rc != PGW_OK)
+        return rc;
     pg_execute(st);
     ExecStatusType status = st->res ? PQresultStatus(st->res) : PGRES_FATAL_ERROR;
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-        int rc = pg_failure(db, st->res);
+        rc = pg_failure(db, st->res);
         PQclear(st->res);
         st->res = NULL;
         return rc;
@@ -575,21 +630,7 @@ bool pgw_sql_in_transaction(pgw_sql *db)
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
 
-bool pgw_sql_connected(pgw_sql *db)
+void pgw_sql_mark_transaction(pgw_sql *db, bool open)
 {
-    return db->kind == PGW_SQL_SQLITE || PQstatus(db->pg) == CONNECTION_OK;
-}
-
-int pgw_sql_reconnect(pgw_sql *db, pgw_err *err)
-{
-    if (pgw_sql_connected(db))
-        return PGW_OK;
-    PQreset(db->pg);
-    if (PQstatus(db->pg) != CONNECTION_OK) {
-        set_errmsg(db, PQerrorMessage(db->pg));
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot reconnect: %s", db->name, db->errmsg);
-    }
-    PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
-    db->generation++; /* every statement is prepared again on its next step */
-    return PGW_OK;
+    db->in_txn = open;
 }

@@ -22,9 +22,8 @@
  * text, blob as bytea, NULL for the server to infer). Results come in
  * text format; all rows of a step are fetched at once, so every query
  * must be bounded (LIMIT) as store.c's are. A lost connection fails the
- * statement (PGW_EUNAVAILABLE) and is reopened, with backoff, by the next
- * pgw_sql_reconnect (the writer's concern: a half-done transaction is gone
- * with the connection and must be retried whole).
+ * statement (PGW_EUNAVAILABLE) and is reopened, with backoff, before the
+ * next statement outside a transaction (pgw_sql_mark_transaction).
  *
  * Ownership: pgw_sql_open allocates a connection freed by pgw_sql_close;
  * pgw_sql_prepare a statement freed by pgw_sql_finalize (before the
@@ -121,10 +120,13 @@ const char *pgw_sql_errmsg(pgw_sql *db);
 int pgw_sql_commit(pgw_sql *db, pgw_err *err);
 /* Whether a transaction is open (or failed and not yet rolled back). */
 bool pgw_sql_in_transaction(pgw_sql *db);
-/* Whether the connection is usable (PostgreSQL: not lost). */
-bool pgw_sql_connected(pgw_sql *db);
-/* PostgreSQL: reopens a lost connection (prepared statements are prepared
- * again on their next step). PGW_EUNAVAILABLE while the server is down. */
-int pgw_sql_reconnect(pgw_sql *db, pgw_err *err);
+/*
+ * What the caller knows of its transaction: open from a successful BEGIN
+ * to its COMMIT or ROLLBACK. Outside one, a lost PostgreSQL connection is
+ * reopened before the next statement, at most once per backoff period (50
+ * ms doubling to 5 s; PGW_EUNAVAILABLE in between); inside one, it is not:
+ * the transaction went with the connection, and its statements fail.
+ */
+void pgw_sql_mark_transaction(pgw_sql *db, bool open);
 
 #endif

@@ -54,9 +54,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BUSY_TIMEOUT_MS    5000
-#define RECONNECT_FIRST_US 50000   /* 50 ms */
-#define RECONNECT_MAX_US   5000000 /* 5 s */
+#define BUSY_TIMEOUT_MS 5000
 /* The columns read into a pgw_lot, in row_to_lot()'s order. */
 #define LOT_COLUMNS                                                                                \
     "id, member, points, left_points, held, earned_at, expires_at, source_transfer, expired"
@@ -394,11 +392,8 @@ struct pgw_store {
     bool head_cached;
     int64_t head_id;
     uint8_t head_hash[PGW_HASH_LEN];
-    bool deferred; /* pgw_store_defer_sync was called */
-    bool open_txn; /* between pgw_store_begin(_read) and commit or rollback */
-    /* PostgreSQL: when a lost connection may be tried again, and the wait
-     * after the next failure (doubling to RECONNECT_MAX_US) */
-    int64_t next_reconnect_us, reconnect_wait_us;
+    bool deferred;   /* pgw_store_defer_sync was called */
+    bool open_txn;   /* between pgw_store_begin(_read) and commit or rollback */
     int wal_fd;      /* SQLite: our descriptor on the WAL once sync is deferred; -1 before */
     bool fail_syncs; /* test hook */
 };
@@ -1059,42 +1054,13 @@ int pgw_store_schema_version(pgw_store *s, int64_t *out, pgw_err *err)
     return read_user_version(s, out, err);
 }
 
-/*
- * PostgreSQL: reopens a lost connection, at most once per backoff period
- * (50 ms doubling to 5 s), so callers failing fast meanwhile do not hammer
- * a server that is restarting. Only between transactions: a transaction
- * the connection took with it is failed whole by whoever ran it.
- */
-static int reconnect_if_lost(pgw_store *s, pgw_err *err)
-{
-    if (pgw_sql_connected(s->db))
-        return PGW_OK;
-    PGW_ASSERT(!s->open_txn);
-    int64_t now = monotonic_us();
-    if (now < s->next_reconnect_us)
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: the database is unreachable (%s)", s->path,
-                           pgw_sql_errmsg(s->db));
-    int rc = pgw_sql_reconnect(s->db, err);
-    if (rc == PGW_OK) {
-        s->reconnect_wait_us = 0;
-        return PGW_OK;
-    }
-    s->reconnect_wait_us = s->reconnect_wait_us == 0 ? RECONNECT_FIRST_US
-                           : s->reconnect_wait_us >= RECONNECT_MAX_US / 2
-                               ? RECONNECT_MAX_US
-                               : 2 * s->reconnect_wait_us;
-    s->next_reconnect_us = now + s->reconnect_wait_us;
-    return rc;
-}
-
 static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
 {
     PGW_ASSERT(!s->open_txn);
     s->head_cached = false; /* another connection may have appended since */
-    int rc = reconnect_if_lost(s, err);
-    if (rc == PGW_OK)
-        rc = exec(s, sql, what, err);
+    int rc = exec(s, sql, what, err);
     s->open_txn = rc == PGW_OK;
+    pgw_sql_mark_transaction(s->db, s->open_txn);
     return rc;
 }
 
@@ -1123,8 +1089,7 @@ bool pgw_store_is_remote(const pgw_store *s)
 int pgw_store_ping(pgw_store *s, pgw_err *err)
 {
     PGW_ASSERT(!s->open_txn);
-    int rc = reconnect_if_lost(s, err);
-    return rc == PGW_OK ? exec(s, "SELECT 1", "checking the database", err) : rc;
+    return exec(s, "SELECT 1", "checking the database", err);
 }
 
 bool pgw_store_in_transaction(pgw_store *s)
@@ -1135,6 +1100,7 @@ bool pgw_store_in_transaction(pgw_store *s)
 int pgw_store_commit(pgw_store *s, pgw_err *err)
 {
     s->open_txn = false;
+    pgw_sql_mark_transaction(s->db, false);
     return pgw_sql_commit(s->db, err);
 }
 
@@ -1142,6 +1108,7 @@ int pgw_store_rollback(pgw_store *s, pgw_err *err)
 {
     s->head_cached = false;
     s->open_txn = false;
+    pgw_sql_mark_transaction(s->db, false);
     if (!pgw_sql_in_transaction(s->db))
         return PGW_OK; /* nothing open: the database already rolled back */
     return exec(s, "ROLLBACK", "rolling back", err);
@@ -2514,11 +2481,6 @@ static bool notice_row(pgw_sql_stmt *st, void *item)
  */
 static int prepare(pgw_store *s, const char *sql, pgw_sql_stmt **st, pgw_err *err)
 {
-    if (!s->open_txn) { /* a statement on its own (couriers): may reconnect first */
-        int rc = reconnect_if_lost(s, err);
-        if (rc != PGW_OK)
-            return rc;
-    }
     for (size_t i = 0; i < s->n_lazy; i++) {
         if (strcmp(pgw_sql_text(s->lazy[i]), sql) == 0) {
             *st = s->lazy[i];

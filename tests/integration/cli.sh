@@ -142,23 +142,37 @@ expect_text "--scope is required"
 expect_exit 2 "$bin" keys remove
 expect_text "the subcommand is 'add'"
 
+# The database of the import checks: SQLite, or a new PostgreSQL database
+# when ctest runs this on PostgreSQL (integration.pg.cli).
+import_db="sqlite:$tmp/import.db"
+if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
+    admin=$(cat "$PGW_TEST_PG_DIR/url")
+    psql -qX "$admin" -c "CREATE DATABASE pgwc_$$" -c "CREATE DATABASE pgwc_empty_$$"
+    import_db="${admin%/*}/pgwc_$$"
+    # An empty database is not taken for an empty log, nor is a missing one.
+    expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_empty_$$"
+    expect_text "no pointsgw database there"
+    expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_none_$$"
+    expect_text "does not exist"
+fi
+
 # import-balances: legacy card balances at the shop's rate, once per (shop, batch, card).
 printf '\xef\xbb\xbfcard,phone,points\r\nC1,13500135000,1000\r\nC2,,50\r\n,13500135000,10\r\nC3,abc,5\r\nC1,13900139000,7\r\n' >"$tmp/legacy.csv"
-expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "sqlite:$tmp/import.db"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "$import_db"
 expect_text '"rate_bp":5000,"created":2,"matched_by_card":0,"matched_by_phone":1,"replayed":0,"rejected":2,"points":530'
 expect_text 'line 5: EINVAL: phone number "abc"'
 expect_text 'line 6: ECONFLICT'
-expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "sqlite:$tmp/import.db"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "$import_db"
 expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":3,"rejected":2,"points":0'
 printf 'card,points\nC9,300\n' >"$tmp/more.csv"
-expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch b2 --db "sqlite:$tmp/import.db"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch b2 --db "$import_db"
 expect_text '"batch":"b2","rate_bp":10000,"created":1'
-expect_exit 0 "$bin" verify --db "sqlite:$tmp/import.db"
+expect_exit 0 "$bin" verify --db "$import_db"
 expect_text "transfers:  4 checked"
-expect_exit 2 "$bin" import-balances --shop S999 --file "$tmp/more.csv" --db "sqlite:$tmp/import.db"
+expect_exit 2 "$bin" import-balances --shop S999 --file "$tmp/more.csv" --db "$import_db"
 expect_text "--shop must name a shop"
 printf 'card,colour\nC1,red\n' >"$tmp/bad.csv"
-expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/bad.csv" --db "sqlite:$tmp/import.db"
+expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/bad.csv" --db "$import_db"
 expect_text 'column "colour" is unknown'
 
 # Reconcile: bad usage is exit 2 and says what; the matching itself is

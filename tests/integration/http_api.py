@@ -25,6 +25,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg  # noqa: E402
+
 BIN, SRC = sys.argv[1], sys.argv[2]
 KEYS = {
     "admin": ("test-admin-key", "admin", False),
@@ -66,7 +69,7 @@ def write_config(tmp, tls=None, risk=None, name=None):
 
 class Server:
     def __init__(self, tmp, config):
-        self.db = "sqlite:" + os.path.join(tmp, "db", "log.db")
+        self.db = pg.fresh_db() or "sqlite:" + os.path.join(tmp, "db", "log.db")
         self.config, self.tmp = config, tmp
         self.log = open(os.path.join(tmp, "requests.log"), "w+")
         self.proc = subprocess.Popen(
@@ -1032,9 +1035,11 @@ def main():
         stored = b""
         for suffix in ("", "-wal"):
             path = s.db[len("sqlite:"):] + suffix
-            if os.path.exists(path):
+            if s.db.startswith("sqlite:") and os.path.exists(path):
                 with open(path, "rb") as f:
                     stored += f.read()
+        if not s.db.startswith("sqlite:"):
+            stored = pg.dump(s.db)
         check(len(stored) > 0 and b"13800138000" not in stored and b"138****" not in stored,
               "the phone number is nowhere in the database files")
     finally:

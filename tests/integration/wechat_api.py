@@ -29,6 +29,9 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg  # noqa: E402
+
 BIN, SRC = sys.argv[1], sys.argv[2]
 MP_APPID, OA_APPID = "wx1234567890abcdef", "wxfedcba0987654321"
 MP_SECRET, OA_SECRET, OA_TOKEN = "mp-secret-0123456789", "oa-secret-9876543210", "pgwtesttoken"
@@ -125,8 +128,8 @@ class Server:
     log) and stderr go to files: a pipe nobody reads could fill up and
     stall the gateway."""
 
-    def __init__(self, tmp, config, env):
-        self.db = "sqlite:" + os.path.join(tmp, "log.db")
+    def __init__(self, tmp, config, env, db=None):
+        self.db = db or pg.fresh_db() or "sqlite:" + os.path.join(tmp, "log.db")
         self.out_path, self.err_path = os.path.join(tmp, "requests.log"), os.path.join(tmp, "stderr.log")
         self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
         self.proc = subprocess.Popen(
@@ -669,7 +672,7 @@ def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):
     check(status == 201, "the sale before the crash")
     eventually(lambda: fake.requests("/cgi-bin/message/template/send"), lambda r: len(r) > before)
     srv.kill()  # SIGKILL: no drain, the notice is left "sending"
-    srv = Server(tmp, config, env)
+    srv = Server(tmp, config, env, db=srv.db)
     # The dead run's claim comes back when its lease (30 s) runs out.
     listed = eventually(lambda: notices(srv, oa_member),
                         lambda l: l and l[0]["state"] == "sent", timeout=50)
@@ -697,8 +700,12 @@ def main():
         linked_login(srv, fake, oa_member)
         notifications(srv, fake, oa_member)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
-        with open(os.path.join(tmp, "log.db"), "rb") as f:
-            check(b"13800138000" not in f.read(), "no phone in clear in the database")
+        if srv.db.startswith("sqlite:"):
+            with open(os.path.join(tmp, "log.db"), "rb") as f:
+                stored = f.read()
+        else:
+            stored = pg.dump(srv.db)
+        check(b"13800138000" not in stored, "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
     finally:
         rc, err = srv.stop()

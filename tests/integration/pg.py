@@ -1,0 +1,56 @@
+"""PostgreSQL for the integration tests (standard library plus psql).
+
+When ctest runs an integration test a second time on PostgreSQL
+(integration.pg.<name>), PGW_TEST_PG_DIR names the cluster that
+scripts/pg-cluster.sh started; fresh_db() makes a new database on it for
+each gateway a test starts. Cluster starts a private one, for the tests
+that stop and restart their server.
+"""
+import itertools
+import os
+import subprocess
+
+_counter = itertools.count(1)
+
+
+def admin_url(cluster_dir):
+    with open(os.path.join(cluster_dir, "url")) as f:
+        return f.read().strip()
+
+
+def create_db(admin):
+    """A new, empty database on the cluster of `admin`; its URL."""
+    name = f"pgwi_{os.getpid()}_{next(_counter)}"
+    subprocess.run(["psql", "-qX", admin, "-c", f"CREATE DATABASE {name}"], check=True,
+                   capture_output=True)
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+def fresh_db():
+    """A new PostgreSQL database when the test runs on PostgreSQL, else None."""
+    cluster = os.environ.get("PGW_TEST_PG_DIR")
+    return create_db(admin_url(cluster)) if cluster else None
+
+
+def dump(url):
+    """The database's rows as text (to look for what must not be stored)."""
+    return subprocess.run(["pg_dump", "--data-only", url], check=True, capture_output=True).stdout
+
+
+class Cluster:
+    """A private cluster in `directory` (stopped and deleted by stop())."""
+
+    def __init__(self, src, directory):
+        self.script = os.path.join(src, "scripts", "pg-cluster.sh")
+        self.dir = directory
+        subprocess.run(["bash", self.script, "start", directory, "fast"], check=True,
+                       capture_output=True)
+        self.admin = admin_url(directory)
+
+    def restart(self):
+        """An immediate stop (a crash, to the clients) and a start."""
+        subprocess.run(["bash", self.script, "restart", self.dir], check=True,
+                       capture_output=True)
+
+    def stop(self):
+        subprocess.run(["bash", self.script, "stop", self.dir], capture_output=True)
