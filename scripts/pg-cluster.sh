@@ -3,11 +3,13 @@
 # its own, listening on 127.0.0.1 only (and a socket in that directory).
 #
 #   pg-cluster.sh start DIR [fast]   initdb + start; DIR/url is the admin URL
-#   pg-cluster.sh stop DIR           stop it and delete DIR
+#   pg-cluster.sh stop DIR           stop it and delete it
 #   pg-cluster.sh restart DIR        stop (immediate: like a crash) and start again
 #
 # PostgreSQL refuses to run as root, so as root the cluster runs as `nobody`
-# (CI runs as root). "fast" turns fsync off: a test cluster does not need
+# (CI runs as root). Its files are then in a directory of /tmp that nobody
+# owns (DIR/cluster names it): DIR may be below a directory only root can
+# enter, such as /root. "fast" turns fsync off: a test cluster does not need
 # to survive a power cut, only a crash of its server, which the page cache
 # survives. Benchmarks start it without "fast".
 set -euo pipefail
@@ -26,33 +28,48 @@ free_port() {
 }
 
 start() {
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -c port=$(cat "$dir/port") -c unix_socket_directories=$dir" \
+    local cluster
+    cluster=$(cat "$dir/cluster")
+    as_owner "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$(cat "$dir/port") -c unix_socket_directories=$cluster" \
         start >/dev/null
+}
+
+stop() {
+    [ -f "$dir/cluster" ] || return 0
+    local cluster
+    cluster=$(cat "$dir/cluster")
+    [ -d "$cluster/data" ] && as_owner "$bin/pg_ctl" -D "$cluster/data" -m immediate -w stop >/dev/null 2>&1
+    return 0
 }
 
 case "$cmd" in
 start)
+    stop
+    [ -f "$dir/cluster" ] && rm -rf "$(cat "$dir/cluster")"
     rm -rf "$dir"
     mkdir -p "$dir"
-    [ "$(id -u)" -eq 0 ] && chown nobody "$dir"
-    as_owner "$bin/initdb" -D "$dir/data" -U pgw --auth=trust -E UTF8 --no-locale >"$dir/initdb.log"
+    cluster=$(mktemp -d /tmp/pgw-pg.XXXXXX)
+    [ "$(id -u)" -eq 0 ] && chown nobody "$cluster"
+    echo "$cluster" >"$dir/cluster"
+    as_owner "$bin/initdb" -D "$cluster/data" -U pgw --auth=trust -E UTF8 --no-locale >"$dir/initdb.log"
     {
         echo "max_connections = 200"
         echo "shared_buffers = 128MB"
         if [ "${3:-}" = fast ]; then echo "fsync = off"; echo "full_page_writes = off"; fi
-    } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    } | as_owner tee -a "$cluster/data/postgresql.conf" >/dev/null
     free_port >"$dir/port"
     start
     echo "postgresql://pgw@127.0.0.1:$(cat "$dir/port")/postgres" >"$dir/url"
     cat "$dir/url"
     ;;
 stop)
-    [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    stop
+    [ -f "$dir/cluster" ] && rm -rf "$(cat "$dir/cluster")"
     rm -rf "$dir"
     ;;
 restart)
-    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+    stop
     start
     ;;
 *)

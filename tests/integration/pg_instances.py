@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Three gateways on one PostgreSQL (standard library plus psql).
+
+Starts a private PostgreSQL cluster (scripts/pg-cluster.sh) and three
+`pointsgw serve` processes on one database, then:
+
+1. Sends one stream of purchases, refunds and redemptions to all of them,
+   each event to two instances at the same moment: every event must have
+   exactly one effect (one 201, one 200 replay with the same figures), the
+   balances must be what the answers add up to, and `pointsgw verify`
+   must pass.
+2. Restarts PostgreSQL (an immediate stop: a crash, to the gateways) in the
+   middle of a load whose clients retry a failed event with the same id:
+   /healthz must say the database is down and then up again, no
+   acknowledged event may be missing, none may count twice.
+"""
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg  # noqa: E402
+
+BIN, SRC = sys.argv[1], sys.argv[2]
+KEY = "test-admin-key"
+failures = []
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def write_config(tmp):
+    with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
+        cfg = json.load(f)
+    cfg["keys"] = [{"name": "admin", "scope": "admin",
+                    "key_sha256": hashlib.sha256(KEY.encode()).hexdigest()}]
+    path = os.path.join(tmp, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    return path
+
+
+class Gateway:
+    def __init__(self, tmp, n, config, db):
+        self.err_path = os.path.join(tmp, f"gw{n}.err")
+        self.err = open(self.err_path, "w")
+        self.out = open(os.path.join(tmp, f"gw{n}.log"), "w")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--config", config, "--db", db, "--listen", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err)
+        deadline = time.time() + 30
+        while True:
+            m = re.search(r"\(port (\d+), http\)", open(self.err_path).read())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"gateway {n} did not start: " + open(self.err_path).read())
+            time.sleep(0.05)
+
+    def request(self, method, path, body=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = {"Authorization": "Bearer " + KEY}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            text = resp.read().decode()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+    def stop(self):
+        self.proc.terminate()
+        return self.proc.wait(timeout=30)
+
+
+def purchase(event_id, member, shop, amount):
+    return {"event_id": event_id, "channel": "store", "shop_id": shop, "type": "purchase",
+            "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"member_id": member},
+            "amount_fen": amount, "receipt_no": "R-" + event_id}
+
+
+def refund(event_id, original, member, shop, amount):
+    return {"event_id": event_id, "channel": "store", "shop_id": shop, "type": "refund",
+            "original_event_id": original, "amount_fen": amount,
+            "occurred_at": "2026-11-25T11:00:00+08:00", "member": {"member_id": member}}
+
+
+def sql_int(db, query):
+    out = subprocess.run(["psql", "-qtAX", db, "-c", query], check=True, capture_output=True,
+                         text=True)
+    return int(out.stdout.strip())
+
+
+def send_twice(gateways, jobs):
+    """Each job (path, body, member, sign) to two gateways at once; the
+    answers, by job, as [(status, doc), (status, doc)]."""
+    answers = [[None, None] for _ in jobs]
+
+    def one(i, copy):
+        path, body = jobs[i][0], jobs[i][1]
+        gw = gateways[(i + copy) % len(gateways)]
+        try:
+            answers[i][copy] = gw.request("POST", path, body)
+        except OSError as e:
+            answers[i][copy] = (0, str(e))
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        for i in range(len(jobs)):  # both copies of a job are submitted together
+            pool.submit(one, i, 0)
+            pool.submit(one, i, 1)
+    return answers
+
+
+def exactly_once(gateways, db):
+    members = [f"M{k}" for k in range(20)]
+    purchases = [("/v1/events", purchase(f"P{i}", members[i % 20], f"S00{1 + i % 3}",
+                                         1000 + 137 * i), members[i % 20], 1) for i in range(240)]
+    refunds = [("/v1/events", refund(f"RF{i}", f"P{i}", members[i % 20], f"S00{1 + i % 3}",
+                                     (1000 + 137 * i) // 2), members[i % 20], 1)
+               for i in range(0, 240, 3)]
+    redemptions = [("/v1/redemptions", {"redemption_id": f"D{k}", "member": {"member_id": m},
+                                        "shop_id": "S002", "points": 5}, m, -1)
+                   for k, m in enumerate(members)]
+    balance = {m: 0 for m in members}
+    transfers = 0
+    for phase in (purchases, refunds, redemptions):
+        answers = send_twice(gateways, phase)
+        for (path, body, member, sign), pair in zip(phase, answers):
+            name = body.get("event_id") or body.get("redemption_id")
+            codes = sorted(a[0] for a in pair)
+            if codes != [200, 201]:
+                check(False, f"{name}: answers {pair}")
+                continue
+            first = next(a[1] for a in pair if a[0] == 201)
+            again = next(a[1] for a in pair if a[0] == 200)
+            check(again.get("replayed") is True and first.get("replayed") is False,
+                  f"{name}: the second copy is a replay: {pair}")
+            check({k: v for k, v in again.items() if k != "replayed"} ==
+                  {k: v for k, v in first.items() if k != "replayed"},
+                  f"{name}: the replay repeats the figures: {pair}")
+            balance[member] += sign * first["points"]
+            transfers += len(first.get("transfers", []))
+    events = len(purchases) + len(refunds) + len(redemptions)
+    check(sql_int(db, "SELECT count(*) FROM idempotency") == events,
+          "one idempotency record per event")
+    check(sql_int(db, "SELECT count(*) FROM transfers") == transfers,
+          "the log holds exactly the answers' transfers")
+    for m in members:
+        status, view = gateways[2].request("GET", f"/v1/members/{m}")
+        check(status == 200 and view.get("balance") == balance[m],
+              f"{m}: balance {view.get('balance') if status == 200 else view} = {balance[m]}")
+    out = subprocess.run([BIN, "verify", "--db", db], capture_output=True, text=True)
+    check(out.returncode == 0 and f"transfers:  {transfers} checked" in out.stdout,
+          f"verify after the duplicated stream: {out.stdout} {out.stderr}")
+    return events
+
+
+def restart_under_load(gateways, db, cluster):
+    stop = threading.Event()
+    acknowledged = {}  # event id -> its final answer
+    lock = threading.Lock()
+    retried = [0]
+    gave_up = []
+
+    def client(t):
+        gw = gateways[t % len(gateways)]
+        j = 0
+        while not stop.is_set():
+            body = purchase(f"L{t}-{j}", f"M{100000 + 1000 * t + j // 50}", f"S00{1 + t % 3}", 2000 + j)
+            deadline = time.time() + 60
+            while True:
+                try:
+                    status, doc = gw.request("POST", "/v1/events", body, timeout=20)
+                except OSError as e:
+                    status, doc = 0, str(e)
+                if status in (200, 201):
+                    with lock:
+                        acknowledged[body["event_id"]] = doc
+                    break
+                with lock:
+                    retried[0] += 1
+                if status not in (0, 503) or time.time() > deadline:
+                    gave_up.append((body["event_id"], status, doc))
+                    return
+                time.sleep(0.1)  # the same event again: a retry
+            j += 1
+
+    health = []
+
+    def watch():
+        while not stop.is_set():
+            try:
+                health.append(gateways[0].request("GET", "/healthz", timeout=5))
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(6)]
+    threads.append(threading.Thread(target=watch))
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    before = len(acknowledged)
+    cluster.restart()
+    restarted = time.time()
+    while time.time() - restarted < 20:
+        time.sleep(0.2)
+        if len(acknowledged) > before + 50 and any(h[0] == 503 for h in health) and \
+                health and health[-1][0] == 200:
+            break
+    time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join()
+    check(not gave_up, f"clients gave up: {gave_up[:3]}")
+    check(retried[0] > 0, "the restart failed some requests (they were retried)")
+    check(len(acknowledged) > before + 50, f"writes went on after the restart: {before} then "
+                                           f"{len(acknowledged)}")
+    check(any(h[0] == 503 and h[1].get("db") == "down" for h in health if isinstance(h[1], dict)),
+          "/healthz said the database was down")
+    check(health and health[-1] == (200, {"status": "ok", "db": "ok"}),
+          f"/healthz says ok again: {health[-1] if health else None}")
+    stored = sql_int(db, "SELECT count(*) FROM events WHERE event_id LIKE 'L%'")
+    check(stored == len(acknowledged),
+          f"every acknowledged event stored once: {stored} stored, {len(acknowledged)} acked")
+    transfers = sum(len(doc["transfers"]) for doc in acknowledged.values())
+    check(sql_int(db, "SELECT count(*) FROM transfers WHERE idem_key LIKE 'store:%:L%'") ==
+          transfers, "their transfers exactly once")
+    out = subprocess.run([BIN, "verify", "--db", db], capture_output=True, text=True)
+    check(out.returncode == 0, f"verify after the restart: {out.stdout} {out.stderr}")
+    return len(acknowledged), retried[0]
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="pgw-instances-")
+    cluster = gateways = None
+    try:
+        cluster = pg.Cluster(SRC, os.path.join(tmp, "pg"))
+        db = pg.create_db(cluster.admin)
+        config = write_config(tmp)
+        gateways = [Gateway(tmp, n, config, db) for n in range(3)]
+        events = exactly_once(gateways, db)
+        acked, retried = restart_under_load(gateways, db, cluster)
+        for n, gw in enumerate(gateways):
+            check(gw.stop() == 0, f"gateway {n} stopped cleanly: " + open(gw.err_path).read()[-2000:])
+        print(f"pg_instances: {events} events sent twice over 3 gateways; "
+              f"{acked} acknowledged across a PostgreSQL restart ({retried} retries)")
+    finally:
+        for gw in gateways or []:
+            if gw.proc.poll() is None:
+                gw.proc.kill()
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"pg_instances: {checks - len(failures)} of {checks} checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
