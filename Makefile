@@ -1,7 +1,7 @@
 # Thin wrapper over CMake. The two commands the README promises:
 #   make run   install what is missing, build, serve the API with the example config
 #   make test  install what is missing, build with ASan+UBSan, run every test
-.PHONY: all run test deps build build-test bench bench-store bench-http bench-reconcile bench-notify fuzz format check-format clean
+.PHONY: all run test deps build build-test bench bench-store bench-http bench-pg bench-reconcile bench-notify fuzz format check-format clean
 
 CONFIG ?= config/pointsgw.example.json
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
@@ -34,7 +34,7 @@ test: build build-test check-format
 	cd build/test && ctest --output-on-failure -j $(JOBS)
 
 # Benchmarks on this machine (bench/RESULTS.md records what they printed).
-bench: bench-store bench-http bench-reconcile bench-notify
+bench: bench-store bench-http bench-pg bench-reconcile bench-notify
 
 bench-store: build
 	cmake --build build/release --target bench_store -j $(JOBS)
@@ -48,6 +48,12 @@ bench-reconcile: build
 
 bench-notify: build
 	python3 bench/bench_notify.py ./build/release/pointsgw . $(or $(RATE),1000) $(or $(SECONDS),6)
+
+# The storage and HTTP benchmarks again on a private PostgreSQL cluster.
+bench-pg: build
+	cmake --build build/release --target bench_store bench_http -j $(JOBS)
+	mkdir -p bench/data
+	bash bench/bench_pg.sh build/release $(CONFIG) $(or $(SECONDS),5)
 
 bench-http: build
 	cmake --build build/release --target bench_http -j $(JOBS)

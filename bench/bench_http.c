@@ -12,6 +12,11 @@
  * durable events per second. Prints events/s and p50/p99 latency per case.
  * The client runs on the same machine and takes CPU from the server: the
  * figures are a floor.
+ *
+ * PGW_BENCH_DB=postgresql://... runs the server(s) on that (empty)
+ * PostgreSQL database instead, and PGW_BENCH_INSTANCES=N (1..8) starts N
+ * servers on it, the clients taking them in turn, as behind a load
+ * balancer. PGW_BENCH_SHOPS=1 sends every purchase to S001 (default: 4).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,10 +33,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KEY          "demo-admin-key-change-me"
-#define THREADS_MAX  256
-#define SAMPLES_MAX  (1 << 20) /* latencies kept per thread at most */
-#define RESPONSE_MAX 65536
+#define KEY           "demo-admin-key-change-me"
+#define THREADS_MAX   256
+#define SAMPLES_MAX   (1 << 20) /* latencies kept per thread at most */
+#define RESPONSE_MAX  65536
+#define INSTANCES_MAX 8
+
+static int n_shops = 4;
 
 typedef struct client {
     pthread_t thread;
@@ -109,11 +117,12 @@ static void *run_client(void *arg)
     static const char *shops[] = {"S001", "S002", "S003", "S004"};
     char body[512], request[1024], response[RESPONSE_MAX];
     for (long serial = 0; fd >= 0 && now_s() < c->until; serial++) {
-        int blen = snprintf(body, sizeof(body),
-                            "{\"event_id\":\"B%d-%ld\",\"channel\":\"store\",\"shop_id\":\"%s\","
-                            "\"type\":\"purchase\",\"occurred_at\":\"2026-11-24T10:15:00+08:00\","
-                            "\"member\":{\"member_id\":\"M%ld\"},\"amount_fen\":12800}",
-                            c->index, serial, shops[serial % 4], (serial * 7 + c->index) % 100000);
+        int blen =
+            snprintf(body, sizeof(body),
+                     "{\"event_id\":\"B%d-%ld\",\"channel\":\"store\",\"shop_id\":\"%s\","
+                     "\"type\":\"purchase\",\"occurred_at\":\"2026-11-24T10:15:00+08:00\","
+                     "\"member\":{\"member_id\":\"M%ld\"},\"amount_fen\":12800}",
+                     c->index, serial, shops[serial % n_shops], (serial * 7 + c->index) % 100000);
         int rlen = snprintf(request, sizeof(request),
                             "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
                             "%s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
@@ -144,13 +153,13 @@ static int compare_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void run_case(int port, int connections, double seconds)
+static void run_case(const int *ports, int n_ports, int connections, double seconds)
 {
     static client clients[THREADS_MAX];
     double start = now_s();
     for (int i = 0; i < connections; i++) {
-        clients[i] =
-            (client){.port = port, .index = connections * 1000 + i, .until = start + seconds};
+        clients[i] = (client){
+            .port = ports[i % n_ports], .index = connections * 1000 + i, .until = start + seconds};
         clients[i].samples = malloc(SAMPLES_MAX * sizeof(double));
         pthread_create(&clients[i].thread, NULL, run_client, &clients[i]);
     }
@@ -179,15 +188,12 @@ static void run_case(int port, int connections, double seconds)
     free(all);
 }
 
-/* Starts the server; returns its pid and sets *port from its first line. */
-static pid_t start_server(const char *bin, const char *config, const char *dir, int *port)
+/* Starts a server on `db`; returns its pid and sets *port from its first line. */
+static pid_t start_server(const char *bin, const char *config, const char *db, int *port)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0)
         return -1;
-    char db[600];
-    snprintf(db, sizeof(db), "sqlite:%s/bench-http.db", dir);
-    unlink(db + 7);
     pid_t pid = fork();
     if (pid == 0) {
         dup2(pipefd[1], 2);
@@ -216,13 +222,35 @@ int main(int argc, char **argv)
         return 2;
     }
     double seconds = argc > 4 ? atof(argv[4]) : 5.0;
-    int port = -1;
-    pid_t pid = start_server(argv[1], argv[2], argv[3], &port);
-    if (pid < 0 || port <= 0) {
-        fprintf(stderr, "bench_http: the server did not start\n");
-        return 1;
+    const char *pg = getenv("PGW_BENCH_DB"), *env = getenv("PGW_BENCH_INSTANCES");
+    int n = env ? atoi(env) : 1;
+    n_shops = getenv("PGW_BENCH_SHOPS") ? atoi(getenv("PGW_BENCH_SHOPS")) : 4;
+    if (n < 1 || n > INSTANCES_MAX || (n > 1 && pg == NULL) || n_shops < 1 || n_shops > 4) {
+        fprintf(stderr,
+                "PGW_BENCH_INSTANCES is 1..%d (more than 1 with PGW_BENCH_DB), "
+                "PGW_BENCH_SHOPS 1..4\n",
+                INSTANCES_MAX);
+        return 2;
     }
-    printf("server pid %d on port %d, %.1f s per case\n", (int)pid, port, seconds);
+    char db[600];
+    snprintf(db, sizeof(db), "sqlite:%s/bench-http.db", argv[3]);
+    if (pg != NULL)
+        snprintf(db, sizeof(db), "%s", pg);
+    else
+        unlink(db + 7);
+    pid_t pids[INSTANCES_MAX];
+    int ports[INSTANCES_MAX];
+    for (int k = 0; k < n; k++) {
+        ports[k] = -1;
+        pids[k] = start_server(argv[1], argv[2], db, &ports[k]);
+        if (pids[k] < 0 || ports[k] <= 0) {
+            fprintf(stderr, "bench_http: server %d did not start\n", k);
+            return 1;
+        }
+        printf("server pid %d on port %d\n", (int)pids[k], ports[k]);
+    }
+    printf("%d server(s) on %s, %d shop(s), %.1f s per case\n", n, pg ? "PostgreSQL" : "SQLite",
+           n_shops, seconds);
     int cases[8] = {1, 16, 128}, n_cases = 3;
     if (argc > 5) {
         n_cases = 0;
@@ -234,12 +262,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "connections are 1..%d\n", THREADS_MAX);
             break;
         }
-        run_case(port, cases[i], seconds);
+        run_case(ports, n, cases[i], seconds);
     }
-    kill(pid, SIGTERM);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    printf("server stopped: %s\n",
-           WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "cleanly" : "with an error");
+    for (int k = 0; k < n; k++) {
+        kill(pids[k], SIGTERM);
+        int status = 0;
+        waitpid(pids[k], &status, 0);
+        printf("server %d stopped: %s\n", k,
+               WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "cleanly" : "with an error");
+    }
     return 0;
 }

@@ -1,7 +1,12 @@
 /*
  * bench_store.c - durable transfers per second through the writer thread.
  *
- * Usage: bench_store [DIR] [SECONDS_PER_CASE] [BATCH_SIZE...]
+ * Usage: bench_store [DIR | postgresql://ADMIN-URL] [SECONDS_PER_CASE] [BATCH_SIZE...]
+ *
+ * On PostgreSQL (an admin URL of a cluster, as scripts/pg-cluster.sh
+ * prints) each case runs on a new database `pgw_bench` of that cluster, and
+ * PGW_BENCH_WRITERS (1..8, default 1) writers share it, as that many
+ * gateway instances would; commands go to them in turn.
  *
  * First measures the raw fsync rate of DIR's disk (write 4 KiB +
  * fdatasync, repeated): the physical ceiling for a batch of one. Then, for
@@ -9,10 +14,14 @@
  * synchronous=FULL) on a fresh database in DIR with enough commands in
  * flight to fill its batches, in two modes (see fill()): "log", one earn
  * transfer appended as it is, and "purchase", a whole purchase through
- * PGW_COMMAND_EARN. Each command has its own idempotency key; members are
- * spread over 100,000. Reports committed transfers (= commands) per second.
+ * PGW_COMMAND_EARN, all at one shop (S001: the hot issuing account), and
+ * "spread", the same over 8 shops. Each command has its own idempotency
+ * key; members are spread over 100,000. Reports committed transfers (=
+ * commands) per second.
  */
 #include "server/writer.h"
+
+#include <libpq-fe.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POOL    4096   /* commands in flight at most */
-#define MEMBERS 100000 /* purchases spread over this many members */
+#define POOL        4096   /* commands in flight at most */
+#define MEMBERS     100000 /* purchases spread over this many members */
+#define WRITERS_MAX 8
 
 static double now_s(void)
 {
@@ -88,8 +98,8 @@ static void on_done(pgw_command *cmd, void *payload)
  * the transfer, the member's debt checked, a lot, the earn record for
  * refunds, the member's figures for the answer).
  */
-typedef enum mode { MODE_LOG, MODE_PURCHASE } mode;
-static const char *const MODE_NAMES[] = {"log", "purchase"};
+typedef enum mode { MODE_LOG, MODE_PURCHASE, MODE_SPREAD } mode;
+static const char *const MODE_NAMES[] = {"log", "purchase", "spread"};
 
 /*
  * The pool's commands are zeroed once (calloc); fill() sets every input the
@@ -107,15 +117,17 @@ static void fill(pgw_command *cmd, long serial, mode m, pool *p)
     memcpy(cmd->fingerprint, &serial, sizeof(serial));
     cmd->done = on_done;
     cmd->payload = p;
-    if (m == MODE_PURCHASE) {
+    if (m != MODE_LOG) {
+        int shop = m == MODE_SPREAD ? 1 + (int)(serial % 8) : 1;
         cmd->kind = PGW_COMMAND_EARN;
         snprintf(cmd->member, sizeof(cmd->member), "M%ld", serial % MEMBERS);
-        snprintf(cmd->shop, sizeof(cmd->shop), "S001");
+        snprintf(cmd->shop, sizeof(cmd->shop), "S00%d", shop);
         snprintf(cmd->channel, sizeof(cmd->channel), "store");
         snprintf(cmd->reference, sizeof(cmd->reference), "R%ld", serial);
         cmd->at = 1795486500 + serial / 1000;
         cmd->amount_fen = 12800;
-        cmd->lines[0] = (pgw_earn_line){"shop:S001:issued", "format:retail", 128};
+        cmd->lines[0] = (pgw_earn_line){"", "format:retail", 128};
+        snprintf(cmd->lines[0].debit, sizeof(cmd->lines[0].debit), "shop:S00%d:issued", shop);
         cmd->n_lines = 1;
         return;
     }
@@ -147,21 +159,53 @@ static int take(pool *p)
     return i;
 }
 
-static double run_case(const char *dir, mode m, size_t batch, double seconds, long *total)
+static bool is_postgres(const char *where)
+{
+    return strncmp(where, "postgresql://", 13) == 0;
+}
+
+/* A new, empty database pgw_bench on the cluster of `admin`; its URL in url. */
+static void fresh_pg_database(const char *admin, char *url, size_t cap)
+{
+    PGconn *c = PQconnectdb(admin);
+    const char *steps[] = {"SET client_min_messages = warning",
+                           "DROP DATABASE IF EXISTS pgw_bench WITH (FORCE)",
+                           "CREATE DATABASE pgw_bench"};
+    for (size_t i = 0; i < 3; i++) {
+        PGresult *r = PQexec(c, steps[i]);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "%s: %s", steps[i], PQerrorMessage(c));
+            exit(1);
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+    const char *slash = strrchr(admin, '/');
+    snprintf(url, cap, "%.*s/pgw_bench", (int)(slash - admin), admin);
+}
+
+static double run_case(const char *dir, mode m, size_t batch, double seconds, int n_writers,
+                       long *total)
 {
     char url[600];
-    snprintf(url, sizeof(url), "sqlite:%s/bench-%zu.db", dir, batch);
-    unlink(url + 7);
+    if (is_postgres(dir)) {
+        fresh_pg_database(dir, url, sizeof(url));
+    } else {
+        snprintf(url, sizeof(url), "sqlite:%s/bench-%zu.db", dir, batch);
+        unlink(url + 7);
+    }
     pgw_writer_options opts = {.db_url = url,
                                .queue_cap = POOL,
                                .batch_max = batch,
                                .policy.expiry = {PGW_EXPIRY_ROLLING, 12, 0}};
     pgw_tz_lookup("Asia/Shanghai", &opts.policy.tz, NULL);
-    pgw_writer *w = NULL;
+    pgw_writer *writers[WRITERS_MAX] = {NULL};
     pgw_err err;
-    if (pgw_writer_start(&opts, &w, &err) != PGW_OK) {
-        fprintf(stderr, "%s\n", err.msg);
-        exit(1);
+    for (int k = 0; k < n_writers; k++) {
+        if (pgw_writer_start(&opts, &writers[k], &err) != PGW_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            exit(1);
+        }
     }
     pool p = {.lock = PTHREAD_MUTEX_INITIALIZER, .freed = PTHREAD_COND_INITIALIZER};
     p.cmds = calloc(POOL, sizeof(*p.cmds));
@@ -172,11 +216,13 @@ static double run_case(const char *dir, mode m, size_t batch, double seconds, lo
     double start = now_s();
     while (now_s() - start < seconds) {
         int i = take(&p);
+        pgw_writer *w = writers[serial % n_writers];
         fill(&p.cmds[i], serial++, m, &p);
         while (pgw_writer_submit(w, &p.cmds[i], &err) == PGW_EFULL)
             sched_yield();
     }
-    pgw_writer_stop(w); /* drains and commits what is queued */
+    for (int k = 0; k < n_writers; k++)
+        pgw_writer_stop(writers[k]); /* drains and commits what is queued */
     double elapsed = now_s() - start;
     if (p.failed > 0) {
         fprintf(stderr, "%ld commands failed\n", p.failed);
@@ -184,6 +230,8 @@ static double run_case(const char *dir, mode m, size_t batch, double seconds, lo
     }
     *total = p.completed;
     free(p.cmds);
+    if (is_postgres(dir))
+        return (double)p.completed / elapsed;
     unlink(url + 7);
     char side[700];
     snprintf(side, sizeof(side), "%s-wal", url + 7);
@@ -201,8 +249,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_store [DIR] [SECONDS_PER_CASE 0..600] [BATCH_SIZE...]\n");
         return 2;
     }
-    printf("directory: %s, %.1f s per case\n", dir, seconds);
-    printf("raw fsync (4 KiB write + fdatasync): %.0f /s\n", fsync_rate(dir, seconds));
+    const char *env = getenv("PGW_BENCH_WRITERS");
+    int n_writers = env ? atoi(env) : 1;
+    if (n_writers < 1 || n_writers > WRITERS_MAX || (n_writers > 1 && !is_postgres(dir))) {
+        fprintf(stderr, "PGW_BENCH_WRITERS is 1..%d, and more than 1 only on PostgreSQL\n",
+                WRITERS_MAX);
+        return 2;
+    }
+    if (is_postgres(dir)) {
+        printf("PostgreSQL: %s, %d writer(s), %.1f s per case\n", dir, n_writers, seconds);
+    } else {
+        printf("directory: %s, %.1f s per case\n", dir, seconds);
+        printf("raw fsync (4 KiB write + fdatasync): %.0f /s\n", fsync_rate(dir, seconds));
+    }
     size_t batches[8] = {1, 16, 128, 1024}, n_batches = 4;
     if (argc > 3) { /* only the batch sizes given */
         n_batches = 0;
@@ -214,9 +273,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "batch sizes are 1..%d\n", PGW_WRITER_BATCH_MAX);
             return 2;
         }
-        for (mode m = MODE_LOG; m <= MODE_PURCHASE; m++) {
+        for (mode m = MODE_LOG; m <= MODE_SPREAD; m++) {
             long total = 0;
-            double rate = run_case(dir, m, batches[i], seconds, &total);
+            double rate = run_case(dir, m, batches[i], seconds, n_writers, &total);
             printf("%-8s batch %4zu: %9.0f durable transfers/s (%ld committed)\n", MODE_NAMES[m],
                    batches[i], rate, total);
             fflush(stdout);

@@ -19,8 +19,9 @@
 #define OA_TOKEN_MAX  64 /* WeChat: 3..32 letters and digits */
 #define SIGNATURE_ARG (PGW_WX_SIGNATURE_HEX + 1)
 #define REPLY_MAX     (PGW_OA_CONTENT_MAX + 1024)
-/* A follow waits on user/info before its passive reply, which WeChat wants
- * within 5 s: a call gets 2.5 s, and a stalled one costs a redelivery. */
+/* One call to WeChat's API gets 2.5 s. The passive reply to a push does
+ * not wait on any (a follow's user/info runs after it, api.c oa_link_job),
+ * so this bounds the outbound workers, not WeChat's 5 s reply deadline. */
 #define WECHAT_TIMEOUT_MS 2500
 
 /* A push seen within the clock window: its nonce, timestamp and body. */
