@@ -1403,9 +1403,11 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK && !cmd->replayed)
         rc = queue_notice(store, policy, cmd);
     rc = answer(store, cmd, rc);
-    if (rc == PGW_OK && !cmd->replayed) {
+    /* A failed RELEASE (a PostgreSQL connection lost at that moment) is
+     * the command's failure, undone like any other. */
+    if (rc == PGW_OK && !cmd->replayed)
         rc = pgw_store_release(store, &cmd->err);
-    } else {
+    if (rc != PGW_OK || cmd->replayed) {
         pgw_store_rollback_to(store, NULL); /* its own error, if any, is in cmd->err */
         for (size_t i = 0; i < cmd->n_transfers; i++)
             cmd->transfers[i].id = 0; /* those appends were undone */
