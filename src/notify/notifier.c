@@ -454,6 +454,25 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
  * lost meanwhile (its lease ran out) is left to its new holder. The stream
  * hears of what was recorded.
  */
+/*
+ * Counts a subscribe message against the member's quota, within record()'s
+ * transaction; a failure is ignored (WeChat keeps the real count). On
+ * PostgreSQL a failed statement fails the rest of a transaction, so there
+ * it gets a savepoint of its own.
+ */
+static void take_quota(courier *c, const pgw_notice *n, const reach_info *r, bool *taken)
+{
+    bool own = pgw_store_is_remote(c->store);
+    if (own && pgw_store_savepoint(c->store, NULL) != PGW_OK)
+        return;
+    int rc = pgw_store_take_quota(c->store, n->member, r->mp_template, r->quota == QUOTA_NONE_LEFT,
+                                  taken, NULL);
+    if (own && rc == PGW_OK)
+        pgw_store_release(c->store, NULL);
+    else if (own)
+        pgw_store_rollback_to(c->store, NULL);
+}
+
 /* Records notices [from, to) that were tried, in one transaction;
  * recorded[] says which are (a lost claim is not). A quota count that
  * fails to update does not keep an attempt from its record: WeChat keeps
@@ -468,8 +487,7 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
         if (!tried[i])
             continue;
         if (rs[i].quota != QUOTA_KEPT)
-            (void)pgw_store_take_quota(c->store, nts[i].member, rs[i].mp_template,
-                                       rs[i].quota == QUOTA_NONE_LEFT, &taken, &ignored);
+            take_quota(c, &nts[i], &rs[i], &taken);
         int done = pgw_store_finish_notice(c->store, c->n->owner, &nts[i], now_s(), &ignored);
         recorded[i] = done == PGW_OK;
         if (done != PGW_OK && done != PGW_ESTATE)

@@ -19,6 +19,8 @@
 
 #define NAME_MAX_LEN 256
 #define ERRMSG_MAX   384
+#define SESSION_MAX  256
+#define CONNINFO_MAX 1200
 /* PostgreSQL type OIDs (server/catalog/pg_type_d.h is not in libpq-dev). */
 #define OID_BYTEA          17
 #define OID_INT8           20
@@ -39,6 +41,7 @@ struct pgw_sql {
     /* PostgreSQL: when a lost connection may be tried again, and the wait
      * after the next failure (doubling to RECONNECT_MAX_US) */
     int64_t next_reconnect_us, reconnect_wait_us;
+    char session[SESSION_MAX]; /* SETs of pgw_sql_set_session, made again on reconnecting */
     char name[NAME_MAX_LEN];
     char errmsg[ERRMSG_MAX];
 };
@@ -97,20 +100,77 @@ static void ignore_notice(void *arg, const char *message)
     (void)message; /* "already exists, skipping" and the like: not for stderr */
 }
 
+/*
+ * The URL with our defaults for what it does not say: a bounded connect,
+ * and TCP keepalives that notice a server gone silent (a partition) in
+ * about a minute rather than the system's two hours.
+ */
+static void with_defaults(const char *url, char *out, size_t cap)
+{
+    static const char *const defaults[][2] = {{"connect_timeout", "10"},
+                                              {"keepalives_idle", "30"},
+                                              {"keepalives_interval", "10"},
+                                              {"keepalives_count", "3"}};
+    size_t n = (size_t)snprintf(out, cap, "%s", url);
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]) && n < cap; i++)
+        if (strstr(url, defaults[i][0]) == NULL)
+            n += (size_t)snprintf(out + n, cap - n, "%c%s=%s", strchr(out, '?') ? '&' : '?',
+                                  defaults[i][0], defaults[i][1]);
+}
+
+/*
+ * Session settings on every connection, the first and each reconnect: hex
+ * bytea and UTF-8 whatever the server's defaults (sql.c decodes hex; our
+ * text is UTF-8), and a session that idles in a transaction for a minute
+ * (a stopped instance holding the chain lock) is ended by the server, so
+ * the other instances go on.
+ */
+static int pg_session(pgw_sql *db)
+{
+    static const char base[] = "SET bytea_output = 'hex'; SET client_encoding = 'UTF8';"
+                               " SET idle_in_transaction_session_timeout = '60s';";
+    PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
+    char sql[sizeof(base) + SESSION_MAX];
+    snprintf(sql, sizeof(sql), "%s%s", base, db->session);
+    PGresult *res = PQexec(db->pg, sql);
+    bool ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        set_errmsg(db, res ? PQresultErrorMessage(res) : PQerrorMessage(db->pg));
+    PQclear(res);
+    return ok ? PGW_OK : PGW_EUNAVAILABLE;
+}
+
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
 {
     db->kind = PGW_SQL_POSTGRES;
     redact_url(url, db->name, sizeof(db->name));
-    db->pg = PQconnectdb(url);
+    char conninfo[CONNINFO_MAX];
+    with_defaults(url, conninfo, sizeof(conninfo));
+    db->pg = PQconnectdb(conninfo);
     if (db->pg == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
     if (PQstatus(db->pg) != CONNECTION_OK) {
         set_errmsg(db, PQerrorMessage(db->pg));
         return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot connect: %s", db->name, db->errmsg);
     }
-    PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
+    if (pg_session(db) != PGW_OK)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: setting up the session: %s", db->name,
+                           db->errmsg);
     db->generation = 1;
     return PGW_OK;
+}
+
+int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err)
+{
+    if (db->kind == PGW_SQL_SQLITE)
+        return pgw_sql_exec(db, sql, "setting up the session", err);
+    size_t have = strlen(db->session);
+    if (have + strlen(sql) + 2 > sizeof(db->session))
+        return pgw_err_set(err, PGW_EFULL, "%s: too many session settings", db->name);
+    int rc = pgw_sql_exec(db, sql, "setting up the session", err);
+    if (rc == PGW_OK)
+        snprintf(db->session + have, sizeof(db->session) - have, "%s;", sql);
+    return rc;
 }
 
 static int open_sqlite(pgw_sql *db, const char *url, bool create, pgw_err *err)
@@ -213,7 +273,12 @@ static int pg_ensure_connected(pgw_sql *db)
         db->next_reconnect_us = now + db->reconnect_wait_us;
         return PGW_EUNAVAILABLE;
     }
-    PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
+    if (pg_session(db) != PGW_OK) {
+        PQfinish(db->pg);
+        db->pg = PQconnectdb(""); /* a handle to reset next time */
+        db->next_reconnect_us = now + RECONNECT_FIRST_US;
+        return PGW_EUNAVAILABLE;
+    }
     db->reconnect_wait_us = 0;
     db->generation++; /* every statement is prepared again on its next step */
     return PGW_OK;
@@ -232,11 +297,13 @@ static int pg_failure(pgw_sql *db, const PGresult *res)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (state == NULL)
         return PGW_EIO;
-    if (strcmp(state, "23505") == 0)
-        return PGW_ECONFLICT; /* unique_violation */
-    /* connection exceptions, shutdowns, serialization failures, deadlocks */
+    if (strncmp(state, "23", 2) == 0)
+        return PGW_ECONFLICT; /* integrity constraints, as SQLITE_CONSTRAINT */
+    /* connection exceptions, shutdowns, serialization failures, deadlocks,
+     * lock and statement timeouts, a read-only server (after a failover) */
     if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
-        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 ||
+        strcmp(state, "57014") == 0 || strcmp(state, "25006") == 0)
         return PGW_EUNAVAILABLE;
     return PGW_EIO;
 }
@@ -287,10 +354,15 @@ static void translate(const char *in, char *out, int *n_params)
 {
     *n_params = 0;
     while (*in != '\0') {
-        if (*in == '\'') { /* a literal, '' inside it included */
-            const char *end = strchr(in + 1, '\'');
+        if (*in == '\'' || *in == '"') { /* a literal ('' inside included) or an identifier */
+            const char *end = strchr(in + 1, *in);
             size_t n = end ? (size_t)(end - in) + 1 : strlen(in);
             memcpy(out, in, n);
+            out += n, in += n;
+        } else if (strncmp(in, "--", 2) == 0 || (strncmp(in, "/*", 2) == 0 && in[2] != 'p')) {
+            const char *end = in[0] == '-' ? strchr(in, '\n') : strstr(in + 2, "*/");
+            size_t n = end ? (size_t)(end - in) + (in[0] == '-' ? 0 : 2) : strlen(in);
+            memcpy(out, in, n); /* a comment, copied as it is */
             out += n, in += n;
         } else if (strncmp(in, "/*pg", 4) == 0) {
             in += 4;
@@ -620,6 +692,11 @@ int64_t pgw_sql_changes(pgw_sql *db)
 const char *pgw_sql_errmsg(pgw_sql *db)
 {
     return db->errmsg; /* set by every failing call of either driver */
+}
+
+bool pgw_sql_lost(pgw_sql *db)
+{
+    return db->kind == PGW_SQL_POSTGRES && PQstatus(db->pg) != CONNECTION_OK;
 }
 
 bool pgw_sql_in_transaction(pgw_sql *db)

@@ -118,6 +118,11 @@ const char *pgw_sql_errmsg(pgw_sql *db);
  * a rolled-back batch is never reported as committed.
  */
 int pgw_sql_commit(pgw_sql *db, pgw_err *err);
+/* Whether the connection to a server is lost (until the next statement
+ * reopens it; never on SQLite). */
+bool pgw_sql_lost(pgw_sql *db);
+/* Runs session SETs and, on PostgreSQL, runs them again on every reconnect. */
+int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err);
 /* Whether a transaction is open (or failed and not yet rolled back). */
 bool pgw_sql_in_transaction(pgw_sql *db);
 /*

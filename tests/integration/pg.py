@@ -18,11 +18,16 @@ def admin_url(cluster_dir):
         return f.read().strip()
 
 
-def create_db(admin):
-    """A new, empty database on the cluster of `admin`; its URL."""
+def create_db(admin, isolation=None):
+    """A new, empty database on the cluster of `admin`; its URL. With
+    `isolation`, that is its default transaction isolation."""
     name = f"pgwi_{os.getpid()}_{next(_counter)}"
-    subprocess.run(["psql", "-qX", admin, "-c", f"CREATE DATABASE {name}"], check=True,
-                   capture_output=True)
+    # Sorting text as en-US does, as production databases often do.
+    sql = [f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"]
+    if isolation:
+        sql.append(f"ALTER DATABASE {name} SET default_transaction_isolation = '{isolation}'")
+    for statement in sql:
+        subprocess.run(["psql", "-qX", admin, "-c", statement], check=True, capture_output=True)
     return admin.rsplit("/", 1)[0] + "/" + name
 
 

@@ -259,7 +259,10 @@ def main():
     cluster = gateways = None
     try:
         cluster = pg.Cluster(SRC, os.path.join(tmp, "pg"))
-        db = pg.create_db(cluster.admin)
+        # Its default isolation is REPEATABLE READ, as some sites set it:
+        # the gateway must still see each batch's predecessor once it holds
+        # the chain lock (it runs its writes READ COMMITTED).
+        db = pg.create_db(cluster.admin, isolation="repeatable read")
         config = write_config(tmp)
         gateways = [Gateway(tmp, n, config, db) for n in range(3)]
         events = exactly_once(gateways, db)

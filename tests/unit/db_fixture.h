@@ -54,11 +54,15 @@ static inline int db_fixture_reset(const db_fixture *f)
         snprintf(cmd, sizeof(cmd), "rm -f '%s' '%s-wal' '%s-shm'", f->path, f->path, f->path);
         return system(cmd) == 0 ? 0 : -1;
     }
-    char sql[160];
+    char sql[200];
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->name);
     if (!db_fixture_pg_admin(f, sql))
         return -1;
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->name);
+    /* Sorting text as en-US does, as production databases often do: the
+     * store must not depend on the database's collation (byte order). */
+    snprintf(sql, sizeof(sql),
+             "CREATE DATABASE %s TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'",
+             f->name);
     return db_fixture_pg_admin(f, sql) ? 0 : -1;
 }
 

@@ -114,6 +114,42 @@ static void test_a_whole_channel_in_event_id_order(void **state)
     free(report);
 }
 
+/* Regression: one shop's events come from the database in event_id order,
+ * which must be byte order (the matcher's): a database sorting text like
+ * en-US (a1, A2, b0, B1) made the ledger look out of order. The test
+ * databases on PostgreSQL sort that way (db_fixture.h). */
+static void test_one_shop_mixed_case_ids(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, NULL), PGW_OK);
+    static const char *const ids[] = {"a1", "A2", "b0", "B1"};
+    for (size_t i = 0; i < 4; i++) {
+        pgw_event_record r = {.channel = "store",
+                              .source = "S004",
+                              .type = "purchase",
+                              .member = "M1",
+                              .occurred_at = T0,
+                              .amount_fen = 1000,
+                              .points = 10};
+        snprintf(r.event_id, sizeof(r.event_id), "%s", ids[i]);
+        assert_int_equal(pgw_store_record_event(s, &r, NULL), PGW_OK);
+    }
+    assert_int_equal(pgw_store_commit(s, NULL), PGW_OK);
+    pgw_store_close(s);
+    char statement[512];
+    snprintf(statement, sizeof(statement),
+             "%sA2,%d,purchase,member_id:M1,1000,10\nB1,%d,purchase,member_id:M1,1000,10\n"
+             "a1,%d,purchase,member_id:M1,1000,10\nb0,%d,purchase,member_id:M1,1000,10\n",
+             HEADER, T0, T0, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    assert_int_equal(run(db, statement, "S004", INT64_MAX, &sum, &report), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 4);
+    free(report);
+}
+
 /* Regressions: a statement in another encoding (GBK) or a long CJK type
  * made the JSON report fail as a whole; now those are malformed rows. And
  * exactly exceptions_max exceptions are not "truncated". */
@@ -148,6 +184,8 @@ static void test_bad_text_is_a_malformed_row(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_one_shop_mixed_case_ids, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_whole_channel_in_event_id_order, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bad_text_is_a_malformed_row, db_fixture_setup,

@@ -68,6 +68,40 @@ static void raw_sql(const db_fixture *f, const char *sql)
         fail_msg("%s", sql);
 }
 
+/* The SQL layer's text on both backends: ?N after a comment holding a
+ * quote, in a quoted identifier's company, a NULL, a blob, a boolean. */
+static void test_sql_text_and_values(void **state)
+{
+    db_fixture *f = *state;
+    pgw_sql *db = NULL;
+    pgw_sql_stmt *st = NULL;
+    assert_int_equal(pgw_sql_open(f->url, true, &db, NULL), PGW_OK);
+    assert_int_equal(pgw_sql_prepare(db,
+                                     "SELECT ?1 + 1 AS \"it's\", -- don't stop here\n"
+                                     " COALESCE(?2, 7) /* nor 'here' */, ?3, ?4 = 'a''b', 2 > 1",
+                                     true, &st, NULL),
+                     PGW_OK);
+    assert_int_equal(pgw_sql_param_count(st), 4);
+    static const uint8_t blob[3] = {0x00, 0xff, 0x10};
+    for (int round = 0; round < 2; round++) { /* prepared, then reused */
+        pgw_sql_bind_int64(st, 1, 41);
+        pgw_sql_bind_null(st, 2);
+        pgw_sql_bind_blob(st, 3, blob, sizeof(blob));
+        pgw_sql_bind_text(st, 4, "a'b");
+        assert_int_equal(pgw_sql_step(st), PGW_SQL_ROW);
+        assert_int_equal(pgw_sql_column_int64(st, 0), 42);
+        assert_int_equal(pgw_sql_column_int64(st, 1), 7);
+        assert_int_equal(pgw_sql_column_bytes(st, 2), 3);
+        assert_memory_equal(pgw_sql_column_blob(st, 2), blob, 3);
+        assert_int_equal(pgw_sql_column_int64(st, 3), 1);
+        assert_int_equal(pgw_sql_column_int64(st, 4), 1);
+        assert_int_equal(pgw_sql_step(st), PGW_SQL_DONE);
+        pgw_sql_reset(st);
+    }
+    pgw_sql_finalize(st);
+    pgw_sql_close(db);
+}
+
 static void test_migrates_and_refuses_newer_schema(void **state)
 {
     db_fixture *f = *state;
@@ -349,6 +383,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_page_size_new_and_existing, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_text_and_values, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, db_fixture_setup,
                                         db_fixture_teardown),
