@@ -62,7 +62,8 @@ struct pgw_sql_stmt {
     char ints[PGW_SQL_PARAMS_MAX + 1][24];
     PGresult *res;
     int row, rows;
-    int blob_col; /* the column decoded into blob; -1 none */
+    bool streaming; /* a one-off statement's rows, one result each (pg_stream_step) */
+    int blob_col;   /* the column decoded into blob; -1 none */
     size_t blob_len;
     uint8_t blob[PGW_SQL_BLOB_MAX];
 };
@@ -423,6 +424,8 @@ int pgw_sql_prepare(pgw_sql *db, const char *sql, bool persistent, pgw_sql_stmt 
     return PGW_OK;
 }
 
+static void pg_stream_end(pgw_sql_stmt *st);
+
 void pgw_sql_finalize(pgw_sql_stmt *st)
 {
     if (st == NULL)
@@ -430,6 +433,8 @@ void pgw_sql_finalize(pgw_sql_stmt *st)
     if (st->lite != NULL)
         sqlite3_finalize(st->lite);
     PQclear(st->res);
+    if (st->streaming)
+        pg_stream_end(st);
     /* A prepared statement lives as long as its session; we prepare a
      * bounded set per connection (store.c), so none is deallocated. */
     free(st->pg_text);
@@ -515,16 +520,14 @@ static int sqlite_step(pgw_sql_stmt *st)
                                                                 : PGW_EIO;
 }
 
-/* Sends the statement with its bindings; the result lands in st->res. */
-static void pg_execute(pgw_sql_stmt *st)
+/* The parameter count, types and formats of the statement's bindings. */
+static int pg_params(pgw_sql_stmt *st, Oid types[PGW_SQL_PARAMS_MAX],
+                     int formats[PGW_SQL_PARAMS_MAX])
 {
-    pgw_sql *db = st->db;
     int n = st->n_params;
     for (int i = n + 1; i <= PGW_SQL_PARAMS_MAX; i++)
         if (st->bound[i] != UNBOUND)
             n = i;
-    Oid types[PGW_SQL_PARAMS_MAX];
-    int formats[PGW_SQL_PARAMS_MAX];
     for (int i = 1; i <= n; i++) {
         enum bound b = st->bound[i];
         /* NULL: the server infers its type; never bound: as text (a
@@ -535,12 +538,19 @@ static void pg_execute(pgw_sql_stmt *st)
                                          : OID_TEXT;
         formats[i - 1] = b == BOUND_BLOB ? 1 : 0;
     }
+    return n;
+}
+
+/* Runs the statement with its bindings; the result lands in st->res. */
+static void pg_execute(pgw_sql_stmt *st)
+{
+    pgw_sql *db = st->db;
+    Oid types[PGW_SQL_PARAMS_MAX];
+    int formats[PGW_SQL_PARAMS_MAX];
+    int n = pg_params(st, types, formats);
     const char *const *values = st->value + 1;
     const int *lengths = st->length + 1;
-    if (!st->persistent) {
-        st->res = PQexecParams(db->pg, st->pg_text, n, types, values, lengths, formats, 0);
-        return;
-    }
+    PGW_ASSERT(st->persistent); /* one-off statements stream (pg_stream_step) */
     if (st->prepared_in != db->generation) {
         PGresult *prep = PQprepare(db->pg, st->name, st->pg_text, n, types);
         if (prep == NULL || PQresultStatus(prep) != PGRES_COMMAND_OK) {
@@ -553,9 +563,60 @@ static void pg_execute(pgw_sql_stmt *st)
     st->res = PQexecPrepared(db->pg, st->name, n, values, lengths, formats, 0);
 }
 
+/* Reads and drops what is left of a streamed statement's results. */
+static void pg_stream_end(pgw_sql_stmt *st)
+{
+    PGresult *res;
+    while ((res = PQgetResult(st->db->pg)) != NULL)
+        PQclear(res);
+    st->streaming = false;
+}
+
+/*
+ * A one-off statement (not persistent: verify's passes over every member
+ * or earn) row by row in single-row mode, so no result set holds a whole
+ * table in memory.
+ */
+static int pg_stream_step(pgw_sql_stmt *st)
+{
+    pgw_sql *db = st->db;
+    if (!st->streaming) {
+        int rc = pg_ensure_connected(db);
+        if (rc != PGW_OK)
+            return rc;
+        Oid types[PGW_SQL_PARAMS_MAX];
+        int formats[PGW_SQL_PARAMS_MAX];
+        int n = pg_params(st, types, formats);
+        if (!PQsendQueryParams(db->pg, st->pg_text, n, types, st->value + 1, st->length + 1,
+                               formats, 0))
+            return pg_failure(db, NULL);
+        PQsetSingleRowMode(db->pg);
+        st->streaming = true;
+    }
+    PQclear(st->res);
+    st->res = PQgetResult(db->pg);
+    st->blob_col = -1;
+    ExecStatusType status = st->res ? PQresultStatus(st->res) : PGRES_FATAL_ERROR;
+    if (status == PGRES_SINGLE_TUPLE) {
+        st->row = 0;
+        st->rows = 1;
+        return PGW_SQL_ROW;
+    }
+    int rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? PGW_SQL_DONE
+                                                                     : pg_failure(db, st->res);
+    if (status == PGRES_COMMAND_OK)
+        db->changes = strtoll(PQcmdTuples(st->res), NULL, 10);
+    PQclear(st->res);
+    st->res = NULL;
+    pg_stream_end(st);
+    return rc;
+}
+
 static int pg_step(pgw_sql_stmt *st)
 {
     pgw_sql *db = st->db;
+    if (!st->persistent)
+        return pg_stream_step(st);
     if (st->res != NULL) {
         st->row++;
         st->blob_col = -1;
@@ -596,6 +657,8 @@ void pgw_sql_reset(pgw_sql_stmt *st)
     }
     PQclear(st->res);
     st->res = NULL;
+    if (st->streaming)
+        pg_stream_end(st);
     st->blob_col = -1;
     memset(st->bound, 0, sizeof(st->bound));
     memset(st->value, 0, sizeof(st->value));
