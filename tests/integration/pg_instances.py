@@ -4,7 +4,8 @@
 Starts a private PostgreSQL cluster (scripts/pg-cluster.sh) and three
 `pointsgw serve` processes on one database, then:
 
-1. Sends one stream of purchases, refunds and redemptions to all of them,
+1. Sends one stream of purchases, refunds, redemptions, holds and captures
+   to all of them,
    each event to two instances at the same moment: every event must have
    exactly one effect (one 201, one 200 replay with the same figures), the
    balances must be what the answers add up to, and `pointsgw verify`
@@ -144,18 +145,27 @@ def exactly_once(gateways, db):
     redemptions = [("/v1/redemptions", {"redemption_id": f"D{k}", "member": {"member_id": m},
                                         "shop_id": "S002", "points": 5}, m, -1)
                    for k, m in enumerate(members)]
+    # Holds of 10 points, and captures of 7 of them for every other member
+    # (a capture answers 200; its copy is a 200 replay).
+    holds = [("/v1/holds", {"hold_id": f"H{k}", "member": {"member_id": m}, "shop_id": "S002",
+                            "points": 10, "expires_in_s": 600}, m, 0)
+             for k, m in enumerate(members)]
+    captures = [(f"/v1/holds/H{k}/capture", {"points": 7}, m, -1)
+                for k, m in enumerate(members) if k % 2 == 0]
     balance = {m: 0 for m in members}
     transfers = 0
-    for phase in (purchases, refunds, redemptions):
+    for phase in (purchases, refunds, redemptions, holds, captures):
         answers = send_twice(gateways, phase)
         for (path, body, member, sign), pair in zip(phase, answers):
-            name = body.get("event_id") or body.get("redemption_id")
+            name = body.get("event_id") or body.get("redemption_id") or body.get("hold_id") or path
             codes = sorted(a[0] for a in pair)
-            if codes != [200, 201]:
+            created = 200 if path.endswith("/capture") else 201
+            if codes != sorted([200, created]) or \
+                    sum(1 for a in pair if a[1].get("replayed") is False) != 1:
                 check(False, f"{name}: answers {pair}")
                 continue
-            first = next(a[1] for a in pair if a[0] == 201)
-            again = next(a[1] for a in pair if a[0] == 200)
+            first = next(a[1] for a in pair if a[1].get("replayed") is False)
+            again = next(a[1] for a in pair if a[1].get("replayed") is True)
             check(again.get("replayed") is True and first.get("replayed") is False,
                   f"{name}: the second copy is a replay: {pair}")
             check({k: v for k, v in again.items() if k != "replayed"} ==
@@ -163,9 +173,12 @@ def exactly_once(gateways, db):
                   f"{name}: the replay repeats the figures: {pair}")
             balance[member] += sign * first["points"]
             transfers += len(first.get("transfers", []))
-    events = len(purchases) + len(refunds) + len(redemptions)
+    events = len(purchases) + len(refunds) + len(redemptions) + len(holds) + len(captures)
     check(sql_int(db, "SELECT count(*) FROM idempotency") == events,
           "one idempotency record per event")
+    check(sql_int(db, "SELECT count(*) FROM holds WHERE state = 1 AND captured = 7") ==
+          len(captures) and sql_int(db, "SELECT count(*) FROM holds WHERE state = 0") ==
+          len(holds) - len(captures), "each hold once, each capture once")
     check(sql_int(db, "SELECT count(*) FROM transfers") == transfers,
           "the log holds exactly the answers' transfers")
     for m in members:
