@@ -15,7 +15,6 @@ Starts a private PostgreSQL cluster (scripts/pg-cluster.sh) and three
    /healthz must say the database is down and then up again, no
    acknowledged event may be missing, none may count twice.
 """
-import hashlib
 import http.client
 import json
 import os
@@ -29,31 +28,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import http_api  # noqa: E402  (its checks, keys, configuration and purchases)
 import pg  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
-KEY = "test-admin-key"
-failures = []
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-
-
-def write_config(tmp):
-    with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
-        cfg = json.load(f)
-    cfg["keys"] = [{"name": "admin", "scope": "admin",
-                    "key_sha256": hashlib.sha256(KEY.encode()).hexdigest()}]
-    path = os.path.join(tmp, "config.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
-    return path
+KEY = http_api.KEYS["admin"][0]
+check, write_config = http_api.check, http_api.write_config
 
 
 class Gateway:
@@ -98,9 +78,7 @@ class Gateway:
 
 
 def purchase(event_id, member, shop, amount):
-    return {"event_id": event_id, "channel": "store", "shop_id": shop, "type": "purchase",
-            "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"member_id": member},
-            "amount_fen": amount, "receipt_no": "R-" + event_id}
+    return http_api.purchase(event_id, amount=amount, member=member, shop=shop)
 
 
 def refund(event_id, original, member, shop, amount):
@@ -291,8 +269,9 @@ def main():
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"pg_instances: {checks - len(failures)} of {checks} checks passed")
-    sys.exit(1 if failures else 0)
+    print(f"pg_instances: {http_api.checks - len(http_api.failures)} of {http_api.checks}"
+          " checks passed")
+    sys.exit(1 if http_api.failures else 0)
 
 
 if __name__ == "__main__":
