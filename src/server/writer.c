@@ -16,6 +16,7 @@
 #include "writer.h"
 
 #include "core/assertions.h"
+#include "util/clock.h"
 #include "util/thread_name.h"
 
 #include <errno.h>
@@ -90,13 +91,6 @@ uint64_t pgw_writer_commit_bucket_us(size_t i)
     return UINT64_C(250) << i;
 }
 
-static uint64_t monotonic_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* Counts one committed batch in the histograms (lock held). */
 static void observe(pgw_writer_stats *st, size_t n, uint64_t us)
 {
@@ -121,7 +115,7 @@ static void apply_batch(pgw_writer *w, size_t n)
 {
     pgw_err err;
     pgw_err_clear(&err);
-    uint64_t started = monotonic_us();
+    uint64_t started = (uint64_t)pgw_monotonic_us();
     int rc = check_sync_failed(w, &err);
     if (rc == PGW_OK)
         rc = pgw_store_begin(w->store, &err);
@@ -165,7 +159,7 @@ static void apply_batch(pgw_writer *w, size_t n)
     w->stats.commands += n;
     w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;
     if (rc == PGW_OK)
-        observe(&w->stats, n, monotonic_us() - started);
+        observe(&w->stats, n, (uint64_t)pgw_monotonic_us() - started);
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -297,7 +291,7 @@ static void *syncer_main(void *arg)
     size_t n;
     while ((n = take_pending(w, &failed)) > 0) {
         pgw_err err;
-        uint64_t started = monotonic_us();
+        uint64_t started = (uint64_t)pgw_monotonic_us();
         int rc = failed ? pgw_err_set(&err, PGW_EIO, "an earlier sync failed")
                         : pgw_store_sync(w->store, &err);
         if (rc != PGW_OK) {
@@ -305,7 +299,7 @@ static void *syncer_main(void *arg)
         } else {
             pthread_mutex_lock(&w->lock);
             w->stats.syncs++;
-            w->stats.sync_us_sum += monotonic_us() - started;
+            w->stats.sync_us_sum += (uint64_t)pgw_monotonic_us() - started;
             pthread_mutex_unlock(&w->lock);
         }
         complete(w->flight, n);

@@ -7,6 +7,7 @@
 #include "sql.h"
 
 #include "core/assertions.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -15,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #define NAME_MAX_LEN 256
 #define ERRMSG_MAX   384
@@ -238,13 +238,6 @@ void *pgw_sql_sqlite_handle(pgw_sql *db)
     return db->lite;
 }
 
-static int64_t monotonic_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /*
  * PostgreSQL: reopens a lost connection before a statement, at most once
  * per backoff period (50 ms doubling to 5 s) so that callers failing fast
@@ -259,7 +252,7 @@ static int pg_ensure_connected(pgw_sql *db)
         set_errmsg(db, "the connection was lost in the transaction");
         return PGW_EUNAVAILABLE;
     }
-    int64_t now = monotonic_us();
+    int64_t now = pgw_monotonic_us();
     if (now < db->next_reconnect_us) {
         set_errmsg(db, "the database is unreachable; trying again shortly");
         return PGW_EUNAVAILABLE;

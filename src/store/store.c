@@ -41,6 +41,7 @@
 #include "store.h"
 
 #include "core/assertions.h"
+#include "util/clock.h"
 #include "sql.h"
 
 #include <errno.h>
@@ -908,13 +909,6 @@ static int prepare_statements(pgw_store *s, pgw_err *err)
     return PGW_OK;
 }
 
-static int64_t monotonic_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /*
  * Waiting for another connection's lock, up to BUSY_TIMEOUT_MS. SQLite's
  * own handler sleeps 1, 2, 5, 10 ... 100 ms between tries: a courier
@@ -926,7 +920,7 @@ static int64_t monotonic_us(void)
 static int busy_wait(void *arg, int count)
 {
     pgw_store *s = arg;
-    int64_t now = monotonic_us();
+    int64_t now = pgw_monotonic_us();
     if (count == 0)
         s->busy_since_us = now;
     if (now - s->busy_since_us >= (int64_t)BUSY_TIMEOUT_MS * 1000)
