@@ -12,6 +12,7 @@
 #include "db_fixture.h"
 #include "store/store.h"
 
+#include <pthread.h>
 #include <string.h>
 
 static pgw_store *open_store(void **state)
@@ -41,6 +42,80 @@ static size_t claim(pgw_store *s, int64_t now, pgw_notice *out)
     pgw_err err;
     assert_int_equal(pgw_store_claim_notices(s, "A", now, out, 8, &n, &err), PGW_OK);
     return n;
+}
+
+/* A courier of its own instance: claims until nothing is left, counting
+ * which notices it got. */
+typedef struct claimer {
+    const char *url;
+    char owner[8];
+    int *got; /* per notice id, shared: each slot written by whoever claims it */
+    int failures;
+} claimer;
+
+enum { RACE_NOTICES = 400 };
+
+static void *claim_all(void *arg)
+{
+    claimer *c = arg;
+    pgw_store *s = NULL;
+    if (pgw_store_open(c->url, false, &s, NULL) != PGW_OK) {
+        c->failures++;
+        return NULL;
+    }
+    pgw_notice got[4];
+    size_t n = 1;
+    while (n > 0) {
+        if (pgw_store_claim_notices(s, c->owner, 5000, got, 4, &n, NULL) != PGW_OK) {
+            c->failures++;
+            break;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (got[i].id >= 1 && got[i].id <= RACE_NOTICES)
+                __atomic_add_fetch(&c->got[got[i].id], 1, __ATOMIC_RELAXED);
+    }
+    pgw_store_close(s);
+    return NULL;
+}
+
+/* Several instances' couriers claiming at once never take the same notice
+ * (PostgreSQL: FOR UPDATE SKIP LOCKED; without it a waiting claim takes
+ * the rows the first one just claimed). */
+static void test_concurrent_claims_take_each_once(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int i = 0; i < RACE_NOTICES; i++) {
+        char member[16];
+        snprintf(member, sizeof(member), "M%d", i);
+        assert_int_equal(
+            pgw_store_enqueue_notice(s, member, "points_arrived", 1, 1, "S001", "", 1000, 0, &err),
+            PGW_OK);
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    static int got[RACE_NOTICES + 1];
+    memset(got, 0, sizeof(got));
+    enum { CLAIMERS = 4 };
+    claimer c[CLAIMERS];
+    pthread_t threads[CLAIMERS];
+    for (int i = 0; i < CLAIMERS; i++) {
+        c[i] = (claimer){.url = f->url, .got = got};
+        snprintf(c[i].owner, sizeof(c[i].owner), "C%d", i);
+        assert_int_equal(pthread_create(&threads[i], NULL, claim_all, &c[i]), 0);
+    }
+    for (int i = 0; i < CLAIMERS; i++)
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+    for (int i = 0; i < CLAIMERS; i++)
+        assert_int_equal(c[i].failures, 0);
+    for (int id = 1; id <= RACE_NOTICES; id++)
+        if (got[id] != 1)
+            fail_msg("notice %d was claimed %d times", id, got[id]);
+    int64_t depth = 0;
+    assert_int_equal(pgw_store_outbox_depth(s, &depth, &err), PGW_OK);
+    assert_int_equal(depth, RACE_NOTICES); /* all sending, none lost */
+    pgw_store_close(s);
 }
 
 static void test_coalescing_window(void **state)
@@ -261,6 +336,8 @@ static void test_prune(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_concurrent_claims_take_each_once, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing_window, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
