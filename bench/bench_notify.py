@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -190,6 +191,7 @@ def main():
         server.wait(timeout=60)
         fake.send_signal(signal.SIGTERM)
         fake.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)  # its database can be hundreds of MB
 
 
 main()

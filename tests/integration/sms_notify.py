@@ -10,6 +10,7 @@ import importlib.util
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,6 +405,10 @@ def main():
     finally:
         fake.stop()
     print("sms_notify: %d checks, %d failed" % (wx.checks, len(wx.failures)))
+    if wx.failures:
+        print("sms_notify: logs kept in " + tmp, file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(1 if wx.failures else 0)
 
 

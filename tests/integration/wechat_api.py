@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -718,6 +719,10 @@ def main():
     verify = subprocess.run([BIN, "verify", "--db", srv.db], capture_output=True, text=True)
     check(verify.returncode == 0, "verify passes: " + verify.stdout + verify.stderr)
     print("wechat: %d checks, %d failed" % (checks, len(failures)))
+    if failures:
+        print("wechat: logs kept in " + tmp, file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(1 if failures else 0)
 
 
