@@ -390,7 +390,11 @@ def ep_stable_token(method, query, raw, now):
     valid = token is not None and STATE.token_state(token, now) is None
     if valid and force:
         STATE.tokens[token]["revoked"] = 40001  # no longer the latest
-    if not valid or force:
+    # WeChat rotates a stable token 5 minutes before it expires and keeps
+    # the old one valid to its end (research/wechat-api.md 3.2), so no
+    # answer has expires_in under 300.
+    rotating = valid and STATE.tokens[token]["expires_at"] - now < 300
+    if not valid or force or rotating:
         token = STATE.new_token(appid, now)
     remaining = STATE.tokens[token]["expires_at"] - now
     return {"access_token": token, "expires_in": max(1, math.ceil(remaining))}

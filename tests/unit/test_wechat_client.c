@@ -332,6 +332,31 @@ static void test_single_flight(void **state)
     pgw_wx_client_free(c);
 }
 
+/* A token is used until PGW_WX_TOKEN_MARGIN_S before it expires, then
+ * fetched again: WeChat has rotated it by then (the fake does as WeChat). */
+static void test_token_refreshed_before_expiry(void **state)
+{
+    (void)state;
+    fake_control(&FAKE, "/_fake/config", "{s:i}", "expires_in", PGW_WX_TOKEN_MARGIN_S + 2);
+    pgw_wx_client *c = new_client(NULL);
+    char first[PGW_WX_TOKEN_MAX + 1], again[PGW_WX_TOKEN_MAX + 1], later[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, first, &err), PGW_OK);
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, again, &err), PGW_OK);
+    assert_string_equal(first, again); /* 2 s of use left: from the cache */
+    assert_int_equal(stats_of(c).token_fetches, 1);
+    struct timespec pause = {3, 0};
+    nanosleep(&pause, NULL);
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, later, &err), PGW_OK);
+    assert_int_equal(stats_of(c).token_fetches, 2); /* within the margin now: fetched */
+    assert_string_not_equal(later, first);
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, again, &err), PGW_OK);
+    assert_string_equal(again, later);
+    assert_int_equal(stats_of(c).token_fetches, 2);
+    fake_control(&FAKE, "/_fake/config", "{s:i}", "expires_in", 7200);
+    pgw_wx_client_free(c);
+}
+
 /* A failed fetch is shared by the threads that waited for it: WeChat busy
  * costs one stable_token call, not one per thread. */
 static void test_failed_fetch_shared(void **state)
@@ -1102,6 +1127,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_single_flight, reset_fake),
+        cmocka_unit_test_setup(test_token_refreshed_before_expiry, reset_fake),
         cmocka_unit_test_setup(test_failed_fetch_shared, reset_fake),
         cmocka_unit_test_setup(test_token_error_retry, reset_fake),
         cmocka_unit_test_setup(test_only_one_retry, reset_fake),
