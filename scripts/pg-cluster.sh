@@ -16,8 +16,10 @@ set -euo pipefail
 
 cmd=${1:?usage: pg-cluster.sh start|stop|restart DIR [fast]}
 dir=${2:?usage: pg-cluster.sh start|stop|restart DIR [fast]}
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$bin/initdb" ] || { echo "pg-cluster: no PostgreSQL server (apt-get install postgresql)" >&2; exit 1; }
+# the newest installed server (a newer version may be there as a client only)
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | while read -r b; do
+    [ -x "$b/initdb" ] && echo "$b"; done | tail -1)
+[ -n "$bin" ] || { echo "pg-cluster: no PostgreSQL server (apt-get install postgresql)" >&2; exit 1; }
 
 as_owner() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi
@@ -39,7 +41,8 @@ stop() {
     [ -f "$dir/cluster" ] || return 0
     local cluster
     cluster=$(cat "$dir/cluster")
-    [ -d "$cluster/data" ] && as_owner "$bin/pg_ctl" -D "$cluster/data" -m immediate -w stop >/dev/null 2>&1
+    # a server already gone (crashed, killed) is stopped too
+    [ -d "$cluster/data" ] && as_owner "$bin/pg_ctl" -D "$cluster/data" -m immediate -w stop >/dev/null 2>&1 || true
     return 0
 }
 
@@ -58,8 +61,13 @@ start)
         echo "shared_buffers = 128MB"
         if [ "${3:-}" = fast ]; then echo "fsync = off"; echo "full_page_writes = off"; fi
     } | as_owner tee -a "$cluster/data/postgresql.conf" >/dev/null
-    free_port >"$dir/port"
-    start
+    # The port is free when chosen, not when the server binds it: another
+    # process may take it in between, so a failed start tries another.
+    for try in 1 2 3; do
+        free_port >"$dir/port"
+        if start; then break; fi
+        [ "$try" -lt 3 ] || { echo "pg-cluster: the server did not start:" >&2; tail -5 "$cluster/log" >&2; exit 1; }
+    done
     echo "postgresql://pgw@127.0.0.1:$(cat "$dir/port")/postgres" >"$dir/url"
     cat "$dir/url"
     ;;

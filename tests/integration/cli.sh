@@ -147,12 +147,13 @@ expect_text "the subcommand is 'add'"
 import_db="sqlite:$tmp/import.db"
 if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
     admin=$(cat "$PGW_TEST_PG_DIR/url")
-    psql -qX "$admin" -c "CREATE DATABASE pgwc_$$" -c "CREATE DATABASE pgwc_empty_$$"
-    import_db="${admin%/*}/pgwc_$$"
+    suffix=$RANDOM
+    psql -qX "$admin" -c "CREATE DATABASE pgwc_${$}_$suffix" -c "CREATE DATABASE pgwc_empty_${$}_$suffix"
+    import_db="${admin%/*}/pgwc_${$}_$suffix"
     # An empty database is not taken for an empty log, nor is a missing one.
-    expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_empty_$$"
+    expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_empty_${$}_$suffix"
     expect_text "no pointsgw database there"
-    expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_none_$$"
+    expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_none_${$}_$suffix"
     expect_text "does not exist"
 fi
 

@@ -8,6 +8,7 @@ that stop and restart their server.
 """
 import itertools
 import os
+import secrets
 import subprocess
 
 _counter = itertools.count(1)
@@ -21,7 +22,8 @@ def admin_url(cluster_dir):
 def create_db(admin, isolation=None):
     """A new, empty database on the cluster of `admin`; its URL. With
     `isolation`, that is its default transaction isolation."""
-    name = f"pgwi_{os.getpid()}_{next(_counter)}"
+    # pid and counter, and a random part: a later test's pid may be the same
+    name = f"pgwi_{os.getpid()}_{next(_counter)}_{secrets.token_hex(3)}"
     # Sorting text as en-US does, as production databases often do.
     sql = [f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"]
     if isolation:
