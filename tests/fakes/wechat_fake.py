@@ -69,6 +69,7 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
                                (unionid: what cgi-bin/user/info tells of them)
   POST /_fake/expire_tokens    {"appid"?, "errcode"? (42001 | 40001, default 42001)}
   GET  /_fake/tokens?appid=    -> {"tokens":[{"access_token","appid","expires_in","state"}]}
+  GET  /_fake/session_keys     -> {"session_keys":[...]}  every session_key issued
   POST /_fake/faults/clear     drops the faults not used up
   POST /_fake/faults           {"path","count","errcode"?,"errmsg"?,"http_status"?,
                                 "body"?,"delay_ms"?,"close"?}
@@ -296,6 +297,7 @@ class State:
         self.requests = []
         self.stable_token_calls = {}
         self.delivered = []
+        self.session_keys = []  # every one issued, for "never logged" checks
         self.client_msg_ids = {}  # (appid, client_msg_id) -> msgid
         self.next_subscribe_msgid = 294402298110051942 + secrets.randbelow(1 << 40)
         self.next_template_msgid = 200228332 + secrets.randbelow(1 << 20)
@@ -426,6 +428,7 @@ def ep_jscode2session(method, query, raw, now):
     entry["used"] = True
     out = {"session_key": base64.b64encode(secrets.token_bytes(16)).decode("ascii"),
            "openid": entry["openid"]}
+    STATE.session_keys.append(out["session_key"])
     if entry.get("unionid"):
         out["unionid"] = entry["unionid"]
     return out
@@ -709,6 +712,10 @@ def ctl_stats(body, query, now):
     return {"stable_token_calls": dict(STATE.stable_token_calls), "delivered": list(STATE.delivered)}
 
 
+def ctl_session_keys(body, query, now):
+    return {"session_keys": list(STATE.session_keys)}
+
+
 def ctl_reset(body, query, now):
     STATE.clear()
     return {"ok": True}
@@ -724,6 +731,7 @@ CONTROLS = {
     "/_fake/followers": {"POST": ctl_followers},
     "/_fake/expire_tokens": {"POST": ctl_expire_tokens},
     "/_fake/tokens": {"GET": ctl_tokens},
+    "/_fake/session_keys": {"GET": ctl_session_keys},
     "/_fake/faults": {"POST": ctl_faults},
     "/_fake/faults/clear": {"POST": ctl_clear_faults},
     "/_fake/requests": {"GET": ctl_requests},

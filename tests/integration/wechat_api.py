@@ -708,14 +708,17 @@ def main():
             stored = pg.dump(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
+        session_keys = fake.control("GET", "/_fake/session_keys")["session_keys"]
+        check(session_keys and not any(k.encode() in stored for k in session_keys),
+              "no WeChat session_key in the database (%d issued)" % len(session_keys))
     finally:
         rc, err = srv.stop()
         fake.stop()
     check(rc == 0, "clean exit: %s" % err[-3000:])
     check(len(tokens) == 3, "the fake issued three tokens (%d)" % len(tokens))
-    for secret in [MP_SECRET, OA_SECRET, OA_TOKEN] + tokens:
+    for secret in [MP_SECRET, OA_SECRET, OA_TOKEN] + tokens + session_keys:
         check(secret not in err and secret not in open(os.path.join(tmp, "requests.log")).read(),
-              "no secret in the logs")
+              "no secret, token or session_key in the logs")
     verify = subprocess.run([BIN, "verify", "--db", srv.db], capture_output=True, text=True)
     check(verify.returncode == 0, "verify passes: " + verify.stdout + verify.stderr)
     print("wechat: %d checks, %d failed" % (checks, len(failures)))
