@@ -9,7 +9,6 @@
 #include "core/assertions.h"
 #include "util/clock.h"
 
-#include <errno.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,7 +19,7 @@
 #define NAME_MAX_LEN 256
 #define ERRMSG_MAX   384
 #define SESSION_MAX  256
-#define CONNINFO_MAX 1200
+#define CONNINFO_MAX (PGW_SQL_URL_MAX + 200) /* the URL and with_defaults() */
 /* PostgreSQL type OIDs (server/catalog/pg_type_d.h is not in libpq-dev). */
 #define OID_BYTEA          17
 #define OID_INT8           20
@@ -38,6 +37,7 @@ struct pgw_sql {
     uint64_t generation; /* PostgreSQL: bumped by each reconnect */
     uint64_t next_stmt;  /* PostgreSQL: names of prepared statements */
     bool in_txn;         /* as the caller said (pgw_sql_mark_transaction) */
+    bool session_ok;     /* PostgreSQL: pg_session ran on this connection */
     /* PostgreSQL: when a lost connection may be tried again, and the wait
      * after the next failure (doubling to RECONNECT_MAX_US) */
     int64_t next_reconnect_us, reconnect_wait_us;
@@ -117,6 +117,7 @@ static void with_defaults(const char *url, char *out, size_t cap)
         if (strstr(url, defaults[i][0]) == NULL)
             n += (size_t)snprintf(out + n, cap - n, "%c%s=%s", strchr(out, '?') ? '&' : '?',
                                   defaults[i][0], defaults[i][1]);
+    PGW_ASSERT(n < cap); /* pgw_sql_open bounds the URL well below cap */
 }
 
 /*
@@ -157,6 +158,7 @@ static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
     if (pg_session(db) != PGW_OK)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: setting up the session: %s", db->name,
                            db->errmsg);
+    db->session_ok = true;
     db->generation = 1;
     return PGW_OK;
 }
@@ -195,6 +197,8 @@ int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err)
 {
     *out = NULL;
     bool postgres = strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+    if (strlen(url) > PGW_SQL_URL_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "database URL longer than %d bytes", PGW_SQL_URL_MAX);
     if (!postgres && strncmp(url, "sqlite:", 7) != 0)
         return pgw_err_set(err, PGW_EINVAL,
                            "database URL \"%.64s\" is neither sqlite:PATH nor postgresql://...",
@@ -246,7 +250,7 @@ void *pgw_sql_sqlite_handle(pgw_sql *db)
  */
 static int pg_ensure_connected(pgw_sql *db)
 {
-    if (PQstatus(db->pg) == CONNECTION_OK)
+    if (PQstatus(db->pg) == CONNECTION_OK && db->session_ok)
         return PGW_OK;
     if (db->in_txn) {
         set_errmsg(db, "the connection was lost in the transaction");
@@ -257,9 +261,17 @@ static int pg_ensure_connected(pgw_sql *db)
         set_errmsg(db, "the database is unreachable; trying again shortly");
         return PGW_EUNAVAILABLE;
     }
-    PQreset(db->pg);
     if (PQstatus(db->pg) != CONNECTION_OK) {
+        PQreset(db->pg); /* the same conninfo: the same server and database */
+        db->session_ok = false;
+        db->generation++; /* every statement is prepared again on its next step */
+    }
+    if (PQstatus(db->pg) != CONNECTION_OK)
         set_errmsg(db, PQerrorMessage(db->pg));
+    else
+        db->session_ok =
+            pg_session(db) == PGW_OK; /* a failure is tried again, on this connection */
+    if (!db->session_ok) {
         db->reconnect_wait_us = db->reconnect_wait_us == 0 ? RECONNECT_FIRST_US
                                 : db->reconnect_wait_us >= RECONNECT_MAX_US / 2
                                     ? RECONNECT_MAX_US
@@ -267,14 +279,7 @@ static int pg_ensure_connected(pgw_sql *db)
         db->next_reconnect_us = now + db->reconnect_wait_us;
         return PGW_EUNAVAILABLE;
     }
-    if (pg_session(db) != PGW_OK) {
-        PQfinish(db->pg);
-        db->pg = PQconnectdb(""); /* a handle to reset next time */
-        db->next_reconnect_us = now + RECONNECT_FIRST_US;
-        return PGW_EUNAVAILABLE;
-    }
     db->reconnect_wait_us = 0;
-    db->generation++; /* every statement is prepared again on its next step */
     return PGW_OK;
 }
 
@@ -368,7 +373,8 @@ static void translate(const char *in, char *out, int *n_params)
             *out++ = '$';
             int k = 0;
             for (in++; *in >= '0' && *in <= '9'; in++) {
-                k = k * 10 + (*in - '0');
+                if (k <= PGW_SQL_PARAMS_MAX) /* beyond it, prepare refuses the statement */
+                    k = k * 10 + (*in - '0');
                 *out++ = *in;
             }
             if (k > *n_params)
@@ -556,6 +562,16 @@ static void pg_execute(pgw_sql_stmt *st)
     st->res = PQexecPrepared(db->pg, st->name, n, values, lengths, formats, 0);
 }
 
+/* pgw_sql_changes after a completed statement: rows an INSERT, UPDATE or
+ * DELETE changed (with RETURNING too); a SELECT leaves it, as in SQLite. */
+static void record_changes(pgw_sql *db, const PGresult *res)
+{
+    const char *verb = PQcmdStatus((PGresult *)res);
+    if (strncmp(verb, "INSERT", 6) == 0 || strncmp(verb, "UPDATE", 6) == 0 ||
+        strncmp(verb, "DELETE", 6) == 0)
+        db->changes = strtoll(PQcmdTuples((PGresult *)res), NULL, 10);
+}
+
 /* Reads and drops what is left of a streamed statement's results. */
 static void pg_stream_end(pgw_sql_stmt *st)
 {
@@ -597,8 +613,8 @@ static int pg_stream_step(pgw_sql_stmt *st)
     }
     int rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? PGW_SQL_DONE
                                                                      : pg_failure(db, st->res);
-    if (status == PGRES_COMMAND_OK)
-        db->changes = strtoll(PQcmdTuples(st->res), NULL, 10);
+    if (rc == PGW_SQL_DONE)
+        record_changes(db, st->res);
     PQclear(st->res);
     st->res = NULL;
     pg_stream_end(st);
@@ -626,10 +642,7 @@ static int pg_step(pgw_sql_stmt *st)
         st->res = NULL;
         return rc;
     }
-    const char *verb = PQcmdStatus(st->res);
-    if (strncmp(verb, "INSERT", 6) == 0 || strncmp(verb, "UPDATE", 6) == 0 ||
-        strncmp(verb, "DELETE", 6) == 0)
-        db->changes = strtoll(PQcmdTuples(st->res), NULL, 10);
+    record_changes(db, st->res);
     st->row = 0;
     st->rows = PQntuples(st->res);
     st->blob_col = -1;
@@ -765,5 +778,6 @@ bool pgw_sql_in_transaction(pgw_sql *db)
 
 void pgw_sql_mark_transaction(pgw_sql *db, bool open)
 {
+    PGW_ASSERT(!open || !db->in_txn); /* no BEGIN inside a transaction */
     db->in_txn = open;
 }

@@ -397,7 +397,6 @@ struct pgw_store {
     int64_t head_id;
     uint8_t head_hash[PGW_HASH_LEN];
     bool deferred;   /* pgw_store_defer_sync was called */
-    bool open_txn;   /* between pgw_store_begin(_read) and commit or rollback */
     int wal_fd;      /* SQLite: our descriptor on the WAL once sync is deferred; -1 before */
     bool fail_syncs; /* test hook */
 };
@@ -1064,11 +1063,10 @@ int pgw_store_schema_version(pgw_store *s, int64_t *out, pgw_err *err)
 
 static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
 {
-    PGW_ASSERT(!s->open_txn);
     s->head_cached = false; /* another connection may have appended since */
     int rc = exec(s, sql, what, err);
-    s->open_txn = rc == PGW_OK;
-    pgw_sql_mark_transaction(s->db, s->open_txn);
+    if (rc == PGW_OK)
+        pgw_sql_mark_transaction(s->db, true);
     return rc;
 }
 
@@ -1098,7 +1096,7 @@ bool pgw_store_is_remote(const pgw_store *s)
 
 int pgw_store_ping(pgw_store *s, pgw_err *err)
 {
-    PGW_ASSERT(!s->open_txn);
+    PGW_ASSERT(!pgw_sql_in_transaction(s->db));
     return exec(s, "SELECT 1", "checking the database", err);
 }
 
@@ -1109,7 +1107,6 @@ bool pgw_store_in_transaction(pgw_store *s)
 
 int pgw_store_commit(pgw_store *s, pgw_err *err)
 {
-    s->open_txn = false;
     pgw_sql_mark_transaction(s->db, false);
     return pgw_sql_commit(s->db, err);
 }
@@ -1117,7 +1114,6 @@ int pgw_store_commit(pgw_store *s, pgw_err *err)
 int pgw_store_rollback(pgw_store *s, pgw_err *err)
 {
     s->head_cached = false;
-    s->open_txn = false;
     pgw_sql_mark_transaction(s->db, false);
     if (!pgw_sql_in_transaction(s->db))
         return PGW_OK; /* nothing open: the database already rolled back */
