@@ -35,6 +35,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,6 +380,34 @@ static void job_done(pgw_command *cmd, void *payload)
     job->api->notify(job, job->api->notify_ctx);
 }
 
+/* A job's scratch buffers, in the order of their offsets: whoever uses one
+ * writes it before reading it (pgw_event_from_json and pgw_rules_earn clear
+ * theirs, transfers and lines are read up to their counts, the answer up
+ * to its first NUL). They are nine tenths of a job (~100 KB); clearing them
+ * for every request was a fifth of the service thread's time. */
+static const struct {
+    size_t offset, size;
+} JOB_SCRATCH[] = {
+    {offsetof(pgw_job, cmd.transfers), sizeof(((pgw_job *)0)->cmd.transfers)},
+    {offsetof(pgw_job, cmd.lines), sizeof(((pgw_job *)0)->cmd.lines)},
+    {offsetof(pgw_job, cmd.answer), sizeof(((pgw_job *)0)->cmd.answer)},
+    {offsetof(pgw_job, doc), sizeof(((pgw_job *)0)->doc)},
+    {offsetof(pgw_job, earning), sizeof(((pgw_job *)0)->earning)},
+};
+
+/* Clears a reused job as calloc would, but for its scratch buffers. */
+static void job_clear(pgw_job *job)
+{
+    size_t from = 0;
+    for (size_t i = 0; i < sizeof(JOB_SCRATCH) / sizeof(JOB_SCRATCH[0]); i++) {
+        PGW_ASSERT(JOB_SCRATCH[i].offset >= from);
+        memset((char *)job + from, 0, JOB_SCRATCH[i].offset - from);
+        from = JOB_SCRATCH[i].offset + JOB_SCRATCH[i].size;
+    }
+    memset((char *)job + from, 0, sizeof(*job) - from);
+    job->cmd.answer[0] = '\0';
+}
+
 static pgw_job *job_new(pgw_api *api, const pgw_request *req, route r, pgw_command_kind kind)
 {
     if (api->inflight >= api->inflight_max)
@@ -387,7 +416,7 @@ static pgw_job *job_new(pgw_api *api, const pgw_request *req, route r, pgw_comma
     if (job != NULL) {
         api->free_jobs = job->next_free;
         api->n_free_jobs--;
-        memset(job, 0, sizeof(*job));
+        job_clear(job);
     } else if ((job = calloc(1, sizeof(*job))) == NULL) {
         return NULL;
     }

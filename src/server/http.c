@@ -35,6 +35,7 @@ typedef struct stream_msg {
 /* One WebSocket watcher of /v1/stream (lives as long as the connection). */
 typedef struct watcher {
     bool allowed;
+    bool counted;              /* in h->watchers */
     uint64_t next;             /* sequence number of the next message to consider */
     char shop[PGW_ID_MAX + 1]; /* "" for every shop */
 } watcher;
@@ -79,6 +80,10 @@ struct pgw_http {
     stream_msg *ring;
     uint64_t ring_seq; /* messages ever put in */
     bool ring_news;
+    /* Watchers connected. With none, no message is made: a watcher reads
+     * from the moment it connects, and rendering every transfer as JSON for
+     * nobody was a tenth of the service thread at full load. */
+    size_t watchers;
     /* Waiting requests by id: service thread only. Linear probing. */
     slot *slots;
     size_t slot_mask;
@@ -187,7 +192,7 @@ static void drain_done(pgw_http *h)
     for (size_t i = 0; i < n; i++) {
         uint64_t id = 0;
         pgw_response resp;
-        if (!pgw_api_finish(h->api, h->draining[i], &id, &resp, emit, h))
+        if (!pgw_api_finish(h->api, h->draining[i], &id, &resp, h->watchers ? emit : NULL, h))
             continue;
         size_t at = slot_find(h, id);
         if (at == SIZE_MAX) { /* the client left; the write stands */
@@ -203,7 +208,7 @@ static void drain_done(pgw_http *h)
         respond(h, wsi, q);
     }
     if (h->api != NULL) /* NULL when the server failed to start */
-        pgw_api_drain_news(h->api, emit, h);
+        pgw_api_drain_news(h->api, h->watchers ? emit : NULL, h);
     if (h->ring_news && h->ctx != NULL)
         lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
     h->ring_news = false;
@@ -516,6 +521,15 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (w == NULL || !w->allowed)
             return -1;
         w->next = h->ring_seq; /* from now on */
+        w->counted = true;
+        h->watchers++;
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        if (w != NULL && w->counted) {
+            PGW_ASSERT(h->watchers > 0);
+            h->watchers--;
+            w->counted = false;
+        }
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return w != NULL && w->allowed ? feed_watcher(h, wsi, w) : 0;

@@ -674,6 +674,29 @@ def test_stream(s):
                                      for m in got), "the shop filter holds")
 
 
+def test_stream_after_watchers_leave(s):
+    """Messages are made only while someone watches: a watcher that comes
+    after others left (and one refused) still gets every transfer."""
+    first, status, _ = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+    check(" 101 " in status, f"first watcher: {status}")
+    refused, _, _ = ws_open(s.port, "/v1/stream?key=wrong")
+    refused.close()
+    first.close()
+    time.sleep(0.2)
+    _, unseen, _ = s.request("POST", "/v1/events", purchase("E-WS-3", member="M5"))
+    sock, status, rest = ws_open(s.port, "/v1/stream?shop=S001&key=" + KEYS["admin"][0])
+    check(" 101 " in status, f"second watcher: {status}")
+    brief, _, _ = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+    brief.close()
+    time.sleep(0.2)
+    _, seen, _ = s.request("POST", "/v1/events", purchase("E-WS-4", member="M5"))
+    got = ws_messages(sock, rest, 1.5)
+    sock.close()
+    want = [t["id"] for t in seen["transfers"]]
+    check(unseen["transfers"] and [m["id"] for m in got] == want,
+          f"a later watcher got {[m.get('id') for m in got]}, want {want} (from its connection on)")
+
+
 def test_route_labels(s):
     """Every route the tests used is counted under its own template."""
     status, text, _ = s.request("GET", "/metrics", key=None)
@@ -1021,7 +1044,8 @@ def main():
                          test_imports,
                          test_expiry_sweep,
                          test_signatures,
-                         test_stream, test_route_labels, test_log, test_reconciliation, test_reports,
+                         test_stream, test_stream_after_watchers_leave,
+                         test_route_labels, test_log, test_reconciliation, test_reports,
                          test_member_show,
                          test_sync_metrics):
                 test(s)
