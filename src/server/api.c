@@ -1475,10 +1475,18 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
                        "# TYPE pgw_wal_syncs_total counter\npgw_wal_syncs_total %llu\n"
                        "# HELP pgw_wal_sync_seconds_total Time spent in those syncs.\n"
                        "# TYPE pgw_wal_sync_seconds_total counter\n"
-                       "pgw_wal_sync_seconds_total %.6f\n",
+                       "pgw_wal_sync_seconds_total %.6f\n"
+                       "# HELP pgw_wal_checkpoints_total WAL checkpoints by the checkpoint "
+                       "thread (SQLite).\n"
+                       "# TYPE pgw_wal_checkpoints_total counter\npgw_wal_checkpoints_total %llu\n"
+                       "# HELP pgw_wal_checkpoint_seconds_total Time spent in those "
+                       "checkpoints.\n"
+                       "# TYPE pgw_wal_checkpoint_seconds_total counter\n"
+                       "pgw_wal_checkpoint_seconds_total %.6f\n",
                        (unsigned long long)w.batches, (double)w.commit_us_sum / 1e6,
                        (unsigned long long)w.batches, (unsigned long long)w.syncs,
-                       (double)w.sync_us_sum / 1e6);
+                       (double)w.sync_us_sum / 1e6, (unsigned long long)w.checkpoints,
+                       (double)w.checkpoint_us_sum / 1e6);
     ok = ok && appendf(&t, &len, &cap,
                        "# HELP pgw_risk_rejected_total Requests refused by a risk rule.\n"
                        "# TYPE pgw_risk_rejected_total counter\n");

@@ -65,6 +65,8 @@ typedef struct pgw_writer_stats {
     uint64_t batch_size_sum; /* commands in committed batches */
     uint64_t syncs;          /* fdatasyncs of the WAL that made batches durable */
     uint64_t sync_us_sum;
+    uint64_t checkpoints;       /* WAL checkpoints run by the checkpoint thread (SQLite) */
+    uint64_t checkpoint_us_sum; /* time spent in them */
 } pgw_writer_stats;
 
 /* The upper bounds of the histogram buckets. */

@@ -2699,6 +2699,16 @@ int pgw_store_checkpoint(pgw_store *s, pgw_err *err)
     return exec(s, "PRAGMA wal_checkpoint(PASSIVE)", "checkpointing", err);
 }
 
+int pgw_store_checkpoint_backstop(pgw_store *s, int pages, pgw_err *err)
+{
+    PGW_ASSERT(pages > 0);
+    if (is_postgres(s))
+        return PGW_OK;
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %d", pages);
+    return exec(s, sql, "setting the checkpoint backstop", err);
+}
+
 int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;

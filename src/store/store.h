@@ -514,6 +514,17 @@ int pgw_store_prune_notices(pgw_store *store, int64_t before, int64_t *deleted, 
  * anyone (after a courier's large prune: couriers leave checkpoints to the
  * writer, which would otherwise meet the whole WAL at its next commit). */
 int pgw_store_checkpoint(pgw_store *store, pgw_err *err);
+/*
+ * SQLite: this connection stops checkpointing after its commits until the
+ * WAL holds `pages` pages, for a writer whose checkpoints another
+ * connection runs (pgw_store_checkpoint, on a thread of its own). A
+ * checkpoint here stalls every command of the next batch behind its copy
+ * and its fsync of the database. The backstop bounds the WAL when the other
+ * connection never empties it: a WAL is reused only once a checkpoint has
+ * copied all of it, which under steady writes the writer's own does. No-op
+ * on PostgreSQL.
+ */
+int pgw_store_checkpoint_backstop(pgw_store *store, int pages, pgw_err *err);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota for template_id (all of it: WeChat said

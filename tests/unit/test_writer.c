@@ -2,8 +2,8 @@
  * test_writer.c - the writer thread against a real SQLite file: results only
  * after commit, replays and conflicts, a failing command failing alone in
  * its batch, backpressure, draining on stop, many threads racing on one
- * idempotency key (exactly one effect), no completion before the sync, and
- * a failed sync stopping all writes.
+ * idempotency key (exactly one effect), no completion before the sync,
+ * checkpoints on their own thread, and a failed sync stopping all writes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static pgw_writer *start(const db_fixture *f, size_t queue_cap, size_t batch_max)
@@ -333,6 +334,50 @@ static void test_completes_only_after_the_sync(void **state)
     pgw_writer_stop(w);
 }
 
+static int64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/* SQLite: checkpoints run on the writer's checkpoint thread, whose own
+ * connection copies the WAL into the database while the writer goes on
+ * (the writer's connection would only at 10,000 WAL pages). PostgreSQL
+ * checkpoints by itself: no thread. */
+static void test_checkpoints_leave_the_writer(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f, 64, 16);
+    int64_t before = f->pg ? 0 : file_size(f->path);
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    static pgw_command cmds[200];
+    for (int i = 0; i < 200; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "checkpoint:%d", i);
+        make_command(&cmds[i], key, 1, 4);
+        cmds[i].done = count_done;
+        cmds[i].payload = &c;
+        while (pgw_writer_submit(w, &cmds[i], NULL) == PGW_EFULL)
+            usleep(1000);
+    }
+    wait_for(&c, 200);
+    pgw_writer_stats stats;
+    pgw_writer_get_stats(w, &stats);
+    for (int i = 0; i < 5000 && !f->pg && (stats.checkpoints == 0 || file_size(f->path) <= before);
+         i++) {
+        usleep(1000);
+        pgw_writer_get_stats(w, &stats);
+    }
+    if (f->pg) {
+        assert_int_equal(stats.checkpoints, 0);
+    } else {
+        assert_true(stats.checkpoints > 0);
+        assert_true(file_size(f->path) > before); /* the log's pages reached the database */
+    }
+    pgw_writer_stop(w);
+    assert_int_equal(log_size(f), 800);
+}
+
 static void test_a_failed_sync_is_final(void **state)
 {
     db_fixture *f = *state;
@@ -379,6 +424,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_threads_one_key_one_effect, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_completes_only_after_the_sync, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints_leave_the_writer, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_sync_is_final, db_fixture_setup,
                                         db_fixture_teardown),
