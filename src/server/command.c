@@ -57,15 +57,30 @@ static void redeemed_account(const char *shop, char out[PGW_ACCOUNT_MAX + 1])
     snprintf(out, PGW_ACCOUNT_MAX + 1, "shop:%s:redeemed", shop);
 }
 
-/* Records the key after the command's appends; a replay found here is undone by the caller. */
+static bool key_checked_first(pgw_command_kind kind);
+
+/*
+ * Records the key after the command's appends; a replay found here is
+ * undone by the caller. A key looked up first (key_checked_first) cannot
+ * meet a replay now: the look-up was in this transaction. Its record waits
+ * for the answer (answer()) and goes in with it, one statement instead of
+ * an insert and an update.
+ */
 static int record_key(pgw_store *store, pgw_command *cmd)
 {
     if (cmd->kind == PGW_COMMAND_EXPIRE_HOLD)
         return PGW_OK; /* idempotent by the hold's state */
     int64_t first = cmd->n_transfers > 0 ? cmd->transfers[0].id : 0;
+    if (key_checked_first(cmd->kind)) {
+        memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
+        cmd->record.first_transfer = first;
+        cmd->record.transfer_count = (int64_t)cmd->n_transfers;
+        cmd->key_deferred = true;
+        return PGW_OK;
+    }
     int rc =
         pgw_store_record_key(store, cmd->key, cmd->fingerprint, first, (int64_t)cmd->n_transfers,
-                             now_us(), &cmd->replayed, &cmd->record, &cmd->err);
+                             now_us(), NULL, &cmd->replayed, &cmd->record, &cmd->err);
     if (rc == PGW_OK && !cmd->replayed) {
         memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
         cmd->record.first_transfer = first;
@@ -660,6 +675,11 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
             rc = pgw_store_add_rule_day(store, cmd->member, days->today, earning->lines[i].rule,
                                         earning->lines[i].points, &cmd->err);
     }
+    const struct {
+        bool purchased, registered, followed, has_sign_in;
+        int64_t sign_in, streak;
+    } was = {a->purchased_before, a->registered_before, a->followed_before,
+             a->has_last_sign_in, a->last_sign_in,      a->sign_in_streak};
     a->purchased_before |= ev->type == PGW_EVENT_PURCHASE;
     a->registered_before |= ev->type == PGW_EVENT_REGISTER;
     a->followed_before |= ev->type == PGW_EVENT_FOLLOW_OA;
@@ -668,7 +688,13 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
         a->last_sign_in = days->today;
         a->sign_in_streak = earning->sign_in_streak;
     }
-    return rc == PGW_OK ? pgw_store_set_member_flags(store, cmd->member, a, &cmd->err) : rc;
+    /* A returning buyer's flags stay as they were: no write for them. */
+    bool changed = was.purchased != a->purchased_before || was.registered != a->registered_before ||
+                   was.followed != a->followed_before || was.has_sign_in != a->has_last_sign_in ||
+                   was.sign_in != a->last_sign_in || was.streak != a->sign_in_streak;
+    if (rc != PGW_OK || !changed)
+        return rc;
+    return pgw_store_set_member_flags(store, cmd->member, a, &cmd->err);
 }
 
 /* Earns the member's lines of the earning (none: the member is still recorded). */
@@ -1307,6 +1333,20 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return pgw_err_set(&cmd->err, PGW_EINVAL, "unknown command kind %d", (int)cmd->kind);
 }
 
+/* The record record_key left for the answer, with it ("" stores none). */
+static int record_key_with_answer(pgw_store *store, pgw_command *cmd)
+{
+    bool again = false;
+    pgw_idem_record existing;
+    int rc = pgw_store_record_key(
+        store, cmd->key, cmd->fingerprint, cmd->record.first_transfer, cmd->record.transfer_count,
+        now_us(), cmd->answer[0] ? cmd->answer : NULL, &again, &existing, &cmd->err);
+    if (rc == PGW_OK && again) /* the look-up said unused, in this transaction */
+        rc = pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                         "idempotency key %.128s appeared while its command ran", cmd->key);
+    return rc;
+}
+
 /* Renders and stores the answer (when the caller renders one), or reads back a replay's. */
 static int answer(pgw_store *store, pgw_command *cmd, int rc)
 {
@@ -1316,11 +1356,14 @@ static int answer(pgw_store *store, pgw_command *cmd, int rc)
         return rc;
     if (cmd->replayed) /* whatever the first one stored ("" when it rendered nothing) */
         return pgw_store_get_answer(store, cmd->key, cmd->answer, sizeof(cmd->answer), &cmd->err);
-    if (cmd->render == NULL)
-        return PGW_OK;
-    cmd->render(cmd, cmd->payload);
-    if (memchr(cmd->answer, '\0', sizeof(cmd->answer)) == NULL)
-        return pgw_err_set(&cmd->err, PGW_EINVAL, "answer longer than %d bytes", PGW_ANSWER_MAX);
+    if (cmd->render != NULL) {
+        cmd->render(cmd, cmd->payload);
+        if (memchr(cmd->answer, '\0', sizeof(cmd->answer)) == NULL)
+            return pgw_err_set(&cmd->err, PGW_EINVAL, "answer longer than %d bytes",
+                               PGW_ANSWER_MAX);
+    }
+    if (cmd->key_deferred)
+        return record_key_with_answer(store, cmd);
     return cmd->answer[0] ? pgw_store_set_answer(store, cmd->key, cmd->answer, &cmd->err) : PGW_OK;
 }
 
@@ -1328,6 +1371,7 @@ static void reset_output(pgw_command *cmd)
 {
     pgw_err_clear(&cmd->err);
     cmd->replayed = false;
+    cmd->key_deferred = false;
     cmd->lot_created = 0;
     cmd->points_moved = 0;
     cmd->written_off = 0;

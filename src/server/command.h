@@ -223,6 +223,7 @@ struct pgw_command {
     int rc; /* PGW_OK, PGW_ECONFLICT, PGW_EINSUFFICIENT, PGW_ESTATE, PGW_EUNAVAILABLE ... */
     pgw_err err;
     bool replayed;          /* the key was used before with the same fingerprint */
+    bool key_deferred;      /* applying: the key is recorded with the answer (command.c) */
     pgw_idem_record record; /* what the key produced (first transfer id, count) */
     int64_t lot_created;    /* EARN: the new lot's id, 0 when none (all repaid debt) */
     /* EARN: earned; EXPIRE_LOT: expired; REFUND: reversed now (collected);

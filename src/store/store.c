@@ -167,7 +167,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_PAGE] =
         "SELECT " TRANSFER_COLUMNS " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
     [ST_INSERT_KEY] = "INSERT INTO idempotency (key, fingerprint, first_transfer, transfer_count,"
-                      " created_at_us) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
+                      " created_at_us, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                      " ON CONFLICT (key) DO NOTHING",
     [ST_SELECT_KEY] =
         "SELECT fingerprint, first_transfer, transfer_count FROM idempotency WHERE key = ?1",
     [ST_SAVEPOINT] = "SAVEPOINT pgw_command",
@@ -182,13 +183,14 @@ static const char *const STATEMENTS[ST_COUNT] = {
                       " WHERE id = ?1 AND left_points >= ?2",
     [ST_DUE_LOTS] = "SELECT " LOT_COLUMNS " FROM lots WHERE expires_at <= ?1 AND left_points > 0"
                     " AND id > ?2 ORDER BY id LIMIT ?3",
+    /* One pass over the member's lots for both sums (an aggregate without
+     * GROUP BY is one row, lots or not). */
     [ST_MEMBER_FIGURES] =
-        "SELECT m.debt,"
-        " (SELECT COALESCE(SUM(left_points + held), 0) FROM lots WHERE member = ?1),"
-        " (SELECT COALESCE(SUM(left_points), 0) FROM lots WHERE member = ?1),"
+        "SELECT m.debt, COALESCE(l.total, 0), COALESCE(l.free, 0),"
         " (SELECT COALESCE(SUM(points), 0) FROM holds"
         "   WHERE member = ?1 AND state = 0 AND deadline > ?2)"
-        " FROM members m WHERE m.id = ?1",
+        " FROM members m, (SELECT SUM(left_points + held) AS total, SUM(left_points) AS free"
+        "   FROM lots WHERE member = ?1) AS l WHERE m.id = ?1",
     [ST_SPENDABLE_LOTS] = "SELECT " LOT_COLUMNS " FROM lots WHERE member = ?1 AND left_points > 0"
                           " AND expires_at > ?2 AND " LOT_ORDER_AFTER(
                               "", "3", "4", "5") " ORDER BY expires_at, earned_at, id LIMIT ?6",
@@ -1194,7 +1196,8 @@ int pgw_store_find_key(pgw_store *s, const char *key, bool *found, pgw_idem_reco
 
 int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
                          int64_t first_transfer, int64_t transfer_count, int64_t now_us,
-                         bool *replayed, pgw_idem_record *existing, pgw_err *err)
+                         const char *answer, bool *replayed, pgw_idem_record *existing,
+                         pgw_err *err)
 {
     PGW_ASSERT(pgw_sql_in_transaction(s->db));
     PGW_ASSERT(transfer_count >= 0);
@@ -1204,6 +1207,7 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
     pgw_sql_bind_int64(st, 3, first_transfer);
     pgw_sql_bind_int64(st, 4, transfer_count);
     pgw_sql_bind_int64(st, 5, now_us);
+    pgw_sql_bind_text(st, 6, answer != NULL ? answer : ""); /* the column's default */
     int step = pgw_sql_step(st);
     pgw_sql_reset(st);
     if (step != PGW_SQL_DONE)

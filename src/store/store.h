@@ -147,10 +147,12 @@ typedef struct pgw_idem_record {
  *
  * Appending first and recording after costs a replay some wasted work but
  * saves every first-time command a second statement: replays are rare.
+ * `answer` (NULL: none yet) is stored with the key for replays.
  */
 int pgw_store_record_key(pgw_store *store, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
                          int64_t first_transfer, int64_t transfer_count, int64_t now_us,
-                         bool *replayed, pgw_idem_record *existing, pgw_err *err);
+                         const char *answer, bool *replayed, pgw_idem_record *existing,
+                         pgw_err *err);
 
 /* Looks a key up outside any command (reads, tests): *found false when unused. */
 int pgw_store_find_key(pgw_store *store, const char *key, bool *found, pgw_idem_record *out,
