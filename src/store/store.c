@@ -401,6 +401,10 @@ struct pgw_store {
     bool deferred;   /* pgw_store_defer_sync was called */
     int wal_fd;      /* SQLite: our descriptor on the WAL once sync is deferred; -1 before */
     bool fail_syncs; /* test hook */
+    /* pgw_store_checkpoint_backstop: the WAL's pages after the last commit,
+     * and past how many this connection checkpoints itself. */
+    int64_t wal_pages;
+    int backstop_pages;
 };
 
 /* The transfers table as schema 1 made it and schema 12 rebuilt it
@@ -2703,14 +2707,31 @@ int pgw_store_checkpoint(pgw_store *s, pgw_err *err)
     return exec(s, "PRAGMA wal_checkpoint(PASSIVE)", "checkpointing", err);
 }
 
+/* After each commit (SQLite's WAL hook, in place of its automatic
+ * checkpoint, which is this same hook with the backstop at 1000 pages). */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    pgw_store *s = arg;
+    s->wal_pages = pages;
+    if (pages >= s->backstop_pages)
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK; /* a busy checkpoint is tried again at the next commit */
+}
+
 int pgw_store_checkpoint_backstop(pgw_store *s, int pages, pgw_err *err)
 {
+    (void)err;
     PGW_ASSERT(pages > 0);
     if (is_postgres(s))
         return PGW_OK;
-    char sql[64];
-    snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %d", pages);
-    return exec(s, sql, "setting the checkpoint backstop", err);
+    s->backstop_pages = pages;
+    sqlite3_wal_hook(pgw_sql_sqlite_handle(s->db), on_wal_commit, s);
+    return PGW_OK;
+}
+
+int64_t pgw_store_wal_pages(const pgw_store *s)
+{
+    return s->wal_pages;
 }
 
 int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)

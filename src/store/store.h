@@ -527,6 +527,10 @@ int pgw_store_checkpoint(pgw_store *store, pgw_err *err);
  * on PostgreSQL.
  */
 int pgw_store_checkpoint_backstop(pgw_store *store, int pages, pgw_err *err);
+/* After pgw_store_checkpoint_backstop: the pages in the WAL after this
+ * connection's last commit (it shrinks when the WAL starts over). 0 before
+ * and on PostgreSQL. */
+int64_t pgw_store_wal_pages(const pgw_store *store);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota for template_id (all of it: WeChat said
