@@ -281,8 +281,15 @@ static int quote_print(const pgw_config *cfg, const pgw_event_doc *doc, const pg
         free(earning);
         return EXIT_USAGE;
     }
-    json_t *out = pgw_earning_to_json(&cfg->rules, doc, earning);
-    char *text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    /* The API's own rendering, indented for a person. */
+    static char compact[PGW_ANSWER_MAX];
+    pgw_json_out o;
+    pgw_json_out_init(&o, compact, sizeof(compact));
+    pgw_json_out_begin_object(&o);
+    pgw_earning_write(&o, &cfg->rules, doc, earning, earning->points);
+    pgw_json_out_end_object(&o);
+    json_t *out = o.overflow ? NULL : json_loads(compact, 0, NULL);
+    char *text = out ? json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     PGW_ASSERT(text != NULL);
     printf("%s\n", text);
     free(text);

@@ -521,9 +521,7 @@ static void render_hold(pgw_command *cmd, void *payload)
                          (json_int_t)cmd->figures.available);
         break;
     }
-    if (body != NULL)
-        json_object_set_new(body, "transfers", pgw_transfers_json(cmd));
-    pgw_command_keep_answer(cmd, body);
+    pgw_command_keep_answer_with_transfers(cmd, body);
 }
 
 /* ---- handlers ------------------------------------------------------------------------ */

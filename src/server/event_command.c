@@ -86,16 +86,28 @@ json_t *pgw_member_json_from_text(const char *text, pgw_err *err)
     return NULL;
 }
 
-json_t *pgw_transfers_json(const pgw_command *cmd)
+/* "transfers": the command's committed transfers, as API.md shows them. */
+static void write_transfers(pgw_json_out *o, const pgw_command *cmd)
 {
-    json_t *list = json_array();
-    for (size_t i = 0; list && i < cmd->n_transfers; i++) {
+    pgw_json_out_key(o, "transfers");
+    pgw_json_out_begin_array(o);
+    for (size_t i = 0; i < cmd->n_transfers; i++) {
         const pgw_transfer *t = &cmd->transfers[i];
-        json_array_append_new(list, json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)t->id, "debit",
-                                              t->debit, "credit", t->credit, "points",
-                                              (json_int_t)t->points));
+        pgw_json_out_begin_object(o);
+        pgw_json_out_key_int(o, "id", t->id);
+        pgw_json_out_key_string(o, "debit", t->debit);
+        pgw_json_out_key_string(o, "credit", t->credit);
+        pgw_json_out_key_int(o, "points", t->points);
+        pgw_json_out_end_object(o);
     }
-    return list;
+    pgw_json_out_end_array(o);
+}
+
+/* The answer is kept whole or not at all ("": it did not fit). */
+static void keep_if_whole(pgw_command *cmd, const pgw_json_out *o)
+{
+    if (o->overflow)
+        cmd->answer[0] = '\0';
 }
 
 void pgw_command_keep_answer(pgw_command *cmd, json_t *body)
@@ -105,19 +117,35 @@ void pgw_command_keep_answer(pgw_command *cmd, json_t *body)
     json_decref(body);
 }
 
+void pgw_command_keep_answer_with_transfers(pgw_command *cmd, json_t *body)
+{
+    pgw_command_keep_answer(cmd, body);
+    size_t len = strlen(cmd->answer);
+    if (len < 2 || cmd->answer[len - 1] != '}')
+        return; /* nothing kept: it stays "" */
+    pgw_json_out o;
+    pgw_json_out_reopen(&o, cmd->answer, sizeof(cmd->answer), len);
+    write_transfers(&o, cmd);
+    pgw_json_out_end_object(&o);
+    keep_if_whole(cmd, &o);
+}
+
 void pgw_event_render(pgw_command *cmd, const pgw_rules *rules, const pgw_event_doc *doc)
 {
-    json_t *body = pgw_earning_to_json(rules, doc, cmd->earning);
-    if (body == NULL)
-        return;
-    json_object_set_new(body, "member_id", json_string(cmd->member));
-    if (doc->event.type == PGW_EVENT_REFUND) {
-        json_object_set_new(body, "points", json_integer(-(json_int_t)cmd->points_moved));
-        json_object_set_new(body, "written_off", json_integer(cmd->written_off));
-        json_object_set_new(body, "debt_added", json_integer(cmd->debt_added));
+    bool refund = doc->event.type == PGW_EVENT_REFUND;
+    pgw_json_out o;
+    pgw_json_out_init(&o, cmd->answer, sizeof(cmd->answer));
+    pgw_json_out_begin_object(&o);
+    pgw_earning_write(&o, rules, doc, cmd->earning,
+                      refund ? -cmd->points_moved : cmd->earning->points);
+    pgw_json_out_key_string(&o, "member_id", cmd->member);
+    if (refund) {
+        pgw_json_out_key_int(&o, "written_off", cmd->written_off);
+        pgw_json_out_key_int(&o, "debt_added", cmd->debt_added);
     }
-    json_object_set_new(body, "balance", json_integer(cmd->figures.balance));
-    json_object_set_new(body, "available", json_integer(cmd->figures.available));
-    json_object_set_new(body, "transfers", pgw_transfers_json(cmd));
-    pgw_command_keep_answer(cmd, body);
+    pgw_json_out_key_int(&o, "balance", cmd->figures.balance);
+    pgw_json_out_key_int(&o, "available", cmd->figures.available);
+    write_transfers(&o, cmd);
+    pgw_json_out_end_object(&o);
+    keep_if_whole(cmd, &o);
 }

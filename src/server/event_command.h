@@ -41,11 +41,11 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
  * as the member object of API.md; NULL and PGW_EINVAL in err otherwise. */
 json_t *pgw_member_json_from_text(const char *text, pgw_err *err);
 
-/* The committed transfers of a command, as API.md shows them. */
-json_t *pgw_transfers_json(const pgw_command *cmd);
-
 /* Dumps `body` (taken) into cmd->answer; empty when it does not fit. */
 void pgw_command_keep_answer(pgw_command *cmd, json_t *body);
+/* The same with "transfers", the command's committed transfers as API.md
+ * shows them, added last. */
+void pgw_command_keep_answer_with_transfers(pgw_command *cmd, json_t *body);
 
 /* An event's answer (API.md "Events") into cmd->answer, for a render callback. */
 void pgw_event_render(pgw_command *cmd, const pgw_rules *rules, const pgw_event_doc *doc);

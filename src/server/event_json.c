@@ -345,29 +345,31 @@ int pgw_member_ctx_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err
     return rc;
 }
 
-json_t *pgw_earning_to_json(const pgw_rules *rules, const pgw_event_doc *doc,
-                            const pgw_earning *earning)
+void pgw_earning_write(pgw_json_out *o, const pgw_rules *rules, const pgw_event_doc *doc,
+                       const pgw_earning *earning, int64_t points)
 {
-    json_t *lines = json_array();
+    pgw_json_out_key_string(o, "event_id", doc->event_id);
+    pgw_json_out_key_string(o, "type", pgw_event_type_name(doc->event.type));
+    pgw_json_out_key_int(o, "points", points);
+    pgw_json_out_key(o, "breakdown");
+    pgw_json_out_begin_array(o);
     for (size_t i = 0; i < earning->n_lines; i++) {
         const pgw_breakdown_line *line = &earning->lines[i];
-        json_t *j = json_pack("{s:s, s:I, s:s}", "rule", line->rule, "points",
-                              (json_int_t)line->points, "funded_by", line->funded_by);
+        pgw_json_out_begin_object(o);
+        pgw_json_out_key_string(o, "rule", line->rule);
+        pgw_json_out_key_int(o, "points", line->points);
+        pgw_json_out_key_string(o, "funded_by", line->funded_by);
         if (line->beneficiary == PGW_BENEFICIARY_REFERRER)
-            json_object_set_new(j, "beneficiary", json_string("referrer"));
-        json_array_append_new(lines, j);
+            pgw_json_out_key_string(o, "beneficiary", "referrer");
+        pgw_json_out_end_object(o);
     }
-    json_t *out = json_pack("{s:s, s:s, s:I, s:o}", "event_id", doc->event_id, "type",
-                            pgw_event_type_name(doc->event.type), "points",
-                            (json_int_t)earning->points, "breakdown", lines);
-    PGW_ASSERT(out != NULL);
+    pgw_json_out_end_array(o);
     if (earning->referrer_points > 0)
-        json_object_set_new(out, "referrer_points", json_integer(earning->referrer_points));
+        pgw_json_out_key_int(o, "referrer_points", earning->referrer_points);
     if (earning->tier >= 0 && (size_t)earning->tier < rules->n_tiers)
-        json_object_set_new(out, "tier", json_string(rules->tiers[earning->tier].name));
+        pgw_json_out_key_string(o, "tier", rules->tiers[earning->tier].name);
     if (doc->event.type == PGW_EVENT_SIGN_IN)
-        json_object_set_new(out, "sign_in_streak", json_integer(earning->sign_in_streak));
+        pgw_json_out_key_int(o, "sign_in_streak", earning->sign_in_streak);
     if (earning->reason[0] != '\0')
-        json_object_set_new(out, "reason", json_string(earning->reason));
-    return out;
+        pgw_json_out_key_string(o, "reason", earning->reason);
 }

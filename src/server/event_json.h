@@ -20,6 +20,8 @@
 #include "core/identity.h"
 #include "core/rules.h"
 
+#include "util/json_write.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 
@@ -68,12 +70,13 @@ int pgw_member_from_json(const json_t *obj, const char *path, pgw_identity *out,
 int pgw_member_ctx_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err *err);
 
 /*
- * The answer for an earning, shaped like API.md's event response minus what
- * only the store knows (member_id, balance, transfers): event_id, points,
- * breakdown [{rule, points, funded_by}], and reason / referrer_points / tier
- * / sign_in_streak when they apply. The caller owns the returned reference.
+ * The members of the answer for an earning, into the object `o` has open,
+ * shaped like API.md's event response minus what only the store knows
+ * (member_id, balance, transfers): event_id, type, `points` (the earning's,
+ * or a refund's reversal), breakdown [{rule, points, funded_by}], and
+ * referrer_points / tier / sign_in_streak / reason when they apply.
  */
-json_t *pgw_earning_to_json(const pgw_rules *rules, const pgw_event_doc *doc,
-                            const pgw_earning *earning);
+void pgw_earning_write(pgw_json_out *o, const pgw_rules *rules, const pgw_event_doc *doc,
+                       const pgw_earning *earning, int64_t points);
 
 #endif

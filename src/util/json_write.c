@@ -1,0 +1,154 @@
+/*
+ * json_write.c - see json_write.h.
+ */
+#include "json_write.h"
+
+#include "core/assertions.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static void put(pgw_json_out *o, const char *bytes, size_t n)
+{
+    if (o->overflow || n >= o->cap - o->len) {
+        o->overflow = true;
+        return;
+    }
+    memcpy(o->buf + o->len, bytes, n);
+    o->len += n;
+    o->buf[o->len] = '\0';
+}
+
+static void put_char(pgw_json_out *o, char c)
+{
+    put(o, &c, 1);
+}
+
+/* A comma when something came before in this container. */
+static void separate(pgw_json_out *o)
+{
+    if (o->need_comma)
+        put_char(o, ',');
+}
+
+void pgw_json_out_init(pgw_json_out *o, char *buf, size_t cap)
+{
+    PGW_ASSERT(cap >= 1);
+    *o = (pgw_json_out){.buf = buf, .cap = cap};
+    buf[0] = '\0';
+}
+
+void pgw_json_out_reopen(pgw_json_out *o, char *buf, size_t cap, size_t len)
+{
+    PGW_ASSERT(len >= 2 && len < cap && buf[0] == '{' && buf[len - 1] == '}');
+    *o = (pgw_json_out){.buf = buf, .cap = cap, .len = len - 1, .need_comma = len > 2};
+    buf[o->len] = '\0';
+}
+
+void pgw_json_out_begin_object(pgw_json_out *o)
+{
+    separate(o);
+    put_char(o, '{');
+    o->need_comma = false;
+}
+
+void pgw_json_out_end_object(pgw_json_out *o)
+{
+    put_char(o, '}');
+    o->need_comma = true;
+}
+
+void pgw_json_out_begin_array(pgw_json_out *o)
+{
+    separate(o);
+    put_char(o, '[');
+    o->need_comma = false;
+}
+
+void pgw_json_out_end_array(pgw_json_out *o)
+{
+    put_char(o, ']');
+    o->need_comma = true;
+}
+
+/* A quoted, escaped string; runs of plain bytes are copied at once. */
+static void put_quoted(pgw_json_out *o, const char *text)
+{
+    put_char(o, '"');
+    const char *run = text;
+    for (const char *p = text; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(o, run, (size_t)(p - run));
+        run = p + 1;
+        char esc[8];
+        switch (c) {
+        case '"':
+            put(o, "\\\"", 2);
+            break;
+        case '\\':
+            put(o, "\\\\", 2);
+            break;
+        case '\n':
+            put(o, "\\n", 2);
+            break;
+        case '\r':
+            put(o, "\\r", 2);
+            break;
+        case '\t':
+            put(o, "\\t", 2);
+            break;
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)c);
+            put(o, esc, 6);
+            break;
+        }
+    }
+    put(o, run, strlen(run));
+    put_char(o, '"');
+}
+
+void pgw_json_out_key(pgw_json_out *o, const char *key)
+{
+    separate(o);
+    put_quoted(o, key);
+    put_char(o, ':');
+    o->need_comma = false;
+}
+
+void pgw_json_out_string(pgw_json_out *o, const char *text)
+{
+    separate(o);
+    put_quoted(o, text);
+    o->need_comma = true;
+}
+
+void pgw_json_out_int(pgw_json_out *o, int64_t value)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof(digits), "%" PRId64, value);
+    separate(o);
+    put(o, digits, (size_t)n);
+    o->need_comma = true;
+}
+
+void pgw_json_out_bool(pgw_json_out *o, bool value)
+{
+    separate(o);
+    put(o, value ? "true" : "false", value ? 4 : 5);
+    o->need_comma = true;
+}
+
+void pgw_json_out_key_string(pgw_json_out *o, const char *key, const char *text)
+{
+    pgw_json_out_key(o, key);
+    pgw_json_out_string(o, text);
+}
+
+void pgw_json_out_key_int(pgw_json_out *o, const char *key, int64_t value)
+{
+    pgw_json_out_key(o, key);
+    pgw_json_out_int(o, value);
+}

@@ -1,0 +1,117 @@
+/*
+ * test_json_write.c - the allocation-free JSON writer: what it writes parses
+ * back (jansson) to what was written, escapes included; commas in nested
+ * containers; a text that does not fit is marked, never cut silently; an
+ * object reopened takes more members.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "util/json_write.h"
+
+#include <jansson.h>
+#include <string.h>
+
+static void test_nested_containers_and_commas(void **state)
+{
+    (void)state;
+    char buf[256];
+    pgw_json_out o;
+    pgw_json_out_init(&o, buf, sizeof(buf));
+    pgw_json_out_begin_object(&o);
+    pgw_json_out_key_int(&o, "a", -9223372036854775807LL - 1);
+    pgw_json_out_key(&o, "list");
+    pgw_json_out_begin_array(&o);
+    pgw_json_out_begin_object(&o);
+    pgw_json_out_end_object(&o);
+    pgw_json_out_int(&o, 7);
+    pgw_json_out_begin_array(&o);
+    pgw_json_out_end_array(&o);
+    pgw_json_out_bool(&o, true);
+    pgw_json_out_end_array(&o);
+    pgw_json_out_key(&o, "empty");
+    pgw_json_out_begin_array(&o);
+    pgw_json_out_end_array(&o);
+    pgw_json_out_key_string(&o, "last", "x");
+    pgw_json_out_end_object(&o);
+    assert_false(o.overflow);
+    assert_string_equal(buf, "{\"a\":-9223372036854775808,\"list\":[{},7,[],true],\"empty\":[],"
+                             "\"last\":\"x\"}");
+    assert_int_equal(o.len, strlen(buf));
+}
+
+static void test_strings_escape_and_parse_back(void **state)
+{
+    (void)state;
+    /* Quotes, backslashes, every control character, UTF-8 and DEL. */
+    char text[64] = "q\"b\\s/ \xe7\xa7\xaf\xe5\x88\x86 \x7f";
+    size_t n = strlen(text);
+    for (int c = 1; c < 0x20; c++)
+        text[n++] = (char)c;
+    text[n] = '\0';
+    char buf[512];
+    pgw_json_out o;
+    pgw_json_out_init(&o, buf, sizeof(buf));
+    pgw_json_out_begin_object(&o);
+    pgw_json_out_key_string(&o, text, text); /* keys are escaped too */
+    pgw_json_out_end_object(&o);
+    assert_false(o.overflow);
+    json_error_t jerr;
+    json_t *back = json_loads(buf, 0, &jerr);
+    assert_non_null(back);
+    assert_string_equal(json_string_value(json_object_get(back, text)), text);
+    assert_int_equal(json_object_size(back), 1);
+    json_decref(back);
+    assert_non_null(strstr(buf, "\\u001f"));
+    assert_non_null(strstr(buf, "\\n"));
+}
+
+static void test_overflow_is_marked(void **state)
+{
+    (void)state;
+    char buf[16];
+    pgw_json_out o;
+    pgw_json_out_init(&o, buf, sizeof(buf));
+    pgw_json_out_begin_object(&o);
+    pgw_json_out_key_string(&o, "k", "0123456789"); /* 18 characters: 3 too many */
+    pgw_json_out_end_object(&o);
+    assert_true(o.overflow);
+    assert_true(strlen(buf) < sizeof(buf)); /* always terminated within the buffer */
+    /* Exactly full: 15 characters and the NUL fit. */
+    pgw_json_out_init(&o, buf, sizeof(buf));
+    pgw_json_out_begin_object(&o);
+    pgw_json_out_key_string(&o, "k", "0123456");
+    pgw_json_out_end_object(&o);
+    assert_false(o.overflow);
+    assert_string_equal(buf, "{\"k\":\"0123456\"}");
+}
+
+static void test_reopen_adds_members(void **state)
+{
+    (void)state;
+    char buf[64] = "{\"a\":1}";
+    pgw_json_out o;
+    pgw_json_out_reopen(&o, buf, sizeof(buf), strlen(buf));
+    pgw_json_out_key_int(&o, "b", 2);
+    pgw_json_out_end_object(&o);
+    assert_string_equal(buf, "{\"a\":1,\"b\":2}");
+    strcpy(buf, "{}");
+    pgw_json_out_reopen(&o, buf, sizeof(buf), 2);
+    pgw_json_out_key_int(&o, "b", 2);
+    pgw_json_out_end_object(&o);
+    assert_string_equal(buf, "{\"b\":2}");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nested_containers_and_commas),
+        cmocka_unit_test(test_strings_escape_and_parse_back),
+        cmocka_unit_test(test_overflow_is_marked),
+        cmocka_unit_test(test_reopen_adds_members),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
