@@ -106,6 +106,16 @@ static void count_done(pgw_command *cmd, void *payload)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* Command `prefix:i` of `n` transfers, counted in `c` when done. */
+static void counted_command(pgw_command *cmd, const char *prefix, int i, size_t n, counter *c)
+{
+    char key[32];
+    snprintf(key, sizeof(key), "%s:%d", prefix, i);
+    make_command(cmd, key, 1, n);
+    cmd->done = count_done;
+    cmd->payload = c;
+}
+
 static void wait_for(counter *c, int n)
 {
     pthread_mutex_lock(&c->lock);
@@ -155,13 +165,8 @@ static void test_backpressure_and_drain_on_stop(void **state)
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     static pgw_command cmds[5];
     pgw_writer__pause_for_test(w, true);
-    for (int i = 0; i < 5; i++) {
-        char key[16];
-        snprintf(key, sizeof(key), "k:%d", i);
-        make_command(&cmds[i], key, 1, 1);
-        cmds[i].done = count_done;
-        cmds[i].payload = &c;
-    }
+    for (int i = 0; i < 5; i++)
+        counted_command(&cmds[i], "k", i, 1, &c);
     for (int i = 0; i < 4; i++)
         assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
     pgw_err err;
@@ -352,11 +357,7 @@ static void test_checkpoints_leave_the_writer(void **state)
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     static pgw_command cmds[200];
     for (int i = 0; i < 200; i++) {
-        char key[32];
-        snprintf(key, sizeof(key), "checkpoint:%d", i);
-        make_command(&cmds[i], key, 1, 4);
-        cmds[i].done = count_done;
-        cmds[i].payload = &c;
+        counted_command(&cmds[i], "checkpoint", i, 4, &c);
         while (pgw_writer_submit(w, &cmds[i], NULL) == PGW_EFULL)
             usleep(1000);
     }
