@@ -288,7 +288,12 @@ static int quote_print(const pgw_config *cfg, const pgw_event_doc *doc, const pg
     pgw_json_out_begin_object(&o);
     pgw_earning_write(&o, &cfg->rules, doc, earning, earning->points);
     pgw_json_out_end_object(&o);
-    json_t *out = o.overflow ? NULL : json_loads(compact, 0, NULL);
+    if (o.overflow) { /* the API could not store it either */
+        fprintf(stderr, "pointsgw quote: the answer is longer than %d bytes\n", PGW_ANSWER_MAX);
+        free(earning);
+        return EXIT_USAGE;
+    }
+    json_t *out = json_loads(compact, 0, NULL);
     char *text = out ? json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     PGW_ASSERT(text != NULL);
     printf("%s\n", text);

@@ -2700,11 +2700,18 @@ int pgw_store_prune_notices(pgw_store *s, int64_t before, int64_t *deleted, pgw_
     return rc;
 }
 
-int pgw_store_checkpoint(pgw_store *s, pgw_err *err)
+int pgw_store_checkpoint(pgw_store *s, bool *busy, pgw_err *err)
 {
+    if (busy != NULL)
+        *busy = false;
     if (is_postgres(s))
         return PGW_OK; /* the server checkpoints on its own */
-    return exec(s, "PRAGMA wal_checkpoint(PASSIVE)", "checkpointing", err);
+    int rc = sqlite3_wal_checkpoint_v2(pgw_sql_sqlite_handle(s->db), NULL,
+                                       SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc == SQLITE_BUSY && busy != NULL)
+        *busy = true;
+    return rc == SQLITE_OK || rc == SQLITE_BUSY ? PGW_OK
+                                                : db_error(s, PGW_EIO, "checkpointing", err);
 }
 
 /* After each commit (SQLite's WAL hook, in place of its automatic
@@ -2720,13 +2727,14 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
 
 int pgw_store_checkpoint_backstop(pgw_store *s, int pages, pgw_err *err)
 {
-    (void)err;
     PGW_ASSERT(pages > 0);
     if (is_postgres(s))
         return PGW_OK;
     s->backstop_pages = pages;
     sqlite3_wal_hook(pgw_sql_sqlite_handle(s->db), on_wal_commit, s);
-    return PGW_OK;
+    /* A WAL file keeps its largest size; one that outgrew the backstop
+     * (a burst, a slow disk) is cut back when it starts over. */
+    return exec(s, "PRAGMA journal_size_limit = 67108864", "limiting the WAL file", err);
 }
 
 int64_t pgw_store_wal_pages(const pgw_store *s)

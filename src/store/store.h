@@ -513,9 +513,10 @@ int pgw_store_sms_opt_out(pgw_store *store, const char *member, bool *opt_out, p
 #define PGW_PRUNE_CHUNK 5000
 int pgw_store_prune_notices(pgw_store *store, int64_t before, int64_t *deleted, pgw_err *err);
 /* Copies what it can of the WAL into the database without waiting for
- * anyone (after a courier's large prune: couriers leave checkpoints to the
- * writer, which would otherwise meet the whole WAL at its next commit). */
-int pgw_store_checkpoint(pgw_store *store, pgw_err *err);
+ * anyone: the writer's checkpoint thread, and a courier after a large
+ * prune. *busy (may be NULL): another connection was checkpointing, so
+ * nothing was done (not an error). */
+int pgw_store_checkpoint(pgw_store *store, bool *busy, pgw_err *err);
 /*
  * SQLite: this connection stops checkpointing after its commits until the
  * WAL holds `pages` pages, for a writer whose checkpoints another

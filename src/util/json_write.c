@@ -100,8 +100,14 @@ static void put_quoted(pgw_json_out *o, const char *text)
         case '\t':
             put(o, "\\t", 2);
             break;
-        default:
-            snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)c);
+        case '\b':
+            put(o, "\\b", 2);
+            break;
+        case '\f':
+            put(o, "\\f", 2);
+            break;
+        default: /* as jansson writes them */
+            snprintf(esc, sizeof(esc), "\\u%04X", (unsigned)c);
             put(o, esc, 6);
             break;
         }

@@ -13,6 +13,7 @@
 #include "util/json_write.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void test_nested_containers_and_commas(void **state)
@@ -64,9 +65,11 @@ static void test_strings_escape_and_parse_back(void **state)
     assert_non_null(back);
     assert_string_equal(json_string_value(json_object_get(back, text)), text);
     assert_int_equal(json_object_size(back), 1);
+    /* The forms jansson writes, so answers stay byte-for-byte the same. */
+    char *theirs = json_dumps(back, JSON_COMPACT);
+    assert_string_equal(buf, theirs);
+    free(theirs);
     json_decref(back);
-    assert_non_null(strstr(buf, "\\u001f"));
-    assert_non_null(strstr(buf, "\\n"));
 }
 
 static void test_overflow_is_marked(void **state)
