@@ -66,7 +66,9 @@ struct pgw_writer {
     bool has_checkpointer;
     pgw_store *checkpoint_store; /* its own connection */
     pthread_cond_t checkpoint_wake;
-    bool checkpoint_wanted;      /* CHECKPOINT_PAGES were added since the last one */
+    int64_t backstop_pages;      /* past these the writer checkpoints itself */
+    int64_t checkpoint_pages;    /* a checkpoint each time commits add these */
+    bool checkpoint_wanted;      /* checkpoint_pages were added since the last one */
     bool wal_over_backstop;      /* the writer's connection is to checkpoint: stand aside */
     int64_t wal_pages;           /* the WAL's pages after the last commit (writer thread) */
     int64_t wal_pages_added;     /* pages the commits added since the last checkpoint */
@@ -80,7 +82,8 @@ struct pgw_writer {
  * ms), rarely enough that small batches do not pay a database fsync each
  * (one per commit cost a third of the events at 1 and 16 connections). */
 #define CHECKPOINT_PAGES 256
-/* The writer checkpoints itself only past this many WAL pages (~20 MiB). */
+/* By default the writer checkpoints itself only past this many WAL pages
+ * (~20 MiB with 2 KiB pages). */
 #define CHECKPOINT_BACKSTOP_PAGES 10000
 
 /* Room for the batch being synced plus the one applied meanwhile. */
@@ -181,8 +184,8 @@ static void apply_batch(pgw_writer *w, size_t n)
     w->wal_pages = pages;
     pthread_mutex_lock(&w->lock);
     w->wal_pages_added += added;
-    w->wal_over_backstop = pages >= CHECKPOINT_BACKSTOP_PAGES;
-    w->checkpoint_wanted |= w->has_checkpointer && w->wal_pages_added >= CHECKPOINT_PAGES;
+    w->wal_over_backstop = pages >= w->backstop_pages;
+    w->checkpoint_wanted |= w->has_checkpointer && w->wal_pages_added >= w->checkpoint_pages;
     if (w->checkpoint_wanted && !w->wal_over_backstop) /* also once the WAL started over */
         pthread_cond_signal(&w->checkpoint_wake);
     if (last > w->stats.last_transfer)
@@ -401,7 +404,7 @@ static int start_checkpointer(pgw_writer *w, const char *db_url, pgw_err *err)
         return PGW_OK; /* a reader writes nothing; a server checkpoints on its own */
     int rc = pgw_store_open(db_url, false, &w->checkpoint_store, err);
     if (rc == PGW_OK)
-        rc = pgw_store_checkpoint_backstop(w->store, CHECKPOINT_BACKSTOP_PAGES, err);
+        rc = pgw_store_checkpoint_backstop(w->store, (int)w->backstop_pages, err);
     if (rc == PGW_OK) {
         w->has_checkpointer = pthread_create(&w->checkpointer, NULL, checkpointer_main, w) == 0;
         if (!w->has_checkpointer)
@@ -444,9 +447,12 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
 {
     *out = NULL;
     if (opts->queue_cap < 1 || opts->queue_cap > PGW_WRITER_QUEUE_MAX || opts->batch_max < 1 ||
-        opts->batch_max > PGW_WRITER_BATCH_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "writer queue 1..%d and batch 1..%d",
-                           PGW_WRITER_QUEUE_MAX, PGW_WRITER_BATCH_MAX);
+        opts->batch_max > PGW_WRITER_BATCH_MAX ||
+        (opts->wal_backstop_pages != 0 &&
+         (opts->wal_backstop_pages < 64 || opts->wal_backstop_pages > PGW_WRITER_BACKSTOP_MAX)))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "writer queue 1..%d, batch 1..%d, WAL backstop 64..%d pages",
+                           PGW_WRITER_QUEUE_MAX, PGW_WRITER_BATCH_MAX, PGW_WRITER_BACKSTOP_MAX);
     pgw_writer *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the writer");
@@ -459,6 +465,11 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     w->policy = opts->policy;
     w->read_only = opts->read_only;
     w->batch_max = opts->batch_max;
+    w->backstop_pages =
+        opts->wal_backstop_pages ? (int64_t)opts->wal_backstop_pages : CHECKPOINT_BACKSTOP_PAGES;
+    /* A few checkpoints between two of the writer's own, whatever the backstop. */
+    w->checkpoint_pages =
+        w->backstop_pages / 4 < CHECKPOINT_PAGES ? w->backstop_pages / 4 : CHECKPOINT_PAGES;
     w->ring = calloc(w->cap, sizeof(*w->ring));
     w->batch = calloc(w->batch_max, sizeof(*w->batch));
     w->pending = calloc(PENDING_CAP(w), sizeof(*w->pending));

@@ -34,8 +34,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PGW_WRITER_QUEUE_MAX 65536
-#define PGW_WRITER_BATCH_MAX 4096
+#define PGW_WRITER_QUEUE_MAX    65536
+#define PGW_WRITER_BATCH_MAX    4096
+#define PGW_WRITER_BACKSTOP_MAX 1000000
 
 typedef struct pgw_writer_options {
     const char *db_url; /* "sqlite:PATH"; created when missing */
@@ -45,6 +46,9 @@ typedef struct pgw_writer_options {
     bool read_only;
     size_t queue_cap; /* 1..PGW_WRITER_QUEUE_MAX */
     size_t batch_max; /* 1..PGW_WRITER_BATCH_MAX commands per transaction */
+    /* SQLite: WAL pages past which the writer's connection checkpoints
+     * itself (writer.c); 0 means 10,000, else 64..PGW_WRITER_BACKSTOP_MAX. */
+    size_t wal_backstop_pages;
 } pgw_writer_options;
 
 /* Histogram buckets: batch sizes 1, 2, 4 ... 4096; commit times in

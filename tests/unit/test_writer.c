@@ -14,8 +14,10 @@
 #include "server/writer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include "db_fixture.h"
+#include "util/clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -382,6 +384,184 @@ static void test_checkpoints_leave_the_writer(void **state)
     assert_int_equal(log_size(f), 800);
 }
 
+/* ---- a slow disk: SQLite's default VFS with the database file's syncs slowed ---- */
+
+static atomic_int slow_db_sync_ms; /* 0: as fast as the disk */
+static sqlite3_vfs *real_vfs;
+
+typedef struct slow_file {
+    sqlite3_file base;
+    sqlite3_file *real; /* the real VFS's file, just after this struct */
+    bool main_db;
+} slow_file;
+
+#define REAL(f) (((slow_file *)(f))->real)
+
+static int slow_close(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int slow_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 at)
+{
+    return REAL(f)->pMethods->xRead(REAL(f), buf, n, at);
+}
+static int slow_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 at)
+{
+    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, at);
+}
+static int slow_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int slow_sync(sqlite3_file *f, int flags)
+{
+    int ms = atomic_load(&slow_db_sync_ms);
+    if (((slow_file *)f)->main_db && ms > 0)
+        usleep((useconds_t)ms * 1000);
+    return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int slow_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int slow_lock(sqlite3_file *f, int level)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), level);
+}
+static int slow_unlock(sqlite3_file *f, int level)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), level);
+}
+static int slow_check_lock(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int slow_control(sqlite3_file *f, int op, void *arg)
+{
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int slow_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int slow_device(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int slow_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **out)
+{
+    return REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, out);
+}
+static int slow_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+    return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
+}
+static void slow_shm_barrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int slow_shm_unmap(sqlite3_file *f, int delete_flag)
+{
+    return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
+}
+static int slow_fetch(sqlite3_file *f, sqlite3_int64 at, int n, void **out)
+{
+    return REAL(f)->pMethods->xFetch(REAL(f), at, n, out);
+}
+static int slow_unfetch(sqlite3_file *f, sqlite3_int64 at, void *p)
+{
+    return REAL(f)->pMethods->xUnfetch(REAL(f), at, p);
+}
+
+static const sqlite3_io_methods SLOW_METHODS = {3,
+                                                slow_close,
+                                                slow_read,
+                                                slow_write,
+                                                slow_truncate,
+                                                slow_sync,
+                                                slow_file_size,
+                                                slow_lock,
+                                                slow_unlock,
+                                                slow_check_lock,
+                                                slow_control,
+                                                slow_sector,
+                                                slow_device,
+                                                slow_shm_map,
+                                                slow_shm_lock,
+                                                slow_shm_barrier,
+                                                slow_shm_unmap,
+                                                slow_fetch,
+                                                slow_unfetch};
+
+static int slow_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out)
+{
+    (void)vfs;
+    slow_file *f = (slow_file *)file;
+    f->real = (sqlite3_file *)(f + 1);
+    f->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
+    int rc = real_vfs->xOpen(real_vfs, name, f->real, flags, out);
+    f->base.pMethods = f->real->pMethods != NULL ? &SLOW_METHODS : NULL;
+    return rc;
+}
+
+/* Makes the slow VFS the default, once for the whole process. */
+static void install_slow_disk(void)
+{
+    static sqlite3_vfs slow;
+    if (real_vfs != NULL)
+        return;
+    real_vfs = sqlite3_vfs_find(NULL);
+    assert_non_null(real_vfs);
+    assert_true(real_vfs->iVersion >= 1);
+    slow = *real_vfs;
+    slow.zName = "pgw-slow-disk";
+    slow.szOsFile = (int)sizeof(slow_file) + real_vfs->szOsFile;
+    slow.xOpen = slow_open;
+    assert_int_equal(sqlite3_vfs_register(&slow, 1), SQLITE_OK);
+}
+
+/*
+ * On a disk whose syncs of the database take 50 ms the checkpoint thread
+ * checkpoints back to back. It once kept the writer's own checkpoint busy
+ * for ever, and only that one lets the WAL start over under steady writes:
+ * the WAL grew without bound. With a backstop of 500 pages it must stay
+ * near it (the file keeps its largest size, so its size is the peak).
+ */
+static void test_wal_bounded_on_a_slow_disk(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's WAL */
+    install_slow_disk();
+    atomic_store(&slow_db_sync_ms, 50);
+    pgw_writer_options opts = {
+        .db_url = f->url, .queue_cap = 256, .batch_max = 64, .wal_backstop_pages = 500};
+    pgw_writer *w = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_writer_start(&opts, &w, &err), PGW_OK);
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    static pgw_command cmds[128];
+    int64_t until = pgw_monotonic_us() + 3000000, sent = 0;
+    for (int i = 0; pgw_monotonic_us() < until; i++) {
+        pgw_command *cmd = &cmds[i % 128];
+        if (i >= 128)
+            wait_for(&c, i - 127); /* its last use is done */
+        counted_command(cmd, "slow", i, 4, &c);
+        while (pgw_writer_submit(w, cmd, NULL) == PGW_EFULL)
+            usleep(1000);
+        sent++;
+    }
+    wait_for(&c, (int)sent);
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    int64_t peak = file_size(wal);
+    pgw_writer_stop(w);
+    atomic_store(&slow_db_sync_ms, 0);
+    print_message("%lld commands, WAL peak %lld bytes\n", (long long)sent, (long long)peak);
+    assert_true(sent > 1000);                  /* enough to pass the backstop many times */
+    assert_true(peak < 4 * 500 * (2048 + 24)); /* a few backstops' worth, not growing */
+}
+
 static void test_a_failed_sync_is_final(void **state)
 {
     db_fixture *f = *state;
@@ -430,6 +610,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_completes_only_after_the_sync, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_leave_the_writer, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_wal_bounded_on_a_slow_disk, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_sync_is_final, db_fixture_setup,
                                         db_fixture_teardown),
