@@ -3,7 +3,9 @@
  * after commit, replays and conflicts, a failing command failing alone in
  * its batch, backpressure, draining on stop, many threads racing on one
  * idempotency key (exactly one effect), no completion before the sync,
- * checkpoints on their own thread, and a failed sync stopping all writes.
+ * checkpoints on their own thread, a WAL that stays bounded on a slow disk
+ * (a VFS shim slows the database's syncs), and a failed sync stopping all
+ * writes.
  */
 #include <stdarg.h>
 #include <stddef.h>
