@@ -57,7 +57,15 @@ static void redeemed_account(const char *shop, char out[PGW_ACCOUNT_MAX + 1])
     snprintf(out, PGW_ACCOUNT_MAX + 1, "shop:%s:redeemed", shop);
 }
 
-static bool key_checked_first(pgw_command_kind kind);
+/* The kinds whose key is looked up before anything else (command.h). */
+static bool key_checked_first(pgw_command_kind kind)
+{
+    return kind == PGW_COMMAND_REFUND || kind == PGW_COMMAND_HOLD || kind == PGW_COMMAND_CAPTURE ||
+           kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM || kind == PGW_COMMAND_EVENT ||
+           kind == PGW_COMMAND_BIND || kind == PGW_COMMAND_IMPORT ||
+           kind == PGW_COMMAND_SUBSCRIBE || kind == PGW_COMMAND_END_SESSION ||
+           kind == PGW_COMMAND_OTP_VERIFY;
+}
 
 /*
  * Records the key after the command's appends; a replay found here is
@@ -71,22 +79,18 @@ static int record_key(pgw_store *store, pgw_command *cmd)
     if (cmd->kind == PGW_COMMAND_EXPIRE_HOLD)
         return PGW_OK; /* idempotent by the hold's state */
     int64_t first = cmd->n_transfers > 0 ? cmd->transfers[0].id : 0;
-    if (key_checked_first(cmd->kind)) {
-        memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
-        cmd->record.first_transfer = first;
-        cmd->record.transfer_count = (int64_t)cmd->n_transfers;
-        cmd->key_deferred = true;
-        return PGW_OK;
+    cmd->key_deferred = key_checked_first(cmd->kind);
+    if (!cmd->key_deferred) {
+        int rc = pgw_store_record_key(store, cmd->key, cmd->fingerprint, first,
+                                      (int64_t)cmd->n_transfers, now_us(), NULL, &cmd->replayed,
+                                      &cmd->record, &cmd->err);
+        if (rc != PGW_OK || cmd->replayed)
+            return rc; /* a replay: cmd->record is the first one's */
     }
-    int rc =
-        pgw_store_record_key(store, cmd->key, cmd->fingerprint, first, (int64_t)cmd->n_transfers,
-                             now_us(), NULL, &cmd->replayed, &cmd->record, &cmd->err);
-    if (rc == PGW_OK && !cmd->replayed) {
-        memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
-        cmd->record.first_transfer = first;
-        cmd->record.transfer_count = (int64_t)cmd->n_transfers;
-    }
-    return rc;
+    memcpy(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN);
+    cmd->record.first_transfer = first;
+    cmd->record.transfer_count = (int64_t)cmd->n_transfers;
+    return PGW_OK;
 }
 
 /*
@@ -1257,15 +1261,6 @@ static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
 /* ---- applying --------------------------------------------------------------------- */
 
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
-static bool key_checked_first(pgw_command_kind kind)
-{
-    return kind == PGW_COMMAND_REFUND || kind == PGW_COMMAND_HOLD || kind == PGW_COMMAND_CAPTURE ||
-           kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM || kind == PGW_COMMAND_EVENT ||
-           kind == PGW_COMMAND_BIND || kind == PGW_COMMAND_IMPORT ||
-           kind == PGW_COMMAND_SUBSCRIBE || kind == PGW_COMMAND_END_SESSION ||
-           kind == PGW_COMMAND_OTP_VERIFY;
-}
-
 /* Looks the key up before anything else; *seen when it was used before. */
 static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
 {
@@ -1364,7 +1359,10 @@ static int answer(pgw_store *store, pgw_command *cmd, int rc)
     }
     if (cmd->key_deferred)
         return record_key_with_answer(store, cmd);
-    return cmd->answer[0] ? pgw_store_set_answer(store, cmd->key, cmd->answer, &cmd->err) : PGW_OK;
+    /* Every kind that renders looks its key up first (its record waits for
+     * the answer); a wrong OTP code records no key and renders nothing. */
+    PGW_ASSERT(cmd->answer[0] == '\0');
+    return PGW_OK;
 }
 
 static void reset_output(pgw_command *cmd)

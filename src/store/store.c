@@ -109,7 +109,6 @@ enum {
     ST_ADD_DAY,
     ST_ADD_RULE_DAY,
     ST_SET_FLAGS,
-    ST_SET_ANSWER,
     ST_SELECT_ANSWER,
     ST_EXPIRING,
     ST_HISTORY,
@@ -252,7 +251,6 @@ static const char *const STATEMENTS[ST_COUNT] = {
                         " DO UPDATE SET points = member_rule_days.points + excluded.points",
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
-    [ST_SET_ANSWER] = "UPDATE idempotency SET answer = ?2 WHERE key = ?1",
     [ST_SELECT_ANSWER] = "SELECT answer FROM idempotency WHERE key = ?1",
     [ST_HISTORY] =
         "SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE credit = ?1"
@@ -2973,14 +2971,6 @@ int pgw_store_otp_mark(pgw_store *s, int64_t id, bool used, pgw_err *err)
 }
 
 /* ---- answers --------------------------------------------------------------------- */
-
-int pgw_store_set_answer(pgw_store *s, const char *key, const char *answer, pgw_err *err)
-{
-    pgw_sql_stmt *st = s->st[ST_SET_ANSWER];
-    pgw_sql_bind_text(st, 1, key);
-    pgw_sql_bind_text(st, 2, answer);
-    return update_one(s, st, "recording an answer", err);
-}
 
 int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, pgw_err *err)
 {

@@ -603,8 +603,6 @@ int pgw_store_set_member_flags(pgw_store *store, const char *member,
 
 /* ---- answers: what a replay repeats ---------------------------------------- */
 
-/* Stores the answer of key's command (recorded in this transaction). */
-int pgw_store_set_answer(pgw_store *store, const char *key, const char *answer, pgw_err *err);
 /* The stored answer ("" when none). PGW_EIO when it does not fit `cap`. */
 int pgw_store_get_answer(pgw_store *store, const char *key, char *out, size_t cap, pgw_err *err);
 
