@@ -2427,30 +2427,33 @@ int pgw_store_relax_sync(pgw_store *s, pgw_err *err)
                 err);
 }
 
-int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind, int64_t points,
-                             int64_t balance, const char *shop, const char *detail, int64_t now,
-                             int64_t coalesce_s, pgw_err *err)
+/* The parameters ?1..?6 that coalescing and queueing a notice share. */
+static pgw_sql_stmt *bind_notice(pgw_sql_stmt *st, const char *member, const char *kind,
+                                 int64_t points, int64_t balance, const char *shop, int64_t now)
 {
-    int rc = PGW_OK;
-    if (coalesce_s > 0) {
-        pgw_sql_stmt *st = s->st[ST_COALESCE_NOTICE];
-        pgw_sql_bind_text(st, 1, member);
-        pgw_sql_bind_text(st, 2, kind);
-        pgw_sql_bind_int64(st, 3, points);
-        pgw_sql_bind_int64(st, 4, balance);
-        pgw_sql_bind_text(st, 5, shop);
-        pgw_sql_bind_int64(st, 6, now);
-        rc = step_done(s, st, "coalescing a notice", err);
-        if (rc != PGW_OK || pgw_sql_changes(s->db) == 1)
-            return rc;
-    }
-    pgw_sql_stmt *st = s->st[ST_INSERT_NOTICE];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_text(st, 2, kind);
     pgw_sql_bind_int64(st, 3, points);
     pgw_sql_bind_int64(st, 4, balance);
     pgw_sql_bind_text(st, 5, shop);
     pgw_sql_bind_int64(st, 6, now);
+    return st;
+}
+
+int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind, int64_t points,
+                             int64_t balance, const char *shop, const char *detail, int64_t now,
+                             int64_t coalesce_s, pgw_err *err)
+{
+    int rc = PGW_OK;
+    if (coalesce_s > 0) {
+        pgw_sql_stmt *st =
+            bind_notice(s->st[ST_COALESCE_NOTICE], member, kind, points, balance, shop, now);
+        rc = step_done(s, st, "coalescing a notice", err);
+        if (rc != PGW_OK || pgw_sql_changes(s->db) == 1)
+            return rc;
+    }
+    pgw_sql_stmt *st =
+        bind_notice(s->st[ST_INSERT_NOTICE], member, kind, points, balance, shop, now);
     pgw_sql_bind_int64(st, 7, now + (coalesce_s > 0 ? coalesce_s : 0));
     pgw_sql_bind_text(st, 8, detail);
     rc = step_done(s, st, "queueing a notice", err);
