@@ -138,14 +138,13 @@ def exactly_once(gateways, db):
             name = body.get("event_id") or body.get("redemption_id") or body.get("hold_id") or path
             codes = sorted(a[0] for a in pair)
             created = 200 if path.endswith("/capture") else 201
+            # One first answer and one replay, whichever instance won.
             if codes != sorted([200, created]) or \
-                    sum(1 for a in pair if a[1].get("replayed") is False) != 1:
+                    [a[1].get("replayed") for a in pair] not in ([False, True], [True, False]):
                 check(False, f"{name}: answers {pair}")
                 continue
             first = next(a[1] for a in pair if a[1].get("replayed") is False)
             again = next(a[1] for a in pair if a[1].get("replayed") is True)
-            check(again.get("replayed") is True and first.get("replayed") is False,
-                  f"{name}: the second copy is a replay: {pair}")
             check({k: v for k, v in again.items() if k != "replayed"} ==
                   {k: v for k, v in first.items() if k != "replayed"},
                   f"{name}: the replay repeats the figures: {pair}")
