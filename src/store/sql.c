@@ -16,7 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define NAME_MAX_LEN 256
+#define NAME_MAX_LEN (PGW_SQL_URL_MAX + 1) /* a SQLite path is most of a URL */
 #define ERRMSG_MAX   384
 #define SESSION_MAX  256
 #define CONNINFO_MAX (PGW_SQL_URL_MAX + 200) /* the URL and with_defaults() */

@@ -49,8 +49,8 @@ typedef enum pgw_sql_kind { PGW_SQL_SQLITE, PGW_SQL_POSTGRES } pgw_sql_kind;
 /* What pgw_sql_step returns besides a negative PGW_E... code. */
 enum { PGW_SQL_DONE = 0, PGW_SQL_ROW = 1 };
 
-/* Longest URL pgw_sql_open takes. */
-#define PGW_SQL_URL_MAX 1024
+/* Longest URL pgw_sql_open takes (a SQLite path up to 7 bytes shorter). */
+#define PGW_SQL_URL_MAX 512
 /* Most parameters one statement takes, and longest blob a column returns. */
 #define PGW_SQL_PARAMS_MAX 16
 #define PGW_SQL_BLOB_MAX   128

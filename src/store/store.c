@@ -967,10 +967,8 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url);
     s->wal_fd = -1;
-    int rc =
-        strlen(url) > PGW_STORE_URL_MAX
-            ? pgw_err_set(err, PGW_EINVAL, "database URL longer than %d bytes", PGW_STORE_URL_MAX)
-            : pgw_sql_open(url, create, &s->db, err);
+    PGW_STATIC_ASSERT(PGW_STORE_URL_MAX == PGW_SQL_URL_MAX, "one bound on a URL");
+    int rc = pgw_sql_open(url, create, &s->db, err);
     if (rc == PGW_OK)
         snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
     if (rc == PGW_OK)

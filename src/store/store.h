@@ -39,7 +39,7 @@
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
 #define PGW_STORE_SCHEMA_VERSION 16
-/* Longest database URL accepted. */
+/* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
 typedef struct pgw_store pgw_store;

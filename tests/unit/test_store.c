@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static pgw_store *open_store(const db_fixture *f)
@@ -125,6 +126,36 @@ static void test_migrates_and_refuses_newer_schema(void **state)
     assert_int_equal(pgw_store_open("postgresql://127.0.0.1:1/x", true, &s, &err),
                      PGW_EUNAVAILABLE);
     assert_int_equal(pgw_store_open("mysql://db/x", true, &s, &err), PGW_EINVAL);
+}
+
+/* A SQLite path of 400 bytes opens (a 255-byte buffer once refused any
+ * path over 255); a URL over PGW_STORE_URL_MAX is refused, saying why.
+ * SQLite itself takes paths up to 512 bytes with the suffixes of its
+ * side files ("-journal"). */
+static void test_long_sqlite_paths(void **state)
+{
+    db_fixture *f = *state;
+    char dir[PGW_STORE_URL_MAX + 8], url[PGW_STORE_URL_MAX + 16];
+    int n = snprintf(dir, sizeof(dir), "%s/", f->dir);
+    while (n < 300) { /* nested directories: one name is at most 255 bytes */
+        n += snprintf(
+            dir + n, sizeof(dir) - (size_t)n, "%.*s/", 99,
+            "ddddddddddddddddddddddddddddd"
+            "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd");
+        assert_int_equal(mkdir(dir, 0700), 0);
+    }
+    int len = snprintf(url, sizeof(url), "sqlite:%s", dir);
+    memset(url + len, 'x', (size_t)(407 - len)); /* the file's name: a 400-byte path */
+    url[407] = '\0';
+    pgw_store *s = NULL;
+    pgw_err err;
+    if (pgw_store_open(url, true, &s, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    memset(url + 407, 'x', PGW_STORE_URL_MAX + 1 - 407);
+    url[PGW_STORE_URL_MAX + 1] = '\0';
+    assert_int_equal(pgw_store_open(url, true, &s, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "longer than"));
 }
 
 static void test_appends_commit_or_roll_back_whole(void **state)
@@ -385,6 +416,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_page_size_new_and_existing, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_text_and_values, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, db_fixture_setup,
                                         db_fixture_teardown),
