@@ -599,8 +599,14 @@ static int pg_stream_step(pgw_sql_stmt *st)
         if (!PQsendQueryParams(db->pg, st->pg_text, n, types, st->value + 1, st->length + 1,
                                formats, 0))
             return pg_failure(db, NULL);
-        PQsetSingleRowMode(db->pg);
         st->streaming = true;
+        /* Without single-row mode the whole result would come as one set
+         * (and read as DONE here): refuse rather than read nothing. */
+        if (!PQsetSingleRowMode(db->pg)) {
+            pg_stream_end(st);
+            set_errmsg(db, "cannot stream a statement's rows (single-row mode)");
+            return PGW_EIO;
+        }
     }
     PQclear(st->res);
     st->res = PQgetResult(db->pg);

@@ -351,7 +351,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_FLOWS] = "SELECT kind, CASE WHEN debit LIKE 'member:%' THEN credit ELSE debit END,"
                  " SUM(points), credit LIKE 'member:%' FROM transfers"
                  " WHERE occurred_at >= ?1 AND occurred_at < ?2 AND kind <> 6"
-                 " GROUP BY 1, 2, 4 ORDER BY 1, 2, 4",
+                 " GROUP BY 1, 2, 4 ORDER BY 1, 2, 4 LIMIT ?3",
     [ST_EXPIRIES] = "SELECT id, points, reference FROM transfers WHERE kind = 4 AND id > ?3"
                     " AND occurred_at >= ?1 AND occurred_at < ?2 ORDER BY id LIMIT ?4",
     /* Who funded a lot: the transfers of the command that made it crediting
@@ -2705,12 +2705,14 @@ int pgw_store_checkpoint(pgw_store *s, bool *busy, pgw_err *err)
         *busy = false;
     if (is_postgres(s))
         return PGW_OK; /* the server checkpoints on its own */
-    int rc = sqlite3_wal_checkpoint_v2(pgw_sql_sqlite_handle(s->db), NULL,
-                                       SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    sqlite3 *lite = pgw_sql_sqlite_handle(s->db);
+    int rc = sqlite3_wal_checkpoint_v2(lite, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (rc == SQLITE_BUSY && busy != NULL)
         *busy = true;
-    return rc == SQLITE_OK || rc == SQLITE_BUSY ? PGW_OK
-                                                : db_error(s, PGW_EIO, "checkpointing", err);
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY)
+        return PGW_OK;
+    /* Called straight, not through the SQL layer: its message is SQLite's. */
+    return pgw_err_set(err, PGW_EIO, "%s: checkpointing: %s", s->path, sqlite3_errmsg(lite));
 }
 
 /* After each commit (SQLite's WAL hook, in place of its automatic
@@ -3063,6 +3065,7 @@ int pgw_store_flows(pgw_store *s, int64_t from, int64_t to, pgw_flow *out, size_
     pgw_sql_stmt *st = s->st[ST_FLOWS];
     pgw_sql_bind_int64(st, 1, from);
     pgw_sql_bind_int64(st, 2, to);
+    pgw_sql_bind_int64(st, 3, (int64_t)cap + 1); /* one more says "too many" (sql.h: bounded) */
     int step;
     *n = 0;
     int rc = PGW_OK;
