@@ -52,7 +52,7 @@ struct pgw_notifier {
     pgw_notifier_options o;
     /* Whose claims are ours: host, process and a random part, unique to
      * this run. What a run held when it died comes back when its lease
-     * (renewed before each notice) runs out. */
+     * (renewed while a batch is sent, once under 20 s remain) runs out. */
     char owner[PGW_OWNER_MAX + 1];
     courier couriers[PGW_NOTIFY_THREADS_MAX];
     size_t n_couriers; /* cfg notify.workers */
@@ -447,26 +447,18 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
 }
 
 /*
- * Records a batch's attempts and what they did to the quota, in one
- * transaction: one lock and one WAL write for up to PGW_NOTIFY_BATCH
- * notices instead of one each. Each was sent before this (the provider's
- * acceptance is recorded after it, as always); a notice whose claim was
- * lost meanwhile (its lease ran out) is left to its new holder. The stream
- * hears of what was recorded.
- */
-/*
  * Counts a subscribe message against the member's quota, within record()'s
  * transaction; a failure is ignored (WeChat keeps the real count). On
  * PostgreSQL a failed statement fails the rest of a transaction, so there
  * it gets a savepoint of its own.
  */
-static void take_quota(courier *c, const pgw_notice *n, const reach_info *r, bool *taken)
+static void take_quota(courier *c, const pgw_notice *n, const reach_info *r)
 {
-    bool own = pgw_store_is_remote(c->store);
+    bool own = pgw_store_is_remote(c->store), taken = false;
     if (own && pgw_store_savepoint(c->store, NULL) != PGW_OK)
         return;
     int rc = pgw_store_take_quota(c->store, n->member, r->mp_template, r->quota == QUOTA_NONE_LEFT,
-                                  taken, NULL);
+                                  &taken, NULL);
     if (own && rc == PGW_OK)
         pgw_store_release(c->store, NULL);
     else if (own)
@@ -482,12 +474,11 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
 {
     int rc = pgw_store_begin(c->store, err);
     for (size_t i = from; rc == PGW_OK && i < to; i++) {
-        bool taken = false;
         pgw_err ignored;
         if (!tried[i])
             continue;
         if (rs[i].quota != QUOTA_KEPT)
-            take_quota(c, &nts[i], &rs[i], &taken);
+            take_quota(c, &nts[i], &rs[i]);
         int done = pgw_store_finish_notice(c->store, c->n->owner, &nts[i], now_s(), &ignored);
         recorded[i] = done == PGW_OK;
         if (done != PGW_OK && done != PGW_ESTATE)
@@ -503,6 +494,14 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
     return rc;
 }
 
+/*
+ * Records a batch's attempts and what they did to the quota, in one
+ * transaction: one lock and one WAL write for up to PGW_NOTIFY_BATCH
+ * notices instead of one each. Each was sent before this (the provider's
+ * acceptance is recorded after it, as always); a notice whose claim was
+ * lost meanwhile (its lease ran out) is left to its new holder. The stream
+ * hears of what was recorded.
+ */
 static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
                          size_t n_notices)
 {
@@ -524,34 +523,32 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
     }
 }
 
-/* One attempt at a notice; false when there is nothing to record (the
- * claim was lost), else the outcome is in *nt and *rp for finish_batch. */
-static bool deliver(courier *c, pgw_notice *nt, reach_info *rp)
+/* One attempt at a notice: the outcome is in *nt and *r for finish_batch. */
+static void deliver(courier *c, pgw_notice *nt, reach_info *r)
 {
     pgw_notifier *n = c->n;
     int64_t now = now_s();
     int kind = kind_of(nt->kind);
-    reach_info r;
     pgw_err err;
     nt->provider_id[0] = '\0';
     /* A channel gave up (dead), not only refused this member (skipped), in
      * this attempt or an earlier one. */
     bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
-    memset(&r, 0, sizeof(r));
-    int rc = prepare(c, nt, kind, &r, &err);
+    memset(r, 0, sizeof(*r));
+    int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
         set_error(nt, "", err.msg);
         schedule_retry(n, nt, now);
     }
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch =
-            pgw_notice_route(&r.reach, &n->o.cfg->notify.routes[kind], (unsigned)nt->excluded);
+            pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind], (unsigned)nt->excluded);
         if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
             snprintf(nt->state, sizeof(nt->state), "%s", failed ? "dead" : "skipped");
             count(n, failed ? &n->stats.dead : &n->stats.skipped);
             break;
         }
-        attempt a = try_channel(c, nt, &r, kind, ch, now);
+        attempt a = try_channel(c, nt, r, kind, ch, now);
         if (a == SENT) {
             snprintf(nt->state, sizeof(nt->state), "sent");
             count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);
@@ -571,8 +568,6 @@ static bool deliver(courier *c, pgw_notice *nt, reach_info *rp)
         nt->excluded |= ch | (a == GIVE_UP ? PGW_NOTICE_GAVE_UP : 0u);
         count(n, &n->stats.fell_through);
     }
-    *rp = r;
-    return true;
 }
 
 /* ---- the thread ------------------------------------------------------------------------ */
@@ -669,7 +664,9 @@ static void *courier_main(void *arg)
         bool lost[PGW_NOTIFY_BATCH] = {false};
         for (size_t i = 0; i < got; i++) { /* what is left in hand is released at stop */
             keep_leases(c, batch, got, lost, &lease_until);
-            tried[i] = !stopping(n) && !lost[i] && deliver(c, &batch[i], &reach[i]);
+            tried[i] = !stopping(n) && !lost[i];
+            if (tried[i])
+                deliver(c, &batch[i], &reach[i]);
         }
         if (got > 0)
             finish_batch(c, batch, reach, tried, got);

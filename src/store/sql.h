@@ -16,15 +16,16 @@
  *   (a comparison in a select list) reads as 1 or 0; SUM()s, which
  *   PostgreSQL widens to numeric, read as int64.
  *
- * PostgreSQL specifics: a statement is sent with PQexecParams the first
- * time and then, when prepared persistent, as a named prepared statement
- * whose parameter types are those of its first binding (int64 as int8,
- * text, blob as bytea, NULL for the server to infer). Results come in
- * text format. A persistent statement's rows are fetched at once, so it
- * must be bounded (LIMIT) as store.c's are; a one-off (not persistent)
- * statement streams its rows one at a time (verify's passes over a table). A lost connection fails
- * the statement (PGW_EUNAVAILABLE) and is reopened, with backoff, before the next statement outside
- * a transaction (pgw_sql_mark_transaction).
+ * PostgreSQL specifics: a persistent statement is prepared on its first
+ * step on each connection, as a named statement whose parameter types are
+ * those of that first binding (int64 as int8, text, blob as bytea, NULL
+ * for the server to infer), and its rows are fetched at once, so it must
+ * be bounded (LIMIT) as store.c's are. A one-off (not persistent)
+ * statement is sent with PQsendQueryParams and streams its rows one at a
+ * time (verify's passes over a table). Results come in text format. A
+ * lost connection fails the statement (PGW_EUNAVAILABLE) and is reopened,
+ * with backoff, before the next statement outside a transaction
+ * (pgw_sql_mark_transaction).
  *
  * Ownership: pgw_sql_open allocates a connection freed by pgw_sql_close;
  * pgw_sql_prepare a statement freed by pgw_sql_finalize (before the

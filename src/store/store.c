@@ -1,5 +1,6 @@
 /*
- * store.c - see store.h. The SQLite backend.
+ * store.c - see store.h. One store for SQLite and PostgreSQL, through sql.h;
+ * what follows on durability is SQLite's (PostgreSQL's COMMIT is durable).
  *
  * Durability: WAL journal with synchronous=FULL. In WAL mode NORMAL only
  * syncs at checkpoints, so a power cut can lose the last commits; FULL
