@@ -4,26 +4,19 @@
 #include "outbound.h"
 
 #include "core/assertions.h"
+#include "util/clock.h"
 #include "util/thread_name.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 
 typedef struct task {
     pgw_outbound_task fn;
     void *arg;
     int64_t queued_ms; /* monotonic */
 } task;
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct pgw_outbound {
     pthread_mutex_t lock;
@@ -48,7 +41,7 @@ static void *worker(void *arg)
         task t = p->queue[p->head];
         p->head = (p->head + 1) % p->cap;
         p->len--;
-        bool stale = p->stopping || monotonic_ms() - t.queued_ms > PGW_OUTBOUND_STALE_MS;
+        bool stale = p->stopping || pgw_monotonic_us() / 1000 - t.queued_ms > PGW_OUTBOUND_STALE_MS;
         pthread_mutex_unlock(&p->lock);
         t.fn(t.arg, stale);
         pthread_mutex_lock(&p->lock);
@@ -92,7 +85,7 @@ int pgw_outbound_submit(pgw_outbound *p, pgw_outbound_task fn, void *arg, pgw_er
                                 : PGW_OK;
     if (rc == PGW_OK) {
         p->queue[(p->head + p->len) % p->cap] =
-            (task){.fn = fn, .arg = arg, .queued_ms = monotonic_ms()};
+            (task){.fn = fn, .arg = arg, .queued_ms = pgw_monotonic_us() / 1000};
         p->len++;
         pthread_cond_signal(&p->wake);
     }

@@ -103,6 +103,7 @@ static inline int db_fixture_setup(void **state)
     snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
     const char *cluster = getenv("PGW_TEST_PG_DIR");
     if (cluster != NULL && cluster[0] != '\0' && db_fixture_pg_setup(f, cluster) != 0) {
+        rmdir(f->dir); /* still empty */
         free(f);
         return -1;
     }
