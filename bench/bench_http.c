@@ -481,6 +481,18 @@ static int run_case(const int *ports, int n_ports, int connections, double secon
 }
 
 /* Starts a server on `db`; returns its pid and sets *port from its first line. */
+/* Passes on what a server says on stderr after its port line, so that a
+ * server with much to say never blocks on a full pipe. */
+static void *relay_stderr(void *arg)
+{
+    FILE *err = arg;
+    char line[1024];
+    while (fgets(line, sizeof(line), err) != NULL)
+        fputs(line, stderr);
+    fclose(err);
+    return NULL;
+}
+
 static pid_t start_server(const char *bin, const char *config, const char *db, int *port)
 {
     int pipefd[2];
@@ -508,7 +520,24 @@ static pid_t start_server(const char *bin, const char *config, const char *db, i
         if (p != NULL)
             *port = atoi(p + 6);
     }
+    pthread_t relay;
+    if (err != NULL && pthread_create(&relay, NULL, relay_stderr, err) == 0)
+        pthread_detach(relay);
+    else if (err != NULL)
+        fclose(err);
     return pid;
+}
+
+/* SIGTERM to each server, and how each ended. */
+static void stop_servers(const pid_t *pids, int n)
+{
+    for (int k = 0; k < n; k++) {
+        kill(pids[k], SIGTERM);
+        int status = 0;
+        waitpid(pids[k], &status, 0);
+        printf("server %d stopped: %s\n", k,
+               WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "cleanly" : "with an error");
+    }
 }
 
 int main(int argc, char **argv)
@@ -544,6 +573,7 @@ int main(int argc, char **argv)
         pids[k] = start_server(argv[1], argv[2], db, &ports[k]);
         if (pids[k] < 0 || ports[k] <= 0) {
             fprintf(stderr, "bench_http: server %d did not start\n", k);
+            stop_servers(pids, k + (pids[k] > 0)); /* those started, and a half-started one */
             return 1;
         }
         printf("server pid %d on port %d\n", (int)pids[k], ports[k]);
@@ -564,12 +594,6 @@ int main(int argc, char **argv)
         if (run_case(ports, n, cases[i], seconds) != 0)
             break;
     }
-    for (int k = 0; k < n; k++) {
-        kill(pids[k], SIGTERM);
-        int status = 0;
-        waitpid(pids[k], &status, 0);
-        printf("server %d stopped: %s\n", k,
-               WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "cleanly" : "with an error");
-    }
+    stop_servers(pids, n);
     return 0;
 }

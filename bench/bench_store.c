@@ -321,7 +321,9 @@ int main(int argc, char **argv)
     const char *dir = argc > 1 ? argv[1] : "bench/data";
     double seconds = argc > 2 ? atof(argv[2]) : 3.0;
     if (seconds <= 0 || seconds > 600) {
-        fprintf(stderr, "usage: bench_store [DIR] [SECONDS_PER_CASE 0..600] [BATCH_SIZE...]\n");
+        fprintf(stderr,
+                "usage: bench_store [DIR | postgresql://ADMIN-URL] [SECONDS_PER_CASE 0..600] "
+                "[BATCH_SIZE...]\n");
         return 2;
     }
     const char *env = getenv("PGW_BENCH_WRITERS");
