@@ -353,8 +353,16 @@ static void test_token_refreshed_before_expiry(void **state)
     assert_int_equal(pgw_wx_access_token(c, APP_MP, again, &err), PGW_OK);
     assert_string_equal(again, later);
     assert_int_equal(stats_of(c).token_fetches, 2);
-    fake_control(&FAKE, "/_fake/config", "{s:i}", "expires_in", 7200);
     pgw_wx_client_free(c);
+}
+
+/* The fake's reset keeps its config: the usual lifetime goes back even
+ * when the test above fails half-way. */
+static int restore_token_lifetime(void **state)
+{
+    (void)state;
+    fake_control(&FAKE, "/_fake/config", "{s:i}", "expires_in", 7200);
+    return 0;
 }
 
 /* A failed fetch is shared by the threads that waited for it: WeChat busy
@@ -1127,7 +1135,8 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_single_flight, reset_fake),
-        cmocka_unit_test_setup(test_token_refreshed_before_expiry, reset_fake),
+        cmocka_unit_test_setup_teardown(test_token_refreshed_before_expiry, reset_fake,
+                                        restore_token_lifetime),
         cmocka_unit_test_setup(test_failed_fetch_shared, reset_fake),
         cmocka_unit_test_setup(test_token_error_retry, reset_fake),
         cmocka_unit_test_setup(test_only_one_retry, reset_fake),
