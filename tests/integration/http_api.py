@@ -1056,14 +1056,7 @@ def main():
         test_tight_risk(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
-        stored = b""
-        for suffix in ("", "-wal"):
-            path = s.db[len("sqlite:"):] + suffix
-            if s.db.startswith("sqlite:") and os.path.exists(path):
-                with open(path, "rb") as f:
-                    stored += f.read()
-        if not s.db.startswith("sqlite:"):
-            stored = pg.dump(s.db)
+        stored = pg.stored(s.db)
         check(len(stored) > 0 and b"13800138000" not in stored and b"138****" not in stored,
               "the phone number is nowhere in the database files")
     finally:

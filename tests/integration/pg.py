@@ -44,6 +44,20 @@ def dump(url):
     return subprocess.run(["pg_dump", "--data-only", url], check=True, capture_output=True).stdout
 
 
+def stored(db):
+    """Everything a database holds, as bytes to search: a SQLite file with
+    its WAL (what a running server has not checkpointed yet), or a dump."""
+    if not db.startswith("sqlite:"):
+        return dump(db)
+    data = b""
+    for suffix in ("", "-wal"):
+        path = db[len("sqlite:"):] + suffix
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                data += f.read()
+    return data
+
+
 class Cluster:
     """A private cluster in `directory` (stopped and deleted by stop())."""
 
