@@ -60,7 +60,6 @@ struct pgw_writer {
     bool sync_failed; /* final: nothing is written after a failed sync */
     pgw_err sync_err;
     bool sync_held; /* test hook */
-    bool pings;     /* idle_wait asks the database whether it answers */
     /* The checkpointer (SQLite writers only), under `lock`. */
     pthread_t checkpointer;
     bool has_checkpointer;
@@ -207,12 +206,13 @@ static void apply_batch(pgw_writer *w, size_t n)
  */
 static void idle_wait(pgw_writer *w)
 {
-    if (!w->pings) {
+    if (!pgw_store_is_remote(w->store)) {
         pthread_cond_wait(&w->wake, &w->lock);
         return;
     }
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC,
+                  &until); /* `wake` runs on it: a clock step must not stop pings */
     until.tv_sec += PING_EVERY_S;
     if (pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT || w->stopping ||
         w->count > 0)
@@ -457,7 +457,11 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     if (w == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the writer");
     pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->wake, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &attr);
+    pthread_condattr_destroy(&attr);
     pthread_cond_init(&w->sync_wake, NULL);
     pthread_cond_init(&w->pending_room, NULL);
     pthread_cond_init(&w->checkpoint_wake, NULL);
@@ -484,8 +488,6 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
         rc = pgw_store_chain_head(w->store, &w->stats.last_transfer, head, err);
     if (rc == PGW_OK && !w->read_only)
         rc = pgw_store_defer_sync(w->store, err);
-    if (rc == PGW_OK)
-        w->pings = pgw_store_is_remote(w->store);
     if (rc == PGW_OK && !w->read_only) {
         w->has_syncer = pthread_create(&w->syncer, NULL, syncer_main, w) == 0;
         if (!w->has_syncer)
