@@ -7,9 +7,11 @@
 #include "sql.h"
 
 #include "core/assertions.h"
+#include "page_cache.h"
 #include "util/clock.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,8 +178,19 @@ int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err)
     return rc;
 }
 
+/* SQLite's page cache without its walk at every commit (page_cache.h).
+ * Installed before the first open initializes SQLite; if something in the
+ * process initialized it first, SQLite's own cache stays, only slower. */
+static pthread_once_t page_cache_once = PTHREAD_ONCE_INIT;
+
+static void install_page_cache(void)
+{
+    (void)pgw_page_cache_install(NULL);
+}
+
 static int open_sqlite(pgw_sql *db, const char *url, bool create, pgw_err *err)
 {
+    pthread_once(&page_cache_once, install_page_cache);
     db->kind = PGW_SQL_SQLITE;
     const char *path = url + 7;
     if (path[0] == '\0' || strlen(path) >= sizeof(db->name))
