@@ -502,13 +502,22 @@ static int dispatch(earn_state *st)
     return pgw_err_set(st->err, PGW_EINVAL, "unknown event type %d", (int)st->event->type);
 }
 
+void pgw_earning_clear(pgw_earning *e)
+{
+    e->points = 0;
+    e->referrer_points = 0;
+    e->tier = -1;
+    e->sign_in_streak = 0;
+    e->n_lines = 0;
+    e->reason[0] = '\0';
+}
+
 int pgw_rules_earn(const pgw_rules *rules, const pgw_event *event, const pgw_member_ctx *ctx,
                    pgw_earning *out, pgw_err *err)
 {
     PGW_ASSERT(rules != NULL && event != NULL && ctx != NULL && out != NULL);
     PGW_ASSERT(ctx->n_today == 0 || ctx->today != NULL);
-    memset(out, 0, sizeof(*out));
-    out->tier = -1;
+    pgw_earning_clear(out);
     if (event->shop >= 0 && (size_t)event->shop >= rules->n_shops)
         return pgw_err_set(err, PGW_EINVAL, "unknown shop index %d", (int)event->shop);
     /* 1970-01-02 .. 9999-12-30 UTC: any zone's local date stays in range. */

@@ -294,8 +294,15 @@ typedef struct pgw_earning {
 } pgw_earning;
 
 /*
+ * Empties *e: no lines, no points, no reason, no tier (-1). The lines past
+ * n_lines are left as they were: 28 KB that nothing reads, and zeroing them
+ * twice per event was 6% of the writer thread's time.
+ */
+void pgw_earning_clear(pgw_earning *e);
+
+/*
  * Computes what `event` earns for a member in context `ctx` under `rules`.
- * Fills *out completely (zeroed first). PGW_EINVAL for an invalid event
+ * Fills *out completely (emptied first: pgw_earning_clear). PGW_EINVAL for an invalid event
  * (unknown shop for a purchase, amount or items out of bounds) and
  * PGW_ERANGE on overflow, each with a message in err; *out is then not
  * meaningful.

@@ -783,8 +783,7 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
 /* A referral of a member already referred: nothing earned, and why. */
 static int refuse_again(pgw_store *store, pgw_command *cmd)
 {
-    memset(cmd->earning, 0, sizeof(*cmd->earning));
-    cmd->earning->tier = -1;
+    pgw_earning_clear(cmd->earning);
     snprintf(cmd->earning->reason, sizeof(cmd->earning->reason), "member was already referred");
     return append_transfers(store, cmd); /* none: records the key */
 }
@@ -872,7 +871,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc = check_event_risk_before(store, policy, cmd, a);
     if (rc != PGW_OK)
         return rc;
-    memset(cmd->earning, 0, sizeof(*cmd->earning));
+    pgw_earning_clear(cmd->earning);
     if (ev->type == PGW_EVENT_REFERRAL) {
         bool again = false;
         if (!known) /* a new referee: its row first, for who referred it */

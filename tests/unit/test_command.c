@@ -886,6 +886,10 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     points[3] = -er.cmd.points_moved;
     refunded = 12800;
     assert_true(er.cmd.points_moved > 0);
+    /* No tier priced a refund, so its answer names none: it named the
+     * first ("silver") for this gold member, from an earning zeroed
+     * (tier 0) instead of emptied (-1). */
+    assert_int_equal(er.earning.tier, -1);
     /* Sign in twice on the 26th, then on the 27th: a streak of two. */
     ctx =
         (pgw_member_ctx){.spend_12m_fen = 610000, .month_purchases = 3, .month_spend_fen = 610000};
