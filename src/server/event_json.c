@@ -8,6 +8,7 @@
 #include "util/json_read.h"
 
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 
 #define ITEM_QTY_MAX 100000
@@ -100,6 +101,7 @@ static int item_from_json(const json_t *obj, const char *path, pgw_item *out, pg
 {
     static const char *const keys[] = {"sku", "category", "amount_fen", "qty", NULL};
     int64_t qty = 1;
+    *out = (pgw_item){0};
     int rc = pgw_json_expect_object(obj, path, err);
     if (rc == PGW_OK)
         rc = pgw_json_only_keys(obj, path, keys, err);
@@ -226,7 +228,9 @@ static int typed_fields_from_json(const json_t *obj, pgw_event_doc *out, pgw_err
 int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out, pgw_err *err)
 {
     PGW_ASSERT(rules != NULL && out != NULL);
-    memset(out, 0, sizeof(*out));
+    /* All but the 16 KB of items: each item read is filled whole. */
+    memset(out, 0, offsetof(pgw_event_doc, items));
+    memset(&out->event, 0, sizeof(out->event));
     int rc = pgw_json_expect_object(obj, "$", err);
     if (rc == PGW_OK)
         rc = pgw_json_only_keys(obj, "$", EVENT_KEYS, err);
