@@ -46,6 +46,7 @@ struct pgw_sql {
     char session[SESSION_MAX]; /* SETs of pgw_sql_set_session, made again on reconnecting */
     char name[NAME_MAX_LEN];
     char errmsg[ERRMSG_MAX];
+    int errcode; /* what the last statement failed with; PGW_OK: it did not */
 };
 
 struct pgw_sql_stmt {
@@ -70,12 +71,30 @@ struct pgw_sql_stmt {
     uint8_t blob[PGW_SQL_BLOB_MAX];
 };
 
+/* A failure, PGW_EIO unless the caller then says what else (failed()). */
 static void set_errmsg(pgw_sql *db, const char *msg)
 {
+    db->errcode = PGW_EIO;
     snprintf(db->errmsg, sizeof(db->errmsg), "%s", msg ? msg : "unknown error");
     size_t n = strlen(db->errmsg); /* libpq ends its messages with a newline */
     while (n > 0 && (db->errmsg[n - 1] == '\n' || db->errmsg[n - 1] == ' '))
         db->errmsg[--n] = '\0';
+}
+
+static int failed(pgw_sql *db, int code)
+{
+    PGW_ASSERT(code < 0);
+    db->errcode = code;
+    return code;
+}
+
+/* SQLite's result as a PGW_E... code: busy and locked are worth a retry. */
+static int sqlite_failure(pgw_sql *db, int result)
+{
+    int primary = result & 0xff;
+    return failed(db, primary == SQLITE_CONSTRAINT                         ? PGW_ECONFLICT
+                      : primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? PGW_EUNAVAILABLE
+                                                                           : PGW_EIO);
 }
 
 /* ---- opening -------------------------------------------------------------------- */
@@ -141,7 +160,7 @@ static int pg_session(pgw_sql *db)
     if (!ok)
         set_errmsg(db, res ? PQresultErrorMessage(res) : PQerrorMessage(db->pg));
     PQclear(res);
-    return ok ? PGW_OK : PGW_EUNAVAILABLE;
+    return ok ? PGW_OK : failed(db, PGW_EUNAVAILABLE);
 }
 
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
@@ -267,12 +286,12 @@ static int pg_ensure_connected(pgw_sql *db)
         return PGW_OK;
     if (db->in_txn) {
         set_errmsg(db, "the connection was lost in the transaction");
-        return PGW_EUNAVAILABLE;
+        return failed(db, PGW_EUNAVAILABLE);
     }
     int64_t now = pgw_monotonic_us();
     if (now < db->next_reconnect_us) {
         set_errmsg(db, "the database is unreachable; trying again shortly");
-        return PGW_EUNAVAILABLE;
+        return failed(db, PGW_EUNAVAILABLE);
     }
     if (PQstatus(db->pg) != CONNECTION_OK) {
         PQreset(db->pg); /* the same conninfo: the same server and database */
@@ -290,7 +309,7 @@ static int pg_ensure_connected(pgw_sql *db)
                                     ? RECONNECT_MAX_US
                                     : 2 * db->reconnect_wait_us;
         db->next_reconnect_us = now + db->reconnect_wait_us;
-        return PGW_EUNAVAILABLE;
+        return failed(db, PGW_EUNAVAILABLE);
     }
     db->reconnect_wait_us = 0;
     return PGW_OK;
@@ -305,30 +324,34 @@ static int pg_failure(pgw_sql *db, const PGresult *res)
     if (db->errmsg[0] == '\0')
         set_errmsg(db, PQerrorMessage(db->pg));
     if (PQstatus(db->pg) != CONNECTION_OK)
-        return PGW_EUNAVAILABLE;
+        return failed(db, PGW_EUNAVAILABLE);
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (state == NULL)
-        return PGW_EIO;
+        return failed(db, PGW_EIO);
     if (strncmp(state, "23", 2) == 0)
-        return PGW_ECONFLICT; /* integrity constraints, as SQLITE_CONSTRAINT */
+        return failed(db, PGW_ECONFLICT); /* integrity constraints, as SQLITE_CONSTRAINT */
     /* connection exceptions, shutdowns, serialization failures, deadlocks,
      * lock and statement timeouts, a read-only server (after a failover) */
     if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
         strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 ||
         strcmp(state, "57014") == 0 || strcmp(state, "25006") == 0)
-        return PGW_EUNAVAILABLE;
-    return PGW_EIO;
+        return failed(db, PGW_EUNAVAILABLE);
+    return failed(db, PGW_EIO);
 }
 
 int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err)
 {
     if (db->kind == PGW_SQL_SQLITE) {
         char *msg = NULL;
-        if (sqlite3_exec(db->lite, sql, NULL, NULL, &msg) == SQLITE_OK)
+        int result = sqlite3_exec(db->lite, sql, NULL, NULL, &msg);
+        if (result == SQLITE_OK) {
+            db->errcode = PGW_OK;
             return PGW_OK;
+        }
         set_errmsg(db, msg);
         sqlite3_free(msg);
-        return pgw_err_set(err, PGW_EIO, "%s: %s: %s", db->name, what, db->errmsg);
+        return pgw_err_set(err, sqlite_failure(db, result), "%s: %s: %s", db->name, what,
+                           db->errmsg);
     }
     int rc = pg_ensure_connected(db);
     if (rc != PGW_OK)
@@ -337,6 +360,8 @@ int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err)
     ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? PGW_OK : pg_failure(db, res);
     PQclear(res);
+    if (rc == PGW_OK)
+        db->errcode = PGW_OK;
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
 }
 
@@ -352,6 +377,8 @@ int pgw_sql_commit(pgw_sql *db, pgw_err *err)
         rc = PGW_EIO;
     }
     PQclear(res);
+    if (rc == PGW_OK)
+        db->errcode = PGW_OK;
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: committing: %s", db->name, db->errmsg);
 }
 
@@ -526,10 +553,7 @@ static int sqlite_step(pgw_sql_stmt *st)
     if (step == SQLITE_DONE)
         return PGW_SQL_DONE;
     set_errmsg(st->db, sqlite3_errmsg(st->db->lite));
-    int primary = step & 0xff;
-    return primary == SQLITE_CONSTRAINT                         ? PGW_ECONFLICT
-           : primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? PGW_EUNAVAILABLE
-                                                                : PGW_EIO;
+    return sqlite_failure(st->db, step);
 }
 
 /* The parameter count, types and formats of the statement's bindings. */
@@ -670,7 +694,10 @@ static int pg_step(pgw_sql_stmt *st)
 
 int pgw_sql_step(pgw_sql_stmt *st)
 {
-    return st->db->kind == PGW_SQL_SQLITE ? sqlite_step(st) : pg_step(st);
+    int rc = st->db->kind == PGW_SQL_SQLITE ? sqlite_step(st) : pg_step(st);
+    if (rc >= 0)
+        st->db->errcode = PGW_OK;
+    return rc;
 }
 
 void pgw_sql_reset(pgw_sql_stmt *st)
@@ -782,9 +809,9 @@ const char *pgw_sql_errmsg(pgw_sql *db)
     return db->errmsg; /* set by every failing call of either driver */
 }
 
-bool pgw_sql_lost(pgw_sql *db)
+int pgw_sql_errcode(const pgw_sql *db)
 {
-    return db->kind == PGW_SQL_POSTGRES && PQstatus(db->pg) != CONNECTION_OK;
+    return db->errcode;
 }
 
 bool pgw_sql_in_transaction(pgw_sql *db)

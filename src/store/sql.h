@@ -95,9 +95,9 @@ void pgw_sql_bind_null(pgw_sql_stmt *st, int i);
 
 /*
  * PGW_SQL_ROW while there is a row to read, then PGW_SQL_DONE; or a
- * negative code (PGW_EUNAVAILABLE when the connection is lost, PGW_ECONFLICT
- * for a unique violation, PGW_EIO otherwise) with pgw_sql_errmsg saying
- * why.
+ * negative code (PGW_EUNAVAILABLE for a failure worth a retry, see
+ * pgw_sql_errcode; PGW_ECONFLICT for a unique violation; PGW_EIO otherwise)
+ * with pgw_sql_errmsg saying why.
  */
 int pgw_sql_step(pgw_sql_stmt *st);
 /* Ready to run again, bindings cleared. */
@@ -122,9 +122,14 @@ const char *pgw_sql_errmsg(pgw_sql *db);
  * a rolled-back batch is never reported as committed.
  */
 int pgw_sql_commit(pgw_sql *db, pgw_err *err);
-/* Whether the connection to a server is lost (until the next statement
- * reopens it; never on SQLite). */
-bool pgw_sql_lost(pgw_sql *db);
+/*
+ * What the last statement (or exec, or commit) on this connection failed
+ * with, as its call returned it; PGW_OK when it did not fail.
+ * PGW_EUNAVAILABLE is a failure worth a retry: a lost or restarting
+ * server, a lock, statement or serialization timeout, a deadlock, a
+ * read-only server after a failover, SQLite busy.
+ */
+int pgw_sql_errcode(const pgw_sql *db);
 /* Runs session SETs and, on PostgreSQL, runs them again on every reconnect. */
 int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err);
 /* Whether a transaction is open (or failed and not yet rolled back). */

@@ -693,11 +693,16 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "CREATE INDEX otps_created ON otps (created_at);",
 };
 
+/* A store call failed `what`ing: PGW_EIO (500), or PGW_EUNAVAILABLE (503,
+ * worth a retry) when the statement failed so (pgw_sql_errcode): a lock
+ * timeout on PostgreSQL is not the gateway's fault. */
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
 {
-    if (code == PGW_EIO && pgw_sql_lost(s->db))
-        code = PGW_EUNAVAILABLE; /* a lost server: 503, worth a retry */
-    return pgw_err_set(err, code, "%s: %s: %s", s->path, what, pgw_sql_errmsg(s->db));
+    int last = pgw_sql_errcode(s->db);
+    if (code == PGW_EIO && last == PGW_EUNAVAILABLE)
+        code = PGW_EUNAVAILABLE;
+    return pgw_err_set(err, code, "%s: %s: %s", s->path, what,
+                       last != PGW_OK ? pgw_sql_errmsg(s->db) : "an unexpected result");
 }
 
 static int exec(pgw_store *s, const char *sql, const char *what, pgw_err *err)

@@ -158,6 +158,48 @@ static void test_long_sqlite_paths(void **state)
     assert_non_null(strstr(err.msg, "longer than"));
 }
 
+/* A statement that waited too long for a lock fails as unavailable (503,
+ * worth a retry), not as the gateway's own error (500): on PostgreSQL a
+ * row another session holds, on SQLite the other writer's lock. */
+static void test_lock_timeouts_are_unavailable(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *holder = open_store(f), *s = open_store(f);
+    pgw_err err;
+    int64_t quota = 0;
+    if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK ||
+        pgw_store_add_quota(s, "M1", "T1", 1, &quota, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    /* Waits of 50 ms, not the store's own 30 s (PostgreSQL) or 5 s. */
+    assert_int_equal(pgw_store__exec_for_test(
+                         s, f->pg ? "SET lock_timeout = '50ms'" : "PRAGMA busy_timeout = 50", NULL),
+                     PGW_OK);
+    assert_int_equal(pgw_store_begin(holder, NULL), PGW_OK);
+    if (f->pg) /* on SQLite, holder's BEGIN IMMEDIATE holds the whole database */
+        assert_int_equal(
+            pgw_store__exec_for_test(holder,
+                                     "SELECT 1 FROM members WHERE id = 'M1' FOR UPDATE;"
+                                     " SELECT 1 FROM subscriptions WHERE member = 'M1' FOR UPDATE",
+                                     NULL),
+            PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M1", 5, 2, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "lock"));
+    assert_int_equal(pgw_store_add_quota(s, "M1", "T1", 1, &quota, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "lock"));
+    pgw_store_rollback(holder, NULL);
+    if (pgw_store_put_member(s, "M1", 5, 2, &err) != PGW_OK ||
+        pgw_store_add_quota(s, "M1", "T1", 1, &quota, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(quota, 2);
+    bool found = false;
+    int64_t debt = 0;
+    assert_int_equal(pgw_store_member_debt(s, "M1", &found, &debt, NULL), PGW_OK);
+    assert_true(found);
+    assert_int_equal(debt, 5);
+    pgw_store_close(s);
+    pgw_store_close(holder);
+}
+
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
     db_fixture *f = *state;
@@ -358,7 +400,7 @@ static void test_schema_12_rebuilds_transfers_keeping_everything(void **state)
                                               "earned_at, expires_at, source_transfer) VALUES "
                                               "('M0', 1, 1, 0, 1, 9999)",
                                               &err),
-                     PGW_EIO);
+                     PGW_ECONFLICT); /* a constraint, as a statement's step says */
     assert_non_null(strstr(err.msg, "FOREIGN KEY"));
     pgw_store_close(s);
     assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 0);
@@ -420,6 +462,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_lock_timeouts_are_unavailable, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
