@@ -98,6 +98,8 @@ static void on_done(pgw_command *cmd, void *payload)
     pthread_mutex_lock(&p->lock);
     p->free_list[p->n_free++] = (int)(cmd - p->cmds);
     p->completed++;
+    if (cmd->rc != PGW_OK && p->failed == 0)
+        fprintf(stderr, "first failure: %s\n", cmd->err.msg);
     p->failed += cmd->rc != PGW_OK;
     pthread_cond_signal(&p->freed);
     pthread_mutex_unlock(&p->lock);
