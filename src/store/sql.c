@@ -8,6 +8,7 @@
 
 #include "core/assertions.h"
 #include "page_cache.h"
+#include "wal_vfs.h"
 #include "util/clock.h"
 
 #include <libpq-fe.h>
@@ -197,19 +198,22 @@ int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err)
     return rc;
 }
 
-/* SQLite's page cache without its walk at every commit (page_cache.h).
- * Installed before the first open initializes SQLite; if something in the
- * process initialized it first, SQLite's own cache stays, only slower. */
-static pthread_once_t page_cache_once = PTHREAD_ONCE_INIT;
+/* SQLite's page cache without its walk at every commit (page_cache.h),
+ * installed before the first open initializes SQLite; if something in the
+ * process initialized it first, SQLite's own cache stays, only slower. The
+ * writer's WAL in one write per commit (wal_vfs.h); without it the writer
+ * writes each frame, as SQLite does. */
+static pthread_once_t sqlite_once = PTHREAD_ONCE_INIT;
 
-static void install_page_cache(void)
+static void set_up_sqlite(void)
 {
     (void)pgw_page_cache_install(NULL);
+    (void)pgw_wal_vfs_install();
 }
 
 static int open_sqlite(pgw_sql *db, const char *url, bool create, pgw_err *err)
 {
-    pthread_once(&page_cache_once, install_page_cache);
+    pthread_once(&sqlite_once, set_up_sqlite);
     db->kind = PGW_SQL_SQLITE;
     const char *path = url + 7;
     if (path[0] == '\0' || strlen(path) >= sizeof(db->name))

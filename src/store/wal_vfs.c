@@ -1,0 +1,203 @@
+/*
+ * wal_vfs.c - see wal_vfs.h.
+ *
+ * Files other than a WAL are the underlying VFS's own, opened in place: the
+ * wrapper costs them nothing. A WAL is a wal_file, the underlying file
+ * right after it, and gathers once pgw_wal_vfs_gather gave it a buffer.
+ * Writes reach the file in the order SQLite made them: a write that does
+ * not continue the buffer writes the buffer first.
+ */
+#include "wal_vfs.h"
+
+#include "core/assertions.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define VFS_NAME "pgw-wal"
+
+typedef struct wal_file {
+    sqlite3_file base;
+    sqlite3_file *real; /* the underlying VFS's file, right after this struct */
+    unsigned char *buf; /* PGW_WAL_GATHER_BYTES once gathering, else NULL */
+    sqlite3_int64 at;   /* the file offset of buf[0] */
+    int len;            /* bytes gathered */
+    bool skip_commit_syncs;
+} wal_file;
+
+/* The VFS underneath; set once, at install, before any file is opened. */
+static sqlite3_vfs *below;
+
+#define REAL(f) (((wal_file *)(f))->real)
+
+/* SQLite's unix VFS writes at most 128 KiB - 1 bytes a call (it masks the
+ * size to 17 bits: a larger write writes the rest of the division, and
+ * says the disk is full). */
+#define WRITE_MAX (64 * 1024)
+
+/* Writes what is gathered. A failure drops it: SQLite fails the commit that
+ * needed it, and writes its frames again from its own pages. */
+static int flush(wal_file *w)
+{
+    int rc = SQLITE_OK;
+    for (int done = 0; rc == SQLITE_OK && done < w->len; done += WRITE_MAX) {
+        int n = w->len - done < WRITE_MAX ? w->len - done : WRITE_MAX;
+        rc = w->real->pMethods->xWrite(w->real, w->buf + done, n, w->at + done);
+    }
+    w->len = 0;
+    return rc;
+}
+
+static int wal_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 at)
+{
+    wal_file *w = (wal_file *)f;
+    if (w->buf == NULL)
+        return w->real->pMethods->xWrite(w->real, data, n, at);
+    PGW_ASSERT(n >= 0 && w->len >= 0 && w->len <= PGW_WAL_GATHER_BYTES);
+    bool continues = w->len > 0 && at == w->at + w->len;
+    if (!continues || w->len + n > PGW_WAL_GATHER_BYTES) {
+        int rc = flush(w);
+        if (rc != SQLITE_OK)
+            return rc;
+        if (n > WRITE_MAX) /* SQLite's own writes are a frame at most */
+            return w->real->pMethods->xWrite(w->real, data, n, at);
+        w->at = at;
+    }
+    memcpy(w->buf + w->len, data, (size_t)n);
+    w->len += n;
+    return SQLITE_OK;
+}
+
+static int wal_sync(sqlite3_file *f, int flags)
+{
+    wal_file *w = (wal_file *)f;
+    int rc = flush(w);
+    if (rc != SQLITE_OK)
+        return rc;
+    /* A commit's sync (SQLITE_SYNC_NORMAL): the syncer's fdatasync instead. */
+    if (w->skip_commit_syncs && (flags & 0x0f) == SQLITE_SYNC_NORMAL)
+        return SQLITE_OK;
+    return w->real->pMethods->xSync(w->real, flags);
+}
+
+static int wal_close(sqlite3_file *f)
+{
+    wal_file *w = (wal_file *)f;
+    int rc = flush(w);
+    free(w->buf);
+    w->buf = NULL;
+    int closed = w->real->pMethods->xClose(w->real);
+    return rc != SQLITE_OK ? rc : closed;
+}
+
+/* Everything else sees the file as written: the buffer goes first. */
+static int wal_read(sqlite3_file *f, void *data, int n, sqlite3_int64 at)
+{
+    int rc = flush((wal_file *)f);
+    return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xRead(REAL(f), data, n, at);
+}
+
+static int wal_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    int rc = flush((wal_file *)f);
+    return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+
+static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    int rc = flush((wal_file *)f);
+    return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+
+static int wal_control(sqlite3_file *f, int op, void *arg)
+{
+    int rc = flush((wal_file *)f);
+    return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+
+static int wal_lock(sqlite3_file *f, int level)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), level);
+}
+
+static int wal_unlock(sqlite3_file *f, int level)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), level);
+}
+
+static int wal_check_lock(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+
+static int wal_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+
+static int wal_device(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+
+/* Version 1: no shared memory or mapping of its own. SQLite maps neither
+ * for a WAL; the database file (not wrapped) carries the WAL index. */
+static const sqlite3_io_methods WAL_METHODS = {
+    .iVersion = 1,
+    .xClose = wal_close,
+    .xRead = wal_read,
+    .xWrite = wal_write,
+    .xTruncate = wal_truncate,
+    .xSync = wal_sync,
+    .xFileSize = wal_file_size,
+    .xLock = wal_lock,
+    .xUnlock = wal_unlock,
+    .xCheckReservedLock = wal_check_lock,
+    .xFileControl = wal_control,
+    .xSectorSize = wal_sector,
+    .xDeviceCharacteristics = wal_device,
+};
+
+static int wal_vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out)
+{
+    (void)vfs;
+    if ((flags & SQLITE_OPEN_WAL) == 0) /* in place: the file is the real one */
+        return below->xOpen(below, name, file, flags, out);
+    wal_file *w = (wal_file *)file;
+    memset(w, 0, sizeof(*w));
+    w->real = (sqlite3_file *)(w + 1);
+    int rc = below->xOpen(below, name, w->real, flags, out);
+    /* No methods: nothing to close (SQLite then calls no xClose). */
+    w->base.pMethods = w->real->pMethods != NULL ? &WAL_METHODS : NULL;
+    return rc;
+}
+
+int pgw_wal_vfs_install(void)
+{
+    static sqlite3_vfs vfs;
+    if (sqlite3_vfs_find(VFS_NAME) != NULL)
+        return PGW_OK;
+    below = sqlite3_vfs_find(NULL);
+    if (below == NULL)
+        return PGW_ESTATE;
+    vfs = *below;
+    vfs.zName = VFS_NAME;
+    vfs.pNext = NULL;
+    vfs.szOsFile = (int)sizeof(wal_file) + below->szOsFile;
+    vfs.xOpen = wal_vfs_open;
+    return sqlite3_vfs_register(&vfs, 1) == SQLITE_OK ? PGW_OK : PGW_ESTATE;
+}
+
+int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err)
+{
+    sqlite3_file *file = NULL;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &file) != SQLITE_OK ||
+        file == NULL || file->pMethods != &WAL_METHODS)
+        return pgw_err_set(err, PGW_ESTATE, "the WAL is not open through " VFS_NAME);
+    wal_file *w = (wal_file *)file;
+    if (w->buf == NULL && (w->buf = malloc(PGW_WAL_GATHER_BYTES)) == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the WAL's writes");
+    w->len = 0;
+    w->skip_commit_syncs = true;
+    return PGW_OK;
+}
