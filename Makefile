@@ -1,7 +1,7 @@
 # Thin wrapper over CMake. The two commands the README promises:
 #   make run   install what is missing, build, serve the API with the example config
 #   make test  install what is missing, build with ASan+UBSan, run every test
-.PHONY: all run test deps build build-test bench bench-store bench-http bench-pg bench-reconcile bench-notify fuzz format check-format clean
+.PHONY: all run test deps deps-test build build-test bench bench-store bench-http bench-pg bench-reconcile bench-notify fuzz format check-format clean
 
 CONFIG ?= config/pointsgw.example.json
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
@@ -11,11 +11,15 @@ all: build
 deps:
 	@bash scripts/install-deps.sh
 
+# What only the tests (and the PostgreSQL and notification benchmarks) need.
+deps-test:
+	@bash scripts/install-deps.sh test
+
 build: deps
 	cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build/release -j $(JOBS)
 
-build-test: deps
+build-test: deps-test
 	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Debug -DPGW_SANITIZE=ON >/dev/null
 	cmake --build build/test -j $(JOBS)
 
@@ -46,11 +50,11 @@ bench-reconcile: build
 	mkdir -p bench/data
 	./build/release/bench_reconcile ./build/release/pointsgw $(CONFIG) bench/data $(or $(ROWS),10000000)
 
-bench-notify: build
+bench-notify: build deps-test
 	python3 bench/bench_notify.py ./build/release/pointsgw . $(or $(RATE),1000) $(or $(SECONDS),6)
 
 # The storage and HTTP benchmarks again on a private PostgreSQL cluster.
-bench-pg: build
+bench-pg: build deps-test
 	cmake --build build/release --target bench_store bench_http -j $(JOBS)
 	mkdir -p bench/data
 	bash bench/bench_pg.sh build/release $(CONFIG) $(or $(SECONDS),5)
@@ -67,7 +71,7 @@ fuzz: deps
 format:
 	@bash scripts/format.sh
 
-check-format: deps
+check-format: deps-test
 	@bash scripts/format.sh --check
 
 clean:

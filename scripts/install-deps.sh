@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# Installs the Debian packages pointsgw needs to build and test, and only the
+# Installs the Debian packages pointsgw needs to build and run it (make run),
+# and with `test` also what only its tests need (make test), and only the
 # ones that are missing, so a second run costs one dpkg query.
+#   install-deps.sh [test]
 set -euo pipefail
 
 packages=(
-    build-essential cmake pkg-config clang-format
+    build-essential cmake pkg-config
     libssl-dev        # SHA-256 for the hash chain, HMAC, AES
     libjansson-dev    # JSON: configuration, HTTP bodies
     libsqlite3-dev    # the embedded transfer log
     libpq-dev         # the PostgreSQL backend
-    postgresql        # tests run the PostgreSQL backend on a throwaway cluster
-    libcmocka-dev     # unit tests
+    libcmocka-dev     # unit tests (built with everything else)
     libwebsockets-dev # the HTTP server
     libcurl4-openssl-dev # outbound calls to WeChat and the SMS providers
     libexpat1-dev     # the official account's XML messages
-    curl              # integration tests drive the server over HTTP
-    openssl           # integration tests make a throwaway TLS certificate
 )
+if [ "${1:-}" = test ]; then
+    packages+=(
+        clang-format # make test checks the formatting
+        postgresql   # tests run the PostgreSQL backend on a throwaway cluster
+        python3      # integration tests: fake WeChat and SMS servers, HTTP clients
+        curl         # integration tests drive the server over HTTP
+        openssl      # integration tests make a throwaway TLS certificate
+    )
+elif [ -n "${1:-}" ]; then
+    echo "usage: install-deps.sh [test]" >&2
+    exit 2
+fi
 
 missing=()
 for p in "${packages[@]}"; do
