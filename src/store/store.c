@@ -10,14 +10,18 @@
  *
  * Deferred sync (pgw_store_defer_sync, used by the writer) is the same
  * guarantee with the fsync moved out of COMMIT, so that the next batch can
- * be applied while the disk flushes the last one. The connection runs with
- * synchronous=NORMAL and we fdatasync the WAL file ourselves, through our
- * own descriptor, before anyone is told of a commit:
- * - COMMIT under NORMAL write()s every frame of the transaction, the commit
- *   frame last, into the WAL and returns; only the fsync is skipped. An
- *   fdatasync that starts after COMMIT returned flushes all of them (and the
- *   file size), whichever descriptor it is called on: that is exactly the
- *   sync FULL would have done at the end of COMMIT.
+ * be applied while the disk flushes the last one. COMMIT skips its fsync
+ * and we fdatasync the WAL file ourselves, through our own descriptor,
+ * before anyone is told of a commit:
+ * - COMMIT write()s every frame of the transaction, the commit frame last,
+ *   into the WAL and returns; only the fsync is skipped. (The connection
+ *   stays synchronous=FULL and the WAL VFS, wal_vfs.h, writes the frames it
+ *   gathered at the sync COMMIT asks for and skips the fsync; under
+ *   another VFS the connection runs synchronous=NORMAL, which writes them
+ *   and asks for no sync.) An fdatasync that starts after COMMIT returned
+ *   flushes all of them (and the file size), whichever descriptor it is
+ *   called on: that is exactly the sync FULL would have done at the end of
+ *   COMMIT.
  * - Recovery replays the WAL up to the last valid commit frame (frames are
  *   chained by checksums and salts), so frames of later, unsynced commits
  *   that reach the disk torn are ignored; they were never acknowledged.

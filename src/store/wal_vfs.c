@@ -6,6 +6,16 @@
  * right after it, and gathers once pgw_wal_vfs_gather gave it a buffer.
  * Writes reach the file in the order SQLite made them: a write that does
  * not continue the buffer writes the buffer first.
+ *
+ * Outside a write transaction the buffer is empty: a commit writes it at
+ * its sync, and a rollback drops it (the connection's rollback hook). The
+ * frames of a rolled-back transaction must never reach the file: the
+ * write lock is released with the rollback, and another connection may
+ * commit frames at the same offsets. A failed write of the buffer fails
+ * every call after it, with SQLITE_IOERR_WRITE (which makes SQLite roll the
+ * whole transaction back, where SQLITE_FULL from a read would undo only the
+ * statement and carry on without frames it believes written), until the
+ * rollback.
  */
 #include "wal_vfs.h"
 
@@ -22,6 +32,7 @@ typedef struct wal_file {
     unsigned char *buf; /* PGW_WAL_GATHER_BYTES once gathering, else NULL */
     sqlite3_int64 at;   /* the file offset of buf[0] */
     int len;            /* bytes gathered */
+    int failed;         /* SQLITE_IOERR_WRITE after a failed flush, until the rollback */
     bool skip_commit_syncs;
 } wal_file;
 
@@ -35,17 +46,28 @@ static sqlite3_vfs *below;
  * says the disk is full). */
 #define WRITE_MAX (64 * 1024)
 
-/* Writes what is gathered. A failure drops it: SQLite fails the commit that
- * needed it, and writes its frames again from its own pages. */
+/* Writes what is gathered; after a failure, fails until the rollback. */
 static int flush(wal_file *w)
 {
+    if (w->failed != SQLITE_OK)
+        return w->failed;
     int rc = SQLITE_OK;
     for (int done = 0; rc == SQLITE_OK && done < w->len; done += WRITE_MAX) {
         int n = w->len - done < WRITE_MAX ? w->len - done : WRITE_MAX;
         rc = w->real->pMethods->xWrite(w->real, w->buf + done, n, w->at + done);
     }
     w->len = 0;
-    return rc;
+    if (rc != SQLITE_OK)
+        w->failed = SQLITE_IOERR_WRITE;
+    return w->failed;
+}
+
+/* The transaction rolled back: its frames are not to be written. */
+static void drop_on_rollback(void *arg)
+{
+    wal_file *w = arg;
+    w->len = 0;
+    w->failed = SQLITE_OK;
 }
 
 static int wal_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 at)
@@ -53,14 +75,16 @@ static int wal_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 at)
     wal_file *w = (wal_file *)f;
     if (w->buf == NULL)
         return w->real->pMethods->xWrite(w->real, data, n, at);
-    PGW_ASSERT(n >= 0 && w->len >= 0 && w->len <= PGW_WAL_GATHER_BYTES);
+    if (w->failed != SQLITE_OK)
+        return w->failed;
+    /* SQLite writes a WAL frame's header, then its page (64 KiB at most). */
+    PGW_ASSERT(n >= 0 && n <= WRITE_MAX);
+    PGW_ASSERT(w->len >= 0 && w->len <= PGW_WAL_GATHER_BYTES);
     bool continues = w->len > 0 && at == w->at + w->len;
     if (!continues || w->len + n > PGW_WAL_GATHER_BYTES) {
         int rc = flush(w);
         if (rc != SQLITE_OK)
             return rc;
-        if (n > WRITE_MAX) /* SQLite's own writes are a frame at most */
-            return w->real->pMethods->xWrite(w->real, data, n, at);
         w->at = at;
     }
     memcpy(w->buf + w->len, data, (size_t)n);
@@ -80,38 +104,48 @@ static int wal_sync(sqlite3_file *f, int flags)
     return w->real->pMethods->xSync(w->real, flags);
 }
 
+/* Nothing is gathered between transactions: nothing to write at close. */
 static int wal_close(sqlite3_file *f)
 {
     wal_file *w = (wal_file *)f;
-    int rc = flush(w);
+    PGW_ASSERT(w->len == 0 || w->failed != SQLITE_OK);
     free(w->buf);
     w->buf = NULL;
-    int closed = w->real->pMethods->xClose(w->real);
-    return rc != SQLITE_OK ? rc : closed;
+    return w->real->pMethods->xClose(w->real);
 }
 
-/* Everything else sees the file as written: the buffer goes first. */
+/*
+ * Everything else sees the file as written: the buffer goes first. After a
+ * failed flush these go on (the rollback reads the committed frames back);
+ * only writes and syncs stay failed, so the transaction cannot commit.
+ */
+static int flush_before(sqlite3_file *f)
+{
+    wal_file *w = (wal_file *)f;
+    return w->failed != SQLITE_OK ? SQLITE_OK : flush(w);
+}
+
 static int wal_read(sqlite3_file *f, void *data, int n, sqlite3_int64 at)
 {
-    int rc = flush((wal_file *)f);
+    int rc = flush_before(f);
     return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xRead(REAL(f), data, n, at);
 }
 
 static int wal_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
-    int rc = flush((wal_file *)f);
+    int rc = flush_before(f);
     return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xTruncate(REAL(f), size);
 }
 
 static int wal_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
-    int rc = flush((wal_file *)f);
+    int rc = flush_before(f);
     return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xFileSize(REAL(f), size);
 }
 
 static int wal_control(sqlite3_file *f, int op, void *arg)
 {
-    int rc = flush((wal_file *)f);
+    int rc = flush_before(f);
     return rc != SQLITE_OK ? rc : REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
 }
 
@@ -188,16 +222,34 @@ int pgw_wal_vfs_install(void)
     return sqlite3_vfs_register(&vfs, 1) == SQLITE_OK ? PGW_OK : PGW_ESTATE;
 }
 
+/*
+ * Without POWERSAFE_OVERWRITE (the unix VFS's default has it) SQLite pads a
+ * commit to a sector with a sync in the middle of a frame and none at the
+ * end: the end would be published while still gathered.
+ */
+static bool powersafe(sqlite3 *db)
+{
+    sqlite3_file *main = NULL;
+    return sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &main) == SQLITE_OK &&
+           main != NULL && main->pMethods != NULL &&
+           (main->pMethods->xDeviceCharacteristics(main) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
+}
+
 int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err)
 {
     sqlite3_file *file = NULL;
     if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &file) != SQLITE_OK ||
         file == NULL || file->pMethods != &WAL_METHODS)
         return pgw_err_set(err, PGW_ESTATE, "the WAL is not open through " VFS_NAME);
+    if (!powersafe(db))
+        return pgw_err_set(err, PGW_ESTATE, "the database's disk is not powersafe-overwrite");
     wal_file *w = (wal_file *)file;
-    if (w->buf == NULL && (w->buf = malloc(PGW_WAL_GATHER_BYTES)) == NULL)
+    PGW_ASSERT(w->buf == NULL); /* once per connection */
+    if ((w->buf = malloc(PGW_WAL_GATHER_BYTES)) == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the WAL's writes");
     w->len = 0;
+    w->failed = SQLITE_OK;
     w->skip_commit_syncs = true;
+    (void)sqlite3_rollback_hook(db, drop_on_rollback, w);
     return PGW_OK;
 }

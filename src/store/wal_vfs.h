@@ -38,8 +38,16 @@ int pgw_wal_vfs_install(void);
 /*
  * Makes `db`'s WAL (it must exist: the database was read in WAL mode)
  * gather its writes and skip its commit syncs, until the connection closes.
+ * Once per connection; it takes the connection's rollback hook (a rollback
+ * drops what was gathered: the write lock goes with it, and another
+ * connection may then write at the same offsets). The connection must keep
+ * synchronous=FULL and checkpoint_fullfsync=ON from then on: under NORMAL
+ * no commit would write what it gathered, and without checkpoint_fullfsync
+ * a checkpoint's syncs would be skipped.
  * PGW_ESTATE when its WAL is not this VFS's (another VFS was made the
- * default over it, as a test's): nothing changes, and the caller keeps
+ * default over it, as a test's), or when the database's file is not
+ * powersafe-overwrite (SQLite then pads a commit with a sync in a frame's
+ * middle, and none at its end): nothing changes, and the caller keeps
  * synchronous=NORMAL instead. PGW_ENOMEM for the buffer.
  */
 int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err);

@@ -23,7 +23,8 @@ typedef struct counts {
     long wal_writes, wal_syncs_normal, wal_syncs_full;
 } counts;
 
-static counts seen; /* the test's one thread writes; nothing else counts */
+static counts seen;          /* the test's one thread writes; nothing else counts */
+static bool fail_wal_writes; /* as a full disk does */
 static sqlite3_vfs *unix_vfs;
 
 typedef struct counted_file {
@@ -46,6 +47,8 @@ static int c_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 at)
 static int c_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 at)
 {
     seen.wal_writes += IS_WAL(f);
+    if (IS_WAL(f) && fail_wal_writes)
+        return SQLITE_FULL;
     return REAL(f)->pMethods->xWrite(REAL(f), buf, n, at);
 }
 static int c_truncate(sqlite3_file *f, sqlite3_int64 size)
@@ -230,6 +233,122 @@ static void test_commits_are_gathered(void **state)
     pgw_store_close(again);
 }
 
+static int64_t raw_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void raw_exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+}
+
+/*
+ * A transaction too big for the writer's cache spills frames into the
+ * WAL's buffer, then rolls back: the frames must go with it. Kept, they
+ * were written at the writer's next read, over the frames another
+ * connection had committed at the same offsets since: the database was
+ * "not a database" for good (found by review; reproducer by the reviewer).
+ */
+static void test_rolled_back_frames_are_dropped(void **state)
+{
+    fixture *f = *state;
+    pgw_store *writer = open_store(f);
+    pgw_err err;
+    if (pgw_store_defer_sync(writer, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(pgw_store__exec_for_test(writer,
+                                              "CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT,"
+                                              " v BLOB); INSERT INTO t VALUES (1, 'seed', x'00');"
+                                              " PRAGMA cache_size = 10;"
+                                              " PRAGMA wal_autocheckpoint = 0",
+                                              NULL),
+                     PGW_OK);
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &other), SQLITE_OK);
+    /* As the checkpoint thread does: all of the WAL copied, so the writer's
+     * next write starts it over at its first frame. */
+    assert_int_equal(raw_int(other, "SELECT count(*) FROM t"), 1);
+    assert_int_equal(sqlite3_wal_checkpoint_v2(other, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(pgw_store__exec_for_test(
+                         writer,
+                         "BEGIN IMMEDIATE; WITH RECURSIVE c(i) AS (SELECT 2 UNION ALL SELECT i + 1"
+                         " FROM c WHERE i < 400) INSERT INTO t SELECT i, 'rolled back',"
+                         " randomblob(1500) FROM c; ROLLBACK",
+                         NULL),
+                     PGW_OK);
+    raw_exec(other, "BEGIN IMMEDIATE; WITH RECURSIVE c(i) AS (SELECT 1000 UNION ALL SELECT i + 1"
+                    " FROM c WHERE i < 1050) INSERT INTO t SELECT i, 'other', randomblob(1500)"
+                    " FROM c; COMMIT");
+    /* The writer reads (a flush, were anything left to write). */
+    assert_int_equal(pgw_store__exec_for_test(writer, "SELECT count(*) FROM t", NULL), PGW_OK);
+    sqlite3 *fresh = NULL;
+    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &fresh), SQLITE_OK);
+    assert_int_equal(raw_int(fresh, "SELECT count(*) FROM t WHERE who = 'other'"), 51);
+    assert_int_equal(raw_int(fresh, "SELECT count(*) FROM t"), 52);
+    sqlite3_close(fresh);
+    sqlite3_close(other);
+    pgw_store_close(writer);
+}
+
+/*
+ * Frames gathered, then the disk refuses them: the whole transaction rolls
+ * back. (SQLITE_FULL passed on from the read that wrote them made SQLite
+ * undo only the statement and go on, reading pages it believed written:
+ * "database disk image is malformed". Found by review.)
+ */
+static void test_lost_frames_fail_the_transaction(void **state)
+{
+    fixture *f = *state;
+    pgw_store *writer = open_store(f);
+    pgw_err err;
+    if (pgw_store_defer_sync(writer, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(pgw_store__exec_for_test(writer,
+                                              "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);"
+                                              " PRAGMA cache_size = 10",
+                                              NULL),
+                     PGW_OK);
+    /* Statement 1 spills about 600 KB of frames, all still gathered. */
+    assert_int_equal(pgw_store__exec_for_test(
+                         writer,
+                         "BEGIN IMMEDIATE; WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+                         " FROM c WHERE i < 300) INSERT INTO t SELECT i, randomblob(1500) FROM c",
+                         NULL),
+                     PGW_OK);
+    assert_true(pgw_store_in_transaction(writer));
+    fail_wal_writes = true;
+    /* Statement 2 needs them written (its own fill the buffer). */
+    assert_int_not_equal(
+        pgw_store__exec_for_test(writer,
+                                 "WITH RECURSIVE c(i) AS (SELECT 301 UNION ALL SELECT i + 1 FROM c"
+                                 " WHERE i < 900) INSERT INTO t SELECT i, randomblob(1500) FROM c",
+                                 NULL),
+        PGW_OK);
+    assert_false(pgw_store_in_transaction(writer)); /* all of it, not the statement */
+    fail_wal_writes = false;
+    assert_int_equal(pgw_store__exec_for_test(writer, "INSERT INTO t VALUES (5000, x'01')", NULL),
+                     PGW_OK);
+    sqlite3 *fresh = NULL;
+    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &fresh), SQLITE_OK);
+    assert_int_equal(raw_int(fresh, "SELECT count(*) FROM t"), 1);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(fresh, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(fresh);
+    pgw_store_close(writer);
+}
+
 /* Without deferred sync the WAL is SQLite's own: a write per frame header
  * and per page, and a sync per commit. */
 static void test_other_connections_write_as_sqlite_does(void **state)
@@ -260,6 +379,8 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commits_are_gathered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rolled_back_frames_are_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_frames_fail_the_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_connections_write_as_sqlite_does, setup,
                                         teardown),
     };
