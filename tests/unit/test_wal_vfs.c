@@ -10,6 +10,7 @@
 
 #include "store/store.h"
 #include "store/wal_vfs.h"
+#include "shim_vfs.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -17,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- a counting VFS: SQLite's default, with the WAL's writes and syncs counted ---- */
+/* ---- counted below: the WAL's writes and syncs as they reach the file ---- */
 
 typedef struct counts {
     long wal_writes, wal_syncs_normal, wal_syncs_full;
@@ -25,111 +26,22 @@ typedef struct counts {
 
 static counts seen;          /* the test's one thread writes; nothing else counts */
 static bool fail_wal_writes; /* as a full disk does */
-static sqlite3_vfs *unix_vfs;
 
-typedef struct counted_file {
-    sqlite3_file base;
-    sqlite3_file *real;
-    bool wal;
-} counted_file;
-
-#define REAL(f)   (((counted_file *)(f))->real)
-#define IS_WAL(f) (((counted_file *)(f))->wal)
-
-static int c_close(sqlite3_file *f)
+static int count_write(shim_file *f, int n)
 {
-    return REAL(f)->pMethods->xClose(REAL(f));
-}
-static int c_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 at)
-{
-    return REAL(f)->pMethods->xRead(REAL(f), buf, n, at);
-}
-static int c_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 at)
-{
-    seen.wal_writes += IS_WAL(f);
-    if (IS_WAL(f) && fail_wal_writes)
-        return SQLITE_FULL;
-    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, at);
-}
-static int c_truncate(sqlite3_file *f, sqlite3_int64 size)
-{
-    return REAL(f)->pMethods->xTruncate(REAL(f), size);
-}
-static int c_sync(sqlite3_file *f, int flags)
-{
-    if (IS_WAL(f)) {
-        seen.wal_syncs_normal += (flags & 0x0f) == SQLITE_SYNC_NORMAL;
-        seen.wal_syncs_full += (flags & 0x0f) == SQLITE_SYNC_FULL;
-    }
-    return REAL(f)->pMethods->xSync(REAL(f), flags);
-}
-static int c_file_size(sqlite3_file *f, sqlite3_int64 *size)
-{
-    return REAL(f)->pMethods->xFileSize(REAL(f), size);
-}
-static int c_lock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xLock(REAL(f), level);
-}
-static int c_unlock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xUnlock(REAL(f), level);
-}
-static int c_check_lock(sqlite3_file *f, int *out)
-{
-    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
-}
-static int c_control(sqlite3_file *f, int op, void *arg)
-{
-    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
-}
-static int c_sector(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xSectorSize(REAL(f));
-}
-static int c_device(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
-}
-static int c_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **out)
-{
-    return REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, out);
-}
-static int c_shm_lock(sqlite3_file *f, int offset, int n, int flags)
-{
-    return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
-}
-static void c_shm_barrier(sqlite3_file *f)
-{
-    REAL(f)->pMethods->xShmBarrier(REAL(f));
-}
-static int c_shm_unmap(sqlite3_file *f, int delete_flag)
-{
-    return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
-}
-static int c_fetch(sqlite3_file *f, sqlite3_int64 at, int n, void **out)
-{
-    return REAL(f)->pMethods->xFetch(REAL(f), at, n, out);
-}
-static int c_unfetch(sqlite3_file *f, sqlite3_int64 at, void *p)
-{
-    return REAL(f)->pMethods->xUnfetch(REAL(f), at, p);
+    (void)n;
+    if ((f->open_flags & SQLITE_OPEN_WAL) == 0)
+        return SQLITE_OK;
+    seen.wal_writes++;
+    return fail_wal_writes ? SQLITE_FULL : SQLITE_OK;
 }
 
-static const sqlite3_io_methods COUNTED = {
-    3,          c_close,       c_read,       c_write,   c_truncate, c_sync,   c_file_size,
-    c_lock,     c_unlock,      c_check_lock, c_control, c_sector,   c_device, c_shm_map,
-    c_shm_lock, c_shm_barrier, c_shm_unmap,  c_fetch,   c_unfetch};
-
-static int c_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out)
+static void count_sync(shim_file *f, int flags)
 {
-    (void)vfs;
-    counted_file *f = (counted_file *)file;
-    f->real = (sqlite3_file *)(f + 1);
-    f->wal = (flags & SQLITE_OPEN_WAL) != 0;
-    int rc = unix_vfs->xOpen(unix_vfs, name, f->real, flags, out);
-    f->base.pMethods = f->real->pMethods != NULL ? &COUNTED : NULL;
-    return rc;
+    if ((f->open_flags & SQLITE_OPEN_WAL) == 0)
+        return;
+    seen.wal_syncs_normal += (flags & 0x0f) == SQLITE_SYNC_NORMAL;
+    seen.wal_syncs_full += (flags & 0x0f) == SQLITE_SYNC_FULL;
 }
 
 /* ---- the tests ---- */
@@ -169,6 +81,25 @@ static pgw_store *open_store(const fixture *f)
     return s;
 }
 
+/* A store as the writer's (deferred sync: its WAL gathered), then `sql`. */
+static pgw_store *open_writer(const fixture *f, const char *sql)
+{
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    if (pgw_store_defer_sync(s, &err) != PGW_OK ||
+        (sql != NULL && pgw_store__exec_for_test(s, sql, &err) != PGW_OK))
+        fail_msg("%s", err.msg);
+    return s;
+}
+
+/* A plain SQLite connection to the fixture's database. */
+static sqlite3 *open_raw(const fixture *f)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &db), SQLITE_OK);
+    return db;
+}
+
 /* One member row per commit; `reader` must see each as COMMIT returns. */
 static void commit_members(pgw_store *writer, pgw_store *reader, int from, int n)
 {
@@ -201,13 +132,10 @@ static void commit_members(pgw_store *writer, pgw_store *reader, int from, int n
 static void test_commits_are_gathered(void **state)
 {
     fixture *f = *state;
-    pgw_store *writer = open_store(f), *reader = open_store(f);
-    pgw_err err;
-    if (pgw_store_defer_sync(writer, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
     /* Checkpoints only when asked (the writer has a thread for them). */
-    assert_int_equal(pgw_store__exec_for_test(writer, "PRAGMA wal_autocheckpoint = 0", NULL),
-                     PGW_OK);
+    pgw_store *writer = open_writer(f, "PRAGMA wal_autocheckpoint = 0");
+    pgw_store *reader = open_store(f);
+    pgw_err err;
     commit_members(writer, reader, 0, 10); /* the WAL's header, written and synced */
     seen = (counts){0};
     commit_members(writer, reader, 10, 200);
@@ -260,19 +188,10 @@ static void raw_exec(sqlite3 *db, const char *sql)
 static void test_rolled_back_frames_are_dropped(void **state)
 {
     fixture *f = *state;
-    pgw_store *writer = open_store(f);
-    pgw_err err;
-    if (pgw_store_defer_sync(writer, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    assert_int_equal(pgw_store__exec_for_test(writer,
-                                              "CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT,"
-                                              " v BLOB); INSERT INTO t VALUES (1, 'seed', x'00');"
-                                              " PRAGMA cache_size = 10;"
-                                              " PRAGMA wal_autocheckpoint = 0",
-                                              NULL),
-                     PGW_OK);
-    sqlite3 *other = NULL;
-    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &other), SQLITE_OK);
+    pgw_store *writer = open_writer(f, "CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, v BLOB);"
+                                       " INSERT INTO t VALUES (1, 'seed', x'00');"
+                                       " PRAGMA cache_size = 10; PRAGMA wal_autocheckpoint = 0");
+    sqlite3 *other = open_raw(f);
     /* As the checkpoint thread does: all of the WAL copied, so the writer's
      * next write starts it over at its first frame. */
     assert_int_equal(raw_int(other, "SELECT count(*) FROM t"), 1);
@@ -290,8 +209,7 @@ static void test_rolled_back_frames_are_dropped(void **state)
                     " FROM c; COMMIT");
     /* The writer reads (a flush, were anything left to write). */
     assert_int_equal(pgw_store__exec_for_test(writer, "SELECT count(*) FROM t", NULL), PGW_OK);
-    sqlite3 *fresh = NULL;
-    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &fresh), SQLITE_OK);
+    sqlite3 *fresh = open_raw(f);
     assert_int_equal(raw_int(fresh, "SELECT count(*) FROM t WHERE who = 'other'"), 51);
     assert_int_equal(raw_int(fresh, "SELECT count(*) FROM t"), 52);
     sqlite3_close(fresh);
@@ -308,15 +226,8 @@ static void test_rolled_back_frames_are_dropped(void **state)
 static void test_lost_frames_fail_the_transaction(void **state)
 {
     fixture *f = *state;
-    pgw_store *writer = open_store(f);
-    pgw_err err;
-    if (pgw_store_defer_sync(writer, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    assert_int_equal(pgw_store__exec_for_test(writer,
-                                              "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);"
-                                              " PRAGMA cache_size = 10",
-                                              NULL),
-                     PGW_OK);
+    pgw_store *writer =
+        open_writer(f, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); PRAGMA cache_size = 10");
     /* Statement 1 spills about 600 KB of frames, all still gathered. */
     assert_int_equal(pgw_store__exec_for_test(
                          writer,
@@ -337,8 +248,7 @@ static void test_lost_frames_fail_the_transaction(void **state)
     fail_wal_writes = false;
     assert_int_equal(pgw_store__exec_for_test(writer, "INSERT INTO t VALUES (5000, x'01')", NULL),
                      PGW_OK);
-    sqlite3 *fresh = NULL;
-    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &fresh), SQLITE_OK);
+    sqlite3 *fresh = open_raw(f);
     assert_int_equal(raw_int(fresh, "SELECT count(*) FROM t"), 1);
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(fresh, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
@@ -367,15 +277,8 @@ static void test_other_connections_write_as_sqlite_does(void **state)
 int main(void)
 {
     /* The counting VFS first, as the default; the WAL VFS over it. */
-    static sqlite3_vfs counting;
-    unix_vfs = sqlite3_vfs_find(NULL);
-    if (unix_vfs == NULL)
-        return 1;
-    counting = *unix_vfs;
-    counting.zName = "pgw-test-counting";
-    counting.szOsFile = (int)sizeof(counted_file) + unix_vfs->szOsFile;
-    counting.xOpen = c_open;
-    if (sqlite3_vfs_register(&counting, 1) != SQLITE_OK || pgw_wal_vfs_install() != PGW_OK)
+    shim_vfs_hooks = (shim_hooks){.before_write = count_write, .before_sync = count_sync};
+    if (!shim_vfs_install() || pgw_wal_vfs_install() != PGW_OK)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commits_are_gathered, setup, teardown),

@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <sqlite3.h>
 #include "db_fixture.h"
+#include "shim_vfs.h"
 #include "util/clock.h"
 
 #include <stdio.h>
@@ -389,137 +390,20 @@ static void test_checkpoints_leave_the_writer(void **state)
 /* ---- a slow disk: SQLite's default VFS with the database file's syncs slowed ---- */
 
 static atomic_int slow_db_sync_ms; /* 0: as fast as the disk */
-static sqlite3_vfs *real_vfs;
 
-typedef struct slow_file {
-    sqlite3_file base;
-    sqlite3_file *real; /* the real VFS's file, just after this struct */
-    bool main_db;
-} slow_file;
-
-#define REAL(f) (((slow_file *)(f))->real)
-
-static int slow_close(sqlite3_file *f)
+static void slow_db_sync(shim_file *f, int flags)
 {
-    return REAL(f)->pMethods->xClose(REAL(f));
-}
-static int slow_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 at)
-{
-    return REAL(f)->pMethods->xRead(REAL(f), buf, n, at);
-}
-static int slow_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 at)
-{
-    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, at);
-}
-static int slow_truncate(sqlite3_file *f, sqlite3_int64 size)
-{
-    return REAL(f)->pMethods->xTruncate(REAL(f), size);
-}
-static int slow_sync(sqlite3_file *f, int flags)
-{
+    (void)flags;
     int ms = atomic_load(&slow_db_sync_ms);
-    if (((slow_file *)f)->main_db && ms > 0)
+    if ((f->open_flags & SQLITE_OPEN_MAIN_DB) != 0 && ms > 0)
         usleep((useconds_t)ms * 1000);
-    return REAL(f)->pMethods->xSync(REAL(f), flags);
-}
-static int slow_file_size(sqlite3_file *f, sqlite3_int64 *size)
-{
-    return REAL(f)->pMethods->xFileSize(REAL(f), size);
-}
-static int slow_lock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xLock(REAL(f), level);
-}
-static int slow_unlock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xUnlock(REAL(f), level);
-}
-static int slow_check_lock(sqlite3_file *f, int *out)
-{
-    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
-}
-static int slow_control(sqlite3_file *f, int op, void *arg)
-{
-    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
-}
-static int slow_sector(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xSectorSize(REAL(f));
-}
-static int slow_device(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
-}
-static int slow_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **out)
-{
-    return REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, out);
-}
-static int slow_shm_lock(sqlite3_file *f, int offset, int n, int flags)
-{
-    return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
-}
-static void slow_shm_barrier(sqlite3_file *f)
-{
-    REAL(f)->pMethods->xShmBarrier(REAL(f));
-}
-static int slow_shm_unmap(sqlite3_file *f, int delete_flag)
-{
-    return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
-}
-static int slow_fetch(sqlite3_file *f, sqlite3_int64 at, int n, void **out)
-{
-    return REAL(f)->pMethods->xFetch(REAL(f), at, n, out);
-}
-static int slow_unfetch(sqlite3_file *f, sqlite3_int64 at, void *p)
-{
-    return REAL(f)->pMethods->xUnfetch(REAL(f), at, p);
-}
-
-static const sqlite3_io_methods SLOW_METHODS = {3,
-                                                slow_close,
-                                                slow_read,
-                                                slow_write,
-                                                slow_truncate,
-                                                slow_sync,
-                                                slow_file_size,
-                                                slow_lock,
-                                                slow_unlock,
-                                                slow_check_lock,
-                                                slow_control,
-                                                slow_sector,
-                                                slow_device,
-                                                slow_shm_map,
-                                                slow_shm_lock,
-                                                slow_shm_barrier,
-                                                slow_shm_unmap,
-                                                slow_fetch,
-                                                slow_unfetch};
-
-static int slow_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out)
-{
-    (void)vfs;
-    slow_file *f = (slow_file *)file;
-    f->real = (sqlite3_file *)(f + 1);
-    f->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
-    int rc = real_vfs->xOpen(real_vfs, name, f->real, flags, out);
-    f->base.pMethods = f->real->pMethods != NULL ? &SLOW_METHODS : NULL;
-    return rc;
 }
 
 /* Makes the slow VFS the default, once for the whole process. */
 static void install_slow_disk(void)
 {
-    static sqlite3_vfs slow;
-    if (real_vfs != NULL)
-        return;
-    real_vfs = sqlite3_vfs_find(NULL);
-    assert_non_null(real_vfs);
-    assert_true(real_vfs->iVersion >= 1);
-    slow = *real_vfs;
-    slow.zName = "pgw-slow-disk";
-    slow.szOsFile = (int)sizeof(slow_file) + real_vfs->szOsFile;
-    slow.xOpen = slow_open;
-    assert_int_equal(sqlite3_vfs_register(&slow, 1), SQLITE_OK);
+    shim_vfs_hooks.before_sync = slow_db_sync;
+    assert_true(shim_vfs_install());
 }
 
 /*
