@@ -33,6 +33,7 @@ typedef struct wal_file {
     sqlite3_int64 at;   /* the file offset of buf[0] */
     int len;            /* bytes gathered */
     int failed;         /* SQLITE_IOERR_WRITE after a failed flush, until the rollback */
+    sqlite3 *db;        /* gathering for it: its rollback hook is ours */
     bool skip_commit_syncs;
 } wal_file;
 
@@ -109,6 +110,8 @@ static int wal_close(sqlite3_file *f)
 {
     wal_file *w = (wal_file *)f;
     PGW_ASSERT(w->len == 0 || w->failed != SQLITE_OK);
+    if (w->db != NULL) /* the WAL may close before its connection (journal_mode) */
+        (void)sqlite3_rollback_hook(w->db, NULL, NULL);
     free(w->buf);
     w->buf = NULL;
     return w->real->pMethods->xClose(w->real);
@@ -250,6 +253,8 @@ int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err)
     w->len = 0;
     w->failed = SQLITE_OK;
     w->skip_commit_syncs = true;
-    (void)sqlite3_rollback_hook(db, drop_on_rollback, w);
+    w->db = db;
+    void *before = sqlite3_rollback_hook(db, drop_on_rollback, w);
+    PGW_ASSERT(before == NULL); /* the hook is ours alone (wal_vfs.h) */
     return PGW_OK;
 }

@@ -38,9 +38,10 @@ int pgw_wal_vfs_install(void);
 /*
  * Makes `db`'s WAL (it must exist: the database was read in WAL mode)
  * gather its writes and skip its commit syncs, until the connection closes.
- * Once per connection; it takes the connection's rollback hook (a rollback
- * drops what was gathered: the write lock goes with it, and another
- * connection may then write at the same offsets). The connection must keep
+ * Once per connection; it takes the connection's rollback hook, which
+ * nothing else may set from then on (a rollback drops what was gathered:
+ * the write lock goes with it, and another connection may then write at
+ * the same offsets, which a later flush of those frames would overwrite). The connection must keep
  * synchronous=FULL and checkpoint_fullfsync=ON from then on: under NORMAL
  * no commit would write what it gathered, and without checkpoint_fullfsync
  * a checkpoint's syncs would be skipped.

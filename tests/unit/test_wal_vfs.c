@@ -259,6 +259,22 @@ static void test_lost_frames_fail_the_transaction(void **state)
     pgw_store_close(writer);
 }
 
+/* The WAL closed under a gathering connection (it left WAL mode): its
+ * rollback hook went on pointing at the freed file; a rollback wrote to it
+ * (found by review, with AddressSanitizer). */
+static void test_closed_wal_leaves_no_hook(void **state)
+{
+    fixture *f = *state;
+    pgw_store *writer = open_writer(f, "CREATE TABLE t (id INTEGER PRIMARY KEY);"
+                                       " PRAGMA journal_mode = DELETE;"
+                                       " BEGIN; INSERT INTO t VALUES (1); ROLLBACK;"
+                                       " INSERT INTO t VALUES (2)");
+    sqlite3 *fresh = open_raw(f);
+    assert_int_equal(raw_int(fresh, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(fresh);
+    pgw_store_close(writer);
+}
+
 /* Without deferred sync the WAL is SQLite's own: a write per frame header
  * and per page, and a sync per commit. */
 static void test_other_connections_write_as_sqlite_does(void **state)
@@ -284,6 +300,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commits_are_gathered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rolled_back_frames_are_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_frames_fail_the_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_closed_wal_leaves_no_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_connections_write_as_sqlite_does, setup,
                                         teardown),
     };
