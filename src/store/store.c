@@ -234,17 +234,18 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_EMPTY_PORTIONS] = "UPDATE hold_portions SET points = 0 WHERE hold = ?1 AND points > 0",
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
                      " AND id > ?2 ORDER BY id LIMIT ?3",
+    /* One pass over the member's days of the last 12 months (?3, ?2] for
+     * all four sums: the month's days [?4, ?2] and today lie within it. */
     [ST_ACTIVITY] =
         "SELECT m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
-        " m.birthday,"
-        " (SELECT COALESCE(SUM(spend_fen), 0) FROM member_days"
-        "   WHERE member = ?1 AND day > ?3 AND day <= ?2),"
-        " (SELECT COALESCE(SUM(purchases), 0) FROM member_days"
-        "   WHERE member = ?1 AND day >= ?4 AND day <= ?2),"
-        " (SELECT COALESCE(SUM(spend_fen), 0) FROM member_days"
-        "   WHERE member = ?1 AND day >= ?4 AND day <= ?2),"
-        " (SELECT COALESCE(SUM(events), 0) FROM member_days WHERE member = ?1 AND day = ?2)"
-        " FROM members m WHERE m.id = ?1",
+        " m.birthday, COALESCE(d.spend, 0), COALESCE(d.month_purchases, 0),"
+        " COALESCE(d.month_spend, 0), COALESCE(d.events, 0)"
+        " FROM members m, (SELECT SUM(spend_fen) AS spend,"
+        "   SUM(CASE WHEN day >= ?4 THEN purchases ELSE 0 END) AS month_purchases,"
+        "   SUM(CASE WHEN day >= ?4 THEN spend_fen ELSE 0 END) AS month_spend,"
+        "   SUM(CASE WHEN day = ?2 THEN events ELSE 0 END) AS events"
+        "   FROM member_days WHERE member = ?1 AND day > ?3 AND day <= ?2) AS d"
+        " WHERE m.id = ?1",
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
                           " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
     [ST_ADD_DAY] = "INSERT INTO member_days (member, day, purchases, spend_fen, events)"
@@ -2216,6 +2217,7 @@ static int read_today(pgw_store *s, const char *member, int64_t day, pgw_member_
 int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err)
 {
+    PGW_ASSERT(days->year_before < days->month_first && days->month_first <= days->today);
     pgw_sql_stmt *st = s->st[ST_ACTIVITY];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, days->today);

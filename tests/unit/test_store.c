@@ -238,6 +238,45 @@ static void test_aside_transactions_do_not_wait_for_the_chain(void **state)
     pgw_store_close(writer);
 }
 
+/* A member's activity: spend over the 12 months after year_before, the
+ * month's purchases and spend from its first day, today's events; days
+ * outside each window do not count. */
+static void test_member_activity_windows(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    const pgw_activity_days days = {.today = 20000, .year_before = 19635, .month_first = 19990};
+    static const struct {
+        int64_t day, purchases, spend;
+    } rows[] = {
+        {19600, 1, 1},                           /* before the 12 months */
+        {19635, 1, 10},                          /* year_before itself: not counted */
+        {19636, 1, 100},                         /* the 12 months' first day */
+        {19989, 1, 1000},                        /* the month before */
+        {19990, 1, 10000},                       /* the month's first day */
+        {20000, 2, 100000}, {20001, 1, 1000000}, /* after today */
+    };
+    pgw_err err;
+    if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        assert_int_equal(
+            pgw_store_add_member_day(s, "M1", rows[i].day, rows[i].purchases, rows[i].spend, NULL),
+            PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 20000, 0, 0, NULL), PGW_OK); /* an event */
+    pgw_member_activity a;
+    bool found = false;
+    assert_int_equal(pgw_store_member_activity(s, "M1", &days, &found, &a, NULL), PGW_OK);
+    assert_true(found);
+    assert_int_equal(a.spend_12m_fen, 111100);
+    assert_int_equal(a.month_purchases, 3);
+    assert_int_equal(a.month_spend_fen, 110000);
+    assert_int_equal(a.events_today, 2);
+    assert_int_equal(pgw_store_member_activity(s, "M2", &days, &found, &a, NULL), PGW_OK);
+    assert_false(found);
+    pgw_store_close(s);
+}
+
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
     db_fixture *f = *state;
@@ -505,6 +544,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_aside_transactions_do_not_wait_for_the_chain,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_member_activity_windows, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, db_fixture_setup,
