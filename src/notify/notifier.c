@@ -425,7 +425,7 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         return;
     pgw_err err;
     int64_t now = now_s();
-    int rc = pgw_store_begin_aside(c->store, &err);
+    int rc = pgw_store_begin(c->store, &err);
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         int renewed =
             lost[i] ? PGW_OK : pgw_store_renew_claim(c->store, c->n->owner, batch[i].id, now, &err);
@@ -472,7 +472,12 @@ static void take_quota(courier *c, const pgw_notice *n, const reach_info *r)
 static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried, size_t from,
                   size_t to, bool *recorded, pgw_err *err)
 {
-    int rc = pgw_store_begin_aside(c->store, err);
+    /* On PostgreSQL the chain lock (pgw_store_begin) is also what keeps
+     * this batch's row locks (quotas, notices, member by member) from
+     * crossing the writer's and other couriers': without it, a subscribe
+     * batch and this one taking two members' quota rows in opposite
+     * orders deadlocked (a review reproduced it). */
+    int rc = pgw_store_begin(c->store, err);
     for (size_t i = from; rc == PGW_OK && i < to; i++) {
         pgw_err ignored;
         if (!tried[i])

@@ -1131,16 +1131,6 @@ int pgw_store_begin(pgw_store *s, pgw_err *err)
                  "beginning a transaction", err);
 }
 
-int pgw_store_begin_aside(pgw_store *s, pgw_err *err)
-{
-    if (!is_postgres(s))
-        return pgw_store_begin(s, err);
-    return begin(s,
-                 "BEGIN ISOLATION LEVEL READ COMMITTED;"
-                 " SET LOCAL lock_timeout = '" PG_LOCK_WAIT "'",
-                 "beginning a transaction", err);
-}
-
 int pgw_store_begin_read(pgw_store *s, pgw_err *err)
 {
     return begin(s, is_postgres(s) ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN",
@@ -2858,8 +2848,6 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         "INSERT INTO reminders (member, day) SELECT member, day FROM (%s) AS d WHERE true"
         " ON CONFLICT (member, day) DO NOTHING";
     char sql[1024];
-    /* Not aside: on PostgreSQL the chain lock also keeps two instances from
-     * queueing the same reminder (NOT EXISTS cannot see the other's rows). */
     int rc = pgw_store_begin(s, err);
     int64_t n = 0;
     for (int step = 0; rc == PGW_OK && step < 2; step++) {

@@ -66,14 +66,6 @@ int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
  * statement.
  */
 int pgw_store_begin(pgw_store *store, pgw_err *err);
-/*
- * A write transaction beside the log: for rows no transfer or ledger rule
- * reads (notice claims and outcomes, subscription quotas). On PostgreSQL
- * it does not take the chain lock, so it does not wait for a writer's
- * batch; row locks order it with the writer. On SQLite it is
- * pgw_store_begin: one writer at a time there.
- */
-int pgw_store_begin_aside(pgw_store *store, pgw_err *err);
 /* A read transaction: a consistent snapshot, no write lock (readers). */
 int pgw_store_begin_read(pgw_store *store, pgw_err *err);
 int pgw_store_commit(pgw_store *store, pgw_err *err);

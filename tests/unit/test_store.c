@@ -208,36 +208,6 @@ static void test_lock_timeouts_are_unavailable(void **state)
     pgw_store_close(holder);
 }
 
-/* Notice outcomes and quotas (pgw_store_begin_aside) do not wait for a
- * writer's batch on PostgreSQL; on SQLite there is one writer at a time. */
-static void test_aside_transactions_do_not_wait_for_the_chain(void **state)
-{
-    db_fixture *f = *state;
-    if (!f->pg)
-        skip(); /* SQLite's one write lock is the point there */
-    pgw_store *writer = open_store(f), *s = open_store(f);
-    pgw_err err;
-    int64_t quota = 0;
-    if (pgw_store_add_quota(s, "M1", "T1", 2, &quota, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    /* Waiting for the chain lock fails this quickly instead of after 30 s. */
-    assert_int_equal(pgw_store__exec_for_test(s, "SET statement_timeout = '200ms'", NULL), PGW_OK);
-    assert_int_equal(pgw_store_begin(writer, NULL), PGW_OK); /* holds the chain */
-    if (pgw_store_begin_aside(s, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    bool taken = false;
-    assert_int_equal(pgw_store_take_quota(s, "M1", "T1", false, &taken, NULL), PGW_OK);
-    assert_true(taken);
-    if (pgw_store_commit(s, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    /* A write on the log still waits for the chain. */
-    assert_int_equal(pgw_store_begin(s, &err), PGW_EUNAVAILABLE);
-    pgw_store_rollback(s, NULL);
-    pgw_store_rollback(writer, NULL);
-    pgw_store_close(s);
-    pgw_store_close(writer);
-}
-
 /* A member's activity: spend over the 12 months after year_before, the
  * month's purchases and spend from its first day, today's events; days
  * outside each window do not count. */
@@ -542,8 +512,6 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_lock_timeouts_are_unavailable, db_fixture_setup,
                                         db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_aside_transactions_do_not_wait_for_the_chain,
-                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_activity_windows, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
