@@ -39,6 +39,15 @@
 #define EXIT_PROBLEM 1
 #define EXIT_USAGE   2
 
+/* A command's exit for a failure code: 1 for what went wrong around it
+ * (the database, the disk, memory), 2 for what it was given. */
+static int exit_for(int rc)
+{
+    return rc == PGW_OK                                                  ? EXIT_OK
+           : rc == PGW_EIO || rc == PGW_ENOMEM || rc == PGW_EUNAVAILABLE ? EXIT_PROBLEM
+                                                                         : EXIT_USAGE;
+}
+
 #define DEFAULT_CONFIG "config/pointsgw.example.json"
 #define FLAGS_MAX      12
 
@@ -625,7 +634,7 @@ static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_opti
     pgw_statement_free(st);
     if (rc != PGW_OK)
         fprintf(stderr, "pointsgw reconcile: %s\n", err.msg);
-    return rc == PGW_OK ? EXIT_OK : rc == PGW_EIO || rc == PGW_ENOMEM ? EXIT_PROBLEM : EXIT_USAGE;
+    return exit_for(rc);
 }
 
 static int cmd_reconcile(int argc, char **argv)
@@ -934,7 +943,7 @@ static int cmd_report(int argc, char **argv)
         r = pgw_err_set(&err, PGW_EIO, "writing %s failed", out_path);
     if (rc == EXIT_OK && r != PGW_OK) {
         fprintf(stderr, "pointsgw report: %s\n", err.msg);
-        rc = r == PGW_EIO || r == PGW_ENOMEM ? EXIT_PROBLEM : EXIT_USAGE;
+        rc = exit_for(r);
     }
     pgw_config_free(cfg);
     return rc;

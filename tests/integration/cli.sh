@@ -204,6 +204,12 @@ expect_text "--bucket is day, week or month, for the pool"
 expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
     --db "sqlite:$tmp/missing.db"
 expect_text "no database there"
+# A database that does not answer is a problem (1), not bad usage (2).
+expect_exit 1 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
+    --db "postgresql://pgw@127.0.0.1:1/none"
+expect_text "cannot connect"
+expect_exit 1 "$bin" reconcile --statement "$tmp/statement.csv" --channel store \
+    --db "postgresql://pgw@127.0.0.1:1/none"
 
 # member show: bad usage and a missing database are exit 2 (a member over
 # a live log is in the HTTP integration test).
