@@ -15,13 +15,13 @@ packages=(
     libwebsockets-dev # the HTTP server
     libcurl4-openssl-dev # outbound calls to WeChat and the SMS providers
     libexpat1-dev     # the official account's XML messages
+    curl              # make run prints curl commands to try the API with
 )
 if [ "${1:-}" = test ]; then
     packages+=(
         clang-format # make test checks the formatting
         postgresql   # tests run the PostgreSQL backend on a throwaway cluster
         python3      # integration tests: fake WeChat and SMS servers, HTTP clients
-        curl         # integration tests drive the server over HTTP
         openssl      # integration tests make a throwaway TLS certificate
     )
 elif [ -n "${1:-}" ]; then

@@ -8,8 +8,8 @@
  * is, after nearly every busy transaction: when a B-tree split hands out
  * new pages out of order, SQLite swaps two of them through a temporary
  * number, the lock page's (page 524,289 at 2 KiB pages), and the cache
- * remembers that number as its highest for good. So a commit that split a
- * page then walked the whole cache: with our 64 MiB cache (32,768 pages)
+ * remembers that number as its highest until its next truncation, which
+ * walks. So a commit that split a page walked the whole cache: with our 64 MiB cache (32,768 pages)
  * and this machine's ~130 ns per cache miss, milliseconds per commit; in a
  * benchmark it was an eighth of the writer thread's time.
  *

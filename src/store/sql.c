@@ -437,7 +437,9 @@ int pgw_sql_prepare(pgw_sql *db, const char *sql, bool persistent, pgw_sql_stmt 
     size_t len = strlen(sql);
     if (st == NULL || (st->text = malloc(len + 1)) == NULL) {
         free(st);
-        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory preparing a statement", db->name);
+        set_errmsg(db, "out of memory");
+        return pgw_err_set(err, failed(db, PGW_ENOMEM), "%s: preparing a statement: %s", db->name,
+                           db->errmsg);
     }
     memcpy(st->text, sql, len + 1);
     st->db = db;
@@ -446,22 +448,27 @@ int pgw_sql_prepare(pgw_sql *db, const char *sql, bool persistent, pgw_sql_stmt 
     int rc = PGW_OK;
     if (db->kind == PGW_SQL_SQLITE) {
         unsigned flags = persistent ? SQLITE_PREPARE_PERSISTENT : 0;
-        if (sqlite3_prepare_v3(db->lite, sql, -1, flags, &st->lite, NULL) != SQLITE_OK) {
+        int result = sqlite3_prepare_v3(db->lite, sql, -1, flags, &st->lite, NULL);
+        if (result != SQLITE_OK) {
             set_errmsg(db, sqlite3_errmsg(db->lite));
-            rc = pgw_err_set(err, PGW_EIO, "%s: preparing a statement: %s", db->name, db->errmsg);
+            rc = sqlite_failure(db, result);
         }
     } else if ((st->pg_text = malloc(len + 1)) == NULL) {
-        rc = pgw_err_set(err, PGW_ENOMEM, "%s: out of memory preparing a statement", db->name);
+        set_errmsg(db, "out of memory");
+        rc = failed(db, PGW_ENOMEM);
     } else {
         translate(sql, st->pg_text, &st->n_params);
-        if (st->n_params > PGW_SQL_PARAMS_MAX)
-            rc = pgw_err_set(err, PGW_EINVAL, "%s: a statement with %d parameters (max %d)",
-                             db->name, st->n_params, PGW_SQL_PARAMS_MAX);
+        if (st->n_params > PGW_SQL_PARAMS_MAX) {
+            char why[64];
+            snprintf(why, sizeof(why), "%d parameters (max %d)", st->n_params, PGW_SQL_PARAMS_MAX);
+            set_errmsg(db, why);
+            rc = failed(db, PGW_EINVAL);
+        }
         snprintf(st->name, sizeof(st->name), "pgw%llu", (unsigned long long)++db->next_stmt);
     }
     if (rc != PGW_OK) {
         pgw_sql_finalize(st);
-        return rc;
+        return pgw_err_set(err, rc, "%s: preparing a statement: %s", db->name, db->errmsg);
     }
     *out = st;
     return PGW_OK;

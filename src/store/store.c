@@ -704,9 +704,10 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "CREATE INDEX lots_by_member ON lots (member, expires_at, left_points, held);",
 };
 
-/* A store call failed `what`ing: PGW_EIO (500), or PGW_EUNAVAILABLE (503,
- * worth a retry) when the statement failed so (pgw_sql_errcode): a lock
- * timeout on PostgreSQL is not the gateway's fault. */
+/* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
+ * retry) when the statement failed so (pgw_sql_errcode): a lock timeout
+ * on PostgreSQL is not the gateway's fault. (Over HTTP both answer 503;
+ * the commands' exit codes tell them apart.) */
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
 {
     int last = pgw_sql_errcode(s->db);
