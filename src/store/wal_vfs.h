@@ -7,7 +7,7 @@
  * default one underneath, registered as the default) gathers one
  * connection's consecutive WAL writes in a buffer and writes them at once
  * before anything could need them in the file: a sync, a read, the file's
- * size, a truncation, a file control, closing.
+ * size, a truncation, a file control. A rollback drops them instead.
  *
  * It gathers only for a connection that asks (pgw_wal_vfs_gather), which
  * must run with synchronous=FULL and checkpoint_fullfsync=ON: then SQLite
