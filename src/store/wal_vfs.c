@@ -34,7 +34,6 @@ typedef struct wal_file {
     int len;            /* bytes gathered */
     int failed;         /* SQLITE_IOERR_WRITE after a failed flush, until the rollback */
     sqlite3 *db;        /* gathering for it: its rollback hook is ours */
-    bool skip_commit_syncs;
 } wal_file;
 
 /* The VFS underneath; set once, at install, before any file is opened. */
@@ -99,8 +98,8 @@ static int wal_sync(sqlite3_file *f, int flags)
     int rc = flush(w);
     if (rc != SQLITE_OK)
         return rc;
-    /* A commit's sync (SQLITE_SYNC_NORMAL): the syncer's fdatasync instead. */
-    if (w->skip_commit_syncs && (flags & 0x0f) == SQLITE_SYNC_NORMAL)
+    /* Gathering, a commit's sync (SQLITE_SYNC_NORMAL) is the syncer's fdatasync. */
+    if (w->buf != NULL && (flags & 0x0f) == SQLITE_SYNC_NORMAL)
         return SQLITE_OK;
     return w->real->pMethods->xSync(w->real, flags);
 }
@@ -252,7 +251,6 @@ int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the WAL's writes");
     w->len = 0;
     w->failed = SQLITE_OK;
-    w->skip_commit_syncs = true;
     w->db = db;
     void *before = sqlite3_rollback_hook(db, drop_on_rollback, w);
     PGW_ASSERT(before == NULL); /* the hook is ours alone (wal_vfs.h) */
