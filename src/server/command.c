@@ -130,7 +130,8 @@ static int expire_due_holds(pgw_store *store, const char *member, int64_t at, pg
     size_t n = 0;
     int rc;
     /* Each round expires what it read, so the next starts from the top again. */
-    while ((rc = pgw_store_due_holds(store, at, member, "", due, HOLD_PAGE, &n, err)) == PGW_OK &&
+    while ((rc = pgw_store_member_due_holds(store, member, at, due, HOLD_PAGE, &n, err)) ==
+               PGW_OK &&
            n > 0) {
         for (size_t i = 0; rc == PGW_OK && i < n; i++) {
             due[i].state = PGW_HOLD_EXPIRED;

@@ -98,7 +98,7 @@ static int expire_holds(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_com
     char after[PGW_REFERENCE_MAX + 1] = "";
     size_t n = 0;
     int rc;
-    while ((rc = pgw_store_due_holds(reader, as_of, NULL, after, holds, EXPIRE_PAGE, &n, err)) ==
+    while ((rc = pgw_store_due_holds(reader, as_of, after, holds, EXPIRE_PAGE, &n, err)) ==
                PGW_OK &&
            n > 0) {
         for (size_t i = 0; i < n; i++) {

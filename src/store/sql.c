@@ -815,6 +815,12 @@ int64_t pgw_sql_changes(pgw_sql *db)
     return db->kind == PGW_SQL_SQLITE ? sqlite3_changes(db->lite) : db->changes;
 }
 
+int64_t pgw_sql_last_insert_id(pgw_sql *db)
+{
+    PGW_ASSERT(db->kind == PGW_SQL_SQLITE);
+    return sqlite3_last_insert_rowid(db->lite);
+}
+
 const char *pgw_sql_errmsg(pgw_sql *db)
 {
     return db->errmsg; /* set by every failing call of either driver */

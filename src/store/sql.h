@@ -114,6 +114,10 @@ const void *pgw_sql_column_blob(pgw_sql_stmt *st, int col);
 
 /* Rows the last INSERT, UPDATE or DELETE of this connection changed. */
 int64_t pgw_sql_changes(pgw_sql *db);
+/* SQLite only: the rowid of the last row this connection inserted. (On
+ * PostgreSQL an INSERT says RETURNING; on SQLite that costs a temporary
+ * B-tree per statement.) */
+int64_t pgw_sql_last_insert_id(pgw_sql *db);
 /* Why the last call on this connection failed. */
 const char *pgw_sql_errmsg(pgw_sql *db);
 /*

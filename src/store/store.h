@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 17
+#define PGW_STORE_SCHEMA_VERSION 18
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -313,9 +313,15 @@ int pgw_store_hold_portions(pgw_store *store, const char *hold, const pgw_lot *a
 int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
 
 /* Up to `cap` pending holds with deadline <= now and id > after (""), in id
- * order; only `member`'s when member is not NULL. */
-int pgw_store_due_holds(pgw_store *store, int64_t now, const char *member, const char *after,
-                        pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
+ * order. */
+int pgw_store_due_holds(pgw_store *store, int64_t now, const char *after, pgw_hold_record *out,
+                        size_t cap, size_t *n, pgw_err *err);
+
+/* Up to `cap` of `member`'s pending holds with deadline <= now, by deadline
+ * then id: the order of the index it reads, so no sort (which in SQLite
+ * is a temporary B-tree per call, and this runs for every spend). */
+int pgw_store_member_due_holds(pgw_store *store, const char *member, int64_t now,
+                               pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
 
 /* Up to `cap` of a member's transfers (either side) with id < before_id (0:
  * the newest), newest first. */
