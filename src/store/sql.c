@@ -198,17 +198,29 @@ int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err)
     return rc;
 }
 
-/* SQLite's page cache without its walk at every commit (page_cache.h),
- * installed before the first open initializes SQLite; if something in the
- * process initialized it first, SQLite's own cache stays, only slower. The
- * writer's WAL in one write per commit (wal_vfs.h); without it the writer
- * writes each frame, as SQLite does. */
+/*
+ * Before the first open initializes SQLite (if something in the process
+ * initialized it first, these stay SQLite's own, only slower):
+ * - its page cache without its walk at every commit (page_cache.h);
+ * - the writer's WAL in one write per commit (wal_vfs.h); without it the
+ *   writer writes each frame, as SQLite does;
+ * - statement journals in memory up to STMT_JOURNAL_SPILL. The writer runs
+ *   each command in a savepoint, whose journal keeps the first version of
+ *   each page the command changes. Past SQLite's default 64 KiB the journal
+ *   became a temporary file (/var/tmp/etilqs_...) for the rest of the
+ *   transaction: an open, unlink and close per batch and a pwrite() per
+ *   page, about one per event (strace of the writer, bench_store). 4 MiB
+ *   is 2,000 pages, more than any but a merge's command changes; past it
+ *   the file still takes the rest.
+ */
+#define STMT_JOURNAL_SPILL (4 << 20)
 static pthread_once_t sqlite_once = PTHREAD_ONCE_INIT;
 
 static void set_up_sqlite(void)
 {
     (void)pgw_page_cache_install(NULL);
-    (void)pgw_wal_vfs_install();
+    (void)sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, STMT_JOURNAL_SPILL);
+    (void)pgw_wal_vfs_install(); /* last: registering a VFS initializes SQLite */
 }
 
 static int open_sqlite(pgw_sql *db, const char *url, bool create, pgw_err *err)

@@ -14,6 +14,7 @@
 #include "store/store.h"
 
 #include "db_fixture.h"
+#include "shim_vfs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,6 +498,54 @@ static void test_a_migration_refuses_dangling_references(void **state)
     assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 1);
 }
 
+/* ---- statement journals ---------------------------------------------------------- */
+
+static long subjournal_writes; /* writes that reached a statement journal's file */
+
+static int count_subjournal_write(shim_file *f, int n)
+{
+    (void)n;
+    if ((f->open_flags & SQLITE_OPEN_SUBJOURNAL) != 0)
+        subjournal_writes++;
+    return SQLITE_OK;
+}
+
+static void exec_raw(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+}
+
+/*
+ * The writer runs each command in a savepoint, whose journal keeps the
+ * first version of every page the command changes. SQLite moved it to a
+ * temporary file past 64 KiB, for the rest of the transaction: a file
+ * created and unlinked per batch and a write() per page (sql.c,
+ * STMT_JOURNAL_SPILL). A command changing 600 KB of pages keeps it in
+ * memory. Last in this program: the counting VFS becomes the default.
+ */
+static void test_statement_journals_stay_in_memory(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's own journal */
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(f->url, true, &s, NULL), PGW_OK); /* SQLite set up */
+    shim_vfs_hooks.before_write = count_subjournal_write;
+    assert_true(shim_vfs_install());
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    exec_raw(db, "CREATE TABLE pages (b BLOB);"
+                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600)"
+                 " INSERT INTO pages SELECT randomblob(1000) FROM n;");
+    exec_raw(db, "BEGIN; SAVEPOINT command; UPDATE pages SET b = randomblob(1000);"
+                 " RELEASE command; COMMIT;");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    pgw_store_close(s);
+    assert_int_equal(subjournal_writes, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +568,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_statement_journals_stay_in_memory, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
