@@ -8,6 +8,7 @@
  */
 #include "config/config.h"
 #include "core/error.h"
+#include "core/digest.h"
 #include "core/rules.h"
 #include "server/api.h"
 #include "server/event_command.h"
@@ -25,7 +26,6 @@
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <jansson.h>
@@ -865,7 +865,7 @@ static int cmd_keys(int argc, char **argv)
         char key[4 + 2 * sizeof(secret) + 1], hash[2 * sizeof(digest) + 1], fallback[16];
         snprintf(key, sizeof(key), "pgw_");
         pgw_hash_hex(secret, key + 4, sizeof(key) - 4);
-        SHA256((const unsigned char *)key, strlen(key), digest);
+        pgw_sha256((const unsigned char *)key, strlen(key), digest);
         pgw_hash_hex(digest, hash, sizeof(hash));
         snprintf(fallback, sizeof(fallback), "key-%.8s", hash);
         json_t *entry = json_pack("{s:s,s:s,s:s}", "name", name ? name : fallback, "scope", scope,

@@ -4,8 +4,8 @@
 #include "transfer.h"
 
 #include "assertions.h"
+#include "digest.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -130,21 +130,16 @@ int pgw_transfer_encode(const pgw_transfer *t, uint8_t *buf, size_t cap, size_t 
 }
 
 /* SHA-256(prev_hash || canonical bytes) of t, whose prev_hash is set. */
+/* SHA-256 of the previous hash followed by the transfer's encoding. */
 static int hash_transfer(const pgw_transfer *t, uint8_t out[PGW_HASH_LEN], pgw_err *err)
 {
-    uint8_t buf[PGW_TRANSFER_ENCODED_MAX];
+    uint8_t buf[PGW_HASH_LEN + PGW_TRANSFER_ENCODED_MAX];
     size_t len = 0;
-    int rc = pgw_transfer_encode(t, buf, sizeof(buf), &len, err);
+    int rc = pgw_transfer_encode(t, buf + PGW_HASH_LEN, sizeof(buf) - PGW_HASH_LEN, &len, err);
     if (rc != PGW_OK)
         return rc;
-    unsigned int n = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-              EVP_DigestUpdate(ctx, t->prev_hash, PGW_HASH_LEN) == 1 &&
-              EVP_DigestUpdate(ctx, buf, len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1 &&
-              n == PGW_HASH_LEN;
-    EVP_MD_CTX_free(ctx);
-    if (!ok)
+    memcpy(buf, t->prev_hash, PGW_HASH_LEN);
+    if (pgw_sha256(buf, PGW_HASH_LEN + len, out) == NULL)
         return pgw_err_set(err, PGW_EIO, "transfer %lld: SHA-256 failed", (long long)t->id);
     return PGW_OK;
 }

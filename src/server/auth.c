@@ -9,12 +9,12 @@
 #include "auth.h"
 
 #include "core/assertions.h"
+#include "core/digest.h"
 #include "core/transfer.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +76,7 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
                         k->key_env);
                 continue;
             }
-            SHA256((const unsigned char *)value, strlen(value), e->sha256);
+            pgw_sha256((const unsigned char *)value, strlen(value), e->sha256);
         }
         principal_from(k, &e->who);
         memcpy(e->who.secret, e->sha256, 32);
@@ -98,7 +98,7 @@ void pgw_auth_free(pgw_auth *a)
 static bool remember_nonce(pgw_auth *a, const char *nonce, int64_t now)
 {
     uint8_t digest[32];
-    SHA256((const unsigned char *)nonce, strlen(nonce), digest);
+    pgw_sha256((const unsigned char *)nonce, strlen(nonce), digest);
     uint64_t h = 0;
     memcpy(&h, digest, sizeof(h));
     h |= 1; /* 0 marks a slot never used */
@@ -139,7 +139,7 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
                            PGW_NONCE_MAX);
     uint8_t body_hash[32], mac[32];
     char body_hex[65], expected[65];
-    SHA256(req->body, req->body_len, body_hash);
+    pgw_sha256(req->body, req->body_len, body_hash);
     pgw_hash_hex(body_hash, body_hex, sizeof(body_hex));
     char message[PGW_SIGNED_MESSAGE_MAX];
     int len = snprintf(message, sizeof(message), "%s\n%s\n%s\n%s\n%s", req->method,
@@ -167,7 +167,7 @@ int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_requ
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Bearer <key> is required");
     const char *key = authorization + 7;
     uint8_t digest[32];
-    SHA256((const unsigned char *)key, strlen(key), digest);
+    pgw_sha256((const unsigned char *)key, strlen(key), digest);
     /* Every entry is compared, match or not: the time taken says nothing. */
     const key_entry *found = NULL;
     for (size_t i = 0; i < a->n_keys; i++) {

@@ -5,9 +5,9 @@
 
 #include "core/arith.h"
 #include "core/assertions.h"
+#include "core/digest.h"
 #include "core/transfer.h"
 
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +30,7 @@ void pgw_import_default_batch(const void *data, size_t len, char out[PGW_IMPORT_
 {
     uint8_t digest[PGW_HASH_LEN];
     char hex[2 * PGW_HASH_LEN + 1];
-    SHA256(data, len, digest);
+    pgw_sha256(data, len, digest);
     pgw_hash_hex(digest, hex, sizeof(hex));
     snprintf(out, PGW_IMPORT_BATCH_MAX + 1, "%.16s", hex);
 }
@@ -101,7 +101,7 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
              card[0] ? "card" : "phone", card[0] ? cmd->who.lookup : cmd->who2.lookup);
     char material[64];
     snprintf(material, sizeof(material), "%lld", (long long)cmd->points);
-    SHA256((const unsigned char *)material, strlen(material), cmd->fingerprint);
+    pgw_sha256((const unsigned char *)material, strlen(material), cmd->fingerprint);
     snprintf(cmd->shop, sizeof(cmd->shop), "%s", shop);
     snprintf(cmd->channel, sizeof(cmd->channel), "import");
     snprintf(cmd->reference, sizeof(cmd->reference), "%s", batch);

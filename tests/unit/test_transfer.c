@@ -7,8 +7,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "core/digest.h"
 #include "core/transfer.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,40 @@ static void test_known_bytes_and_hash(void **state)
     /* python3: hashlib.sha256(bytes(32) + expected).hexdigest() */
     assert_string_equal(hex, "6fc699d7b830a69a390c219f6e0c0f6b3ad7f209cee07f181aed38b7ff7a9de0");
     assert_int_equal(pgw_transfer_encode(&t, buf, 100, &len, NULL), PGW_EINVAL);
+}
+
+/* FIPS 180-2's vectors, the empty input, and the same hash from many
+ * threads at once (the algorithm is fetched once, by whichever is first). */
+static void *hash_abc(void *out)
+{
+    return pgw_sha256("abc", 3, out);
+}
+
+static void test_sha256_vectors(void **state)
+{
+    (void)state;
+    static const char *const abc =
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    pthread_t threads[8];
+    uint8_t digests[8][PGW_SHA256_LEN];
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(pthread_create(&threads[i], NULL, hash_abc, digests[i]), 0);
+    char hex[2 * PGW_SHA256_LEN + 1];
+    for (int i = 0; i < 8; i++) {
+        void *ok = NULL;
+        assert_int_equal(pthread_join(threads[i], &ok), 0);
+        assert_ptr_equal(ok, digests[i]);
+        pgw_hash_hex(digests[i], hex, sizeof(hex));
+        assert_string_equal(hex, abc);
+    }
+    uint8_t d[PGW_SHA256_LEN];
+    const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    assert_ptr_equal(pgw_sha256(two_blocks, strlen(two_blocks), d), d);
+    pgw_hash_hex(d, hex, sizeof(hex));
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    assert_ptr_equal(pgw_sha256("", 0, d), d);
+    pgw_hash_hex(d, hex, sizeof(hex));
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 static void test_length_prefixes_make_encoding_injective(void **state)
@@ -265,6 +301,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_bytes_and_hash),
+        cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_length_prefixes_make_encoding_injective),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_chain_verifies_whole_and_in_pages),
