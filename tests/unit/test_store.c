@@ -14,6 +14,7 @@
 #include "store/store.h"
 
 #include "db_fixture.h"
+#include "rng.h"
 #include "shim_vfs.h"
 
 #include <stdio.h>
@@ -250,6 +251,100 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* The store's days of two members, as a model: counts per day offset. */
+#define MODEL_DAYS 500
+#define MODEL_BASE 20000
+typedef struct day_model {
+    int64_t purchases[MODEL_DAYS], spend[MODEL_DAYS], events[MODEL_DAYS];
+} day_model;
+
+/* The activity at `today` from the model's rows, summed as the query did
+ * before running totals, against what the store answers. */
+static void expect_activity(pgw_store *s, const char *member, const day_model *m, int64_t today)
+{
+    const pgw_activity_days d = {
+        .today = today, .year_before = today - 365, .month_first = today - today % 31};
+    int64_t spend_12m = 0, month_purchases = 0, month_spend = 0, events = 0;
+    for (int64_t i = 0; i < MODEL_DAYS; i++) {
+        int64_t day = MODEL_BASE + i;
+        spend_12m += day > d.year_before && day <= today ? m->spend[i] : 0;
+        month_purchases += day >= d.month_first && day <= today ? m->purchases[i] : 0;
+        month_spend += day >= d.month_first && day <= today ? m->spend[i] : 0;
+        events += day == today ? m->events[i] : 0;
+    }
+    pgw_member_activity a;
+    bool found = false;
+    assert_int_equal(pgw_store_member_activity(s, member, &d, &found, &a, NULL), PGW_OK);
+    assert_true(found);
+    if (a.spend_12m_fen != spend_12m || a.month_purchases != month_purchases ||
+        a.month_spend_fen != month_spend || a.events_today != events)
+        fail_msg("%s at day %lld: spend %lld/%lld, month %lld/%lld purchases %lld/%lld spend,"
+                 " events %lld/%lld (store/model)",
+                 member, (long long)today, (long long)a.spend_12m_fen, (long long)spend_12m,
+                 (long long)a.month_purchases, (long long)month_purchases,
+                 (long long)a.month_spend_fen, (long long)month_spend, (long long)a.events_today,
+                 (long long)events);
+}
+
+static void expect_activity_everywhere(pgw_store *s, const char *member, const day_model *m)
+{
+    for (int64_t today = MODEL_BASE - 10; today < MODEL_BASE + MODEL_DAYS + 10; today += 7)
+        expect_activity(s, member, m, today);
+}
+
+/*
+ * Schema 19: a member's 12 months and month come from running totals
+ * kept on each day row. Events arrive for any day, in any order (a till
+ * that was offline sends yesterday's after today's), refunds take spend
+ * back, a merge adds one member's days to another's, and the migration
+ * computes the totals of days written before it: after each, every
+ * window at every day agrees with the sums of the rows.
+ */
+static void test_member_activity_from_running_totals(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    static day_model model[2];
+    memset(model, 0, sizeof(model));
+    static const char *const members[2] = {"M1", "M2"};
+    pgw_err err;
+    for (int i = 0; i < 2; i++)
+        if (pgw_store_put_member(s, members[i], 0, 1, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    uint64_t rng = 19;
+    for (int step = 0; step < 240; step++) {
+        int who = (int)rng_pick(&rng, 0, 1);
+        int64_t at = rng_pick(&rng, 0, MODEL_DAYS - 1), purchases = rng_pick(&rng, 0, 2);
+        int64_t spend = rng_pick(&rng, -5000, 20000);
+        if (pgw_store_add_member_day(s, members[who], MODEL_BASE + at, purchases, spend, &err) !=
+            PGW_OK)
+            fail_msg("%s", err.msg);
+        model[who].purchases[at] += purchases;
+        model[who].spend[at] += spend;
+        model[who].events[at]++;
+        if (step % 60 == 59)
+            expect_activity_everywhere(s, members[who], &model[who]);
+    }
+    expect_activity_everywhere(s, "M2", &model[1]);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    for (int i = 0; i < MODEL_DAYS; i++) {
+        model[0].purchases[i] += model[1].purchases[i];
+        model[0].spend[i] += model[1].spend[i];
+        model[0].events[i] += model[1].events[i];
+    }
+    expect_activity_everywhere(s, "M1", &model[0]);
+    pgw_store_close(s);
+    /* Days written before schema 19 get their totals from the migration. */
+    raw_sql(f, f->pg ? "ALTER TABLE member_days DROP COLUMN run_purchases,"
+                       " DROP COLUMN run_spend_fen; UPDATE pgw_schema SET version = 18"
+                     : "ALTER TABLE member_days DROP COLUMN run_purchases;"
+                       " ALTER TABLE member_days DROP COLUMN run_spend_fen;"
+                       " PRAGMA user_version = 18");
+    s = open_store(f);
+    expect_activity_everywhere(s, "M1", &model[0]);
+    pgw_store_close(s);
+}
+
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
     db_fixture *f = *state;
@@ -404,6 +499,8 @@ static void back_to_schema_11(const db_fixture *f, const char *extra)
              "DROP TABLE notices; DROP TABLE reminders; ALTER TABLE members DROP COLUMN "
              "sms_opt_out;"     /* schema 15 */
              "DROP TABLE otps;" /* schema 16 */
+             "ALTER TABLE member_days DROP COLUMN run_purchases;"
+             "ALTER TABLE member_days DROP COLUMN run_spend_fen;" /* schema 19 */
              "CREATE TABLE t11 (id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, idem_key TEXT NOT "
              "NULL, fingerprint BLOB NOT NULL, debit TEXT NOT NULL, credit TEXT NOT NULL, points "
              "INTEGER NOT NULL, shop_id TEXT NOT NULL, channel TEXT NOT NULL, occurred_at INTEGER "
@@ -564,6 +661,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_timeouts_are_unavailable, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_activity_windows, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_member_activity_from_running_totals, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
