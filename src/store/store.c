@@ -475,6 +475,44 @@ struct pgw_store {
     "  hash BLOB NOT NULL " hash_unique "CHECK (length(hash) = 32)"                                \
     ") STRICT;"
 
+/* The notices table as schema 15 made it and schema 20 rebuilt it (with
+ * another text for the same check on its state), and its indexes. */
+#define CREATE_NOTICES(name, state_check)                                                          \
+    "CREATE TABLE " name " ("                                                                      \
+    "  id INTEGER PRIMARY KEY,"                                                                    \
+    "  member TEXT NOT NULL,"                                                                      \
+    "  kind TEXT NOT NULL,"                                                                        \
+    "  points INTEGER NOT NULL,"                                                                   \
+    "  balance INTEGER NOT NULL,"                                                                  \
+    "  shop TEXT NOT NULL,"                                                                        \
+    "  detail TEXT NOT NULL DEFAULT '',"                                                           \
+    "  created_at INTEGER NOT NULL,"                                                               \
+    "  about_at INTEGER NOT NULL,"                                                                 \
+    "  due_at INTEGER NOT NULL,"                                                                   \
+    "  state TEXT NOT NULL CHECK (" state_check "),"                                               \
+    "  channel TEXT NOT NULL,"                                                                     \
+    "  excluded INTEGER NOT NULL,"                                                                 \
+    "  attempts INTEGER NOT NULL,"                                                                 \
+    "  last_error TEXT NOT NULL,"                                                                  \
+    "  provider_id TEXT NOT NULL,"                                                                 \
+    "  updated_at INTEGER NOT NULL,"                                                               \
+    "  claimed_by TEXT NOT NULL DEFAULT '',"                                                       \
+    "  lease_until INTEGER NOT NULL DEFAULT 0"                                                     \
+    ") STRICT;"
+/* Partial indexes on what is still to deliver: they stay small however
+ * many notices were sent (and SQLite uses a partial index only for the
+ * very condition it was built with). */
+#define NOTICES_INDEXES                                                                            \
+    "CREATE INDEX notices_due ON notices (due_at) WHERE state = 'pending';"                        \
+    "CREATE INDEX notices_sending ON notices (lease_until) WHERE state = 'sending';"               \
+    "CREATE INDEX notices_member ON notices (member, id);"
+/* A notice's states, checked as comparisons: SQLite checks an IN list of
+ * more than two values against a temporary B-tree it builds for every row
+ * written (4 us a notice, at its insert and at each change of state). */
+#define NOTICE_STATES                                                                              \
+    "state = 'pending' OR state = 'sending' OR state = 'sent' OR state = 'dead'"                   \
+    " OR state = 'skipped'"
+
 /*
  * Forward-only migrations: entry i takes the schema from version i to i+1.
  * Never edit one that has shipped; add the next. PRAGMA user_version holds
@@ -687,33 +725,9 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * coalescing window, quiet hours, a retry's backoff); `excluded` the
      * channels that refused it (core/notice.h). The partial index holds
      * only what is still to deliver, so it stays small. */
-    "CREATE TABLE notices ("
-    "  id INTEGER PRIMARY KEY,"
-    "  member TEXT NOT NULL,"
-    "  kind TEXT NOT NULL,"
-    "  points INTEGER NOT NULL,"
-    "  balance INTEGER NOT NULL,"
-    "  shop TEXT NOT NULL,"
-    "  detail TEXT NOT NULL DEFAULT '',"
-    "  created_at INTEGER NOT NULL,"
-    "  about_at INTEGER NOT NULL,"
-    "  due_at INTEGER NOT NULL,"
-    "  state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'dead', 'skipped')),"
-    "  channel TEXT NOT NULL,"
-    "  excluded INTEGER NOT NULL,"
-    "  attempts INTEGER NOT NULL,"
-    "  last_error TEXT NOT NULL,"
-    "  provider_id TEXT NOT NULL,"
-    "  updated_at INTEGER NOT NULL,"
-    "  claimed_by TEXT NOT NULL DEFAULT '',"
-    "  lease_until INTEGER NOT NULL DEFAULT 0"
-    ") STRICT;"
-    /* Partial indexes on what is still to deliver: they stay small however
-     * many notices were sent (and SQLite uses a partial index only for
-     * the very condition it was built with). */
-    "CREATE INDEX notices_due ON notices (due_at) WHERE state = 'pending';"
-    "CREATE INDEX notices_sending ON notices (lease_until) WHERE state = 'sending';"
-    "CREATE INDEX notices_member ON notices (member, id);"
+    /* clang-format off */
+    CREATE_NOTICES("notices", "state IN ('pending', 'sending', 'sent', 'dead', 'skipped')")
+    NOTICES_INDEXES
     "ALTER TABLE members ADD COLUMN sms_opt_out INTEGER NOT NULL DEFAULT 0;"
     /* Expiry reminders sent: once per member and local expiry day. */
     "CREATE TABLE reminders ("
@@ -721,6 +735,7 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  day INTEGER NOT NULL,"
     "  PRIMARY KEY (member, day)"
     ") STRICT, WITHOUT ROWID;",
+    /* clang-format on */
     /* 16: SMS verification codes (core/otp.h): the phone by its lookup,
      * the code by its keyed hash, who asked for it; the client address
      * (its bucket) for its own limit. Rows older than a day count for
@@ -761,6 +776,17 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "   SUM(spend_fen) OVER running AS spend_fen FROM member_days"
     "   WINDOW running AS (PARTITION BY member ORDER BY day)) AS r"
     " WHERE member_days.member = r.member AND member_days.day = r.day;",
+    /* 20: the notices' state checked without an IN list (NOTICE_STATES).
+     * SQLite cannot change a check in place: the table is rebuilt, as
+     * schema 12 rebuilt transfers; PostgreSQL swaps the check (see
+     * pg_migration). */
+    /* clang-format off */
+    CREATE_NOTICES("notices_v20", NOTICE_STATES)
+    "INSERT INTO notices_v20 SELECT * FROM notices;"
+    "DROP TABLE notices;"
+    "ALTER TABLE notices_v20 RENAME TO notices;"
+    NOTICES_INDEXES,
+    /* clang-format on */
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -842,8 +868,9 @@ static int check_foreign_keys(pgw_store *s, pgw_err *err)
  * The PostgreSQL text of migration `v`: the SQLite text with its types
  * and table options translated, so both databases get the same schema
  * from one source; text compares in byte order (COLLATE "C"), as SQLite's
- * does. Migration 11 -> 12 rebuilt the transfers table, which
- * SQLite needs to drop a constraint; PostgreSQL drops it directly.
+ * does. Migrations 11 -> 12 and 19 -> 20 rebuilt the transfers and
+ * notices tables, which SQLite needs to drop or change a constraint;
+ * PostgreSQL changes it directly.
  * Returns a malloc'd string (the caller frees it) or NULL.
  */
 static char *pg_migration(int64_t v)
@@ -859,8 +886,11 @@ static char *pg_migration(int64_t v)
         {") STRICT;", ");"},
         {"length(", "octet_length("},
     };
-    const char *in =
-        v == 11 ? "ALTER TABLE transfers DROP CONSTRAINT transfers_hash_key;" : MIGRATIONS[v];
+    const char *in = v == 11   ? "ALTER TABLE transfers DROP CONSTRAINT transfers_hash_key;"
+                     : v == 19 ? "ALTER TABLE notices DROP CONSTRAINT notices_state_check;"
+                                 "ALTER TABLE notices ADD CONSTRAINT notices_state_check"
+                                 " CHECK (" NOTICE_STATES ");"
+                               : MIGRATIONS[v];
     size_t cap = strlen(in) * 4 + 1; /* no replacement is over 4x its word */
     char *out = malloc(cap), *o = out;
     if (out == NULL)

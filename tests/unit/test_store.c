@@ -595,6 +595,82 @@ static void test_a_migration_refuses_dangling_references(void **state)
     assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 1);
 }
 
+/* SQLite: whether writing `sql` builds a temporary B-tree (EXPLAIN). */
+static bool opens_a_temporary_btree(const db_fixture *f, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    char explain[512];
+    snprintf(explain, sizeof(explain), "EXPLAIN %s", sql);
+    /* read-write: a read-only connection compiles no constraint checks */
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, explain, -1, &st, NULL), SQLITE_OK);
+    bool found = false;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        found |= strcmp((const char *)sqlite3_column_text(st, 1), "OpenEphemeral") == 0;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return found;
+}
+
+#define NOTICE_STATE_CHANGE "UPDATE notices SET state = 'sent' WHERE id = 1"
+#define OLD_NOTICES                                                                                \
+    "CREATE TABLE notices (id INTEGER PRIMARY KEY, member TEXT NOT NULL, kind TEXT NOT NULL,"      \
+    " points INTEGER NOT NULL, balance INTEGER NOT NULL, shop TEXT NOT NULL,"                      \
+    " detail TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL, about_at INTEGER NOT NULL,"    \
+    " due_at INTEGER NOT NULL, state TEXT NOT NULL"                                                \
+    " CHECK (state IN ('pending', 'sending', 'sent', 'dead', 'skipped')),"                         \
+    " channel TEXT NOT NULL, excluded INTEGER NOT NULL, attempts INTEGER NOT NULL,"                \
+    " last_error TEXT NOT NULL, provider_id TEXT NOT NULL, updated_at INTEGER NOT NULL,"           \
+    " claimed_by TEXT NOT NULL DEFAULT '', lease_until INTEGER NOT NULL DEFAULT 0) STRICT;"
+
+/*
+ * Schema 20: a notice's state is checked without an IN list, which SQLite
+ * checked against a temporary B-tree built at every write of a state (an
+ * insert, each claim and outcome). The check still refuses an unknown
+ * state, and the migration keeps every notice.
+ */
+static void test_notice_states_checked_without_a_temporary_btree(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    for (int i = 0; i < 3; i++)
+        if (pgw_store_enqueue_notice(s, "M1", "points_arrived", 10 + i, 100, "S001", "", 1000 + i,
+                                     0, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    assert_int_not_equal(db_fixture_exec(f, "UPDATE notices SET state = 'lost' WHERE id = 1"),
+                         PGW_OK);
+    raw_sql(f, NOTICE_STATE_CHANGE);
+    if (!f->pg)
+        assert_false(opens_a_temporary_btree(f, NOTICE_STATE_CHANGE));
+    /* Back to schema 19's check, then migrated again. */
+    raw_sql(f, f->pg ? "ALTER TABLE notices DROP CONSTRAINT notices_state_check;"
+                       " ALTER TABLE notices ADD CONSTRAINT notices_state_check"
+                       " CHECK (state IN ('pending', 'sending', 'sent', 'dead', 'skipped'));"
+                       " UPDATE pgw_schema SET version = 19"
+                     : "BEGIN; ALTER TABLE notices RENAME TO notices_20;" OLD_NOTICES
+                       " INSERT INTO notices SELECT * FROM notices_20; DROP TABLE notices_20;"
+                       " PRAGMA user_version = 19; COMMIT;");
+    if (!f->pg)
+        assert_true(opens_a_temporary_btree(f, NOTICE_STATE_CHANGE)); /* what 20 removes */
+    s = open_store(f);
+    pgw_store_close(s);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM notices"), 3);
+    assert_int_equal(db_fixture_int64(f, "SELECT points FROM notices WHERE id = 3"), 12);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM notices WHERE state = 'sent'"), 1);
+    assert_int_not_equal(db_fixture_exec(f, "UPDATE notices SET state = 'lost' WHERE id = 2"),
+                         PGW_OK);
+    if (!f->pg)
+        assert_false(opens_a_temporary_btree(f, NOTICE_STATE_CHANGE));
+    else
+        assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM pg_constraint WHERE conname ="
+                                             " 'notices_state_check' AND"
+                                             " pg_get_constraintdef(oid) LIKE '%ANY%'"),
+                         0);
+}
+
 /* ---- statement journals ---------------------------------------------------------- */
 
 static long subjournal_writes; /* writes that reached a statement journal's file */
@@ -668,6 +744,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_notice_states_checked_without_a_temporary_btree,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_statement_journals_stay_in_memory, db_fixture_setup,
                                         db_fixture_teardown),
     };
