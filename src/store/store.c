@@ -249,7 +249,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
  * the month [?4, ?2] are differences of two, whatever the number of
  * days the member was active in them. */
 #define RUN_AT(column, at)                                                                         \
-    "COALESCE((SELECT " column " FROM member_days WHERE member = ?1 AND day <= " at                \
+    "COALESCE((SELECT " column " FROM activity_days WHERE member = ?1 AND day <= " at              \
     " ORDER BY day DESC LIMIT 1), 0)"
     [ST_ACTIVITY] =
         "SELECT m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
@@ -262,7 +262,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
                                 " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT(
                                     "run_spend_fen",
                                     "?4 - 1") ","
-                                              " COALESCE((SELECT events FROM member_days WHERE "
+                                              " COALESCE((SELECT events FROM activity_days WHERE "
                                               "member = ?1 AND day = ?2), 0)"
                                               " FROM members m WHERE m.id = ?1",
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
@@ -271,21 +271,21 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * this one's. Later days' totals take the same amounts (an event may
      * arrive after later ones: a till that was offline). */
     [ST_ADD_DAY] =
-        "INSERT INTO member_days (member, day, purchases, spend_fen, events, run_purchases,"
+        "INSERT INTO activity_days (member, day, purchases, spend_fen, events, run_purchases,"
         " run_spend_fen) VALUES (?1, ?2, ?3, ?4, 1, ?3 + " RUN_AT(
             "run_purchases",
             "?2 - 1") ","
                       " ?4 + " RUN_AT(
                           "run_spend_fen",
                           "?2 - 1") ") ON CONFLICT (member, day) DO UPDATE SET"
-                                    " purchases = member_days.purchases + excluded.purchases,"
-                                    " spend_fen = member_days.spend_fen + excluded.spend_fen,"
-                                    " events = member_days.events + 1,"
-                                    " run_purchases = member_days.run_purchases + "
+                                    " purchases = activity_days.purchases + excluded.purchases,"
+                                    " spend_fen = activity_days.spend_fen + excluded.spend_fen,"
+                                    " events = activity_days.events + 1,"
+                                    " run_purchases = activity_days.run_purchases + "
                                     "excluded.purchases,"
-                                    " run_spend_fen = member_days.run_spend_fen + "
+                                    " run_spend_fen = activity_days.run_spend_fen + "
                                     "excluded.spend_fen",
-    [ST_ADD_TO_LATER_DAYS] = "UPDATE member_days SET run_purchases = run_purchases + ?3,"
+    [ST_ADD_TO_LATER_DAYS] = "UPDATE activity_days SET run_purchases = run_purchases + ?3,"
                              " run_spend_fen = run_spend_fen + ?4 WHERE member = ?1 AND day > ?2",
     [ST_ADD_RULE_DAY] = "INSERT INTO member_rule_days (member, day, rule, points)"
                         " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (member, day, rule)"
@@ -311,26 +311,28 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_MERGE_HOLDS] = "UPDATE holds SET member = ?2 WHERE member = ?1",
     [ST_MERGE_EARNS] = "UPDATE earns SET member = ?2 WHERE member = ?1",
     [ST_MERGE_IDENTITIES] = "UPDATE identities SET member = ?2 WHERE member = ?1",
+    /* (the survivor's running totals: ST_RUN_DAYS, after) */
     [ST_MERGE_DAYS] =
-        "INSERT INTO member_days (member, day, purchases, spend_fen, events)"
-        " SELECT ?2, day, purchases, spend_fen, events FROM member_days WHERE member = ?1"
+        "INSERT INTO activity_days (member, day, purchases, spend_fen, events, run_purchases,"
+        " run_spend_fen) SELECT ?2, day, purchases, spend_fen, events, 0, 0 FROM activity_days"
+        " WHERE member = ?1"
         " ON CONFLICT (member, day) DO UPDATE SET"
-        " purchases = member_days.purchases + excluded.purchases,"
-        " spend_fen = member_days.spend_fen + excluded.spend_fen,"
-        " events = member_days.events + excluded.events",
+        " purchases = activity_days.purchases + excluded.purchases,"
+        " spend_fen = activity_days.spend_fen + excluded.spend_fen,"
+        " events = activity_days.events + excluded.events",
     [ST_MERGE_RULE_DAYS] = "INSERT INTO member_rule_days (member, day, rule, points)"
                            " SELECT ?2, day, rule, points FROM member_rule_days WHERE member = ?1"
                            " ON CONFLICT (member, day, rule)"
                            " DO UPDATE SET points = member_rule_days.points + excluded.points",
-    [ST_DROP_DAYS] = "DELETE FROM member_days WHERE member = ?1",
+    [ST_DROP_DAYS] = "DELETE FROM activity_days WHERE member = ?1",
     /* A member's running totals from the day counts (after a merge added
      * another's), as schema 19 first set everyone's. */
     [ST_RUN_DAYS] =
-        "UPDATE member_days SET run_purchases = r.purchases, run_spend_fen = r.spend_fen"
+        "UPDATE activity_days SET run_purchases = r.purchases, run_spend_fen = r.spend_fen"
         " FROM (SELECT day, SUM(purchases) OVER (ORDER BY day) AS purchases,"
         "   SUM(spend_fen) OVER (ORDER BY day) AS spend_fen"
-        "   FROM member_days WHERE member = ?1) AS r"
-        " WHERE member_days.member = ?1 AND member_days.day = r.day",
+        "   FROM activity_days WHERE member = ?1) AS r"
+        " WHERE activity_days.member = ?1 AND activity_days.day = r.day",
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
     [ST_MERGE_SUBSCRIPTIONS] =
@@ -766,16 +768,27 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * left_points and held; named here, it orders the ties. */
     "DROP INDEX lots_by_member;"
     "CREATE INDEX lots_by_member ON lots (member, expires_at, earned_at, id, left_points, held);",
-    /* 19: each member day carries the member's running totals through it, so
-     * that a member's 12 months of activity read at every event are two
-     * rows, not one per day active: 365 of them took 100 us. */
-    "ALTER TABLE member_days ADD COLUMN run_purchases INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE member_days ADD COLUMN run_spend_fen INTEGER NOT NULL DEFAULT 0;"
-    "UPDATE member_days SET run_purchases = r.purchases, run_spend_fen = r.spend_fen"
-    " FROM (SELECT member, day, SUM(purchases) OVER running AS purchases,"
-    "   SUM(spend_fen) OVER running AS spend_fen FROM member_days"
-    "   WINDOW running AS (PARTITION BY member ORDER BY day)) AS r"
-    " WHERE member_days.member = r.member AND member_days.day = r.day;",
+    /* 19: a member's days as activity_days, each carrying the member's
+     * running totals through it, so that a member's 12 months of activity,
+     * read at every event, are two rows, not one per day active: 365 of
+     * them took 100 us. A new table, not new columns: a pointsgw from
+     * before, still running on the database after an upgrade, would write
+     * days without their totals and leave every later total wrong; its
+     * statements now fail on the missing member_days instead. */
+    "CREATE TABLE activity_days ("
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  day INTEGER NOT NULL,"
+    "  purchases INTEGER NOT NULL DEFAULT 0,"
+    "  spend_fen INTEGER NOT NULL DEFAULT 0,"
+    "  events INTEGER NOT NULL DEFAULT 0,"
+    "  run_purchases INTEGER NOT NULL,"
+    "  run_spend_fen INTEGER NOT NULL,"
+    "  PRIMARY KEY (member, day)"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO activity_days SELECT member, day, purchases, spend_fen, events,"
+    " SUM(purchases) OVER running, SUM(spend_fen) OVER running FROM member_days"
+    " WINDOW running AS (PARTITION BY member ORDER BY day);"
+    "DROP TABLE member_days;",
     /* 20: the notices' state checked without an IN list (NOTICE_STATES).
      * SQLite cannot change a check in place: the table is rebuilt, as
      * schema 12 rebuilt transfers; PostgreSQL swaps the check (see
@@ -1563,7 +1576,7 @@ static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 }
 
 /*
- * Invariants over lots, holds and earns, one query each. A query returns the
+ * Invariants over lots, holds, earns and members' days, one query each. A query returns the
  * first violation as a message (so the report names the broken row), or no
  * row. Refund arithmetic is checked in C (verify_refunds): P*R overflows
  * SQLite's integers into floating point.
@@ -1600,6 +1613,12 @@ static const char *const INVARIANTS[] = {
     "  e.first_transfer, COALESCE(y.s, 0), COALESCE(x.p, 0))"
     " FROM earns e LEFT JOIN x ON x.r = 'earn:' || e.first_transfer"
     " LEFT JOIN y ON y.earn = e.first_transfer WHERE COALESCE(y.s, 0) <> COALESCE(x.p, 0) LIMIT 1",
+    "SELECT format('member %s, day %s: running totals of %s purchases and %s fen, but its days"
+    "  sum to %s and %s', member, day, run_purchases, run_spend_fen, p, f)"
+    " FROM (SELECT member, day, run_purchases, run_spend_fen, SUM(purchases) OVER running AS p,"
+    "  SUM(spend_fen) OVER running AS f FROM activity_days"
+    "  WINDOW running AS (PARTITION BY member ORDER BY day)) AS d"
+    " WHERE run_purchases <> p OR run_spend_fen <> f LIMIT 1",
 };
 
 static int verify_invariants(pgw_store *s, pgw_verify_report *r, pgw_err *err)

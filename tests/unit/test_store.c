@@ -298,7 +298,9 @@ static void expect_activity_everywhere(pgw_store *s, const char *member, const d
  * that was offline sends yesterday's after today's), refunds take spend
  * back, a merge adds one member's days to another's, and the migration
  * computes the totals of days written before it: after each, every
- * window at every day agrees with the sums of the rows.
+ * window at every day agrees with the sums of the rows. The days moved to
+ * a new table, activity_days, so that an older pointsgw's statements fail
+ * instead of writing days without totals.
  */
 static void test_member_activity_from_running_totals(void **state)
 {
@@ -335,14 +337,37 @@ static void test_member_activity_from_running_totals(void **state)
     expect_activity_everywhere(s, "M1", &model[0]);
     pgw_store_close(s);
     /* Days written before schema 19 get their totals from the migration. */
-    raw_sql(f, f->pg ? "ALTER TABLE member_days DROP COLUMN run_purchases,"
+    raw_sql(f, f->pg ? "ALTER TABLE activity_days RENAME TO member_days;"
+                       " ALTER INDEX activity_days_pkey RENAME TO member_days_pkey;"
+                       " ALTER TABLE member_days DROP COLUMN run_purchases,"
                        " DROP COLUMN run_spend_fen; UPDATE pgw_schema SET version = 18"
-                     : "ALTER TABLE member_days DROP COLUMN run_purchases;"
+                     : "ALTER TABLE activity_days RENAME TO member_days;"
+                       " ALTER TABLE member_days DROP COLUMN run_purchases;"
                        " ALTER TABLE member_days DROP COLUMN run_spend_fen;"
                        " PRAGMA user_version = 18");
     s = open_store(f);
     expect_activity_everywhere(s, "M1", &model[0]);
+    pgw_verify_report report;
+    assert_int_equal(pgw_store_verify(s, &report, &err), PGW_OK);
+    if (!report.ok)
+        fail_msg("verify: %s", report.problem);
+    /* verify names a day whose totals are not the sum of the days so far. */
+    assert_int_equal(pgw_store__exec_for_test(s,
+                                              "UPDATE activity_days SET run_spend_fen ="
+                                              " run_spend_fen + 1 WHERE member = 'M1' AND day ="
+                                              " (SELECT MAX(day) FROM activity_days)",
+                                              NULL),
+                     PGW_OK);
+    assert_int_equal(pgw_store_verify(s, &report, &err), PGW_OK);
+    assert_false(report.ok);
+    assert_non_null(strstr(report.problem, "member M1, day "));
+    assert_non_null(strstr(report.problem, ": running totals of "));
     pgw_store_close(s);
+    /* A pointsgw from before schema 19 still running on the database
+     * cannot write a day without its totals: its table is gone. */
+    assert_int_not_equal(db_fixture_exec(f, "INSERT INTO member_days (member, day, purchases,"
+                                            " spend_fen, events) VALUES ('M1', 20600, 1, 1, 1)"),
+                         PGW_OK);
 }
 
 static void test_appends_commit_or_roll_back_whole(void **state)
@@ -499,6 +524,7 @@ static void back_to_schema_11(const db_fixture *f, const char *extra)
              "DROP TABLE notices; DROP TABLE reminders; ALTER TABLE members DROP COLUMN "
              "sms_opt_out;"     /* schema 15 */
              "DROP TABLE otps;" /* schema 16 */
+             "ALTER TABLE activity_days RENAME TO member_days;"
              "ALTER TABLE member_days DROP COLUMN run_purchases;"
              "ALTER TABLE member_days DROP COLUMN run_spend_fen;" /* schema 19 */
              "CREATE TABLE t11 (id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, idem_key TEXT NOT "
