@@ -3,6 +3,8 @@
  */
 #include "digest.h"
 
+#include "assertions.h"
+
 #include <openssl/evp.h>
 #include <pthread.h>
 
@@ -17,12 +19,11 @@ static void fetch_sha256(void)
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
-uint8_t *pgw_sha256(const void *data, size_t len, uint8_t out[PGW_SHA256_LEN])
+void pgw_sha256(const void *data, size_t len, uint8_t out[PGW_SHA256_LEN])
 {
     (void)pthread_once(&sha256_once, fetch_sha256);
     const EVP_MD *md = sha256_md != NULL ? sha256_md : EVP_sha256();
     unsigned int n = 0;
-    if (EVP_Digest(data, len, out, &n, md, NULL) != 1 || n != PGW_SHA256_LEN)
-        return NULL;
-    return out;
+    int hashed = EVP_Digest(data, len, out, &n, md, NULL);
+    PGW_ASSERT(hashed == 1 && n == PGW_SHA256_LEN);
 }

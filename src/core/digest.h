@@ -16,9 +16,11 @@
 #define PGW_SHA256_LEN 32
 
 /*
- * SHA-256 of `len` bytes at `data` into `out`, as OpenSSL's SHA256(): `out`
- * on success, NULL when OpenSSL cannot hash (out of memory). Thread-safe.
+ * SHA-256 of `len` bytes at `data` into `out`. Thread-safe. OpenSSL fails
+ * only when it cannot allocate a context, and a caller going on with a
+ * digest it did not get (a key check, a fingerprint) would be worse than
+ * stopping: that is an assertion failure, not a result to check.
  */
-uint8_t *pgw_sha256(const void *data, size_t len, uint8_t out[PGW_SHA256_LEN]);
+void pgw_sha256(const void *data, size_t len, uint8_t out[PGW_SHA256_LEN]);
 
 #endif

@@ -74,7 +74,8 @@ static void test_known_bytes_and_hash(void **state)
  * threads at once (the algorithm is fetched once, by whichever is first). */
 static void *hash_abc(void *out)
 {
-    return pgw_sha256("abc", 3, out);
+    pgw_sha256("abc", 3, out);
+    return out;
 }
 
 static void test_sha256_vectors(void **state)
@@ -96,10 +97,10 @@ static void test_sha256_vectors(void **state)
     }
     uint8_t d[PGW_SHA256_LEN];
     const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    assert_ptr_equal(pgw_sha256(two_blocks, strlen(two_blocks), d), d);
+    pgw_sha256(two_blocks, strlen(two_blocks), d);
     pgw_hash_hex(d, hex, sizeof(hex));
     assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    assert_ptr_equal(pgw_sha256("", 0, d), d);
+    pgw_sha256("", 0, d);
     pgw_hash_hex(d, hex, sizeof(hex));
     assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
