@@ -1221,17 +1221,42 @@ static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
     return rc;
 }
 
+/*
+ * Once a write transaction holds the lock: the schema must still be this
+ * pointsgw's. A newer pointsgw migrates the database when it opens it (an
+ * upgrade, one instance at a time, or a newer binary's command beside an
+ * older `serve`), and this one's statements would then write rows without
+ * what the newer schema keeps with them (schema 19's running totals were
+ * the first such case). So every write transaction refuses, loudly, until
+ * this instance is replaced. One read of a header field on SQLite.
+ */
+static int check_schema_unchanged(pgw_store *s, pgw_err *err)
+{
+    int64_t version = 0;
+    int rc = read_user_version(s, &version, err);
+    if (rc == PGW_OK && version != PGW_STORE_SCHEMA_VERSION)
+        rc = pgw_err_set(err, PGW_ESTATE,
+                         "%s: the database is now at schema version %lld and this pointsgw "
+                         "writes version %d: a newer pointsgw migrated it; stop this one and "
+                         "run the newer",
+                         s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
+    return rc;
+}
+
 int pgw_store_begin(pgw_store *s, pgw_err *err)
 {
     /* SQLite: IMMEDIATE takes the write lock now, so the chain head read
      * inside the transaction cannot change under us. PostgreSQL: the
      * chain lock does the same across instances (PG_LOCK_CHAIN). */
-    return begin(s,
-                 is_postgres(s) ? "BEGIN ISOLATION LEVEL READ COMMITTED;"
-                                  " SET LOCAL lock_timeout = '" PG_LOCK_WAIT "';"
-                                  " SELECT pg_advisory_xact_lock(" PG_LOCK_CHAIN ")"
-                                : "BEGIN IMMEDIATE",
-                 "beginning a transaction", err);
+    int rc = begin(s,
+                   is_postgres(s) ? "BEGIN ISOLATION LEVEL READ COMMITTED;"
+                                    " SET LOCAL lock_timeout = '" PG_LOCK_WAIT "';"
+                                    " SELECT pg_advisory_xact_lock(" PG_LOCK_CHAIN ")"
+                                  : "BEGIN IMMEDIATE",
+                   "beginning a transaction", err);
+    if (rc == PGW_OK && (rc = check_schema_unchanged(s, err)) != PGW_OK)
+        pgw_store_rollback(s, NULL);
+    return rc;
 }
 
 int pgw_store_begin_read(pgw_store *s, pgw_err *err)

@@ -63,7 +63,9 @@ int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
  * together at commit (SQLite: WAL with synchronous=FULL, so an acknowledged
  * commit survives power loss; see pgw_store_defer_sync for the writer's
  * variant) or not at all. rollback is safe to call after a failed
- * statement.
+ * statement. begin (a write transaction) is PGW_ESTATE, with nothing
+ * begun, once a newer pointsgw has migrated the database since it was
+ * opened: this one's writes would miss what the new schema keeps.
  */
 int pgw_store_begin(pgw_store *store, pgw_err *err);
 /* A read transaction: a consistent snapshot, no write lock (readers). */

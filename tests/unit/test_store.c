@@ -370,6 +370,30 @@ static void test_member_activity_from_running_totals(void **state)
                          PGW_OK);
 }
 
+/* A newer pointsgw migrating the database under a running one: its next
+ * write transaction refuses, and begins again once the schema is its own. */
+static void test_writes_stop_once_a_newer_pointsgw_migrated(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    char newer[80], back[80];
+    snprintf(newer, sizeof(newer),
+             f->pg ? "UPDATE pgw_schema SET version = %d" : "PRAGMA user_version = %d",
+             PGW_STORE_SCHEMA_VERSION + 1);
+    snprintf(back, sizeof(back),
+             f->pg ? "UPDATE pgw_schema SET version = %d" : "PRAGMA user_version = %d",
+             PGW_STORE_SCHEMA_VERSION);
+    raw_sql(f, newer);
+    assert_int_equal(pgw_store_begin(s, &err), PGW_ESTATE);
+    assert_non_null(strstr(err.msg, "a newer pointsgw migrated it"));
+    assert_false(pgw_store_in_transaction(s));
+    raw_sql(f, back); /* the write lock was given back: this could run */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+}
+
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
     db_fixture *f = *state;
@@ -766,6 +790,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_activity_from_running_totals, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_writes_stop_once_a_newer_pointsgw_migrated,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, db_fixture_setup,
