@@ -904,10 +904,17 @@ static char *pg_migration(int64_t v)
                                  "ALTER TABLE notices ADD CONSTRAINT notices_state_check"
                                  " CHECK (" NOTICE_STATES ");"
                                : MIGRATIONS[v];
-    size_t cap = strlen(in) * 4 + 1; /* no replacement is over 4x its word */
+    /* 18 -> 19 copies member_days and drops it. An older instance still
+     * running could commit days between the copy and the drop, and lose
+     * them: the table is locked first, so that they wait and then fail.
+     * (SQLite's BEGIN IMMEDIATE already keeps every other writer out.) */
+    const char *first = v == 18 ? "LOCK TABLE member_days IN ACCESS EXCLUSIVE MODE;" : "";
+    size_t cap = strlen(first) + strlen(in) * 4 + 1; /* no replacement is over 4x its word */
     char *out = malloc(cap), *o = out;
     if (out == NULL)
         return NULL;
+    memcpy(o, first, strlen(first));
+    o += strlen(first);
     while (*in != '\0') {
         size_t w = 0;
         while (w < sizeof(words) / sizeof(words[0]) &&

@@ -17,6 +17,8 @@
 #include "rng.h"
 #include "shim_vfs.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +253,80 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* The days as schema 18 kept them (member_days, no running totals). */
+static void back_to_schema_18(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "ALTER TABLE activity_days RENAME TO member_days;"
+                       " ALTER INDEX activity_days_pkey RENAME TO member_days_pkey;"
+                       " ALTER TABLE member_days DROP COLUMN run_purchases,"
+                       " DROP COLUMN run_spend_fen; UPDATE pgw_schema SET version = 18"
+                     : "ALTER TABLE activity_days RENAME TO member_days;"
+                       " ALTER TABLE member_days DROP COLUMN run_purchases;"
+                       " ALTER TABLE member_days DROP COLUMN run_spend_fen;"
+                       " PRAGMA user_version = 18");
+}
+
+/* An older pointsgw writing a day while a newer one migrates to schema 19. */
+typedef struct old_writer {
+    const db_fixture *f;
+    atomic_int began; /* its transaction holds its locks */
+    int rc;
+} old_writer;
+
+static void *write_a_day_slowly(void *arg)
+{
+    old_writer *o = arg;
+    pgw_sql *db = NULL;
+    o->rc = pgw_sql_open(o->f->url, false, &db, NULL);
+    if (o->rc == PGW_OK)
+        o->rc = pgw_sql_exec(db,
+                             o->f->pg
+                                 ? "BEGIN; INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)"
+                                 : "BEGIN IMMEDIATE;"
+                                   " INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)",
+                             "an older writer", NULL);
+    atomic_store(&o->began, 1);
+    usleep(800 * 1000); /* the migration starts meanwhile */
+    if (o->rc == PGW_OK)
+        o->rc = pgw_sql_exec(db, "COMMIT", "an older writer", NULL);
+    pgw_sql_close(db);
+    return NULL;
+}
+
+/*
+ * A day an older instance commits while the migration to schema 19 runs
+ * is either in activity_days afterwards or refused: never acknowledged and
+ * lost. PostgreSQL let it commit between the migration's copy and its
+ * DROP TABLE (a reviewer lost 3,232 of 4,000 so), until the migration
+ * locked member_days first; SQLite's write lock keeps them apart.
+ */
+static void test_a_day_written_during_schema_19_is_kept(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, &err), PGW_OK);
+    pgw_store_close(s);
+    back_to_schema_18(f);
+    old_writer o = {.f = f};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, write_a_day_slowly, &o), 0);
+    while (atomic_load(&o.began) == 0)
+        usleep(1000);
+    s = open_store(f); /* migrates: waits for the older writer's transaction */
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(o.rc, PGW_OK); /* acknowledged... */
+    const pgw_activity_days days = {.today = 30000, .year_before = 29635, .month_first = 29990};
+    pgw_member_activity a;
+    bool found = false;
+    assert_int_equal(pgw_store_member_activity(s, "M1", &days, &found, &a, &err), PGW_OK);
+    assert_int_equal(a.events_today, 1); /* ...and kept */
+    assert_int_equal(a.month_spend_fen, 5100);
+    pgw_store_close(s);
+}
+
 /* The store's days of two members, as a model: counts per day offset. */
 #define MODEL_DAYS 500
 #define MODEL_BASE 20000
@@ -337,14 +413,7 @@ static void test_member_activity_from_running_totals(void **state)
     expect_activity_everywhere(s, "M1", &model[0]);
     pgw_store_close(s);
     /* Days written before schema 19 get their totals from the migration. */
-    raw_sql(f, f->pg ? "ALTER TABLE activity_days RENAME TO member_days;"
-                       " ALTER INDEX activity_days_pkey RENAME TO member_days_pkey;"
-                       " ALTER TABLE member_days DROP COLUMN run_purchases,"
-                       " DROP COLUMN run_spend_fen; UPDATE pgw_schema SET version = 18"
-                     : "ALTER TABLE activity_days RENAME TO member_days;"
-                       " ALTER TABLE member_days DROP COLUMN run_purchases;"
-                       " ALTER TABLE member_days DROP COLUMN run_spend_fen;"
-                       " PRAGMA user_version = 18");
+    back_to_schema_18(f);
     s = open_store(f);
     expect_activity_everywhere(s, "M1", &model[0]);
     pgw_verify_report report;
@@ -798,6 +867,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_member_activity_from_running_totals, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_writes_stop_once_a_newer_pointsgw_migrated,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_day_written_during_schema_19_is_kept,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
