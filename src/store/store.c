@@ -1646,7 +1646,7 @@ static const char *const INVARIANTS[] = {
     " FROM earns e LEFT JOIN x ON x.r = 'earn:' || e.first_transfer"
     " LEFT JOIN y ON y.earn = e.first_transfer WHERE COALESCE(y.s, 0) <> COALESCE(x.p, 0) LIMIT 1",
     "SELECT format('member %s, day %s: running totals of %s purchases and %s fen, but its days"
-    "  sum to %s and %s', member, day, run_purchases, run_spend_fen, p, f)"
+    " sum to %s and %s', member, day, run_purchases, run_spend_fen, p, f)"
     " FROM (SELECT member, day, run_purchases, run_spend_fen, SUM(purchases) OVER running AS p,"
     "  SUM(spend_fen) OVER running AS f FROM activity_days"
     "  WINDOW running AS (PARTITION BY member ORDER BY day)) AS d"
