@@ -109,7 +109,7 @@ int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t
 {
     int64_t remaining = delta;
     for (size_t i = 0; i < n; i++) {
-        int64_t share;
+        int64_t share = 0; /* set when rc is PGW_OK; gcc -O3 cannot see it */
         int rc = pgw_refund_target(line_points[i], amount, refunded, &share, err);
         if (rc != PGW_OK)
             return rc;

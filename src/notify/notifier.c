@@ -104,7 +104,8 @@ static void count(pgw_notifier *n, uint64_t *field)
 static void set_error(pgw_notice *nt, const char *channel, const char *msg)
 {
     char text[PGW_NOTICE_ERROR_MAX + 1];
-    snprintf(text, sizeof(text), "%s%s%s", channel, channel[0] ? ": " : "", msg);
+    int full = snprintf(text, sizeof(text), "%s%s%s", channel, channel[0] ? ": " : "", msg);
+    PGW_ASSERT(full >= 0); /* longer than text is cut here, as meant */
     size_t keep = pgw_utf8_prefix(text, PGW_NOTICE_ERROR_MAX);
     memcpy(nt->last_error, text, keep);
     nt->last_error[keep] = '\0';

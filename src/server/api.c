@@ -1238,6 +1238,7 @@ static bool handle_resolve(pgw_api *api, const pgw_request *req, pgw_response *r
         rc = pgw_command_name_member(api->vault, &who, &job->cmd, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_RESOLVE, rc, err.msg);
+    PGW_ASSERT(job != NULL); /* rc says so; gcc -O3 cannot follow it through pgw_err_set */
     return submit(api, job, resp);
 }
 

@@ -32,6 +32,14 @@ static bool filled(const char *text, size_t cap)
     return text[0] != '\0' && memchr(text, '\0', cap) != NULL;
 }
 
+/* An account name into a transfer: one cut short would be another account. */
+static void copy_account(char out[PGW_ACCOUNT_MAX + 1], const char *account)
+{
+    size_t n = strlen(account);
+    PGW_ASSERT(n <= PGW_ACCOUNT_MAX);
+    memcpy(out, account, n + 1);
+}
+
 /* Adds a transfer of `kind` to the command; the common fields are stamped later. */
 static pgw_transfer *add_transfer(pgw_command *cmd, pgw_transfer_kind kind, const char *debit,
                                   const char *credit, int64_t points)
@@ -41,8 +49,8 @@ static pgw_transfer *add_transfer(pgw_command *cmd, pgw_transfer_kind kind, cons
     pgw_transfer *t = &cmd->transfers[cmd->n_transfers++];
     memset(t, 0, sizeof(*t));
     t->kind = kind;
-    snprintf(t->debit, sizeof(t->debit), "%s", debit);
-    snprintf(t->credit, sizeof(t->credit), "%s", credit);
+    copy_account(t->debit, debit);
+    copy_account(t->credit, credit);
     t->points = points;
     return t;
 }
