@@ -865,7 +865,7 @@ static int cmd_keys(int argc, char **argv)
         char key[4 + 2 * sizeof(secret) + 1], hash[2 * sizeof(digest) + 1], fallback[16];
         snprintf(key, sizeof(key), "pgw_");
         pgw_hash_hex(secret, key + 4, sizeof(key) - 4);
-        pgw_sha256((const unsigned char *)key, strlen(key), digest);
+        pgw_sha256(key, strlen(key), digest);
         pgw_hash_hex(digest, hash, sizeof(hash));
         snprintf(fallback, sizeof(fallback), "key-%.8s", hash);
         json_t *entry = json_pack("{s:s,s:s,s:s}", "name", name ? name : fallback, "scope", scope,

@@ -1268,7 +1268,7 @@ static void bind_key(pgw_command *cmd, const char *prefix)
     char hex[2 * PGW_HASH_LEN + 1], material[PGW_ID_MAX + PGW_LOOKUP_MAX + 16];
     snprintf(material, sizeof(material), "%d:%s:%s", (int)cmd->who.kind, cmd->who.scope,
              cmd->who.lookup);
-    pgw_sha256((const unsigned char *)material, strlen(material), digest);
+    pgw_sha256(material, strlen(material), digest);
     pgw_hash_hex(digest, hex, sizeof(hex));
     snprintf(cmd->key, sizeof(cmd->key), "%s:%s:%.32s", prefix, cmd->member, hex);
 }
@@ -1860,7 +1860,7 @@ static void mp_phone_task(void *arg, bool stale)
     }
     cmd->by_identity = true;
     bind_key(cmd, "mp_phone"); /* not "bind": an admin's bind of it is another request */
-    pgw_sha256((const unsigned char *)cmd->key, strlen(cmd->key), cmd->fingerprint);
+    pgw_sha256(cmd->key, strlen(cmd->key), cmd->fingerprint);
     wx_to_writer(job);
 }
 
@@ -1943,7 +1943,7 @@ static bool handle_mp_login(pgw_api *api, const pgw_request *req, pgw_response *
     /* The new session is checked by nothing yet: it is being made. */
     char id[PGW_SESSION_ID_LEN + 1];
     memcpy(id, cmd->session_id, sizeof(id));
-    pgw_sha256((const unsigned char *)id, strlen(id), cmd->fingerprint);
+    pgw_sha256(id, strlen(id), cmd->fingerprint);
     return submit_outbound(api, job, mp_login_task, resp);
 }
 
@@ -2077,7 +2077,7 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
             return refuse(resp, job, r, PGW_ENOMEM, "out of memory");
     } else {
         snprintf(job->cmd.key, sizeof(job->cmd.key), "logout:%s", s.id);
-        pgw_sha256((const unsigned char *)s.id, strlen(s.id), job->cmd.fingerprint);
+        pgw_sha256(s.id, strlen(s.id), job->cmd.fingerprint);
         job->cmd.render = render_logout;
     }
     return submit(api, job, resp);
@@ -2229,7 +2229,7 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
         rc = wx_identity(l->api, PGW_ID_UNIONID, "", unionid, &link->who2, err);
     char material[2 * PGW_LOOKUP_MAX + 8], hex[2 * PGW_HASH_LEN + 1];
     snprintf(material, sizeof(material), "%s|%s", link->who.lookup, link->who2.lookup);
-    pgw_sha256((const unsigned char *)material, strlen(material), link->fingerprint);
+    pgw_sha256(material, strlen(material), link->fingerprint);
     pgw_hash_hex(link->fingerprint, hex, sizeof(hex));
     snprintf(link->key, sizeof(link->key), "oa_link:%.32s:%lld", hex, (long long)l->at);
     snprintf(link->channel, sizeof(link->channel), "wechat_oa");
@@ -2605,7 +2605,7 @@ static bool handle_otp_verify(pgw_api *api, const pgw_request *req, const pgw_se
     bind_key(cmd, "otp");
     size_t n = strlen(cmd->key);
     snprintf(cmd->key + n, sizeof(cmd->key) - n, ":%.16s", hash_hex);
-    pgw_sha256((const unsigned char *)cmd->key, strlen(cmd->key), cmd->fingerprint);
+    pgw_sha256(cmd->key, strlen(cmd->key), cmd->fingerprint);
     cmd->render = render_otp;
     return submit(api, job, resp);
 }

@@ -76,7 +76,7 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
                         k->key_env);
                 continue;
             }
-            pgw_sha256((const unsigned char *)value, strlen(value), e->sha256);
+            pgw_sha256(value, strlen(value), e->sha256);
         }
         principal_from(k, &e->who);
         memcpy(e->who.secret, e->sha256, 32);
@@ -98,7 +98,7 @@ void pgw_auth_free(pgw_auth *a)
 static bool remember_nonce(pgw_auth *a, const char *nonce, int64_t now)
 {
     uint8_t digest[32];
-    pgw_sha256((const unsigned char *)nonce, strlen(nonce), digest);
+    pgw_sha256(nonce, strlen(nonce), digest);
     uint64_t h = 0;
     memcpy(&h, digest, sizeof(h));
     h |= 1; /* 0 marks a slot never used */
@@ -167,7 +167,7 @@ int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_requ
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Bearer <key> is required");
     const char *key = authorization + 7;
     uint8_t digest[32];
-    pgw_sha256((const unsigned char *)key, strlen(key), digest);
+    pgw_sha256(key, strlen(key), digest);
     /* Every entry is compared, match or not: the time taken says nothing. */
     const key_entry *found = NULL;
     for (size_t i = 0; i < a->n_keys; i++) {

@@ -20,7 +20,7 @@ int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN])
     char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
     if (text == NULL)
         return PGW_ENOMEM;
-    pgw_sha256((const unsigned char *)text, strlen(text), out);
+    pgw_sha256(text, strlen(text), out);
     free(text);
     return PGW_OK;
 }

@@ -101,7 +101,7 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
              card[0] ? "card" : "phone", card[0] ? cmd->who.lookup : cmd->who2.lookup);
     char material[64];
     snprintf(material, sizeof(material), "%lld", (long long)cmd->points);
-    pgw_sha256((const unsigned char *)material, strlen(material), cmd->fingerprint);
+    pgw_sha256(material, strlen(material), cmd->fingerprint);
     snprintf(cmd->shop, sizeof(cmd->shop), "%s", shop);
     snprintf(cmd->channel, sizeof(cmd->channel), "import");
     snprintf(cmd->reference, sizeof(cmd->reference), "%s", batch);

@@ -323,7 +323,7 @@ int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_
         return pgw_err_set(err, PGW_EINVAL, "safe mode push, but no EncodingAESKey is set");
     if (!out->encrypted) { /* safe mode needs no nonces: msg_signature covers the body */
         uint8_t digest[32];
-        pgw_sha256((const unsigned char *)body, len, digest);
+        pgw_sha256(body, len, digest);
         if (replayed_nonce(w, &q, digest))
             return pgw_err_set(err, PGW_EUNAUTHORIZED, "nonce used before with another message");
         rc = check_message(pgw_oa_message_parse(body, len, &out->msg, err), &out->msg, now, err);

@@ -69,6 +69,13 @@
 #define INSERT_LOT                                                                                 \
     "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at, source_transfer)" \
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+/* A member's running totals (schema 19) at a day: those of the member's
+ * last day row on or before it (none: 0). The 12 months (?3, ?2] and
+ * the month [?4, ?2] are differences of two, whatever the number of
+ * days the member was active in them. */
+#define RUN_AT(column, at)                                                                         \
+    "COALESCE((SELECT " column " FROM activity_days WHERE member = ?1 AND day <= " at              \
+    " ORDER BY day DESC LIMIT 1), 0)"
 /* The columns read into a pgw_transfer, in row_to_transfer()'s order. */
 #define TRANSFER_COLUMNS                                                                           \
     "id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel, occurred_at,"       \
@@ -244,47 +251,34 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_EMPTY_PORTIONS] = "UPDATE hold_portions SET points = 0 WHERE hold = ?1 AND points > 0",
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
                      " AND id > ?2 ORDER BY id LIMIT ?3",
-/* A member's running totals (schema 19) at a day: those of the member's
- * last day row on or before it (none: 0). The 12 months (?3, ?2] and
- * the month [?4, ?2] are differences of two, whatever the number of
- * days the member was active in them. */
-#define RUN_AT(column, at)                                                                         \
-    "COALESCE((SELECT " column " FROM activity_days WHERE member = ?1 AND day <= " at              \
-    " ORDER BY day DESC LIMIT 1), 0)"
+    /* clang-format off */
     [ST_ACTIVITY] =
         "SELECT m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
-        " m.birthday, " RUN_AT("run_spend_fen", "?2") " - " RUN_AT(
-            "run_spend_fen",
-            "?3") ","
-                  " " RUN_AT("run_purchases", "?2") " - " RUN_AT(
-                      "run_purchases",
-                      "?4 - 1") ","
-                                " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT(
-                                    "run_spend_fen",
-                                    "?4 - 1") ","
-                                              " COALESCE((SELECT events FROM activity_days WHERE "
-                                              "member = ?1 AND day = ?2), 0)"
-                                              " FROM members m WHERE m.id = ?1",
+        " m.birthday,"
+        " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT("run_spend_fen", "?3") ","
+        " " RUN_AT("run_purchases", "?2") " - " RUN_AT("run_purchases", "?4 - 1") ","
+        " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT("run_spend_fen", "?4 - 1") ","
+        " COALESCE((SELECT events FROM activity_days WHERE member = ?1 AND day = ?2), 0)"
+        " FROM members m WHERE m.id = ?1",
+    /* clang-format on */
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
                           " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
     /* A day's counts, and its running totals: the last earlier day's plus
      * this one's. Later days' totals take the same amounts (an event may
      * arrive after later ones: a till that was offline). */
+    /* clang-format off */
     [ST_ADD_DAY] =
-        "INSERT INTO activity_days (member, day, purchases, spend_fen, events, run_purchases,"
-        " run_spend_fen) VALUES (?1, ?2, ?3, ?4, 1, ?3 + " RUN_AT(
-            "run_purchases",
-            "?2 - 1") ","
-                      " ?4 + " RUN_AT(
-                          "run_spend_fen",
-                          "?2 - 1") ") ON CONFLICT (member, day) DO UPDATE SET"
-                                    " purchases = activity_days.purchases + excluded.purchases,"
-                                    " spend_fen = activity_days.spend_fen + excluded.spend_fen,"
-                                    " events = activity_days.events + 1,"
-                                    " run_purchases = activity_days.run_purchases + "
-                                    "excluded.purchases,"
-                                    " run_spend_fen = activity_days.run_spend_fen + "
-                                    "excluded.spend_fen",
+        "INSERT INTO activity_days (member, day, purchases, spend_fen, events,"
+        " run_purchases, run_spend_fen) VALUES (?1, ?2, ?3, ?4, 1,"
+        " ?3 + " RUN_AT("run_purchases", "?2 - 1") ","
+        " ?4 + " RUN_AT("run_spend_fen", "?2 - 1") ")"
+        " ON CONFLICT (member, day) DO UPDATE SET"
+        " purchases = activity_days.purchases + excluded.purchases,"
+        " spend_fen = activity_days.spend_fen + excluded.spend_fen,"
+        " events = activity_days.events + 1,"
+        " run_purchases = activity_days.run_purchases + excluded.purchases,"
+        " run_spend_fen = activity_days.run_spend_fen + excluded.spend_fen",
+    /* clang-format on */
     [ST_ADD_TO_LATER_DAYS] = "UPDATE activity_days SET run_purchases = run_purchases + ?3,"
                              " run_spend_fen = run_spend_fen + ?4 WHERE member = ?1 AND day > ?2",
     [ST_ADD_RULE_DAY] = "INSERT INTO member_rule_days (member, day, rule, points)"
@@ -841,17 +835,21 @@ static bool is_postgres(const pgw_store *s)
  * sees what the batch before it committed, once the lock is ours. */
 #define PG_LOCK_WAIT "30s"
 
-/* The schema version: SQLite's user_version, PostgreSQL's pgw_schema row. */
+static int prepare(pgw_store *s, const char *sql, pgw_sql_stmt **st, pgw_err *err);
+static void release(pgw_store *s, pgw_sql_stmt *st);
+
+/* The schema version: SQLite's user_version, PostgreSQL's pgw_schema row.
+ * Kept prepared: every write transaction reads it (pgw_store_begin). */
 static int read_user_version(pgw_store *s, int64_t *out, pgw_err *err)
 {
     const char *sql = is_postgres(s) ? "SELECT version FROM pgw_schema" : "PRAGMA user_version";
     pgw_sql_stmt *st = NULL;
-    if (pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
+    if (prepare(s, sql, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "reading the schema version", err);
     int rc = pgw_sql_step(st) == PGW_SQL_ROW ? PGW_OK : PGW_EIO;
     if (rc == PGW_OK)
         *out = pgw_sql_column_int64(st, 0);
-    pgw_sql_finalize(st);
+    release(s, st);
     return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, "reading the schema version", err);
 }
 
@@ -1235,7 +1233,8 @@ static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
  * older `serve`), and this one's statements would then write rows without
  * what the newer schema keeps with them (schema 19's running totals were
  * the first such case). So every write transaction refuses, loudly, until
- * this instance is replaced. One read of a header field on SQLite.
+ * this instance is replaced. One step of a prepared statement: a header
+ * field on SQLite, one query on PostgreSQL.
  */
 static int check_schema_unchanged(pgw_store *s, pgw_err *err)
 {
@@ -1608,9 +1607,9 @@ static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 }
 
 /*
- * Invariants over lots, holds, earns and members' days, one query each. A query returns the
- * first violation as a message (so the report names the broken row), or no
- * row. Refund arithmetic is checked in C (verify_refunds): P*R overflows
+ * Invariants over lots, holds, earns and members' days, one query each. A
+ * query returns the first violation as a message (so the report names the
+ * broken row), or no row. Refund arithmetic is checked in C (verify_refunds): P*R overflows
  * SQLite's integers into floating point.
  */
 static const char *const INVARIANTS[] = {
