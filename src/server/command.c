@@ -90,8 +90,8 @@ static int record_key(pgw_store *store, pgw_command *cmd)
     cmd->key_deferred = key_checked_first(cmd->kind);
     if (!cmd->key_deferred) {
         int rc = pgw_store_record_key(store, cmd->key, cmd->fingerprint, first,
-                                      (int64_t)cmd->n_transfers, now_us(), NULL, &cmd->replayed,
-                                      &cmd->record, &cmd->err);
+                                      (int64_t)cmd->n_transfers, now_us(), NULL, NULL,
+                                      &cmd->replayed, &cmd->record, &cmd->err);
         if (rc != PGW_OK || cmd->replayed)
             return rc; /* a replay: cmd->record is the first one's */
     }
@@ -843,23 +843,20 @@ static int check_event_risk_after(const pgw_ledger_policy *policy, pgw_command *
 }
 
 /* The event as finance's reconciliation reads it: what its channel's
- * statement says of it (points as the answer gives them). */
-static int record_event(pgw_store *store, pgw_command *cmd)
+ * statement says of it (points as the answer gives them). Its key's
+ * record carries it (record_key_with_answer). */
+static void record_event(pgw_command *cmd)
 {
     const pgw_event *ev = cmd->event;
     bool refund = ev->type == PGW_EVENT_REFUND;
-    pgw_event_record r;
-    memset(&r, 0, sizeof(r));
-    snprintf(r.channel, sizeof(r.channel), "%s", cmd->channel);
-    snprintf(r.source, sizeof(r.source), "%s", cmd->shop[0] ? cmd->shop : "-");
-    snprintf(r.event_id, sizeof(r.event_id), "%s", cmd->event_id);
-    snprintf(r.type, sizeof(r.type), "%s", pgw_event_type_name(ev->type));
-    snprintf(r.member, sizeof(r.member), "%s", cmd->member);
-    r.occurred_at = ev->occurred_at;
-    r.amount_fen = refund || ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen : 0;
-    r.points = refund ? -cmd->points_moved : cmd->earning->points;
-    r.first_transfer = cmd->n_transfers > 0 ? cmd->transfers[0].id : 0;
-    return pgw_store_record_event(store, &r, &cmd->err);
+    pgw_event_record *r = &cmd->event_record;
+    PGW_ASSERT(strlen(pgw_event_type_name(ev->type)) < sizeof(r->type));
+    PGW_ASSERT(strlen(cmd->member) < sizeof(r->member));
+    memcpy(r->type, pgw_event_type_name(ev->type), strlen(pgw_event_type_name(ev->type)) + 1);
+    memcpy(r->member, cmd->member, strlen(cmd->member) + 1);
+    r->occurred_at = ev->occurred_at;
+    r->amount_fen = refund || ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen : 0;
+    r->points = refund ? -cmd->points_moved : cmd->earning->points;
 }
 
 static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
@@ -920,7 +917,9 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     }
     if (rc == PGW_OK)
         rc = record_activity(store, cmd, &days, a);
-    return rc == PGW_OK ? record_event(store, cmd) : rc;
+    if (rc == PGW_OK)
+        record_event(cmd);
+    return rc;
 }
 
 /* ---- members by identity ------------------------------------------------------------ */
@@ -1341,9 +1340,10 @@ static int record_key_with_answer(pgw_store *store, pgw_command *cmd)
 {
     bool again = false;
     pgw_idem_record existing;
+    const pgw_event_record *event = cmd->event_record.type[0] ? &cmd->event_record : NULL;
     int rc = pgw_store_record_key(
         store, cmd->key, cmd->fingerprint, cmd->record.first_transfer, cmd->record.transfer_count,
-        now_us(), cmd->answer[0] ? cmd->answer : NULL, &again, &existing, &cmd->err);
+        now_us(), cmd->answer[0] ? cmd->answer : NULL, event, &again, &existing, &cmd->err);
     if (rc == PGW_OK && again) /* the look-up said unused, in this transaction */
         rc = pgw_err_set(&cmd->err, PGW_ECONFLICT,
                          "idempotency key %.128s appeared while its command ran", cmd->key);
@@ -1383,6 +1383,7 @@ static void reset_output(pgw_command *cmd)
     cmd->written_off = 0;
     cmd->debt_added = 0;
     memset(&cmd->record, 0, sizeof(cmd->record));
+    cmd->event_record.type[0] = '\0'; /* none: not an event, or one that recorded none */
     memset(&cmd->figures, 0, sizeof(cmd->figures));
     cmd->merged_from[0] = '\0';
     cmd->new_tier = -1;
@@ -1534,11 +1535,10 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    : pgw_err_set(err, PGW_EINVAL, "a history read names the member and has room");
     case PGW_COMMAND_EVENT:
         if (!(filled(cmd->member, sizeof(cmd->member)) || cmd->by_identity) || cmd->event == NULL ||
-            cmd->earning == NULL || !filled(cmd->event_id, sizeof(cmd->event_id)) ||
-            !filled(cmd->channel, sizeof(cmd->channel)))
+            cmd->earning == NULL || !filled(cmd->channel, sizeof(cmd->channel)))
             return pgw_err_set(err, PGW_EINVAL,
-                               "an event needs a member, its event_id and channel, the event "
-                               "and room for its earning");
+                               "an event needs a member, its channel, the event and room for "
+                               "its earning");
         if (cmd->event->type == PGW_EVENT_REFUND && !filled(cmd->original, sizeof(cmd->original)))
             return pgw_err_set(err, PGW_EINVAL, "a refund names its original purchase");
         return PGW_OK;

@@ -181,7 +181,6 @@ struct pgw_command {
     char channel[PGW_ID_MAX + 1];          /* written on every transfer */
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
     char receipt[PGW_REFERENCE_MAX + 1];   /* EVENT: the till's receipt number, "" when none */
-    char event_id[PGW_EVENT_ID_MAX + 1];   /* EVENT: as its channel knows it (reconciliation) */
     char client_address[64]; /* EVENT from the mini program: who is enrolling, "" otherwise */
     int64_t at;              /* when it happens, unix seconds */
     /* EARN */
@@ -222,10 +221,11 @@ struct pgw_command {
     /* Output, valid once `done` runs. */
     int rc; /* PGW_OK, PGW_ECONFLICT, PGW_EINSUFFICIENT, PGW_ESTATE, PGW_EUNAVAILABLE ... */
     pgw_err err;
-    bool replayed;          /* the key was used before with the same fingerprint */
-    bool key_deferred;      /* applying: the key is recorded with the answer (command.c) */
-    pgw_idem_record record; /* what the key produced (first transfer id, count) */
-    int64_t lot_created;    /* EARN: the new lot's id, 0 when none (all repaid debt) */
+    bool replayed;                 /* the key was used before with the same fingerprint */
+    bool key_deferred;             /* applying: the key is recorded with the answer (command.c) */
+    pgw_idem_record record;        /* what the key produced (first transfer id, count) */
+    pgw_event_record event_record; /* EVENT: what its key records for reconciliation */
+    int64_t lot_created;           /* EARN: the new lot's id, 0 when none (all repaid debt) */
     /* EARN: earned; EXPIRE_LOT: expired; REFUND: reversed now (collected);
      * HOLD: reserved; CAPTURE, REDEEM: spent; VOID, EXPIRE_HOLD: released. */
     int64_t points_moved;

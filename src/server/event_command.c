@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void pgw_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
-                   const char *event_id)
-{
-    snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
-}
-
 int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN])
 {
     char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
@@ -59,15 +53,14 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
         rc = pgw_err_set(err, PGW_ENOMEM, "out of memory fingerprinting an event");
     if (rc != PGW_OK)
         return rc;
-    pgw_event_key(cmd->key, doc->channel, doc->shop_id, doc->event_id);
+    pgw_store_event_key(cmd->key, doc->channel, doc->shop_id, doc->event_id);
     if (doc->event.type == PGW_EVENT_REFUND)
-        pgw_event_key(cmd->original, doc->channel, doc->shop_id, doc->original_event_id);
+        pgw_store_event_key(cmd->original, doc->channel, doc->shop_id, doc->original_event_id);
     snprintf(cmd->shop, sizeof(cmd->shop), "%s", doc->shop_id);
     snprintf(cmd->channel, sizeof(cmd->channel), "%s", doc->channel);
     snprintf(cmd->reference, sizeof(cmd->reference), "%s",
              doc->receipt_no[0] ? doc->receipt_no : doc->event_id);
     snprintf(cmd->receipt, sizeof(cmd->receipt), "%s", doc->receipt_no);
-    snprintf(cmd->event_id, sizeof(cmd->event_id), "%s", doc->event_id);
     cmd->at = doc->event.occurred_at;
     cmd->event = &doc->event;
     cmd->earning = earning;

@@ -15,10 +15,6 @@
 
 #include <jansson.h>
 
-/* The idempotency key of an event: channel + source (shop, else "-") + event id. */
-void pgw_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
-                   const char *event_id);
-
 /* Names the command's member: a member_id as it is, any other identity
  * through the vault (a phone blinded and sealed), resolved by the writer. */
 int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw_command *cmd,

@@ -93,6 +93,8 @@ enum {
     ST_SELECT_HEAD,
     ST_SELECT_PAGE,
     ST_INSERT_KEY,
+    ST_INSERT_ANSWER,
+    ST_INSERT_ANSWER_RETURNING, /* PostgreSQL's */
     ST_SELECT_KEY,
     ST_SAVEPOINT,
     ST_RELEASE,
@@ -150,9 +152,7 @@ enum {
     ST_MEMBER_CREATED,
     ST_ENROLMENTS,
     ST_ADD_ENROLMENT,
-    ST_INSERT_EVENT,
-    ST_EVENTS_OF_SHOP,
-    ST_EVENTS_OF_CHANNEL,
+    ST_EVENTS,
     ST_FLOWS,
     ST_EXPIRIES,
     ST_LOT_FUNDERS,
@@ -173,8 +173,9 @@ enum {
     ST_COUNT
 };
 
-/* An event as reconciliation reads it, in pgw_recon_row order after the cursor. */
-#define EVENT_COLUMNS "event_id, occurred_at, type, member, amount_fen, points, source"
+/* An event as reconciliation reads it (event_row). */
+#define EVENT_COLUMNS "key, occurred_at, event_type, member, amount_fen, points"
+#define INSERT_ANSWER "INSERT INTO answers (answer) VALUES (?1)"
 
 static const char *const STATEMENTS[ST_COUNT] = {
     [ST_INSERT_TRANSFER] =
@@ -185,8 +186,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_PAGE] =
         "SELECT " TRANSFER_COLUMNS " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
     [ST_INSERT_KEY] = "INSERT INTO idempotency (key, fingerprint, first_transfer, transfer_count,"
-                      " created_at_us, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                      " created_at_us, answer_id, event_type, member, occurred_at, amount_fen,"
+                      " points) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                       " ON CONFLICT (key) DO NOTHING",
+    [ST_INSERT_ANSWER] = INSERT_ANSWER,
+    [ST_INSERT_ANSWER_RETURNING] = INSERT_ANSWER " RETURNING id",
     [ST_SELECT_KEY] =
         "SELECT fingerprint, first_transfer, transfer_count FROM idempotency WHERE key = ?1",
     [ST_SAVEPOINT] = "SAVEPOINT pgw_command",
@@ -286,7 +290,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                         " DO UPDATE SET points = member_rule_days.points + excluded.points",
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
-    [ST_SELECT_ANSWER] = "SELECT answer FROM idempotency WHERE key = ?1",
+    [ST_SELECT_ANSWER] = "SELECT a.answer FROM idempotency i JOIN answers a ON a.id = i.answer_id"
+                         " WHERE i.key = ?1",
     [ST_HISTORY] =
         "SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE credit = ?1"
         "  AND credit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3) AS c"
@@ -378,18 +383,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
         "INSERT INTO enrolments (address, hour, members) VALUES (?1, ?2, 1)"
         " ON CONFLICT (address, hour) DO UPDATE SET members = enrolments.members + 1",
     [ST_SET_REFERRED_BY] = "UPDATE members SET referred_by = ?2 WHERE id = ?1",
-    [ST_INSERT_EVENT] = "INSERT INTO events (channel, source, event_id, type, member,"
-                        " occurred_at, amount_fen, points, first_transfer)"
-                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    /* Reconciliation's ledger side, in event_id order, a page after a cursor. */
-    [ST_EVENTS_OF_SHOP] = "SELECT " EVENT_COLUMNS " FROM events WHERE channel = ?1"
-                          " AND source = ?2 AND event_id > ?3 AND occurred_at >= ?5"
-                          " AND occurred_at < ?6 ORDER BY event_id LIMIT ?7",
-    /* A whole channel by shop, then event_id (its primary key's order: a
-     * second index in event_id order would cost every event ~10% more). */
-    [ST_EVENTS_OF_CHANNEL] = "SELECT " EVENT_COLUMNS " FROM events WHERE channel = ?1"
-                             " AND (source, event_id) > (?4, ?3) AND occurred_at >= ?5"
-                             " AND occurred_at < ?6 ORDER BY source, event_id LIMIT ?7",
+    /* Reconciliation's ledger side, a page of keys after a cursor: a shop's
+     * in event_id order, a channel's by shop (pgw_store_read_events). */
+    [ST_EVENTS] = "SELECT " EVENT_COLUMNS " FROM idempotency WHERE key > ?1 AND key < ?2"
+                  " AND event_type <> '' AND occurred_at >= ?3 AND occurred_at < ?4"
+                  " ORDER BY key LIMIT ?5",
     /* Reports. Points by kind and the account on the other side of the
      * member (issuing, redeeming, expiring), within [from, to). MERGE moves
      * points between members and is left out. */
@@ -794,6 +792,45 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "ALTER TABLE notices_v20 RENAME TO notices;"
     NOTICES_INDEXES,
     /* clang-format on */
+    /* 21: an event's reconciliation columns in its key's row, and answers
+     * in a table of their own. An event wrote two rows under random keys,
+     * its idempotency key and its events row (the same channel, shop and
+     * event_id): two B-tree leaves per event in every commit and every
+     * checkpoint, the largest part of the WAL at 128 connections (bench/
+     * RESULTS.md). Now one: idempotency WITHOUT ROWID, its rows in key
+     * order, which reconciliation reads as it read events. The answers
+     * (300 bytes, read by replays alone) are appended apart, out of the
+     * rows reconciliation scans. migrate_events_first refuses an events
+     * row without its key, which the UPDATE would leave behind. */
+    "CREATE TABLE answers ("
+    "  id INTEGER PRIMARY KEY,"
+    "  answer TEXT NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE idempotency_v21 ("
+    "  key TEXT PRIMARY KEY,"
+    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"
+    "  first_transfer INTEGER NOT NULL DEFAULT 0,"
+    "  transfer_count INTEGER NOT NULL DEFAULT 0 CHECK (transfer_count >= 0),"
+    "  created_at_us INTEGER NOT NULL,"
+    "  answer_id INTEGER NOT NULL DEFAULT 0," /* 0: none */
+    "  event_type TEXT NOT NULL DEFAULT '',"  /* '': the key of another command */
+    "  member TEXT NOT NULL DEFAULT '',"
+    "  occurred_at INTEGER NOT NULL DEFAULT 0,"
+    "  amount_fen INTEGER NOT NULL DEFAULT 0,"
+    "  points INTEGER NOT NULL DEFAULT 0"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO idempotency_v21 (key, fingerprint, first_transfer, transfer_count,"
+    " created_at_us, answer_id) SELECT key, fingerprint, first_transfer, transfer_count,"
+    " created_at_us, CASE WHEN answer = '' THEN 0 ELSE row_number() OVER (ORDER BY key) END"
+    " FROM idempotency ORDER BY key;"
+    "INSERT INTO answers (id, answer) SELECT n.answer_id, i.answer FROM idempotency_v21 n"
+    " JOIN idempotency i ON i.key = n.key WHERE n.answer_id > 0;"
+    "UPDATE idempotency_v21 SET event_type = e.type, member = e.member,"
+    " occurred_at = e.occurred_at, amount_fen = e.amount_fen, points = e.points FROM events e"
+    " WHERE idempotency_v21.key = e.channel || ':' || e.source || ':' || e.event_id;"
+    "DROP TABLE events;"
+    "DROP TABLE idempotency;"
+    "ALTER TABLE idempotency_v21 RENAME TO idempotency;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -902,12 +939,19 @@ static char *pg_migration(int64_t v)
                                  "ALTER TABLE notices ADD CONSTRAINT notices_state_check"
                                  " CHECK (" NOTICE_STATES ");"
                                : MIGRATIONS[v];
-    /* 18 -> 19 copies member_days and drops it. An older instance still
-     * running could commit days between the copy and the drop, and lose
-     * them: the table is locked first, so that they wait and then fail.
-     * (SQLite's BEGIN IMMEDIATE already keeps every other writer out.) */
-    const char *first = v == 18 ? "LOCK TABLE member_days IN ACCESS EXCLUSIVE MODE;" : "";
-    size_t cap = strlen(first) + strlen(in) * 4 + 1; /* no replacement is over 4x its word */
+    /* 18 -> 19 copies member_days and drops it, 20 -> 21 idempotency and
+     * events. An older instance still running could commit rows between
+     * the copy and the drop, and lose them: the tables are locked first,
+     * so that they wait and then fail. (SQLite's BEGIN IMMEDIATE already
+     * keeps every other writer out.) */
+    const char *first = v == 18   ? "LOCK TABLE member_days IN ACCESS EXCLUSIVE MODE;"
+                        : v == 20 ? "LOCK TABLE events, idempotency IN ACCESS EXCLUSIVE MODE;"
+                                  : "";
+    /* The answers' ids were given by the copy: their sequence goes on after them. */
+    const char *last = v == 20 ? "SELECT setval(pg_get_serial_sequence('answers', 'id'),"
+                                 " (SELECT COALESCE(max(id), 0) + 1 FROM answers), false);"
+                               : "";
+    size_t cap = strlen(first) + strlen(in) * 4 + strlen(last) + 1; /* no word grows over 4x */
     char *out = malloc(cap), *o = out;
     if (out == NULL)
         return NULL;
@@ -928,8 +972,34 @@ static char *pg_migration(int64_t v)
         o += n;
         in += strlen(words[w][0]);
     }
-    *o = '\0';
+    memcpy(o, last, strlen(last) + 1);
     return out;
+}
+
+/* Before 20 -> 21: PGW_ESTATE naming an events row without its key, which
+ * the migration would drop with its table. pointsgw writes both in one
+ * command; only a hand-edited database lacks one. */
+static int migrate_events_first(pgw_store *s, pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL; /* not kept: its table is about to go */
+    int rc = pgw_sql_prepare(s->db,
+                             "SELECT channel, source, event_id FROM events e WHERE NOT EXISTS"
+                             " (SELECT 1 FROM idempotency i WHERE i.key = e.channel || ':'"
+                             " || e.source || ':' || e.event_id) LIMIT 1",
+                             false, &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW)
+        rc = pgw_err_set(err, PGW_ESTATE,
+                         "%s: event %.32s:%.32s:%.128s has no idempotency record; schema 21 keeps "
+                         "events with their keys; the migration was not applied",
+                         s->path, pgw_sql_column_text(st, 0), pgw_sql_column_text(st, 1),
+                         pgw_sql_column_text(st, 2));
+    else if (step != PGW_SQL_DONE)
+        rc = db_error(s, PGW_EIO, "looking for events without keys", err);
+    pgw_sql_finalize(st);
+    return rc;
 }
 
 /* Applies migration v -> v + 1 in the open transaction. */
@@ -939,13 +1009,13 @@ static int apply_migration(pgw_store *s, int64_t v, pgw_err *err)
     snprintf(bump, sizeof(bump),
              is_postgres(s) ? "UPDATE pgw_schema SET version = %lld" : "PRAGMA user_version = %lld",
              (long long)v + 1);
-    int rc;
-    if (is_postgres(s)) {
+    int rc = v == 20 ? migrate_events_first(s, err) : PGW_OK;
+    if (rc == PGW_OK && is_postgres(s)) {
         char *sql = pg_migration(v);
         rc = sql ? exec(s, sql, "migrating the schema", err)
                  : pgw_err_set(err, PGW_ENOMEM, "out of memory migrating %s", s->path);
         free(sql);
-    } else {
+    } else if (rc == PGW_OK) {
         rc = exec(s, MIGRATIONS[v], "migrating the schema", err);
     }
     if (rc == PGW_OK)
@@ -1374,20 +1444,48 @@ int pgw_store_find_key(pgw_store *s, const char *key, bool *found, pgw_idem_reco
     return read_key(s, key, found, out, err);
 }
 
+/* Appends an answer; *id its row's. */
+static int insert_answer(pgw_store *s, const char *answer, int64_t *id, pgw_err *err)
+{
+    bool returning = is_postgres(s);
+    pgw_sql_stmt *st = s->st[returning ? ST_INSERT_ANSWER_RETURNING : ST_INSERT_ANSWER];
+    pgw_sql_bind_text(st, 1, answer);
+    int step = pgw_sql_step(st);
+    bool written = step == (returning ? PGW_SQL_ROW : PGW_SQL_DONE);
+    if (written)
+        *id = returning ? pgw_sql_column_int64(st, 0) : pgw_sql_last_insert_id(s->db);
+    pgw_sql_reset(st);
+    PGW_ASSERT(!written || *id > 0);
+    return written ? PGW_OK : db_error(s, PGW_EIO, "recording an answer", err);
+}
+
 int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
                          int64_t first_transfer, int64_t transfer_count, int64_t now_us,
-                         const char *answer, bool *replayed, pgw_idem_record *existing,
-                         pgw_err *err)
+                         const char *answer, const pgw_event_record *event, bool *replayed,
+                         pgw_idem_record *existing, pgw_err *err)
 {
     PGW_ASSERT(pgw_sql_in_transaction(s->db));
     PGW_ASSERT(transfer_count >= 0);
+    PGW_ASSERT(event == NULL || event->type[0] != '\0');
+    int64_t answer_id = 0; /* none */
+    /* Written first for its id; a replay's undoing (pgw_store_rollback_to) takes it back. */
+    if (answer != NULL && answer[0] != '\0') {
+        int rc = insert_answer(s, answer, &answer_id, err);
+        if (rc != PGW_OK)
+            return rc;
+    }
     pgw_sql_stmt *st = s->st[ST_INSERT_KEY];
     pgw_sql_bind_text(st, 1, key);
     pgw_sql_bind_blob(st, 2, fingerprint, PGW_HASH_LEN);
     pgw_sql_bind_int64(st, 3, first_transfer);
     pgw_sql_bind_int64(st, 4, transfer_count);
     pgw_sql_bind_int64(st, 5, now_us);
-    pgw_sql_bind_text(st, 6, answer != NULL ? answer : ""); /* the column's default */
+    pgw_sql_bind_int64(st, 6, answer_id);
+    pgw_sql_bind_text(st, 7, event != NULL ? event->type : ""); /* the columns' defaults */
+    pgw_sql_bind_text(st, 8, event != NULL ? event->member : "");
+    pgw_sql_bind_int64(st, 9, event != NULL ? event->occurred_at : 0);
+    pgw_sql_bind_int64(st, 10, event != NULL ? event->amount_fen : 0);
+    pgw_sql_bind_int64(st, 11, event != NULL ? event->points : 0);
     int step = pgw_sql_step(st);
     pgw_sql_reset(st);
     if (step != PGW_SQL_DONE)
@@ -3196,23 +3294,29 @@ int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, p
     return rc;
 }
 
-int pgw_store_record_event(pgw_store *s, const pgw_event_record *e, pgw_err *err)
+void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
+                         const char *event_id)
 {
-    PGW_ASSERT(e->channel[0] && e->source[0] && e->event_id[0]);
-    pgw_sql_stmt *st = s->st[ST_INSERT_EVENT];
-    pgw_sql_bind_text(st, 1, e->channel);
-    pgw_sql_bind_text(st, 2, e->source);
-    pgw_sql_bind_text(st, 3, e->event_id);
-    pgw_sql_bind_text(st, 4, e->type);
-    pgw_sql_bind_text(st, 5, e->member);
-    pgw_sql_bind_int64(st, 6, e->occurred_at);
-    pgw_sql_bind_int64(st, 7, e->amount_fen);
-    pgw_sql_bind_int64(st, 8, e->points);
-    pgw_sql_bind_int64(st, 9, e->first_transfer);
-    int rc = step_done(s, st, "recording an event", err);
-    return rc;
+    PGW_STATIC_ASSERT(PGW_IDEM_KEY_MAX >= 2 * PGW_ID_MAX + PGW_EVENT_ID_MAX + 2,
+                      "an event's key holds its channel, shop and id whole");
+    PGW_ASSERT(strlen(channel) <= PGW_ID_MAX && strlen(shop) <= PGW_ID_MAX);
+    PGW_ASSERT(strlen(event_id) <= PGW_EVENT_ID_MAX);
+    PGW_ASSERT(strchr(channel, ':') == NULL && strchr(shop, ':') == NULL);
+    snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
 }
 
+/* Copies a key's part up to `stop` (or its end) into out[cap]; where it stopped. */
+static const char *key_part(const char *from, char stop, char *out, size_t cap)
+{
+    const char *end = stop ? strchr(from, stop) : from + strlen(from);
+    if (end == NULL || (size_t)(end - from) >= cap)
+        return NULL;
+    memcpy(out, from, (size_t)(end - from));
+    out[end - from] = '\0';
+    return end;
+}
+
+/* One row of EVENT_COLUMNS: the key split back into source and event_id. */
 static bool event_row(pgw_sql_stmt *st, void *item)
 {
     pgw_recon_row *r = item; /* every field set: rows are read by the million */
@@ -3222,25 +3326,35 @@ static bool event_row(pgw_sql_stmt *st, void *item)
     r->occurred_at = pgw_sql_column_int64(st, 1);
     r->amount_fen = pgw_sql_column_int64(st, 4);
     r->points = pgw_sql_column_int64(st, 5);
-    return column_text(st, 0, r->event_id, sizeof(r->event_id)) &&
+    const char *key = pgw_sql_column_text(st, 0), *colon = key ? strchr(key, ':') : NULL;
+    const char *at = colon ? key_part(colon + 1, ':', r->source, sizeof(r->source)) : NULL;
+    return at != NULL && key_part(at + 1, '\0', r->event_id, sizeof(r->event_id)) != NULL &&
            column_text(st, 2, r->type, sizeof(r->type)) &&
-           column_text(st, 3, r->member, sizeof(r->member)) &&
-           column_text(st, 6, r->source, sizeof(r->source));
+           column_text(st, 3, r->member, sizeof(r->member));
 }
 
 int pgw_store_read_events(pgw_store *s, const pgw_event_filter *f, const char *after_id,
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
                           pgw_err *err)
 {
-    pgw_sql_stmt *st = s->st[f->shop ? ST_EVENTS_OF_SHOP : ST_EVENTS_OF_CHANNEL];
-    pgw_sql_bind_text(st, 1, f->channel);
-    if (f->shop)
-        pgw_sql_bind_text(st, 2, f->shop);
-    pgw_sql_bind_text(st, 3, after_id);
-    pgw_sql_bind_text(st, 4, after_source);
-    pgw_sql_bind_int64(st, 5, f->from);
-    pgw_sql_bind_int64(st, 6, f->to);
-    pgw_sql_bind_int64(st, 7, (int64_t)cap);
+    /* Keys after the cursor's, before the first past the range: ';' follows ':'. */
+    char after[PGW_IDEM_KEY_MAX + 1], before[PGW_ID_MAX * 2 + 3];
+    if (f->shop != NULL)
+        pgw_store_event_key(after, f->channel, f->shop, after_id);
+    else if (after_source[0] != '\0')
+        pgw_store_event_key(after, f->channel, after_source, after_id);
+    else
+        snprintf(after, sizeof(after), "%s:", f->channel);
+    if (f->shop != NULL)
+        snprintf(before, sizeof(before), "%s:%s;", f->channel, f->shop);
+    else
+        snprintf(before, sizeof(before), "%s;", f->channel);
+    pgw_sql_stmt *st = s->st[ST_EVENTS];
+    pgw_sql_bind_text(st, 1, after);
+    pgw_sql_bind_text(st, 2, before);
+    pgw_sql_bind_int64(st, 3, f->from);
+    pgw_sql_bind_int64(st, 4, f->to);
+    pgw_sql_bind_int64(st, 5, (int64_t)cap);
     return read_rows(s, st, event_row, out, sizeof(*out), cap, n, "reading events", err);
 }
 

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store_sqlite.c for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 20
+#define PGW_STORE_SCHEMA_VERSION 21
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -149,12 +149,16 @@ typedef struct pgw_idem_record {
  *
  * Appending first and recording after costs a replay some wasted work but
  * saves every first-time command a second statement: replays are rare.
- * `answer` (NULL: none yet) is stored with the key for replays.
+ * `answer` (NULL: none yet) is stored with the key for replays. `event`
+ * (NULL for other commands) is what reconciliation reads of an event
+ * whose key pgw_store_event_key made: it goes in the key's row, so that
+ * an event writes one keyed row, not two (schema 21).
  */
+typedef struct pgw_event_record pgw_event_record;
 int pgw_store_record_key(pgw_store *store, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
                          int64_t first_transfer, int64_t transfer_count, int64_t now_us,
-                         const char *answer, bool *replayed, pgw_idem_record *existing,
-                         pgw_err *err);
+                         const char *answer, const pgw_event_record *event, bool *replayed,
+                         pgw_idem_record *existing, pgw_err *err);
 
 /* Looks a key up outside any command (reads, tests): *found false when unused. */
 int pgw_store_find_key(pgw_store *store, const char *key, bool *found, pgw_idem_record *out,
@@ -616,21 +620,27 @@ int pgw_store_get_answer(pgw_store *store, const char *key, char *out, size_t ca
 
 /* ---- events, for reconciliation ------------------------------------------- */
 
-/* One event as its channel knows it (schema 13). */
-typedef struct pgw_event_record {
-    char channel[PGW_ID_MAX + 1];
-    char source[PGW_ID_MAX + 1]; /* the shop; "-" when the event has none */
-    char event_id[PGW_EVENT_ID_MAX + 1];
-    char type[PGW_RECON_TYPE_MAX + 1];
+/*
+ * An event's idempotency key: "channel:source:event_id", the source being
+ * the shop, or "-" when the event has none (API.md: the key is channel,
+ * shop or appid, and event_id). Reconciliation reads a shop's or a
+ * channel's events as a range of these keys, in their order: channel
+ * names and shop ids never hold ':' (event_json.c, config.c), so the
+ * first two colons split a key back into its parts.
+ */
+void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
+                         const char *event_id);
+
+/* One event as its channel knows it, recorded with its key
+ * (pgw_store_record_key); the key says its channel, source and event_id,
+ * the key's first_transfer its first transfer. */
+struct pgw_event_record {
+    char type[PGW_RECON_TYPE_MAX + 1]; /* never "": that is a key of another command */
     char member[PGW_ID_MAX + 1];
     int64_t occurred_at;
-    int64_t amount_fen;     /* purchase or refund amount; 0 otherwise */
-    int64_t points;         /* what the member got (a refund: minus what was reversed) */
-    int64_t first_transfer; /* 0 when the event moved nothing */
-} pgw_event_record;
-
-/* Records an event inside the open transaction (once: its key made sure). */
-int pgw_store_record_event(pgw_store *store, const pgw_event_record *event, pgw_err *err);
+    int64_t amount_fen; /* purchase or refund amount; 0 otherwise */
+    int64_t points;     /* what the member got (a refund: minus what was reversed) */
+};
 
 /* Which events a reconciliation reads: a channel, optionally one shop,
  * occurred_at in [from, to). */
@@ -644,7 +654,8 @@ typedef struct pgw_event_filter {
  * Up to `cap` events after the cursor (after_id, after_source; "" and ""
  * for the first page) into out[]; *n says how many (fewer than cap: the
  * last page). Each row's `source` says its shop. Order: event_id for one
- * shop; (source, event_id) for a whole channel (the caller sorts).
+ * shop; for a whole channel their keys' ("S001-2:..." before "S001:...":
+ * the caller sorts). Byte order on both databases.
  */
 int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, const char *after_id,
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,

@@ -233,7 +233,8 @@ def restart_under_load(gateways, db, cluster):
           "/healthz said the database was down")
     check(health and health[-1] == (200, {"status": "ok", "db": "ok"}),
           f"/healthz says ok again: {health[-1] if health else None}")
-    stored = sql_int(db, "SELECT count(*) FROM events WHERE event_id LIKE 'L%'")
+    stored = sql_int(db, "SELECT count(*) FROM idempotency WHERE event_type = 'purchase'"
+                         " AND key LIKE 'store:%:L%'")
     check(stored == len(acknowledged),
           f"every acknowledged event stored once: {stored} stored, {len(acknowledged)} acked")
     transfers = sum(len(doc["transfers"]) for doc in acknowledged.values())

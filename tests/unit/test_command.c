@@ -841,7 +841,6 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     char key[32];
     snprintf(key, sizeof(key), "store:S001:EV%d", er->serial++);
     keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
-    snprintf(er->cmd.event_id, sizeof(er->cmd.event_id), "%s", key + strlen("store:S001:"));
     snprintf(er->cmd.member, sizeof(er->cmd.member), "M1");
     snprintf(er->cmd.shop, sizeof(er->cmd.shop), "S001");
     snprintf(er->cmd.original, sizeof(er->cmd.original), "store:S001:EV1");
@@ -941,7 +940,6 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     assert_int_equal(er.earning.sign_in_streak, 2);
     /* A replay repeats the stored answer and changes nothing. */
     keyed(&er.cmd, PGW_COMMAND_EVENT, "store:S001:EV1", er.ev.occurred_at);
-    snprintf(er.cmd.event_id, sizeof(er.cmd.event_id), "EV1");
     er.cmd.event = &er.ev;
     er.cmd.earning = &er.earning;
     snprintf(er.cmd.member, sizeof(er.cmd.member), "M1");

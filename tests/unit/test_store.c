@@ -253,9 +253,46 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * The keys as schema 20 kept them: idempotency with its rowid and the
+ * answers in it, and the events in a table of their own, split from their
+ * keys. Both backends: %1$s is the type of a microsecond timestamp, %2$s
+ * of a blob, %3$s finds a character, %4$s ends a table.
+ */
+static void back_to_schema_20(const db_fixture *f)
+{
+    char sql[4096];
+    snprintf(sql, sizeof(sql),
+             "BEGIN;"
+             "CREATE TABLE events (channel TEXT NOT NULL, source TEXT NOT NULL,"
+             " event_id TEXT NOT NULL, type TEXT NOT NULL, member TEXT NOT NULL,"
+             " occurred_at %1$s NOT NULL, amount_fen %1$s NOT NULL CHECK (amount_fen >= 0),"
+             " points %1$s NOT NULL, first_transfer %1$s NOT NULL,"
+             " PRIMARY KEY (channel, source, event_id))%4$s;"
+             "INSERT INTO events SELECT substr(key, 1, %3$s(key, ':') - 1),"
+             " substr(rest, 1, %3$s(rest, ':') - 1), substr(rest, %3$s(rest, ':') + 1),"
+             " event_type, member, occurred_at, amount_fen, points, first_transfer FROM"
+             " (SELECT *, substr(key, %3$s(key, ':') + 1) AS rest FROM idempotency"
+             "  WHERE event_type <> '') AS k;"
+             "CREATE TABLE idempotency_20 (key TEXT PRIMARY KEY, fingerprint %2$s NOT NULL,"
+             " first_transfer %1$s NOT NULL DEFAULT 0, transfer_count %1$s NOT NULL DEFAULT 0,"
+             " created_at_us %1$s NOT NULL, answer TEXT NOT NULL DEFAULT '')%4$s;"
+             "INSERT INTO idempotency_20 SELECT i.key, i.fingerprint, i.first_transfer,"
+             " i.transfer_count, i.created_at_us, COALESCE(a.answer, '') FROM idempotency i"
+             " LEFT JOIN answers a ON a.id = i.answer_id;"
+             "DROP TABLE idempotency; DROP TABLE answers;"
+             "ALTER TABLE idempotency_20 RENAME TO idempotency;"
+             "%5$s; COMMIT;",
+             f->pg ? "BIGINT" : "INTEGER", f->pg ? "BYTEA" : "BLOB", f->pg ? "strpos" : "instr",
+             f->pg ? "" : " STRICT",
+             f->pg ? "UPDATE pgw_schema SET version = 20" : "PRAGMA user_version = 20");
+    raw_sql(f, sql);
+}
+
 /* The days as schema 18 kept them (member_days, no running totals). */
 static void back_to_schema_18(const db_fixture *f)
 {
+    back_to_schema_20(f);
     raw_sql(f, f->pg ? "ALTER TABLE activity_days RENAME TO member_days;"
                        " ALTER INDEX activity_days_pkey RENAME TO member_days_pkey;"
                        " ALTER TABLE member_days DROP COLUMN run_purchases,"
@@ -266,25 +303,24 @@ static void back_to_schema_18(const db_fixture *f)
                        " PRAGMA user_version = 18");
 }
 
-/* An older pointsgw writing a day while a newer one migrates to schema 19. */
+/* An older pointsgw writing `sql` in a transaction that lasts while a newer
+ * one migrates. */
 typedef struct old_writer {
     const db_fixture *f;
+    const char *sql;
     atomic_int began; /* its transaction holds its locks */
     int rc;
 } old_writer;
 
-static void *write_a_day_slowly(void *arg)
+static void *write_slowly(void *arg)
 {
     old_writer *o = arg;
     pgw_sql *db = NULL;
     o->rc = pgw_sql_open(o->f->url, false, &db, NULL);
     if (o->rc == PGW_OK)
-        o->rc = pgw_sql_exec(db,
-                             o->f->pg
-                                 ? "BEGIN; INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)"
-                                 : "BEGIN IMMEDIATE;"
-                                   " INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)",
-                             "an older writer", NULL);
+        o->rc = pgw_sql_exec(db, o->f->pg ? "BEGIN" : "BEGIN IMMEDIATE", "an older writer", NULL);
+    if (o->rc == PGW_OK)
+        o->rc = pgw_sql_exec(db, o->sql, "an older writer", NULL);
     atomic_store(&o->began, 1);
     usleep(800 * 1000); /* the migration starts meanwhile */
     if (o->rc == PGW_OK)
@@ -310,9 +346,9 @@ static void test_a_day_written_during_schema_19_is_kept(void **state)
     assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, &err), PGW_OK);
     pgw_store_close(s);
     back_to_schema_18(f);
-    old_writer o = {.f = f};
+    old_writer o = {.f = f, .sql = "INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)"};
     pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, write_a_day_slowly, &o), 0);
+    assert_int_equal(pthread_create(&thread, NULL, write_slowly, &o), 0);
     while (atomic_load(&o.began) == 0)
         usleep(1000);
     s = open_store(f); /* migrates: waits for the older writer's transaction */
@@ -463,6 +499,191 @@ static void test_writes_stop_once_a_newer_pointsgw_migrated(void **state)
     pgw_store_close(s);
 }
 
+/* A single-row integer answer of raw SQL on its own connection. */
+static int64_t raw_int(const db_fixture *f, const char *sql)
+{
+    int64_t v = db_fixture_int64(f, sql);
+    if (v == INT64_MIN)
+        fail_msg("%s", sql);
+    return v;
+}
+
+/* Records an event's key as the writer does: its columns in the key's row. */
+static void record_event_key(pgw_store *s, const char *channel, const char *shop, const char *id,
+                             int64_t points, const char *answer)
+{
+    char key[PGW_IDEM_KEY_MAX + 1];
+    pgw_store_event_key(key, channel, shop, id);
+    uint8_t fingerprint[PGW_HASH_LEN] = {(uint8_t)points};
+    pgw_event_record r = {.type = "purchase", .member = "M1", .occurred_at = 1795486500 + points};
+    r.amount_fen = points * 100;
+    r.points = points;
+    bool replayed = true;
+    pgw_idem_record existing;
+    pgw_err err;
+    if (pgw_store_record_key(s, key, fingerprint, points, 1, 1, answer, &r, &replayed, &existing,
+                             &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_false(replayed);
+}
+
+/* The store channel's events, one per page to walk the cursor, as
+ * "source:event_id=points" joined by spaces. */
+static void events_of(pgw_store *s, const char *shop, char *out, size_t cap)
+{
+    pgw_event_filter filter = {.channel = "store", .shop = shop, .from = 0, .to = INT64_MAX};
+    pgw_recon_row row;
+    char after_id[PGW_EVENT_ID_MAX + 1] = "", after_source[PGW_ID_MAX + 1] = "";
+    size_t n = 1, used = 0;
+    out[0] = '\0';
+    pgw_err err;
+    while (n == 1) {
+        if (pgw_store_read_events(s, &filter, after_id, after_source, &row, 1, &n, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        if (n == 1) {
+            used += (size_t)snprintf(out + used, cap - used, "%s%s:%s=%lld", used ? " " : "",
+                                     row.source, row.event_id, (long long)row.points);
+            assert_true(used < cap);
+            assert_string_equal(row.type, "purchase");
+            assert_string_equal(row.member, "M1");
+            assert_int_equal(row.amount_fen, row.points * 100);
+            assert_int_equal(row.occurred_at, 1795486500 + row.points);
+            strcpy(after_id, row.event_id);
+            strcpy(after_source, row.source);
+        }
+    }
+}
+
+static void assert_answer(pgw_store *s, const char *key, const char *expected)
+{
+    char answer[64];
+    assert_int_equal(pgw_store_get_answer(s, key, answer, sizeof(answer), NULL), PGW_OK);
+    assert_string_equal(answer, expected);
+}
+
+/* What reconciliation and replays read of the keys, before and after schema 21. */
+static void assert_keys_read_back(pgw_store *s)
+{
+    char got[256];
+    events_of(s, "S001", got, sizeof(got));
+    assert_string_equal(got, "S001:A=10 S001:C:x=30"); /* an id may hold ':' */
+    events_of(s, NULL, got, sizeof(got));              /* by key: '-' sorts before ':' */
+    assert_string_equal(got, "S001-2:B=20 S0010:Z=40 S001:A=10 S001:C:x=30");
+    assert_answer(s, "store:S001:A", "{\"a\":10}");
+    assert_answer(s, "store:S001-2:B", "{\"a\":20}");
+    assert_answer(s, "store:S001:C:x", "");
+    assert_answer(s, "hold:H1", "{\"hold\":1}");
+    assert_answer(s, "void:H1", "");
+    pgw_idem_record r;
+    bool found = false;
+    assert_int_equal(pgw_store_find_key(s, "store:S001:A", &found, &r, NULL), PGW_OK);
+    assert_true(found);
+    assert_int_equal(r.first_transfer, 10);
+    assert_int_equal(r.fingerprint[0], 10);
+}
+
+/*
+ * Schema 21 keeps an event's reconciliation columns in its key's row and
+ * the answers apart. Events, answers and other commands' keys read back
+ * the same before the migration, after it, and for keys written after it
+ * (PostgreSQL's answer ids go on past the copied ones).
+ */
+static void test_events_keep_their_keys_through_schema_21(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    record_event_key(s, "store", "S001", "C:x", 30, NULL);
+    record_event_key(s, "store", "S001", "A", 10, "{\"a\":10}");
+    record_event_key(s, "store", "S001-2", "B", 20, "{\"a\":20}");
+    record_event_key(s, "store", "S0010", "Z", 40, "{\"a\":40}"); /* a shop S001 is a prefix of */
+    record_event_key(s, "storey", "S001", "Y", 50, "{\"a\":50}"); /* a channel "store" is */
+    uint8_t fingerprint[PGW_HASH_LEN] = {0};
+    bool replayed = false;
+    pgw_idem_record existing;
+    assert_int_equal(pgw_store_record_key(s, "hold:H1", fingerprint, 0, 0, 1, "{\"hold\":1}", NULL,
+                                          &replayed, &existing, &err),
+                     PGW_OK);
+    assert_int_equal(pgw_store_record_key(s, "void:H1", fingerprint, 0, 0, 1, NULL, NULL, &replayed,
+                                          &existing, &err),
+                     PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    char got[256];
+    events_of(s, "S0010", got, sizeof(got));
+    assert_string_equal(got, "S0010:Z=40");
+    assert_keys_read_back(s);
+    pgw_store_close(s);
+
+    back_to_schema_20(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 5);
+    s = open_store(f); /* migrates 20 -> 21 */
+    int64_t version = 0;
+    assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
+    assert_keys_read_back(s);
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    record_event_key(s, "store", "S001", "D", 60, "{\"a\":60}");
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_answer(s, "store:S001:D", "{\"a\":60}");
+    assert_answer(s, "store:S001:A", "{\"a\":10}");
+    events_of(s, "S001", got, sizeof(got));
+    assert_string_equal(got, "S001:A=10 S001:C:x=30 S001:D=60");
+    pgw_store_close(s);
+}
+
+/* An events row without its key would be dropped by migration 21: refused. */
+static void test_schema_21_refuses_an_event_without_its_key(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    record_event_key(s, "store", "S001", "A", 10, "{}");
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+    back_to_schema_20(f);
+    raw_sql(f, "INSERT INTO events VALUES ('store', 'S009', 'X', 'purchase', 'M1', 1, 1, 1, 0)");
+    s = NULL;
+    assert_int_equal(pgw_store_open(f->url, true, &s, &err), PGW_ESTATE);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "event store:S009:X has no idempotency record"));
+    assert_int_equal(raw_int(f, f->pg ? "SELECT version FROM pgw_schema" : "PRAGMA user_version"),
+                     20);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 2);
+}
+
+/* A key an older instance commits, with its event, while the migration to
+ * schema 21 runs: kept with its columns, or refused; never lost (the
+ * tables are locked first on PostgreSQL, as for schema 19). */
+static void test_a_key_written_during_schema_21_is_kept(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_store_close(s);
+    back_to_schema_20(f);
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO idempotency (key, fingerprint, created_at_us, answer) VALUES"
+             " ('store:S001:OLD', %s, 1, '{\"old\":1}');"
+             "INSERT INTO events VALUES ('store', 'S001', 'OLD', 'purchase', 'M1',"
+             " 1795486507, 700, 7, 0)",
+             f->pg ? "decode(repeat('07', 32), 'hex')" : "zeroblob(32)");
+    old_writer o = {.f = f, .sql = sql};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, write_slowly, &o), 0);
+    while (atomic_load(&o.began) == 0)
+        usleep(1000);
+    s = open_store(f); /* migrates: waits for the older writer's transaction */
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(o.rc, PGW_OK); /* acknowledged... */
+    char got[64];
+    events_of(s, "S001", got, sizeof(got)); /* ...and kept */
+    assert_string_equal(got, "S001:OLD=7");
+    assert_answer(s, "store:S001:OLD", "{\"old\":1}");
+    pgw_store_close(s);
+}
+
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
     db_fixture *f = *state;
@@ -563,15 +784,6 @@ static void test_verify_pages_and_catches_tampering(void **state)
     pgw_store_close(s);
 }
 
-/* A single-row integer answer of raw SQL on its own connection. */
-static int64_t raw_int(const db_fixture *f, const char *sql)
-{
-    int64_t v = db_fixture_int64(f, sql);
-    if (v == INT64_MIN)
-        fail_msg("%s", sql);
-    return v;
-}
-
 /* Purchases through the writer: transfers with lots and earn records
  * referring to them (what a rebuild of transfers must keep intact). */
 static void purchase(const db_fixture *f, int n)
@@ -608,6 +820,7 @@ static void purchase(const db_fixture *f, int n)
  * UNIQUE hash, no events table. Plus `extra` SQL run in the same go. */
 static void back_to_schema_11(const db_fixture *f, const char *extra)
 {
+    back_to_schema_20(f);
     char sql[2048];
     snprintf(sql, sizeof(sql),
              "BEGIN;"
@@ -765,6 +978,7 @@ static void test_notice_states_checked_without_a_temporary_btree(void **state)
     if (!f->pg)
         assert_false(opens_a_temporary_btree(f, NOTICE_STATE_CHANGE));
     /* Back to schema 19's check, then migrated again. */
+    back_to_schema_20(f);
     raw_sql(f, f->pg ? "ALTER TABLE notices DROP CONSTRAINT notices_state_check;"
                        " ALTER TABLE notices ADD CONSTRAINT notices_state_check"
                        " CHECK (state IN ('pending', 'sending', 'sent', 'dead', 'skipped'));"
@@ -869,6 +1083,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writes_stop_once_a_newer_pointsgw_migrated,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_day_written_during_schema_19_is_kept,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_keep_their_keys_through_schema_21,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_21_refuses_an_event_without_its_key,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_key_written_during_schema_21_is_kept,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
