@@ -93,8 +93,8 @@ enum {
     ST_SELECT_HEAD,
     ST_SELECT_PAGE,
     ST_INSERT_KEY,
-    ST_INSERT_ANSWER,
-    ST_INSERT_ANSWER_RETURNING, /* PostgreSQL's */
+    ST_INSERT_RECORD,
+    ST_INSERT_RECORD_RETURNING, /* PostgreSQL's */
     ST_SELECT_KEY,
     ST_SAVEPOINT,
     ST_RELEASE,
@@ -175,7 +175,8 @@ enum {
 
 /* An event as reconciliation reads it (event_row). */
 #define EVENT_COLUMNS "key, occurred_at, event_type, member, amount_fen, points"
-#define INSERT_ANSWER "INSERT INTO answers (answer) VALUES (?1)"
+#define INSERT_RECORD                                                                              \
+    "INSERT INTO key_records (fingerprint, created_at_us, answer) VALUES (?1, ?2, ?3)"
 
 static const char *const STATEMENTS[ST_COUNT] = {
     [ST_INSERT_TRANSFER] =
@@ -185,14 +186,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_HEAD] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1",
     [ST_SELECT_PAGE] =
         "SELECT " TRANSFER_COLUMNS " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
-    [ST_INSERT_KEY] = "INSERT INTO idempotency (key, fingerprint, first_transfer, transfer_count,"
-                      " created_at_us, answer_id, event_type, member, occurred_at, amount_fen,"
-                      " points) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                      " ON CONFLICT (key) DO NOTHING",
-    [ST_INSERT_ANSWER] = INSERT_ANSWER,
-    [ST_INSERT_ANSWER_RETURNING] = INSERT_ANSWER " RETURNING id",
-    [ST_SELECT_KEY] =
-        "SELECT fingerprint, first_transfer, transfer_count FROM idempotency WHERE key = ?1",
+    [ST_INSERT_KEY] = "INSERT INTO idempotency (key, record, first_transfer, transfer_count,"
+                      " event_type, member, occurred_at, amount_fen, points)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (key) DO NOTHING",
+    [ST_INSERT_RECORD] = INSERT_RECORD,
+    [ST_INSERT_RECORD_RETURNING] = INSERT_RECORD " RETURNING id",
+    [ST_SELECT_KEY] = "SELECT r.fingerprint, i.first_transfer, i.transfer_count FROM idempotency i"
+                      " JOIN key_records r ON r.id = i.record WHERE i.key = ?1",
     [ST_SAVEPOINT] = "SAVEPOINT pgw_command",
     [ST_RELEASE] = "RELEASE pgw_command",
     [ST_SELECT_DEBT] = "SELECT debt FROM members WHERE id = ?1",
@@ -290,8 +290,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                         " DO UPDATE SET points = member_rule_days.points + excluded.points",
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
-    [ST_SELECT_ANSWER] = "SELECT a.answer FROM idempotency i JOIN answers a ON a.id = i.answer_id"
-                         " WHERE i.key = ?1",
+    [ST_SELECT_ANSWER] = "SELECT r.answer FROM idempotency i JOIN key_records r"
+                         " ON r.id = i.record WHERE i.key = ?1",
     [ST_HISTORY] =
         "SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE credit = ?1"
         "  AND credit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3) AS c"
@@ -792,39 +792,40 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "ALTER TABLE notices_v20 RENAME TO notices;"
     NOTICES_INDEXES,
     /* clang-format on */
-    /* 21: an event's reconciliation columns in its key's row, and answers
-     * in a table of their own. An event wrote two rows under random keys,
+    /* 21: an event's reconciliation columns in its key's row, the rest of
+     * the key's record apart. An event wrote two rows under random keys,
      * its idempotency key and its events row (the same channel, shop and
      * event_id): two B-tree leaves per event in every commit and every
      * checkpoint, the largest part of the WAL at 128 connections (bench/
      * RESULTS.md). Now one: idempotency WITHOUT ROWID, its rows in key
-     * order, which reconciliation reads as it read events. The answers
-     * (300 bytes, read by replays alone) are appended apart, out of the
-     * rows reconciliation scans. migrate_events_first refuses an events
-     * row without its key, which the UPDATE would leave behind. */
-    "CREATE TABLE answers ("
+     * order, which reconciliation reads as it read events. What only a
+     * replay reads, the fingerprint, the time and the answer (30, 8 and
+     * 300 bytes), is appended to key_records: in the keyed rows it made
+     * every leaf split sooner. migrate_events_first refuses an events row
+     * without its key, which the UPDATE would leave behind. */
+    "CREATE TABLE key_records ("
     "  id INTEGER PRIMARY KEY,"
-    "  answer TEXT NOT NULL"
+    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"
+    "  created_at_us INTEGER NOT NULL,"
+    "  answer TEXT NOT NULL DEFAULT ''"
     ") STRICT;"
     "CREATE TABLE idempotency_v21 ("
     "  key TEXT PRIMARY KEY,"
-    "  fingerprint BLOB NOT NULL CHECK (length(fingerprint) = 32),"
+    "  record INTEGER NOT NULL REFERENCES key_records (id),"
     "  first_transfer INTEGER NOT NULL DEFAULT 0,"
     "  transfer_count INTEGER NOT NULL DEFAULT 0 CHECK (transfer_count >= 0),"
-    "  created_at_us INTEGER NOT NULL,"
-    "  answer_id INTEGER NOT NULL DEFAULT 0," /* 0: none */
-    "  event_type TEXT NOT NULL DEFAULT '',"  /* '': the key of another command */
+    "  event_type TEXT NOT NULL DEFAULT ''," /* '': the key of another command */
     "  member TEXT NOT NULL DEFAULT '',"
     "  occurred_at INTEGER NOT NULL DEFAULT 0,"
     "  amount_fen INTEGER NOT NULL DEFAULT 0,"
     "  points INTEGER NOT NULL DEFAULT 0"
     ") STRICT, WITHOUT ROWID;"
-    "INSERT INTO idempotency_v21 (key, fingerprint, first_transfer, transfer_count,"
-    " created_at_us, answer_id) SELECT key, fingerprint, first_transfer, transfer_count,"
-    " created_at_us, CASE WHEN answer = '' THEN 0 ELSE row_number() OVER (ORDER BY key) END"
+    "INSERT INTO key_records (id, fingerprint, created_at_us, answer)"
+    " SELECT row_number() OVER (ORDER BY key), fingerprint, created_at_us, answer"
     " FROM idempotency ORDER BY key;"
-    "INSERT INTO answers (id, answer) SELECT n.answer_id, i.answer FROM idempotency_v21 n"
-    " JOIN idempotency i ON i.key = n.key WHERE n.answer_id > 0;"
+    "INSERT INTO idempotency_v21 (key, record, first_transfer, transfer_count)"
+    " SELECT key, row_number() OVER (ORDER BY key), first_transfer, transfer_count"
+    " FROM idempotency ORDER BY key;"
     "UPDATE idempotency_v21 SET event_type = e.type, member = e.member,"
     " occurred_at = e.occurred_at, amount_fen = e.amount_fen, points = e.points FROM events e"
     " WHERE idempotency_v21.key = e.channel || ':' || e.source || ':' || e.event_id;"
@@ -947,9 +948,9 @@ static char *pg_migration(int64_t v)
     const char *first = v == 18   ? "LOCK TABLE member_days IN ACCESS EXCLUSIVE MODE;"
                         : v == 20 ? "LOCK TABLE events, idempotency IN ACCESS EXCLUSIVE MODE;"
                                   : "";
-    /* The answers' ids were given by the copy: their sequence goes on after them. */
-    const char *last = v == 20 ? "SELECT setval(pg_get_serial_sequence('answers', 'id'),"
-                                 " (SELECT COALESCE(max(id), 0) + 1 FROM answers), false);"
+    /* The records' ids were given by the copy: their sequence goes on after them. */
+    const char *last = v == 20 ? "SELECT setval(pg_get_serial_sequence('key_records', 'id'),"
+                                 " (SELECT COALESCE(max(id), 0) + 1 FROM key_records), false);"
                                : "";
     size_t cap = strlen(first) + strlen(in) * 4 + strlen(last) + 1; /* no word grows over 4x */
     char *out = malloc(cap), *o = out;
@@ -1444,19 +1445,22 @@ int pgw_store_find_key(pgw_store *s, const char *key, bool *found, pgw_idem_reco
     return read_key(s, key, found, out, err);
 }
 
-/* Appends an answer; *id its row's. */
-static int insert_answer(pgw_store *s, const char *answer, int64_t *id, pgw_err *err)
+/* Appends what a key's first use recorded; *id its row's. */
+static int insert_record(pgw_store *s, const uint8_t fingerprint[PGW_HASH_LEN], int64_t now_us,
+                         const char *answer, int64_t *id, pgw_err *err)
 {
     bool returning = is_postgres(s);
-    pgw_sql_stmt *st = s->st[returning ? ST_INSERT_ANSWER_RETURNING : ST_INSERT_ANSWER];
-    pgw_sql_bind_text(st, 1, answer);
+    pgw_sql_stmt *st = s->st[returning ? ST_INSERT_RECORD_RETURNING : ST_INSERT_RECORD];
+    pgw_sql_bind_blob(st, 1, fingerprint, PGW_HASH_LEN);
+    pgw_sql_bind_int64(st, 2, now_us);
+    pgw_sql_bind_text(st, 3, answer != NULL ? answer : ""); /* the column's default */
     int step = pgw_sql_step(st);
     bool written = step == (returning ? PGW_SQL_ROW : PGW_SQL_DONE);
     if (written)
         *id = returning ? pgw_sql_column_int64(st, 0) : pgw_sql_last_insert_id(s->db);
     pgw_sql_reset(st);
     PGW_ASSERT(!written || *id > 0);
-    return written ? PGW_OK : db_error(s, PGW_EIO, "recording an answer", err);
+    return written ? PGW_OK : db_error(s, PGW_EIO, "recording an idempotency key", err);
 }
 
 int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
@@ -1467,25 +1471,22 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
     PGW_ASSERT(pgw_sql_in_transaction(s->db));
     PGW_ASSERT(transfer_count >= 0);
     PGW_ASSERT(event == NULL || event->type[0] != '\0');
-    int64_t answer_id = 0; /* none */
-    /* Written first for its id; a replay's undoing (pgw_store_rollback_to) takes it back. */
-    if (answer != NULL && answer[0] != '\0') {
-        int rc = insert_answer(s, answer, &answer_id, err);
-        if (rc != PGW_OK)
-            return rc;
-    }
+    /* First, for its id. A replay leaves it behind, but the caller then
+     * undoes everything the command wrote (pgw_store_rollback_to). */
+    int64_t record = 0;
+    int rc = insert_record(s, fingerprint, now_us, answer, &record, err);
+    if (rc != PGW_OK)
+        return rc;
     pgw_sql_stmt *st = s->st[ST_INSERT_KEY];
     pgw_sql_bind_text(st, 1, key);
-    pgw_sql_bind_blob(st, 2, fingerprint, PGW_HASH_LEN);
+    pgw_sql_bind_int64(st, 2, record);
     pgw_sql_bind_int64(st, 3, first_transfer);
     pgw_sql_bind_int64(st, 4, transfer_count);
-    pgw_sql_bind_int64(st, 5, now_us);
-    pgw_sql_bind_int64(st, 6, answer_id);
-    pgw_sql_bind_text(st, 7, event != NULL ? event->type : ""); /* the columns' defaults */
-    pgw_sql_bind_text(st, 8, event != NULL ? event->member : "");
-    pgw_sql_bind_int64(st, 9, event != NULL ? event->occurred_at : 0);
-    pgw_sql_bind_int64(st, 10, event != NULL ? event->amount_fen : 0);
-    pgw_sql_bind_int64(st, 11, event != NULL ? event->points : 0);
+    pgw_sql_bind_text(st, 5, event != NULL ? event->type : ""); /* the columns' defaults */
+    pgw_sql_bind_text(st, 6, event != NULL ? event->member : "");
+    pgw_sql_bind_int64(st, 7, event != NULL ? event->occurred_at : 0);
+    pgw_sql_bind_int64(st, 8, event != NULL ? event->amount_fen : 0);
+    pgw_sql_bind_int64(st, 9, event != NULL ? event->points : 0);
     int step = pgw_sql_step(st);
     pgw_sql_reset(st);
     if (step != PGW_SQL_DONE)
@@ -1494,7 +1495,7 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
     if (!*replayed)
         return PGW_OK;
     bool found = false;
-    int rc = read_key(s, key, &found, existing, err);
+    rc = read_key(s, key, &found, existing, err);
     PGW_ASSERT(rc != PGW_OK || found); /* the insert just met it, in this transaction */
     if (rc == PGW_OK && memcmp(existing->fingerprint, fingerprint, PGW_HASH_LEN) != 0)
         rc = pgw_err_set(err, PGW_ECONFLICT,

@@ -277,10 +277,10 @@ static void back_to_schema_20(const db_fixture *f)
              "CREATE TABLE idempotency_20 (key TEXT PRIMARY KEY, fingerprint %2$s NOT NULL,"
              " first_transfer %1$s NOT NULL DEFAULT 0, transfer_count %1$s NOT NULL DEFAULT 0,"
              " created_at_us %1$s NOT NULL, answer TEXT NOT NULL DEFAULT '')%4$s;"
-             "INSERT INTO idempotency_20 SELECT i.key, i.fingerprint, i.first_transfer,"
-             " i.transfer_count, i.created_at_us, COALESCE(a.answer, '') FROM idempotency i"
-             " LEFT JOIN answers a ON a.id = i.answer_id;"
-             "DROP TABLE idempotency; DROP TABLE answers;"
+             "INSERT INTO idempotency_20 SELECT i.key, r.fingerprint, i.first_transfer,"
+             " i.transfer_count, r.created_at_us, r.answer FROM idempotency i"
+             " JOIN key_records r ON r.id = i.record;"
+             "DROP TABLE idempotency; DROP TABLE key_records;"
              "ALTER TABLE idempotency_20 RENAME TO idempotency;"
              "%5$s; COMMIT;",
              f->pg ? "BIGINT" : "INTEGER", f->pg ? "BYTEA" : "BLOB", f->pg ? "strpos" : "instr",
@@ -584,9 +584,10 @@ static void assert_keys_read_back(pgw_store *s)
 
 /*
  * Schema 21 keeps an event's reconciliation columns in its key's row and
- * the answers apart. Events, answers and other commands' keys read back
- * the same before the migration, after it, and for keys written after it
- * (PostgreSQL's answer ids go on past the copied ones).
+ * the rest of the key's record apart. Events, answers, fingerprints and
+ * other commands' keys read back the same before the migration, after it,
+ * and for keys written after it (PostgreSQL's record ids go on past the
+ * copied ones).
  */
 static void test_events_keep_their_keys_through_schema_21(void **state)
 {
