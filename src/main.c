@@ -602,8 +602,8 @@ static int reconcile_args(const flag_set *flags, const pgw_config *cfg, pgw_reco
     const char *bad = NULL;
     if (flag_get(flags, "--statement") == NULL || channel == NULL)
         bad = "--statement FILE and --channel NAME are required";
-    else if (strlen(channel) > PGW_ID_MAX || (shop != NULL && strlen(shop) > PGW_ID_MAX))
-        bad = "--channel and --shop are ids of at most 32 bytes";
+    else if (pgw_store_check_event_filter(&o->filter, &err) != PGW_OK)
+        bad = err.msg;
     else if (from != NULL && pgw_parse_rfc3339(from, &o->filter.from, &err) != PGW_OK)
         bad = "--from is not an RFC 3339 time";
     else if (to != NULL && pgw_parse_rfc3339(to, &o->filter.to, &err) != PGW_OK)

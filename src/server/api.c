@@ -1701,18 +1701,16 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
     if (rc == PGW_OK && (strncmp(req->content_type, "text/csv", 8) != 0 ||
                          (req->content_type[8] != '\0' && req->content_type[8] != ';')))
         rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
-    else if (rc == PGW_OK && (!query_value(req->query, "channel", f->channel, sizeof(f->channel)) ||
-                              !plain_id(f->channel, PGW_ID_MAX)))
+    else if (rc == PGW_OK && !query_value(req->query, "channel", f->channel, sizeof(f->channel)))
         rc = pgw_err_set(&err, PGW_EINVAL, "channel=NAME is required");
     if (rc == PGW_OK) {
         f->opts.filter = (pgw_event_filter){f->channel, NULL, 0, INT64_MAX};
         rc = query_param(req->query, "shop", f->shop, sizeof(f->shop), &err);
     }
-    if (rc == PGW_OK && query_has(req->query, "shop")) {
+    if (rc == PGW_OK && query_has(req->query, "shop"))
         f->opts.filter.shop = f->shop;
-        if (!plain_id(f->shop, PGW_ID_MAX))
-            rc = pgw_err_set(&err, PGW_EINVAL, "shop=ID names one shop");
-    }
+    if (rc == PGW_OK) /* both are part of the events' keys */
+        rc = pgw_store_check_event_filter(&f->opts.filter, &err);
     if (rc == PGW_OK)
         rc = query_time(req->query, "from", &f->opts.filter.from, &err);
     if (rc == PGW_OK)

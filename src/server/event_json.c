@@ -5,6 +5,7 @@
 
 #include "core/assertions.h"
 #include "core/civil.h"
+#include "store/store.h"
 #include "util/json_read.h"
 
 #include <stdio.h>
@@ -34,14 +35,12 @@ static int check_printable(const char *s, const char *path, const char *key, pgw
     return PGW_OK;
 }
 
-/* Channel names are short lower-case words: "store", "wechat_mp". */
+/* Channel names are short lower-case words: "store", "wechat_mp" (and
+ * part of an event's key: pgw_store_event_key). */
 static int check_channel(const char *s, const char *path, pgw_err *err)
 {
-    for (const char *p = s; *p != '\0'; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
-            return pgw_err_set(err, PGW_EINVAL, "%s.channel: \"%s\" is not a channel name", path,
-                               s);
-    }
+    if (!pgw_store_channel_name_ok(s))
+        return pgw_err_set(err, PGW_EINVAL, "%s.channel: \"%s\" is not a channel name", path, s);
     return PGW_OK;
 }
 

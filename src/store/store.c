@@ -3295,15 +3295,53 @@ int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, p
     return rc;
 }
 
+/* 1 to PGW_ID_MAX characters: lower-case letters, digits and '_', and
+ * with `shop` upper-case letters and '-' too. */
+static bool id_of(const char *s, bool shop)
+{
+    size_t n = 0;
+    for (; s[n] != '\0' && n <= PGW_ID_MAX; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+              (shop && ((c >= 'A' && c <= 'Z') || c == '-'))))
+            return false;
+    }
+    return n >= 1 && n <= PGW_ID_MAX;
+}
+
+bool pgw_store_channel_name_ok(const char *s)
+{
+    return id_of(s, false);
+}
+
+bool pgw_store_shop_id_ok(const char *s)
+{
+    return id_of(s, true);
+}
+
 void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
                          const char *event_id)
 {
     PGW_STATIC_ASSERT(PGW_IDEM_KEY_MAX >= 2 * PGW_ID_MAX + PGW_EVENT_ID_MAX + 2,
                       "an event's key holds its channel, shop and id whole");
-    PGW_ASSERT(strlen(channel) <= PGW_ID_MAX && strlen(shop) <= PGW_ID_MAX);
+    PGW_ASSERT(pgw_store_channel_name_ok(channel));
+    PGW_ASSERT(shop[0] == '\0' || pgw_store_shop_id_ok(shop));
     PGW_ASSERT(strlen(event_id) <= PGW_EVENT_ID_MAX);
-    PGW_ASSERT(strchr(channel, ':') == NULL && strchr(shop, ':') == NULL);
     snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
+}
+
+int pgw_store_check_event_filter(const pgw_event_filter *f, pgw_err *err)
+{
+    if (!pgw_store_channel_name_ok(f->channel))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "channel \"%.40s\" is not a channel name (a-z, 0-9, '_'; at most %d)",
+                           f->channel, PGW_ID_MAX);
+    if (f->shop != NULL && !pgw_store_shop_id_ok(f->shop))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "shop \"%.40s\" is not a shop id (letters, digits, '_', '-'; at "
+                           "most %d; \"-\" for events without one)",
+                           f->shop, PGW_ID_MAX);
+    return PGW_OK;
 }
 
 /* Copies a key's part up to `stop` (or its end) into out[cap]; where it stopped. */
@@ -3338,6 +3376,10 @@ int pgw_store_read_events(pgw_store *s, const pgw_event_filter *f, const char *a
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
                           pgw_err *err)
 {
+    *n = 0;
+    int rc = pgw_store_check_event_filter(f, err);
+    if (rc != PGW_OK)
+        return rc;
     /* Keys after the cursor's, before the first past the range: ';' follows ':'. */
     char after[PGW_IDEM_KEY_MAX + 1], before[PGW_ID_MAX * 2 + 3];
     if (f->shop != NULL)

@@ -624,12 +624,16 @@ int pgw_store_get_answer(pgw_store *store, const char *key, char *out, size_t ca
  * An event's idempotency key: "channel:source:event_id", the source being
  * the shop, or "-" when the event has none (API.md: the key is channel,
  * shop or appid, and event_id). Reconciliation reads a shop's or a
- * channel's events as a range of these keys, in their order: channel
- * names and shop ids never hold ':' (event_json.c, config.c), so the
- * first two colons split a key back into its parts.
+ * channel's events as a range of these keys, in their order: the first
+ * two colons split a key back into its parts, because channel names are
+ * [a-z0-9_]+ (pgw_store_channel_name_ok, which event_json.c enforces) and
+ * shop ids [A-Za-z0-9_-]+ (pgw_store_shop_id_ok, as config.c's ids).
+ * Asserts both: callers pass what those checked.
  */
 void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, const char *shop,
                          const char *event_id);
+bool pgw_store_channel_name_ok(const char *s);
+bool pgw_store_shop_id_ok(const char *s);
 
 /* One event as its channel knows it, recorded with its key
  * (pgw_store_record_key); the key says its channel, source and event_id,
@@ -650,12 +654,17 @@ typedef struct pgw_event_filter {
     int64_t from, to;
 } pgw_event_filter;
 
+/* PGW_EINVAL, saying why, unless the filter's channel is a channel name and
+ * its shop (when there is one) a shop id: reconciliation's inputs. */
+int pgw_store_check_event_filter(const pgw_event_filter *filter, pgw_err *err);
+
 /*
  * Up to `cap` events after the cursor (after_id, after_source; "" and ""
  * for the first page) into out[]; *n says how many (fewer than cap: the
  * last page). Each row's `source` says its shop. Order: event_id for one
  * shop; for a whole channel their keys' ("S001-2:..." before "S001:...":
- * the caller sorts). Byte order on both databases.
+ * the caller sorts). Byte order on both databases. A filter that
+ * pgw_store_check_event_filter refuses reads nothing: PGW_EINVAL.
  */
 int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, const char *after_id,
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,

@@ -186,6 +186,13 @@ expect_text "--format is json or csv"
 expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store \
     --from 2026-11-21T00:00:00+08:00 --to 2026-11-20T00:00:00+08:00
 expect_text "--from must come before --to"
+# Regressions: a ':' in the channel or shop is part of no event's key (the store asserted).
+expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store --shop 'S001:x'
+expect_text 'shop "S001:x" is not a shop id'
+expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store:S001
+expect_text 'channel "store:S001" is not a channel name'
+expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store --shop ''
+expect_text 'shop "" is not a shop id'
 expect_exit 2 "$bin" reconcile --statement "$tmp/none.csv" --channel store --db "sqlite:$tmp/missing.db"
 expect_text "none.csv"
 expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store --db "sqlite:$tmp/missing.db"

@@ -920,6 +920,12 @@ def test_reconciliation(s):
                                 ("finance", "/v1/reconciliations?channel=store&shop=",
                                  "text/csv", 400),
                                 ("finance", query + "&format=" + "csv" * 4, "text/csv", 400),
+                                # regressions: a ':' in either is part of no event's key
+                                # (the store asserted, and the server died)
+                                ("finance", "/v1/reconciliations?channel=store&shop=S001:E",
+                                 "text/csv", 400),
+                                ("finance", "/v1/reconciliations?channel=store:S001",
+                                 "text/csv", 400),
                                 ("finance", "/v1/reconciliations?channel=store&from=" + "9" * 80,
                                  "text/csv", 400)):
         status, doc2, _ = s.request("POST", q, raw=statement_csv(planted).encode(), ctype=ctype,

@@ -185,6 +185,40 @@ static void test_bad_text_is_a_malformed_row(void **state)
     listed = 0;
 }
 
+/* Regression: a channel or shop that is part of no event's key (a ':', an
+ * empty shop) is refused with a reason; the store asserted on them, and
+ * took the server down with a finance key's request. A channel named like
+ * a channel and a shop read the shop's events as the channel's. */
+static void test_a_filter_outside_the_keys_is_refused(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    static const struct {
+        const char *channel, *shop, *why;
+    } bad[] = {{"store", "S001:E", "is not a shop id"},
+               {"store:S001", NULL, "is not a channel name"},
+               {"store", "", "is not a shop id"},
+               {"Store", NULL, "is not a channel name"},
+               {"", NULL, "is not a channel name"},
+               {"store", "S0000000000000000000000000000001X", "is not a shop id"}};
+    pgw_recon_row rows[8];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        pgw_event_filter f = {.channel = bad[i].channel, .shop = bad[i].shop, .to = INT64_MAX};
+        size_t n = 99;
+        pgw_err err;
+        assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 8, &n, &err), PGW_EINVAL);
+        assert_int_equal(n, 0);
+        assert_non_null(strstr(err.msg, bad[i].why));
+    }
+    pgw_event_filter good = {.channel = "store", .shop = "S002", .to = INT64_MAX};
+    size_t n = 0;
+    assert_int_equal(pgw_store_read_events(s, &good, "", "", rows, 8, &n, NULL), PGW_OK);
+    assert_int_equal(n, 2);
+    pgw_store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +227,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_whole_channel_in_event_id_order, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bad_text_is_a_malformed_row, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_filter_outside_the_keys_is_refused, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
