@@ -944,14 +944,23 @@ static char *pg_migration(int64_t v)
      * events. An older instance still running could commit rows between
      * the copy and the drop, and lose them: the tables are locked first,
      * so that they wait and then fail. (SQLite's BEGIN IMMEDIATE already
-     * keeps every other writer out.) */
+     * keeps every other writer out.) In the order an older instance takes
+     * them: an event reads its key, then writes its events row; locking
+     * events first deadlocked with it. */
     const char *first = v == 18   ? "LOCK TABLE member_days IN ACCESS EXCLUSIVE MODE;"
-                        : v == 20 ? "LOCK TABLE events, idempotency IN ACCESS EXCLUSIVE MODE;"
+                        : v == 20 ? "LOCK TABLE idempotency, events IN ACCESS EXCLUSIVE MODE;"
                                   : "";
-    /* The records' ids were given by the copy: their sequence goes on after them. */
-    const char *last = v == 20 ? "SELECT setval(pg_get_serial_sequence('key_records', 'id'),"
-                                 " (SELECT COALESCE(max(id), 0) + 1 FROM key_records), false);"
-                               : "";
+    /* The records' ids were given by the copy: their sequence goes on after
+     * them. The copy's constraints take the names a table created as
+     * idempotency would have, for a later migration to find. */
+    const char *last = v == 20
+                           ? "SELECT setval(pg_get_serial_sequence('key_records', 'id'),"
+                             " (SELECT COALESCE(max(id), 0) + 1 FROM key_records), false);"
+                             "ALTER TABLE idempotency RENAME CONSTRAINT idempotency_v21_pkey"
+                             " TO idempotency_pkey;"
+                             "ALTER TABLE idempotency RENAME CONSTRAINT idempotency_v21_record_fkey"
+                             " TO idempotency_record_fkey;"
+                           : "";
     size_t cap = strlen(first) + strlen(in) * 4 + strlen(last) + 1; /* no word grows over 4x */
     char *out = malloc(cap), *o = out;
     if (out == NULL)
