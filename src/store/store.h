@@ -37,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The schema this build writes; see store_sqlite.c for the migrations. */
+/* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
 #define PGW_STORE_SCHEMA_VERSION 21
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512

@@ -783,7 +783,7 @@ static void render_points(pgw_command *cmd, void *payload)
              (long long)cmd->earning->points, (long long)cmd->figures.balance);
 }
 
-/* The events table holds each event once, as its channel knows it: what
+/* Each event's key records it once, as its channel knows it: what
  * reconciliation reads, in event_id order, within a time range. */
 static void assert_events_recorded(const db_fixture *db, const int64_t points[7], int64_t refunded)
 {
@@ -881,7 +881,7 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
     atomic_store(&writer_caches, 0);
     er.serial = 1;
-    int64_t points[7], refunded = 0; /* what each event moved, for the events table */
+    int64_t points[7], refunded = 0; /* what each event moved, for reconciliation */
     /* A first purchase: a new member with no history. */
     pgw_member_ctx ctx = {.first_purchase = true};
     assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 12800, "2026-11-24T10:00:00+08:00", &ctx),
