@@ -504,7 +504,7 @@ static json_t *row_event(const pgw_recon_row *r, const char *channel, const char
     json_t *ev = member ? json_pack("{s:s,s:s,s:s,s:s,s:o}", "event_id", r->event_id, "channel",
                                     channel, "type", r->type, "occurred_at", when, "member", member)
                         : NULL;
-    if (ev != NULL && shop != NULL)
+    if (ev != NULL && shop != NULL && strcmp(shop, "-") != 0) /* "-": the events without one */
         json_object_set_new(ev, "shop_id", json_string(shop));
     if (ev != NULL && r->amount_fen > 0)
         json_object_set_new(ev, "amount_fen", json_integer(r->amount_fen));

@@ -960,6 +960,9 @@ static char *pg_migration(int64_t v)
                              " TO idempotency_pkey;"
                              "ALTER TABLE idempotency RENAME CONSTRAINT idempotency_v21_record_fkey"
                              " TO idempotency_record_fkey;"
+                             "ALTER TABLE idempotency RENAME CONSTRAINT"
+                             " idempotency_v21_transfer_count_check"
+                             " TO idempotency_transfer_count_check;"
                            : "";
     size_t cap = strlen(first) + strlen(in) * 4 + strlen(last) + 1; /* no word grows over 4x */
     char *out = malloc(cap), *o = out;
@@ -3339,17 +3342,27 @@ void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, co
     snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
 }
 
+/* `s` to quote back in a message, if it is printable ASCII: anything else
+ * (not UTF-8, say) would make the message unsayable in JSON. */
+static const char *quotable(const char *s)
+{
+    for (const char *p = s; *p != '\0'; p++)
+        if (*p < 0x20 || *p > 0x7e)
+            return "(unprintable)";
+    return s;
+}
+
 int pgw_store_check_event_filter(const pgw_event_filter *f, pgw_err *err)
 {
     if (!pgw_store_channel_name_ok(f->channel))
         return pgw_err_set(err, PGW_EINVAL,
                            "channel \"%.40s\" is not a channel name (a-z, 0-9, '_'; at most %d)",
-                           f->channel, PGW_ID_MAX);
+                           quotable(f->channel), PGW_ID_MAX);
     if (f->shop != NULL && !pgw_store_shop_id_ok(f->shop))
         return pgw_err_set(err, PGW_EINVAL,
                            "shop \"%.40s\" is not a shop id (letters, digits, '_', '-'; at "
                            "most %d; \"-\" for events without one)",
-                           f->shop, PGW_ID_MAX);
+                           quotable(f->shop), PGW_ID_MAX);
     return PGW_OK;
 }
 
@@ -3376,7 +3389,10 @@ static bool event_row(pgw_sql_stmt *st, void *item)
     r->points = pgw_sql_column_int64(st, 5);
     const char *key = pgw_sql_column_text(st, 0), *colon = key ? strchr(key, ':') : NULL;
     const char *at = colon ? key_part(colon + 1, ':', r->source, sizeof(r->source)) : NULL;
-    return at != NULL && key_part(at + 1, '\0', r->event_id, sizeof(r->event_id)) != NULL &&
+    /* The source goes back into the next page's cursor key: only what
+     * pgw_store_event_key wrote (a hand-edited key fails the read). */
+    return at != NULL && pgw_store_shop_id_ok(r->source) &&
+           key_part(at + 1, '\0', r->event_id, sizeof(r->event_id)) != NULL &&
            column_text(st, 2, r->type, sizeof(r->type)) &&
            column_text(st, 3, r->member, sizeof(r->member));
 }

@@ -824,12 +824,12 @@ def statement_csv(rows, bom=True):
     return ("\ufeff" if bom else "") + "\r\n".join(lines) + "\r\n\r\n\r\n"
 
 
-def reconcile(s, statement, *extra):
+def reconcile(s, statement, *extra, channel="store", shop="S001"):
     path = os.path.join(s.tmp, "statement.csv")
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(statement)
-    out = subprocess.run([BIN, "reconcile", "--statement", path, "--channel", "store",
-                          "--shop", "S001", "--from", RECON_DAY % (0, 0),
+    out = subprocess.run([BIN, "reconcile", "--statement", path, "--channel", channel,
+                          "--shop", shop, "--from", RECON_DAY % (0, 0),
                           "--to", "2026-11-21T00:00:00+08:00", "--config", s.config,
                           "--db", s.db] + list(extra), capture_output=True, text=True)
     try:
@@ -926,6 +926,11 @@ def test_reconciliation(s):
                                  "text/csv", 400),
                                 ("finance", "/v1/reconciliations?channel=store:S001",
                                  "text/csv", 400),
+                                # and one not UTF-8 is refused, not echoed (503)
+                                ("finance", "/v1/reconciliations?channel=%FF%FE",
+                                 "text/csv", 400),
+                                ("finance", "/v1/reconciliations?channel=store&shop=%FF",
+                                 "text/csv", 400),
                                 ("finance", "/v1/reconciliations?channel=store&from=" + "9" * 80,
                                  "text/csv", 400)):
         status, doc2, _ = s.request("POST", q, raw=statement_csv(planted).encode(), ctype=ctype,
@@ -950,6 +955,16 @@ def test_reconciliation(s):
           and '"missing_in_ledger":0' in err, f"second run: a clean match: exit {code} {doc} {err}")
     status, view, _ = s.request("GET", "/v1/members/MNEW950")
     check(status == 200 and view.get("balance") == extra[0][5], f"the repaired member: {view}")
+    # Regression: --shop - reads the events without a shop, and --repair posted
+    # them with shop_id "-" (an unknown shop: every row failed).
+    when = RECON_DAY % (19, 0)
+    row = [["REC-960", when, "sign_in", "member_id:MKIOSK", 0, 0]]
+    code, doc, err = reconcile(s, statement_csv(row), "--repair", channel="kiosk", shop="-")
+    check(code == 1 and doc["summary"]["missing_in_ledger"] == 1 and '"created":1' in err
+          and '"failed":0' in err, f"a shopless event repaired: exit {code} {doc} {err}")
+    code, doc, err = reconcile(s, statement_csv(row), channel="kiosk", shop="-")
+    check(doc["summary"]["missing_in_ledger"] == 0 and doc["summary"]["missing_in_statement"] == 0,
+          f"and then in the log, read with --shop -: exit {code} {doc} {err}")
 
 
 def test_reports(s):
