@@ -331,6 +331,20 @@ static void *write_slowly(void *arg)
     return NULL;
 }
 
+/* Opens (so migrates) the store while `o` holds its transaction open; the
+ * older writer's commit must succeed. */
+static pgw_store *migrate_beside(old_writer *o)
+{
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, write_slowly, o), 0);
+    while (atomic_load(&o->began) == 0)
+        usleep(1000);
+    pgw_store *s = open_store(o->f); /* waits for the older writer's transaction */
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(o->rc, PGW_OK);
+    return s;
+}
+
 /*
  * A day an older instance commits while the migration to schema 19 runs
  * is either in activity_days afterwards or refused: never acknowledged and
@@ -349,13 +363,7 @@ static void test_a_day_written_during_schema_19_is_kept(void **state)
     pgw_store_close(s);
     back_to_schema_18(f);
     old_writer o = {.f = f, .sql = "INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)"};
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, write_slowly, &o), 0);
-    while (atomic_load(&o.began) == 0)
-        usleep(1000);
-    s = open_store(f); /* migrates: waits for the older writer's transaction */
-    assert_int_equal(pthread_join(thread, NULL), 0);
-    assert_int_equal(o.rc, PGW_OK); /* acknowledged... */
+    s = migrate_beside(&o); /* acknowledged... */
     const pgw_activity_days days = {.today = 30000, .year_before = 29635, .month_first = 29990};
     pgw_member_activity a;
     bool found = false;
@@ -685,13 +693,7 @@ static void test_a_key_written_during_schema_21_is_kept(void **state)
     old_writer o = {.f = f,
                     .sql = "SELECT count(*) FROM idempotency WHERE key = 'store:S001:OLD'",
                     .then = sql};
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, write_slowly, &o), 0);
-    while (atomic_load(&o.began) == 0)
-        usleep(1000);
-    s = open_store(f); /* migrates: waits for the older writer's transaction */
-    assert_int_equal(pthread_join(thread, NULL), 0);
-    assert_int_equal(o.rc, PGW_OK); /* acknowledged... */
+    s = migrate_beside(&o); /* acknowledged... */
     char got[64];
     events_of(s, "S001", got, sizeof(got)); /* ...and kept */
     assert_string_equal(got, "S001:OLD=7");
