@@ -384,7 +384,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " ON CONFLICT (address, hour) DO UPDATE SET members = enrolments.members + 1",
     [ST_SET_REFERRED_BY] = "UPDATE members SET referred_by = ?2 WHERE id = ?1",
     /* Reconciliation's ledger side, a page of keys after a cursor: a shop's
-     * in event_id order, a channel's by shop (pgw_store_read_events). */
+     * in event_id order, a channel's in key order (pgw_store_read_events). */
     [ST_EVENTS] = "SELECT " EVENT_COLUMNS " FROM idempotency WHERE key > ?1 AND key < ?2"
                   " AND event_type <> '' AND occurred_at >= ?3 AND occurred_at < ?4"
                   " ORDER BY key LIMIT ?5",
@@ -799,7 +799,7 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * checkpoint, the largest part of the WAL at 128 connections (bench/
      * RESULTS.md). Now one: idempotency WITHOUT ROWID, its rows in key
      * order, which reconciliation reads as it read events. What only a
-     * replay reads, the fingerprint, the time and the answer (30, 8 and
+     * replay reads, the fingerprint, the time and the answer (32, 8 and
      * 300 bytes), is appended to key_records: in the keyed rows it made
      * every leaf split sooner. migrate_events_first refuses an events row
      * without its key, which the UPDATE would leave behind. */
