@@ -281,6 +281,7 @@ typedef struct pgw_breakdown_line {
     char funded_by[PGW_ACCOUNT_MAX + 1]; /* "shop:S001", "mall:campaigns", ... */
     char debit[PGW_ACCOUNT_MAX + 1];     /* "shop:S001:issued", "mall:campaigns", ... */
     pgw_beneficiary beneficiary;
+    bool daily_capped; /* its rule has a daily cap: the member's day total of it is kept */
 } pgw_breakdown_line;
 
 typedef struct pgw_earning {

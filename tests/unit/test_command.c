@@ -859,28 +859,85 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     return rc;
 }
 
-static void test_events_are_priced_with_the_members_activity(void **state)
+/* A writer pricing events with the example configuration's rules (no risk limits). */
+static void event_run_start(const db_fixture *db, event_run *er)
 {
-    const db_fixture *db = *state;
-    static event_run er;
-    memset(&er, 0, sizeof(er));
+    memset(er, 0, sizeof(*er));
     char path[512];
     const char *src = getenv("PGW_SOURCE_DIR");
     snprintf(path, sizeof(path), "%s/config/pointsgw.example.json", src ? src : ".");
     pgw_err err;
-    if (pgw_config_load(path, &er.cfg, &err) != PGW_OK)
+    if (pgw_config_load(path, &er->cfg, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     pgw_writer_options wo = {.db_url = db->url,
                              .queue_cap = 16,
                              .batch_max = 8,
-                             .policy = {.expiry = er.cfg->rules.expiry,
-                                        .tz = er.cfg->rules.tz,
-                                        .allow_negative = er.cfg->allow_negative,
-                                        .rules = &er.cfg->rules,
+                             .policy = {.expiry = er->cfg->rules.expiry,
+                                        .tz = er->cfg->rules.tz,
+                                        .allow_negative = er->cfg->allow_negative,
+                                        .rules = &er->cfg->rules,
                                         .auto_enroll = true}};
-    assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
+    assert_int_equal(pgw_writer_start(&wo, &er->writer, NULL), PGW_OK);
+    er->serial = 1;
+}
+
+/* The points of the earning's line under `rule`, 0 when it has none. */
+static int64_t line_points(const pgw_earning *e, const char *rule)
+{
+    for (size_t i = 0; i < e->n_lines; i++)
+        if (strcmp(e->lines[i].rule, rule) == 0)
+            return e->lines[i].points;
+    return 0;
+}
+
+/*
+ * A daily cap counts what the member earned under its rule that day, as
+ * the store kept it; the store keeps a day's points only for rules with a
+ * cap (or behaviours, under a risk limit on them): the rows of the others
+ * were never read and cost a random B-tree leaf per event.
+ */
+static void test_daily_caps_count_what_the_store_kept(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    /* Double eleven: 3x, at most 500 extra points a day. */
+    const char *day = "2026-11-12T10:00:00+08:00";
+    static const int64_t amounts[] = {10000, 20000, 10000};
+    int64_t extra[3];
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, amounts[i], day, NULL), PGW_OK);
+        extra[i] = line_points(&er.earning, "campaign:double-eleven");
+    }
+    assert_true(extra[0] > 0 && extra[0] < 500);
+    assert_int_equal(extra[0] + extra[1], 500); /* capped by what the first earned */
+    assert_int_equal(extra[2], 0);
+    /* Reviews: 20 points, at most 60 a day. */
+    int64_t reviews[4];
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(send_event(&er, PGW_EVENT_REVIEW, 0, day, NULL), PGW_OK);
+        reviews[i] = er.earning.points;
+    }
+    assert_int_equal(reviews[0] + reviews[1] + reviews[2], 60);
+    assert_int_equal(reviews[3], 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_REVIEW, 0, "2026-11-13T10:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.points, 20); /* a new day */
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    /* format:retail and behaviour:first_purchase earned too, but have no cap. */
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM member_rule_days"), 3);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM member_rule_days WHERE rule IN"
+                                          " ('campaign:double-eleven', 'behaviour:review')"),
+                     3);
+}
+
+static void test_events_are_priced_with_the_members_activity(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
     atomic_store(&writer_caches, 0);
-    er.serial = 1;
     int64_t points[7], refunded = 0; /* what each event moved, for reconciliation */
     /* A first purchase: a new member with no history. */
     pgw_member_ctx ctx = {.first_purchase = true};
@@ -970,6 +1027,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_are_priced_with_the_members_activity,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
