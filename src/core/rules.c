@@ -111,10 +111,9 @@ static void name_funder(earn_state *st, pgw_funder funder, pgw_breakdown_line *l
     memcpy(line->debit, line->funded_by, sizeof(line->debit));
 }
 
-/* Appends a breakdown line (nothing for 0 points) and adds it to its total;
- * `daily_cap` is its rule's (0: none). */
+/* Appends a breakdown line (nothing for 0 points) and adds it to its total. */
 static int add_line(earn_state *st, const char *rule, int64_t points, pgw_funder funder,
-                    pgw_beneficiary beneficiary, int64_t daily_cap)
+                    pgw_beneficiary beneficiary, bool day_counted)
 {
     PGW_ASSERT(points >= 0);
     if (points == 0)
@@ -126,7 +125,7 @@ static int add_line(earn_state *st, const char *rule, int64_t points, pgw_funder
     line->points = points;
     line->funder = funder;
     line->beneficiary = beneficiary;
-    line->daily_capped = daily_cap > 0;
+    line->day_counted = day_counted;
     name_funder(st, funder, line);
     int64_t *total = beneficiary == PGW_BENEFICIARY_MEMBER ? &out->points : &out->referrer_points;
     if (pgw_add(*total, points, total) != PGW_OK || *total > PGW_POINTS_MAX)
@@ -203,7 +202,7 @@ static int base_and_tier(earn_state *st)
         snprintf(rule, sizeof(rule), "shop:%s", shop->id);
     else
         snprintf(rule, sizeof(rule), "format:%s", rules->formats[shop->format].name);
-    int rc = add_line(st, rule, st->base, PGW_FUND_SHOP, PGW_BENEFICIARY_MEMBER, 0);
+    int rc = add_line(st, rule, st->base, PGW_FUND_SHOP, PGW_BENEFICIARY_MEMBER, false);
     st->out->tier = pgw_rules_tier_for_spend(rules, st->ctx->spend_12m_fen);
     if (rc != PGW_OK || st->out->tier < 0)
         return rc;
@@ -213,7 +212,7 @@ static int base_and_tier(earn_state *st)
     if (rc != PGW_OK)
         return rc;
     snprintf(rule, sizeof(rule), "tier:%s", tier->name);
-    return add_line(st, rule, extra, PGW_FUND_MALL_CAMPAIGN, PGW_BENEFICIARY_MEMBER, 0);
+    return add_line(st, rule, extra, PGW_FUND_MALL_CAMPAIGN, PGW_BENEFICIARY_MEMBER, false);
 }
 
 /* true when the campaign's shop and format filters admit the event's shop. */
@@ -375,7 +374,7 @@ static int campaigns(earn_state *st)
         char rule[PGW_RULE_MAX + 1];
         snprintf(rule, sizeof(rule), "campaign:%s", c->id);
         pgw_funder funder = c->funded_by == PGW_FUND_SHOP ? PGW_FUND_SHOP : PGW_FUND_MALL_CAMPAIGN;
-        int rc = add_line(st, rule, extras[i], funder, PGW_BENEFICIARY_MEMBER, c->daily_cap);
+        int rc = add_line(st, rule, extras[i], funder, PGW_BENEFICIARY_MEMBER, true);
         if (rc != PGW_OK)
             return rc;
     }
@@ -394,7 +393,7 @@ static int earn_purchase(earn_state *st)
         int64_t points =
             apply_daily_cap(st, "behaviour:first_purchase", first->daily_cap, first->points);
         rc = add_line(st, "behaviour:first_purchase", points, PGW_FUND_MALL_BEHAVIOUR,
-                      PGW_BENEFICIARY_MEMBER, first->daily_cap);
+                      PGW_BENEFICIARY_MEMBER, true);
     }
     if (rc == PGW_OK && st->out->points == 0)
         set_reason(st, "amount is below one point at this shop's rate");
@@ -414,7 +413,7 @@ static int earn_behaviour(earn_state *st, const char *name, const pgw_behaviour 
         return PGW_OK;
     }
     int64_t points = apply_daily_cap(st, rule, b->daily_cap, b->points);
-    return add_line(st, rule, points, PGW_FUND_MALL_BEHAVIOUR, beneficiary, b->daily_cap);
+    return add_line(st, rule, points, PGW_FUND_MALL_BEHAVIOUR, beneficiary, true);
 }
 
 static int earn_sign_in(earn_state *st)
@@ -439,7 +438,7 @@ static int earn_sign_in(earn_state *st)
         char rule[PGW_RULE_MAX + 1];
         snprintf(rule, sizeof(rule), "behaviour:sign_in_streak_%d", (int)bs->streaks[i].days);
         rc = add_line(st, rule, bs->streaks[i].bonus_points, PGW_FUND_MALL_BEHAVIOUR,
-                      PGW_BENEFICIARY_MEMBER, 0);
+                      PGW_BENEFICIARY_MEMBER, true);
     }
     return rc;
 }
@@ -461,7 +460,7 @@ static int earn_referral(earn_state *st)
     int rc = earn_behaviour(st, "referral", &bs->referral, PGW_BENEFICIARY_MEMBER);
     if (rc == PGW_OK && bs->referral.enabled)
         rc = add_line(st, "behaviour:referral", bs->referral_referrer_points,
-                      PGW_FUND_MALL_BEHAVIOUR, PGW_BENEFICIARY_REFERRER, 0);
+                      PGW_FUND_MALL_BEHAVIOUR, PGW_BENEFICIARY_REFERRER, true);
     return rc;
 }
 
@@ -471,7 +470,7 @@ static int earn_custom(earn_state *st)
     if (points < 1 || points > PGW_POINTS_MAX)
         return pgw_err_set(st->err, PGW_EINVAL, "custom points must be 1..%lld, got %lld",
                            (long long)PGW_POINTS_MAX, (long long)points);
-    return add_line(st, "custom", points, PGW_FUND_ADJUSTMENT, PGW_BENEFICIARY_MEMBER, 0);
+    return add_line(st, "custom", points, PGW_FUND_ADJUSTMENT, PGW_BENEFICIARY_MEMBER, false);
 }
 
 static int dispatch(earn_state *st)

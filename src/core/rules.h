@@ -281,7 +281,10 @@ typedef struct pgw_breakdown_line {
     char funded_by[PGW_ACCOUNT_MAX + 1]; /* "shop:S001", "mall:campaigns", ... */
     char debit[PGW_ACCOUNT_MAX + 1];     /* "shop:S001:issued", "mall:campaigns", ... */
     pgw_beneficiary beneficiary;
-    bool daily_capped; /* its rule has a daily cap: the member's day total of it is kept */
+    /* A campaign's or a behaviour's: daily caps and the risk limit on
+     * behaviours read its day's total back, whatever the configuration
+     * that priced it (base, tier and custom lines are never read). */
+    bool day_counted;
 } pgw_breakdown_line;
 
 typedef struct pgw_earning {

@@ -672,8 +672,8 @@ static void activity_to_ctx(const pgw_member_activity *a, pgw_event_type type, p
 }
 
 /* What the event changes in the member's activity, after its points. */
-static int record_activity(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
-                           const pgw_activity_days *days, pgw_member_activity *a)
+static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activity_days *days,
+                           pgw_member_activity *a)
 {
     const pgw_event *ev = cmd->event;
     const pgw_earning *earning = cmd->earning;
@@ -683,16 +683,13 @@ static int record_activity(pgw_store *store, const pgw_ledger_policy *policy, pg
                                                    : 0;
     rc = pgw_store_add_member_day(store, cmd->member, days->today, ev->type == PGW_EVENT_PURCHASE,
                                   spend, &cmd->err);
-    /* The day's points of a rule are read back only for a daily cap: its
-     * own, or the risk limit on all behaviours. Every other rule's row
-     * would be one more random B-tree leaf in every commit (RESULTS.md). A
-     * cap added during a day counts from its first event on. */
-    bool behaviour_limit = policy->risk.max_behaviour_points_per_day > 0;
+    /* A rule's day is kept only where something reads it back (the rules'
+     * day_counted: campaigns and behaviours, whatever the configuration,
+     * so that a cap added later counts the day's earlier points). The base
+     * rate's row was one more random B-tree leaf per event (RESULTS.md). */
     for (size_t i = 0; rc == PGW_OK && i < earning->n_lines; i++) {
         const pgw_breakdown_line *line = &earning->lines[i];
-        bool kept =
-            line->daily_capped || (behaviour_limit && strncmp(line->rule, "behaviour:", 10) == 0);
-        if (line->beneficiary == PGW_BENEFICIARY_MEMBER && kept)
+        if (line->beneficiary == PGW_BENEFICIARY_MEMBER && line->day_counted)
             rc = pgw_store_add_rule_day(store, cmd->member, days->today, line->rule, line->points,
                                         &cmd->err);
     }
@@ -924,7 +921,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         cmd->new_tier = after != before ? after : -1;
     }
     if (rc == PGW_OK)
-        rc = record_activity(store, policy, cmd, &days, a);
+        rc = record_activity(store, cmd, &days, a);
     if (rc == PGW_OK)
         record_event(cmd);
     return rc;

@@ -890,24 +890,41 @@ static int64_t line_points(const pgw_earning *e, const char *rule)
     return 0;
 }
 
+/* The campaign `id` of the run's configuration. */
+static pgw_campaign *campaign(event_run *er, const char *id)
+{
+    for (size_t i = 0; i < er->cfg->rules.n_campaigns; i++)
+        if (strcmp(er->cfg->rules.campaigns[i].id, id) == 0)
+            return &er->cfg->rules.campaigns[i];
+    fail_msg("no campaign %s in the example configuration", id);
+    return NULL;
+}
+
 /*
  * A daily cap counts what the member earned under its rule that day, as
- * the store kept it; the store keeps a day's points only for rules with a
- * cap (or behaviours, under a risk limit on them): the rows of the others
- * were never read and cost a random B-tree leaf per event.
+ * the store kept it, whatever configuration priced those points: one
+ * without the cap (an instance not yet restarted with it) too. The store
+ * keeps the day only of campaigns and behaviours, which caps and the risk
+ * limit read; the base rate's row was never read and cost a random B-tree
+ * leaf per event.
  */
 static void test_daily_caps_count_what_the_store_kept(void **state)
 {
     const db_fixture *db = *state;
     static event_run er;
     event_run_start(db, &er);
-    /* Double eleven: 3x, at most 500 extra points a day. */
+    /* Double eleven: 3x, at most 500 extra points a day; the first
+     * purchase priced while the configuration has no cap. */
+    pgw_campaign *double_eleven = campaign(&er, "double-eleven");
+    assert_int_equal(double_eleven->daily_cap, 500);
+    double_eleven->daily_cap = 0;
     const char *day = "2026-11-12T10:00:00+08:00";
     static const int64_t amounts[] = {10000, 20000, 10000};
     int64_t extra[3];
     for (size_t i = 0; i < 3; i++) {
         assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, amounts[i], day, NULL), PGW_OK);
         extra[i] = line_points(&er.earning, "campaign:double-eleven");
+        double_eleven->daily_cap = 500;
     }
     assert_true(extra[0] > 0 && extra[0] < 500);
     assert_int_equal(extra[0] + extra[1], 500); /* capped by what the first earned */
@@ -925,11 +942,13 @@ static void test_daily_caps_count_what_the_store_kept(void **state)
     assert_int_equal(er.earning.points, 20); /* a new day */
     pgw_writer_stop(er.writer);
     pgw_config_free(er.cfg);
-    /* format:retail and behaviour:first_purchase earned too, but have no cap. */
-    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM member_rule_days"), 3);
+    /* The campaign's day, the first purchase bonus's, the reviews' two
+     * days; not format:retail's, which every purchase earned. */
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM member_rule_days"), 4);
     assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM member_rule_days WHERE rule IN"
-                                          " ('campaign:double-eleven', 'behaviour:review')"),
-                     3);
+                                          " ('campaign:double-eleven', 'behaviour:review',"
+                                          " 'behaviour:first_purchase')"),
+                     4);
 }
 
 static void test_events_are_priced_with_the_members_activity(void **state)
