@@ -130,7 +130,6 @@ int pgw_transfer_encode(const pgw_transfer *t, uint8_t *buf, size_t cap, size_t 
 }
 
 /* SHA-256(prev_hash || canonical bytes) of t, whose prev_hash is set. */
-/* SHA-256 of the previous hash followed by the transfer's encoding. */
 static int hash_transfer(const pgw_transfer *t, uint8_t out[PGW_HASH_LEN], pgw_err *err)
 {
     uint8_t buf[PGW_HASH_LEN + PGW_TRANSFER_ENCODED_MAX];

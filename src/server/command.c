@@ -855,9 +855,10 @@ static void record_event(pgw_command *cmd)
     const pgw_event *ev = cmd->event;
     bool refund = ev->type == PGW_EVENT_REFUND;
     pgw_event_record *r = &cmd->event_record;
-    PGW_ASSERT(strlen(pgw_event_type_name(ev->type)) < sizeof(r->type));
+    const char *type = pgw_event_type_name(ev->type);
+    PGW_ASSERT(strlen(type) < sizeof(r->type));
     PGW_ASSERT(strlen(cmd->member) < sizeof(r->member));
-    memcpy(r->type, pgw_event_type_name(ev->type), strlen(pgw_event_type_name(ev->type)) + 1);
+    memcpy(r->type, type, strlen(type) + 1);
     memcpy(r->member, cmd->member, strlen(cmd->member) + 1);
     r->occurred_at = ev->occurred_at;
     r->amount_fen = refund || ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen : 0;

@@ -198,9 +198,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_DEBT] = "SELECT debt FROM members WHERE id = ?1",
     [ST_PUT_MEMBER] = "INSERT INTO members (id, debt, created_at_us) VALUES (?1, ?2, ?3)"
                       " ON CONFLICT (id) DO UPDATE SET debt = excluded.debt",
-    /* SQLite keeps a RETURNING clause's rows in a temporary B-tree it opens
-     * and closes per step (a tenth of the writer's time per purchase): it
-     * reads the new id with last_insert_rowid instead. */
+    /* Two forms, as every insert whose id the database gives: see
+     * insert_with_id (a tenth of the writer's time per purchase, once). */
     [ST_INSERT_LOT] = INSERT_LOT,
     [ST_INSERT_LOT_RETURNING] = INSERT_LOT " RETURNING id",
     [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1",
@@ -1457,6 +1456,24 @@ int pgw_store_find_key(pgw_store *s, const char *key, bool *found, pgw_idem_reco
     return read_key(s, key, found, out, err);
 }
 
+/*
+ * Runs a bound INSERT of a row whose id the database gives; *id is that id.
+ * `returning`: PostgreSQL's form, with RETURNING id. SQLite's has none, and
+ * its id is the connection's last rowid: there a RETURNING clause keeps its
+ * rows in a temporary B-tree opened and closed per execution.
+ */
+static int insert_with_id(pgw_store *s, pgw_sql_stmt *st, bool returning, const char *what,
+                          int64_t *id, pgw_err *err)
+{
+    int step = pgw_sql_step(st);
+    bool written = step == (returning ? PGW_SQL_ROW : PGW_SQL_DONE);
+    if (written)
+        *id = returning ? pgw_sql_column_int64(st, 0) : pgw_sql_last_insert_id(s->db);
+    pgw_sql_reset(st);
+    PGW_ASSERT(!written || *id > 0);
+    return written ? PGW_OK : db_error(s, step < 0 ? step : PGW_EIO, what, err);
+}
+
 /* Appends what a key's first use recorded; *id its row's. */
 static int insert_record(pgw_store *s, const uint8_t fingerprint[PGW_HASH_LEN], int64_t now_us,
                          const char *answer, int64_t *id, pgw_err *err)
@@ -1466,13 +1483,7 @@ static int insert_record(pgw_store *s, const uint8_t fingerprint[PGW_HASH_LEN], 
     pgw_sql_bind_blob(st, 1, fingerprint, PGW_HASH_LEN);
     pgw_sql_bind_int64(st, 2, now_us);
     pgw_sql_bind_text(st, 3, answer != NULL ? answer : ""); /* the column's default */
-    int step = pgw_sql_step(st);
-    bool written = step == (returning ? PGW_SQL_ROW : PGW_SQL_DONE);
-    if (written)
-        *id = returning ? pgw_sql_column_int64(st, 0) : pgw_sql_last_insert_id(s->db);
-    pgw_sql_reset(st);
-    PGW_ASSERT(!written || *id > 0);
-    return written ? PGW_OK : db_error(s, PGW_EIO, "recording an idempotency key", err);
+    return insert_with_id(s, st, returning, "recording an idempotency key", id, err);
 }
 
 int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
@@ -1720,8 +1731,8 @@ static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 /*
  * Invariants over lots, holds, earns and members' days, one query each. A
  * query returns the first violation as a message (so the report names the
- * broken row), or no row. Refund arithmetic is checked in C (verify_refunds): P*R overflows
- * SQLite's integers into floating point.
+ * broken row), or no row. Refund arithmetic is checked in C
+ * (verify_refunds): P*R overflows SQLite's integers into floating point.
  */
 static const char *const INVARIANTS[] = {
     "WITH x AS (SELECT reference r, SUM(points) p FROM transfers WHERE kind = 4"
@@ -1865,13 +1876,7 @@ int pgw_store_insert_lot(pgw_store *s, pgw_lot *lot, pgw_err *err)
     pgw_sql_bind_int64(st, 5, lot->earned_at);
     pgw_sql_bind_int64(st, 6, lot->expires_at);
     pgw_sql_bind_int64(st, 7, lot->source_transfer);
-    int step = pgw_sql_step(st);
-    bool written = step == (returning ? PGW_SQL_ROW : PGW_SQL_DONE);
-    if (written)
-        lot->id = returning ? pgw_sql_column_int64(st, 0) : pgw_sql_last_insert_id(s->db);
-    pgw_sql_reset(st);
-    PGW_ASSERT(!written || lot->id > 0);
-    return written ? PGW_OK : db_error(s, step < 0 ? step : PGW_EIO, "writing a lot", err);
+    return insert_with_id(s, st, returning, "writing a lot", &lot->id, err);
 }
 
 /* One row of LOT_COLUMNS into a lot; false when the member id does not fit. */
