@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "raw_sqlite.h"
+
 static sqlite3_pcache_methods2 pcache1; /* SQLite's default, taken before any use */
 
 typedef struct counts {
@@ -66,13 +68,6 @@ static sqlite3_pcache_methods2 counting(void)
     return m;
 }
 
-static void exec(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-        fail_msg("%s: %s", sql, msg);
-}
-
 static int64_t query_int(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st;
@@ -92,9 +87,9 @@ static sqlite3 *open_fresh(char *path, size_t cap)
     close(fd);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    exec(db, "PRAGMA page_size = 2048; PRAGMA journal_mode = WAL; PRAGMA cache_size = -65536;"
-             "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL, pad TEXT NOT NULL);"
-             "CREATE INDEX t_k ON t (k)");
+    raw_exec(db, "PRAGMA page_size = 2048; PRAGMA journal_mode = WAL; PRAGMA cache_size = -65536;"
+                 "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL, pad TEXT NOT NULL);"
+                 "CREATE INDEX t_k ON t (k)");
     return db;
 }
 
@@ -148,9 +143,9 @@ static void test_splits_do_not_walk_the_cache(void **state)
     unsigned seed = 1;
     long walks_before = seen.walks; /* setting up: journal mode, schema */
     for (int i = 0; i < 300; i++) {
-        exec(db, "BEGIN IMMEDIATE");
+        raw_exec(db, "BEGIN IMMEDIATE");
         insert_random(db, 40, &seed);
-        exec(db, "COMMIT");
+        raw_exec(db, "COMMIT");
     }
     assert_true(seen.swaps > 0); /* the workload does what triggered the walks */
     assert_int_equal(seen.walks - walks_before, 0);
@@ -166,17 +161,17 @@ static void test_rollback_still_drops_pages(void **state)
     char path[64];
     sqlite3 *db = open_fresh(path, sizeof(path));
     unsigned seed = 2;
-    exec(db, "BEGIN IMMEDIATE");
+    raw_exec(db, "BEGIN IMMEDIATE");
     insert_random(db, 1000, &seed);
-    exec(db, "COMMIT");
+    raw_exec(db, "COMMIT");
     long before = seen.truncates;
-    exec(db, "BEGIN IMMEDIATE");
+    raw_exec(db, "BEGIN IMMEDIATE");
     insert_random(db, 5000, &seed);
-    exec(db, "ROLLBACK");
+    raw_exec(db, "ROLLBACK");
     assert_true(seen.truncates > before);
-    exec(db, "BEGIN IMMEDIATE");
+    raw_exec(db, "BEGIN IMMEDIATE");
     insert_random(db, 5000, &seed);
-    exec(db, "COMMIT");
+    raw_exec(db, "COMMIT");
     assert_int_equal(query_int(db, "SELECT count(*) FROM t"), 6000);
     sqlite3_stmt *st;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);

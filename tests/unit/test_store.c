@@ -14,6 +14,7 @@
 #include "store/store.h"
 
 #include "db_fixture.h"
+#include "raw_sqlite.h"
 #include "rng.h"
 #include "shim_vfs.h"
 
@@ -1033,13 +1034,6 @@ static int count_subjournal_write(shim_file *f, int n)
     return SQLITE_OK;
 }
 
-static void exec_raw(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-        fail_msg("%s: %s", sql, msg);
-}
-
 /*
  * The writer runs each command in a savepoint, whose journal keeps the
  * first version of every page the command changes. SQLite moved it to a
@@ -1062,16 +1056,16 @@ static void test_statement_journals_stay_in_memory(void **state)
     assert_true(shim_vfs_install());
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    exec_raw(db, "CREATE TABLE pages (b BLOB);"
+    raw_exec(db, "CREATE TABLE pages (b BLOB);"
                  "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000)"
                  " INSERT INTO pages SELECT randomblob(1000) FROM n;");
-    exec_raw(db, "BEGIN; SAVEPOINT command; UPDATE pages SET b = randomblob(1000)"
+    raw_exec(db, "BEGIN; SAVEPOINT command; UPDATE pages SET b = randomblob(1000)"
                  " WHERE rowid <= 90; RELEASE command; COMMIT;");
     assert_int_equal(subjournal_writes, 0);
-    exec_raw(db, "BEGIN; SAVEPOINT command; UPDATE pages SET b = randomblob(1000);"
+    raw_exec(db, "BEGIN; SAVEPOINT command; UPDATE pages SET b = randomblob(1000);"
                  " RELEASE command; COMMIT;");
     assert_true(subjournal_writes > 0);
-    exec_raw(db, "BEGIN; DROP TABLE pages; COMMIT;");
+    raw_exec(db, "BEGIN; DROP TABLE pages; COMMIT;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     pgw_store_close(s);
 }

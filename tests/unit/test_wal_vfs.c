@@ -11,6 +11,7 @@
 #include "store/store.h"
 #include "store/wal_vfs.h"
 #include "shim_vfs.h"
+#include "raw_sqlite.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -169,13 +170,6 @@ static int64_t raw_int(sqlite3 *db, const char *sql)
         v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return v;
-}
-
-static void raw_exec(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-        fail_msg("%s: %s", sql, msg);
 }
 
 /*
