@@ -270,15 +270,19 @@ static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const ch
 
 /* ---- earning ------------------------------------------------------------------ */
 
-/* Repays debt first, puts the rest in a lot, records a purchase for refunds. */
-/* Credits `points` to `member`: repays its debt first, the rest becomes a
- * lot expiring per the policy, linked to transfer `source`. */
+/*
+ * Credits `points` to `member`: repays its debt first, the rest becomes a
+ * lot expiring per the policy, linked to transfer `source`. `debt_read`:
+ * the member's debt as this command read it (the member exists), or NULL
+ * to read it here (a member not found is created).
+ */
 static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
-                         const char *member, int64_t points, int64_t source, int64_t *lot_id)
+                         const char *member, const int64_t *debt_read, int64_t points,
+                         int64_t source, int64_t *lot_id)
 {
-    bool known = false;
-    int64_t debt = 0, expires_at = 0;
-    int rc = pgw_store_member_debt(store, member, &known, &debt, &cmd->err);
+    bool known = debt_read != NULL;
+    int64_t debt = known ? *debt_read : 0, expires_at = 0;
+    int rc = known ? PGW_OK : pgw_store_member_debt(store, member, &known, &debt, &cmd->err);
     int64_t repay = pgw_min64(debt, points);
     /* Only a new member or a repayment writes the member's row: an
      * unchanged row costs nothing at commit. */
@@ -302,9 +306,9 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
 
 /* Repays debt first, puts the rest in a lot, records a purchase for refunds. */
 static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
-                       size_t first, size_t n_funders)
+                       const int64_t *debt_read, size_t first, size_t n_funders)
 {
-    int rc = credit_member(store, policy, cmd, cmd->member, cmd->points_moved,
+    int rc = credit_member(store, policy, cmd, cmd->member, debt_read, cmd->points_moved,
                            cmd->transfers[first].id, &cmd->lot_created);
     if (rc != PGW_OK || cmd->amount_fen == 0)
         return rc;
@@ -317,8 +321,10 @@ static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     return pgw_store_insert_earn(store, &e, &cmd->err);
 }
 
-/* One EARN transfer per funder, then debt, lot and earn record. */
-static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+/* One EARN transfer per funder, then debt, lot and earn record (debt_read:
+ * as credit_member takes it). */
+static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                      const int64_t *debt_read)
 {
     pgw_earn_funder funders[PGW_EARN_FUNDERS_MAX];
     size_t n = 0;
@@ -341,7 +347,8 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         memcpy(t->breakdown, funders[i].breakdown, sizeof(t->breakdown));
     }
     rc = append_transfers(store, cmd);
-    return rc == PGW_OK && !cmd->replayed ? finish_earn(store, policy, cmd, first, n) : rc;
+    return rc == PGW_OK && !cmd->replayed ? finish_earn(store, policy, cmd, debt_read, first, n)
+                                          : rc;
 }
 
 /*
@@ -671,6 +678,30 @@ static void activity_to_ctx(const pgw_member_activity *a, pgw_event_type type, p
     ctx->today = a->today;
 }
 
+/* Sets the once-only flags and the sign-in streak the event leaves the
+ * member with (after its pricing); true when they changed. */
+static bool set_flags_after(const pgw_command *cmd, const pgw_activity_days *days,
+                            pgw_member_activity *a)
+{
+    const pgw_event *ev = cmd->event;
+    const struct {
+        bool purchased, registered, followed, has_sign_in;
+        int64_t sign_in, streak;
+    } was = {a->purchased_before, a->registered_before, a->followed_before,
+             a->has_last_sign_in, a->last_sign_in,      a->sign_in_streak};
+    a->purchased_before |= ev->type == PGW_EVENT_PURCHASE;
+    a->registered_before |= ev->type == PGW_EVENT_REGISTER;
+    a->followed_before |= ev->type == PGW_EVENT_FOLLOW_OA;
+    if (ev->type == PGW_EVENT_SIGN_IN && cmd->earning->sign_in_streak > 0) {
+        a->has_last_sign_in = true;
+        a->last_sign_in = days->today;
+        a->sign_in_streak = cmd->earning->sign_in_streak;
+    }
+    return was.purchased != a->purchased_before || was.registered != a->registered_before ||
+           was.followed != a->followed_before || was.has_sign_in != a->has_last_sign_in ||
+           was.sign_in != a->last_sign_in || was.streak != a->sign_in_streak;
+}
+
 /* What the event changes in the member's activity, after its points. */
 static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activity_days *days,
                            pgw_member_activity *a)
@@ -682,7 +713,7 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
                     : ev->type == PGW_EVENT_REFUND ? -ev->amount_fen
                                                    : 0;
     rc = pgw_store_add_member_day(store, cmd->member, days->today, ev->type == PGW_EVENT_PURCHASE,
-                                  spend, &cmd->err);
+                                  spend, a->later_days, &cmd->err);
     /* A rule's day is kept only where something reads it back (the rules'
      * day_counted: campaigns and behaviours, whatever the configuration,
      * so that a cap added later counts the day's earlier points). The base
@@ -693,31 +724,26 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
             rc = pgw_store_add_rule_day(store, cmd->member, days->today, line->rule, line->points,
                                         &cmd->err);
     }
-    const struct {
-        bool purchased, registered, followed, has_sign_in;
-        int64_t sign_in, streak;
-    } was = {a->purchased_before, a->registered_before, a->followed_before,
-             a->has_last_sign_in, a->last_sign_in,      a->sign_in_streak};
-    a->purchased_before |= ev->type == PGW_EVENT_PURCHASE;
-    a->registered_before |= ev->type == PGW_EVENT_REGISTER;
-    a->followed_before |= ev->type == PGW_EVENT_FOLLOW_OA;
-    if (ev->type == PGW_EVENT_SIGN_IN && earning->sign_in_streak > 0) {
-        a->has_last_sign_in = true;
-        a->last_sign_in = days->today;
-        a->sign_in_streak = earning->sign_in_streak;
-    }
-    /* A returning buyer's flags stay as they were: no write for them. */
-    bool changed = was.purchased != a->purchased_before || was.registered != a->registered_before ||
-                   was.followed != a->followed_before || was.has_sign_in != a->has_last_sign_in ||
-                   was.sign_in != a->last_sign_in || was.streak != a->sign_in_streak;
-    if (rc != PGW_OK || !changed)
+    /* A returning buyer's flags stay as they were, and a member enrolled
+     * by this event has them already (enrol): no write for either. */
+    if (rc != PGW_OK || !set_flags_after(cmd, days, a))
         return rc;
     return pgw_store_set_member_flags(store, cmd->member, a, &cmd->err);
 }
 
-/* Earns the member's lines of the earning (none: the member is still recorded). */
+/* A member first seen in this event: its row, with the flags the event
+ * leaves it (its debt 0), before its lots reference it. */
+static int enrol(pgw_store *store, pgw_command *cmd, const pgw_activity_days *days,
+                 pgw_member_activity *a)
+{
+    set_flags_after(cmd, days, a);
+    return pgw_store_add_member(store, cmd->member, a, now_us(), &cmd->err);
+}
+
+/* Earns the member's lines of the earning (none: the key is still recorded).
+ * The member exists, with `debt` as this command read it. */
 static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
-                      bool known)
+                      int64_t debt)
 {
     const pgw_earning *earning = cmd->earning;
     cmd->n_lines = 0;
@@ -746,15 +772,14 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         referrer_points += line->points;
     }
     if (cmd->n_lines > 0) {
-        int rc = apply_earn(store, policy, cmd);
+        int rc = apply_earn(store, policy, cmd, &debt);
         int64_t lot = 0;
         if (rc == PGW_OK && referrer_points > 0)
-            rc = credit_member(store, policy, cmd, cmd->referrer, referrer_points,
+            rc = credit_member(store, policy, cmd, cmd->referrer, NULL, referrer_points,
                                cmd->transfers[0].id, &lot);
         return rc;
     }
-    int rc = known ? PGW_OK : pgw_store_put_member(store, cmd->member, 0, now_us(), &cmd->err);
-    return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
+    return append_transfers(store, cmd); /* none: records the key */
 }
 
 /*
@@ -910,8 +935,10 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc = pgw_rules_earn(policy->rules, ev, &ctx, cmd->earning, &cmd->err);
         if (rc == PGW_OK)
             rc = check_event_risk_after(policy, cmd, a);
+        if (rc == PGW_OK && !known)
+            rc = enrol(store, cmd, &days, a);
         if (rc == PGW_OK)
-            rc = earn_lines(store, policy, cmd, known);
+            rc = earn_lines(store, policy, cmd, a->debt);
     }
     if (rc == PGW_OK && policy->rules->n_tiers > 0) { /* spend moved: maybe the tier too */
         int64_t spend = ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen
@@ -1268,7 +1295,7 @@ static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     snprintf(cmd->lines[0].rule, sizeof(cmd->lines[0].rule), "import:%s", cmd->shop);
     cmd->lines[0].points = cmd->points;
     cmd->amount_fen = 0; /* nothing to refund */
-    return apply_earn(store, policy, cmd);
+    return apply_earn(store, policy, cmd, NULL);
 }
 
 /* ---- applying --------------------------------------------------------------------- */
@@ -1294,7 +1321,7 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     case PGW_COMMAND_TRANSFERS:
         return append_transfers(store, cmd);
     case PGW_COMMAND_EARN:
-        return apply_earn(store, policy, cmd);
+        return apply_earn(store, policy, cmd, NULL);
     case PGW_COMMAND_EXPIRE_LOT:
         return apply_expire_lot(store, cmd);
     case PGW_COMMAND_REFUND:

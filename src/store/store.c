@@ -129,6 +129,7 @@ enum {
     ST_ADD_TO_LATER_DAYS,
     ST_ADD_RULE_DAY,
     ST_SET_FLAGS,
+    ST_ADD_MEMBER,
     ST_SELECT_ANSWER,
     ST_EXPIRING,
     ST_HISTORY,
@@ -261,7 +262,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT("run_spend_fen", "?3") ","
         " " RUN_AT("run_purchases", "?2") " - " RUN_AT("run_purchases", "?4 - 1") ","
         " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT("run_spend_fen", "?4 - 1") ","
-        " COALESCE((SELECT events FROM activity_days WHERE member = ?1 AND day = ?2), 0)"
+        " COALESCE((SELECT events FROM activity_days WHERE member = ?1 AND day = ?2), 0),"
+        " m.debt,"
+        " COALESCE((SELECT 1 FROM activity_days WHERE member = ?1 AND day > ?2 LIMIT 1), 0)"
         " FROM members m WHERE m.id = ?1",
     /* clang-format on */
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
@@ -289,6 +292,15 @@ static const char *const STATEMENTS[ST_COUNT] = {
                         " DO UPDATE SET points = member_rule_days.points + excluded.points",
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
+    /* Another instance on the same PostgreSQL may have enrolled the member
+     * meanwhile: its flags then become these, as ST_SET_FLAGS would make them. */
+    [ST_ADD_MEMBER] =
+        "INSERT INTO members (id, debt, created_at_us, purchased, registered,"
+        " followed, last_sign_in, sign_in_streak) VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6)"
+        " ON CONFLICT (id) DO UPDATE SET purchased = excluded.purchased,"
+        " registered = excluded.registered, followed = excluded.followed,"
+        " last_sign_in = excluded.last_sign_in,"
+        " sign_in_streak = excluded.sign_in_streak",
     [ST_SELECT_ANSWER] = "SELECT r.answer FROM idempotency i JOIN key_records r"
                          " ON r.id = i.record WHERE i.key = ?1",
     [ST_HISTORY] =
@@ -2499,6 +2511,8 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
         out->month_purchases = pgw_sql_column_int64(st, 7);
         out->month_spend_fen = pgw_sql_column_int64(st, 8);
         out->events_today = pgw_sql_column_int64(st, 9);
+        out->debt = pgw_sql_column_int64(st, 10);
+        out->later_days = pgw_sql_column_int64(st, 11) != 0;
         if (!column_text(st, 5, out->birthday, sizeof(out->birthday)))
             rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path,
                              member);
@@ -2512,11 +2526,12 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
 }
 
 int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int64_t purchases,
-                             int64_t spend_fen, pgw_err *err)
+                             int64_t spend_fen, bool later_days, pgw_err *err)
 {
     int rc = PGW_OK;
     static const int steps[] = {ST_ADD_DAY, ST_ADD_TO_LATER_DAYS};
-    for (size_t i = 0; rc == PGW_OK && i < sizeof(steps) / sizeof(steps[0]); i++) {
+    size_t n = later_days ? 2 : 1; /* none later: no range to update */
+    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         pgw_sql_stmt *st = s->st[steps[i]];
         pgw_sql_bind_text(st, 1, member);
         pgw_sql_bind_int64(st, 2, day);
@@ -2540,10 +2555,9 @@ int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const 
     return rc;
 }
 
-int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_member_activity *a,
-                               pgw_err *err)
+/* Binds a member's flags as ST_SET_FLAGS and ST_ADD_MEMBER take them (?1 the member). */
+static void bind_flags(pgw_sql_stmt *st, const char *member, const pgw_member_activity *a)
 {
-    pgw_sql_stmt *st = s->st[ST_SET_FLAGS];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, a->purchased_before);
     pgw_sql_bind_int64(st, 3, a->registered_before);
@@ -2553,7 +2567,23 @@ int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_membe
     else
         pgw_sql_bind_null(st, 5);
     pgw_sql_bind_int64(st, 6, a->sign_in_streak);
+}
+
+int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_member_activity *a,
+                               pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_SET_FLAGS];
+    bind_flags(st, member, a);
     return update_one(s, st, "updating a member", err);
+}
+
+int pgw_store_add_member(pgw_store *s, const char *member, const pgw_member_activity *a,
+                         int64_t now_us, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_ADD_MEMBER];
+    bind_flags(st, member, a);
+    pgw_sql_bind_int64(st, 7, now_us);
+    return step_done(s, st, "enrolling a member", err);
 }
 
 /* ---- WeChat ---------------------------------------------------------------------- */

@@ -590,6 +590,8 @@ typedef struct pgw_member_activity {
     int64_t month_purchases; /* purchases on days in [month_first, today] */
     int64_t month_spend_fen;
     int64_t events_today; /* events recorded on `today` */
+    int64_t debt;         /* the member's, as pgw_store_member_debt reads it */
+    bool later_days;      /* days after `today` are recorded (a till sent today's first) */
     bool purchased_before, registered_before, followed_before;
     bool has_last_sign_in;
     int64_t last_sign_in; /* local day number */
@@ -602,16 +604,25 @@ typedef struct pgw_member_activity {
 /* *found false (activity zeroed) for a member not seen yet. */
 int pgw_store_member_activity(pgw_store *store, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err);
-/* Counts one event on a member's day, with its purchases and spend
- * (negative for refunds). */
+/*
+ * Counts one event on a member's day, with its purchases and spend
+ * (negative for refunds). Every later day's running totals take them too:
+ * `later_days` says whether there may be any, as an activity read at `day`
+ * in this transaction found (pgw_member_activity.later_days); false skips
+ * that update, one statement per event. true is always correct.
+ */
 int pgw_store_add_member_day(pgw_store *store, const char *member, int64_t day, int64_t purchases,
-                             int64_t spend_fen, pgw_err *err);
+                             int64_t spend_fen, bool later_days, pgw_err *err);
 /* Adds points earned under `rule` on `day` (daily caps). */
 int pgw_store_add_rule_day(pgw_store *store, const char *member, int64_t day, const char *rule,
                            int64_t points, pgw_err *err);
 /* Writes the once-only flags and the sign-in streak (the member must exist). */
 int pgw_store_set_member_flags(pgw_store *store, const char *member,
                                const pgw_member_activity *activity, pgw_err *err);
+/* Creates a member without debt, with those flags and streak: one
+ * statement where pgw_store_put_member and the flags would take two. */
+int pgw_store_add_member(pgw_store *store, const char *member, const pgw_member_activity *activity,
+                         int64_t now_us, pgw_err *err);
 
 /* ---- answers: what a replay repeats ---------------------------------------- */
 

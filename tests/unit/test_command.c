@@ -1029,6 +1029,55 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     assert_events_recorded(db, points, refunded);
 }
 
+/*
+ * An event reads its member once and that read serves the whole event:
+ * a member it enrols gets its row with the event's flags; whether later
+ * days exist whose running totals must take the event (a till that was
+ * offline sends yesterday's purchase after today's); the debt a purchase
+ * repays before anything goes into a lot.
+ */
+static void test_an_event_uses_what_it_read_of_its_member(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    const char *today = "2026-11-25T10:00:00+08:00";
+    pgw_member_ctx first = {.first_purchase = true}, returning = {0};
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 10000, today, &first), PGW_OK);
+    assert_int_equal(db_fixture_int64(db, "SELECT purchased FROM members WHERE id = 'M1'"), 1);
+    /* Yesterday's, sent after: the 25th's running totals take it. */
+    assert_int_equal(
+        send_event(&er, PGW_EVENT_PURCHASE, 600000, "2026-11-24T18:00:00+08:00", &returning),
+        PGW_OK);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 1000, today, NULL), PGW_OK);
+    int32_t gold = pgw_rules_tier_for_spend(&er.cfg->rules, 610000);
+    assert_true(gold > pgw_rules_tier_for_spend(&er.cfg->rules, 11000));
+    assert_int_equal(er.earning.tier, gold);
+    /* Spend every point, then refund the first purchase: its points come
+     * back as debt (allow_negative), which the next purchase repays first. */
+    assert_true(er.cfg->allow_negative);
+    pgw_command redeem;
+    keyed(&redeem, PGW_COMMAND_REDEEM, "redeem:S001:R1", er.cmd.at);
+    snprintf(redeem.member, sizeof(redeem.member), "M1");
+    snprintf(redeem.shop, sizeof(redeem.shop), "S001");
+    snprintf(redeem.hold_id, sizeof(redeem.hold_id), "R1");
+    redeem.points = er.cmd.figures.available;
+    pgw_err err;
+    if (pgw_writer_run(er.writer, &redeem, &err) != PGW_OK)
+        fail_msg("redeem: %s", err.msg);
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 10000, today, NULL), PGW_OK);
+    int64_t debt = er.cmd.figures.debt;
+    assert_true(debt > 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 100000, today, NULL), PGW_OK);
+    int64_t earned = er.earning.points;
+    assert_true(earned > debt);
+    assert_int_equal(er.cmd.figures.debt, 0);
+    assert_int_equal(er.cmd.figures.balance, earned - debt);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db); /* running totals included */
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -1048,6 +1097,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

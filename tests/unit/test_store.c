@@ -234,13 +234,14 @@ static void test_member_activity_windows(void **state)
         {20000, 2, 100000}, {20001, 1, 1000000}, /* after today */
     };
     pgw_err err;
-    if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK)
+    if (pgw_store_put_member(s, "M1", 7, 1, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
-        assert_int_equal(
-            pgw_store_add_member_day(s, "M1", rows[i].day, rows[i].purchases, rows[i].spend, NULL),
-            PGW_OK);
-    assert_int_equal(pgw_store_add_member_day(s, "M1", 20000, 0, 0, NULL), PGW_OK); /* an event */
+        assert_int_equal(pgw_store_add_member_day(s, "M1", rows[i].day, rows[i].purchases,
+                                                  rows[i].spend, true, NULL),
+                         PGW_OK);
+    /* an event */
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 20000, 0, 0, true, NULL), PGW_OK);
     pgw_member_activity a;
     bool found = false;
     assert_int_equal(pgw_store_member_activity(s, "M1", &days, &found, &a, NULL), PGW_OK);
@@ -249,8 +250,16 @@ static void test_member_activity_windows(void **state)
     assert_int_equal(a.month_purchases, 3);
     assert_int_equal(a.month_spend_fen, 110000);
     assert_int_equal(a.events_today, 2);
+    assert_int_equal(a.debt, 7); /* the member's row, read with the rest */
+    assert_true(a.later_days);   /* 20001 */
+    pgw_activity_days last = days;
+    last.today = 20001;
+    assert_int_equal(pgw_store_member_activity(s, "M1", &last, &found, &a, NULL), PGW_OK);
+    assert_false(a.later_days);
     assert_int_equal(pgw_store_member_activity(s, "M2", &days, &found, &a, NULL), PGW_OK);
     assert_false(found);
+    assert_int_equal(a.debt, 0);
+    assert_false(a.later_days);
     pgw_store_close(s);
 }
 
@@ -360,7 +369,7 @@ static void test_a_day_written_during_schema_19_is_kept(void **state)
     pgw_err err;
     if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK)
         fail_msg("%s", err.msg);
-    assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, true, &err), PGW_OK);
     pgw_store_close(s);
     back_to_schema_18(f);
     old_writer o = {.f = f, .sql = "INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)"};
@@ -441,9 +450,19 @@ static void test_member_activity_from_running_totals(void **state)
         int who = (int)rng_pick(&rng, 0, 1);
         int64_t at = rng_pick(&rng, 0, MODEL_DAYS - 1), purchases = rng_pick(&rng, 0, 2);
         int64_t spend = rng_pick(&rng, -5000, 20000);
-        if (pgw_store_add_member_day(s, members[who], MODEL_BASE + at, purchases, spend, &err) !=
-            PGW_OK)
+        /* As an event does: the day's read says whether later days must
+         * take the amounts too (out of order, they must). */
+        const pgw_activity_days d = {MODEL_BASE + at, MODEL_BASE + at - 365, MODEL_BASE + at};
+        pgw_member_activity a;
+        bool found = false, later = false;
+        for (int64_t i = at + 1; i < MODEL_DAYS; i++)
+            later |= model[who].events[i] > 0;
+        if (pgw_store_member_activity(s, members[who], &d, &found, &a, &err) != PGW_OK ||
+            pgw_store_add_member_day(s, members[who], MODEL_BASE + at, purchases, spend,
+                                     a.later_days, &err) != PGW_OK)
             fail_msg("%s", err.msg);
+        if (a.later_days != later)
+            fail_msg("step %d: later days %d, the model says %d", step, a.later_days, later);
         model[who].purchases[at] += purchases;
         model[who].spend[at] += spend;
         model[who].events[at]++;
