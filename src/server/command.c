@@ -890,6 +890,12 @@ static void record_event(pgw_command *cmd)
     r->points = refund ? -cmd->points_moved : cmd->earning->points;
 }
 
+/* A merged member's id keeps working: the command's member becomes the survivor. */
+static int follow_merges(pgw_store *store, pgw_command *cmd)
+{
+    return pgw_store_survivor(store, cmd->member, cmd->merged_from, &cmd->err);
+}
+
 static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     const pgw_event *ev = cmd->event;
@@ -901,6 +907,11 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     int rc = activity_days(policy, cmd->at, &days, &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_store_member_activity(store, cmd->member, &days, &known, a, &cmd->err);
+    if (rc == PGW_OK && a->merged) { /* rare: one read more, the survivor's */
+        rc = follow_merges(store, cmd);
+        if (rc == PGW_OK)
+            rc = pgw_store_member_activity(store, cmd->member, &days, &known, a, &cmd->err);
+    }
     if (rc == PGW_OK && !known && !policy->auto_enroll)
         rc =
             pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s (auto_enroll is off)", cmd->member);
@@ -1016,12 +1027,6 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
 }
 
 /* ---- merges ------------------------------------------------------------------------------ */
-
-/* A merged member's id keeps working: the command's member becomes the survivor. */
-static int follow_merges(pgw_store *store, pgw_command *cmd)
-{
-    return pgw_store_survivor(store, cmd->member, cmd->merged_from, &cmd->err);
-}
 
 /* Flags and streak of two members as one: bonuses given to either were given. */
 static void combine_activity(pgw_member_activity *into, const pgw_member_activity *from)
@@ -1475,7 +1480,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_OTP_ISSUE &&
         cmd->kind != PGW_COMMAND_OTP_VERIFY && cmd->kind != PGW_COMMAND_OTP_VOID)
         rc = resolve_member(store, policy, cmd);
-    if (rc == PGW_OK && !seen && cmd->member[0] != '\0')
+    /* An event follows them on its first read of the member (apply_event). */
+    if (rc == PGW_OK && !seen && cmd->member[0] != '\0' && cmd->kind != PGW_COMMAND_EVENT)
         rc = follow_merges(store, cmd);
     if (rc == PGW_OK && !seen)
         rc = apply_kind(store, policy, cmd);

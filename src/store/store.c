@@ -264,7 +264,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT("run_spend_fen", "?4 - 1") ","
         " COALESCE((SELECT events FROM activity_days WHERE member = ?1 AND day = ?2), 0),"
         " m.debt,"
-        " COALESCE((SELECT 1 FROM activity_days WHERE member = ?1 AND day > ?2 LIMIT 1), 0)"
+        " COALESCE((SELECT 1 FROM activity_days WHERE member = ?1 AND day > ?2 LIMIT 1), 0),"
+        " CASE WHEN m.merged_into IS NULL THEN 0 ELSE 1 END"
         " FROM members m WHERE m.id = ?1",
     /* clang-format on */
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
@@ -2513,6 +2514,7 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
         out->events_today = pgw_sql_column_int64(st, 9);
         out->debt = pgw_sql_column_int64(st, 10);
         out->later_days = pgw_sql_column_int64(st, 11) != 0;
+        out->merged = pgw_sql_column_int64(st, 12) != 0;
         if (!column_text(st, 5, out->birthday, sizeof(out->birthday)))
             rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path,
                              member);

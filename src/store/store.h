@@ -592,6 +592,7 @@ typedef struct pgw_member_activity {
     int64_t events_today; /* events recorded on `today` */
     int64_t debt;         /* the member's, as pgw_store_member_debt reads it */
     bool later_days;      /* days after `today` are recorded (a till sent today's first) */
+    bool merged;          /* merged into another (pgw_store_survivor): the rest is not its */
     bool purchased_before, registered_before, followed_before;
     bool has_last_sign_in;
     int64_t last_sign_in; /* local day number */

@@ -284,6 +284,12 @@ def test_merges(s):
     status, doc, _ = s.request("POST", "/v1/events", refund, key="s002")
     check(status == 201 and -doc.get("points", 0) == points[1] and doc["member_id"] == survivor,
           f"a refund of a merged member's purchase reverses from the survivor: {status} {doc}")
+    before = member(s, survivor)["balance"]
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-MERGE-3", member=members[1]))
+    check(status == 201 and doc.get("member_id") == survivor
+          and doc.get("balance") == before + doc.get("points", 0) > before
+          and member(s, survivor)["balance"] == doc.get("balance"),
+          f"a purchase for a merged member id earns for the survivor: {status} {doc}")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[0])
     check(status == 200 and "merged" not in doc, f"binding its own phone again: {doc}")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1], key="s001")
