@@ -151,6 +151,10 @@ static int64_t apply_daily_cap(earn_state *st, const char *rule, int64_t cap, in
 {
     if (cap <= 0 || points == 0)
         return points;
+    if (st->ctx->today_unknown) { /* the caller reads today's points and prices again */
+        st->out->needs_today = true;
+        return points;
+    }
     int64_t left = pgw_max64(0, cap - earned_today(st->ctx, rule));
     if (points <= left)
         return points;
@@ -511,6 +515,7 @@ void pgw_earning_clear(pgw_earning *e)
     e->sign_in_streak = 0;
     e->n_lines = 0;
     e->reason[0] = '\0';
+    e->needs_today = false;
 }
 
 int pgw_rules_earn(const pgw_rules *rules, const pgw_event *event, const pgw_member_ctx *ctx,

@@ -265,6 +265,11 @@ typedef struct pgw_member_ctx {
     int32_t sign_in_streak; /* streak length at last_sign_in (>= 1 when set) */
     size_t n_today;
     const pgw_rule_total *today; /* borrowed; rules with points earned today */
+    /* n_today/today were not read (most events meet no daily cap, and the
+     * read is one more statement): a daily cap that would consult them
+     * sets the earning's needs_today instead, and the caller prices again
+     * with them. */
+    bool today_unknown;
 } pgw_member_ctx;
 
 /* ---- the result --------------------------------------------------------- */
@@ -295,6 +300,7 @@ typedef struct pgw_earning {
     size_t n_lines;
     pgw_breakdown_line lines[PGW_BREAKDOWN_MAX];
     char reason[PGW_NAME_MAX + 1]; /* why nothing (or less) was earned; "" otherwise */
+    bool needs_today; /* priced without today's points (today_unknown), which a cap needed */
 } pgw_earning;
 
 /*

@@ -244,6 +244,8 @@ static int check_spend_risk(pgw_store *store, const pgw_ledger_policy *policy, p
     rc = activity_days(policy, cmd->at, &days, &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_store_member_activity(store, cmd->member, &days, &found, &a, &cmd->err);
+    if (rc == PGW_OK && !a.today_read)
+        rc = pgw_store_member_today(store, cmd->member, days.today, &a, &cmd->err);
     if (rc == PGW_OK && today_points(&a, "redeem") + points > r->max_redeem_points_per_day)
         return pgw_err_set(&cmd->err, PGW_ERISK,
                            "max_redeem_points_per_day: %lld redeemed today, %lld more asked, "
@@ -676,6 +678,7 @@ static void activity_to_ctx(const pgw_member_activity *a, pgw_event_type type, p
     ctx->sign_in_streak = a->sign_in_streak;
     ctx->n_today = a->n_today;
     ctx->today = a->today;
+    ctx->today_unknown = !a->today_read;
 }
 
 /* Sets the once-only flags and the sign-in streak the event leaves the
@@ -847,6 +850,42 @@ static int check_event_risk_before(pgw_store *store, const pgw_ledger_policy *po
     return rc;
 }
 
+/* The member's points from behaviours in an earning. */
+static int64_t behaviour_points(const pgw_earning *e)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < e->n_lines; i++) {
+        if (e->lines[i].beneficiary == PGW_BENEFICIARY_MEMBER &&
+            strncmp(e->lines[i].rule, "behaviour:", 10) == 0)
+            sum += e->lines[i].points;
+    }
+    return sum;
+}
+
+/*
+ * Prices the event. The member's points by rule today are read only when
+ * something needs them: a daily cap the rules met (which then price again
+ * with them) or the risk limit on behaviours' points a day. Most events
+ * meet neither, and the read is one statement more.
+ */
+static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                 const pgw_activity_days *days, pgw_member_activity *a)
+{
+    pgw_member_ctx ctx;
+    activity_to_ctx(a, cmd->event->type, &ctx);
+    int rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
+    bool risk = policy->risk.max_behaviour_points_per_day > 0 && behaviour_points(cmd->earning) > 0;
+    if (rc != PGW_OK || a->today_read || !(cmd->earning->needs_today || risk))
+        return rc;
+    rc = pgw_store_member_today(store, cmd->member, days->today, a, &cmd->err);
+    if (rc != PGW_OK || !cmd->earning->needs_today)
+        return rc;
+    activity_to_ctx(a, cmd->event->type, &ctx);
+    rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
+    PGW_ASSERT(rc != PGW_OK || !cmd->earning->needs_today);
+    return rc;
+}
+
 /* Risk rules on what the event would earn: per event, behaviour per day. */
 static int check_event_risk_after(const pgw_ledger_policy *policy, pgw_command *cmd,
                                   const pgw_member_activity *a)
@@ -857,12 +896,8 @@ static int check_event_risk_after(const pgw_ledger_policy *policy, pgw_command *
         return pgw_err_set(&cmd->err, PGW_ERISK,
                            "max_points_per_event: the event would earn %lld points, limit %lld",
                            (long long)e->points, (long long)r->max_points_per_event);
-    int64_t behaviour = 0;
-    for (size_t i = 0; i < e->n_lines; i++) {
-        if (e->lines[i].beneficiary == PGW_BENEFICIARY_MEMBER &&
-            strncmp(e->lines[i].rule, "behaviour:", 10) == 0)
-            behaviour += e->lines[i].points;
-    }
+    int64_t behaviour = behaviour_points(e);
+    PGW_ASSERT(behaviour == 0 || r->max_behaviour_points_per_day <= 0 || a->today_read);
     int64_t before = today_points(a, "behaviour:");
     if (behaviour > 0 && r->max_behaviour_points_per_day > 0 &&
         before + behaviour > r->max_behaviour_points_per_day)
@@ -941,9 +976,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
             rc = pgw_err_set(&cmd->err, PGW_EINVAL, "the purchase %s was made by another member",
                              cmd->original);
     } else {
-        pgw_member_ctx ctx;
-        activity_to_ctx(a, ev->type, &ctx);
-        rc = pgw_rules_earn(policy->rules, ev, &ctx, cmd->earning, &cmd->err);
+        rc = price(store, policy, cmd, &days, a);
         if (rc == PGW_OK)
             rc = check_event_risk_after(policy, cmd, a);
         if (rc == PGW_OK && !known)

@@ -2477,15 +2477,17 @@ static bool rule_total_row(pgw_sql_stmt *st, void *item)
 }
 
 /* Reads up to PGW_ACTIVITY_TODAY_MAX rule totals of `day` into a->today. */
-static int read_today(pgw_store *s, const char *member, int64_t day, pgw_member_activity *a,
-                      pgw_err *err)
+int pgw_store_member_today(pgw_store *s, const char *member, int64_t day, pgw_member_activity *a,
+                           pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_ACTIVITY_TODAY];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, day);
     pgw_sql_bind_int64(st, 3, PGW_ACTIVITY_TODAY_MAX);
-    return read_rows(s, st, rule_total_row, a->today, sizeof(a->today[0]), PGW_ACTIVITY_TODAY_MAX,
-                     &a->n_today, "reading today's points", err);
+    int rc = read_rows(s, st, rule_total_row, a->today, sizeof(a->today[0]), PGW_ACTIVITY_TODAY_MAX,
+                       &a->n_today, "reading today's points", err);
+    a->today_read = rc == PGW_OK;
+    return rc;
 }
 
 int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activity_days *days,
@@ -2522,8 +2524,7 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
         rc = db_error(s, PGW_EIO, "reading a member's activity", err);
     }
     pgw_sql_reset(st);
-    if (rc == PGW_OK && *found)
-        rc = read_today(s, member, days->today, out, err);
+    out->today_read = !*found; /* none, for a member not seen yet */
     return rc;
 }
 

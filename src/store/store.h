@@ -600,11 +600,19 @@ typedef struct pgw_member_activity {
     char birthday[6]; /* "MM-DD", or "" when unknown */
     size_t n_today;   /* rules with points on `today` (at most PGW_ACTIVITY_TODAY_MAX) */
     pgw_rule_total today[PGW_ACTIVITY_TODAY_MAX];
+    bool today_read; /* n_today and today are filled */
 } pgw_member_activity;
 
-/* *found false (activity zeroed) for a member not seen yet. */
+/*
+ * *found false (activity zeroed) for a member not seen yet. The points by
+ * rule on `today` are read only for a member not seen yet (none):
+ * pgw_store_member_today reads them, for the events that need them.
+ */
 int pgw_store_member_activity(pgw_store *store, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err);
+/* Fills a member's points by rule on `day` into *a (and a->today_read). */
+int pgw_store_member_today(pgw_store *store, const char *member, int64_t day,
+                           pgw_member_activity *a, pgw_err *err);
 /*
  * Counts one event on a member's day, with its purchases and spend
  * (negative for refunds). Every later day's running totals take them too:

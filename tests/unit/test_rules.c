@@ -401,6 +401,17 @@ static void test_daily_cap_counts_points_earned_today(void **state)
     pgw_earning *out = earn_ok(r, &e, &NEW_MEMBER);
     assert_int_equal(line(out, "campaign:d11"), 200);
     assert_string_equal(out->reason, "");
+    assert_false(out->needs_today);
+    /* Today's points unread: the cap says it needs them, whatever the
+     * rest (the caller prices again); without a cap, or another day, it
+     * needs nothing. */
+    pgw_member_ctx unread = {.today_unknown = true};
+    assert_true(earn_ok(r, &e, &unread)->needs_today);
+    c->daily_cap = 0;
+    assert_false(earn_ok(r, &e, &unread)->needs_today);
+    c->daily_cap = 500;
+    pgw_event later = purchase(0, 10000, "2026-11-14T10:00:00+08:00");
+    assert_false(earn_ok(r, &later, &unread)->needs_today);
     free(r);
 }
 
@@ -523,6 +534,8 @@ static void test_behaviours_once_capped_and_referral(void **state)
         pgw_member_ctx ctx = {.today = today, .n_today = 1};
         assert_int_equal(earn_ok(r, &e, &ctx)->points, today_review[i][1]);
     }
+    pgw_member_ctx unread = {.today_unknown = true}; /* a capped behaviour needs today */
+    assert_true(earn_ok(r, &e, &unread)->needs_today);
     e = behaviour(PGW_EVENT_SURVEY, when);
     assert_int_equal(earn_ok(r, &e, &NEW_MEMBER)->points, 30);
     e = behaviour(PGW_EVENT_SHARE, when);
