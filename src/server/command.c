@@ -32,12 +32,22 @@ static bool filled(const char *text, size_t cap)
     return text[0] != '\0' && memchr(text, '\0', cap) != NULL;
 }
 
-/* An account name into a transfer: one cut short would be another account. */
+/*
+ * Copies a text into a field that holds it: every caller's source is
+ * bounded as its destination (one cut short would be another key, member
+ * or account). snprintf's "%s" did the same per field, a few percent of
+ * the writer's time per event.
+ */
+static void copy_text(char *out, size_t cap, const char *text)
+{
+    size_t n = strnlen(text, cap);
+    PGW_ASSERT(n < cap);
+    memcpy(out, text, n + 1);
+}
+
 static void copy_account(char out[PGW_ACCOUNT_MAX + 1], const char *account)
 {
-    size_t n = strlen(account);
-    PGW_ASSERT(n <= PGW_ACCOUNT_MAX);
-    memcpy(out, account, n + 1);
+    copy_text(out, PGW_ACCOUNT_MAX + 1, account);
 }
 
 /* Adds a transfer of `kind` to the command; the common fields are stamped later. */
@@ -57,7 +67,9 @@ static pgw_transfer *add_transfer(pgw_command *cmd, pgw_transfer_kind kind, cons
 
 static void member_account(const char *member, char out[PGW_ACCOUNT_MAX + 1])
 {
-    snprintf(out, PGW_ACCOUNT_MAX + 1, "member:%s", member);
+    PGW_STATIC_ASSERT(PGW_ACCOUNT_MAX >= 7 + PGW_ID_MAX, "a member's account holds its id");
+    memcpy(out, "member:", 7);
+    copy_text(out + 7, PGW_ACCOUNT_MAX + 1 - 7, member);
 }
 
 static void redeemed_account(const char *shop, char out[PGW_ACCOUNT_MAX + 1])
@@ -113,14 +125,14 @@ static int append_transfers(pgw_store *store, pgw_command *cmd)
     for (size_t i = 0; rc == PGW_OK && i < cmd->n_transfers; i++) {
         pgw_transfer *t = &cmd->transfers[i];
         if (cmd->kind != PGW_COMMAND_TRANSFERS) {
-            snprintf(t->idem_key, sizeof(t->idem_key), "%s", cmd->key);
+            copy_text(t->idem_key, sizeof(t->idem_key), cmd->key);
             memcpy(t->fingerprint, cmd->fingerprint, PGW_HASH_LEN);
             if (t->shop_id[0] == '\0')
-                snprintf(t->shop_id, sizeof(t->shop_id), "%s", cmd->shop);
+                copy_text(t->shop_id, sizeof(t->shop_id), cmd->shop);
             if (t->channel[0] == '\0')
-                snprintf(t->channel, sizeof(t->channel), "%s", cmd->channel);
+                copy_text(t->channel, sizeof(t->channel), cmd->channel);
             if (t->reference[0] == '\0')
-                snprintf(t->reference, sizeof(t->reference), "%s", cmd->reference);
+                copy_text(t->reference, sizeof(t->reference), cmd->reference);
             t->occurred_at = cmd->at;
             t->recorded_at_us = recorded;
         }
@@ -299,7 +311,7 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
                        .earned_at = cmd->at,
                        .expires_at = expires_at,
                        .source_transfer = source};
-        snprintf(lot.member, sizeof(lot.member), "%s", member);
+        copy_text(lot.member, sizeof(lot.member), member);
         rc = pgw_store_insert_lot(store, &lot, &cmd->err);
         *lot_id = lot.id;
     }
@@ -318,8 +330,8 @@ static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
                          .points = cmd->points_moved,
                          .first_transfer = cmd->transfers[first].id,
                          .n_funders = n_funders};
-    snprintf(e.key, sizeof(e.key), "%s", cmd->key);
-    snprintf(e.member, sizeof(e.member), "%s", cmd->member);
+    copy_text(e.key, sizeof(e.key), cmd->key);
+    copy_text(e.member, sizeof(e.member), cmd->member);
     return pgw_store_insert_earn(store, &e, &cmd->err);
 }
 
@@ -756,8 +768,8 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
             continue;
         PGW_ASSERT(cmd->n_lines < PGW_BREAKDOWN_MAX);
         pgw_earn_line *out = &cmd->lines[cmd->n_lines++];
-        snprintf(out->debit, sizeof(out->debit), "%s", line->debit);
-        snprintf(out->rule, sizeof(out->rule), "%s", line->rule);
+        copy_text(out->debit, sizeof(out->debit), line->debit);
+        copy_text(out->rule, sizeof(out->rule), line->rule);
         out->points = line->points;
     }
     cmd->amount_fen = cmd->event->type == PGW_EVENT_PURCHASE ? cmd->event->amount_fen : 0;

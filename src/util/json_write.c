@@ -131,12 +131,22 @@ void pgw_json_out_string(pgw_json_out *o, const char *text)
     o->need_comma = true;
 }
 
+/* Digits by hand, from the last: snprintf's format parsing cost more than
+ * the rest of an integer's output (an answer writes about ten). */
 void pgw_json_out_int(pgw_json_out *o, int64_t value)
 {
     char digits[24];
-    int n = snprintf(digits, sizeof(digits), "%" PRId64, value);
+    size_t at = sizeof(digits);
+    /* The magnitude as unsigned: -INT64_MIN does not fit an int64_t. */
+    uint64_t left = value < 0 ? (uint64_t)0 - (uint64_t)value : (uint64_t)value;
+    do {
+        digits[--at] = (char)('0' + left % 10);
+        left /= 10;
+    } while (left > 0);
+    if (value < 0)
+        digits[--at] = '-';
     separate(o);
-    put(o, digits, (size_t)n);
+    put(o, digits + at, sizeof(digits) - at);
     o->need_comma = true;
 }
 

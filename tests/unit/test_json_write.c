@@ -44,6 +44,38 @@ static void test_nested_containers_and_commas(void **state)
     assert_int_equal(o.len, strlen(buf));
 }
 
+/* Integers as printf writes them: edges, powers of ten and their
+ * neighbours, and a spread of values of every length. */
+static void test_integers_as_printf_writes_them(void **state)
+{
+    (void)state;
+    int64_t values[200];
+    size_t n = 0;
+    values[n++] = 0;
+    values[n++] = INT64_MAX;
+    values[n++] = INT64_MIN;
+    values[n++] = INT64_MIN + 1;
+    for (int64_t p = 1; p <= INT64_MAX / 10; p *= 10) {
+        int64_t around[] = {p - 1, p, p + 1, -p - 1, -p, -p + 1};
+        for (size_t i = 0; i < sizeof(around) / sizeof(around[0]); i++)
+            values[n++] = around[i];
+    }
+    uint64_t x = 0x9E3779B97F4A7C15u;
+    while (n < sizeof(values) / sizeof(values[0])) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift */
+        values[n++] = (int64_t)(x >> (x % 63));
+    }
+    for (size_t i = 0; i < n; i++) {
+        char buf[32], want[32];
+        pgw_json_out o;
+        pgw_json_out_init(&o, buf, sizeof(buf));
+        pgw_json_out_int(&o, values[i]);
+        snprintf(want, sizeof(want), "%lld", (long long)values[i]);
+        assert_false(o.overflow);
+        assert_string_equal(buf, want);
+    }
+}
+
 static void test_strings_escape_and_parse_back(void **state)
 {
     (void)state;
@@ -112,6 +144,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nested_containers_and_commas),
+        cmocka_unit_test(test_integers_as_printf_writes_them),
         cmocka_unit_test(test_strings_escape_and_parse_back),
         cmocka_unit_test(test_overflow_is_marked),
         cmocka_unit_test(test_reopen_adds_members),
