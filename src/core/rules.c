@@ -153,7 +153,7 @@ static int64_t apply_daily_cap(earn_state *st, const char *rule, int64_t cap, in
         return points;
     if (st->ctx->today_unknown) { /* the caller reads today's points and prices again */
         st->out->needs_today = true;
-        return points;
+        return pgw_min64(points, cap); /* no more than with them: no limit it would pass fails */
     }
     int64_t left = pgw_max64(0, cap - earned_today(st->ctx, rule));
     if (points <= left)

@@ -267,8 +267,9 @@ typedef struct pgw_member_ctx {
     const pgw_rule_total *today; /* borrowed; rules with points earned today */
     /* n_today/today were not read (most events meet no daily cap, and the
      * read is one more statement): a daily cap that would consult them
-     * sets the earning's needs_today instead, and the caller prices again
-     * with them. */
+     * sets the earning's needs_today instead (and counts the whole cap as
+     * left), and the caller prices again with them, also when this
+     * pricing failed. */
     bool today_unknown;
 } pgw_member_ctx;
 

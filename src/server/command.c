@@ -886,8 +886,10 @@ static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command 
     pgw_member_ctx ctx;
     activity_to_ctx(a, cmd->event->type, &ctx);
     int rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
-    bool risk = policy->risk.max_behaviour_points_per_day > 0 && behaviour_points(cmd->earning) > 0;
-    if (rc != PGW_OK || a->today_read || !(cmd->earning->needs_today || risk))
+    bool risk = rc == PGW_OK && policy->risk.max_behaviour_points_per_day > 0 &&
+                behaviour_points(cmd->earning) > 0;
+    /* A failure priced without them may not be one with them. */
+    if (a->today_read || !(cmd->earning->needs_today || risk))
         return rc;
     rc = pgw_store_member_today(store, cmd->member, days->today, a, &cmd->err);
     if (rc != PGW_OK || !cmd->earning->needs_today)

@@ -293,15 +293,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
                         " DO UPDATE SET points = member_rule_days.points + excluded.points",
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
-    /* Another instance on the same PostgreSQL may have enrolled the member
-     * meanwhile: its flags then become these, as ST_SET_FLAGS would make them. */
+    /* Only after a read in the same transaction found no such member (the
+     * write transactions of every instance take the chain lock in turn). */
     [ST_ADD_MEMBER] =
         "INSERT INTO members (id, debt, created_at_us, purchased, registered,"
-        " followed, last_sign_in, sign_in_streak) VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6)"
-        " ON CONFLICT (id) DO UPDATE SET purchased = excluded.purchased,"
-        " registered = excluded.registered, followed = excluded.followed,"
-        " last_sign_in = excluded.last_sign_in,"
-        " sign_in_streak = excluded.sign_in_streak",
+        " followed, last_sign_in, sign_in_streak) VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6)",
     [ST_SELECT_ANSWER] = "SELECT r.answer FROM idempotency i JOIN key_records r"
                          " ON r.id = i.record WHERE i.key = ?1",
     [ST_HISTORY] =

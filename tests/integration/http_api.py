@@ -284,12 +284,25 @@ def test_merges(s):
     status, doc, _ = s.request("POST", "/v1/events", refund, key="s002")
     check(status == 201 and -doc.get("points", 0) == points[1] and doc["member_id"] == survivor,
           f"a refund of a merged member's purchase reverses from the survivor: {status} {doc}")
-    before = member(s, survivor)["balance"]
-    status, doc, _ = s.request("POST", "/v1/events", purchase("E-MERGE-3", member=members[1]))
-    check(status == 201 and doc.get("member_id") == survivor
-          and doc.get("balance") == before + doc.get("points", 0) > before
-          and member(s, survivor)["balance"] == doc.get("balance"),
-          f"a purchase for a merged member id earns for the survivor: {status} {doc}")
+    # The survivor spends everything, then a refund leaves it in debt: a
+    # purchase under the merged id repays the survivor's debt first.
+    red = {"redemption_id": "D-MERGE", "member": {"member_id": survivor}, "shop_id": "S001",
+           "points": member(s, survivor)["available"]}
+    status, doc, _ = s.request("POST", "/v1/redemptions", red)
+    check(status == 201, f"the survivor spends all: {status} {doc}")
+    refund = dict(refund, event_id="E-MERGE-2-refund", shop_id="S003",
+                  original_event_id="E-MERGE-2", member=ids[2])
+    status, doc, _ = s.request("POST", "/v1/events", refund)
+    debt = member(s, survivor)["debt"]
+    check(status == 201 and debt > 0, f"a refund of spent points leaves debt: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-MERGE-3", member=members[1],
+                                                              amount=10 * 12800))
+    after = member(s, survivor)
+    check(status == 201 and doc.get("member_id") == survivor and doc.get("points", 0) > debt
+          and after["debt"] == 0 and after["balance"] == doc["points"] - debt
+          and doc.get("balance") == after["balance"],
+          f"a purchase for a merged member id repays the survivor's debt first: {status} {doc}"
+          f" {after} (debt {debt})")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[0])
     check(status == 200 and "merged" not in doc, f"binding its own phone again: {doc}")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1], key="s001")
@@ -784,6 +797,14 @@ def test_tight_risk(tmp):
         check(first == 201 and status == 422 and
               doc["error"]["message"].startswith("max_behaviour_points_per_day:"),
               f"behaviour points per day: {first} {status} {doc}")
+        # Behaviours without a daily cap count as well: a first purchase's
+        # 200 and a follow's 50 do not fit either.
+        s.request("POST", "/v1/events", purchase("T-P-803", member="M803"))
+        follow = dict(review, event_id="T-FO-1", type="follow_oa", member={"member_id": "M803"})
+        del follow["receipt_no"]
+        status, doc, _ = s.request("POST", "/v1/events", follow)
+        check(status == 422 and doc["error"]["message"].startswith("max_behaviour_points_per_day:"),
+              f"uncapped behaviours' points per day: {status} {doc}")
         signups = [{"event_id": f"T-MP-{i}", "channel": "wechat_mp", "type": "sign_in",
                     "occurred_at": "2026-11-25T12:00:00+08:00",
                     "member": {"unionid": f"o-union-risk-{i}"}} for i in range(3)]

@@ -745,6 +745,7 @@ typedef struct event_run {
     pgw_earning earning, expected;
     pgw_command cmd;
     int serial;
+    const char *member; /* the events' member; NULL: M1 */
 } event_run;
 
 /*
@@ -841,7 +842,7 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     char key[32];
     snprintf(key, sizeof(key), "store:S001:EV%d", er->serial++);
     keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
-    snprintf(er->cmd.member, sizeof(er->cmd.member), "M1");
+    snprintf(er->cmd.member, sizeof(er->cmd.member), "%s", er->member ? er->member : "M1");
     snprintf(er->cmd.shop, sizeof(er->cmd.shop), "S001");
     snprintf(er->cmd.original, sizeof(er->cmd.original), "store:S001:EV1");
     er->cmd.event = &er->ev;
@@ -1078,6 +1079,47 @@ static void test_an_event_uses_what_it_read_of_its_member(void **state)
     assert_verifies(db); /* running totals included */
 }
 
+/*
+ * A member first seen in a behaviour event gets its row with the flags
+ * that event leaves it: a sign-in's streak (a second sign-in that day
+ * earns nothing, the next day continues it), a registration's and a
+ * follow's once-only bonus.
+ */
+static void test_a_member_enrolled_by_a_behaviour_keeps_its_flags(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T08:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.sign_in_streak, 1);
+    assert_true(er.earning.points > 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T09:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.points, 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.sign_in_streak, 2);
+    static const struct {
+        const char *member;
+        pgw_event_type type;
+    } once[] = {{"M2", PGW_EVENT_REGISTER}, {"M3", PGW_EVENT_FOLLOW_OA}};
+    for (size_t i = 0; i < sizeof(once) / sizeof(once[0]); i++) {
+        er.member = once[i].member;
+        int64_t points[2];
+        for (size_t j = 0; j < 2; j++) {
+            assert_int_equal(send_event(&er, once[i].type, 0, "2026-11-26T10:00:00+08:00", NULL),
+                             PGW_OK);
+            points[j] = er.earning.points;
+        }
+        assert_true(points[0] > 0);
+        assert_int_equal(points[1], 0);
+    }
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -1098,6 +1140,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -412,6 +412,15 @@ static void test_daily_cap_counts_points_earned_today(void **state)
     c->daily_cap = 500;
     pgw_event later = purchase(0, 10000, "2026-11-14T10:00:00+08:00");
     assert_false(earn_ok(r, &later, &unread)->needs_today);
+    /* Unread, the cap still bounds its line: a purchase whose extra only
+     * the cap keeps within the points' limit prices as with them. */
+    c->multiplier_bp = 1000000; /* 100x */
+    pgw_event huge = purchase(3, 100000000000, "2026-11-12T10:00:00+08:00");
+    pgw_earning known = *earn_ok(r, &huge, &NEW_MEMBER);
+    pgw_earning *guess = earn_ok(r, &huge, &unread);
+    assert_true(guess->needs_today);
+    assert_int_equal(guess->points, known.points);
+    assert_int_equal(line(guess, "campaign:d11"), 500);
     free(r);
 }
 
