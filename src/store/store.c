@@ -85,8 +85,9 @@
     "id, member, shop_id, points, captured, state, deadline, created_at, capture_transfer"
 /* Lots in consumption order (core/ledger.h pgw_lot_order), after a cursor. */
 /* 1 for a lot with points left or held, 0 for one spent or expired whole:
- * lots_by_member's second column (schema 22), which the member's reads
- * name exactly as the index does so that they read live lots only. */
+ * lots_by_member's second column as schema 22 wrote it out (the
+ * migration's text is fixed; this must stay the same expression), which
+ * the member's reads name exactly so, to read live lots only. */
 #define LOT_LIVE(prefix) "CASE WHEN " prefix "left_points + " prefix "held > 0 THEN 1 ELSE 0 END"
 #define LOT_ORDER_AFTER(prefix, a, b, c)                                                           \
     "(" prefix "expires_at, " prefix "earned_at, " prefix "id) > (?" a ", ?" b ", ?" c ")"
@@ -220,14 +221,14 @@ static const char *const STATEMENTS[ST_COUNT] = {
         "SELECT m.debt, COALESCE(SUM(l.left_points + l.held), 0), COALESCE(SUM(l.left_points), 0),"
         " (SELECT COALESCE(SUM(points), 0) FROM holds"
         "   WHERE member = ?1 AND state = 0 AND deadline > ?2)"
-        " FROM members m LEFT JOIN lots l ON l.member = m.id AND " LOT_LIVE(
-            "l.") " = 1"
-                  " WHERE m.id = ?1 GROUP BY m.id",
+        " FROM members m LEFT JOIN lots l"
+        " ON l.member = m.id AND " LOT_LIVE("l.") " = 1 WHERE m.id = ?1 GROUP BY m.id",
+    /* clang-format off */
     [ST_SPENDABLE_LOTS] =
-        "SELECT " LOT_COLUMNS " FROM lots WHERE member = ?1"
-        " AND " LOT_LIVE("") " = 1 AND left_points > 0"
-                             " AND expires_at > ?2 AND " LOT_ORDER_AFTER(
-                                 "", "3", "4", "5") " ORDER BY expires_at, earned_at, id LIMIT ?6",
+        "SELECT " LOT_COLUMNS " FROM lots WHERE member = ?1 AND " LOT_LIVE("") " = 1"
+        " AND left_points > 0 AND expires_at > ?2 AND " LOT_ORDER_AFTER("", "3", "4", "5")
+        " ORDER BY expires_at, earned_at, id LIMIT ?6",
+    /* clang-format on */
     [ST_MOVE_LOT] = "UPDATE lots SET left_points = left_points + ?2, held = held + ?3"
                     " WHERE id = ?1 AND left_points + ?2 >= 0 AND held + ?3 >= 0",
     [ST_INSERT_EARN] = "INSERT INTO earns (first_transfer, member, amount_fen, points,"
@@ -432,10 +433,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_MEMBER_NET] = "SELECT COALESCE(SUM(CASE WHEN credit LIKE 'member:%' THEN points"
                       " ELSE -points END), 0) FROM transfers WHERE occurred_at >= ?1"
                       " AND occurred_at < ?2 AND kind <> 6",
-    [ST_EXPIRING] = "SELECT expires_at, SUM(left_points + held) FROM lots"
-                    " WHERE member = ?1 AND " LOT_LIVE(
-                        "") " = 1 AND expires_at > ?2"
-                            " AND expires_at < ?3 GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
+    /* clang-format off */
+    [ST_EXPIRING] =
+        "SELECT expires_at, SUM(left_points + held) FROM lots WHERE member = ?1"
+        " AND " LOT_LIVE("") " = 1 AND expires_at > ?2 AND expires_at < ?3"
+        " GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
+    /* clang-format on */
     [ST_MEMBER_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE member = ?1 AND state = 0"
                             " AND deadline <= ?2 ORDER BY deadline, id LIMIT ?3",
 };
@@ -856,8 +859,9 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * first, by LOT_LIVE, and the member's reads take only them; a merge
      * still moves them all by the member alone. */
     "DROP INDEX lots_by_member;"
-    "CREATE INDEX lots_by_member ON lots"
-    " (member, (" LOT_LIVE("") "), expires_at, earned_at, id, left_points, held);",
+    "CREATE INDEX lots_by_member ON lots (member,"
+    " (CASE WHEN left_points + held > 0 THEN 1 ELSE 0 END), expires_at, earned_at, id,"
+    " left_points, held);",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -3158,16 +3162,17 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         "SELECT member, (expires_at + ?3) / 86400 AS day, min(expires_at) AS at,"
         " sum(left_points) AS points FROM lots WHERE left_points > 0 AND expires_at > ?1"
         " AND expires_at <= ?1 + ?2 GROUP BY member, day";
+    /* clang-format off */
     static const char notices_sql[] =
         "INSERT INTO notices (member, kind, points, balance, shop, created_at, about_at, due_at,"
         " state, channel, excluded, attempts, last_error, provider_id, updated_at)"
         " SELECT d.member, 'points_expiring', d.points,"
         " (SELECT coalesce(sum(left_points + held), 0) FROM lots WHERE member = d.member"
         "   AND " LOT_LIVE("") " = 1)"
-                               "  - (SELECT debt FROM members WHERE id = d.member),"
-                               " '', ?1, d.at, ?1, 'pending', '', 0, 0, '', '', ?1 FROM (%s) d"
-                               " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = "
-                               "d.member AND r.day = d.day)";
+        "  - (SELECT debt FROM members WHERE id = d.member),"
+        " '', ?1, d.at, ?1, 'pending', '', 0, 0, '', '', ?1 FROM (%s) d"
+        " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = d.member AND r.day = d.day)";
+    /* clang-format on */
     static const char days_sql[] =
         "INSERT INTO reminders (member, day) SELECT member, day FROM (%s) AS d WHERE true"
         " ON CONFLICT (member, day) DO NOTHING";
@@ -3609,6 +3614,20 @@ int pgw_store_member_net(pgw_store *s, int64_t from, int64_t to, int64_t *out, p
     *out = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
     pgw_sql_reset(st);
     return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "summing members", err);
+}
+
+const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
+{
+    static const struct {
+        const char *name;
+        int id;
+    } named[] = {{"member_figures", ST_MEMBER_FIGURES},
+                 {"spendable_lots", ST_SPENDABLE_LOTS},
+                 {"expiring", ST_EXPIRING}};
+    for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
+        if (strcmp(named[i].name, name) == 0)
+            return pgw_sql_text(s->st[named[i].id]);
+    return NULL;
 }
 
 int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)

@@ -736,6 +736,10 @@ int pgw_store_member_net(pgw_store *store, int64_t from, int64_t to, int64_t *ou
 /* Test hook (not for production callers): runs raw SQL on the store's own
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */
 int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);
+/* Test hook: the text of a member's read of lots ("member_figures",
+ * "spendable_lots", "expiring") as prepared, for its plan; NULL for
+ * another name. */
+const char *pgw_store__statement_for_test(pgw_store *store, const char *name);
 
 /* Test hook: every later pgw_store_sync fails as a dying disk's would. */
 void pgw_store__fail_syncs_for_test(pgw_store *store);

@@ -266,6 +266,18 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* lots_by_member as schemas 18 to 21 kept it: every lot of a member in one
+ * range, spent ones among the live. */
+static void back_to_schema_21(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "BEGIN; DROP INDEX lots_by_member; CREATE INDEX lots_by_member ON lots"
+                       " (member, expires_at, earned_at, id, left_points, held);"
+                       " UPDATE pgw_schema SET version = 21; COMMIT"
+                     : "BEGIN; DROP INDEX lots_by_member; CREATE INDEX lots_by_member ON lots"
+                       " (member, expires_at, earned_at, id, left_points, held);"
+                       " PRAGMA user_version = 21; COMMIT");
+}
+
 /*
  * The keys as schema 20 kept them: idempotency with its rowid and the
  * answers in it, and the events in a table of their own, split from their
@@ -274,6 +286,7 @@ static void test_member_activity_windows(void **state)
  */
 static void back_to_schema_20(const db_fixture *f)
 {
+    back_to_schema_21(f);
     char sql[4096];
     snprintf(sql, sizeof(sql),
              "BEGIN;"
@@ -506,6 +519,92 @@ static void test_member_activity_from_running_totals(void **state)
     assert_int_not_equal(db_fixture_exec(f, "INSERT INTO member_days (member, day, purchases,"
                                             " spend_fen, events) VALUES ('M1', 20600, 1, 1, 1)"),
                          PGW_OK);
+}
+
+/* A member's figures at `now`, read in a transaction of their own. */
+static pgw_member_figures figures_of(pgw_store *s, const char *member, int64_t now)
+{
+    pgw_member_figures fig;
+    bool found = false;
+    pgw_err err;
+    if (pgw_store_begin(s, &err) != PGW_OK ||
+        pgw_store_member_figures(s, member, now, &found, &fig, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_rollback(s, NULL);
+    assert_true(found);
+    return fig;
+}
+
+/* The plan of each of a member's reads of lots: a range of its live lots
+ * in lots_by_member, and no sort. */
+static void expect_live_lots_read(const db_fixture *f, pgw_store *s)
+{
+    static const char *const reads[] = {"member_figures", "spendable_lots", "expiring"};
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+        const char *sql = pgw_store__statement_for_test(s, reads[i]);
+        assert_non_null(sql);
+        char explain[2048];
+        snprintf(explain, sizeof(explain), "EXPLAIN QUERY PLAN %s", sql);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, explain, -1, &st, NULL), SQLITE_OK);
+        bool live = false, sorts = false;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *detail = (const char *)sqlite3_column_text(st, 3);
+            live |= strstr(detail, "INDEX lots_by_member (member=? AND <expr>=?") != NULL;
+            sorts |= strstr(detail, "TEMP B-TREE") != NULL;
+        }
+        sqlite3_finalize(st);
+        if (!live || sorts)
+            fail_msg("%s: live lots by range %d, a sort %d", reads[i], live, sorts);
+    }
+    sqlite3_close(db);
+}
+
+/*
+ * Schema 22: a member's reads take its live lots only, which lots_by_member
+ * keeps first. Lots stay for the audit once spent, so summing all of them
+ * made every event of a long-standing member read its whole history.
+ * The figures are the same before and after the migration.
+ */
+static void test_a_members_reads_skip_its_spent_lots(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 3);
+    pgw_err err;
+    const int64_t now = 1795486500;
+    static const struct {
+        int64_t points, left, held;
+    } lots[] = {{10, 10, 0}, {10, 0, 4}, {10, 0, 0}, {7, 0, 0}};
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    for (size_t i = 0; i < sizeof(lots) / sizeof(lots[0]); i++) {
+        pgw_lot lot = {.points = lots[i].points,
+                       .left = lots[i].left,
+                       .held = lots[i].held,
+                       .earned_at = now,
+                       .expires_at = now + 86400,
+                       .source_transfer = 1};
+        snprintf(lot.member, sizeof(lot.member), "M1");
+        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_member_figures before = figures_of(s, "M1", now);
+    assert_int_equal(before.balance, 14);
+    assert_int_equal(before.free, 10);
+    if (!f->pg)
+        expect_live_lots_read(f, s);
+    pgw_store_close(s);
+    back_to_schema_21(f);
+    s = open_store(f); /* migrates */
+    pgw_member_figures after = figures_of(s, "M1", now);
+    assert_memory_equal(&after, &before, sizeof(before));
+    if (!f->pg)
+        expect_live_lots_read(f, s);
+    pgw_store_close(s);
 }
 
 /* A newer pointsgw migrating the database under a running one: its next
@@ -1104,6 +1203,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sql_text_and_values, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_members_reads_skip_its_spent_lots, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, db_fixture_setup,
                                         db_fixture_teardown),
