@@ -20,9 +20,11 @@
  * PGW_BENCH_CONFIG, default config/pointsgw.example.json, the body parsed
  * and the answer rendered as the API does): the writer's cost per event,
  * without the noise of a load client on the same machine. Each command has
- * its own idempotency key; members are spread over 100,000. Reports
- * committed transfers (= commands) per second. PGW_BENCH_MODES=event (a
- * comma-separated list) runs only the modes named.
+ * its own idempotency key; members are spread over 100,000
+ * (PGW_BENCH_MEMBERS). Reports committed transfers (= commands) per second.
+ * PGW_BENCH_MODES=event (a comma-separated list) runs only the modes named.
+ * PGW_BENCH_SPENT_LOTS=N (SQLite) first gives every member N spent lots, as
+ * years of shopping leave them: what a member's reads must not walk.
  */
 #include "config/config.h"
 #include "server/api.h"
@@ -31,6 +33,7 @@
 #include "server/writer.h"
 
 #include <libpq-fe.h>
+#include <sqlite3.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,10 +44,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POOL        4096   /* commands in flight at most */
-#define EVENT_POOL  1024   /* in "event" mode (each carries ~50 KB more) */
-#define MEMBERS     100000 /* purchases spread over this many members */
-#define WRITERS_MAX 8
+#define POOL           4096   /* commands in flight at most */
+#define EVENT_POOL     1024   /* in "event" mode (each carries ~50 KB more) */
+#define MEMBERS        100000 /* purchases spread over this many members */
+#define WRITERS_MAX    8
+#define SPENT_ROWS_MAX 20000000 /* PGW_BENCH_SPENT_LOTS x members */
+
+static long members = MEMBERS; /* PGW_BENCH_MEMBERS */
+static long spent_lots;        /* PGW_BENCH_SPENT_LOTS: per member, seeded before a case */
 
 static double now_s(void)
 {
@@ -133,7 +140,7 @@ static void fill_event(pgw_command *cmd, long serial, pool *p)
              "{\"event_id\":\"B%ld\",\"channel\":\"store\",\"shop_id\":\"S00%ld\","
              "\"type\":\"purchase\",\"occurred_at\":\"2026-11-24T10:15:00+08:00\","
              "\"member\":{\"member_id\":\"M%ld\"},\"amount_fen\":12800}",
-             serial, 1 + serial % 4, serial % MEMBERS);
+             serial, 1 + serial % 4, serial % members);
     size_t i = (size_t)(cmd - p->cmds);
     memset(cmd, 0, sizeof(*cmd)); /* ~5 us: small beside an event's ~170 */
     json_t *obj = json_loads(body, 0, NULL);
@@ -174,7 +181,7 @@ static void fill(pgw_command *cmd, long serial, mode m, pool *p)
     if (m != MODE_LOG) {
         int shop = m == MODE_SPREAD ? 1 + (int)(serial % 8) : 1;
         cmd->kind = PGW_COMMAND_EARN;
-        snprintf(cmd->member, sizeof(cmd->member), "M%ld", serial % MEMBERS);
+        snprintf(cmd->member, sizeof(cmd->member), "M%ld", serial % members);
         snprintf(cmd->shop, sizeof(cmd->shop), "S00%d", shop);
         snprintf(cmd->channel, sizeof(cmd->channel), "store");
         snprintf(cmd->reference, sizeof(cmd->reference), "R%ld", serial);
@@ -193,7 +200,7 @@ static void fill(pgw_command *cmd, long serial, mode m, pool *p)
     snprintf(t->idem_key, sizeof(t->idem_key), "%s", cmd->key);
     memcpy(t->fingerprint, cmd->fingerprint, PGW_HASH_LEN);
     snprintf(t->debit, sizeof(t->debit), "shop:S001:issued");
-    snprintf(t->credit, sizeof(t->credit), "member:M%ld", serial % MEMBERS);
+    snprintf(t->credit, sizeof(t->credit), "member:M%ld", serial % members);
     t->points = 128;
     snprintf(t->shop_id, sizeof(t->shop_id), "S001");
     snprintf(t->channel, sizeof(t->channel), "store");
@@ -238,6 +245,42 @@ static void fresh_pg_database(const char *admin, char *url, size_t cap)
     snprintf(url, cap, "%.*s/pgw_bench", (int)(slash - admin), admin);
 }
 
+/*
+ * Every member with `spent_lots` lots spent whole, straight in SQL on a
+ * database the store has created: one seed transfer they all come from
+ * (a bench database is never verified), the members, their lots.
+ */
+static void seed_spent_lots(const char *url)
+{
+    pgw_store *s = NULL;
+    pgw_err err;
+    sqlite3 *db = NULL;
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "BEGIN;"
+             "INSERT INTO transfers VALUES (1, 1, 'bench:seed', zeroblob(32), 'mall:campaigns',"
+             " 'member:M0', 1, '', 'bench', 0, 0, '', '', zeroblob(32), zeroblob(32));"
+             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < %ld)"
+             " INSERT INTO members (id, debt, created_at_us) SELECT 'M' || i, 0, 0 FROM n;"
+             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < %ld)"
+             " INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
+             " source_transfer) SELECT 'M' || (i %% %ld), 10, 0, 0, 1700000000 + i,"
+             " 1800000000 + i, 1 FROM n;"
+             "COMMIT;",
+             members, members * spent_lots, members);
+    if (pgw_store_open(url, true, &s, &err) != PGW_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    pgw_store_close(s);
+    char *msg = NULL;
+    if (sqlite3_open(url + 7, &db) != SQLITE_OK || sqlite3_exec(db, sql, NULL, NULL, &msg) != 0) {
+        fprintf(stderr, "seeding spent lots: %s\n", msg ? msg : sqlite3_errmsg(db));
+        exit(1);
+    }
+    sqlite3_close(db);
+}
+
 static double run_case(const char *dir, mode m, size_t batch, double seconds, int n_writers,
                        long *total)
 {
@@ -247,6 +290,8 @@ static double run_case(const char *dir, mode m, size_t batch, double seconds, in
     } else {
         snprintf(url, sizeof(url), "sqlite:%s/bench-%zu.db", dir, batch);
         unlink(url + 7);
+        if (spent_lots > 0)
+            seed_spent_lots(url);
     }
     pgw_writer_options opts = {.db_url = url,
                                .queue_cap = POOL,
@@ -328,7 +373,19 @@ int main(int argc, char **argv)
                 "[BATCH_SIZE...]\n");
         return 2;
     }
-    const char *env = getenv("PGW_BENCH_WRITERS");
+    const char *env = getenv("PGW_BENCH_MEMBERS");
+    members = env ? atol(env) : MEMBERS;
+    env = getenv("PGW_BENCH_SPENT_LOTS");
+    spent_lots = env ? atol(env) : 0;
+    if (members < 1 || members > 1000000 || spent_lots < 0 ||
+        spent_lots > SPENT_ROWS_MAX / members || (spent_lots > 0 && is_postgres(dir))) {
+        fprintf(stderr,
+                "PGW_BENCH_MEMBERS is 1..1000000; PGW_BENCH_SPENT_LOTS at most %d lots in"
+                " all, on SQLite\n",
+                SPENT_ROWS_MAX);
+        return 2;
+    }
+    env = getenv("PGW_BENCH_WRITERS");
     int n_writers = env ? atoi(env) : 1;
     if (n_writers < 1 || n_writers > WRITERS_MAX || (n_writers > 1 && !is_postgres(dir))) {
         fprintf(stderr, "PGW_BENCH_WRITERS is 1..%d, and more than 1 only on PostgreSQL\n",
