@@ -874,6 +874,13 @@ static int64_t behaviour_points(const pgw_earning *e)
     return sum;
 }
 
+/* Whether the risk limit on behaviours' points a day judges this earning
+ * (which then needs the member's points by rule today). */
+static bool behaviour_limit_applies(const pgw_risk_limits *r, const pgw_earning *e)
+{
+    return r->max_behaviour_points_per_day > 0 && behaviour_points(e) > 0;
+}
+
 /*
  * Prices the event. The member's points by rule today are read only when
  * something needs them: a daily cap the rules met (which then price again
@@ -886,8 +893,7 @@ static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command 
     pgw_member_ctx ctx;
     activity_to_ctx(a, cmd->event->type, &ctx);
     int rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
-    bool risk = rc == PGW_OK && policy->risk.max_behaviour_points_per_day > 0 &&
-                behaviour_points(cmd->earning) > 0;
+    bool risk = rc == PGW_OK && behaviour_limit_applies(&policy->risk, cmd->earning);
     /* A failure priced without them may not be one with them. */
     if (a->today_read || !(cmd->earning->needs_today || risk))
         return rc;
@@ -910,11 +916,11 @@ static int check_event_risk_after(const pgw_ledger_policy *policy, pgw_command *
         return pgw_err_set(&cmd->err, PGW_ERISK,
                            "max_points_per_event: the event would earn %lld points, limit %lld",
                            (long long)e->points, (long long)r->max_points_per_event);
-    int64_t behaviour = behaviour_points(e);
-    PGW_ASSERT(behaviour == 0 || r->max_behaviour_points_per_day <= 0 || a->today_read);
-    int64_t before = today_points(a, "behaviour:");
-    if (behaviour > 0 && r->max_behaviour_points_per_day > 0 &&
-        before + behaviour > r->max_behaviour_points_per_day)
+    if (!behaviour_limit_applies(r, e))
+        return PGW_OK;
+    PGW_ASSERT(a->today_read); /* price() read them */
+    int64_t behaviour = behaviour_points(e), before = today_points(a, "behaviour:");
+    if (before + behaviour > r->max_behaviour_points_per_day)
         return pgw_err_set(
             &cmd->err, PGW_ERISK, "max_behaviour_points_per_day: %lld today, %lld more, limit %lld",
             (long long)before, (long long)behaviour, (long long)r->max_behaviour_points_per_day);

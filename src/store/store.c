@@ -83,12 +83,12 @@
 /* The columns read into a pgw_hold_record, in row_to_hold()'s order. */
 #define HOLD_COLUMNS                                                                               \
     "id, member, shop_id, points, captured, state, deadline, created_at, capture_transfer"
-/* Lots in consumption order (core/ledger.h pgw_lot_order), after a cursor. */
 /* 1 for a lot with points left or held, 0 for one spent or expired whole:
  * lots_by_member's second column as schema 22 wrote it out (the
  * migration's text is fixed; this must stay the same expression), which
  * the member's reads name exactly so, to read live lots only. */
 #define LOT_LIVE(prefix) "CASE WHEN " prefix "left_points + " prefix "held > 0 THEN 1 ELSE 0 END"
+/* Lots in consumption order (core/ledger.h pgw_lot_order), after a cursor. */
 #define LOT_ORDER_AFTER(prefix, a, b, c)                                                           \
     "(" prefix "expires_at, " prefix "earned_at, " prefix "id) > (?" a ", ?" b ", ?" c ")"
 

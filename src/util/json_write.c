@@ -5,7 +5,6 @@
 
 #include "core/assertions.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 

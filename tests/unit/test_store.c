@@ -546,7 +546,8 @@ static void expect_live_lots_read(const db_fixture *f, pgw_store *s)
         const char *sql = pgw_store__statement_for_test(s, reads[i]);
         assert_non_null(sql);
         char explain[2048];
-        snprintf(explain, sizeof(explain), "EXPLAIN QUERY PLAN %s", sql);
+        assert_true(snprintf(explain, sizeof(explain), "EXPLAIN QUERY PLAN %s", sql) <
+                    (int)sizeof(explain));
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, explain, -1, &st, NULL), SQLITE_OK);
         bool live = false, sorts = false;
