@@ -39,6 +39,7 @@
  * balancer. PGW_BENCH_SHOPS=1 sends every purchase to S001 (default: 4).
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -51,6 +52,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -396,14 +398,122 @@ static void *run_worker(void *arg)
     return NULL;
 }
 
+/* CPU time by thread name, from /proc: what each event cost each thread of
+ * the servers and the client. Its sum against the machine's two cores is
+ * the ceiling the case's events/s could reach at this cost per event. */
+#define THREAD_NAMES_MAX 32
+typedef struct cpu_use {
+    char names[THREAD_NAMES_MAX][16];
+    long ticks[THREAD_NAMES_MAX]; /* clock ticks, utime + stime */
+    int n;
+    long client_ticks; /* this process, all its threads */
+    long busy, all;    /* the machine's, /proc/stat */
+} cpu_use;
+
+static void add_ticks(cpu_use *u, const char *name, long ticks)
+{
+    int i = 0;
+    while (i < u->n && strcmp(u->names[i], name) != 0)
+        i++;
+    if (i == u->n) {
+        if (u->n == THREAD_NAMES_MAX)
+            return;
+        snprintf(u->names[u->n++], sizeof(u->names[0]), "%.15s", name);
+    }
+    u->ticks[i] += ticks;
+}
+
+/* One thread's name and utime + stime from its stat line; false if unreadable. */
+static bool thread_ticks(const char *path, char *name, size_t cap, long *ticks)
+{
+    char line[1024];
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(line, 1, sizeof(line) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    line[n] = '\0';
+    char *open = strchr(line, '('), *close = strrchr(line, ')');
+    if (open == NULL || close == NULL || close < open)
+        return false;
+    snprintf(name, cap, "%.*s", (int)(close - open - 1), open + 1);
+    unsigned long utime = 0, stime = 0; /* fields 14 and 15; the state is field 3 */
+    if (sscanf(close + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) !=
+        2)
+        return false;
+    *ticks = (long)(utime + stime);
+    return true;
+}
+
+static void take_cpu_use(cpu_use *u, const pid_t *pids, int n_pids)
+{
+    memset(u, 0, sizeof(*u));
+    for (int k = 0; k < n_pids; k++) {
+        char dir[64];
+        snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pids[k]);
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
+            char path[64 + sizeof(e->d_name) + 8], name[64];
+            long ticks = 0;
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
+            if (thread_ticks(path, name, sizeof(name), &ticks))
+                add_ticks(u, name, ticks);
+        }
+        if (d != NULL)
+            closedir(d);
+    }
+    struct rusage self;
+    if (getrusage(RUSAGE_SELF, &self) == 0) {
+        long us = (long)(self.ru_utime.tv_sec + self.ru_stime.tv_sec) * 1000000 +
+                  self.ru_utime.tv_usec + self.ru_stime.tv_usec;
+        u->client_ticks = us / (1000000 / sysconf(_SC_CLK_TCK));
+    }
+    long v[10] = {0}; /* user nice system idle iowait irq softirq steal ... */
+    FILE *f = fopen("/proc/stat", "r");
+    if (f != NULL && fscanf(f, "cpu %ld %ld %ld %ld %ld %ld %ld %ld", &v[0], &v[1], &v[2], &v[3],
+                            &v[4], &v[5], &v[6], &v[7]) == 8) {
+        u->busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+        u->all = u->busy + v[3] + v[4];
+    }
+    if (f != NULL)
+        fclose(f);
+}
+
+/* Prints microseconds of CPU per answered event, by thread, between two takes. */
+static void report_cpu_use(const cpu_use *before, const cpu_use *after, long events)
+{
+    if (events <= 0)
+        return;
+    double us_per_tick = 1e6 / (double)sysconf(_SC_CLK_TCK), total = 0;
+    printf("  CPU us per event:");
+    for (int i = 0; i < after->n; i++) {
+        long was = 0;
+        for (int j = 0; j < before->n; j++)
+            if (strcmp(before->names[j], after->names[i]) == 0)
+                was = before->ticks[j];
+        double us = (double)(after->ticks[i] - was) * us_per_tick / (double)events;
+        total += us;
+        if (us >= 0.5)
+            printf(" %s %.0f,", after->names[i], us);
+    }
+    double client =
+        (double)(after->client_ticks - before->client_ticks) * us_per_tick / (double)events;
+    long all = after->all - before->all;
+    printf(" client %.0f; all %.0f (2 cores: %.0f events/s at most); machine busy %.0f%%\n", client,
+           total + client, total + client > 0 ? 2e6 / (total + client) : 0,
+           all > 0 ? 100.0 * (double)(after->busy - before->busy) / (double)all : 0);
+}
+
 static int compare_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
 
-/* Prints one case's line from its workers' counts and latencies. */
-static int report(const worker *workers, int n_workers, int connections, double elapsed)
+/* Prints one case's line from its workers' counts and latencies; sets *ok. */
+static int report(const worker *workers, int n_workers, int connections, double elapsed,
+                  long *answered)
 {
     long ok = 0, failed = 0;
     size_t n = 0;
@@ -429,6 +539,7 @@ static int report(const worker *workers, int n_workers, int connections, double 
            connections, (double)ok / elapsed, p50 * 1e3, p99 * 1e3, ok, failed);
     fflush(stdout);
     free(all);
+    *answered = ok;
     return 0;
 }
 
@@ -457,7 +568,8 @@ static int start_and_join(worker *workers, int n_workers, conn *conns, int conne
 }
 
 /* Runs one case; 0, or -1 when it could not be run. */
-static int run_case(const int *ports, int n_ports, int connections, double seconds)
+static int run_case(const pid_t *pids, const int *ports, int n_ports, int connections,
+                    double seconds)
 {
     int n_workers = n_client_threads < connections ? n_client_threads : connections;
     worker workers[CLIENT_THREADS_MAX];
@@ -469,11 +581,17 @@ static int run_case(const int *ports, int n_ports, int connections, double secon
     }
     for (int i = 0; i < connections; i++)
         conns[i] = (conn){.fd = -1, .port = ports[i % n_ports], .index = connections * 1000 + i};
+    cpu_use before, after;
+    take_cpu_use(&before, pids, n_ports);
     double start = now_s();
     int rc = start_and_join(workers, n_workers, conns, connections, start + seconds);
     double elapsed = now_s() - start;
+    take_cpu_use(&after, pids, n_ports);
+    long answered = 0;
     if (rc == 0)
-        rc = report(workers, n_workers, connections, elapsed);
+        rc = report(workers, n_workers, connections, elapsed, &answered);
+    if (rc == 0)
+        report_cpu_use(&before, &after, answered);
     for (int k = 0; k < n_workers; k++)
         free(workers[k].samples);
     free(conns);
@@ -591,7 +709,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "connections are 1..%d\n", CONNECTIONS_MAX);
             break;
         }
-        if (run_case(ports, n, cases[i], seconds) != 0)
+        if (run_case(pids, ports, n, cases[i], seconds) != 0)
             break;
     }
     stop_servers(pids, n);
