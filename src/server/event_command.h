@@ -20,8 +20,16 @@
 int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw_command *cmd,
                             pgw_err *err);
 
-/* SHA-256 of the request object's canonical JSON (sorted keys, compact). */
+/* SHA-256 of the request object's canonical JSON (sorted keys, compact):
+ * json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS)'s text, byte for byte, as
+ * the stored fingerprints were made. */
 int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN]);
+
+/* That canonical text of `v` into buf (NUL-terminated) and its length in
+ * *len, without allocating; false, and nothing usable in buf, when it does
+ * not fit or holds what only json_dumps writes (a real, a string with a
+ * NUL, more than 64 keys in an object or 16 levels). */
+bool pgw_json_canonical(const json_t *v, char *buf, size_t cap, size_t *len);
 
 /*
  * Fills the EVENT command's fields from a parsed event `obj` / `doc`: the

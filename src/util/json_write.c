@@ -156,6 +156,13 @@ void pgw_json_out_bool(pgw_json_out *o, bool value)
     o->need_comma = true;
 }
 
+void pgw_json_out_null(pgw_json_out *o)
+{
+    separate(o);
+    put(o, "null", 4);
+    o->need_comma = true;
+}
+
 void pgw_json_out_key_string(pgw_json_out *o, const char *key, const char *text)
 {
     pgw_json_out_key(o, key);

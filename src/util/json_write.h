@@ -41,6 +41,7 @@ void pgw_json_out_key(pgw_json_out *o, const char *key);
 void pgw_json_out_string(pgw_json_out *o, const char *text);
 void pgw_json_out_int(pgw_json_out *o, int64_t value);
 void pgw_json_out_bool(pgw_json_out *o, bool value);
+void pgw_json_out_null(pgw_json_out *o);
 
 /* Shorthands for a key and its value. */
 void pgw_json_out_key_string(pgw_json_out *o, const char *key, const char *text);

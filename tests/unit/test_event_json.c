@@ -9,8 +9,14 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "rng.h"
+
+#include "core/digest.h"
+#include "server/event_command.h"
 #include "server/event_json.h"
 #include "util/json_read.h"
+
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -40,18 +46,21 @@ static int parse(const char *text, pgw_event_doc *doc, pgw_err *err)
     return rc;
 }
 
+/* API.md's purchase. */
+static const char API_EXAMPLE[] =
+    "{\"event_id\": \"S001-20261124-000123\", \"channel\": \"store\","
+    " \"shop_id\": \"S001\", \"type\": \"purchase\","
+    " \"occurred_at\": \"2026-11-24T10:15:00+08:00\","
+    " \"member\": {\"phone\": \"+86 138 0013 8000\"}, \"amount_fen\": 12800,"
+    " \"items\": [{\"sku\": \"A1\", \"category\": \"shoes\", \"amount_fen\": 12800,"
+    " \"qty\": 1}], \"receipt_no\": \"R123\"}";
+
 static void test_api_example_parses(void **state)
 {
     (void)state;
     pgw_event_doc *doc = calloc(1, sizeof(*doc));
     pgw_err err;
-    int rc = parse("{\"event_id\": \"S001-20261124-000123\", \"channel\": \"store\","
-                   " \"shop_id\": \"S001\", \"type\": \"purchase\","
-                   " \"occurred_at\": \"2026-11-24T10:15:00+08:00\","
-                   " \"member\": {\"phone\": \"+86 138 0013 8000\"}, \"amount_fen\": 12800,"
-                   " \"items\": [{\"sku\": \"A1\", \"category\": \"shoes\", \"amount_fen\": 12800,"
-                   " \"qty\": 1}], \"receipt_no\": \"R123\"}",
-                   doc, &err);
+    int rc = parse(API_EXAMPLE, doc, &err);
     assert_int_equal(rc, PGW_OK);
     assert_string_equal(doc->event_id, "S001-20261124-000123");
     assert_int_equal(doc->event.type, PGW_EVENT_PURCHASE);
@@ -274,6 +283,154 @@ static void test_json_read_bounds(void **state)
     json_decref(obj);
 }
 
+/* Bytes that JSON escapes or that are UTF-8, and plain ones. */
+static const char *const PIECES[] = {
+    "a",      "Z",  "0",  " ",  "\"", "\\",   "/",        "\x01",         "\x1f",
+    "\n",     "\t", "\b", "\f", "\r", "\x7f", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80",
+    "shop_id"};
+
+static void random_text(uint64_t *rng, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (int64_t n = rng_pick(rng, 0, 6); n > 0; n--) {
+        const char *piece = PIECES[rng_pick(rng, 0, sizeof(PIECES) / sizeof(PIECES[0]) - 1)];
+        if (strlen(out) + strlen(piece) < cap)
+            strcat(out, piece);
+    }
+}
+
+static const json_int_t EDGES[] = {0, -1, 1, 9, 10, -10, INT64_MAX, INT64_MIN, 1234567890123};
+
+/* A random JSON value, `reals` of them doubles when allowed. */
+static json_t *random_value(uint64_t *rng, int depth, bool reals)
+{
+    char text[64];
+    switch (rng_pick(rng, depth >= 4 ? 2 : 0, reals ? 7 : 6)) {
+    case 0: {
+        json_t *obj = json_object();
+        for (int64_t n = rng_pick(rng, 0, 8); n > 0; n--) {
+            random_text(rng, text, sizeof(text));
+            json_object_set_new(obj, text, random_value(rng, depth + 1, reals));
+        }
+        return obj;
+    }
+    case 1: {
+        json_t *arr = json_array();
+        for (int64_t n = rng_pick(rng, 0, 5); n > 0; n--)
+            json_array_append_new(arr, random_value(rng, depth + 1, reals));
+        return arr;
+    }
+    case 2:
+        random_text(rng, text, sizeof(text));
+        return json_string(text);
+    case 3:
+        return json_integer(EDGES[rng_pick(rng, 0, sizeof(EDGES) / sizeof(EDGES[0]) - 1)]);
+    case 4:
+        return json_integer((json_int_t)rng_next(rng));
+    case 5:
+        return json_boolean(rng_pick(rng, 0, 1));
+    case 6:
+        return json_null();
+    default:
+        return json_real((double)(int64_t)rng_next(rng) / 1e6);
+    }
+}
+
+static void expect_canonical(const json_t *v, bool handled)
+{
+    char *dumped = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    assert_non_null(dumped);
+    char buf[8192];
+    size_t len = 0;
+    assert_int_equal(pgw_json_canonical(v, buf, sizeof(buf), &len), handled);
+    if (handled) {
+        assert_string_equal(buf, dumped);
+        assert_int_equal(len, strlen(dumped));
+    }
+    uint8_t want[PGW_SHA256_LEN], got[PGW_HASH_LEN];
+    pgw_sha256(dumped, strlen(dumped), want);
+    if (json_is_object(v) || json_is_array(v)) { /* requests are objects */
+        assert_int_equal(pgw_json_fingerprint(v, got), PGW_OK);
+        assert_memory_equal(got, want, sizeof(want));
+    }
+    free(dumped);
+}
+
+/* The fingerprints stored for years came from json_dumps' text: the one
+ * written by hand must be the same text, byte for byte, or a replay after
+ * an upgrade would answer 409. */
+static void test_canonical_text_is_json_dumps(void **state)
+{
+    (void)state;
+    json_t *example = json_loads(API_EXAMPLE, 0, NULL);
+    assert_non_null(example);
+    expect_canonical(example, true);
+    json_decref(example);
+    uint64_t rng = 20261129;
+    for (int i = 0; i < 3000; i++) {
+        json_t *v = random_value(&rng, 0, false);
+        expect_canonical(v, true);
+        json_decref(v);
+    }
+    int with_reals = 0;
+    for (int i = 0; i < 1000; i++) {
+        json_t *v = random_value(&rng, 0, true);
+        char *dumped = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        bool real = strchr(dumped, '.') != NULL || strchr(dumped, 'e') != NULL;
+        free(dumped);
+        if (json_is_real(v)) {
+            with_reals++;
+            expect_canonical(v, false); /* json_dumps' formatting, through it */
+        } else if (!real) {
+            expect_canonical(v, true);
+        }
+        json_decref(v);
+    }
+    assert_true(with_reals > 50);
+}
+
+/* Past its limits the text is json_dumps', fingerprinted the same. */
+static void test_canonical_limits(void **state)
+{
+    (void)state;
+    json_t *wide = json_object();
+    char key[16];
+    for (int i = 0; i < 65; i++) {
+        snprintf(key, sizeof(key), "k%02d", i);
+        json_object_set_new(wide, key, json_integer(i));
+    }
+    expect_canonical(wide, false);
+    json_object_del(wide, "k64");
+    expect_canonical(wide, true);
+    json_decref(wide);
+    json_t *deep = json_array(), *inner = deep;
+    for (int i = 0; i < 17; i++) {
+        json_t *next = json_array();
+        json_array_append_new(inner, next);
+        inner = next;
+    }
+    expect_canonical(deep, false);
+    json_array_remove(json_array_get(deep, 0), 0);
+    expect_canonical(deep, true);
+    json_decref(deep);
+    json_t *nul = json_pack("[s#]", "a\0b", (size_t)3), *long_text = json_array();
+    expect_canonical(nul, false);
+    json_decref(nul);
+    nul = json_object();
+    json_object_setn_new(nul, "a\0b", 3, json_true());
+    expect_canonical(nul, false);
+    char chunk[1001];
+    memset(chunk, 'x', 1000);
+    chunk[1000] = '\0';
+    for (int i = 0; i < 9; i++)
+        json_array_append_new(long_text, json_string(chunk));
+    expect_canonical(long_text, false); /* over 8 KiB */
+    json_array_remove(long_text, 0);
+    expect_canonical(long_text, true);
+    json_decref(nul);
+    json_decref(long_text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +440,8 @@ int main(void)
         cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_context),
         cmocka_unit_test(test_json_read_bounds),
+        cmocka_unit_test(test_canonical_text_is_json_dumps),
+        cmocka_unit_test(test_canonical_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
