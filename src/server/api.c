@@ -28,6 +28,7 @@
 #include "adapters/wechat_oa/user.h"
 #include "util/csv.h"
 #include "util/json_read.h"
+#include "util/json_write.h"
 #include "util/vault.h"
 #include "util/thread_name.h"
 
@@ -3098,20 +3099,6 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
 
 /* Copies `in` into out as the inside of a JSON string (quotes, backslashes
  * and control characters escaped); cut short rather than overflow. */
-static void json_escape(const char *in, char *out, size_t cap)
-{
-    size_t n = 0;
-    for (const unsigned char *c = (const unsigned char *)in; *c != '\0' && n + 7 < cap; c++) {
-        if (*c == '"' || *c == '\\')
-            n += (size_t)snprintf(out + n, cap - n, "\\%c", *c);
-        else if (*c < 0x20)
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", *c);
-        else
-            out[n++] = (char)*c;
-    }
-    out[n] = '\0';
-}
-
 /* ---- the log and the counters --------------------------------------------------------------- */
 
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us)
@@ -3130,15 +3117,23 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     api->duration_sum += seconds;
     if (api->log == NULL)
         return;
-    /* Printed directly: this runs once per request on the service thread,
-     * and building a JSON object for it cost a tenth of that thread. */
-    char path[PGW_PATH_MAX * 6 + 1];
-    json_escape(req->path, path, sizeof(path));
-    fprintf(api->log,
-            "{\"ts_us\":%lld,\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"us\":%lld,"
-            "\"key\":\"%s\"}\n",
-            (long long)done_us, req->method, path, resp->status,
-            (long long)(done_us - req->received_us), resp->key_name);
+    /* Written by hand: this runs once per request on the service thread,
+     * where a jansson object cost a tenth of it and fprintf's formatting
+     * 3%. Sized for the longest fields, each escaped (6 bytes a byte). */
+    char line[64 + 6 * (sizeof(req->method) + sizeof(req->path) + sizeof(resp->key_name))];
+    pgw_json_out o;
+    pgw_json_out_init(&o, line, sizeof(line));
+    pgw_json_out_begin_object(&o);
+    pgw_json_out_key_int(&o, "ts_us", done_us);
+    pgw_json_out_key_string(&o, "method", req->method);
+    pgw_json_out_key_string(&o, "path", req->path);
+    pgw_json_out_key_int(&o, "status", resp->status);
+    pgw_json_out_key_int(&o, "us", done_us - req->received_us);
+    pgw_json_out_key_string(&o, "key", resp->key_name);
+    pgw_json_out_end_object(&o);
+    PGW_ASSERT(!o.overflow);
+    line[o.len] = '\n';
+    fwrite(line, 1, o.len + 1, api->log);
 }
 
 static void *sweep_main(void *arg)

@@ -728,6 +728,7 @@ def test_route_labels(s):
 
 
 def test_log(s):
+    s.request("GET", "/v1/members/q%22b%5Cs%09")  # decoded by the server: q"b\s and a tab
     s.log.flush()
     s.log.seek(0)
     lines = [json.loads(line) for line in s.log if line.strip()]
@@ -736,6 +737,8 @@ def test_log(s):
           "every log line has method, path, status, duration and key")
     check(any(line["key"] == "s002" and line["status"] == 201 for line in lines),
           "the log names the key")
+    check(any(line["path"] == '/v1/members/q"b\\s\t' for line in lines),
+          "the log escapes a path's quote, backslash and control character")
 
 
 def test_tls(tmp):
