@@ -1068,6 +1068,48 @@ static int apply_migration(pgw_store *s, int64_t v, pgw_err *err)
     return rc;
 }
 
+/*
+ * PostgreSQL: how long a migration waits for a table another session holds,
+ * and how often it tries. Its request for an exclusive lock queues every
+ * later use of that table behind it, the instances still serving included,
+ * so it must not wait long: a busy moment passes between tries, a long
+ * transaction (a report, a forgotten psql session) is the operator's to
+ * end. SQLite waits BUSY_TIMEOUT_MS once; its waiting holds up nobody.
+ */
+#define PG_MIGRATE_LOCK_WAIT "3s"
+#define PG_MIGRATE_TRIES     3
+#define PG_MIGRATE_PAUSE_MS  1000
+
+/* Migration v -> v + 1 in a transaction of its own, tried again on
+ * PostgreSQL while a lock it needs was not free. */
+static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
+{
+    int tries = is_postgres(s) ? PG_MIGRATE_TRIES : 1, rc = PGW_EUNAVAILABLE;
+    for (int i = 0; i < tries && rc == PGW_EUNAVAILABLE; i++) {
+        if (i > 0)
+            nanosleep(&(struct timespec){0, PG_MIGRATE_PAUSE_MS * 1000000L}, NULL);
+        rc = exec(s,
+                  is_postgres(s) ? "BEGIN; SET LOCAL lock_timeout = '" PG_MIGRATE_LOCK_WAIT "'"
+                                 : "BEGIN IMMEDIATE",
+                  "starting a migration", err);
+        if (rc == PGW_OK)
+            rc = apply_migration(s, v, err);
+        if (rc == PGW_OK)
+            rc = exec(s, "COMMIT", "committing a migration", err);
+        if (rc != PGW_OK)
+            exec(s, "ROLLBACK", "rolling back a migration", NULL);
+    }
+    if (rc != PGW_EUNAVAILABLE || err == NULL)
+        return rc;
+    char last[sizeof(err->msg)];
+    snprintf(last, sizeof(last), "%s", err->msg);
+    return pgw_err_set(err, rc,
+                       "migrating to schema %lld gave up after %d tr%s (%s): another session "
+                       "may hold a table it changes; end that session's transaction "
+                       "(PostgreSQL lists them in pg_stat_activity) and start pointsgw again",
+                       (long long)v + 1, tries, tries > 1 ? "ies" : "y", last);
+}
+
 static int migrate_steps(pgw_store *s, pgw_err *err)
 {
     int64_t version = 0;
@@ -1079,15 +1121,8 @@ static int migrate_steps(pgw_store *s, pgw_err *err)
                            "%s: the database is at schema version %lld, newer than this "
                            "pointsgw (%d); run the newer pointsgw that wrote it",
                            s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
-    for (int64_t v = version; rc == PGW_OK && v < PGW_STORE_SCHEMA_VERSION; v++) {
-        rc = exec(s, is_postgres(s) ? "BEGIN" : "BEGIN IMMEDIATE", "starting a migration", err);
-        if (rc == PGW_OK)
-            rc = apply_migration(s, v, err);
-        if (rc == PGW_OK)
-            rc = exec(s, "COMMIT", "committing a migration", err);
-        if (rc != PGW_OK)
-            exec(s, "ROLLBACK", "rolling back a migration", NULL);
-    }
+    for (int64_t v = version; rc == PGW_OK && v < PGW_STORE_SCHEMA_VERSION; v++)
+        rc = migrate_step(s, v, err);
     return rc;
 }
 

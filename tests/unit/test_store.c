@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "server/writer.h"
+#include "util/clock.h"
 #include "store/store.h"
 
 #include "db_fixture.h"
@@ -641,6 +642,51 @@ static int64_t raw_int(const db_fixture *f, const char *sql)
     return v;
 }
 
+/*
+ * A migration waits a bounded time for a table another session holds (an
+ * older instance's long report, a forgotten psql transaction). On
+ * PostgreSQL its queued exclusive lock would otherwise hold up every other
+ * session's use of that table for as long: an outage of the instances
+ * still serving. It gives up saying what it waited for, changes nothing,
+ * and migrates once the table is free.
+ */
+static void test_a_migration_gives_up_on_a_held_table(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store_close(open_store(f));
+    back_to_schema_21(f); /* 21 -> 22 drops an index of lots */
+    const char *version = f->pg ? "SELECT version FROM pgw_schema" : "PRAGMA user_version";
+    pgw_sql *holder = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_sql_open(f->url, false, &holder, &err), PGW_OK);
+    /* PostgreSQL: a reader's share lock on lots, which DROP INDEX waits
+     * for, as psql would hold it (pgw_sql's own sessions end after 60 s
+     * idle in a transaction); SQLite: the write lock, which BEGIN
+     * IMMEDIATE waits for. */
+    if (pgw_sql_exec(holder,
+                     f->pg ? "SET idle_in_transaction_session_timeout = 0;"
+                             " BEGIN; SELECT count(*) FROM lots"
+                           : "BEGIN IMMEDIATE",
+                     "holding a table", &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    alarm(60); /* unbounded, the open below would never return */
+    int64_t started = pgw_monotonic_us();
+    pgw_store *s = NULL;
+    int rc = pgw_store_open(f->url, true, &s, &err);
+    int64_t waited_ms = (pgw_monotonic_us() - started) / 1000;
+    alarm(0);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_null(s);
+    if (strstr(err.msg, "another session") == NULL)
+        fail_msg("%s", err.msg);
+    assert_true(waited_ms < 30000);
+    assert_int_equal(raw_int(f, version), 21);
+    assert_int_equal(pgw_sql_exec(holder, "ROLLBACK", "letting go", &err), PGW_OK);
+    pgw_sql_close(holder);
+    pgw_store_close(open_store(f));
+    assert_int_equal(raw_int(f, version), PGW_STORE_SCHEMA_VERSION);
+}
+
 /* Records an event's key as the writer does: its columns in the key's row. */
 static void record_event_key(pgw_store *s, const char *channel, const char *shop, const char *id,
                              int64_t points, const char *answer)
@@ -1217,6 +1263,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_writes_stop_once_a_newer_pointsgw_migrated,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_gives_up_on_a_held_table, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_day_written_during_schema_19_is_kept,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_keep_their_keys_through_schema_21,
