@@ -14,6 +14,7 @@
 #include "server/auth.h"
 #include "server/dashboard.h"
 #include "core/transfer.h"
+#include "core/utf8.h"
 #include "server/event_command.h"
 #include "server/event_json.h"
 #include "server/expire.h"
@@ -3099,6 +3100,24 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
 
 /* Copies `in` into out as the inside of a JSON string (quotes, backslashes
  * and control characters escaped); cut short rather than overflow. */
+/* The path as valid UTF-8, for the log to stay JSON whatever a client
+ * sent: a byte that starts no character becomes U+FFFD. */
+static void loggable_path(const char *path, char *out, size_t cap)
+{
+    size_t n = 0;
+    while (*path != '\0') {
+        uint32_t cp = 0;
+        size_t len = pgw_utf8_next(path, &cp);
+        const char *bytes = len > 0 ? path : "\xEF\xBF\xBD";
+        size_t take = len > 0 ? len : 3;
+        PGW_ASSERT(n + take < cap);
+        memcpy(out + n, bytes, take);
+        n += take;
+        path += len > 0 ? len : 1;
+    }
+    out[n] = '\0';
+}
+
 /* ---- the log and the counters --------------------------------------------------------------- */
 
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us)
@@ -3119,14 +3138,17 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
         return;
     /* Written by hand: this runs once per request on the service thread,
      * where a jansson object cost a tenth of it and fprintf's formatting
-     * 3%. Sized for the longest fields, each escaped (6 bytes a byte). */
-    char line[64 + 6 * (sizeof(req->method) + sizeof(req->path) + sizeof(resp->key_name))];
+     * 3%. Sized for the longest fields, each byte escaped (6 bytes at
+     * most), the names and three integers (128). */
+    char path[3 * sizeof(req->path)];
+    loggable_path(req->path, path, sizeof(path));
+    char line[128 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name))];
     pgw_json_out o;
     pgw_json_out_init(&o, line, sizeof(line));
     pgw_json_out_begin_object(&o);
     pgw_json_out_key_int(&o, "ts_us", done_us);
     pgw_json_out_key_string(&o, "method", req->method);
-    pgw_json_out_key_string(&o, "path", req->path);
+    pgw_json_out_key_string(&o, "path", path);
     pgw_json_out_key_int(&o, "status", resp->status);
     pgw_json_out_key_int(&o, "us", done_us - req->received_us);
     pgw_json_out_key_string(&o, "key", resp->key_name);

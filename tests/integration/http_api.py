@@ -729,9 +729,14 @@ def test_route_labels(s):
 
 def test_log(s):
     s.request("GET", "/v1/members/q%22b%5Cs%09")  # decoded by the server: q"b\s and a tab
-    s.log.flush()
-    s.log.seek(0)
-    lines = [json.loads(line) for line in s.log if line.strip()]
+    s.request("GET", "/v1/members/%FFx%C3%28")  # not UTF-8 once decoded
+    lines = []
+    for _ in range(50):  # a line is written just after its answer is sent
+        s.log.seek(0)
+        lines = [json.loads(line) for line in s.log if line.strip()]
+        if lines and lines[-1]["path"].endswith("("):
+            break
+        time.sleep(0.1)
     check(len(lines) >= checks // 4, f"request log has {len(lines)} lines")
     check(all({"method", "path", "status", "us", "key"} <= set(line) for line in lines),
           "every log line has method, path, status, duration and key")
@@ -739,6 +744,8 @@ def test_log(s):
           "the log names the key")
     check(any(line["path"] == '/v1/members/q"b\\s\t' for line in lines),
           "the log escapes a path's quote, backslash and control character")
+    check(any(line["path"] == "/v1/members/\ufffdx\ufffd(" for line in lines),
+          "the log replaces what is not UTF-8 in a path")
 
 
 def test_tls(tmp):

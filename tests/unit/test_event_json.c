@@ -413,7 +413,7 @@ static void test_canonical_limits(void **state)
     json_array_remove(json_array_get(deep, 0), 0);
     expect_canonical(deep, true);
     json_decref(deep);
-    json_t *nul = json_pack("[s#]", "a\0b", (size_t)3), *long_text = json_array();
+    json_t *nul = json_pack("[s%]", "a\0b", (size_t)3), *long_text = json_array();
     expect_canonical(nul, false);
     json_decref(nul);
     nul = json_object();
