@@ -47,7 +47,8 @@ struct pgw_sql {
     char session[SESSION_MAX]; /* SETs of pgw_sql_set_session, made again on reconnecting */
     char name[NAME_MAX_LEN];
     char errmsg[ERRMSG_MAX];
-    int errcode; /* what the last statement failed with; PGW_OK: it did not */
+    int errcode;  /* what the last statement failed with; PGW_OK: it did not */
+    bool on_lock; /* that failure was waiting for a lock, the connection kept */
 };
 
 struct pgw_sql_stmt {
@@ -86,6 +87,7 @@ static int failed(pgw_sql *db, int code)
 {
     PGW_ASSERT(code < 0);
     db->errcode = code;
+    db->on_lock = false;
     return code;
 }
 
@@ -93,9 +95,12 @@ static int failed(pgw_sql *db, int code)
 static int sqlite_failure(pgw_sql *db, int result)
 {
     int primary = result & 0xff;
-    return failed(db, primary == SQLITE_CONSTRAINT                         ? PGW_ECONFLICT
-                      : primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? PGW_EUNAVAILABLE
-                                                                           : PGW_EIO);
+    bool on_lock = primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
+    int code = failed(db, primary == SQLITE_CONSTRAINT ? PGW_ECONFLICT
+                          : on_lock                    ? PGW_EUNAVAILABLE
+                                                       : PGW_EIO);
+    db->on_lock = on_lock;
+    return code;
 }
 
 /* ---- opening -------------------------------------------------------------------- */
@@ -350,9 +355,13 @@ static int pg_failure(pgw_sql *db, const PGresult *res)
         return failed(db, PGW_ECONFLICT); /* integrity constraints, as SQLITE_CONSTRAINT */
     /* connection exceptions, shutdowns, serialization failures, deadlocks,
      * lock and statement timeouts, a read-only server (after a failover) */
+    if (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0) { /* lock timeout, deadlock */
+        int code = failed(db, PGW_EUNAVAILABLE);
+        db->on_lock = true;
+        return code;
+    }
     if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
-        strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 ||
-        strcmp(state, "57014") == 0 || strcmp(state, "25006") == 0)
+        strcmp(state, "40001") == 0 || strcmp(state, "57014") == 0 || strcmp(state, "25006") == 0)
         return failed(db, PGW_EUNAVAILABLE);
     return failed(db, PGW_EIO);
 }
@@ -843,6 +852,11 @@ const char *pgw_sql_errmsg(pgw_sql *db)
 int pgw_sql_errcode(const pgw_sql *db)
 {
     return db->errcode;
+}
+
+bool pgw_sql_failed_on_lock(const pgw_sql *db)
+{
+    return db->errcode == PGW_EUNAVAILABLE && db->on_lock;
 }
 
 bool pgw_sql_in_transaction(pgw_sql *db)

@@ -134,6 +134,10 @@ int pgw_sql_commit(pgw_sql *db, pgw_err *err);
  * read-only server after a failover, SQLite busy.
  */
 int pgw_sql_errcode(const pgw_sql *db);
+/* Whether that failure (PGW_EUNAVAILABLE) was a wait for a lock given up:
+ * PostgreSQL's lock timeout or a deadlock, on a connection that is still
+ * the same session (its session locks held); SQLite busy or locked. */
+bool pgw_sql_failed_on_lock(const pgw_sql *db);
 /* Runs session SETs and, on PostgreSQL, runs them again on every reconnect. */
 int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err);
 /* Whether a transaction is open (or failed and not yet rolled back). */

@@ -1081,13 +1081,18 @@ static int apply_migration(pgw_store *s, int64_t v, pgw_err *err)
 #define PG_MIGRATE_PAUSE_MS  1000
 
 /* Migration v -> v + 1 in a transaction of its own, tried again on
- * PostgreSQL while a lock it needs was not free. */
+ * PostgreSQL while a lock it needs was not free. Only then: after a lost
+ * connection the session's advisory lock (migrate) is gone, and another
+ * instance may be migrating. */
 static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
 {
-    int tries = is_postgres(s) ? PG_MIGRATE_TRIES : 1, rc = PGW_EUNAVAILABLE;
-    for (int i = 0; i < tries && rc == PGW_EUNAVAILABLE; i++) {
+    int tries = is_postgres(s) ? PG_MIGRATE_TRIES : 1, rc = PGW_OK;
+    bool on_lock = false;
+    for (int i = 0; i < tries && (i == 0 || on_lock); i++) {
         if (i > 0)
-            nanosleep(&(struct timespec){0, PG_MIGRATE_PAUSE_MS * 1000000L}, NULL);
+            nanosleep(&(struct timespec){PG_MIGRATE_PAUSE_MS / 1000,
+                                         (PG_MIGRATE_PAUSE_MS % 1000) * 1000000L},
+                      NULL);
         rc = exec(s,
                   is_postgres(s) ? "BEGIN; SET LOCAL lock_timeout = '" PG_MIGRATE_LOCK_WAIT "'"
                                  : "BEGIN IMMEDIATE",
@@ -1096,16 +1101,17 @@ static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
             rc = apply_migration(s, v, err);
         if (rc == PGW_OK)
             rc = exec(s, "COMMIT", "committing a migration", err);
+        on_lock = rc != PGW_OK && pgw_sql_failed_on_lock(s->db);
         if (rc != PGW_OK)
             exec(s, "ROLLBACK", "rolling back a migration", NULL);
     }
-    if (rc != PGW_EUNAVAILABLE || err == NULL)
+    if (!on_lock || err == NULL)
         return rc;
     char last[sizeof(err->msg)];
     snprintf(last, sizeof(last), "%s", err->msg);
     return pgw_err_set(err, rc,
                        "migrating to schema %lld gave up after %d tr%s (%s): another session "
-                       "may hold a table it changes; end that session's transaction "
+                       "holds a table it changes; end that session's transaction "
                        "(PostgreSQL lists them in pg_stat_activity) and start pointsgw again",
                        (long long)v + 1, tries, tries > 1 ? "ies" : "y", last);
 }

@@ -680,11 +680,72 @@ static void test_a_migration_gives_up_on_a_held_table(void **state)
     if (strstr(err.msg, "another session") == NULL)
         fail_msg("%s", err.msg);
     assert_true(waited_ms < 30000);
+    if (f->pg) /* three waits of 3 s, a second apart */
+        assert_true(waited_ms >= 10000);
     assert_int_equal(raw_int(f, version), 21);
     assert_int_equal(pgw_sql_exec(holder, "ROLLBACK", "letting go", &err), PGW_OK);
     pgw_sql_close(holder);
     pgw_store_close(open_store(f));
     assert_int_equal(raw_int(f, version), PGW_STORE_SCHEMA_VERSION);
+}
+
+/* Ends the first backend of the test's database found waiting for a lock. */
+static void *end_the_waiting_backend(void *arg)
+{
+    const db_fixture *f = arg;
+    PGconn *c = PQconnectdb(f->url);
+    bool ended = false;
+    for (int i = 0; i < 400 && !ended && PQstatus(c) == CONNECTION_OK; i++) {
+        PGresult *r = PQexec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                " WHERE datname = current_database()"
+                                " AND wait_event_type = 'Lock' LIMIT 1");
+        ended = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        if (!ended)
+            usleep(50000);
+    }
+    PQfinish(c);
+    return ended ? arg : NULL;
+}
+
+/* A migration whose connection was lost while it waited is not tried again:
+ * the new session would not hold the migration's advisory lock, and another
+ * instance could be applying the same migration. */
+static void test_a_migration_is_not_retried_on_a_new_session(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite tries once; it has no session to lose */
+    pgw_store_close(open_store(f));
+    back_to_schema_21(f);
+    pgw_sql *holder = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_sql_open(f->url, false, &holder, &err), PGW_OK);
+    assert_int_equal(pgw_sql_exec(holder,
+                                  "SET idle_in_transaction_session_timeout = 0;"
+                                  " BEGIN; SELECT count(*) FROM lots",
+                                  "holding a table", &err),
+                     PGW_OK);
+    pthread_t ender;
+    assert_int_equal(pthread_create(&ender, NULL, end_the_waiting_backend, f), 0);
+    alarm(60);
+    int64_t started = pgw_monotonic_us();
+    pgw_store *s = NULL;
+    int rc = pgw_store_open(f->url, true, &s, &err);
+    int64_t waited_ms = (pgw_monotonic_us() - started) / 1000;
+    alarm(0);
+    void *ended = NULL;
+    assert_int_equal(pthread_join(ender, &ended), 0);
+    assert_non_null(ended);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_null(s);
+    if (strstr(err.msg, "another session") != NULL) /* it was tried again */
+        fail_msg("%s", err.msg);
+    assert_true(waited_ms < 3000);
+    assert_int_equal(raw_int(f, "SELECT version FROM pgw_schema"), 21);
+    assert_int_equal(pgw_sql_exec(holder, "ROLLBACK", "letting go", &err), PGW_OK);
+    pgw_sql_close(holder);
 }
 
 /* Records an event's key as the writer does: its columns in the key's row. */
@@ -1265,6 +1326,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_gives_up_on_a_held_table, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_is_not_retried_on_a_new_session,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_day_written_during_schema_19_is_kept,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_keep_their_keys_through_schema_21,
