@@ -537,6 +537,10 @@ static int report(const worker *workers, int n_workers, int connections, double 
     printf("connections %3d: %8.0f durable events/s  p50 %6.2f ms  p99 %6.2f ms  (%ld ok, %ld "
            "failed)\n",
            connections, (double)ok / elapsed, p50 * 1e3, p99 * 1e3, ok, failed);
+    if (n > 0) /* the tail's shape: what p99 is made of */
+        printf("  latency ms: p10 %.2f  p90 %.2f  p95 %.2f  p99.9 %.2f  max %.2f\n",
+               all[n / 10] * 1e3, all[(n * 90) / 100] * 1e3, all[(n * 95) / 100] * 1e3,
+               all[(n * 999) / 1000] * 1e3, all[n - 1] * 1e3);
     fflush(stdout);
     free(all);
     *answered = ok;
