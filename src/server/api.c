@@ -1377,186 +1377,196 @@ static void handle_health(pgw_api *api, pgw_response *resp)
         json_pack("{s:s,s:s}", "status", down ? "degraded" : "ok", "db", down ? "down" : "ok"));
 }
 
-/* Appends printf output to a growing text; false when out of memory. */
-static bool appendf(char **text, size_t *len, size_t *cap, const char *fmt, ...)
+/* The metrics' text, growing; `ok` false once an allocation failed, after
+ * which nothing more is added (one check at the end, not one per line). */
+typedef struct metrics_text {
+    char *text;
+    size_t len, cap;
+    bool ok;
+} metrics_text;
+
+static void put(metrics_text *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(metrics_text *m, const char *fmt, ...)
 {
-    for (;;) {
+    while (m->ok) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(*text ? *text + *len : NULL, *text ? *cap - *len : 0, fmt, ap);
+        int n =
+            vsnprintf(m->text ? m->text + m->len : NULL, m->text ? m->cap - m->len : 0, fmt, ap);
         va_end(ap);
-        if (n < 0)
-            return false;
-        if (*text != NULL && *len + (size_t)n < *cap) {
-            *len += (size_t)n;
-            return true;
+        if (n < 0) {
+            m->ok = false;
+        } else if (m->text != NULL && m->len + (size_t)n < m->cap) {
+            m->len += (size_t)n;
+            return;
+        } else {
+            size_t want = (m->cap ? m->cap * 2 : 16384) + (size_t)n;
+            char *grown = realloc(m->text, want);
+            m->ok = grown != NULL;
+            m->text = grown != NULL ? grown : m->text;
+            m->cap = grown != NULL ? want : m->cap;
         }
-        size_t want = (*cap ? *cap * 2 : 16384) + (size_t)n;
-        char *grown = realloc(*text, want);
-        if (grown == NULL)
-            return false;
-        *text = grown;
-        *cap = want;
     }
 }
 
-static void handle_metrics(pgw_api *api, pgw_response *resp)
+/* A metric's HELP and TYPE lines. */
+static void describe(metrics_text *m, const char *name, const char *type, const char *help)
 {
-    char *t = NULL;
-    size_t len = 0, cap = 0;
-    bool ok = appendf(&t, &len, &cap,
-                      "# HELP pgw_http_requests_total HTTP requests answered, by route and "
-                      "status.\n# TYPE pgw_http_requests_total counter\n");
-    for (size_t r = 0; ok && r < R_COUNT; r++) {
-        for (size_t s = 0; ok && s <= N_STATUSES; s++) {
+    put(m, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void put_counter(metrics_text *m, const char *name, const char *help, uint64_t value)
+{
+    describe(m, name, "counter", help);
+    put(m, "%s %llu\n", name, (unsigned long long)value);
+}
+
+static void put_seconds(metrics_text *m, const char *name, const char *help, uint64_t us)
+{
+    describe(m, name, "counter", help);
+    put(m, "%s %.6f\n", name, (double)us / 1e6);
+}
+
+static void metrics_http(metrics_text *m, const pgw_api *api)
+{
+    describe(m, "pgw_http_requests_total", "counter",
+             "HTTP requests answered, by route and status.");
+    for (size_t r = 0; r < R_COUNT; r++) {
+        for (size_t s = 0; s <= N_STATUSES; s++) {
             if (api->requests[r][s] == 0)
                 continue;
-            char status[8];
-            snprintf(status, sizeof(status), "%s", s < N_STATUSES ? "" : "other");
+            char status[8] = "other";
             if (s < N_STATUSES)
                 snprintf(status, sizeof(status), "%d", STATUSES[s]);
-            ok = appendf(&t, &len, &cap,
-                         "pgw_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
-                         ROUTE_NAMES[r], status, (unsigned long long)api->requests[r][s]);
+            put(m, "pgw_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n", ROUTE_NAMES[r],
+                status, (unsigned long long)api->requests[r][s]);
         }
     }
-    ok = ok && appendf(&t, &len, &cap,
-                       "# HELP pgw_http_request_seconds Time from request to response.\n"
-                       "# TYPE pgw_http_request_seconds histogram\n");
-    for (size_t b = 0; ok && b < N_BUCKETS; b++)
-        ok = appendf(&t, &len, &cap, "pgw_http_request_seconds_bucket{le=\"%g\"} %llu\n",
-                     BUCKETS[b], (unsigned long long)api->duration_le[b]);
-    ok = ok && appendf(&t, &len, &cap,
-                       "pgw_http_request_seconds_bucket{le=\"+Inf\"} %llu\n"
-                       "pgw_http_request_seconds_sum %.6f\npgw_http_request_seconds_count %llu\n",
-                       (unsigned long long)api->duration_count, api->duration_sum,
-                       (unsigned long long)api->duration_count);
-    pgw_writer_stats w;
-    pgw_writer_get_stats(api->writer, &w);
-    ok = ok && appendf(&t, &len, &cap,
-                       "# HELP pgw_writer_batches_total Transactions committed by the writer.\n"
-                       "# TYPE pgw_writer_batches_total counter\npgw_writer_batches_total %llu\n"
-                       "# HELP pgw_writer_commands_total Commands completed by the writer.\n"
-                       "# TYPE pgw_writer_commands_total counter\npgw_writer_commands_total %llu\n"
-                       "# HELP pgw_writer_failed_batches_total Commits that failed.\n"
-                       "# TYPE pgw_writer_failed_batches_total counter\n"
-                       "pgw_writer_failed_batches_total %llu\n"
-                       "# HELP pgw_writer_largest_batch Most commands committed at once.\n"
-                       "# TYPE pgw_writer_largest_batch gauge\npgw_writer_largest_batch %zu\n"
-                       "# HELP pgw_ledger_transfers Transfers in the log (id of the newest).\n"
-                       "# TYPE pgw_ledger_transfers gauge\npgw_ledger_transfers %lld\n"
-                       "# HELP pgw_inflight_requests Requests waiting on the database.\n"
-                       "# TYPE pgw_inflight_requests gauge\npgw_inflight_requests %zu\n",
-                       (unsigned long long)w.batches, (unsigned long long)w.commands,
-                       (unsigned long long)w.failed_batches, w.largest_batch,
-                       (long long)w.last_transfer, api->inflight);
-    ok = ok && appendf(&t, &len, &cap,
-                       "# HELP pgw_commit_batch_size Commands per committed transaction.\n"
-                       "# TYPE pgw_commit_batch_size histogram\n");
-    for (size_t b = 0; ok && b < PGW_BATCH_BUCKETS; b++)
-        ok = appendf(&t, &len, &cap, "pgw_commit_batch_size_bucket{le=\"%llu\"} %llu\n",
-                     (unsigned long long)pgw_writer_batch_bucket(b),
-                     (unsigned long long)w.batch_size_le[b]);
-    ok = ok &&
-         appendf(&t, &len, &cap,
-                 "pgw_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
-                 "pgw_commit_batch_size_sum %llu\npgw_commit_batch_size_count %llu\n"
-                 "# HELP pgw_commit_seconds Time to apply and commit one transaction (before its "
-                 "sync).\n"
-                 "# TYPE pgw_commit_seconds histogram\n",
-                 (unsigned long long)w.batches, (unsigned long long)w.batch_size_sum,
-                 (unsigned long long)w.batches);
-    for (size_t b = 0; ok && b < PGW_COMMIT_BUCKETS; b++)
-        ok = appendf(&t, &len, &cap, "pgw_commit_seconds_bucket{le=\"%g\"} %llu\n",
-                     (double)pgw_writer_commit_bucket_us(b) / 1e6,
-                     (unsigned long long)w.commit_us_le[b]);
-    ok = ok && appendf(&t, &len, &cap,
-                       "pgw_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
-                       "pgw_commit_seconds_sum %.6f\npgw_commit_seconds_count %llu\n"
-                       "# HELP pgw_wal_syncs_total fdatasyncs that made committed batches "
-                       "durable (one may serve several batches).\n"
-                       "# TYPE pgw_wal_syncs_total counter\npgw_wal_syncs_total %llu\n"
-                       "# HELP pgw_wal_sync_seconds_total Time spent in those syncs.\n"
-                       "# TYPE pgw_wal_sync_seconds_total counter\n"
-                       "pgw_wal_sync_seconds_total %.6f\n"
-                       "# HELP pgw_wal_checkpoints_total WAL checkpoints by the checkpoint "
-                       "thread (SQLite).\n"
-                       "# TYPE pgw_wal_checkpoints_total counter\npgw_wal_checkpoints_total %llu\n"
-                       "# HELP pgw_wal_checkpoint_seconds_total Time spent in those "
-                       "checkpoints.\n"
-                       "# TYPE pgw_wal_checkpoint_seconds_total counter\n"
-                       "pgw_wal_checkpoint_seconds_total %.6f\n",
-                       (unsigned long long)w.batches, (double)w.commit_us_sum / 1e6,
-                       (unsigned long long)w.batches, (unsigned long long)w.syncs,
-                       (double)w.sync_us_sum / 1e6, (unsigned long long)w.checkpoints,
-                       (double)w.checkpoint_us_sum / 1e6);
-    ok = ok && appendf(&t, &len, &cap,
-                       "# HELP pgw_risk_rejected_total Requests refused by a risk rule.\n"
-                       "# TYPE pgw_risk_rejected_total counter\n");
-    for (size_t i = 0; ok && i < N_RISK_RULES; i++)
-        ok = appendf(&t, &len, &cap, "pgw_risk_rejected_total{rule=\"%s\"} %llu\n", RISK_RULES[i],
-                     (unsigned long long)api->risk_rejected[i]);
+    describe(m, "pgw_http_request_seconds", "histogram", "Time from request to response.");
+    for (size_t b = 0; b < N_BUCKETS; b++)
+        put(m, "pgw_http_request_seconds_bucket{le=\"%g\"} %llu\n", BUCKETS[b],
+            (unsigned long long)api->duration_le[b]);
+    put(m,
+        "pgw_http_request_seconds_bucket{le=\"+Inf\"} %llu\n"
+        "pgw_http_request_seconds_sum %.6f\npgw_http_request_seconds_count %llu\n",
+        (unsigned long long)api->duration_count, api->duration_sum,
+        (unsigned long long)api->duration_count);
+    describe(m, "pgw_inflight_requests", "gauge", "Requests waiting on the database.");
+    put(m, "pgw_inflight_requests %zu\n", api->inflight);
+}
+
+static void metrics_writer(metrics_text *m, const pgw_writer_stats *w)
+{
+    put_counter(m, "pgw_writer_batches_total", "Transactions committed by the writer.", w->batches);
+    put_counter(m, "pgw_writer_commands_total", "Commands completed by the writer.", w->commands);
+    put_counter(m, "pgw_writer_failed_batches_total", "Commits that failed.", w->failed_batches);
+    describe(m, "pgw_writer_largest_batch", "gauge", "Most commands committed at once.");
+    put(m, "pgw_writer_largest_batch %zu\n", w->largest_batch);
+    describe(m, "pgw_ledger_transfers", "gauge", "Transfers in the log (id of the newest).");
+    put(m, "pgw_ledger_transfers %lld\n", (long long)w->last_transfer);
+    describe(m, "pgw_commit_batch_size", "histogram", "Commands per committed transaction.");
+    for (size_t b = 0; b < PGW_BATCH_BUCKETS; b++)
+        put(m, "pgw_commit_batch_size_bucket{le=\"%llu\"} %llu\n",
+            (unsigned long long)pgw_writer_batch_bucket(b),
+            (unsigned long long)w->batch_size_le[b]);
+    put(m,
+        "pgw_commit_batch_size_bucket{le=\"+Inf\"} %llu\n"
+        "pgw_commit_batch_size_sum %llu\npgw_commit_batch_size_count %llu\n",
+        (unsigned long long)w->batches, (unsigned long long)w->batch_size_sum,
+        (unsigned long long)w->batches);
+    describe(m, "pgw_commit_seconds", "histogram",
+             "Time to apply and commit one transaction (before its sync).");
+    for (size_t b = 0; b < PGW_COMMIT_BUCKETS; b++)
+        put(m, "pgw_commit_seconds_bucket{le=\"%g\"} %llu\n",
+            (double)pgw_writer_commit_bucket_us(b) / 1e6, (unsigned long long)w->commit_us_le[b]);
+    put(m,
+        "pgw_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+        "pgw_commit_seconds_sum %.6f\npgw_commit_seconds_count %llu\n",
+        (unsigned long long)w->batches, (double)w->commit_us_sum / 1e6,
+        (unsigned long long)w->batches);
+    put_counter(m, "pgw_wal_syncs_total",
+                "fdatasyncs that made committed batches durable (one may serve several batches).",
+                w->syncs);
+    put_seconds(m, "pgw_wal_sync_seconds_total", "Time spent in those syncs.", w->sync_us_sum);
+    put_counter(m, "pgw_wal_checkpoints_total",
+                "WAL checkpoints by the checkpoint thread (SQLite).", w->checkpoints);
+    put_seconds(m, "pgw_wal_checkpoint_seconds_total", "Time spent in those checkpoints.",
+                w->checkpoint_us_sum);
+}
+
+static void metrics_risk_and_expiry(metrics_text *m, pgw_api *api)
+{
+    describe(m, "pgw_risk_rejected_total", "counter", "Requests refused by a risk rule.");
+    for (size_t i = 0; i < N_RISK_RULES; i++)
+        put(m, "pgw_risk_rejected_total{rule=\"%s\"} %llu\n", RISK_RULES[i],
+            (unsigned long long)api->risk_rejected[i]);
     pthread_mutex_lock(&api->sweep.lock);
     uint64_t runs = api->sweep.runs, failures = api->sweep.failures;
     uint64_t holds = api->sweep.holds, lots = api->sweep.lots, points = api->sweep.points;
     pthread_mutex_unlock(&api->sweep.lock);
-    ok = ok &&
-         appendf(&t, &len, &cap,
-                 "# HELP pgw_expiry_sweeps_total Expiry sweeps run (failures apart).\n"
-                 "# TYPE pgw_expiry_sweeps_total counter\npgw_expiry_sweeps_total %llu\n"
-                 "pgw_expiry_sweep_failures_total %llu\n"
-                 "# HELP pgw_expired_holds_total Holds released at their deadline.\n"
-                 "# TYPE pgw_expired_holds_total counter\npgw_expired_holds_total %llu\n"
-                 "# HELP pgw_expired_lots_total Lots whose remaining points expired.\n"
-                 "# TYPE pgw_expired_lots_total counter\npgw_expired_lots_total %llu\n"
-                 "# HELP pgw_expired_points_total Points expired by the sweeps.\n"
-                 "# TYPE pgw_expired_points_total counter\npgw_expired_points_total %llu\n",
-                 (unsigned long long)runs, (unsigned long long)failures, (unsigned long long)holds,
-                 (unsigned long long)lots, (unsigned long long)points);
+    put_counter(m, "pgw_expiry_sweeps_total", "Expiry sweeps run (failures apart).", runs);
+    put_counter(m, "pgw_expiry_sweep_failures_total", "Expiry sweeps that failed.", failures);
+    put_counter(m, "pgw_expired_holds_total", "Holds released at their deadline.", holds);
+    put_counter(m, "pgw_expired_lots_total", "Lots whose remaining points expired.", lots);
+    put_counter(m, "pgw_expired_points_total", "Points expired by the sweeps.", points);
+}
+
+static void metrics_notices(metrics_text *m, pgw_api *api)
+{
     pgw_notifier_stats ns = {0};
     if (api->notifier != NULL)
         pgw_notifier_get_stats(api->notifier, &ns);
-    ok =
-        ok &&
-        appendf(&t, &len, &cap,
-                "# HELP pgw_outbox_depth Notices not delivered yet (pending or being sent).\n"
-                "# TYPE pgw_outbox_depth gauge\npgw_outbox_depth %lld\n"
-                "# HELP pgw_notifications_total Notices by outcome.\n"
-                "# TYPE pgw_notifications_total counter\n"
-                "pgw_notifications_total{outcome=\"sent\",channel=\"wechat_mp\"} %llu\n"
-                "pgw_notifications_total{outcome=\"sent\",channel=\"wechat_oa\"} %llu\n"
-                "pgw_notifications_total{outcome=\"sent\",channel=\"sms\"} %llu\n"
-                "pgw_notifications_total{outcome=\"retried\",channel=\"\"} %llu\n"
-                "pgw_notifications_total{outcome=\"fell_through\",channel=\"\"} %llu\n"
-                "pgw_notifications_total{outcome=\"deferred\",channel=\"sms\"} %llu\n"
-                "pgw_notifications_total{outcome=\"dead\",channel=\"\"} %llu\n"
-                "pgw_notifications_total{outcome=\"skipped\",channel=\"\"} %llu\n",
-                (long long)ns.depth, (unsigned long long)ns.sent[0], (unsigned long long)ns.sent[1],
-                (unsigned long long)ns.sent[2], (unsigned long long)ns.retried,
-                (unsigned long long)ns.fell_through, (unsigned long long)ns.deferred,
-                (unsigned long long)ns.dead, (unsigned long long)ns.skipped);
+    describe(m, "pgw_outbox_depth", "gauge", "Notices not delivered yet (pending or being sent).");
+    put(m, "pgw_outbox_depth %lld\n", (long long)ns.depth);
+    static const char *const SENT_BY[] = {"wechat_mp", "wechat_oa", "sms"};
+    PGW_STATIC_ASSERT(sizeof(SENT_BY) / sizeof(SENT_BY[0]) == sizeof(ns.sent) / sizeof(ns.sent[0]),
+                      "a channel name for each count of notices sent");
+    describe(m, "pgw_notifications_total", "counter", "Notices by outcome.");
+    for (size_t i = 0; i < sizeof(SENT_BY) / sizeof(SENT_BY[0]); i++)
+        put(m, "pgw_notifications_total{outcome=\"sent\",channel=\"%s\"} %llu\n", SENT_BY[i],
+            (unsigned long long)ns.sent[i]);
+    put(m,
+        "pgw_notifications_total{outcome=\"retried\",channel=\"\"} %llu\n"
+        "pgw_notifications_total{outcome=\"fell_through\",channel=\"\"} %llu\n"
+        "pgw_notifications_total{outcome=\"deferred\",channel=\"sms\"} %llu\n"
+        "pgw_notifications_total{outcome=\"dead\",channel=\"\"} %llu\n"
+        "pgw_notifications_total{outcome=\"skipped\",channel=\"\"} %llu\n",
+        (unsigned long long)ns.retried, (unsigned long long)ns.fell_through,
+        (unsigned long long)ns.deferred, (unsigned long long)ns.dead,
+        (unsigned long long)ns.skipped);
+}
+
+static void metrics_wechat(metrics_text *m, pgw_api *api)
+{
     pgw_wx_client_stats wx;
     pgw_wx_client_get_stats(pgw_wechat_client(api->wechat), &wx);
-    ok = ok &&
-         appendf(
-             &t, &len, &cap,
-             "# HELP pgw_wechat_calls_total Calls made to WeChat's API (token fetches apart).\n"
-             "# TYPE pgw_wechat_calls_total counter\npgw_wechat_calls_total %llu\n"
-             "# HELP pgw_wechat_token_fetches_total Access tokens fetched (stable_token).\n"
-             "# TYPE pgw_wechat_token_fetches_total counter\npgw_wechat_token_fetches_total %llu\n"
-             "# HELP pgw_wechat_token_retries_total Calls retried after a token error.\n"
-             "# TYPE pgw_wechat_token_retries_total counter\npgw_wechat_token_retries_total %llu\n",
-             (unsigned long long)wx.calls, (unsigned long long)wx.token_fetches,
-             (unsigned long long)wx.token_retries);
-    if (!ok) {
-        free(t);
+    put_counter(m, "pgw_wechat_calls_total", "Calls made to WeChat's API (token fetches apart).",
+                wx.calls);
+    put_counter(m, "pgw_wechat_token_fetches_total", "Access tokens fetched (stable_token).",
+                wx.token_fetches);
+    put_counter(m, "pgw_wechat_token_retries_total", "Calls retried after a token error.",
+                wx.token_retries);
+}
+
+static void handle_metrics(pgw_api *api, pgw_response *resp)
+{
+    metrics_text m = {.ok = true};
+    pgw_writer_stats w;
+    pgw_writer_get_stats(api->writer, &w);
+    metrics_http(&m, api);
+    metrics_writer(&m, &w);
+    metrics_risk_and_expiry(&m, api);
+    metrics_notices(&m, api);
+    metrics_wechat(&m, api);
+    if (!m.ok) {
+        free(m.text);
         fail(resp, R_METRICS, PGW_ENOMEM, "out of memory");
         return;
     }
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4";
-    resp->body = t;
-    resp->body_len = len;
+    resp->body = m.text;
+    resp->body_len = m.len;
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
