@@ -138,9 +138,19 @@ def test_health_and_metrics(s):
           f"metrics: {status} {headers}")
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
                         r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? [-+]?[0-9.eE+Inf]+$')
+    typed = {}
     for line in text.strip().split("\n"):
         ok = line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line)
         check(ok, f"metrics line is not Prometheus text: {line!r}")
+        if line.startswith("# TYPE "):
+            name, kind = line.split(" ")[2:4]
+            check(name not in typed, f"metrics type {name} once")
+            typed[name] = kind
+        elif ok and not line.startswith("#"):
+            name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            family = family if typed.get(family) == "histogram" else name
+            check(family in typed, f"metric {name} has its TYPE before it")
     check("(null)" not in text, "every metric label is named")
     for name in ("pgw_http_request_seconds_bucket", "pgw_commit_batch_size_bucket",
                  "pgw_commit_seconds_bucket", "pgw_http_requests_total", "pgw_ledger_transfers"):
@@ -732,8 +742,10 @@ def test_log(s):
     s.request("GET", "/v1/members/%FFx%C3%28")  # not UTF-8 once decoded
     lines = []
     for _ in range(50):  # a line is written just after its answer is sent
-        s.log.seek(0)
-        lines = [json.loads(line) for line in s.log if line.strip()]
+        # A handle of its own: the server's stdout shares s.log's offset,
+        # and seeking that one made its next line overwrite the first.
+        with open(s.log.name, encoding="utf-8") as log:
+            lines = [json.loads(line) for line in log if line.strip()]
         if lines and lines[-1]["path"].endswith("("):
             break
         time.sleep(0.1)
