@@ -2848,6 +2848,112 @@ static route route_of(const char *path, char *id, size_t cap)
     return history ? R_HISTORY : bind ? R_BIND : prefs ? R_PREFERENCES : R_MEMBER;
 }
 
+/* 405 when the method is not the route's (the official account's callback
+ * takes both); true when refused. */
+static bool refuse_method(route r, const pgw_request *req, pgw_response *resp)
+{
+    bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
+    bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
+                     r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME ||
+                     r == R_NOTIFICATIONS;
+    if (r == R_OA_CALLBACK ? get || post : wants_get ? get : post)
+        return false;
+    pgw_api_error(resp, 405, "invalid_request",
+                  r == R_OA_CALLBACK ? "use GET or POST"
+                  : wants_get        ? "use GET"
+                                     : "use POST");
+    return true;
+}
+
+/* GET / is public like /healthz: the page asks for a key itself. */
+static void handle_dashboard(pgw_response *resp)
+{
+    resp->body = malloc(pgw_dashboard_html_len);
+    if (resp->body == NULL) {
+        fail(resp, R_DASHBOARD, PGW_ENOMEM, "out of memory");
+        return;
+    }
+    memcpy(resp->body, pgw_dashboard_html, pgw_dashboard_html_len);
+    resp->body_len = pgw_dashboard_html_len;
+    resp->status = 200;
+    resp->content_type = "text/html; charset=utf-8";
+}
+
+/* The routes an API key opens, once the key is checked. */
+static bool handle_keyed(pgw_api *api, const pgw_request *req, const pgw_principal *who, route r,
+                         const char *id, pgw_response *resp)
+{
+    switch (r) {
+    case R_EVENTS:
+        return handle_event(api, req, who, resp);
+    case R_BATCH:
+        return handle_batch(api, req, who, resp);
+    case R_RESOLVE:
+        return handle_resolve(api, req, resp);
+    case R_BIND:
+        return handle_bind(api, req, who, id, resp);
+    case R_SHOP_BATCH:
+        return handle_shop_batch(api, req, who, id, resp);
+    case R_IMPORT:
+        return handle_import(api, req, who, id, resp);
+    case R_HOLDS:
+    case R_REDEMPTIONS:
+        return handle_spend(api, req, who, r, resp);
+    case R_CAPTURE:
+    case R_VOID:
+        return handle_settle(api, req, who, id, r, resp);
+    case R_MEMBER:
+    case R_HISTORY:
+        return handle_member(api, req, id, r, resp);
+    case R_RECONCILE:
+        return handle_reconciliation(api, req, who, resp);
+    case R_SETTLEMENT:
+    case R_POOL:
+        return handle_report(api, req, who, r, resp);
+    case R_NOTIFICATIONS:
+        return handle_notices(api, req, who, resp);
+    case R_NOTICE_RETRY:
+        return handle_notice_retry(api, req, who, id, resp);
+    case R_SMS_OTP:
+    case R_SMS_OTP_VERIFY:
+        return handle_otp_route(api, req, r, who, resp);
+    case R_PREFERENCES:
+        if (who->kind != PGW_SCOPE_ADMIN && who->kind != PGW_SCOPE_CHANNEL)
+            return refuse(resp, NULL, r, PGW_EFORBIDDEN,
+                          "an admin or channel key sets preferences");
+        return handle_preferences(api, req, r, id, NULL, resp);
+    default:
+        break;
+    }
+    pgw_api_error(resp, 404, "not_found", "no such route");
+    return false;
+}
+
+/* The API key (and any signature) of a request; false, answered 401, when
+ * it is not one. */
+static bool authenticate(pgw_api *api, const pgw_request *req, pgw_principal *who,
+                         pgw_response *resp)
+{
+    pgw_err err;
+    char path_and_query[PGW_PATH_MAX + PGW_QUERY_MAX + 2];
+    snprintf(path_and_query, sizeof(path_and_query), "%s%s%s", req->path, req->query[0] ? "?" : "",
+             req->query);
+    pgw_signed_request sr = {req->method,
+                             path_and_query,
+                             req->timestamp[0] ? req->timestamp : NULL,
+                             req->nonce[0] ? req->nonce : NULL,
+                             req->signature[0] ? req->signature : NULL,
+                             req->body,
+                             req->body_len};
+    if (pgw_auth_check(api->auth, req->authorization, &sr, req->received_us / 1000000, who, &err) !=
+        PGW_OK) {
+        pgw_api_error(resp, 401, "unauthorized", err.msg);
+        return false;
+    }
+    snprintf(resp->key_name, sizeof(resp->key_name), "%s", who->name);
+    return true;
+}
+
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
 {
     memset(resp, 0, sizeof(*resp));
@@ -2855,40 +2961,19 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     char id[PGW_REFERENCE_MAX + 2] = "";
     route r = route_of(req->path, id, sizeof(id));
     resp->route = ROUTE_NAMES[r];
-    bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
-    bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
-                     r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME ||
-                     r == R_NOTIFICATIONS;
     if (r == R_OTHER) {
         pgw_api_error(resp, 404, "not_found", "no such route");
         return false;
     }
-    if (r == R_OA_CALLBACK && !get && !post) {
-        pgw_api_error(resp, 405, "invalid_request", "use GET or POST");
+    if (refuse_method(r, req, resp))
         return false;
-    }
-    if (r != R_OA_CALLBACK && (wants_get ? !get : !post)) {
-        pgw_api_error(resp, 405, "invalid_request", wants_get ? "use GET" : "use POST");
-        return false;
-    }
-    if (r == R_HEALTH) {
-        handle_health(api, resp);
-        return false;
-    }
-    if (r == R_METRICS) {
-        handle_metrics(api, resp);
-        return false;
-    }
-    if (r == R_DASHBOARD) { /* public like /healthz: the page asks for a key itself */
-        resp->body = malloc(pgw_dashboard_html_len);
-        if (resp->body == NULL) {
-            fail(resp, R_DASHBOARD, PGW_ENOMEM, "out of memory");
-            return false;
-        }
-        memcpy(resp->body, pgw_dashboard_html, pgw_dashboard_html_len);
-        resp->body_len = pgw_dashboard_html_len;
-        resp->status = 200;
-        resp->content_type = "text/html; charset=utf-8";
+    if (r == R_HEALTH || r == R_METRICS || r == R_DASHBOARD) {
+        if (r == R_HEALTH)
+            handle_health(api, resp);
+        else if (r == R_METRICS)
+            handle_metrics(api, resp);
+        else
+            handle_dashboard(resp);
         return false;
     }
     /* WeChat's routes authenticate by WeChat's means, not by API keys. */
@@ -2910,67 +2995,7 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     if (r == R_OA_CALLBACK)
         return handle_oa_callback(api, req, resp);
     pgw_principal who;
-    pgw_err err;
-    char path_and_query[PGW_PATH_MAX + PGW_QUERY_MAX + 2];
-    snprintf(path_and_query, sizeof(path_and_query), "%s%s%s", req->path, req->query[0] ? "?" : "",
-             req->query);
-    pgw_signed_request sr = {req->method,
-                             path_and_query,
-                             req->timestamp[0] ? req->timestamp : NULL,
-                             req->nonce[0] ? req->nonce : NULL,
-                             req->signature[0] ? req->signature : NULL,
-                             req->body,
-                             req->body_len};
-    if (pgw_auth_check(api->auth, req->authorization, &sr, req->received_us / 1000000, &who,
-                       &err) != PGW_OK) {
-        pgw_api_error(resp, 401, "unauthorized", err.msg);
-        return false;
-    }
-    snprintf(resp->key_name, sizeof(resp->key_name), "%s", who.name);
-    switch (r) {
-    case R_EVENTS:
-        return handle_event(api, req, &who, resp);
-    case R_BATCH:
-        return handle_batch(api, req, &who, resp);
-    case R_RESOLVE:
-        return handle_resolve(api, req, resp);
-    case R_BIND:
-        return handle_bind(api, req, &who, id, resp);
-    case R_SHOP_BATCH:
-        return handle_shop_batch(api, req, &who, id, resp);
-    case R_IMPORT:
-        return handle_import(api, req, &who, id, resp);
-    case R_HOLDS:
-    case R_REDEMPTIONS:
-        return handle_spend(api, req, &who, r, resp);
-    case R_CAPTURE:
-    case R_VOID:
-        return handle_settle(api, req, &who, id, r, resp);
-    case R_MEMBER:
-    case R_HISTORY:
-        return handle_member(api, req, id, r, resp);
-    case R_RECONCILE:
-        return handle_reconciliation(api, req, &who, resp);
-    case R_SETTLEMENT:
-    case R_POOL:
-        return handle_report(api, req, &who, r, resp);
-    case R_NOTIFICATIONS:
-        return handle_notices(api, req, &who, resp);
-    case R_NOTICE_RETRY:
-        return handle_notice_retry(api, req, &who, id, resp);
-    case R_SMS_OTP:
-    case R_SMS_OTP_VERIFY:
-        return handle_otp_route(api, req, r, &who, resp);
-    case R_PREFERENCES:
-        if (who.kind != PGW_SCOPE_ADMIN && who.kind != PGW_SCOPE_CHANNEL)
-            return refuse(resp, NULL, r, PGW_EFORBIDDEN,
-                          "an admin or channel key sets preferences");
-        return handle_preferences(api, req, r, id, NULL, resp);
-    default:
-        break;
-    }
-    pgw_api_error(resp, 404, "not_found", "no such route");
-    return false;
+    return authenticate(api, req, &who, resp) && handle_keyed(api, req, &who, r, id, resp);
 }
 
 /* ---- finishing jobs ------------------------------------------------------------------------- */
