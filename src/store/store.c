@@ -1102,8 +1102,13 @@ static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
         if (rc == PGW_OK)
             rc = exec(s, "COMMIT", "committing a migration", err);
         on_lock = rc != PGW_OK && pgw_sql_failed_on_lock(s->db);
-        if (rc != PGW_OK)
-            exec(s, "ROLLBACK", "rolling back a migration", NULL);
+        /* On PostgreSQL a ROLLBACK that fails lost the session, and its
+         * advisory lock with it: the next BEGIN would reconnect without a
+         * word. (SQLite's fails when BEGIN IMMEDIATE found the lock taken:
+         * no transaction was open.) */
+        if (rc != PGW_OK && exec(s, "ROLLBACK", "rolling back a migration", NULL) != PGW_OK &&
+            is_postgres(s))
+            on_lock = false;
     }
     if (!on_lock || err == NULL)
         return rc;

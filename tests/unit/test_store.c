@@ -19,11 +19,13 @@
 #include "rng.h"
 #include "shim_vfs.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -698,6 +700,7 @@ static void *end_the_waiting_backend(void *arg)
     for (int i = 0; i < 400 && !ended && PQstatus(c) == CONNECTION_OK; i++) {
         PGresult *r = PQexec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                 " WHERE datname = current_database()"
+                                " AND backend_type = 'client backend'"
                                 " AND wait_event_type = 'Lock' LIMIT 1");
         ended = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
                 strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -746,6 +749,61 @@ static void test_a_migration_is_not_retried_on_a_new_session(void **state)
     assert_int_equal(raw_int(f, "SELECT version FROM pgw_schema"), 21);
     assert_int_equal(pgw_sql_exec(holder, "ROLLBACK", "letting go", &err), PGW_OK);
     pgw_sql_close(holder);
+}
+
+/*
+ * The store's PQexec, here: once armed, the next ROLLBACK (the one after a
+ * migration's lock timeout) finds its connection cut, and meanwhile the
+ * table's holder lets go and a rival takes the migration's advisory lock
+ * (store.c's PG_LOCK_MIGRATE), as another instance starting would.
+ */
+static atomic_int cut_next_rollback;
+static PGconn *table_holder, *rival;
+
+PGresult *PQexec(PGconn *conn, const char *query)
+{
+    PGresult *(*real)(PGconn *, const char *) =
+        (PGresult * (*)(PGconn *, const char *)) dlsym(RTLD_NEXT, "PQexec");
+    if (query != NULL && strcmp(query, "ROLLBACK") == 0 &&
+        atomic_exchange(&cut_next_rollback, 0) != 0) {
+        shutdown(PQsocket(conn), SHUT_RDWR);
+        PQclear(real(table_holder, "ROLLBACK"));
+        PQclear(real(rival, "SELECT pg_advisory_lock(7064670001)"));
+    }
+    return real(conn, query);
+}
+
+/* Nor when the session was lost between the lock's timeout and the
+ * rollback: the next try would run on a new session, without the lock. */
+static void test_a_migration_is_not_retried_after_a_lost_rollback(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite tries once; it has no session to lose */
+    pgw_store_close(open_store(f));
+    back_to_schema_21(f);
+    table_holder = PQconnectdb(f->url);
+    rival = PQconnectdb(f->url);
+    PGresult *held = PQexec(table_holder, "SET idle_in_transaction_session_timeout = 0;"
+                                          " BEGIN; SELECT count(*) FROM lots");
+    assert_int_equal(PQresultStatus(held), PGRES_TUPLES_OK);
+    PQclear(held);
+    atomic_store(&cut_next_rollback, 1);
+    alarm(60);
+    pgw_store *s = NULL;
+    pgw_err err;
+    int rc = pgw_store_open(f->url, true, &s, &err);
+    alarm(0);
+    assert_int_equal(atomic_load(&cut_next_rollback), 0); /* the rollback was cut */
+    PGresult *locks = PQexec(rival, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                    " AND pid = pg_backend_pid() AND granted");
+    assert_string_equal(PQgetvalue(locks, 0, 0), "1");
+    PQclear(locks);
+    PQfinish(rival);
+    PQfinish(table_holder);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_null(s);
+    assert_int_equal(raw_int(f, "SELECT version FROM pgw_schema"), 21);
 }
 
 /* Records an event's key as the writer does: its columns in the key's row. */
@@ -1327,6 +1385,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_migration_gives_up_on_a_held_table, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_is_not_retried_on_a_new_session,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_is_not_retried_after_a_lost_rollback,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_day_written_during_schema_19_is_kept,
                                         db_fixture_setup, db_fixture_teardown),
