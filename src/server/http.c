@@ -45,6 +45,7 @@ typedef struct req {
     pgw_request r;
     uint8_t *body;
     size_t body_expected;
+    bool dispatched; /* handed to the API: once per transaction */
     bool waiting;    /* a job is out; r.id is in the slot table */
     bool responding; /* resp is ready to send */
     bool headers_sent;
@@ -267,6 +268,8 @@ static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char 
 
 static void dispatch(pgw_http *h, struct lws *wsi, req *q)
 {
+    PGW_ASSERT(!q->dispatched);
+    q->dispatched = true;
     q->r.body = q->body;
     q->r.body_len = q->body_expected;
     q->r.id = ++h->next_id;
@@ -332,6 +335,8 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     q->r.body_len = 0;
     if (q->body == NULL)
         refuse(h, wsi, q, 503, "unavailable", "out of memory");
+    else if (n == 0) /* nothing to wait for: lws reports no body of a PUT or PATCH */
+        dispatch(h, wsi, q);
     return 0;
 }
 
@@ -451,7 +456,7 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_HTTP_BODY:
         return add_body(q, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!q->responding && q->body != NULL)
+        if (!q->responding && !q->dispatched && q->body != NULL)
             dispatch(h, wsi, q);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:

@@ -504,6 +504,10 @@ def test_bad_input(s):
     check(status == 404, f"unknown route: {status}")
     status, doc, _ = s.request("GET", "/v1/events")
     check(status == 405, f"wrong method: {status}")
+    for method in ("PUT", "PATCH"):  # Content-Length: 0, a body lws never reports
+        status, doc, _ = s.request(method, "/v1/events")
+        check(status == 405 and error_code(doc) == "invalid_request",
+              f"{method} without a body is answered: {status} {doc}")
 
 
 def test_expiry_sweep(s):

@@ -361,6 +361,8 @@ def official_account(srv, fake):
     check(status == 200 and str(body) == "4375120948345356249", "echostr echoed: %s %r" % (status, body))
     status, body = srv.request("GET", "/wechat/oa/callback?" + signed_query("wrong", extra="&echostr=1"), key=None)
     check(status == 401, "URL check with a bad signature: 401")
+    status, body = srv.request("PUT", "/wechat/oa/callback?" + signed_query(OA_TOKEN), key=None)
+    check(status == 405, "the callback takes GET and POST only: %s %r" % (status, body))
 
     before = srv.transfers()
     now = int(time.time())
