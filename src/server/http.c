@@ -46,6 +46,7 @@ typedef struct req {
     uint8_t *body;
     size_t body_expected;
     bool dispatched; /* handed to the API: once per transaction */
+    bool body_completed;
     bool waiting;    /* a job is out; r.id is in the slot table */
     bool responding; /* resp is ready to send */
     bool headers_sent;
@@ -452,10 +453,20 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     req *q = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        return start_request(h, wsi, q, in);
+        /* Pipelining (a request sent before the last one's answer) is not
+         * served: libwebsockets would parse it into the transaction still
+         * waiting for its answer. The connection is closed instead, which
+         * tells the client to retry what was not answered (RFC 9112 9.3.2);
+         * events are idempotent. */
+        return q->dispatched ? -1 : start_request(h, wsi, q, in);
     case LWS_CALLBACK_HTTP_BODY:
         return add_body(q, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        /* Again: bytes came after this body before its answer. Left, they
+         * would have libwebsockets call this at every turn of its loop. */
+        if (q->body_completed)
+            return -1;
+        q->body_completed = true;
         if (!q->responding && !q->dispatched && q->body != NULL)
             dispatch(h, wsi, q);
         return 0;

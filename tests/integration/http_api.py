@@ -510,6 +510,55 @@ def test_bad_input(s):
               f"{method} without a body is answered: {status} {doc}")
 
 
+def service_cpu_s(s):
+    """CPU seconds the server has used (all its threads)."""
+    with open(f"/proc/{s.proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_pipelining(s):
+    """Requests sent before the previous one's answer (HTTP/1.1 pipelining):
+    each is answered or the connection is closed, promptly; nothing crashes
+    the server or keeps it busy, and every event is stored once."""
+    def post(event_id):
+        body = json.dumps(purchase(event_id, 1000, "M9001")).encode()
+        return (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + KEYS["admin"][0].encode() + b"\r\nContent-Type: application/json\r\n"
+                + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    cases = {"GET x3": get * 3, "POST+GET": post("PIPE-A") + get,
+             "POST x3": post("PIPE-B") + post("PIPE-C") + post("PIPE-D"),
+             "GET+POST+GET": get + post("PIPE-E") + get}
+    for name, data in cases.items():
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        conn.sendall(data)
+        started, out = time.time(), b""
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break  # closed by the server
+                out += chunk
+                if out.count(b"HTTP/1.1 ") == data.count(b" HTTP/1.1\r\n"):
+                    break  # all answered
+        except socket.timeout:
+            pass
+        conn.close()
+        check(time.time() - started < 3, f"{name}: answered or closed at once, not left hanging")
+        status, doc, _ = s.request("GET", "/healthz", key=None)
+        check(status == 200, f"{name}: the server still answers: {status} {doc}")
+    cpu = service_cpu_s(s)
+    time.sleep(1)
+    check(service_cpu_s(s) - cpu < 0.3, "the server is idle again after the pipelined requests")
+    # A client retries what was not answered: stored once either way.
+    for event_id in ("PIPE-A", "PIPE-B", "PIPE-C", "PIPE-D", "PIPE-E"):
+        first, _, _ = s.request("POST", "/v1/events", purchase(event_id, 1000, "M9001"))
+        again, doc, _ = s.request("POST", "/v1/events", purchase(event_id, 1000, "M9001"))
+        check(first in (200, 201) and again == 200 and doc.get("replayed") is True,
+              f"{event_id} retried: {first}, then {again} {doc}")
+
+
 def test_expiry_sweep(s):
     """Points earned long ago expire on their own: the server sweeps every second here."""
     old = purchase("E-OLD", member="M9", when="2020-06-01T10:00:00+08:00")
@@ -1114,7 +1163,8 @@ def main():
             for test in (test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
                          test_referrals, test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_batch, test_shop_csv,
+                         test_refunds, test_holds, test_bad_input, test_pipelining,
+                         test_batch, test_shop_csv,
                          test_imports,
                          test_expiry_sweep,
                          test_signatures,
