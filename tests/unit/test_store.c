@@ -644,6 +644,14 @@ static int64_t raw_int(const db_fixture *f, const char *sql)
     return v;
 }
 
+/* A database one migration behind: 21 -> 22 drops an index of lots, which
+ * waits for every session using lots. */
+static void one_schema_behind(const db_fixture *f)
+{
+    pgw_store_close(open_store(f));
+    back_to_schema_21(f);
+}
+
 /*
  * A migration waits a bounded time for a table another session holds (an
  * older instance's long report, a forgotten psql transaction). On
@@ -655,8 +663,7 @@ static int64_t raw_int(const db_fixture *f, const char *sql)
 static void test_a_migration_gives_up_on_a_held_table(void **state)
 {
     db_fixture *f = *state;
-    pgw_store_close(open_store(f));
-    back_to_schema_21(f); /* 21 -> 22 drops an index of lots */
+    one_schema_behind(f);
     const char *version = f->pg ? "SELECT version FROM pgw_schema" : "PRAGMA user_version";
     pgw_sql *holder = NULL;
     pgw_err err;
@@ -720,8 +727,7 @@ static void test_a_migration_is_not_retried_on_a_new_session(void **state)
     db_fixture *f = *state;
     if (!f->pg)
         skip(); /* SQLite tries once; it has no session to lose */
-    pgw_store_close(open_store(f));
-    back_to_schema_21(f);
+    one_schema_behind(f);
     pgw_sql *holder = NULL;
     pgw_err err;
     assert_int_equal(pgw_sql_open(f->url, false, &holder, &err), PGW_OK);
@@ -780,8 +786,7 @@ static void test_a_migration_is_not_retried_after_a_lost_rollback(void **state)
     db_fixture *f = *state;
     if (!f->pg)
         skip(); /* SQLite tries once; it has no session to lose */
-    pgw_store_close(open_store(f));
-    back_to_schema_21(f);
+    one_schema_behind(f);
     table_holder = PQconnectdb(f->url);
     rival = PQconnectdb(f->url);
     PGresult *held = PQexec(table_holder, "SET idle_in_transaction_session_timeout = 0;"
