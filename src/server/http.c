@@ -47,8 +47,9 @@ typedef struct req {
     size_t body_expected;
     bool dispatched; /* handed to the API: once per transaction */
     bool body_completed;
-    bool waiting;    /* a job is out; r.id is in the slot table */
-    bool responding; /* resp is ready to send */
+    bool close_after; /* the connection cannot carry another request */
+    bool waiting;     /* a job is out; r.id is in the slot table */
+    bool responding;  /* resp is ready to send */
     bool headers_sent;
     pgw_response resp;
     size_t sent;
@@ -320,6 +321,9 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     if (!copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length)) ||
         length[0] == '\0') {
         /* lws would assume 100 MiB and does not decode chunked bodies. */
+        /* lws takes a body of unknown length as 100 MiB and would swallow
+         * the next request as its rest: answer, then close. */
+        q->close_after = true;
         refuse(h, wsi, q, 411, "invalid_request", "Content-Length is required");
         return 0;
     }
@@ -422,7 +426,7 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
         return 0;
     }
     finish_response(h, q);
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    return q->close_after || lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 /* The transaction is over (answered, or the client left). */
@@ -453,17 +457,21 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     req *q = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        /* Pipelining (a request sent before the last one's answer) is not
-         * served: libwebsockets would parse it into the transaction still
-         * waiting for its answer. The connection is closed instead, which
-         * tells the client to retry what was not answered (RFC 9112 9.3.2);
-         * events are idempotent. */
-        return q->dispatched ? -1 : start_request(h, wsi, q, in);
+        return start_request(h, wsi, q, in);
     case LWS_CALLBACK_HTTP_BODY:
         return add_body(q, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        /* Again: bytes came after this body before its answer. Left, they
-         * would have libwebsockets call this at every turn of its loop. */
+        /*
+         * Again: bytes came after this body before its answer (a pipelined
+         * request, or a stray CRLF). libwebsockets stays in its body state
+         * and calls this at every turn of its loop, its service thread at
+         * full CPU, until the answer; holding its input stops the answer
+         * too (4.1: a flow-controlled connection is not written). So the
+         * connection is closed: the client retries what was not answered
+         * (RFC 9112 9.3.2), and a request sent again with its key is a
+         * replay. A pipelined request after a bodiless one waits in
+         * libwebsockets' buffer for its turn and is served.
+         */
         if (q->body_completed)
             return -1;
         q->body_completed = true;
