@@ -45,11 +45,11 @@ typedef struct req {
     pgw_request r;
     uint8_t *body;
     size_t body_expected;
-    bool dispatched; /* handed to the API: once per transaction */
-    bool body_completed;
-    bool close_after; /* the connection cannot carry another request */
-    bool waiting;     /* a job is out; r.id is in the slot table */
-    bool responding;  /* resp is ready to send */
+    bool dispatched;     /* handed to the API: once per transaction */
+    bool body_completed; /* lws said so once: a second time, bytes followed it */
+    bool close_after;    /* the connection cannot carry another request */
+    bool waiting;        /* a job is out; r.id is in the slot table */
+    bool responding;     /* resp is ready to send */
     bool headers_sent;
     pgw_response resp;
     size_t sent;
@@ -320,9 +320,8 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     char length[32];
     if (!copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length)) ||
         length[0] == '\0') {
-        /* lws would assume 100 MiB and does not decode chunked bodies. */
-        /* lws takes a body of unknown length as 100 MiB and would swallow
-         * the next request as its rest: answer, then close. */
+        /* lws would assume 100 MiB (swallowing the next request as its
+         * rest) and does not decode chunked bodies: answer, then close. */
         q->close_after = true;
         refuse(h, wsi, q, 411, "invalid_request", "Content-Length is required");
         return 0;
