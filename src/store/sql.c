@@ -29,6 +29,8 @@
 #define OID_TEXT           25
 #define RECONNECT_FIRST_US 50000   /* 50 ms */
 #define RECONNECT_MAX_US   5000000 /* 5 s */
+#define SENT_MAX           32      /* statements pgw_sql_send may leave unanswered */
+#define SENT_TEXT_MAX      56      /* of each, to name it if it fails */
 
 enum bound { UNBOUND, BOUND_INT, BOUND_TEXT, BOUND_BLOB, BOUND_NULL };
 
@@ -49,6 +51,10 @@ struct pgw_sql {
     char errmsg[ERRMSG_MAX];
     int errcode;  /* what the last statement failed with; PGW_OK: it did not */
     bool on_lock; /* that failure was waiting for a lock, the connection kept */
+    /* PostgreSQL: statements pgw_sql_send sent in pipeline mode whose
+     * results no one has read yet, and the start of each one's text */
+    int n_sent;
+    char sent[SENT_MAX][SENT_TEXT_MAX];
 };
 
 struct pgw_sql_stmt {
@@ -310,7 +316,10 @@ void *pgw_sql_sqlite_handle(pgw_sql *db)
  */
 static int pg_ensure_connected(pgw_sql *db)
 {
-    if (PQstatus(db->pg) == CONNECTION_OK && db->session_ok)
+    /* A pipeline that a failure left open (pg_end_pipeline) would refuse
+     * every later statement: it goes with its connection. */
+    bool stale_pipeline = db->n_sent == 0 && PQpipelineStatus(db->pg) != PQ_PIPELINE_OFF;
+    if (PQstatus(db->pg) == CONNECTION_OK && db->session_ok && !stale_pipeline)
         return PGW_OK;
     if (db->in_txn) {
         set_errmsg(db, "the connection was lost in the transaction");
@@ -321,10 +330,11 @@ static int pg_ensure_connected(pgw_sql *db)
         set_errmsg(db, "the database is unreachable; trying again shortly");
         return failed(db, PGW_EUNAVAILABLE);
     }
-    if (PQstatus(db->pg) != CONNECTION_OK) {
+    if (PQstatus(db->pg) != CONNECTION_OK || stale_pipeline) {
         PQreset(db->pg); /* the same conninfo: the same server and database */
         db->session_ok = false;
         db->generation++; /* every statement is prepared again on its next step */
+        db->n_sent = 0;   /* their results went with the old connection */
     }
     if (PQstatus(db->pg) != CONNECTION_OK)
         set_errmsg(db, PQerrorMessage(db->pg));
@@ -371,6 +381,38 @@ static int pg_failure(pgw_sql *db, const PGresult *res)
     return failed(db, PGW_EIO);
 }
 
+static int pg_drain(pgw_sql *db);
+
+/*
+ * PQexec once any pipeline is read (pgw_sql_send); PGW_OK or the failure.
+ * `commit`: anything but a COMMIT done is a failure. A sent statement's
+ * failure is reported when `sql` fails too: the transaction it aborted
+ * refuses everything but a rollback, whose success stands.
+ */
+static int pg_exec(pgw_sql *db, const char *sql, bool commit)
+{
+    int sent = pg_drain(db);
+    char sent_why[ERRMSG_MAX];
+    snprintf(sent_why, sizeof(sent_why), "%s", db->errmsg);
+    PGresult *res = PQexec(db->pg, sql);
+    ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int rc = status == PGRES_COMMAND_OK || (!commit && status == PGRES_TUPLES_OK)
+                 ? PGW_OK
+                 : pg_failure(db, res);
+    if (rc == PGW_OK && commit && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        set_errmsg(db, "a statement failed earlier in the transaction; it was rolled back");
+        rc = PGW_EIO;
+    }
+    PQclear(res);
+    if (rc != PGW_OK && sent != PGW_OK) {
+        set_errmsg(db, sent_why);
+        rc = failed(db, sent);
+    }
+    if (rc == PGW_OK)
+        db->errcode = PGW_OK;
+    return rc;
+}
+
 int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err)
 {
     if (db->kind == PGW_SQL_SQLITE) {
@@ -386,14 +428,8 @@ int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err)
                            db->errmsg);
     }
     int rc = pg_ensure_connected(db);
-    if (rc != PGW_OK)
-        return pgw_err_set(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
-    PGresult *res = PQexec(db->pg, sql);
-    ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? PGW_OK : pg_failure(db, res);
-    PQclear(res);
     if (rc == PGW_OK)
-        db->errcode = PGW_OK;
+        rc = pg_exec(db, sql, false);
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
 }
 
@@ -401,16 +437,7 @@ int pgw_sql_commit(pgw_sql *db, pgw_err *err)
 {
     if (db->kind == PGW_SQL_SQLITE)
         return pgw_sql_exec(db, "COMMIT", "committing", err);
-    PGresult *res = PQexec(db->pg, "COMMIT");
-    ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    int rc = status == PGRES_COMMAND_OK ? PGW_OK : pg_failure(db, res);
-    if (rc == PGW_OK && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        set_errmsg(db, "a statement failed earlier in the transaction; it was rolled back");
-        rc = PGW_EIO;
-    }
-    PQclear(res);
-    if (rc == PGW_OK)
-        db->errcode = PGW_OK;
+    int rc = pg_exec(db, "COMMIT", true);
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: committing: %s", db->name, db->errmsg);
 }
 
@@ -648,6 +675,125 @@ static void record_changes(pgw_sql *db, const PGresult *res)
         db->changes = strtoll(PQcmdTuples((PGresult *)res), NULL, 10);
 }
 
+/* ---- pipelining (pgw_sql_send) ----------------------------------------------------- */
+
+/* Queues a prepared statement in the pipeline; PGW_OK or a failure. */
+static int pg_send_prepared(pgw_sql_stmt *st)
+{
+    Oid types[PGW_SQL_PARAMS_MAX];
+    int formats[PGW_SQL_PARAMS_MAX];
+    int n = pg_params(st, types, formats);
+    (void)types; /* the types were given when it was prepared */
+    if (!PQsendQueryPrepared(st->db->pg, st->name, n, st->value + 1, st->length + 1, formats, 0))
+        return pg_failure(st->db, NULL);
+    return PGW_OK;
+}
+
+/* A sent statement's failure, as the failure of the call that waited for
+ * it: named, and never a unique violation (the waiting caller would take
+ * it for its own, as pgw_sql_step's PGW_ECONFLICT). */
+static int sent_failure(pgw_sql *db, const PGresult *res, int i)
+{
+    int code = pg_failure(db, res);
+    char why[ERRMSG_MAX];
+    snprintf(why, sizeof(why), "%.290s (a statement sent earlier: %s...)", db->errmsg, db->sent[i]);
+    set_errmsg(db, why);
+    return failed(db, code == PGW_ECONFLICT ? PGW_EIO : code);
+}
+
+/*
+ * Reads the results of `n` sent statements and then of `waiting` (NULL:
+ * none), up to the sync. Each statement's results end with a NULL; the
+ * sync's is one result. Bounded: a lost connection gives only NULLs.
+ */
+static int pg_read_pipeline(pgw_sql *db, int n, pgw_sql_stmt *waiting)
+{
+    int rc = PGW_OK, queries = n + (waiting != NULL);
+    for (int q = 0;;) {
+        PGresult *res = PQgetResult(db->pg);
+        if (res == NULL) {
+            if (PQstatus(db->pg) != CONNECTION_OK || ++q > queries) {
+                if (rc == PGW_OK)
+                    rc = pg_failure(db, NULL);
+                return rc;
+            }
+            continue;
+        }
+        ExecStatusType status = PQresultStatus(res);
+        if (status == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            return rc;
+        }
+        if (q < n && rc == PGW_OK && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+            rc = sent_failure(db, res, q);
+        if (q == n && rc == PGW_OK && waiting != NULL && waiting->res == NULL)
+            waiting->res = res; /* its own failure is the caller's to read */
+        else
+            PQclear(res);
+    }
+}
+
+/*
+ * Ends the pipeline pgw_sql_send began: sends `waiting` (a prepared
+ * statement, or NULL) after the statements sent, then a sync, and reads
+ * every result: one round trip for all. Returns the first sent
+ * statement's failure (the server ran nothing after it up to the sync,
+ * `waiting` included), else PGW_OK with `waiting`'s result in
+ * waiting->res.
+ */
+static int pg_end_pipeline(pgw_sql *db, pgw_sql_stmt *waiting)
+{
+    PGW_ASSERT(db->n_sent > 0 && PQpipelineStatus(db->pg) != PQ_PIPELINE_OFF);
+    PGW_ASSERT(waiting == NULL || (waiting->res == NULL && waiting->prepared_in == db->generation));
+    int n = db->n_sent, rc = PGW_OK;
+    db->n_sent = 0;
+    if (waiting != NULL)
+        rc = pg_send_prepared(waiting);
+    if (rc == PGW_OK && !PQpipelineSync(db->pg))
+        rc = pg_failure(db, NULL);
+    if (rc == PGW_OK)
+        rc = pg_read_pipeline(db, n, waiting);
+    /* Left open (results unread after a failure), pg_ensure_connected
+     * drops the connection before the next statement. */
+    if (!PQexitPipelineMode(db->pg) && rc == PGW_OK)
+        rc = pg_failure(db, NULL);
+    if (rc != PGW_OK && waiting != NULL) {
+        PQclear(waiting->res);
+        waiting->res = NULL;
+    }
+    return rc;
+}
+
+/* Ends a pipeline, if one is open, before a statement that waits. */
+static int pg_drain(pgw_sql *db)
+{
+    return db->n_sent > 0 ? pg_end_pipeline(db, NULL) : PGW_OK;
+}
+
+int pgw_sql_send(pgw_sql_stmt *st)
+{
+    pgw_sql *db = st->db;
+    if (db->kind == PGW_SQL_SQLITE || !db->in_txn || !st->persistent ||
+        st->prepared_in != db->generation || db->n_sent == SENT_MAX) {
+        int rc = db->kind == PGW_SQL_POSTGRES ? pg_drain(db) : PGW_OK;
+        return rc == PGW_OK ? pgw_sql_step(st) : rc;
+    }
+    int rc = pg_ensure_connected(db);
+    if (rc != PGW_OK)
+        return rc;
+    if (db->n_sent == 0 && !PQenterPipelineMode(db->pg))
+        return pg_failure(db, NULL);
+    rc = pg_send_prepared(st);
+    if (rc != PGW_OK) {
+        if (db->n_sent == 0)
+            (void)PQexitPipelineMode(db->pg); /* nothing in it; if it stays, see above */
+        return rc; /* what was sent before is read by the next statement that waits */
+    }
+    snprintf(db->sent[db->n_sent++], SENT_TEXT_MAX, "%s", st->text);
+    db->errcode = PGW_OK;
+    return PGW_SQL_DONE;
+}
+
 /* Reads and drops what is left of a streamed statement's results. */
 static void pg_stream_end(pgw_sql_stmt *st)
 {
@@ -667,6 +813,8 @@ static int pg_stream_step(pgw_sql_stmt *st)
     pgw_sql *db = st->db;
     if (!st->streaming) {
         int rc = pg_ensure_connected(db);
+        if (rc == PGW_OK)
+            rc = pg_drain(db);
         if (rc != PGW_OK)
             return rc;
         Oid types[PGW_SQL_PARAMS_MAX];
@@ -714,9 +862,14 @@ static int pg_step(pgw_sql_stmt *st)
         return st->row < st->rows ? PGW_SQL_ROW : PGW_SQL_DONE;
     }
     int rc = pg_ensure_connected(db);
+    if (rc == PGW_OK && db->n_sent > 0 && st->prepared_in == db->generation)
+        rc = pg_end_pipeline(db, st); /* st in the same round trip */
+    else if (rc == PGW_OK)
+        rc = pg_drain(db);
     if (rc != PGW_OK)
         return rc;
-    pg_execute(st);
+    if (st->res == NULL)
+        pg_execute(st);
     ExecStatusType status = st->res ? PQresultStatus(st->res) : PGRES_FATAL_ERROR;
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
         rc = pg_failure(db, st->res);

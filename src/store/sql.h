@@ -100,6 +100,18 @@ void pgw_sql_bind_null(pgw_sql_stmt *st, int i);
  * with pgw_sql_errmsg saying why.
  */
 int pgw_sql_step(pgw_sql_stmt *st);
+/*
+ * Runs a statement whose rows and changes the caller does not read (an
+ * INSERT without RETURNING, a SAVEPOINT): PGW_SQL_DONE or a failure, as
+ * pgw_sql_step. On PostgreSQL, inside a transaction and once the statement
+ * was prepared on this connection, it is only sent (libpq's pipeline
+ * mode): its round trip is shared with the next call that waits for a
+ * result (pgw_sql_step, pgw_sql_exec, pgw_sql_commit). That call reports
+ * a sent statement's failure, naming it, as its own (never as
+ * PGW_ECONFLICT), and what it ran itself did not run; a ROLLBACK TO still
+ * runs and succeeds. At most SENT_MAX (sql.c) are sent before one waits.
+ */
+int pgw_sql_send(pgw_sql_stmt *st);
 /* Ready to run again, bindings cleared. */
 void pgw_sql_reset(pgw_sql_stmt *st);
 

@@ -1469,9 +1469,23 @@ static int step_done(pgw_store *s, pgw_sql_stmt *st, const char *what, pgw_err *
     return step == PGW_SQL_DONE ? PGW_OK : db_error(s, step < 0 ? step : PGW_EIO, what, err);
 }
 
+/*
+ * Runs a prepared statement whose result no caller reads: on PostgreSQL
+ * only sent, its round trip shared with the next statement that waits,
+ * which reports its failure (pgw_sql_send). A command's statements are
+ * all waited for by its RELEASE at the latest (pgw_store_release), so a
+ * failure stays the failure of the command that caused it.
+ */
+static int send_done(pgw_store *s, pgw_sql_stmt *st, const char *what, pgw_err *err)
+{
+    int step = pgw_sql_send(st);
+    pgw_sql_reset(st);
+    return step == PGW_SQL_DONE ? PGW_OK : db_error(s, step < 0 ? step : PGW_EIO, what, err);
+}
+
 int pgw_store_savepoint(pgw_store *s, pgw_err *err)
 {
-    return step_done(s, s->st[ST_SAVEPOINT], "starting a command", err);
+    return send_done(s, s->st[ST_SAVEPOINT], "starting a command", err);
 }
 
 int pgw_store_release(pgw_store *s, pgw_err *err)
@@ -1652,11 +1666,12 @@ int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
     if (rc != PGW_OK)
         return rc;
     bind_transfer(s->st[ST_INSERT_TRANSFER], t);
-    int step = pgw_sql_step(s->st[ST_INSERT_TRANSFER]);
-    pgw_sql_reset(s->st[ST_INSERT_TRANSFER]);
-    if (step != PGW_SQL_DONE) {
+    /* Sent: should it fail, the command fails and its undoing forgets the
+     * cached head (pgw_store_rollback_to). */
+    rc = send_done(s, s->st[ST_INSERT_TRANSFER], "appending a transfer", err);
+    if (rc != PGW_OK) {
         s->head_cached = false;
-        return db_error(s, PGW_EIO, "appending a transfer", err);
+        return rc;
     }
     s->head_cached = true;
     s->head_id = t->id;
@@ -1936,7 +1951,7 @@ int pgw_store_put_member(pgw_store *s, const char *member, int64_t debt, int64_t
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, debt);
     pgw_sql_bind_int64(st, 3, now_us);
-    int rc = step_done(s, st, "writing a member", err);
+    int rc = send_done(s, st, "writing a member", err);
     return rc;
 }
 
@@ -2099,7 +2114,7 @@ int pgw_store_insert_earn(pgw_store *s, const pgw_earn_record *e, pgw_err *err)
     pgw_sql_bind_int64(st, 3, e->amount_fen);
     pgw_sql_bind_int64(st, 4, e->points);
     pgw_sql_bind_int64(st, 5, (int64_t)e->n_funders);
-    int rc = step_done(s, st, "writing an earn", err);
+    int rc = send_done(s, st, "writing an earn", err);
     return rc;
 }
 
@@ -2604,7 +2619,7 @@ int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int6
         pgw_sql_bind_int64(st, 2, day);
         pgw_sql_bind_int64(st, 3, purchases);
         pgw_sql_bind_int64(st, 4, spend_fen);
-        rc = step_done(s, st, "recording a member's day", err);
+        rc = send_done(s, st, "recording a member's day", err);
     }
     return rc;
 }
@@ -2618,7 +2633,7 @@ int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const 
     pgw_sql_bind_int64(st, 2, day);
     pgw_sql_bind_text(st, 3, rule);
     pgw_sql_bind_int64(st, 4, points);
-    int rc = step_done(s, st, "recording a rule's points", err);
+    int rc = send_done(s, st, "recording a rule's points", err);
     return rc;
 }
 
@@ -2650,7 +2665,7 @@ int pgw_store_add_member(pgw_store *s, const char *member, const pgw_member_acti
     pgw_sql_stmt *st = s->st[ST_ADD_MEMBER];
     bind_flags(st, member, a);
     pgw_sql_bind_int64(st, 7, now_us);
-    return step_done(s, st, "enrolling a member", err);
+    return send_done(s, st, "enrolling a member", err);
 }
 
 /* ---- WeChat ---------------------------------------------------------------------- */

@@ -111,6 +111,122 @@ static void test_sql_text_and_values(void **state)
     pgw_sql_close(db);
 }
 
+/* Counts t's rows on `db` (inside its transaction, if one is open). */
+static int64_t count_t(pgw_sql *db)
+{
+    pgw_sql_stmt *st = NULL;
+    assert_int_equal(pgw_sql_prepare(db, "SELECT count(*) FROM t", true, &st, NULL), PGW_OK);
+    int step = pgw_sql_step(st);
+    if (step != PGW_SQL_ROW)
+        fail_msg("counting: %d %s", step, pgw_sql_errmsg(db));
+    int64_t n = pgw_sql_column_int64(st, 0);
+    pgw_sql_finalize(st);
+    return n;
+}
+
+/* Sends an insert of (id, v) into t; what pgw_sql_send returned. */
+static int send_row(pgw_sql_stmt *insert, int64_t id, int64_t v)
+{
+    pgw_sql_bind_int64(insert, 1, id);
+    pgw_sql_bind_int64(insert, 2, v);
+    int rc = pgw_sql_send(insert);
+    pgw_sql_reset(insert);
+    return rc;
+}
+
+static void begin_t(pgw_sql *db)
+{
+    assert_int_equal(pgw_sql_exec(db, "BEGIN", "beginning", NULL), PGW_OK);
+    pgw_sql_mark_transaction(db, true);
+}
+
+/*
+ * pgw_sql_send: sent statements run in order before the statement that
+ * waits next; more than fit one pipeline; a sent statement's failure is
+ * reported, named, by the next call that waits (PostgreSQL) or at once
+ * (SQLite), never as a unique violation of the waiting statement; a
+ * ROLLBACK TO after it succeeds; a COMMIT after it fails and commits
+ * nothing; the connection serves the next transaction.
+ */
+static void test_sql_sent_statements(void **state)
+{
+    db_fixture *f = *state;
+    pgw_sql *db = NULL;
+    pgw_sql_stmt *insert = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_sql_open(f->url, true, &db, NULL), PGW_OK);
+    assert_int_equal(pgw_sql_exec(db,
+                                  "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL"
+                                  " CHECK (v > 0))",
+                                  "creating", NULL),
+                     PGW_OK);
+    assert_int_equal(
+        pgw_sql_prepare(db, "INSERT INTO t (id, v) VALUES (?1, ?2)", true, &insert, NULL), PGW_OK);
+    /* 100 rows: the first prepares, the rest fill pipelines of SENT_MAX */
+    begin_t(db);
+    for (int i = 1; i <= 100; i++)
+        assert_int_equal(send_row(insert, i, i), PGW_SQL_DONE);
+    assert_int_equal(count_t(db), 100);
+    pgw_sql_mark_transaction(db, false);
+    assert_int_equal(pgw_sql_commit(db, &err), PGW_OK);
+    /* a duplicate key, then a read: the read reports the insert */
+    begin_t(db);
+    assert_int_equal(pgw_sql_exec(db, "SAVEPOINT c", "a savepoint", NULL), PGW_OK);
+    assert_int_equal(send_row(insert, 101, 1), PGW_SQL_DONE);
+    int rc = send_row(insert, 1, 1);
+    if (f->pg) {
+        assert_int_equal(rc, PGW_SQL_DONE); /* only sent */
+        assert_int_equal(send_row(insert, 102, 1), PGW_SQL_DONE);
+        pgw_sql_stmt *read = NULL;
+        assert_int_equal(pgw_sql_prepare(db, "SELECT count(*) FROM t", true, &read, NULL), PGW_OK);
+        rc = pgw_sql_step(read);
+        pgw_sql_finalize(read);
+        assert_int_equal(rc, PGW_EIO);
+        assert_non_null(strstr(pgw_sql_errmsg(db), "a statement sent earlier: INSERT INTO t"));
+        assert_non_null(strstr(pgw_sql_errmsg(db), "duplicate key"));
+    } else {
+        assert_int_equal(rc, PGW_ECONFLICT);
+    }
+    assert_int_equal(pgw_sql_exec(db, "ROLLBACK TO c", "undoing", NULL), PGW_OK);
+    assert_int_equal(count_t(db), 100);
+    /* a CHECK broken, then COMMIT: it fails, naming the insert, and commits nothing */
+    assert_int_equal(send_row(insert, 103, 1), PGW_SQL_DONE);
+    rc = send_row(insert, 104, 0);
+    assert_int_equal(rc, f->pg ? PGW_SQL_DONE : PGW_ECONFLICT);
+    pgw_sql_mark_transaction(db, false);
+    if (f->pg) {
+        assert_int_equal(pgw_sql_commit(db, &err), PGW_EIO);
+        assert_non_null(strstr(err.msg, "a statement sent earlier: INSERT INTO t"));
+        assert_non_null(strstr(err.msg, "check constraint"));
+    } else {
+        assert_int_equal(pgw_sql_exec(db, "ROLLBACK", "rolling back", NULL), PGW_OK);
+    }
+    assert_false(pgw_sql_in_transaction(db));
+    assert_int_equal(count_t(db), 100);
+    /* the connection serves the next transaction as before */
+    begin_t(db);
+    assert_int_equal(send_row(insert, 105, 5), PGW_SQL_DONE);
+    pgw_sql_mark_transaction(db, false);
+    assert_int_equal(pgw_sql_commit(db, &err), PGW_OK);
+    assert_int_equal(count_t(db), 101);
+    if (f->pg) { /* the server gone with statements sent: the next wait says so, then it is back */
+        begin_t(db);
+        assert_int_equal(send_row(insert, 106, 6), PGW_SQL_DONE);
+        char end_it[200];
+        snprintf(end_it, sizeof(end_it),
+                 "DO $$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity"
+                 " WHERE datname = '%s'; END $$",
+                 f->name);
+        assert_true(db_fixture_pg_admin(f, end_it));
+        pgw_sql_mark_transaction(db, false);
+        assert_int_equal(pgw_sql_commit(db, &err), PGW_EUNAVAILABLE);
+        usleep(100000); /* the first reconnection waits 50 ms */
+        assert_int_equal(count_t(db), 101);
+    }
+    pgw_sql_finalize(insert);
+    pgw_sql_close(db);
+}
+
 static void test_migrates_and_refuses_newer_schema(void **state)
 {
     db_fixture *f = *state;
@@ -1372,6 +1488,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_page_size_new_and_existing, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_text_and_values, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_sent_statements, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),

@@ -163,6 +163,56 @@ static void test_a_failing_command_fails_alone(void **state)
     assert_int_equal(log_size(f), 5);
 }
 
+/*
+ * A statement the database refuses after it was sent without waiting
+ * (PostgreSQL's pipeline, pgw_sql_send): the command that sent it fails,
+ * alone, saying why, and the next one's transfer takes the chain's next
+ * id (the cached head forgot the refused transfer). A trigger refuses
+ * credits to member:BAD; the store's own checks pass them.
+ */
+static void test_a_refused_sent_statement_fails_its_command_alone(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(f->url, true, &s, NULL), PGW_OK);
+    pgw_store_close(s);
+    const char *refuse =
+        f->pg
+            ? "CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS"
+              " $$ BEGIN RAISE EXCEPTION 'no points for BAD'; END $$;"
+              "CREATE TRIGGER refuse_bad BEFORE INSERT ON transfers FOR EACH ROW"
+              " WHEN (NEW.credit = 'member:BAD') EXECUTE FUNCTION refuse_bad()"
+            : "CREATE TRIGGER refuse_bad BEFORE INSERT ON transfers"
+              " WHEN NEW.credit = 'member:BAD' BEGIN SELECT RAISE(ABORT, 'no points for BAD'); END";
+    assert_int_equal(db_fixture_exec(f, refuse), PGW_OK);
+    pgw_writer *w = start(f, 16, 16);
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    static pgw_command cmds[3];
+    make_command(&cmds[0], "k:A", 1, 2);
+    make_command(&cmds[1], "k:B", 1, 2);
+    snprintf(cmds[1].transfers[1].credit, sizeof(cmds[1].transfers[1].credit), "member:BAD");
+    make_command(&cmds[2], "k:C", 1, 1);
+    pgw_writer__pause_for_test(w, true);
+    for (int i = 0; i < 3; i++) {
+        cmds[i].done = count_done;
+        cmds[i].payload = &c;
+        assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
+    }
+    pgw_writer__pause_for_test(w, false);
+    wait_for(&c, 3);
+    assert_int_equal(cmds[0].rc, PGW_OK);
+    /* SQLite calls a trigger's RAISE(ABORT) a constraint's failure */
+    assert_int_equal(cmds[1].rc, f->pg ? PGW_EIO : PGW_ECONFLICT);
+    assert_non_null(strstr(cmds[1].err.msg, "no points for BAD"));
+    assert_int_equal(cmds[2].rc, PGW_OK);
+    assert_int_equal(cmds[2].transfers[0].id, 3); /* B's transfers 3 and 4 were undone */
+    pgw_writer_stats stats;
+    pgw_writer_get_stats(w, &stats);
+    assert_int_equal(stats.batches, 1);
+    pgw_writer_stop(w);
+    assert_int_equal(log_size(f), 3);
+}
+
 static void test_backpressure_and_drain_on_stop(void **state)
 {
     db_fixture *f = *state;
@@ -487,6 +537,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failing_command_fails_alone, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refused_sent_statement_fails_its_command_alone,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_and_drain_on_stop, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_full_database_reports_only_what_committed,
