@@ -7,6 +7,7 @@
 #include "sql.h"
 
 #include "core/assertions.h"
+#include "core/utf8.h"
 #include "page_cache.h"
 #include "wal_vfs.h"
 #include "util/clock.h"
@@ -316,10 +317,11 @@ void *pgw_sql_sqlite_handle(pgw_sql *db)
  */
 static int pg_ensure_connected(pgw_sql *db)
 {
-    /* A pipeline that a failure left open (pg_end_pipeline) would refuse
-     * every later statement: it goes with its connection. */
-    bool stale_pipeline = db->n_sent == 0 && PQpipelineStatus(db->pg) != PQ_PIPELINE_OFF;
-    if (PQstatus(db->pg) == CONNECTION_OK && db->session_ok && !stale_pipeline)
+    /* Pipeline mode is on only while statements are sent (pgw_sql_send),
+     * or on a lost connection, which PQreset below takes with it. */
+    PGW_ASSERT(db->n_sent > 0 || PQpipelineStatus(db->pg) == PQ_PIPELINE_OFF ||
+               PQstatus(db->pg) != CONNECTION_OK);
+    if (PQstatus(db->pg) == CONNECTION_OK && db->session_ok)
         return PGW_OK;
     if (db->in_txn) {
         set_errmsg(db, "the connection was lost in the transaction");
@@ -330,7 +332,7 @@ static int pg_ensure_connected(pgw_sql *db)
         set_errmsg(db, "the database is unreachable; trying again shortly");
         return failed(db, PGW_EUNAVAILABLE);
     }
-    if (PQstatus(db->pg) != CONNECTION_OK || stale_pipeline) {
+    if (PQstatus(db->pg) != CONNECTION_OK) {
         PQreset(db->pg); /* the same conninfo: the same server and database */
         db->session_ok = false;
         db->generation++; /* every statement is prepared again on its next step */
@@ -392,8 +394,16 @@ static int pg_drain(pgw_sql *db);
 static int pg_exec(pgw_sql *db, const char *sql, bool commit)
 {
     int sent = pg_drain(db);
+    if (!db->session_ok) { /* the drain dropped the connection, and its transaction */
+        if (sent == PGW_OK) {
+            set_errmsg(db, "the connection was lost in the transaction");
+            sent = failed(db, PGW_EUNAVAILABLE);
+        }
+        return sent;
+    }
     char sent_why[ERRMSG_MAX];
     snprintf(sent_why, sizeof(sent_why), "%s", db->errmsg);
+    bool sent_on_lock = db->on_lock;
     PGresult *res = PQexec(db->pg, sql);
     ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     int rc = status == PGRES_COMMAND_OK || (!commit && status == PGRES_TUPLES_OK)
@@ -407,6 +417,7 @@ static int pg_exec(pgw_sql *db, const char *sql, bool commit)
     if (rc != PGW_OK && sent != PGW_OK) {
         set_errmsg(db, sent_why);
         rc = failed(db, sent);
+        db->on_lock = sent_on_lock;
     }
     if (rc == PGW_OK)
         db->errcode = PGW_OK;
@@ -695,10 +706,31 @@ static int pg_send_prepared(pgw_sql_stmt *st)
 static int sent_failure(pgw_sql *db, const PGresult *res, int i)
 {
     int code = pg_failure(db, res);
+    bool on_lock = db->on_lock;
     char why[ERRMSG_MAX];
-    snprintf(why, sizeof(why), "%.290s (a statement sent earlier: %s...)", db->errmsg, db->sent[i]);
+    /* cut between characters: the server's DETAIL quotes the row's text */
+    snprintf(why, sizeof(why), "%.*s (a statement sent earlier: %s...)",
+             (int)pgw_utf8_prefix(db->errmsg, 290), db->errmsg, db->sent[i]);
     set_errmsg(db, why);
-    return failed(db, code == PGW_ECONFLICT ? PGW_EIO : code);
+    code = failed(db, code == PGW_ECONFLICT ? PGW_EIO : code);
+    db->on_lock = on_lock;
+    return code;
+}
+
+/*
+ * A pipeline left open on a live connection by a failure on our side
+ * (libpq out of memory, results unread): libpq would refuse every later
+ * synchronous call. The connection goes, its transaction with it (the
+ * caller's batch fails: pgw_sql_in_transaction turns false), and the next
+ * statement outside a transaction sets the session up again.
+ */
+static void pg_drop_open_pipeline(pgw_sql *db)
+{
+    if (PQpipelineStatus(db->pg) == PQ_PIPELINE_OFF || PQstatus(db->pg) != CONNECTION_OK)
+        return; /* a lost connection: pg_ensure_connected's PQreset clears it */
+    PQreset(db->pg);
+    db->session_ok = false;
+    db->generation++;
 }
 
 /*
@@ -753,10 +785,9 @@ static int pg_end_pipeline(pgw_sql *db, pgw_sql_stmt *waiting)
         rc = pg_failure(db, NULL);
     if (rc == PGW_OK)
         rc = pg_read_pipeline(db, n, waiting);
-    /* Left open (results unread after a failure), pg_ensure_connected
-     * drops the connection before the next statement. */
     if (!PQexitPipelineMode(db->pg) && rc == PGW_OK)
         rc = pg_failure(db, NULL);
+    pg_drop_open_pipeline(db);
     if (rc != PGW_OK && waiting != NULL) {
         PQclear(waiting->res);
         waiting->res = NULL;
@@ -785,8 +816,10 @@ int pgw_sql_send(pgw_sql_stmt *st)
         return pg_failure(db, NULL);
     rc = pg_send_prepared(st);
     if (rc != PGW_OK) {
-        if (db->n_sent == 0)
-            (void)PQexitPipelineMode(db->pg); /* nothing in it; if it stays, see above */
+        if (db->n_sent == 0) {
+            (void)PQexitPipelineMode(db->pg); /* nothing in it */
+            pg_drop_open_pipeline(db);
+        }
         return rc; /* what was sent before is read by the next statement that waits */
     }
     snprintf(db->sent[db->n_sent++], SENT_TEXT_MAX, "%s", st->text);

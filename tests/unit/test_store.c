@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "server/writer.h"
+#include "core/utf8.h"
 #include "util/clock.h"
 #include "store/store.h"
 
@@ -223,6 +224,107 @@ static void test_sql_sent_statements(void **state)
         usleep(100000); /* the first reconnection waits 50 ms */
         assert_int_equal(count_t(db), 101);
     }
+    pgw_sql_finalize(insert);
+    pgw_sql_close(db);
+}
+
+/* The store's PQpipelineSync, here: once armed, the next fails on our
+ * side (as libpq out of memory would), the connection still up. */
+static atomic_int fail_next_sync;
+
+int PQpipelineSync(PGconn *conn)
+{
+    int (*real)(PGconn *) = (int (*)(PGconn *))dlsym(RTLD_NEXT, "PQpipelineSync");
+    return atomic_exchange(&fail_next_sync, 0) != 0 ? 0 : real(conn);
+}
+
+/* Sends a row of u: id, six texts, v; then waits on a count. */
+static int send_u_then_wait(pgw_sql *db, pgw_sql_stmt *insert, int64_t id, const char *text,
+                            int64_t v)
+{
+    pgw_sql_bind_int64(insert, 1, id);
+    for (int i = 2; i <= 7; i++)
+        pgw_sql_bind_text(insert, i, text);
+    pgw_sql_bind_int64(insert, 8, v);
+    int rc = pgw_sql_send(insert);
+    pgw_sql_reset(insert);
+    assert_int_equal(rc, PGW_SQL_DONE);
+    pgw_sql_stmt *read = NULL;
+    assert_int_equal(pgw_sql_prepare(db, "SELECT count(*) FROM u", true, &read, NULL), PGW_OK);
+    rc = pgw_sql_step(read);
+    pgw_sql_finalize(read);
+    return rc;
+}
+
+static void rollback_t(pgw_sql *db)
+{
+    pgw_sql_mark_transaction(db, false);
+    assert_int_equal(pgw_sql_exec(db, "ROLLBACK", "rolling back", NULL), PGW_OK);
+}
+
+/*
+ * PostgreSQL: a sent statement's failure keeps its text whole characters
+ * (the server's DETAIL quotes the row: Chinese text cut mid-character
+ * made the API's JSON error unwritable), and a lock's timeout stays one
+ * (pgw_sql_failed_on_lock). A pipeline our side failed to end takes its
+ * connection: the COMMIT after it fails and nothing is committed (on a
+ * new connection COMMIT would have said yes).
+ */
+static void test_sql_sent_statement_failures(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite sends nothing: each statement runs at once */
+    pgw_sql *db = NULL;
+    pgw_sql_stmt *insert = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_sql_open(f->url, true, &db, NULL), PGW_OK);
+    assert_int_equal(pgw_sql_exec(db,
+                                  "CREATE TABLE u (id BIGINT PRIMARY KEY, a TEXT, b TEXT,"
+                                  " c TEXT, d TEXT, e TEXT, f TEXT, v BIGINT CHECK (v > 0))",
+                                  "creating", NULL),
+                     PGW_OK);
+    assert_int_equal(pgw_sql_prepare(db, "INSERT INTO u VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                     true, &insert, NULL),
+                     PGW_OK);
+    begin_t(db);
+    assert_int_equal(send_u_then_wait(db, insert, 1, "ok", 1), PGW_SQL_ROW); /* prepared */
+    rollback_t(db);
+    for (int shift = 0; shift < 3; shift++) {
+        char text[96] = "";
+        for (int i = 0; i < shift; i++)
+            strcat(text, "x");
+        while (strlen(text) + 6 < sizeof(text))
+            strcat(text, "积分");
+        begin_t(db);
+        assert_int_equal(send_u_then_wait(db, insert, 2, text, 0), PGW_EIO);
+        assert_non_null(strstr(pgw_sql_errmsg(db), "a statement sent earlier: INSERT INTO u"));
+        assert_true(pgw_utf8_valid(pgw_sql_errmsg(db)));
+        rollback_t(db);
+    }
+    PGconn *holder = PQconnectdb(f->url);
+    PGresult *held = PQexec(holder, "BEGIN; INSERT INTO u (id, v) VALUES (3, 1)");
+    assert_int_equal(PQresultStatus(held), PGRES_COMMAND_OK);
+    PQclear(held);
+    begin_t(db);
+    assert_int_equal(pgw_sql_exec(db, "SET LOCAL lock_timeout = '200ms'", "waiting less", NULL),
+                     PGW_OK);
+    assert_int_equal(send_u_then_wait(db, insert, 3, "held", 1), PGW_EUNAVAILABLE);
+    assert_true(pgw_sql_failed_on_lock(db));
+    rollback_t(db);
+    PQfinish(holder);
+    begin_t(db);
+    atomic_store(&fail_next_sync, 1);
+    assert_true(send_u_then_wait(db, insert, 4, "lost", 1) < 0);
+    assert_false(pgw_sql_in_transaction(db));
+    pgw_sql_mark_transaction(db, false);
+    assert_true(pgw_sql_commit(db, &err) < 0);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM u"), 0);
+    begin_t(db); /* and the connection is back */
+    assert_int_equal(send_u_then_wait(db, insert, 5, "back", 1), PGW_SQL_ROW);
+    pgw_sql_mark_transaction(db, false);
+    assert_int_equal(pgw_sql_commit(db, &err), PGW_OK);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM u"), 1);
     pgw_sql_finalize(insert);
     pgw_sql_close(db);
 }
@@ -1490,6 +1592,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sql_text_and_values, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_sent_statements, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_sent_statement_failures, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),
