@@ -99,7 +99,6 @@ enum {
     ST_SELECT_PAGE,
     ST_INSERT_KEY,
     ST_INSERT_RECORD,
-    ST_INSERT_RECORD_RETURNING, /* PostgreSQL's */
     ST_SELECT_KEY,
     ST_SAVEPOINT,
     ST_RELEASE,
@@ -183,6 +182,15 @@ enum {
 #define EVENT_COLUMNS "key, occurred_at, event_type, member, amount_fen, points"
 #define INSERT_RECORD                                                                              \
     "INSERT INTO key_records (fingerprint, created_at_us, answer) VALUES (?1, ?2, ?3)"
+#define INSERT_KEY(record)                                                                         \
+    "INSERT INTO idempotency (key, record, first_transfer, transfer_count, event_type, member,"    \
+    " occurred_at, amount_fen, points) VALUES (?1, " record ", ?3, ?4, ?5, ?6, ?7, ?8, ?9)"        \
+    " ON CONFLICT (key) DO NOTHING"
+/* PostgreSQL's: the record this session inserted last (insert_record),
+ * exact whatever other sessions insert. Prepared on first use: SQLite
+ * has no currval. */
+static const char INSERT_KEY_AFTER_RECORD[] =
+    INSERT_KEY("currval(pg_get_serial_sequence('key_records', 'id'))");
 
 static const char *const STATEMENTS[ST_COUNT] = {
     [ST_INSERT_TRANSFER] =
@@ -192,11 +200,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_HEAD] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1",
     [ST_SELECT_PAGE] =
         "SELECT " TRANSFER_COLUMNS " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
-    [ST_INSERT_KEY] = "INSERT INTO idempotency (key, record, first_transfer, transfer_count,"
-                      " event_type, member, occurred_at, amount_fen, points)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (key) DO NOTHING",
+    [ST_INSERT_KEY] = INSERT_KEY("?2"),
     [ST_INSERT_RECORD] = INSERT_RECORD,
-    [ST_INSERT_RECORD_RETURNING] = INSERT_RECORD " RETURNING id",
     [ST_SELECT_KEY] = "SELECT r.fingerprint, i.first_transfer, i.transfer_count FROM idempotency i"
                       " JOIN key_records r ON r.id = i.record WHERE i.key = ?1",
     [ST_SAVEPOINT] = "SAVEPOINT pgw_command",
@@ -1565,16 +1570,23 @@ static int insert_with_id(pgw_store *s, pgw_sql_stmt *st, bool returning, const 
     return written ? PGW_OK : db_error(s, step < 0 ? step : PGW_EIO, what, err);
 }
 
-/* Appends what a key's first use recorded; *id its row's. */
+/*
+ * Appends what a key's first use recorded, for the key's row to point at.
+ * SQLite: *id is its rowid. PostgreSQL: it is only sent (send_done) and
+ * the key's row takes its id from the sequence (INSERT_KEY_AFTER_RECORD),
+ * one round trip less per keyed command than reading it back; *id is 0.
+ */
 static int insert_record(pgw_store *s, const uint8_t fingerprint[PGW_HASH_LEN], int64_t now_us,
                          const char *answer, int64_t *id, pgw_err *err)
 {
-    bool returning = is_postgres(s);
-    pgw_sql_stmt *st = s->st[returning ? ST_INSERT_RECORD_RETURNING : ST_INSERT_RECORD];
+    pgw_sql_stmt *st = s->st[ST_INSERT_RECORD];
     pgw_sql_bind_blob(st, 1, fingerprint, PGW_HASH_LEN);
     pgw_sql_bind_int64(st, 2, now_us);
     pgw_sql_bind_text(st, 3, answer != NULL ? answer : ""); /* the column's default */
-    return insert_with_id(s, st, returning, "recording an idempotency key", id, err);
+    *id = 0;
+    if (is_postgres(s))
+        return send_done(s, st, "recording an idempotency key", err);
+    return insert_with_id(s, st, false, "recording an idempotency key", id, err);
 }
 
 int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
@@ -1588,12 +1600,15 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
     /* First, for its id. A replay leaves it behind, but the caller then
      * undoes everything the command wrote (pgw_store_rollback_to). */
     int64_t record = 0;
+    pgw_sql_stmt *st = s->st[ST_INSERT_KEY];
     int rc = insert_record(s, fingerprint, now_us, answer, &record, err);
+    if (rc == PGW_OK && is_postgres(s))
+        rc = prepare(s, INSERT_KEY_AFTER_RECORD, &st, err);
     if (rc != PGW_OK)
         return rc;
-    pgw_sql_stmt *st = s->st[ST_INSERT_KEY];
     pgw_sql_bind_text(st, 1, key);
-    pgw_sql_bind_int64(st, 2, record);
+    if (!is_postgres(s))
+        pgw_sql_bind_int64(st, 2, record);
     pgw_sql_bind_int64(st, 3, first_transfer);
     pgw_sql_bind_int64(st, 4, transfer_count);
     pgw_sql_bind_text(st, 5, event != NULL ? event->type : ""); /* the columns' defaults */
@@ -1602,7 +1617,10 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
     pgw_sql_bind_int64(st, 8, event != NULL ? event->amount_fen : 0);
     pgw_sql_bind_int64(st, 9, event != NULL ? event->points : 0);
     int step = pgw_sql_step(st);
-    pgw_sql_reset(st);
+    if (is_postgres(s))
+        release(s, st);
+    else
+        pgw_sql_reset(st);
     if (step != PGW_SQL_DONE)
         return db_error(s, PGW_EIO, "recording an idempotency key", err);
     *replayed = pgw_sql_changes(s->db) == 0; /* the primary key said: already there */
