@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define HOLD_SECONDS_DEFAULT 600
@@ -367,10 +368,22 @@ static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_e
     return PGW_OK;
 }
 
+/* Whether the request's Content-Type is `type` (type/subtype), whatever
+ * its case or parameters: "Application/JSON; charset=UTF-8" is JSON
+ * (RFC 9110 8.3.1). */
+static bool has_media_type(const pgw_request *req, const char *type)
+{
+    size_t n = strlen(type);
+    if (strncasecmp(req->content_type, type, n) != 0)
+        return false;
+    const char *rest = req->content_type + n;
+    rest += strspn(rest, " \t");
+    return *rest == '\0' || *rest == ';';
+}
+
 static bool is_json(const pgw_request *req)
 {
-    return strncmp(req->content_type, "application/json", 16) == 0 &&
-           (req->content_type[16] == '\0' || req->content_type[16] == ';');
+    return has_media_type(req, "application/json");
 }
 
 /* ---- jobs ----------------------------------------------------------------------- */
@@ -954,8 +967,7 @@ static int csv_request(pgw_api *api, const pgw_request *req, const pgw_principal
 {
     bool done = false;
     pgw_csv_init(csv, (const char *)req->body, req->body_len);
-    if (strncmp(req->content_type, "text/csv", 8) != 0 ||
-        (req->content_type[8] != '\0' && req->content_type[8] != ';'))
+    if (!has_media_type(req, "text/csv"))
         return pgw_err_set(err, PGW_EMEDIA, "Content-Type must be text/csv");
     if (pgw_rules_find_shop(&api->cfg->rules, shop) < 0)
         return pgw_err_set(err, PGW_ENOTFOUND, "no shop %.32s", shop);
@@ -1710,8 +1722,7 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
     finance_job *f = job ? job->finance : NULL;
     if (rc == PGW_OK && (f->statement = malloc(req->body_len + 1)) == NULL)
         rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
-    if (rc == PGW_OK && (strncmp(req->content_type, "text/csv", 8) != 0 ||
-                         (req->content_type[8] != '\0' && req->content_type[8] != ';')))
+    if (rc == PGW_OK && !has_media_type(req, "text/csv"))
         rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
     else if (rc == PGW_OK && !query_value(req->query, "channel", f->channel, sizeof(f->channel)))
         rc = pgw_err_set(&err, PGW_EINVAL, "channel=NAME is required");

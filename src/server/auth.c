@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Longest signed message: method, path and query, timestamp, nonce, body hash. */
 #define PGW_SIGNED_MESSAGE_MAX 4096
@@ -162,7 +163,8 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
 int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_request *req,
                    int64_t now, pgw_principal *out, pgw_err *err)
 {
-    if (authorization == NULL || strncmp(authorization, "Bearer ", 7) != 0 ||
+    /* the scheme's case is free (RFC 9110 11.1): "bearer" is Bearer */
+    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0 ||
         authorization[7] == '\0')
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Bearer <key> is required");
     const char *key = authorization + 7;

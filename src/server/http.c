@@ -317,14 +317,23 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         dispatch(h, wsi, q);
         return 0;
     }
+    /* lws 4.1 does not decode chunked bodies, and takes Content-Length
+     * when both are sent (smuggling, behind a proxy that takes the
+     * other): refused, then closed (RFC 9112 6.1). */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        q->close_after = true;
+        refuse(h, wsi, q, 400, "invalid_request",
+               "Transfer-Encoding is not read: send the body with Content-Length");
+        return 0;
+    }
     char length[32];
     if (!copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length)) ||
         length[0] == '\0') {
-        /* lws would assume 100 MiB (swallowing the next request as its
-         * rest) and does not decode chunked bodies: answer, then close. */
+        /* Neither: the body is empty (RFC 9112 6.3), as `curl -X POST`
+         * sends a void. lws expects 100 MiB of body: whatever else comes
+         * on the connection is not a next request: answer, then close. */
         q->close_after = true;
-        refuse(h, wsi, q, 411, "invalid_request", "Content-Length is required");
-        return 0;
+        snprintf(length, sizeof(length), "0");
     }
     char *end = NULL;
     unsigned long long n = strtoull(length, &end, 10);
@@ -390,6 +399,9 @@ static int write_head(struct lws *wsi, req *q, bool *all_sent)
         (q->resp.retry_after_s > 0 &&
          lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
                                      (const unsigned char *)retry, n_retry, &p, end)) ||
+        (q->close_after && /* so the client does not send its next request here */
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
+                                     (const unsigned char *)"close", 5, &p, end)) ||
         lws_finalize_http_header(wsi, &p, end))
         return -1;
     *all_sent = q->resp.body_len <= CHUNK;
