@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -617,6 +618,8 @@ static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_princip
 static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row, pgw_batch *b,
                          size_t index, pgw_response *resp);
 static bool query_value(const char *query, const char *name, char *out, size_t cap);
+static int query_int(const char *query, const char *name, int64_t lo, int64_t hi, int64_t *out,
+                     const char *what, pgw_err *err);
 
 /* ---- batches ----------------------------------------------------------------------------- */
 
@@ -1007,18 +1010,17 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
     static pgw_csv_row header; /* service thread only */
     int col[PGW_IMPORT_COLUMNS];
     int32_t index = pgw_rules_find_shop(&api->cfg->rules, shop);
-    char batch[PGW_IMPORT_BATCH_MAX + 1] = "", rate[24] = "";
+    char batch[PGW_IMPORT_BATCH_MAX + 1] = "";
     int64_t rate_bp = index >= 0 ? api->cfg->rules.shops[index].rate_bp : 0;
     int rc = csv_request(api, req, who, shop, &csv, &header, &err);
     if (rc == PGW_OK && query_value(req->query, "batch", batch, sizeof(batch)) &&
         !pgw_import_batch_ok(batch))
         rc = pgw_err_set(&err, PGW_EINVAL, "batch must be 1..%d of [A-Za-z0-9._-]",
                          PGW_IMPORT_BATCH_MAX);
-    char *end = NULL;
-    if (rc == PGW_OK && query_value(req->query, "rate_bp", rate, sizeof(rate)) &&
-        ((rate_bp = strtoll(rate, &end, 10)) < 1 || *end != '\0' ||
-         rate_bp > PGW_MULTIPLIER_BP_MAX))
-        rc = pgw_err_set(&err, PGW_EINVAL, "rate_bp must be 1..%d", PGW_MULTIPLIER_BP_MAX);
+    char what[48];
+    snprintf(what, sizeof(what), "rate_bp must be 1..%d", PGW_MULTIPLIER_BP_MAX);
+    if (rc == PGW_OK)
+        rc = query_int(req->query, "rate_bp", 1, PGW_MULTIPLIER_BP_MAX, &rate_bp, what, &err);
     if (rc == PGW_OK && batch[0] == '\0')
         pgw_import_default_batch(req->body, req->body_len, batch);
     if (rc == PGW_OK)
@@ -1191,22 +1193,41 @@ static bool query_value(const char *query, const char *name, char *out, size_t c
     return false;
 }
 
+static bool query_has(const char *query, const char *name);
+
+/*
+ * ?name=<decimal integer in lo..hi> into *out, left as it is when absent.
+ * Anything else given is PGW_EINVAL saying `what`: a value too long to
+ * read, or beyond int64 (strtoll's saturated INT64_MAX once passed for a
+ * cursor), is never taken for absent or for another number.
+ */
+static int query_int(const char *query, const char *name, int64_t lo, int64_t hi, int64_t *out,
+                     const char *what, pgw_err *err)
+{
+    char text[24];
+    if (!query_has(query, name))
+        return PGW_OK;
+    char *end = NULL;
+    errno = 0;
+    long long v = query_value(query, name, text, sizeof(text)) ? strtoll(text, &end, 10) : 0;
+    if (end == NULL || end == text || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+        return pgw_err_set(err, PGW_EINVAL, "%s", what);
+    *out = v;
+    return PGW_OK;
+}
+
 /* ?limit=1..100&after=<cursor>: the page a history read asks for. */
 static int history_page(const pgw_request *req, pgw_command *cmd, pgw_err *err)
 {
-    char text[24];
     int64_t limit = HISTORY_DEFAULT;
-    char *end = NULL;
-    if (query_value(req->query, "limit", text, sizeof(text))) {
-        limit = strtoll(text, &end, 10);
-        if (end == text || *end != '\0' || limit < 1 || limit > HISTORY_MAX)
-            return pgw_err_set(err, PGW_EINVAL, "limit must be 1..%d", HISTORY_MAX);
-    }
-    if (query_value(req->query, "after", text, sizeof(text))) {
-        cmd->before = strtoll(text, &end, 10);
-        if (end == text || *end != '\0' || cmd->before < 1)
-            return pgw_err_set(err, PGW_EINVAL, "after must be a cursor from \"next\"");
-    }
+    char what[32];
+    snprintf(what, sizeof(what), "limit must be 1..%d", HISTORY_MAX);
+    int rc = query_int(req->query, "limit", 1, HISTORY_MAX, &limit, what, err);
+    if (rc == PGW_OK)
+        rc = query_int(req->query, "after", 1, INT64_MAX, &cmd->before,
+                       "after must be a cursor from \"next\"", err);
+    if (rc != PGW_OK)
+        return rc;
     cmd->page_cap = (size_t)limit;
     cmd->page = calloc(cmd->page_cap, sizeof(*cmd->page));
     return cmd->page ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");

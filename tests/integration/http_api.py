@@ -202,8 +202,12 @@ def test_events(s):
           page2["next"] is None, f"history, last page: {status} {page2}")
     check(all(t["credit"] == "member:M1" and t["kind"] == "earn" for t in page["transfers"]),
           f"history entries: {page['transfers']}")
-    status, doc, _ = s.request("GET", "/v1/members/M1/transfers?limit=0")
-    check(status == 400 and error_code(doc) == "invalid_request", f"bad limit: {status} {doc}")
+    # out of range, beyond int64 (once read as INT64_MAX: the first page),
+    # too long to read (once taken for absent), not a number, no value
+    for query in ("limit=0", "limit=101", "after=0", "after=99999999999999999999",
+                  "after=" + "9" * 40, "limit=" + "1" * 40, "after=12x", "after", "limit=-1"):
+        status, doc, _ = s.request("GET", "/v1/members/M1/transfers?" + query)
+        check(status == 400 and error_code(doc) == "invalid_request", f"{query}: {status} {doc}")
     status, doc, _ = s.request("GET", "/v1/members/M404")
     check(status == 404 and error_code(doc) == "not_found", f"unknown member: {status} {doc}")
 
@@ -696,6 +700,12 @@ def test_imports(s):
     status, doc, _ = s.request("POST", "/v1/shops/S003/imports", raw=body, ctype="text/csv",
                                key="s002")
     check(status == 403, f"another shop's import: {status}")
+    before = s.transfers()
+    for rate in ("0", "99999999999999999999", "2" * 40, "1.5"):  # 40 digits: once the default
+        status, doc, _ = s.request("POST", "/v1/shops/S003/imports?batch=b2&rate_bp=" + rate,
+                                   raw=body, ctype="text/csv")
+        check(status == 400 and error_code(doc) == "invalid_request", f"rate_bp={rate}: {status}")
+    check(s.transfers() == before, "an import at a bad rate moved nothing")
 
 
 def test_batch(s):
