@@ -1358,11 +1358,27 @@ static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
 
 /* ---- applying --------------------------------------------------------------------- */
 
+/* "channel:-:event_id": an event's key before its appid was part of it. */
+static void key_without_appid(const char *key, char out[PGW_IDEM_KEY_MAX + 1])
+{
+    const char *source = strchr(key, ':');
+    const char *id = source != NULL ? strchr(source + 1, ':') : NULL;
+    PGW_ASSERT(id != NULL); /* pgw_store_event_key made it */
+    snprintf(out, PGW_IDEM_KEY_MAX + 1, "%.*s:-%s", (int)(source - key), key, id);
+}
+
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
 /* Looks the key up before anything else; *seen when it was used before. */
 static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
 {
     int rc = pgw_store_find_key(store, cmd->key, seen, &cmd->record, &cmd->err);
+    if (rc == PGW_OK && !*seen && cmd->keyed_by_appid) { /* recorded before appids were keyed */
+        char older[PGW_IDEM_KEY_MAX + 1];
+        key_without_appid(cmd->key, older);
+        rc = pgw_store_find_key(store, older, seen, &cmd->record, &cmd->err);
+        if (rc == PGW_OK && *seen)
+            memcpy(cmd->key, older, sizeof(older));
+    }
     if (rc != PGW_OK || !*seen)
         return rc;
     if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)

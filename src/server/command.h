@@ -170,6 +170,11 @@ struct pgw_command {
      * holds this identity (an EVENT enrolls a new member for an unknown one
      * under auto_enroll) and `member` is filled when applied. */
     bool by_identity;
+    /* EVENT: `key` names the member's appid where keys made before it was
+     * part of them have "-" (pgw_store_event_key): that one is looked up
+     * too, so that a retry across the upgrade is a replay. (Refunds name
+     * a shop: never keyed so.) */
+    bool keyed_by_appid;
     pgw_identity_key who;
     bool has_who2; /* IMPORT: a second identity (the phone) */
     pgw_identity_key who2;

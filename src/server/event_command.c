@@ -151,8 +151,17 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
         rc = pgw_err_set(err, PGW_ENOMEM, "out of memory fingerprinting an event");
     if (rc != PGW_OK)
         return rc;
-    pgw_store_event_key(cmd->key, doc->channel, doc->shop_id, doc->event_id);
-    if (doc->event.type == PGW_EVENT_REFUND)
+    /* API.md: channel + shop_id (or appid) + event_id. Two mini programs
+     * may number their events alike; the appid (an openid's scope, checked
+     * as wx + 16 hex) keeps them apart. */
+    const char *source = doc->shop_id;
+    bool by_appid = source[0] == '\0' &&
+                    (doc->member.kind == PGW_ID_MP_OPENID || doc->member.kind == PGW_ID_OA_OPENID);
+    if (by_appid)
+        source = doc->member.scope;
+    cmd->keyed_by_appid = by_appid;
+    pgw_store_event_key(cmd->key, doc->channel, source, doc->event_id);
+    if (doc->event.type == PGW_EVENT_REFUND) /* it names a shop (event_json.c) */
         pgw_store_event_key(cmd->original, doc->channel, doc->shop_id, doc->original_event_id);
     snprintf(cmd->shop, sizeof(cmd->shop), "%s", doc->shop_id);
     snprintf(cmd->channel, sizeof(cmd->channel), "%s", doc->channel);

@@ -323,6 +323,29 @@ def test_merges(s):
     check(status == 403, f"a shop binds only its own cards: {status}")
 
 
+def test_mini_programs_number_alike(s):
+    """API.md keys an event by channel, shop_id or appid, and event_id: two
+    mini programs may use the same event_id (the second was refused 409)."""
+    def survey(appid, openid):
+        return {"event_id": "MP-SAME", "channel": "wechat_mp", "type": "survey",
+                "occurred_at": "2026-11-25T12:00:00+08:00",
+                "member": {"mp_openid": openid, "appid": appid}}
+    first = survey("wx1234567890abcdef", "o-first-mini-program")
+    second = survey("wxabcdefabcdefabcd", "o-second-mini-program")
+    answers = []
+    for body in (first, second):
+        status, doc, _ = s.request("POST", "/v1/events", body)
+        check(status == 201 and doc.get("replayed") is False, f"{body['member']}: {status} {doc}")
+        answers.append(doc)
+    for body, doc in zip((first, second), answers):
+        status, again, _ = s.request("POST", "/v1/events", body)
+        check(status == 200 and again.get("replayed") is True and
+              again.get("member_id") == doc.get("member_id"), f"a replay: {status} {again}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(first, type="share"))
+    check(status == 409 and error_code(doc) == "idempotency_conflict",
+          f"the same app's id with another request: {status} {doc}")
+
+
 def test_referrals(s):
     """A referral pays both sides once per referee; nobody refers themselves."""
     status, doc, _ = s.request("POST", "/v1/events", dict(purchase("E-REF-0"),
@@ -1232,7 +1255,7 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
-                         test_referrals, test_risk_rules,
+                         test_mini_programs_number_alike, test_referrals, test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_framing_and_case, test_pipelining,
                          test_batch, test_shop_csv,

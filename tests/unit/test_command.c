@@ -1120,6 +1120,68 @@ static void test_a_member_enrolled_by_a_behaviour_keeps_its_flags(void **state)
     assert_verifies(db);
 }
 
+/* A survey of M1 keyed `key`, with the fingerprint of `like` (a request's). */
+static int send_survey(event_run *er, const char *key, const char *like, bool by_appid)
+{
+    er->ev = (pgw_event){.type = PGW_EVENT_SURVEY, .shop = -1};
+    pgw_err err;
+    assert_int_equal(pgw_parse_rfc3339("2026-11-26T10:00:00+08:00", &er->ev.occurred_at, &err),
+                     PGW_OK);
+    pgw_command fingerprinted;
+    keyed(&fingerprinted, PGW_COMMAND_EVENT, like, er->ev.occurred_at);
+    keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
+    memcpy(er->cmd.fingerprint, fingerprinted.fingerprint, PGW_HASH_LEN);
+    er->cmd.keyed_by_appid = by_appid;
+    snprintf(er->cmd.channel, sizeof(er->cmd.channel), "wechat_mp");
+    snprintf(er->cmd.member, sizeof(er->cmd.member), "M1");
+    er->cmd.event = &er->ev;
+    er->cmd.earning = &er->earning;
+    er->cmd.render = render_points;
+    return pgw_writer_run(er->writer, &er->cmd, &err);
+}
+
+/*
+ * A mini program's event is keyed with its appid (API.md: channel + shop
+ * or appid + event_id); before, with "-", and two mini programs numbering
+ * alike refused each other's events. One sent before the upgrade and
+ * retried after is found under its older key: a replay, not a second
+ * effect; another request there is still a conflict.
+ */
+static void test_appid_keys_find_the_keys_before_them(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    const char *older = "wechat_mp:-:MP1", *newer = "wechat_mp:wx0123456789abcdef:MP1";
+    assert_int_equal(send_survey(&er, older, "request 1", false), PGW_OK);
+    assert_false(er.cmd.replayed);
+    int64_t points = er.earning.points;
+    assert_true(points > 0);
+    char answer[PGW_ANSWER_MAX];
+    snprintf(answer, sizeof(answer), "%s", er.cmd.answer);
+    assert_int_equal(send_survey(&er, newer, "request 1", true), PGW_OK);
+    assert_true(er.cmd.replayed);
+    assert_string_equal(er.cmd.answer, answer);
+    assert_string_equal(er.cmd.key, older);
+    assert_int_equal(send_survey(&er, newer, "request 2", true), PGW_ECONFLICT);
+    /* not keyed by appid (a shop's event, say): the older key is not its own */
+    assert_int_equal(send_survey(&er, "wechat_mp:S001:MP1", "request 1", false), PGW_OK);
+    assert_false(er.cmd.replayed);
+    /* a new event with its appid is its own, whoever numbers alike */
+    assert_int_equal(send_survey(&er, "wechat_mp:wx0123456789abcdef:MP2", "request 3", true),
+                     PGW_OK);
+    assert_false(er.cmd.replayed);
+    assert_int_equal(send_survey(&er, "wechat_mp:wxfedcba9876543210:MP2", "request 4", true),
+                     PGW_OK);
+    assert_false(er.cmd.replayed);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency WHERE key LIKE"
+                                          " 'wechat_mp:wx%:MP2'"),
+                     2);
+    assert_verifies(db);
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -1143,6 +1205,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_appid_keys_find_the_keys_before_them, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
