@@ -341,6 +341,11 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
     pgw_api_error(resp, status, code, message);
 }
 
+void pgw_api_refusal(pgw_response *resp, int rc, const char *message)
+{
+    fail(resp, R_OTHER, rc, message);
+}
+
 static int64_t wall_now_s(void)
 {
     return (int64_t)time(NULL);

@@ -506,19 +506,50 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
 
 /* ---- the live stream (WebSocket /v1/stream) ------------------------------------------------ */
 
+/*
+ * A refused WebSocket handshake gets its answer as any request does (API.md:
+ * 401 for no or a bad key), in one write before libwebsockets closes the
+ * connection, as its own refusals do; and its log line. -1, for lws.
+ */
+static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, int rc,
+                          const char *message)
+{
+    req q;
+    memset(&q, 0, sizeof(q));
+    q.r.received_us = wall_us();
+    snprintf(q.r.method, sizeof(q.r.method), "GET");
+    snprintf(q.r.path, sizeof(q.r.path), "%s", uri);
+    if (lws_get_peer_simple(wsi, q.r.client_address, sizeof(q.r.client_address)) == NULL)
+        q.r.client_address[0] = '\0';
+    snprintf(q.resp.key_name, sizeof(q.resp.key_name), "-");
+    q.resp.route = "/v1/stream";
+    pgw_api_refusal(&q.resp, rc, message);
+    q.close_after = true;
+    bool all_sent = false;
+    (void)write_head(wsi, &q, &all_sent); /* the connection closes either way */
+    pgw_api_log(h->api, &q.r, &q.resp, wall_us());
+    free(q.resp.body);
+    return -1;
+}
+
 /* Checks the path and the key while the handshake's headers are readable. */
 static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
     char uri[PGW_PATH_MAX + 1], auth[PGW_HEADER_VALUE_MAX + 1], key[PGW_HEADER_VALUE_MAX + 8];
     char shop[PGW_ID_MAX + 8];
-    if (!copy_header(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)) || strcmp(uri, "/v1/stream") != 0 ||
-        !copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)))
-        return -1;
+    if (!copy_header(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)))
+        return refuse_watcher(h, wsi, "", PGW_EINVAL, "the path is too long");
+    if (strcmp(uri, "/v1/stream") != 0)
+        return refuse_watcher(h, wsi, uri, PGW_ENOTFOUND, "no such route");
+    if (!copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)))
+        return refuse_watcher(h, wsi, uri, PGW_EUNAUTHORIZED,
+                              "the Authorization header is too long");
     const char *key_param = lws_get_urlarg_by_name(wsi, "key=", key, sizeof(key));
     const char *shop_param = lws_get_urlarg_by_name(wsi, "shop=", shop, sizeof(shop));
     pgw_err err;
-    if (pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, &err) != PGW_OK)
-        return -1;
+    int rc = pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, &err);
+    if (rc != PGW_OK)
+        return refuse_watcher(h, wsi, uri, rc, err.msg);
     w->allowed = true;
     return 0;
 }

@@ -35,6 +35,7 @@ KEYS = {
     "s002": ("test-s002-key", "shop:S002", False),
     "s003": ("test-s003-signed-key", "shop:S003", True),
     "finance": ("test-finance-key", "finance", False),
+    "mp": ("test-mp-key", "channel:wechat_mp", False),
 }
 failures = []
 checks = 0
@@ -832,9 +833,28 @@ def ws_messages(sock, pending, wait):
 def test_stream(s):
     sock, status, rest = ws_open(s.port, "/v1/stream?shop=S001&key=" + KEYS["admin"][0])
     check(" 101 " in status, f"stream handshake: {status}")
-    bad, bad_status, _ = ws_open(s.port, "/v1/stream?key=wrong")
-    check(" 101 " not in bad_status, f"stream with a wrong key: {bad_status}")
-    bad.close()
+    # refused handshakes are answered as API.md says, not just closed
+    for what, path, headers, want in (
+            ("a wrong key", "/v1/stream?key=wrong", "", "401 unauthorized"),
+            ("no key", "/v1/stream", "", "401 unauthorized"),
+            ("a wrong bearer", "/v1/stream", "Authorization: Bearer wrong\r\n", "401 unauthorized"),
+            ("a channel's key", "/v1/stream", "Authorization: Bearer " + KEYS["mp"][0] + "\r\n",
+             "403 forbidden"),
+            ("another path", "/v1/streams?key=" + KEYS["admin"][0], "", "404 not_found")):
+        bad, bad_status, body = ws_open(s.port, path, headers)
+        try:
+            while True:
+                chunk = bad.recv(4096)
+                if not chunk:
+                    break
+                body += chunk
+        except socket.timeout:
+            pass
+        bad.close()
+        status_code, code = want.split()
+        doc = json.loads(body or b"{}")
+        check(f" {status_code} " in bad_status and error_code(doc) == code,
+              f"stream with {what}: {bad_status} {body[:200]!r}")
     time.sleep(0.2)
     _, mine, _ = s.request("POST", "/v1/events", purchase("E-WS-1", member="M5"))
     _, other, _ = s.request("POST", "/v1/events", purchase("E-WS-2", member="M5", shop="S002"),
