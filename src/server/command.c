@@ -1381,6 +1381,12 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     }
     if (rc != PGW_OK || !*seen)
         return rc;
+    /* A capture's or a void's key is its hold's: used by another request,
+     * the hold was captured or voided, and API.md says hold_not_pending. */
+    bool settles = cmd->kind == PGW_COMMAND_CAPTURE || cmd->kind == PGW_COMMAND_VOID;
+    if (settles && memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
+        return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s was %s by an earlier request",
+                           cmd->hold_id, cmd->kind == PGW_COMMAND_CAPTURE ? "captured" : "voided");
     if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                            "idempotency key %.128s was used before for a different request",

@@ -480,6 +480,11 @@ def test_holds(s):
           f"capture: {status} {doc}")
     check(doc["balance"] == start["balance"] - 400 and doc["available"] == doc["balance"],
           f"capture releases the rest: {doc}")
+    for other in ({"points": 300}, None):  # the hold is captured, whatever this one asks
+        status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", other, key="s002",
+                                   **({} if other else {"raw": b"", "ctype": None}))
+        check(status == 409 and error_code(doc) == "hold_not_pending",
+              f"capture again with {other}: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/H-1/void", key="s002", raw=b"", ctype=None)
     check(status == 409 and error_code(doc) == "hold_not_pending", f"void captured: {status} {doc}")
     hold2 = dict(hold, hold_id="H-2", points=100)

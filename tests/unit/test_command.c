@@ -208,7 +208,8 @@ static int op_expire(run *r, int *expected)
 }
 
 /* Sends an earlier command again: same key and request is a replay that
- * changes nothing; a different request under that key is a conflict. */
+ * changes nothing; a different request under that key is a conflict, or
+ * for a capture or a void (whose key is its hold's) hold_not_pending. */
 static void op_replay(run *r)
 {
     if (r->n_done == 0)
@@ -219,7 +220,8 @@ static void op_replay(run *r)
     cmd.fingerprint[PGW_HASH_LEN - 1] ^= conflict ? 0x5a : 0;
     cmd.at = r->now;
     int rc = pgw_writer_run(r->writer, &cmd, NULL);
-    if (conflict && rc != PGW_ECONFLICT)
+    bool settles = cmd.kind == PGW_COMMAND_CAPTURE || cmd.kind == PGW_COMMAND_VOID;
+    if (conflict && rc != (settles ? PGW_ESTATE : PGW_ECONFLICT))
         FAIL(r, "reusing key %s for another request gave %s", cmd.key, pgw_code_name(rc));
     if (!conflict &&
         (rc != PGW_OK || !cmd.replayed || cmd.record.first_transfer != first.first_transfer ||
