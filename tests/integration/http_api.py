@@ -493,6 +493,12 @@ def test_holds(s):
     check(status == 404, f"another shop's hold is not there: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/H-2/void", key="s002", raw=b"", ctype=None)
     check(status == 200 and doc["state"] == "voided", f"void: {status} {doc}")
+    # pending for at least the second asked (it was cut to the whole second)
+    quick = dict(hold, hold_id="H-Q", points=10, expires_in_s=1)
+    status, doc, _ = s.request("POST", "/v1/holds", quick, key="s002")
+    time.sleep(0.95)
+    status, doc, _ = s.request("POST", "/v1/holds/H-Q/capture", key="s002", raw=b"", ctype=None)
+    check(status == 200 and doc.get("state") == "captured", f"0.95 s into 1 s: {status} {doc}")
     hold3 = dict(hold, hold_id="H-3", points=50, expires_in_s=1)
     status, doc, _ = s.request("POST", "/v1/holds", hold3, key="s002")
     during = member(s, "M4")["available"]
