@@ -2898,10 +2898,10 @@ static bool refuse_method(route r, const pgw_request *req, pgw_response *resp)
                      r == R_NOTIFICATIONS;
     if (r == R_OA_CALLBACK ? get || post : wants_get ? get : post)
         return false;
-    pgw_api_error(resp, 405, "invalid_request",
-                  r == R_OA_CALLBACK ? "use GET or POST"
-                  : wants_get        ? "use GET"
-                                     : "use POST");
+    resp->allow = r == R_OA_CALLBACK ? "GET, POST" : wants_get ? "GET" : "POST";
+    char message[32];
+    snprintf(message, sizeof(message), "use %s", resp->allow);
+    pgw_api_error(resp, 405, "invalid_request", message); /* RFC 9110: with Allow */
     return true;
 }
 

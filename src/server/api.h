@@ -64,6 +64,7 @@ typedef struct pgw_response {
     char *body; /* malloc'd; the HTTP layer frees it once sent */
     size_t body_len;
     int retry_after_s;             /* > 0: send Retry-After */
+    const char *allow;             /* a 405's Allow header ("GET"); NULL none */
     const char *route;             /* route template for metrics ("/v1/holds/{id}/capture") */
     char key_name[PGW_ID_MAX + 1]; /* who asked, for the log ("-" when nobody) */
 } pgw_response;

@@ -399,6 +399,10 @@ static int write_head(struct lws *wsi, req *q, bool *all_sent)
         (q->resp.retry_after_s > 0 &&
          lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
                                      (const unsigned char *)retry, n_retry, &p, end)) ||
+        (q->resp.allow != NULL &&
+         lws_add_http_header_by_name(
+             wsi, (const unsigned char *)"allow:", (const unsigned char *)q->resp.allow,
+             (int)strlen(q->resp.allow), &p, end)) ||
         (q->close_after && /* so the client does not send its next request here */
          lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                      (const unsigned char *)"close", 5, &p, end)) ||
