@@ -112,6 +112,15 @@ static void test_sql_text_and_values(void **state)
     pgw_sql_close(db);
 }
 
+/* A connection to the test's database, with the table `create` makes. */
+static pgw_sql *open_with_table(const db_fixture *f, const char *create)
+{
+    pgw_sql *db = NULL;
+    assert_int_equal(pgw_sql_open(f->url, true, &db, NULL), PGW_OK);
+    assert_int_equal(pgw_sql_exec(db, create, "creating", NULL), PGW_OK);
+    return db;
+}
+
 /* Counts t's rows on `db` (inside its transaction, if one is open). */
 static int64_t count_t(pgw_sql *db)
 {
@@ -152,15 +161,10 @@ static void begin_t(pgw_sql *db)
 static void test_sql_sent_statements(void **state)
 {
     db_fixture *f = *state;
-    pgw_sql *db = NULL;
+    pgw_sql *db = open_with_table(f, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL"
+                                     " CHECK (v > 0))");
     pgw_sql_stmt *insert = NULL;
     pgw_err err;
-    assert_int_equal(pgw_sql_open(f->url, true, &db, NULL), PGW_OK);
-    assert_int_equal(pgw_sql_exec(db,
-                                  "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL"
-                                  " CHECK (v > 0))",
-                                  "creating", NULL),
-                     PGW_OK);
     assert_int_equal(
         pgw_sql_prepare(db, "INSERT INTO t (id, v) VALUES (?1, ?2)", true, &insert, NULL), PGW_OK);
     /* 100 rows: the first prepares, the rest fill pipelines of SENT_MAX */
@@ -275,15 +279,10 @@ static void test_sql_sent_statement_failures(void **state)
     db_fixture *f = *state;
     if (!f->pg)
         skip(); /* SQLite sends nothing: each statement runs at once */
-    pgw_sql *db = NULL;
+    pgw_sql *db = open_with_table(f, "CREATE TABLE u (id BIGINT PRIMARY KEY, a TEXT, b TEXT,"
+                                     " c TEXT, d TEXT, e TEXT, f TEXT, v BIGINT CHECK (v > 0))");
     pgw_sql_stmt *insert = NULL;
     pgw_err err;
-    assert_int_equal(pgw_sql_open(f->url, true, &db, NULL), PGW_OK);
-    assert_int_equal(pgw_sql_exec(db,
-                                  "CREATE TABLE u (id BIGINT PRIMARY KEY, a TEXT, b TEXT,"
-                                  " c TEXT, d TEXT, e TEXT, f TEXT, v BIGINT CHECK (v > 0))",
-                                  "creating", NULL),
-                     PGW_OK);
     assert_int_equal(pgw_sql_prepare(db, "INSERT INTO u VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                                      true, &insert, NULL),
                      PGW_OK);

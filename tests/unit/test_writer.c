@@ -129,24 +129,30 @@ static void wait_for(counter *c, int n)
     pthread_mutex_unlock(&c->lock);
 }
 
-static void test_a_failing_command_fails_alone(void **state)
+/* Runs cmds[0..n) in one batch: they queue while the writer is paused. */
+static void run_in_one_batch(pgw_writer *w, pgw_command *cmds, int n)
 {
-    db_fixture *f = *state;
-    pgw_writer *w = start(f, 16, 16);
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-    static pgw_command cmds[3];
-    make_command(&cmds[0], "k:A", 1, 2);
-    make_command(&cmds[1], "k:B", 1, 2);
-    cmds[1].transfers[1].points = 0; /* invalid: caught by the store */
-    make_command(&cmds[2], "k:C", 1, 1);
     pgw_writer__pause_for_test(w, true);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < n; i++) {
         cmds[i].done = count_done;
         cmds[i].payload = &c;
         assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
     }
     pgw_writer__pause_for_test(w, false);
-    wait_for(&c, 3);
+    wait_for(&c, n);
+}
+
+static void test_a_failing_command_fails_alone(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f, 16, 16);
+    static pgw_command cmds[3];
+    make_command(&cmds[0], "k:A", 1, 2);
+    make_command(&cmds[1], "k:B", 1, 2);
+    cmds[1].transfers[1].points = 0; /* invalid: caught by the store */
+    make_command(&cmds[2], "k:C", 1, 1);
+    run_in_one_batch(w, cmds, 3);
     assert_int_equal(cmds[0].rc, PGW_OK);
     assert_int_equal(cmds[1].rc, PGW_EINVAL);
     assert_int_equal(cmds[2].rc, PGW_OK);
@@ -186,20 +192,12 @@ static void test_a_refused_sent_statement_fails_its_command_alone(void **state)
               " WHEN NEW.credit = 'member:BAD' BEGIN SELECT RAISE(ABORT, 'no points for BAD'); END";
     assert_int_equal(db_fixture_exec(f, refuse), PGW_OK);
     pgw_writer *w = start(f, 16, 16);
-    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     static pgw_command cmds[3];
     make_command(&cmds[0], "k:A", 1, 2);
     make_command(&cmds[1], "k:B", 1, 2);
     snprintf(cmds[1].transfers[1].credit, sizeof(cmds[1].transfers[1].credit), "member:BAD");
     make_command(&cmds[2], "k:C", 1, 1);
-    pgw_writer__pause_for_test(w, true);
-    for (int i = 0; i < 3; i++) {
-        cmds[i].done = count_done;
-        cmds[i].payload = &c;
-        assert_int_equal(pgw_writer_submit(w, &cmds[i], NULL), PGW_OK);
-    }
-    pgw_writer__pause_for_test(w, false);
-    wait_for(&c, 3);
+    run_in_one_batch(w, cmds, 3);
     assert_int_equal(cmds[0].rc, PGW_OK);
     /* SQLite calls a trigger's RAISE(ABORT) a constraint's failure */
     assert_int_equal(cmds[1].rc, f->pg ? PGW_EIO : PGW_ECONFLICT);
