@@ -1918,7 +1918,7 @@ static void mp_phone_task(void *arg, bool stale)
 static int session_of(const pgw_api *api, const pgw_request *req, pgw_session *out, pgw_err *err)
 {
     static const char scheme[] = "Session ";
-    if (strncmp(req->authorization, scheme, sizeof(scheme) - 1) != 0)
+    if (strncasecmp(req->authorization, scheme, sizeof(scheme) - 1) != 0) /* any case, as Bearer */
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Session <token> is required");
     return pgw_session_verify(api->session_key, req->authorization + sizeof(scheme) - 1,
                               wall_now_s(), out, err);
@@ -3026,7 +3026,7 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return false;
     }
     bool otp = r == R_SMS_OTP || r == R_SMS_OTP_VERIFY;
-    if (otp && strncmp(req->authorization, "Session ", 8) == 0)
+    if (otp && strncasecmp(req->authorization, "Session ", 8) == 0)
         return handle_otp_route(api, req, r, NULL, resp);
     if (r == R_MP_LOGIN)
         return handle_mp_login(api, req, resp);

@@ -536,18 +536,25 @@ static int apply_hold(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
 }
 
 /* Reads hold `hold_id` and insists it is pending at cmd->at. */
-static int pending_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
+/* The hold cmd->hold_id, as its caller may see it: one limited to a shop
+ * names it (cmd->shop), and another shop's hold is not there. */
+static int visible_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
 {
     bool found = false;
     int rc = pgw_store_get_hold(store, cmd->hold_id, &found, h, &cmd->err);
     if (rc == PGW_OK && !found)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no hold %s", cmd->hold_id);
-    if (rc != PGW_OK)
-        return rc;
-    /* A caller limited to one shop names it: another shop's hold is not there. */
-    if (cmd->shop[0] != '\0' && strcmp(cmd->shop, h->shop) != 0)
+    if (rc == PGW_OK && cmd->shop[0] != '\0' && strcmp(cmd->shop, h->shop) != 0)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no hold %s at shop %s", cmd->hold_id,
                            cmd->shop);
+    return rc;
+}
+
+static int pending_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
+{
+    int rc = visible_hold(store, cmd, h);
+    if (rc != PGW_OK)
+        return rc;
     snprintf(cmd->member, sizeof(cmd->member), "%s", h->member);
     snprintf(cmd->shop, sizeof(cmd->shop), "%s", h->shop);
     cmd->hold_state = pgw_hold_state_at(h->state, h->deadline, cmd->at);
@@ -1381,9 +1388,14 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     }
     if (rc != PGW_OK || !*seen)
         return rc;
-    /* A capture's or a void's key is its hold's: used by another request,
-     * the hold was captured or voided, and API.md says hold_not_pending. */
+    /* A capture's or a void's key is its hold's, not its shop's: another
+     * shop's caller sending it is told the hold is not there (as before
+     * it is settled), never its replay or its state. Used by another
+     * request, the hold was captured or voided: API.md's hold_not_pending. */
     bool settles = cmd->kind == PGW_COMMAND_CAPTURE || cmd->kind == PGW_COMMAND_VOID;
+    pgw_hold_record h;
+    if (settles && cmd->shop[0] != '\0' && (rc = visible_hold(store, cmd, &h)) != PGW_OK)
+        return rc;
     if (settles && memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
         return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s was %s by an earlier request",
                            cmd->hold_id, cmd->kind == PGW_COMMAND_CAPTURE ? "captured" : "voided");

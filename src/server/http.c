@@ -311,19 +311,20 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         refuse(h, wsi, q, 400, "invalid_request", "a header or the path is too long");
         return 0;
     }
-    bool has_body =
-        method == LWSHUMETH_POST || method == LWSHUMETH_PUT || method == LWSHUMETH_PATCH;
-    if (!has_body) {
-        dispatch(h, wsi, q);
-        return 0;
-    }
     /* lws 4.1 does not decode chunked bodies, and takes Content-Length
-     * when both are sent (smuggling, behind a proxy that takes the
-     * other): refused, then closed (RFC 9112 6.1). */
+     * when both are sent, or reads a GET's chunks as the next request
+     * (smuggling, behind a proxy that reads them otherwise): refused,
+     * whatever the method, then closed (RFC 9112 6.1). */
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
         q->close_after = true;
         refuse(h, wsi, q, 400, "invalid_request",
                "Transfer-Encoding is not read: send the body with Content-Length");
+        return 0;
+    }
+    bool has_body =
+        method == LWSHUMETH_POST || method == LWSHUMETH_PUT || method == LWSHUMETH_PATCH;
+    if (!has_body) {
+        dispatch(h, wsi, q);
         return 0;
     }
     char length[32];
@@ -357,6 +358,11 @@ static int add_body(req *q, const void *in, size_t len)
 {
     if (q->responding || q->body == NULL || len == 0)
         return 0; /* refused already (lws discards the rest), or nothing (Content-Length: 0) */
+    /* After a POST without Content-Length (an empty body, dispatched) lws
+     * takes what follows for body: dropped, so that the answer still goes
+     * out; then the connection closes (close_after). */
+    if (q->close_after && q->body_expected == 0)
+        return 0;
     if (len > q->body_expected - q->r.body_len)
         return -1; /* more than Content-Length said: drop the connection */
     memcpy(q->body + q->r.body_len, in, len);

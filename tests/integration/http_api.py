@@ -487,6 +487,11 @@ def test_holds(s):
               f"capture again with {other}: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/H-1/void", key="s002", raw=b"", ctype=None)
     check(status == 409 and error_code(doc) == "hold_not_pending", f"void captured: {status} {doc}")
+    # another shop's key sending the capture (as it was, or not) learns nothing
+    for body in ({"points": 400}, {"points": 1}):
+        status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", body, key="s001")
+        check(status == 404 and error_code(doc) == "not_found",
+              f"another shop's capture {body}: {status} {doc}")
     hold2 = dict(hold, hold_id="H-2", points=100)
     s.request("POST", "/v1/holds", hold2, key="s002")
     status, doc, _ = s.request("POST", "/v1/holds/H-2/void", key="s001", raw=b"", ctype=None)
@@ -588,6 +593,15 @@ def test_framing_and_case(s):
     check(head.startswith(b"HTTP/1.1 200") and b'"voided"' in body and closed and
           b"connection: close" in head.lower(),
           f"a void without Content-Length: {out[:300]!r} closed={closed}")
+    # bytes after it (a pipelined request, a stray CRLF) are not its body's:
+    # its answer still comes (it once was lost, the void applied)
+    for what, after in (("a GET", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), ("a CRLF", b"\r\n")):
+        hold_id = "H-FR-" + what[-3:].strip()
+        s.request("POST", "/v1/holds", dict(hold, hold_id=hold_id))
+        out, closed = raw_exchange(s, b"POST /v1/holds/%s/void HTTP/1.1\r\nHost: x\r\n"
+                                   % hold_id.encode() + auth + b"\r\n" + after)
+        check(out.startswith(b"HTTP/1.1 200") and b'"voided"' in out and closed,
+              f"a void without Content-Length, then {what}: {out[:200]!r} closed={closed}")
     before = s.transfers()
     event = json.dumps(purchase("E-TE")).encode()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event)
@@ -600,6 +614,10 @@ def test_framing_and_case(s):
         check(out.startswith(b"HTTP/1.1 400") and b"invalid_request" in out and closed,
               f"{what}: {out[:300]!r} closed={closed}")
     check(s.transfers() == before, "a body not read wrote nothing")
+    out, closed = raw_exchange(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                               b"\r\n\r\n1b\r\nGET /smuggled HTTP/1.1\r\nX: y\r\n\r\n0\r\n\r\n")
+    check(out.startswith(b"HTTP/1.1 400") and out.count(b"HTTP/1.") == 1 and closed,
+          f"a GET with Transfer-Encoding: {out[:300]!r} closed={closed}")
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-CASE"),
                                ctype="Application/JSON ; charset=UTF-8")
     check(status == 201, f"a media type in capitals, with a parameter: {status} {doc}")

@@ -247,6 +247,9 @@ def mini_program(srv, fake):
     status, me = srv.request("GET", "/v1/me", session=session, key=None)
     check(status == 200 and me["member_id"] == member and me["balance"] == total,
           "GET /v1/me shows the points: %s %s" % (status, me))
+    status, lower = call(srv.port, "GET", "/v1/me", headers={"Authorization": "session " + session})
+    check(status == 200 and lower.get("member_id") == member,
+          "the scheme in lower case is the same session: %s %s" % (status, lower))
     check(len(me.get("transfers", [])) >= 2 and me.get("follows_oa") is False,
           "GET /v1/me lists recent transfers")
     kinds = sorted(i["kind"] for i in me.get("identities", []))
