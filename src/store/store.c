@@ -867,6 +867,13 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "CREATE INDEX lots_by_member ON lots (member,"
     " (CASE WHEN left_points + held > 0 THEN 1 ELSE 0 END), expires_at, earned_at, id,"
     " left_points, held);",
+    /* 23: no table changes. A mini program's or official account's event
+     * without a shop is keyed by its appid, where it had "-"
+     * (event_command.c), and a newer pointsgw finds an older key, but an
+     * older one looks for "-" only: beside a newer instance it would
+     * credit a retried event a second time. The version keeps an older
+     * pointsgw from writing (check_schema_unchanged) and from opening. */
+    "SELECT 1;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a

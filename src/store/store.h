@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 22
+#define PGW_STORE_SCHEMA_VERSION 23
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
