@@ -654,6 +654,19 @@ static int cmd_reconcile(int argc, char **argv)
     char url[PGW_STORE_URL_MAX + 1];
     snprintf(url, sizeof(url), "%s", flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
     bool repair = flag_get(&flags, "--repair") != NULL;
+    /* A repaired row is posted with --shop as its shop: an appid there (a
+     * mini program's events, keyed by it) is no shop, and a statement's
+     * member (phone, card, member_id) cannot name the openid that would
+     * key the event by it. Said before any work rather than once a row. */
+    const char *shop = o.filter.shop;
+    if (rc == EXIT_OK && repair && shop != NULL && strcmp(shop, "-") != 0 &&
+        pgw_rules_find_shop(&cfg->rules, shop) < 0) {
+        fprintf(stderr,
+                "pointsgw reconcile: --repair: %s is not a shop of the configuration (an "
+                "appid's events are sent again by its mini program)\n",
+                shop);
+        rc = EXIT_USAGE;
+    }
     const char *out_path = flag_get(&flags, "--out");
     FILE *out = rc == EXIT_OK && out_path ? fopen(out_path, "w") : stdout;
     if (out == NULL) {

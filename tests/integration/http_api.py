@@ -1212,6 +1212,13 @@ def test_reconciliation(s):
     code, doc, err = reconcile(s, statement_csv(row), channel="kiosk", shop="-")
     check(doc["summary"]["missing_in_ledger"] == 0 and doc["summary"]["missing_in_statement"] == 0,
           f"and then in the log, read with --shop -: exit {code} {doc} {err}")
+    # A mini program's events are read by its appid (their key's), but not
+    # repaired: posted with the appid as their shop, every row failed.
+    row = [["MP-LOST", when, "survey", "member_id:M1", 0, 0]]
+    code, doc, err = reconcile(s, statement_csv(row), "--repair", channel="wechat_mp",
+                               shop="wx1234567890abcdef")
+    check(code == 2 and "not a shop of the configuration" in err and "created" not in err,
+          f"nor repaired: exit {code} {err}")
 
 
 def test_reports(s):
