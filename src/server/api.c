@@ -1204,7 +1204,7 @@ static bool query_value(const char *query, const char *name, char *out, size_t c
 static bool query_has(const char *query, const char *name);
 
 /*
- * ?name=<decimal integer in lo..hi> into *out, left as it is when absent.
+ * ?name=<decimal digits, lo..hi> into *out, left as it is when absent.
  * Anything else given is PGW_EINVAL saying `what`: a value too long to
  * read, or beyond int64 (strtoll's saturated INT64_MAX once passed for a
  * cursor), is never taken for absent or for another number.
@@ -1217,7 +1217,9 @@ static int query_int(const char *query, const char *name, int64_t lo, int64_t hi
         return PGW_OK;
     char *end = NULL;
     errno = 0;
-    long long v = query_value(query, name, text, sizeof(text)) ? strtoll(text, &end, 10) : 0;
+    /* digits only: strtoll would also take a sign or leading spaces (+5, %205) */
+    bool digits = query_value(query, name, text, sizeof(text)) && text[0] >= '0' && text[0] <= '9';
+    long long v = digits ? strtoll(text, &end, 10) : 0;
     if (end == NULL || end == text || *end != '\0' || errno == ERANGE || v < lo || v > hi)
         return pgw_err_set(err, PGW_EINVAL, "%s", what);
     *out = v;

@@ -206,7 +206,8 @@ def test_events(s):
     # out of range, beyond int64 (once read as INT64_MAX: the first page),
     # too long to read (once taken for absent), not a number, no value
     for query in ("limit=0", "limit=101", "after=0", "after=99999999999999999999",
-                  "after=" + "9" * 40, "limit=" + "1" * 40, "after=12x", "after", "limit=-1"):
+                  "after=" + "9" * 40, "limit=" + "1" * 40, "after=12x", "after", "limit=-1",
+                  "limit=%2B5", "limit=%205"):
         status, doc, _ = s.request("GET", "/v1/members/M1/transfers?" + query)
         check(status == 400 and error_code(doc) == "invalid_request", f"{query}: {status} {doc}")
     status, doc, _ = s.request("GET", "/v1/members/M404")
