@@ -1000,7 +1000,9 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         cmd->amount_fen = ev->amount_fen;
         rc = apply_refund(store, policy, cmd);
         if (rc == PGW_OK && strcmp(member, cmd->member) != 0)
-            rc = pgw_err_set(&cmd->err, PGW_EINVAL, "the purchase %s was made by another member",
+            /* no purchase of this member's by that id: as for an unknown
+             * member or id, original_not_found (once 400 here, 422 there) */
+            rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "the purchase %s was made by another member",
                              cmd->original);
     } else {
         rc = price(store, policy, cmd, &days, a);

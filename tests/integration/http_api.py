@@ -459,6 +459,13 @@ def test_refunds(s):
     body["event_id"], body["original_event_id"] = "E-R-refund-10", "E-NEVER"
     status, doc, _ = s.request("POST", "/v1/events", body)
     check(status == 422 and error_code(doc) == "original_not_found", f"no original: {status} {doc}")
+    # another member's purchase, or a member nobody is: the same answer
+    s.request("POST", "/v1/events", purchase("E-R2", amount=5000, member="M3"))
+    for who in ({"member_id": "M2"}, {"phone": "13900139999"}):
+        body.update(event_id="E-R-refund-11", original_event_id="E-R2", amount_fen=100, member=who)
+        status, doc, _ = s.request("POST", "/v1/events", body)
+        check(status == 422 and error_code(doc) == "original_not_found",
+              f"a refund naming {who}: {status} {doc}")
 
 
 def member(s, mid):
