@@ -895,13 +895,14 @@ static int pg_step(pgw_sql_stmt *st)
         return st->row < st->rows ? PGW_SQL_ROW : PGW_SQL_DONE;
     }
     int rc = pg_ensure_connected(db);
-    if (rc == PGW_OK && db->n_sent > 0 && st->prepared_in == db->generation)
+    bool piped = rc == PGW_OK && db->n_sent > 0 && st->prepared_in == db->generation;
+    if (piped)
         rc = pg_end_pipeline(db, st); /* st in the same round trip */
     else if (rc == PGW_OK)
         rc = pg_drain(db);
     if (rc != PGW_OK)
         return rc;
-    if (st->res == NULL)
+    if (!piped) /* (piped, a result that never came is a failure below, never a second run) */
         pg_execute(st);
     ExecStatusType status = st->res ? PQresultStatus(st->res) : PGRES_FATAL_ERROR;
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
