@@ -637,6 +637,34 @@ static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_opti
     return exit_for(rc);
 }
 
+/*
+ * --shop - reads a channel's events keyed "-" only: a mini program's
+ * events, keyed by their appid since schema 23, would be missing_in_ledger
+ * and a repair would credit them again under "-". Refused when the channel
+ * holds any; the whole channel (no --shop) reads every source.
+ */
+static int refuse_repair_beside_appid_keys(const char *url, const char *channel)
+{
+    pgw_store *store = NULL;
+    pgw_err err;
+    bool has = false;
+    int rc = snapshot_open(url, &store, &err);
+    if (rc == PGW_OK)
+        rc = pgw_store_has_appid_keys(store, channel, &has, &err);
+    snapshot_close(store);
+    if (rc != PGW_OK) {
+        fprintf(stderr, "pointsgw reconcile: %s\n", err.msg);
+        return exit_for(rc);
+    }
+    if (!has)
+        return EXIT_OK;
+    fprintf(stderr,
+            "pointsgw reconcile: --repair: channel %s has events keyed by an appid, which "
+            "--shop - does not read: repair the whole channel (without --shop)\n",
+            channel);
+    return EXIT_USAGE;
+}
+
 static int cmd_reconcile(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -667,6 +695,8 @@ static int cmd_reconcile(int argc, char **argv)
                 shop);
         rc = EXIT_USAGE;
     }
+    if (rc == EXIT_OK && repair && shop != NULL && strcmp(shop, "-") == 0)
+        rc = refuse_repair_beside_appid_keys(url, o.filter.channel);
     const char *out_path = flag_get(&flags, "--out");
     FILE *out = rc == EXIT_OK && out_path ? fopen(out_path, "w") : stdout;
     if (out == NULL) {

@@ -1002,7 +1002,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK && strcmp(member, cmd->member) != 0)
             /* no purchase of this member's by that id: as for an unknown
              * member or id, original_not_found (once 400 here, 422 there) */
-            rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "the purchase %s was made by another member",
+            rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s of this member to refund",
                              cmd->original);
     } else {
         rc = price(store, policy, cmd, &days, a);

@@ -3487,6 +3487,28 @@ void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, co
     snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
 }
 
+int pgw_store_has_appid_keys(pgw_store *s, const char *channel, bool *has, pgw_err *err)
+{
+    *has = false;
+    if (!pgw_store_channel_name_ok(channel))
+        return pgw_err_set(err, PGW_EINVAL, "not a channel name");
+    char from[PGW_ID_MAX + 8], to[PGW_ID_MAX + 8];
+    snprintf(from, sizeof(from), "%s:wx", channel); /* appids are wx + 16 hex */
+    snprintf(to, sizeof(to), "%s:wy", channel);
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s, "SELECT 1 FROM idempotency WHERE key >= ?1 AND key < ?2 LIMIT 1", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_text(st, 1, from);
+    pgw_sql_bind_text(st, 2, to);
+    int step = pgw_sql_step(st);
+    *has = step == PGW_SQL_ROW;
+    release(s, st);
+    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "looking for a channel's appid keys", err);
+}
+
 /* `s` to quote back in a message, if it is printable ASCII: anything else
  * (not UTF-8, say) would make the message unsayable in JSON. */
 static const char *quotable(const char *s)

@@ -690,6 +690,15 @@ int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, cons
                           const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
                           pgw_err *err);
 
+/*
+ * Whether `channel` holds events keyed by an appid ("channel:wx...:id", a
+ * mini program's or official account's without a shop: schema 23 on), in
+ * one look at the keys' range. A shop id beginning "wx" counts too. The
+ * events "--shop -" reads are not those: a repair by it would post them
+ * again under "-".
+ */
+int pgw_store_has_appid_keys(pgw_store *store, const char *channel, bool *has, pgw_err *err);
+
 /* ---- reports ------------------------------------------------------------------ */
 
 /* Points of one kind moved against one account on the other side of a member. */

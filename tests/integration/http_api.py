@@ -1227,6 +1227,13 @@ def test_reconciliation(s):
                                shop="wx1234567890abcdef")
     check(code == 2 and "not a shop of the configuration" in err and "created" not in err,
           f"nor repaired: exit {code} {err}")
+    # nor by --shop -, which does not read them: a repair credited them again
+    # under "-" (the channel holds MP-SAME twice, keyed by two appids)
+    before = s.transfers()
+    row = [["MP-SAME", when, "survey", "member_id:M1", 0, 0]]
+    code, doc, err = reconcile(s, statement_csv(row), "--repair", channel="wechat_mp", shop="-")
+    check(code == 2 and "repair the whole channel" in err and s.transfers() == before,
+          f"--shop - beside appid keys: exit {code} {err}")
 
 
 def test_reports(s):
