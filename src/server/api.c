@@ -39,8 +39,8 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -1916,13 +1916,20 @@ static void mp_phone_task(void *arg, bool stale)
     wx_to_writer(job);
 }
 
+#define SESSION_SCHEME "Session "
+
+/* Whether the request names a session (the scheme in any case, as Bearer). */
+static bool by_session(const pgw_request *req)
+{
+    return strncasecmp(req->authorization, SESSION_SCHEME, sizeof(SESSION_SCHEME) - 1) == 0;
+}
+
 /* The session of Authorization: Session <token>; PGW_EUNAUTHORIZED otherwise. */
 static int session_of(const pgw_api *api, const pgw_request *req, pgw_session *out, pgw_err *err)
 {
-    static const char scheme[] = "Session ";
-    if (strncasecmp(req->authorization, scheme, sizeof(scheme) - 1) != 0) /* any case, as Bearer */
+    if (!by_session(req))
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Session <token> is required");
-    return pgw_session_verify(api->session_key, req->authorization + sizeof(scheme) - 1,
+    return pgw_session_verify(api->session_key, req->authorization + sizeof(SESSION_SCHEME) - 1,
                               wall_now_s(), out, err);
 }
 
@@ -3028,7 +3035,7 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
         return false;
     }
     bool otp = r == R_SMS_OTP || r == R_SMS_OTP_VERIFY;
-    if (otp && strncasecmp(req->authorization, "Session ", 8) == 0)
+    if (otp && by_session(req))
         return handle_otp_route(api, req, r, NULL, resp);
     if (r == R_MP_LOGIN)
         return handle_mp_login(api, req, resp);

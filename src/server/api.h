@@ -110,7 +110,7 @@ void pgw_api_free(pgw_api *api);
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp);
 
 /* An early answer for a request the HTTP layer refuses itself (body too
- * large, no Content-Length, ...): the standard error body. */
+ * large, Transfer-Encoding, ...): the standard error body. */
 void pgw_api_error(pgw_response *resp, int status, const char *code, const char *message);
 /* The answer to a request refused with `rc` (a PGW_E... code), as API.md
  * maps it: PGW_EUNAUTHORIZED 401 unauthorized, PGW_EFORBIDDEN 403, ... */
