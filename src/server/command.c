@@ -292,7 +292,7 @@ static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const ch
  */
 static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                          const char *member, const int64_t *debt_read, int64_t points,
-                         int64_t source, int64_t *lot_id)
+                         int64_t source)
 {
     bool known = debt_read != NULL;
     int64_t debt = known ? *debt_read : 0, expires_at = 0;
@@ -304,7 +304,6 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
         rc = pgw_store_put_member(store, member, debt - repay, now_us(), &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_expiry_at(&policy->expiry, &policy->tz, cmd->at, &expires_at, &cmd->err);
-    *lot_id = 0;
     if (rc == PGW_OK && points > repay) {
         pgw_lot lot = {.points = points - repay,
                        .left = points - repay,
@@ -313,7 +312,6 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
                        .source_transfer = source};
         copy_text(lot.member, sizeof(lot.member), member);
         rc = pgw_store_insert_lot(store, &lot, &cmd->err);
-        *lot_id = lot.id;
     }
     return rc;
 }
@@ -323,7 +321,7 @@ static int finish_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
                        const int64_t *debt_read, size_t first, size_t n_funders)
 {
     int rc = credit_member(store, policy, cmd, cmd->member, debt_read, cmd->points_moved,
-                           cmd->transfers[first].id, &cmd->lot_created);
+                           cmd->transfers[first].id);
     if (rc != PGW_OK || cmd->amount_fen == 0)
         return rc;
     pgw_earn_record e = {.amount_fen = cmd->amount_fen,
@@ -795,10 +793,9 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     }
     if (cmd->n_lines > 0) {
         int rc = apply_earn(store, policy, cmd, &debt);
-        int64_t lot = 0;
         if (rc == PGW_OK && referrer_points > 0)
             rc = credit_member(store, policy, cmd, cmd->referrer, NULL, referrer_points,
-                               cmd->transfers[0].id, &lot);
+                               cmd->transfers[0].id);
         return rc;
     }
     return append_transfers(store, cmd); /* none: records the key */
@@ -1505,7 +1502,6 @@ static void reset_output(pgw_command *cmd)
     pgw_err_clear(&cmd->err);
     cmd->replayed = false;
     cmd->key_deferred = false;
-    cmd->lot_created = 0;
     cmd->points_moved = 0;
     cmd->written_off = 0;
     cmd->debt_added = 0;
@@ -1590,7 +1586,6 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         pgw_store_rollback_to(store, NULL); /* its own error, if any, is in cmd->err */
         for (size_t i = 0; i < cmd->n_transfers; i++)
             cmd->transfers[i].id = 0; /* those appends were undone */
-        cmd->lot_created = 0;
     }
     cmd->rc = rc;
 }

@@ -230,7 +230,6 @@ struct pgw_command {
     bool key_deferred;             /* applying: the key is recorded with the answer (command.c) */
     pgw_idem_record record;        /* what the key produced (first transfer id, count) */
     pgw_event_record event_record; /* EVENT: what its key records for reconciliation */
-    int64_t lot_created;           /* EARN: the new lot's id, 0 when none (all repaid debt) */
     /* EARN: earned; EXPIRE_LOT: expired; REFUND: reversed now (collected);
      * HOLD: reserved; CAPTURE, REDEEM: spent; VOID, EXPIRE_HOLD: released. */
     int64_t points_moved;

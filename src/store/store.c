@@ -105,7 +105,6 @@ enum {
     ST_SELECT_DEBT,
     ST_PUT_MEMBER,
     ST_INSERT_LOT,
-    ST_INSERT_LOT_RETURNING, /* PostgreSQL's */
     ST_SELECT_LOT,
     ST_EXPIRE_LOT,
     ST_DUE_LOTS,
@@ -209,10 +208,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_DEBT] = "SELECT debt FROM members WHERE id = ?1",
     [ST_PUT_MEMBER] = "INSERT INTO members (id, debt, created_at_us) VALUES (?1, ?2, ?3)"
                       " ON CONFLICT (id) DO UPDATE SET debt = excluded.debt",
-    /* Two forms, as every insert whose id the database gives: see
-     * insert_with_id (a tenth of the writer's time per purchase, once). */
+    /* Without RETURNING: see pgw_store_insert_lot. */
     [ST_INSERT_LOT] = INSERT_LOT,
-    [ST_INSERT_LOT_RETURNING] = INSERT_LOT " RETURNING id",
     [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1",
     [ST_EXPIRE_LOT] = "UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
                       " WHERE id = ?1 AND left_points >= ?2",
@@ -1560,18 +1557,19 @@ int pgw_store_find_key(pgw_store *s, const char *key, bool *found, pgw_idem_reco
 }
 
 /*
- * Runs a bound INSERT of a row whose id the database gives; *id is that id.
- * `returning`: PostgreSQL's form, with RETURNING id. SQLite's has none, and
- * its id is the connection's last rowid: there a RETURNING clause keeps its
- * rows in a temporary B-tree opened and closed per execution.
+ * Runs a bound INSERT (SQLite) of a row whose id the database gives; *id
+ * is that id, the connection's last rowid. Not RETURNING id: SQLite keeps
+ * those rows in a temporary B-tree opened and closed per execution (a
+ * tenth of the writer's time per purchase, when the lot's insert had it).
  */
-static int insert_with_id(pgw_store *s, pgw_sql_stmt *st, bool returning, const char *what,
-                          int64_t *id, pgw_err *err)
+static int insert_with_id(pgw_store *s, pgw_sql_stmt *st, const char *what, int64_t *id,
+                          pgw_err *err)
 {
+    PGW_ASSERT(!is_postgres(s));
     int step = pgw_sql_step(st);
-    bool written = step == (returning ? PGW_SQL_ROW : PGW_SQL_DONE);
+    bool written = step == PGW_SQL_DONE;
     if (written)
-        *id = returning ? pgw_sql_column_int64(st, 0) : pgw_sql_last_insert_id(s->db);
+        *id = pgw_sql_last_insert_id(s->db);
     pgw_sql_reset(st);
     PGW_ASSERT(!written || *id > 0);
     return written ? PGW_OK : db_error(s, step < 0 ? step : PGW_EIO, what, err);
@@ -1593,7 +1591,7 @@ static int insert_record(pgw_store *s, const uint8_t fingerprint[PGW_HASH_LEN], 
     *id = 0;
     if (is_postgres(s))
         return send_done(s, st, "recording an idempotency key", err);
-    return insert_with_id(s, st, false, "recording an idempotency key", id, err);
+    return insert_with_id(s, st, "recording an idempotency key", id, err);
 }
 
 int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
@@ -1980,12 +1978,13 @@ int pgw_store_put_member(pgw_store *s, const char *member, int64_t debt, int64_t
     return rc;
 }
 
-int pgw_store_insert_lot(pgw_store *s, pgw_lot *lot, pgw_err *err)
+/* Sent (send_done): nothing here reads the new lot's id, and on PostgreSQL
+ * reading it (RETURNING) cost a round trip of every purchase's. */
+int pgw_store_insert_lot(pgw_store *s, const pgw_lot *lot, pgw_err *err)
 {
     PGW_ASSERT(lot->points > 0 && lot->left >= 0 && lot->held >= 0);
     PGW_ASSERT(lot->left + lot->held <= lot->points);
-    bool returning = is_postgres(s);
-    pgw_sql_stmt *st = s->st[returning ? ST_INSERT_LOT_RETURNING : ST_INSERT_LOT];
+    pgw_sql_stmt *st = s->st[ST_INSERT_LOT];
     pgw_sql_bind_text(st, 1, lot->member);
     pgw_sql_bind_int64(st, 2, lot->points);
     pgw_sql_bind_int64(st, 3, lot->left);
@@ -1993,7 +1992,7 @@ int pgw_store_insert_lot(pgw_store *s, pgw_lot *lot, pgw_err *err)
     pgw_sql_bind_int64(st, 5, lot->earned_at);
     pgw_sql_bind_int64(st, 6, lot->expires_at);
     pgw_sql_bind_int64(st, 7, lot->source_transfer);
-    return insert_with_id(s, st, returning, "writing a lot", &lot->id, err);
+    return send_done(s, st, "writing a lot", err);
 }
 
 /* One row of LOT_COLUMNS into a lot; false when the member id does not fit. */

@@ -210,8 +210,10 @@ int pgw_store_member_debt(pgw_store *store, const char *member, bool *found, int
 /* Creates the member or sets its debt (>= 0). */
 int pgw_store_put_member(pgw_store *store, const char *member, int64_t debt, int64_t now_us,
                          pgw_err *err);
-/* Inserts a lot; assigns lot->id. left + held <= points, points > 0. */
-int pgw_store_insert_lot(pgw_store *store, pgw_lot *lot, pgw_err *err);
+/* Inserts a lot (lot->id unused: the database numbers it). left + held <=
+ * points, points > 0. Its id is not returned: a member's lots are found
+ * by pgw_store_spendable_lots, due ones by pgw_store_due_lots. */
+int pgw_store_insert_lot(pgw_store *store, const pgw_lot *lot, pgw_err *err);
 /* Reads one lot and how many of its points have expired so far. */
 int pgw_store_get_lot(pgw_store *store, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
                       pgw_err *err);
