@@ -1204,10 +1204,28 @@ static bool query_value(const char *query, const char *name, char *out, size_t c
 static bool query_has(const char *query, const char *name);
 
 /*
+ * Decimal digits only, lo..hi (lo >= 0), into *out; false for anything
+ * else. strtoll alone would also take a sign or leading spaces (+5, %205)
+ * and saturate past int64 (INT64_MAX once passed for a cursor).
+ */
+static bool decimal_in(const char *text, int64_t lo, int64_t hi, int64_t *out)
+{
+    PGW_ASSERT(lo >= 0 && lo <= hi);
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (*end != '\0' || errno == ERANGE || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/*
  * ?name=<decimal digits, lo..hi> into *out, left as it is when absent.
  * Anything else given is PGW_EINVAL saying `what`: a value too long to
- * read, or beyond int64 (strtoll's saturated INT64_MAX once passed for a
- * cursor), is never taken for absent or for another number.
+ * read is never taken for absent or for another number.
  */
 static int query_int(const char *query, const char *name, int64_t lo, int64_t hi, int64_t *out,
                      const char *what, pgw_err *err)
@@ -1215,14 +1233,8 @@ static int query_int(const char *query, const char *name, int64_t lo, int64_t hi
     char text[24];
     if (!query_has(query, name))
         return PGW_OK;
-    char *end = NULL;
-    errno = 0;
-    /* digits only: strtoll would also take a sign or leading spaces (+5, %205) */
-    bool digits = query_value(query, name, text, sizeof(text)) && text[0] >= '0' && text[0] <= '9';
-    long long v = digits ? strtoll(text, &end, 10) : 0;
-    if (end == NULL || end == text || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+    if (!query_value(query, name, text, sizeof(text)) || !decimal_in(text, lo, hi, out))
         return pgw_err_set(err, PGW_EINVAL, "%s", what);
-    *out = v;
     return PGW_OK;
 }
 
@@ -1730,12 +1742,8 @@ static int query_time(const char *query, const char *name, int64_t *out, pgw_err
     int rc = query_param(query, name, text, sizeof(text), err);
     if (rc != PGW_OK)
         return rc;
-    char *end = NULL;
-    long long secs = strtoll(text, &end, 10);
-    bool seconds = end != text && *end == '\0' && secs >= 0 && secs <= PGW_REPORT_TIME_MAX;
-    if (seconds)
-        *out = secs;
-    if (!seconds && pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
+    if (!decimal_in(text, 0, PGW_REPORT_TIME_MAX, out) &&
+        pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
         return pgw_err_set(err, PGW_EINVAL,
                            "%s \"%.40s\" is not RFC 3339 (encode + as %%2B) or unix seconds "
                            "before 9999",
@@ -2837,11 +2845,10 @@ static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, co
 static bool handle_notice_retry(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                                 const char *id, pgw_response *resp)
 {
-    char *end = NULL;
-    long long n = strtoll(id, &end, 10);
+    int64_t n = 0;
     if (who->kind != PGW_SCOPE_ADMIN)
         return refuse(resp, NULL, R_NOTICE_RETRY, PGW_EFORBIDDEN, "an admin key retries notices");
-    if (end == id || *end != '\0' || n <= 0)
+    if (!decimal_in(id, 1, INT64_MAX, &n))
         return refuse(resp, NULL, R_NOTICE_RETRY, PGW_ENOTFOUND, "no such notice");
     pgw_job *job = job_new(api, req, R_NOTICE_RETRY, PGW_COMMAND_NOTICE_RETRY);
     if (job == NULL)

@@ -1285,7 +1285,10 @@ def test_reports(s):
                             # regressions: these aborted or wrapped the server's arithmetic
                             ("finance", "/v1/reports/pool?bucket=month&from=253402128000"
                                         "&to=253402214400", 400),
-                            ("finance", "/v1/reports/pool?from=0&to=9223372036854775807", 400)):
+                            ("finance", "/v1/reports/pool?from=0&to=9223372036854775807", 400),
+                            # regressions: unix seconds with a sign or a space were read
+                            ("finance", "/v1/reports/pool?from=%2B1767196800&to=1830268800", 400),
+                            ("finance", "/v1/reports/pool?from=1767196800&to=%201830268800", 400)):
         status, doc, _ = s.request("GET", path, key=key)
         check(status == code, f"{path} with {key}: {status}, wanted {code}: {doc}")
     status, doc, _ = s.request("POST", "/v1/reports/pool?" + period, key="finance")

@@ -635,6 +635,10 @@ def notifications(srv, fake, oa_member):
     check(listed[0]["state"] == "sent" and listed[0]["attempts"] == 1, "and it is sent: %s" % listed[0])
     status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"])
     check(status == 409, "a sent notice is not retried: %s" % status)
+    # regression: an id with a sign was read as the number (and a space too)
+    for bad in ("+%d" % dead["id"], "%%20%d" % dead["id"], "%d%%20" % dead["id"]):
+        status, doc = srv.request("POST", "/v1/notifications/%s/retry" % bad)
+        check(status == 404, "notice id %r: %s" % (bad, status))
     status, doc = srv.request("GET", "/v1/notifications", key=ADMIN)
     check(status == 400, "member_id is required")
     # A channel that gives up for good (40037, a bad template) makes the
