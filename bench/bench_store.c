@@ -147,7 +147,8 @@ static void fill_event(pgw_command *cmd, long serial, pool *p)
     pgw_err err;
     cmd->kind = PGW_COMMAND_EVENT;
     if (obj == NULL || pgw_event_from_json(obj, &bench_cfg->rules, &p->docs[i], &err) != PGW_OK ||
-        pgw_event_command(NULL, obj, &p->docs[i], &p->earnings[i], cmd, &err) != PGW_OK) {
+        pgw_event_command(NULL, obj, &p->docs[i], (int64_t)time(NULL), &p->earnings[i], cmd,
+                          &err) != PGW_OK) {
         fprintf(stderr, "bench_store: event %ld: %s\n", serial, err.msg);
         exit(1);
     }

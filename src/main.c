@@ -541,7 +541,8 @@ static int repair_row(pgw_writer *w, const pgw_vault *vault, const pgw_config *c
     re->cmd.kind = PGW_COMMAND_EVENT;
     int rc = obj ? pgw_event_from_json(obj, &cfg->rules, &re->doc, err) : PGW_EINVAL;
     if (rc == PGW_OK)
-        rc = pgw_event_command(vault, obj, &re->doc, &re->earning, &re->cmd, err);
+        rc = pgw_event_command(vault, obj, &re->doc, (int64_t)time(NULL), &re->earning, &re->cmd,
+                               err);
     json_decref(obj);
     re->cmd.render = render_repair;
     return rc == PGW_OK ? pgw_writer_run(w, &re->cmd, err) : rc;

@@ -592,7 +592,7 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "custom events need an admin key");
     pgw_command *cmd = job ? &job->cmd : NULL;
     if (rc == PGW_OK)
-        rc = pgw_event_command(api->vault, obj, &job->doc, &job->earning, cmd, &err);
+        rc = pgw_event_command(api->vault, obj, &job->doc, wall_now_s(), &job->earning, cmd, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_EVENTS, rc, err.msg);
     job->batch = batch;
@@ -2239,7 +2239,8 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
     if (rc == PGW_OK)
         rc = pgw_event_from_json(job->wx->event, &api->cfg->rules, &job->doc, err);
     if (rc == PGW_OK)
-        rc = pgw_event_command(api->vault, job->wx->event, &job->doc, &job->earning, cmd, err);
+        rc = pgw_event_command(api->vault, job->wx->event, &job->doc, wall_now_s(), &job->earning,
+                               cmd, err);
     cmd->render = render_event;
     return rc;
 }

@@ -142,8 +142,12 @@ static int name_referrer(const pgw_vault *vault, const pgw_identity *who, pgw_co
 }
 
 int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event_doc *doc,
-                      pgw_earning *earning, pgw_command *cmd, pgw_err *err)
+                      int64_t now_s, pgw_earning *earning, pgw_command *cmd, pgw_err *err)
 {
+    if (doc->event.occurred_at - PGW_EVENT_AHEAD_MAX_S > now_s)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "$.occurred_at is %lld s ahead of the gateway's clock (at most %d)",
+                           (long long)(doc->event.occurred_at - now_s), PGW_EVENT_AHEAD_MAX_S);
     int rc = pgw_command_name_member(vault, &doc->member, cmd, err);
     if (rc == PGW_OK && doc->has_referrer)
         rc = name_referrer(vault, &doc->referrer, cmd, err);

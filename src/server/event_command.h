@@ -37,9 +37,18 @@ bool pgw_json_canonical(const json_t *v, char *buf, size_t cap, size_t *len);
  * the vault), key, fingerprint, shop, channel, reference, receipt,
  * event_id, time, and the event and earning it borrows (doc and earning
  * must outlive the command). The caller sets done/payload and render.
+ * An event that occurred more than PGW_EVENT_AHEAD_MAX_S after `now_s`
+ * (unix seconds, the gateway's clock) is PGW_EINVAL.
  */
 int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event_doc *doc,
-                      pgw_earning *earning, pgw_command *cmd, pgw_err *err);
+                      int64_t now_s, pgw_earning *earning, pgw_command *cmd, pgw_err *err);
+
+/* How far an event's occurred_at may be ahead of the gateway's clock: a
+ * till's clock running fast. An event is applied at its occurred_at (its
+ * lot's expiry, the holds due by then, its day), so one dated later would
+ * release the member's holds before their deadline and choose how long its
+ * points live. */
+#define PGW_EVENT_AHEAD_MAX_S 300
 
 /* A CSV cell naming a member ("phone:...", "card:S001:88001", "member_id:M1")
  * as the member object of API.md; NULL and PGW_EINVAL in err otherwise. */

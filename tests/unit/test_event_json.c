@@ -77,6 +77,42 @@ static void test_api_example_parses(void **state)
     free(doc);
 }
 
+/* An event may be dated at most PGW_EVENT_AHEAD_MAX_S after the gateway's
+ * clock (a till's fast clock); later, it is refused before anything else.
+ * Dated before, by any amount, it is taken (a till's offline backlog). */
+static void test_events_ahead_of_the_clock(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "{\"event_id\": \"E1\", \"channel\": \"store\", \"shop_id\": \"S001\","
+        " \"type\": \"purchase\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\","
+        " \"member\": {\"member_id\": \"M1\"}, \"amount_fen\": 12800}";
+    json_error_t jerr;
+    json_t *obj = json_loads(text, 0, &jerr);
+    assert_non_null(obj);
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    pgw_earning earning;
+    pgw_err err;
+    assert_int_equal(parse(text, doc, &err), PGW_OK);
+    const int64_t at = doc->event.occurred_at;
+    int64_t nows[] = {at - PGW_EVENT_AHEAD_MAX_S, at, at + 86400 * 365};
+    for (size_t i = 0; i < sizeof(nows) / sizeof(nows[0]); i++) {
+        memset(cmd, 0, sizeof(*cmd));
+        assert_int_equal(pgw_event_command(NULL, obj, doc, nows[i], &earning, cmd, &err), PGW_OK);
+        assert_int_equal(cmd->at, at);
+    }
+    memset(cmd, 0, sizeof(*cmd));
+    assert_int_equal(
+        pgw_event_command(NULL, obj, doc, at - PGW_EVENT_AHEAD_MAX_S - 1, &earning, cmd, &err),
+        PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "occurred_at is 301 s ahead"));
+    assert_string_equal(cmd->key, ""); /* refused before anything was filled */
+    json_decref(obj);
+    free(cmd);
+    free(doc);
+}
+
 static void test_openid_member_and_referral(void **state)
 {
     (void)state;
@@ -435,6 +471,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_example_parses),
+        cmocka_unit_test(test_events_ahead_of_the_clock),
         cmocka_unit_test(test_openid_member_and_referral),
         cmocka_unit_test(test_bad_events_name_their_path),
         cmocka_unit_test(test_too_many_items),
