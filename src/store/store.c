@@ -150,6 +150,7 @@ enum {
     ST_DROP_DAYS,
     ST_DROP_RULE_DAYS,
     ST_SET_MERGED,
+    ST_REPOINT_MERGED,
     ST_REFERRED_BY,
     ST_SET_REFERRED_BY,
     ST_CLAIM_RECEIPT,
@@ -353,6 +354,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " WHERE activity_days.member = ?1 AND activity_days.day = r.day",
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
+    [ST_REPOINT_MERGED] = "UPDATE members SET merged_into = ?2 WHERE merged_into = ?1",
     [ST_MERGE_SUBSCRIPTIONS] =
         "INSERT INTO subscriptions (member, template_id, quota)"
         " SELECT ?2, template_id, quota FROM subscriptions WHERE member = ?1"
@@ -871,6 +873,22 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * credit a retried event a second time. The version keeps an older
      * pointsgw from writing (check_schema_unchanged) and from opening. */
     "SELECT 1;",
+    /* 24: a merged member points at its survivor, never at another merged
+     * member. Each merge pointed the merged id at its survivor alone, so
+     * when that survivor was merged in turn the chain grew: a card bound
+     * to member after member (a household's shared card) left the first
+     * id 16 hops from its survivor, past PGW_MERGE_HOPS_MAX, and every
+     * use of that id failed (503). A merge now also points the members
+     * merged into `from` at `into` (ST_REPOINT_MERGED, by this index); the
+     * chains already made are cut to one hop here. */
+    "CREATE INDEX members_merged ON members (merged_into) WHERE merged_into IS NOT NULL;"
+    "WITH RECURSIVE chain (id, target, hops) AS ("
+    " SELECT id, merged_into, 1 FROM members WHERE merged_into IS NOT NULL"
+    " UNION ALL"
+    " SELECT chain.id, m.merged_into, chain.hops + 1 FROM chain JOIN members m"
+    " ON m.id = chain.target WHERE m.merged_into IS NOT NULL AND chain.hops < 1000)"
+    " UPDATE members SET merged_into = (SELECT c.target FROM chain c WHERE c.id = members.id"
+    " ORDER BY c.hops DESC LIMIT 1) WHERE id IN (SELECT id FROM chain WHERE hops > 1);",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -2478,7 +2496,8 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
     static const int moves[] = {ST_MERGE_LOTS,          ST_MERGE_HOLDS,        ST_MERGE_EARNS,
                                 ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,         ST_MERGE_RULE_DAYS,
                                 ST_MERGE_SUBSCRIPTIONS, ST_MERGE_NOTICES,      ST_DROP_DAYS,
-                                ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS, ST_SET_MERGED};
+                                ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS, ST_REPOINT_MERGED,
+                                ST_SET_MERGED};
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         pgw_sql_stmt *st = s->st[moves[i]];

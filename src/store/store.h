@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 23
+#define PGW_STORE_SCHEMA_VERSION 24
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -372,8 +372,10 @@ int pgw_store_survivor(pgw_store *store, char member[PGW_ID_MAX + 1], char first
 /*
  * Moves everything `from` has to `into`: lots (with their expiry), holds,
  * earns (so refunds find their buyer), identities, activity days; marks
- * `from` merged into `into` with no debt left. The caller moves the
- * balance (a MERGE transfer) and the debt and flags first.
+ * `from` merged into `into` with no debt left, and the members merged into
+ * `from` before as merged into `into` (a merged id is one hop from its
+ * survivor, however many merges followed). `into` is a survivor. The
+ * caller moves the balance (a MERGE transfer) and the debt and flags first.
  */
 int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, pgw_err *err);
 

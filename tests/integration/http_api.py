@@ -325,6 +325,29 @@ def test_merges(s):
     check(status == 403, f"a shop binds only its own cards: {status}")
 
 
+def test_merge_chain(s):
+    """A card bound to member after member (a household's shared card):
+    each bind merges the card's holder into the next. The first id was
+    then 17 merges from its survivor and answered 503 "merges loop"."""
+    n = 18
+    members = [f"MCHAIN{i}" for i in range(n)]
+    for i, m in enumerate(members):
+        status, doc, _ = s.request("POST", "/v1/events", purchase(f"E-CHAIN-{i}", member=m))
+        check(status == 201, f"chain purchase {i}: {status} {doc}")
+    for i, m in enumerate(members):
+        status, doc, _ = s.request("POST", f"/v1/members/{m}/identities", {"card": "S001:CHAIN"})
+        want = {"from": members[i - 1], "into": m} if i > 0 else None
+        check(status == 200 and doc.get("merged") == want, f"chain bind {i}: {status} {doc}")
+    survivor = member(s, members[-1])
+    for m in members[:-1]:
+        status, doc, _ = s.request("GET", f"/v1/members/{m}")
+        check(status == 200 and doc.get("merged_into") == members[-1] and
+              doc.get("balance") == survivor["balance"], f"{m} after the chain: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-CHAIN-AFTER", member=members[0]))
+    check(status == 201 and doc.get("member_id") == members[-1],
+          f"a purchase for the first id lands on the survivor: {status} {doc}")
+
+
 def test_mini_programs_number_alike(s):
     """API.md keys an event by channel, shop_id or appid, and event_id: two
     mini programs may use the same event_id (the second was refused 409)."""
@@ -1335,6 +1358,7 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
+                         test_merge_chain,
                          test_mini_programs_number_alike, test_referrals, test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_framing_and_case, test_pipelining,

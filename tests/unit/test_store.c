@@ -486,10 +486,19 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* Schema 23: no index on members' merged_into. */
+static void back_to_schema_23(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "BEGIN; DROP INDEX members_merged; UPDATE pgw_schema SET version = 23;"
+                       " COMMIT"
+                     : "BEGIN; DROP INDEX members_merged; PRAGMA user_version = 23; COMMIT");
+}
+
 /* lots_by_member as schemas 18 to 21 kept it: every lot of a member in one
  * range, spent ones among the live. */
 static void back_to_schema_21(const db_fixture *f)
 {
+    back_to_schema_23(f);
     raw_sql(f, f->pg ? "BEGIN; DROP INDEX lots_by_member; CREATE INDEX lots_by_member ON lots"
                        " (member, expires_at, earned_at, id, left_points, held);"
                        " UPDATE pgw_schema SET version = 21; COMMIT"
@@ -825,6 +834,46 @@ static void test_a_members_reads_skip_its_spent_lots(void **state)
     assert_memory_equal(&after, &before, sizeof(before));
     if (!f->pg)
         expect_live_lots_read(f, s);
+    pgw_store_close(s);
+}
+
+/* Schema 24: the merge chains made before it (C0 -> C1 -> ... -> C19, as a
+ * card bound to one member after another left them) are cut to one hop,
+ * and C0, 19 hops from its survivor (PGW_MERGE_HOPS_MAX: 16), answers. */
+static void test_merge_chains_cut_to_one_hop(void **state)
+{
+    db_fixture *f = *state;
+    enum { N = 20 };
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int i = 0; i < N; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "C%d", i);
+        assert_int_equal(pgw_store_put_member(s, id, 0, 1, &err), PGW_OK);
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+    back_to_schema_23(f);
+    char sql[2048] = "BEGIN;";
+    for (int i = 0; i + 1 < N; i++)
+        snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql),
+                 "UPDATE members SET merged_into = 'C%d' WHERE id = 'C%d';", i + 1, i);
+    snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql), "COMMIT;");
+    raw_sql(f, sql);
+    s = open_store(f); /* migrates */
+    assert_int_equal(pgw_store_begin_read(s, &err), PGW_OK);
+    for (int i = 0; i < N; i++) {
+        char id[8], into[PGW_ID_MAX + 1];
+        snprintf(id, sizeof(id), "C%d", i);
+        assert_int_equal(pgw_store_merged_into(s, id, into, &err), PGW_OK);
+        assert_string_equal(into, i + 1 < N ? "C19" : "");
+    }
+    char member[PGW_ID_MAX + 1] = "C0", first[PGW_ID_MAX + 1] = "";
+    assert_int_equal(pgw_store_survivor(s, member, first, &err), PGW_OK);
+    assert_string_equal(member, "C19");
+    assert_string_equal(first, "C0");
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
     pgw_store_close(s);
 }
 
@@ -1597,6 +1646,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_reads_skip_its_spent_lots, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_merge_chains_cut_to_one_hop, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrates_and_refuses_newer_schema, db_fixture_setup,
                                         db_fixture_teardown),
