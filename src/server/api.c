@@ -228,6 +228,7 @@ typedef struct sweeper {
     bool stop;
     int64_t every_s;
     pgw_writer *writer;
+    struct pgw_api *api; /* its expiries' transfers go to the live stream */
     char db_url[PGW_STORE_URL_MAX + 1];
     uint64_t runs, holds, lots, points, failures; /* under lock */
 } sweeper;
@@ -264,6 +265,7 @@ struct pgw_api {
     size_t batches;     /* batches in progress: at most inflight_max / BATCH_WINDOW */
     uint64_t risk_rejected[N_RISK_RULES];
     pgw_api_notify notify;
+    pgw_api_stream_news stream_news; /* NULL: none */
     void *notify_ctx;
     FILE *log;
     uint64_t requests[R_COUNT][N_STATUSES + 1]; /* last slot: any other status */
@@ -3082,24 +3084,42 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
 }
 
 /* One stream message per committed transfer of the job. */
+/* A committed transfer as its live-stream message (malloc'd; NULL when out of memory). */
+static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
+{
+    char when[PGW_RFC3339_MAX] = "";
+    pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
+    json_t *msg =
+        json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", "transfer", "id",
+                  (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit,
+                  "credit", t->credit, "points", (json_int_t)t->points, "shop_id", t->shop_id,
+                  "channel", t->channel, "reference", t->reference, "occurred_at", when);
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    return text;
+}
+
 static void emit_transfers(const pgw_api *api, const pgw_command *cmd, pgw_api_emit emit, void *ctx)
 {
     if (emit == NULL || cmd->rc != PGW_OK || cmd->replayed)
         return;
     for (size_t i = 0; i < cmd->n_transfers; i++) {
-        const pgw_transfer *t = &cmd->transfers[i];
-        char when[PGW_RFC3339_MAX] = "";
-        pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
-        json_t *msg =
-            json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", "transfer", "id",
-                      (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit,
-                      "credit", t->credit, "points", (json_int_t)t->points, "shop_id", t->shop_id,
-                      "channel", t->channel, "reference", t->reference, "occurred_at", when);
-        char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+        char *text = transfer_message(api, &cmd->transfers[i]);
         if (text != NULL)
-            emit(ctx, t->shop_id, text, strlen(text));
+            emit(ctx, cmd->transfers[i].shop_id, text, strlen(text));
         free(text);
-        json_decref(msg);
+    }
+}
+
+/* The sweep's expiries, committed: their transfers go to the live stream
+ * as the requests' do (writer's completion thread, in commit order). */
+static void sweep_seen(void *ctx, const pgw_command *cmd)
+{
+    const pgw_api *api = ctx;
+    for (size_t i = 0; api->stream_news != NULL && i < cmd->n_transfers; i++) {
+        char *text = transfer_message(api, &cmd->transfers[i]);
+        if (text != NULL) /* the stream is best effort; the transfer is committed */
+            api->stream_news(text, cmd->transfers[i].shop_id, api->notify_ctx);
     }
 }
 
@@ -3266,7 +3286,8 @@ static void *sweep_main(void *arg)
         pthread_mutex_unlock(&sw->lock);
         pgw_expire_report report;
         pgw_err err;
-        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), &report, &err);
+        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), sweep_seen, sw->api, &report,
+                                &err);
         if (rc != PGW_OK)
             fprintf(stderr, "pointsgw: expiry sweep: %s\n", err.msg);
         pthread_mutex_lock(&sw->lock);
@@ -3287,6 +3308,7 @@ static int sweep_start(pgw_api *api, const char *db_url, pgw_err *err)
     pthread_cond_init(&sw->wake, NULL);
     sw->every_s = api->cfg->expiry_sweep_s > 0 ? api->cfg->expiry_sweep_s : 60;
     sw->writer = api->writer;
+    sw->api = api;
     snprintf(sw->db_url, sizeof(sw->db_url), "%s", db_url);
     if (pthread_create(&sw->thread, NULL, sweep_main, sw) != 0)
         return pgw_err_set(err, PGW_ENOMEM, "cannot start the expiry sweep");
@@ -3428,6 +3450,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     api->body_max = opts->body_max;
     api->inflight_max = opts->inflight_max;
     api->notify = opts->notify;
+    api->stream_news = opts->stream_news;
     api->notify_ctx = opts->notify_ctx;
     api->log = opts->log;
     pthread_mutex_init(&api->news_lock, NULL);

@@ -72,6 +72,12 @@ typedef struct pgw_response {
 /* Wakes the service thread for a finished job (any thread); job NULL: only
  * wakes it, for stream news (pgw_api_drain_news). */
 typedef void (*pgw_api_notify)(pgw_job *job, void *ctx);
+/* Hands over a live-stream message (malloc'd JSON; the receiver frees it)
+ * of a transfer no request committed (the expiry sweep's), for `shop`. It
+ * is called on the writer's completion thread in commit order, as notify
+ * is for the jobs committed around it: a receiver keeping both in one
+ * queue keeps the stream in log order. */
+typedef void (*pgw_api_stream_news)(char *json, const char *shop, void *ctx);
 
 typedef struct pgw_api_options {
     const pgw_config *cfg; /* borrowed, must outlive the API */
@@ -80,6 +86,7 @@ typedef struct pgw_api_options {
     size_t inflight_max; /* jobs waiting on the database at once */
     size_t batch_max;    /* the writer's group commit */
     pgw_api_notify notify;
+    pgw_api_stream_news stream_news; /* with notify_ctx */
     void *notify_ctx;
     FILE *log; /* one JSON line per request; NULL for none */
 } pgw_api_options;

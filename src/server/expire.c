@@ -16,12 +16,15 @@ typedef struct page_wait {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     size_t done;
+    pgw_expire_seen seen;
+    void *seen_ctx;
 } page_wait;
 
 static void page_done(pgw_command *cmd, void *payload)
 {
-    (void)cmd;
     page_wait *pw = payload;
+    if (pw->seen != NULL && cmd->rc == PGW_OK && !cmd->replayed && cmd->n_transfers > 0)
+        pw->seen(pw->seen_ctx, cmd);
     pthread_mutex_lock(&pw->lock);
     pw->done++;
     pthread_cond_signal(&pw->cond);
@@ -53,11 +56,25 @@ static int submit_when_room(pgw_writer *w, pgw_command *cmd, page_wait *pw, pgw_
     }
 }
 
-/* Runs one page of expiry commands (kind and target filled); adds what they did to `out`. */
-static int run_page(pgw_writer *w, pgw_command *cmds, size_t n, int64_t as_of,
-                    pgw_expire_report *out, pgw_err *err)
+/* One run of pgw_expire_due: its arguments, reader and page of commands. */
+typedef struct expire_run {
+    pgw_writer *w;
+    pgw_store *reader;
+    int64_t as_of;
+    pgw_command *cmds; /* EXPIRE_PAGE */
+    pgw_expire_seen seen;
+    void *seen_ctx;
+    pgw_expire_report *out;
+} expire_run;
+
+/* Runs one page of expiry commands (kind and target filled); adds what they did to r->out. */
+static int run_page(const expire_run *r, size_t n, pgw_err *err)
 {
-    page_wait pw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    pgw_writer *w = r->w;
+    pgw_command *cmds = r->cmds;
+    int64_t as_of = r->as_of;
+    pgw_expire_report *out = r->out;
+    page_wait pw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, r->seen, r->seen_ctx};
     size_t submitted = 0;
     int rc = PGW_OK;
     for (; rc == PGW_OK && submitted < n; submitted++) {
@@ -89,16 +106,16 @@ static int run_page(pgw_writer *w, pgw_command *cmds, size_t n, int64_t as_of,
 
 /* Holds pending past as_of are released first: what they reserved of a
  * lot that is due then expires with the rest of it. */
-static int expire_holds(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_command *cmds,
-                        pgw_expire_report *out, pgw_err *err)
+static int expire_holds(const expire_run *r, pgw_err *err)
 {
+    pgw_command *cmds = r->cmds;
     pgw_hold_record *holds = calloc(EXPIRE_PAGE, sizeof(*holds));
     if (holds == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
     char after[PGW_REFERENCE_MAX + 1] = "";
     size_t n = 0;
     int rc;
-    while ((rc = pgw_store_due_holds(reader, as_of, after, holds, EXPIRE_PAGE, &n, err)) ==
+    while ((rc = pgw_store_due_holds(r->reader, r->as_of, after, holds, EXPIRE_PAGE, &n, err)) ==
                PGW_OK &&
            n > 0) {
         for (size_t i = 0; i < n; i++) {
@@ -106,7 +123,7 @@ static int expire_holds(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_com
             cmds[i].kind = PGW_COMMAND_EXPIRE_HOLD;
             memcpy(cmds[i].hold_id, holds[i].id, sizeof(cmds[i].hold_id));
         }
-        rc = run_page(w, cmds, n, as_of, out, err);
+        rc = run_page(r, n, err);
         if (rc != PGW_OK)
             break;
         memcpy(after, holds[n - 1].id, sizeof(after));
@@ -115,16 +132,16 @@ static int expire_holds(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_com
     return rc;
 }
 
-static int expire_lots(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_command *cmds,
-                       pgw_expire_report *out, pgw_err *err)
+static int expire_lots(const expire_run *r, pgw_err *err)
 {
+    pgw_command *cmds = r->cmds;
     pgw_lot *lots = calloc(EXPIRE_PAGE, sizeof(*lots));
     if (lots == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
     int64_t after_id = 0;
     size_t n = 0;
     int rc;
-    while ((rc = pgw_store_due_lots(reader, as_of, after_id, lots, EXPIRE_PAGE, &n, err)) ==
+    while ((rc = pgw_store_due_lots(r->reader, r->as_of, after_id, lots, EXPIRE_PAGE, &n, err)) ==
                PGW_OK &&
            n > 0) {
         for (size_t i = 0; i < n; i++) {
@@ -132,7 +149,7 @@ static int expire_lots(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_comm
             cmds[i].kind = PGW_COMMAND_EXPIRE_LOT;
             cmds[i].lot_id = lots[i].id;
         }
-        rc = run_page(w, cmds, n, as_of, out, err);
+        rc = run_page(r, n, err);
         if (rc != PGW_OK)
             break;
         after_id = lots[n - 1].id;
@@ -141,22 +158,22 @@ static int expire_lots(pgw_writer *w, pgw_store *reader, int64_t as_of, pgw_comm
     return rc;
 }
 
-int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_report *out,
-                   pgw_err *err)
+int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_seen seen,
+                   void *seen_ctx, pgw_expire_report *out, pgw_err *err)
 {
     memset(out, 0, sizeof(*out));
-    pgw_store *reader = NULL;
-    int rc = pgw_store_open(db_url, false, &reader, err);
+    expire_run r = {.w = w, .as_of = as_of, .seen = seen, .seen_ctx = seen_ctx, .out = out};
+    int rc = pgw_store_open(db_url, false, &r.reader, err);
     if (rc != PGW_OK)
         return rc;
-    pgw_command *cmds = calloc(EXPIRE_PAGE, sizeof(*cmds));
-    if (cmds == NULL)
+    r.cmds = calloc(EXPIRE_PAGE, sizeof(*r.cmds));
+    if (r.cmds == NULL)
         rc = pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
     if (rc == PGW_OK)
-        rc = expire_holds(w, reader, as_of, cmds, out, err);
+        rc = expire_holds(&r, err);
     if (rc == PGW_OK)
-        rc = expire_lots(w, reader, as_of, cmds, out, err);
-    free(cmds);
-    pgw_store_close(reader);
+        rc = expire_lots(&r, err);
+    free(r.cmds);
+    pgw_store_close(r.reader);
     return rc;
 }

@@ -17,13 +17,19 @@ typedef struct pgw_expire_report {
     int64_t points; /* points expired in this run */
 } pgw_expire_report;
 
+/* Told of each expiry that committed a transfer, with the command (its
+ * transfers filled): on the writer's completion thread, in commit order,
+ * as the writer completes every other command (writer.h). */
+typedef void (*pgw_expire_seen)(void *ctx, const pgw_command *cmd);
+
 /*
  * Reads the holds, then the lots, due at `as_of` (expires_at <= as_of, points left) page by
  * page on its own connection to `db_url`, and submits one EXPIRE_HOLD
  * or EXPIRE_LOT command for each to `writer`, waiting for each page to commit. A second
- * run over the same moment finds nothing due and expires nothing.
+ * run over the same moment finds nothing due and expires nothing. `seen`
+ * (may be NULL) hears of every committed expiry that moved points.
  */
-int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, pgw_expire_report *out,
-                   pgw_err *err);
+int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, pgw_expire_seen seen,
+                   void *seen_ctx, pgw_expire_report *out, pgw_err *err);
 
 #endif

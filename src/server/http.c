@@ -24,6 +24,7 @@
 #define DRAIN_SERVICE_MS 2000  /* at shutdown, time given to send the last answers */
 #define STREAM_RING      4096  /* live-stream messages kept for slow watchers */
 #define STREAM_MSG_MAX   1024  /* one transfer's JSON */
+#define NEWS_PENDING_MAX 4096  /* sweep messages not yet taken by the service thread */
 
 /* A live-stream message: a committed transfer. */
 typedef struct stream_msg {
@@ -31,6 +32,15 @@ typedef struct stream_msg {
     size_t len;
     char json[STREAM_MSG_MAX];
 } stream_msg;
+
+/* A finished job, or a live-stream message that no job carries (the expiry
+ * sweep's transfers): one queue, so that the stream keeps the order in
+ * which the writer completed them, the log's. */
+typedef struct done_item {
+    pgw_job *job; /* NULL: `news` */
+    char *news;   /* malloc'd JSON, for `shop` */
+    char shop[PGW_ID_MAX + 1];
+} done_item;
 
 /* One WebSocket watcher of /v1/stream (lives as long as the connection). */
 typedef struct watcher {
@@ -75,10 +85,11 @@ struct pgw_http {
     const char *tls_cert, *tls_key; /* borrowed from the options; NULL: plain HTTP */
     volatile sig_atomic_t stop;
     size_t responding; /* transactions with an answer not yet fully sent */
-    /* Finished jobs, handed over by the writer and reader threads. */
+    /* Finished jobs and news, handed over by the writer and reader threads:
+     * at most one entry per job in flight plus NEWS_PENDING_MAX of news. */
     pthread_mutex_t lock;
-    pgw_job **done, **draining;
-    size_t done_cap, done_count;
+    done_item *done, *draining;
+    size_t done_cap, done_count, news_pending;
     /* The live stream: a ring every watcher reads at its own pace. */
     stream_msg *ring;
     uint64_t ring_seq; /* messages ever put in */
@@ -152,12 +163,35 @@ static void notify(pgw_job *job, void *ctx)
     }
     pthread_mutex_lock(&h->lock);
     PGW_ASSERT(h->done_count < h->done_cap); /* at most one entry per job in flight */
-    h->done[h->done_count++] = job;
+    h->done[h->done_count++] = (done_item){.job = job};
     bool first = h->done_count == 1;
     pthread_mutex_unlock(&h->lock);
     /* One wake-up per batch, not per job: the service thread takes the
      * whole queue, and each wake-up costs it a poll() over every socket. */
     if (first)
+        lws_cancel_service(h->ctx);
+}
+
+/* A transfer the expiry sweep committed, for the stream (api.h
+ * pgw_api_stream_news). Past NEWS_PENDING_MAX waiting (a service thread
+ * far behind) it is dropped, as a watcher that far behind is closed. */
+static void stream_news(char *json, const char *shop, void *ctx)
+{
+    pgw_http *h = ctx;
+    pthread_mutex_lock(&h->lock);
+    bool room = h->news_pending < NEWS_PENDING_MAX;
+    if (room) {
+        PGW_ASSERT(h->done_count < h->done_cap);
+        done_item *d = &h->done[h->done_count++];
+        *d = (done_item){.news = json};
+        snprintf(d->shop, sizeof(d->shop), "%s", shop);
+        h->news_pending++;
+    }
+    bool first = room && h->done_count == 1;
+    pthread_mutex_unlock(&h->lock);
+    if (!room)
+        free(json);
+    if (first && atomic_load(&h->live)) /* else the first drain will find it */
         lws_cancel_service(h->ctx);
 }
 
@@ -191,11 +225,19 @@ static void drain_done(pgw_http *h)
     size_t n = h->done_count;
     memcpy(h->draining, h->done, n * sizeof(*h->done));
     h->done_count = 0;
+    h->news_pending = 0;
     pthread_mutex_unlock(&h->lock);
     for (size_t i = 0; i < n; i++) {
+        done_item *d = &h->draining[i];
+        if (d->job == NULL) {
+            if (h->watchers > 0)
+                emit(h, d->shop, d->news, strlen(d->news));
+            free(d->news);
+            continue;
+        }
         uint64_t id = 0;
         pgw_response resp;
-        if (!pgw_api_finish(h->api, h->draining[i], &id, &resp, h->watchers ? emit : NULL, h))
+        if (!pgw_api_finish(h->api, d->job, &id, &resp, h->watchers ? emit : NULL, h))
             continue;
         size_t at = slot_find(h, id);
         if (at == SIZE_MAX) { /* the client left; the write stands */
@@ -686,13 +728,13 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     h->tls_cert = opts->tls_cert_file;
     h->tls_key = opts->tls_key_file;
     size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;
-    h->done_cap = inflight;
+    h->done_cap = inflight + NEWS_PENDING_MAX;
     size_t slots = 1;
     while (slots < 2 * inflight)
         slots <<= 1;
     h->slot_mask = slots - 1;
-    h->done = calloc(inflight, sizeof(*h->done));
-    h->draining = calloc(inflight, sizeof(*h->draining));
+    h->done = calloc(h->done_cap, sizeof(*h->done));
+    h->draining = calloc(h->done_cap, sizeof(*h->draining));
     h->slots = calloc(slots, sizeof(*h->slots));
     h->ring = calloc(STREAM_RING, sizeof(*h->ring));
     int rc = h->done && h->draining && h->slots && h->ring
@@ -704,6 +746,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
                           .inflight_max = inflight,
                           .batch_max = opts->batch_max ? opts->batch_max : 1024,
                           .notify = notify,
+                          .stream_news = stream_news,
                           .notify_ctx = h,
                           .log = opts->log};
     if (rc == PGW_OK)

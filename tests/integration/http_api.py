@@ -715,7 +715,11 @@ def test_pipelining(s):
 
 
 def test_expiry_sweep(s):
-    """Points earned long ago expire on their own: the server sweeps every second here."""
+    """Points earned long ago expire on their own: the server sweeps every second here.
+    The sweep's transfers reach the live stream, in log order, as the requests' do."""
+    sock, handshake, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+    check(" 101 " in handshake, f"stream handshake: {handshake}")
+    time.sleep(0.2)
     old = purchase("E-OLD", member="M9", when="2020-06-01T10:00:00+08:00")
     status, doc, _ = s.request("POST", "/v1/events", old)
     check(status == 201 and doc["points"] > 0, f"an old purchase: {status} {doc}")
@@ -728,6 +732,13 @@ def test_expiry_sweep(s):
     status, page, _ = s.request("GET", "/v1/members/M9/transfers")
     kinds = [t["kind"] for t in page.get("transfers", [])]
     check(kinds and kinds[0] == "expire", f"the newest transfer is the expiry: {kinds}")
+    got = ws_messages(sock, rest, 1.5)
+    sock.close()
+    ids = [m["id"] for m in got]
+    want = [t["id"] for t in doc["transfers"]] + [page["transfers"][0]["id"]]
+    # regression: the sweep's expiry never reached the stream
+    check(ids == want and got[-1]["kind"] == "expire" and got[-1]["debit"] == "member:M9",
+          f"the stream carries the purchase, then the expiry: {ids}, want {want}: {got[-1:]}")
     status, text, _ = s.request("GET", "/metrics", key=None)
     m = re.search(r"^pgw_expired_lots_total (\d+)$", text, re.M)
     check(m is not None and int(m.group(1)) >= 1, "metrics count the expired lot")

@@ -199,7 +199,7 @@ static int op_expire(run *r, int *expected)
     *expected = pgw_ledger_expire(r->ref, r->now, NULL, NULL);
     pgw_expire_report report;
     pgw_err err;
-    int rc = pgw_expire_due(r->writer, r->db->url, r->now, &report, &err);
+    int rc = pgw_expire_due(r->writer, r->db->url, r->now, NULL, NULL, &report, &err);
     if (rc != PGW_OK)
         FAIL(r, "expiry run: %s", err.msg);
     expired_lots += report.lots;
@@ -672,9 +672,9 @@ static void test_hold_deadline_is_exclusive(void **state)
     assert_int_equal(pgw_store_member_figures(s, "M1", t + 600, &found, &f, NULL), PGW_OK);
     assert_int_equal(f.available, 351);
     pgw_expire_report report;
-    assert_int_equal(pgw_expire_due(w, db->url, t + 600, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 600, NULL, NULL, &report, NULL), PGW_OK);
     assert_int_equal(report.holds, 1);
-    assert_int_equal(pgw_expire_due(w, db->url, t + 600, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 600, NULL, NULL, &report, NULL), PGW_OK);
     assert_int_equal(report.holds, 0);
     pgw_hold_record h;
     assert_int_equal(pgw_store_get_hold(s, "H1", &found, &h, NULL), PGW_OK);

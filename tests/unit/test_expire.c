@@ -109,6 +109,19 @@ static void test_earn_creates_lots_and_replays_do_not(void **state)
     free(cmd);
 }
 
+typedef struct seen_expiries {
+    int commands;
+    int64_t points;
+} seen_expiries;
+
+static void count_seen(void *ctx, const pgw_command *cmd)
+{
+    seen_expiries *seen = ctx;
+    seen->commands++;
+    for (size_t i = 0; i < cmd->n_transfers; i++)
+        seen->points += cmd->transfers[i].points;
+}
+
 static void test_expiry_run_is_idempotent(void **state)
 {
     db_fixture *f = *state;
@@ -120,19 +133,26 @@ static void test_expiry_run_is_idempotent(void **state)
     pgw_expire_report rep;
     pgw_err err;
     /* 28 February 23:59:59 local: nothing is due yet. */
-    assert_int_equal(pgw_expire_due(w, f->url, at("2026-02-28T23:59:59+08:00"), &rep, &err),
-                     PGW_OK);
+    assert_int_equal(
+        pgw_expire_due(w, f->url, at("2026-02-28T23:59:59+08:00"), NULL, NULL, &rep, &err), PGW_OK);
     assert_int_equal(rep.lots, 0);
     /* From 1 March 00:00 local the first lot is gone. */
-    assert_int_equal(pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), &rep, &err),
-                     PGW_OK);
+    seen_expiries seen = {0};
+    assert_int_equal(
+        pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), count_seen, &seen, &rep, &err),
+        PGW_OK);
     assert_int_equal(rep.lots, 1);
     assert_int_equal(rep.points, 100);
-    assert_int_equal(pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), &rep, &err),
-                     PGW_OK);
-    assert_int_equal(rep.lots, 0); /* idempotent */
-    assert_int_equal(pgw_expire_due(w, f->url, at("2027-01-01T00:00:00+08:00"), &rep, &err),
-                     PGW_OK);
+    /* The observer (the live stream's) heard of that expiry and its transfer. */
+    assert_int_equal(seen.commands, 1);
+    assert_int_equal(seen.points, 100);
+    assert_int_equal(
+        pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), count_seen, &seen, &rep, &err),
+        PGW_OK);
+    assert_int_equal(seen.commands, 1); /* nothing more expired, nothing heard */
+    assert_int_equal(rep.lots, 0);      /* idempotent */
+    assert_int_equal(
+        pgw_expire_due(w, f->url, at("2027-01-01T00:00:00+08:00"), NULL, NULL, &rep, &err), PGW_OK);
     assert_int_equal(rep.lots, 2);
     assert_int_equal(rep.points, 100);
     pgw_writer_stop(w);
