@@ -1,10 +1,14 @@
 /*
  * auth.c - see auth.h.
  *
- * The nonce cache is an open-addressing table of (hash of nonce, time)
- * sized once; an entry older than the skew window counts as free, so the
- * table never needs sweeping. When it is full of live nonces, signed
- * requests are refused (PGW_EUNAUTHORIZED) rather than letting a replay in.
+ * The nonce cache is an open-addressing table of (hash of nonce, until)
+ * sized once. A nonce is kept until its request's timestamp leaves the
+ * skew window (a replay after that is stale anyway); an entry past it
+ * counts as free, so the table never needs sweeping. A nonce lies at most
+ * NONCE_PROBES slots from its home, so that a table nearly full of live
+ * nonces costs a request a bounded probe, not a walk of the whole table.
+ * When there is no room, signed requests are refused (PGW_EUNAVAILABLE)
+ * rather than letting a replay in.
  */
 #include "auth.h"
 
@@ -28,10 +32,14 @@ typedef struct key_entry {
     pgw_principal who;
 } key_entry;
 
+#define NONCE_PROBES 256
+
 typedef struct nonce_slot {
     uint64_t hash; /* 0 = never used */
-    int64_t seen_at;
+    int64_t until; /* its timestamp + the skew: stale after */
 } nonce_slot;
+
+typedef enum nonce_verdict { NONCE_NEW, NONCE_SEEN, NONCE_NO_ROOM } nonce_verdict;
 
 struct pgw_auth {
     size_t n_keys;
@@ -94,9 +102,8 @@ void pgw_auth_free(pgw_auth *a)
     free(a);
 }
 
-/* Remembers a nonce at `now`; false when it was seen within the window or
- * the table has no room. */
-static bool remember_nonce(pgw_auth *a, const char *nonce, int64_t now)
+/* Remembers the nonce of a request stamped `ts` (within the window at `now`). */
+static nonce_verdict remember_nonce(pgw_auth *a, const char *nonce, int64_t ts, int64_t now)
 {
     uint8_t digest[32];
     pgw_sha256(nonce, strlen(nonce), digest);
@@ -105,21 +112,21 @@ static bool remember_nonce(pgw_auth *a, const char *nonce, int64_t now)
     h |= 1; /* 0 marks a slot never used */
     size_t start = (size_t)(h % PGW_NONCES_KEPT);
     nonce_slot *free_slot = NULL;
-    for (size_t probe = 0; probe < PGW_NONCES_KEPT; probe++) {
+    for (size_t probe = 0; probe < NONCE_PROBES; probe++) {
         nonce_slot *slot = &a->nonces[(start + probe) % PGW_NONCES_KEPT];
-        bool live = slot->hash != 0 && now - slot->seen_at <= 2 * PGW_SIGNATURE_SKEW_S;
+        bool live = slot->hash != 0 && now <= slot->until;
         if (live && slot->hash == h)
-            return false;
+            return NONCE_SEEN;
         if (!live && free_slot == NULL)
             free_slot = slot;
         if (slot->hash == 0)
             break; /* the probe chain ends here */
     }
     if (free_slot == NULL)
-        return false;
+        return NONCE_NO_ROOM;
     free_slot->hash = h;
-    free_slot->seen_at = now;
-    return true;
+    free_slot->until = ts + PGW_SIGNATURE_SKEW_S;
+    return NONCE_NEW;
 }
 
 static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_signed_request *req,
@@ -153,10 +160,19 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
         mac_len != 32)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot compute an HMAC");
     pgw_hash_hex(mac, expected, sizeof(expected));
-    if (strlen(req->signature) != 64 || CRYPTO_memcmp(expected, req->signature, 64) != 0)
+    char given[64]; /* hex in either case: API.md says hex, not which */
+    bool hex_length = strlen(req->signature) == 64;
+    for (size_t i = 0; hex_length && i < sizeof(given); i++)
+        given[i] = (char)(req->signature[i] | (req->signature[i] >= 'A' ? 0x20 : 0));
+    if (!hex_length || CRYPTO_memcmp(expected, given, sizeof(given)) != 0)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "bad X-PGW-Signature");
-    if (!remember_nonce(a, req->nonce, now))
+    nonce_verdict v = remember_nonce(a, req->nonce, ts, now);
+    if (v == NONCE_SEEN)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce was already used");
+    if (v == NONCE_NO_ROOM)
+        return pgw_err_set(err, PGW_EUNAVAILABLE,
+                           "too many signed requests within %d s to remember their nonces; retry",
+                           2 * PGW_SIGNATURE_SKEW_S);
     return PGW_OK;
 }
 

@@ -33,8 +33,12 @@
 #include <stdint.h>
 
 #define PGW_SIGNATURE_SKEW_S 300
-#define PGW_NONCE_MAX        64    /* longest nonce accepted */
-#define PGW_NONCES_KEPT      65536 /* nonces remembered within the window */
+#define PGW_NONCE_MAX        64 /* longest nonce accepted */
+/* Nonces remembered at once (16 bytes each, touched as used): each for as
+ * long as its timestamp is within the skew window, so about 3,500 signed
+ * requests a second, sustained, for all keys together. Beyond, a signed
+ * request is refused 503 (retry) rather than let a replay in. */
+#define PGW_NONCES_KEPT (1 << 20)
 
 typedef struct pgw_auth pgw_auth;
 

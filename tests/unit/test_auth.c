@@ -1,0 +1,141 @@
+/*
+ * test_auth.c - API keys and request signing (API.md "HTTP"): a signed
+ * request is taken once, its nonce remembered while its timestamp is in
+ * the window; signatures in either case of hex; and the nonce memory holds
+ * far more than the 65,536 whose filling once refused every signed request
+ * of every key for ten minutes, saying their fresh nonces "were already
+ * used".
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "core/digest.h"
+#include "core/transfer.h"
+#include "server/auth.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY "test-signing-key"
+#define T0  1795486500 /* the clock of these tests */
+
+static pgw_auth *signing_auth(void)
+{
+    setenv("PGW_TEST_AUTH_KEY", KEY, 1);
+    pgw_config *cfg = calloc(1, sizeof(*cfg));
+    assert_non_null(cfg);
+    cfg->n_keys = 1;
+    snprintf(cfg->keys[0].name, sizeof(cfg->keys[0].name), "till");
+    snprintf(cfg->keys[0].scope, sizeof(cfg->keys[0].scope), "shop:S001");
+    snprintf(cfg->keys[0].key_env, sizeof(cfg->keys[0].key_env), "PGW_TEST_AUTH_KEY");
+    cfg->keys[0].require_signature = true;
+    pgw_auth *a = NULL;
+    pgw_err err;
+    if (pgw_auth_new(cfg, &a, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    free(cfg);
+    return a;
+}
+
+/* Signs GET /v1/members/M1 stamped `ts` with `nonce`, as a client does:
+ * the secret is the key's SHA-256. The hex is upper case when asked. */
+static int check(pgw_auth *a, int64_t ts, const char *nonce, int64_t now, bool upper, pgw_err *err)
+{
+    uint8_t secret[32], body_hash[32], mac[32];
+    char body_hex[65], stamp[24], message[512], sig[65];
+    pgw_sha256(KEY, strlen(KEY), secret);
+    pgw_sha256("", 0, body_hash);
+    pgw_hash_hex(body_hash, body_hex, sizeof(body_hex));
+    snprintf(stamp, sizeof(stamp), "%lld", (long long)ts);
+    int len = snprintf(message, sizeof(message), "GET\n/v1/members/M1\n%s\n%s\n%s", stamp, nonce,
+                       body_hex);
+    unsigned int mac_len = 0;
+    assert_non_null(
+        HMAC(EVP_sha256(), secret, 32, (const unsigned char *)message, (size_t)len, mac, &mac_len));
+    pgw_hash_hex(mac, sig, sizeof(sig));
+    for (size_t i = 0; upper && sig[i] != '\0'; i++)
+        sig[i] = (char)toupper((unsigned char)sig[i]);
+    pgw_signed_request req = {.method = "GET",
+                              .path_and_query = "/v1/members/M1",
+                              .timestamp = stamp,
+                              .nonce = nonce,
+                              .signature = sig,
+                              .body = (const uint8_t *)"",
+                              .body_len = 0};
+    pgw_principal who;
+    return pgw_auth_check(a, "Bearer " KEY, &req, now, &who, err);
+}
+
+static void test_a_nonce_is_taken_once_within_its_window(void **state)
+{
+    (void)state;
+    pgw_auth *a = signing_auth();
+    pgw_err err;
+    assert_int_equal(check(a, T0, "n-1", T0, false, &err), PGW_OK);
+    assert_int_equal(check(a, T0, "n-1", T0 + 1, false, &err), PGW_EUNAUTHORIZED);
+    assert_non_null(strstr(err.msg, "already used"));
+    /* With another timestamp, still within the first one's window: refused. */
+    assert_int_equal(check(a, T0 + 250, "n-1", T0 + 250, false, &err), PGW_EUNAUTHORIZED);
+    /* Once the first timestamp is stale, its nonce is free for a new one. */
+    assert_int_equal(
+        check(a, T0 + PGW_SIGNATURE_SKEW_S + 1, "n-1", T0 + PGW_SIGNATURE_SKEW_S + 1, false, &err),
+        PGW_OK);
+    /* A request stamped ahead is remembered until its own stamp is stale. */
+    assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 1800, false, &err), PGW_OK);
+    assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 2000 + PGW_SIGNATURE_SKEW_S, false, &err),
+                     PGW_EUNAUTHORIZED);
+    pgw_auth_free(a);
+}
+
+static void test_signatures_in_upper_case_hex(void **state)
+{
+    (void)state;
+    pgw_auth *a = signing_auth();
+    pgw_err err;
+    assert_int_equal(check(a, T0, "u-1", T0, true, &err), PGW_OK);
+    assert_int_equal(check(a, T0, "u-1", T0, true, &err), PGW_EUNAUTHORIZED); /* a replay */
+    pgw_auth_free(a);
+}
+
+/* 100,000 signed requests, 250 a second for 400 s: up to 75,000 nonces to
+ * remember at once (the table once held 65,536 and refused every signed
+ * request past them). Every one is taken; then those still within their
+ * window are refused as replays. */
+static void test_many_nonces_within_one_window(void **state)
+{
+    (void)state;
+    pgw_auth *a = signing_auth();
+    pgw_err err;
+    enum { N = 100000, PER_S = 250 };
+    char nonce[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(nonce, sizeof(nonce), "many-%d", i);
+        int64_t now = T0 + i / PER_S;
+        if (check(a, now, nonce, now, false, &err) != PGW_OK)
+            fail_msg("request %d: %s", i, err.msg);
+    }
+    const int64_t end = T0 + (N - 1) / PER_S;
+    for (int i = (int)(end - PGW_SIGNATURE_SKEW_S - T0) * PER_S; i < N; i += 97) {
+        snprintf(nonce, sizeof(nonce), "many-%d", i);
+        assert_int_equal(check(a, T0 + i / PER_S, nonce, end, false, &err), PGW_EUNAUTHORIZED);
+        assert_non_null(strstr(err.msg, "already used"));
+    }
+    pgw_auth_free(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_nonce_is_taken_once_within_its_window),
+        cmocka_unit_test(test_signatures_in_upper_case_hex),
+        cmocka_unit_test(test_many_nonces_within_one_window),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
