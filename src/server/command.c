@@ -949,10 +949,14 @@ static void record_event(pgw_command *cmd)
     r->points = refund ? -cmd->points_moved : cmd->earning->points;
 }
 
-/* A merged member's id keeps working: the command's member becomes the survivor. */
+/* A merged member's id keeps working: the command's member becomes the
+ * survivor. A member read keeps the id it was asked for in merged_from
+ * (its answer says merged_into); a BIND's merged_from names only a merge
+ * the BIND itself made (its answer says "merged"). */
 static int follow_merges(pgw_store *store, pgw_command *cmd)
 {
-    return pgw_store_survivor(store, cmd->member, cmd->merged_from, &cmd->err);
+    return pgw_store_survivor(store, cmd->member,
+                              cmd->kind == PGW_COMMAND_BIND ? NULL : cmd->merged_from, &cmd->err);
 }
 
 static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)

@@ -294,6 +294,11 @@ def test_merges(s):
           f"a merged id answers with merged_into and the survivor's figures: {old}")
     status, found, _ = s.request("POST", "/v1/members/resolve", ids[2])
     check(found.get("member_id") == survivor, f"the openid resolves to the survivor: {found}")
+    # regression: a bind through a merged id said "merged" though it merged nothing
+    status, doc, _ = s.request("POST", f"/v1/members/{members[1]}/identities",
+                               {"card": "S001:CARD-NEW-78"})
+    check(status == 200 and doc.get("member_id") == survivor and "merged" not in doc,
+          f"a bind through a merged id binds to the survivor, merging nothing: {status} {doc}")
     refund = {"event_id": "E-MERGE-1-refund", "channel": "store", "shop_id": "S002",
               "type": "refund", "original_event_id": "E-MERGE-1", "amount_fen": 12800,
               "occurred_at": "2026-11-25T11:00:00+08:00", "member": ids[1]}
