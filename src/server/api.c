@@ -1252,7 +1252,7 @@ static int history_page(const pgw_request *req, pgw_command *cmd, pgw_err *err)
                        "after must be a cursor from \"next\"", err);
     if (rc != PGW_OK)
         return rc;
-    cmd->page_cap = (size_t)limit;
+    cmd->page_cap = (size_t)limit + 1; /* one more: is there a next page? */
     cmd->page = calloc(cmd->page_cap, sizeof(*cmd->page));
     return cmd->page ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
 }
@@ -1371,10 +1371,10 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
     return submit(api, job, resp);
 }
 
-json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd)
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown)
 {
     json_t *list = json_array();
-    for (size_t i = 0; list && i < cmd->n_page; i++) {
+    for (size_t i = 0; list && i < cmd->n_page && i < shown; i++) {
         const pgw_transfer *t = &cmd->page[i];
         char when[PGW_RFC3339_MAX] = "";
         pgw_format_rfc3339(t->occurred_at, &cfg->rules.tz, when, sizeof(when));
@@ -1386,8 +1386,8 @@ json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd)
                       "reference", t->reference, "breakdown", t->breakdown, "occurred_at", when));
     }
     char next[24] = "";
-    if (cmd->n_page == cmd->page_cap)
-        snprintf(next, sizeof(next), "%lld", (long long)cmd->page[cmd->n_page - 1].id);
+    if (shown > 0 && cmd->n_page > shown)
+        snprintf(next, sizeof(next), "%lld", (long long)cmd->page[shown - 1].id);
     return json_pack("{s:o,s:s?}", "transfers", list, "next", next[0] ? next : NULL);
 }
 
@@ -2156,7 +2156,7 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
 static json_t *me_json(const pgw_api *api, const pgw_command *cmd)
 {
     json_t *body = pgw_api_member_json(api->cfg, api->vault, cmd);
-    json_t *history = pgw_api_history_json(api->cfg, cmd);
+    json_t *history = pgw_api_history_json(api->cfg, cmd, cmd->page_cap);
     json_t *subs = json_object();
     for (size_t i = 0; subs && i < cmd->n_subscriptions; i++)
         json_object_set_new(subs, cmd->subscriptions[i].template_id,
@@ -3184,7 +3184,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     } else if (job->route == R_MEMBER) {
         set_body(resp, 200, pgw_api_member_json(api->cfg, api->vault, cmd));
     } else if (job->route == R_HISTORY) {
-        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd));
+        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd, cmd->page_cap - 1));
     } else if (job->route == R_RESOLVE) {
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else if (job->finance != NULL) { /* a report: the body the reader wrote */

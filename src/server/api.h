@@ -97,9 +97,12 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out);
 
 /* The member view of API.md (GET /v1/members/{id}) from a READ_MEMBER
  * command, identities shown masked through the vault; and a READ_HISTORY
- * page as {"transfers": [...], "next"}. The caller owns the reference. */
+ * page as {"transfers": [...], "next"}: the first `shown` transfers read,
+ * "next" the cursor after them when more were read (a page read with one
+ * more than it shows has a "next" only when a later page is not empty).
+ * The caller owns the reference. */
 json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const pgw_command *cmd);
-json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd);
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown);
 
 /* Starts the writer and the reader on db_url and loads the keys. */
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err);

@@ -203,6 +203,10 @@ def test_events(s):
           page2["next"] is None, f"history, last page: {status} {page2}")
     check(all(t["credit"] == "member:M1" and t["kind"] == "earn" for t in page["transfers"]),
           f"history entries: {page['transfers']}")
+    # regression: a full last page gave a "next" that led to an empty page
+    status, whole, _ = s.request("GET", f"/v1/members/M1/transfers?limit={len(ids)}")
+    check(status == 200 and [t["id"] for t in whole["transfers"]] == ids and
+          whole["next"] is None, f"history, all in one full page: {status} {whole}")
     # out of range, beyond int64 (once read as INT64_MAX: the first page),
     # too long to read (once taken for absent), not a number, no value
     for query in ("limit=0", "limit=101", "after=0", "after=99999999999999999999",
