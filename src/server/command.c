@@ -143,8 +143,34 @@ static int append_transfers(pgw_store *store, pgw_command *cmd)
 
 /* ---- spending lots -------------------------------------------------------- */
 
+static int activity_days(const pgw_ledger_policy *policy, int64_t at, pgw_activity_days *out,
+                         pgw_err *err);
+
+/*
+ * Settles hold `h` (its state, captured and capture transfer set): its
+ * lots get back what it did not spend, and that no longer counts as
+ * redeemed on the day the hold was made (check_spend_risk counted all of
+ * it then, for max_redeem_points_per_day: a voided hold kept a member from
+ * redeeming for the rest of the day).
+ */
+static int settle_hold(pgw_store *store, const pgw_ledger_policy *policy, const pgw_hold_record *h,
+                       pgw_err *err)
+{
+    PGW_ASSERT(h->state != PGW_HOLD_PENDING && h->captured >= 0 && h->captured <= h->points);
+    int rc = pgw_store_release_hold(store, h->id, err);
+    int64_t unspent = h->points - h->captured;
+    if (rc == PGW_OK && unspent > 0 && policy->risk.max_redeem_points_per_day > 0) {
+        pgw_activity_days days;
+        rc = activity_days(policy, h->created_at, &days, err);
+        if (rc == PGW_OK)
+            rc = pgw_store_take_back_rule_day(store, h->member, days.today, "redeem", unspent, err);
+    }
+    return rc == PGW_OK ? pgw_store_update_hold(store, h, err) : rc;
+}
+
 /* Releases every hold of `member` that is pending past `at` (they expire first). */
-static int expire_due_holds(pgw_store *store, const char *member, int64_t at, pgw_err *err)
+static int expire_due_holds(pgw_store *store, const pgw_ledger_policy *policy, const char *member,
+                            int64_t at, pgw_err *err)
 {
     pgw_hold_record due[HOLD_PAGE];
     size_t n = 0;
@@ -155,9 +181,7 @@ static int expire_due_holds(pgw_store *store, const char *member, int64_t at, pg
            n > 0) {
         for (size_t i = 0; rc == PGW_OK && i < n; i++) {
             due[i].state = PGW_HOLD_EXPIRED;
-            rc = pgw_store_release_hold(store, due[i].id, err);
-            if (rc == PGW_OK)
-                rc = pgw_store_update_hold(store, &due[i], err);
+            rc = settle_hold(store, policy, &due[i], err);
         }
         if (rc != PGW_OK)
             break;
@@ -204,12 +228,13 @@ static int take_lots(pgw_store *store, const char *member, int64_t at, int64_t p
 }
 
 /* A spend (hold or redemption) of `points` needs the member's free points. */
-static int check_spendable(pgw_store *store, pgw_command *cmd, int64_t points)
+static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                           int64_t points)
 {
     if (points < 1 || points > PGW_POINTS_MAX)
         return pgw_err_set(&cmd->err, PGW_EINVAL, "points must be 1..%lld, got %lld",
                            (long long)PGW_POINTS_MAX, (long long)points);
-    int rc = expire_due_holds(store, cmd->member, cmd->at, &cmd->err);
+    int rc = expire_due_holds(store, policy, cmd->member, cmd->at, &cmd->err);
     bool found = false;
     pgw_member_figures f;
     if (rc == PGW_OK)
@@ -444,7 +469,7 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (rc != PGW_OK)
         return rc;
     snprintf(cmd->member, sizeof(cmd->member), "%s", e.member);
-    rc = expire_due_holds(store, e.member, cmd->at, &cmd->err);
+    rc = expire_due_holds(store, policy, e.member, cmd->at, &cmd->err);
     if (rc == PGW_OK)
         rc = take_lots(store, e.member, cmd->at, delta, NULL, &taken, &cmd->err);
     /* With clamp the member gives back only what their lots hold and the
@@ -513,7 +538,7 @@ static int apply_hold(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     if (rc == PGW_OK && exists)
         rc = pgw_err_set(&cmd->err, PGW_ECONFLICT, "hold %s already exists", cmd->hold_id);
     if (rc == PGW_OK)
-        rc = check_spendable(store, cmd, cmd->points);
+        rc = check_spendable(store, policy, cmd, cmd->points);
     if (rc == PGW_OK)
         rc = check_spend_risk(store, policy, cmd, cmd->points);
     if (rc != PGW_OK)
@@ -588,7 +613,7 @@ static int spend_portions(pgw_store *store, const char *hold, int64_t points, pg
     return rc;
 }
 
-static int apply_capture(pgw_store *store, pgw_command *cmd)
+static int apply_capture(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     pgw_hold_record h;
     int rc = pending_hold(store, cmd, &h);
@@ -608,15 +633,14 @@ static int apply_capture(pgw_store *store, pgw_command *cmd)
     rc = append_transfers(store, cmd);
     if (rc != PGW_OK || cmd->replayed)
         return rc;
-    rc = pgw_store_release_hold(store, h.id, &cmd->err);
     h.state = cmd->hold_state = PGW_HOLD_CAPTURED;
     h.captured = cmd->points_moved = spend;
     h.capture_transfer = t->id;
-    return rc == PGW_OK ? pgw_store_update_hold(store, &h, &cmd->err) : rc;
+    return settle_hold(store, policy, &h, &cmd->err);
 }
 
 /* VOID (pending holds) and EXPIRE_HOLD (pending past the deadline). */
-static int apply_release(pgw_store *store, pgw_command *cmd)
+static int apply_release(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     pgw_hold_record h;
     int rc;
@@ -629,12 +653,10 @@ static int apply_release(pgw_store *store, pgw_command *cmd)
             rc = pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s has nothing due to expire",
                              cmd->hold_id);
     }
-    if (rc == PGW_OK)
-        rc = pgw_store_release_hold(store, h.id, &cmd->err);
     h.state = cmd->hold_state = cmd->kind == PGW_COMMAND_VOID ? PGW_HOLD_VOIDED : PGW_HOLD_EXPIRED;
     cmd->points_moved = h.points;
     if (rc == PGW_OK)
-        rc = pgw_store_update_hold(store, &h, &cmd->err);
+        rc = settle_hold(store, policy, &h, &cmd->err);
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
 }
 
@@ -642,7 +664,7 @@ static int apply_redeem(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
 {
     int rc = check_spend_ids(cmd);
     if (rc == PGW_OK)
-        rc = check_spendable(store, cmd, cmd->points);
+        rc = check_spendable(store, policy, cmd, cmd->points);
     if (rc == PGW_OK)
         rc = check_spend_risk(store, policy, cmd, cmd->points);
     if (rc == PGW_OK)
@@ -1424,10 +1446,10 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     case PGW_COMMAND_HOLD:
         return apply_hold(store, policy, cmd);
     case PGW_COMMAND_CAPTURE:
-        return apply_capture(store, cmd);
+        return apply_capture(store, policy, cmd);
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_EXPIRE_HOLD:
-        return apply_release(store, cmd);
+        return apply_release(store, policy, cmd);
     case PGW_COMMAND_REDEEM:
         return apply_redeem(store, policy, cmd);
     case PGW_COMMAND_EVENT:

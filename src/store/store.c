@@ -131,6 +131,7 @@ enum {
     ST_ADD_DAY,
     ST_ADD_TO_LATER_DAYS,
     ST_ADD_RULE_DAY,
+    ST_TAKE_BACK_RULE_DAY,
     ST_SET_FLAGS,
     ST_ADD_MEMBER,
     ST_SELECT_ANSWER,
@@ -303,6 +304,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_ADD_RULE_DAY] = "INSERT INTO member_rule_days (member, day, rule, points)"
                         " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (member, day, rule)"
                         " DO UPDATE SET points = member_rule_days.points + excluded.points",
+    [ST_TAKE_BACK_RULE_DAY] = "UPDATE member_rule_days SET points = CASE WHEN points > ?4"
+                              " THEN points - ?4 ELSE 0 END"
+                              " WHERE member = ?1 AND day = ?2 AND rule = ?3",
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
     /* Only after a read in the same transaction found no such member (the
@@ -2678,6 +2682,18 @@ int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const 
     pgw_sql_bind_int64(st, 4, points);
     int rc = send_done(s, st, "recording a rule's points", err);
     return rc;
+}
+
+int pgw_store_take_back_rule_day(pgw_store *s, const char *member, int64_t day, const char *rule,
+                                 int64_t points, pgw_err *err)
+{
+    PGW_ASSERT(points > 0);
+    pgw_sql_stmt *st = s->st[ST_TAKE_BACK_RULE_DAY];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, day);
+    pgw_sql_bind_text(st, 3, rule);
+    pgw_sql_bind_int64(st, 4, points);
+    return send_done(s, st, "taking back a rule's points", err);
 }
 
 /* Binds a member's flags as ST_SET_FLAGS and ST_ADD_MEMBER take them (?1 the member). */

@@ -626,6 +626,10 @@ int pgw_store_member_today(pgw_store *store, const char *member, int64_t day,
  */
 int pgw_store_add_member_day(pgw_store *store, const char *member, int64_t day, int64_t purchases,
                              int64_t spend_fen, bool later_days, pgw_err *err);
+/* Takes `points` back from a member's `rule` on `day` (never below 0;
+ * nothing when the member has no such row). */
+int pgw_store_take_back_rule_day(pgw_store *store, const char *member, int64_t day,
+                                 const char *rule, int64_t points, pgw_err *err);
 /* Adds points earned under `rule` on `day` (daily caps). */
 int pgw_store_add_rule_day(pgw_store *store, const char *member, int64_t day, const char *rule,
                            int64_t points, pgw_err *err);

@@ -1099,6 +1099,24 @@ def test_tight_risk(tmp):
         check(first == 201 and status == 422 and
               doc["error"]["message"].startswith("max_redeem_points_per_day:"),
               f"redemptions per day: {first} {status} {doc}")
+        # regression: a hold's points counted as redeemed for good, voided or
+        # captured in part: the member could not redeem the rest of the day
+        hold = {"hold_id": "T-H-1", "member": {"member_id": "M801"}, "shop_id": "S001",
+                "points": 45, "expires_in_s": 600}
+        codes = [s.request("POST", "/v1/holds", hold)[0],
+                 s.request("POST", "/v1/holds/T-H-1/void", {})[0],
+                 s.request("POST", "/v1/holds", dict(hold, hold_id="T-H-2", points=5))[0],
+                 s.request("POST", "/v1/holds/T-H-2/capture", {"points": 1})[0]]
+        status, doc, _ = s.request("POST", "/v1/redemptions", {
+            "redemption_id": "T-D-3", "member": {"member_id": "M801"}, "shop_id": "S001",
+            "points": 49})
+        check(codes == [201, 200, 201, 200] and status == 201,
+              f"what holds did not spend counts no more: {codes} {status} {doc}")
+        status, doc, _ = s.request("POST", "/v1/redemptions", {
+            "redemption_id": "T-D-4", "member": {"member_id": "M801"}, "shop_id": "S001",
+            "points": 1})
+        check(status == 422 and doc["error"]["message"].startswith("max_redeem_points_per_day:"),
+              f"and the cap still holds: {status} {doc}")
     finally:
         s.stop()
     d = os.path.join(tmp, "risk-b")
