@@ -886,13 +886,16 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * merged into `from` at `into` (ST_REPOINT_MERGED, by this index); the
      * chains already made are cut to one hop here. */
     "CREATE INDEX members_merged ON members (merged_into) WHERE merged_into IS NOT NULL;"
-    "WITH RECURSIVE chain (id, target, hops) AS ("
-    " SELECT id, merged_into, 1 FROM members WHERE merged_into IS NOT NULL"
+    /* Down from each survivor by the index, one row per merged member: a
+     * member in a cycle (a bug) has no survivor and stays as it was. */
+    "WITH RECURSIVE down (id, survivor, hops) AS ("
+    " SELECT m.id, m.merged_into, 1 FROM members m JOIN members t ON t.id = m.merged_into"
+    " WHERE t.merged_into IS NULL"
     " UNION ALL"
-    " SELECT chain.id, m.merged_into, chain.hops + 1 FROM chain JOIN members m"
-    " ON m.id = chain.target WHERE m.merged_into IS NOT NULL AND chain.hops < 1000)"
-    " UPDATE members SET merged_into = (SELECT c.target FROM chain c WHERE c.id = members.id"
-    " ORDER BY c.hops DESC LIMIT 1) WHERE id IN (SELECT id FROM chain WHERE hops > 1);",
+    " SELECT m.id, down.survivor, down.hops + 1 FROM members m JOIN down"
+    " ON m.merged_into = down.id WHERE down.hops < 1000)"
+    " UPDATE members SET merged_into = down.survivor FROM down"
+    " WHERE members.id = down.id AND down.hops > 1;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
