@@ -44,6 +44,12 @@ typedef enum nonce_verdict { NONCE_NEW, NONCE_SEEN, NONCE_NO_ROOM } nonce_verdic
 struct pgw_auth {
     size_t n_keys;
     key_entry keys[PGW_KEYS_MAX];
+    /* The latest `now` a signature was checked at. Signatures are judged
+     * by it, never by an earlier one: a request whose headers came before
+     * a later request's (its body slow) or a clock stepped back would
+     * otherwise find its nonce's slot already given to another while its
+     * timestamp still passed, and a replay of it would be taken. */
+    int64_t clock;
     nonce_slot nonces[PGW_NONCES_KEPT];
 };
 
@@ -132,6 +138,9 @@ static nonce_verdict remember_nonce(pgw_auth *a, const char *nonce, int64_t ts, 
 static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_signed_request *req,
                            int64_t now, pgw_err *err)
 {
+    if (now > a->clock)
+        a->clock = now;
+    now = a->clock;
     if (req->timestamp == NULL || req->nonce == NULL || req->signature == NULL)
         return pgw_err_set(err, PGW_EUNAUTHORIZED,
                            "key %s must sign: X-PGW-Timestamp, X-PGW-Nonce and X-PGW-Signature",

@@ -35,9 +35,10 @@
 #define PGW_SIGNATURE_SKEW_S 300
 #define PGW_NONCE_MAX        64 /* longest nonce accepted */
 /* Nonces remembered at once (16 bytes each, touched as used): each for as
- * long as its timestamp is within the skew window, so about 3,500 signed
- * requests a second, sustained, for all keys together. Beyond, a signed
- * request is refused 503 (retry) rather than let a replay in. */
+ * long as its timestamp is within the skew window, so about 2,500 signed
+ * requests a second, sustained, for all keys together (a simulation of the
+ * probing saw the first refusals at 3,000). Beyond, a signed request is
+ * refused 503 (retry) rather than let a replay in. */
 #define PGW_NONCES_KEPT (1 << 20)
 
 typedef struct pgw_auth pgw_auth;
@@ -76,8 +77,10 @@ void pgw_auth_free(pgw_auth *auth);
 
 /*
  * Authenticates `authorization` (the header's whole value) and, when the
- * key requires it, the signature at time `now`. PGW_EUNAUTHORIZED with a
- * message saying what was wrong (and never echoing the key).
+ * key requires it, the signature at time `now` (or at the latest `now` of
+ * an earlier call, if later: time never goes back for signatures).
+ * PGW_EUNAUTHORIZED with a message saying what was wrong (and never
+ * echoing the key). One thread at a time (the service thread).
  */
 int pgw_auth_check(pgw_auth *auth, const char *authorization, const pgw_signed_request *req,
                    int64_t now, pgw_principal *out, pgw_err *err);

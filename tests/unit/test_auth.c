@@ -87,6 +87,13 @@ static void test_a_nonce_is_taken_once_within_its_window(void **state)
     assert_int_equal(
         check(a, T0 + PGW_SIGNATURE_SKEW_S + 1, "n-1", T0 + PGW_SIGNATURE_SKEW_S + 1, false, &err),
         PGW_OK);
+    /* The clock never goes back for signatures: a request checked with an
+     * earlier `now` than one before it (its body came slowly; the clock
+     * stepped back) is judged at the later one, T0 + 301 here, where a
+     * stamp of T0 is stale. Judged at T0 + 299 it would pass, though the
+     * nonces of T0 may be forgotten by then: a replay could be taken. */
+    assert_int_equal(check(a, T0, "n-3", T0 + 299, false, &err), PGW_EUNAUTHORIZED);
+    assert_non_null(strstr(err.msg, "stale"));
     /* A request stamped ahead is remembered until its own stamp is stale. */
     assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 1800, false, &err), PGW_OK);
     assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 2000 + PGW_SIGNATURE_SKEW_S, false, &err),
