@@ -714,6 +714,9 @@ static int start_lws(pgw_http *h, pgw_err *err)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d", h->iface, h->port);
     h->port = port;
     atomic_store(&h->live, true);
+    /* What was queued before (the sweep's news) had no wake-up, and the
+     * next completions see a queue not empty and send none: drain it. */
+    lws_cancel_service(h->ctx);
     return PGW_OK;
 }
 
