@@ -456,7 +456,10 @@ static int refund_delta(const pgw_earn_record *e, int64_t amount_fen, int64_t *d
     return rc;
 }
 
-static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+/* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
+ * member, checked before anything is said of the purchase (its amount). */
+static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                        const char *buyer)
 {
     pgw_earn_record e;
     bool found = false;
@@ -464,6 +467,12 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     int rc = pgw_store_get_earn(store, cmd->original, &found, &e, &cmd->err);
     if (rc == PGW_OK && !found)
         rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s to refund", cmd->original);
+    /* Another member's purchase by that id: as for an unknown member or
+     * id, original_not_found (once 400 here, 422 there), and nothing of it
+     * (refund_exceeds_original once told its amount). */
+    if (rc == PGW_OK && buyer != NULL && strcmp(buyer, e.member) != 0)
+        rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s of this member to refund",
+                         cmd->original);
     if (rc == PGW_OK)
         rc = refund_delta(&e, cmd->amount_fen, &delta, &cmd->err);
     if (rc != PGW_OK)
@@ -1018,15 +1027,10 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         known = true;
     }
     if (ev->type == PGW_EVENT_REFUND) {
-        char member[PGW_ID_MAX + 1];
-        memcpy(member, cmd->member, sizeof(member));
+        char buyer[PGW_ID_MAX + 1];
+        memcpy(buyer, cmd->member, sizeof(buyer));
         cmd->amount_fen = ev->amount_fen;
-        rc = apply_refund(store, policy, cmd);
-        if (rc == PGW_OK && strcmp(member, cmd->member) != 0)
-            /* no purchase of this member's by that id: as for an unknown
-             * member or id, original_not_found (once 400 here, 422 there) */
-            rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s of this member to refund",
-                             cmd->original);
+        rc = apply_refund(store, policy, cmd, buyer);
     } else {
         rc = price(store, policy, cmd, &days, a);
         if (rc == PGW_OK)
@@ -1442,7 +1446,7 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     case PGW_COMMAND_EXPIRE_LOT:
         return apply_expire_lot(store, cmd);
     case PGW_COMMAND_REFUND:
-        return apply_refund(store, policy, cmd);
+        return apply_refund(store, policy, cmd, NULL);
     case PGW_COMMAND_HOLD:
         return apply_hold(store, policy, cmd);
     case PGW_COMMAND_CAPTURE:

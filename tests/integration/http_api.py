@@ -498,6 +498,14 @@ def test_refunds(s):
         status, doc, _ = s.request("POST", "/v1/events", body)
         check(status == 422 and error_code(doc) == "original_not_found",
               f"a refund naming {who}: {status} {doc}")
+    # regression: asking for more than the other member's purchase said
+    # refund_exceeds_original, with its amount
+    body.update(event_id="E-R-refund-12", original_event_id="E-R2", amount_fen=5001,
+                member={"member_id": "M2"})
+    status, doc, _ = s.request("POST", "/v1/events", body)
+    check(status == 422 and error_code(doc) == "original_not_found" and
+          "5000" not in doc["error"]["message"],
+          f"more than another member's purchase: {status} {doc}")
 
 
 def member(s, mid):
