@@ -1007,8 +1007,11 @@ static int member_view(pgw_writer *reader, const pgw_config *cfg, const pgw_vaul
     int rc = pgw_command_name_member(vault, who, &cmd, err);
     if (rc == PGW_OK)
         rc = pgw_writer_run(reader, &cmd, err);
+    /* A member id is read as given: a merged one shows merged_into, as GET
+     * /v1/members/{id} does (resolving it gave its survivor). */
     char member[PGW_ID_MAX + 1];
-    snprintf(member, sizeof(member), "%s", cmd.member);
+    snprintf(member, sizeof(member), "%.*s", PGW_ID_MAX,
+             who->kind == PGW_ID_MEMBER ? who->value : cmd.member);
     memset(&cmd, 0, sizeof(cmd));
     cmd.kind = PGW_COMMAND_READ_MEMBER;
     cmd.at = (int64_t)time(NULL);

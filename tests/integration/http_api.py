@@ -355,6 +355,14 @@ def test_merge_chain(s):
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-CHAIN-AFTER", member=members[0]))
     check(status == 201 and doc.get("member_id") == members[-1],
           f"a purchase for the first id lands on the survivor: {status} {doc}")
+    # regression: member show printed the survivor's id and merged_into null
+    status, view, _ = s.request("GET", f"/v1/members/{members[0]}")
+    out = subprocess.run([BIN, "member", "show", f"member_id:{members[0]}", "--config", s.config,
+                          "--db", s.db], capture_output=True, text=True)
+    shown = json.loads(out.stdout) if out.returncode == 0 else {}
+    shown.pop("transfers", None)
+    check(shown == view and view.get("merged_into") == members[-1],
+          f"member show of a merged id = GET: {shown} {view} {out.stderr}")
 
 
 def test_mini_programs_number_alike(s):
