@@ -3503,8 +3503,20 @@ static bool id_of(const char *s, bool shop)
     return n >= 1 && n <= PGW_ID_MAX;
 }
 
+/* The first parts of the gateway's own idempotency keys (api.c, import.c,
+ * command.c): a channel of these names would key its events among them,
+ * "hold:S001:X" being both hold S001:X and event X of channel hold at shop
+ * S001 (the audit's capture refused for a hold still pending). */
+static const char *const KEY_PREFIXES[] = {
+    "hold",   "redeem", "capture", "void",     "bind",   "mp_phone", "otp",
+    "expire", "import", "logout",  "mp_login", "mp_sub", "oa_link",
+};
+
 bool pgw_store_channel_name_ok(const char *s)
 {
+    for (size_t i = 0; i < sizeof(KEY_PREFIXES) / sizeof(KEY_PREFIXES[0]); i++)
+        if (strcmp(s, KEY_PREFIXES[i]) == 0)
+            return false;
     return id_of(s, false);
 }
 

@@ -654,7 +654,8 @@ int pgw_store_get_answer(pgw_store *store, const char *key, char *out, size_t ca
  * shop or appid, and event_id). Reconciliation reads a shop's or a
  * channel's events as a range of these keys, in their order: the first
  * two colons split a key back into its parts, because channel names are
- * [a-z0-9_]+ (pgw_store_channel_name_ok, which event_json.c enforces) and
+ * [a-z0-9_]+ (pgw_store_channel_name_ok, which event_json.c enforces; not
+ * the first word of the gateway's own keys, "hold", "bind", ...) and
  * shop ids [A-Za-z0-9_-]+ (pgw_store_shop_id_ok, as config.c's ids).
  * Asserts both: callers pass what those checked.
  */

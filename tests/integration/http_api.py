@@ -598,6 +598,9 @@ def test_bad_input(s):
         # and a refund so dated released the member's holds early)
         ("an hour ahead", dict(body=dict(good, occurred_at=time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600)))), 400, "invalid_request"),
+        # regression: its key "hold:S001:E-BAD" was hold S001:E-BAD's
+        ("a channel named hold", dict(body=dict(good, channel="hold")), 400, "invalid_request"),
+        ("a channel named bind", dict(body=dict(good, channel="bind")), 400, "invalid_request"),
     ]
     for what, kw, want_status, want_code in cases:
         status, doc, _ = s.request("POST", "/v1/events", **kw)
