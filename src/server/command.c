@@ -160,7 +160,7 @@ static int settle_hold(pgw_store *store, const pgw_ledger_policy *policy, const 
     int rc = pgw_store_release_hold(store, h->id, err);
     int64_t unspent = h->points - h->captured;
     if (rc == PGW_OK && unspent > 0 && policy->risk.max_redeem_points_per_day > 0) {
-        pgw_activity_days days;
+        pgw_activity_days days = {0}; /* -O3 cannot see activity_days fill it */
         rc = activity_days(policy, h->created_at, &days, err);
         if (rc == PGW_OK)
             rc = pgw_store_take_back_rule_day(store, h->member, days.today, "redeem", unspent, err);
@@ -982,12 +982,12 @@ static void record_event(pgw_command *cmd)
 
 /* A merged member's id keeps working: the command's member becomes the
  * survivor. A member read keeps the id it was asked for in merged_from
- * (its answer says merged_into); a BIND's merged_from names only a merge
- * the BIND itself made (its answer says "merged"). */
+ * (its answer says merged_into); a BIND's or a verified code's
+ * merged_from names only a merge it made itself (render_bind's "merged"). */
 static int follow_merges(pgw_store *store, pgw_command *cmd)
 {
-    return pgw_store_survivor(store, cmd->member,
-                              cmd->kind == PGW_COMMAND_BIND ? NULL : cmd->merged_from, &cmd->err);
+    bool binds = cmd->kind == PGW_COMMAND_BIND || cmd->kind == PGW_COMMAND_OTP_VERIFY;
+    return pgw_store_survivor(store, cmd->member, binds ? NULL : cmd->merged_from, &cmd->err);
 }
 
 static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)

@@ -161,6 +161,16 @@ def otp(srv, fake):
                               key=wx.ADMIN)
     check(status == 422 and doc["error"]["details"]["reason"] == "no_code",
           "a used code is worth nothing for anyone else: %s" % doc)
+    # regression: a check naming the merged POS member bound the phone to
+    # its survivor and said "merged", though it merged nothing
+    p9 = "13600136099"
+    srv.request("POST", "/v1/sms/otp", {"phone": p9, "client_ip": "10.8.8.8"}, key=wx.ADMIN)
+    code9 = eventually(lambda: codes_to(fake, "+86" + p9), lambda m: len(m) == 1)
+    code9 = code9[0]["params"][0] if code9 else "000000"
+    status, doc = srv.request("POST", "/v1/sms/otp/verify",
+                              {"phone": p9, "code": code9, "member_id": pos_member}, key=wx.ADMIN)
+    check(status == 200 and doc.get("member_id") == app_member and "merged" not in doc,
+          "a code checked through a merged id binds to the survivor, merging nothing: %s" % doc)
 
     # Guessing: five wrong tries burn the code, the right one included after.
     p3 = "13600136003"
