@@ -2674,29 +2674,32 @@ int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int6
     return rc;
 }
 
-int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const char *rule,
-                           int64_t points, pgw_err *err)
+/* Runs `which` (ST_ADD_RULE_DAY or ST_TAKE_BACK_RULE_DAY) on a member's
+ * points of `rule` on `day`: both are sent (send_done). */
+static int move_rule_day(pgw_store *s, int which, const char *member, int64_t day, const char *rule,
+                         int64_t points, const char *what, pgw_err *err)
 {
     PGW_ASSERT(points > 0);
-    pgw_sql_stmt *st = s->st[ST_ADD_RULE_DAY];
+    pgw_sql_stmt *st = s->st[which];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, day);
     pgw_sql_bind_text(st, 3, rule);
     pgw_sql_bind_int64(st, 4, points);
-    int rc = send_done(s, st, "recording a rule's points", err);
-    return rc;
+    return send_done(s, st, what, err);
+}
+
+int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const char *rule,
+                           int64_t points, pgw_err *err)
+{
+    return move_rule_day(s, ST_ADD_RULE_DAY, member, day, rule, points, "recording a rule's points",
+                         err);
 }
 
 int pgw_store_take_back_rule_day(pgw_store *s, const char *member, int64_t day, const char *rule,
                                  int64_t points, pgw_err *err)
 {
-    PGW_ASSERT(points > 0);
-    pgw_sql_stmt *st = s->st[ST_TAKE_BACK_RULE_DAY];
-    pgw_sql_bind_text(st, 1, member);
-    pgw_sql_bind_int64(st, 2, day);
-    pgw_sql_bind_text(st, 3, rule);
-    pgw_sql_bind_int64(st, 4, points);
-    return send_done(s, st, "taking back a rule's points", err);
+    return move_rule_day(s, ST_TAKE_BACK_RULE_DAY, member, day, rule, points,
+                         "taking back a rule's points", err);
 }
 
 /* Binds a member's flags as ST_SET_FLAGS and ST_ADD_MEMBER take them (?1 the member). */
