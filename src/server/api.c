@@ -52,7 +52,6 @@
 #define BATCH_EVENTS_MAX     1000  /* API.md */
 #define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
 #define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
-#define NEWS_KEPT            4096  /* notice changes waiting for the service thread */
 #define OUTBOUND_THREADS     4     /* calls to WeChat at once */
 #define OUTBOUND_QUEUE       1024
 #define SMS_THREADS          2 /* verification codes' SMS at once */
@@ -249,13 +248,6 @@ struct pgw_api {
     pgw_outbound *sms_outbound;
     uint8_t otp_key[32]; /* verification codes' hashes (core/otp.h) */
     pgw_notifier *notifier;
-    /* Notice state changes for the stream: couriers push, the service
-     * thread drains (bounded: a slow stream drops the oldest news). */
-    pthread_mutex_t news_lock;
-    char *news[NEWS_KEPT];
-    char news_shop[NEWS_KEPT][PGW_ID_MAX + 1];
-    size_t news_head, news_len;
-    uint64_t news_dropped;
     uint8_t session_key[PGW_SESSION_KEY_LEN];
     size_t body_max, inflight_max, inflight;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
@@ -3087,7 +3079,6 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
     resp->content_type = "application/json";
 }
 
-/* One stream message per committed transfer of the job. */
 /* A committed transfer as its live-stream message (malloc'd; NULL when out of memory). */
 static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
 {
@@ -3103,6 +3094,7 @@ static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
     return text;
 }
 
+/* One stream message per committed transfer of the job. */
 static void emit_transfers(const pgw_api *api, const pgw_command *cmd, pgw_api_emit emit, void *ctx)
 {
     if (emit == NULL || cmd->rc != PGW_OK || cmd->replayed)
@@ -3381,43 +3373,12 @@ static void notice_changed(void *ctx, const pgw_notice *nt)
                             "points", (json_int_t)nt->points);
     char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
-    if (text == NULL)
-        return; /* the stream is best effort; the notice itself is recorded */
-    pthread_mutex_lock(&api->news_lock);
-    if (api->news_len == NEWS_KEPT) { /* nobody drained: drop the oldest */
-        free(api->news[api->news_head]);
-        api->news_head = (api->news_head + 1) % NEWS_KEPT;
-        api->news_len--;
-        api->news_dropped++;
-    }
-    size_t at = (api->news_head + api->news_len) % NEWS_KEPT;
-    api->news[at] = text;
-    snprintf(api->news_shop[at], sizeof(api->news_shop[at]), "%s", nt->shop);
-    bool first = api->news_len++ == 0;
-    pthread_mutex_unlock(&api->news_lock);
-    if (first)
-        api->notify(NULL, api->notify_ctx);
-}
-
-void pgw_api_drain_news(pgw_api *api, pgw_api_emit emit, void *emit_ctx)
-{
-    for (;;) {
-        pthread_mutex_lock(&api->news_lock);
-        char *text = NULL, shop[PGW_ID_MAX + 1] = "";
-        if (api->news_len > 0) {
-            text = api->news[api->news_head];
-            memcpy(shop, api->news_shop[api->news_head], sizeof(shop));
-            api->news[api->news_head] = NULL;
-            api->news_head = (api->news_head + 1) % NEWS_KEPT;
-            api->news_len--;
-        }
-        pthread_mutex_unlock(&api->news_lock);
-        if (text == NULL)
-            return;
-        if (emit != NULL)
-            emit(emit_ctx, shop, text, strlen(text));
+    if (text == NULL) /* the stream is best effort; the notice itself is recorded */
+        return;
+    if (api->stream_news != NULL)
+        api->stream_news(text, nt->shop, api->notify_ctx);
+    else
         free(text);
-    }
 }
 
 /* The outbox's deliverer, when any channel can deliver. */
@@ -3457,7 +3418,6 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     api->stream_news = opts->stream_news;
     api->notify_ctx = opts->notify_ctx;
     api->log = opts->log;
-    pthread_mutex_init(&api->news_lock, NULL);
     pgw_ledger_policy policy;
     pgw_api_policy(opts->cfg, &policy);
     size_t queue =
@@ -3530,8 +3490,6 @@ void pgw_api_free(pgw_api *api)
     }
     pgw_wechat_free(api->wechat);
     pgw_sms_client_free(api->sms);
-    pgw_api_drain_news(api, NULL, NULL); /* frees what nobody took */
-    pthread_mutex_destroy(&api->news_lock);
     pgw_auth_free(api->auth);
     pgw_vault_free(api->vault);
     OPENSSL_cleanse(api->session_key, sizeof(api->session_key));

@@ -69,14 +69,15 @@ typedef struct pgw_response {
     char key_name[PGW_ID_MAX + 1]; /* who asked, for the log ("-" when nobody) */
 } pgw_response;
 
-/* Wakes the service thread for a finished job (any thread); job NULL: only
- * wakes it, for stream news (pgw_api_drain_news). */
+/* Wakes the service thread for a finished job (any thread). */
 typedef void (*pgw_api_notify)(pgw_job *job, void *ctx);
 /* Hands over a live-stream message (malloc'd JSON; the receiver frees it)
- * of a transfer no request committed (the expiry sweep's), for `shop`. It
- * is called on the writer's completion thread in commit order, as notify
- * is for the jobs committed around it: a receiver keeping both in one
- * queue keeps the stream in log order. */
+ * that no request carries, for `shop`: a transfer the expiry sweep
+ * committed, called on the writer's completion thread in commit order as
+ * notify is for the jobs committed around it (a receiver keeping both in
+ * one queue keeps the stream in log order); or a notice's state change
+ * ({"type": "notification", ...}), from a courier's thread. Until
+ * pgw_api_stop returns. */
 typedef void (*pgw_api_stream_news)(char *json, const char *shop, void *ctx);
 
 typedef struct pgw_api_options {
@@ -149,10 +150,6 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
  */
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
                         const char *shop_param, char shop_out[PGW_ID_MAX + 1], pgw_err *err);
-
-/* Passes the stream news other threads left (a notice's state changes:
- * {"type": "notification", ...}) to `emit`; service thread. */
-void pgw_api_drain_news(pgw_api *api, pgw_api_emit emit, void *emit_ctx);
 
 /* Counts and logs a sent response. */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);

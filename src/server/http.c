@@ -24,7 +24,7 @@
 #define DRAIN_SERVICE_MS 2000  /* at shutdown, time given to send the last answers */
 #define STREAM_RING      4096  /* live-stream messages kept for slow watchers */
 #define STREAM_MSG_MAX   1024  /* one transfer's JSON */
-#define NEWS_PENDING_MAX 4096  /* sweep messages not yet taken by the service thread */
+#define NEWS_PENDING_MAX 4096  /* stream messages of no job not yet taken by the service thread */
 
 /* A live-stream message: a committed transfer. */
 typedef struct stream_msg {
@@ -85,8 +85,9 @@ struct pgw_http {
     const char *tls_cert, *tls_key; /* borrowed from the options; NULL: plain HTTP */
     volatile sig_atomic_t stop;
     size_t responding; /* transactions with an answer not yet fully sent */
-    /* Finished jobs and news, handed over by the writer and reader threads:
-     * at most one entry per job in flight plus NEWS_PENDING_MAX of news. */
+    /* Finished jobs and news, handed over by the writer, reader and courier
+     * threads: at most one entry per job in flight plus NEWS_PENDING_MAX of
+     * news. */
     pthread_mutex_t lock;
     done_item *done, *draining;
     size_t done_cap, done_count, news_pending;
@@ -156,11 +157,7 @@ static void slot_remove(pgw_http *h, size_t i)
 static void notify(pgw_job *job, void *ctx)
 {
     pgw_http *h = ctx;
-    if (job == NULL) {             /* only news for the stream (api.h pgw_api_drain_news) */
-        if (atomic_load(&h->live)) /* else the first drain will find it */
-            lws_cancel_service(h->ctx);
-        return;
-    }
+    PGW_ASSERT(job != NULL);
     pthread_mutex_lock(&h->lock);
     PGW_ASSERT(h->done_count < h->done_cap); /* at most one entry per job in flight */
     h->done[h->done_count++] = (done_item){.job = job};
@@ -172,9 +169,10 @@ static void notify(pgw_job *job, void *ctx)
         lws_cancel_service(h->ctx);
 }
 
-/* A transfer the expiry sweep committed, for the stream (api.h
- * pgw_api_stream_news). Past NEWS_PENDING_MAX waiting (a service thread
- * far behind) it is dropped, as a watcher that far behind is closed. */
+/* A stream message no job carries: a transfer the expiry sweep committed,
+ * a notice's state change (api.h pgw_api_stream_news). Past
+ * NEWS_PENDING_MAX waiting (a service thread far behind) it is dropped, as
+ * a watcher that far behind is closed. */
 static void stream_news(char *json, const char *shop, void *ctx)
 {
     pgw_http *h = ctx;
@@ -252,8 +250,6 @@ static void drain_done(pgw_http *h)
         q->resp = resp;
         respond(h, wsi, q);
     }
-    if (h->api != NULL) /* NULL when the server failed to start */
-        pgw_api_drain_news(h->api, h->watchers ? emit : NULL, h);
     if (h->ring_news && h->ctx != NULL)
         lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
     h->ring_news = false;
