@@ -649,16 +649,26 @@ int pgw_ledger_hold(pgw_ledger *l, const char *hold_id, const char *member_id, c
     return PGW_OK;
 }
 
-/* Returns every point still reserved by hold index `h` to its lots. */
+/*
+ * Returns every point still reserved by hold index `h` to its lots, after
+ * repaying the member's debt from them in reservation (consumption) order.
+ * Debt beside reserved points comes from a refund that could not take
+ * them; back in the lots they would be spendable or expire while still
+ * owed, and the member would pay for them twice.
+ */
 static void release_hold(pgw_ledger *l, size_t h, pgw_hold_state state)
 {
     PGW_ASSERT(l->holds[h].state == PGW_HOLD_PENDING);
+    member *m = find_member(l, l->holds[h].member);
+    PGW_ASSERT(m != NULL);
     for (size_t i = 0; i < l->n_portions; i++) {
         portion *p = &l->portions[i];
         if (p->hold != h || p->points == 0)
             continue;
+        int64_t repay = pgw_min64(m->debt, p->points);
+        m->debt -= repay;
         l->lots[p->lot].held -= p->points;
-        l->lots[p->lot].left += p->points;
+        l->lots[p->lot].left += p->points - repay;
         p->points = 0;
     }
     l->holds[h].state = state;

@@ -30,8 +30,10 @@
  *   is written off (clamp), so reversed + written_off == floor(P*R/A).
  * - A hold reserves points from lots (left -> held); capture spends part
  *   or all of them and releases the rest; void or the deadline releases
- *   all. Reserved points do not expire while held; released points of an
- *   expired lot expire at the next expiry run.
+ *   all. Released points repay the member's debt first (a refund made
+ *   while they were held could not take them). Reserved points do not
+ *   expire while held; released points of an expired lot expire at the
+ *   next expiry run.
  */
 #ifndef PGW_CORE_LEDGER_H
 #define PGW_CORE_LEDGER_H

@@ -146,19 +146,69 @@ static int append_transfers(pgw_store *store, pgw_command *cmd)
 static int activity_days(const pgw_ledger_policy *policy, int64_t at, pgw_activity_days *out,
                          pgw_err *err);
 
+/* Spends `points` of a hold's portions, in their lots' consumption order. */
+static int spend_portions(pgw_store *store, const char *hold, int64_t points, pgw_err *err)
+{
+    pgw_portion page[LOT_PAGE];
+    pgw_lot cursor;
+    bool started = false;
+    int rc = PGW_OK;
+    while (rc == PGW_OK && points > 0) {
+        size_t n = 0;
+        rc =
+            pgw_store_hold_portions(store, hold, started ? &cursor : NULL, page, LOT_PAGE, &n, err);
+        if (rc == PGW_OK && n == 0)
+            rc = pgw_err_set(err, PGW_EIO, "hold %s reserves fewer points than it says", hold);
+        for (size_t i = 0; rc == PGW_OK && i < n && points > 0; i++) {
+            int64_t take = pgw_min64(page[i].points, points);
+            rc = pgw_store_add_portion(store, hold, page[i].lot.id, -take, err);
+            if (rc == PGW_OK)
+                rc = pgw_store_move_lot_points(store, page[i].lot.id, 0, -take, err);
+            points -= take;
+        }
+        cursor = page[n > 0 ? n - 1 : 0].lot;
+        started = true;
+    }
+    return rc;
+}
+
 /*
- * Settles hold `h` (its state, captured and capture transfer set): its
- * lots get back what it did not spend, and that no longer counts as
- * redeemed on the day the hold was made (check_spend_risk counted all of
- * it then, for max_redeem_points_per_day: a voided hold kept a member from
- * redeeming for the rest of the day).
+ * Repays the member's debt from the `unspent` points hold `h` still
+ * reserves, before the rest goes back to its lots. Such debt comes from a
+ * refund made while the points were held, which could not take them; back
+ * in the lots they would be spent or expire while still owed, and the
+ * member would pay for them twice. The reference ledger's release_hold.
+ */
+static int repay_from_hold(pgw_store *store, const pgw_hold_record *h, int64_t unspent,
+                           pgw_err *err)
+{
+    bool found = false;
+    int64_t debt = 0;
+    int rc = unspent > 0 ? pgw_store_member_debt(store, h->member, &found, &debt, err) : PGW_OK;
+    int64_t repay = pgw_min64(debt, unspent);
+    if (rc == PGW_OK && repay > 0)
+        rc = spend_portions(store, h->id, repay, err);
+    if (rc == PGW_OK && repay > 0)
+        rc = pgw_store_put_member(store, h->member, debt - repay, now_us(), err);
+    return rc;
+}
+
+/*
+ * Settles hold `h` (its state, captured and capture transfer set): what it
+ * did not spend repays debt first (repay_from_hold), its lots get back the
+ * rest, and none of it counts as redeemed on the day the hold was made any
+ * more (check_spend_risk counted all of it then, for
+ * max_redeem_points_per_day: a voided hold kept a member from redeeming
+ * for the rest of the day).
  */
 static int settle_hold(pgw_store *store, const pgw_ledger_policy *policy, const pgw_hold_record *h,
                        pgw_err *err)
 {
     PGW_ASSERT(h->state != PGW_HOLD_PENDING && h->captured >= 0 && h->captured <= h->points);
-    int rc = pgw_store_release_hold(store, h->id, err);
     int64_t unspent = h->points - h->captured;
+    int rc = repay_from_hold(store, h, unspent, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_release_hold(store, h->id, err);
     if (rc == PGW_OK && unspent > 0 && policy->risk.max_redeem_points_per_day > 0) {
         pgw_activity_days days = {0}; /* -O3 cannot see activity_days fill it */
         rc = activity_days(policy, h->created_at, &days, err);
@@ -594,32 +644,6 @@ static int pending_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
         return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s is %s", cmd->hold_id,
                            pgw_hold_state_name(cmd->hold_state));
     return PGW_OK;
-}
-
-/* Spends `points` of a hold's portions, in their lots' consumption order. */
-static int spend_portions(pgw_store *store, const char *hold, int64_t points, pgw_err *err)
-{
-    pgw_portion page[LOT_PAGE];
-    pgw_lot cursor;
-    bool started = false;
-    int rc = PGW_OK;
-    while (rc == PGW_OK && points > 0) {
-        size_t n = 0;
-        rc =
-            pgw_store_hold_portions(store, hold, started ? &cursor : NULL, page, LOT_PAGE, &n, err);
-        if (rc == PGW_OK && n == 0)
-            rc = pgw_err_set(err, PGW_EIO, "hold %s reserves fewer points than it says", hold);
-        for (size_t i = 0; rc == PGW_OK && i < n && points > 0; i++) {
-            int64_t take = pgw_min64(page[i].points, points);
-            rc = pgw_store_add_portion(store, hold, page[i].lot.id, -take, err);
-            if (rc == PGW_OK)
-                rc = pgw_store_move_lot_points(store, page[i].lot.id, 0, -take, err);
-            points -= take;
-        }
-        cursor = page[n > 0 ? n - 1 : 0].lot;
-        started = true;
-    }
-    return rc;
 }
 
 static int apply_capture(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
@@ -1131,6 +1155,21 @@ static void combine_activity(pgw_member_activity *into, const pgw_member_activit
     }
 }
 
+/*
+ * Repays cmd->member's `debt` from its free, unexpired lots, as an earn
+ * repays before its lot: after a merge one member's debt and the other's
+ * points are one member's, and left side by side the points could be spent
+ * or expire while the debt stays.
+ */
+static int repay_from_lots(pgw_store *store, pgw_command *cmd, int64_t debt)
+{
+    int64_t taken = 0;
+    int rc = take_lots(store, cmd->member, cmd->at, debt, NULL, &taken, &cmd->err);
+    if (rc == PGW_OK && taken > 0)
+        rc = pgw_store_put_member(store, cmd->member, debt - taken, now_us(), &cmd->err);
+    return rc;
+}
+
 /* Merges member `from` into cmd->member (see PGW_COMMAND_BIND). */
 static int merge_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                         const char *from)
@@ -1170,6 +1209,8 @@ static int merge_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
         rc = pgw_store_set_member_flags(store, cmd->member, &a_into, &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_store_merge_rows(store, from, cmd->member, &cmd->err);
+    if (rc == PGW_OK && debt_into + f.debt > 0)
+        rc = repay_from_lots(store, cmd, debt_into + f.debt);
     memcpy(cmd->merged_from, from, sizeof(cmd->merged_from));
     return rc;
 }

@@ -334,6 +334,51 @@ def test_merges(s):
     check(status == 403, f"a shop binds only its own cards: {status}")
 
 
+def test_debt_meets_points(s):
+    """A member's debt and points do not stand side by side. Regression:
+    points held while a refund left debt went back to their lot beside the
+    debt when the hold was voided, and a merge put one member's points
+    beside the other's debt; the lot's expiry would then take them too,
+    leaving below zero a member who spent nothing."""
+    s.request("POST", "/v1/events", purchase("E-DEBT-1", member="M21"))
+    held = member(s, "M21")["available"] // 2
+    hold = {"hold_id": "H-DEBT", "member": {"member_id": "M21"}, "shop_id": "S002",
+            "points": held, "expires_in_s": 600}
+    status, doc, _ = s.request("POST", "/v1/holds", hold, key="s002")
+    check(status == 201, f"hold: {status} {doc}")
+    refund = {"event_id": "E-DEBT-1-refund", "channel": "store", "shop_id": "S001",
+              "type": "refund", "original_event_id": "E-DEBT-1", "amount_fen": 12800,
+              "occurred_at": "2026-11-25T11:00:00+08:00", "member": {"member_id": "M21"}}
+    status, doc, _ = s.request("POST", "/v1/events", refund)
+    view = member(s, "M21")
+    check(status == 201 and view["debt"] == held and view["balance"] == 0,
+          f"a refund cannot take held points: they are owed: {status} {view}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-DEBT/void", key="s002", raw=b"", ctype=None)
+    view = member(s, "M21")
+    check(status == 200 and view["debt"] == 0 and view["balance"] == 0 and
+          view["available"] == 0 and view["expiring"] == [],
+          f"the voided hold's points repay the debt: {status} {view}")
+    # M22 owes; the card's member has points; binding the card merges them
+    s.request("POST", "/v1/events", purchase("E-DEBT-2", member="M22"))
+    red = {"redemption_id": "D-DEBT", "member": {"member_id": "M22"}, "shop_id": "S001",
+           "points": member(s, "M22")["available"]}
+    s.request("POST", "/v1/redemptions", red)
+    s.request("POST", "/v1/events", dict(refund, event_id="E-DEBT-2-refund",
+                                         original_event_id="E-DEBT-2", member={"member_id": "M22"}))
+    debt = member(s, "M22")["debt"]
+    card = {"card": "S002:CARD-DEBT"}
+    event = dict(purchase("E-DEBT-3", shop="S002", amount=10 * 12800), member=card)
+    status, doc, _ = s.request("POST", "/v1/events", event)
+    earned = doc.get("points", 0)
+    check(status == 201 and debt > 0 and earned > debt, f"debt {debt}, points {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/members/M22/identities", card)
+    view = member(s, "M22")
+    check(status == 200 and "merged" in doc and view["debt"] == 0 and
+          view["balance"] == earned - debt and
+          sum(e["points"] for e in view["expiring"]) == earned - debt,
+          f"the merged points repay the debt: {status} {doc} {view}")
+
+
 def test_merge_chain(s):
     """A card bound to member after member (a household's shared card):
     each bind merges the card's holder into the next. The first id was
@@ -1415,7 +1460,7 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
-                         test_merge_chain,
+                         test_merge_chain, test_debt_meets_points,
                          test_mini_programs_number_alike, test_referrals, test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_framing_and_case, test_pipelining,

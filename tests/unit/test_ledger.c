@@ -269,6 +269,50 @@ static void test_refund_after_points_were_spent(void **state)
     pgw_ledger_free(l);
 }
 
+/*
+ * A refund while points are held: what it could not take from the held
+ * points is debt, and those points, once released, repay it before they
+ * are the member's again. Regression: they went back to the lot beside the
+ * debt, so the lot's expiry took them too and the member, who spent
+ * nothing, ended 700 below zero.
+ */
+static void test_released_points_repay_debt_first(void **state)
+{
+    (void)state;
+    int64_t t = at("2026-11-24T10:00:00+08:00");
+    static const pgw_expiry month = {PGW_EXPIRY_ROLLING, 1, 0};
+    const char *ends[] = {"void", "capture", "deadline"};
+    for (int end = 0; end < 3; end++) {
+        pgw_ledger *l = ledger_new(true, month, 100);
+        assert_int_equal(earn(l, "M1", "E1", 14000, 1000, 400, t), PGW_OK);
+        assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 700, t + 600, t + 1, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 14000, t + 2, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_debt(l, "M1"), 700);
+        assert_int_equal(pgw_ledger_balance(l, "M1"), 0);
+        if (end == 0)
+            assert_int_equal(pgw_ledger_void(l, "H1", t + 3, NULL), PGW_OK);
+        else if (end == 1)
+            assert_int_equal(pgw_ledger_capture(l, "H1", 200, t + 3, NULL), PGW_OK);
+        else
+            assert_int_equal(pgw_ledger_expire_holds(l, t + 600, NULL, NULL), PGW_OK);
+        int64_t spent = end == 1 ? 200 : 0;
+        if (pgw_ledger_debt(l, "M1") != spent || pgw_ledger_balance(l, "M1") != -spent ||
+            pgw_ledger_available(l, "M1") != -spent)
+            fail_msg("%s: debt %lld, balance %lld, available %lld; want %lld, %lld, %lld",
+                     ends[end], (long long)pgw_ledger_debt(l, "M1"),
+                     (long long)pgw_ledger_balance(l, "M1"),
+                     (long long)pgw_ledger_available(l, "M1"), (long long)spent, (long long)-spent,
+                     (long long)-spent);
+        check(l);
+        /* Nothing is left to expire: the balance stays what was spent. */
+        assert_int_equal(pgw_ledger_expire(l, at("2027-01-01T00:00:00+08:00"), NULL, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_balance(l, "M1"), -spent);
+        assert_int_equal(pgw_ledger_account(l, "system:expired"), 0);
+        check(l);
+        pgw_ledger_free(l);
+    }
+}
+
 /* ---- holds ------------------------------------------------------------------ */
 
 static void test_hold_capture_void_deadline(void **state)
@@ -421,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_earn_group_by_funder),
         cmocka_unit_test(test_three_partial_refunds_reverse_exactly),
         cmocka_unit_test(test_refund_after_points_were_spent),
+        cmocka_unit_test(test_released_points_repay_debt_first),
         cmocka_unit_test(test_hold_capture_void_deadline),
         cmocka_unit_test(test_lot_expiring_during_a_hold),
         cmocka_unit_test(test_references_and_capacity),
