@@ -104,6 +104,12 @@ int pgw_refund_target(int64_t points, int64_t amount, int64_t refunded, int64_t 
     return PGW_OK;
 }
 
+int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off)
+{
+    PGW_ASSERT(delta >= 0 && expired >= 0 && written_off >= 0);
+    return pgw_min64(delta, pgw_max64(0, expired - written_off));
+}
+
 int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t amount,
                      int64_t refunded, int64_t delta, int64_t *parts, pgw_err *err)
 {
@@ -190,6 +196,7 @@ typedef struct earn {
     int64_t points;
     int64_t refunded_fen;
     int64_t written_off;
+    size_t lot; /* 1 + index of its lot; 0 when its points all repaid debt */
     size_t n_funders;
     funder funders[PGW_EARN_FUNDERS_MAX];
 } earn;
@@ -204,6 +211,7 @@ struct pgw_ledger {
     account *accounts;
     member *members;
     pgw_lot *lots;
+    int64_t *lot_expired; /* per lot: its points moved to system:expired */
     hold *holds;
     portion *portions;
     pgw_transfer *transfers;
@@ -222,14 +230,15 @@ int pgw_ledger_new(const pgw_ledger_options *opts, pgw_ledger **out, pgw_err *er
     l->accounts = calloc(opts->max_accounts + 1, sizeof(*l->accounts));
     l->members = calloc(opts->max_members + 1, sizeof(*l->members));
     l->lots = calloc(opts->max_lots + 1, sizeof(*l->lots));
+    l->lot_expired = calloc(opts->max_lots + 1, sizeof(*l->lot_expired));
     l->holds = calloc(opts->max_holds + 1, sizeof(*l->holds));
     l->portions = calloc(opts->max_portions + 1, sizeof(*l->portions));
     l->transfers = calloc(opts->max_transfers + 1, sizeof(*l->transfers));
     l->earns = calloc(opts->max_earns + 1, sizeof(*l->earns));
     l->refs = calloc(opts->max_refs + 1, sizeof(*l->refs));
     l->takes = calloc(opts->max_lots + 1, sizeof(*l->takes));
-    if (!l->accounts || !l->members || !l->lots || !l->holds || !l->portions || !l->transfers ||
-        !l->earns || !l->refs || !l->takes) {
+    if (!l->accounts || !l->members || !l->lots || !l->lot_expired || !l->holds || !l->portions ||
+        !l->transfers || !l->earns || !l->refs || !l->takes) {
         pgw_ledger_free(l);
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for a ledger");
     }
@@ -244,6 +253,7 @@ void pgw_ledger_free(pgw_ledger *l)
     free(l->accounts);
     free(l->members);
     free(l->lots);
+    free(l->lot_expired);
     free(l->holds);
     free(l->portions);
     free(l->transfers);
@@ -509,7 +519,7 @@ int pgw_ledger_earn(pgw_ledger *l, const pgw_earn_cmd *cmd, pgw_err *err)
                          .expires_at = expires_at,
                          .source_transfer = first_id};
         snprintf(lot->member, sizeof(lot->member), "%s", cmd->member);
-        l->n_lots++;
+        e.lot = ++l->n_lots;
     }
     l->earns[l->n_earns++] = e;
     remember_ref(l, cmd->ref);
@@ -765,6 +775,7 @@ int pgw_ledger_expire(pgw_ledger *l, int64_t now, size_t *n_lots, pgw_err *err)
         member_account_name(lot->member, debit);
         snprintf(key, sizeof(key), "expire:lot:%lld", (long long)lot->id);
         post(l, PGW_TRANSFER_EXPIRE, debit, "system:expired", lot->left, key, "", key + 7, "", now);
+        l->lot_expired[i] += lot->left;
         lot->left = 0;
     }
     if (n_lots != NULL)
@@ -774,10 +785,13 @@ int pgw_ledger_expire(pgw_ledger *l, int64_t now, size_t *n_lots, pgw_err *err)
 
 /* ---- the in-memory ledger: refunds ----------------------------------------- */
 
-/* Plans a refund: the delta to reverse and what the member's lots cover. */
+/*
+ * Plans a refund: the delta to reverse, the part of it that `lapsed` (see
+ * pgw_refund_lapsed), and what the member's lots cover of the rest.
+ */
 static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int64_t amount_fen,
-                       int64_t at, int64_t *delta, size_t *n_takes, int64_t *shortfall,
-                       pgw_err *err)
+                       int64_t at, int64_t *delta, int64_t *lapsed, size_t *n_takes,
+                       int64_t *shortfall, pgw_err *err)
 {
     if (refund_ref == NULL || refund_ref[0] == '\0' || strlen(refund_ref) > PGW_REFERENCE_MAX ||
         amount_fen < 1)
@@ -797,8 +811,9 @@ static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int
     if (rc != PGW_OK)
         return rc;
     *delta = after - before;
-    return pgw_lots_plan_take(l->lots, l->n_lots, e->member, at, *delta, l->takes, l->opts.max_lots,
-                              n_takes, shortfall);
+    *lapsed = pgw_refund_lapsed(*delta, e->lot ? l->lot_expired[e->lot - 1] : 0, e->written_off);
+    return pgw_lots_plan_take(l->lots, l->n_lots, e->member, at, *delta - *lapsed, l->takes,
+                              l->opts.max_lots, n_takes, shortfall);
 }
 
 int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refund_ref,
@@ -807,18 +822,19 @@ int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refun
     earn *e = find_earn(l, original_ref);
     if (e == NULL)
         return pgw_err_set(err, PGW_ENOTFOUND, "no earn %s to refund", original_ref);
-    int64_t delta = 0, shortfall = 0;
+    int64_t delta = 0, lapsed = 0, shortfall = 0;
     size_t n_takes = 0;
     int64_t line_points[PGW_EARN_FUNDERS_MAX], reversed[PGW_EARN_FUNDERS_MAX];
     int64_t parts[PGW_EARN_FUNDERS_MAX];
-    int rc = plan_refund(l, e, refund_ref, amount_fen, at, &delta, &n_takes, &shortfall, err);
+    int rc =
+        plan_refund(l, e, refund_ref, amount_fen, at, &delta, &lapsed, &n_takes, &shortfall, err);
     for (size_t f = 0; rc == PGW_OK && f < e->n_funders; f++) {
         line_points[f] = e->funders[f].points;
         reversed[f] = e->funders[f].reversed;
     }
     /* With clamp the member gives back only what their lots hold; the rest
      * is written off, and only the collectable part is split to funders. */
-    int64_t collect = l->opts.allow_negative ? delta : delta - shortfall;
+    int64_t collect = delta - lapsed - (l->opts.allow_negative ? 0 : shortfall);
     if (rc == PGW_OK)
         rc = pgw_refund_split(line_points, reversed, e->n_funders, e->amount_fen,
                               e->refunded_fen + amount_fen, collect, parts, err);
@@ -839,6 +855,7 @@ int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refun
                  e->shop, original_ref, "", at);
         e->funders[f].reversed += parts[f];
     }
+    e->written_off += lapsed;
     if (l->opts.allow_negative)
         find_member(l, e->member)->debt += shortfall;
     else

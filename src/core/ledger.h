@@ -26,8 +26,10 @@
  *   earliest earned, then lowest id; lots already expired are not spent.
  * - A refund of R (cumulative) of an original amount A that earned P
  *   reverses floor(P*R/A) in total, split across the original funders.
- *   What the member's lots cannot cover becomes debt (allow_negative) or
- *   is written off (clamp), so reversed + written_off == floor(P*R/A).
+ *   Points of the purchase's lot that expired are written off first
+ *   (pgw_refund_lapsed); what the member's lots cannot cover of the rest
+ *   becomes debt (allow_negative) or is written off (clamp), so
+ *   reversed + written_off == floor(P*R/A).
  * - A hold reserves points from lots (left -> held); capture spends part
  *   or all of them and releases the rest; void or the deadline releases
  *   all. Released points repay the member's debt first (a refund made
@@ -108,6 +110,15 @@ int pgw_refund_target(int64_t points, int64_t amount, int64_t refunded, int64_t 
  */
 int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t amount,
                      int64_t refunded, int64_t delta, int64_t *parts, pgw_err *err);
+
+/*
+ * Of `delta` points a refund reverses now, those that lapsed: the points
+ * its purchase's own lot lost to expiry (`expired`) are not taken back (the
+ * member no longer has them; the funders' cost ended when they expired).
+ * They are written off before anything is reversed, less what the earn has
+ * written off already (`written_off` counts them). Returns 0..delta.
+ */
+int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off);
 
 typedef enum pgw_hold_state {
     PGW_HOLD_PENDING = 0,

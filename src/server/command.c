@@ -528,13 +528,15 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (rc != PGW_OK)
         return rc;
     snprintf(cmd->member, sizeof(cmd->member), "%s", e.member);
+    /* What the purchase lost to expiry is not taken back: written off. */
+    int64_t lapsed = pgw_refund_lapsed(delta, e.expired, e.written_off);
     rc = expire_due_holds(store, policy, e.member, cmd->at, &cmd->err);
     if (rc == PGW_OK)
-        rc = take_lots(store, e.member, cmd->at, delta, NULL, &taken, &cmd->err);
+        rc = take_lots(store, e.member, cmd->at, delta - lapsed, NULL, &taken, &cmd->err);
     /* With clamp the member gives back only what their lots hold and the
      * rest is written off; with allow_negative the rest becomes debt. */
-    int64_t shortfall = delta - taken;
-    int64_t collect = policy->allow_negative ? delta : taken;
+    int64_t shortfall = delta - lapsed - taken;
+    int64_t collect = policy->allow_negative ? delta - lapsed : taken;
     pgw_transfer funders[PGW_EARN_FUNDERS_MAX];
     int64_t line_points[PGW_EARN_FUNDERS_MAX], parts[PGW_EARN_FUNDERS_MAX];
     if (rc == PGW_OK)
@@ -556,7 +558,7 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     }
     cmd->points_moved = collect;
     cmd->debt_added = policy->allow_negative ? shortfall : 0;
-    cmd->written_off = policy->allow_negative ? 0 : shortfall;
+    cmd->written_off = lapsed + (policy->allow_negative ? 0 : shortfall);
     e.written_off += cmd->written_off;
     e.refunded_fen += cmd->amount_fen;
     rc = append_transfers(store, cmd);

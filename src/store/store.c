@@ -107,6 +107,7 @@ enum {
     ST_INSERT_LOT,
     ST_SELECT_LOT,
     ST_EXPIRE_LOT,
+    ST_EARN_EXPIRED,
     ST_DUE_LOTS,
     ST_MEMBER_FIGURES,
     ST_SPENDABLE_LOTS,
@@ -215,6 +216,10 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1",
     [ST_EXPIRE_LOT] = "UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
                       " WHERE id = ?1 AND left_points >= ?2",
+    /* The earn whose lot it is counts them too: a refund does not take back
+     * what expired (pgw_refund_lapsed). */
+    [ST_EARN_EXPIRED] = "UPDATE earns SET expired = expired + ?2"
+                        " WHERE first_transfer = (SELECT source_transfer FROM lots WHERE id = ?1)",
     [ST_DUE_LOTS] = "SELECT " LOT_COLUMNS " FROM lots WHERE expires_at <= ?1 AND left_points > 0"
                     " AND id > ?2 ORDER BY id LIMIT ?3",
     /* One pass over the member's lots for both sums. A join, not a
@@ -239,7 +244,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
                        " n_funders) VALUES (?1, ?2, ?3, ?4, ?5)",
     /* An earn is found by its purchase's key through the idempotency record. */
     [ST_SELECT_EARN] = "SELECT e.member, e.amount_fen, e.points, e.refunded_fen, e.written_off,"
-                       " e.first_transfer, e.n_funders FROM idempotency i"
+                       " e.first_transfer, e.n_funders, e.expired FROM idempotency i"
                        " JOIN earns e ON e.first_transfer = i.first_transfer WHERE i.key = ?1",
     [ST_SELECT_REVERSALS] = "SELECT line, reversed FROM earn_reversals WHERE earn = ?1",
     [ST_UPDATE_EARN] =
@@ -896,6 +901,14 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     " ON m.merged_into = down.id WHERE down.hops < 1000)"
     " UPDATE members SET merged_into = down.survivor FROM down"
     " WHERE members.id = down.id AND down.hops > 1;",
+    /* 25: an earn counts what its lot lost to expiry, so that a refund
+     * after it does not take those points back (pgw_refund_lapsed): it
+     * reversed them again, leaving the member owing points already gone
+     * to system:expired and giving the funders back points whose cost had
+     * ended with their expiry. Filled from the lots, one pass. */
+    "ALTER TABLE earns ADD COLUMN expired INTEGER NOT NULL DEFAULT 0 CHECK (expired >= 0);"
+    "UPDATE earns SET expired = x.p FROM (SELECT source_transfer s, SUM(expired) p FROM lots"
+    " WHERE expired > 0 GROUP BY source_transfer) AS x WHERE earns.first_transfer = x.s;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -1912,6 +1925,12 @@ static const char *const INVARIANTS[] = {
     "  SUM(spend_fen) OVER running AS f FROM activity_days"
     "  WINDOW running AS (PARTITION BY member ORDER BY day)) AS d"
     " WHERE run_purchases <> p OR run_spend_fen <> f LIMIT 1",
+    "WITH x AS (SELECT source_transfer s, SUM(expired) p FROM lots WHERE expired > 0"
+    "  GROUP BY source_transfer)"
+    " SELECT format('earn %s: counts %s points of its lot expired, its lot %s',"
+    "  e.first_transfer, e.expired, COALESCE(x.p, 0))"
+    " FROM earns e LEFT JOIN x ON x.s = e.first_transfer WHERE e.expired <> COALESCE(x.p, 0)"
+    " LIMIT 1",
 };
 
 static int verify_invariants(pgw_store *s, pgw_verify_report *r, pgw_err *err)
@@ -2076,7 +2095,12 @@ int pgw_store_expire_lot_points(pgw_store *s, int64_t id, int64_t points, pgw_er
     if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE, "lot %lld has fewer than %lld free points", (long long)id,
                          (long long)points);
-    return rc;
+    if (rc != PGW_OK)
+        return rc;
+    st = s->st[ST_EARN_EXPIRED];
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_int64(st, 2, points);
+    return step_done(s, st, "counting a lot's expiry on its earn", err);
 }
 
 int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,
@@ -2203,6 +2227,7 @@ int pgw_store_get_earn(pgw_store *s, const char *key, bool *found, pgw_earn_reco
         out->written_off = pgw_sql_column_int64(st, 4);
         out->first_transfer = pgw_sql_column_int64(st, 5);
         int64_t funders = pgw_sql_column_int64(st, 6);
+        out->expired = pgw_sql_column_int64(st, 7);
         if (!column_text(st, 0, out->member, sizeof(out->member)) || funders < 1 ||
             funders > PGW_EARN_FUNDERS_MAX)
             rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s is malformed", s->path, key);

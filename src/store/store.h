@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 24
+#define PGW_STORE_SCHEMA_VERSION 25
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -217,7 +217,8 @@ int pgw_store_insert_lot(pgw_store *store, const pgw_lot *lot, pgw_err *err);
 /* Reads one lot and how many of its points have expired so far. */
 int pgw_store_get_lot(pgw_store *store, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
                       pgw_err *err);
-/* Moves `points` of a lot's free part to expired (left -= points, expired += points). */
+/* Moves `points` of a lot's free part to expired (left -= points, expired += points)
+ * and counts them on the lot's earn (its expired). */
 int pgw_store_expire_lot_points(pgw_store *store, int64_t id, int64_t points, pgw_err *err);
 /*
  * Up to `cap` lots with free points that are due at `now` (expires_at <=
@@ -268,7 +269,8 @@ typedef struct pgw_earn_record {
     int64_t amount_fen; /* > 0 */
     int64_t points;     /* earned in total */
     int64_t refunded_fen;
-    int64_t written_off; /* reversal the member's lots could not cover (clamp) */
+    int64_t written_off; /* reversal not taken: lapsed, or not covered (clamp) */
+    int64_t expired;     /* points its lot lost to expiry */
     int64_t first_transfer;
     size_t n_funders;
     int64_t reversed[PGW_EARN_FUNDERS_MAX];

@@ -815,6 +815,16 @@ def test_expiry_sweep(s):
     status, text, _ = s.request("GET", "/metrics", key=None)
     m = re.search(r"^pgw_expired_lots_total (\d+)$", text, re.M)
     check(m is not None and int(m.group(1)) >= 1, "metrics count the expired lot")
+    # regression: a refund after the points expired reversed them again,
+    # leaving the member owing what had already gone to system:expired
+    refund = {"event_id": "E-OLD-refund", "channel": "store", "shop_id": "S001",
+              "type": "refund", "original_event_id": "E-OLD", "amount_fen": 12800,
+              "occurred_at": "2026-11-25T11:00:00+08:00", "member": {"member_id": "M9"}}
+    status, back, _ = s.request("POST", "/v1/events", refund)
+    view = member(s, "M9")
+    check(status == 201 and back.get("points") == 0 and back.get("written_off") == doc["points"]
+          and view["balance"] == 0 and view["debt"] == 0,
+          f"a refund after expiry writes the expired points off: {status} {back} {view}")
 
 
 def test_shop_csv(s):

@@ -313,6 +313,56 @@ static void test_released_points_repay_debt_first(void **state)
     }
 }
 
+/*
+ * Points of the purchase that expired unspent are not taken back: a refund
+ * writes them off before it reverses the rest. Regression: a refund after
+ * expiry reversed them again, so the member owed points that had already
+ * gone to system:expired, and the funders, whose issued points had expired,
+ * got them back as well (issued 100, expired 100, reversed 100).
+ */
+static void test_refund_after_expiry_writes_the_expired_off(void **state)
+{
+    (void)state;
+    int64_t t = at("2026-11-24T10:00:00+08:00"), later = at("2027-01-01T00:00:00+08:00");
+    static const pgw_expiry month = {PGW_EXPIRY_ROLLING, 1, 0};
+    for (int negative = 0; negative < 2; negative++) {
+        pgw_ledger *l = ledger_new(negative, month, 100);
+        int64_t reversed = -1, written_off = -1;
+        /* E1: all 100 expire. E2: 40 of 100 spent, 60 expire; other points 500. */
+        assert_int_equal(earn(l, "M1", "E1", 10000, 100, 0, t), PGW_OK);
+        assert_int_equal(earn(l, "M2", "E2", 10000, 60, 40, t), PGW_OK);
+        assert_int_equal(pgw_ledger_redeem(l, "D1", "M2", "S002", 40, t + 1, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_expire(l, later, NULL, NULL), PGW_OK);
+        assert_int_equal(earn(l, "M2", "E3", 50000, 500, 0, later + 1), PGW_OK);
+
+        assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, later + 2, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_earn_reversal(l, "E1", &reversed, &written_off), PGW_OK);
+        if (reversed != 0 || written_off != 100 || pgw_ledger_balance(l, "M1") != 0)
+            fail_msg("E1: reversed %lld, written off %lld, balance %lld; want 0, 100, 0",
+                     (long long)reversed, (long long)written_off,
+                     (long long)pgw_ledger_balance(l, "M1"));
+        assert_int_equal(pgw_ledger_debt(l, "M1"), 0);
+
+        /* Half first: 50 of the 60 expired are written off; then the rest. */
+        assert_int_equal(pgw_ledger_refund(l, "E2", "R2", 5000, later + 3, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_earn_reversal(l, "E2", &reversed, &written_off), PGW_OK);
+        assert_int_equal(reversed, 0);
+        assert_int_equal(written_off, 50);
+        assert_int_equal(pgw_ledger_refund(l, "E2", "R3", 5000, later + 4, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_earn_reversal(l, "E2", &reversed, &written_off), PGW_OK);
+        assert_int_equal(reversed, 40); /* what was spent, from the other points */
+        assert_int_equal(written_off, 60);
+        assert_int_equal(pgw_ledger_balance(l, "M2"), 460);
+        /* The funders issued 700 and got back only the 40 spent. */
+        assert_int_equal(pgw_ledger_account(l, "shop:S001:issued") +
+                             pgw_ledger_account(l, "mall:campaigns"),
+                         -700 + 40);
+        assert_int_equal(pgw_ledger_account(l, "system:expired"), 160);
+        check(l);
+        pgw_ledger_free(l);
+    }
+}
+
 /* ---- holds ------------------------------------------------------------------ */
 
 static void test_hold_capture_void_deadline(void **state)
@@ -466,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_three_partial_refunds_reverse_exactly),
         cmocka_unit_test(test_refund_after_points_were_spent),
         cmocka_unit_test(test_released_points_repay_debt_first),
+        cmocka_unit_test(test_refund_after_expiry_writes_the_expired_off),
         cmocka_unit_test(test_hold_capture_void_deadline),
         cmocka_unit_test(test_lot_expiring_during_a_hold),
         cmocka_unit_test(test_references_and_capacity),

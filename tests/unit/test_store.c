@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "server/expire.h"
 #include "server/writer.h"
 #include "core/utf8.h"
 #include "util/clock.h"
@@ -486,9 +487,19 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* Schema 24: earns do not count what their lots lost to expiry. */
+static void back_to_schema_24(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "BEGIN; ALTER TABLE earns DROP COLUMN expired;"
+                       " UPDATE pgw_schema SET version = 24; COMMIT"
+                     : "BEGIN; ALTER TABLE earns DROP COLUMN expired; PRAGMA user_version = 24;"
+                       " COMMIT");
+}
+
 /* Schema 23: no index on members' merged_into. */
 static void back_to_schema_23(const db_fixture *f)
 {
+    back_to_schema_24(f);
     raw_sql(f, f->pg ? "BEGIN; DROP INDEX members_merged; UPDATE pgw_schema SET version = 23;"
                        " COMMIT"
                      : "BEGIN; DROP INDEX members_merged; PRAGMA user_version = 23; COMMIT");
@@ -1392,6 +1403,49 @@ static void purchase(const db_fixture *f, int n)
     pgw_writer_stop(w);
 }
 
+/*
+ * Schema 25: an earn counts what its lot lost to expiry (a refund does not
+ * take those points back). The migration fills the count from the lots,
+ * and verify holds the two equal.
+ */
+static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
+{
+    const db_fixture *f = *state;
+    purchase(f, 4); /* M0..M2, 10..13 points, a lot each, 12 months */
+    pgw_writer_options opts = {.db_url = f->url, .queue_cap = 4, .batch_max = 4};
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+    pgw_expire_report report;
+    pgw_err err;
+    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, &report, &err) !=
+        PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(report.lots, 4);
+    pgw_writer_stop(w);
+    back_to_schema_24(f);
+    pgw_store *s = open_store(f); /* migrates */
+    pgw_verify_report r;
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    if (!r.ok)
+        fail_msg("after the migration: %s", r.problem);
+    assert_int_equal(pgw_store_begin_read(s, &err), PGW_OK);
+    for (int i = 0; i < 4; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "store:S001:P%d", i);
+        pgw_earn_record e;
+        bool found = false;
+        assert_int_equal(pgw_store_get_earn(s, key, &found, &e, &err), PGW_OK);
+        assert_true(found);
+        assert_int_equal(e.expired, 10 + i);
+    }
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    raw_sql(f, "UPDATE earns SET expired = expired + 1 WHERE points = 12");
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    if (r.ok || strstr(r.problem, "counts 13 points of its lot expired, its lot 12") == NULL)
+        fail_msg("verify missed an earn's expired count: %s", r.ok ? "ok" : r.problem);
+    pgw_store_close(s);
+}
+
 /* Turns the database back into what schema 11 left: transfers with a
  * UNIQUE hash, no events table. Plus `extra` SQL run in the same go. */
 static void back_to_schema_11(const db_fixture *f, const char *extra)
@@ -1672,6 +1726,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_21_refuses_an_event_without_its_key,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_key_written_during_schema_21_is_kept,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_25_counts_what_earns_lost_to_expiry,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
