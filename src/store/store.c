@@ -142,6 +142,7 @@ enum {
     ST_BIND_IDENTITY,
     ST_MEMBER_IDENTITIES,
     ST_MERGED_INTO,
+    ST_MERGED_MEMBERS,
     ST_MERGE_LOTS,
     ST_MERGE_HOLDS,
     ST_MERGE_EARNS,
@@ -335,6 +336,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
                              " WHERE member = ?1 ORDER BY kind, scope, lookup LIMIT ?2",
     [ST_MERGED_INTO] = "SELECT merged_into FROM members WHERE id = ?1",
+    /* By members_merged: every merged id points at its survivor (schema 24). */
+    [ST_MERGED_MEMBERS] = "SELECT id FROM members WHERE merged_into = ?1 ORDER BY id LIMIT ?2",
     [ST_MERGE_LOTS] = "UPDATE lots SET member = ?2 WHERE member = ?1",
     [ST_MERGE_HOLDS] = "UPDATE holds SET member = ?2 WHERE member = ?1",
     [ST_MERGE_EARNS] = "UPDATE earns SET member = ?2 WHERE member = ?1",
@@ -2392,17 +2395,74 @@ int pgw_store_member_due_holds(pgw_store *s, const char *member, int64_t now, pg
                      err);
 }
 
-int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id, pgw_transfer *out,
-                             size_t cap, size_t *n, pgw_err *err)
+/* One member account's page of history (either side), newest first. */
+static int account_history(pgw_store *s, const char *member, int64_t before_id, pgw_transfer *out,
+                           size_t cap, size_t *n, pgw_err *err)
 {
     char account[PGW_ACCOUNT_MAX + 1];
-    snprintf(account, sizeof(account), "member:%s", member);
+    snprintf(account, sizeof(account), "member:%.*s", PGW_ID_MAX, member);
     pgw_sql_stmt *st = s->st[ST_HISTORY];
     pgw_sql_bind_text(st, 1, account);
     pgw_sql_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
     pgw_sql_bind_int64(st, 3, (int64_t)cap);
     return read_rows(s, st, transfer_row, out, sizeof(*out), cap, n, "reading a member's history",
                      err);
+}
+
+static bool id_row(pgw_sql_stmt *st, void *out)
+{
+    return column_text(st, 0, out, PGW_ID_MAX + 1);
+}
+
+/*
+ * Merges `b` (nb) into `a` (na), both newest first, keeping the newest
+ * `cap` and each id once (a MERGE between two of the accounts is in both).
+ * `tmp` has room for cap.
+ */
+static size_t merge_newest(pgw_transfer *a, size_t na, const pgw_transfer *b, size_t nb,
+                           pgw_transfer *tmp, size_t cap)
+{
+    size_t i = 0, j = 0, k = 0;
+    while (k < cap && (i < na || j < nb)) {
+        if (j == nb || (i < na && a[i].id > b[j].id)) {
+            tmp[k++] = a[i++];
+        } else if (i == na || b[j].id > a[i].id) {
+            tmp[k++] = b[j++];
+        } else { /* the same transfer, seen from both accounts */
+            tmp[k++] = a[i++];
+            j++;
+        }
+    }
+    memcpy(a, tmp, k * sizeof(*a));
+    return k;
+}
+
+int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id, pgw_transfer *out,
+                             size_t cap, size_t *n, pgw_err *err)
+{
+    char merged[PGW_HISTORY_MERGED_MAX][PGW_ID_MAX + 1];
+    size_t n_merged = 0;
+    pgw_sql_stmt *st = s->st[ST_MERGED_MEMBERS];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, PGW_HISTORY_MERGED_MAX);
+    int rc = read_rows(s, st, id_row, merged, sizeof(merged[0]), PGW_HISTORY_MERGED_MAX, &n_merged,
+                       "reading the members merged into one", err);
+    if (rc == PGW_OK)
+        rc = account_history(s, member, before_id, out, cap, n, err);
+    if (rc != PGW_OK || n_merged == 0)
+        return rc;
+    /* Only a member others were merged into pays for this room. */
+    pgw_transfer *page = calloc(2 * cap, sizeof(*page));
+    if (page == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for a merged member's history");
+    for (size_t i = 0; rc == PGW_OK && i < n_merged; i++) {
+        size_t got = 0;
+        rc = account_history(s, merged[i], before_id, page, cap, &got, err);
+        if (rc == PGW_OK)
+            *n = merge_newest(out, *n, page, got, page + cap, cap);
+    }
+    free(page);
+    return rc;
 }
 
 int pgw_store_member_expiring(pgw_store *s, const char *member, int64_t now, pgw_expiring *out,

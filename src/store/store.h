@@ -333,8 +333,13 @@ int pgw_store_due_holds(pgw_store *store, int64_t now, const char *after, pgw_ho
 int pgw_store_member_due_holds(pgw_store *store, const char *member, int64_t now,
                                pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
 
+/* Members merged into one whose history is read with its own. */
+#define PGW_HISTORY_MERGED_MAX 63
+
 /* Up to `cap` of a member's transfers (either side) with id < before_id (0:
- * the newest), newest first. */
+ * the newest), newest first, with those of the members merged into it (up
+ * to PGW_HISTORY_MERGED_MAX of them, lowest ids first): one person's
+ * history, whichever identity earned it. */
 int pgw_store_member_history(pgw_store *store, const char *member, int64_t before_id,
                              pgw_transfer *out, size_t cap, size_t *n, pgw_err *err);
 

@@ -272,13 +272,14 @@ def test_merges(s):
     appid = "wx1234567890abcdef"
     ids = [{"phone": "13700137000"}, {"card": "S002:CARD-77"},
            {"mp_openid": "o-merge-person", "appid": appid}]
-    members, points = [], []
+    members, points, earned = [], [], []
     for i, (who, shop) in enumerate(zip(ids, ("S001", "S002", "S003"))):
         event = dict(purchase(f"E-MERGE-{i}", shop=shop), member=who)
         status, doc, _ = s.request("POST", "/v1/events", event)
         check(status == 201, f"purchase {i}: {status} {doc}")
         members.append(doc.get("member_id"))
         points.append(doc.get("points", 0))
+        earned += [t["id"] for t in doc.get("transfers", [])]
     check(len(set(members)) == 3, f"three identities, three members at first: {members}")
     survivor = members[0]
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1])
@@ -298,6 +299,21 @@ def test_merges(s):
           f"a merged id answers with merged_into and the survivor's figures: {old}")
     status, found, _ = s.request("POST", "/v1/members/resolve", ids[2])
     check(found.get("member_id") == survivor, f"the openid resolves to the survivor: {found}")
+    # regression: the survivor's history held only what its own account
+    # saw; the purchases made under the merged ids were nowhere
+    status, whole, _ = s.request("GET", f"/v1/members/{survivor}/transfers?limit=100")
+    listed = [t["id"] for t in whole.get("transfers", [])]
+    check(status == 200 and set(earned) <= set(listed) and listed == sorted(listed, reverse=True)
+          and len(set(listed)) == len(listed) and whole.get("next") is None,
+          f"the survivor's history has every merged id's purchases, once each: {listed} {earned}")
+    walked, after = [], ""
+    for _ in range(len(listed) + 1):
+        status, page, _ = s.request("GET", f"/v1/members/{members[1]}/transfers?limit=2{after}")
+        walked += [t["id"] for t in page.get("transfers", [])]
+        if page.get("next") is None:
+            break
+        after = f"&after={page['next']}"
+    check(walked == listed, f"two at a time through a merged id, the same list: {walked}")
     # regression: a bind through a merged id said "merged" though it merged nothing
     status, doc, _ = s.request("POST", f"/v1/members/{members[1]}/identities",
                                {"card": "S001:CARD-NEW-78"})

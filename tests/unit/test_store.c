@@ -1371,6 +1371,65 @@ static void test_verify_pages_and_catches_tampering(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * A member's history holds the transfers of the members merged into it:
+ * every page, at every size, is the newest of the accounts' union before
+ * its cursor, each transfer once (a merge between two of them is seen
+ * from both sides).
+ */
+static void test_history_of_merged_members(void **state)
+{
+    const db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    enum { N = 400, MEMBERS = 7, MERGED = 5 }; /* M0 and M1..M4 merged into it */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int m = 0; m < MEMBERS; m++) {
+        char id[8];
+        snprintf(id, sizeof(id), "M%d", m);
+        assert_int_equal(pgw_store_put_member(s, id, 0, 1, &err), PGW_OK);
+    }
+    uint64_t rng = 7;
+    static bool mine[N + 1];
+    for (int i = 0; i < N; i++) {
+        pgw_transfer t = sample(i);
+        int a = (int)rng_pick(&rng, 0, MEMBERS), b = (int)rng_pick(&rng, 0, MEMBERS - 1);
+        if (a < MEMBERS && a != b) /* else a shop pays member b */
+            snprintf(t.debit, sizeof(t.debit), "member:M%d", a);
+        snprintf(t.credit, sizeof(t.credit), "member:M%d", b);
+        if (pgw_store_append_transfer(s, &t, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        mine[t.id] = (a < MERGED && a != b) || b < MERGED;
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    raw_sql(f, "UPDATE members SET merged_into = 'M0' WHERE id IN ('M1', 'M2', 'M3', 'M4')");
+    static pgw_transfer page[64];
+    static const size_t caps[] = {1, 3, 7, 64};
+    for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++) {
+        int64_t want = N + 1, before = 0;
+        size_t n = 0;
+        assert_int_equal(pgw_store_begin_read(s, &err), PGW_OK);
+        do {
+            assert_int_equal(pgw_store_member_history(s, "M0", before, page, caps[c], &n, &err),
+                             PGW_OK);
+            for (size_t i = 0; i < n; i++) {
+                while (--want > 0 && !mine[want])
+                    ;
+                if (page[i].id != want)
+                    fail_msg("pages of %zu: transfer %lld where %lld was due", caps[c],
+                             (long long)page[i].id, (long long)want);
+            }
+            before = n > 0 ? page[n - 1].id : before;
+        } while (n == caps[c]);
+        while (--want > 0 && !mine[want])
+            ;
+        if (want != 0)
+            fail_msg("pages of %zu: transfer %lld never listed", caps[c], (long long)want);
+        assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    }
+    pgw_store_close(s);
+}
+
 /* Purchases through the writer: transfers with lots and earn records
  * referring to them (what a rebuild of transfers must keep intact). */
 static void purchase(const db_fixture *f, int n)
@@ -1727,6 +1786,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_key_written_during_schema_21_is_kept,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_history_of_merged_members, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_25_counts_what_earns_lost_to_expiry,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
