@@ -3137,6 +3137,9 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     const char *shop = who.kind == PGW_SCOPE_SHOP ? who.scope_id : (shop_param ? shop_param : "");
     if (strlen(shop) > PGW_ID_MAX)
         return pgw_err_set(err, PGW_EINVAL, "shop filter too long");
+    /* A typo would otherwise watch nothing, in silence. */
+    if (shop[0] != '\0' && pgw_rules_find_shop(&api->cfg->rules, shop) < 0)
+        return pgw_err_set(err, PGW_ENOTFOUND, "no shop %s", shop);
     snprintf(shop_out, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, shop);
     return PGW_OK;
 }

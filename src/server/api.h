@@ -145,8 +145,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
  * Who may open the live stream: a key given as `authorization` ("Bearer
  * ...") or as the ?key= value `key_param` (either may be NULL). A shop key
  * sees its own shop only, whatever `shop_param` asks; others see `shop_param`
- * ("" or NULL: every shop). Fills shop_out; PGW_EUNAUTHORIZED or
- * PGW_EFORBIDDEN otherwise.
+ * ("" or NULL: every shop; a shop not configured: PGW_ENOTFOUND). Fills
+ * shop_out; PGW_EUNAUTHORIZED or PGW_EFORBIDDEN otherwise.
  */
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
                         const char *shop_param, char shop_out[PGW_ID_MAX + 1], pgw_err *err);

@@ -1016,7 +1016,10 @@ def test_stream(s):
             ("a wrong bearer", "/v1/stream", "Authorization: Bearer wrong\r\n", "401 unauthorized"),
             ("a channel's key", "/v1/stream", "Authorization: Bearer " + KEYS["mp"][0] + "\r\n",
              "403 forbidden"),
-            ("another path", "/v1/streams?key=" + KEYS["admin"][0], "", "404 not_found")):
+            ("another path", "/v1/streams?key=" + KEYS["admin"][0], "", "404 not_found"),
+            # regression: a shop nobody configured was watched in silence
+            ("an unknown shop", "/v1/stream?shop=S999&key=" + KEYS["admin"][0], "",
+             "404 not_found")):
         bad, bad_status, body = ws_open(s.port, path, headers)
         try:
             while True:
