@@ -3000,13 +3000,14 @@ static bool authenticate(pgw_api *api, const pgw_request *req, pgw_principal *wh
                              req->signature[0] ? req->signature : NULL,
                              req->body,
                              req->body_len};
-    if (pgw_auth_check(api->auth, req->authorization, &sr, req->received_us / 1000000, who, &err) !=
-        PGW_OK) {
+    memset(who, 0, sizeof(*who));
+    int rc =
+        pgw_auth_check(api->auth, req->authorization, &sr, req->received_us / 1000000, who, &err);
+    if (who->name[0] != '\0')
+        snprintf(resp->key_name, sizeof(resp->key_name), "%s", who->name);
+    if (rc != PGW_OK)
         pgw_api_error(resp, 401, "unauthorized", err.msg);
-        return false;
-    }
-    snprintf(resp->key_name, sizeof(resp->key_name), "%s", who->name);
-    return true;
+    return rc == PGW_OK;
 }
 
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)

@@ -203,13 +203,8 @@ int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_requ
     }
     if (found == NULL)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "unknown API key");
-    if (found->who.require_signature) {
-        int rc = check_signature(a, &found->who, req, now, err);
-        if (rc != PGW_OK)
-            return rc;
-    }
-    *out = found->who;
-    return PGW_OK;
+    *out = found->who; /* named even when its signature fails: the log says whose */
+    return found->who.require_signature ? check_signature(a, &found->who, req, now, err) : PGW_OK;
 }
 
 bool pgw_auth_may_write(const pgw_principal *who, const char *shop, const char *channel)

@@ -80,7 +80,9 @@ void pgw_auth_free(pgw_auth *auth);
  * key requires it, the signature at time `now` (or at the latest `now` of
  * an earlier call, if later: time never goes back for signatures).
  * PGW_EUNAUTHORIZED with a message saying what was wrong (and never
- * echoing the key). One thread at a time (the service thread).
+ * echoing the key); when the key is known but its signature is not
+ * right, *out still names it (for the log, never for access). One thread
+ * at a time (the service thread).
  */
 int pgw_auth_check(pgw_auth *auth, const char *authorization, const pgw_signed_request *req,
                    int64_t now, pgw_principal *out, pgw_err *err);

@@ -1100,6 +1100,9 @@ def test_log(s):
           "every log line has method, path, status, duration and key")
     check(any(line["key"] == "s002" and line["status"] == 201 for line in lines),
           "the log names the key")
+    # regression: a known key whose signature failed was logged as "-"
+    check(any(line["key"] == "s003" and line["status"] == 401 for line in lines),
+          "the log names a signing key whose signature was refused")
     check(any(line["path"] == '/v1/members/q"b\\s\t' for line in lines),
           "the log escapes a path's quote, backslash and control character")
     check(any(line["path"] == "/v1/members/\ufffdx\ufffd(" for line in lines),
