@@ -1143,8 +1143,13 @@ static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
             nanosleep(&(struct timespec){PG_MIGRATE_PAUSE_MS / 1000,
                                          (PG_MIGRATE_PAUSE_MS % 1000) * 1000000L},
                       NULL);
+        /* The chain lock, as every write holds it: an older instance's
+         * write past its schema check commits before the migration reads
+         * what it wrote (schema 25 read the lots under one, and lost its
+         * expiry), and the next one finds the new version and refuses. */
         rc = exec(s,
-                  is_postgres(s) ? "BEGIN; SET LOCAL lock_timeout = '" PG_MIGRATE_LOCK_WAIT "'"
+                  is_postgres(s) ? "BEGIN; SET LOCAL lock_timeout = '" PG_MIGRATE_LOCK_WAIT "';"
+                                   " SELECT pg_advisory_xact_lock(" PG_LOCK_CHAIN ")"
                                  : "BEGIN IMMEDIATE",
                   "starting a migration", err);
         if (rc == PGW_OK)

@@ -1505,6 +1505,36 @@ static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * A lot an older instance expires while the migration to schema 25 runs
+ * is counted on its earn. On PostgreSQL the migration read the lots while
+ * that write (past its schema check) was still open, then the write
+ * committed: the earn counted 0 of its lot's expired points, so a refund
+ * would have reversed them (the review's race). The migration now takes
+ * the chain lock every write holds; SQLite's write lock already did.
+ */
+static void test_a_lot_expired_during_schema_25_is_counted(void **state)
+{
+    const db_fixture *f = *state;
+    purchase(f, 1); /* M0: a lot of 10 */
+    back_to_schema_24(f);
+    old_writer o = {.f = f,
+                    .sql = f->pg ? "SELECT pg_advisory_xact_lock(7064670002)" : "SELECT 1",
+                    .then = "UPDATE lots SET left_points = left_points - 4, expired = expired + 4"};
+    pgw_store *s = migrate_beside(&o);
+    pgw_err err;
+    pgw_earn_record e;
+    bool found = false;
+    assert_int_equal(pgw_store_begin_read(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_get_earn(s, "store:S001:P0", &found, &e, &err), PGW_OK);
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    pgw_store_close(s);
+    assert_true(found);
+    if (e.expired != 4)
+        fail_msg("the older instance's expiry was lost: the earn counts %lld of 4",
+                 (long long)e.expired);
+}
+
 /* Turns the database back into what schema 11 left: transfers with a
  * UNIQUE hash, no events table. Plus `extra` SQL run in the same go. */
 static void back_to_schema_11(const db_fixture *f, const char *extra)
@@ -1785,6 +1815,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_21_refuses_an_event_without_its_key,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_key_written_during_schema_21_is_kept,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_lot_expired_during_schema_25_is_counted,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_history_of_merged_members, db_fixture_setup,
                                         db_fixture_teardown),
