@@ -811,7 +811,12 @@ static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int
     if (rc != PGW_OK)
         return rc;
     *delta = after - before;
-    *lapsed = pgw_refund_lapsed(*delta, e->lot ? l->lot_expired[e->lot - 1] : 0, e->written_off);
+    int64_t expired = 0;
+    if (e->lot > 0) { /* swept, and due at `at` but not swept yet */
+        const pgw_lot *lot = &l->lots[e->lot - 1];
+        expired = l->lot_expired[e->lot - 1] + (lot->expires_at <= at ? lot->left : 0);
+    }
+    *lapsed = pgw_refund_lapsed(*delta, expired, e->written_off);
     return pgw_lots_plan_take(l->lots, l->n_lots, e->member, at, *delta - *lapsed, l->takes,
                               l->opts.max_lots, n_takes, shortfall);
 }

@@ -113,10 +113,12 @@ int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t
 
 /*
  * Of `delta` points a refund reverses now, those that lapsed: the points
- * its purchase's own lot lost to expiry (`expired`) are not taken back (the
- * member no longer has them; the funders' cost ended when they expired).
- * They are written off before anything is reversed, less what the earn has
- * written off already (`written_off` counts them). Returns 0..delta.
+ * its purchase's own lot lost to expiry (`expired`: those the sweep moved
+ * and those due by the refund's time, still in the lot) are not taken back
+ * (the member no longer has them; the funders' cost ended when they
+ * expired). They are written off before anything is reversed, less what
+ * the earn has written off already (`written_off` counts them). Returns
+ * 0..delta.
  */
 int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off);
 

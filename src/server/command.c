@@ -372,6 +372,13 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
     bool known = debt_read != NULL;
     int64_t debt = known ? *debt_read : 0, expires_at = 0;
     int rc = known ? PGW_OK : pgw_store_member_debt(store, member, &known, &debt, &cmd->err);
+    /* Holds past their deadline repay debt as they are released: before
+     * these points do, as if each had been released at its deadline (the
+     * reference ledger's order). Only a member in debt pays the read. */
+    if (rc == PGW_OK && debt > 0)
+        rc = expire_due_holds(store, policy, member, cmd->at, &cmd->err);
+    if (rc == PGW_OK && debt > 0)
+        rc = pgw_store_member_debt(store, member, &known, &debt, &cmd->err);
     int64_t repay = pgw_min64(debt, points);
     /* Only a new member or a repayment writes the member's row: an
      * unchanged row costs nothing at commit. */
@@ -528,11 +535,16 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (rc != PGW_OK)
         return rc;
     snprintf(cmd->member, sizeof(cmd->member), "%s", e.member);
-    /* What the purchase lost to expiry is not taken back: written off. */
-    int64_t lapsed = pgw_refund_lapsed(delta, e.expired, e.written_off);
+    /* What the purchase lost to expiry (swept or only due) is not taken
+     * back: written off. */
+    int64_t due = 0, lapsed = 0;
     rc = expire_due_holds(store, policy, e.member, cmd->at, &cmd->err);
     if (rc == PGW_OK)
+        rc = pgw_store_earn_lot_due(store, &e, cmd->at, &due, &cmd->err);
+    if (rc == PGW_OK) {
+        lapsed = pgw_refund_lapsed(delta, e.expired + due, e.written_off);
         rc = take_lots(store, e.member, cmd->at, delta - lapsed, NULL, &taken, &cmd->err);
+    }
     /* With clamp the member gives back only what their lots hold and the
      * rest is written off; with allow_negative the rest becomes debt. */
     int64_t shortfall = delta - lapsed - taken;
@@ -1181,7 +1193,13 @@ static int merge_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     pgw_member_activity a_from, a_into;
     bool found = false, found_into = false;
     int64_t debt_into = 0;
-    int rc = pgw_store_member_figures(store, from, cmd->at, &found, &f, &cmd->err);
+    /* Holds due release first (repaying either member's debt), so that
+     * the merged debt is repaid from what is really free (credit_member). */
+    int rc = expire_due_holds(store, policy, from, cmd->at, &cmd->err);
+    if (rc == PGW_OK)
+        rc = expire_due_holds(store, policy, cmd->member, cmd->at, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_member_figures(store, from, cmd->at, &found, &f, &cmd->err);
     if (rc == PGW_OK)
         rc = activity_days(policy, cmd->at, &days, &cmd->err);
     if (rc == PGW_OK)

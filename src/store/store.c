@@ -108,6 +108,7 @@ enum {
     ST_SELECT_LOT,
     ST_EXPIRE_LOT,
     ST_EARN_EXPIRED,
+    ST_EARN_LOT_DUE,
     ST_DUE_LOTS,
     ST_MEMBER_FIGURES,
     ST_SPENDABLE_LOTS,
@@ -221,6 +222,10 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * what expired (pgw_refund_lapsed). */
     [ST_EARN_EXPIRED] = "UPDATE earns SET expired = expired + ?2"
                         " WHERE first_transfer = (SELECT source_transfer FROM lots WHERE id = ?1)",
+    /* By lots_by_member: the member's live lots already due, a few at most
+     * (the sweep takes them within sweep_every_s). */
+    [ST_EARN_LOT_DUE] = "SELECT COALESCE(SUM(left_points), 0) FROM lots WHERE member = ?1"
+                        " AND " LOT_LIVE("") " = 1 AND expires_at <= ?2 AND source_transfer = ?3",
     [ST_DUE_LOTS] = "SELECT " LOT_COLUMNS " FROM lots WHERE expires_at <= ?1 AND left_points > 0"
                     " AND id > ?2 ORDER BY id LIMIT ?3",
     /* One pass over the member's lots for both sums. A join, not a
@@ -2109,6 +2114,19 @@ int pgw_store_expire_lot_points(pgw_store *s, int64_t id, int64_t points, pgw_er
     pgw_sql_bind_int64(st, 1, id);
     pgw_sql_bind_int64(st, 2, points);
     return step_done(s, st, "counting a lot's expiry on its earn", err);
+}
+
+int pgw_store_earn_lot_due(pgw_store *s, const pgw_earn_record *e, int64_t now, int64_t *points,
+                           pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_EARN_LOT_DUE];
+    pgw_sql_bind_text(st, 1, e->member);
+    pgw_sql_bind_int64(st, 2, now);
+    pgw_sql_bind_int64(st, 3, e->first_transfer);
+    int step = pgw_sql_step(st);
+    *points = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading an earn's due lot", err);
 }
 
 int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,

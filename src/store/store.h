@@ -279,6 +279,10 @@ typedef struct pgw_earn_record {
 int pgw_store_insert_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
 int pgw_store_get_earn(pgw_store *store, const char *key, bool *found, pgw_earn_record *out,
                        pgw_err *err);
+/* Points left in earn `e`'s lot that are due at `now` (expires_at <= now)
+ * but not yet moved by an expiry run: expired all the same. */
+int pgw_store_earn_lot_due(pgw_store *store, const pgw_earn_record *e, int64_t now, int64_t *points,
+                           pgw_err *err);
 /* Writes refunded_fen, written_off and every funder's reversed. */
 int pgw_store_update_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
 

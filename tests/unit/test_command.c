@@ -400,18 +400,23 @@ static void test_store_matches_the_reference_ledger(void **state)
 
 /* ---- scenarios: the rules at their edges ------------------------------------- */
 
-static pgw_writer *start_plain(const db_fixture *db, bool allow_negative)
+static pgw_writer *start_with(const db_fixture *db, bool allow_negative, pgw_expiry expiry)
 {
-    pgw_writer_options wo = {
-        .db_url = db->url,
-        .queue_cap = 64,
-        .batch_max = 16,
-        .policy = {.expiry = {PGW_EXPIRY_NEVER, 0, 0}, .allow_negative = allow_negative}};
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 64,
+                             .batch_max = 16,
+                             .policy = {.expiry = expiry, .allow_negative = allow_negative}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
     pgw_writer *w = NULL;
     pgw_err err;
     if (pgw_writer_start(&wo, &w, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     return w;
+}
+
+static pgw_writer *start_plain(const db_fixture *db, bool allow_negative)
+{
+    return start_with(db, allow_negative, (pgw_expiry){PGW_EXPIRY_NEVER, 0, 0});
 }
 
 static int run_cmd(pgw_writer *w, pgw_command *cmd)
@@ -477,6 +482,95 @@ static void test_partial_refunds_reverse_exactly(void **state)
     assert_int_equal(refund(w, "store:S001:R9", "store:S001:P1", 1, t + 20, &cmd), PGW_EEXCEEDS);
     assert_int_equal(refund(w, "store:S001:R8", "store:S001:nope", 1, t + 20, &cmd), PGW_ENOTFOUND);
     pgw_writer_stop(w);
+    assert_verifies(db);
+}
+
+static const pgw_expiry MONTH = {PGW_EXPIRY_ROLLING, 1, 0};
+#define DAY 86400
+
+static int hold_points(pgw_writer *w, const char *id, const char *member, int64_t points,
+                       int64_t deadline, int64_t at)
+{
+    pgw_command hold;
+    keyed(&hold, PGW_COMMAND_HOLD, id, at);
+    snprintf(hold.hold_id, sizeof(hold.hold_id), "%s", id);
+    snprintf(hold.member, sizeof(hold.member), "%s", member);
+    snprintf(hold.shop, sizeof(hold.shop), "S002");
+    hold.points = points;
+    hold.deadline = deadline;
+    return run_cmd(w, &hold);
+}
+
+static int64_t balance_at(const db_fixture *db, const char *member, int64_t at)
+{
+    pgw_store *s = NULL;
+    pgw_member_figures f;
+    bool found = false;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_member_figures(s, member, at, &found, &f, NULL), PGW_OK);
+    pgw_store_close(s);
+    return f.balance;
+}
+
+/*
+ * A refund after its purchase's lot expired, before the sweep moved it:
+ * those points are written off as if swept. The review's finding: the
+ * refund could not take them (expired), so it made debt (or took other
+ * points under clamp), and the sweep then expired them too.
+ */
+static void test_a_refund_of_an_expired_unswept_lot(void **state)
+{
+    const db_fixture *db = *state;
+    const int64_t t = 1795486500;
+    for (int negative = 0; negative < 2; negative++) {
+        assert_int_equal(db_fixture_reset(db), 0);
+        pgw_writer *w = start_with(db, negative, MONTH);
+        assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
+        assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 499, 1, 50000, t + 40 * DAY),
+                         PGW_OK);
+        pgw_command cmd;
+        assert_int_equal(refund(w, "store:S001:R1", "store:S001:P1", 10000, t + 41 * DAY, &cmd),
+                         PGW_OK);
+        if (cmd.points_moved != 0 || cmd.written_off != 100 || cmd.debt_added != 0)
+            fail_msg("%s: reversed %lld, written off %lld, debt %lld; want 0, 100, 0",
+                     negative ? "allow_negative" : "clamp", (long long)cmd.points_moved,
+                     (long long)cmd.written_off, (long long)cmd.debt_added);
+        pgw_expire_report report;
+        assert_int_equal(pgw_expire_due(w, db->url, t + 42 * DAY, NULL, NULL, &report, NULL),
+                         PGW_OK);
+        assert_int_equal(report.points, 100);
+        pgw_writer_stop(w);
+        assert_int_equal(balance_at(db, "M1", t + 42 * DAY), 500);
+        assert_verifies(db);
+    }
+}
+
+/*
+ * Debt meets a hold past its deadline that nothing has released yet: a
+ * purchase releases it first, so its points repay the debt, as the
+ * reference ledger (whose holds are released at their deadline) does.
+ * The review's finding: the new lot repaid the debt, and the held points
+ * went back to the older lot later and expired with it.
+ */
+static void test_a_purchase_releases_due_holds_before_it_repays(void **state)
+{
+    const db_fixture *db = *state;
+    const int64_t t = 1795486500;
+    pgw_writer *w = start_with(db, true, MONTH);
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 200, 128, 12800, t), PGW_OK);
+    assert_int_equal(hold_points(w, "S002:H1", "M1", 300, t + 2, t), PGW_OK);
+    pgw_command cmd;
+    assert_int_equal(refund(w, "store:S001:R1", "store:S001:P1", 12800, t + 1, &cmd), PGW_OK);
+    assert_int_equal(cmd.debt_added, 300);
+    /* Two days on, the hold long due: a lot expiring two days after the first. */
+    assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 1199, 1, 120000, t + 2 * DAY), PGW_OK);
+    pgw_expire_report report;
+    assert_int_equal(pgw_expire_due(w, db->url, t + 31 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    pgw_writer_stop(w);
+    int64_t balance = balance_at(db, "M1", t + 31 * DAY);
+    if (balance != 1200)
+        fail_msg("after the first lot's expiry the member has %lld, want 1200 (%lld expired)",
+                 (long long)balance, (long long)report.points);
     assert_verifies(db);
 }
 
@@ -1190,6 +1284,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_store_matches_the_reference_ledger, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_purchase_releases_due_holds_before_it_repays,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_partial_refunds_reverse_exactly, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_otp_codes, db_fixture_setup, db_fixture_teardown),

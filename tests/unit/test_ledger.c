@@ -359,6 +359,20 @@ static void test_refund_after_expiry_writes_the_expired_off(void **state)
                          -700 + 40);
         assert_int_equal(pgw_ledger_account(l, "system:expired"), 160);
         check(l);
+
+        /* Expired but not yet swept: the same (the review's finding; the
+         * refund cannot take them, so it made debt, then the sweep took
+         * them too). A backdated purchase, its lot due before the refund. */
+        assert_int_equal(earn(l, "M3", "E4", 10000, 100, 0, t + 5), PGW_OK);
+        assert_int_equal(pgw_ledger_refund(l, "E4", "R4", 10000, later + 5, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_earn_reversal(l, "E4", &reversed, &written_off), PGW_OK);
+        if (reversed != 0 || written_off != 100 || pgw_ledger_debt(l, "M3") != 0)
+            fail_msg("E4 unswept: reversed %lld, written off %lld, debt %lld; want 0, 100, 0",
+                     (long long)reversed, (long long)written_off,
+                     (long long)pgw_ledger_debt(l, "M3"));
+        assert_int_equal(pgw_ledger_expire(l, later + 6, NULL, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_balance(l, "M3"), 0);
+        check(l);
         pgw_ledger_free(l);
     }
 }
