@@ -744,15 +744,28 @@ int pgw_ledger_void(pgw_ledger *l, const char *hold_id, int64_t at, pgw_err *err
     return PGW_OK;
 }
 
+/* The next pending hold due at `now`, by deadline then id (strcmp), or n_holds. */
+static size_t next_due_hold(const pgw_ledger *l, int64_t now)
+{
+    size_t best = l->n_holds;
+    for (size_t i = 0; i < l->n_holds; i++) {
+        const hold *h = &l->holds[i], *b = best < l->n_holds ? &l->holds[best] : NULL;
+        if (h->state != PGW_HOLD_PENDING || h->deadline > now)
+            continue;
+        if (b == NULL || h->deadline < b->deadline ||
+            (h->deadline == b->deadline && strcmp(h->id, b->id) < 0))
+            best = i;
+    }
+    return best;
+}
+
 int pgw_ledger_expire_holds(pgw_ledger *l, int64_t now, size_t *n_expired, pgw_err *err)
 {
+    /* By deadline then id, as the stores release them: which one's points
+     * repay a debt first decides which lot keeps its own. */
     size_t n = 0;
-    for (size_t i = 0; i < l->n_holds; i++) {
-        if (l->holds[i].state == PGW_HOLD_PENDING && l->holds[i].deadline <= now) {
-            release_hold(l, i, PGW_HOLD_EXPIRED);
-            n++;
-        }
-    }
+    for (size_t i; (i = next_due_hold(l, now)) < l->n_holds; n++)
+        release_hold(l, i, PGW_HOLD_EXPIRED);
     if (n_expired != NULL)
         *n_expired = n;
     return PGW_OK;

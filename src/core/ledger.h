@@ -209,7 +209,8 @@ int pgw_ledger_hold(pgw_ledger *ledger, const char *hold_id, const char *member,
 int pgw_ledger_capture(pgw_ledger *ledger, const char *hold_id, int64_t points, int64_t at,
                        pgw_err *err);
 int pgw_ledger_void(pgw_ledger *ledger, const char *hold_id, int64_t at, pgw_err *err);
-/* Expires every pending hold with deadline <= now; *n_expired may be NULL. */
+/* Expires every pending hold with deadline <= now, by deadline then id (as
+ * the stores do); *n_expired may be NULL. */
 int pgw_ledger_expire_holds(pgw_ledger *ledger, int64_t now, size_t *n_expired, pgw_err *err);
 
 /* Hold and capture in one step. */

@@ -112,11 +112,12 @@ static int expire_holds(const expire_run *r, pgw_err *err)
     pgw_hold_record *holds = calloc(EXPIRE_PAGE, sizeof(*holds));
     if (holds == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
-    char after[PGW_REFERENCE_MAX + 1] = "";
+    pgw_hold_record after;
+    bool started = false;
     size_t n = 0;
     int rc;
-    while ((rc = pgw_store_due_holds(r->reader, r->as_of, after, holds, EXPIRE_PAGE, &n, err)) ==
-               PGW_OK &&
+    while ((rc = pgw_store_due_holds(r->reader, r->as_of, started ? &after : NULL, holds,
+                                     EXPIRE_PAGE, &n, err)) == PGW_OK &&
            n > 0) {
         for (size_t i = 0; i < n; i++) {
             memset(&cmds[i], 0, sizeof(cmds[i]));
@@ -126,7 +127,8 @@ static int expire_holds(const expire_run *r, pgw_err *err)
         rc = run_page(r, n, err);
         if (rc != PGW_OK)
             break;
-        memcpy(after, holds[n - 1].id, sizeof(after));
+        after = holds[n - 1];
+        started = true;
     }
     free(holds);
     return rc;

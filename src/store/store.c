@@ -278,7 +278,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " WHERE lots.id = p.lot",
     [ST_EMPTY_PORTIONS] = "UPDATE hold_portions SET points = 0 WHERE hold = ?1 AND points > 0",
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
-                     " AND id > ?2 ORDER BY id LIMIT ?3",
+                     " AND (deadline, id) > (?2, ?3) ORDER BY deadline, id LIMIT ?4",
     /* clang-format off */
     [ST_ACTIVITY] =
         "SELECT m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
@@ -2397,13 +2397,14 @@ int pgw_store_release_hold(pgw_store *s, const char *hold, pgw_err *err)
     return rc;
 }
 
-int pgw_store_due_holds(pgw_store *s, int64_t now, const char *after, pgw_hold_record *out,
-                        size_t cap, size_t *n, pgw_err *err)
+int pgw_store_due_holds(pgw_store *s, int64_t now, const pgw_hold_record *after,
+                        pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_DUE_HOLDS];
     pgw_sql_bind_int64(st, 1, now);
-    pgw_sql_bind_text(st, 2, after);
-    pgw_sql_bind_int64(st, 3, (int64_t)cap);
+    pgw_sql_bind_int64(st, 2, after ? after->deadline : INT64_MIN);
+    pgw_sql_bind_text(st, 3, after ? after->id : "");
+    pgw_sql_bind_int64(st, 4, (int64_t)cap);
     return read_rows(s, st, hold_row, out, sizeof(*out), cap, n, "reading due holds", err);
 }
 

@@ -326,10 +326,12 @@ int pgw_store_hold_portions(pgw_store *store, const char *hold, const pgw_lot *a
  * empties its portions. */
 int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
 
-/* Up to `cap` pending holds with deadline <= now and id > after (""), in id
- * order. */
-int pgw_store_due_holds(pgw_store *store, int64_t now, const char *after, pgw_hold_record *out,
-                        size_t cap, size_t *n, pgw_err *err);
+/* Up to `cap` pending holds with deadline <= now, by deadline then id, after
+ * `after` (NULL: from the first): the order of every release of due holds
+ * (pgw_store_member_due_holds too, and the reference ledger), since which
+ * hold's points repay a member's debt first decides which lot keeps its. */
+int pgw_store_due_holds(pgw_store *store, int64_t now, const pgw_hold_record *after,
+                        pgw_hold_record *out, size_t cap, size_t *n, pgw_err *err);
 
 /* Up to `cap` of `member`'s pending holds with deadline <= now, by deadline
  * then id: the order of the index it reads, so no sort (which in SQLite

@@ -574,6 +574,81 @@ static void test_a_purchase_releases_due_holds_before_it_repays(void **state)
     assert_verifies(db);
 }
 
+/*
+ * Holds due together are released by deadline, then id, everywhere: the
+ * sweep read them by id alone, the reference in the order they were made.
+ * With a debt to repay, the first released repays it and the other's
+ * points go back to their lot, so the order decides which lot keeps its
+ * points when the earlier one expires (the review's finding).
+ */
+static void test_due_holds_release_by_deadline_then_id(void **state)
+{
+    const db_fixture *db = *state;
+    const int64_t t = 1795486500, later = t + 10 * DAY;
+    pgw_writer *w = start_with(db, true, MONTH);
+    pgw_ledger_options opts = {.max_members = 4,
+                               .max_accounts = 16,
+                               .max_lots = 8,
+                               .max_holds = 4,
+                               .max_portions = 8,
+                               .max_transfers = 32,
+                               .max_earns = 8,
+                               .max_refs = 16,
+                               .allow_negative = true,
+                               .expiry = MONTH};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.tz, NULL), PGW_OK);
+    pgw_ledger *ref = NULL;
+    assert_int_equal(pgw_ledger_new(&opts, &ref, NULL), PGW_OK);
+    static const char *const purchases[] = {"store:S001:P1", "store:S001:P2", "store:S001:P3"};
+    for (int i = 0; i < 3; i++) {
+        int64_t at = i == 0 ? t : later;
+        assert_int_equal(earn_simple(w, purchases[i], "M1", 60, 40, 10000, at), PGW_OK);
+        pgw_earn_line lines[2] = {{"shop:S001:issued", "format:retail", 60},
+                                  {"mall:campaigns", "campaign:member-day", 40}};
+        pgw_earn_cmd ec = {.member = "M1",
+                           .ref = purchases[i],
+                           .shop = "S001",
+                           .amount_fen = 10000,
+                           .n_lines = 2,
+                           .lines = lines,
+                           .at = at};
+        assert_int_equal(pgw_ledger_earn(ref, &ec, NULL), PGW_OK);
+    }
+    /* H9 takes the first lot and falls due first; H10 the second. */
+    assert_int_equal(hold_points(w, "S002:H9", "M1", 100, later + 300, later), PGW_OK);
+    assert_int_equal(hold_points(w, "S002:H10", "M1", 100, later + 600, later), PGW_OK);
+    assert_int_equal(pgw_ledger_hold(ref, "S002:H9", "M1", "S002", 100, later + 300, later, NULL),
+                     PGW_OK);
+    assert_int_equal(pgw_ledger_hold(ref, "S002:H10", "M1", "S002", 100, later + 600, later, NULL),
+                     PGW_OK);
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", later + 1);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
+    snprintf(cmd.member, sizeof(cmd.member), "M1");
+    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+    cmd.points = 100;
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_int_equal(pgw_ledger_redeem(ref, "D1", "M1", "S002", 100, later + 1, NULL), PGW_OK);
+    assert_int_equal(refund(w, "store:S001:R3", purchases[2], 10000, later + 2, &cmd), PGW_OK);
+    assert_int_equal(pgw_ledger_refund(ref, purchases[2], "R3", 10000, later + 2, NULL), PGW_OK);
+    assert_int_equal(cmd.debt_added, 100);
+    /* Both due at one sweep, then the first lot's expiry. */
+    pgw_expire_report report;
+    const int64_t sweeps[] = {later + 700, t + 31 * DAY};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pgw_expire_due(w, db->url, sweeps[i], NULL, NULL, &report, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_expire_holds(ref, sweeps[i], NULL, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_expire(ref, sweeps[i], NULL, NULL), PGW_OK);
+    }
+    pgw_writer_stop(w);
+    int64_t store = balance_at(db, "M1", t + 31 * DAY), want = pgw_ledger_balance(ref, "M1");
+    pgw_ledger_free(ref);
+    if (store != want || want != 100)
+        fail_msg("after the first lot's expiry: store %lld, reference %lld, want 100",
+                 (long long)store, (long long)want);
+    assert_verifies(db);
+}
+
 /* A retried hold is a replay even after the balance it needed is gone:
  * the key is looked up before any rule. */
 static void test_hold_replay_is_recognised_before_the_rules(void **state)
@@ -1287,6 +1362,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_purchase_releases_due_holds_before_it_repays,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_due_holds_release_by_deadline_then_id,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_partial_refunds_reverse_exactly, db_fixture_setup,
                                         db_fixture_teardown),
