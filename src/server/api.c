@@ -1350,14 +1350,16 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
         rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     if (rc == PGW_OK)
         rc = pgw_command_name_member(api->vault, &identity, &job->cmd, &err);
-    if (rc == PGW_OK)
-        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, R_BIND, rc, err.msg);
     pgw_command *cmd = &job->cmd;
     snprintf(cmd->member, sizeof(cmd->member), "%.*s", PGW_ID_MAX, member.value);
     bind_key(cmd, "bind");
+    /* The request is the member and the identity as normalised, both in
+     * the key: the same phone written another way is the same bind (the
+     * body's bytes made it 409 idempotency_conflict). */
+    pgw_sha256(cmd->key, strlen(cmd->key), cmd->fingerprint);
     snprintf(cmd->channel, sizeof(cmd->channel), "system");
     cmd->render = render_bind;
     return submit(api, job, resp);

@@ -346,6 +346,11 @@ def test_merges(s):
           f" {after} (debt {debt})")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[0])
     check(status == 200 and "merged" not in doc, f"binding its own phone again: {doc}")
+    # regression: the same phone written another way was 409 idempotency_conflict
+    status, again, _ = s.request("POST", f"/v1/members/{survivor}/identities",
+                                 {"phone": "+86 137-0013-7000"})
+    check(status == 200 and again.get("replayed") is True and "merged" not in again,
+          f"the same phone written another way is the same bind: {status} {again}")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1], key="s001")
     check(status == 403, f"a shop binds only its own cards: {status}")
 
