@@ -334,6 +334,25 @@ static void compare_logs(run *r)
     assert_int_equal(index, pgw_ledger_transfer_count(r->ref));
 }
 
+/* The reference ledger the store is compared with: rolling one month. */
+static pgw_ledger *reference_new(bool allow_negative, pgw_ledger_options *opts)
+{
+    *opts = (pgw_ledger_options){.max_members = 8,
+                                 .max_accounts = 32,
+                                 .max_lots = 400,
+                                 .max_holds = 400,
+                                 .max_portions = 4000,
+                                 .max_transfers = 2000,
+                                 .max_earns = 400,
+                                 .max_refs = 2000,
+                                 .allow_negative = allow_negative,
+                                 .expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts->tz, NULL), PGW_OK);
+    pgw_ledger *ref = NULL;
+    assert_int_equal(pgw_ledger_new(opts, &ref, NULL), PGW_OK);
+    return ref;
+}
+
 static void run_seed(const db_fixture *db, uint64_t seed, bool allow_negative)
 {
     static run r;
@@ -342,18 +361,8 @@ static void run_seed(const db_fixture *db, uint64_t seed, bool allow_negative)
     r.now = 1795486500; /* 2026-11-24T10:15:00+08:00 */
     r.allow_negative = allow_negative;
     r.db = db;
-    pgw_ledger_options opts = {.max_members = 8,
-                               .max_accounts = 32,
-                               .max_lots = 400,
-                               .max_holds = 400,
-                               .max_portions = 4000,
-                               .max_transfers = 2000,
-                               .max_earns = 400,
-                               .max_refs = 2000,
-                               .allow_negative = allow_negative,
-                               .expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
-    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.tz, NULL), PGW_OK);
-    assert_int_equal(pgw_ledger_new(&opts, &r.ref, NULL), PGW_OK);
+    pgw_ledger_options opts;
+    r.ref = reference_new(allow_negative, &opts);
     assert_int_equal(db_fixture_reset(db), 0);
     pgw_writer_options wo = {.db_url = db->url,
                              .queue_cap = 256,
@@ -586,19 +595,8 @@ static void test_due_holds_release_by_deadline_then_id(void **state)
     const db_fixture *db = *state;
     const int64_t t = 1795486500, later = t + 10 * DAY;
     pgw_writer *w = start_with(db, true, MONTH);
-    pgw_ledger_options opts = {.max_members = 4,
-                               .max_accounts = 16,
-                               .max_lots = 8,
-                               .max_holds = 4,
-                               .max_portions = 8,
-                               .max_transfers = 32,
-                               .max_earns = 8,
-                               .max_refs = 16,
-                               .allow_negative = true,
-                               .expiry = MONTH};
-    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.tz, NULL), PGW_OK);
-    pgw_ledger *ref = NULL;
-    assert_int_equal(pgw_ledger_new(&opts, &ref, NULL), PGW_OK);
+    pgw_ledger_options opts;
+    pgw_ledger *ref = reference_new(true, &opts);
     static const char *const purchases[] = {"store:S001:P1", "store:S001:P2", "store:S001:P3"};
     for (int i = 0; i < 3; i++) {
         int64_t at = i == 0 ? t : later;

@@ -13,6 +13,7 @@
 #include "core/arith.h"
 #include "core/ledger.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -313,6 +314,21 @@ static void test_released_points_repay_debt_first(void **state)
     }
 }
 
+/* Refunds all of earn `ref` (10000 fen, 100 points): nothing reversed, all
+ * written off, no debt. */
+static void expect_all_written_off(pgw_ledger *l, const char *ref, const char *member, int64_t when)
+{
+    char refund_ref[32];
+    snprintf(refund_ref, sizeof(refund_ref), "R-%s", ref);
+    assert_int_equal(pgw_ledger_refund(l, ref, refund_ref, 10000, when, NULL), PGW_OK);
+    int64_t reversed = -1, written_off = -1;
+    assert_int_equal(pgw_ledger_earn_reversal(l, ref, &reversed, &written_off), PGW_OK);
+    if (reversed != 0 || written_off != 100 || pgw_ledger_debt(l, member) != 0)
+        fail_msg("%s: reversed %lld, written off %lld, debt %lld; want 0, 100, 0", ref,
+                 (long long)reversed, (long long)written_off,
+                 (long long)pgw_ledger_debt(l, member));
+}
+
 /*
  * Points of the purchase that expired unspent are not taken back: a refund
  * writes them off before it reverses the rest. Regression: a refund after
@@ -335,13 +351,8 @@ static void test_refund_after_expiry_writes_the_expired_off(void **state)
         assert_int_equal(pgw_ledger_expire(l, later, NULL, NULL), PGW_OK);
         assert_int_equal(earn(l, "M2", "E3", 50000, 500, 0, later + 1), PGW_OK);
 
-        assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, later + 2, NULL), PGW_OK);
-        assert_int_equal(pgw_ledger_earn_reversal(l, "E1", &reversed, &written_off), PGW_OK);
-        if (reversed != 0 || written_off != 100 || pgw_ledger_balance(l, "M1") != 0)
-            fail_msg("E1: reversed %lld, written off %lld, balance %lld; want 0, 100, 0",
-                     (long long)reversed, (long long)written_off,
-                     (long long)pgw_ledger_balance(l, "M1"));
-        assert_int_equal(pgw_ledger_debt(l, "M1"), 0);
+        expect_all_written_off(l, "E1", "M1", later + 2);
+        assert_int_equal(pgw_ledger_balance(l, "M1"), 0);
 
         /* Half first: 50 of the 60 expired are written off; then the rest. */
         assert_int_equal(pgw_ledger_refund(l, "E2", "R2", 5000, later + 3, NULL), PGW_OK);
@@ -364,12 +375,7 @@ static void test_refund_after_expiry_writes_the_expired_off(void **state)
          * refund cannot take them, so it made debt, then the sweep took
          * them too). A backdated purchase, its lot due before the refund. */
         assert_int_equal(earn(l, "M3", "E4", 10000, 100, 0, t + 5), PGW_OK);
-        assert_int_equal(pgw_ledger_refund(l, "E4", "R4", 10000, later + 5, NULL), PGW_OK);
-        assert_int_equal(pgw_ledger_earn_reversal(l, "E4", &reversed, &written_off), PGW_OK);
-        if (reversed != 0 || written_off != 100 || pgw_ledger_debt(l, "M3") != 0)
-            fail_msg("E4 unswept: reversed %lld, written off %lld, debt %lld; want 0, 100, 0",
-                     (long long)reversed, (long long)written_off,
-                     (long long)pgw_ledger_debt(l, "M3"));
+        expect_all_written_off(l, "E4", "M3", later + 5);
         assert_int_equal(pgw_ledger_expire(l, later + 6, NULL, NULL), PGW_OK);
         assert_int_equal(pgw_ledger_balance(l, "M3"), 0);
         check(l);
