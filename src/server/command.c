@@ -631,7 +631,6 @@ static int apply_hold(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
 }
 
-/* Reads hold `hold_id` and insists it is pending at cmd->at. */
 /* The hold cmd->hold_id, as its caller may see it: one limited to a shop
  * names it (cmd->shop), and another shop's hold is not there. */
 static int visible_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
@@ -646,7 +645,13 @@ static int visible_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
     return rc;
 }
 
-static int pending_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
+/*
+ * The hold to capture or void, pending at cmd->at. The member's other holds
+ * already due are released first, as at their deadlines: their points
+ * repay any debt before this one's do (see settle_hold).
+ */
+static int pending_hold(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                        pgw_hold_record *h)
 {
     int rc = visible_hold(store, cmd, h);
     if (rc != PGW_OK)
@@ -657,13 +662,13 @@ static int pending_hold(pgw_store *store, pgw_command *cmd, pgw_hold_record *h)
     if (cmd->hold_state != PGW_HOLD_PENDING)
         return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s is %s", cmd->hold_id,
                            pgw_hold_state_name(cmd->hold_state));
-    return PGW_OK;
+    return expire_due_holds(store, policy, h->member, cmd->at, &cmd->err);
 }
 
 static int apply_capture(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     pgw_hold_record h;
-    int rc = pending_hold(store, cmd, &h);
+    int rc = pending_hold(store, policy, cmd, &h);
     int64_t spend = cmd->points <= 0 ? h.points : cmd->points;
     if (rc == PGW_OK && spend > h.points)
         rc = pgw_err_set(&cmd->err, PGW_EINVAL, "hold %s holds %lld, %lld asked", cmd->hold_id,
@@ -692,7 +697,7 @@ static int apply_release(pgw_store *store, const pgw_ledger_policy *policy, pgw_
     pgw_hold_record h;
     int rc;
     if (cmd->kind == PGW_COMMAND_VOID) {
-        rc = pending_hold(store, cmd, &h);
+        rc = pending_hold(store, policy, cmd, &h);
     } else {
         bool found = false;
         rc = pgw_store_get_hold(store, cmd->hold_id, &found, &h, &cmd->err);

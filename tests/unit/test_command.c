@@ -588,63 +588,86 @@ static void test_a_purchase_releases_due_holds_before_it_repays(void **state)
  * sweep read them by id alone, the reference in the order they were made.
  * With a debt to repay, the first released repays it and the other's
  * points go back to their lot, so the order decides which lot keeps its
- * points when the earlier one expires (the review's finding).
+ * points when the earlier one expires (the review's finding). A void or a
+ * capture of the later hold releases the one already due first, as every
+ * other command does (the second review's finding: they repaid from the
+ * hold they settled).
  */
 static void test_due_holds_release_by_deadline_then_id(void **state)
 {
     const db_fixture *db = *state;
     const int64_t t = 1795486500, later = t + 10 * DAY;
-    pgw_writer *w = start_with(db, true, MONTH);
-    pgw_ledger_options opts;
-    pgw_ledger *ref = reference_new(true, &opts);
+    static const char *const ends[] = {"sweep", "void", "capture"};
+    static const int64_t want[] = {100, 100, 50};
     static const char *const purchases[] = {"store:S001:P1", "store:S001:P2", "store:S001:P3"};
-    for (int i = 0; i < 3; i++) {
-        int64_t at = i == 0 ? t : later;
-        assert_int_equal(earn_simple(w, purchases[i], "M1", 60, 40, 10000, at), PGW_OK);
-        pgw_earn_line lines[2] = {{"shop:S001:issued", "format:retail", 60},
-                                  {"mall:campaigns", "campaign:member-day", 40}};
-        pgw_earn_cmd ec = {.member = "M1",
-                           .ref = purchases[i],
-                           .shop = "S001",
-                           .amount_fen = 10000,
-                           .n_lines = 2,
-                           .lines = lines,
-                           .at = at};
-        assert_int_equal(pgw_ledger_earn(ref, &ec, NULL), PGW_OK);
+    for (int end = 0; end < 3; end++) {
+        assert_int_equal(db_fixture_reset(db), 0);
+        pgw_writer *w = start_with(db, true, MONTH);
+        pgw_ledger_options opts;
+        pgw_ledger *ref = reference_new(true, &opts);
+        for (int i = 0; i < 3; i++) {
+            int64_t at = i == 0 ? t : later;
+            assert_int_equal(earn_simple(w, purchases[i], "M1", 60, 40, 10000, at), PGW_OK);
+            pgw_earn_line lines[2] = {{"shop:S001:issued", "format:retail", 60},
+                                      {"mall:campaigns", "campaign:member-day", 40}};
+            pgw_earn_cmd ec = {.member = "M1",
+                               .ref = purchases[i],
+                               .shop = "S001",
+                               .amount_fen = 10000,
+                               .n_lines = 2,
+                               .lines = lines,
+                               .at = at};
+            assert_int_equal(pgw_ledger_earn(ref, &ec, NULL), PGW_OK);
+        }
+        /* H9 takes the first lot and falls due first; H10 the second. */
+        assert_int_equal(hold_points(w, "S002:H9", "M1", 100, later + 300, later), PGW_OK);
+        assert_int_equal(hold_points(w, "S002:H10", "M1", 100, later + 600, later), PGW_OK);
+        assert_int_equal(
+            pgw_ledger_hold(ref, "S002:H9", "M1", "S002", 100, later + 300, later, NULL), PGW_OK);
+        assert_int_equal(
+            pgw_ledger_hold(ref, "S002:H10", "M1", "S002", 100, later + 600, later, NULL), PGW_OK);
+        pgw_command cmd;
+        keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", later + 1);
+        snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
+        snprintf(cmd.member, sizeof(cmd.member), "M1");
+        snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+        cmd.points = 100;
+        assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+        assert_int_equal(pgw_ledger_redeem(ref, "D1", "M1", "S002", 100, later + 1, NULL), PGW_OK);
+        assert_int_equal(refund(w, "store:S001:R3", purchases[2], 10000, later + 2, &cmd), PGW_OK);
+        assert_int_equal(pgw_ledger_refund(ref, purchases[2], "R3", 10000, later + 2, NULL),
+                         PGW_OK);
+        assert_int_equal(cmd.debt_added, 100);
+        /* H9 due, H10 not: both at one sweep, or H10 settled by a command. */
+        const int64_t settle = end == 0 ? later + 700 : later + 400;
+        if (end > 0) {
+            keyed(&cmd, end == 1 ? PGW_COMMAND_VOID : PGW_COMMAND_CAPTURE, ends[end], settle);
+            snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H10");
+            cmd.points = end == 1 ? 0 : 50;
+            assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+        }
+        assert_int_equal(pgw_ledger_expire_holds(ref, settle, NULL, NULL), PGW_OK);
+        assert_int_equal(end == 0   ? PGW_OK
+                         : end == 1 ? pgw_ledger_void(ref, "S002:H10", settle, NULL)
+                                    : pgw_ledger_capture(ref, "S002:H10", 50, settle, NULL),
+                         PGW_OK);
+        /* Then the first lot's expiry. */
+        pgw_expire_report report;
+        const int64_t sweeps[] = {settle, t + 31 * DAY};
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(pgw_expire_due(w, db->url, sweeps[i], NULL, NULL, &report, NULL),
+                             PGW_OK);
+            assert_int_equal(pgw_ledger_expire_holds(ref, sweeps[i], NULL, NULL), PGW_OK);
+            assert_int_equal(pgw_ledger_expire(ref, sweeps[i], NULL, NULL), PGW_OK);
+        }
+        pgw_writer_stop(w);
+        int64_t store = balance_at(db, "M1", t + 31 * DAY), ours = pgw_ledger_balance(ref, "M1");
+        pgw_ledger_free(ref);
+        if (store != ours || ours != want[end])
+            fail_msg("%s, after the first lot's expiry: store %lld, reference %lld, want %lld",
+                     ends[end], (long long)store, (long long)ours, (long long)want[end]);
+        assert_verifies(db);
     }
-    /* H9 takes the first lot and falls due first; H10 the second. */
-    assert_int_equal(hold_points(w, "S002:H9", "M1", 100, later + 300, later), PGW_OK);
-    assert_int_equal(hold_points(w, "S002:H10", "M1", 100, later + 600, later), PGW_OK);
-    assert_int_equal(pgw_ledger_hold(ref, "S002:H9", "M1", "S002", 100, later + 300, later, NULL),
-                     PGW_OK);
-    assert_int_equal(pgw_ledger_hold(ref, "S002:H10", "M1", "S002", 100, later + 600, later, NULL),
-                     PGW_OK);
-    pgw_command cmd;
-    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", later + 1);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
-    snprintf(cmd.member, sizeof(cmd.member), "M1");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = 100;
-    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
-    assert_int_equal(pgw_ledger_redeem(ref, "D1", "M1", "S002", 100, later + 1, NULL), PGW_OK);
-    assert_int_equal(refund(w, "store:S001:R3", purchases[2], 10000, later + 2, &cmd), PGW_OK);
-    assert_int_equal(pgw_ledger_refund(ref, purchases[2], "R3", 10000, later + 2, NULL), PGW_OK);
-    assert_int_equal(cmd.debt_added, 100);
-    /* Both due at one sweep, then the first lot's expiry. */
-    pgw_expire_report report;
-    const int64_t sweeps[] = {later + 700, t + 31 * DAY};
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(pgw_expire_due(w, db->url, sweeps[i], NULL, NULL, &report, NULL), PGW_OK);
-        assert_int_equal(pgw_ledger_expire_holds(ref, sweeps[i], NULL, NULL), PGW_OK);
-        assert_int_equal(pgw_ledger_expire(ref, sweeps[i], NULL, NULL), PGW_OK);
-    }
-    pgw_writer_stop(w);
-    int64_t store = balance_at(db, "M1", t + 31 * DAY), want = pgw_ledger_balance(ref, "M1");
-    pgw_ledger_free(ref);
-    if (store != want || want != 100)
-        fail_msg("after the first lot's expiry: store %lld, reference %lld, want 100",
-                 (long long)store, (long long)want);
-    assert_verifies(db);
 }
 
 /* A retried hold is a replay even after the balance it needed is gone:
