@@ -1176,8 +1176,9 @@ static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
     snprintf(last, sizeof(last), "%s", err->msg);
     return pgw_err_set(err, rc,
                        "migrating to schema %lld gave up after %d tr%s (%s): another session "
-                       "holds a table it changes; end that session's transaction "
-                       "(PostgreSQL lists them in pg_stat_activity) and start pointsgw again",
+                       "holds a table it changes, or a write that does not end; end that "
+                       "session's transaction (PostgreSQL lists them in pg_stat_activity) and "
+                       "start pointsgw again",
                        (long long)v + 1, tries, tries > 1 ? "ies" : "y", last);
 }
 
