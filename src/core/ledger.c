@@ -110,6 +110,37 @@ int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off)
     return pgw_min64(delta, pgw_max64(0, expired - written_off));
 }
 
+int pgw_share_out(int64_t points, const int64_t *weights, size_t n, int64_t *shares)
+{
+    PGW_ASSERT(points >= 0 && n >= 1);
+    int64_t total = 0, given = 0;
+    for (size_t i = 0; i < n; i++) {
+        PGW_ASSERT(weights[i] >= 0);
+        if (pgw_add(total, weights[i], &total) != PGW_OK)
+            return PGW_ERANGE;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (total < 1 || pgw_mul_div_floor(points, weights[i], total, &shares[i]) != PGW_OK)
+            return PGW_ERANGE;
+        given += shares[i];
+    }
+    shares[0] += points - given;
+    return PGW_OK;
+}
+
+int pgw_refund_lines(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t expired,
+                     int64_t *out, pgw_err *err)
+{
+    int64_t share[PGW_EARN_FUNDERS_MAX];
+    PGW_ASSERT(n >= 1 && n <= PGW_EARN_FUNDERS_MAX);
+    if (pgw_share_out(expired, line_points, n, share) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "%lld expired points cannot be shared out",
+                           (long long)expired);
+    for (size_t i = 0; i < n; i++)
+        out[i] = pgw_max64(line_points[i] - share[i], reversed[i]);
+    return PGW_OK;
+}
+
 int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t amount,
                      int64_t refunded, int64_t delta, int64_t *parts, pgw_err *err)
 {
@@ -803,8 +834,8 @@ int pgw_ledger_expire(pgw_ledger *l, int64_t now, size_t *n_lots, pgw_err *err)
  * pgw_refund_lapsed), and what the member's lots cover of the rest.
  */
 static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int64_t amount_fen,
-                       int64_t at, int64_t *delta, int64_t *lapsed, size_t *n_takes,
-                       int64_t *shortfall, pgw_err *err)
+                       int64_t at, int64_t *delta, int64_t *expired, int64_t *lapsed,
+                       size_t *n_takes, int64_t *shortfall, pgw_err *err)
 {
     if (refund_ref == NULL || refund_ref[0] == '\0' || strlen(refund_ref) > PGW_REFERENCE_MAX ||
         amount_fen < 1)
@@ -824,12 +855,12 @@ static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int
     if (rc != PGW_OK)
         return rc;
     *delta = after - before;
-    int64_t expired = 0;
+    *expired = 0;
     if (e->lot > 0) { /* swept, and due at `at` but not swept yet */
         const pgw_lot *lot = &l->lots[e->lot - 1];
-        expired = l->lot_expired[e->lot - 1] + (lot->expires_at <= at ? lot->left : 0);
+        *expired = l->lot_expired[e->lot - 1] + (lot->expires_at <= at ? lot->left : 0);
     }
-    *lapsed = pgw_refund_lapsed(*delta, expired, e->written_off);
+    *lapsed = pgw_refund_lapsed(*delta, *expired, e->written_off);
     return pgw_lots_plan_take(l->lots, l->n_lots, e->member, at, *delta - *lapsed, l->takes,
                               l->opts.max_lots, n_takes, shortfall);
 }
@@ -840,21 +871,23 @@ int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refun
     earn *e = find_earn(l, original_ref);
     if (e == NULL)
         return pgw_err_set(err, PGW_ENOTFOUND, "no earn %s to refund", original_ref);
-    int64_t delta = 0, lapsed = 0, shortfall = 0;
+    int64_t delta = 0, expired = 0, lapsed = 0, shortfall = 0;
     size_t n_takes = 0;
     int64_t line_points[PGW_EARN_FUNDERS_MAX], reversed[PGW_EARN_FUNDERS_MAX];
-    int64_t parts[PGW_EARN_FUNDERS_MAX];
-    int rc =
-        plan_refund(l, e, refund_ref, amount_fen, at, &delta, &lapsed, &n_takes, &shortfall, err);
+    int64_t lines[PGW_EARN_FUNDERS_MAX], parts[PGW_EARN_FUNDERS_MAX];
+    int rc = plan_refund(l, e, refund_ref, amount_fen, at, &delta, &expired, &lapsed, &n_takes,
+                         &shortfall, err);
     for (size_t f = 0; rc == PGW_OK && f < e->n_funders; f++) {
         line_points[f] = e->funders[f].points;
         reversed[f] = e->funders[f].reversed;
     }
+    if (rc == PGW_OK)
+        rc = pgw_refund_lines(line_points, reversed, e->n_funders, expired, lines, err);
     /* With clamp the member gives back only what their lots hold; the rest
      * is written off, and only the collectable part is split to funders. */
     int64_t collect = delta - lapsed - (l->opts.allow_negative ? 0 : shortfall);
     if (rc == PGW_OK)
-        rc = pgw_refund_split(line_points, reversed, e->n_funders, e->amount_fen,
+        rc = pgw_refund_split(lines, reversed, e->n_funders, e->amount_fen,
                               e->refunded_fen + amount_fen, collect, parts, err);
     char debit[PGW_ACCOUNT_MAX + 1];
     member_account_name(e->member, debit);

@@ -122,6 +122,26 @@ int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t
  */
 int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off);
 
+/*
+ * Shares `points` (>= 0) among n parts in proportion to `weights` (each >=
+ * 0, summing to at least 1): each the floor of its share, the remainder to
+ * the first. The settlement report shares an expiry among its lot's
+ * funders so, and a refund takes each funder's share of what expired out
+ * of what it gives back (pgw_refund_lines). PGW_ERANGE when the weights
+ * sum to less than 1 or overflow.
+ */
+int pgw_share_out(int64_t points, const int64_t *weights, size_t n, int64_t *shares);
+
+/*
+ * The lines to hand pgw_refund_split when the purchase's lot has lost
+ * `expired` points to expiry: each line's points less its share of them
+ * (pgw_share_out by line_points), never below what it has given back
+ * already (`reversed`), so that each funder gets back what it funded net
+ * of what expired of it, as the settlement report counts it.
+ */
+int pgw_refund_lines(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t expired,
+                     int64_t *out, pgw_err *err);
+
 typedef enum pgw_hold_state {
     PGW_HOLD_PENDING = 0,
     PGW_HOLD_CAPTURED,

@@ -116,17 +116,10 @@ static int add_flows(pgw_store *store, int64_t from, int64_t to, ledger_rows *t,
 /* Each expiry shared among its lot's funders, in proportion to what they put in. */
 static int share_expiry(ledger_rows *t, const pgw_lot_expiry *e, pgw_err *err)
 {
-    int64_t total = 0, given = 0;
-    for (size_t i = 0; i < e->n_funders; i++)
-        add(t, &total, e->funded[i]);
     int64_t share[PGW_EARN_FUNDERS_MAX];
-    for (size_t i = 0; i < e->n_funders; i++) {
-        if (total <= 0 || pgw_mul_div_floor(e->points, e->funded[i], total, &share[i]) != PGW_OK)
-            return pgw_err_set(err, PGW_ERANGE, "expiry %lld cannot be shared out",
-                               (long long)e->transfer_id);
-        given += share[i];
-    }
-    share[0] += e->points - given; /* the remainder to the first funder */
+    if (e->n_funders < 1 || pgw_share_out(e->points, e->funded, e->n_funders, share) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "expiry %lld cannot be shared out",
+                           (long long)e->transfer_id);
     for (size_t i = 0; i < e->n_funders; i++) {
         account_row *r = row_of(t, e->funder[i]);
         if (r == NULL)

@@ -383,6 +383,36 @@ static void test_refund_after_expiry_writes_the_expired_off(void **state)
     }
 }
 
+/*
+ * What a refund gives back after part of its purchase expired goes to the
+ * funders net of each one's share of the expiry, shared as the settlement
+ * report shares it (by what each put in). Regression (the review's): the
+ * first funder took back its whole share and the write-off fell on the
+ * others, so its settlement row went below zero (issued 50, reversed 50,
+ * expired 25) and the mall's stayed above.
+ */
+static void test_refund_after_expiry_splits_net_of_each_funders_share(void **state)
+{
+    (void)state;
+    int64_t t = at("2026-11-24T10:00:00+08:00"), later = at("2027-01-01T00:00:00+08:00");
+    static const pgw_expiry month = {PGW_EXPIRY_ROLLING, 1, 0};
+    for (int negative = 0; negative < 2; negative++) {
+        pgw_ledger *l = ledger_new(negative, month, 100);
+        assert_int_equal(earn(l, "M1", "E1", 10000, 50, 50, t), PGW_OK); /* shop 50, mall 50 */
+        assert_int_equal(pgw_ledger_redeem(l, "D1", "M1", "S002", 50, t + 1, NULL), PGW_OK);
+        assert_int_equal(pgw_ledger_expire(l, later, NULL, NULL), PGW_OK); /* the other 50 */
+        assert_int_equal(earn(l, "M1", "E0", 10000, 100, 0, later + 1), PGW_OK);
+        assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, later + 2, NULL), PGW_OK);
+        int64_t shop = pgw_ledger_account(l, "shop:S001:issued") + 150,
+                mall = pgw_ledger_account(l, "mall:campaigns") + 50;
+        if (shop != 25 || mall != 25)
+            fail_msg("given back: shop %lld, mall %lld; want 25 each", (long long)shop,
+                     (long long)mall);
+        check(l);
+        pgw_ledger_free(l);
+    }
+}
+
 /* ---- holds ------------------------------------------------------------------ */
 
 static void test_hold_capture_void_deadline(void **state)
@@ -537,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_refund_after_points_were_spent),
         cmocka_unit_test(test_released_points_repay_debt_first),
         cmocka_unit_test(test_refund_after_expiry_writes_the_expired_off),
+        cmocka_unit_test(test_refund_after_expiry_splits_net_of_each_funders_share),
         cmocka_unit_test(test_hold_capture_void_deadline),
         cmocka_unit_test(test_lot_expiring_during_a_hold),
         cmocka_unit_test(test_references_and_capacity),

@@ -199,6 +199,45 @@ static void test_settlement_by_hand(void **state)
     pgw_config_free(cfg);
 }
 
+/*
+ * A purchase half spent, half expired, then refunded whole: each funder
+ * gets back what it funded net of its share of the expiry, so each nets
+ * zero. Regression (a review's): the shop took back all it funded and the
+ * write-off fell on the mall, rows -25 and +25.
+ */
+static void test_settlement_after_a_refund_of_expired_points(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy.expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    const int64_t t = NOV20 + 10 * 3600, dec25 = NOV20 + 35 * 86400;
+    earn(w, "store:S001:P1", "M1", "S001", 50, 50, 10000, t);
+    redeem(w, "S002:X1", "M1", "S002", 50, t + 60);
+    expire(w, db, "M1", dec25); /* the other 50: 25 S001's, 25 the mall's */
+    earn(w, "store:S003:P2", "M1", "S003", 100, 0, 10000, dec25 + 60);
+    keyed(PGW_COMMAND_REFUND, "store:S001:R1", dec25 + 120);
+    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
+    cmd.amount_fen = 10000;
+    run(w);
+    assert_int_equal(cmd.points_moved, 50); /* what was spent */
+    assert_int_equal(cmd.written_off, 50);  /* what expired */
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    json_t *shops = json_object_get(doc, "shops");
+    expect(row(shops, "shop_id", "S001"), 50, 25, 25, 0, 0);
+    expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 50, 25, 25, 0, 0);
+    expect(row(shops, "shop_id", "S002"), 0, 0, 0, 50, -50);
+    expect(row(shops, "shop_id", "S003"), 100, 0, 0, 0, 100);
+    json_decref(doc);
+    pgw_config_free(cfg);
+}
+
 static void test_pool_by_hand(void **state)
 {
     const db_fixture *db = *state;
@@ -275,6 +314,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settlement_by_hand, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_settlement_after_a_refund_of_expired_points,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
                                         db_fixture_teardown),
