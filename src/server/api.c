@@ -3123,7 +3123,8 @@ static void sweep_seen(void *ctx, const pgw_command *cmd)
 }
 
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
-                        const char *shop_param, char shop_out[PGW_ID_MAX + 1], pgw_err *err)
+                        const char *shop_param, char shop_out[PGW_ID_MAX + 1],
+                        char key_name[PGW_ID_MAX + 1], pgw_err *err)
 {
     char bearer[PGW_HEADER_VALUE_MAX + 8] = "";
     if (authorization != NULL && authorization[0] != '\0')
@@ -3132,7 +3133,9 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
         snprintf(bearer, sizeof(bearer), "Bearer %s", key_param);
     pgw_signed_request none = {"GET", "/v1/stream", NULL, NULL, NULL, (const uint8_t *)"", 0};
     pgw_principal who;
+    memset(&who, 0, sizeof(who));
     int rc = pgw_auth_check(api->auth, bearer, &none, wall_now_s(), &who, err);
+    snprintf(key_name, PGW_ID_MAX + 1, "%s", who.name[0] ? who.name : "-");
     if (rc != PGW_OK)
         return rc;
     if (who.kind == PGW_SCOPE_CHANNEL)

@@ -146,10 +146,13 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
  * ...") or as the ?key= value `key_param` (either may be NULL). A shop key
  * sees its own shop only, whatever `shop_param` asks; others see `shop_param`
  * ("" or NULL: every shop; a shop not configured: PGW_ENOTFOUND). Fills
- * shop_out; PGW_EUNAUTHORIZED or PGW_EFORBIDDEN otherwise.
+ * shop_out; PGW_EUNAUTHORIZED or PGW_EFORBIDDEN otherwise. key_name gets
+ * the key's name for the log once the key is known, refused or not ("-"
+ * before).
  */
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
-                        const char *shop_param, char shop_out[PGW_ID_MAX + 1], pgw_err *err);
+                        const char *shop_param, char shop_out[PGW_ID_MAX + 1],
+                        char key_name[PGW_ID_MAX + 1], pgw_err *err);
 
 /* Counts and logs a sent response. */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);

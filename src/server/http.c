@@ -559,8 +559,8 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
  * 401 for no or a bad key), in one write before libwebsockets closes the
  * connection, as its own refusals do; and its log line. -1, for lws.
  */
-static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, int rc,
-                          const char *message)
+static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
+                          int rc, const char *message)
 {
     req q;
     memset(&q, 0, sizeof(q));
@@ -569,7 +569,7 @@ static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, int rc,
     snprintf(q.r.path, sizeof(q.r.path), "%s", uri);
     if (lws_get_peer_simple(wsi, q.r.client_address, sizeof(q.r.client_address)) == NULL)
         q.r.client_address[0] = '\0';
-    snprintf(q.resp.key_name, sizeof(q.resp.key_name), "-");
+    snprintf(q.resp.key_name, sizeof(q.resp.key_name), "%s", key_name);
     q.resp.route = "/v1/stream";
     pgw_api_refusal(&q.resp, rc, message);
     q.close_after = true;
@@ -586,18 +586,19 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     char uri[PGW_PATH_MAX + 1], auth[PGW_HEADER_VALUE_MAX + 1], key[PGW_HEADER_VALUE_MAX + 8];
     char shop[PGW_ID_MAX + 8];
     if (!copy_header(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)))
-        return refuse_watcher(h, wsi, "", PGW_EINVAL, "the path is too long");
+        return refuse_watcher(h, wsi, "", "-", PGW_EINVAL, "the path is too long");
     if (strcmp(uri, "/v1/stream") != 0)
-        return refuse_watcher(h, wsi, uri, PGW_ENOTFOUND, "no such route");
+        return refuse_watcher(h, wsi, uri, "-", PGW_ENOTFOUND, "no such route");
     if (!copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)))
-        return refuse_watcher(h, wsi, uri, PGW_EUNAUTHORIZED,
+        return refuse_watcher(h, wsi, uri, "-", PGW_EUNAUTHORIZED,
                               "the Authorization header is too long");
     const char *key_param = lws_get_urlarg_by_name(wsi, "key=", key, sizeof(key));
     const char *shop_param = lws_get_urlarg_by_name(wsi, "shop=", shop, sizeof(shop));
     pgw_err err;
-    int rc = pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, &err);
+    char key_name[PGW_ID_MAX + 1];
+    int rc = pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, key_name, &err);
     if (rc != PGW_OK)
-        return refuse_watcher(h, wsi, uri, rc, err.msg);
+        return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
     w->allowed = true;
     return 0;
 }

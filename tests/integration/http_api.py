@@ -1124,6 +1124,8 @@ def test_log(s):
     # regression: a known key whose signature failed was logged as "-"
     check(any(line["key"] == "s003" and line["status"] == 401 for line in lines),
           "the log names a signing key whose signature was refused")
+    check(any(line["key"] == "mp" and line["path"] == "/v1/stream" and line["status"] == 403
+              for line in lines), "the log names a key refused the stream")
     check(any(line["path"] == '/v1/members/q"b\\s\t' for line in lines),
           "the log escapes a path's quote, backslash and control character")
     check(any(line["path"] == "/v1/members/\ufffdx\ufffd(" for line in lines),
