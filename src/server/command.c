@@ -513,39 +513,6 @@ static int refund_delta(const pgw_earn_record *e, int64_t amount_fen, int64_t *d
     return rc;
 }
 
-/*
- * A refund of a purchase that earned no points: it has no earn (an earn is
- * keyed by its first transfer), so nothing is reversed, but the refund is
- * the shop's real event and is recorded (reconciliation finds it) once the
- * purchase is found to be `buyer`'s and no smaller. Without an earn the
- * refunds are not summed: each is checked against the purchase alone.
- * Regression: it was original_not_found.
- */
-static int refund_of_nothing(pgw_store *store, pgw_command *cmd, const char *buyer)
-{
-    pgw_event_record ev;
-    bool found = false;
-    int64_t transfers = -1;
-    int rc = pgw_store_get_event(store, cmd->original, &found, &ev, &transfers, &cmd->err);
-    if (rc == PGW_OK &&
-        (!found || strcmp(ev.type, "purchase") != 0 || transfers != 0 || ev.points != 0))
-        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s to refund", cmd->original);
-    if (rc == PGW_OK)
-        rc = pgw_store_survivor(store, ev.member, NULL, &cmd->err);
-    if (rc == PGW_OK && buyer != NULL && strcmp(buyer, ev.member) != 0)
-        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s of this member to refund",
-                           cmd->original);
-    if (rc == PGW_OK && (cmd->amount_fen < 1 || cmd->amount_fen > ev.amount_fen))
-        return pgw_err_set(&cmd->err, cmd->amount_fen < 1 ? PGW_EINVAL : PGW_EEXCEEDS,
-                           "a refund of %lld fen on the original %lld fen of %s",
-                           (long long)cmd->amount_fen, (long long)ev.amount_fen, cmd->original);
-    if (rc != PGW_OK)
-        return rc;
-    snprintf(cmd->member, sizeof(cmd->member), "%s", ev.member);
-    cmd->points_moved = cmd->written_off = cmd->debt_added = 0;
-    return append_transfers(store, cmd); /* none: records the key */
-}
-
 /* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
  * member, checked before anything is said of the purchase (its amount). */
 static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
@@ -556,7 +523,7 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     int64_t delta = 0, taken = 0;
     int rc = pgw_store_get_earn(store, cmd->original, &found, &e, &cmd->err);
     if (rc == PGW_OK && !found)
-        return refund_of_nothing(store, cmd, buyer);
+        rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s to refund", cmd->original);
     /* Another member's purchase by that id: as for an unknown member or
      * id, original_not_found (once 400 here, 422 there), and nothing of it
      * (refund_exceeds_original once told its amount). */

@@ -115,7 +115,6 @@ enum {
     ST_MOVE_LOT,
     ST_INSERT_EARN,
     ST_SELECT_EARN,
-    ST_SELECT_EVENT,
     ST_SELECT_REVERSALS,
     ST_UPDATE_EARN,
     ST_PUT_REVERSAL,
@@ -250,8 +249,6 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_INSERT_EARN] = "INSERT INTO earns (first_transfer, member, amount_fen, points,"
                        " n_funders) VALUES (?1, ?2, ?3, ?4, ?5)",
     /* An earn is found by its purchase's key through the idempotency record. */
-    [ST_SELECT_EVENT] = "SELECT event_type, member, occurred_at, amount_fen, points, transfer_count"
-                        " FROM idempotency WHERE key = ?1 AND event_type <> ''",
     [ST_SELECT_EARN] = "SELECT e.member, e.amount_fen, e.points, e.refunded_fen, e.written_off,"
                        " e.first_transfer, e.n_funders, e.expired FROM idempotency i"
                        " JOIN earns e ON e.first_transfer = i.first_transfer WHERE i.key = ?1",
@@ -2236,29 +2233,6 @@ static int read_reversals(pgw_store *s, pgw_earn_record *e, pgw_err *err)
     }
     if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading an earn's reversals", err);
-    pgw_sql_reset(st);
-    return rc;
-}
-
-int pgw_store_get_event(pgw_store *s, const char *key, bool *found, pgw_event_record *out,
-                        int64_t *transfer_count, pgw_err *err)
-{
-    pgw_sql_stmt *st = s->st[ST_SELECT_EVENT];
-    pgw_sql_bind_text(st, 1, key);
-    int step = pgw_sql_step(st), rc = PGW_OK;
-    memset(out, 0, sizeof(*out));
-    *found = step == PGW_SQL_ROW;
-    if (*found) {
-        out->occurred_at = pgw_sql_column_int64(st, 2);
-        out->amount_fen = pgw_sql_column_int64(st, 3);
-        out->points = pgw_sql_column_int64(st, 4);
-        *transfer_count = pgw_sql_column_int64(st, 5);
-        if (!column_text(st, 0, out->type, sizeof(out->type)) ||
-            !column_text(st, 1, out->member, sizeof(out->member)))
-            rc = pgw_err_set(err, PGW_EIO, "%s: event %.128s is malformed", s->path, key);
-    } else if (step != PGW_SQL_DONE) {
-        rc = db_error(s, PGW_EIO, "reading an event", err);
-    }
     pgw_sql_reset(st);
     return rc;
 }

@@ -279,10 +279,6 @@ typedef struct pgw_earn_record {
 int pgw_store_insert_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
 int pgw_store_get_earn(pgw_store *store, const char *key, bool *found, pgw_earn_record *out,
                        pgw_err *err);
-/* What the event keyed `key` recorded (as reconciliation reads it) and how
- * many transfers it wrote; *found false for a key unused or not an event's. */
-int pgw_store_get_event(pgw_store *store, const char *key, bool *found, pgw_event_record *out,
-                        int64_t *transfer_count, pgw_err *err);
 /* Points left in earn `e`'s lot that are due at `now` (expires_at <= now)
  * but not yet moved by an expiry run: expired all the same. */
 int pgw_store_earn_lot_due(pgw_store *store, const pgw_earn_record *e, int64_t now, int64_t *points,
