@@ -112,8 +112,8 @@ int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off)
 
 int pgw_share_out(int64_t points, const int64_t *weights, size_t n, int64_t *shares)
 {
-    PGW_ASSERT(points >= 0 && n >= 1);
-    int64_t total = 0, given = 0;
+    PGW_ASSERT(points >= 0 && n >= 1 && n <= PGW_EARN_FUNDERS_MAX);
+    int64_t total = 0, given = 0, rest[PGW_EARN_FUNDERS_MAX];
     for (size_t i = 0; i < n; i++) {
         PGW_ASSERT(weights[i] >= 0);
         if (pgw_add(total, weights[i], &total) != PGW_OK)
@@ -122,9 +122,19 @@ int pgw_share_out(int64_t points, const int64_t *weights, size_t n, int64_t *sha
     for (size_t i = 0; i < n; i++) {
         if (total < 1 || pgw_mul_div_floor(points, weights[i], total, &shares[i]) != PGW_OK)
             return PGW_ERANGE;
+        rest[i] = (int64_t)((__int128)points * weights[i] - (__int128)shares[i] * total);
         given += shares[i];
     }
-    shares[0] += points - given;
+    /* At most n - 1 points left: one each to the largest remainders, so no
+     * share passes its exact value rounded up (nor its weight). */
+    for (int64_t left = points - given; left > 0; left--) {
+        size_t best = 0;
+        for (size_t i = 1; i < n; i++)
+            best = rest[i] > rest[best] ? i : best;
+        PGW_ASSERT(rest[best] > 0);
+        shares[best]++;
+        rest[best] = -1;
+    }
     return PGW_OK;
 }
 

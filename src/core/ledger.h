@@ -123,9 +123,11 @@ int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t
 int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off);
 
 /*
- * Shares `points` (>= 0) among n parts in proportion to `weights` (each >=
- * 0, summing to at least 1): each the floor of its share, the remainder to
- * the first. The settlement report shares an expiry among its lot's
+ * Shares `points` (>= 0) among n (1..PGW_EARN_FUNDERS_MAX) parts in
+ * proportion to `weights` (each >= 0, summing to at least 1): each the
+ * floor of its share, then one point more to the largest remainders
+ * (earlier parts first on ties), so no share exceeds its exact value
+ * rounded up. The settlement report shares an expiry among its lot's
  * funders so, and a refund takes each funder's share of what expired out
  * of what it gives back (pgw_refund_lines). PGW_ERANGE when the weights
  * sum to less than 1 or overflow.

@@ -139,6 +139,38 @@ static void test_lot_plan_order_and_shortfall(void **state)
     assert_int_equal(lots[1].left, 10); /* nothing mutated */
 }
 
+/*
+ * Shares never exceed their weights: the floors, then one point more to the
+ * largest remainders (earlier first on ties). Regression (a review's): the
+ * whole remainder went to the first, so a funder of 1 point was charged 2
+ * of 201 expired among [1, 1, 200].
+ */
+static void test_share_out(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t points, weights[3], want[3];
+        size_t n;
+    } cases[] = {
+        {201, {1, 1, 200}, {1, 1, 199}, 3},
+        {50, {70, 30}, {35, 15}, 2},
+        {2, {1, 1, 1}, {1, 1, 0}, 3},
+        {7, {3}, {7}, 1},
+        {0, {5, 5}, {0, 0}, 2},
+        {10, {1, 2, 4}, {1, 3, 6}, 3},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        int64_t got[3] = {-1, -1, -1};
+        assert_int_equal(pgw_share_out(cases[c].points, cases[c].weights, cases[c].n, got), PGW_OK);
+        for (size_t i = 0; i < cases[c].n; i++)
+            if (got[i] != cases[c].want[i])
+                fail_msg("case %zu, share %zu: %lld, want %lld", c, i, (long long)got[i],
+                         (long long)cases[c].want[i]);
+    }
+    int64_t none[2] = {0, 0}, out[2];
+    assert_int_equal(pgw_share_out(5, none, 2, out), PGW_ERANGE);
+}
+
 static void test_refund_target_and_split(void **state)
 {
     (void)state;
@@ -561,6 +593,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expiry_instants),
         cmocka_unit_test(test_lot_plan_order_and_shortfall),
+        cmocka_unit_test(test_share_out),
         cmocka_unit_test(test_refund_target_and_split),
         cmocka_unit_test(test_earn_group_by_funder),
         cmocka_unit_test(test_three_partial_refunds_reverse_exactly),
