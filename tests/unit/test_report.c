@@ -84,8 +84,8 @@ static void expire(pgw_writer *w, const db_fixture *db, const char *member, int6
     assert_true(cmd.points_moved > 0);
 }
 
-/* The scenario, all in November 2026 but the expiries (December). */
-static void scenario(const db_fixture *db)
+/* A writer with lots expiring after one month (clamp). */
+static pgw_writer *start_writer(const db_fixture *db)
 {
     pgw_writer_options wo = {.db_url = db->url,
                              .queue_cap = 16,
@@ -94,6 +94,13 @@ static void scenario(const db_fixture *db)
     assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
     pgw_writer *w = NULL;
     assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    return w;
+}
+
+/* The scenario, all in November 2026 but the expiries (December). */
+static void scenario(const db_fixture *db)
+{
+    pgw_writer *w = start_writer(db);
     const int64_t t = NOV20 + 10 * 3600;
     earn(w, "store:S001:P1", "M1", "S001", 100, 50, 10000, t);
     earn(w, "store:S002:P2", "M2", "S002", 200, 0, 20000, t + 60);
@@ -208,13 +215,7 @@ static void test_settlement_by_hand(void **state)
 static void test_settlement_after_a_refund_of_expired_points(void **state)
 {
     const db_fixture *db = *state;
-    pgw_writer_options wo = {.db_url = db->url,
-                             .queue_cap = 16,
-                             .batch_max = 8,
-                             .policy.expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
-    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
-    pgw_writer *w = NULL;
-    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    pgw_writer *w = start_writer(db);
     const int64_t t = NOV20 + 10 * 3600, dec25 = NOV20 + 35 * 86400;
     earn(w, "store:S001:P1", "M1", "S001", 50, 50, 10000, t);
     redeem(w, "S002:X1", "M1", "S002", 50, t + 60);
