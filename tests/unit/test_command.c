@@ -29,6 +29,7 @@
 
 #include "db_fixture.h"
 #include "store/page_cache.h"
+#include "store/sql.h"
 
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -194,6 +195,8 @@ static int op_settle(run *r, bool capture, int *expected)
     return submit(r, &cmd);
 }
 
+static void compare_lots(run *r);
+
 static int op_expire(run *r, int *expected)
 {
     *expected = pgw_ledger_expire(r->ref, r->now, NULL, NULL);
@@ -204,6 +207,7 @@ static int op_expire(run *r, int *expected)
         FAIL(r, "expiry run: %s", err.msg);
     expired_lots += report.lots;
     released_holds += report.holds;
+    compare_lots(r);
     return rc;
 }
 
@@ -271,6 +275,37 @@ static void compare(run *r)
                  r->earns[i], (long long)stored, (long long)e.written_off, (long long)reversed,
                  (long long)written_off);
     }
+}
+
+/* Lot by lot, in the order both made them: who holds it, what is left and
+ * held. Which lot a repayment or a release touches shows here at once, not
+ * only when one of them expires. Only right after an expiry run: the store
+ * releases a hold past its deadline when the sweep or its member's next
+ * command comes, the reference at every step. */
+static void compare_lots(run *r)
+{
+    pgw_sql *db = NULL;
+    pgw_sql_stmt *st = NULL;
+    assert_int_equal(pgw_sql_open(r->db->url, false, &db, NULL), PGW_OK);
+    assert_int_equal(pgw_sql_prepare(db, "SELECT member, left_points, held FROM lots ORDER BY id",
+                                     false, &st, NULL),
+                     PGW_OK);
+    size_t i = 0;
+    for (; pgw_sql_step(st) == PGW_SQL_ROW; i++) {
+        if (i >= pgw_ledger_lot_count(r->ref))
+            FAIL(r, "store has more than the reference's %zu lots", i);
+        const pgw_lot *want = pgw_ledger_lot(r->ref, i);
+        const char *member = pgw_sql_column_text(st, 0);
+        int64_t left = pgw_sql_column_int64(st, 1), held = pgw_sql_column_int64(st, 2);
+        if (strcmp(member, want->member) != 0 || left != want->left || held != want->held)
+            FAIL(r, "lot %zu: store %s %lld left %lld held, reference %s %lld and %lld", i + 1,
+                 member, (long long)left, (long long)held, want->member, (long long)want->left,
+                 (long long)want->held);
+    }
+    pgw_sql_finalize(st);
+    pgw_sql_close(db);
+    if (i != pgw_ledger_lot_count(r->ref))
+        FAIL(r, "store has %zu lots, reference %zu", i, pgw_ledger_lot_count(r->ref));
 }
 
 static void verify_store(run *r)
