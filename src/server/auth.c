@@ -1,14 +1,14 @@
 /*
  * auth.c - see auth.h.
  *
- * The nonce cache is an open-addressing table of (hash of nonce, until)
- * sized once. A nonce is kept until its request's timestamp leaves the
- * skew window (a replay after that is stale anyway); an entry past it
- * counts as free, so the table never needs sweeping. A nonce lies at most
- * NONCE_PROBES slots from its home, so that a table nearly full of live
- * nonces costs a request a bounded probe, not a walk of the whole table.
- * When there is no room, signed requests are refused (PGW_EUNAVAILABLE)
- * rather than letting a replay in.
+ * The nonce cache is an open-addressing table of (hash of key and nonce,
+ * until) sized once. Each key has its own nonces: two tills numbering
+ * their requests 1, 2, 3... must not refuse each other's. A nonce is kept until its request's
+ * timestamp leaves the skew window (a replay after that is stale anyway); an entry past it counts
+ * as free, so the table never needs sweeping. A nonce lies at most NONCE_PROBES slots from its
+ * home, so that a table nearly full of live nonces costs a request a bounded probe, not a walk of
+ * the whole table. When there is no room, signed requests are refused (PGW_EUNAVAILABLE) rather
+ * than letting a replay in.
  */
 #include "auth.h"
 
@@ -108,11 +108,17 @@ void pgw_auth_free(pgw_auth *a)
     free(a);
 }
 
-/* Remembers the nonce of a request stamped `ts` (within the window at `now`). */
-static nonce_verdict remember_nonce(pgw_auth *a, const char *nonce, int64_t ts, int64_t now)
+/* Remembers the nonce of `who`'s request stamped `ts` (within the window
+ * at `now`). */
+static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const char *nonce,
+                                    int64_t ts, int64_t now)
 {
-    uint8_t digest[32];
-    pgw_sha256(nonce, strlen(nonce), digest);
+    uint8_t keyed[32 + PGW_NONCE_MAX], digest[32];
+    size_t nonce_len = strlen(nonce);
+    PGW_ASSERT(nonce_len <= PGW_NONCE_MAX); /* check_signature checked */
+    memcpy(keyed, who->secret, 32);
+    memcpy(keyed + 32, nonce, nonce_len);
+    pgw_sha256(keyed, 32 + nonce_len, digest);
     uint64_t h = 0;
     memcpy(&h, digest, sizeof(h));
     h |= 1; /* 0 marks a slot never used */
@@ -175,7 +181,7 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
         given[i] = (char)(req->signature[i] | (req->signature[i] >= 'A' ? 0x20 : 0));
     if (!hex_length || CRYPTO_memcmp(expected, given, sizeof(given)) != 0)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "bad X-PGW-Signature");
-    nonce_verdict v = remember_nonce(a, req->nonce, ts, now);
+    nonce_verdict v = remember_nonce(a, who, req->nonce, ts, now);
     if (v == NONCE_SEEN)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce was already used");
     if (v == NONCE_NO_ROOM)

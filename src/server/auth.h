@@ -10,8 +10,8 @@
  *
  * Signing: a key configured with require_signature must also send
  * X-PGW-Timestamp (unix seconds, within PGW_SIGNATURE_SKEW_S of now),
- * X-PGW-Nonce (unused within that window) and X-PGW-Signature = lowercase
- * hex HMAC-SHA256(secret, METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n"
+ * X-PGW-Nonce (unused by that key within that window) and X-PGW-Signature =
+ * hex, in either case, of HMAC-SHA256(secret, METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n"
  * NONCE "\n" hex(SHA-256(body))). The secret is the raw 32-byte SHA-256 of
  * the key: the gateway never stores keys in clear, and a client that holds
  * the key can always derive it.

@@ -23,19 +23,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY "test-signing-key"
-#define T0  1795486500 /* the clock of these tests */
+#define KEY       "test-signing-key"
+#define OTHER_KEY "another-signing-key"
+#define T0        1795486500 /* the clock of these tests */
 
 static pgw_auth *signing_auth(void)
 {
     setenv("PGW_TEST_AUTH_KEY", KEY, 1);
+    setenv("PGW_TEST_AUTH_OTHER_KEY", OTHER_KEY, 1);
     pgw_config *cfg = calloc(1, sizeof(*cfg));
     assert_non_null(cfg);
-    cfg->n_keys = 1;
+    cfg->n_keys = 2;
     snprintf(cfg->keys[0].name, sizeof(cfg->keys[0].name), "till");
     snprintf(cfg->keys[0].scope, sizeof(cfg->keys[0].scope), "shop:S001");
     snprintf(cfg->keys[0].key_env, sizeof(cfg->keys[0].key_env), "PGW_TEST_AUTH_KEY");
     cfg->keys[0].require_signature = true;
+    snprintf(cfg->keys[1].name, sizeof(cfg->keys[1].name), "other-till");
+    snprintf(cfg->keys[1].scope, sizeof(cfg->keys[1].scope), "shop:S002");
+    snprintf(cfg->keys[1].key_env, sizeof(cfg->keys[1].key_env), "PGW_TEST_AUTH_OTHER_KEY");
+    cfg->keys[1].require_signature = true;
     pgw_auth *a = NULL;
     pgw_err err;
     if (pgw_auth_new(cfg, &a, &err) != PGW_OK)
@@ -44,13 +50,15 @@ static pgw_auth *signing_auth(void)
     return a;
 }
 
-/* Signs GET /v1/members/M1 stamped `ts` with `nonce`, as a client does:
- * the secret is the key's SHA-256. The hex is upper case when asked. */
-static int check(pgw_auth *a, int64_t ts, const char *nonce, int64_t now, bool upper, pgw_err *err)
+/* Signs GET /v1/members/M1 with `key`, stamped `ts`, with `nonce`, as a
+ * client does: the secret is the key's SHA-256. The hex is upper case when
+ * asked. */
+static int check_key(pgw_auth *a, const char *key, int64_t ts, const char *nonce, int64_t now,
+                     bool upper, pgw_err *err)
 {
     uint8_t secret[32], body_hash[32], mac[32];
-    char body_hex[65], stamp[24], message[512], sig[65];
-    pgw_sha256(KEY, strlen(KEY), secret);
+    char body_hex[65], stamp[24], message[512], sig[65], authorization[128];
+    pgw_sha256(key, strlen(key), secret);
     pgw_sha256("", 0, body_hash);
     pgw_hash_hex(body_hash, body_hex, sizeof(body_hex));
     snprintf(stamp, sizeof(stamp), "%lld", (long long)ts);
@@ -70,7 +78,13 @@ static int check(pgw_auth *a, int64_t ts, const char *nonce, int64_t now, bool u
                               .body = (const uint8_t *)"",
                               .body_len = 0};
     pgw_principal who;
-    return pgw_auth_check(a, "Bearer " KEY, &req, now, &who, err);
+    snprintf(authorization, sizeof(authorization), "Bearer %s", key);
+    return pgw_auth_check(a, authorization, &req, now, &who, err);
+}
+
+static int check(pgw_auth *a, int64_t ts, const char *nonce, int64_t now, bool upper, pgw_err *err)
+{
+    return check_key(a, KEY, ts, nonce, now, upper, err);
 }
 
 static void test_a_nonce_is_taken_once_within_its_window(void **state)
@@ -98,6 +112,24 @@ static void test_a_nonce_is_taken_once_within_its_window(void **state)
     assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 1800, false, &err), PGW_OK);
     assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 2000 + PGW_SIGNATURE_SKEW_S, false, &err),
                      PGW_EUNAUTHORIZED);
+    pgw_auth_free(a);
+}
+
+/* Nonces are each key's own: two tills that number their requests 1, 2,
+ * 3... must not refuse each other's (API.md: a key's nonce is unique
+ * within the window; nothing asks keys to agree). A replay is still a
+ * replay for the key that sent it. */
+static void test_each_key_has_its_own_nonces(void **state)
+{
+    (void)state;
+    pgw_auth *a = signing_auth();
+    pgw_err err;
+    assert_int_equal(check_key(a, KEY, T0, "1", T0, false, &err), PGW_OK);
+    if (check_key(a, OTHER_KEY, T0, "1", T0, false, &err) != PGW_OK)
+        fail_msg("another key's first nonce was refused: %s", err.msg);
+    assert_int_equal(check_key(a, OTHER_KEY, T0, "1", T0, false, &err), PGW_EUNAUTHORIZED);
+    assert_non_null(strstr(err.msg, "already used"));
+    assert_int_equal(check_key(a, KEY, T0, "1", T0, false, &err), PGW_EUNAUTHORIZED);
     pgw_auth_free(a);
 }
 
@@ -141,6 +173,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_nonce_is_taken_once_within_its_window),
+        cmocka_unit_test(test_each_key_has_its_own_nonces),
         cmocka_unit_test(test_signatures_in_upper_case_hex),
         cmocka_unit_test(test_many_nonces_within_one_window),
     };
