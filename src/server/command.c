@@ -513,6 +513,21 @@ static int refund_delta(const pgw_earn_record *e, int64_t amount_fen, int64_t *d
     return rc;
 }
 
+/* A refund of `e`, a purchase that earned nothing: there is nothing to
+ * reverse, but the refund is the shop's real event (reconciliation looks
+ * for it) and it is summed like any other, so that refunds never take
+ * more than the purchase off the member's spend. */
+static int refund_unearned(pgw_store *store, pgw_command *cmd, pgw_earn_record *e)
+{
+    snprintf(cmd->member, sizeof(cmd->member), "%s", e->member);
+    cmd->points_moved = cmd->written_off = cmd->debt_added = 0;
+    int rc = append_transfers(store, cmd); /* none: it records the key */
+    if (rc != PGW_OK || cmd->replayed)
+        return rc;
+    e->refunded_fen += cmd->amount_fen;
+    return pgw_store_update_earn(store, e, &cmd->err);
+}
+
 /* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
  * member, checked before anything is said of the purchase (its amount). */
 static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
@@ -522,6 +537,8 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     bool found = false;
     int64_t delta = 0, taken = 0;
     int rc = pgw_store_get_earn(store, cmd->original, &found, &e, &cmd->err);
+    if (rc == PGW_OK && !found)
+        rc = pgw_store_get_unearned(store, cmd->original, &found, &e, &cmd->err);
     if (rc == PGW_OK && !found)
         rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s to refund", cmd->original);
     /* Another member's purchase by that id: as for an unknown member or
@@ -534,6 +551,8 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
         rc = refund_delta(&e, cmd->amount_fen, &delta, &cmd->err);
     if (rc != PGW_OK)
         return rc;
+    if (e.n_funders == 0)
+        return refund_unearned(store, cmd, &e);
     snprintf(cmd->member, sizeof(cmd->member), "%s", e.member);
     /* What the purchase lost to expiry (swept or only due) is not taken
      * back: written off. */

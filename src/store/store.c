@@ -115,6 +115,8 @@ enum {
     ST_MOVE_LOT,
     ST_INSERT_EARN,
     ST_SELECT_EARN,
+    ST_SELECT_UNEARNED,
+    ST_PUT_UNEARNED_REFUND,
     ST_SELECT_REVERSALS,
     ST_UPDATE_EARN,
     ST_PUT_REVERSAL,
@@ -252,6 +254,15 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SELECT_EARN] = "SELECT e.member, e.amount_fen, e.points, e.refunded_fen, e.written_off,"
                        " e.first_transfer, e.n_funders, e.expired FROM idempotency i"
                        " JOIN earns e ON e.first_transfer = i.first_transfer WHERE i.key = ?1",
+    /* A purchase that earned nothing has no earn: its key's row and what
+     * was refunded of it (pgw_store_get_unearned). */
+    [ST_SELECT_UNEARNED] = "SELECT i.member, i.amount_fen, COALESCE(u.refunded_fen, 0)"
+                           " FROM idempotency i LEFT JOIN unearned_refunds u ON u.purchase = i.key"
+                           " WHERE i.key = ?1 AND i.event_type = 'purchase'"
+                           " AND i.transfer_count = 0",
+    [ST_PUT_UNEARNED_REFUND] =
+        "INSERT INTO unearned_refunds (purchase, refunded_fen) VALUES (?1, ?2)"
+        " ON CONFLICT (purchase) DO UPDATE SET refunded_fen = excluded.refunded_fen",
     [ST_SELECT_REVERSALS] = "SELECT line, reversed FROM earn_reversals WHERE earn = ?1",
     [ST_UPDATE_EARN] =
         "UPDATE earns SET refunded_fen = ?2, written_off = ?3 WHERE first_transfer = ?1",
@@ -917,6 +928,18 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "ALTER TABLE earns ADD COLUMN expired INTEGER NOT NULL DEFAULT 0 CHECK (expired >= 0);"
     "UPDATE earns SET expired = x.p FROM (SELECT source_transfer s, SUM(expired) p FROM lots"
     " WHERE expired > 0 GROUP BY source_transfer) AS x WHERE earns.first_transfer = x.s;",
+    /* 26: what was refunded of a purchase that earned nothing (under the
+     * earning threshold, or capped to 0). It has no earn (an earn is keyed
+     * by its first transfer), so its refund was original_not_found: the
+     * till's real refund went unrecorded and reconciliation showed it
+     * missing. Its refunds reverse nothing but are summed here, so that
+     * they never take more than its amount off the member's spend. A row
+     * only for such a purchase once refunded: nothing on a purchase's path,
+     * and nothing to fill (every such refund was refused until now). */
+    "CREATE TABLE unearned_refunds ("
+    "  purchase TEXT PRIMARY KEY REFERENCES idempotency (key),"
+    "  refunded_fen INTEGER NOT NULL CHECK (refunded_fen > 0)"
+    ") STRICT, WITHOUT ROWID;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -1939,6 +1962,11 @@ static const char *const INVARIANTS[] = {
     "  SUM(spend_fen) OVER running AS f FROM activity_days"
     "  WINDOW running AS (PARTITION BY member ORDER BY day)) AS d"
     " WHERE run_purchases <> p OR run_spend_fen <> f LIMIT 1",
+    "SELECT format('purchase %s: refunds of %s fen recorded on a %s fen %s of %s transfers',"
+    "  u.purchase, u.refunded_fen, i.amount_fen, i.event_type, i.transfer_count)"
+    " FROM unearned_refunds u JOIN idempotency i ON i.key = u.purchase"
+    " WHERE u.refunded_fen > i.amount_fen OR i.event_type <> 'purchase' OR i.transfer_count <> 0"
+    " LIMIT 1",
     "WITH x AS (SELECT source_transfer s, SUM(expired) p FROM lots WHERE expired > 0"
     "  GROUP BY source_transfer)"
     " SELECT format('earn %s: counts %s points of its lot expired, its lot %s',"
@@ -2268,8 +2296,40 @@ int pgw_store_get_earn(pgw_store *s, const char *key, bool *found, pgw_earn_reco
     return rc;
 }
 
+int pgw_store_get_unearned(pgw_store *s, const char *key, bool *found, pgw_earn_record *out,
+                           pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_SELECT_UNEARNED];
+    pgw_sql_bind_text(st, 1, key);
+    int step = pgw_sql_step(st), rc = PGW_OK;
+    memset(out, 0, sizeof(*out));
+    *found = step == PGW_SQL_ROW;
+    if (*found) {
+        snprintf(out->key, sizeof(out->key), "%s", key);
+        out->amount_fen = pgw_sql_column_int64(st, 1);
+        out->refunded_fen = pgw_sql_column_int64(st, 2);
+        if (!column_text(st, 0, out->member, sizeof(out->member)) || out->amount_fen < 1 ||
+            out->refunded_fen < 0 || out->refunded_fen > out->amount_fen)
+            rc = pgw_err_set(err, PGW_EIO, "%s: purchase %.128s is malformed", s->path, key);
+    } else if (step != PGW_SQL_DONE) {
+        rc = db_error(s, PGW_EIO, "reading a purchase", err);
+    }
+    pgw_sql_reset(st);
+    /* Its key keeps the buyer it had; merges moved the buyer since. */
+    if (rc == PGW_OK && *found)
+        rc = pgw_store_survivor(s, out->member, NULL, err);
+    return rc;
+}
+
 int pgw_store_update_earn(pgw_store *s, const pgw_earn_record *e, pgw_err *err)
 {
+    if (e->n_funders == 0) { /* a purchase that earned nothing */
+        PGW_ASSERT(e->points == 0 && e->first_transfer == 0 && e->refunded_fen > 0);
+        pgw_sql_stmt *st = s->st[ST_PUT_UNEARNED_REFUND];
+        pgw_sql_bind_text(st, 1, e->key);
+        pgw_sql_bind_int64(st, 2, e->refunded_fen);
+        return step_done(s, st, "recording a refund of a purchase that earned nothing", err);
+    }
     pgw_sql_stmt *st = s->st[ST_UPDATE_EARN];
     pgw_sql_bind_int64(st, 1, e->first_transfer);
     pgw_sql_bind_int64(st, 2, e->refunded_fen);

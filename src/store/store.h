@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 25
+#define PGW_STORE_SCHEMA_VERSION 26
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -279,11 +279,20 @@ typedef struct pgw_earn_record {
 int pgw_store_insert_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
 int pgw_store_get_earn(pgw_store *store, const char *key, bool *found, pgw_earn_record *out,
                        pgw_err *err);
+/*
+ * A purchase that earned nothing (no transfer, so no earn) as an earn of
+ * no points and no funders: its buyer (followed through merges), amount
+ * and what refunds took of it. *found false when `key` is not such a
+ * purchase. pgw_store_update_earn writes its refunded_fen back.
+ */
+int pgw_store_get_unearned(pgw_store *store, const char *key, bool *found, pgw_earn_record *out,
+                           pgw_err *err);
 /* Points left in earn `e`'s lot that are due at `now` (expires_at <= now)
  * but not yet moved by an expiry run: expired all the same. */
 int pgw_store_earn_lot_due(pgw_store *store, const pgw_earn_record *e, int64_t now, int64_t *points,
                            pgw_err *err);
-/* Writes refunded_fen, written_off and every funder's reversed. */
+/* Writes refunded_fen, written_off and every funder's reversed (an earn of
+ * no funders, from pgw_store_get_unearned: refunded_fen alone). */
 int pgw_store_update_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
 
 /* ---- holds and the lot portions they reserve ------------------------------ */

@@ -580,6 +580,43 @@ def test_refunds(s):
     check(status == 422 and error_code(doc) == "original_not_found" and
           "5000" not in doc["error"]["message"],
           f"more than another member's purchase: {status} {doc}")
+    test_refund_of_a_purchase_earning_nothing(s, body)
+
+
+def test_refund_of_a_purchase_earning_nothing(s, body):
+    """Regression: a purchase under the earning threshold writes no transfer
+    and so had no earn; its refund, a real event at the till, was 422
+    original_not_found and reconciliation then showed it missing. Its
+    refunds are recorded, reverse nothing, and are summed against its
+    amount like any purchase's (a refund taken again and again would take
+    the amount off the member's spend each time: a tier lost)."""
+    status, small, _ = s.request("POST", "/v1/events", purchase("E-R0", amount=50, member="M3"))
+    check(status == 201 and small.get("points") == 0, f"a purchase earning nothing: {small}")
+    before = member(s, "M3")
+    body = dict(body, event_id="E-R0-refund-1", original_event_id="E-R0", amount_fen=30,
+                member={"member_id": "M3"})
+    status, doc, _ = s.request("POST", "/v1/events", body)
+    check(status == 201 and doc.get("points") == 0 and doc.get("transfers") == [] and
+          doc.get("written_off") == 0 and doc.get("debt_added") == 0,
+          f"its refund is recorded and reverses nothing: {status} {doc}")
+    status, again, _ = s.request("POST", "/v1/events", body)
+    check(status == 200 and again.get("replayed") is True, f"and replays: {status} {again}")
+    for bad, want in ((dict(body, event_id="E-R0-refund-2", amount_fen=21), "refund_exceeds_original"),
+                      (dict(body, event_id="E-R0-refund-3", member={"member_id": "M2"}),
+                       "original_not_found")):
+        status, doc, _ = s.request("POST", "/v1/events", bad)
+        check(status == 422 and error_code(doc) == want, f"{bad['event_id']}: {status} {doc}")
+        check(want != "original_not_found" or "fen" not in doc["error"]["message"],
+              f"another member learns nothing of the purchase: {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(body, event_id="E-R0-refund-4",
+                                                          amount_fen=20))
+    check(status == 201 and doc.get("points") == 0, f"the rest of it: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(body, event_id="E-R0-refund-5",
+                                                          amount_fen=1))
+    check(status == 422 and error_code(doc) == "refund_exceeds_original",
+          f"once the whole is refunded: {status} {doc}")
+    after = member(s, "M3")
+    check(after["balance"] == before["balance"], f"no points moved: {before} {after}")
 
 
 def member(s, mid):

@@ -972,7 +972,8 @@ typedef struct event_run {
     pgw_earning earning, expected;
     pgw_command cmd;
     int serial;
-    const char *member; /* the events' member; NULL: M1 */
+    const char *member;   /* the events' member; NULL: M1 */
+    const char *original; /* what refunds refund; NULL: store:S001:EV1 */
 } event_run;
 
 /*
@@ -1071,7 +1072,8 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
     snprintf(er->cmd.member, sizeof(er->cmd.member), "%s", er->member ? er->member : "M1");
     snprintf(er->cmd.shop, sizeof(er->cmd.shop), "S001");
-    snprintf(er->cmd.original, sizeof(er->cmd.original), "store:S001:EV1");
+    snprintf(er->cmd.original, sizeof(er->cmd.original), "%s",
+             er->original ? er->original : "store:S001:EV1");
     er->cmd.event = &er->ev;
     er->cmd.earning = &er->earning;
     er->cmd.render = render_points;
@@ -1257,6 +1259,72 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     assert_events_recorded(db, points, refunded);
 }
 
+/* M1's spend over the 12 months to 2026-11-24 (local days). */
+static int64_t spend_12m(pgw_store *s)
+{
+    pgw_activity_days days = {.today = pgw_days_from_date((pgw_date){2026, 11, 24})};
+    days.year_before = pgw_days_from_date((pgw_date){2025, 11, 24});
+    days.month_first = pgw_days_from_date((pgw_date){2026, 11, 1});
+    pgw_member_activity a;
+    bool found = false;
+    assert_int_equal(pgw_store_member_activity(s, "M1", &days, &found, &a, NULL), PGW_OK);
+    assert_true(found);
+    return a.spend_12m_fen;
+}
+
+/*
+ * A purchase that earned nothing (under the earning threshold) has no
+ * earn; its refund was original_not_found, so the till's real refund went
+ * unrecorded. Its refunds are recorded, move no points, and are summed
+ * against its amount like any purchase's: they take at most the purchase
+ * off the member's spend (refunds one by one, never summed, once let a
+ * 40-fen purchase take a gold member down to silver). verify names a
+ * purchase whose recorded refunds exceed it.
+ */
+static void test_refunds_of_a_purchase_that_earned_nothing(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    /* The first purchase earns its bonus; the second, of 50 fen, nothing. */
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 100, "2026-11-24T09:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_true(er.earning.points > 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 50, "2026-11-24T10:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.points, 0);
+    er.original = "store:S001:EV2";
+    static const struct {
+        int64_t fen;
+        int rc;
+    } refunds[] = {{30, PGW_OK}, {21, PGW_EEXCEEDS}, {20, PGW_OK}, {1, PGW_EEXCEEDS}};
+    for (size_t i = 0; i < sizeof(refunds) / sizeof(refunds[0]); i++) {
+        int rc =
+            send_event(&er, PGW_EVENT_REFUND, refunds[i].fen, "2026-11-24T10:05:00+08:00", NULL);
+        if (rc != refunds[i].rc)
+            fail_msg("refund %zu of %lld fen: %d, wanted %d (%s)", i, (long long)refunds[i].fen, rc,
+                     refunds[i].rc, er.cmd.err.msg);
+        if (rc == PGW_OK) {
+            assert_int_equal(er.cmd.points_moved, 0);
+            assert_int_equal(er.cmd.n_transfers, 0);
+            assert_string_equal(er.cmd.member, "M1");
+        }
+    }
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+    pgw_store *s = NULL;
+    pgw_verify_report report;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(spend_12m(s), 100); /* 150 bought, 50 refunded */
+    assert_int_equal(
+        pgw_store__exec_for_test(s, "UPDATE unearned_refunds SET refunded_fen = 51", NULL), PGW_OK);
+    assert_int_equal(pgw_store_verify(s, &report, NULL), PGW_OK);
+    if (report.ok || strstr(report.problem, "purchase store:S001:EV2:") == NULL)
+        fail_msg("verify said ok=%d \"%s\"", report.ok, report.problem);
+    pgw_store_close(s);
+}
+
 /*
  * An event reads its member once and that read serves the whole event:
  * a member it enrols gets its row with the event's flags; whether later
@@ -1434,6 +1502,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,

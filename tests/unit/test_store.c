@@ -487,9 +487,18 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* Schema 25: no table for refunds of purchases that earned nothing. */
+static void back_to_schema_25(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "BEGIN; DROP TABLE unearned_refunds; UPDATE pgw_schema SET version = 25;"
+                       " COMMIT"
+                     : "BEGIN; DROP TABLE unearned_refunds; PRAGMA user_version = 25; COMMIT");
+}
+
 /* Schema 24: earns do not count what their lots lost to expiry. */
 static void back_to_schema_24(const db_fixture *f)
 {
+    back_to_schema_25(f);
     raw_sql(f, f->pg ? "BEGIN; ALTER TABLE earns DROP COLUMN expired;"
                        " UPDATE pgw_schema SET version = 24; COMMIT"
                      : "BEGIN; ALTER TABLE earns DROP COLUMN expired; PRAGMA user_version = 24;"
