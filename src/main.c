@@ -510,6 +510,8 @@ static json_t *row_event(const pgw_recon_row *r, const char *channel, const char
         json_object_set_new(ev, "amount_fen", json_integer(r->amount_fen));
     if (ev != NULL && strcmp(r->type, "custom") == 0)
         json_object_set_new(ev, "points", json_integer(r->points));
+    if (ev != NULL && strcmp(r->type, "refund") == 0 && r->original[0] != '\0')
+        json_object_set_new(ev, "original_event_id", json_string(r->original));
     if (ev == NULL && member != NULL)
         pgw_err_set(err, PGW_EINVAL, "a field is not valid UTF-8");
     return ev;

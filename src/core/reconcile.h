@@ -33,9 +33,11 @@ typedef struct pgw_recon_row {
     int64_t occurred_at; /* unix seconds */
     char type[PGW_RECON_TYPE_MAX + 1];
     char member[PGW_RECON_MEMBER_MAX + 1];
-    int64_t amount_fen;          /* purchase or refund amount; 0 for behaviour events */
-    int64_t points;              /* signed: what the event moved for the member (a refund < 0) */
-    size_t line;                 /* statement: where the row is in its file; ledger: 0 */
+    int64_t amount_fen; /* purchase or refund amount; 0 for behaviour events */
+    int64_t points;     /* signed: what the event moved for the member (a refund < 0) */
+    char original[PGW_EVENT_ID_MAX + 1]; /* statement: a refund's original_event_id when the
+                                            statement has one (for --repair); "" otherwise */
+    size_t line;                         /* statement: where the row is in its file; ledger: 0 */
     char source[PGW_ID_MAX + 1]; /* ledger: the event's shop ("-" when none); statement: "" */
     bool malformed;              /* statement only: the reader could not read the row... */
     char problem[160];           /* ...and says why */

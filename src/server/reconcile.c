@@ -260,6 +260,8 @@ static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
         json_object_set_new(o, "shop_id", json_string(r->source));
     if (o != NULL && !ledger)
         json_object_set_new(o, "line", json_integer((json_int_t)r->line));
+    if (o != NULL && !ledger && r->original[0] != '\0')
+        json_object_set_new(o, "original_event_id", json_string(r->original));
     return o;
 }
 

@@ -14,7 +14,7 @@ typedef struct packed_head {
     int64_t occurred_at, amount_fen, points;
     uint64_t line;
     uint16_t problem_len;
-    uint8_t id_len, type_len, member_len, source_len, malformed;
+    uint8_t id_len, type_len, member_len, source_len, original_len, malformed;
 } packed_head;
 
 /* A run being merged: its file and the row at its head. */
@@ -39,7 +39,8 @@ struct pgw_rowsort {
 
 static size_t packed_len(const packed_head *h)
 {
-    return sizeof(*h) + h->id_len + h->type_len + h->member_len + h->source_len + h->problem_len;
+    return sizeof(*h) + h->id_len + h->type_len + h->member_len + h->source_len + h->original_len +
+           h->problem_len;
 }
 
 /* Packs a row (its strings without their NULs) into out; returns its length. */
@@ -56,6 +57,7 @@ static size_t pack(const pgw_recon_row *r, char *out)
                      (uint8_t)strlen(r->type),
                      (uint8_t)strlen(r->member),
                      (uint8_t)strlen(r->source),
+                     (uint8_t)strlen(r->original),
                      r->malformed};
     char *p = out + sizeof(h);
     memcpy(out, &h, sizeof(h));
@@ -63,7 +65,8 @@ static size_t pack(const pgw_recon_row *r, char *out)
     memcpy(p += h.id_len, r->source, h.source_len);
     memcpy(p += h.source_len, r->type, h.type_len);
     memcpy(p += h.type_len, r->member, h.member_len);
-    memcpy(p + h.member_len, r->problem, h.problem_len);
+    memcpy(p += h.member_len, r->original, h.original_len);
+    memcpy(p + h.original_len, r->problem, h.problem_len);
     return packed_len(&h);
 }
 
@@ -87,6 +90,7 @@ static void unpack(const char *in, pgw_recon_row *r)
     p = unpack_text(p, h.source_len, r->source);
     p = unpack_text(p, h.type_len, r->type);
     p = unpack_text(p, h.member_len, r->member);
+    p = unpack_text(p, h.original_len, r->original);
     unpack_text(p, h.problem_len, r->problem);
 }
 

@@ -17,10 +17,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { COL_EVENT_ID, COL_OCCURRED_AT, COL_TYPE, COL_MEMBER, COL_AMOUNT, COL_POINTS, N_COLS };
+enum {
+    COL_EVENT_ID,
+    COL_OCCURRED_AT,
+    COL_TYPE,
+    COL_MEMBER,
+    COL_AMOUNT,
+    COL_POINTS,
+    COL_ORIGINAL, /* optional: the only column a statement may leave out */
+    N_COLS
+};
 static const char *const COLUMNS[N_COLS] = {
-    [COL_EVENT_ID] = "event_id", [COL_OCCURRED_AT] = "occurred_at", [COL_TYPE] = "type",
-    [COL_MEMBER] = "member",     [COL_AMOUNT] = "amount_fen",       [COL_POINTS] = "points",
+    [COL_EVENT_ID] = "event_id",
+    [COL_OCCURRED_AT] = "occurred_at",
+    [COL_TYPE] = "type",
+    [COL_MEMBER] = "member",
+    [COL_AMOUNT] = "amount_fen",
+    [COL_POINTS] = "points",
+    [COL_ORIGINAL] = "original_event_id",
 };
 
 struct pgw_statement {
@@ -50,7 +64,7 @@ static int read_header(pgw_statement *st, pgw_err *err)
     if (rc == PGW_OK)
         rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, err);
     for (size_t c = 0; rc == PGW_OK && c < N_COLS; c++) {
-        if (st->col[c] < 0)
+        if (st->col[c] < 0 && c != COL_ORIGINAL)
             rc = pgw_err_set(err, PGW_EINVAL, "line %zu: column %s is missing", st->row.line,
                              COLUMNS[c]);
     }
@@ -171,6 +185,11 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
                       false, &r->points))
         return malformed(r, "points \"%.*s\" is not a whole number in range",
                          QUOTED(pgw_csv_cell(row, st->col, COL_POINTS)));
+    /* What a refund refunds, as POST /v1/events takes it: only --repair
+     * reads it, and only a refund's (as the events API ignores another's). */
+    const char *original = pgw_csv_cell(row, st->col, COL_ORIGINAL);
+    if (original[0] != '\0' && !copy_field(original, r->original, sizeof(r->original)))
+        return malformed(r, "original_event_id must be at most %d bytes", PGW_EVENT_ID_MAX);
     return true;
 }
 

@@ -2,7 +2,8 @@
  * statement.h - a channel's statement, read as reconciliation rows.
  *
  * A statement is CSV with a header row naming the columns event_id,
- * occurred_at, type, member, amount_fen, points (any order; all required).
+ * occurred_at, type, member, amount_fen, points (any order; all required)
+ * and optionally original_event_id (a refund's purchase, for --repair).
  * occurred_at is RFC 3339 or unix seconds; amount_fen 0..PGW_AMOUNT_FEN_MAX
  * (empty: 0); points a signed whole number (a refund's are negative). A row
  * that breaks a rule comes back as a malformed row with its line and the

@@ -1276,11 +1276,15 @@ def test_tight_risk(tmp):
 RECON_DAY = "2026-11-20T%02d:%02d:00+08:00"
 
 
-def statement_csv(rows, bom=True):
-    """A till's statement as spreadsheets write it: BOM, CRLF, a quoted field, blank lines."""
-    lines = ["event_id,occurred_at,type,member,amount_fen,points"]
-    for eid, when, typ, member, amount, points in rows:
-        lines.append(f'{eid},{when},{typ},"{member}",{amount},{points}')
+def statement_csv(rows, bom=True, original=False):
+    """A till's statement as spreadsheets write it: BOM, CRLF, a quoted field, blank lines.
+    With `original`, a seventh column: a refund's original_event_id."""
+    lines = ["event_id,occurred_at,type,member,amount_fen,points" +
+             (",original_event_id" if original else "")]
+    for row in rows:
+        eid, when, typ, member, amount, points = row[:6]
+        lines.append(f'{eid},{when},{typ},"{member}",{amount},{points}' +
+                     (f",{row[6] if len(row) > 6 else ''}" if original else ""))
     return ("\ufeff" if bom else "") + "\r\n".join(lines) + "\r\n\r\n\r\n"
 
 
@@ -1415,6 +1419,22 @@ def test_reconciliation(s):
           and '"missing_in_ledger":0' in err, f"second run: a clean match: exit {code} {doc} {err}")
     status, view, _ = s.request("GET", "/v1/members/MNEW950")
     check(status == 200 and view.get("balance") == extra[0][5], f"the repaired member: {view}")
+    # A refund only the till knows: without its original's id a repair cannot
+    # post it (and says why); with the optional original_event_id column it does.
+    eid0, when0, amount0, points0 = ledger[0]
+    refund_row = ["REC-970", RECON_DAY % (18, 30), "refund", "member_id:MREC", amount0 // 2,
+                  -(points0 * (amount0 // 2) // amount0), eid0]
+    before = s.transfers()
+    code, doc, err = reconcile(s, statement_csv(clean + [refund_row]), "--repair")
+    check(code == 1 and doc["summary"]["missing_in_ledger"] == 1 and '"failed":1' in err
+          and "original_event_id" in err and s.transfers() == before,
+          f"a refund without its original is not repaired: exit {code} {err}")
+    code, doc, err = reconcile(s, statement_csv(clean + [refund_row], original=True), "--repair")
+    check(code == 1 and doc["summary"]["missing_in_ledger"] == 1 and '"created":1' in err
+          and '"failed":0' in err, f"with original_event_id it is: exit {code} {err}")
+    code, doc, err = reconcile(s, statement_csv(clean + [refund_row], original=True))
+    check(code == 0 and doc["summary"]["matched"] == 15,
+          f"and then matches, points and all: exit {code} {doc} {err}")
     # Regression: --shop - reads the events without a shop, and --repair posted
     # them with shop_id "-" (an unknown shop: every row failed).
     when = RECON_DAY % (19, 0)

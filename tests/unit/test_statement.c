@@ -140,6 +140,42 @@ static void test_headers_and_files(void **state)
     remove(path);
 }
 
+/* An optional original_event_id column names what a refund refunds, so
+ * that --repair can post a refund missing from the log (a statement
+ * without it could not: the refund's purchase was unknown). It is kept
+ * through the on-disk sort; one too long makes its row malformed. */
+static void test_a_refunds_original(void **state)
+{
+    (void)state;
+    static char text[1024];
+    snprintf(text, sizeof(text),
+             "event_id,occurred_at,type,member,amount_fen,points,original_event_id\n"
+             "R2,1795486500,refund,member_id:M1,500,-5,P1\n"
+             "P1,1795486400,purchase,member_id:M1,1000,10,\n"
+             "R3,1795486500,refund,member_id:M1,500,-5,%0*d\n",
+             PGW_EVENT_ID_MAX + 1, 0);
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    for (int pass = 0; pass < 2; pass++) { /* in file order, then sorted */
+        pgw_recon_row r;
+        bool end = false;
+        static const char *const ids[2][3] = {{"R2", "P1", "R3"}, {"P1", "R2", "R3"}};
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+            assert_string_equal(r.event_id, ids[pass][i]);
+            if (strcmp(r.event_id, "R3") == 0) {
+                assert_true(r.malformed);
+                assert_non_null(strstr(r.problem, "original_event_id"));
+            } else {
+                assert_false(r.malformed);
+                assert_string_equal(r.original, strcmp(r.event_id, "R2") == 0 ? "P1" : "");
+            }
+        }
+        assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK);
+    }
+    pgw_statement_free(st);
+}
+
 /* Shuffled rows (with duplicates and bad rows) sorted through many runs
  * on disk come back exactly in (event_id, line) order. */
 static void test_sorted_through_many_runs(void **state)
@@ -191,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_sorted_on_disk_keeping_lines),
         cmocka_unit_test(test_headers_and_files),
         cmocka_unit_test(test_sorted_through_many_runs),
+        cmocka_unit_test(test_a_refunds_original),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
