@@ -599,16 +599,25 @@ static int64_t held_by(const pgw_ledger *l, const char *member_id)
     return sum;
 }
 
-int64_t pgw_ledger_available(const pgw_ledger *l, const char *member_id)
+int64_t pgw_ledger_available(const pgw_ledger *l, const char *member_id, int64_t at)
 {
-    return pgw_ledger_balance(l, member_id) - held_by(l, member_id);
+    /* A lot past its expiry keeps its points in the balance until the sweep
+     * moves them, but nothing can spend them (a pending hold's are counted
+     * in held_by already). */
+    int64_t lapsed = 0;
+    for (size_t i = 0; i < l->n_lots; i++) {
+        const pgw_lot *lot = &l->lots[i];
+        if (lot->expires_at <= at && strcmp(lot->member, member_id) == 0)
+            lapsed += lot->left;
+    }
+    return pgw_ledger_balance(l, member_id) - held_by(l, member_id) - lapsed;
 }
 
 /* Plans spending `points` of a member's free lots; PGW_EINSUFFICIENT if short. */
 static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int64_t at,
                       size_t *n_takes, pgw_err *err)
 {
-    int64_t available = pgw_ledger_available(l, member_id);
+    int64_t available = pgw_ledger_available(l, member_id, at);
     if (points < 1 || points > PGW_POINTS_MAX)
         return pgw_err_set(err, PGW_EINVAL, "points must be 1..%lld, got %lld",
                            (long long)PGW_POINTS_MAX, (long long)points);

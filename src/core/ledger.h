@@ -20,7 +20,8 @@
  * Semantics (README "Ledger semantics" says the same for operators):
  * - Balance of an account = credits - debits; all balances sum to zero.
  * - A member's balance = sum over their lots of (left + held) - debt.
- *   available = balance - points held by pending holds.
+ *   available = balance - points held by pending holds - points left in
+ *   lots past their expiry (the sweep has yet to move them).
  * - Earning creates one lot (after first repaying any debt) with an expiry
  *   from the policy; spending consumes lots earliest expiry first, then
  *   earliest earned, then lowest id; lots already expired are not spent.
@@ -244,7 +245,8 @@ int pgw_ledger_expire(pgw_ledger *ledger, int64_t now, size_t *n_lots, pgw_err *
 
 /* Reads. Unknown members and accounts read as 0. */
 int64_t pgw_ledger_balance(const pgw_ledger *ledger, const char *member);
-int64_t pgw_ledger_available(const pgw_ledger *ledger, const char *member);
+/* At `at`: lots past their expiry that no expiry run moved yet do not count. */
+int64_t pgw_ledger_available(const pgw_ledger *ledger, const char *member, int64_t at);
 int64_t pgw_ledger_debt(const pgw_ledger *ledger, const char *member);
 int64_t pgw_ledger_account(const pgw_ledger *ledger, const char *account);
 size_t pgw_ledger_transfer_count(const pgw_ledger *ledger);

@@ -235,9 +235,14 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * B-tree at every call. GROUP BY the key: no row without the member
      * (and no sort, the key being fixed). */
     [ST_MEMBER_FIGURES] =
-        "SELECT m.debt, COALESCE(SUM(l.left_points + l.held), 0), COALESCE(SUM(l.left_points), 0),"
+        "SELECT m.debt, COALESCE(SUM(l.left_points + l.held), 0),"
+        " COALESCE(SUM(CASE WHEN l.expires_at > ?2 THEN l.left_points ELSE 0 END), 0),"
         " (SELECT COALESCE(SUM(points), 0) FROM holds"
-        "   WHERE member = ?1 AND state = 0 AND deadline > ?2)"
+        "   WHERE member = ?1 AND state = 0 AND deadline > ?2),"
+        " COALESCE(SUM(CASE WHEN l.expires_at <= ?2 THEN l.left_points + l.held ELSE 0 END), 0),"
+        " (SELECT COALESCE(SUM(p.points), 0) FROM holds h"
+        "   JOIN hold_portions p ON p.hold = h.id JOIN lots d ON d.id = p.lot"
+        "   WHERE h.member = ?1 AND h.state = 0 AND h.deadline > ?2 AND d.expires_at <= ?2)"
         " FROM members m LEFT JOIN lots l"
         " ON l.member = m.id AND " LOT_LIVE("l.") " = 1 WHERE m.id = ?1 GROUP BY m.id",
     /* clang-format off */
@@ -2176,7 +2181,7 @@ int pgw_store_member_figures(pgw_store *s, const char *member, int64_t now, bool
     pgw_sql_stmt *st = s->st[ST_MEMBER_FIGURES];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, now);
-    int step = pgw_sql_step(st);
+    int step = pgw_sql_step(st), rc = PGW_OK;
     memset(out, 0, sizeof(*out));
     *found = step == PGW_SQL_ROW;
     if (*found) {
@@ -2184,12 +2189,19 @@ int pgw_store_member_figures(pgw_store *s, const char *member, int64_t now, bool
         out->balance = pgw_sql_column_int64(st, 1) - out->debt;
         out->free = pgw_sql_column_int64(st, 2);
         out->pending = pgw_sql_column_int64(st, 3);
-        out->available = out->balance - out->pending;
+        /* Points of lots past their expiry stay in the balance until the
+         * sweep moves them, but nothing can spend them: only a pending
+         * hold's keep their use (its capture takes them). */
+        int64_t lapsed = pgw_sql_column_int64(st, 4) - pgw_sql_column_int64(st, 5);
+        out->available = out->balance - out->pending - lapsed;
+        if (lapsed < 0) /* pending holds reserve more of a lot than it holds */
+            rc = pgw_err_set(err, PGW_EIO, "%s: member %.64s: its holds exceed its lots", s->path,
+                             member);
     }
     pgw_sql_reset(st);
     if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         return db_error(s, PGW_EIO, "reading a member's figures", err);
-    return PGW_OK;
+    return rc;
 }
 
 /* Binds a consumption-order cursor at parameters first..first+2. */

@@ -233,9 +233,10 @@ int pgw_store_due_lots(pgw_store *store, int64_t now, int64_t after_id, pgw_lot 
 typedef struct pgw_member_figures {
     int64_t balance;   /* lots' left + held - debt */
     int64_t pending;   /* reserved by holds still pending at `now` */
-    int64_t available; /* balance - pending */
+    int64_t available; /* balance - pending - points of lots past their expiry at `now` not
+                          reserved by a pending hold (the sweep has yet to move them) */
     int64_t debt;
-    int64_t free; /* lots' left, expired or not (what a spend may plan from) */
+    int64_t free; /* lots' left, not past their expiry (what a spend may take) */
 } pgw_member_figures;
 
 /* A member's figures at `now`; *found false (all 0) for an unknown member. */

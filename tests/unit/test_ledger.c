@@ -279,7 +279,7 @@ static void test_refund_after_points_were_spent(void **state)
     assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, t + 2, NULL), PGW_OK);
     assert_int_equal(pgw_ledger_balance(l, "M1"), -100);
     assert_int_equal(pgw_ledger_debt(l, "M1"), 100);
-    assert_int_equal(pgw_ledger_available(l, "M1"), -100);
+    assert_int_equal(pgw_ledger_available(l, "M1", t), -100);
     assert_int_equal(earn(l, "M1", "E2", 3000, 30, 0, t + 3), PGW_OK);
     assert_int_equal(pgw_ledger_debt(l, "M1"), 70);
     assert_int_equal(pgw_ledger_balance(l, "M1"), -70);
@@ -330,12 +330,12 @@ static void test_released_points_repay_debt_first(void **state)
             assert_int_equal(pgw_ledger_expire_holds(l, t + 600, NULL, NULL), PGW_OK);
         int64_t spent = end == 1 ? 200 : 0;
         if (pgw_ledger_debt(l, "M1") != spent || pgw_ledger_balance(l, "M1") != -spent ||
-            pgw_ledger_available(l, "M1") != -spent)
+            pgw_ledger_available(l, "M1", t) != -spent)
             fail_msg("%s: debt %lld, balance %lld, available %lld; want %lld, %lld, %lld",
                      ends[end], (long long)pgw_ledger_debt(l, "M1"),
                      (long long)pgw_ledger_balance(l, "M1"),
-                     (long long)pgw_ledger_available(l, "M1"), (long long)spent, (long long)-spent,
-                     (long long)-spent);
+                     (long long)pgw_ledger_available(l, "M1", t), (long long)spent,
+                     (long long)-spent, (long long)-spent);
         check(l);
         /* Nothing is left to expire: the balance stays what was spent. */
         assert_int_equal(pgw_ledger_expire(l, at("2027-01-01T00:00:00+08:00"), NULL, NULL), PGW_OK);
@@ -457,11 +457,11 @@ static void test_hold_capture_void_deadline(void **state)
     assert_int_equal(earn(l, "M1", "E1", 100000, 1000, 0, t), PGW_OK);
     assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 500, t + 600, t, NULL), PGW_OK);
     assert_int_equal(pgw_ledger_balance(l, "M1"), 1000);
-    assert_int_equal(pgw_ledger_available(l, "M1"), 500);
+    assert_int_equal(pgw_ledger_available(l, "M1", t), 500);
     check(l);
     assert_int_equal(pgw_ledger_capture(l, "H1", 400, t + 10, NULL), PGW_OK);
     assert_int_equal(pgw_ledger_balance(l, "M1"), 600);
-    assert_int_equal(pgw_ledger_available(l, "M1"), 600); /* the other 100 were released */
+    assert_int_equal(pgw_ledger_available(l, "M1", t), 600); /* the other 100 were released */
     assert_int_equal(pgw_ledger_account(l, "shop:S002:redeemed"), 400);
     assert_int_equal(pgw_ledger_hold_state(l, "H1", &s), PGW_OK);
     assert_int_equal(s, PGW_HOLD_CAPTURED);
@@ -473,16 +473,16 @@ static void test_hold_capture_void_deadline(void **state)
     assert_int_equal(pgw_ledger_hold(l, "H2", "M1", "S002", 300, t + 600, t + 20, NULL), PGW_OK);
     assert_int_equal(pgw_ledger_capture(l, "H2", 301, t + 21, NULL), PGW_EINVAL);
     assert_int_equal(pgw_ledger_void(l, "H2", t + 21, NULL), PGW_OK);
-    assert_int_equal(pgw_ledger_available(l, "M1"), 600);
+    assert_int_equal(pgw_ledger_available(l, "M1", t), 600);
 
     /* Past its deadline a hold cannot be captured and its points come back. */
     assert_int_equal(pgw_ledger_hold(l, "H3", "M1", "S002", 200, t + 600, t + 30, NULL), PGW_OK);
-    assert_int_equal(pgw_ledger_available(l, "M1"), 400);
+    assert_int_equal(pgw_ledger_available(l, "M1", t), 400);
     size_t before = pgw_ledger_transfer_count(l);
     assert_int_equal(pgw_ledger_capture(l, "H3", 0, t + 600, &err), PGW_ESTATE);
     assert_non_null(strstr(err.msg, "expired"));
     assert_int_equal(pgw_ledger_transfer_count(l), before);
-    assert_int_equal(pgw_ledger_available(l, "M1"), 600);
+    assert_int_equal(pgw_ledger_available(l, "M1", t), 600);
 
     assert_int_equal(pgw_ledger_hold(l, "H4", "M1", "S002", 601, t + 900, t + 40, NULL),
                      PGW_EINSUFFICIENT);
