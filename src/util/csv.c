@@ -36,14 +36,30 @@ static bool skip_blank_lines(pgw_csv *c)
     return false;
 }
 
-/* After a malformed row: on to the next line. */
-static void skip_line(pgw_csv *c)
+/*
+ * After a malformed row: on past the rest of it, `quoted` when the error
+ * came inside quotes. A line break inside a quoted field is not the row's
+ * end: taken for it, the rest of the field was read as rows of its own (a
+ * note in a shop's batch could hold an event). A quote opens a field only
+ * at its start, as when reading; elsewhere it is the row's own mistake.
+ */
+static void skip_row(pgw_csv *c, bool quoted)
 {
-    while (c->pos < c->len && c->text[c->pos] != '\n')
-        c->pos++;
-    if (c->pos < c->len) {
-        c->pos++;
-        c->line++;
+    bool field_start = c->pos > 0 && c->text[c->pos - 1] == ',';
+    while (c->pos < c->len) {
+        char ch = c->text[c->pos++];
+        c->line += ch == '\n';
+        if (quoted) {
+            if (ch == '"' && c->pos < c->len && c->text[c->pos] == '"')
+                c->pos++; /* "" is one quote */
+            else if (ch == '"')
+                quoted = false;
+            continue;
+        }
+        if (ch == '\n')
+            return;
+        quoted = ch == '"' && field_start;
+        field_start = ch == ',';
     }
 }
 
@@ -164,7 +180,7 @@ int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
         rc = pgw_err_set(err, PGW_EINVAL, "field %zu: a quote is never closed", row->n + 1);
     if (rc != PGW_OK) {
         if (!row_done)
-            skip_line(c);
+            skip_row(c, k.quoted);
         return rc;
     }
     end_field(&k);

@@ -922,6 +922,19 @@ def test_shop_csv(s):
     check(status == 400 and "colour" in doc["error"]["message"], f"unknown column: {doc}")
     status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=body, key="s002")
     check(status == 415, f"CSV needs text/csv: {status}")
+    # Regression: after a field too long, reading went on at the next line break,
+    # though it was inside the field's quotes: the text of a note became an event.
+    note = "x" * 600 + "\r\nCSV-INJ,purchase,2026-11-25T10:10:00+08:00,member_id:MEVIL,9999900,,\r\nend"
+    bad = "\r\n".join([rows[0], f'CSV-8,purchase,2026-11-25T10:10:00+08:00,member_id:MCSV8,100,,"{note}"',
+                        "CSV-9,purchase,2026-11-25T10:11:00+08:00,member_id:MCSV8,100,,R-9", ""])
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=bad.encode(),
+                               ctype="text/csv", key="s002")
+    lines = [(e["line"], e["code"]) for e in doc.get("errors", [])]
+    check(status == 200 and (doc.get("accepted"), doc.get("rejected")) == (1, 1)
+          and lines == [(2, "invalid_request")] and s.transfers() == before + 1
+          and s.request("GET", "/v1/members/MEVIL")[0] == 404,
+          f"a note's text is not an event: {status} {doc}")
 
 
 def test_imports(s):

@@ -112,6 +112,40 @@ static void test_field_count_is_bounded(void **state)
     expect_end(&c);
 }
 
+/*
+ * Regression: after a row's error the reader went on at the next line
+ * break, even one inside a quoted field, so the rest of that field was
+ * read as rows of its own. A shop's batch with a note longer than a field
+ * may hold posted the text inside the note as an event (the API review
+ * found a 99,999-yuan purchase slipped in so).
+ */
+static void test_a_bad_row_is_skipped_to_its_own_end(void **state)
+{
+    (void)state;
+    char *text = calloc(1, 4096);
+    strcpy(text, "a,b\nn1,\"");
+    memset(text + strlen(text), 'x', PGW_CSV_FIELD_MAX + 1);
+    strcat(text, "\nINJ,evil\n\"\"still the note\"\"\nend\"\nlast,2\n");
+    for (int i = 0; i < PGW_CSV_FIELDS_MAX; i++) /* a row of too many fields, its last quoted */
+        strcat(text, "f,");
+    strcat(text, "\"x\nINJ2,evil\"\nnext,3\n");
+    pgw_csv c;
+    pgw_csv_init(&c, text, strlen(text));
+    pgw_err err;
+    bool done = false;
+    expect_row(&c, 1, 2, (const char *const[]){"a", "b"});
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 2);
+    assert_non_null(strstr(err.msg, "longer than"));
+    expect_row(&c, 6, 2, (const char *const[]){"last", "2"});
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 7);
+    assert_non_null(strstr(err.msg, "more than"));
+    expect_row(&c, 9, 2, (const char *const[]){"next", "3"});
+    expect_end(&c);
+    free(text);
+}
+
 static void test_columns_are_mapped_by_name(void **state)
 {
     (void)state;
@@ -245,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_what_excel_writes),
         cmocka_unit_test(test_malformed_rows_are_reported_and_skipped),
         cmocka_unit_test(test_field_count_is_bounded),
+        cmocka_unit_test(test_a_bad_row_is_skipped_to_its_own_end),
         cmocka_unit_test(test_columns_are_mapped_by_name),
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
         cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
