@@ -520,6 +520,7 @@ static int refund_delta(const pgw_earn_record *e, int64_t amount_fen, int64_t *d
 static int refund_unearned(pgw_store *store, pgw_command *cmd, pgw_earn_record *e)
 {
     snprintf(cmd->member, sizeof(cmd->member), "%s", e->member);
+    cmd->original_at = e->occurred_at;
     cmd->points_moved = cmd->written_off = cmd->debt_added = 0;
     int rc = append_transfers(store, cmd); /* none: it records the key */
     if (rc != PGW_OK || cmd->replayed)
@@ -554,6 +555,7 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (e.n_funders == 0)
         return refund_unearned(store, cmd, &e);
     snprintf(cmd->member, sizeof(cmd->member), "%s", e.member);
+    cmd->original_at = e.occurred_at;
     /* What the purchase lost to expiry (swept or only due) is not taken
      * back: written off. */
     int64_t due = 0, lapsed = 0;
@@ -771,6 +773,33 @@ static int activity_days(const pgw_ledger_policy *policy, int64_t at, pgw_activi
     return PGW_OK;
 }
 
+/* What an event adds to its member's spend: a refund takes its amount off. */
+static int64_t event_spend(const pgw_event *ev)
+{
+    return ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen
+           : ev->type == PGW_EVENT_REFUND ? -ev->amount_fen
+                                          : 0;
+}
+
+/*
+ * The day an event's spend counts on: a refund's is its purchase's, so
+ * that refunding a purchase older than 12 months does not take from the
+ * last 12 months' spend (a member lost a tier so), nor a refund of last
+ * month's purchase from this month's challenge. The refund's own day when
+ * the purchase's time is not known (its key is not an event's).
+ */
+static int spend_day(const pgw_ledger_policy *policy, const pgw_command *cmd,
+                     const pgw_activity_days *days, int64_t *out, pgw_err *err)
+{
+    *out = days->today;
+    if (cmd->event->type != PGW_EVENT_REFUND || cmd->original_at <= 0)
+        return PGW_OK;
+    pgw_activity_days then = {0}; /* -O3 cannot see activity_days fill it */
+    int rc = activity_days(policy, cmd->original_at, &then, err);
+    *out = then.today;
+    return rc;
+}
+
 /* The rules' view of a member from what the store keeps. */
 static void activity_to_ctx(const pgw_member_activity *a, pgw_event_type type, pgw_member_ctx *ctx)
 {
@@ -822,16 +851,22 @@ static bool set_flags_after(const pgw_command *cmd, const pgw_activity_days *day
 
 /* What the event changes in the member's activity, after its points. */
 static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activity_days *days,
-                           pgw_member_activity *a)
+                           int64_t spend_day, pgw_member_activity *a)
 {
     const pgw_event *ev = cmd->event;
     const pgw_earning *earning = cmd->earning;
-    int rc = PGW_OK;
-    int64_t spend = ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen
-                    : ev->type == PGW_EVENT_REFUND ? -ev->amount_fen
-                                                   : 0;
-    rc = pgw_store_add_member_day(store, cmd->member, days->today, ev->type == PGW_EVENT_PURCHASE,
-                                  spend, a->later_days, &cmd->err);
+    bool purchase = ev->type == PGW_EVENT_PURCHASE;
+    int rc;
+    if (spend_day == days->today) {
+        rc = pgw_store_add_member_day(store, cmd->member, days->today, purchase, event_spend(ev), 1,
+                                      a->later_days, &cmd->err);
+    } else { /* a refund of an earlier day's purchase: the spend is that day's */
+        rc = pgw_store_add_member_day(store, cmd->member, days->today, 0, 0, 1, a->later_days,
+                                      &cmd->err);
+        if (rc == PGW_OK)
+            rc = pgw_store_add_member_day(store, cmd->member, spend_day, 0, event_spend(ev), 0,
+                                          true, &cmd->err);
+    }
     /* A rule's day is kept only where something reads it back (the rules'
      * day_counted: campaigns and behaviours, whatever the configuration,
      * so that a cap added later counts the day's earlier points). The base
@@ -1107,16 +1142,18 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK)
             rc = earn_lines(store, policy, cmd, a->debt);
     }
+    int64_t day = days.today;
+    if (rc == PGW_OK)
+        rc = spend_day(policy, cmd, &days, &day, &cmd->err);
     if (rc == PGW_OK && policy->rules->n_tiers > 0) { /* spend moved: maybe the tier too */
-        int64_t spend = ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen
-                        : ev->type == PGW_EVENT_REFUND ? -ev->amount_fen
-                                                       : 0;
+        bool counts = day > days.year_before && day <= days.today;
         int32_t before = pgw_rules_tier_for_spend(policy->rules, a->spend_12m_fen);
-        int32_t after = pgw_rules_tier_for_spend(policy->rules, a->spend_12m_fen + spend);
+        int32_t after = pgw_rules_tier_for_spend(policy->rules,
+                                                 a->spend_12m_fen + (counts ? event_spend(ev) : 0));
         cmd->new_tier = after != before ? after : -1;
     }
     if (rc == PGW_OK)
-        rc = record_activity(store, cmd, &days, a);
+        rc = record_activity(store, cmd, &days, day, a);
     if (rc == PGW_OK)
         record_event(cmd);
     return rc;

@@ -194,6 +194,7 @@ struct pgw_command {
     int64_t amount_fen; /* EARN: purchase amount (0: not refundable); REFUND: refunded now */
     /* REFUND */
     char original[PGW_IDEM_KEY_MAX + 1]; /* the purchase's key */
+    int64_t original_at; /* filled: the purchase's time (0 when its key does not say) */
     /* HOLD, CAPTURE, VOID, REDEEM, EXPIRE_HOLD */
     char hold_id[PGW_REFERENCE_MAX + 1];
     int64_t points;   /* HOLD, REDEEM: 1..PGW_POINTS_MAX; CAPTURE: 0 = all */

@@ -257,14 +257,15 @@ static const char *const STATEMENTS[ST_COUNT] = {
                        " n_funders) VALUES (?1, ?2, ?3, ?4, ?5)",
     /* An earn is found by its purchase's key through the idempotency record. */
     [ST_SELECT_EARN] = "SELECT e.member, e.amount_fen, e.points, e.refunded_fen, e.written_off,"
-                       " e.first_transfer, e.n_funders, e.expired FROM idempotency i"
+                       " e.first_transfer, e.n_funders, e.expired, i.occurred_at FROM idempotency i"
                        " JOIN earns e ON e.first_transfer = i.first_transfer WHERE i.key = ?1",
     /* A purchase that earned nothing has no earn: its key's row and what
      * was refunded of it (pgw_store_get_unearned). */
-    [ST_SELECT_UNEARNED] = "SELECT i.member, i.amount_fen, COALESCE(u.refunded_fen, 0)"
-                           " FROM idempotency i LEFT JOIN unearned_refunds u ON u.purchase = i.key"
-                           " WHERE i.key = ?1 AND i.event_type = 'purchase'"
-                           " AND i.transfer_count = 0",
+    [ST_SELECT_UNEARNED] =
+        "SELECT i.member, i.amount_fen, COALESCE(u.refunded_fen, 0), i.occurred_at"
+        " FROM idempotency i LEFT JOIN unearned_refunds u ON u.purchase = i.key"
+        " WHERE i.key = ?1 AND i.event_type = 'purchase'"
+        " AND i.transfer_count = 0",
     [ST_PUT_UNEARNED_REFUND] =
         "INSERT INTO unearned_refunds (purchase, refunded_fen) VALUES (?1, ?2)"
         " ON CONFLICT (purchase) DO UPDATE SET refunded_fen = excluded.refunded_fen",
@@ -316,13 +317,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* clang-format off */
     [ST_ADD_DAY] =
         "INSERT INTO activity_days (member, day, purchases, spend_fen, events,"
-        " run_purchases, run_spend_fen) VALUES (?1, ?2, ?3, ?4, 1,"
+        " run_purchases, run_spend_fen) VALUES (?1, ?2, ?3, ?4, ?5,"
         " ?3 + " RUN_AT("run_purchases", "?2 - 1") ","
         " ?4 + " RUN_AT("run_spend_fen", "?2 - 1") ")"
         " ON CONFLICT (member, day) DO UPDATE SET"
         " purchases = activity_days.purchases + excluded.purchases,"
         " spend_fen = activity_days.spend_fen + excluded.spend_fen,"
-        " events = activity_days.events + 1,"
+        " events = activity_days.events + excluded.events,"
         " run_purchases = activity_days.run_purchases + excluded.purchases,"
         " run_spend_fen = activity_days.run_spend_fen + excluded.spend_fen",
     /* clang-format on */
@@ -2295,6 +2296,7 @@ int pgw_store_get_earn(pgw_store *s, const char *key, bool *found, pgw_earn_reco
         out->first_transfer = pgw_sql_column_int64(st, 5);
         int64_t funders = pgw_sql_column_int64(st, 6);
         out->expired = pgw_sql_column_int64(st, 7);
+        out->occurred_at = pgw_sql_column_int64(st, 8);
         if (!column_text(st, 0, out->member, sizeof(out->member)) || funders < 1 ||
             funders > PGW_EARN_FUNDERS_MAX)
             rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s is malformed", s->path, key);
@@ -2320,6 +2322,7 @@ int pgw_store_get_unearned(pgw_store *s, const char *key, bool *found, pgw_earn_
         snprintf(out->key, sizeof(out->key), "%s", key);
         out->amount_fen = pgw_sql_column_int64(st, 1);
         out->refunded_fen = pgw_sql_column_int64(st, 2);
+        out->occurred_at = pgw_sql_column_int64(st, 3);
         if (!column_text(st, 0, out->member, sizeof(out->member)) || out->amount_fen < 1 ||
             out->refunded_fen < 0 || out->refunded_fen > out->amount_fen)
             rc = pgw_err_set(err, PGW_EIO, "%s: purchase %.128s is malformed", s->path, key);
@@ -2840,8 +2843,9 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
 }
 
 int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int64_t purchases,
-                             int64_t spend_fen, bool later_days, pgw_err *err)
+                             int64_t spend_fen, int64_t events, bool later_days, pgw_err *err)
 {
+    PGW_ASSERT(events == 0 || events == 1);
     int rc = PGW_OK;
     static const int steps[] = {ST_ADD_DAY, ST_ADD_TO_LATER_DAYS};
     size_t n = later_days ? 2 : 1; /* none later: no range to update */
@@ -2851,6 +2855,8 @@ int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int6
         pgw_sql_bind_int64(st, 2, day);
         pgw_sql_bind_int64(st, 3, purchases);
         pgw_sql_bind_int64(st, 4, spend_fen);
+        if (steps[i] == ST_ADD_DAY)
+            pgw_sql_bind_int64(st, 5, events);
         rc = send_done(s, st, "recording a member's day", err);
     }
     return rc;

@@ -275,6 +275,7 @@ typedef struct pgw_earn_record {
     int64_t first_transfer;
     size_t n_funders;
     int64_t reversed[PGW_EARN_FUNDERS_MAX];
+    int64_t occurred_at; /* the purchase's time; 0 when its key does not say (not an event's) */
 } pgw_earn_record;
 
 int pgw_store_insert_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);
@@ -641,14 +642,14 @@ int pgw_store_member_activity(pgw_store *store, const char *member, const pgw_ac
 int pgw_store_member_today(pgw_store *store, const char *member, int64_t day,
                            pgw_member_activity *a, pgw_err *err);
 /*
- * Counts one event on a member's day, with its purchases and spend
+ * Counts `events` (0 or 1) on a member's day, with purchases and spend
  * (negative for refunds). Every later day's running totals take them too:
  * `later_days` says whether there may be any, as an activity read at `day`
  * in this transaction found (pgw_member_activity.later_days); false skips
  * that update, one statement per event. true is always correct.
  */
 int pgw_store_add_member_day(pgw_store *store, const char *member, int64_t day, int64_t purchases,
-                             int64_t spend_fen, bool later_days, pgw_err *err);
+                             int64_t spend_fen, int64_t events, bool later_days, pgw_err *err);
 /* Takes `points` back from a member's `rule` on `day` (never below 0;
  * nothing when the member has no such row). */
 int pgw_store_take_back_rule_day(pgw_store *store, const char *member, int64_t day,

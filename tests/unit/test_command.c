@@ -1365,6 +1365,40 @@ static void test_refunds_of_a_purchase_that_earned_nothing(void **state)
 }
 
 /*
+ * A refund takes its amount off the spend of its purchase's day, not the
+ * refund's: a purchase more than 12 months old no longer counts towards
+ * the tier, and refunding it took its amount off the spend of the last 12
+ * months all the same (the review dropped a gold member to silver so).
+ */
+static void test_a_refund_moves_the_spend_of_its_purchases_day(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 600000, "2025-10-01T10:00:00+08:00", NULL),
+                     PGW_OK); /* EV1: 14 months before the refund */
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 600000, "2026-11-20T10:00:00+08:00", NULL),
+                     PGW_OK); /* EV2 */
+    int32_t gold = pgw_rules_tier_for_spend(&er.cfg->rules, 600000);
+    assert_true(gold > 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 600000, "2026-11-24T10:00:00+08:00", NULL),
+                     PGW_OK); /* all of EV1 */
+    assert_int_equal(er.cmd.new_tier, -1);
+    er.original = "store:S001:EV2";
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 50000, "2026-11-24T11:00:00+08:00", NULL),
+                     PGW_OK);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    int64_t spend = spend_12m(s);
+    if (spend != 550000)
+        fail_msg("spend over the 12 months to the refunds: %lld, want 550000", (long long)spend);
+    pgw_store_close(s);
+}
+
+/*
  * An event reads its member once and that read serves the whole event:
  * a member it enrols gets its row with the event's flags; whether later
  * days exist whose running totals must take the event (a till that was
@@ -1544,6 +1578,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_moves_the_spend_of_its_purchases_day,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
                                         db_fixture_setup, db_fixture_teardown),

@@ -462,10 +462,10 @@ static void test_member_activity_windows(void **state)
         fail_msg("%s", err.msg);
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         assert_int_equal(pgw_store_add_member_day(s, "M1", rows[i].day, rows[i].purchases,
-                                                  rows[i].spend, true, NULL),
+                                                  rows[i].spend, 1, true, NULL),
                          PGW_OK);
     /* an event */
-    assert_int_equal(pgw_store_add_member_day(s, "M1", 20000, 0, 0, true, NULL), PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 20000, 0, 0, 1, true, NULL), PGW_OK);
     pgw_member_activity a;
     bool found = false;
     assert_int_equal(pgw_store_member_activity(s, "M1", &days, &found, &a, NULL), PGW_OK);
@@ -634,7 +634,7 @@ static void test_a_day_written_during_schema_19_is_kept(void **state)
     pgw_err err;
     if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK)
         fail_msg("%s", err.msg);
-    assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, true, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, 1, true, &err), PGW_OK);
     pgw_store_close(s);
     back_to_schema_18(f);
     old_writer o = {.f = f, .sql = "INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)"};
@@ -723,7 +723,7 @@ static void test_member_activity_from_running_totals(void **state)
         for (int64_t i = at + 1; i < MODEL_DAYS; i++)
             later |= model[who].events[i] > 0;
         if (pgw_store_member_activity(s, members[who], &d, &found, &a, &err) != PGW_OK ||
-            pgw_store_add_member_day(s, members[who], MODEL_BASE + at, purchases, spend,
+            pgw_store_add_member_day(s, members[who], MODEL_BASE + at, purchases, spend, 1,
                                      a.later_days, &err) != PGW_OK)
             fail_msg("%s", err.msg);
         if (a.later_days != later)
