@@ -617,6 +617,8 @@ static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_princip
 static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row, pgw_batch *b,
                          size_t index, pgw_response *resp);
 static bool query_value(const char *query, const char *name, char *out, size_t cap);
+static bool query_has(const char *query, const char *name);
+static int query_param(const char *query, const char *name, char *out, size_t cap, pgw_err *err);
 static int query_int(const char *query, const char *name, int64_t lo, int64_t hi, int64_t *out,
                      const char *what, pgw_err *err);
 
@@ -1012,8 +1014,11 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
     char batch[PGW_IMPORT_BATCH_MAX + 1] = "";
     int64_t rate_bp = index >= 0 ? api->cfg->rules.shops[index].rate_bp : 0;
     int rc = csv_request(api, req, who, shop, &csv, &header, &err);
-    if (rc == PGW_OK && query_value(req->query, "batch", batch, sizeof(batch)) &&
-        !pgw_import_batch_ok(batch))
+    /* Never a batch too long taken for none: the body's hash would name the
+     * batch, and the same file would be credited again. */
+    if (rc == PGW_OK)
+        rc = query_param(req->query, "batch", batch, sizeof(batch), &err);
+    if (rc == PGW_OK && query_has(req->query, "batch") && !pgw_import_batch_ok(batch))
         rc = pgw_err_set(&err, PGW_EINVAL, "batch must be 1..%d of [A-Za-z0-9._-]",
                          PGW_IMPORT_BATCH_MAX);
     char what[48];
@@ -1194,8 +1199,6 @@ static bool query_value(const char *query, const char *name, char *out, size_t c
     }
     return false;
 }
-
-static bool query_has(const char *query, const char *name);
 
 /*
  * Decimal digits only, lo..hi (lo >= 0), into *out; false for anything

@@ -960,7 +960,12 @@ def test_imports(s):
         status, doc, _ = s.request("POST", "/v1/shops/S003/imports?batch=b2&rate_bp=" + rate,
                                    raw=body, ctype="text/csv")
         check(status == 400 and error_code(doc) == "invalid_request", f"rate_bp={rate}: {status}")
-    check(s.transfers() == before, "an import at a bad rate moved nothing")
+    # Regression: a batch= too long was taken for absent, so the body's hash
+    # named the batch and the same file was credited a second time.
+    status, doc, _ = s.request("POST", "/v1/shops/S003/imports?batch=" + "B" * 65, raw=body,
+                               ctype="text/csv")
+    check(status == 400 and error_code(doc) == "invalid_request", f"batch=B*65: {status} {doc}")
+    check(s.transfers() == before, "an import at a bad rate or batch moved nothing")
 
 
 def test_batch(s):
