@@ -72,6 +72,7 @@ typedef struct pgw_batch {
     char shop[PGW_ID_MAX + 1];
     char import_batch[PGW_IMPORT_BATCH_MAX + 1]; /* R_IMPORT */
     int64_t rate_bp;                             /* R_IMPORT */
+    char client_address[64]; /* the request's: its events are as if sent alone from there */
 } pgw_batch;
 #define HOLD_SECONDS_MAX (30 * 86400)
 
@@ -653,6 +654,8 @@ static void batch_feed(pgw_api *api, pgw_batch *b)
     pgw_request req;
     memset(&req, 0, sizeof(req));
     req.id = b->request_id;
+    PGW_STATIC_ASSERT(sizeof(req.client_address) == sizeof(b->client_address), "one size");
+    memcpy(req.client_address, b->client_address, sizeof(req.client_address));
     while (b->running < BATCH_WINDOW && b->next < b->n) {
         size_t i = b->next++;
         if (b->bodies[i] != NULL)
@@ -945,6 +948,7 @@ static bool run_csv_batch(pgw_api *api, const pgw_request *req, const pgw_princi
     *b = *setup;
     api->batches++;
     b->request_id = req->id;
+    memcpy(b->client_address, req->client_address, sizeof(b->client_address));
     memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
     b->who = *who;
     b->events = json_array();
@@ -1063,6 +1067,7 @@ static bool handle_batch(pgw_api *api, const pgw_request *req, const pgw_princip
         return false;
     }
     b->request_id = req->id;
+    memcpy(b->client_address, req->client_address, sizeof(b->client_address));
     b->kind = R_BATCH;
     memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
     b->who = *who;

@@ -1246,6 +1246,13 @@ def test_tight_risk(tmp):
         check(codes == [201, 201, 422] and
               got[2][1]["error"]["message"].startswith("max_new_members_per_ip_per_hour:"),
               f"mini-program sign-ups per address: {codes} {got[2][1]}")
+        # Regression: the same sign-ups in one batch came with no address, and
+        # the limit let every one enrol.
+        batch = [dict(e, event_id=f"T-MPB-{i}", member={"unionid": f"o-union-batch-{i}"})
+                 for i, e in enumerate(signups)]
+        status, doc, _ = s.request("POST", "/v1/events:batch", {"events": batch})
+        codes = [r["status"] for r in doc.get("results", [])]
+        check(status == 200 and codes == [422] * 3, f"and in a batch: {status} {codes}")
         status = s.request("POST", "/v1/events", dict(purchase("T-POS-NEW"),
                                                       member={"phone": "13011111111"}))[0]
         check(status == 201, f"a till enrolling from the same address is not limited: {status}")
