@@ -152,7 +152,8 @@ static bool is_dialable(uint32_t cp)
     return is_digit(cp) || is_symbol(cp);
 }
 
-/* A number: optional '-', digits, at most one '.', <= 32 characters. */
+/* A number: digits, at most one '.', <= 32 characters. No sign: WeChat
+ * refuses "-456" (47003), which is how the kinds' table reads. */
 static bool number_ok(const ch *chars, size_t n)
 {
     size_t digits = 0, points = 0;
@@ -160,7 +161,7 @@ static bool number_ok(const ch *chars, size_t n)
         uint32_t cp = chars[i].cp;
         digits += is_digit(cp);
         points += cp == '.';
-        if (!(is_digit(cp) || cp == '.' || (cp == '-' && i == 0)))
+        if (!(is_digit(cp) || cp == '.'))
             return false;
     }
     return digits > 0 && points <= 1 && n <= 32;

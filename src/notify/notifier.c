@@ -5,6 +5,7 @@
 
 #include "adapters/wechat_mp/api.h"
 #include "adapters/wechat_oa/template.h"
+#include "core/arith.h"
 #include "core/civil.h"
 #include "core/notice.h"
 #include "core/utf8.h"
@@ -218,7 +219,9 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     pgw_err err;
     char points[24], balance[24], when[32];
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
-    snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
+    /* A member owing points has a balance below 0, and a number keyword
+     * takes no sign (WeChat answers 47003): such a member has 0 points. */
+    snprintf(balance, sizeof(balance), "%lld", (long long)pgw_max64(nt->balance, 0));
     local_time(n, nt->about_at, when);
     bool tier = nt->detail[0] != '\0'; /* tier_changed: the tier's name instead */
     pgw_wx_keyword kw[] = {{"thing1", tier ? nt->detail : n->o.cfg->mall_name},

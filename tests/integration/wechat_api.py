@@ -588,6 +588,36 @@ def notifications(srv, fake, oa_member):
     check(arrived and arrived[0]["balance"] == now_balance,
           "and GET /v1/notifications shows what it told: %s" % arrived[:1])
 
+    # Regression: a member owing points has a balance below 0, and WeChat's
+    # number keyword takes no sign (47003): every subscribe message of such a
+    # member failed. Spend everything, refund N-7 (its points are owed), then
+    # buy a little: the arrival's message says a balance of 0.
+    spend = srv.request("GET", "/v1/members/" + member)[1]["available"]
+    red = {"redemption_id": "N-R2", "member": {"member_id": member}, "shop_id": "S001",
+           "points": spend}
+    check(srv.request("POST", "/v1/redemptions", red, key=SHOP)[0] == 201, "spend it all")
+    back = dict(purchase("N-7-refund", "13700137000", 2000), type="refund",
+                original_event_id="N-7", occurred_at="2026-11-25T11:15:00+08:00")
+    status, doc = srv.request("POST", "/v1/events", back, key=SHOP)
+    check(status == 201 and doc["balance"] < 0, "a refund leaves the member owing: %s %s" % (status, doc))
+    eventually(lambda: notices(srv, member),
+               lambda l: all(x["state"] != "pending" for x in l))
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1}, session=session)
+    fake.control("POST", "/_fake/subscribe_quota",
+                 {"appid": MP_APPID, "openid": "oMP-N", "template_id": tpl, "count": 1})
+    before = len(delivered(fake, "oMP-N"))
+    status, doc = srv.request("POST", "/v1/events", purchase("N-9", "13700137000", 500), key=SHOP)
+    check(status == 201 and doc["points"] > 0 and doc["balance"] < 0,
+          "a purchase that repays part of the debt: %s %s" % (status, doc))
+    listed = eventually(lambda: notices(srv, member),
+                        lambda l: any(x["kind"] == "points_arrived" and x["state"] != "pending" and
+                                      x["points"] == doc["points"] for x in l))
+    arrived = [x for x in listed if x["kind"] == "points_arrived" and x["points"] == doc["points"]]
+    got = delivered(fake, "oMP-N")[before:]
+    check(arrived and arrived[0]["state"] == "sent" and len(got) == 1 and
+          got[0]["data"]["number3"]["value"] == "0",
+          "a member owing points is told a balance of 0: %s %s" % (arrived[:1], got))
+
     # The follower: quota at the gateway but none at WeChat (43101) falls
     # through to the official account's template message.
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-9b"}, key=None)

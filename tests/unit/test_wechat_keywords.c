@@ -59,7 +59,7 @@ static void test_values_checked_as_their_kind(void **state)
     assert_string_equal(fit("amount1", "¥128.00"), "¥128.00");
     assert_string_equal(fit("amount2", "128元"), "128元");
     assert_string_equal(fit("number3", "1256"), "1256");
-    assert_string_equal(fit("number4", "-12.5"), "-12.5");
+    assert_string_equal(fit("number4", "12.5"), "12.5");
     assert_string_equal(fit("phrase5", "已到账"), "已到账");
     assert_string_equal(fit("time6", "2026年11月24日 10:15"), "2026年11月24日 10:15");
     assert_string_equal(fit("symbol7", "+-"), "+-");
@@ -67,6 +67,7 @@ static void test_values_checked_as_their_kind(void **state)
     assert_true(refused("amount1", "¥12345678901")); /* 11 digits */
     assert_true(refused("number3", "12a"));
     assert_true(refused("number3", "1.2.3"));
+    assert_true(refused("number3", "-456"));         /* WeChat: 47003 */
     assert_true(refused("phrase5", "已到账了吗呀")); /* 6: a phrase cannot be cut */
     assert_true(refused("phrase5", "ok"));
     assert_true(refused("character_string1", "订单1"));
