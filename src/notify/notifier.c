@@ -312,9 +312,12 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     snprintf(points, sizeof(points), "%lld", (long long)nt->points);
     snprintf(balance, sizeof(balance), "%lld", (long long)nt->balance);
     snprintf(out_id, sizeof(out_id), "pgw-notice-%lld", (long long)nt->id);
+    /* "2026-12-31": the last day the points can be used. about_at is the
+     * moment they expire, the next day's 00:00: a reminder naming that day
+     * told members they had a day they did not have. */
     char day[32];
-    local_time(n, nt->about_at, day);
-    day[10] = '\0'; /* "2026-12-31": the date a reminder speaks of */
+    local_time(n, nt->about_at - 1, day);
+    day[10] = '\0';
     pgw_sms_param params[] = {{"points", points}, {"balance", balance}, {"date", day}};
     if (nt->detail[0] != '\0') /* tier_changed: the tier's name, then the balance */
         params[0] = (pgw_sms_param){"tier", nt->detail};

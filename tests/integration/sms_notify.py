@@ -55,9 +55,11 @@ class SmsFake:
         self.proc.wait(timeout=10)
 
 
-def config(tmp, name, sms_port, quiet):
+def config(tmp, name, sms_port, quiet, rules_expiry=None):
     with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
         cfg = json.load(f)
+    if rules_expiry is not None:
+        cfg["expiry"] = rules_expiry
     cfg["keys"] = [{"name": "s001", "scope": "shop:S001",
                     "key_sha256": __import__("hashlib").sha256(wx.SHOP.encode()).hexdigest()},
                    {"name": "admin", "scope": "admin",
@@ -329,6 +331,38 @@ def otp_session(tmp, sms_fake, env):
         wechat.stop()
 
 
+def last_usable_day(t):
+    """The local day a lot earned at t is usable through under rolling 1 month:
+    the same day number a calendar month later, or that month's last day."""
+    local = time.gmtime(t + 8 * 3600)
+    year, month = (local.tm_year, local.tm_mon + 1) if local.tm_mon < 12 else (local.tm_year + 1, 1)
+    days = [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31, 30,
+            31, 31, 30, 31, 30, 31][month - 1]
+    return "%04d-%02d-%02d" % (year, month, min(local.tm_mday, days))
+
+
+def expiry_reminder(tmp, fake, env, now):
+    """Regression: the reminder's SMS date was the day after the last usable
+    day (the lot's expiry moment is the next day's 00:00)."""
+    cfg = config(tmp, "remind.json", fake.port, {"start": "00:00", "end": "00:00"},
+                 rules_expiry={"policy": "rolling", "months": 1})
+    earned = now - 28 * 86400  # expires within the week's horizon
+    sale = dict(purchase("SMS-EXP-1", "13200132000", 8800),
+                occurred_at=time.strftime("%Y-%m-%dT%H:%M:%S+08:00",
+                                          time.gmtime(earned + 8 * 3600)))
+    srv = run(os.path.join(tmp, "remind"), cfg, env)
+    status, doc = srv.request("POST", "/v1/events", sale, key=wx.SHOP)
+    check(status == 201, "a sale four weeks ago: %s %s" % (status, doc))
+    srv.stop()
+    srv = run(os.path.join(tmp, "remind"), cfg, env)  # the reminders are looked for at start
+    got = eventually(lambda: [m for m in fake.messages() if m["phone"] == "+8613200132000" and
+                              m["template_id"] == "1000002"], lambda m: len(m) >= 1)
+    check(len(got) == 1 and got[0]["params"][2] == last_usable_day(earned),
+          "the reminder names the last day the points can be used (%s): %s"
+          % (last_usable_day(earned), got))
+    srv.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-sms-")
     fake = SmsFake(tmp)
@@ -395,6 +429,7 @@ def main():
         otp(srv, fake)
         srv.stop()
         otp_session(tmp, fake, env)
+        expiry_reminder(tmp, fake, env, now)
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())
