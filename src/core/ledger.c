@@ -621,6 +621,8 @@ static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int6
     if (points < 1 || points > PGW_POINTS_MAX)
         return pgw_err_set(err, PGW_EINVAL, "points must be 1..%lld, got %lld",
                            (long long)PGW_POINTS_MAX, (long long)points);
+    if (find_member(l, member_id) == NULL) /* a spend never enrolls */
+        return pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member_id);
     if (available < points)
         return pgw_err_set(err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
                            member_id, (long long)available, (long long)points);

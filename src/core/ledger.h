@@ -219,7 +219,8 @@ int pgw_ledger_earn(pgw_ledger *ledger, const pgw_earn_cmd *cmd, pgw_err *err);
 int pgw_ledger_refund(pgw_ledger *ledger, const char *original_ref, const char *refund_ref,
                       int64_t amount_fen, int64_t at, pgw_err *err);
 
-/* Reserves points for a redemption at `shop` until `deadline` (PGW_EINSUFFICIENT). */
+/* Reserves points for a redemption at `shop` until `deadline` (PGW_EINSUFFICIENT;
+ * PGW_ENOTFOUND for a member never seen: a spend never enrolls). */
 int pgw_ledger_hold(pgw_ledger *ledger, const char *hold_id, const char *member, const char *shop,
                     int64_t points, int64_t deadline, int64_t at, pgw_err *err);
 

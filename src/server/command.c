@@ -289,7 +289,10 @@ static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pg
     pgw_member_figures f;
     if (rc == PGW_OK)
         rc = pgw_store_member_figures(store, cmd->member, cmd->at, &found, &f, &cmd->err);
-    /* A member never seen has no points: insufficient, like any empty account. */
+    /* A spend never enrolls: a member nobody is is not found (README), as an
+     * identity nobody holds is. */
+    if (rc == PGW_OK && !found)
+        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s", cmd->member);
     if (rc == PGW_OK && f.free - f.debt < points)
         rc = pgw_err_set(&cmd->err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
                          cmd->member, (long long)(f.free - f.debt), (long long)points);

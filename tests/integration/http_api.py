@@ -651,6 +651,15 @@ def test_holds(s):
         status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", body, key="s001")
         check(status == 404 and error_code(doc) == "not_found",
               f"another shop's capture {body}: {status} {doc}")
+    # Regression: a member_id nobody has was 422 insufficient_points ("has 0
+    # available"); README says a hold or a redemption never enrolls: 404.
+    for path, body in (("/v1/holds", dict(hold, hold_id="H-NOPE")),
+                       ("/v1/redemptions", {"redemption_id": "D-NOPE", "shop_id": "S002",
+                                            "points": 1})):
+        body["member"] = {"member_id": "MNOBODY"}
+        status, doc, _ = s.request("POST", path, body, key="s002")
+        check(status == 404 and error_code(doc) == "not_found",
+              f"{path} for a member nobody is: {status} {doc}")
     hold2 = dict(hold, hold_id="H-2", points=100)
     s.request("POST", "/v1/holds", hold2, key="s002")
     status, doc, _ = s.request("POST", "/v1/holds/H-2/void", key="s001", raw=b"", ctype=None)
