@@ -183,8 +183,12 @@ json_t *pgw_member_json_from_text(const char *text, pgw_err *err)
     static const char *const kinds[] = {"phone", "card", "member_id"};
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         size_t n = strlen(kinds[i]);
-        if (strncmp(text, kinds[i], n) == 0 && text[n] == ':' && text[n + 1] != '\0')
-            return json_pack("{s:s}", kinds[i], text + n + 1);
+        if (strncmp(text, kinds[i], n) != 0 || text[n] != ':' || text[n + 1] == '\0')
+            continue;
+        json_t *member = json_pack("{s:s}", kinds[i], text + n + 1);
+        if (member == NULL) /* jansson takes UTF-8 only */
+            pgw_err_set(err, PGW_EINVAL, "member: not UTF-8");
+        return member;
     }
     pgw_err_set(err, PGW_EINVAL, "member \"%.64s\" is not phone:..., card:... or member_id:...",
                 text);

@@ -936,6 +936,18 @@ def test_shop_csv(s):
     note = "x" * 600 + "\r\nCSV-INJ,purchase,2026-11-25T10:10:00+08:00,member_id:MEVIL,9999900,,\r\nend"
     bad = "\r\n".join([rows[0], f'CSV-8,purchase,2026-11-25T10:10:00+08:00,member_id:MCSV8,100,,"{note}"',
                         "CSV-9,purchase,2026-11-25T10:11:00+08:00,member_id:MCSV8,100,,R-9", ""])
+    # Regression: a field not UTF-8 was dropped (a receipt: the row went in
+    # without it) or blamed on another row's problem (a member).
+    latin = "\r\n".join([rows[0],
+                          "CSV-10,purchase,2026-11-25T10:12:00+08:00,member_id:MCSV8,100,,R-\xe9",
+                          "CSV-11,purchase,2026-11-25T10:12:00+08:00,member_id:M\xe9,100,,R-11",
+                          ""]).encode("latin-1")
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=latin, ctype="text/csv",
+                               key="s002")
+    problems = [(e["line"], "UTF-8" in e["message"]) for e in doc.get("errors", [])]
+    check(status == 200 and doc.get("accepted") == 0 and problems == [(2, True), (3, True)]
+          and s.transfers() == before, f"fields not UTF-8 are refused, each by line: {doc}")
     before = s.transfers()
     status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=bad.encode(),
                                ctype="text/csv", key="s002")
