@@ -493,8 +493,10 @@ static int conclude(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_sms
 static int call(const pgw_sms_client *c, const pgw_http_call *hc, const pgw_sms_message *msg,
                 pgw_http_answer *answer, pgw_sms_result *out, pgw_err *err)
 {
-    out->attempted = true;
     int rc = pgw_http_do(hc, answer, err);
+    /* A request that never left (no connection) sent nothing: it uses no
+     * slot of the number's frequency limit, and its code is forgotten. */
+    out->attempted = answer->request_sent;
     if (rc == PGW_OK)
         return PGW_OK;
     /* No answer, or one too large to read: whether it went out is unknown. */

@@ -155,6 +155,10 @@ int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "libcurl: no handle");
     sink s = {0};
     int rc = perform(curl, call, &s, err);
+    long sent_bytes = 0; /* the request's header bytes written: 0 when it never left */
+    out->request_sent = rc == PGW_OK ||
+                        curl_easy_getinfo(curl, CURLINFO_REQUEST_SIZE, &sent_bytes) != CURLE_OK ||
+                        sent_bytes > 0;
     if (rc == PGW_OK) {
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out->status);
         if (s.data == NULL)

@@ -25,6 +25,7 @@
 
 #include "core/error.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,10 @@ typedef struct pgw_http_call {
 } pgw_http_call;
 
 typedef struct pgw_http_answer {
+    /* Whether the request went out, set on failure too: false only when it
+     * certainly did not (no connection: refused, unresolved, TLS failed),
+     * so that nothing it would have done can have happened. */
+    bool request_sent;
     long status; /* HTTP status; 0 when none arrived */
     char *body;  /* malloc'd, NUL-terminated; the caller frees it (pgw_http_answer_free) */
     size_t body_len;
@@ -54,7 +59,7 @@ void pgw_http_client_cleanup(void);
  * Makes the call. PGW_OK when an answer arrived, whatever its status;
  * PGW_EUNAVAILABLE when none did (refused, timed out, TLS failed);
  * PGW_ETOOLARGE for an answer over PGW_HTTP_ANSWER_MAX. On failure *out
- * holds nothing to free.
+ * holds nothing to free (but says whether the request went out).
  */
 int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err);
 

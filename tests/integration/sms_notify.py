@@ -331,6 +331,26 @@ def otp_session(tmp, sms_fake, env):
         wechat.stop()
 
 
+def provider_down(tmp, env):
+    """Regression: a request that never reached the provider (connection
+    refused) used up the number's frequency slot: a second try a second
+    later was 429 for a minute, and a notice's Tencent daily slots went to
+    two refused connections (pending for a day)."""
+    import socket
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    srv = run(os.path.join(tmp, "down"), config(tmp, "down.json", closed,
+                                                {"start": "00:00", "end": "00:00"}), env)
+    codes = []
+    for _ in range(2):
+        codes.append(srv.request("POST", "/v1/sms/otp", {"phone": "13100131000"}, key=wx.ADMIN)[0])
+        time.sleep(1.1)
+    check(codes == [503, 503], "a provider that cannot be reached: 503 each time, no 429: %s"
+          % codes)
+    srv.stop()
+
+
 def last_usable_day(t):
     """The local day a lot earned at t is usable through under rolling 1 month:
     the same day number a calendar month later, or that month's last day."""
@@ -430,6 +450,7 @@ def main():
         srv.stop()
         otp_session(tmp, fake, env)
         expiry_reminder(tmp, fake, env, now)
+        provider_down(tmp, env)
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())
