@@ -548,7 +548,9 @@ static void render_hold(pgw_command *cmd, void *payload)
 static bool plain_id(const char *s, size_t max)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > max)
+    /* "." and ".." would be taken, then never found again: the server folds
+     * them out of a path (/v1/holds/../capture). */
+    if (n == 0 || n > max || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
         return false;
     for (; *s != '\0'; s++) {
         char c = *s;
