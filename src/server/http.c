@@ -13,6 +13,7 @@
 #include "server/api.h"
 
 #include <libwebsockets.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -366,8 +367,15 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         return 0;
     }
     char length[32];
-    if (!copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length)) ||
-        length[0] == '\0') {
+    bool readable = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length));
+    /* Digits only (RFC 9110 8.6): "abc" or "-1" is no length at all, and
+     * with no length the body's end is unknown: refused, then closed. */
+    if (!readable || strspn(length, "0123456789") != strlen(length)) {
+        q->close_after = true;
+        refuse(h, wsi, q, 400, "invalid_request", "Content-Length must be a number of bytes");
+        return 0;
+    }
+    if (length[0] == '\0') {
         /* Neither: the body is empty (RFC 9112 6.3), as `curl -X POST`
          * sends a void. lws expects 100 MiB of body: whatever else comes
          * on the connection is not a next request: answer, then close. */
@@ -375,8 +383,9 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         snprintf(length, sizeof(length), "0");
     }
     char *end = NULL;
+    errno = 0;
     unsigned long long n = strtoull(length, &end, 10);
-    if (end == length || *end != '\0' || n > h->body_max) {
+    if (errno == ERANGE || n > h->body_max) {
         char message[96];
         snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
         refuse(h, wsi, q, 413, "payload_too_large", message);
