@@ -25,6 +25,8 @@ struct slot {
     size_t cap;       /* bytes at dst, the NUL included */
     size_t len;
     bool seen;
+    bool cut_ok; /* longer text is cut (on a character's boundary), not refused */
+    bool cut;    /* it was */
 };
 
 struct walk {
@@ -103,6 +105,18 @@ static void XMLCALL on_text(void *data, const XML_Char *s, int n)
     if (w->rc != PGW_OK || w->open == NULL)
         return; /* whitespace between fields, text of a skipped element */
     struct slot *f = w->open;
+    if (f->cut)
+        return; /* the rest of a text already cut */
+    if ((size_t)n >= f->cap - f->len && f->cut_ok) {
+        size_t room = f->cap - 1 - f->len; /* < n: s[room] is there */
+        while (room > 0 && ((unsigned char)s[room] & 0xC0) == 0x80)
+            room--; /* not inside a character */
+        memcpy(f->dst + f->len, s, room);
+        f->len += room;
+        f->dst[f->len] = '\0';
+        f->cut = true;
+        return;
+    }
     if ((size_t)n >= f->cap - f->len) {
         refuse(w, pgw_err_set(w->err, PGW_ETOOLARGE, "<%s> is longer than %zu bytes", f->name,
                               f->cap - 1));
@@ -241,16 +255,20 @@ int pgw_oa_message_parse(const char *xml, size_t len, pgw_oa_message *out, pgw_e
     memset(out, 0, sizeof(*out));
     char create_time[PGW_OA_FIELD_MAX + 1];
     struct slot slots[F_COUNT] = {
-        [F_TO] = {"ToUserName", out->to_user, sizeof(out->to_user), 0, false},
-        [F_FROM] = {"FromUserName", out->from_user, sizeof(out->from_user), 0, false},
-        [F_TIME] = {"CreateTime", create_time, sizeof(create_time), 0, false},
-        [F_TYPE] = {"MsgType", out->msg_type, sizeof(out->msg_type), 0, false},
-        [F_EVENT] = {"Event", out->event, sizeof(out->event), 0, false},
-        [F_KEY] = {"EventKey", out->event_key, sizeof(out->event_key), 0, false},
-        [F_CONTENT] = {"Content", out->content, sizeof(out->content), 0, false},
-        [F_MSG_ID] = {"MsgId", out->msg_id, sizeof(out->msg_id), 0, false},
+        [F_TO] = {"ToUserName", out->to_user, sizeof(out->to_user), 0, false, false, false},
+        [F_FROM] = {"FromUserName", out->from_user, sizeof(out->from_user), 0, false, false, false},
+        [F_TIME] = {"CreateTime", create_time, sizeof(create_time), 0, false, false, false},
+        [F_TYPE] = {"MsgType", out->msg_type, sizeof(out->msg_type), 0, false, false, false},
+        [F_EVENT] = {"Event", out->event, sizeof(out->event), 0, false, false, false},
+        [F_KEY] = {"EventKey", out->event_key, sizeof(out->event_key), 0, false, false, false},
+        /* A member's text of any length is answered "success", never an
+         * error (WeChat would tell them the account cannot serve, and send
+         * it again): cut, it is no keyword. */
+        [F_CONTENT] = {"Content", out->content, sizeof(out->content), 0, false, true, false},
+        [F_MSG_ID] = {"MsgId", out->msg_id, sizeof(out->msg_id), 0, false, false, false},
     };
     int rc = walk_xml(xml, len, slots, F_COUNT, "push body", err);
+    out->content_cut = slots[F_CONTENT].cut;
     if (rc == PGW_OK)
         rc = check_message(slots, create_time, out, err);
     if (rc != PGW_OK)
@@ -278,8 +296,9 @@ int pgw_oa_envelope_parse(const char *xml, size_t len, char *encrypt, size_t cap
 {
     char ignored[PGW_OA_FIELD_MAX + 1];
     struct slot slots[] = {
-        {"Encrypt", encrypt, cap, 0, false},
-        {"ToUserName", to_user != NULL ? to_user : ignored, PGW_OA_FIELD_MAX + 1, 0, false},
+        {"Encrypt", encrypt, cap, 0, false, false, false},
+        {"ToUserName", to_user != NULL ? to_user : ignored, PGW_OA_FIELD_MAX + 1, 0, false, false,
+         false},
     };
     int rc = walk_xml(xml, len, slots, 2, "safe-mode envelope", err);
     if (rc == PGW_OK && !slots[0].seen)

@@ -39,6 +39,7 @@
 
 #include "core/error.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,7 +68,8 @@ typedef struct pgw_oa_message {
     char msg_type[PGW_OA_FIELD_MAX + 1];      /* "text", "event", "image", ... */
     char event[PGW_OA_FIELD_MAX + 1];         /* "subscribe", "unsubscribe", "SCAN", "CLICK", ... */
     char event_key[PGW_OA_EVENT_KEY_MAX + 1]; /* "qrscene_123", a menu key or URL */
-    char content[PGW_OA_CONTENT_MAX + 1];     /* text messages */
+    char content[PGW_OA_CONTENT_MAX + 1];     /* text messages; cut to fit... */
+    bool content_cut;                         /* ...when it was longer */
     char msg_id[PGW_OA_FIELD_MAX + 1];        /* digits (64-bit); "" for events */
 } pgw_oa_message;
 

@@ -2204,15 +2204,26 @@ static void mp_login_answer(pgw_api *api, const pgw_command *cmd, pgw_response *
 
 /* ---- the official account's callback ---- */
 
-/* The push's text, without the spaces a member may type around a keyword. */
+/* The push's text, without the spaces a member may type around a keyword
+ * (a Chinese keyboard's full-width U+3000 among them). */
 static bool oa_text_is(const pgw_oa_message *m, const char *word)
 {
+    static const char wide[] = "\xE3\x80\x80"; /* U+3000 */
+    if (m->content_cut)
+        return false; /* more than any keyword */
     const char *s = m->content;
     size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t'))
-        n--;
-    while (n > 0 && (*s == ' ' || *s == '\n' || *s == '\t'))
-        s++, n--;
+    for (bool trimmed = true; trimmed && n > 0;) {
+        trimmed = false;
+        if (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t')
+            n--, trimmed = true;
+        else if (n >= 3 && memcmp(s + n - 3, wide, 3) == 0)
+            n -= 3, trimmed = true;
+        if (n > 0 && (*s == ' ' || *s == '\n' || *s == '\t'))
+            s++, n--, trimmed = true;
+        else if (n >= 3 && memcmp(s, wide, 3) == 0)
+            s += 3, n -= 3, trimmed = true;
+    }
     return strlen(word) == n && strncmp(s, word, n) == 0;
 }
 

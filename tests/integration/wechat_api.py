@@ -410,6 +410,15 @@ def official_account(srv, fake):
     check(status == 200 and "不是会员" in text, "积分 for a stranger: %s" % text)
     status, body = push(srv, oa_xml("oOA-1", now + 5, "text", content="hello", msg_id="2"))
     check(status == 200 and body == "success", "other text: success")
+    # Regression: a text longer than 2,048 bytes was answered 413, and WeChat
+    # then tells the member the account cannot serve and sends it again.
+    status, body = push(srv, oa_xml("oOA-1", now + 5, "text", content="积分" * 400, msg_id="3"))
+    check(status == 200 and body == "success", "a long text: success (%s %r)" % (status, body))
+    # A keyword typed with full-width spaces around it (a Chinese keyboard's).
+    status, body = push(srv, oa_xml("oOA-1", now + 5, "text", content="\u3000积分\u3000",
+                                    msg_id="4"))
+    text, _, _ = reply_text(body)
+    check(status == 200 and "55" in text, "积分 between full-width spaces: %s %r" % (status, body))
 
     # Refusals change nothing.
     count = srv.transfers()
