@@ -68,6 +68,10 @@ static const code_rule TENCENT_RULES[] = {
     /* Marketing texts only 08:00-22:00: "not now" too, whatever the number. */
     {"FailedOperation.MarketingSendTimeConstraint", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
     /* Account-wide volume caps: an operator raises them, retrying does not. */
+    /* The number: the member opted out at the carrier, or it is no mobile's. */
+    {"FailedOperation.PhoneNumberInBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
+    {"FailedOperation.PhoneNumberOnBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
+    {"InvalidParameterValue.IncorrectPhoneNumber", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
     {"LimitExceeded.AppDailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
     {"LimitExceeded.DailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
     {"LimitExceeded.PhoneNumberCountLimit", false, PGW_SMS_GIVE_UP, PGW_EINVAL},
@@ -89,6 +93,7 @@ static const code_rule TENCENT_RULES[] = {
 static const code_rule ALIYUN_RULES[] = {
     {"OK", false, PGW_SMS_SENT, PGW_OK},
     {"isv.BUSINESS_LIMIT_CONTROL", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
+    {"isv.MOBILE_NUMBER_ILLEGAL", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
     {"isv.DAY_LIMIT_CONTROL", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},   /* console cap */
     {"isv.MONTH_LIMIT_CONTROL", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN}, /* console cap */
     {"isv.AMOUNT_NOT_ENOUGH", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
@@ -117,6 +122,8 @@ const char *pgw_sms_outcome_name(pgw_sms_outcome outcome)
         return "give_up";
     case PGW_SMS_RATE_LIMITED:
         return "rate_limited";
+    case PGW_SMS_NUMBER_REFUSED:
+        return "number_refused";
     }
     return "?";
 }

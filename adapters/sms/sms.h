@@ -51,11 +51,13 @@
 
 /* What the caller does next. */
 typedef enum pgw_sms_outcome {
-    PGW_SMS_SENT = 0,     /* accepted by the provider (delivery is reported later) */
-    PGW_SMS_RETRY,        /* no answer, 5xx, throttling, internal errors: try again soon */
-    PGW_SMS_GIVE_UP,      /* this message cannot go by SMS: bad number, template, sign,
-                             auth, account or balance; or refused before sending */
-    PGW_SMS_RATE_LIMITED, /* this number is over a frequency limit: later, not now */
+    PGW_SMS_SENT = 0,       /* accepted by the provider (delivery is reported later) */
+    PGW_SMS_RETRY,          /* no answer, 5xx, throttling, internal errors: try again soon */
+    PGW_SMS_GIVE_UP,        /* this message cannot go by SMS: bad number, template, sign,
+                               auth, account or balance; or refused before sending */
+    PGW_SMS_RATE_LIMITED,   /* this number is over a frequency limit: later, not now */
+    PGW_SMS_NUMBER_REFUSED, /* this number takes no SMS (blacklisted, opted out at the
+                               carrier, not a mobile number): never by SMS, others still */
 } pgw_sms_outcome;
 
 const char *pgw_sms_outcome_name(pgw_sms_outcome outcome);

@@ -336,6 +336,8 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
         return SENT;
     }
     set_error(nt, "sms", err.msg);
+    if (res.outcome == PGW_SMS_NUMBER_REFUSED)
+        return NEXT; /* this member's number: a refusal, not a failure (notice.h) */
     return res.outcome == PGW_SMS_RETRY || res.outcome == PGW_SMS_RATE_LIMITED ? RETRY : GIVE_UP;
 }
 

@@ -351,6 +351,24 @@ def provider_down(tmp, env):
     srv.stop()
 
 
+def refused_number(tmp, fake, env):
+    """Regression: a number the provider will not take (blacklisted at the
+    carrier) made the notice dead, as if SMS had failed for everyone; README
+    counts it as a refusal: the next channel, and with none, skipped."""
+    wx.call(fake.port, "POST", "/_fake/numbers", {"phone": "+8613000130000", "state": "blacklisted"})
+    srv = run(os.path.join(tmp, "refused"), config(tmp, "refused.json", fake.port,
+                                                   {"start": "00:00", "end": "00:00"}), env)
+    status, doc = srv.request("POST", "/v1/events", purchase("SMS-BL-1", "13000130000", 5000),
+                              key=wx.SHOP)
+    member = doc["member_id"]
+    listed = eventually(lambda: notices(srv, member),
+                        lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
+    check(listed and listed[0]["state"] == "skipped" and
+          "PhoneNumberInBlacklist" in listed[0]["last_error"],
+          "a blacklisted number: skipped, and why: %s" % listed[:1])
+    srv.stop()
+
+
 def last_usable_day(t):
     """The local day a lot earned at t is usable through under rolling 1 month:
     the same day number a calendar month later, or that month's last day."""
@@ -451,6 +469,7 @@ def main():
         otp_session(tmp, fake, env)
         expiry_reminder(tmp, fake, env, now)
         provider_down(tmp, env)
+        refused_number(tmp, fake, env)
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())
