@@ -207,8 +207,9 @@ static int read_answer(const pgw_http_answer *http, const char *path, json_t **a
     return PGW_OK;
 }
 
+/* *sent (when not NULL): whether the request went out (pgw_http_answer). */
 static int call(pgw_wx_client *c, const char *method, const char *url, const char *path,
-                const char *body, json_t **answer, pgw_wx_reply *reply, pgw_err *err)
+                const char *body, json_t **answer, pgw_wx_reply *reply, bool *sent, pgw_err *err)
 {
     pgw_http_call hc = {.method = method, .url = url, .timeout_ms = c->timeout_ms};
     if (body != NULL) {
@@ -218,6 +219,8 @@ static int call(pgw_wx_client *c, const char *method, const char *url, const cha
     }
     pgw_http_answer http;
     int rc = pgw_http_do(&hc, &http, err);
+    if (sent != NULL)
+        *sent = http.request_sent;
     if (rc != PGW_OK)
         return err != NULL ? pgw_err_prefix(err, "WeChat %s: ", path) : rc;
     rc = read_answer(&http, path, answer, reply, err);
@@ -242,7 +245,7 @@ static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, char token[PGW_W
     count(c, &c->stats.token_fetches);
     /* The caller learns what the token call answered: a wrong secret
      * (40125, EIO) is for an operator, not for a retry. */
-    int rc = call(c, "POST", url, path, body, &answer, reply, err);
+    int rc = call(c, "POST", url, path, body, &answer, reply, NULL, err);
     OPENSSL_cleanse(body, strlen(body)); /* it held the secret */
     free(body);
     if (rc != PGW_OK)
@@ -403,7 +406,9 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
             break;
         }
         count(c, &c->stats.calls);
-        rc = call(c, method, url, path, body, answer, reply, err);
+        bool sent = false;
+        rc = call(c, method, url, path, body, answer, reply, &sent, err);
+        reply->maybe_done = sent && rc == PGW_EUNAVAILABLE && reply->errcode == 0;
         if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
             break;
         count(c, &c->stats.token_retries);
@@ -451,7 +456,7 @@ int pgw_wx_get_with_secret(pgw_wx_client *c, const char *appid, const char *path
     if (n < 0 || (size_t)n >= sizeof(url))
         return pgw_err_set(err, PGW_ETOOLARGE, "WeChat %s: request too long", path);
     count(c, &c->stats.calls);
-    int rc = call(c, "GET", url, path, NULL, answer, reply, err);
+    int rc = call(c, "GET", url, path, NULL, answer, reply, NULL, err);
     OPENSSL_cleanse(url, sizeof(url));
     return rc;
 }

@@ -46,6 +46,10 @@
 typedef struct pgw_wx_reply {
     long errcode;
     char errmsg[PGW_WX_ERRMSG_MAX + 1];
+    /* The API request itself went out and what became of it is unknown (no
+     * answer, a 5xx): it may have been done. False when it never left (the
+     * token could not be had, no connection) or WeChat answered. */
+    bool maybe_done;
 } pgw_wx_reply;
 
 /* What a sender should do after a call (notifications). */

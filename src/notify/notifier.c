@@ -235,9 +235,9 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
                               "pages/points/index", kw, 4, &msgid, &reply, &err);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
     /* Sent, or no answer (a timeout may have been a send): a unit used.
-     * 43101: WeChat has none left, whatever we counted. Refused otherwise:
-     * the unit is still the member's. */
-    bool unknown = rc == PGW_EUNAVAILABLE && reply.errcode == 0;
+     * 43101: WeChat has none left, whatever we counted. Refused otherwise,
+     * or never sent (no token to send with): the unit is still the member's. */
+    bool unknown = reply.maybe_done;
     r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);

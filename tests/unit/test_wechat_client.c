@@ -585,8 +585,16 @@ static void test_classify(void **state)
                     "Internal Server Error"));
     assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EUNAVAILABLE);
     assert_int_equal(reply.errcode, 0);
+    assert_true(reply.maybe_done); /* it reached WeChat: perhaps sent */
     assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_RETRY);
     assert_non_null(strstr(err.msg, "500"));
+    /* The token's fetch failing: the send never left. */
+    pgw_wx_client *fresh = new_client(NULL);
+    fault(json_pack("{s:s,s:i,s:i,s:s}", "path", TOKEN_PATH, "count", 1, "http_status", 500, "body",
+                    "Internal Server Error"));
+    assert_int_equal(send_sub(fresh, &msgid, &reply, &err), PGW_EUNAVAILABLE);
+    assert_false(reply.maybe_done);
+    pgw_wx_client_free(fresh);
     /* Another status: not a WeChat answer. */
     fault(json_pack("{s:s,s:i,s:i,s:s}", "path", SEND_PATH, "count", 1, "http_status", 404, "body",
                     "no"));
@@ -603,6 +611,9 @@ static void test_classify(void **state)
     assert_int_equal(pgw_wx_access_token(down, APP_MP, token, &err), PGW_EUNAVAILABLE);
     assert_int_equal(send_sub(down, &msgid, &reply, &err), PGW_EUNAVAILABLE);
     assert_int_equal(reply.errcode, 0);
+    /* Regression: no token, so no send: nothing of the member's quota may
+     * count as used (the notifier took a unit for any answerless failure). */
+    assert_false(reply.maybe_done);
     assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_RETRY);
     pgw_mp_identity who;
     assert_int_equal(pgw_mp_login(down, APP_MP, "code-X", &who, &reply, &err), PGW_EUNAVAILABLE);
