@@ -667,6 +667,15 @@ def test_holds(s):
         status, doc, _ = s.request("POST", "/v1/holds", dict(hold, hold_id=dots), key="s002")
         check(status == 400 and error_code(doc) == "invalid_request",
               f"hold_id {dots!r}: {status} {doc}")
+    # Regression: the default written out was another request (409), though
+    # README says the same request written differently is the same request.
+    plain = {k: v for k, v in hold.items() if k != "expires_in_s"}
+    plain.update(hold_id="H-DEF", points=10)
+    first = s.request("POST", "/v1/holds", plain, key="s002")[0]
+    status, doc, _ = s.request("POST", "/v1/holds", dict(plain, expires_in_s=600), key="s002")
+    check(first == 201 and status == 200 and doc.get("replayed") is True,
+          f"a hold with its default written out is a replay: {first} {status} {doc}")
+    s.request("POST", "/v1/holds/H-DEF/void", key="s002", raw=b"", ctype=None)
     hold2 = dict(hold, hold_id="H-2", points=100)
     s.request("POST", "/v1/holds", hold2, key="s002")
     status, doc, _ = s.request("POST", "/v1/holds/H-2/void", key="s001", raw=b"", ctype=None)
