@@ -574,18 +574,24 @@ static int repair_missing(const pgw_config *cfg, const char *url, FILE *missing,
         free(re);
         return EXIT_USAGE;
     }
-    rewind(missing);
+    /* Refunds last: a refund's purchase may be missing too, and sort after
+     * it (RF-9 before SA-9). */
     pgw_recon_row r;
-    while (pgw_recon_read_missing(missing, &r)) {
-        t->missing++;
-        if (repair_row(w, vault, cfg, &r, channel, shop, re, &err) != PGW_OK) {
-            t->failed++;
-            fprintf(stderr, "pointsgw reconcile: repair: line %zu, event %s: %s\n", r.line,
-                    r.event_id, err.msg);
-        } else if (re->cmd.replayed) {
-            t->replayed++;
-        } else {
-            t->created++;
+    for (int refunds = 0; refunds < 2; refunds++) {
+        rewind(missing);
+        while (pgw_recon_read_missing(missing, &r)) {
+            if ((strcmp(r.type, "refund") == 0) != (refunds == 1))
+                continue;
+            t->missing++;
+            if (repair_row(w, vault, cfg, &r, channel, shop, re, &err) != PGW_OK) {
+                t->failed++;
+                fprintf(stderr, "pointsgw reconcile: repair: line %zu, event %s: %s\n", r.line,
+                        r.event_id, err.msg);
+            } else if (re->cmd.replayed) {
+                t->replayed++;
+            } else {
+                t->created++;
+            }
         }
     }
     pgw_writer_stop(w);

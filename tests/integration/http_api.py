@@ -1508,6 +1508,19 @@ def test_reconciliation(s):
     code, doc, err = reconcile(s, statement_csv(clean + [refund_row], original=True))
     check(code == 0 and doc["summary"]["matched"] == 15,
           f"and then matches, points and all: exit {code} {doc} {err}")
+    # Regression: a refund whose id sorts before its purchase's, both missing,
+    # was posted first and failed (original_not_found): refunds go last.
+    when = RECON_DAY % (18, 40)
+    pts = quote_points(s, purchase("REC-990", 20000, "MNEW990", when=when))
+    pair = [["REC-990", when, "purchase", "member_id:MNEW990", 20000, pts],
+            ["REC-980", RECON_DAY % (18, 50), "refund", "member_id:MNEW990", 10000,
+             -(pts * 10000 // 20000), "REC-990"]]
+    rows2 = clean + [refund_row] + pair
+    code, doc, err = reconcile(s, statement_csv(rows2, original=True), "--repair")
+    check(code == 1 and '"created":2' in err and '"failed":0' in err,
+          f"a refund and its purchase, both missing, in one run: exit {code} {err}")
+    code, doc, err = reconcile(s, statement_csv(rows2, original=True))
+    check(code == 0 and doc["summary"]["matched"] == 17, f"then matched: exit {code} {doc} {err}")
     # Regression: --shop - reads the events without a shop, and --repair posted
     # them with shop_id "-" (an unknown shop: every row failed).
     when = RECON_DAY % (19, 0)
