@@ -257,8 +257,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
                        " n_funders) VALUES (?1, ?2, ?3, ?4, ?5)",
     /* An earn is found by its purchase's key through the idempotency record. */
     [ST_SELECT_EARN] = "SELECT e.member, e.amount_fen, e.points, e.refunded_fen, e.written_off,"
-                       " e.first_transfer, e.n_funders, e.expired, i.occurred_at FROM idempotency i"
-                       " JOIN earns e ON e.first_transfer = i.first_transfer WHERE i.key = ?1",
+                       " e.first_transfer, e.n_funders, e.expired,"
+                       /* a key of before schema 13 has no time: its transfer's */
+                       " COALESCE(NULLIF(i.occurred_at, 0), t.occurred_at) FROM idempotency i"
+                       " JOIN earns e ON e.first_transfer = i.first_transfer"
+                       " JOIN transfers t ON t.id = e.first_transfer WHERE i.key = ?1",
     /* A purchase that earned nothing has no earn: its key's row and what
      * was refunded of it (pgw_store_get_unearned). */
     [ST_SELECT_UNEARNED] =

@@ -275,7 +275,8 @@ typedef struct pgw_earn_record {
     int64_t first_transfer;
     size_t n_funders;
     int64_t reversed[PGW_EARN_FUNDERS_MAX];
-    int64_t occurred_at; /* the purchase's time; 0 when its key does not say (not an event's) */
+    int64_t occurred_at; /* the purchase's time (its transfer's when its key predates schema
+                            13); 0 for an unearned purchase whose key does not say */
 } pgw_earn_record;
 
 int pgw_store_insert_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);

@@ -1381,6 +1381,15 @@ static void test_a_refund_moves_the_spend_of_its_purchases_day(void **state)
                      PGW_OK); /* EV2 */
     int32_t gold = pgw_rules_tier_for_spend(&er.cfg->rules, 600000);
     assert_true(gold > 0);
+    /* EV1's key as schema 12 left it: no time (events recorded before
+     * schema 13 have none). Its transfers say when it was. */
+    pgw_store *raw = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &raw, NULL), PGW_OK);
+    assert_int_equal(
+        pgw_store__exec_for_test(
+            raw, "UPDATE idempotency SET occurred_at = 0 WHERE key = 'store:S001:EV1'", NULL),
+        PGW_OK);
+    pgw_store_close(raw);
     assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 600000, "2026-11-24T10:00:00+08:00", NULL),
                      PGW_OK); /* all of EV1 */
     assert_int_equal(er.cmd.new_tier, -1);
