@@ -45,6 +45,7 @@
  */
 #include "store.h"
 
+#include "core/arith.h"
 #include "core/assertions.h"
 #include "util/clock.h"
 #include "sql.h"
@@ -242,7 +243,10 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " COALESCE(SUM(CASE WHEN l.expires_at <= ?2 THEN l.left_points + l.held ELSE 0 END), 0),"
         " (SELECT COALESCE(SUM(p.points), 0) FROM holds h"
         "   JOIN hold_portions p ON p.hold = h.id JOIN lots d ON d.id = p.lot"
-        "   WHERE h.member = ?1 AND h.state = 0 AND h.deadline > ?2 AND d.expires_at <= ?2)"
+        "   WHERE h.member = ?1 AND h.state = 0 AND h.deadline > ?2 AND d.expires_at <= ?2),"
+        " (SELECT COALESCE(SUM(p.points), 0) FROM holds h"
+        "   JOIN hold_portions p ON p.hold = h.id JOIN lots d ON d.id = p.lot"
+        "   WHERE h.member = ?1 AND h.state = 0 AND h.deadline <= ?2 AND d.expires_at <= ?2)"
         " FROM members m LEFT JOIN lots l"
         " ON l.member = m.id AND " LOT_LIVE("l.") " = 1 WHERE m.id = ?1 GROUP BY m.id",
     /* clang-format off */
@@ -2195,8 +2199,13 @@ int pgw_store_member_figures(pgw_store *s, const char *member, int64_t now, bool
         out->pending = pgw_sql_column_int64(st, 3);
         /* Points of lots past their expiry stay in the balance until the
          * sweep moves them, but nothing can spend them: only a pending
-         * hold's keep their use (its capture takes them). */
-        int64_t lapsed = pgw_sql_column_int64(st, 4) - pgw_sql_column_int64(st, 5);
+         * hold's keep their use (its capture takes them), and a hold past
+         * its deadline not yet released repays the member's debt from them
+         * first (settle_hold: expired lots come first in consumption order;
+         * with two such holds this may count a few too many as repaid). */
+        int64_t overdue = pgw_sql_column_int64(st, 6);
+        int64_t lapsed = pgw_sql_column_int64(st, 4) - pgw_sql_column_int64(st, 5) -
+                         pgw_min64(out->debt, overdue);
         out->available = out->balance - out->pending - lapsed;
         if (lapsed < 0) /* pending holds reserve more of a lot than it holds */
             rc = pgw_err_set(err, PGW_EIO, "%s: member %.64s: its holds exceed its lots", s->path,

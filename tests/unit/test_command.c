@@ -593,6 +593,27 @@ static void test_expired_points_awaiting_the_sweep_are_not_available(void **stat
     assert_int_equal(f.balance, 500);
     assert_int_equal(f.available, 0);
     assert_verifies(db);
+    /* A hold past its deadline, not yet released, whose lot expired, of a
+     * member in debt (a refund while the points were held): releasing it
+     * repays the debt from those points first, so nothing is lapsed and
+     * available is 0, as after the sweep (the review saw -100). */
+    assert_int_equal(db_fixture_reset(db), 0);
+    w = start_with(db, true, MONTH);
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
+    assert_int_equal(hold_points(w, "S002:H1", "M1", 100, t + 40 * DAY, t + 1), PGW_OK);
+    pgw_command cmd;
+    assert_int_equal(refund(w, "store:S001:R1", "store:S001:P1", 10000, t + 2, &cmd), PGW_OK);
+    assert_int_equal(cmd.debt_added, 100);
+    f = figures_at(db, "M1", t + 41 * DAY);
+    if (f.balance != 0 || f.available != 0 || f.debt != 100)
+        fail_msg("before the release: balance %lld, available %lld, debt %lld; want 0, 0, 100",
+                 (long long)f.balance, (long long)f.available, (long long)f.debt);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 41 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    pgw_writer_stop(w);
+    f = figures_at(db, "M1", t + 41 * DAY);
+    assert_int_equal(f.available, 0);
+    assert_int_equal(f.debt, 0);
+    assert_verifies(db);
 }
 
 /*
