@@ -325,7 +325,9 @@ static int challenge_extra(earn_state *st, const pgw_campaign *c, int64_t *out)
             return pgw_err_set(st->err, PGW_ERANGE, "monthly spend overflows");
         crossed = ctx->month_spend_fen < c->min_spend_fen && c->min_spend_fen <= after;
     }
-    *out = crossed ? c->bonus_points : 0;
+    size_t index = (size_t)(c - st->rules->campaigns);
+    PGW_ASSERT(index < st->rules->n_campaigns);
+    *out = crossed && !ctx->challenge_paid[index] ? c->bonus_points : 0;
     return PGW_OK;
 }
 

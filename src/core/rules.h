@@ -271,6 +271,11 @@ typedef struct pgw_member_ctx {
      * left), and the caller prices again with them, also when this
      * pricing failed. */
     bool today_unknown;
+    /* challenge_paid[i]: campaign i, a challenge, paid already this
+     * calendar month; it pays no more (refunds lower the month's spend, so
+     * "first reaches the threshold" can come twice). The caller fills it in
+     * when a pricing would pay one, and prices again. */
+    bool challenge_paid[PGW_CAMPAIGNS_MAX];
 } pgw_member_ctx;
 
 /* ---- the result --------------------------------------------------------- */

@@ -1027,6 +1027,44 @@ static bool behaviour_limit_applies(const pgw_risk_limits *r, const pgw_earning 
  * with them) or the risk limit on behaviours' points a day. Most events
  * meet neither, and the read is one statement more.
  */
+static bool earning_has_line(const pgw_earning *e, const char *rule)
+{
+    for (size_t i = 0; i < e->n_lines; i++) {
+        if (e->lines[i].points > 0 && strcmp(e->lines[i].rule, rule) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Marks in *ctx the challenges this pricing pays that the member has been
+ * paid already in the event's month; *again when there is one. Read only
+ * when a challenge would pay: once a month or so per member. */
+static int paid_challenges(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                           const pgw_activity_days *days, pgw_member_ctx *ctx, bool *again)
+{
+    const pgw_rules *rules = policy->rules;
+    *again = false;
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < rules->n_campaigns; i++) {
+        const pgw_campaign *c = &rules->campaigns[i];
+        char rule[PGW_RULE_MAX + 1];
+        snprintf(rule, sizeof(rule), "campaign:%s", c->id);
+        if (c->kind != PGW_CAMPAIGN_CHALLENGE || ctx->challenge_paid[i] ||
+            !earning_has_line(cmd->earning, rule))
+            continue;
+        pgw_date first = pgw_local_date(cmd->at, &policy->tz), next;
+        first.day = 1;
+        int64_t points = 0;
+        rc = pgw_date_add_months(first, 1, &next) == PGW_OK
+                 ? pgw_store_member_rule_points(store, cmd->member, rule, days->month_first,
+                                                pgw_days_from_date(next) - 1, &points, &cmd->err)
+                 : pgw_err_set(&cmd->err, PGW_ERANGE, "event date out of range");
+        ctx->challenge_paid[i] = points > 0;
+        *again |= points > 0;
+    }
+    return rc;
+}
+
 static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                  const pgw_activity_days *days, pgw_member_activity *a)
 {
@@ -1035,14 +1073,19 @@ static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command 
     int rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
     bool risk = rc == PGW_OK && behaviour_limit_applies(&policy->risk, cmd->earning);
     /* A failure priced without them may not be one with them. */
-    if (a->today_read || !(cmd->earning->needs_today || risk))
-        return rc;
-    rc = pgw_store_member_today(store, cmd->member, days->today, a, &cmd->err);
-    if (rc != PGW_OK || !cmd->earning->needs_today)
-        return rc;
-    activity_to_ctx(a, cmd->event->type, &ctx);
-    rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
-    PGW_ASSERT(rc != PGW_OK || !cmd->earning->needs_today);
+    if (!a->today_read && (cmd->earning->needs_today || risk)) {
+        rc = pgw_store_member_today(store, cmd->member, days->today, a, &cmd->err);
+        if (rc == PGW_OK && cmd->earning->needs_today) {
+            activity_to_ctx(a, cmd->event->type, &ctx);
+            rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
+            PGW_ASSERT(rc != PGW_OK || !cmd->earning->needs_today);
+        }
+    }
+    bool again = false;
+    if (rc == PGW_OK)
+        rc = paid_challenges(store, policy, cmd, days, &ctx, &again);
+    if (rc == PGW_OK && again)
+        rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
     return rc;
 }
 

@@ -133,6 +133,7 @@ enum {
     ST_MEMBER_DUE_HOLDS,
     ST_ACTIVITY,
     ST_ACTIVITY_TODAY,
+    ST_RULE_POINTS,
     ST_ADD_DAY,
     ST_ADD_TO_LATER_DAYS,
     ST_ADD_RULE_DAY,
@@ -316,6 +317,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " CASE WHEN m.merged_into IS NULL THEN 0 ELSE 1 END"
         " FROM members m WHERE m.id = ?1",
     /* clang-format on */
+    /* By the primary key (member, day, rule): the month's days, one rule. */
+    [ST_RULE_POINTS] = "SELECT COALESCE(SUM(points), 0) FROM member_rule_days"
+                       " WHERE member = ?1 AND day >= ?3 AND day <= ?4 AND rule = ?2",
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
                           " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
     /* A day's counts, and its running totals: the last earlier day's plus
@@ -2803,6 +2807,20 @@ static bool rule_total_row(pgw_sql_stmt *st, void *item)
 }
 
 /* Reads up to PGW_ACTIVITY_TODAY_MAX rule totals of `day` into a->today. */
+int pgw_store_member_rule_points(pgw_store *s, const char *member, const char *rule, int64_t first,
+                                 int64_t last, int64_t *points, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_RULE_POINTS];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, rule);
+    pgw_sql_bind_int64(st, 3, first);
+    pgw_sql_bind_int64(st, 4, last);
+    int step = pgw_sql_step(st);
+    *points = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading a rule's points", err);
+}
+
 int pgw_store_member_today(pgw_store *s, const char *member, int64_t day, pgw_member_activity *a,
                            pgw_err *err)
 {

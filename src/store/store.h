@@ -639,6 +639,9 @@ typedef struct pgw_member_activity {
  */
 int pgw_store_member_activity(pgw_store *store, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err);
+/* *points: what a member earned under `rule` on days first..last. */
+int pgw_store_member_rule_points(pgw_store *store, const char *member, const char *rule,
+                                 int64_t first, int64_t last, int64_t *points, pgw_err *err);
 /* Fills a member's points by rule on `day` into *a (and a->today_read). */
 int pgw_store_member_today(pgw_store *store, const char *member, int64_t day,
                            pgw_member_activity *a, pgw_err *err);

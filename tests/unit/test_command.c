@@ -1033,7 +1033,8 @@ typedef struct event_run {
     pgw_command cmd;
     int serial;
     const char *member;   /* the events' member; NULL: M1 */
-    const char *original; /* what refunds refund; NULL: store:S001:EV1 */
+    const char *original; /* what refunds refund; NULL: the first event */
+    int32_t shop;         /* the events' shop, by index in the configuration (0: S001) */
 } event_run;
 
 /*
@@ -1123,17 +1124,20 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
                       const pgw_member_ctx *expect)
 {
     pgw_err err;
-    er->ev = (pgw_event){.type = type, .shop = 0, .amount_fen = amount, .n_items = 0};
+    er->ev = (pgw_event){.type = type, .shop = er->shop, .amount_fen = amount, .n_items = 0};
+    const char *shop = er->cfg->rules.shops[er->shop].id;
     assert_int_equal(pgw_parse_rfc3339(when, &er->ev.occurred_at, &err), PGW_OK);
     if (type != PGW_EVENT_PURCHASE && type != PGW_EVENT_REFUND)
         er->ev.shop = -1;
-    char key[32];
-    snprintf(key, sizeof(key), "store:S001:EV%d", er->serial++);
+    char key[64];
+    snprintf(key, sizeof(key), "store:%s:EV%d", shop, er->serial++);
     keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
     snprintf(er->cmd.member, sizeof(er->cmd.member), "%s", er->member ? er->member : "M1");
-    snprintf(er->cmd.shop, sizeof(er->cmd.shop), "S001");
-    snprintf(er->cmd.original, sizeof(er->cmd.original), "%s",
-             er->original ? er->original : "store:S001:EV1");
+    snprintf(er->cmd.shop, sizeof(er->cmd.shop), "%s", shop);
+    if (er->original != NULL)
+        snprintf(er->cmd.original, sizeof(er->cmd.original), "%s", er->original);
+    else
+        snprintf(er->cmd.original, sizeof(er->cmd.original), "store:%s:EV1", shop);
     er->cmd.event = &er->ev;
     er->cmd.earning = &er->earning;
     er->cmd.render = render_points;
@@ -1429,6 +1433,40 @@ static void test_a_refund_moves_the_spend_of_its_purchases_day(void **state)
 }
 
 /*
+ * A month's challenge pays once. It judged "first reaches the threshold"
+ * from the month's spend net of refunds, so a purchase that paid it,
+ * partly refunded, let the next purchase pay it again: buy 3,000 yuan of
+ * dinners (800 points), refund 1,000, buy 1,000 more, 800 again (and a
+ * refund of an earlier month's purchase reopened that month's).
+ */
+static void test_a_challenge_pays_once_a_month(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    er.shop = pgw_rules_find_shop(&er.cfg->rules, "S004"); /* a restaurant: dining-3000 */
+    assert_true(er.shop >= 0);
+    const char *rule = "campaign:dining-3000";
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 300000, "2026-11-10T19:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(line_points(&er.earning, rule), 800);
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 100000, "2026-11-11T19:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 100000, "2026-11-12T19:00:00+08:00", NULL),
+                     PGW_OK);
+    if (line_points(&er.earning, rule) != 0)
+        fail_msg("the challenge paid again after a refund: %lld",
+                 (long long)line_points(&er.earning, rule));
+    /* Next month it pays again. */
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 300000, "2026-12-02T19:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(line_points(&er.earning, rule), 800);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+}
+
+/*
  * An event reads its member once and that read serves the whole event:
  * a member it enrols gets its row with the event's flags; whether later
  * days exist whose running totals must take the event (a till that was
@@ -1611,6 +1649,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_moves_the_spend_of_its_purchases_day,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_challenge_pays_once_a_month, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,
