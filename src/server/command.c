@@ -1021,12 +1021,6 @@ static bool behaviour_limit_applies(const pgw_risk_limits *r, const pgw_earning 
     return r->max_behaviour_points_per_day > 0 && behaviour_points(e) > 0;
 }
 
-/*
- * Prices the event. The member's points by rule today are read only when
- * something needs them: a daily cap the rules met (which then price again
- * with them) or the risk limit on behaviours' points a day. Most events
- * meet neither, and the read is one statement more.
- */
 static bool earning_has_line(const pgw_earning *e, const char *rule)
 {
     for (size_t i = 0; i < e->n_lines; i++) {
@@ -1065,6 +1059,13 @@ static int paid_challenges(pgw_store *store, const pgw_ledger_policy *policy, pg
     return rc;
 }
 
+/*
+ * Prices the event. The member's points by rule today are read only when
+ * something needs them: a daily cap the rules met (which then price again
+ * with them) or the risk limit on behaviours' points a day. Most events
+ * meet neither, and the read is one statement more. A challenge it would
+ * pay is checked against the month's (paid_challenges).
+ */
 static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                  const pgw_activity_days *days, pgw_member_activity *a)
 {
