@@ -67,11 +67,11 @@ static const code_rule TENCENT_RULES[] = {
     {"LimitExceeded.DeliveryFrequencyLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
     /* Marketing texts only 08:00-22:00: "not now" too, whatever the number. */
     {"FailedOperation.MarketingSendTimeConstraint", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
-    /* Account-wide volume caps: an operator raises them, retrying does not. */
     /* The number: the member opted out at the carrier, or it is no mobile's. */
     {"FailedOperation.PhoneNumberInBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
     {"FailedOperation.PhoneNumberOnBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
     {"InvalidParameterValue.IncorrectPhoneNumber", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
+    /* Account-wide volume caps: an operator raises them, retrying does not. */
     {"LimitExceeded.AppDailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
     {"LimitExceeded.DailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
     {"LimitExceeded.PhoneNumberCountLimit", false, PGW_SMS_GIVE_UP, PGW_EINVAL},
