@@ -82,9 +82,9 @@ def hhmm(t):
     return "%02d:%02d" % (local.tm_hour, local.tm_min)
 
 
-def run(tmp, cfg_path, env):
+def run(tmp, cfg_path, env, db=None):
     os.makedirs(tmp, exist_ok=True)
-    return wx.Server(tmp, cfg_path, env)
+    return wx.Server(tmp, cfg_path, env, db=db)
 
 
 def call_with_headers(port, method, path, body, key):
@@ -399,7 +399,9 @@ def expiry_reminder(tmp, fake, env, now):
     status, doc = srv.request("POST", "/v1/events", sale, key=wx.SHOP)
     check(status == 201, "a sale four weeks ago: %s %s" % (status, doc))
     srv.stop()
-    srv = run(os.path.join(tmp, "remind"), cfg, env)  # the reminders are looked for at start
+    # The same database (on PostgreSQL each start would get a new one): the
+    # reminders are looked for at start.
+    srv = run(os.path.join(tmp, "remind"), cfg, env, db=srv.db)
     got = eventually(lambda: [m for m in fake.messages() if m["phone"] == "+8613200132000" and
                               m["template_id"] == "1000002"], lambda m: len(m) >= 1)
     check(len(got) == 1 and got[0]["params"][2] == last_usable_day(earned),
