@@ -85,7 +85,7 @@ typedef enum attempt {
     RETRY,   /* transient: the same channel later */
     NEXT,    /* this channel refuses this member (no quota, not following): the next one now */
     GIVE_UP, /* this channel failed for good (a bad template, our configuration): the next one */
-    DEFER,   /* an SMS in quiet hours: later, not counted as an attempt */
+    DEFER,   /* an SMS in quiet hours, or over a number's limit: later, not an attempt */
 } attempt;
 
 static int64_t now_s(void)
@@ -338,7 +338,15 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     set_error(nt, "sms", err.msg);
     if (res.outcome == PGW_SMS_NUMBER_REFUSED)
         return NEXT; /* this member's number: a refusal, not a failure (notice.h) */
-    return res.outcome == PGW_SMS_RETRY || res.outcome == PGW_SMS_RATE_LIMITED ? RETRY : GIVE_UP;
+    if (res.outcome == PGW_SMS_RATE_LIMITED) {
+        /* The provider's own limit for the number (codes sent meanwhile
+         * count there, not in this limiter; marketing hours): retried in
+         * seconds, a notice was dead long before a daily limit lifted.
+         * Later, and not an attempt, as for the limiter's. */
+        nt->due_at = now + (strstr(res.code, "ThirtySecond") != NULL ? 30 : 3600);
+        return DEFER;
+    }
+    return res.outcome == PGW_SMS_RETRY ? RETRY : GIVE_UP;
 }
 
 /* ---- one notice ---------------------------------------------------------------------- */
@@ -568,7 +576,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);
             break;
         }
-        if (a == DEFER) { /* quiet hours: waiting is not an attempt */
+        if (a == DEFER) { /* quiet hours, a number's limit: waiting is not an attempt */
             snprintf(nt->state, sizeof(nt->state), "pending");
             nt->attempts--;
             count(n, &n->stats.deferred);

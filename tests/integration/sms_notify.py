@@ -366,6 +366,19 @@ def refused_number(tmp, fake, env):
     check(listed and listed[0]["state"] == "skipped" and
           "PhoneNumberInBlacklist" in listed[0]["last_error"],
           "a blacklisted number: skipped, and why: %s" % listed[:1])
+    # Regression: the provider's own frequency limit for a number (its daily
+    # limit here) was retried within a second or two and the notice was dead
+    # in moments; it waits, as for the gateway's own limiter, not counted.
+    wx.call(fake.port, "POST", "/_fake/numbers", {"phone": "+8613000130001", "state": "limited"})
+    status, doc = srv.request("POST", "/v1/events", purchase("SMS-LIM-1", "13000130001", 5000),
+                              key=wx.SHOP)
+    member = doc["member_id"]
+    eventually(lambda: notices(srv, member), lambda l: l and l[0]["last_error"] != "")
+    time.sleep(2)  # the test config retries after 200-400 ms: three tries would be over
+    listed = notices(srv, member)
+    check(listed and listed[0]["state"] == "pending" and listed[0]["attempts"] == 0 and
+          "PhoneNumberDailyLimit" in listed[0]["last_error"],
+          "the provider's limit for the number: the notice waits: %s" % listed[:1])
     srv.stop()
 
 
