@@ -839,14 +839,6 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, pgw_bat
         int row_rc = pgw_csv_next(csv, &row, &done, &bad);
         if (done)
             break;
-        /* Checked here, once for every field: JSON holds nothing else, and a
-         * field jansson refused was dropped from its event, or its row
-         * answered with no message or another row's. */
-        for (size_t f = 0; row_rc == PGW_OK && f < row.n; f++) {
-            if (!pgw_utf8_valid(row.fields[f]))
-                row_rc = pgw_err_set(&bad, PGW_EINVAL,
-                                     "field %zu is not UTF-8 (save the file as UTF-8)", f + 1);
-        }
         if (b->n == CSV_ROWS_MAX) {
             rc = pgw_err_set(err, PGW_ETOOLARGE, "more than %d rows", CSV_ROWS_MAX);
             break;

@@ -159,10 +159,6 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *at = pgw_csv_cell(row, st->col, COL_OCCURRED_AT);
     const char *type = pgw_csv_cell(row, st->col, COL_TYPE);
     const char *member = pgw_csv_cell(row, st->col, COL_MEMBER);
-    for (size_t c = 0; c < row->n; c++) {
-        if (!pgw_utf8_valid(row->fields[c]))
-            return malformed(r, "field %zu is not UTF-8 (save the statement as UTF-8)", c + 1);
-    }
     if (!copy_field(id, r->event_id, sizeof(r->event_id)))
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
     int64_t secs = 0;

@@ -4,6 +4,7 @@
 #include "csv.h"
 
 #include "core/assertions.h"
+#include "core/utf8.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -184,6 +185,13 @@ int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
         return rc;
     }
     end_field(&k);
+    /* Every reader hands fields on as text (JSON, reports, logs): one that
+     * is not UTF-8 makes its row malformed here, once for all of them. */
+    for (size_t f = 0; f < row->n; f++) {
+        if (!pgw_utf8_valid(row->fields[f]))
+            return pgw_err_set(err, PGW_EINVAL, "field %zu is not UTF-8 (save the file as UTF-8)",
+                               f + 1);
+    }
     return PGW_OK;
 }
 

@@ -7,7 +7,7 @@
  * The reader walks a buffer it does not own, row by row, copying each
  * field into caller-sized storage: memory stays bounded whatever the
  * input. A row that breaks the rules (a quote inside an unquoted field,
- * an unterminated quote, too many fields, a field too long) is reported
+ * an unterminated quote, too many fields, a field too long or not UTF-8) is reported
  * with its line number, and reading goes on at the next line.
  */
 #ifndef PGW_UTIL_CSV_H

@@ -95,6 +95,24 @@ static void test_malformed_rows_are_reported_and_skipped(void **state)
     free(text);
 }
 
+/* A field that is not UTF-8 makes its row malformed (every reader hands
+ * fields on as JSON or text), and reading goes on. */
+static void test_a_field_not_utf8_is_a_bad_row(void **state)
+{
+    (void)state;
+    static const char text[] = "a,b\nE1,R-\xE9\nE2,ok\n";
+    pgw_csv c;
+    pgw_csv_init(&c, text, sizeof(text) - 1);
+    pgw_err err;
+    bool done = false;
+    expect_row(&c, 1, 2, (const char *const[]){"a", "b"});
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 2);
+    assert_non_null(strstr(err.msg, "field 2 is not UTF-8"));
+    expect_row(&c, 3, 2, (const char *const[]){"E2", "ok"});
+    expect_end(&c);
+}
+
 static void test_field_count_is_bounded(void **state)
 {
     (void)state;
@@ -279,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_what_excel_writes),
         cmocka_unit_test(test_malformed_rows_are_reported_and_skipped),
         cmocka_unit_test(test_field_count_is_bounded),
+        cmocka_unit_test(test_a_field_not_utf8_is_a_bad_row),
         cmocka_unit_test(test_a_bad_row_is_skipped_to_its_own_end),
         cmocka_unit_test(test_columns_are_mapped_by_name),
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
