@@ -1037,6 +1037,8 @@ static int paid_challenges(pgw_store *store, const pgw_ledger_policy *policy, pg
                            const pgw_activity_days *days, pgw_member_ctx *ctx, bool *again)
 {
     const pgw_rules *rules = policy->rules;
+    pgw_date first = pgw_date_from_days(days->month_first);
+    int64_t last = days->month_first + pgw_days_in_month(first.year, first.month) - 1;
     *again = false;
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < rules->n_campaigns; i++) {
@@ -1046,13 +1048,9 @@ static int paid_challenges(pgw_store *store, const pgw_ledger_policy *policy, pg
         if (c->kind != PGW_CAMPAIGN_CHALLENGE || ctx->challenge_paid[i] ||
             !earning_has_line(cmd->earning, rule))
             continue;
-        pgw_date first = pgw_local_date(cmd->at, &policy->tz), next;
-        first.day = 1;
         int64_t points = 0;
-        rc = pgw_date_add_months(first, 1, &next) == PGW_OK
-                 ? pgw_store_member_rule_points(store, cmd->member, rule, days->month_first,
-                                                pgw_days_from_date(next) - 1, &points, &cmd->err)
-                 : pgw_err_set(&cmd->err, PGW_ERANGE, "event date out of range");
+        rc = pgw_store_member_rule_points(store, cmd->member, rule, days->month_first, last,
+                                          &points, &cmd->err);
         ctx->challenge_paid[i] = points > 0;
         *again |= points > 0;
     }
