@@ -1137,8 +1137,7 @@ static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_princip
     if (rc == PGW_OK && pgw_rules_find_shop(&api->cfg->rules, job->cmd.shop) < 0)
         rc = pgw_err_set(&err, PGW_EINVAL, "$.shop_id: no shop %s", job->cmd.shop);
     /* The default written out is the same request as the default left out:
-     * fingerprinted without it (the form holds were fingerprinted in when
-     * they left it out). */
+     * fingerprinted without it, as holds that left it out always were. */
     if (rc == PGW_OK && hold && seconds == HOLD_SECONDS_DEFAULT)
         json_object_del(obj, "expires_in_s");
     if (rc == PGW_OK)
