@@ -38,30 +38,54 @@ static bool skip_blank_lines(pgw_csv *c)
 }
 
 /*
- * After a malformed row: on past the rest of it, `quoted` when the error
- * came inside quotes. A line break inside a quoted field is not the row's
- * end: taken for it, the rest of the field was read as rows of its own (a
- * note in a shop's batch could hold an event). A quote opens a field only
- * at its start, as when reading; elsewhere it is the row's own mistake.
+ * Where the end of a malformed row is looked for, kept across calls so a
+ * file can be skipped through chunk by chunk. A line break inside a quoted
+ * field is not the row's end: taken for it, the rest of the field was read
+ * as rows of its own (a note in a shop's batch, or a statement's overlong
+ * row, could hold an event). A quote opens a field only at its start, as
+ * when reading; elsewhere it is the row's own mistake.
  */
-static void skip_row(pgw_csv *c, bool quoted)
+typedef enum row_skip {
+    SKIP_FIELD_START,
+    SKIP_UNQUOTED,
+    SKIP_QUOTED,
+    SKIP_QUOTE_IN_QUOTES
+} row_skip;
+
+/* Moves c->pos past the row's end (true), or to the text's end (false). */
+static bool skip_to_row_end(pgw_csv *c, row_skip *s)
 {
-    bool field_start = c->pos > 0 && c->text[c->pos - 1] == ',';
     while (c->pos < c->len) {
         char ch = c->text[c->pos++];
         c->line += ch == '\n';
-        if (quoted) {
-            if (ch == '"' && c->pos < c->len && c->text[c->pos] == '"')
-                c->pos++; /* "" is one quote */
-            else if (ch == '"')
-                quoted = false;
+        if (*s == SKIP_QUOTED) {
+            *s = ch == '"' ? SKIP_QUOTE_IN_QUOTES : SKIP_QUOTED;
             continue;
         }
-        if (ch == '\n')
-            return;
-        quoted = ch == '"' && field_start;
-        field_start = ch == ',';
+        if (*s == SKIP_QUOTE_IN_QUOTES && ch == '"') {
+            *s = SKIP_QUOTED; /* "" is one quote */
+            continue;
+        }
+        if (ch == '\n') {
+            *s = SKIP_FIELD_START;
+            return true;
+        }
+        if (ch == '"' && *s == SKIP_FIELD_START)
+            *s = SKIP_QUOTED;
+        else
+            *s = ch == ',' ? SKIP_FIELD_START : SKIP_UNQUOTED;
     }
+    return false;
+}
+
+/* After a malformed row: on past the rest of it, `quoted` when the error
+ * came inside quotes. */
+static void skip_row(pgw_csv *c, bool quoted)
+{
+    row_skip s = quoted                                     ? SKIP_QUOTED
+                 : c->pos > 0 && c->text[c->pos - 1] == ',' ? SKIP_FIELD_START
+                                                            : SKIP_UNQUOTED;
+    skip_to_row_end(c, &s);
 }
 
 /* One row's state while it is read. */
@@ -223,6 +247,7 @@ struct pgw_csv_file {
     size_t len; /* bytes in buf */
     bool eof, first;
     bool discarding; /* dropping the rest of a row longer than a chunk */
+    row_skip skip;   /* where that row's end is looked for */
     pgw_csv csv;
 };
 
@@ -288,18 +313,12 @@ static int refill(pgw_csv_file *file, pgw_err *err)
     return PGW_OK;
 }
 
-/* Drops bytes up to the next line end, across refills; false until found. */
-static bool discard_to_line_end(pgw_csv_file *file)
+/* Drops the rest of the row being discarded, across refills, following
+ * its quotes as skip_row does; false until its end is found. */
+static bool discard_to_row_end(pgw_csv_file *file)
 {
-    const char *nl = memchr(file->buf + file->csv.pos, '\n', file->len - file->csv.pos);
-    if (nl == NULL) {
-        file->csv.pos = file->len;
-        return false;
-    }
-    file->csv.pos = (size_t)(nl - file->buf) + 1;
-    file->csv.line++;
-    file->discarding = false;
-    return true;
+    file->discarding = !skip_to_row_end(&file->csv, &file->skip);
+    return !file->discarding;
 }
 
 /*
@@ -307,12 +326,12 @@ static bool discard_to_line_end(pgw_csv_file *file)
  * end of the buffer may go on in the file (a field, a quoted line break, a
  * CRLF cut in two): unless the file is at its end, the row is read again
  * with more of the file behind it. A row that fills the whole buffer is
- * longer than any we take: reported once, then dropped to its line end.
+ * longer than any we take: reported once, then dropped to its end.
  */
 int pgw_csv_file_next(pgw_csv_file *file, pgw_csv_row *row, bool *done, pgw_err *err)
 {
     for (;;) {
-        if (file->discarding && !discard_to_line_end(file) && file->eof) {
+        if (file->discarding && !discard_to_row_end(file) && file->eof) {
             *done = true;
             return PGW_OK;
         }
@@ -334,7 +353,8 @@ int pgw_csv_file_next(pgw_csv_file *file, pgw_csv_row *row, bool *done, pgw_err 
             file->csv.pos = start; /* perhaps cut short: again, with more */
             file->csv.line = line;
             if (start == 0 && file->len == PGW_CSV_CHUNK) {
-                file->discarding = true;
+                file->discarding = true; /* from the row's start */
+                file->skip = SKIP_FIELD_START;
                 row->n = 0;
                 row->line = line;
                 return pgw_err_set(err, PGW_EINVAL, "the row is longer than %d bytes",

@@ -291,6 +291,53 @@ static void test_an_overlong_row_is_dropped_whole(void **state)
     unlink(path);
 }
 
+/* Writes `head`, `n` bytes of 'A', then `tail` to a new temporary file. */
+static void write_long_file(char *path, const char *head, size_t n, const char *tail)
+{
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    fputs(head, f);
+    for (size_t i = 0; i < n; i++)
+        fputc('A', f);
+    fputs(tail, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Regression: the rest of a row longer than a chunk was dropped to the next
+ * line break, even one inside its quotes, and the quoted lines after it
+ * were read as rows: a statement row slipped in where --repair would post
+ * it. Now the row is followed to its real end, wherever its quoted line
+ * breaks and "" fall: in the first chunk, or past it. */
+static void test_an_overlong_row_is_dropped_to_its_real_end(void **state)
+{
+    (void)state;
+    const char *heads[] = {"a,b\r\nlong,\"x\ninj,x,1\n", "a,b\r\nlong,\""};
+    const char *tails[] = {"\"\"\ninj,y,2\r\n\",3\r\nlast,2\r\n",
+                           "\ninj,x,1\n\"\",\r\n\"\r\nlast,2\r\n"};
+    for (int t = 0; t < 2; t++) {
+        char path[] = "/tmp/pgw-csv-XXXXXX";
+        write_long_file(path, heads[t], PGW_CSV_CHUNK + 100, tails[t]);
+        pgw_csv_file *file = NULL;
+        assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
+        static pgw_csv_row r;
+        bool done = false;
+        pgw_err err;
+        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK); /* the header */
+        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_EINVAL);
+        assert_int_equal(r.line, 2);
+        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+        assert_false(done);
+        assert_string_equal(r.fields[0], "last"); /* nothing of the long row in between */
+        assert_int_equal(r.line, t == 0 ? 7 : 6);
+        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+        assert_true(done);
+        pgw_csv_file_close(file);
+        unlink(path);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_columns_are_mapped_by_name),
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
         cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
+        cmocka_unit_test(test_an_overlong_row_is_dropped_to_its_real_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
