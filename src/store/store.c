@@ -1614,6 +1614,39 @@ static bool column_text(pgw_sql_stmt *st, int col, char *out, size_t cap)
     return true;
 }
 
+/*
+ * Steps a statement whose answer is one integer in its first column, and
+ * resets it. No row is 0 where `none_ok` (a count of nothing), else a
+ * fault (an aggregate always has its row).
+ */
+static int one_int64(pgw_store *s, pgw_sql_stmt *st, bool none_ok, int64_t *out, const char *what,
+                     pgw_err *err)
+{
+    int step = pgw_sql_step(st);
+    *out = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW || (none_ok && step == PGW_SQL_DONE)
+               ? PGW_OK
+               : db_error(s, PGW_EIO, what, err);
+}
+
+/* Steps a statement whose answer is a member's id column, perhaps NULL
+ * (out ""), about `member`, and resets it. */
+static int one_member_id(pgw_store *s, pgw_sql_stmt *st, const char *member, const char *column,
+                         char out[PGW_ID_MAX + 1], const char *what, pgw_err *err)
+{
+    int step = pgw_sql_step(st);
+    int rc = PGW_OK;
+    out[0] = '\0';
+    if (step == PGW_SQL_ROW && !pgw_sql_column_null(st, 0) &&
+        !column_text(st, 0, out, PGW_ID_MAX + 1))
+        rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed %s", s->path, member, column);
+    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
+        rc = db_error(s, PGW_EIO, what, err);
+    pgw_sql_reset(st);
+    return rc;
+}
+
 static bool column_hash(pgw_sql_stmt *st, int col, uint8_t out[PGW_HASH_LEN])
 {
     if (pgw_sql_column_bytes(st, col) != PGW_HASH_LEN)
@@ -2169,10 +2202,7 @@ int pgw_store_earn_lot_due(pgw_store *s, const pgw_earn_record *e, int64_t now, 
     pgw_sql_bind_text(st, 1, e->member);
     pgw_sql_bind_int64(st, 2, now);
     pgw_sql_bind_int64(st, 3, e->first_transfer);
-    int step = pgw_sql_step(st);
-    *points = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
-    pgw_sql_reset(st);
-    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading an earn's due lot", err);
+    return one_int64(s, st, false, points, "reading an earn's due lot", err);
 }
 
 int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,
@@ -2670,17 +2700,7 @@ int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX
 {
     pgw_sql_stmt *st = s->st[ST_MERGED_INTO];
     pgw_sql_bind_text(st, 1, member);
-    int step = pgw_sql_step(st);
-    int rc = PGW_OK;
-    into[0] = '\0';
-    if (step == PGW_SQL_ROW && !pgw_sql_column_null(st, 0) &&
-        !column_text(st, 0, into, PGW_ID_MAX + 1))
-        rc =
-            pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed merged_into", s->path, member);
-    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
-        rc = db_error(s, PGW_EIO, "reading a merge", err);
-    pgw_sql_reset(st);
-    return rc;
+    return one_member_id(s, st, member, "merged_into", into, "reading a merge", err);
 }
 
 int pgw_store_survivor(pgw_store *s, char member[PGW_ID_MAX + 1], char first[PGW_ID_MAX + 1],
@@ -2743,12 +2763,7 @@ int pgw_store_enrolments(pgw_store *s, const char *address, int64_t hour, int64_
     pgw_sql_stmt *st = s->st[ST_ENROLMENTS];
     pgw_sql_bind_text(st, 1, address);
     pgw_sql_bind_int64(st, 2, hour);
-    int step = pgw_sql_step(st);
-    *members = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
-    pgw_sql_reset(st);
-    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
-               ? PGW_OK
-               : db_error(s, PGW_EIO, "reading enrolments", err);
+    return one_int64(s, st, true, members, "reading enrolments", err);
 }
 
 int pgw_store_add_enrolment(pgw_store *s, const char *address, int64_t hour, pgw_err *err)
@@ -2764,29 +2779,14 @@ int pgw_store_member_created(pgw_store *s, const char *member, int64_t *created_
 {
     pgw_sql_stmt *st = s->st[ST_MEMBER_CREATED];
     pgw_sql_bind_text(st, 1, member);
-    int step = pgw_sql_step(st);
-    *created_us = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
-    pgw_sql_reset(st);
-    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
-               ? PGW_OK
-               : db_error(s, PGW_EIO, "reading a member", err);
+    return one_int64(s, st, true, created_us, "reading a member", err);
 }
 
 int pgw_store_referred_by(pgw_store *s, const char *member, char by[PGW_ID_MAX + 1], pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_REFERRED_BY];
     pgw_sql_bind_text(st, 1, member);
-    int step = pgw_sql_step(st);
-    int rc = PGW_OK;
-    by[0] = '\0';
-    if (step == PGW_SQL_ROW && !pgw_sql_column_null(st, 0) &&
-        !column_text(st, 0, by, PGW_ID_MAX + 1))
-        rc =
-            pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed referred_by", s->path, member);
-    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
-        rc = db_error(s, PGW_EIO, "reading a referral", err);
-    pgw_sql_reset(st);
-    return rc;
+    return one_member_id(s, st, member, "referred_by", by, "reading a referral", err);
 }
 
 int pgw_store_set_referred_by(pgw_store *s, const char *member, const char *by, pgw_err *err)
@@ -2806,7 +2806,6 @@ static bool rule_total_row(pgw_sql_stmt *st, void *item)
     return column_text(st, 0, t->rule, sizeof(t->rule));
 }
 
-/* Reads up to PGW_ACTIVITY_TODAY_MAX rule totals of `day` into a->today. */
 int pgw_store_member_rule_points(pgw_store *s, const char *member, const char *rule, int64_t first,
                                  int64_t last, int64_t *points, pgw_err *err)
 {
@@ -2815,12 +2814,10 @@ int pgw_store_member_rule_points(pgw_store *s, const char *member, const char *r
     pgw_sql_bind_text(st, 2, rule);
     pgw_sql_bind_int64(st, 3, first);
     pgw_sql_bind_int64(st, 4, last);
-    int step = pgw_sql_step(st);
-    *points = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
-    pgw_sql_reset(st);
-    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading a rule's points", err);
+    return one_int64(s, st, false, points, "reading a rule's points", err);
 }
 
+/* Reads up to PGW_ACTIVITY_TODAY_MAX rule totals of `day` into a->today. */
 int pgw_store_member_today(pgw_store *s, const char *member, int64_t day, pgw_member_activity *a,
                            pgw_err *err)
 {
@@ -3988,10 +3985,7 @@ int pgw_store_member_net(pgw_store *s, int64_t from, int64_t to, int64_t *out, p
     pgw_sql_stmt *st = s->st[ST_MEMBER_NET];
     pgw_sql_bind_int64(st, 1, from);
     pgw_sql_bind_int64(st, 2, to);
-    int step = pgw_sql_step(st);
-    *out = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
-    pgw_sql_reset(st);
-    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "summing members", err);
+    return one_int64(s, st, false, out, "summing members", err);
 }
 
 const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
