@@ -1376,6 +1376,8 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
      * body's bytes made it 409 idempotency_conflict). */
     pgw_sha256(cmd->key, strlen(cmd->key), cmd->fingerprint);
     snprintf(cmd->channel, sizeof(cmd->channel), "system");
+    if (who->kind == PGW_SCOPE_SHOP)
+        snprintf(cmd->bind_shop, sizeof(cmd->bind_shop), "%.*s", PGW_ID_MAX, who->scope_id);
     cmd->render = render_bind;
     return submit(api, job, resp);
 }

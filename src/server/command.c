@@ -1346,6 +1346,22 @@ static int merge_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     return rc;
 }
 
+/* PGW_EFORBIDDEN unless every identity of `holder` is a card of `shop`. */
+static int held_by_shop_alone(pgw_store *store, const char *holder, const char *shop, pgw_err *err)
+{
+    pgw_identity_key ids[8];
+    size_t n = 0;
+    int rc = pgw_store_member_identities(store, holder, ids, 8, &n, err);
+    bool alone = rc == PGW_OK && n < 8; /* 8: more than a shop's own cards */
+    for (size_t i = 0; alone && i < n; i++)
+        alone = ids[i].kind == PGW_ID_CARD && strcmp(ids[i].scope, shop) == 0;
+    if (rc == PGW_OK && !alone)
+        rc = pgw_err_set(err, PGW_EFORBIDDEN,
+                         "member %s is known beyond shop %s's cards: only an admin merges it",
+                         holder, shop);
+    return rc;
+}
+
 static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     bool found = false;
@@ -1364,7 +1380,9 @@ static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     }
     if (strcmp(holder, cmd->member) == 0)
         return append_transfers(store, cmd); /* already this member's */
-    return merge_member(store, policy, cmd, holder);
+    if (cmd->bind_shop[0] != '\0')
+        rc = held_by_shop_alone(store, holder, cmd->bind_shop, &cmd->err);
+    return rc == PGW_OK ? merge_member(store, policy, cmd, holder) : rc;
 }
 
 /* ---- SMS verification codes ------------------------------------------------------------- */

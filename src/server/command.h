@@ -187,7 +187,11 @@ struct pgw_command {
     char reference[PGW_REFERENCE_MAX + 1]; /* EARN: receipt number or event id */
     char receipt[PGW_REFERENCE_MAX + 1];   /* EVENT: the till's receipt number, "" when none */
     char client_address[64]; /* EVENT from the mini program: who is enrolling, "" otherwise */
-    int64_t at;              /* when it happens, unix seconds */
+    /* BIND by a shop's key: that shop. It merges in only a member named by
+     * nothing but this shop's cards (PGW_EFORBIDDEN otherwise): a shop must
+     * not fold another person's account, phone and all, into a member. */
+    char bind_shop[PGW_ID_MAX + 1];
+    int64_t at; /* when it happens, unix seconds */
     /* EARN */
     size_t n_lines;
     pgw_earn_line lines[PGW_BREAKDOWN_MAX];

@@ -353,6 +353,33 @@ def test_merges(s):
           f"the same phone written another way is the same bind: {status} {again}")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1], key="s001")
     check(status == 403, f"a shop binds only its own cards: {status}")
+    # Regression: a shop key gave its own new card to one member, bound it
+    # to another, and merged the first (phone, other shops' points and all)
+    # into the second. A shop merges in only a member its own cards alone
+    # name; an admin may merge anyone.
+    status, other, _ = s.request("POST", "/v1/events",
+                                 dict(purchase("E-MERGE-OTHER", shop="S002"),
+                                      member={"phone": "13700137099"}), key="s002")
+    check(status == 201, f"another member: {status} {other}")
+    before = member(s, survivor)
+    status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities",
+                               {"card": "S002:EVIL1"}, key="s002")
+    check(status == 200 and "merged" not in doc, f"a shop gives a member its card: {status} {doc}")
+    n = s.transfers()
+    status, doc, _ = s.request("POST", f"/v1/members/{other['member_id']}/identities",
+                               {"card": "S002:EVIL1"}, key="s002")
+    check(status == 403 and error_code(doc) == "forbidden" and s.transfers() == n
+          and member(s, survivor)["balance"] == before["balance"]
+          and member(s, survivor).get("merged_into") is None,
+          f"a shop key may not merge in a member known beyond its cards: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events",
+                               dict(purchase("E-MERGE-CARD", shop="S002"),
+                                    member={"card": "S002:CARD-ONLY"}), key="s002")
+    card_only = doc.get("member_id")
+    status, doc, _ = s.request("POST", f"/v1/members/{other['member_id']}/identities",
+                               {"card": "S002:CARD-ONLY"}, key="s002")
+    check(status == 200 and doc.get("merged") == {"from": card_only, "into": other["member_id"]},
+          f"a shop merges in a member only its own card names: {status} {doc}")
 
 
 def test_debt_meets_points(s):
