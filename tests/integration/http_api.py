@@ -513,6 +513,18 @@ def test_referrals(s):
                  referrer={"phone": "13999999999"})
     status, doc, _ = s.request("POST", "/v1/events", ghost)
     check(status == 404, f"an unknown referrer: {status} {doc}")
+    # Regression: a merge dropped the referee's referral, and the survivor
+    # could be referred (both sides paid) again.
+    status, doc, _ = s.request("POST", "/v1/events", dict(purchase("E-REF-6"),
+                                                          member={"phone": "13000130002"}))
+    survivor = doc.get("member_id")
+    s.request("POST", f"/v1/members/{survivor}/identities", {"phone": "13100131000"})
+    paid = member(s, referrer).get("balance")
+    status, doc, _ = s.request("POST", "/v1/events", dict(ref, event_id="E-REF-7"))
+    check(status == 201 and doc.get("member_id") == survivor and doc.get("points") == 0
+          and "already referred" in doc.get("reason", "")
+          and member(s, referrer).get("balance") == paid,
+          f"a merge keeps the referral: nobody is paid again: {status} {doc}")
 
 
 def test_risk_rules(s):
