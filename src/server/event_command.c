@@ -148,6 +148,8 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
         return pgw_err_set(err, PGW_EINVAL,
                            "$.occurred_at is %lld s ahead of the gateway's clock (at most %d)",
                            (long long)(doc->event.occurred_at - now_s), PGW_EVENT_AHEAD_MAX_S);
+    if (doc->event.occurred_at < PGW_EVENT_EARLIEST_S)
+        return pgw_err_set(err, PGW_EINVAL, "$.occurred_at is before 2000-01-01T00:00:00Z");
     int rc = pgw_command_name_member(vault, &doc->member, cmd, err);
     if (rc == PGW_OK && doc->has_referrer)
         rc = name_referrer(vault, &doc->referrer, cmd, err);

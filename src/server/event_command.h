@@ -49,6 +49,11 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
  * release the member's holds before their deadline and choose how long its
  * points live. */
 #define PGW_EVENT_AHEAD_MAX_S 300
+/* The earliest occurred_at taken: 2000-01-01T00:00:00Z. No loyalty ledger
+ * goes back further, and it keeps every local day an event reaches (a
+ * year back for the tier, in any zone) inside the calendar's years: a
+ * time whose local day was 1969 killed the server on an assertion. */
+#define PGW_EVENT_EARLIEST_S 946684800
 
 /* A CSV cell naming a member ("phone:...", "card:S001:88001", "member_id:M1")
  * as the member object of API.md; NULL and PGW_EINVAL in err otherwise. */

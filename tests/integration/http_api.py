@@ -765,6 +765,12 @@ def test_bad_input(s):
         # and a refund so dated released the member's holds early)
         ("an hour ahead", dict(body=dict(good, occurred_at=time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600)))), 400, "invalid_request"),
+        # regression: a date whose local day was 1969 killed the server
+        # (an assertion in the calendar), and nothing bounded the past
+        ("a day before 1970 here", dict(body=dict(good, occurred_at="1970-01-01T00:00:00+14:00")),
+         400, "invalid_request"),
+        ("the last century", dict(body=dict(good, occurred_at="1999-12-31T23:59:59+08:00")), 400,
+         "invalid_request"),
         # regression: its key "hold:S001:E-BAD" was hold S001:E-BAD's
         ("a channel named hold", dict(body=dict(good, channel="hold")), 400, "invalid_request"),
         ("a channel named bind", dict(body=dict(good, channel="bind")), 400, "invalid_request"),
