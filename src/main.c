@@ -907,8 +907,8 @@ static int cmd_keys(int argc, char **argv)
         fprintf(stderr, "pointsgw keys add: --scope is required\n");
     else if (pgw_config_check_scope(cfg, scope, &err) != PGW_OK)
         fprintf(stderr, "pointsgw keys add: %s\n", err.msg);
-    else if (name != NULL && (strlen(name) == 0 || strlen(name) > PGW_ID_MAX))
-        fprintf(stderr, "pointsgw keys add: --name must be 1..%d characters\n", PGW_ID_MAX);
+    else if (name != NULL && pgw_config_check_key_name(cfg, name, &err) != PGW_OK)
+        fprintf(stderr, "pointsgw keys add: %s\n", err.msg);
     else if (RAND_bytes(secret, sizeof(secret)) != 1)
         fprintf(stderr, "pointsgw keys add: no randomness available\n");
     else

@@ -33,22 +33,28 @@ static const char *const CAMPAIGN_KINDS[] = {
 
 /* ---- small readers shared by the sections -------------------------------- */
 
+/* Whether every character of `s` is a letter, digit, '_' or '-'. */
+static bool id_chars(const char *s)
+{
+    for (const char *p = s; *p != '\0'; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 /* An identifier: 1..PGW_ID_MAX of letters, digits, '_' and '-'. */
 static int get_id(const json_t *obj, const char *key, const char *path, bool required, char *out,
                   size_t cap, pgw_err *err)
 {
     int rc = pgw_json_string(obj, key, path, required, PGW_ID_MAX, out, cap, err);
-    if (rc != PGW_OK)
-        return rc;
-    for (const char *p = out; *p != '\0'; p++) {
-        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-';
-        if (!ok)
-            return pgw_err_set(err, PGW_EINVAL,
-                               "%s.%s: \"%s\" may only contain letters, digits, '_' and '-'", path,
-                               key, out);
-    }
-    return PGW_OK;
+    if (rc == PGW_OK && !id_chars(out))
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s.%s: \"%s\" may only contain letters, digits, '_' and '-'", path, key,
+                         out);
+    return rc;
 }
 
 /* The name of an environment variable: [A-Z_][A-Z0-9_]*. */
@@ -1090,6 +1096,29 @@ static int check_scope(const char *scope, const char *path, const pgw_rules *rul
                        path, scope);
 }
 
+/* Whether one of the configuration's keys is called `name`. */
+static bool key_named(const pgw_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (strcmp(cfg->keys[i].name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+int pgw_config_check_key_name(const pgw_config *cfg, const char *name, pgw_err *err)
+{
+    if (name[0] == '\0' || strlen(name) > PGW_ID_MAX || !id_chars(name))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "--name \"%.64s\": 1..%d characters; it may only contain letters, "
+                           "digits, '_' and '-'",
+                           name, PGW_ID_MAX);
+    if (key_named(cfg, name))
+        return pgw_err_set(err, PGW_EINVAL, "a key named \"%s\" is in the configuration already",
+                           name);
+    return PGW_OK;
+}
+
 int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *err)
 {
     if (strlen(scope) > PGW_SCOPE_MAX)
@@ -1122,10 +1151,8 @@ static int parse_key(const json_t *obj, const char *path, pgw_config *cfg, pgw_k
         rc = pgw_json_only_keys(obj, path, keys, err);
     if (rc == PGW_OK)
         rc = get_id(obj, "name", path, true, k->name, sizeof(k->name), err);
-    for (size_t i = 0; rc == PGW_OK && i < cfg->n_keys; i++) {
-        if (strcmp(cfg->keys[i].name, k->name) == 0)
-            rc = pgw_err_set(err, PGW_EINVAL, "%s.name: duplicate key name \"%s\"", path, k->name);
-    }
+    if (rc == PGW_OK && key_named(cfg, k->name))
+        rc = pgw_err_set(err, PGW_EINVAL, "%s.name: duplicate key name \"%s\"", path, k->name);
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, "scope", path, true, PGW_SCOPE_MAX, k->scope, sizeof(k->scope),
                              err);

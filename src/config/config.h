@@ -163,6 +163,10 @@ void pgw_config_free(pgw_config *cfg);
  * "channel:<name>", "finance", "admin"); PGW_EINVAL saying why not. */
 int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *err);
 
+/* Whether `name` may name a new key under `cfg`: an identifier (as the
+ * configuration's) that none of its keys has; PGW_EINVAL saying why not. */
+int pgw_config_check_key_name(const pgw_config *cfg, const char *name, pgw_err *err);
+
 /* A short human summary (several lines) of what the config defines. */
 int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap);
 

@@ -1243,9 +1243,7 @@ static int migrate_steps(pgw_store *s, pgw_err *err)
     return rc;
 }
 
-/* PostgreSQL: whether the database has our schema table (without
- * `create`, an empty database is not one of ours, as a missing SQLite file
- * is not: `pointsgw verify` on a wrong name must not call it valid). */
+/* PostgreSQL: whether the database has our schema table. */
 static int pg_has_schema(pgw_store *s, bool *has, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
@@ -1259,16 +1257,28 @@ static int pg_has_schema(pgw_store *s, bool *has, pgw_err *err)
     return rc;
 }
 
-static int migrate(pgw_store *s, bool create, pgw_err *err)
+/*
+ * Opened without `create`: PGW_ENOTFOUND unless the database is one of
+ * ours, as for a missing SQLite file (`pointsgw verify` on a wrong name
+ * must not call it a valid, empty log). An empty PostgreSQL database, an
+ * empty file or another program's has no schema version; asked before
+ * anything is set, since page size and WAL mode write to the file.
+ */
+static int check_ours(pgw_store *s, pgw_err *err)
+{
+    bool ours = false;
+    int64_t version = 0;
+    int rc = is_postgres(s) ? pg_has_schema(s, &ours, err) : read_user_version(s, &version, err);
+    if (rc == PGW_OK && !ours && version == 0)
+        rc = pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
+    return rc;
+}
+
+static int migrate(pgw_store *s, pgw_err *err)
 {
     if (is_postgres(s)) {
-        bool has = false;
-        int rc = pg_has_schema(s, &has, err);
-        if (rc == PGW_OK && !has && !create)
-            return pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
         /* The version row, then the migrations under a session lock. */
-        if (rc == PGW_OK)
-            rc = exec(s,
+        int rc = exec(s,
                       "SELECT pg_advisory_lock(" PG_LOCK_MIGRATE ");"
                       "CREATE TABLE IF NOT EXISTS pgw_schema (version BIGINT NOT NULL);"
                       "INSERT INTO pgw_schema SELECT 0 WHERE NOT EXISTS"
@@ -1361,10 +1371,12 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     int rc = pgw_sql_open(url, create, &s->db, err);
     if (rc == PGW_OK)
         snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
+    if (rc == PGW_OK && !create)
+        rc = check_ours(s, err);
     if (rc == PGW_OK)
         rc = configure(s, err);
     if (rc == PGW_OK)
-        rc = migrate(s, create, err);
+        rc = migrate(s, err);
     if (rc == PGW_OK)
         rc = prepare_statements(s, err);
     if (rc != PGW_OK) {

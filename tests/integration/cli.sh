@@ -102,6 +102,18 @@ expect_text "--event FILE is required"
 expect_exit 2 "$bin" verify --db "sqlite:$tmp/missing.db"
 expect_text "$tmp/missing.db: no database there"
 [ ! -e "$tmp/missing.db" ] && pass || fail "verify created $tmp/missing.db"
+# Regression: an existing SQLite file that is not ours (empty, another
+# program's) was migrated and called a valid log, and left with our tables.
+: >"$tmp/empty.db"
+sqlite3 "$tmp/theirs.db" 'CREATE TABLE foo (x)' 2>/dev/null ||
+    python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('CREATE TABLE foo (x)')" "$tmp/theirs.db"
+theirs=$(sha256sum <"$tmp/theirs.db")
+for f in empty theirs; do
+    expect_exit 2 "$bin" verify --db "sqlite:$tmp/$f.db"
+    expect_text "$tmp/$f.db: no pointsgw database there"
+done
+[ ! -s "$tmp/empty.db" ] && [ "$(sha256sum <"$tmp/theirs.db")" = "$theirs" ] && pass ||
+    fail "verify changed a database that is not ours"
 expect_exit 2 "$bin" verify --db "mysql://db/points"
 expect_text "is neither sqlite:PATH nor postgresql"
 
@@ -139,6 +151,11 @@ expect_exit 2 "$bin" keys add --scope shop:S999
 expect_text 'unknown shop "S999"'
 expect_exit 2 "$bin" keys add
 expect_text "--scope is required"
+# Regression: names the configuration then refused were printed, exit 0.
+expect_exit 2 "$bin" keys add --scope shop:S002 --name "pos s002"
+expect_text "may only contain letters, digits, '_' and '-'"
+expect_exit 2 "$bin" keys add --scope shop:S002 --name demo-admin
+expect_text 'a key named "demo-admin" is in the configuration already'
 expect_exit 2 "$bin" keys remove
 expect_text "the subcommand is 'add'"
 
