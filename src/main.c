@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXIT_OK      0
 #define EXIT_PROBLEM 1
@@ -41,6 +42,61 @@
 
 /* A command's exit for a failure code: 1 for what went wrong around it
  * (the database, the disk, memory), 2 for what it was given. */
+/*
+ * --out FILE: written as FILE.partial-XXXXXX beside it and renamed over
+ * FILE only once the command has written all of it, so that a refused or
+ * failed run leaves an existing FILE as it was (opened "w" at the start, a
+ * report refused for its period emptied last month's). No path: stdout.
+ */
+typedef struct out_file {
+    FILE *f;
+    const char *path;
+    char partial[4096];
+} out_file;
+
+static int out_open(const char *path, out_file *o)
+{
+    *o = (out_file){.f = stdout, .path = path};
+    if (path == NULL)
+        return 0;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) { /* a pipe, /dev/stdout: as it is */
+        o->f = fopen(path, "w");
+        return o->f != NULL ? 0 : -1;
+    }
+    int n = snprintf(o->partial, sizeof(o->partial), "%s.partial-XXXXXX", path);
+    int fd = n > 0 && (size_t)n < sizeof(o->partial) ? mkstemp(o->partial) : -1;
+    mode_t mask = umask(0); /* the mode fopen would have given, not mkstemp's 0600 */
+    umask(mask);
+    if (fd >= 0 && fchmod(fd, 0666 & ~mask) != 0) {
+        close(fd);
+        unlink(o->partial);
+        fd = -1;
+    }
+    o->f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (o->f == NULL && fd >= 0) {
+        close(fd);
+        unlink(o->partial);
+    }
+    return o->f != NULL ? 0 : -1;
+}
+
+/* Puts the output in place when `keep`, else drops it; -1 when writing or
+ * renaming failed (the partial file is removed). */
+static int out_close(out_file *o, bool keep)
+{
+    if (o->f == NULL || o->f == stdout)
+        return o->f == NULL ? -1 : 0;
+    bool ok = fclose(o->f) == 0;
+    o->f = NULL;
+    if (o->partial[0] == '\0')
+        return ok ? 0 : -1;
+    if (keep && ok && rename(o->partial, o->path) == 0)
+        return 0;
+    unlink(o->partial);
+    return keep ? -1 : 0;
+}
+
 static int exit_for(int rc)
 {
     return rc == PGW_OK                                                  ? EXIT_OK
@@ -707,8 +763,8 @@ static int cmd_reconcile(int argc, char **argv)
     if (rc == EXIT_OK && repair && shop != NULL && strcmp(shop, "-") == 0)
         rc = refuse_repair_beside_appid_keys(url, o.filter.channel);
     const char *out_path = flag_get(&flags, "--out");
-    FILE *out = rc == EXIT_OK && out_path ? fopen(out_path, "w") : stdout;
-    if (out == NULL) {
+    out_file out = {.f = stdout};
+    if (rc == EXIT_OK && out_open(out_path, &out) != 0) {
         fprintf(stderr, "pointsgw reconcile: %s: %s\n", out_path, strerror(errno));
         rc = EXIT_USAGE;
     }
@@ -720,9 +776,11 @@ static int cmd_reconcile(int argc, char **argv)
     }
     pgw_recon_summary sum = {0};
     if (rc == EXIT_OK)
-        rc = reconcile_into(&flags, url, &o, out, &sum);
-    if (out != NULL && out != stdout && fclose(out) != 0 && rc == EXIT_OK)
+        rc = reconcile_into(&flags, url, &o, out.f, &sum);
+    if (out_close(&out, rc == EXIT_OK) != 0 && rc == EXIT_OK) {
+        fprintf(stderr, "pointsgw reconcile: writing %s failed\n", out_path);
         rc = EXIT_PROBLEM;
+    }
     if (rc == EXIT_OK && repair) {
         repair_tally t = {0};
         rc = repair_missing(cfg, url, o.missing, o.filter.channel, o.filter.shop, &t);
@@ -980,18 +1038,20 @@ static int cmd_report(int argc, char **argv)
     char url[PGW_STORE_URL_MAX + 1];
     snprintf(url, sizeof(url), "%s", flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
     const char *out_path = flag_get(&flags, "--out");
-    FILE *out = rc == EXIT_OK && out_path ? fopen(out_path, "w") : stdout;
+    out_file out = {.f = stdout};
     pgw_store *store = NULL;
     pgw_err err;
-    int r = out ? PGW_OK : pgw_err_set(&err, PGW_EIO, "%s: %s", out_path, strerror(errno));
+    int r = rc != EXIT_OK || out_open(out_path, &out) == 0
+                ? PGW_OK
+                : pgw_err_set(&err, PGW_EIO, "%s: %s", out_path, strerror(errno));
     if (rc == EXIT_OK && r == PGW_OK)
         r = snapshot_open(url, &store, &err);
     if (rc == EXIT_OK && r == PGW_OK)
         r = strcmp(argv[0], "pool") == 0
-                ? pgw_report_pool(store, cfg, from, to, bucket, format, out, &err)
-                : pgw_report_settlement(store, cfg, from, to, format, out, &err);
+                ? pgw_report_pool(store, cfg, from, to, bucket, format, out.f, &err)
+                : pgw_report_settlement(store, cfg, from, to, format, out.f, &err);
     snapshot_close(store);
-    if (out != NULL && out != stdout && fclose(out) != 0 && r == PGW_OK)
+    if (out_close(&out, rc == EXIT_OK && r == PGW_OK) != 0 && rc == EXIT_OK && r == PGW_OK)
         r = pgw_err_set(&err, PGW_EIO, "writing %s failed", out_path);
     if (rc == EXIT_OK && r != PGW_OK) {
         fprintf(stderr, "pointsgw report: %s\n", err.msg);

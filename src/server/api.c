@@ -1759,7 +1759,7 @@ static int query_time(const char *query, const char *name, int64_t *out, pgw_err
         pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
         return pgw_err_set(err, PGW_EINVAL,
                            "%s \"%.40s\" is not RFC 3339 (encode + as %%2B) or unix seconds "
-                           "before 9999",
+                           "before 9999-01-01",
                            name, text);
     return PGW_OK;
 }

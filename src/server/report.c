@@ -287,7 +287,8 @@ int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from,
                           pgw_report_format format, FILE *out, pgw_err *err)
 {
     if (from < 0 || to <= from || to > PGW_REPORT_TIME_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "a settlement covers a period in order, before 9900");
+        return pgw_err_set(err, PGW_EINVAL,
+                           "a settlement covers a period in order, ending by 9999-01-01");
     settlement s;
     int rc = settle(store, cfg, from, to, &s, err);
     if (rc == PGW_OK)
@@ -413,7 +414,7 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
     if (from < 0 || to <= from || to > PGW_REPORT_TIME_MAX ||
         (to - from) / 86400 >= PGW_REPORT_DAYS_MAX - 1)
         return pgw_err_set(err, PGW_EINVAL,
-                           "a pool report covers 1..%d days in order, before the year 9900",
+                           "a pool report covers 1..%d days in order, ending by 9999-01-01",
                            PGW_REPORT_DAYS_MAX - 2);
     int64_t first = (from + offset) / 86400, last = (to - 1 + offset) / 86400;
     pgw_day_flow *days = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*days));

@@ -228,6 +228,17 @@ expect_text "--bucket is day, week or month, for the pool"
 expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
     --db "sqlite:$tmp/missing.db"
 expect_text "no database there"
+# Regression: --out emptied the file it named before the report was
+# refused (a period too long, a missing database).
+echo precious >"$tmp/kept.json"
+expect_exit 2 "$bin" report pool --from 2026-01-01T00:00:00+08:00 --to 2040-01-01T00:00:00+08:00 \
+    --out "$tmp/kept.json" --db "$import_db"
+expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
+    --out "$tmp/kept.json" --db "sqlite:$tmp/missing.db"
+expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store \
+    --out "$tmp/kept.json" --db "sqlite:$tmp/missing.db"
+[ "$(cat "$tmp/kept.json")" = precious ] && pass || fail "a refused report emptied its --out file"
+[ -z "$(ls "$tmp" | grep -F 'kept.json.')" ] && pass || fail "a refused report left a partial file"
 # A database that does not answer is a problem (1), not bad usage (2).
 expect_exit 1 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
     --db "postgresql://pgw@127.0.0.1:1/none"
