@@ -474,12 +474,10 @@ static int cmd_verify(int argc, char **argv)
 /* Runs the expiry through a writer on `url`, printing what it did. */
 static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
 {
-    pgw_writer_options opts = {.db_url = url,
-                               .queue_cap = 1024,
-                               .batch_max = 256,
-                               .policy = {.expiry = cfg->rules.expiry,
-                                          .tz = cfg->rules.tz,
-                                          .allow_negative = cfg->allow_negative}};
+    pgw_writer_options opts = {.db_url = url, .queue_cap = 1024, .batch_max = 256};
+    /* The server's policy, as its sweep has: a hold released with none of
+     * the risk rules kept its points in the day's redeem cap. */
+    pgw_api_policy(cfg, &opts.policy);
     pgw_writer *writer = NULL;
     pgw_expire_report report;
     pgw_err err;
@@ -908,13 +906,8 @@ static int cmd_import_balances(int argc, char **argv)
         }
     }
     const pgw_security_config *sec = &cfg->security;
-    pgw_writer_options wo = {.db_url = url,
-                             .queue_cap = 16,
-                             .batch_max = 16,
-                             .policy = {.expiry = cfg->rules.expiry,
-                                        .tz = cfg->rules.tz,
-                                        .allow_negative = cfg->allow_negative,
-                                        .rules = &cfg->rules}};
+    pgw_writer_options wo = {.db_url = url, .queue_cap = 16, .batch_max = 16};
+    pgw_api_policy(cfg, &wo.policy); /* as POST /v1/shops/{id}/imports applies them */
     if (rc == EXIT_OK && (pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env,
                                          sec->development_mode, &vault, &warned, &err) != PGW_OK ||
                           pgw_writer_start(&wo, &w, &err) != PGW_OK)) {

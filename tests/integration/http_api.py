@@ -69,8 +69,8 @@ def write_config(tmp, tls=None, risk=None, name=None):
 
 
 class Server:
-    def __init__(self, tmp, config):
-        self.db = pg.fresh_db() or "sqlite:" + os.path.join(tmp, "db", "log.db")
+    def __init__(self, tmp, config, db=None):
+        self.db = db or pg.fresh_db() or "sqlite:" + os.path.join(tmp, "db", "log.db")
         self.config, self.tmp = config, tmp
         self.log = open(os.path.join(tmp, "requests.log"), "w+")
         self.proc = subprocess.Popen(
@@ -1391,6 +1391,41 @@ def test_tight_risk(tmp):
         s.stop()
 
 
+def test_cli_expiry_gives_back_caps(tmp):
+    """Regression: `pointsgw expire` released an overdue hold with a policy
+    lacking the risk rules, so the day's redeem cap kept its points, unlike
+    the server's own sweep: a member could not hold them again that day."""
+    d = os.path.join(tmp, "cli-expire")
+    os.makedirs(d)
+    config = write_config(d, risk={"max_redeem_points_per_day": 50}, name="cli-expire.json")
+    with open(config) as f:
+        cfg = json.load(f)
+    cfg["expiry"]["sweep_every_s"] = 3600  # only the command releases the hold
+    with open(config, "w") as f:
+        json.dump(cfg, f)
+    s = Server(d, config)
+    hold = {"hold_id": "X-H-1", "member": {"member_id": "M850"}, "shop_id": "S001",
+            "points": 45, "expires_in_s": 1}
+    try:
+        first = s.request("POST", "/v1/events", purchase("X-P-1", member="M850"))[0]
+        status, doc, _ = s.request("POST", "/v1/holds", hold)
+        check(first == 201 and status == 201, f"a hold due in a second: {first} {status} {doc}")
+    finally:
+        s.stop()
+    time.sleep(2)
+    out = subprocess.run([BIN, "expire", "--config", config, "--db", s.db],
+                         capture_output=True, text=True)
+    check(out.returncode == 0 and "released 1 holds" in out.stdout,
+          f"the command releases it: {out.stdout} {out.stderr}")
+    s = Server(d, config, db=s.db)
+    try:
+        status, doc, _ = s.request("POST", "/v1/holds", dict(hold, hold_id="X-H-2",
+                                                               expires_in_s=600))
+        check(status == 201, f"its points count no more against the day's cap: {status} {doc}")
+    finally:
+        s.stop()
+
+
 RECON_DAY = "2026-11-20T%02d:%02d:00+08:00"
 
 
@@ -1705,6 +1740,7 @@ def main():
         check(code == 0 and "stopped cleanly" in err, f"SIGTERM: exit {code}: {err}")
         test_tls(tmp)
         test_tight_risk(tmp)
+        test_cli_expiry_gives_back_caps(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
         stored = pg.stored(s.db)
