@@ -595,6 +595,7 @@ static int repair_row(pgw_writer *w, const pgw_vault *vault, const pgw_config *c
     memset(&re->cmd, 0, sizeof(re->cmd));
     re->rules = &cfg->rules;
     re->cmd.kind = PGW_COMMAND_EVENT;
+    re->cmd.asked_at = (int64_t)time(NULL);
     int rc = obj ? pgw_event_from_json(obj, &cfg->rules, &re->doc, err) : PGW_EINVAL;
     if (rc == PGW_OK)
         rc = pgw_event_command(vault, obj, &re->doc, (int64_t)time(NULL), &re->earning, &re->cmd,

@@ -444,6 +444,7 @@ static pgw_job *job_new(pgw_api *api, const pgw_request *req, route r, pgw_comma
     job->route = r;
     job->cmd.kind = kind;
     job->cmd.at = wall_now_s();
+    job->cmd.asked_at = job->cmd.at; /* an event's `at` becomes its occurred_at */
     job->cmd.done = job_done;
     job->cmd.payload = job;
     return job;

@@ -1792,8 +1792,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc = apply_kind(store, policy, cmd);
     if (rc == PGW_OK && !cmd->replayed && cmd->member[0] != '\0') {
         bool found = false;
-        rc =
-            pgw_store_member_figures(store, cmd->member, cmd->at, &found, &cmd->figures, &cmd->err);
+        rc = pgw_store_member_figures(store, cmd->member, pgw_max64(cmd->at, cmd->asked_at), &found,
+                                      &cmd->figures, &cmd->err);
     }
     if (rc == PGW_OK && !cmd->replayed)
         rc = queue_notice(store, policy, cmd);

@@ -192,6 +192,11 @@ struct pgw_command {
      * not fold another person's account, phone and all, into a member. */
     char bind_shop[PGW_ID_MAX + 1];
     int64_t at; /* when it happens, unix seconds */
+    /* When it was asked (unix seconds; 0: `at`). A backlog's event happens
+     * at its occurred_at, but its answer's figures are the later of the
+     * two: `available` as of then counted points due since, which a hold
+     * would refuse. */
+    int64_t asked_at;
     /* EARN */
     size_t n_lines;
     pgw_earn_line lines[PGW_BREAKDOWN_MAX];
@@ -240,7 +245,7 @@ struct pgw_command {
     int64_t points_moved;
     int64_t written_off;         /* REFUND: what the member's lots could not cover (clamp) */
     int64_t debt_added;          /* REFUND: what became debt (allow_negative) */
-    pgw_member_figures figures;  /* the member's figures after the command (at `at`) */
+    pgw_member_figures figures;  /* the member's figures after the command (see asked_at) */
     pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
     char answer[PGW_ANSWER_MAX]; /* rendered, or the stored one on a replay */
     /* The member named was merged into `member` (READ_MEMBER, and any
