@@ -716,14 +716,6 @@ static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
 
 /* ---- legacy imports over HTTP ------------------------------------------------------------- */
 
-static void render_import(pgw_command *cmd, void *payload)
-{
-    (void)payload;
-    pgw_command_keep_answer(cmd, json_pack("{s:s,s:I,s:i,s:I}", "member_id", cmd->member, "points",
-                                           (json_int_t)cmd->points, "match", (int)cmd->import_match,
-                                           "balance", (json_int_t)cmd->figures.balance));
-}
-
 /* Queues row i of an import batch ({"card", "phone", "points"}). */
 static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row, pgw_batch *b,
                          size_t index, pgw_response *resp)
@@ -742,7 +734,6 @@ static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row
         return refuse(resp, job, R_IMPORT, rc, err.msg);
     job->cmd.done = job_done; /* pgw_import_fields started the command afresh */
     job->cmd.payload = job;
-    job->cmd.render = render_import;
     job->batch = b;
     job->batch_index = index;
     job->request_id = b->request_id;

@@ -7,7 +7,9 @@
 #include "core/assertions.h"
 #include "core/digest.h"
 #include "core/transfer.h"
+#include "server/event_command.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +74,16 @@ int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, 
                              pgw_csv_cell(row, col, PGW_IMPORT_POINTS), now, cmd, err);
 }
 
+/* The answer kept with the row's key, so that the same row imported again
+ * (by the command line or over HTTP) replays it. */
+static void render_import(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    pgw_command_keep_answer(cmd, json_pack("{s:s,s:I,s:i,s:I}", "member_id", cmd->member, "points",
+                                           (json_int_t)cmd->points, "match", (int)cmd->import_match,
+                                           "balance", (json_int_t)cmd->figures.balance));
+}
+
 int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
                       const char *card, const char *phone, const char *points, int64_t now,
                       pgw_command *cmd, pgw_err *err)
@@ -79,6 +91,7 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
     memset(cmd, 0, sizeof(*cmd));
     cmd->kind = PGW_COMMAND_IMPORT;
     cmd->at = now;
+    cmd->render = render_import;
     if (card[0] == '\0' && phone[0] == '\0')
         return pgw_err_set(err, PGW_EINVAL, "a row needs a card or a phone");
     pgw_identity id;

@@ -24,8 +24,10 @@ int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_e
 
 /*
  * Fills `cmd` (zeroed here) for one row: identities through the vault,
- * points = floor(old points * rate_bp / 10000), checked. PGW_EINVAL with
- * the reason for a row that cannot be imported.
+ * points = floor(old points * rate_bp / 10000), checked, and the answer
+ * kept with its key (cmd->render: the same row imported again, by either
+ * path, replays it). PGW_EINVAL with the reason for a row that cannot be
+ * imported.
  */
 int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
                    const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int64_t now,

@@ -1066,6 +1066,19 @@ def test_imports(s):
                                ctype="text/csv")
     check(status == 400 and error_code(doc) == "invalid_request", f"batch=B*65: {status} {doc}")
     check(s.transfers() == before, "an import at a bad rate or batch moved nothing")
+    # Regression: rows the command line imported kept an empty answer, and
+    # the same batch over HTTP reported each as rejected, "answer lost".
+    legacy = os.path.join(s.tmp, "legacy-b3.csv")
+    with open(legacy, "w") as f:
+        f.write("card,phone,points\nK3,,100\n")
+    out = subprocess.run([BIN, "import-balances", "--config", s.config, "--db", s.db, "--shop",
+                          "S003", "--file", legacy, "--batch", "b3", "--rate-bp", "20000"],
+                         capture_output=True, text=True)
+    check(out.returncode == 0, f"import-balances: {out.stdout} {out.stderr}")
+    status, doc, _ = s.request("POST", "/v1/shops/S003/imports?batch=b3&rate_bp=20000",
+                               raw=b"card,phone,points\nK3,,100\n", ctype="text/csv")
+    check(status == 200 and (doc.get("imported"), doc.get("replayed"), doc.get("rejected"))
+          == (0, 1, 0), f"the command line's rows replay over HTTP: {status} {doc}")
 
 
 def test_batch(s):
