@@ -116,11 +116,20 @@ static int add_flows(pgw_store *store, int64_t from, int64_t to, ledger_rows *t,
 /* Each expiry shared among its lot's funders, in proportion to what they put in. */
 static int share_expiry(ledger_rows *t, const pgw_lot_expiry *e, pgw_err *err)
 {
-    int64_t share[PGW_EARN_FUNDERS_MAX];
-    if (e->n_funders < 1 || pgw_share_out(e->points, e->funded, e->n_funders, share) != PGW_OK)
+    /* Each funder's share of all the lot has expired by this transfer,
+     * less its share of what had before it, as a refund reckons the
+     * expired part: shared out part by part, a tie's point went to the same
+     * funder each time, charged more than it funded. */
+    int64_t share[PGW_EARN_FUNDERS_MAX], earlier[PGW_EARN_FUNDERS_MAX], after;
+    if (e->n_funders < 1 || pgw_add(e->before, e->points, &after) != PGW_OK ||
+        pgw_share_out(after, e->funded, e->n_funders, share) != PGW_OK ||
+        pgw_share_out(e->before, e->funded, e->n_funders, earlier) != PGW_OK)
         return pgw_err_set(err, PGW_ERANGE, "expiry %lld cannot be shared out",
                            (long long)e->transfer_id);
     for (size_t i = 0; i < e->n_funders; i++) {
+        /* Rarely -1: largest remainders can give a funder less of a larger
+         * total (the Alabama paradox); the lot's sums are exact anyway. */
+        share[i] -= earlier[i];
         account_row *r = row_of(t, e->funder[i]);
         if (r == NULL)
             return pgw_err_set(err, PGW_ETOOLARGE, "more than %d accounts in one report",

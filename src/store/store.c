@@ -466,8 +466,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
                  " SUM(points), credit LIKE 'member:%' FROM transfers"
                  " WHERE occurred_at >= ?1 AND occurred_at < ?2 AND kind <> 6"
                  " GROUP BY 1, 2, 4 ORDER BY 1, 2, 4 LIMIT ?3",
-    [ST_EXPIRIES] = "SELECT id, points, reference FROM transfers WHERE kind = 4 AND id > ?3"
-                    " AND occurred_at >= ?1 AND occurred_at < ?2 ORDER BY id LIMIT ?4",
+    [ST_EXPIRIES] =
+        "SELECT id, points, reference, idem_key FROM transfers WHERE kind = 4 AND id > ?3"
+        " AND occurred_at >= ?1 AND occurred_at < ?2 ORDER BY id LIMIT ?4",
     /* Who funded a lot: the transfers of the command that made it crediting
      * the same member (at most PGW_EARN_FUNDERS_MAX, consecutive). */
     [ST_LOT_FUNDERS] = "SELECT f.debit, f.points FROM lots l JOIN transfers s"
@@ -3961,10 +3962,17 @@ int pgw_store_expiries(pgw_store *s, int64_t from, int64_t to, int64_t after_id,
         pgw_lot_expiry *e = &out[(*n)++];
         e->transfer_id = pgw_sql_column_int64(st, 0);
         e->points = pgw_sql_column_int64(st, 1);
-        const char *ref = pgw_sql_column_text(st, 2);
+        const char *ref = pgw_sql_column_text(st, 2), *key = pgw_sql_column_text(st, 3);
         char *end = NULL;
         e->lot = ref && strncmp(ref, "lot:", 4) == 0 ? strtoll(ref + 4, &end, 10) : 0;
-        if (e->lot <= 0 || end == NULL || *end != '\0')
+        long long lot = 0, before = -1;
+        int used = 0;
+        /* Its key is expire:lot:<lot>:<expired before> (apply_expire_lot). */
+        if (key == NULL || sscanf(key, "expire:lot:%lld:%lld%n", &lot, &before, &used) != 2 ||
+            key[used] != '\0')
+            before = -1;
+        e->before = before;
+        if (e->lot <= 0 || end == NULL || *end != '\0' || lot != e->lot || before < 0)
             rc = pgw_err_set(err, PGW_EIO, "%s: expiry %lld does not name its lot", s->path,
                              (long long)e->transfer_id);
         else

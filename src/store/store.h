@@ -754,6 +754,7 @@ int pgw_store_flows(pgw_store *store, int64_t from, int64_t to, pgw_flow *out, s
 /* An expiry and the funders of the lot it came from, to share it out. */
 typedef struct pgw_lot_expiry {
     int64_t transfer_id, lot, points;
+    int64_t before; /* of the lot expired by earlier transfers (its key says) */
     size_t n_funders;
     char funder[PGW_EARN_FUNDERS_MAX][PGW_ACCOUNT_MAX + 1];
     int64_t funded[PGW_EARN_FUNDERS_MAX];

@@ -239,6 +239,40 @@ static void test_settlement_after_a_refund_of_expired_points(void **state)
     pgw_config_free(cfg);
 }
 
+/*
+ * A lot that expires in two parts (a hold kept some of it past the first
+ * sweep) charges its funders their share of the lot's whole expiry, not
+ * each part shared out on its own. Regression (a review's): 1 + 1 points,
+ * 1 held: each 1-point expiry went to the first funder on the tie, which
+ * was charged 2 points of the 1 it funded.
+ */
+static void test_an_expiry_in_parts_is_shared_as_one(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_writer(db);
+    const int64_t t = NOV20 + 10 * 3600, dec25 = NOV20 + 35 * 86400;
+    earn(w, "store:S001:P1", "M1", "S001", 1, 1, 100, t);
+    keyed(PGW_COMMAND_HOLD, "hold:S001:H1", t + 60);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S001:H1");
+    snprintf(cmd.member, sizeof(cmd.member), "M1");
+    snprintf(cmd.shop, sizeof(cmd.shop), "S001");
+    cmd.points = 1;
+    cmd.deadline = dec25 + 86400;
+    run(w);
+    expire(w, db, "M1", dec25); /* the point not held */
+    keyed(PGW_COMMAND_VOID, "void:S001:H1", dec25 + 60);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S001:H1");
+    run(w);
+    expire(w, db, "M1", dec25 + 120); /* the point held */
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    expect(row(json_object_get(doc, "shops"), "shop_id", "S001"), 1, 0, 1, 0, 0);
+    expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 1, 0, 1, 0, 0);
+    json_decref(doc);
+    pgw_config_free(cfg);
+}
+
 static void test_pool_by_hand(void **state)
 {
     const db_fixture *db = *state;
@@ -317,6 +351,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_settlement_after_a_refund_of_expired_points,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_expiry_in_parts_is_shared_as_one, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
                                         db_fixture_teardown),
