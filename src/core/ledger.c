@@ -852,10 +852,13 @@ int pgw_ledger_expire(pgw_ledger *l, int64_t now, size_t *n_lots, pgw_err *err)
 
 /*
  * Plans a refund: the delta to reverse, the part of it that `lapsed` (see
- * pgw_refund_lapsed), and what the member's lots cover of the rest.
+ * pgw_refund_lapsed), and what the member's lots cover of the rest: first
+ * `own` from the purchase's own lot (free and not due), then the other
+ * lots in consumption order. Taken from an earlier lot, the purchase's own
+ * expired later, charged to the funders the refund had paid back.
  */
 static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int64_t amount_fen,
-                       int64_t at, int64_t *delta, int64_t *expired, int64_t *lapsed,
+                       int64_t at, int64_t *delta, int64_t *expired, int64_t *lapsed, int64_t *own,
                        size_t *n_takes, int64_t *shortfall, pgw_err *err)
 {
     if (refund_ref == NULL || refund_ref[0] == '\0' || strlen(refund_ref) > PGW_REFERENCE_MAX ||
@@ -882,8 +885,15 @@ static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int
         *expired = l->lot_expired[e->lot - 1] + (lot->expires_at <= at ? lot->left : 0);
     }
     *lapsed = pgw_refund_lapsed(*delta, *expired, e->written_off);
-    return pgw_lots_plan_take(l->lots, l->n_lots, e->member, at, *delta - *lapsed, l->takes,
-                              l->opts.max_lots, n_takes, shortfall);
+    pgw_lot *mine = e->lot > 0 ? &l->lots[e->lot - 1] : NULL;
+    *own = mine != NULL && mine->expires_at > at ? pgw_min64(*delta - *lapsed, mine->left) : 0;
+    if (mine != NULL)
+        mine->left -= *own; /* planned without it; given back below */
+    rc = pgw_lots_plan_take(l->lots, l->n_lots, e->member, at, *delta - *lapsed - *own, l->takes,
+                            l->opts.max_lots, n_takes, shortfall);
+    if (mine != NULL)
+        mine->left += *own;
+    return rc;
 }
 
 int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refund_ref,
@@ -892,12 +902,12 @@ int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refun
     earn *e = find_earn(l, original_ref);
     if (e == NULL)
         return pgw_err_set(err, PGW_ENOTFOUND, "no earn %s to refund", original_ref);
-    int64_t delta = 0, expired = 0, lapsed = 0, shortfall = 0;
+    int64_t delta = 0, expired = 0, lapsed = 0, own = 0, shortfall = 0;
     size_t n_takes = 0;
     int64_t line_points[PGW_EARN_FUNDERS_MAX], reversed[PGW_EARN_FUNDERS_MAX];
     int64_t lines[PGW_EARN_FUNDERS_MAX], parts[PGW_EARN_FUNDERS_MAX];
-    int rc = plan_refund(l, e, refund_ref, amount_fen, at, &delta, &expired, &lapsed, &n_takes,
-                         &shortfall, err);
+    int rc = plan_refund(l, e, refund_ref, amount_fen, at, &delta, &expired, &lapsed, &own,
+                         &n_takes, &shortfall, err);
     for (size_t f = 0; rc == PGW_OK && f < e->n_funders; f++) {
         line_points[f] = e->funders[f].points;
         reversed[f] = e->funders[f].reversed;
@@ -919,6 +929,8 @@ int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refun
         rc = check_room(l, e->n_funders, names, e->n_funders + 1, err);
     if (rc != PGW_OK)
         return rc;
+    if (own > 0)
+        l->lots[e->lot - 1].left -= own;
     for (size_t i = 0; i < n_takes; i++)
         l->lots[l->takes[i].lot].left -= l->takes[i].points;
     for (size_t f = 0; f < e->n_funders; f++) {

@@ -534,6 +534,27 @@ static int refund_unearned(pgw_store *store, pgw_command *cmd, pgw_earn_record *
 
 /* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
  * member, checked before anything is said of the purchase (its amount). */
+/*
+ * A refund takes its purchase's points back from the lot the purchase
+ * made first, and only what was spent of it from the member's other lots
+ * (earliest expiry first). Taken from an earlier lot, another shop's, the
+ * purchase's own lot expired later and was charged to the funders it had
+ * just paid back (pgw_ledger_refund does the same).
+ */
+static int take_for_refund(pgw_store *store, const pgw_earn_record *e, int64_t at, int64_t want,
+                           int64_t *taken, pgw_err *err)
+{
+    int64_t lot = 0, left = 0, rest = 0;
+    int rc = want > 0 ? pgw_store_earn_lot(store, e, at, &lot, &left, err) : PGW_OK;
+    int64_t own = pgw_min64(want, left);
+    if (rc == PGW_OK && own > 0)
+        rc = pgw_store_move_lot_points(store, lot, -own, 0, err);
+    if (rc == PGW_OK)
+        rc = take_lots(store, e->member, at, want - own, NULL, &rest, err);
+    *taken = own + rest;
+    return rc;
+}
+
 static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                         const char *buyer)
 {
@@ -567,7 +588,7 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
         rc = pgw_store_earn_lot_due(store, &e, cmd->at, &due, &cmd->err);
     if (rc == PGW_OK) {
         lapsed = pgw_refund_lapsed(delta, e.expired + due, e.written_off);
-        rc = take_lots(store, e.member, cmd->at, delta - lapsed, NULL, &taken, &cmd->err);
+        rc = take_for_refund(store, &e, cmd->at, delta - lapsed, &taken, &cmd->err);
     }
     /* With clamp the member gives back only what their lots hold and the
      * rest is written off; with allow_negative the rest becomes debt. */

@@ -110,6 +110,7 @@ enum {
     ST_EXPIRE_LOT,
     ST_EARN_EXPIRED,
     ST_EARN_LOT_DUE,
+    ST_EARN_LOT,
     ST_DUE_LOTS,
     ST_MEMBER_FIGURES,
     ST_SPENDABLE_LOTS,
@@ -231,6 +232,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * (the sweep takes them within sweep_every_s). */
     [ST_EARN_LOT_DUE] = "SELECT COALESCE(SUM(left_points), 0) FROM lots WHERE member = ?1"
                         " AND " LOT_LIVE("") " = 1 AND expires_at <= ?2 AND source_transfer = ?3",
+    [ST_EARN_LOT] = "SELECT id, left_points FROM lots WHERE member = ?1 AND " LOT_LIVE(
+        "") " = 1"
+            " AND left_points > 0 AND expires_at > ?2 AND source_transfer = ?3",
     [ST_DUE_LOTS] = "SELECT " LOT_COLUMNS " FROM lots WHERE expires_at <= ?1 AND left_points > 0"
                     " AND id > ?2 ORDER BY id LIMIT ?3",
     /* One pass over the member's lots for both sums. A join, not a
@@ -2221,6 +2225,22 @@ int pgw_store_earn_lot_due(pgw_store *s, const pgw_earn_record *e, int64_t now, 
     pgw_sql_bind_int64(st, 2, now);
     pgw_sql_bind_int64(st, 3, e->first_transfer);
     return one_int64(s, st, false, points, "reading an earn's due lot", err);
+}
+
+int pgw_store_earn_lot(pgw_store *s, const pgw_earn_record *e, int64_t now, int64_t *id,
+                       int64_t *left, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_EARN_LOT];
+    pgw_sql_bind_text(st, 1, e->member);
+    pgw_sql_bind_int64(st, 2, now);
+    pgw_sql_bind_int64(st, 3, e->first_transfer);
+    int step = pgw_sql_step(st);
+    *id = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    *left = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 1) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "reading an earn's lot", err);
 }
 
 int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out, size_t cap,

@@ -294,6 +294,10 @@ int pgw_store_get_unearned(pgw_store *store, const char *key, bool *found, pgw_e
  * but not yet moved by an expiry run: expired all the same. */
 int pgw_store_earn_lot_due(pgw_store *store, const pgw_earn_record *e, int64_t now, int64_t *points,
                            pgw_err *err);
+/* Earn `e`'s lot when it has free points not due at `now` (*id 0 when
+ * not): its id and those points. */
+int pgw_store_earn_lot(pgw_store *store, const pgw_earn_record *e, int64_t now, int64_t *id,
+                       int64_t *left, pgw_err *err);
 /* Writes refunded_fen, written_off and every funder's reversed (an earn of
  * no funders, from pgw_store_get_unearned: refunded_fen alone). */
 int pgw_store_update_earn(pgw_store *store, const pgw_earn_record *earn, pgw_err *err);

@@ -273,6 +273,41 @@ static void test_an_expiry_in_parts_is_shared_as_one(void **state)
     pgw_config_free(cfg);
 }
 
+/*
+ * A refund takes back its purchase's points from the lot the purchase
+ * made. Regression (a review's): it took them from the member's earlier
+ * lot (another shop's), so the purchase's own lot expired later, charged
+ * to the shop that had just been paid back: S001 100 issued, 100
+ * reversed, 100 expired; S002 charged 67 of its 100.
+ */
+static void test_a_refund_takes_its_own_lot(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_writer(db);
+    const int64_t t = NOV20 + 10 * 3600, dec25 = NOV20 + 35 * 86400;
+    earn(w, "store:S002:P1", "M1", "S002", 100, 200, 40000, t - 5 * 86400);
+    earn(w, "store:S001:P2", "M1", "S001", 100, 0, 10000, t);
+    keyed(PGW_COMMAND_REFUND, "store:S001:R2", t + 60);
+    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P2");
+    cmd.amount_fen = 10000;
+    run(w);
+    assert_int_equal(cmd.points_moved, 100);
+    assert_int_equal(db_fixture_int64(db, "SELECT SUM(left_points) FROM lots"), 300);
+    while (db_fixture_int64(db, "SELECT COUNT(*) FROM lots WHERE left_points > 0") > 0) {
+        keyed(PGW_COMMAND_EXPIRE_LOT, "expire", dec25);
+        cmd.lot_id = db_fixture_int64(db, "SELECT MIN(id) FROM lots WHERE left_points > 0");
+        run(w);
+    }
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    expect(row(json_object_get(doc, "shops"), "shop_id", "S001"), 100, 100, 0, 0, 0);
+    expect(row(json_object_get(doc, "shops"), "shop_id", "S002"), 100, 0, 100, 0, 0);
+    expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 200, 0, 200, 0, 0);
+    json_decref(doc);
+    pgw_config_free(cfg);
+}
+
 static void test_pool_by_hand(void **state)
 {
     const db_fixture *db = *state;
@@ -352,6 +387,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_settlement_after_a_refund_of_expired_points,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_expiry_in_parts_is_shared_as_one, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_takes_its_own_lot, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
