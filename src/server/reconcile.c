@@ -286,12 +286,33 @@ static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, cons
 }
 
 /* A CSV field, quoted when it must be. */
+/* Whether a spreadsheet would take the cell for a formula: it starts with
+ * = + - @ or a tab or CR, and is not a plain (negative) integer. */
+static bool formula_like(const char *text)
+{
+    if (text[0] == '\0' || strchr("=+-@\t\r", text[0]) == NULL)
+        return false;
+    if (text[0] != '-' || text[1] == '\0')
+        return true;
+    for (const char *c = text + 1; *c != '\0'; c++) {
+        if (*c < '0' || *c > '9')
+            return true;
+    }
+    return false;
+}
+
+/* One cell. Event ids, members and messages come from tills: a cell a
+ * spreadsheet would run as a formula goes out as text, behind a quote
+ * mark (OWASP's advice for CSV injection); numbers stay numbers. */
 static void csv_field(FILE *f, const char *text, bool last)
 {
-    if (strpbrk(text, ",\"\r\n") == NULL) {
+    bool formula = formula_like(text);
+    if (!formula && strpbrk(text, ",\"\r\n") == NULL) {
         fputs(text, f);
     } else {
         fputc('"', f);
+        if (formula)
+            fputc('\'', f);
         for (const char *c = text; *c; c++) {
             if (*c == '"')
                 fputc('"', f);

@@ -1531,6 +1531,16 @@ def test_reconciliation(s):
     check(code == 1 and len(lines) == 7 and lines[0].startswith("kind,event_id,line")
           and sum(line.startswith("missing_in_statement,REC-004,") for line in lines) == 1,
           f"CSV: one exception per row: {lines}")
+    # Regression: a cell starting = + - @ went out as it was, a formula
+    # for the spreadsheet finance opens it in (a till names its events).
+    formulas = [("=1+2", RECON_DAY % (11, 0), "purchase", "member_id:M1", 100, 1),
+                ("@SUM(1)", RECON_DAY % (11, 1), "refund", "member_id:M1", 100, -3)]
+    code, text, err = reconcile(s, statement_csv(planted + formulas), "--format", "csv")
+    lines = text.strip().split("\n") if isinstance(text, str) else []
+    check(sum(line.startswith('missing_in_ledger,"\'=1+2",') for line in lines) == 1
+          and sum(line.startswith('missing_in_ledger,"\'@SUM(1)",') and ",-3," in line
+                  for line in lines) == 1,
+          f"CSV: formulas are text, numbers stay numbers: {lines}")
     # The same over HTTP (finance): the same findings, JSON or CSV.
     query = ("/v1/reconciliations?channel=store&shop=S001&from=2026-11-20T00:00:00%2B08:00"
              "&to=" + str(1795190400))  # 2026-11-21T00:00:00+08:00 as unix seconds
