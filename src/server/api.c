@@ -1104,7 +1104,8 @@ static int spend_from_json(const pgw_api *api, const json_t *obj, bool hold, pgw
     if (rc == PGW_OK && hold)
         rc = pgw_json_int(obj, "expires_in_s", "$", false, 1, HOLD_SECONDS_MAX, seconds, err);
     if (rc == PGW_OK)
-        rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &member, err);
+        rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &api->cfg->rules,
+                                  &member, err);
     return rc == PGW_OK ? pgw_command_name_member(api->vault, &member, cmd, err) : rc;
 }
 
@@ -1287,7 +1288,7 @@ static bool handle_resolve(pgw_api *api, const pgw_request *req, pgw_response *r
     pgw_identity who;
     int rc = json_body(req, false, &obj, &err);
     if (rc == PGW_OK)
-        rc = pgw_member_from_json(obj, "$", &who, &err);
+        rc = pgw_member_from_json(obj, "$", &api->cfg->rules, &who, &err);
     json_decref(obj);
     pgw_job *job = rc == PGW_OK ? job_new(api, req, R_RESOLVE, PGW_COMMAND_READ_RESOLVE) : NULL;
     if (rc == PGW_OK && job == NULL)
@@ -1344,7 +1345,7 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
                  ? json_body(req, false, &obj, &err)
                  : pgw_err_set(&err, PGW_ENOTFOUND, "no such member");
     if (rc == PGW_OK)
-        rc = pgw_member_from_json(obj, "$", &identity, &err);
+        rc = pgw_member_from_json(obj, "$", &api->cfg->rules, &identity, &err);
     if (rc == PGW_OK && identity.kind == PGW_ID_MEMBER)
         rc = pgw_err_set(&err, PGW_EINVAL, "$: bind a phone, card, openid, unionid or email");
     /* A shop binds only its own cards; channels and admins bind anything. */

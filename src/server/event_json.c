@@ -48,7 +48,8 @@ static int check_channel(const char *s, const char *path, pgw_err *err)
  * Reads a member object: exactly one identity; mp_openid and oa_openid need
  * appid, which nothing else takes. Normalised by pgw_identity_parse.
  */
-int pgw_member_from_json(const json_t *obj, const char *path, pgw_identity *out, pgw_err *err)
+int pgw_member_from_json(const json_t *obj, const char *path, const pgw_rules *rules,
+                         pgw_identity *out, pgw_err *err)
 {
     int rc = pgw_json_expect_object(obj, path, err);
     if (rc == PGW_OK)
@@ -93,6 +94,12 @@ int pgw_member_from_json(const json_t *obj, const char *path, pgw_identity *out,
     rc = pgw_identity_parse(text, out, err);
     if (rc != PGW_OK)
         return pgw_err_prefix(err, "%s: ", path);
+    /* A card of no configured shop ("s001:C1", "S999:C1") named nobody
+     * and enrolled a new member for each spelling. */
+    if (out->kind == PGW_ID_CARD && pgw_rules_find_shop(rules, out->scope) < 0)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s.card: \"%s\" is not a shop of the configuration (SHOP:NUMBER)", path,
+                           out->scope);
     return PGW_OK;
 }
 
@@ -147,7 +154,8 @@ static int items_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
 }
 
 /* The common fields: ids, channel, type, time, member. */
-static int header_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
+static int header_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out,
+                            pgw_err *err)
 {
     const char *type = NULL;
     const char *when = NULL;
@@ -169,7 +177,8 @@ static int header_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
     if (rc == PGW_OK && pgw_parse_rfc3339(when, &out->event.occurred_at, err) != PGW_OK)
         rc = pgw_err_prefix(err, "$.occurred_at: ");
     if (rc == PGW_OK)
-        rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &out->member, err);
+        rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", rules, &out->member,
+                                  err);
     return rc;
 }
 
@@ -193,7 +202,8 @@ static int shop_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_d
 }
 
 /* The fields that only some types take, each required where its type needs it. */
-static int typed_fields_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
+static int typed_fields_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out,
+                                  pgw_err *err)
 {
     pgw_event_type type = out->event.type;
     bool money = type == PGW_EVENT_PURCHASE || type == PGW_EVENT_REFUND;
@@ -216,8 +226,8 @@ static int typed_fields_from_json(const json_t *obj, pgw_event_doc *out, pgw_err
         rc = pgw_err_set(err, PGW_EINVAL, "$.points: only custom events give points directly");
     if (rc == PGW_OK && type == PGW_EVENT_REFERRAL) {
         out->has_referrer = true;
-        rc = pgw_member_from_json(json_object_get(obj, "referrer"), "$.referrer", &out->referrer,
-                                  err);
+        rc = pgw_member_from_json(json_object_get(obj, "referrer"), "$.referrer", rules,
+                                  &out->referrer, err);
     }
     if (rc == PGW_OK && type != PGW_EVENT_REFERRAL && json_object_get(obj, "referrer") != NULL)
         rc = pgw_err_set(err, PGW_EINVAL, "$.referrer: only referral events name a referrer");
@@ -234,11 +244,11 @@ int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc
     if (rc == PGW_OK)
         rc = pgw_json_only_keys(obj, "$", EVENT_KEYS, err);
     if (rc == PGW_OK)
-        rc = header_from_json(obj, out, err);
+        rc = header_from_json(obj, rules, out, err);
     if (rc == PGW_OK)
         rc = shop_from_json(obj, rules, out, err);
     if (rc == PGW_OK)
-        rc = typed_fields_from_json(obj, out, err);
+        rc = typed_fields_from_json(obj, rules, out, err);
     if (rc == PGW_OK)
         rc = items_from_json(obj, out, err);
     PGW_ASSERT(rc != PGW_OK || out->event.n_items <= PGW_ITEMS_MAX);

@@ -57,9 +57,11 @@ int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc
 
 /*
  * Reads a member object ({"member_id": ...}, {"phone": ...}, ...: exactly
- * one identity; an openid with its appid) at JSON path `path`, normalised.
+ * one identity; an openid with its appid) at JSON path `path`, normalised;
+ * a card's shop must be one of `rules`' shops.
  */
-int pgw_member_from_json(const json_t *obj, const char *path, pgw_identity *out, pgw_err *err);
+int pgw_member_from_json(const json_t *obj, const char *path, const pgw_rules *rules,
+                         pgw_identity *out, pgw_err *err);
 
 /*
  * Parses a member context object; NULL means a new member with no history.

@@ -778,6 +778,12 @@ def test_bad_input(s):
          400, "invalid_request"),
         ("the last century", dict(body=dict(good, occurred_at="1999-12-31T23:59:59+08:00")), 400,
          "invalid_request"),
+        # regression: a card of no configured shop, or its shop in other
+        # case, enrolled a new member for each spelling
+        ("a card of no shop", dict(body=dict(good, member={"card": "S999:C1"})), 400,
+         "invalid_request"),
+        ("a card's shop in lower case", dict(body=dict(good, member={"card": "s001:C1"})), 400,
+         "invalid_request"),
         # regression: its key "hold:S001:E-BAD" was hold S001:E-BAD's
         ("a channel named hold", dict(body=dict(good, channel="hold")), 400, "invalid_request"),
         ("a channel named bind", dict(body=dict(good, channel="bind")), 400, "invalid_request"),
@@ -787,6 +793,9 @@ def test_bad_input(s):
         check(status == want_status and error_code(doc) == want_code,
               f"{what}: {status} {doc if len(str(doc)) < 300 else str(doc)[:300]}")
     check(s.transfers() == before, "bad input wrote nothing")
+    status, doc, _ = s.request("POST", "/v1/members/M1/identities", {"card": "S999:Q1"})
+    check(status == 400 and error_code(doc) == "invalid_request", f"binding a card of no shop: "
+          f"{status} {doc}")
     status, doc, _ = s.request("GET", "/v1/nowhere")
     check(status == 404, f"unknown route: {status}")
     status, doc, headers = s.request("GET", "/v1/events")
