@@ -122,6 +122,10 @@ expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db"
 expect_text "$tmp/missing.db: no database there"
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2026-11-24 10:00"
 expect_text "--as-of: expected an RFC 3339 time with an offset"
+# Regression: a time ahead expired lots and released holds before their
+# date (a year's typo took a year of members' points).
+expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2031-01-01T00:00:00Z"
+expect_text "--as-of is ahead of the clock"
 
 # Outside development mode, serve needs the phone keys: without them it refuses to start.
 sed 's/"development_mode": true/"development_mode": false/' config/pointsgw.example.json >"$tmp/prod.json"
