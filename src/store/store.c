@@ -159,7 +159,7 @@ enum {
     ST_DROP_DAYS,
     ST_DROP_RULE_DAYS,
     ST_SET_MERGED,
-    ST_MERGE_REFERRAL,
+    ST_MERGE_FLAGS,
     ST_REPOINT_MERGED,
     ST_REFERRED_BY,
     ST_SET_REFERRED_BY,
@@ -404,10 +404,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " WHERE activity_days.member = ?1 AND activity_days.day = r.day",
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
-    /* A referee merged in stays referred: the survivor is not paid for again. */
-    [ST_MERGE_REFERRAL] = "UPDATE members SET referred_by ="
-                          " (SELECT referred_by FROM members WHERE id = ?1)"
-                          " WHERE id = ?2 AND referred_by IS NULL",
+    /* What a member merged in was and said holds for the survivor: a
+     * referee stays referred (not paid for again), a "no SMS" stands. */
+    [ST_MERGE_FLAGS] = "UPDATE members SET referred_by = COALESCE(referred_by,"
+                       " (SELECT referred_by FROM members WHERE id = ?1)),"
+                       " sms_opt_out = CASE WHEN (SELECT sms_opt_out FROM members WHERE id = ?1)"
+                       " = 1 THEN 1 ELSE sms_opt_out END WHERE id = ?2",
     [ST_REPOINT_MERGED] = "UPDATE members SET merged_into = ?2 WHERE merged_into = ?1",
     [ST_MERGE_SUBSCRIPTIONS] =
         "INSERT INTO subscriptions (member, template_id, quota)"
@@ -2763,7 +2765,7 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
                                 ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,         ST_MERGE_RULE_DAYS,
                                 ST_MERGE_SUBSCRIPTIONS, ST_MERGE_NOTICES,      ST_DROP_DAYS,
                                 ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS, ST_REPOINT_MERGED,
-                                ST_MERGE_REFERRAL,      ST_SET_MERGED};
+                                ST_MERGE_FLAGS,         ST_SET_MERGED};
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         pgw_sql_stmt *st = s->st[moves[i]];

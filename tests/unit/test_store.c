@@ -690,6 +690,38 @@ static void expect_activity_everywhere(pgw_store *s, const char *member, const d
 }
 
 /*
+ * A merge keeps what the member said and was: merged in, a member's
+ * referral (the survivor is not paid for as a referee again) and its "no
+ * SMS" (one person said it) hold for the survivor. Regression: both stayed
+ * behind on the merged row. The survivor's own referral stands.
+ */
+static void test_a_merge_keeps_the_members_flags(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    const char *members[] = {"M1", "M2", "M3", "M8", "M9"};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(pgw_store_put_member(s, members[i], 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_set_referred_by(s, "M2", "M9", &err), PGW_OK);
+    assert_int_equal(pgw_store_set_sms_opt_out(s, "M2", true, &err), PGW_OK);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    char by[PGW_ID_MAX + 1];
+    bool opt_out = false;
+    assert_int_equal(pgw_store_referred_by(s, "M1", by, &err), PGW_OK);
+    assert_string_equal(by, "M9");
+    assert_int_equal(pgw_store_sms_opt_out(s, "M1", &opt_out, &err), PGW_OK);
+    assert_true(opt_out);
+    assert_int_equal(pgw_store_set_referred_by(s, "M3", "M8", &err), PGW_OK);
+    assert_int_equal(pgw_store_merge_rows(s, "M1", "M3", &err), PGW_OK);
+    assert_int_equal(pgw_store_referred_by(s, "M3", by, &err), PGW_OK);
+    assert_string_equal(by, "M8");
+    assert_int_equal(pgw_store_sms_opt_out(s, "M3", &opt_out, &err), PGW_OK);
+    assert_true(opt_out);
+    pgw_store_close(s);
+}
+
+/*
  * Schema 19: a member's 12 months and month come from running totals
  * kept on each day row. Events arrive for any day, in any order (a till
  * that was offline sends yesterday's after today's), refunds take spend
@@ -1806,6 +1838,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_timeouts_are_unavailable, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_activity_windows, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_merge_keeps_the_members_flags, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_activity_from_running_totals, db_fixture_setup,
                                         db_fixture_teardown),
