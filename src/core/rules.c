@@ -427,9 +427,10 @@ static int earn_sign_in(earn_state *st)
     const pgw_member_ctx *ctx = st->ctx;
     const pgw_behaviours *bs = &st->rules->behaviours;
     pgw_date yesterday;
-    if (ctx->has_last_sign_in && pgw_date_cmp(ctx->last_sign_in, st->today) >= 0) {
+    int later = ctx->has_last_sign_in ? pgw_date_cmp(ctx->last_sign_in, st->today) : -1;
+    if (later >= 0) { /* a backlog's sign-in for a day before the last one: the streak is past */
         st->out->sign_in_streak = ctx->sign_in_streak;
-        set_reason(st, "already signed in today");
+        set_reason(st, later == 0 ? "already signed in today" : "signed in on a later day already");
         return PGW_OK;
     }
     bool continues = ctx->has_last_sign_in &&

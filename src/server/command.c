@@ -863,7 +863,10 @@ static bool set_flags_after(const pgw_command *cmd, const pgw_activity_days *day
     a->purchased_before |= ev->type == PGW_EVENT_PURCHASE;
     a->registered_before |= ev->type == PGW_EVENT_REGISTER;
     a->followed_before |= ev->type == PGW_EVENT_FOLLOW_OA;
-    if (ev->type == PGW_EVENT_SIGN_IN && cmd->earning->sign_in_streak > 0) {
+    /* Only forward: a backlog's sign-in for an earlier day moved the last
+     * sign-in back, and a day signed already paid again. */
+    if (ev->type == PGW_EVENT_SIGN_IN && cmd->earning->sign_in_streak > 0 &&
+        (!a->has_last_sign_in || days->today > a->last_sign_in)) {
         a->has_last_sign_in = true;
         a->last_sign_in = days->today;
         a->sign_in_streak = cmd->earning->sign_in_streak;

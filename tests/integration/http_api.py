@@ -534,6 +534,26 @@ def test_referrals(s):
           f"a merge keeps the referral: nobody is paid again: {status} {doc}")
 
 
+def test_sign_ins(s):
+    """A sign-in pays once a local day, 5 points. Regression: a backlog's
+    sign-in for an earlier day moved the member's last sign-in back, and
+    the same day paid again (a streak farmed by alternating two days)."""
+    def sign_in(eid, when):
+        return s.request("POST", "/v1/events", {
+            "event_id": eid, "channel": "wechat_mp", "type": "sign_in", "occurred_at": when,
+            "member": {"member_id": "M7100"}})
+    s.request("POST", "/v1/events", purchase("E-SIGN-0", member="M7100"))
+    before = member(s, "M7100")["balance"]
+    paid = [sign_in(f"E-SIGN-{d}", f"2026-11-{d}T10:00:00+08:00")[1].get("points")
+            for d in (20, 21, 22)]
+    status, late, _ = sign_in("E-SIGN-LATE", "2026-11-20T12:00:00+08:00")
+    status2, again, _ = sign_in("E-SIGN-22B", "2026-11-22T12:00:00+08:00")
+    check(paid == [5, 5, 5] and status == 201 and late.get("points") == 0
+          and status2 == 201 and again.get("points") == 0
+          and member(s, "M7100")["balance"] == before + 15,
+          f"a day pays once, a backlog's sign-in too: {paid} {late} {again}")
+
+
 def test_risk_rules(s):
     """Each risk rule refuses its case with risk_rejected, leaves a normal one alone, and counts."""
     base = purchase("E-RISK-1", member="M700")
@@ -1762,7 +1782,8 @@ def main():
         try:
             for test in (test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
                          test_merge_chain, test_debt_meets_points,
-                         test_mini_programs_number_alike, test_referrals, test_risk_rules,
+                         test_mini_programs_number_alike, test_referrals, test_sign_ins,
+                         test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_framing_and_case, test_pipelining,
                          test_batch, test_shop_csv,
