@@ -1265,19 +1265,38 @@ static int pg_has_schema(pgw_store *s, bool *has, pgw_err *err)
 }
 
 /*
- * Opened without `create`: PGW_ENOTFOUND unless the database is one of
- * ours, as for a missing SQLite file (`pointsgw verify` on a wrong name
- * must not call it a valid, empty log). An empty PostgreSQL database, an
- * empty file or another program's has no schema version; asked before
- * anything is set, since page size and WAL mode write to the file.
+ * Whether the database is one of ours, asked before anything is set (page
+ * size and WAL mode write to the file). Without `create`: PGW_ENOTFOUND
+ * unless it is, as for a missing SQLite file (`pointsgw verify` on a wrong
+ * name must not call it a valid, empty log); an empty PostgreSQL database,
+ * an empty file or another program's has no schema version. With it, an
+ * empty one becomes ours, but a SQLite file holding another program's
+ * tables is refused: migrating it left our tables in their database.
  */
-static int check_ours(pgw_store *s, pgw_err *err)
+static int check_ours(pgw_store *s, bool create, pgw_err *err)
 {
     bool ours = false;
-    int64_t version = 0;
+    int64_t version = 0, tables = 0;
     int rc = is_postgres(s) ? pg_has_schema(s, &ours, err) : read_user_version(s, &version, err);
-    if (rc == PGW_OK && !ours && version == 0)
-        rc = pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
+    if (rc != PGW_OK || ours || version != 0)
+        return rc;
+    if (!create)
+        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
+    if (is_postgres(s))
+        return PGW_OK;
+    pgw_sql_stmt *st = NULL;
+    rc = prepare(s, "SELECT count(*) FROM sqlite_master", &st, err);
+    if (rc == PGW_OK && pgw_sql_step(st) == PGW_SQL_ROW)
+        tables = pgw_sql_column_int64(st, 0);
+    else if (rc == PGW_OK)
+        rc = db_error(s, PGW_EIO, "looking at the file", err);
+    if (st != NULL)
+        release(s, st);
+    if (rc == PGW_OK && tables > 0)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s holds another program's tables and no pointsgw schema: not ours "
+                         "to change",
+                         s->path);
     return rc;
 }
 
@@ -1378,8 +1397,8 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     int rc = pgw_sql_open(url, create, &s->db, err);
     if (rc == PGW_OK)
         snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
-    if (rc == PGW_OK && !create)
-        rc = check_ours(s, err);
+    if (rc == PGW_OK)
+        rc = check_ours(s, create, err);
     if (rc == PGW_OK)
         rc = configure(s, err);
     if (rc == PGW_OK)

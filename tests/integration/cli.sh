@@ -112,6 +112,11 @@ for f in empty theirs; do
     expect_exit 2 "$bin" verify --db "sqlite:$tmp/$f.db"
     expect_text "$tmp/$f.db: no pointsgw database there"
 done
+# Commands that create a database (import-balances, serve) do not make
+# one of another program's: its writer migrated it.
+printf 'card,points\nK1,100\n' >"$tmp/one.csv"
+expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/one.csv" --db "sqlite:$tmp/theirs.db"
+expect_text "$tmp/theirs.db holds another program's tables"
 [ ! -s "$tmp/empty.db" ] && [ "$(sha256sum <"$tmp/theirs.db")" = "$theirs" ] && pass ||
     fail "verify changed a database that is not ours"
 expect_exit 2 "$bin" verify --db "mysql://db/points"

@@ -1659,9 +1659,11 @@ static void test_page_size_new_and_existing(void **state)
     pgw_store_close(open_store(f));
     assert_int_equal(raw_int(f, "PRAGMA page_size"), 2048); /* a new database */
     unlink(f->path);
-    /* A database someone made before (SQLite's 4 KiB default) keeps its
-     * pages: converting would need a VACUUM, never done behind a user. */
-    raw_sql(f, "PRAGMA page_size = 4096; CREATE TABLE older (x INTEGER);");
+    /* A database made before (SQLite's 4 KiB default) keeps its pages:
+     * converting would need a VACUUM, never done behind a user. (A file
+     * with 4 KiB pages and no tables: one with another program's tables
+     * is refused, test_a_foreign_file_is_not_ours.) */
+    raw_sql(f, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;");
     pgw_store *s = open_store(f);
     append_range(s, 0, 20);
     pgw_verify_report r;
@@ -1669,6 +1671,23 @@ static void test_page_size_new_and_existing(void **state)
     assert_true(r.ok);
     assert_int_equal(r.transfers, 20);
     pgw_store_close(s);
+    assert_int_equal(raw_int(f, "PRAGMA page_size"), 4096);
+}
+
+/* A SQLite file holding another program's tables is not ours to create
+ * a log in, nor one to read: regression, both migrated it. */
+static void test_a_foreign_file_is_not_ours(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* a PostgreSQL database may hold other schemas' tables */
+    raw_sql(f, "CREATE TABLE theirs (x INTEGER); INSERT INTO theirs VALUES (7);");
+    pgw_store *s = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_store_open(f->url, true, &s, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "another program's tables"));
+    assert_int_equal(pgw_store_open(f->url, false, &s, &err), PGW_ENOTFOUND);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM sqlite_master"), 1);
     assert_int_equal(raw_int(f, "PRAGMA page_size"), 4096);
 }
 
@@ -1817,6 +1836,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_schema_12_rebuilds_transfers_keeping_everything,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_foreign_file_is_not_ours, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_page_size_new_and_existing, db_fixture_setup,
