@@ -14,6 +14,7 @@
 #include "util/json_read.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +154,35 @@ static int parse_mall(const json_t *root, pgw_config *cfg, pgw_err *err)
     return rc;
 }
 
+int pgw_listen_parse(const char *listen, int min_port, char *host, size_t cap, int *port,
+                     bool *ipv6, pgw_err *err)
+{
+    const char *colon = strrchr(listen, ':');
+    char *end = NULL;
+    long p = colon ? strtol(colon + 1, &end, 10) : -1;
+    size_t len = colon ? (size_t)(colon - listen) : 0;
+    if (colon == NULL || len == 0 || end == colon + 1 || *end != '\0' || p < min_port || p > 65535)
+        return pgw_err_set(err, PGW_EINVAL, "expected HOST:PORT with port %d..65535, got \"%.64s\"",
+                           min_port, listen);
+    *ipv6 = listen[0] == '[' && len >= 2 && listen[len - 1] == ']';
+    const char *from = *ipv6 ? listen + 1 : listen;
+    size_t n = *ipv6 ? len - 2 : len;
+    unsigned char addr[16];
+    if (n >= cap || n >= 64)
+        return pgw_err_set(err, PGW_EINVAL, "the host of \"%.64s\" is too long", listen);
+    memcpy(host, from, n);
+    host[n] = '\0';
+    /* An address, not a name: libwebsockets bound a name it could not
+     * take to nothing, and said it listened. */
+    if (inet_pton(*ipv6 ? AF_INET6 : AF_INET, host, addr) != 1)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "the host of \"%.64s\" is not an IP address (127.0.0.1, 0.0.0.0, "
+                           "[::1])",
+                           listen);
+    *port = (int)p;
+    return PGW_OK;
+}
+
 static int parse_listen_db(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
     snprintf(cfg->listen, sizeof(cfg->listen), "127.0.0.1:8080");
@@ -161,15 +191,11 @@ static int parse_listen_db(const json_t *root, pgw_config *cfg, pgw_err *err)
                              sizeof(cfg->listen), err);
     if (rc != PGW_OK)
         return rc;
-    const char *colon = strrchr(cfg->listen, ':');
-    char *end = NULL;
-    long port = colon ? strtol(colon + 1, &end, 10) : 0;
-    if (colon == NULL || colon == cfg->listen || end == colon + 1 || *end != '\0' || port < 1 ||
-        port > 65535)
-        return pgw_err_set(err, PGW_EINVAL,
-                           "$.listen: expected HOST:PORT with port 1..65535, "
-                           "got \"%s\"",
-                           cfg->listen);
+    char host[PGW_LISTEN_MAX + 1];
+    int port = 0;
+    bool ipv6 = false;
+    if (pgw_listen_parse(cfg->listen, 1, host, sizeof(host), &port, &ipv6, err) != PGW_OK)
+        return pgw_err_prefix(err, "$.listen: ");
     rc = pgw_json_string(root, "db", "$", false, PGW_DB_URL_MAX, cfg->db, sizeof(cfg->db), err);
     if (rc != PGW_OK)
         return rc;

@@ -167,6 +167,15 @@ int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *er
  * configuration's) that none of its keys has; PGW_EINVAL saying why not. */
 int pgw_config_check_key_name(const pgw_config *cfg, const char *name, pgw_err *err);
 
+/*
+ * Splits a listen address "HOST:PORT" (127.0.0.1:8080, 0.0.0.0:80,
+ * [::1]:8080) into its host, an IP address literal (brackets dropped; *ipv6
+ * for one in brackets), and its port, min_port..65535. PGW_EINVAL saying
+ * why not.
+ */
+int pgw_listen_parse(const char *listen, int min_port, char *host, size_t cap, int *port,
+                     bool *ipv6, pgw_err *err);
+
 /* A short human summary (several lines) of what the config defines. */
 int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap);
 

@@ -83,6 +83,7 @@ struct pgw_http {
     size_t body_max;
     int port;
     char iface[PGW_LISTEN_MAX + 1];
+    bool ipv6;                      /* iface is an IPv6 address */
     const char *tls_cert, *tls_key; /* borrowed from the options; NULL: plain HTTP */
     volatile sig_atomic_t stop;
     size_t responding; /* transactions with an answer not yet fully sent */
@@ -669,20 +670,6 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
 /* ---- life cycle --------------------------------------------------------------------------------
  */
 
-static int parse_listen(const char *listen, char *iface, size_t cap, int *port, pgw_err *err)
-{
-    const char *colon = strrchr(listen, ':');
-    char *end = NULL;
-    long p = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (colon == NULL || colon == listen || (size_t)(colon - listen) >= cap || end == colon + 1 ||
-        *end != '\0' || p < 0 || p > 65535)
-        return pgw_err_set(err, PGW_EINVAL, "listen \"%s\" is not HOST:PORT", listen);
-    memcpy(iface, listen, (size_t)(colon - listen));
-    iface[colon - listen] = '\0';
-    *port = (int)p;
-    return PGW_OK;
-}
-
 static int start_lws(pgw_http *h, pgw_err *err)
 {
     h->protocols[0] = (struct lws_protocols){
@@ -699,6 +686,10 @@ static int start_lws(pgw_http *h, pgw_err *err)
     memset(&info, 0, sizeof(info));
     info.port = h->port;
     info.iface = h->iface;
+    /* lws 4.1 with IPv6 on bound an IPv4 address to every address (the
+     * loopback-only admin API was on the network): IPv4 alone for one. */
+    if (!h->ipv6)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     info.protocols = h->protocols;
     info.pvo = &h->stream_pvo;
     info.user = h;
@@ -746,9 +737,10 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     h->draining = calloc(h->done_cap, sizeof(*h->draining));
     h->slots = calloc(slots, sizeof(*h->slots));
     h->ring = calloc(STREAM_RING, sizeof(*h->ring));
-    int rc = h->done && h->draining && h->slots && h->ring
-                 ? parse_listen(opts->listen, h->iface, sizeof(h->iface), &h->port, err)
-                 : pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
+    int rc =
+        h->done && h->draining && h->slots && h->ring
+            ? pgw_listen_parse(opts->listen, 0, h->iface, sizeof(h->iface), &h->port, &h->ipv6, err)
+            : pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
     pgw_api_options ao = {.cfg = opts->cfg,
                           .db_url = opts->db_url,
                           .body_max = h->body_max,

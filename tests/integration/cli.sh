@@ -64,7 +64,16 @@ expect_text "/nonexistent.json: cannot open"
 expect_exit 2 "$bin" serve --config tests/data/config/bad_unknown_key.json
 expect_text '$.mall.colour: unknown key'
 expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen nowhere --db "sqlite:$(mktemp -d)/x.db"
-expect_text 'listen "nowhere" is not HOST:PORT'
+expect_text 'expected HOST:PORT with port 0..65535, got "nowhere"'
+# Regression: a host that is a name (or no address) was taken, and the
+# server said it listened while it listened on nothing.
+expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen localhost:0 --db "sqlite:$(mktemp -d)/x.db"
+expect_text 'the host of "localhost:0" is not an IP address'
+named=$(mktemp)
+sed 's/"listen": "127.0.0.1:8080"/"listen": "localhost:8080"/' config/pointsgw.example.json >"$named"
+expect_exit 2 "$bin" check-config --config "$named"
+expect_text '$.listen: the host of "localhost:8080" is not an IP address'
+rm -f "$named"
 
 # Quotes. A Wednesday (member day x2) purchase of 128.00 yuan at S001 (retail,
 # 100 fen/point) by a gold member (x1.2) making the fifth purchase of the month

@@ -131,6 +131,25 @@ def error_code(doc):
     return doc.get("error", {}).get("code") if isinstance(doc, dict) else None
 
 
+def listening_on(port):
+    """The local addresses (hex, as /proc/net says them) listening on a port."""
+    found = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                addr, p = fields[1].split(":")
+                if fields[3] == "0A" and int(p, 16) == port:
+                    found.append(addr)
+    return found
+
+
+def test_loopback_only(s):
+    """Regression: --listen 127.0.0.1:PORT listened on every address, IPv4
+    and IPv6 (libwebsockets 4.1 with IPv6 on), the admin API on the network."""
+    check(listening_on(s.port) == ["0100007F"], f"127.0.0.1 alone: {listening_on(s.port)}")
+
+
 def test_health_and_metrics(s):
     status, doc, _ = s.request("GET", "/healthz", key=None)
     check(status == 200 and doc == {"status": "ok", "db": "ok"}, f"healthz: {status} {doc}")
@@ -1787,7 +1806,7 @@ def main():
         config = write_config(tmp)
         s = Server(tmp, config)
         try:
-            for test in (test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
+            for test in (test_loopback_only, test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
                          test_merge_chain, test_debt_meets_points,
                          test_mini_programs_number_alike, test_referrals, test_sign_ins,
                          test_risk_rules,
