@@ -1196,6 +1196,14 @@ static int parse_key(const json_t *obj, const char *path, pgw_config *cfg, pgw_k
                          "%s: give exactly one of key_sha256 and key_env (a "
                          "clear key never goes in the file)",
                          path);
+    /* Two keys with one secret: a request would be the last one's, and the
+     * other never (a finance key's line over the admin's made it 403). */
+    for (size_t i = 0; rc == PGW_OK && i < cfg->n_keys; i++) {
+        const pgw_key_config *o = &cfg->keys[i];
+        if ((k->has_sha256 && o->has_sha256 && memcmp(k->key_sha256, o->key_sha256, 32) == 0) ||
+            (!k->has_sha256 && !o->has_sha256 && strcmp(k->key_env, o->key_env) == 0))
+            rc = pgw_err_set(err, PGW_EINVAL, "%s: the same key as \"%s\"", path, o->name);
+    }
     if (rc == PGW_OK)
         rc = pgw_json_bool(obj, "require_signature", path, false, &k->require_signature, err);
     return rc;

@@ -93,6 +93,16 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
             }
             pgw_sha256(value, strlen(value), e->sha256);
         }
+        /* The configuration refuses one hash or variable twice; two
+         * variables may still hold one key. */
+        for (size_t j = 0; j < a->n_keys; j++) {
+            if (CRYPTO_memcmp(a->keys[j].sha256, e->sha256, 32) == 0) {
+                int rc = pgw_err_set(err, PGW_EINVAL, "keys %s and %s are the same key",
+                                     a->keys[j].who.name, k->name);
+                pgw_auth_free(a);
+                return rc;
+            }
+        }
         principal_from(k, &e->who);
         memcpy(e->who.secret, e->sha256, 32);
         a->n_keys++;

@@ -50,6 +50,31 @@ static pgw_auth *signing_auth(void)
     return a;
 }
 
+/* Regression: two keys holding one secret were both taken, and a request
+ * was the last one's: an admin's key answered as the finance key. */
+static void test_one_secret_is_one_key(void **state)
+{
+    (void)state;
+    setenv("PGW_TEST_AUTH_KEY", KEY, 1);
+    setenv("PGW_TEST_AUTH_SAME_KEY", KEY, 1);
+    pgw_config *cfg = calloc(1, sizeof(*cfg));
+    assert_non_null(cfg);
+    cfg->n_keys = 2;
+    const char *names[] = {"admin", "dashboard"},
+               *envs[] = {"PGW_TEST_AUTH_KEY", "PGW_TEST_AUTH_SAME_KEY"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(cfg->keys[i].name, sizeof(cfg->keys[i].name), "%s", names[i]);
+        snprintf(cfg->keys[i].scope, sizeof(cfg->keys[i].scope), i == 0 ? "admin" : "finance");
+        snprintf(cfg->keys[i].key_env, sizeof(cfg->keys[i].key_env), "%s", envs[i]);
+    }
+    pgw_auth *a = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_auth_new(cfg, &a, &err), PGW_EINVAL);
+    assert_null(a);
+    assert_non_null(strstr(err.msg, "keys admin and dashboard are the same key"));
+    free(cfg);
+}
+
 /* Signs GET /v1/members/M1 with `key`, stamped `ts`, with `nonce`, as a
  * client does: the secret is the key's SHA-256. The hex is upper case when
  * asked. */
@@ -172,6 +197,7 @@ static void test_many_nonces_within_one_window(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_secret_is_one_key),
         cmocka_unit_test(test_a_nonce_is_taken_once_within_its_window),
         cmocka_unit_test(test_each_key_has_its_own_nonces),
         cmocka_unit_test(test_signatures_in_upper_case_hex),

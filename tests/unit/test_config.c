@@ -166,6 +166,10 @@ static const struct {
     {"keys.1", "{\"name\": \"k\", \"scope\": \"admin\", \"key\": \"clear-text\"}",
      "$.keys[1].key: unknown key"},
     {"keys.0.key_env", "\"lower\"", "$.keys[0].key_env"},
+    /* regression: one secret twice, and the last line decided the scope */
+    {"keys.1", "{\"name\": \"k2\", \"scope\": \"finance\", \"key_env\": \"PGW_ADMIN_KEY\"}",
+     "$.keys[1]: the same key as \"admin\""},
+    {"listen", "\"localhost:8080\"", "$.listen: the host of \"localhost:8080\" is not an IP"},
     {"listen", "\"nohost\"", "$.listen"},
     {"listen", "\"0.0.0.0:70000\"", "$.listen"},
     {"db", "\"mysql://x\"", "$.db"},
