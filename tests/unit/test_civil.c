@@ -96,12 +96,25 @@ static void test_time_zones(void **state)
         int rc;
         int32_t offset;
     } cases[] = {
-        {"Asia/Shanghai", PGW_OK, 28800}, {"Asia/Hong_Kong", PGW_OK, 28800},
-        {"Asia/Tokyo", PGW_OK, 32400},    {"UTC", PGW_OK, 0},
-        {"+08:00", PGW_OK, 28800},        {"-05:30", PGW_OK, -19800},
-        {"+14:00", PGW_OK, 50400},        {"+14:01", PGW_EINVAL, 0},
-        {"+08:60", PGW_EINVAL, 0},        {"Europe/London", PGW_EINVAL, 0},
-        {"Mars/Olympus", PGW_EINVAL, 0},  {"", PGW_EINVAL, 0},
+        {"Asia/Shanghai", PGW_OK, 28800},
+        {"Asia/Hong_Kong", PGW_OK, 28800},
+        {"Asia/Tokyo", PGW_OK, 32400},
+        {"UTC", PGW_OK, 0},
+        {"+08:00", PGW_OK, 28800},
+        {"-05:30", PGW_OK, -19800},
+        {"+14:00", PGW_OK, 50400},
+        {"+14:01", PGW_EINVAL, 0},
+        {"+08:60", PGW_EINVAL, 0},
+        {"Europe/London", PGW_EINVAL, 0},
+        {"Mars/Olympus", PGW_EINVAL, 0},
+        {"", PGW_EINVAL, 0},
+        /* regression: refused as "daylight saving" or unknown, though
+         * none of them keeps summer time */
+        {"Europe/Moscow", PGW_OK, 10800},
+        {"America/Sao_Paulo", PGW_OK, -10800},
+        {"Asia/Kathmandu", PGW_OK, 20700},
+        {"GMT", PGW_OK, 0},
+        {"Asia/Urumqi", PGW_OK, 21600},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pgw_tz tz;
