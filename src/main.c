@@ -21,6 +21,7 @@
 #include "util/csv.h"
 #include "util/http_client.h"
 #include "util/vault.h"
+#include "store/sql.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -286,8 +287,10 @@ static int cmd_serve(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    char shown[PGW_STORE_URL_MAX + 1]; /* a password in the URL stays out of the log */
+    pgw_sql_redact_url(db, shown, sizeof(shown));
     fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d, %s), database %s\n",
-            cfg->mall_name, listen, pgw_http_port(http), cfg->http.tls ? "https" : "http", db);
+            cfg->mall_name, listen, pgw_http_port(http), cfg->http.tls ? "https" : "http", shown);
     rc = pgw_http_run(http, &err);
     serving = NULL;
     pgw_http_free(http); /* the writer has committed everything it acknowledged */

@@ -112,8 +112,7 @@ static int sqlite_failure(pgw_sql *db, int result)
 
 /* ---- opening -------------------------------------------------------------------- */
 
-/* scheme://user@host:port/db without a password or query (for messages). */
-static void redact_url(const char *url, char *out, size_t cap)
+void pgw_sql_redact_url(const char *url, char *out, size_t cap)
 {
     const char *scheme_end = strstr(url, "://");
     const char *rest = scheme_end ? scheme_end + 3 : url;
@@ -179,7 +178,7 @@ static int pg_session(pgw_sql *db)
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
 {
     db->kind = PGW_SQL_POSTGRES;
-    redact_url(url, db->name, sizeof(db->name));
+    pgw_sql_redact_url(url, db->name, sizeof(db->name));
     char conninfo[CONNINFO_MAX];
     with_defaults(url, conninfo, sizeof(conninfo));
     db->pg = PQconnectdb(conninfo);
