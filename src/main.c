@@ -30,6 +30,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,35 +48,47 @@
  * --out FILE: written as FILE.partial-XXXXXX beside it and renamed over
  * FILE only once the command has written all of it, so that a refused or
  * failed run leaves an existing FILE as it was (opened "w" at the start, a
- * report refused for its period emptied last month's). No path: stdout.
+ * report refused for its period emptied last month's). A link is followed
+ * to its file, whose mode the new one keeps. Where no file can be made
+ * beside it (a pipe, /dev/stdout, a directory not ours), FILE is written
+ * as it is. No path: stdout.
  */
 typedef struct out_file {
     FILE *f;
-    const char *path;
-    char partial[4096];
+    char target[PATH_MAX];  /* the file renamed over */
+    char partial[PATH_MAX]; /* "" when writing FILE itself */
 } out_file;
 
 static int out_open(const char *path, out_file *o)
 {
-    *o = (out_file){.f = stdout, .path = path};
+    *o = (out_file){.f = stdout};
     if (path == NULL)
         return 0;
     struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) { /* a pipe, /dev/stdout: as it is */
+    bool exists = stat(path, &st) == 0;
+    mode_t mask = umask(0); /* the mode fopen would give a new file */
+    umask(mask);
+    mode_t mode = exists ? st.st_mode & 07777 : 0666 & ~mask;
+    int fd = -1;
+    if (!exists || S_ISREG(st.st_mode)) {
+        if (exists ? realpath(path, o->target) == NULL
+                   : snprintf(o->target, sizeof(o->target), "%s", path) >= (int)sizeof(o->target))
+            o->target[0] = '\0';
+        int n = snprintf(o->partial, sizeof(o->partial), "%s.partial-XXXXXX", o->target);
+        fd = o->target[0] && n > 0 && (size_t)n < sizeof(o->partial) ? mkstemp(o->partial) : -1;
+        if (fd >= 0 && fchmod(fd, mode) != 0) {
+            close(fd);
+            unlink(o->partial);
+            fd = -1;
+        }
+    }
+    if (fd < 0) {
+        o->partial[0] = '\0';
         o->f = fopen(path, "w");
         return o->f != NULL ? 0 : -1;
     }
-    int n = snprintf(o->partial, sizeof(o->partial), "%s.partial-XXXXXX", path);
-    int fd = n > 0 && (size_t)n < sizeof(o->partial) ? mkstemp(o->partial) : -1;
-    mode_t mask = umask(0); /* the mode fopen would have given, not mkstemp's 0600 */
-    umask(mask);
-    if (fd >= 0 && fchmod(fd, 0666 & ~mask) != 0) {
-        close(fd);
-        unlink(o->partial);
-        fd = -1;
-    }
-    o->f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (o->f == NULL && fd >= 0) {
+    o->f = fdopen(fd, "w");
+    if (o->f == NULL) {
         close(fd);
         unlink(o->partial);
     }
@@ -92,7 +105,7 @@ static int out_close(out_file *o, bool keep)
     o->f = NULL;
     if (o->partial[0] == '\0')
         return ok ? 0 : -1;
-    if (keep && ok && rename(o->partial, o->path) == 0)
+    if (keep && ok && rename(o->partial, o->target) == 0)
         return 0;
     unlink(o->partial);
     return keep ? -1 : 0;

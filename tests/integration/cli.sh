@@ -257,6 +257,15 @@ expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store 
     --out "$tmp/kept.json" --db "sqlite:$tmp/missing.db"
 [ "$(cat "$tmp/kept.json")" = precious ] && pass || fail "a refused report emptied its --out file"
 [ -z "$(ls "$tmp" | grep -F 'kept.json.')" ] && pass || fail "a refused report left a partial file"
+# A report written through a link lands in the linked file, with its mode.
+echo old >"$tmp/real.json"
+chmod 640 "$tmp/real.json"
+ln -s real.json "$tmp/link.json"
+expect_exit 0 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-11-02T00:00:00+08:00 \
+    --out "$tmp/link.json" --db "$import_db"
+[ -L "$tmp/link.json" ] && [ "$(stat -c %a "$tmp/real.json")" = 640 ] &&
+    grep -q '"buckets"' "$tmp/real.json" && pass ||
+    fail "--out through a link: $(ls -l "$tmp/link.json" "$tmp/real.json")"
 # A database that does not answer is a problem (1), not bad usage (2).
 expect_exit 1 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
     --db "postgresql://pgw@127.0.0.1:1/none"
