@@ -325,8 +325,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* By the primary key (member, day, rule): the month's days, one rule. */
     [ST_RULE_POINTS] = "SELECT COALESCE(SUM(points), 0) FROM member_rule_days"
                        " WHERE member = ?1 AND day >= ?3 AND day <= ?4 AND rule = ?2",
+    /* "redeem" first: past the bound (rules renamed during the day) the
+     * daily redemption limit is not the one dropped. */
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
-                          " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
+                          " WHERE member = ?1 AND day = ?2"
+                          " ORDER BY CASE WHEN rule = 'redeem' THEN 0 ELSE 1 END, rule LIMIT ?3",
     /* A day's counts, and its running totals: the last earlier day's plus
      * this one's. Later days' totals take the same amounts (an event may
      * arrive after later ones: a till that was offline). */

@@ -690,6 +690,36 @@ static void expect_activity_everywhere(pgw_store *s, const char *member, const d
 }
 
 /*
+ * Regression: a member's points by rule today were read 64 at most, in
+ * rule order, so with more rules a day the last ones' daily caps (and
+ * "redeem", the daily redemption limit, which sorts after every campaign)
+ * counted nothing and paid again. Every rule a configuration can count is
+ * read.
+ */
+static void test_every_rule_of_a_day_is_read(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    char rule[PGW_RULE_MAX + 1];
+    for (int i = 0; i < PGW_CAMPAIGNS_MAX; i++) {
+        snprintf(rule, sizeof(rule), "campaign:c%03d", i);
+        assert_int_equal(pgw_store_add_rule_day(s, "M1", 20000, rule, i + 1, &err), PGW_OK);
+    }
+    assert_int_equal(pgw_store_add_rule_day(s, "M1", 20000, "redeem", 500, &err), PGW_OK);
+    static pgw_member_activity a;
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(pgw_store_member_today(s, "M1", 20000, &a, &err), PGW_OK);
+    assert_int_equal(a.n_today, PGW_CAMPAIGNS_MAX + 1);
+    bool redeem = false;
+    for (size_t i = 0; i < a.n_today; i++)
+        redeem |= strcmp(a.today[i].rule, "redeem") == 0 && a.today[i].points == 500;
+    assert_true(redeem);
+    pgw_store_close(s);
+}
+
+/*
  * A merge keeps what the member said and was: merged in, a member's
  * referral (the survivor is not paid for as a referee again) and its "no
  * SMS" (one person said it) hold for the survivor. Regression: both stayed
@@ -1859,6 +1889,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_timeouts_are_unavailable, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_activity_windows, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_every_rule_of_a_day_is_read, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_keeps_the_members_flags, db_fixture_setup,
                                         db_fixture_teardown),
