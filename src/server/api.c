@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2121,7 +2122,7 @@ static void render_logout(pgw_command *cmd, void *payload)
 }
 
 static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, const char *member,
-                               const pgw_session *s, pgw_response *resp);
+                               const pgw_session *s, bool admin, pgw_response *resp);
 
 /* GET /v1/me, POST /v1/mp/phone|subscriptions|logout: the session first. */
 static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw_response *resp)
@@ -2138,7 +2139,7 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
     if (r == R_MP_SUBSCRIPTIONS)
         return handle_mp_subscription(api, req, &s, resp);
     if (r == R_ME_PREFERENCES)
-        return handle_preferences(api, req, r, s.member, &s, resp);
+        return handle_preferences(api, req, r, s.member, &s, false, resp);
     pgw_job *job = session_job(
         api, req, r, r == R_ME ? PGW_COMMAND_READ_MEMBER : PGW_COMMAND_END_SESSION, &s, &err);
     if (job == NULL)
@@ -2834,20 +2835,40 @@ static bool handle_notices(pgw_api *api, const pgw_request *req, const pgw_princ
     return submit(api, job, resp);
 }
 
-/* POST /v1/members/{id}/preferences and /v1/me/preferences {"sms": false}:
- * whether the member gets notices by SMS. */
+/* "MM-DD" of a day some year has (29 Feb included). */
+static bool birthday_ok(const char *text)
+{
+    int month = 0, day = 0, used = 0;
+    if (strlen(text) != 5 || sscanf(text, "%2d-%2d%n", &month, &day, &used) != 2 || used != 5 ||
+        !isdigit((unsigned char)text[0]) || !isdigit((unsigned char)text[3]) || month < 1 ||
+        month > 12)
+        return false;
+    return day >= 1 && day <= pgw_days_in_month(2024, month); /* a leap year */
+}
+
+/* POST /v1/members/{id}/preferences and /v1/me/preferences {"sms": false,
+ * "birthday": "MM-DD"} (either or both): whether the member gets notices
+ * by SMS, and its birthday (set once but by an admin key). */
 static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, const char *member,
-                               const pgw_session *s, pgw_response *resp)
+                               const pgw_session *s, bool admin, pgw_response *resp)
 {
     pgw_err err;
     json_t *obj = NULL;
     bool sms = true;
-    static const char *const keys[] = {"sms", NULL};
+    char birthday[8] = "";
+    static const char *const keys[] = {"sms", "birthday", NULL};
     int rc = json_body(req, false, &obj, &err);
     if (rc == PGW_OK)
         rc = pgw_json_only_keys(obj, "$", keys, &err);
+    bool set_sms = rc == PGW_OK && json_object_get(obj, "sms") != NULL;
     if (rc == PGW_OK)
-        rc = pgw_json_bool(obj, "sms", "$", true, &sms, &err);
+        rc = pgw_json_bool(obj, "sms", "$", false, &sms, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "birthday", "$", false, 5, birthday, sizeof(birthday), &err);
+    if (rc == PGW_OK && json_object_get(obj, "birthday") != NULL && !birthday_ok(birthday))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.birthday: expected \"MM-DD\", a day of the year");
+    if (rc == PGW_OK && !set_sms && birthday[0] == '\0')
+        rc = pgw_err_set(&err, PGW_EINVAL, "$: give sms, birthday or both");
     json_decref(obj);
     if (rc == PGW_OK && !plain_id(member, PGW_ID_MAX))
         rc = pgw_err_set(&err, PGW_ENOTFOUND, "no such member");
@@ -2859,7 +2880,10 @@ static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, co
     snprintf(job->cmd.member, sizeof(job->cmd.member), "%s", member);
     if (s != NULL)
         memcpy(job->cmd.session_id, s->id, sizeof(job->cmd.session_id));
+    job->cmd.set_sms = set_sms;
     job->cmd.sms_opt_out = !sms;
+    memcpy(job->cmd.birthday, birthday, sizeof(job->cmd.birthday));
+    job->cmd.birthday_admin = admin;
     return submit(api, job, resp);
 }
 
@@ -2999,7 +3023,7 @@ static bool handle_keyed(pgw_api *api, const pgw_request *req, const pgw_princip
         if (who->kind != PGW_SCOPE_ADMIN && who->kind != PGW_SCOPE_CHANNEL)
             return refuse(resp, NULL, r, PGW_EFORBIDDEN,
                           "an admin or channel key sets preferences");
-        return handle_preferences(api, req, r, id, NULL, resp);
+        return handle_preferences(api, req, r, id, NULL, who->kind == PGW_SCOPE_ADMIN, resp);
     default:
         break;
     }
@@ -3202,8 +3226,10 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     } else if (job->route == R_ME) {
         set_body(resp, 200, me_json(api, cmd));
     } else if (job->route == R_PREFERENCES || job->route == R_ME_PREFERENCES) {
-        set_body(resp, 200,
-                 json_pack("{s:s,s:b}", "member_id", cmd->member, "sms", !cmd->sms_opt_out));
+        json_t *prefs = json_pack("{s:s,s:b}", "member_id", cmd->member, "sms", !cmd->sms_opt_out);
+        if (prefs != NULL && cmd->birthday[0] != '\0') /* only once known */
+            json_object_set_new(prefs, "birthday", json_string(cmd->birthday));
+        set_body(resp, 200, prefs);
     } else if (job->route == R_NOTICE_RETRY) {
         set_body(resp, 200,
                  json_pack("{s:I,s:s}", "id", (json_int_t)cmd->notice_id, "state", "pending"));

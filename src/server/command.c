@@ -1409,6 +1409,29 @@ static int apply_bind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     return rc == PGW_OK ? merge_member(store, policy, cmd, holder) : rc;
 }
 
+/* ---- preferences ------------------------------------------------------------------------ */
+
+static int apply_preferences(pgw_store *store, pgw_command *cmd)
+{
+    int rc = cmd->set_sms
+                 ? pgw_store_set_sms_opt_out(store, cmd->member, cmd->sms_opt_out, &cmd->err)
+                 : PGW_OK;
+    char was[6] = "";
+    if (rc == PGW_OK && cmd->birthday[0] != '\0')
+        rc = pgw_store_birthday(store, cmd->member, was, &cmd->err);
+    if (rc == PGW_OK && was[0] != '\0' && strcmp(was, cmd->birthday) != 0 && !cmd->birthday_admin)
+        rc = pgw_err_set(&cmd->err, PGW_EFORBIDDEN,
+                         "member %s's birthday is set already: an admin key changes it",
+                         cmd->member);
+    if (rc == PGW_OK && cmd->birthday[0] != '\0')
+        rc = pgw_store_set_birthday(store, cmd->member, cmd->birthday, &cmd->err);
+    if (rc == PGW_OK) /* the answer: both as they are now */
+        rc = pgw_store_birthday(store, cmd->member, cmd->birthday, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_sms_opt_out(store, cmd->member, &cmd->sms_opt_out, &cmd->err);
+    return rc;
+}
+
 /* ---- SMS verification codes ------------------------------------------------------------- */
 
 static int apply_otp_issue(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
@@ -1683,7 +1706,7 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     case PGW_COMMAND_NOTICE_RETRY:
         return pgw_store_retry_notice(store, cmd->notice_id, now_us() / 1000000, &cmd->err);
     case PGW_COMMAND_SMS_PREFERENCE:
-        return pgw_store_set_sms_opt_out(store, cmd->member, cmd->sms_opt_out, &cmd->err);
+        return apply_preferences(store, cmd);
     case PGW_COMMAND_BIND:
         return apply_bind(store, policy, cmd);
     case PGW_COMMAND_IMPORT:

@@ -122,8 +122,11 @@ typedef enum pgw_command_kind {
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */
     PGW_COMMAND_NOTICE_RETRY,
-    /* `member` wants no SMS notices (sms_opt_out) or wants them again (no
-     * key: the latest choice wins). */
+    /* `member`'s preferences (no key: the latest choice wins): no SMS
+     * notices (sms_opt_out) or them again, when set_sms; its birthday, when
+     * `birthday` is "MM-DD". A birthday set already is changed only when
+     * birthday_admin (PGW_EFORBIDDEN): a member's would otherwise come
+     * every month. Both are read back into sms_opt_out and `birthday`. */
     PGW_COMMAND_SMS_PREFERENCE,
     /*
      * A verification code for phone `who` (no key: every request is a new
@@ -229,6 +232,8 @@ struct pgw_command {
     int oa_follow;                                 /* OA_FOLLOW: 1 follows, -1 unfollows */
     int64_t notice_id;                             /* NOTICE_RETRY */
     bool sms_opt_out;                              /* SMS_PREFERENCE */
+    bool set_sms, birthday_admin;                  /* SMS_PREFERENCE */
+    char birthday[6];                              /* SMS_PREFERENCE: "MM-DD" or "" */
     uint8_t otp_hash[PGW_OTP_HASH_LEN];            /* OTP_ISSUE, OTP_VERIFY, OTP_VOID */
     char otp_requester[PGW_OTP_REQUESTER_MAX + 1]; /* OTP_ISSUE, OTP_VERIFY: who asks */
     /* READ_CALL: fills cmd->err on failure; must not write. */

@@ -3635,6 +3635,41 @@ int pgw_store_sms_opt_out(pgw_store *s, const char *member, bool *opt_out, pgw_e
     return rc;
 }
 
+int pgw_store_set_birthday(pgw_store *s, const char *member, const char *birthday, pgw_err *err)
+{
+    PGW_ASSERT(strlen(birthday) == 5);
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s, "UPDATE members SET birthday = ?2 WHERE id = ?1", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, birthday);
+    rc = step_done(s, st, "recording a birthday", err);
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member);
+    release(s, st);
+    return rc;
+}
+
+int pgw_store_birthday(pgw_store *s, const char *member, char birthday[6], pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s, "SELECT birthday FROM members WHERE id = ?1", &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_text(st, 1, member);
+    int step = pgw_sql_step(st);
+    birthday[0] = '\0';
+    if (step == PGW_SQL_DONE)
+        rc = pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member);
+    else if (step != PGW_SQL_ROW)
+        rc = db_error(s, PGW_EIO, "reading a birthday", err);
+    else if (!column_text(st, 0, birthday, 6))
+        rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path, member);
+    release(s, st);
+    return rc;
+}
+
 /* ---- SMS verification codes --------------------------------------------------------- */
 
 static bool otp_time_row(pgw_sql_stmt *st, void *item)

@@ -552,6 +552,10 @@ int pgw_store_queue_reminders(pgw_store *store, int64_t now, int64_t horizon_s, 
 /* A member's choice about SMS notices (PGW_ENOTFOUND for no such member). */
 int pgw_store_set_sms_opt_out(pgw_store *store, const char *member, bool opt_out, pgw_err *err);
 int pgw_store_sms_opt_out(pgw_store *store, const char *member, bool *opt_out, pgw_err *err);
+/* A member's birthday, "MM-DD" ("" unknown); PGW_ENOTFOUND for no such member. */
+int pgw_store_set_birthday(pgw_store *store, const char *member, const char *birthday,
+                           pgw_err *err);
+int pgw_store_birthday(pgw_store *store, const char *member, char birthday[6], pgw_err *err);
 /* Deletes finished notices (sent, skipped, dead) created before `before`,
  * within PGW_PRUNE_CHUNK ids of the oldest finished one: call again while
  * *deleted is not 0. Each call is its own short transaction. */

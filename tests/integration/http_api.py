@@ -594,6 +594,36 @@ def test_sign_ins(s):
           f"a day pays once, a backlog's sign-in too: {paid} {late} {again}")
 
 
+def test_birthdays(s):
+    """A member's birthday is set through its preferences (the birthday
+    campaign had no way to learn one, and never paid). A channel or the
+    member sets it once; changing it takes an admin key, or a member could
+    have a birthday every month."""
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-BDAY-0", member="M7200"))
+    path = "/v1/members/M7200/preferences"
+    status, doc, _ = s.request("POST", path, {"birthday": "11-02"}, key="mp")
+    check(status == 200 and doc.get("birthday") == "11-02" and doc.get("sms") is True,
+          f"a birthday set: {status} {doc}")
+    plain = purchase("E-BDAY-1", member="M7201", when="2026-11-02T10:00:00+08:00")
+    s.request("POST", "/v1/events", purchase("E-BDAY-2", member="M7201"))
+    status, base, _ = s.request("POST", "/v1/events", plain)
+    status, doc, _ = s.request("POST", "/v1/events", dict(plain, event_id="E-BDAY-3",
+                                                          receipt_no="R-E-BDAY-3",
+                                                          member={"member_id": "M7200"}))
+    rules = [line["rule"] for line in doc.get("breakdown", [])]
+    check(status == 201 and "campaign:birthday-month" in rules
+          and doc["points"] > base["points"], f"its month pays the campaign: {doc} {base}")
+    status, doc, _ = s.request("POST", path, {"birthday": "12-02"}, key="mp")
+    check(status == 403 and error_code(doc) == "forbidden", f"not changed by a channel: {doc}")
+    status, doc, _ = s.request("POST", path, {"birthday": "12-02"})
+    check(status == 200 and doc.get("birthday") == "12-02", f"an admin changes it: {doc}")
+    for bad in ("13-01", "02-30", "2-1", "1102", 1102):
+        status, doc, _ = s.request("POST", path, {"birthday": bad})
+        check(status == 400 and error_code(doc) == "invalid_request", f"birthday {bad}: {status}")
+    status, doc, _ = s.request("POST", path, {})
+    check(status == 400, f"preferences need sms or birthday: {status} {doc}")
+
+
 def test_risk_rules(s):
     """Each risk rule refuses its case with risk_rejected, leaves a normal one alone, and counts."""
     base = purchase("E-RISK-1", member="M700")
@@ -1824,6 +1854,7 @@ def main():
                          test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
                          test_merge_chain, test_debt_meets_points,
                          test_mini_programs_number_alike, test_referrals, test_sign_ins,
+                         test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_bad_input, test_framing_and_case, test_pipelining,
