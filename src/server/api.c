@@ -3245,6 +3245,10 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         resp->body = job->finance->out;
         resp->body_len = job->finance->out_len;
         job->finance->out = NULL;
+    } else if (job->route == R_IMPORT && cmd->replayed && cmd->answer[0] == '\0') {
+        /* A row an older command line imported kept no answer (5895ce5):
+         * replayed all the same, not "the answer was lost". */
+        set_body(resp, 200, json_pack("{s:b}", "replayed", 1));
     } else {
         bool created = job->route == R_EVENTS || job->route == R_HOLDS ||
                        job->route == R_REDEMPTIONS || job->route == R_IMPORT;

@@ -1178,6 +1178,14 @@ def test_imports(s):
                                raw=b"card,phone,points\nK3,,100\n", ctype="text/csv")
     check(status == 200 and (doc.get("imported"), doc.get("replayed"), doc.get("rejected"))
           == (0, 1, 0), f"the command line's rows replay over HTTP: {status} {doc}")
+    # A row imported by a command line before it kept answers (its answer
+    # empty) replays too, rather than being rejected "answer lost".
+    pg.execute(s.db, "UPDATE key_records SET answer = '' WHERE id IN (SELECT record FROM"
+               " idempotency WHERE key LIKE 'import:S003:b3:%')")
+    status, doc, _ = s.request("POST", "/v1/shops/S003/imports?batch=b3&rate_bp=20000",
+                               raw=b"card,phone,points\nK3,,100\n", ctype="text/csv")
+    check(status == 200 and (doc.get("imported"), doc.get("replayed"), doc.get("rejected"))
+          == (0, 1, 0), f"an older command line's rows replay over HTTP: {status} {doc}")
 
 
 def test_batch(s):

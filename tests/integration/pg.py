@@ -39,6 +39,20 @@ def fresh_db():
     return create_db(admin_url(cluster)) if cluster else None
 
 
+def execute(db, sql):
+    """Runs `sql` on a test database, SQLite or PostgreSQL (to stage what an
+    older gateway left)."""
+    if db.startswith("sqlite:"):
+        import sqlite3
+        con = sqlite3.connect(db[len("sqlite:"):])
+        con.execute(sql)
+        con.commit()
+        con.close()
+    else:
+        subprocess.run(["psql", "-qX", "-v", "ON_ERROR_STOP=1", db, "-c", sql], check=True,
+                       capture_output=True)
+
+
 def dump(url):
     """The database's rows as text (to look for what must not be stored)."""
     return subprocess.run(["pg_dump", "--data-only", url], check=True, capture_output=True).stdout
