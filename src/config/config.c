@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const NOTICE_NAMES[PGW_NOTICE_KINDS] = {
     "points_arrived", "points_reversed", "redemption", "points_expiring", "tier_changed",
@@ -295,8 +296,13 @@ static int parse_shop(const json_t *obj, const char *path, pgw_rules *rules, pgw
         rc = pgw_json_only_keys(obj, path, keys, err);
     if (rc == PGW_OK)
         rc = get_id(obj, "id", path, true, shop->id, sizeof(shop->id), err);
-    if (rc == PGW_OK && pgw_rules_find_shop(rules, shop->id) >= 0)
-        rc = pgw_err_set(err, PGW_EINVAL, "%s.id: duplicate shop id \"%s\"", path, shop->id);
+    /* Ids are matched as written (cards name their shop): two that differ
+     * only in case would be two shops a till could confuse. */
+    for (size_t i = 0; rc == PGW_OK && i < rules->n_shops; i++) {
+        if (strcasecmp(rules->shops[i].id, shop->id) == 0)
+            rc = pgw_err_set(err, PGW_EINVAL, "%s.id: duplicate shop id \"%s\" (as \"%s\")", path,
+                             shop->id, rules->shops[i].id);
+    }
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, "name", path, true, PGW_NAME_MAX, shop->name, sizeof(shop->name),
                              err);

@@ -124,6 +124,8 @@ static const struct {
     {"shops.0.format", "\"cinema\"", "$.shops[0].format: unknown format \"cinema\""},
     {"shops.1", "{\"id\": \"S001\", \"name\": \"Dup\", \"format\": \"retail\"}",
      "$.shops[1].id: duplicate shop id \"S001\""},
+    {"shops.1", "{\"id\": \"s001\", \"name\": \"Dup\", \"format\": \"retail\"}",
+     "$.shops[1].id: duplicate shop id \"s001\" (as \"S001\")"},
     {"shops.0.id", "\"S 001\"", "$.shops[0].id"},
     {"shops.0.fen_per_point", "-1", "$.shops[0].fen_per_point"},
     {"shops", "[]", "$.shops: at least one shop"},
