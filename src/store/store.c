@@ -1555,8 +1555,29 @@ static int check_schema_unchanged(pgw_store *s, pgw_err *err)
     return rc;
 }
 
+/*
+ * SQLite: PGW_EUNAVAILABLE when the file was deleted or replaced under us.
+ * Writes went on into the unlinked file, answered 201, and were gone at
+ * the next start, which made a new empty log: one stat() a transaction.
+ */
+static int check_file_in_place(pgw_store *s, pgw_err *err)
+{
+    int moved = 0;
+    if (is_postgres(s) || sqlite3_file_control(pgw_sql_sqlite_handle(s->db), "main",
+                                               SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
+        return PGW_OK; /* not known: as before */
+    return moved ? pgw_err_set(err, PGW_EUNAVAILABLE,
+                               "%s was deleted or replaced under the gateway: nothing is written; "
+                               "put it back, or restart on the right file",
+                               s->path)
+                 : PGW_OK;
+}
+
 int pgw_store_begin(pgw_store *s, pgw_err *err)
 {
+    int moved = check_file_in_place(s, err);
+    if (moved != PGW_OK)
+        return moved;
     /* SQLite: IMMEDIATE takes the write lock now, so the chain head read
      * inside the transaction cannot change under us. PostgreSQL: the
      * chain lock does the same across instances (PG_LOCK_CHAIN). */

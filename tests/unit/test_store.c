@@ -1704,6 +1704,27 @@ static void test_page_size_new_and_existing(void **state)
     assert_int_equal(raw_int(f, "PRAGMA page_size"), 4096);
 }
 
+/* Regression: the SQLite file deleted under a running gateway took its
+ * writes all the same (201, into the unlinked file) and /healthz said ok;
+ * the next start made a new empty log. A write transaction now refuses. */
+static void test_a_deleted_file_takes_no_writes(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's file */
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    char wal[600];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    assert_int_equal(unlink(f->path), 0);
+    unlink(wal);
+    assert_int_equal(pgw_store_begin(s, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "deleted or replaced"));
+    pgw_store_close(s);
+}
+
 /* A SQLite file holding another program's tables is not ours to create
  * a log in, nor one to read: regression, both migrated it. */
 static void test_a_foreign_file_is_not_ours(void **state)
@@ -1866,6 +1887,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_schema_12_rebuilds_transfers_keeping_everything,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_deleted_file_takes_no_writes, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_foreign_file_is_not_ours, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
