@@ -325,11 +325,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* By the primary key (member, day, rule): the month's days, one rule. */
     [ST_RULE_POINTS] = "SELECT COALESCE(SUM(points), 0) FROM member_rule_days"
                        " WHERE member = ?1 AND day >= ?3 AND day <= ?4 AND rule = ?2",
-    /* "redeem" first: past the bound (rules renamed during the day) the
-     * daily redemption limit is not the one dropped. */
     [ST_ACTIVITY_TODAY] = "SELECT rule, points FROM member_rule_days"
-                          " WHERE member = ?1 AND day = ?2"
-                          " ORDER BY CASE WHEN rule = 'redeem' THEN 0 ELSE 1 END, rule LIMIT ?3",
+                          " WHERE member = ?1 AND day = ?2 ORDER BY rule LIMIT ?3",
     /* A day's counts, and its running totals: the last earlier day's plus
      * this one's. Later days' totals take the same amounts (an event may
      * arrive after later ones: a till that was offline). */
@@ -408,9 +405,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
     /* What a member merged in was and said holds for the survivor: a
-     * referee stays referred (not paid for again), a "no SMS" stands. */
+     * referee stays referred (not paid for again), a "no SMS" stands, a
+     * birthday is kept (or a channel, which sets one once, could set a
+     * second on the survivor). */
     [ST_MERGE_FLAGS] = "UPDATE members SET referred_by = COALESCE(referred_by,"
                        " (SELECT referred_by FROM members WHERE id = ?1)),"
+                       " birthday = CASE WHEN birthday = '' THEN"
+                       " (SELECT birthday FROM members WHERE id = ?1) ELSE birthday END,"
                        " sms_opt_out = CASE WHEN (SELECT sms_opt_out FROM members WHERE id = ?1)"
                        " = 1 THEN 1 ELSE sms_opt_out END WHERE id = ?2",
     [ST_REPOINT_MERGED] = "UPDATE members SET merged_into = ?2 WHERE merged_into = ?1",

@@ -617,7 +617,7 @@ int pgw_store_otp_mark(pgw_store *store, int64_t id, bool used, pgw_err *err);
  * count in a day (each campaign; the behaviours, their streaks and
  * "redeem" are fewer than 16 + PGW_STREAKS_MAX). At 64 a day's later rules
  * were dropped: their caps, and the daily redemption limit, counted
- * nothing. */
+ * nothing. (Read in the primary key's order: no sort.) */
 #define PGW_ACTIVITY_TODAY_MAX (PGW_CAMPAIGNS_MAX + 16 + PGW_STREAKS_MAX)
 
 /* The local day numbers (civil.h pgw_days_from_date) an activity read spans. */

@@ -735,6 +735,7 @@ static void test_a_merge_keeps_the_members_flags(void **state)
         assert_int_equal(pgw_store_put_member(s, members[i], 0, 1, &err), PGW_OK);
     assert_int_equal(pgw_store_set_referred_by(s, "M2", "M9", &err), PGW_OK);
     assert_int_equal(pgw_store_set_sms_opt_out(s, "M2", true, &err), PGW_OK);
+    assert_int_equal(pgw_store_set_birthday(s, "M2", "11-15", &err), PGW_OK);
     assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
     char by[PGW_ID_MAX + 1];
     bool opt_out = false;
@@ -742,10 +743,16 @@ static void test_a_merge_keeps_the_members_flags(void **state)
     assert_string_equal(by, "M9");
     assert_int_equal(pgw_store_sms_opt_out(s, "M1", &opt_out, &err), PGW_OK);
     assert_true(opt_out);
+    char birthday[6];
+    assert_int_equal(pgw_store_birthday(s, "M1", birthday, &err), PGW_OK);
+    assert_string_equal(birthday, "11-15"); /* a birthday set once stays set */
+    assert_int_equal(pgw_store_set_birthday(s, "M3", "02-29", &err), PGW_OK);
     assert_int_equal(pgw_store_set_referred_by(s, "M3", "M8", &err), PGW_OK);
     assert_int_equal(pgw_store_merge_rows(s, "M1", "M3", &err), PGW_OK);
     assert_int_equal(pgw_store_referred_by(s, "M3", by, &err), PGW_OK);
     assert_string_equal(by, "M8");
+    assert_int_equal(pgw_store_birthday(s, "M3", birthday, &err), PGW_OK);
+    assert_string_equal(birthday, "02-29"); /* the survivor's own stands */
     assert_int_equal(pgw_store_sms_opt_out(s, "M3", &opt_out, &err), PGW_OK);
     assert_true(opt_out);
     pgw_store_close(s);
