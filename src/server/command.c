@@ -1296,8 +1296,12 @@ static void combine_activity(pgw_member_activity *into, const pgw_member_activit
     into->purchased_before |= from->purchased_before;
     into->registered_before |= from->registered_before;
     into->followed_before |= from->followed_before;
+    /* The later sign-in's streak; on the same day the longer one (it was
+     * one person signing in on both: the shorter lost days it had). */
     if (from->has_last_sign_in &&
-        (!into->has_last_sign_in || from->last_sign_in > into->last_sign_in)) {
+        (!into->has_last_sign_in || from->last_sign_in > into->last_sign_in ||
+         (from->last_sign_in == into->last_sign_in &&
+          from->sign_in_streak > into->sign_in_streak))) {
         into->has_last_sign_in = true;
         into->last_sign_in = from->last_sign_in;
         into->sign_in_streak = from->sign_in_streak;

@@ -592,6 +592,22 @@ def test_sign_ins(s):
           and status2 == 201 and again.get("points") == 0
           and member(s, "M7100")["balance"] == before + 15,
           f"a day pays once, a backlog's sign-in too: {paid} {late} {again}")
+    # Regression: two of one person's accounts signed in on the same day
+    # merged into the shorter streak (6 days and 1 day made 1, then 2).
+    for who, days in (("M7110", range(22, 28)), ("M7111", [27])):
+        for d in days:
+            s.request("POST", "/v1/events", {
+                "event_id": f"E-SIGN-{who}-{d}", "channel": "wechat_mp", "type": "sign_in",
+                "occurred_at": f"2026-11-{d}T10:00:00+08:00", "member": {"member_id": who}})
+    s.request("POST", "/v1/members/M7110/identities", {"phone": "13000130070"})
+    status, doc, _ = s.request("POST", "/v1/members/M7111/identities", {"phone": "13000130070"})
+    check(status == 200 and doc.get("merged") == {"from": "M7110", "into": "M7111"},
+          f"the two merge: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", {
+        "event_id": "E-SIGN-M7111-28", "channel": "wechat_mp", "type": "sign_in",
+        "occurred_at": "2026-11-28T10:00:00+08:00", "member": {"member_id": "M7111"}})
+    check(status == 201 and doc.get("sign_in_streak") == 7 and doc.get("points") == 55,
+          f"the longer streak goes on: {status} {doc}")
 
 
 def test_birthdays(s):
