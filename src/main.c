@@ -59,6 +59,21 @@ typedef struct out_file {
     char partial[PATH_MAX]; /* "" when writing FILE itself */
 } out_file;
 
+/* Where a new --out file goes: `path`, or what a link there (pointing to
+ * no file yet) names, relative to the link's folder. */
+static bool new_target(const char *path, char target[PATH_MAX])
+{
+    char link[PATH_MAX];
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n < 0) /* not a link */
+        return snprintf(target, PATH_MAX, "%s", path) < PATH_MAX;
+    link[n] = '\0';
+    const char *slash = strrchr(path, '/');
+    if (link[0] == '/' || slash == NULL)
+        return snprintf(target, PATH_MAX, "%s", link) < PATH_MAX;
+    return snprintf(target, PATH_MAX, "%.*s/%s", (int)(slash - path), path, link) < PATH_MAX;
+}
+
 static int out_open(const char *path, out_file *o)
 {
     *o = (out_file){.f = stdout};
@@ -71,8 +86,7 @@ static int out_open(const char *path, out_file *o)
     mode_t mode = exists ? st.st_mode & 07777 : 0666 & ~mask;
     int fd = -1;
     if (!exists || S_ISREG(st.st_mode)) {
-        if (exists ? realpath(path, o->target) == NULL
-                   : snprintf(o->target, sizeof(o->target), "%s", path) >= (int)sizeof(o->target))
+        if (exists ? realpath(path, o->target) == NULL : !new_target(path, o->target))
             o->target[0] = '\0';
         int n = snprintf(o->partial, sizeof(o->partial), "%s.partial-XXXXXX", o->target);
         fd = o->target[0] && n > 0 && (size_t)n < sizeof(o->partial) ? mkstemp(o->partial) : -1;

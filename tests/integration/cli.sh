@@ -266,6 +266,12 @@ expect_exit 0 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-11-0
 [ -L "$tmp/link.json" ] && [ "$(stat -c %a "$tmp/real.json")" = 640 ] &&
     grep -q '"buckets"' "$tmp/real.json" && pass ||
     fail "--out through a link: $(ls -l "$tmp/link.json" "$tmp/real.json")"
+mkdir "$tmp/sub"
+ln -s sub/later.json "$tmp/dangling.json" # a link to a file not made yet
+expect_exit 0 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-11-02T00:00:00+08:00 \
+    --out "$tmp/dangling.json" --db "$import_db"
+[ -L "$tmp/dangling.json" ] && grep -q '"buckets"' "$tmp/sub/later.json" && pass ||
+    fail "--out through a dangling link: $(ls -l "$tmp/dangling.json" "$tmp/sub")"
 # A database that does not answer is a problem (1), not bad usage (2).
 expect_exit 1 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
     --db "postgresql://pgw@127.0.0.1:1/none"
