@@ -532,8 +532,6 @@ static int refund_unearned(pgw_store *store, pgw_command *cmd, pgw_earn_record *
     return pgw_store_update_earn(store, e, &cmd->err);
 }
 
-/* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
- * member, checked before anything is said of the purchase (its amount). */
 /*
  * A refund takes its purchase's points back from the lot the purchase
  * made first, and only what was spent of it from the member's other lots
@@ -555,6 +553,8 @@ static int take_for_refund(pgw_store *store, const pgw_earn_record *e, int64_t a
     return rc;
 }
 
+/* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
+ * member, checked before anything is said of the purchase (its amount). */
 static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                         const char *buyer)
 {
@@ -1374,13 +1374,17 @@ static int merge_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     return rc;
 }
 
+/* Identities of a member a shop may merge in read at most: a member with
+ * as many is taken to be known beyond one shop's cards. */
+#define SHOP_MERGE_IDENTITIES 8
+
 /* PGW_EFORBIDDEN unless every identity of `holder` is a card of `shop`. */
 static int held_by_shop_alone(pgw_store *store, const char *holder, const char *shop, pgw_err *err)
 {
-    pgw_identity_key ids[8];
+    pgw_identity_key ids[SHOP_MERGE_IDENTITIES];
     size_t n = 0;
-    int rc = pgw_store_member_identities(store, holder, ids, 8, &n, err);
-    bool alone = rc == PGW_OK && n < 8; /* 8: more than a shop's own cards */
+    int rc = pgw_store_member_identities(store, holder, ids, SHOP_MERGE_IDENTITIES, &n, err);
+    bool alone = rc == PGW_OK && n < SHOP_MERGE_IDENTITIES;
     for (size_t i = 0; alone && i < n; i++)
         alone = ids[i].kind == PGW_ID_CARD && strcmp(ids[i].scope, shop) == 0;
     if (rc == PGW_OK && !alone)
