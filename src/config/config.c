@@ -1082,6 +1082,12 @@ static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
     if (rc == PGW_OK && retry != NULL)
         rc = pgw_json_int(retry, "max_delay_ms", sub, false, n->retry_base_delay_ms, 86400000,
                           &n->retry_max_delay_ms, err);
+    /* The default maximum too: a base above it (max_delay_ms left out) was
+     * taken, and the first retry's backoff asserted, killing the gateway. */
+    if (rc == PGW_OK && n->retry_max_delay_ms < n->retry_base_delay_ms)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s.max_delay_ms: %lld is below base_delay_ms %lld (give both)", sub,
+                         (long long)n->retry_max_delay_ms, (long long)n->retry_base_delay_ms);
     return rc;
 }
 

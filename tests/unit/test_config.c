@@ -187,6 +187,9 @@ static const struct {
      "$.channels.wechat_mp.secret: unknown key"},
     {"notify", "{\"quiet_hours\": {\"start\": \"25:00\"}}", "$.notify.quiet_hours.start"},
     {"notify", "{\"retry\": {\"max_attempts\": 0}}", "$.notify.retry.max_attempts"},
+    /* regression: accepted, and the first retry's backoff aborted the gateway */
+    {"notify", "{\"retry\": {\"base_delay_ms\": 700000}}",
+     "$.notify.retry.max_delay_ms: 600000 is below base_delay_ms 700000"},
     {"notify", "{\"routes\": {\"default\": [\"sms\", \"sms\"]}}",
      "$.notify.routes.default[1]: expected wechat_mp, wechat_oa or sms, each once"},
     {"notify", "{\"routes\": {\"redemption\": [\"email\"]}}", "$.notify.routes.redemption[0]"},
