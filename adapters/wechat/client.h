@@ -82,6 +82,11 @@ typedef struct pgw_wx_token_cache {
 
 typedef struct pgw_wx_client pgw_wx_client;
 
+/* What the gateway gives one call to WeChat's API. The passive reply to a
+ * push does not wait on any, so this bounds the outbound workers and the
+ * couriers, not WeChat's 5 s reply deadline. */
+#define PGW_WX_CALL_TIMEOUT_MS 2500
+
 /* A new client; `cache` (copied; may be NULL) shares tokens between instances. */
 int pgw_wx_client_new(const pgw_wx_token_cache *cache, long timeout_ms, pgw_wx_client **out,
                       pgw_err *err);

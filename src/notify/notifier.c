@@ -7,9 +7,11 @@
 #include "adapters/wechat_oa/template.h"
 #include "core/arith.h"
 #include "core/civil.h"
+#include "core/assertions.h"
 #include "core/notice.h"
 #include "core/utf8.h"
 #include "store/store.h"
+#include "util/http_client.h"
 #include "util/thread_name.h"
 
 #include <openssl/crypto.h>
@@ -429,12 +431,20 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  * A batch's claims stay ours while it is worked through: recorded only
  * after its last send, each attempt must still be leased then, or another
  * instance (or this one's sweep) could take it back and send it again.
- * When less than LEASE_MARGIN_S is left (one notice, every channel tried
- * with its timeout, takes less), every claim still held, sent or not, is
- * renewed in one transaction. A claim found lost is marked so: an unsent
- * one is not tried. A failure to renew loses the batch's rest the same way.
+ * Checked before each notice and before the batch is recorded: when less
+ * than LEASE_MARGIN_S is left, every claim still held, sent or not, is
+ * renewed in one transaction. The margin outlasts one notice at its
+ * slowest (NOTICE_SLOWEST_S): at 20 s, a notice whose two WeChat channels
+ * each made four slow calls before its SMS took 25 s, its lease lapsed,
+ * and the sweep gave it to a courier that sent it again. A claim found
+ * lost is marked so: an unsent one is not tried. A failure to renew loses
+ * the batch's rest the same way.
  */
-#define LEASE_MARGIN_S 20
+#define NOTICE_SLOWEST_S /* two WeChat channels: call, token, forced token, call; one SMS */       \
+    ((2 * 4 * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
+#define LEASE_MARGIN_S (NOTICE_SLOWEST_S + 5)
+PGW_STATIC_ASSERT(PGW_NOTICE_LEASE_S >= 2 * LEASE_MARGIN_S,
+                  "a renewed lease outlasts the margin twice: renewals stay rare");
 static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *lost,
                         int64_t *lease_until)
 {
@@ -690,8 +700,10 @@ static void *courier_main(void *arg)
             if (tried[i])
                 deliver(c, &batch[i], &reach[i]);
         }
-        if (got > 0)
+        if (got > 0) {
+            keep_leases(c, batch, got, lost, &lease_until); /* the last notice took its time */
             finish_batch(c, batch, reach, tried, got);
+        }
         int64_t lapsed = 0;
         if (first && /* an instance that died: its claims come back after their lease */
             pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) != PGW_OK)

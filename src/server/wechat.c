@@ -20,10 +20,6 @@
 #define OA_TOKEN_MAX  64 /* WeChat: 3..32 letters and digits */
 #define SIGNATURE_ARG (PGW_WX_SIGNATURE_HEX + 1)
 #define REPLY_MAX     (PGW_OA_CONTENT_MAX + 1024)
-/* One call to WeChat's API gets 2.5 s. The passive reply to a push does
- * not wait on any (a follow's user/info runs after it, api.c oa_link_job),
- * so this bounds the outbound workers, not WeChat's 5 s reply deadline. */
-#define WECHAT_TIMEOUT_MS 2500
 
 /* A push seen within the clock window: its nonce, timestamp and body. */
 typedef struct seen_push {
@@ -160,7 +156,7 @@ int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, 
                                 .ctx = w};
     int rc = pgw_store_open(db_url, false, &w->tokens, err);
     if (rc == PGW_OK)
-        rc = pgw_wx_client_new(&cache, WECHAT_TIMEOUT_MS, &w->client, err);
+        rc = pgw_wx_client_new(&cache, PGW_WX_CALL_TIMEOUT_MS, &w->client, err);
     if (rc == PGW_OK)
         rc = add_mp(w, &cfg->wechat_mp, err);
     if (rc == PGW_OK)

@@ -516,7 +516,7 @@ int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *k
  * checkpoints to the writer's connection: a courier committing often would
  * otherwise run them, and wait for the disk after all. */
 int pgw_store_relax_sync(pgw_store *store, pgw_err *err);
-#define PGW_NOTICE_LEASE_S 30 /* renewed while a batch is worked: one attempt takes seconds */
+#define PGW_NOTICE_LEASE_S 60 /* renewed while a batch is worked (notifier.c keep_leases) */
 
 /* Claims up to cap notices due at `now` for `owner` (a notifier instance's
  * id): pending -> sending, attempts + 1, leased for PGW_NOTICE_LEASE_S. */

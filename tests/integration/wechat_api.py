@@ -728,9 +728,9 @@ def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):
     eventually(lambda: fake.requests("/cgi-bin/message/template/send"), lambda r: len(r) > before)
     srv.kill()  # SIGKILL: no drain, the notice is left "sending"
     srv = Server(tmp, config, env, db=srv.db)
-    # The dead run's claim comes back when its lease (30 s) runs out.
+    # The dead run's claim comes back when its lease (60 s) runs out.
     listed = eventually(lambda: notices(srv, oa_member),
-                        lambda l: l and l[0]["state"] == "sent", timeout=50)
+                        lambda l: l and l[0]["state"] == "sent", timeout=90)
     check(listed and listed[0]["state"] == "sent" and listed[0]["attempts"] == 2,
           "sent again after the restart: %s" % listed[:1])
     msg_id = "pgw-notice-%d" % listed[0]["id"] if listed else "?"
