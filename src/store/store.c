@@ -451,7 +451,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
                          " provider_id, updated_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6,"
                          " ?7, 'pending', '', 0, 0, '', '', ?6, ?8)",
-    [ST_MERGE_NOTICES] = "UPDATE notices SET member = ?2 WHERE member = ?1",
+    /* Moved to the survivor, a notice is marked made to wait (due after it
+     * was made): the notifier then tells the balance as it is when sent,
+     * not the merged member's it was queued with (notifier.c
+     * current_balance; the move hid the merge from it). */
+    [ST_MERGE_NOTICES] = "UPDATE notices SET member = ?2, due_at = CASE WHEN due_at <= created_at"
+                         " THEN created_at + 1 ELSE due_at END WHERE member = ?1",
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
                           " WHERE i.member = ?1 AND i.kind = ?2 AND f.following = 1",

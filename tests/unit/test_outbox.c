@@ -145,6 +145,33 @@ static void test_coalescing_window(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * A notice of a member merged since it was queued tells a balance that is
+ * no longer anyone's. Regression: the merge moved it to the survivor, so
+ * the notifier could not see the merge, and one sent at once kept the
+ * merged member's balance (390 where the survivor had 1,640). The merge
+ * marks it made to wait (due after it was made), which the notifier reads
+ * as "tell the balance as it is now".
+ */
+static void test_a_merge_marks_its_notices(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pgw_store_put_member(s, i ? "M2" : "M1", 0, 1, &err), PGW_OK);
+    enqueue(s, "M2", 10, 390, 1000, 0);
+    enqueue(s, "M1", 5, 1640, 1000, 0);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    assert_int_equal(claim(s, 1001, got), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(got[i].member, "M1");
+        assert_true(got[i].points == 10 ? got[i].due_at > got[i].created_at
+                                        : got[i].due_at <= got[i].created_at);
+    }
+    pgw_store_close(s);
+}
+
 static void test_crash_and_retry(void **state)
 {
     pgw_store *s = open_store(state);
@@ -339,6 +366,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_claims_take_each_once, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing_window, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_merge_marks_its_notices, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
