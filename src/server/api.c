@@ -2276,12 +2276,14 @@ static void free_done(pgw_command *cmd, void *payload)
 /* A follow, recorded at once as a command of its own, in arrival order
  * with unfollows: a follow event refused for its points (a risk rule)
  * must not lose it. Nobody waits for it; it frees itself when done. */
-static int oa_record_follow(pgw_api *api, const pgw_oa_message *m, pgw_err *err)
+static int oa_record_follow(pgw_api *api, const pgw_oa_message *m, const char *event_key,
+                            pgw_err *err)
 {
     pgw_command *cmd = calloc(1, sizeof(*cmd));
     if (cmd == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
     cmd->kind = PGW_COMMAND_OA_FOLLOW;
+    snprintf(cmd->original, sizeof(cmd->original), "%s", event_key); /* a redelivery's: none */
     cmd->by_identity = true;
     cmd->oa_follow = 1;
     cmd->at = m->create_time;
@@ -2414,7 +2416,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     job->wx = wx;
     rc = oa_command(api, job, &err);
     if (rc == PGW_OK && wx->action == OA_FOLLOW)
-        rc = oa_record_follow(api, m, &err); /* before the event, in the writer's order */
+        rc = oa_record_follow(api, m, job->cmd.key, &err); /* before the event, in order */
     if (rc != PGW_OK)
         return refuse(resp, job, R_OA_CALLBACK, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
     bool follow = wx->action == OA_FOLLOW;

@@ -1562,6 +1562,13 @@ static int apply_end_session(pgw_store *store, pgw_command *cmd)
 static int apply_follow(pgw_store *store, pgw_command *cmd)
 {
     PGW_ASSERT(cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0);
+    bool redelivered = false;
+    pgw_idem_record record;
+    int rc = cmd->original[0] != '\0'
+                 ? pgw_store_find_key(store, cmd->original, &redelivered, &record, &cmd->err)
+                 : PGW_OK;
+    if (rc != PGW_OK || redelivered)
+        return rc;
     return pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup, cmd->oa_follow > 0, cmd->at,
                                 &cmd->err);
 }

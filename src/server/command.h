@@ -117,7 +117,11 @@ typedef enum pgw_command_kind {
     /* Revokes session `session_id` (a logout). */
     PGW_COMMAND_END_SESSION,
     /* Official account: openid `who` (scope = appid) follows (oa_follow 1)
-     * or stops following (-1) as of `at` (no key: later changes win). */
+     * or stops following (-1) as of `at` (no key: later changes win). A
+     * follow names its event's key in `original`: when that key is
+     * recorded already, the push is WeChat redelivering it, and nothing
+     * changes (at equal times the last arrival wins, and a redelivered
+     * subscribe undid an unsubscribe of the same second). */
     PGW_COMMAND_OA_FOLLOW,
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */
@@ -205,7 +209,7 @@ struct pgw_command {
     pgw_earn_line lines[PGW_BREAKDOWN_MAX];
     int64_t amount_fen; /* EARN: purchase amount (0: not refundable); REFUND: refunded now */
     /* REFUND */
-    char original[PGW_IDEM_KEY_MAX + 1]; /* the purchase's key */
+    char original[PGW_IDEM_KEY_MAX + 1]; /* the purchase's key; OA_FOLLOW: its event's */
     int64_t original_at; /* filled: the purchase's time (0 when its key does not say) */
     /* HOLD, CAPTURE, VOID, REDEEM, EXPIRE_HOLD */
     char hold_id[PGW_REFERENCE_MAX + 1];

@@ -53,6 +53,19 @@ def execute(db, sql):
                        capture_output=True)
 
 
+def value(db, sql):
+    """The first column of the first row of `sql` on a test database, as text."""
+    if db.startswith("sqlite:"):
+        import sqlite3
+        con = sqlite3.connect(db[len("sqlite:"):])
+        row = con.execute(sql).fetchone()
+        con.close()
+        return None if row is None else str(row[0])
+    out = subprocess.run(["psql", "-qXtA", db, "-c", sql], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    return out or None
+
+
 def dump(url):
     """The database's rows as text (to look for what must not be stored)."""
     return subprocess.run(["pg_dump", "--data-only", url], check=True, capture_output=True).stdout

@@ -449,6 +449,13 @@ def official_account(srv, fake):
     status, body = push(srv, oa_xml("oOA-4", now + 450, "event", event="subscribe"))
     check(status == 200 and srv.transfers() > count,
           "a follow stamped 450 s ahead is credited: %s %s" % (status, str(body)[:200]))
+    # Regression: a subscribe and an unsubscribe in one second, then the
+    # subscribe redelivered: a replay, but it recorded the follow again.
+    for event in ("subscribe", "unsubscribe", "subscribe"):
+        push(srv, oa_xml("oOA-77", now, "event", event=event))
+    follows = eventually(lambda: pg.value(srv.db, "SELECT following FROM oa_followers"
+                                                  " WHERE openid = 'oOA-77'"), lambda v: v is not None)
+    check(follows == "0", "a redelivered subscribe is no new follow: %s" % follows)
     return oa_member
 
 
