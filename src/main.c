@@ -42,8 +42,6 @@
 #define EXIT_PROBLEM 1
 #define EXIT_USAGE   2
 
-/* A command's exit for a failure code: 1 for what went wrong around it
- * (the database, the disk, memory), 2 for what it was given. */
 /*
  * --out FILE: written as FILE.partial-XXXXXX beside it and renamed over
  * FILE only once the command has written all of it, so that a refused or
@@ -125,6 +123,8 @@ static int out_close(out_file *o, bool keep)
     return keep ? -1 : 0;
 }
 
+/* A command's exit for a failure code: 1 for what went wrong around it
+ * (the database, the disk, memory), 2 for what it was given. */
 static int exit_for(int rc)
 {
     return rc == PGW_OK                                                  ? EXIT_OK

@@ -1425,16 +1425,17 @@ static int apply_preferences(pgw_store *store, pgw_command *cmd)
                  ? pgw_store_set_sms_opt_out(store, cmd->member, cmd->sms_opt_out, &cmd->err)
                  : PGW_OK;
     char was[6] = "";
-    if (rc == PGW_OK && cmd->birthday[0] != '\0')
+    if (rc == PGW_OK)
         rc = pgw_store_birthday(store, cmd->member, was, &cmd->err);
-    if (rc == PGW_OK && was[0] != '\0' && strcmp(was, cmd->birthday) != 0 && !cmd->birthday_admin)
+    bool change = rc == PGW_OK && cmd->birthday[0] != '\0' && strcmp(was, cmd->birthday) != 0;
+    if (change && was[0] != '\0' && !cmd->birthday_admin)
         rc = pgw_err_set(&cmd->err, PGW_EFORBIDDEN,
                          "member %s's birthday is set already: an admin key changes it",
                          cmd->member);
-    if (rc == PGW_OK && cmd->birthday[0] != '\0')
+    if (rc == PGW_OK && change)
         rc = pgw_store_set_birthday(store, cmd->member, cmd->birthday, &cmd->err);
-    if (rc == PGW_OK) /* the answer: both as they are now */
-        rc = pgw_store_birthday(store, cmd->member, cmd->birthday, &cmd->err);
+    else if (rc == PGW_OK) /* the answer says both as they are now */
+        memcpy(cmd->birthday, was, sizeof(was));
     if (rc == PGW_OK)
         rc = pgw_store_sms_opt_out(store, cmd->member, &cmd->sms_opt_out, &cmd->err);
     return rc;
