@@ -23,6 +23,7 @@ if [ "${1:-}" = test ]; then
         postgresql   # tests run the PostgreSQL backend on a throwaway cluster
         python3      # integration tests: fake WeChat and SMS servers, HTTP clients
         openssl      # integration tests make a throwaway TLS certificate
+        nodejs       # integration tests run the dashboard's script (dashboard.js)
     )
 elif [ -n "${1:-}" ]; then
     echo "usage: install-deps.sh [test]" >&2

@@ -1275,6 +1275,19 @@ def ws_open(port, path, headers=""):
     return sock, head.decode(errors="replace").split("\r\n")[0], rest
 
 
+def dashboard_tables(page, messages):
+    """What the dashboard `page` shows once fed these stream messages (dashboard.js, in node)."""
+    with tempfile.TemporaryDirectory(prefix="pgw-dash-") as tmp:
+        paths = [os.path.join(tmp, "page.html"), os.path.join(tmp, "messages.json")]
+        for path, text in zip(paths, (page, json.dumps(messages))):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        out = subprocess.run(["node", os.path.join(os.path.dirname(__file__), "dashboard.js")] +
+                             paths, capture_output=True, text=True, timeout=60)
+    check(out.returncode == 0, f"dashboard.js: {out.stderr}")
+    return json.loads(out.stdout)
+
+
 def ws_messages(sock, pending, wait):
     """Reads text frames (the server does not mask) until `wait` seconds pass quietly."""
     out = []

@@ -445,8 +445,20 @@ def main():
         check(len(got) == 1 and got[0]["phone"] == "+8613500135000" and
               got[0]["template_id"] == "1000001" and got[0]["params"] == [str(points), str(balance)],
               "one SMS with the points and the balance: %s" % got)
-        news = [m for m in http_api.ws_messages(sock, pending, 1.0) if m["type"] == "notification"]
+        stream = http_api.ws_messages(sock, pending, 1.0)
+        news = [m for m in stream if m["type"] == "notification"]
         sock.close()
+        # The operator dashboard (as served) shows each message in its table.
+        shown = http_api.dashboard_tables(srv.request("GET", "/", key=None)[1], stream)
+        check(shown["transfers"] == [[str(t["id"]), t["kind"], t["debit"], t["credit"],
+                                      str(t["points"]), t["shop_id"], t["occurred_at"]]
+                                     for t in reversed(stream) if t["type"] == "transfer"] and
+              shown["transfers"] and
+              shown["notices"] == [[str(n["id"]), n["member_id"], n["kind"], n["channel"],
+                                    n["state"], str(n["attempts"]), str(n["points"])]
+                                   for n in reversed(news)],
+              "the dashboard shows the transfer and the notice, each in its table: %s from %s"
+              % (shown, stream))
         check(len(news) == 1 and news[0]["state"] == "sent" and news[0]["channel"] == "sms" and
               news[0]["member_id"] == member and news[0]["points"] == points,
               "the stream tells of the notice sent: %s" % news)
