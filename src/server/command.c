@@ -572,6 +572,12 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (rc == PGW_OK && buyer != NULL && strcmp(buyer, e.member) != 0)
         rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s of this member to refund",
                          cmd->original);
+    /* A till's clock a year wrong would put the reversal in a period
+     * that never had the purchase (settlement, the pool report). */
+    if (rc == PGW_OK && cmd->at < e.occurred_at)
+        rc = pgw_err_set(&cmd->err, PGW_EINVAL,
+                         "$.occurred_at is %lld s before its purchase %s: a refund comes after",
+                         (long long)(e.occurred_at - cmd->at), cmd->original);
     if (rc == PGW_OK)
         rc = refund_delta(&e, cmd->amount_fen, &delta, &cmd->err);
     if (rc != PGW_OK)

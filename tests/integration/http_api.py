@@ -697,6 +697,17 @@ def test_concurrent_same_event(s):
 def test_refunds(s):
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-R", amount=10000, member="M3"))
     earned = doc["points"]
+    # regression: a refund dated before its purchase (a till's clock
+    # wrong by a year) was taken, its reversal landing in a period that
+    # had no such purchase; nothing of it is written now
+    n = s.transfers()
+    early = {"event_id": "E-R-early", "channel": "store", "shop_id": "S001", "type": "refund",
+             "original_event_id": "E-R", "amount_fen": 10000, "member": {"member_id": "M3"},
+             "occurred_at": "2026-11-25T10:14:59+08:00"}
+    status, doc, _ = s.request("POST", "/v1/events", early)
+    check(status == 400 and error_code(doc) == "invalid_request" and
+          "before its purchase" in doc["error"]["message"] and s.transfers() == n,
+          f"a refund a second before its purchase: {status} {doc}")
     reversed_total = 0
     for i, amount in enumerate((3333, 3333, 3334)):
         body = {"event_id": f"E-R-refund-{i}", "channel": "store", "shop_id": "S001",
