@@ -1281,26 +1281,36 @@ static int pg_has_schema(pgw_store *s, bool *has, pgw_err *err)
  * an empty file or another program's has no schema version. With it, an
  * empty one becomes ours, but a SQLite file holding another program's
  * tables is refused: migrating it left our tables in their database.
+ * A file with our tables but no version (restored from sqlite3's .dump,
+ * which drops the header's user_version) is refused either way, saying so.
  */
 static int check_ours(pgw_store *s, bool create, pgw_err *err)
 {
     bool ours = false;
-    int64_t version = 0, tables = 0;
+    int64_t version = 0, tables = 0, log = 0;
     int rc = is_postgres(s) ? pg_has_schema(s, &ours, err) : read_user_version(s, &version, err);
-    if (rc != PGW_OK || ours || version != 0)
+    if (rc != PGW_OK || ours || version != 0 || (is_postgres(s) && create))
         return rc;
-    if (!create)
-        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
-    if (is_postgres(s))
-        return PGW_OK;
     pgw_sql_stmt *st = NULL;
-    rc = prepare(s, "SELECT count(*) FROM sqlite_master", &st, err);
-    if (rc == PGW_OK && pgw_sql_step(st) == PGW_SQL_ROW)
+    if (!is_postgres(s))
+        rc = prepare(
+            s, "SELECT count(*), count(*) FILTER (WHERE name = 'transfers') FROM sqlite_master",
+            &st, err);
+    if (st != NULL && pgw_sql_step(st) == PGW_SQL_ROW) {
         tables = pgw_sql_column_int64(st, 0);
-    else if (rc == PGW_OK)
+        log = pgw_sql_column_int64(st, 1);
+    } else if (st != NULL) {
         rc = db_error(s, PGW_EIO, "looking at the file", err);
+    }
     if (st != NULL)
         release(s, st);
+    if (rc == PGW_OK && log > 0) /* sqlite3's .dump writes no user_version */
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s holds a transfers table but no schema version: a copy restored "
+                           "from sqlite3's .dump loses it; restore one `pointsgw backup` made",
+                           s->path);
+    if (rc == PGW_OK && !create)
+        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
     if (rc == PGW_OK && tables > 0)
         rc = pgw_err_set(err, PGW_EINVAL,
                          "%s holds another program's tables and no pointsgw schema: not ours "
@@ -1450,6 +1460,73 @@ static int sync_directory_of(const char *path, pgw_err *err)
     }
     close(fd);
     return PGW_OK;
+}
+
+/* fsyncs the file at `path` (written by another connection's writes). */
+static int sync_file(const char *path, pgw_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return pgw_err_set(err, PGW_EIO, "syncing %s: %s", path, strerror(e));
+    }
+    close(fd);
+    return PGW_OK;
+}
+
+/* VACUUM INTO `path`: one read transaction (a snapshot; the writer goes
+ * on), the header's user_version kept, which `.dump` drops. */
+static int copy_into(pgw_store *s, const char *path, int64_t *version, pgw_err *err)
+{
+    int rc = check_ours(s, false, err);
+    if (rc == PGW_OK)
+        rc = read_user_version(s, version, err);
+    pgw_sql_stmt *st = NULL;
+    if (rc == PGW_OK)
+        rc = prepare(s, "VACUUM INTO ?", &st, err);
+    if (rc == PGW_OK) {
+        pgw_sql_bind_text(st, 1, path);
+        if (pgw_sql_step(st) != PGW_SQL_DONE)
+            rc = db_error(s, PGW_EIO, "copying the database", err);
+        release(s, st);
+    }
+    return rc == PGW_OK ? sync_file(path, err) : rc;
+}
+
+/* Opened as it is, not through pgw_store_open: that would migrate it
+ * first, and a copy taken before an upgrade must be of what was there. */
+int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_err *err)
+{
+    if (strncmp(url, "sqlite:", 7) != 0)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "backup copies a SQLite database; back PostgreSQL up with its own "
+                           "tools (pg_dump)");
+    char partial[PGW_STORE_URL_MAX + 32];
+    int n = snprintf(partial, sizeof(partial), "%s.partial-XXXXXX", path);
+    if (n < 0 || (size_t)n >= sizeof(partial))
+        return pgw_err_set(err, PGW_EINVAL, "%.64s...: the path is too long", path);
+    int fd = mkstemp(partial); /* 0600: members' data */
+    if (fd < 0)
+        return pgw_err_set(err, PGW_EIO, "creating %s: %s", partial, strerror(errno));
+    close(fd);
+    pgw_store *s = calloc(1, sizeof(*s));
+    int rc = s == NULL ? pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url) : PGW_OK;
+    if (rc == PGW_OK) {
+        s->wal_fd = -1;
+        rc = pgw_sql_open(url, false, &s->db, err);
+    }
+    if (rc == PGW_OK) {
+        snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
+        rc = copy_into(s, partial, version, err);
+    }
+    pgw_store_close(s);
+    if (rc == PGW_OK && rename(partial, path) != 0)
+        rc = pgw_err_set(err, PGW_EIO, "renaming %s to %s: %s", partial, path, strerror(errno));
+    if (rc != PGW_OK)
+        unlink(partial);
+    return rc == PGW_OK ? sync_directory_of(path, err) : rc;
 }
 
 /*

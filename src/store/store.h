@@ -55,6 +55,16 @@ typedef struct pgw_store pgw_store;
 int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err);
 void pgw_store_close(pgw_store *store);
 
+/*
+ * Copies the SQLite database at `url` to the file `path`, as one consistent
+ * snapshot while a server may be writing: written beside it, synced, and
+ * renamed over it only once whole (mode 0600). *version is the schema
+ * version copied: the database is not migrated. PGW_ENOTFOUND when `url`
+ * holds no pointsgw database, PGW_EINVAL for PostgreSQL (pg_dump does it),
+ * PGW_EIO when the copy fails (nothing is left at or beside `path`).
+ */
+int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_err *err);
+
 /* The schema version the database is at (after pgw_store_open: the build's). */
 int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
 

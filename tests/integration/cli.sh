@@ -279,6 +279,36 @@ expect_text "cannot connect"
 expect_exit 1 "$bin" reconcile --statement "$tmp/statement.csv" --channel store \
     --db "postgresql://pgw@127.0.0.1:1/none"
 
+# backup (SQLite): a copy that verifies, or nothing. Over HTTP while
+# serving: http_api.py's test_backup.
+expect_exit 0 "$bin" backup --help
+expect_text "usage: pointsgw backup --out FILE"
+expect_exit 2 "$bin" backup --db "sqlite:$tmp/import.db"
+expect_text "--out FILE is required"
+if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
+    expect_exit 0 "$bin" backup --db "$import_db" --out "$tmp/copy.db"
+    expect_text "OK: the hash chain is intact"
+    expect_exit 0 "$bin" verify --db "sqlite:$tmp/copy.db"
+    expect_text "transfers:  4 checked"
+    kept=$(sha256sum <"$tmp/copy.db")
+    for bad in missing theirs; do
+        expect_exit 2 "$bin" backup --db "sqlite:$tmp/$bad.db" --out "$tmp/copy.db"
+        expect_text "$tmp/$bad.db: no"
+    done
+    [ "$(sha256sum <"$tmp/copy.db")" = "$kept" ] && [ -z "$(ls "$tmp" | grep partial)" ] && pass ||
+        fail "a refused backup changed the last copy or left a partial file: $(ls "$tmp")"
+    # Regression: a database restored from sqlite3's .dump lost its schema
+    # version and was called another program's.
+    python3 -c "
+import sqlite3, sys
+src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+dst.executescript(';'.join(src.iterdump()))" "$tmp/copy.db" "$tmp/dumped.db"
+    for args in verify "backup --out $tmp/copy2.db"; do
+        expect_exit 2 "$bin" $args --db "sqlite:$tmp/dumped.db"
+        expect_text "no schema version: a copy restored from sqlite3's .dump loses it"
+    done
+fi
+
 # member show: bad usage and a missing database are exit 2 (a member over
 # a live log is in the HTTP integration test).
 expect_exit 2 "$bin" member

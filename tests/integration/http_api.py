@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -1881,6 +1882,46 @@ def test_member_show(s):
           f"nobody holds it: exit 1: {out.returncode} {out.stderr}")
 
 
+def test_backup(s):
+    """pointsgw backup copies the served database while purchases keep coming,
+    and the copy verifies and holds what was committed (SQLite; PostgreSQL
+    is pg_dump's: refused, nothing written)."""
+    copy = os.path.join(os.path.dirname(s.config), "backup.db")
+    run = lambda: subprocess.run([BIN, "backup", "--out", copy, "--config", s.config, "--db", s.db],
+                                 capture_output=True, text=True)
+    if not s.db.startswith("sqlite:"):
+        out = run()
+        check(out.returncode == 2 and "pg_dump" in out.stderr and not os.path.exists(copy),
+              f"backup of PostgreSQL: {out.returncode} {out.stderr}")
+        return
+    before = s.transfers()
+    posted = []
+    def sell():
+        for i in range(150):
+            status, doc, _ = s.request("POST", "/v1/events", purchase(f"E-BACKUP-{i}", member=f"MB{i}"))
+            posted.append((status, doc))
+    seller = threading.Thread(target=sell)
+    seller.start()
+    out = run()
+    seller.join()
+    check(out.returncode == 0 and "OK: the hash chain is intact" in out.stdout,
+          f"backup while serving: {out.returncode} {out.stdout} {out.stderr}")
+    copied = sqlite3.connect(copy)
+    n = copied.execute("SELECT count(*) FROM transfers").fetchone()[0]
+    version = copied.execute("PRAGMA user_version").fetchone()[0]
+    copied.close()
+    refused = [doc for status, doc in posted if status != 201]
+    check(before <= n <= s.transfers() and len(posted) == 150 and not refused and version > 0,
+          f"the copy holds {n} transfers ({before} before, {s.transfers()} after), "
+          f"schema {version}: {refused[:2]}")
+    check(os.stat(copy).st_mode & 0o777 == 0o600, "the copy is the owner's only")
+    out = run()  # again, quietly: over the first copy, all of it
+    copied = sqlite3.connect(copy)
+    n = copied.execute("SELECT count(*) FROM transfers").fetchone()[0]
+    copied.close()
+    check(out.returncode == 0 and n == s.transfers(), f"a second backup: {n} of {s.transfers()}")
+
+
 def test_sync_metrics(s):
     """Every answer so far waited for a WAL sync; one sync may serve several batches."""
     _, text, _ = s.request("GET", "/metrics", key=None)
@@ -1912,7 +1953,7 @@ def main():
                          test_signatures,
                          test_stream, test_stream_after_watchers_leave,
                          test_route_labels, test_log, test_reconciliation, test_reports,
-                         test_member_show,
+                         test_member_show, test_backup,
                          test_sync_metrics):
                 test(s)
         finally:
