@@ -1926,6 +1926,7 @@ static void mp_phone_task(void *arg, bool stale)
         return;
     }
     cmd->by_identity = true;
+    cmd->bind_self = true;
     bind_key(cmd, "mp_phone"); /* not "bind": an admin's bind of it is another request */
     pgw_sha256(cmd->key, strlen(cmd->key), cmd->fingerprint);
     wx_to_writer(job);

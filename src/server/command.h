@@ -198,6 +198,12 @@ struct pgw_command {
      * nothing but this shop's cards (PGW_EFORBIDDEN otherwise): a shop must
      * not fold another person's account, phone and all, into a member. */
     char bind_shop[PGW_ID_MAX + 1];
+    /* BIND of a phone the member proved (WeChat's phone button, an SMS
+     * code): that proves the number is theirs now, not that its holder's
+     * account is. It merges in no member known by a WeChat identity
+     * (PGW_EFORBIDDEN): a number recycled to a new subscriber would take
+     * the last one's points. */
+    bool bind_self;
     int64_t at; /* when it happens, unix seconds */
     /* When it was asked (unix seconds; 0: `at`). A backlog's event happens
      * at its occurred_at, but its answer's figures are the later of the

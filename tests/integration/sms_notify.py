@@ -319,6 +319,22 @@ def otp_session(tmp, sms_fake, env):
               "a login while SMS sends hang takes %.2f s (%s)" % (took, status))
         for t in slow:
             t.join()
+        # Regression: a code proves the number is yours now, not that its
+        # holder's account is: a number recycled from one WeChat member to
+        # another merged the first into the second, points and all.
+        session2, member2 = doc.get("session"), doc.get("member_id")
+        recycled = "13600136052"
+        srv.request("POST", "/v1/members/%s/identities" % me, {"phone": recycled}, key=wx.ADMIN)
+        held = member_view(srv, me)
+        srv.request("POST", "/v1/sms/otp", {"phone": recycled}, session=session2, key=None)
+        sent = eventually(lambda: codes_to(sms_fake, "+86" + recycled), lambda m: len(m) == 1)
+        status, doc = srv.request("POST", "/v1/sms/otp/verify",
+                                  {"phone": recycled, "code": sent[0]["params"][0] if sent else "0"},
+                                  session=session2, key=None)
+        check(status == 403 and doc["error"]["code"] == "forbidden" and
+              member_view(srv, me) == held and held["balance"] > 0 and
+              member_view(srv, member2)["balance"] == 0,
+              "another WeChat member's number is not merged in by a code: %s %s" % (status, doc))
         srv.request("POST", "/v1/mp/logout", session=session, key=None)
         status, doc = srv.request("POST", "/v1/sms/otp", {"phone": "13600136051"},
                                   session=session, key=None)

@@ -281,6 +281,27 @@ def mini_program(srv, fake):
                  {"appid": MP_APPID, "code": "ph-hk", "phone": "91234567", "country_code": 852})
     status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-hk"}, session=session3)
     check(status == 400, "a number outside the mainland: 400, not 401 (%s)" % status)
+    # Regression: a number recycled to another WeChat user merged its last
+    # owner's member (openid, unionid, points) into the new one's.
+    srv.request("POST", "/v1/events", purchase("POS-3", "13900139000", 5000), key=SHOP)
+    status, before3 = srv.request("GET", "/v1/members/" + member3)
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-4", "openid": "oMP-4", "unionid": "uUNION-4"})
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-4", "phone": "13900139000"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-4"}, key=None)
+    session4, member4 = doc["session"], doc["member_id"]
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-4"}, session=session4)
+    status3, after3 = srv.request("GET", "/v1/members/" + member3)
+    status4, after4 = srv.request("GET", "/v1/members/" + member4)
+    check(status == 403 and doc["error"]["code"] == "forbidden" and after3 == before3 and
+          before3["balance"] > 0 and after4["balance"] == 0 and
+          [i["kind"] for i in after4["identities"]] == ["mp_openid", "unionid"],
+          "another WeChat user's number is not merged in: %s %s; %s; %s" % (status, doc, after3, after4))
+    # The service desk, once it knows they are one person, merges them.
+    status, doc = srv.request("POST", "/v1/members/%s/identities" % member4,
+                              {"phone": "13900139000"})
+    check(status == 200 and doc.get("merged") == {"from": member3, "into": member4},
+          "an admin merges them: %s %s" % (status, doc))
 
     # Subscriptions: one-time quota per template, idempotent per request_id.
     tpl = "mp-tpl-points-reversed"  # points_arrived quota is for notifications() below
