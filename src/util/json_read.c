@@ -130,8 +130,12 @@ int pgw_json_string_ref(const json_t *obj, const char *key, const char *path, bo
         return pgw_err_set(err, PGW_EINVAL, "%s.%s: must not be empty", path, key);
     if (len > max_len)
         return pgw_err_set(err, PGW_EINVAL, "%s.%s: longer than %zu bytes", path, key, max_len);
-    if (strlen(s) != len)
-        return pgw_err_set(err, PGW_EINVAL, "%s.%s: contains a NUL character", path, key);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F)
+            return pgw_err_set(err, PGW_EINVAL, "%s.%s: contains a control character (0x%02X)",
+                               path, key, c);
+    }
     *out = s;
     return PGW_OK;
 }

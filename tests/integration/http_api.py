@@ -905,6 +905,16 @@ def test_bad_input(s):
         # regression: its key "hold:S001:E-BAD" was hold S001:E-BAD's
         ("a channel named hold", dict(body=dict(good, channel="hold")), 400, "invalid_request"),
         ("a channel named bind", dict(body=dict(good, channel="bind")), 400, "invalid_request"),
+        # regression: control characters were taken into receipts and SKUs,
+        # and from there into reports, statements and terminals (line breaks
+        # and tabs stay: a receipt note may have lines, test_shop_csv)
+        ("a receipt with a backspace", dict(body=dict(good, receipt_no="R-1\b\b\bR-2")), 400,
+         "invalid_request"),
+        ("a SKU with an escape", dict(body=dict(good, items=[dict(good["items"][0],
+                                                                  sku="A1\u001b[2J")])), 400,
+         "invalid_request"),
+        ("an event id with a DEL", dict(body=dict(good, event_id="E-BAD\u007f")), 400,
+         "invalid_request"),
     ]
     for what, kw, want_status, want_code in cases:
         status, doc, _ = s.request("POST", "/v1/events", **kw)
