@@ -347,8 +347,6 @@ static int64_t wall_now_s(void)
     return (int64_t)time(NULL);
 }
 
-/* SHA-256 of the request's canonical JSON (keys sorted, no spaces): the
- * same request written differently has the same fingerprint. */
 /* Parses a JSON object body; PGW_EINVAL with the position of the problem. */
 static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_err *err)
 {
