@@ -54,6 +54,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1495,6 +1496,29 @@ static int copy_into(pgw_store *s, const char *path, int64_t *version, pgw_err *
     return rc == PGW_OK ? sync_file(path, err) : rc;
 }
 
+/* Whether `path` would land on the database `db` or one of its companion
+ * files: renamed over them, the copy met the old WAL, and the log was lost.
+ * By name (a companion may not exist yet) and by inode (a hard link). */
+static bool names_the_database(const char *path, const char *db)
+{
+    char real_db[PATH_MAX], dir[PATH_MAX], real_dir[PATH_MAX], out[2 * PATH_MAX];
+    struct stat a, b;
+    if (stat(path, &a) == 0 && stat(db, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        return true;
+    snprintf(dir, sizeof(dir), "%s", path);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (realpath(db, real_db) == NULL || realpath(dirname(dir), real_dir) == NULL)
+        return false; /* no database there: pgw_sql_open says so */
+    snprintf(out, sizeof(out), "%s/%s", real_dir, base);
+    static const char *const companions[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof(companions) / sizeof(companions[0]); i++) {
+        size_t n = strlen(real_db);
+        if (strncmp(out, real_db, n) == 0 && strcmp(out + n, companions[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Opened as it is, not through pgw_store_open: that would migrate it
  * first, and a copy taken before an upgrade must be of what was there. */
 int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_err *err)
@@ -1503,6 +1527,11 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_er
         return pgw_err_set(err, PGW_EINVAL,
                            "backup copies a SQLite database; back PostgreSQL up with its own "
                            "tools (pg_dump)");
+    if (names_the_database(path, url + 7))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s is the database itself or one of its files: the copy goes "
+                           "elsewhere",
+                           path);
     char partial[PGW_STORE_URL_MAX + 32];
     int n = snprintf(partial, sizeof(partial), "%s.partial-XXXXXX", path);
     if (n < 0 || (size_t)n >= sizeof(partial))

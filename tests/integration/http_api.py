@@ -1947,6 +1947,16 @@ def test_backup(s):
           f"the copy holds {n} transfers ({before} before, {s.transfers()} after), "
           f"schema {version}: {refused[:2]}")
     check(os.stat(copy).st_mode & 0o777 == 0o600, "the copy is the owner's only")
+    # Regression: --out naming the served database (or its WAL) renamed the
+    # copy over it; the old WAL then met it, and the log was lost.
+    live = s.db[len("sqlite:"):]
+    for target in (live, live + "-wal", os.path.join(os.path.dirname(live), ".", "log.db-shm")):
+        bad = subprocess.run([BIN, "backup", "--out", target, "--db", s.db], capture_output=True,
+                             text=True)
+        check(bad.returncode == 2 and "the database itself" in bad.stderr,
+              f"backup over {target}: {bad.returncode} {bad.stderr}")
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-BACKUP-LIVE", member="MB0"))
+    check(status == 201, f"the log still takes purchases: {status} {doc}")
     out = run()  # again, quietly: over the first copy, all of it
     copied = sqlite3.connect(copy)
     n = copied.execute("SELECT count(*) FROM transfers").fetchone()[0]
