@@ -8,6 +8,7 @@
  * member with any number of lots costs bounded memory.
  */
 #include "command.h"
+#include "event_command.h" /* PGW_EVENT_AHEAD_MAX_S */
 
 #include "core/arith.h"
 #include "core/assertions.h"
@@ -573,8 +574,10 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
         rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no purchase %s of this member to refund",
                          cmd->original);
     /* A till's clock a year wrong would put the reversal in a period
-     * that never had the purchase (settlement, the pool report). */
-    if (rc == PGW_OK && cmd->at < e.occurred_at)
+     * that never had the purchase (settlement, the pool report). The
+     * slack a fast till's purchase was allowed, its refund is too: the
+     * service desk's clock may be right. */
+    if (rc == PGW_OK && cmd->at + PGW_EVENT_AHEAD_MAX_S < e.occurred_at)
         rc = pgw_err_set(&cmd->err, PGW_EINVAL,
                          "$.occurred_at is %lld s before its purchase %s: a refund comes after",
                          (long long)(e.occurred_at - cmd->at), cmd->original);
