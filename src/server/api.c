@@ -1375,6 +1375,9 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
     snprintf(cmd->channel, sizeof(cmd->channel), "system");
     if (who->kind == PGW_SCOPE_SHOP)
         snprintf(cmd->bind_shop, sizeof(cmd->bind_shop), "%.*s", PGW_ID_MAX, who->scope_id);
+    /* A channel's backend binds what its member proved to it (an SMS code
+     * of its own): as for /v1/mp/phone, no other WeChat account merged in. */
+    cmd->bind_self = who->kind == PGW_SCOPE_CHANNEL;
     cmd->render = render_bind;
     return submit(api, job, resp);
 }

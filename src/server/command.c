@@ -1383,33 +1383,35 @@ static int merge_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     return rc;
 }
 
-/* Identities of a member read at most to decide whether a shop or the
- * member may merge it in: one with as many is refused, known too widely. */
-#define MERGE_IDENTITIES_READ 16
+/* Identities of a member a shop may merge in read at most: a member with
+ * as many is taken to be known beyond one shop's cards. */
+#define SHOP_MERGE_IDENTITIES 8
 
-/* Whether a bind by a shop's key (bind_shop) or by the member (bind_self)
- * may merge `holder` in: PGW_EFORBIDDEN unless, for a shop, every identity
- * of it is a card of that shop and, for the member, none is WeChat's. */
-static int may_merge(pgw_store *store, const pgw_command *cmd, const char *holder, pgw_err *err)
+/* PGW_EFORBIDDEN unless every identity of `holder` is a card of `shop`. */
+static int held_by_shop_alone(pgw_store *store, const char *holder, const char *shop, pgw_err *err)
 {
-    const char *shop = cmd->bind_shop;
-    if (shop[0] == '\0' && !cmd->bind_self)
-        return PGW_OK; /* an admin's, or a channel's backend's */
-    pgw_identity_key ids[MERGE_IDENTITIES_READ];
+    pgw_identity_key ids[SHOP_MERGE_IDENTITIES];
     size_t n = 0;
-    int rc = pgw_store_member_identities(store, holder, ids, MERGE_IDENTITIES_READ, &n, err);
-    bool may = rc == PGW_OK && n < MERGE_IDENTITIES_READ;
-    for (size_t i = 0; may && i < n; i++) {
-        pgw_identity_kind k = ids[i].kind;
-        may = shop[0] != '\0'
-                  ? k == PGW_ID_CARD && strcmp(ids[i].scope, shop) == 0
-                  : k != PGW_ID_MP_OPENID && k != PGW_ID_OA_OPENID && k != PGW_ID_UNIONID;
-    }
-    if (rc == PGW_OK && !may && shop[0] != '\0')
+    int rc = pgw_store_member_identities(store, holder, ids, SHOP_MERGE_IDENTITIES, &n, err);
+    bool alone = rc == PGW_OK && n < SHOP_MERGE_IDENTITIES;
+    for (size_t i = 0; alone && i < n; i++)
+        alone = ids[i].kind == PGW_ID_CARD && strcmp(ids[i].scope, shop) == 0;
+    if (rc == PGW_OK && !alone)
         rc = pgw_err_set(err, PGW_EFORBIDDEN,
                          "member %s is known beyond shop %s's cards: only an admin merges it",
                          holder, shop);
-    else if (rc == PGW_OK && !may)
+    return rc;
+}
+
+/* Whether a bind by a shop's key (bind_shop) or of a number the member
+ * proved (bind_self) may merge `holder` in; PGW_EFORBIDDEN otherwise. */
+static int may_merge(pgw_store *store, const pgw_command *cmd, const char *holder, pgw_err *err)
+{
+    if (cmd->bind_shop[0] != '\0')
+        return held_by_shop_alone(store, holder, cmd->bind_shop, err);
+    bool on_wechat = false;
+    int rc = cmd->bind_self ? pgw_store_member_on_wechat(store, holder, &on_wechat, err) : PGW_OK;
+    if (rc == PGW_OK && on_wechat)
         rc = pgw_err_set(err, PGW_EFORBIDDEN,
                          "the number is member %s's, known by its own WeChat account: the "
                          "service desk (an admin key) merges the two once it knows they are "

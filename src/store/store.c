@@ -148,6 +148,7 @@ enum {
     ST_FIND_IDENTITY,
     ST_BIND_IDENTITY,
     ST_MEMBER_IDENTITIES,
+    ST_MEMBER_WECHAT_IDS,
     ST_MERGED_INTO,
     ST_MERGED_MEMBERS,
     ST_MERGE_LOTS,
@@ -372,6 +373,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_BIND_IDENTITY] = "INSERT INTO identities (kind, scope, lookup, member, sealed,"
                          " created_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
                          " ON CONFLICT (kind, scope, lookup) DO NOTHING",
+    /* kinds 3, 4, 5: mp_openid, oa_openid, unionid (core/identity.h) */
+    [ST_MEMBER_WECHAT_IDS] = "SELECT count(*) FROM (SELECT 1 FROM identities"
+                             " WHERE member = ?1 AND kind IN (3, 4, 5) LIMIT 1) w",
     [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
                              " WHERE member = ?1 ORDER BY kind, scope, lookup LIMIT ?2",
     [ST_MERGED_INTO] = "SELECT merged_into FROM members WHERE id = ?1",
@@ -2967,6 +2971,18 @@ int pgw_store_add_enrolment(pgw_store *s, const char *address, int64_t hour, pgw
     pgw_sql_bind_text(st, 1, address);
     pgw_sql_bind_int64(st, 2, hour);
     int rc = step_done(s, st, "counting an enrolment", err);
+    return rc;
+}
+
+int pgw_store_member_on_wechat(pgw_store *s, const char *member, bool *on_wechat, pgw_err *err)
+{
+    PGW_STATIC_ASSERT(PGW_ID_MP_OPENID == 3 && PGW_ID_OA_OPENID == 4 && PGW_ID_UNIONID == 5,
+                      "ST_MEMBER_WECHAT_IDS names the kinds by number");
+    pgw_sql_stmt *st = s->st[ST_MEMBER_WECHAT_IDS];
+    pgw_sql_bind_text(st, 1, member);
+    int64_t n = 0;
+    int rc = one_int64(s, st, false, &n, "reading a member's WeChat identities", err);
+    *on_wechat = n > 0;
     return rc;
 }
 

@@ -37,6 +37,7 @@ BIN, SRC = sys.argv[1], sys.argv[2]
 MP_APPID, OA_APPID = "wx1234567890abcdef", "wxfedcba0987654321"
 MP_SECRET, OA_SECRET, OA_TOKEN = "mp-secret-0123456789", "oa-secret-9876543210", "pgwtesttoken"
 ADMIN, SHOP = "test-admin-key", "test-s001-key"
+CHANNEL = "test-mp-backend-key"
 failures = []
 checks = 0
 
@@ -112,6 +113,8 @@ def write_config(tmp, fake_port):
     cfg["keys"] = [
         {"name": "admin", "scope": "admin", "key_sha256": hashlib.sha256(ADMIN.encode()).hexdigest()},
         {"name": "s001", "scope": "shop:S001", "key_sha256": hashlib.sha256(SHOP.encode()).hexdigest()},
+        {"name": "mp-backend", "scope": "channel:wechat_mp",
+         "key_sha256": hashlib.sha256(CHANNEL.encode()).hexdigest()},
     ]
     base = "http://127.0.0.1:%d" % fake_port
     cfg["channels"]["wechat_mp"]["api_base"] = base
@@ -302,6 +305,15 @@ def mini_program(srv, fake):
                               {"phone": "13900139000"})
     check(status == 200 and doc.get("merged") == {"from": member3, "into": member4},
           "an admin merges them: %s %s" % (status, doc))
+    # The review: a channel's backend binding the number (after an SMS code
+    # of its own) merged the WeChat member too.
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-5", "openid": "oMP-5"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-5"}, key=None)
+    member5 = doc["member_id"]
+    status, doc = srv.request("POST", "/v1/members/%s/identities" % member5,
+                              {"phone": "13900139000"}, key=CHANNEL)
+    check(status == 403 and srv.request("GET", "/v1/members/" + member4)[1]["balance"] > 0,
+          "a channel key merges in no WeChat member: %s %s" % (status, doc))
 
     # Subscriptions: one-time quota per template, idempotent per request_id.
     tpl = "mp-tpl-points-reversed"  # points_arrived quota is for notifications() below
