@@ -519,6 +519,9 @@ static void forget(pgw_http *h, req *q)
     q->resp.body = NULL;
 }
 
+static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
+                          int rc, const char *message);
+
 static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
 {
@@ -549,6 +552,12 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return write_some(h, wsi, q);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* A handshake naming subprotocol "http" lands here, not on the
+         * stream: it was upgraded with no key, on any path, and never
+         * timed out. The stream is the only WebSocket there is. */
+        return refuse_watcher(h, wsi, "", "-", PGW_ENOTFOUND,
+                              "no such WebSocket protocol: the stream names none, or pgw-stream");
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
         drain_done(h);
         return 0;
@@ -613,12 +622,17 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     return 0;
 }
 
-/* Sends the next message this watcher wants, one per WRITEABLE. */
+/* Messages sent to one watcher per WRITEABLE at most: the others' turn. */
+#define FEED_BATCH 256
+
+/* Sends what this watcher wants while its socket takes it. One message per
+ * WRITEABLE fell behind a drain that adds hundreds: watchers reading as
+ * fast as they could were closed as too slow at 12,000 transfers a second. */
 static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
     if (h->ring_seq - w->next > STREAM_RING)
         return -1; /* too slow: it missed messages, and says so by being closed */
-    while (w->next < h->ring_seq) {
+    for (int sent = 0; sent < FEED_BATCH && w->next < h->ring_seq;) {
         const stream_msg *m = &h->ring[w->next % STREAM_RING];
         w->next++;
         if (w->shop[0] != '\0' && strcmp(w->shop, m->shop) != 0)
@@ -627,7 +641,9 @@ static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
         memcpy(buf + LWS_PRE, m->json, m->len);
         if (lws_write(wsi, buf + LWS_PRE, m->len, LWS_WRITE_TEXT) < (int)m->len)
             return -1;
-        break;
+        sent++;
+        if (lws_send_pipe_choked(wsi)) /* lws keeps what the socket did not take */
+            break;
     }
     if (w->next < h->ring_seq)
         lws_callback_on_writable(wsi);

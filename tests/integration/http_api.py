@@ -1353,6 +1353,10 @@ def test_stream(s):
             ("another path", "/v1/streams?key=" + KEYS["admin"][0], "", "404 not_found"),
             # regression: a shop nobody configured was watched in silence
             ("an unknown shop", "/v1/stream?shop=S999&key=" + KEYS["admin"][0], "",
+             "404 not_found"),
+            # regression: subprotocol "http" was upgraded on any path, with
+            # no key, unlogged and never timed out
+            ("subprotocol http", "/v1/events", "Sec-WebSocket-Protocol: http\r\n",
              "404 not_found")):
         bad, bad_status, body = ws_open(s.port, path, headers)
         try:
@@ -1381,6 +1385,42 @@ def test_stream(s):
           f"stream messages: {got}")
     check(other["transfers"] and all(m["id"] not in [t["id"] for t in other["transfers"]]
                                      for m in got), "the shop filter holds")
+
+
+def test_stream_keeps_up(s):
+    """Regression: a watcher got one message per turn of the service loop,
+    so under a few thousand transfers a second watchers reading as fast as
+    they could fell 4,096 behind and were closed as too slow."""
+    watchers = [ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0]) for _ in range(12)]
+    check(all(" 101 " in status for _, status, _ in watchers), "twelve watchers")
+    for sock, _, _ in watchers:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    got = [[] for _ in watchers]
+    def read(i):
+        sock, _, rest = watchers[i]
+        got[i] = ws_messages(sock, rest, 3.0)
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(len(watchers))]
+    for t in readers:
+        t.start()
+    before = s.transfers()
+    def post(k):
+        s.request("POST", "/v1/events:batch",
+                  {"events": [purchase(f"E-FLOOD-{k}-{i}", member=f"MF{k}{i % 50}")
+                              for i in range(1000)]})
+    # PostgreSQL here takes hundreds of events a second, not thousands:
+    # fewer, so that the batches finish within the client's timeout.
+    batches = 8 if s.db.startswith("sqlite:") else 2
+    posters = [threading.Thread(target=post, args=(k,)) for k in range(batches)]
+    for t in posters:
+        t.start()
+    for t in posters + readers:
+        t.join()
+    made = s.transfers() - before
+    counts = [len(g) for g in got]
+    check(made > 4096 * (batches // 8) and counts == [made] * len(watchers),
+          f"every watcher got all {made} transfers: {counts}")
+    for sock, _, _ in watchers:
+        sock.close()
 
 
 def test_stream_after_watchers_leave(s):
@@ -1996,7 +2036,7 @@ def main():
                          test_imports,
                          test_expiry_sweep,
                          test_signatures,
-                         test_stream, test_stream_after_watchers_leave,
+                         test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
                          test_route_labels, test_log, test_reconciliation, test_reports,
                          test_member_show, test_backup,
                          test_sync_metrics):
