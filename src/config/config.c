@@ -796,12 +796,13 @@ static int parse_tls(const json_t *http, const char *parent, pgw_http_config *h,
 
 static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"body_max_bytes", "max_inflight", "commit_batch", "tls",
-                                       NULL};
+    static const char *const keys[] = {
+        "body_max_bytes", "body_timeout_s", "max_inflight", "commit_batch", "tls", NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *http;
     pgw_http_config *h = &cfg->http;
     h->body_max_bytes = 1024 * 1024;
+    h->body_timeout_s = 60;
     h->max_inflight = 4096;
     h->commit_batch = 1024;
     int rc = get_section(root, "http", "$", false, keys, &http, path, err);
@@ -809,6 +810,8 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
         return rc;
     rc = pgw_json_int(http, "body_max_bytes", path, false, 1024, 64 * 1024 * 1024,
                       &h->body_max_bytes, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(http, "body_timeout_s", path, false, 1, 3600, &h->body_timeout_s, err);
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "max_inflight", path, false, 32, 65536, &h->max_inflight, err);
     if (rc == PGW_OK)

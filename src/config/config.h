@@ -103,6 +103,7 @@ typedef struct pgw_risk_config {
 #define PGW_PATH_FILE_MAX 255
 typedef struct pgw_http_config {
     int64_t body_max_bytes; /* 1 KiB..64 MiB; default 1 MiB */
+    int64_t body_timeout_s; /* a request's body whole within: 1..3600 s; default 60 */
     int64_t max_inflight;   /* requests waiting on the database: 32..65536; default 4096 */
     int64_t commit_batch;   /* commands per transaction: 1..4096; default 1024 */
     bool tls;               /* both files given */

@@ -341,6 +341,12 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
     pgw_api_error(resp, status, code, message);
 }
 
+bool pgw_api_stranger(const pgw_api *api, const char *authorization)
+{
+    return strncasecmp(authorization, "Bearer ", 7) == 0 &&
+           !pgw_auth_knows(api->auth, authorization);
+}
+
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message)
 {
     fail(resp, R_OTHER, rc, message);

@@ -127,6 +127,11 @@ void pgw_api_error(pgw_response *resp, int status, const char *code, const char 
  * maps it: PGW_EUNAUTHORIZED 401 unauthorized, PGW_EFORBIDDEN 403, ... */
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
 
+/* Whether a request's Authorization names an API key ("Bearer ...") that
+ * is none of ours: the server answers 401 before reading its body. Other
+ * schemes (a session) and none are not judged here. */
+bool pgw_api_stranger(const pgw_api *api, const char *authorization);
+
 /* Receives one live-stream message (a committed transfer) and the shop it
  * concerns ("" for none). `json` is valid during the call only. */
 typedef void (*pgw_api_emit)(void *ctx, const char *shop, const char *json, size_t len);

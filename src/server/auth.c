@@ -218,13 +218,13 @@ static int check_signature(pgw_auth *a, pgw_principal *who, const pgw_signed_req
     return PGW_OK;
 }
 
-int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_request *req,
-                   int64_t now, pgw_principal *out, pgw_err *err)
+/* The entry of "Bearer <key>", NULL when none (or not a Bearer). */
+static const key_entry *find_key(const pgw_auth *a, const char *authorization)
 {
     /* the scheme's case is free (RFC 9110 11.1): "bearer" is Bearer */
     if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0 ||
         authorization[7] == '\0')
-        return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Bearer <key> is required");
+        return NULL;
     const char *key = authorization + 7;
     uint8_t digest[32];
     pgw_sha256(key, strlen(key), digest);
@@ -234,6 +234,21 @@ int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_requ
         if (CRYPTO_memcmp(digest, a->keys[i].sha256, 32) == 0)
             found = &a->keys[i];
     }
+    return found;
+}
+
+bool pgw_auth_knows(const pgw_auth *a, const char *authorization)
+{
+    return find_key(a, authorization) != NULL;
+}
+
+int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_request *req,
+                   int64_t now, pgw_principal *out, pgw_err *err)
+{
+    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0 ||
+        authorization[7] == '\0')
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Bearer <key> is required");
+    const key_entry *found = find_key(a, authorization);
     if (found == NULL)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "unknown API key");
     *out = found->who; /* named even when its signature fails: the log says whose */

@@ -95,6 +95,12 @@ int pgw_auth_check(pgw_auth *auth, const char *authorization, const pgw_signed_r
  * writes are idempotent by their own keys. */
 void pgw_auth_forget_nonce(pgw_auth *auth, uint64_t nonce);
 
+/* Whether `authorization` is "Bearer <a configured key>" (every key
+ * compared, in constant time): asked before a body is read, so that a
+ * stranger's request holds no body buffer (the signature is checked with
+ * the body, by pgw_auth_check). */
+bool pgw_auth_knows(const pgw_auth *auth, const char *authorization);
+
 /* Whether the principal may write for `shop` ("" for none) on `channel`. */
 bool pgw_auth_may_write(const pgw_principal *who, const char *shop, const char *channel);
 /* Whether the principal has one of the plain scopes (admin always does). */

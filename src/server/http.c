@@ -56,11 +56,12 @@ typedef struct req {
     pgw_request r;
     uint8_t *body;
     size_t body_expected;
-    bool dispatched;     /* handed to the API: once per transaction */
-    bool body_completed; /* lws said so once: a second time, bytes followed it */
-    bool close_after;    /* the connection cannot carry another request */
-    bool waiting;        /* a job is out; r.id is in the slot table */
-    bool responding;     /* resp is ready to send */
+    int64_t body_deadline_us; /* from r.received_us: the body is whole by then */
+    bool dispatched;          /* handed to the API: once per transaction */
+    bool body_completed;      /* lws said so once: a second time, bytes followed it */
+    bool close_after;         /* the connection cannot carry another request */
+    bool waiting;             /* a job is out; r.id is in the slot table */
+    bool responding;          /* resp is ready to send */
     bool headers_sent;
     pgw_response resp;
     size_t sent;
@@ -81,6 +82,7 @@ struct pgw_http {
     struct lws_protocol_vhost_options stream_default, stream_pvo;
     pgw_api *api;
     size_t body_max;
+    int64_t body_timeout_s;
     int port;
     char iface[PGW_LISTEN_MAX + 1];
     bool ipv6;                      /* iface is an IPv6 address */
@@ -392,7 +394,14 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         refuse(h, wsi, q, 413, "payload_too_large", message);
         return 0;
     }
+    /* A stranger's body is not held: up to a MiB each, a thousand slow
+     * connections with no key held a gigabyte (the HTTP review). */
+    if (n > 0 && pgw_api_stranger(h->api, q->r.authorization)) {
+        refuse(h, wsi, q, 401, "unauthorized", "unknown API key");
+        return 0;
+    }
     q->body_expected = (size_t)n;
+    q->body_deadline_us = h->body_timeout_s * 1000000;
     q->body = malloc(n > 0 ? (size_t)n : 1);
     q->r.body_len = 0;
     if (q->body == NULL)
@@ -413,6 +422,10 @@ static int add_body(req *q, const void *in, size_t len)
         return 0;
     if (len > q->body_expected - q->r.body_len)
         return -1; /* more than Content-Length said: drop the connection */
+    /* A body trickled in a byte at a time kept its buffer for ever: lws's
+     * idle timeout restarts at each byte. Its whole has a deadline. */
+    if (wall_us() - q->r.received_us > q->body_deadline_us)
+        return -1;
     memcpy(q->body + q->r.body_len, in, len);
     q->r.body_len += len;
     return 0;
@@ -741,6 +754,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
     pthread_mutex_init(&h->lock, NULL);
     h->body_max = opts->body_max ? opts->body_max : PGW_BODY_MAX_DEFAULT;
+    h->body_timeout_s = opts->body_timeout_s > 0 ? opts->body_timeout_s : 60;
     h->tls_cert = opts->tls_cert_file;
     h->tls_key = opts->tls_key_file;
     size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;

@@ -51,7 +51,7 @@ def check(cond, what):
         print("FAIL:", what, file=sys.stderr)
 
 
-def write_config(tmp, tls=None, risk=None, name=None):
+def write_config(tmp, tls=None, risk=None, name=None, http=None):
     with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
         cfg = json.load(f)
     cfg["keys"] = [
@@ -64,6 +64,8 @@ def write_config(tmp, tls=None, risk=None, name=None):
         cfg["http"] = {"tls": tls, "body_max_bytes": 4096}
     if risk is not None:
         cfg["risk"] = risk
+    if http is not None:
+        cfg["http"] = http
     path = os.path.join(tmp, name or ("config-tls.json" if tls else "config.json"))
     with open(path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
@@ -1518,6 +1520,43 @@ def test_tls(tmp):
     check(code == 0, f"TLS server stopped: {code} {err}")
 
 
+def test_slow_bodies(tmp):
+    """Regression: a body was buffered whole (up to 1 MiB) before its key
+    was looked at, and one trickled a byte at a time was never cut off: a
+    thousand such connections held a gigabyte. A stranger's key is refused
+    before its body; a known key's body has http.body_timeout_s."""
+    d = os.path.join(tmp, "slow")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="slow.json", http={"body_timeout_s": 2}))
+    try:
+        head = ("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Authorization: Bearer {}\r\nContent-Length: 1048576\r\n\r\n")
+        stranger = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        stranger.sendall(head.format("no-such-key").encode())
+        answer = stranger.recv(4096).decode(errors="replace")
+        stranger.close()
+        check(answer.startswith("HTTP/1.1 401") and "unknown API key" in answer,
+              f"a stranger's body is not waited for: {answer[:120]!r}")
+        before = s.transfers()
+        slow = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        slow.sendall(head.format(KEYS["admin"][0]).encode() + b"{")
+        started, closed = time.time(), False
+        while time.time() - started < 6 and not closed:
+            time.sleep(0.3)
+            try:
+                slow.sendall(b" ")
+            except OSError:
+                closed = True
+        slow.close()
+        took = time.time() - started
+        check(closed and 1.5 < took < 5 and s.transfers() == before,
+              f"a trickled body is cut off after body_timeout_s: closed {closed} at {took:.1f} s")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-SLOW-OK"))
+        check(status == 201, f"a body in time is taken: {status} {doc}")
+    finally:
+        s.stop()
+
+
 def test_signed_retry_after_503(tmp):
     """Regression: a signed request answered 503 (nothing written) had used
     its nonce, so the till's retry of it, the same bytes, was 401 "already
@@ -2047,6 +2086,7 @@ def main():
         test_tls(tmp)
         test_tight_risk(tmp)
         test_signed_retry_after_503(tmp)
+        test_slow_bodies(tmp)
         test_cli_expiry_gives_back_caps(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
