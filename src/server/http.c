@@ -273,8 +273,11 @@ static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out
     return lws_hdr_copy(wsi, out, (int)cap, token) >= 0;
 }
 
-/* The query string, its arguments joined with '&' (lws keeps them apart). */
-static bool copy_query(struct lws *wsi, char *out, size_t cap)
+/* The query string, its arguments joined with '&' (lws keeps them apart,
+ * percent-escapes decoded): NULL, or why it cannot be. An argument holding
+ * '&' (sent as %26) would split in two when read again: "to=X%26from%3DY"
+ * set `from`. No argument of the API has one. */
+static const char *copy_query(struct lws *wsi, char *out, size_t cap)
 {
     size_t n = 0;
     out[0] = '\0';
@@ -282,9 +285,13 @@ static bool copy_query(struct lws *wsi, char *out, size_t cap)
         char part[PGW_QUERY_MAX + 1];
         int len = lws_hdr_copy_fragment(wsi, part, sizeof(part), WSI_TOKEN_HTTP_URI_ARGS, i);
         if (len < 0)
-            return lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0;
+            return lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) <= 0
+                       ? NULL
+                       : "the query is too long";
+        if (memchr(part, '&', (size_t)len) != NULL)
+            return "a query argument holds '&' (%26): none of the API's does";
         if (n + (size_t)len + 2 > cap)
-            return false;
+            return "the query is too long";
         n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "&" : "", part);
     }
 }
@@ -338,7 +345,12 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
              method >= 0 && method < 6 ? NAMES[method] : "OTHER");
     bool ok = strlen(path) <= PGW_PATH_MAX;
     snprintf(q->r.path, sizeof(q->r.path), "%s", ok ? path : "");
-    ok = ok && copy_query(wsi, q->r.query, sizeof(q->r.query)) &&
+    const char *bad_query = ok ? copy_query(wsi, q->r.query, sizeof(q->r.query)) : NULL;
+    if (bad_query != NULL) {
+        refuse(h, wsi, q, 400, "invalid_request", bad_query);
+        return 0;
+    }
+    ok = ok &&
          copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, q->r.content_type,
                      sizeof(q->r.content_type)) &&
          copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, q->r.authorization,
@@ -371,6 +383,9 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     }
     char length[32];
     bool readable = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length));
+    /* lws keeps a value's trailing whitespace, which RFC 9110 5.5 strips */
+    for (size_t end = readable ? strlen(length) : 0; end > 0 && strchr(" \t", length[end - 1]);)
+        length[--end] = '\0';
     /* Digits only (RFC 9110 8.6): "abc" or "-1" is no length at all, and
      * with no length the body's end is unknown: refused, then closed. */
     if (!readable || strspn(length, "0123456789") != strlen(length)) {
@@ -616,7 +631,9 @@ static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const c
 static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
     char uri[PGW_PATH_MAX + 1], auth[PGW_HEADER_VALUE_MAX + 1], key[PGW_HEADER_VALUE_MAX + 8];
-    char shop[PGW_ID_MAX + 8];
+    /* Room for any filter the query holds: one too long for lws's copy
+     * was no filter at all, and every shop streamed. */
+    char shop[PGW_QUERY_MAX + 8];
     if (!copy_header(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)))
         return refuse_watcher(h, wsi, "", "-", PGW_EINVAL, "the path is too long");
     if (strcmp(uri, "/v1/stream") != 0)

@@ -261,7 +261,9 @@ def test_events(s):
     # too long to read (once taken for absent), not a number, no value
     for query in ("limit=0", "limit=101", "after=0", "after=99999999999999999999",
                   "after=" + "9" * 40, "limit=" + "1" * 40, "after=12x", "after", "limit=-1",
-                  "limit=%2B5", "limit=%205"):
+                  "limit=%2B5", "limit=%205",
+                  # regression: "%26" and "%3D" made a second argument, once decoded
+                  "limit=1%26limit%3D100", "after=1%26limit=5"):
         status, doc, _ = s.request("GET", "/v1/members/M1/transfers?" + query)
         check(status == 400 and error_code(doc) == "invalid_request", f"{query}: {status} {doc}")
     status, doc, _ = s.request("GET", "/v1/members/M404")
@@ -1014,6 +1016,13 @@ def test_framing_and_case(s):
                out == b"" and length in (b"+5", b"5, 6")) and closed,
               f"Content-Length: {length[:12]!r}: {out[:200]!r} closed={closed}")
     check(s.transfers() == before, "a body of no known length wrote nothing")
+    # Regression: whitespace after the number (RFC 9110 5.5) made it 400.
+    spaced = json.dumps(purchase("E-SPACED")).encode()
+    out, closed = raw_exchange(
+        s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth +
+        b"Content-Type: application/json\r\nContent-Length: %d \t\r\n\r\n" % len(spaced) + spaced)
+    check(out.startswith(b"HTTP/1.1 201"), f"Content-Length with whitespace after: {out[:200]!r}")
+    before = s.transfers()
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-CASE"),
                                ctype="Application/JSON ; charset=UTF-8")
     check(status == 201, f"a media type in capitals, with a parameter: {status} {doc}")
@@ -1356,6 +1365,9 @@ def test_stream(s):
             # regression: a shop nobody configured was watched in silence
             ("an unknown shop", "/v1/stream?shop=S999&key=" + KEYS["admin"][0], "",
              "404 not_found"),
+            # regression: a filter too long to copy was no filter: all shops
+            ("an overlong shop", "/v1/stream?shop=" + "S" * 40 + "&key=" + KEYS["admin"][0], "",
+             "400 invalid_request"),
             # regression: subprotocol "http" was upgraded on any path, with
             # no key, unlogged and never timed out
             ("subprotocol http", "/v1/events", "Sec-WebSocket-Protocol: http\r\n",
