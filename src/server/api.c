@@ -2263,6 +2263,9 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
         cmd->by_identity = true;
         cmd->oa_follow = -1;
         cmd->at = m->create_time;
+        if (job->wx->action == OA_UNFOLLOW) /* WeChat's de-dup key for events */
+            snprintf(cmd->original, sizeof(cmd->original), "oa_unfollow:%s:%.64s:%lld",
+                     pgw_wechat_oa_appid(api->wechat), m->from_user, (long long)m->create_time);
         return wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
                            &cmd->who, err);
     }

@@ -12,6 +12,7 @@
 
 #include "core/arith.h"
 #include "core/assertions.h"
+#include "core/digest.h"
 
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -1586,6 +1587,13 @@ static int apply_end_session(pgw_store *store, pgw_command *cmd)
     return rc == PGW_OK ? append_transfers(store, cmd) : rc;
 }
 
+/*
+ * A follow's `original` is its push's event key, which the follow event
+ * records; an unfollow's is its own, recorded here. A push WeChat delivers
+ * again finds its key and changes nothing: a follow state of equal time
+ * would otherwise undo what came between (an unsubscribe and a subscribe
+ * in one second, then either redelivered).
+ */
 static int apply_follow(pgw_store *store, pgw_command *cmd)
 {
     PGW_ASSERT(cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0);
@@ -1596,8 +1604,14 @@ static int apply_follow(pgw_store *store, pgw_command *cmd)
                  : PGW_OK;
     if (rc != PGW_OK || redelivered)
         return rc;
-    return pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup, cmd->oa_follow > 0, cmd->at,
-                                &cmd->err);
+    rc = pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup, cmd->oa_follow > 0, cmd->at,
+                              &cmd->err);
+    if (rc != PGW_OK || cmd->oa_follow > 0 || cmd->original[0] == '\0')
+        return rc;
+    uint8_t fingerprint[PGW_HASH_LEN];
+    pgw_sha256(cmd->original, strlen(cmd->original), fingerprint);
+    return pgw_store_record_key(store, cmd->original, fingerprint, 0, 0, now_us(), NULL, NULL,
+                                &redelivered, &record, &cmd->err);
 }
 
 /* A session named by a request must still be good when the command runs. */

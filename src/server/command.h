@@ -215,7 +215,8 @@ struct pgw_command {
     pgw_earn_line lines[PGW_BREAKDOWN_MAX];
     int64_t amount_fen; /* EARN: purchase amount (0: not refundable); REFUND: refunded now */
     /* REFUND */
-    char original[PGW_IDEM_KEY_MAX + 1]; /* the purchase's key; OA_FOLLOW: its event's */
+    char original[PGW_IDEM_KEY_MAX +
+                  1];    /* the purchase's key; OA_FOLLOW: its event's, or an unfollow's own */
     int64_t original_at; /* filled: the purchase's time (0 when its key does not say) */
     /* HOLD, CAPTURE, VOID, REDEEM, EXPIRE_HOLD */
     char hold_id[PGW_REFERENCE_MAX + 1];

@@ -489,6 +489,15 @@ def official_account(srv, fake):
     follows = eventually(lambda: pg.value(srv.db, "SELECT following FROM oa_followers"
                                                   " WHERE openid = 'oOA-77'"), lambda v: v is not None)
     check(follows == "0", "a redelivered subscribe is no new follow: %s" % follows)
+    # And its mirror (the WeChat review): a follow, then an unsubscribe and
+    # a subscribe in one second, then the unsubscribe redelivered.
+    for at, event in ((now - 5, "subscribe"), (now, "unsubscribe"), (now, "subscribe"),
+                      (now, "unsubscribe")):
+        push(srv, oa_xml("oOA-78", at, "event", event=event))
+    time.sleep(0.5)
+    follows = eventually(lambda: pg.value(srv.db, "SELECT following FROM oa_followers"
+                                                  " WHERE openid = 'oOA-78'"), lambda v: v is not None)
+    check(follows == "1", "a redelivered unsubscribe is no new unfollow: %s" % follows)
     return oa_member
 
 
