@@ -1274,7 +1274,7 @@ static const command COMMANDS[] = {
      "check the hash chain and balances against lots; exit 1 naming the first break", cmd_verify},
     {"backup", "backup --out FILE [--config FILE] [--db URL]",
      "copy the SQLite database to FILE while it may be serving, then verify the copy; exit 1 "
-     "if the copy does not verify",
+     "if the copy could not be made or does not verify",
      cmd_backup},
     {"expire", "expire [--as-of T] [--config FILE] [--db URL]",
      "expire what is left of every lot due by T (default: now); idempotent", cmd_expire},
