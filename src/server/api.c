@@ -2435,12 +2435,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
         rc = oa_record_follow(api, m, job->cmd.key, &err); /* before the event, in order */
     if (rc != PGW_OK)
         return refuse(resp, job, R_OA_CALLBACK, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
-    bool follow = wx->action == OA_FOLLOW;
-    pgw_oa_message copy = *m; /* a refused submit frees the job, and m with it */
-    bool started = submit(api, job, resp);
-    if (started && follow)
-        oa_queue_link(api, &copy);
-    return started;
+    return submit(api, job, resp); /* a first follow's link: oa_answer */
 }
 
 /* GET (URL check) or POST (a push) /wechat/oa/callback. */
@@ -2487,6 +2482,11 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
         fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
         return;
     }
+    /* A first delivery's follow, its points taken or refused, links the
+     * follower's unionid; a redelivery (WeChat retrying: we were slow) asks
+     * user/info no more, and a push refused 503 comes again. */
+    if (job->wx->action == OA_FOLLOW && !cmd->replayed)
+        oa_queue_link(api, &job->wx->oa.msg);
     switch (job->wx->action) {
     case OA_UNFOLLOW: /* nobody to read a reply */
         resp->status = 200;

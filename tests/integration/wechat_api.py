@@ -413,6 +413,13 @@ def official_account(srv, fake):
     check(srv.transfers() == before + 1, "follow_oa earned once for four deliveries")
     # A redelivery is a replay (the first reply again), not a second follow.
     check(all(reply_text(b)[0] == text for _, b in replies), "every delivery got the first reply")
+    # Regression: each redelivery asked user/info again (WeChat's quota,
+    # spent while WeChat was retrying because we were slow).
+    asked = lambda: [r for r in fake.requests("/cgi-bin/user/info")
+                     if r["query"].get("openid") == "oOA-1"]
+    eventually(asked, lambda a: len(a) >= 1)
+    time.sleep(0.5)
+    check(len(asked()) == 1, "user/info asked once for four deliveries: %d" % len(asked()))
     status, doc = srv.request("POST", "/v1/members/resolve", {"oa_openid": "oOA-1", "appid": OA_APPID})
     oa_member = doc["member_id"]
     status, doc = srv.request("GET", "/v1/members/" + oa_member)
