@@ -175,7 +175,6 @@ struct pgw_job {
     uint64_t request_id;
     route route;
     char key_name[PGW_ID_MAX + 1]; /* who asked, for the log */
-    uint64_t nonce;                /* its signature's nonce (auth.h), 0: none */
     pgw_batch *batch;              /* when the job is one event of a batch */
     size_t batch_index;
     pgw_command cmd;
@@ -253,9 +252,6 @@ struct pgw_api {
     pgw_notifier *notifier;
     uint8_t session_key[PGW_SESSION_KEY_LEN];
     size_t body_max, inflight_max, inflight;
-    /* The nonce of the signed request being handled (0: none), for the
-     * jobs it makes: an answer of "retry" gives it back (job_answered). */
-    uint64_t handling_nonce;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
     pgw_job *free_jobs;
@@ -449,7 +445,6 @@ static pgw_job *job_new(pgw_api *api, const pgw_request *req, route r, pgw_comma
     }
     api->inflight++;
     job->api = api;
-    job->nonce = api->handling_nonce;
     job->request_id = req->id;
     job->route = r;
     job->cmd.kind = kind;
@@ -3049,14 +3044,6 @@ static bool handle_keyed(pgw_api *api, const pgw_request *req, const pgw_princip
     return false;
 }
 
-/* A signed request answered "nothing written, retry later" may be sent
- * again as it was, nonce and all (auth.h pgw_auth_forget_nonce). */
-static void give_back_nonce(pgw_api *api, uint64_t nonce, const pgw_response *resp)
-{
-    if (resp->status == 503 || resp->status == 429)
-        pgw_auth_forget_nonce(api->auth, nonce);
-}
-
 /* The API key (and any signature) of a request; false, answered 401, when
  * it is not one. */
 static bool authenticate(pgw_api *api, const pgw_request *req, pgw_principal *who,
@@ -3124,14 +3111,7 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     if (r == R_OA_CALLBACK)
         return handle_oa_callback(api, req, resp);
     pgw_principal who;
-    if (!authenticate(api, req, &who, resp))
-        return false;
-    api->handling_nonce = who.nonce;
-    bool started = handle_keyed(api, req, &who, r, id, resp);
-    api->handling_nonce = 0;
-    if (!started)
-        give_back_nonce(api, who.nonce, resp);
-    return started;
+    return authenticate(api, req, &who, resp) && handle_keyed(api, req, &who, r, id, resp);
 }
 
 /* ---- finishing jobs ------------------------------------------------------------------------- */
@@ -3287,8 +3267,6 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
                        job->route == R_REDEMPTIONS || job->route == R_IMPORT;
         answer_from(resp, cmd, created ? 201 : 200);
     }
-    if (job->batch == NULL)
-        give_back_nonce(api, job->nonce, resp);
     pgw_batch *b = job->batch;
     size_t index = job->batch_index;
     job_free(job);

@@ -119,9 +119,9 @@ void pgw_auth_free(pgw_auth *a)
 }
 
 /* Remembers the nonce of `who`'s request stamped `ts` (within the window
- * at `now`), as *hash. */
+ * at `now`). */
 static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const char *nonce,
-                                    int64_t ts, int64_t now, uint64_t *hash)
+                                    int64_t ts, int64_t now)
 {
     uint8_t keyed[32 + PGW_NONCE_MAX], digest[32];
     size_t nonce_len = strlen(nonce);
@@ -132,7 +132,6 @@ static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const
     uint64_t h = 0;
     memcpy(&h, digest, sizeof(h));
     h |= 1; /* 0 marks a slot never used */
-    *hash = h;
     size_t start = (size_t)(h % PGW_NONCES_KEPT);
     nonce_slot *free_slot = NULL;
     for (size_t probe = 0; probe < NONCE_PROBES; probe++) {
@@ -152,23 +151,7 @@ static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const
     return NONCE_NEW;
 }
 
-void pgw_auth_forget_nonce(pgw_auth *a, uint64_t nonce)
-{
-    if (nonce == 0)
-        return;
-    size_t start = (size_t)(nonce % PGW_NONCES_KEPT);
-    for (size_t probe = 0; probe < NONCE_PROBES; probe++) {
-        nonce_slot *slot = &a->nonces[(start + probe) % PGW_NONCES_KEPT];
-        if (slot->hash == 0)
-            return;
-        if (slot->hash == nonce) {
-            slot->until = INT64_MIN; /* stale: free, and still a link of the probe chain */
-            return;
-        }
-    }
-}
-
-static int check_signature(pgw_auth *a, pgw_principal *who, const pgw_signed_request *req,
+static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_signed_request *req,
                            int64_t now, pgw_err *err)
 {
     if (now > a->clock)
@@ -208,7 +191,7 @@ static int check_signature(pgw_auth *a, pgw_principal *who, const pgw_signed_req
         given[i] = (char)(req->signature[i] | (req->signature[i] >= 'A' ? 0x20 : 0));
     if (!hex_length || CRYPTO_memcmp(expected, given, sizeof(given)) != 0)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "bad X-PGW-Signature");
-    nonce_verdict v = remember_nonce(a, who, req->nonce, ts, now, &who->nonce);
+    nonce_verdict v = remember_nonce(a, who, req->nonce, ts, now);
     if (v == NONCE_SEEN)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce was already used");
     if (v == NONCE_NO_ROOM)
@@ -252,7 +235,7 @@ int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_requ
     if (found == NULL)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "unknown API key");
     *out = found->who; /* named even when its signature fails: the log says whose */
-    return out->require_signature ? check_signature(a, out, req, now, err) : PGW_OK;
+    return found->who.require_signature ? check_signature(a, &found->who, req, now, err) : PGW_OK;
 }
 
 bool pgw_auth_may_write(const pgw_principal *who, const char *shop, const char *channel)

@@ -57,7 +57,6 @@ typedef struct pgw_principal {
     char scope_id[PGW_SCOPE_MAX + 1]; /* the shop id or channel name */
     bool require_signature;
     uint8_t secret[32]; /* SHA-256 of the key: the signing secret */
-    uint64_t nonce;     /* a signed request's nonce as remembered (0: none) */
 } pgw_principal;
 
 /* What the signature covers, taken from the request. */
@@ -87,13 +86,6 @@ void pgw_auth_free(pgw_auth *auth);
  */
 int pgw_auth_check(pgw_auth *auth, const char *authorization, const pgw_signed_request *req,
                    int64_t now, pgw_principal *out, pgw_err *err);
-
-/* Forgets a signed request's nonce (pgw_principal.nonce; 0 is none) for a
- * request answered "nothing written, retry" (503, 429): its client sends
- * the same bytes again, nonce and all, and must not be told it replayed
- * them. A replay of it, before or after, applies it no more than once:
- * writes are idempotent by their own keys. */
-void pgw_auth_forget_nonce(pgw_auth *auth, uint64_t nonce);
 
 /* Whether `authorization` is "Bearer <a configured key>" (every key
  * compared, in constant time): asked before a body is read, so that a
