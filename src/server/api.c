@@ -337,10 +337,30 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
     pgw_api_error(resp, status, code, message);
 }
 
-bool pgw_api_stranger(const pgw_api *api, const char *authorization)
+/* WeChat's routes authenticate by WeChat's means, not by API keys. */
+static bool mp_route(route r)
 {
-    return strncasecmp(authorization, "Bearer ", 7) == 0 &&
-           !pgw_auth_knows(api->auth, authorization);
+    return r == R_MP_LOGIN || r == R_MP_PHONE || r == R_MP_SUBSCRIPTIONS || r == R_MP_LOGOUT ||
+           r == R_ME || r == R_ME_PREFERENCES;
+}
+
+static bool by_session(const pgw_request *req);
+static route route_of(const char *path, char *id, size_t cap);
+
+/* Whether route r, so asked, is answered by an API key: not WeChat's, not
+ * the open ones, not a verification code's under a session. */
+static bool by_key(route r, const pgw_request *req)
+{
+    bool open = r == R_OTHER || r == R_HEALTH || r == R_METRICS || r == R_DASHBOARD;
+    bool otp = r == R_SMS_OTP || r == R_SMS_OTP_VERIFY;
+    return !open && !mp_route(r) && r != R_OA_CALLBACK && !(otp && by_session(req));
+}
+
+bool pgw_api_stranger(const pgw_api *api, const pgw_request *req)
+{
+    char id[PGW_REFERENCE_MAX + 2];
+    return by_key(route_of(req->path, id, sizeof(id)), req) &&
+           !pgw_auth_knows(api->auth, req->authorization);
 }
 
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message)
@@ -3092,17 +3112,14 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
             handle_dashboard(resp);
         return false;
     }
-    /* WeChat's routes authenticate by WeChat's means, not by API keys. */
-    bool mp = r == R_MP_LOGIN || r == R_MP_PHONE || r == R_MP_SUBSCRIPTIONS || r == R_MP_LOGOUT ||
-              r == R_ME || r == R_ME_PREFERENCES;
+    bool mp = mp_route(r);
     if ((mp && !pgw_wechat_mp_ready(api->wechat)) ||
         (r == R_OA_CALLBACK && !pgw_wechat_oa_ready(api->wechat))) {
         pgw_api_error(resp, 503, "unavailable",
                       "this WeChat channel is not configured (see the warning at start)");
         return false;
     }
-    bool otp = r == R_SMS_OTP || r == R_SMS_OTP_VERIFY;
-    if (otp && by_session(req))
+    if (!by_key(r, req) && (r == R_SMS_OTP || r == R_SMS_OTP_VERIFY))
         return handle_otp_route(api, req, r, NULL, resp);
     if (r == R_MP_LOGIN)
         return handle_mp_login(api, req, resp);

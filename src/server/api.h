@@ -127,10 +127,11 @@ void pgw_api_error(pgw_response *resp, int status, const char *code, const char 
  * maps it: PGW_EUNAUTHORIZED 401 unauthorized, PGW_EFORBIDDEN 403, ... */
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
 
-/* Whether a request's Authorization names an API key ("Bearer ...") that
- * is none of ours: the server answers 401 before reading its body. Other
- * schemes (a session) and none are not judged here. */
-bool pgw_api_stranger(const pgw_api *api, const char *authorization);
+/* Whether a request (its path and headers read, not its body) is for a
+ * route answered by an API key and names none of ours: the server answers
+ * 401 before reading its body. WeChat's routes, the open ones and a code's
+ * under a session are not judged here, whatever Authorization says. */
+bool pgw_api_stranger(const pgw_api *api, const pgw_request *req);
 
 /* Receives one live-stream message (a committed transfer) and the shop it
  * concerns ("" for none). `json` is valid during the call only. */

@@ -411,7 +411,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     }
     /* A stranger's body is not held: up to a MiB each, a thousand slow
      * connections with no key held a gigabyte (the HTTP review). */
-    if (n > 0 && pgw_api_stranger(h->api, q->r.authorization)) {
+    if (n > 0 && pgw_api_stranger(h->api, &q->r)) {
         refuse(h, wsi, q, 401, "unauthorized", "unknown API key");
         return 0;
     }
