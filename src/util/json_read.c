@@ -132,9 +132,13 @@ int pgw_json_string_ref(const json_t *obj, const char *key, const char *path, bo
         return pgw_err_set(err, PGW_EINVAL, "%s.%s: longer than %zu bytes", path, key, max_len);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F)
-            return pgw_err_set(err, PGW_EINVAL, "%s.%s: contains a control character (0x%02X)",
-                               path, key, c);
+        /* C0 and DEL; and C1 (U+0080..U+009F, UTF-8 C2 80..C2 9F): U+009B
+         * is a terminal's CSI as ESC [ is */
+        bool c1 = c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] <= 0x9F;
+        if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F || c1)
+            return pgw_err_set(err, PGW_EINVAL, "%s.%s: contains a control character (0x%02X%s)",
+                               path, key, c1 ? (unsigned char)s[i + 1] : c,
+                               c1 ? ", U+0080..U+009F" : "");
     }
     *out = s;
     return PGW_OK;

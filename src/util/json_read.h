@@ -53,9 +53,9 @@ int pgw_json_bool(const json_t *obj, const char *key, const char *path, bool req
 /*
  * Copies obj[key], a non-empty string of at most max_len bytes, into out
  * (cap > max_len). Absent: as for pgw_json_int. No field takes a control
- * character but tab and line breaks (a till's receipt note may have
- * lines; CSV quotes them): an escape or a backspace would reach reports,
- * statements and terminals as commands to them (PGW_EINVAL).
+ * character (C0, DEL, C1) but tab and line breaks (a till's receipt note
+ * may have lines; CSV quotes them): an escape or a backspace would reach
+ * reports, statements and terminals as commands to them (PGW_EINVAL).
  */
 int pgw_json_string(const json_t *obj, const char *key, const char *path, bool required,
                     size_t max_len, char *out, size_t cap, pgw_err *err);

@@ -922,6 +922,8 @@ def test_bad_input(s):
          "invalid_request"),
         ("an event id with a DEL", dict(body=dict(good, event_id="E-BAD\u007f")), 400,
          "invalid_request"),
+        ("a receipt with a C1 CSI", dict(body=dict(good, receipt_no="A\u009b31mB")), 400,
+         "invalid_request"),
     ]
     for what, kw, want_status, want_code in cases:
         status, doc, _ = s.request("POST", "/v1/events", **kw)
