@@ -11,6 +11,7 @@
 
 #include "core/assertions.h"
 #include "server/api.h"
+#include "util/query.h"
 
 #include <libwebsockets.h>
 #include <errno.h>
@@ -580,12 +581,17 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return write_some(h, wsi, q);
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        /* A handshake naming subprotocol "http" lands here, not on the
-         * stream: it was upgraded with no key, on any path, and never
-         * timed out. The stream is the only WebSocket there is. */
-        return refuse_watcher(h, wsi, "", "-", PGW_ENOTFOUND,
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        /* A handshake naming this protocol ("http" did, before it was
+         * renamed) lands here, not on the stream: it was upgraded with no
+         * key, on any path, and never timed out. The stream is the only
+         * WebSocket there is. */
+        char uri[PGW_PATH_MAX + 1];
+        if (!copy_header(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)))
+            uri[0] = '\0';
+        return refuse_watcher(h, wsi, uri, "-", PGW_ENOTFOUND,
                               "no such WebSocket protocol: the stream names none, or pgw-stream");
+    }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
         drain_done(h);
         return 0;
@@ -627,13 +633,22 @@ static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const c
     return -1;
 }
 
+/* The value of `name` in the query as copy_query joined it: NULL when
+ * absent; `too_long` set when present but longer than out. */
+static const char *query_arg(const char *query, const char *name, char *out, size_t cap,
+                             bool *too_long)
+{
+    pgw_err err;
+    int rc = pgw_query_get(query, name, out, cap, &err);
+    *too_long = *too_long || rc == PGW_ETOOLARGE;
+    return rc == PGW_OK ? out : NULL;
+}
+
 /* Checks the path and the key while the handshake's headers are readable. */
 static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
-    char uri[PGW_PATH_MAX + 1], auth[PGW_HEADER_VALUE_MAX + 1], key[PGW_HEADER_VALUE_MAX + 8];
-    /* Room for any filter the query holds: one too long for lws's copy
-     * was no filter at all, and every shop streamed. */
-    char shop[PGW_QUERY_MAX + 8];
+    char uri[PGW_PATH_MAX + 1], auth[PGW_HEADER_VALUE_MAX + 1], key[PGW_HEADER_VALUE_MAX + 1];
+    char query[PGW_QUERY_MAX + 1], shop[PGW_QUERY_MAX + 1];
     if (!copy_header(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)))
         return refuse_watcher(h, wsi, "", "-", PGW_EINVAL, "the path is too long");
     if (strcmp(uri, "/v1/stream") != 0)
@@ -641,8 +656,17 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     if (!copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)))
         return refuse_watcher(h, wsi, uri, "-", PGW_EUNAUTHORIZED,
                               "the Authorization header is too long");
-    const char *key_param = lws_get_urlarg_by_name(wsi, "key=", key, sizeof(key));
-    const char *shop_param = lws_get_urlarg_by_name(wsi, "shop=", shop, sizeof(shop));
+    /* The query read whole, as every route's is: lws's look-up stopped at
+     * the first argument too long for its buffer, and a filter after one
+     * was no filter at all (every shop streamed). */
+    const char *bad_query = copy_query(wsi, query, sizeof(query));
+    if (bad_query != NULL)
+        return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL, bad_query);
+    bool too_long = false;
+    const char *key_param = query_arg(query, "key", key, sizeof(key), &too_long);
+    const char *shop_param = query_arg(query, "shop", shop, sizeof(shop), &too_long);
+    if (too_long)
+        return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL, "a query argument is too long");
     pgw_err err;
     char key_name[PGW_ID_MAX + 1];
     int rc = pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, key_name, &err);
@@ -718,8 +742,11 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
 
 static int start_lws(pgw_http *h, pgw_err *err)
 {
+    /* Not named "http": a handshake offering "http, pgw-stream" got the
+     * first, the HTTP protocol, not the stream (lws binds the first name
+     * it knows). Serving HTTP, lws takes protocols[0] whatever its name. */
     h->protocols[0] = (struct lws_protocols){
-        .name = "http", .callback = on_http, .per_session_data_size = sizeof(req)};
+        .name = "pgw-http", .callback = on_http, .per_session_data_size = sizeof(req)};
     h->protocols[1] = (struct lws_protocols){.name = "pgw-stream",
                                              .callback = on_stream,
                                              .per_session_data_size = sizeof(watcher),

@@ -4,9 +4,8 @@
  * The HTTP layer (libwebsockets) hands the query over already
  * percent-decoded, its arguments joined again with '&' (http.c
  * copy_query): a value is taken as it is, never decoded a second time
- * ("%2541" stays "%41"). A '&' that was escaped inside a value therefore
- * splits it; none of the parameters read this way (WeChat's signature,
- * timestamp, nonce, echostr, msg_signature, encrypt_type) can contain one.
+ * ("%2541" stays "%41"). A '&' escaped inside a value would split it:
+ * copy_query refuses such a query (400) before anything reads it.
  */
 #ifndef PGW_UTIL_QUERY_H
 #define PGW_UTIL_QUERY_H

@@ -1370,9 +1370,13 @@ def test_stream(s):
             # regression: a filter too long to copy was no filter: all shops
             ("an overlong shop", "/v1/stream?shop=" + "S" * 40 + "&key=" + KEYS["admin"][0], "",
              "400 invalid_request"),
+            # and after an argument too long for lws's look-up (the review)
+            ("a shop after a long argument",
+             "/v1/stream?key=" + KEYS["admin"][0] + "&pad=" + "x" * 600 + "&shop=S002", "",
+             "400 invalid_request"),
             # regression: subprotocol "http" was upgraded on any path, with
             # no key, unlogged and never timed out
-            ("subprotocol http", "/v1/events", "Sec-WebSocket-Protocol: http\r\n",
+            ("subprotocol pgw-http", "/v1/events", "Sec-WebSocket-Protocol: pgw-http\r\n",
              "404 not_found")):
         bad, bad_status, body = ws_open(s.port, path, headers)
         try:
@@ -1388,6 +1392,14 @@ def test_stream(s):
         doc = json.loads(body or b"{}")
         check(f" {status_code} " in bad_status and error_code(doc) == code,
               f"stream with {what}: {bad_status} {body[:200]!r}")
+    # Subprotocol "http" was upgraded with no key on any path; offered with
+    # pgw-stream it won over it. Now unknown (lws closes unanswered), and
+    # pgw-stream is chosen from the two.
+    for offered, upgraded in (("http", False), ("http, pgw-stream", True)):
+        ws, ws_status, _ = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0],
+                                   f"Sec-WebSocket-Protocol: {offered}\r\n")
+        ws.close()
+        check((" 101 " in ws_status) == upgraded, f"subprotocol {offered}: {ws_status}")
     time.sleep(0.2)
     _, mine, _ = s.request("POST", "/v1/events", purchase("E-WS-1", member="M5"))
     _, other, _ = s.request("POST", "/v1/events", purchase("E-WS-2", member="M5", shop="S002"),
