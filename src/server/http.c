@@ -427,7 +427,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     return 0;
 }
 
-static int add_body(req *q, const void *in, size_t len)
+static int add_body(pgw_http *h, struct lws *wsi, req *q, const void *in, size_t len)
 {
     if (q->responding || q->body == NULL || len == 0)
         return 0; /* refused already (lws discards the rest), or nothing (Content-Length: 0) */
@@ -439,9 +439,15 @@ static int add_body(req *q, const void *in, size_t len)
     if (len > q->body_expected - q->r.body_len)
         return -1; /* more than Content-Length said: drop the connection */
     /* A body trickled in a byte at a time kept its buffer for ever: lws's
-     * idle timeout restarts at each byte. Its whole has a deadline. */
-    if (wall_us() - q->r.received_us > q->body_deadline_us)
-        return -1;
+     * idle timeout restarts at each byte. Its whole has a deadline; the
+     * client is told (408, logged) and the connection closes after it. */
+    if (wall_us() - q->r.received_us > q->body_deadline_us) {
+        free(q->body);
+        q->body = NULL;
+        q->close_after = true;
+        refuse(h, wsi, q, 408, "request_timeout", "the body did not arrive in time");
+        return 0;
+    }
     memcpy(q->body + q->r.body_len, in, len);
     q->r.body_len += len;
     return 0;
@@ -560,7 +566,7 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_HTTP:
         return start_request(h, wsi, q, in);
     case LWS_CALLBACK_HTTP_BODY:
-        return add_body(q, in, len);
+        return add_body(h, wsi, q, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         /*
          * Again: bytes came after this body before its answer (a pipelined

@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -1566,17 +1567,22 @@ def test_slow_bodies(tmp):
         before = s.transfers()
         slow = socket.create_connection(("127.0.0.1", s.port), timeout=5)
         slow.sendall(head.format(KEYS["admin"][0]).encode() + b"{")
-        started, closed = time.time(), False
-        while time.time() - started < 6 and not closed:
+        started, answer = time.time(), b""
+        while time.time() - started < 6 and not answer:
             time.sleep(0.3)
             try:
                 slow.sendall(b" ")
+                if select.select([slow], [], [], 0)[0]:
+                    answer = slow.recv(4096) or b"(closed)"
             except OSError:
-                closed = True
+                answer = b"(reset)"
         slow.close()
         took = time.time() - started
-        check(closed and 1.5 < took < 5 and s.transfers() == before,
-              f"a trickled body is cut off after body_timeout_s: closed {closed} at {took:.1f} s")
+        check(answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer and
+              1.5 < took < 5 and s.transfers() == before,
+              f"a trickled body is answered 408 after body_timeout_s: {answer[:80]!r} at {took:.1f} s")
+        with open(os.path.join(d, "requests.log"), errors="replace") as f:
+            check('"status":408' in f.read(), "and the request log says so")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-SLOW-OK"))
         check(status == 201, f"a body in time is taken: {status} {doc}")
     finally:
