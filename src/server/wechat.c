@@ -315,8 +315,12 @@ int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_
      * anyone who learnt the token could otherwise skip the encryption. */
     if (!out->encrypted && w->oa_aes)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "this account expects safe mode (aes)");
+    /* Compatible mode (an account on its way to safe mode) sends the plain
+     * fields beside their cipher: with no key yet, they are read as a
+     * plain push is, on the query's signature. A safe-mode push has none,
+     * and is refused for the fields it lacks. */
     if (out->encrypted && !w->oa_aes)
-        return pgw_err_set(err, PGW_EINVAL, "safe mode push, but no EncodingAESKey is set");
+        out->encrypted = false;
     if (!out->encrypted) { /* safe mode needs no nonces: msg_signature covers the body */
         uint8_t digest[32];
         pgw_sha256(body, len, digest);

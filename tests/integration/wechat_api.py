@@ -514,6 +514,14 @@ def official_account(srv, fake):
     follows = eventually(lambda: pg.value(srv.db, "SELECT following FROM oa_followers"
                                                   " WHERE openid = 'oOA-78'"), lambda v: v is not None)
     check(follows == "1", "a redelivered unsubscribe is no new unfollow: %s" % follows)
+    # Regression: WeChat's compatible mode (a step towards safe mode) sends
+    # the plain fields and their cipher, with encrypt_type=aes; an account
+    # with no EncodingAESKey yet refused every push (400), follows and all.
+    compat = oa_xml("oOA-79", now, "text", content="积分", msg_id="79000001").replace(
+        "</xml>", "<Encrypt><![CDATA[QUJDRA==]]></Encrypt></xml>")
+    status, body = push(srv, compat, signed_query(OA_TOKEN, extra="&encrypt_type=aes&msg_signature=x"))
+    check(status == 200 and "您还不是会员" in reply_text(body)[0],
+          "a compatible-mode push read as plain: %s %s" % (status, str(body)[:200]))
     return oa_member
 
 
