@@ -308,6 +308,25 @@ static bool copy_custom(struct lws *wsi, const char *name, char *out, size_t cap
     return lws_hdr_custom_copy(wsi, out, (int)cap, name, (int)strlen(name)) >= 0;
 }
 
+/*
+ * Whether Transfer-Encoding came spelt so that lws took it for another
+ * header ("Transfer-Encoding : chunked", whitespace before the colon, or
+ * before the name): lws then read the body by Content-Length, where a
+ * proxy in front may have read it chunked. RFC 9112 5.1 wants such a
+ * request refused; lws 4.1 lists no unknown names, so the likely
+ * spellings are asked for by name.
+ */
+static bool spelt_oddly_te(struct lws *wsi)
+{
+    static const char *const names[] = {"transfer-encoding :", "transfer-encoding\t:",
+                                        " transfer-encoding:", "\ttransfer-encoding:"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (lws_hdr_custom_length(wsi, names[i], (int)strlen(names[i])) >= 0)
+            return true;
+    }
+    return false;
+}
+
 static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char *code,
                    const char *message)
 {
@@ -370,7 +389,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
      * when both are sent, or reads a GET's chunks as the next request
      * (smuggling, behind a proxy that reads them otherwise): refused,
      * whatever the method, then closed (RFC 9112 6.1). */
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 || spelt_oddly_te(wsi)) {
         q->close_after = true;
         refuse(h, wsi, q, 400, "invalid_request",
                "Transfer-Encoding is not read: send the body with Content-Length");

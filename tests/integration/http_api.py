@@ -1003,6 +1003,16 @@ def test_framing_and_case(s):
             b"\r\n" + chunked)
         check(out.startswith(b"HTTP/1.1 400") and b"invalid_request" in out and closed,
               f"{what}: {out[:300]!r} closed={closed}")
+    # Regression (the HTTP review): spelt so that lws took it for another
+    # header, Transfer-Encoding was missed and the body read by its length,
+    # where a proxy in front may have read it chunked (RFC 9112 5.1: 400).
+    for spelling in (b"Transfer-Encoding : chunked", b"Transfer-Encoding\t: chunked",
+                     b" Transfer-Encoding: chunked"):
+        out, closed = raw_exchange(
+            s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth +
+            b"Content-Type: application/json\r\n" + spelling + b"\r\n" +
+            b"Content-Length: %d\r\n\r\n" % len(event) + event)
+        check(out.startswith(b"HTTP/1.1 400") and closed, f"{spelling!r}: {out[:200]!r} closed={closed}")
     check(s.transfers() == before, "a body not read wrote nothing")
     out, closed = raw_exchange(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
                                b"\r\n\r\n1b\r\nGET /smuggled HTTP/1.1\r\nX: y\r\n\r\n0\r\n\r\n")
