@@ -346,6 +346,7 @@ static bool mp_route(route r)
 
 static bool by_session(const pgw_request *req);
 static route route_of(const char *path, char *id, size_t cap);
+static bool method_allowed(route r, const char *method);
 
 /* Whether route r, so asked, is answered by an API key: not WeChat's, not
  * the open ones, not a verification code's under a session. */
@@ -359,8 +360,12 @@ static bool by_key(route r, const pgw_request *req)
 bool pgw_api_stranger(const pgw_api *api, const pgw_request *req)
 {
     char id[PGW_REFERENCE_MAX + 2];
-    return by_key(route_of(req->path, id, sizeof(id)), req) &&
-           !pgw_auth_knows(api->auth, req->authorization);
+    route r = route_of(req->path, id, sizeof(id));
+    /* Only a Bearer that is none of ours: no key, or another scheme, gets
+     * the answer pgw_api_handle gives it, as does a method the route does
+     * not take (405 first, as without a body). */
+    return strncasecmp(req->authorization, "Bearer ", 7) == 0 && by_key(r, req) &&
+           method_allowed(r, req->method) && !pgw_auth_knows(api->auth, req->authorization);
 }
 
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message)
@@ -2268,6 +2273,15 @@ static int oa_event(const pgw_api *api, const pgw_oa_message *m, oa_action actio
     return *out ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
 }
 
+/* A follow's or an unfollow's own key: WeChat's de-dup key for events
+ * (the openid and CreateTime), under a prefix no channel may take. */
+static void oa_follow_key(const pgw_api *api, const pgw_oa_message *m, const char *prefix,
+                          char out[PGW_IDEM_KEY_MAX + 1])
+{
+    snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%.64s:%lld", prefix,
+             pgw_wechat_oa_appid(api->wechat), m->from_user, (long long)m->create_time);
+}
+
 /* The command a push asks for, filled into the job. */
 static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
 {
@@ -2278,9 +2292,8 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
         cmd->by_identity = true;
         cmd->oa_follow = -1;
         cmd->at = m->create_time;
-        if (job->wx->action == OA_UNFOLLOW) /* WeChat's de-dup key for events */
-            snprintf(cmd->original, sizeof(cmd->original), "oa_unfollow:%s:%.64s:%lld",
-                     pgw_wechat_oa_appid(api->wechat), m->from_user, (long long)m->create_time);
+        if (job->wx->action == OA_UNFOLLOW)
+            oa_follow_key(api, m, "oa_unfollow", cmd->original);
         return wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
                            &cmd->who, err);
     }
@@ -2307,14 +2320,13 @@ static void free_done(pgw_command *cmd, void *payload)
 /* A follow, recorded at once as a command of its own, in arrival order
  * with unfollows: a follow event refused for its points (a risk rule)
  * must not lose it. Nobody waits for it; it frees itself when done. */
-static int oa_record_follow(pgw_api *api, const pgw_oa_message *m, const char *event_key,
-                            pgw_err *err)
+static int oa_record_follow(pgw_api *api, const pgw_oa_message *m, pgw_err *err)
 {
     pgw_command *cmd = calloc(1, sizeof(*cmd));
     if (cmd == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
     cmd->kind = PGW_COMMAND_OA_FOLLOW;
-    snprintf(cmd->original, sizeof(cmd->original), "%s", event_key); /* a redelivery's: none */
+    oa_follow_key(api, m, "oa_follow", cmd->original); /* a redelivery's: none */
     cmd->by_identity = true;
     cmd->oa_follow = 1;
     cmd->at = m->create_time;
@@ -2447,7 +2459,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     job->wx = wx;
     rc = oa_command(api, job, &err);
     if (rc == PGW_OK && wx->action == OA_FOLLOW)
-        rc = oa_record_follow(api, m, job->cmd.key, &err); /* before the event, in order */
+        rc = oa_record_follow(api, m, &err); /* before the event, in order */
     if (rc != PGW_OK)
         return refuse(resp, job, R_OA_CALLBACK, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
     return submit(api, job, resp); /* a first follow's link: oa_answer */
@@ -2985,15 +2997,26 @@ static route route_of(const char *path, char *id, size_t cap)
 
 /* 405 when the method is not the route's (the official account's callback
  * takes both); true when refused. */
-static bool refuse_method(route r, const pgw_request *req, pgw_response *resp)
+/* The methods route r takes: "GET", "POST" or "GET, POST". */
+static const char *methods_of(route r)
 {
-    bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
     bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
                      r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME ||
                      r == R_NOTIFICATIONS;
-    if (r == R_OA_CALLBACK ? get || post : wants_get ? get : post)
+    return r == R_OA_CALLBACK ? "GET, POST" : wants_get ? "GET" : "POST";
+}
+
+static bool method_allowed(route r, const char *method)
+{
+    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    return r == R_OA_CALLBACK ? get || post : r == R_OTHER || strcmp(methods_of(r), method) == 0;
+}
+
+static bool refuse_method(route r, const pgw_request *req, pgw_response *resp)
+{
+    if (method_allowed(r, req->method))
         return false;
-    resp->allow = r == R_OA_CALLBACK ? "GET, POST" : wants_get ? "GET" : "POST";
+    resp->allow = methods_of(r);
     char message[32];
     snprintf(message, sizeof(message), "use %s", resp->allow);
     pgw_api_error(resp, 405, "invalid_request", message); /* RFC 9110: with Allow */

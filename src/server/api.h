@@ -128,9 +128,11 @@ void pgw_api_error(pgw_response *resp, int status, const char *code, const char 
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
 
 /* Whether a request (its path and headers read, not its body) is for a
- * route answered by an API key and names none of ours: the server answers
- * 401 before reading its body. WeChat's routes, the open ones and a code's
- * under a session are not judged here, whatever Authorization says. */
+ * route answered by an API key, in a method it takes, and names a Bearer
+ * key that is none of ours: the server answers 401 before reading its
+ * body. WeChat's routes, the open ones and a code's under a session are
+ * not judged here, whatever Authorization says; no key, or another scheme,
+ * is answered as pgw_api_handle answers it. */
 bool pgw_api_stranger(const pgw_api *api, const pgw_request *req);
 
 /* Receives one live-stream message (a committed transfer) and the shop it

@@ -1588,11 +1588,12 @@ static int apply_end_session(pgw_store *store, pgw_command *cmd)
 }
 
 /*
- * A follow's `original` is its push's event key, which the follow event
- * records; an unfollow's is its own, recorded here. A push WeChat delivers
- * again finds its key and changes nothing: a follow state of equal time
- * would otherwise undo what came between (an unsubscribe and a subscribe
- * in one second, then either redelivered).
+ * A follow's or an unfollow's `original` is its push's own key, recorded
+ * here (not the follow event's, which a risk rule's refusal leaves
+ * unrecorded). A push WeChat delivers again finds its key and changes
+ * nothing: a follow state of equal time would otherwise undo what came
+ * between (an unsubscribe and a subscribe in one second, then either
+ * redelivered).
  */
 static int apply_follow(pgw_store *store, pgw_command *cmd)
 {
@@ -1606,7 +1607,7 @@ static int apply_follow(pgw_store *store, pgw_command *cmd)
         return rc;
     rc = pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup, cmd->oa_follow > 0, cmd->at,
                               &cmd->err);
-    if (rc != PGW_OK || cmd->oa_follow > 0 || cmd->original[0] == '\0')
+    if (rc != PGW_OK || cmd->original[0] == '\0')
         return rc;
     uint8_t fingerprint[PGW_HASH_LEN];
     pgw_sha256(cmd->original, strlen(cmd->original), fingerprint);

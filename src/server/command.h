@@ -214,9 +214,8 @@ struct pgw_command {
     size_t n_lines;
     pgw_earn_line lines[PGW_BREAKDOWN_MAX];
     int64_t amount_fen; /* EARN: purchase amount (0: not refundable); REFUND: refunded now */
-    /* REFUND */
-    char original[PGW_IDEM_KEY_MAX +
-                  1];    /* the purchase's key; OA_FOLLOW: its event's, or an unfollow's own */
+    /* REFUND: the purchase's key; OA_FOLLOW: the push's own */
+    char original[PGW_IDEM_KEY_MAX + 1];
     int64_t original_at; /* filled: the purchase's time (0 when its key does not say) */
     /* HOLD, CAPTURE, VOID, REDEEM, EXPIRE_HOLD */
     char hold_id[PGW_REFERENCE_MAX + 1];

@@ -3972,8 +3972,8 @@ static bool id_of(const char *s, bool shop)
  * "hold:S001:X" being both hold S001:X and event X of channel hold at shop
  * S001 (the audit's capture refused for a hold still pending). */
 static const char *const KEY_PREFIXES[] = {
-    "hold",   "redeem", "capture", "void",     "bind",   "mp_phone", "otp",
-    "expire", "import", "logout",  "mp_login", "mp_sub", "oa_link",  "oa_unfollow",
+    "hold",   "redeem", "capture",  "void",   "bind",    "mp_phone",  "otp",         "expire",
+    "import", "logout", "mp_login", "mp_sub", "oa_link", "oa_follow", "oa_unfollow",
 };
 
 bool pgw_store_channel_name_ok(const char *s)

@@ -1574,6 +1574,13 @@ def test_slow_bodies(tmp):
         stranger.close()
         check(answer.startswith("HTTP/1.1 401") and "unknown API key" in answer,
               f"a stranger's body is not waited for: {answer[:120]!r}")
+        # The review of cafebd8: with a body, no key (or a method the route
+        # does not take) got "unknown API key" too; answered as without one.
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-NOKEY"), key=None)
+        check(status == 401 and "Bearer <key> is required" in doc["error"]["message"],
+              f"no key, with a body: {status} {doc}")
+        status, doc, _ = s.request("PUT", "/v1/events", purchase("E-PUT"), key="no-such-key")
+        check(status == 405, f"PUT with a stranger's key and a body: {status} {doc}")
         before = s.transfers()
         slow = socket.create_connection(("127.0.0.1", s.port), timeout=5)
         slow.sendall(head.format(KEYS["admin"][0]).encode() + b"{")

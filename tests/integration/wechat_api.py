@@ -514,6 +514,23 @@ def official_account(srv, fake):
     follows = eventually(lambda: pg.value(srv.db, "SELECT following FROM oa_followers"
                                                   " WHERE openid = 'oOA-78'"), lambda v: v is not None)
     check(follows == "1", "a redelivered unsubscribe is no new unfollow: %s" % follows)
+    # The review of 90b9e2c: a subscribe whose points a risk rule refuses
+    # recorded no event key, so redelivered after an unsubscribe of the same
+    # second it marked the member following again. Here the member's 100
+    # events of the day are used up first.
+    push(srv, oa_xml("oOA-80", now - 10, "event", event="subscribe"))
+    when = time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(now + 8 * 3600))
+    day = [{"event_id": "OA80-%d" % i, "channel": "store", "shop_id": "S001", "type": "purchase",
+            "occurred_at": when, "member": {"oa_openid": "oOA-80", "appid": OA_APPID},
+            "amount_fen": 100} for i in range(99)]
+    status, doc = srv.request("POST", "/v1/events:batch", {"events": day})
+    replies = [push(srv, oa_xml("oOA-80", now, "event", event=event))
+               for event in ("subscribe", "unsubscribe", "subscribe")]
+    time.sleep(0.5)
+    follows = pg.value(srv.db, "SELECT following FROM oa_followers WHERE openid = 'oOA-80'")
+    check(status == 200 and "暂时无法办理" in reply_text(replies[0][1])[0] and follows == "0",
+          "a refused subscribe redelivered is no new follow: %s %s %s" %
+          (status, reply_text(replies[0][1])[0], follows))
     # Regression: WeChat's compatible mode (a step towards safe mode) sends
     # the plain fields and their cipher, with encrypt_type=aes; an account
     # with no EncodingAESKey yet refused every push (400), follows and all.
