@@ -1452,33 +1452,33 @@ void pgw_store_close(pgw_store *s)
 }
 
 /* fsyncs the directory holding `path`, so a newly created file in it stays. */
-static int sync_directory_of(const char *path, pgw_err *err)
+/* fsyncs what `path` names, opened with `flags` (O_DIRECTORY for a folder);
+ * `named` is how a failure names it. */
+static int sync_path(const char *path, int flags, const char *named, pgw_err *err)
 {
-    char copy[PGW_STORE_URL_MAX + 8];
-    snprintf(copy, sizeof(copy), "%s", path);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
     if (fd < 0 || fsync(fd) != 0) {
         int e = errno;
         if (fd >= 0)
             close(fd);
-        return pgw_err_set(err, PGW_EIO, "syncing the directory of %s: %s", path, strerror(e));
+        return pgw_err_set(err, PGW_EIO, "syncing %s: %s", named, strerror(e));
     }
     close(fd);
     return PGW_OK;
 }
 
+static int sync_directory_of(const char *path, pgw_err *err)
+{
+    char copy[PGW_STORE_URL_MAX + 8], named[PGW_STORE_URL_MAX + 32];
+    snprintf(copy, sizeof(copy), "%s", path);
+    snprintf(named, sizeof(named), "the directory of %s", path);
+    return sync_path(dirname(copy), O_DIRECTORY, named, err);
+}
+
 /* fsyncs the file at `path` (written by another connection's writes). */
 static int sync_file(const char *path, pgw_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return pgw_err_set(err, PGW_EIO, "syncing %s: %s", path, strerror(e));
-    }
-    close(fd);
-    return PGW_OK;
+    return sync_path(path, 0, path, err);
 }
 
 /* VACUUM INTO `path`: one read transaction (a snapshot; the writer goes
