@@ -357,6 +357,18 @@ static bool by_key(route r, const pgw_request *req)
     return !open && !mp_route(r) && r != R_OA_CALLBACK && !(otp && by_session(req));
 }
 
+const char *pgw_api_route_label(const char *path)
+{
+    char id[PGW_REFERENCE_MAX + 2];
+    return ROUTE_NAMES[route_of(path, id, sizeof(id))];
+}
+
+void pgw_api_key_label(const pgw_api *api, const char *authorization, char out[PGW_ID_MAX + 1])
+{
+    const char *name = pgw_auth_name(api->auth, authorization);
+    snprintf(out, PGW_ID_MAX + 1, "%s", name != NULL ? name : "-");
+}
+
 bool pgw_api_stranger(const pgw_api *api, const pgw_request *req)
 {
     char id[PGW_REFERENCE_MAX + 2];

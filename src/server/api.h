@@ -127,6 +127,12 @@ void pgw_api_error(pgw_response *resp, int status, const char *code, const char 
  * maps it: PGW_EUNAUTHORIZED 401 unauthorized, PGW_EFORBIDDEN 403, ... */
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
 
+/* The route label (as /metrics and the request log name it) of `path`,
+ * and the name of the key `authorization` names ("-" for none of ours):
+ * for a request refused before it reaches pgw_api_handle. */
+const char *pgw_api_route_label(const char *path);
+void pgw_api_key_label(const pgw_api *api, const char *authorization, char out[PGW_ID_MAX + 1]);
+
 /* Whether a request (its path and headers read, not its body) is for a
  * route answered by an API key, in a method it takes, and names a Bearer
  * key that is none of ours: the server answers 401 before reading its

@@ -225,6 +225,12 @@ bool pgw_auth_knows(const pgw_auth *a, const char *authorization)
     return find_key(a, authorization) != NULL;
 }
 
+const char *pgw_auth_name(const pgw_auth *a, const char *authorization)
+{
+    const key_entry *k = find_key(a, authorization);
+    return k != NULL ? k->who.name : NULL;
+}
+
 int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_request *req,
                    int64_t now, pgw_principal *out, pgw_err *err)
 {

@@ -92,6 +92,9 @@ int pgw_auth_check(pgw_auth *auth, const char *authorization, const pgw_signed_r
  * stranger's request holds no body buffer (the signature is checked with
  * the body, by pgw_auth_check). */
 bool pgw_auth_knows(const pgw_auth *auth, const char *authorization);
+/* The configured name of that key, NULL when it is none of ours (for the
+ * log and /metrics of a request refused before it is authenticated). */
+const char *pgw_auth_name(const pgw_auth *auth, const char *authorization);
 
 /* Whether the principal may write for `shop` ("" for none) on `channel`. */
 bool pgw_auth_may_write(const pgw_principal *who, const char *shop, const char *channel);

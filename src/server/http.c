@@ -331,8 +331,10 @@ static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char 
                    const char *message)
 {
     memset(&q->resp, 0, sizeof(q->resp));
-    snprintf(q->resp.key_name, sizeof(q->resp.key_name), "-");
-    q->resp.route = "other";
+    /* Whatever was read of the request names it: a 413 of /v1/events
+     * counts there, under its key, not under "other" and "-". */
+    pgw_api_key_label(h->api, q->r.authorization, q->resp.key_name);
+    q->resp.route = pgw_api_route_label(q->r.path);
     pgw_api_error(&q->resp, status, code, message);
     respond(h, wsi, q);
 }

@@ -931,6 +931,14 @@ def test_bad_input(s):
         check(status == want_status and error_code(doc) == want_code,
               f"{what}: {status} {doc if len(str(doc)) < 300 else str(doc)[:300]}")
     check(s.transfers() == before, "bad input wrote nothing")
+    # Regression: a request refused before its body (the oversized one) was
+    # counted under route "other" and logged with key "-".
+    _, text, _ = s.request("GET", "/metrics", key=None)
+    check('pgw_http_requests_total{route="/v1/events",status="413"} 1' in text,
+          "the oversized body counts under its route")
+    with open(os.path.join(s.tmp, "requests.log"), errors="replace") as f:
+        check(any('"status":413' in line and '"key":"admin"' in line for line in f),
+              "and its log line names its key")
     status, doc, _ = s.request("POST", "/v1/members/M1/identities", {"card": "S999:Q1"})
     check(status == 400 and error_code(doc) == "invalid_request", f"binding a card of no shop: "
           f"{status} {doc}")
