@@ -8,6 +8,7 @@
  */
 #include "api.h"
 
+#include "core/arith.h"
 #include "core/assertions.h"
 #include "core/digest.h"
 #include "core/civil.h"
@@ -1908,10 +1909,18 @@ static int wx_identity(const pgw_api *api, pgw_identity_kind kind, const char *s
     return rc == PGW_OK ? pgw_vault_key(api->vault, &id, key, err) : rc;
 }
 
+/* How long WeChat's per-minute quota (45011) asks callers to wait. */
+#define WX_MINUTE_QUOTA_S 60
+
 /* What the mini program hears: a code WeChat refused is already 401 (ask
- * wx.login again); our own configuration failing (EIO) is 503, not 400. */
-static int wx_refused(int rc)
+ * wx.login again); our own configuration failing (EIO) is 503, not 400;
+ * WeChat's minute quota is 429 with Retry-After: wait, do not report us down. */
+static int wx_refused(pgw_command *cmd, int rc, const pgw_wx_reply *reply)
 {
+    if (reply->errcode == 45011) {
+        cmd->retry_at = cmd->at + WX_MINUTE_QUOTA_S;
+        return PGW_ELIMITED;
+    }
     return rc == PGW_EIO ? PGW_EUNAVAILABLE : rc;
 }
 
@@ -1945,7 +1954,7 @@ static void mp_login_task(void *arg, bool stale)
     if (cmd->has_who2)
         rc = wx_identity(job->api, PGW_ID_UNIONID, "", who.unionid, &cmd->who2, &err);
     if (rc != PGW_OK)
-        wx_fail(job, wx_refused(rc), &err);
+        wx_fail(job, wx_refused(cmd, rc, &reply), &err);
     else
         wx_to_writer(job);
 }
@@ -1966,7 +1975,7 @@ static void mp_phone_task(void *arg, bool stale)
     if (rc == PGW_OK)
         rc = wx_identity(job->api, PGW_ID_PHONE, "", phone, &cmd->who, &err);
     if (rc != PGW_OK) {
-        wx_fail(job, wx_refused(rc), &err);
+        wx_fail(job, wx_refused(cmd, rc, &reply), &err);
         return;
     }
     cmd->by_identity = true;
@@ -3286,6 +3295,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
             r = R_OTHER; /* not found: the member, not an original */
         fail(resp, r, cmd->rc, cmd->err.msg);
+        if (cmd->rc == PGW_ELIMITED && cmd->retry_at > cmd->at) /* API.md: with Retry-After */
+            resp->retry_after_s = (int)pgw_min64(cmd->retry_at - cmd->at, 86400);
     } else if (job->route == R_MP_LOGIN) {
         mp_login_answer(api, cmd, resp);
     } else if (job->route == R_ME) {

@@ -223,6 +223,18 @@ def mini_program(srv, fake):
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "a b"}, key=None)
     check(status == 400, "a code with a space: 400, WeChat not asked")
     check(len(fake.requests("/sns/jscode2session")) == 3, "refused codes were not sent on")
+    # WeChat's per-minute quota (45011): the mini program is told to wait
+    # (429 with Retry-After), not that the gateway is down (it was 503).
+    fake.control("POST", "/_fake/faults", {"path": "/sns/jscode2session", "count": 1,
+                                           "errcode": 45011})
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=15)
+    conn.request("POST", "/v1/mp/login", body=json.dumps({"appid": MP_APPID, "code": "code-q"}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    doc, retry = json.loads(resp.read().decode()), resp.getheader("Retry-After")
+    conn.close()
+    check(resp.status == 429 and doc["error"]["code"] == "rate_limited" and retry == "60",
+          "WeChat's minute quota: 429, Retry-After %s (%s %s)" % (retry, resp.status, doc))
 
     # The same person logs in again: the same member, a new session.
     fake.control("POST", "/_fake/login_codes",
