@@ -3016,8 +3016,6 @@ static route route_of(const char *path, char *id, size_t cap)
     return history ? R_HISTORY : bind ? R_BIND : prefs ? R_PREFERENCES : R_MEMBER;
 }
 
-/* 405 when the method is not the route's (the official account's callback
- * takes both); true when refused. */
 /* The methods route r takes: "GET", "POST" or "GET, POST". */
 static const char *methods_of(route r)
 {
@@ -3030,9 +3028,11 @@ static const char *methods_of(route r)
 static bool method_allowed(route r, const char *method)
 {
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-    return r == R_OA_CALLBACK ? get || post : r == R_OTHER || strcmp(methods_of(r), method) == 0;
+    return r == R_OA_CALLBACK ? get || post : strcmp(methods_of(r), method) == 0;
 }
 
+/* 405 when the method is not the route's (the official account's callback
+ * takes both); true when refused. */
 static bool refuse_method(route r, const pgw_request *req, pgw_response *resp)
 {
     if (method_allowed(r, req->method))

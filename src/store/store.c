@@ -1410,10 +1410,11 @@ static int configure(pgw_store *s, pgw_err *err)
     return rc;
 }
 
-int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
+/* The connection alone: nothing checked, set, migrated or prepared yet.
+ * *out is the caller's to close (pgw_store_close), also on failure. */
+static int connect_store(const char *url, bool create, pgw_store **out, pgw_err *err)
 {
-    *out = NULL;
-    pgw_store *s = calloc(1, sizeof(*s));
+    pgw_store *s = *out = calloc(1, sizeof(*s));
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url);
     s->wal_fd = -1;
@@ -1421,6 +1422,14 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     int rc = pgw_sql_open(url, create, &s->db, err);
     if (rc == PGW_OK)
         snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
+    return rc;
+}
+
+int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
+{
+    *out = NULL;
+    pgw_store *s = NULL;
+    int rc = connect_store(url, create, &s, err);
     if (rc == PGW_OK)
         rc = check_ours(s, create, err);
     if (rc == PGW_OK)
@@ -1515,8 +1524,8 @@ static bool names_the_database(const char *path, const char *db)
         return false; /* no database there: pgw_sql_open says so */
     snprintf(out, sizeof(out), "%s/%s", real_dir, base);
     static const char *const companions[] = {"", "-wal", "-shm", "-journal"};
+    size_t n = strlen(real_db);
     for (size_t i = 0; i < sizeof(companions) / sizeof(companions[0]); i++) {
-        size_t n = strlen(real_db);
         if (strncmp(out, real_db, n) == 0 && strcmp(out + n, companions[i]) == 0)
             return true;
     }
@@ -1544,16 +1553,10 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_er
     if (fd < 0)
         return pgw_err_set(err, PGW_EIO, "creating %s: %s", partial, strerror(errno));
     close(fd);
-    pgw_store *s = calloc(1, sizeof(*s));
-    int rc = s == NULL ? pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url) : PGW_OK;
-    if (rc == PGW_OK) {
-        s->wal_fd = -1;
-        rc = pgw_sql_open(url, false, &s->db, err);
-    }
-    if (rc == PGW_OK) {
-        snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
+    pgw_store *s = NULL;
+    int rc = connect_store(url, false, &s, err);
+    if (rc == PGW_OK)
         rc = copy_into(s, partial, version, err);
-    }
     pgw_store_close(s);
     if (rc == PGW_OK && rename(partial, path) != 0)
         rc = pgw_err_set(err, PGW_EIO, "renaming %s to %s: %s", partial, path, strerror(errno));
