@@ -2078,6 +2078,14 @@ static bool handle_mp_login(pgw_api *api, const pgw_request *req, pgw_response *
 /* The session_id of MP_LOGIN names the session it makes, not one to check:
  * the command checks it only once made (see command.c check_session). */
 
+/* On the reader, once pgw_command_read found the session live: nothing more. */
+static int session_checked(pgw_store *store, pgw_command *cmd)
+{
+    (void)store;
+    (void)cmd;
+    return PGW_OK;
+}
+
 /* POST /v1/mp/phone {"code"}: bind the member's WeChat phone number. */
 static bool handle_mp_phone(pgw_api *api, const pgw_request *req, const pgw_session *s,
                             pgw_response *resp)
@@ -2101,8 +2109,28 @@ static bool handle_mp_phone(pgw_api *api, const pgw_request *req, const pgw_sess
     if (rc != PGW_OK || job == NULL)
         return refuse(resp, job, R_MP_PHONE, rc != PGW_OK ? rc : err.code, err.msg);
     memcpy(job->wx->code, code, sizeof(code));
-    job->cmd.render = render_bind;
-    return submit_outbound(api, job, mp_phone_task, resp);
+    /* First the session, on the reader: WeChat takes a phone code once, so
+     * a logged-out session must not spend it (phone_session_checked). */
+    job->cmd.kind = PGW_COMMAND_READ_CALL;
+    job->cmd.call = session_checked;
+    return submit(api, job, resp);
+}
+
+/* POST /v1/mp/phone back from the reader: a live session's code goes to
+ * WeChat (the job lives on, to be answered by the BIND); false then. */
+static bool phone_session_checked(pgw_api *api, pgw_job *job, pgw_response *resp)
+{
+    pgw_command *cmd = &job->cmd;
+    if (cmd->rc == PGW_OK) {
+        cmd->kind = PGW_COMMAND_BIND;
+        cmd->call = NULL;
+        cmd->render = render_bind;
+        if (outbound_submit(api->outbound, mp_phone_task, job, &cmd->err) == PGW_OK)
+            return false;
+        cmd->rc = PGW_EFULL;
+    }
+    fail(resp, job->route, cmd->rc, cmd->err.msg);
+    return true;
 }
 
 static void render_subscription(pgw_command *cmd, void *payload)
@@ -3290,6 +3318,9 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         finish_otp_verify(job, resp);
     } else if (job->route == R_OA_CALLBACK) {
         oa_answer(api, job, resp); /* a reply even to a refusal: the member reads it */
+    } else if (job->route == R_MP_PHONE && cmd->kind == PGW_COMMAND_READ_CALL) {
+        if (!phone_session_checked(api, job, resp))
+            return false;
     } else if (cmd->rc != PGW_OK) {
         route r = job->route;
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)

@@ -2092,12 +2092,12 @@ void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     cmd->n_expiring = 0;
     PGW_ASSERT(pgw_command_reads(cmd->kind));
     cmd->n_identities = 0;
+    if ((cmd->rc = check_session(store, cmd)) != PGW_OK)
+        return;
     if (cmd->kind == PGW_COMMAND_READ_CALL) {
         cmd->rc = cmd->call(store, cmd);
         return;
     }
-    if ((cmd->rc = check_session(store, cmd)) != PGW_OK)
-        return;
     if (cmd->member[0] == '\0' && cmd->by_identity && cmd->kind == PGW_COMMAND_READ_MEMBER) {
         cmd->rc = pgw_store_find_identity(store, &cmd->who, &cmd->found, cmd->member, &cmd->err);
         if (cmd->rc == PGW_OK && !cmd->found)

@@ -99,7 +99,8 @@ typedef enum pgw_command_kind {
      */
     PGW_COMMAND_IMPORT,
     /* Read-only: runs `call` on the reader's connection inside its read
-     * transaction (a reconciliation, a report); its result is the call's. */
+     * transaction (a reconciliation, a report); its result is the call's.
+     * With a `session_id`, the session is checked first (PGW_EUNAUTHORIZED). */
     PGW_COMMAND_READ_CALL,
     /*
      * WeChat's identities of one person: the member holding `who` (an

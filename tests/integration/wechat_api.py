@@ -379,6 +379,15 @@ def mini_program(srv, fake):
     status, doc = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
                               session=session)
     check(status == 401, "after logout no write either")
+    # A logged-out session's phone code is not spent: WeChat is not asked,
+    # so the member can log in again and bind with the same code.
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-out", "phone": "13700137000"})
+    asked = len(fake.requests("/wxa/business/getuserphonenumber"))
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-out"}, session=session)
+    check(status == 401 and doc["error"]["code"] == "unauthorized",
+          "phone binding after logout: 401 (%s %s)" % (status, doc))
+    check(len(fake.requests("/wxa/business/getuserphonenumber")) == asked,
+          "a logged-out session's phone code never reaches WeChat")
     return member, total
 
 
