@@ -49,6 +49,7 @@ typedef struct watcher {
     bool allowed;
     bool counted;              /* in h->watchers */
     uint64_t next;             /* sequence number of the next message to consider */
+    uint64_t gaps;             /* h->stream_gaps when it connected */
     char shop[PGW_ID_MAX + 1]; /* "" for every shop */
 } watcher;
 
@@ -96,10 +97,14 @@ struct pgw_http {
     pthread_mutex_t lock;
     done_item *done, *draining;
     size_t done_cap, done_count, news_pending;
+    size_t news_dropped; /* since the last drain: the stream has a gap */
     /* The live stream: a ring every watcher reads at its own pace. */
     stream_msg *ring;
     uint64_t ring_seq; /* messages ever put in */
     bool ring_news;
+    /* Gaps in the stream: news dropped. A watcher connected before one
+     * missed a message and is closed (service thread only). */
+    uint64_t stream_gaps;
     /* Watchers connected. With none, no message is made: a watcher reads
      * from the moment it connects, and rendering every transfer as JSON for
      * nobody was a tenth of the service thread at full load. */
@@ -176,8 +181,8 @@ static void notify(pgw_job *job, void *ctx)
 
 /* A stream message no job carries: a transfer the expiry sweep committed,
  * a notice's state change (api.h pgw_api_stream_news). Past
- * NEWS_PENDING_MAX waiting (a service thread far behind) it is dropped, as
- * a watcher that far behind is closed. */
+ * NEWS_PENDING_MAX waiting (a service thread far behind) it is dropped,
+ * and the next drain closes every watcher: each missed it. */
 static void stream_news(char *json, const char *shop, void *ctx)
 {
     pgw_http *h = ctx;
@@ -190,6 +195,7 @@ static void stream_news(char *json, const char *shop, void *ctx)
         snprintf(d->shop, sizeof(d->shop), "%s", shop);
         h->news_pending++;
     }
+    h->news_dropped += !room;
     bool first = room && h->done_count == 1;
     pthread_mutex_unlock(&h->lock);
     if (!room)
@@ -229,6 +235,8 @@ static void drain_done(pgw_http *h)
     memcpy(h->draining, h->done, n * sizeof(*h->done));
     h->done_count = 0;
     h->news_pending = 0;
+    size_t dropped = h->news_dropped;
+    h->news_dropped = 0;
     pthread_mutex_unlock(&h->lock);
     for (size_t i = 0; i < n; i++) {
         done_item *d = &h->draining[i];
@@ -254,6 +262,14 @@ static void drain_done(pgw_http *h)
         q->waiting = false;
         q->resp = resp;
         respond(h, wsi, q);
+    }
+    if (dropped > 0 && h->watchers > 0) { /* else nobody missed them */
+        fprintf(stderr,
+                "pointsgw: the live stream dropped %zu messages (the service thread fell "
+                "behind); its watchers are closed\n",
+                dropped);
+        h->stream_gaps++;
+        h->ring_news = true; /* each watcher's turn closes it */
     }
     if (h->ring_news && h->ctx != NULL)
         lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
@@ -711,8 +727,8 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
  * fast as they could were closed as too slow at 12,000 transfers a second. */
 static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
-    if (h->ring_seq - w->next > STREAM_RING)
-        return -1; /* too slow: it missed messages, and says so by being closed */
+    if (h->ring_seq - w->next > STREAM_RING || w->gaps != h->stream_gaps)
+        return -1; /* it missed messages, and says so by being closed */
     for (int sent = 0; sent < FEED_BATCH && w->next < h->ring_seq;) {
         const stream_msg *m = &h->ring[w->next % STREAM_RING];
         w->next++;
@@ -743,6 +759,7 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
         if (w == NULL || !w->allowed)
             return -1;
         w->next = h->ring_seq; /* from now on */
+        w->gaps = h->stream_gaps;
         w->counted = true;
         h->watchers++;
         return 0;

@@ -10,6 +10,7 @@ unchanged, scopes and signatures, /metrics as Prometheus text, the request
 log, and a clean SIGTERM after which `pointsgw verify` passes.
 """
 import base64
+import ctypes
 import hashlib
 import hmac
 import http.client
@@ -1565,6 +1566,84 @@ def test_tls(tmp):
     check(code == 0, f"TLS server stopped: {code} {err}")
 
 
+def stop_thread(tid):
+    """Stops one thread of a child process (ptrace: the others run on);
+    resume_thread lets it go on."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(0x4206, tid, None, None) != 0:  # PTRACE_SEIZE
+        raise OSError(ctypes.get_errno(), "ptrace seize")
+    libc.ptrace(0x4207, tid, None, None)  # PTRACE_INTERRUPT
+    os.waitpid(tid, 0x40000000)  # __WALL: until it has stopped
+    return libc
+
+
+def resume_thread(libc, tid):
+    libc.ptrace(17, tid, None, None)  # PTRACE_DETACH
+
+
+def test_stream_gap_closes_watchers(tmp):
+    """Regression: the sweep's stream messages wait for the service thread,
+    4096 at most; past that they were dropped and the watchers, never told,
+    went on as if they had seen every transfer. Now they are closed, as a
+    watcher too far behind is, so that they reconnect and read again."""
+    d = os.path.join(tmp, "gap")
+    os.makedirs(d)
+    config = write_config(d, name="gap.json")
+    with open(config) as f:
+        cfg = json.load(f)
+    cfg["expiry"]["sweep_every_s"] = 3600
+    with open(config, "w") as f:
+        json.dump(cfg, f)
+    s = Server(d, config)
+    try:
+        for k in range(5):  # 5,000 lots, long due
+            status, doc, _ = s.request("POST", "/v1/events:batch", {"events": [
+                purchase(f"G-{k}-{i}", member=f"MG{k}{i:03d}", when="2020-06-01T10:00:00+08:00")
+                for i in range(1000)]})
+            made = [r["status"] for r in doc.get("results", [])] if status == 200 else []
+            check(made == [201] * 1000, f"old purchases, batch {k}: {status} {str(doc)[:200]}")
+    finally:
+        s.stop()
+    cfg["expiry"]["sweep_every_s"] = 3
+    with open(config, "w") as f:
+        json.dump(cfg, f)
+    s = Server(d, config, db=s.db)
+    expired = "SELECT count(*) FROM transfers WHERE credit = 'system:expired'"
+    try:
+        sock, status, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+        check(" 101 " in status, f"a watcher: {status}")
+        libc = stop_thread(s.proc.pid)  # the service thread is the main one
+        try:
+            deadline = time.time() + 120
+            while int(pg.value(s.db, expired) or 0) < 5000 and time.time() < deadline:
+                time.sleep(0.2)
+            time.sleep(0.5)  # the last commits' messages
+        finally:
+            resume_thread(libc, s.proc.pid)
+        got = ws_messages(sock, rest, 2.0)
+        sock.settimeout(2.0)
+        try:
+            closed = sock.recv(1) == b""
+        except socket.timeout:
+            closed = False
+        except ConnectionResetError:
+            closed = True
+        sock.close()
+        check(len(got) < 5000 and closed,
+              f"a watcher that missed messages is closed: got {len(got)} of 5000, closed {closed}")
+        later, status, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+        time.sleep(0.2)
+        _, doc, _ = s.request("POST", "/v1/events", purchase("G-after", member="MG9999"))
+        got = ws_messages(later, rest, 1.5)
+        later.close()
+        check([m.get("id") for m in got] == [t["id"] for t in doc["transfers"]],
+              f"a new watcher gets what follows: {got}")
+    finally:
+        code, err = s.stop()
+    check("stream dropped" in err, f"the drop is logged: {err[-300:]}")
+
+
 def test_slow_bodies(tmp):
     """Regression: a body was buffered whole (up to 1 MiB) before its key
     was looked at, and one trickled a byte at a time was never cut off: a
@@ -2121,6 +2200,7 @@ def main():
         test_tls(tmp)
         test_tight_risk(tmp)
         test_slow_bodies(tmp)
+        test_stream_gap_closes_watchers(tmp)
         test_cli_expiry_gives_back_caps(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
