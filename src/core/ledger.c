@@ -151,28 +151,33 @@ int pgw_refund_lines(const int64_t *line_points, const int64_t *reversed, size_t
     return PGW_OK;
 }
 
-int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t amount,
-                     int64_t refunded, int64_t delta, int64_t *parts, pgw_err *err)
+int pgw_refund_split(const int64_t *lines, const int64_t *reversed, size_t n, int64_t delta,
+                     int64_t *parts, pgw_err *err)
 {
+    int64_t total = 0, given = 0;
+    for (size_t i = 0; i < n; i++) {
+        PGW_ASSERT(reversed[i] >= 0 && reversed[i] <= lines[i]);
+        total += lines[i]; /* n <= PGW_EARN_FUNDERS_MAX lines of bounded points */
+        given += reversed[i];
+    }
+    if (delta < 0 || delta > total - given)
+        return pgw_err_set(err, PGW_ERANGE, "cannot reverse %lld more points than were earned",
+                           (long long)(delta - (total - given)));
+    /* Every line's target is its share of all reversed once this is done. */
     int64_t remaining = delta;
     for (size_t i = 0; i < n; i++) {
-        int64_t share = 0; /* set when rc is PGW_OK; gcc -O3 cannot see it */
-        int rc = pgw_refund_target(line_points[i], amount, refunded, &share, err);
-        if (rc != PGW_OK)
-            return rc;
-        int64_t room = line_points[i] - reversed[i];
-        PGW_ASSERT(room >= 0);
-        parts[i] = pgw_min64(pgw_min64(pgw_max64(share - reversed[i], 0), room), remaining);
+        int64_t target = 0;
+        int rc = total > 0 ? pgw_mul_div_floor(lines[i], given + delta, total, &target) : PGW_OK;
+        PGW_ASSERT(rc == PGW_OK && target <= lines[i]); /* given + delta <= total */
+        parts[i] = pgw_min64(pgw_max64(target - reversed[i], 0), remaining);
         remaining -= parts[i];
     }
-    for (size_t i = 0; i < n && remaining > 0; i++) {
-        int64_t more = pgw_min64(line_points[i] - reversed[i] - parts[i], remaining);
+    for (size_t i = 0; i < n && remaining > 0; i++) { /* the floors' few points */
+        int64_t more = pgw_min64(lines[i] - reversed[i] - parts[i], remaining);
         parts[i] += more;
         remaining -= more;
     }
-    if (remaining > 0)
-        return pgw_err_set(err, PGW_ERANGE, "cannot reverse %lld more points than were earned",
-                           (long long)remaining);
+    PGW_ASSERT(remaining == 0);
     return PGW_OK;
 }
 
@@ -918,8 +923,7 @@ int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refun
      * is written off, and only the collectable part is split to funders. */
     int64_t collect = delta - lapsed - (l->opts.allow_negative ? 0 : shortfall);
     if (rc == PGW_OK)
-        rc = pgw_refund_split(lines, reversed, e->n_funders, e->amount_fen,
-                              e->refunded_fen + amount_fen, collect, parts, err);
+        rc = pgw_refund_split(lines, reversed, e->n_funders, collect, parts, err);
     char debit[PGW_ACCOUNT_MAX + 1];
     member_account_name(e->member, debit);
     const char *names[PGW_EARN_FUNDERS_MAX + 1] = {debit};

@@ -101,16 +101,18 @@ int pgw_lots_plan_take(const pgw_lot *lots, size_t n, const char *member, int64_
 int pgw_refund_target(int64_t points, int64_t amount, int64_t refunded, int64_t *out, pgw_err *err);
 
 /*
- * Splits `delta` points to reverse now across n funding lines that earned
- * line_points[i] and have had reversed[i] reversed: first each line's own
- * cumulative share floor(line_points[i]*R/A) minus what it already gave
- * back (bounded to what it has left), then whatever remains of delta in
- * line order. Exact (the parts sum to delta), monotone, and at R == A every
- * line ends fully reversed. PGW_ERANGE when delta exceeds what the lines
- * have left.
+ * Splits `delta` points to reverse now across n funding lines that fund
+ * lines[i] (net of their share of what expired: pgw_refund_lines) and
+ * have had reversed[i] reversed. Each line's target is its share of all
+ * that is reversed once this is done, floor(lines[i] * (sum reversed +
+ * delta) / sum lines), less what it gave back already; the floors' few
+ * points left go in line order. Proportional whatever was written off
+ * first (expired points, a clamp's shortfall), exact (the parts sum to
+ * delta), monotone, and every line ends fully reversed when the whole is.
+ * PGW_ERANGE when delta exceeds what the lines have left.
  */
-int pgw_refund_split(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t amount,
-                     int64_t refunded, int64_t delta, int64_t *parts, pgw_err *err);
+int pgw_refund_split(const int64_t *lines, const int64_t *reversed, size_t n, int64_t delta,
+                     int64_t *parts, pgw_err *err);
 
 /*
  * Of `delta` points a refund reverses now, those that lapsed: the points

@@ -614,8 +614,7 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
         rc = pgw_refund_lines(line_points, e.reversed, e.n_funders, e.expired + due, lines,
                               &cmd->err);
     if (rc == PGW_OK)
-        rc = pgw_refund_split(lines, e.reversed, e.n_funders, e.amount_fen,
-                              e.refunded_fen + cmd->amount_fen, collect, parts, &cmd->err);
+        rc = pgw_refund_split(lines, e.reversed, e.n_funders, collect, parts, &cmd->err);
     if (rc != PGW_OK)
         return rc;
     char debit[PGW_ACCOUNT_MAX + 1];

@@ -650,6 +650,47 @@ static void test_a_refund_of_an_expired_unswept_lot(void **state)
 }
 
 /*
+ * A partial refund after part of its purchase expired gives each funder
+ * back in proportion to what it still funds. The review's finding: each
+ * line's target was its share of the whole refund (half of its points for
+ * half the amount), though the expired part was written off first, so
+ * the first line, the shop, took all that was reversed. Here 100 points
+ * (shop 60, campaigns 40), 60 spent, 40 expired (24 and 16 theirs), then
+ * half refunded: 50, of which 40 lapsed; 10 reversed, 6 and 4.
+ */
+static void test_a_refund_after_expiry_pays_funders_in_proportion(void **state)
+{
+    const db_fixture *db = *state;
+    const int64_t t = 1795486500;
+    pgw_writer *w = start_with(db, true, MONTH);
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
+    assert_int_equal(hold_points(w, "S002:H1", "M1", 60, t + 600, t + 1), PGW_OK);
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_CAPTURE, "S002:C1", t + 2);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H1");
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    pgw_expire_report report;
+    assert_int_equal(pgw_expire_due(w, db->url, t + 40 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(report.points, 40);
+    assert_int_equal(refund(w, "store:S001:R1", "store:S001:P1", 5000, t + 41 * DAY, &cmd), PGW_OK);
+    assert_int_equal(cmd.written_off, 40);
+    assert_int_equal(cmd.points_moved, 10);
+    int64_t shop = 0, mall = 0;
+    for (size_t i = 0; i < cmd.n_transfers; i++) {
+        assert_int_equal(cmd.transfers[i].kind, PGW_TRANSFER_REVERSAL);
+        if (strcmp(cmd.transfers[i].credit, "shop:S001:issued") == 0)
+            shop += cmd.transfers[i].points;
+        else if (strcmp(cmd.transfers[i].credit, "mall:campaigns") == 0)
+            mall += cmd.transfers[i].points;
+    }
+    if (shop != 6 || mall != 4)
+        fail_msg("the shop got back %lld and the campaigns %lld; want 6 and 4", (long long)shop,
+                 (long long)mall);
+    pgw_writer_stop(w);
+    assert_verifies(db);
+}
+
+/*
  * Debt meets a hold past its deadline that nothing has released yet: a
  * purchase releases it first, so its points repay the debt, as the
  * reference ledger (whose holds are released at their deadline) does.
@@ -1628,6 +1669,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_after_expiry_pays_funders_in_proportion,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_purchase_releases_due_holds_before_it_repays,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_due_holds_release_by_deadline_then_id,

@@ -184,6 +184,17 @@ static void test_refund_target_and_split(void **state)
     assert_int_equal(pgw_refund_target(257, 10000, 10001, &t, NULL), PGW_EEXCEEDS);
     assert_int_equal(pgw_refund_target(257, 0, 0, &t, NULL), PGW_EINVAL);
 
+    /* What expiry left each line (36 and 24 of 60, after 40 of 100 expired)
+     * is paid back in proportion, not the first line first (the review's
+     * finding: 10 of 10 to the shop). */
+    int64_t net[3] = {36, 24, 0}, none[3] = {0, 0, 0}, got[3];
+    assert_int_equal(pgw_refund_split(net, none, 2, 10, got, NULL), PGW_OK);
+    assert_true(got[0] == 6 && got[1] == 4);
+    int64_t three[3] = {167, 300, 133};
+    assert_int_equal(pgw_refund_split(three, none, 3, 150, got, NULL), PGW_OK);
+    assert_true(got[0] == 42 && got[1] == 75 && got[2] == 33);
+    assert_int_equal(pgw_refund_split(three, none, 3, 601, got, NULL), PGW_ERANGE);
+
     /* Random funders and refund sequences: exact, monotone, complete at R == A. */
     uint64_t seed = 42;
     for (int round = 0; round < 2000; round++) {
@@ -199,9 +210,8 @@ static void test_refund_target_and_split(void **state)
             refunded = pgw_min64(amount, refunded + 1 + (int64_t)(seed >> 35) % amount);
             int64_t target;
             assert_int_equal(pgw_refund_target(total, amount, refunded, &target, NULL), PGW_OK);
-            assert_int_equal(
-                pgw_refund_split(points, reversed, 3, amount, refunded, target - done, parts, NULL),
-                PGW_OK);
+            assert_int_equal(pgw_refund_split(points, reversed, 3, target - done, parts, NULL),
+                             PGW_OK);
             for (int i = 0; i < 3; i++) {
                 assert_true(parts[i] >= 0);
                 reversed[i] += parts[i];
