@@ -376,8 +376,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* kinds 3, 4, 5: mp_openid, oa_openid, unionid (core/identity.h) */
     [ST_MEMBER_WECHAT_IDS] = "SELECT count(*) FROM (SELECT 1 FROM identities"
                              " WHERE member = ?1 AND kind IN (3, 4, 5) LIMIT 1) w",
+    /* Cards last: a member may hold any number (merges, imports at many
+     * shops), and those read first (the notifier's openids and phone, the
+     * member view) must not be pushed out by them. */
     [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
-                             " WHERE member = ?1 ORDER BY kind, scope, lookup LIMIT ?2",
+                             " WHERE member = ?1 ORDER BY kind = 2, kind, scope, lookup LIMIT ?2",
     [ST_MERGED_INTO] = "SELECT merged_into FROM members WHERE id = ?1",
     /* By members_merged: every merged id points at its survivor (schema 24). */
     [ST_MERGED_MEMBERS] = "SELECT id FROM members WHERE merged_into = ?1 ORDER BY id LIMIT ?2",

@@ -395,7 +395,7 @@ int pgw_store_bind_identity(pgw_store *store, const pgw_identity_key *key, const
                             int64_t now_us, pgw_err *err);
 /* Whether a member holds a WeChat identity (an openid, a unionid). */
 int pgw_store_member_on_wechat(pgw_store *store, const char *member, bool *on_wechat, pgw_err *err);
-/* Up to `cap` of a member's identities, ordered by kind. */
+/* Up to `cap` of a member's identities, ordered by kind, cards last. */
 int pgw_store_member_identities(pgw_store *store, const char *member, pgw_identity_key *out,
                                 size_t cap, size_t *n, pgw_err *err);
 

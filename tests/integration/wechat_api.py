@@ -824,6 +824,36 @@ def notifications(srv, fake, oa_member):
           "/metrics counts notices: %s" % re.findall(r"^pgw_(?:notif|outbox).*$", metrics, re.M))
 
 
+def many_cards(srv, fake):
+    """Regression: the notifier read a member's first 64 identities ordered
+    by kind, cards before openids: a mini-program member holding 63 cards
+    (merges, legacy imports at many shops) was never sent a subscribe
+    message again; an SMS went instead, or nothing."""
+    tpl = "mp-tpl-points-arrived"
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-C", "openid": "oMP-C"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-C"}, key=None)
+    session, member = doc["session"], doc["member_id"]
+    srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1}, session=session)
+    fake.control("POST", "/_fake/subscribe_quota",
+                 {"appid": MP_APPID, "openid": "oMP-C", "template_id": tpl, "count": 1})
+    bound = [srv.request("POST", "/v1/members/%s/identities" % member,
+                         {"card": "S00%d:C%04d" % (1 + i % 4, i)}, key=ADMIN)[0]
+             for i in range(70)]
+    check(bound == [200] * 70, "seventy cards bound: %s" % sorted(set(bound)))
+    event = purchase("CARDS-1", "13700137099", 2000)
+    event["member"] = {"member_id": member}
+    status, doc = srv.request("POST", "/v1/events", event, key=SHOP)
+    check(status == 201 and doc["points"] > 0, "a purchase: %s %s" % (status, doc))
+    got = eventually(lambda: delivered(fake, "oMP-C"), lambda d: len(d) >= 1)
+    check(len(got) == 1 and got[0]["template_id"] == tpl,
+          "a member with 70 cards still gets the subscribe message: %s %s" %
+          (got, notices(srv, member)))
+    status, view = srv.request("GET", "/v1/members/" + member, key=ADMIN)
+    kinds = [i["kind"] for i in view.get("identities", [])]
+    check(kinds[:1] == ["mp_openid"] and kinds[1:] == ["card"] * (len(kinds) - 1),
+          "the member view shows the openid before the cards: %s" % kinds)
+
+
 def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):
     """The gateway is killed while WeChat holds a template send; restarted,
     it sends the notice again with the same client_msg_id, so the member
@@ -865,6 +895,7 @@ def main():
         oa_member = official_account(srv, fake)
         linked_login(srv, fake, oa_member)
         notifications(srv, fake, oa_member)
+        many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
