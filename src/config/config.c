@@ -342,7 +342,7 @@ static int parse_tier(const json_t *obj, const char *path, const pgw_rules *rule
     static const char *const keys[] = {"name", "display_name", "min_spend_fen_12m", "multiplier_bp",
                                        NULL};
     size_t index = rules->n_tiers;
-    char display[PGW_NAME_MAX + 1];
+    tier->display_name[0] = '\0';
     int rc = pgw_json_expect_object(obj, path, err);
     if (rc == PGW_OK)
         rc = pgw_json_only_keys(obj, path, keys, err);
@@ -353,8 +353,10 @@ static int parse_tier(const json_t *obj, const char *path, const pgw_rules *rule
             rc = pgw_err_set(err, PGW_EINVAL, "%s.name: duplicate tier \"%s\"", path, tier->name);
     }
     if (rc == PGW_OK)
-        rc = pgw_json_string(obj, "display_name", path, false, PGW_NAME_MAX, display,
-                             sizeof(display), err);
+        rc = pgw_json_string(obj, "display_name", path, false, PGW_NAME_MAX, tier->display_name,
+                             sizeof(tier->display_name), err);
+    if (rc == PGW_OK && tier->display_name[0] == '\0') /* the members' name: the id, unless */
+        memcpy(tier->display_name, tier->name, sizeof(tier->name));
     if (rc == PGW_OK)
         rc = pgw_json_int(obj, "min_spend_fen_12m", path, true, 0, PGW_AMOUNT_FEN_MAX * 100,
                           &tier->min_spend_fen_12m, err);

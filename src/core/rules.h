@@ -99,8 +99,9 @@ typedef struct pgw_shop {
 
 typedef struct pgw_tier {
     char name[PGW_ID_MAX + 1];
-    int64_t min_spend_fen_12m; /* tiers sorted ascending; the first is 0 */
-    int64_t multiplier_bp;     /* >= 10000 */
+    char display_name[PGW_NAME_MAX + 1]; /* what members read ("金卡"); the name when unset */
+    int64_t min_spend_fen_12m;           /* tiers sorted ascending; the first is 0 */
+    int64_t multiplier_bp;               /* >= 10000 */
 } pgw_tier;
 
 typedef enum pgw_campaign_kind {

@@ -1848,9 +1848,9 @@ static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (!policy->notify || cmd->member[0] == '\0')
         return PGW_OK;
     int rc = PGW_OK;
-    if (cmd->new_tier >= 0) /* "you are now Gold": the tier's name goes with it */
+    if (cmd->new_tier >= 0) /* "you are now 金卡": the name members read goes with it */
         rc = pgw_store_enqueue_notice(store, cmd->member, "tier_changed", 0, cmd->figures.balance,
-                                      cmd->shop, policy->rules->tiers[cmd->new_tier].name,
+                                      cmd->shop, policy->rules->tiers[cmd->new_tier].display_name,
                                       now_us() / 1000000, 0, &cmd->err);
     if (rc != PGW_OK || cmd->points_moved <= 0)
         return rc;

@@ -499,7 +499,7 @@ typedef struct pgw_notice {
     char kind[PGW_NOTICE_KIND_MAX + 1]; /* config.h pgw_notice_kind names: "points_arrived" ... */
     int64_t points, balance;
     char shop[PGW_ID_MAX + 1];
-    char detail[PGW_ID_MAX + 1]; /* tier_changed: the new tier's name; "" otherwise */
+    char detail[PGW_NAME_MAX + 1]; /* tier_changed: the new tier's display name; "" otherwise */
     int64_t created_at, due_at, updated_at;
     int64_t about_at; /* what it is about happened (or, expiring: will) then */
     char state[16];   /* pending, sending, sent, dead, skipped */

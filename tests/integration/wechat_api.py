@@ -673,7 +673,8 @@ def notifications(srv, fake, oa_member):
                               key=SHOP)
     got = eventually(lambda: [d for d in delivered(fake, "oMP-N") if d["template_id"] == tier_tpl],
                      lambda d: len(d) >= 1)
-    check(len(got) == 1 and got[0]["data"]["thing1"]["value"] == "gold" and
+    # (the member reads the tier's display_name, not its id "gold")
+    check(len(got) == 1 and got[0]["data"]["thing1"]["value"] == "金卡" and
           got[0]["data"]["number3"]["value"] == str(doc["balance"]),
           "a tier change is told with the new tier: %s" % got)
     listed = eventually(lambda: notices(srv, member),

@@ -40,6 +40,7 @@ static void test_example_loads_with_its_figures(void **state)
     assert_int_equal(pgw_rules_fen_per_point(r, s002), 400); /* its own rate */
     assert_int_equal(pgw_rules_fen_per_point(r, pgw_rules_find_shop(r, "S004")), 200);
     assert_int_equal(r->tiers[3].multiplier_bp, 20000);
+    assert_string_equal(r->tiers[1].display_name, "金卡"); /* what a tier notice says */
     bool kinds[8] = {false};
     for (size_t i = 0; i < r->n_campaigns; i++)
         kinds[r->campaigns[i].kind] = true;
@@ -236,6 +237,7 @@ static void test_minimal_is_valid_and_defaults_apply(void **state)
     assert_int_equal(cfg->rules.expiry.policy, PGW_EXPIRY_NEVER);
     assert_int_equal(cfg->rules.campaigns[1].brackets[1].max_fen, PGW_AMOUNT_FEN_MAX);
     assert_int_equal(cfg->rules.campaigns[0].stacking, PGW_STACK_MAX);
+    assert_string_equal(cfg->rules.tiers[0].display_name, "silver"); /* none given: the name */
     assert_false(cfg->sms.enabled);
     /* Every kind routes mini program, official account, SMS by default. */
     for (size_t k = 0; k < PGW_NOTICE_KINDS; k++) {
