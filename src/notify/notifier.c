@@ -157,12 +157,9 @@ static int read_identities(courier *c, const char *member, reach_info *r, pgw_er
 
 static int has_quota(courier *c, const char *member, const char *tpl, bool *yes, pgw_err *err)
 {
-    pgw_subscription subs[PGW_TEMPLATES_SHOWN];
-    size_t count_subs = 0;
-    *yes = false;
-    int rc = pgw_store_subscriptions(c->store, member, subs, PGW_TEMPLATES_SHOWN, &count_subs, err);
-    for (size_t i = 0; rc == PGW_OK && i < count_subs; i++)
-        *yes |= strcmp(subs[i].template_id, tpl) == 0 && subs[i].quota > 0;
+    int64_t quota = 0;
+    int rc = pgw_store_quota(c->store, member, tpl, &quota, err);
+    *yes = rc == PGW_OK && quota > 0;
     return rc;
 }
 

@@ -2227,6 +2227,10 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
     if (job == NULL)
         return refuse(resp, NULL, r, err.code, err.msg);
     if (r == R_ME) {
+        size_t n = 0;
+        for (size_t k = 0; k < PGW_NOTICE_KINDS; k++) /* what the mini program may ask for */
+            if (api->cfg->wechat_mp.templates[k][0] != '\0')
+                job->cmd.templates[n++] = api->cfg->wechat_mp.templates[k];
         job->cmd.page = calloc(ME_TRANSFERS, sizeof(*job->cmd.page));
         job->cmd.page_cap = ME_TRANSFERS;
         if (job->cmd.page == NULL)
@@ -2238,6 +2242,8 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
     }
     return submit(api, job, resp);
 }
+
+_Static_assert(PGW_NOTICE_KINDS <= PGW_TEMPLATES_SHOWN, "GET /v1/me reads every template's quota");
 
 /* GET /v1/me: the member view, recent transfers, subscriptions, following. */
 static json_t *me_json(const pgw_api *api, const pgw_command *cmd)

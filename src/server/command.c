@@ -2074,9 +2074,12 @@ static int read_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
                                          &cmd->n_identities, &cmd->err);
     if (rc == PGW_OK)
         rc = pgw_store_member_follows(store, cmd->member, &cmd->follows, &cmd->err);
-    if (rc == PGW_OK)
-        rc = pgw_store_subscriptions(store, cmd->member, cmd->subscriptions, PGW_TEMPLATES_SHOWN,
-                                     &cmd->n_subscriptions, &cmd->err);
+    cmd->n_subscriptions = 0;
+    for (size_t i = 0; rc == PGW_OK && i < PGW_TEMPLATES_SHOWN && cmd->templates[i]; i++) {
+        pgw_subscription *sub = &cmd->subscriptions[cmd->n_subscriptions++];
+        snprintf(sub->template_id, sizeof(sub->template_id), "%s", cmd->templates[i]);
+        rc = pgw_store_quota(store, cmd->member, sub->template_id, &sub->quota, &cmd->err);
+    }
     cmd->n_page = 0;
     if (rc == PGW_OK && cmd->page != NULL && cmd->page_cap > 0) /* GET /v1/me: the newest too */
         rc = pgw_store_member_history(store, cmd->member, INT64_MAX, cmd->page, cmd->page_cap,

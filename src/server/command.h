@@ -280,8 +280,11 @@ struct pgw_command {
     int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */
     int64_t otp_tries_left;      /* OTP_VERIFY: after a wrong code */
-    int32_t new_tier;       /* EVENT: the tier a purchase or refund moved the member to, -1 none */
-    size_t n_subscriptions; /* READ_MEMBER */
+    int32_t new_tier; /* EVENT: the tier a purchase or refund moved the member to, -1 none */
+    /* READ_MEMBER: the quota of each of `templates` (the configured ones,
+     * borrowed; NULL ends them), so that old templates' rows hide none. */
+    const char *templates[PGW_TEMPLATES_SHOWN];
+    size_t n_subscriptions;
     pgw_subscription subscriptions[PGW_TEMPLATES_SHOWN];
     /* READ_HISTORY, and READ_MEMBER when page_cap > 0 (the newest):
      * caller-owned room for page_cap transfers; n_page filled */

@@ -181,7 +181,7 @@ enum {
     ST_SESSION,
     ST_REVOKE_SESSION,
     ST_ADD_QUOTA,
-    ST_SUBSCRIPTIONS,
+    ST_QUOTA,
     ST_SET_FOLLOW,
     ST_MEMBER_FOLLOWS,
     ST_COALESCE_NOTICE,
@@ -440,8 +440,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
                      " ON CONFLICT (member, template_id) DO UPDATE SET quota = CASE"
                      " WHEN subscriptions.quota + ?3 < ?4 THEN subscriptions.quota + ?3 ELSE ?4 END"
                      " RETURNING quota",
-    [ST_SUBSCRIPTIONS] = "SELECT template_id, quota FROM subscriptions WHERE member = ?1"
-                         " ORDER BY template_id LIMIT ?2",
+    [ST_QUOTA] = "SELECT quota FROM subscriptions WHERE member = ?1 AND template_id = ?2",
     /* An older push (WeChat redelivers, in any order) never undoes a newer one. */
     [ST_SET_FOLLOW] = "INSERT INTO oa_followers (appid, openid, following, changed_at)"
                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (appid, openid) DO UPDATE SET"
@@ -3222,21 +3221,13 @@ int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_i
     return rc;
 }
 
-static bool subscription_row(pgw_sql_stmt *st, void *out)
+int pgw_store_quota(pgw_store *s, const char *member, const char *template_id, int64_t *quota,
+                    pgw_err *err)
 {
-    pgw_subscription *sub = out;
-    sub->quota = pgw_sql_column_int64(st, 1);
-    return column_text(st, 0, sub->template_id, sizeof(sub->template_id));
-}
-
-int pgw_store_subscriptions(pgw_store *s, const char *member, pgw_subscription *out, size_t cap,
-                            size_t *n, pgw_err *err)
-{
-    pgw_sql_stmt *st = s->st[ST_SUBSCRIPTIONS];
+    pgw_sql_stmt *st = s->st[ST_QUOTA];
     pgw_sql_bind_text(st, 1, member);
-    pgw_sql_bind_int64(st, 2, (int64_t)cap);
-    return read_rows(s, st, subscription_row, out, sizeof(*out), cap, n, "reading subscriptions",
-                     err);
+    pgw_sql_bind_text(st, 2, template_id);
+    return one_int64(s, st, true, quota, "reading a subscription quota", err);
 }
 
 int pgw_store_set_follow(pgw_store *s, const char *appid, const char *openid, bool following,

@@ -465,8 +465,9 @@ typedef struct pgw_subscription {
     char template_id[PGW_TEMPLATE_KEY_MAX + 1];
     int64_t quota;
 } pgw_subscription;
-int pgw_store_subscriptions(pgw_store *store, const char *member, pgw_subscription *out, size_t cap,
-                            size_t *n, pgw_err *err);
+/* The one-time sends of `template_id` `member` has (0: none). */
+int pgw_store_quota(pgw_store *store, const char *member, const char *template_id, int64_t *quota,
+                    pgw_err *err);
 
 /* Records that openid follows (or no longer follows) the official account
  * appid as of `at`; an older change than the one stored is ignored. */

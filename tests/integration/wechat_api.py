@@ -351,7 +351,11 @@ def mini_program(srv, fake):
         status, doc = srv.request("POST", "/v1/mp/subscriptions", bad, session=session)
         check(status == 400, "bad subscription %s: 400 (%s)" % (bad, status))
     status, me = srv.request("GET", "/v1/me", session=session, key=None)
-    check(me.get("subscriptions") == {tpl: 3}, "GET /v1/me shows the quota: %s" % me.get("subscriptions"))
+    configured = {"mp-tpl-points-arrived", "mp-tpl-points-reversed", "mp-tpl-redemption",
+                  "mp-tpl-points-expiring", "mp-tpl-tier-changed"}
+    subs = me.get("subscriptions", {})
+    check(subs.get(tpl) == 3 and set(subs) == configured and sum(subs.values()) == 3,
+          "GET /v1/me shows each configured template's quota: %s" % subs)
 
     # Sessions: forged, missing, API keys, logout.
     forged = session[:-1] + ("0" if session[-1] != "0" else "1")
@@ -883,6 +887,48 @@ def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):
     return srv
 
 
+def renamed_templates(srv, tmp, fake, config, env):
+    """Regression: the mall registers its subscribe-message templates anew
+    (new ids in the configuration). The notifier looked for the quota
+    among the member's first 8 templates by id, the old ones among them
+    for good: the new points_arrived quota went unseen, the notice was
+    skipped. GET /v1/me likewise showed the old ones."""
+    with open(config) as f:
+        cfg = json.load(f)
+    old = cfg["channels"]["wechat_mp"]["templates"]
+    new = {kind: "mp-v2-a-" + kind for kind in old}
+    new["points_arrived"] = "mp-v2-z-arrived"  # its id sorts after the nine others
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-T", "openid": "oMP-T"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-T"}, key=None)
+    session, member = doc["session"], doc["member_id"]
+    for tpl in old.values():
+        srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1}, session=session)
+    rc, err = srv.stop()
+    check(rc == 0, "stopped for the new templates: %s" % err[-500:])
+    cfg["channels"]["wechat_mp"]["templates"] = new
+    renamed = os.path.join(tmp, "config-v2.json")
+    with open(renamed, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = Server(tmp, renamed, env, db=srv.db)
+    for tpl in new.values():
+        status, _ = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                                session=session)
+        check(status == 200, "a new template accepted: %s" % status)
+    fake.control("POST", "/_fake/subscribe_quota",
+                 {"appid": MP_APPID, "openid": "oMP-T", "template_id": new["points_arrived"], "count": 1})
+    status, me = srv.request("GET", "/v1/me", session=session, key=None)
+    check(me.get("subscriptions") == {tpl: 1 for tpl in new.values()},
+          "GET /v1/me shows the configured templates' quota: %s" % me.get("subscriptions"))
+    event = purchase("TPL-1", "13700137098", 2000)
+    event["member"] = {"member_id": member}
+    status, doc = srv.request("POST", "/v1/events", event, key=SHOP)
+    check(status == 201, "a purchase: %s %s" % (status, doc))
+    got = eventually(lambda: delivered(fake, "oMP-T"), lambda d: len(d) >= 1)
+    check(len(got) == 1 and got[0]["template_id"] == new["points_arrived"],
+          "the new template's quota is used: %s %s" % (got, notices(srv, member)))
+    return srv
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -898,6 +944,7 @@ def main():
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
+        srv = renamed_templates(srv, tmp, fake, config, env)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
