@@ -577,7 +577,9 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             count(n, failed ? &n->stats.dead : &n->stats.skipped);
             break;
         }
-        attempt a = try_channel(c, nt, r, kind, ch, now);
+        /* The clock again for each channel: those before it may have taken
+         * seconds, and quiet hours may have begun meanwhile. */
+        attempt a = try_channel(c, nt, r, kind, ch, now_s());
         if (a == SENT) {
             snprintf(nt->state, sizeof(nt->state), "sent");
             count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);

@@ -439,6 +439,59 @@ def expiry_reminder(tmp, fake, env, now):
     srv.stop()
 
 
+def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
+    """Regression: a delivery read the clock once, before its first channel.
+    When quiet hours began while the mini program was tried (its token
+    fetched, then 43101: no quota), the SMS after it still left, inside
+    them. Run in a thread beside the others: it waits for a minute to
+    turn, as quiet hours start on one."""
+    d = os.path.join(tmp, "slip")
+    os.makedirs(d)
+    wechat = wx.Fake(d)
+    turn = (int(time.time()) // 60 + 1) * 60
+    turn += 60 if turn - time.time() < 8 else 0
+    cfg_path = config(d, "slip.json", sms_fake.port, {"start": hhmm(turn), "end": hhmm(turn + 3600)})
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    phone = "13600136077"
+    try:
+        wechat.control("POST", "/_fake/login_codes",
+                       {"appid": wx.MP_APPID, "code": "code-slip", "openid": "oMP-SLIP"})
+        status, doc = srv.request("POST", "/v1/mp/login", {"appid": wx.MP_APPID, "code": "code-slip"},
+                                  key=None)
+        session, me = doc.get("session"), doc.get("member_id")
+        srv.request("POST", "/v1/members/%s/identities" % me, {"phone": phone}, key=wx.ADMIN)
+        srv.request("POST", "/v1/mp/subscriptions",
+                    {"template_id": "mp-tpl-points-arrived", "accepted": 1}, session=session, key=None)
+        # Each WeChat call of the delivery takes 2 s (under the client's
+        # 2.5 s): the token, then the send, which finds no quota.
+        wechat.control("POST", "/_fake/faults",
+                       {"path": "/cgi-bin/stable_token", "count": 1, "delay_ms": 2000})
+        wechat.control("POST", "/_fake/faults", {"path": "/cgi-bin/message/subscribe/send",
+                                                 "count": 1, "delay_ms": 2000, "errcode": 43101})
+        while time.time() < turn - 3.5:
+            time.sleep(0.05)
+        status, doc = srv.request("POST", "/v1/events", purchase("SLIP-1", phone, 3000), key=wx.SHOP)
+        check(status == 201, "a sale before quiet hours: %s %s" % (status, doc))
+        sends = eventually(lambda: wechat.requests("/cgi-bin/message/subscribe/send"),
+                           lambda r: len(r) >= 1, timeout=15)
+        started = sends[0]["time"] if sends and "time" in sends[0] else None
+        listed = eventually(lambda: notices(srv, me), lambda l: l and l[0]["state"] != "sending")
+        time.sleep(0.5)  # an SMS sent is at the fake by now
+        texts = [m for m in sms_fake.messages() if m["phone"] == "+86" + phone]
+        check(sends and not texts and listed and listed[0]["state"] == "pending" and
+              listed[0]["channel"] == "sms",
+              "quiet hours that began during the delivery hold its SMS: %s, %s (started %s, "
+              "quiet from %s)" % (texts, listed[:1], started, turn))
+    finally:
+        srv.stop()
+        wechat.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-sms-")
     fake = SmsFake(tmp)
@@ -446,6 +499,8 @@ def main():
     for name in ("PGW_WECHAT_MP_SECRET", "PGW_WECHAT_OA_SECRET", "PGW_WECHAT_OA_TOKEN"):
         env.pop(name, None)
     now = int(time.time())
+    slip = threading.Thread(target=quiet_hours_begin_mid_delivery, args=(tmp, fake, env))
+    slip.start()
     try:
         # Daytime (no quiet hours): the SMS goes at once.
         day = config(tmp, "day.json", fake.port, {"start": "00:00", "end": "00:00"})
@@ -538,6 +593,7 @@ def main():
         rc, err = srv.stop()
         check(rc == 0, "clean exit: %s" % err[-2000:])
     finally:
+        slip.join()
         fake.stop()
     print("sms_notify: %d checks, %d failed" % (wx.checks, len(wx.failures)))
     if wx.failures:
