@@ -3271,7 +3271,7 @@ static void sweep_seen(void *ctx, const pgw_command *cmd)
     for (size_t i = 0; api->stream_news != NULL && i < cmd->n_transfers; i++) {
         char *text = transfer_message(api, &cmd->transfers[i]);
         if (text != NULL) /* the stream is best effort; the transfer is committed */
-            api->stream_news(text, cmd->transfers[i].shop_id, api->notify_ctx);
+            api->stream_news(text, cmd->transfers[i].shop_id, true, api->notify_ctx);
     }
 }
 
@@ -3549,7 +3549,7 @@ static void notice_changed(void *ctx, const pgw_notice *nt)
     if (text == NULL) /* the stream is best effort; the notice itself is recorded */
         return;
     if (api->stream_news != NULL)
-        api->stream_news(text, nt->shop, api->notify_ctx);
+        api->stream_news(text, nt->shop, false, api->notify_ctx);
     else
         free(text);
 }

@@ -76,9 +76,10 @@ typedef void (*pgw_api_notify)(pgw_job *job, void *ctx);
  * committed, called on the writer's completion thread in commit order as
  * notify is for the jobs committed around it (a receiver keeping both in
  * one queue keeps the stream in log order); or a notice's state change
- * ({"type": "notification", ...}), from a courier's thread. Until
- * pgw_api_stop returns. */
-typedef void (*pgw_api_stream_news)(char *json, const char *shop, void *ctx);
+ * ({"type": "notification", ...}), from a courier's thread. `transfer`
+ * says which: the stream owes watchers every transfer, notices only as it
+ * can. Until pgw_api_stop returns. */
+typedef void (*pgw_api_stream_news)(char *json, const char *shop, bool transfer, void *ctx);
 
 typedef struct pgw_api_options {
     const pgw_config *cfg; /* borrowed, must outlive the API */

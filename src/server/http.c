@@ -181,13 +181,16 @@ static void notify(pgw_job *job, void *ctx)
 
 /* A stream message no job carries: a transfer the expiry sweep committed,
  * a notice's state change (api.h pgw_api_stream_news). Past
- * NEWS_PENDING_MAX waiting (a service thread far behind) it is dropped,
- * and the next drain closes every watcher: each missed it. */
-static void stream_news(char *json, const char *shop, void *ctx)
+ * NEWS_PENDING_MAX waiting (a service thread far behind) a transfer is
+ * dropped, and the next drain closes every watcher: each missed it. A
+ * notice, best effort, is dropped past half that, silently: a flood of
+ * them (thousands of sales a second, each one's notice) must neither
+ * crowd the sweep's transfers out nor close watchers that keep up. */
+static void stream_news(char *json, const char *shop, bool transfer, void *ctx)
 {
     pgw_http *h = ctx;
     pthread_mutex_lock(&h->lock);
-    bool room = h->news_pending < NEWS_PENDING_MAX;
+    bool room = h->news_pending < (transfer ? NEWS_PENDING_MAX : NEWS_PENDING_MAX / 2);
     if (room) {
         PGW_ASSERT(h->done_count < h->done_cap);
         done_item *d = &h->done[h->done_count++];
@@ -195,7 +198,7 @@ static void stream_news(char *json, const char *shop, void *ctx)
         snprintf(d->shop, sizeof(d->shop), "%s", shop);
         h->news_pending++;
     }
-    h->news_dropped += !room;
+    h->news_dropped += !room && transfer;
     bool first = room && h->done_count == 1;
     pthread_mutex_unlock(&h->lock);
     if (!room)
