@@ -28,11 +28,44 @@ int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_e
     return rc;
 }
 
-void pgw_import_default_batch(const void *data, size_t len, char out[PGW_IMPORT_BATCH_MAX + 1])
+/* Chains one row's card, phone and points (or a malformed row's line)
+ * into the digest so far. */
+static void chain_row(uint8_t digest[PGW_HASH_LEN], const pgw_csv_row *row, const int *col,
+                      bool malformed)
 {
+    char text[PGW_HASH_LEN + 3 * (PGW_CSV_FIELD_MAX + 1) + 32];
+    size_t n = PGW_HASH_LEN;
+    memcpy(text, digest, PGW_HASH_LEN);
+    if (malformed)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "\x15%zu", row->line);
+    for (size_t c = 0; !malformed && c < PGW_IMPORT_COLUMNS; c++)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "%s\x1f", pgw_csv_cell(row, col, c));
+    PGW_ASSERT(n < sizeof(text));
+    pgw_sha256(text, n, digest);
+}
+
+void pgw_import_default_batch(const char *text, size_t len, char out[PGW_IMPORT_BATCH_MAX + 1])
+{
+    static pgw_csv_row row; /* one caller at a time: the service thread, or the command */
+    pgw_csv csv;
+    pgw_err err;
+    bool done = false;
+    int col[PGW_IMPORT_COLUMNS];
     uint8_t digest[PGW_HASH_LEN];
+    pgw_sha256("", 0, digest);
+    pgw_csv_init(&csv, text, len);
+    if (pgw_csv_next(&csv, &row, &done, &err) != PGW_OK || done ||
+        pgw_import_header(&row, col, &err) != PGW_OK) {
+        pgw_sha256(text, len, digest); /* refused whole anyway: any name will do */
+    } else {
+        for (;;) {
+            int rc = pgw_csv_next(&csv, &row, &done, &err);
+            if (rc == PGW_OK && done)
+                break;
+            chain_row(digest, &row, col, rc != PGW_OK);
+        }
+    }
     char hex[2 * PGW_HASH_LEN + 1];
-    pgw_sha256(data, len, digest);
     pgw_hash_hex(digest, hex, sizeof(hex));
     snprintf(out, PGW_IMPORT_BATCH_MAX + 1, "%.16s", hex);
 }

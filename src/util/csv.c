@@ -189,7 +189,7 @@ static int inside_quotes(pgw_csv *c, cursor *k, pgw_err *err)
     return append(k, ch, err);
 }
 
-int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
+static int read_row(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
 {
     *done = !skip_blank_lines(c);
     row->n = 0;
@@ -217,6 +217,24 @@ int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
                                f + 1);
     }
     return PGW_OK;
+}
+
+static bool all_empty(const pgw_csv_row *row)
+{
+    for (size_t f = 0; f < row->n; f++) {
+        if (row->fields[f][0] != '\0')
+            return false;
+    }
+    return true;
+}
+
+int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
+{
+    int rc;
+    do /* a row of empty fields (",,," where Excel's sheet had a blank row) is blank too */
+        rc = read_row(c, row, done, err);
+    while (rc == PGW_OK && !*done && all_empty(row));
+    return rc;
 }
 
 int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t n, int *col,

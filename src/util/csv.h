@@ -2,7 +2,8 @@
  * csv.h - reading CSV as tills and spreadsheets write it (RFC 4180 and
  * what Excel adds): a UTF-8 byte order mark at the start, CRLF or LF line
  * ends, fields in double quotes that may hold commas, quotes ("" for one)
- * and line breaks, and blank lines (skipped, wherever they are).
+ * and line breaks, and blank lines (skipped, wherever they are), rows of
+ * empty fields only (",,,": a blank row of a sheet) among them.
  *
  * The reader walks a buffer it does not own, row by row, copying each
  * field into caller-sized storage: memory stays bounded whatever the

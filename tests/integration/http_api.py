@@ -1260,6 +1260,26 @@ def test_imports(s):
                                raw=b"card,phone,points\nK3,,100\n", ctype="text/csv")
     check(status == 200 and (doc.get("imported"), doc.get("replayed"), doc.get("rejected"))
           == (0, 1, 0), f"an older command line's rows replay over HTTP: {status} {doc}")
+    # Regression: a file given no batch was named by its bytes' hash, so the
+    # same rows saved again by Excel (a BOM, CRLF, quotes, a blank row, the
+    # columns in another order) were credited a second time.
+    plain = b'card,phone,points\nK4,,100\nK5,"13300133011",50\n'
+    excel = b'\xef\xbb\xbfphone,points,card\r\n,"100",K4\r\n13300133011,50,"K5"\r\n,,\r\n'
+    status, first, _ = s.request("POST", "/v1/shops/S003/imports", raw=plain, ctype="text/csv")
+    check(status == 200 and first.get("imported") == 2, f"a file with no batch: {status} {first}")
+    status, again, _ = s.request("POST", "/v1/shops/S003/imports", raw=excel, ctype="text/csv")
+    check(status == 200 and (again.get("imported"), again.get("replayed"), again.get("points"),
+                             again.get("rejected")) == (0, 2, 0, 0)
+          and again.get("batch") == first.get("batch"),
+          f"the same rows saved by Excel are the same import: {again} after {first}")
+    resaved = os.path.join(s.tmp, "legacy-resaved.csv")
+    with open(resaved, "wb") as f:
+        f.write(excel)
+    out = subprocess.run([BIN, "import-balances", "--config", s.config, "--db", s.db, "--shop",
+                          "S003", "--file", resaved], capture_output=True, text=True)
+    check(out.returncode == 0 and first.get("batch", "?") in out.stdout and
+          re.search(r"\bpoints\W+0\b", out.stdout),
+          f"and so for the command line: {out.stdout} {out.stderr}")
 
 
 def test_batch(s):
