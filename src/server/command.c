@@ -279,6 +279,16 @@ static int take_lots(pgw_store *store, const char *member, int64_t at, int64_t p
     return rc;
 }
 
+/* The clock for the state a command meets, holds due and lots expired:
+ * when it is applied. An event's occurred_at (cmd->at) dates what it does
+ * (its transfers' period, its lot's expiry); a backlog's refund must not
+ * reverse points that expired since (the sweep may have moved them), nor
+ * a till's fast clock release another till's hold before its deadline. */
+static int64_t state_at(const pgw_command *cmd)
+{
+    return cmd->asked_at > 0 ? cmd->asked_at : cmd->at;
+}
+
 /* A spend (hold or redemption) of `points` needs the member's free points. */
 static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                            int64_t points)
@@ -381,7 +391,7 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
      * these points do, as if each had been released at its deadline (the
      * reference ledger's order). Only a member in debt pays the read. */
     if (rc == PGW_OK && debt > 0)
-        rc = expire_due_holds(store, policy, member, cmd->at, &cmd->err);
+        rc = expire_due_holds(store, policy, member, state_at(cmd), &cmd->err);
     if (rc == PGW_OK && debt > 0)
         rc = pgw_store_member_debt(store, member, &known, &debt, &cmd->err);
     int64_t repay = pgw_min64(debt, points);
@@ -593,12 +603,12 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     /* What the purchase lost to expiry (swept or only due) is not taken
      * back: written off. */
     int64_t due = 0, lapsed = 0;
-    rc = expire_due_holds(store, policy, e.member, cmd->at, &cmd->err);
+    rc = expire_due_holds(store, policy, e.member, state_at(cmd), &cmd->err);
     if (rc == PGW_OK)
-        rc = pgw_store_earn_lot_due(store, &e, cmd->at, &due, &cmd->err);
+        rc = pgw_store_earn_lot_due(store, &e, state_at(cmd), &due, &cmd->err);
     if (rc == PGW_OK) {
         lapsed = pgw_refund_lapsed(delta, e.expired + due, e.written_off);
-        rc = take_for_refund(store, &e, cmd->at, delta - lapsed, &taken, &cmd->err);
+        rc = take_for_refund(store, &e, state_at(cmd), delta - lapsed, &taken, &cmd->err);
     }
     /* With clamp the member gives back only what their lots hold and the
      * rest is written off; with allow_negative the rest becomes debt. */

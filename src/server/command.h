@@ -207,9 +207,10 @@ struct pgw_command {
     bool bind_self;
     int64_t at; /* when it happens, unix seconds */
     /* When it was asked (unix seconds; 0: `at`). A backlog's event happens
-     * at its occurred_at, but its answer's figures are the later of the
-     * two: `available` as of then counted points due since, which a hold
-     * would refuse. */
+     * at its occurred_at, but meets holds and lots as they are when asked
+     * (a refund does not reverse points expired since), and its answer's
+     * figures are the later of the two: `available` as of then counted
+     * points due since, which a hold would refuse. */
     int64_t asked_at;
     /* EARN */
     size_t n_lines;

@@ -175,6 +175,7 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
              doc->receipt_no[0] ? doc->receipt_no : doc->event_id);
     snprintf(cmd->receipt, sizeof(cmd->receipt), "%s", doc->receipt_no);
     cmd->at = doc->event.occurred_at;
+    cmd->asked_at = now_s; /* the state it meets is now's (command.c state_at) */
     cmd->event = &doc->event;
     cmd->earning = earning;
     return PGW_OK;

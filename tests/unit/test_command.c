@@ -691,6 +691,45 @@ static void test_a_refund_after_expiry_pays_funders_in_proportion(void **state)
 }
 
 /*
+ * An event's occurred_at dates its effects (the refund's period, a lot's
+ * expiry), not the state it meets: holds and lots are as they are when it
+ * is applied. The ledger review's findings: a refund dated before its
+ * purchase's lot expired reversed points that had expired since, unless
+ * the sweep had moved them first (then: written off); and an event dated
+ * a few minutes ahead (a fast till) released another till's hold before
+ * its deadline.
+ */
+static void test_events_meet_the_state_of_when_they_are_applied(void **state)
+{
+    const db_fixture *db = *state;
+    const int64_t t = 1795486500;
+    pgw_writer *w = start_with(db, true, MONTH);
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_REFUND, "store:S001:R1", t + 20 * DAY); /* dated before the expiry */
+    cmd.asked_at = t + 40 * DAY;                                    /* applied after it */
+    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
+    cmd.amount_fen = 10000;
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    if (cmd.points_moved != 0 || cmd.written_off != 100)
+        fail_msg("a backlog refund of an expired lot reversed %lld, wrote off %lld; want 0, 100",
+                 (long long)cmd.points_moved, (long long)cmd.written_off);
+
+    assert_int_equal(earn_simple(w, "store:S001:P2", "M2", 60, 40, 10000, t), PGW_OK);
+    assert_int_equal(hold_points(w, "S002:H2", "M2", 100, t + 300, t + 1), PGW_OK);
+    keyed(&cmd, PGW_COMMAND_REFUND, "store:S001:R2", t + 350); /* a till 250 s fast */
+    cmd.asked_at = t + 100;
+    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P2");
+    cmd.amount_fen = 10000;
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    keyed(&cmd, PGW_COMMAND_CAPTURE, "S002:C2", t + 200);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H2");
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK); /* before its deadline: still pending */
+    pgw_writer_stop(w);
+    assert_verifies(db);
+}
+
+/*
  * Debt meets a hold past its deadline that nothing has released yet: a
  * purchase releases it first, so its points repay the debt, as the
  * reference ledger (whose holds are released at their deadline) does.
@@ -1670,6 +1709,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_after_expiry_pays_funders_in_proportion,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_meet_the_state_of_when_they_are_applied,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_purchase_releases_due_holds_before_it_repays,
                                         db_fixture_setup, db_fixture_teardown),
