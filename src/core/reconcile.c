@@ -16,6 +16,7 @@ static const char *const KIND_NAMES[PGW_RECON_KINDS] = {
     [PGW_RECON_MISSING_IN_STATEMENT] = "missing_in_statement",
     [PGW_RECON_DUPLICATE_IN_STATEMENT] = "duplicate_in_statement",
     [PGW_RECON_MALFORMED_ROW] = "malformed_row",
+    [PGW_RECON_OUTSIDE_PERIOD] = "outside_period",
 };
 
 const char *pgw_recon_kind_name(pgw_recon_kind kind)
@@ -42,7 +43,14 @@ static int report(merge *m, pgw_recon_kind kind, const pgw_recon_row *s, const p
     return kind == PGW_RECON_MATCHED ? PGW_OK : m->io->emit(m->io->sink, kind, s, l, err);
 }
 
-/* Reads the next statement row; malformed ones are reported on the way. */
+/* Whether a readable statement row is dated outside the period read. */
+static bool outside_period(const pgw_recon_io *io, const pgw_recon_row *s)
+{
+    return io->to > io->from && (s->occurred_at < io->from || s->occurred_at >= io->to);
+}
+
+/* Reads the next statement row; malformed ones and those dated outside
+ * the period are reported on the way. */
 static int next_statement(merge *m, pgw_err *err)
 {
     for (;;) {
@@ -50,9 +58,11 @@ static int next_statement(merge *m, pgw_err *err)
         if (rc != PGW_OK || m->s_end)
             return rc;
         m->sum->statement_rows++;
-        if (!m->s.malformed)
+        bool outside = !m->s.malformed && outside_period(m->io, &m->s);
+        if (!m->s.malformed && !outside)
             break;
-        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, NULL, err);
+        rc = report(m, outside ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_MALFORMED_ROW, &m->s, NULL,
+                    err);
         if (rc != PGW_OK)
             return rc;
     }

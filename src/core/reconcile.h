@@ -10,8 +10,10 @@
  * Every statement row ends in exactly one category: matched,
  * points_mismatch (points differ; checked first), amount_mismatch,
  * missing_in_ledger, duplicate_in_statement (the same event_id again after
- * its first row) or malformed_row (the reader could not read it; it
- * carries its line and why). Every ledger row is matched by a statement
+ * its first row), malformed_row (the reader could not read it; it
+ * carries its line and why) or outside_period (dated outside the period
+ * the ledger side was read for: not matched, for its event may be in the
+ * log all the same). Every ledger row is matched by a statement
  * row or is missing_in_statement. Each category but matched is reported
  * through `emit`, one call per row, as it is found.
  */
@@ -51,8 +53,9 @@ typedef enum pgw_recon_kind {
     PGW_RECON_MISSING_IN_STATEMENT,
     PGW_RECON_DUPLICATE_IN_STATEMENT,
     PGW_RECON_MALFORMED_ROW,
+    PGW_RECON_OUTSIDE_PERIOD,
 } pgw_recon_kind;
-#define PGW_RECON_KINDS (PGW_RECON_MALFORMED_ROW + 1)
+#define PGW_RECON_KINDS (PGW_RECON_OUTSIDE_PERIOD + 1)
 
 /* "matched", "points_mismatch", ... as API.md spells them. */
 const char *pgw_recon_kind_name(pgw_recon_kind kind);
@@ -86,6 +89,9 @@ typedef struct pgw_recon_io {
     void *ledger_source;
     pgw_recon_emit emit;
     void *sink;
+    /* The period the ledger rows were read for, [from, to); none when
+     * to <= from. A statement row dated outside it is outside_period. */
+    int64_t from, to;
 } pgw_recon_io;
 
 /*

@@ -396,7 +396,8 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
     if (rc == PGW_OK) /* one shop comes in event_id order; a whole channel is sorted */
         rc = opts->filter.shop ? prefetch_start(&sides[1], fill_pages, &l.pages, err)
                                : prefetch_start(&sides[1], fill_channel, &l, err);
-    pgw_recon_io io = {prefetch_next, &sides[0], prefetch_next, &sides[1], emit, k};
+    pgw_recon_io io = {prefetch_next, &sides[0], prefetch_next,     &sides[1],
+                       emit,          k,         opts->filter.from, opts->filter.to};
     k->statement = rc == PGW_OK ? &sides[0] : NULL;
     if (rc == PGW_OK)
         rc = pgw_reconcile(&io, sum, err);

@@ -1905,7 +1905,7 @@ def test_reconciliation(s):
     summary = doc.get("summary", {}) if isinstance(doc, dict) else {}
     want = {"statement_rows": 14, "ledger_rows": 12, "matched": 9, "points_mismatch": 1,
             "amount_mismatch": 1, "missing_in_ledger": 1, "missing_in_statement": 1,
-            "duplicate_in_statement": 1, "malformed_row": 1}
+            "duplicate_in_statement": 1, "malformed_row": 1, "outside_period": 0}
     check(code == 1 and all(summary.get(k) == v for k, v in want.items()),
           f"reconcile summary: exit {code} {summary} {err}")
     check(summary.get("statement_points") == sum(r[5] for r in planted if r[2] == "purchase")
@@ -2051,6 +2051,19 @@ def test_reconciliation(s):
     code, doc, err = reconcile(s, statement_csv(row), "--repair", channel="wechat_mp", shop="-")
     check(code == 2 and "repair the whole channel" in err and s.transfers() == before,
           f"--shop - beside appid keys: exit {code} {err}")
+    # Regression: a row dated outside --from/--to was matched only against
+    # the period's events, so one the log has was missing_in_ledger (and
+    # --repair posted it again). A statement cut on UTC days has such rows.
+    early = ["REC-EARLY", "2026-11-19T23:59:59+08:00", "purchase", "member_id:MREC", 10000, 100]
+    status, posted, _ = s.request("POST", "/v1/events", purchase(early[0], 10000, "MREC", when=early[1]))
+    check(status == 201, f"an event the day before: {status} {posted}")
+    ecode, edoc, eerr = reconcile(s, statement_csv([early, rows["REC-000"]]))
+    esum = edoc.get("summary", {}) if isinstance(edoc, dict) else {}
+    check(ecode == 1 and esum.get("outside_period") == 1 and esum.get("matched") == 1 and
+          esum.get("missing_in_ledger") == 0 and
+          [e["event_id"] for e in edoc.get("exceptions", []) if e["kind"] == "outside_period"]
+          == ["REC-EARLY"],
+          f"a row before --from is outside_period, not missing: exit {ecode} {esum} {eerr}")
 
 
 def test_reports(s):

@@ -73,13 +73,19 @@ static pgw_recon_row row(const char *id, int64_t amount, int64_t points)
     return r;
 }
 
+static int run_in(pgw_recon_row *st, size_t ns, pgw_recon_row *lg, size_t nl, found *f,
+                  pgw_recon_summary *sum, int64_t from, int64_t to, pgw_err *err)
+{
+    source a = {st, ns, 0}, b = {lg, nl, 0};
+    pgw_recon_io io = {next_row, &a, next_row, &b, collect, f, from, to};
+    f->n = 0;
+    return pgw_reconcile(&io, sum, err);
+}
+
 static int run(pgw_recon_row *st, size_t ns, pgw_recon_row *lg, size_t nl, found *f,
                pgw_recon_summary *sum, pgw_err *err)
 {
-    source a = {st, ns, 0}, b = {lg, nl, 0};
-    pgw_recon_io io = {next_row, &a, next_row, &b, collect, f};
-    f->n = 0;
-    return pgw_reconcile(&io, sum, err);
+    return run_in(st, ns, lg, nl, f, sum, 0, 0, err);
 }
 
 static void test_each_kind_on_a_small_statement(void **state)
@@ -95,6 +101,8 @@ static void test_each_kind_on_a_small_statement(void **state)
     st[5].malformed = true;
     st[5].line = 7;
     st[6] = row("E06", 6000, -60); /* matched: a refund */
+    st[7] = row("E08", 8000, 80);  /* outside_period: dated a second after it ends */
+    st[7].occurred_at++;
     lg[0] = row("E01", 1000, 10);
     lg[1] = row("E02", 2000, 20);
     lg[2] = row("E03", 3000, 30);
@@ -104,8 +112,8 @@ static void test_each_kind_on_a_small_statement(void **state)
     static found f;
     pgw_recon_summary sum;
     pgw_err err;
-    assert_int_equal(run(st, 7, lg, 6, &f, &sum, &err), PGW_OK);
-    assert_int_equal(sum.statement_rows, 7);
+    assert_int_equal(run_in(st, 8, lg, 6, &f, &sum, 0, st[0].occurred_at + 1, &err), PGW_OK);
+    assert_int_equal(sum.statement_rows, 8);
     assert_int_equal(sum.ledger_rows, 6);
     assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
     for (pgw_recon_kind k = PGW_RECON_POINTS_MISMATCH; k < PGW_RECON_KINDS; k++)
@@ -115,8 +123,8 @@ static void test_each_kind_on_a_small_statement(void **state)
     const char *expect[][2] = {{"points_mismatch", "E02"},        {"amount_mismatch", "E03"},
                                {"duplicate_in_statement", "E03"}, {"missing_in_ledger", "E04"},
                                {"malformed_row", "line 7"},       {"missing_in_statement", "E05"},
-                               {"missing_in_statement", "E07"}};
-    assert_int_equal(f.n, 7);
+                               {"outside_period", "E08"},         {"missing_in_statement", "E07"}};
+    assert_int_equal(f.n, 8);
     for (size_t i = 0; i < f.n; i++) {
         assert_string_equal(pgw_recon_kind_name(f.kind[i]), expect[i][0]);
         assert_string_equal(f.key[i], expect[i][1]);
