@@ -140,6 +140,9 @@ expect_text "--as-of: expected an RFC 3339 time with an offset"
 # date (a year's typo took a year of members' points).
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2031-01-01T00:00:00Z"
 expect_text "--as-of is ahead of the clock"
+# Nor by a few minutes: a hold due in four would be released now.
+expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "$(date -u -d '+240 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+expect_text "--as-of is ahead of the clock"
 
 # Outside development mode, serve needs the phone keys: without them it refuses to start.
 sed 's/"development_mode": true/"development_mode": false/' config/pointsgw.example.json >"$tmp/prod.json"
@@ -205,6 +208,12 @@ expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch 
 expect_text '"batch":"b2","rate_bp":10000,"created":1'
 expect_exit 0 "$bin" verify --db "$import_db"
 expect_text "transfers:  4 checked"
+# Regression: a damaged log exited 2, "bad usage", which a monitoring job
+# reads as its own mistake; verify found a problem there: 1.
+expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --db "sqlite:$tmp/whole.db"
+head -c 8192 "$tmp/whole.db" >"$tmp/damaged.db"
+expect_exit 1 "$bin" verify --db "sqlite:$tmp/damaged.db"
+expect_text "malformed"
 expect_exit 2 "$bin" import-balances --shop S999 --file "$tmp/more.csv" --db "$import_db"
 expect_text "--shop must name a shop"
 printf 'card,colour\nC1,red\n' >"$tmp/bad.csv"
