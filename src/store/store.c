@@ -2260,6 +2260,35 @@ static int verify_refunds(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     return r->ok && step != PGW_SQL_DONE ? db_error(s, PGW_EIO, "checking refunds", err) : PGW_OK;
 }
 
+/* Every event's record (what reconciliation reads: idempotency.points, not
+ * chained) equals what its transfers moved for its member. */
+static int verify_events(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    static const char sql[] =
+        "SELECT key, points, moved FROM (SELECT i.key, i.points, COALESCE((SELECT SUM(CASE"
+        " WHEN t.credit = 'member:' || i.member THEN t.points"
+        " WHEN t.debit = 'member:' || i.member THEN -t.points ELSE 0 END) FROM transfers t"
+        " WHERE t.id >= i.first_transfer AND t.id < i.first_transfer + i.transfer_count), 0)"
+        " AS moved FROM idempotency i WHERE i.event_type <> '') AS e"
+        " WHERE moved <> points LIMIT 1";
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "checking events", err);
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW) {
+        char key[PGW_IDEM_KEY_MAX + 1] = "";
+        (void)column_text(st, 0, key, sizeof(key));
+        r->ok = false;
+        snprintf(r->problem, sizeof(r->problem),
+                 "event %.128s: recorded %lld points, its transfers moved %lld", key,
+                 (long long)pgw_sql_column_int64(st, 1), (long long)pgw_sql_column_int64(st, 2));
+    }
+    pgw_sql_finalize(st);
+    return step != PGW_SQL_ROW && step != PGW_SQL_DONE
+               ? db_error(s, PGW_EIO, "checking events", err)
+               : PGW_OK;
+}
+
 int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
     memset(r, 0, sizeof(*r));
@@ -2273,6 +2302,8 @@ int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         rc = verify_invariants(s, r, err);
     if (rc == PGW_OK)
         rc = verify_refunds(s, r, err);
+    if (rc == PGW_OK && r->ok)
+        rc = verify_events(s, r, err);
     return rc;
 }
 

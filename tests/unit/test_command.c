@@ -1195,6 +1195,19 @@ static void assert_events_recorded(const db_fixture *db, const int64_t points[7]
     f.channel = "wechat_mp";
     assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 16, &n, NULL), PGW_OK);
     assert_int_equal(n, 0);
+    /* What reconciliation reads of an event is outside the chain; verify
+     * holds it to the event's transfers (the finance review: an edited
+     * figure went unnoticed). */
+    pgw_verify_report report;
+    assert_int_equal(pgw_store_verify(s, &report, NULL), PGW_OK);
+    assert_true(report.ok);
+    assert_int_equal(
+        pgw_store__exec_for_test(
+            s, "UPDATE idempotency SET points = points + 1 WHERE event_type = 'refund'", NULL),
+        PGW_OK);
+    assert_int_equal(pgw_store_verify(s, &report, NULL), PGW_OK);
+    if (report.ok || strstr(report.problem, "event") == NULL)
+        fail_msg("an edited event record: verify said ok=%d \"%s\"", report.ok, report.problem);
     pgw_store_close(s);
 }
 
