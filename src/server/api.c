@@ -2357,11 +2357,14 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
         rc = pgw_event_from_json(job->wx->event, &api->cfg->rules, &job->doc, err);
     /* The push passed check_message's skew (PGW_OA_CLOCK_SKEW_S, WeChat's
      * clock against ours); the event's own bound must not refuse what that
-     * took. A follow or a sign-in releases no hold and makes a lot like any
-     * other: only a till's event needs the tighter bound. */
-    int64_t now = wall_now_s() + (PGW_OA_CLOCK_SKEW_S - PGW_EVENT_AHEAD_MAX_S);
+     * took. But the holds and lots it meets are as they are now: a member
+     * in debt signing in would otherwise release a till's hold 300 s early. */
+    int64_t now = wall_now_s();
     if (rc == PGW_OK)
-        rc = pgw_event_command(api->vault, job->wx->event, &job->doc, now, &job->earning, cmd, err);
+        rc = pgw_event_command(api->vault, job->wx->event, &job->doc,
+                               now + (PGW_OA_CLOCK_SKEW_S - PGW_EVENT_AHEAD_MAX_S), &job->earning,
+                               cmd, err);
+    cmd->asked_at = now;
     cmd->render = render_event;
     return rc;
 }

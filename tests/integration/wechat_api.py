@@ -567,6 +567,31 @@ def official_account(srv, fake):
     return oa_member
 
 
+def oa_sign_in_keeps_holds(srv):
+    """Regression: an official-account event met the member's holds 300 s
+    ahead of the clock (its date's slack for WeChat's clock taken for
+    ours): a member in debt signing in released a till's hold, its points
+    repaying the debt, minutes before the hold's deadline."""
+    who = {"oa_openid": "oOA-HOLD", "appid": OA_APPID}
+    now = int(time.time())
+    when = time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(now - 60 + 8 * 3600))
+    sale = {"event_id": "OAH-P1", "channel": "store", "shop_id": "S001", "type": "purchase",
+            "occurred_at": when, "member": who, "amount_fen": 100000}
+    status, doc = srv.request("POST", "/v1/events", sale, key=SHOP)
+    member, points = doc.get("member_id"), doc.get("points")
+    hold = {"hold_id": "OAH-H1", "member": {"member_id": member}, "shop_id": "S001",
+            "points": points, "expires_in_s": 200}
+    held = srv.request("POST", "/v1/holds", hold, key=SHOP)[0]
+    refund = dict(sale, event_id="OAH-R1", type="refund", original_event_id="OAH-P1")
+    refunded = srv.request("POST", "/v1/events", refund, key=SHOP)[0]
+    check((status, held, refunded) == (201, 201, 201), "a sale, a hold, its refund: %s %s %s"
+          % (status, held, refunded))
+    status, body = push(srv, oa_xml("oOA-HOLD", now, "text", content="签到", msg_id="77000001"))
+    check(status == 200, "the member signs in: %s" % status)
+    status, doc = srv.request("POST", "/v1/holds/OAH-H1/capture", {}, key=SHOP)
+    check(status == 200, "the hold, far from its deadline, is still captured: %s %s" % (status, doc))
+
+
 def linked_login(srv, fake, oa_member):
     # The follower's unionid came from user/info: a login with it is that member.
     got = eventually(lambda: fake.requests("/cgi-bin/user/info"), lambda g: len(g) > 0)
@@ -940,6 +965,7 @@ def main():
     try:
         mini_program(srv, fake)
         oa_member = official_account(srv, fake)
+        oa_sign_in_keeps_holds(srv)
         linked_login(srv, fake, oa_member)
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
