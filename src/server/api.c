@@ -2405,9 +2405,23 @@ typedef struct oa_link_job {
     int64_t at;
 } oa_link_job;
 
+static void stream_committed(void *ctx, const pgw_command *cmd);
+
+/* The link done (writer's completion thread): a merge's transfers to the
+ * live stream; a failure to the log. */
+static void oa_link_done(pgw_command *cmd, void *payload)
+{
+    if (cmd->rc == PGW_OK)
+        stream_committed(payload, cmd);
+    else
+        fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n",
+                cmd->err.msg);
+    free(cmd);
+}
+
 /* Links the follower's openid to the unionid WeChat knows them by (a LINK
  * of its own): a member who logged into the mini program is the follower,
- * or the two merge. The worker waits for the writer. */
+ * or the two merge. Nothing waits for it: oa_link_done ends it. */
 static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
 {
     pgw_command *link = calloc(1, sizeof(*link));
@@ -2426,9 +2440,12 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
     pgw_hash_hex(link->fingerprint, hex, sizeof(hex));
     snprintf(link->key, sizeof(link->key), "oa_link:%.32s:%lld", hex, (long long)l->at);
     snprintf(link->channel, sizeof(link->channel), "wechat_oa");
+    link->done = oa_link_done;
+    link->payload = l->api;
     if (rc == PGW_OK)
-        rc = pgw_writer_run(l->api->writer, link, err);
-    free(link);
+        rc = pgw_writer_submit(l->api->writer, link, err);
+    if (rc != PGW_OK)
+        free(link);
     return rc;
 }
 
@@ -3266,9 +3283,10 @@ static void emit_transfers(const pgw_api *api, const pgw_command *cmd, pgw_api_e
     }
 }
 
-/* The sweep's expiries, committed: their transfers go to the live stream
- * as the requests' do (writer's completion thread, in commit order). */
-static void sweep_seen(void *ctx, const pgw_command *cmd)
+/* A command no request carries, committed (the sweep's expiries, a
+ * follower's link): its transfers go to the live stream as the requests'
+ * do (writer's completion thread, in commit order). */
+static void stream_committed(void *ctx, const pgw_command *cmd)
 {
     const pgw_api *api = ctx;
     for (size_t i = 0; api->stream_news != NULL && i < cmd->n_transfers; i++) {
@@ -3458,8 +3476,8 @@ static void *sweep_main(void *arg)
         pthread_mutex_unlock(&sw->lock);
         pgw_expire_report report;
         pgw_err err;
-        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), sweep_seen, sw->api, &report,
-                                &err);
+        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), stream_committed, sw->api,
+                                &report, &err);
         if (rc != PGW_OK)
             fprintf(stderr, "pointsgw: expiry sweep: %s\n", err.msg);
         pthread_mutex_lock(&sw->lock);

@@ -639,11 +639,30 @@ def linked_login(srv, fake, oa_member):
                  {"appid": OA_APPID, "openid": "oOA-8", "following": True, "unionid": "uUNION-8"})
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-8b"}, key=None)
     check(doc["member_id"] == lone, "the login binds the unionid to the openid's member")
+    ws = stream_client()
+    sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream?key=" + ADMIN)
     status, body = push(srv, oa_xml("oOA-8", int(time.time()) + 1, "event", event="subscribe"))
     doc = eventually(lambda: srv.request("GET", "/v1/members/" + follower)[1],
                      lambda d: d.get("merged_into") is not None)
     check(doc["merged_into"] == lone and doc["balance"] == 50,
           "resubscribing links and merges the follower into the unionid's member: %s" % doc)
+    # Regression: the link ran on a worker with no request to carry its
+    # transfers, and the merge's never reached the live stream.
+    got = [m for m in ws.ws_messages(sock, pending, 1.5) if m.get("type") == "transfer"]
+    sock.close()
+    check([(m["debit"], m["credit"], m["points"]) for m in got] ==
+          [("member:" + follower, "member:" + lone, 50)],
+          "the merge's transfer is on the stream: %s" % got)
+
+
+def stream_client():
+    """http_api.py's WebSocket client (ws_open, ws_messages)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "http_api", os.path.join(SRC, "tests/integration/http_api.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def delivered(fake, touser):
