@@ -28,20 +28,43 @@ int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_e
     return rc;
 }
 
-/* Chains one row's card, phone and points (or a malformed row's line)
- * into the digest so far. */
-static void chain_row(uint8_t digest[PGW_HASH_LEN], const pgw_csv_row *row, const int *col,
-                      bool malformed)
+/* A field as an identity keeps it (a phone in E.164, "+86 138-0000-0001"
+ * and "13800000001" alike), or as read when it is none. */
+static const char *normalised(pgw_identity_kind kind, const char *text, pgw_identity *id)
 {
-    char text[PGW_HASH_LEN + 3 * (PGW_CSV_FIELD_MAX + 1) + 32];
-    size_t n = PGW_HASH_LEN;
-    memcpy(text, digest, PGW_HASH_LEN);
-    if (malformed)
-        n += (size_t)snprintf(text + n, sizeof(text) - n, "\x15%zu", row->line);
-    for (size_t c = 0; !malformed && c < PGW_IMPORT_COLUMNS; c++)
-        n += (size_t)snprintf(text + n, sizeof(text) - n, "%s\x1f", pgw_csv_cell(row, col, c));
-    PGW_ASSERT(n < sizeof(text));
-    pgw_sha256(text, n, digest);
+    return text[0] != '\0' && pgw_identity_make(kind, kind == PGW_ID_CARD ? "S" : NULL, text, id,
+                                                NULL) == PGW_OK
+               ? id->value
+               : text;
+}
+
+/* Adds a row's digest into `sum`, 256 bits modulo 2^256: the sum of the
+ * rows' digests does not depend on their order. A malformed row counts as
+ * one, whatever it held. */
+static void add_row(uint8_t sum[PGW_HASH_LEN], const pgw_csv_row *row, const int *col,
+                    bool malformed)
+{
+    char text[3 * (PGW_CSV_FIELD_MAX + 1) + 32] = "\x15";
+    if (!malformed) {
+        pgw_identity card, phone;
+        const char *points = pgw_csv_cell(row, col, PGW_IMPORT_POINTS);
+        char *end = NULL, number[24];
+        long long value = strtoll(points, &end, 10);
+        bool numeric = points[0] != '\0' && *end == '\0'; /* "0100" is 100 */
+        snprintf(number, sizeof(number), "%lld", value);
+        snprintf(text, sizeof(text), "%s\x1f%s\x1f%s",
+                 normalised(PGW_ID_CARD, pgw_csv_cell(row, col, PGW_IMPORT_CARD), &card),
+                 normalised(PGW_ID_PHONE, pgw_csv_cell(row, col, PGW_IMPORT_PHONE), &phone),
+                 numeric ? number : points);
+    }
+    uint8_t digest[PGW_HASH_LEN];
+    pgw_sha256(text, strlen(text), digest);
+    unsigned carry = 0;
+    for (size_t i = PGW_HASH_LEN; i-- > 0;) {
+        carry += (unsigned)sum[i] + digest[i];
+        sum[i] = (uint8_t)carry;
+        carry >>= 8;
+    }
 }
 
 void pgw_import_default_batch(const char *text, size_t len, char out[PGW_IMPORT_BATCH_MAX + 1])
@@ -51,8 +74,7 @@ void pgw_import_default_batch(const char *text, size_t len, char out[PGW_IMPORT_
     pgw_err err;
     bool done = false;
     int col[PGW_IMPORT_COLUMNS];
-    uint8_t digest[PGW_HASH_LEN];
-    pgw_sha256("", 0, digest);
+    uint8_t digest[PGW_HASH_LEN] = {0};
     pgw_csv_init(&csv, text, len);
     if (pgw_csv_next(&csv, &row, &done, &err) != PGW_OK || done ||
         pgw_import_header(&row, col, &err) != PGW_OK) {
@@ -62,8 +84,9 @@ void pgw_import_default_batch(const char *text, size_t len, char out[PGW_IMPORT_
             int rc = pgw_csv_next(&csv, &row, &done, &err);
             if (rc == PGW_OK && done)
                 break;
-            chain_row(digest, &row, col, rc != PGW_OK);
+            add_row(digest, &row, col, rc != PGW_OK);
         }
+        pgw_sha256(digest, sizeof(digest), digest);
     }
     char hex[2 * PGW_HASH_LEN + 1];
     pgw_hash_hex(digest, hex, sizeof(hex));

@@ -1262,9 +1262,11 @@ def test_imports(s):
           == (0, 1, 0), f"an older command line's rows replay over HTTP: {status} {doc}")
     # Regression: a file given no batch was named by its bytes' hash, so the
     # same rows saved again by Excel (a BOM, CRLF, quotes, a blank row, the
-    # columns in another order) were credited a second time.
+    # rows and columns in another order, the phone and points spelt another
+    # way) were credited a second time.
     plain = b'card,phone,points\nK4,,100\nK5,"13300133011",50\n'
-    excel = b'\xef\xbb\xbfphone,points,card\r\n,"100",K4\r\n13300133011,50,"K5"\r\n,,\r\n'
+    excel = (b'\xef\xbb\xbfphone,points,card\r\n"+86 133-0013-3011",50,"K5"\r\n'
+             b',"0100",K4\r\n,,\r\n')
     status, first, _ = s.request("POST", "/v1/shops/S003/imports", raw=plain, ctype="text/csv")
     check(status == 200 and first.get("imported") == 2, f"a file with no batch: {status} {first}")
     status, again, _ = s.request("POST", "/v1/shops/S003/imports", raw=excel, ctype="text/csv")
