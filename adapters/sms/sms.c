@@ -267,6 +267,11 @@ static size_t param_limit(const pgw_sms_client *c)
     return c->provider == TENCENT ? PGW_SMS_TENCENT_PARAM_CHARS : PGW_SMS_TEXT_CHARS_MAX;
 }
 
+size_t pgw_sms_param_chars_max(const pgw_sms_client *c)
+{
+    return param_limit(c);
+}
+
 int pgw_sms_check(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_err *err)
 {
     if (msg == NULL || msg->phone == NULL || msg->template_id == NULL)

@@ -141,6 +141,9 @@ void pgw_sms_client_free(pgw_sms_client *client);
 int pgw_sms_send(const pgw_sms_client *client, const pgw_sms_message *msg, pgw_sms_result *out,
                  pgw_err *err);
 
+/* The characters a parameter may hold with this client's provider. */
+size_t pgw_sms_param_chars_max(const pgw_sms_client *client);
+
 /*
  * Whether `msg` may be sent by this client, without sending it: the checks
  * pgw_sms_send makes first. PGW_OK, PGW_EINVAL or PGW_ETOOLARGE.

@@ -492,6 +492,36 @@ def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
         wechat.stop()
 
 
+def tier_by_sms(tmp, sms_fake, env):
+    """Regression: a tier's display_name longer than Tencent's 12 characters
+    a variable made every tier notice by SMS dead ("at most 12"). It is cut
+    to fit, as WeChat's keywords are."""
+    d = os.path.join(tmp, "tier")
+    os.makedirs(d)
+    cfg_path = config(d, "tier.json", sms_fake.port, {"start": "00:00", "end": "00:00"})
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["channels"]["sms"]["templates"]["tier_changed"] = "1000004"
+    cfg["tiers"][1]["display_name"] = "Gold Member Card"
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = run(d, cfg_path, env)
+    phone = "13600136088"
+    try:
+        status, doc = srv.request("POST", "/v1/events", purchase("TIER-1", phone, 600000), key=wx.SHOP)
+        check(status == 201, "a sale that makes gold: %s %s" % (status, doc))
+        listed = eventually(lambda: notices(srv, doc["member_id"]),
+                            lambda l: any(n["kind"] == "tier_changed" and n["state"] != "pending"
+                                          for n in l))
+        tier = [n for n in listed if n["kind"] == "tier_changed"]
+        sent = [m["params"] for m in sms_fake.messages()
+                if m["phone"] == "+86" + phone and m["template_id"] == "1000004"]
+        check(tier and tier[0]["state"] == "sent" and sent == [["Gold Member", str(doc["balance"])]],
+              "the tier notice goes, its name cut to 12 characters: %s %s" % (tier, sent))
+    finally:
+        srv.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-sms-")
     fake = SmsFake(tmp)
@@ -575,6 +605,7 @@ def main():
         expiry_reminder(tmp, fake, env, now)
         provider_down(tmp, env)
         refused_number(tmp, fake, env)
+        tier_by_sms(tmp, fake, env)
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())
