@@ -26,7 +26,6 @@
 
 /* Identities read to find a member's openids and phone: cards sort before
  * openids, so this is room for many cards. */
-#define IDENTITIES_READ 64
 
 static const char *const KIND_NAMES[PGW_NOTICE_KINDS] = {
     [PGW_NOTICE_POINTS_ARRIVED] = "points_arrived",
@@ -138,10 +137,11 @@ bool pgw_notify_possible(const pgw_config *cfg)
 static int read_identities(courier *c, const char *member, reach_info *r, pgw_err *err)
 {
     pgw_notifier *n = c->n;
-    pgw_identity_key ids[IDENTITIES_READ];
-    size_t count_ids = 0;
-    int rc = pgw_store_member_identities(c->store, member, ids, IDENTITIES_READ, &count_ids, err);
     const pgw_config *cfg = n->o.cfg;
+    pgw_identity_key ids[3];
+    size_t count_ids = 0;
+    int rc = pgw_store_member_reach(c->store, member, cfg->wechat_mp.appid, cfg->wechat_oa.appid,
+                                    ids, &count_ids, err);
     for (size_t i = 0; rc == PGW_OK && i < count_ids; i++) {
         const pgw_identity_key *k = &ids[i];
         if (k->kind == PGW_ID_MP_OPENID && strcmp(k->scope, cfg->wechat_mp.appid) == 0)

@@ -148,6 +148,7 @@ enum {
     ST_FIND_IDENTITY,
     ST_BIND_IDENTITY,
     ST_MEMBER_IDENTITIES,
+    ST_MEMBER_REACH,
     ST_MEMBER_WECHAT_IDS,
     ST_MERGED_INTO,
     ST_MERGED_MEMBERS,
@@ -381,6 +382,16 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * member view) must not be pushed out by them. */
     [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
                              " WHERE member = ?1 ORDER BY kind = 2, kind, scope, lookup LIMIT ?2",
+    /* The notifier's: the openids of our two apps and the newest phone, one
+     * each, however many other identities the member holds. */
+    [ST_MEMBER_REACH] =
+        "SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
+        " FROM identities WHERE member = ?1 AND kind = 3 AND scope = ?2 LIMIT 1) AS mp"
+        " UNION ALL SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
+        " FROM identities WHERE member = ?1 AND kind = 4 AND scope = ?3 LIMIT 1) AS oa"
+        " UNION ALL SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
+        " FROM identities WHERE member = ?1 AND kind = 1 ORDER BY created_at_us DESC LIMIT 1) AS "
+        "ph",
     [ST_MERGED_INTO] = "SELECT merged_into FROM members WHERE id = ?1",
     /* By members_merged: every merged id points at its survivor (schema 24). */
     [ST_MERGED_MEMBERS] = "SELECT id FROM members WHERE merged_into = ?1 ORDER BY id LIMIT ?2",
@@ -2927,6 +2938,16 @@ int pgw_store_member_identities(pgw_store *s, const char *member, pgw_identity_k
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, (int64_t)cap);
     return read_rows(s, st, identity_row, out, sizeof(*out), cap, n, "reading identities", err);
+}
+
+int pgw_store_member_reach(pgw_store *s, const char *member, const char *mp_appid,
+                           const char *oa_appid, pgw_identity_key out[3], size_t *n, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_MEMBER_REACH];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, mp_appid);
+    pgw_sql_bind_text(st, 3, oa_appid);
+    return read_rows(s, st, identity_row, out, sizeof(*out), 3, n, "reading whom to notify", err);
 }
 
 /* ---- merges ----------------------------------------------------------------------- */

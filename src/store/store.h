@@ -395,6 +395,11 @@ int pgw_store_bind_identity(pgw_store *store, const pgw_identity_key *key, const
                             int64_t now_us, pgw_err *err);
 /* Whether a member holds a WeChat identity (an openid, a unionid). */
 int pgw_store_member_on_wechat(pgw_store *store, const char *member, bool *on_wechat, pgw_err *err);
+/* The identities a notice reaches `member` by, at most one of each: its
+ * openid of mini program `mp_appid`, of official account `oa_appid`, and
+ * its newest phone; *n of them in out, in that order (those it has). */
+int pgw_store_member_reach(pgw_store *store, const char *member, const char *mp_appid,
+                           const char *oa_appid, pgw_identity_key out[3], size_t *n, pgw_err *err);
 /* Up to `cap` of a member's identities, ordered by kind, cards last. */
 int pgw_store_member_identities(pgw_store *store, const char *member, pgw_identity_key *out,
                                 size_t cap, size_t *n, pgw_err *err);
