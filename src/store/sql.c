@@ -158,12 +158,17 @@ static void with_defaults(const char *url, char *out, size_t cap)
  * bytea and UTF-8 whatever the server's defaults (sql.c decodes hex; our
  * text is UTF-8), and a session that idles in a transaction for a minute
  * (a stopped instance holding the chain lock) is ended by the server, so
- * the other instances go on.
+ * the other instances go on. READ COMMITTED for every statement that does
+ * not say otherwise (a read transaction does), whatever the database's
+ * default: under REPEATABLE READ a migration's snapshot predated the lock
+ * it waited for (a second schema row), and the notifier's claims failed
+ * to serialize.
  */
 static int pg_session(pgw_sql *db)
 {
     static const char base[] = "SET bytea_output = 'hex'; SET client_encoding = 'UTF8';"
-                               " SET idle_in_transaction_session_timeout = '60s';";
+                               " SET idle_in_transaction_session_timeout = '60s';"
+                               " SET default_transaction_isolation = 'read committed';";
     PQsetNoticeProcessor(db->pg, ignore_notice, NULL);
     char sql[sizeof(base) + SESSION_MAX];
     snprintf(sql, sizeof(sql), "%s%s", base, db->session);

@@ -255,7 +255,20 @@ def main():
         # the chain lock (it runs its writes READ COMMITTED).
         db = pg.create_db(cluster.admin, isolation="repeatable read")
         config = write_config(tmp)
-        gateways = [Gateway(tmp, n, config, db) for n in range(3)]
+        # All three at once on the empty database: one creates the schema,
+        # the others find it done. Regression: under REPEATABLE READ their
+        # migration's snapshot predated the lock it waited for, and a second
+        # pgw_schema row (version 0) was written beside the first.
+        gateways = [None] * 3
+        starts = [threading.Thread(target=lambda n=n: gateways.__setitem__(
+            n, Gateway(tmp, n, config, db))) for n in range(3)]
+        for t in starts:
+            t.start()
+        for t in starts:
+            t.join()
+        check(None not in gateways, "three gateways started at once")
+        check(sql_int(db, "SELECT count(*) FROM pgw_schema") == 1,
+              "one schema row: %s" % sql_int(db, "SELECT count(*) FROM pgw_schema"))
         events = exactly_once(gateways, db)
         acked, retried = restart_under_load(gateways, db, cluster)
         for n, gw in enumerate(gateways):
