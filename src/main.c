@@ -968,7 +968,7 @@ static int import_args(const flag_set *flags, const pgw_config *cfg, const char 
     if (given != NULL)
         snprintf(batch, cap, "%s", given);
     else /* the file's own hash: the same file twice is one import */
-        pgw_import_default_batch(text, len, batch);
+        pgw_import_default_batch(flag_get(flags, "--shop"), text, len, batch);
     return EXIT_OK;
 }
 

@@ -24,9 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Identities read to find a member's openids and phone: cards sort before
- * openids, so this is room for many cards. */
-
 static const char *const KIND_NAMES[PGW_NOTICE_KINDS] = {
     [PGW_NOTICE_POINTS_ARRIVED] = "points_arrived",
     [PGW_NOTICE_POINTS_REVERSED] = "points_reversed",
@@ -142,11 +139,11 @@ static int read_identities(courier *c, const char *member, reach_info *r, pgw_er
     size_t count_ids = 0;
     int rc = pgw_store_member_reach(c->store, member, cfg->wechat_mp.appid, cfg->wechat_oa.appid,
                                     ids, &count_ids, err);
-    for (size_t i = 0; rc == PGW_OK && i < count_ids; i++) {
+    for (size_t i = 0; rc == PGW_OK && i < count_ids; i++) { /* the store matched the appids */
         const pgw_identity_key *k = &ids[i];
-        if (k->kind == PGW_ID_MP_OPENID && strcmp(k->scope, cfg->wechat_mp.appid) == 0)
+        if (k->kind == PGW_ID_MP_OPENID)
             snprintf(r->mp_openid, sizeof(r->mp_openid), "%.64s", k->lookup);
-        else if (k->kind == PGW_ID_OA_OPENID && strcmp(k->scope, cfg->wechat_oa.appid) == 0)
+        else if (k->kind == PGW_ID_OA_OPENID)
             snprintf(r->oa_openid, sizeof(r->oa_openid), "%.64s", k->lookup);
         else if (k->kind == PGW_ID_PHONE)
             r->phone = *k;

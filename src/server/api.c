@@ -1068,7 +1068,7 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
     if (rc == PGW_OK)
         rc = query_int(req->query, "rate_bp", 1, PGW_MULTIPLIER_BP_MAX, &rate_bp, what, &err);
     if (rc == PGW_OK && batch[0] == '\0')
-        pgw_import_default_batch((const char *)req->body, req->body_len, batch);
+        pgw_import_default_batch(shop, (const char *)req->body, req->body_len, batch);
     if (rc == PGW_OK)
         rc = pgw_import_header(&header, col, &err);
     pgw_batch setup = {.kind = R_IMPORT, .rate_bp = rate_bp};

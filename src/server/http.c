@@ -268,8 +268,8 @@ static void drain_done(pgw_http *h)
     }
     if (dropped > 0 && h->watchers > 0) { /* else nobody missed them */
         fprintf(stderr,
-                "pointsgw: the live stream dropped %zu messages (the service thread fell "
-                "behind); its watchers are closed\n",
+                "pointsgw: the live stream dropped %zu transfer messages (the service thread "
+                "fell behind); its watchers are closed\n",
                 dropped);
         h->stream_gaps++;
         h->ring_news = true; /* each watcher's turn closes it */

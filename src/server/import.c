@@ -30,19 +30,19 @@ int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_e
 
 /* A field as an identity keeps it (a phone in E.164, "+86 138-0000-0001"
  * and "13800000001" alike), or as read when it is none. */
-static const char *normalised(pgw_identity_kind kind, const char *text, pgw_identity *id)
+static const char *normalised(pgw_identity_kind kind, const char *shop, const char *text,
+                              pgw_identity *id)
 {
-    return text[0] != '\0' && pgw_identity_make(kind, kind == PGW_ID_CARD ? "S" : NULL, text, id,
-                                                NULL) == PGW_OK
-               ? id->value
-               : text;
+    const char *scope = kind == PGW_ID_CARD ? shop : NULL;
+    return text[0] != '\0' && pgw_identity_make(kind, scope, text, id, NULL) == PGW_OK ? id->value
+                                                                                       : text;
 }
 
 /* Adds a row's digest into `sum`, 256 bits modulo 2^256: the sum of the
  * rows' digests does not depend on their order. A malformed row counts as
  * one, whatever it held. */
-static void add_row(uint8_t sum[PGW_HASH_LEN], const pgw_csv_row *row, const int *col,
-                    bool malformed)
+static void add_row(uint8_t sum[PGW_HASH_LEN], const char *shop, const pgw_csv_row *row,
+                    const int *col, bool malformed)
 {
     char text[3 * (PGW_CSV_FIELD_MAX + 1) + 32] = "\x15";
     if (!malformed) {
@@ -53,8 +53,8 @@ static void add_row(uint8_t sum[PGW_HASH_LEN], const pgw_csv_row *row, const int
         bool numeric = points[0] != '\0' && *end == '\0'; /* "0100" is 100 */
         snprintf(number, sizeof(number), "%lld", value);
         snprintf(text, sizeof(text), "%s\x1f%s\x1f%s",
-                 normalised(PGW_ID_CARD, pgw_csv_cell(row, col, PGW_IMPORT_CARD), &card),
-                 normalised(PGW_ID_PHONE, pgw_csv_cell(row, col, PGW_IMPORT_PHONE), &phone),
+                 normalised(PGW_ID_CARD, shop, pgw_csv_cell(row, col, PGW_IMPORT_CARD), &card),
+                 normalised(PGW_ID_PHONE, shop, pgw_csv_cell(row, col, PGW_IMPORT_PHONE), &phone),
                  numeric ? number : points);
     }
     uint8_t digest[PGW_HASH_LEN];
@@ -67,7 +67,8 @@ static void add_row(uint8_t sum[PGW_HASH_LEN], const pgw_csv_row *row, const int
     }
 }
 
-void pgw_import_default_batch(const char *text, size_t len, char out[PGW_IMPORT_BATCH_MAX + 1])
+void pgw_import_default_batch(const char *shop, const char *text, size_t len,
+                              char out[PGW_IMPORT_BATCH_MAX + 1])
 {
     static pgw_csv_row row; /* one caller at a time: the service thread, or the command */
     pgw_csv csv;
@@ -84,7 +85,7 @@ void pgw_import_default_batch(const char *text, size_t len, char out[PGW_IMPORT_
             int rc = pgw_csv_next(&csv, &row, &done, &err);
             if (rc == PGW_OK && done)
                 break;
-            add_row(digest, &row, col, rc != PGW_OK);
+            add_row(digest, shop, &row, col, rc != PGW_OK);
         }
         pgw_sha256(digest, sizeof(digest), digest);
     }

@@ -38,13 +38,14 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
                       const char *card, const char *phone, const char *points, int64_t now,
                       pgw_command *cmd, pgw_err *err);
 
-/* The batch id of a file given none: the start of a SHA-256 of its rows as
+/* The batch id of `shop`'s file given none: the start of a SHA-256 of its rows as
  * read (each row's card, phone and points as they are kept, in any
  * order), so the same rows imported twice are one import however the file
  * was saved (a BOM, CRLF, quotes, blank rows, the rows or columns in
  * another order, a phone spelt another way). Not thread-safe: one caller
  * at a time. */
-void pgw_import_default_batch(const char *text, size_t len, char out[PGW_IMPORT_BATCH_MAX + 1]);
+void pgw_import_default_batch(const char *shop, const char *text, size_t len,
+                              char out[PGW_IMPORT_BATCH_MAX + 1]);
 
 /* Whether a batch id is usable: 1..64 of [A-Za-z0-9._-]. */
 bool pgw_import_batch_ok(const char *batch);

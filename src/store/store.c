@@ -378,8 +378,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_MEMBER_WECHAT_IDS] = "SELECT count(*) FROM (SELECT 1 FROM identities"
                              " WHERE member = ?1 AND kind IN (3, 4, 5) LIMIT 1) w",
     /* Cards last: a member may hold any number (merges, imports at many
-     * shops), and those read first (the notifier's openids and phone, the
-     * member view) must not be pushed out by them. */
+     * shops), and the member view's first 16 should show the rest. */
     [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
                              " WHERE member = ?1 ORDER BY kind = 2, kind, scope, lookup LIMIT ?2",
     /* The notifier's: the openids of our two apps and the newest phone, one
