@@ -974,6 +974,30 @@ def raw_exchange(s, data):
     return out, closed
 
 
+def first_answer(s, data):
+    """Sends raw bytes on a new connection; the first answer, read by its
+    Content-Length (an interim 100 first included), without waiting for
+    the server to close."""
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    out = b""
+    try:
+        conn.sendall(data)
+        while True:
+            heads = re.search(rb"HTTP/1.1 [2-5]\d\d [^\r]*\r\n(.*?)\r\n\r\n", out, re.S)
+            length = heads and re.search(rb"content-length: *(\d+)", heads.group(1), re.I)
+            if length and len(out) - heads.end() >= int(length.group(1)):
+                break
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except socket.timeout:
+        pass
+    finally:
+        conn.close()
+    return out
+
+
 def test_framing_and_case(s):
     """A POST without Content-Length (curl -X POST) has an empty body: a void
     goes through, answered, then the connection closes. A body sent with
@@ -1051,6 +1075,57 @@ def test_framing_and_case(s):
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-CASE2"), key=None,
                                headers={"Authorization": "bearer " + KEYS["admin"][0]})
     check(status == 201, f"the auth scheme in lower case: {status} {doc}")
+
+
+def test_expect_continue(s):
+    """Regression (the HTTP review): a client that sends `Expect: 100-continue`
+    (curl for bodies over 1 MiB, .NET for every POST) waits for the interim
+    answer before its body. None came: each such request waited the
+    client's timeout. It is answered at once when the body will be read,
+    the connection carries the next request after it, and a request
+    refused before its body gets only its final answer."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+    body = json.dumps(purchase("E-EXPECT")).encode()
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    try:
+        conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth +
+                     b"Content-Type: application/json\r\nExpect: 100-Continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        interim = b""
+        try:
+            while not interim.endswith(b"\r\n\r\n"):
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                interim += chunk
+        except socket.timeout:
+            pass
+        check(interim == b"HTTP/1.1 100 Continue\r\n\r\n", f"the interim answer: {interim!r}")
+        out = b""
+        for request in (body, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"):
+            conn.sendall(request)
+            try:
+                while not out.endswith(b"}"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except socket.timeout:
+                pass
+            out += b"\n"
+        check(out.startswith(b"HTTP/1.1 201") and b'"E-EXPECT"' in out and
+              b"HTTP/1.1 200" in out, f"the event after its 100, then a GET: {out[:400]!r}")
+    finally:
+        conn.close()
+    before = s.transfers()
+    for what, head in (("too large", auth + b"Content-Length: %d\r\n" % (2 << 20)),
+                       ("unknown key", b"Authorization: Bearer nobody\r\n" +
+                        b"Content-Length: %d\r\n" % len(body))):
+        out = first_answer(s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + head +
+                           b"Content-Type: application/json\r\nExpect: 100-continue\r\n\r\n")
+        check(re.match(rb"HTTP/1.1 4(13|01) ", out) is not None and b" 100 " not in out,
+              f"{what}: the final answer, no 100: {out[:200]!r}")
+    check(s.transfers() == before, "requests refused before their body wrote nothing")
 
 
 def service_cpu_s(s):
@@ -2219,7 +2294,8 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_framing_and_case, test_pipelining,
+                         test_refunds, test_holds, test_bad_input, test_framing_and_case, test_expect_continue,
+                         test_pipelining,
                          test_batch, test_shop_csv,
                          test_imports,
                          test_expiry_sweep,
