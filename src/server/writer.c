@@ -200,16 +200,14 @@ static void apply_batch(pgw_writer *w, size_t n)
 }
 
 /*
- * Idle on a database server: asks it every PING_EVERY_S whether it
- * answers, so /healthz tells a database that went away (or came back)
- * without waiting for a write to fail. Called and returns with the lock.
+ * Idle: asks the store every PING_EVERY_S whether it answers, so /healthz
+ * tells a database that went away (or came back) without waiting for a
+ * write to fail: a server that stopped, or a SQLite file deleted or moved
+ * aside (a health check kept sending traffic to an instance that could
+ * not write). Called and returns with the lock.
  */
 static void idle_wait(pgw_writer *w)
 {
-    if (!pgw_store_is_remote(w->store)) {
-        pthread_cond_wait(&w->wake, &w->lock);
-        return;
-    }
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC,
                   &until); /* `wake` runs on it: a clock step must not stop pings */

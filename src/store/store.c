@@ -1737,7 +1737,8 @@ bool pgw_store_is_remote(const pgw_store *s)
 int pgw_store_ping(pgw_store *s, pgw_err *err)
 {
     PGW_ASSERT(!pgw_sql_in_transaction(s->db));
-    return exec(s, "SELECT 1", "checking the database", err);
+    int moved = check_file_in_place(s, err);
+    return moved != PGW_OK ? moved : exec(s, "SELECT 1", "checking the database", err);
 }
 
 bool pgw_store_in_transaction(pgw_store *s)

@@ -89,8 +89,8 @@ int pgw_store_rollback(pgw_store *store, pgw_err *err);
  * next statement outside a transaction, reconnects, at most once per
  * backoff period (50 ms doubling to 5 s), failing fast in between.
  * pgw_store_ping does the same and runs a trivial query: whether the
- * database answers now (SQLite: always, unless the file is gone). Not
- * inside a transaction.
+ * database answers now (SQLite: PGW_EUNAVAILABLE when its file was deleted
+ * or replaced under us, as pgw_store_begin). Not inside a transaction.
  */
 int pgw_store_ping(pgw_store *store, pgw_err *err);
 /* Whether the store is a server's (PostgreSQL), which can go away. */

@@ -1741,6 +1741,38 @@ def test_stream_gap_closes_watchers(tmp):
     check("stream dropped" in err, f"the drop is logged: {err[-300:]}")
 
 
+def test_health_sees_the_file_moved(tmp):
+    """Regression (the HTTP review): an idle gateway's /healthz said ok for
+    as long as nobody wrote after its SQLite file was moved aside (a
+    balancer kept sending it traffic it could not store); the writer's ping
+    now looks at the path. Put back, the file is healthy again."""
+    sub = os.path.join(tmp, "moved")
+    os.makedirs(sub)
+    s = Server(sub, write_config(sub), db="sqlite:" + os.path.join(sub, "log.db"))
+    try:
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED"))
+        check(status == 201, f"an event before the move: {status} {doc}")
+        path = os.path.join(sub, "log.db")
+        os.rename(path, path + ".aside")
+
+        def health():
+            return s.request("GET", "/healthz", key=None)[:2]
+        deadline, answer = time.time() + 5, None
+        while time.time() < deadline and (answer := health())[0] != 503:
+            time.sleep(0.1)
+        check(answer == (503, {"status": "degraded", "db": "down"}),
+              f"healthz with the file moved aside, nobody writing: {answer}")
+        os.rename(path + ".aside", path)
+        deadline = time.time() + 5
+        while time.time() < deadline and (answer := health())[0] != 200:
+            time.sleep(0.1)
+        check(answer == (200, {"status": "ok", "db": "ok"}), f"healthz with it put back: {answer}")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED-2"))
+        check(status == 201, f"an event after it was put back: {status} {doc}")
+    finally:
+        s.stop()
+
+
 def test_slow_bodies(tmp):
     """Regression: a body was buffered whole (up to 1 MiB) before its key
     was looked at, and one trickled a byte at a time was never cut off: a
@@ -2311,6 +2343,7 @@ def main():
         test_tls(tmp)
         test_tight_risk(tmp)
         test_slow_bodies(tmp)
+        test_health_sees_the_file_moved(tmp)
         test_stream_gap_closes_watchers(tmp)
         test_cli_expiry_gives_back_caps(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)

@@ -1732,6 +1732,28 @@ static void test_a_deleted_file_takes_no_writes(void **state)
     pgw_store_close(s);
 }
 
+/* Regression (the HTTP review): an idle gateway's /healthz stayed ok after
+ * its SQLite file was moved aside, until a write failed: the writer's
+ * ping asked SQLite, which answers from the open file. It now looks at
+ * the path too, and is well again when the file is put back. */
+static void test_a_ping_sees_the_file_moved(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's file */
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_ping(s, &err), PGW_OK);
+    char aside[600];
+    snprintf(aside, sizeof(aside), "%s.aside", f->path);
+    assert_int_equal(rename(f->path, aside), 0);
+    assert_int_equal(pgw_store_ping(s, &err), PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "deleted or replaced"));
+    assert_int_equal(rename(aside, f->path), 0);
+    assert_int_equal(pgw_store_ping(s, &err), PGW_OK);
+    pgw_store_close(s);
+}
+
 /* A SQLite file holding another program's tables is not ours to create
  * a log in, nor one to read: regression, both migrated it. */
 static void test_a_foreign_file_is_not_ours(void **state)
@@ -1895,6 +1917,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_12_rebuilds_transfers_keeping_everything,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_deleted_file_takes_no_writes, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_ping_sees_the_file_moved, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_foreign_file_is_not_ours, db_fixture_setup,
                                         db_fixture_teardown),
