@@ -3079,8 +3079,11 @@ static const char *methods_of(route r)
     return r == R_OA_CALLBACK ? "GET, POST" : wants_get ? "GET" : "POST";
 }
 
+/* HEAD is GET without the body (http.c leaves it out). */
 static bool method_allowed(route r, const char *method)
 {
+    if (strcmp(method, "HEAD") == 0)
+        method = "GET";
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
     return r == R_OA_CALLBACK ? get || post : strcmp(methods_of(r), method) == 0;
 }

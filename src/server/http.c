@@ -402,12 +402,14 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     char *uri = NULL;
     int uri_len = 0;
     int method = lws_http_get_uri_and_method(wsi, &uri, &uri_len);
-    static const char *const NAMES[] = {"GET", "POST", "OPTIONS", "PUT", "PATCH", "DELETE"};
+    static const char *const NAMES[] = {"GET",   "POST",   "OPTIONS", "PUT",
+                                        "PATCH", "DELETE", "CONNECT", "HEAD"};
     q->r.received_us = wall_us();
     if (lws_get_peer_simple(wsi, q->r.client_address, sizeof(q->r.client_address)) == NULL)
         q->r.client_address[0] = '\0';
     snprintf(q->r.method, sizeof(q->r.method), "%s",
-             method >= 0 && method < 6 ? NAMES[method] : "OTHER");
+             method >= 0 && method < (int)(sizeof(NAMES) / sizeof(NAMES[0])) ? NAMES[method]
+                                                                             : "OTHER");
     bool ok = strlen(path) <= PGW_PATH_MAX;
     snprintf(q->r.path, sizeof(q->r.path), "%s", ok ? path : "");
     const char *bad_query = ok ? copy_query(wsi, q->r.query, sizeof(q->r.query)) : NULL;
@@ -563,8 +565,13 @@ static int write_head(struct lws *wsi, req *q, bool *all_sent)
                                      (const unsigned char *)"close", 5, &p, end)) ||
         lws_finalize_http_header(wsi, &p, end))
         return -1;
-    *all_sent = q->resp.body_len <= CHUNK;
-    if (*all_sent) {
+    /* HEAD: GET's headers, Content-Length included, and no body (RFC 9110
+     * 9.3.2): a client reusing the connection would read one as the start
+     * of its next answer. */
+    if (strcmp(q->r.method, "HEAD") == 0) {
+        *all_sent = true;
+        q->sent = q->resp.body_len;
+    } else if ((*all_sent = q->resp.body_len <= CHUNK)) {
         memcpy(p, q->resp.body, q->resp.body_len);
         p += q->resp.body_len;
         q->sent = q->resp.body_len;

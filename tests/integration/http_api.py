@@ -1128,6 +1128,29 @@ def test_expect_continue(s):
     check(s.transfers() == before, "requests refused before their body wrote nothing")
 
 
+def test_head(s):
+    """Regression (the HTTP review): HEAD was 405 with a body, which a client
+    reusing the connection reads as the start of its next answer; health
+    checks that use HEAD failed. It is GET's answer without the body."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+    s.request("POST", "/v1/events", purchase("E-HEAD", member="M7707"))
+    for path, key in ((b"/healthz", b""), (b"/metrics", b""), (b"/v1/members/M7707", auth),
+                      (b"/v1/events", auth)):
+        _, get_doc, get_headers = s.request("GET" if path != b"/v1/events" else "HEAD",
+                                            path.decode(), key="admin" if key else None)
+        out, closed = raw_exchange(s, b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n" + key +
+                                   b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first, _, rest = out.partition(b"\r\n\r\n")
+        want = b"HTTP/1.1 405" if path == b"/v1/events" else b"HTTP/1.1 200"
+        check(first.startswith(want) and rest.startswith(b"HTTP/1.1 200") and
+              rest.endswith(b'{"status":"ok","db":"ok"}'),
+              f"HEAD {path!r}: its headers, no body, then the next answer: {out[:400]!r}")
+        if path == b"/healthz":
+            length = re.search(rb"content-length: *(\d+)", first, re.I)
+            check(length is not None and int(length.group(1)) == len(json.dumps(
+                get_doc, separators=(",", ":"))), f"HEAD's Content-Length is GET's: {first!r}")
+
+
 def service_cpu_s(s):
     """CPU seconds the server has used (all its threads)."""
     with open(f"/proc/{s.proc.pid}/stat") as f:
@@ -2326,7 +2349,7 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_framing_and_case, test_expect_continue,
+                         test_refunds, test_holds, test_bad_input, test_framing_and_case, test_expect_continue, test_head,
                          test_pipelining,
                          test_batch, test_shop_csv,
                          test_imports,
