@@ -110,6 +110,7 @@ typedef enum route {
     R_ME_PREFERENCES,
     R_SMS_OTP,
     R_SMS_OTP_VERIFY,
+    R_STREAM, /* the WebSocket: http.c upgrades it; plain HTTP is refused */
     R_COUNT
 } route;
 
@@ -147,6 +148,7 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_ME_PREFERENCES] = "/v1/me/preferences",
     [R_SMS_OTP] = "/v1/sms/otp",
     [R_SMS_OTP_VERIFY] = "/v1/sms/otp/verify",
+    [R_STREAM] = "/v1/stream",
 };
 
 /* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
@@ -163,7 +165,7 @@ static const char *const RISK_RULES[] = {
 #define N_RISK_RULES (sizeof(RISK_RULES) / sizeof(RISK_RULES[0]))
 
 /* The statuses counted per route in /metrics. */
-static const int STATUSES[] = {200, 201, 202, 400, 401, 403, 404, 405,
+static const int STATUSES[] = {101, 200, 201, 202, 400, 401, 403, 404, 405,
                                409, 411, 413, 415, 422, 429, 500, 503};
 #define N_STATUSES (sizeof(STATUSES) / sizeof(STATUSES[0]))
 /* Request duration buckets, seconds (Prometheus histogram). */
@@ -3075,7 +3077,7 @@ static const char *methods_of(route r)
 {
     bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
                      r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME ||
-                     r == R_NOTIFICATIONS;
+                     r == R_NOTIFICATIONS || r == R_STREAM;
     return r == R_OA_CALLBACK ? "GET, POST" : wants_get ? "GET" : "POST";
 }
 
@@ -3204,6 +3206,11 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     }
     if (refuse_method(r, req, resp))
         return false;
+    if (r == R_STREAM) {
+        pgw_api_error(resp, 400, "invalid_request",
+                      "/v1/stream is a WebSocket: ask for Upgrade: websocket");
+        return false;
+    }
     if (r == R_HEALTH || r == R_METRICS || r == R_DASHBOARD) {
         if (r == R_HEALTH)
             handle_health(api, resp);
@@ -3317,6 +3324,12 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
         return rc;
     if (who.kind == PGW_SCOPE_CHANNEL)
         return pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not watch the stream", who.name);
+    /* A shop's key watches its own shop: asked for another, it got its
+     * own transfers under that name, in silence (the HTTP review). */
+    if (who.kind == PGW_SCOPE_SHOP && shop_param != NULL && shop_param[0] != '\0' &&
+        strcmp(shop_param, who.scope_id) != 0)
+        return pgw_err_set(err, PGW_EFORBIDDEN, "key %s watches only shop %s", who.name,
+                           who.scope_id);
     const char *shop = who.kind == PGW_SCOPE_SHOP ? who.scope_id : (shop_param ? shop_param : "");
     if (strlen(shop) > PGW_ID_MAX)
         return pgw_err_set(err, PGW_EINVAL, "shop filter too long");

@@ -691,18 +691,24 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
  * 401 for no or a bad key), in one write before libwebsockets closes the
  * connection, as its own refusals do; and its log line. -1, for lws.
  */
+/* A handshake as a request, for its answer and its log line. */
+static void handshake_request(struct lws *wsi, const char *uri, const char *key_name, req *q)
+{
+    memset(q, 0, sizeof(*q));
+    q->r.received_us = wall_us();
+    snprintf(q->r.method, sizeof(q->r.method), "GET");
+    snprintf(q->r.path, sizeof(q->r.path), "%s", uri);
+    if (lws_get_peer_simple(wsi, q->r.client_address, sizeof(q->r.client_address)) == NULL)
+        q->r.client_address[0] = '\0';
+    snprintf(q->resp.key_name, sizeof(q->resp.key_name), "%s", key_name);
+    q->resp.route = pgw_api_route_label(uri);
+}
+
 static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
                           int rc, const char *message)
 {
     req q;
-    memset(&q, 0, sizeof(q));
-    q.r.received_us = wall_us();
-    snprintf(q.r.method, sizeof(q.r.method), "GET");
-    snprintf(q.r.path, sizeof(q.r.path), "%s", uri);
-    if (lws_get_peer_simple(wsi, q.r.client_address, sizeof(q.r.client_address)) == NULL)
-        q.r.client_address[0] = '\0';
-    snprintf(q.resp.key_name, sizeof(q.resp.key_name), "%s", key_name);
-    q.resp.route = "/v1/stream";
+    handshake_request(wsi, uri, key_name, &q);
     pgw_api_refusal(&q.resp, rc, message);
     q.close_after = true;
     bool all_sent = false;
@@ -752,6 +758,12 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     if (rc != PGW_OK)
         return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
     w->allowed = true;
+    /* Counted and logged as any request is (lws answers the 101 next): a
+     * watcher that came was in no metric nor log line. */
+    req q;
+    handshake_request(wsi, uri, key_name, &q);
+    q.resp.status = 101;
+    pgw_api_log(h->api, &q.r, &q.resp, wall_us());
     return 0;
 }
 

@@ -1504,6 +1504,10 @@ def test_stream(s):
             ("a channel's key", "/v1/stream", "Authorization: Bearer " + KEYS["mp"][0] + "\r\n",
              "403 forbidden"),
             ("another path", "/v1/streams?key=" + KEYS["admin"][0], "", "404 not_found"),
+            # regression (the HTTP review): a shop's key asking for another
+            # shop got its own transfers under that name, in silence
+            ("a shop's key for another shop", "/v1/stream?shop=S002&key=" + KEYS["s001"][0], "",
+             "403 forbidden"),
             # regression: a shop nobody configured was watched in silence
             ("an unknown shop", "/v1/stream?shop=S999&key=" + KEYS["admin"][0], "",
              "404 not_found"),
@@ -1540,6 +1544,12 @@ def test_stream(s):
                                    f"Sec-WebSocket-Protocol: {offered}\r\n")
         ws.close()
         check((" 101 " in ws_status) == upgraded, f"subprotocol {offered}: {ws_status}")
+    own, own_status, _ = ws_open(s.port, "/v1/stream?shop=S001&key=" + KEYS["s001"][0])
+    own.close()
+    check(" 101 " in own_status, f"a shop's key naming its own shop: {own_status}")
+    # not a WebSocket: said so (it was 404 "no such route")
+    status, doc, _ = s.request("GET", "/v1/stream")
+    check(status == 400 and "WebSocket" in str(doc), f"/v1/stream without Upgrade: {status} {doc}")
     time.sleep(0.2)
     _, mine, _ = s.request("POST", "/v1/events", purchase("E-WS-1", member="M5"))
     _, other, _ = s.request("POST", "/v1/events", purchase("E-WS-2", member="M5", shop="S002"),
@@ -1618,6 +1628,11 @@ def test_route_labels(s):
     """Every route the tests used is counted under its own template."""
     status, text, _ = s.request("GET", "/metrics", key=None)
     check("(null)" not in text, "no unnamed route in the metrics")
+    # regression (the HTTP review): the stream's handshakes were counted
+    # under "other", and one upgraded nowhere
+    for status in ("101", "401", "403"):
+        check(f'pgw_http_requests_total{{route="/v1/stream",status="{status}"}}' in text,
+              f"metrics count /v1/stream's {status}")
     for route in ("/v1/events:batch", "/v1/members/{id}/transfers", "/v1/members/resolve",
                   "/v1/members/{id}/identities", "/v1/shops/{id}/batches",
                   "/v1/shops/{id}/imports",
@@ -1647,6 +1662,8 @@ def test_log(s):
           "the log names a signing key whose signature was refused")
     check(any(line["key"] == "mp" and line["path"] == "/v1/stream" and line["status"] == 403
               for line in lines), "the log names a key refused the stream")
+    check(any(line["key"] == "admin" and line["path"] == "/v1/stream" and line["status"] == 101
+              for line in lines), "the log names a watcher let in")
     check(any(line["path"] == '/v1/members/q"b\\s\t' for line in lines),
           "the log escapes a path's quote, backslash and control character")
     check(any(line["path"] == "/v1/members/\ufffdx\ufffd(" for line in lines),
