@@ -283,6 +283,15 @@ static void drain_done(pgw_http *h)
 /* ---- reading a request ------------------------------------------------------------------ */
 
 /* Copies a header into out; false when it is longer than out. "" when absent. */
+/* lws keeps a value's trailing whitespace, which RFC 9110 5.5 strips: a
+ * key copied with a space after it was 401 (the HTTP review). */
+static bool trimmed(char *value)
+{
+    for (size_t end = strlen(value); end > 0 && strchr(" \t", value[end - 1]);)
+        value[--end] = '\0';
+    return true;
+}
+
 static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out, size_t cap)
 {
     out[0] = '\0';
@@ -291,7 +300,7 @@ static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out
         return true;
     if ((size_t)len >= cap)
         return false;
-    return lws_hdr_copy(wsi, out, (int)cap, token) >= 0;
+    return lws_hdr_copy(wsi, out, (int)cap, token) >= 0 && trimmed(out);
 }
 
 /* The query string, its arguments joined with '&' (lws keeps them apart,
@@ -325,7 +334,7 @@ static bool copy_custom(struct lws *wsi, const char *name, char *out, size_t cap
         return true;
     if ((size_t)len >= cap)
         return false;
-    return lws_hdr_custom_copy(wsi, out, (int)cap, name, (int)strlen(name)) >= 0;
+    return lws_hdr_custom_copy(wsi, out, (int)cap, name, (int)strlen(name)) >= 0 && trimmed(out);
 }
 
 /*
@@ -450,9 +459,6 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     }
     char length[32];
     bool readable = copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length));
-    /* lws keeps a value's trailing whitespace, which RFC 9110 5.5 strips */
-    for (size_t end = readable ? strlen(length) : 0; end > 0 && strchr(" \t", length[end - 1]);)
-        length[--end] = '\0';
     /* Digits only (RFC 9110 8.6): "abc" or "-1" is no length at all, and
      * with no length the body's end is unknown: refused, then closed. */
     if (!readable || strspn(length, "0123456789") != strlen(length)) {

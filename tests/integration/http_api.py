@@ -1075,6 +1075,12 @@ def test_framing_and_case(s):
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-CASE2"), key=None,
                                headers={"Authorization": "bearer " + KEYS["admin"][0]})
     check(status == 201, f"the auth scheme in lower case: {status} {doc}")
+    # Regression (the HTTP review): whitespace after a value (RFC 9110 5.5:
+    # not part of it) made a good key 401.
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-CASE3"), key=None,
+                               headers={"Authorization": "Bearer " + KEYS["admin"][0] + " \t"},
+                               ctype="application/json \t")
+    check(status == 201, f"a key and a media type with whitespace after them: {status} {doc}")
 
 
 def test_expect_continue(s):
