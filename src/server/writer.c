@@ -215,8 +215,14 @@ static void idle_wait(pgw_writer *w)
     if (pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT || w->stopping ||
         w->count > 0)
         return;
+    /* After a failed commit a read answering is not enough: on SQLite the
+     * reads of a full disk do. Health stayed down until a write came, and
+     * a balancer sent none to an instance it saw down (the operator
+     * review). A probe that commits says when writes work again. */
+    bool probe = w->stats.last_batch_failed && !w->read_only && !w->paused;
     pthread_mutex_unlock(&w->lock);
-    bool up = pgw_store_ping(w->store, NULL) == PGW_OK;
+    bool up = pgw_store_ping(w->store, NULL) == PGW_OK &&
+              (!probe || pgw_store_probe_write(w->store, NULL) == PGW_OK);
     pthread_mutex_lock(&w->lock);
     w->stats.last_batch_failed = !up || w->sync_failed;
 }

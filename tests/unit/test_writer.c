@@ -496,6 +496,62 @@ static void test_wal_bounded_on_a_slow_disk(void **state)
     assert_true(peak < 4 * 500 * (2048 + 24)); /* a few backstops' worth, not growing */
 }
 
+/* ---- a full disk that empties again ---- */
+
+static atomic_bool wal_writes_fail;
+
+static int fail_wal_writes(shim_file *f, int n)
+{
+    (void)n;
+    return (f->open_flags & SQLITE_OPEN_WAL) != 0 && atomic_load(&wal_writes_fail) ? SQLITE_FULL
+                                                                                   : SQLITE_OK;
+}
+
+/* Whether /healthz reports the storage down, within `ms`. */
+static bool health_down_within(pgw_writer *w, bool down, int ms)
+{
+    pgw_writer_stats stats;
+    for (int waited = 0;; waited += 50) {
+        pgw_writer_get_stats(w, &stats);
+        if (stats.last_batch_failed == down || waited >= ms)
+            return stats.last_batch_failed == down;
+        usleep(50 * 1000);
+    }
+}
+
+/*
+ * Regression (the operator review): after a commit failed for a full disk,
+ * an idle gateway on SQLite reported the storage down until a write
+ * succeeded, and a balancer sends none to an instance it sees down. The
+ * idle writer now probes with a write: down while writes fail (a read,
+ * which a full disk answers, is not enough), up again once they work.
+ */
+static void test_health_returns_when_writes_work_again(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's own files */
+    shim_vfs_hooks.before_write = fail_wal_writes;
+    assert_true(shim_vfs_install());
+    pgw_writer *w = start(f, 16, 16);
+    pgw_command cmd;
+    make_command(&cmd, "full:before", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_OK);
+    atomic_store(&wal_writes_fail, true);
+    make_command(&cmd, "full:during", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_EUNAVAILABLE);
+    assert_true(health_down_within(w, true, 0));
+    usleep(2500 * 1000); /* two idle pings: the probe fails, it stays down */
+    assert_true(health_down_within(w, true, 0));
+    atomic_store(&wal_writes_fail, false);
+    assert_true(health_down_within(w, false, 3000)); /* no write came: the probe's */
+    make_command(&cmd, "full:after", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_OK);
+    pgw_writer_stop(w);
+    shim_vfs_hooks.before_write = NULL;
+    assert_int_equal(log_size(f), 2);
+}
+
 static void test_a_failed_sync_is_final(void **state)
 {
     db_fixture *f = *state;
@@ -551,6 +607,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_sync_is_final, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_health_returns_when_writes_work_again,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
