@@ -57,7 +57,8 @@ struct pgw_writer {
     pgw_command **flight;        /* the syncer's: being synced, then completed */
     size_t n_pending;
     bool writer_ended;
-    bool sync_failed; /* final: nothing is written after a failed sync */
+    bool sync_failed;   /* final: nothing is written after a failed sync */
+    bool commit_failed; /* the last batch's; on SQLite only a commit clears it */
     pgw_err sync_err;
     bool sync_held; /* test hook */
     /* The checkpointer (SQLite writers only), under `lock`. */
@@ -191,6 +192,7 @@ static void apply_batch(pgw_writer *w, size_t n)
         w->stats.last_transfer = last;
     w->stats.batches += rc == PGW_OK;
     w->stats.failed_batches += rc != PGW_OK;
+    w->commit_failed = rc != PGW_OK;
     w->stats.last_batch_failed = rc != PGW_OK || w->sync_failed; /* a failed sync is final */
     w->stats.commands += n;
     w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;
@@ -215,16 +217,14 @@ static void idle_wait(pgw_writer *w)
     if (pthread_cond_timedwait(&w->wake, &w->lock, &until) != ETIMEDOUT || w->stopping ||
         w->count > 0)
         return;
-    /* After a failed commit a read answering is not enough: on SQLite the
-     * reads of a full disk do. Health stayed down until a write came, and
-     * a balancer sent none to an instance it saw down (the operator
-     * review). A probe that commits says when writes work again. */
-    bool probe = w->stats.last_batch_failed && !w->read_only && !w->paused;
     pthread_mutex_unlock(&w->lock);
-    bool up = pgw_store_ping(w->store, NULL) == PGW_OK &&
-              (!probe || pgw_store_probe_write(w->store, NULL) == PGW_OK);
+    bool up = pgw_store_ping(w->store, NULL) == PGW_OK;
     pthread_mutex_lock(&w->lock);
-    w->stats.last_batch_failed = !up || w->sync_failed;
+    /* SQLite answers reads from a disk too full to commit: after a failed
+     * commit only a commit says it works again (a ping here set health
+     * ok while every write failed). A database server's answer does. */
+    bool failed = w->commit_failed && !pgw_store_is_remote(w->store);
+    w->stats.last_batch_failed = !up || w->sync_failed || failed;
 }
 
 /* Waits for work; moves up to batch_max commands out of the ring. 0 = stop. */

@@ -1741,24 +1741,6 @@ int pgw_store_ping(pgw_store *s, pgw_err *err)
     return moved != PGW_OK ? moved : exec(s, "SELECT 1", "checking the database", err);
 }
 
-int pgw_store_probe_write(pgw_store *s, pgw_err *err)
-{
-    if (is_postgres(s))
-        return pgw_store_ping(s, err);
-    /* The header's user_version written again as it is: one page through
-     * the WAL, as a commit writes it, and nothing changed. */
-    char sql[64];
-    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", PGW_STORE_SCHEMA_VERSION);
-    int rc = pgw_store_begin(s, err);
-    if (rc == PGW_OK)
-        rc = exec(s, sql, "probing a write", err);
-    if (rc == PGW_OK)
-        rc = pgw_store_commit(s, err);
-    if (rc != PGW_OK)
-        pgw_store_rollback(s, NULL);
-    return rc;
-}
-
 bool pgw_store_in_transaction(pgw_store *s)
 {
     return pgw_sql_in_transaction(s->db);

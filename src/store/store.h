@@ -93,14 +93,6 @@ int pgw_store_rollback(pgw_store *store, pgw_err *err);
  * or replaced under us, as pgw_store_begin). Not inside a transaction.
  */
 int pgw_store_ping(pgw_store *store, pgw_err *err);
-
-/*
- * Whether a write commits now: SQLite commits its header's schema version
- * as it is (one page through the WAL: a disk that filled up, or a file
- * that cannot be written, fails it); PostgreSQL pings (the server keeps
- * its own disk). Not inside a transaction.
- */
-int pgw_store_probe_write(pgw_store *store, pgw_err *err);
 /* Whether the store is a server's (PostgreSQL), which can go away. */
 bool pgw_store_is_remote(const pgw_store *store);
 
