@@ -2982,12 +2982,12 @@ static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, co
     int rc = json_body(req, false, &obj, &err);
     if (rc == PGW_OK)
         rc = pgw_json_only_keys(obj, "$", keys, &err);
-    bool set_sms = rc == PGW_OK && json_object_get(obj, "sms") != NULL;
+    bool set_sms = rc == PGW_OK && pgw_json_has(obj, "sms");
     if (rc == PGW_OK)
         rc = pgw_json_bool(obj, "sms", "$", false, &sms, &err);
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, "birthday", "$", false, 5, birthday, sizeof(birthday), &err);
-    if (rc == PGW_OK && json_object_get(obj, "birthday") != NULL && !birthday_ok(birthday))
+    if (rc == PGW_OK && pgw_json_has(obj, "birthday") && !birthday_ok(birthday))
         rc = pgw_err_set(&err, PGW_EINVAL, "$.birthday: expected \"MM-DD\", a day of the year");
     if (rc == PGW_OK && !set_sms && birthday[0] == '\0')
         rc = pgw_err_set(&err, PGW_EINVAL, "$: give sms, birthday or both");

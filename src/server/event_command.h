@@ -22,7 +22,7 @@ int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw
 
 /* SHA-256 of the request object's canonical JSON (sorted keys, compact):
  * json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS)'s text, byte for byte, as
- * the stored fingerprints were made. */
+ * the stored fingerprints were made; members set to null left out. */
 int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN]);
 
 /* That canonical text of `v` into buf (NUL-terminated) and its length in

@@ -129,7 +129,7 @@ static int item_from_json(const json_t *obj, const char *path, pgw_item *out, pg
 static int items_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
 {
     json_t *items = json_object_get(obj, "items");
-    if (items == NULL)
+    if (!pgw_json_has(obj, "items"))
         return PGW_OK;
     if (!json_is_array(items))
         return pgw_err_set(err, PGW_EINVAL, "$.items: expected an array");
@@ -209,7 +209,7 @@ static int typed_fields_from_json(const json_t *obj, const pgw_rules *rules, pgw
     bool money = type == PGW_EVENT_PURCHASE || type == PGW_EVENT_REFUND;
     int rc = pgw_json_int(obj, "amount_fen", "$", money, 1, PGW_AMOUNT_FEN_MAX,
                           &out->event.amount_fen, err);
-    if (rc == PGW_OK && !money && json_object_get(obj, "amount_fen") != NULL)
+    if (rc == PGW_OK && !money && pgw_json_has(obj, "amount_fen"))
         rc = pgw_err_set(err, PGW_EINVAL, "$.amount_fen: not taken by %s events",
                          pgw_event_type_name(type));
     if (rc == PGW_OK)
@@ -222,14 +222,14 @@ static int typed_fields_from_json(const json_t *obj, const pgw_rules *rules, pgw
     if (rc == PGW_OK)
         rc = pgw_json_int(obj, "points", "$", type == PGW_EVENT_CUSTOM, 1, PGW_POINTS_MAX,
                           &out->event.custom_points, err);
-    if (rc == PGW_OK && type != PGW_EVENT_CUSTOM && json_object_get(obj, "points") != NULL)
+    if (rc == PGW_OK && type != PGW_EVENT_CUSTOM && pgw_json_has(obj, "points"))
         rc = pgw_err_set(err, PGW_EINVAL, "$.points: only custom events give points directly");
     if (rc == PGW_OK && type == PGW_EVENT_REFERRAL) {
         out->has_referrer = true;
         rc = pgw_member_from_json(json_object_get(obj, "referrer"), "$.referrer", rules,
                                   &out->referrer, err);
     }
-    if (rc == PGW_OK && type != PGW_EVENT_REFERRAL && json_object_get(obj, "referrer") != NULL)
+    if (rc == PGW_OK && type != PGW_EVENT_REFERRAL && pgw_json_has(obj, "referrer"))
         rc = pgw_err_set(err, PGW_EINVAL, "$.referrer: only referral events name a referrer");
     return rc;
 }

@@ -67,13 +67,25 @@ int pgw_json_only_keys(const json_t *obj, const char *path, const char *const *a
     return PGW_OK;
 }
 
-/* Looks obj[key] up; PGW_ENOTFOUND (no message) when absent and optional. */
+bool pgw_json_has(const json_t *obj, const char *key)
+{
+    PGW_ASSERT(json_is_object(obj));
+    const json_t *value = json_object_get(obj, key);
+    return value != NULL && !json_is_null(value);
+}
+
+/*
+ * Looks obj[key] up; PGW_ENOTFOUND (no message) when absent and optional.
+ * An optional key set to null is absent: Jackson, Json.NET and most
+ * generated clients write every unset field as null, and a POS in Java
+ * got 400 for a receipt number it did not have (the HTTP review).
+ */
 static int lookup(const json_t *obj, const char *key, const char *path, bool required,
                   json_t **value, pgw_err *err)
 {
     PGW_ASSERT(json_is_object(obj));
     *value = json_object_get(obj, key);
-    if (*value != NULL)
+    if (*value != NULL && !(json_is_null(*value) && !required))
         return PGW_OK;
     if (required)
         return pgw_err_set(err, PGW_EINVAL, "%s.%s: required", path, key);

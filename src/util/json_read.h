@@ -39,9 +39,16 @@ int pgw_json_only_keys(const json_t *obj, const char *path, const char *const *a
                        pgw_err *err);
 
 /*
+ * Whether obj has `key` with a value other than null. The readers below
+ * take an optional key set to null as absent (clients in Java and .NET
+ * write unset fields so); a required one is refused.
+ */
+bool pgw_json_has(const json_t *obj, const char *key);
+
+/*
  * Reads obj[key] as an integer in min..max into *out. When the key is
- * absent: PGW_EINVAL if `required`, else *out is left as it was (so the
- * caller sets a default first) and the result is PGW_OK.
+ * absent (or null): PGW_EINVAL if `required`, else *out is left as it was
+ * (so the caller sets a default first) and the result is PGW_OK.
  */
 int pgw_json_int(const json_t *obj, const char *key, const char *path, bool required, int64_t min,
                  int64_t max, int64_t *out, pgw_err *err);

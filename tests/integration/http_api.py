@@ -955,6 +955,38 @@ def test_bad_input(s):
               f"{method} without a body is answered: {status} {doc}")
 
 
+def test_nulls(s):
+    """Regression (the HTTP review): an optional field sent as null was 400,
+    and clients in Java (Jackson) and .NET write every unset field so. It
+    is absent now; a required one null is refused, and writes nothing."""
+    body = dict(purchase("E-NULLS", member="M7801"), receipt_no=None, items=None)
+    status, doc, _ = s.request("POST", "/v1/events", body)
+    check(status == 201 and doc.get("points", 0) > 0, f"a purchase with nulls: {status} {doc}")
+    plain = {k: v for k, v in body.items() if v is not None}
+    status, again, _ = s.request("POST", "/v1/events", plain)
+    check(status == 200 and again.get("replayed") is True and again["points"] == doc["points"],
+          f"the same purchase without its null fields is a replay: {status} {again}")
+    status, doc, _ = s.request("POST", "/v1/events", {
+        "event_id": "E-NULLS-SIGN", "channel": "wechat_mp", "type": "sign_in",
+        "occurred_at": "2026-11-26T10:00:00+08:00", "member": {"member_id": "M7801"},
+        "amount_fen": None, "points": None, "referrer": None, "original_event_id": None})
+    check(status == 201, f"a sign-in with the fields it does not take null: {status} {doc}")
+    hold = {"hold_id": "H-NULLS", "member": {"member_id": "M7801"}, "shop_id": "S001",
+            "points": 40, "expires_in_s": None}
+    status, doc, _ = s.request("POST", "/v1/holds", hold)
+    check(status == 201, f"a hold with expires_in_s null: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-NULLS/capture", {"points": None})
+    check(status == 200 and doc.get("points") == 40, f"a capture of null points: all {status} {doc}")
+    before = s.transfers()
+    for what, body in (("member", dict(purchase("E-NULLS-2"), member=None)),
+                       ("amount_fen", dict(purchase("E-NULLS-3"), amount_fen=None)),
+                       ("event_id", dict(purchase("E-NULLS-4"), event_id=None))):
+        status, doc, _ = s.request("POST", "/v1/events", body)
+        check(status == 400 and error_code(doc) == "invalid_request" and what in str(doc),
+              f"{what} null: {status} {doc}")
+    check(s.transfers() == before, "required fields null wrote nothing")
+
+
 def raw_exchange(s, data):
     """Sends raw bytes on a new connection; what came back before the server
     closed it (or 3 s passed), and whether it closed it."""
@@ -2372,7 +2404,7 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_framing_and_case, test_expect_continue, test_head,
+                         test_refunds, test_holds, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_head,
                          test_pipelining,
                          test_batch, test_shop_csv,
                          test_imports,

@@ -372,6 +372,26 @@ static json_t *random_value(uint64_t *rng, int depth, bool reals)
     }
 }
 
+/* The oracle for fingerprints: members set to null are absent. */
+static void without_nulls(json_t *v)
+{
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            without_nulls(json_array_get(v, i));
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *value;
+        void *tmp;
+        json_object_foreach_safe(v, tmp, key, value)
+        {
+            if (json_is_null(value))
+                json_object_del(v, key);
+            else
+                without_nulls(value);
+        }
+    }
+}
+
 static void expect_canonical(const json_t *v, bool handled)
 {
     char *dumped = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
@@ -384,10 +404,16 @@ static void expect_canonical(const json_t *v, bool handled)
         assert_int_equal(len, strlen(dumped));
     }
     uint8_t want[PGW_SHA256_LEN], got[PGW_HASH_LEN];
-    pgw_sha256(dumped, strlen(dumped), want);
     if (json_is_object(v) || json_is_array(v)) { /* requests are objects */
+        /* copied only when it may hold a null: a copy loses a key's NUL */
+        json_t *plain = strstr(dumped, "null") ? json_deep_copy(v) : json_incref((json_t *)v);
+        without_nulls(plain);
+        char *text = json_dumps(plain, JSON_COMPACT | JSON_SORT_KEYS);
+        pgw_sha256(text, strlen(text), want);
         assert_int_equal(pgw_json_fingerprint(v, got), PGW_OK);
         assert_memory_equal(got, want, sizeof(want));
+        free(text);
+        json_decref(plain);
     }
     free(dumped);
 }
@@ -423,6 +449,31 @@ static void test_canonical_text_is_json_dumps(void **state)
         json_decref(v);
     }
     assert_true(with_reals > 50);
+}
+
+/* A member set to null is absent (json_read.h): the same request with its
+ * unset fields null, or without them, has one fingerprint, and a request
+ * with none keeps the fingerprint it always had. */
+static void test_null_members_are_absent_from_fingerprints(void **state)
+{
+    (void)state;
+    json_t *plain = json_loads(API_EXAMPLE, 0, NULL), *nulls = json_deep_copy(plain);
+    assert_non_null(nulls);
+    json_object_set_new(nulls, "receipt_no_x", json_null());
+    json_object_set_new(json_object_get(nulls, "member"), "card", json_null());
+    uint8_t a[PGW_HASH_LEN], b[PGW_HASH_LEN], dumped[PGW_SHA256_LEN];
+    assert_int_equal(pgw_json_fingerprint(plain, a), PGW_OK);
+    assert_int_equal(pgw_json_fingerprint(nulls, b), PGW_OK);
+    assert_memory_equal(a, b, sizeof(a));
+    char *text = json_dumps(plain, JSON_COMPACT | JSON_SORT_KEYS);
+    pgw_sha256(text, strlen(text), dumped);
+    assert_memory_equal(a, dumped, sizeof(dumped));
+    json_object_set_new(nulls, "receipt_no_x", json_string("R1"));
+    assert_int_equal(pgw_json_fingerprint(nulls, b), PGW_OK);
+    assert_memory_not_equal(a, b, sizeof(a));
+    free(text);
+    json_decref(plain);
+    json_decref(nulls);
 }
 
 /* Past its limits the text is json_dumps', fingerprinted the same. */
@@ -479,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_json_read_bounds),
         cmocka_unit_test(test_canonical_text_is_json_dumps),
         cmocka_unit_test(test_canonical_limits),
+        cmocka_unit_test(test_null_members_are_absent_from_fingerprints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
