@@ -14,13 +14,17 @@
 #include "util/query.h"
 
 #include <libwebsockets.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CHUNK            16384 /* response bytes per write */
 #define HEADER_DATA_MAX  8192  /* all request header bytes */
@@ -838,6 +842,45 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
 /* ---- life cycle --------------------------------------------------------------------------------
  */
 
+/*
+ * Whether this host can bind the address at all. lws 4.1 keeps a vhost
+ * whose address is not the host's, retries the bind now and then, and
+ * reports the port as listened on: the gateway said "listening on
+ * 10.255.255.1:8080" with no socket open (the operator review). Asked
+ * before the database is opened, so that a wrong address leaves no new
+ * empty database behind.
+ */
+static int check_bindable(const pgw_http *h, pgw_err *err)
+{
+    struct sockaddr_storage at;
+    memset(&at, 0, sizeof(at));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&at;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&at;
+    int family = h->ipv6 ? AF_INET6 : AF_INET;
+    if (inet_pton(family, h->iface, h->ipv6 ? (void *)&v6->sin6_addr : (void *)&v4->sin_addr) != 1)
+        return PGW_OK; /* pgw_listen_parse took it: lws will say */
+    at.ss_family = (sa_family_t)family;
+    if (h->ipv6)
+        v6->sin6_port = htons((uint16_t)h->port);
+    else
+        v4->sin_port = htons((uint16_t)h->port);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return PGW_OK;
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int bound = bind(fd, (struct sockaddr *)&at, h->ipv6 ? sizeof(*v6) : sizeof(*v4));
+    int e = errno;
+    close(fd);
+    if (bound == 0 || (e != EADDRNOTAVAIL && e != EACCES && e != EADDRINUSE))
+        return PGW_OK;
+    return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d: %s", h->iface, h->port,
+                       e == EACCES       ? "permission denied (a port below 1024 needs root or "
+                                           "CAP_NET_BIND_SERVICE)"
+                       : e == EADDRINUSE ? "the port is in use"
+                                         : "this host has no such address");
+}
+
 static int start_lws(pgw_http *h, pgw_err *err)
 {
     /* Not named "http": a handshake offering "http, pgw-stream" got the
@@ -922,6 +965,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
                           .stream_news = stream_news,
                           .notify_ctx = h,
                           .log = opts->log};
+    if (rc == PGW_OK)
+        rc = check_bindable(h, err);
     if (rc == PGW_OK)
         rc = pgw_api_new(&ao, &h->api, err);
     if (rc == PGW_OK)

@@ -69,6 +69,14 @@ expect_text 'expected HOST:PORT with port 0..65535, got "nowhere"'
 # server said it listened while it listened on nothing.
 expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen localhost:0 --db "sqlite:$(mktemp -d)/x.db"
 expect_text 'the host of "localhost:0" is not an IP address'
+# Regression (the operator review): an address this host does not have
+# was "listened on" by lws, which retries the bind later: the server said
+# so and served nothing. Refused before the database is made.
+nowhere_db=$(mktemp -d)
+expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen 192.0.2.1:0 --db "sqlite:$nowhere_db/x.db"
+expect_text 'cannot listen on 192.0.2.1:0: this host has no such address'
+[ ! -e "$nowhere_db/x.db" ] || fail "a database was made for an address the host does not have"
+rm -rf "$nowhere_db"
 named=$(mktemp)
 sed 's/"listen": "127.0.0.1:8080"/"listen": "localhost:8080"/' config/pointsgw.example.json >"$named"
 expect_exit 2 "$bin" check-config --config "$named"
