@@ -1437,11 +1437,28 @@ static int connect_store(const char *url, bool create, pgw_store **out, pgw_err 
     return rc;
 }
 
+/*
+ * A writer's SQLite file must be writable: opened read-only (its mode, the
+ * user running the gateway), serve started, said healthy, and answered
+ * every write 503 (the operator review). Refused at the start instead.
+ */
+static int check_writable(pgw_store *s, pgw_err *err)
+{
+    if (is_postgres(s) || sqlite3_db_readonly(pgw_sql_sqlite_handle(s->db), "main") != 1)
+        return PGW_OK;
+    return pgw_err_set(err, PGW_EUNAVAILABLE,
+                       "%s: the database file is read-only for this user: nothing could be "
+                       "written (check its owner and mode)",
+                       s->path);
+}
+
 int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
 {
     *out = NULL;
     pgw_store *s = NULL;
     int rc = connect_store(url, create, &s, err);
+    if (rc == PGW_OK && create)
+        rc = check_writable(s, err);
     if (rc == PGW_OK)
         rc = check_ours(s, create, err);
     if (rc == PGW_OK)

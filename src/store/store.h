@@ -46,9 +46,10 @@ typedef struct pgw_store pgw_store;
 
 /*
  * Opens the database at `url` and migrates it to PGW_STORE_SCHEMA_VERSION.
- * With `create` a missing database is created; without, it is
- * PGW_ENOTFOUND (so `pointsgw verify` on a typo does not make an empty
- * database and call it valid). PGW_EINVAL for a URL of an unknown kind,
+ * With `create` a missing database is created, and a SQLite file this user
+ * may not write is PGW_EUNAVAILABLE (`create` is a writer's open); without,
+ * a missing one is PGW_ENOTFOUND (so `pointsgw verify` on a typo does not
+ * make an empty database and call it valid). PGW_EINVAL for a URL of an unknown kind,
  * PGW_EUNAVAILABLE when the database cannot be opened, PGW_ESTATE for a
  * schema newer than this build. The caller closes *out with pgw_store_close.
  */

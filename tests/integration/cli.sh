@@ -77,6 +77,27 @@ expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen 192.0.
 expect_text 'cannot listen on 192.0.2.1:0: this host has no such address'
 [ ! -e "$nowhere_db/x.db" ] || fail "a database was made for an address the host does not have"
 rm -rf "$nowhere_db"
+# Regression (the operator review): a database file the user may not
+# write was opened read-only; serve started, /healthz said ok, and every
+# write was 503. Refused at the start. (Root writes any file: as root the
+# binary and config are copied where `nobody` can read them, and run so.)
+ro_dir=$(mktemp -d)
+chmod 755 "$ro_dir"
+printf 'card,phone,points\nRO1,,10\n' >"$ro_dir/one.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$ro_dir/one.csv" --db "sqlite:$ro_dir/ro.db"
+chmod 444 "$ro_dir/ro.db"
+cp "$bin" "$ro_dir/pointsgw"
+cp config/pointsgw.example.json "$ro_dir/config.json"
+chmod 755 "$ro_dir/pointsgw"
+chmod 644 "$ro_dir/config.json"
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then # the folder theirs, as the review had it: -wal and -shm can be made
+    chown nobody "$ro_dir"
+    as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+fi
+expect_exit 2 timeout 20 "${as_user[@]}" "$ro_dir/pointsgw" serve --config "$ro_dir/config.json" --listen 127.0.0.1:0 --db "sqlite:$ro_dir/ro.db"
+expect_text 'the database file is read-only for this user'
+rm -rf "$ro_dir"
 named=$(mktemp)
 sed 's/"listen": "127.0.0.1:8080"/"listen": "localhost:8080"/' config/pointsgw.example.json >"$named"
 expect_exit 2 "$bin" check-config --config "$named"
