@@ -245,6 +245,13 @@ static int cmd_check_config(int argc, char **argv)
     int rc = start_command("check-config", &flags, argc, argv, &cfg);
     if (rc >= 0)
         return rc;
+    pgw_err err;
+    const char *file = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
+    if (pgw_config_check_tls(&cfg->http, file, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw: %s\n", err.msg);
+        pgw_config_free(cfg);
+        return EXIT_USAGE;
+    }
     print_summary(cfg);
     printf("configuration OK\n");
     pgw_config_free(cfg);
@@ -288,6 +295,13 @@ static int cmd_serve(int argc, char **argv)
         return rc;
     const char *db = flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db;
     const char *listen = flag_get(&flags, "--listen") ? flag_get(&flags, "--listen") : cfg->listen;
+    const char *file = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
+    pgw_err err;
+    if (pgw_config_check_tls(&cfg->http, file, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw serve: %s\n", err.msg);
+        pgw_config_free(cfg);
+        return EXIT_USAGE;
+    }
     make_db_dir(db);
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
     pgw_http_options opts = {.cfg = cfg,
@@ -300,7 +314,6 @@ static int cmd_serve(int argc, char **argv)
                              .batch_max = (size_t)cfg->http.commit_batch,
                              .tls_cert_file = cfg->http.tls ? cfg->http.cert_file : NULL,
                              .tls_key_file = cfg->http.tls ? cfg->http.key_file : NULL};
-    pgw_err err;
     pgw_http *http = NULL;
     /* libcurl's global state, once, before any outbound worker starts. */
     if (pgw_http_client_init(&err) != PGW_OK || pgw_http_new(&opts, &http, &err) != PGW_OK) {

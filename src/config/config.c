@@ -16,6 +16,9 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -793,6 +796,54 @@ static int parse_tls(const json_t *http, const char *parent, pgw_http_config *h,
         rc = pgw_json_string(tls, "key_file", path, true, PGW_PATH_FILE_MAX, h->key_file,
                              sizeof(h->key_file), err);
     h->tls = rc == PGW_OK;
+    return rc;
+}
+
+/* PEM's passphrase callback: none is asked for (OpenSSL would prompt on
+ * the terminal), so an encrypted key is not read. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
+/* Reads the first PEM certificate or private key of `path` (NULL on any
+ * failure, `why` then saying it). */
+static void *read_pem(const char *path, bool key, const char **why)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        *why = strerror(errno);
+        return NULL;
+    }
+    void *got = key ? (void *)PEM_read_PrivateKey(f, NULL, no_passphrase, NULL)
+                    : (void *)PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    *why = key ? "no unencrypted PEM private key in it" : "no PEM certificate in it";
+    return got;
+}
+
+int pgw_config_check_tls(const pgw_http_config *http, const char *file, pgw_err *err)
+{
+    if (!http->tls)
+        return PGW_OK;
+    const char *why = NULL;
+    int rc = PGW_OK;
+    X509 *cert = read_pem(http->cert_file, false, &why);
+    EVP_PKEY *key = NULL;
+    if (cert == NULL)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s: $.http.tls.cert_file: %s: %s", file, http->cert_file,
+                         why);
+    else if ((key = read_pem(http->key_file, true, &why)) == NULL)
+        rc = pgw_err_set(err, PGW_EINVAL, "%s: $.http.tls.key_file: %s: %s", file, http->key_file,
+                         why);
+    else if (X509_check_private_key(cert, key) != 1)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s: $.http.tls.key_file: %s is not the key of the certificate in %s",
+                         file, http->key_file, http->cert_file);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    ERR_clear_error(); /* what OpenSSL queued is said above */
     return rc;
 }
 

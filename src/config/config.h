@@ -160,6 +160,16 @@ int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_confi
 
 void pgw_config_free(pgw_config *cfg);
 
+/*
+ * Whether the TLS files `http` names can serve, when it names them: each
+ * readable, the certificate PEM, the key an unencrypted PEM private key
+ * and the certificate's own. PGW_EINVAL naming `file` (the
+ * configuration), the JSON path and the problem, as loading does. Not part
+ * of loading: a command other than serve and check-config may run as a
+ * user who cannot read the key, and need not.
+ */
+int pgw_config_check_tls(const pgw_http_config *http, const char *file, pgw_err *err);
+
 /* Whether `scope` is one a key may have under `cfg` ("shop:<existing id>",
  * "channel:<name>", "finance", "admin"); PGW_EINVAL saying why not. */
 int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *err);

@@ -69,6 +69,36 @@ expect_text 'expected HOST:PORT with port 0..65535, got "nowhere"'
 # server said it listened while it listened on nothing.
 expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen localhost:0 --db "sqlite:$(mktemp -d)/x.db"
 expect_text 'the host of "localhost:0" is not an IP address'
+# Regression (the operator review): TLS files that cannot serve passed
+# check-config, and serve said only "cannot listen" after making the
+# database. Both now name the key and the problem, and make nothing.
+tls_dir=$(mktemp -d)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2>/dev/null
+openssl genrsa -out "$tls_dir/other.pem" 2048 2>/dev/null
+tls_config() { # CERT KEY: a configuration serving HTTPS with them
+    python3 -c 'import json, sys
+c = json.load(open("config/pointsgw.example.json"))
+c["http"] = {"tls": {"cert_file": sys.argv[1], "key_file": sys.argv[2]}}
+json.dump(c, open(sys.argv[3], "w"), ensure_ascii=False)' "$1" "$2" "$tls_dir/config.json"
+}
+tls_config "$tls_dir/missing.pem" "$tls_dir/key.pem"
+expect_exit 2 "$bin" check-config --config "$tls_dir/config.json"
+expect_text '$.http.tls.cert_file: '"$tls_dir"'/missing.pem: No such file or directory'
+echo "not a key" >"$tls_dir/notes.txt"
+tls_config "$tls_dir/cert.pem" "$tls_dir/notes.txt"
+expect_exit 2 "$bin" check-config --config "$tls_dir/config.json"
+expect_text '$.http.tls.key_file: '"$tls_dir"'/notes.txt: no unencrypted PEM private key in it'
+tls_config "$tls_dir/cert.pem" "$tls_dir/other.pem"
+expect_exit 2 "$bin" check-config --config "$tls_dir/config.json"
+expect_text "$tls_dir/other.pem is not the key of the certificate in $tls_dir/cert.pem"
+expect_exit 2 "$bin" serve --config "$tls_dir/config.json" --listen 127.0.0.1:0 --db "sqlite:$tls_dir/x.db"
+expect_text "is not the key of the certificate"
+[ ! -e "$tls_dir/x.db" ] || fail "serve made a database before refusing its TLS files"
+tls_config "$tls_dir/cert.pem" "$tls_dir/key.pem"
+expect_exit 0 "$bin" check-config --config "$tls_dir/config.json"
+rm -rf "$tls_dir"
+
 # Regression (the operator review): an address this host does not have
 # was "listened on" by lws, which retries the bind later: the server said
 # so and served nothing. Refused before the database is made.
