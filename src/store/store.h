@@ -209,7 +209,9 @@ typedef struct pgw_verify_report {
  * lot's held points equal the portions reserving it, a capture's REDEEM
  * transfer carries the captured points; every earn's reversals stay within
  * its funders' points, equal its REVERSAL transfers, and with what was
- * written off add up to floor(P*R/A).
+ * written off add up to floor(P*R/A). Last, on SQLite, the file's own
+ * structure (SQLite's quick_check), tables the checks above do not read
+ * included.
  */
 int pgw_store_verify(pgw_store *store, pgw_verify_report *report, pgw_err *err);
 

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 static pgw_store *open_store(const db_fixture *f)
@@ -1754,6 +1755,43 @@ static void test_a_ping_sees_the_file_moved(void **state)
     pgw_store_close(s);
 }
 
+/* Regression (the operator review): a damaged page of a table `verify` does
+ * not read (the receipts here) passed as OK, though SQLite called the file
+ * malformed. verify now ends with SQLite's own structure check. */
+static void test_verify_sees_a_damaged_page(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's file */
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 5);
+    pgw_store_close(s);
+    raw_sql(f, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)"
+               " INSERT INTO receipts SELECT 'S001', printf('R%06d', i), printf('store:S001:"
+               "E%06d-with-a-long-key-to-fill-pages', i) FROM n");
+    raw_sql(f, "PRAGMA wal_checkpoint(TRUNCATE)");
+    int64_t page = raw_int(f, "SELECT pageno FROM dbstat WHERE name = 'receipts' AND"
+                              " pagetype = 'leaf' ORDER BY pageno LIMIT 1");
+    int64_t page_size = raw_int(f, "PRAGMA page_size");
+    pgw_verify_report r;
+    s = open_store(f);
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    assert_true(r.ok); /* undamaged: the new check passes a sound file */
+    pgw_store_close(s);
+    int fd = open(f->path, O_WRONLY);
+    assert_true(fd >= 0);
+    uint8_t junk[600];
+    memset(junk, 0xFF, sizeof(junk));
+    assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)((page - 1) * page_size + 1000)),
+                     (ssize_t)sizeof(junk));
+    close(fd);
+    s = open_store(f);
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    assert_false(r.ok);
+    assert_non_null(strstr(r.problem, "the database file is damaged"));
+    pgw_store_close(s);
+}
+
 /* A SQLite file holding another program's tables is not ours to create
  * a log in, nor one to read: regression, both migrated it. */
 static void test_a_foreign_file_is_not_ours(void **state)
@@ -1921,6 +1959,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_ping_sees_the_file_moved, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_foreign_file_is_not_ours, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_sees_a_damaged_page, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
                                         db_fixture_setup, db_fixture_teardown),
