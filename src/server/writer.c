@@ -57,8 +57,10 @@ struct pgw_writer {
     pgw_command **flight;        /* the syncer's: being synced, then completed */
     size_t n_pending;
     bool writer_ended;
-    bool sync_failed;   /* final: nothing is written after a failed sync */
-    bool commit_failed; /* the last batch's; on SQLite only a commit clears it */
+    bool sync_failed;        /* final: nothing is written after a failed sync */
+    bool commit_failed;      /* the last batch's; on SQLite only a commit clears it */
+    int64_t commit_warned_s; /* the writer's: when stderr was last told of failed commits */
+    uint64_t commits_failed_unsaid;
     pgw_err sync_err;
     bool sync_held; /* test hook */
     /* The checkpointer (SQLite writers only), under `lock`. */
@@ -140,6 +142,34 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
     return rc;
 }
 
+/*
+ * Failed commits on stderr: the first, then a count once a minute, and the
+ * first commit after them. A full disk showed only as 503s in the request
+ * log and a metric (the operator review).
+ */
+static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
+{
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    if (rc == PGW_OK) {
+        if (w->commit_warned_s != 0)
+            fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
+                    (unsigned long long)w->commits_failed_unsaid);
+        w->commit_warned_s = 0;
+        w->commits_failed_unsaid = 0;
+        return;
+    }
+    if (w->commit_warned_s != 0 && now_s - w->commit_warned_s < 60) {
+        w->commits_failed_unsaid++;
+        return;
+    }
+    fprintf(stderr,
+            "pointsgw: a commit failed, its %zu requests answered 503 (%llu more since "
+            "the last such line): %s\n",
+            n, (unsigned long long)w->commits_failed_unsaid, err->msg);
+    w->commit_warned_s = now_s > 0 ? now_s : 1;
+    w->commits_failed_unsaid = 0;
+}
+
 static void apply_batch(pgw_writer *w, size_t n)
 {
     pgw_err err;
@@ -199,6 +229,7 @@ static void apply_batch(pgw_writer *w, size_t n)
     if (rc == PGW_OK)
         observe(&w->stats, n, (uint64_t)pgw_monotonic_us() - started);
     pthread_mutex_unlock(&w->lock);
+    tell_commit(w, rc, n, &err);
 }
 
 /*

@@ -1847,8 +1847,21 @@ def test_health_sees_the_file_moved(tmp):
         check(answer == (200, {"status": "ok", "db": "ok"}), f"healthz with it put back: {answer}")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED-2"))
         check(status == 201, f"an event after it was put back: {status} {doc}")
+        # A commit that failed keeps health down until one succeeds (a
+        # read answers on a disk too full to write), and stderr says so.
+        os.rename(path, path + ".aside")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED-3"))
+        check(status == 503, f"an event with the file moved aside: {status} {doc}")
+        os.rename(path + ".aside", path)
+        time.sleep(1.5)
+        check(health() == (503, {"status": "degraded", "db": "down"}),
+              f"healthz after a failed commit, nothing written since: {health()}")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED-3"))
+        check(status == 201 and health()[0] == 200, f"a commit, then healthz: {status} {health()}")
     finally:
-        s.stop()
+        _, err = s.stop()
+    check("pointsgw: a commit failed, its 1 requests answered 503" in err and
+          "pointsgw: commits work again" in err, f"stderr tells of failed commits: {err[-600:]}")
 
 
 def test_slow_bodies(tmp):
