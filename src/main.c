@@ -187,6 +187,12 @@ static int flags_parse(flag_set *flags, const char *command_name, int argc, char
                     argv[i]);
             return -1;
         }
+        /* `--scope finance --scope admin` made an admin key, silently: the
+         * last one won (the operator review). One of each. */
+        if (flags->values[k] != NULL) {
+            fprintf(stderr, "pointsgw %s: %s given twice\n", command_name, argv[i]);
+            return -1;
+        }
         if (!flags->takes_value[k]) {
             flags->values[k] = "1";
             continue;

@@ -231,6 +231,12 @@ expect_exit 2 "$bin" keys add --scope shop:S999
 expect_text 'unknown shop "S999"'
 expect_exit 2 "$bin" keys add
 expect_text "--scope is required"
+# Regression (the operator review): the last of two scopes won, silently
+# (finance, then admin: an admin key).
+expect_exit 2 "$bin" keys add --scope finance --scope admin
+expect_text "pointsgw keys add: --scope given twice"
+expect_exit 2 "$bin" verify --db "sqlite:/nonexistent/a.db" --db "sqlite:/nonexistent/b.db"
+expect_text "--db given twice"
 # Regression: names the configuration then refused were printed, exit 0.
 expect_exit 2 "$bin" keys add --scope shop:S002 --name "pos s002"
 expect_text "may only contain letters, digits, '_' and '-'"
