@@ -360,10 +360,14 @@ static char *read_file(const char *path, size_t max, size_t *len)
     }
     char *buf = malloc(max + 1);
     *len = buf ? fread(buf, 1, max + 1, f) : 0;
+    int read_error = ferror(f) ? errno : 0; /* a folder opens, then fails to read: EISDIR */
     fclose(f);
     const char *problem = buf == NULL ? "out of memory" : *len > max ? "too large" : NULL;
-    if (problem != NULL) {
+    if (read_error != 0)
+        fprintf(stderr, "pointsgw: %s: %s\n", path, strerror(read_error));
+    else if (problem != NULL)
         fprintf(stderr, "pointsgw: %s: %s (at most %zu bytes)\n", path, problem, max);
+    if (read_error != 0 || problem != NULL) {
         free(buf);
         return NULL;
     }

@@ -213,6 +213,10 @@ expect_text "PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY must each hold 64 hex digi
 head -c 1100000 /dev/zero | tr '\0' ' ' >"$tmp/huge.json"
 expect_exit 2 "$bin" quote --event "$tmp/huge.json"
 expect_text "huge.json: too large (at most 1048576 bytes)"
+# Regression (the operator review): a folder named as the file was "the
+# file is empty".
+expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp" --db "sqlite:$tmp/folder.db"
+expect_text "$tmp: Is a directory"
 
 # keys add: a new key, shown once, with the configuration line holding its SHA-256.
 expect_exit 0 "$bin" keys add --scope shop:S002 --name pos-s002
