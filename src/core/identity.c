@@ -46,6 +46,29 @@ static bool is_alnum(char c)
     return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
+/*
+ * The character at in[*i], advancing *i past it: a full-width form as its
+ * ASCII (U+FF10..U+FF19 digits, U+FF0B '+', U+FF0D '-', U+FF08/U+FF09
+ * parentheses, U+3000 the ideographic space), else the byte. A Chinese
+ * input method in full-width mode types a number so, and it was refused
+ * (the HTTP review).
+ */
+static char next_halfwidth(const char *in, size_t len, size_t *i)
+{
+    const unsigned char *u = (const unsigned char *)in + *i;
+    size_t left = len - *i;
+    if (left >= 3 && u[0] == 0xEF && u[1] == 0xBC && u[2] >= 0x88 && u[2] <= 0x99 && u[2] != 0x8A &&
+        u[2] != 0x8C && u[2] != 0x8E && u[2] != 0x8F) {
+        *i += 3;
+        return (char)(u[2] - 0x88 + '('); /* U+FF08 '（' .. U+FF19 '９' */
+    }
+    if (left >= 3 && u[0] == 0xE3 && u[1] == 0x80 && u[2] == 0x80) {
+        *i += 3;
+        return ' ';
+    }
+    return in[(*i)++];
+}
+
 int pgw_phone_normalize(const char *in, char *out, size_t cap, pgw_err *err)
 {
     PGW_ASSERT(cap >= 15);
@@ -56,8 +79,8 @@ int pgw_phone_normalize(const char *in, char *out, size_t cap, pgw_err *err)
     char digits[PHONE_INPUT_MAX + 1];
     size_t n = 0;
     bool plus = false;
-    for (size_t i = 0; i < len; i++) {
-        char c = in[i];
+    for (size_t i = 0; i < len;) {
+        char c = next_halfwidth(in, len, &i);
         if (c == ' ' || c == '-' || c == '(' || c == ')')
             continue;
         if (c == '+' && n == 0 && !plus) {

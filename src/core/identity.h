@@ -66,7 +66,9 @@ const char *pgw_identity_kind_name(pgw_identity_kind kind);
 
 /*
  * Normalises a mainland China mobile number to E.164 ("+8613800138000"):
- * drops spaces, '-', '(' and ')', then a leading "+86", "0086", "86" (when
+ * takes full-width digits, '+', '-', parentheses and the ideographic space
+ * as their ASCII (an input method's full-width mode), drops spaces, '-',
+ * '(' and ')', then a leading "+86", "0086", "86" (when
  * 13 digits remain) or single '0', and requires ^1[3-9][0-9]{9}$
  * (research/sms-api.md section 5). Input longer than 64 bytes is refused.
  * out needs 15 bytes.

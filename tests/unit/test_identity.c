@@ -15,9 +15,21 @@ static void test_phones_normalise_to_one_number(void **state)
 {
     (void)state;
     static const char *const same[] = {
-        "13800138000",     "+86 138 0013 8000", "0086-13800138000",  "+86 138-0013-8000",
-        "008613800138000", "8613800138000",     "(+86) 13800138000", "013800138000",
-        "+8613800138000",  " 138 0013 8000 ",
+        "13800138000",
+        "+86 138 0013 8000",
+        "0086-13800138000",
+        "+86 138-0013-8000",
+        "008613800138000",
+        "8613800138000",
+        "(+86) 13800138000",
+        "013800138000",
+        "+8613800138000",
+        " 138 0013 8000 ",
+        /* full-width, as an input method in that mode types it (the HTTP
+         * review: they were refused) */
+        "１３８００１３８０００",
+        "＋８６　１３８－００１３－８０００",
+        "（＋８６）13800138000",
     };
     for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
         char out[16];
@@ -36,17 +48,18 @@ static void test_phones_garbage_refused(void **state)
     (void)state;
     static const char *const bad[] = {
         "",
-        "1380013800",             /* 10 digits */
-        "138001380000",           /* 12 digits */
-        "12800138000",            /* second digit 2 */
-        "23800138000",            /* not a mobile */
-        "021-12345678",           /* a Shanghai landline */
-        "+1 415 555 0100",        /* not +86 */
-        "+86 138 0013 800a",      /* a letter */
-        "138.0013.8000",          /* dots */
-        "++8613800138000",        /* two pluses */
-        "86-86-13800138000",      /* country code twice */
-        "１３８００１３８０００", /* full-width digits */
+        "1380013800",                 /* 10 digits */
+        "138001380000",               /* 12 digits */
+        "12800138000",                /* second digit 2 */
+        "23800138000",                /* not a mobile */
+        "021-12345678",               /* a Shanghai landline */
+        "+1 415 555 0100",            /* not +86 */
+        "+86 138 0013 800a",          /* a letter */
+        "138.0013.8000",              /* dots */
+        "++8613800138000",            /* two pluses */
+        "86-86-13800138000",          /* country code twice */
+        "１３８００１３８００ａ",     /* a full-width letter */
+        "１３８．００１３．８０００", /* full-width dots */
         "13800138000                                                         ", /* too long */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
