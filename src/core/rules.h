@@ -43,6 +43,8 @@
  * survey) earn their configured points, funded by mall:behaviour, limited
  * by their daily_cap (points per member per local day; 0 = none):
  *   register   once per member (ctx.registered_before -> 0, with reason).
+ *   review     once per member and receipt: the command refuses a receipt
+ *              reviewed before (0 points, with reason) before pricing.
  *   sign_in    once per local day; the streak continues when the last
  *              sign-in was yesterday, else restarts at 1; a streak bonus
  *              with `days` = N is added on every day the streak length is a

@@ -1017,12 +1017,29 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
     return rc;
 }
 
-/* A referral of a member already referred: nothing earned, and why. */
-static int refuse_again(pgw_store *store, pgw_command *cmd)
+/* A referral of a member already referred, a review of a receipt already
+ * reviewed: nothing earned, and why. */
+static int refuse_again(pgw_store *store, pgw_command *cmd, const char *why)
 {
     pgw_earning_clear(cmd->earning);
-    snprintf(cmd->earning->reason, sizeof(cmd->earning->reason), "member was already referred");
+    snprintf(cmd->earning->reason, sizeof(cmd->earning->reason), "%s", why);
     return append_transfers(store, cmd); /* none: records the key */
+}
+
+/*
+ * A review pays once per member and receipt: the same receipt reviewed
+ * again earned again, every day up to the cap (the HTTP review). Its
+ * receipt is claimed under "review:<member>" beside the shops' receipts;
+ * *again when it was claimed before. A failed command's savepoint takes
+ * the claim back.
+ */
+static int claim_review(pgw_store *store, pgw_command *cmd, bool *again)
+{
+    char reviewer[PGW_ID_MAX + 8];
+    snprintf(reviewer, sizeof(reviewer), "review:%s", cmd->member);
+    int rc = pgw_store_claim_receipt(store, reviewer, cmd->receipt, cmd->key, &cmd->err);
+    *again = rc == PGW_ECONFLICT;
+    return *again ? PGW_OK : rc;
 }
 
 /* Risk rules an event meets before it is priced: events per day, receipts. */
@@ -1201,6 +1218,12 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
             pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s (auto_enroll is off)", cmd->member);
     if (rc == PGW_OK)
         rc = check_event_risk_before(store, policy, cmd, a);
+    if (rc == PGW_OK && ev->type == PGW_EVENT_REVIEW && cmd->receipt[0] != '\0') {
+        bool again = false;
+        rc = claim_review(store, cmd, &again);
+        if (rc == PGW_OK && again)
+            return refuse_again(store, cmd, "this receipt was reviewed already");
+    }
     if (rc != PGW_OK)
         return rc;
     pgw_earning_clear(cmd->earning);
@@ -1211,7 +1234,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK)
             rc = resolve_referrer(store, cmd, &again);
         if (rc == PGW_OK && again) /* pays once per referee: 0 points, and why */
-            rc = refuse_again(store, cmd);
+            rc = refuse_again(store, cmd, "member was already referred");
         if (rc != PGW_OK || again)
             return rc;
         known = true;
