@@ -1019,28 +1019,37 @@ def raw_exchange(s, data):
     return out, closed
 
 
-def first_answer(s, data):
-    """Sends raw bytes on a new connection; the first answer, read by its
-    Content-Length (an interim 100 first included), without waiting for
-    the server to close."""
-    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
-    out = b""
+def recv_until(conn, out, done):
+    """Reads from conn onto out until done(out), the server closes, or the
+    connection's timeout."""
     try:
-        conn.sendall(data)
-        while True:
-            heads = re.search(rb"HTTP/1.1 [2-5]\d\d [^\r]*\r\n(.*?)\r\n\r\n", out, re.S)
-            length = heads and re.search(rb"content-length: *(\d+)", heads.group(1), re.I)
-            if length and len(out) - heads.end() >= int(length.group(1)):
-                break
+        while not done(out):
             chunk = conn.recv(65536)
             if not chunk:
                 break
             out += chunk
     except socket.timeout:
         pass
+    return out
+
+
+def answered(out):
+    """Whether out holds a whole final answer (read by its Content-Length)."""
+    heads = re.search(rb"HTTP/1.1 [2-5]\d\d [^\r]*\r\n(.*?)\r\n\r\n", out, re.S)
+    length = heads and re.search(rb"content-length: *(\d+)", heads.group(1), re.I)
+    return bool(length) and len(out) - heads.end() >= int(length.group(1))
+
+
+def first_answer(s, data):
+    """Sends raw bytes on a new connection; the first answer, read by its
+    Content-Length (an interim 100 first included), without waiting for
+    the server to close."""
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    try:
+        conn.sendall(data)
+        return recv_until(conn, b"", answered)
     finally:
         conn.close()
-    return out
 
 
 def test_framing_and_case(s):
@@ -1142,28 +1151,12 @@ def test_expect_continue(s):
         conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth +
                      b"Content-Type: application/json\r\nExpect: 100-Continue\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body))
-        interim = b""
-        try:
-            while not interim.endswith(b"\r\n\r\n"):
-                chunk = conn.recv(256)
-                if not chunk:
-                    break
-                interim += chunk
-        except socket.timeout:
-            pass
+        interim = recv_until(conn, b"", lambda got: got.endswith(b"\r\n\r\n"))
         check(interim == b"HTTP/1.1 100 Continue\r\n\r\n", f"the interim answer: {interim!r}")
         out = b""
         for request in (body, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"):
             conn.sendall(request)
-            try:
-                while not out.endswith(b"}"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    out += chunk
-            except socket.timeout:
-                pass
-            out += b"\n"
+            out = recv_until(conn, out, lambda got: got.endswith(b"}")) + b"\n"
         check(out.startswith(b"HTTP/1.1 201") and b'"E-EXPECT"' in out and
               b"HTTP/1.1 200" in out, f"the event after its 100, then a GET: {out[:400]!r}")
     finally:
