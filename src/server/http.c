@@ -480,7 +480,12 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     char *end = NULL;
     errno = 0;
     unsigned long long n = strtoull(length, &end, 10);
+    /* A client waiting for "100 Continue" sends no body after a refusal,
+     * and lws would take its next request for that body (the review of
+     * 6e0662b): the answer says close, and the connection closes. */
+    bool held_back = expects_continue(wsi);
     if (errno == ERANGE || n > h->body_max) {
+        q->close_after = held_back;
         char message[96];
         snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
         refuse(h, wsi, q, 413, "payload_too_large", message);
@@ -489,6 +494,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     /* A stranger's body is not held: up to a MiB each, a thousand slow
      * connections with no key held a gigabyte (the HTTP review). */
     if (n > 0 && pgw_api_stranger(h->api, &q->r)) {
+        q->close_after = held_back;
         refuse(h, wsi, q, 401, "unauthorized", "unknown API key");
         return 0;
     }
@@ -496,11 +502,12 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     q->body_deadline_us = h->body_timeout_s * 1000000;
     q->body = malloc(n > 0 ? (size_t)n : 1);
     q->r.body_len = 0;
-    if (q->body == NULL)
+    if (q->body == NULL) {
+        q->close_after = held_back;
         refuse(h, wsi, q, 503, "unavailable", "out of memory");
-    else if (n == 0) /* nothing to wait for: lws reports no body of a PUT or PATCH */
+    } else if (n == 0) /* nothing to wait for: lws reports no body of a PUT or PATCH */
         dispatch(h, wsi, q);
-    else if (expects_continue(wsi))
+    else if (held_back)
         return send_continue(wsi);
     return 0;
 }

@@ -1033,25 +1033,6 @@ def recv_until(conn, out, done):
     return out
 
 
-def answered(out):
-    """Whether out holds a whole final answer (read by its Content-Length)."""
-    heads = re.search(rb"HTTP/1.1 [2-5]\d\d [^\r]*\r\n(.*?)\r\n\r\n", out, re.S)
-    length = heads and re.search(rb"content-length: *(\d+)", heads.group(1), re.I)
-    return bool(length) and len(out) - heads.end() >= int(length.group(1))
-
-
-def first_answer(s, data):
-    """Sends raw bytes on a new connection; the first answer, read by its
-    Content-Length (an interim 100 first included), without waiting for
-    the server to close."""
-    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
-    try:
-        conn.sendall(data)
-        return recv_until(conn, b"", answered)
-    finally:
-        conn.close()
-
-
 def test_framing_and_case(s):
     """A POST without Content-Length (curl -X POST) has an empty body: a void
     goes through, answered, then the connection closes. A body sent with
@@ -1165,10 +1146,14 @@ def test_expect_continue(s):
     for what, head in (("too large", auth + b"Content-Length: %d\r\n" % (2 << 20)),
                        ("unknown key", b"Authorization: Bearer nobody\r\n" +
                         b"Content-Length: %d\r\n" % len(body))):
-        out = first_answer(s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + head +
-                           b"Content-Type: application/json\r\nExpect: 100-continue\r\n\r\n")
-        check(re.match(rb"HTTP/1.1 4(13|01) ", out) is not None and b" 100 " not in out,
-              f"{what}: the final answer, no 100: {out[:200]!r}")
+        # and the connection closes: the client sends no body after it, and
+        # its next request was read as that body (the review of 6e0662b)
+        out, closed = raw_exchange(s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + head +
+                                   b"Content-Type: application/json\r\nExpect: 100-continue"
+                                   b"\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(re.match(rb"HTTP/1.1 4(13|01) ", out) is not None and b" 100 " not in out and
+              b"connection: close" in out.lower() and out.count(b"HTTP/1.") == 1 and closed,
+              f"{what}: the final answer, no 100, then closed: {out[:300]!r} closed={closed}")
     check(s.transfers() == before, "requests refused before their body wrote nothing")
 
 
