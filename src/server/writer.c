@@ -58,7 +58,7 @@ struct pgw_writer {
     size_t n_pending;
     bool writer_ended;
     bool sync_failed;        /* final: nothing is written after a failed sync */
-    bool commit_failed;      /* the last batch's; on SQLite only a commit clears it */
+    bool commit_failed;      /* the last batch's, once begun; on SQLite only a commit clears it */
     int64_t commit_warned_s; /* the writer's: when stderr was last told of failed commits */
     uint64_t commits_failed_unsaid;
     pgw_err sync_err;
@@ -178,6 +178,9 @@ static void apply_batch(pgw_writer *w, size_t n)
     int rc = check_sync_failed(w, &err);
     if (rc == PGW_OK)
         rc = pgw_store_begin(w->store, &err);
+    /* A begin that fails (the file moved, a lock) wrote nothing: the ping
+     * sees it mend. What fails after it may be a disk a read cannot judge. */
+    bool began = rc == PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         pgw_command_apply(w->store, &w->policy, w->batch[i]);
         if (!pgw_store_in_transaction(w->store))
@@ -222,7 +225,7 @@ static void apply_batch(pgw_writer *w, size_t n)
         w->stats.last_transfer = last;
     w->stats.batches += rc == PGW_OK;
     w->stats.failed_batches += rc != PGW_OK;
-    w->commit_failed = rc != PGW_OK;
+    w->commit_failed = rc != PGW_OK && began;
     w->stats.last_batch_failed = rc != PGW_OK || w->sync_failed; /* a failed sync is final */
     w->stats.commands += n;
     w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;
