@@ -56,6 +56,8 @@ typedef struct watcher {
     uint64_t next;             /* sequence number of the next message to consider */
     uint64_t gaps;             /* h->stream_gaps when it connected */
     char shop[PGW_ID_MAX + 1]; /* "" for every shop */
+    char key_name[PGW_ID_MAX + 1];
+    int64_t asked_us; /* when its handshake came: logged once lws upgraded it */
 } watcher;
 
 /* One HTTP transaction (lws allocates it zeroed, per transaction). */
@@ -775,12 +777,8 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     if (rc != PGW_OK)
         return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
     w->allowed = true;
-    /* Counted and logged as any request is (lws answers the 101 next): a
-     * watcher that came was in no metric nor log line. */
-    req q;
-    handshake_request(wsi, uri, key_name, &q);
-    q.resp.status = 101;
-    pgw_api_log(h->api, &q.r, &q.resp, wall_us());
+    memcpy(w->key_name, key_name, sizeof(w->key_name));
+    w->asked_us = wall_us();
     return 0;
 }
 
@@ -820,14 +818,23 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return w != NULL ? admit_watcher(h, wsi, w) : -1;
-    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_ESTABLISHED: {
         if (w == NULL || !w->allowed)
             return -1;
+        /* Counted and logged as any request is, once lws upgraded it (a
+         * handshake it then refused, no Sec-WebSocket-Key, was counted as
+         * 101 when we let it in): a watcher was in no metric nor log line. */
+        req q;
+        handshake_request(wsi, "/v1/stream", w->key_name, &q);
+        q.r.received_us = w->asked_us;
+        q.resp.status = 101;
+        pgw_api_log(h->api, &q.r, &q.resp, wall_us());
         w->next = h->ring_seq; /* from now on */
         w->gaps = h->stream_gaps;
         w->counted = true;
         h->watchers++;
         return 0;
+    }
     case LWS_CALLBACK_CLOSED:
         if (w != NULL && w->counted) {
             PGW_ASSERT(h->watchers > 0);

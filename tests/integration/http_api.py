@@ -1576,6 +1576,22 @@ def test_stream(s):
     own, own_status, _ = ws_open(s.port, "/v1/stream?shop=S001&key=" + KEYS["s001"][0])
     own.close()
     check(" 101 " in own_status, f"a shop's key naming its own shop: {own_status}")
+    # Regression (the review of 1f04abc): a handshake lws refuses after we
+    # let it in (no Sec-WebSocket-Key) was counted and logged as 101.
+    def upgrades():
+        text = s.request("GET", "/metrics", key=None)[1]
+        m = re.search(r'^pgw_http_requests_total\{route="/v1/stream",status="101"\} (\d+)$',
+                      text, re.M)
+        return int(m.group(1)) if m else 0
+    before = upgrades()
+    raw_exchange(s, b"GET /v1/stream?key=" + KEYS["admin"][0].encode() + b" HTTP/1.1\r\n"
+                 b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    check(upgrades() == before, f"a handshake lws refused is no 101: {before} {upgrades()}")
+    own, _, _ = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+    time.sleep(0.2)
+    own.close()
+    check(upgrades() == before + 1, f"an upgrade counts as one 101: {before} {upgrades()}")
     # not a WebSocket: said so (it was 404 "no such route")
     status, doc, _ = s.request("GET", "/v1/stream")
     check(status == 400 and "WebSocket" in str(doc), f"/v1/stream without Upgrade: {status} {doc}")
