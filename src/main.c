@@ -303,7 +303,9 @@ static int cmd_serve(int argc, char **argv)
     const char *listen = flag_get(&flags, "--listen") ? flag_get(&flags, "--listen") : cfg->listen;
     const char *file = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
     pgw_err err;
-    if (pgw_config_check_tls(&cfg->http, file, &err) != PGW_OK) {
+    /* Before the database's folder is made: a start refused leaves nothing. */
+    if (pgw_config_check_tls(&cfg->http, file, &err) != PGW_OK ||
+        pgw_http_check_listen(listen, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
         pgw_config_free(cfg);
         return EXIT_USAGE;

@@ -864,35 +864,44 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
  * before the database is opened, so that a wrong address leaves no new
  * empty database behind.
  */
-static int check_bindable(const pgw_http *h, pgw_err *err)
+static int check_bindable(const char *iface, int port, bool ipv6, pgw_err *err)
 {
     struct sockaddr_storage at;
     memset(&at, 0, sizeof(at));
     struct sockaddr_in *v4 = (struct sockaddr_in *)&at;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&at;
-    int family = h->ipv6 ? AF_INET6 : AF_INET;
-    if (inet_pton(family, h->iface, h->ipv6 ? (void *)&v6->sin6_addr : (void *)&v4->sin_addr) != 1)
+    int family = ipv6 ? AF_INET6 : AF_INET;
+    if (inet_pton(family, iface, ipv6 ? (void *)&v6->sin6_addr : (void *)&v4->sin_addr) != 1)
         return PGW_OK; /* pgw_listen_parse took it: lws will say */
     at.ss_family = (sa_family_t)family;
-    if (h->ipv6)
-        v6->sin6_port = htons((uint16_t)h->port);
+    if (ipv6)
+        v6->sin6_port = htons((uint16_t)port);
     else
-        v4->sin_port = htons((uint16_t)h->port);
+        v4->sin_port = htons((uint16_t)port);
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return PGW_OK;
     int one = 1;
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    int bound = bind(fd, (struct sockaddr *)&at, h->ipv6 ? sizeof(*v6) : sizeof(*v4));
+    int bound = bind(fd, (struct sockaddr *)&at, ipv6 ? sizeof(*v6) : sizeof(*v4));
     int e = errno;
     close(fd);
     if (bound == 0 || (e != EADDRNOTAVAIL && e != EACCES && e != EADDRINUSE))
         return PGW_OK;
-    return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d: %s", h->iface, h->port,
+    return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d: %s", iface, port,
                        e == EACCES       ? "permission denied (a port below 1024 needs root or "
                                            "CAP_NET_BIND_SERVICE)"
                        : e == EADDRINUSE ? "the port is in use"
                                          : "this host has no such address");
+}
+
+int pgw_http_check_listen(const char *listen, pgw_err *err)
+{
+    char iface[PGW_LISTEN_MAX + 1];
+    int port = 0;
+    bool ipv6 = false;
+    int rc = pgw_listen_parse(listen, 0, iface, sizeof(iface), &port, &ipv6, err);
+    return rc == PGW_OK ? check_bindable(iface, port, ipv6, err) : rc;
 }
 
 static int start_lws(pgw_http *h, pgw_err *err)
@@ -980,7 +989,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
                           .notify_ctx = h,
                           .log = opts->log};
     if (rc == PGW_OK)
-        rc = check_bindable(h, err);
+        rc = check_bindable(h->iface, h->port, h->ipv6, err);
     if (rc == PGW_OK)
         rc = pgw_api_new(&ao, &h->api, err);
     if (rc == PGW_OK)

@@ -92,9 +92,9 @@ expect_text '$.http.tls.key_file: '"$tls_dir"'/notes.txt: no unencrypted PEM pri
 tls_config "$tls_dir/cert.pem" "$tls_dir/other.pem"
 expect_exit 2 "$bin" check-config --config "$tls_dir/config.json"
 expect_text "$tls_dir/other.pem is not the key of the certificate in $tls_dir/cert.pem"
-expect_exit 2 "$bin" serve --config "$tls_dir/config.json" --listen 127.0.0.1:0 --db "sqlite:$tls_dir/x.db"
+expect_exit 2 "$bin" serve --config "$tls_dir/config.json" --listen 127.0.0.1:0 --db "sqlite:$tls_dir/new/x.db"
 expect_text "is not the key of the certificate"
-[ ! -e "$tls_dir/x.db" ] || fail "serve made a database before refusing its TLS files"
+[ ! -e "$tls_dir/new" ] || fail "serve made a database folder before refusing its TLS files"
 tls_config "$tls_dir/cert.pem" "$tls_dir/key.pem"
 expect_exit 0 "$bin" check-config --config "$tls_dir/config.json"
 rm -rf "$tls_dir"
@@ -103,9 +103,9 @@ rm -rf "$tls_dir"
 # was "listened on" by lws, which retries the bind later: the server said
 # so and served nothing. Refused before the database is made.
 nowhere_db=$(mktemp -d)
-expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen 192.0.2.1:0 --db "sqlite:$nowhere_db/x.db"
+expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen 192.0.2.1:0 --db "sqlite:$nowhere_db/new/x.db"
 expect_text 'cannot listen on 192.0.2.1:0: this host has no such address'
-[ ! -e "$nowhere_db/x.db" ] || fail "a database was made for an address the host does not have"
+[ ! -e "$nowhere_db/new" ] || fail "a database folder was made for an address the host does not have"
 rm -rf "$nowhere_db"
 # Regression (the operator review): a database file the user may not
 # write was opened read-only; serve started, /healthz said ok, and every
