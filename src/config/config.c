@@ -79,11 +79,11 @@ static int get_env_name(const json_t *obj, const char *key, const char *path, bo
     return PGW_OK;
 }
 
-/* An array of at most `max` entries; absent and optional: *out = NULL. */
+/* An array of at most `max` entries; absent (or null) and optional: *out = NULL. */
 static int get_array(const json_t *obj, const char *key, const char *path, bool required,
                      size_t max, json_t **out, pgw_err *err)
 {
-    *out = json_object_get(obj, key);
+    *out = pgw_json_has(obj, key) ? json_object_get(obj, key) : NULL;
     if (*out == NULL)
         return required ? pgw_err_set(err, PGW_EINVAL, "%s.%s: required", path, key) : PGW_OK;
     if (!json_is_array(*out))
@@ -93,13 +93,14 @@ static int get_array(const json_t *obj, const char *key, const char *path, bool 
     return PGW_OK;
 }
 
-/* An object member that must be an object with only `keys`; NULL when absent. */
+/* An object member that must be an object with only `keys`; NULL when absent
+ * (or null: as the readers of json_read.h take it). */
 static int get_section(const json_t *obj, const char *key, const char *path, bool required,
                        const char *const *keys, json_t **out, char sub[PGW_JSON_PATH_MAX],
                        pgw_err *err)
 {
     pgw_json_path_key(sub, path, key);
-    *out = json_object_get(obj, key);
+    *out = pgw_json_has(obj, key) ? json_object_get(obj, key) : NULL;
     if (*out == NULL)
         return required ? pgw_err_set(err, PGW_EINVAL, "%s: required", sub) : PGW_OK;
     int rc = pgw_json_expect_object(*out, sub, err);
@@ -235,9 +236,9 @@ static int parse_expiry(const json_t *root, pgw_config *cfg, pgw_err *err)
         rc = pgw_json_int(expiry, "months", path, true, 1, 120, &months, err);
     if (rc == PGW_OK && policy == PGW_EXPIRY_YEAR_END)
         rc = pgw_json_int(expiry, "years", path, true, 0, 10, &years, err);
-    if (rc == PGW_OK && policy != PGW_EXPIRY_ROLLING && json_object_get(expiry, "months"))
+    if (rc == PGW_OK && policy != PGW_EXPIRY_ROLLING && pgw_json_has(expiry, "months"))
         rc = pgw_err_set(err, PGW_EINVAL, "%s.months: only for the rolling policy", path);
-    if (rc == PGW_OK && policy != PGW_EXPIRY_YEAR_END && json_object_get(expiry, "years"))
+    if (rc == PGW_OK && policy != PGW_EXPIRY_YEAR_END && pgw_json_has(expiry, "years"))
         rc = pgw_err_set(err, PGW_EINVAL, "%s.years: only for the year_end policy", path);
     e->policy = (pgw_expiry_policy)policy;
     e->months = (int32_t)months;
@@ -423,7 +424,7 @@ static int parse_campaign_filters(const json_t *obj, const char *path, const pgw
     char ids[PGW_CAMPAIGN_SHOPS_MAX][PGW_ID_MAX + 1];
     size_t n = 0;
     int rc = PGW_OK;
-    if (json_object_get(obj, "shops") != NULL)
+    if (pgw_json_has(obj, "shops"))
         rc = get_id_list(obj, "shops", path, PGW_CAMPAIGN_SHOPS_MAX, ids, &n, err);
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         c->shops[i] = pgw_rules_find_shop(rules, ids[i]);
@@ -433,7 +434,7 @@ static int parse_campaign_filters(const json_t *obj, const char *path, const pgw
     }
     c->n_shops = rc == PGW_OK ? n : 0;
     n = 0;
-    if (rc == PGW_OK && json_object_get(obj, "formats") != NULL)
+    if (rc == PGW_OK && pgw_json_has(obj, "formats"))
         rc = get_id_list(obj, "formats", path, PGW_FORMATS_MAX, ids, &n, err);
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         c->formats[i] = find_format(rules, ids[i]);

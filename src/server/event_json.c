@@ -258,7 +258,7 @@ int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc
 static int today_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err *err)
 {
     json_t *today = json_object_get(obj, "today");
-    if (today == NULL)
+    if (!pgw_json_has(obj, "today"))
         return PGW_OK;
     int rc = pgw_json_expect_object(today, "$.today", err);
     if (rc != PGW_OK)

@@ -39,7 +39,8 @@ int pgw_json_only_keys(const json_t *obj, const char *path, const char *const *a
                        pgw_err *err);
 
 /*
- * Whether obj has `key` with a value other than null. The readers below
+ * Whether obj (an object, or NULL: false) has `key` with a value other
+ * than null. The readers below
  * take an optional key set to null as absent (clients in Java and .NET
  * write unset fields so); a required one is refused.
  */
