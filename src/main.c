@@ -243,6 +243,18 @@ static int start_command(const char *name, flag_set *flags, int argc, char **arg
     return *cfg == NULL ? EXIT_USAGE : -1;
 }
 
+/* Whether the TLS files the configuration names can serve; says why not
+ * after `who`. Only serve and check-config read them (config.h). */
+static bool tls_files_ok(const pgw_config *cfg, flag_set *flags, const char *who)
+{
+    pgw_err err;
+    const char *file = flag_get(flags, "--config") ? flag_get(flags, "--config") : DEFAULT_CONFIG;
+    if (pgw_config_check_tls(&cfg->http, file, &err) == PGW_OK)
+        return true;
+    fprintf(stderr, "%s: %s\n", who, err.msg);
+    return false;
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -251,10 +263,7 @@ static int cmd_check_config(int argc, char **argv)
     int rc = start_command("check-config", &flags, argc, argv, &cfg);
     if (rc >= 0)
         return rc;
-    pgw_err err;
-    const char *file = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
-    if (pgw_config_check_tls(&cfg->http, file, &err) != PGW_OK) {
-        fprintf(stderr, "pointsgw: %s\n", err.msg);
+    if (!tls_files_ok(cfg, &flags, "pointsgw")) {
         pgw_config_free(cfg);
         return EXIT_USAGE;
     }
@@ -301,12 +310,14 @@ static int cmd_serve(int argc, char **argv)
         return rc;
     const char *db = flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db;
     const char *listen = flag_get(&flags, "--listen") ? flag_get(&flags, "--listen") : cfg->listen;
-    const char *file = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
     pgw_err err;
     /* Before the database's folder is made: a start refused leaves nothing. */
-    if (pgw_config_check_tls(&cfg->http, file, &err) != PGW_OK ||
-        pgw_http_check_listen(listen, &err) != PGW_OK) {
+    bool listenable = tls_files_ok(cfg, &flags, "pointsgw serve");
+    if (listenable && pgw_http_check_listen(listen, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
+        listenable = false;
+    }
+    if (!listenable) {
         pgw_config_free(cfg);
         return EXIT_USAGE;
     }

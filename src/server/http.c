@@ -288,7 +288,6 @@ static void drain_done(pgw_http *h)
 
 /* ---- reading a request ------------------------------------------------------------------ */
 
-/* Copies a header into out; false when it is longer than out. "" when absent. */
 /* lws keeps a value's trailing whitespace, which RFC 9110 5.5 strips: a
  * key copied with a space after it was 401 (the HTTP review). */
 static bool trimmed(char *value)
@@ -298,6 +297,8 @@ static bool trimmed(char *value)
     return true;
 }
 
+/* Copies a header into out, trimmed; false when it is longer than out. ""
+ * when absent. */
 static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out, size_t cap)
 {
     out[0] = '\0';
@@ -705,11 +706,6 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
 
 /* ---- the live stream (WebSocket /v1/stream) ------------------------------------------------ */
 
-/*
- * A refused WebSocket handshake gets its answer as any request does (API.md:
- * 401 for no or a bad key), in one write before libwebsockets closes the
- * connection, as its own refusals do; and its log line. -1, for lws.
- */
 /* A handshake as a request, for its answer and its log line. */
 static void handshake_request(struct lws *wsi, const char *uri, const char *key_name, req *q)
 {
@@ -723,6 +719,11 @@ static void handshake_request(struct lws *wsi, const char *uri, const char *key_
     q->resp.route = pgw_api_route_label(uri);
 }
 
+/*
+ * A refused WebSocket handshake gets its answer as any request does (API.md:
+ * 401 for no or a bad key), in one write before libwebsockets closes the
+ * connection, as its own refusals do; and its log line. -1, for lws.
+ */
 static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
                           int rc, const char *message)
 {
