@@ -225,7 +225,7 @@ static void apply_batch(pgw_writer *w, size_t n)
         w->stats.last_transfer = last;
     w->stats.batches += rc == PGW_OK;
     w->stats.failed_batches += rc != PGW_OK;
-    w->commit_failed = rc != PGW_OK && began;
+    w->commit_failed = began ? rc != PGW_OK : w->commit_failed;  /* a refused begin: as it was */
     w->stats.last_batch_failed = rc != PGW_OK || w->sync_failed; /* a failed sync is final */
     w->stats.commands += n;
     w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;

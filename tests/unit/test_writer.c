@@ -544,6 +544,16 @@ static void test_a_failed_commit_keeps_health_down_until_a_write(void **state)
     assert_true(health_down_within(w, true, 0));
     usleep(2500 * 1000); /* two idle pings, which a read answers */
     assert_true(health_down_within(w, true, 0));
+    /* A write refused at its begin meanwhile (the file moved aside, then
+     * back) leaves it down: it cleared the latch (the review of 87436ff). */
+    char aside[600];
+    snprintf(aside, sizeof(aside), "%s.aside", f->path);
+    assert_int_equal(rename(f->path, aside), 0);
+    make_command(&cmd, "full:moved", 1, 1);
+    assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_EUNAVAILABLE);
+    assert_int_equal(rename(aside, f->path), 0);
+    usleep(2500 * 1000);
+    assert_true(health_down_within(w, true, 0));
     atomic_store(&wal_writes_fail, false);
     make_command(&cmd, "full:after", 1, 1);
     assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_OK);
