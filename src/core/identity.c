@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PHONE_INPUT_MAX 64
+#define PHONE_INPUT_MAX 64 /* characters; a full-width one takes 3 bytes */
 
 static const char *const KIND_NAMES[] = {
     [PGW_ID_MEMBER] = "member_id",    [PGW_ID_PHONE] = "phone",
@@ -72,8 +72,10 @@ static char next_halfwidth(const char *in, size_t len, size_t *i)
 int pgw_phone_normalize(const char *in, char *out, size_t cap, pgw_err *err)
 {
     PGW_ASSERT(cap >= 15);
-    size_t len = strnlen(in, PHONE_INPUT_MAX + 1);
-    if (len == 0 || len > PHONE_INPUT_MAX)
+    size_t len = strnlen(in, 3 * PHONE_INPUT_MAX + 1), chars = 0;
+    for (size_t i = 0; i < len; i++)
+        chars += ((unsigned char)in[i] & 0xC0) != 0x80; /* not a continuation byte */
+    if (len == 0 || len > 3 * PHONE_INPUT_MAX || chars > PHONE_INPUT_MAX)
         return pgw_err_set(err, PGW_EINVAL, "phone number must be 1..%d characters",
                            PHONE_INPUT_MAX);
     char digits[PHONE_INPUT_MAX + 1];

@@ -30,6 +30,8 @@ static void test_phones_normalise_to_one_number(void **state)
         "１３８００１３８０００",
         "＋８６　１３８－００１３－８０００",
         "（＋８６）13800138000",
+        /* 23 characters, 69 bytes: the bound counts characters (the review) */
+        "＋８６　－　１３８　－　００１３　－　８０００",
     };
     for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
         char out[16];
@@ -61,6 +63,8 @@ static void test_phones_garbage_refused(void **state)
         "１３８００１３８００ａ",     /* a full-width letter */
         "１３８．００１３．８０００", /* full-width dots */
         "13800138000                                                         ", /* too long */
+        "１３８００１３８０００　　　　　　　　　　　　　　　　　　　　　　　　　　　　　　　　　　"
+        "　　　　　　　　　　　　　　　　　　　　", /* 65 characters */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char out[16] = "unchanged";
