@@ -495,6 +495,10 @@ static int dispatch(earn_state *st)
     case PGW_EVENT_SIGN_IN:
         return earn_sign_in(st);
     case PGW_EVENT_REVIEW:
+        if (ctx->reviewed_before) {
+            set_reason(st, "this receipt's review was paid already");
+            return PGW_OK;
+        }
         return earn_behaviour(st, "review", &bs->review, PGW_BENEFICIARY_MEMBER);
     case PGW_EVENT_SHARE:
         return earn_behaviour(st, "share", &bs->share, PGW_BENEFICIARY_MEMBER);

@@ -43,8 +43,9 @@
  * survey) earn their configured points, funded by mall:behaviour, limited
  * by their daily_cap (points per member per local day; 0 = none):
  *   register   once per member (ctx.registered_before -> 0, with reason).
- *   review     once per member and receipt: the command refuses a receipt
- *              reviewed before (0 points, with reason) before pricing.
+ *   review     once paid per member, shop and receipt (ctx.reviewed_before
+ *              -> 0, with reason); one the daily cap paid nothing may
+ *              pay another day.
  *   sign_in    once per local day; the streak continues when the last
  *              sign-in was yesterday, else restarts at 1; a streak bonus
  *              with `days` = N is added on every day the streak length is a
@@ -263,6 +264,7 @@ typedef struct pgw_member_ctx {
     int32_t birth_day;      /* 1..31; 02-29 is celebrated on 02-28 in common years */
     bool registered_before; /* the register bonus was already given */
     bool followed_before;   /* the follow_oa bonus was already given */
+    bool reviewed_before;   /* a review of this event's receipt was paid already */
     bool has_last_sign_in;
     pgw_date last_sign_in;  /* local date of the previous sign-in */
     int32_t sign_in_streak; /* streak length at last_sign_in (>= 1 when set) */

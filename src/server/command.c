@@ -859,6 +859,7 @@ static void activity_to_ctx(const pgw_member_activity *a, pgw_event_type type, p
     }
     ctx->registered_before = a->registered_before;
     ctx->followed_before = a->followed_before;
+    ctx->reviewed_before = a->reviewed_before;
     ctx->has_last_sign_in = a->has_last_sign_in;
     if (a->has_last_sign_in)
         ctx->last_sign_in = pgw_date_from_days(a->last_sign_in);
@@ -1017,8 +1018,7 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
     return rc;
 }
 
-/* A referral of a member already referred, a review of a receipt already
- * reviewed: nothing earned, and why. */
+/* A referral of a member already referred: nothing earned, and why. */
 static int refuse_again(pgw_store *store, pgw_command *cmd, const char *why)
 {
     pgw_earning_clear(cmd->earning);
@@ -1027,19 +1027,21 @@ static int refuse_again(pgw_store *store, pgw_command *cmd, const char *why)
 }
 
 /*
- * A review pays once per member and receipt: the same receipt reviewed
- * again earned again, every day up to the cap (the HTTP review). Its
- * receipt is claimed under "review:<member>" beside the shops' receipts;
- * *again when it was claimed before. A failed command's savepoint takes
- * the claim back.
+ * A review pays once per member, shop and receipt: the same receipt
+ * reviewed again earned again, every day up to the cap (the HTTP review).
+ * A paid review's receipt is kept among the shops' receipts as
+ * ("review:<member>:<shop or ->", receipt); one the cap paid nothing is
+ * not, and may pay another day. With `claim`, records it (a failed
+ * command's savepoint takes it back); else reads it into *paid.
  */
-static int claim_review(pgw_store *store, pgw_command *cmd, bool *again)
+static int review_receipt(pgw_store *store, pgw_command *cmd, bool claim, bool *paid)
 {
-    char reviewer[PGW_ID_MAX + 8];
-    snprintf(reviewer, sizeof(reviewer), "review:%s", cmd->member);
-    int rc = pgw_store_claim_receipt(store, reviewer, cmd->receipt, cmd->key, &cmd->err);
-    *again = rc == PGW_ECONFLICT;
-    return *again ? PGW_OK : rc;
+    char reviewer[2 * PGW_ID_MAX + 16];
+    snprintf(reviewer, sizeof(reviewer), "review:%s:%s", cmd->member,
+             cmd->shop[0] ? cmd->shop : "-");
+    if (claim)
+        return pgw_store_claim_receipt(store, reviewer, cmd->receipt, cmd->key, &cmd->err);
+    return pgw_store_receipt_claimed(store, reviewer, cmd->receipt, paid, &cmd->err);
 }
 
 /* Risk rules an event meets before it is priced: events per day, receipts. */
@@ -1218,12 +1220,9 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
             pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s (auto_enroll is off)", cmd->member);
     if (rc == PGW_OK)
         rc = check_event_risk_before(store, policy, cmd, a);
-    if (rc == PGW_OK && ev->type == PGW_EVENT_REVIEW && cmd->receipt[0] != '\0') {
-        bool again = false;
-        rc = claim_review(store, cmd, &again);
-        if (rc == PGW_OK && again)
-            return refuse_again(store, cmd, "this receipt was reviewed already");
-    }
+    bool review = ev->type == PGW_EVENT_REVIEW && cmd->receipt[0] != '\0';
+    if (rc == PGW_OK && review)
+        rc = review_receipt(store, cmd, false, &a->reviewed_before);
     if (rc != PGW_OK)
         return rc;
     pgw_earning_clear(cmd->earning);
@@ -1252,6 +1251,8 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
             rc = enrol(store, cmd, &days, a);
         if (rc == PGW_OK)
             rc = earn_lines(store, policy, cmd, a->debt);
+        if (rc == PGW_OK && review && cmd->earning->points > 0)
+            rc = review_receipt(store, cmd, true, NULL);
     }
     int64_t day = days.today;
     if (rc == PGW_OK)

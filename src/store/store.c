@@ -167,6 +167,7 @@ enum {
     ST_REFERRED_BY,
     ST_SET_REFERRED_BY,
     ST_CLAIM_RECEIPT,
+    ST_RECEIPT_CLAIMED,
     ST_MEMBER_CREATED,
     ST_ENROLMENTS,
     ST_ADD_ENROLMENT,
@@ -480,6 +481,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_REFERRED_BY] = "SELECT referred_by FROM members WHERE id = ?1",
     [ST_CLAIM_RECEIPT] = "INSERT INTO receipts (shop_id, receipt_no, idem_key) VALUES (?1, ?2, ?3)"
                          " ON CONFLICT (shop_id, receipt_no) DO NOTHING",
+    [ST_RECEIPT_CLAIMED] = "SELECT count(*) FROM receipts WHERE shop_id = ?1 AND receipt_no = ?2",
     [ST_MEMBER_CREATED] = "SELECT created_at_us FROM members WHERE id = ?1",
     [ST_ENROLMENTS] = "SELECT members FROM enrolments WHERE address = ?1 AND hour = ?2",
     [ST_ADD_ENROLMENT] =
@@ -3058,6 +3060,18 @@ int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt,
     if (rc == PGW_OK && pgw_sql_changes(s->db) == 0)
         rc = pgw_err_set(err, PGW_ECONFLICT, "receipt %.64s at shop %s was already used", receipt,
                          shop);
+    return rc;
+}
+
+int pgw_store_receipt_claimed(pgw_store *s, const char *shop, const char *receipt, bool *claimed,
+                              pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_RECEIPT_CLAIMED];
+    pgw_sql_bind_text(st, 1, shop);
+    pgw_sql_bind_text(st, 2, receipt);
+    int64_t n = 0;
+    int rc = one_int64(s, st, false, &n, "reading a receipt", err);
+    *claimed = n > 0;
     return rc;
 }
 

@@ -428,6 +428,10 @@ int pgw_store_survivor(pgw_store *store, char member[PGW_ID_MAX + 1], char first
  */
 int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, pgw_err *err);
 
+/* Whether a receipt number at a shop was claimed (pgw_store_claim_receipt). */
+int pgw_store_receipt_claimed(pgw_store *store, const char *shop, const char *receipt,
+                              bool *claimed, pgw_err *err);
+
 /* Claims a receipt number at a shop for key `key`; PGW_ECONFLICT when it
  * was claimed before (by another key: replays never get here). */
 int pgw_store_claim_receipt(pgw_store *store, const char *shop, const char *receipt,
@@ -657,6 +661,7 @@ typedef struct pgw_member_activity {
     bool later_days;      /* days after `today` are recorded (a till sent today's first) */
     bool merged;          /* merged into another (pgw_store_survivor): the rest is not its */
     bool purchased_before, registered_before, followed_before;
+    bool reviewed_before; /* the event's receipt: set by the command, not read here */
     bool has_last_sign_in;
     int64_t last_sign_in; /* local day number */
     int32_t sign_in_streak;

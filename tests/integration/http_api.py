@@ -675,15 +675,20 @@ def test_risk_rules(s):
     check(codes == [201] * 4 and [g[1]["points"] for g in got] == [20, 20, 20, 0] and
           got[3][1].get("reason"), f"reviews: a rules cap is not a risk rejection: {got[3]}")
     # Regression (the HTTP review): the same receipt reviewed again earned
-    # again, each day up to the cap. Once per member and receipt; another
-    # member's review of it is theirs; a replay is the first answer.
+    # again, each day up to the cap. It pays once per member, shop and
+    # receipt; another member's review of it, or another shop's receipt of
+    # that number, is another; one the cap paid nothing pays another day
+    # (the review of 20c0728); a replay is the first answer.
     again = dict(reviews[0], event_id="E-RISK-R-AGAIN", occurred_at="2026-11-26T12:00:00+08:00")
     status, doc, _ = s.request("POST", "/v1/events", again)
-    check(status == 201 and doc["points"] == 0 and "reviewed already" in doc.get("reason", ""),
+    check(status == 201 and doc["points"] == 0 and "paid already" in doc.get("reason", ""),
           f"a receipt reviewed again, the next day: {status} {doc}")
-    status, doc, _ = s.request("POST", "/v1/events", dict(again, event_id="E-RISK-R-OTHER",
-                                                          member={"member_id": "M704"}))
-    check(status == 201 and doc["points"] == 20, f"another member reviews it: {status} {doc}")
+    for eid, what, change in (
+            ("E-RISK-R-M704", "another member reviews it", {"member": {"member_id": "M704"}}),
+            ("E-RISK-R-S002", "another shop's receipt RV0", {"shop_id": "S002"}),
+            ("E-RISK-R-RV3", "the capped one, the next day", {"receipt_no": "RV3"})):
+        status, doc, _ = s.request("POST", "/v1/events", dict(again, event_id=eid, **change))
+        check(status == 201 and doc["points"] == 20, f"{what}: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/events", reviews[0])
     check(status == 200 and doc.get("replayed") is True and doc["points"] == 20,
           f"the first review sent again is a replay: {status} {doc}")

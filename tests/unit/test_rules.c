@@ -545,6 +545,10 @@ static void test_behaviours_once_capped_and_referral(void **state)
     }
     pgw_member_ctx unread = {.today_unknown = true}; /* a capped behaviour needs today */
     assert_true(earn_ok(r, &e, &unread)->needs_today);
+    pgw_member_ctx reviewed = {.reviewed_before = true}; /* its receipt paid once already */
+    out = earn_ok(r, &e, &reviewed);
+    assert_int_equal(out->points, 0);
+    assert_string_equal(out->reason, "this receipt's review was paid already");
     e = behaviour(PGW_EVENT_SURVEY, when);
     assert_int_equal(earn_ok(r, &e, &NEW_MEMBER)->points, 30);
     e = behaviour(PGW_EVENT_SHARE, when);
