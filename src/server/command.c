@@ -1018,11 +1018,17 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
     return rc;
 }
 
-/* A referral of a member already referred: nothing earned, and why. */
+static void record_event(pgw_command *cmd);
+
+/* A referral of a member already referred: nothing earned, and why. Its
+ * event is recorded all the same: reconciliation found a statement's row
+ * of it missing from the ledger, and --repair only replayed it (the
+ * second review). */
 static int refuse_again(pgw_store *store, pgw_command *cmd, const char *why)
 {
     pgw_earning_clear(cmd->earning);
     snprintf(cmd->earning->reason, sizeof(cmd->earning->reason), "%s", why);
+    record_event(cmd);
     return append_transfers(store, cmd); /* none: records the key */
 }
 

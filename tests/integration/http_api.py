@@ -553,6 +553,19 @@ def test_referrals(s):
     check(status == 201 and doc.get("points") == 0 and "already referred" in doc.get("reason", ""),
           f"once per referee: {status} {doc}")
     check(member(s, referrer).get("balance") == before + 200, "and nobody is paid twice")
+    # Regression (the second review): the refused one answered 201 but
+    # recorded no event; a statement listing it found it missing from the
+    # ledger, and --repair could only replay it.
+    referee = doc.get("member_id")
+    rows = [("E-REF-1", ref["occurred_at"], "referral", referee, 0, 100),
+            ("E-REF-2", ref["occurred_at"], "referral", referee, 0, 0)]
+    status, got, _ = s.request(
+        "POST", "/v1/reconciliations?channel=wechat_mp&shop=-&from=2026-11-25T00:00:00%2B08:00"
+        "&to=2026-11-26T00:00:00%2B08:00", raw=statement_csv(rows).encode("utf-8"),
+        ctype="text/csv", key="finance")
+    mine = [e for e in got.get("exceptions", []) if e.get("event_id", "").startswith("E-REF-")]
+    check(status == 200 and got["summary"]["matched"] == 2 and not mine,
+          f"both referrals match the statement: {status} {got.get('summary')} {mine}")
     self_ref = dict(ref, event_id="E-REF-3", member={"phone": "13000130000"},
                     referrer={"phone": "13000130000"})
     status, doc, _ = s.request("POST", "/v1/events", self_ref)
