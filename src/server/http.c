@@ -391,7 +391,7 @@ static void dispatch(pgw_http *h, struct lws *wsi, req *q)
 }
 
 /* Whether the client waits for "100 Continue" before its body (RFC 9110
- * 10.1.1): curl does for bodies over 1 KiB, .NET for every POST. lws 4.1
+ * 10.1.1): curl 7.88 does for bodies over 1 MiB, .NET Framework for every POST. lws 4.1
  * never answers it, so each such request waited the client's timeout
  * (curl: a second) before sending its body. */
 static bool expects_continue(struct lws *wsi)

@@ -1138,7 +1138,7 @@ def test_framing_and_case(s):
 
 def test_expect_continue(s):
     """Regression (the HTTP review): a client that sends `Expect: 100-continue`
-    (curl for bodies over 1 MiB, .NET for every POST) waits for the interim
+    (curl for bodies over 1 MiB, .NET Framework for every POST) waits for the interim
     answer before its body. None came: each such request waited the
     client's timeout. It is answered at once when the body will be read,
     the connection carries the next request after it, and a request
