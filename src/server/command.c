@@ -1037,17 +1037,12 @@ static int refuse_again(pgw_store *store, pgw_command *cmd, const char *why)
  * reviewed again earned again, every day up to the cap (the HTTP review).
  * A paid review's receipt is kept among the shops' receipts as
  * ("review:<member>:<shop or ->", receipt); one the cap paid nothing is
- * not, and may pay another day. With `claim`, records it (a failed
- * command's savepoint takes it back); else reads it into *paid.
+ * not, and may pay another day (a failed command's savepoint takes a
+ * claim back). This names the "shop" its receipt is kept under.
  */
-static int review_receipt(pgw_store *store, pgw_command *cmd, bool claim, bool *paid)
+static void reviewer_of(const pgw_command *cmd, char out[2 * PGW_ID_MAX + 16])
 {
-    char reviewer[2 * PGW_ID_MAX + 16];
-    snprintf(reviewer, sizeof(reviewer), "review:%s:%s", cmd->member,
-             cmd->shop[0] ? cmd->shop : "-");
-    if (claim)
-        return pgw_store_claim_receipt(store, reviewer, cmd->receipt, cmd->key, &cmd->err);
-    return pgw_store_receipt_claimed(store, reviewer, cmd->receipt, paid, &cmd->err);
+    snprintf(out, 2 * PGW_ID_MAX + 16, "review:%s:%s", cmd->member, cmd->shop[0] ? cmd->shop : "-");
 }
 
 /* Risk rules an event meets before it is priced: events per day, receipts. */
@@ -1227,8 +1222,11 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK)
         rc = check_event_risk_before(store, policy, cmd, a);
     bool review = ev->type == PGW_EVENT_REVIEW && cmd->receipt[0] != '\0';
+    char reviewer[2 * PGW_ID_MAX + 16];
+    reviewer_of(cmd, reviewer); /* the member is the survivor by now */
     if (rc == PGW_OK && review)
-        rc = review_receipt(store, cmd, false, &a->reviewed_before);
+        rc = pgw_store_receipt_claimed(store, reviewer, cmd->receipt, &a->reviewed_before,
+                                       &cmd->err);
     if (rc != PGW_OK)
         return rc;
     pgw_earning_clear(cmd->earning);
@@ -1258,7 +1256,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK)
             rc = earn_lines(store, policy, cmd, a->debt);
         if (rc == PGW_OK && review && cmd->earning->points > 0)
-            rc = review_receipt(store, cmd, true, NULL);
+            rc = pgw_store_claim_receipt(store, reviewer, cmd->receipt, cmd->key, &cmd->err);
     }
     int64_t day = days.today;
     if (rc == PGW_OK)

@@ -861,9 +861,8 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
  * Whether this host can bind the address at all. lws 4.1 keeps a vhost
  * whose address is not the host's, retries the bind now and then, and
  * reports the port as listened on: the gateway said "listening on
- * 10.255.255.1:8080" with no socket open (the operator review). Asked
- * before the database is opened, so that a wrong address leaves no new
- * empty database behind.
+ * 10.255.255.1:8080" with no socket open (the operator review). serve
+ * asks before it makes the database's folder (pgw_http_check_listen).
  */
 static int check_bindable(const char *iface, int port, bool ipv6, pgw_err *err)
 {
@@ -989,8 +988,6 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
                           .stream_news = stream_news,
                           .notify_ctx = h,
                           .log = opts->log};
-    if (rc == PGW_OK)
-        rc = check_bindable(h->iface, h->port, h->ipv6, err);
     if (rc == PGW_OK)
         rc = pgw_api_new(&ao, &h->api, err);
     if (rc == PGW_OK)

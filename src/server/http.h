@@ -43,8 +43,9 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err);
 /*
  * Whether `listen` ("HOST:PORT") can be listened on here: PGW_EINVAL for a
  * malformed one, PGW_EUNAVAILABLE for an address the host does not have, a
- * port in use or one the user may not take. pgw_http_new checks it too;
- * serve asks first, before it makes the database's folder.
+ * port in use or one the user may not take. pgw_http_new does not ask:
+ * lws 4.1 reports a vhost whose bind failed as listening, so a caller asks
+ * first (serve, before it makes the database's folder).
  */
 int pgw_http_check_listen(const char *listen, pgw_err *err);
 
