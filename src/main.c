@@ -822,6 +822,19 @@ static int reconcile_args(const flag_set *flags, const pgw_config *cfg, pgw_reco
     return bad ? EXIT_USAGE : EXIT_OK;
 }
 
+/* Says which of the statement's columns are read past: a misspelt
+ * original_event_id would otherwise go unseen until a repair. */
+static void tell_ignored_columns(const pgw_statement *st)
+{
+    const char *name = pgw_statement_ignored(st, 0);
+    if (name == NULL)
+        return;
+    fprintf(stderr, "pointsgw reconcile: columns ignored: \"%s\"", name);
+    for (size_t i = 1; (name = pgw_statement_ignored(st, i)) != NULL; i++)
+        fprintf(stderr, ", \"%s\"", name);
+    fputc('\n', stderr);
+}
+
 /* Opens the statement and the store, runs the match into `out`. */
 static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_options *o, FILE *out,
                           pgw_recon_summary *sum)
@@ -830,8 +843,10 @@ static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_opti
     pgw_store *store = NULL;
     pgw_err err;
     int rc = pgw_statement_open_file(flag_get(flags, "--statement"), &st, &err);
-    if (rc == PGW_OK)
+    if (rc == PGW_OK) {
+        tell_ignored_columns(st);
         rc = snapshot_open(url, &store, &err);
+    }
     if (rc == PGW_OK)
         rc = pgw_recon_run(store, st, o, out, sum, &err);
     snapshot_close(store);

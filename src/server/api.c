@@ -818,7 +818,7 @@ static const char *const COLUMNS[N_COLUMNS] = {
 /* Maps the header row's names to columns; each required once. */
 static int csv_header(const pgw_csv_row *row, int col[N_COLUMNS], pgw_err *err)
 {
-    int rc = pgw_csv_columns(row, COLUMNS, N_COLUMNS, col, err);
+    int rc = pgw_csv_columns(row, COLUMNS, N_COLUMNS, col, false, err);
     for (size_t c = 0; rc == PGW_OK && c <= COL_MEMBER; c++) {
         if (col[c] < 0)
             rc = pgw_err_set(err, PGW_EINVAL, "line 1: column %s is missing", COLUMNS[c]);

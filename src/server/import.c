@@ -19,7 +19,7 @@ static const char *const COLUMNS[PGW_IMPORT_COLUMNS] = {
 
 int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_err *err)
 {
-    int rc = pgw_csv_columns(row, COLUMNS, PGW_IMPORT_COLUMNS, col, err);
+    int rc = pgw_csv_columns(row, COLUMNS, PGW_IMPORT_COLUMNS, col, false, err);
     if (rc == PGW_OK &&
         (col[PGW_IMPORT_POINTS] < 0 || (col[PGW_IMPORT_CARD] < 0 && col[PGW_IMPORT_PHONE] < 0)))
         rc = pgw_err_set(err, PGW_EINVAL,

@@ -436,8 +436,25 @@ static int write_summary(const pgw_recon_summary *s, FILE *out)
     return rc;
 }
 
+/* The statement's columns it read past, as a JSON array (never NULL on success). */
+static int write_ignored(const pgw_statement *st, FILE *out)
+{
+    json_t *names = json_array();
+    const char *name;
+    for (size_t i = 0; names != NULL && (name = pgw_statement_ignored(st, i)) != NULL; i++) {
+        if (json_array_append_new(names, json_string(name)) != 0) {
+            json_decref(names);
+            names = NULL;
+        }
+    }
+    int rc = names != NULL && json_dumpf(names, out, JSON_COMPACT) == 0 ? PGW_OK : PGW_EIO;
+    json_decref(names);
+    return rc;
+}
+
 /* The report: summary, then the exceptions kept in `tmp`. */
-static int write_report(const sink *k, const pgw_recon_summary *sum, FILE *out, pgw_err *err)
+static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_summary *sum,
+                        FILE *out, pgw_err *err)
 {
     bool json = k->opts->format == PGW_RECON_JSON;
     int64_t exceptions = 0;
@@ -448,6 +465,9 @@ static int write_report(const sink *k, const pgw_recon_summary *sum, FILE *out, 
     if (json) {
         fputs("{\"summary\":", out);
         rc = write_summary(sum, out);
+        fputs(",\"ignored_columns\":", out);
+        if (rc == PGW_OK)
+            rc = write_ignored(st, out);
         fprintf(out, ",\"exceptions_listed\":%zu,\"truncated\":%s,\"exceptions\":[\n", k->listed,
                 truncated ? "true" : "false");
     } else {
@@ -483,7 +503,7 @@ int pgw_recon_run(pgw_store *store, pgw_statement *st, const pgw_recon_options *
         /* An EINVAL now is not the order: the file changed between the passes. */
     }
     if (rc == PGW_OK)
-        rc = write_report(&k, sum, out, err);
+        rc = write_report(&k, st, sum, out, err);
     fclose(k.tmp);
     return rc;
 }

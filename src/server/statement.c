@@ -43,6 +43,8 @@ struct pgw_statement {
     size_t len;
     pgw_csv csv;
     int col[N_COLS];
+    size_t n_ignored;
+    char ignored[PGW_CSV_FIELDS_MAX][PGW_STATEMENT_COLUMN_NAME_MAX + 1];
     pgw_csv_row row;
     pgw_rowsort *sorted; /* once sorted: rows come from here */
     size_t arena_bytes;  /* PGW_ROWSORT_ARENA; smaller in tests, to make many runs */
@@ -54,7 +56,32 @@ static int read_csv(pgw_statement *st, bool *done, pgw_err *err)
                     : pgw_csv_next(&st->csv, &st->row, done, err);
 }
 
-/* The header: every column named, each once. */
+/* Keeps the names of the header's columns that map to none of ours. */
+static void note_ignored(pgw_statement *st)
+{
+    st->n_ignored = 0;
+    for (size_t f = 0; f < st->row.n; f++) {
+        size_t c = 0;
+        while (c < N_COLS && st->col[c] != (int)f)
+            c++;
+        if (c < N_COLS)
+            continue;
+        /* The reader let only UTF-8 through: cut on a character boundary. */
+        char *name = st->ignored[st->n_ignored++];
+        const char *text = st->row.fields[f];
+        snprintf(name, PGW_STATEMENT_COLUMN_NAME_MAX + 1, "%.*s",
+                 (int)pgw_utf8_prefix(text, PGW_STATEMENT_COLUMN_NAME_MAX), text);
+        for (char *p = name; *p != '\0'; p++) /* shown on a terminal too */
+            *p = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+    }
+}
+
+const char *pgw_statement_ignored(const pgw_statement *st, size_t i)
+{
+    return i < st->n_ignored ? st->ignored[i] : NULL;
+}
+
+/* The header: every column of ours named, each once; others read past. */
 static int read_header(pgw_statement *st, pgw_err *err)
 {
     bool done = false;
@@ -62,12 +89,14 @@ static int read_header(pgw_statement *st, pgw_err *err)
     if (rc == PGW_OK && done)
         return pgw_err_set(err, PGW_EINVAL, "the statement is empty: no header row");
     if (rc == PGW_OK)
-        rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, err);
+        rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, true, err);
     for (size_t c = 0; rc == PGW_OK && c < N_COLS; c++) {
         if (st->col[c] < 0 && c != COL_ORIGINAL)
             rc = pgw_err_set(err, PGW_EINVAL, "line %zu: column %s is missing", st->row.line,
                              COLUMNS[c]);
     }
+    if (rc == PGW_OK)
+        note_ignored(st);
     return rc;
 }
 

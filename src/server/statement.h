@@ -4,6 +4,8 @@
  * A statement is CSV with a header row naming the columns event_id,
  * occurred_at, type, member, amount_fen, points (any order; all required)
  * and optionally original_event_id (a refund's purchase, for --repair).
+ * Other columns (a channel's own: a shop name, a note) are read past and
+ * named by pgw_statement_ignored, for the report to show.
  * occurred_at is RFC 3339 or unix seconds; amount_fen 0..PGW_AMOUNT_FEN_MAX
  * (empty: 0); points a signed whole number (a refund's are negative). A row
  * that breaks a rule comes back as a malformed row with its line and the
@@ -25,12 +27,21 @@
 
 typedef struct pgw_statement pgw_statement;
 
+/* Bytes of an ignored column's name kept for the report (cut on a
+ * character boundary). */
+#define PGW_STATEMENT_COLUMN_NAME_MAX 64
+
 /* Opens a statement file and reads its header. PGW_ENOTFOUND / PGW_EIO for
  * the file, PGW_EINVAL for a header without the columns (err says which). */
 int pgw_statement_open_file(const char *path, pgw_statement **out, pgw_err *err);
 
 /* The same over `len` bytes of `text`, borrowed until pgw_statement_free. */
 int pgw_statement_open_text(const char *text, size_t len, pgw_statement **out, pgw_err *err);
+
+/* The i-th header column the statement does not use, left to right, or
+ * NULL past the last: its name, at most PGW_STATEMENT_COLUMN_NAME_MAX
+ * bytes of UTF-8, control characters as '?'. Owned by the statement. */
+const char *pgw_statement_ignored(const pgw_statement *statement, size_t i);
 
 /* A pgw_recon_next: the next row (file order, or event_id order once sorted). */
 int pgw_statement_next(void *statement, pgw_recon_row *row, bool *end, pgw_err *err);

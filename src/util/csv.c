@@ -238,7 +238,7 @@ int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
 }
 
 int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t n, int *col,
-                    pgw_err *err)
+                    bool others_ok, pgw_err *err)
 {
     for (size_t c = 0; c < n; c++)
         col[c] = -1;
@@ -246,6 +246,8 @@ int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t 
         size_t c = 0;
         while (c < n && strcmp(header->fields[f], names[c]) != 0)
             c++;
+        if (c == n && others_ok)
+            continue;
         if (c == n || col[c] >= 0)
             return pgw_err_set(err, PGW_EINVAL, "line %zu: column \"%.64s\" is %s", header->line,
                                header->fields[f], c == n ? "unknown" : "there twice");

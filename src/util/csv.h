@@ -48,11 +48,12 @@ int pgw_csv_next(pgw_csv *csv, pgw_csv_row *row, bool *done, pgw_err *err);
 /*
  * Maps a header row onto n known column names: col[i] is the field index
  * of names[i], or -1 when the header does not have it. PGW_EINVAL for a
- * name that is not known or comes twice. Which columns are required is the
- * caller's to say.
+ * known name that comes twice, and for a name that is not known unless
+ * `others_ok` (then that field maps to nothing). Which columns are
+ * required is the caller's to say.
  */
 int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t n, int *col,
-                    pgw_err *err);
+                    bool others_ok, pgw_err *err);
 
 /* Field `c` of `row` under that mapping ("" when absent). */
 const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c);

@@ -174,7 +174,7 @@ static void test_columns_are_mapped_by_name(void **state)
     int col[3];
     pgw_err err;
     expect_row(&c, 1, 2, (const char *const[]){"points", "card"});
-    assert_int_equal(pgw_csv_columns(&row, names, 3, col, &err), PGW_OK);
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, false, &err), PGW_OK);
     assert_int_equal(col[0], 1);
     assert_int_equal(col[1], -1); /* absent: the caller decides whether it must be there */
     assert_int_equal(col[2], 0);
@@ -183,11 +183,14 @@ static void test_columns_are_mapped_by_name(void **state)
     assert_string_equal(pgw_csv_cell(&row, col, 1), "");
     assert_string_equal(pgw_csv_cell(&row, col, 2), "7");
     expect_row(&c, 3, 2, (const char *const[]){"points", "points"});
-    assert_int_equal(pgw_csv_columns(&row, names, 3, col, &err), PGW_EINVAL);
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, false, &err), PGW_EINVAL);
     assert_non_null(strstr(err.msg, "line 3: column \"points\" is there twice"));
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, true, &err), PGW_EINVAL); /* still */
     expect_row(&c, 4, 1, (const char *const[]){"size"});
-    assert_int_equal(pgw_csv_columns(&row, names, 3, col, &err), PGW_EINVAL);
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, false, &err), PGW_EINVAL);
     assert_non_null(strstr(err.msg, "\"size\" is unknown"));
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, true, &err), PGW_OK);
+    assert_true(col[0] == -1 && col[1] == -1 && col[2] == -1); /* "size" maps to nothing */
 }
 
 /* A file read in chunks gives exactly the rows, line numbers and errors of
