@@ -183,6 +183,56 @@ static int fingerprint_as_is(const json_t *obj, uint8_t out[PGW_HASH_LEN])
     return PGW_OK;
 }
 
+/* Whether a member object names its phone or email otherwise than
+ * normalised (only those two normalise to other text). */
+static bool written_otherwise(const json_t *member, const pgw_identity *id)
+{
+    const char *field = id->kind == PGW_ID_PHONE   ? "phone"
+                        : id->kind == PGW_ID_EMAIL ? "email"
+                                                   : NULL;
+    const char *written = field ? json_string_value(json_object_get(member, field)) : NULL;
+    return written != NULL && strcmp(written, id->value) != 0;
+}
+
+/* `obj`'s member object `name` as normalised, in `copy` (obj's shallow copy). */
+static int set_normalised(json_t *copy, const char *name, const pgw_identity *id)
+{
+    json_t *member = json_deep_copy(json_object_get(copy, name));
+    const char *field = id->kind == PGW_ID_PHONE ? "phone" : "email";
+    if (member == NULL || json_object_set_new(member, field, json_string(id->value)) != 0 ||
+        json_object_set_new(copy, name, member) != 0) {
+        json_decref(member);
+        return PGW_ENOMEM;
+    }
+    return PGW_OK;
+}
+
+/*
+ * The event's fingerprint, over its member and referrer as normalised:
+ * a till's retry that writes the phone afresh ("+86 139-...") names the
+ * same member and is the same request (it was 409). A body written in
+ * normal form, as most are, is fingerprinted as it came, as it always was;
+ * one spelt otherwise before this and retried across the upgrade is 409.
+ */
+static int fingerprint_event(const json_t *obj, const pgw_event_doc *doc, uint8_t out[PGW_HASH_LEN])
+{
+    bool member = written_otherwise(json_object_get(obj, "member"), &doc->member);
+    bool referrer =
+        doc->has_referrer && written_otherwise(json_object_get(obj, "referrer"), &doc->referrer);
+    if (!member && !referrer)
+        return pgw_json_fingerprint(obj, out);
+    json_t *copy = json_copy((json_t *)obj); /* shallow: the members are replaced, not changed */
+    int rc = copy != NULL ? PGW_OK : PGW_ENOMEM;
+    if (rc == PGW_OK && member)
+        rc = set_normalised(copy, "member", &doc->member);
+    if (rc == PGW_OK && referrer)
+        rc = set_normalised(copy, "referrer", &doc->referrer);
+    if (rc == PGW_OK)
+        rc = pgw_json_fingerprint(copy, out);
+    json_decref(copy);
+    return rc;
+}
+
 int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw_command *cmd,
                             pgw_err *err)
 {
@@ -219,7 +269,7 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
     int rc = pgw_command_name_member(vault, &doc->member, cmd, err);
     if (rc == PGW_OK && doc->has_referrer)
         rc = name_referrer(vault, &doc->referrer, cmd, err);
-    if (rc == PGW_OK && pgw_json_fingerprint(obj, cmd->fingerprint) != PGW_OK)
+    if (rc == PGW_OK && fingerprint_event(obj, doc, cmd->fingerprint) != PGW_OK)
         rc = pgw_err_set(err, PGW_ENOMEM, "out of memory fingerprinting an event");
     if (rc != PGW_OK)
         return rc;

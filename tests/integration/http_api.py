@@ -535,6 +535,43 @@ def test_mini_programs_number_alike(s):
           f"the same app's id with another request: {status} {doc}")
 
 
+def test_identity_written_another_way(s):
+    """Regression: an event resent with its phone (or its email's domain) written another way
+    was 409 idempotency_conflict, though it names the same member: a till's retry that
+    formats the phone afresh was refused, and the till called the sale failed."""
+    first = dict(purchase("E-SPELT-1"), member={"phone": "13900139001"})
+    status, doc, _ = s.request("POST", "/v1/events", first)
+    check(status == 201 and doc.get("points", 0) > 0, f"a purchase by phone: {status} {doc}")
+    for phone in ("+86 139-0013-9001", "008613900139001", "１３９００１３９００１"):
+        status, again, _ = s.request("POST", "/v1/events", dict(first, member={"phone": phone}))
+        check(status == 200 and again.get("replayed") is True and
+              again.get("points") == doc.get("points"),
+              f"the same phone written {phone!r} is a replay: {status} {again}")
+    status, other, _ = s.request("POST", "/v1/events",
+                                 dict(first, member={"phone": "13900139002"}))
+    check(status == 409 and error_code(other) == "idempotency_conflict",
+          f"another phone is another request: {status} {other}")
+    mail = dict(purchase("E-SPELT-2"), member={"email": "Li.Lei@Example.COM"})
+    status, doc, _ = s.request("POST", "/v1/events", mail)
+    check(status == 201, f"a purchase by email: {status} {doc}")
+    status, again, _ = s.request("POST", "/v1/events",
+                                 dict(mail, member={"email": "Li.Lei@example.com"}))
+    check(status == 200 and again.get("replayed") is True,
+          f"the email's domain in other case is a replay: {status} {again}")
+    status, other, _ = s.request("POST", "/v1/events",
+                                 dict(mail, member={"email": "li.lei@example.com"}))
+    check(status == 409, f"its local part is the member's own (another member): {status} {other}")
+    ref = {"event_id": "E-SPELT-3", "channel": "wechat_mp", "type": "referral",
+           "occurred_at": "2026-11-25T12:00:00+08:00", "member": {"phone": "13900139003"},
+           "referrer": {"phone": "13900139001"}}
+    status, doc, _ = s.request("POST", "/v1/events", ref)
+    check(status == 201, f"a referral: {status} {doc}")
+    status, again, _ = s.request("POST", "/v1/events", dict(
+        ref, member={"phone": "+86 13900139003"}, referrer={"phone": "139 0013 9001"}))
+    check(status == 200 and again.get("replayed") is True,
+          f"a referral's phones written another way: {status} {again}")
+
+
 def test_referrals(s):
     """A referral pays both sides once per referee; nobody refers themselves."""
     status, doc, _ = s.request("POST", "/v1/events", dict(purchase("E-REF-0"),
@@ -2456,7 +2493,8 @@ def main():
             for test in (test_loopback_only, test_startup_line_keeps_the_password,
                          test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
                          test_merge_chain, test_debt_meets_points,
-                         test_mini_programs_number_alike, test_referrals, test_sign_ins,
+                         test_mini_programs_number_alike, test_referrals,
+                         test_identity_written_another_way, test_sign_ins,
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
