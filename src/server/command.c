@@ -903,12 +903,17 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
     const pgw_event *ev = cmd->event;
     const pgw_earning *earning = cmd->earning;
     bool purchase = ev->type == PGW_EVENT_PURCHASE;
+    /* max_events_per_member_per_day bounds the events that move points (a
+     * scripted flood of earnings): one that moved none (a second sign-in
+     * of the day, a capped behaviour) is not counted. Counted, it used up
+     * the day's allowance and a real purchase was refused. */
+    int64_t counted = cmd->n_transfers > 0;
     int rc;
     if (spend_day == days->today) {
-        rc = pgw_store_add_member_day(store, cmd->member, days->today, purchase, event_spend(ev), 1,
-                                      a->later_days, &cmd->err);
+        rc = pgw_store_add_member_day(store, cmd->member, days->today, purchase, event_spend(ev),
+                                      counted, a->later_days, &cmd->err);
     } else { /* a refund of an earlier day's purchase: the spend is that day's */
-        rc = pgw_store_add_member_day(store, cmd->member, days->today, 0, 0, 1, a->later_days,
+        rc = pgw_store_add_member_day(store, cmd->member, days->today, 0, 0, counted, a->later_days,
                                       &cmd->err);
         if (rc == PGW_OK)
             rc = pgw_store_add_member_day(store, cmd->member, spend_day, 0, event_spend(ev), 0,

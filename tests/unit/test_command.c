@@ -1246,8 +1246,9 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     return rc;
 }
 
-/* A writer pricing events with the example configuration's rules (no risk limits). */
-static void event_run_start(const db_fixture *db, event_run *er)
+/* A writer pricing events with the example configuration's rules and
+ * `risk`'s limits (NULL: none). */
+static void event_run_start_risk(const db_fixture *db, event_run *er, const pgw_risk_limits *risk)
 {
     memset(er, 0, sizeof(*er));
     char path[512];
@@ -1264,8 +1265,16 @@ static void event_run_start(const db_fixture *db, event_run *er)
                                         .allow_negative = er->cfg->allow_negative,
                                         .rules = &er->cfg->rules,
                                         .auto_enroll = true}};
+    if (risk != NULL)
+        wo.policy.risk = *risk;
     assert_int_equal(pgw_writer_start(&wo, &er->writer, NULL), PGW_OK);
     er->serial = 1;
+}
+
+/* The same with no risk limits. */
+static void event_run_start(const db_fixture *db, event_run *er)
+{
+    event_run_start_risk(db, er, NULL);
 }
 
 /* The points of the earning's line under `rule`, 0 when it has none. */
@@ -1414,6 +1423,42 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     pgw_config_free(er.cfg);
     assert_verifies(db);
     assert_events_recorded(db, points, refunded);
+}
+
+/*
+ * max_events_per_member_per_day bounds the events that move points (a
+ * scripted flood of them): one that earns nothing does not use it up. A
+ * member who signed in twice (the second earning 0) was refused the day's
+ * real purchase with a limit of 2.
+ */
+static void test_events_that_earn_nothing_leave_the_daily_event_limit(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    const pgw_risk_limits risk = {.max_events_per_member_per_day = 2};
+    event_run_start_risk(db, &er, &risk);
+    const char *day = "2026-11-26T08:00:00+08:00";
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, day, NULL), PGW_OK);
+    assert_true(er.earning.points > 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T09:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.points, 0); /* signed in already: counts for nothing */
+    int rc = send_event(&er, PGW_EVENT_PURCHASE, 10000, "2026-11-26T10:00:00+08:00", NULL);
+    if (rc != PGW_OK)
+        fail_msg("the purchase after a sign-in that earned nothing: %d (%s)", rc, er.cmd.err.msg);
+    assert_true(er.earning.points > 0);
+    /* Two events moved points today: the limit holds for the next. */
+    rc = send_event(&er, PGW_EVENT_PURCHASE, 10000, "2026-11-26T11:00:00+08:00", NULL);
+    assert_int_equal(rc, PGW_ERISK);
+    assert_non_null(strstr(er.cmd.err.msg, "max_events_per_member_per_day: member M1 has had 2"));
+    /* A new day, a new allowance. */
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_true(er.earning.points > 0);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+    assert_int_equal(db_fixture_int64(db, "SELECT sum(events) FROM activity_days"), 3);
 }
 
 /* M1's spend over the 12 months to 2026-11-24 (local days). */
@@ -1739,6 +1784,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_catches_tampered_holds_and_refunds,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_are_priced_with_the_members_activity,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_that_earn_nothing_leave_the_daily_event_limit,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
                                         db_fixture_teardown),
