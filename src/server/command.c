@@ -1682,10 +1682,12 @@ static int import_holder(pgw_store *store, pgw_command *cmd, bool *found)
                               : PGW_OK;
     if (rc == PGW_OK && cmd->has_who2)
         rc = pgw_store_find_identity(store, &cmd->who2, &phone, by_phone, &cmd->err);
+    /* Bad input, not a reused key (ECONFLICT answered idempotency_conflict). */
     if (rc == PGW_OK && card && phone && strcmp(by_card, by_phone) != 0)
-        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
-                           "the card belongs to member %s and the phone to member %s", by_card,
-                           by_phone);
+        return pgw_err_set(&cmd->err, PGW_EINVAL,
+                           "the card and the phone belong to different members: the card to "
+                           "member %s, the phone to member %s",
+                           by_card, by_phone);
     *found = card || phone;
     cmd->import_match = card    ? PGW_IMPORT_BY_CARD
                         : phone ? PGW_IMPORT_BY_PHONE

@@ -275,6 +275,21 @@ expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":3,"
 printf 'card,points\nC9,300\n' >"$tmp/more.csv"
 expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch b2 --db "$import_db"
 expect_text '"batch":"b2","rate_bp":10000,"created":1'
+# Regression: a card of one member with the phone of another was refused
+# ECONFLICT (idempotency_conflict over HTTP), as if a key had been reused.
+member_of() {
+    "$bin" member show "$1" --db "$import_db" 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["member_id"])'
+}
+by_card=$(member_of card:S001:C9)
+by_phone=$(member_of phone:13500135000)
+printf 'card,phone,points\nC9,13500135000,40\n' >"$tmp/two.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/two.csv" --db "$import_db"
+expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":0'
+expect_text "line 2: EINVAL: the card and the phone belong to different members: the card to member $by_card, the phone to member $by_phone"
+if [ -n "$by_card" ] && [ -n "$by_phone" ] && [ "$by_card" != "$by_phone" ]; then pass; else
+    fail "two members: '$by_card' '$by_phone'"
+fi
 expect_exit 0 "$bin" verify --db "$import_db"
 expect_text "transfers:  4 checked"
 # Regression: a damaged log exited 2, "bad usage", which a monitoring job
