@@ -964,6 +964,7 @@ static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, con
 {
     static pgw_csv_row row;
     static pgw_command cmd;
+    pgw_import_seen seen = {0}; /* a card listed twice: its second row refused */
     bool done = false;
     for (;;) {
         pgw_err err;
@@ -971,8 +972,8 @@ static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, con
         if (done)
             break;
         if (rc == PGW_OK)
-            rc = pgw_import_row(vault, shop, batch, rate_bp, &row, col, (int64_t)time(NULL), &cmd,
-                                &err);
+            rc = pgw_import_row(vault, shop, batch, rate_bp, &row, col, (int64_t)time(NULL), &seen,
+                                &cmd, &err);
         if (rc == PGW_OK)
             rc = pgw_writer_run(w, &cmd, &err);
         if (rc != PGW_OK) {
@@ -989,6 +990,7 @@ static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, con
         t->by_phone += cmd.import_match == PGW_IMPORT_BY_PHONE;
         t->points += cmd.points;
     }
+    pgw_import_seen_clear(&seen);
 }
 
 /* Checks the flags and the shop; the rate and the batch id it will use. */

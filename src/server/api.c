@@ -74,6 +74,7 @@ typedef struct pgw_batch {
     char shop[PGW_ID_MAX + 1];
     char import_batch[PGW_IMPORT_BATCH_MAX + 1]; /* R_IMPORT */
     int64_t rate_bp;                             /* R_IMPORT */
+    pgw_import_seen seen;                        /* R_IMPORT: the rows' cards so far */
     char client_address[64]; /* the request's: its events are as if sent alone from there */
 } pgw_batch;
 #define HOLD_SECONDS_MAX (30 * 86400)
@@ -683,6 +684,7 @@ static void batch_free(pgw_api *api, pgw_batch *b)
     free(b->statuses);
     free(b->lines);
     json_decref(b->events);
+    pgw_import_seen_clear(&b->seen);
     free(b);
 }
 
@@ -773,8 +775,8 @@ static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row
     const char *points = json_string_value(json_object_get(row, "points"));
     if (rc == PGW_OK)
         rc = pgw_import_fields(api->vault, b->shop, b->import_batch, b->rate_bp, card ? card : "",
-                               phone ? phone : "", points ? points : "", wall_now_s(), &job->cmd,
-                               &err);
+                               phone ? phone : "", points ? points : "", wall_now_s(), &b->seen,
+                               b->lines[index], &job->cmd, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_IMPORT, rc, err.msg);
     job->cmd.done = job_done; /* pgw_import_fields started the command afresh */

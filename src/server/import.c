@@ -105,6 +105,85 @@ bool pgw_import_batch_ok(const char *batch)
     return n >= 1 && n <= PGW_IMPORT_BATCH_MAX;
 }
 
+struct pgw_import_slot {
+    char *key; /* NULL: free */
+    size_t line;
+};
+
+void pgw_import_seen_clear(pgw_import_seen *seen)
+{
+    for (size_t i = 0; i < seen->cap; i++)
+        free(seen->slots[i].key);
+    free(seen->slots);
+    memset(seen, 0, sizeof(*seen));
+}
+
+/* FNV-1a: the keys are a card or a phone's blind index, already spread. */
+static size_t key_hash(const char *key)
+{
+    uint64_t h = 14695981039346656037u;
+    for (const unsigned char *c = (const unsigned char *)key; *c != '\0'; c++)
+        h = (h ^ *c) * 1099511628211u;
+    return (size_t)h;
+}
+
+/* The slot of `key` in `slots` (cap a power of two): its own, or the free
+ * one it would take. */
+static struct pgw_import_slot *slot_of(struct pgw_import_slot *slots, size_t cap, const char *key)
+{
+    size_t i = key_hash(key) & (cap - 1);
+    while (slots[i].key != NULL && strcmp(slots[i].key, key) != 0)
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+/* Room for one key more, at most half full. */
+static int seen_room(pgw_import_seen *seen, pgw_err *err)
+{
+    if (2 * (seen->n + 1) <= seen->cap)
+        return PGW_OK;
+    size_t cap = seen->cap ? 2 * seen->cap : 256;
+    struct pgw_import_slot *slots = calloc(cap, sizeof(*slots));
+    if (slots == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the file's cards");
+    for (size_t i = 0; i < seen->cap; i++) {
+        if (seen->slots[i].key != NULL)
+            *slot_of(slots, cap, seen->slots[i].key) = seen->slots[i];
+    }
+    free(seen->slots);
+    seen->slots = slots;
+    seen->cap = cap;
+    return PGW_OK;
+}
+
+/* Adds the row's key (its card, else its phone) on `line`, or names the
+ * earlier line of the file that has it. */
+static int seen_add(pgw_import_seen *seen, const char *key, size_t line, const char *card,
+                    pgw_err *err)
+{
+    PGW_ASSERT(seen != NULL);
+    int rc = seen_room(seen, err);
+    struct pgw_import_slot *slot = rc == PGW_OK ? slot_of(seen->slots, seen->cap, key) : NULL;
+    if (rc != PGW_OK)
+        return rc;
+    if (slot->key != NULL && card[0] != '\0')
+        return pgw_err_set(err, PGW_EINVAL,
+                           "card %.64s is on line %zu already: a file lists each card once, so "
+                           "this row is not imported",
+                           card, slot->line);
+    if (slot->key != NULL)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "this row's phone (it has no card) is on line %zu already: a file "
+                           "lists each card, or phone without a card, once, so this row is not "
+                           "imported",
+                           slot->line);
+    if ((slot->key = strdup(key)) == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the file's cards");
+    slot->line = line;
+    seen->n++;
+    return PGW_OK;
+}
+
 /* Old points -> unified points at rate_bp, rounded down. */
 static int convert(const char *text, int64_t rate_bp, int64_t *points, pgw_err *err)
 {
@@ -124,11 +203,12 @@ static int convert(const char *text, int64_t rate_bp, int64_t *points, pgw_err *
 
 int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
                    const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int64_t now,
-                   pgw_command *cmd, pgw_err *err)
+                   pgw_import_seen *seen, pgw_command *cmd, pgw_err *err)
 {
     return pgw_import_fields(vault, shop, batch, rate_bp, pgw_csv_cell(row, col, PGW_IMPORT_CARD),
                              pgw_csv_cell(row, col, PGW_IMPORT_PHONE),
-                             pgw_csv_cell(row, col, PGW_IMPORT_POINTS), now, cmd, err);
+                             pgw_csv_cell(row, col, PGW_IMPORT_POINTS), now, seen, row->line, cmd,
+                             err);
 }
 
 /* The answer kept with the row's key, so that the same row imported again
@@ -143,7 +223,7 @@ static void render_import(pgw_command *cmd, void *payload)
 
 int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
                       const char *card, const char *phone, const char *points, int64_t now,
-                      pgw_command *cmd, pgw_err *err)
+                      pgw_import_seen *seen, size_t line, pgw_command *cmd, pgw_err *err)
 {
     memset(cmd, 0, sizeof(*cmd));
     cmd->kind = PGW_COMMAND_IMPORT;
@@ -152,8 +232,8 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
     if (card[0] == '\0' && phone[0] == '\0')
         return pgw_err_set(err, PGW_EINVAL, "a row needs a card or a phone");
     pgw_identity id;
-    int rc = convert(points, rate_bp, &cmd->points, err);
-    if (rc == PGW_OK && card[0] != '\0')
+    int rc = PGW_OK;
+    if (card[0] != '\0')
         rc = pgw_identity_make(PGW_ID_CARD, shop, card, &id, err);
     if (rc == PGW_OK && card[0] != '\0' &&
         (rc = pgw_vault_key(vault, &id, &cmd->who, err)) == PGW_OK)
@@ -169,6 +249,13 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
      * blind index: the key is stored in clear). */
     snprintf(cmd->key, sizeof(cmd->key), "import:%s:%s:%s:%.64s", shop, batch,
              card[0] ? "card" : "phone", card[0] ? cmd->who.lookup : cmd->who2.lookup);
+    /* Before the points: a second row of the card is refused whatever the
+     * first held, a file's one balance of it being unclear. */
+    rc = seen_add(seen, cmd->key, line, card, err);
+    if (rc == PGW_OK)
+        rc = convert(points, rate_bp, &cmd->points, err);
+    if (rc != PGW_OK)
+        return rc;
     char material[64];
     snprintf(material, sizeof(material), "%lld", (long long)cmd->points);
     pgw_sha256(material, strlen(material), cmd->fingerprint);

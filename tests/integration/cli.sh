@@ -265,13 +265,23 @@ if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
 fi
 
 # import-balances: legacy card balances at the shop's rate, once per (shop, batch, card).
-printf '\xef\xbb\xbfcard,phone,points\r\nC1,13500135000,1000\r\nC2,,50\r\n,13500135000,10\r\nC3,abc,5\r\nC1,13900139000,7\r\n' >"$tmp/legacy.csv"
+# Regression: a card listed twice in one file (lines 6 and 7 repeat line
+# 2's) was counted as replayed (the same points) or refused ECONFLICT (other
+# points), as if imported before; each repeat is refused naming the first.
+printf '\xef\xbb\xbfcard,phone,points\r\nC1,13500135000,1000\r\nC2,,50\r\n,13500135000,10\r\nC3,abc,5\r\nC1,13900139000,7\r\nC1,13500135000,1000\r\n' >"$tmp/legacy.csv"
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "$import_db"
-expect_text '"rate_bp":5000,"created":2,"matched_by_card":0,"matched_by_phone":1,"replayed":0,"rejected":2,"points":530'
+expect_text '"rate_bp":5000,"created":2,"matched_by_card":0,"matched_by_phone":1,"replayed":0,"rejected":3,"points":530'
 expect_text 'line 5: EINVAL: phone number "abc"'
-expect_text 'line 6: ECONFLICT'
+expect_text 'line 6: EINVAL: card C1 is on line 2 already'
+expect_text 'line 7: EINVAL: card C1 is on line 2 already'
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "$import_db"
-expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":3,"rejected":2,"points":0'
+expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":3,"rejected":3,"points":0'
+expect_text 'line 7: EINVAL: card C1 is on line 2 already'
+# A row without a card is told by its phone: the same phone twice is refused too.
+printf 'card,phone,points\n,13800138000,4\n,+86 138-0013-8000,4\n' >"$tmp/phones.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/phones.csv" --db "sqlite:$tmp/phones.db"
+expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":4'
+expect_text "line 3: EINVAL: this row's phone (it has no card) is on line 2 already"
 printf 'card,points\nC9,300\n' >"$tmp/more.csv"
 expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch b2 --db "$import_db"
 expect_text '"batch":"b2","rate_bp":10000,"created":1'
