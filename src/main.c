@@ -960,11 +960,10 @@ typedef struct import_tally {
 
 /* Imports every row through `w`, printing each rejection; fills *t. */
 static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, const int *col,
-                        const char *shop, const char *batch, int64_t rate_bp, import_tally *t)
+                        pgw_import_file *file, import_tally *t)
 {
     static pgw_csv_row row;
     static pgw_command cmd;
-    pgw_import_seen seen = {0}; /* a card listed twice: its second row refused */
     bool done = false;
     for (;;) {
         pgw_err err;
@@ -972,8 +971,7 @@ static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, con
         if (done)
             break;
         if (rc == PGW_OK)
-            rc = pgw_import_row(vault, shop, batch, rate_bp, &row, col, (int64_t)time(NULL), &seen,
-                                &cmd, &err);
+            rc = pgw_import_row(vault, file, &row, col, (int64_t)time(NULL), &cmd, &err);
         if (rc == PGW_OK)
             rc = pgw_writer_run(w, &cmd, &err);
         if (rc != PGW_OK) {
@@ -990,12 +988,11 @@ static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, con
         t->by_phone += cmd.import_match == PGW_IMPORT_BY_PHONE;
         t->points += cmd.points;
     }
-    pgw_import_seen_clear(&seen);
 }
 
-/* Checks the flags and the shop; the rate and the batch id it will use. */
+/* Checks the flags and the shop; the file's shop, rate and batch id. */
 static int import_args(const flag_set *flags, const pgw_config *cfg, const char *text, size_t len,
-                       int64_t *rate_bp, char *batch, size_t cap)
+                       pgw_import_file *file)
 {
     const char *shop = flag_get(flags, "--shop"), *rate = flag_get(flags, "--rate-bp");
     int32_t index = shop ? pgw_rules_find_shop(&cfg->rules, shop) : -1;
@@ -1003,10 +1000,11 @@ static int import_args(const flag_set *flags, const pgw_config *cfg, const char 
         fprintf(stderr, "pointsgw import-balances: --shop must name a shop of the configuration\n");
         return EXIT_USAGE;
     }
-    *rate_bp = cfg->rules.shops[index].rate_bp;
+    snprintf(file->shop, sizeof(file->shop), "%s", cfg->rules.shops[index].id);
+    file->rate_bp = cfg->rules.shops[index].rate_bp;
     char *end = NULL;
-    if (rate != NULL && ((*rate_bp = strtoll(rate, &end, 10)) < 1 || *end != '\0' ||
-                         *rate_bp > PGW_MULTIPLIER_BP_MAX)) {
+    if (rate != NULL && ((file->rate_bp = strtoll(rate, &end, 10)) < 1 || *end != '\0' ||
+                         file->rate_bp > PGW_MULTIPLIER_BP_MAX)) {
         fprintf(stderr, "pointsgw import-balances: --rate-bp must be 1..%d\n",
                 PGW_MULTIPLIER_BP_MAX);
         return EXIT_USAGE;
@@ -1017,11 +1015,11 @@ static int import_args(const flag_set *flags, const pgw_config *cfg, const char 
                 PGW_IMPORT_BATCH_MAX);
         return EXIT_USAGE;
     }
-    PGW_ASSERT(cap == PGW_IMPORT_BATCH_MAX + 1);
+    file->batch_named = given != NULL;
     if (given != NULL)
-        snprintf(batch, cap, "%s", given);
+        snprintf(file->batch, sizeof(file->batch), "%s", given);
     else /* the file's own hash: the same file twice is one import */
-        pgw_import_default_batch(flag_get(flags, "--shop"), text, len, batch);
+        pgw_import_default_batch(file->shop, text, len, file->batch);
     return EXIT_OK;
 }
 
@@ -1040,9 +1038,9 @@ static int cmd_import_balances(int argc, char **argv)
     char *text = flag_get(&flags, "--file")
                      ? read_file(flag_get(&flags, "--file"), IMPORT_FILE_MAX, &len)
                      : NULL;
-    int64_t rate_bp = 0;
-    char batch[PGW_IMPORT_BATCH_MAX + 1], url[PGW_STORE_URL_MAX + 1];
-    rc = text ? import_args(&flags, cfg, text, len, &rate_bp, batch, sizeof(batch)) : EXIT_USAGE;
+    pgw_import_file file = {0};
+    char url[PGW_STORE_URL_MAX + 1];
+    rc = text ? import_args(&flags, cfg, text, len, &file) : EXIT_USAGE;
     if (text == NULL && flag_get(&flags, "--file") == NULL)
         fprintf(stderr, "pointsgw import-balances: --file FILE.csv is required\n");
     if (rc == EXIT_OK)
@@ -1074,14 +1072,15 @@ static int cmd_import_balances(int argc, char **argv)
     }
     if (rc == EXIT_OK) {
         import_tally t = {0};
-        import_rows(w, vault, &csv, col, flag_get(&flags, "--shop"), batch, rate_bp, &t);
+        import_rows(w, vault, &csv, col, &file, &t);
         printf("{\"batch\":\"%s\",\"rate_bp\":%lld,\"created\":%ld,\"matched_by_card\":%ld,"
                "\"matched_by_phone\":%ld,\"replayed\":%ld,\"rejected\":%ld,\"points\":%lld}\n",
-               batch, (long long)rate_bp, t.created, t.by_card, t.by_phone, t.replayed, t.rejected,
-               (long long)t.points);
+               file.batch, (long long)file.rate_bp, t.created, t.by_card, t.by_phone, t.replayed,
+               t.rejected, (long long)t.points);
         rc = t.rejected > 0 ? EXIT_PROBLEM : EXIT_OK;
     }
     pgw_writer_stop(w);
+    pgw_import_file_clear(&file);
     pgw_vault_free(vault);
     free(text);
     pgw_config_free(cfg);

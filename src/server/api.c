@@ -72,9 +72,7 @@ typedef struct pgw_batch {
     size_t *lines; /* a CSV batch: each event's line; NULL for a JSON batch */
     int kind;      /* route: R_BATCH, R_SHOP_BATCH or R_IMPORT */
     char shop[PGW_ID_MAX + 1];
-    char import_batch[PGW_IMPORT_BATCH_MAX + 1]; /* R_IMPORT */
-    int64_t rate_bp;                             /* R_IMPORT */
-    pgw_import_seen seen;                        /* R_IMPORT: the rows' cards so far */
+    pgw_import_file import;  /* R_IMPORT */
     char client_address[64]; /* the request's: its events are as if sent alone from there */
 } pgw_batch;
 #define HOLD_SECONDS_MAX (30 * 86400)
@@ -684,7 +682,7 @@ static void batch_free(pgw_api *api, pgw_batch *b)
     free(b->statuses);
     free(b->lines);
     json_decref(b->events);
-    pgw_import_seen_clear(&b->seen);
+    pgw_import_file_clear(&b->import);
     free(b);
 }
 
@@ -774,9 +772,9 @@ static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row
     const char *phone = json_string_value(json_object_get(row, "phone"));
     const char *points = json_string_value(json_object_get(row, "points"));
     if (rc == PGW_OK)
-        rc = pgw_import_fields(api->vault, b->shop, b->import_batch, b->rate_bp, card ? card : "",
-                               phone ? phone : "", points ? points : "", wall_now_s(), &b->seen,
-                               b->lines[index], &job->cmd, &err);
+        rc =
+            pgw_import_fields(api->vault, &b->import, card ? card : "", phone ? phone : "",
+                              points ? points : "", b->lines[index], wall_now_s(), &job->cmd, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_IMPORT, rc, err.msg);
     job->cmd.done = job_done; /* pgw_import_fields started the command afresh */
@@ -955,8 +953,8 @@ static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
     memcpy(resp->key_name, b->key_name, sizeof(resp->key_name));
     json_t *body =
         b->kind == R_IMPORT
-            ? json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "batch", b->import_batch,
-                        "rate_bp", (json_int_t)b->rate_bp, "imported", accepted, "replayed",
+            ? json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "batch", b->import.batch,
+                        "rate_bp", (json_int_t)b->import.rate_bp, "imported", accepted, "replayed",
                         replayed, "rejected", rejected, "created", matched[PGW_IMPORT_CREATED],
                         "matched_by_card", matched[PGW_IMPORT_BY_CARD], "matched_by_phone",
                         matched[PGW_IMPORT_BY_PHONE], "points", points, "errors", errors)
@@ -1071,13 +1069,15 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
     snprintf(what, sizeof(what), "rate_bp must be 1..%d", PGW_MULTIPLIER_BP_MAX);
     if (rc == PGW_OK)
         rc = query_int(req->query, "rate_bp", 1, PGW_MULTIPLIER_BP_MAX, &rate_bp, what, &err);
-    if (rc == PGW_OK && batch[0] == '\0')
+    bool named = batch[0] != '\0';
+    if (rc == PGW_OK && !named)
         pgw_import_default_batch(shop, (const char *)req->body, req->body_len, batch);
     if (rc == PGW_OK)
         rc = pgw_import_header(&header, col, &err);
-    pgw_batch setup = {.kind = R_IMPORT, .rate_bp = rate_bp};
+    pgw_batch setup = {.kind = R_IMPORT, .import = {.batch_named = named, .rate_bp = rate_bp}};
     snprintf(setup.shop, sizeof(setup.shop), "%s", shop);
-    snprintf(setup.import_batch, sizeof(setup.import_batch), "%s", batch);
+    snprintf(setup.import.shop, sizeof(setup.import.shop), "%s", shop);
+    snprintf(setup.import.batch, sizeof(setup.import.batch), "%s", batch);
     return run_csv_batch(api, req, who, &setup, rc, &err, &csv, col, import_row_json, resp);
 }
 

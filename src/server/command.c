@@ -1227,11 +1227,12 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK)
         rc = check_event_risk_before(store, policy, cmd, a);
     bool review = ev->type == PGW_EVENT_REVIEW && cmd->receipt[0] != '\0';
-    char reviewer[2 * PGW_ID_MAX + 16];
+    char reviewer[2 * PGW_ID_MAX + 16], claimant[PGW_IDEM_KEY_MAX + 1];
     reviewer_of(cmd, reviewer); /* the member is the survivor by now */
-    if (rc == PGW_OK && review)
-        rc = pgw_store_receipt_claimed(store, reviewer, cmd->receipt, &a->reviewed_before,
-                                       &cmd->err);
+    if (rc == PGW_OK && review) {
+        rc = pgw_store_receipt_claimant(store, reviewer, cmd->receipt, claimant, &cmd->err);
+        a->reviewed_before = claimant[0] != '\0';
+    }
     if (rc != PGW_OK)
         return rc;
     pgw_earning_clear(cmd->earning);
@@ -1707,10 +1708,54 @@ static int bind_if_new(pgw_store *store, pgw_command *cmd, const pgw_identity_ke
     return rc;
 }
 
+/* The part of an import key after its n-th colon; NULL when it has fewer. */
+static const char *key_after(const char *key, int n)
+{
+    for (; n > 0 && key != NULL; n--) {
+        key = strchr(key, ':');
+        key = key != NULL ? key + 1 : NULL;
+    }
+    return key;
+}
+
+/*
+ * The first batch to import an old account (its card, else its phone) at
+ * a shop claims it. A batch the rows' hash named that meets another's
+ * claim is a mended file run again: its rows were credited once already,
+ * and were credited a second time. A batch the operator named goes on.
+ */
+static int claim_old_account(pgw_store *store, pgw_command *cmd)
+{
+    char shop[PGW_ID_MAX + 16], claimant[PGW_IDEM_KEY_MAX + 1];
+    snprintf(shop, sizeof(shop), "import:%s", cmd->shop);
+    const char *account = key_after(cmd->key, 3); /* import:<shop>:<batch>:<card|phone>:<lookup> */
+    PGW_ASSERT(account != NULL);                  /* pgw_import_fields made it */
+    int rc = pgw_store_receipt_claimant(store, shop, account, claimant, &cmd->err);
+    if (rc == PGW_OK && claimant[0] == '\0')
+        return pgw_store_claim_receipt(store, shop, account, cmd->key, &cmd->err);
+    if (rc != PGW_OK || cmd->import_batch_named)
+        return rc;
+    const char *batch = key_after(claimant, 2), *end = key_after(claimant, 3);
+    int batch_len = batch && end ? (int)(end - 1 - batch) : (int)strlen(claimant);
+    batch = batch && end ? batch : claimant; /* another program's row: shown whole */
+    char what[PGW_LOOKUP_MAX + 48];
+    if (cmd->by_identity) /* a card's lookup is its number */
+        snprintf(what, sizeof(what), "card %s", cmd->who.lookup);
+    else
+        snprintf(what, sizeof(what), "this row's phone (it has no card)");
+    return pgw_err_set(&cmd->err, PGW_EINVAL,
+                       "%s was imported at %s before, in batch %.*s: not credited again (a "
+                       "mended file is another batch: name that batch to go on with it, or a new "
+                       "one to credit it again)",
+                       what, cmd->shop, batch_len, batch);
+}
+
 static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     bool found = false;
     int rc = import_holder(store, cmd, &found);
+    if (rc == PGW_OK)
+        rc = claim_old_account(store, cmd);
     /* A holder found by identity is alive: merges move identities along. */
     if (rc == PGW_OK && !found)
         rc = new_member_id(cmd->member, &cmd->err);

@@ -95,7 +95,10 @@ typedef enum pgw_command_kind {
      * import:<shop> to the member holding `who` (a card) or `who2` (a
      * phone), created when neither is known; both identities end up bound
      * to that member. A card and a phone held by two members is
-     * PGW_ECONFLICT. `import_match` says how the member was found.
+     * PGW_EINVAL. `import_match` says how the member was found. The first
+     * batch to import a card (or a phone, without one) at the shop claims
+     * it; unless `import_batch_named`, another batch's row of it is
+     * PGW_EINVAL naming that batch (`reference` is the batch).
      */
     PGW_COMMAND_IMPORT,
     /* Read-only: runs `call` on the reader's connection inside its read
@@ -269,6 +272,7 @@ struct pgw_command {
      * command naming a merged id); BIND: the member merged away. */
     char merged_from[PGW_ID_MAX + 1];
     pgw_import_match import_match; /* IMPORT */
+    bool import_batch_named;       /* IMPORT: the operator named the batch */
     /* READ_MEMBER */
     bool found;
     int32_t tier; /* index into the rules' tiers, -1 when none */

@@ -110,12 +110,13 @@ struct pgw_import_slot {
     size_t line;
 };
 
-void pgw_import_seen_clear(pgw_import_seen *seen)
+void pgw_import_file_clear(pgw_import_file *file)
 {
-    for (size_t i = 0; i < seen->cap; i++)
-        free(seen->slots[i].key);
-    free(seen->slots);
-    memset(seen, 0, sizeof(*seen));
+    for (size_t i = 0; i < file->cap; i++)
+        free(file->slots[i].key);
+    free(file->slots);
+    file->slots = NULL;
+    file->n = file->cap = 0;
 }
 
 /* FNV-1a: the keys are a card or a phone's blind index, already spread. */
@@ -138,32 +139,32 @@ static struct pgw_import_slot *slot_of(struct pgw_import_slot *slots, size_t cap
 }
 
 /* Room for one key more, at most half full. */
-static int seen_room(pgw_import_seen *seen, pgw_err *err)
+static int seen_room(pgw_import_file *file, pgw_err *err)
 {
-    if (2 * (seen->n + 1) <= seen->cap)
+    if (2 * (file->n + 1) <= file->cap)
         return PGW_OK;
-    size_t cap = seen->cap ? 2 * seen->cap : 256;
+    size_t cap = file->cap ? 2 * file->cap : 256;
     struct pgw_import_slot *slots = calloc(cap, sizeof(*slots));
     if (slots == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the file's cards");
-    for (size_t i = 0; i < seen->cap; i++) {
-        if (seen->slots[i].key != NULL)
-            *slot_of(slots, cap, seen->slots[i].key) = seen->slots[i];
+    for (size_t i = 0; i < file->cap; i++) {
+        if (file->slots[i].key != NULL)
+            *slot_of(slots, cap, file->slots[i].key) = file->slots[i];
     }
-    free(seen->slots);
-    seen->slots = slots;
-    seen->cap = cap;
+    free(file->slots);
+    file->slots = slots;
+    file->cap = cap;
     return PGW_OK;
 }
 
 /* Adds the row's key (its card, else its phone) on `line`, or names the
  * earlier line of the file that has it. */
-static int seen_add(pgw_import_seen *seen, const char *key, size_t line, const char *card,
+static int seen_add(pgw_import_file *file, const char *key, size_t line, const char *card,
                     pgw_err *err)
 {
-    PGW_ASSERT(seen != NULL);
-    int rc = seen_room(seen, err);
-    struct pgw_import_slot *slot = rc == PGW_OK ? slot_of(seen->slots, seen->cap, key) : NULL;
+    PGW_ASSERT(file != NULL);
+    int rc = seen_room(file, err);
+    struct pgw_import_slot *slot = rc == PGW_OK ? slot_of(file->slots, file->cap, key) : NULL;
     if (rc != PGW_OK)
         return rc;
     if (slot->key != NULL && card[0] != '\0')
@@ -180,7 +181,7 @@ static int seen_add(pgw_import_seen *seen, const char *key, size_t line, const c
     if ((slot->key = strdup(key)) == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the file's cards");
     slot->line = line;
-    seen->n++;
+    file->n++;
     return PGW_OK;
 }
 
@@ -201,14 +202,12 @@ static int convert(const char *text, int64_t rate_bp, int64_t *points, pgw_err *
     return PGW_OK;
 }
 
-int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
-                   const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int64_t now,
-                   pgw_import_seen *seen, pgw_command *cmd, pgw_err *err)
+int pgw_import_row(const pgw_vault *vault, pgw_import_file *file, const pgw_csv_row *row,
+                   const int col[PGW_IMPORT_COLUMNS], int64_t now, pgw_command *cmd, pgw_err *err)
 {
-    return pgw_import_fields(vault, shop, batch, rate_bp, pgw_csv_cell(row, col, PGW_IMPORT_CARD),
+    return pgw_import_fields(vault, file, pgw_csv_cell(row, col, PGW_IMPORT_CARD),
                              pgw_csv_cell(row, col, PGW_IMPORT_PHONE),
-                             pgw_csv_cell(row, col, PGW_IMPORT_POINTS), now, seen, row->line, cmd,
-                             err);
+                             pgw_csv_cell(row, col, PGW_IMPORT_POINTS), row->line, now, cmd, err);
 }
 
 /* The answer kept with the row's key, so that the same row imported again
@@ -221,10 +220,11 @@ static void render_import(pgw_command *cmd, void *payload)
                                            "balance", (json_int_t)cmd->figures.balance));
 }
 
-int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
-                      const char *card, const char *phone, const char *points, int64_t now,
-                      pgw_import_seen *seen, size_t line, pgw_command *cmd, pgw_err *err)
+int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char *card,
+                      const char *phone, const char *points, size_t line, int64_t now,
+                      pgw_command *cmd, pgw_err *err)
 {
+    const char *shop = file->shop, *batch = file->batch;
     memset(cmd, 0, sizeof(*cmd));
     cmd->kind = PGW_COMMAND_IMPORT;
     cmd->at = now;
@@ -251,9 +251,9 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
              card[0] ? "card" : "phone", card[0] ? cmd->who.lookup : cmd->who2.lookup);
     /* Before the points: a second row of the card is refused whatever the
      * first held, a file's one balance of it being unclear. */
-    rc = seen_add(seen, cmd->key, line, card, err);
+    rc = seen_add(file, cmd->key, line, card, err);
     if (rc == PGW_OK)
-        rc = convert(points, rate_bp, &cmd->points, err);
+        rc = convert(points, file->rate_bp, &cmd->points, err);
     if (rc != PGW_OK)
         return rc;
     char material[64];
@@ -262,5 +262,6 @@ int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batc
     snprintf(cmd->shop, sizeof(cmd->shop), "%s", shop);
     snprintf(cmd->channel, sizeof(cmd->channel), "import");
     snprintf(cmd->reference, sizeof(cmd->reference), "%s", batch);
+    cmd->import_batch_named = file->batch_named;
     return PGW_OK;
 }

@@ -19,18 +19,26 @@
 enum { PGW_IMPORT_CARD, PGW_IMPORT_PHONE, PGW_IMPORT_POINTS, PGW_IMPORT_COLUMNS };
 
 /*
- * The old accounts one file's rows named so far, each with its line: a
- * row's card, else its phone (what keys it). A file that lists one twice
- * is ambiguous; its second row was counted as replayed (the same points)
- * or refused idempotency_conflict (others), as if imported before. Zeroed
- * is empty; pgw_import_seen_clear frees it.
+ * One file's import: its shop, batch and rate, and the old accounts its
+ * rows named so far, each with its line: a row's card, else its phone
+ * (what keys it). A file that lists one twice is ambiguous; its second row
+ * was counted as replayed (the same points) or refused
+ * idempotency_conflict (others), as if imported before. The caller fills
+ * the first four fields, the rest zeroed; pgw_import_file_clear frees it.
  */
-typedef struct pgw_import_seen {
+typedef struct pgw_import_file {
+    char shop[PGW_ID_MAX + 1];
+    char batch[PGW_IMPORT_BATCH_MAX + 1];
+    /* The operator named the batch; else it is the rows' hash
+     * (pgw_import_default_batch), and a row whose card another batch
+     * imported is refused: a mended file hashes to another batch. */
+    bool batch_named;
+    int64_t rate_bp;
     size_t n, cap;
     struct pgw_import_slot *slots;
-} pgw_import_seen;
+} pgw_import_file;
 
-void pgw_import_seen_clear(pgw_import_seen *seen);
+void pgw_import_file_clear(pgw_import_file *file);
 
 /* Maps the header row (card, phone, points; any order; points required,
  * and card or phone). */
@@ -42,18 +50,19 @@ int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_e
  * kept with its key (cmd->render: the same row imported again, by either
  * path, replays it). PGW_EINVAL with the reason for a row that cannot be
  * imported; so for a row of line `line` whose card (or phone, without a
- * card) `seen` holds from an earlier row of the file, naming that line.
- * The row's card or phone is added to `seen`, its points good or not.
+ * card) an earlier row of the file named, naming that line. The row's
+ * card or phone is added to `file`, its points good or not. The command
+ * refuses a card (or phone) another batch imported unless the batch was
+ * named (command.h).
  */
-int pgw_import_row(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
-                   const pgw_csv_row *row, const int col[PGW_IMPORT_COLUMNS], int64_t now,
-                   pgw_import_seen *seen, pgw_command *cmd, pgw_err *err);
+int pgw_import_row(const pgw_vault *vault, pgw_import_file *file, const pgw_csv_row *row,
+                   const int col[PGW_IMPORT_COLUMNS], int64_t now, pgw_command *cmd, pgw_err *err);
 
 /* The same from the row's three fields ("" for an absent card or phone),
  * found on line `line` of the file. */
-int pgw_import_fields(const pgw_vault *vault, const char *shop, const char *batch, int64_t rate_bp,
-                      const char *card, const char *phone, const char *points, int64_t now,
-                      pgw_import_seen *seen, size_t line, pgw_command *cmd, pgw_err *err);
+int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char *card,
+                      const char *phone, const char *points, size_t line, int64_t now,
+                      pgw_command *cmd, pgw_err *err);
 
 /* The batch id of `shop`'s file given none: the start of a SHA-256 of its rows as
  * read (each row's card, phone and points as they are kept, in any

@@ -167,7 +167,7 @@ enum {
     ST_REFERRED_BY,
     ST_SET_REFERRED_BY,
     ST_CLAIM_RECEIPT,
-    ST_RECEIPT_CLAIMED,
+    ST_RECEIPT_CLAIMANT,
     ST_MEMBER_CREATED,
     ST_ENROLMENTS,
     ST_ADD_ENROLMENT,
@@ -481,7 +481,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_REFERRED_BY] = "SELECT referred_by FROM members WHERE id = ?1",
     [ST_CLAIM_RECEIPT] = "INSERT INTO receipts (shop_id, receipt_no, idem_key) VALUES (?1, ?2, ?3)"
                          " ON CONFLICT (shop_id, receipt_no) DO NOTHING",
-    [ST_RECEIPT_CLAIMED] = "SELECT count(*) FROM receipts WHERE shop_id = ?1 AND receipt_no = ?2",
+    [ST_RECEIPT_CLAIMANT] = "SELECT idem_key FROM receipts WHERE shop_id = ?1 AND receipt_no = ?2",
     [ST_MEMBER_CREATED] = "SELECT created_at_us FROM members WHERE id = ?1",
     [ST_ENROLMENTS] = "SELECT members FROM enrolments WHERE address = ?1 AND hour = ?2",
     [ST_ADD_ENROLMENT] =
@@ -3063,15 +3063,21 @@ int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt,
     return rc;
 }
 
-int pgw_store_receipt_claimed(pgw_store *s, const char *shop, const char *receipt, bool *claimed,
-                              pgw_err *err)
+int pgw_store_receipt_claimant(pgw_store *s, const char *shop, const char *receipt,
+                               char key[PGW_IDEM_KEY_MAX + 1], pgw_err *err)
 {
-    pgw_sql_stmt *st = s->st[ST_RECEIPT_CLAIMED];
+    pgw_sql_stmt *st = s->st[ST_RECEIPT_CLAIMANT];
     pgw_sql_bind_text(st, 1, shop);
     pgw_sql_bind_text(st, 2, receipt);
-    int64_t n = 0;
-    int rc = one_int64(s, st, false, &n, "reading a receipt", err);
-    *claimed = n > 0;
+    int step = pgw_sql_step(st);
+    int rc = PGW_OK;
+    key[0] = '\0';
+    if (step == PGW_SQL_ROW && !column_text(st, 0, key, PGW_IDEM_KEY_MAX + 1))
+        rc = pgw_err_set(err, PGW_EIO, "%s: receipt %.64s at %s has a malformed key", s->path,
+                         receipt, shop);
+    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
+        rc = db_error(s, PGW_EIO, "reading a receipt", err);
+    pgw_sql_reset(st);
     return rc;
 }
 

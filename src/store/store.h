@@ -428,9 +428,10 @@ int pgw_store_survivor(pgw_store *store, char member[PGW_ID_MAX + 1], char first
  */
 int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, pgw_err *err);
 
-/* Whether a receipt number at a shop was claimed (pgw_store_claim_receipt). */
-int pgw_store_receipt_claimed(pgw_store *store, const char *shop, const char *receipt,
-                              bool *claimed, pgw_err *err);
+/* The key that claimed a receipt number at a shop (pgw_store_claim_receipt),
+ * "" when none did. */
+int pgw_store_receipt_claimant(pgw_store *store, const char *shop, const char *receipt,
+                               char key[PGW_IDEM_KEY_MAX + 1], pgw_err *err);
 
 /* Claims a receipt number at a shop for key `key`; PGW_ECONFLICT when it
  * was claimed before (by another key: replays never get here). */

@@ -252,11 +252,14 @@ expect_text "the subcommand is 'add'"
 # The database of the import checks: SQLite, or a new PostgreSQL database
 # when ctest runs this on PostgreSQL (integration.pg.cli).
 import_db="sqlite:$tmp/import.db"
+edited_db="sqlite:$tmp/edited.db"
 if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
     admin=$(cat "$PGW_TEST_PG_DIR/url")
     suffix=$RANDOM
-    psql -qX "$admin" -c "CREATE DATABASE pgwc_${$}_$suffix" -c "CREATE DATABASE pgwc_empty_${$}_$suffix"
+    psql -qX "$admin" -c "CREATE DATABASE pgwc_${$}_$suffix" -c "CREATE DATABASE pgwc_empty_${$}_$suffix" \
+        -c "CREATE DATABASE pgwc_edited_${$}_$suffix"
     import_db="${admin%/*}/pgwc_${$}_$suffix"
+    edited_db="${admin%/*}/pgwc_edited_${$}_$suffix"
     # An empty database is not taken for an empty log, nor is a missing one.
     expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_empty_${$}_$suffix"
     expect_text "no pointsgw database there"
@@ -282,6 +285,31 @@ printf 'card,phone,points\n,13800138000,4\n,+86 138-0013-8000,4\n' >"$tmp/phones
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/phones.csv" --db "sqlite:$tmp/phones.db"
 expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":4'
 expect_text "line 3: EINVAL: this row's phone (it has no card) is on line 2 already"
+# Regression: an operator who mended a rejected row and ran the file again
+# without --batch had every row imported the first time credited twice (the
+# mended file hashed to another batch). Those rows are refused, naming the
+# batch that imported them; the mended row goes in.
+printf 'card,phone,points\nE1,13600136001,100\nE2,,40\n,13600136003,8\nE4,bad,5\n' >"$tmp/edit1.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/edit1.csv" --db "$edited_db"
+expect_text '"created":3,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":148'
+batch1=$(printf '%s\n' "$out" | python3 -c 'import json, sys
+print([json.loads(l) for l in sys.stdin if l.startswith("{")][0]["batch"])')
+printf 'card,phone,points\nE1,13600136001,100\nE2,,40\n,13600136003,8\nE4,13600136004,5\n' >"$tmp/edit2.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/edit2.csv" --db "$edited_db"
+expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":3,"points":5'
+expect_text "line 2: EINVAL: card E1 was imported at S001 before, in batch $batch1"
+expect_text "line 3: EINVAL: card E2 was imported at S001 before, in batch $batch1"
+expect_text "line 4: EINVAL: this row's phone (it has no card) was imported at S001 before, in batch $batch1"
+# Naming a batch says what is meant: that batch's rows replay, a new one credits again.
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/edit1.csv" --batch "$batch1" --db "$edited_db"
+expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":3,"rejected":1,"points":0'
+printf 'card,points\nE2,40\n' >"$tmp/edit3.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/edit3.csv" --batch again --db "$edited_db"
+expect_text '"matched_by_card":1,"matched_by_phone":0,"replayed":0,"rejected":0,"points":40'
+expect_exit 0 "$bin" member show card:S001:E1 --db "$edited_db"
+expect_text '"balance": 100,'
+expect_exit 0 "$bin" member show card:S001:E2 --db "$edited_db"
+expect_text '"balance": 80,'
 printf 'card,points\nC9,300\n' >"$tmp/more.csv"
 expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch b2 --db "$import_db"
 expect_text '"batch":"b2","rate_bp":10000,"created":1'

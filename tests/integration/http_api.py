@@ -1464,6 +1464,24 @@ def test_imports(s):
     check(out.returncode == 0 and first.get("batch", "?") in out.stdout and
           re.search(r"\bpoints\W+0\b", out.stdout),
           f"and so for the command line: {out.stdout} {out.stderr}")
+    # Regression: a file mended (its bad row fixed) and sent again without a
+    # batch hashed to another batch, and its good rows were credited twice.
+    before = s.transfers()
+    status, first, _ = s.request("POST", "/v1/shops/S003/imports", ctype="text/csv",
+                                 raw=b"card,points\nK6,100\nK7,x\n")
+    status, mended, _ = s.request("POST", "/v1/shops/S003/imports", ctype="text/csv",
+                                  raw=b"card,points\nK6,100\nK7,70\n")
+    errors = mended.get("errors", [])
+    check(status == 200 and (mended.get("imported"), mended.get("rejected")) == (1, 1) and
+          mended.get("batch") != first.get("batch") and
+          [(e["line"], e["code"]) for e in errors] == [(2, "invalid_request")] and
+          f"card K6 was imported at S003 before, in batch {first.get('batch')}"
+          in errors[0]["message"], f"a mended file credits the mended row only: {mended}")
+    check(s.transfers() == before + 2, f"K6 once, K7 once: {s.transfers() - before}")
+    status, named, _ = s.request("POST", "/v1/shops/S003/imports?batch=" + first.get("batch", "x"),
+                                 ctype="text/csv", raw=b"card,points\nK6,100\n")
+    check(status == 200 and (named.get("imported"), named.get("replayed")) == (0, 1),
+          f"naming the first batch goes on with it: {named}")
 
 
 def test_batch(s):
