@@ -368,8 +368,7 @@ def mini_program(srv, fake):
     # development key is public): the session row names its member.
     sid, _, expires = session.split(".")[1:4]
     dev_key = hmac.new(b"\x11" * 32, b"session", hashlib.sha256).digest()
-    signed = "v1.%s.%s.%s." % (sid, member3, expires)
-    forged_member = signed + hmac.new(dev_key, signed[:-1].encode(), hashlib.sha256).hexdigest()
+    forged_member = dev_token(dev_key, sid, member3, int(expires))
     check(srv.request("GET", "/v1/me", session=session, key=None)[0] == 200,
           "the real token still works")
     status, doc = srv.request("GET", "/v1/me", session=forged_member, key=None)
@@ -392,7 +391,24 @@ def mini_program(srv, fake):
           "phone binding after logout: 401 (%s %s)" % (status, doc))
     check(len(fake.requests("/wxa/business/getuserphonenumber")) == asked,
           "a logged-out session's phone code never reaches WeChat")
+    # Nor an unknown session's (signed right, no sessions row: the
+    # development key is public) or an expired one's (a live session's id).
+    now = int(time.time())
+    unknown = dev_token(dev_key, "%032x" % random.getrandbits(128), member, now + 3600)
+    expired = dev_token(dev_key, session3.split(".")[1], member3, now - 1)
+    for token, what in ((unknown, "an unknown"), (expired, "an expired")):
+        status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-out"}, session=token)
+        check(status == 401 and doc["error"]["code"] == "unauthorized",
+              "phone binding with %s session: 401 (%s %s)" % (what, status, doc))
+    check(len(fake.requests("/wxa/business/getuserphonenumber")) == asked,
+          "an unknown or expired session's phone code never reaches WeChat")
     return member, total
+
+
+def dev_token(dev_key, sid, member, expires):
+    """A session token signed with the development key, as the gateway would."""
+    signed = "v1.%s.%s.%d." % (sid, member, expires)
+    return signed + hmac.new(dev_key, signed[:-1].encode(), hashlib.sha256).hexdigest()
 
 
 def signed_query(token, timestamp=None, nonce=None, extra=""):
