@@ -56,20 +56,10 @@ int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw
     return rc;
 }
 
-int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *code, char *phone,
-                 size_t cap, pgw_wx_reply *reply, pgw_err *err)
+/* The number in getuserphonenumber's answer, checked. */
+static int phone_of(const json_t *answer, const char *appid, char *phone, size_t cap, pgw_err *err)
 {
-    memset(reply, 0, sizeof(*reply));
-    if (!pgw_wx_code_ok(code))
-        return pgw_err_set(err, PGW_EINVAL, "code must be 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
-    json_t *body = json_pack("{s:s}", "code", code), *answer = NULL;
-    if (body == NULL)
-        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
-    int rc =
-        pgw_wx_post(client, appid, "/wxa/business/getuserphonenumber", body, &answer, reply, err);
-    json_decref(body);
-    if (rc != PGW_OK)
-        return rc;
+    int rc = PGW_OK;
     json_t *info = json_object_get(answer, "phone_info");
     const char *pure = json_string_value(json_object_get(info, "purePhoneNumber"));
     const char *mark =
@@ -88,6 +78,31 @@ int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *code, cha
         rc = pgw_err_set(err, PGW_EIO, "WeChat getuserphonenumber: number too long");
     if (rc == PGW_OK)
         snprintf(phone, cap, "%s", pure);
+    return rc;
+}
+
+int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *openid, const char *code,
+                 char *phone, size_t cap, pgw_wx_reply *reply, pgw_err *err)
+{
+    memset(reply, 0, sizeof(*reply));
+    if (!pgw_wx_code_ok(code))
+        return pgw_err_set(err, PGW_EINVAL, "code must be 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
+    if (!pgw_wx_id_ok(openid)) /* without it WeChat takes anyone's code */
+        return pgw_err_set(err, PGW_EINVAL, "the openid asking for the number is required");
+    json_t *body = json_pack("{s:s,s:s}", "code", code, "openid", openid), *answer = NULL;
+    if (body == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    int rc =
+        pgw_wx_post(client, appid, "/wxa/business/getuserphonenumber", body, &answer, reply, err);
+    json_decref(body);
+    if (rc == PGW_EUNAUTHORIZED) /* 40029 is only "invalid code": say what makes one */
+        return pgw_err_set(err, rc,
+                           "WeChat refused the phone code (errcode %ld %s): it is good once, for "
+                           "5 minutes, and only for the WeChat user it was given to",
+                           reply->errcode, reply->errmsg);
+    if (rc != PGW_OK)
+        return rc;
+    rc = phone_of(answer, appid, phone, cap, err);
     json_decref(answer);
     return rc;
 }

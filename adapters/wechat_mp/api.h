@@ -39,9 +39,12 @@ int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw
 
 /* wxa/business/getuserphonenumber: the member's mainland number as WeChat
  * gives it ("13800138000"); the watermark must name appid. Other countries
- * are PGW_EINVAL (the gateway keeps mainland China mobiles only). */
-int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *code, char *phone,
-                 size_t cap, pgw_wx_reply *reply, pgw_err *err);
+ * are PGW_EINVAL (the gateway keeps mainland China mobiles only). `openid`
+ * (required) is the WeChat user asking: WeChat then refuses a code given
+ * to another user (research/wechat-api.md 2), as it refuses a bad or used
+ * one: PGW_EUNAUTHORIZED. */
+int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *openid, const char *code,
+                 char *phone, size_t cap, pgw_wx_reply *reply, pgw_err *err);
 
 typedef struct pgw_wx_keyword {
     const char *name;  /* "thing1", "amount2", ... */

@@ -200,6 +200,9 @@ typedef enum oa_action { OA_FOLLOW, OA_UNFOLLOW, OA_SIGN_IN, OA_BALANCE } oa_act
  * push to answer. */
 typedef struct wx_job {
     char code[PGW_WX_CODE_MAX + 1];
+    /* The mini-program user: a login's openid (for its session token), or
+     * the session's, which a phone code must have been given to. */
+    char openid[PGW_WX_OPENID_MAX + 1];
     pgw_oa_inbound oa;
     oa_action action;
     json_t *event; /* an official-account event as POST /v1/events takes it */
@@ -1953,6 +1956,7 @@ static void mp_login_task(void *arg, bool stale)
                           &reply, &err);
     if (rc == PGW_OK)
         rc = wx_identity(job->api, PGW_ID_MP_OPENID, cmd->appid, who.openid, &cmd->who, &err);
+    snprintf(job->wx->openid, sizeof(job->wx->openid), "%s", who.openid);
     cmd->by_identity = true;
     cmd->has_who2 = rc == PGW_OK && who.unionid[0] != '\0';
     if (cmd->has_who2)
@@ -1974,8 +1978,8 @@ static void mp_phone_task(void *arg, bool stale)
     char phone[32];
     pgw_wx_reply reply;
     pgw_err err;
-    int rc = pgw_mp_phone(pgw_wechat_client(job->api->wechat), cfg->wechat_mp.appid, job->wx->code,
-                          phone, sizeof(phone), &reply, &err);
+    int rc = pgw_mp_phone(pgw_wechat_client(job->api->wechat), cfg->wechat_mp.appid,
+                          job->wx->openid, job->wx->code, phone, sizeof(phone), &reply, &err);
     if (rc == PGW_OK)
         rc = wx_identity(job->api, PGW_ID_PHONE, "", phone, &cmd->who, &err);
     if (rc != PGW_OK) {
@@ -2106,6 +2110,10 @@ static bool handle_mp_phone(pgw_api *api, const pgw_request *req, const pgw_sess
     json_decref(obj);
     if (rc == PGW_OK && !pgw_wx_code_ok(code))
         rc = pgw_err_set(&err, PGW_EINVAL, "$.code: 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
+    /* A token from before they named their openid (session.h v1): WeChat
+     * could not be told whose code to expect. */
+    if (rc == PGW_OK && s->openid[0] == '\0')
+        rc = pgw_err_set(&err, PGW_EUNAUTHORIZED, "log in again to bind a phone number");
     pgw_job *job =
         rc == PGW_OK ? session_job(api, req, R_MP_PHONE, PGW_COMMAND_BIND, s, &err) : NULL;
     if (job != NULL && (job->wx = calloc(1, sizeof(*job->wx))) == NULL)
@@ -2113,6 +2121,7 @@ static bool handle_mp_phone(pgw_api *api, const pgw_request *req, const pgw_sess
     if (rc != PGW_OK || job == NULL)
         return refuse(resp, job, R_MP_PHONE, rc != PGW_OK ? rc : err.code, err.msg);
     memcpy(job->wx->code, code, sizeof(code));
+    snprintf(job->wx->openid, sizeof(job->wx->openid), "%s", s->openid);
     /* First the session, on the reader: WeChat takes a phone code once, so
      * a logged-out session must not spend it (phone_session_checked). */
     job->cmd.kind = PGW_COMMAND_READ_CALL;
@@ -2270,11 +2279,13 @@ static json_t *me_json(const pgw_api *api, const pgw_command *cmd)
 }
 
 /* The session a login made, as the token the mini program keeps. */
-static void mp_login_answer(pgw_api *api, const pgw_command *cmd, pgw_response *resp)
+static void mp_login_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
 {
+    const pgw_command *cmd = &job->cmd;
     pgw_session s = {.expires_at = cmd->session_expires};
     memcpy(s.id, cmd->session_id, sizeof(s.id));
     snprintf(s.member, sizeof(s.member), "%s", cmd->member);
+    snprintf(s.openid, sizeof(s.openid), "%s", job->wx->openid);
     char token[PGW_SESSION_TOKEN_MAX + 1];
     pgw_err err;
     if (pgw_session_token(api->session_key, &s, token, &err) != PGW_OK) {
@@ -3374,7 +3385,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         if (cmd->rc == PGW_ELIMITED && cmd->retry_at > cmd->at) /* API.md: with Retry-After */
             resp->retry_after_s = (int)pgw_min64(cmd->retry_at - cmd->at, 86400);
     } else if (job->route == R_MP_LOGIN) {
-        mp_login_answer(api, cmd, resp);
+        mp_login_answer(api, job, resp);
     } else if (job->route == R_ME) {
         set_body(resp, 200, me_json(api, cmd));
     } else if (job->route == R_PREFERENCES || job->route == R_ME_PREFERENCES) {

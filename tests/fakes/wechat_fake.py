@@ -24,7 +24,9 @@ Faithful to WeChat
   (40163 once used, 40029 when unknown); `unionid` only when the user has
   one; `session_key` is base64 of 16 bytes (research §1).
 * POST /wxa/business/getuserphonenumber: single-use code (40029),
-  `countryCode` a number, `watermark.appid` = the token's appid (research §2).
+  `countryCode` a number, `watermark.appid` = the token's appid; with the
+  optional `openid` in the body, a code given to another user is refused
+  (research §2; its errcode is not documented: 40029 here).
 * POST /cgi-bin/message/subscribe/send: `data` must be a JSON object (a
   string is 47001), keyword limits of the research §4 table counted in
   characters, 47003 errmsg naming the field, one-time quota per
@@ -446,6 +448,10 @@ def ep_phone(method, query, raw, now):
     entry = STATE.phone_codes.get((appid, code))
     if entry is None or entry["used"]:
         raise WxError(40029)
+    # With an openid in the body WeChat checks that the code was given to
+    # that user (research §2); the research names no errcode for a code of
+    # another user, so the fake answers 40029 "invalid code" (the code is
+    # not spent). Without one nothing is checked, as at WeChat.
     if openid and entry.get("openid") and entry["openid"] != openid:
         raise WxError(40029)
     entry["used"] = True

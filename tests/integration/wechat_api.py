@@ -253,14 +253,32 @@ def mini_program(srv, fake):
           "a login with a stranger's Bearer header: %s %s" % (status, doc))
 
     # Phone binding merges the POS member into the session's member.
-    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-1", "phone": "13800138000"})
+    fake.control("POST", "/_fake/phone_codes",
+                 {"appid": MP_APPID, "code": "ph-1", "phone": "13800138000", "openid": "oMP-1"})
     status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-1"}, session=session)
     check(status == 200 and doc.get("merged") == {"from": pos_member, "into": member} and
           doc.get("balance") == pos_points, "phone binding merges the POS member: %s %s" % (status, doc))
     check(doc.get("identity", {}).get("value") == "138****8000", "the phone is shown masked")
     got = fake.requests("/wxa/business/getuserphonenumber")
-    check(len(got) == 1 and got[0]["body"] == {"code": "ph-1"} and got[0]["query"].get("access_token"),
-          "getuserphonenumber called with the code and a token")
+    check(len(got) == 1 and got[0]["body"] == {"code": "ph-1", "openid": "oMP-1"} and
+          got[0]["query"].get("access_token"),
+          "getuserphonenumber called with the code, the session's openid and a token: %s" % got)
+    # Regression: the openid was not sent, so WeChat did not check whose
+    # code it was: another WeChat user's phone code bound their number to
+    # this member. WeChat now refuses it, and nothing is bound.
+    fake.control("POST", "/_fake/phone_codes",
+                 {"appid": MP_APPID, "code": "ph-theirs", "phone": "13600136000", "openid": "oMP-other"})
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-theirs"}, session=session)
+    check(status == 401 and doc["error"]["code"] == "unauthorized" and
+          "WeChat user" in doc["error"]["message"],
+          "another WeChat user's phone code: 401 and why (%s %s)" % (status, doc))
+    status, doc = srv.request("POST", "/v1/members/resolve", {"phone": "13600136000"})
+    status_me, me = srv.request("GET", "/v1/members/" + member)
+    check(status == 404 and [i["kind"] for i in me.get("identities", [])].count("phone") == 1,
+          "another WeChat user's number is bound to nobody: %s %s %s" % (status, doc, me))
+    got = fake.requests("/wxa/business/getuserphonenumber")
+    check(len(got) == 2 and got[1]["body"] == {"code": "ph-theirs", "openid": "oMP-1"} and
+          got[1]["errcode"] == 40029, "WeChat was asked with the session's openid: %s" % got[1:])
     tokens_before = fake.control("GET", "/_fake/stats")["stable_token_calls"].get(MP_APPID, 0)
     check(tokens_before == 1, "one stable_token call so far (%s)" % tokens_before)
 
@@ -371,6 +389,18 @@ def mini_program(srv, fake):
     forged_member = dev_token(dev_key, sid, member3, int(expires))
     check(srv.request("GET", "/v1/me", session=session, key=None)[0] == 200,
           "the real token still works")
+    check(session.startswith("v2.") and session.split(".")[4] == "oMP-1",
+          "the token names the login's openid: %s" % session)
+    # A token from before the openid was in them (v1) still works, but binds
+    # no phone: WeChat could not be told whose code to expect.
+    v1 = dev_token(dev_key, sid, member, int(expires), openid=None)
+    check(srv.request("GET", "/v1/me", session=v1, key=None)[0] == 200, "a v1 token still works")
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-v1", "phone": "13700137001"})
+    asked = len(fake.requests("/wxa/business/getuserphonenumber"))
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-v1"}, session=v1)
+    check(status == 401 and "log in again" in doc["error"]["message"] and
+          len(fake.requests("/wxa/business/getuserphonenumber")) == asked,
+          "a v1 token's phone binding: 401, log in again, WeChat not asked (%s %s)" % (status, doc))
     status, doc = srv.request("GET", "/v1/me", session=forged_member, key=None)
     check(status == 401, "a session re-signed for another member: 401 (%s)" % status)
     status, doc = srv.request("POST", "/v1/mp/logout", session=session)
@@ -395,7 +425,7 @@ def mini_program(srv, fake):
     # development key is public) or an expired one's (a live session's id).
     now = int(time.time())
     unknown = dev_token(dev_key, "%032x" % random.getrandbits(128), member, now + 3600)
-    expired = dev_token(dev_key, session3.split(".")[1], member3, now - 1)
+    expired = dev_token(dev_key, session3.split(".")[1], member3, now - 1, "oMP-3")
     for token, what in ((unknown, "an unknown"), (expired, "an expired")):
         status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-out"}, session=token)
         check(status == 401 and doc["error"]["code"] == "unauthorized",
@@ -405,9 +435,13 @@ def mini_program(srv, fake):
     return member, total
 
 
-def dev_token(dev_key, sid, member, expires):
-    """A session token signed with the development key, as the gateway would."""
-    signed = "v1.%s.%s.%d." % (sid, member, expires)
+def dev_token(dev_key, sid, member, expires, openid="oMP-1"):
+    """A session token signed with the development key, as the gateway
+    would: v2 names the login's openid, v1 (openid None) came before."""
+    if openid is None:
+        signed = "v1.%s.%s.%d." % (sid, member, expires)
+    else:
+        signed = "v2.%s.%s.%d.%s." % (sid, member, expires, openid)
     return signed + hmac.new(dev_key, signed[:-1].encode(), hashlib.sha256).hexdigest()
 
 
