@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <ctype.h>
@@ -196,6 +197,8 @@ struct pgw_job {
 /* What an official-account push asked for (the reply depends on it). */
 typedef enum oa_action { OA_FOLLOW, OA_UNFOLLOW, OA_SIGN_IN, OA_BALANCE } oa_action;
 
+typedef struct oa_follow oa_follow; /* a subscribe's follow command (oa_record_follow) */
+
 /* A WeChat request's own state: the code to exchange on a worker, or the
  * push to answer. */
 typedef struct wx_job {
@@ -205,8 +208,11 @@ typedef struct wx_job {
     char openid[PGW_WX_OPENID_MAX + 1];
     pgw_oa_inbound oa;
     oa_action action;
-    json_t *event; /* an official-account event as POST /v1/events takes it */
+    json_t *event;     /* an official-account event as POST /v1/events takes it */
+    oa_follow *follow; /* a subscribe's follow, recorded before the event */
 } wx_job;
+
+static void oa_follow_release(oa_follow *f);
 
 /* A finance read run on the reader (PGW_COMMAND_READ_CALL): its input and
  * the body it produces. */
@@ -506,6 +512,7 @@ static void job_free(pgw_job *job)
     free(job->cmd.page);                                   /* a history page, when there was one */
     job->cmd.page = NULL;
     if (job->wx != NULL) {
+        oa_follow_release(job->wx->follow);
         json_decref(job->wx->event);
         free(job->wx);
         job->wx = NULL;
@@ -2384,33 +2391,67 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
     return rc;
 }
 
-static void free_done(pgw_command *cmd, void *payload)
+/* A subscribe's follow command, shared by the writer (until it is done)
+ * and the push's job (until it is answered): the job may be refused and
+ * freed while the follow is still queued. */
+struct oa_follow {
+    pgw_command cmd;
+    atomic_int refs;
+    atomic_bool done; /* cmd's output may be read */
+};
+
+static void oa_follow_release(oa_follow *f)
 {
-    (void)payload;
-    free(cmd);
+    if (f != NULL && atomic_fetch_sub(&f->refs, 1) == 1)
+        free(f);
+}
+
+static void oa_follow_done(pgw_command *cmd, void *payload)
+{
+    (void)cmd;
+    oa_follow *f = payload;
+    atomic_store(&f->done, true);
+    oa_follow_release(f);
+}
+
+/* Whether the follow found its push recorded before: WeChat redelivering
+ * it. The writer completes commands in order, so the follow, queued
+ * first, is done by the time its event is. */
+static bool oa_follow_seen(oa_follow *f)
+{
+    return f != NULL && atomic_load(&f->done) && f->cmd.rc == PGW_OK && f->cmd.follow_seen;
 }
 
 /* A follow, recorded at once as a command of its own, in arrival order
  * with unfollows: a follow event refused for its points (a risk rule)
- * must not lose it. Nobody waits for it; it frees itself when done. */
-static int oa_record_follow(pgw_api *api, const pgw_oa_message *m, pgw_err *err)
+ * must not lose it. Its key stays when the event's is not recorded (a
+ * refusal): oa_answer asks it whether this is a redelivery. */
+static int oa_record_follow(pgw_api *api, wx_job *wx, pgw_err *err)
 {
-    pgw_command *cmd = calloc(1, sizeof(*cmd));
-    if (cmd == NULL)
+    const pgw_oa_message *m = &wx->oa.msg;
+    oa_follow *f = calloc(1, sizeof(*f));
+    if (f == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    pgw_command *cmd = &f->cmd;
     cmd->kind = PGW_COMMAND_OA_FOLLOW;
     oa_follow_key(api, m, "oa_follow", cmd->original); /* a redelivery's: none */
     cmd->by_identity = true;
     cmd->oa_follow = 1;
     cmd->at = m->create_time;
-    cmd->done = free_done;
+    cmd->done = oa_follow_done;
+    cmd->payload = f;
+    atomic_init(&f->refs, 2); /* the writer's and the job's */
+    atomic_init(&f->done, false);
     int rc = wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
                          &cmd->who, err);
     if (rc == PGW_OK)
         rc = pgw_writer_submit(api->writer, cmd, err);
-    if (rc != PGW_OK)
-        free(cmd);
-    return rc;
+    if (rc != PGW_OK) {
+        free(f);
+        return rc;
+    }
+    wx->follow = f;
+    return PGW_OK;
 }
 
 /* A new follower to link by unionid, after the reply (outbound worker). */
@@ -2549,7 +2590,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     job->wx = wx;
     rc = oa_command(api, job, &err);
     if (rc == PGW_OK && wx->action == OA_FOLLOW)
-        rc = oa_record_follow(api, m, &err); /* before the event, in order */
+        rc = oa_record_follow(api, wx, &err); /* before the event, in order */
     if (rc != PGW_OK)
         return refuse(resp, job, R_OA_CALLBACK, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
     return submit(api, job, resp); /* a first follow's link: oa_answer */
@@ -2601,8 +2642,9 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
     }
     /* A first delivery's follow, its points taken or refused, links the
      * follower's unionid; a redelivery (WeChat retrying: we were slow) asks
-     * user/info no more, and a push refused 503 comes again. */
-    if (job->wx->action == OA_FOLLOW && !cmd->replayed)
+     * user/info no more, and a push refused 503 comes again. A refused
+     * event records no key, so its redelivery is known by its follow's. */
+    if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow))
         oa_queue_link(api, &job->wx->oa.msg);
     switch (job->wx->action) {
     case OA_UNFOLLOW: /* nobody to read a reply */

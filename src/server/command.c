@@ -1646,6 +1646,7 @@ static int apply_follow(pgw_store *store, pgw_command *cmd)
     int rc = cmd->original[0] != '\0'
                  ? pgw_store_find_key(store, cmd->original, &redelivered, &record, &cmd->err)
                  : PGW_OK;
+    cmd->follow_seen = rc == PGW_OK && redelivered;
     if (rc != PGW_OK || redelivered)
         return rc;
     rc = pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup, cmd->oa_follow > 0, cmd->at,
@@ -1925,6 +1926,7 @@ static void reset_output(pgw_command *cmd)
     cmd->new_tier = -1;
     cmd->retry_at = 0;
     cmd->otp_verdict = PGW_OTP_VERIFIED;
+    cmd->follow_seen = false;
     cmd->otp_tries_left = 0;
     if (cmd->kind != PGW_COMMAND_TRANSFERS)
         cmd->n_transfers = 0;

@@ -125,7 +125,8 @@ typedef enum pgw_command_kind {
      * follow names its event's key in `original`: when that key is
      * recorded already, the push is WeChat redelivering it, and nothing
      * changes (at equal times the last arrival wins, and a redelivered
-     * subscribe undid an unsubscribe of the same second). */
+     * subscribe undid an unsubscribe of the same second); follow_seen
+     * says so. */
     PGW_COMMAND_OA_FOLLOW,
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */
@@ -281,6 +282,7 @@ struct pgw_command {
     size_t n_identities;
     pgw_identity_key identities[PGW_IDENTITIES_SHOWN];
     bool follows;                /* READ_MEMBER: follows the official account */
+    bool follow_seen;            /* OA_FOLLOW: its `original` was recorded already (a redelivery) */
     int64_t quota;               /* SUBSCRIBE: the template's quota after */
     int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */

@@ -606,6 +606,22 @@ def official_account(srv, fake):
     check(status == 200 and "暂时无法办理" in reply_text(replies[0][1])[0] and follows == "0",
           "a refused subscribe redelivered is no new follow: %s %s %s" %
           (status, reply_text(replies[0][1])[0], follows))
+    # Regression: a subscribe a risk rule refuses asked user/info again at
+    # each of WeChat's redeliveries (its key is not recorded; the follow's
+    # is). Here a member whose 100 events of the day are used up follows.
+    day = [dict(e, event_id="OA81-%d" % i, member={"oa_openid": "oOA-81", "appid": OA_APPID})
+           for i, e in enumerate(day + day[:1])]
+    status, doc = srv.request("POST", "/v1/events:batch", {"events": day})
+    sub = oa_xml("oOA-81", now, "event", event="subscribe")
+    replies = [push(srv, sub) for _ in range(4)]  # WeChat redelivers up to 3 times
+    asked = lambda: [r for r in fake.requests("/cgi-bin/user/info")
+                     if r["query"].get("openid") == "oOA-81"]
+    eventually(asked, lambda a: len(a) >= 1)
+    time.sleep(0.5)
+    check(status == 200 and all(s == 200 and "暂时无法办理" in reply_text(b)[0] for s, b in replies)
+          and len(asked()) == 1,
+          "a refused subscribe asks user/info once for four deliveries: %d (%s %s)" %
+          (len(asked()), status, [reply_text(b)[0] for _, b in replies]))
     # Regression: WeChat's compatible mode (a step towards safe mode) sends
     # the plain fields and their cipher, with encrypt_type=aes; an account
     # with no EncodingAESKey yet refused every push (400), follows and all.
