@@ -1043,9 +1043,20 @@ static int get_clock(const json_t *obj, const char *key, const char *path, int32
     return PGW_OK;
 }
 
-/* One route: 1..3 distinct channel names, in the order to try them. */
-static int get_route(const json_t *routes, const char *key, const char *path, pgw_notice_order *out,
-                     pgw_err *err)
+/* Whether `channels` has a section for `ch` (its required appid or key
+ * variable is set exactly when it does); one with "enabled": false has. */
+static bool channel_configured(const pgw_config *cfg, pgw_notice_channel ch)
+{
+    return ch == PGW_CHANNEL_MP   ? cfg->wechat_mp.appid[0] != '\0'
+           : ch == PGW_CHANNEL_OA ? cfg->wechat_oa.appid[0] != '\0'
+                                  : cfg->sms.key_id_env[0] != '\0';
+}
+
+/* One route: 1..3 distinct channel names, in the order to try them, each
+ * configured under $.channels: one that is not would never carry a notice,
+ * and nothing would say so. Switched off ("enabled": false) is deliberate. */
+static int get_route(const json_t *routes, const char *key, const char *path, const pgw_config *cfg,
+                     pgw_notice_order *out, pgw_err *err)
 {
     json_t *list;
     int rc = get_array(routes, key, path, false, PGW_NOTICE_CHANNELS, &list, err);
@@ -1065,6 +1076,13 @@ static int get_route(const json_t *routes, const char *key, const char *path, pg
         seen |= (unsigned)ch;
         o.channel[o.n++] = ch;
     }
+    for (size_t i = 0; i < o.n; i++) { /* after the names: a typo is said as one */
+        const char *name = pgw_notice_channel_name(o.channel[i]);
+        if (!channel_configured(cfg, o.channel[i]))
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.%s[%zu]: channel \"%s\" is not configured ($.channels.%s)", path,
+                               key, i, name, name);
+    }
     *out = o;
     return PGW_OK;
 }
@@ -1072,8 +1090,9 @@ static int get_route(const json_t *routes, const char *key, const char *path, pg
 /* notify.routes: {"default": [...], "<kind>": [...]}; a kind without its
  * own route takes the default, itself by default mini program, official
  * account, SMS. */
-static int parse_routes(const json_t *notify, const char *path, pgw_notify_config *n, pgw_err *err)
+static int parse_routes(const json_t *notify, const char *path, pgw_config *cfg, pgw_err *err)
 {
+    pgw_notify_config *n = &cfg->notify;
     const char *keys[PGW_NOTICE_KINDS + 2] = {"default"};
     for (size_t i = 0; i < PGW_NOTICE_KINDS; i++)
         keys[i + 1] = NOTICE_NAMES[i];
@@ -1082,11 +1101,11 @@ static int parse_routes(const json_t *notify, const char *path, pgw_notify_confi
     pgw_notice_order fallback = pgw_notice_order_default();
     int rc = get_section(notify, "routes", path, false, keys, &routes, sub, err);
     if (rc == PGW_OK && routes != NULL)
-        rc = get_route(routes, "default", sub, &fallback, err);
+        rc = get_route(routes, "default", sub, cfg, &fallback, err);
     for (size_t i = 0; i < PGW_NOTICE_KINDS; i++)
         n->routes[i] = fallback;
     for (size_t i = 0; rc == PGW_OK && routes != NULL && i < PGW_NOTICE_KINDS; i++)
-        rc = get_route(routes, NOTICE_NAMES[i], sub, &n->routes[i], err);
+        rc = get_route(routes, NOTICE_NAMES[i], sub, cfg, &n->routes[i], err);
     return rc;
 }
 
@@ -1111,7 +1130,7 @@ static int parse_notify(const json_t *root, pgw_config *cfg, pgw_err *err)
                              .keep_days = 30};
     int rc = get_section(root, "notify", "$", false, keys, &notify, path, err);
     if (rc == PGW_OK) /* the defaults too when there is no section */
-        rc = parse_routes(notify, path, n, err);
+        rc = parse_routes(notify, path, cfg, err);
     if (rc != PGW_OK || notify == NULL)
         return rc;
     rc =
@@ -1299,6 +1318,7 @@ static int parse_root(const json_t *root, pgw_config *cfg, pgw_err *err)
     static const char *const keys[] = {
         "mall",       "listen", "db",       "expiry", "formats",  "shops", "tiers", "campaigns",
         "behaviours", "risk",   "channels", "notify", "security", "keys",  "http",  NULL};
+    /* channels before notify: a route names only configured channels */
     int (*const sections[])(const json_t *, pgw_config *, pgw_err *) = {
         parse_mall,     parse_listen_db, parse_expiry,   parse_risk,
         parse_channels, parse_notify,    parse_security, parse_http,

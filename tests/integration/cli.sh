@@ -63,6 +63,21 @@ expect_text "/nonexistent.json: cannot open"
 # serve refuses a bad config the same way, and a listen address it cannot use.
 expect_exit 2 "$bin" serve --config tests/data/config/bad_unknown_key.json
 expect_text '$.mall.colour: unknown key'
+# Regression (review notes): notify.routes naming a channel that channels
+# does not configure was "configuration OK", and those notices silently
+# never went that way. Refused by check-config and serve alike.
+routes_dir=$(mktemp -d)
+python3 -c 'import json, sys
+c = json.load(open("config/pointsgw.example.json"))
+del c["channels"]["sms"]
+c["notify"]["routes"] = {"points_expiring": ["wechat_oa", "sms"]}
+json.dump(c, open(sys.argv[1], "w"), ensure_ascii=False)' "$routes_dir/routes.json"
+expect_exit 2 "$bin" check-config --config "$routes_dir/routes.json"
+expect_text "$routes_dir/routes.json: \$.notify.routes.points_expiring[1]: channel \"sms\" is not configured"
+expect_exit 2 timeout 20 "$bin" serve --config "$routes_dir/routes.json" --listen 127.0.0.1:0 --db "sqlite:$routes_dir/x.db"
+expect_text "$routes_dir/routes.json: \$.notify.routes.points_expiring[1]: channel \"sms\" is not configured"
+[ ! -e "$routes_dir/x.db" ] || fail "serve made a database for a configuration it refused"
+rm -rf "$routes_dir"
 expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen nowhere --db "sqlite:$(mktemp -d)/x.db"
 expect_text 'expected HOST:PORT with port 0..65535, got "nowhere"'
 # Regression: a host that is a name (or no address) was taken, and the

@@ -199,6 +199,12 @@ static const struct {
     {"notify", "{\"routes\": {\"birthday\": [\"sms\"]}}", "$.notify.routes.birthday: unknown key"},
     {"notify", "{\"routes\": {\"default\": [\"sms\", \"wechat_oa\", \"wechat_mp\", \"sms\"]}}",
      "$.notify.routes.default: more than 3 entries"},
+    /* regression (review notes): a route naming a channel the configuration
+     * does not set up was accepted, and its notices silently never went that way */
+    {"notify", "{\"routes\": {\"points_expiring\": [\"sms\"]}}",
+     "$.notify.routes.points_expiring[0]: channel \"sms\" is not configured ($.channels.sms)"},
+    {"notify", "{\"routes\": {\"default\": [\"wechat_oa\"]}}",
+     "$.notify.routes.default[0]: channel \"wechat_oa\" is not configured"},
     {"http", "{\"body_max_bytes\": 10}", "$.http.body_max_bytes"},
     {"http", "{\"tls\": {\"cert_file\": \"c.pem\"}}", "$.http.tls.key_file: required"},
     {"http", "{\"max_inflight\": 1}", "$.http.max_inflight"},
@@ -286,7 +292,8 @@ static void test_null_is_absent(void **state)
     json_decref(root);
 }
 
-/* notify.routes: a default for every kind, a kind's own over it. */
+/* notify.routes: a default for every kind, a kind's own over it. A channel
+ * configured but switched off ("enabled": false) may stay in a route. */
 static void test_notice_routes(void **state)
 {
     (void)state;
@@ -295,6 +302,13 @@ static void test_notice_routes(void **state)
     json_object_set_new(root, "notify",
                         json_pack("{s:{s:[s,s],s:[s]}}", "routes", "default", "wechat_oa",
                                   "wechat_mp", "points_expiring", "sms"));
+    json_t *channels = json_pack(
+        "{s:{s:s,s:s},s:{s:s,s:s,s:s},s:{s:b,s:s,s:s,s:s,s:s}}", "wechat_mp", "appid",
+        "wx1234567890abcdef", "secret_env", "MP_SECRET", "wechat_oa", "appid", "wxfedcba0987654321",
+        "secret_env", "OA_SECRET", "token_env", "OA_TOKEN", "sms", "enabled", 0, "provider",
+        "aliyun", "sign_name", "Mall", "key_id_env", "SMS_ID", "key_secret_env", "SMS_KEY");
+    assert_non_null(channels);
+    json_object_set_new(root, "channels", channels);
     char *text = json_dumps(root, 0);
     pgw_config *cfg = NULL;
     pgw_err err;
