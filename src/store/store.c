@@ -1521,6 +1521,47 @@ static int sync_file(const char *path, pgw_err *err)
     return sync_path(path, 0, path, err);
 }
 
+/*
+ * SQLite's own check of a connection's pages (PRAGMA quick_check): true,
+ * its first finding in `why`, when they are damaged or not a database at
+ * all. Anything else it meets (busy, I/O, memory) is no finding.
+ */
+static bool pages_damaged(sqlite3 *lite, char *why, size_t cap)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(lite, "PRAGMA quick_check(1)", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    const char *said =
+        rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : sqlite3_errmsg(lite);
+    bool damaged = rc == SQLITE_ROW ? said != NULL && strcmp(said, "ok") != 0
+                                    : (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB;
+    static const char prefix[] = "*** in database main ***\n"; /* before each finding */
+    if (damaged && strncmp(said, prefix, sizeof(prefix) - 1) == 0)
+        said += sizeof(prefix) - 1;
+    if (damaged)
+        snprintf(why, cap, "%.*s", (int)strcspn(said, "\n"), said); /* its first line */
+    sqlite3_finalize(st);
+    return damaged;
+}
+
+/* The copy VACUUM INTO made, checked before it replaces the last one:
+ * VACUUM copies a table's rows as they are, so a damaged one (rowids out of
+ * order) arrives damaged, and `verify` reads only the ledger's tables. */
+static int check_copy(const char *path, pgw_err *err)
+{
+    sqlite3 *lite = NULL;
+    char why[256] = "";
+    int rc = sqlite3_open_v2(path, &lite, SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK)
+        snprintf(why, sizeof(why), "%s", lite ? sqlite3_errmsg(lite) : "out of memory");
+    bool damaged = rc == SQLITE_OK && pages_damaged(lite, why, sizeof(why));
+    sqlite3_close(lite);
+    return rc != SQLITE_OK || damaged
+               ? pgw_err_set(err, PGW_EIO, "checking the copy %s: %s", path, why)
+               : PGW_OK;
+}
+
 /* VACUUM INTO `path`: one read transaction (a snapshot; the writer goes
  * on), the header's user_version kept, which `.dump` drops. */
 static int copy_into(pgw_store *s, const char *path, int64_t *version, pgw_err *err)
@@ -1537,7 +1578,26 @@ static int copy_into(pgw_store *s, const char *path, int64_t *version, pgw_err *
             rc = db_error(s, PGW_EIO, "copying the database", err);
         release(s, st);
     }
+    if (rc == PGW_OK)
+        rc = check_copy(path, err);
     return rc == PGW_OK ? sync_file(path, err) : rc;
+}
+
+/*
+ * When the copy failed because the source is damaged, says so: SQLite
+ * reports a damaged page as whatever reading it ran into ("database or
+ * disk is full", "unable to open database: <the copy>"), which sends an
+ * operator to the disk or the copy's folder.
+ */
+static int blame_damage(pgw_store *s, const char *out, int rc, pgw_err *err)
+{
+    char why[256];
+    if (rc != PGW_EIO || !pages_damaged(pgw_sql_sqlite_handle(s->db), why, sizeof(why)))
+        return rc;
+    return pgw_err_set(err, PGW_EIO,
+                       "%s is damaged or not a SQLite database (SQLite's check: %s); nothing "
+                       "was written to %s",
+                       s->path, why, out);
 }
 
 /* Whether `path` would land on the database `db` or one of its companion
@@ -1588,6 +1648,8 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_er
     int rc = connect_store(url, false, &s, err);
     if (rc == PGW_OK)
         rc = copy_into(s, partial, version, err);
+    if (rc != PGW_OK && s != NULL && s->db != NULL)
+        rc = blame_damage(s, path, rc, err);
     pgw_store_close(s);
     if (rc == PGW_OK && rename(partial, path) != 0)
         rc = pgw_err_set(err, PGW_EIO, "renaming %s to %s: %s", partial, path, strerror(errno));

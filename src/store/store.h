@@ -59,10 +59,12 @@ void pgw_store_close(pgw_store *store);
 /*
  * Copies the SQLite database at `url` to the file `path`, as one consistent
  * snapshot while a server may be writing: written beside it, synced, and
- * renamed over it only once whole (mode 0600). *version is the schema
- * version copied: the database is not migrated. PGW_ENOTFOUND when `url`
- * holds no pointsgw database, PGW_EINVAL for PostgreSQL (pg_dump does it),
- * PGW_EIO when the copy fails (nothing is left at or beside `path`).
+ * renamed over it only once whole and its pages pass SQLite's quick_check
+ * (mode 0600). *version is the schema version copied: the database is not
+ * migrated. PGW_ENOTFOUND when `url` holds no pointsgw database,
+ * PGW_EINVAL for PostgreSQL (pg_dump does it), PGW_EIO when the copy fails
+ * or the source is damaged, the message saying which (nothing is left at
+ * or beside `path`).
  */
 int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_err *err);
 

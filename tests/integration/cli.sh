@@ -453,6 +453,53 @@ dst.executescript(';'.join(src.iterdump()))" "$tmp/copy.db" "$tmp/dumped.db"
         expect_exit 2 "$bin" $args --db "sqlite:$tmp/dumped.db"
         expect_text "no schema version: a copy restored from sqlite3's .dump loses it"
     done
+    # Regression (review notes): a damaged source was "database or disk is
+    # full" or "unable to open database: <the copy>", which sent the
+    # operator to the disk, or was copied, damage and all, over the last
+    # good copy and called fine. Each names the source, exit 1, and leaves
+    # the last copy as it was and nothing beside it.
+    python3 - "$tmp/copy.db" "$tmp" <<'PY'
+import hashlib, os, sqlite3, struct, sys
+good, tmp = sys.argv[1], sys.argv[2]
+def damaged(name, first_id, cell, offset, byte):
+    """A copy of the good database with a table `pad` of five rows, one
+    byte of whose page (cell number `cell`, `offset` bytes in) is `byte`."""
+    path = os.path.join(tmp, "dmg-%s.db" % name)
+    db = sqlite3.connect(path)
+    sqlite3.connect(good).backup(db)
+    db.execute("CREATE TABLE pad (id INTEGER PRIMARY KEY, b BLOB)")
+    db.executemany("INSERT INTO pad VALUES (?, ?)",
+                   [(first_id + i, hashlib.sha256(b"%d" % i).digest() * 3) for i in range(5)])
+    db.commit()
+    page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'pad'").fetchone()[0]
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.execute("PRAGMA journal_mode = DELETE")
+    db.close()
+    with open(path, "r+b") as f:
+        f.seek((page - 1) * size)
+        head = f.read(size)
+        at = struct.unpack(">H", head[8 + 2 * cell:10 + 2 * cell])[0]
+        f.seek((page - 1) * size + at + offset)
+        f.write(bytes([byte]))
+damaged("full", 3000000, 4, 0, 0x85)  # a row's length misread: "disk is full"
+damaged("order", 1, 2, 1, 9)          # rowids out of order: VACUUM INTO copied it
+with open(good, "rb") as f:           # the schema page garbage: "unable to open <the copy>"
+    head = bytearray(f.read())
+size = int.from_bytes(head[16:18], "big")
+head[100:size] = (b"garbage!" * size)[:size - 100]
+with open(os.path.join(tmp, "dmg-schema.db"), "wb") as f:
+    f.write(head)
+with open(os.path.join(tmp, "dmg-text.db"), "w") as f:
+    f.write("not a database at all\n" * 50)
+PY
+    for dmg in full order schema text; do
+        expect_exit 1 "$bin" backup --db "sqlite:$tmp/dmg-$dmg.db" --out "$tmp/copy.db"
+        expect_text "$tmp/dmg-$dmg.db is damaged or not a SQLite database"
+        [[ "$out" != *"disk is full"* && "$out" != *"unable to open"* ]] && pass ||
+            fail "backup of a damaged database blamed the disk or the copy: $out"
+        [ "$(sha256sum <"$tmp/copy.db")" = "$kept" ] && [ -z "$(ls "$tmp" | grep partial)" ] && pass ||
+            fail "backup of a damaged database ($dmg) changed the last copy or left a partial file: $(ls "$tmp")"
+    done
 fi
 
 # member show: bad usage and a missing database are exit 2 (a member over
