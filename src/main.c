@@ -597,7 +597,11 @@ static int cmd_backup(int argc, char **argv)
         fprintf(stderr, "pointsgw backup: %s\n", err.msg);
         return exit_for(rc);
     }
-    printf("backup: %s (schema version %lld)\n", out, (long long)version);
+    struct stat st;
+    char target[PATH_MAX]; /* through a link: where the copy went */
+    bool linked = lstat(out, &st) == 0 && S_ISLNK(st.st_mode) && realpath(out, target) != NULL;
+    printf("backup: %s%s%s (schema version %lld)\n", out, linked ? " -> " : "",
+           linked ? target : "", (long long)version);
     return verify_copy(out, version);
 }
 

@@ -1623,6 +1623,35 @@ static bool names_the_database(const char *path, const char *db)
     return false;
 }
 
+/*
+ * The file the copy replaces: `path`, or the file a link there names (or
+ * would, not made yet), link after link. A link to a backup volume is how
+ * operators point a nightly job at it: renamed over, the link became a
+ * local file and the volume kept the old copy. Made beside the file it
+ * names, the copy is renamed within that folder, as atomic as without.
+ */
+static int backup_target(const char *path, char target[PGW_STORE_URL_MAX + 1], pgw_err *err)
+{
+    char link[PGW_STORE_URL_MAX + 1], next[2 * PGW_STORE_URL_MAX + 2];
+    snprintf(next, sizeof(next), "%s", path);
+    for (int hops = 0; hops <= 40; hops++) { /* 40: as the kernel's ELOOP */
+        size_t len = strlen(next);
+        if (len > PGW_STORE_URL_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "%.64s...: the path is too long", next);
+        memcpy(target, next, len + 1);
+        ssize_t n = readlink(target, link, sizeof(link) - 1);
+        if (n < 0) /* not a link, or nothing there */
+            return PGW_OK;
+        link[n] = '\0';
+        const char *slash = strrchr(target, '/');
+        if (link[0] == '/' || slash == NULL) /* relative to the link's folder */
+            snprintf(next, sizeof(next), "%s", link);
+        else
+            snprintf(next, sizeof(next), "%.*s/%s", (int)(slash - target), target, link);
+    }
+    return pgw_err_set(err, PGW_EINVAL, "%s: too many levels of links", path);
+}
+
 /* Opened as it is, not through pgw_store_open: that would migrate it
  * first, and a copy taken before an upgrade must be of what was there. */
 int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_err *err)
@@ -1631,31 +1660,33 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_er
         return pgw_err_set(err, PGW_EINVAL,
                            "backup copies a SQLite database; back PostgreSQL up with its own "
                            "tools (pg_dump)");
-    if (names_the_database(path, url + 7))
+    char out[PGW_STORE_URL_MAX + 1];
+    int rc = backup_target(path, out, err);
+    if (rc != PGW_OK)
+        return rc;
+    if (names_the_database(out, url + 7))
         return pgw_err_set(err, PGW_EINVAL,
                            "%s is the database itself or one of its files: the copy goes "
                            "elsewhere",
-                           path);
+                           out);
     char partial[PGW_STORE_URL_MAX + 32];
-    int n = snprintf(partial, sizeof(partial), "%s.partial-XXXXXX", path);
-    if (n < 0 || (size_t)n >= sizeof(partial))
-        return pgw_err_set(err, PGW_EINVAL, "%.64s...: the path is too long", path);
+    snprintf(partial, sizeof(partial), "%s.partial-XXXXXX", out);
     int fd = mkstemp(partial); /* 0600: members' data */
     if (fd < 0)
         return pgw_err_set(err, PGW_EIO, "creating %s: %s", partial, strerror(errno));
     close(fd);
     pgw_store *s = NULL;
-    int rc = connect_store(url, false, &s, err);
+    rc = connect_store(url, false, &s, err);
     if (rc == PGW_OK)
         rc = copy_into(s, partial, version, err);
     if (rc != PGW_OK && s != NULL && s->db != NULL)
-        rc = blame_damage(s, path, rc, err);
+        rc = blame_damage(s, out, rc, err);
     pgw_store_close(s);
-    if (rc == PGW_OK && rename(partial, path) != 0)
-        rc = pgw_err_set(err, PGW_EIO, "renaming %s to %s: %s", partial, path, strerror(errno));
+    if (rc == PGW_OK && rename(partial, out) != 0)
+        rc = pgw_err_set(err, PGW_EIO, "renaming %s to %s: %s", partial, out, strerror(errno));
     if (rc != PGW_OK)
         unlink(partial);
-    return rc == PGW_OK ? sync_directory_of(path, err) : rc;
+    return rc == PGW_OK ? sync_directory_of(out, err) : rc;
 }
 
 /*

@@ -57,8 +57,9 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err);
 void pgw_store_close(pgw_store *store);
 
 /*
- * Copies the SQLite database at `url` to the file `path`, as one consistent
- * snapshot while a server may be writing: written beside it, synced, and
+ * Copies the SQLite database at `url` to the file `path` (a link there:
+ * to the file it names, the link kept), as one consistent snapshot while
+ * a server may be writing: written beside that file, synced, and
  * renamed over it only once whole and its pages pass SQLite's quick_check
  * (mode 0600). *version is the schema version copied: the database is not
  * migrated. PGW_ENOTFOUND when `url` holds no pointsgw database,

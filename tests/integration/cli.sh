@@ -500,6 +500,37 @@ PY
         [ "$(sha256sum <"$tmp/copy.db")" = "$kept" ] && [ -z "$(ls "$tmp" | grep partial)" ] && pass ||
             fail "backup of a damaged database ($dmg) changed the last copy or left a partial file: $(ls "$tmp")"
     done
+    # Regression (review notes): --out naming a link (into a backup volume)
+    # replaced the link with a file beside it, and the volume kept last
+    # night's copy. The copy goes where the link points, made beside the
+    # file it names and renamed over it (atomic there), the link kept.
+    mkdir "$tmp/vol"
+    echo "last night's copy" >"$tmp/vol/pointsgw.db"
+    ln -s vol/pointsgw.db "$tmp/to-vol.db"
+    ln -s "$tmp/vol/later.db" "$tmp/dangling.db" # a copy not made yet
+    ln -s to-vol.db "$tmp/chain.db"               # a link to the link
+    for link in to-vol dangling chain; do
+        expect_exit 0 "$bin" backup --db "$import_db" --out "$tmp/$link.db"
+        expect_text "backup: $tmp/$link.db -> $(cd "$tmp/vol" && pwd -P)/"
+        expect_text "OK: the hash chain is intact"
+    done
+    [ -L "$tmp/to-vol.db" ] && [ -L "$tmp/dangling.db" ] && [ -L "$tmp/chain.db" ] && pass ||
+        fail "backup replaced a link: $(ls -l "$tmp/to-vol.db" "$tmp/dangling.db" "$tmp/chain.db")"
+    for f in pointsgw later; do
+        expect_exit 0 "$bin" verify --db "sqlite:$tmp/vol/$f.db"
+        [ "$(stat -c %a "$tmp/vol/$f.db")" = 600 ] && pass || fail "the copy in vol/$f.db is not 0600"
+    done
+    [ -z "$(ls "$tmp" "$tmp/vol" | grep partial)" ] && pass || fail "a partial file was left: $(ls "$tmp" "$tmp/vol")"
+    # A failed copy through the link leaves the file it names as it was.
+    kept=$(sha256sum <"$tmp/vol/pointsgw.db")
+    expect_exit 1 "$bin" backup --db "sqlite:$tmp/dmg-order.db" --out "$tmp/to-vol.db"
+    [ -L "$tmp/to-vol.db" ] && [ "$(sha256sum <"$tmp/vol/pointsgw.db")" = "$kept" ] &&
+        [ -z "$(ls "$tmp" "$tmp/vol" | grep partial)" ] && pass ||
+        fail "a failed backup through a link changed it or its file: $(ls -l "$tmp" "$tmp/vol")"
+    # A link naming the database's own -wal is the database's: refused.
+    ln -s import.db-wal "$tmp/to-wal.db"
+    expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/to-wal.db"
+    expect_text "is the database itself or one of its files"
 fi
 
 # member show: bad usage and a missing database are exit 2 (a member over
