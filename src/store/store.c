@@ -1664,6 +1664,9 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_er
     int rc = backup_target(path, out, err);
     if (rc != PGW_OK)
         return rc;
+    struct stat st; /* refused before the copy, not at its rename */
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+        return pgw_err_set(err, PGW_EINVAL, "%s is a folder: --out names the copy's file", out);
     if (names_the_database(out, url + 7))
         return pgw_err_set(err, PGW_EINVAL,
                            "%s is the database itself or one of its files: the copy goes "

@@ -63,7 +63,8 @@ void pgw_store_close(pgw_store *store);
  * renamed over it only once whole and its pages pass SQLite's quick_check
  * (mode 0600). *version is the schema version copied: the database is not
  * migrated. PGW_ENOTFOUND when `url` holds no pointsgw database,
- * PGW_EINVAL for PostgreSQL (pg_dump does it), PGW_EIO when the copy fails
+ * PGW_EINVAL for PostgreSQL (pg_dump does it) and for a `path` that is a
+ * folder (before any copying), PGW_EIO when the copy fails
  * or the source is damaged, the message saying which (nothing is left at
  * or beside `path`).
  */

@@ -531,6 +531,16 @@ PY
     ln -s import.db-wal "$tmp/to-wal.db"
     expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/to-wal.db"
     expect_text "is the database itself or one of its files"
+    # Regression (review notes): --out naming a folder (or a link to one)
+    # copied the whole database before failing at the rename.
+    mkdir "$tmp/folder-out"
+    ln -s folder-out "$tmp/to-folder"
+    for out in "$tmp/folder-out" "$tmp/to-folder"; do
+        expect_exit 2 "$bin" backup --db "$import_db" --out "$out"
+        expect_text "is a folder: --out names the copy's file"
+    done
+    [ -z "$(ls "$tmp" "$tmp/folder-out" | grep partial)" ] && pass ||
+        fail "a backup onto a folder left a partial file: $(ls "$tmp" "$tmp/folder-out")"
 fi
 
 # member show: bad usage and a missing database are exit 2 (a member over
