@@ -2527,15 +2527,15 @@ static void oa_link_task(void *arg, bool stale)
 }
 
 /* Queues the link of a follower (nothing waits on it). */
-static void oa_queue_link(pgw_api *api, const pgw_oa_message *m)
+static void oa_queue_link(pgw_api *api, const char *openid, int64_t at)
 {
     pgw_err err;
     oa_link_job *l = calloc(1, sizeof(*l));
     int rc = l ? PGW_OK : pgw_err_set(&err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK) {
         l->api = api;
-        l->at = m->create_time;
-        snprintf(l->openid, sizeof(l->openid), "%.64s", m->from_user);
+        l->at = at;
+        snprintf(l->openid, sizeof(l->openid), "%.64s", openid);
         rc = outbound_submit(api->outbound, oa_link_task, l, &err);
     }
     if (rc != PGW_OK) {
@@ -2593,7 +2593,18 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
         rc = oa_record_follow(api, wx, &err); /* before the event, in order */
     if (rc != PGW_OK)
         return refuse(resp, job, R_OA_CALLBACK, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
-    return submit(api, job, resp); /* a first follow's link: oa_answer */
+    bool follow = wx->action == OA_FOLLOW;
+    char openid[sizeof(m->from_user)];
+    memcpy(openid, m->from_user, sizeof(openid));
+    int64_t at = m->create_time;
+    if (submit(api, job, resp)) /* a first follow's link: oa_answer */
+        return true;
+    /* The follow went in ahead of the refused event: perhaps this push's
+     * first, which its redelivery would find and not link. Linked now; at
+     * worst user/info is asked twice. */
+    if (follow)
+        oa_queue_link(api, openid, at);
+    return false;
 }
 
 /* GET (URL check) or POST (a push) /wechat/oa/callback. */
@@ -2636,16 +2647,17 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
      * store down, no memory) is 503, so that WeChat delivers it again. */
     bool answerable = cmd->rc == PGW_OK || cmd->rc == PGW_ERISK || cmd->rc == PGW_ENOTFOUND ||
                       cmd->rc == PGW_EINVAL;
+    /* A first delivery's follow links the follower's unionid, its points
+     * taken, refused, or failed 503: a redelivery (WeChat retrying: we were
+     * slow, or said 503) finds its follow recorded, and a refused or failed
+     * event records no key of its own, so only the follow's tells it. */
+    const pgw_oa_message *m = &job->wx->oa.msg;
+    if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow))
+        oa_queue_link(api, m->from_user, m->create_time);
     if (!answerable) {
         fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
         return;
     }
-    /* A first delivery's follow, its points taken or refused, links the
-     * follower's unionid; a redelivery (WeChat retrying: we were slow) asks
-     * user/info no more, and a push refused 503 comes again. A refused
-     * event records no key, so its redelivery is known by its follow's. */
-    if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow))
-        oa_queue_link(api, &job->wx->oa.msg);
     switch (job->wx->action) {
     case OA_UNFOLLOW: /* nobody to read a reply */
         resp->status = 200;

@@ -452,6 +452,23 @@ def signed_query(token, timestamp=None, nonce=None, extra=""):
     return "signature=%s&timestamp=%s&nonce=%s%s" % (sig, timestamp, nonce, extra)
 
 
+def fail_transfers(db, on):
+    """Makes the store refuse every new transfer (a trigger), or stops it: a
+    push's event then fails as a store error would, while its follow (no
+    transfer) goes in."""
+    if db.startswith("sqlite:"):
+        pg.execute(db, "CREATE TRIGGER test_fail BEFORE INSERT ON transfers BEGIN"
+                       " SELECT RAISE(ABORT, 'injected by the test'); END" if on else
+                       "DROP TRIGGER test_fail")
+    elif on:
+        pg.execute(db, "CREATE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS"
+                       " $$BEGIN RAISE EXCEPTION 'injected by the test'; END$$;"
+                       " CREATE TRIGGER test_fail BEFORE INSERT ON transfers"
+                       " FOR EACH ROW EXECUTE FUNCTION test_fail()")
+    else:
+        pg.execute(db, "DROP TRIGGER test_fail ON transfers; DROP FUNCTION test_fail()")
+
+
 def push(srv, xml_text, query=None):
     q = query if query is not None else signed_query(OA_TOKEN)
     return srv.request("POST", "/wechat/oa/callback?" + q, raw=xml_text.encode(), key=None,
@@ -622,6 +639,28 @@ def official_account(srv, fake):
           and len(asked()) == 1,
           "a refused subscribe asks user/info once for four deliveries: %d (%s %s)" %
           (len(asked()), status, [reply_text(b)[0] for _, b in replies]))
+    # The review of 1728985: a subscribe whose first delivery failed 503
+    # (the store refused its event; its follow went in) was never linked:
+    # its redelivery's follow was seen, and only a first one linked.
+    fake.control("POST", "/_fake/followers",
+                 {"appid": OA_APPID, "openid": "oOA-82", "following": True, "unionid": "uUNION-82"})
+    sub = oa_xml("oOA-82", now, "event", event="subscribe")
+    fail_transfers(srv.db, True)
+    try:
+        first, _ = push(srv, sub)
+    finally:
+        fail_transfers(srv.db, False)
+    again, body = push(srv, sub)
+    asked = lambda: [r for r in fake.requests("/cgi-bin/user/info")
+                     if r["query"].get("openid") == "oOA-82"]
+    eventually(asked, lambda a: len(a) >= 1)
+    linked = eventually(lambda: srv.request("POST", "/v1/members/resolve", {"unionid": "uUNION-82"}),
+                        lambda r: r[0] == 200)
+    time.sleep(0.5)
+    check(first == 503 and again == 200 and "50" in reply_text(body)[0] and len(asked()) == 1
+          and linked[0] == 200,
+          "a subscribe first refused 503 is linked once: %s %s %d %s" %
+          (first, again, len(asked()), linked))
     # Regression: WeChat's compatible mode (a step towards safe mode) sends
     # the plain fields and their cipher, with encrypt_type=aes; an account
     # with no EncodingAESKey yet refused every push (400), follows and all.
