@@ -1812,7 +1812,9 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     if (settles && memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
         return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s was %s by an earlier request",
                            cmd->hold_id, cmd->kind == PGW_COMMAND_CAPTURE ? "captured" : "voided");
-    if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
+    bool as_sent = cmd->has_fingerprint_as_sent &&
+                   memcmp(cmd->record.fingerprint, cmd->fingerprint_as_sent, PGW_HASH_LEN) == 0;
+    if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 && !as_sent)
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                            "idempotency key %.128s was used before for a different request",
                            cmd->key);

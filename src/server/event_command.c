@@ -211,24 +211,28 @@ static int set_normalised(json_t *copy, const char *name, const pgw_identity *id
  * The event's fingerprint, over its member and referrer as normalised:
  * a till's retry that writes the phone afresh ("+86 139-...") names the
  * same member and is the same request (it was 409). A body written in
- * normal form, as most are, is fingerprinted as it came, as it always was;
- * one spelt otherwise before this and retried across the upgrade is 409.
+ * normal form is fingerprinted as it came, as it always was; one written
+ * otherwise (a till's "139...") keeps its own fingerprint beside, which
+ * the keys it recorded before this took (command.h).
  */
-static int fingerprint_event(const json_t *obj, const pgw_event_doc *doc, uint8_t out[PGW_HASH_LEN])
+static int fingerprint_event(const json_t *obj, const pgw_event_doc *doc, pgw_command *cmd)
 {
     bool member = written_otherwise(json_object_get(obj, "member"), &doc->member);
     bool referrer =
         doc->has_referrer && written_otherwise(json_object_get(obj, "referrer"), &doc->referrer);
-    if (!member && !referrer)
-        return pgw_json_fingerprint(obj, out);
+    cmd->has_fingerprint_as_sent = member || referrer;
+    int rc = pgw_json_fingerprint(obj, cmd->has_fingerprint_as_sent ? cmd->fingerprint_as_sent
+                                                                    : cmd->fingerprint);
+    if (rc != PGW_OK || !cmd->has_fingerprint_as_sent)
+        return rc;
     json_t *copy = json_copy((json_t *)obj); /* shallow: the members are replaced, not changed */
-    int rc = copy != NULL ? PGW_OK : PGW_ENOMEM;
+    rc = copy != NULL ? PGW_OK : PGW_ENOMEM;
     if (rc == PGW_OK && member)
         rc = set_normalised(copy, "member", &doc->member);
     if (rc == PGW_OK && referrer)
         rc = set_normalised(copy, "referrer", &doc->referrer);
     if (rc == PGW_OK)
-        rc = pgw_json_fingerprint(copy, out);
+        rc = pgw_json_fingerprint(copy, cmd->fingerprint);
     json_decref(copy);
     return rc;
 }
@@ -269,7 +273,7 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
     int rc = pgw_command_name_member(vault, &doc->member, cmd, err);
     if (rc == PGW_OK && doc->has_referrer)
         rc = name_referrer(vault, &doc->referrer, cmd, err);
-    if (rc == PGW_OK && fingerprint_event(obj, doc, cmd->fingerprint) != PGW_OK)
+    if (rc == PGW_OK && fingerprint_event(obj, doc, cmd) != PGW_OK)
         rc = pgw_err_set(err, PGW_ENOMEM, "out of memory fingerprinting an event");
     if (rc != PGW_OK)
         return rc;
