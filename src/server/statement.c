@@ -11,6 +11,7 @@
 #include "core/utf8.h"
 #include "util/csv.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,8 +57,64 @@ static int read_csv(pgw_statement *st, bool *done, pgw_err *err)
                     : pgw_csv_next(&st->csv, &st->row, done, err);
 }
 
-/* Keeps the names of the header's columns that map to none of ours. */
-static void note_ignored(pgw_statement *st)
+/* Edits (letters added, dropped or changed) from a to b, ASCII case
+ * ignored; past 2 (or for names past 32 bytes) it says 3. */
+static int edits_apart(const char *a, const char *b)
+{
+    enum { LONG = 32, FAR = 3 };
+    size_t n = strlen(a), m = strlen(b);
+    if (n > LONG || m > LONG || (n > m ? n - m : m - n) >= FAR)
+        return FAR;
+    int row[LONG + 1];
+    for (size_t j = 0; j <= m; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= n; i++) {
+        int diagonal = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= m; j++) {
+            int change =
+                diagonal + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            diagonal = row[j];
+            int best = row[j] + 1 < row[j - 1] + 1 ? row[j] + 1 : row[j - 1] + 1;
+            row[j] = change < best ? change : best;
+        }
+    }
+    return row[m] < FAR ? row[m] : FAR;
+}
+
+/* `name` lower-cased without spaces, '_' and '-' ("Event ID" -> "eventid"). */
+static void squeezed(const char *name, char out[64])
+{
+    size_t n = 0;
+    for (; *name != '\0' && n < 63; name++)
+        if (*name != ' ' && *name != '_' && *name != '-')
+            out[n++] = (char)tolower((unsigned char)*name);
+    out[n] = '\0';
+}
+
+/*
+ * One of ours misspelt: read past, it would be missing unseen (a CSV
+ * report names nothing). Ours but for case and separators ("Points",
+ * "Event ID"), or a letter off ("occured_at"; two off our long names,
+ * "orignal_eventid"). A channel's own near ours ("time", "event_no") is
+ * further than that.
+ */
+static const char *looks_like_ours(const char *name)
+{
+    char a[64], b[64];
+    squeezed(name, a);
+    for (size_t c = 0; c < N_COLS; c++) {
+        squeezed(COLUMNS[c], b);
+        int near = strlen(COLUMNS[c]) >= 12 ? 2 : 1;
+        if (strcmp(a, b) == 0 || edits_apart(name, COLUMNS[c]) <= near)
+            return COLUMNS[c];
+    }
+    return NULL;
+}
+
+/* Keeps the names of the header's columns that map to none of ours;
+ * PGW_EINVAL for one that looks like ours. */
+static int note_ignored(pgw_statement *st, pgw_err *err)
 {
     st->n_ignored = 0;
     for (size_t f = 0; f < st->row.n; f++) {
@@ -66,6 +123,12 @@ static void note_ignored(pgw_statement *st)
             c++;
         if (c < N_COLS)
             continue;
+        const char *ours = looks_like_ours(st->row.fields[f]);
+        if (ours != NULL)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "line %zu: column \"%s\" looks like %s misspelt: name it %s, or "
+                               "another name if it is not that",
+                               st->row.line, st->row.fields[f], ours, ours);
         /* The reader let only UTF-8 through: cut on a character boundary. */
         char *name = st->ignored[st->n_ignored++];
         const char *text = st->row.fields[f];
@@ -74,6 +137,7 @@ static void note_ignored(pgw_statement *st)
         for (char *p = name; *p != '\0'; p++) /* shown on a terminal too */
             *p = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
     }
+    return PGW_OK;
 }
 
 const char *pgw_statement_ignored(const pgw_statement *st, size_t i)
@@ -96,7 +160,7 @@ static int read_header(pgw_statement *st, pgw_err *err)
                              COLUMNS[c]);
     }
     if (rc == PGW_OK)
-        note_ignored(st);
+        rc = note_ignored(st, err);
     return rc;
 }
 

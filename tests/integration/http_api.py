@@ -2291,6 +2291,13 @@ def test_reconciliation(s):
                                 key="finance")
     check(status == 200 and doc2.get("summary") == summary and
           doc2.get("ignored_columns") == ["note", ""], f"extra columns over HTTP: {status} {doc2}")
+    # The review of 8e9072b: a column of ours misspelt was read past, and a
+    # CSV report named it nowhere. Refused, naming ours.
+    misspelt = noted.replace("note,", "orignal_event_id,", 1)
+    status, doc2, _ = s.request("POST", query, raw=misspelt.encode(), ctype="text/csv",
+                                key="finance", headers={"Accept": "text/csv"})
+    check(status == 400 and "looks like original_event_id misspelt" in str(doc2),
+          f"a misspelt column of ours over HTTP: {status} {doc2}")
     # Repair: two purchases only the till knows, by members new to the log.
     extra = []
     for eid, member, amount in (("REC-950", "MNEW950", 8800), ("REC-951", "MNEW951", 23300)):

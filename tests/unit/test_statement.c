@@ -179,6 +179,26 @@ static void test_other_columns_are_ignored_and_named(void **state)
     pgw_err err;
     assert_int_equal(pgw_statement_open_text(not_utf8, strlen(not_utf8), &st, &err), PGW_EINVAL);
     assert_non_null(strstr(err.msg, "not UTF-8"));
+    /* The review of 8e9072b: a misspelt column of ours was read past, and
+     * a CSV report over HTTP named it nowhere. One that is ours but for
+     * its case, a space or two letters is refused, naming ours. */
+    static const char *const near[][2] = {{"orignal_event_id", "original_event_id"},
+                                          {"Original_Event_ID", "original_event_id"},
+                                          {"original event id", "original_event_id"},
+                                          {"orignal_eventid", "original_event_id"},
+                                          {"occured_at", "occurred_at"},
+                                          {"Event-Id", "event_id"}};
+    for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {
+        snprintf(header, sizeof(header), "event_id,occurred_at,type,member,amount_fen,points,%s\n",
+                 near[i][0]);
+        assert_int_equal(pgw_statement_open_text(header, strlen(header), &st, &err), PGW_EINVAL);
+        assert_non_null(strstr(err.msg, near[i][0]));
+        assert_non_null(strstr(err.msg, near[i][1]));
+    }
+    const char *far = "event_id,occurred_at,type,member,amount_fen,points,points_after,note,time,"
+                      "event_no\n";
+    assert_int_equal(pgw_statement_open_text(far, strlen(far), &st, &err), PGW_OK);
+    pgw_statement_free(st);
 }
 
 /* An optional original_event_id column names what a refund refunds, so
