@@ -1057,7 +1057,8 @@ static int check_event_risk_before(pgw_store *store, const pgw_ledger_policy *po
     const pgw_risk_limits *r = &policy->risk;
     if (r->max_events_per_member_per_day > 0 && a->events_today >= r->max_events_per_member_per_day)
         return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "max_events_per_member_per_day: member %s has had %lld events today",
+                           "max_events_per_member_per_day: member %s has had %lld events that "
+                           "moved points today",
                            cmd->member, (long long)a->events_today);
     if (!r->unique_receipts || cmd->event->type != PGW_EVENT_PURCHASE || cmd->receipt[0] == '\0')
         return PGW_OK;

@@ -1450,7 +1450,9 @@ static void test_events_that_earn_nothing_leave_the_daily_event_limit(void **sta
     /* Two events moved points today: the limit holds for the next. */
     rc = send_event(&er, PGW_EVENT_PURCHASE, 10000, "2026-11-26T11:00:00+08:00", NULL);
     assert_int_equal(rc, PGW_ERISK);
-    assert_non_null(strstr(er.cmd.err.msg, "max_events_per_member_per_day: member M1 has had 2"));
+    assert_non_null(
+        strstr(er.cmd.err.msg,
+               "max_events_per_member_per_day: member M1 has had 2 events that moved points"));
     /* A new day, a new allowance. */
     assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
                      PGW_OK);
