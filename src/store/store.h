@@ -832,6 +832,10 @@ int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);
  * another name. */
 const char *pgw_store__statement_for_test(pgw_store *store, const char *name);
 
+/* Test hook: the text of the i-th query `pgw_store_verify` runs, in its
+ * order (quick_check aside); NULL past the last. For their plans and costs. */
+const char *pgw_store__verify_query_for_test(size_t i);
+
 /* Test hook: every later pgw_store_sync fails as a dying disk's would. */
 void pgw_store__fail_syncs_for_test(pgw_store *store);
 

@@ -2,7 +2,8 @@
  * test_store.c - the SQLite transfer log on a real file: migrations, the
  * newer-schema refusal, appends inside transactions, paged reads, the chain
  * head across reopen, verify catching rows tampered with behind its back,
- * and the schema 12 rebuild of transfers on a database with purchases.
+ * verify's work linear in the log, and the schema 12 rebuild of transfers
+ * on a database with purchases.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1901,6 +1902,110 @@ static void test_notice_states_checked_without_a_temporary_btree(void **state)
                          0);
 }
 
+/* ---- verify's cost ---------------------------------------------------------------- */
+
+/* Purchases of 10 points by members M<from>..M<to - 1>, one each, at
+ * `at` + i seconds: a member, an earn, a lot and a transfer per member. */
+static void purchases_by_members(const db_fixture *f, int from, int to, int64_t at)
+{
+    pgw_writer_options opts = {.db_url = f->url,
+                               .queue_cap = 4,
+                               .batch_max = 4,
+                               .policy.expiry = {PGW_EXPIRY_ROLLING, 12, 0}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+    static pgw_command cmd;
+    for (int i = from; i < to; i++) {
+        memset(&cmd, 0, sizeof(cmd));
+        snprintf(cmd.key, sizeof(cmd.key), "store:S001:V%d", i);
+        cmd.kind = PGW_COMMAND_EARN;
+        snprintf(cmd.member, sizeof(cmd.member), "M%d", i);
+        strcpy(cmd.shop, "S001");
+        strcpy(cmd.channel, "store");
+        snprintf(cmd.reference, sizeof(cmd.reference), "R%d", i);
+        cmd.at = at + i;
+        cmd.amount_fen = 1000;
+        cmd.lines[0] = (pgw_earn_line){"shop:S001:issued", "format:retail", 10};
+        cmd.n_lines = 1;
+        pgw_err err;
+        if (pgw_writer_run(w, &cmd, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+    pgw_writer_stop(w);
+}
+
+/* SQLite's VM steps for each of verify's queries run to its end (every
+ * query finds nothing on a log that verifies, so none stops early). */
+static void verify_steps(const db_fixture *f, int64_t *steps, size_t cap)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    for (size_t i = 0; i < cap; i++) {
+        const char *sql = pgw_store__verify_query_for_test(i);
+        assert_non_null(sql);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW)
+            ;
+        assert_int_equal(step, SQLITE_DONE);
+        steps[i] = sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+}
+
+/*
+ * verify's work grows with the log, not with its square. It checked each
+ * member against the log's balances by scanning all of them: SQLite could
+ * not index them for the join (their id had no type, the member's is
+ * TEXT), so 20,000 members from import-balances took 35 s, 40,000 four
+ * times as long. Counted in SQLite's VM steps (deterministic, unlike
+ * time): twice the members, half of them with lots expired, must cost
+ * each query about twice as much, not four times.
+ */
+static void test_verify_is_linear_in_the_log(void **state)
+{
+    const db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's plans and counters; PostgreSQL's in bench/RESULTS.md */
+    enum { N = 300 };
+    const int64_t at = 1795486500, later = at + 2 * 366 * 86400;
+    size_t n = 0;
+    while (pgw_store__verify_query_for_test(n) != NULL)
+        n++;
+    int64_t small[32], large[32];
+    assert_true(n <= sizeof(small) / sizeof(small[0]));
+    for (int round = 0; round < 2; round++) {
+        /* Half the members' lots expire (a transfer out of each member). */
+        purchases_by_members(f, round * N, round * N + N / 2, at);
+        pgw_writer_options opts = {.db_url = f->url, .queue_cap = 4, .batch_max = 4};
+        pgw_writer *w = NULL;
+        assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+        pgw_expire_report expired;
+        pgw_err err;
+        if (pgw_expire_due(w, f->url, later + round, NULL, NULL, &expired, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        assert_int_equal(expired.lots, N / 2);
+        pgw_writer_stop(w);
+        purchases_by_members(f, round * N + N / 2, round * N + N, later + round);
+        pgw_store *s = open_store(f);
+        pgw_verify_report r;
+        assert_int_equal(pgw_store_verify(s, &r, &err), PGW_OK);
+        if (!r.ok)
+            fail_msg("%s", r.problem);
+        assert_int_equal(r.members, (round + 1) * N);
+        pgw_store_close(s);
+        verify_steps(f, round == 0 ? small : large, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (large[i] > small[i] * 5 / 2)
+            fail_msg("verify's query %zu: %lld VM steps at %d members, %lld at %d: %s", i,
+                     (long long)small[i], N, (long long)large[i], 2 * N,
+                     pgw_store__verify_query_for_test(i));
+}
+
 /* ---- statement journals ---------------------------------------------------------- */
 
 static long subjournal_writes; /* writes that reached a statement journal's file */
@@ -2018,6 +2123,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_notice_states_checked_without_a_temporary_btree,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_is_linear_in_the_log, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_statement_journals_stay_in_memory, db_fixture_setup,
                                         db_fixture_teardown),
     };
