@@ -1581,8 +1581,9 @@ def dashboard_tables(page, messages):
     return json.loads(out.stdout)
 
 
-def ws_messages(sock, pending, wait):
-    """Reads text frames (the server does not mask) until `wait` seconds pass quietly."""
+def ws_messages(sock, pending, wait, until=None):
+    """Reads text frames (the server does not mask) until `wait` seconds pass quietly
+    (and, given `until`, it says the senders are done)."""
     out = []
     sock.settimeout(wait)
     buf = pending
@@ -1602,7 +1603,9 @@ def ws_messages(sock, pending, wait):
         try:
             chunk = sock.recv(65536)
         except socket.timeout:
-            return out
+            if until is None or until():
+                return out
+            continue
         if not chunk:
             return out
         buf += chunk
@@ -1705,9 +1708,12 @@ def test_stream_keeps_up(s):
     for sock, _, _ in watchers:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     got = [[] for _ in watchers]
+    posted = threading.Event()
+    # Until the posting is over: on a loaded machine (CI, helpers) a pause
+    # of 3 s mid-flood ended every reader early (8,704 of 16,400 each).
     def read(i):
         sock, _, rest = watchers[i]
-        got[i] = ws_messages(sock, rest, 3.0)
+        got[i] = ws_messages(sock, rest, 3.0, posted.is_set)
     readers = [threading.Thread(target=read, args=(i,)) for i in range(len(watchers))]
     for t in readers:
         t.start()
@@ -1722,7 +1728,10 @@ def test_stream_keeps_up(s):
     posters = [threading.Thread(target=post, args=(k,)) for k in range(batches)]
     for t in posters:
         t.start()
-    for t in posters + readers:
+    for t in posters:
+        t.join()
+    posted.set()
+    for t in readers:
         t.join()
     made = s.transfers() - before
     counts = [len(g) for g in got]
