@@ -962,36 +962,65 @@ typedef struct import_tally {
     int64_t points;
 } import_tally;
 
-/* Imports every row through `w`, printing each rejection; fills *t. */
-static void import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, const int *col,
-                        pgw_import_file *file, import_tally *t)
+/* Rows in flight at once: they share commits (one at a time, each row
+ * waited for a sync of its own). The import's writer queues this many. */
+#define IMPORT_DEPTH 64
+
+typedef struct import_run {
+    const pgw_vault *vault;
+    pgw_csv *csv;
+    const int *col;
+    pgw_import_file *file;
+    pgw_csv_row row;
+    size_t lines[IMPORT_DEPTH]; /* each slot's row's line */
+    import_tally tally;
+} import_run;
+
+/* The next row as a command (pgw_writer_fill). */
+static int import_fill(void *ctx, size_t slot, pgw_command *cmd, bool *end, pgw_err *err)
 {
-    static pgw_csv_row row;
-    static pgw_command cmd;
-    bool done = false;
-    for (;;) {
-        pgw_err err;
-        int rc = pgw_csv_next(csv, &row, &done, &err);
-        if (done)
-            break;
-        if (rc == PGW_OK)
-            rc = pgw_import_row(vault, file, &row, col, (int64_t)time(NULL), &cmd, &err);
-        if (rc == PGW_OK)
-            rc = pgw_writer_run(w, &cmd, &err);
-        if (rc != PGW_OK) {
-            t->rejected++;
-            fprintf(stderr, "line %zu: %s: %s\n", row.line, pgw_code_name(rc), err.msg);
-            continue;
-        }
-        if (cmd.replayed) {
-            t->replayed++;
-            continue;
-        }
-        t->created += cmd.import_match == PGW_IMPORT_CREATED;
-        t->by_card += cmd.import_match == PGW_IMPORT_BY_CARD;
-        t->by_phone += cmd.import_match == PGW_IMPORT_BY_PHONE;
-        t->points += cmd.points;
+    import_run *r = ctx;
+    int rc = pgw_csv_next(r->csv, &r->row, end, err);
+    r->lines[slot] = r->row.line;
+    if (rc == PGW_OK && !*end)
+        rc = pgw_import_row(r->vault, r->file, &r->row, r->col, (int64_t)time(NULL), cmd, err);
+    return rc;
+}
+
+/* Counts a row's outcome, printing a rejection (pgw_writer_report). */
+static void import_report(void *ctx, size_t slot, const pgw_command *cmd, int rc,
+                          const pgw_err *err)
+{
+    import_run *r = ctx;
+    import_tally *t = &r->tally;
+    if (rc != PGW_OK) {
+        t->rejected++;
+        fprintf(stderr, "line %zu: %s: %s\n", r->lines[slot], pgw_code_name(rc), err->msg);
+    } else if (cmd->replayed) {
+        t->replayed++;
+    } else {
+        t->created += cmd->import_match == PGW_IMPORT_CREATED;
+        t->by_card += cmd->import_match == PGW_IMPORT_BY_CARD;
+        t->by_phone += cmd->import_match == PGW_IMPORT_BY_PHONE;
+        t->points += cmd->points;
     }
+}
+
+/* Imports every row through `w`, printing each rejection; fills *t. */
+static int import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, const int *col,
+                       pgw_import_file *file, import_tally *t)
+{
+    import_run *r = calloc(1, sizeof(*r));
+    pgw_command *slots = calloc(IMPORT_DEPTH, sizeof(*slots));
+    int rc = r && slots ? PGW_OK : PGW_ENOMEM;
+    if (rc == PGW_OK) {
+        *r = (import_run){.vault = vault, .csv = csv, .col = col, .file = file};
+        rc = pgw_writer_run_stream(w, slots, IMPORT_DEPTH, import_fill, import_report, r);
+        *t = r->tally;
+    }
+    free(slots);
+    free(r);
+    return rc;
 }
 
 /* Checks the flags and the shop; the file's shop, rate and batch id. */
@@ -1066,7 +1095,7 @@ static int cmd_import_balances(int argc, char **argv)
         }
     }
     const pgw_security_config *sec = &cfg->security;
-    pgw_writer_options wo = {.db_url = url, .queue_cap = 16, .batch_max = 16};
+    pgw_writer_options wo = {.db_url = url, .queue_cap = IMPORT_DEPTH, .batch_max = IMPORT_DEPTH};
     pgw_api_policy(cfg, &wo.policy); /* as POST /v1/shops/{id}/imports applies them */
     if (rc == EXIT_OK && (pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env,
                                          sec->development_mode, &vault, &warned, &err) != PGW_OK ||
@@ -1076,12 +1105,14 @@ static int cmd_import_balances(int argc, char **argv)
     }
     if (rc == EXIT_OK) {
         import_tally t = {0};
-        import_rows(w, vault, &csv, col, &file, &t);
+        bool run = import_rows(w, vault, &csv, col, &file, &t) == PGW_OK;
+        if (!run)
+            fprintf(stderr, "pointsgw import-balances: out of memory\n");
         printf("{\"batch\":\"%s\",\"rate_bp\":%lld,\"created\":%ld,\"matched_by_card\":%ld,"
                "\"matched_by_phone\":%ld,\"replayed\":%ld,\"rejected\":%ld,\"points\":%lld}\n",
                file.batch, (long long)file.rate_bp, t.created, t.by_card, t.by_phone, t.replayed,
                t.rejected, (long long)t.points);
-        rc = t.rejected > 0 ? EXIT_PROBLEM : EXIT_OK;
+        rc = t.rejected > 0 || !run ? EXIT_PROBLEM : EXIT_OK;
     }
     pgw_writer_stop(w);
     pgw_import_file_clear(&file);

@@ -608,6 +608,84 @@ int pgw_writer_run(pgw_writer *w, pgw_command *cmd, pgw_err *err)
     return rc;
 }
 
+/* A stream's completions: the writer completes commands in the order
+ * submitted, so a count says which are done. */
+typedef struct stream_done {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint64_t completed;
+} stream_done;
+
+static void count_completion(pgw_command *cmd, void *payload)
+{
+    (void)cmd;
+    stream_done *d = payload;
+    pthread_mutex_lock(&d->lock);
+    d->completed++;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* A slot's command as filled: refused before the writer (rc, err), or the
+ * seq-th submitted. */
+typedef struct stream_slot {
+    uint64_t seq; /* 0: not submitted */
+    int rc;
+    pgw_err err;
+} stream_slot;
+
+/* Waits for slot i's command and reports it. */
+static void report_slot(stream_done *d, stream_slot *st, size_t i, const pgw_command *cmd,
+                        pgw_writer_report report, void *ctx)
+{
+    if (st->seq > 0) {
+        pthread_mutex_lock(&d->lock);
+        while (d->completed < st->seq)
+            pthread_cond_wait(&d->cond, &d->lock);
+        pthread_mutex_unlock(&d->lock);
+        st->rc = cmd->rc;
+        st->err = cmd->err;
+    }
+    report(ctx, i, cmd, st->rc, &st->err);
+}
+
+int pgw_writer_run_stream(pgw_writer *w, pgw_command *slots, size_t depth, pgw_writer_fill fill,
+                          pgw_writer_report report, void *ctx)
+{
+    PGW_ASSERT(depth >= 1 && depth <= PGW_WRITER_QUEUE_MAX);
+    stream_slot *state = calloc(depth, sizeof(*state));
+    if (state == NULL)
+        return PGW_ENOMEM;
+    stream_done d = {.completed = 0};
+    pthread_mutex_init(&d.lock, NULL);
+    pthread_cond_init(&d.cond, NULL);
+    uint64_t filled = 0, reported = 0, submitted = 0;
+    bool end = false;
+    while (!end || reported < filled) {
+        if (end || filled - reported == depth) { /* the oldest first */
+            size_t i = (size_t)(reported++ % depth);
+            report_slot(&d, &state[i], i, &slots[i], report, ctx);
+            continue;
+        }
+        size_t i = (size_t)(filled % depth);
+        stream_slot *st = &state[i];
+        st->rc = fill(ctx, i, &slots[i], &end, &st->err);
+        if (end)
+            continue;
+        if (st->rc == PGW_OK) {
+            slots[i].done = count_completion;
+            slots[i].payload = &d;
+            st->rc = pgw_writer_submit(w, &slots[i], &st->err);
+        }
+        st->seq = st->rc == PGW_OK ? ++submitted : 0;
+        filled++;
+    }
+    pthread_mutex_destroy(&d.lock);
+    pthread_cond_destroy(&d.cond);
+    free(state);
+    return PGW_OK;
+}
+
 void pgw_writer_stop(pgw_writer *w)
 {
     if (w == NULL)

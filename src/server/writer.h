@@ -93,6 +93,27 @@ int pgw_writer_submit(pgw_writer *writer, pgw_command *cmd, pgw_err *err);
  * Returns the submit error or the command's rc. */
 int pgw_writer_run(pgw_writer *writer, pgw_command *cmd, pgw_err *err);
 
+/*
+ * A stream of commands for pgw_writer_run_stream. `fill` prepares the next
+ * one in *cmd (slot `slot` of the caller's array): PGW_OK to submit it,
+ * another code (err filled) for one refused before the writer, or *end
+ * true when there are no more. `report` sees every command's outcome, in
+ * the order filled: rc and err are the refusal's or the command's.
+ */
+typedef int (*pgw_writer_fill)(void *ctx, size_t slot, pgw_command *cmd, bool *end, pgw_err *err);
+typedef void (*pgw_writer_report)(void *ctx, size_t slot, const pgw_command *cmd, int rc,
+                                  const pgw_err *err);
+
+/*
+ * Runs a stream with up to `depth` commands (slots[0..depth)) in flight,
+ * so that they share transactions and syncs: the CLI's imports, where one
+ * command at a time waited for a sync of its own (1 ms a row on SQLite,
+ * 3.5 on PostgreSQL). The writer's queue must hold `depth` commands.
+ * Returns when every command is reported, or PGW_ENOMEM before any is.
+ */
+int pgw_writer_run_stream(pgw_writer *writer, pgw_command *slots, size_t depth,
+                          pgw_writer_fill fill, pgw_writer_report report, void *ctx);
+
 /* Stops accepting, applies and commits what is queued, closes the store,
  * joins the thread and frees the writer. */
 void pgw_writer_stop(pgw_writer *writer);

@@ -95,6 +95,85 @@ static void test_replay_and_conflict(void **state)
     assert_int_equal(log_size(f), 2);
 }
 
+/* A stream of 200: every 17th refused by its filler, the 100th malformed
+ * (no transfers), the last 50 the first 50's keys again (even ones as
+ * they were: replays; odd ones changed: conflicts; new where the first
+ * never went in). */
+typedef struct stream_test {
+    pgw_writer *w;
+    int filled, reported;
+    int slot_of[200];
+} stream_test;
+
+enum { STREAM_N = 200, STREAM_DEPTH = 8 };
+
+static int stream_fill(void *ctx, size_t slot, pgw_command *cmd, bool *end, pgw_err *err)
+{
+    stream_test *t = ctx;
+    int i = t->filled;
+    *end = i == STREAM_N;
+    if (*end)
+        return PGW_OK;
+    t->filled++;
+    t->slot_of[i] = (int)slot;
+    if (i == STREAM_DEPTH - 1) /* seven queued: one transaction for them at least */
+        pgw_writer__pause_for_test(t->w, false);
+    if (i % 17 == 16)
+        return pgw_err_set(err, PGW_EINVAL, "refused %d", i);
+    char key[32];
+    snprintf(key, sizeof(key), "store:S001:E%d", i < 150 ? i : i - 150);
+    make_command(cmd, key, i >= 150 && i % 2 == 1 ? 2 : 1, i == 99 ? 0 : 1);
+    return PGW_OK;
+}
+
+static void stream_report(void *ctx, size_t slot, const pgw_command *cmd, int rc,
+                          const pgw_err *err)
+{
+    stream_test *t = ctx;
+    int i = t->reported++;
+    assert_int_equal((int)slot, t->slot_of[i]); /* in the order filled */
+    int first = i < 150 ? i : i - 150;          /* the key's first command */
+    bool first_in = first % 17 != 16 && first != 99;
+    if (i % 17 == 16) {
+        char want[32];
+        snprintf(want, sizeof(want), "refused %d", i);
+        assert_int_equal(rc, PGW_EINVAL);
+        assert_string_equal(err->msg, want);
+    } else if (i == 99) {
+        assert_int_equal(rc, PGW_EINVAL); /* malformed */
+    } else if (i >= 150 && first_in && i % 2 == 1) {
+        assert_int_equal(rc, PGW_ECONFLICT);
+    } else {
+        assert_int_equal(rc, PGW_OK);
+        assert_int_equal(cmd->replayed, i >= 150 && first_in);
+    }
+}
+
+static void test_a_stream_reports_in_order_and_shares_commits(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f, STREAM_DEPTH, 64);
+    pgw_writer__pause_for_test(w, true);
+    stream_test t = {.w = w};
+    pgw_command *slots = calloc(STREAM_DEPTH, sizeof(*slots));
+    assert_non_null(slots);
+    assert_int_equal(pgw_writer_run_stream(w, slots, STREAM_DEPTH, stream_fill, stream_report, &t),
+                     PGW_OK);
+    assert_int_equal(t.reported, STREAM_N);
+    pgw_writer_stats stats;
+    pgw_writer_get_stats(w, &stats);
+    assert_true(stats.largest_batch >= STREAM_DEPTH - 1 && stats.largest_batch <= STREAM_DEPTH);
+    pgw_writer_stop(w);
+    free(slots);
+    int went_in = 0;
+    for (int i = 0; i < STREAM_N; i++) {
+        int first = i < 150 ? i : i - 150;
+        bool first_in = first % 17 != 16 && first != 99;
+        went_in += i % 17 != 16 && i != 99 && (i < 150 || !first_in);
+    }
+    assert_int_equal(log_size(f), went_in);
+}
+
 typedef struct counter {
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -598,6 +677,8 @@ static void test_a_failed_sync_is_final(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_stream_reports_in_order_and_shares_commits,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_replay_and_conflict, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failing_command_fails_alone, db_fixture_setup,
