@@ -569,61 +569,61 @@ int pgw_writer_submit(pgw_writer *w, pgw_command *cmd, pgw_err *err)
     return rc;
 }
 
-/* A caller waiting on one command. */
+/* A caller waiting on its commands: the writer completes them in the order
+ * submitted, so a count says which are done. */
 typedef struct waiter {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool done;
+    uint64_t completed;
 } waiter;
 
-static void wake_waiter(pgw_command *cmd, void *payload)
+static void waiter_init(waiter *wt)
+{
+    wt->completed = 0;
+    pthread_mutex_init(&wt->lock, NULL);
+    pthread_cond_init(&wt->cond, NULL);
+}
+
+static void waiter_destroy(waiter *wt)
+{
+    pthread_mutex_destroy(&wt->lock);
+    pthread_cond_destroy(&wt->cond);
+}
+
+static void count_completion(pgw_command *cmd, void *payload)
 {
     (void)cmd;
     waiter *wt = payload;
     pthread_mutex_lock(&wt->lock);
-    wt->done = true;
+    wt->completed++;
     pthread_cond_signal(&wt->cond);
+    pthread_mutex_unlock(&wt->lock);
+}
+
+/* Until the n-th command submitted is complete. */
+static void wait_for(waiter *wt, uint64_t n)
+{
+    pthread_mutex_lock(&wt->lock);
+    while (wt->completed < n)
+        pthread_cond_wait(&wt->cond, &wt->lock);
     pthread_mutex_unlock(&wt->lock);
 }
 
 int pgw_writer_run(pgw_writer *w, pgw_command *cmd, pgw_err *err)
 {
-    waiter wt = {.done = false};
-    pthread_mutex_init(&wt.lock, NULL);
-    pthread_cond_init(&wt.cond, NULL);
-    cmd->done = wake_waiter;
+    waiter wt;
+    waiter_init(&wt);
+    cmd->done = count_completion;
     cmd->payload = &wt;
     int rc = pgw_writer_submit(w, cmd, err);
     if (rc == PGW_OK) {
-        pthread_mutex_lock(&wt.lock);
-        while (!wt.done)
-            pthread_cond_wait(&wt.cond, &wt.lock);
-        pthread_mutex_unlock(&wt.lock);
+        wait_for(&wt, 1);
         rc = cmd->rc;
         if (rc != PGW_OK && err != NULL)
             *err = cmd->err;
     }
-    pthread_mutex_destroy(&wt.lock);
-    pthread_cond_destroy(&wt.cond);
+    waiter_destroy(&wt);
     return rc;
-}
-
-/* A stream's completions: the writer completes commands in the order
- * submitted, so a count says which are done. */
-typedef struct stream_done {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    uint64_t completed;
-} stream_done;
-
-static void count_completion(pgw_command *cmd, void *payload)
-{
-    (void)cmd;
-    stream_done *d = payload;
-    pthread_mutex_lock(&d->lock);
-    d->completed++;
-    pthread_cond_signal(&d->cond);
-    pthread_mutex_unlock(&d->lock);
 }
 
 /* A slot's command as filled: refused before the writer (rc, err), or the
@@ -635,14 +635,11 @@ typedef struct stream_slot {
 } stream_slot;
 
 /* Waits for slot i's command and reports it. */
-static void report_slot(stream_done *d, stream_slot *st, size_t i, const pgw_command *cmd,
+static void report_slot(waiter *wt, stream_slot *st, size_t i, const pgw_command *cmd,
                         pgw_writer_report report, void *ctx)
 {
     if (st->seq > 0) {
-        pthread_mutex_lock(&d->lock);
-        while (d->completed < st->seq)
-            pthread_cond_wait(&d->cond, &d->lock);
-        pthread_mutex_unlock(&d->lock);
+        wait_for(wt, st->seq);
         st->rc = cmd->rc;
         st->err = cmd->err;
     }
@@ -656,15 +653,14 @@ int pgw_writer_run_stream(pgw_writer *w, pgw_command *slots, size_t depth, pgw_w
     stream_slot *state = calloc(depth, sizeof(*state));
     if (state == NULL)
         return PGW_ENOMEM;
-    stream_done d = {.completed = 0};
-    pthread_mutex_init(&d.lock, NULL);
-    pthread_cond_init(&d.cond, NULL);
+    waiter wt;
+    waiter_init(&wt);
     uint64_t filled = 0, reported = 0, submitted = 0;
     bool end = false;
     while (!end || reported < filled) {
         if (end || filled - reported == depth) { /* the oldest first */
             size_t i = (size_t)(reported++ % depth);
-            report_slot(&d, &state[i], i, &slots[i], report, ctx);
+            report_slot(&wt, &state[i], i, &slots[i], report, ctx);
             continue;
         }
         size_t i = (size_t)(filled % depth);
@@ -674,14 +670,13 @@ int pgw_writer_run_stream(pgw_writer *w, pgw_command *slots, size_t depth, pgw_w
             continue;
         if (st->rc == PGW_OK) {
             slots[i].done = count_completion;
-            slots[i].payload = &d;
+            slots[i].payload = &wt;
             st->rc = pgw_writer_submit(w, &slots[i], &st->err);
         }
         st->seq = st->rc == PGW_OK ? ++submitted : 0;
         filled++;
     }
-    pthread_mutex_destroy(&d.lock);
-    pthread_cond_destroy(&d.cond);
+    waiter_destroy(&wt);
     free(state);
     return PGW_OK;
 }
