@@ -2599,9 +2599,10 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     int64_t at = m->create_time;
     if (submit(api, job, resp)) /* a first follow's link: oa_answer */
         return true;
-    /* The follow went in ahead of the refused event: perhaps this push's
-     * first, which its redelivery would find and not link. Linked now; at
-     * worst user/info is asked twice. */
+    /* The follow went in ahead of the refused event (the writer's queue
+     * full): perhaps this push's first, which its redelivery would find and
+     * not link. Linked now; under such overload user/info may be asked
+     * once per delivery (WeChat makes four at most). */
     if (follow)
         oa_queue_link(api, openid, at);
     return false;

@@ -92,23 +92,22 @@ static void squeezed(const char *name, char out[64])
     out[n] = '\0';
 }
 
-/*
- * One of ours misspelt: read past, it would be missing unseen (a CSV
- * report names nothing). Ours but for case and separators ("Points",
- * "Event ID"), or a letter off ("occured_at"; two off our long names,
- * "orignal_eventid"). A channel's own near ours ("time", "event_no") is
- * further than that.
- */
-static const char *looks_like_ours(const char *name)
+/* Whether `name` is `ours` but for case and separators ("Event ID"), or
+ * `edits` letters off ("occured_at"). */
+static bool looks_like(const char *name, const char *ours, int edits)
 {
     char a[64], b[64];
     squeezed(name, a);
-    for (size_t c = 0; c < N_COLS; c++) {
-        squeezed(COLUMNS[c], b);
-        int near = strlen(COLUMNS[c]) >= 12 ? 2 : 1;
-        if (strcmp(a, b) == 0 || edits_apart(name, COLUMNS[c]) <= near)
-            return COLUMNS[c];
-    }
+    squeezed(ours, b);
+    return strcmp(a, b) == 0 || edits_apart(name, ours) <= edits;
+}
+
+/* The header's field that looks like column c, which it lacks; NULL when none. */
+static const char *misspelt(const pgw_statement *st, size_t c)
+{
+    for (size_t f = 0; f < st->row.n; f++)
+        if (looks_like(st->row.fields[f], COLUMNS[c], strlen(COLUMNS[c]) >= 12 ? 2 : 1))
+            return st->row.fields[f];
     return NULL;
 }
 
@@ -123,8 +122,11 @@ static int note_ignored(pgw_statement *st, pgw_err *err)
             c++;
         if (c < N_COLS)
             continue;
-        const char *ours = looks_like_ours(st->row.fields[f]);
-        if (ours != NULL)
+        /* Our optional column misspelt would be missing unseen (a CSV
+         * report names nothing), where a required one is said missing. A
+         * letter off only: a till's own "original_event_at" is not it. */
+        const char *ours = COLUMNS[COL_ORIGINAL];
+        if (st->col[COL_ORIGINAL] < 0 && looks_like(st->row.fields[f], ours, 1))
             return pgw_err_set(err, PGW_EINVAL,
                                "line %zu: column \"%s\" looks like %s misspelt: name it %s, or "
                                "another name if it is not that",
@@ -155,9 +157,11 @@ static int read_header(pgw_statement *st, pgw_err *err)
     if (rc == PGW_OK)
         rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, true, err);
     for (size_t c = 0; rc == PGW_OK && c < N_COLS; c++) {
+        const char *near = st->col[c] < 0 && c != COL_ORIGINAL ? misspelt(st, c) : NULL;
         if (st->col[c] < 0 && c != COL_ORIGINAL)
-            rc = pgw_err_set(err, PGW_EINVAL, "line %zu: column %s is missing", st->row.line,
-                             COLUMNS[c]);
+            rc = pgw_err_set(err, PGW_EINVAL, "line %zu: column %s is missing%s%.64s%s",
+                             st->row.line, COLUMNS[c], near ? " (is \"" : "", near ? near : "",
+                             near ? "\" it, misspelt?)" : "");
     }
     if (rc == PGW_OK)
         rc = note_ignored(st, err);

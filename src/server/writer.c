@@ -649,7 +649,7 @@ static void report_slot(waiter *wt, stream_slot *st, size_t i, const pgw_command
 int pgw_writer_run_stream(pgw_writer *w, pgw_command *slots, size_t depth, pgw_writer_fill fill,
                           pgw_writer_report report, void *ctx)
 {
-    PGW_ASSERT(depth >= 1 && depth <= PGW_WRITER_QUEUE_MAX);
+    PGW_ASSERT(depth >= 1 && depth <= w->cap); /* else rows refused "queue full" */
     stream_slot *state = calloc(depth, sizeof(*state));
     if (state == NULL)
         return PGW_ENOMEM;
