@@ -1510,9 +1510,8 @@ static void test_history_of_merged_members(void **state)
     pgw_store_close(s);
 }
 
-/* Purchases through the writer: transfers with lots and earn records
- * referring to them (what a rebuild of transfers must keep intact). */
-static void purchase(const db_fixture *f, int n)
+/* A writer for purchases: lots expiring after 12 months, in Shanghai. */
+static pgw_writer *purchase_writer(const db_fixture *f)
 {
     pgw_writer_options opts = {.db_url = f->url,
                                .queue_cap = 4,
@@ -1521,6 +1520,14 @@ static void purchase(const db_fixture *f, int n)
     assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.policy.tz, NULL), PGW_OK);
     pgw_writer *w = NULL;
     assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+    return w;
+}
+
+/* Purchases through the writer: transfers with lots and earn records
+ * referring to them (what a rebuild of transfers must keep intact). */
+static void purchase(const db_fixture *f, int n)
+{
+    pgw_writer *w = purchase_writer(f);
     static pgw_command cmd;
     for (int i = 0; i < n; i++) {
         memset(&cmd, 0, sizeof(cmd));
@@ -1908,13 +1915,7 @@ static void test_notice_states_checked_without_a_temporary_btree(void **state)
  * `at` + i seconds: a member, an earn, a lot and a transfer per member. */
 static void purchases_by_members(const db_fixture *f, int from, int to, int64_t at)
 {
-    pgw_writer_options opts = {.db_url = f->url,
-                               .queue_cap = 4,
-                               .batch_max = 4,
-                               .policy.expiry = {PGW_EXPIRY_ROLLING, 12, 0}};
-    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &opts.policy.tz, NULL), PGW_OK);
-    pgw_writer *w = NULL;
-    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+    pgw_writer *w = purchase_writer(f);
     static pgw_command cmd;
     for (int i = from; i < to; i++) {
         memset(&cmd, 0, sizeof(cmd));
