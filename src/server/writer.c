@@ -626,8 +626,8 @@ int pgw_writer_run(pgw_writer *w, pgw_command *cmd, pgw_err *err)
     return rc;
 }
 
-/* A slot's command as filled: refused before the writer (rc, err), or the
- * seq-th submitted. */
+/* A slot's command as filled: the seq-th submitted, or refused before the
+ * writer (rc, err). */
 typedef struct stream_slot {
     uint64_t seq; /* 0: not submitted */
     int rc;
@@ -635,15 +635,15 @@ typedef struct stream_slot {
 } stream_slot;
 
 /* Waits for slot i's command and reports it. */
-static void report_slot(waiter *wt, stream_slot *st, size_t i, const pgw_command *cmd,
+static void report_slot(waiter *wt, const stream_slot *st, size_t i, const pgw_command *cmd,
                         pgw_writer_report report, void *ctx)
 {
-    if (st->seq > 0) {
-        wait_for(wt, st->seq);
-        st->rc = cmd->rc;
-        st->err = cmd->err;
+    if (st->seq == 0) {
+        report(ctx, i, cmd, st->rc, &st->err);
+        return;
     }
-    report(ctx, i, cmd, st->rc, &st->err);
+    wait_for(wt, st->seq);
+    report(ctx, i, cmd, cmd->rc, &cmd->err);
 }
 
 int pgw_writer_run_stream(pgw_writer *w, pgw_command *slots, size_t depth, pgw_writer_fill fill,

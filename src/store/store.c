@@ -1522,27 +1522,36 @@ static int sync_file(const char *path, pgw_err *err)
 }
 
 /*
- * SQLite's own check of a connection's pages (PRAGMA quick_check): true,
- * its first finding in `why`, when they are damaged or not a database at
- * all. Anything else it meets (busy, I/O, memory) is no finding.
+ * SQLite's own check of a connection's pages (PRAGMA quick_check(1)):
+ * SQLITE_ROW with the first line of its first finding in `said` ("ok"
+ * when none), or, for a file too damaged to say or a failure (busy, I/O),
+ * SQLite's error code with its message in `said`. verify and backup both
+ * ask it.
  */
-static bool pages_damaged(sqlite3 *lite, char *why, size_t cap)
+static int quick_check(sqlite3 *lite, char *said, size_t cap)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(lite, "PRAGMA quick_check(1)", -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    const char *said =
-        rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : sqlite3_errmsg(lite);
-    bool damaged = rc == SQLITE_ROW ? said != NULL && strcmp(said, "ok") != 0
-                                    : (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB;
+    const char *text = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    text = text != NULL ? text : sqlite3_errmsg(lite);
     static const char prefix[] = "*** in database main ***\n"; /* before each finding */
-    if (damaged && strncmp(said, prefix, sizeof(prefix) - 1) == 0)
-        said += sizeof(prefix) - 1;
-    if (damaged)
-        snprintf(why, cap, "%.*s", (int)strcspn(said, "\n"), said); /* its first line */
+    if (strncmp(text, prefix, sizeof(prefix) - 1) == 0)
+        text += sizeof(prefix) - 1;
+    snprintf(said, cap, "%.*s", (int)strcspn(text, "\n"), text);
     sqlite3_finalize(st);
-    return damaged;
+    return rc;
+}
+
+/* Whether quick_check finds the pages damaged or not a database at all,
+ * what it found in `why`. Anything else it meets (busy, I/O, memory) is no
+ * finding. */
+static bool pages_damaged(sqlite3 *lite, char *why, size_t cap)
+{
+    int rc = quick_check(lite, why, cap);
+    return rc == SQLITE_ROW ? strcmp(why, "ok") != 0
+                            : (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB;
 }
 
 /* The copy VACUUM INTO made, checked before it replaces the last one:
@@ -2436,16 +2445,9 @@ static int verify_file(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
     if (is_postgres(s))
         return PGW_OK; /* the server's own checksums and tools */
-    pgw_sql_stmt *st = NULL;
-    if (pgw_sql_prepare(s->db, "PRAGMA quick_check(1)", false, &st, NULL) != PGW_OK)
-        return db_error(s, PGW_EIO, "checking the file", err);
-    int step = pgw_sql_step(st);
-    char said[256] = "";
-    if (step == PGW_SQL_ROW)
-        (void)column_text(st, 0, said, sizeof(said));
-    pgw_sql_finalize(st);
-    if (step != PGW_SQL_ROW) /* a file too damaged to say: the step failed */
-        return db_error(s, PGW_EIO, "checking the file", err);
+    char said[256];
+    if (quick_check(pgw_sql_sqlite_handle(s->db), said, sizeof(said)) != SQLITE_ROW)
+        return db_error(s, PGW_EIO, "checking the file", err); /* too damaged to say */
     if (strcmp(said, "ok") != 0) {
         r->ok = false;
         snprintf(r->problem, sizeof(r->problem),
