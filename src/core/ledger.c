@@ -138,46 +138,40 @@ int pgw_share_out(int64_t points, const int64_t *weights, size_t n, int64_t *sha
     return PGW_OK;
 }
 
-int pgw_refund_lines(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t expired,
-                     int64_t *out, pgw_err *err)
-{
-    int64_t share[PGW_EARN_FUNDERS_MAX];
-    PGW_ASSERT(n >= 1 && n <= PGW_EARN_FUNDERS_MAX);
-    if (pgw_share_out(expired, line_points, n, share) != PGW_OK)
-        return pgw_err_set(err, PGW_ERANGE, "%lld expired points cannot be shared out",
-                           (long long)expired);
-    for (size_t i = 0; i < n; i++)
-        out[i] = pgw_max64(line_points[i] - share[i], reversed[i]);
-    return PGW_OK;
-}
-
 int pgw_refund_split(const int64_t *lines, const int64_t *reversed, size_t n, int64_t delta,
                      int64_t *parts, pgw_err *err)
 {
-    int64_t total = 0, given = 0;
+    int64_t total = 0, given = 0, kept[PGW_EARN_FUNDERS_MAX];
+    PGW_ASSERT(n >= 1 && n <= PGW_EARN_FUNDERS_MAX);
     for (size_t i = 0; i < n; i++) {
-        PGW_ASSERT(reversed[i] >= 0 && reversed[i] <= lines[i]);
+        PGW_ASSERT(lines[i] >= 0 && reversed[i] >= 0 && reversed[i] <= lines[i]);
         total += lines[i]; /* n <= PGW_EARN_FUNDERS_MAX lines of bounded points */
         given += reversed[i];
     }
     if (delta < 0 || delta > total - given)
         return pgw_err_set(err, PGW_ERANGE, "cannot reverse %lld more points than were earned",
                            (long long)(delta - (total - given)));
-    /* Every line's target is its share of all reversed once this is done. */
-    int64_t remaining = delta;
+    /* Each line keeps its share of what stays unreversed, shared as the
+     * report shares an expiry: whatever of that rest later expires, each
+     * funder's reversed and expired points then add up to its line. */
+    if (total - given - delta > 0 && pgw_share_out(total - given - delta, lines, n, kept) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "%lld points cannot be shared out",
+                           (long long)(total - given - delta));
+    int64_t over = -delta;
     for (size_t i = 0; i < n; i++) {
-        int64_t target = 0;
-        int rc = total > 0 ? pgw_mul_div_floor(lines[i], given + delta, total, &target) : PGW_OK;
-        PGW_ASSERT(rc == PGW_OK && target <= lines[i]); /* given + delta <= total */
-        parts[i] = pgw_min64(pgw_max64(target - reversed[i], 0), remaining);
-        remaining -= parts[i];
+        int64_t target = lines[i] - (total - given - delta > 0 ? kept[i] : 0);
+        parts[i] = pgw_max64(target - reversed[i], 0);
+        over += parts[i];
     }
-    for (size_t i = 0; i < n && remaining > 0; i++) { /* the floors' few points */
-        int64_t more = pgw_min64(lines[i] - reversed[i] - parts[i], remaining);
-        parts[i] += more;
-        remaining -= more;
+    /* Largest remainders are not monotone: with three lines or more, a line
+     * can be owed less of a larger refund than it gave back already. It
+     * keeps that, and the last lines give the point less. */
+    for (size_t i = n; i-- > 0 && over > 0;) {
+        int64_t less = pgw_min64(parts[i], over);
+        parts[i] -= less;
+        over -= less;
     }
-    PGW_ASSERT(remaining == 0);
+    PGW_ASSERT(over == 0);
     return PGW_OK;
 }
 
@@ -863,8 +857,8 @@ int pgw_ledger_expire(pgw_ledger *l, int64_t now, size_t *n_lots, pgw_err *err)
  * expired later, charged to the funders the refund had paid back.
  */
 static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int64_t amount_fen,
-                       int64_t at, int64_t *delta, int64_t *expired, int64_t *lapsed, int64_t *own,
-                       size_t *n_takes, int64_t *shortfall, pgw_err *err)
+                       int64_t at, int64_t *delta, int64_t *lapsed, int64_t *own, size_t *n_takes,
+                       int64_t *shortfall, pgw_err *err)
 {
     if (refund_ref == NULL || refund_ref[0] == '\0' || strlen(refund_ref) > PGW_REFERENCE_MAX ||
         amount_fen < 1)
@@ -884,12 +878,12 @@ static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int
     if (rc != PGW_OK)
         return rc;
     *delta = after - before;
-    *expired = 0;
+    int64_t expired = 0;
     if (e->lot > 0) { /* swept, and due at `at` but not swept yet */
         const pgw_lot *lot = &l->lots[e->lot - 1];
-        *expired = l->lot_expired[e->lot - 1] + (lot->expires_at <= at ? lot->left : 0);
+        expired = l->lot_expired[e->lot - 1] + (lot->expires_at <= at ? lot->left : 0);
     }
-    *lapsed = pgw_refund_lapsed(*delta, *expired, e->written_off);
+    *lapsed = pgw_refund_lapsed(*delta, expired, e->written_off);
     pgw_lot *mine = e->lot > 0 ? &l->lots[e->lot - 1] : NULL;
     *own = mine != NULL && mine->expires_at > at ? pgw_min64(*delta - *lapsed, mine->left) : 0;
     if (mine != NULL)
@@ -907,23 +901,21 @@ int pgw_ledger_refund(pgw_ledger *l, const char *original_ref, const char *refun
     earn *e = find_earn(l, original_ref);
     if (e == NULL)
         return pgw_err_set(err, PGW_ENOTFOUND, "no earn %s to refund", original_ref);
-    int64_t delta = 0, expired = 0, lapsed = 0, own = 0, shortfall = 0;
+    int64_t delta = 0, lapsed = 0, own = 0, shortfall = 0;
     size_t n_takes = 0;
     int64_t line_points[PGW_EARN_FUNDERS_MAX], reversed[PGW_EARN_FUNDERS_MAX];
-    int64_t lines[PGW_EARN_FUNDERS_MAX], parts[PGW_EARN_FUNDERS_MAX];
-    int rc = plan_refund(l, e, refund_ref, amount_fen, at, &delta, &expired, &lapsed, &own,
-                         &n_takes, &shortfall, err);
+    int64_t parts[PGW_EARN_FUNDERS_MAX];
+    int rc = plan_refund(l, e, refund_ref, amount_fen, at, &delta, &lapsed, &own, &n_takes,
+                         &shortfall, err);
     for (size_t f = 0; rc == PGW_OK && f < e->n_funders; f++) {
         line_points[f] = e->funders[f].points;
         reversed[f] = e->funders[f].reversed;
     }
-    if (rc == PGW_OK)
-        rc = pgw_refund_lines(line_points, reversed, e->n_funders, expired, lines, err);
     /* With clamp the member gives back only what their lots hold; the rest
      * is written off, and only the collectable part is split to funders. */
     int64_t collect = delta - lapsed - (l->opts.allow_negative ? 0 : shortfall);
     if (rc == PGW_OK)
-        rc = pgw_refund_split(lines, reversed, e->n_funders, collect, parts, err);
+        rc = pgw_refund_split(line_points, reversed, e->n_funders, collect, parts, err);
     char debit[PGW_ACCOUNT_MAX + 1];
     member_account_name(e->member, debit);
     const char *names[PGW_EARN_FUNDERS_MAX + 1] = {debit};

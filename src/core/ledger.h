@@ -101,15 +101,18 @@ int pgw_lots_plan_take(const pgw_lot *lots, size_t n, const char *member, int64_
 int pgw_refund_target(int64_t points, int64_t amount, int64_t refunded, int64_t *out, pgw_err *err);
 
 /*
- * Splits `delta` points to reverse now across n funding lines that fund
- * lines[i] (net of their share of what expired: pgw_refund_lines) and
- * have had reversed[i] reversed. Each line's target is its share of all
- * that is reversed once this is done, floor(lines[i] * (sum reversed +
- * delta) / sum lines), less what it gave back already; the floors' few
- * points left go in line order. Proportional whatever was written off
- * first (expired points, a clamp's shortfall), exact (the parts sum to
- * delta), monotone, and every line ends fully reversed when the whole is.
- * PGW_ERANGE when delta exceeds what the lines have left.
+ * Splits `delta` points to reverse now across n funding lines of lines[i]
+ * points (the purchase's funders) that have had reversed[i] reversed.
+ * Each line keeps its share of what stays unreversed (pgw_share_out, the
+ * settlement report's rule for an expiry) and is owed the rest, less what
+ * it gave back already. So once the purchase's lot is gone, refunded in
+ * parts and expired in parts in any order, each funder's reversed points
+ * and its share of the lot's expiry add up to its line: its settlement
+ * row nets zero. Exact (the parts sum to delta) and every line ends fully
+ * reversed when the whole is. Rarely, with three lines or more, a line is
+ * owed less than it gave back (largest remainders are not monotone): it
+ * keeps it, and the last lines give a point less. PGW_ERANGE when delta
+ * exceeds what the lines have left.
  */
 int pgw_refund_split(const int64_t *lines, const int64_t *reversed, size_t n, int64_t delta,
                      int64_t *parts, pgw_err *err);
@@ -131,21 +134,10 @@ int64_t pgw_refund_lapsed(int64_t delta, int64_t expired, int64_t written_off);
  * floor of its share, then one point more to the largest remainders
  * (earlier parts first on ties), so no share exceeds its exact value
  * rounded up. The settlement report shares an expiry among its lot's
- * funders so, and a refund takes each funder's share of what expired out
- * of what it gives back (pgw_refund_lines). PGW_ERANGE when the weights
- * sum to less than 1 or overflow.
+ * funders so, and a refund what each funder keeps (pgw_refund_split).
+ * PGW_ERANGE when the weights sum to less than 1 or overflow.
  */
 int pgw_share_out(int64_t points, const int64_t *weights, size_t n, int64_t *shares);
-
-/*
- * The lines to hand pgw_refund_split when the purchase's lot has lost
- * `expired` points to expiry: each line's points less its share of them
- * (pgw_share_out by line_points), never below what it has given back
- * already (`reversed`), so that each funder gets back what it funded net
- * of what expired of it, as the settlement report counts it.
- */
-int pgw_refund_lines(const int64_t *line_points, const int64_t *reversed, size_t n, int64_t expired,
-                     int64_t *out, pgw_err *err);
 
 typedef enum pgw_hold_state {
     PGW_HOLD_PENDING = 0,

@@ -615,16 +615,13 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     int64_t shortfall = delta - lapsed - taken;
     int64_t collect = policy->allow_negative ? delta - lapsed : taken;
     pgw_transfer funders[PGW_EARN_FUNDERS_MAX];
-    int64_t line_points[PGW_EARN_FUNDERS_MAX], lines[PGW_EARN_FUNDERS_MAX];
-    int64_t parts[PGW_EARN_FUNDERS_MAX];
+    int64_t line_points[PGW_EARN_FUNDERS_MAX], parts[PGW_EARN_FUNDERS_MAX];
     if (rc == PGW_OK)
         rc = earn_funders(store, &e, funders, line_points, &cmd->err);
-    /* Each funder gets back what it funded net of its share of what expired. */
+    /* What expired is the funders' by the report's shares: each gets back
+     * the rest of what it funded (pgw_refund_split). */
     if (rc == PGW_OK)
-        rc = pgw_refund_lines(line_points, e.reversed, e.n_funders, e.expired + due, lines,
-                              &cmd->err);
-    if (rc == PGW_OK)
-        rc = pgw_refund_split(lines, e.reversed, e.n_funders, collect, parts, &cmd->err);
+        rc = pgw_refund_split(line_points, e.reversed, e.n_funders, collect, parts, &cmd->err);
     if (rc != PGW_OK)
         return rc;
     char debit[PGW_ACCOUNT_MAX + 1];

@@ -224,6 +224,80 @@ static void test_refund_target_and_split(void **state)
     }
 }
 
+/* A purchase's life as the settlement report sees it: refunds in parts
+ * (what expired written off first) and expiries in parts, in random
+ * order, until its lot is gone. Returns each funder's net, issued less
+ * reversed less its share of what expired, in nets[]. */
+static void refunds_and_expiries(uint64_t *seed, size_t n, const int64_t *lines, int64_t *nets)
+{
+    int64_t total = 0, reversed[PGW_EARN_FUNDERS_MAX] = {0}, parts[PGW_EARN_FUNDERS_MAX];
+    for (size_t i = 0; i < n; i++)
+        total += lines[i];
+    *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    int64_t amount = 1 + (int64_t)(*seed >> 33) % 10000, refunded = 0, done = 0;
+    int64_t lot = total, expired = 0, written_off = 0;
+    while (lot > 0) {
+        *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        if ((*seed >> 62) != 0 && refunded < amount) {
+            refunded = pgw_min64(amount, refunded + 1 + (int64_t)(*seed >> 35) % amount);
+            int64_t target = 0;
+            assert_int_equal(pgw_refund_target(total, amount, refunded, &target, NULL), PGW_OK);
+            int64_t lapsed = pgw_refund_lapsed(target - done, expired, written_off);
+            int64_t collect = target - done - lapsed;
+            assert_int_equal(pgw_refund_split(lines, reversed, n, collect, parts, NULL), PGW_OK);
+            for (size_t i = 0; i < n; i++)
+                reversed[i] += parts[i];
+            written_off += lapsed;
+            lot -= pgw_min64(lot, collect);
+            done = target;
+        } else {
+            int64_t gone = 1 + (int64_t)(*seed >> 40) % lot;
+            expired += gone;
+            lot -= gone;
+        }
+    }
+    int64_t share[PGW_EARN_FUNDERS_MAX];
+    assert_int_equal(pgw_share_out(expired, lines, n, share), PGW_OK);
+    for (size_t i = 0; i < n; i++)
+        nets[i] = lines[i] - reversed[i] - share[i];
+}
+
+/*
+ * Refunds and expiry, in whatever order, leave every funder's settlement
+ * row at zero once the purchase's lot is gone (nothing spent). Regression
+ * (the reports hunt's): a refund's odd points went in line order while the
+ * expiry's went to the largest remainders, so one purchase left its shop
+ * -1 and the mall +1. With three funders or more, largest remainders can
+ * ask a funder for fewer points of a larger refund (not monotone): it
+ * keeps what it gave back, rarely a point off.
+ */
+static void test_refunds_and_expiry_leave_funders_even(void **state)
+{
+    (void)state;
+    uint64_t seed = 7;
+    int uneven = 0;
+    for (int round = 0; round < 20000; round++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        size_t n = 1 + (size_t)(seed >> 40) % 4;
+        int64_t lines[PGW_EARN_FUNDERS_MAX], nets[PGW_EARN_FUNDERS_MAX], sum = 0;
+        for (size_t i = 0; i < n; i++)
+            lines[i] = 1 + (int64_t)((seed >> (8 * i)) & 0xff) % 30;
+        refunds_and_expiries(&seed, n, lines, nets);
+        bool even = true;
+        for (size_t i = 0; i < n; i++) {
+            sum += nets[i];
+            even = even && nets[i] == 0;
+            assert_true(nets[i] >= -1 && nets[i] <= 1);
+        }
+        assert_int_equal(sum, 0);
+        if (!even && n <= 2)
+            fail_msg("round %d: %zu funders end uneven", round, n);
+        uneven += !even;
+    }
+    if (uneven > 100) /* 0.5%: 21 now */
+        fail_msg("%d of 20000 purchases end with a funder uneven", uneven);
+}
+
 static void test_earn_group_by_funder(void **state)
 {
     (void)state;
@@ -605,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_lot_plan_order_and_shortfall),
         cmocka_unit_test(test_share_out),
         cmocka_unit_test(test_refund_target_and_split),
+        cmocka_unit_test(test_refunds_and_expiry_leave_funders_even),
         cmocka_unit_test(test_earn_group_by_funder),
         cmocka_unit_test(test_three_partial_refunds_reverse_exactly),
         cmocka_unit_test(test_refund_after_points_were_spent),
