@@ -220,6 +220,15 @@ static void render_import(pgw_command *cmd, void *payload)
                                            "balance", (json_int_t)cmd->figures.balance));
 }
 
+/* One of the row's identities, as the store keys it. */
+static int identity_key(const pgw_vault *vault, pgw_identity_kind kind, const char *scope,
+                        const char *text, pgw_identity_key *out, pgw_err *err)
+{
+    pgw_identity id;
+    int rc = pgw_identity_make(kind, scope, text, &id, err);
+    return rc == PGW_OK ? pgw_vault_key(vault, &id, out, err) : rc;
+}
+
 int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char *card,
                       const char *phone, const char *points, size_t line, int64_t now,
                       pgw_command *cmd, pgw_err *err)
@@ -231,27 +240,23 @@ int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char 
     cmd->render = render_import;
     if (card[0] == '\0' && phone[0] == '\0')
         return pgw_err_set(err, PGW_EINVAL, "a row needs a card or a phone");
-    pgw_identity id;
-    int rc = PGW_OK;
-    if (card[0] != '\0')
-        rc = pgw_identity_make(PGW_ID_CARD, shop, card, &id, err);
-    if (rc == PGW_OK && card[0] != '\0' &&
-        (rc = pgw_vault_key(vault, &id, &cmd->who, err)) == PGW_OK)
-        cmd->by_identity = true;
-    if (rc == PGW_OK && phone[0] != '\0')
-        rc = pgw_identity_make(PGW_ID_PHONE, NULL, phone, &id, err);
-    if (rc == PGW_OK && phone[0] != '\0' &&
-        (rc = pgw_vault_key(vault, &id, &cmd->who2, err)) == PGW_OK)
-        cmd->has_who2 = true;
-    if (rc != PGW_OK)
-        return rc;
     /* Keyed by what names the old account: the card, else the phone (its
      * blind index: the key is stored in clear). */
+    bool by_card = card[0] != '\0';
+    cmd->by_identity = by_card;
+    cmd->has_who2 = phone[0] != '\0';
+    int rc = by_card ? identity_key(vault, PGW_ID_CARD, shop, card, &cmd->who, err)
+                     : identity_key(vault, PGW_ID_PHONE, NULL, phone, &cmd->who2, err);
+    if (rc != PGW_OK)
+        return rc;
     snprintf(cmd->key, sizeof(cmd->key), "import:%s:%s:%s:%.64s", shop, batch,
-             card[0] ? "card" : "phone", card[0] ? cmd->who.lookup : cmd->who2.lookup);
-    /* Before the points: a second row of the card is refused whatever the
-     * first held, a file's one balance of it being unclear. */
+             by_card ? "card" : "phone", by_card ? cmd->who.lookup : cmd->who2.lookup);
+    /* Before the points and a card's phone: a second row of the card is
+     * refused whatever the first held (a bad phone too, else the second
+     * went in, in its place), a file's one balance of it being unclear. */
     rc = seen_add(file, cmd->key, line, card, err);
+    if (rc == PGW_OK && by_card && cmd->has_who2)
+        rc = identity_key(vault, PGW_ID_PHONE, NULL, phone, &cmd->who2, err);
     if (rc == PGW_OK)
         rc = convert(points, file->rate_bp, &cmd->points, err);
     if (rc != PGW_OK)

@@ -21,9 +21,9 @@ enum { PGW_IMPORT_CARD, PGW_IMPORT_PHONE, PGW_IMPORT_POINTS, PGW_IMPORT_COLUMNS 
 /*
  * One file's import: its shop, batch and rate, and the old accounts its
  * rows named so far, each with its line: a row's card, else its phone
- * (what keys it). A file that lists one twice is ambiguous; its second row
- * was counted as replayed (the same points) or refused
- * idempotency_conflict (others), as if imported before. The caller fills
+ * (what keys it). A file that lists one twice is ambiguous: its second row
+ * is refused naming the first (it was once counted as replayed, or refused
+ * idempotency_conflict, as if imported before). The caller fills
  * the first four fields, the rest zeroed; pgw_import_file_clear frees it.
  */
 typedef struct pgw_import_file {
@@ -51,7 +51,8 @@ int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_e
  * path, replays it). PGW_EINVAL with the reason for a row that cannot be
  * imported; so for a row of line `line` whose card (or phone, without a
  * card) an earlier row of the file named, naming that line. The row's
- * card or phone is added to `file`, its points good or not. The command
+ * card (or phone) is added to `file` once it is a valid identity, the
+ * row's points and a card's phone good or not. The command
  * refuses a card (or phone) another batch imported unless the batch was
  * named (command.h).
  */

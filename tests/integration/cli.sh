@@ -300,6 +300,14 @@ printf 'card,phone,points\n,13800138000,4\n,+86 138-0013-8000,4\n' >"$tmp/phones
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/phones.csv" --db "sqlite:$tmp/phones.db"
 expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":4'
 expect_text "line 3: EINVAL: this row's phone (it has no card) is on line 2 already"
+# Regression: a row refused for its phone was not the file's row of its
+# card, so a later row of that card was imported in its place: the file's
+# two balances of C1, one of them credited without a word.
+printf 'card,phone,points\nC1,abc,5\nC1,13500135000,10\n' >"$tmp/badphone.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/badphone.csv" --db "sqlite:$tmp/badphone.db"
+expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":2,"points":0'
+expect_text 'line 2: EINVAL: phone number "abc"'
+expect_text 'line 3: EINVAL: card C1 is on line 2 already'
 # Regression: an operator who mended a rejected row and ran the file again
 # without --batch had every row imported the first time credited twice (the
 # mended file hashed to another batch). Those rows are refused, naming the

@@ -1495,6 +1495,16 @@ def test_imports(s):
                                  ctype="text/csv", raw=b"card,points\nK6,100\n")
     check(status == 200 and (named.get("imported"), named.get("replayed")) == (0, 1),
           f"naming the first batch goes on with it: {named}")
+    # Regression: a row refused for its phone was not the file's row of its
+    # card, so a later row of that card was imported in its place.
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S003/imports", ctype="text/csv",
+                               raw=b"card,phone,points\nK8,abc,5\nK8,13300133088,10\n")
+    errors = doc.get("errors", []) if status == 200 else []
+    check([(e["line"], e["code"]) for e in errors] == [(2, "invalid_request"),
+          (3, "invalid_request")] and "card K8 is on line 2 already" in errors[1]["message"]
+          and (doc.get("imported"), doc.get("rejected")) == (0, 2) and s.transfers() == before,
+          f"a card's second row is refused when its first had a bad phone: {status} {doc}")
 
 
 def test_batch(s):
