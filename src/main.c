@@ -542,34 +542,22 @@ static int cmd_verify(int argc, char **argv)
     print_verify_report(&report);
     return report.ok ? EXIT_OK : EXIT_PROBLEM;
 }
-/* Verifies a backup as `verify` would, when this build reads its schema
- * as it is (an older one would be migrated by opening it: not the copy's
- * to change). */
-static int verify_copy(const char *path, int64_t version)
+
+/* Where a backup went and what its verify found (the store verified it
+ * before it replaced anything). */
+static void print_backup(const char *out, int64_t version, const pgw_verify_report *report)
 {
-    if (version != PGW_STORE_SCHEMA_VERSION) {
+    struct stat st;
+    char target[PATH_MAX]; /* through a link: where the copy went */
+    bool linked = lstat(out, &st) == 0 && S_ISLNK(st.st_mode) && realpath(out, target) != NULL;
+    printf("backup: %s%s%s (schema version %lld)\n", out, linked ? " -> " : "",
+           linked ? target : "", (long long)version);
+    if (version != PGW_STORE_SCHEMA_VERSION) /* opening it would migrate it */
         printf("not verified: schema version %lld, this pointsgw's is %d (verify it with the "
                "pointsgw that wrote it)\n",
                (long long)version, PGW_STORE_SCHEMA_VERSION);
-        return EXIT_OK;
-    }
-    char url[PGW_STORE_URL_MAX + 1];
-    pgw_store *store = NULL;
-    pgw_verify_report report;
-    pgw_err err;
-    pgw_err_clear(&err);
-    int n = snprintf(url, sizeof(url), "sqlite:%s", path);
-    int rc = n > 0 && (size_t)n < sizeof(url) ? pgw_store_open(url, false, &store, &err)
-                                              : pgw_err_set(&err, PGW_EINVAL, "path too long");
-    if (rc == PGW_OK)
-        rc = pgw_store_verify(store, &report, &err);
-    pgw_store_close(store);
-    if (rc != PGW_OK) {
-        fprintf(stderr, "pointsgw backup: the copy: %s\n", err.msg);
-        return EXIT_PROBLEM;
-    }
-    print_verify_report(&report);
-    return report.ok ? EXIT_OK : EXIT_PROBLEM;
+    else
+        print_verify_report(report);
 }
 
 static int cmd_backup(int argc, char **argv)
@@ -590,19 +578,18 @@ static int cmd_backup(int argc, char **argv)
     if (resolve_db(&flags, url, sizeof(url)) != EXIT_OK)
         return EXIT_USAGE;
     int64_t version = 0;
+    pgw_verify_report report = {0}; /* filled when the copy was verified */
     pgw_err err;
     pgw_err_clear(&err);
-    rc = pgw_store_backup(url, out, &version, &err);
+    rc = pgw_store_backup(url, out, &version, &report, &err);
     if (rc != PGW_OK) {
+        if (report.problem[0] != '\0') /* a copy that does not verify: what was found */
+            print_verify_report(&report);
         fprintf(stderr, "pointsgw backup: %s\n", err.msg);
         return exit_for(rc);
     }
-    struct stat st;
-    char target[PATH_MAX]; /* through a link: where the copy went */
-    bool linked = lstat(out, &st) == 0 && S_ISLNK(st.st_mode) && realpath(out, target) != NULL;
-    printf("backup: %s%s%s (schema version %lld)\n", out, linked ? " -> " : "",
-           linked ? target : "", (long long)version);
-    return verify_copy(out, version);
+    print_backup(out, version, &report);
+    return EXIT_OK;
 }
 
 /* Runs the expiry through a writer on `url`, printing what it did. */

@@ -1587,9 +1587,49 @@ static int copy_into(pgw_store *s, const char *path, int64_t *version, pgw_err *
             rc = db_error(s, PGW_EIO, "copying the database", err);
         release(s, st);
     }
+    return rc == PGW_OK ? check_copy(path, err) : rc;
+}
+
+/* Where the copy is made: beside the file it replaces, named so. */
+#define PARTIAL_SUFFIX ".partial-XXXXXX"
+/* The longest file a copy replaces: the copy's longest name,
+ * FILE.partial-XXXXXX-journal (VACUUM INTO's), within SQLite's limit on a
+ * path (unix: 512, PGW_STORE_URL_MAX too), so the copy never fails as
+ * "unable to open"; the URL its verify opens (sqlite:FILE.partial-XXXXXX)
+ * is shorter. */
+#define BACKUP_PATH_MAX (PGW_STORE_URL_MAX - (sizeof(PARTIAL_SUFFIX "-journal") - 1))
+
+/*
+ * The copy's ledger, verified before it replaces the last one: renamed
+ * first, a copy of a tampered or broken log took the last good copy's
+ * place and was found out only after. A copy of an older schema is not
+ * verified here (opening it would migrate it): the pointsgw that wrote it
+ * does that.
+ */
+static int verify_copy(const char *path, const char *out, int64_t version,
+                       pgw_verify_report *report, pgw_err *err)
+{
+    if (version != PGW_STORE_SCHEMA_VERSION)
+        return PGW_OK;
+    /* Sized for any path; backup_target keeps it within PGW_STORE_URL_MAX. */
+    char url[sizeof("sqlite:") + PGW_STORE_URL_MAX + sizeof(PARTIAL_SUFFIX)];
+    pgw_store *copy = NULL;
+    pgw_err why;
+    pgw_err_clear(&why);
+    snprintf(url, sizeof(url), "sqlite:%s", path);
+    int rc = pgw_store_open(url, false, &copy, &why);
     if (rc == PGW_OK)
-        rc = check_copy(path, err);
-    return rc == PGW_OK ? sync_file(path, err) : rc;
+        rc = pgw_store_verify(copy, report, &why);
+    pgw_store_close(copy);
+    if (rc != PGW_OK)
+        return pgw_err_set(err, PGW_EIO, "verifying the copy: %s; %s was left as it was", why.msg,
+                           out);
+    if (!report->ok)
+        return pgw_err_set(err, PGW_EIO,
+                           "the copy does not verify (%s): the database's log is broken; %s "
+                           "was left as it was",
+                           report->problem, out);
+    return PGW_OK;
 }
 
 /*
@@ -1645,7 +1685,7 @@ static int backup_target(const char *path, char target[PGW_STORE_URL_MAX + 1], p
     snprintf(next, sizeof(next), "%s", path);
     for (int hops = 0; hops <= 40; hops++) { /* 40: as the kernel's ELOOP */
         size_t len = strlen(next);
-        if (len > PGW_STORE_URL_MAX)
+        if (len > BACKUP_PATH_MAX)
             return pgw_err_set(err, PGW_EINVAL, "%.64s...: the path is too long", next);
         memcpy(target, next, len + 1);
         ssize_t n = readlink(target, link, sizeof(link) - 1);
@@ -1663,7 +1703,8 @@ static int backup_target(const char *path, char target[PGW_STORE_URL_MAX + 1], p
 
 /* Opened as it is, not through pgw_store_open: that would migrate it
  * first, and a copy taken before an upgrade must be of what was there. */
-int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_err *err)
+int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_verify_report *report,
+                     pgw_err *err)
 {
     if (strncmp(url, "sqlite:", 7) != 0)
         return pgw_err_set(err, PGW_EINVAL,
@@ -1681,8 +1722,8 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_er
                            "%s is the database itself or one of its files: the copy goes "
                            "elsewhere",
                            out);
-    char partial[PGW_STORE_URL_MAX + 32];
-    snprintf(partial, sizeof(partial), "%s.partial-XXXXXX", out);
+    char partial[PGW_STORE_URL_MAX + sizeof(PARTIAL_SUFFIX)];
+    snprintf(partial, sizeof(partial), "%s" PARTIAL_SUFFIX, out);
     int fd = mkstemp(partial); /* 0600: members' data */
     if (fd < 0)
         return pgw_err_set(err, PGW_EIO, "creating %s: %s", partial, strerror(errno));
@@ -1694,6 +1735,10 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_er
     if (rc != PGW_OK && s != NULL && s->db != NULL)
         rc = blame_damage(s, out, rc, err);
     pgw_store_close(s);
+    if (rc == PGW_OK)
+        rc = verify_copy(partial, out, *version, report, err);
+    if (rc == PGW_OK)
+        rc = sync_file(partial, err); /* after verify: opening it may write its header */
     if (rc == PGW_OK && rename(partial, out) != 0)
         rc = pgw_err_set(err, PGW_EIO, "renaming %s to %s: %s", partial, out, strerror(errno));
     if (rc != PGW_OK)

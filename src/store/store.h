@@ -43,6 +43,7 @@
 #define PGW_STORE_URL_MAX 512
 
 typedef struct pgw_store pgw_store;
+typedef struct pgw_verify_report pgw_verify_report; /* with pgw_store_verify */
 
 /*
  * Opens the database at `url` and migrates it to PGW_STORE_SCHEMA_VERSION.
@@ -60,15 +61,20 @@ void pgw_store_close(pgw_store *store);
  * Copies the SQLite database at `url` to the file `path` (a link there:
  * to the file it names, the link kept), as one consistent snapshot while
  * a server may be writing: written beside that file, synced, and
- * renamed over it only once whole and its pages pass SQLite's quick_check
- * (mode 0600). *version is the schema version copied: the database is not
- * migrated. PGW_ENOTFOUND when `url` holds no pointsgw database,
- * PGW_EINVAL for PostgreSQL (pg_dump does it) and for a `path` that is a
- * folder (before any copying), PGW_EIO when the copy fails
- * or the source is damaged, the message saying which (nothing is left at
- * or beside `path`).
+ * renamed over it only once whole, its pages pass SQLite's quick_check
+ * and, when it is of this build's schema, its ledger passes
+ * pgw_store_verify into *report (mode 0600). *version is the schema
+ * version copied: the database is not migrated, and a copy of another
+ * schema is not verified (*report untouched). PGW_ENOTFOUND when `url`
+ * holds no pointsgw database, PGW_EINVAL for PostgreSQL (pg_dump does it),
+ * for a `path` that is a folder and for one too long (before any copying),
+ * PGW_EIO when the copy fails, the source is damaged or the copy does not
+ * verify (then report->ok false and report->problem say why), the message
+ * saying which (nothing is left at or beside `path`, which stays as it
+ * was).
  */
-int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_err *err);
+int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_verify_report *report,
+                     pgw_err *err);
 
 /* The schema version the database is at (after pgw_store_open: the build's). */
 int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
@@ -190,7 +196,7 @@ int pgw_store_read_transfers(pgw_store *store, int64_t after_id, pgw_transfer *o
                              size_t *n, pgw_err *err);
 
 /* What `pointsgw verify` found. */
-typedef struct pgw_verify_report {
+struct pgw_verify_report {
     int64_t transfers;    /* entries checked */
     int64_t accounts;     /* distinct accounts */
     int64_t points_moved; /* sum of all transfers' points */
@@ -199,7 +205,7 @@ typedef struct pgw_verify_report {
     bool ok;
     int64_t bad_id; /* first broken entry, when !ok and known (else 0) */
     char problem[PGW_ERR_MSG_MAX];
-} pgw_verify_report;
+};
 
 /*
  * Recomputes the hash chain page by page (memory stays bounded whatever the
