@@ -2403,6 +2403,82 @@ def test_reconciliation(s):
           f"a row before --from is outside_period, not missing: exit {ecode} {esum} {eerr}")
 
 
+def test_repair_many(s):
+    """A day's outage repaired: 300 purchases and 101 refunds of them, all missing, and
+    three bad rows. Every refund's id sorts before its purchase's (RBA-/RBB- before
+    RBP-), so refunds posted first would all fail original_not_found; RBA-LAST refunds
+    the purchase posted last (RBP-LAST), right behind it. The bad rows fail alone, each
+    said with its line; the balances are the rules'; a second run posts nothing."""
+    shop, n = "S005", 300
+    quotes = {}
+
+    def points_for(amount):  # a new member's first purchase: the same for each
+        if amount not in quotes:
+            quotes[amount] = quote_points(s, purchase("RBQ", amount, "MRBQ", shop=shop,
+                                                      when=RECON_DAY % (10, 0)))
+        return quotes[amount]
+
+    rows, balances = [], {}
+    for i in list(range(n)) + ["LAST"]:
+        eid = f"RBP-{i:04d}" if i != "LAST" else "RBP-LAST"
+        k = i if i != "LAST" else n
+        mid, amount = f"MRB{k:04d}", 1000 + 700 * (k % 4)
+        rows.append([eid, RECON_DAY % (10 + k % 8, k % 60), "purchase", "member_id:" + mid,
+                     amount, points_for(amount), ""])
+        balances[mid] = points_for(amount)
+    for i in list(range(0, n, 3)) + ["LAST"]:
+        k = i if i != "LAST" else n
+        mid, amount = f"MRB{k:04d}", 1000 + 700 * (k % 4)
+        refunded = amount if k % 2 == 0 else amount // 2
+        back = points_for(amount) * refunded // amount
+        eid = f"RBB-{k:04d}" if i != "LAST" else "RBA-LAST"
+        rows.append([eid, RECON_DAY % (20, k % 60), "refund", "member_id:" + mid, refunded,
+                     -back, rows[k][0]])
+        balances[mid] -= back
+    good = len(rows)
+    bad = {"RBP-BAD1": ["RBP-BAD1", RECON_DAY % (11, 0), "purchase", "phone:12", 1000, 10, ""],
+           "RBB-BAD2": ["RBB-BAD2", RECON_DAY % (21, 0), "refund", "member_id:MRB0001", 100,
+                        -1, "RBP-NONE"],  # fails in the writer, amid the others
+           "RBB-BAD3": ["RBB-BAD3", RECON_DAY % (21, 1), "refund", "member_id:MRB0002", 100,
+                        -1, ""]}  # no original: refused before the writer
+    rows += bad.values()
+    random.Random(20261130).shuffle(rows)  # the gateway sorts the statement
+    line_of = {row[0]: i + 2 for i, row in enumerate(rows)}  # after the header
+    statement = statement_csv(rows, original=True)
+    count = lambda: int(pg.value(s.db, "SELECT count(*) FROM transfers"))
+    before = count()
+    code, doc, err = reconcile(s, statement, "--repair", shop=shop)
+    summary = doc.get("summary", {}) if isinstance(doc, dict) else {}
+    check(code == 1 and summary.get("missing_in_ledger") == good + 3 and
+          summary.get("missing_in_statement") == 0 and summary.get("matched") == 0,
+          f"repair many: the statement's rows are all missing: exit {code} {summary} {err}")
+    tally = json.dumps({"repair": {"missing_in_ledger": good + 3, "created": good,
+                                   "replayed": 0, "failed": 3}}, separators=(",", ":"))
+    check(tally in err, f"repair many: {good} created, 3 failed: {err[-400:]}")
+    said = re.findall(r"repair: line (\d+), event (\S+): (.*)", err)
+    why = {eid: (int(line), reason) for line, eid, reason in said}
+    check(len(said) == 3 and sorted(why) == sorted(bad) and
+          all(why[eid][0] == line_of[eid] for eid in bad) and
+          "mobile number" in why["RBP-BAD1"][1] and "RBP-NONE" in why["RBB-BAD2"][1] and
+          "original_event_id" in why["RBB-BAD3"][1],
+          f"repair many: each bad row said once, by line, with why: {said}")
+    written = count() - before
+    check(written >= good, f"repair many: each of {good} rows wrote transfers: {written}")
+    wrong = {}
+    for mid, want in balances.items():
+        got = member(s, mid).get("balance")
+        if got != want:
+            wrong[mid] = (got, want)
+    check(not wrong, f"repair many: each member's balance is the rules': {list(wrong.items())[:5]}")
+    after = count()
+    code, doc, err = reconcile(s, statement, "--repair", shop=shop)
+    summary = doc.get("summary", {}) if isinstance(doc, dict) else {}
+    check(code == 1 and summary.get("matched") == good and summary.get("missing_in_ledger") == 3
+          and '"missing_in_ledger":3,"created":0,"replayed":0,"failed":3' in err
+          and count() == after,
+          f"repair many: a second run posts nothing, the rest matches: {summary} {err[-300:]}")
+
+
 def test_reports(s):
     """Settlement and pool over everything the other tests did: they add up."""
     period = "from=2026-01-01T00:00:00%2B08:00&to=2028-01-01T00:00:00%2B08:00"
@@ -2734,7 +2810,7 @@ def main():
                          test_expiry_sweep,
                          test_signatures,
                          test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
-                         test_route_labels, test_log, test_reconciliation, test_reports,
+                         test_route_labels, test_log, test_reconciliation, test_repair_many, test_reports,
                          test_member_show, test_backup,
                          test_sync_metrics):
                 test(s)
