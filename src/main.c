@@ -7,6 +7,7 @@
  * not been built yet say so plainly and exit 2 instead of pretending.
  */
 #include "config/config.h"
+#include "core/assertions.h"
 #include "core/error.h"
 #include "core/digest.h"
 #include "core/rules.h"
@@ -674,6 +675,47 @@ static void snapshot_close(pgw_store *store)
     pgw_store_close(store);
 }
 
+/* Rows in flight at once through the writer (import-balances, reconcile
+ * --repair): they share commits (one at a time, each row waited for a sync
+ * of its own). Their writer queues this many. */
+#define ROWS_IN_FLIGHT 64
+
+/*
+ * The vault and a writer for rows streamed ROWS_IN_FLIGHT at a time,
+ * applied with the API's policy; `notify` false sends no notices. On
+ * failure neither is left open.
+ */
+static int rows_writer_start(const pgw_config *cfg, const char *url, bool notify, pgw_vault **vault,
+                             pgw_writer **w, pgw_err *err)
+{
+    const pgw_security_config *sec = &cfg->security;
+    pgw_writer_options wo = {
+        .db_url = url, .queue_cap = ROWS_IN_FLIGHT, .batch_max = ROWS_IN_FLIGHT};
+    pgw_api_policy(cfg, &wo.policy);
+    wo.policy.notify = wo.policy.notify && notify;
+    bool warned = false;
+    int rc = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
+                            vault, &warned, err);
+    if (rc == PGW_OK)
+        rc = pgw_writer_start(&wo, w, err);
+    if (rc != PGW_OK) {
+        pgw_vault_free(*vault);
+        *vault = NULL;
+    }
+    return rc;
+}
+
+/* Runs the rows `fill` gives through `w` (pgw_writer_run_stream), each
+ * reported in order; PGW_ENOMEM before any. */
+static int stream_rows(pgw_writer *w, pgw_writer_fill fill, pgw_writer_report report, void *ctx)
+{
+    pgw_command *slots = calloc(ROWS_IN_FLIGHT, sizeof(*slots));
+    int rc =
+        slots ? pgw_writer_run_stream(w, slots, ROWS_IN_FLIGHT, fill, report, ctx) : PGW_ENOMEM;
+    free(slots);
+    return rc;
+}
+
 /* What a repair did. */
 typedef struct repair_tally {
     long missing, created, replayed, failed;
@@ -702,88 +744,136 @@ static json_t *row_event(const pgw_recon_row *r, const char *channel, const char
     return ev;
 }
 
-typedef struct repair_event {
+/* One row in flight: the event its command borrows, and what a failure names. */
+typedef struct repair_slot {
     pgw_event_doc doc;
     pgw_earning earning;
-    pgw_command cmd;
     const pgw_rules *rules;
-} repair_event;
+    size_t line;
+    char event_id[PGW_EVENT_ID_MAX + 1];
+} repair_slot;
 
-/* pgw_writer_run owns the payload: the event is found around its command. */
+typedef struct repair_run {
+    const pgw_config *cfg;
+    const pgw_vault *vault;
+    FILE *missing;
+    const char *channel, *shop;
+    bool refunds; /* the second pass */
+    repair_slot slots[ROWS_IN_FLIGHT];
+    repair_tally tally;
+} repair_run;
+
+/* The stream owns the command's payload: the row's slot is found around
+ * the earning its command borrows (pgw_event_command points it there). */
 static void render_repair(pgw_command *cmd, void *payload)
 {
     (void)payload;
-    repair_event *re = (repair_event *)(void *)((char *)cmd - offsetof(repair_event, cmd));
-    pgw_event_render(cmd, re->rules, &re->doc);
+    repair_slot *rs =
+        (repair_slot *)(void *)((char *)cmd->earning - offsetof(repair_slot, earning));
+    PGW_ASSERT(cmd->event == &rs->doc.event);
+    pgw_event_render(cmd, rs->rules, &rs->doc);
 }
 
-/* Posts one missing row as an event through the writer, the way the API would. */
-static int repair_row(pgw_writer *w, const pgw_vault *vault, const pgw_config *cfg,
-                      const pgw_recon_row *r, const char *channel, const char *shop,
-                      repair_event *re, pgw_err *err)
+/* One missing row as the event command the API would make of it, in `rs`. */
+static int repair_command(const repair_run *run, const pgw_recon_row *r, repair_slot *rs,
+                          pgw_command *cmd, pgw_err *err)
 {
-    json_t *obj = row_event(r, channel, shop, &cfg->rules.tz, err);
-    memset(&re->cmd, 0, sizeof(re->cmd));
-    re->rules = &cfg->rules;
-    re->cmd.kind = PGW_COMMAND_EVENT;
-    re->cmd.asked_at = (int64_t)time(NULL);
-    int rc = obj ? pgw_event_from_json(obj, &cfg->rules, &re->doc, err) : PGW_EINVAL;
+    const pgw_config *cfg = run->cfg;
+    json_t *obj = row_event(r, run->channel, run->shop, &cfg->rules.tz, err);
+    memset(cmd, 0, sizeof(*cmd));
+    rs->rules = &cfg->rules;
+    cmd->kind = PGW_COMMAND_EVENT;
+    cmd->asked_at = (int64_t)time(NULL);
+    int rc = obj ? pgw_event_from_json(obj, &cfg->rules, &rs->doc, err) : PGW_EINVAL;
     if (rc == PGW_OK)
-        rc = pgw_event_command(vault, obj, &re->doc, (int64_t)time(NULL), &re->earning, &re->cmd,
+        rc = pgw_event_command(run->vault, obj, &rs->doc, (int64_t)time(NULL), &rs->earning, cmd,
                                err);
     json_decref(obj);
-    re->cmd.render = render_repair;
-    return rc == PGW_OK ? pgw_writer_run(w, &re->cmd, err) : rc;
+    cmd->render = render_repair;
+    return rc;
+}
+
+/*
+ * The next row to post: every other row first, then the refunds, whose
+ * purchase may be missing too and sort after them (RF-9 before SA-9). The
+ * writer applies the stream in order, so a refund meets its purchase
+ * committed, or applied before it in the same transaction.
+ */
+static bool next_missing(repair_run *run, pgw_recon_row *r)
+{
+    for (;;) {
+        while (pgw_recon_read_missing(run->missing, r)) {
+            if ((strcmp(r->type, "refund") == 0) == run->refunds)
+                return true;
+        }
+        if (run->refunds)
+            return false;
+        run->refunds = true;
+        rewind(run->missing);
+    }
+}
+
+/* The next row as a command (pgw_writer_fill). */
+static int repair_fill(void *ctx, size_t slot, pgw_command *cmd, bool *end, pgw_err *err)
+{
+    repair_run *run = ctx;
+    pgw_recon_row r;
+    *end = !next_missing(run, &r);
+    if (*end)
+        return PGW_OK;
+    run->tally.missing++;
+    repair_slot *rs = &run->slots[slot];
+    rs->line = r.line;
+    snprintf(rs->event_id, sizeof(rs->event_id), "%s", r.event_id);
+    return repair_command(run, &r, rs, cmd, err);
+}
+
+/* Counts a row's outcome, printing a failure (pgw_writer_report). */
+static void repair_report(void *ctx, size_t slot, const pgw_command *cmd, int rc,
+                          const pgw_err *err)
+{
+    repair_run *run = ctx;
+    const repair_slot *rs = &run->slots[slot];
+    if (rc != PGW_OK) {
+        run->tally.failed++;
+        fprintf(stderr, "pointsgw reconcile: repair: line %zu, event %s: %s\n", rs->line,
+                rs->event_id, err->msg);
+    } else if (cmd->replayed) {
+        run->tally.replayed++;
+    } else {
+        run->tally.created++;
+    }
 }
 
 /* Posts every row the run kept in `missing`, printing each failure. */
 static int repair_missing(const pgw_config *cfg, const char *url, FILE *missing,
                           const char *channel, const char *shop, repair_tally *t)
 {
-    const pgw_security_config *sec = &cfg->security;
-    pgw_writer_options wo = {.db_url = url, .queue_cap = 16, .batch_max = 16};
-    pgw_api_policy(cfg, &wo.policy);
-    /* A repaired event may be weeks old, and its member may have heard of it
-     * at the till: "points arrived" now would mislead. */
-    wo.policy.notify = false;
     pgw_vault *vault = NULL;
     pgw_writer *w = NULL;
-    bool warned = false;
     pgw_err err;
-    repair_event *re = calloc(1, sizeof(*re));
-    if (re == NULL ||
-        pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
-                       &vault, &warned, &err) != PGW_OK ||
-        pgw_writer_start(&wo, &w, &err) != PGW_OK) {
-        fprintf(stderr, "pointsgw reconcile: repair: %s\n", re ? err.msg : "out of memory");
-        pgw_vault_free(vault);
-        free(re);
+    repair_run *run = calloc(1, sizeof(*run));
+    /* A repaired event may be weeks old, and its member may have heard of it
+     * at the till: "points arrived" now would mislead. */
+    if (run == NULL || rows_writer_start(cfg, url, false, &vault, &w, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw reconcile: repair: %s\n", run ? err.msg : "out of memory");
+        free(run);
         return EXIT_USAGE;
     }
-    /* Refunds last: a refund's purchase may be missing too, and sort after
-     * it (RF-9 before SA-9). */
-    pgw_recon_row r;
-    for (int refunds = 0; refunds < 2; refunds++) {
-        rewind(missing);
-        while (pgw_recon_read_missing(missing, &r)) {
-            if ((strcmp(r.type, "refund") == 0) != (refunds == 1))
-                continue;
-            t->missing++;
-            if (repair_row(w, vault, cfg, &r, channel, shop, re, &err) != PGW_OK) {
-                t->failed++;
-                fprintf(stderr, "pointsgw reconcile: repair: line %zu, event %s: %s\n", r.line,
-                        r.event_id, err.msg);
-            } else if (re->cmd.replayed) {
-                t->replayed++;
-            } else {
-                t->created++;
-            }
-        }
-    }
+    run->cfg = cfg;
+    run->vault = vault;
+    run->missing = missing;
+    run->channel = channel;
+    run->shop = shop;
+    rewind(missing);
+    int rc = stream_rows(w, repair_fill, repair_report, run);
+    *t = run->tally;
     pgw_writer_stop(w);
     pgw_vault_free(vault);
-    free(re);
-    return EXIT_OK;
+    free(run);
+    if (rc != PGW_OK)
+        fprintf(stderr, "pointsgw reconcile: repair: out of memory\n");
+    return rc == PGW_OK ? EXIT_OK : EXIT_PROBLEM;
 }
 
 /* --from / --to / --format / --channel / --shop checked into *o. */
@@ -949,17 +1039,13 @@ typedef struct import_tally {
     int64_t points;
 } import_tally;
 
-/* Rows in flight at once: they share commits (one at a time, each row
- * waited for a sync of its own). The import's writer queues this many. */
-#define IMPORT_DEPTH 64
-
 typedef struct import_run {
     const pgw_vault *vault;
     pgw_csv *csv;
     const int *col;
     pgw_import_file *file;
     pgw_csv_row row;
-    size_t lines[IMPORT_DEPTH]; /* each slot's row's line */
+    size_t lines[ROWS_IN_FLIGHT]; /* each slot's row's line */
     import_tally tally;
 } import_run;
 
@@ -998,14 +1084,12 @@ static int import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, cons
                        pgw_import_file *file, import_tally *t)
 {
     import_run *r = calloc(1, sizeof(*r));
-    pgw_command *slots = calloc(IMPORT_DEPTH, sizeof(*slots));
-    int rc = r && slots ? PGW_OK : PGW_ENOMEM;
+    int rc = r ? PGW_OK : PGW_ENOMEM;
     if (rc == PGW_OK) {
         *r = (import_run){.vault = vault, .csv = csv, .col = col, .file = file};
-        rc = pgw_writer_run_stream(w, slots, IMPORT_DEPTH, import_fill, import_report, r);
+        rc = stream_rows(w, import_fill, import_report, r);
         *t = r->tally;
     }
-    free(slots);
     free(r);
     return rc;
 }
@@ -1069,7 +1153,7 @@ static int cmd_import_balances(int argc, char **argv)
     pgw_csv csv;
     static pgw_csv_row header;
     int col[PGW_IMPORT_COLUMNS];
-    bool done = false, warned = false;
+    bool done = false;
     pgw_err err;
     pgw_vault *vault = NULL;
     pgw_writer *w = NULL;
@@ -1081,12 +1165,8 @@ static int cmd_import_balances(int argc, char **argv)
             rc = EXIT_USAGE;
         }
     }
-    const pgw_security_config *sec = &cfg->security;
-    pgw_writer_options wo = {.db_url = url, .queue_cap = IMPORT_DEPTH, .batch_max = IMPORT_DEPTH};
-    pgw_api_policy(cfg, &wo.policy); /* as POST /v1/shops/{id}/imports applies them */
-    if (rc == EXIT_OK && (pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env,
-                                         sec->development_mode, &vault, &warned, &err) != PGW_OK ||
-                          pgw_writer_start(&wo, &w, &err) != PGW_OK)) {
+    /* as POST /v1/shops/{id}/imports applies them */
+    if (rc == EXIT_OK && rows_writer_start(cfg, url, true, &vault, &w, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw import-balances: %s\n", err.msg);
         rc = EXIT_USAGE;
     }
