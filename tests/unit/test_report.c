@@ -70,6 +70,39 @@ static void redeem(pgw_writer *w, const char *id, const char *member, const char
     run(w);
 }
 
+/* A refund of `amount` fen of the purchase keyed `original`. */
+static void refund(pgw_writer *w, const char *key, const char *original, int64_t amount, int64_t at)
+{
+    keyed(PGW_COMMAND_REFUND, key, at);
+    snprintf(cmd.original, sizeof(cmd.original), "%s", original);
+    cmd.amount_fen = amount;
+    run(w);
+}
+
+/* A hold of `points` by `member` at `shop` until `deadline`. */
+static void hold(pgw_writer *w, const char *id, const char *member, const char *shop,
+                 int64_t points, int64_t at, int64_t deadline)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "hold:%s", id);
+    keyed(PGW_COMMAND_HOLD, key, at);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    snprintf(cmd.shop, sizeof(cmd.shop), "%s", shop);
+    cmd.points = points;
+    cmd.deadline = deadline;
+    run(w);
+}
+
+static void void_hold(pgw_writer *w, const char *id, int64_t at)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "void:%s", id);
+    keyed(PGW_COMMAND_VOID, key, at);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
+    run(w);
+}
+
 /* Expires what is left of `member`'s one lot (the store gives no lot's id
  * back: it is found by its member). */
 static void expire(pgw_writer *w, const db_fixture *db, const char *member, int64_t at)
@@ -104,10 +137,7 @@ static void scenario(const db_fixture *db)
     const int64_t t = NOV20 + 10 * 3600;
     earn(w, "store:S001:P1", "M1", "S001", 100, 50, 10000, t);
     earn(w, "store:S002:P2", "M2", "S002", 200, 0, 20000, t + 60);
-    keyed(PGW_COMMAND_REFUND, "store:S001:R1", t + 120); /* half: 75 back, 50 + 25 */
-    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
-    cmd.amount_fen = 5000;
-    run(w);
+    refund(w, "store:S001:R1", "store:S001:P1", 5000, t + 120); /* half: 75 back, 50 + 25 */
     assert_int_equal(cmd.points_moved, 75);
     redeem(w, "S002:X1", "M1", "S002", 40, t + 180); /* at the other shop */
     earn(w, "store:S001:P3", "M3", "S001", 70, 30, 7000, t + 240);
@@ -221,10 +251,7 @@ static void test_settlement_after_a_refund_of_expired_points(void **state)
     redeem(w, "S002:X1", "M1", "S002", 50, t + 60);
     expire(w, db, "M1", dec25); /* the other 50: 25 S001's, 25 the mall's */
     earn(w, "store:S003:P2", "M1", "S003", 100, 0, 10000, dec25 + 60);
-    keyed(PGW_COMMAND_REFUND, "store:S001:R1", dec25 + 120);
-    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
-    cmd.amount_fen = 10000;
-    run(w);
+    refund(w, "store:S001:R1", "store:S001:P1", 10000, dec25 + 120);
     assert_int_equal(cmd.points_moved, 50); /* what was spent */
     assert_int_equal(cmd.written_off, 50);  /* what expired */
     pgw_writer_stop(w);
@@ -252,17 +279,9 @@ static void test_an_expiry_in_parts_is_shared_as_one(void **state)
     pgw_writer *w = start_writer(db);
     const int64_t t = NOV20 + 10 * 3600, dec25 = NOV20 + 35 * 86400;
     earn(w, "store:S001:P1", "M1", "S001", 1, 1, 100, t);
-    keyed(PGW_COMMAND_HOLD, "hold:S001:H1", t + 60);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S001:H1");
-    snprintf(cmd.member, sizeof(cmd.member), "M1");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S001");
-    cmd.points = 1;
-    cmd.deadline = dec25 + 86400;
-    run(w);
+    hold(w, "S001:H1", "M1", "S001", 1, t + 60, dec25 + 86400);
     expire(w, db, "M1", dec25); /* the point not held */
-    keyed(PGW_COMMAND_VOID, "void:S001:H1", dec25 + 60);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S001:H1");
-    run(w);
+    void_hold(w, "S001:H1", dec25 + 60);
     expire(w, db, "M1", dec25 + 120); /* the point held */
     pgw_writer_stop(w);
     pgw_config *cfg = example_config();
@@ -287,10 +306,7 @@ static void test_a_refund_takes_its_own_lot(void **state)
     const int64_t t = NOV20 + 10 * 3600, dec25 = NOV20 + 35 * 86400;
     earn(w, "store:S002:P1", "M1", "S002", 100, 200, 40000, t - 5 * 86400);
     earn(w, "store:S001:P2", "M1", "S001", 100, 0, 10000, t);
-    keyed(PGW_COMMAND_REFUND, "store:S001:R2", t + 60);
-    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P2");
-    cmd.amount_fen = 10000;
-    run(w);
+    refund(w, "store:S001:R2", "store:S001:P2", 10000, t + 60);
     assert_int_equal(cmd.points_moved, 100);
     assert_int_equal(db_fixture_int64(db, "SELECT SUM(left_points) FROM lots"), 300);
     while (db_fixture_int64(db, "SELECT COUNT(*) FROM lots WHERE left_points > 0") > 0) {
@@ -322,29 +338,15 @@ static void test_a_partial_refund_then_expiry_nets_each_funder_to_zero(void **st
     pgw_writer *w = start_writer(db);
     const int64_t t = NOV20 + 10 * 3600, dec25 = NOV20 + 35 * 86400;
     earn(w, "store:S001:P1", "M1", "S001", 3, 3, 6000, t);
-    keyed(PGW_COMMAND_REFUND, "store:S001:R1", t + 60);
-    snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
-    cmd.amount_fen = 3000;
-    run(w);
+    refund(w, "store:S001:R1", "store:S001:P1", 3000, t + 60);
     assert_int_equal(cmd.points_moved, 3);
     expire(w, db, "M1", dec25); /* the other 3 */
     earn(w, "store:S002:P2", "M2", "S002", 3, 3, 6000, t);
-    keyed(PGW_COMMAND_HOLD, "hold:S002:H1", t + 30);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H1");
-    snprintf(cmd.member, sizeof(cmd.member), "M2");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = 2;
-    cmd.deadline = dec25 + 86400;
-    run(w);
-    keyed(PGW_COMMAND_REFUND, "store:S002:R2", t + 60);
-    snprintf(cmd.original, sizeof(cmd.original), "store:S002:P2");
-    cmd.amount_fen = 3000;
-    run(w);
+    hold(w, "S002:H1", "M2", "S002", 2, t + 30, dec25 + 86400);
+    refund(w, "store:S002:R2", "store:S002:P2", 3000, t + 60);
     assert_int_equal(cmd.points_moved, 3);
     expire(w, db, "M2", dec25); /* the 1 point not held */
-    keyed(PGW_COMMAND_VOID, "void:S002:H1", dec25 + 60);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H1");
-    run(w);
+    void_hold(w, "S002:H1", dec25 + 60);
     expire(w, db, "M2", dec25 + 120); /* the 2 held */
     pgw_writer_stop(w);
     pgw_config *cfg = example_config();
