@@ -763,14 +763,10 @@ typedef struct repair_run {
     repair_tally tally;
 } repair_run;
 
-/* The stream owns the command's payload: the row's slot is found around
- * the earning its command borrows (pgw_event_command points it there). */
-static void render_repair(pgw_command *cmd, void *payload)
+/* The answer kept with the row's key, as POST /v1/events renders it. */
+static void render_repair(pgw_command *cmd, void *render_ctx)
 {
-    (void)payload;
-    repair_slot *rs =
-        (repair_slot *)(void *)((char *)cmd->earning - offsetof(repair_slot, earning));
-    PGW_ASSERT(cmd->event == &rs->doc.event);
+    const repair_slot *rs = render_ctx;
     pgw_event_render(cmd, rs->rules, &rs->doc);
 }
 
@@ -790,6 +786,7 @@ static int repair_command(const repair_run *run, const pgw_recon_row *r, repair_
                                err);
     json_decref(obj);
     cmd->render = render_repair;
+    cmd->render_ctx = rs;
     return rc;
 }
 

@@ -500,6 +500,7 @@ static pgw_job *job_new(pgw_api *api, const pgw_request *req, route r, pgw_comma
     job->cmd.asked_at = job->cmd.at; /* an event's `at` becomes its occurred_at */
     job->cmd.done = job_done;
     job->cmd.payload = job;
+    job->cmd.render_ctx = job;
     return job;
 }
 
@@ -789,6 +790,7 @@ static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row
         return refuse(resp, job, R_IMPORT, rc, err.msg);
     job->cmd.done = job_done; /* pgw_import_fields started the command afresh */
     job->cmd.payload = job;
+    job->cmd.render_ctx = job;
     job->batch = b;
     job->batch_index = index;
     job->request_id = b->request_id;

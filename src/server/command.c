@@ -1898,7 +1898,7 @@ static int answer(pgw_store *store, pgw_command *cmd, int rc)
     if (cmd->replayed) /* whatever the first one stored ("" when it rendered nothing) */
         return pgw_store_get_answer(store, cmd->key, cmd->answer, sizeof(cmd->answer), &cmd->err);
     if (cmd->render != NULL) {
-        cmd->render(cmd, cmd->payload);
+        cmd->render(cmd, cmd->render_ctx);
         if (memchr(cmd->answer, '\0', sizeof(cmd->answer)) == NULL)
             return pgw_err_set(&cmd->err, PGW_EINVAL, "answer longer than %d bytes",
                                PGW_ANSWER_MAX);

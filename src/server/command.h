@@ -241,7 +241,8 @@ struct pgw_command {
     /* Optional: writes cmd->answer on the writer thread once the figures
      * are known, before the commit; it is stored with the key and a replay
      * gets it back in cmd->answer. Must not block. */
-    void (*render)(pgw_command *cmd, void *payload);
+    void (*render)(pgw_command *cmd, void *render_ctx);
+    void *render_ctx; /* the caller's: pgw_writer_run and its stream take done and payload */
     pgw_command_done done;
     void *payload;
     /* Any kind: when set, the mini-program session the request came with,
