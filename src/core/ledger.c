@@ -141,7 +141,7 @@ int pgw_share_out(int64_t points, const int64_t *weights, size_t n, int64_t *sha
 int pgw_refund_split(const int64_t *lines, const int64_t *reversed, size_t n, int64_t delta,
                      int64_t *parts, pgw_err *err)
 {
-    int64_t total = 0, given = 0, kept[PGW_EARN_FUNDERS_MAX];
+    int64_t total = 0, given = 0, kept[PGW_EARN_FUNDERS_MAX] = {0};
     PGW_ASSERT(n >= 1 && n <= PGW_EARN_FUNDERS_MAX);
     for (size_t i = 0; i < n; i++) {
         PGW_ASSERT(lines[i] >= 0 && reversed[i] >= 0 && reversed[i] <= lines[i]);
@@ -154,13 +154,12 @@ int pgw_refund_split(const int64_t *lines, const int64_t *reversed, size_t n, in
     /* Each line keeps its share of what stays unreversed, shared as the
      * report shares an expiry: whatever of that rest later expires, each
      * funder's reversed and expired points then add up to its line. */
-    if (total - given - delta > 0 && pgw_share_out(total - given - delta, lines, n, kept) != PGW_OK)
-        return pgw_err_set(err, PGW_ERANGE, "%lld points cannot be shared out",
-                           (long long)(total - given - delta));
+    int64_t rest = total - given - delta;
+    if (rest > 0 && pgw_share_out(rest, lines, n, kept) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "%lld points cannot be shared out", (long long)rest);
     int64_t over = -delta;
     for (size_t i = 0; i < n; i++) {
-        int64_t target = lines[i] - (total - given - delta > 0 ? kept[i] : 0);
-        parts[i] = pgw_max64(target - reversed[i], 0);
+        parts[i] = pgw_max64(lines[i] - kept[i] - reversed[i], 0);
         over += parts[i];
     }
     /* Largest remainders are not monotone: with three lines or more, a line
