@@ -57,16 +57,23 @@ static void earn(pgw_writer *w, const char *key, const char *member, const char 
     run(w);
 }
 
-static void redeem(pgw_writer *w, const char *id, const char *member, const char *shop,
-                   int64_t points, int64_t at)
+/* A redemption or hold `id` of `points` by `member` at `shop`, in cmd. */
+static void spending(pgw_command_kind kind, const char *id, const char *member, const char *shop,
+                     int64_t points, int64_t at)
 {
     char key[64];
-    snprintf(key, sizeof(key), "redeem:%s", id);
-    keyed(PGW_COMMAND_REDEEM, key, at);
+    snprintf(key, sizeof(key), "%s:%s", kind == PGW_COMMAND_HOLD ? "hold" : "redeem", id);
+    keyed(kind, key, at);
     snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
     snprintf(cmd.member, sizeof(cmd.member), "%s", member);
     snprintf(cmd.shop, sizeof(cmd.shop), "%s", shop);
     cmd.points = points;
+}
+
+static void redeem(pgw_writer *w, const char *id, const char *member, const char *shop,
+                   int64_t points, int64_t at)
+{
+    spending(PGW_COMMAND_REDEEM, id, member, shop, points, at);
     run(w);
 }
 
@@ -83,13 +90,7 @@ static void refund(pgw_writer *w, const char *key, const char *original, int64_t
 static void hold(pgw_writer *w, const char *id, const char *member, const char *shop,
                  int64_t points, int64_t at, int64_t deadline)
 {
-    char key[64];
-    snprintf(key, sizeof(key), "hold:%s", id);
-    keyed(PGW_COMMAND_HOLD, key, at);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
-    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
-    snprintf(cmd.shop, sizeof(cmd.shop), "%s", shop);
-    cmd.points = points;
+    spending(PGW_COMMAND_HOLD, id, member, shop, points, at);
     cmd.deadline = deadline;
     run(w);
 }
@@ -184,6 +185,15 @@ static json_t *report(const db_fixture *db, const pgw_config *cfg, bool pool, in
     return doc;
 }
 
+/* The settlement of November and December 2026 (the scenarios and their expiries). */
+static json_t *settled(const db_fixture *db)
+{
+    pgw_config *cfg = example_config();
+    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    pgw_config_free(cfg);
+    return doc;
+}
+
 static json_t *row(json_t *list, const char *field, const char *value)
 {
     size_t i;
@@ -255,15 +265,13 @@ static void test_settlement_after_a_refund_of_expired_points(void **state)
     assert_int_equal(cmd.points_moved, 50); /* what was spent */
     assert_int_equal(cmd.written_off, 50);  /* what expired */
     pgw_writer_stop(w);
-    pgw_config *cfg = example_config();
-    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    json_t *doc = settled(db);
     json_t *shops = json_object_get(doc, "shops");
     expect(row(shops, "shop_id", "S001"), 50, 25, 25, 0, 0);
     expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 50, 25, 25, 0, 0);
     expect(row(shops, "shop_id", "S002"), 0, 0, 0, 50, -50);
     expect(row(shops, "shop_id", "S003"), 100, 0, 0, 0, 100);
     json_decref(doc);
-    pgw_config_free(cfg);
 }
 
 /*
@@ -284,12 +292,10 @@ static void test_an_expiry_in_parts_is_shared_as_one(void **state)
     void_hold(w, "S001:H1", dec25 + 60);
     expire(w, db, "M1", dec25 + 120); /* the point held */
     pgw_writer_stop(w);
-    pgw_config *cfg = example_config();
-    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    json_t *doc = settled(db);
     expect(row(json_object_get(doc, "shops"), "shop_id", "S001"), 1, 0, 1, 0, 0);
     expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 1, 0, 1, 0, 0);
     json_decref(doc);
-    pgw_config_free(cfg);
 }
 
 /*
@@ -315,13 +321,11 @@ static void test_a_refund_takes_its_own_lot(void **state)
         run(w);
     }
     pgw_writer_stop(w);
-    pgw_config *cfg = example_config();
-    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    json_t *doc = settled(db);
     expect(row(json_object_get(doc, "shops"), "shop_id", "S001"), 100, 100, 0, 0, 0);
     expect(row(json_object_get(doc, "shops"), "shop_id", "S002"), 100, 0, 100, 0, 0);
     expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 200, 0, 200, 0, 0);
     json_decref(doc);
-    pgw_config_free(cfg);
 }
 
 /*
@@ -349,13 +353,11 @@ static void test_a_partial_refund_then_expiry_nets_each_funder_to_zero(void **st
     void_hold(w, "S002:H1", dec25 + 60);
     expire(w, db, "M2", dec25 + 120); /* the 2 held */
     pgw_writer_stop(w);
-    pgw_config *cfg = example_config();
-    json_t *doc = report(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    json_t *doc = settled(db);
     expect(row(json_object_get(doc, "shops"), "shop_id", "S001"), 3, 1, 2, 0, 0);
     expect(row(json_object_get(doc, "shops"), "shop_id", "S002"), 3, 1, 2, 0, 0);
     expect(row(json_object_get(doc, "funders"), "account", "mall:campaigns"), 6, 4, 2, 0, 0);
     json_decref(doc);
-    pgw_config_free(cfg);
 }
 
 static void test_pool_by_hand(void **state)
