@@ -32,6 +32,14 @@
 #define STREAM_RING      4096  /* live-stream messages kept for slow watchers */
 #define STREAM_MSG_MAX   1024  /* one transfer's JSON */
 #define NEWS_PENDING_MAX 4096  /* stream messages of no job not yet taken by the service thread */
+#define STREAM_TURN_MAX  1024  /* stream messages one drain adds, give or take a job's */
+
+/* A drain stops past STREAM_TURN_MAX (a job's transfers go in whole), so
+ * that watchers are fed before the ring comes round to them: lws serves
+ * its wake-up pipe before the sockets, so a watcher that reads sees two
+ * drains between its turns. */
+_Static_assert(2 * (STREAM_TURN_MAX + PGW_COMMAND_TRANSFERS_MAX) < STREAM_RING,
+               "two drains lap the ring");
 
 /* A live-stream message: a committed transfer. */
 typedef struct stream_msg {
@@ -104,7 +112,8 @@ struct pgw_http {
     pthread_mutex_t lock;
     done_item *done, *draining;
     size_t done_cap, done_count, news_pending;
-    size_t news_dropped; /* since the last drain: the stream has a gap */
+    size_t drain_at, drain_count; /* draining[drain_at..drain_count): left for the next turn */
+    size_t news_dropped;          /* since the last drain: the stream has a gap */
     /* The live stream: a ring every watcher reads at its own pace. */
     stream_msg *ring;
     uint64_t ring_seq; /* messages ever put in */
@@ -237,9 +246,10 @@ static void emit(void *ctx, const char *shop, const char *json, size_t len)
     h->ring_news = true;
 }
 
-/* Answers every finished job whose client is still there. */
-static void drain_done(pgw_http *h)
+/* Takes the finished jobs and news the other threads handed over. */
+static void take_done(pgw_http *h)
 {
+    PGW_ASSERT(h->drain_at == h->drain_count);
     pthread_mutex_lock(&h->lock);
     size_t n = h->done_count;
     memcpy(h->draining, h->done, n * sizeof(*h->done));
@@ -248,31 +258,8 @@ static void drain_done(pgw_http *h)
     size_t dropped = h->news_dropped;
     h->news_dropped = 0;
     pthread_mutex_unlock(&h->lock);
-    for (size_t i = 0; i < n; i++) {
-        done_item *d = &h->draining[i];
-        if (d->job == NULL) {
-            if (h->watchers > 0)
-                emit(h, d->shop, d->news, strlen(d->news));
-            free(d->news);
-            continue;
-        }
-        uint64_t id = 0;
-        pgw_response resp;
-        if (!pgw_api_finish(h->api, d->job, &id, &resp, h->watchers ? emit : NULL, h))
-            continue;
-        size_t at = slot_find(h, id);
-        if (at == SIZE_MAX) { /* the client left; the write stands */
-            free(resp.body);
-            continue;
-        }
-        struct lws *wsi = h->slots[at].wsi;
-        slot_remove(h, at);
-        req *q = lws_wsi_user(wsi);
-        PGW_ASSERT(q != NULL && q->waiting && q->r.id == id);
-        q->waiting = false;
-        q->resp = resp;
-        respond(h, wsi, q);
-    }
+    h->drain_at = 0;
+    h->drain_count = n;
     if (dropped > 0 && h->watchers > 0) { /* else nobody missed them */
         fprintf(stderr,
                 "pointsgw: the live stream dropped %zu transfer messages (the service thread "
@@ -281,9 +268,60 @@ static void drain_done(pgw_http *h)
         h->stream_gaps++;
         h->ring_news = true; /* each watcher's turn closes it */
     }
+}
+
+/* Answers a finished job if its client is still there, or streams news. */
+static void finish_done(pgw_http *h, done_item *d)
+{
+    if (d->job == NULL) {
+        if (h->watchers > 0)
+            emit(h, d->shop, d->news, strlen(d->news));
+        free(d->news);
+        return;
+    }
+    uint64_t id = 0;
+    pgw_response resp;
+    if (!pgw_api_finish(h->api, d->job, &id, &resp, h->watchers ? emit : NULL, h))
+        return;
+    size_t at = slot_find(h, id);
+    if (at == SIZE_MAX) { /* the client left; the write stands */
+        free(resp.body);
+        return;
+    }
+    struct lws *wsi = h->slots[at].wsi;
+    slot_remove(h, at);
+    req *q = lws_wsi_user(wsi);
+    PGW_ASSERT(q != NULL && q->waiting && q->r.id == id);
+    q->waiting = false;
+    q->resp = resp;
+    respond(h, wsi, q);
+}
+
+/*
+ * Finishes what the other threads handed over; true when some is left
+ * for the next turn. With watchers, a turn adds a quarter of the ring
+ * at most: all at once, more than the ring (over 2,000 jobs finishing
+ * between two turns) passed every watcher before it could be fed, and
+ * each was closed as too slow however fast it read. The rest waits a
+ * turn, in which lws feeds the watchers; the service thread wakes itself
+ * for it.
+ */
+static bool drain_done(pgw_http *h)
+{
+    if (h->drain_at == h->drain_count)
+        take_done(h);
+    uint64_t first = h->ring_seq;
+    while (h->drain_at < h->drain_count &&
+           !(h->watchers > 0 && h->ring_seq - first >= STREAM_TURN_MAX))
+        finish_done(h, &h->draining[h->drain_at++]);
+    PGW_ASSERT(h->ring_seq - first < STREAM_RING);
+    bool more = h->drain_at < h->drain_count;
+    if (more && h->ctx != NULL)
+        lws_cancel_service(h->ctx);
     if (h->ring_news && h->ctx != NULL)
         lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
     h->ring_news = false;
+    return more;
 }
 
 /* ---- reading a request ------------------------------------------------------------------ */
@@ -692,7 +730,7 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
                               "no such WebSocket protocol: the stream names none, or pgw-stream");
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
-        drain_done(h);
+        (void)drain_done(h);                /* what is left wakes the next turn */
         return 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
@@ -790,8 +828,7 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
  * where the service thread's turns come seldom and each drain adds more
  * than that: every watcher fell 4,096 behind together, its socket never
  * full, and was closed as too slow (test_stream_keeps_up, 5,414 of
- * 16,400 each). A watcher that reads falls behind now only when more
- * than the ring finishes between two turns (over 2,000 single requests).
+ * 16,400 each). drain_done adds at most a quarter of the ring a turn.
  */
 static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
@@ -1023,7 +1060,8 @@ int pgw_http_run(pgw_http *h, pgw_err *err)
     }
     /* Drain: the writer commits what is queued, its callers are answered. */
     pgw_api_stop(h->api);
-    drain_done(h);
+    while (drain_done(h))
+        ;
     int64_t until = wall_us() + (int64_t)DRAIN_SERVICE_MS * 1000;
     while (h->responding > 0 && wall_us() < until)
         lws_service(h->ctx, 0);
@@ -1036,7 +1074,8 @@ void pgw_http_free(pgw_http *h)
         return;
     if (h->api != NULL)
         pgw_api_stop(h->api);
-    drain_done(h); /* frees the jobs of clients still waiting */
+    while (drain_done(h)) /* frees the jobs of clients still waiting */
+        ;
     if (h->ctx != NULL)
         lws_context_destroy(h->ctx);
     pgw_api_free(h->api);

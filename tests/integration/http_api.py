@@ -1931,6 +1931,88 @@ def test_stream_gap_closes_watchers(tmp):
     check("stream dropped" in err, f"the drop is logged: {err[-300:]}")
 
 
+def thread_named(pid, name):
+    """The id of the child's thread called `name` (prctl names: pgw-writer...)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == name:
+                return int(tid)
+    raise SystemExit(f"no thread {name} in {pid}")
+
+
+def metric(s, name):
+    _, text, _ = s.request("GET", "/metrics", key=None)
+    m = re.search(rf"^{name} (\d+)$", text, re.M)
+    return int(m.group(1)) if m else -1
+
+
+def test_stream_big_drain(tmp):
+    """Regression: when more than the stream's ring (4096 messages) of
+    transfers finished between two turns of the service thread, one drain
+    put them all in the ring and every watcher, however fast it read, was
+    passed and closed. The writer is held while 70 batches fill it (2,240
+    purchases, 2 or more transfers each), then the service thread while
+    the writer commits them all: they reach the service thread at once."""
+    d = os.path.join(tmp, "big-drain")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="big-drain.json"))
+    try:
+        def event(k, i):
+            return purchase(f"E-BIG-{k}-{i}", amount=100000, member=f"MB{k}{i:03d}")
+        _, doc, _ = s.request("POST", "/v1/events", event(999, 0))
+        each = len(doc.get("transfers", []))
+        check(each >= 2, f"a purchase of this shape makes 2 transfers or more: {doc}")
+        watchers = [ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0]) for _ in range(2)]
+        check(all(" 101 " in status for _, status, _ in watchers), "two watchers")
+        for sock, _, _ in watchers:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        batches, window = 70, 32
+        answers = [None] * batches
+        def post(k):
+            answers[k] = s.request("POST", "/v1/events:batch",
+                                   {"events": [event(k, i) for i in range(window)]})
+        count = "SELECT count(*) FROM transfers"
+        before = int(pg.value(s.db, count))
+        writer = stop_thread(thread_named(s.proc.pid, "pgw-writer"))
+        try:
+            posters = [threading.Thread(target=post, args=(k,)) for k in range(batches)]
+            for t in posters:
+                t.start()
+            deadline = time.time() + 60
+            while (metric(s, "pgw_inflight_requests") < batches * window and
+                   time.time() < deadline):
+                time.sleep(0.1)
+            service = stop_thread(s.proc.pid)
+        finally:
+            resume_thread(writer, thread_named(s.proc.pid, "pgw-writer"))
+        try:
+            while (int(pg.value(s.db, count)) < before + each * batches * window and
+                   time.time() < deadline):
+                time.sleep(0.1)
+            time.sleep(0.5)  # the last commit's completions
+        finally:
+            resume_thread(service, s.proc.pid)
+        got = [[] for _ in watchers]
+        def read(i):
+            sock, _, rest = watchers[i]
+            got[i] = ws_messages(sock, rest, 3.0)
+        readers = [threading.Thread(target=read, args=(i,)) for i in range(len(watchers))]
+        for t in readers:
+            t.start()
+        for t in posters + readers:
+            t.join()
+        made = int(pg.value(s.db, count)) - before
+        statuses = [a[0] if a else None for a in answers]
+        check(statuses == [200] * batches, f"every batch answered: {statuses}")
+        counts = [len(g) for g in got]
+        check(made == each * batches * window > 4096 and counts == [made] * len(watchers),
+              f"every watcher got all {made} transfers of one drain: {counts}")
+        for sock, _, _ in watchers:
+            sock.close()
+    finally:
+        s.stop()
+
+
 def test_health_sees_the_file_moved(tmp):
     """Regression (the HTTP review): an idle gateway's /healthz said ok for
     as long as nobody wrote after its SQLite file was moved aside (a
@@ -2825,6 +2907,7 @@ def main():
         test_slow_bodies(tmp)
         test_health_sees_the_file_moved(tmp)
         test_stream_gap_closes_watchers(tmp)
+        test_stream_big_drain(tmp)
         test_cli_expiry_gives_back_caps(tmp)
         test_report_invariants(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
