@@ -1042,9 +1042,29 @@ static int refuse_again(pgw_store *store, pgw_command *cmd, const char *why)
  * not, and may pay another day (a failed command's savepoint takes a
  * claim back). This names the "shop" its receipt is kept under.
  */
-static void reviewer_of(const pgw_command *cmd, char out[2 * PGW_ID_MAX + 16])
+static void reviewer_of(const char *member, const char *shop, char out[2 * PGW_ID_MAX + 16])
 {
-    snprintf(out, 2 * PGW_ID_MAX + 16, "review:%s:%s", cmd->member, cmd->shop[0] ? cmd->shop : "-");
+    snprintf(out, 2 * PGW_ID_MAX + 16, "review:%s:%s", member, shop[0] ? shop : "-");
+}
+
+/* Whether this review's receipt was paid to the member, or to one merged
+ * into it: a merged member's claims stay under its own id, and the
+ * survivor was paid for the same receipt again. */
+static int review_paid_before(pgw_store *store, pgw_command *cmd, bool *paid)
+{
+    char members[1 + PGW_HISTORY_MERGED_MAX][PGW_ID_MAX + 1];
+    snprintf(members[0], sizeof(members[0]), "%s", cmd->member);
+    size_t n = 0;
+    int rc = pgw_store_merged_members(store, cmd->member, members + 1, PGW_HISTORY_MERGED_MAX, &n,
+                                      &cmd->err);
+    *paid = false;
+    for (size_t i = 0; rc == PGW_OK && !*paid && i <= n; i++) {
+        char reviewer[2 * PGW_ID_MAX + 16], claimant[PGW_IDEM_KEY_MAX + 1];
+        reviewer_of(members[i], cmd->shop, reviewer);
+        rc = pgw_store_receipt_claimant(store, reviewer, cmd->receipt, claimant, &cmd->err);
+        *paid = claimant[0] != '\0';
+    }
+    return rc;
 }
 
 /* Risk rules an event meets before it is priced: events per day, receipts. */
@@ -1225,12 +1245,10 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     if (rc == PGW_OK)
         rc = check_event_risk_before(store, policy, cmd, a);
     bool review = ev->type == PGW_EVENT_REVIEW && cmd->receipt[0] != '\0';
-    char reviewer[2 * PGW_ID_MAX + 16], claimant[PGW_IDEM_KEY_MAX + 1];
-    reviewer_of(cmd, reviewer); /* the member is the survivor by now */
-    if (rc == PGW_OK && review) {
-        rc = pgw_store_receipt_claimant(store, reviewer, cmd->receipt, claimant, &cmd->err);
-        a->reviewed_before = claimant[0] != '\0';
-    }
+    char reviewer[2 * PGW_ID_MAX + 16];
+    reviewer_of(cmd->member, cmd->shop, reviewer); /* the member is the survivor by now */
+    if (rc == PGW_OK && review)
+        rc = review_paid_before(store, cmd, &a->reviewed_before);
     if (rc != PGW_OK)
         return rc;
     pgw_earning_clear(cmd->earning);

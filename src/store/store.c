@@ -3032,16 +3032,22 @@ static size_t merge_newest(pgw_transfer *a, size_t na, const pgw_transfer *b, si
     return k;
 }
 
+int pgw_store_merged_members(pgw_store *s, const char *member, char (*out)[PGW_ID_MAX + 1],
+                             size_t cap, size_t *n, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_MERGED_MEMBERS];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
+    return read_rows(s, st, id_row, out, sizeof(out[0]), cap, n,
+                     "reading the members merged into one", err);
+}
+
 int pgw_store_member_history(pgw_store *s, const char *member, int64_t before_id, pgw_transfer *out,
                              size_t cap, size_t *n, pgw_err *err)
 {
     char merged[PGW_HISTORY_MERGED_MAX][PGW_ID_MAX + 1];
     size_t n_merged = 0;
-    pgw_sql_stmt *st = s->st[ST_MERGED_MEMBERS];
-    pgw_sql_bind_text(st, 1, member);
-    pgw_sql_bind_int64(st, 2, PGW_HISTORY_MERGED_MAX);
-    int rc = read_rows(s, st, id_row, merged, sizeof(merged[0]), PGW_HISTORY_MERGED_MAX, &n_merged,
-                       "reading the members merged into one", err);
+    int rc = pgw_store_merged_members(s, member, merged, PGW_HISTORY_MERGED_MAX, &n_merged, err);
     if (rc == PGW_OK)
         rc = account_history(s, member, before_id, out, cap, n, err);
     if (rc != PGW_OK || n_merged == 0)

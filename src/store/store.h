@@ -381,6 +381,11 @@ int pgw_store_member_due_holds(pgw_store *store, const char *member, int64_t now
 /* Members merged into one whose history is read with its own. */
 #define PGW_HISTORY_MERGED_MAX 63
 
+/* Up to `cap` of the members merged into `member`, lowest ids first (a
+ * merged id points at its survivor, however many merges followed). */
+int pgw_store_merged_members(pgw_store *store, const char *member, char (*out)[PGW_ID_MAX + 1],
+                             size_t cap, size_t *n, pgw_err *err);
+
 /* Up to `cap` of a member's transfers (either side) with id < before_id (0:
  * the newest), newest first, with those of the members merged into it (up
  * to PGW_HISTORY_MERGED_MAX of them, lowest ids first): one person's

@@ -338,16 +338,32 @@ def test_merges(s):
         earned += [t["id"] for t in doc.get("transfers", [])]
     check(len(set(members)) == 3, f"three identities, three members at first: {members}")
     survivor = members[0]
+    # Regression: a receipt's review paid to a member merged away was paid
+    # again to the survivor (its claim stayed under the merged id).
+    review = {"event_id": "E-MERGE-RV", "channel": "store", "shop_id": "S002", "type": "review",
+              "receipt_no": "R-E-MERGE-1", "occurred_at": "2026-11-25T12:00:00+08:00",
+              "member": ids[1]}
+    status, doc, _ = s.request("POST", "/v1/events", review)
+    check(status == 201 and doc.get("points") == 20, f"the card's member reviews: {status} {doc}")
+    reviewed = doc.get("points", 0)
+    earned += [t["id"] for t in doc.get("transfers", [])]
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1])
     check(status == 200 and doc.get("merged") == {"from": members[1], "into": survivor},
           f"binding the card merges: {status} {doc}")
+    for eid, who in (("E-MERGE-RV-2", ids[0]), ("E-MERGE-RV-3", ids[1])):
+        status, paid, _ = s.request("POST", "/v1/events",
+                                    dict(review, event_id=eid, member=who,
+                                         occurred_at="2026-11-26T12:00:00+08:00"))
+        check(status == 201 and paid.get("points") == 0 and "already" in paid.get("reason", ""),
+              f"the merged member's review is not paid again ({eid}): {status} {paid}")
     status, again, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[1])
     check(status == 200 and again.get("replayed") is True and again.get("merged") == doc["merged"],
           f"a retried bind replays: {status} {again}")
     status, doc, _ = s.request("POST", f"/v1/members/{survivor}/identities", ids[2])
     check(status == 200 and doc.get("merged", {}).get("from") == members[2], f"openid: {doc}")
     view = member(s, survivor)
-    check(view.get("balance") == sum(points), f"one balance: {view.get('balance')} vs {points}")
+    check(view.get("balance") == sum(points) + reviewed,
+          f"one balance: {view.get('balance')} vs {points} and a review's {reviewed}")
     kinds = sorted(i["kind"] for i in view.get("identities", []))
     check(kinds == ["card", "mp_openid", "phone"], f"one member, three identities: {kinds}")
     old = member(s, members[1])
