@@ -430,7 +430,7 @@ static int earn_sign_in(earn_state *st)
     int later = ctx->has_last_sign_in ? pgw_date_cmp(ctx->last_sign_in, st->today) : -1;
     if (later >= 0) { /* a backlog's sign-in for a day before the last one: the streak is past */
         st->out->sign_in_streak = ctx->sign_in_streak;
-        set_reason(st, later == 0 ? "already signed in today" : "signed in on a later day already");
+        set_reason(st, later == 0 ? PGW_REASON_SIGNED_IN_TODAY : PGW_REASON_SIGNED_IN_LATER);
         return PGW_OK;
     }
     bool continues = ctx->has_last_sign_in &&

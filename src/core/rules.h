@@ -303,6 +303,13 @@ typedef struct pgw_breakdown_line {
     bool day_counted;
 } pgw_breakdown_line;
 
+/* The reasons of a behaviour done before (the answer's "reason"): the
+ * official account's reply tells a repeat from a behaviour that pays
+ * nothing by them. */
+#define PGW_REASON_SIGNED_IN_TODAY "already signed in today"
+#define PGW_REASON_SIGNED_IN_LATER "signed in on a later day already"
+#define PGW_REASON_FOLLOWED_BEFORE "follow_oa bonus already given"
+
 typedef struct pgw_earning {
     int64_t points;          /* sum of lines for PGW_BENEFICIARY_MEMBER */
     int64_t referrer_points; /* sum of lines for PGW_BENEFICIARY_REFERRER */

@@ -2630,13 +2630,18 @@ static bool handle_oa_callback(pgw_api *api, const pgw_request *req, pgw_respons
     return false;
 }
 
-/* What an event's answer says: points earned and the balance after
- * (a replay's figures are only in its stored answer). */
-static void event_figures(const pgw_command *cmd, int64_t *points, int64_t *balance)
+/* What an event's answer says: points earned, the balance after, and
+ * whether a zero was for a repeat (a replay's figures are only in its
+ * stored answer). A behaviour that pays nothing here is no repeat. */
+static void event_figures(const pgw_command *cmd, int64_t *points, int64_t *balance, bool *again)
 {
     json_t *answer = json_loads(cmd->answer, 0, NULL);
     *points = json_integer_value(json_object_get(answer, "points"));
     *balance = json_integer_value(json_object_get(answer, "balance"));
+    const char *reason = json_string_value(json_object_get(answer, "reason"));
+    *again = reason != NULL && (strcmp(reason, PGW_REASON_FOLLOWED_BEFORE) == 0 ||
+                                strcmp(reason, PGW_REASON_SIGNED_IN_TODAY) == 0 ||
+                                strcmp(reason, PGW_REASON_SIGNED_IN_LATER) == 0);
     json_decref(answer);
 }
 
@@ -2678,19 +2683,22 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
             snprintf(text, sizeof(text), "暂时无法查询，请稍后再试。");
         break;
     case OA_FOLLOW:
-    case OA_SIGN_IN:
-        event_figures(cmd, &points, &balance);
+    case OA_SIGN_IN: {
+        bool follow = job->wx->action == OA_FOLLOW, again = false;
+        event_figures(cmd, &points, &balance, &again);
         if (cmd->rc != PGW_OK)
             snprintf(text, sizeof(text), "暂时无法办理，请稍后再试。");
         else if (points > 0)
             snprintf(text, sizeof(text), "%s，获得 %lld 积分，当前积分 %lld。",
-                     job->wx->action == OA_FOLLOW ? "感谢关注" : "签到成功", (long long)points,
-                     (long long)balance);
-        else
+                     follow ? "感谢关注" : "签到成功", (long long)points, (long long)balance);
+        else if (again)
             snprintf(text, sizeof(text), "%s，当前积分 %lld。",
-                     job->wx->action == OA_FOLLOW ? "欢迎回来" : "今天已经签到过了",
+                     follow ? "欢迎回来" : "今天已经签到过了", (long long)balance);
+        else /* the mall pays nothing for it (or a cap): done, no repeat */
+            snprintf(text, sizeof(text), "%s，当前积分 %lld。", follow ? "感谢关注" : "签到成功",
                      (long long)balance);
         break;
+    }
     }
     pgw_err err;
     if (pgw_wechat_oa_reply(api->wechat, &job->wx->oa, text, wall_now_s(), &resp->body,

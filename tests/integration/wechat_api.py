@@ -1091,6 +1091,41 @@ def renamed_templates(srv, tmp, fake, config, env):
     return srv
 
 
+def replies_without_points(tmp, fake, env):
+    """Regression: a mall that pays nothing for a follow or a sign-in (the
+    behaviour left out of the configuration). The passive reply took any
+    zero-point answer for a repeat: a new follower read "欢迎回来" (welcome
+    back) and a member's first 签到 of the day "今天已经签到过了" (already
+    signed in today). The answer's reason tells the two apart."""
+    with open(write_config(tmp, fake.port)) as f:
+        cfg = json.load(f)
+    del cfg["behaviours"]["sign_in"], cfg["behaviours"]["follow_oa"]
+    path = os.path.join(tmp, "config-no-points.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    os.makedirs(os.path.join(tmp, "no-points"), exist_ok=True)
+    srv = Server(os.path.join(tmp, "no-points"), path, env)
+    try:
+        now = int(time.time())
+        bodies = [push(srv, xml)[1] for xml in (
+            oa_xml("oOA-NP", now, "event", event="subscribe"),
+            oa_xml("oOA-NP", now + 1, "text", content="签到", msg_id="88000001"),
+            oa_xml("oOA-NP", now + 2, "text", content="签到", msg_id="88000002"),
+            oa_xml("oOA-NP", now + 3, "event", event="unsubscribe"),
+            oa_xml("oOA-NP", now + 4, "event", event="subscribe"))]
+        replies = [reply_text(b)[0] if str(b).startswith("<xml>") else None for b in bodies]
+        check(replies[0] is not None and replies[0].startswith("感谢关注"),
+              "a first follow earning nothing is thanked, not welcomed back: %s" % replies[0])
+        check(replies[1] is not None and replies[1].startswith("签到成功"),
+              "the day's first sign-in earning nothing succeeds: %s" % replies[1])
+        check(replies[2] is not None and replies[2].startswith("今天已经签到过了"),
+              "the day's second sign-in was made already: %s" % replies[2])
+        check(replies[4] is not None and replies[4].startswith("欢迎回来"),
+              "a follow after an unfollow is welcomed back: %s" % replies[4])
+    finally:
+        srv.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -1108,6 +1143,7 @@ def main():
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
         srv = renamed_templates(srv, tmp, fake, config, env)
+        replies_without_points(tmp, fake, env)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]

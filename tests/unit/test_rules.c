@@ -535,6 +535,8 @@ static void test_behaviours_once_capped_and_referral(void **state)
     e = behaviour(PGW_EVENT_FOLLOW_OA, when);
     assert_int_equal(earn_ok(r, &e, &NEW_MEMBER)->points, 50);
     assert_int_equal(earn_ok(r, &e, &done)->points, 0);
+    /* The official account's reply says "welcome back" by this reason. */
+    assert_string_equal(earn_ok(r, &e, &done)->reason, PGW_REASON_FOLLOWED_BEFORE);
 
     e = behaviour(PGW_EVENT_REVIEW, when);
     static const int64_t today_review[][2] = {{0, 20}, {40, 20}, {50, 10}, {60, 0}};
