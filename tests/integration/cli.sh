@@ -9,6 +9,21 @@ cd "$src" || exit 1
 failures=0
 passes=0
 
+# Every file and folder the script makes lives under $scratch, removed on
+# exit, pass or fail (the exit status is kept). The FAIL lines name paths in
+# it: PGW_KEEP_TMP=1 keeps it, and says where, for a look after a failing run.
+# 711: the read-only check below runs the binary as `nobody` from in here.
+scratch=$(mktemp -d)
+chmod 711 "$scratch"
+cleanup() {
+    if [ -n "${PGW_KEEP_TMP:-}" ]; then
+        echo "cli.sh: scratch files kept in $scratch" >&2
+    else
+        rm -rf "$scratch"
+    fi
+}
+trap cleanup EXIT
+
 pass() { passes=$((passes + 1)); }
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 
@@ -66,7 +81,7 @@ expect_text '$.mall.colour: unknown key'
 # Regression (review notes): notify.routes naming a channel that channels
 # does not configure was "configuration OK", and those notices silently
 # never went that way. Refused by check-config and serve alike.
-routes_dir=$(mktemp -d)
+routes_dir=$(mktemp -d -p "$scratch")
 python3 -c 'import json, sys
 c = json.load(open("config/pointsgw.example.json"))
 del c["channels"]["sms"]
@@ -78,16 +93,16 @@ expect_exit 2 timeout 20 "$bin" serve --config "$routes_dir/routes.json" --liste
 expect_text "$routes_dir/routes.json: \$.notify.routes.points_expiring[1]: channel \"sms\" is not configured"
 [ ! -e "$routes_dir/x.db" ] || fail "serve made a database for a configuration it refused"
 rm -rf "$routes_dir"
-expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen nowhere --db "sqlite:$(mktemp -d)/x.db"
+expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen nowhere --db "sqlite:$(mktemp -d -p "$scratch")/x.db"
 expect_text 'expected HOST:PORT with port 0..65535, got "nowhere"'
 # Regression: a host that is a name (or no address) was taken, and the
 # server said it listened while it listened on nothing.
-expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen localhost:0 --db "sqlite:$(mktemp -d)/x.db"
+expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen localhost:0 --db "sqlite:$(mktemp -d -p "$scratch")/x.db"
 expect_text 'the host of "localhost:0" is not an IP address'
 # Regression (the operator review): TLS files that cannot serve passed
 # check-config, and serve said only "cannot listen" after making the
 # database. Both now name the key and the problem, and make nothing.
-tls_dir=$(mktemp -d)
+tls_dir=$(mktemp -d -p "$scratch")
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
     -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2>/dev/null
 openssl genrsa -out "$tls_dir/other.pem" 2048 2>/dev/null
@@ -117,7 +132,7 @@ rm -rf "$tls_dir"
 # Regression (the operator review): an address this host does not have
 # was "listened on" by lws, which retries the bind later: the server said
 # so and served nothing. Refused before the database is made.
-nowhere_db=$(mktemp -d)
+nowhere_db=$(mktemp -d -p "$scratch")
 expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen 192.0.2.1:0 --db "sqlite:$nowhere_db/new/x.db"
 expect_text 'cannot listen on 192.0.2.1:0: this host has no such address'
 [ ! -e "$nowhere_db/new" ] || fail "a database folder was made for an address the host does not have"
@@ -126,7 +141,7 @@ rm -rf "$nowhere_db"
 # write was opened read-only; serve started, /healthz said ok, and every
 # write was 503. Refused at the start. (Root writes any file: as root the
 # binary and config are copied where `nobody` can read them, and run so.)
-ro_dir=$(mktemp -d)
+ro_dir=$(mktemp -d -p "$scratch")
 chmod 755 "$ro_dir"
 printf 'card,phone,points\nRO1,,10\n' >"$ro_dir/one.csv"
 expect_exit 0 "$bin" import-balances --shop S001 --file "$ro_dir/one.csv" --db "sqlite:$ro_dir/ro.db"
@@ -143,7 +158,7 @@ fi
 expect_exit 2 timeout 20 "${as_user[@]}" "$ro_dir/pointsgw" serve --config "$ro_dir/config.json" --listen 127.0.0.1:0 --db "sqlite:$ro_dir/ro.db"
 expect_text 'the database file is read-only for this user'
 rm -rf "$ro_dir"
-named=$(mktemp)
+named=$(mktemp -p "$scratch")
 sed 's/"listen": "127.0.0.1:8080"/"listen": "localhost:8080"/' config/pointsgw.example.json >"$named"
 expect_exit 2 "$bin" check-config --config "$named"
 expect_text '$.listen: the host of "localhost:8080" is not an IP address'
@@ -167,8 +182,7 @@ expect_text '"points": 55'
 expect_text '"sign_in_streak": 7'
 
 # Bad events are refused with a path, exit 2.
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d -p "$scratch")
 sed 's/"amount_fen": 12800,/"amount_fen": -5,/' config/demo/purchase.json > "$tmp/neg.json"
 expect_exit 2 "$bin" quote --event "$tmp/neg.json"
 expect_text '$.amount_fen: expected an integer 1..100000000000, got -5'
