@@ -282,13 +282,15 @@ expect_text "the subcommand is 'add'"
 # when ctest runs this on PostgreSQL (integration.pg.cli).
 import_db="sqlite:$tmp/import.db"
 edited_db="sqlite:$tmp/edited.db"
+repair_db="sqlite:$tmp/repair.db"
 if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
     admin=$(cat "$PGW_TEST_PG_DIR/url")
     suffix=$RANDOM
     psql -qX "$admin" -c "CREATE DATABASE pgwc_${$}_$suffix" -c "CREATE DATABASE pgwc_empty_${$}_$suffix" \
-        -c "CREATE DATABASE pgwc_edited_${$}_$suffix"
+        -c "CREATE DATABASE pgwc_edited_${$}_$suffix" -c "CREATE DATABASE pgwc_repair_${$}_$suffix"
     import_db="${admin%/*}/pgwc_${$}_$suffix"
     edited_db="${admin%/*}/pgwc_edited_${$}_$suffix"
+    repair_db="${admin%/*}/pgwc_repair_${$}_$suffix"
     # An empty database is not taken for an empty log, nor is a missing one.
     expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_empty_${$}_$suffix"
     expect_text "no pointsgw database there"
@@ -400,6 +402,80 @@ expect_exit 2 "$bin" reconcile --statement "$tmp/none.csv" --channel store --db 
 expect_text "none.csv"
 expect_exit 2 "$bin" reconcile --statement "$tmp/statement.csv" --channel store --db "sqlite:$tmp/missing.db"
 expect_text "no database there"
+
+# reconcile --repair, twice at once on one statement (a nightly job and an
+# operator): each finds the three rows missing, and the one that writes
+# second finds each already posted, with the same content, by the other.
+# Its "replayed" counts those; together: each row created once, replayed
+# once, and the log holds each event once. The two wait on the database's
+# write lock, held until both reports are out, so both read it unrepaired.
+expect_exit 0 "$bin" import-balances --shop S002 --file "$tmp/one.csv" --db "$repair_db"
+printf 'event_id,occurred_at,type,member,amount_fen,points\n%s\n%s\n%s\n' \
+    'CR-1,2026-11-20T10:00:00+08:00,purchase,member_id:MCR1,10000,100' \
+    'CR-2,2026-11-20T11:00:00+08:00,purchase,member_id:MCR2,5000,50' \
+    'CR-3,2026-11-20T12:00:00+08:00,purchase,member_id:MCR1,2000,20' >"$tmp/repair.csv"
+# hold_writes DB FLAG: takes DB's write lock (SQLite's, or the chain lock
+# every PostgreSQL write takes), says so in FLAG.held, lets go once FLAG exists.
+hold_writes() {
+    local until="while [ ! -e '$2' ]; do sleep 0.05; done"
+    if [ "${1#sqlite:}" != "$1" ]; then
+        python3 -c 'import os, sqlite3, subprocess, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+open(sys.argv[2] + ".held", "w").close()
+subprocess.run(sys.argv[3], shell=True)
+db.execute("ROLLBACK")' "${1#sqlite:}" "$2" "$until"
+    else
+        psql -qX "$1" -c "SELECT pg_advisory_lock(7064670002)" -c "\\! touch '$2.held'; $until" >/dev/null
+    fi
+}
+wait_file() { # FILE: within 20 s
+    local i
+    for i in $(seq 400); do [ -e "$1" ] && return 0; sleep 0.05; done
+    return 1
+}
+repair_tally() { # ERR_FILE FIELD: the number the repair's tally line gives FIELD
+    sed -n 's/.*"repair":{.*"'"$2"'":\([0-9]*\).*/\1/p' "$1"
+}
+hold_writes "$repair_db" "$tmp/release" &
+holder=$!
+wait_file "$tmp/release.held" || fail "the write lock was not taken"
+for run in a b; do
+    "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 --db "$repair_db" \
+        --out "$tmp/repair-$run.json" --repair 2>"$tmp/repair-$run.err" &
+    eval "repair_$run=\$!"
+done
+wait_file "$tmp/repair-a.json" && wait_file "$tmp/repair-b.json" ||
+    fail "the repairs' reports did not come: $(cat "$tmp/repair-a.err" "$tmp/repair-b.err")"
+touch "$tmp/release"
+wait "$holder"
+wait "$repair_a"
+code_a=$?
+wait "$repair_b"
+code_b=$?
+created=0
+replayed=0
+for run in a b; do
+    err_file="$tmp/repair-$run.err"
+    [ "$(repair_tally "$err_file" missing_in_ledger)" = 3 ] &&
+        [ "$(repair_tally "$err_file" failed)" = 0 ] &&
+        [ $(($(repair_tally "$err_file" created) + $(repair_tally "$err_file" replayed))) = 3 ] &&
+        grep -q '"missing_in_ledger":3' "$tmp/repair-$run.json" && pass ||
+        fail "repair $run: three rows missing, each created or replayed: $(cat "$err_file")"
+    created=$((created + $(repair_tally "$err_file" created)))
+    replayed=$((replayed + $(repair_tally "$err_file" replayed)))
+done
+[ "$code_a" = 1 ] && [ "$code_b" = 1 ] && pass || fail "the repairs exited $code_a and $code_b, wanted 1"
+[ "$created" = 3 ] && [ "$replayed" = 3 ] && pass ||
+    fail "two repairs at once: $created created and $replayed replayed, wanted 3 and 3"
+expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 --db "$repair_db"
+expect_text '"ledger_rows":3,'
+expect_text '"missing_in_ledger":0,'
+# One effect each: the import's transfer, CR-1 and CR-2 their base and
+# first-purchase points, CR-3 its base (a second effect would add more).
+expect_text '"ledger_points":570,'
+expect_exit 0 "$bin" verify --db "$repair_db"
+expect_text "transfers:  6 checked"
 
 # Reports: which one, a period, a bucket only for the pool.
 expect_exit 2 "$bin" report
