@@ -848,10 +848,37 @@ int pgw_config_check_tls(const pgw_http_config *http, const char *file, pgw_err 
     return rc;
 }
 
+/* http.trusted_proxies: addresses or prefixes ("10.0.0.0/8"). */
+static int parse_trusted_proxies(const json_t *http, const char *path, pgw_http_config *h,
+                                 pgw_err *err)
+{
+    json_t *list;
+    char list_path[PGW_JSON_PATH_MAX], item_path[PGW_JSON_PATH_MAX];
+    int rc = get_array(http, "trusted_proxies", path, false, PGW_TRUSTED_PROXIES_MAX, &list, err);
+    pgw_json_path_key(list_path, path, "trusted_proxies");
+    for (size_t i = 0; rc == PGW_OK && list != NULL && i < json_array_size(list); i++) {
+        pgw_json_path_index(item_path, list_path, i);
+        const char *text = json_string_value(json_array_get(list, i));
+        pgw_err why;
+        if (text == NULL)
+            return pgw_err_set(err, PGW_EINVAL, "%s: expected an address or a prefix (10.0.0.0/8)",
+                               item_path);
+        if (pgw_prefix_parse(text, &h->trusted_proxies[i], &why) != PGW_OK)
+            return pgw_err_set(err, PGW_EINVAL, "%s: %s", item_path, why.msg);
+        h->n_trusted_proxies = i + 1;
+    }
+    return rc;
+}
+
 static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {
-        "body_max_bytes", "body_timeout_s", "max_inflight", "commit_batch", "tls", NULL};
+    static const char *const keys[] = {"body_max_bytes",
+                                       "body_timeout_s",
+                                       "max_inflight",
+                                       "commit_batch",
+                                       "tls",
+                                       "trusted_proxies",
+                                       NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *http;
     pgw_http_config *h = &cfg->http;
@@ -870,6 +897,8 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
         rc = pgw_json_int(http, "max_inflight", path, false, 32, 65536, &h->max_inflight, err);
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "commit_batch", path, false, 1, 4096, &h->commit_batch, err);
+    if (rc == PGW_OK)
+        rc = parse_trusted_proxies(http, path, h, err);
     return rc == PGW_OK ? parse_tls(http, path, h, err) : rc;
 }
 

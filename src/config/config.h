@@ -24,19 +24,21 @@
 #include "core/error.h"
 #include "core/notice.h"
 #include "core/rules.h"
+#include "util/netaddr.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define PGW_CONFIG_FILE_MAX (4 << 20) /* 4 MiB: a mall with 1024 shops fits easily */
-#define PGW_KEYS_MAX        256
-#define PGW_ENV_NAME_MAX    64
-#define PGW_URL_MAX         256
-#define PGW_TEMPLATE_ID_MAX 64
-#define PGW_LISTEN_MAX      64
-#define PGW_DB_URL_MAX      512
-#define PGW_SCOPE_MAX       48
+#define PGW_CONFIG_FILE_MAX     (4 << 20) /* 4 MiB: a mall with 1024 shops fits easily */
+#define PGW_KEYS_MAX            256
+#define PGW_TRUSTED_PROXIES_MAX 32
+#define PGW_ENV_NAME_MAX        64
+#define PGW_URL_MAX             256
+#define PGW_TEMPLATE_ID_MAX     64
+#define PGW_LISTEN_MAX          64
+#define PGW_DB_URL_MAX          512
+#define PGW_SCOPE_MAX           48
 
 /* The notices a channel can carry, each with its own template. */
 typedef enum pgw_notice_kind {
@@ -106,7 +108,12 @@ typedef struct pgw_http_config {
     int64_t body_timeout_s; /* a request's body whole within: 1..3600 s; default 60 */
     int64_t max_inflight;   /* requests waiting on the database: 32..65536; default 4096 */
     int64_t commit_batch;   /* commands per transaction: 1..4096; default 1024 */
-    bool tls;               /* both files given */
+    /* Peers whose X-Forwarded-For names the client (a reverse proxy in
+     * front): else every mini-program user shares the proxy's address,
+     * and its per-address limits (enrolments, codes) with it. */
+    size_t n_trusted_proxies;
+    pgw_prefix trusted_proxies[PGW_TRUSTED_PROXIES_MAX];
+    bool tls;                              /* both files given */
     char cert_file[PGW_PATH_FILE_MAX + 1]; /* PEM certificate chain */
     char key_file[PGW_PATH_FILE_MAX + 1];  /* PEM private key */
 } pgw_http_config;

@@ -11,6 +11,7 @@
 
 #include "core/assertions.h"
 #include "server/api.h"
+#include "util/netaddr.h"
 #include "util/query.h"
 
 #include <libwebsockets.h>
@@ -104,6 +105,8 @@ struct pgw_http {
     char iface[PGW_LISTEN_MAX + 1];
     bool ipv6;                      /* iface is an IPv6 address */
     const char *tls_cert, *tls_key; /* borrowed from the options; NULL: plain HTTP */
+    const pgw_prefix *proxies;      /* the configuration's trusted_proxies (borrowed) */
+    size_t n_proxies;
     volatile sig_atomic_t stop;
     size_t responding; /* transactions with an answer not yet fully sent */
     /* Finished jobs and news, handed over by the writer, reader and courier
@@ -451,6 +454,44 @@ static int send_continue(struct lws *wsi)
     return lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS) < n ? -1 : 0;
 }
 
+/*
+ * The client's address: the peer's, or, when the peer is a proxy the
+ * configuration trusts, the nearest address of X-Forwarded-For that is not
+ * one. Each proxy appends the address it heard from; what stands left of
+ * the first untrusted one is that client's own say, proof of nothing. An
+ * entry that is no address ends the walk at the proxy that appended it.
+ */
+static void client_address(const pgw_http *h, struct lws *wsi, char *out, size_t cap)
+{
+    pgw_prefix hop;
+    if (lws_get_peer_simple(wsi, out, (int)cap) == NULL)
+        out[0] = '\0';
+    if (h->n_proxies == 0 || !pgw_address_parse(out, &hop) ||
+        !pgw_prefix_contains(h->proxies, h->n_proxies, &hop))
+        return;
+    char chain[HEADER_DATA_MAX + 1];
+    if (!copy_header(wsi, WSI_TOKEN_X_FORWARDED_FOR, chain, sizeof(chain)))
+        return;
+    char *end = chain + strlen(chain);
+    while (end > chain) {
+        char *start = end;
+        while (start > chain && start[-1] != ',')
+            start--;
+        char *next = start > chain ? start - 1 : chain;
+        *end = '\0';
+        while (*start == ' ' || *start == '\t')
+            start++;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        if (!pgw_address_parse(start, &hop))
+            return;
+        snprintf(out, cap, "%s", start);
+        if (!pgw_prefix_contains(h->proxies, h->n_proxies, &hop))
+            return;
+        end = next;
+    }
+}
+
 static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
 {
     char *uri = NULL;
@@ -459,8 +500,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     static const char *const NAMES[] = {"GET",   "POST",   "OPTIONS", "PUT",
                                         "PATCH", "DELETE", "CONNECT", "HEAD"};
     q->r.received_us = wall_us();
-    if (lws_get_peer_simple(wsi, q->r.client_address, sizeof(q->r.client_address)) == NULL)
-        q->r.client_address[0] = '\0';
+    client_address(h, wsi, q->r.client_address, sizeof(q->r.client_address));
     snprintf(q->r.method, sizeof(q->r.method), "%s",
              method >= 0 && method < (int)(sizeof(NAMES) / sizeof(NAMES[0])) ? NAMES[method]
                                                                              : "OTHER");
@@ -1005,6 +1045,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     h->body_timeout_s = opts->body_timeout_s > 0 ? opts->body_timeout_s : 60;
     h->tls_cert = opts->tls_cert_file;
     h->tls_key = opts->tls_key_file;
+    h->proxies = opts->cfg ? opts->cfg->http.trusted_proxies : NULL;
+    h->n_proxies = opts->cfg ? opts->cfg->http.n_trusted_proxies : 0;
     size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;
     h->done_cap = inflight + NEWS_PENDING_MAX;
     size_t slots = 1;

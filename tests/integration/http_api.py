@@ -2126,6 +2126,45 @@ def test_slow_bodies(tmp):
         s.stop()
 
 
+def test_trusted_proxy(tmp):
+    """Behind a reverse proxy every request came from the proxy's address:
+    one mini-program sign-up limit (and one code limit) for the whole mall.
+    A proxy named in http.trusted_proxies passes the client's address in
+    X-Forwarded-For; the nearest address there that is not a trusted proxy
+    is the client."""
+    d = os.path.join(tmp, "proxy")
+    os.makedirs(d)
+    config = write_config(d, risk={"max_new_members_per_ip_per_hour": 2}, name="proxy.json",
+                          http={"trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]})
+    s = Server(d, config)
+    try:
+        n = iter(range(100))
+        def sign_up(forwarded):
+            i = next(n)
+            event = {"event_id": f"PX-{i}", "channel": "wechat_mp", "type": "sign_in",
+                     "occurred_at": "2026-11-25T12:00:00+08:00",
+                     "member": {"unionid": f"o-union-proxy-{i}"}}
+            headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+            return s.request("POST", "/v1/events", event, headers=headers)[0]
+        cases = [
+            ("203.0.113.5", [201, 201, 422], "one client, its own limit"),
+            ("203.0.113.6", [201], "another client, another limit"),
+            # the client's own say on the left counts for nothing
+            ("198.51.100.1, 203.0.113.5", [422], "a forged entry left of the client"),
+            # a trusted proxy's hop on the right is stepped over
+            ("203.0.113.6,10.1.2.3", [201, 422], "through a second trusted proxy"),
+            ("  203.0.113.7 , 10.0.0.9 ", [201], "spaces around entries"),
+            # an entry that is no address: the proxy that appended it is the client
+            ("garbage, 10.0.0.9", [201, 201, 422], "a broken chain ends at its proxy"),
+            (None, [201, 201, 422], "no header: the proxy's own address"),
+        ]
+        for forwarded, want, what in cases:
+            got = [sign_up(forwarded) for _ in want]
+            check(got == want, f"{what} ({forwarded!r}): {got}, wanted {want}")
+    finally:
+        s.stop()
+
+
 def test_tight_risk(tmp):
     """Servers with tight risk limits: each limit refuses its case and passes a normal one."""
     d = os.path.join(tmp, "risk-a")
@@ -2168,6 +2207,12 @@ def test_tight_risk(tmp):
         check(codes == [201, 201, 422] and
               got[2][1]["error"]["message"].startswith("max_new_members_per_ip_per_hour:"),
               f"mini-program sign-ups per address: {codes} {got[2][1]}")
+        # X-Forwarded-For from a peer no configuration trusts says nothing:
+        # anyone could name a new address for each sign-up.
+        spoof = dict(signups[2], event_id="T-MP-SPOOF", member={"unionid": "o-union-spoof"})
+        status, doc, _ = s.request("POST", "/v1/events", spoof,
+                                   headers={"X-Forwarded-For": "203.0.113.77"})
+        check(status == 422, f"a client's own X-Forwarded-For is not believed: {status} {doc}")
         # Regression: the same sign-ups in one batch came with no address, and
         # the limit let every one enrol.
         batch = [dict(e, event_id=f"T-MPB-{i}", member={"unionid": f"o-union-batch-{i}"})
@@ -2920,6 +2965,7 @@ def main():
         check(code == 0 and "stopped cleanly" in err, f"SIGTERM: exit {code}: {err}")
         test_tls(tmp)
         test_tight_risk(tmp)
+        test_trusted_proxy(tmp)
         test_slow_bodies(tmp)
         test_health_sees_the_file_moved(tmp)
         test_stream_gap_closes_watchers(tmp)

@@ -209,6 +209,11 @@ static const struct {
     {"http", "{\"tls\": {\"cert_file\": \"c.pem\"}}", "$.http.tls.key_file: required"},
     {"http", "{\"max_inflight\": 1}", "$.http.max_inflight"},
     {"http", "{\"gzip\": true}", "$.http.gzip: unknown key"},
+    {"http", "{\"trusted_proxies\": \"10.0.0.1\"}", "$.http.trusted_proxies: expected an array"},
+    {"http", "{\"trusted_proxies\": [7]}", "$.http.trusted_proxies[0]: expected an address"},
+    {"http", "{\"trusted_proxies\": [\"::1\", \"proxy.local\"]}",
+     "$.http.trusted_proxies[1]: \"proxy.local\" is not an IPv4 or IPv6 address"},
+    {"http", "{\"trusted_proxies\": [\"10.0.0.1/8\"]}", "bits set past its prefix length"},
 };
 
 static void test_every_mistake_is_refused_with_its_path(void **state)
@@ -292,6 +297,30 @@ static void test_null_is_absent(void **state)
     json_decref(root);
 }
 
+/* http.trusted_proxies: each entry kept as a prefix, mapped IPv4 as IPv4. */
+static void test_trusted_proxies(void **state)
+{
+    (void)state;
+    json_t *root = json_loads(MINIMAL, 0, NULL);
+    assert_non_null(root);
+    json_object_set_new(root, "http",
+                        json_pack("{s:[s,s,s]}", "trusted_proxies", "127.0.0.1", "10.0.0.0/8",
+                                  "::ffff:192.168.0.0/112"));
+    char *text = json_dumps(root, 0);
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(cfg->http.n_trusted_proxies, 3);
+    const pgw_prefix *p = cfg->http.trusted_proxies;
+    assert_true(p[0].len == 4 && p[0].bits == 32 && p[0].bytes[0] == 127 && p[0].bytes[3] == 1);
+    assert_true(p[1].len == 4 && p[1].bits == 8 && p[1].bytes[0] == 10);
+    assert_true(p[2].len == 4 && p[2].bits == 16 && p[2].bytes[0] == 192 && p[2].bytes[1] == 168);
+    pgw_config_free(cfg);
+    free(text);
+    json_decref(root);
+}
+
 /* notify.routes: a default for every kind, a kind's own over it. A channel
  * configured but switched off ("enabled": false) may stay in a route. */
 static void test_notice_routes(void **state)
@@ -369,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_every_mistake_is_refused_with_its_path),
         cmocka_unit_test(test_minimal_is_valid_and_defaults_apply),
         cmocka_unit_test(test_null_is_absent),
+        cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_notice_routes),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
