@@ -567,6 +567,19 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
     }
 }
 
+/* An expiry reminder that waited (quiet hours, a number's limit, retries)
+ * until its points had expired would tell the member of points they no
+ * longer have: it is skipped instead. */
+static bool reminder_too_late(pgw_notifier *n, pgw_notice *nt, int kind)
+{
+    if (kind != PGW_NOTICE_POINTS_EXPIRING || nt->about_at > now_s())
+        return false;
+    snprintf(nt->state, sizeof(nt->state), "skipped");
+    set_error(nt, "", "the points expired before the reminder could go");
+    count(n, &n->stats.skipped);
+    return true;
+}
+
 /* One attempt at a notice: the outcome is in *nt and *r for finish_batch. */
 static void deliver(courier *c, pgw_notice *nt, reach_info *r)
 {
@@ -579,6 +592,8 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
      * this attempt or an earlier one. */
     bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
     memset(r, 0, sizeof(*r));
+    if (reminder_too_late(n, nt, kind))
+        return;
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
         set_error(nt, "", err.msg);

@@ -443,6 +443,58 @@ def expiry_reminder(tmp, fake, env, now):
     srv.stop()
 
 
+def reminder_after_expiry(tmp, fake, env, now):
+    """Regression: a reminder that waited past the moment its points expired
+    (quiet hours, a number's daily limit) still went out, telling the member
+    of points they no longer had; it is skipped instead."""
+    phone = "13200132001"
+    night = config(tmp, "remind-night.json", fake.port,
+                   {"start": hhmm(now - 3600), "end": hhmm(now + 3600)},
+                   rules_expiry={"policy": "rolling", "months": 1})
+    with open(night) as f:
+        doc = json.load(f)
+    del doc["channels"]["sms"]["templates"]["points_arrived"]
+    with open(night, "w") as f:
+        json.dump(doc, f, ensure_ascii=False)
+    earned = now - 28 * 86400
+    sale = dict(purchase("SMS-EXP-2", phone, 8800),
+                occurred_at=time.strftime("%Y-%m-%dT%H:%M:%S+08:00",
+                                          time.gmtime(earned + 8 * 3600)))
+    srv = run(os.path.join(tmp, "remind-late"), night, env)
+    status, doc = srv.request("POST", "/v1/events", sale, key=wx.SHOP)
+    member = doc.get("member_id", "")
+    srv.stop()
+    # At the next start the reminder is queued, and in quiet hours it waits.
+    srv = run(os.path.join(tmp, "remind-late"), night, env, db=srv.db)
+    waiting = eventually(lambda: [n for n in notices(srv, member) if n["kind"] == "points_expiring"],
+                         lambda l: l and l[0]["channel"] == "sms")
+    check(status == 201 and waiting and waiting[0]["state"] == "pending",
+          "the reminder waits out the quiet hours: %s" % waiting)
+    srv.stop()
+    # Meanwhile the points expire (staged: their lot's moment and the
+    # reminder's move into the past, as the night went by).
+    gone = int(time.time()) - 60
+    wx.pg.execute(srv.db, "UPDATE lots SET expires_at = %d WHERE member = '%s'" % (gone, member))
+    wx.pg.execute(srv.db, "UPDATE notices SET about_at = %d, due_at = %d WHERE member = '%s'"
+                  " AND kind = 'points_expiring'" % (gone, gone, member))
+    day = config(tmp, "remind-day.json", fake.port, {"start": "00:00", "end": "00:00"},
+                 rules_expiry={"policy": "rolling", "months": 1})
+    with open(day) as f:
+        doc = json.load(f)
+    del doc["channels"]["sms"]["templates"]["points_arrived"]
+    with open(day, "w") as f:
+        json.dump(doc, f, ensure_ascii=False)
+    srv = run(os.path.join(tmp, "remind-late"), day, env, db=srv.db)
+    done = eventually(lambda: [n for n in notices(srv, member) if n["kind"] == "points_expiring"],
+                      lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
+    sent = [m for m in fake.messages()
+            if m["phone"] == "+86" + phone and m["template_id"] == "1000002"]
+    check(done and done[0]["state"] == "skipped" and not sent,
+          "a reminder whose points expired while it waited is skipped, not sent: %s %s"
+          % (done, sent))
+    srv.stop()
+
+
 def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
     """Regression: a delivery read the clock once, before its first channel.
     When quiet hours began while the mini program was tried (its token
@@ -603,6 +655,7 @@ def main():
         srv.stop()
         otp_session(tmp, fake, env)
         expiry_reminder(tmp, fake, env, now)
+        reminder_after_expiry(tmp, fake, env, now)
         provider_down(tmp, env)
         refused_number(tmp, fake, env)
         tier_by_sms(tmp, fake, env)
