@@ -1950,9 +1950,21 @@ static void reset_output(pgw_command *cmd)
         cmd->n_transfers = 0;
 }
 
+/* Whether a purchase's points were past their expiry when it was applied
+ * (a sale posted late): the member cannot spend them, and the sweep takes
+ * them within a minute. */
+static bool expired_on_arrival(const pgw_ledger_policy *policy, const pgw_command *cmd)
+{
+    int64_t expires_at = 0;
+    return pgw_expiry_at(&policy->expiry, &policy->tz, cmd->at, &expires_at, NULL) == PGW_OK &&
+           expires_at <= now_us() / 1000000;
+}
+
 /* The notice a command causes, in its own transaction (so a notice exists
  * exactly when its cause committed): "points arrived" for a purchase that
- * earned, "points reversed" for a refund, "redemption" for points spent. */
+ * earned (not for points already expired: "arrived" would name points the
+ * member cannot use), "points reversed" for a refund, "redemption" for
+ * points spent. */
 static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     if (!policy->notify || cmd->member[0] == '\0')
@@ -1969,6 +1981,8 @@ static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
                     cmd->event->type == PGW_EVENT_PURCHASE;
     bool refund = cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL &&
                   cmd->event->type == PGW_EVENT_REFUND;
+    if (purchase && expired_on_arrival(policy, cmd))
+        return PGW_OK;
     if (purchase)
         kind = "points_arrived";
     else if (refund)

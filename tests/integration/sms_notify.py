@@ -495,6 +495,37 @@ def reminder_after_expiry(tmp, fake, env, now):
     srv.stop()
 
 
+def arrival_already_expired(tmp, fake, env, now):
+    """Regression: a sale posted late (a till offline, a batch, a repaired
+    statement) whose points had already expired by then got "points
+    arrived" all the same, for points the member could not spend; a sale
+    whose points are still good gets its notice as ever."""
+    cfg = config(tmp, "late.json", fake.port, {"start": "00:00", "end": "00:00"},
+                 rules_expiry={"policy": "rolling", "months": 1})
+    srv = run(os.path.join(tmp, "late"), cfg, env)
+
+    def dated(event_id, phone, t):
+        return dict(purchase(event_id, phone, 8800),
+                    occurred_at=time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(t + 8 * 3600)))
+
+    status, old = srv.request("POST", "/v1/events", dated("SMS-LATE-1", "13200132002",
+                                                          now - 70 * 86400), key=wx.SHOP)
+    status2, fresh = srv.request("POST", "/v1/events", dated("SMS-LATE-2", "13200132003",
+                                                             now - 3600), key=wx.SHOP)
+    check(status == 201 and status2 == 201 and old["points"] > 0,
+          "two late sales, one older than its points: %s %s" % (old, fresh))
+    eventually(lambda: notices(srv, fresh["member_id"]),
+               lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
+    time.sleep(1.5)  # the coalescing window of the other, had it been queued
+    to_old = [m for m in fake.messages() if m["phone"] == "+8613200132002"]
+    check(notices(srv, old["member_id"]) == [] and to_old == [],
+          "no notice of points that expired before they arrived: %s %s"
+          % (notices(srv, old["member_id"]), to_old))
+    check([n["state"] for n in notices(srv, fresh["member_id"])] == ["sent"],
+          "points still good: their notice goes: %s" % notices(srv, fresh["member_id"]))
+    srv.stop()
+
+
 def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
     """Regression: a delivery read the clock once, before its first channel.
     When quiet hours began while the mini program was tried (its token
@@ -656,6 +687,7 @@ def main():
         otp_session(tmp, fake, env)
         expiry_reminder(tmp, fake, env, now)
         reminder_after_expiry(tmp, fake, env, now)
+        arrival_already_expired(tmp, fake, env, now)
         provider_down(tmp, env)
         refused_number(tmp, fake, env)
         tier_by_sms(tmp, fake, env)
