@@ -231,6 +231,15 @@ static bool campaign_covers_shop(const pgw_campaign *c, const pgw_rules *rules, 
     return shop_ok && format_ok;
 }
 
+bool pgw_rules_challenge_own_month(const pgw_rules *rules, size_t campaign, int32_t shop)
+{
+    PGW_ASSERT(campaign < rules->n_campaigns);
+    PGW_ASSERT(shop >= 0 && (size_t)shop < rules->n_shops);
+    const pgw_campaign *c = &rules->campaigns[campaign];
+    return c->kind == PGW_CAMPAIGN_CHALLENGE && (c->n_shops > 0 || c->n_formats > 0) &&
+           campaign_covers_shop(c, rules, shop);
+}
+
 static bool is_birthday(const pgw_campaign *c, const pgw_member_ctx *ctx, pgw_date today)
 {
     if (!ctx->has_birthday || today.month != ctx->birth_month)
@@ -311,22 +320,45 @@ static int bracket_extra(earn_state *st, const pgw_campaign *c, int64_t *out)
     return PGW_OK;
 }
 
+/* The month a challenge counts before this purchase: its own (shops or
+ * formats: only what it covers; none listed, nothing yet), else the
+ * member's whole month. */
+static void challenge_month(const earn_state *st, size_t index, int64_t *purchases,
+                            int64_t *spend_fen)
+{
+    const pgw_member_ctx *ctx = st->ctx;
+    *purchases = ctx->month_purchases;
+    *spend_fen = ctx->month_spend_fen;
+    if (!pgw_rules_challenge_own_month(st->rules, index, st->event->shop))
+        return;
+    *purchases = *spend_fen = 0;
+    PGW_ASSERT(ctx->n_challenges == 0 || ctx->challenges != NULL);
+    for (size_t i = 0; i < ctx->n_challenges; i++) {
+        if (strcmp(ctx->challenges[i].campaign, st->rules->campaigns[index].id) == 0) {
+            *purchases = ctx->challenges[i].purchases;
+            *spend_fen = ctx->challenges[i].spend_fen;
+            return;
+        }
+    }
+}
+
 /* The challenge pays once: on the purchase that first reaches its threshold. */
 static int challenge_extra(earn_state *st, const pgw_campaign *c, int64_t *out)
 {
     const pgw_member_ctx *ctx = st->ctx;
-    bool crossed;
-    if (c->min_purchases > 0) {
-        crossed =
-            ctx->month_purchases < c->min_purchases && c->min_purchases <= ctx->month_purchases + 1;
-    } else {
-        int64_t after;
-        if (pgw_add(ctx->month_spend_fen, st->event->amount_fen, &after) != PGW_OK)
-            return pgw_err_set(st->err, PGW_ERANGE, "monthly spend overflows");
-        crossed = ctx->month_spend_fen < c->min_spend_fen && c->min_spend_fen <= after;
-    }
     size_t index = (size_t)(c - st->rules->campaigns);
     PGW_ASSERT(index < st->rules->n_campaigns);
+    int64_t purchases = 0, spend_fen = 0;
+    challenge_month(st, index, &purchases, &spend_fen);
+    bool crossed;
+    if (c->min_purchases > 0) {
+        crossed = purchases < c->min_purchases && c->min_purchases <= purchases + 1;
+    } else {
+        int64_t after;
+        if (pgw_add(spend_fen, st->event->amount_fen, &after) != PGW_OK)
+            return pgw_err_set(st->err, PGW_ERANGE, "monthly spend overflows");
+        crossed = spend_fen < c->min_spend_fen && c->min_spend_fen <= after;
+    }
     *out = crossed && !ctx->challenge_paid[index] ? c->bonus_points : 0;
     return PGW_OK;
 }

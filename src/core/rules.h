@@ -28,7 +28,9 @@
  *                 max) gives bonus_points, or floor(base*(m-10000)/10000)
  *               challenge: bonus_points once, on the purchase that first
  *                 reaches min_purchases (count) or min_spend_fen in the
- *                 calendar month (before < threshold <= after)
+ *                 calendar month (before < threshold <= after); with shops
+ *                 or formats, counting only the purchases they cover
+ *                 (ctx.challenges), else every purchase (ctx.month_*)
  *             then its daily_cap (if > 0) limits it to cap minus what the
  *             member already earned today under that rule (ctx.today).
  *             Stacking: campaigns with stacking PGW_STACK_MAX compete and
@@ -248,6 +250,24 @@ typedef struct pgw_event {
     int64_t custom_points; /* CUSTOM: 1..PGW_POINTS_MAX */
 } pgw_event;
 
+/*
+ * True when campaign `campaign` is a challenge with shops or formats that
+ * covers `shop`: its threshold counts only the purchases at the shops it
+ * covers (its own month: pgw_challenge_month), which the caller keeps per
+ * campaign and reads for such a purchase. A challenge without filters
+ * counts the member's whole month (ctx.month_purchases, month_spend_fen).
+ */
+bool pgw_rules_challenge_own_month(const pgw_rules *rules, size_t campaign, int32_t shop);
+
+/* A challenge's own month (pgw_rules_challenge_own_month): the member's
+ * purchases at the shops it covers, and their spend less their refunds,
+ * on the days of the event's calendar month up to the event's, before it. */
+typedef struct pgw_challenge_month {
+    char campaign[PGW_ID_MAX + 1]; /* the campaign's id */
+    int64_t purchases;
+    int64_t spend_fen;
+} pgw_challenge_month;
+
 /* Points a member already earned today (local day of the event) under a rule. */
 typedef struct pgw_rule_total {
     char rule[PGW_RULE_MAX + 1];
@@ -258,7 +278,13 @@ typedef struct pgw_member_ctx {
     int64_t spend_12m_fen;   /* purchases minus refunds, 12 months before the event */
     int64_t month_purchases; /* purchases this local calendar month, before the event */
     int64_t month_spend_fen; /* their amount */
-    bool first_purchase;     /* this purchase is the member's first */
+    /* The own months of the challenges with shops or formats that cover
+     * the event's shop (borrowed): such a challenge is judged on its own,
+     * never on month_purchases/month_spend_fen; one not listed has
+     * counted nothing yet. */
+    size_t n_challenges;
+    const pgw_challenge_month *challenges;
+    bool first_purchase; /* this purchase is the member's first */
     bool has_birthday;
     int32_t birth_month;    /* 1..12 */
     int32_t birth_day;      /* 1..31; 02-29 is celebrated on 02-28 in common years */

@@ -840,13 +840,23 @@ static int spend_day(const pgw_ledger_policy *policy, const pgw_command *cmd,
     return rc;
 }
 
+/* The own months of the challenges with shops or formats that cover an
+ * event's shop (pgw_rules_challenge_own_month), read for its pricing. */
+typedef struct own_months {
+    size_t n;
+    pgw_challenge_month months[PGW_CAMPAIGNS_MAX];
+} own_months;
+
 /* The rules' view of a member from what the store keeps. */
-static void activity_to_ctx(const pgw_member_activity *a, pgw_event_type type, pgw_member_ctx *ctx)
+static void activity_to_ctx(const pgw_member_activity *a, const own_months *own,
+                            pgw_event_type type, pgw_member_ctx *ctx)
 {
     memset(ctx, 0, sizeof(*ctx));
     ctx->spend_12m_fen = a->spend_12m_fen;
     ctx->month_purchases = a->month_purchases;
     ctx->month_spend_fen = a->month_spend_fen;
+    ctx->n_challenges = own->n;
+    ctx->challenges = own->months;
     ctx->first_purchase = type == PGW_EVENT_PURCHASE && !a->purchased_before;
     int month = 0, day = 0;
     if (sscanf(a->birthday, "%2d-%2d", &month, &day) == 2) {
@@ -891,6 +901,28 @@ static bool set_flags_after(const pgw_command *cmd, const pgw_activity_days *day
     return was.purchased != a->purchased_before || was.registered != a->registered_before ||
            was.followed != a->followed_before || was.has_sign_in != a->has_last_sign_in ||
            was.sign_in != a->last_sign_in || was.streak != a->sign_in_streak;
+}
+
+/*
+ * A purchase counts on the day of each challenge with shops or formats
+ * that covers its shop; a refund's amount comes off its purchase's day
+ * (spend_day) there, as off the whole month's. Nothing for events at
+ * other shops: most purchases write no more than before.
+ */
+static int record_challenge_days(pgw_store *store, const pgw_ledger_policy *policy,
+                                 pgw_command *cmd, int64_t spend_day)
+{
+    const pgw_event *ev = cmd->event;
+    int64_t spend = event_spend(ev);
+    if (spend == 0 || ev->shop < 0 || (size_t)ev->shop >= policy->rules->n_shops)
+        return PGW_OK;
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < policy->rules->n_campaigns; i++) {
+        if (pgw_rules_challenge_own_month(policy->rules, i, ev->shop))
+            rc = pgw_store_move_challenge_day(store, cmd->member, policy->rules->campaigns[i].id,
+                                              spend_day, spend, &cmd->err);
+    }
+    return rc;
 }
 
 /* What the event changes in the member's activity, after its points. */
@@ -1144,24 +1176,56 @@ static int paid_challenges(pgw_store *store, const pgw_ledger_policy *policy, pg
 }
 
 /*
+ * The own months of the challenges with shops or formats that cover a
+ * purchase's shop, up to its day (a backdated purchase's too): one read
+ * each, only for such a purchase, as their threshold needs them.
+ */
+static int read_own_months(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                           const pgw_activity_days *days, own_months *own)
+{
+    const pgw_event *ev = cmd->event;
+    const pgw_rules *rules = policy->rules;
+    own->n = 0;
+    if (ev->type != PGW_EVENT_PURCHASE || ev->shop < 0 || (size_t)ev->shop >= rules->n_shops)
+        return PGW_OK; /* an unknown shop: the rules refuse it */
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < rules->n_campaigns; i++) {
+        if (!pgw_rules_challenge_own_month(rules, i, ev->shop))
+            continue;
+        PGW_ASSERT(own->n < PGW_CAMPAIGNS_MAX);
+        pgw_challenge_month *m = &own->months[own->n++];
+        memcpy(m->campaign, rules->campaigns[i].id, sizeof(m->campaign));
+        rc = pgw_store_challenge_month(store, cmd->member, m->campaign, days->month_first,
+                                       days->today, &m->purchases, &m->spend_fen, &cmd->err);
+    }
+    return rc;
+}
+
+/*
  * Prices the event. The member's points by rule today are read only when
  * something needs them: a daily cap the rules met (which then price again
  * with them) or the risk limit on behaviours' points a day. Most events
  * meet neither, and the read is one statement more. A challenge it would
- * pay is checked against the month's (paid_challenges).
+ * pay is checked against the month's (paid_challenges); a challenge with
+ * shops or formats covering the shop is judged on its own month
+ * (read_own_months), read first: its threshold always needs it.
  */
 static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                  const pgw_activity_days *days, pgw_member_activity *a)
 {
     pgw_member_ctx ctx;
-    activity_to_ctx(a, cmd->event->type, &ctx);
-    int rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
+    own_months own;
+    int rc = read_own_months(store, policy, cmd, days, &own);
+    if (rc != PGW_OK)
+        return rc;
+    activity_to_ctx(a, &own, cmd->event->type, &ctx);
+    rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
     bool risk = rc == PGW_OK && behaviour_limit_applies(&policy->risk, cmd->earning);
     /* A failure priced without them may not be one with them. */
     if (!a->today_read && (cmd->earning->needs_today || risk)) {
         rc = pgw_store_member_today(store, cmd->member, days->today, a, &cmd->err);
         if (rc == PGW_OK && cmd->earning->needs_today) {
-            activity_to_ctx(a, cmd->event->type, &ctx);
+            activity_to_ctx(a, &own, cmd->event->type, &ctx);
             rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
             PGW_ASSERT(rc != PGW_OK || !cmd->earning->needs_today);
         }
@@ -1292,6 +1356,8 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     }
     if (rc == PGW_OK)
         rc = record_activity(store, cmd, &days, day, a);
+    if (rc == PGW_OK)
+        rc = record_challenge_days(store, policy, cmd, day);
     if (rc == PGW_OK)
         record_event(cmd);
     return rc;

@@ -285,6 +285,46 @@ static int today_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err *
     return PGW_OK;
 }
 
+/* "challenges": {"<campaign id>": {"purchases": N, "spend_fen": S}}: the
+ * own months of challenges with shops or formats (rules.h). */
+static int challenges_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err *err)
+{
+    static const char *const keys[] = {"purchases", "spend_fen", NULL};
+    json_t *all = json_object_get(obj, "challenges");
+    if (!pgw_json_has(obj, "challenges"))
+        return PGW_OK;
+    int rc = pgw_json_expect_object(all, "$.challenges", err);
+    if (rc == PGW_OK && json_object_size(all) > PGW_CAMPAIGNS_MAX)
+        rc =
+            pgw_err_set(err, PGW_EINVAL, "$.challenges: more than %d campaigns", PGW_CAMPAIGNS_MAX);
+    const char *id;
+    json_t *value;
+    size_t n = 0;
+    json_object_foreach(all, id, value)
+    {
+        if (rc != PGW_OK)
+            return rc;
+        if (strlen(id) == 0 || strlen(id) > PGW_ID_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "$.challenges: campaign id of 1..%d bytes expected",
+                               PGW_ID_MAX);
+        char path[PGW_ID_MAX + 16];
+        snprintf(path, sizeof(path), "$.challenges.%s", id);
+        pgw_challenge_month *m = &out->challenges[n++];
+        memcpy(m->campaign, id, strlen(id) + 1);
+        rc = pgw_json_expect_object(value, path, err);
+        if (rc == PGW_OK)
+            rc = pgw_json_only_keys(value, path, keys, err);
+        if (rc == PGW_OK)
+            rc = pgw_json_int(value, "purchases", path, false, 0, 1000000, &m->purchases, err);
+        if (rc == PGW_OK)
+            rc = pgw_json_int(value, "spend_fen", path, false, 0, PGW_AMOUNT_FEN_MAX * 1000,
+                              &m->spend_fen, err);
+    }
+    out->ctx.challenges = out->challenges;
+    out->ctx.n_challenges = n;
+    return rc;
+}
+
 static int dates_from_json(const json_t *obj, pgw_member_ctx *ctx, pgw_err *err)
 {
     const char *text;
@@ -310,17 +350,10 @@ static int dates_from_json(const json_t *obj, pgw_member_ctx *ctx, pgw_err *err)
 int pgw_member_ctx_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err *err)
 {
     static const char *const keys[] = {
-        "spend_12m_fen",
-        "month_purchases",
-        "month_spend_fen",
-        "first_purchase",
-        "birthday",
-        "registered_before",
-        "followed_before",
-        "last_sign_in",
-        "sign_in_streak",
-        "today",
-        NULL,
+        "spend_12m_fen",   "month_purchases", "month_spend_fen",
+        "first_purchase",  "birthday",        "registered_before",
+        "followed_before", "last_sign_in",    "sign_in_streak",
+        "today",           "challenges",      NULL,
     };
     memset(out, 0, sizeof(*out));
     out->ctx.first_purchase = true; /* a new member, unless told otherwise */
@@ -355,6 +388,8 @@ int pgw_member_ctx_from_json(const json_t *obj, pgw_member_ctx_doc *out, pgw_err
         out->ctx.sign_in_streak = (int32_t)streak;
     if (rc == PGW_OK)
         rc = today_from_json(obj, out, err);
+    if (rc == PGW_OK)
+        rc = challenges_from_json(obj, out, err);
     return rc;
 }
 

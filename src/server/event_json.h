@@ -43,8 +43,9 @@ typedef struct pgw_event_doc {
 } pgw_event_doc;
 
 typedef struct pgw_member_ctx_doc {
-    pgw_member_ctx ctx; /* ctx.today points into today[] */
+    pgw_member_ctx ctx; /* ctx.today points into today[], ctx.challenges into challenges[] */
     pgw_rule_total today[PGW_CTX_TODAY_MAX];
+    pgw_challenge_month challenges[PGW_CAMPAIGNS_MAX];
 } pgw_member_ctx_doc;
 
 /*

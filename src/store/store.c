@@ -161,6 +161,11 @@ enum {
     ST_MERGE_RULE_DAYS,
     ST_DROP_DAYS,
     ST_DROP_RULE_DAYS,
+    ST_CHALLENGE_MONTH,
+    ST_ADD_CHALLENGE_DAY,
+    ST_TAKE_BACK_CHALLENGE_DAY,
+    ST_MERGE_CHALLENGE_DAYS,
+    ST_DROP_CHALLENGE_DAYS,
     ST_SET_MERGED,
     ST_MERGE_FLAGS,
     ST_REPOINT_MERGED,
@@ -422,6 +427,29 @@ static const char *const STATEMENTS[ST_COUNT] = {
         "   FROM activity_days WHERE member = ?1) AS r"
         " WHERE activity_days.member = ?1 AND activity_days.day = r.day",
     [ST_DROP_RULE_DAYS] = "DELETE FROM member_rule_days WHERE member = ?1",
+    /* A challenge's own month (schema 27), by the primary key: the
+     * member's days of one campaign in [?3, ?4]. */
+    [ST_CHALLENGE_MONTH] = "SELECT COALESCE(SUM(purchases), 0), COALESCE(SUM(spend_fen), 0)"
+                           " FROM challenge_days WHERE member = ?1 AND campaign = ?2"
+                           " AND day >= ?3 AND day <= ?4",
+    [ST_ADD_CHALLENGE_DAY] =
+        "INSERT INTO challenge_days (member, campaign, day, purchases, spend_fen)"
+        " VALUES (?1, ?2, ?3, 1, ?4) ON CONFLICT (member, campaign, day) DO UPDATE SET"
+        " purchases = challenge_days.purchases + 1,"
+        " spend_fen = challenge_days.spend_fen + excluded.spend_fen",
+    /* Never below 0: a purchase from before schema 27 (or before its
+     * campaign had filters) was not counted, and its refund takes off at
+     * most what the day counts. */
+    [ST_TAKE_BACK_CHALLENGE_DAY] = "UPDATE challenge_days SET spend_fen = CASE WHEN spend_fen > ?4"
+                                   " THEN spend_fen - ?4 ELSE 0 END"
+                                   " WHERE member = ?1 AND campaign = ?2 AND day = ?3",
+    [ST_MERGE_CHALLENGE_DAYS] =
+        "INSERT INTO challenge_days (member, campaign, day, purchases, spend_fen)"
+        " SELECT ?2, campaign, day, purchases, spend_fen FROM challenge_days WHERE member = ?1"
+        " ON CONFLICT (member, campaign, day) DO UPDATE SET"
+        " purchases = challenge_days.purchases + excluded.purchases,"
+        " spend_fen = challenge_days.spend_fen + excluded.spend_fen",
+    [ST_DROP_CHALLENGE_DAYS] = "DELETE FROM challenge_days WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
     /* What a member merged in was and said holds for the survivor: a
      * referee stays referred (not paid for again), a "no SMS" stands, a
@@ -996,6 +1024,21 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "CREATE TABLE unearned_refunds ("
     "  purchase TEXT PRIMARY KEY REFERENCES idempotency (key),"
     "  refunded_fen INTEGER NOT NULL CHECK (refunded_fen > 0)"
+    ") STRICT, WITHOUT ROWID;",
+    /* 27: a challenge with shops or formats counts only the purchases at
+     * the shops it covers: per member, campaign and day, the purchases a
+     * filtered challenge covered and their spend less refunds, written only
+     * for such purchases (most have none). It starts empty: the log keeps
+     * no record of which campaign covered a purchase under the
+     * configuration of its day, so such a challenge counts from the
+     * upgrade on (README). */
+    "CREATE TABLE challenge_days ("
+    "  member TEXT NOT NULL REFERENCES members (id),"
+    "  campaign TEXT NOT NULL,"
+    "  day INTEGER NOT NULL,"
+    "  purchases INTEGER NOT NULL CHECK (purchases >= 0),"
+    "  spend_fen INTEGER NOT NULL CHECK (spend_fen >= 0),"
+    "  PRIMARY KEY (member, campaign, day)"
     ") STRICT, WITHOUT ROWID;",
 };
 
@@ -3196,11 +3239,11 @@ int pgw_store_survivor(pgw_store *s, char member[PGW_ID_MAX + 1], char first[PGW
 int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_err *err)
 {
     PGW_ASSERT(strcmp(from, into) != 0);
-    static const int moves[] = {ST_MERGE_LOTS,          ST_MERGE_HOLDS,        ST_MERGE_EARNS,
-                                ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,         ST_MERGE_RULE_DAYS,
-                                ST_MERGE_SUBSCRIPTIONS, ST_MERGE_NOTICES,      ST_DROP_DAYS,
-                                ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS, ST_REPOINT_MERGED,
-                                ST_MERGE_FLAGS,         ST_SET_MERGED};
+    static const int moves[] = {
+        ST_MERGE_LOTS,  ST_MERGE_HOLDS,          ST_MERGE_EARNS,         ST_MERGE_IDENTITIES,
+        ST_MERGE_DAYS,  ST_MERGE_RULE_DAYS,      ST_MERGE_SUBSCRIPTIONS, ST_MERGE_NOTICES,
+        ST_DROP_DAYS,   ST_DROP_RULE_DAYS,       ST_DROP_SUBSCRIPTIONS,  ST_REPOINT_MERGED,
+        ST_MERGE_FLAGS, ST_MERGE_CHALLENGE_DAYS, ST_DROP_CHALLENGE_DAYS, ST_SET_MERGED};
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         pgw_sql_stmt *st = s->st[moves[i]];
@@ -3413,6 +3456,37 @@ int pgw_store_add_rule_day(pgw_store *s, const char *member, int64_t day, const 
 {
     return move_rule_day(s, ST_ADD_RULE_DAY, member, day, rule, points, "recording a rule's points",
                          err);
+}
+
+int pgw_store_challenge_month(pgw_store *s, const char *member, const char *campaign, int64_t first,
+                              int64_t last, int64_t *purchases, int64_t *spend_fen, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_CHALLENGE_MONTH];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, campaign);
+    pgw_sql_bind_int64(st, 3, first);
+    pgw_sql_bind_int64(st, 4, last);
+    int step = pgw_sql_step(st), rc = PGW_OK;
+    if (step == PGW_SQL_ROW) {
+        *purchases = pgw_sql_column_int64(st, 0);
+        *spend_fen = pgw_sql_column_int64(st, 1);
+    } else {
+        rc = db_error(s, PGW_EIO, "reading a challenge's month", err);
+    }
+    pgw_sql_reset(st);
+    return rc;
+}
+
+int pgw_store_move_challenge_day(pgw_store *s, const char *member, const char *campaign,
+                                 int64_t day, int64_t spend_fen, pgw_err *err)
+{
+    PGW_ASSERT(spend_fen != 0);
+    pgw_sql_stmt *st = s->st[spend_fen > 0 ? ST_ADD_CHALLENGE_DAY : ST_TAKE_BACK_CHALLENGE_DAY];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, campaign);
+    pgw_sql_bind_int64(st, 3, day);
+    pgw_sql_bind_int64(st, 4, spend_fen > 0 ? spend_fen : -spend_fen);
+    return send_done(s, st, "recording a challenge's day", err);
 }
 
 int pgw_store_take_back_rule_day(pgw_store *s, const char *member, int64_t day, const char *rule,

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 26
+#define PGW_STORE_SCHEMA_VERSION 27
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -709,6 +709,16 @@ int pgw_store_member_today(pgw_store *store, const char *member, int64_t day,
  */
 int pgw_store_add_member_day(pgw_store *store, const char *member, int64_t day, int64_t purchases,
                              int64_t spend_fen, int64_t events, bool later_days, pgw_err *err);
+/* A challenge's own month (rules.h pgw_rules_challenge_own_month): the
+ * member's purchases it covered on days first..last, and their spend. */
+int pgw_store_challenge_month(pgw_store *store, const char *member, const char *campaign,
+                              int64_t first, int64_t last, int64_t *purchases, int64_t *spend_fen,
+                              pgw_err *err);
+/* spend_fen > 0: one purchase of that amount on a member's `day` of
+ * challenge `campaign`; < 0: a refund of one of them, taken off that day's
+ * spend (never below 0; nothing when the day has no row). */
+int pgw_store_move_challenge_day(pgw_store *store, const char *member, const char *campaign,
+                                 int64_t day, int64_t spend_fen, pgw_err *err);
 /* Takes `points` back from a member's `rule` on `day` (never below 0;
  * nothing when the member has no such row). */
 int pgw_store_take_back_rule_day(pgw_store *store, const char *member, int64_t day,

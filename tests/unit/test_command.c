@@ -1606,6 +1606,121 @@ static void test_a_challenge_pays_once_a_month(void **state)
     assert_verifies(db);
 }
 
+/* Sends a purchase (or refund) at `shop` and answers what it earned under dining-3000. */
+static int64_t dining(event_run *er, const char *shop, pgw_event_type type, int64_t fen,
+                      const char *when)
+{
+    er->shop = pgw_rules_find_shop(&er->cfg->rules, shop);
+    assert_true(er->shop >= 0);
+    int rc = send_event(er, type, fen, when, NULL);
+    if (rc != PGW_OK)
+        fail_msg("%s %s at %s %s: %d (%s)", pgw_event_type_name(type), shop, when,
+                 er->member ? er->member : "M1", rc, er->cmd.err.msg);
+    return line_points(&er->earning, "campaign:dining-3000");
+}
+
+/*
+ * A challenge with formats counts only the purchases it covers: the
+ * example's dining-3000 (fnb spend of 3,000 yuan in a month, 800 points)
+ * paid a member who spent 2,990 yuan in retail and then bought a 10-yuan
+ * coffee. Its own month is net of refunds of its purchases (on their
+ * days), counts a till's backdated purchase on that purchase's day, and
+ * still pays once a month; five-a-month, without filters, counts every
+ * shop as before.
+ */
+static void test_a_filtered_challenge_counts_only_its_shops(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    assert_int_equal(dining(&er, "S001", PGW_EVENT_PURCHASE, 299000, "2026-11-05T12:00:00+08:00"),
+                     0); /* EV1: retail */
+    int64_t paid = dining(&er, "S005", PGW_EVENT_PURCHASE, 1000, "2026-11-06T09:00:00+08:00");
+    if (paid != 0) /* EV2: a coffee */
+        fail_msg("2,990 yuan of retail and a coffee paid dining-3000: %lld", (long long)paid);
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_PURCHASE, 200000, "2026-11-07T19:00:00+08:00"),
+                     0); /* EV3: fnb 2,010 yuan */
+    er.original = "store:S004:EV3";
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_REFUND, 50000, "2026-11-08T19:00:00+08:00"),
+                     0); /* EV4: fnb 1,510 yuan */
+    /* EV5: 2,510 yuan; 3,010 had the refund not lowered it */
+    paid = dining(&er, "S004", PGW_EVENT_PURCHASE, 100000, "2026-11-09T19:00:00+08:00");
+    if (paid != 0)
+        fail_msg("a refund of an fnb purchase did not lower dining-3000's spend: %lld",
+                 (long long)paid);
+    /* EV6: 2,910 yuan, and the fifth purchase at any shop: five-a-month */
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_PURCHASE, 40000, "2026-11-20T19:00:00+08:00"),
+                     0);
+    assert_int_equal(line_points(&er.earning, "campaign:five-a-month"), 500);
+    /* EV7: a till's purchase of the 10th, sent late: 2,560 yuan to its day */
+    assert_int_equal(dining(&er, "S005", PGW_EVENT_PURCHASE, 5000, "2026-11-10T09:00:00+08:00"), 0);
+    /* EV8: 2,960 + 40 = 3,000 yuan, the backdated purchase counted */
+    paid = dining(&er, "S004", PGW_EVENT_PURCHASE, 4000, "2026-11-21T19:00:00+08:00");
+    if (paid != 800)
+        fail_msg("fnb spend reaching 3,000 yuan (a backdated purchase among it) paid %lld",
+                 (long long)paid);
+    /* Once a month: refunded back under and crossing again pays nothing. */
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_REFUND, 150000, "2026-11-22T19:00:00+08:00"),
+                     0); /* EV9: the rest of EV3 */
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_PURCHASE, 200000, "2026-11-23T19:00:00+08:00"),
+                     0); /* EV10 */
+    /* Next month: from nothing again, and retail still does not count. */
+    assert_int_equal(dining(&er, "S001", PGW_EVENT_PURCHASE, 500000, "2026-12-01T12:00:00+08:00"),
+                     0);
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_PURCHASE, 299900, "2026-12-02T19:00:00+08:00"),
+                     0);
+    assert_int_equal(dining(&er, "S005", PGW_EVENT_PURCHASE, 100, "2026-12-03T09:00:00+08:00"),
+                     800);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+}
+
+/* Binds a card of S004 to `member`; merges its holder in when another has it. */
+static void bind_card(event_run *er, const char *member, const char *card, const char *when)
+{
+    pgw_command cmd;
+    char key[64];
+    snprintf(key, sizeof(key), "bind:%s:%s", member, card);
+    int64_t at = 0;
+    assert_int_equal(pgw_parse_rfc3339(when, &at, NULL), PGW_OK);
+    keyed(&cmd, PGW_COMMAND_BIND, key, at);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    cmd.by_identity = true;
+    cmd.who.kind = PGW_ID_CARD;
+    snprintf(cmd.who.scope, sizeof(cmd.who.scope), "S004");
+    snprintf(cmd.who.lookup, sizeof(cmd.who.lookup), "%s", card);
+    pgw_err err;
+    if (pgw_writer_run(er->writer, &cmd, &err) != PGW_OK)
+        fail_msg("bind %s to %s: %s", card, member, err.msg);
+}
+
+/* A merge carries a filtered challenge's progress to the survivor, as it
+ * carries the month's purchases. */
+static void test_a_merge_carries_a_filtered_challenges_progress(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    er.member = "M2";
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_PURCHASE, 200000, "2026-11-05T19:00:00+08:00"),
+                     0);
+    bind_card(&er, "M2", "C2", "2026-11-05T20:00:00+08:00");
+    er.member = "M1";
+    assert_int_equal(dining(&er, "S001", PGW_EVENT_PURCHASE, 250000, "2026-11-06T12:00:00+08:00"),
+                     0);
+    assert_int_equal(dining(&er, "S005", PGW_EVENT_PURCHASE, 50000, "2026-11-06T19:00:00+08:00"),
+                     0);
+    bind_card(&er, "M1", "C2", "2026-11-07T10:00:00+08:00"); /* M2 merged into M1 */
+    int64_t paid = dining(&er, "S004", PGW_EVENT_PURCHASE, 50000, "2026-11-07T19:00:00+08:00");
+    if (paid != 800)
+        fail_msg("M2's 2,000 yuan of fnb, merged, and M1's 1,000 paid dining-3000 %lld",
+                 (long long)paid);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+}
+
 /*
  * An event reads its member once and that read serves the whole event:
  * a member it enrols gets its row with the event's flags; whether later
@@ -1797,6 +1912,10 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_challenge_pays_once_a_month, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_filtered_challenge_counts_only_its_shops,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_merge_carries_a_filtered_challenges_progress,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,

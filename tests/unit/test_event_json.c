@@ -287,6 +287,21 @@ static void test_context(void **state)
     assert_int_equal(ctx.ctx.today[0].points, 300);
     json_decref(obj);
 
+    /* A challenge with shops or formats counts its own month. */
+    obj = json_loads("{\"challenges\": {\"dining-3000\": {\"purchases\": 2, \"spend_fen\": "
+                     "250000}}}",
+                     0, NULL);
+    assert_int_equal(pgw_member_ctx_from_json(obj, &ctx, &err), PGW_OK);
+    assert_int_equal(ctx.ctx.n_challenges, 1);
+    assert_string_equal(ctx.ctx.challenges[0].campaign, "dining-3000");
+    assert_int_equal(ctx.ctx.challenges[0].purchases, 2);
+    assert_int_equal(ctx.ctx.challenges[0].spend_fen, 250000);
+    json_decref(obj);
+    obj = json_loads("{\"challenges\": {\"dining-3000\": {\"spend\": 1}}}", 0, NULL);
+    assert_int_equal(pgw_member_ctx_from_json(obj, &ctx, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "$.challenges.dining-3000"));
+    json_decref(obj);
+
     obj = json_loads("{\"sign_in_streak\": 6}", 0, NULL);
     assert_int_equal(pgw_member_ctx_from_json(obj, &ctx, &err), PGW_EINVAL);
     assert_non_null(strstr(err.msg, "needs last_sign_in"));

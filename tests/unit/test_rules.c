@@ -350,6 +350,75 @@ static void test_challenge_pays_once_on_crossing(void **state)
     free(r);
 }
 
+/*
+ * A challenge with formats (or shops) is judged on its own month, the
+ * purchases at the shops it covers (ctx.challenges), never on the
+ * member's whole month: 2,990 yuan of retail and a coffee do not reach
+ * 3,000 yuan of dining. One without filters counts the whole month, and
+ * one whose own month the context does not list has counted nothing.
+ */
+static void test_a_filtered_challenge_counts_its_own_month(void **state)
+{
+    (void)state;
+    pgw_rules *r = rules_new();
+    pgw_campaign *dining = add_campaign(r, "dining", PGW_CAMPAIGN_CHALLENGE, 0);
+    dining->min_spend_fen = 300000;
+    dining->bonus_points = 800;
+    dining->stacking = PGW_STACK_ADD;
+    dining->formats[dining->n_formats++] = 1; /* fnb: S003 */
+    pgw_campaign *three = add_campaign(r, "three-at-s003", PGW_CAMPAIGN_CHALLENGE, 0);
+    three->min_purchases = 3;
+    three->bonus_points = 300;
+    three->stacking = PGW_STACK_ADD;
+    three->shops[three->n_shops++] = 2; /* S003 */
+    pgw_campaign *five = add_campaign(r, "five", PGW_CAMPAIGN_CHALLENGE, 0);
+    five->min_purchases = 5;
+    five->bonus_points = 500;
+    five->stacking = PGW_STACK_ADD;
+    assert_true(pgw_rules_challenge_own_month(r, 0, 2));
+    assert_false(pgw_rules_challenge_own_month(r, 0, 0)); /* retail: not covered */
+    assert_true(pgw_rules_challenge_own_month(r, 1, 2));
+    assert_false(pgw_rules_challenge_own_month(r, 2, 2)); /* no filters: the whole month */
+    pgw_event coffee = purchase(2, 1000, "2026-11-24T10:00:00+08:00");
+    static const struct {
+        int64_t month_purchases, month_spend, own_purchases, own_spend;
+        bool listed;
+        int64_t dining, three, five;
+    } cases[] = {
+        {4, 299000, 0, 0, true, 0, 0, 500},  /* retail spend: the whole month's */
+        {4, 299000, 0, 0, false, 0, 0, 500}, /* not listed: nothing counted */
+        {1, 299000, 2, 299000, true, 800, 300, 0},
+        {9, 900000, 1, 290000, true, 0, 0, 0}, /* 2 at S003, 2,910 yuan: not yet */
+        {0, 0, 2, 300000, true, 0, 300, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pgw_challenge_month own[2] = {{"dining", 0, 0}, {"three-at-s003", 0, 0}};
+        for (size_t j = 0; j < 2; j++) {
+            own[j].purchases = cases[i].own_purchases;
+            own[j].spend_fen = cases[i].own_spend;
+        }
+        pgw_member_ctx ctx = {.month_purchases = cases[i].month_purchases,
+                              .month_spend_fen = cases[i].month_spend,
+                              .n_challenges = cases[i].listed ? 2 : 0,
+                              .challenges = cases[i].listed ? own : NULL};
+        pgw_earning *out = earn_ok(r, &coffee, &ctx);
+        if (line(out, "campaign:dining") != cases[i].dining ||
+            line(out, "campaign:three-at-s003") != cases[i].three ||
+            line(out, "campaign:five") != cases[i].five)
+            fail_msg("case %zu: dining %lld, three %lld, five %lld", i,
+                     (long long)line(out, "campaign:dining"),
+                     (long long)line(out, "campaign:three-at-s003"),
+                     (long long)line(out, "campaign:five"));
+    }
+    /* At a retail shop neither filtered challenge applies, whatever the month. */
+    pgw_event shirt = purchase(0, 1000, "2026-11-24T10:00:00+08:00");
+    pgw_member_ctx ctx = {.month_purchases = 2, .month_spend_fen = 299000};
+    pgw_earning *out = earn_ok(r, &shirt, &ctx);
+    assert_int_equal(line(out, "campaign:dining"), 0);
+    assert_int_equal(line(out, "campaign:three-at-s003"), 0);
+    free(r);
+}
+
 /* ---- stacking, caps, funding, filters --------------------------------------- */
 
 static void test_stacking_max_and_add(void **state)
@@ -702,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_sku_and_category_multiply_matching_items),
         cmocka_unit_test(test_brackets_at_their_edges),
         cmocka_unit_test(test_challenge_pays_once_on_crossing),
+        cmocka_unit_test(test_a_filtered_challenge_counts_its_own_month),
         cmocka_unit_test(test_stacking_max_and_add),
         cmocka_unit_test(test_daily_cap_counts_points_earned_today),
         cmocka_unit_test(test_funding_and_filters),

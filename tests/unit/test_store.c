@@ -489,9 +489,18 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* Schema 26: no challenges' own days. */
+static void back_to_schema_26(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "BEGIN; DROP TABLE challenge_days; UPDATE pgw_schema SET version = 26;"
+                       " COMMIT"
+                     : "BEGIN; DROP TABLE challenge_days; PRAGMA user_version = 26; COMMIT");
+}
+
 /* Schema 25: no table for refunds of purchases that earned nothing. */
 static void back_to_schema_25(const db_fixture *f)
 {
+    back_to_schema_26(f);
     raw_sql(f, f->pg ? "BEGIN; DROP TABLE unearned_refunds; UPDATE pgw_schema SET version = 25;"
                        " COMMIT"
                      : "BEGIN; DROP TABLE unearned_refunds; PRAGMA user_version = 25; COMMIT");
@@ -1593,6 +1602,83 @@ static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
 }
 
 /*
+ * Schema 27: a challenge with shops or formats keeps its own days. A
+ * schema 26 database gets the table empty (which campaign covered a
+ * purchase under its day's configuration is nowhere in the log) and its
+ * members' activity as it was. A challenge's month sums its days in the
+ * window; a refund takes off at most what its day counts (a purchase
+ * from before the upgrade was not counted); a merge adds the merged
+ * member's days to the survivor's.
+ */
+static void test_schema_27_keeps_challenges_own_days(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    const pgw_activity_days days = {.today = 20000, .year_before = 19635, .month_first = 19990};
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M2", 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 19995, 1, 5000, 1, false, &err), PGW_OK);
+    pgw_store_close(s);
+    back_to_schema_26(f);
+    s = open_store(f); /* migrates */
+    int64_t version = 0;
+    assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM challenge_days"), 0);
+    pgw_member_activity a;
+    bool found = false;
+    assert_int_equal(pgw_store_member_activity(s, "M1", &days, &found, &a, &err), PGW_OK);
+    assert_int_equal(a.month_spend_fen, 5000);
+    int64_t purchases = -1, spend = -1;
+    assert_int_equal(
+        pgw_store_challenge_month(s, "M1", "dining", 19990, 20000, &purchases, &spend, &err),
+        PGW_OK);
+    assert_int_equal(purchases, 0);
+    assert_int_equal(spend, 0);
+    static const struct {
+        const char *member, *campaign;
+        int64_t day, spend;
+    } moves[] = {
+        {"M1", "dining", 19989, 70000}, /* the month before */
+        {"M1", "dining", 19990, 10000}, /* the month's first day */
+        {"M1", "dining", 19995, 20000},  {"M1", "dining", 19995, 30000},
+        {"M1", "dining", 19995, -25000}, /* a refund of one of them */
+        {"M1", "dining", 19998, -9000},  /* of a purchase not counted: no row */
+        {"M1", "dining", 20001, 40000},  /* after the window */
+        {"M1", "cinema", 19995, 60000},  /* another campaign */
+        {"M2", "dining", 19990, 1000},   {"M2", "dining", 19999, 2000},
+        {"M2", "dining", 19999, -5000}, /* more than its day counts: down to 0 */
+    };
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++)
+        if (pgw_store_move_challenge_day(s, moves[i].member, moves[i].campaign, moves[i].day,
+                                         moves[i].spend, &err) != PGW_OK)
+            fail_msg("move %zu: %s", i, err.msg);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_int_equal(
+        pgw_store_challenge_month(s, "M1", "dining", 19990, 20000, &purchases, &spend, &err),
+        PGW_OK);
+    assert_int_equal(purchases, 3);
+    assert_int_equal(spend, 35000);
+    assert_int_equal(
+        pgw_store_challenge_month(s, "M2", "dining", 19990, 20000, &purchases, &spend, &err),
+        PGW_OK);
+    assert_int_equal(purchases, 2);
+    assert_int_equal(spend, 1000);
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_int_equal(
+        pgw_store_challenge_month(s, "M1", "dining", 19990, 20000, &purchases, &spend, &err),
+        PGW_OK);
+    assert_int_equal(purchases, 5);
+    assert_int_equal(spend, 36000);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM challenge_days WHERE member = 'M2'"), 0);
+    pgw_store_close(s);
+}
+
+/*
  * A lot an older instance expires while the migration to schema 25 runs
  * is counted on its earn. On PostgreSQL the migration read the lots while
  * that write (past its schema check) was still open, then the write
@@ -2115,6 +2201,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_lot_expired_during_schema_25_is_counted,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_history_of_merged_members, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_27_keeps_challenges_own_days, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_25_counts_what_earns_lost_to_expiry,
                                         db_fixture_setup, db_fixture_teardown),
