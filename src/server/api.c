@@ -231,7 +231,8 @@ typedef struct finance_job {
 } finance_job;
 
 /* The expiry sweep: a thread that runs the expiry of due holds and lots
- * every expiry.sweep_every_s, through the writer like everything else. */
+ * every expiry.sweep_every_s, through the writer like everything else,
+ * then prunes the sessions and enrolment counts past (sweep_prune). */
 typedef struct sweeper {
     pthread_t thread;
     bool started;
@@ -243,6 +244,7 @@ typedef struct sweeper {
     struct pgw_api *api; /* its expiries' transfers go to the live stream */
     char db_url[PGW_STORE_URL_MAX + 1];
     uint64_t runs, holds, lots, points, failures; /* under lock */
+    uint64_t pruned_sessions, pruned_enrolments;  /* under lock */
 } sweeper;
 
 struct pgw_api {
@@ -1626,12 +1628,18 @@ static void metrics_risk_and_expiry(metrics_text *m, pgw_api *api)
     pthread_mutex_lock(&api->sweep.lock);
     uint64_t runs = api->sweep.runs, failures = api->sweep.failures;
     uint64_t holds = api->sweep.holds, lots = api->sweep.lots, points = api->sweep.points;
+    uint64_t pruned_sessions = api->sweep.pruned_sessions;
+    uint64_t pruned_enrolments = api->sweep.pruned_enrolments;
     pthread_mutex_unlock(&api->sweep.lock);
     put_counter(m, "pgw_expiry_sweeps_total", "Expiry sweeps run (failures apart).", runs);
     put_counter(m, "pgw_expiry_sweep_failures_total", "Expiry sweeps that failed.", failures);
     put_counter(m, "pgw_expired_holds_total", "Holds released at their deadline.", holds);
     put_counter(m, "pgw_expired_lots_total", "Lots whose remaining points expired.", lots);
     put_counter(m, "pgw_expired_points_total", "Points expired by the sweeps.", points);
+    put_counter(m, "pgw_pruned_sessions_total", "Expired sessions the sweeps deleted.",
+                pruned_sessions);
+    put_counter(m, "pgw_pruned_enrolments_total",
+                "Past hours' enrolment counts the sweeps deleted.", pruned_enrolments);
 }
 
 static void metrics_notices(metrics_text *m, pgw_api *api)
@@ -3554,6 +3562,43 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     fwrite(line, 1, o.len + 1, api->log);
 }
 
+/* Whether the sweep was told to stop. */
+static bool sweep_stopping(sweeper *sw)
+{
+    pthread_mutex_lock(&sw->lock);
+    bool stop = sw->stop;
+    pthread_mutex_unlock(&sw->lock);
+    return stop;
+}
+
+/* Deletes what expired (command.h PRUNE), a pass at a time until a pass
+ * finds less than its limit: a backlog (a gateway upgraded after months
+ * of logins) goes in many short transactions, with the requests' own
+ * commands between them, not in one that holds the writer for seconds. */
+static int sweep_prune(sweeper *sw, pgw_err *err)
+{
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    if (cmd == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for the sessions' prune");
+    int rc = PGW_OK;
+    bool more = true;
+    while (rc == PGW_OK && more && !sweep_stopping(sw)) {
+        memset(cmd, 0, sizeof(*cmd));
+        cmd->kind = PGW_COMMAND_PRUNE;
+        cmd->at = wall_now_s();
+        rc = pgw_writer_run(sw->writer, cmd, err);
+        if (rc != PGW_OK)
+            break;
+        more = cmd->pruned_sessions == PGW_PRUNE_ROWS || cmd->pruned_enrolments == PGW_PRUNE_ROWS;
+        pthread_mutex_lock(&sw->lock);
+        sw->pruned_sessions += (uint64_t)cmd->pruned_sessions;
+        sw->pruned_enrolments += (uint64_t)cmd->pruned_enrolments;
+        pthread_mutex_unlock(&sw->lock);
+    }
+    free(cmd);
+    return rc;
+}
+
 static void *sweep_main(void *arg)
 {
     sweeper *sw = arg;
@@ -3574,6 +3619,10 @@ static void *sweep_main(void *arg)
                                 &report, &err);
         if (rc != PGW_OK)
             fprintf(stderr, "pointsgw: expiry sweep: %s\n", err.msg);
+        pgw_err prune_err;
+        int prune_rc = sweep_prune(sw, &prune_err);
+        if (prune_rc != PGW_OK) /* the next sweep tries again */
+            fprintf(stderr, "pointsgw: pruning sessions: %s\n", prune_err.msg);
         pthread_mutex_lock(&sw->lock);
         sw->runs++;
         sw->failures += rc != PGW_OK;

@@ -1741,6 +1741,17 @@ static int apply_follow(pgw_store *store, pgw_command *cmd)
                                 &redelivered, &record, &cmd->err);
 }
 
+static int apply_prune(pgw_store *store, pgw_command *cmd)
+{
+    int64_t before = cmd->at - PGW_PRUNE_GRACE_S;
+    int rc =
+        pgw_store_prune_sessions(store, before, PGW_PRUNE_ROWS, &cmd->pruned_sessions, &cmd->err);
+    /* check_enrolment counts in hour at / 3600: hours ending by `before` are done. */
+    return rc == PGW_OK ? pgw_store_prune_enrolments(store, before / 3600, PGW_PRUNE_ROWS,
+                                                     &cmd->pruned_enrolments, &cmd->err)
+                        : rc;
+}
+
 /* A session named by a request must still be good when the command runs. */
 static int check_session(pgw_store *store, pgw_command *cmd)
 {
@@ -1948,6 +1959,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_otp_verify(store, policy, cmd);
     case PGW_COMMAND_OTP_VOID:
         return pgw_store_otp_void(store, cmd->who.lookup, cmd->otp_hash, &cmd->err);
+    case PGW_COMMAND_PRUNE:
+        return apply_prune(store, cmd);
     case PGW_COMMAND_READ_MEMBER:
     case PGW_COMMAND_READ_HISTORY:
     case PGW_COMMAND_READ_RESOLVE:
@@ -2012,6 +2025,7 @@ static void reset_output(pgw_command *cmd)
     cmd->otp_verdict = PGW_OTP_VERIFIED;
     cmd->follow_seen = false;
     cmd->otp_tries_left = 0;
+    cmd->pruned_sessions = cmd->pruned_enrolments = 0;
     if (cmd->kind != PGW_COMMAND_TRANSFERS)
         cmd->n_transfers = 0;
 }
@@ -2113,7 +2127,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
     bool keyed = cmd->kind != PGW_COMMAND_EXPIRE_LOT && cmd->kind != PGW_COMMAND_EXPIRE_HOLD &&
                  cmd->kind != PGW_COMMAND_OA_FOLLOW && cmd->kind != PGW_COMMAND_NOTICE_RETRY &&
                  cmd->kind != PGW_COMMAND_SMS_PREFERENCE && cmd->kind != PGW_COMMAND_OTP_ISSUE &&
-                 cmd->kind != PGW_COMMAND_OTP_VOID && !pgw_command_reads(cmd->kind);
+                 cmd->kind != PGW_COMMAND_OTP_VOID && cmd->kind != PGW_COMMAND_PRUNE &&
+                 !pgw_command_reads(cmd->kind);
     if (keyed && !filled(cmd->key, sizeof(cmd->key)))
         return pgw_err_set(err, PGW_EINVAL, "command without an idempotency key");
     switch (cmd->kind) {
@@ -2224,6 +2239,10 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a follow change names an openid");
+    case PGW_COMMAND_PRUNE:
+        return cmd->at > PGW_PRUNE_GRACE_S
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a prune names the moment it runs at");
     case PGW_COMMAND_CAPTURE:
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_EXPIRE_HOLD:

@@ -156,9 +156,23 @@ typedef enum pgw_command_kind {
     PGW_COMMAND_OTP_VERIFY,
     /* The code `otp_hash` of phone `who` never left: forgotten (no key). */
     PGW_COMMAND_OTP_VOID,
+    /*
+     * Deletes what no check reads any more (no key), at most PGW_PRUNE_ROWS
+     * rows of each table a pass, so that a backlog holds the writer for one
+     * short pass at a time: sessions expired PGW_PRUNE_GRACE_S before `at`,
+     * and enrolment counts of hours that ended that long before it.
+     * pruned_sessions and pruned_enrolments say how many went.
+     */
+    PGW_COMMAND_PRUNE,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_OTP_VOID
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_PRUNE
+/* Rows of each table one PRUNE deletes at most. */
+#define PGW_PRUNE_ROWS 1000
+/* How long past its end a row stays: a command made before then (a
+ * session checked at its `at`, an enrolment counted in its hour) may
+ * still be queued, and instances on one PostgreSQL have clocks apart. */
+#define PGW_PRUNE_GRACE_S 3600
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -293,6 +307,7 @@ struct pgw_command {
     int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */
     int64_t otp_tries_left;      /* OTP_VERIFY: after a wrong code */
+    int64_t pruned_sessions, pruned_enrolments; /* PRUNE */
     int32_t new_tier; /* EVENT: the tier a purchase or refund moved the member to, -1 none */
     /* READ_MEMBER: the quota of each of `templates` (the configured ones,
      * borrowed; NULL ends them), so that old templates' rows hide none. */

@@ -187,6 +187,8 @@ enum {
     ST_INSERT_SESSION,
     ST_SESSION,
     ST_REVOKE_SESSION,
+    ST_PRUNE_SESSIONS,
+    ST_PRUNE_ENROLMENTS,
     ST_ADD_QUOTA,
     ST_QUOTA,
     ST_SET_FOLLOW,
@@ -474,6 +476,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SESSION] = "SELECT expires_at, revoked_at, member FROM sessions WHERE id = ?1",
     [ST_REVOKE_SESSION] =
         "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+    /* A subquery's LIMIT: SQLite's DELETE takes none (unless built so). */
+    [ST_PRUNE_SESSIONS] = "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions"
+                          " WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2)",
+    [ST_PRUNE_ENROLMENTS] = "DELETE FROM enrolments WHERE (address, hour) IN (SELECT address, hour"
+                            " FROM enrolments WHERE hour < ?1 LIMIT ?2)",
     [ST_ADD_QUOTA] = "INSERT INTO subscriptions (member, template_id, quota)"
                      " VALUES (?1, ?2, CASE WHEN ?3 < ?4 THEN ?3 ELSE ?4 END)"
                      " ON CONFLICT (member, template_id) DO UPDATE SET quota = CASE"
@@ -1040,6 +1047,10 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  spend_fen INTEGER NOT NULL CHECK (spend_fen >= 0),"
     "  PRIMARY KEY (member, campaign, day)"
     ") STRICT, WITHOUT ROWID;",
+    /* 28: sessions are deleted once expired (pgw_store_prune_sessions), a
+     * pass at a time in expiry order: without an index each pass read the
+     * whole table (a week of logins) inside the writer's transaction. */
+    "CREATE INDEX sessions_by_expiry ON sessions (expires_at);",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -3565,6 +3576,32 @@ int pgw_store_revoke_session(pgw_store *s, const char *id, int64_t now, pgw_err 
     pgw_sql_bind_int64(st, 2, now);
     int rc = step_done(s, st, "revoking a session", err);
     return rc;
+}
+
+/* Runs a prune statement (?1 the bound, ?2 the limit); *deleted: rows gone. */
+static int prune(pgw_store *s, int which, int64_t bound, int64_t limit, int64_t *deleted,
+                 const char *what, pgw_err *err)
+{
+    PGW_ASSERT(limit > 0);
+    pgw_sql_stmt *st = s->st[which];
+    pgw_sql_bind_int64(st, 1, bound);
+    pgw_sql_bind_int64(st, 2, limit);
+    int rc = step_done(s, st, what, err);
+    *deleted = rc == PGW_OK ? pgw_sql_changes(s->db) : 0;
+    return rc;
+}
+
+int pgw_store_prune_sessions(pgw_store *s, int64_t before, int64_t limit, int64_t *deleted,
+                             pgw_err *err)
+{
+    return prune(s, ST_PRUNE_SESSIONS, before, limit, deleted, "deleting expired sessions", err);
+}
+
+int pgw_store_prune_enrolments(pgw_store *s, int64_t before_hour, int64_t limit, int64_t *deleted,
+                               pgw_err *err)
+{
+    return prune(s, ST_PRUNE_ENROLMENTS, before_hour, limit, deleted, "deleting past enrolments",
+                 err);
 }
 
 int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_id, int64_t n,

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 27
+#define PGW_STORE_SCHEMA_VERSION 28
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -456,6 +456,10 @@ int pgw_store_claim_receipt(pgw_store *store, const char *shop, const char *rece
 int pgw_store_enrolments(pgw_store *store, const char *address, int64_t hour, int64_t *members,
                          pgw_err *err);
 int pgw_store_add_enrolment(pgw_store *store, const char *address, int64_t hour, pgw_err *err);
+/* Deletes at most `limit` (> 0) rows of hours before `before_hour`, which
+ * no limit reads any more; *deleted: how many went. */
+int pgw_store_prune_enrolments(pgw_store *store, int64_t before_hour, int64_t limit,
+                               int64_t *deleted, pgw_err *err);
 /* When a member was created (microseconds; 0 for an unknown member). */
 int pgw_store_member_created(pgw_store *store, const char *member, int64_t *created_us,
                              pgw_err *err);
@@ -484,6 +488,11 @@ int pgw_store_session_valid(pgw_store *store, const char *id, const char *member
                             bool *valid, pgw_err *err);
 /* Revokes it (again is fine). */
 int pgw_store_revoke_session(pgw_store *store, const char *id, int64_t now, pgw_err *err);
+/* Deletes at most `limit` (> 0) sessions that expired before `before`,
+ * the earliest first (a revoked one stays until then: its token is still
+ * signed and unexpired); *deleted: how many went. */
+int pgw_store_prune_sessions(pgw_store *store, int64_t before, int64_t limit, int64_t *deleted,
+                             pgw_err *err);
 
 /* Adds n one-time sends of `template_id` for `member` (kept at most
  * PGW_QUOTA_MAX); *quota is what it has now. */

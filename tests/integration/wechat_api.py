@@ -119,6 +119,7 @@ def write_config(tmp, fake_port):
     base = "http://127.0.0.1:%d" % fake_port
     cfg["channels"]["wechat_mp"]["api_base"] = base
     cfg["channels"]["wechat_oa"]["api_base"] = base
+    cfg["expiry"]["sweep_every_s"] = 1  # the sweep prunes sessions (pruning)
     cfg["notify"] = {"coalesce_window_s": COALESCE_S, "quiet_hours": {"start": "00:00", "end": "00:00"},
                      "retry": {"max_attempts": 3, "base_delay_ms": 200, "max_delay_ms": 400}}
     path = os.path.join(tmp, "config.json")
@@ -433,6 +434,26 @@ def mini_program(srv, fake):
     check(len(fake.requests("/wxa/business/getuserphonenumber")) == asked,
           "an unknown or expired session's phone code never reaches WeChat")
     return member, total
+
+
+def pruning(srv):
+    """Regression: a sessions row per login (every launch of the mini
+    program) and an enrolments row per client address and hour were kept
+    for ever. The sweep deletes sessions expired over an hour ago and the
+    counts of hours that ended over an hour ago; live sessions stay."""
+    now = int(time.time())
+    pg.execute(srv.db, "INSERT INTO sessions (id, member, appid, created_at, expires_at) VALUES"
+                       " ('%s', 'M1', '%s', %d, %d)" % ("f" * 32, MP_APPID, now - 9 * 86400,
+                                                         now - 2 * 86400))
+    pg.execute(srv.db, "INSERT INTO enrolments (address, hour, members) VALUES ('192.0.2.1', %d, 3)"
+               % (now // 3600 - 48))
+    past = lambda: int(pg.value(srv.db, "SELECT (SELECT count(*) FROM sessions WHERE expires_at < %d)"
+                                        " + (SELECT count(*) FROM enrolments WHERE hour < %d)"
+                                        % (now - 3600, now // 3600 - 1)))
+    left = eventually(past, lambda n: n == 0, timeout=5)
+    live = int(pg.value(srv.db, "SELECT count(*) FROM sessions WHERE expires_at > %d" % now))
+    check(left == 0 and live > 0, "the sweep prunes past sessions and enrolments, not live ones:"
+                                  " %d left, %d live" % (left, live))
 
 
 def dev_token(dev_key, sid, member, expires, openid="oMP-1"):
@@ -1136,6 +1157,7 @@ def main():
     srv = Server(tmp, config, env)
     try:
         mini_program(srv, fake)
+        pruning(srv)
         oa_member = official_account(srv, fake)
         oa_sign_in_keeps_holds(srv)
         linked_login(srv, fake, oa_member)

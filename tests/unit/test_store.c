@@ -489,9 +489,18 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* Schema 27: sessions have no index by expiry. */
+static void back_to_schema_27(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "BEGIN; DROP INDEX sessions_by_expiry; UPDATE pgw_schema SET version = 27;"
+                       " COMMIT"
+                     : "BEGIN; DROP INDEX sessions_by_expiry; PRAGMA user_version = 27; COMMIT");
+}
+
 /* Schema 26: no challenges' own days. */
 static void back_to_schema_26(const db_fixture *f)
 {
+    back_to_schema_27(f);
     raw_sql(f, f->pg ? "BEGIN; DROP TABLE challenge_days; UPDATE pgw_schema SET version = 26;"
                        " COMMIT"
                      : "BEGIN; DROP TABLE challenge_days; PRAGMA user_version = 26; COMMIT");
@@ -1995,6 +2004,125 @@ static void test_notice_states_checked_without_a_temporary_btree(void **state)
                          0);
 }
 
+/* ---- pruning: sessions and enrolments ---------------------------------------------- */
+
+#define PRUNE_AT 1795486500 /* the moment the prunes run at */
+
+/* n sessions "<prefix><i>" expiring at `expires` (+ i when spread), and
+ * n enrolment counts of addresses "<prefix><i>" in hour `hour`. */
+static void sessions_and_enrolments(pgw_store *s, const char *prefix, int n, int64_t expires,
+                                    bool spread, int64_t hour)
+{
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int i = 0; i < n; i++) {
+        char id[PGW_SESSION_ID_LEN + 1];
+        snprintf(id, sizeof(id), "%s%d", prefix, i);
+        int64_t at = expires + (spread ? i : 0);
+        if (pgw_store_insert_session(s, id, "M1", "wxapp", at - 7 * 86400, at, &err) != PGW_OK ||
+            pgw_store_add_enrolment(s, id, hour, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+}
+
+/* One PRUNE through the writer at PRUNE_AT. */
+static void prune_once(pgw_writer *w, int64_t *sessions, int64_t *enrolments)
+{
+    static pgw_command cmd;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.kind = PGW_COMMAND_PRUNE;
+    cmd.at = PRUNE_AT;
+    pgw_err err;
+    if (pgw_writer_run(w, &cmd, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    *sessions = cmd.pruned_sessions;
+    *enrolments = cmd.pruned_enrolments;
+}
+
+/*
+ * Every mini-program login added a sessions row, and every enrolment an
+ * enrolments row, for ever: nothing deleted them. A PRUNE deletes the
+ * sessions expired over PGW_PRUNE_GRACE_S ago (revoked ones too, by then)
+ * and the counts of hours that ended that long ago, PGW_PRUNE_ROWS of each
+ * a pass; live sessions, those within the grace, and the hours a limit
+ * may still read stay.
+ */
+static void test_prune_takes_only_what_served_its_time(void **state)
+{
+    const db_fixture *f = *state;
+    const int64_t cut = PRUNE_AT - PGW_PRUNE_GRACE_S, hour = PRUNE_AT / 3600;
+    pgw_store *s = open_store(f);
+    /* 2,500 gone a day ago or more, each its own hour's count. */
+    sessions_and_enrolments(s, "old", 2500, cut - 86400 - 2500, true, cut / 3600 - 1);
+    sessions_and_enrolments(s, "edge", 1, cut, false, cut / 3600); /* expired, within the grace */
+    sessions_and_enrolments(s, "live", 2, PRUNE_AT + 86400, false, hour);
+    pgw_err err;
+    assert_int_equal(pgw_store_revoke_session(s, "live1", PRUNE_AT - 60, &err), PGW_OK);
+    sessions_and_enrolments(s, "gone", 1, cut - 1, false, cut / 3600 - 30); /* revoked and past */
+    assert_int_equal(pgw_store_revoke_session(s, "gone0", cut - 3600, &err), PGW_OK);
+    pgw_store_close(s);
+    pgw_writer *w = purchase_writer(f);
+    int64_t sessions = 0, enrolments = 0;
+    prune_once(w, &sessions, &enrolments);
+    assert_int_equal(sessions, PGW_PRUNE_ROWS); /* the limit, the earliest first */
+    assert_int_equal(enrolments, PGW_PRUNE_ROWS);
+    assert_int_equal(db_fixture_int64(f, "SELECT min(expires_at) FROM sessions"),
+                     cut - 86400 - 2500 + PGW_PRUNE_ROWS);
+    prune_once(w, &sessions, &enrolments);
+    assert_int_equal(sessions, PGW_PRUNE_ROWS);
+    prune_once(w, &sessions, &enrolments);
+    assert_int_equal(sessions, 2500 + 1 - 2 * PGW_PRUNE_ROWS);
+    assert_int_equal(enrolments, 2500 + 1 - 2 * PGW_PRUNE_ROWS);
+    prune_once(w, &sessions, &enrolments);
+    assert_int_equal(sessions + enrolments, 0);
+    pgw_writer_stop(w);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM sessions WHERE id IN"
+                                         " ('edge0', 'live0', 'live1')"),
+                     3);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM sessions"), 3);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM enrolments WHERE address IN"
+                                         " ('edge0', 'live0', 'live1')"),
+                     3);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM enrolments"), 3);
+    /* What stays still counts: the live session is good, the limit reads its hour. */
+    s = open_store(f);
+    bool valid = false;
+    int64_t members = 0;
+    assert_int_equal(pgw_store_begin_read(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_session_valid(s, "live0", "M1", PRUNE_AT, &valid, &err), PGW_OK);
+    assert_true(valid);
+    assert_int_equal(pgw_store_enrolments(s, "live0", hour, &members, &err), PGW_OK);
+    assert_int_equal(members, 1);
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    pgw_store_close(s);
+}
+
+/* Schema 28: sessions get an index by expiry, which prunes read in order. */
+static void test_schema_28_indexes_sessions_by_expiry(void **state)
+{
+    const db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    sessions_and_enrolments(s, "old", 3, PRUNE_AT - PGW_PRUNE_GRACE_S - 10, false, 1);
+    pgw_store_close(s);
+    const char *indexed = f->pg ? "SELECT count(*) FROM pg_indexes WHERE indexname ="
+                                  " 'sessions_by_expiry'"
+                                : "SELECT count(*) FROM sqlite_master WHERE name ="
+                                  " 'sessions_by_expiry'";
+    assert_int_equal(db_fixture_int64(f, indexed), 1);
+    back_to_schema_27(f);
+    assert_int_equal(db_fixture_int64(f, indexed), 0);
+    s = open_store(f); /* migrates */
+    pgw_store_close(s);
+    assert_int_equal(db_fixture_int64(f, indexed), 1);
+    pgw_writer *w = purchase_writer(f);
+    int64_t sessions = 0, enrolments = 0;
+    prune_once(w, &sessions, &enrolments);
+    pgw_writer_stop(w);
+    assert_int_equal(sessions, 3);
+    assert_int_equal(enrolments, 3);
+}
+
 /* ---- verify's cost ---------------------------------------------------------------- */
 
 /* Purchases of 10 points by members M<from>..M<to - 1>, one each, at
@@ -2215,6 +2343,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_is_linear_in_the_log, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_statement_journals_stay_in_memory, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_takes_only_what_served_its_time,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_28_indexes_sessions_by_expiry, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
