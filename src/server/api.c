@@ -264,6 +264,10 @@ struct pgw_api {
     uint8_t otp_key[32]; /* verification codes' hashes (core/otp.h) */
     pgw_notifier *notifier;
     uint8_t session_key[PGW_SESSION_KEY_LEN];
+    /* Links queued from the writer's completion thread (oa_note_done):
+     * closed before the workers stop, so none goes to a pool being freed. */
+    pthread_mutex_t links_lock;
+    bool links_closed;
     size_t body_max, inflight_max, inflight;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
@@ -2554,6 +2558,56 @@ static void oa_queue_link(pgw_api *api, const char *openid, int64_t at)
     }
 }
 
+/* A push's note that its sender follows (OA_FOLLOW 2). Someone who
+ * followed before the gateway went live had no subscribe pushed, so
+ * nothing linked their openid to their unionid: their 签到 enrolled a
+ * member apart from their mini-program one, and template notices never
+ * found them following. The first push of an openid with no follow
+ * record is linked as a subscribe is; later ones find the record, and
+ * WeChat is asked nothing more. */
+typedef struct oa_note {
+    pgw_command cmd;
+    pgw_api *api;
+    char openid[PGW_WX_OPENID_MAX + 1];
+} oa_note;
+
+/* Writer's completion thread: the link queued (not once the workers stop). */
+static void oa_note_done(pgw_command *cmd, void *payload)
+{
+    oa_note *n = payload;
+    if (cmd->rc == PGW_OK && cmd->follow_new) {
+        pthread_mutex_lock(&n->api->links_lock);
+        if (!n->api->links_closed)
+            oa_queue_link(n->api, n->openid, cmd->at);
+        pthread_mutex_unlock(&n->api->links_lock);
+    }
+    free(n);
+}
+
+/* Best effort: refused (the writer's queue full), the next push notes it. */
+static void oa_note_follower(pgw_api *api, const pgw_oa_message *m)
+{
+    pgw_err err;
+    oa_note *n = calloc(1, sizeof(*n));
+    int rc = n ? PGW_OK : PGW_ENOMEM;
+    if (rc == PGW_OK) {
+        n->api = api;
+        snprintf(n->openid, sizeof(n->openid), "%.64s", m->from_user);
+        n->cmd.kind = PGW_COMMAND_OA_FOLLOW;
+        n->cmd.by_identity = true;
+        n->cmd.oa_follow = 2;
+        n->cmd.at = m->create_time;
+        n->cmd.done = oa_note_done;
+        n->cmd.payload = n;
+        rc = wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
+                         &n->cmd.who, &err);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_writer_submit(api->writer, &n->cmd, &err);
+    if (rc != PGW_OK)
+        free(n);
+}
+
 /* POST /wechat/oa/callback: opens the push; answers "success" at once when
  * it asks nothing of the ledger. */
 static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *resp)
@@ -2575,6 +2629,10 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
         return false;
     }
     bool event = strcmp(m->msg_type, "event") == 0, text = strcmp(m->msg_type, "text") == 0;
+    bool follow_event =
+        event && (strcmp(m->event, "subscribe") == 0 || strcmp(m->event, "unsubscribe") == 0);
+    if (!follow_event) /* first, so that it is ahead of the push's own command */
+        oa_note_follower(api, m);
     if (event && strcmp(m->event, "subscribe") == 0)
         wx->action = OA_FOLLOW;
     else if (event && strcmp(m->event, "unsubscribe") == 0)
@@ -3748,6 +3806,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     pgw_api *api = calloc(1, sizeof(*api));
     if (api == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the API");
+    pthread_mutex_init(&api->links_lock, NULL);
     api->cfg = opts->cfg;
     api->body_max = opts->body_max;
     api->inflight_max = opts->inflight_max;
@@ -3805,6 +3864,9 @@ void pgw_api_stop(pgw_api *api)
 {
     pgw_notifier_stop(api->notifier);
     api->notifier = NULL;
+    pthread_mutex_lock(&api->links_lock); /* the writer queues links to the workers: */
+    api->links_closed = true;             /* no more */
+    pthread_mutex_unlock(&api->links_lock);
     pgw_outbound_stop(api->outbound);     /* the workers and the sweep submit to the writer: */
     pgw_outbound_stop(api->sms_outbound); /* they stop first */
     api->outbound = api->sms_outbound = NULL;
@@ -3831,5 +3893,6 @@ void pgw_api_free(pgw_api *api)
     pgw_vault_free(api->vault);
     OPENSSL_cleanse(api->session_key, sizeof(api->session_key));
     OPENSSL_cleanse(api->otp_key, sizeof(api->otp_key));
+    pthread_mutex_destroy(&api->links_lock);
     free(api);
 }

@@ -1723,6 +1723,9 @@ static int apply_end_session(pgw_store *store, pgw_command *cmd)
 static int apply_follow(pgw_store *store, pgw_command *cmd)
 {
     PGW_ASSERT(cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0);
+    if (cmd->oa_follow == 2)
+        return pgw_store_note_follower(store, cmd->who.scope, cmd->who.lookup, cmd->at,
+                                       &cmd->follow_new, &cmd->err);
     bool redelivered = false;
     pgw_idem_record record;
     int rc = cmd->original[0] != '\0'
@@ -2024,6 +2027,7 @@ static void reset_output(pgw_command *cmd)
     cmd->retry_at = 0;
     cmd->otp_verdict = PGW_OTP_VERIFIED;
     cmd->follow_seen = false;
+    cmd->follow_new = false;
     cmd->otp_tries_left = 0;
     cmd->pruned_sessions = cmd->pruned_enrolments = 0;
     if (cmd->kind != PGW_COMMAND_TRANSFERS)
@@ -2236,7 +2240,8 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    : pgw_err_set(err, PGW_EINVAL, "a code names a phone (and a member to bind)");
     }
     case PGW_COMMAND_OA_FOLLOW:
-        return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0
+        return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow >= -1 &&
+                       cmd->oa_follow <= 2 && cmd->oa_follow != 0
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a follow change names an openid");
     case PGW_COMMAND_PRUNE:

@@ -126,7 +126,9 @@ typedef enum pgw_command_kind {
      * recorded already, the push is WeChat redelivering it, and nothing
      * changes (at equal times the last arrival wins, and a redelivered
      * subscribe undid an unsubscribe of the same second); follow_seen
-     * says so. */
+     * says so. With oa_follow 2 (another push, which only a follower can
+     * send), openid follows unless a state is recorded of it already;
+     * follow_new says it was recorded now. */
     PGW_COMMAND_OA_FOLLOW,
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */
@@ -265,7 +267,7 @@ struct pgw_command {
     int64_t session_expires;                       /* LINK with a session */
     char appid[PGW_ID_MAX + 1];                    /* LINK with a session */
     char template_id[PGW_TEMPLATE_KEY_MAX + 1];    /* SUBSCRIBE */
-    int oa_follow;                                 /* OA_FOLLOW: 1 follows, -1 unfollows */
+    int oa_follow;                                 /* OA_FOLLOW: 1, -1 (unfollows), 2 (see kind) */
     int64_t notice_id;                             /* NOTICE_RETRY */
     bool sms_opt_out;                              /* SMS_PREFERENCE */
     bool set_sms, birthday_admin;                  /* SMS_PREFERENCE */
@@ -303,6 +305,7 @@ struct pgw_command {
     pgw_identity_key identities[PGW_IDENTITIES_SHOWN];
     bool follows;                /* READ_MEMBER: follows the official account */
     bool follow_seen;            /* OA_FOLLOW: its `original` was recorded already (a redelivery) */
+    bool follow_new;             /* OA_FOLLOW 2: nothing was recorded of the openid before */
     int64_t quota;               /* SUBSCRIBE: the template's quota after */
     int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */

@@ -192,6 +192,7 @@ enum {
     ST_ADD_QUOTA,
     ST_QUOTA,
     ST_SET_FOLLOW,
+    ST_NOTE_FOLLOWER,
     ST_MEMBER_FOLLOWS,
     ST_COALESCE_NOTICE,
     ST_INSERT_NOTICE,
@@ -492,6 +493,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (appid, openid) DO UPDATE SET"
                       " following = excluded.following, changed_at = excluded.changed_at"
                       " WHERE excluded.changed_at >= oa_followers.changed_at",
+    [ST_NOTE_FOLLOWER] = "INSERT INTO oa_followers (appid, openid, following, changed_at)"
+                         " VALUES (?1, ?2, 1, ?3) ON CONFLICT (appid, openid) DO NOTHING",
     [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
                            " updated_at = ?6 WHERE id = (SELECT id FROM notices"
                            " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
@@ -3639,6 +3642,18 @@ int pgw_store_set_follow(pgw_store *s, const char *appid, const char *openid, bo
     pgw_sql_bind_int64(st, 3, following ? 1 : 0);
     pgw_sql_bind_int64(st, 4, at);
     int rc = step_done(s, st, "recording a follower", err);
+    return rc;
+}
+
+int pgw_store_note_follower(pgw_store *s, const char *appid, const char *openid, int64_t at,
+                            bool *noted, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_NOTE_FOLLOWER];
+    pgw_sql_bind_text(st, 1, appid);
+    pgw_sql_bind_text(st, 2, openid);
+    pgw_sql_bind_int64(st, 3, at);
+    int rc = step_done(s, st, "recording a follower", err);
+    *noted = rc == PGW_OK && pgw_sql_changes(s->db) == 1;
     return rc;
 }
 

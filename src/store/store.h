@@ -510,6 +510,11 @@ int pgw_store_quota(pgw_store *store, const char *member, const char *template_i
  * appid as of `at`; an older change than the one stored is ignored. */
 int pgw_store_set_follow(pgw_store *store, const char *appid, const char *openid, bool following,
                          int64_t at, pgw_err *err);
+/* Records that openid follows appid as of `at` when nothing is recorded
+ * of it (a follower from before the gateway, whose subscribe was never
+ * pushed); *noted: it was recorded now. */
+int pgw_store_note_follower(pgw_store *store, const char *appid, const char *openid, int64_t at,
+                            bool *noted, pgw_err *err);
 /* Whether any of member's official-account openids follows. */
 int pgw_store_member_follows(pgw_store *store, const char *member, bool *follows, pgw_err *err);
 

@@ -13,7 +13,8 @@ with its channels pointed at it, and checks what issue 7 asks:
   check; subscribe earns follow_oa once though delivered four times;
   "积分" is answered with the balance; "签到" once per redelivery;
   unsubscribe; a bad signature or a stale timestamp is refused and the
-  log is unchanged.
+  log is unchanged; a follower from before the gateway (no subscribe
+  pushed) is linked by its first push, asking user/info once.
 """
 import hashlib
 import hmac
@@ -781,6 +782,49 @@ def linked_login(srv, fake, oa_member):
           "the merge's transfer is on the stream: %s" % got)
 
 
+def existing_follower(srv, fake):
+    """Regression: someone who followed the account before the gateway went
+    live (so no subscribe was ever pushed) was never linked: a 签到 enrolled
+    a member by openid, a mini-program login with the same unionid another,
+    and official-account notices never reached them. A push from an openid
+    with no follow record now records the follow and asks user/info, once."""
+    fake.control("POST", "/_fake/followers",
+                 {"appid": OA_APPID, "openid": "oOA-OLD", "following": True, "unionid": "uUNION-OLD"})
+    now = int(time.time())
+    status, body = push(srv, oa_xml("oOA-OLD", now, "text", content="签到", msg_id="66000001"))
+    check(status == 200 and "签到成功" in reply_text(body)[0],
+          "an old follower signs in: %s %s" % (status, body))
+    for i, text in enumerate(("积分", "你好")):
+        push(srv, oa_xml("oOA-OLD", now + 1 + i, "text", content=text, msg_id="6600001%d" % i))
+    follower = srv.request("POST", "/v1/members/resolve",
+                           {"oa_openid": "oOA-OLD", "appid": OA_APPID})[1].get("member_id")
+    linked = eventually(lambda: srv.request("POST", "/v1/members/resolve", {"unionid": "uUNION-OLD"}),
+                        lambda r: r[0] == 200, timeout=5)
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-old",
+                                                "openid": "oMP-OLD", "unionid": "uUNION-OLD"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-old"}, key=None)
+    check(linked[0] == 200 and status == 200 and doc.get("member_id") == follower,
+          "an old follower's login is the member its 签到 made: %s %s %s" % (follower, linked, doc))
+    me = srv.request("GET", "/v1/me", session=doc.get("session", ""), key=None)[1]
+    check(me.get("follows_oa") is True, "an old follower is known to follow: %s" % me)
+    time.sleep(0.3)
+    asked = [r for r in fake.requests("/cgi-bin/user/info") if r["query"].get("openid") == "oOA-OLD"]
+    check(len(asked) == 1, "user/info asked once for three pushes: %d" % len(asked))
+    # The mini program first: the old follower's 签到 merges into its member.
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-old2",
+                                                "openid": "oMP-OLD2", "unionid": "uUNION-OLD2"})
+    mp_member = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-old2"},
+                            key=None)[1].get("member_id")
+    fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-OLD2",
+                                              "following": True, "unionid": "uUNION-OLD2"})
+    push(srv, oa_xml("oOA-OLD2", now, "text", content="签到", msg_id="66000101"))
+    doc = eventually(lambda: srv.request("POST", "/v1/members/resolve",
+                                         {"oa_openid": "oOA-OLD2", "appid": OA_APPID})[1],
+                     lambda d: d.get("member_id") == mp_member, timeout=5)
+    check(doc.get("member_id") == mp_member,
+          "an old follower's 签到 joins its mini-program member: %s %s" % (mp_member, doc))
+
+
 def stream_client():
     """http_api.py's WebSocket client (ws_open, ws_messages)."""
     import importlib.util
@@ -1161,6 +1205,7 @@ def main():
         oa_member = official_account(srv, fake)
         oa_sign_in_keeps_holds(srv)
         linked_login(srv, fake, oa_member)
+        existing_follower(srv, fake)
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)

@@ -2123,6 +2123,37 @@ static void test_schema_28_indexes_sessions_by_expiry(void **state)
     assert_int_equal(enrolments, 3);
 }
 
+/*
+ * A follower from before the gateway (no subscribe was ever pushed) is
+ * noted by any other push: recorded as following when nothing is known
+ * of the openid, and only then (a subscribe's or an unsubscribe's state,
+ * older or newer, stays as it is).
+ */
+static void test_a_follower_is_noted_once(void **state)
+{
+    const db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    bool noted = false;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_note_follower(s, "wxoa", "oOLD", 1000, &noted, &err), PGW_OK);
+    assert_true(noted);
+    assert_int_equal(pgw_store_note_follower(s, "wxoa", "oOLD", 2000, &noted, &err), PGW_OK);
+    assert_false(noted);
+    assert_int_equal(pgw_store_set_follow(s, "wxoa", "oGONE", false, 500, &err), PGW_OK);
+    assert_int_equal(pgw_store_note_follower(s, "wxoa", "oGONE", 1000, &noted, &err), PGW_OK);
+    assert_false(noted);
+    assert_int_equal(pgw_store_note_follower(s, "wxoa2", "oGONE", 1000, &noted, &err), PGW_OK);
+    assert_true(noted); /* another account's follower */
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+    assert_int_equal(
+        db_fixture_int64(f, "SELECT changed_at FROM oa_followers WHERE openid = 'oOLD'"), 1000);
+    assert_int_equal(db_fixture_int64(f, "SELECT following FROM oa_followers WHERE appid = 'wxoa'"
+                                         " AND openid = 'oGONE'"),
+                     0);
+}
+
 /* ---- verify's cost ---------------------------------------------------------------- */
 
 /* Purchases of 10 points by members M<from>..M<to - 1>, one each, at
@@ -2347,6 +2378,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_takes_only_what_served_its_time,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_28_indexes_sessions_by_expiry, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_follower_is_noted_once, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
