@@ -1381,13 +1381,15 @@ static int new_member_id(char out[PGW_ID_MAX + 1], pgw_err *err)
 }
 
 /* Risk: one client address may enrol only so many members an hour (the
- * mini program's sign-ups; a shop's till enrols from one address by nature). */
+ * mini program's sign-ups; a shop's till enrols from one address by nature).
+ * The hour is the request's: by its occurred_at, which the sender picks,
+ * a sign-up dated in an unused hour went through. */
 static int check_enrolment(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     int64_t limit = policy->risk.max_new_members_per_ip_per_hour, members = 0;
     if (limit <= 0 || cmd->client_address[0] == '\0')
         return PGW_OK;
-    int64_t hour = cmd->at / 3600;
+    int64_t hour = state_at(cmd) / 3600;
     int rc = pgw_store_enrolments(store, cmd->client_address, hour, &members, &cmd->err);
     if (rc == PGW_OK && members >= limit)
         return pgw_err_set(&cmd->err, PGW_ERISK,

@@ -2207,6 +2207,13 @@ def test_tight_risk(tmp):
         check(codes == [201, 201, 422] and
               got[2][1]["error"]["message"].startswith("max_new_members_per_ip_per_hour:"),
               f"mini-program sign-ups per address: {codes} {got[2][1]}")
+        # Regression: the count was kept by the hour of the event's own
+        # occurred_at, which the sender picks: a sign-up dated in an unused
+        # hour went through (and the sweep prunes past hours' counts).
+        dated = dict(signups[2], event_id="T-MP-DATED", member={"unionid": "o-union-dated"},
+                     occurred_at="2026-11-20T03:00:00+08:00")
+        status, doc, _ = s.request("POST", "/v1/events", dated)
+        check(status == 422, f"a sign-up dated in another hour counts in this one: {status} {doc}")
         # X-Forwarded-For from a peer no configuration trusts says nothing:
         # anyone could name a new address for each sign-up.
         spoof = dict(signups[2], event_id="T-MP-SPOOF", member={"unionid": "o-union-spoof"})
