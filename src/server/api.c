@@ -243,8 +243,8 @@ typedef struct sweeper {
     pgw_writer *writer;
     struct pgw_api *api; /* its expiries' transfers go to the live stream */
     char db_url[PGW_STORE_URL_MAX + 1];
-    uint64_t runs, holds, lots, points, failures; /* under lock */
-    uint64_t pruned_sessions, pruned_enrolments;  /* under lock */
+    uint64_t runs, holds, lots, points, failures;                  /* under lock */
+    uint64_t pruned_sessions, pruned_enrolments, pruned_reminders; /* under lock */
 } sweeper;
 
 struct pgw_api {
@@ -1634,6 +1634,7 @@ static void metrics_risk_and_expiry(metrics_text *m, pgw_api *api)
     uint64_t holds = api->sweep.holds, lots = api->sweep.lots, points = api->sweep.points;
     uint64_t pruned_sessions = api->sweep.pruned_sessions;
     uint64_t pruned_enrolments = api->sweep.pruned_enrolments;
+    uint64_t pruned_reminders = api->sweep.pruned_reminders;
     pthread_mutex_unlock(&api->sweep.lock);
     put_counter(m, "pgw_expiry_sweeps_total", "Expiry sweeps run (failures apart).", runs);
     put_counter(m, "pgw_expiry_sweep_failures_total", "Expiry sweeps that failed.", failures);
@@ -1644,6 +1645,8 @@ static void metrics_risk_and_expiry(metrics_text *m, pgw_api *api)
                 pruned_sessions);
     put_counter(m, "pgw_pruned_enrolments_total",
                 "Past hours' enrolment counts the sweeps deleted.", pruned_enrolments);
+    put_counter(m, "pgw_pruned_reminders_total",
+                "Expiry reminders' rows of past days the sweeps deleted.", pruned_reminders);
 }
 
 static void metrics_notices(metrics_text *m, pgw_api *api)
@@ -3647,10 +3650,12 @@ static int sweep_prune(sweeper *sw, pgw_err *err)
         rc = pgw_writer_run(sw->writer, cmd, err);
         if (rc != PGW_OK)
             break;
-        more = cmd->pruned_sessions == PGW_PRUNE_ROWS || cmd->pruned_enrolments == PGW_PRUNE_ROWS;
+        more = cmd->pruned_sessions == PGW_PRUNE_ROWS || cmd->pruned_enrolments == PGW_PRUNE_ROWS ||
+               cmd->pruned_reminders == PGW_PRUNE_ROWS;
         pthread_mutex_lock(&sw->lock);
         sw->pruned_sessions += (uint64_t)cmd->pruned_sessions;
         sw->pruned_enrolments += (uint64_t)cmd->pruned_enrolments;
+        sw->pruned_reminders += (uint64_t)cmd->pruned_reminders;
         pthread_mutex_unlock(&sw->lock);
     }
     free(cmd);

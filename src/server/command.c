@@ -1752,9 +1752,13 @@ static int apply_prune(pgw_store *store, pgw_command *cmd)
     int rc =
         pgw_store_prune_sessions(store, before, PGW_PRUNE_ROWS, &cmd->pruned_sessions, &cmd->err);
     /* check_enrolment counts in hour at / 3600: hours ending by `before` are done. */
-    return rc == PGW_OK ? pgw_store_prune_enrolments(store, before / 3600, PGW_PRUNE_ROWS,
-                                                     &cmd->pruned_enrolments, &cmd->err)
-                        : rc;
+    if (rc == PGW_OK)
+        rc = pgw_store_prune_enrolments(store, before / 3600, PGW_PRUNE_ROWS,
+                                        &cmd->pruned_enrolments, &cmd->err);
+    if (rc == PGW_OK)
+        rc = pgw_store_prune_reminders(store, cmd->at / 86400 - PGW_PRUNE_REMINDER_DAYS,
+                                       PGW_PRUNE_ROWS, &cmd->pruned_reminders, &cmd->err);
+    return rc;
 }
 
 /* A session named by a request must still be good when the command runs. */
@@ -2031,7 +2035,7 @@ static void reset_output(pgw_command *cmd)
     cmd->follow_seen = false;
     cmd->follow_new = false;
     cmd->otp_tries_left = 0;
-    cmd->pruned_sessions = cmd->pruned_enrolments = 0;
+    cmd->pruned_sessions = cmd->pruned_enrolments = cmd->pruned_reminders = 0;
     if (cmd->kind != PGW_COMMAND_TRANSFERS)
         cmd->n_transfers = 0;
 }

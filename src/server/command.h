@@ -162,8 +162,10 @@ typedef enum pgw_command_kind {
      * Deletes what no check reads any more (no key), at most PGW_PRUNE_ROWS
      * rows of each table a pass, so that a backlog holds the writer for one
      * short pass at a time: sessions expired PGW_PRUNE_GRACE_S before `at`,
-     * and enrolment counts of hours that ended that long before it.
-     * pruned_sessions and pruned_enrolments say how many went.
+     * enrolment counts of hours that ended that long before it, and expiry
+     * reminders' rows of days PGW_PRUNE_REMINDER_DAYS before its day.
+     * pruned_sessions, pruned_enrolments and pruned_reminders say how many
+     * went.
      */
     PGW_COMMAND_PRUNE,
 } pgw_command_kind;
@@ -175,6 +177,9 @@ typedef enum pgw_command_kind {
  * session checked at its `at`, an enrolment counted in its hour) may
  * still be queued, and instances on one PostgreSQL have clocks apart. */
 #define PGW_PRUNE_GRACE_S 3600
+/* A reminder's day is local: two days before `at`'s UTC day is past in
+ * every zone (UTC-12..+14), and no lot expires on it any more. */
+#define PGW_PRUNE_REMINDER_DAYS 2
 
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
@@ -310,7 +315,7 @@ struct pgw_command {
     int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */
     int64_t otp_tries_left;      /* OTP_VERIFY: after a wrong code */
-    int64_t pruned_sessions, pruned_enrolments; /* PRUNE */
+    int64_t pruned_sessions, pruned_enrolments, pruned_reminders; /* PRUNE */
     int32_t new_tier; /* EVENT: the tier a purchase or refund moved the member to, -1 none */
     /* READ_MEMBER: the quota of each of `templates` (the configured ones,
      * borrowed; NULL ends them), so that old templates' rows hide none. */

@@ -189,6 +189,7 @@ enum {
     ST_REVOKE_SESSION,
     ST_PRUNE_SESSIONS,
     ST_PRUNE_ENROLMENTS,
+    ST_PRUNE_REMINDERS,
     ST_ADD_QUOTA,
     ST_QUOTA,
     ST_SET_FOLLOW,
@@ -482,6 +483,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                           " WHERE expires_at < ?1 ORDER BY expires_at LIMIT ?2)",
     [ST_PRUNE_ENROLMENTS] = "DELETE FROM enrolments WHERE (address, hour) IN (SELECT address, hour"
                             " FROM enrolments WHERE hour < ?1 LIMIT ?2)",
+    [ST_PRUNE_REMINDERS] = "DELETE FROM reminders WHERE (member, day) IN (SELECT member, day"
+                           " FROM reminders WHERE day < ?1 ORDER BY day LIMIT ?2)",
     [ST_ADD_QUOTA] = "INSERT INTO subscriptions (member, template_id, quota)"
                      " VALUES (?1, ?2, CASE WHEN ?3 < ?4 THEN ?3 ELSE ?4 END)"
                      " ON CONFLICT (member, template_id) DO UPDATE SET quota = CASE"
@@ -1054,6 +1057,9 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * pass at a time in expiry order: without an index each pass read the
      * whole table (a week of logins) inside the writer's transaction. */
     "CREATE INDEX sessions_by_expiry ON sessions (expires_at);",
+    /* 29: reminders of days past are deleted (pgw_store_prune_reminders),
+     * the earliest first: a row per member and expiry day only grew. */
+    "CREATE INDEX reminders_by_day ON reminders (day);",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -3605,6 +3611,12 @@ int pgw_store_prune_enrolments(pgw_store *s, int64_t before_hour, int64_t limit,
 {
     return prune(s, ST_PRUNE_ENROLMENTS, before_hour, limit, deleted, "deleting past enrolments",
                  err);
+}
+
+int pgw_store_prune_reminders(pgw_store *s, int64_t before_day, int64_t limit, int64_t *deleted,
+                              pgw_err *err)
+{
+    return prune(s, ST_PRUNE_REMINDERS, before_day, limit, deleted, "deleting past reminders", err);
 }
 
 int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_id, int64_t n,

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 28
+#define PGW_STORE_SCHEMA_VERSION 29
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -460,6 +460,11 @@ int pgw_store_add_enrolment(pgw_store *store, const char *address, int64_t hour,
  * no limit reads any more; *deleted: how many went. */
 int pgw_store_prune_enrolments(pgw_store *store, int64_t before_hour, int64_t limit,
                                int64_t *deleted, pgw_err *err);
+/* Deletes at most `limit` (> 0) expiry reminders' rows of local days
+ * before `before_day` (days since 1970 in the mall's zone), the earliest
+ * first: no lot expires on them any more, so none can be reminded again. */
+int pgw_store_prune_reminders(pgw_store *store, int64_t before_day, int64_t limit, int64_t *deleted,
+                              pgw_err *err);
 /* When a member was created (microseconds; 0 for an unknown member). */
 int pgw_store_member_created(pgw_store *store, const char *member, int64_t *created_us,
                              pgw_err *err);

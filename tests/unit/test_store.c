@@ -489,9 +489,18 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* Schema 28: reminders have no index by day. */
+static void back_to_schema_28(const db_fixture *f)
+{
+    raw_sql(f, f->pg ? "BEGIN; DROP INDEX reminders_by_day; UPDATE pgw_schema SET version = 28;"
+                       " COMMIT"
+                     : "BEGIN; DROP INDEX reminders_by_day; PRAGMA user_version = 28; COMMIT");
+}
+
 /* Schema 27: sessions have no index by expiry. */
 static void back_to_schema_27(const db_fixture *f)
 {
+    back_to_schema_28(f);
     raw_sql(f, f->pg ? "BEGIN; DROP INDEX sessions_by_expiry; UPDATE pgw_schema SET version = 27;"
                        " COMMIT"
                      : "BEGIN; DROP INDEX sessions_by_expiry; PRAGMA user_version = 27; COMMIT");
@@ -2026,7 +2035,13 @@ static void sessions_and_enrolments(pgw_store *s, const char *prefix, int n, int
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
 }
 
-/* One PRUNE through the writer at PRUNE_AT. */
+#define REMINDERS_INDEXED(f)                                                                       \
+    ((f)->pg ? "SELECT count(*) FROM pg_indexes WHERE indexname = 'reminders_by_day'"              \
+             : "SELECT count(*) FROM sqlite_master WHERE name = 'reminders_by_day'")
+
+static int64_t last_reminders_pruned;
+
+/* One PRUNE through the writer at PRUNE_AT (reminders: last_reminders_pruned). */
 static void prune_once(pgw_writer *w, int64_t *sessions, int64_t *enrolments)
 {
     static pgw_command cmd;
@@ -2038,6 +2053,7 @@ static void prune_once(pgw_writer *w, int64_t *sessions, int64_t *enrolments)
         fail_msg("%s", err.msg);
     *sessions = cmd.pruned_sessions;
     *enrolments = cmd.pruned_enrolments;
+    last_reminders_pruned = cmd.pruned_reminders;
 }
 
 /*
@@ -2112,6 +2128,7 @@ static void test_schema_28_indexes_sessions_by_expiry(void **state)
     assert_int_equal(db_fixture_int64(f, indexed), 1);
     back_to_schema_27(f);
     assert_int_equal(db_fixture_int64(f, indexed), 0);
+    assert_int_equal(db_fixture_int64(f, REMINDERS_INDEXED(f)), 0);
     s = open_store(f); /* migrates */
     pgw_store_close(s);
     assert_int_equal(db_fixture_int64(f, indexed), 1);
@@ -2121,6 +2138,55 @@ static void test_schema_28_indexes_sessions_by_expiry(void **state)
     pgw_writer_stop(w);
     assert_int_equal(sessions, 3);
     assert_int_equal(enrolments, 3);
+}
+
+/*
+ * Expiry reminders kept a row per member and local expiry day for ever
+ * (one a member per expiry day is all they are for). A PRUNE deletes the
+ * rows of days PGW_PRUNE_REMINDER_DAYS before its own, PGW_PRUNE_ROWS a
+ * pass, the earliest first; the days a reminder may still be queued for
+ * stay. Schema 29 indexes them by day, so a pass reads only its rows.
+ */
+static void test_prune_takes_past_reminders(void **state)
+{
+    const db_fixture *f = *state;
+    const int64_t cut = PRUNE_AT / 86400 - PGW_PRUNE_REMINDER_DAYS;
+    pgw_store *s = open_store(f);
+    pgw_store_close(s);
+    assert_int_equal(db_fixture_int64(f, REMINDERS_INDEXED(f)), 1);
+    back_to_schema_28(f);
+    assert_int_equal(db_fixture_int64(f, REMINDERS_INDEXED(f)), 0);
+    char sql[512];
+    /* 1,500 members reminded of days long past, one of the last past
+     * day, and of the cut day and later: those are kept. */
+    snprintf(sql, sizeof(sql),
+             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1499)"
+             " INSERT INTO reminders (member, day) SELECT 'M' || i, %lld - 400 + i %% 300 FROM n;"
+             " INSERT INTO reminders (member, day) VALUES ('M1', %lld), ('M1', %lld),"
+             " ('M2', %lld)",
+             (long long)cut, (long long)cut - 1, (long long)cut, (long long)cut + 9);
+    raw_sql(f, sql);
+    s = open_store(f); /* migrates */
+    pgw_store_close(s);
+    assert_int_equal(db_fixture_int64(f, REMINDERS_INDEXED(f)), 1);
+    pgw_writer *w = purchase_writer(f);
+    int64_t sessions = 0, enrolments = 0;
+    prune_once(w, &sessions, &enrolments);
+    assert_int_equal(last_reminders_pruned, PGW_PRUNE_ROWS);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM reminders WHERE day < %lld",
+             (long long)cut - 400 + 200);
+    assert_int_equal(db_fixture_int64(f, sql), 0); /* the earliest went first */
+    prune_once(w, &sessions, &enrolments);
+    assert_int_equal(last_reminders_pruned, 1500 + 1 - PGW_PRUNE_ROWS);
+    prune_once(w, &sessions, &enrolments);
+    assert_int_equal(last_reminders_pruned, 0);
+    pgw_writer_stop(w);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM reminders WHERE (member = 'M1' AND day = %lld) OR"
+             " (member = 'M2' AND day = %lld)",
+             (long long)cut, (long long)cut + 9);
+    assert_int_equal(db_fixture_int64(f, sql), 2);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM reminders"), 2);
 }
 
 /*
@@ -2377,6 +2443,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_prune_takes_only_what_served_its_time,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_takes_past_reminders, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_28_indexes_sessions_by_expiry, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_follower_is_noted_once, db_fixture_setup,
