@@ -52,6 +52,21 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
+/* Deadlines are on this clock: a step of the wall clock must not cut or
+ * stretch a request. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* When a request started now must be done (client.h PGW_WX_REQUEST_CALLS). */
+static int64_t deadline_of(const pgw_wx_client *c)
+{
+    return mono_ms() + PGW_WX_REQUEST_CALLS * c->timeout_ms;
+}
+
 static void count(pgw_wx_client *c, uint64_t *field)
 {
     pthread_mutex_lock(&c->stats_lock);
@@ -159,7 +174,11 @@ int pgw_wx_client_add_app(pgw_wx_client *c, const char *appid, const char *secre
     while (n > 0 && a->api_base[n - 1] == '/')
         a->api_base[--n] = '\0';
     pthread_mutex_init(&a->lock, NULL);
-    pthread_cond_init(&a->fetched, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* the deadlines' clock */
+    pthread_cond_init(&a->fetched, &attr);
+    pthread_condattr_destroy(&attr);
     c->n_apps++;
     return PGW_OK;
 }
@@ -207,11 +226,20 @@ static int read_answer(const pgw_http_answer *http, const char *path, json_t **a
     return PGW_OK;
 }
 
-/* *sent (when not NULL): whether the request went out (pgw_http_answer). */
+/* *sent (when not NULL): whether the request went out (pgw_http_answer).
+ * The call ends by `deadline` (mono_ms): with no time left it is not made. */
 static int call(pgw_wx_client *c, const char *method, const char *url, const char *path,
-                const char *body, json_t **answer, pgw_wx_reply *reply, bool *sent, pgw_err *err)
+                const char *body, int64_t deadline, json_t **answer, pgw_wx_reply *reply,
+                bool *sent, pgw_err *err)
 {
-    pgw_http_call hc = {.method = method, .url = url, .timeout_ms = c->timeout_ms};
+    int64_t left = deadline - mono_ms();
+    if (sent != NULL)
+        *sent = false;
+    if (left <= 0)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "WeChat %s: no time left for the call", path);
+    pgw_http_call hc = {.method = method,
+                        .url = url,
+                        .timeout_ms = left < c->timeout_ms ? (long)left : c->timeout_ms};
     if (body != NULL) {
         hc.headers[0] = "Content-Type: application/json; charset=utf-8";
         hc.body = body;
@@ -229,8 +257,9 @@ static int call(pgw_wx_client *c, const char *method, const char *url, const cha
 }
 
 /* cgi-bin/stable_token: a token and its expiry. */
-static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, char token[PGW_WX_TOKEN_MAX + 1],
-                       int64_t *expires_at, pgw_wx_reply *reply, pgw_err *err)
+static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, int64_t deadline,
+                       char token[PGW_WX_TOKEN_MAX + 1], int64_t *expires_at, pgw_wx_reply *reply,
+                       pgw_err *err)
 {
     static const char path[] = "/cgi-bin/stable_token";
     char url[URL_MAX];
@@ -245,7 +274,7 @@ static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, char token[PGW_W
     count(c, &c->stats.token_fetches);
     /* The caller learns what the token call answered: a wrong secret
      * (40125, EIO) is for an operator, not for a retry. */
-    int rc = call(c, "POST", url, path, body, &answer, reply, NULL, err);
+    int rc = call(c, "POST", url, path, body, deadline, &answer, reply, NULL, err);
     OPENSSL_cleanse(body, strlen(body)); /* it held the secret */
     free(body);
     if (rc != PGW_OK)
@@ -270,12 +299,16 @@ static bool fresh(int64_t expires_at)
 }
 
 /* A token from the shared cache, waiting for another instance's refresh
- * while it holds the lease; fetches (and stores) one when it is ours to. */
-static int refresh_shared(pgw_wx_client *c, wx_app *a, const char *failed, bool force, char *token,
-                          int64_t *expires_at, pgw_wx_reply *reply, pgw_err *err)
+ * while it holds the lease; fetches (and stores) one when it is ours to,
+ * or when waiting longer would leave the request no time to fetch and
+ * call: the wait is on the clock, statements included, so that it fits in
+ * the request's bound however long the lease. */
+static int refresh_shared(pgw_wx_client *c, wx_app *a, const char *failed, bool force,
+                          int64_t deadline, char *token, int64_t *expires_at, pgw_wx_reply *reply,
+                          pgw_err *err)
 {
     const pgw_wx_token_cache *k = &c->cache;
-    for (int waited_us = 0;; waited_us += LEASE_POLL_US) {
+    for (int64_t started = mono_ms();;) {
         /* A stored token other than the one refused is another instance's
          * refresh (forced or not): use it rather than force again. */
         int rc = k->load(k->ctx, a->appid, token, expires_at, err);
@@ -298,8 +331,9 @@ static int refresh_shared(pgw_wx_client *c, wx_app *a, const char *failed, bool 
                 (failed == NULL || strcmp(token, failed) != 0))
                 return PGW_OK;
         }
-        if (taken || waited_us >= PGW_WX_LEASE_S * 1000000) {
-            rc = fetch_token(c, a, force, token, expires_at, reply, err);
+        int64_t at = mono_ms();
+        if (taken || at - started >= PGW_WX_LEASE_S * 1000 || deadline - at <= 2 * c->timeout_ms) {
+            rc = fetch_token(c, a, force, deadline, token, expires_at, reply, err);
             if (rc == PGW_OK) /* saving ends the lease */
                 return k->save(k->ctx, a->appid, token, *expires_at, err);
             /* A failed fetch ends it too, so the next instance need not wait
@@ -313,14 +347,26 @@ static int refresh_shared(pgw_wx_client *c, wx_app *a, const char *failed, bool 
 }
 /* The app's token: cached, or fetched by one thread while the others wait.
  * `failed` (may be NULL) is a token a call was just refused with. */
-static int fetch_either(pgw_wx_client *c, wx_app *a, const char *failed, bool force, char *token,
-                        int64_t *expires_at, pgw_wx_reply *reply, pgw_err *err)
+static int fetch_either(pgw_wx_client *c, wx_app *a, const char *failed, bool force,
+                        int64_t deadline, char *token, int64_t *expires_at, pgw_wx_reply *reply,
+                        pgw_err *err)
 {
-    return c->has_cache ? refresh_shared(c, a, failed, force, token, expires_at, reply, err)
-                        : fetch_token(c, a, force, token, expires_at, reply, err);
+    return c->has_cache
+               ? refresh_shared(c, a, failed, force, deadline, token, expires_at, reply, err)
+               : fetch_token(c, a, force, deadline, token, expires_at, reply, err);
 }
 
-static int token_for(pgw_wx_client *c, wx_app *a, const char *failed,
+/* Waits (a->lock held) for another thread's fetch, until `deadline`. */
+static bool wait_fetched(wx_app *a, int64_t deadline)
+{
+    struct timespec until = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000L};
+    int rc = 0;
+    while (a->fetching && rc == 0) /* 0 also on a spurious wakeup */
+        rc = pthread_cond_timedwait(&a->fetched, &a->lock, &until);
+    return !a->fetching;
+}
+
+static int token_for(pgw_wx_client *c, wx_app *a, const char *failed, int64_t deadline,
                      char out[PGW_WX_TOKEN_MAX + 1], pgw_wx_reply *reply, pgw_err *err)
 {
     pthread_mutex_lock(&a->lock);
@@ -329,8 +375,11 @@ static int token_for(pgw_wx_client *c, wx_app *a, const char *failed,
         a->expires_at = 0;
     }
     uint64_t generation = a->generation;
-    while (a->fetching)
-        pthread_cond_wait(&a->fetched, &a->lock);
+    if (!wait_fetched(a, deadline)) {
+        pthread_mutex_unlock(&a->lock);
+        return pgw_err_set(err, PGW_EUNAVAILABLE,
+                           "WeChat /cgi-bin/stable_token: the token being fetched came too late");
+    }
     /* The fetch we waited for failed: share its failure, do not all refetch. */
     if (a->generation != generation && a->last_rc != PGW_OK) {
         int rc = a->last_rc;
@@ -352,13 +401,13 @@ static int token_for(pgw_wx_client *c, wx_app *a, const char *failed,
     if (failed != NULL && c->has_cache) /* so other instances stop using it */
         rc = c->cache.forget(c->cache.ctx, a->appid, failed, err);
     if (rc == PGW_OK)
-        rc = fetch_either(c, a, failed, false, token, &expires_at, reply, err);
+        rc = fetch_either(c, a, failed, false, deadline, token, &expires_at, reply, err);
     /* The platform handed back the token it just refused: make it issue a
      * new one (at most every FORCE_GAP_S, WeChat's own limit). */
     bool force = rc == PGW_OK && failed != NULL && strcmp(token, failed) == 0;
     if (force && now_s() - a->forced_at >= FORCE_GAP_S) {
         a->forced_at = now_s();
-        rc = fetch_either(c, a, failed, true, token, &expires_at, reply, err);
+        rc = fetch_either(c, a, failed, true, deadline, token, &expires_at, reply, err);
     }
 
     pthread_mutex_lock(&a->lock);
@@ -382,7 +431,7 @@ int pgw_wx_access_token(pgw_wx_client *c, const char *appid, char out[PGW_WX_TOK
 {
     pgw_wx_reply reply = {0};
     wx_app *a = app_of(c, appid, err);
-    return a ? token_for(c, a, NULL, out, &reply, err) : PGW_EINVAL;
+    return a ? token_for(c, a, NULL, deadline_of(c), out, &reply, err) : PGW_EINVAL;
 }
 
 /* A call with the app's access token (query: more parameters, already
@@ -397,7 +446,8 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
     if (a == NULL)
         return PGW_EINVAL;
     char token[PGW_WX_TOKEN_MAX + 1], url[URL_MAX];
-    int rc = token_for(c, a, NULL, token, reply, err);
+    int64_t deadline = deadline_of(c);
+    int rc = token_for(c, a, NULL, deadline, token, reply, err);
     for (int attempt = 0; rc == PGW_OK; attempt++) {
         int n = snprintf(url, sizeof(url), "%s%s?access_token=%s%s%s", a->api_base, path, token,
                          query[0] ? "&" : "", query);
@@ -407,7 +457,7 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         }
         count(c, &c->stats.calls);
         bool sent = false;
-        rc = call(c, method, url, path, body, answer, reply, &sent, err);
+        rc = call(c, method, url, path, body, deadline, answer, reply, &sent, err);
         reply->maybe_done = sent && rc == PGW_EUNAVAILABLE && reply->errcode == 0;
         if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
             break;
@@ -415,7 +465,7 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         char failed[PGW_WX_TOKEN_MAX + 1];
         memcpy(failed, token, sizeof(failed));
         memset(reply, 0, sizeof(*reply));
-        rc = token_for(c, a, failed, token, reply, err);
+        rc = token_for(c, a, failed, deadline, token, reply, err);
         OPENSSL_cleanse(failed, sizeof(failed));
     }
     OPENSSL_cleanse(url, sizeof(url));
@@ -456,7 +506,7 @@ int pgw_wx_get_with_secret(pgw_wx_client *c, const char *appid, const char *path
     if (n < 0 || (size_t)n >= sizeof(url))
         return pgw_err_set(err, PGW_ETOOLARGE, "WeChat %s: request too long", path);
     count(c, &c->stats.calls);
-    int rc = call(c, "GET", url, path, NULL, answer, reply, NULL, err);
+    int rc = call(c, "GET", url, path, NULL, mono_ms() + c->timeout_ms, answer, reply, NULL, err);
     OPENSSL_cleanse(url, sizeof(url));
     return rc;
 }

@@ -87,6 +87,18 @@ typedef struct pgw_wx_client pgw_wx_client;
  * couriers, not WeChat's 5 s reply deadline. */
 #define PGW_WX_CALL_TIMEOUT_MS 2500
 
+/*
+ * A request (pgw_wx_post, pgw_wx_get, pgw_wx_access_token) at its slowest
+ * is a call, a token, a forced token and the call again: it ends within
+ * this many of the client's timeouts from its start, whatever it waits on
+ * (another thread's token fetch, another instance's refresh lease, which
+ * may be longer): it waits for another instance only while that leaves
+ * time to fetch and call, and a step left with no time fails as
+ * unanswered and unsent (PGW_EUNAVAILABLE). The notifier counts on it:
+ * a notice must end before its claim's lease does.
+ */
+#define PGW_WX_REQUEST_CALLS 4
+
 /* A new client; `cache` (copied; may be NULL) shares tokens between instances. */
 int pgw_wx_client_new(const pgw_wx_token_cache *cache, long timeout_ms, pgw_wx_client **out,
                       pgw_err *err);

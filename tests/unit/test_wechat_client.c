@@ -1154,6 +1154,61 @@ static void test_shared_cache_save_before_lease(void **state)
     assert_int_equal(calls, 0);
 }
 
+/*
+ * Regression: a request's waits count in its bound. Another instance held
+ * the token-refresh lease and the token endpoint answered slowly: the
+ * client polled the whole lease (PGW_WX_LEASE_S), then fetched, then
+ * called: eleven seconds where the notifier counts four timeouts per WeChat
+ * channel (PGW_WX_REQUEST_CALLS), so a notice outlasted its
+ * claim's lease and could be sent twice. Within the bound the send still
+ * goes, the first time and after a token error.
+ */
+#define QUICK_MS 1000L
+#define BOUND_MS (PGW_WX_REQUEST_CALLS * QUICK_MS)
+static void test_shared_cache_lease_wait_bounded(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *own = NULL, *other = NULL;
+    pgw_err err = {0};
+    assert_int_equal(pgw_store_open(f->url, true, &own, &err), PGW_OK);
+    assert_int_equal(pgw_store_open(f->url, false, &other, &err), PGW_OK);
+    pgw_wx_token_cache k = cache_on(own);
+    pgw_wx_client *c = NULL;
+    assert_int_equal(pgw_wx_client_new(&k, QUICK_MS, &c, &err), PGW_OK);
+    assert_int_equal(pgw_wx_client_add_app(c, APP_MP, SECRET_MP, FAKE.base, &err), PGW_OK);
+    add_quota(OPENID_1, 2);
+    fault(json_pack("{s:s,s:i,s:i}", "path", TOKEN_PATH, "count", 2, "delay_ms", 800));
+    int64_t took[2];
+    int rc[2];
+    for (int i = 0; i < 2; i++) {
+        if (i == 1) /* the token is refused now: the retry needs another */
+            fake_control(&FAKE, "/_fake/expire_tokens", "{s:s,s:i}", "appid", APP_MP, "errcode",
+                         40001);
+        bool taken = false;
+        int64_t now = (int64_t)time(NULL);
+        assert_int_equal(
+            pgw_store_token_lease(other, APP_MP, now, now + PGW_WX_LEASE_S, &taken, &err), PGW_OK);
+        assert_true(taken); /* another instance refreshes, and never stores */
+        int64_t msgid = 0;
+        pgw_wx_reply reply;
+        int64_t started = mono_ms();
+        rc[i] = send_sub(c, &msgid, &reply, &err);
+        took[i] = mono_ms() - started;
+    }
+    uint64_t retries = stats_of(c).token_retries;
+    pgw_wx_client_free(c);
+    pgw_store_close(own);
+    pgw_store_close(other);
+    for (int i = 0; i < 2; i++)
+        print_message("send %d: rc %d in %lld ms (bound %ld)\n", i, rc[i], (long long)took[i],
+                      BOUND_MS);
+    for (int i = 0; i < 2; i++) {
+        assert_true(took[i] <= BOUND_MS + 300); /* a poll and a few statements late at most */
+        assert_int_equal(rc[i], PGW_OK);
+    }
+    assert_int_equal(retries, 1);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -1176,6 +1231,8 @@ int main(void)
         cmocka_unit_test_setup(test_null_err, reset_fake),
         cmocka_unit_test_setup_teardown(test_shared_cache, setup_db, teardown_db),
         cmocka_unit_test_setup_teardown(test_shared_cache_save_before_lease, setup_db, teardown_db),
+        cmocka_unit_test_setup_teardown(test_shared_cache_lease_wait_bounded, setup_db,
+                                        teardown_db),
     };
     /* The PostgreSQL run (unit.pg.*) needs only the tests on a database:
      * the others were run by unit.test_wechat_client already. */
