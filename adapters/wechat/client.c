@@ -273,10 +273,14 @@ static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, int64_t deadline
     json_t *answer = NULL;
     count(c, &c->stats.token_fetches);
     /* The caller learns what the token call answered: a wrong secret
-     * (40125, EIO) is for an operator, not for a retry. */
+     * (40125, EIO) is for an operator, not for a retry. So is 40001 here
+     * ("invalid credential"): no token of ours was sent to be stale. */
     int rc = call(c, "POST", url, path, body, deadline, &answer, reply, NULL, err);
     OPENSSL_cleanse(body, strlen(body)); /* it held the secret */
     free(body);
+    if (rc == PGW_EUNAVAILABLE && token_error(reply->errcode))
+        rc = pgw_err_set(err, PGW_EIO, "WeChat %s: errcode %ld %s", path, reply->errcode,
+                         reply->errmsg);
     if (rc != PGW_OK)
         return rc;
     const char *t = json_string_value(json_object_get(answer, "access_token"));

@@ -497,6 +497,34 @@ static void test_only_one_retry(void **state)
 
 /* ---- 4. outcomes ------------------------------------------------------------ */
 
+/*
+ * Regression: the token endpoint refusing our appid or secret (40001
+ * "invalid credential", 40125, 40013) is our configuration, for an
+ * operator: the channel gives up at once, so a notice goes the next way.
+ * 40001 there was taken for a stale token, retried with backoff until the
+ * notice died.
+ */
+static void test_token_refusal_gives_up(void **state)
+{
+    (void)state;
+    static const long codes[] = {40001, 40125, 40013};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        pgw_wx_client *c = new_client(NULL);
+        fault(json_pack("{s:s,s:i,s:i}", "path", TOKEN_PATH, "count", 1, "errcode", codes[i]));
+        pgw_err err = {0};
+        pgw_wx_reply reply;
+        int64_t msgid;
+        int rc = send_sub(c, &msgid, &reply, &err);
+        uint64_t calls = stats_of(c).calls;
+        pgw_wx_client_free(c);
+        print_message("token endpoint errcode %ld: rc %d\n", codes[i], rc);
+        assert_int_equal(reply.errcode, codes[i]);
+        assert_int_equal(pgw_wx_classify(rc, &reply), PGW_WX_GIVE_UP);
+        assert_false(reply.maybe_done);
+        assert_int_equal(calls, 0);
+    }
+}
+
 static void test_classify(void **state)
 {
     (void)state;
@@ -1225,6 +1253,7 @@ int main(void)
         cmocka_unit_test_setup(test_token_error_retry, reset_fake),
         cmocka_unit_test_setup(test_only_one_retry, reset_fake),
         cmocka_unit_test_setup(test_classify, reset_fake),
+        cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
         cmocka_unit_test_setup(test_login_and_phone, reset_fake),
         cmocka_unit_test_setup(test_secrets_not_shown, reset_fake),
