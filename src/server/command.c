@@ -1531,8 +1531,14 @@ static int held_by_shop_alone(pgw_store *store, const char *holder, const char *
     return rc;
 }
 
-/* Whether a bind by a shop's key (bind_shop) or of a number the member
- * proved (bind_self) may merge `holder` in; PGW_EFORBIDDEN otherwise. */
+/*
+ * Whether a bind by a shop's key (bind_shop) or of a number the member
+ * proved (bind_self) may merge `holder` in; PGW_EFORBIDDEN otherwise. A
+ * proved number's refusal goes to the end user (a session, or a channel's
+ * backend acting for one): it does not name the holder, whose member id is
+ * the key to their account in every other call (the service desk finds it
+ * with /v1/members/resolve).
+ */
 static int may_merge(pgw_store *store, const pgw_command *cmd, const char *holder, pgw_err *err)
 {
     if (cmd->bind_shop[0] != '\0')
@@ -1541,10 +1547,10 @@ static int may_merge(pgw_store *store, const pgw_command *cmd, const char *holde
     int rc = cmd->bind_self ? pgw_store_member_on_wechat(store, holder, &on_wechat, err) : PGW_OK;
     if (rc == PGW_OK && on_wechat)
         rc = pgw_err_set(err, PGW_EFORBIDDEN,
-                         "the number is member %s's, known by its own WeChat account: the "
-                         "service desk (an admin key) merges the two once it knows they are "
-                         "one person",
-                         holder);
+                         "that %s belongs to another member, known by a WeChat account of its "
+                         "own: the service desk (an admin key) merges the two once it knows "
+                         "they are one person",
+                         pgw_identity_kind_name(cmd->who.kind));
     return rc;
 }
 

@@ -339,6 +339,8 @@ def otp_session(tmp, sms_fake, env):
               member_view(srv, me) == held and held["balance"] > 0 and
               member_view(srv, member2)["balance"] == 0,
               "another WeChat member's number is not merged in by a code: %s %s" % (status, doc))
+        check(status == 403 and me not in doc["error"]["message"],
+              "the refusal names no other member: %s" % doc)
         srv.request("POST", "/v1/mp/logout", session=session, key=None)
         status, doc = srv.request("POST", "/v1/sms/otp", {"phone": "13600136051"},
                                   session=session, key=None)

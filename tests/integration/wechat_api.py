@@ -341,6 +341,11 @@ def mini_program(srv, fake):
           before3["balance"] > 0 and after4["balance"] == 0 and
           [i["kind"] for i in after4["identities"]] == ["mp_openid", "unionid"],
           "another WeChat user's number is not merged in: %s %s; %s; %s" % (status, doc, after3, after4))
+    # Regression: the refusal named the number's holder ("the number is member
+    # M…'s"), a key to that person's account, to whoever showed the number.
+    message = doc.get("error", {}).get("message", "") if status == 403 else ""
+    check(message and member3 not in message and not re.search(r"\bM[0-9A-Z]{12}\b", message),
+          "the refusal names no other member: %r" % message)
     # The service desk, once it knows they are one person, merges them.
     status, doc = srv.request("POST", "/v1/members/%s/identities" % member4,
                               {"phone": "13900139000"})
@@ -355,6 +360,8 @@ def mini_program(srv, fake):
                               {"phone": "13900139000"}, key=CHANNEL)
     check(status == 403 and srv.request("GET", "/v1/members/" + member4)[1]["balance"] > 0,
           "a channel key merges in no WeChat member: %s %s" % (status, doc))
+    check(status == 403 and member4 not in doc["error"]["message"],
+          "nor is the holder named to a channel key: %s" % doc)
 
     # Subscriptions: one-time quota per template, idempotent per request_id.
     tpl = "mp-tpl-points-reversed"  # points_arrived quota is for notifications() below
