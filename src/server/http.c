@@ -307,7 +307,9 @@ static void finish_done(pgw_http *h, done_item *d)
  * between two turns) passed every watcher before it could be fed, and
  * each was closed as too slow however fast it read. The rest waits a
  * turn, in which lws feeds the watchers; the service thread wakes itself
- * for it.
+ * for it. Other threads wake it only when their queue was empty, and lws
+ * folds wake-ups into one turn: so whatever they queued meanwhile is
+ * looked for here too (missed, the service thread answered nothing more).
  */
 static bool drain_done(pgw_http *h)
 {
@@ -319,6 +321,11 @@ static bool drain_done(pgw_http *h)
         finish_done(h, &h->draining[h->drain_at++]);
     PGW_ASSERT(h->ring_seq - first < STREAM_RING);
     bool more = h->drain_at < h->drain_count;
+    if (!more) { /* what came while the rest waited: its wake-up was this turn's */
+        pthread_mutex_lock(&h->lock);
+        more = h->done_count > 0;
+        pthread_mutex_unlock(&h->lock);
+    }
     if (more && h->ctx != NULL)
         lws_cancel_service(h->ctx);
     if (h->ring_news && h->ctx != NULL)
