@@ -1662,15 +1662,12 @@ static int copy_into(pgw_store *s, const char *path, int64_t *version, pgw_err *
  * is shorter. */
 #define BACKUP_PATH_MAX (PGW_STORE_URL_MAX - (sizeof(PARTIAL_SUFFIX "-journal") - 1))
 
-static int verify_log(pgw_store *s, pgw_verify_report *r, pgw_err *err);
-
 /*
  * The copy's ledger, verified before it replaces the last one: renamed
  * first, a copy of a tampered or broken log took the last good copy's
- * place and was found out only after. Its pages are check_copy's: verify's
- * own quick_check would read the whole file a second time. A copy of an
- * older schema is not verified here (opening it would migrate it): the
- * pointsgw that wrote it does that.
+ * place and was found out only after. A copy of an older schema is not
+ * verified here (opening it would migrate it): the pointsgw that wrote it
+ * does that.
  */
 static int verify_copy(const char *path, const char *out, int64_t version,
                        pgw_verify_report *report, pgw_err *err)
@@ -1685,7 +1682,7 @@ static int verify_copy(const char *path, const char *out, int64_t version,
     snprintf(url, sizeof(url), "sqlite:%s", path);
     int rc = pgw_store_open(url, false, &copy, &why);
     if (rc == PGW_OK)
-        rc = verify_log(copy, report, &why);
+        rc = pgw_store_verify(copy, report, &why);
     pgw_store_close(copy);
     if (rc != PGW_OK)
         return pgw_err_set(err, PGW_EIO, "verifying the copy: %s; %s was left as it was", why.msg,
@@ -2567,8 +2564,7 @@ static int verify_file(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     return PGW_OK;
 }
 
-/* All that verify checks but the file's pages (verify_file). */
-static int verify_log(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
     memset(r, 0, sizeof(*r));
     r->ok = true;
@@ -2583,12 +2579,6 @@ static int verify_log(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         rc = verify_refunds(s, r, err);
     if (rc == PGW_OK && r->ok)
         rc = verify_events(s, r, err);
-    return rc;
-}
-
-int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
-{
-    int rc = verify_log(s, r, err);
     if (rc == PGW_OK && r->ok)
         rc = verify_file(s, r, err);
     return rc;
