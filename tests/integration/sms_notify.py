@@ -414,18 +414,23 @@ def last_usable_day(t):
     return "%04d-%02d-%02d" % (year, month, min(local.tm_mday, days))
 
 
-def expiry_reminder(tmp, fake, env, now):
-    """Regression: the reminder's SMS date was the day after the last usable
-    day (the lot's expiry moment is the next day's 00:00)."""
-    cfg = config(tmp, "remind.json", fake.port, {"start": "00:00", "end": "00:00"},
-                 rules_expiry={"policy": "rolling", "months": 1})
-    # No SMS for the sale itself: the number's 30 s gap would hold the
-    # reminder back (a race with the first server's stop).
+def reminder_config(tmp, name, port, quiet):
+    """A configuration for expiry reminders alone: rolling monthly expiry,
+    and no SMS for the sale itself (the number's 30 s gap would hold the
+    reminder back: a race with the first server's stop)."""
+    cfg = config(tmp, name, port, quiet, rules_expiry={"policy": "rolling", "months": 1})
     with open(cfg) as f:
         doc = json.load(f)
     del doc["channels"]["sms"]["templates"]["points_arrived"]
     with open(cfg, "w") as f:
         json.dump(doc, f, ensure_ascii=False)
+    return cfg
+
+
+def expiry_reminder(tmp, fake, env, now):
+    """Regression: the reminder's SMS date was the day after the last usable
+    day (the lot's expiry moment is the next day's 00:00)."""
+    cfg = reminder_config(tmp, "remind.json", fake.port, {"start": "00:00", "end": "00:00"})
     earned = now - 28 * 86400  # expires within the week's horizon
     sale = dict(purchase("SMS-EXP-1", "13200132000", 8800),
                 occurred_at=time.strftime("%Y-%m-%dT%H:%M:%S+08:00",
@@ -450,14 +455,8 @@ def reminder_after_expiry(tmp, fake, env, now):
     (quiet hours, a number's daily limit) still went out, telling the member
     of points they no longer had; it is skipped instead."""
     phone = "13200132001"
-    night = config(tmp, "remind-night.json", fake.port,
-                   {"start": hhmm(now - 3600), "end": hhmm(now + 3600)},
-                   rules_expiry={"policy": "rolling", "months": 1})
-    with open(night) as f:
-        doc = json.load(f)
-    del doc["channels"]["sms"]["templates"]["points_arrived"]
-    with open(night, "w") as f:
-        json.dump(doc, f, ensure_ascii=False)
+    night = reminder_config(tmp, "remind-night.json", fake.port,
+                            {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
     earned = now - 28 * 86400
     sale = dict(purchase("SMS-EXP-2", phone, 8800),
                 occurred_at=time.strftime("%Y-%m-%dT%H:%M:%S+08:00",
@@ -479,13 +478,7 @@ def reminder_after_expiry(tmp, fake, env, now):
     wx.pg.execute(srv.db, "UPDATE lots SET expires_at = %d WHERE member = '%s'" % (gone, member))
     wx.pg.execute(srv.db, "UPDATE notices SET about_at = %d, due_at = %d WHERE member = '%s'"
                   " AND kind = 'points_expiring'" % (gone, gone, member))
-    day = config(tmp, "remind-day.json", fake.port, {"start": "00:00", "end": "00:00"},
-                 rules_expiry={"policy": "rolling", "months": 1})
-    with open(day) as f:
-        doc = json.load(f)
-    del doc["channels"]["sms"]["templates"]["points_arrived"]
-    with open(day, "w") as f:
-        json.dump(doc, f, ensure_ascii=False)
+    day = reminder_config(tmp, "remind-day.json", fake.port, {"start": "00:00", "end": "00:00"})
     srv = run(os.path.join(tmp, "remind-late"), day, env, db=srv.db)
     done = eventually(lambda: [n for n in notices(srv, member) if n["kind"] == "points_expiring"],
                       lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
