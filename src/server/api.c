@@ -2476,20 +2476,77 @@ typedef struct oa_link_job {
     pgw_api *api;
     char openid[PGW_WX_OPENID_MAX + 1];
     int64_t at;
+    bool noted; /* a push's note (oa_note_follower), not a subscribe */
 } oa_link_job;
+
+/* The link's LINK command, and whose it is. */
+typedef struct oa_link_cmd {
+    pgw_command cmd;
+    oa_link_job job;
+} oa_link_cmd;
 
 static void stream_committed(void *ctx, const pgw_command *cmd);
 
+/* The forgetting done (writer's completion thread). */
+static void oa_forget_done(pgw_command *cmd, void *payload)
+{
+    (void)payload;
+    if (cmd->rc != PGW_OK)
+        fprintf(stderr, "pointsgw: warning: a noted follower's failed link is not retried: %s\n",
+                cmd->err.msg);
+    free(cmd);
+}
+
+/* A noted follower's link failed for the moment (WeChat busy or not
+ * reached, a queue full, the gateway stopping): the note is forgotten,
+ * so that the next push notes it again and links, where it would
+ * otherwise find the note and wait for a subscribe that never comes. At
+ * most once a push, and pushes are a person's doing. A state recorded
+ * since the note (a subscribe or unsubscribe of another time) stays. */
+static void oa_forget_note(pgw_api *api, const char *openid, int64_t at)
+{
+    pgw_err err;
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    int rc = cmd ? PGW_OK : pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (rc == PGW_OK) {
+        cmd->kind = PGW_COMMAND_OA_FOLLOW;
+        cmd->by_identity = true;
+        cmd->oa_follow = 3;
+        cmd->at = at;
+        cmd->done = oa_forget_done;
+        rc = wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), openid, &cmd->who,
+                         &err);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_writer_submit(api->writer, cmd, &err);
+    if (rc != PGW_OK) {
+        free(cmd);
+        fprintf(stderr, "pointsgw: warning: a noted follower's failed link is not retried: %s\n",
+                err.msg);
+    }
+}
+
+/* Whether a link's failure may pass (the store or a queue, for now),
+ * rather than being the ledger's answer to it. */
+static bool oa_link_may_pass(int rc)
+{
+    return rc == PGW_EFULL || rc == PGW_EIO || rc == PGW_ENOMEM || rc == PGW_EUNAVAILABLE ||
+           rc == PGW_ELIMITED;
+}
+
 /* The link done (writer's completion thread): a merge's transfers to the
- * live stream; a failure to the log. */
+ * live stream; a failure to the log (and a note's, for now, forgotten). */
 static void oa_link_done(pgw_command *cmd, void *payload)
 {
+    oa_link_cmd *c = payload;
     if (cmd->rc == PGW_OK)
-        stream_committed(payload, cmd);
+        stream_committed(c->job.api, cmd);
     else
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n",
                 cmd->err.msg);
-    free(cmd);
+    if (cmd->rc != PGW_OK && c->job.noted && oa_link_may_pass(cmd->rc))
+        oa_forget_note(c->job.api, c->job.openid, c->job.at);
+    free(c);
 }
 
 /* Links the follower's openid to the unionid WeChat knows them by (a LINK
@@ -2497,9 +2554,11 @@ static void oa_link_done(pgw_command *cmd, void *payload)
  * or the two merge. Nothing waits for it: oa_link_done ends it. */
 static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
 {
-    pgw_command *link = calloc(1, sizeof(*link));
-    if (link == NULL)
+    oa_link_cmd *c = calloc(1, sizeof(*c));
+    if (c == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    c->job = *l;
+    pgw_command *link = &c->cmd;
     link->kind = PGW_COMMAND_LINK;
     link->at = l->at;
     link->by_identity = link->has_who2 = true;
@@ -2514,37 +2573,44 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
     snprintf(link->key, sizeof(link->key), "oa_link:%.32s:%lld", hex, (long long)l->at);
     snprintf(link->channel, sizeof(link->channel), "wechat_oa");
     link->done = oa_link_done;
-    link->payload = l->api;
+    link->payload = c;
     if (rc == PGW_OK)
         rc = pgw_writer_submit(l->api->writer, link, err);
     if (rc != PGW_OK)
-        free(link);
+        free(c);
     return rc;
 }
 
 /* Worker: the follower's unionid (cgi-bin/user/info), linked. Off the
  * reply's path, which WeChat wants within 5 s. Best effort: without it
- * the follower is still followed and paid, and the link waits for the
- * next subscribe. */
+ * the follower is still followed and paid, and a subscribe's link waits
+ * for the next subscribe; a note's, failed for the moment, for the next
+ * push. No unionid (no open platform, not following) is an answer. */
 static void oa_link_task(void *arg, bool stale)
 {
     oa_link_job *l = arg;
     char unionid[PGW_WX_OPENID_MAX + 1] = "";
-    pgw_wx_reply reply;
+    pgw_wx_reply reply = {0};
     pgw_err err;
     int rc = stale ? pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up")
                    : pgw_oa_user_unionid(pgw_wechat_client(l->api->wechat),
                                          pgw_wechat_oa_appid(l->api->wechat), l->openid, unionid,
                                          &reply, &err);
-    if (rc == PGW_OK && unionid[0] != '\0')
+    bool may_pass = stale || pgw_wx_classify(rc, &reply) == PGW_WX_RETRY;
+    if (rc == PGW_OK && unionid[0] != '\0') {
         rc = oa_link(l, unionid, &err);
+        may_pass = oa_link_may_pass(rc);
+    }
     if (rc != PGW_OK)
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n", err.msg);
+    if (rc != PGW_OK && l->noted && may_pass)
+        oa_forget_note(l->api, l->openid, l->at);
     free(l);
 }
 
-/* Queues the link of a follower (nothing waits on it). */
-static void oa_queue_link(pgw_api *api, const char *openid, int64_t at)
+/* Queues the link of a follower (nothing waits on it); `noted`: a push's
+ * note, forgotten when the link cannot be queued. */
+static void oa_queue_link(pgw_api *api, const char *openid, int64_t at, bool noted)
 {
     pgw_err err;
     oa_link_job *l = calloc(1, sizeof(*l));
@@ -2552,12 +2618,15 @@ static void oa_queue_link(pgw_api *api, const char *openid, int64_t at)
     if (rc == PGW_OK) {
         l->api = api;
         l->at = at;
+        l->noted = noted;
         snprintf(l->openid, sizeof(l->openid), "%.64s", openid);
         rc = outbound_submit(api->outbound, oa_link_task, l, &err);
     }
     if (rc != PGW_OK) {
         free(l);
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n", err.msg);
+        if (noted)
+            oa_forget_note(api, openid, at);
     }
 }
 
@@ -2574,15 +2643,19 @@ typedef struct oa_note {
     char openid[PGW_WX_OPENID_MAX + 1];
 } oa_note;
 
-/* Writer's completion thread: the link queued (not once the workers stop). */
+/* Writer's completion thread: the link queued; once the workers stop,
+ * the note forgotten (the next push, after a restart, links). */
 static void oa_note_done(pgw_command *cmd, void *payload)
 {
     oa_note *n = payload;
     if (cmd->rc == PGW_OK && cmd->follow_new) {
         pthread_mutex_lock(&n->api->links_lock);
-        if (!n->api->links_closed)
-            oa_queue_link(n->api, n->openid, cmd->at);
+        bool closed = n->api->links_closed;
+        if (!closed)
+            oa_queue_link(n->api, n->openid, cmd->at, true);
         pthread_mutex_unlock(&n->api->links_lock);
+        if (closed)
+            oa_forget_note(n->api, n->openid, cmd->at);
     }
     free(n);
 }
@@ -2675,7 +2748,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
      * not link. Linked now; under such overload user/info may be asked
      * once per delivery (WeChat makes four at most). */
     if (follow)
-        oa_queue_link(api, openid, at);
+        oa_queue_link(api, openid, at, false);
     return false;
 }
 
@@ -2730,7 +2803,7 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
      * event records no key of its own, so only the follow's tells it. */
     const pgw_oa_message *m = &job->wx->oa.msg;
     if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow))
-        oa_queue_link(api, m->from_user, m->create_time);
+        oa_queue_link(api, m->from_user, m->create_time, false);
     if (!answerable) {
         fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
         return;

@@ -1734,6 +1734,9 @@ static int apply_follow(pgw_store *store, pgw_command *cmd)
     if (cmd->oa_follow == 2)
         return pgw_store_note_follower(store, cmd->who.scope, cmd->who.lookup, cmd->at,
                                        &cmd->follow_new, &cmd->err);
+    if (cmd->oa_follow == 3)
+        return pgw_store_forget_follower(store, cmd->who.scope, cmd->who.lookup, cmd->at,
+                                         &cmd->err);
     bool redelivered = false;
     pgw_idem_record record;
     int rc = cmd->original[0] != '\0'
@@ -2253,7 +2256,7 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
     }
     case PGW_COMMAND_OA_FOLLOW:
         return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow >= -1 &&
-                       cmd->oa_follow <= 2 && cmd->oa_follow != 0
+                       cmd->oa_follow <= 3 && cmd->oa_follow != 0
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a follow change names an openid");
     case PGW_COMMAND_PRUNE:

@@ -128,7 +128,9 @@ typedef enum pgw_command_kind {
      * subscribe undid an unsubscribe of the same second); follow_seen
      * says so. With oa_follow 2 (another push, which only a follower can
      * send), openid follows unless a state is recorded of it already;
-     * follow_new says it was recorded now. */
+     * follow_new says it was recorded now. With oa_follow 3, the note of
+     * `at` is forgotten if openid's state is still that note's (its link
+     * failed for the moment: the next push notes it again and links). */
     PGW_COMMAND_OA_FOLLOW,
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */
@@ -272,7 +274,7 @@ struct pgw_command {
     int64_t session_expires;                       /* LINK with a session */
     char appid[PGW_ID_MAX + 1];                    /* LINK with a session */
     char template_id[PGW_TEMPLATE_KEY_MAX + 1];    /* SUBSCRIBE */
-    int oa_follow;                                 /* OA_FOLLOW: 1, -1 (unfollows), 2 (see kind) */
+    int oa_follow;                                 /* OA_FOLLOW: 1, -1, 2, 3 (see kind) */
     int64_t notice_id;                             /* NOTICE_RETRY */
     bool sms_opt_out;                              /* SMS_PREFERENCE */
     bool set_sms, birthday_admin;                  /* SMS_PREFERENCE */

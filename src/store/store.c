@@ -194,6 +194,7 @@ enum {
     ST_QUOTA,
     ST_SET_FOLLOW,
     ST_NOTE_FOLLOWER,
+    ST_FORGET_FOLLOWER,
     ST_MEMBER_FOLLOWS,
     ST_COALESCE_NOTICE,
     ST_INSERT_NOTICE,
@@ -498,6 +499,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
                       " WHERE excluded.changed_at >= oa_followers.changed_at",
     [ST_NOTE_FOLLOWER] = "INSERT INTO oa_followers (appid, openid, following, changed_at)"
                          " VALUES (?1, ?2, 1, ?3) ON CONFLICT (appid, openid) DO NOTHING",
+    /* Only the note itself: a subscribe or unsubscribe since has its own time. */
+    [ST_FORGET_FOLLOWER] = "DELETE FROM oa_followers WHERE appid = ?1 AND openid = ?2"
+                           " AND following = 1 AND changed_at = ?3",
     [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
                            " updated_at = ?6 WHERE id = (SELECT id FROM notices"
                            " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
@@ -3657,6 +3661,16 @@ int pgw_store_note_follower(pgw_store *s, const char *appid, const char *openid,
     int rc = step_done(s, st, "recording a follower", err);
     *noted = rc == PGW_OK && pgw_sql_changes(s->db) == 1;
     return rc;
+}
+
+int pgw_store_forget_follower(pgw_store *s, const char *appid, const char *openid, int64_t at,
+                              pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_FORGET_FOLLOWER];
+    pgw_sql_bind_text(st, 1, appid);
+    pgw_sql_bind_text(st, 2, openid);
+    pgw_sql_bind_int64(st, 3, at);
+    return step_done(s, st, "forgetting a follower", err);
 }
 
 int pgw_store_member_follows(pgw_store *s, const char *member, bool *follows, pgw_err *err)

@@ -520,6 +520,11 @@ int pgw_store_set_follow(pgw_store *store, const char *appid, const char *openid
  * pushed); *noted: it was recorded now. */
 int pgw_store_note_follower(pgw_store *store, const char *appid, const char *openid, int64_t at,
                             bool *noted, pgw_err *err);
+/* Forgets the note of `at` (pgw_store_note_follower) when openid's state
+ * is still that note's (following as of `at`): its link failed for the
+ * moment, and the next push notes it again and links. */
+int pgw_store_forget_follower(pgw_store *store, const char *appid, const char *openid, int64_t at,
+                              pgw_err *err);
 /* Whether any of member's official-account openids follows. */
 int pgw_store_member_follows(pgw_store *store, const char *member, bool *follows, pgw_err *err);
 

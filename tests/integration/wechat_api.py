@@ -14,7 +14,8 @@ with its channels pointed at it, and checks what issue 7 asks:
   "积分" is answered with the balance; "签到" once per redelivery;
   unsubscribe; a bad signature or a stale timestamp is refused and the
   log is unchanged; a follower from before the gateway (no subscribe
-  pushed) is linked by its first push, asking user/info once.
+  pushed) is linked by its first push, asking user/info once, and by a
+  later push when that link failed for the moment.
 """
 import hashlib
 import hmac
@@ -832,6 +833,61 @@ def existing_follower(srv, fake):
           "an old follower's 签到 joins its mini-program member: %s %s" % (mp_member, doc))
 
 
+def existing_follower_retried(srv, fake):
+    """Regression: the note that an old follower follows was recorded before
+    its link; when user/info failed (WeChat busy, -1), every later push
+    found the note and the follower stayed two members for good. A link
+    failing for the moment now forgets the note, so the next push links;
+    one WeChat answers for good (no unionid) is kept, asked once."""
+    fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-RETRY",
+                                              "following": True, "unionid": "uUNION-RETRY"})
+    fake.control("POST", "/_fake/faults", {"path": "/cgi-bin/user/info", "count": 1,
+                                           "errcode": -1})
+
+    def asked(openid):
+        return [r for r in fake.requests("/cgi-bin/user/info")
+                if r["query"].get("openid") == openid]
+    now = int(time.time())
+    status, body = push(srv, oa_xml("oOA-RETRY", now, "text", content="签到", msg_id="66000201"))
+    check(status == 200 and "签到成功" in reply_text(body)[0],
+          "an old follower signs in, WeChat busy: %s %s" % (status, body))
+    eventually(lambda: asked("oOA-RETRY"), lambda r: len(r) >= 1, timeout=5)
+    # Later pushes (the forgetting is queued after the failed call: a push
+    # may still find the note) until one links.
+    for i in range(40):
+        if len(asked("oOA-RETRY")) >= 2:
+            break
+        push(srv, oa_xml("oOA-RETRY", now + 1 + i, "text", content="你好", msg_id="661%05d" % i))
+        time.sleep(0.1)
+    linked = eventually(lambda: srv.request("POST", "/v1/members/resolve",
+                                            {"unionid": "uUNION-RETRY"}),
+                        lambda r: r[0] == 200, timeout=5)
+    follower = srv.request("POST", "/v1/members/resolve",
+                           {"oa_openid": "oOA-RETRY", "appid": OA_APPID})[1].get("member_id")
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-retry",
+                                                "openid": "oMP-RETRY", "unionid": "uUNION-RETRY"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-retry"},
+                              key=None)
+    check(linked[0] == 200 and status == 200 and doc.get("member_id") == follower,
+          "a failed link is tried again at a later push: %s %s %s" % (follower, linked, doc))
+    me = srv.request("GET", "/v1/me", session=doc.get("session", ""), key=None)[1]
+    check(me.get("follows_oa") is True, "the follower retried is known to follow: %s" % me)
+    push(srv, oa_xml("oOA-RETRY", now + 50, "text", content="你好", msg_id="66200000"))
+    time.sleep(0.3)
+    check(len(asked("oOA-RETRY")) == 2,
+          "user/info asked twice (failed, linked), no more: %d" % len(asked("oOA-RETRY")))
+    # Not bound to an open platform: no unionid is an answer, kept.
+    fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-NOUNION",
+                                              "following": True})
+    for i in range(3):
+        push(srv, oa_xml("oOA-NOUNION", now + i, "text", content="你好", msg_id="663%05d" % i))
+        eventually(lambda: asked("oOA-NOUNION"), lambda r: len(r) >= 1, timeout=5)
+        time.sleep(0.1)
+    time.sleep(0.3)
+    check(len(asked("oOA-NOUNION")) == 1,
+          "no unionid is an answer: asked once for three pushes: %d" % len(asked("oOA-NOUNION")))
+
+
 def stream_client():
     """http_api.py's WebSocket client (ws_open, ws_messages)."""
     import importlib.util
@@ -1213,6 +1269,7 @@ def main():
         oa_sign_in_keeps_holds(srv)
         linked_login(srv, fake, oa_member)
         existing_follower(srv, fake)
+        existing_follower_retried(srv, fake)
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)

@@ -2193,7 +2193,8 @@ static void test_prune_takes_past_reminders(void **state)
  * A follower from before the gateway (no subscribe was ever pushed) is
  * noted by any other push: recorded as following when nothing is known
  * of the openid, and only then (a subscribe's or an unsubscribe's state,
- * older or newer, stays as it is).
+ * older or newer, stays as it is). A note whose link failed is forgotten
+ * only while the state is still the note's.
  */
 static void test_a_follower_is_noted_once(void **state)
 {
@@ -2211,6 +2212,15 @@ static void test_a_follower_is_noted_once(void **state)
     assert_false(noted);
     assert_int_equal(pgw_store_note_follower(s, "wxoa2", "oGONE", 1000, &noted, &err), PGW_OK);
     assert_true(noted); /* another account's follower */
+    /* A note whose link failed is forgotten, then noted again; a state
+     * recorded since (another time, or not following) is never undone. */
+    assert_int_equal(pgw_store_note_follower(s, "wxoa", "oRETRY", 1000, &noted, &err), PGW_OK);
+    assert_int_equal(pgw_store_forget_follower(s, "wxoa", "oRETRY", 1000, &err), PGW_OK);
+    assert_int_equal(pgw_store_note_follower(s, "wxoa", "oRETRY", 1001, &noted, &err), PGW_OK);
+    assert_true(noted);
+    assert_int_equal(pgw_store_forget_follower(s, "wxoa", "oRETRY", 1000, &err), PGW_OK);
+    assert_int_equal(pgw_store_forget_follower(s, "wxoa", "oGONE", 500, &err), PGW_OK);
+    assert_int_equal(pgw_store_forget_follower(s, "wxoa2", "oGONE", 999, &err), PGW_OK);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
     pgw_store_close(s);
     assert_int_equal(
@@ -2218,6 +2228,10 @@ static void test_a_follower_is_noted_once(void **state)
     assert_int_equal(db_fixture_int64(f, "SELECT following FROM oa_followers WHERE appid = 'wxoa'"
                                          " AND openid = 'oGONE'"),
                      0);
+    assert_int_equal(
+        db_fixture_int64(f, "SELECT changed_at FROM oa_followers WHERE openid = 'oRETRY'"), 1001);
+    assert_int_equal(
+        db_fixture_int64(f, "SELECT count(*) FROM oa_followers WHERE openid = 'oGONE'"), 2);
 }
 
 /* ---- verify's cost ---------------------------------------------------------------- */
