@@ -2384,7 +2384,7 @@ static int oa_command(pgw_api *api, pgw_job *job, pgw_err *err)
     if (job->wx->action == OA_BALANCE || job->wx->action == OA_UNFOLLOW) {
         cmd->kind = job->wx->action == OA_BALANCE ? PGW_COMMAND_READ_MEMBER : PGW_COMMAND_OA_FOLLOW;
         cmd->by_identity = true;
-        cmd->oa_follow = -1;
+        cmd->oa_follow = PGW_OA_UNFOLLOWS;
         cmd->at = m->create_time;
         if (job->wx->action == OA_UNFOLLOW)
             oa_follow_key(api, m, "oa_unfollow", cmd->original);
@@ -2453,7 +2453,7 @@ static int oa_record_follow(pgw_api *api, wx_job *wx, pgw_err *err)
     cmd->kind = PGW_COMMAND_OA_FOLLOW;
     oa_follow_key(api, m, "oa_follow", cmd->original); /* a redelivery's: none */
     cmd->by_identity = true;
-    cmd->oa_follow = 1;
+    cmd->oa_follow = PGW_OA_FOLLOWS;
     cmd->at = m->create_time;
     cmd->done = oa_follow_done;
     cmd->payload = f;
@@ -2511,7 +2511,7 @@ static void oa_forget_note(pgw_api *api, const char *openid, int64_t at)
     if (rc == PGW_OK) {
         cmd->kind = PGW_COMMAND_OA_FOLLOW;
         cmd->by_identity = true;
-        cmd->oa_follow = 3;
+        cmd->oa_follow = PGW_OA_FORGET_NOTE;
         cmd->at = at;
         cmd->done = oa_forget_done;
         rc = wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), openid, &cmd->who,
@@ -2630,7 +2630,7 @@ static void oa_queue_link(pgw_api *api, const char *openid, int64_t at, bool not
     }
 }
 
-/* A push's note that its sender follows (OA_FOLLOW 2). Someone who
+/* A push's note that its sender follows (PGW_OA_NOTE). Someone who
  * followed before the gateway went live had no subscribe pushed, so
  * nothing linked their openid to their unionid: their 签到 enrolled a
  * member apart from their mini-program one, and template notices never
@@ -2671,7 +2671,7 @@ static void oa_note_follower(pgw_api *api, const pgw_oa_message *m)
         snprintf(n->openid, sizeof(n->openid), "%.64s", m->from_user);
         n->cmd.kind = PGW_COMMAND_OA_FOLLOW;
         n->cmd.by_identity = true;
-        n->cmd.oa_follow = 2;
+        n->cmd.oa_follow = PGW_OA_NOTE;
         n->cmd.at = m->create_time;
         n->cmd.done = oa_note_done;
         n->cmd.payload = n;

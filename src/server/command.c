@@ -1731,10 +1731,10 @@ static int apply_end_session(pgw_store *store, pgw_command *cmd)
 static int apply_follow(pgw_store *store, pgw_command *cmd)
 {
     PGW_ASSERT(cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow != 0);
-    if (cmd->oa_follow == 2)
+    if (cmd->oa_follow == PGW_OA_NOTE)
         return pgw_store_note_follower(store, cmd->who.scope, cmd->who.lookup, cmd->at,
                                        &cmd->follow_new, &cmd->err);
-    if (cmd->oa_follow == 3)
+    if (cmd->oa_follow == PGW_OA_FORGET_NOTE)
         return pgw_store_forget_follower(store, cmd->who.scope, cmd->who.lookup, cmd->at,
                                          &cmd->err);
     bool redelivered = false;
@@ -1745,8 +1745,8 @@ static int apply_follow(pgw_store *store, pgw_command *cmd)
     cmd->follow_seen = rc == PGW_OK && redelivered;
     if (rc != PGW_OK || redelivered)
         return rc;
-    rc = pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup, cmd->oa_follow > 0, cmd->at,
-                              &cmd->err);
+    rc = pgw_store_set_follow(store, cmd->who.scope, cmd->who.lookup,
+                              cmd->oa_follow == PGW_OA_FOLLOWS, cmd->at, &cmd->err);
     if (rc != PGW_OK || cmd->original[0] == '\0')
         return rc;
     uint8_t fingerprint[PGW_HASH_LEN];
@@ -2255,8 +2255,9 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    : pgw_err_set(err, PGW_EINVAL, "a code names a phone (and a member to bind)");
     }
     case PGW_COMMAND_OA_FOLLOW:
-        return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID && cmd->oa_follow >= -1 &&
-                       cmd->oa_follow <= 3 && cmd->oa_follow != 0
+        return cmd->by_identity && cmd->who.kind == PGW_ID_OA_OPENID &&
+                       (cmd->oa_follow == PGW_OA_UNFOLLOWS || cmd->oa_follow == PGW_OA_FOLLOWS ||
+                        cmd->oa_follow == PGW_OA_NOTE || cmd->oa_follow == PGW_OA_FORGET_NOTE)
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a follow change names an openid");
     case PGW_COMMAND_PRUNE:

@@ -42,6 +42,14 @@
 typedef struct pgw_command pgw_command;
 typedef void (*pgw_command_done)(pgw_command *cmd, void *payload);
 
+/* What an OA_FOLLOW command records (0: none, refused). */
+typedef enum pgw_oa_follow {
+    PGW_OA_UNFOLLOWS = -1,
+    PGW_OA_FOLLOWS = 1,
+    PGW_OA_NOTE = 2,
+    PGW_OA_FORGET_NOTE = 3,
+} pgw_oa_follow;
+
 typedef enum pgw_command_kind {
     /* Append the caller's transfers as they are (imports, adjustments, tests). */
     PGW_COMMAND_TRANSFERS = 0,
@@ -120,15 +128,16 @@ typedef enum pgw_command_kind {
     PGW_COMMAND_SUBSCRIBE,
     /* Revokes session `session_id` (a logout). */
     PGW_COMMAND_END_SESSION,
-    /* Official account: openid `who` (scope = appid) follows (oa_follow 1)
-     * or stops following (-1) as of `at` (no key: later changes win). A
+    /* Official account: openid `who` (scope = appid) follows
+     * (PGW_OA_FOLLOWS) or stops following (PGW_OA_UNFOLLOWS) as of `at`
+     * (no key: later changes win). A
      * follow names its event's key in `original`: when that key is
      * recorded already, the push is WeChat redelivering it, and nothing
      * changes (at equal times the last arrival wins, and a redelivered
      * subscribe undid an unsubscribe of the same second); follow_seen
-     * says so. With oa_follow 2 (another push, which only a follower can
-     * send), openid follows unless a state is recorded of it already;
-     * follow_new says it was recorded now. With oa_follow 3, the note of
+     * says so. PGW_OA_NOTE (another push, which only a follower can
+     * send): openid follows unless a state is recorded of it already;
+     * follow_new says it was recorded now. PGW_OA_FORGET_NOTE: the note of
      * `at` is forgotten if openid's state is still that note's (its link
      * failed for the moment: the next push notes it again and links). */
     PGW_COMMAND_OA_FOLLOW,
@@ -274,7 +283,7 @@ struct pgw_command {
     int64_t session_expires;                       /* LINK with a session */
     char appid[PGW_ID_MAX + 1];                    /* LINK with a session */
     char template_id[PGW_TEMPLATE_KEY_MAX + 1];    /* SUBSCRIBE */
-    int oa_follow;                                 /* OA_FOLLOW: 1, -1, 2, 3 (see kind) */
+    pgw_oa_follow oa_follow;                       /* OA_FOLLOW (see kind) */
     int64_t notice_id;                             /* NOTICE_RETRY */
     bool sms_opt_out;                              /* SMS_PREFERENCE */
     bool set_sms, birthday_admin;                  /* SMS_PREFERENCE */
@@ -312,7 +321,7 @@ struct pgw_command {
     pgw_identity_key identities[PGW_IDENTITIES_SHOWN];
     bool follows;                /* READ_MEMBER: follows the official account */
     bool follow_seen;            /* OA_FOLLOW: its `original` was recorded already (a redelivery) */
-    bool follow_new;             /* OA_FOLLOW 2: nothing was recorded of the openid before */
+    bool follow_new;             /* PGW_OA_NOTE: nothing was recorded of the openid before */
     int64_t quota;               /* SUBSCRIBE: the template's quota after */
     int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */
