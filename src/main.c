@@ -784,6 +784,10 @@ static int repair_command(const repair_run *run, const pgw_recon_row *r, repair_
     if (rc == PGW_OK)
         rc = pgw_event_command(run->vault, obj, &rs->doc, (int64_t)time(NULL), &rs->earning, cmd,
                                err);
+    if (rc == PGW_OK) { /* the row's own: the till's event, if it comes, replays it */
+        pgw_command_row_fingerprint(cmd, cmd->fingerprint);
+        cmd->has_fingerprint_as_sent = false;
+    }
     json_decref(obj);
     cmd->render = render_repair;
     cmd->render_ctx = rs;

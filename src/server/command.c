@@ -1898,6 +1898,36 @@ static void key_without_appid(const char *key, char out[PGW_IDEM_KEY_MAX + 1])
     snprintf(out, PGW_IDEM_KEY_MAX + 1, "%.*s:-%s", (int)(source - key), key, id);
 }
 
+void pgw_command_row_fingerprint(const pgw_command *cmd, uint8_t out[PGW_HASH_LEN])
+{
+    PGW_ASSERT(cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL);
+    const pgw_event *e = cmd->event;
+    /* A member named by identity is named by its lookup: a phone's blind
+     * index, never the number. The text starts otherwise than any JSON
+     * body's, so no request's fingerprint is a row's. */
+    const char *kind = cmd->by_identity ? pgw_identity_kind_name(cmd->who.kind) : "member_id";
+    const char *scope = cmd->by_identity ? cmd->who.scope : "";
+    const char *member = cmd->by_identity ? cmd->who.lookup : cmd->member;
+    char text[96 + 2 * PGW_IDEM_KEY_MAX + 2 * PGW_ID_MAX + PGW_LOOKUP_MAX];
+    int n = snprintf(text, sizeof(text), "statement row\n%s\n%s\n%lld\n%s:%s:%s\n%lld\n%lld\n%s",
+                     cmd->key, pgw_event_type_name(e->type), (long long)cmd->at, kind, scope,
+                     member, (long long)e->amount_fen, (long long)e->custom_points,
+                     e->type == PGW_EVENT_REFUND ? cmd->original : "");
+    PGW_ASSERT(n > 0 && (size_t)n < sizeof(text));
+    pgw_sha256(text, (size_t)n, out);
+}
+
+/* Whether the key's record is of the event a statement row gave
+ * reconcile --repair, and `cmd` says the same as that row. */
+static bool repaired_as_row(const pgw_command *cmd)
+{
+    if (cmd->kind != PGW_COMMAND_EVENT || cmd->event == NULL)
+        return false;
+    uint8_t row[PGW_HASH_LEN];
+    pgw_command_row_fingerprint(cmd, row);
+    return memcmp(cmd->record.fingerprint, row, PGW_HASH_LEN) == 0;
+}
+
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
 /* Looks the key up before anything else; *seen when it was used before. */
 static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
@@ -1925,7 +1955,8 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
                            cmd->hold_id, cmd->kind == PGW_COMMAND_CAPTURE ? "captured" : "voided");
     bool as_sent = cmd->has_fingerprint_as_sent &&
                    memcmp(cmd->record.fingerprint, cmd->fingerprint_as_sent, PGW_HASH_LEN) == 0;
-    if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 && !as_sent)
+    if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 && !as_sent &&
+        !repaired_as_row(cmd))
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                            "idempotency key %.128s was used before for a different request",
                            cmd->key);

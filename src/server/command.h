@@ -202,6 +202,18 @@ typedef enum pgw_import_match {
 /* Longest answer stored for a replay. */
 #define PGW_ANSWER_MAX 16384
 
+/*
+ * An EVENT's fingerprint as a statement row would give it: its key, type,
+ * time, member, amount, custom points and (a refund) its purchase's key,
+ * and nothing else. reconcile --repair posts a row's event under this
+ * fingerprint, for the row says no more (no items, no receipt); the
+ * till's own event, sent later, is a replay of it when it says the same
+ * of those, in whatever form (a time in another offset, a phone written
+ * otherwise). Needs `key`, `at`, `event`, the member (`member` or `who`)
+ * and, for a refund, `original`: pgw_event_command fills them.
+ */
+void pgw_command_row_fingerprint(const pgw_command *cmd, uint8_t out[PGW_HASH_LEN]);
+
 struct pgw_command {
     /* Input, filled by the caller. */
     pgw_command_kind kind;

@@ -2497,6 +2497,22 @@ def test_reconciliation(s):
           and '"missing_in_ledger":0' in err, f"second run: a clean match: exit {code} {doc} {err}")
     status, view, _ = s.request("GET", "/v1/members/MNEW950")
     check(status == 200 and view.get("balance") == extra[0][5], f"the repaired member: {view}")
+    # Regression: the till's own event, sent after a repair posted it (its
+    # link came back), answered 409 idempotency_conflict: the repair's event
+    # had no items and no receipt. The same event as its row says it, its
+    # time written another way, is a replay of the repaired one.
+    eid, when, _, _, amount, points = extra[0]
+    own = purchase(eid, amount, "MNEW950", when="2026-11-20T10:00:00Z")
+    status, doc, _ = s.request("POST", "/v1/events", own)
+    check(status == 200 and doc.get("replayed") is True and doc.get("points") == points,
+          f"the till's own event after its repair: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(own, amount_fen=amount + 100))
+    check(status == 409 and error_code(doc) == "idempotency_conflict",
+          f"with another amount it is another request: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(own, member={"member_id": "MREC"}))
+    check(status == 409, f"and with another member: {status} {doc}")
+    status, view, _ = s.request("GET", "/v1/members/MNEW950")
+    check(view.get("balance") == points, f"and nothing moved: {view}")
     # A refund only the till knows: without its original's id a repair cannot
     # post it (and says why); with the optional original_event_id column it does.
     eid0, when0, amount0, points0 = ledger[0]
@@ -2513,9 +2529,24 @@ def test_reconciliation(s):
     code, doc, err = reconcile(s, statement_csv(clean + [refund_row], original=True), "--repair")
     check(code == 1 and doc["summary"]["missing_in_ledger"] == 1 and '"created":1' in err
           and '"failed":0' in err, f"with original_event_id it is: exit {code} {err}")
+    repaired = logged()
+    status, doc, _ = s.request("POST", "/v1/events", {
+        "event_id": "REC-970", "channel": "store", "shop_id": "S001", "type": "refund",
+        "occurred_at": refund_row[1], "member": {"member_id": "MREC"},
+        "original_event_id": eid0, "amount_fen": amount0 // 2, "receipt_no": "R-REC-970"})
+    check(status == 200 and doc.get("replayed") is True and logged() == repaired,
+          f"the till's own refund after its repair replays it: {status} {doc}")
     code, doc, err = reconcile(s, statement_csv(clean + [refund_row], original=True))
     check(code == 0 and doc["summary"]["matched"] == 15,
           f"and then matches, points and all: exit {code} {doc} {err}")
+    # and a member named by phone, the till writing the number its own way
+    row = [["REC-975", RECON_DAY % (18, 35), "purchase", "phone:13900000975", 5000, 0]]
+    code, doc, err = reconcile(s, statement_csv(row), "--repair", channel="kiosk")
+    status, doc, _ = s.request("POST", "/v1/events", dict(
+        purchase("REC-975", 5000, when=row[0][1]), channel="kiosk",
+        member={"phone": "+86 139-0000-0975"}))
+    check(code == 1 and '"created":1' in err and status == 200 and doc.get("replayed") is True,
+          f"a repaired event named by phone, written otherwise: exit {code} {err} {status} {doc}")
     # Regression: a refund whose id sorts before its purchase's, both missing,
     # was posted first and failed (original_not_found): refunds go last.
     when = RECON_DAY % (18, 40)
