@@ -61,6 +61,8 @@ struct pgw_writer {
     bool commit_failed;      /* the last batch's, once begun; on SQLite only a commit clears it */
     int64_t commit_warned_s; /* the writer's: when stderr was last told of failed commits */
     uint64_t commits_failed_unsaid;
+    int64_t request_warned_s; /* its thread's: when stderr was last told of a request's */
+    uint64_t requests_failed_unsaid;
     pgw_err sync_err;
     bool sync_held; /* test hook */
     /* The checkpointer (SQLite writers only), under `lock`. */
@@ -91,6 +93,32 @@ struct pgw_writer {
 /* Room for the batch being synced plus the one applied meanwhile. */
 #define PENDING_CAP(w) (2 * (w)->batch_max)
 
+/*
+ * A request that storage failed (PGW_EIO, PGW_EUNAVAILABLE): the store's
+ * words name the database (its file, its server) and may name a member,
+ * which are the operator's, on stderr (a line a minute at most), not the
+ * caller's, an HTTP client's perhaps: it is told that storage failed.
+ */
+static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
+{
+    if (cmd->rc != PGW_EIO && cmd->rc != PGW_EUNAVAILABLE)
+        return;
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    if (w->request_warned_s != 0 && now_s - w->request_warned_s < 60) {
+        w->requests_failed_unsaid++;
+    } else {
+        fprintf(stderr,
+                "pointsgw: a request failed in storage, answered 503 (%llu more since the last "
+                "such line): %s\n",
+                (unsigned long long)w->requests_failed_unsaid, cmd->err.msg);
+        w->request_warned_s = now_s > 0 ? now_s : 1;
+        w->requests_failed_unsaid = 0;
+    }
+    pgw_err_set(&cmd->err, cmd->rc, "%s", told);
+}
+
+#define STORAGE_FAILED "storage failed, nothing was written (the gateway's log says why)"
+
 /* A reader's batch: one snapshot for all of its reads. */
 static void read_batch(pgw_writer *w, size_t n)
 {
@@ -101,6 +129,7 @@ static void read_batch(pgw_writer *w, size_t n)
             pgw_command_read(w->store, &w->policy, w->batch[i]);
         else
             w->batch[i]->rc = pgw_err_set(&w->batch[i]->err, PGW_EUNAVAILABLE, "%s", err.msg);
+        keep_reason(w, w->batch[i], "storage failed (the gateway's log says why)");
     }
     pgw_store_rollback(w->store, NULL); /* nothing was written */
     pthread_mutex_lock(&w->lock);
@@ -186,6 +215,8 @@ static void apply_batch(pgw_writer *w, size_t n)
         if (!pgw_store_in_transaction(w->store))
             rc = pgw_err_set(&err, PGW_EUNAVAILABLE, "the database abandoned the batch (%s)",
                              w->batch[i]->err.msg);
+        else
+            keep_reason(w, w->batch[i], STORAGE_FAILED);
     }
     /* A COMMIT whose answer was lost (a PostgreSQL connection dropped)
      * may have happened: the callers retry with the same key, and find a
@@ -196,12 +227,13 @@ static void apply_batch(pgw_writer *w, size_t n)
     if (rc != PGW_OK) {
         pgw_store_rollback(w->store, NULL);
         for (size_t i = 0; i < n; i++) {
-            w->batch[i]->rc =
-                pgw_err_set(&w->batch[i]->err, PGW_EUNAVAILABLE, "%s: %s",
-                            committing && pgw_store_is_remote(w->store)
-                                ? "storage failed while committing; retry with the same key"
-                                : "storage failed, nothing was written",
-                            err.msg);
+            /* tell_commit gives the operator the reason */
+            w->batch[i]->rc = pgw_err_set(
+                &w->batch[i]->err, PGW_EUNAVAILABLE, "%s",
+                committing && pgw_store_is_remote(w->store)
+                    ? "storage failed while committing; retry with the same key (the gateway's "
+                      "log says why)"
+                    : STORAGE_FAILED);
             w->batch[i]->replayed = false;
         }
     }
@@ -343,6 +375,8 @@ static void fail_unsynced(pgw_writer *w, size_t n, const pgw_err *err)
     pthread_mutex_lock(&w->lock);
     if (!w->sync_failed) {
         w->sync_failed = true;
+        fprintf(stderr, "pointsgw: the disk failed to sync, the gateway writes nothing more: %s\n",
+                err->msg);
         pgw_err_set(&w->sync_err, PGW_EUNAVAILABLE,
                     "the disk failed to sync (%s); the gateway writes nothing more until restarted",
                     err->msg);
@@ -354,7 +388,8 @@ static void fail_unsynced(pgw_writer *w, size_t n, const pgw_err *err)
             continue; /* its batch already failed: nothing of it was written */
         w->flight[i]->rc =
             pgw_err_set(&w->flight[i]->err, PGW_EUNAVAILABLE,
-                        "not known to be durable: %s; retry with the same key", err->msg);
+                        "not known to be durable, the disk failed to sync (the gateway's log "
+                        "says why); retry with the same key");
         w->flight[i]->replayed = false;
     }
 }

@@ -2075,6 +2075,10 @@ def test_health_sees_the_file_moved(tmp):
         os.rename(path, path + ".aside")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED-3"))
         check(status == 503, f"an event with the file moved aside: {status} {doc}")
+        # Regression: the answer named the database's file (the store's
+        # message); the reason is the operator's, in stderr.
+        check(error_code(doc) == "unavailable" and "log.db" not in json.dumps(doc),
+              f"the answer keeps the file's path to the gateway: {doc}")
         os.rename(path + ".aside", path)
         deadline = time.time() + 5
         while time.time() < deadline and (answer := health())[0] != 200:
