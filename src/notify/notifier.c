@@ -803,8 +803,9 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
         nonce = (uint32_t)time(NULL);
     snprintf(n->owner, sizeof(n->owner), "%.31s:%ld:%08x", host, (long)getpid(), nonce);
     pgw_sms_limits limits;
-    int rc =
-        opts->sms == NULL ? PGW_OK : pgw_sms_limits_default(opts->cfg->sms.provider, &limits, err);
+    int rc = opts->sms == NULL ? PGW_OK
+                               : pgw_sms_limits_default(opts->cfg->sms.provider,
+                                                        PGW_SMS_KIND_NOTICE, &limits, err);
     if (rc == PGW_OK && opts->sms != NULL)
         rc = pgw_sms_limiter_new(&limits, &n->limiter, err);
     if (rc == PGW_OK)

@@ -751,16 +751,16 @@ static void test_limiter_defaults(void **state)
     (void)state;
     pgw_sms_limits tl, al;
     pgw_err err = {0};
-    assert_int_equal(pgw_sms_limits_default("tencent", &tl, &err), PGW_OK);
+    assert_int_equal(pgw_sms_limits_default("tencent", PGW_SMS_KIND_CODE, &tl, &err), PGW_OK);
     assert_int_equal(tl.min_gap_s, 30);
     assert_int_equal(tl.per_hour, 0);
     assert_int_equal(tl.per_day, 2);
-    assert_int_equal(pgw_sms_limits_default("aliyun", &al, &err), PGW_OK);
+    assert_int_equal(pgw_sms_limits_default("aliyun", PGW_SMS_KIND_CODE, &al, &err), PGW_OK);
     assert_int_equal(al.min_gap_s, 60);
     assert_int_equal(al.per_hour, 5);
     assert_int_equal(al.per_day, 10);
     pgw_sms_limits other;
-    assert_int_equal(pgw_sms_limits_default("huawei", &other, &err), PGW_EINVAL);
+    assert_int_equal(pgw_sms_limits_default("huawei", PGW_SMS_KIND_CODE, &other, &err), PGW_EINVAL);
 
     /* Tencent: 30 s apart, 2 in any 24 hours. */
     pgw_sms_limiter *l = limiter_of(&tl);
@@ -803,6 +803,53 @@ static void test_limiter_defaults(void **state)
     /* A clock that went back: recent sends still count (never looser). */
     take(l, PHONE, t0 + 86400 - 500, PGW_ERISK, t0 + 86400 + 60);
     pgw_sms_limiter_free(l);
+}
+
+/*
+ * Each kind is held to the limits its provider applies to it. Regression:
+ * the notifier's limiter held Alibaba notices to Alibaba's
+ * verification-code limits (1 a minute, 5 an hour, 10 a day), which
+ * Alibaba does not apply to notifications (50 a day per template), so a
+ * busy day's sixth "points arrived" waited an hour and the eleventh a day.
+ */
+static void test_limiter_kinds(void **state)
+{
+    (void)state;
+    pgw_err err = {0};
+    pgw_sms_limits code, notice;
+    assert_int_equal(pgw_sms_limits_default("aliyun", PGW_SMS_KIND_CODE, &code, &err), PGW_OK);
+    assert_int_equal(pgw_sms_limits_default("aliyun", PGW_SMS_KIND_NOTICE, &notice, &err), PGW_OK);
+    pgw_sms_limiter *codes = limiter_of(&code), *notices = limiter_of(&notice);
+    const int64_t t0 = 1795520302;
+    /* Ten of each, an hour and a minute apart: within the code limits. */
+    for (int i = 0; i < 10; i++) {
+        take(codes, PHONE, t0 + 3660 * i, PGW_OK, t0 + 3660 * i);
+        take(notices, PHONE, t0 + 3660 * i, PGW_OK, t0 + 3660 * i);
+    }
+    /* The eleventh code of the day is refused; the eleventh notice goes. */
+    take(codes, PHONE, t0 + 3660 * 10, PGW_ERISK, t0 + 86400);
+    take(notices, PHONE, t0 + 3660 * 10, PGW_OK, t0 + 3660 * 10);
+    pgw_sms_limiter_free(codes);
+    pgw_sms_limiter_free(notices);
+
+    /* Notices: no gap, no hourly count, 50 in any day (Alibaba counts 50
+     * per template; counted per number here, never looser). */
+    assert_int_equal(notice.min_gap_s, 0);
+    assert_int_equal(notice.per_hour, 0);
+    assert_int_equal(notice.per_day, 50);
+    notices = limiter_of(&notice);
+    for (int i = 0; i < 50; i++)
+        take(notices, PHONE, t0 + i, PGW_OK, t0 + i);
+    take(notices, PHONE, t0 + 50, PGW_ERISK, t0 + 86400);
+    take(notices, PHONE, t0 + 86400, PGW_OK, t0 + 86400);
+    pgw_sms_limiter_free(notices);
+
+    /* Tencent documents one set of limits for every kind (research 1.6). */
+    pgw_sms_limits tc, tn;
+    assert_int_equal(pgw_sms_limits_default("tencent", PGW_SMS_KIND_CODE, &tc, &err), PGW_OK);
+    assert_int_equal(pgw_sms_limits_default("tencent", PGW_SMS_KIND_NOTICE, &tn, &err), PGW_OK);
+    assert_memory_equal(&tc, &tn, sizeof(tc));
+    assert_int_equal(pgw_sms_limits_default("aliyun", (pgw_sms_kind)7, &notice, &err), PGW_EINVAL);
 }
 
 static void test_limiter_bounded(void **state)
@@ -926,6 +973,7 @@ int main(void)
         cmocka_unit_test(test_client_config),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_limiter_defaults),
+        cmocka_unit_test(test_limiter_kinds),
         cmocka_unit_test(test_limiter_bounded),
         cmocka_unit_test(test_limiter_threads),
         cmocka_unit_test(test_limiter_give_back),
