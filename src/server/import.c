@@ -48,10 +48,11 @@ static void add_row(uint8_t sum[PGW_HASH_LEN], const char *shop, const pgw_csv_r
     if (!malformed) {
         pgw_identity card, phone;
         const char *points = pgw_csv_cell(row, col, PGW_IMPORT_POINTS);
-        char *end = NULL, number[24];
-        long long value = strtoll(points, &end, 10);
-        bool numeric = points[0] != '\0' && *end == '\0'; /* "0100" is 100 */
-        snprintf(number, sizeof(number), "%lld", value);
+        char number[24];
+        int64_t value = 0;
+        /* "0100" is 100; anything else the row refuses is kept as read. */
+        bool numeric = pgw_csv_digits(points, 0, INT64_MAX, &value, NULL) == PGW_OK;
+        snprintf(number, sizeof(number), "%lld", (long long)value);
         snprintf(text, sizeof(text), "%s\x1f%s\x1f%s",
                  normalised(PGW_ID_CARD, shop, pgw_csv_cell(row, col, PGW_IMPORT_CARD), &card),
                  normalised(PGW_ID_PHONE, shop, pgw_csv_cell(row, col, PGW_IMPORT_PHONE), &phone),
@@ -185,20 +186,20 @@ static int seen_add(pgw_import_file *file, const char *key, size_t line, const c
     return PGW_OK;
 }
 
-/* Old points -> unified points at rate_bp, rounded down. */
+/* Old points -> unified points at rate_bp, rounded down. Digits only: an
+ * old balance is never negative (nothing to import) nor signed or spaced
+ * (strtoll took " 5" and "+5" and refused "5 "). */
 static int convert(const char *text, int64_t rate_bp, int64_t *points, pgw_err *err)
 {
-    char *end = NULL;
-    long long old = strtoll(text, &end, 10);
-    if (text[0] == '\0' || end == text || *end != '\0' || old < 1 || old > PGW_POINTS_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "points \"%.32s\" is not 1..%lld", text,
-                           (long long)PGW_POINTS_MAX);
+    int64_t old = 0;
+    if (pgw_csv_digits(text, 1, PGW_POINTS_MAX, &old, err) != PGW_OK)
+        return err != NULL ? pgw_err_prefix(err, "points ") : PGW_EINVAL;
     if (pgw_mul_div_floor(old, rate_bp, 10000, points) != PGW_OK || *points > PGW_POINTS_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp overflow", old,
+        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp overflow", (long long)old,
                            (long long)rate_bp);
     if (*points < 1)
-        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp convert to nothing", old,
-                           (long long)rate_bp);
+        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp convert to nothing",
+                           (long long)old, (long long)rate_bp);
     return PGW_OK;
 }
 

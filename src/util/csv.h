@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define PGW_CSV_FIELDS_MAX 32
 #define PGW_CSV_FIELD_MAX  512 /* bytes of one field, after unquoting */
@@ -57,6 +58,18 @@ int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t 
 
 /* Field `c` of `row` under that mapping ("" when absent). */
 const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c);
+
+#define PGW_CSV_DIGITS_MAX 18 /* digits of a number field: every such value fits int64 */
+
+/*
+ * A field that is a whole number in decimal digits only, lo..hi
+ * (0 <= lo <= hi), into *out: no sign, space, point or exponent, 1 to
+ * PGW_CSV_DIGITS_MAX digits (leading zeros count: "0100" is 100). strtoll
+ * alone takes " 5" and "+5" and refuses "5 ". PGW_EINVAL otherwise, err
+ * saying `"<field>" is not lo..hi` (the caller prefixes the column's
+ * name); *out is then untouched.
+ */
+int pgw_csv_digits(const char *field, int64_t lo, int64_t hi, int64_t *out, pgw_err *err);
 
 /*
  * A CSV file read in chunks of PGW_CSV_CHUNK bytes, so memory stays

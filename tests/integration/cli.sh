@@ -316,6 +316,14 @@ printf 'card,phone,points\n,13800138000,4\n,+86 138-0013-8000,4\n' >"$tmp/phones
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/phones.csv" --db "sqlite:$tmp/phones.db"
 expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":4'
 expect_text "line 3: EINVAL: this row's phone (it has no card) is on line 2 already"
+# Regression: points were read by strtoll, so " 5" and "+5" were 5 while
+# "5 " was refused. Points are digits only; other rows are refused by line.
+printf 'card,points\nP1,+5\nP2, 5\nP3,5 \nP4,5\n' >"$tmp/signs.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/signs.csv" --db "sqlite:$tmp/signs.db"
+expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":3,"points":5'
+expect_text 'line 2: EINVAL: points "+5" is not 1..1000000000000'
+expect_text 'line 3: EINVAL: points " 5" is not 1..1000000000000'
+expect_text 'line 4: EINVAL: points "5 " is not 1..1000000000000'
 # Regression: a row refused for its phone was not the file's row of its
 # card, so a later row of that card was imported in its place: the file's
 # two balances of C1, one of them credited without a word.

@@ -341,6 +341,48 @@ static void test_an_overlong_row_is_dropped_to_its_real_end(void **state)
     }
 }
 
+/* A number field: digits only, 1..18 of them, within its bounds; anything
+ * else refused with the field quoted and *out untouched. */
+static void test_a_number_field_is_digits_only(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *field;
+        int64_t lo, hi, want; /* want -1: refused */
+    } cases[] = {
+        {"0", 0, 10, 0},
+        {"10", 0, 10, 10},
+        {"0010", 0, 10, 10},
+        {"11", 0, 10, -1},
+        {"0", 1, 10, -1},
+        {"999999999999999999", 0, INT64_MAX, 999999999999999999},
+        {"0999999999999999999", 0, INT64_MAX, -1}, /* 19 digits */
+        {"9223372036854775808", 0, INT64_MAX, -1}, /* past int64 */
+        {"", 0, 10, -1},
+        {" 5", 0, 10, -1},
+        {"5 ", 0, 10, -1},
+        {"+5", 0, 10, -1},
+        {"-5", 0, 10, -1},
+        {"5.0", 0, 10, -1},
+        {"5e0", 0, 10, -1},
+        {"\xef\xbc\x95", 0, 10, -1}, /* a full-width 5 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t v = -7;
+        pgw_err err = {0};
+        int rc = pgw_csv_digits(cases[i].field, cases[i].lo, cases[i].hi, &v, &err);
+        if (cases[i].want >= 0 && (rc != PGW_OK || v != cases[i].want))
+            fail_msg("\"%s\": rc %d, %lld (%s)", cases[i].field, rc, (long long)v, err.msg);
+        if (cases[i].want < 0 && (rc != PGW_EINVAL || v != -7))
+            fail_msg("\"%s\": rc %d, %lld, want EINVAL", cases[i].field, rc, (long long)v);
+    }
+    pgw_err err = {0};
+    int64_t v = 0;
+    assert_int_equal(pgw_csv_digits("+5", 1, 100, &v, &err), PGW_EINVAL);
+    assert_string_equal(err.msg, "\"+5\" is not 1..100");
+    assert_int_equal(pgw_csv_digits("x", 1, 100, &v, NULL), PGW_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
         cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
         cmocka_unit_test(test_an_overlong_row_is_dropped_to_its_real_end),
+        cmocka_unit_test(test_a_number_field_is_digits_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,6 +139,18 @@ static void test_points_convert_at_the_rate_rounded_down(void **state)
         {10000, "abc", 0, "is not 1.."},
         {10000, "12x", 0, "is not 1.."},
         {10000, "1.5", 0, "is not 1.."},
+        /* Regression: strtoll took a leading space or sign (" 5", "+5" were
+         * 5) but not a trailing space ("5 " refused). Digits only now. */
+        {10000, " 5", 0, "is not 1.."},
+        {10000, "+5", 0, "is not 1.."},
+        {10000, "5 ", 0, "is not 1.."},
+        {10000, "\t5", 0, "is not 1.."},
+        {10000, "-0", 0, "is not 1.."},
+        {10000, "1e3", 0, "is not 1.."},
+        {10000, "0x10", 0, "is not 1.."},
+        {10000, "\xef\xbc\x95", 0, "is not 1.."},        /* a full-width 5 */
+        {10000, "000000000000000005", 5, NULL},          /* 18 digits: the bound */
+        {10000, "0000000000000000005", 0, "is not 1.."}, /* 19: past it */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pgw_import_file f = file_of("S001", "b1", true, cases[i].rate_bp);
