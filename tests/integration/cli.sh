@@ -15,11 +15,24 @@ passes=0
 # 711: the read-only check below runs the binary as `nobody` from in here.
 scratch=$(mktemp -d)
 chmod 711 "$scratch"
+# On PostgreSQL (integration.pg.cli) the databases it makes, in pg_dbs, go
+# the same way: dropped on exit, pass or fail, kept with PGW_KEEP_TMP=1.
+# FORCE: a run that failed may leave a client connected.
+pg_admin=
+pg_dbs=()
+drop_pg_dbs() {
+    local db args=()
+    for db in "${pg_dbs[@]}"; do args+=(-c "DROP DATABASE IF EXISTS $db WITH (FORCE)"); done
+    [ ${#args[@]} -eq 0 ] || psql -qX "$pg_admin" "${args[@]}" >/dev/null ||
+        echo "cli.sh: could not drop the PostgreSQL databases ${pg_dbs[*]}" >&2
+}
 cleanup() {
     if [ -n "${PGW_KEEP_TMP:-}" ]; then
         echo "cli.sh: scratch files kept in $scratch" >&2
+        [ ${#pg_dbs[@]} -eq 0 ] || echo "cli.sh: PostgreSQL databases kept: ${pg_dbs[*]}" >&2
     else
         rm -rf "$scratch"
+        drop_pg_dbs
     fi
 }
 trap cleanup EXIT
@@ -286,8 +299,10 @@ repair_db="sqlite:$tmp/repair.db"
 if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
     admin=$(cat "$PGW_TEST_PG_DIR/url")
     suffix=$RANDOM
-    psql -qX "$admin" -c "CREATE DATABASE pgwc_${$}_$suffix" -c "CREATE DATABASE pgwc_empty_${$}_$suffix" \
-        -c "CREATE DATABASE pgwc_edited_${$}_$suffix" -c "CREATE DATABASE pgwc_repair_${$}_$suffix"
+    pg_admin=$admin
+    pg_dbs=("pgwc_${$}_$suffix" "pgwc_empty_${$}_$suffix" "pgwc_edited_${$}_$suffix"
+        "pgwc_repair_${$}_$suffix")
+    for db in "${pg_dbs[@]}"; do psql -qX "$admin" -c "CREATE DATABASE $db"; done
     import_db="${admin%/*}/pgwc_${$}_$suffix"
     edited_db="${admin%/*}/pgwc_edited_${$}_$suffix"
     repair_db="${admin%/*}/pgwc_repair_${$}_$suffix"
