@@ -855,11 +855,13 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
                   "channel", "store", "shop_id", shop, "type", pgw_csv_cell(row, col, COL_TYPE),
                   "occurred_at", pgw_csv_cell(row, col, COL_OCCURRED_AT), "member", member);
     const char *amount = pgw_csv_cell(row, col, COL_AMOUNT);
-    char *end = NULL;
-    long long fen = amount[0] ? strtoll(amount, &end, 10) : 0;
-    if (ev != NULL && amount[0] != '\0' && (end == amount || *end != '\0')) {
+    int64_t fen = 0;
+    /* Digits only: strtoll took " 5000" and "+5000" as 5000 and refused "5000 ".
+     * Empty is no amount (a behaviour event); the event checks 0 and the type. */
+    if (ev != NULL && amount[0] != '\0' &&
+        pgw_csv_digits(amount, 0, PGW_AMOUNT_FEN_MAX, &fen, err) != PGW_OK) {
         json_decref(ev);
-        pgw_err_set(err, PGW_EINVAL, "amount_fen \"%.32s\" is not a whole number of fen", amount);
+        pgw_err_prefix(err, "amount_fen ");
         return NULL;
     }
     if (ev != NULL && amount[0] != '\0')
@@ -1274,6 +1276,7 @@ static bool query_value(const char *query, const char *name, char *out, size_t c
  * Decimal digits only, lo..hi (lo >= 0), into *out; false for anything
  * else. strtoll alone would also take a sign or leading spaces (+5, %205)
  * and saturate past int64 (INT64_MAX once passed for a cursor).
+ * Not pgw_csv_digits: a cursor or notice id may be any int64 (19 digits), past its 18.
  */
 static bool decimal_in(const char *text, int64_t lo, int64_t hi, int64_t *out)
 {

@@ -1419,6 +1419,22 @@ def test_shop_csv(s):
           and lines == [(2, "invalid_request")] and s.transfers() == before + 1
           and s.request("GET", "/v1/members/MEVIL")[0] == 404,
           f"a note's text is not an event: {status} {doc}")
+    # Regression: amount_fen was read by strtoll, so "+5000" and " 5000" were
+    # 5000 while "5000 " was refused. Digits only; each bad row by its line.
+    signs = "\r\n".join([rows[0]] + [
+        f'CSV-{12 + i},purchase,2026-11-25T10:13:00+08:00,phone:13600136001,"{amount}",,'
+        for i, amount in enumerate(["+5000", " 5000", "5000 ", "-5000", "5e3", "5000"])] + [""])
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=signs.encode(),
+                               ctype="text/csv", key="s002")
+    lines = [(e["line"], e["code"], "amount_fen" in e["message"]) for e in doc.get("errors", [])]
+    check(status == 200 and (doc.get("accepted"), doc.get("rejected")) == (1, 5)
+          and lines == [(n, "invalid_request", True) for n in range(2, 7)],
+          f"amount_fen is digits only, each bad row by line: {status} {doc}")
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=signs.encode(),
+                               ctype="text/csv", key="s002")
+    check(status == 200 and (doc.get("accepted"), doc.get("replayed"), doc.get("rejected")) ==
+          (0, 1, 5) and s.transfers() == before, f"the signed amounts again: {status} {doc}")
 
 
 def test_imports(s):
