@@ -1107,11 +1107,11 @@ static int import_args(const flag_set *flags, const pgw_config *cfg, const char 
     }
     snprintf(file->shop, sizeof(file->shop), "%s", cfg->rules.shops[index].id);
     file->rate_bp = cfg->rules.shops[index].rate_bp;
-    char *end = NULL;
-    if (rate != NULL && ((file->rate_bp = strtoll(rate, &end, 10)) < 1 || *end != '\0' ||
-                         file->rate_bp > PGW_MULTIPLIER_BP_MAX)) {
-        fprintf(stderr, "pointsgw import-balances: --rate-bp must be 1..%d\n",
-                PGW_MULTIPLIER_BP_MAX);
+    pgw_err err;
+    /* Digits only: strtoll took "+100" and " 100" as 100 and refused "100 ". */
+    if (rate != NULL &&
+        pgw_csv_digits(rate, 1, PGW_MULTIPLIER_BP_MAX, &file->rate_bp, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw import-balances: --rate-bp %s\n", err.msg);
         return EXIT_USAGE;
     }
     const char *given = flag_get(flags, "--batch");

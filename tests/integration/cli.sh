@@ -339,6 +339,15 @@ expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"
 expect_text 'line 2: EINVAL: points "+5" is not 1..1000000000000'
 expect_text 'line 3: EINVAL: points " 5" is not 1..1000000000000'
 expect_text 'line 4: EINVAL: points "5 " is not 1..1000000000000'
+# Regression: --rate-bp was read by strtoll, so "+100" and " 100" were 100
+# while "100 " was refused. Digits only; a bad rate imports nothing.
+n=0
+for rate in '+100' ' 100' '100x' '100 ' '-100' ''; do
+    n=$((n + 1))
+    expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/signs.csv" --rate-bp "$rate" --db "sqlite:$tmp/rate$n.db"
+    expect_text "pointsgw import-balances: --rate-bp \"$rate\" is not 1..1000000"
+    if [ ! -e "$tmp/rate$n.db" ]; then pass; else fail "--rate-bp '$rate' made a database"; fi
+done
 # Regression: a row refused for its phone was not the file's row of its
 # card, so a later row of that card was imported in its place: the file's
 # two balances of C1, one of them credited without a word.
