@@ -166,6 +166,8 @@ enum {
     ST_TAKE_BACK_CHALLENGE_DAY,
     ST_MERGE_CHALLENGE_DAYS,
     ST_DROP_CHALLENGE_DAYS,
+    ST_MERGE_REMINDERS,
+    ST_DROP_REMINDERS,
     ST_SET_MERGED,
     ST_MERGE_FLAGS,
     ST_REPOINT_MERGED,
@@ -455,6 +457,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " purchases = challenge_days.purchases + excluded.purchases,"
         " spend_fen = challenge_days.spend_fen + excluded.spend_fen",
     [ST_DROP_CHALLENGE_DAYS] = "DELETE FROM challenge_days WHERE member = ?1",
+    /* The expiry days a merged member was reminded of are the survivor's
+     * too (its lots are): reminded once, whichever was. */
+    [ST_MERGE_REMINDERS] = "INSERT INTO reminders (member, day)"
+                           " SELECT ?2, day FROM reminders WHERE member = ?1"
+                           " ON CONFLICT (member, day) DO NOTHING",
+    [ST_DROP_REMINDERS] = "DELETE FROM reminders WHERE member = ?1",
     [ST_SET_MERGED] = "UPDATE members SET merged_into = ?2, debt = 0 WHERE id = ?1",
     /* What a member merged in was and said holds for the survivor: a
      * referee stays referred (not paid for again), a "no SMS" stands, a
@@ -3260,10 +3268,12 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
 {
     PGW_ASSERT(strcmp(from, into) != 0);
     static const int moves[] = {
-        ST_MERGE_LOTS,  ST_MERGE_HOLDS,          ST_MERGE_EARNS,         ST_MERGE_IDENTITIES,
-        ST_MERGE_DAYS,  ST_MERGE_RULE_DAYS,      ST_MERGE_SUBSCRIPTIONS, ST_MERGE_NOTICES,
-        ST_DROP_DAYS,   ST_DROP_RULE_DAYS,       ST_DROP_SUBSCRIPTIONS,  ST_REPOINT_MERGED,
-        ST_MERGE_FLAGS, ST_MERGE_CHALLENGE_DAYS, ST_DROP_CHALLENGE_DAYS, ST_SET_MERGED};
+        ST_MERGE_LOTS,          ST_MERGE_HOLDS,          ST_MERGE_EARNS,
+        ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,           ST_MERGE_RULE_DAYS,
+        ST_MERGE_SUBSCRIPTIONS, ST_MERGE_NOTICES,        ST_DROP_DAYS,
+        ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS,   ST_REPOINT_MERGED,
+        ST_MERGE_FLAGS,         ST_MERGE_CHALLENGE_DAYS, ST_DROP_CHALLENGE_DAYS,
+        ST_MERGE_REMINDERS,     ST_DROP_REMINDERS,       ST_SET_MERGED};
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         pgw_sql_stmt *st = s->st[moves[i]];

@@ -435,7 +435,8 @@ int pgw_store_survivor(pgw_store *store, char member[PGW_ID_MAX + 1], char first
                        pgw_err *err);
 /*
  * Moves everything `from` has to `into`: lots (with their expiry), holds,
- * earns (so refunds find their buyer), identities, activity days; marks
+ * earns (so refunds find their buyer), identities, activity days, the
+ * expiry days it was reminded of (one row when both were); marks
  * `from` merged into `into` with no debt left, and the members merged into
  * `from` before as merged into `into` (a merged id is one hop from its
  * survivor, however many merges followed). `into` is a survivor. The

@@ -309,6 +309,47 @@ static void test_expiry_reminders(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * A member merged away was reminded as itself: the survivor, who takes
+ * its lots, is not reminded of those days again; a day both were reminded
+ * of stays one day. Regression: the rows stayed under the merged member,
+ * and the survivor had a second reminder of its day.
+ */
+static void test_a_merge_moves_its_reminders(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    const int64_t now = 1795824000, day = 86400; /* 2026-11-28 00:00 UTC, 08:00 in Shanghai */
+    char sql[1024];
+    const db_fixture *f = *state;
+    /* lots name transfer 1, which this test does not write */
+    snprintf(sql, sizeof(sql),
+             "%s"
+             "INSERT INTO members (id, debt, created_at_us) VALUES ('M1', 0, 0), ('M2', 0, 0);"
+             "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
+             " source_transfer) VALUES"
+             " ('M1', 10, 10, 0, 0, %lld, 1),"  /* in 2 days: both are reminded of it */
+             " ('M2', 20, 20, 0, 0, %lld, 1),"  /* the same day */
+             " ('M2', 30, 30, 0, 0, %lld, 1);", /* in 3 days: M2 alone */
+             f->pg ? "SET session_replication_role = replica;" : "PRAGMA foreign_keys = OFF;",
+             (long long)(now + 2 * day), (long long)(now + 2 * day + 3600),
+             (long long)(now + 3 * day));
+    assert_int_equal(pgw_store__exec_for_test(s, sql, &err), PGW_OK);
+    int64_t queued = 0;
+    assert_int_equal(pgw_store_queue_reminders(s, now, 7 * day, 8 * 3600, &queued, &err), PGW_OK);
+    assert_int_equal(queued, 3);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    assert_int_equal(pgw_store_queue_reminders(s, now + 60, 7 * day, 8 * 3600, &queued, &err),
+                     PGW_OK);
+    if (queued != 0)
+        fail_msg("the survivor was reminded again of %lld day(s)", (long long)queued);
+    pgw_notice list[8];
+    size_t n = 0;
+    assert_int_equal(pgw_store_member_notices(s, "M1", list, 8, &n, &err), PGW_OK);
+    assert_int_equal(n, 3); /* the three reminders, now the survivor's */
+    pgw_store_close(s);
+}
+
 /* Finished notices older than the horizon go, a chunk of ids at a time,
  * stepping over a pending one in front; recent and unfinished ones stay. */
 static void test_prune(void **state)
@@ -375,6 +416,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_prune, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_reminders, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_merge_moves_its_reminders, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
