@@ -453,7 +453,8 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  * waits on: counted as four calls, a 10 s wait for another instance's
  * token refresh was not, and took such a notice past 60 s. A claim found
  * lost is marked so: an unsent one is not tried. A failure to renew loses
- * the batch's rest the same way.
+ * the batch's rest the same way; what is still ours of it is given back
+ * when the batch is recorded (record()).
  */
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
@@ -508,9 +509,12 @@ static void take_quota(courier *c, const pgw_notice *n, const reach_info *r)
 }
 
 /* Records notices [from, to) that were tried, in one transaction;
- * recorded[] says which are (a lost claim is not). A quota count that
- * fails to update does not keep an attempt from its record: WeChat keeps
- * the real count. */
+ * recorded[] says which are (a lost claim is not). Those not tried (a
+ * stop, a claim lost or not renewed) are given back in it, their attempt
+ * uncounted: left claimed, they would come back when their lease ran out
+ * as a dead run's do, the attempt counted. A quota count that fails to
+ * update does not keep an attempt from its record: WeChat keeps the real
+ * count. */
 static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried, size_t from,
                   size_t to, bool *recorded, pgw_err *err)
 {
@@ -522,8 +526,13 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
     int rc = pgw_store_begin(c->store, err);
     for (size_t i = from; rc == PGW_OK && i < to; i++) {
         pgw_err ignored;
-        if (!tried[i])
+        if (!tried[i]) { /* PGW_ESTATE: another holder's now, not ours to give */
+            int back =
+                pgw_store_give_back_notice(c->store, c->n->owner, nts[i].id, now_s(), &ignored);
+            if (back != PGW_OK && back != PGW_ESTATE)
+                rc = back, *err = ignored;
             continue;
+        }
         if (rs[i].quota != QUOTA_KEPT)
             take_quota(c, &nts[i], &rs[i]);
         int done = pgw_store_finish_notice(c->store, c->n->owner, &nts[i], now_s(), &ignored);
@@ -546,8 +555,9 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
  * transaction: one lock and one WAL write for up to PGW_NOTIFY_BATCH
  * notices instead of one each. Each was sent before this (the provider's
  * acceptance is recorded after it, as always); a notice whose claim was
- * lost meanwhile (its lease ran out) is left to its new holder. The stream
- * hears of what was recorded.
+ * lost meanwhile (its lease ran out) is left to its new holder, and one
+ * not tried goes back to pending (record()). The stream hears of what was
+ * recorded.
  */
 static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
                          size_t n_notices)
@@ -559,9 +569,9 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
      * statement), each notice on its own, so one cannot lose the others. */
     if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) != PGW_OK) {
         for (size_t i = 0; i < n_notices; i++) {
-            if (tried[i] && record(c, nts, rs, tried, i, i + 1, recorded, &err) != PGW_OK)
-                fprintf(stderr, "pointsgw: notice %lld not recorded: %s\n", (long long)nts[i].id,
-                        err.msg);
+            if (record(c, nts, rs, tried, i, i + 1, recorded, &err) != PGW_OK)
+                fprintf(stderr, "pointsgw: notice %lld not %s: %s\n", (long long)nts[i].id,
+                        tried[i] ? "recorded" : "given back", err.msg);
         }
     }
     for (size_t i = 0; n->o.changed != NULL && i < n_notices; i++) {

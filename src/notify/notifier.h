@@ -17,8 +17,9 @@
  * lease of PGW_NOTICE_LEASE_S; every claim of a batch still held is
  * renewed before a notice when less than 20 s of the lease is left, so
  * none lapses before its attempt is recorded; only the claimer records
- * the attempt. A stop gives back what it did not try; the
- * claims of a run that died come back when their lease runs out. A notice
+ * the attempt. What a batch did not try (a stop, claims not renewed) is
+ * given back with it, its attempt uncounted; the claims of a run that
+ * died come back when their lease runs out, counted. A notice
  * sent again (a crash, or a timeout that may have been a send) carries its
  * id: WeChat's template message de-duplicates on client_msg_id; SMS
  * providers only keep it (SessionContext / OutId); a subscribe message has

@@ -3969,6 +3969,27 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     return rc;
 }
 
+int pgw_store_give_back_notice(pgw_store *s, const char *owner, int64_t id, int64_t now,
+                               pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET state = 'pending', updated_at = ?3, claimed_by = '',"
+                     " lease_until = 0, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0"
+                     " END WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_text(st, 2, owner);
+    pgw_sql_bind_int64(st, 3, now);
+    rc = step_done(s, st, "giving back a notice", err);
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)id);
+    release(s, st);
+    return rc;
+}
+
 int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t now, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;

@@ -192,6 +192,13 @@ static void test_crash_and_retry(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(claim(s, 1001, got), 1);
     assert_int_equal(got[0].attempts, 1);
+    /* So does a batch for a notice it did not try (its claims not renewed):
+     * only the claimer, once. */
+    assert_int_equal(pgw_store_give_back_notice(s, "B", got[0].id, 1001, &err), PGW_ESTATE);
+    assert_int_equal(pgw_store_give_back_notice(s, "A", got[0].id, 1001, &err), PGW_OK);
+    assert_int_equal(pgw_store_give_back_notice(s, "A", got[0].id, 1001, &err), PGW_ESTATE);
+    assert_int_equal(claim(s, 1001, got), 1);
+    assert_int_equal(got[0].attempts, 1);
     /* A renewed claim lives on; one whose lease ran out (its claimer died)
      * is anyone's, the attempt counted. */
     assert_int_equal(pgw_store_renew_claim(s, "A", got[0].id, 1020, &err), PGW_OK);

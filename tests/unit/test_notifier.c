@@ -1,0 +1,259 @@
+/*
+ * test_notifier.c - the notifier's couriers (src/notify/notifier.c) on a
+ * database (both backends) against the fake SMS providers
+ * (tests/fakes/sms_fake.py): what a batch's claims come to when they could
+ * not be renewed.
+ *
+ * Two stand-ins make that happen at a chosen moment without waiting for
+ * it: this program's time() is the wall clock plus `clock_ahead` (the
+ * notifier reads time() and nothing else), and its sqlite3_exec and PQexec
+ * make the next write transaction's lock "not had in time" once armed, as
+ * a busy database does (SQLite: SQLITE_BUSY; PostgreSQL: the lock_timeout
+ * error inside the begun transaction).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "adapters/sms/sms.h"
+#include "notify/notifier.h"
+#include "store/store.h"
+#include "util/http_client.h"
+#include "util/vault.h"
+#include "db_fixture.h"
+#include "fake_process.h"
+
+#include <dlfcn.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define TC_ID  "AKIDpgwTestTencent0001"
+#define TC_KEY "tcSecretKey-9f8e7d6c5b4a"
+
+static fake_process FAKE = {.pid = -1};
+
+/* ---- the stand-ins ------------------------------------------------------- */
+
+static atomic_llong clock_ahead;   /* seconds the notifier's clock is ahead of the wall */
+static atomic_int fail_next_begin; /* the next write transaction does not get its lock */
+static atomic_int first_send;      /* the first SMS of a test: moves the clock, arms the failure */
+
+time_t time(time_t *out)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    time_t t = now.tv_sec + (time_t)atomic_load(&clock_ahead);
+    if (out != NULL)
+        *out = t;
+    return t;
+}
+
+int sqlite3_exec(sqlite3 *db, const char *sql, int (*callback)(void *, int, char **, char **),
+                 void *arg, char **errmsg)
+{
+    int (*real)(sqlite3 *, const char *, int (*)(void *, int, char **, char **), void *, char **) =
+        (int (*)(sqlite3 *, const char *, int (*)(void *, int, char **, char **), void *,
+                 char **))dlsym(RTLD_NEXT, "sqlite3_exec");
+    if (sql != NULL && strcmp(sql, "BEGIN IMMEDIATE") == 0 &&
+        atomic_exchange(&fail_next_begin, 0) != 0) {
+        if (errmsg != NULL)
+            *errmsg = sqlite3_mprintf("database is locked");
+        return SQLITE_BUSY;
+    }
+    return real(db, sql, callback, arg, errmsg);
+}
+
+PGresult *PQexec(PGconn *conn, const char *query)
+{
+    PGresult *(*real)(PGconn *, const char *) =
+        (PGresult * (*)(PGconn *, const char *)) dlsym(RTLD_NEXT, "PQexec");
+    if (query != NULL && strstr(query, "pg_advisory_xact_lock(") != NULL &&
+        atomic_exchange(&fail_next_begin, 0) != 0)
+        query = "BEGIN; DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
+                " MESSAGE = 'canceling statement due to lock timeout'; END $$";
+    return real(conn, query);
+}
+
+/* The SMS client's clock (the wall's: the fake checks the signature's
+ * time). Called as the first SMS is signed, so while the first notice of
+ * the batch is being sent: from then on the notifier's clock is 40 s on
+ * (under 30 s of the batch's 60 s lease left: the claims are renewed
+ * before the next notice) and that renewal fails. */
+static int64_t sms_clock(void *ctx)
+{
+    (void)ctx;
+    if (atomic_exchange(&first_send, 0) != 0) {
+        atomic_store(&clock_ahead, 40);
+        atomic_store(&fail_next_begin, 1);
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec;
+}
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+static int start_fake(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--tencent", TC_ID ":" TC_KEY, NULL};
+    return fake_start(&FAKE, "tests/fakes/sms_fake.py", args);
+}
+
+static int end_fake(void **state)
+{
+    (void)state;
+    return fake_end(&FAKE);
+}
+
+static int setup(void **state)
+{
+    json_decref(fake_request(&FAKE, "POST", "/_fake/reset", NULL));
+    atomic_store(&clock_ahead, 0);
+    atomic_store(&fail_next_begin, 0);
+    atomic_store(&first_send, 1);
+    return db_fixture_setup(state);
+}
+
+/* The example mall with one courier (the order of its transactions is the
+ * test's), SMS at any hour through the fake, no expiry reminders. */
+static pgw_config *mall(void)
+{
+    char src[512], path[600];
+    fake_source_dir(src, sizeof(src));
+    snprintf(path, sizeof(path), "%s/config/pointsgw.example.json", src);
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_load(path, &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    cfg->notify.workers = 1;
+    cfg->notify.expiry_reminder_days = 0;
+    cfg->notify.quiet_start_min = cfg->notify.quiet_end_min = 0;
+    snprintf(cfg->sms.provider, sizeof(cfg->sms.provider), "tencent");
+    snprintf(cfg->sms.api_base, sizeof(cfg->sms.api_base), "%s", FAKE.base);
+    return cfg;
+}
+
+/* A member with a phone and a "points arrived" notice due now. */
+static void member_with_notice(pgw_store *s, const pgw_vault *vault, const char *member,
+                               const char *phone)
+{
+    pgw_err err;
+    pgw_identity id;
+    pgw_identity_key key;
+    if (pgw_store_put_member(s, member, 0, 1, &err) != PGW_OK ||
+        pgw_identity_make(PGW_ID_PHONE, NULL, phone, &id, &err) != PGW_OK ||
+        pgw_vault_key(vault, &id, &key, &err) != PGW_OK ||
+        pgw_store_bind_identity(s, &key, member, 1, &err) != PGW_OK ||
+        pgw_store_begin(s, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(s, member, "points_arrived", 10, 10, "S001", "", time(NULL), 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(s, &err) != PGW_OK)
+        fail_msg("%s: %s", member, err.msg);
+}
+
+/* The member's only notice. */
+static pgw_notice notice_of(pgw_store *s, const char *member)
+{
+    pgw_notice list[2];
+    size_t n = 0;
+    pgw_err err;
+    if (pgw_store_member_notices(s, member, list, 2, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(n, 1);
+    return list[0];
+}
+
+/* Waits (10 s at most) until `want` of the members' notices are sent. */
+static void wait_sent(pgw_store *s, const char *const *members, size_t n, size_t want)
+{
+    size_t sent = 0;
+    for (int i = 0; i < 1000; i++) {
+        sent = 0;
+        for (size_t m = 0; m < n; m++)
+            sent += strcmp(notice_of(s, members[m]).state, "sent") == 0;
+        if (sent >= want)
+            return;
+        fake_sleep_ms(10);
+    }
+    fail_msg("%zu notice(s) sent after 10 s, want %zu", sent, want);
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+/*
+ * A batch of two: the first is sent; before the second the claims are due
+ * for renewal, and the renewal fails (the database busy), so the second is
+ * not tried. It must come back with no attempt counted: an attempt it
+ * never had brings it nearer to dead (notify.retry.max_attempts).
+ * Regression: it stayed claimed until its lease ran out and then came
+ * back as a crashed run's would, its attempt counted: sent with 2
+ * attempts where one was made.
+ */
+static void test_an_unrenewed_claim_costs_no_attempt(void **state)
+{
+    db_fixture *f = *state;
+    pgw_err err;
+    pgw_store *s = NULL;
+    pgw_vault *vault = NULL;
+    bool warned = false;
+    pgw_config *cfg = mall();
+    if (pgw_store_open(f->url, true, &s, &err) != PGW_OK ||
+        pgw_vault_open("PGW_TEST_UNSET_HMAC", "PGW_TEST_UNSET_AES", true, &vault, &warned, &err) !=
+            PGW_OK)
+        fail_msg("%s", err.msg);
+    static const char *const members[] = {"M1", "M2"};
+    member_with_notice(s, vault, members[0], "13800138000");
+    member_with_notice(s, vault, members[1], "13900139000");
+    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
+    pgw_sms_client *sms = NULL;
+    if (pgw_sms_client_new(&cfg->sms, TC_ID, TC_KEY, &opt, &sms, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notifier_options o = {.cfg = cfg, .db_url = f->url, .vault = vault, .sms = sms};
+    pgw_notifier *n = NULL;
+    if (pgw_notifier_start(&o, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    wait_sent(s, members, 2, 1);
+    /* A minute after the claim: a crashed run's claims would be back. */
+    atomic_store(&clock_ahead, 100);
+    wait_sent(s, members, 2, 2);
+    pgw_notifier_stop(n);
+    assert_int_equal(atomic_load(&fail_next_begin), 0); /* the renewal was made, and failed */
+    for (size_t m = 0; m < 2; m++) {
+        pgw_notice nt = notice_of(s, members[m]);
+        if (nt.attempts != 1)
+            fail_msg("notice %lld of %s: sent with %lld attempts, tried once", (long long)nt.id,
+                     members[m], (long long)nt.attempts);
+    }
+    json_t *doc = fake_request(&FAKE, "GET", "/_fake/messages", NULL);
+    assert_int_equal(json_array_size(json_object_get(doc, "messages")), 2); /* one each */
+    json_decref(doc);
+    pgw_sms_client_free(sms);
+    pgw_vault_free(vault);
+    pgw_store_close(s);
+    pgw_config_free(cfg);
+}
+
+int main(void)
+{
+    pgw_err err;
+    if (pgw_http_client_init(&err) != PGW_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_an_unrenewed_claim_costs_no_attempt, setup,
+                                        db_fixture_teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
+    pgw_http_client_cleanup();
+    return failed;
+}
