@@ -51,7 +51,7 @@ struct pgw_notifier {
     pgw_notifier_options o;
     /* Whose claims are ours: host, process and a random part, unique to
      * this run. What a run held when it died comes back when its lease
-     * (renewed while a batch is sent, once under 20 s remain) runs out. */
+     * (renewed while a batch is sent, once under 30 s remain) runs out. */
     char owner[PGW_OWNER_MAX + 1];
     courier couriers[PGW_NOTIFY_THREADS_MAX];
     size_t n_couriers; /* cfg notify.workers */

@@ -15,7 +15,7 @@
  *
  * Claims: a claim belongs to this run (host, pid, a random part) with a
  * lease of PGW_NOTICE_LEASE_S; every claim of a batch still held is
- * renewed before a notice when less than 20 s of the lease is left, so
+ * renewed before a notice when less than 30 s of the lease is left, so
  * none lapses before its attempt is recorded; only the claimer records
  * the attempt. What a batch did not try (a stop, claims not renewed) is
  * given back with it, its attempt uncounted; the claims of a run that
