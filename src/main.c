@@ -917,6 +917,43 @@ static void tell_ignored_columns(const pgw_statement *st)
     fputc('\n', stderr);
 }
 
+/*
+ * A channel the log has no event on is most likely misspelt: every row is
+ * then missing_in_ledger, and a repair would credit each again under the
+ * misspelt channel (a new key). Refused for --repair unless --new-channel
+ * says the channel's events were all lost; said for a report. And --shop -
+ * reads a channel's events keyed "-" only: a mini program's events, keyed
+ * by their appid since schema 23, would be missing_in_ledger and a repair
+ * would credit them again under "-". Refused when the channel holds any;
+ * the whole channel (no --shop) reads every source.
+ */
+static int check_channel(pgw_store *store, const pgw_recon_options *o, bool new_channel,
+                         pgw_err *err)
+{
+    const char *channel = o->filter.channel, *shop = o->filter.shop;
+    bool repair = o->missing != NULL, has = false;
+    int rc = pgw_store_channel_has_keys(store, channel, "", &has, err);
+    if (rc == PGW_OK && !has && repair && !new_channel)
+        return pgw_err_set(
+            err, PGW_EINVAL,
+            "--repair: the log has no event on channel %s (misspelt?): its rows "
+            "would all be credited again under it; nothing was posted (--new-channel "
+            "if its events were all lost)",
+            channel);
+    if (rc == PGW_OK && !has)
+        fprintf(stderr, "pointsgw reconcile: warning: the log has no event on channel %s\n",
+                channel);
+    if (rc != PGW_OK || !repair || shop == NULL || strcmp(shop, "-") != 0)
+        return rc;
+    rc = pgw_store_channel_has_keys(store, channel, "wx", &has, err);
+    if (rc == PGW_OK && has)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "--repair: channel %s has events keyed by an appid, which --shop - does "
+                         "not read: repair the whole channel (without --shop)",
+                         channel);
+    return rc;
+}
+
 /* Opens the statement and the store, runs the match into `out`. */
 static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_options *o, FILE *out,
                           pgw_recon_summary *sum)
@@ -930,40 +967,14 @@ static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_opti
         rc = snapshot_open(url, &store, &err);
     }
     if (rc == PGW_OK)
+        rc = check_channel(store, o, flag_get(flags, "--new-channel") != NULL, &err);
+    if (rc == PGW_OK)
         rc = pgw_recon_run(store, st, o, out, sum, &err);
     snapshot_close(store);
     pgw_statement_free(st);
     if (rc != PGW_OK)
         fprintf(stderr, "pointsgw reconcile: %s\n", err.msg);
     return exit_for(rc);
-}
-
-/*
- * --shop - reads a channel's events keyed "-" only: a mini program's
- * events, keyed by their appid since schema 23, would be missing_in_ledger
- * and a repair would credit them again under "-". Refused when the channel
- * holds any; the whole channel (no --shop) reads every source.
- */
-static int refuse_repair_beside_appid_keys(const char *url, const char *channel)
-{
-    pgw_store *store = NULL;
-    pgw_err err;
-    bool has = false;
-    int rc = snapshot_open(url, &store, &err);
-    if (rc == PGW_OK)
-        rc = pgw_store_has_appid_keys(store, channel, &has, &err);
-    snapshot_close(store);
-    if (rc != PGW_OK) {
-        fprintf(stderr, "pointsgw reconcile: %s\n", err.msg);
-        return exit_for(rc);
-    }
-    if (!has)
-        return EXIT_OK;
-    fprintf(stderr,
-            "pointsgw reconcile: --repair: channel %s has events keyed by an appid, which "
-            "--shop - does not read: repair the whole channel (without --shop)\n",
-            channel);
-    return EXIT_USAGE;
 }
 
 static int cmd_reconcile(int argc, char **argv)
@@ -974,6 +985,7 @@ static int cmd_reconcile(int argc, char **argv)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         flag_add(&flags, names[i], true);
     flag_add(&flags, "--repair", false);
+    flag_add(&flags, "--new-channel", false);
     pgw_config *cfg;
     int rc = start_command("reconcile", &flags, argc, argv, &cfg);
     if (rc >= 0)
@@ -996,8 +1008,6 @@ static int cmd_reconcile(int argc, char **argv)
                 shop);
         rc = EXIT_USAGE;
     }
-    if (rc == EXIT_OK && repair && shop != NULL && strcmp(shop, "-") == 0)
-        rc = refuse_repair_beside_appid_keys(url, o.filter.channel);
     const char *out_path = flag_get(&flags, "--out");
     out_file out = {.f = stdout};
     if (rc == EXIT_OK && out_open(out_path, &out) != 0) {
@@ -1420,7 +1430,7 @@ static const command COMMANDS[] = {
      "compute the points an event would earn, with the breakdown", cmd_quote},
     {"reconcile",
      "reconcile --statement FILE --channel NAME [--shop ID] [--from T] [--to T] "
-     "[--format json|csv] [--out FILE] [--repair] [--config FILE] [--db URL]",
+     "[--format json|csv] [--out FILE] [--repair [--new-channel]] [--config FILE] [--db URL]",
      "match a channel statement against the log; exit 1 unless every row matched; "
      "--repair posts the rows missing from the log as events",
      cmd_reconcile},

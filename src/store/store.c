@@ -4465,14 +4465,19 @@ void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, co
     snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
 }
 
-int pgw_store_has_appid_keys(pgw_store *s, const char *channel, bool *has, pgw_err *err)
+int pgw_store_channel_has_keys(pgw_store *s, const char *channel, const char *source_prefix,
+                               bool *has, pgw_err *err)
 {
     *has = false;
-    if (!pgw_store_channel_name_ok(channel))
+    if (!pgw_store_channel_name_ok(channel) || strlen(source_prefix) > 2)
         return pgw_err_set(err, PGW_EINVAL, "not a channel name");
+    /* The keys "channel:prefix..." sort from "channel:prefix" to before it
+     * with its last byte one more (":" + 1 is ";"). */
     char from[PGW_ID_MAX + 8], to[PGW_ID_MAX + 8];
-    snprintf(from, sizeof(from), "%s:wx", channel); /* appids are wx + 16 hex */
-    snprintf(to, sizeof(to), "%s:wy", channel);
+    int n = snprintf(from, sizeof(from), "%s:%s", channel, source_prefix);
+    PGW_ASSERT(n > 0 && (size_t)n < sizeof(from));
+    memcpy(to, from, (size_t)n + 1);
+    to[n - 1]++;
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s, "SELECT 1 FROM idempotency WHERE key >= ?1 AND key < ?2 LIMIT 1", &st, err);
     if (rc != PGW_OK)
@@ -4484,7 +4489,7 @@ int pgw_store_has_appid_keys(pgw_store *s, const char *channel, bool *has, pgw_e
     release(s, st);
     return step == PGW_SQL_ROW || step == PGW_SQL_DONE
                ? PGW_OK
-               : db_error(s, PGW_EIO, "looking for a channel's appid keys", err);
+               : db_error(s, PGW_EIO, "looking for a channel's keys", err);
 }
 
 /* `s` to quote back in a message, if it is printable ASCII: anything else

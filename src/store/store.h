@@ -822,13 +822,16 @@ int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, cons
                           pgw_err *err);
 
 /*
- * Whether `channel` holds events keyed by an appid ("channel:wx...:id", a
- * mini program's or official account's without a shop: schema 23 on), in
- * one look at the keys' range. A shop id beginning "wx" counts too. The
- * events "--shop -" reads are not those: a repair by it would post them
- * again under "-".
+ * Whether `channel` holds events whose source (shop, appid or "-") starts
+ * with `source_prefix` (at most 2 bytes), in one look at the keys' range:
+ * "" for any event of the channel (a statement's channel misspelt has
+ * none); "wx" for those keyed by an appid ("channel:wx...:id", a mini
+ * program's or official account's without a shop: schema 23 on; a shop id
+ * beginning "wx" counts too), which "--shop -" does not read: a repair by
+ * it would post them again under "-".
  */
-int pgw_store_has_appid_keys(pgw_store *store, const char *channel, bool *has, pgw_err *err);
+int pgw_store_channel_has_keys(pgw_store *store, const char *channel, const char *source_prefix,
+                               bool *has, pgw_err *err);
 
 /* ---- reports ------------------------------------------------------------------ */
 

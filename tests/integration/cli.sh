@@ -469,12 +469,13 @@ wait_file() { # FILE: within 20 s
 repair_tally() { # ERR_FILE FIELD: the number the repair's tally line gives FIELD
     sed -n 's/.*"repair":{.*"'"$2"'":\([0-9]*\).*/\1/p' "$1"
 }
+# (--new-channel: the database has no event on channel store before them.)
 hold_writes "$repair_db" "$tmp/release" &
 holder=$!
 wait_file "$tmp/release.held" || fail "the write lock was not taken"
 for run in a b; do
     "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 --db "$repair_db" \
-        --out "$tmp/repair-$run.json" --repair 2>"$tmp/repair-$run.err" &
+        --out "$tmp/repair-$run.json" --repair --new-channel 2>"$tmp/repair-$run.err" &
     eval "repair_$run=\$!"
 done
 wait_file "$tmp/repair-a.json" && wait_file "$tmp/repair-b.json" ||
@@ -508,6 +509,19 @@ expect_text '"missing_in_ledger":0,'
 expect_text '"ledger_points":570,'
 expect_exit 0 "$bin" verify --db "$repair_db"
 expect_text "transfers:  6 checked"
+# Regression (the user review): a misspelt --channel read no events, every
+# row was missing_in_ledger, and --repair credited them all again under
+# the misspelt channel. A repair names a channel the log has events on.
+expect_exit 2 "$bin" reconcile --statement "$tmp/repair.csv" --channel stores --shop S001 \
+    --db "$repair_db" --repair --out "$tmp/stores.json"
+expect_text 'the log has no event on channel stores'
+[ ! -e "$tmp/stores.json" ] && pass || fail "a refused repair wrote its report"
+expect_exit 0 "$bin" verify --db "$repair_db"
+expect_text "transfers:  6 checked"
+# Without --repair it reports, and says so.
+expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel stores --shop S001 \
+    --db "$repair_db"
+expect_text 'warning: the log has no event on channel stores'
 
 # Reports: which one, a period, a bucket only for the pool.
 expect_exit 2 "$bin" report

@@ -2561,9 +2561,9 @@ def test_reconciliation(s):
           f"and then matches, points and all: exit {code} {doc} {err}")
     # and a member named by phone, the till writing the number its own way
     row = [["REC-975", RECON_DAY % (18, 35), "purchase", "phone:13900000975", 5000, 0]]
-    code, doc, err = reconcile(s, statement_csv(row), "--repair", channel="kiosk")
+    code, doc, err = reconcile(s, statement_csv(row), "--repair", shop="S002")
     status, doc, _ = s.request("POST", "/v1/events", dict(
-        purchase("REC-975", 5000, when=row[0][1]), channel="kiosk",
+        purchase("REC-975", 5000, shop="S002", when=row[0][1]),
         member={"phone": "+86 139-0000-0975"}))
     check(code == 1 and '"created":1' in err and status == 200 and doc.get("replayed") is True,
           f"a repaired event named by phone, written otherwise: exit {code} {err} {status} {doc}")
@@ -2584,7 +2584,8 @@ def test_reconciliation(s):
     # them with shop_id "-" (an unknown shop: every row failed).
     when = RECON_DAY % (19, 0)
     row = [["REC-960", when, "sign_in", "member_id:MKIOSK", 0, 0]]
-    code, doc, err = reconcile(s, statement_csv(row), "--repair", channel="kiosk", shop="-")
+    code, doc, err = reconcile(s, statement_csv(row), "--repair", "--new-channel",
+                               channel="kiosk", shop="-")  # kiosk's first event
     check(code == 1 and doc["summary"]["missing_in_ledger"] == 1 and '"created":1' in err
           and '"failed":0' in err, f"a shopless event repaired: exit {code} {doc} {err}")
     code, doc, err = reconcile(s, statement_csv(row), channel="kiosk", shop="-")
