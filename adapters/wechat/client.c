@@ -227,11 +227,16 @@ static int read_answer(const pgw_http_answer *http, const char *path, json_t **a
 }
 
 /* *sent (when not NULL): whether the request went out (pgw_http_answer).
- * The call ends by `deadline` (mono_ms): with no time left it is not made. */
+ * The call ends by `deadline` (mono_ms): with no time left it is not made.
+ * The reply is this call's alone: a call WeChat does not answer (no time,
+ * no connection, a 5xx) must not pass on an errcode an earlier call put
+ * in the same reply (a token retry reuses it). */
 static int call(pgw_wx_client *c, const char *method, const char *url, const char *path,
                 const char *body, int64_t deadline, json_t **answer, pgw_wx_reply *reply,
                 bool *sent, pgw_err *err)
 {
+    reply->errcode = 0;
+    reply->errmsg[0] = '\0';
     int64_t left = deadline - mono_ms();
     if (sent != NULL)
         *sent = false;
@@ -468,7 +473,7 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         count(c, &c->stats.token_retries);
         char failed[PGW_WX_TOKEN_MAX + 1];
         memcpy(failed, token, sizeof(failed));
-        memset(reply, 0, sizeof(*reply));
+        /* The reply goes on: a fetch (call) puts its own answer in it. */
         rc = token_for(c, a, failed, deadline, token, reply, err);
         OPENSSL_cleanse(failed, sizeof(failed));
     }

@@ -495,6 +495,42 @@ static void test_only_one_retry(void **state)
     pgw_wx_client_free(c);
 }
 
+/*
+ * A reply reused by the next call: the send's token error (40001), then
+ * the new token's fetch answered 503 with no JSON. The reply must say what
+ * that fetch answered (no errcode), not the send's 40001, which made the
+ * fetch's 503 read as a refused credential (EIO, give up) where it is
+ * WeChat not answering (retry). call() resets what it fills.
+ */
+static void test_reply_not_stale(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    add_quota(OPENID_1, 1);
+    char token[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, token, &err), PGW_OK);
+    fault(json_pack("{s:s,s:i,s:i}", "path", SEND_PATH, "count", 1, "errcode", 40001));
+    fault(json_pack("{s:s,s:i,s:i}", "path", TOKEN_PATH, "count", 1, "http_status", 503));
+
+    int64_t msgid = 7;
+    pgw_wx_reply reply;
+    int rc = send_sub(c, &msgid, &reply, &err);
+    print_message("token error, then a 503 fetch: rc %d errcode %ld (%s)\n", rc, reply.errcode,
+                  err.msg);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_int_equal(reply.errcode, 0);
+    assert_string_equal(reply.errmsg, "");
+    assert_int_equal(pgw_wx_classify(rc, &reply), PGW_WX_RETRY);
+    assert_int_equal(stats_of(c).token_retries, 1);
+
+    /* The faults used up: the same reply struct, a success, says 0. */
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_OK);
+    assert_int_equal(reply.errcode, 0);
+    assert_true(msgid > 0);
+    pgw_wx_client_free(c);
+}
+
 /* ---- 4. outcomes ------------------------------------------------------------ */
 
 /*
@@ -1252,6 +1288,7 @@ int main(void)
         cmocka_unit_test_setup(test_failed_fetch_shared, reset_fake),
         cmocka_unit_test_setup(test_token_error_retry, reset_fake),
         cmocka_unit_test_setup(test_only_one_retry, reset_fake),
+        cmocka_unit_test_setup(test_reply_not_stale, reset_fake),
         cmocka_unit_test_setup(test_classify, reset_fake),
         cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
