@@ -8,11 +8,16 @@
 #include "adapters/wechat/client.h"
 #include "adapters/wechat_mp/api.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
-/* The follower's unionid into unionid ("" when the account is not bound to
- * an open platform, or the user does not follow). */
+/* The user's unionid into unionid ("" when the account is not bound to an
+ * open platform, or WeChat gives none), and into *follows whether they
+ * follow the account now (the answer's subscribe, 1 or 0: 0 for someone
+ * who unfollowed since their last push). An answer without subscribe, or
+ * with a malformed unionid, is PGW_EIO. */
 int pgw_oa_user_unionid(pgw_wx_client *client, const char *appid, const char *openid,
-                        char unionid[PGW_WX_OPENID_MAX + 1], pgw_wx_reply *reply, pgw_err *err);
+                        char unionid[PGW_WX_OPENID_MAX + 1], bool *follows, pgw_wx_reply *reply,
+                        pgw_err *err);
 
 #endif

@@ -2495,7 +2495,7 @@ static void oa_forget_done(pgw_command *cmd, void *payload)
 {
     (void)payload;
     if (cmd->rc != PGW_OK)
-        fprintf(stderr, "pointsgw: warning: a noted follower's failed link is not retried: %s\n",
+        fprintf(stderr, "pointsgw: warning: an official-account follow is not forgotten: %s\n",
                 cmd->err.msg);
     free(cmd);
 }
@@ -2505,7 +2505,8 @@ static void oa_forget_done(pgw_command *cmd, void *payload)
  * so that the next push notes it again and links, where it would
  * otherwise find the note and wait for a subscribe that never comes. At
  * most once a push, and pushes are a person's doing. A state recorded
- * since the note (a subscribe or unsubscribe of another time) stays. */
+ * since the note (a subscribe or unsubscribe of another time) stays.
+ * Also a follow of `at` whose user WeChat says follows no more. */
 static void oa_forget_note(pgw_api *api, const char *openid, int64_t at)
 {
     pgw_err err;
@@ -2524,7 +2525,7 @@ static void oa_forget_note(pgw_api *api, const char *openid, int64_t at)
         rc = pgw_writer_submit(api->writer, cmd, &err);
     if (rc != PGW_OK) {
         free(cmd);
-        fprintf(stderr, "pointsgw: warning: a noted follower's failed link is not retried: %s\n",
+        fprintf(stderr, "pointsgw: warning: an official-account follow is not forgotten: %s\n",
                 err.msg);
     }
 }
@@ -2588,18 +2589,25 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
  * reply's path, which WeChat wants within 5 s. Best effort: without it
  * the follower is still followed and paid, and a subscribe's link waits
  * for the next subscribe; a note's, failed for the moment, for the next
- * push. No unionid (no open platform, not following) is an answer. */
+ * push. No unionid (no open platform) is an answer. */
 static void oa_link_task(void *arg, bool stale)
 {
     oa_link_job *l = arg;
     char unionid[PGW_WX_OPENID_MAX + 1] = "";
+    bool follows = false;
     pgw_wx_reply reply = {0};
     pgw_err err;
     int rc = stale ? pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up")
                    : pgw_oa_user_unionid(pgw_wechat_client(l->api->wechat),
                                          pgw_wechat_oa_appid(l->api->wechat), l->openid, unionid,
-                                         &reply, &err);
+                                         &follows, &reply, &err);
     bool may_pass = stale || pgw_wx_classify(rc, &reply) == PGW_WX_RETRY;
+    /* Following no more: they unfollowed before this ran, and the
+     * unsubscribe's push is late or lost. The follow of `at` (a subscribe's
+     * or a note's) is forgotten, so that they are not taken for a follower;
+     * a unionid WeChat gives is theirs all the same. */
+    if (rc == PGW_OK && !follows)
+        oa_forget_note(l->api, l->openid, l->at);
     if (rc == PGW_OK && unionid[0] != '\0') {
         rc = oa_link(l, unionid, &err);
         may_pass = oa_link_may_pass(rc);

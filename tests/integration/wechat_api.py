@@ -15,7 +15,8 @@ with its channels pointed at it, and checks what issue 7 asks:
   unsubscribe; a bad signature or a stale timestamp is refused and the
   log is unchanged; a follower from before the gateway (no subscribe
   pushed) is linked by its first push, asking user/info once, and by a
-  later push when that link failed for the moment.
+  later push when that link failed for the moment; someone user/info
+  says follows no more (subscribe 0) is not recorded as following.
 """
 import hashlib
 import hmac
@@ -628,7 +629,11 @@ def official_account(srv, fake):
                                                   " WHERE openid = 'oOA-77'"), lambda v: v is not None)
     check(follows == "0", "a redelivered subscribe is no new follow: %s" % follows)
     # And its mirror (the WeChat review): a follow, then an unsubscribe and
-    # a subscribe in one second, then the unsubscribe redelivered.
+    # a subscribe in one second, then the unsubscribe redelivered. (WeChat
+    # knows them as a follower: user/info answering subscribe 0 would make
+    # the gateway forget the follow.)
+    fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-78",
+                                              "following": True})
     for at, event in ((now - 5, "subscribe"), (now, "unsubscribe"), (now, "subscribe"),
                       (now, "unsubscribe")):
         push(srv, oa_xml("oOA-78", at, "event", event=event))
@@ -886,6 +891,33 @@ def existing_follower_retried(srv, fake):
     time.sleep(0.3)
     check(len(asked("oOA-NOUNION")) == 1,
           "no unionid is an answer: asked once for three pushes: %d" % len(asked("oOA-NOUNION")))
+
+
+def unfollowed_before_link(srv, fake):
+    """Regression: user/info says whether the user follows now (subscribe
+    0 or 1), and the link read only the unionid. Someone who unfollowed
+    before their link ran (the unsubscribe's push late, or lost) stayed
+    recorded as following, after a subscribe or a noted push alike, and
+    official-account notices were sent to them in vain."""
+    now = int(time.time())
+
+    def asked(openid):
+        return [r for r in fake.requests("/cgi-bin/user/info")
+                if r["query"].get("openid") == openid]
+
+    def following(openid):
+        return pg.value(srv.db, "SELECT following FROM oa_followers WHERE openid = '%s'" % openid)
+    for openid, xml in (("oOA-GONE", oa_xml("oOA-GONE", now, "event", event="subscribe")),
+                        ("oOA-GONE2", oa_xml("oOA-GONE2", now, "text", content="签到",
+                                             msg_id="66400001"))):
+        fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": openid,
+                                                  "following": False})
+        status, body = push(srv, xml)
+        eventually(lambda: asked(openid), lambda r: len(r) >= 1, timeout=5)
+        left = eventually(lambda: following(openid), lambda v: v is None, timeout=3)
+        check(status == 200 and len(asked(openid)) == 1 and left is None,
+              "%s unfollowed before its link: not recorded as following: %s %s %d" %
+              (openid, status, left, len(asked(openid))))
 
 
 def stream_client():
@@ -1270,6 +1302,7 @@ def main():
         linked_login(srv, fake, oa_member)
         existing_follower(srv, fake)
         existing_follower_retried(srv, fake)
+        unfollowed_before_link(srv, fake)
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)

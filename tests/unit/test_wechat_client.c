@@ -18,6 +18,7 @@
 #include "adapters/wechat/client.h"
 #include "adapters/wechat_mp/api.h"
 #include "adapters/wechat_oa/template.h"
+#include "adapters/wechat_oa/user.h"
 #include "store/store.h"
 #include "util/http_client.h"
 #include "fake_process.h"
@@ -763,6 +764,64 @@ static void test_template(void **state)
     pgw_wx_client_free(c);
 }
 
+/* ---- 5b. who a follower is (user/info) ------------------------------------ */
+
+static void follower(const char *openid, bool following, const char *unionid)
+{
+    if (unionid != NULL)
+        fake_control(&FAKE, "/_fake/followers", "{s:s,s:s,s:b,s:s}", "appid", APP_OA, "openid",
+                     openid, "following", following, "unionid", unionid);
+    else
+        fake_control(&FAKE, "/_fake/followers", "{s:s,s:s,s:b}", "appid", APP_OA, "openid", openid,
+                     "following", following);
+}
+
+/* subscribe (0 or 1) is told with the unionid: a user who unfollowed
+ * before the link asked must not be taken for a follower. */
+static void test_user_info(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    char unionid[PGW_WX_OPENID_MAX + 1];
+    bool follows = false;
+    pgw_wx_reply reply;
+    pgw_err err = {0};
+    follower(OA_OPENID, true, "uUNION_0001");
+    assert_int_equal(pgw_oa_user_unionid(c, APP_OA, OA_OPENID, unionid, &follows, &reply, &err),
+                     PGW_OK);
+    assert_true(follows);
+    assert_string_equal(unionid, "uUNION_0001");
+
+    follower("oOA_no_union", true, NULL); /* the account bound to no open platform */
+    assert_int_equal(
+        pgw_oa_user_unionid(c, APP_OA, "oOA_no_union", unionid, &follows, &reply, &err), PGW_OK);
+    assert_true(follows);
+    assert_string_equal(unionid, "");
+
+    follower(OA_OPENID, false, NULL); /* unfollowed: WeChat answers subscribe 0 */
+    assert_int_equal(pgw_oa_user_unionid(c, APP_OA, OA_OPENID, unionid, &follows, &reply, &err),
+                     PGW_OK);
+    assert_false(follows);
+    assert_string_equal(unionid, "");
+
+    /* No subscribe in the answer: not taken for either. */
+    follower(OA_OPENID, true, NULL);
+    fault(json_pack("{s:s,s:i,s:i,s:s}", "path", "/cgi-bin/user/info", "count", 1, "http_status",
+                    200, "body", "{\"openid\":\"" OA_OPENID "\",\"unionid\":\"uUNION_0001\"}"));
+    assert_int_equal(pgw_oa_user_unionid(c, APP_OA, OA_OPENID, unionid, &follows, &reply, &err),
+                     PGW_EIO);
+    assert_false(follows);
+    assert_string_equal(unionid, "");
+    assert_non_null(strstr(err.msg, "subscribe"));
+
+    fault(json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/user/info", "count", 1, "errcode", -1));
+    assert_int_equal(pgw_oa_user_unionid(c, APP_OA, OA_OPENID, unionid, &follows, &reply, &err),
+                     PGW_EUNAVAILABLE);
+    assert_false(follows);
+    assert_int_equal(reply.errcode, -1);
+    pgw_wx_client_free(c);
+}
+
 /* ---- 6. login and phone number ------------------------------------------- */
 
 static void test_login_and_phone(void **state)
@@ -1292,6 +1351,7 @@ int main(void)
         cmocka_unit_test_setup(test_classify, reset_fake),
         cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
+        cmocka_unit_test_setup(test_user_info, reset_fake),
         cmocka_unit_test_setup(test_login_and_phone, reset_fake),
         cmocka_unit_test_setup(test_secrets_not_shown, reset_fake),
         cmocka_unit_test_setup(test_null_err, reset_fake),
