@@ -1147,15 +1147,15 @@ static bool handle_batch(pgw_api *api, const pgw_request *req, const pgw_princip
     return !batch_answer(api, b, resp); /* all refused at once: answered now */
 }
 
-/* Reads {"hold_id"|"redemption_id", "member", "shop_id", "points", "expires_in_s"}. */
+/* Reads {"hold_id"|"redemption_id", "member", "shop_id", "points", "expires_in_s"};
+ * *member: the member as named, normalised. */
 static int spend_from_json(const pgw_api *api, const json_t *obj, bool hold, pgw_command *cmd,
-                           int64_t *seconds, pgw_err *err)
+                           pgw_identity *member, int64_t *seconds, pgw_err *err)
 {
     static const char *const HOLD_KEYS[] = {"hold_id", "member",       "shop_id",
                                             "points",  "expires_in_s", NULL};
     static const char *const REDEEM_KEYS[] = {"redemption_id", "member", "shop_id", "points", NULL};
     const char *id_key = hold ? "hold_id" : "redemption_id";
-    pgw_identity member;
     int rc = pgw_json_only_keys(obj, "$", hold ? HOLD_KEYS : REDEEM_KEYS, err);
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, id_key, "$", true, PGW_REFERENCE_MAX, cmd->hold_id,
@@ -1172,8 +1172,8 @@ static int spend_from_json(const pgw_api *api, const json_t *obj, bool hold, pgw
         rc = pgw_json_int(obj, "expires_in_s", "$", false, 1, HOLD_SECONDS_MAX, seconds, err);
     if (rc == PGW_OK)
         rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", &api->cfg->rules,
-                                  &member, err);
-    return rc == PGW_OK ? pgw_command_name_member(api->vault, &member, cmd, err) : rc;
+                                  member, err);
+    return rc == PGW_OK ? pgw_command_name_member(api->vault, member, cmd, err) : rc;
 }
 
 /* POST /v1/holds and POST /v1/redemptions. */
@@ -1184,13 +1184,14 @@ static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_princip
     pgw_err err;
     json_t *obj = NULL;
     int64_t seconds = 0;
+    pgw_identity member;
     int rc = json_body(req, false, &obj, &err);
     pgw_job *job =
         rc == PGW_OK ? job_new(api, req, r, hold ? PGW_COMMAND_HOLD : PGW_COMMAND_REDEEM) : NULL;
     if (rc == PGW_OK && job == NULL)
         rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
     if (rc == PGW_OK)
-        rc = spend_from_json(api, obj, hold, &job->cmd, &seconds, &err);
+        rc = spend_from_json(api, obj, hold, &job->cmd, &member, &seconds, &err);
     if (rc == PGW_OK && !pgw_auth_may_write(who, job->cmd.shop, NULL))
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not spend points at shop %s", who->name,
                          job->cmd.shop);
@@ -1200,8 +1201,10 @@ static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_princip
      * fingerprinted without it, as holds that left it out always were. */
     if (rc == PGW_OK && hold && seconds == HOLD_SECONDS_DEFAULT)
         json_object_del(obj, "expires_in_s");
+    /* Its member as normalised: a till's retry that writes the phone
+     * afresh is the same hold (it was 409 idempotency_conflict). */
     if (rc == PGW_OK)
-        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
+        rc = pgw_command_fingerprint(obj, &member, NULL, &job->cmd, &err);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, r, rc, err.msg);

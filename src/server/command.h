@@ -220,9 +220,10 @@ struct pgw_command {
     pgw_command_kind kind;
     char key[PGW_IDEM_KEY_MAX + 1];    /* idempotency key: channel + source + event id */
     uint8_t fingerprint[PGW_HASH_LEN]; /* SHA-256 of the canonical request */
-    /* EVENT: the body's own fingerprint, when `fingerprint` is of it with
-     * its phone or email normalised: a key recorded before fingerprints
-     * were (of the body as sent) is the same request. */
+    /* EVENT, HOLD, REDEEM: the body's own fingerprint, when `fingerprint`
+     * is of it with its phone or email normalised: a key recorded before
+     * fingerprints were (of the body as sent) is the same request
+     * (event_command.h pgw_command_fingerprint). */
     bool has_fingerprint_as_sent;
     uint8_t fingerprint_as_sent[PGW_HASH_LEN];
     size_t n_transfers; /* TRANSFERS: 1..PGW_COMMAND_TRANSFERS_MAX; others: set when applied */

@@ -207,34 +207,45 @@ static int set_normalised(json_t *copy, const char *name, const pgw_identity *id
     return PGW_OK;
 }
 
-/*
- * The event's fingerprint, over its member and referrer as normalised:
- * a till's retry that writes the phone afresh ("+86 139-...") names the
- * same member and is the same request (it was 409). A body written in
- * normal form is fingerprinted as it came, as it always was; one written
- * otherwise (a till's "139...") keeps its own fingerprint beside, which
- * the keys it recorded before this took (command.h).
- */
-static int fingerprint_event(const json_t *obj, const pgw_event_doc *doc, pgw_command *cmd)
+/* `obj`'s fingerprint with its member and referrer, those not NULL, as normalised. */
+static int fingerprint_normalised(const json_t *obj, const pgw_identity *member,
+                                  const pgw_identity *referrer, uint8_t out[PGW_HASH_LEN])
 {
-    bool member = written_otherwise(json_object_get(obj, "member"), &doc->member);
-    bool referrer =
-        doc->has_referrer && written_otherwise(json_object_get(obj, "referrer"), &doc->referrer);
-    cmd->has_fingerprint_as_sent = member || referrer;
-    int rc = pgw_json_fingerprint(obj, cmd->has_fingerprint_as_sent ? cmd->fingerprint_as_sent
-                                                                    : cmd->fingerprint);
-    if (rc != PGW_OK || !cmd->has_fingerprint_as_sent)
-        return rc;
     json_t *copy = json_copy((json_t *)obj); /* shallow: the members are replaced, not changed */
-    rc = copy != NULL ? PGW_OK : PGW_ENOMEM;
-    if (rc == PGW_OK && member)
-        rc = set_normalised(copy, "member", &doc->member);
-    if (rc == PGW_OK && referrer)
-        rc = set_normalised(copy, "referrer", &doc->referrer);
+    int rc = copy != NULL ? PGW_OK : PGW_ENOMEM;
+    if (rc == PGW_OK && member != NULL)
+        rc = set_normalised(copy, "member", member);
+    if (rc == PGW_OK && referrer != NULL)
+        rc = set_normalised(copy, "referrer", referrer);
     if (rc == PGW_OK)
-        rc = pgw_json_fingerprint(copy, cmd->fingerprint);
+        rc = pgw_json_fingerprint(copy, out);
     json_decref(copy);
     return rc;
+}
+
+/*
+ * A till's retry that writes the phone afresh ("+86 139-...") names the
+ * same member and is the same request (holds and redemptions were 409 for
+ * it, as events were). A body written in normal form is fingerprinted as
+ * it came, as it always was; one written otherwise (a till's "139...")
+ * keeps its own fingerprint beside, which the keys it recorded before this
+ * took (command.h).
+ */
+int pgw_command_fingerprint(const json_t *obj, const pgw_identity *member,
+                            const pgw_identity *referrer, pgw_command *cmd, pgw_err *err)
+{
+    if (!written_otherwise(json_object_get(obj, "member"), member))
+        member = NULL;
+    if (referrer != NULL && !written_otherwise(json_object_get(obj, "referrer"), referrer))
+        referrer = NULL;
+    cmd->has_fingerprint_as_sent = member != NULL || referrer != NULL;
+    int rc = pgw_json_fingerprint(obj, cmd->has_fingerprint_as_sent ? cmd->fingerprint_as_sent
+                                                                    : cmd->fingerprint);
+    if (rc == PGW_OK && cmd->has_fingerprint_as_sent)
+        rc = fingerprint_normalised(obj, member, referrer, cmd->fingerprint);
+    if (rc != PGW_OK)
+        return pgw_err_set(err, rc, "out of memory fingerprinting a request");
+    return PGW_OK;
 }
 
 int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw_command *cmd,
@@ -273,8 +284,9 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
     int rc = pgw_command_name_member(vault, &doc->member, cmd, err);
     if (rc == PGW_OK && doc->has_referrer)
         rc = name_referrer(vault, &doc->referrer, cmd, err);
-    if (rc == PGW_OK && fingerprint_event(obj, doc, cmd) != PGW_OK)
-        rc = pgw_err_set(err, PGW_ENOMEM, "out of memory fingerprinting an event");
+    if (rc == PGW_OK)
+        rc = pgw_command_fingerprint(obj, &doc->member, doc->has_referrer ? &doc->referrer : NULL,
+                                     cmd, err);
     if (rc != PGW_OK)
         return rc;
     /* API.md: channel + shop_id (or appid) + event_id. Two mini programs

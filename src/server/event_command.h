@@ -25,6 +25,19 @@ int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw
  * the stored fingerprints were made; members set to null left out. */
 int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN]);
 
+/*
+ * cmd->fingerprint: `obj`'s pgw_json_fingerprint with its "member" (and
+ * "referrer", when `referrer` is not NULL) phone or email as normalised in
+ * `member` (`referrer`), so that the same request naming them written
+ * otherwise is the same request. When that differs from the body as sent,
+ * cmd->fingerprint_as_sent holds the body's own (has_fingerprint_as_sent):
+ * the key a gateway recorded before fingerprints were normalised is met
+ * by it. For any request naming a member so and keyed by its own id:
+ * events, holds and redemptions.
+ */
+int pgw_command_fingerprint(const json_t *obj, const pgw_identity *member,
+                            const pgw_identity *referrer, pgw_command *cmd, pgw_err *err);
+
 /* That canonical text of `v` into buf (NUL-terminated) and its length in
  * *len, without allocating; false, and nothing usable in buf, when it does
  * not fit or holds what only json_dumps writes (a real, a string with a

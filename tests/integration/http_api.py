@@ -553,6 +553,16 @@ def test_mini_programs_number_alike(s):
           f"the same app's id with another request: {status} {doc}")
 
 
+def record_as_sent(s, key, body):
+    """Stages what a gateway before phones were normalised in fingerprints
+    left: the key's record fingerprinted over `body` as sent."""
+    raw = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                         .encode()).hexdigest()
+    blob = f"X'{raw}'" if s.db.startswith("sqlite:") else f"'\\x{raw}'::bytea"
+    pg.execute(s.db, f"UPDATE key_records SET fingerprint = {blob} WHERE id = (SELECT record"
+                     f" FROM idempotency WHERE key = '{key}')")
+
+
 def test_identity_written_another_way(s):
     """Regression: an event resent with its phone (or its email's domain) written another way
     was 409 idempotency_conflict, though it names the same member: a till's retry that
@@ -572,11 +582,7 @@ def test_identity_written_another_way(s):
     # The review of 8de2c9c: an event recorded by the gateway before (its
     # fingerprint the body's as sent: a till's 139... is not the normal
     # +86...) and sent again as it was answered 409 across the upgrade.
-    raw = hashlib.sha256(json.dumps(first, sort_keys=True, separators=(",", ":"))
-                         .encode()).hexdigest()
-    blob = f"X'{raw}'" if s.db.startswith("sqlite:") else f"'\\x{raw}'::bytea"
-    pg.execute(s.db, f"UPDATE key_records SET fingerprint = {blob} WHERE id = (SELECT record"
-                     " FROM idempotency WHERE key = 'store:S001:E-SPELT-1')")
+    record_as_sent(s, "store:S001:E-SPELT-1", first)
     status, again, _ = s.request("POST", "/v1/events", first)
     check(status == 200 and again.get("replayed") is True,
           f"an event recorded before, sent again as it was, is a replay: {status} {again}")
@@ -971,6 +977,56 @@ def test_holds(s):
     red = {"redemption_id": "D-1", "member": {"member_id": "M4"}, "shop_id": "S002", "points": 10}
     status, doc, _ = s.request("POST", "/v1/redemptions", red, key="s002")
     check(status == 201 and doc["points"] == 10, f"redemption: {status} {doc}")
+
+
+def test_spend_written_another_way(s):
+    """Regression: a hold or a redemption retried with its member's phone written another
+    way was 409 idempotency_conflict (events replayed): a till that re-reads the customer's
+    phone on a retry after a timeout did not get its hold back."""
+    status, doc, _ = s.request("POST", "/v1/events", dict(
+        purchase("E-NP", amount=100000), member={"phone": "13900002222"}))
+    mid = doc.get("member_id")
+    check(status == 201 and doc.get("points", 0) > 100, f"a purchase by phone: {status} {doc}")
+    for path, id_key, ident in (("/v1/holds", "hold_id", "NP1"),
+                                ("/v1/redemptions", "redemption_id", "NR1")):
+        body = {id_key: ident, "member": {"phone": "13900002222"}, "shop_id": "S002",
+                "points": 10}
+        status, first, _ = s.request("POST", path, body, key="s002")
+        check(status == 201, f"{path} by phone: {status} {first}")
+        before, transfers = member(s, mid), s.transfers()
+        for phone in ("+86 139-0000-2222", "008613900002222", "１３９００００２２２２"):
+            status, again, _ = s.request("POST", path, dict(body, member={"phone": phone}),
+                                         key="s002")
+            check(status == 200 and again.get("replayed") is True and
+                  {k: v for k, v in again.items() if k != "replayed"} ==
+                  {k: v for k, v in first.items() if k != "replayed"},
+                  f"{path} with the phone written {phone!r} is a replay: {status} {again}")
+        after = member(s, mid)
+        check(after.get("available") == before.get("available") and
+              after.get("balance") == before.get("balance") and s.transfers() == transfers,
+              f"{path}: the replays changed nothing: {before} {after}")
+        for other in ({"phone": "13900002223"}, {"member_id": mid}):
+            status, doc, _ = s.request("POST", path, dict(body, member=other), key="s002")
+            check(status == 409 and error_code(doc) == "idempotency_conflict",
+                  f"{path} naming {other} is another request: {status} {doc}")
+        # One recorded by a gateway before this (its fingerprint the body's
+        # as sent), sent again as it was, is still a replay.
+        record_as_sent(s, ("hold:" if id_key == "hold_id" else "redeem:") + ident, body)
+        status, again, _ = s.request("POST", path, body, key="s002")
+        check(status == 200 and again.get("replayed") is True,
+              f"{path} recorded before, sent again as it was: {status} {again}")
+    status, doc, _ = s.request("POST", "/v1/holds/NP1/capture", key="s002", raw=b"", ctype=None)
+    check(status == 200 and doc.get("state") == "captured" and doc.get("points") == 10,
+          f"the replayed hold is the one captured: {status} {doc}")
+    s.request("POST", "/v1/events", dict(purchase("E-NP-MAIL"),
+                                         member={"email": "Han.Mei@Example.COM"}))
+    mail = {"hold_id": "NP-MAIL", "member": {"email": "Han.Mei@Example.COM"},
+            "shop_id": "S002", "points": 1}
+    first = s.request("POST", "/v1/holds", mail, key="s002")[0]
+    status, doc, _ = s.request("POST", "/v1/holds", dict(
+        mail, member={"email": "Han.Mei@example.com"}), key="s002")
+    check(first == 201 and status == 200 and doc.get("replayed") is True,
+          f"a hold with its email's domain in other case is a replay: {first} {status} {doc}")
 
 
 def test_bad_input(s):
@@ -3020,7 +3076,7 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_head,
+                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_head,
                          test_pipelining,
                          test_batch, test_shop_csv,
                          test_imports,
