@@ -1243,8 +1243,8 @@ static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_princi
         rc = pgw_json_int(obj, "points", "$", false, 1, PGW_POINTS_MAX, &job->cmd.points, &err);
     if (rc == PGW_OK && !(who->kind == PGW_SCOPE_ADMIN || who->kind == PGW_SCOPE_SHOP))
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not settle holds", who->name);
-    if (rc == PGW_OK)
-        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
+    if (rc == PGW_OK && pgw_json_fingerprint(obj, job->cmd.fingerprint) != PGW_OK)
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory fingerprinting the request");
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, r, rc, err.msg);
@@ -2224,11 +2224,10 @@ static bool handle_mp_subscription(pgw_api *api, const pgw_request *req, const p
                        : NULL;
     if (rc == PGW_OK && job == NULL)
         rc = err.code;
-    if (rc == PGW_OK) {
-        rc = pgw_json_fingerprint(obj, job->cmd.fingerprint);
-        if (request_id[0] == '\0') /* no retry key: each report is its own */
-            rc = rc == PGW_OK ? pgw_session_new_id(request_id, &err) : rc;
-    }
+    if (rc == PGW_OK && pgw_json_fingerprint(obj, job->cmd.fingerprint) != PGW_OK)
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory fingerprinting the request");
+    if (rc == PGW_OK && request_id[0] == '\0') /* no retry key: each report is its own */
+        rc = pgw_session_new_id(request_id, &err);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, R_MP_SUBSCRIPTIONS, rc, err.msg);
