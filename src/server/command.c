@@ -14,6 +14,7 @@
 #include "core/assertions.h"
 #include "core/digest.h"
 
+#include <jansson.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
@@ -1830,6 +1831,55 @@ static const char *key_after(const char *key, int n)
     return key;
 }
 
+/* The batch named in an import key (import:<shop>:<batch>:...), or the
+ * whole key when it is no import key (another program's row). */
+static const char *import_batch_of(const char *key, int *len)
+{
+    const char *batch = key_after(key, 2), *end = key_after(key, 3);
+    *len = batch && end ? (int)(end - 1 - batch) : (int)strlen(key);
+    return batch && end ? batch : key;
+}
+
+/* What an import row's old account is called in a message: the card, or
+ * for a row without one "this row's phone", never the phone's lookup (a
+ * keyed hash of the number, not for operators' logs). */
+static void import_account_name(const pgw_command *cmd, char *out, size_t cap)
+{
+    if (cmd->by_identity) /* a card's lookup is its number */
+        snprintf(out, cap, "card %s", cmd->who.lookup);
+    else
+        snprintf(out, cap, "this row's phone (it has no card)");
+}
+
+/*
+ * A row of a batch imported before with other points (the same file at
+ * another rate: its rows' hash names the same batch). Said as what
+ * happened, with the points the batch gave it from its stored answer,
+ * rather than as a reused key, whose text holds a phone's lookup.
+ */
+static int import_changed(pgw_store *store, pgw_command *cmd)
+{
+    int rc = pgw_store_get_answer(store, cmd->key, cmd->answer, sizeof(cmd->answer), &cmd->err);
+    if (rc != PGW_OK)
+        return rc;
+    json_t *doc = json_loads(cmd->answer, 0, NULL);
+    json_t *points = json_object_get(doc, "points");
+    char before[48] = "other points"; /* an older gateway kept no answer */
+    if (json_is_integer(points))
+        snprintf(before, sizeof(before), "%lld points", (long long)json_integer_value(points));
+    json_decref(doc);
+    cmd->answer[0] = '\0';
+    int batch_len;
+    const char *batch = import_batch_of(cmd->key, &batch_len);
+    char what[PGW_LOOKUP_MAX + 48];
+    import_account_name(cmd, what, sizeof(what));
+    return pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                       "%s was imported at %s before, in batch %.*s, with %s, not %lld: a "
+                       "batch's rows do not change (another rate or balance is another batch: "
+                       "name a new one to credit the row again)",
+                       what, cmd->shop, batch_len, batch, before, (long long)cmd->points);
+}
+
 /*
  * The first batch to import an old account (its card, else its phone) at
  * a shop claims it. A batch the rows' hash named that meets another's
@@ -1847,14 +1897,10 @@ static int claim_old_account(pgw_store *store, pgw_command *cmd)
         return pgw_store_claim_receipt(store, shop, account, cmd->key, &cmd->err);
     if (rc != PGW_OK || cmd->import_batch_named)
         return rc;
-    const char *batch = key_after(claimant, 2), *end = key_after(claimant, 3);
-    int batch_len = batch && end ? (int)(end - 1 - batch) : (int)strlen(claimant);
-    batch = batch && end ? batch : claimant; /* another program's row: shown whole */
+    int batch_len;
+    const char *batch = import_batch_of(claimant, &batch_len);
     char what[PGW_LOOKUP_MAX + 48];
-    if (cmd->by_identity) /* a card's lookup is its number */
-        snprintf(what, sizeof(what), "card %s", cmd->who.lookup);
-    else
-        snprintf(what, sizeof(what), "this row's phone (it has no card)");
+    import_account_name(cmd, what, sizeof(what));
     return pgw_err_set(&cmd->err, PGW_EINVAL,
                        "%s was imported at %s before, in batch %.*s: not credited again (a "
                        "mended file is another batch: name that batch to go on with it, or a new "
@@ -1955,8 +2001,11 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
                            cmd->hold_id, cmd->kind == PGW_COMMAND_CAPTURE ? "captured" : "voided");
     bool as_sent = cmd->has_fingerprint_as_sent &&
                    memcmp(cmd->record.fingerprint, cmd->fingerprint_as_sent, PGW_HASH_LEN) == 0;
-    if (memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 && !as_sent &&
-        !repaired_as_row(cmd))
+    bool differs = memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 &&
+                   !as_sent && !repaired_as_row(cmd);
+    if (differs && cmd->kind == PGW_COMMAND_IMPORT)
+        return import_changed(store, cmd);
+    if (differs)
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                            "idempotency key %.128s was used before for a different request",
                            cmd->key);

@@ -381,6 +381,22 @@ expect_exit 0 "$bin" member show card:S001:E1 --db "$edited_db"
 expect_text '"balance": 100,'
 expect_exit 0 "$bin" member show card:S001:E2 --db "$edited_db"
 expect_text '"balance": 80,'
+# Regression: the same file again at another rate (the same batch: its
+# rows' hash) refused each row "idempotency key import:S001:<batch>:phone:
+# <64 hex> was used before for a different request", showing the phone's
+# blind index and not saying what happened. Each row says it now.
+printf 'card,phone,points\nR1,13600136011,100\n,13600136012,40\n' >"$tmp/rate.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/rate.csv" --db "sqlite:$tmp/rate.db"
+rate_batch=$(printf '%s\n' "$out" | python3 -c 'import json, sys
+print([json.loads(l) for l in sys.stdin if l.startswith("{")][0]["batch"])')
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/rate.csv" --rate-bp 5000 --db "sqlite:$tmp/rate.db"
+expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":2,"points":0'
+expect_text "line 2: ECONFLICT: card R1 was imported at S001 before, in batch $rate_batch, with 100 points, not 50: a batch's rows do not change"
+expect_text "line 3: ECONFLICT: this row's phone (it has no card) was imported at S001 before, in batch $rate_batch, with 40 points, not 20"
+expect_text "(another rate or balance is another batch: name a new one to credit the row again)"
+if [[ "$out" =~ [0-9a-f]{32} || "$out" == *"idempotency key"* ]]; then
+    fail "a conflicting import row shows its key: $out"
+else pass; fi
 printf 'card,points\nC9,300\n' >"$tmp/more.csv"
 expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --batch b2 --db "$import_db"
 expect_text '"batch":"b2","rate_bp":10000,"created":1'

@@ -1593,6 +1593,30 @@ def test_imports(s):
           (3, "invalid_request")] and "card K8 is on line 2 already" in errors[1]["message"]
           and (doc.get("imported"), doc.get("rejected")) == (0, 2) and s.transfers() == before,
           f"a card's second row is refused when its first had a bad phone: {status} {doc}")
+    test_import_at_another_rate(s)
+
+
+def test_import_at_another_rate(s):
+    """Regression: the same file again at another rate (the same batch, its
+    rows' hash) refused each row "idempotency key import:S003:<batch>:phone:
+    <64 hex> was used before for a different request": a phone's blind
+    index in the message, and not what happened."""
+    rows = b"card,phone,points\nK9,13300133091,100\n,13300133092,40\n"
+    status, first, _ = s.request("POST", "/v1/shops/S003/imports", raw=rows, ctype="text/csv")
+    check(status == 200 and first.get("imported") == 2, f"a file at 1:1: {status} {first}")
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S003/imports?rate_bp=5000", raw=rows,
+                               ctype="text/csv")
+    errors = doc.get("errors", []) if status == 200 else []
+    batch = first.get("batch")
+    check([(e["line"], e["code"]) for e in errors] == [(2, "idempotency_conflict"),
+          (3, "idempotency_conflict")] and
+          f"card K9 was imported at S003 before, in batch {batch}, with 100 points, not 50: "
+          "a batch's rows do not change" in errors[0]["message"] and
+          f"this row's phone (it has no card) was imported at S003 before, in batch {batch}, "
+          "with 40 points, not 20" in errors[1]["message"] and
+          not any(re.search(r"[0-9a-f]{32}", e["message"]) for e in errors) and
+          s.transfers() == before, f"the same file at another rate, row by row: {status} {doc}")
 
 
 def test_batch(s):
