@@ -92,8 +92,8 @@ int pgw_member_from_json(const json_t *obj, const char *path, const pgw_rules *r
     else
         snprintf(text, sizeof(text), "%s:%s", kind, value);
     rc = pgw_identity_parse(text, out, err);
-    if (rc != PGW_OK)
-        return pgw_err_prefix(err, "%s: ", path);
+    if (rc != PGW_OK) /* the field's path ("$.phone"), not its object's ("$") */
+        return pgw_err_prefix(err, "%s.%s: ", path, kind);
     /* A card of no configured shop ("s001:C1", "S999:C1") named nobody
      * and enrolled a new member for each spelling. */
     if (out->kind == PGW_ID_CARD && pgw_rules_find_shop(rules, out->scope) < 0)

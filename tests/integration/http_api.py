@@ -308,6 +308,17 @@ def test_identities(s):
     check(status == 404 and error_code(found) == "not_found", f"unknown phone: {status} {found}")
     status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "12345"})
     check(status == 400, f"not a phone: {status} {found}")
+    # Regression: a bad identity's error named the JSON path "$:" (resolve)
+    # or "$.member:" (events), not the field that was bad.
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "12800138000"})
+    check(status == 400 and error_code(found) == "invalid_request" and
+          found["error"]["message"].startswith('$.phone: "12800138000" is not'),
+          f"a bad phone's error names $.phone: {status} {found}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(API_MD_EVENT, event_id="S001-BADPHONE",
+                                                          member={"phone": "12800138000"}))
+    check(status == 400 and error_code(doc) == "invalid_request" and
+          doc["error"]["message"].startswith('$.member.phone: "12800138000" is not'),
+          f"and an event's names $.member.phone: {status} {doc}")
     hold = {"hold_id": "H-PHONE", "member": {"phone": "13800138000"}, "shop_id": "S001",
             "points": 10}
     status, doc, _ = s.request("POST", "/v1/holds", hold)

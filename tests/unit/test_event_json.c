@@ -163,7 +163,7 @@ static const struct {
      "give exactly one"},
     {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
      "\"2026-11-24T10:15:00+08:00\", \"member\": {\"phone\": \"12345\"}}",
-     "$.member: "},
+     "$.member.phone: "},
     {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"occurred_at\": "
      "\"2026-11-24T10:15:00+08:00\", \"member\": {\"mp_openid\": \"oABC\"}}",
      "$.member.appid: required with an openid"},
