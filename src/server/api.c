@@ -631,6 +631,27 @@ static int json_body(const pgw_request *req, bool optional, json_t **obj, pgw_er
     return parse_body(req, optional, obj, err);
 }
 
+/* Why `who` may not post an event of `shop` ("" for none) on `channel`:
+ * its scope's rule (pgw_auth_may_write), said as what the event lacks. */
+static int event_forbidden(const pgw_principal *who, const char *shop, const char *channel,
+                           pgw_err *err)
+{
+    if (who->kind == PGW_SCOPE_SHOP && shop[0] == '\0')
+        return pgw_err_set(err, PGW_EFORBIDDEN,
+                           "key %s posts events of shop %s only: $.shop_id is required for "
+                           "this key",
+                           who->name, who->scope_id);
+    if (who->kind == PGW_SCOPE_SHOP)
+        return pgw_err_set(err, PGW_EFORBIDDEN,
+                           "key %s posts events of shop %s only, not of shop \"%s\"", who->name,
+                           who->scope_id, shop);
+    if (who->kind == PGW_SCOPE_CHANNEL)
+        return pgw_err_set(err, PGW_EFORBIDDEN,
+                           "key %s posts events on channel %s only, not on \"%s\"", who->name,
+                           who->scope_id, channel);
+    return pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not post events", who->name);
+}
+
 /*
  * Validates one event object and queues it; on refusal fills *resp and
  * returns false. `batch` (may be NULL) is the batch it belongs to.
@@ -645,8 +666,7 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     if (rc == PGW_OK)
         rc = pgw_event_from_json(obj, &api->cfg->rules, &job->doc, &err);
     if (rc == PGW_OK && !pgw_auth_may_write(who, job->doc.shop_id, job->doc.channel))
-        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not post events for shop \"%s\" on %s",
-                         who->name, job->doc.shop_id, job->doc.channel);
+        rc = event_forbidden(who, job->doc.shop_id, job->doc.channel, &err);
     if (rc == PGW_OK && job->doc.event.type == PGW_EVENT_CUSTOM && who->kind != PGW_SCOPE_ADMIN)
         rc = pgw_err_set(&err, PGW_EFORBIDDEN, "custom events need an admin key");
     pgw_command *cmd = job ? &job->cmd : NULL;

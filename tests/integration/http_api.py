@@ -274,6 +274,26 @@ def test_events(s):
     check(status == 404 and error_code(doc) == "not_found", f"unknown member: {status} {doc}")
 
 
+def test_event_scopes(s):
+    """Regression: a key refused an event was told `key s001 may not post
+    events for shop "" on store`, whatever its scope's rule was; each
+    refusal says the rule now, and moves nothing."""
+    sign_in = {"event_id": "E-SCOPE-1", "channel": "store", "type": "sign_in",
+               "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"member_id": "M7300"}}
+    before = s.transfers()
+    for key, event, want in (
+            ("s001", sign_in, "key s001 posts events of shop S001 only: $.shop_id is required "
+                              "for this key"),
+            ("s001", purchase("E-SCOPE-2", shop="S002"),
+             'key s001 posts events of shop S001 only, not of shop "S002"'),
+            ("mp", sign_in, 'key mp posts events on channel wechat_mp only, not on "store"'),
+            ("finance", sign_in, "key finance may not post events")):
+        status, doc, _ = s.request("POST", "/v1/events", event, key=key)
+        check(status == 403 and error_code(doc) == "forbidden" and
+              doc["error"]["message"] == want, f"{key} refused: {status} {doc}")
+    check(s.transfers() == before, "a refused key moved nothing")
+
+
 API_MD_EVENT = {
     "event_id": "S001-20261124-000123",
     "channel": "store",
@@ -3104,7 +3124,8 @@ def main():
         s = Server(tmp, config)
         try:
             for test in (test_loopback_only, test_startup_line_keeps_the_password,
-                         test_health_and_metrics, test_dashboard, test_events, test_identities, test_merges,
+                         test_health_and_metrics, test_dashboard, test_events, test_event_scopes,
+                         test_identities, test_merges,
                          test_merge_chain, test_debt_meets_points,
                          test_mini_programs_number_alike, test_referrals,
                          test_identity_written_another_way, test_sign_ins,
