@@ -59,6 +59,10 @@
 #define OUTBOUND_QUEUE       1024
 #define SMS_THREADS          2 /* verification codes' SMS at once */
 #define SMS_QUEUE            256
+/* A path segment id's room: the whole path's, so that every id reaches
+ * its route's handler, which answers one past its bound as it answers any
+ * other (404 "no such member"), never "no such route". */
+#define ROUTE_ID_CAP (PGW_PATH_MAX + 1)
 
 /* A POST /v1/events:batch in progress: its events go to the writer a
  * window at a time (an event's job is ~100 KB), answers kept in order. */
@@ -376,7 +380,7 @@ static bool by_key(route r, const pgw_request *req)
 
 const char *pgw_api_route_label(const char *path)
 {
-    char id[PGW_REFERENCE_MAX + 2];
+    char id[ROUTE_ID_CAP];
     return ROUTE_NAMES[route_of(path, id, sizeof(id))];
 }
 
@@ -388,7 +392,7 @@ void pgw_api_key_label(const pgw_api *api, const char *authorization, char out[P
 
 bool pgw_api_stranger(const pgw_api *api, const pgw_request *req)
 {
-    char id[PGW_REFERENCE_MAX + 2];
+    char id[ROUTE_ID_CAP];
     route r = route_of(req->path, id, sizeof(id));
     /* Only a Bearer that is none of ours: no key, or another scheme, gets
      * the answer pgw_api_handle gives it, as does a method the route does
@@ -1248,9 +1252,11 @@ static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_princi
     static const char *const VOID_KEYS[] = {NULL};
     pgw_err err;
     json_t *obj = NULL;
-    int rc = plain_id(id, PGW_REFERENCE_MAX)
-                 ? json_body(req, true, &obj, &err)
-                 : pgw_err_set(&err, PGW_EINVAL, "hold ids use letters, digits and - _ . : only");
+    int rc =
+        plain_id(id, PGW_REFERENCE_MAX)
+            ? json_body(req, true, &obj, &err)
+            : pgw_err_set(&err, PGW_EINVAL,
+                          "a hold id is 1..%d of letters, digits and - _ . :", PGW_REFERENCE_MAX);
     bool capture = r == R_CAPTURE;
     pgw_job *job = rc == PGW_OK
                        ? job_new(api, req, r, capture ? PGW_COMMAND_CAPTURE : PGW_COMMAND_VOID)
@@ -3448,7 +3454,7 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
 {
     memset(resp, 0, sizeof(*resp));
     snprintf(resp->key_name, sizeof(resp->key_name), "-");
-    char id[PGW_REFERENCE_MAX + 2] = "";
+    char id[ROUTE_ID_CAP] = "";
     route r = route_of(req->path, id, sizeof(id));
     resp->route = ROUTE_NAMES[r];
     if (r == R_OTHER) {

@@ -272,6 +272,28 @@ def test_events(s):
         check(status == 400 and error_code(doc) == "invalid_request", f"{query}: {status} {doc}")
     status, doc, _ = s.request("GET", "/v1/members/M404")
     check(status == 404 and error_code(doc) == "not_found", f"unknown member: {status} {doc}")
+    # Regression: an id longer than the route's buffer (129 characters and
+    # more) answered "no such route", a shorter one past its bound its own
+    # answer. Each id route applies its own bound, whatever the length.
+    long_id = "M" * 200
+    for method, path, body, status_want, message in (
+            ("GET", f"/v1/members/{long_id}", None, 404, "no such member"),
+            ("GET", f"/v1/members/{long_id}/transfers", None, 404, "no such member"),
+            ("POST", f"/v1/members/{long_id}/identities", {"phone": "13900139001"}, 404,
+             "no such member"),
+            ("POST", f"/v1/members/{long_id}/preferences", {"sms": False}, 404,
+             "no such member"),
+            ("POST", f"/v1/shops/{'S' * 200}/batches", b"event_id\n", 404, "no shop " + "S" * 32),
+            ("POST", f"/v1/notifications/{'9' * 200}/retry", None, 404, "no such notice"),
+            ("POST", f"/v1/holds/{'H' * 200}/capture", None, 400,
+             "a hold id is 1..128 of letters, digits and - _ . :")):
+        csv = isinstance(body, bytes)
+        status, doc, _ = s.request(method, path, None if csv else body,
+                                   raw=body if csv else None,
+                                   ctype="text/csv" if csv else "application/json")
+        check(status == status_want and isinstance(doc, dict) and
+              doc.get("error", {}).get("message") == message,
+              f"{method} {path[:40]}... (200 characters): {status} {doc}")
 
 
 def test_event_scopes(s):
