@@ -1479,7 +1479,6 @@ static int configure(pgw_store *s, pgw_err *err)
 {
     if (is_postgres(s))
         return PGW_OK;
-    sqlite3_busy_handler(pgw_sql_sqlite_handle(s->db), busy_wait, s);
     /* 2 KiB pages for a new database (an existing one keeps its own). Most
      * of a purchase's writes are single-row inserts at random places of an
      * index (a member's lots, history, activity); each rewrites one whole
@@ -1511,6 +1510,11 @@ static int connect_store(const char *url, bool create, pgw_store **out, pgw_err 
     int rc = pgw_sql_open(url, create, &s->db, err);
     if (rc == PGW_OK)
         snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
+    /* Before the first read: another process's last connection closing
+     * holds the file a moment (a checkpoint, the WAL deleted), and the
+     * schema version read then failed at once, "database is locked". */
+    if (rc == PGW_OK && !is_postgres(s))
+        sqlite3_busy_handler(pgw_sql_sqlite_handle(s->db), busy_wait, s);
     return rc;
 }
 

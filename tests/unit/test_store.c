@@ -1906,6 +1906,52 @@ static void test_verify_sees_a_damaged_page(void **state)
 
 /* A SQLite file holding another program's tables is not ours to create
  * a log in, nor one to read: regression, both migrated it. */
+/* Lets go of the lock `arg` (a connection holding it) after 300 ms. */
+static void *release_the_lock_later(void *arg)
+{
+    struct timespec pause = {0, 300 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    sqlite3 *db = arg;
+    int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? NULL : arg;
+}
+
+/*
+ * Regression (a make test run, cli.sh's two repairs at once): a store
+ * opened while another process held the file's lock a moment (its last
+ * connection closing checkpoints and deletes the WAL, exclusively) read
+ * its schema version before its busy handler was set, and failed at once:
+ * "reading the schema version: database is locked". It waits now, as its
+ * statements do.
+ */
+static void test_an_open_waits_out_a_lock(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* the server's locks are not the file's */
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(f->url, true, &s, NULL), PGW_OK);
+    pgw_store_close(s);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE;"
+                                  " SELECT count(*) FROM transfers",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    pthread_t releaser;
+    assert_int_equal(pthread_create(&releaser, NULL, release_the_lock_later, db), 0);
+    pgw_err err;
+    int rc = pgw_store_open(f->url, false, &s, &err);
+    void *failed = NULL;
+    assert_int_equal(pthread_join(releaser, &failed), 0);
+    assert_null(failed);
+    if (rc != PGW_OK)
+        fail_msg("opening behind a lock: %s", err.msg);
+    pgw_store_close(s);
+}
+
 static void test_a_foreign_file_is_not_ours(void **state)
 {
     db_fixture *f = *state;
@@ -2390,6 +2436,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_ping_sees_the_file_moved, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_foreign_file_is_not_ours, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_open_waits_out_a_lock, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_sees_a_damaged_page, db_fixture_setup,
                                         db_fixture_teardown),
