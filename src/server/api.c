@@ -2502,12 +2502,12 @@ static int oa_record_follow(pgw_api *api, wx_job *wx, pgw_err *err)
     return PGW_OK;
 }
 
-/* A new follower to link by unionid, after the reply (outbound worker):
- * the follow of `at` (a subscribe's, or a push's note) asked for it. */
+/* A new follower to link by unionid, after the reply (outbound worker). */
 typedef struct oa_link_job {
     pgw_api *api;
     char openid[PGW_WX_OPENID_MAX + 1];
     int64_t at;
+    bool noted; /* a push's note (oa_note_follower), not a subscribe */
 } oa_link_job;
 
 /* The link's LINK command, and whose it is. */
@@ -2528,15 +2528,14 @@ static void oa_forget_done(pgw_command *cmd, void *payload)
     free(cmd);
 }
 
-/* A follower's link failed for the moment (WeChat busy or not reached,
- * a queue full, the gateway stopping): the follow of `at` that asked for
- * it (a subscribe's, or a push's note) is forgotten, so that the next
- * push notes it again and links, where it would otherwise find the
- * follow and wait for a subscribe that never comes (a follower subscribes
- * no more). At most once a push, and pushes are a person's doing. A state
- * recorded since (a subscribe or unsubscribe of another time) stays.
- * Also a follow whose user WeChat says follows no more. */
-static void oa_forget_follow(pgw_api *api, const char *openid, int64_t at)
+/* A noted follower's link failed for the moment (WeChat busy or not
+ * reached, a queue full, the gateway stopping): the note is forgotten,
+ * so that the next push notes it again and links, where it would
+ * otherwise find the note and wait for a subscribe that never comes. At
+ * most once a push, and pushes are a person's doing. A state recorded
+ * since the note (a subscribe or unsubscribe of another time) stays.
+ * Also a follow of `at` whose user WeChat says follows no more. */
+static void oa_forget_note(pgw_api *api, const char *openid, int64_t at)
 {
     pgw_err err;
     pgw_command *cmd = calloc(1, sizeof(*cmd));
@@ -2568,7 +2567,7 @@ static bool oa_link_may_pass(int rc)
 }
 
 /* The link done (writer's completion thread): a merge's transfers to the
- * live stream; a failure to the log (and, for now, the follow forgotten). */
+ * live stream; a failure to the log (and a note's, for now, forgotten). */
 static void oa_link_done(pgw_command *cmd, void *payload)
 {
     oa_link_cmd *c = payload;
@@ -2577,8 +2576,8 @@ static void oa_link_done(pgw_command *cmd, void *payload)
     else
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n",
                 cmd->err.msg);
-    if (cmd->rc != PGW_OK && oa_link_may_pass(cmd->rc))
-        oa_forget_follow(c->job.api, c->job.openid, c->job.at);
+    if (cmd->rc != PGW_OK && c->job.noted && oa_link_may_pass(cmd->rc))
+        oa_forget_note(c->job.api, c->job.openid, c->job.at);
     free(c);
 }
 
@@ -2616,9 +2615,9 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
 
 /* Worker: the follower's unionid (cgi-bin/user/info), linked. Off the
  * reply's path, which WeChat wants within 5 s. Best effort: without it
- * the follower is still paid, and a link failed for the moment waits for
- * their next push (oa_forget_follow). No unionid (no open platform) is an
- * answer. */
+ * the follower is still followed and paid, and a subscribe's link waits
+ * for the next subscribe; a note's, failed for the moment, for the next
+ * push. No unionid (no open platform) is an answer. */
 static void oa_link_task(void *arg, bool stale)
 {
     oa_link_job *l = arg;
@@ -2635,21 +2634,22 @@ static void oa_link_task(void *arg, bool stale)
      * unsubscribe's push is late or lost. The follow of `at` (a subscribe's
      * or a note's) is forgotten, so that they are not taken for a follower;
      * a unionid WeChat gives is theirs all the same. */
-    bool gone = rc == PGW_OK && !follows;
+    if (rc == PGW_OK && !follows)
+        oa_forget_note(l->api, l->openid, l->at);
     if (rc == PGW_OK && unionid[0] != '\0') {
         rc = oa_link(l, unionid, &err);
         may_pass = oa_link_may_pass(rc);
     }
     if (rc != PGW_OK)
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n", err.msg);
-    if (gone || (rc != PGW_OK && may_pass))
-        oa_forget_follow(l->api, l->openid, l->at);
+    if (rc != PGW_OK && l->noted && may_pass)
+        oa_forget_note(l->api, l->openid, l->at);
     free(l);
 }
 
-/* Queues the link of a follower (nothing waits on it); the follow of
- * `at` is forgotten when the link cannot be queued. */
-static void oa_queue_link(pgw_api *api, const char *openid, int64_t at)
+/* Queues the link of a follower (nothing waits on it); `noted`: a push's
+ * note, forgotten when the link cannot be queued. */
+static void oa_queue_link(pgw_api *api, const char *openid, int64_t at, bool noted)
 {
     pgw_err err;
     oa_link_job *l = calloc(1, sizeof(*l));
@@ -2657,13 +2657,15 @@ static void oa_queue_link(pgw_api *api, const char *openid, int64_t at)
     if (rc == PGW_OK) {
         l->api = api;
         l->at = at;
+        l->noted = noted;
         snprintf(l->openid, sizeof(l->openid), "%.64s", openid);
         rc = outbound_submit(api->outbound, oa_link_task, l, &err);
     }
     if (rc != PGW_OK) {
         free(l);
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n", err.msg);
-        oa_forget_follow(api, openid, at);
+        if (noted)
+            oa_forget_note(api, openid, at);
     }
 }
 
@@ -2689,10 +2691,10 @@ static void oa_note_done(pgw_command *cmd, void *payload)
         pthread_mutex_lock(&n->api->links_lock);
         bool closed = n->api->links_closed;
         if (!closed)
-            oa_queue_link(n->api, n->openid, cmd->at);
+            oa_queue_link(n->api, n->openid, cmd->at, true);
         pthread_mutex_unlock(&n->api->links_lock);
         if (closed)
-            oa_forget_follow(n->api, n->openid, cmd->at);
+            oa_forget_note(n->api, n->openid, cmd->at);
     }
     free(n);
 }
@@ -2785,7 +2787,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
      * not link. Linked now; under such overload user/info may be asked
      * once per delivery (WeChat makes four at most). */
     if (follow)
-        oa_queue_link(api, openid, at);
+        oa_queue_link(api, openid, at, false);
     return false;
 }
 
@@ -2840,7 +2842,7 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
      * event records no key of its own, so only the follow's tells it. */
     const pgw_oa_message *m = &job->wx->oa.msg;
     if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow))
-        oa_queue_link(api, m->from_user, m->create_time);
+        oa_queue_link(api, m->from_user, m->create_time, false);
     if (!answerable) {
         fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
         return;

@@ -137,10 +137,9 @@ typedef enum pgw_command_kind {
      * subscribe undid an unsubscribe of the same second); follow_seen
      * says so. PGW_OA_NOTE (another push, which only a follower can
      * send): openid follows unless a state is recorded of it already;
-     * follow_new says it was recorded now. PGW_OA_FORGET_NOTE: the follow
-     * of `at` (a note's or a subscribe's) is forgotten if openid's state is
-     * still that one (its link failed for the moment: the next push notes
-     * it again and links; or WeChat says the user follows no more). */
+     * follow_new says it was recorded now. PGW_OA_FORGET_NOTE: the note of
+     * `at` is forgotten if openid's state is still that note's (its link
+     * failed for the moment: the next push notes it again and links). */
     PGW_COMMAND_OA_FOLLOW,
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */

@@ -521,10 +521,9 @@ int pgw_store_set_follow(pgw_store *store, const char *appid, const char *openid
  * pushed); *noted: it was recorded now. */
 int pgw_store_note_follower(pgw_store *store, const char *appid, const char *openid, int64_t at,
                             bool *noted, pgw_err *err);
-/* Forgets the follow of `at` (a note, pgw_store_note_follower, or a
- * subscribe's) when openid's state is still that one (following as of
- * `at`): its link failed for the moment, and the next push notes it again
- * and links; or WeChat says the user follows no more. */
+/* Forgets the note of `at` (pgw_store_note_follower) when openid's state
+ * is still that note's (following as of `at`): its link failed for the
+ * moment, and the next push notes it again and links. */
 int pgw_store_forget_follower(pgw_store *store, const char *appid, const char *openid, int64_t at,
                               pgw_err *err);
 /* Whether any of member's official-account openids follows. */
