@@ -528,7 +528,7 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
         pgw_err ignored;
         if (!tried[i]) { /* PGW_ESTATE: another holder's now, not ours to give */
             int back =
-                pgw_store_give_back_notice(c->store, c->n->owner, nts[i].id, now_s(), &ignored);
+                pgw_store_give_back_notice(c->store, c->n->owner, &nts[i], now_s(), &ignored);
             if (back != PGW_OK && back != PGW_ESTATE)
                 rc = back, *err = ignored;
             continue;

@@ -3973,23 +3973,28 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     return rc;
 }
 
-int pgw_store_give_back_notice(pgw_store *s, const char *owner, int64_t id, int64_t now,
+int pgw_store_give_back_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                                pgw_err *err)
 {
+    /* The owner is the instance, shared by its couriers: a claim that
+     * lapsed may be another courier's now, the same owner's, its attempt
+     * counted once more. The attempts this claim counted tell them apart. */
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = 'pending', updated_at = ?3, claimed_by = '',"
                      " lease_until = 0, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0"
-                     " END WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2",
+                     " END WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2"
+                     " AND attempts = ?4",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
-    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_text(st, 2, owner);
     pgw_sql_bind_int64(st, 3, now);
+    pgw_sql_bind_int64(st, 4, n->attempts);
     rc = step_done(s, st, "giving back a notice", err);
     if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
-        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)id);
+        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)n->id);
     release(s, st);
     return rc;
 }

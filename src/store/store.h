@@ -599,10 +599,12 @@ int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notic
  * is no longer owner's (its lease ran out and another instance took it). */
 int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
                           pgw_err *err);
-/* Gives owner's claim on notice id back, not tried: pending again, its
- * attempt not counted; PGW_ESTATE when it is no longer owner's. */
-int pgw_store_give_back_notice(pgw_store *store, const char *owner, int64_t id, int64_t now,
-                               pgw_err *err);
+/* Gives owner's claim on notice `n` (as claimed: its id and attempts)
+ * back, not tried: pending again, its attempt not counted; PGW_ESTATE when
+ * that claim is over (its lease ran out: pending, or claimed again, by
+ * another instance or another courier of owner's). */
+int pgw_store_give_back_notice(pgw_store *store, const char *owner, const pgw_notice *n,
+                               int64_t now, pgw_err *err);
 /* owner NULL: claims whose lease ran out (an instance that died) go back
  * to pending, their attempt counted. Otherwise owner's own claims (a
  * stop), their attempt not counted: they were not tried. *n of them. */

@@ -194,9 +194,9 @@ static void test_crash_and_retry(void **state)
     assert_int_equal(got[0].attempts, 1);
     /* So does a batch for a notice it did not try (its claims not renewed):
      * only the claimer, once. */
-    assert_int_equal(pgw_store_give_back_notice(s, "B", got[0].id, 1001, &err), PGW_ESTATE);
-    assert_int_equal(pgw_store_give_back_notice(s, "A", got[0].id, 1001, &err), PGW_OK);
-    assert_int_equal(pgw_store_give_back_notice(s, "A", got[0].id, 1001, &err), PGW_ESTATE);
+    assert_int_equal(pgw_store_give_back_notice(s, "B", &got[0], 1001, &err), PGW_ESTATE);
+    assert_int_equal(pgw_store_give_back_notice(s, "A", &got[0], 1001, &err), PGW_OK);
+    assert_int_equal(pgw_store_give_back_notice(s, "A", &got[0], 1001, &err), PGW_ESTATE);
     assert_int_equal(claim(s, 1001, got), 1);
     assert_int_equal(got[0].attempts, 1);
     /* A renewed claim lives on; one whose lease ran out (its claimer died)
@@ -205,11 +205,18 @@ static void test_crash_and_retry(void **state)
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1020 + PGW_NOTICE_LEASE_S - 1, &n, &err),
                      PGW_OK);
     assert_int_equal(n, 0);
+    pgw_notice lapsed = got[0]; /* the claim whose lease runs out */
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1020 + PGW_NOTICE_LEASE_S + 1, &n, &err),
                      PGW_OK);
     assert_int_equal(n, 1);
     assert_int_equal(claim(s, 1200, got), 1);
     assert_int_equal(got[0].attempts, 2);
+    /* Regression (the review of 2c7061b): a courier whose claim lapsed gave
+     * the notice back though another courier of its instance (the same
+     * owner) held it again and was sending it: pending once more, sent
+     * twice. Only the claim it had is given back. */
+    assert_int_equal(pgw_store_give_back_notice(s, "A", &lapsed, 1201, &err), PGW_ESTATE);
+    assert_int_equal(claim(s, 1201, got + 1), 0); /* still held: nobody takes it again */
     assert_int_equal(pgw_store_retry_notice(s, got[0].id, 1002, &err), PGW_ESTATE);
     snprintf(got[0].state, sizeof(got[0].state), "dead");
     snprintf(got[0].last_error, sizeof(got[0].last_error), "wechat_oa: errcode -1");
