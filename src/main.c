@@ -725,6 +725,10 @@ typedef struct repair_tally {
 static json_t *row_event(const pgw_recon_row *r, const char *channel, const char *shop,
                          const pgw_tz *tz, pgw_err *err)
 {
+    if (r->member[0] == '\0') {
+        pgw_err_set(err, PGW_EINVAL, "the row names no member (its member column is empty)");
+        return NULL;
+    }
     json_t *member = pgw_member_json_from_text(r->member, err);
     char when[PGW_RFC3339_MAX] = "";
     pgw_format_rfc3339(r->occurred_at, tz, when, sizeof(when));

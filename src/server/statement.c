@@ -268,8 +268,10 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     if (pgw_event_type_parse(type, &t) != PGW_OK)
         return malformed(r, "type \"%.*s\" is not an event type", QUOTED(type));
     copy_field(pgw_event_type_name(t), r->type, sizeof(r->type));
-    if (!copy_field(member, r->member, sizeof(r->member)))
-        return malformed(r, "member must be 1..%d bytes", PGW_RECON_MEMBER_MAX);
+    /* Only --repair reads the member (a mini program's statement cannot
+     * name its members by openid): it may be left empty. */
+    if (member[0] != '\0' && !copy_field(member, r->member, sizeof(r->member)))
+        return malformed(r, "member must be at most %d bytes", PGW_RECON_MEMBER_MAX);
     if (!whole_number(pgw_csv_cell(row, st->col, COL_AMOUNT), 0, PGW_AMOUNT_FEN_MAX, true,
                       &r->amount_fen))
         return malformed(r, "amount_fen \"%.*s\" is not a whole number of fen in range",
