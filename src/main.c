@@ -481,15 +481,18 @@ done:
 
 static void print_verify_report(const pgw_verify_report *r)
 {
-    char head[2 * PGW_HASH_LEN + 1];
-    pgw_hash_hex(r->head, head, sizeof(head));
-    printf("transfers:  %lld checked\n"
+    /* A broken chain has no head to show: the walk stopped at the break. */
+    bool broken = !r->ok && r->bad_id > 0;
+    char head[2 * PGW_HASH_LEN + 1] = "- (the chain breaks before it)";
+    if (!broken)
+        pgw_hash_hex(r->head, head, sizeof(head));
+    printf("transfers:  %lld checked%s\n"
            "accounts:   %lld\n"
            "members:    %lld checked against their lots\n"
            "points:     %lld moved in total\n"
            "chain head: %s\n",
-           (long long)r->transfers, (long long)r->accounts, (long long)r->members,
-           (long long)r->points_moved, head);
+           (long long)r->transfers, broken ? " before the break" : "", (long long)r->accounts,
+           (long long)r->members, (long long)r->points_moved, head);
     if (r->ok)
         printf("OK: the hash chain is intact and every balance matches its lots\n");
     else if (r->bad_id > 0)

@@ -2371,6 +2371,7 @@ static int verify_chain(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         if (pgw_chain_verify(page, n, running, last_id, running, &bad, &broken) != PGW_OK) {
             r->ok = false;
             r->bad_id = page[bad].id;
+            r->transfers += (int64_t)bad; /* those before it in the page held */
             snprintf(r->problem, sizeof(r->problem), "%s", broken.msg);
             break;
         }

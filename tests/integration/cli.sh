@@ -739,6 +739,11 @@ db = sqlite3.connect(sys.argv[1]); db.execute(sys.argv[2]); db.commit()" "$tmp/$
         fail "a backup that failed verify replaced the last good copy: $(ls -l "$tmp" "$tmp/vol")"
     [ -z "$(ls "$tmp" "$tmp/vol" | grep -E 'partial|failed')" ] && pass ||
         fail "a backup that failed verify left a file beside the copy: $(ls "$tmp" "$tmp/vol")"
+    # Regression (the finance review): verify of a broken chain printed
+    # "transfers: 0 checked" and a chain head of zeros above the break.
+    expect_exit 1 "$bin" verify --db "sqlite:$tmp/tampered-chain.db"
+    expect_text "transfers:  1 checked before the break"
+    expect_text "chain head: - (the chain breaks before it)"
     for f in good.db vol/pointsgw.db; do
         expect_exit 0 "$bin" verify --db "sqlite:$tmp/$f"
         expect_text "OK: the hash chain is intact"
