@@ -190,7 +190,10 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
     for (size_t i = 0; hex_length && i < sizeof(given); i++)
         given[i] = (char)(req->signature[i] | (req->signature[i] >= 'A' ? 0x20 : 0));
     if (!hex_length || CRYPTO_memcmp(expected, given, sizeof(given)) != 0)
-        return pgw_err_set(err, PGW_EUNAUTHORIZED, "bad X-PGW-Signature");
+        return pgw_err_set(err, PGW_EUNAUTHORIZED,
+                           "bad X-PGW-Signature (HMAC-SHA256 keyed with the raw SHA-256 of the "
+                           "API key, over METHOD, path and query, timestamp, nonce and the "
+                           "body's SHA-256, each on its own line)");
     nonce_verdict v = remember_nonce(a, who, req->nonce, ts, now);
     if (v == NONCE_SEEN)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce was already used");
