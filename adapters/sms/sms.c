@@ -5,6 +5,7 @@
 
 #include "adapters/sms/sign.h"
 #include "core/assertions.h"
+#include "core/civil.h"
 #include "core/utf8.h"
 #include "util/http_client.h"
 
@@ -843,8 +844,9 @@ int pgw_sms_limits_default(const char *provider_name, pgw_sms_kind kind, pgw_sms
         return pgw_err_set(err, PGW_EINVAL, "SMS kind: a code or a notice");
     if (provider_name != NULL && strcmp(provider_name, "tencent") == 0) {
         /* One set for every kind: the research names no other. */
-        out->min_gap_s = 30; /* same number, same content: all revisions */
-        out->per_day = 2;    /* current zh and en pages; older ones said 10 */
+        out->min_gap_s = 30;      /* same number, same content: all revisions */
+        out->per_day = 2;         /* current zh and en pages; older ones said 10 */
+        out->calendar_day = true; /* "per calendar day" (research 1.6) */
         return PGW_OK;
     }
     if (provider_name != NULL && strcmp(provider_name, "aliyun") == 0 &&
@@ -902,6 +904,18 @@ void pgw_sms_limiter_free(pgw_sms_limiter *l)
     free(l);
 }
 
+/* The providers' calendar day is China's: UTC+8 all year, no DST. */
+static const pgw_tz PROVIDER_TZ = {"Asia/Shanghai", 8 * 3600};
+
+/* When a send at t stops counting in a window of w seconds: the window
+ * rolls, except a calendar day, which ends at the next 00:00 UTC+8. */
+static int64_t window_end(const pgw_sms_limiter *l, int64_t t, int64_t w)
+{
+    if (w == DAY_S && l->limits.calendar_day)
+        return t - pgw_local_seconds_of_day(t, &PROVIDER_TZ) + DAY_S;
+    return t + w;
+}
+
 /* The k-th newest send of entry i (k = 0: the newest); k < n. */
 static int64_t nth_newest(const pgw_sms_limiter *l, size_t i, uint32_t k)
 {
@@ -911,7 +925,7 @@ static int64_t nth_newest(const pgw_sms_limiter *l, size_t i, uint32_t k)
 }
 
 /* When entry i may get its next message: <= now means now. A send at t
- * counts in a window of w seconds while now - t < w. */
+ * counts in a window until window_end(). */
 static int64_t next_allowed(const pgw_sms_limiter *l, size_t i, int64_t now)
 {
     const lim_entry *e = &l->entries[i];
@@ -927,12 +941,12 @@ static int64_t next_allowed(const pgw_sms_limiter *l, size_t i, int64_t now)
     } w[] = {{l->limits.per_hour, HOUR_S}, {l->limits.per_day, DAY_S}};
     for (size_t k = 0; k < 2; k++) {
         /* Over the limit while the count-th newest is inside the window:
-         * it leaves at its time + window. */
+         * the limit opens when it leaves. */
         if (w[k].count == 0 || e->n < w[k].count)
             continue;
-        int64_t t = nth_newest(l, i, w[k].count - 1);
-        if (t + w[k].window > at)
-            at = t + w[k].window;
+        int64_t end = window_end(l, nth_newest(l, i, w[k].count - 1), w[k].window);
+        if (end > at)
+            at = end;
     }
     return at;
 }
@@ -941,12 +955,13 @@ static int64_t next_allowed(const pgw_sms_limiter *l, size_t i, int64_t now)
 static bool idle(const pgw_sms_limiter *l, size_t i, int64_t now)
 {
     const lim_entry *e = &l->entries[i];
-    int64_t span = l->limits.min_gap_s;
-    if (l->limits.per_hour > 0 && span < HOUR_S)
-        span = HOUR_S;
-    if (l->limits.per_day > 0)
-        span = DAY_S;
-    return e->n == 0 || e->last + span <= now;
+    int64_t until = e->last + l->limits.min_gap_s;
+    if (l->limits.per_hour > 0 && until < e->last + HOUR_S)
+        until = e->last + HOUR_S;
+    /* A calendar day may end before the gap or the hour does. */
+    if (l->limits.per_day > 0 && until < window_end(l, e->last, DAY_S))
+        until = window_end(l, e->last, DAY_S);
+    return e->n == 0 || until <= now;
 }
 
 /* The entry of phone, or where it would go (*found false); with `claim`,

@@ -156,16 +156,20 @@ int pgw_sms_check(const pgw_sms_client *client, const pgw_sms_message *msg, pgw_
 #define PGW_SMS_LIMIT_COUNT_MAX      64    /* per_hour and per_day at most */
 
 /*
- * Limits per number. Windows are rolling (an hour is any 3600 s, a day any
- * 86400 s), which is never looser than the providers' clock-hour and
- * calendar-day windows: staying under a rolling limit stays under theirs.
+ * Limits per number. The gap and the hour are rolling (an hour is any
+ * 3600 s), never looser than a provider's clock-hour window. The day is
+ * any 86400 s, or with `calendar_day` the provider's calendar day in China
+ * (00:00 to 00:00 UTC+8, which has no daylight saving time): a rolling
+ * day where the provider counts calendar days would hold a number's
+ * messages up to a whole day longer than the provider does.
  * 0 turns a limit off.
  */
 typedef struct pgw_sms_limits {
     int64_t min_gap_s; /* seconds between two messages to one number */
     uint32_t per_hour;
     uint32_t per_day;
-    size_t capacity; /* numbers remembered: 1..PGW_SMS_LIMITER_CAPACITY_MAX */
+    bool calendar_day; /* per_day counts per calendar day, UTC+8 */
+    size_t capacity;   /* numbers remembered: 1..PGW_SMS_LIMITER_CAPACITY_MAX */
 } pgw_sms_limits;
 
 /* What a message is: the providers limit some kinds apart (research 2.4). */
@@ -177,10 +181,11 @@ typedef enum pgw_sms_kind {
 /*
  * The provider's documented defaults for `kind` (research 1.6, 2.4),
  * capacity 4096. "tencent", every kind: 30 s, no hourly figure documented,
- * 2 a day (the current documentation; older revisions said 10).
+ * 2 a calendar day (the current documentation; older revisions said 10).
  * "aliyun": codes 60 s, 5 an hour, 10 a day; notices 50 a day and nothing
  * shorter (Alibaba's 50 are per template; here per number, whatever the
- * template: never looser). PGW_EINVAL for another name or kind.
+ * template: never looser); its days are rolling 24 hours (research 2.4).
+ * PGW_EINVAL for another name or kind.
  */
 int pgw_sms_limits_default(const char *provider, pgw_sms_kind kind, pgw_sms_limits *out,
                            pgw_err *err);

@@ -762,18 +762,22 @@ static void test_limiter_defaults(void **state)
     pgw_sms_limits other;
     assert_int_equal(pgw_sms_limits_default("huawei", PGW_SMS_KIND_CODE, &other, &err), PGW_EINVAL);
 
-    /* Tencent: 30 s apart, 2 in any 24 hours. */
+    assert_true(tl.calendar_day);
+    assert_false(al.calendar_day);
+
+    /* Tencent: 30 s apart, 2 a calendar day (UTC+8). */
     pgw_sms_limiter *l = limiter_of(&tl);
-    const int64_t t0 = 1795520302;
+    const int64_t t0 = 1795520302;                        /* 2026-11-24T19:38:22+08:00 */
+    const int64_t day_end = t0 + 4 * 3600 + 21 * 60 + 38; /* its next 00:00 */
     take(l, PHONE, t0, PGW_OK, t0);
     take(l, PHONE, t0 + 10, PGW_ERISK, t0 + 30);
     take(l, PHONE_2, t0 + 10, PGW_OK, t0 + 10); /* numbers are apart */
     take(l, PHONE, t0 + 30, PGW_OK, t0 + 30);
-    take(l, PHONE, t0 + 100, PGW_ERISK, t0 + 86400);
-    take(l, PHONE, t0 + 86399, PGW_ERISK, t0 + 86400);
-    take(l, PHONE, t0 + 86400, PGW_OK, t0 + 86400);
-    take(l, PHONE, t0 + 86430, PGW_OK, t0 + 86430);
-    take(l, PHONE, t0 + 86460, PGW_ERISK, t0 + 86400 + 86400);
+    take(l, PHONE, t0 + 100, PGW_ERISK, day_end);
+    take(l, PHONE, day_end - 1, PGW_ERISK, day_end);
+    take(l, PHONE, day_end, PGW_OK, day_end);
+    take(l, PHONE, day_end + 30, PGW_OK, day_end + 30);
+    take(l, PHONE, day_end + 60, PGW_ERISK, day_end + 86400);
     /* A peek never counts. */
     int64_t at = 0;
     assert_int_equal(pgw_sms_limiter_peek(l, PHONE_BAD, t0, &at, NULL), PGW_OK);
@@ -850,6 +854,51 @@ static void test_limiter_kinds(void **state)
     assert_int_equal(pgw_sms_limits_default("tencent", PGW_SMS_KIND_NOTICE, &tn, &err), PGW_OK);
     assert_memory_equal(&tc, &tn, sizeof(tc));
     assert_int_equal(pgw_sms_limits_default("aliyun", (pgw_sms_kind)7, &notice, &err), PGW_EINVAL);
+}
+
+/*
+ * Tencent counts its 2 a day per calendar day in China (UTC+8), not in any
+ * 24 hours (research 1.6). Regression: the limiter counted a rolling day,
+ * so two notices at 23:44 and 23:45 held the third until 23:44 the next
+ * day, and the member got nothing all that day although Tencent would
+ * send again after midnight.
+ */
+static void test_limiter_calendar_day(void **state)
+{
+    (void)state;
+    pgw_sms_limits tl;
+    pgw_err err = {0};
+    assert_int_equal(pgw_sms_limits_default("tencent", PGW_SMS_KIND_NOTICE, &tl, &err), PGW_OK);
+    pgw_sms_limiter *l = limiter_of(&tl);
+    const int64_t midnight = 1795536000;                    /* 2026-11-25T00:00:00+08:00 */
+    take(l, PHONE, midnight - 908, PGW_OK, midnight - 908); /* 23:44:52 */
+    take(l, PHONE, midnight - 878, PGW_OK, midnight - 878); /* 23:45:22 */
+    /* 23:50 the same day: the day's two are spent until 00:00 local. */
+    int64_t at = 0;
+    assert_int_equal(pgw_sms_limiter_take(l, PHONE, midnight - 600, &at, &err), PGW_ERISK);
+    assert_int_equal(at, midnight);
+    assert_non_null(strstr(err.msg, "again in 600 s"));
+    take(l, PHONE, midnight - 1, PGW_ERISK, midnight);
+    take(l, PHONE, midnight + 5, PGW_OK, midnight + 5); /* a new day */
+    /* The 30 s gap stays rolling, across midnight too. */
+    take(l, PHONE, midnight + 20, PGW_ERISK, midnight + 35);
+    take(l, PHONE, midnight + 35, PGW_OK, midnight + 35);
+    take(l, PHONE, midnight + 70, PGW_ERISK, midnight + 86400);
+    /* A gap ending after midnight wins over the day's end. */
+    take(l, PHONE_2, midnight + 86400 - 20, PGW_OK, midnight + 86400 - 20);
+    take(l, PHONE_2, midnight + 86400 - 10, PGW_ERISK, midnight + 86400 + 10);
+    pgw_sms_limiter_free(l);
+
+    /* Memory: a number is forgotten without eviction once its calendar
+     * day is over, not 24 hours after its last send. */
+    tl.capacity = 1;
+    l = limiter_of(&tl);
+    take(l, PHONE, midnight - 600, PGW_OK, midnight - 600);
+    take(l, PHONE_2, midnight + 30, PGW_OK, midnight + 30);
+    pgw_sms_limiter_stats st;
+    pgw_sms_limiter_get_stats(l, &st);
+    assert_int_equal(st.evicted, 0);
+    pgw_sms_limiter_free(l);
 }
 
 static void test_limiter_bounded(void **state)
@@ -974,6 +1023,7 @@ int main(void)
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_limiter_defaults),
         cmocka_unit_test(test_limiter_kinds),
+        cmocka_unit_test(test_limiter_calendar_day),
         cmocka_unit_test(test_limiter_bounded),
         cmocka_unit_test(test_limiter_threads),
         cmocka_unit_test(test_limiter_give_back),
