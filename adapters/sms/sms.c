@@ -907,12 +907,18 @@ void pgw_sms_limiter_free(pgw_sms_limiter *l)
 /* The providers' calendar day is China's: UTC+8 all year, no DST. */
 static const pgw_tz PROVIDER_TZ = {"Asia/Shanghai", 8 * 3600};
 
+/* How long past the provider's midnight a calendar day's sends still
+ * count: our clock may run ahead of the provider's, and a message it then
+ * refused would cost a slot of the new day and an hour's deferral. */
+#define MIDNIGHT_MARGIN_S 60
+
 /* When a send at t stops counting in a window of w seconds: the window
- * rolls, except a calendar day, which ends at the next 00:00 UTC+8. */
+ * rolls, except a calendar day, which ends at the next 00:00 UTC+8 (and
+ * the margin). */
 static int64_t window_end(const pgw_sms_limiter *l, int64_t t, int64_t w)
 {
     if (w == DAY_S && l->limits.calendar_day)
-        return t - pgw_local_seconds_of_day(t, &PROVIDER_TZ) + DAY_S;
+        return t - pgw_local_seconds_of_day(t, &PROVIDER_TZ) + DAY_S + MIDNIGHT_MARGIN_S;
     return t + w;
 }
 

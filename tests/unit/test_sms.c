@@ -767,8 +767,8 @@ static void test_limiter_defaults(void **state)
 
     /* Tencent: 30 s apart, 2 a calendar day (UTC+8). */
     pgw_sms_limiter *l = limiter_of(&tl);
-    const int64_t t0 = 1795520302;                        /* 2026-11-24T19:38:22+08:00 */
-    const int64_t day_end = t0 + 4 * 3600 + 21 * 60 + 38; /* its next 00:00 */
+    const int64_t t0 = 1795520302;                             /* 2026-11-24T19:38:22+08:00 */
+    const int64_t day_end = t0 + 4 * 3600 + 21 * 60 + 38 + 60; /* its next 00:00, a minute on */
     take(l, PHONE, t0, PGW_OK, t0);
     take(l, PHONE, t0 + 10, PGW_ERISK, t0 + 30);
     take(l, PHONE_2, t0 + 10, PGW_OK, t0 + 10); /* numbers are apart */
@@ -873,17 +873,19 @@ static void test_limiter_calendar_day(void **state)
     const int64_t midnight = 1795536000;                    /* 2026-11-25T00:00:00+08:00 */
     take(l, PHONE, midnight - 908, PGW_OK, midnight - 908); /* 23:44:52 */
     take(l, PHONE, midnight - 878, PGW_OK, midnight - 878); /* 23:45:22 */
-    /* 23:50 the same day: the day's two are spent until 00:00 local. */
+    /* 23:50 the same day: the day's two are spent until 00:00 local, and
+     * a minute more (our clock may be ahead of Tencent's). */
     int64_t at = 0;
     assert_int_equal(pgw_sms_limiter_take(l, PHONE, midnight - 600, &at, &err), PGW_ERISK);
-    assert_int_equal(at, midnight);
-    assert_non_null(strstr(err.msg, "again in 600 s"));
-    take(l, PHONE, midnight - 1, PGW_ERISK, midnight);
-    take(l, PHONE, midnight + 5, PGW_OK, midnight + 5); /* a new day */
+    assert_int_equal(at, midnight + 60);
+    assert_non_null(strstr(err.msg, "again in 660 s"));
+    take(l, PHONE, midnight - 1, PGW_ERISK, midnight + 60);
+    take(l, PHONE, midnight + 5, PGW_ERISK, midnight + 60);
+    take(l, PHONE, midnight + 65, PGW_OK, midnight + 65); /* a new day */
     /* The 30 s gap stays rolling, across midnight too. */
-    take(l, PHONE, midnight + 20, PGW_ERISK, midnight + 35);
-    take(l, PHONE, midnight + 35, PGW_OK, midnight + 35);
-    take(l, PHONE, midnight + 70, PGW_ERISK, midnight + 86400);
+    take(l, PHONE, midnight + 80, PGW_ERISK, midnight + 95);
+    take(l, PHONE, midnight + 95, PGW_OK, midnight + 95);
+    take(l, PHONE, midnight + 130, PGW_ERISK, midnight + 86400 + 60);
     /* A gap ending after midnight wins over the day's end. */
     take(l, PHONE_2, midnight + 86400 - 20, PGW_OK, midnight + 86400 - 20);
     take(l, PHONE_2, midnight + 86400 - 10, PGW_ERISK, midnight + 86400 + 10);
@@ -894,7 +896,7 @@ static void test_limiter_calendar_day(void **state)
     tl.capacity = 1;
     l = limiter_of(&tl);
     take(l, PHONE, midnight - 600, PGW_OK, midnight - 600);
-    take(l, PHONE_2, midnight + 30, PGW_OK, midnight + 30);
+    take(l, PHONE_2, midnight + 90, PGW_OK, midnight + 90);
     pgw_sms_limiter_stats st;
     pgw_sms_limiter_get_stats(l, &st);
     assert_int_equal(st.evicted, 0);
