@@ -137,9 +137,10 @@ typedef enum pgw_command_kind {
      * subscribe undid an unsubscribe of the same second); follow_seen
      * says so. PGW_OA_NOTE (another push, which only a follower can
      * send): openid follows unless a state is recorded of it already;
-     * follow_new says it was recorded now. PGW_OA_FORGET_NOTE: the note of
-     * `at` is forgotten if openid's state is still that note's (its link
-     * failed for the moment: the next push notes it again and links). */
+     * follow_new says it was recorded now. PGW_OA_FORGET_NOTE: the follow
+     * of `at` is forgotten if openid's state is still that one (a note
+     * whose link failed for the moment: the next push notes it again and
+     * links; or a follow user/info said was over, subscribe 0). */
     PGW_COMMAND_OA_FOLLOW,
     /* A dead notice `notice_id` is pending again (no key: retrying twice is
      * retrying; PGW_ESTATE when it is not dead). */

@@ -521,9 +521,10 @@ int pgw_store_set_follow(pgw_store *store, const char *appid, const char *openid
  * pushed); *noted: it was recorded now. */
 int pgw_store_note_follower(pgw_store *store, const char *appid, const char *openid, int64_t at,
                             bool *noted, pgw_err *err);
-/* Forgets the note of `at` (pgw_store_note_follower) when openid's state
- * is still that note's (following as of `at`): its link failed for the
- * moment, and the next push notes it again and links. */
+/* Forgets the follow of `at` when openid's state is still that one
+ * (following as of `at`): a note (pgw_store_note_follower) whose link
+ * failed for the moment, which the next push notes again and links; or
+ * a follow WeChat's user/info then said was over (subscribe 0). */
 int pgw_store_forget_follower(pgw_store *store, const char *appid, const char *openid, int64_t at,
                               pgw_err *err);
 /* Whether any of member's official-account openids follows. */
