@@ -42,6 +42,11 @@ static const char *const KIND_TITLES[PGW_NOTICE_KINDS] = {
 /* One delivering thread: its own connection, so threads never share one. */
 typedef struct courier {
     struct pgw_notifier *n;
+    /* Whose claims are this courier's: the instance's name and its index.
+     * Shared by the couriers, a name let one whose lease lapsed (the
+     * notice since freed and claimed by another courier) still renew,
+     * send and record the other's claim: sent twice. */
+    char owner[PGW_OWNER_MAX + 1];
     pgw_store *store;
     pthread_t thread;
     bool started;
@@ -49,9 +54,10 @@ typedef struct courier {
 
 struct pgw_notifier {
     pgw_notifier_options o;
-    /* Whose claims are ours: host, process and a random part, unique to
-     * this run. What a run held when it died comes back when its lease
-     * (renewed while a batch is sent, once under 30 s remain) runs out. */
+    /* This run's name: host, process and a random part, unique to it; each
+     * courier claims as it with its index (courier.owner). What a run held
+     * when it died comes back when its lease (renewed while a batch is
+     * sent, once under 30 s remain) runs out. */
     char owner[PGW_OWNER_MAX + 1];
     courier couriers[PGW_NOTIFY_THREADS_MAX];
     size_t n_couriers; /* cfg notify.workers */
@@ -471,7 +477,7 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
     int rc = pgw_store_begin(c->store, &err);
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         int renewed =
-            lost[i] ? PGW_OK : pgw_store_renew_claim(c->store, c->n->owner, batch[i].id, now, &err);
+            lost[i] ? PGW_OK : pgw_store_renew_claim(c->store, c->owner, batch[i].id, now, &err);
         if (renewed == PGW_ESTATE)
             lost[i] = true;
         else
@@ -527,15 +533,14 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
     for (size_t i = from; rc == PGW_OK && i < to; i++) {
         pgw_err ignored;
         if (!tried[i]) { /* PGW_ESTATE: another holder's now, not ours to give */
-            int back =
-                pgw_store_give_back_notice(c->store, c->n->owner, &nts[i], now_s(), &ignored);
+            int back = pgw_store_give_back_notice(c->store, c->owner, &nts[i], now_s(), &ignored);
             if (back != PGW_OK && back != PGW_ESTATE)
                 rc = back, *err = ignored;
             continue;
         }
         if (rs[i].quota != QUOTA_KEPT)
             take_quota(c, &nts[i], &rs[i]);
-        int done = pgw_store_finish_notice(c->store, c->n->owner, &nts[i], now_s(), &ignored);
+        int done = pgw_store_finish_notice(c->store, c->owner, &nts[i], now_s(), &ignored);
         recorded[i] = done == PGW_OK;
         if (done != PGW_OK && done != PGW_ESTATE)
             rc = done, *err = ignored;
@@ -732,7 +737,7 @@ static void *courier_main(void *arg)
             prune(c, &next_prune);
         }
         int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
-        if (pgw_store_claim_notices(c->store, n->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
+        if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
                                     &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
         bool lost[PGW_NOTIFY_BATCH] = {false};
@@ -774,6 +779,8 @@ static int open_couriers(pgw_notifier *n, pgw_err *err)
     for (size_t i = 0; rc == PGW_OK && i < n->n_couriers; i++) {
         courier *c = &n->couriers[i];
         c->n = n;
+        int len = snprintf(c->owner, sizeof(c->owner), "%s/%zu", n->owner, i);
+        PGW_ASSERT(len > 0 && (size_t)len < sizeof(c->owner));
         rc = pgw_store_open(n->o.db_url, false, &c->store, err);
         if (rc == PGW_OK)
             rc = pgw_store_relax_sync(c->store, err);
@@ -811,7 +818,7 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
         snprintf(host, sizeof(host), "localhost");
     if (RAND_bytes((unsigned char *)&nonce, sizeof(nonce)) != 1)
         nonce = (uint32_t)time(NULL);
-    snprintf(n->owner, sizeof(n->owner), "%.31s:%ld:%08x", host, (long)getpid(), nonce);
+    snprintf(n->owner, sizeof(n->owner), "%.24s:%ld:%08x", host, (long)getpid(), nonce);
     pgw_sms_limits limits;
     int rc = opts->sms == NULL ? PGW_OK
                                : pgw_sms_limits_default(opts->cfg->sms.provider,
@@ -842,12 +849,13 @@ void pgw_notifier_stop(pgw_notifier *n)
     }
     /* Claimed but not attempted (stop came mid-batch): pending again now,
      * not after the lease. */
-    int64_t released = 0;
-    pgw_err err;
-    if (n->couriers[0].store != NULL &&
-        pgw_store_unclaim_notices(n->couriers[0].store, n->owner, now_s(), &released, &err) !=
-            PGW_OK)
-        fprintf(stderr, "pointsgw: notices left claimed until their lease ends: %s\n", err.msg);
+    for (size_t i = 0; i < n->n_couriers && n->couriers[0].store != NULL; i++) {
+        int64_t released = 0;
+        pgw_err err;
+        if (pgw_store_unclaim_notices(n->couriers[0].store, n->couriers[i].owner, now_s(),
+                                      &released, &err) != PGW_OK)
+            fprintf(stderr, "pointsgw: notices left claimed until their lease ends: %s\n", err.msg);
+    }
     for (size_t i = 0; i < n->n_couriers; i++)
         pgw_store_close(n->couriers[i].store);
     pgw_sms_limiter_free(n->limiter);

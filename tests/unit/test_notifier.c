@@ -241,6 +241,66 @@ static void test_an_unrenewed_claim_costs_no_attempt(void **state)
     pgw_config_free(cfg);
 }
 
+/*
+ * Each courier claims under a name of its own. Regression (the review of
+ * 655ed22): an instance's couriers claimed under one name, so a courier
+ * whose lease lapsed (a slow send), the notice since freed by the sweep
+ * and claimed by another courier of the instance, still renewed "its"
+ * claim, sent the notice a second time, and recorded it, the other
+ * courier's record then refused. With a name each, the lapsed courier's
+ * renewal fails and the notice is left to its new holder.
+ */
+static void test_couriers_claim_apart(void **state)
+{
+    db_fixture *f = *state;
+    pgw_err err;
+    pgw_store *s = NULL;
+    pgw_vault *vault = NULL;
+    bool warned = false;
+    atomic_store(&first_send, 0); /* the clock stays the wall's */
+    pgw_config *cfg = mall();
+    cfg->notify.workers = 2;
+    if (pgw_store_open(f->url, true, &s, &err) != PGW_OK ||
+        pgw_vault_open("PGW_TEST_UNSET_HMAC", "PGW_TEST_UNSET_AES", true, &vault, &warned, &err) !=
+            PGW_OK)
+        fail_msg("%s", err.msg);
+    /* More than a batch (PGW_NOTIFY_BATCH), each send slow: both couriers
+     * hold claims at once. */
+    static const char *const members[] = {"M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8"};
+    for (size_t m = 0; m < 8; m++) {
+        char phone[16];
+        snprintf(phone, sizeof(phone), "1380013800%zu", m);
+        member_with_notice(s, vault, members[m], phone);
+    }
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 8, "delay_ms", 400)));
+    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
+    pgw_sms_client *sms = NULL;
+    if (pgw_sms_client_new(&cfg->sms, TC_ID, TC_KEY, &opt, &sms, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notifier_options o = {.cfg = cfg, .db_url = f->url, .vault = vault, .sms = sms};
+    pgw_notifier *n = NULL;
+    if (pgw_notifier_start(&o, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    int64_t names = 0, left = 8; /* until two names are seen, or nothing is left to see */
+    for (int i = 0; i < 1500 && names < 2 && left > 0; i++) {
+        int64_t now = db_fixture_int64(f, "SELECT count(DISTINCT claimed_by) FROM notices"
+                                          " WHERE state = 'sending'");
+        names = now > names ? now : names;
+        left = db_fixture_int64(f, "SELECT count(*) FROM notices WHERE state <> 'sent'");
+        fake_sleep_ms(10);
+    }
+    wait_sent(s, members, 8, 8);
+    pgw_notifier_stop(n);
+    if (names < 2)
+        fail_msg("two couriers' claims at once under %lld name(s), want 2", (long long)names);
+    pgw_sms_client_free(sms);
+    pgw_vault_free(vault);
+    pgw_store_close(s);
+    pgw_config_free(cfg);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -252,6 +312,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_an_unrenewed_claim_costs_no_attempt, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_couriers_claim_apart, setup, db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
     pgw_http_client_cleanup();
