@@ -510,8 +510,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* Only the note itself: a subscribe or unsubscribe since has its own time. */
     [ST_FORGET_FOLLOWER] = "DELETE FROM oa_followers WHERE appid = ?1 AND openid = ?2"
                            " AND following = 1 AND changed_at = ?3",
+    /* A notice held for SMS reasons (quiet hours, a number's limit: channel
+     * sms, not tried) is due again when the arrival would have been (?7):
+     * the courier chooses anew, and WeChat may reach the member by now; an
+     * SMS is held again, not counted as an attempt. */
     [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
-                           " updated_at = ?6 WHERE id = (SELECT id FROM notices"
+                           " updated_at = ?6, due_at = CASE WHEN channel = 'sms' AND due_at > ?7"
+                           " THEN ?7 ELSE due_at END WHERE id = (SELECT id FROM notices"
                            " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
                            " AND attempts = 0 AND excluded = 0"
                            " ORDER BY id DESC LIMIT 1)"
@@ -3820,6 +3825,7 @@ int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind,
     if (coalesce_s > 0) {
         pgw_sql_stmt *st =
             bind_notice(s->st[ST_COALESCE_NOTICE], member, kind, points, balance, shop, now);
+        pgw_sql_bind_int64(st, 7, now + coalesce_s);
         rc = step_done(s, st, "coalescing a notice", err);
         if (rc != PGW_OK || pgw_sql_changes(s->db) == 1)
             return rc;

@@ -570,7 +570,9 @@ typedef struct pgw_notice {
  * pending notice of the same member and kind still inside its window
  * (due_at > now) takes the points and the new balance instead, so that
  * arrivals within the window become one notice with their total; a new
- * one is due at now + coalesce_s.
+ * one is due at now + coalesce_s. One held for SMS (quiet hours, a
+ * number's limit) is due again at now + coalesce_s too, so its channel is
+ * chosen again.
  */
 int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
                              int64_t balance, const char *shop, const char *detail, int64_t now,

@@ -600,6 +600,58 @@ def tier_by_sms(tmp, sms_fake, env):
         srv.stop()
 
 
+def held_sms_goes_by_wechat(tmp, sms_fake, env, now):
+    """Regression: a "points arrived" held for quiet hours stayed held when
+    WeChat could reach the member since, and later arrivals joined it: a
+    phone-only member's notice waited for the morning's SMS though the
+    member had bound the phone in the mini program (a merge) and
+    subscribed, and the next sale was only added to it. An arrival joining
+    a held notice makes it due again, and the courier chooses anew."""
+    d = os.path.join(tmp, "held")
+    os.makedirs(d)
+    wechat = wx.Fake(d)
+    cfg_path = config(d, "held.json", sms_fake.port,
+                      {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    phone, tpl = "13600136098", "mp-tpl-points-arrived"
+    try:
+        status, first = srv.request("POST", "/v1/events", purchase("HELD-1", phone, 5000),
+                                    key=wx.SHOP)
+        held = eventually(lambda: notices(srv, first.get("member_id", "")),
+                          lambda l: l and l[0]["channel"] == "sms")
+        check(status == 201 and held and held[0]["state"] == "pending",
+              "a phone-only member's arrival waits out the night: %s" % held[:1])
+        session, me = mp_login(srv, wechat, "code-held", "oMP-HELD")
+        status, doc = srv.request("POST", "/v1/members/%s/identities" % me, {"phone": phone},
+                                  key=wx.ADMIN)
+        member = doc.get("merged", {}).get("into", me)
+        srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                    session=session, key=None)
+        wechat.control("POST", "/_fake/subscribe_quota",
+                       {"appid": wx.MP_APPID, "openid": "oMP-HELD", "template_id": tpl, "count": 1})
+        status, second = srv.request("POST", "/v1/events", purchase("HELD-2", phone, 3000),
+                                     key=wx.SHOP)
+        listed = eventually(lambda: notices(srv, member),
+                            lambda l: l and l[0]["state"] in ("sent", "dead", "skipped"), timeout=5)
+        sends = wechat.requests("/cgi-bin/message/subscribe/send")
+        texts = [m for m in sms_fake.messages() if m["phone"] == "+86" + phone and
+                 m["template_id"] == "1000001"]
+        check(status == 201 and len(listed) == 1 and listed[0]["state"] == "sent" and
+              listed[0]["channel"] == "wechat_mp" and listed[0]["attempts"] == 1 and
+              listed[0]["points"] == first.get("points", 0) + second.get("points", 0) and
+              len(sends) == 1 and not texts,
+              "the held notice goes by subscribe message once WeChat reaches the member: "
+              "%s, %d sends, SMS %s" % (listed, len(sends), texts))
+    finally:
+        srv.stop()
+        wechat.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-sms-")
     fake = SmsFake(tmp)
@@ -686,6 +738,7 @@ def main():
         provider_down(tmp, env)
         refused_number(tmp, fake, env)
         tier_by_sms(tmp, fake, env)
+        held_sms_goes_by_wechat(tmp, fake, env, now)
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())
@@ -701,6 +754,17 @@ def main():
         check(listed and listed[0]["state"] == "pending" and listed[0]["attempts"] == 0,
               "in quiet hours the notice waits: %s" % listed[:1])
         check(len(fake.messages()) == sent_before, "and no SMS left in the night")
+        # Another sale joins it and makes it due again: chosen anew, the SMS
+        # is held again, no attempt counted, nothing sent.
+        status, doc = srv.request("POST", "/v1/events", purchase("SMS-2b", "13400134000", 1000),
+                                  key=wx.SHOP)
+        time.sleep(2.5)
+        again = notices(srv, member)
+        check(status == 201 and len(again) == 1 and again[0]["state"] == "pending" and
+              again[0]["attempts"] == 0 and again[0]["points"] == listed[0]["points"] + doc["points"]
+              and again[0]["updated_at"] != listed[0]["updated_at"],
+              "a sale joining a held notice leaves it held: %s" % again)
+        check(len(fake.messages()) == sent_before, "and still no SMS in the night")
         rc, err = srv.stop()
         check(rc == 0, "clean exit: %s" % err[-2000:])
     finally:

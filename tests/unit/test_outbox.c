@@ -146,6 +146,33 @@ static void test_coalescing_window(void **state)
 }
 
 /*
+ * A "points arrived" held for SMS (quiet hours: due in the morning, not
+ * counted as an attempt) is due again when a later arrival joins it, at
+ * that arrival's own due time, so the courier chooses its channel anew
+ * (WeChat may reach the member by now). Regression: the arrival was only
+ * added to it, and it waited for the morning's SMS.
+ */
+static void test_an_arrival_wakes_a_held_sms(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue(s, "M1", 100, 100, 1000, 10);
+    assert_int_equal(claim(s, 1010, got), 1);
+    snprintf(got[0].state, sizeof(got[0].state), "pending"); /* as deliver() defers */
+    snprintf(got[0].channel, sizeof(got[0].channel), "sms");
+    got[0].attempts = 0;
+    got[0].due_at = 30000;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 1010, &err), PGW_OK);
+    enqueue(s, "M1", 50, 150, 2000, 10);
+    assert_int_equal(claim(s, 2009, got), 0);
+    assert_int_equal(claim(s, 2010, got), 1);
+    assert_int_equal(got[0].points, 150);
+    assert_int_equal(got[0].attempts, 1);
+    pgw_store_close(s);
+}
+
+/*
  * A notice of a member merged since it was queued tells a balance that is
  * no longer anyone's. Regression: the merge moved it to the survivor, so
  * the notifier could not see the merge, and one sent at once kept the
@@ -421,6 +448,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_claims_take_each_once, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing_window, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_arrival_wakes_a_held_sms, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_marks_its_notices, db_fixture_setup,
                                         db_fixture_teardown),
