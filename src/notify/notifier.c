@@ -415,8 +415,8 @@ static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err
     bool found = false;
     pgw_member_figures f;
     int rc = pgw_store_member_figures(c->store, nt->member, now_s(), &found, &f, err);
-    if (rc == PGW_OK && found)
-        nt->balance = f.balance;
+    if (rc == PGW_OK && found) /* not points past their expiry: the member has them no more */
+        nt->balance = f.unexpired;
     return rc;
 }
 

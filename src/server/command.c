@@ -2143,14 +2143,15 @@ static bool expired_on_arrival(const pgw_ledger_policy *policy, const pgw_comman
  * exactly when its cause committed): "points arrived" for a purchase that
  * earned (not for points already expired: "arrived" would name points the
  * member cannot use), "points reversed" for a refund, "redemption" for
- * points spent. */
+ * points spent. The balance told leaves out points past their expiry
+ * not yet swept: the member has them no more. */
 static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     if (!policy->notify || cmd->member[0] == '\0')
         return PGW_OK;
     int rc = PGW_OK;
     if (cmd->new_tier >= 0) /* "you are now 金卡": the name members read goes with it */
-        rc = pgw_store_enqueue_notice(store, cmd->member, "tier_changed", 0, cmd->figures.balance,
+        rc = pgw_store_enqueue_notice(store, cmd->member, "tier_changed", 0, cmd->figures.unexpired,
                                       cmd->shop, policy->rules->tiers[cmd->new_tier].display_name,
                                       now_us() / 1000000, 0, &cmd->err);
     if (rc != PGW_OK || cmd->points_moved <= 0)
@@ -2171,7 +2172,7 @@ static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (kind == NULL)
         return PGW_OK;
     return pgw_store_enqueue_notice(store, cmd->member, kind, cmd->points_moved,
-                                    cmd->figures.balance, cmd->shop, "", now_us() / 1000000,
+                                    cmd->figures.unexpired, cmd->shop, "", now_us() / 1000000,
                                     purchase ? policy->notify_coalesce_s : 0, &cmd->err);
 }
 

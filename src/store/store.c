@@ -2781,6 +2781,7 @@ int pgw_store_member_figures(pgw_store *s, const char *member, int64_t now, bool
         int64_t lapsed = pgw_sql_column_int64(st, 4) - pgw_sql_column_int64(st, 5) -
                          pgw_min64(out->debt, overdue);
         out->available = out->balance - out->pending - lapsed;
+        out->unexpired = out->balance - lapsed;
         if (lapsed < 0) /* pending holds reserve more of a lot than it holds */
             rc = pgw_err_set(err, PGW_EIO, "%s: member %.64s: its holds exceed its lots", s->path,
                              member);

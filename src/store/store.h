@@ -259,7 +259,8 @@ typedef struct pgw_member_figures {
     int64_t available; /* balance - pending - points of lots past their expiry at `now` not
                           reserved by a pending hold (the sweep has yet to move them) */
     int64_t debt;
-    int64_t free; /* lots' left, not past their expiry (what a spend may take) */
+    int64_t free;      /* lots' left, not past their expiry (what a spend may take) */
+    int64_t unexpired; /* balance - those expired points: the balance a notice tells */
 } pgw_member_figures;
 
 /* A member's figures at `now`; *found false (all 0) for an unknown member. */

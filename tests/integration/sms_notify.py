@@ -496,7 +496,7 @@ def arrival_already_expired(tmp, fake, env, now):
     arrived" all the same, for points the member could not spend; a sale
     whose points are still good gets its notice as ever."""
     cfg = config(tmp, "late.json", fake.port, {"start": "00:00", "end": "00:00"},
-                 rules_expiry={"policy": "rolling", "months": 1})
+                 rules_expiry={"policy": "rolling", "months": 1, "sweep_every_s": 3600})
     srv = run(os.path.join(tmp, "late"), cfg, env)
 
     def dated(event_id, phone, t):
@@ -518,6 +518,17 @@ def arrival_already_expired(tmp, fake, env, now):
           % (notices(srv, old["member_id"]), to_old))
     check([n["state"] for n in notices(srv, fresh["member_id"])] == ["sent"],
           "points still good: their notice goes: %s" % notices(srv, fresh["member_id"]))
+    # Regression: the expired points, not yet swept (hourly here), were in
+    # the balance the next notice told: ["300", "350"] where the sale
+    # answered available 300.
+    status, later = srv.request("POST", "/v1/events", dated("SMS-LATE-3", "13200132002", now - 60),
+                                key=wx.SHOP)
+    eventually(lambda: notices(srv, old["member_id"]),
+               lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
+    told = [m["params"] for m in fake.messages() if m["phone"] == "+8613200132002"]
+    check(status == 201 and later["balance"] > later["available"] and
+          told == [[str(later["points"]), str(later["available"])]],
+          "the balance told leaves out points already expired: %s, answered %s" % (told, later))
     srv.stop()
 
 
