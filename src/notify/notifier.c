@@ -81,6 +81,7 @@ typedef struct reach_info {
     const char *mp_template, *oa_template, *sms_template;
     /* What a subscribe message did to the quota, recorded with the outcome. */
     enum { QUOTA_KEPT, QUOTA_USED, QUOTA_NONE_LEFT } quota;
+    bool has_quota, follows, opted_out; /* why a channel does not reach: why_unreached() */
 } reach_info;
 
 /* What one attempt on one channel came to. */
@@ -182,6 +183,7 @@ static int member_reach(courier *c, const pgw_notice *notice, int kind, reach_in
         rc = has_quota(c, notice->member, r->mp_template, &quota, err);
     if (rc == PGW_OK && r->oa_openid[0])
         rc = pgw_store_member_follows(c->store, notice->member, &follows, err);
+    r->has_quota = quota, r->follows = follows, r->opted_out = opted_out;
     r->reach.mp = n->o.mp_ready && r->mp_openid[0] && r->mp_template[0] && quota;
     r->reach.oa = n->o.oa_ready && r->oa_openid[0] && r->oa_template[0] && follows;
     r->reach.sms = n->o.sms != NULL && r->phone.kind == PGW_ID_PHONE && r->phone.sealed_len > 0 &&
@@ -598,6 +600,49 @@ static bool reminder_too_late(pgw_notifier *n, pgw_notice *nt, int kind)
     return true;
 }
 
+/* Why channel ch of the kind's route does not reach the member
+ * (member_reach); NULL: the kind has no template there. */
+static const char *not_reached(const pgw_notifier *n, const reach_info *r, pgw_notice_channel ch)
+{
+    if (ch == PGW_CHANNEL_MP)
+        return !n->o.mp_ready       ? "switched off or without its secret"
+               : !r->mp_template[0] ? NULL
+               : !r->mp_openid[0]   ? "the member has no openid there"
+                                    : "the member has no subscription quota";
+    if (ch == PGW_CHANNEL_OA)
+        return !n->o.oa_ready       ? "switched off or without its secret"
+               : !r->oa_template[0] ? NULL
+               : !r->oa_openid[0]   ? "the member has no openid there"
+                                    : "the member does not follow";
+    return n->o.sms == NULL                ? "switched off or without its secret"
+           : !r->sms_template[0]           ? NULL
+           : r->phone.kind != PGW_ID_PHONE ? "the member has no phone"
+           : r->opted_out                  ? "the member opted out"
+                                           : "the member's phone cannot be read";
+}
+
+/* A notice skipped because no channel of its route reaches the member says
+ * why, channel by channel: "" left an operator guessing. One a channel
+ * refused (excluded) keeps that refusal's own error. */
+static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind)
+{
+    if ((nt->excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS)) != 0 &&
+        nt->last_error[0] != '\0')
+        return;
+    const pgw_notice_order *o = &n->o.cfg->notify.routes[kind];
+    char why[PGW_NOTICE_ERROR_MAX + 1] = "no channel reaches the member";
+    size_t used = strlen(why);
+    for (size_t i = 0; i < o->n && used < sizeof(why); i++) {
+        const char *reason = not_reached(n, r, o->channel[i]);
+        int more = snprintf(why + used, sizeof(why) - used, "%s%s: %s%s", i == 0 ? ": " : "; ",
+                            pgw_notice_channel_name(o->channel[i]),
+                            reason != NULL ? reason : "no template for ",
+                            reason != NULL ? "" : KIND_NAMES[kind]);
+        used += more > 0 ? (size_t)more : 0; /* cut at the buffer's end, as meant */
+    }
+    set_error(nt, "", why);
+}
+
 /* One attempt at a notice: the outcome is in *nt and *r for finish_batch. */
 static void deliver(courier *c, pgw_notice *nt, reach_info *r)
 {
@@ -622,6 +667,8 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind], (unsigned)nt->excluded);
         if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
             snprintf(nt->state, sizeof(nt->state), "%s", failed ? "dead" : "skipped");
+            if (!failed)
+                why_unreached(n, nt, r, kind);
             count(n, failed ? &n->stats.dead : &n->stats.skipped);
             break;
         }

@@ -740,6 +740,11 @@ def main():
                             lambda l: len(l) == 2 and l[0]["state"] in ("sent", "skipped", "dead"))
         check(listed[0]["state"] == "skipped" and len(fake.messages()) == 2,
               "no SMS after opting out: %s" % listed[:1])
+        # Regression: skipped with last_error "": an operator could not tell why.
+        why = listed[0]["last_error"]
+        check(why.startswith("no channel reaches the member: ") and
+              "sms: the member opted out" in why and "wechat_mp: " in why,
+              "a skipped notice says why: %s" % listed[:1])
         otp(srv, fake)
         srv.stop()
         otp_session(tmp, fake, env)
