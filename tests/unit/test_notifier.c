@@ -186,6 +186,50 @@ static void wait_sent(pgw_store *s, const char *const *members, size_t n, size_t
     fail_msg("%zu notice(s) sent after 10 s, want %zu", sent, want);
 }
 
+/* What a test runs: the store and vault it fills, the SMS client and the
+ * notifier under test. */
+typedef struct rig {
+    pgw_config *cfg;
+    pgw_store *store;
+    pgw_vault *vault;
+    pgw_sms_client *sms;
+    pgw_notifier *notifier;
+} rig;
+
+/* Opens the store and the vault; `cfg` is the rig's to free. */
+static void rig_open(const db_fixture *f, pgw_config *cfg, rig *r)
+{
+    *r = (rig){.cfg = cfg};
+    pgw_err err;
+    bool warned = false;
+    if (pgw_store_open(f->url, true, &r->store, &err) != PGW_OK ||
+        pgw_vault_open("PGW_TEST_UNSET_HMAC", "PGW_TEST_UNSET_AES", true, &r->vault, &warned,
+                       &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* Starts the SMS client (against the fake) and the notifier. */
+static void rig_start(const db_fixture *f, rig *r)
+{
+    pgw_err err;
+    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
+    if (pgw_sms_client_new(&r->cfg->sms, TC_ID, TC_KEY, &opt, &r->sms, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notifier_options o = {.cfg = r->cfg, .db_url = f->url, .vault = r->vault, .sms = r->sms};
+    if (pgw_notifier_start(&o, &r->notifier, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* Stops the notifier, if it runs, and frees the rest. */
+static void rig_free(rig *r)
+{
+    pgw_notifier_stop(r->notifier);
+    pgw_sms_client_free(r->sms);
+    pgw_vault_free(r->vault);
+    pgw_store_close(r->store);
+    pgw_config_free(r->cfg);
+}
+
 /* ---- tests ------------------------------------------------------------------ */
 
 /*
@@ -200,34 +244,21 @@ static void wait_sent(pgw_store *s, const char *const *members, size_t n, size_t
 static void test_an_unrenewed_claim_costs_no_attempt(void **state)
 {
     db_fixture *f = *state;
-    pgw_err err;
-    pgw_store *s = NULL;
-    pgw_vault *vault = NULL;
-    bool warned = false;
-    pgw_config *cfg = mall();
-    if (pgw_store_open(f->url, true, &s, &err) != PGW_OK ||
-        pgw_vault_open("PGW_TEST_UNSET_HMAC", "PGW_TEST_UNSET_AES", true, &vault, &warned, &err) !=
-            PGW_OK)
-        fail_msg("%s", err.msg);
+    rig r;
+    rig_open(f, mall(), &r);
     static const char *const members[] = {"M1", "M2"};
-    member_with_notice(s, vault, members[0], "13800138000");
-    member_with_notice(s, vault, members[1], "13900139000");
-    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
-    pgw_sms_client *sms = NULL;
-    if (pgw_sms_client_new(&cfg->sms, TC_ID, TC_KEY, &opt, &sms, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    pgw_notifier_options o = {.cfg = cfg, .db_url = f->url, .vault = vault, .sms = sms};
-    pgw_notifier *n = NULL;
-    if (pgw_notifier_start(&o, &n, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    wait_sent(s, members, 2, 1);
+    member_with_notice(r.store, r.vault, members[0], "13800138000");
+    member_with_notice(r.store, r.vault, members[1], "13900139000");
+    rig_start(f, &r);
+    wait_sent(r.store, members, 2, 1);
     /* A minute after the claim: a crashed run's claims would be back. */
     atomic_store(&clock_ahead, 100);
-    wait_sent(s, members, 2, 2);
-    pgw_notifier_stop(n);
+    wait_sent(r.store, members, 2, 2);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
     assert_int_equal(atomic_load(&fail_next_begin), 0); /* the renewal was made, and failed */
     for (size_t m = 0; m < 2; m++) {
-        pgw_notice nt = notice_of(s, members[m]);
+        pgw_notice nt = notice_of(r.store, members[m]);
         if (nt.attempts != 1)
             fail_msg("notice %lld of %s: sent with %lld attempts, tried once", (long long)nt.id,
                      members[m], (long long)nt.attempts);
@@ -235,10 +266,7 @@ static void test_an_unrenewed_claim_costs_no_attempt(void **state)
     json_t *doc = fake_request(&FAKE, "GET", "/_fake/messages", NULL);
     assert_int_equal(json_array_size(json_object_get(doc, "messages")), 2); /* one each */
     json_decref(doc);
-    pgw_sms_client_free(sms);
-    pgw_vault_free(vault);
-    pgw_store_close(s);
-    pgw_config_free(cfg);
+    rig_free(&r);
 }
 
 /*
@@ -253,36 +281,23 @@ static void test_an_unrenewed_claim_costs_no_attempt(void **state)
 static void test_couriers_claim_apart(void **state)
 {
     db_fixture *f = *state;
-    pgw_err err;
-    pgw_store *s = NULL;
-    pgw_vault *vault = NULL;
-    bool warned = false;
     atomic_store(&first_send, 0); /* the clock stays the wall's */
     pgw_config *cfg = mall();
     cfg->notify.workers = 2;
-    if (pgw_store_open(f->url, true, &s, &err) != PGW_OK ||
-        pgw_vault_open("PGW_TEST_UNSET_HMAC", "PGW_TEST_UNSET_AES", true, &vault, &warned, &err) !=
-            PGW_OK)
-        fail_msg("%s", err.msg);
+    rig r;
+    rig_open(f, cfg, &r);
     /* More than a batch (PGW_NOTIFY_BATCH), each send slow: both couriers
      * hold claims at once. */
     static const char *const members[] = {"M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8"};
     for (size_t m = 0; m < 8; m++) {
         char phone[16];
         snprintf(phone, sizeof(phone), "1380013800%zu", m);
-        member_with_notice(s, vault, members[m], phone);
+        member_with_notice(r.store, r.vault, members[m], phone);
     }
     json_decref(fake_request(
         &FAKE, "POST", "/_fake/faults",
         json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 8, "delay_ms", 400)));
-    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
-    pgw_sms_client *sms = NULL;
-    if (pgw_sms_client_new(&cfg->sms, TC_ID, TC_KEY, &opt, &sms, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    pgw_notifier_options o = {.cfg = cfg, .db_url = f->url, .vault = vault, .sms = sms};
-    pgw_notifier *n = NULL;
-    if (pgw_notifier_start(&o, &n, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
+    rig_start(f, &r);
     int64_t names = 0, left = 8; /* until two names are seen, or nothing is left to see */
     for (int i = 0; i < 1500 && names < 2 && left > 0; i++) {
         int64_t now = db_fixture_int64(f, "SELECT count(DISTINCT claimed_by) FROM notices"
@@ -291,14 +306,10 @@ static void test_couriers_claim_apart(void **state)
         left = db_fixture_int64(f, "SELECT count(*) FROM notices WHERE state <> 'sent'");
         fake_sleep_ms(10);
     }
-    wait_sent(s, members, 8, 8);
-    pgw_notifier_stop(n);
+    wait_sent(r.store, members, 8, 8);
+    rig_free(&r);
     if (names < 2)
         fail_msg("two couriers' claims at once under %lld name(s), want 2", (long long)names);
-    pgw_sms_client_free(sms);
-    pgw_vault_free(vault);
-    pgw_store_close(s);
-    pgw_config_free(cfg);
 }
 
 int main(void)
