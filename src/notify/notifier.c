@@ -81,7 +81,7 @@ typedef struct reach_info {
     const char *mp_template, *oa_template, *sms_template;
     /* What a subscribe message did to the quota, recorded with the outcome. */
     enum { QUOTA_KEPT, QUOTA_USED, QUOTA_NONE_LEFT } quota;
-    bool has_quota, follows, opted_out; /* why a channel does not reach: why_unreached() */
+    bool opted_out; /* why SMS does not reach: not_reached() */
 } reach_info;
 
 /* What one attempt on one channel came to. */
@@ -183,7 +183,7 @@ static int member_reach(courier *c, const pgw_notice *notice, int kind, reach_in
         rc = has_quota(c, notice->member, r->mp_template, &quota, err);
     if (rc == PGW_OK && r->oa_openid[0])
         rc = pgw_store_member_follows(c->store, notice->member, &follows, err);
-    r->has_quota = quota, r->follows = follows, r->opted_out = opted_out;
+    r->opted_out = opted_out;
     r->reach.mp = n->o.mp_ready && r->mp_openid[0] && r->mp_template[0] && quota;
     r->reach.oa = n->o.oa_ready && r->oa_openid[0] && r->oa_template[0] && follows;
     r->reach.sms = n->o.sms != NULL && r->phone.kind == PGW_ID_PHONE && r->phone.sealed_len > 0 &&

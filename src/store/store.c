@@ -3984,9 +3984,10 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
 int pgw_store_give_back_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                                pgw_err *err)
 {
-    /* The owner is the instance, shared by its couriers: a claim that
-     * lapsed may be another courier's now, the same owner's, its attempt
-     * counted once more. The attempts this claim counted tell them apart. */
+    /* A claim that lapsed may have been taken again under the same name
+     * (each courier claims under its own, but the store does not rely on
+     * it), its attempt counted once more: the attempts this claim counted
+     * tell the two apart. */
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = 'pending', updated_at = ?3, claimed_by = '',"
