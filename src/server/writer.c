@@ -34,6 +34,13 @@
 #include <string.h>
 #include <time.h>
 
+/* Lines of one kind on stderr, at most one a minute, the rest counted:
+ * a failing disk must not flood the log. */
+typedef struct warn_limit {
+    int64_t said_s;  /* when the last line went out; 0: none since it last cleared */
+    uint64_t unsaid; /* lines held back since */
+} warn_limit;
+
 struct pgw_writer {
     pgw_store *store;
     pgw_ledger_policy policy;
@@ -57,12 +64,10 @@ struct pgw_writer {
     pgw_command **flight;        /* the syncer's: being synced, then completed */
     size_t n_pending;
     bool writer_ended;
-    bool sync_failed;        /* final: nothing is written after a failed sync */
-    bool commit_failed;      /* the last batch's, once begun; on SQLite only a commit clears it */
-    int64_t commit_warned_s; /* the writer's: when stderr was last told of failed commits */
-    uint64_t commits_failed_unsaid;
-    int64_t request_warned_s; /* its thread's: when stderr was last told of a request's */
-    uint64_t requests_failed_unsaid;
+    bool sync_failed;          /* final: nothing is written after a failed sync */
+    bool commit_failed;        /* the last batch's, once begun; on SQLite only a commit clears it */
+    warn_limit commits_failed; /* the writer's: stderr's lines on failed commits */
+    warn_limit requests_failed; /* its thread's: on requests storage failed */
     pgw_err sync_err;
     bool sync_held; /* test hook */
     /* The checkpointer (SQLite writers only), under `lock`. */
@@ -93,6 +98,20 @@ struct pgw_writer {
 /* Room for the batch being synced plus the one applied meanwhile. */
 #define PENDING_CAP(w) (2 * (w)->batch_max)
 
+/* Whether a line of l's kind may go out now; *unsaid: how many were held
+ * back before it. */
+static bool warn_due(warn_limit *l, uint64_t *unsaid)
+{
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    if (l->said_s != 0 && now_s - l->said_s < 60) {
+        l->unsaid++;
+        return false;
+    }
+    *unsaid = l->unsaid;
+    *l = (warn_limit){.said_s = now_s > 0 ? now_s : 1};
+    return true;
+}
+
 /*
  * A request that storage failed (PGW_EIO, PGW_EUNAVAILABLE): the store's
  * words name the database (its file, its server) and may name a member,
@@ -103,17 +122,12 @@ static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
 {
     if (cmd->rc != PGW_EIO && cmd->rc != PGW_EUNAVAILABLE)
         return;
-    int64_t now_s = pgw_monotonic_us() / 1000000;
-    if (w->request_warned_s != 0 && now_s - w->request_warned_s < 60) {
-        w->requests_failed_unsaid++;
-    } else {
+    uint64_t unsaid = 0;
+    if (warn_due(&w->requests_failed, &unsaid))
         fprintf(stderr,
                 "pointsgw: a request failed in storage, answered 503 (%llu more since the last "
                 "such line): %s\n",
-                (unsigned long long)w->requests_failed_unsaid, cmd->err.msg);
-        w->request_warned_s = now_s > 0 ? now_s : 1;
-        w->requests_failed_unsaid = 0;
-    }
+                (unsigned long long)unsaid, cmd->err.msg);
     pgw_err_set(&cmd->err, cmd->rc, "%s", told);
 }
 
@@ -178,25 +192,19 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
  */
 static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
 {
-    int64_t now_s = pgw_monotonic_us() / 1000000;
     if (rc == PGW_OK) {
-        if (w->commit_warned_s != 0)
+        if (w->commits_failed.said_s != 0)
             fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
-                    (unsigned long long)w->commits_failed_unsaid);
-        w->commit_warned_s = 0;
-        w->commits_failed_unsaid = 0;
+                    (unsigned long long)w->commits_failed.unsaid);
+        w->commits_failed = (warn_limit){0};
         return;
     }
-    if (w->commit_warned_s != 0 && now_s - w->commit_warned_s < 60) {
-        w->commits_failed_unsaid++;
-        return;
-    }
-    fprintf(stderr,
-            "pointsgw: a commit failed, its %zu requests answered 503 (%llu more since "
-            "the last such line): %s\n",
-            n, (unsigned long long)w->commits_failed_unsaid, err->msg);
-    w->commit_warned_s = now_s > 0 ? now_s : 1;
-    w->commits_failed_unsaid = 0;
+    uint64_t unsaid = 0;
+    if (warn_due(&w->commits_failed, &unsaid))
+        fprintf(stderr,
+                "pointsgw: a commit failed, its %zu requests answered 503 (%llu more since "
+                "the last such line): %s\n",
+                n, (unsigned long long)unsaid, err->msg);
 }
 
 static void apply_batch(pgw_writer *w, size_t n)
