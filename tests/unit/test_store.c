@@ -489,58 +489,58 @@ static void test_member_activity_windows(void **state)
     pgw_store_close(s);
 }
 
+/* Undoes one migration in a transaction: `sql` (the same on both
+ * backends), then the schema version back to `version`. */
+static void step_back(const db_fixture *f, const char *sql, int version)
+{
+    char text[512];
+    int n = snprintf(text, sizeof(text),
+                     f->pg ? "BEGIN; %s; UPDATE pgw_schema SET version = %d; COMMIT"
+                           : "BEGIN; %s; PRAGMA user_version = %d; COMMIT",
+                     sql, version);
+    assert_true(n > 0 && (size_t)n < sizeof(text));
+    raw_sql(f, text);
+}
+
 /* Schema 28: reminders have no index by day. */
 static void back_to_schema_28(const db_fixture *f)
 {
-    raw_sql(f, f->pg ? "BEGIN; DROP INDEX reminders_by_day; UPDATE pgw_schema SET version = 28;"
-                       " COMMIT"
-                     : "BEGIN; DROP INDEX reminders_by_day; PRAGMA user_version = 28; COMMIT");
+    step_back(f, "DROP INDEX reminders_by_day", 28);
 }
 
 /* Schema 27: sessions have no index by expiry. */
 static void back_to_schema_27(const db_fixture *f)
 {
     back_to_schema_28(f);
-    raw_sql(f, f->pg ? "BEGIN; DROP INDEX sessions_by_expiry; UPDATE pgw_schema SET version = 27;"
-                       " COMMIT"
-                     : "BEGIN; DROP INDEX sessions_by_expiry; PRAGMA user_version = 27; COMMIT");
+    step_back(f, "DROP INDEX sessions_by_expiry", 27);
 }
 
 /* Schema 26: no challenges' own days. */
 static void back_to_schema_26(const db_fixture *f)
 {
     back_to_schema_27(f);
-    raw_sql(f, f->pg ? "BEGIN; DROP TABLE challenge_days; UPDATE pgw_schema SET version = 26;"
-                       " COMMIT"
-                     : "BEGIN; DROP TABLE challenge_days; PRAGMA user_version = 26; COMMIT");
+    step_back(f, "DROP TABLE challenge_days", 26);
 }
 
 /* Schema 25: no table for refunds of purchases that earned nothing. */
 static void back_to_schema_25(const db_fixture *f)
 {
     back_to_schema_26(f);
-    raw_sql(f, f->pg ? "BEGIN; DROP TABLE unearned_refunds; UPDATE pgw_schema SET version = 25;"
-                       " COMMIT"
-                     : "BEGIN; DROP TABLE unearned_refunds; PRAGMA user_version = 25; COMMIT");
+    step_back(f, "DROP TABLE unearned_refunds", 25);
 }
 
 /* Schema 24: earns do not count what their lots lost to expiry. */
 static void back_to_schema_24(const db_fixture *f)
 {
     back_to_schema_25(f);
-    raw_sql(f, f->pg ? "BEGIN; ALTER TABLE earns DROP COLUMN expired;"
-                       " UPDATE pgw_schema SET version = 24; COMMIT"
-                     : "BEGIN; ALTER TABLE earns DROP COLUMN expired; PRAGMA user_version = 24;"
-                       " COMMIT");
+    step_back(f, "ALTER TABLE earns DROP COLUMN expired", 24);
 }
 
 /* Schema 23: no index on members' merged_into. */
 static void back_to_schema_23(const db_fixture *f)
 {
     back_to_schema_24(f);
-    raw_sql(f, f->pg ? "BEGIN; DROP INDEX members_merged; UPDATE pgw_schema SET version = 23;"
-                       " COMMIT"
-                     : "BEGIN; DROP INDEX members_merged; PRAGMA user_version = 23; COMMIT");
+    step_back(f, "DROP INDEX members_merged", 23);
 }
 
 /* lots_by_member as schemas 18 to 21 kept it: every lot of a member in one
@@ -548,12 +548,10 @@ static void back_to_schema_23(const db_fixture *f)
 static void back_to_schema_21(const db_fixture *f)
 {
     back_to_schema_23(f);
-    raw_sql(f, f->pg ? "BEGIN; DROP INDEX lots_by_member; CREATE INDEX lots_by_member ON lots"
-                       " (member, expires_at, earned_at, id, left_points, held);"
-                       " UPDATE pgw_schema SET version = 21; COMMIT"
-                     : "BEGIN; DROP INDEX lots_by_member; CREATE INDEX lots_by_member ON lots"
-                       " (member, expires_at, earned_at, id, left_points, held);"
-                       " PRAGMA user_version = 21; COMMIT");
+    step_back(f,
+              "DROP INDEX lots_by_member; CREATE INDEX lots_by_member ON lots"
+              " (member, expires_at, earned_at, id, left_points, held)",
+              21);
 }
 
 /*
