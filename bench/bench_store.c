@@ -155,6 +155,7 @@ static void fill_event(pgw_command *cmd, long serial, pool *p)
     json_decref(obj);
     cmd->at = 1795486500 + serial / 1000;
     cmd->render = render;
+    cmd->render_ctx = p;
     cmd->done = on_done;
     cmd->payload = p;
 }
