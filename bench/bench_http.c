@@ -511,9 +511,10 @@ static int compare_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Prints one case's line from its workers' counts and latencies; sets *ok. */
+/* Prints one case's line from its workers' counts and latencies; sets
+ *answered and *failed. */
 static int report(const worker *workers, int n_workers, int connections, double elapsed,
-                  long *answered)
+                  long *answered, long *failed_out)
 {
     long ok = 0, failed = 0;
     size_t n = 0;
@@ -544,6 +545,7 @@ static int report(const worker *workers, int n_workers, int connections, double 
     fflush(stdout);
     free(all);
     *answered = ok;
+    *failed_out = failed;
     return 0;
 }
 
@@ -571,7 +573,8 @@ static int start_and_join(worker *workers, int n_workers, conn *conns, int conne
     return started == n_workers ? 0 : -1;
 }
 
-/* Runs one case; 0, or -1 when it could not be run. */
+/* Runs one case; 0, 1 when a request failed or none was answered, or -1
+   when it could not be run. */
 static int run_case(const pid_t *pids, const int *ports, int n_ports, int connections,
                     double seconds)
 {
@@ -591,11 +594,13 @@ static int run_case(const pid_t *pids, const int *ports, int n_ports, int connec
     int rc = start_and_join(workers, n_workers, conns, connections, start + seconds);
     double elapsed = now_s() - start;
     take_cpu_use(&after, pids, n_ports);
-    long answered = 0;
+    long answered = 0, failed = 0;
     if (rc == 0)
-        rc = report(workers, n_workers, connections, elapsed, &answered);
+        rc = report(workers, n_workers, connections, elapsed, &answered, &failed);
     if (rc == 0)
         report_cpu_use(&before, &after, answered);
+    if (rc == 0 && (failed > 0 || answered == 0))
+        rc = 1;
     for (int k = 0; k < n_workers; k++)
         free(workers[k].samples);
     free(conns);
@@ -651,15 +656,19 @@ static pid_t start_server(const char *bin, const char *config, const char *db, i
 }
 
 /* SIGTERM to each server, and how each ended. */
-static void stop_servers(const pid_t *pids, int n)
+/* Stops the n servers; returns how many did not exit cleanly. */
+static int stop_servers(const pid_t *pids, int n)
 {
+    int unclean = 0;
     for (int k = 0; k < n; k++) {
         kill(pids[k], SIGTERM);
         int status = 0;
         waitpid(pids[k], &status, 0);
-        printf("server %d stopped: %s\n", k,
-               WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "cleanly" : "with an error");
+        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        printf("server %d stopped: %s\n", k, clean ? "cleanly" : "with an error");
+        unclean += !clean;
     }
+    return unclean;
 }
 
 int main(int argc, char **argv)
@@ -695,7 +704,7 @@ int main(int argc, char **argv)
         pids[k] = start_server(argv[1], argv[2], db, &ports[k]);
         if (pids[k] < 0 || ports[k] <= 0) {
             fprintf(stderr, "bench_http: server %d did not start\n", k);
-            stop_servers(pids, k + (pids[k] > 0)); /* those started, and a half-started one */
+            (void)stop_servers(pids, k + (pids[k] > 0)); /* those started, and a half-started one */
             return 1;
         }
         printf("server pid %d on port %d\n", (int)pids[k], ports[k]);
@@ -708,14 +717,20 @@ int main(int argc, char **argv)
         for (int i = 5; i < argc && n_cases < 8; i++)
             cases[n_cases++] = atoi(argv[i]);
     }
-    for (int i = 0; i < n_cases; i++) {
+    /* Exit 1 when anything went wrong (a case not run, a request failed, a
+       server not stopped cleanly): make test's bench.smoke relies on it. */
+    bool wrong = false;
+    for (int i = 0; i < n_cases && !wrong; i++) {
         if (cases[i] < 1 || cases[i] > CONNECTIONS_MAX) {
             fprintf(stderr, "connections are 1..%d\n", CONNECTIONS_MAX);
+            wrong = true;
             break;
         }
-        if (run_case(pids, ports, n, cases[i], seconds) != 0)
-            break;
+        int rc = run_case(pids, ports, n, cases[i], seconds);
+        wrong = rc != 0;
+        if (rc > 0)
+            fprintf(stderr, "bench_http: %d connections: requests failed\n", cases[i]);
     }
-    stop_servers(pids, n);
-    return 0;
+    wrong |= stop_servers(pids, n) > 0;
+    return wrong ? 1 : 0;
 }

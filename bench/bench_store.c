@@ -336,6 +336,10 @@ static double run_case(const char *dir, mode m, size_t batch, double seconds, in
         fprintf(stderr, "%ld commands failed\n", p.failed);
         exit(1);
     }
+    if (p.completed == 0) { /* a case that committed nothing measured nothing */
+        fprintf(stderr, "no command completed\n");
+        exit(1);
+    }
     *total = p.completed;
     free(p.cmds);
     free(p.docs);
