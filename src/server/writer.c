@@ -24,6 +24,7 @@
 #include "writer.h"
 
 #include "core/assertions.h"
+#include "core/log_limit.h"
 #include "util/clock.h"
 #include "util/thread_name.h"
 
@@ -33,13 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Lines of one kind on stderr, at most one a minute, the rest counted:
- * a failing disk must not flood the log. */
-typedef struct warn_limit {
-    int64_t said_s;  /* when the last line went out; 0: none since it last cleared */
-    uint64_t unsaid; /* lines held back since */
-} warn_limit;
 
 struct pgw_writer {
     pgw_store *store;
@@ -64,10 +58,10 @@ struct pgw_writer {
     pgw_command **flight;        /* the syncer's: being synced, then completed */
     size_t n_pending;
     bool writer_ended;
-    bool sync_failed;          /* final: nothing is written after a failed sync */
-    bool commit_failed;        /* the last batch's, once begun; on SQLite only a commit clears it */
-    warn_limit commits_failed; /* the writer's: stderr's lines on failed commits */
-    warn_limit requests_failed; /* its thread's: on requests storage failed */
+    bool sync_failed;   /* final: nothing is written after a failed sync */
+    bool commit_failed; /* the last batch's, once begun; on SQLite only a commit clears it */
+    pgw_log_limit commits_failed;  /* the writer's: stderr's lines on failed commits */
+    pgw_log_limit requests_failed; /* its thread's: on requests storage failed */
     pgw_err sync_err;
     bool sync_held; /* test hook */
     /* The checkpointer (SQLite writers only), under `lock`. */
@@ -75,13 +69,13 @@ struct pgw_writer {
     bool has_checkpointer;
     pgw_store *checkpoint_store; /* its own connection */
     pthread_cond_t checkpoint_wake;
-    int64_t backstop_pages;      /* past these the writer checkpoints itself */
-    int64_t checkpoint_pages;    /* a checkpoint each time commits add these */
-    bool checkpoint_wanted;      /* checkpoint_pages were added since the last one */
-    bool wal_over_backstop;      /* the writer's connection is to checkpoint: stand aside */
-    int64_t wal_pages;           /* the WAL's pages after the last commit (writer thread) */
-    int64_t wal_pages_added;     /* pages the commits added since the last checkpoint */
-    int64_t checkpoint_warned_s; /* when a failed checkpoint was last reported */
+    int64_t backstop_pages;          /* past these the writer checkpoints itself */
+    int64_t checkpoint_pages;        /* a checkpoint each time commits add these */
+    bool checkpoint_wanted;          /* checkpoint_pages were added since the last one */
+    bool wal_over_backstop;          /* the writer's connection is to checkpoint: stand aside */
+    int64_t wal_pages;               /* the WAL's pages after the last commit (writer thread) */
+    int64_t wal_pages_added;         /* pages the commits added since the last checkpoint */
+    pgw_log_limit checkpoint_failed; /* the checkpointer's, under `lock` */
 };
 
 #define PING_EVERY_S 1
@@ -98,18 +92,12 @@ struct pgw_writer {
 /* Room for the batch being synced plus the one applied meanwhile. */
 #define PENDING_CAP(w) (2 * (w)->batch_max)
 
-/* Whether a line of l's kind may go out now; *unsaid: how many were held
- * back before it. */
-static bool warn_due(warn_limit *l, uint64_t *unsaid)
+/* Whether a line of l's kind with `cause` may go out now (log_limit.h);
+ * *unsaid: how many were held back before it. */
+static bool warn_due(pgw_log_limit *l, const char *cause, uint64_t *unsaid)
 {
     int64_t now_s = pgw_monotonic_us() / 1000000;
-    if (l->said_s != 0 && now_s - l->said_s < 60) {
-        l->unsaid++;
-        return false;
-    }
-    *unsaid = l->unsaid;
-    *l = (warn_limit){.said_s = now_s > 0 ? now_s : 1};
-    return true;
+    return pgw_log_due(l, now_s > 0 ? now_s : 1, cause, unsaid);
 }
 
 /*
@@ -123,7 +111,7 @@ static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
     if (cmd->rc != PGW_EIO && cmd->rc != PGW_EUNAVAILABLE)
         return;
     uint64_t unsaid = 0;
-    if (warn_due(&w->requests_failed, &unsaid))
+    if (warn_due(&w->requests_failed, cmd->err.msg, &unsaid))
         fprintf(stderr,
                 "pointsgw: a request failed in storage, answered 503 (%llu more since the last "
                 "such line): %s\n",
@@ -193,14 +181,14 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
 static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
 {
     if (rc == PGW_OK) {
-        if (w->commits_failed.said_s != 0)
+        if (w->commits_failed.minute_s != 0)
             fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
                     (unsigned long long)w->commits_failed.unsaid);
-        w->commits_failed = (warn_limit){0};
+        w->commits_failed = (pgw_log_limit){0};
         return;
     }
     uint64_t unsaid = 0;
-    if (warn_due(&w->commits_failed, &unsaid))
+    if (warn_due(&w->commits_failed, err->msg, &unsaid))
         fprintf(stderr,
                 "pointsgw: a commit failed, its %zu requests answered 503 (%llu more since "
                 "the last such line): %s\n",
@@ -445,12 +433,12 @@ static void checkpoint_once(pgw_writer *w)
     }
     /* The writer's backstop keeps the WAL bounded meanwhile; say so once a
      * minute, not for every attempt. */
-    int64_t now_s = pgw_monotonic_us() / 1000000;
-    if (w->checkpoint_warned_s == 0 || now_s - w->checkpoint_warned_s >= 60) {
-        w->checkpoint_warned_s = now_s > 0 ? now_s : 1;
-        fprintf(stderr, "pointsgw: checkpoint failed (the writer checkpoints itself): %s\n",
-                err.msg);
-    }
+    uint64_t unsaid = 0;
+    if (warn_due(&w->checkpoint_failed, err.msg, &unsaid))
+        fprintf(stderr,
+                "pointsgw: checkpoint failed (the writer checkpoints itself; %llu more since "
+                "the last such line): %s\n",
+                (unsigned long long)unsaid, err.msg);
 }
 
 static void *checkpointer_main(void *arg)

@@ -1,0 +1,41 @@
+/*
+ * log_limit.h - how often a line of one kind goes to the operator's log.
+ *
+ * A failing disk fails every request: a stderr line for each would flood
+ * the log and bury what came before it. So a kind of line goes out at most
+ * once a minute, the lines held back counted and told in the next one. But
+ * a line that gives another cause than the last one out goes out at once
+ * (a full disk, then a lock: the second is news the operator needs now,
+ * not a minute later behind the first one's count), up to
+ * PGW_LOG_LINES_MAX lines a minute, so that causes that alternate, or name
+ * a member each, stay bounded.
+ *
+ * No I/O: the caller tells the time and writes the line. Not thread-safe:
+ * one limit belongs to one thread, or is used under its owner's lock.
+ */
+#ifndef PGW_CORE_LOG_LIMIT_H
+#define PGW_CORE_LOG_LIMIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PGW_LOG_EVERY_S   60  /* a cause already said goes out again after this */
+#define PGW_LOG_LINES_MAX 10  /* lines of one kind in a minute, new causes included */
+#define PGW_LOG_CAUSE_MAX 160 /* a cause is compared on its first 159 bytes */
+
+/* Zeroed (`= {0}`) is a limit with nothing said yet. */
+typedef struct pgw_log_limit {
+    int64_t minute_s; /* when this minute's first line went out; 0: none since cleared */
+    int said;         /* lines out since minute_s */
+    uint64_t unsaid;  /* lines held back since the last one out */
+    char last[PGW_LOG_CAUSE_MAX]; /* the last cause out, cut */
+} pgw_log_limit;
+
+/*
+ * Whether a line with `cause` may go out at `now_s` (seconds of a
+ * monotonic clock, > 0). When it may, *unsaid is how many lines were held
+ * back before it, and the count starts again; when not, it is counted.
+ */
+bool pgw_log_due(pgw_log_limit *l, int64_t now_s, const char *cause, uint64_t *unsaid);
+
+#endif
