@@ -394,22 +394,25 @@ static int campaigns(earn_state *st)
     const pgw_rules *rules = st->rules;
     int64_t extras[PGW_CAMPAIGNS_MAX];
     int32_t best = -1;
+    /* A rule's name is made only for a campaign that pays: each purchase
+     * passes every campaign, most of which pay nothing. */
+    char rule[PGW_RULE_MAX + 1];
     for (size_t i = 0; i < rules->n_campaigns; i++) {
         const pgw_campaign *c = &rules->campaigns[i];
-        char rule[PGW_RULE_MAX + 1];
-        snprintf(rule, sizeof(rule), "campaign:%s", c->id);
         int rc = campaign_extra(st, c, &extras[i]);
         if (rc != PGW_OK)
             return rc;
-        extras[i] = apply_daily_cap(st, rule, c->daily_cap, extras[i]);
+        if (extras[i] > 0 && c->daily_cap > 0) {
+            snprintf(rule, sizeof(rule), "campaign:%s", c->id);
+            extras[i] = apply_daily_cap(st, rule, c->daily_cap, extras[i]);
+        }
         if (c->stacking == PGW_STACK_MAX && extras[i] > 0 && (best < 0 || extras[i] > extras[best]))
             best = (int32_t)i;
     }
     for (size_t i = 0; i < rules->n_campaigns; i++) {
         const pgw_campaign *c = &rules->campaigns[i];
-        if (c->stacking == PGW_STACK_MAX && (int32_t)i != best)
+        if (extras[i] == 0 || (c->stacking == PGW_STACK_MAX && (int32_t)i != best))
             continue;
-        char rule[PGW_RULE_MAX + 1];
         snprintf(rule, sizeof(rule), "campaign:%s", c->id);
         pgw_funder funder = c->funded_by == PGW_FUND_SHOP ? PGW_FUND_SHOP : PGW_FUND_MALL_CAMPAIGN;
         int rc = add_line(st, rule, extras[i], funder, PGW_BENEFICIARY_MEMBER, true);

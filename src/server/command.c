@@ -1162,10 +1162,11 @@ static int paid_challenges(pgw_store *store, const pgw_ledger_policy *policy, pg
     int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < rules->n_campaigns; i++) {
         const pgw_campaign *c = &rules->campaigns[i];
+        if (c->kind != PGW_CAMPAIGN_CHALLENGE || ctx->challenge_paid[i])
+            continue; /* before the name is made: most campaigns are not challenges */
         char rule[PGW_RULE_MAX + 1];
         snprintf(rule, sizeof(rule), "campaign:%s", c->id);
-        if (c->kind != PGW_CAMPAIGN_CHALLENGE || ctx->challenge_paid[i] ||
-            !earning_has_line(cmd->earning, rule))
+        if (!earning_has_line(cmd->earning, rule))
             continue;
         int64_t points = 0;
         rc = pgw_store_member_rule_points(store, cmd->member, rule, days->month_first, last,
