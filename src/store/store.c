@@ -580,10 +580,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_MEMBER_NET] = "SELECT COALESCE(SUM(CASE WHEN credit LIKE 'member:%' THEN points"
                       " ELSE -points END), 0) FROM transfers WHERE occurred_at >= ?1"
                       " AND occurred_at < ?2 AND kind <> 6",
+    /* What will expire unless spent: the free points of live lots. Held
+     * points do not expire while held (a capture spends them; released,
+     * they are free again), as the expiry run and the reminders see it. */
     /* clang-format off */
     [ST_EXPIRING] =
-        "SELECT expires_at, SUM(left_points + held) FROM lots WHERE member = ?1"
-        " AND " LOT_LIVE("") " = 1 AND expires_at > ?2 AND expires_at < ?3"
+        "SELECT expires_at, SUM(left_points) FROM lots WHERE member = ?1"
+        " AND " LOT_LIVE("") " = 1 AND left_points > 0 AND expires_at > ?2 AND expires_at < ?3"
         " GROUP BY expires_at ORDER BY expires_at LIMIT ?4",
     /* clang-format on */
     [ST_MEMBER_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE member = ?1 AND state = 0"

@@ -397,7 +397,7 @@ int pgw_store_member_history(pgw_store *store, const char *member, int64_t befor
 /* Points of a member's lots that expire at one moment (for the member view). */
 typedef struct pgw_expiring {
     int64_t expires_at;
-    int64_t points; /* left + held */
+    int64_t points; /* left: held points do not expire while held */
 } pgw_expiring;
 
 /* Up to `cap` next expiry moments after `now` with points, soonest first. */

@@ -961,6 +961,12 @@ def test_holds(s):
     check(status == 201 and doc["state"] == "pending" and doc["available"] ==
           start["available"] - 500, f"hold: {status} {doc}")
     check("expires_at" in doc, "hold answer has expires_at")
+    # Regression: expiring counted held points, which do not expire while
+    # held: the member was shown 500 more expiring than it could lose.
+    view = member(s, "M4")
+    check(sum(e["points"] for e in view["expiring"]) == view["available"] ==
+          sum(e["points"] for e in start["expiring"]) - 500,
+          f"expiring leaves out the held points: {start['expiring']} then {view}")
     status, again, _ = s.request("POST", "/v1/holds", hold, key="s002")
     check(status == 200 and again.get("replayed") is True, f"hold replay: {status} {again}")
     status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", {"points": 400}, key="s002")

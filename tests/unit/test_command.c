@@ -616,6 +616,59 @@ static void test_expired_points_awaiting_the_sweep_are_not_available(void **stat
     assert_verifies(db);
 }
 
+/* A member's expiring points at `at` (the member read's list), as "points@day;...". */
+static void expiring_at(const db_fixture *db, const char *member, int64_t at, int64_t t0, char *out,
+                        size_t cap)
+{
+    pgw_store *s = NULL;
+    pgw_expiring e[PGW_EXPIRING_SHOWN];
+    size_t n = 0;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_member_expiring(s, member, at, e, PGW_EXPIRING_SHOWN, &n, NULL),
+                     PGW_OK);
+    pgw_store_close(s);
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && len < cap; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%lld@%lld;", (long long)e[i].points,
+                                (long long)((e[i].expires_at - t0) / DAY));
+}
+
+/*
+ * The member read's `expiring` lists what will expire unless spent: the
+ * free points of lots. A hold takes its points from the lots that expire
+ * first (left -> held), and held points do not expire while held (a
+ * capture spends them, a void gives them back to their lot). The review's
+ * finding: expiring counted them too, so a member with a pending hold was
+ * shown more points expiring than it could lose or spend.
+ */
+static void test_expiring_leaves_out_held_points(void **state)
+{
+    const db_fixture *db = *state;
+    const int64_t t = 1795486500, at = t + 21 * DAY;
+    pgw_writer *w = start_with(db, true, MONTH);
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
+    assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 49, 1, 5000, t + 20 * DAY), PGW_OK);
+    char before[128], held[128], voided[128];
+    expiring_at(db, "M1", at, t, before, sizeof(before));
+    /* 120 held: all of P1's lot (it expires first) and 20 of P2's. */
+    assert_int_equal(hold_points(w, "S002:H1", "M1", 120, at + 600, at), PGW_OK);
+    expiring_at(db, "M1", at, t, held, sizeof(held));
+    pgw_member_figures f = figures_at(db, "M1", at);
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_VOID, "S002:V1", at + 1);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H1");
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    pgw_writer_stop(w);
+    expiring_at(db, "M1", at + 1, t, voided, sizeof(voided));
+    /* Expiry times are local midnights; whole days after t, rounded down. */
+    if (strcmp(before, "100@30;50@51;") != 0 || strcmp(held, "30@51;") != 0 || f.available != 30 ||
+        strcmp(voided, before) != 0)
+        fail_msg("expiring before the hold %s, while held %s (available %lld), voided %s;"
+                 " want 100@30;50@51;, 30@51; (30), as before",
+                 before, held, (long long)f.available, voided);
+}
+
 /*
  * A refund after its purchase's lot expired, before the sweep moved it:
  * those points are written off as if swept. The review's finding: the
@@ -1881,6 +1934,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expired_points_awaiting_the_sweep_are_not_available,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expiring_leaves_out_held_points, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_after_expiry_pays_funders_in_proportion,
