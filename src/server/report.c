@@ -233,14 +233,53 @@ static json_t *row_json(const account_row *r, int64_t value_fen, bool *ok)
     return o;
 }
 
+/* The period's bounds in the mall's time zone ("" for an open end). */
+static void period_text(const pgw_config *cfg, int64_t from, int64_t to, char a[PGW_RFC3339_MAX],
+                        char b[PGW_RFC3339_MAX])
+{
+    a[0] = b[0] = '\0';
+    pgw_format_rfc3339(from, &cfg->rules.tz, a, PGW_RFC3339_MAX);
+    if (to < INT64_MAX)
+        pgw_format_rfc3339(to, &cfg->rules.tz, b, PGW_RFC3339_MAX);
+}
+
 static void period_json(json_t *doc, const pgw_config *cfg, int64_t from, int64_t to)
 {
-    char a[PGW_RFC3339_MAX] = "", b[PGW_RFC3339_MAX] = "";
-    pgw_format_rfc3339(from, &cfg->rules.tz, a, sizeof(a));
-    if (to < INT64_MAX)
-        pgw_format_rfc3339(to, &cfg->rules.tz, b, sizeof(b));
+    char a[PGW_RFC3339_MAX], b[PGW_RFC3339_MAX];
+    period_text(cfg, from, to, a, b);
     json_object_set_new(doc, "from", json_string(a));
     json_object_set_new(doc, "to", to < INT64_MAX ? json_string(b) : json_null());
+}
+
+/*
+ * A CSV summary row after the report's rows, as wide as the header so that
+ * every reader takes it: its name first, a text value (or "") second, a
+ * figure (when `figure` is not NULL) in the column it belongs to. Rows
+ * after the data, not comment lines before the header: spreadsheets show
+ * them as they are, and readers that take the first line as the header,
+ * or filter on the first column, keep working.
+ */
+static void csv_summary(FILE *out, size_t columns, const char *name, const char *text,
+                        size_t figure_column, const int64_t *figure)
+{
+    fputs(name, out);
+    for (size_t c = 1; c < columns; c++) {
+        fputc(',', out);
+        if (c == 1)
+            fputs(text, out);
+        else if (figure != NULL && c == figure_column)
+            fprintf(out, "%lld", (long long)*figure);
+    }
+    fputc('\n', out);
+}
+
+/* The period as two summary rows, "from" and "to". */
+static void csv_period(FILE *out, size_t columns, const pgw_config *cfg, int64_t from, int64_t to)
+{
+    char a[PGW_RFC3339_MAX], b[PGW_RFC3339_MAX];
+    period_text(cfg, from, to, a, b);
+    csv_summary(out, columns, "from", a, 0, NULL);
+    csv_summary(out, columns, "to", b, 0, NULL);
 }
 
 static int write_json(json_t *doc, bool ok, FILE *out, pgw_err *err)
@@ -273,7 +312,11 @@ static int settlement_json(const settlement *s, const pgw_config *cfg, int64_t f
     return write_json(doc, ok, out, err);
 }
 
-static int settlement_csv(const settlement *s, const pgw_config *cfg, FILE *out, pgw_err *err)
+#define SETTLEMENT_COLUMNS 9 /* row .. net_fen */
+#define NET_POINTS_COLUMN  7
+
+static int settlement_csv(const settlement *s, const pgw_config *cfg, int64_t from, int64_t to,
+                          FILE *out, pgw_err *err)
 {
     fputs("row,shop_id,account,issued,reversed,expired,redeemed,net_points,net_fen\n", out);
     for (size_t i = 0; i <= s->t.n; i++) {
@@ -288,7 +331,12 @@ static int settlement_csv(const settlement *s, const pgw_config *cfg, FILE *out,
                 r->shop ? r->key + 5 : "", r->shop || i == s->t.n ? "" : r->key,
                 (long long)r->issued, (long long)r->reversed, (long long)r->expired,
                 (long long)r->redeemed, (long long)net, (long long)fen);
+        if (i == s->t.n) /* under the totals' net: the members' net change */
+            csv_summary(out, SETTLEMENT_COLUMNS, "trial_balance",
+                        net == s->members_net ? "balanced" : "unbalanced", NET_POINTS_COLUMN,
+                        &s->members_net);
     }
+    csv_period(out, SETTLEMENT_COLUMNS, cfg, from, to);
     return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
 }
 
@@ -301,7 +349,7 @@ int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from,
     settlement s;
     int rc = settle(store, cfg, from, to, &s, err);
     if (rc == PGW_OK)
-        rc = format == PGW_REPORT_CSV ? settlement_csv(&s, cfg, out, err)
+        rc = format == PGW_REPORT_CSV ? settlement_csv(&s, cfg, from, to, out, err)
                                       : settlement_json(&s, cfg, from, to, out, err);
     free(s.t.rows);
     return rc;
@@ -377,6 +425,8 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, 
     return PGW_OK;
 }
 
+#define POOL_COLUMNS 6 /* start .. outstanding */
+
 static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int64_t from,
                       int64_t to, pgw_bucket bucket, int64_t opening, pgw_report_format format,
                       FILE *out, pgw_err *err)
@@ -408,6 +458,9 @@ static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int
     }
     if (doc == NULL) {
         json_decref(list);
+        csv_summary(out, POOL_COLUMNS, "opening_outstanding", "", POOL_COLUMNS - 1, &opening);
+        csv_summary(out, POOL_COLUMNS, "bucket", names[bucket], 0, NULL);
+        csv_period(out, POOL_COLUMNS, cfg, from, to);
         return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
     }
     json_object_set_new(doc, "buckets", list);

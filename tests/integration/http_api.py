@@ -2875,8 +2875,12 @@ def test_reports(s):
                                       key="finance")
     lines = text.strip().split("\n") if isinstance(text, str) else []
     check(status == 200 and headers.get("content-type", "").startswith("text/csv") and
-          lines[0].startswith("row,shop_id,account,issued") and lines[-1].startswith("total,")
-          and len(lines) == 2 + len(rows), f"settlement as CSV: {status} {lines[:3]}")
+          lines[0].startswith("row,shop_id,account,issued") and lines[-4].startswith("total,")
+          and len(lines) == 5 + len(rows), f"settlement as CSV: {status} {lines[:3]}")
+    # after the total: the trial balance and the period, as the JSON has them
+    check(lines[-3:] == [f"trial_balance,balanced,,,,,,{tb.get('members_net')},",
+                         f"from,{doc['from']},,,,,,,", f"to,{doc['to']},,,,,,,"],
+          f"settlement CSV ends with its proof and period: {lines[-4:]}")
     status, pool, _ = s.request("GET", "/v1/reports/pool?bucket=month&" + period, key="finance")
     buckets = pool.get("buckets", []) if isinstance(pool, dict) else []
     check(status == 200 and len(buckets) == 24 and buckets[0]["start"] == "2026-01-01",
@@ -2887,7 +2891,8 @@ def test_reports(s):
           "outstanding carries every bucket")
     status, csv_pool, headers = s.request("GET", "/v1/reports/pool?" + period.replace(
         "2028-01-01", "2026-01-08"), key="finance", headers={"Accept": "text/csv"})
-    check(status == 200 and len(csv_pool.strip().split("\n")) == 8,
+    check(status == 200 and len(csv_pool.strip().split("\n")) == 12 and
+          csv_pool.strip().split("\n")[-3] == "bucket,day,,,,",
           f"pool by day as CSV (Accept): {status} {csv_pool[:200]}")
     for key, path, code in (("s001", "/v1/reports/settlement?" + period, 403),
                             ("finance", "/v1/reports/settlement", 400),
@@ -3064,13 +3069,23 @@ def test_report_invariants(tmp):
                                     "&format=csv", key="finance")
         lines = [line.split(",") for line in text.strip().split("\n")] if status == 200 else [[]]
         as_csv = {("total" if r[0] == "total" else r[1] and "shop:" + r[1] or r[2]):
-                  dict(zip(lines[0][3:], map(int, r[3:]))) for r in lines[1:]}
+                  dict(zip(lines[0][3:], map(int, r[3:]))) for r in lines[1:-3]}
         check(as_csv == report_rows(whole), f"reports: settlement CSV = JSON: {lines[:2]}")
+        tb = whole["trial_balance"]
+        check(lines[-3:] == [["trial_balance", "balanced" if tb["balanced"] else "unbalanced",
+                              "", "", "", "", "", str(tb["members_net"]), ""],
+                             ["from", whole["from"]] + [""] * 7, ["to", whole["to"]] + [""] * 7],
+              f"reports: settlement CSV's summary = JSON: {lines[-3:]}")
         status, text, _ = s.request("GET", f"/v1/reports/pool?from={start}&to={end}&format=csv",
                                     key="finance")
         lines = [line.split(",") for line in text.strip().split("\n")] if status == 200 else [[]]
-        as_csv = [dict(zip(lines[0], [r[0]] + list(map(int, r[1:])))) for r in lines[1:]]
+        as_csv = [dict(zip(lines[0], [r[0]] + list(map(int, r[1:])))) for r in lines[1:-4]]
         check(as_csv == buckets, "reports: pool CSV = JSON")
+        check(lines[-4:] == [["opening_outstanding", "", "", "", "",
+                              str(pool["opening_outstanding"])],
+                             ["bucket", "day", "", "", "", ""], ["from", pool["from"], "", "", "", ""],
+                             ["to", pool["to"], "", "", "", ""]],
+              f"reports: pool CSV's summary = JSON: {lines[-4:]}")
         for kind, doc in (("settlement", whole), ("pool", pool)):
             out = subprocess.run([BIN, "report", kind, "--from", local_iso(start), "--to",
                                   local_iso(end), "--config", config, "--db", db],

@@ -397,6 +397,64 @@ static void test_pool_by_hand(void **state)
     pgw_config_free(cfg);
 }
 
+/* Runs a report as CSV into a string (the caller frees it). */
+static char *report_csv(const db_fixture *db, const pgw_config *cfg, bool pool, int64_t from,
+                        int64_t to, pgw_bucket bucket)
+{
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    pgw_err err;
+    int rc = pool ? pgw_report_pool(s, cfg, from, to, bucket, PGW_REPORT_CSV, out, &err)
+                  : pgw_report_settlement(s, cfg, from, to, PGW_REPORT_CSV, out, &err);
+    fclose(out);
+    if (rc != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    return text;
+}
+
+/*
+ * The CSVs carry what the JSON does beyond the rows: the period, the
+ * settlement's trial balance, the pool's opening outstanding and bucket,
+ * as summary rows after the rows (the header and the rows unchanged), so
+ * a spreadsheet export still proves that the figures add up. The finance
+ * review's finding: the CSV had neither the period nor the trial balance.
+ */
+static void test_csv_carries_the_period_and_the_proof(void **state)
+{
+    const db_fixture *db = *state;
+    scenario(db);
+    pgw_config *cfg = example_config();
+    char *text = report_csv(db, cfg, false, NOV20 - 19 * 86400, NOV20 + 42 * 86400, 0);
+    const char *tail = strstr(text, "total,,,450,75,250,90,35,35\n");
+    if (strncmp(text, "row,shop_id,account,issued,reversed,expired,redeemed,net_points,net_fen\n",
+                72) != 0 ||
+        tail == NULL ||
+        strcmp(tail, "total,,,450,75,250,90,35,35\n"
+                     "trial_balance,balanced,,,,,,35,\n"
+                     "from,2026-11-01T00:00:00+08:00,,,,,,,\n"
+                     "to,2027-01-01T00:00:00+08:00,,,,,,,\n") != 0)
+        fail_msg("settlement CSV:\n%s", text);
+    free(text);
+    text = report_csv(db, cfg, true, NOV20 - 86400, NOV20 + 2 * 86400, PGW_BUCKET_DAY);
+    if (strcmp(text, "start,issued,reversed,redeemed,expired,outstanding\n"
+                     "2026-11-19,0,0,0,0,0\n"
+                     "2026-11-20,450,75,90,0,285\n"
+                     "2026-11-21,0,0,0,0,285\n"
+                     "opening_outstanding,,,,,0\n"
+                     "bucket,day,,,,\n"
+                     "from,2026-11-19T00:00:00+08:00,,,,\n"
+                     "to,2026-11-22T00:00:00+08:00,,,,\n") != 0)
+        fail_msg("pool CSV:\n%s", text);
+    free(text);
+    pgw_config_free(cfg);
+}
+
 /* Regressions: periods at the calendar's end or beyond any time are refused,
  * not computed (a December 9999 month bucket aborted; to = INT64_MAX wrapped
  * the day arithmetic and skipped the bound). */
@@ -445,6 +503,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_partial_refund_then_expiry_nets_each_funder_to_zero,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_csv_carries_the_period_and_the_proof, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
                                         db_fixture_teardown),
     };
