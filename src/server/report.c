@@ -381,7 +381,7 @@ static int64_t next_bucket(int64_t start, pgw_bucket bucket)
 }
 
 typedef struct pool_bucket {
-    int64_t start_day;
+    int64_t start_day; /* the first local day it covers */
     int64_t issued, reversed, redeemed, expired, outstanding;
 } pool_bucket;
 
@@ -398,7 +398,9 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, 
         PGW_ASSERT(*n < PGW_REPORT_DAYS_MAX + 1);
         pool_bucket *b = &out[(*n)++];
         memset(b, 0, sizeof(*b));
-        b->start_day = start;
+        /* Labelled by the first day it covers: the first bucket begins at
+         * from's day, not the Monday or the 1st before it. */
+        b->start_day = start < first ? first : start;
         int64_t end = next_bucket(start, bucket);
         int rc = PGW_OK;
         for (; rc == PGW_OK && d < n_days && days[d].day < end; d++) {

@@ -383,7 +383,7 @@ static void test_pool_by_hand(void **state)
     b = json_object_get(doc, "buckets");
     assert_int_equal(json_array_size(b), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(b, 0), "start")),
-                        "2026-11-01");
+                        "2026-11-20"); /* the month from the 20th, when the period starts */
     assert_int_equal(json_integer_value(json_object_get(json_array_get(b, 1), "expired")), 250);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(b, 1), "outstanding")), 35);
     json_decref(doc);
@@ -392,8 +392,49 @@ static void test_pool_by_hand(void **state)
     assert_int_equal(json_integer_value(json_object_get(doc, "opening_outstanding")), 285);
     b = json_object_get(doc, "buckets");
     assert_string_equal(json_string_value(json_object_get(json_array_get(b, 0), "start")),
-                        "2026-11-30"); /* the Monday of the week of 1 December */
+                        "2026-12-01"); /* not the Monday before: the week from 1 December */
     json_decref(doc);
+    pgw_config_free(cfg);
+}
+
+/* The buckets' starts of a pool report, "a b c". */
+static void starts(const db_fixture *db, const pgw_config *cfg, int64_t from, int64_t to,
+                   pgw_bucket bucket, char *out, size_t cap)
+{
+    json_t *doc = report(db, cfg, true, from, to, bucket), *b;
+    size_t i, len = 0;
+    out[0] = '\0';
+    json_array_foreach(json_object_get(doc, "buckets"), i, b)
+    {
+        if (len < cap)
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? " " : "",
+                                    json_string_value(json_object_get(b, "start")));
+    }
+    json_decref(doc);
+}
+
+/*
+ * A bucket is labelled by the first local day it covers: the first one, cut
+ * by `from`, starts on from's day, not on the Monday (or the 1st) before it,
+ * which the report does not cover. The finance review's finding: a week
+ * from Wednesday 2 December was labelled 2026-11-30.
+ */
+static void test_a_first_bucket_starts_at_from(void **state)
+{
+    const db_fixture *db = *state;
+    scenario(db);
+    pgw_config *cfg = example_config();
+    const int64_t dec2_noon = NOV20 + 12 * 86400 + 12 * 3600, jan1 = NOV20 + 42 * 86400;
+    char weeks[128], months[128], days[128];
+    starts(db, cfg, dec2_noon, NOV20 + 30 * 86400, PGW_BUCKET_WEEK, weeks, sizeof(weeks));
+    starts(db, cfg, NOV20, jan1 + 86400, PGW_BUCKET_MONTH, months, sizeof(months));
+    starts(db, cfg, dec2_noon, NOV20 + 14 * 86400, PGW_BUCKET_DAY, days, sizeof(days));
+    if (strcmp(weeks, "2026-12-02 2026-12-07 2026-12-14") != 0 ||
+        strcmp(months, "2026-11-20 2026-12-01 2027-01-01") != 0 ||
+        strcmp(days, "2026-12-02 2026-12-03") != 0)
+        fail_msg("weeks %s, months %s, days %s; want 2026-12-02 2026-12-07 2026-12-14, "
+                 "2026-11-20 2026-12-01 2027-01-01, 2026-12-02 2026-12-03",
+                 weeks, months, days);
     pgw_config_free(cfg);
 }
 
@@ -503,6 +544,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_partial_refund_then_expiry_nets_each_funder_to_zero,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_first_bucket_starts_at_from, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_csv_carries_the_period_and_the_proof, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
