@@ -17,6 +17,9 @@ static const char *const KIND_NAMES[PGW_RECON_KINDS] = {
     [PGW_RECON_DUPLICATE_IN_STATEMENT] = "duplicate_in_statement",
     [PGW_RECON_MALFORMED_ROW] = "malformed_row",
     [PGW_RECON_OUTSIDE_PERIOD] = "outside_period",
+    [PGW_RECON_TYPE_MISMATCH] = "type_mismatch",
+    [PGW_RECON_TIME_MISMATCH] = "time_mismatch",
+    [PGW_RECON_MEMBER_MISMATCH] = "member_mismatch",
 };
 
 const char *pgw_recon_kind_name(pgw_recon_kind kind)
@@ -97,14 +100,56 @@ static void remember(char prev[PGW_EVENT_ID_MAX + 1], bool *have, const pgw_reco
     *have = true;
 }
 
-/* A statement row and a ledger row with the same event_id. */
-static pgw_recon_kind compare(const pgw_recon_row *s, const pgw_recon_row *l)
+/*
+ * The member id a statement row names, or NULL. The log keeps each event's
+ * member by id (resolved when it was posted), so only a row naming it so
+ * can be compared here: a phone's or card's member is the store's to look
+ * up, through the vault's blind index. An empty member is no claim at all.
+ */
+static const char *statement_member_id(const pgw_recon_row *s)
+{
+    static const char prefix[] = "member_id:";
+    return strncmp(s->member, prefix, sizeof(prefix) - 1) == 0 ? s->member + sizeof(prefix) - 1
+                                                               : NULL;
+}
+
+/* MATCHED, or MEMBER_MISMATCH when the row names another member. */
+static int compare_member(const merge *m, const pgw_recon_row *s, const pgw_recon_row *l,
+                          pgw_recon_kind *kind, pgw_err *err)
+{
+    const char *named = statement_member_id(s);
+    *kind = PGW_RECON_MATCHED;
+    if (named == NULL || l->member[0] == '\0' || strcmp(named, l->member) == 0)
+        return PGW_OK;
+    bool same = false;
+    int rc = m->io->same_member ? m->io->same_member(m->io->members, named, l->member, &same, err)
+                                : PGW_OK;
+    if (rc == PGW_OK && !same)
+        *kind = PGW_RECON_MEMBER_MISMATCH;
+    return rc;
+}
+
+/*
+ * A statement row and a ledger row with the same event_id: the first of
+ * points, amount, type, time and member that differs. Points first, as
+ * before the other three were compared; member last, for it alone may ask
+ * the caller. Times are instants (both sides unix seconds, however the
+ * row wrote it); types are both the canonical names.
+ */
+static int compare(const merge *m, const pgw_recon_row *s, const pgw_recon_row *l,
+                   pgw_recon_kind *kind, pgw_err *err)
 {
     if (s->points != l->points)
-        return PGW_RECON_POINTS_MISMATCH;
-    if (s->amount_fen != l->amount_fen)
-        return PGW_RECON_AMOUNT_MISMATCH;
-    return PGW_RECON_MATCHED;
+        *kind = PGW_RECON_POINTS_MISMATCH;
+    else if (s->amount_fen != l->amount_fen)
+        *kind = PGW_RECON_AMOUNT_MISMATCH;
+    else if (strcmp(s->type, l->type) != 0)
+        *kind = PGW_RECON_TYPE_MISMATCH;
+    else if (s->occurred_at != l->occurred_at)
+        *kind = PGW_RECON_TIME_MISMATCH;
+    else
+        return compare_member(m, s, l, kind, err);
+    return PGW_OK;
 }
 
 /* One step of the merge: consumes at least one row. */
@@ -130,7 +175,10 @@ static int step(merge *m, pgw_err *err)
         remember(m->prev_l, &m->have_prev_l, &m->l);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     } else {
-        rc = report(m, compare(&m->s, &m->l), &m->s, &m->l, err);
+        pgw_recon_kind kind = PGW_RECON_MATCHED;
+        rc = compare(m, &m->s, &m->l, &kind, err);
+        if (rc == PGW_OK)
+            rc = report(m, kind, &m->s, &m->l, err);
         remember(m->prev_l, &m->have_prev_l, &m->l);
         if (rc == PGW_OK)
             rc = next_ledger(m, err);

@@ -9,13 +9,13 @@
  *
  * Every statement row ends in exactly one category: matched,
  * points_mismatch (points differ; checked first), amount_mismatch,
- * missing_in_ledger, duplicate_in_statement (the same event_id again after
- * its first row), malformed_row (the reader could not read it; it
- * carries its line and why) or outside_period (dated outside the period
- * the ledger side was read for: not matched, for its event may be in the
- * log all the same). Every ledger row is matched by a statement
- * row or is missing_in_statement. Each category but matched is reported
- * through `emit`, one call per row, as it is found.
+ * type_mismatch, time_mismatch, member_mismatch (checked in that order:
+ * the first difference names the row), missing_in_ledger, duplicate_in_statement (the same event_id
+ * again after its first row), malformed_row (the reader could not read it; it carries its line and
+ * why) or outside_period (dated outside the period the ledger side was read for: not matched, for
+ * its event may be in the log all the same). Every ledger row is matched by a statement row or is
+ * missing_in_statement. Each category but matched is reported through `emit`, one call per row, as
+ * it is found.
  */
 #ifndef PGW_CORE_RECONCILE_H
 #define PGW_CORE_RECONCILE_H
@@ -54,8 +54,14 @@ typedef enum pgw_recon_kind {
     PGW_RECON_DUPLICATE_IN_STATEMENT,
     PGW_RECON_MALFORMED_ROW,
     PGW_RECON_OUTSIDE_PERIOD,
+    /* Found by the finance review: points and amount agree, but the row
+     * says another type, instant or member than the log. Last, so that
+     * the kinds above keep their numbers. */
+    PGW_RECON_TYPE_MISMATCH,
+    PGW_RECON_TIME_MISMATCH,
+    PGW_RECON_MEMBER_MISMATCH,
 } pgw_recon_kind;
-#define PGW_RECON_KINDS (PGW_RECON_OUTSIDE_PERIOD + 1)
+#define PGW_RECON_KINDS (PGW_RECON_MEMBER_MISMATCH + 1)
 
 /* "matched", "points_mismatch", ... as API.md spells them. */
 const char *pgw_recon_kind_name(pgw_recon_kind kind);
@@ -82,6 +88,15 @@ typedef int (*pgw_recon_next)(void *source, pgw_recon_row *row, bool *end, pgw_e
 typedef int (*pgw_recon_emit)(void *sink, pgw_recon_kind kind, const pgw_recon_row *statement,
                               const pgw_recon_row *ledger, pgw_err *err);
 
+/*
+ * Whether the member ids `statement` (as a statement row names it) and
+ * `ledger` (as the log recorded the event's) are one member: merges, which
+ * the caller can look up. Asked only when the two differ. A negative
+ * return stops the match.
+ */
+typedef int (*pgw_recon_same_member)(void *members, const char *statement, const char *ledger,
+                                     bool *same, pgw_err *err);
+
 typedef struct pgw_recon_io {
     pgw_recon_next statement;
     void *statement_source;
@@ -92,6 +107,9 @@ typedef struct pgw_recon_io {
     /* The period the ledger rows were read for, [from, to); none when
      * to <= from. A statement row dated outside it is outside_period. */
     int64_t from, to;
+    /* Optional (NULL: member ids that differ are different members). */
+    pgw_recon_same_member same_member;
+    void *members;
 } pgw_recon_io;
 
 /*

@@ -16,6 +16,7 @@
 /* The ledger side: events a page at a time after a cursor. */
 typedef struct ledger_pages {
     pgw_store *store;
+    pthread_mutex_t *store_lock; /* shared with the merge's member look-ups (same_member) */
     const pgw_event_filter *filter;
     bool last; /* the page read before was the last one */
     char after_id[PGW_EVENT_ID_MAX + 1];
@@ -30,8 +31,10 @@ static int fill_pages(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool 
     *end = l->last;
     if (l->last)
         return PGW_OK;
+    pthread_mutex_lock(l->store_lock);
     int rc =
         pgw_store_read_events(l->store, l->filter, l->after_id, l->after_source, rows, cap, n, err);
+    pthread_mutex_unlock(l->store_lock);
     if (rc != PGW_OK)
         return rc;
     l->last = *end = *n < cap;
@@ -383,11 +386,43 @@ static int emit(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, PGW_EIO, "writing an exception failed");
 }
 
+/* The merge's member look-ups: the store is the ledger reader's too, on
+ * its own thread, so each use holds the lock (one connection, one user). */
+typedef struct members {
+    pgw_store *store;
+    pthread_mutex_t *store_lock;
+} members;
+
+/* A pgw_recon_same_member: one member when both ids end at the same
+ * survivor. A till may name a member by an id merged away before the
+ * event (the log records the survivor), or by the survivor of a merge
+ * made since (the log keeps the id of its day). */
+static int same_member(void *p, const char *statement, const char *ledger, bool *same, pgw_err *err)
+{
+    members *m = p;
+    char a[PGW_ID_MAX + 1], b[PGW_ID_MAX + 1];
+    *same = false;
+    if (strlen(statement) > PGW_ID_MAX || strlen(ledger) > PGW_ID_MAX)
+        return PGW_OK; /* not a member id at all: another member */
+    memcpy(a, statement, strlen(statement) + 1);
+    memcpy(b, ledger, strlen(ledger) + 1);
+    pthread_mutex_lock(m->store_lock);
+    int rc = pgw_store_survivor(m->store, a, NULL, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_survivor(m->store, b, NULL, err);
+    pthread_mutex_unlock(m->store_lock);
+    *same = rc == PGW_OK && strcmp(a, b) == 0;
+    return rc;
+}
+
 /* One pass over both sides; the statement as it is, or sorted. */
 static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_options *opts, sink *k,
                       pgw_recon_summary *sum, pgw_err *err)
 {
-    channel_rows l = {.pages = {.store = store, .filter = &opts->filter}};
+    pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
+    channel_rows l = {
+        .pages = {.store = store, .store_lock = &store_lock, .filter = &opts->filter}};
+    members who = {.store = store, .store_lock = &store_lock};
     statement_rows srows = {.st = st};
     prefetch *sides = calloc(2, sizeof(*sides));
     int rc = sides ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
@@ -396,8 +431,16 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
     if (rc == PGW_OK) /* one shop comes in event_id order; a whole channel is sorted */
         rc = opts->filter.shop ? prefetch_start(&sides[1], fill_pages, &l.pages, err)
                                : prefetch_start(&sides[1], fill_channel, &l, err);
-    pgw_recon_io io = {prefetch_next, &sides[0], prefetch_next,     &sides[1],
-                       emit,          k,         opts->filter.from, opts->filter.to};
+    pgw_recon_io io = {.statement = prefetch_next,
+                       .statement_source = &sides[0],
+                       .ledger = prefetch_next,
+                       .ledger_source = &sides[1],
+                       .emit = emit,
+                       .sink = k,
+                       .from = opts->filter.from,
+                       .to = opts->filter.to,
+                       .same_member = same_member,
+                       .members = &who};
     k->statement = rc == PGW_OK ? &sides[0] : NULL;
     if (rc == PGW_OK)
         rc = pgw_reconcile(&io, sum, err);
@@ -407,6 +450,7 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
         prefetch_stop(&sides[i]);
     free(sides);
     pgw_rowsort_free(l.sorted);
+    pthread_mutex_destroy(&store_lock);
     return rc;
 }
 

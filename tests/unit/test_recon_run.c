@@ -96,7 +96,7 @@ static void test_a_whole_channel_in_event_id_order(void **state)
              "D,%d,purchase,member_id:M1,4000,41\n"
              "E,%d,purchase,member_id:M1,5000,50\n"
              "Z,%d,purchase,member_id:M1,9900,99\n",
-             HEADER, T0, T0, T0, T0, T0, T0);
+             HEADER, T0, T0 + 3 * 3600, T0 + 3600, T0 + 4 * 3600, T0 + 2 * 3600, T0 + 5 * 3600);
     pgw_recon_summary sum;
     char *report = NULL;
     assert_int_equal(run(db, statement, NULL, INT64_MAX, &sum, &report), PGW_OK);
@@ -116,8 +116,8 @@ static void test_a_whole_channel_in_event_id_order(void **state)
     free(report);
     /* A time range: events from the fourth hour on are left out. */
     assert_int_equal(run(db, statement, NULL, T0 + 3 * 3600, &sum, &report), PGW_OK);
-    assert_int_equal(sum.ledger_rows, 3); /* A, C, E */
-    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_LEDGER], 3);
+    assert_int_equal(sum.ledger_rows, 3);                     /* A, C, E */
+    assert_int_equal(sum.count[PGW_RECON_OUTSIDE_PERIOD], 3); /* B, D, Z: so are their rows */
     free(report);
 }
 
@@ -219,6 +219,53 @@ static void test_a_filter_outside_the_keys_is_refused(void **state)
     pgw_store_close(s);
 }
 
+/* The finance review: a row naming another member, type or time than its
+ * event was matched. The member by id, following merges both ways (the
+ * log records the survivor of its day); the time as an instant, in any
+ * offset; a phone is not compared (the log has the member's id). */
+static void test_member_type_and_time_are_compared(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    pgw_store *s = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, NULL), PGW_OK);
+    const char *members[] = {"M1", "MOLD", "M7"};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(pgw_store_put_member(s, members[i], 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_merge_rows(s, "MOLD", "M1", &err), PGW_OK);
+    assert_int_equal(pgw_store_commit(s, NULL), PGW_OK);
+    pgw_store_close(s);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,2026-11-24T02:15:00Z,purchase,member_id:MOLD,1000,10\n" /* T0, merged id */
+             "B,%d,purchase,member_id:M7,2000,20\n"                       /* member_mismatch */
+             "C,%d,purchase,phone:13800138000,3000,30\n"                  /* not compared */
+             "D,%d,purchase,member_id:M1,4000,40\n"                       /* time_mismatch */
+             "E,%d,sign_in,member_id:M1,5000,50\n",                       /* type_mismatch */
+             HEADER, T0 + 3 * 3600, T0 + 3600, T0 + 4 * 3600 + 60, T0 + 2 * 3600);
+    for (int whole = 0; whole < 2; whole++) { /* the channel sorted, and a shop's pages */
+        pgw_recon_summary sum;
+        char *report = NULL;
+        const char *shop = whole ? NULL : "S001";
+        assert_int_equal(run(db, statement, shop, INT64_MAX, &sum, &report), PGW_OK);
+        assert_int_equal(sum.count[PGW_RECON_TYPE_MISMATCH], 1);
+        if (whole) {
+            assert_int_equal(sum.count[PGW_RECON_MATCHED], 2); /* A, C */
+            assert_int_equal(sum.count[PGW_RECON_MEMBER_MISMATCH], 1);
+            assert_int_equal(sum.count[PGW_RECON_TIME_MISMATCH], 1);
+            assert_non_null(strstr(report, "\"event_id\":\"B\",\"kind\":\"member_mismatch\""));
+            assert_non_null(strstr(report, "\"event_id\":\"D\",\"kind\":\"time_mismatch\""));
+            assert_non_null(strstr(report, "\"member_mismatch\":1}"));
+        } else {
+            assert_int_equal(sum.count[PGW_RECON_MATCHED], 2); /* A, C; B and D S002's */
+        }
+        assert_non_null(strstr(report, "\"event_id\":\"E\",\"kind\":\"type_mismatch\""));
+        free(report);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +276,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_text_is_a_malformed_row, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_filter_outside_the_keys_is_refused, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_member_type_and_time_are_compared, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,7 +77,7 @@ static int run_in(pgw_recon_row *st, size_t ns, pgw_recon_row *lg, size_t nl, fo
                   pgw_recon_summary *sum, int64_t from, int64_t to, pgw_err *err)
 {
     source a = {st, ns, 0}, b = {lg, nl, 0};
-    pgw_recon_io io = {next_row, &a, next_row, &b, collect, f, from, to};
+    pgw_recon_io io = {next_row, &a, next_row, &b, collect, f, from, to, NULL, NULL};
     f->n = 0;
     return pgw_reconcile(&io, sum, err);
 }
@@ -116,8 +116,10 @@ static void test_each_kind_on_a_small_statement(void **state)
     assert_int_equal(sum.statement_rows, 8);
     assert_int_equal(sum.ledger_rows, 6);
     assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
-    for (pgw_recon_kind k = PGW_RECON_POINTS_MISMATCH; k < PGW_RECON_KINDS; k++)
+    for (pgw_recon_kind k = PGW_RECON_POINTS_MISMATCH; k <= PGW_RECON_OUTSIDE_PERIOD; k++)
         assert_int_equal(sum.count[k], k == PGW_RECON_MISSING_IN_STATEMENT ? 2 : 1);
+    for (pgw_recon_kind k = PGW_RECON_OUTSIDE_PERIOD + 1; k < PGW_RECON_KINDS; k++)
+        assert_int_equal(sum.count[k], 0); /* type, time and member all agree */
     assert_int_equal(sum.statement_points, 10 + 21 + 30 + 30 + 40 - 60);
     assert_int_equal(sum.ledger_points, 10 + 20 + 30 + 50 - 60 + 70);
     const char *expect[][2] = {{"points_mismatch", "E02"},        {"amount_mismatch", "E03"},
@@ -243,12 +245,110 @@ static void test_planted_discrepancies_found_exactly(void **state)
     }
 }
 
+/* The finance review: a row whose type, time or member differ from its
+ * event's was `matched` when its points and amount agreed. Each is now
+ * its own kind, checked after points and amount, in the order type,
+ * time, member; the same instant or member written otherwise is no
+ * mismatch, nor is a member the statement leaves empty or names by
+ * phone or card (the log names it by member id). */
+static void test_type_time_and_member_mismatches(void **state)
+{
+    (void)state;
+    static pgw_recon_row st[9], lg[9];
+    for (size_t i = 0; i < 9; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "E%02zu", i);
+        lg[i] = row(id, 1000, 10);
+        st[i] = lg[i];
+        snprintf(st[i].member, sizeof(st[i].member), "member_id:M1");
+    }
+    snprintf(st[0].type, sizeof(st[0].type), "sign_in");          /* type_mismatch */
+    st[1].occurred_at += 3600;                                    /* time_mismatch */
+    snprintf(st[2].member, sizeof(st[2].member), "member_id:M2"); /* member_mismatch */
+    snprintf(st[3].type, sizeof(st[3].type), "refund");           /* type first... */
+    st[3].occurred_at++;                                          /* ...then time... */
+    snprintf(st[3].member, sizeof(st[3].member), "member_id:M2"); /* ...then member */
+    st[4].occurred_at++;                                          /* time before member */
+    snprintf(st[4].member, sizeof(st[4].member), "member_id:M2");
+    st[5].member[0] = '\0';                                            /* empty: not compared */
+    snprintf(st[6].member, sizeof(st[6].member), "phone:13800138000"); /* not comparable */
+    snprintf(st[7].member, sizeof(st[7].member), "card:S001:88001");
+    st[8].points++; /* points first, whatever else differs */
+    snprintf(st[8].type, sizeof(st[8].type), "refund");
+    snprintf(st[8].member, sizeof(st[8].member), "member_id:M2");
+    static found f;
+    pgw_recon_summary sum;
+    pgw_err err;
+    assert_int_equal(run(st, 9, lg, 9, &f, &sum, &err), PGW_OK);
+    const char *expect[][2] = {{"type_mismatch", "E00"},   {"time_mismatch", "E01"},
+                               {"member_mismatch", "E02"}, {"type_mismatch", "E03"},
+                               {"time_mismatch", "E04"},   {"points_mismatch", "E08"}};
+    assert_int_equal(f.n, 6);
+    for (size_t i = 0; i < f.n; i++) {
+        assert_string_equal(pgw_recon_kind_name(f.kind[i]), expect[i][0]);
+        assert_string_equal(f.key[i], expect[i][1]);
+    }
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 3);
+    assert_int_equal(sum.count[PGW_RECON_TYPE_MISMATCH], 2);
+    assert_int_equal(sum.count[PGW_RECON_TIME_MISMATCH], 2);
+    assert_int_equal(sum.count[PGW_RECON_MEMBER_MISMATCH], 1);
+    assert_int_equal(sum.count[PGW_RECON_POINTS_MISMATCH], 1);
+}
+
+/* Two member ids the caller knows to be one member (a merge) are no
+ * mismatch; its answer is asked only when the ids differ. */
+static int same_if_merged(void *p, const char *statement, const char *ledger, bool *same,
+                          pgw_err *err)
+{
+    (void)err;
+    int *asked = p;
+    (*asked)++;
+    *same = strcmp(statement, "MOLD") == 0 && strcmp(ledger, "M1") == 0;
+    return PGW_OK;
+}
+
+static void test_member_ids_resolved_by_the_caller(void **state)
+{
+    (void)state;
+    static pgw_recon_row st[3], lg[3];
+    const char *named[] = {"member_id:M1", "member_id:MOLD", "member_id:M9"};
+    for (size_t i = 0; i < 3; i++) {
+        char id[8];
+        snprintf(id, sizeof(id), "E%02zu", i);
+        lg[i] = row(id, 1000, 10);
+        st[i] = lg[i];
+        snprintf(st[i].member, sizeof(st[i].member), "%s", named[i]);
+    }
+    static found f;
+    int asked = 0;
+    source a = {st, 3, 0}, b = {lg, 3, 0};
+    pgw_recon_io io = {.statement = next_row,
+                       .statement_source = &a,
+                       .ledger = next_row,
+                       .ledger_source = &b,
+                       .emit = collect,
+                       .sink = &f,
+                       .same_member = same_if_merged,
+                       .members = &asked};
+    pgw_recon_summary sum;
+    pgw_err err;
+    f.n = 0;
+    assert_int_equal(pgw_reconcile(&io, &sum, &err), PGW_OK);
+    assert_int_equal(asked, 2);
+    assert_int_equal(f.n, 1);
+    assert_string_equal(f.key[0], "E02");
+    assert_int_equal(f.kind[0], PGW_RECON_MEMBER_MISMATCH);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_kind_on_a_small_statement),
         cmocka_unit_test(test_order_is_checked),
         cmocka_unit_test(test_planted_discrepancies_found_exactly),
+        cmocka_unit_test(test_type_time_and_member_mismatches),
+        cmocka_unit_test(test_member_ids_resolved_by_the_caller),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
