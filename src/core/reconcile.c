@@ -35,9 +35,15 @@ typedef struct merge {
     pgw_recon_row s, l; /* current rows, valid unless s_end / l_end */
     bool s_end, l_end;
     bool have_prev_s, have_prev_l;
-    char prev_s[PGW_EVENT_ID_MAX + 1]; /* event_id of the last readable statement row */
-    char prev_l[PGW_EVENT_ID_MAX + 1];
+    pgw_recon_row prev_s; /* key (event_id, source) of the last readable statement row */
+    pgw_recon_row prev_l; /* and of the last ledger row */
 } merge;
+
+int pgw_recon_key_cmp(const pgw_recon_row *a, const pgw_recon_row *b, bool by_shop)
+{
+    int c = strcmp(a->event_id, b->event_id);
+    return c != 0 || !by_shop ? c : strcmp(a->source, b->source);
+}
 
 static int report(merge *m, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l,
                   pgw_err *err)
@@ -72,11 +78,11 @@ static int next_statement(merge *m, pgw_err *err)
     if (pgw_add(m->sum->statement_points, m->s.points, &m->sum->statement_points) != PGW_OK)
         return pgw_err_set(err, PGW_ERANGE, "the statement's points overflow at line %zu",
                            m->s.line);
-    if (m->have_prev_s && strcmp(m->s.event_id, m->prev_s) < 0)
+    if (m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, m->io->by_shop) < 0)
         return pgw_err_set(err, PGW_EINVAL,
                            "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; rows "
                            "must be in event_id order",
-                           m->s.line, m->s.event_id, m->prev_s);
+                           m->s.line, m->s.event_id, m->prev_s.event_id);
     return PGW_OK;
 }
 
@@ -88,15 +94,16 @@ static int next_ledger(merge *m, pgw_err *err)
     m->sum->ledger_rows++;
     if (pgw_add(m->sum->ledger_points, m->l.points, &m->sum->ledger_points) != PGW_OK)
         return pgw_err_set(err, PGW_ERANGE, "the ledger's points overflow");
-    if (m->have_prev_l && strcmp(m->l.event_id, m->prev_l) < 0)
+    if (m->have_prev_l && pgw_recon_key_cmp(&m->l, &m->prev_l, m->io->by_shop) < 0)
         return pgw_err_set(err, PGW_ESTATE, "the ledger is out of event_id order at \"%.64s\"",
                            m->l.event_id);
     return PGW_OK;
 }
 
-static void remember(char prev[PGW_EVENT_ID_MAX + 1], bool *have, const pgw_recon_row *row)
+static void remember(pgw_recon_row *prev, bool *have, const pgw_recon_row *row)
 {
-    memcpy(prev, row->event_id, PGW_EVENT_ID_MAX + 1);
+    memcpy(prev->event_id, row->event_id, sizeof(prev->event_id));
+    memcpy(prev->source, row->source, sizeof(prev->source));
     *have = true;
 }
 
@@ -156,34 +163,36 @@ static int compare(const merge *m, const pgw_recon_row *s, const pgw_recon_row *
 static int step(merge *m, pgw_err *err)
 {
     PGW_ASSERT(!m->s_end || !m->l_end);
-    if (!m->s_end && m->have_prev_s && strcmp(m->s.event_id, m->prev_s) == 0) {
+    bool by_shop = m->io->by_shop;
+    if (!m->s_end && m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, by_shop) == 0) {
         int rc = report(m, PGW_RECON_DUPLICATE_IN_STATEMENT, &m->s, NULL, err);
         return rc != PGW_OK ? rc : next_statement(m, err);
     }
-    if (!m->l_end && m->have_prev_l && strcmp(m->l.event_id, m->prev_l) == 0) {
+    if (!m->l_end && m->have_prev_l && pgw_recon_key_cmp(&m->l, &m->prev_l, by_shop) == 0) {
         /* The same event_id twice in the ledger: two shops' events when no
-         * shop was named. The statement row went to the first. */
+         * shop was named (by_shop tells them apart). The statement row
+         * went to the first. */
         int rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     }
-    int cmp = m->s_end ? 1 : m->l_end ? -1 : strcmp(m->s.event_id, m->l.event_id);
+    int cmp = m->s_end ? 1 : m->l_end ? -1 : pgw_recon_key_cmp(&m->s, &m->l, by_shop);
     int rc;
     if (cmp < 0) {
         rc = report(m, PGW_RECON_MISSING_IN_LEDGER, &m->s, NULL, err);
     } else if (cmp > 0) {
         rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
-        remember(m->prev_l, &m->have_prev_l, &m->l);
+        remember(&m->prev_l, &m->have_prev_l, &m->l);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     } else {
         pgw_recon_kind kind = PGW_RECON_MATCHED;
         rc = compare(m, &m->s, &m->l, &kind, err);
         if (rc == PGW_OK)
             rc = report(m, kind, &m->s, &m->l, err);
-        remember(m->prev_l, &m->have_prev_l, &m->l);
+        remember(&m->prev_l, &m->have_prev_l, &m->l);
         if (rc == PGW_OK)
             rc = next_ledger(m, err);
     }
-    remember(m->prev_s, &m->have_prev_s, &m->s);
+    remember(&m->prev_s, &m->have_prev_s, &m->s);
     return rc != PGW_OK ? rc : next_statement(m, err);
 }
 

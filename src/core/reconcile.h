@@ -110,7 +110,14 @@ typedef struct pgw_recon_io {
     /* Optional (NULL: member ids that differ are different members). */
     pgw_recon_same_member same_member;
     void *members;
+    /* The statement names each row's shop (in `source`): rows are keyed
+     * by (event_id, shop), as the log's keys are, and both sides come in
+     * that order. Otherwise by event_id alone, the shop unknown. */
+    bool by_shop;
 } pgw_recon_io;
+
+/* Orders two rows by their key: event_id, then (by_shop) their source. */
+int pgw_recon_key_cmp(const pgw_recon_row *a, const pgw_recon_row *b, bool by_shop);
 
 /*
  * Runs the match to the end of both streams and fills *summary (zeroed

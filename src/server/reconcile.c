@@ -83,9 +83,22 @@ static int fill_channel(void *p, pgw_recon_row *rows, size_t cap, size_t *n, boo
  * whole log to the first row's event_id, reporting every row on the way). */
 typedef struct statement_rows {
     pgw_statement *st;
+    bool by_shop;     /* it names each row's shop (pgw_statement_has_shop) */
+    const char *shop; /* the shop reconciled; NULL: the whole channel */
     bool have_prev;
-    char prev[PGW_EVENT_ID_MAX + 1];
+    pgw_recon_row prev; /* its key: event_id and source */
 } statement_rows;
+
+/* A row naming another shop than the one reconciled cannot match, and a
+ * repair must not post it as this shop's: a malformed row, saying why. */
+static void other_shop(const statement_rows *s, pgw_recon_row *r)
+{
+    if (!s->by_shop || s->shop == NULL || r->malformed || strcmp(r->source, s->shop) == 0)
+        return;
+    r->malformed = true;
+    snprintf(r->problem, sizeof(r->problem), "shop_id \"%s\" is not the shop reconciled, %s",
+             r->source, s->shop);
+}
 
 /* A block of statement rows, one by one; PGW_EINVAL at the first out of order. */
 static int fill_statement(void *p, pgw_recon_row *rows, size_t cap, size_t *n, bool *end,
@@ -97,15 +110,17 @@ static int fill_statement(void *p, pgw_recon_row *rows, size_t cap, size_t *n, b
     for (*n = 0;
          *n < cap && (rc = pgw_statement_next(s->st, &rows[*n], end, err)) == PGW_OK && !*end;
          (*n)++) {
-        const pgw_recon_row *r = &rows[*n];
+        pgw_recon_row *r = &rows[*n];
+        other_shop(s, r);
         if (r->malformed)
             continue;
-        if (s->have_prev && strcmp(r->event_id, s->prev) < 0)
+        if (s->have_prev && pgw_recon_key_cmp(r, &s->prev, s->by_shop) < 0)
             return pgw_err_set(err, PGW_EINVAL,
                                "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; "
                                "rows must be in event_id order",
-                               r->line, r->event_id, s->prev);
-        memcpy(s->prev, r->event_id, sizeof(s->prev));
+                               r->line, r->event_id, s->prev.event_id);
+        memcpy(s->prev.event_id, r->event_id, sizeof(s->prev.event_id));
+        memcpy(s->prev.source, r->source, sizeof(s->prev.source));
         s->have_prev = true;
     }
     return rc;
@@ -263,6 +278,8 @@ static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
         json_object_set_new(o, "shop_id", json_string(r->source));
     if (o != NULL && !ledger)
         json_object_set_new(o, "line", json_integer((json_int_t)r->line));
+    if (o != NULL && !ledger && r->source[0] != '\0') /* the statement names shops */
+        json_object_set_new(o, "shop_id", json_string(r->source));
     if (o != NULL && !ledger && r->original[0] != '\0')
         json_object_set_new(o, "original_event_id", json_string(r->original));
     return o;
@@ -351,7 +368,7 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
     const char *fields[] = {pgw_recon_kind_name(kind),
                             (s ? s : l)->event_id,
                             line,
-                            l ? l->source : "",
+                            l ? l->source : s->source,
                             sat,
                             lat,
                             s && !s->malformed ? s->type : "",
@@ -423,7 +440,8 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
     channel_rows l = {
         .pages = {.store = store, .store_lock = &store_lock, .filter = &opts->filter}};
     members who = {.store = store, .store_lock = &store_lock};
-    statement_rows srows = {.st = st};
+    statement_rows srows = {
+        .st = st, .by_shop = pgw_statement_has_shop(st), .shop = opts->filter.shop};
     prefetch *sides = calloc(2, sizeof(*sides));
     int rc = sides ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
     if (rc == PGW_OK)
@@ -440,7 +458,8 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
                        .from = opts->filter.from,
                        .to = opts->filter.to,
                        .same_member = same_member,
-                       .members = &who};
+                       .members = &who,
+                       .by_shop = srows.by_shop};
     k->statement = rc == PGW_OK ? &sides[0] : NULL;
     if (rc == PGW_OK)
         rc = pgw_reconcile(&io, sum, err);

@@ -100,7 +100,8 @@ static int compare_text(const char *a, size_t a_len, const char *b, size_t b_len
     return c != 0 ? c : (a_len > b_len) - (a_len < b_len);
 }
 
-/* (event_id, line, source) of two packed rows. */
+/* (event_id, source, line) of two packed rows: a statement's rows keep
+ * their file order within a key, its source "" unless it names shops. */
 static int compare_packed(const void *a, const void *b)
 {
     const char *pa = *(const char *const *)a, *pb = *(const char *const *)b;
@@ -111,16 +112,16 @@ static int compare_packed(const void *a, const void *b)
     pb += sizeof(hb);
     int c = compare_text(pa, ha.id_len, pb, hb.id_len);
     if (c == 0)
-        c = (ha.line > hb.line) - (ha.line < hb.line);
-    return c != 0 ? c : compare_text(pa + ha.id_len, ha.source_len, pb + hb.id_len, hb.source_len);
+        c = compare_text(pa + ha.id_len, ha.source_len, pb + hb.id_len, hb.source_len);
+    return c != 0 ? c : (ha.line > hb.line) - (ha.line < hb.line);
 }
 
 static int compare_rows(const pgw_recon_row *a, const pgw_recon_row *b)
 {
     int c = strcmp(a->event_id, b->event_id);
     if (c == 0)
-        c = (a->line > b->line) - (a->line < b->line);
-    return c != 0 ? c : strcmp(a->source, b->source);
+        c = strcmp(a->source, b->source);
+    return c != 0 ? c : (a->line > b->line) - (a->line < b->line);
 }
 
 int pgw_rowsort_new(size_t arena_bytes, pgw_rowsort **out, pgw_err *err)

@@ -2,7 +2,7 @@
  * rowsort.h - reconciliation rows sorted with bounded memory.
  *
  * Rows are packed (a fixed head, then their strings: ~70 bytes) into an
- * arena, sorted there by (event_id, line, source) and written out as a
+ * arena, sorted there by (event_id, source, line) and written out as a
  * sorted run to a temporary file (deleted when closed) whenever the arena
  * fills; the runs are then merged through a heap, a row at a time from
  * each. Rows that fit in one arena never touch the disk. Memory: the

@@ -9,6 +9,7 @@
 #include "core/civil.h"
 #include "core/rules.h"
 #include "core/utf8.h"
+#include "store/store.h"
 #include "util/csv.h"
 
 #include <ctype.h>
@@ -25,7 +26,8 @@ enum {
     COL_MEMBER,
     COL_AMOUNT,
     COL_POINTS,
-    COL_ORIGINAL, /* optional: the only column a statement may leave out */
+    COL_ORIGINAL, /* optional, as is... */
+    COL_SHOP,     /* ...the event's shop: a channel's statement keys rows by it */
     N_COLS
 };
 static const char *const COLUMNS[N_COLS] = {
@@ -36,7 +38,14 @@ static const char *const COLUMNS[N_COLS] = {
     [COL_AMOUNT] = "amount_fen",
     [COL_POINTS] = "points",
     [COL_ORIGINAL] = "original_event_id",
+    [COL_SHOP] = "shop_id",
 };
+
+/* The columns a statement may leave out. */
+static bool optional(size_t c)
+{
+    return c == COL_ORIGINAL || c == COL_SHOP;
+}
 
 struct pgw_statement {
     pgw_csv_file *file; /* a file, or... */
@@ -122,15 +131,17 @@ static int note_ignored(pgw_statement *st, pgw_err *err)
             c++;
         if (c < N_COLS)
             continue;
-        /* Our optional column misspelt would be missing unseen (a CSV
+        /* Our optional columns misspelt would be missing unseen (a CSV
          * report names nothing), where a required one is said missing. A
          * letter off only: a till's own "original_event_at" is not it. */
-        const char *ours = COLUMNS[COL_ORIGINAL];
-        if (st->col[COL_ORIGINAL] < 0 && looks_like(st->row.fields[f], ours, 1))
-            return pgw_err_set(err, PGW_EINVAL,
-                               "line %zu: column \"%s\" looks like %s misspelt: name it %s, or "
-                               "another name if it is not that",
-                               st->row.line, st->row.fields[f], ours, ours);
+        for (size_t o = COL_ORIGINAL; o <= COL_SHOP; o++) {
+            const char *ours = COLUMNS[o];
+            if (st->col[o] < 0 && looks_like(st->row.fields[f], ours, 1))
+                return pgw_err_set(err, PGW_EINVAL,
+                                   "line %zu: column \"%s\" looks like %s misspelt: name it %s, "
+                                   "or another name if it is not that",
+                                   st->row.line, st->row.fields[f], ours, ours);
+        }
         /* The reader let only UTF-8 through: cut on a character boundary. */
         char *name = st->ignored[st->n_ignored++];
         const char *text = st->row.fields[f];
@@ -140,6 +151,11 @@ static int note_ignored(pgw_statement *st, pgw_err *err)
             *p = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
     }
     return PGW_OK;
+}
+
+bool pgw_statement_has_shop(const pgw_statement *st)
+{
+    return st->col[COL_SHOP] >= 0;
 }
 
 const char *pgw_statement_ignored(const pgw_statement *st, size_t i)
@@ -157,8 +173,8 @@ static int read_header(pgw_statement *st, pgw_err *err)
     if (rc == PGW_OK)
         rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, true, err);
     for (size_t c = 0; rc == PGW_OK && c < N_COLS; c++) {
-        const char *near = st->col[c] < 0 && c != COL_ORIGINAL ? misspelt(st, c) : NULL;
-        if (st->col[c] < 0 && c != COL_ORIGINAL)
+        const char *near = st->col[c] < 0 && !optional(c) ? misspelt(st, c) : NULL;
+        if (st->col[c] < 0 && !optional(c))
             rc = pgw_err_set(err, PGW_EINVAL, "line %zu: column %s is missing%s%.64s%s",
                              st->row.line, COLUMNS[c], near ? " (is \"" : "", near ? near : "",
                              near ? "\" it, misspelt?)" : "");
@@ -248,6 +264,18 @@ static bool copy_field(const char *text, char *out, size_t cap)
     return true;
 }
 
+/* The row's shop_id into r->source: a shop id as the log's keys have it
+ * ("-" for an event without one). Empty is refused: the row would match
+ * no shop's event, and a statement keyed by shop has no shopless rows. */
+static bool parse_shop(const char *shop, pgw_recon_row *r)
+{
+    if (shop[0] == '\0')
+        return malformed(r, "shop_id is empty (\"-\" for an event without a shop)");
+    if (!pgw_store_shop_id_ok(shop) || !copy_field(shop, r->source, sizeof(r->source)))
+        return malformed(r, "shop_id \"%.*s\" is not a shop id", QUOTED(shop));
+    return true;
+}
+
 /* One CSV row's fields checked into *r. False (and r->problem) when it is not a row. */
 static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
 {
@@ -285,7 +313,7 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *original = pgw_csv_cell(row, st->col, COL_ORIGINAL);
     if (original[0] != '\0' && !copy_field(original, r->original, sizeof(r->original)))
         return malformed(r, "original_event_id must be at most %d bytes", PGW_EVENT_ID_MAX);
-    return true;
+    return st->col[COL_SHOP] < 0 || parse_shop(pgw_csv_cell(row, st->col, COL_SHOP), r);
 }
 
 static int next_from_csv(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err *err)

@@ -3,7 +3,9 @@
  *
  * A statement is CSV with a header row naming the columns event_id,
  * occurred_at, type, member, amount_fen, points (any order; all required)
- * and optionally original_event_id (a refund's purchase, for --repair).
+ * and optionally original_event_id (a refund's purchase, for --repair)
+ * and shop_id (the event's shop, "-" for none: rows are then keyed by
+ * event_id and shop, as the log's keys are; each row must name one).
  * Other columns (a channel's own: a shop name, a note) are read past and
  * named by pgw_statement_ignored, for the report to show.
  * occurred_at is RFC 3339 or unix seconds; amount_fen 0..PGW_AMOUNT_FEN_MAX
@@ -43,13 +45,17 @@ int pgw_statement_open_text(const char *text, size_t len, pgw_statement **out, p
  * bytes of UTF-8, control characters as '?'. Owned by the statement. */
 const char *pgw_statement_ignored(const pgw_statement *statement, size_t i);
 
+/* Whether the header names shop_id: each row's shop is then in its
+ * `source`, and the rows are keyed by (event_id, shop). */
+bool pgw_statement_has_shop(const pgw_statement *statement);
+
 /* A pgw_recon_next: the next row (file order, or event_id order once sorted). */
 int pgw_statement_next(void *statement, pgw_recon_row *row, bool *end, pgw_err *err);
 
 /* Back to the first row of the file (in file order: a sort is dropped). */
 int pgw_statement_rewind(pgw_statement *statement, pgw_err *err);
 
-/* Sorts the whole statement; from then on rows come in (event_id, line)
+/* Sorts the whole statement; from then on rows come in (event_id, shop, line)
  * order. PGW_ETOOLARGE past 16 GiB of rows (sort such a file first). */
 int pgw_statement_sort(pgw_statement *statement, pgw_err *err);
 

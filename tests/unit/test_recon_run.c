@@ -266,6 +266,55 @@ static void test_member_type_and_time_are_compared(void **state)
     }
 }
 
+/* The finance review: a channel's statement has no shop column, so two
+ * shops' events with one event_id were one row matched against the
+ * first and a duplicate (the other shop's event missing_in_statement).
+ * With the optional shop_id column each row matches its own shop's. */
+static void test_a_shop_id_column_keys_rows_by_shop(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, NULL), PGW_OK);
+    for (int i = 0; i < 2; i++) {
+        pgw_event_record r = {.type = "purchase", .member = "M1", .occurred_at = T0};
+        r.amount_fen = 1000 * (i + 1);
+        r.points = 10 * (i + 1);
+        log_event(s, "store", i ? "S002" : "S001", "X", &r);
+    }
+    assert_int_equal(pgw_store_commit(s, NULL), PGW_OK);
+    pgw_store_close(s);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "event_id,shop_id,occurred_at,type,member,amount_fen,points\n"
+             "X,S002,%d,purchase,member_id:M1,2000,20\n"
+             "X,S001,%d,purchase,member_id:M1,1000,10\n"
+             "A,S001,%d,purchase,member_id:M1,1000,10\n"
+             "B,S001,%d,purchase,member_id:M1,2000,20\n" /* B is S002's */
+             "Y,S 1,%d,purchase,member_id:M1,1000,10\n"
+             "C,,%d,purchase,member_id:M1,3000,30\n",
+             T0, T0, T0, T0 + 3 * 3600, T0, T0 + 3600);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    assert_int_equal(run(db, statement, NULL, INT64_MAX, &sum, &report), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 3); /* X twice, A */
+    assert_int_equal(sum.count[PGW_RECON_DUPLICATE_IN_STATEMENT], 0);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_LEDGER], 1);    /* B of S001 */
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 5); /* B, D, E, Z; C */
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 2);
+    assert_non_null(strstr(report, "shop_id \\\"S 1\\\" is not a shop id"));
+    assert_non_null(strstr(report, "shop_id is empty"));
+    free(report);
+    /* One shop: a row of another is not its to match, nor to repair. */
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 2); /* X, A */
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_LEDGER], 1);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 3);
+    assert_non_null(strstr(report, "shop_id \\\"S002\\\" is not the shop reconciled, S001"));
+    free(report);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +327,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_filter_outside_the_keys_is_refused, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_type_and_time_are_compared, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_shop_id_column_keys_rows_by_shop, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,7 +77,7 @@ static int run_in(pgw_recon_row *st, size_t ns, pgw_recon_row *lg, size_t nl, fo
                   pgw_recon_summary *sum, int64_t from, int64_t to, pgw_err *err)
 {
     source a = {st, ns, 0}, b = {lg, nl, 0};
-    pgw_recon_io io = {next_row, &a, next_row, &b, collect, f, from, to, NULL, NULL};
+    pgw_recon_io io = {next_row, &a, next_row, &b, collect, f, from, to, NULL, NULL, false};
     f->n = 0;
     return pgw_reconcile(&io, sum, err);
 }
