@@ -45,12 +45,13 @@ static void fail(const char *what, const pgw_err *err)
     exit(1);
 }
 
-/* One statement line in RFC 3339, as tills write it. */
+/* One statement line in RFC 3339, as tills write it: the log's time,
+ * BASE_TIME + i % 86400, in +08:00 (BASE_TIME is that day's midnight). */
 static void statement_line(FILE *f, const char *id, long i, long amount, long points)
 {
-    long t = BASE_TIME + i % 86400;
+    long local = i % 86400;
     fprintf(f, "%s,2026-11-19T%02ld:%02ld:%02ld+08:00,purchase,member_id:M%ld,%ld,%ld\n", id,
-            t % 86400 / 3600, t % 3600 / 60, t % 60, i % 100000, amount, points);
+            local / 3600, local % 3600 / 60, local % 60, i % 100000, amount, points);
 }
 
 /* 0.1% of rows carry a discrepancy, one kind after another: points,
