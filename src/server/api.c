@@ -3716,10 +3716,10 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     /* Written by hand: this runs once per request on the service thread,
      * where a jansson object cost a tenth of it and fprintf's formatting
      * 3%. Sized for the longest fields, each byte escaped (6 bytes at
-     * most), the names and three integers (128). */
+     * most), the names, three integers and "delivered" (160). */
     char path[3 * sizeof(req->path)];
     loggable_path(req->path, path, sizeof(path));
-    char line[128 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name))];
+    char line[160 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name))];
     pgw_json_out o;
     pgw_json_out_init(&o, line, sizeof(line));
     pgw_json_out_begin_object(&o);
@@ -3729,6 +3729,10 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     pgw_json_out_key_int(&o, "status", resp->status);
     pgw_json_out_key_int(&o, "us", done_us - req->received_us);
     pgw_json_out_key_string(&o, "key", resp->key_name);
+    if (resp->undelivered) { /* only then: the usual line stays as it was */
+        pgw_json_out_key(&o, "delivered");
+        pgw_json_out_bool(&o, false);
+    }
     pgw_json_out_end_object(&o);
     PGW_ASSERT(!o.overflow);
     line[o.len] = '\n';

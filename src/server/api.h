@@ -67,6 +67,7 @@ typedef struct pgw_response {
     const char *allow;             /* a 405's Allow header ("GET"); NULL none */
     const char *route;             /* route template for metrics ("/v1/holds/{id}/capture") */
     char key_name[PGW_ID_MAX + 1]; /* who asked, for the log ("-" when nobody) */
+    bool undelivered;              /* the connection closed before it was sent whole */
 } pgw_response;
 
 /* Wakes the service thread for a finished job (any thread). */
@@ -169,7 +170,7 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
                         const char *shop_param, char shop_out[PGW_ID_MAX + 1],
                         char key_name[PGW_ID_MAX + 1], pgw_err *err);
 
-/* Counts and logs a sent response. */
+/* Counts and logs a response: sent, or, `undelivered`, not (logged so). */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);
 
 #endif

@@ -81,13 +81,15 @@ typedef struct req {
     bool waiting;             /* a job is out; r.id is in the slot table */
     bool responding;          /* resp is ready to send */
     bool headers_sent;
+    bool logged; /* its one log line is written */
     pgw_response resp;
     size_t sent;
 } req;
 
 typedef struct slot {
-    uint64_t id; /* 0: empty */
-    struct lws *wsi;
+    uint64_t id;       /* 0: empty */
+    struct lws *wsi;   /* NULL: the client left; `left` says what it asked */
+    pgw_request *left; /* malloc'd, for the log line its answer still gets */
 } slot;
 
 struct pgw_http {
@@ -153,7 +155,7 @@ static void slot_put(pgw_http *h, uint64_t id, struct lws *wsi)
     size_t i = home_of(h, id);
     while (h->slots[i].id != 0)
         i = (i + 1) & h->slot_mask;
-    h->slots[i] = (slot){id, wsi};
+    h->slots[i] = (slot){id, wsi, NULL};
 }
 
 static size_t slot_find(const pgw_http *h, uint64_t id)
@@ -169,13 +171,13 @@ static size_t slot_find(const pgw_http *h, uint64_t id)
 /* Removes slot i, shifting back later entries of its probe run. */
 static void slot_remove(pgw_http *h, size_t i)
 {
-    h->slots[i].id = 0;
+    h->slots[i] = (slot){0}; /* `left` too: pgw_http_free frees what is left there */
     for (size_t j = (i + 1) & h->slot_mask; h->slots[j].id != 0; j = (j + 1) & h->slot_mask) {
         size_t home = home_of(h, h->slots[j].id);
         bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
         if (movable) {
             h->slots[i] = h->slots[j];
-            h->slots[j].id = 0;
+            h->slots[j] = (slot){0};
             i = j;
         }
     }
@@ -287,12 +289,20 @@ static void finish_done(pgw_http *h, done_item *d)
     if (!pgw_api_finish(h->api, d->job, &id, &resp, h->watchers ? emit : NULL, h))
         return;
     size_t at = slot_find(h, id);
-    if (at == SIZE_MAX) { /* the client left; the write stands */
+    if (at == SIZE_MAX) { /* not a request's (its log line could not be kept) */
         free(resp.body);
         return;
     }
     struct lws *wsi = h->slots[at].wsi;
+    pgw_request *left = h->slots[at].left;
     slot_remove(h, at);
+    if (wsi == NULL) { /* the client left; the write stands, and the log says so */
+        resp.undelivered = true;
+        pgw_api_log(h->api, left, &resp, wall_us());
+        free(left);
+        free(resp.body);
+        return;
+    }
     req *q = lws_wsi_user(wsi);
     PGW_ASSERT(q != NULL && q->waiting && q->r.id == id);
     q->waiting = false;
@@ -630,6 +640,7 @@ static int add_body(pgw_http *h, struct lws *wsi, req *q, const void *in, size_t
 
 static void finish_response(pgw_http *h, req *q)
 {
+    q->logged = true;
     pgw_api_log(h->api, &q->r, &q->resp, wall_us());
     free(q->resp.body);
     q->resp.body = NULL;
@@ -711,17 +722,59 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
     return q->close_after || lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/*
+ * The connection closed with its job still out: the job's answer, when it
+ * comes, is logged as not delivered (a durable write whose client never
+ * heard of it is what an operator looks for). Without memory for that, the
+ * answer is dropped unlogged, as before.
+ */
+static void leave_job(pgw_http *h, req *q)
+{
+    size_t at = slot_find(h, q->r.id);
+    if (at == SIZE_MAX)
+        return;
+    pgw_request *left = malloc(sizeof(*left));
+    if (left == NULL) {
+        slot_remove(h, at);
+        return;
+    }
+    *left = q->r;
+    left->body = NULL; /* freed with the transaction */
+    h->slots[at].wsi = NULL;
+    h->slots[at].left = left;
+}
+
+/*
+ * A request the connection closed under before its answer was sent whole
+ * gets its log line now, saying so: with the answer it had, or, its body
+ * never whole (the client left or went quiet, and lws timed it out), 408.
+ */
+static void log_unanswered(pgw_http *h, req *q)
+{
+    if (q->logged || q->r.received_us == 0 || q->waiting)
+        return; /* logged, never a request (a refused handshake logs its own), or not yet */
+    q->logged = true;
+    if (!q->responding) {
+        memset(&q->resp, 0, sizeof(q->resp));
+        pgw_api_key_label(h->api, q->r.authorization, q->resp.key_name);
+        q->resp.route = pgw_api_route_label(q->r.path);
+        q->resp.status = 408;
+    }
+    q->resp.undelivered = true;
+    pgw_api_log(h->api, &q->r, &q->resp, wall_us());
+}
+
 /* The transaction is over (answered, or the client left). */
 static void forget(pgw_http *h, req *q)
 {
     if (q == NULL)
         return;
     if (q->waiting) {
-        size_t at = slot_find(h, q->r.id);
-        if (at != SIZE_MAX)
-            slot_remove(h, at);
+        leave_job(h, q);
         q->waiting = false;
+        q->logged = true; /* by finish_done, with its job's answer */
     }
+    log_unanswered(h, q);
     if (q->responding) {
         q->responding = false;
         h->responding--;
@@ -1127,6 +1180,8 @@ void pgw_http_free(pgw_http *h)
         ;
     if (h->ctx != NULL)
         lws_context_destroy(h->ctx);
+    for (size_t i = 0; h->slots != NULL && i <= h->slot_mask; i++)
+        free(h->slots[i].left); /* a job that never finished */
     pgw_api_free(h->api);
     pthread_mutex_destroy(&h->lock);
     free(h->done);

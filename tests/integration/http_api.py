@@ -1994,6 +1994,73 @@ def test_log(s):
           "the log replaces what is not UTF-8 in a path")
 
 
+def log_lines(s, want=None, wait=5.0):
+    """The request log's lines; with want, read again (a line is written
+    just after its answer, or when its job ends) until want(lines) or wait s."""
+    until = time.time() + wait
+    while True:
+        # A handle of its own: the server's stdout shares s.log's offset.
+        with open(s.log.name, encoding="utf-8") as log:
+            lines = [json.loads(line) for line in log if line.strip()]
+        if want is None or want(lines) or time.time() > until:
+            return lines
+
+
+def test_log_undelivered(s):
+    """Regression: a request whose connection closed before its answer got
+    no log line: a void applied and durable, its answer lost to a pipelined
+    request's close, was nowhere in the log, nor a body that never came.
+    Each gets exactly one line, with the status it had (408 for a body
+    never whole) and "delivered": false."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+    s.request("POST", "/v1/events", purchase("E-LOG-LEFT", amount=100000, member="M7801"))
+    for n in (1, 2, 3):
+        status, doc, _ = s.request("POST", "/v1/holds", {
+            "hold_id": f"H-LOG-{n}", "member": {"member_id": "M7801"}, "shop_id": "S001",
+            "points": 10})
+        check(status == 201, f"hold H-LOG-{n}: {status} {doc}")
+
+    def void(n, body=b"{}", length=None):
+        return (b"POST /v1/holds/H-LOG-%d/void HTTP/1.1\r\nHost: x\r\n" % n + auth +
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % (len(body) if length is None else length) + body)
+
+    def lines_of(lines, n):
+        return [line for line in lines if line["path"] == f"/v1/holds/H-LOG-{n}/void"]
+
+    # 1. Bytes after the body close the connection before its answer
+    # (README, pipelining): the void stands, unanswered.
+    out, closed = raw_exchange(s, void(1) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    check(out == b"" and closed, f"a void with a request after it, unanswered: {out[:100]!r}")
+    got = lines_of(log_lines(s, lambda ls: lines_of(ls, 1)), 1)
+    check(len(got) == 1 and got[0]["status"] == 200 and got[0].get("delivered") is False and
+          got[0]["key"] == "admin" and got[0]["us"] >= 0,
+          f"a void whose answer was not delivered is logged once, saying so: {got}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-LOG-1/void", {})
+    check(status == 200 and doc.get("state") == "voided", f"and it was voided: {status} {doc}")
+    # 2. A body that never came whole: nothing done, logged as 408.
+    out, closed = raw_exchange(s, void(2, body=b'{"a":', length=50))
+    got = lines_of(log_lines(s, lambda ls: lines_of(ls, 2)), 2)
+    check(len(got) == 1 and got[0]["status"] == 408 and got[0].get("delivered") is False and
+          got[0]["method"] == "POST",
+          f"a request whose body never came whole is logged once as 408: {got}")
+    # 3. The client leaves at once after its request: one line, whichever
+    # came first, its answer or the close.
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    conn.sendall(void(3))
+    conn.shutdown(socket.SHUT_WR)
+    recv_until(conn, b"", lambda got: False)
+    conn.close()
+    time.sleep(0.5)
+    got = lines_of(log_lines(s, lambda ls: lines_of(ls, 3)), 3)
+    check(len(got) == 1 and got[0]["status"] == 200, f"a client gone at once: one line: {got}")
+    delivered = [line for line in log_lines(s) if "delivered" in line]
+    check(all(line["delivered"] is False for line in delivered) and
+          len(delivered) == len([line for line in delivered if line["path"].startswith(
+              "/v1/holds/H-LOG-")]),
+          f"only requests not answered say delivered: {delivered}")
+
+
 def test_tls(tmp):
     """A second server with a certificate: HTTPS end to end, and its own body limit."""
     import ssl
@@ -3197,7 +3264,8 @@ def main():
                          test_expiry_sweep,
                          test_signatures,
                          test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
-                         test_route_labels, test_log, test_reconciliation, test_repair_many, test_reports,
+                         test_route_labels, test_log, test_log_undelivered,
+                         test_reconciliation, test_repair_many, test_reports,
                          test_member_show, test_backup,
                          test_sync_metrics):
                 test(s)
