@@ -788,6 +788,23 @@ static void forget(pgw_http *h, req *q)
 static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
                           int rc, const char *message);
 
+/*
+ * An upgrade to cleartext HTTP/2 (curl --http2 on http://, Java's
+ * HttpClient by default) is ignored, as RFC 9110 7.8 lets a server: lws
+ * 4.1 answered 101 itself and then the request never reached us (an
+ * event so posted went unanswered), and our answers are framed for
+ * HTTP/1.1 only. lws hands the Upgrade value it is about to compare;
+ * emptied, it matches neither "h2c" nor "websocket", and lws goes on to
+ * serve the request as HTTP/1.1 (server.c, lws_handshake_server). A
+ * WebSocket's upgrade is left to lws.
+ */
+static int ignore_h2c(void *upgrade)
+{
+    if (upgrade != NULL && strcasecmp(upgrade, "h2c") == 0)
+        ((char *)upgrade)[0] = '\0';
+    return 0;
+}
+
 static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
 {
@@ -818,6 +835,8 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return write_some(h, wsi, q);
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return ignore_h2c(in);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         /* A handshake naming this protocol ("http" did, before it was
          * renamed) lands here, not on the stream: it was upgraded with no
@@ -987,6 +1006,10 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return w != NULL && w->allowed ? feed_watcher(h, wsi, w) : 0;
     case LWS_CALLBACK_RECEIVE:
         return 0; /* watchers have nothing to say; lws bounds what it reads */
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        /* Asked here, not of protocols[0]: a connection is bound to the
+         * vhost's default protocol, the stream's, until lws serves HTTP. */
+        return ignore_h2c(in);
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         return 0; /* handled once, by the http protocol */
     default:
