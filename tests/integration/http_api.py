@@ -1356,6 +1356,32 @@ def test_expect_continue(s):
     check(s.transfers() == before, "requests refused before their body wrote nothing")
 
 
+def test_h2c_upgrade_ignored(s):
+    """Regression: a request asking to upgrade to cleartext HTTP/2 (curl
+    --http2 on http://, Java's HttpClient by default) got libwebsockets'
+    own 101 and then nothing: no answer, no log line, an event posted so
+    left unanswered. The upgrade is ignored (RFC 9110 7.8 lets a server):
+    the request is answered over HTTP/1.1."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+    h2c = (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+           b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n")
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    try:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + h2c + b"\r\n")
+        out = recv_until(conn, b"", lambda got: got.endswith(b"}"))
+        check(out.startswith(b"HTTP/1.1 200") and out.endswith(b'{"status":"ok","db":"ok"}'),
+              f"GET asking for h2c is answered in HTTP/1.1: {out[:200]!r}")
+        body = json.dumps(purchase("E-H2C")).encode()
+        conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + h2c + auth +
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                     + body)
+        out = recv_until(conn, b"", lambda got: got.endswith(b"}"))
+        check(out.startswith(b"HTTP/1.1 201") and b'"E-H2C"' in out,
+              f"an event asking for h2c, on the same connection: {out[:200]!r}")
+    finally:
+        conn.close()
+
+
 def test_head(s):
     """Regression (the HTTP review): HEAD was 405 with a body, which a client
     reusing the connection reads as the start of its next answer; health
@@ -3256,7 +3282,7 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_head,
+                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_h2c_upgrade_ignored, test_head,
                          test_pipelining,
                          test_batch, test_shop_csv,
                          test_imports,
