@@ -915,6 +915,13 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
         return refuse_watcher(h, wsi, "", "-", PGW_EINVAL, "the path is too long");
     if (strcmp(uri, "/v1/stream") != 0)
         return refuse_watcher(h, wsi, uri, "-", PGW_ENOTFOUND, "no such route");
+    /* What lws 4.1 checks only after this filter, then dropping the
+     * connection unanswered and unlogged (handshake_0405): Host and a key
+     * under its 128 bytes (MAX_WEBSOCKET_04_KEY_LEN). */
+    int key_len = lws_hdr_total_length(wsi, WSI_TOKEN_KEY);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HOST) <= 0 || key_len <= 0 || key_len >= 128)
+        return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL,
+                              "a WebSocket handshake needs Host and a Sec-WebSocket-Key");
     if (!copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)))
         return refuse_watcher(h, wsi, uri, "-", PGW_EUNAUTHORIZED,
                               "the Authorization header is too long");

@@ -1382,6 +1382,29 @@ def test_h2c_upgrade_ignored(s):
         conn.close()
 
 
+def test_ws_handshake_incomplete(s):
+    """Regression: a WebSocket handshake to /v1/stream with a good key but
+    no Sec-WebSocket-Key (or no Host) was let in by the gateway and then
+    dropped by libwebsockets, unanswered and in no log line. It is 400
+    invalid_request, logged, then closed."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+    upgrade = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    before = len([line for line in log_lines(s) if line["path"] == "/v1/stream"])
+    for what, head in (("no Sec-WebSocket-Key", b"Host: x\r\n"), ("no Host", key),
+                       ("a key too long", b"Host: x\r\nSec-WebSocket-Key: " + b"k" * 130 +
+                        b"\r\n")):
+        out, closed = raw_exchange(s, b"GET /v1/stream HTTP/1.1\r\n" + head + auth + upgrade +
+                                   b"\r\n")
+        check(re.match(rb"HTTP/1\.[01] 400 ", out) is not None and b"invalid_request" in out and
+              closed, f"a handshake with {what}: 400, then closed: {out[:200]!r} closed={closed}")
+    got = [line for line in log_lines(s, lambda ls: len(
+        [line for line in ls if line["path"] == "/v1/stream"]) >= before + 3)
+           if line["path"] == "/v1/stream"][before:]
+    check([line["status"] for line in got] == [400, 400, 400],
+          f"each logged once as 400: {got}")
+
+
 def test_head(s):
     """Regression (the HTTP review): HEAD was 405 with a body, which a client
     reusing the connection reads as the start of its next answer; health
@@ -3282,7 +3305,8 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_h2c_upgrade_ignored, test_head,
+                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_h2c_upgrade_ignored, test_ws_handshake_incomplete,
+                         test_head,
                          test_pipelining,
                          test_batch, test_shop_csv,
                          test_imports,
