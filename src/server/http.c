@@ -459,6 +459,15 @@ static bool expects_continue(struct lws *wsi)
            strcasecmp(expect, "100-continue") == 0;
 }
 
+/* Whether the request line says HTTP/1.1, as lws reads it (server.c,
+ * lws_http_action): anything else it serves as HTTP/1.0. */
+static bool http11(struct lws *wsi)
+{
+    char version[16];
+    return copy_header(wsi, WSI_TOKEN_HTTP, version, sizeof(version)) &&
+           strcmp(version, "HTTP/1.1") == 0;
+}
+
 /* The interim answer, written at once: nothing else is being written on
  * this connection (its previous answer is sent whole before lws reads the
  * next request), and lws keeps whatever the socket does not take. */
@@ -605,7 +614,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         refuse(h, wsi, q, 503, "unavailable", "out of memory");
     } else if (n == 0) /* nothing to wait for: lws reports no body of a PUT or PATCH */
         dispatch(h, wsi, q);
-    else if (held_back)
+    else if (held_back && http11(wsi)) /* never to HTTP/1.0 (RFC 9110 10.1.1): it waits */
         return send_continue(wsi);
     return 0;
 }

@@ -1356,6 +1356,37 @@ def test_expect_continue(s):
     check(s.transfers() == before, "requests refused before their body wrote nothing")
 
 
+def test_http10_expect(s):
+    """Regression: an HTTP/1.0 request with `Expect: 100-continue` got
+    "HTTP/1.1 100 Continue", which RFC 9110 10.1.1 forbids a server to send
+    to an HTTP/1.0 client; it is ignored there, the body read when it
+    comes."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+    body = json.dumps(purchase("E-HTTP10")).encode()
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    try:
+        conn.sendall(b"POST /v1/events HTTP/1.0\r\nHost: x\r\n" + auth +
+                     b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        conn.settimeout(1)
+        early = recv_until(conn, b"", lambda got: got.endswith(b"\r\n\r\n"))
+        check(early == b"", f"no interim answer to HTTP/1.0: {early!r}")
+        conn.settimeout(3)
+        conn.sendall(body)
+        out, started = b"", time.time()
+        out = recv_until(conn, out, lambda got: False)  # until the server closes
+        check(out.startswith(b"HTTP/1.0 201") and b'"E-HTTP10"' in out and
+              b" 100 " not in out and time.time() - started < 2.5,
+              f"HTTP/1.0 with Expect: its body read, answered, closed: {out[:200]!r}")
+    finally:
+        conn.close()
+    out, closed = raw_exchange(s, b"POST /v1/events HTTP/1.0\r\n" + auth +
+                               b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                               b"Content-Length: %d\r\n\r\n" % (2 << 20))
+    check(out.startswith(b"HTTP/1.0 413") and b" 100 " not in out and closed,
+          f"HTTP/1.0 with Expect, refused: the final answer only: {out[:200]!r} closed={closed}")
+
+
 def test_h2c_upgrade_ignored(s):
     """Regression: a request asking to upgrade to cleartext HTTP/2 (curl
     --http2 on http://, Java's HttpClient by default) got libwebsockets'
@@ -3305,7 +3336,8 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_h2c_upgrade_ignored, test_ws_handshake_incomplete,
+                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect,
+                         test_h2c_upgrade_ignored, test_ws_handshake_incomplete,
                          test_head,
                          test_pipelining,
                          test_batch, test_shop_csv,
