@@ -78,6 +78,7 @@ typedef struct req {
     bool dispatched;          /* handed to the API: once per transaction */
     bool body_completed;      /* lws said so once: a second time, bytes followed it */
     bool close_after;         /* the connection cannot carry another request */
+    bool keep_alive_10;       /* HTTP/1.0 asking to keep the connection: say it is kept */
     bool waiting;             /* a job is out; r.id is in the slot table */
     bool responding;          /* resp is ready to send */
     bool headers_sent;
@@ -468,6 +469,17 @@ static bool http11(struct lws *wsi)
            strcmp(version, "HTTP/1.1") == 0;
 }
 
+/* Whether an HTTP/1.0 request asks for keep-alive, as lws decides it
+ * (server.c, lws_http_action: the whole Connection value): lws then keeps
+ * the connection, and RFC 9112 C.2.2 has the answer say so, or the client
+ * takes it for closed after the answer. */
+static bool keep_alive_10(struct lws *wsi)
+{
+    char connection[16];
+    return !http11(wsi) && copy_header(wsi, WSI_TOKEN_CONNECTION, connection, sizeof(connection)) &&
+           strcasecmp(connection, "keep-alive") == 0;
+}
+
 /* The interim answer, written at once: nothing else is being written on
  * this connection (its previous answer is sent whole before lws reads the
  * next request), and lws keeps whatever the socket does not take. */
@@ -526,6 +538,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     static const char *const NAMES[] = {"GET",   "POST",   "OPTIONS", "PUT",
                                         "PATCH", "DELETE", "CONNECT", "HEAD"};
     q->r.received_us = wall_us();
+    q->keep_alive_10 = keep_alive_10(wsi);
     client_address(h, wsi, q->r.client_address, sizeof(q->r.client_address));
     snprintf(q->r.method, sizeof(q->r.method), "%s",
              method >= 0 && method < (int)(sizeof(NAMES) / sizeof(NAMES[0])) ? NAMES[method]
@@ -688,6 +701,9 @@ static int write_head(struct lws *wsi, req *q, bool *all_sent)
         (q->close_after && /* so the client does not send its next request here */
          lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                      (const unsigned char *)"close", 5, &p, end)) ||
+        (!q->close_after && q->keep_alive_10 &&
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
+                                     (const unsigned char *)"keep-alive", 10, &p, end)) ||
         lws_finalize_http_header(wsi, &p, end))
         return -1;
     /* HEAD: GET's headers, Content-Length included, and no body (RFC 9110

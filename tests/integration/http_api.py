@@ -1387,6 +1387,26 @@ def test_http10_expect(s):
           f"HTTP/1.0 with Expect, refused: the final answer only: {out[:200]!r} closed={closed}")
 
 
+def test_http10_keep_alive(s):
+    """Regression: an HTTP/1.0 request asking `Connection: keep-alive` was
+    kept open without the answer saying so (RFC 9112 C.2.2), so that a
+    client could not know it might send another."""
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    try:
+        conn.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        first = recv_until(conn, b"", lambda got: got.endswith(b"}"))
+        check(first.startswith(b"HTTP/1.0 200") and
+              b"connection: keep-alive" in first.lower(),
+              f"HTTP/1.0 keep-alive: the answer says the connection stays: {first[:200]!r}")
+        conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        second = recv_until(conn, b"", lambda got: False)
+        check(second.startswith(b"HTTP/1.0 200") and
+              b"keep-alive" not in second.lower(),
+              f"then a second request, without keep-alive, closed after: {second[:200]!r}")
+    finally:
+        conn.close()
+
+
 def test_h2c_upgrade_ignored(s):
     """Regression: a request asking to upgrade to cleartext HTTP/2 (curl
     --http2 on http://, Java's HttpClient by default) got libwebsockets'
@@ -3336,7 +3356,7 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect,
+                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
                          test_h2c_upgrade_ignored, test_ws_handshake_incomplete,
                          test_head,
                          test_pipelining,
