@@ -1456,6 +1456,28 @@ def test_ws_handshake_incomplete(s):
           f"each logged once as 400: {got}")
 
 
+def test_lws_own_answers(s):
+    """What libwebsockets 4.1 answers itself, before the gateway sees the
+    request (README, Limits): pinned, so that a libwebsockets that changes
+    it is noticed. Each is closed, nothing logged, the server unharmed."""
+    before = len(log_lines(s))
+    for what, data in (("no request line", b"GARBAGE\r\n\r\n"),
+                       ("TRACE", b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       ("a relative target", b"GET healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       ("an unknown Upgrade", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                        b"Connection: Upgrade\r\nUpgrade: foo\r\n\r\n")):
+        out, closed = raw_exchange(s, data)
+        check(out.startswith(b"HTTP/1.0 403") and b"text/html" in out and closed,
+              f"{what}: libwebsockets' HTML 403: {out[:120]!r} closed={closed}")
+    out, closed = raw_exchange(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 9000 +
+                               b"\r\n\r\n")
+    check(out == b"" and closed, f"headers over 8 KiB: closed unanswered: {out[:120]!r}")
+    time.sleep(0.3)
+    check(len(log_lines(s)) == before, "none of them is logged")
+    status, doc, _ = s.request("GET", "/healthz", key=None)
+    check(status == 200, f"the server still answers: {status} {doc}")
+
+
 def test_head(s):
     """Regression (the HTTP review): HEAD was 405 with a body, which a client
     reusing the connection reads as the start of its next answer; health
@@ -3357,7 +3379,7 @@ def main():
                          test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
-                         test_h2c_upgrade_ignored, test_ws_handshake_incomplete,
+                         test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_lws_own_answers,
                          test_head,
                          test_pipelining,
                          test_batch, test_shop_csv,
