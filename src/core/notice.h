@@ -32,6 +32,13 @@ typedef enum pgw_notice_channel {
  * to remember, across attempts, that some channel gave up on the notice
  * for good, so running out of channels makes it dead, not skipped. */
 #define PGW_NOTICE_GAVE_UP 8u
+/* Not a channel either: the notice waits for an SMS (quiet hours, a
+ * number's limit) with no attempt counted for the wait. A new way to reach
+ * the member (a subscription, a follow, a WeChat identity bound or merged
+ * in) makes such a notice due again at once, so its channel is chosen
+ * anew (store.h pgw_store_add_quota ...). A notice waiting for a retry is
+ * not marked: its last attempt may have reached the member. */
+#define PGW_NOTICE_HELD 16u
 
 /* What routing needs to know of a member, for one notice kind. */
 typedef struct pgw_notice_reach {

@@ -654,6 +654,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     /* A channel gave up (dead), not only refused this member (skipped), in
      * this attempt or an earlier one. */
     bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
+    nt->excluded &= ~(int64_t)PGW_NOTICE_HELD; /* held again below, if it is */
     memset(r, 0, sizeof(*r));
     if (reminder_too_late(n, nt, kind))
         return;
@@ -683,6 +684,9 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
         if (a == DEFER) { /* quiet hours, a number's limit: waiting is not an attempt */
             snprintf(nt->state, sizeof(nt->state), "pending");
             nt->attempts--;
+            /* Nothing left: a subscription, a follow or a WeChat identity
+             * meanwhile may make it due again (store.h pgw_store_add_quota). */
+            nt->excluded |= PGW_NOTICE_HELD;
             count(n, &n->stats.deferred);
             break;
         }

@@ -47,6 +47,7 @@
 
 #include "core/arith.h"
 #include "core/assertions.h"
+#include "core/notice.h"
 #include "util/clock.h"
 #include "sql.h"
 #include "wal_vfs.h"
@@ -201,6 +202,8 @@ enum {
     ST_COALESCE_NOTICE,
     ST_INSERT_NOTICE,
     ST_MERGE_NOTICES,
+    ST_WAKE_NOTICES,
+    ST_WAKE_FOLLOWER,
     ST_COUNT
 };
 
@@ -518,11 +521,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
                            " updated_at = ?6, due_at = CASE WHEN channel = 'sms' AND due_at > ?7"
                            " THEN ?7 ELSE due_at END WHERE id = (SELECT id FROM notices"
                            " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
-                           " AND attempts = 0 AND excluded = 0"
+                           " AND attempts = 0 AND excluded IN (0, 16)"
                            " ORDER BY id DESC LIMIT 1)"
                            /* again: PostgreSQL checks these, not the subquery, once a
                             * courier's claim of that row (which waited) commits */
-                           " AND state = 'pending' AND attempts = 0 AND excluded = 0",
+                           " AND state = 'pending' AND attempts = 0 AND excluded IN (0, 16)",
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
                          " provider_id, updated_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6,"
@@ -533,6 +536,19 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * current_balance; the move hid the merge from it). */
     [ST_MERGE_NOTICES] = "UPDATE notices SET member = ?2, due_at = CASE WHEN due_at <= created_at"
                          " THEN created_at + 1 ELSE due_at END WHERE member = ?1",
+    /* A member's notices held for SMS (PGW_NOTICE_HELD, 16) due at once
+     * (just after they were made: the notifier then tells the balance as
+     * it is when sent), the channel chosen anew: WeChat may reach the
+     * member now. Only pending ones: a claimed one's courier records it. */
+    [ST_WAKE_NOTICES] = "UPDATE notices SET due_at = created_at + 1"
+                        " WHERE member = ?1 AND state = 'pending' AND (excluded & 16) <> 0"
+                        " AND due_at > created_at + 1",
+    /* The same for the members holding an official-account openid. */
+    [ST_WAKE_FOLLOWER] = "UPDATE notices SET due_at = created_at + 1"
+                         " WHERE member IN (SELECT member FROM identities"
+                         " WHERE kind = ?3 AND scope = ?1 AND lookup = ?2)"
+                         " AND state = 'pending' AND (excluded & 16) <> 0"
+                         " AND due_at > created_at + 1",
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
                           " WHERE i.member = ?1 AND i.kind = ?2 AND f.following = 1",
@@ -3200,6 +3216,26 @@ int pgw_store_find_identity(pgw_store *s, const pgw_identity_key *key, bool *fou
     return rc;
 }
 
+/* The member's notices held for SMS are due again (ST_WAKE_NOTICES): a
+ * subscription, a WeChat identity or a merge may let WeChat reach them. */
+static int wake_notices(pgw_store *s, const char *member, pgw_err *err)
+{
+    PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "ST_WAKE_NOTICES names the mark by number");
+    pgw_sql_stmt *st = s->st[ST_WAKE_NOTICES];
+    pgw_sql_bind_text(st, 1, member);
+    return step_done(s, st, "waking held notices", err);
+}
+
+/* The same for whoever holds an official-account openid that follows now. */
+static int wake_follower(pgw_store *s, const char *appid, const char *openid, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_WAKE_FOLLOWER];
+    pgw_sql_bind_text(st, 1, appid);
+    pgw_sql_bind_text(st, 2, openid);
+    pgw_sql_bind_int64(st, 3, (int)PGW_ID_OA_OPENID);
+    return step_done(s, st, "waking held notices", err);
+}
+
 int pgw_store_bind_identity(pgw_store *s, const pgw_identity_key *key, const char *member,
                             int64_t now_us, pgw_err *err)
 {
@@ -3217,6 +3253,8 @@ int pgw_store_bind_identity(pgw_store *s, const pgw_identity_key *key, const cha
     if (rc == PGW_OK && pgw_sql_changes(s->db) == 0) /* the primary key: already someone's */
         rc = pgw_err_set(err, PGW_ECONFLICT, "that %s already belongs to a member",
                          pgw_identity_kind_name(key->kind));
+    if (rc == PGW_OK && (key->kind == PGW_ID_MP_OPENID || key->kind == PGW_ID_OA_OPENID))
+        rc = wake_notices(s, member, err); /* WeChat may reach them now */
     return rc;
 }
 
@@ -3302,7 +3340,9 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
         pgw_sql_bind_text(s->st[ST_RUN_DAYS], 1, into);
         rc = step_done(s, s->st[ST_RUN_DAYS], "merging members", err);
     }
-    return rc;
+    /* The survivor holds both members' identities: WeChat may reach
+     * notices either held for SMS. */
+    return rc == PGW_OK ? wake_notices(s, into, err) : rc;
 }
 
 int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt, const char *key,
@@ -3657,7 +3697,7 @@ int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_i
     if (rc == PGW_OK)
         *quota = pgw_sql_column_int64(st, 0);
     pgw_sql_reset(st);
-    return rc;
+    return rc == PGW_OK ? wake_notices(s, member, err) : rc;
 }
 
 int pgw_store_quota(pgw_store *s, const char *member, const char *template_id, int64_t *quota,
@@ -3678,7 +3718,7 @@ int pgw_store_set_follow(pgw_store *s, const char *appid, const char *openid, bo
     pgw_sql_bind_int64(st, 3, following ? 1 : 0);
     pgw_sql_bind_int64(st, 4, at);
     int rc = step_done(s, st, "recording a follower", err);
-    return rc;
+    return rc == PGW_OK && following ? wake_follower(s, appid, openid, err) : rc;
 }
 
 int pgw_store_note_follower(pgw_store *s, const char *appid, const char *openid, int64_t at,
@@ -3690,7 +3730,7 @@ int pgw_store_note_follower(pgw_store *s, const char *appid, const char *openid,
     pgw_sql_bind_int64(st, 3, at);
     int rc = step_done(s, st, "recording a follower", err);
     *noted = rc == PGW_OK && pgw_sql_changes(s->db) == 1;
-    return rc;
+    return *noted ? wake_follower(s, appid, openid, err) : rc;
 }
 
 int pgw_store_forget_follower(pgw_store *s, const char *appid, const char *openid, int64_t at,

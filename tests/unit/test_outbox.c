@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "core/notice.h"
 #include "db_fixture.h"
 #include "store/store.h"
 
@@ -169,6 +170,98 @@ static void test_an_arrival_wakes_a_held_sms(void **state)
     assert_int_equal(claim(s, 2010, got), 1);
     assert_int_equal(got[0].points, 150);
     assert_int_equal(got[0].attempts, 1);
+    pgw_store_close(s);
+}
+
+/* A notice of `member`'s queued at `at` and tried: left as deliver()
+ * leaves it, pending until 30000 with `excluded` (PGW_NOTICE_HELD: an SMS
+ * held for quiet hours, no attempt counted; without it: a failed SMS
+ * waiting for its retry, attempt counted). */
+static pgw_notice tried_notice(pgw_store *s, const char *member, int64_t at, int64_t excluded)
+{
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue(s, member, 10, 10, at, 0);
+    assert_int_equal(claim(s, at, got), 1);
+    snprintf(got[0].state, sizeof(got[0].state), "pending");
+    snprintf(got[0].channel, sizeof(got[0].channel), "sms");
+    got[0].attempts = (excluded & PGW_NOTICE_HELD) ? 0 : 1;
+    got[0].excluded = excluded;
+    got[0].due_at = 30000;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], at, &err), PGW_OK);
+    return got[0];
+}
+
+static pgw_identity_key wechat_key(pgw_identity_kind kind, const char *openid)
+{
+    pgw_identity_key k;
+    memset(&k, 0, sizeof(k));
+    k.kind = kind;
+    snprintf(k.scope, sizeof(k.scope), "%s", kind == PGW_ID_MP_OPENID ? "wxmp" : "wxoa");
+    snprintf(k.lookup, sizeof(k.lookup), "%s", openid);
+    return k;
+}
+
+/* Claims at `now` and says whether notice `id` came (the only one due). */
+static bool woken(pgw_store *s, int64_t now, int64_t id)
+{
+    pgw_notice got[8];
+    size_t n = claim(s, now, got);
+    return n == 1 && got[0].id == id;
+}
+
+/*
+ * Regression (the mini-program review): a notice held for SMS (quiet
+ * hours, a number's limit) was due again only when a new arrival joined
+ * it, so a member who subscribed, bound a WeChat identity or followed the
+ * account meanwhile still got the morning's SMS. Each of those, in the
+ * writer's transaction, makes the member's held notices due at once; a
+ * notice waiting for a retry after a failed SMS stays where it is.
+ */
+static void test_a_new_channel_wakes_a_held_notice(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    bool noted = false;
+    int64_t quota = 0;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pgw_store_put_member(s,
+                                              i == 0   ? "M1"
+                                              : i == 1 ? "M2"
+                                                       : "M3",
+                                              0, 1, &err),
+                         PGW_OK);
+    pgw_identity_key oa = wechat_key(PGW_ID_OA_OPENID, "oOA1");
+    assert_int_equal(pgw_store_bind_identity(s, &oa, "M1", 1, &err), PGW_OK);
+    /* A subscription. */
+    pgw_notice held = tried_notice(s, "M1", 1000, PGW_NOTICE_HELD);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_true(woken(s, 1100, held.id));
+    /* A follow, and a follower from before the gateway noted. */
+    held = tried_notice(s, "M1", 1200, PGW_NOTICE_HELD);
+    assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", true, 1201, &err), PGW_OK);
+    assert_true(woken(s, 1300, held.id));
+    pgw_identity_key oa2 = wechat_key(PGW_ID_OA_OPENID, "oOA2");
+    assert_int_equal(pgw_store_bind_identity(s, &oa2, "M3", 1, &err), PGW_OK);
+    held = tried_notice(s, "M3", 1350, PGW_NOTICE_HELD);
+    assert_int_equal(pgw_store_note_follower(s, "wxoa", "oOA2", 1351, &noted, &err), PGW_OK);
+    assert_true(noted && woken(s, 1360, held.id));
+    /* A mini-program openid bound. */
+    held = tried_notice(s, "M1", 1400, PGW_NOTICE_HELD);
+    pgw_identity_key mp = wechat_key(PGW_ID_MP_OPENID, "oMP1");
+    assert_int_equal(pgw_store_bind_identity(s, &mp, "M1", 1, &err), PGW_OK);
+    assert_true(woken(s, 1500, held.id));
+    /* A merge into a member WeChat reaches: the merged member's held notice. */
+    held = tried_notice(s, "M2", 1600, PGW_NOTICE_HELD);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    assert_true(woken(s, 1700, held.id));
+    /* A failed SMS waiting for its retry (it may have reached the member)
+     * is not hurried to another channel. */
+    pgw_notice retry = tried_notice(s, "M1", 1800, 0);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", true, 1801, &err), PGW_OK);
+    assert_false(woken(s, 1900, retry.id));
+    assert_true(woken(s, 30000, retry.id));
     pgw_store_close(s);
 }
 
@@ -450,6 +543,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_coalescing_window, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_wakes_a_held_sms, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_new_channel_wakes_a_held_notice, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_marks_its_notices, db_fixture_setup,
                                         db_fixture_teardown),
