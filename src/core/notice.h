@@ -10,7 +10,10 @@
  * kind has a template; SMS when a phone is known, the member did not opt
  * out and the kind has an SMS template. A channel that
  * refuses for this member (43101 no quota, 43004 not following, an SMS
- * number refused) is excluded and routing runs again.
+ * number refused) is excluded and routing runs again. A WeChat channel's
+ * exclusion lapses, on a notice held for SMS (PGW_NOTICE_HELD), when what
+ * refused is over: a subscription, a follow, an openid bound, a merge
+ * (store.h pgw_store_add_quota ...).
  */
 #ifndef PGW_CORE_NOTICE_H
 #define PGW_CORE_NOTICE_H

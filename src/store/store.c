@@ -539,16 +539,22 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* A member's notices held for SMS (PGW_NOTICE_HELD, 16) due at once
      * (just after they were made: the notifier then tells the balance as
      * it is when sent), the channel chosen anew: WeChat may reach the
-     * member now. Only pending ones: a claimed one's courier records it. */
-    [ST_WAKE_NOTICES] = "UPDATE notices SET due_at = created_at + 1"
-                        " WHERE member = ?1 AND state = 'pending' AND (excluded & 16) <> 0"
-                        " AND due_at > created_at + 1",
+     * member now. The channels ?2 that refused them before (43101, 43004)
+     * are no longer excluded: what made them refuse is over. Only held
+     * ones: their SMS never left, so the channel chosen anew cannot tell
+     * the member twice (a failed SMS waiting for its retry may have
+     * reached them); only pending ones: a claimed one's courier records it. */
+    [ST_WAKE_NOTICES] =
+        "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"
+        " ELSE due_at END, excluded = excluded - (excluded & ?2)"
+        " WHERE member = ?1 AND state = 'pending' AND (excluded & 16) <> 0",
     /* The same for the members holding an official-account openid. */
-    [ST_WAKE_FOLLOWER] = "UPDATE notices SET due_at = created_at + 1"
-                         " WHERE member IN (SELECT member FROM identities"
-                         " WHERE kind = ?3 AND scope = ?1 AND lookup = ?2)"
-                         " AND state = 'pending' AND (excluded & 16) <> 0"
-                         " AND due_at > created_at + 1",
+    [ST_WAKE_FOLLOWER] =
+        "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"
+        " ELSE due_at END, excluded = excluded - (excluded & ?4)"
+        " WHERE member IN (SELECT member FROM identities"
+        " WHERE kind = ?3 AND scope = ?1 AND lookup = ?2)"
+        " AND state = 'pending' AND (excluded & 16) <> 0",
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
                           " WHERE i.member = ?1 AND i.kind = ?2 AND f.following = 1",
@@ -3216,24 +3222,37 @@ int pgw_store_find_identity(pgw_store *s, const pgw_identity_key *key, bool *fou
     return rc;
 }
 
-/* The member's notices held for SMS are due again (ST_WAKE_NOTICES): a
- * subscription, a WeChat identity or a merge may let WeChat reach them. */
-static int wake_notices(pgw_store *s, const char *member, pgw_err *err)
+/* The member's notices held for SMS are due again (ST_WAKE_NOTICES), the
+ * channels `reopened` (core/notice.h) no longer excluded: a subscription,
+ * a WeChat identity or a merge may let WeChat reach them. */
+static int wake_notices(pgw_store *s, const char *member, unsigned reopened, pgw_err *err)
 {
     PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "ST_WAKE_NOTICES names the mark by number");
+    PGW_ASSERT((reopened & ~(unsigned)(PGW_CHANNEL_MP | PGW_CHANNEL_OA)) == 0);
     pgw_sql_stmt *st = s->st[ST_WAKE_NOTICES];
     pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, (int64_t)reopened);
     return step_done(s, st, "waking held notices", err);
 }
 
-/* The same for whoever holds an official-account openid that follows now. */
+/* The same for whoever holds an official-account openid that follows now:
+ * a 43004 (not following) no longer holds. */
 static int wake_follower(pgw_store *s, const char *appid, const char *openid, pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_WAKE_FOLLOWER];
     pgw_sql_bind_text(st, 1, appid);
     pgw_sql_bind_text(st, 2, openid);
     pgw_sql_bind_int64(st, 3, (int)PGW_ID_OA_OPENID);
+    pgw_sql_bind_int64(st, 4, (int64_t)PGW_CHANNEL_OA);
     return step_done(s, st, "waking held notices", err);
+}
+
+/* The channel an identity of `kind` lets reach a member (0: none). */
+static unsigned channel_of(pgw_identity_kind kind)
+{
+    return kind == PGW_ID_MP_OPENID   ? (unsigned)PGW_CHANNEL_MP
+           : kind == PGW_ID_OA_OPENID ? (unsigned)PGW_CHANNEL_OA
+                                      : 0u;
 }
 
 int pgw_store_bind_identity(pgw_store *s, const pgw_identity_key *key, const char *member,
@@ -3253,8 +3272,8 @@ int pgw_store_bind_identity(pgw_store *s, const pgw_identity_key *key, const cha
     if (rc == PGW_OK && pgw_sql_changes(s->db) == 0) /* the primary key: already someone's */
         rc = pgw_err_set(err, PGW_ECONFLICT, "that %s already belongs to a member",
                          pgw_identity_kind_name(key->kind));
-    if (rc == PGW_OK && (key->kind == PGW_ID_MP_OPENID || key->kind == PGW_ID_OA_OPENID))
-        rc = wake_notices(s, member, err); /* WeChat may reach them now */
+    if (rc == PGW_OK && channel_of(key->kind) != 0) /* WeChat may reach them now */
+        rc = wake_notices(s, member, channel_of(key->kind), err);
     return rc;
 }
 
@@ -3340,9 +3359,9 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
         pgw_sql_bind_text(s->st[ST_RUN_DAYS], 1, into);
         rc = step_done(s, s->st[ST_RUN_DAYS], "merging members", err);
     }
-    /* The survivor holds both members' identities: WeChat may reach
-     * notices either held for SMS. */
-    return rc == PGW_OK ? wake_notices(s, into, err) : rc;
+    /* The survivor holds both members' identities and quotas: WeChat may
+     * reach notices either held for SMS, by openids that did not refuse. */
+    return rc == PGW_OK ? wake_notices(s, into, PGW_CHANNEL_MP | PGW_CHANNEL_OA, err) : rc;
 }
 
 int pgw_store_claim_receipt(pgw_store *s, const char *shop, const char *receipt, const char *key,
@@ -3697,7 +3716,7 @@ int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_i
     if (rc == PGW_OK)
         *quota = pgw_sql_column_int64(st, 0);
     pgw_sql_reset(st);
-    return rc == PGW_OK ? wake_notices(s, member, err) : rc;
+    return rc == PGW_OK ? wake_notices(s, member, PGW_CHANNEL_MP, err) : rc; /* 43101 is over */
 }
 
 int pgw_store_quota(pgw_store *s, const char *member, const char *template_id, int64_t *quota,

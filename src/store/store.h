@@ -411,7 +411,8 @@ int pgw_store_find_identity(pgw_store *store, const pgw_identity_key *key, bool 
                             char member[PGW_ID_MAX + 1], pgw_err *err);
 /* Makes the identity `member`'s; PGW_ECONFLICT when it is already someone's.
  * A WeChat openid makes the member's notices held for SMS due again
- * (core/notice.h PGW_NOTICE_HELD): WeChat may reach them now. */
+ * (core/notice.h PGW_NOTICE_HELD), its app no longer excluded from them:
+ * WeChat may reach them now. */
 int pgw_store_bind_identity(pgw_store *store, const pgw_identity_key *key, const char *member,
                             int64_t now_us, pgw_err *err);
 /* Whether a member holds a WeChat identity (an openid, a unionid). */
@@ -445,7 +446,8 @@ int pgw_store_survivor(pgw_store *store, char member[PGW_ID_MAX + 1], char first
  * survivor, however many merges followed). `into` is a survivor. The
  * caller moves the balance (a MERGE transfer) and the debt and flags first.
  * Notices held for SMS of either are due again (core/notice.h
- * PGW_NOTICE_HELD): the survivor may be reached by WeChat.
+ * PGW_NOTICE_HELD), neither WeChat app excluded: the survivor may be
+ * reached by WeChat.
  */
 int pgw_store_merge_rows(pgw_store *store, const char *from, const char *into, pgw_err *err);
 
@@ -507,7 +509,8 @@ int pgw_store_prune_sessions(pgw_store *store, int64_t before, int64_t limit, in
 
 /* Adds n one-time sends of `template_id` for `member` (kept at most
  * PGW_QUOTA_MAX); *quota is what it has now. The member's notices held for
- * SMS are due again (core/notice.h PGW_NOTICE_HELD). */
+ * SMS are due again (core/notice.h PGW_NOTICE_HELD), the mini program no
+ * longer excluded from them (its 43101 is over). */
 int pgw_store_add_quota(pgw_store *store, const char *member, const char *template_id, int64_t n,
                         int64_t *quota, pgw_err *err);
 typedef struct pgw_subscription {
@@ -521,7 +524,8 @@ int pgw_store_quota(pgw_store *store, const char *member, const char *template_i
 /* Records that openid follows (or no longer follows) the official account
  * appid as of `at`; an older change than the one stored is ignored. A
  * follow makes the notices held for SMS of whoever holds openid due again
- * (core/notice.h PGW_NOTICE_HELD); so does a follower noted below. */
+ * (core/notice.h PGW_NOTICE_HELD), the official account no longer
+ * excluded from them (its 43004 is over); so does a follower noted below. */
 int pgw_store_set_follow(pgw_store *store, const char *appid, const char *openid, bool following,
                          int64_t at, pgw_err *err);
 /* Records that openid follows appid as of `at` when nothing is recorded

@@ -672,6 +672,58 @@ def held_sms_goes_by_wechat(tmp, sms_fake, env, now):
         wechat.stop()
 
 
+def fell_through_then_subscribes(tmp, sms_fake, env, now):
+    """Regression (the mini-program review): a notice that fell through
+    from the mini program to SMS (WeChat answered 43101: no quota there)
+    kept the mini program excluded for good: woken by the member's next
+    subscription, it was held for the SMS again. The subscription lapses
+    that exclusion, and the notice goes by subscribe message, once."""
+    d = os.path.join(tmp, "fell")
+    os.makedirs(d)
+    wechat = wx.Fake(d)
+    cfg_path = config(d, "fell.json", sms_fake.port,
+                      {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    phone, tpl, openid = "13600136096", "mp-tpl-points-arrived", "oMP-FELL"
+    try:
+        session, member = mp_login(srv, wechat, "code-fell", openid)
+        status, _ = srv.request("POST", "/v1/members/%s/identities" % member, {"phone": phone},
+                                key=wx.ADMIN)
+        # We were told of a subscription WeChat does not have (used elsewhere).
+        srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                    session=session, key=None)
+        status, sale = srv.request("POST", "/v1/events", purchase("FELL-1", phone, 5000),
+                                   key=wx.SHOP)
+        held = eventually(lambda: notices(srv, member),
+                          lambda l: l and l[0]["channel"] == "sms")
+        refused = wechat.requests("/cgi-bin/message/subscribe/send")
+        check(status == 201 and held and held[0]["state"] == "pending" and len(refused) == 1,
+              "refused by the mini program (43101), the notice waits for the SMS: %s, %d sends"
+              % (held[:1], len(refused)))
+        wechat.control("POST", "/_fake/subscribe_quota",
+                       {"appid": wx.MP_APPID, "openid": openid, "template_id": tpl, "count": 1})
+        status, _ = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                                session=session, key=None)
+        listed = eventually(lambda: notices(srv, member),
+                            lambda l: l and l[0]["state"] in ("sent", "dead", "skipped"), timeout=5)
+        time.sleep(1)  # nothing more goes
+        sends = wechat.requests("/cgi-bin/message/subscribe/send")
+        texts = [m for m in sms_fake.messages() if m["phone"] == "+86" + phone]
+        check(status == 200 and len(listed) == 1 and listed[0]["state"] == "sent" and
+              listed[0]["channel"] == "wechat_mp" and listed[0]["attempts"] == 1 and
+              listed[0]["points"] == sale.get("points") and len(sends) == 2 and not texts,
+              "subscribed again, the notice goes by subscribe message, once: %s, %d sends, SMS %s"
+              % (listed, len(sends), texts))
+    finally:
+        srv.stop()
+        wechat.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-sms-")
     fake = SmsFake(tmp)
@@ -764,6 +816,7 @@ def main():
         refused_number(tmp, fake, env)
         tier_by_sms(tmp, fake, env)
         held_sms_goes_by_wechat(tmp, fake, env, now)
+        fell_through_then_subscribes(tmp, fake, env, now)
 
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())

@@ -265,6 +265,55 @@ static void test_a_new_channel_wakes_a_held_notice(void **state)
     pgw_store_close(s);
 }
 
+/* Claims at `now` the only notice due, which must be `id`, and says
+ * which channels it still excludes. */
+static int64_t excluded_when_woken(pgw_store *s, int64_t now, int64_t id)
+{
+    pgw_notice got[8];
+    assert_int_equal(claim(s, now, got), 1);
+    assert_int_equal(got[0].id, id);
+    return got[0].excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS);
+}
+
+/*
+ * Regression (the mini-program review): a notice that fell through from
+ * WeChat to SMS (43101 no quota, 43004 not following) kept WeChat
+ * excluded for good (notices.excluded), so even woken after the member
+ * subscribed or followed again, it waited for the SMS. What reopens a
+ * channel lapses its exclusion on the member's held notices: a
+ * subscription the mini program's, a follow the official account's, an
+ * openid bound its own app's, a merge both. The SMS refusal stays, and a
+ * notice waiting for a retry keeps its exclusions.
+ */
+static void test_a_new_channel_lapses_its_exclusion(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    int64_t quota = 0;
+    const int64_t wechat = PGW_CHANNEL_MP | PGW_CHANNEL_OA;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pgw_store_put_member(s, i == 0 ? "M1" : "M2", 0, 1, &err), PGW_OK);
+    pgw_identity_key oa = wechat_key(PGW_ID_OA_OPENID, "oOA1");
+    assert_int_equal(pgw_store_bind_identity(s, &oa, "M1", 1, &err), PGW_OK);
+    pgw_notice held = tried_notice(s, "M1", 1000, PGW_NOTICE_HELD | wechat);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(excluded_when_woken(s, 1100, held.id), PGW_CHANNEL_OA);
+    held = tried_notice(s, "M1", 1200, PGW_NOTICE_HELD | wechat | PGW_CHANNEL_SMS);
+    assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", true, 1201, &err), PGW_OK);
+    assert_int_equal(excluded_when_woken(s, 1300, held.id), PGW_CHANNEL_MP | PGW_CHANNEL_SMS);
+    held = tried_notice(s, "M1", 1400, PGW_NOTICE_HELD | wechat);
+    pgw_identity_key mp = wechat_key(PGW_ID_MP_OPENID, "oMP1");
+    assert_int_equal(pgw_store_bind_identity(s, &mp, "M1", 1, &err), PGW_OK);
+    assert_int_equal(excluded_when_woken(s, 1500, held.id), PGW_CHANNEL_OA);
+    held = tried_notice(s, "M2", 1600, PGW_NOTICE_HELD | wechat);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    assert_int_equal(excluded_when_woken(s, 1700, held.id), 0);
+    pgw_notice retry = tried_notice(s, "M1", 1800, wechat);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(excluded_when_woken(s, 30000, retry.id), wechat);
+    pgw_store_close(s);
+}
+
 /*
  * A notice of a member merged since it was queued tells a balance that is
  * no longer anyone's. Regression: the merge moved it to the survivor, so
@@ -545,6 +594,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_arrival_wakes_a_held_sms, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_channel_wakes_a_held_notice, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_new_channel_lapses_its_exclusion, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_marks_its_notices, db_fixture_setup,
                                         db_fixture_teardown),
