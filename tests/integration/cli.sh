@@ -538,6 +538,30 @@ expect_text "transfers:  6 checked"
 expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel stores --shop S001 \
     --db "$repair_db"
 expect_text 'warning: the log has no event on channel stores'
+# Regression (the code review): a whole channel's statement with a shop_id
+# column was repaired with no shop at all: purchases failed ("$.shop_id:
+# required") and other rows went in shopless, under another key than the
+# till's own event. Each row now goes in as its shop's; a name that is no
+# shop of the configuration (an appid) fails that row alone.
+printf '%s\n' 'event_id,occurred_at,type,member,amount_fen,points,shop_id' \
+    'SH-1,2026-11-20T13:00:00+08:00,purchase,member_id:MSH1,1000,10,S001' \
+    'SH-1,2026-11-20T13:00:00+08:00,purchase,member_id:MSH2,3000,30,S002' \
+    'SH-2,2026-11-20T13:30:00+08:00,purchase,member_id:MSH1,1000,10,wx00000000000000ab' \
+    >"$tmp/by-shop.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/by-shop.csv" --channel store --db "$repair_db" \
+    --repair --out "$tmp/by-shop.json"
+expect_text '"missing_in_ledger":3,"created":2,"replayed":0,"failed":1'
+expect_text 'event SH-2: shop_id wx00000000000000ab is not a shop of the configuration'
+expect_exit 1 "$bin" reconcile --statement "$tmp/by-shop.csv" --channel store --db "$repair_db"
+expect_text '"missing_in_ledger":1,'
+# Each under its own shop's key: a shop's own statement finds its row.
+for shop in S001 S002; do
+    grep -E "^(event_id,.*|SH-1,.*,$shop)\$" "$tmp/by-shop.csv" >"$tmp/by-shop-$shop.csv"
+    expect_exit 1 "$bin" reconcile --statement "$tmp/by-shop-$shop.csv" --channel store \
+        --shop "$shop" --db "$repair_db"
+    expect_text '"missing_in_ledger":0,'
+done
+expect_exit 0 "$bin" verify --db "$repair_db"
 
 # Reports: which one, a period, a bucket only for the pool.
 expect_exit 2 "$bin" report
