@@ -7,6 +7,7 @@
 
 #include "core/assertions.h"
 #include "core/civil.h"
+#include "core/identity.h"
 #include "core/rules.h"
 #include "core/utf8.h"
 #include "store/store.h"
@@ -264,6 +265,24 @@ static bool copy_field(const char *text, char *out, size_t cap)
     return true;
 }
 
+/*
+ * Whether the row's member is one a row may name, as POST /v1/events would
+ * take it: a phone, a card or a member id, checked (a misspelt kind, a
+ * bare id, a phone of 5 digits). Such a member was not compared, and the
+ * row it named was matched whoever it was.
+ */
+static bool member_readable(const char *member, pgw_recon_row *r)
+{
+    pgw_identity who;
+    pgw_err why;
+    if (pgw_identity_parse(member, &who, &why) != PGW_OK)
+        return malformed(r, "member \"%.*s\": %s", QUOTED(member), why.msg);
+    if (who.kind != PGW_ID_PHONE && who.kind != PGW_ID_CARD && who.kind != PGW_ID_MEMBER)
+        return malformed(r, "member \"%.*s\" is not phone:..., card:SHOP:NO or member_id:...",
+                         QUOTED(member));
+    return true;
+}
+
 /* The row's shop_id into r->source: a shop id as the log's keys have it
  * ("-" for an event without one). Empty is refused: the row would match
  * no shop's event, and a statement keyed by shop has no shopless rows. */
@@ -296,10 +315,12 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     if (pgw_event_type_parse(type, &t) != PGW_OK)
         return malformed(r, "type \"%.*s\" is not an event type", QUOTED(type));
     copy_field(pgw_event_type_name(t), r->type, sizeof(r->type));
-    /* Only --repair reads the member (a mini program's statement cannot
-     * name its members by openid): it may be left empty. */
+    /* A mini program's statement cannot name its members by openid: the
+     * member may be left empty. */
     if (member[0] != '\0' && !copy_field(member, r->member, sizeof(r->member)))
         return malformed(r, "member must be at most %d bytes", PGW_RECON_MEMBER_MAX);
+    if (member[0] != '\0' && !member_readable(member, r))
+        return false;
     if (!whole_number(pgw_csv_cell(row, st->col, COL_AMOUNT), 0, PGW_AMOUNT_FEN_MAX, true,
                       &r->amount_fen))
         return malformed(r, "amount_fen \"%.*s\" is not a whole number of fen in range",

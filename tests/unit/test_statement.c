@@ -19,7 +19,7 @@
 
 static const char STATEMENT[] =
     "\xEF\xBB\xBFpoints,event_id,type,occurred_at,member,amount_fen\r\n"
-    "128,E3,purchase,2026-11-24T10:15:00+08:00,\"phone:138 0013, 8000\",12800\r\n"
+    "128,E3,purchase,2026-11-24T10:15:00+08:00,\"phone:(138) 0013-8000\",12800\r\n"
     "-64,E1,refund,1795486500,card:S001:88001,6400\r\n"
     "\r\n"
     "5,E2,sign_in,2026-11-24T08:00:00+08:00,member_id:M1,\r\n"
@@ -27,6 +27,10 @@ static const char STATEMENT[] =
     "5,E5,purchase,yesterday,member_id:M1,100\r\n"
     "5,E6,purchase,2026-11-24T08:00:00+08:00,member_id:M1,12.5\r\n"
     "x,E7,purchase,2026-11-24T08:00:00+08:00,member_id:M1,100\r\n"
+    "5,E9,purchase,2026-11-24T08:00:00+08:00,member_i:M1,100\r\n"
+    "5,E10,purchase,2026-11-24T08:00:00+08:00,M1,100\r\n"
+    "5,E11,purchase,2026-11-24T08:00:00+08:00,phone:12345,100\r\n"
+    "5,E12,purchase,2026-11-24T08:00:00+08:00,mp_openid:wx00000000000000ab:o1,100\r\n"
     "5,\"E8,purchase\r\n"
     "\r\n";
 
@@ -64,7 +68,7 @@ static void test_rows_and_bad_rows_in_file_order(void **state)
     bool end = false;
     assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
     assert_string_equal(r.event_id, "E3");
-    assert_string_equal(r.member, "phone:138 0013, 8000");
+    assert_string_equal(r.member, "phone:(138) 0013-8000"); /* as written */
     assert_int_equal(r.amount_fen, 12800);
     assert_int_equal(r.points, 128);
     assert_int_equal(r.occurred_at, 1795486500); /* 2026-11-24T10:15:00+08:00 */
@@ -78,7 +82,13 @@ static void test_rows_and_bad_rows_in_file_order(void **state)
         {"E5", 7, true, "occurred_at \"yesterday\""},
         {"E6", 8, true, "amount_fen \"12.5\""},
         {"E7", 9, true, "points \"x\""},
-        {NULL, 10, true, "quote is never closed"},
+        /* Regression (the finance walkthrough): a member no event could
+         * name was read as it was, not compared, and its row matched. */
+        {"E9", 10, true, "unknown identity kind \"member_i\""},
+        {"E10", 11, true, "not kind:value"},
+        {"E11", 12, true, "not a mainland China mobile number"},
+        {"E12", 13, true, "is not phone:..., card:SHOP:NO or member_id:..."},
+        {NULL, 14, true, "quote is never closed"},
     };
     read_all(st, rest, sizeof(rest) / sizeof(rest[0]));
     /* Rewound, the same rows again. */
@@ -95,14 +105,18 @@ static void test_sorted_on_disk_keeping_lines(void **state)
     assert_int_equal(pgw_statement_open_text(STATEMENT, strlen(STATEMENT), &st, NULL), PGW_OK);
     assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK);
     const expect sorted[] = {
-        {"", 10, true, "quote is never closed"}, /* no event_id: first */
+        {"", 14, true, "quote is never closed"}, /* no event_id: first */
         {"E1", 3, false, NULL},
+        {"E10", 11, true, NULL},
+        {"E11", 12, true, NULL},
+        {"E12", 13, true, NULL},
         {"E2", 5, false, NULL},
         {"E3", 2, false, NULL},
         {"E4", 6, true, "teleport"},
         {"E5", 7, true, NULL},
         {"E6", 8, true, NULL},
         {"E7", 9, true, NULL},
+        {"E9", 10, true, NULL},
     };
     read_all(st, sorted, sizeof(sorted) / sizeof(sorted[0]));
     assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK); /* again: from the start */
