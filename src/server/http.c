@@ -475,8 +475,12 @@ static bool http11(struct lws *wsi)
  * takes it for closed after the answer. */
 static bool keep_alive_10(struct lws *wsi)
 {
-    char connection[16];
-    return !http11(wsi) && copy_header(wsi, WSI_TOKEN_CONNECTION, connection, sizeof(connection)) &&
+    /* The value as lws compares it, untrimmed: "keep-alive " is no
+     * keep-alive to lws, which then closes (copy_header would trim it). */
+    char connection[32];
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_CONNECTION);
+    return !http11(wsi) && len > 0 && (size_t)len < sizeof(connection) &&
+           lws_hdr_copy(wsi, connection, (int)sizeof(connection), WSI_TOKEN_CONNECTION) >= 0 &&
            strcasecmp(connection, "keep-alive") == 0;
 }
 

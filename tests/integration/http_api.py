@@ -1405,6 +1405,19 @@ def test_http10_keep_alive(s):
               f"then a second request, without keep-alive, closed after: {second[:200]!r}")
     finally:
         conn.close()
+    # Regression (the code review): with a trailing space libwebsockets
+    # reads no keep-alive and closes, while the answer (from the trimmed
+    # value) said the connection stayed.
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    try:
+        conn.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive \r\n\r\n")
+        started = time.monotonic()
+        out = recv_until(conn, b"", lambda got: False)  # until the server closes
+        check(out.startswith(b"HTTP/1.0 200") and b"keep-alive" not in out.lower() and
+              time.monotonic() - started < 2.5,
+              f"HTTP/1.0 'keep-alive ': closed, and the answer does not say kept: {out[:200]!r}")
+    finally:
+        conn.close()
 
 
 def test_h2c_upgrade_ignored(s):
