@@ -382,6 +382,7 @@ static int64_t next_bucket(int64_t start, pgw_bucket bucket)
 
 typedef struct pool_bucket {
     int64_t start_day; /* the first local day it covers */
+    int64_t end_day;   /* the last: a first or last bucket may cover part of its week or month */
     int64_t issued, reversed, redeemed, expired, outstanding;
 } pool_bucket;
 
@@ -402,6 +403,7 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, 
          * from's day, not the Monday or the 1st before it. */
         b->start_day = start < first ? first : start;
         int64_t end = next_bucket(start, bucket);
+        b->end_day = end - 1 > last ? last : end - 1;
         int rc = PGW_OK;
         for (; rc == PGW_OK && d < n_days && days[d].day < end; d++) {
             rc = pgw_add(b->issued, days[d].issued, &b->issued);
@@ -427,7 +429,14 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, 
     return PGW_OK;
 }
 
-#define POOL_COLUMNS 6 /* start .. outstanding */
+#define POOL_COLUMNS 7 /* start .. outstanding, end */
+
+/* A local day as YYYY-MM-DD (out: 16 bytes). */
+static void day_text(int64_t day, char out[16])
+{
+    pgw_date d = pgw_date_from_days(day);
+    snprintf(out, 16, "%04d-%02d-%02d", (int)d.year, (int)d.month, (int)d.day);
+}
 
 static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int64_t from,
                       int64_t to, pgw_bucket bucket, int64_t opening, pgw_report_format format,
@@ -440,27 +449,28 @@ static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int
         json_object_set_new(doc, "bucket", json_string(names[bucket]));
         json_object_set_new(doc, "opening_outstanding", json_integer(opening));
     } else {
-        fputs("start,issued,reversed,redeemed,expired,outstanding\n", out);
+        /* end last: the columns before it are where they always were */
+        fputs("start,issued,reversed,redeemed,expired,outstanding,end\n", out);
     }
     for (size_t i = 0; i < n; i++) {
-        pgw_date d = pgw_date_from_days(b[i].start_day);
-        char start[16];
-        snprintf(start, sizeof(start), "%04d-%02d-%02d", (int)d.year, (int)d.month, (int)d.day);
+        char start[16], end[16];
+        day_text(b[i].start_day, start);
+        day_text(b[i].end_day, end);
         if (doc == NULL)
-            fprintf(out, "%s,%lld,%lld,%lld,%lld,%lld\n", start, (long long)b[i].issued,
+            fprintf(out, "%s,%lld,%lld,%lld,%lld,%lld,%s\n", start, (long long)b[i].issued,
                     (long long)b[i].reversed, (long long)b[i].redeemed, (long long)b[i].expired,
-                    (long long)b[i].outstanding);
+                    (long long)b[i].outstanding, end);
         else
-            json_array_append_new(list, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I}", "start", start,
-                                                  "issued", (json_int_t)b[i].issued, "reversed",
-                                                  (json_int_t)b[i].reversed, "redeemed",
+            json_array_append_new(list, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "start", start,
+                                                  "end", end, "issued", (json_int_t)b[i].issued,
+                                                  "reversed", (json_int_t)b[i].reversed, "redeemed",
                                                   (json_int_t)b[i].redeemed, "expired",
                                                   (json_int_t)b[i].expired, "outstanding",
                                                   (json_int_t)b[i].outstanding));
     }
     if (doc == NULL) {
         json_decref(list);
-        csv_summary(out, POOL_COLUMNS, "opening_outstanding", "", POOL_COLUMNS - 1, &opening);
+        csv_summary(out, POOL_COLUMNS, "opening_outstanding", "", 5 /* outstanding */, &opening);
         csv_summary(out, POOL_COLUMNS, "bucket", names[bucket], 0, NULL);
         csv_period(out, POOL_COLUMNS, cfg, from, to);
         return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;

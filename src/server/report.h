@@ -26,7 +26,8 @@
  * Pool, per day, week (Monday first) or month in the mall's time zone:
  * issued, reversed, redeemed, expired, and outstanding (what members hold
  * at the bucket's end: the liability). Each bucket is labelled by the
- * first local day it covers: the first, cut by `from`, by from's day.
+ * first local day it covers (`start`: the first, cut by `from`, by from's
+ * day) and the last (`end`: the last, cut by `to`, by to's).
  */
 #ifndef PGW_SERVER_REPORT_H
 #define PGW_SERVER_REPORT_H

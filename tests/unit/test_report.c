@@ -407,8 +407,9 @@ static void starts(const db_fixture *db, const pgw_config *cfg, int64_t from, in
     json_array_foreach(json_object_get(doc, "buckets"), i, b)
     {
         if (len < cap)
-            len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? " " : "",
-                                    json_string_value(json_object_get(b, "start")));
+            len += (size_t)snprintf(out + len, cap - len, "%s%s..%s", i ? " " : "",
+                                    json_string_value(json_object_get(b, "start")),
+                                    json_string_value(json_object_get(b, "end")));
     }
     json_decref(doc);
 }
@@ -417,7 +418,9 @@ static void starts(const db_fixture *db, const pgw_config *cfg, int64_t from, in
  * A bucket is labelled by the first local day it covers: the first one, cut
  * by `from`, starts on from's day, not on the Monday (or the 1st) before it,
  * which the report does not cover. The finance review's finding: a week
- * from Wednesday 2 December was labelled 2026-11-30.
+ * from Wednesday 2 December was labelled 2026-11-30. Its `end` is the last
+ * day it covers, `to`'s cutting the last bucket (the code review: a reader
+ * taking start + 7 for the first week's end was a day or more out).
  */
 static void test_a_first_bucket_starts_at_from(void **state)
 {
@@ -425,16 +428,18 @@ static void test_a_first_bucket_starts_at_from(void **state)
     scenario(db);
     pgw_config *cfg = example_config();
     const int64_t dec2_noon = NOV20 + 12 * 86400 + 12 * 3600, jan1 = NOV20 + 42 * 86400;
-    char weeks[128], months[128], days[128];
+    char weeks[256], months[256], days[256];
     starts(db, cfg, dec2_noon, NOV20 + 30 * 86400, PGW_BUCKET_WEEK, weeks, sizeof(weeks));
     starts(db, cfg, NOV20, jan1 + 86400, PGW_BUCKET_MONTH, months, sizeof(months));
     starts(db, cfg, dec2_noon, NOV20 + 14 * 86400, PGW_BUCKET_DAY, days, sizeof(days));
-    if (strcmp(weeks, "2026-12-02 2026-12-07 2026-12-14") != 0 ||
-        strcmp(months, "2026-11-20 2026-12-01 2027-01-01") != 0 ||
-        strcmp(days, "2026-12-02 2026-12-03") != 0)
-        fail_msg("weeks %s, months %s, days %s; want 2026-12-02 2026-12-07 2026-12-14, "
-                 "2026-11-20 2026-12-01 2027-01-01, 2026-12-02 2026-12-03",
-                 weeks, months, days);
+    const char *want_weeks = "2026-12-02..2026-12-06 2026-12-07..2026-12-13 2026-12-14..2026-12-19",
+               *want_months =
+                   "2026-11-20..2026-11-30 2026-12-01..2026-12-31 2027-01-01..2027-01-01",
+               *want_days = "2026-12-02..2026-12-02 2026-12-03..2026-12-03";
+    if (strcmp(weeks, want_weeks) != 0 || strcmp(months, want_months) != 0 ||
+        strcmp(days, want_days) != 0)
+        fail_msg("weeks %s, months %s, days %s; want %s, %s, %s", weeks, months, days, want_weeks,
+                 want_months, want_days);
     pgw_config_free(cfg);
 }
 
@@ -483,14 +488,14 @@ static void test_csv_carries_the_period_and_the_proof(void **state)
         fail_msg("settlement CSV:\n%s", text);
     free(text);
     text = report_csv(db, cfg, true, NOV20 - 86400, NOV20 + 2 * 86400, PGW_BUCKET_DAY);
-    if (strcmp(text, "start,issued,reversed,redeemed,expired,outstanding\n"
-                     "2026-11-19,0,0,0,0,0\n"
-                     "2026-11-20,450,75,90,0,285\n"
-                     "2026-11-21,0,0,0,0,285\n"
-                     "opening_outstanding,,,,,0\n"
-                     "bucket,day,,,,\n"
-                     "from,2026-11-19T00:00:00+08:00,,,,\n"
-                     "to,2026-11-22T00:00:00+08:00,,,,\n") != 0)
+    if (strcmp(text, "start,issued,reversed,redeemed,expired,outstanding,end\n"
+                     "2026-11-19,0,0,0,0,0,2026-11-19\n"
+                     "2026-11-20,450,75,90,0,285,2026-11-20\n"
+                     "2026-11-21,0,0,0,0,285,2026-11-21\n"
+                     "opening_outstanding,,,,,0,\n"
+                     "bucket,day,,,,,\n"
+                     "from,2026-11-19T00:00:00+08:00,,,,,\n"
+                     "to,2026-11-22T00:00:00+08:00,,,,,\n") != 0)
         fail_msg("pool CSV:\n%s", text);
     free(text);
     pgw_config_free(cfg);
