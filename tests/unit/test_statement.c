@@ -206,6 +206,25 @@ static void test_other_columns_are_ignored_and_named(void **state)
         assert_non_null(strstr(err.msg, near[i]));
         assert_non_null(strstr(err.msg, "looks like original_event_id misspelt"));
     }
+    /* Regression (the code review): a till's own "Shop ID" (its shop's
+     * name, say), read past before shop_id was ours, was then refused as
+     * shop_id misspelt, failing a nightly reconciliation that had passed.
+     * It is read past again, and named: without shop_id, rows are keyed
+     * by event_id alone, as they always were. */
+    static const char *const tills[] = {"Shop ID", "ShopID", "shop-id", "shop_ids"};
+    for (size_t i = 0; i < sizeof(tills) / sizeof(tills[0]); i++) {
+        snprintf(header, sizeof(header),
+                 "event_id,occurred_at,type,member,amount_fen,points,%s\n"
+                 "E1,1795486400,purchase,member_id:M1,1000,10,Tea House\n",
+                 tills[i]);
+        assert_int_equal(pgw_statement_open_text(header, strlen(header), &st, &err), PGW_OK);
+        assert_string_equal(pgw_statement_ignored(st, 0), tills[i]);
+        assert_false(pgw_statement_has_shop(st));
+        assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+        assert_false(r.malformed);
+        assert_string_equal(r.source, "");
+        pgw_statement_free(st);
+    }
     const char *typo = "event_id,occured_at,type,member,amount_fen,points\n";
     assert_int_equal(pgw_statement_open_text(typo, strlen(typo), &st, &err), PGW_EINVAL);
     assert_non_null(strstr(err.msg, "column occurred_at is missing (is \"occured_at\" it"));
