@@ -173,6 +173,28 @@ static int compare(const merge *m, const pgw_recon_row *s, const pgw_recon_row *
     return PGW_OK;
 }
 
+/*
+ * A statement row dated in the period whose event the period's ledger
+ * lacks: missing_in_ledger, unless the log has the event dated outside the
+ * period (io->find_event), and then that pair's first difference, the
+ * event's points counted with the period's (as a row outside the period
+ * paired with an event in it counts its own), not a missing row that
+ * --repair would post again under a key the log holds.
+ */
+static int not_in_period(merge *m, pgw_err *err)
+{
+    pgw_recon_row l;
+    bool found = false;
+    int rc = m->io->find_event ? m->io->find_event(m->io->events, &m->s, &l, &found, err) : PGW_OK;
+    if (rc != PGW_OK || !found)
+        return rc != PGW_OK ? rc : report(m, PGW_RECON_MISSING_IN_LEDGER, &m->s, NULL, err);
+    if (pgw_add(m->sum->ledger_points, l.points, &m->sum->ledger_points) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "the ledger's points overflow");
+    pgw_recon_kind kind = PGW_RECON_MATCHED;
+    rc = compare(m, &m->s, &l, &kind, err);
+    return rc != PGW_OK ? rc : report(m, kind, &m->s, &l, err);
+}
+
 /* One step of the merge: consumes at least one row. */
 static int step(merge *m, pgw_err *err)
 {
@@ -194,8 +216,8 @@ static int step(merge *m, pgw_err *err)
     int cmp = m->s_end ? 1 : m->l_end ? -1 : pgw_recon_key_cmp(&m->s, &m->l, by_shop);
     int rc;
     if (cmp < 0) {
-        rc = report(m, m->s_outside ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_MISSING_IN_LEDGER, &m->s,
-                    NULL, err);
+        rc = m->s_outside ? report(m, PGW_RECON_OUTSIDE_PERIOD, &m->s, NULL, err)
+                          : not_in_period(m, err);
     } else if (cmp > 0) {
         rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
         remember(&m->prev_l, &m->have_prev_l, &m->l);

@@ -97,6 +97,11 @@ typedef int (*pgw_recon_emit)(void *sink, pgw_recon_kind kind, const pgw_recon_r
 typedef int (*pgw_recon_same_member)(void *members, const char *statement, const char *ledger,
                                      bool *same, pgw_err *err);
 
+/* The log's event for statement row `s` at any time, into *out (*found
+ * false: none). A negative return stops the match. */
+typedef int (*pgw_recon_find_event)(void *events, const pgw_recon_row *s, pgw_recon_row *out,
+                                    bool *found, pgw_err *err);
+
 typedef struct pgw_recon_io {
     pgw_recon_next statement;
     void *statement_source;
@@ -110,6 +115,12 @@ typedef struct pgw_recon_io {
     /* Optional (NULL: member ids that differ are different members). */
     pgw_recon_same_member same_member;
     void *members;
+    /* Optional (NULL: none is looked for): the event of a statement row
+     * dated inside the period that the period's ledger lacks, at any time
+     * (its event dated just outside: a till's clock, a statement cut at
+     * another hour). */
+    pgw_recon_find_event find_event;
+    void *events;
     /* The statement names each row's shop (in `source`): rows are keyed
      * by (event_id, shop), as the log's keys are, and both sides come in
      * that order. Otherwise by event_id alone, the shop unknown. */

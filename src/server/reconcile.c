@@ -403,12 +403,32 @@ static int emit(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, PGW_EIO, "writing an exception failed");
 }
 
-/* The merge's member look-ups: the store is the ledger reader's too, on
- * its own thread, so each use holds the lock (one connection, one user). */
+/* The merge's look-ups (members, events outside the period): the store is
+ * the ledger reader's too, on its own thread, so each use holds the lock
+ * (one connection, one user). */
 typedef struct members {
     pgw_store *store;
     pthread_mutex_t *store_lock;
+    const pgw_event_filter *filter;
+    bool by_shop; /* the statement names each row's shop */
 } members;
+
+/* A pgw_recon_find_event: the row's event by its key, at any time. The key
+ * needs the shop: --shop's, or the row's own; a whole channel's statement
+ * without shop_id cannot say which shop's event it is, and looks for none. */
+static int find_event(void *p, const pgw_recon_row *s, pgw_recon_row *out, bool *found,
+                      pgw_err *err)
+{
+    members *m = p;
+    const char *shop = m->filter->shop ? m->filter->shop : m->by_shop ? s->source : NULL;
+    *found = false;
+    if (shop == NULL)
+        return PGW_OK;
+    pthread_mutex_lock(m->store_lock);
+    int rc = pgw_store_read_event(m->store, m->filter->channel, shop, s->event_id, out, found, err);
+    pthread_mutex_unlock(m->store_lock);
+    return rc;
+}
 
 /* A pgw_recon_same_member: one member when both ids end at the same
  * survivor. A till may name a member by an id merged away before the
@@ -439,9 +459,12 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
     pthread_mutex_t store_lock = PTHREAD_MUTEX_INITIALIZER;
     channel_rows l = {
         .pages = {.store = store, .store_lock = &store_lock, .filter = &opts->filter}};
-    members who = {.store = store, .store_lock = &store_lock};
     statement_rows srows = {
         .st = st, .by_shop = pgw_statement_has_shop(st), .shop = opts->filter.shop};
+    members who = {.store = store,
+                   .store_lock = &store_lock,
+                   .filter = &opts->filter,
+                   .by_shop = srows.by_shop};
     prefetch *sides = calloc(2, sizeof(*sides));
     int rc = sides ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory reconciling");
     if (rc == PGW_OK)
@@ -459,6 +482,8 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
                        .to = opts->filter.to,
                        .same_member = same_member,
                        .members = &who,
+                       .find_event = find_event,
+                       .events = &who,
                        .by_shop = srows.by_shop};
     k->statement = rc == PGW_OK ? &sides[0] : NULL;
     if (rc == PGW_OK)

@@ -180,6 +180,7 @@ enum {
     ST_ENROLMENTS,
     ST_ADD_ENROLMENT,
     ST_EVENTS,
+    ST_EVENT,
     ST_FLOWS,
     ST_EXPIRIES,
     ST_LOT_FUNDERS,
@@ -573,6 +574,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_EVENTS] = "SELECT " EVENT_COLUMNS " FROM idempotency WHERE key > ?1 AND key < ?2"
                   " AND event_type <> '' AND occurred_at >= ?3 AND occurred_at < ?4"
                   " ORDER BY key LIMIT ?5",
+    /* One event by its key, at any time (pgw_store_read_event). */
+    [ST_EVENT] = "SELECT " EVENT_COLUMNS " FROM idempotency WHERE key = ?1 AND event_type <> ''",
     /* Reports. Points by kind and the account on the other side of the
      * member (issuing, redeeming, expiring), within [from, to). MERGE moves
      * points between members and is left out. */
@@ -4654,6 +4657,23 @@ int pgw_store_read_events(pgw_store *s, const pgw_event_filter *f, const char *a
     pgw_sql_bind_int64(st, 4, f->to);
     pgw_sql_bind_int64(st, 5, (int64_t)cap);
     return read_rows(s, st, event_row, out, sizeof(*out), cap, n, "reading events", err);
+}
+
+int pgw_store_read_event(pgw_store *s, const char *channel, const char *shop, const char *event_id,
+                         pgw_recon_row *out, bool *found, pgw_err *err)
+{
+    *found = false;
+    if (!pgw_store_channel_name_ok(channel) || !pgw_store_shop_id_ok(shop) ||
+        strlen(event_id) > PGW_EVENT_ID_MAX)
+        return PGW_OK; /* no key of the log is made of them */
+    char key[PGW_IDEM_KEY_MAX + 1];
+    pgw_store_event_key(key, channel, shop, event_id);
+    pgw_sql_stmt *st = s->st[ST_EVENT];
+    pgw_sql_bind_text(st, 1, key);
+    size_t n = 0;
+    int rc = read_rows(s, st, event_row, out, sizeof(*out), 1, &n, "reading an event", err);
+    *found = rc == PGW_OK && n == 1;
+    return rc;
 }
 
 static bool flow_row(pgw_sql_stmt *st, void *item)
