@@ -274,12 +274,10 @@ static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
     json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "occurred_at", when, "type", r->type,
                           ledger ? "member_id" : "member", r->member, "amount_fen",
                           (json_int_t)r->amount_fen, "points", (json_int_t)r->points);
-    if (o != NULL && ledger)
+    if (o != NULL && r->source[0] != '\0') /* a ledger row's always; a statement's, named */
         json_object_set_new(o, "shop_id", json_string(r->source));
     if (o != NULL && !ledger)
         json_object_set_new(o, "line", json_integer((json_int_t)r->line));
-    if (o != NULL && !ledger && r->source[0] != '\0') /* the statement names shops */
-        json_object_set_new(o, "shop_id", json_string(r->source));
     if (o != NULL && !ledger && r->original[0] != '\0')
         json_object_set_new(o, "original_event_id", json_string(r->original));
     return o;
