@@ -586,6 +586,10 @@ expect_exit 2 "$bin" report balance --from 2026-11-01T00:00:00+08:00 --to 2026-1
 expect_text "the report is settlement or pool"
 expect_exit 2 "$bin" report settlement --from 2026-11-01T00:00:00+08:00
 expect_text "--from and --to are required"
+expect_exit 2 "$bin" report pool --from 1793462400 --to 2026-12-01T00:00:00+08:00
+expect_text "--from is not an RFC 3339 time"
+expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to tomorrow
+expect_text "--to is not an RFC 3339 time"
 expect_exit 2 "$bin" report settlement --from 2026-11-01T00:00:00+08:00 \
     --to 2026-12-01T00:00:00+08:00 --bucket day
 expect_text "--bucket is day, week or month, for the pool"
