@@ -34,7 +34,6 @@ typedef struct merge {
     pgw_recon_summary *sum;
     pgw_recon_row s, l; /* current rows, valid unless s_end / l_end */
     bool s_end, l_end;
-    bool s_outside; /* s is dated outside the period */
     bool have_prev_s, have_prev_l;
     pgw_recon_row prev_s; /* key (event_id, source) of the last readable statement row */
     pgw_recon_row prev_l; /* and of the last ledger row */
@@ -59,22 +58,8 @@ static bool outside_period(const pgw_recon_io *io, const pgw_recon_row *s)
     return io->to > io->from && (s->occurred_at < io->from || s->occurred_at >= io->to);
 }
 
-/* Adds a statement row's points to the summary's. */
-static int count_points(merge *m, const pgw_recon_row *s, pgw_err *err)
-{
-    if (pgw_add(m->sum->statement_points, s->points, &m->sum->statement_points) != PGW_OK)
-        return pgw_err_set(err, PGW_ERANGE, "the statement's points overflow at line %zu", s->line);
-    return PGW_OK;
-}
-
-/*
- * Reads the next statement row; malformed ones are reported on the way.
- * One dated outside the period goes through the merge too (s_outside): it
- * is outside_period, unless the period's ledger has its event, dated
- * inside, and then that pair's first difference (the time, or before it
- * points, amount or type), not an outside_period row and a
- * missing_in_statement event of one event_id (the finance walkthrough).
- */
+/* Reads the next statement row; malformed ones and those dated outside
+ * the period are reported on the way. */
 static int next_statement(merge *m, pgw_err *err)
 {
     for (;;) {
@@ -82,16 +67,17 @@ static int next_statement(merge *m, pgw_err *err)
         if (rc != PGW_OK || m->s_end)
             return rc;
         m->sum->statement_rows++;
-        if (!m->s.malformed)
+        bool outside = !m->s.malformed && outside_period(m->io, &m->s);
+        if (!m->s.malformed && !outside)
             break;
-        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, NULL, err);
+        rc = report(m, outside ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_MALFORMED_ROW, &m->s, NULL,
+                    err);
         if (rc != PGW_OK)
             return rc;
     }
-    m->s_outside = outside_period(m->io, &m->s);
-    int rc = m->s_outside ? PGW_OK : count_points(m, &m->s, err);
-    if (rc != PGW_OK)
-        return rc;
+    if (pgw_add(m->sum->statement_points, m->s.points, &m->sum->statement_points) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "the statement's points overflow at line %zu",
+                           m->s.line);
     if (m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, m->io->by_shop) < 0)
         return pgw_err_set(err, PGW_EINVAL,
                            "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; rows "
@@ -176,10 +162,9 @@ static int compare(const merge *m, const pgw_recon_row *s, const pgw_recon_row *
 /*
  * A statement row dated in the period whose event the period's ledger
  * lacks: missing_in_ledger, unless the log has the event dated outside the
- * period (io->find_event), and then that pair's first difference, the
- * event's points counted with the period's (as a row outside the period
- * paired with an event in it counts its own), not a missing row that
- * --repair would post again under a key the log holds.
+ * period (io->find_event), and then that pair's first difference, not a
+ * missing row that --repair would post again under a key the log holds.
+ * Its points are not the period's: ledger_points stay the settlement's.
  */
 static int not_in_period(merge *m, pgw_err *err)
 {
@@ -188,8 +173,6 @@ static int not_in_period(merge *m, pgw_err *err)
     int rc = m->io->find_event ? m->io->find_event(m->io->events, &m->s, &l, &found, err) : PGW_OK;
     if (rc != PGW_OK || !found)
         return rc != PGW_OK ? rc : report(m, PGW_RECON_MISSING_IN_LEDGER, &m->s, NULL, err);
-    if (pgw_add(m->sum->ledger_points, l.points, &m->sum->ledger_points) != PGW_OK)
-        return pgw_err_set(err, PGW_ERANGE, "the ledger's points overflow");
     pgw_recon_kind kind = PGW_RECON_MATCHED;
     rc = compare(m, &m->s, &l, &kind, err);
     return rc != PGW_OK ? rc : report(m, kind, &m->s, &l, err);
@@ -201,9 +184,7 @@ static int step(merge *m, pgw_err *err)
     PGW_ASSERT(!m->s_end || !m->l_end);
     bool by_shop = m->io->by_shop;
     if (!m->s_end && m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, by_shop) == 0) {
-        int rc =
-            report(m, m->s_outside ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_DUPLICATE_IN_STATEMENT,
-                   &m->s, NULL, err);
+        int rc = report(m, PGW_RECON_DUPLICATE_IN_STATEMENT, &m->s, NULL, err);
         return rc != PGW_OK ? rc : next_statement(m, err);
     }
     if (!m->l_end && m->have_prev_l && pgw_recon_key_cmp(&m->l, &m->prev_l, by_shop) == 0) {
@@ -216,19 +197,14 @@ static int step(merge *m, pgw_err *err)
     int cmp = m->s_end ? 1 : m->l_end ? -1 : pgw_recon_key_cmp(&m->s, &m->l, by_shop);
     int rc;
     if (cmp < 0) {
-        rc = m->s_outside ? report(m, PGW_RECON_OUTSIDE_PERIOD, &m->s, NULL, err)
-                          : not_in_period(m, err);
+        rc = not_in_period(m, err);
     } else if (cmp > 0) {
         rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
         remember(&m->prev_l, &m->have_prev_l, &m->l);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     } else {
         pgw_recon_kind kind = PGW_RECON_MATCHED;
-        /* Paired with an event of the period: its points are counted as
-         * that event's are, so that the two sums cover the same events. */
-        rc = m->s_outside ? count_points(m, &m->s, err) : PGW_OK;
-        if (rc == PGW_OK)
-            rc = compare(m, &m->s, &m->l, &kind, err);
+        rc = compare(m, &m->s, &m->l, &kind, err);
         if (rc == PGW_OK)
             rc = report(m, kind, &m->s, &m->l, err);
         remember(&m->prev_l, &m->have_prev_l, &m->l);
