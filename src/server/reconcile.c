@@ -348,15 +348,6 @@ static const char CSV_HEADER[] =
     "statement_points,ledger_points,problem,original_event_id\n";
 #define CSV_COLUMNS 16
 
-/* A summary row: name, value, then empty cells to the header's width. */
-static void csv_summary_row(FILE *out, const char *name, const char *value)
-{
-    fprintf(out, "%s,%s", name, value);
-    for (size_t c = 2; c < CSV_COLUMNS; c++)
-        fputc(',', out);
-    fputc('\n', out);
-}
-
 static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l)
 {
     char line[24] = "", sat[PGW_RFC3339_MAX] = "", lat[PGW_RFC3339_MAX] = "";
@@ -535,38 +526,6 @@ static int write_summary(const pgw_recon_summary *s, FILE *out)
     return rc;
 }
 
-/*
- * The CSV's summary, after the exceptions, as the reports' CSVs end: one
- * row a figure, its name first (under kind, where no exception's kind is
- * one of them), its value second, as wide as the header; then the period
- * read, when there is one. A CSV export keeps what the JSON's summary says.
- */
-static void write_csv_summary(const sink *k, const pgw_recon_summary *s, bool truncated, FILE *out)
-{
-    const char *names[4 + PGW_RECON_KINDS] = {"statement_rows", "ledger_rows", "statement_points",
-                                              "ledger_points"};
-    int64_t values[4 + PGW_RECON_KINDS] = {s->statement_rows, s->ledger_rows, s->statement_points,
-                                           s->ledger_points};
-    for (size_t kind = 0; kind < PGW_RECON_KINDS; kind++) {
-        names[4 + kind] = pgw_recon_kind_name((pgw_recon_kind)kind);
-        values[4 + kind] = s->count[kind];
-    }
-    char value[24];
-    for (size_t i = 0; i < 4 + PGW_RECON_KINDS; i++) {
-        snprintf(value, sizeof(value), "%lld", (long long)values[i]);
-        csv_summary_row(out, names[i], value);
-    }
-    csv_summary_row(out, "truncated", truncated ? "true" : "false");
-    const pgw_event_filter *f = &k->opts->filter;
-    if (f->to > f->from) {
-        char at[PGW_RFC3339_MAX];
-        pgw_format_rfc3339(f->from, k->opts->tz, at, sizeof(at));
-        csv_summary_row(out, "from", at);
-        pgw_format_rfc3339(f->to, k->opts->tz, at, sizeof(at));
-        csv_summary_row(out, "to", at);
-    }
-}
-
 /* The statement's columns it read past, as a JSON array (never NULL on success). */
 static int write_ignored(const pgw_statement *st, FILE *out)
 {
@@ -611,8 +570,6 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
         rc = fwrite(buf, 1, n, out) == n ? PGW_OK : PGW_EIO;
     if (json)
         fputs("]}\n", out);
-    else
-        write_csv_summary(k, sum, truncated, out);
     if (rc != PGW_OK || ferror(k->tmp) || fflush(out) != 0 || ferror(out))
         return pgw_err_set(err, PGW_EIO, "writing the report failed");
     return PGW_OK;
