@@ -544,18 +544,20 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * are no longer excluded: what made them refuse is over. Only held
      * ones: their SMS never left, so the channel chosen anew cannot tell
      * the member twice (a failed SMS waiting for its retry may have
-     * reached them); only pending ones: a claimed one's courier records it. */
+     * reached them: so not one tried, then held, either); only pending
+     * ones (a wake while a courier holds the notice is lost: it goes at
+     * its own time). */
     [ST_WAKE_NOTICES] =
         "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"
         " ELSE due_at END, excluded = excluded - (excluded & ?2)"
-        " WHERE member = ?1 AND state = 'pending' AND (excluded & 16) <> 0",
+        " WHERE member = ?1 AND state = 'pending' AND (excluded & 16) <> 0 AND attempts = 0",
     /* The same for the members holding an official-account openid. */
     [ST_WAKE_FOLLOWER] =
         "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"
         " ELSE due_at END, excluded = excluded - (excluded & ?4)"
         " WHERE member IN (SELECT member FROM identities"
         " WHERE kind = ?3 AND scope = ?1 AND lookup = ?2)"
-        " AND state = 'pending' AND (excluded & 16) <> 0",
+        " AND state = 'pending' AND (excluded & 16) <> 0 AND attempts = 0",
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
                           " WHERE i.member = ?1 AND i.kind = ?2 AND f.following = 1",
@@ -3740,7 +3742,9 @@ int pgw_store_set_follow(pgw_store *s, const char *appid, const char *openid, bo
     pgw_sql_bind_int64(st, 3, following ? 1 : 0);
     pgw_sql_bind_int64(st, 4, at);
     int rc = step_done(s, st, "recording a follower", err);
-    return rc == PGW_OK && following ? wake_follower(s, appid, openid, err) : rc;
+    /* Only a follow the store took: one older than an unfollow it has is not. */
+    bool took = rc == PGW_OK && pgw_sql_changes(s->db) == 1;
+    return took && following ? wake_follower(s, appid, openid, err) : rc;
 }
 
 int pgw_store_note_follower(pgw_store *s, const char *appid, const char *openid, int64_t at,

@@ -177,7 +177,8 @@ static void test_an_arrival_wakes_a_held_sms(void **state)
  * leaves it, pending until 30000 with `excluded` (PGW_NOTICE_HELD: an SMS
  * held for quiet hours, no attempt counted; without it: a failed SMS
  * waiting for its retry, attempt counted). */
-static pgw_notice tried_notice(pgw_store *s, const char *member, int64_t at, int64_t excluded)
+static pgw_notice tried_notice_n(pgw_store *s, const char *member, int64_t at, int64_t excluded,
+                                 int64_t attempts)
 {
     pgw_err err;
     pgw_notice got[8];
@@ -185,11 +186,17 @@ static pgw_notice tried_notice(pgw_store *s, const char *member, int64_t at, int
     assert_int_equal(claim(s, at, got), 1);
     snprintf(got[0].state, sizeof(got[0].state), "pending");
     snprintf(got[0].channel, sizeof(got[0].channel), "sms");
-    got[0].attempts = (excluded & PGW_NOTICE_HELD) ? 0 : 1;
+    got[0].attempts = attempts;
     got[0].excluded = excluded;
-    got[0].due_at = 30000;
+    got[0].due_at = at < 30000 ? 30000 : at + 29000; /* the morning, say */
     assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], at, &err), PGW_OK);
     return got[0];
+}
+
+/* A held notice (never sent) or one a failed SMS left for its retry. */
+static pgw_notice tried_notice(pgw_store *s, const char *member, int64_t at, int64_t excluded)
+{
+    return tried_notice_n(s, member, at, excluded, (excluded & PGW_NOTICE_HELD) ? 0 : 1);
 }
 
 static pgw_identity_key wechat_key(pgw_identity_kind kind, const char *openid)
@@ -262,6 +269,17 @@ static void test_a_new_channel_wakes_a_held_notice(void **state)
     assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", true, 1801, &err), PGW_OK);
     assert_false(woken(s, 1900, retry.id));
     assert_true(woken(s, 30000, retry.id));
+    /* Regression (the late review): nor is one whose SMS failed and whose
+     * retry was then held (quiet hours began): held, but tried. */
+    pgw_notice tried = tried_notice_n(s, "M1", 31000, PGW_NOTICE_HELD | PGW_CHANNEL_MP, 1);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_false(woken(s, 31100, tried.id));
+    assert_true(woken(s, 31000 + 29000, tried.id)); /* its own time */
+    /* Nor does a follow the store ignored (older than an unfollow it has). */
+    held = tried_notice(s, "M1", 62000, PGW_NOTICE_HELD);
+    assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", false, 62010, &err), PGW_OK);
+    assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", true, 62005, &err), PGW_OK);
+    assert_false(woken(s, 62100, held.id));
     pgw_store_close(s);
 }
 
