@@ -267,21 +267,28 @@ static bool copy_field(const char *text, char *out, size_t cap)
 }
 
 /*
- * Whether the row's member is one a row may name, as POST /v1/events would
- * take it: a phone, a card or a member id, checked (a misspelt kind, a
- * bare id, a phone of 5 digits). Such a member was not compared, and the
- * row it named was matched whoever it was.
+ * Whether the row's member names a kind a row may: phone:, card: or
+ * member_id:, with a value. A misspelt kind or a bare id was read as it
+ * was, not compared, and its row matched whoever it named. A member id is
+ * checked whole (it is compared); a phone or card only for its kind, as
+ * reconciling does not read them and a till may export phones masked
+ * (138****8000), which --repair refuses on its own.
  */
 static bool member_readable(const char *member, pgw_recon_row *r)
 {
-    pgw_identity who;
-    pgw_err why;
-    if (pgw_identity_parse(member, &who, &why) != PGW_OK)
-        return malformed(r, "member \"%.*s\": %s", QUOTED(member), why.msg);
-    if (who.kind != PGW_ID_PHONE && who.kind != PGW_ID_CARD && who.kind != PGW_ID_MEMBER)
-        return malformed(r, "member \"%.*s\" is not phone:..., card:SHOP:NO or member_id:...",
-                         QUOTED(member));
-    return true;
+    static const char *const kinds[] = {"phone:", "card:", "member_id:"};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        size_t n = strlen(kinds[i]);
+        if (strncmp(member, kinds[i], n) != 0 || member[n] == '\0')
+            continue;
+        pgw_identity who;
+        pgw_err why;
+        if (i == 2 && pgw_identity_parse(member, &who, &why) != PGW_OK)
+            return malformed(r, "member \"%.*s\": %s", QUOTED(member), why.msg);
+        return true;
+    }
+    return malformed(r, "member \"%.*s\" is not phone:..., card:SHOP:NO or member_id:...",
+                     QUOTED(member));
 }
 
 /* The row's shop_id into r->source: a shop id as the log's keys have it
