@@ -267,16 +267,20 @@ static bool copy_field(const char *text, char *out, size_t cap)
 }
 
 /*
- * Whether the row's member names a kind a row may: phone:, card: or
- * member_id:, with a value. A misspelt kind or a bare id was read as it
- * was, not compared, and its row matched whoever it named. A member id is
- * checked whole (it is compared); a phone or card only for its kind, as
+ * Whether the row's member, when it names a kind, names one a row may:
+ * phone:, card: or member_id:, with a value. A misspelt kind was read as
+ * it was, not compared, and its row matched whoever it named. A member id
+ * is checked whole (it is compared); a phone or card only for its kind, as
  * reconciling does not read them and a till may export phones masked
- * (138****8000), which --repair refuses on its own.
+ * (138****8000), which --repair refuses on its own. A value with no kind
+ * at all (a bare id, as statements have been written) is read as before:
+ * not compared, and --repair refuses it.
  */
 static bool member_readable(const char *member, pgw_recon_row *r)
 {
     static const char *const kinds[] = {"phone:", "card:", "member_id:"};
+    if (strchr(member, ':') == NULL)
+        return true;
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         size_t n = strlen(kinds[i]);
         if (strncmp(member, kinds[i], n) != 0 || member[n] == '\0')
