@@ -611,6 +611,22 @@ def tier_by_sms(tmp, sms_fake, env):
         srv.stop()
 
 
+def quiet_now_with_wechat(tmp, name, sms_fake, env, now):
+    """A gateway in its SMS quiet hours now, with a fake WeChat for its mini
+    program: (the fake, the server)."""
+    d = os.path.join(tmp, name)
+    os.makedirs(d)
+    wechat = wx.Fake(d)
+    cfg_path = config(d, name + ".json", sms_fake.port,
+                      {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    return wechat, run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+
+
 def held_sms_goes_by_wechat(tmp, sms_fake, env, now):
     """Regression: a "points arrived" held for quiet hours stayed held when
     WeChat could reach the member since: a phone-only member's notice
@@ -619,17 +635,7 @@ def held_sms_goes_by_wechat(tmp, sms_fake, env, now):
     made it due again; still (the mini-program review) the subscription
     alone did not. Now a merge, a WeChat identity bound, a subscription or
     a follow makes it due again at once, and the courier chooses anew."""
-    d = os.path.join(tmp, "held")
-    os.makedirs(d)
-    wechat = wx.Fake(d)
-    cfg_path = config(d, "held.json", sms_fake.port,
-                      {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
-    with open(cfg_path, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
-    srv = run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    wechat, srv = quiet_now_with_wechat(tmp, "held", sms_fake, env, now)
     phone, tpl, openid = "13600136098", "mp-tpl-points-arrived", "oMP-HELD"
     try:
         status, first = srv.request("POST", "/v1/events", purchase("HELD-1", phone, 5000),
@@ -678,17 +684,7 @@ def fell_through_then_subscribes(tmp, sms_fake, env, now):
     kept the mini program excluded for good: woken by the member's next
     subscription, it was held for the SMS again. The subscription lapses
     that exclusion, and the notice goes by subscribe message, once."""
-    d = os.path.join(tmp, "fell")
-    os.makedirs(d)
-    wechat = wx.Fake(d)
-    cfg_path = config(d, "fell.json", sms_fake.port,
-                      {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
-    with open(cfg_path, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
-    srv = run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    wechat, srv = quiet_now_with_wechat(tmp, "fell", sms_fake, env, now)
     phone, tpl, openid = "13600136096", "mp-tpl-points-arrived", "oMP-FELL"
     try:
         session, member = mp_login(srv, wechat, "code-fell", openid)

@@ -73,19 +73,26 @@ static pgw_recon_row row(const char *id, int64_t amount, int64_t points)
     return r;
 }
 
+/* The match of statement `a` against ledger `b` into `f`; callers add
+ * the period and the optional look-ups. */
+static pgw_recon_io io_of(source *a, source *b, found *f)
+{
+    f->n = 0;
+    return (pgw_recon_io){.statement = next_row,
+                          .statement_source = a,
+                          .ledger = next_row,
+                          .ledger_source = b,
+                          .emit = collect,
+                          .sink = f};
+}
+
 static int run_in(pgw_recon_row *st, size_t ns, pgw_recon_row *lg, size_t nl, found *f,
                   pgw_recon_summary *sum, int64_t from, int64_t to, pgw_err *err)
 {
     source a = {st, ns, 0}, b = {lg, nl, 0};
-    pgw_recon_io io = {.statement = next_row,
-                       .statement_source = &a,
-                       .ledger = next_row,
-                       .ledger_source = &b,
-                       .emit = collect,
-                       .sink = f,
-                       .from = from,
-                       .to = to};
-    f->n = 0;
+    pgw_recon_io io = io_of(&a, &b, f);
+    io.from = from;
+    io.to = to;
     return pgw_reconcile(&io, sum, err);
 }
 
@@ -176,19 +183,13 @@ static void test_a_row_inside_meets_its_event_outside(void **state)
     whole[1] = row("E9", 9000, 90);
     source a = {st, 2, 0}, b = {NULL, 0, 0}, log = {whole, 2, 0};
     static found f;
-    pgw_recon_io io = {.statement = next_row,
-                       .statement_source = &a,
-                       .ledger = next_row,
-                       .ledger_source = &b,
-                       .emit = collect,
-                       .sink = &f,
-                       .from = from,
-                       .to = to,
-                       .find_event = find_in,
-                       .events = &log};
+    pgw_recon_io io = io_of(&a, &b, &f);
+    io.from = from;
+    io.to = to;
+    io.find_event = find_in;
+    io.events = &log;
     pgw_recon_summary sum;
     pgw_err err;
-    f.n = 0;
     assert_int_equal(pgw_reconcile(&io, &sum, &err), PGW_OK);
     assert_int_equal(f.n, 2);
     assert_string_equal(pgw_recon_kind_name(f.kind[0]), "time_mismatch");
@@ -419,14 +420,9 @@ static void test_member_ids_resolved_by_the_caller(void **state)
     static found f;
     int asked = 0;
     source a = {st, 3, 0}, b = {lg, 3, 0};
-    pgw_recon_io io = {.statement = next_row,
-                       .statement_source = &a,
-                       .ledger = next_row,
-                       .ledger_source = &b,
-                       .emit = collect,
-                       .sink = &f,
-                       .same_member = same_if_merged,
-                       .members = &asked};
+    pgw_recon_io io = io_of(&a, &b, &f);
+    io.same_member = same_if_merged;
+    io.members = &asked;
     pgw_recon_summary sum;
     pgw_err err;
     f.n = 0;

@@ -161,9 +161,9 @@ static pgw_config *example_config(void)
     return cfg;
 }
 
-/* Runs a report into memory and parses it. */
-static json_t *report(const db_fixture *db, const pgw_config *cfg, bool pool, int64_t from,
-                      int64_t to, pgw_bucket bucket)
+/* Runs a report in `format` into a string (the caller frees it). */
+static char *report_text(const db_fixture *db, const pgw_config *cfg, bool pool, int64_t from,
+                         int64_t to, pgw_bucket bucket, pgw_report_format format)
 {
     pgw_store *s = NULL;
     assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
@@ -172,13 +172,21 @@ static json_t *report(const db_fixture *db, const pgw_config *cfg, bool pool, in
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
     pgw_err err;
-    int rc = pool ? pgw_report_pool(s, cfg, from, to, bucket, PGW_REPORT_JSON, out, &err)
-                  : pgw_report_settlement(s, cfg, from, to, PGW_REPORT_JSON, out, &err);
+    int rc = pool ? pgw_report_pool(s, cfg, from, to, bucket, format, out, &err)
+                  : pgw_report_settlement(s, cfg, from, to, format, out, &err);
     fclose(out);
     if (rc != PGW_OK)
         fail_msg("%s", err.msg);
     pgw_store_rollback(s, NULL);
     pgw_store_close(s);
+    return text;
+}
+
+/* Runs a report into memory and parses it. */
+static json_t *report(const db_fixture *db, const pgw_config *cfg, bool pool, int64_t from,
+                      int64_t to, pgw_bucket bucket)
+{
+    char *text = report_text(db, cfg, pool, from, to, bucket, PGW_REPORT_JSON);
     json_t *doc = json_loads(text, 0, NULL);
     assert_non_null(doc);
     free(text);
@@ -447,21 +455,7 @@ static void test_a_first_bucket_starts_at_from(void **state)
 static char *report_csv(const db_fixture *db, const pgw_config *cfg, bool pool, int64_t from,
                         int64_t to, pgw_bucket bucket)
 {
-    pgw_store *s = NULL;
-    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
-    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&text, &len);
-    pgw_err err;
-    int rc = pool ? pgw_report_pool(s, cfg, from, to, bucket, PGW_REPORT_CSV, out, &err)
-                  : pgw_report_settlement(s, cfg, from, to, PGW_REPORT_CSV, out, &err);
-    fclose(out);
-    if (rc != PGW_OK)
-        fail_msg("%s", err.msg);
-    pgw_store_rollback(s, NULL);
-    pgw_store_close(s);
-    return text;
+    return report_text(db, cfg, pool, from, to, bucket, PGW_REPORT_CSV);
 }
 
 /*
