@@ -266,33 +266,57 @@ static bool copy_field(const char *text, char *out, size_t cap)
     return true;
 }
 
+/* A member id as a row names it, spaces around it dropped, kept in
+ * r->member as "member_id:<id>" (how the matcher finds it), checked as
+ * POST /v1/events checks one. */
+static bool member_id_readable(const char *value, pgw_recon_row *r)
+{
+    while (*value == ' ')
+        value++;
+    size_t len = strlen(value);
+    while (len > 0 && value[len - 1] == ' ')
+        len--;
+    char text[PGW_RECON_MEMBER_MAX + 1];
+    pgw_identity who;
+    pgw_err why;
+    if (snprintf(text, sizeof(text), "member_id:%.*s", (int)len, value) >= (int)sizeof(text) ||
+        pgw_identity_parse(text, &who, &why) != PGW_OK)
+        return malformed(r, "member \"%.*s\" is not a member id", QUOTED(text));
+    memcpy(r->member, text, strlen(text) + 1);
+    return true;
+}
+
 /*
- * Whether the row's member, when it names a kind, names one a row may:
- * phone:, card: or member_id:, with a value. A misspelt kind was read as
- * it was, not compared, and its row matched whoever it named. A member id
- * is checked whole (it is compared); a phone or card only for its kind, as
- * reconciling does not read them and a till may export phones masked
- * (138****8000), which --repair refuses on its own. A value with no kind
- * at all (a bare id, as statements have been written) is read as before:
- * not compared, and --repair refuses it.
+ * Whether the row's member can be read. Only a member id is compared (the
+ * log keeps each event's member by id), so only one is checked whole, its
+ * kind written in any case ("Member_ID:", then kept as "member_id:"); a
+ * phone or card is read as written (a till may export phones masked,
+ * 138****8000; --repair checks them). A kind a letter off one of ours
+ * ("member_i:") is refused: read as it was, it was not compared, and its
+ * row matched whoever it named. Anything else (a bare id, "tel:...", a
+ * card's "S001:1234") is read as before, and not compared.
  */
 static bool member_readable(const char *member, pgw_recon_row *r)
 {
-    static const char *const kinds[] = {"phone:", "card:", "member_id:"};
-    if (strchr(member, ':') == NULL)
+    static const char *const ours[] = {"phone", "card", "member_id"};
+    const char *colon = strchr(member, ':');
+    char kind[64];
+    size_t n = colon ? (size_t)(colon - member) : 0;
+    if (colon == NULL || n >= sizeof(kind))
         return true;
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        size_t n = strlen(kinds[i]);
-        if (strncmp(member, kinds[i], n) != 0 || member[n] == '\0')
-            continue;
-        pgw_identity who;
-        pgw_err why;
-        if (i == 2 && pgw_identity_parse(member, &who, &why) != PGW_OK)
-            return malformed(r, "member \"%.*s\": %s", QUOTED(member), why.msg);
-        return true;
+    memcpy(kind, member, n);
+    kind[n] = '\0';
+    char name[64], want[64];
+    squeezed(kind, name);
+    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
+        squeezed(ours[i], want);
+        if (strcmp(name, want) == 0)
+            return i < 2 || member_id_readable(colon + 1, r);
+        if (edits_apart(name, want) <= 1)
+            return malformed(r, "member \"%.*s\": \"%s\" looks like %s misspelt", QUOTED(member),
+                             kind, ours[i]);
     }
-    return malformed(r, "member \"%.*s\" is not phone:..., card:SHOP:NO or member_id:...",
-                     QUOTED(member));
+    return true;
 }
 
 /* The row's shop_id into r->source: a shop id as the log's keys have it
