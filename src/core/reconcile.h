@@ -70,8 +70,8 @@ typedef struct pgw_recon_summary {
     int64_t statement_rows; /* every data row read, malformed ones included */
     int64_t ledger_rows;
     int64_t count[PGW_RECON_KINDS]; /* rows per category */
-    int64_t statement_points;       /* sum over the statement's readable rows */
-    int64_t ledger_points;
+    int64_t statement_points;       /* over the readable rows dated in the period */
+    int64_t ledger_points;          /* over the period's ledger rows */
 } pgw_recon_summary;
 
 /*
