@@ -76,6 +76,7 @@ struct pgw_notifier {
 typedef struct reach_info {
     pgw_notice_reach reach;
     char mp_openid[PGW_WX_OPENID_MAX + 1];
+    char quota_openid[PGW_WX_OPENID_MAX + 1]; /* whose quota a subscribe message uses */
     char oa_openid[PGW_WX_OPENID_MAX + 1];
     pgw_identity_key phone;
     const char *mp_template, *oa_template, *sms_template;
@@ -159,11 +160,19 @@ static int read_identities(courier *c, const char *member, reach_info *r, pgw_er
     return rc;
 }
 
-static int has_quota(courier *c, const char *member, const char *tpl, bool *yes, pgw_err *err)
+/* WeChat keeps quota per openid, and a merged member holds several: the
+ * message goes to one that has quota (store.h pgw_store_mp_target), not
+ * to whichever the member's identities name first. */
+static int has_quota(courier *c, const char *member, reach_info *r, bool *yes, pgw_err *err)
 {
-    int64_t quota = 0;
-    int rc = pgw_store_quota(c->store, member, tpl, &quota, err);
-    *yes = rc == PGW_OK && quota > 0;
+    char to[PGW_OPENID_MAX + 1], from[PGW_OPENID_MAX + 1];
+    int rc = pgw_store_mp_target(c->store, member, c->n->o.cfg->wechat_mp.appid, r->mp_template, to,
+                                 from, err);
+    *yes = rc == PGW_OK && to[0] != '\0';
+    if (*yes) {
+        snprintf(r->mp_openid, sizeof(r->mp_openid), "%s", to);
+        snprintf(r->quota_openid, sizeof(r->quota_openid), "%s", from);
+    }
     return rc;
 }
 
@@ -180,7 +189,7 @@ static int member_reach(courier *c, const pgw_notice *notice, int kind, reach_in
     if (rc == PGW_OK && r->phone.kind == PGW_ID_PHONE)
         rc = pgw_store_sms_opt_out(c->store, notice->member, &opted_out, err);
     if (rc == PGW_OK && r->mp_openid[0] && r->mp_template[0])
-        rc = has_quota(c, notice->member, r->mp_template, &quota, err);
+        rc = has_quota(c, notice->member, r, &quota, err);
     if (rc == PGW_OK && r->oa_openid[0])
         rc = pgw_store_member_follows(c->store, notice->member, &follows, err);
     r->opted_out = opted_out;
@@ -498,7 +507,8 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
 }
 
 /*
- * Counts a subscribe message against the member's quota, within record()'s
+ * Counts a subscribe message against the quota of the openid it used
+ * (WeChat's 43101 speaks for that openid only), within record()'s
  * transaction; a failure is ignored (WeChat keeps the real count). On
  * PostgreSQL a failed statement fails the rest of a transaction, so there
  * it gets a savepoint of its own.
@@ -508,8 +518,8 @@ static void take_quota(courier *c, const pgw_notice *n, const reach_info *r)
     bool own = pgw_store_is_remote(c->store), taken = false;
     if (own && pgw_store_savepoint(c->store, NULL) != PGW_OK)
         return;
-    int rc = pgw_store_take_quota(c->store, n->member, r->mp_template, r->quota == QUOTA_NONE_LEFT,
-                                  &taken, NULL);
+    int rc = pgw_store_take_quota(c->store, n->member, r->quota_openid, r->mp_template,
+                                  r->quota == QUOTA_NONE_LEFT, &taken, NULL);
     if (own && rc == PGW_OK)
         pgw_store_release(c->store, NULL);
     else if (own)

@@ -2259,6 +2259,9 @@ static bool handle_mp_subscription(pgw_api *api, const pgw_request *req, const p
         return refuse(resp, job, R_MP_SUBSCRIPTIONS, rc, err.msg);
     pgw_command *cmd = &job->cmd;
     snprintf(cmd->template_id, sizeof(cmd->template_id), "%s", tpl);
+    /* WeChat grants the sends to the openid that accepted: the session's
+     * (a token of the first format has none: "", store.h). */
+    snprintf(cmd->sub_openid, sizeof(cmd->sub_openid), "%s", s->openid);
     cmd->points = accepted;
     snprintf(cmd->key, sizeof(cmd->key), "mp_sub:%s:%s", s->id, request_id);
     cmd->render = render_subscription;

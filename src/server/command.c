@@ -1710,8 +1710,8 @@ static int apply_link(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
 
 static int apply_subscribe(pgw_store *store, pgw_command *cmd)
 {
-    int rc = pgw_store_add_quota(store, cmd->member, cmd->template_id, cmd->points, &cmd->quota,
-                                 &cmd->err);
+    int rc = pgw_store_add_quota(store, cmd->member, cmd->sub_openid, cmd->template_id, cmd->points,
+                                 &cmd->quota, &cmd->err);
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
 }
 

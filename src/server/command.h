@@ -124,7 +124,8 @@ typedef enum pgw_command_kind {
      */
     PGW_COMMAND_LINK,
     /* One-time subscribe-message quota: `points` more sends of
-     * `template_id` for `member` (kept at most PGW_QUOTA_MAX); `quota` out. */
+     * `template_id` for `member`'s openid `sub_openid` (kept at most
+     * PGW_QUOTA_MAX); `quota` out, the member's for the template. */
     PGW_COMMAND_SUBSCRIBE,
     /* Revokes session `session_id` (a logout). */
     PGW_COMMAND_END_SESSION,
@@ -297,6 +298,7 @@ struct pgw_command {
     int64_t session_expires;                       /* LINK with a session */
     char appid[PGW_ID_MAX + 1];                    /* LINK with a session */
     char template_id[PGW_TEMPLATE_KEY_MAX + 1];    /* SUBSCRIBE */
+    char sub_openid[PGW_OPENID_MAX + 1];           /* SUBSCRIBE: who accepted ("": unknown) */
     pgw_oa_follow oa_follow;                       /* OA_FOLLOW (see kind) */
     int64_t notice_id;                             /* NOTICE_RETRY */
     bool sms_opt_out;                              /* SMS_PREFERENCE */

@@ -196,6 +196,9 @@ enum {
     ST_PRUNE_REMINDERS,
     ST_ADD_QUOTA,
     ST_QUOTA,
+    ST_MP_TARGET,
+    ST_PIN_SUBSCRIPTIONS,
+    ST_DROP_UNPINNED,
     ST_SET_FOLLOW,
     ST_NOTE_FOLLOWER,
     ST_FORGET_FOLLOWER,
@@ -402,7 +405,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * each, however many other identities the member holds. */
     [ST_MEMBER_REACH] =
         "SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
-        " FROM identities WHERE member = ?1 AND kind = 3 AND scope = ?2 LIMIT 1) AS mp"
+        " FROM identities WHERE member = ?1 AND kind = 3 AND scope = ?2"
+        " ORDER BY created_at_us DESC, lookup LIMIT 1) AS mp"
         " UNION ALL SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
         " FROM identities WHERE member = ?1 AND kind = 4 AND scope = ?3 LIMIT 1) AS oa"
         " UNION ALL SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
@@ -479,10 +483,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
                        " sms_opt_out = CASE WHEN (SELECT sms_opt_out FROM members WHERE id = ?1)"
                        " = 1 THEN 1 ELSE sms_opt_out END WHERE id = ?2",
     [ST_REPOINT_MERGED] = "UPDATE members SET merged_into = ?2 WHERE merged_into = ?1",
+    /* Rows move with their openids; only openid '' (schema 30: whoever
+     * subscribed before openids were kept) can meet one of the survivor's. */
     [ST_MERGE_SUBSCRIPTIONS] =
-        "INSERT INTO subscriptions (member, template_id, quota)"
-        " SELECT ?2, template_id, quota FROM subscriptions WHERE member = ?1"
-        " ON CONFLICT (member, template_id)"
+        "INSERT INTO subscriptions (member, openid, template_id, quota)"
+        " SELECT ?2, openid, template_id, quota FROM subscriptions WHERE member = ?1"
+        " ON CONFLICT (member, openid, template_id)"
         " DO UPDATE SET quota = CASE WHEN subscriptions.quota + excluded.quota < ?3"
         " THEN subscriptions.quota + excluded.quota ELSE ?3 END",
     [ST_DROP_SUBSCRIPTIONS] = "DELETE FROM subscriptions WHERE member = ?1",
@@ -498,12 +504,35 @@ static const char *const STATEMENTS[ST_COUNT] = {
                             " FROM enrolments WHERE hour < ?1 LIMIT ?2)",
     [ST_PRUNE_REMINDERS] = "DELETE FROM reminders WHERE (member, day) IN (SELECT member, day"
                            " FROM reminders WHERE day < ?1 ORDER BY day LIMIT ?2)",
-    [ST_ADD_QUOTA] = "INSERT INTO subscriptions (member, template_id, quota)"
-                     " VALUES (?1, ?2, CASE WHEN ?3 < ?4 THEN ?3 ELSE ?4 END)"
-                     " ON CONFLICT (member, template_id) DO UPDATE SET quota = CASE"
-                     " WHEN subscriptions.quota + ?3 < ?4 THEN subscriptions.quota + ?3 ELSE ?4 END"
-                     " RETURNING quota",
-    [ST_QUOTA] = "SELECT quota FROM subscriptions WHERE member = ?1 AND template_id = ?2",
+    [ST_ADD_QUOTA] =
+        "INSERT INTO subscriptions (member, openid, template_id, quota)"
+        " VALUES (?1, ?5, ?2, CASE WHEN ?3 < ?4 THEN ?3 ELSE ?4 END)"
+        " ON CONFLICT (member, openid, template_id) DO UPDATE SET quota = CASE"
+        " WHEN subscriptions.quota + ?3 < ?4 THEN subscriptions.quota + ?3 ELSE ?4 END",
+    [ST_QUOTA] = "SELECT COALESCE(SUM(quota), 0) FROM subscriptions"
+                 " WHERE member = ?1 AND template_id = ?2",
+    /* WeChat keeps quota per openid: the member's openid of mini program
+     * ?2 with quota of its own for template ?3, else (quota of openid '',
+     * an unknown subscriber) the newest; the row to count it against. */
+    [ST_MP_TARGET] = "SELECT i.lookup, s.openid FROM identities i JOIN subscriptions s"
+                     " ON s.member = i.member AND s.template_id = ?3 AND s.quota > 0"
+                     " AND (s.openid = i.lookup OR s.openid = '')"
+                     " WHERE i.member = ?1 AND i.kind = 3 AND i.scope = ?2"
+                     " ORDER BY s.openid = '', i.created_at_us DESC, i.lookup LIMIT 1",
+    /* A member about to be merged who has one mini-program openid: quota
+     * of unknown subscriber '' was that openid's; said so before the
+     * survivor, with two openids, could no longer tell. */
+    [ST_PIN_SUBSCRIPTIONS] =
+        "INSERT INTO subscriptions (member, openid, template_id, quota)"
+        " SELECT member, (SELECT lookup FROM identities WHERE member = ?1 AND kind = 3 LIMIT 1),"
+        " template_id, quota FROM subscriptions WHERE member = ?1 AND openid = ''"
+        " AND (SELECT count(*) FROM identities WHERE member = ?1 AND kind = 3) = 1"
+        " ON CONFLICT (member, openid, template_id)"
+        " DO UPDATE SET quota = CASE WHEN subscriptions.quota + excluded.quota < ?2"
+        " THEN subscriptions.quota + excluded.quota ELSE ?2 END",
+    [ST_DROP_UNPINNED] =
+        "DELETE FROM subscriptions WHERE member = ?1 AND openid = ''"
+        " AND (SELECT count(*) FROM identities WHERE member = ?1 AND kind = 3) = 1",
     /* An older push (WeChat redelivers, in any order) never undoes a newer one. */
     [ST_SET_FOLLOW] = "INSERT INTO oa_followers (appid, openid, following, changed_at)"
                       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (appid, openid) DO UPDATE SET"
@@ -1107,6 +1136,21 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     /* 29: reminders of days past are deleted (pgw_store_prune_reminders),
      * the earliest first: a row per member and expiry day only grew. */
     "CREATE INDEX reminders_by_day ON reminders (day);",
+    /* 30: subscribe-message quota per openid, as WeChat keeps it: a member
+     * merged from two holds two mini-program openids, and each accept is
+     * a send to the openid that made it. Quota from before has openid ''
+     * (not known; the member's newest openid is sent to). PostgreSQL
+     * changes the key in place (pg_migration). */
+    "CREATE TABLE subscriptions_v30 ("
+    "  member TEXT NOT NULL,"
+    "  openid TEXT NOT NULL,"
+    "  template_id TEXT NOT NULL,"
+    "  quota INTEGER NOT NULL CHECK (quota >= 0),"
+    "  PRIMARY KEY (member, openid, template_id)"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO subscriptions_v30 SELECT member, '', template_id, quota FROM subscriptions;"
+    "DROP TABLE subscriptions;"
+    "ALTER TABLE subscriptions_v30 RENAME TO subscriptions;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -1192,9 +1236,9 @@ static int check_foreign_keys(pgw_store *s, pgw_err *err)
  * The PostgreSQL text of migration `v`: the SQLite text with its types
  * and table options translated, so both databases get the same schema
  * from one source; text compares in byte order (COLLATE "C"), as SQLite's
- * does. Migrations 11 -> 12 and 19 -> 20 rebuilt the transfers and
- * notices tables, which SQLite needs to drop or change a constraint;
- * PostgreSQL changes it directly.
+ * does. Migrations 11 -> 12, 19 -> 20 and 29 -> 30 rebuilt the transfers,
+ * notices and subscriptions tables, which SQLite needs to drop or change a
+ * constraint; PostgreSQL changes it directly.
  * Returns a malloc'd string (the caller frees it) or NULL.
  */
 static char *pg_migration(int64_t v)
@@ -1214,7 +1258,13 @@ static char *pg_migration(int64_t v)
                      : v == 19 ? "ALTER TABLE notices DROP CONSTRAINT notices_state_check;"
                                  "ALTER TABLE notices ADD CONSTRAINT notices_state_check"
                                  " CHECK (" NOTICE_STATES ");"
-                               : MIGRATIONS[v];
+                     : v == 29
+                         ? "ALTER TABLE subscriptions ADD COLUMN openid TEXT NOT NULL DEFAULT '';"
+                           "ALTER TABLE subscriptions ALTER COLUMN openid DROP DEFAULT;"
+                           "ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_pkey;"
+                           "ALTER TABLE subscriptions ADD PRIMARY KEY"
+                           " (member, openid, template_id);"
+                         : MIGRATIONS[v];
     /* 18 -> 19 copies member_days and drops it, 20 -> 21 idempotency and
      * events. An older instance still running could commit rows between
      * the copy and the drop, and lose them: the tables are locked first,
@@ -3340,9 +3390,26 @@ int pgw_store_survivor(pgw_store *s, char member[PGW_ID_MAX + 1], char first[PGW
     return pgw_err_set(err, PGW_EIO, "member %s: merges loop", member);
 }
 
+/* ST_PIN_SUBSCRIPTIONS, then ST_DROP_UNPINNED, for `member`. */
+static int pin_subscriptions(pgw_store *s, const char *member, pgw_err *err)
+{
+    pgw_sql_stmt *pin = s->st[ST_PIN_SUBSCRIPTIONS], *drop = s->st[ST_DROP_UNPINNED];
+    pgw_sql_bind_text(pin, 1, member);
+    pgw_sql_bind_int64(pin, 2, PGW_QUOTA_MAX);
+    int rc = step_done(s, pin, "merging members", err);
+    if (rc == PGW_OK) {
+        pgw_sql_bind_text(drop, 1, member);
+        rc = step_done(s, drop, "merging members", err);
+    }
+    return rc;
+}
+
 int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_err *err)
 {
     PGW_ASSERT(strcmp(from, into) != 0);
+    int rc = pin_subscriptions(s, from, err);
+    if (rc == PGW_OK)
+        rc = pin_subscriptions(s, into, err);
     static const int moves[] = {
         ST_MERGE_LOTS,          ST_MERGE_HOLDS,          ST_MERGE_EARNS,
         ST_MERGE_IDENTITIES,    ST_MERGE_DAYS,           ST_MERGE_RULE_DAYS,
@@ -3350,7 +3417,6 @@ int pgw_store_merge_rows(pgw_store *s, const char *from, const char *into, pgw_e
         ST_DROP_RULE_DAYS,      ST_DROP_SUBSCRIPTIONS,   ST_REPOINT_MERGED,
         ST_MERGE_FLAGS,         ST_MERGE_CHALLENGE_DAYS, ST_DROP_CHALLENGE_DAYS,
         ST_MERGE_REMINDERS,     ST_DROP_REMINDERS,       ST_SET_MERGED};
-    int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < sizeof(moves) / sizeof(moves[0]); i++) {
         pgw_sql_stmt *st = s->st[moves[i]];
         pgw_sql_bind_text(st, 1, from);
@@ -3707,8 +3773,8 @@ int pgw_store_prune_reminders(pgw_store *s, int64_t before_day, int64_t limit, i
     return prune(s, ST_PRUNE_REMINDERS, before_day, limit, deleted, "deleting past reminders", err);
 }
 
-int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_id, int64_t n,
-                        int64_t *quota, pgw_err *err)
+int pgw_store_add_quota(pgw_store *s, const char *member, const char *openid,
+                        const char *template_id, int64_t n, int64_t *quota, pgw_err *err)
 {
     PGW_ASSERT(n > 0 && n <= PGW_QUOTA_MAX);
     pgw_sql_stmt *st = s->st[ST_ADD_QUOTA];
@@ -3716,12 +3782,32 @@ int pgw_store_add_quota(pgw_store *s, const char *member, const char *template_i
     pgw_sql_bind_text(st, 2, template_id);
     pgw_sql_bind_int64(st, 3, n);
     pgw_sql_bind_int64(st, 4, PGW_QUOTA_MAX);
-    int step = pgw_sql_step(st);
-    int rc = step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "adding subscription quota", err);
+    pgw_sql_bind_text(st, 5, openid);
+    int rc = step_done(s, st, "adding subscription quota", err);
     if (rc == PGW_OK)
-        *quota = pgw_sql_column_int64(st, 0);
-    pgw_sql_reset(st);
+        rc = pgw_store_quota(s, member, template_id, quota, err);
     return rc == PGW_OK ? wake_notices(s, member, PGW_CHANNEL_MP, err) : rc; /* 43101 is over */
+}
+
+int pgw_store_mp_target(pgw_store *s, const char *member, const char *mp_appid,
+                        const char *template_id, char openid[PGW_OPENID_MAX + 1],
+                        char quota_openid[PGW_OPENID_MAX + 1], pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_MP_TARGET];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_text(st, 2, mp_appid);
+    pgw_sql_bind_text(st, 3, template_id);
+    openid[0] = quota_openid[0] = '\0';
+    int step = pgw_sql_step(st), rc = PGW_OK;
+    if (step == PGW_SQL_ROW && (!column_text(st, 0, openid, PGW_OPENID_MAX + 1) ||
+                                !column_text(st, 1, quota_openid, PGW_OPENID_MAX + 1)))
+        rc = pgw_err_set(err, PGW_EIO, "%s: member %s: a malformed openid", s->path, member);
+    else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
+        rc = db_error(s, PGW_EIO, "choosing an openid to notify", err);
+    if (rc != PGW_OK)
+        openid[0] = quota_openid[0] = '\0';
+    pgw_sql_reset(st);
+    return rc;
 }
 
 int pgw_store_quota(pgw_store *s, const char *member, const char *template_id, int64_t *quota,
@@ -4236,20 +4322,21 @@ int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)
     return rc;
 }
 
-int pgw_store_take_quota(pgw_store *s, const char *member, const char *template_id, bool all,
-                         bool *taken, pgw_err *err)
+int pgw_store_take_quota(pgw_store *s, const char *member, const char *openid,
+                         const char *template_id, bool all, bool *taken, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      all ? "UPDATE subscriptions SET quota = 0"
-                           " WHERE member = ?1 AND template_id = ?2 AND quota > 0"
+                           " WHERE member = ?1 AND template_id = ?2 AND openid = ?3 AND quota > 0"
                          : "UPDATE subscriptions SET quota = quota - 1"
-                           " WHERE member = ?1 AND template_id = ?2 AND quota > 0",
+                           " WHERE member = ?1 AND template_id = ?2 AND openid = ?3 AND quota > 0",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_text(st, 2, template_id);
+    pgw_sql_bind_text(st, 3, openid);
     rc = step_done(s, st, "taking subscription quota", err);
     *taken = rc == PGW_OK && pgw_sql_changes(s->db) == 1;
     release(s, st);

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 29
+#define PGW_STORE_SCHEMA_VERSION 30
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -507,17 +507,27 @@ int pgw_store_revoke_session(pgw_store *store, const char *id, int64_t now, pgw_
 int pgw_store_prune_sessions(pgw_store *store, int64_t before, int64_t limit, int64_t *deleted,
                              pgw_err *err);
 
-/* Adds n one-time sends of `template_id` for `member` (kept at most
- * PGW_QUOTA_MAX); *quota is what it has now. The member's notices held for
- * SMS are due again (core/notice.h PGW_NOTICE_HELD), the mini program no
- * longer excluded from them (its 43101 is over). */
-int pgw_store_add_quota(pgw_store *store, const char *member, const char *template_id, int64_t n,
-                        int64_t *quota, pgw_err *err);
+/* Adds n one-time sends of `template_id` for `member`'s mini-program
+ * `openid` ("": not known, as from a session token of the first format),
+ * kept at most PGW_QUOTA_MAX per openid; *quota is what the member has now,
+ * all openids together. The member's notices held for SMS are due again
+ * (core/notice.h PGW_NOTICE_HELD), the mini program no longer excluded from
+ * them (its 43101 is over). */
+int pgw_store_add_quota(pgw_store *store, const char *member, const char *openid,
+                        const char *template_id, int64_t n, int64_t *quota, pgw_err *err);
+/* Where a subscribe message of `template_id` to `member` goes: the
+ * member's openid of mini program `mp_appid` that has quota of its own,
+ * else, when quota of openid "" is left, the member's newest openid there.
+ * quota_openid: the openid whose quota it uses ("" for the latter). Both
+ * "" when none has quota. */
+int pgw_store_mp_target(pgw_store *store, const char *member, const char *mp_appid,
+                        const char *template_id, char openid[PGW_OPENID_MAX + 1],
+                        char quota_openid[PGW_OPENID_MAX + 1], pgw_err *err);
 typedef struct pgw_subscription {
     char template_id[PGW_TEMPLATE_KEY_MAX + 1];
     int64_t quota;
 } pgw_subscription;
-/* The one-time sends of `template_id` `member` has (0: none). */
+/* The one-time sends of `template_id` `member` has, all its openids (0: none). */
 int pgw_store_quota(pgw_store *store, const char *member, const char *template_id, int64_t *quota,
                     pgw_err *err);
 
@@ -670,10 +680,11 @@ int pgw_store_checkpoint_backstop(pgw_store *store, int pages, pgw_err *err);
 int64_t pgw_store_wal_pages(const pgw_store *store);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
-/* Takes one unit of member's quota for template_id (all of it: WeChat said
- * none is left); *taken false when none was left. */
-int pgw_store_take_quota(pgw_store *store, const char *member, const char *template_id, bool all,
-                         bool *taken, pgw_err *err);
+/* Takes one unit of member's quota of `openid` (pgw_store_mp_target's
+ * quota_openid) for template_id (all of it: WeChat said none is left for
+ * that openid); *taken false when none was left. */
+int pgw_store_take_quota(pgw_store *store, const char *member, const char *openid,
+                         const char *template_id, bool all, bool *taken, pgw_err *err);
 
 /* ---- SMS verification codes (core/otp.h) --------------------------------- */
 

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "adapters/sms/sms.h"
+#include "adapters/wechat/client.h"
 #include "notify/notifier.h"
 #include "store/store.h"
 #include "util/http_client.h"
@@ -38,6 +39,9 @@
 #define TC_KEY "tcSecretKey-9f8e7d6c5b4a"
 
 static fake_process FAKE = {.pid = -1};
+static fake_process WX = {.pid = -1}; /* tests/fakes/wechat_fake.py */
+
+#define MP_SECRET "mp-secret-for-the-fake"
 
 /* ---- the stand-ins ------------------------------------------------------- */
 
@@ -104,18 +108,22 @@ static int start_fake(void **state)
 {
     (void)state;
     static const char *const args[] = {"--tencent", TC_ID ":" TC_KEY, NULL};
-    return fake_start(&FAKE, "tests/fakes/sms_fake.py", args);
+    static const char *const wx_args[] = {"--app", "wx1234567890abcdef:" MP_SECRET, NULL};
+    int rc = fake_start(&FAKE, "tests/fakes/sms_fake.py", args);
+    return rc != 0 ? rc : fake_start(&WX, "tests/fakes/wechat_fake.py", wx_args);
 }
 
 static int end_fake(void **state)
 {
     (void)state;
-    return fake_end(&FAKE);
+    int wx = fake_end(&WX);
+    return fake_end(&FAKE) != 0 ? -1 : wx;
 }
 
 static int setup(void **state)
 {
     json_decref(fake_request(&FAKE, "POST", "/_fake/reset", NULL));
+    json_decref(fake_request(&WX, "POST", "/_fake/reset", NULL));
     atomic_store(&clock_ahead, 0);
     atomic_store(&fail_next_begin, 0);
     atomic_store(&first_send, 1);
@@ -312,6 +320,144 @@ static void test_couriers_claim_apart(void **state)
         fail_msg("two couriers' claims at once under %lld name(s), want 2", (long long)names);
 }
 
+/* ---- subscribe messages: quota per openid ------------------------------------ */
+
+#define MP_APPID    "wx1234567890abcdef"
+#define MP_TEMPLATE "mp-tpl-points-arrived"
+
+/* Binds mini-program openid `openid` to `member` at `at_us`. */
+static void bind_mp_openid(const rig *r, const char *member, const char *openid, int64_t at_us)
+{
+    pgw_err err;
+    pgw_identity id;
+    pgw_identity_key key;
+    if (pgw_identity_make(PGW_ID_MP_OPENID, MP_APPID, openid, &id, &err) != PGW_OK ||
+        pgw_vault_key(r->vault, &id, &key, &err) != PGW_OK ||
+        pgw_store_bind_identity(r->store, &key, member, at_us, &err) != PGW_OK)
+        fail_msg("%s: %s", openid, err.msg);
+}
+
+/* A "points arrived" notice for `member`, due now. */
+static void notice_for(pgw_store *s, const char *member)
+{
+    pgw_err err;
+    if (pgw_store_begin(s, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(s, member, "points_arrived", 10, 10, "S001", "", time(NULL), 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(s, &err) != PGW_OK)
+        fail_msg("%s: %s", member, err.msg);
+}
+
+/* Waits (10 s at most) until none of the member's notices is left to
+ * deliver; how many were sent. */
+static size_t wait_done(pgw_store *s, const char *member)
+{
+    pgw_notice list[8];
+    for (int i = 0; i < 1000; i++) {
+        size_t n = 0, open = 0, sent = 0;
+        pgw_err err;
+        if (pgw_store_member_notices(s, member, list, 8, &n, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        for (size_t k = 0; k < n; k++) {
+            open += strcmp(list[k].state, "pending") == 0 || strcmp(list[k].state, "sending") == 0;
+            sent += strcmp(list[k].state, "sent") == 0;
+        }
+        if (open == 0)
+            return sent;
+        fake_sleep_ms(10);
+    }
+    fail_msg("%s: notices still to deliver after 10 s", member);
+    return 0;
+}
+
+/* The openids the fake delivered subscribe messages to, in order, as "a,b,". */
+static void delivered_to(char *out, size_t cap)
+{
+    json_t *doc = fake_request(&WX, "GET", "/_fake/stats", NULL);
+    json_t *list = json_object_get(doc, "delivered");
+    size_t i, used = 0;
+    json_t *d;
+    out[0] = '\0';
+    json_array_foreach(list, i, d)
+    {
+        const char *to = json_string_value(json_object_get(d, "touser"));
+        used += (size_t)snprintf(out + used, cap - used, "%s,", to ? to : "?");
+        if (used >= cap)
+            break;
+    }
+    json_decref(doc);
+}
+
+static int64_t quota_of(pgw_store *s, const char *member)
+{
+    int64_t quota = -1;
+    pgw_err err;
+    if (pgw_store_quota(s, member, MP_TEMPLATE, &quota, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    return quota;
+}
+
+/*
+ * A member holding two mini-program openids (a service-desk merge): only
+ * "oMpBravo" accepted a subscription. Its message must go to oMpBravo, and
+ * WeChat's 43101 for the other must not take oMpBravo's unit away.
+ * Regression: the courier sent to one arbitrary openid of the member's,
+ * and a 43101 there zeroed the member's whole count.
+ */
+static void test_subscribe_quota_per_openid(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    if (pgw_store_put_member(r.store, "M1", 0, 1, &(pgw_err){0}) != PGW_OK)
+        fail_msg("M1");
+    bind_mp_openid(&r, "M1", "oMpBravo", 1);
+    bind_mp_openid(&r, "M1", "oMpAlpha", 2); /* the newer, never subscribed */
+    fake_control(&WX, "/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", MP_APPID, "openid",
+                 "oMpBravo", "template_id", MP_TEMPLATE, "count", 2);
+    int64_t quota = 0;
+    pgw_err err;
+    assert_int_equal(pgw_store_add_quota(r.store, "M1", "oMpBravo", MP_TEMPLATE, 1, &quota, &err),
+                     PGW_OK);
+    notice_for(r.store, "M1");
+
+    pgw_wx_client *wx = NULL;
+    if (pgw_wx_client_new(NULL, 2000, &wx, &err) != PGW_OK ||
+        pgw_wx_client_add_app(wx, MP_APPID, MP_SECRET, WX.base, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notifier_options o = {
+        .cfg = r.cfg, .db_url = f->url, .vault = r.vault, .wechat = wx, .mp_ready = true};
+    if (pgw_notifier_start(&o, &r.notifier, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    char to[256];
+    size_t sent = wait_done(r.store, "M1");
+    delivered_to(to, sizeof(to));
+    if (sent != 1 || strcmp(to, "oMpBravo,") != 0)
+        fail_msg("sent %zu, delivered to \"%s\": want 1, to the openid with quota", sent, to);
+    assert_int_equal(quota_of(r.store, "M1"), 0);
+
+    /* The count says oMpAlpha has one too, which WeChat no longer has. */
+    assert_int_equal(pgw_store_add_quota(r.store, "M1", "oMpAlpha", MP_TEMPLATE, 1, &quota, &err),
+                     PGW_OK);
+    assert_int_equal(pgw_store_add_quota(r.store, "M1", "oMpBravo", MP_TEMPLATE, 1, &quota, &err),
+                     PGW_OK);
+    notice_for(r.store, "M1");
+    wait_done(r.store, "M1");
+    if (quota_of(r.store, "M1") != 1)
+        fail_msg("after a 43101 the member has %lld units, want oMpBravo's 1",
+                 (long long)quota_of(r.store, "M1"));
+    notice_for(r.store, "M1");
+    sent = wait_done(r.store, "M1");
+    delivered_to(to, sizeof(to));
+    if (strcmp(to, "oMpBravo,oMpBravo,") != 0)
+        fail_msg("delivered to \"%s\": want oMpBravo twice", to);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -324,6 +470,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_unrenewed_claim_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_couriers_claim_apart, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_subscribe_quota_per_openid, setup,
+                                        db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
     pgw_http_client_cleanup();

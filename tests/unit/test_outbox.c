@@ -242,7 +242,7 @@ static void test_a_new_channel_wakes_a_held_notice(void **state)
     assert_int_equal(pgw_store_bind_identity(s, &oa, "M1", 1, &err), PGW_OK);
     /* A subscription. */
     pgw_notice held = tried_notice(s, "M1", 1000, PGW_NOTICE_HELD);
-    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_true(woken(s, 1100, held.id));
     /* A follow, and a follower from before the gateway noted. */
     held = tried_notice(s, "M1", 1200, PGW_NOTICE_HELD);
@@ -265,14 +265,14 @@ static void test_a_new_channel_wakes_a_held_notice(void **state)
     /* A failed SMS waiting for its retry (it may have reached the member)
      * is not hurried to another channel. */
     pgw_notice retry = tried_notice(s, "M1", 1800, 0);
-    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", true, 1801, &err), PGW_OK);
     assert_false(woken(s, 1900, retry.id));
     assert_true(woken(s, 30000, retry.id));
     /* Regression (the late review): nor is one whose SMS failed and whose
      * retry was then held (quiet hours began): held, but tried. */
     pgw_notice tried = tried_notice_n(s, "M1", 31000, PGW_NOTICE_HELD | PGW_CHANNEL_MP, 1);
-    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_false(woken(s, 31100, tried.id));
     assert_true(woken(s, 31000 + 29000, tried.id)); /* its own time */
     /* Nor does a follow the store ignored (older than an unfollow it has). */
@@ -314,7 +314,7 @@ static void test_a_new_channel_lapses_its_exclusion(void **state)
     pgw_identity_key oa = wechat_key(PGW_ID_OA_OPENID, "oOA1");
     assert_int_equal(pgw_store_bind_identity(s, &oa, "M1", 1, &err), PGW_OK);
     pgw_notice held = tried_notice(s, "M1", 1000, PGW_NOTICE_HELD | wechat);
-    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(excluded_when_woken(s, 1100, held.id), PGW_CHANNEL_OA);
     held = tried_notice(s, "M1", 1200, PGW_NOTICE_HELD | wechat | PGW_CHANNEL_SMS);
     assert_int_equal(pgw_store_set_follow(s, "wxoa", "oOA1", true, 1201, &err), PGW_OK);
@@ -327,7 +327,7 @@ static void test_a_new_channel_lapses_its_exclusion(void **state)
     assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
     assert_int_equal(excluded_when_woken(s, 1700, held.id), 0);
     pgw_notice retry = tried_notice(s, "M1", 1800, wechat);
-    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(excluded_when_woken(s, 30000, retry.id), wechat);
     pgw_store_close(s);
 }
@@ -442,21 +442,21 @@ static void test_quota_taken_once(void **state)
     int64_t quota = 0;
     bool taken = false;
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
-    assert_int_equal(pgw_store_add_quota(s, "M1", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
-    assert_int_equal(pgw_store_take_quota(s, "M1", "tpl", false, &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M1", "", "tpl", false, &taken, &err), PGW_OK);
     assert_true(taken);
-    assert_int_equal(pgw_store_take_quota(s, "M1", "tpl", false, &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M1", "", "tpl", false, &taken, &err), PGW_OK);
     assert_false(taken);
-    assert_int_equal(pgw_store_take_quota(s, "M2", "tpl", false, &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M2", "", "tpl", false, &taken, &err), PGW_OK);
     assert_false(taken);
     /* WeChat said none is left (43101): whatever we counted goes. */
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
-    assert_int_equal(pgw_store_add_quota(s, "M3", "tpl", 3, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M3", "", "tpl", 3, &quota, &err), PGW_OK);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
-    assert_int_equal(pgw_store_take_quota(s, "M3", "tpl", true, &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M3", "", "tpl", true, &taken, &err), PGW_OK);
     assert_true(taken);
-    assert_int_equal(pgw_store_take_quota(s, "M3", "tpl", false, &taken, &err), PGW_OK);
+    assert_int_equal(pgw_store_take_quota(s, "M3", "", "tpl", false, &taken, &err), PGW_OK);
     assert_false(taken);
     pgw_store_close(s);
 }

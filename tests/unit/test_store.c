@@ -409,7 +409,7 @@ static void test_lock_timeouts_are_unavailable(void **state)
     pgw_err err;
     int64_t quota = 0;
     if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK ||
-        pgw_store_add_quota(s, "M1", "T1", 1, &quota, &err) != PGW_OK)
+        pgw_store_add_quota(s, "M1", "", "T1", 1, &quota, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     /* Waits of 50 ms, not the store's own 30 s (PostgreSQL) or 5 s. */
     assert_int_equal(pgw_store__exec_for_test(
@@ -425,11 +425,11 @@ static void test_lock_timeouts_are_unavailable(void **state)
             PGW_OK);
     assert_int_equal(pgw_store_put_member(s, "M1", 5, 2, &err), PGW_EUNAVAILABLE);
     assert_non_null(strstr(err.msg, "lock"));
-    assert_int_equal(pgw_store_add_quota(s, "M1", "T1", 1, &quota, &err), PGW_EUNAVAILABLE);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "T1", 1, &quota, &err), PGW_EUNAVAILABLE);
     assert_non_null(strstr(err.msg, "lock"));
     pgw_store_rollback(holder, NULL);
     if (pgw_store_put_member(s, "M1", 5, 2, &err) != PGW_OK ||
-        pgw_store_add_quota(s, "M1", "T1", 1, &quota, &err) != PGW_OK)
+        pgw_store_add_quota(s, "M1", "", "T1", 1, &quota, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(quota, 2);
     bool found = false;
@@ -493,7 +493,7 @@ static void test_member_activity_windows(void **state)
  * backends), then the schema version back to `version`. */
 static void step_back(const db_fixture *f, const char *sql, int version)
 {
-    char text[512];
+    char text[1024];
     int n = snprintf(text, sizeof(text),
                      f->pg ? "BEGIN; %s; UPDATE pgw_schema SET version = %d; COMMIT"
                            : "BEGIN; %s; PRAGMA user_version = %d; COMMIT",
@@ -502,9 +502,28 @@ static void step_back(const db_fixture *f, const char *sql, int version)
     raw_sql(f, text);
 }
 
+/* Schema 29: subscription quota per member and template, no openid. */
+static void back_to_schema_29(const db_fixture *f)
+{
+    step_back(f,
+              f->pg ? "DELETE FROM subscriptions WHERE openid <> '';"
+                      "ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_pkey;"
+                      "ALTER TABLE subscriptions DROP COLUMN openid;"
+                      "ALTER TABLE subscriptions ADD PRIMARY KEY (member, template_id)"
+                    : "CREATE TABLE subscriptions_v29 (member TEXT NOT NULL,"
+                      " template_id TEXT NOT NULL, quota INTEGER NOT NULL CHECK (quota >= 0),"
+                      " PRIMARY KEY (member, template_id)) STRICT, WITHOUT ROWID;"
+                      "INSERT INTO subscriptions_v29 SELECT member, template_id, quota"
+                      " FROM subscriptions WHERE openid = '';"
+                      "DROP TABLE subscriptions;"
+                      "ALTER TABLE subscriptions_v29 RENAME TO subscriptions",
+              29);
+}
+
 /* Schema 28: reminders have no index by day. */
 static void back_to_schema_28(const db_fixture *f)
 {
+    back_to_schema_29(f);
     step_back(f, "DROP INDEX reminders_by_day", 28);
 }
 
@@ -1617,6 +1636,77 @@ static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
     pgw_store_close(s);
 }
 
+/* Binds mini-program openid `openid` of app "wxapp" to `member`. */
+static void bind_mp_openid(pgw_store *s, const char *member, const char *openid, int64_t at_us)
+{
+    pgw_identity_key key = {.kind = PGW_ID_MP_OPENID, .scope = "wxapp"};
+    snprintf(key.lookup, sizeof(key.lookup), "%s", openid);
+    pgw_err err;
+    if (pgw_store_bind_identity(s, &key, member, at_us, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* pgw_store_mp_target's answer for `member` and template T1, as "to/from". */
+static void mp_target(pgw_store *s, const char *member, char out[140])
+{
+    char to[PGW_OPENID_MAX + 1], from[PGW_OPENID_MAX + 1];
+    pgw_err err;
+    if (pgw_store_mp_target(s, member, "wxapp", "T1", to, from, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    snprintf(out, 140, "%s/%s", to, from);
+}
+
+/*
+ * Schema 30: subscribe-message quota per openid. Schema 29's rows (whoever
+ * subscribed, not known) get openid '' and go to the member's openid; a
+ * merge gives each member's '' quota to its one openid before the survivor
+ * holds two, so a 43101 for one openid takes nothing of the other's.
+ */
+static void test_schema_30_keeps_quota_per_openid(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M2", 0, 1, &err), PGW_OK);
+    bind_mp_openid(s, "M1", "oOne", 1);
+    bind_mp_openid(s, "M2", "oTwo", 2);
+    pgw_store_close(s);
+    back_to_schema_29(f);
+    raw_sql(f, "INSERT INTO subscriptions (member, template_id, quota)"
+               " VALUES ('M1', 'T1', 3), ('M2', 'T1', 2)");
+    s = open_store(f); /* migrates */
+    int64_t version = 0, quota = 0;
+    assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM subscriptions WHERE openid = ''"), 2);
+    assert_int_equal(pgw_store_quota(s, "M1", "T1", &quota, &err), PGW_OK);
+    assert_int_equal(quota, 3);
+    char target[140];
+    mp_target(s, "M1", target);
+    assert_string_equal(target, "oOne/");
+    assert_int_equal(pgw_store_add_quota(s, "M1", "oOne", "T1", 1, &quota, &err), PGW_OK);
+    assert_int_equal(quota, 4);
+    mp_target(s, "M1", target);
+    assert_string_equal(target, "oOne/oOne"); /* its own first */
+
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM subscriptions WHERE openid = ''"), 0);
+    assert_int_equal(raw_int(f, "SELECT quota FROM subscriptions WHERE member = 'M1'"
+                                " AND openid = 'oTwo'"),
+                     2);
+    bool taken = false;
+    assert_int_equal(pgw_store_take_quota(s, "M1", "oTwo", "T1", true, &taken, &err), PGW_OK);
+    assert_true(taken); /* WeChat's 43101 for oTwo */
+    assert_int_equal(pgw_store_quota(s, "M1", "T1", &quota, &err), PGW_OK);
+    assert_int_equal(quota, 4); /* oOne's, all of it */
+    mp_target(s, "M1", target);
+    assert_string_equal(target, "oOne/oOne");
+    pgw_store_close(s);
+}
+
 /*
  * Schema 27: a challenge with shops or formats keeps its own days. A
  * schema 26 database gets the table empty (which campaign covered a
@@ -2488,6 +2578,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_of_merged_members, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_27_keeps_challenges_own_days, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_30_keeps_quota_per_openid, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_25_counts_what_earns_lost_to_expiry,
                                         db_fixture_setup, db_fixture_teardown),
