@@ -164,7 +164,7 @@ static int compare(const merge *m, const pgw_recon_row *s, const pgw_recon_row *
  * lacks: missing_in_ledger, unless the log has the event dated outside the
  * period (io->find_event), and then that pair's first difference, not a
  * missing row that --repair would post again under a key the log holds.
- * Its points are not the period's: ledger_points stay the settlement's.
+ * Its points are not the period's: ledger_points stay the period's rows'.
  */
 static int not_in_period(merge *m, pgw_err *err)
 {
