@@ -431,13 +431,6 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, 
 
 #define POOL_COLUMNS 7 /* start .. outstanding, end */
 
-/* A local day as YYYY-MM-DD (out: 16 bytes). */
-static void day_text(int64_t day, char out[16])
-{
-    pgw_date d = pgw_date_from_days(day);
-    snprintf(out, 16, "%04d-%02d-%02d", (int)d.year, (int)d.month, (int)d.day);
-}
-
 static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int64_t from,
                       int64_t to, pgw_bucket bucket, int64_t opening, pgw_report_format format,
                       FILE *out, pgw_err *err)
@@ -454,8 +447,10 @@ static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int
     }
     for (size_t i = 0; i < n; i++) {
         char start[16], end[16];
-        day_text(b[i].start_day, start);
-        day_text(b[i].end_day, end);
+        bool dated =
+            pgw_format_date(pgw_date_from_days(b[i].start_day), start, sizeof(start)) == PGW_OK &&
+            pgw_format_date(pgw_date_from_days(b[i].end_day), end, sizeof(end)) == PGW_OK;
+        PGW_ASSERT(dated); /* the period is bounded within the calendar's years */
         if (doc == NULL)
             fprintf(out, "%s,%lld,%lld,%lld,%lld,%lld,%s\n", start, (long long)b[i].issued,
                     (long long)b[i].reversed, (long long)b[i].redeemed, (long long)b[i].expired,

@@ -118,9 +118,7 @@ static int compare_packed(const void *a, const void *b)
 
 static int compare_rows(const pgw_recon_row *a, const pgw_recon_row *b)
 {
-    int c = strcmp(a->event_id, b->event_id);
-    if (c == 0)
-        c = strcmp(a->source, b->source);
+    int c = pgw_recon_key_cmp(a, b, true); /* a row without a shop has source "" */
     return c != 0 ? c : (a->line > b->line) - (a->line < b->line);
 }
 
