@@ -782,6 +782,7 @@ static int repair_command(const repair_run *run, const pgw_recon_row *r, repair_
                           pgw_command *cmd, pgw_err *err)
 {
     const pgw_config *cfg = run->cfg;
+    memset(cmd, 0, sizeof(*cmd));
     /* Without --shop, a statement with a shop_id column names each row's
      * shop (in source; "-": none): the row goes in as that shop's, the
      * key the till's own event has. A name no shop of the configuration
@@ -789,14 +790,12 @@ static int repair_command(const repair_run *run, const pgw_recon_row *r, repair_
     const char *shop = run->shop != NULL ? run->shop : r->source[0] ? r->source : NULL;
     if (run->shop == NULL && shop != NULL && strcmp(shop, "-") != 0 &&
         pgw_rules_find_shop(&cfg->rules, shop) < 0) {
-        memset(cmd, 0, sizeof(*cmd));
         return pgw_err_set(err, PGW_EINVAL,
                            "shop_id %s is not a shop of the configuration (an appid's events are "
                            "sent again by its mini program)",
                            shop);
     }
     json_t *obj = row_event(r, run->channel, shop, &cfg->rules.tz, err);
-    memset(cmd, 0, sizeof(*cmd));
     rs->rules = &cfg->rules;
     cmd->kind = PGW_COMMAND_EVENT;
     cmd->asked_at = (int64_t)time(NULL);

@@ -780,8 +780,8 @@ static void leave_job(pgw_http *h, req *q)
  */
 static void log_unanswered(pgw_http *h, req *q)
 {
-    if (q->logged || q->r.received_us == 0 || q->waiting)
-        return; /* logged, never a request (a refused handshake logs its own), or not yet */
+    if (q->logged || q->r.received_us == 0)
+        return; /* logged, or never a request (a refused handshake logs its own) */
     q->logged = true;
     if (!q->responding) {
         memset(&q->resp, 0, sizeof(q->resp));

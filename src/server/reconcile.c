@@ -16,7 +16,7 @@
 /* The ledger side: events a page at a time after a cursor. */
 typedef struct ledger_pages {
     pgw_store *store;
-    pthread_mutex_t *store_lock; /* shared with the merge's member look-ups (same_member) */
+    pthread_mutex_t *store_lock; /* shared with the merge's look-ups (same_member, find_event) */
     const pgw_event_filter *filter;
     bool last; /* the page read before was the last one */
     char after_id[PGW_EVENT_ID_MAX + 1];
