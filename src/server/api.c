@@ -42,7 +42,6 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <ctype.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -1302,26 +1301,6 @@ static bool query_value(const char *query, const char *name, char *out, size_t c
 }
 
 /*
- * Decimal digits only, lo..hi (lo >= 0), into *out; false for anything
- * else. strtoll alone would also take a sign or leading spaces (+5, %205)
- * and saturate past int64 (INT64_MAX once passed for a cursor).
- * Not pgw_csv_digits: a cursor or notice id may be any int64 (19 digits), past its 18.
- */
-static bool decimal_in(const char *text, int64_t lo, int64_t hi, int64_t *out)
-{
-    PGW_ASSERT(lo >= 0 && lo <= hi);
-    if (text[0] < '0' || text[0] > '9')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    if (*end != '\0' || errno == ERANGE || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-/*
  * ?name=<decimal digits, lo..hi> into *out, left as it is when absent.
  * Anything else given is PGW_EINVAL saying `what`: a value too long to
  * read is never taken for absent or for another number.
@@ -1332,7 +1311,7 @@ static int query_int(const char *query, const char *name, int64_t lo, int64_t hi
     char text[24];
     if (!query_has(query, name))
         return PGW_OK;
-    if (!query_value(query, name, text, sizeof(text)) || !decimal_in(text, lo, hi, out))
+    if (!query_value(query, name, text, sizeof(text)) || !pgw_decimal_in(text, lo, hi, out))
         return pgw_err_set(err, PGW_EINVAL, "%s", what);
     return PGW_OK;
 }
@@ -1857,7 +1836,7 @@ static int query_time(const char *query, const char *name, int64_t *out, pgw_err
     int rc = query_param(query, name, text, sizeof(text), err);
     if (rc != PGW_OK)
         return rc;
-    if (!decimal_in(text, 0, PGW_REPORT_TIME_MAX, out) &&
+    if (!pgw_decimal_in(text, 0, PGW_REPORT_TIME_MAX, out) &&
         pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
         return pgw_err_set(err, PGW_EINVAL,
                            "%s \"%.40s\" is not RFC 3339 (encode + as %%2B) or unix seconds "
@@ -3278,7 +3257,7 @@ static bool handle_notice_retry(pgw_api *api, const pgw_request *req, const pgw_
     int64_t n = 0;
     if (who->kind != PGW_SCOPE_ADMIN)
         return refuse(resp, NULL, R_NOTICE_RETRY, PGW_EFORBIDDEN, "an admin key retries notices");
-    if (!decimal_in(id, 1, INT64_MAX, &n))
+    if (!pgw_decimal_in(id, 1, INT64_MAX, &n))
         return refuse(resp, NULL, R_NOTICE_RETRY, PGW_ENOTFOUND, "no such notice");
     pgw_job *job = job_new(api, req, R_NOTICE_RETRY, PGW_COMMAND_NOTICE_RETRY);
     if (job == NULL)

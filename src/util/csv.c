@@ -261,23 +261,26 @@ const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c)
     return col[c] >= 0 && (size_t)col[c] < row->n ? row->fields[col[c]] : "";
 }
 
-int pgw_csv_digits(const char *field, int64_t lo, int64_t hi, int64_t *out, pgw_err *err)
+bool pgw_decimal_in(const char *text, int64_t lo, int64_t hi, int64_t *out)
 {
     PGW_ASSERT(lo >= 0 && lo <= hi);
-    size_t n = strnlen(field, PGW_CSV_DIGITS_MAX + 1);
-    int64_t v = 0;
-    bool digits = n >= 1 && n <= PGW_CSV_DIGITS_MAX;
-    /* At most 18 digits: v stays below 10^18, no overflow to check. */
-    for (size_t i = 0; digits && i < n; i++) {
-        if (field[i] < '0' || field[i] > '9')
-            digits = false;
-        else
-            v = v * 10 + (field[i] - '0');
-    }
-    if (!digits || v < lo || v > hi)
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (*end != '\0' || errno == ERANGE || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+int pgw_csv_digits(const char *field, int64_t lo, int64_t hi, int64_t *out, pgw_err *err)
+{
+    if (strnlen(field, PGW_CSV_DIGITS_MAX + 1) > PGW_CSV_DIGITS_MAX ||
+        !pgw_decimal_in(field, lo, hi, out))
         return pgw_err_set(err, PGW_EINVAL, "\"%.*s\" is not %lld..%lld",
                            (int)pgw_utf8_prefix(field, 32), field, (long long)lo, (long long)hi);
-    *out = v;
     return PGW_OK;
 }
 

@@ -72,6 +72,14 @@ const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c);
 int pgw_csv_digits(const char *field, int64_t lo, int64_t hi, int64_t *out, pgw_err *err);
 
 /*
+ * The same check without the length bound or the message: decimal digits
+ * only, lo..hi (0 <= lo <= hi), any int64 (19 digits: the API's cursors
+ * and ids); false for anything else, *out then untouched. strtoll alone
+ * takes a sign or leading spaces (+5, %205) and saturates past int64.
+ */
+bool pgw_decimal_in(const char *text, int64_t lo, int64_t hi, int64_t *out);
+
+/*
  * A CSV file read in chunks of PGW_CSV_CHUNK bytes, so memory stays
  * bounded whatever the file's size. Each chunk ends at a line end outside
  * quotes, and rows keep their line numbers across chunks. A row longer
