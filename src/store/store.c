@@ -213,6 +213,16 @@ enum {
 
 /* An event as reconciliation reads it (event_row). */
 #define EVENT_COLUMNS "key, occurred_at, event_type, member, amount_fen, points"
+/* PGW_NOTICE_HELD (core/notice.h) as SQL text, for the statements below. */
+#define NOTICE_HELD "16"
+PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "NOTICE_HELD names the mark by number");
+/* Makes the held notices of `who` (a condition on member) due at once, the
+ * channels bound at parameter `reopened` no longer excluded
+ * (ST_WAKE_NOTICES says when and why). */
+#define WAKE_HELD(reopened, who)                                                                   \
+    "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"            \
+    " ELSE due_at END, excluded = excluded - (excluded & " reopened ") WHERE " who                 \
+    " AND state = 'pending' AND (excluded & " NOTICE_HELD ") <> 0 AND attempts = 0"
 #define INSERT_RECORD                                                                              \
     "INSERT INTO key_records (fingerprint, created_at_us, answer) VALUES (?1, ?2, ?3)"
 #define INSERT_KEY(record)                                                                         \
@@ -547,15 +557,16 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * sms, not tried) is due again when the arrival would have been (?7):
      * the courier chooses anew, and WeChat may reach the member by now; an
      * SMS is held again, not counted as an attempt. */
-    [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
-                           " updated_at = ?6, due_at = CASE WHEN channel = 'sms' AND due_at > ?7"
-                           " THEN ?7 ELSE due_at END WHERE id = (SELECT id FROM notices"
-                           " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
-                           " AND attempts = 0 AND excluded IN (0, 16)"
-                           " ORDER BY id DESC LIMIT 1)"
-                           /* again: PostgreSQL checks these, not the subquery, once a
-                            * courier's claim of that row (which waited) commits */
-                           " AND state = 'pending' AND attempts = 0 AND excluded IN (0, 16)",
+    [ST_COALESCE_NOTICE] =
+        "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
+        " updated_at = ?6, due_at = CASE WHEN channel = 'sms' AND due_at > ?7"
+        " THEN ?7 ELSE due_at END WHERE id = (SELECT id FROM notices"
+        " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
+        " AND attempts = 0 AND excluded IN (0, " NOTICE_HELD ")"
+        " ORDER BY id DESC LIMIT 1)"
+        /* again: PostgreSQL checks these, not the subquery, once a
+         * courier's claim of that row (which waited) commits */
+        " AND state = 'pending' AND attempts = 0 AND excluded IN (0, " NOTICE_HELD ")",
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
                          " provider_id, updated_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6,"
@@ -576,17 +587,10 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * reached them: so not one tried, then held, either); only pending
      * ones (a wake while a courier holds the notice is lost: it goes at
      * its own time). */
-    [ST_WAKE_NOTICES] =
-        "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"
-        " ELSE due_at END, excluded = excluded - (excluded & ?2)"
-        " WHERE member = ?1 AND state = 'pending' AND (excluded & 16) <> 0 AND attempts = 0",
+    [ST_WAKE_NOTICES] = WAKE_HELD("?2", "member = ?1"),
     /* The same for the members holding an official-account openid. */
-    [ST_WAKE_FOLLOWER] =
-        "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"
-        " ELSE due_at END, excluded = excluded - (excluded & ?4)"
-        " WHERE member IN (SELECT member FROM identities"
-        " WHERE kind = ?3 AND scope = ?1 AND lookup = ?2)"
-        " AND state = 'pending' AND (excluded & 16) <> 0 AND attempts = 0",
+    [ST_WAKE_FOLLOWER] = WAKE_HELD("?4", "member IN (SELECT member FROM identities"
+                                         " WHERE kind = ?3 AND scope = ?1 AND lookup = ?2)"),
     [ST_MEMBER_FOLLOWS] = "SELECT count(*) FROM identities i JOIN oa_followers f"
                           " ON f.appid = i.scope AND f.openid = i.lookup"
                           " WHERE i.member = ?1 AND i.kind = ?2 AND f.following = 1",
@@ -3282,7 +3286,6 @@ int pgw_store_find_identity(pgw_store *s, const pgw_identity_key *key, bool *fou
  * a WeChat identity or a merge may let WeChat reach them. */
 static int wake_notices(pgw_store *s, const char *member, unsigned reopened, pgw_err *err)
 {
-    PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "ST_WAKE_NOTICES names the mark by number");
     PGW_ASSERT((reopened & ~(unsigned)(PGW_CHANNEL_MP | PGW_CHANNEL_OA)) == 0);
     pgw_sql_stmt *st = s->st[ST_WAKE_NOTICES];
     pgw_sql_bind_text(st, 1, member);
@@ -4642,8 +4645,9 @@ void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, co
 int pgw_store_channel_has_keys(pgw_store *s, const char *channel, const char *source_prefix,
                                bool *has, pgw_err *err)
 {
+    PGW_ASSERT(strlen(source_prefix) <= 2); /* the callers' literals: "" and "wx" */
     *has = false;
-    if (!pgw_store_channel_name_ok(channel) || strlen(source_prefix) > 2)
+    if (!pgw_store_channel_name_ok(channel))
         return pgw_err_set(err, PGW_EINVAL, "not a channel name");
     /* The keys "channel:prefix..." sort from "channel:prefix" to before it
      * with its last byte one more (":" + 1 is ";"). */
