@@ -845,6 +845,10 @@ int pgw_store_check_event_filter(const pgw_event_filter *filter, pgw_err *err);
  * the caller sorts). Byte order on both databases. A filter that
  * pgw_store_check_event_filter refuses reads nothing: PGW_EINVAL.
  */
+int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, const char *after_id,
+                          const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
+                          pgw_err *err);
+
 /*
  * The event recorded under the key channel:shop:event_id, whatever its
  * time, into *out as pgw_store_read_events gives it: reconciliation's look
@@ -853,10 +857,6 @@ int pgw_store_check_event_filter(const pgw_event_filter *filter, pgw_err *err);
  */
 int pgw_store_read_event(pgw_store *store, const char *channel, const char *shop,
                          const char *event_id, pgw_recon_row *out, bool *found, pgw_err *err);
-
-int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, const char *after_id,
-                          const char *after_source, pgw_recon_row *out, size_t cap, size_t *n,
-                          pgw_err *err);
 
 /*
  * Whether `channel` holds events whose source (shop, appid or "-") starts
