@@ -184,19 +184,18 @@ static int member_reach(courier *c, const pgw_notice *notice, int kind, reach_in
     r->mp_template = cfg->wechat_mp.templates[kind];
     r->oa_template = cfg->wechat_oa.templates[kind];
     r->sms_template = cfg->sms.templates[kind];
-    bool quota = false, follows = false, opted_out = false;
+    bool quota = false, follows = false;
     int rc = read_identities(c, notice->member, r, err);
     if (rc == PGW_OK && r->phone.kind == PGW_ID_PHONE)
-        rc = pgw_store_sms_opt_out(c->store, notice->member, &opted_out, err);
+        rc = pgw_store_sms_opt_out(c->store, notice->member, &r->opted_out, err);
     if (rc == PGW_OK && r->mp_openid[0] && r->mp_template[0])
         rc = has_quota(c, notice->member, r, &quota, err);
     if (rc == PGW_OK && r->oa_openid[0])
         rc = pgw_store_member_follows(c->store, notice->member, &follows, err);
-    r->opted_out = opted_out;
     r->reach.mp = n->o.mp_ready && r->mp_openid[0] && r->mp_template[0] && quota;
     r->reach.oa = n->o.oa_ready && r->oa_openid[0] && r->oa_template[0] && follows;
     r->reach.sms = n->o.sms != NULL && r->phone.kind == PGW_ID_PHONE && r->phone.sealed_len > 0 &&
-                   r->sms_template[0] && !opted_out;
+                   r->sms_template[0] && !r->opted_out;
     return rc;
 }
 
@@ -802,7 +801,7 @@ static void *courier_main(void *arg)
                                     &err) != PGW_OK)
             fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
         bool lost[PGW_NOTIFY_BATCH] = {false};
-        for (size_t i = 0; i < got; i++) { /* what is left in hand is released at stop */
+        for (size_t i = 0; i < got; i++) { /* what is not tried is given back with the batch */
             keep_leases(c, batch, got, lost, &lease_until);
             tried[i] = !stopping(n) && !lost[i];
             if (tried[i])
@@ -908,8 +907,8 @@ void pgw_notifier_stop(pgw_notifier *n)
         if (n->couriers[i].started)
             pthread_join(n->couriers[i].thread, NULL);
     }
-    /* Claimed but not attempted (stop came mid-batch): pending again now,
-     * not after the lease. */
+    /* What a batch could not give back (the store failed then) is pending
+     * again now, not after the lease. */
     for (size_t i = 0; i < n->n_couriers && n->couriers[0].store != NULL; i++) {
         int64_t released = 0;
         pgw_err err;

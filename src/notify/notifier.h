@@ -13,7 +13,8 @@
  * refuses this member (43101, 43004); dead when a channel gave up for
  * good and none is left; skipped when no channel reaches them.
  *
- * Claims: a claim belongs to this run (host, pid, a random part) with a
+ * Claims: a claim belongs to one courier of this run (host, pid, a random
+ * part, the courier's index) with a
  * lease of PGW_NOTICE_LEASE_S; every claim of a batch still held is
  * renewed before a notice when less than 30 s of the lease is left, so
  * none lapses before its attempt is recorded; only the claimer records
@@ -48,7 +49,7 @@
 #define PGW_NOTIFY_BATCH   4
 #define PGW_NOTIFY_POLL_MS 100  /* how often the first courier looks at the outbox */
 #define PGW_NOTIFY_IDLE_MS 1000 /* the others, unless woken */
-#define PGW_OWNER_MAX      64   /* a notifier's name on its claims */
+#define PGW_OWNER_MAX      64   /* a courier's name on its claims */
 /* Couriers at most (config notify.workers). A courier waits on one
  * provider call at a time, so messages per second are at most couriers /
  * the provider's answer time: 16 over WeChat's tens of ms make ~300/s

@@ -103,7 +103,7 @@ static bool warn_due(pgw_log_limit *l, const char *cause, uint64_t *unsaid)
 /*
  * A request that storage failed (PGW_EIO, PGW_EUNAVAILABLE): the store's
  * words name the database (its file, its server) and may name a member,
- * which are the operator's, on stderr (a line a minute at most), not the
+ * which are the operator's, on stderr (limited: core/log_limit.h), not the
  * caller's, an HTTP client's perhaps: it is told that storage failed.
  */
 static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
@@ -174,9 +174,9 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
 }
 
 /*
- * Failed commits on stderr: the first, then a count once a minute, and the
- * first commit after them. A full disk showed only as 503s in the request
- * log and a metric (the operator review).
+ * Failed commits on stderr, limited as core/log_limit.h says (the first,
+ * then a count, another cause at once), and the first commit after them. A full disk showed only as
+ * 503s in the request log and a metric (the operator review).
  */
 static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
 {
@@ -431,8 +431,8 @@ static void checkpoint_once(pgw_writer *w)
         w->stats.checkpoint_us_sum += (uint64_t)took;
         return;
     }
-    /* The writer's backstop keeps the WAL bounded meanwhile; say so once a
-     * minute, not for every attempt. */
+    /* The writer's backstop keeps the WAL bounded meanwhile; say so as
+     * core/log_limit.h allows, not for every attempt. */
     uint64_t unsaid = 0;
     if (warn_due(&w->checkpoint_failed, err.msg, &unsaid))
         fprintf(stderr,
