@@ -681,6 +681,7 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     job->batch_index = index;
     if (batch != NULL)
         job->request_id = batch->request_id;
+    cmd->from_row = batch != NULL && batch->kind == R_SHOP_BATCH;
     if (strcmp(job->doc.channel, "wechat_mp") == 0) /* sign-ups from phones, one address each */
         snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", req->client_address);
     cmd->render = render_event;

@@ -1975,6 +1975,73 @@ static bool repaired_as_row(const pgw_command *cmd)
     return memcmp(cmd->record.fingerprint, row, PGW_HASH_LEN) == 0;
 }
 
+/* The member `cmd` names (by identity: whoever holds it) and `recorded`
+ * are one, through merges; false when the identity is nobody's. */
+static int same_member(pgw_store *store, pgw_command *cmd, const char *recorded, bool *same)
+{
+    char named[PGW_ID_MAX + 1], was[PGW_ID_MAX + 1];
+    bool found = true;
+    int rc = PGW_OK;
+    *same = false;
+    if (cmd->by_identity)
+        rc = pgw_store_find_identity(store, &cmd->who, &found, named, &cmd->err);
+    else
+        snprintf(named, sizeof(named), "%s", cmd->member);
+    size_t n = strlen(recorded);
+    found = found && n < sizeof(was); /* a member id, as the log keeps them */
+    memcpy(was, recorded, found ? n + 1 : 0);
+    if (rc == PGW_OK && found)
+        rc = pgw_store_survivor(store, named, NULL, &cmd->err);
+    if (rc == PGW_OK && found)
+        rc = pgw_store_survivor(store, was, NULL, &cmd->err);
+    *same = rc == PGW_OK && found && strcmp(named, was) == 0;
+    return rc;
+}
+
+/* Whether refund `cmd` recorded transfers reversing cmd->original's earn
+ * (their reference "earn:<id>" names the purchase's first transfer). A
+ * refund that reversed nothing cannot be told: false. */
+static int refunds_original(pgw_store *store, pgw_command *cmd, bool *same)
+{
+    static pgw_transfer t; /* the writer's thread only: ~2 KB off its stack */
+    size_t n = 0;
+    long long earn = 0;
+    *same = false;
+    int rc =
+        cmd->record.first_transfer > 0
+            ? pgw_store_read_transfers(store, cmd->record.first_transfer - 1, &t, 1, &n, &cmd->err)
+            : PGW_OK;
+    if (rc != PGW_OK || n == 0 || sscanf(t.reference, "earn:%lld", &earn) != 1 || earn <= 0)
+        return rc;
+    rc = pgw_store_read_transfers(store, (int64_t)earn - 1, &t, 1, &n, &cmd->err);
+    *same = rc == PGW_OK && n == 1 && t.id == earn && strcmp(t.idem_key, cmd->original) == 0;
+    return rc;
+}
+
+/* Whether the event recorded under a CSV row's key says what the row says
+ * (pgw_command.from_row): what pgw_command_row_fingerprint covers. */
+static int row_agrees(pgw_store *store, pgw_command *cmd, bool *agrees)
+{
+    const pgw_event *e = cmd->event;
+    const char *source = strchr(cmd->key, ':');
+    const char *id = source != NULL ? strchr(source + 1, ':') : NULL;
+    PGW_ASSERT(id != NULL && e != NULL); /* pgw_store_event_key made it */
+    pgw_recon_row was;
+    bool found = false;
+    *agrees = false;
+    int rc = pgw_store_read_event(store, cmd->channel, cmd->shop, id + 1, &was, &found, &cmd->err);
+    if (rc != PGW_OK || !found || e->type == PGW_EVENT_CUSTOM)
+        return rc;
+    bool same = strcmp(was.type, pgw_event_type_name(e->type)) == 0 && was.occurred_at == cmd->at &&
+                was.amount_fen == e->amount_fen;
+    if (same)
+        rc = same_member(store, cmd, was.member, &same);
+    if (rc == PGW_OK && same && e->type == PGW_EVENT_REFUND)
+        rc = refunds_original(store, cmd, &same);
+    *agrees = rc == PGW_OK && same;
+    return rc;
+}
+
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
 /* Looks the key up before anything else; *seen when it was used before. */
 static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
@@ -2004,6 +2071,10 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
                    memcmp(cmd->record.fingerprint, cmd->fingerprint_as_sent, PGW_HASH_LEN) == 0;
     bool differs = memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 &&
                    !as_sent && !repaired_as_row(cmd);
+    bool agrees = false;
+    if (differs && cmd->from_row && (rc = row_agrees(store, cmd, &agrees)) != PGW_OK)
+        return rc;
+    differs = differs && !agrees;
     if (differs && cmd->kind == PGW_COMMAND_IMPORT)
         return import_changed(store, cmd);
     if (differs)

@@ -239,6 +239,12 @@ struct pgw_command {
      * too, so that a retry across the upgrade is a replay. (Refunds name
      * a shop: never keyed so.) */
     bool keyed_by_appid;
+    /* EVENT: a shop's CSV row, which cannot carry items: when its key was
+     * used by a request with another fingerprint, it is a replay if the
+     * event recorded says what the row says (its type, instant, member,
+     * amount and a refund's purchase), as a till's end-of-day file lists
+     * the sales it sent live with their items. */
+    bool from_row;
     pgw_identity_key who;
     bool has_who2; /* IMPORT: a second identity (the phone) */
     pgw_identity_key who2;

@@ -1687,6 +1687,45 @@ def test_shop_csv(s):
           (0, 1, 5) and s.transfers() == before, f"the signed amounts again: {status} {doc}")
 
 
+def test_shop_csv_lists_live_sales(s):
+    """A till's end-of-day file lists the sales it sent live, with items the
+    CSV cannot carry: each such row is that event's replay, not a 409."""
+    live = {"event_id": "LIVE-1", "channel": "store", "shop_id": "S002", "type": "purchase",
+            "occurred_at": "2026-11-25T14:00:00+08:00", "member": {"phone": "13600136050"},
+            "amount_fen": 12800, "receipt_no": "R-LIVE-1",
+            "items": [{"sku": "A1", "category": "shoes", "amount_fen": 12800, "qty": 1}]}
+    status, sale, _ = s.request("POST", "/v1/events", live, key="s002")
+    check(status == 201, f"the live sale: {status} {sale}")
+    back = {"event_id": "LIVE-1R", "channel": "store", "shop_id": "S002", "type": "refund",
+            "original_event_id": "LIVE-1", "occurred_at": "2026-11-25T15:00:00+08:00",
+            "member": {"phone": "+86 136-0013-6050"}, "amount_fen": 6400, "receipt_no": "R-BACK"}
+    status, refund, _ = s.request("POST", "/v1/events", back, key="s002")
+    check(status == 201, f"the live refund: {status} {refund}")
+    other = dict(live, event_id="LIVE-2", amount_fen=5000, member={"phone": "13600136051"},
+                 receipt_no="R-LIVE-2",
+                 items=[{"sku": "B1", "amount_fen": 5000, "qty": 1}])
+    status, doc, _ = s.request("POST", "/v1/events", other, key="s002")
+    check(status == 201, f"another live sale: {status} {doc}")
+    rows = [
+        "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no",
+        "LIVE-1,purchase,2026-11-25T06:00:00Z,phone:13600136050,12800,,R-LIVE-1",
+        "LIVE-1R,refund,2026-11-25T15:00:00+08:00,phone:13600136050,6400,LIVE-1,",
+        "LIVE-2,purchase,2026-11-25T14:00:00+08:00,phone:13600136051,5001,,",
+        "LIVE-2,purchase,2026-11-25T14:00:00+08:00,phone:13600136050,5000,,",
+        "LIVE-1R,refund,2026-11-25T15:00:00+08:00,phone:13600136050,6400,LIVE-2,",
+        "LIVE-1,purchase,2026-11-25T14:00:01+08:00,phone:13600136050,12800,,",
+        "",
+    ]
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(rows).encode(),
+                               ctype="text/csv", key="s002")
+    errors = [(e["line"], e["code"]) for e in doc.get("errors", [])]
+    check(status == 200 and (doc.get("accepted"), doc.get("replayed"), doc.get("rejected")) ==
+          (0, 2, 4) and s.transfers() == before, f"live sales in the file replay: {status} {doc}")
+    check(errors == [(n, "idempotency_conflict") for n in range(4, 8)],
+          f"another amount, member, purchase or second is still a conflict: {errors}")
+
+
 def test_imports(s):
     """Legacy balances over HTTP: at the given rate, once per batch and card."""
     body = "card,phone,points\r\nK1,13300133000,100\r\nK2,,x\r\n,13300133000,5\r\n".encode()
@@ -3397,7 +3436,7 @@ def main():
                          test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_lws_own_answers,
                          test_head,
                          test_pipelining,
-                         test_batch, test_shop_csv,
+                         test_batch, test_shop_csv, test_shop_csv_lists_live_sales,
                          test_imports,
                          test_expiry_sweep,
                          test_signatures,
