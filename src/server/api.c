@@ -682,6 +682,11 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     if (batch != NULL)
         job->request_id = batch->request_id;
     cmd->from_row = batch != NULL && batch->kind == R_SHOP_BATCH;
+    if (cmd->from_row) { /* as --repair's rows: the till's own event, sent later, replays it */
+        memcpy(cmd->fingerprint_as_sent, cmd->fingerprint, PGW_HASH_LEN); /* rows recorded so */
+        cmd->has_fingerprint_as_sent = true;
+        pgw_command_row_fingerprint(cmd, cmd->fingerprint);
+    }
     if (strcmp(job->doc.channel, "wechat_mp") == 0) /* sign-ups from phones, one address each */
         snprintf(cmd->client_address, sizeof(cmd->client_address), "%s", req->client_address);
     cmd->render = render_event;

@@ -243,7 +243,9 @@ struct pgw_command {
      * used by a request with another fingerprint, it is a replay if the
      * event recorded says what the row says (its type, instant, member,
      * amount and a refund's purchase), as a till's end-of-day file lists
-     * the sales it sent live with their items. */
+     * the sales it sent live with their items. Its `fingerprint` is the
+     * row's (pgw_command_row_fingerprint), so that the till's own event,
+     * sent after the file, replays it too. */
     bool from_row;
     pgw_identity_key who;
     bool has_who2; /* IMPORT: a second identity (the phone) */

@@ -1724,6 +1724,25 @@ def test_shop_csv_lists_live_sales(s):
           (0, 2, 4) and s.transfers() == before, f"live sales in the file replay: {status} {doc}")
     check(errors == [(n, "idempotency_conflict") for n in range(4, 8)],
           f"another amount, member, purchase or second is still a conflict: {errors}")
+    # The other way round: the file went first (the till's queue flushed
+    # after it), then the live sale with its items.
+    first = "\r\n".join([rows[0], "LIVE-3,purchase,2026-11-25T16:00:00+08:00,"
+                                    "phone:13600136050,3000,,R-LIVE-3", ""]).encode()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=first, ctype="text/csv",
+                               key="s002")
+    check(status == 200 and doc.get("accepted") == 1, f"the file first: {status} {doc}")
+    late = dict(live, event_id="LIVE-3", occurred_at="2026-11-25T08:00:00Z", amount_fen=3000,
+                receipt_no="R-LIVE-3", items=[{"sku": "C1", "amount_fen": 3000, "qty": 1}])
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/events", late, key="s002")
+    check(status == 200 and doc.get("replayed") is True and s.transfers() == before,
+          f"the live sale after the file replays it: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(late, amount_fen=3001, items=[]),
+                               key="s002")
+    check(status == 409, f"with another amount it is a conflict: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=first, ctype="text/csv",
+                               key="s002")
+    check(status == 200 and doc.get("replayed") == 1, f"the file again: {status} {doc}")
 
 
 def test_imports(s):
