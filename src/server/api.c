@@ -418,8 +418,16 @@ static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_e
         *out = json_object();
         return *out ? PGW_OK : PGW_ENOMEM;
     }
+    /* A UTF-8 byte order mark, as .NET's and Windows' writers put first,
+     * is not the body's (RFC 8259 8.1 lets a reader ignore it). */
+    const char *body = (const char *)req->body;
+    size_t len = req->body_len;
+    if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) {
+        body += 3;
+        len -= 3;
+    }
     json_error_t jerr;
-    *out = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    *out = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (*out == NULL)
         return pgw_err_set(err, PGW_EINVAL, "invalid JSON at %d:%d: %s", jerr.line, jerr.column,
                            jerr.text);
@@ -431,22 +439,44 @@ static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_e
     return PGW_OK;
 }
 
-/* Whether the request's Content-Type is `type` (type/subtype), whatever
- * its case or parameters: "Application/JSON; charset=UTF-8" is JSON
- * (RFC 9110 8.3.1). */
-static bool has_media_type(const pgw_request *req, const char *type)
+/* The value of parameter `charset` in a Content-Type's parameters (what
+ * follows its type/subtype), its quotes taken off, into out (cut to fit);
+ * false when there is none. */
+static bool charset_of(const char *params, char *out, size_t cap)
 {
-    size_t n = strlen(type);
-    if (strncasecmp(req->content_type, type, n) != 0)
-        return false;
-    const char *rest = req->content_type + n;
-    rest += strspn(rest, " \t");
-    return *rest == '\0' || *rest == ';';
+    for (const char *p = strchr(params, ';'); p != NULL; p = strchr(p + 1, ';')) {
+        const char *name = p + 1 + strspn(p + 1, " \t");
+        if (strncasecmp(name, "charset", 7) != 0)
+            continue;
+        const char *value = name + 7 + strspn(name + 7, " \t");
+        if (*value++ != '=')
+            continue;
+        value += strspn(value, " \t\"");
+        size_t n = strcspn(value, "\"; \t");
+        snprintf(out, cap, "%.*s", (int)n, value);
+        return true;
+    }
+    return false;
 }
 
-static bool is_json(const pgw_request *req)
+/* Whether the request's Content-Type is `type` (type/subtype), whatever
+ * its case or parameters: "Application/JSON; charset=UTF-8" is JSON
+ * (RFC 9110 8.3.1). A body in another charset is refused whole: read as
+ * UTF-8, a GBK body (Chinese Windows' default) failed at its first
+ * Chinese byte, as a JSON error about the byte. */
+static int check_media_type(const pgw_request *req, const char *type, pgw_err *err)
 {
-    return has_media_type(req, "application/json");
+    size_t n = strlen(type);
+    const char *rest = req->content_type + n;
+    if (strncasecmp(req->content_type, type, n) != 0 ||
+        (rest[strspn(rest, " \t")] != '\0' && rest[strspn(rest, " \t")] != ';'))
+        return pgw_err_set(err, PGW_EMEDIA, "Content-Type must be %s", type);
+    char charset[24];
+    if (charset_of(rest, charset, sizeof(charset)) && strcasecmp(charset, "utf-8") != 0 &&
+        strcasecmp(charset, "utf8") != 0 && strcasecmp(charset, "us-ascii") != 0)
+        return pgw_err_set(err, PGW_EMEDIA, "Content-Type must be %s in UTF-8, not charset=%s",
+                           type, charset);
+    return PGW_OK;
 }
 
 /* ---- jobs ----------------------------------------------------------------------- */
@@ -629,9 +659,9 @@ static bool plain_id(const char *s, size_t max)
 /* Parses a JSON body into the job, checking the content type first. */
 static int json_body(const pgw_request *req, bool optional, json_t **obj, pgw_err *err)
 {
-    if (!(optional && req->body_len == 0) && !is_json(req))
-        return pgw_err_set(err, PGW_EMEDIA, "Content-Type must be application/json");
-    return parse_body(req, optional, obj, err);
+    int rc =
+        optional && req->body_len == 0 ? PGW_OK : check_media_type(req, "application/json", err);
+    return rc == PGW_OK ? parse_body(req, optional, obj, err) : rc;
 }
 
 /* Why `who` may not post an event of `shop` ("" for none) on `channel`:
@@ -1064,8 +1094,9 @@ static int csv_request(pgw_api *api, const pgw_request *req, const pgw_principal
 {
     bool done = false;
     pgw_csv_init(csv, (const char *)req->body, req->body_len);
-    if (!has_media_type(req, "text/csv"))
-        return pgw_err_set(err, PGW_EMEDIA, "Content-Type must be text/csv");
+    int rc = check_media_type(req, "text/csv", err);
+    if (rc != PGW_OK)
+        return rc;
     if (pgw_rules_find_shop(&api->cfg->rules, shop) < 0)
         return pgw_err_set(err, PGW_ENOTFOUND, "no shop %.32s", shop);
     if (!pgw_auth_may_write(who, shop, NULL))
@@ -1861,9 +1892,9 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
     finance_job *f = job ? job->finance : NULL;
     if (rc == PGW_OK && (f->statement = malloc(req->body_len + 1)) == NULL)
         rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
-    if (rc == PGW_OK && !has_media_type(req, "text/csv"))
-        rc = pgw_err_set(&err, PGW_EMEDIA, "Content-Type must be text/csv");
-    else if (rc == PGW_OK && !query_value(req->query, "channel", f->channel, sizeof(f->channel)))
+    if (rc == PGW_OK)
+        rc = check_media_type(req, "text/csv", &err);
+    if (rc == PGW_OK && !query_value(req->query, "channel", f->channel, sizeof(f->channel)))
         rc = pgw_err_set(&err, PGW_EINVAL, "channel=NAME is required");
     if (rc == PGW_OK) {
         f->opts.filter = (pgw_event_filter){f->channel, NULL, 0, INT64_MAX};

@@ -1306,6 +1306,23 @@ def test_framing_and_case(s):
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-CASE"),
                                ctype="Application/JSON ; charset=UTF-8")
     check(status == 201, f"a media type in capitals, with a parameter: {status} {doc}")
+    # Regression (the POS review): a body in another charset was read as
+    # UTF-8 and failed as a JSON error about its first Chinese byte; a BOM
+    # (.NET's writers) failed as an invisible character.
+    gbk = json.dumps(dict(purchase("E-GBK"), receipt_no="收银台"), ensure_ascii=False)
+    before = s.transfers()
+    for ctype in ("application/json; charset=GBK", 'application/json;charset="gb2312"'):
+        status, doc, _ = s.request("POST", "/v1/events", raw=gbk.encode("gbk"), ctype=ctype)
+        check(status == 415 and "UTF-8" in doc["error"]["message"] and s.transfers() == before,
+              f"{ctype}: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", raw=b"\xef\xbb\xbf" + gbk.encode(),
+                               ctype='application/json; charset="utf-8"')
+    check(status == 201, f"a BOM before the JSON: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", raw=gbk.encode(), ctype="application/json")
+    check(status == 200 and doc.get("replayed") is True, f"the same without it: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/shops/S001/batches", raw=b"event_id\r\n",
+                               ctype="text/csv; charset=GBK")
+    check(status == 415 and "charset=GBK" in doc["error"]["message"], f"a GBK CSV: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/events", purchase("E-CASE2"), key=None,
                                headers={"Authorization": "bearer " + KEYS["admin"][0]})
     check(status == 201, f"the auth scheme in lower case: {status} {doc}")
