@@ -1414,6 +1414,11 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
         return rc;
     bool enroll = cmd->kind == PGW_COMMAND_EVENT && policy->auto_enroll &&
                   cmd->event->type != PGW_EVENT_REFUND; /* a refund needs its buyer */
+    bool refund = cmd->kind == PGW_COMMAND_EVENT && cmd->event->type == PGW_EVENT_REFUND;
+    if (refund) /* the purchase first: a till after an outage sends them out of order */
+        return pgw_err_set(&cmd->err, PGW_ENOTFOUND,
+                           "no purchase %.128s to refund: no member has that %s yet", cmd->original,
+                           pgw_identity_kind_name(cmd->who.kind));
     if (!enroll)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has that %s",
                            pgw_identity_kind_name(cmd->who.kind));
@@ -2077,6 +2082,14 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     differs = differs && !agrees;
     if (differs && cmd->kind == PGW_COMMAND_IMPORT)
         return import_changed(store, cmd);
+    bool by_id = cmd->kind == PGW_COMMAND_HOLD || cmd->kind == PGW_COMMAND_REDEEM;
+    if (differs && by_id) /* tills that number from 1 meet each other's here */
+        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                           "%s id %.128s was used before for a different request: hold and "
+                           "redemption ids are mall-wide, so a till numbering its own should "
+                           "prefix them with its shop id (%s-%.64s)",
+                           cmd->kind == PGW_COMMAND_HOLD ? "hold" : "redemption", cmd->hold_id,
+                           cmd->shop[0] != '\0' ? cmd->shop : "S001", cmd->hold_id);
     if (differs)
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                            "idempotency key %.128s was used before for a different request",

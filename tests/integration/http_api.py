@@ -901,6 +901,11 @@ def test_refunds(s):
         status, doc, _ = s.request("POST", "/v1/events", body)
         check(status == 422 and error_code(doc) == "original_not_found",
               f"a refund naming {who}: {status} {doc}")
+    # The POS review: a refund ahead of its purchase (a till's queue after
+    # an outage) for a phone not enrolled yet said only "no member has that
+    # phone", which sends the developer looking for a wrong number.
+    check("no purchase store:S001:E-R2 to refund" in doc["error"]["message"],
+          f"a refund for a phone nobody has names its purchase: {doc}")
     # regression: asking for more than the other member's purchase said
     # refund_exceeds_original, with its amount
     body.update(event_id="E-R-refund-12", original_event_id="E-R2", amount_fen=5001,
@@ -969,6 +974,13 @@ def test_holds(s):
           f"expiring leaves out the held points: {start['expiring']} then {view}")
     status, again, _ = s.request("POST", "/v1/holds", hold, key="s002")
     check(status == 200 and again.get("replayed") is True, f"hold replay: {status} {again}")
+    # Two tills numbering holds alike: the 409 says why and what to do (the
+    # POS review: "idempotency key hold:H-1 was used before" sent them
+    # looking for a retry of their own).
+    status, doc, _ = s.request("POST", "/v1/holds", dict(hold, shop_id="S004", points=5))
+    message = doc.get("error", {}).get("message", "")
+    check(status == 409 and error_code(doc) == "idempotency_conflict" and "mall-wide" in message
+          and "S004-H-1" in message, f"another till's hold id: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", {"points": 400}, key="s002")
     check(status == 200 and doc["state"] == "captured" and doc["points"] == 400,
           f"capture: {status} {doc}")
