@@ -42,6 +42,13 @@ typedef enum pgw_notice_channel {
  * anew (store.h pgw_store_add_quota ...). A notice waiting for a retry is
  * not marked: its last attempt may have reached the member. */
 #define PGW_NOTICE_HELD 16u
+/* Nor these: a wake (above) that came while a courier held the notice
+ * (claimed), kept with the claim and applied when it ends with the notice
+ * held: the channels the wake reopened, each channel's bit shifted left by
+ * PGW_NOTICE_WOKEN_SHIFT (the mini program 64, the official account 128).
+ * The store sets and clears them; a courier never sees them. */
+#define PGW_NOTICE_WOKEN_SHIFT 6
+#define PGW_NOTICE_WOKEN       ((unsigned)(PGW_CHANNEL_MP | PGW_CHANNEL_OA) << PGW_NOTICE_WOKEN_SHIFT)
 
 /* What routing needs to know of a member, for one notice kind. */
 typedef struct pgw_notice_reach {

@@ -216,13 +216,48 @@ enum {
 /* PGW_NOTICE_HELD (core/notice.h) as SQL text, for the statements below. */
 #define NOTICE_HELD "16"
 PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "NOTICE_HELD names the mark by number");
+/* PGW_NOTICE_WOKEN, and what a channel's bit is multiplied by in it. */
+#define NOTICE_WOKEN    "192"
+#define NOTICE_WOKEN_BY "64"
+PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 64,
+                  "NOTICE_WOKEN names the marks by number");
+/* Whether a wake takes a pending notice whose `excluded` and `attempts`
+ * are these expressions (ST_WAKE_NOTICES says why). */
+#define WAKE_TAKES(excluded, attempts) "(" excluded " & " NOTICE_HELD ") <> 0 AND " attempts " = 0"
 /* Makes the held notices of `who` (a condition on member) due at once, the
  * channels bound at parameter `reopened` no longer excluded
- * (ST_WAKE_NOTICES says when and why). */
+ * (ST_WAKE_NOTICES says when and why); marks the claimed ones, for
+ * WOKEN_DUE and WOKEN_EXCLUDED when their claim ends. */
 #define WAKE_HELD(reopened, who)                                                                   \
-    "UPDATE notices SET due_at = CASE WHEN due_at > created_at + 1 THEN created_at + 1"            \
-    " ELSE due_at END, excluded = excluded - (excluded & " reopened ") WHERE " who                 \
-    " AND state = 'pending' AND (excluded & " NOTICE_HELD ") <> 0 AND attempts = 0"
+    "UPDATE notices SET due_at = CASE WHEN state = 'pending' AND due_at > created_at + 1"          \
+    " THEN created_at + 1 ELSE due_at END, excluded = CASE WHEN state = 'pending'"                 \
+    " THEN excluded - (excluded & " reopened ") ELSE excluded | (" reopened " * " NOTICE_WOKEN_BY  \
+    ") END WHERE " who                                                                             \
+    " AND (state = 'sending' OR (state = 'pending' AND " WAKE_TAKES("excluded", "attempts") "))"
+/* A claim ending with the notice pending, its `excluded` and `attempts`
+ * then these expressions (without marks): when a wake came meanwhile (the
+ * row's marks) and takes it now, its due time and exclusions as the wake
+ * would have left them, had it come just after. */
+#define WOKEN_APPLIES(excluded, attempts)                                                          \
+    "(excluded & " NOTICE_WOKEN ") <> 0 AND " WAKE_TAKES(excluded, attempts)
+#define WOKEN_DUE(due, excluded, attempts)                                                         \
+    "CASE WHEN " WOKEN_APPLIES(excluded, attempts) " AND " due " > created_at + 1"                 \
+                                                   " THEN created_at + 1 ELSE " due " END"
+#define WOKEN_EXCLUDED(excluded, attempts)                                                         \
+    "CASE WHEN " WOKEN_APPLIES(excluded, attempts) " THEN " excluded " - (" excluded               \
+                                                   " & ((excluded & " NOTICE_WOKEN                 \
+                                                   ") / " NOTICE_WOKEN_BY ")) ELSE " excluded      \
+                                                   " END"
+/* The row's exclusions without the marks, and its attempts less the one
+ * the claim counted: a claim given back untried. */
+#define UNMARKED          "(excluded - (excluded & " NOTICE_WOKEN "))"
+#define ATTEMPT_UNCOUNTED "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
+#define GIVEN_BACK                                                                                 \
+    "attempts = " ATTEMPT_UNCOUNTED                                                                \
+    ", due_at = " WOKEN_DUE("due_at", UNMARKED, ATTEMPT_UNCOUNTED) ", excluded = " WOKEN_EXCLUDED( \
+        UNMARKED, ATTEMPT_UNCOUNTED)
+/* A courier's record of its attempt: exclusions ?4, due time ?5, attempts ?9. */
+#define RECORDED "excluded = " WOKEN_EXCLUDED("?4", "?9") ", due_at = " WOKEN_DUE("?5", "?4", "?9")
 #define INSERT_RECORD                                                                              \
     "INSERT INTO key_records (fingerprint, created_at_us, answer) VALUES (?1, ?2, ?3)"
 #define INSERT_KEY(record)                                                                         \
@@ -584,9 +619,11 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * are no longer excluded: what made them refuse is over. Only held
      * ones: their SMS never left, so the channel chosen anew cannot tell
      * the member twice (a failed SMS waiting for its retry may have
-     * reached them: so not one tried, then held, either); only pending
-     * ones (a wake while a courier holds the notice is lost: it goes at
-     * its own time). */
+     * reached them: so not one tried, then held, either). One a courier
+     * holds (claimed) is marked with the channels ?2 instead
+     * (PGW_NOTICE_WOKEN): the courier may be about to hold it, having read
+     * the member's channels before this, and the store applies the wake
+     * when the claim ends with the notice held (WOKEN_DUE). */
     [ST_WAKE_NOTICES] = WAKE_HELD("?2", "member = ?1"),
     /* The same for the members holding an official-account openid. */
     [ST_WAKE_FOLLOWER] = WAKE_HELD("?4", "member IN (SELECT member FROM identities"
@@ -3286,7 +3323,8 @@ int pgw_store_find_identity(pgw_store *s, const pgw_identity_key *key, bool *fou
  * a WeChat identity or a merge may let WeChat reach them. */
 static int wake_notices(pgw_store *s, const char *member, unsigned reopened, pgw_err *err)
 {
-    PGW_ASSERT((reopened & ~(unsigned)(PGW_CHANNEL_MP | PGW_CHANNEL_OA)) == 0);
+    /* None: a claimed notice's mark would say nothing (PGW_NOTICE_WOKEN). */
+    PGW_ASSERT(reopened != 0 && (reopened & ~(unsigned)(PGW_CHANNEL_MP | PGW_CHANNEL_OA)) == 0);
     pgw_sql_stmt *st = s->st[ST_WAKE_NOTICES];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, (int64_t)reopened);
@@ -4089,7 +4127,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
 {
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
-                     "UPDATE notices SET state = ?2, channel = ?3, excluded = ?4, due_at = ?5,"
+                     "UPDATE notices SET state = ?2, channel = ?3, " RECORDED ","
                      " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9,"
                      " balance = ?11, claimed_by = '', lease_until = 0"
                      " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?10",
@@ -4099,7 +4137,8 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_text(st, 2, n->state);
     pgw_sql_bind_text(st, 3, n->channel);
-    pgw_sql_bind_int64(st, 4, n->excluded);
+    /* The marks are the row's (a wake during the claim), never the courier's. */
+    pgw_sql_bind_int64(st, 4, n->excluded & ~(int64_t)PGW_NOTICE_WOKEN);
     pgw_sql_bind_int64(st, 5, n->due_at);
     pgw_sql_bind_text(st, 6, n->last_error);
     pgw_sql_bind_text(st, 7, n->provider_id);
@@ -4119,16 +4158,17 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
                               pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
-    int rc = prepare(
-        s,
-        owner == NULL
-            ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
-              " lease_until = 0 WHERE state = 'sending' AND lease_until < ?1"
-              " AND ?2 = ''"
-            : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
-              " lease_until = 0, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
-              " WHERE state = 'sending' AND claimed_by = ?2",
-        &st, err);
+    int rc = prepare(s,
+                     owner == NULL
+                         /* Its attempt counted, a lapsed claim is not taken by a
+                          * wake (WAKE_TAKES): it may have been sent. */
+                         ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
+                           " lease_until = 0, excluded = " UNMARKED " WHERE state = 'sending'"
+                           " AND lease_until < ?1 AND ?2 = ''"
+                         : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
+                           " lease_until = 0, " GIVEN_BACK
+                           " WHERE state = 'sending' AND claimed_by = ?2",
+                     &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, now);
@@ -4149,9 +4189,8 @@ int pgw_store_give_back_notice(pgw_store *s, const char *owner, const pgw_notice
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = 'pending', updated_at = ?3, claimed_by = '',"
-                     " lease_until = 0, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0"
-                     " END WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2"
-                     " AND attempts = ?4",
+                     " lease_until = 0, " GIVEN_BACK " WHERE id = ?1 AND state = 'sending'"
+                     " AND claimed_by = ?2 AND attempts = ?4",
                      &st, err);
     if (rc != PGW_OK)
         return rc;

@@ -617,7 +617,11 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * error, provider id) if the notice is still owner's claim; PGW_ESTATE
  * when its lease ran out and another instance took it. */
 /* (state, channel, exclusions, due time, error, provider id, attempts and
- * the balance told, as `n` has them.) */
+ * the balance told, as `n` has them; but a notice recorded held for SMS
+ * that a wake came for during the claim (pgw_store_add_quota ...; core/
+ * notice.h PGW_NOTICE_WOKEN) is due at once, the channels it reopened no
+ * longer excluded, as if the wake had come just after. The same holds for
+ * a claim given back or released below, untried.) */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it

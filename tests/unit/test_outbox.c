@@ -332,6 +332,109 @@ static void test_a_new_channel_lapses_its_exclusion(void **state)
     pgw_store_close(s);
 }
 
+/* Claims at `now` the only notice due into *out and says which WeChat
+ * channels it excludes; -1 when notice `id` is not what came. */
+static int64_t claimed_excluding(pgw_store *s, int64_t now, int64_t id, pgw_notice *out)
+{
+    pgw_notice got[8];
+    size_t n = claim(s, now, got);
+    *out = got[0];
+    return n == 1 && got[0].id == id ? got[0].excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA) : -1;
+}
+
+/* Claims at `now` the only notice due into *out; how many came. */
+static size_t claim_one(pgw_store *s, int64_t now, pgw_notice *out)
+{
+    pgw_notice got[8];
+    size_t n = claim(s, now, got);
+    *out = got[0];
+    return n;
+}
+
+/* Records claimed notice `nt` as deliver() does one it held for SMS
+ * again: pending until 30000 (the morning), no attempt counted,
+ * `excluded` the channels that refused it. */
+static void hold_again(pgw_store *s, pgw_notice nt, int64_t excluded, int64_t now)
+{
+    pgw_err err;
+    snprintf(nt.state, sizeof(nt.state), "pending");
+    snprintf(nt.channel, sizeof(nt.channel), "sms");
+    nt.attempts--;
+    nt.excluded = excluded | PGW_NOTICE_HELD;
+    nt.due_at = 30000;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &nt, now, &err), PGW_OK);
+}
+
+/*
+ * Regression (the team's notes): a wake (a subscription, a follow, an
+ * openid bound, a merge) that came while a courier held the notice was
+ * lost: it took only pending notices. A courier that then held it for SMS
+ * again (it read the member's channels before the subscription) left it
+ * until the morning; one that gave it back untried (a claim not renewed,
+ * a stop) left WeChat's refusal in place. The wake is kept with the claim
+ * and applied when the claim ends with the notice held; a notice the
+ * courier sent, or left for a retry, is recorded as the courier says.
+ */
+static void test_a_wake_during_a_claim_is_kept(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    int64_t quota = 0, n = 0;
+    const int64_t wechat = PGW_CHANNEL_MP | PGW_CHANNEL_OA;
+    pgw_notice nt, again, listed[4];
+    size_t count = 0;
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    /* Held again by its courier: due at once, the mini program's refusal over. */
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    assert_int_equal(claim_one(s, 1000, &nt), 1);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    hold_again(s, nt, wechat, 1001);
+    assert_int_equal(claimed_excluding(s, 1002, nt.id, &again), PGW_CHANNEL_OA);
+    hold_again(s, again, wechat, 1003); /* no wake meanwhile: the morning */
+    assert_int_equal(claim_one(s, 29999, &again), 0);
+    /* Given back untried (its claims not renewed): the same. */
+    assert_int_equal(claim_one(s, 30000, &nt), 1);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_give_back_notice(s, "A", &nt, 30001, &err), PGW_OK);
+    assert_int_equal(claimed_excluding(s, 30002, nt.id, &nt), PGW_CHANNEL_OA);
+    /* Released by its stopping courier: the same, for an openid bound. */
+    pgw_identity_key oa = wechat_key(PGW_ID_OA_OPENID, "oOA1");
+    assert_int_equal(pgw_store_bind_identity(s, &oa, "M1", 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_unclaim_notices(s, "A", 30003, &n, &err), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(claimed_excluding(s, 30004, nt.id, &nt), 0);
+    /* Sent: recorded as the courier says, nothing of the wake left in it. */
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    snprintf(nt.state, sizeof(nt.state), "sent");
+    nt.excluded = PGW_CHANNEL_OA;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &nt, 30005, &err), PGW_OK);
+    assert_int_equal(pgw_store_member_notices(s, "M1", listed, 4, &count, &err), PGW_OK);
+    assert_int_equal(count, 1);
+    assert_string_equal(listed[0].state, "sent");
+    assert_int_equal(listed[0].excluded, PGW_CHANNEL_OA);
+    /* Left for a retry (its last attempt may have reached the member): not
+     * hurried, its refusals kept, as a pending one's are. */
+    enqueue(s, "M1", 10, 10, 40000, 0);
+    assert_int_equal(claim_one(s, 40000, &nt), 1);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    snprintf(nt.state, sizeof(nt.state), "pending");
+    nt.excluded = PGW_CHANNEL_MP;
+    nt.due_at = 40100;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &nt, 40001, &err), PGW_OK);
+    assert_int_equal(claim_one(s, 40099, &again), 0);
+    assert_int_equal(claim_one(s, 40100, &nt), 1);
+    assert_int_equal(nt.excluded, PGW_CHANNEL_MP);
+    /* A claim whose lease ran out (its courier died): back as it was. */
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(pgw_store_unclaim_notices(s, NULL, 40100 + PGW_NOTICE_LEASE_S + 1, &n, &err),
+                     PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(claim_one(s, 40200, &nt), 1);
+    assert_int_equal(nt.excluded, PGW_CHANNEL_MP);
+    assert_int_equal(nt.attempts, 3); /* the lapsed claim's counted, and this one */
+    pgw_store_close(s);
+}
+
 /*
  * A notice of a member merged since it was queued tells a balance that is
  * no longer anyone's. Regression: the merge moved it to the survivor, so
@@ -614,6 +717,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_new_channel_wakes_a_held_notice, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_channel_lapses_its_exclusion, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wake_during_a_claim_is_kept, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_marks_its_notices, db_fixture_setup,
                                         db_fixture_teardown),
