@@ -216,14 +216,18 @@ enum {
 /* PGW_NOTICE_HELD (core/notice.h) as SQL text, for the statements below. */
 #define NOTICE_HELD "16"
 PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "NOTICE_HELD names the mark by number");
+/* PGW_NOTICE_SMS_MAY_HAVE_GONE. */
+#define NOTICE_SMS_GONE "32"
+PGW_STATIC_ASSERT(PGW_NOTICE_SMS_MAY_HAVE_GONE == 32, "NOTICE_SMS_GONE names the mark by number");
 /* PGW_NOTICE_WOKEN, and what a channel's bit is multiplied by in it. */
 #define NOTICE_WOKEN    "192"
 #define NOTICE_WOKEN_BY "64"
 PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 64,
                   "NOTICE_WOKEN names the marks by number");
-/* Whether a wake takes a pending notice whose `excluded` and `attempts`
- * are these expressions (ST_WAKE_NOTICES says why). */
-#define WAKE_TAKES(excluded, attempts) "(" excluded " & " NOTICE_HELD ") <> 0 AND " attempts " = 0"
+/* Whether a wake takes a pending notice whose `excluded` is this
+ * expression (ST_WAKE_NOTICES says why). */
+#define WAKE_TAKES(excluded)                                                                       \
+    "(" excluded " & " NOTICE_HELD ") <> 0 AND (" excluded " & " NOTICE_SMS_GONE ") = 0"
 /* Makes the held notices of `who` (a condition on member) due at once, the
  * channels bound at parameter `reopened` no longer excluded
  * (ST_WAKE_NOTICES says when and why); marks the claimed ones, for
@@ -233,31 +237,28 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
     " THEN created_at + 1 ELSE due_at END, excluded = CASE WHEN state = 'pending'"                 \
     " THEN excluded - (excluded & " reopened ") ELSE excluded | (" reopened " * " NOTICE_WOKEN_BY  \
     ") END WHERE " who                                                                             \
-    " AND (state = 'sending' OR (state = 'pending' AND " WAKE_TAKES("excluded", "attempts") "))"
-/* A claim ending with the notice pending, its `excluded` and `attempts`
- * then these expressions (without marks): when a wake came meanwhile (the
+    " AND (state = 'sending' OR (state = 'pending' AND " WAKE_TAKES("excluded") "))"
+/* A claim ending with the notice pending, its `excluded` then this
+ * expression (without marks): when a wake came meanwhile (the
  * row's marks) and takes it now, its due time and exclusions as the wake
  * would have left them, had it come just after. */
-#define WOKEN_APPLIES(excluded, attempts)                                                          \
-    "(excluded & " NOTICE_WOKEN ") <> 0 AND " WAKE_TAKES(excluded, attempts)
-#define WOKEN_DUE(due, excluded, attempts)                                                         \
-    "CASE WHEN " WOKEN_APPLIES(excluded, attempts) " AND " due " > created_at + 1"                 \
-                                                   " THEN created_at + 1 ELSE " due " END"
-#define WOKEN_EXCLUDED(excluded, attempts)                                                         \
-    "CASE WHEN " WOKEN_APPLIES(excluded, attempts) " THEN " excluded " - (" excluded               \
-                                                   " & ((excluded & " NOTICE_WOKEN                 \
-                                                   ") / " NOTICE_WOKEN_BY ")) ELSE " excluded      \
-                                                   " END"
+#define WOKEN_APPLIES(excluded) "(excluded & " NOTICE_WOKEN ") <> 0 AND " WAKE_TAKES(excluded)
+#define WOKEN_DUE(due, excluded)                                                                   \
+    "CASE WHEN " WOKEN_APPLIES(excluded) " AND " due " > created_at + 1"                           \
+                                         " THEN created_at + 1 ELSE " due " END"
+#define WOKEN_EXCLUDED(excluded)                                                                   \
+    "CASE WHEN " WOKEN_APPLIES(excluded) " THEN " excluded " - (" excluded                         \
+                                         " & ((excluded & " NOTICE_WOKEN ") / " NOTICE_WOKEN_BY    \
+                                         ")) ELSE " excluded " END"
 /* The row's exclusions without the marks, and its attempts less the one
  * the claim counted: a claim given back untried. */
 #define UNMARKED          "(excluded - (excluded & " NOTICE_WOKEN "))"
 #define ATTEMPT_UNCOUNTED "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
 #define GIVEN_BACK                                                                                 \
     "attempts = " ATTEMPT_UNCOUNTED                                                                \
-    ", due_at = " WOKEN_DUE("due_at", UNMARKED, ATTEMPT_UNCOUNTED) ", excluded = " WOKEN_EXCLUDED( \
-        UNMARKED, ATTEMPT_UNCOUNTED)
-/* A courier's record of its attempt: exclusions ?4, due time ?5, attempts ?9. */
-#define RECORDED "excluded = " WOKEN_EXCLUDED("?4", "?9") ", due_at = " WOKEN_DUE("?5", "?4", "?9")
+    ", due_at = " WOKEN_DUE("due_at", UNMARKED) ", excluded = " WOKEN_EXCLUDED(UNMARKED)
+/* A courier's record of its attempt: exclusions ?4, due time ?5. */
+#define RECORDED "excluded = " WOKEN_EXCLUDED("?4") ", due_at = " WOKEN_DUE("?5", "?4")
 #define INSERT_RECORD                                                                              \
     "INSERT INTO key_records (fingerprint, created_at_us, answer) VALUES (?1, ?2, ?3)"
 #define INSERT_KEY(record)                                                                         \
@@ -617,9 +618,12 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * it is when sent), the channel chosen anew: WeChat may reach the
      * member now. The channels ?2 that refused them before (43101, 43004)
      * are no longer excluded: what made them refuse is over. Only held
-     * ones: their SMS never left, so the channel chosen anew cannot tell
-     * the member twice (a failed SMS waiting for its retry may have
-     * reached them: so not one tried, then held, either). One a courier
+     * ones (one waiting for a retry is not hurried: its last attempt may
+     * have reached the member), and not one whose SMS may have gone
+     * (PGW_NOTICE_SMS_MAY_HAVE_GONE: a timed-out SMS, then held for the
+     * number's limit): chosen anew at once, WeChat would tell the member
+     * twice. One held after other failed attempts is taken (a WeChat
+     * timeout, then 43101: WeChat again is what a retry does). One a courier
      * holds (claimed) is marked with the channels ?2 instead
      * (PGW_NOTICE_WOKEN): the courier may be about to hold it, having read
      * the member's channels before this, and the store applies the wake
@@ -4160,10 +4164,11 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      owner == NULL
-                         /* Its attempt counted, a lapsed claim is not taken by a
-                          * wake (WAKE_TAKES): it may have been sent. */
+                         /* Its attempt counted, and marked: its courier may
+                          * have sent an SMS before it died, so no wake takes it. */
                          ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
-                           " lease_until = 0, excluded = " UNMARKED " WHERE state = 'sending'"
+                           " lease_until = 0, excluded = " UNMARKED " | " NOTICE_SMS_GONE
+                           " WHERE state = 'sending'"
                            " AND lease_until < ?1 AND ?2 = ''"
                          : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
                            " lease_until = 0, " GIVEN_BACK
@@ -4263,8 +4268,10 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is %s, not dead", (long long)id, state);
     if (rc == PGW_OK)
         rc = prepare(s,
+                     /* an SMS that may have gone still may have: no wake takes it */
                      "UPDATE notices SET state = 'pending', due_at = ?2, attempts = 0,"
-                     " excluded = 0, last_error = '', updated_at = ?2 WHERE id = ?1",
+                     " excluded = excluded & " NOTICE_SMS_GONE ", last_error = '',"
+                     " updated_at = ?2 WHERE id = ?1",
                      &st, err);
     if (rc != PGW_OK)
         return rc;

@@ -19,6 +19,7 @@
 
 #include "adapters/sms/sms.h"
 #include "adapters/wechat/client.h"
+#include "core/notice.h"
 #include "notify/notifier.h"
 #include "store/store.h"
 #include "util/http_client.h"
@@ -458,6 +459,144 @@ static void test_subscribe_quota_per_openid(void **state)
     rig_free(&r);
 }
 
+/* ---- a wake: what may be hurried to WeChat ------------------------------------ */
+
+/* Starts the notifier with the mini program (against the fake) and SMS;
+ * the WeChat client is *wx, the caller's to free after the stop. */
+static void rig_start_wx(const db_fixture *f, rig *r, pgw_wx_client **wx)
+{
+    pgw_err err;
+    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
+    if (pgw_sms_client_new(&r->cfg->sms, TC_ID, TC_KEY, &opt, &r->sms, &err) != PGW_OK ||
+        pgw_wx_client_new(NULL, 2000, wx, &err) != PGW_OK ||
+        pgw_wx_client_add_app(*wx, MP_APPID, MP_SECRET, WX.base, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notifier_options o = {.cfg = r->cfg,
+                              .db_url = f->url,
+                              .vault = r->vault,
+                              .sms = r->sms,
+                              .wechat = *wx,
+                              .mp_ready = true};
+    if (pgw_notifier_start(&o, &r->notifier, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* Waits (10 s at most) until the member's only notice is held for SMS
+ * (core/notice.h PGW_NOTICE_HELD) after `attempts` attempts. */
+static pgw_notice wait_held(pgw_store *s, const char *member, int64_t attempts)
+{
+    pgw_notice nt;
+    for (int i = 0; i < 1000; i++) {
+        nt = notice_of(s, member);
+        if (strcmp(nt.state, "pending") == 0 && (nt.excluded & PGW_NOTICE_HELD) != 0 &&
+            nt.attempts == attempts)
+            return nt;
+        fake_sleep_ms(10);
+    }
+    fail_msg("%s: notice %s, excluded %lld, %lld attempts after 10 s; want held after %lld", member,
+             nt.state, (long long)nt.excluded, (long long)nt.attempts, (long long)attempts);
+    return nt;
+}
+
+/* A subscription to the mini program's template, at WeChat and reported. */
+static void subscribe(const rig *r, const char *member, const char *openid)
+{
+    int64_t quota = 0;
+    pgw_err err;
+    fake_control(&WX, "/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", MP_APPID, "openid",
+                 openid, "template_id", MP_TEMPLATE, "count", 1);
+    if (pgw_store_add_quota(r->store, member, openid, MP_TEMPLATE, 1, &quota, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* The mall with retries after a second, and the quiet hours now when `quiet`. */
+static pgw_config *mall_retrying(bool quiet)
+{
+    pgw_config *cfg = mall();
+    cfg->notify.retry_base_delay_ms = cfg->notify.retry_max_delay_ms = 1000;
+    if (quiet) { /* an hour either side of this minute, in the mall's zone */
+        int64_t minute = ((time(NULL) + cfg->rules.tz.offset_s) % 86400 + 86400) % 86400 / 60;
+        cfg->notify.quiet_start_min = (int32_t)((minute + 1440 - 60) % 1440);
+        cfg->notify.quiet_end_min = (int32_t)((minute + 60) % 1440);
+    }
+    return cfg;
+}
+
+/*
+ * Regression (the team's notes): the wake took only notices never tried,
+ * so a notice held for SMS after a failed WeChat attempt waited for the
+ * morning although the member subscribed. Here: the subscribe message
+ * fails (busy, -1: a retry), then WeChat says there is no quota (43101)
+ * and the SMS waits for the quiet hours' end; the member subscribes: the
+ * notice goes by subscribe message at once.
+ */
+static void test_a_wake_hurries_a_notice_tried_on_wechat(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(true), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    int64_t quota = 0;
+    pgw_err err;
+    assert_int_equal(pgw_store_add_quota(r.store, "M1", "oMpAlpha", MP_TEMPLATE, 1, &quota, &err),
+                     PGW_OK); /* which WeChat no longer has */
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "errcode", -1)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice held = wait_held(r.store, "M1", 1);
+    assert_int_equal(held.excluded & PGW_CHANNEL_MP, PGW_CHANNEL_MP);
+    subscribe(&r, "M1", "oMpAlpha");
+    size_t sent = wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    if (sent != 1 || strcmp(nt.channel, "wechat_mp") != 0)
+        fail_msg("notice %s by %s: want sent by wechat_mp", nt.state, nt.channel);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
+ * What the wake must still leave alone: a notice whose SMS may have
+ * reached the member. The SMS gets a 500 (it may have gone: a retry),
+ * and its retry waits for the number's 30 s (that request used the
+ * slot), held; the member subscribes: the notice stays held, and WeChat
+ * sends nothing.
+ */
+static void test_a_wake_leaves_a_notice_an_sms_may_have_reached(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(false), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1); /* no quota yet: SMS */
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "http_status", 500)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice held = wait_held(r.store, "M1", 1);
+    assert_int_equal(held.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE, PGW_NOTICE_SMS_MAY_HAVE_GONE);
+    subscribe(&r, "M1", "oMpAlpha");
+    fake_sleep_ms(1500);
+    pgw_notice nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (strcmp(nt.state, "pending") != 0 || nt.due_at != held.due_at || to[0] != '\0')
+        fail_msg("notice %s, due %lld (held until %lld), WeChat delivered to \"%s\": want it "
+                 "held still, nothing by WeChat",
+                 nt.state, (long long)nt.due_at, (long long)held.due_at, to);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -471,6 +610,10 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_couriers_claim_apart, setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_subscribe_quota_per_openid, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wake_hurries_a_notice_tried_on_wechat, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wake_leaves_a_notice_an_sms_may_have_reached, setup,
                                         db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);

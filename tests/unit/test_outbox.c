@@ -270,8 +270,10 @@ static void test_a_new_channel_wakes_a_held_notice(void **state)
     assert_false(woken(s, 1900, retry.id));
     assert_true(woken(s, 30000, retry.id));
     /* Regression (the late review): nor is one whose SMS failed and whose
-     * retry was then held (quiet hours began): held, but tried. */
-    pgw_notice tried = tried_notice_n(s, "M1", 31000, PGW_NOTICE_HELD | PGW_CHANNEL_MP, 1);
+     * retry was then held (quiet hours began): held, but that SMS may have
+     * gone (PGW_NOTICE_SMS_MAY_HAVE_GONE). */
+    pgw_notice tried = tried_notice_n(
+        s, "M1", 31000, PGW_NOTICE_HELD | PGW_CHANNEL_MP | PGW_NOTICE_SMS_MAY_HAVE_GONE, 1);
     assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_false(woken(s, 31100, tried.id));
     assert_true(woken(s, 31000 + 29000, tried.id)); /* its own time */
@@ -291,6 +293,59 @@ static int64_t excluded_when_woken(pgw_store *s, int64_t now, int64_t id)
     assert_int_equal(claim(s, now, got), 1);
     assert_int_equal(got[0].id, id);
     return got[0].excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS);
+}
+
+/*
+ * Regression (the team's notes): the wake took only notices never tried
+ * (attempts 0), so one held for SMS after an earlier attempt had failed
+ * on WeChat (a 5xx, a timeout, then 43101 and quiet hours) waited for the
+ * morning's SMS though the member subscribed meanwhile. What must not be
+ * hurried to WeChat is a notice whose SMS may have gone
+ * (PGW_NOTICE_SMS_MAY_HAVE_GONE, which the courier sets): the wake takes
+ * every other held notice, whatever its attempts. A claim whose lease ran
+ * out (its courier died mid-attempt, perhaps mid-SMS) counts as one whose
+ * SMS may have gone, and so does a dead notice retried by an operator.
+ */
+static void test_a_wake_takes_a_notice_tried_on_wechat(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    int64_t quota = 0, n = 0;
+    pgw_notice got[8];
+    const int64_t gone = PGW_NOTICE_SMS_MAY_HAVE_GONE;
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    pgw_notice held = tried_notice_n(s, "M1", 1000, PGW_NOTICE_HELD | PGW_CHANNEL_MP, 2);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(excluded_when_woken(s, 1100, held.id), 0);
+    /* Held again after an SMS that may have gone: not hurried. */
+    held.attempts = 2;
+    held.excluded = PGW_NOTICE_HELD | PGW_CHANNEL_MP | gone;
+    held.due_at = 30000;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &held, 1101, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    assert_false(woken(s, 1200, held.id));
+    assert_int_equal(claim(s, 30000, got), 1);
+    assert_int_equal(got[0].excluded, PGW_NOTICE_HELD | PGW_CHANNEL_MP | gone);
+    snprintf(got[0].state, sizeof(got[0].state), "sent");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 30001, &err), PGW_OK);
+    /* A lapsed claim. */
+    pgw_notice lapsed = tried_notice_n(s, "M1", 40000, PGW_NOTICE_HELD | PGW_CHANNEL_MP, 0);
+    assert_int_equal(claim(s, 40000 + 29000, got), 1);
+    assert_int_equal(got[0].id, lapsed.id);
+    assert_int_equal(pgw_store_unclaim_notices(s, NULL, 69000 + PGW_NOTICE_LEASE_S + 1, &n, &err),
+                     PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    assert_int_equal(claim(s, 70000, got), 1);
+    assert_int_equal(got[0].excluded, PGW_NOTICE_HELD | PGW_CHANNEL_MP | gone);
+    /* Retried by an operator after it died. */
+    snprintf(got[0].state, sizeof(got[0].state), "dead");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 70001, &err), PGW_OK);
+    assert_int_equal(pgw_store_retry_notice(s, got[0].id, 70002, &err), PGW_OK);
+    assert_int_equal(claim(s, 70002, got), 1);
+    assert_int_equal(got[0].excluded, gone);
+    assert_int_equal(got[0].attempts, 1);
+    pgw_store_close(s);
 }
 
 /*
@@ -424,13 +479,14 @@ static void test_a_wake_during_a_claim_is_kept(void **state)
     assert_int_equal(claim_one(s, 40099, &again), 0);
     assert_int_equal(claim_one(s, 40100, &nt), 1);
     assert_int_equal(nt.excluded, PGW_CHANNEL_MP);
-    /* A claim whose lease ran out (its courier died): back as it was. */
+    /* A claim whose lease ran out (its courier died): back as it was, but
+     * for the SMS it may have sent (test_a_wake_takes_a_notice_tried_on_wechat). */
     assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 40100 + PGW_NOTICE_LEASE_S + 1, &n, &err),
                      PGW_OK);
     assert_int_equal(n, 1);
     assert_int_equal(claim_one(s, 40200, &nt), 1);
-    assert_int_equal(nt.excluded, PGW_CHANNEL_MP);
+    assert_int_equal(nt.excluded, PGW_CHANNEL_MP | PGW_NOTICE_SMS_MAY_HAVE_GONE);
     assert_int_equal(nt.attempts, 3); /* the lapsed claim's counted, and this one */
     pgw_store_close(s);
 }
@@ -718,6 +774,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_channel_lapses_its_exclusion, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wake_takes_a_notice_tried_on_wechat,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wake_during_a_claim_is_kept, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_marks_its_notices, db_fixture_setup,
