@@ -4168,8 +4168,13 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
                           * have sent an SMS before it died, so no wake takes it. */
                          ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
                            " lease_until = 0, excluded = " UNMARKED " | " NOTICE_SMS_GONE
-                           " WHERE state = 'sending'"
+                           " WHERE id IN (SELECT id FROM notices WHERE state = 'sending'"
                            " AND lease_until < ?1 AND ?2 = ''"
+                           /* rows a wake has locked (a writer's transaction)
+                            * are left for the next pass: waiting for them,
+                            * while the wake waited for rows locked here, was
+                            * a deadlock on PostgreSQL */
+                           " /*pg FOR UPDATE SKIP LOCKED */)"
                          : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
                            " lease_until = 0, " GIVEN_BACK
                            " WHERE state = 'sending' AND claimed_by = ?2",
