@@ -34,6 +34,11 @@
 #define STREAM_MSG_MAX   1024  /* one transfer's JSON */
 #define NEWS_PENDING_MAX 4096  /* stream messages of no job not yet taken by the service thread */
 #define STREAM_TURN_MAX  1024  /* stream messages one drain adds, give or take a job's */
+#define LWS_TIMEOUT_S    5     /* lws's timeout_secs: what Debian's 4.1.6 takes unset (measured) */
+#define BODY_TICK_S      2     /* a body awaited is looked at this often */
+
+/* Each piece of body restarts lws's timeout; a tick must come before it. */
+_Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
 
 /* A drain stops past STREAM_TURN_MAX (a job's transfers go in whole), so
  * that watchers are fed before the ring comes round to them: lws serves
@@ -534,6 +539,45 @@ static void client_address(const pgw_http *h, struct lws *wsi, char *out, size_t
     }
 }
 
+/* A body not whole by its deadline: the client is told (408, logged) and
+ * the connection closes after it. */
+static void late_body(pgw_http *h, struct lws *wsi, req *q)
+{
+    free(q->body);
+    q->body = NULL;
+    q->close_after = true;
+    refuse(h, wsi, q, 408, "request_timeout", "the body did not arrive in time");
+}
+
+/*
+ * Keeps http.body_timeout_s the rule for a body awaited. libwebsockets
+ * restarts its own timeout (LWS_TIMEOUT_S) at each piece of body, and drops
+ * the connection unanswered when the next comes later: a body paused 6 s
+ * was lost whatever the configuration allowed, and one that stopped coming
+ * never got its 408 (add_body sees only bytes). So each tick, until the
+ * body is whole, moves lws's timeout past the deadline, and the tick at
+ * the deadline answers 408. Idle connections keep lws's timeouts: until
+ * their headers are whole (10 s from connecting), between requests (5 s).
+ */
+static void watch_body(pgw_http *h, struct lws *wsi, req *q)
+{
+    int64_t left = q->r.received_us + q->body_deadline_us - wall_us();
+    if (left <= 0) {
+        late_body(h, wsi, q);
+        return;
+    }
+    /* Past the deadline, and the tick there, by a second or two: a backstop. */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)(left / 1000000) + 2);
+    int64_t tick = (int64_t)BODY_TICK_S * 1000000;
+    lws_set_timer_usecs(wsi, left < tick ? left : tick);
+}
+
+/* Whether the transaction still waits for its body (not refused nor whole). */
+static bool awaits_body(const req *q)
+{
+    return q != NULL && q->body != NULL && !q->dispatched && !q->responding;
+}
+
 static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
 {
     char *uri = NULL;
@@ -629,10 +673,13 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     if (q->body == NULL) {
         q->close_after = held_back;
         refuse(h, wsi, q, 503, "unavailable", "out of memory");
-    } else if (n == 0) /* nothing to wait for: lws reports no body of a PUT or PATCH */
+    } else if (n == 0) { /* nothing to wait for: lws reports no body of a PUT or PATCH */
         dispatch(h, wsi, q);
-    else if (held_back && http11(wsi)) /* never to HTTP/1.0 (RFC 9110 10.1.1): it waits */
-        return send_continue(wsi);
+    } else {
+        watch_body(h, wsi, q);
+        if (held_back && http11(wsi)) /* never to HTTP/1.0 (RFC 9110 10.1.1): it waits */
+            return send_continue(wsi);
+    }
     return 0;
 }
 
@@ -648,13 +695,10 @@ static int add_body(pgw_http *h, struct lws *wsi, req *q, const void *in, size_t
     if (len > q->body_expected - q->r.body_len)
         return -1; /* more than Content-Length said: drop the connection */
     /* A body trickled in a byte at a time kept its buffer for ever: lws's
-     * idle timeout restarts at each byte. Its whole has a deadline; the
-     * client is told (408, logged) and the connection closes after it. */
+     * idle timeout restarts at each byte. Its whole has a deadline, which
+     * a byte may reach before the tick does. */
     if (wall_us() - q->r.received_us > q->body_deadline_us) {
-        free(q->body);
-        q->body = NULL;
-        q->close_after = true;
-        refuse(h, wsi, q, 408, "request_timeout", "the body did not arrive in time");
+        late_body(h, wsi, q);
         return 0;
     }
     memcpy(q->body + q->r.body_len, in, len);
@@ -776,7 +820,7 @@ static void leave_job(pgw_http *h, req *q)
 /*
  * A request the connection closed under before its answer was sent whole
  * gets its log line now, saying so: with the answer it had, or, its body
- * never whole (the client left or went quiet, and lws timed it out), 408.
+ * never whole (the client left), 408.
  */
 static void log_unanswered(pgw_http *h, req *q)
 {
@@ -864,6 +908,10 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return write_some(h, wsi, q);
+    case LWS_CALLBACK_TIMER: /* watch_body's tick */
+        if (awaits_body(q))
+            watch_body(h, wsi, q);
+        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return ignore_h2c(in);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
@@ -882,6 +930,9 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
+        /* The timer is the connection's: a tick must not reach its next
+         * transaction (awaits_body would ignore it; this saves the wake-up). */
+        lws_set_timer_usecs(wsi, LWS_SET_TIMER_USEC_CANCEL);
         forget(h, q);
         break;
     default:
@@ -1130,6 +1181,7 @@ static int start_lws(pgw_http *h, pgw_err *err)
     info.pvo = &h->stream_pvo;
     info.user = h;
     info.max_http_header_data = HEADER_DATA_MAX;
+    info.timeout_secs = LWS_TIMEOUT_S; /* watch_body ticks inside it */
     if (h->tls_cert != NULL) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = h->tls_cert;

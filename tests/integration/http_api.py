@@ -2588,6 +2588,60 @@ def test_slow_bodies(tmp):
         s.stop()
 
 
+def test_body_pause(tmp):
+    """Regression: libwebsockets drops a connection whose body pauses longer
+    than its own timeout (5 s in 4.1, from each piece of body), silently:
+    a body paused 6.5 s with http.body_timeout_s 8 was lost unanswered, and
+    one that stopped coming was never answered 408 (that came only with
+    its next byte). http.body_timeout_s is the rule that holds: a body
+    whole within it is answered whatever its pauses; past it, 408 at once,
+    then closed. Both connections at the same time: 8 s in all."""
+    d = os.path.join(tmp, "pause")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="pause.json", http={"body_timeout_s": 8}))
+    try:
+        before = s.transfers()
+        body = json.dumps(purchase("E-PAUSED")).encode()
+        head = ("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Authorization: Bearer {}\r\nContent-Length: {}\r\n\r\n")
+        paused = {}
+
+        def pause_then_finish():
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            conn.sendall(head.format(KEYS["admin"][0], len(body)).encode() + body[:10])
+            time.sleep(6.5)
+            try:
+                conn.sendall(body[10:])
+                paused["out"] = recv_until(conn, b"", lambda out: b'"points"' in out)
+            except OSError as e:
+                paused["out"] = f"({e})".encode()
+            conn.close()
+
+        t = threading.Thread(target=pause_then_finish)
+        t.start()
+        stalled = socket.create_connection(("127.0.0.1", s.port), timeout=12)
+        stalled.sendall(head.format(KEYS["admin"][0], len(body)).encode() + body[:10])
+        started = time.time()
+        out = recv_until(stalled, b"", lambda out: b"request_timeout" in out)
+        took = time.time() - started
+        closed = recv_until(stalled, out, lambda _: False) == out  # then the server closes
+        stalled.close()
+        t.join()
+        check(paused["out"].startswith(b"HTTP/1.1 201") and b"E-PAUSED" in paused["out"],
+              f"a body paused 6.5 s, whole within 8 s, is taken: {paused['out'][:120]!r}")
+        check(out.startswith(b"HTTP/1.1 408") and b"connection: close" in out.lower() and
+              7.5 < took < 9.5 and closed,
+              f"a body that stops coming is answered 408 at body_timeout_s, then closed: "
+              f"{out[:120]!r} at {took:.1f} s")
+        got = [(line["status"], line.get("delivered", True)) for line in log_lines(
+            s, lambda ls: len([line for line in ls if line["path"] == "/v1/events"]) >= 2)
+               if line["path"] == "/v1/events"]
+        check(sorted(got) == [(201, True), (408, True)], f"each logged once: {got}")
+        check(s.transfers() > before, "the paused body's event is in the ledger")
+    finally:
+        s.stop()
+
+
 def test_trusted_proxy(tmp):
     """Behind a reverse proxy every request came from the proxy's address:
     one mini-program sign-up limit (and one code limit) for the whole mall.
@@ -3501,6 +3555,7 @@ def main():
         test_tight_risk(tmp)
         test_trusted_proxy(tmp)
         test_slow_bodies(tmp)
+        test_body_pause(tmp)
         test_health_sees_the_file_moved(tmp)
         test_stream_gap_closes_watchers(tmp)
         test_stream_big_drain(tmp)
