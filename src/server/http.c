@@ -860,6 +860,7 @@ static void forget(pgw_http *h, req *q)
 
 static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
                           int rc, const char *message);
+static int refuse_connect(pgw_http *h, struct lws *wsi);
 
 /*
  * An upgrade to cleartext HTTP/2 (curl --http2 on http://, Java's
@@ -908,6 +909,8 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return write_some(h, wsi, q);
+    case LWS_CALLBACK_RAW_ADOPT:
+        return refuse_connect(h, wsi);
     case LWS_CALLBACK_TIMER: /* watch_body's tick */
         if (awaits_body(q))
             watch_body(h, wsi, q);
@@ -957,15 +960,17 @@ static void handshake_request(struct lws *wsi, const char *uri, const char *key_
 }
 
 /*
- * A refused WebSocket handshake gets its answer as any request does (API.md:
- * 401 for no or a bad key), in one write before libwebsockets closes the
- * connection, as its own refusals do; and its log line. -1, for lws.
+ * A request refused where lws gives no transaction to answer it in (a
+ * WebSocket handshake, a CONNECT) gets its answer as any request does, in
+ * one write before libwebsockets closes the connection, as its own
+ * refusals do; and its log line. -1, for lws.
  */
-static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
-                          int rc, const char *message)
+static int refuse_unread(pgw_http *h, struct lws *wsi, const char *method, const char *uri,
+                         const char *key_name, int rc, const char *message)
 {
     req q;
     handshake_request(wsi, uri, key_name, &q);
+    snprintf(q.r.method, sizeof(q.r.method), "%s", method);
     pgw_api_refusal(&q.resp, rc, message);
     q.close_after = true;
     bool all_sent = false;
@@ -973,6 +978,28 @@ static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const c
     pgw_api_log(h->api, &q.r, &q.resp, wall_us());
     free(q.resp.body);
     return -1;
+}
+
+/* A refused WebSocket handshake: API.md's status (401 for no or a bad key). */
+static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
+                          int rc, const char *message)
+{
+    return refuse_unread(h, wsi, "GET", uri, key_name, rc, message);
+}
+
+/*
+ * CONNECT, a proxy's method, never reaches LWS_CALLBACK_HTTP: lws 4.1
+ * makes its connection a raw socket on protocols[0] and takes every
+ * timeout off it, and it stayed open, unanswered, as long as the client
+ * liked. lws tells protocols[0] first (LWS_CALLBACK_RAW_ADOPT), its
+ * headers already dropped (so the log line has no path): 400, logged,
+ * closed. Nothing else turns raw here (no vhost serves raw sockets, none
+ * is adopted), and whatever did would be closed too.
+ */
+static int refuse_connect(pgw_http *h, struct lws *wsi)
+{
+    return refuse_unread(h, wsi, "CONNECT", "", "-", PGW_EINVAL,
+                         "CONNECT is not served: the gateway is no proxy");
 }
 
 /* The value of `name` in the query as copy_query joined it: NULL when

@@ -1498,6 +1498,26 @@ def test_ws_handshake_incomplete(s):
           f"each logged once as 400: {got}")
 
 
+def test_connect_refused(s):
+    """Regression: CONNECT (what a client sends to a proxy) got no answer:
+    libwebsockets 4.1 turns its connection into a raw socket, with no
+    timeout at all, and the connection stayed open for as long as the
+    client liked. It is 400 invalid_request, logged, then closed."""
+    started = time.time()
+    out, closed = raw_exchange(s, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n"
+                               b"\r\n")
+    took = time.time() - started
+    check(re.match(rb"HTTP/1\.[01] 400 ", out) is not None and b"invalid_request" in out and
+          b"connection: close" in out.lower() and closed and took < 2,
+          f"CONNECT: 400 at once, then closed: {out[:200]!r} closed={closed} at {took:.1f} s")
+    got = log_lines(s, lambda ls: any(line["method"] == "CONNECT" for line in ls))
+    got = [line for line in got if line["method"] == "CONNECT"]
+    check(len(got) == 1 and got[0]["status"] == 400 and got[0]["key"] == "-",
+          f"and logged once as 400: {got}")
+    status, doc, _ = s.request("GET", "/healthz", key=None)
+    check(status == 200, f"the server still answers: {status} {doc}")
+
+
 def test_lws_own_answers(s):
     """What libwebsockets 4.1 answers itself, before the gateway sees the
     request (README, Limits): pinned, so that a libwebsockets that changes
@@ -3535,7 +3555,8 @@ def main():
                          test_risk_rules,
                          test_concurrent_same_event,
                          test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
-                         test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_lws_own_answers,
+                         test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
+                         test_lws_own_answers,
                          test_head,
                          test_pipelining,
                          test_batch, test_shop_csv, test_shop_csv_lists_live_sales,
