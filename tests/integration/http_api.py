@@ -1523,6 +1523,20 @@ def test_lws_own_answers(s):
     request (README, Limits): pinned, so that a libwebsockets that changes
     it is noticed. Each is closed, nothing logged, the server unharmed."""
     before = len(log_lines(s))
+    # Requests whose headers never end reach no callback of the gateway: a
+    # header line without a colon (libwebsockets reads on for the colon of
+    # a header name it does not know), headers cut short, nothing at all.
+    # libwebsockets closes each, unanswered, 10 s after it connected
+    # (timeout_secs_ah_idle), however it trickles. Opened first, looked
+    # at last: the other checks run meanwhile.
+    unended = []
+    for what, data in (("a header line without a colon",
+                        b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n"),
+                       ("headers cut short", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"),
+                       ("nothing", b"")):
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=15)
+        conn.sendall(data)
+        unended.append((what, conn, time.time()))
     for what, data in (("no request line", b"GARBAGE\r\n\r\n"),
                        ("TRACE", b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n"),
                        ("a relative target", b"GET healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -1534,8 +1548,24 @@ def test_lws_own_answers(s):
     out, closed = raw_exchange(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 9000 +
                                b"\r\n\r\n")
     check(out == b"" and closed, f"headers over 8 KiB: closed unanswered: {out[:120]!r}")
+    for what, conn, opened in unended:
+        out = recv_until(conn, b"", lambda _: False)
+        took = time.time() - opened
+        conn.close()
+        check(out == b"" and 9 < took < 12,
+              f"{what}: closed unanswered at 10 s: {out[:120]!r} at {took:.1f} s")
     time.sleep(0.3)
     check(len(log_lines(s)) == before, "none of them is logged")
+    # A line without a colon before another header: libwebsockets reads on
+    # to that header's colon and makes one header of the two, a name it
+    # does not know; the request is served without the second (here the key).
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    conn.sendall(b"GET /v1/members/M1 HTTP/1.1\r\nHost: x\r\nNoColonHere\r\nAuthorization: Bearer " +
+                 KEYS["admin"][0].encode() + b"\r\n\r\n")
+    out = recv_until(conn, b"", lambda out: b"}}" in out)
+    conn.close()
+    check(out.startswith(b"HTTP/1.1 401") and b"unauthorized" in out,
+          f"a line without a colon swallows the next header's name: {out[:120]!r}")
     status, doc, _ = s.request("GET", "/healthz", key=None)
     check(status == 200, f"the server still answers: {status} {doc}")
 
