@@ -33,6 +33,7 @@ typedef struct wal_file {
     sqlite3_int64 at;   /* the file offset of buf[0] */
     int len;            /* bytes gathered */
     int failed;         /* SQLITE_IOERR_WRITE after a failed flush, until the rollback */
+    bool full;          /* the last flush failed with SQLITE_FULL (pgw_wal_vfs_disk_full) */
     sqlite3 *db;        /* gathering for it: its rollback hook is ours */
 } wal_file;
 
@@ -57,6 +58,7 @@ static int flush(wal_file *w)
         rc = w->real->pMethods->xWrite(w->real, w->buf + done, n, w->at + done);
     }
     w->len = 0;
+    w->full = rc == SQLITE_FULL;
     if (rc != SQLITE_OK)
         w->failed = SQLITE_IOERR_WRITE;
     return w->failed;
@@ -237,20 +239,35 @@ static bool powersafe(sqlite3 *db)
            (main->pMethods->xDeviceCharacteristics(main) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
 }
 
-int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err)
+/* The gathering WAL file of `db`, or NULL. */
+static wal_file *gathering(sqlite3 *db)
 {
     sqlite3_file *file = NULL;
     if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &file) != SQLITE_OK ||
         file == NULL || file->pMethods != &WAL_METHODS)
+        return NULL;
+    return (wal_file *)file;
+}
+
+bool pgw_wal_vfs_disk_full(sqlite3 *db)
+{
+    wal_file *w = gathering(db);
+    return w != NULL && w->buf != NULL && w->full;
+}
+
+int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err)
+{
+    wal_file *w = gathering(db);
+    if (w == NULL)
         return pgw_err_set(err, PGW_ESTATE, "the WAL is not open through " VFS_NAME);
     if (!powersafe(db))
         return pgw_err_set(err, PGW_ESTATE, "the database's disk is not powersafe-overwrite");
-    wal_file *w = (wal_file *)file;
     PGW_ASSERT(w->buf == NULL); /* once per connection */
     if ((w->buf = malloc(PGW_WAL_GATHER_BYTES)) == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the WAL's writes");
     w->len = 0;
     w->failed = SQLITE_OK;
+    w->full = false;
     w->db = db;
     void *before = sqlite3_rollback_hook(db, drop_on_rollback, w);
     PGW_ASSERT(before == NULL); /* the hook is ours alone (wal_vfs.h) */

@@ -53,4 +53,10 @@ int pgw_wal_vfs_install(void);
  */
 int pgw_wal_vfs_gather(sqlite3 *db, pgw_err *err);
 
+/* Whether the last write of `db`'s gathered WAL failed for a full disk,
+ * which it reports as SQLITE_IOERR_WRITE (see wal_vfs.c) and SQLite
+ * therefore as "disk I/O error"; false for a connection not gathering.
+ * Until the next write goes through. */
+bool pgw_wal_vfs_disk_full(sqlite3 *db);
+
 #endif

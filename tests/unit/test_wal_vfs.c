@@ -232,13 +232,17 @@ static void test_lost_frames_fail_the_transaction(void **state)
     assert_true(pgw_store_in_transaction(writer));
     fail_wal_writes = true;
     /* Statement 2 needs them written (its own fill the buffer). */
+    pgw_err err;
     assert_int_not_equal(
         pgw_store__exec_for_test(writer,
                                  "WITH RECURSIVE c(i) AS (SELECT 301 UNION ALL SELECT i + 1 FROM c"
                                  " WHERE i < 900) INSERT INTO t SELECT i, randomblob(1500) FROM c",
-                                 NULL),
+                                 &err),
         PGW_OK);
     assert_false(pgw_store_in_transaction(writer)); /* all of it, not the statement */
+    /* Said as what it is: "disk I/O error" alone sent an operator whose
+     * disk was full looking for a hardware fault (the operations review). */
+    assert_non_null(strstr(err.msg, "disk I/O error (the disk is full)"));
     fail_wal_writes = false;
     assert_int_equal(pgw_store__exec_for_test(writer, "INSERT INTO t VALUES (5000, x'01')", NULL),
                      PGW_OK);
