@@ -27,8 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PGW_RECON_TYPE_MAX   16 /* "purchase", "sign_in", ... */
-#define PGW_RECON_MEMBER_MAX 80 /* the statement's member column: "phone:...", an id */
+#define PGW_RECON_TYPE_MAX   16   /* "purchase", "sign_in", ... */
+#define PGW_RECON_MEMBER_MAX 80   /* the statement's member column: "phone:...", an id */
+#define PGW_RECON_UNKNOWN    (-1) /* a row's written_off the log does not say */
 
 typedef struct pgw_recon_row {
     char event_id[PGW_EVENT_ID_MAX + 1];
@@ -37,6 +38,11 @@ typedef struct pgw_recon_row {
     char member[PGW_RECON_MEMBER_MAX + 1];
     int64_t amount_fen; /* purchase or refund amount; 0 for behaviour events */
     int64_t points;     /* signed: what the event moved for the member (a refund < 0) */
+    /* Ledger: what a refund wrote off instead of reversing (expired, or
+     * not covered under clamp), PGW_RECON_UNKNOWN when its key's row does
+     * not say (recorded before schema 31) or for another type; statement:
+     * PGW_RECON_UNKNOWN. Shown, not compared. */
+    int64_t written_off;
     char original[PGW_EVENT_ID_MAX + 1]; /* statement: a refund's original_event_id when the
                                             statement has one (for --repair); "" otherwise */
     size_t line;                         /* statement: where the row is in its file; ledger: 0 */

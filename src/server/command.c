@@ -1277,6 +1277,7 @@ static void record_event(pgw_command *cmd)
     r->occurred_at = ev->occurred_at;
     r->amount_fen = refund || ev->type == PGW_EVENT_PURCHASE ? ev->amount_fen : 0;
     r->points = refund ? -cmd->points_moved : cmd->earning->points;
+    r->written_off = refund ? cmd->written_off : 0; /* its answer's: finance's explanation */
 }
 
 /* A merged member's id keeps working: the command's member becomes the

@@ -265,6 +265,12 @@ static bool statement_unsorted(prefetch *p)
     return unsorted;
 }
 
+/* A ledger row of a refund: what it wrote off is shown with it. */
+static bool is_refund(bool ledger, const pgw_recon_row *r)
+{
+    return ledger && strcmp(r->type, "refund") == 0;
+}
+
 static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
 {
     if (r == NULL)
@@ -280,6 +286,11 @@ static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
         json_object_set_new(o, "line", json_integer((json_int_t)r->line));
     if (o != NULL && !ledger && r->original[0] != '\0')
         json_object_set_new(o, "original_event_id", json_string(r->original));
+    if (o != NULL && is_refund(ledger, r)) /* null: its key's row does not say */
+        json_object_set_new(o, "written_off",
+                            r->written_off == PGW_RECON_UNKNOWN
+                                ? json_null()
+                                : json_integer((json_int_t)r->written_off));
     return o;
 }
 
@@ -341,17 +352,18 @@ static void csv_field(FILE *f, const char *text, bool last)
     fputc(last ? '\n' : ',', f);
 }
 
-/* original_event_id last: the columns before it are where they were. */
+/* Columns added go last: the columns before them are where they were
+ * (original_event_id, then ledger_written_off). */
 static const char CSV_HEADER[] =
     "kind,event_id,line,shop_id,statement_occurred_at,ledger_occurred_at,statement_type,"
     "ledger_type,statement_member,ledger_member,statement_amount_fen,ledger_amount_fen,"
-    "statement_points,ledger_points,problem,original_event_id\n";
-#define CSV_COLUMNS 16
+    "statement_points,ledger_points,problem,original_event_id,ledger_written_off\n";
+#define CSV_COLUMNS 17
 
 static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l)
 {
     char line[24] = "", sat[PGW_RFC3339_MAX] = "", lat[PGW_RFC3339_MAX] = "";
-    char num[4][24] = {"", "", "", ""};
+    char num[5][24] = {"", "", "", "", ""}; /* the last: a refund's written_off, when known */
     if (s != NULL) {
         snprintf(line, sizeof(line), "%zu", s->line);
         if (!s->malformed) {
@@ -364,6 +376,8 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
         pgw_format_rfc3339(l->occurred_at, k->opts->tz, lat, sizeof(lat));
         snprintf(num[1], sizeof(num[1]), "%lld", (long long)l->amount_fen);
         snprintf(num[3], sizeof(num[3]), "%lld", (long long)l->points);
+        if (is_refund(true, l) && l->written_off != PGW_RECON_UNKNOWN)
+            snprintf(num[4], sizeof(num[4]), "%lld", (long long)l->written_off);
     }
     const char *fields[] = {pgw_recon_kind_name(kind),
                             (s ? s : l)->event_id,
@@ -380,7 +394,8 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
                             num[2],
                             num[3],
                             s && s->malformed ? s->problem : "",
-                            s && !s->malformed ? s->original : ""};
+                            s && !s->malformed ? s->original : "",
+                            num[4]};
     size_t n = sizeof(fields) / sizeof(fields[0]);
     PGW_STATIC_ASSERT(sizeof(fields) / sizeof(fields[0]) == CSV_COLUMNS, "one field a column");
     for (size_t i = 0; i < n; i++)

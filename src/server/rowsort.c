@@ -11,7 +11,7 @@
 #include <string.h>
 
 typedef struct packed_head {
-    int64_t occurred_at, amount_fen, points;
+    int64_t occurred_at, amount_fen, points, written_off;
     uint64_t line;
     uint16_t problem_len;
     uint8_t id_len, type_len, member_len, source_len, original_len, malformed;
@@ -51,6 +51,7 @@ static size_t pack(const pgw_recon_row *r, char *out)
     packed_head h = {r->occurred_at,
                      r->amount_fen,
                      r->points,
+                     r->written_off,
                      r->line,
                      (uint16_t)strlen(r->problem),
                      (uint8_t)strlen(r->event_id),
@@ -84,6 +85,7 @@ static void unpack(const char *in, pgw_recon_row *r)
     r->occurred_at = h.occurred_at;
     r->amount_fen = h.amount_fen;
     r->points = h.points;
+    r->written_off = h.written_off;
     r->line = (size_t)h.line;
     r->malformed = h.malformed != 0;
     const char *p = unpack_text(in + sizeof(h), h.id_len, r->event_id);

@@ -379,7 +379,8 @@ static int next_from_csv(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err
     int rc = read_csv(st, end, &row_err);
     memset(r, 0, sizeof(*r));
     r->line = st->row.line;
-    if (rc == PGW_EINVAL) { /* a malformed CSV line: a row of its own kind */
+    r->written_off = PGW_RECON_UNKNOWN; /* a statement does not say it */
+    if (rc == PGW_EINVAL) {             /* a malformed CSV line: a row of its own kind */
         r->malformed = true;
         snprintf(r->problem, sizeof(r->problem), "%.*s",
                  (int)pgw_utf8_prefix(row_err.msg, sizeof(r->problem) - 1), row_err.msg);

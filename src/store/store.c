@@ -212,7 +212,7 @@ enum {
 };
 
 /* An event as reconciliation reads it (event_row). */
-#define EVENT_COLUMNS "key, occurred_at, event_type, member, amount_fen, points"
+#define EVENT_COLUMNS "key, occurred_at, event_type, member, amount_fen, points, written_off"
 /* PGW_NOTICE_HELD (core/notice.h) as SQL text, for the statements below. */
 #define NOTICE_HELD "16"
 PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "NOTICE_HELD names the mark by number");
@@ -263,8 +263,8 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
     "INSERT INTO key_records (fingerprint, created_at_us, answer) VALUES (?1, ?2, ?3)"
 #define INSERT_KEY(record)                                                                         \
     "INSERT INTO idempotency (key, record, first_transfer, transfer_count, event_type, member,"    \
-    " occurred_at, amount_fen, points) VALUES (?1, " record ", ?3, ?4, ?5, ?6, ?7, ?8, ?9)"        \
-    " ON CONFLICT (key) DO NOTHING"
+    " occurred_at, amount_fen, points, written_off) VALUES (?1, " record                           \
+    ", ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (key) DO NOTHING"
 /* PostgreSQL's: the record this session inserted last (insert_record),
  * exact whatever other sessions insert. Prepared on first use: SQLite
  * has no currval. */
@@ -1196,6 +1196,20 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "INSERT INTO subscriptions_v30 SELECT member, '', template_id, quota FROM subscriptions;"
     "DROP TABLE subscriptions;"
     "ALTER TABLE subscriptions_v30 RENAME TO subscriptions;",
+    /* 31: what a refund wrote off instead of reversing (expired, or not
+     * covered under clamp), with its key, for reconciliation to show: a
+     * refund that reversed 60 and wrote off 40 looked like one that
+     * reversed 60 of 60. NULL for every other event and key. A refund
+     * recorded before has it in its stored answer ("written_off", which
+     * every refund's answer has carried, and every event row has had an
+     * answer kept beside it): copied from there, exact, one pass over the
+     * keys; a refund whose answer does not say it stays NULL, shown as
+     * unknown. PostgreSQL reads the answer its own way (pg_migration). */
+    "ALTER TABLE idempotency ADD COLUMN written_off INTEGER CHECK (written_off >= 0);"
+    "UPDATE idempotency SET written_off = (SELECT CASE WHEN json_valid(r.answer) THEN CASE WHEN"
+    " json_type(r.answer, '$.written_off') = 'integer' THEN json_extract(r.answer,"
+    " '$.written_off') END END FROM key_records r WHERE r.id = idempotency.record)"
+    " WHERE event_type = 'refund';",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -1283,7 +1297,8 @@ static int check_foreign_keys(pgw_store *s, pgw_err *err)
  * from one source; text compares in byte order (COLLATE "C"), as SQLite's
  * does. Migrations 11 -> 12, 19 -> 20 and 29 -> 30 rebuilt the transfers,
  * notices and subscriptions tables, which SQLite needs to drop or change a
- * constraint; PostgreSQL changes it directly.
+ * constraint; PostgreSQL changes it directly. 30 -> 31 reads JSON, which
+ * the two spell differently.
  * Returns a malloc'd string (the caller frees it) or NULL.
  */
 static char *pg_migration(int64_t v)
@@ -1299,17 +1314,25 @@ static char *pg_migration(int64_t v)
         {") STRICT;", ");"},
         {"length(", "octet_length("},
     };
-    const char *in = v == 11   ? "ALTER TABLE transfers DROP CONSTRAINT transfers_hash_key;"
-                     : v == 19 ? "ALTER TABLE notices DROP CONSTRAINT notices_state_check;"
-                                 "ALTER TABLE notices ADD CONSTRAINT notices_state_check"
-                                 " CHECK (" NOTICE_STATES ");"
-                     : v == 29
-                         ? "ALTER TABLE subscriptions ADD COLUMN openid TEXT NOT NULL DEFAULT '';"
-                           "ALTER TABLE subscriptions ALTER COLUMN openid DROP DEFAULT;"
-                           "ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_pkey;"
-                           "ALTER TABLE subscriptions ADD PRIMARY KEY"
-                           " (member, openid, template_id);"
-                         : MIGRATIONS[v];
+    const char *in =
+        v == 11   ? "ALTER TABLE transfers DROP CONSTRAINT transfers_hash_key;"
+        : v == 19 ? "ALTER TABLE notices DROP CONSTRAINT notices_state_check;"
+                    "ALTER TABLE notices ADD CONSTRAINT notices_state_check"
+                    " CHECK (" NOTICE_STATES ");"
+        : v == 29 ? "ALTER TABLE subscriptions ADD COLUMN openid TEXT NOT NULL DEFAULT '';"
+                    "ALTER TABLE subscriptions ALTER COLUMN openid DROP DEFAULT;"
+                    "ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_pkey;"
+                    "ALTER TABLE subscriptions ADD PRIMARY KEY"
+                    " (member, openid, template_id);"
+        /* The answers are the gateway's JSON (or ''): jsonb reads them,
+         * nested CASEs, as PostgreSQL orders nothing else. */
+        : v == 30 ? "ALTER TABLE idempotency ADD COLUMN written_off INTEGER"
+                    " CHECK (written_off >= 0);"
+                    "UPDATE idempotency i SET written_off = CASE WHEN r.answer LIKE '{%'"
+                    " THEN CASE WHEN jsonb_typeof(r.answer::jsonb -> 'written_off')"
+                    " = 'number' THEN (r.answer::jsonb ->> 'written_off')::bigint END END"
+                    " FROM key_records r WHERE r.id = i.record AND i.event_type = 'refund';"
+                  : MIGRATIONS[v];
     /* 18 -> 19 copies member_days and drops it, 20 -> 21 idempotency and
      * events. An older instance still running could commit rows between
      * the copy and the drop, and lose them: the tables are locked first,
@@ -2323,6 +2346,12 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
     pgw_sql_bind_int64(st, 7, event != NULL ? event->occurred_at : 0);
     pgw_sql_bind_int64(st, 8, event != NULL ? event->amount_fen : 0);
     pgw_sql_bind_int64(st, 9, event != NULL ? event->points : 0);
+    if (event != NULL && strcmp(event->type, "refund") == 0) {
+        PGW_ASSERT(event->written_off >= 0);
+        pgw_sql_bind_int64(st, 10, event->written_off);
+    } else {
+        pgw_sql_bind_null(st, 10); /* no refund: nothing written off, nor to say */
+    }
     int step = pgw_sql_step(st);
     if (is_postgres(s))
         release(s, st);
@@ -4766,6 +4795,7 @@ static bool event_row(pgw_sql_stmt *st, void *item)
     r->occurred_at = pgw_sql_column_int64(st, 1);
     r->amount_fen = pgw_sql_column_int64(st, 4);
     r->points = pgw_sql_column_int64(st, 5);
+    r->written_off = pgw_sql_column_null(st, 6) ? PGW_RECON_UNKNOWN : pgw_sql_column_int64(st, 6);
     const char *key = pgw_sql_column_text(st, 0), *colon = key ? strchr(key, ':') : NULL;
     const char *at = colon ? key_part(colon + 1, ':', r->source, sizeof(r->source)) : NULL;
     /* The source goes back into the next page's cursor key: only what

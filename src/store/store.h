@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 30
+#define PGW_STORE_SCHEMA_VERSION 31
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 
@@ -825,8 +825,9 @@ struct pgw_event_record {
     char type[PGW_RECON_TYPE_MAX + 1]; /* never "": that is a key of another command */
     char member[PGW_ID_MAX + 1];
     int64_t occurred_at;
-    int64_t amount_fen; /* purchase or refund amount; 0 otherwise */
-    int64_t points;     /* what the member got (a refund: minus what was reversed) */
+    int64_t amount_fen;  /* purchase or refund amount; 0 otherwise */
+    int64_t points;      /* what the member got (a refund: minus what was reversed) */
+    int64_t written_off; /* a refund: what it wrote off, >= 0 (its answer's); else unused */
 };
 
 /* Which events a reconciliation reads: a channel, optionally one shop,

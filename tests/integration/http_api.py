@@ -2956,7 +2956,7 @@ def test_reconciliation(s):
     code, text, err = reconcile(s, statement_csv(planted), "--format", "csv")
     lines = text.strip().split("\n") if isinstance(text, str) else []
     check(code == 1 and len(lines) == 7 and lines[0].startswith("kind,event_id,line")
-          and lines[0].endswith(",problem,original_event_id")
+          and lines[0].split(",")[14:16] == ["problem", "original_event_id"]
           and sum(line.startswith("missing_in_statement,REC-004,") for line in lines) == 1,
           f"CSV: one exception per row (API.md), nothing else: {lines}")
     # Regression: a cell starting = + - @ went out as it was, a formula
@@ -3165,6 +3165,45 @@ def test_reconciliation(s):
           [e["event_id"] for e in edoc.get("exceptions", []) if e["kind"] == "outside_period"]
           == ["REC-EARLY"],
           f"a row before --from is outside_period, not missing: exit {ecode} {esum} {eerr}")
+
+
+def test_reconciliation_written_off(s):
+    """Regression (the finance review): a refund's ledger side showed only its points, so
+    a refund that wrote off what had expired looked like one that reversed less. The key
+    records written_off; the report shows it on a refund's ledger side, JSON and CSV (its
+    last column)."""
+    # Earned in 2024: expired at the end of 2025 (year_end, 1 year).
+    status, bought, _ = s.request("POST", "/v1/events", purchase(
+        "REC-WO-P", 100000, "MRECWO", when="2024-06-01T10:00:00+08:00"))
+    earned = bought.get("points", 0)
+    check(status == 201 and earned > 0, f"a purchase to refund: {status} {bought}")
+    refund_at = RECON_DAY % (20, 30)
+    status, refund, _ = s.request("POST", "/v1/events", {
+        "event_id": "REC-WO-R", "channel": "store", "shop_id": "S001", "type": "refund",
+        "occurred_at": refund_at, "member": {"member_id": "MRECWO"},
+        "original_event_id": "REC-WO-P", "amount_fen": 100000})
+    check(status == 201 and refund.get("points") == 0 and refund.get("written_off") == earned,
+          f"a refund writing off what expired: {status} {refund}")
+    # The till thinks the refund took back all it earned.
+    rows = [["REC-WO-R", refund_at, "refund", "member_id:MRECWO", 100000, -earned, "REC-WO-P"]]
+    code, doc, err = reconcile(s, statement_csv(rows, original=True))
+    ex = [e for e in doc.get("exceptions", []) if e.get("event_id") == "REC-WO-R"] \
+        if isinstance(doc, dict) else []
+    check(code == 1 and len(ex) == 1 and ex[0]["kind"] == "points_mismatch" and
+          ex[0]["ledger"].get("points") == 0 and ex[0]["ledger"].get("written_off") == earned,
+          f"the refund's ledger side says what it wrote off: exit {code} {ex} {err}")
+    code, text, err = reconcile(s, statement_csv(rows, original=True), "--format", "csv")
+    lines = text.strip().split("\n") if isinstance(text, str) else []
+    header = lines[0].split(",") if lines else []
+    line = [x for x in lines if x.startswith("points_mismatch,REC-WO-R,")]
+    cells = line[0].split(",") if line else []
+    check("ledger_written_off" in header and len(cells) == len(header) and
+          cells[header.index("ledger_written_off")] == str(earned) and
+          header[:16] == ("kind,event_id,line,shop_id,statement_occurred_at,ledger_occurred_at,"
+                          "statement_type,ledger_type,statement_member,ledger_member,"
+                          "statement_amount_fen,ledger_amount_fen,statement_points,"
+                          "ledger_points,problem,original_event_id").split(","),
+          f"CSV: ledger_written_off after the columns there were: {line} {header}")
 
 
 def test_repair_many(s):
@@ -3595,7 +3634,7 @@ def main():
                          test_signatures,
                          test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
                          test_route_labels, test_log, test_log_undelivered,
-                         test_reconciliation, test_repair_many, test_reports,
+                         test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
                          test_member_show, test_backup,
                          test_sync_metrics):
                 test(s)

@@ -315,6 +315,52 @@ static void test_a_shop_id_column_keys_rows_by_shop(void **state)
     free(report);
 }
 
+/* The finance review: a refund's ledger side showed only its points; a
+ * refund that reversed 60 and wrote off 40 looked like one that reversed
+ * 60 of 60. Its written_off is shown with it (null, and an empty cell,
+ * when its key's row does not say: recorded before schema 31). */
+static void test_a_refunds_ledger_side_says_what_it_wrote_off(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, NULL), PGW_OK);
+    static const char *const ids[] = {"R1", "R2"};
+    for (size_t i = 0; i < 2; i++) {
+        pgw_event_record r = {.type = "refund",
+                              .member = "M1",
+                              .occurred_at = T0,
+                              .amount_fen = 10000,
+                              .points = -60,
+                              .written_off = 40};
+        log_event(s, "store", "S001", ids[i], &r);
+    }
+    assert_int_equal(
+        pgw_store__exec_for_test(
+            s, "UPDATE idempotency SET written_off = NULL WHERE key LIKE '%:R2'", NULL),
+        PGW_OK);
+    assert_int_equal(pgw_store_commit(s, NULL), PGW_OK);
+    pgw_store_close(s);
+    char statement[512];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,11\n"
+             "R1,%d,refund,member_id:M1,10000,-100\n"
+             "R2,%d,refund,member_id:M1,10000,-100\n",
+             HEADER, T0, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_POINTS_MISMATCH], 3);
+    assert_non_null(strstr(report, "\"amount_fen\":10000,\"points\":-60,\"shop_id\":\"S001\","
+                                   "\"written_off\":40}"));
+    assert_non_null(strstr(report, "\"amount_fen\":10000,\"points\":-60,\"shop_id\":\"S001\","
+                                   "\"written_off\":null}"));
+    /* Not a refund's: not said at all. */
+    assert_non_null(strstr(report, "\"amount_fen\":1000,\"points\":10,\"shop_id\":\"S001\"}"));
+    free(report);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -330,6 +376,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_shop_id_column_keys_rows_by_shop, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refunds_ledger_side_says_what_it_wrote_off,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -502,9 +502,16 @@ static void step_back(const db_fixture *f, const char *sql, int version)
     raw_sql(f, text);
 }
 
+/* Schema 30: a key's row does not say what a refund wrote off. */
+static void back_to_schema_30(const db_fixture *f)
+{
+    step_back(f, "ALTER TABLE idempotency DROP COLUMN written_off", 30);
+}
+
 /* Schema 29: subscription quota per member and template, no openid. */
 static void back_to_schema_29(const db_fixture *f)
 {
+    back_to_schema_30(f);
     step_back(f,
               f->pg ? "DELETE FROM subscriptions WHERE openid <> '';"
                       "ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_pkey;"
@@ -1229,6 +1236,82 @@ static void record_event_key(pgw_store *s, const char *channel, const char *shop
                              &err) != PGW_OK)
         fail_msg("%s", err.msg);
     assert_false(replayed);
+}
+
+/* Records a refund's key with `answer`, as the writer does: written_off
+ * with it (schema 31). */
+static void record_refund_key(pgw_store *s, const char *id, int64_t written_off, const char *answer)
+{
+    char key[PGW_IDEM_KEY_MAX + 1];
+    pgw_store_event_key(key, "store", "S001", id);
+    uint8_t fingerprint[PGW_HASH_LEN] = {1};
+    pgw_event_record r = {.type = "refund", .member = "M1", .occurred_at = 1795486500};
+    r.amount_fen = 1000;
+    r.points = -60;
+    r.written_off = written_off;
+    bool replayed = true;
+    pgw_idem_record existing;
+    pgw_err err;
+    if (pgw_store_record_key(s, key, fingerprint, 0, 1, 1, answer, &r, &replayed, &existing,
+                             &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_false(replayed);
+}
+
+/* The store channel's S001 events as "event_id=written_off" ("?": unknown). */
+static void written_off_of(pgw_store *s, char *out, size_t cap)
+{
+    pgw_event_filter filter = {.channel = "store", .shop = "S001", .from = 0, .to = INT64_MAX};
+    pgw_recon_row rows[8];
+    size_t n = 0, used = 0;
+    pgw_err err;
+    if (pgw_store_read_events(s, &filter, "", "", rows, 8, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char value[24] = "?";
+        if (rows[i].written_off != PGW_RECON_UNKNOWN)
+            snprintf(value, sizeof(value), "%lld", (long long)rows[i].written_off);
+        used += (size_t)snprintf(out + used, cap - used, "%s%s=%s", used ? " " : "",
+                                 rows[i].event_id, value);
+        assert_true(used < cap);
+    }
+}
+
+/*
+ * Schema 31 (the finance review): a refund's key keeps what it wrote off,
+ * for reconciliation to show beside its points. A refund recorded before
+ * gets it from its stored answer, exactly what it answered; one whose
+ * answer does not say stays unknown, as does every other event.
+ */
+static void test_schema_31_keeps_what_refunds_wrote_off(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    char got[256];
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    record_refund_key(s, "R1", 40, "{\"points\":-60,\"written_off\":40,\"debt_added\":0}");
+    record_refund_key(s, "R2", 0, "{\"points\":-60,\"written_off\":0,\"debt_added\":0}");
+    record_refund_key(s, "R3", 5, NULL); /* no answer kept */
+    record_event_key(s, "store", "S001", "P1", 10, "{\"points\":10,\"written_off\":3}");
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    written_off_of(s, got, sizeof(got));
+    assert_string_equal(got, "P1=? R1=40 R2=0 R3=5"); /* as recorded */
+    pgw_store_close(s);
+    back_to_schema_30(f);
+    s = open_store(f); /* migrates */
+    int64_t version = 0;
+    assert_int_equal(pgw_store_schema_version(s, &version, &err), PGW_OK);
+    assert_int_equal(version, 31);
+    written_off_of(s, got, sizeof(got));
+    assert_string_equal(got, "P1=? R1=40 R2=0 R3=?"); /* from the answers; R3's says nothing */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    record_refund_key(s, "R4", 7, "{}");
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    written_off_of(s, got, sizeof(got));
+    assert_string_equal(got, "P1=? R1=40 R2=0 R3=? R4=7");
+    pgw_store_close(s);
 }
 
 /* The store channel's events, one per page to walk the cursor, as
@@ -2599,6 +2682,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_28_indexes_sessions_by_expiry, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_31_keeps_what_refunds_wrote_off,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_follower_is_noted_once, db_fixture_setup,
                                         db_fixture_teardown),
     };
