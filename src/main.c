@@ -1033,6 +1033,7 @@ static int cmd_reconcile(int argc, char **argv)
         fprintf(stderr, "pointsgw reconcile: %s: %s\n", out_path, strerror(errno));
         rc = EXIT_USAGE;
     }
+    o.warn = stderr; /* a row the log has at several shops, paired with none */
     o.missing = rc == EXIT_OK && repair ? tmpfile() : NULL;
     if (rc == EXIT_OK && repair && o.missing == NULL) {
         fprintf(stderr, "pointsgw reconcile: no temporary file for the rows to repair: %s\n",

@@ -5,7 +5,9 @@
 
 #include "arith.h"
 #include "assertions.h"
+#include "utf8.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *const KIND_NAMES[PGW_RECON_KINDS] = {
@@ -34,6 +36,8 @@ typedef struct merge {
     pgw_recon_summary *sum;
     pgw_recon_row s, l; /* current rows, valid unless s_end / l_end */
     bool s_end, l_end;
+    pgw_recon_row peek; /* the ledger row after l, once looked at (have_peek) */
+    bool have_peek, peek_end;
     bool have_prev_s, have_prev_l;
     pgw_recon_row prev_s; /* key (event_id, source) of the last readable statement row */
     pgw_recon_row prev_l; /* and of the last ledger row */
@@ -86,9 +90,26 @@ static int next_statement(merge *m, pgw_err *err)
     return PGW_OK;
 }
 
+/* The ledger row after l, into m->peek (m->peek_end: none). */
+static int peek_ledger(merge *m, pgw_err *err)
+{
+    int rc =
+        m->have_peek ? PGW_OK : m->io->ledger(m->io->ledger_source, &m->peek, &m->peek_end, err);
+    m->have_peek = rc == PGW_OK;
+    return rc;
+}
+
 static int next_ledger(merge *m, pgw_err *err)
 {
-    int rc = m->io->ledger(m->io->ledger_source, &m->l, &m->l_end, err);
+    int rc = PGW_OK;
+    if (m->have_peek) { /* looked at already: it is the next */
+        m->have_peek = false;
+        m->l_end = m->peek_end;
+        if (!m->l_end)
+            m->l = m->peek;
+    } else {
+        rc = m->io->ledger(m->io->ledger_source, &m->l, &m->l_end, err);
+    }
     if (rc != PGW_OK || m->l_end)
         return rc;
     m->sum->ledger_rows++;
@@ -178,6 +199,81 @@ static int not_in_period(merge *m, pgw_err *err)
     return rc != PGW_OK ? rc : report(m, kind, &m->s, &l, err);
 }
 
+/* Whether the ledger has the current row's event_id at another shop too
+ * (the next row: the ledger comes in event_id order, then shop). */
+static int shared_event_id(merge *m, bool *shared, pgw_err *err)
+{
+    *shared = false;
+    if (m->io->by_shop || !m->io->several_shops)
+        return PGW_OK;
+    int rc = peek_ledger(m, err);
+    *shared = rc == PGW_OK && !m->peek_end && strcmp(m->peek.event_id, m->l.event_id) == 0;
+    return rc;
+}
+
+/* The problem of a row not paired for its shops: the event_id (its
+ * first 40 bytes), how many shops, the first of them. */
+static void unpaired_problem(pgw_recon_row *r, const char (*shops)[PGW_ID_MAX + 1], size_t listed,
+                             size_t total)
+{
+    char text[PGW_RECON_SHOPS_LISTED * (PGW_ID_MAX + 2) + 256];
+    int n = snprintf(text, sizeof(text), "event_id %.*s is at %zu shops in the log (",
+                     (int)pgw_utf8_prefix(r->event_id, 40), r->event_id, total);
+    for (size_t i = 0; i < listed; i++)
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "%s%s", i ? ", " : "", shops[i]);
+    snprintf(text + n, sizeof(text) - (size_t)n,
+             "%s): paired with none; name each row's shop (a shop_id column, or --shop)",
+             total > listed ? ", ..." : "");
+    size_t keep = pgw_utf8_prefix(text, sizeof(r->problem) - 1);
+    memcpy(r->problem, text, keep);
+    r->problem[keep] = '\0';
+    r->malformed = true;
+}
+
+/*
+ * A statement row keyed by event_id alone whose event_id the ledger has at
+ * several shops: pairing it with the first (as once) was a guess, silent,
+ * and the others were missing_in_statement. Now each of them is, the row
+ * is a malformed_row saying why (--repair posts none of them), and the
+ * caller is told (io->unpaired).
+ */
+static int unpaired(merge *m, pgw_err *err)
+{
+    char shops[PGW_RECON_SHOPS_LISTED][PGW_ID_MAX + 1];
+    size_t total = 0;
+    int rc = PGW_OK;
+    while (rc == PGW_OK && !m->l_end && strcmp(m->l.event_id, m->s.event_id) == 0) {
+        if (total < PGW_RECON_SHOPS_LISTED)
+            memcpy(shops[total], m->l.source, sizeof(shops[total]));
+        total++;
+        rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
+        remember(&m->prev_l, &m->have_prev_l, &m->l);
+        if (rc == PGW_OK)
+            rc = next_ledger(m, err);
+    }
+    if (rc != PGW_OK)
+        return rc;
+    PGW_ASSERT(total >= 2);
+    size_t listed = total < PGW_RECON_SHOPS_LISTED ? total : PGW_RECON_SHOPS_LISTED;
+    pgw_recon_row row = m->s;
+    unpaired_problem(&row, (const char(*)[PGW_ID_MAX + 1]) shops, listed, total);
+    rc = m->io->unpaired ? m->io->unpaired(m->io->sink, &row, (const char(*)[PGW_ID_MAX + 1]) shops,
+                                           listed, total, err)
+                         : PGW_OK;
+    return rc != PGW_OK ? rc : report(m, PGW_RECON_MALFORMED_ROW, &row, NULL, err);
+}
+
+/* The statement row and the ledger row of its key: their first difference. */
+static int pair(merge *m, pgw_err *err)
+{
+    pgw_recon_kind kind = PGW_RECON_MATCHED;
+    int rc = compare(m, &m->s, &m->l, &kind, err);
+    if (rc == PGW_OK)
+        rc = report(m, kind, &m->s, &m->l, err);
+    remember(&m->prev_l, &m->have_prev_l, &m->l);
+    return rc != PGW_OK ? rc : next_ledger(m, err);
+}
+
 /* One step of the merge: consumes at least one row. */
 static int step(merge *m, pgw_err *err)
 {
@@ -188,9 +284,10 @@ static int step(merge *m, pgw_err *err)
         return rc != PGW_OK ? rc : next_statement(m, err);
     }
     if (!m->l_end && m->have_prev_l && pgw_recon_key_cmp(&m->l, &m->prev_l, by_shop) == 0) {
-        /* The same event_id twice in the ledger: two shops' events when no
-         * shop was named (by_shop tells them apart). The statement row
-         * went to the first. */
+        /* The same event_id again in the ledger: another shop's event,
+         * rows keyed by event_id alone (by_shop tells them apart). No
+         * statement row is paired with it: as for the one before it
+         * (unpaired, or none of the statement's). */
         int rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     }
@@ -203,13 +300,12 @@ static int step(merge *m, pgw_err *err)
         remember(&m->prev_l, &m->have_prev_l, &m->l);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     } else {
-        pgw_recon_kind kind = PGW_RECON_MATCHED;
-        rc = compare(m, &m->s, &m->l, &kind, err);
-        if (rc == PGW_OK)
-            rc = report(m, kind, &m->s, &m->l, err);
-        remember(&m->prev_l, &m->have_prev_l, &m->l);
-        if (rc == PGW_OK)
-            rc = next_ledger(m, err);
+        bool shared = false;
+        rc = shared_event_id(m, &shared, err);
+        if (rc == PGW_OK && shared)
+            rc = unpaired(m, err);
+        else if (rc == PGW_OK)
+            rc = pair(m, err);
     }
     remember(&m->prev_s, &m->have_prev_s, &m->s);
     return rc != PGW_OK ? rc : next_statement(m, err);

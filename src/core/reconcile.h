@@ -11,11 +11,12 @@
  * points_mismatch (points differ; checked first), amount_mismatch,
  * type_mismatch, time_mismatch, member_mismatch (checked in that order:
  * the first difference names the row), missing_in_ledger, duplicate_in_statement (the same event_id
- * again after its first row), malformed_row (the reader could not read it; it carries its line and
- * why) or outside_period (dated outside the period the ledger side was read for: not matched, for
- * its event may be in the log all the same). Every ledger row is matched by a statement row or is
- * missing_in_statement. Each category but matched is reported through `emit`, one call per row, as
- * it is found.
+ * again after its first row), malformed_row (the reader could not read it, or, keyed by event_id
+ * alone, its event_id is at several shops of the log and pairing it would be a guess; it carries
+ * its line and why) or outside_period (dated outside the period the ledger side was read for: not
+ * matched, for its event may be in the log all the same). Every ledger row is matched by a
+ * statement row or is missing_in_statement. Each category but matched is reported through `emit`,
+ * one call per row, as it is found.
  */
 #ifndef PGW_CORE_RECONCILE_H
 #define PGW_CORE_RECONCILE_H
@@ -108,6 +109,20 @@ typedef int (*pgw_recon_same_member)(void *members, const char *statement, const
 typedef int (*pgw_recon_find_event)(void *events, const pgw_recon_row *s, pgw_recon_row *out,
                                     bool *found, pgw_err *err);
 
+/* Shops named in a pgw_recon_unpaired call at most. */
+#define PGW_RECON_SHOPS_LISTED 8
+
+/*
+ * Called for a statement row keyed by event_id alone whose event_id the
+ * ledger has at `total` (>= 2) shops: the first `listed` of them (at most
+ * PGW_RECON_SHOPS_LISTED, byte order) in shops[]. The row is then reported
+ * as malformed_row (its problem says the same) and each of those ledger
+ * rows as missing_in_statement. A negative return stops the match.
+ */
+typedef int (*pgw_recon_unpaired)(void *sink, const pgw_recon_row *statement,
+                                  const char (*shops)[PGW_ID_MAX + 1], size_t listed, size_t total,
+                                  pgw_err *err);
+
 typedef struct pgw_recon_io {
     pgw_recon_next statement;
     void *statement_source;
@@ -131,6 +146,12 @@ typedef struct pgw_recon_io {
      * by (event_id, shop), as the log's keys are, and both sides come in
      * that order. Otherwise by event_id alone, the shop unknown. */
     bool by_shop;
+    /* The ledger rows may be several shops' (a whole channel's): keyed by
+     * event_id alone, one event_id may then be at more than one shop, and
+     * a statement row of it is paired with none (see pgw_recon_unpaired).
+     * Off for one shop's, which saves a look ahead per row. */
+    bool several_shops;
+    pgw_recon_unpaired unpaired; /* optional: told of each such row */
 } pgw_recon_io;
 
 /* Orders two rows by their key: event_id, then (by_shop) their source. */

@@ -253,6 +253,9 @@ typedef struct sink {
     const pgw_recon_options *opts;
     FILE *tmp;
     size_t listed;
+    FILE *warnings; /* the report's warnings (JSON), written as found */
+    size_t warned;
+    FILE *warn_lines;    /* and as lines, for opts->warn once the match is done (when set) */
     prefetch *statement; /* its reader stops on an out-of-order row: stop here too */
 } sink;
 
@@ -420,6 +423,33 @@ static int emit(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, PGW_EIO, "writing an exception failed");
 }
 
+/* A pgw_recon_unpaired: the report's warning, and a line on opts->warn. */
+static int warn_unpaired(void *p, const pgw_recon_row *s, const char (*shops)[PGW_ID_MAX + 1],
+                         size_t listed, size_t total, pgw_err *err)
+{
+    sink *k = p;
+    if (k->warn_lines != NULL &&
+        fprintf(k->warn_lines, "pointsgw reconcile: warning: line %zu: %s\n", s->line, s->problem) <
+            0)
+        return pgw_err_set(err, PGW_EIO, "writing a warning failed");
+    if (k->opts->exceptions_max > 0 && k->warned >= k->opts->exceptions_max)
+        return PGW_OK; /* listed as the exceptions are, at most so many */
+    json_t *names = json_array();
+    for (size_t i = 0; names != NULL && i < listed; i++)
+        json_array_append_new(names, json_string(shops[i]));
+    json_t *o = names ? json_pack("{s:s,s:I,s:o,s:I,s:s}", "event_id", s->event_id, "line",
+                                  (json_int_t)s->line, "shops", names, "shops_total",
+                                  (json_int_t)total, "problem", s->problem)
+                      : NULL;
+    int rc = o != NULL && (k->warned == 0 || fputc(',', k->warnings) != EOF) &&
+                     json_dumpf(o, k->warnings, JSON_COMPACT) == 0
+                 ? PGW_OK
+                 : PGW_EIO;
+    json_decref(o);
+    k->warned++;
+    return rc == PGW_OK ? PGW_OK : pgw_err_set(err, PGW_EIO, "writing a warning failed");
+}
+
 /* The merge's look-ups (members, events outside the period): the store is
  * the ledger reader's too, on its own thread, so each use holds the lock
  * (one connection, one user). */
@@ -501,7 +531,9 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
                        .members = &who,
                        .find_event = find_event,
                        .events = &who,
-                       .by_shop = srows.by_shop};
+                       .by_shop = srows.by_shop,
+                       .several_shops = opts->filter.shop == NULL,
+                       .unpaired = warn_unpaired};
     k->statement = rc == PGW_OK ? &sides[0] : NULL;
     if (rc == PGW_OK)
         rc = pgw_reconcile(&io, sum, err);
@@ -518,9 +550,13 @@ static int match_once(pgw_store *store, pgw_statement *st, const pgw_recon_optio
 /* Starts the exception and repair files over. */
 static int reset(sink *k, const pgw_recon_options *opts, pgw_err *err)
 {
-    k->listed = 0;
+    k->listed = k->warned = 0;
     rewind(k->tmp);
-    if (ftruncate(fileno(k->tmp), 0) != 0 ||
+    rewind(k->warnings);
+    if (k->warn_lines != NULL)
+        rewind(k->warn_lines);
+    if (ftruncate(fileno(k->tmp), 0) != 0 || ftruncate(fileno(k->warnings), 0) != 0 ||
+        (k->warn_lines != NULL && ftruncate(fileno(k->warn_lines), 0) != 0) ||
         (opts->missing && (rewind(opts->missing), ftruncate(fileno(opts->missing), 0) != 0)))
         return pgw_err_set(err, PGW_EIO, "starting the reconciliation over failed");
     return PGW_OK;
@@ -557,7 +593,19 @@ static int write_ignored(const pgw_statement *st, FILE *out)
     return rc;
 }
 
-/* The report: summary, then the exceptions kept in `tmp`. */
+/* Copies a temporary file from its start to `out`. */
+static int copy_file(FILE *from, FILE *out)
+{
+    char buf[65536];
+    size_t n;
+    int rc = PGW_OK;
+    rewind(from);
+    while (rc == PGW_OK && (n = fread(buf, 1, sizeof(buf), from)) > 0)
+        rc = fwrite(buf, 1, n, out) == n ? PGW_OK : PGW_EIO;
+    return rc == PGW_OK && !ferror(from) ? PGW_OK : PGW_EIO;
+}
+
+/* The report: summary, warnings, then the exceptions kept in `tmp`. */
 static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_summary *sum,
                         FILE *out, pgw_err *err)
 {
@@ -573,29 +621,43 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
         fputs(",\"ignored_columns\":", out);
         if (rc == PGW_OK)
             rc = write_ignored(st, out);
+        fputs(",\"warnings\":[", out);
+        if (rc == PGW_OK)
+            rc = copy_file(k->warnings, out);
+        fputs("]", out);
         fprintf(out, ",\"exceptions_listed\":%zu,\"truncated\":%s,\"exceptions\":[\n", k->listed,
                 truncated ? "true" : "false");
     } else {
         fputs(CSV_HEADER, out);
     }
-    rewind(k->tmp);
-    char buf[65536];
-    size_t n;
-    while (rc == PGW_OK && (n = fread(buf, 1, sizeof(buf), k->tmp)) > 0)
-        rc = fwrite(buf, 1, n, out) == n ? PGW_OK : PGW_EIO;
+    if (rc == PGW_OK)
+        rc = copy_file(k->tmp, out);
     if (json)
         fputs("]}\n", out);
-    if (rc != PGW_OK || ferror(k->tmp) || fflush(out) != 0 || ferror(out))
+    if (rc != PGW_OK || fflush(out) != 0 || ferror(out))
         return pgw_err_set(err, PGW_EIO, "writing the report failed");
     return PGW_OK;
+}
+
+static void close_sink(sink *k)
+{
+    FILE *files[] = {k->tmp, k->warnings, k->warn_lines};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        if (files[i] != NULL)
+            fclose(files[i]);
 }
 
 int pgw_recon_run(pgw_store *store, pgw_statement *st, const pgw_recon_options *opts, FILE *out,
                   pgw_recon_summary *sum, pgw_err *err)
 {
-    sink k = {.opts = opts, .tmp = tmpfile()};
-    if (k.tmp == NULL)
+    sink k = {.opts = opts,
+              .tmp = tmpfile(),
+              .warnings = tmpfile(),
+              .warn_lines = opts->warn ? tmpfile() : NULL};
+    if (k.tmp == NULL || k.warnings == NULL || (opts->warn && k.warn_lines == NULL)) {
+        close_sink(&k);
         return pgw_err_set(err, PGW_EIO, "no temporary file for the exceptions");
+    }
     int rc = match_once(store, st, opts, &k, sum, err);
     if (rc == PGW_EINVAL) {
         /* Not in event_id order (the only EINVAL of the matcher): sort the
@@ -609,7 +671,12 @@ int pgw_recon_run(pgw_store *store, pgw_statement *st, const pgw_recon_options *
     }
     if (rc == PGW_OK)
         rc = write_report(&k, st, sum, out, err);
-    fclose(k.tmp);
+    /* Said once the match is done: a first pass over an unsorted
+     * statement is started over, its findings dropped. */
+    if (rc == PGW_OK && k.warn_lines != NULL &&
+        (copy_file(k.warn_lines, opts->warn) != PGW_OK || fflush(opts->warn) != 0))
+        rc = pgw_err_set(err, PGW_EIO, "writing the warnings failed");
+    close_sink(&k);
     return rc;
 }
 

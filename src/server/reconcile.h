@@ -29,6 +29,10 @@ typedef struct pgw_recon_options {
     /* When set, every missing_in_ledger row is also written here as a raw
      * pgw_recon_row, for a repair to post (pgw_recon_read_missing). */
     FILE *missing;
+    /* When set (the CLI's stderr), each warning is also written here as a
+     * line: a statement row keyed by event_id alone whose event_id the log
+     * has at several shops, which is paired with none (see README). */
+    FILE *warn;
 } pgw_recon_options;
 
 /*

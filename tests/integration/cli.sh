@@ -562,6 +562,20 @@ for shop in S001 S002; do
     expect_text '"missing_in_ledger":0,'
 done
 expect_exit 0 "$bin" verify --db "$repair_db"
+# Regression (the finance review): without shop_id, a whole channel's row
+# of SH-1, which the log has at S001 and S002, was paired with S001's event,
+# silently. It is paired with neither: a malformed_row naming both shops, a
+# warning in the report and on stderr, and nothing to repair.
+printf '%s\n' 'event_id,occurred_at,type,member,amount_fen,points' \
+    'SH-1,2026-11-20T13:00:00+08:00,purchase,member_id:MSH1,1000,10' >"$tmp/no-shop.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
+    --from 2026-11-20T13:00:00+08:00 --to 2026-11-20T13:01:00+08:00 --repair
+expect_text 'pointsgw reconcile: warning: line 2: event_id SH-1 is at 2 shops in the log (S001, S002): paired with none'
+expect_text '"warnings":[{"event_id":"SH-1","line":2,"shops":["S001","S002"],"shops_total":2,'
+expect_text '"matched":0,'
+expect_text '"malformed_row":1,'
+expect_text '"missing_in_statement":2,'
+expect_text '"missing_in_ledger":0,"created":0,"replayed":0,"failed":0'
 # Regression (the finance walkthrough): a row dated in the period whose
 # event the log has dated just outside it was missing_in_ledger, with no
 # ledger side, and --repair failed on the key the log holds. It is the

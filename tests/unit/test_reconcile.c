@@ -434,6 +434,135 @@ static void test_member_ids_resolved_by_the_caller(void **state)
     assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
 }
 
+/* What unpaired_seen was told: the row's line and its shops, joined. */
+typedef struct unpaired_seen {
+    size_t calls;
+    char said[256];
+} unpaired_seen;
+
+static unpaired_seen told;
+
+static int note_unpaired(void *sink, const pgw_recon_row *s, const char (*shops)[PGW_ID_MAX + 1],
+                         size_t listed, size_t total, pgw_err *err)
+{
+    (void)sink;
+    (void)err;
+    size_t n = strlen(told.said);
+    n += (size_t)snprintf(told.said + n, sizeof(told.said) - n, "%s%s@%zu:", n ? " " : "",
+                          s->event_id, s->line);
+    for (size_t i = 0; i < listed; i++)
+        n += (size_t)snprintf(told.said + n, sizeof(told.said) - n, "%s%s", i ? "," : "", shops[i]);
+    snprintf(told.said + n, sizeof(told.said) - n, "/%zu", total);
+    told.calls++;
+    return PGW_OK;
+}
+
+/*
+ * The finance review: keyed by event_id alone (no shop_id), a statement
+ * row whose event_id a whole channel's log has at several shops was
+ * paired with the first shop's, silently. It is paired with none now: a
+ * malformed_row naming the shops, each of those events missing_in_statement,
+ * and the caller told. A second row of it is still a duplicate; an
+ * event_id at two shops and in no row is two missing rows, as before.
+ */
+static void test_an_event_id_at_several_shops_is_paired_with_none(void **state)
+{
+    (void)state;
+    static pgw_recon_row st[4], lg[7];
+    st[0] = row("A", 1000, 10);
+    st[1] = row("X", 1000, 10);
+    st[1].line = 3;
+    st[2] = row("X", 1000, 10);
+    st[2].line = 4;
+    st[3] = row("Z", 1000, 10);
+    lg[0] = row("A", 1000, 10);
+    const char *sources[] = {"S001", "S002", "S003"};
+    for (size_t i = 0; i < 3; i++) {
+        lg[1 + i] = row("X", 1000, 10);
+        snprintf(lg[1 + i].source, sizeof(lg[0].source), "%s", sources[i]);
+    }
+    lg[4] = row("Y", 1000, 10);
+    snprintf(lg[4].source, sizeof(lg[0].source), "S001");
+    lg[5] = row("Y", 1000, 10);
+    snprintf(lg[5].source, sizeof(lg[0].source), "S002");
+    lg[6] = row("Z", 1000, 10);
+    source a = {st, 4, 0}, b = {lg, 7, 0};
+    static found f;
+    pgw_recon_io io = io_of(&a, &b, &f);
+    io.several_shops = true;
+    io.unpaired = note_unpaired;
+    memset(&told, 0, sizeof(told));
+    pgw_recon_summary sum;
+    pgw_err err;
+    assert_int_equal(pgw_reconcile(&io, &sum, &err), PGW_OK);
+    assert_int_equal(told.calls, 1);
+    assert_string_equal(told.said, "X@3:S001,S002,S003/3");
+    static const char *const want[] = {"missing_in_statement X",   "missing_in_statement X",
+                                       "missing_in_statement X",   "malformed_row line 3",
+                                       "duplicate_in_statement X", "missing_in_statement Y",
+                                       "missing_in_statement Y"};
+    assert_int_equal(f.n, sizeof(want) / sizeof(want[0]));
+    for (size_t i = 0; i < f.n; i++) {
+        char got[PGW_EVENT_ID_MAX + 32];
+        snprintf(got, sizeof(got), "%s %s", pgw_recon_kind_name(f.kind[i]), f.key[i]);
+        assert_string_equal(got, want[i]);
+    }
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 2); /* A, Z */
+    /* One shop's ledger (several_shops off) never looks ahead: as before. */
+    source a1 = {st, 2, 0}, b1 = {lg, 2, 0};
+    io = io_of(&a1, &b1, &f);
+    io.unpaired = note_unpaired;
+    assert_int_equal(pgw_reconcile(&io, &sum, &err), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
+    assert_int_equal(told.calls, 1);
+}
+
+/* The problem names at most PGW_RECON_SHOPS_LISTED shops and fits its
+ * field, cut on a character boundary, however long the event_id. */
+static pgw_recon_row last_problem;
+
+static int keep_problem(void *p, pgw_recon_kind kind, const pgw_recon_row *s,
+                        const pgw_recon_row *l, pgw_err *err)
+{
+    (void)p;
+    (void)l;
+    (void)err;
+    if (kind == PGW_RECON_MALFORMED_ROW)
+        last_problem = *s;
+    return PGW_OK;
+}
+
+static void test_an_unpaired_rows_problem_is_bounded(void **state)
+{
+    (void)state;
+    enum { SHOPS = PGW_RECON_SHOPS_LISTED + 3 };
+    static pgw_recon_row st[1], lg[SHOPS];
+    char id[PGW_EVENT_ID_MAX + 1] = "";
+    for (size_t i = 0; strlen(id) + 3 <= PGW_EVENT_ID_MAX; i++)
+        strcat(id, "\xe4\xb8\x80"); /* 一 */
+    st[0] = row(id, 1000, 10);
+    for (size_t i = 0; i < SHOPS; i++) {
+        lg[i] = row(id, 1000, 10);
+        snprintf(lg[i].source, sizeof(lg[i].source), "SHOP%02zu-AAAAAAAAAAAAAAAAAAAAAAAAA", i);
+    }
+    source a = {st, 1, 0}, b = {lg, SHOPS, 0};
+    static found f;
+    pgw_recon_io io = io_of(&a, &b, &f);
+    io.emit = keep_problem;
+    io.several_shops = true;
+    pgw_recon_summary sum;
+    assert_int_equal(pgw_reconcile(&io, &sum, NULL), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 1);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], SHOPS);
+    assert_true(last_problem.malformed);
+    assert_true(strlen(last_problem.problem) < sizeof(last_problem.problem));
+    assert_non_null(strstr(last_problem.problem, "is at 11 shops in the log (SHOP00-"));
+    /* whole characters only: every byte of the id's part is 一's */
+    const char *p = last_problem.problem + strlen("event_id ");
+    size_t bytes = strspn(p, "\xe4\xb8\x80");
+    assert_int_equal(bytes % 3, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -444,6 +573,8 @@ int main(void)
         cmocka_unit_test(test_planted_discrepancies_found_exactly),
         cmocka_unit_test(test_type_time_and_member_mismatches),
         cmocka_unit_test(test_member_ids_resolved_by_the_caller),
+        cmocka_unit_test(test_an_event_id_at_several_shops_is_paired_with_none),
+        cmocka_unit_test(test_an_unpaired_rows_problem_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
