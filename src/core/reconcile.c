@@ -134,7 +134,7 @@ static void remember(pgw_recon_row *prev, bool *have, const pgw_recon_row *row)
  * can be compared here: a phone's or card's member is the store's to look
  * up, through the vault's blind index. An empty member is no claim at all.
  */
-static const char *statement_member_id(const pgw_recon_row *s)
+const char *pgw_recon_member_id(const pgw_recon_row *s)
 {
     static const char prefix[] = "member_id:";
     return strncmp(s->member, prefix, sizeof(prefix) - 1) == 0 ? s->member + sizeof(prefix) - 1
@@ -145,7 +145,7 @@ static const char *statement_member_id(const pgw_recon_row *s)
 static int compare_member(const merge *m, const pgw_recon_row *s, const pgw_recon_row *l,
                           pgw_recon_kind *kind, pgw_err *err)
 {
-    const char *named = statement_member_id(s);
+    const char *named = pgw_recon_member_id(s);
     *kind = PGW_RECON_MATCHED;
     if (named == NULL || l->member[0] == '\0' || strcmp(named, l->member) == 0)
         return PGW_OK;

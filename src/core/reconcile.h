@@ -154,6 +154,11 @@ typedef struct pgw_recon_io {
     pgw_recon_unpaired unpaired; /* optional: told of each such row */
 } pgw_recon_io;
 
+/* The member id a statement row names ("member_id:M1" gives "M1", as the
+ * log keeps it), or NULL when it names none (a phone, a card, nothing):
+ * the only member the matcher compares. */
+const char *pgw_recon_member_id(const pgw_recon_row *statement);
+
 /* Orders two rows by their key: event_id, then (by_shop) their source. */
 int pgw_recon_key_cmp(const pgw_recon_row *a, const pgw_recon_row *b, bool by_shop);
 

@@ -289,6 +289,9 @@ static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
         json_object_set_new(o, "line", json_integer((json_int_t)r->line));
     if (o != NULL && !ledger && r->original[0] != '\0')
         json_object_set_new(o, "original_event_id", json_string(r->original));
+    const char *named = ledger ? NULL : pgw_recon_member_id(r);
+    if (o != NULL && named != NULL) /* comparable with the ledger side's member_id */
+        json_object_set_new(o, "member_id", json_string(named));
     if (o != NULL && is_refund(ledger, r)) /* null: its key's row does not say */
         json_object_set_new(o, "written_off",
                             r->written_off == PGW_RECON_UNKNOWN
@@ -356,12 +359,22 @@ static void csv_field(FILE *f, const char *text, bool last)
 }
 
 /* Columns added go last: the columns before them are where they were
- * (original_event_id, then ledger_written_off). */
+ * (original_event_id, ledger_written_off, statement_member_as_written). */
 static const char CSV_HEADER[] =
     "kind,event_id,line,shop_id,statement_occurred_at,ledger_occurred_at,statement_type,"
     "ledger_type,statement_member,ledger_member,statement_amount_fen,ledger_amount_fen,"
-    "statement_points,ledger_points,problem,original_event_id,ledger_written_off\n";
-#define CSV_COLUMNS 17
+    "statement_points,ledger_points,problem,original_event_id,ledger_written_off,"
+    "statement_member_as_written\n";
+#define CSV_COLUMNS 18
+
+/* The statement's member as the ledger's is written, so that a
+ * spreadsheet compares the two columns: a member id bare ("M1" for
+ * "member_id:M1"); anything else (a phone, a card) as the row wrote it. */
+static const char *csv_member(const pgw_recon_row *s)
+{
+    const char *named = pgw_recon_member_id(s);
+    return named != NULL ? named : s->member;
+}
 
 static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l)
 {
@@ -390,7 +403,7 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
                             lat,
                             s && !s->malformed ? s->type : "",
                             l ? l->type : "",
-                            s && !s->malformed ? s->member : "",
+                            s && !s->malformed ? csv_member(s) : "",
                             l ? l->member : "",
                             num[0],
                             num[1],
@@ -398,7 +411,8 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
                             num[3],
                             s && s->malformed ? s->problem : "",
                             s && !s->malformed ? s->original : "",
-                            num[4]};
+                            num[4],
+                            s && !s->malformed ? s->member : ""};
     size_t n = sizeof(fields) / sizeof(fields[0]);
     PGW_STATIC_ASSERT(sizeof(fields) / sizeof(fields[0]) == CSV_COLUMNS, "one field a column");
     for (size_t i = 0; i < n; i++)

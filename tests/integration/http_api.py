@@ -3204,6 +3204,13 @@ def test_reconciliation_written_off(s):
                           "statement_amount_fen,ledger_amount_fen,statement_points,"
                           "ledger_points,problem,original_event_id").split(","),
           f"CSV: ledger_written_off after the columns there were: {line} {header}")
+    # Regression (the finance review): statement_member was "member_id:MRECWO" and
+    # ledger_member "MRECWO": a spreadsheet could not compare them. Both bare now, the
+    # row's own text in the last column.
+    check(header[-1] == "statement_member_as_written" and len(cells) == len(header) and
+          cells[header.index("statement_member")] == cells[header.index("ledger_member")]
+          == "MRECWO" and cells[-1] == "member_id:MRECWO",
+          f"CSV: the members compare: {line} {header}")
 
 
 def test_repair_many(s):

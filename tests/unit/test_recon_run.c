@@ -262,6 +262,8 @@ static void test_member_type_and_time_are_compared(void **state)
             assert_int_equal(sum.count[PGW_RECON_MATCHED], 2); /* A, C; B and D S002's */
         }
         assert_non_null(strstr(report, "\"event_id\":\"E\",\"kind\":\"type_mismatch\""));
+        /* The statement side's member id, beside the ledger side's. */
+        assert_non_null(strstr(report, "\"line\":3,\"member_id\":\"M7\"}"));
         free(report);
     }
 }
@@ -413,6 +415,48 @@ static void test_an_event_id_at_two_shops_is_not_paired(void **state)
     free(report);
 }
 
+/* The finance review: in the CSV, statement_member was the row's text
+ * (member_id:M7) and ledger_member the bare id (M1), so a spreadsheet
+ * could not compare them. A member id is written bare on both sides; the
+ * row's text as it was is in the last column. */
+static void test_csv_members_compare(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sB,%d,purchase,member_id:M7,2000,20\n"
+             "C,%d,purchase,phone:13800138000,3000,31\n",
+             HEADER, T0 + 3 * 3600, T0 + 3600);
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    pgw_recon_options o = {
+        .filter = {"store", NULL, 0, INT64_MAX}, .tz = &tz, .format = PGW_RECON_CSV};
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(statement, strlen(statement), &st, NULL), PGW_OK);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    char *report = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&report, &len);
+    pgw_recon_summary sum;
+    assert_int_equal(pgw_recon_run(s, st, &o, out, &sum, NULL), PGW_OK);
+    fclose(out);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    pgw_statement_free(st);
+    /* B: M7 against M1, both bare; as written last. */
+    assert_non_null(strstr(report, "member_mismatch,B,2,S002,"));
+    assert_non_null(strstr(report, ",purchase,purchase,M7,M1,2000,2000,20,20,,,"));
+    assert_non_null(strstr(report, ",statement_member_as_written\n"));
+    assert_non_null(strstr(report, ",member_id:M7\n"));
+    /* C: a phone is no member id: as written in both. */
+    assert_non_null(strstr(report, ",purchase,purchase,phone:13800138000,M1,3000,3000,31,30,"));
+    assert_non_null(strstr(report, ",phone:13800138000\n"));
+    free(report);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -432,6 +476,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_id_at_two_shops_is_not_paired,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_csv_members_compare, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
