@@ -19,6 +19,7 @@
 #include "server/import.h"
 #include "server/reconcile.h"
 #include "server/report.h"
+#include "util/redact.h"
 #include "util/csv.h"
 #include "util/http_client.h"
 #include "util/vault.h"
@@ -349,7 +350,7 @@ static int cmd_serve(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     char shown[PGW_STORE_URL_MAX + 1]; /* a password in the URL stays out of the log */
-    pgw_sql_redact_url(db, shown, sizeof(shown));
+    pgw_redact_db_url(db, shown, sizeof(shown));
     fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d, %s), database %s\n",
             cfg->mall_name, listen, pgw_http_port(http), cfg->http.tls ? "https" : "http", shown);
     rc = pgw_http_run(http, &err);

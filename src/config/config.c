@@ -12,6 +12,7 @@
 #include "core/identity.h"
 #include "core/otp.h"
 #include "util/json_read.h"
+#include "util/redact.h"
 
 #include <errno.h>
 #include <arpa/inet.h>
@@ -207,11 +208,13 @@ static int parse_listen_db(const json_t *root, pgw_config *cfg, pgw_err *err)
     bool sqlite = strncmp(cfg->db, "sqlite:", 7) == 0 && cfg->db[7] != '\0';
     bool postgres =
         strncmp(cfg->db, "postgresql://", 13) == 0 || strncmp(cfg->db, "postgres://", 11) == 0;
+    char shown[PGW_DB_URL_MAX + 1];
+    pgw_redact_db_url(cfg->db, shown, sizeof(shown));
     if (!sqlite && !postgres)
         return pgw_err_set(err, PGW_EINVAL,
                            "$.db: expected \"sqlite:PATH\" or a "
                            "\"postgresql://\" URL, got \"%.64s\"",
-                           cfg->db);
+                           shown);
     return PGW_OK;
 }
 
@@ -1442,20 +1445,21 @@ int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap)
                                      CAMPAIGN_KINDS[k], kinds[k]);
     }
     static const char *const policies[] = {"never", "rolling", "year_end"};
-    int n =
-        snprintf(buf, cap,
-                 "mall:       %s (%s, UTC%+d:%02d)\n"
-                 "shops:      %zu in %zu formats; %zu tiers\n"
-                 "campaigns:  %zu:%s\n"
-                 "expiry:     %s (months %d, years %d)\n"
-                 "channels:   wechat_mp %s, wechat_oa %s, sms %s\n"
-                 "keys:       %zu\n"
-                 "database:   %s; listen %s\n",
-                 cfg->mall_name, r->tz.name, r->tz.offset_s / 3600,
-                 (r->tz.offset_s < 0 ? -r->tz.offset_s : r->tz.offset_s) % 3600 / 60, r->n_shops,
-                 r->n_formats, r->n_tiers, r->n_campaigns, campaigns, policies[r->expiry.policy],
-                 (int)r->expiry.months, (int)r->expiry.years, cfg->wechat_mp.enabled ? "on" : "off",
-                 cfg->wechat_oa.enabled ? "on" : "off",
-                 cfg->sms.enabled ? cfg->sms.provider : "off", cfg->n_keys, cfg->db, cfg->listen);
+    char db[PGW_DB_URL_MAX + 1];
+    pgw_redact_db_url(cfg->db, db, sizeof(db)); /* check-config's output may be pasted anywhere */
+    int n = snprintf(buf, cap,
+                     "mall:       %s (%s, UTC%+d:%02d)\n"
+                     "shops:      %zu in %zu formats; %zu tiers\n"
+                     "campaigns:  %zu:%s\n"
+                     "expiry:     %s (months %d, years %d)\n"
+                     "channels:   wechat_mp %s, wechat_oa %s, sms %s\n"
+                     "keys:       %zu\n"
+                     "database:   %s; listen %s\n",
+                     cfg->mall_name, r->tz.name, r->tz.offset_s / 3600,
+                     (r->tz.offset_s < 0 ? -r->tz.offset_s : r->tz.offset_s) % 3600 / 60,
+                     r->n_shops, r->n_formats, r->n_tiers, r->n_campaigns, campaigns,
+                     policies[r->expiry.policy], (int)r->expiry.months, (int)r->expiry.years,
+                     cfg->wechat_mp.enabled ? "on" : "off", cfg->wechat_oa.enabled ? "on" : "off",
+                     cfg->sms.enabled ? cfg->sms.provider : "off", cfg->n_keys, db, cfg->listen);
     return (n < 0 || (size_t)n >= cap) ? PGW_ERANGE : PGW_OK;
 }

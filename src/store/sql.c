@@ -11,6 +11,7 @@
 #include "page_cache.h"
 #include "wal_vfs.h"
 #include "util/clock.h"
+#include "util/redact.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -125,22 +126,6 @@ static int sqlite_failure(pgw_sql *db, int result)
 
 /* ---- opening -------------------------------------------------------------------- */
 
-void pgw_sql_redact_url(const char *url, char *out, size_t cap)
-{
-    const char *scheme_end = strstr(url, "://");
-    const char *rest = scheme_end ? scheme_end + 3 : url;
-    const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
-    const char *colon = strchr(rest, ':');
-    size_t head = (size_t)(rest - url);
-    if (at != NULL && (slash == NULL || at < slash) && colon != NULL && colon < at)
-        snprintf(out, cap, "%.*s%.*s%s", (int)head, url, (int)(colon - rest), rest, at);
-    else
-        snprintf(out, cap, "%s", url);
-    char *query = strchr(out, '?');
-    if (query != NULL)
-        *query = '\0';
-}
-
 static void ignore_notice(void *arg, const char *message)
 {
     (void)arg;
@@ -196,7 +181,7 @@ static int pg_session(pgw_sql *db)
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
 {
     db->kind = PGW_SQL_POSTGRES;
-    pgw_sql_redact_url(url, db->name, sizeof(db->name));
+    pgw_redact_db_url(url, db->name, sizeof(db->name));
     char conninfo[CONNINFO_MAX];
     with_defaults(url, conninfo, sizeof(conninfo));
     db->pg = PQconnectdb(conninfo);
@@ -283,10 +268,13 @@ int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err)
     bool postgres = strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
     if (strlen(url) > PGW_SQL_URL_MAX)
         return pgw_err_set(err, PGW_EINVAL, "database URL longer than %d bytes", PGW_SQL_URL_MAX);
-    if (!postgres && strncmp(url, "sqlite:", 7) != 0)
+    if (!postgres && strncmp(url, "sqlite:", 7) != 0) {
+        char shown[PGW_SQL_URL_MAX + 1];
+        pgw_redact_db_url(url, shown, sizeof(shown));
         return pgw_err_set(err, PGW_EINVAL,
                            "database URL \"%.64s\" is neither sqlite:PATH nor postgresql://...",
-                           url);
+                           shown);
+    }
     pgw_sql *db = calloc(1, sizeof(*db));
     if (db == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");

@@ -69,9 +69,6 @@ void pgw_sql_close(pgw_sql *db);
 pgw_sql_kind pgw_sql_kind_of(const pgw_sql *db);
 /* The path or the URL without its password, for messages. */
 const char *pgw_sql_name(const pgw_sql *db);
-/* `url` as scheme://user@host:port/db, without a password or query: what
- * messages and logs may show. */
-void pgw_sql_redact_url(const char *url, char *out, size_t cap);
 /* The underlying sqlite3 handle (SQLite only: its WAL, PRAGMAs). */
 void *pgw_sql_sqlite_handle(pgw_sql *db);
 

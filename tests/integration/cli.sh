@@ -106,6 +106,21 @@ expect_exit 2 timeout 20 "$bin" serve --config "$routes_dir/routes.json" --liste
 expect_text "$routes_dir/routes.json: \$.notify.routes.points_expiring[1]: channel \"sms\" is not configured"
 [ ! -e "$routes_dir/x.db" ] || fail "serve made a database for a configuration it refused"
 rm -rf "$routes_dir"
+# Regression (the operations review): a database password reached the
+# output: check-config printed the URL whole, and a libpq keyword string
+# given as the database was echoed in its error.
+secret_dir=$(mktemp -d -p "$scratch")
+python3 -c 'import json, sys
+c = json.load(open("config/pointsgw.example.json"))
+c["db"] = "postgresql://pgw:s3cretpw@127.0.0.1:1/pointsgw?password=s3cretpw"
+json.dump(c, open(sys.argv[1], "w"), ensure_ascii=False)' "$secret_dir/pg.json"
+expect_exit 0 "$bin" check-config --config "$secret_dir/pg.json"
+expect_text "database:   postgresql://pgw@127.0.0.1:1/pointsgw;"
+[[ "$out" != *s3cretpw* ]] && pass || fail "check-config shows the password: $out"
+expect_exit 2 "$bin" verify --db "host=127.0.0.1 port=1 password=s3cretpw dbname=x"
+expect_text 'database URL "host=127.0.0.1 port=1 password=*** dbname=x" is neither'
+[[ "$out" != *s3cretpw* ]] && pass || fail "an error shows the password: $out"
+rm -rf "$secret_dir"
 expect_exit 2 "$bin" serve --config config/pointsgw.example.json --listen nowhere --db "sqlite:$(mktemp -d -p "$scratch")/x.db"
 expect_text 'expected HOST:PORT with port 0..65535, got "nowhere"'
 # Regression: a host that is a name (or no address) was taken, and the

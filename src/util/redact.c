@@ -1,0 +1,65 @@
+/*
+ * redact.c - see redact.h.
+ */
+#include "redact.h"
+
+#include "core/assertions.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* The first "password" in s, in any case, or NULL. */
+static char *find_password(char *s)
+{
+    for (; *s != '\0'; s++)
+        if (strncasecmp(s, "password", 8) == 0)
+            return s;
+    return NULL;
+}
+
+/* Replaces the value of every "password = VALUE" in s (a keyword/value
+ * string: the value runs to the next space) by "***", in place, the text
+ * cut to cap where a value shorter than the stars makes it longer. */
+static void hide_password_values(char *s, size_t cap)
+{
+    static const char stars[] = "***";
+    for (char *p = s; (p = find_password(p)) != NULL;) {
+        char *eq = p + 8 + strspn(p + 8, " \t");
+        p += 8;
+        if (*eq != '=')
+            continue;
+        char *value = eq + 1 + strspn(eq + 1, " \t");
+        size_t at = (size_t)(value - s);
+        if (at + sizeof(stars) > cap) { /* no room for the stars: the value goes */
+            *value = '\0';
+            return;
+        }
+        size_t len = strcspn(value, " \t"), tail = strlen(value + len);
+        size_t room = cap - at - sizeof(stars); /* for the tail, after the stars and the NUL */
+        size_t keep = tail < room ? tail : room;
+        memmove(value + 3, value + len, keep);
+        value[3 + keep] = '\0';
+        memcpy(value, stars, 3);
+        p = value + 3;
+    }
+}
+
+void pgw_redact_db_url(const char *url, char *out, size_t cap)
+{
+    PGW_ASSERT(cap > 0);
+    const char *scheme_end = strstr(url, "://");
+    const char *rest = scheme_end ? scheme_end + 3 : url;
+    const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
+    const char *colon = strchr(rest, ':');
+    size_t head = (size_t)(rest - url);
+    if (scheme_end != NULL && at != NULL && (slash == NULL || at < slash) && colon != NULL &&
+        colon < at)
+        snprintf(out, cap, "%.*s%.*s%s", (int)head, url, (int)(colon - rest), rest, at);
+    else
+        snprintf(out, cap, "%s", url);
+    char *query = scheme_end != NULL ? strchr(out, '?') : NULL;
+    if (query != NULL)
+        *query = '\0';
+    hide_password_values(out, cap);
+}

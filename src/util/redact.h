@@ -1,0 +1,19 @@
+/*
+ * redact.h - a database URL as messages, logs and check-config may show it.
+ *
+ * An operator's database setting may hold a password: in the URL
+ * (postgresql://user:secret@host/db), in its query (?password=secret), or
+ * in a libpq keyword/value string given where a URL was expected
+ * ("host=db password=secret"). None of it may reach stdout or stderr.
+ */
+#ifndef PGW_UTIL_REDACT_H
+#define PGW_UTIL_REDACT_H
+
+#include <stddef.h>
+
+/* `url` into out (cap > 0; cut to fit): scheme://user@host:port/db without
+ * its password or query, and any "password=VALUE" (any case, spaces before
+ * '=' allowed) with VALUE replaced by "***". */
+void pgw_redact_db_url(const char *url, char *out, size_t cap);
+
+#endif
