@@ -285,19 +285,46 @@ static void on_stop_signal(int sig)
         pgw_http_shutdown(serving); /* async-signal-safe: a flag and a wake-up */
 }
 
+/* The file of a sqlite: database, or NULL for another URL. */
+static const char *sqlite_file(const char *url)
+{
+    return strncmp(url, "sqlite:", 7) == 0 ? url + 7 : NULL;
+}
+
 /* Creates the directory of a sqlite:DIR/FILE database when missing. */
 static void make_db_dir(const char *url)
 {
-    if (strncmp(url, "sqlite:", 7) != 0)
+    if (sqlite_file(url) == NULL)
         return;
     char dir[PGW_STORE_URL_MAX + 1];
-    snprintf(dir, sizeof(dir), "%s", url + 7);
+    snprintf(dir, sizeof(dir), "%s", sqlite_file(url));
     char *slash = strrchr(dir, '/');
     if (slash == NULL || slash == dir)
         return;
     *slash = '\0';
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         fprintf(stderr, "pointsgw serve: cannot create %s: %s\n", dir, strerror(errno));
+}
+
+/* Says where a database serve created is, whole: a relative path is the
+ * working directory's, and serve started from another folder (systemd
+ * without WorkingDirectory starts in /) made a new, empty ledger there
+ * without a word (the operations review). And warns of a database others
+ * may read: it holds members' sealed phones, as backups do (0600). */
+static void tell_database_file(const char *url, bool existed)
+{
+    const char *path = sqlite_file(url);
+    char whole[PATH_MAX];
+    struct stat st;
+    if (path == NULL || realpath(path, whole) == NULL || stat(whole, &st) != 0)
+        return;
+    if (!existed)
+        fprintf(stderr, "pointsgw serve: created a new database at %s\n", whole);
+    if ((st.st_mode & 077) != 0)
+        fprintf(stderr,
+                "pointsgw serve: warning: %s is open to other users (mode %03o): it holds "
+                "members' sealed identities; chmod 600 it and its -wal and -shm files\n",
+                whole, (unsigned)(st.st_mode & 0777));
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -323,7 +350,13 @@ static int cmd_serve(int argc, char **argv)
         pgw_config_free(cfg);
         return EXIT_USAGE;
     }
+    /* A database serve creates is its owner's alone, as a backup is: SQLite
+     * gives its -wal and -shm files the database's mode. Serve creates no
+     * other file. */
+    umask(077);
     make_db_dir(db);
+    struct stat before;
+    bool existed = sqlite_file(db) == NULL || stat(sqlite_file(db), &before) == 0;
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
     pgw_http_options opts = {.cfg = cfg,
                              .db_url = db,
@@ -348,7 +381,12 @@ static int cmd_serve(int argc, char **argv)
     sa.sa_handler = on_stop_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A hang-up stops it as cleanly: it has nothing to reload, and its log
+     * is stdout, no file to reopen. Killed by it, requests in flight were
+     * dropped and the WAL left uncheckpointed (the operations review). */
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    tell_database_file(db, existed);
     char shown[PGW_STORE_URL_MAX + 1]; /* a password in the URL stays out of the log */
     pgw_redact_db_url(db, shown, sizeof(shown));
     fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d, %s), database %s\n",

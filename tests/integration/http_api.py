@@ -1686,6 +1686,44 @@ def test_expiry_sweep(s):
           f"a refund after expiry writes the expired points off: {status} {back} {view}")
 
 
+def test_database_file(s):
+    """Regression (the operations review): serve made a new, empty ledger
+    wherever a relative path led without a word, and made it readable by
+    every user although it holds members' sealed phones (backups are 0600)."""
+    if not s.db.startswith("sqlite:"):
+        return  # PostgreSQL: the server's files, not ours
+    path = os.path.realpath(s.db[len("sqlite:"):])
+    check("created a new database at " + path + "\n" in s.startup,
+          f"serve says where it made the database: {s.startup}")
+    for name in (path, path + "-wal"):
+        mode = os.stat(name).st_mode & 0o777
+        check(mode == 0o600, f"{name} is the owner's alone: {mode:o}")
+
+
+def test_hangup(tmp):
+    """Regression (the operations review): SIGHUP killed the server outright
+    (exit 129), dropping requests in flight; it has nothing to reload."""
+    d = os.path.join(tmp, "hangup")
+    os.makedirs(d, exist_ok=True)
+    s = Server(d, write_config(d, name="hangup.json"),
+               db="sqlite:" + os.path.join(d, "hangup.db"))
+    try:
+        status, _, _ = s.request("POST", "/v1/events", purchase("E-HUP", member="MHUP"))
+        check(status == 201, f"an event before the hang-up: {status}")
+    finally:
+        s.proc.send_signal(signal.SIGHUP)
+        err = s.proc.stderr.read()
+        code = s.proc.wait(timeout=30)
+    check(code == 0 and "stopped cleanly" in err, f"SIGHUP stops cleanly: exit {code}: {err}")
+    s = Server(d, write_config(d, name="hangup.json"), db=s.db)
+    try:
+        check("created a new database" not in s.startup and
+              s.request("GET", "/v1/members/MHUP")[1].get("balance", 0) > 0,
+              f"started again on the same ledger, and says nothing new: {s.startup}")
+    finally:
+        s.stop()
+
+
 def test_shop_csv(s):
     """A till's export: BOM, CRLF, quotes, Chinese text, bad rows reported by line, re-upload."""
     rows = [
@@ -3635,7 +3673,7 @@ def main():
                          test_lws_own_answers,
                          test_head,
                          test_pipelining,
-                         test_batch, test_shop_csv, test_shop_csv_lists_live_sales,
+                         test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
                          test_imports,
                          test_expiry_sweep,
                          test_signatures,
@@ -3653,6 +3691,7 @@ def main():
         test_trusted_proxy(tmp)
         test_slow_bodies(tmp)
         test_body_pause(tmp)
+        test_hangup(tmp)
         test_health_sees_the_file_moved(tmp)
         test_stream_gap_closes_watchers(tmp)
         test_stream_big_drain(tmp)
