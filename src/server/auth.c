@@ -72,6 +72,33 @@ static void principal_from(const pgw_key_config *k, pgw_principal *who)
     }
 }
 
+/* SHA-256 of "demo-admin-key-change-me", the admin key README's first
+ * curl shows and the example configuration holds: anyone may read it. */
+static const uint8_t DEMO_KEY_SHA256[32] = {
+    0xc1, 0x4d, 0x7b, 0xde, 0xcf, 0x21, 0x88, 0x28, 0x9b, 0xf9, 0xd4, 0x36, 0x5a, 0x65, 0x0f, 0x7f,
+    0xdd, 0x6f, 0x26, 0xd9, 0xf1, 0x65, 0x6d, 0x41, 0x2e, 0xb4, 0x7b, 0x81, 0x76, 0xe3, 0x20, 0xed};
+
+/* The published demo key is refused outside development mode, and said
+ * aloud within it: copied with the example, it opened the admin scope to
+ * anyone who read README (the operations review, from another host). */
+static int check_not_demo(const pgw_config *cfg, const pgw_key_config *k, const uint8_t sha256[32],
+                          pgw_err *err)
+{
+    if (CRYPTO_memcmp(sha256, DEMO_KEY_SHA256, 32) != 0)
+        return PGW_OK;
+    if (!cfg->security.development_mode)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "key %s is README's published demo key: anyone may use it; make one "
+                           "of your own with `pointsgw keys add` (it is taken only in "
+                           "security.development_mode)",
+                           k->name);
+    fprintf(stderr,
+            "pointsgw: warning: key %s is README's published demo key: anyone who can reach "
+            "this server may use it; make one of your own with `pointsgw keys add`\n",
+            k->name);
+    return PGW_OK;
+}
+
 int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
 {
     *out = NULL;
@@ -92,6 +119,11 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
                 continue;
             }
             pgw_sha256(value, strlen(value), e->sha256);
+        }
+        int refused = check_not_demo(cfg, k, e->sha256, err);
+        if (refused != PGW_OK) {
+            pgw_auth_free(a);
+            return refused;
         }
         /* The configuration refuses one hash or variable twice; two
          * variables may still hold one key. */

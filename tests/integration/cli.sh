@@ -265,6 +265,13 @@ sed 's/"development_mode": true/"development_mode": false/' config/pointsgw.exam
 grep -q '"development_mode": false' "$tmp/prod.json" && pass || fail "could not make a production config"
 expect_exit 2 env -u PGW_PHONE_HMAC_KEY -u PGW_PHONE_AES_KEY "$bin" serve --config "$tmp/prod.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/prod.db"
 expect_text "PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY must each hold 64 hex digits"
+# Regression (the operations review): the example's admin key, whose
+# secret README prints, was taken as any other key, also from another host.
+expect_exit 2 env PGW_PHONE_HMAC_KEY="$(printf '1%.0s' {1..64})" PGW_PHONE_AES_KEY="$(printf '2%.0s' {1..64})" \
+    "$bin" serve --config "$tmp/prod.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/prod.db"
+expect_text "key demo-admin is README's published demo key: anyone may use it"
+expect_exit 124 timeout 3 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 --db "sqlite:$tmp/demo.db"
+expect_text "pointsgw: warning: key demo-admin is README's published demo key"
 
 # Input files are bounded: an event file over 1 MiB is refused before it is parsed.
 head -c 1100000 /dev/zero | tr '\0' ' ' >"$tmp/huge.json"
