@@ -23,18 +23,60 @@ struct pgw_vault {
     uint8_t seal_key[KEY_LEN];
 };
 
-/* 64 hex digits -> 32 bytes; false for anything else. */
-static bool key_from_hex(const char *hex, uint8_t out[KEY_LEN])
+typedef enum key_state { KEY_UNSET, KEY_MALFORMED, KEY_OK } key_state;
+
+static int hex_digit(char c)
 {
-    if (hex == NULL || strlen(hex) != 2 * KEY_LEN)
-        return false;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Variable `var`: unset or empty, or exactly 64 hex digits (-> out), or
+ * malformed. Digit by digit: sscanf's %2x took a sign or a space. */
+static key_state read_key(const char *var, uint8_t out[KEY_LEN])
+{
+    const char *hex = getenv(var);
+    if (hex == NULL || hex[0] == '\0')
+        return KEY_UNSET;
+    if (strlen(hex) != 2 * KEY_LEN)
+        return KEY_MALFORMED;
     for (size_t i = 0; i < KEY_LEN; i++) {
-        unsigned int byte;
-        if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
-            return false;
-        out[i] = (uint8_t)byte;
+        int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return KEY_MALFORMED;
+        out[i] = (uint8_t)(hi << 4 | lo);
     }
-    return true;
+    return KEY_OK;
+}
+
+/* Why the keys read cannot be used (never their values); PGW_OK when both
+ * are whole, or both unset in development mode. Set keys are held to the
+ * same rule in either mode: a typo must not fall back to public keys. */
+static int keys_problem(const char *hmac_env, key_state h, const char *aes_env, key_state a,
+                        bool development, pgw_err *err)
+{
+    if (h == KEY_MALFORMED && a == KEY_MALFORMED)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s and %s are malformed: each must be 64 hex digits (a 32-byte key)",
+                           hmac_env, aes_env);
+    if (h == KEY_MALFORMED || a == KEY_MALFORMED)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s is malformed: it must be 64 hex digits (a 32-byte key)",
+                           h == KEY_MALFORMED ? hmac_env : aes_env);
+    if (h != a) /* one whole, the other unset */
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s is not set, but %s is: the phone keys go together, 64 hex digits "
+                           "each%s",
+                           h == KEY_UNSET ? hmac_env : aes_env, h == KEY_UNSET ? aes_env : hmac_env,
+                           development ? " (development mode's public keys need both unset)" : "");
+    if (h == KEY_UNSET && !development)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s and %s must each hold 64 hex digits (32-byte keys) to store "
+                           "phones; security.development_mode allows running without them",
+                           hmac_env, aes_env);
+    return PGW_OK;
 }
 
 int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, pgw_vault **out,
@@ -45,16 +87,13 @@ int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, 
     pgw_vault *v = calloc(1, sizeof(*v));
     if (v == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the vault");
-    bool have =
-        key_from_hex(getenv(hmac_env), v->index_key) && key_from_hex(getenv(aes_env), v->seal_key);
-    if (!have && !development) {
-        pgw_vault_free(v);
-        return pgw_err_set(err, PGW_EINVAL,
-                           "%s and %s must each hold 64 hex digits (32-byte keys) to store "
-                           "phones; security.development_mode allows running without them",
-                           hmac_env, aes_env);
+    key_state h = read_key(hmac_env, v->index_key), a = read_key(aes_env, v->seal_key);
+    int rc = keys_problem(hmac_env, h, aes_env, a, development, err);
+    if (rc != PGW_OK) {
+        pgw_vault_free(v); /* wipes what was read */
+        return rc;
     }
-    if (!have) { /* public, fixed: a demo's phones are protected by nothing */
+    if (h == KEY_UNSET) { /* public, fixed: a demo's phones are protected by nothing */
         memset(v->index_key, 0x11, KEY_LEN);
         memset(v->seal_key, 0x22, KEY_LEN);
         *warned = true;

@@ -14,7 +14,9 @@
  * configuration names (security.phone_hmac_key_env, phone_aes_key_env).
  * Without them the vault refuses to open, unless the configuration says
  * development_mode: then fixed, publicly known keys are used and a warning
- * says so (fine for a demo, never for real members).
+ * says so (fine for a demo, never for real members). Only both unset (or
+ * empty) mean that: a key set but malformed, or one without the other, is
+ * refused in either mode, the message naming the variable.
  *
  * A pgw_vault is immutable once opened: any thread may use it.
  */
@@ -32,7 +34,8 @@ typedef struct pgw_vault pgw_vault;
 
 /*
  * Reads the keys from the variables named; `development` allows the fixed
- * keys when they are unset. *warned is set when those were used. The
+ * keys when both are unset. *warned is set when those were used.
+ * PGW_EINVAL naming the variable for a key missing or malformed. The
  * caller frees the vault with pgw_vault_free.
  */
 int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, pgw_vault **out,

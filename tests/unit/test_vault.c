@@ -99,15 +99,15 @@ static void test_keys_are_required_outside_development(void **state)
 {
     (void)state;
     unsetenv("TEST_PGW_NONE_A");
-    setenv("TEST_PGW_SHORT", "abcd", 1);
+    setenv("TEST_PGW_EMPTY", "", 1); /* as unset: `VAR= pointsgw ...` */
     pgw_vault *v = NULL;
     bool warned = false;
     pgw_err err;
-    assert_int_equal(pgw_vault_open("TEST_PGW_NONE_A", "TEST_PGW_SHORT", false, &v, &warned, &err),
+    assert_int_equal(pgw_vault_open("TEST_PGW_NONE_A", "TEST_PGW_EMPTY", false, &v, &warned, &err),
                      PGW_EINVAL);
     assert_null(v);
     assert_non_null(strstr(err.msg, "development_mode"));
-    assert_int_equal(pgw_vault_open("TEST_PGW_NONE_A", "TEST_PGW_SHORT", true, &v, &warned, &err),
+    assert_int_equal(pgw_vault_open("TEST_PGW_NONE_A", "TEST_PGW_EMPTY", true, &v, &warned, &err),
                      PGW_OK);
     assert_true(warned);
     pgw_identity card;
@@ -122,12 +122,86 @@ static void test_keys_are_required_outside_development(void **state)
     pgw_vault_free(v);
 }
 
+/* Opens the vault on `hmac` and `aes` (NULL: unset) and expects it refused
+ * in either mode, its message naming `named` and not holding the value. */
+static void expect_refused(const char *hmac, const char *aes, const char *named)
+{
+    if (hmac != NULL)
+        setenv("TEST_PGW_HMAC", hmac, 1);
+    else
+        unsetenv("TEST_PGW_HMAC");
+    if (aes != NULL)
+        setenv("TEST_PGW_AES", aes, 1);
+    else
+        unsetenv("TEST_PGW_AES");
+    for (int development = 1; development >= 0; development--) {
+        pgw_vault *v = NULL;
+        bool warned = false;
+        pgw_err err = {0};
+        int rc = pgw_vault_open("TEST_PGW_HMAC", "TEST_PGW_AES", development, &v, &warned, &err);
+        if (rc != PGW_EINVAL || v != NULL || warned)
+            fail_msg("%s/%s, development %d: rc %d, warned %d: %s", hmac ? hmac : "(unset)",
+                     aes ? aes : "(unset)", development, rc, (int)warned, err.msg);
+        if (strstr(err.msg, named) == NULL)
+            fail_msg("the message does not name %s: %s", named, err.msg);
+        if ((hmac != NULL && hmac[0] && strstr(err.msg, hmac) != NULL) ||
+            (aes != NULL && aes[0] && strstr(err.msg, aes) != NULL))
+            fail_msg("the message shows a key: %s", err.msg);
+    }
+}
+
+/*
+ * Regression (the operations review): in development mode a key that was
+ * set but malformed ("abc"), or one key without the other, was replaced by
+ * the public keys, the warning saying they were "not set"; outside it, a
+ * key with a sign or a space ("-1...", sscanf's %2x) was taken for another
+ * key. Keys that are set must be whole and paired in either mode; only both
+ * unset fall back to the public keys.
+ */
+static void test_keys_set_must_be_whole_and_paired(void **state)
+{
+    (void)state;
+    expect_refused("abc", NULL, "TEST_PGW_HMAC is malformed");
+    expect_refused("abc", AES_HEX, "TEST_PGW_HMAC is malformed");
+    expect_refused(HMAC_HEX, "abc", "TEST_PGW_AES is malformed");
+    expect_refused("abc", "abc", "TEST_PGW_HMAC and TEST_PGW_AES are malformed");
+    expect_refused(HMAC_HEX "00", AES_HEX, "TEST_PGW_HMAC is malformed"); /* 66 digits */
+    expect_refused("-10102030405060708090a0b0c0d0e0f10"
+                   "1112131415161718191a1b1c1d1e1f",
+                   AES_HEX, "TEST_PGW_HMAC is malformed");
+    expect_refused(HMAC_HEX,
+                   " 1e0d0c0b0a090807060504030201000f1"
+                   "e1d1c1b1a191817161514131211101",
+                   "TEST_PGW_AES is malformed");
+    expect_refused(HMAC_HEX, NULL, "TEST_PGW_AES is not set");
+    expect_refused(HMAC_HEX, "", "TEST_PGW_AES is not set");
+    expect_refused(NULL, AES_HEX, "TEST_PGW_HMAC is not set");
+    /* Upper-case digits are digits. */
+    setenv("TEST_PGW_HMAC", "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789", 1);
+    setenv("TEST_PGW_AES", AES_HEX, 1);
+    pgw_vault *v = NULL;
+    bool warned = true;
+    pgw_err err;
+    if (pgw_vault_open("TEST_PGW_HMAC", "TEST_PGW_AES", false, &v, &warned, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_false(warned);
+    pgw_vault_free(v);
+    /* Both empty: unset, the public keys in development mode only. */
+    setenv("TEST_PGW_HMAC", "", 1);
+    setenv("TEST_PGW_AES", "", 1);
+    assert_int_equal(pgw_vault_open("TEST_PGW_HMAC", "TEST_PGW_AES", true, &v, &warned, &err),
+                     PGW_OK);
+    assert_true(warned);
+    pgw_vault_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_blind_index_is_the_hmac_of_the_normalised_phone),
         cmocka_unit_test(test_sealed_phone_opens_only_where_it_belongs),
         cmocka_unit_test(test_keys_are_required_outside_development),
+        cmocka_unit_test(test_keys_set_must_be_whole_and_paired),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
