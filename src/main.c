@@ -740,7 +740,11 @@ static int rows_writer_start(const pgw_config *cfg, const char *url, bool notify
                             vault, &warned, err);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&wo, w, err);
+    if (rc == PGW_OK) /* the writer made the database if it was not there */
+        rc = pgw_api_check_phone_keys(*vault, url, err);
     if (rc != PGW_OK) {
+        pgw_writer_stop(*w);
+        *w = NULL;
         pgw_vault_free(*vault);
         *vault = NULL;
     }
@@ -1470,6 +1474,8 @@ static int cmd_member(int argc, char **argv)
                            &vault, &warned, &err);
     if (r == PGW_OK)
         r = pgw_writer_start(&ro, &reader, &err);
+    if (r == PGW_OK)
+        r = pgw_api_check_phone_keys(vault, url, &err);
     bool looked = r == PGW_OK; /* from here PGW_ENOTFOUND is about the member */
     if (r == PGW_OK)
         r = member_view(reader, cfg, vault, &who, &view, &err);

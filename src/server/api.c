@@ -3976,6 +3976,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         rc = pgw_auth_new(opts->cfg, &api->auth, err);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&wo, &api->writer, err);
+    if (rc == PGW_OK) /* the writer made the database if it was not there */
+        rc = pgw_api_check_phone_keys(api->vault, opts->db_url, err);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&ro, &api->reader, err);
     if (rc == PGW_OK)
@@ -3998,6 +4000,20 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     }
     *out = api;
     return PGW_OK;
+}
+
+int pgw_api_check_phone_keys(const pgw_vault *vault, const char *db_url, pgw_err *err)
+{
+    pgw_store *store = NULL;
+    pgw_identity_key phones[2];
+    size_t n = 0;
+    int rc = pgw_store_open(db_url, false, &store, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_some_phones(store, phones, &n, err);
+    pgw_store_close(store);
+    for (size_t i = 0; rc == PGW_OK && i < n; i++)
+        rc = pgw_vault_check_stored(vault, &phones[i], err);
+    return rc;
 }
 
 void pgw_api_stop(pgw_api *api)

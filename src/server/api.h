@@ -107,7 +107,18 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out);
 json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const pgw_command *cmd);
 json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown);
 
-/* Starts the writer and the reader on db_url and loads the keys. */
+/*
+ * Refuses phone keys other than those the phones in db_url (an existing
+ * database) were stored with: found by another blind index, a known phone
+ * would enrol a second member. Reads two phones (pgw_store_some_phones)
+ * and checks them (pgw_vault_check_stored: PGW_ESTATE naming both
+ * variables); a database without phones takes any keys. Whoever opens the
+ * vault on a database calls it before using them.
+ */
+int pgw_api_check_phone_keys(const pgw_vault *vault, const char *db_url, pgw_err *err);
+
+/* Starts the writer and the reader on db_url and loads the keys (refused
+ * when they are not the database's: pgw_api_check_phone_keys). */
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err);
 /* Stops the reader and the writer, which first apply and commit what is
  * queued: afterwards every job has been handed to notify. */

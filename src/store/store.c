@@ -149,6 +149,7 @@ enum {
     ST_FIND_IDENTITY,
     ST_BIND_IDENTITY,
     ST_MEMBER_IDENTITIES,
+    ST_SOME_PHONES,
     ST_MEMBER_REACH,
     ST_MEMBER_WECHAT_IDS,
     ST_MERGED_INTO,
@@ -447,6 +448,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * shops), and the member view's first 16 should show the rest. */
     [ST_MEMBER_IDENTITIES] = "SELECT kind, scope, lookup, sealed FROM identities"
                              " WHERE member = ?1 ORDER BY kind = 2, kind, scope, lookup LIMIT ?2",
+    /* The start's check of the phone keys: the first and the last phone in
+     * the primary key's order, two reads of its index however many. */
+    [ST_SOME_PHONES] =
+        "SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
+        " FROM identities WHERE kind = ?1 ORDER BY scope, lookup LIMIT 1) AS first_phone"
+        " UNION ALL SELECT kind, scope, lookup, sealed FROM (SELECT kind, scope, lookup, sealed"
+        " FROM identities WHERE kind = ?1 ORDER BY scope DESC, lookup DESC LIMIT 1) AS last_phone",
     /* The notifier's: the openids of our two apps and the newest phone, one
      * each, however many other identities the member holds. */
     [ST_MEMBER_REACH] =
@@ -3428,6 +3436,13 @@ int pgw_store_member_identities(pgw_store *s, const char *member, pgw_identity_k
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, (int64_t)cap);
     return read_rows(s, st, identity_row, out, sizeof(*out), cap, n, "reading identities", err);
+}
+
+int pgw_store_some_phones(pgw_store *s, pgw_identity_key out[2], size_t *n, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_SOME_PHONES];
+    pgw_sql_bind_int64(st, 1, (int)PGW_ID_PHONE);
+    return read_rows(s, st, identity_row, out, sizeof(*out), 2, n, "reading stored phones", err);
 }
 
 int pgw_store_member_reach(pgw_store *s, const char *member, const char *mp_appid,

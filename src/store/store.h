@@ -425,6 +425,11 @@ int pgw_store_member_reach(pgw_store *store, const char *member, const char *mp_
 /* Up to `cap` of a member's identities, ordered by kind, cards last. */
 int pgw_store_member_identities(pgw_store *store, const char *member, pgw_identity_key *out,
                                 size_t cap, size_t *n, pgw_err *err);
+/* The first and the last stored phone by blind index (*n 2; the same one
+ * twice when there is one; 0 when none), read from the primary key's index
+ * (cheap at any size): the start's check of the phone keys (server/api.h
+ * pgw_api_check_phone_keys). */
+int pgw_store_some_phones(pgw_store *store, pgw_identity_key out[2], size_t *n, pgw_err *err);
 
 /* ---- merges -------------------------------------------------------------- */
 

@@ -18,9 +18,16 @@
 #define NONCE_LEN 12
 #define TAG_LEN   16
 
+#define VAR_NAME_MAX 64 /* as the configuration's (config.h PGW_ENV_NAME_MAX) */
+
 struct pgw_vault {
     uint8_t index_key[KEY_LEN];
     uint8_t seal_key[KEY_LEN];
+    bool development; /* the public keys allowed: the messages offer them */
+    bool public_keys; /* those in use: the messages say so */
+    /* The variables the keys came from: the messages name them. */
+    char index_var[VAR_NAME_MAX + 1];
+    char seal_var[VAR_NAME_MAX + 1];
 };
 
 typedef enum key_state { KEY_UNSET, KEY_MALFORMED, KEY_OK } key_state;
@@ -84,9 +91,15 @@ int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, 
 {
     *out = NULL;
     *warned = false;
+    if (strlen(hmac_env) > VAR_NAME_MAX || strlen(aes_env) > VAR_NAME_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a phone key's variable name is over %d bytes",
+                           VAR_NAME_MAX);
     pgw_vault *v = calloc(1, sizeof(*v));
     if (v == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the vault");
+    v->development = development;
+    snprintf(v->index_var, sizeof(v->index_var), "%s", hmac_env);
+    snprintf(v->seal_var, sizeof(v->seal_var), "%s", aes_env);
     key_state h = read_key(hmac_env, v->index_key), a = read_key(aes_env, v->seal_key);
     int rc = keys_problem(hmac_env, h, aes_env, a, development, err);
     if (rc != PGW_OK) {
@@ -96,6 +109,7 @@ int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, 
     if (h == KEY_UNSET) { /* public, fixed: a demo's phones are protected by nothing */
         memset(v->index_key, 0x11, KEY_LEN);
         memset(v->seal_key, 0x22, KEY_LEN);
+        v->public_keys = true;
         *warned = true;
     }
     *out = v;
@@ -152,6 +166,20 @@ static int unseal(const pgw_vault *v, const uint8_t *in, size_t in_len, const ch
     return PGW_OK;
 }
 
+/* hex HMAC-SHA256(index key, value): a phone's lookup. */
+static int blind_index(const pgw_vault *v, const char *value, char out[PGW_LOOKUP_MAX + 1],
+                       pgw_err *err)
+{
+    uint8_t mac[32];
+    unsigned int mac_len = 0;
+    if (HMAC(EVP_sha256(), v->index_key, KEY_LEN, (const uint8_t *)value, strlen(value), mac,
+             &mac_len) == NULL ||
+        mac_len != sizeof(mac))
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot compute a blind index");
+    pgw_hash_hex(mac, out, PGW_LOOKUP_MAX + 1);
+    return PGW_OK;
+}
+
 int pgw_vault_key(const pgw_vault *v, const pgw_identity *id, pgw_identity_key *out, pgw_err *err)
 {
     memset(out, 0, sizeof(*out));
@@ -161,14 +189,48 @@ int pgw_vault_key(const pgw_vault *v, const pgw_identity *id, pgw_identity_key *
         snprintf(out->lookup, sizeof(out->lookup), "%s", id->value);
         return PGW_OK;
     }
-    uint8_t mac[32];
-    unsigned int mac_len = 0;
-    if (HMAC(EVP_sha256(), v->index_key, KEY_LEN, (const uint8_t *)id->value, strlen(id->value),
-             mac, &mac_len) == NULL ||
-        mac_len != sizeof(mac))
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot compute a blind index");
-    pgw_hash_hex(mac, out->lookup, sizeof(out->lookup));
-    return seal(v, id->value, out->lookup, out->sealed, &out->sealed_len, err);
+    int rc = blind_index(v, id->value, out->lookup, err);
+    return rc == PGW_OK ? seal(v, id->value, out->lookup, out->sealed, &out->sealed_len, err) : rc;
+}
+
+/* The keys are not those a stored phone was made with: which one failed
+ * (`sealing`: the sealing key; else the index key), and what to do. */
+static int other_keys(const pgw_vault *v, bool sealing, pgw_err *err)
+{
+    if (v->public_keys)
+        return pgw_err_set(err, PGW_ESTATE,
+                           "the database's phones were sealed with other keys than the "
+                           "development mode's public ones: set %s and %s to the keys they were "
+                           "stored with",
+                           v->index_var, v->seal_var);
+    return pgw_err_set(err, PGW_ESTATE,
+                       "the database's phones were %s: %s %s; %s and %s must be the keys they "
+                       "were stored with%s",
+                       sealing ? "sealed with other keys" : "indexed with another key",
+                       sealing ? v->seal_var : v->index_var,
+                       sealing ? "does not open them" : "gives them other blind indexes",
+                       v->index_var, v->seal_var,
+                       v->development ? " (or both unset, if they were stored in development mode)"
+                                      : "");
+}
+
+int pgw_vault_check_stored(const pgw_vault *v, const pgw_identity_key *stored, pgw_err *err)
+{
+    if (stored->kind != PGW_ID_PHONE)
+        return pgw_err_set(err, PGW_EINVAL, "not a phone");
+    if (stored->sealed_len < NONCE_LEN + TAG_LEN)
+        return pgw_err_set(err, PGW_EIO, "a stored phone has no sealed number (damaged?)");
+    char phone[32], lookup[PGW_LOOKUP_MAX + 1];
+    int rc = unseal(v, stored->sealed, stored->sealed_len, stored->lookup, phone, sizeof(phone),
+                    NULL); /* GCM's tag: the sealing key, or the row was moved */
+    if (rc != PGW_OK)
+        rc = other_keys(v, true, err);
+    if (rc == PGW_OK)
+        rc = blind_index(v, phone, lookup, err);
+    if (rc == PGW_OK && strcmp(lookup, stored->lookup) != 0)
+        rc = other_keys(v, false, err);
+    OPENSSL_cleanse(phone, sizeof(phone));
+    return rc;
 }
 
 int pgw_vault_display(const pgw_vault *v, const pgw_identity_key *key, char *out, size_t cap,

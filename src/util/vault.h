@@ -18,6 +18,13 @@
  * empty) mean that: a key set but malformed, or one without the other, is
  * refused in either mode, the message naming the variable.
  *
+ * Keys other than those a database's phones were stored with would find
+ * none of them (another blind index: a known phone would enrol a second
+ * member) and open none: pgw_vault_check_stored tells, and whoever opens
+ * a vault on a database refuses to start then (server/api.h
+ * pgw_api_check_phone_keys). There is no re-keying: a database keeps the
+ * keys it was made with.
+ *
  * A pgw_vault is immutable once opened: any thread may use it.
  */
 #ifndef PGW_UTIL_VAULT_H
@@ -33,14 +40,24 @@
 typedef struct pgw_vault pgw_vault;
 
 /*
- * Reads the keys from the variables named; `development` allows the fixed
- * keys when both are unset. *warned is set when those were used.
- * PGW_EINVAL naming the variable for a key missing or malformed. The
- * caller frees the vault with pgw_vault_free.
+ * Reads the keys from the variables named (names of at most 64 bytes);
+ * `development` allows the fixed keys when both are unset. *warned is set
+ * when those were used. PGW_EINVAL naming the variable for a key missing
+ * or malformed. The caller frees the vault with pgw_vault_free.
  */
 int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, pgw_vault **out,
                    bool *warned, pgw_err *err);
 void pgw_vault_free(pgw_vault *vault);
+
+/*
+ * Whether `stored`, a phone read back from a database, was made with this
+ * vault's keys: its sealed number opens (GCM's tag fails under another
+ * sealing key) and its blind index is that number's under the index key.
+ * PGW_ESTATE when not, the message naming both variables (never a key or
+ * the number); PGW_EIO for a phone with no sealed number; PGW_EINVAL for
+ * an identity that is no phone.
+ */
+int pgw_vault_check_stored(const pgw_vault *vault, const pgw_identity_key *stored, pgw_err *err);
 
 /* The store's key for an identity; phones are blinded and sealed. */
 int pgw_vault_key(const pgw_vault *vault, const pgw_identity *id, pgw_identity_key *out,

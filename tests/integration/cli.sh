@@ -318,16 +318,18 @@ expect_text "the subcommand is 'add'"
 import_db="sqlite:$tmp/import.db"
 edited_db="sqlite:$tmp/edited.db"
 repair_db="sqlite:$tmp/repair.db"
+keys_db="sqlite:$tmp/keys.db"
 if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
     admin=$(cat "$PGW_TEST_PG_DIR/url")
     suffix=$RANDOM
     pg_admin=$admin
     pg_dbs=("pgwc_${$}_$suffix" "pgwc_empty_${$}_$suffix" "pgwc_edited_${$}_$suffix"
-        "pgwc_repair_${$}_$suffix")
+        "pgwc_repair_${$}_$suffix" "pgwc_keys_${$}_$suffix")
     for db in "${pg_dbs[@]}"; do psql -qX "$admin" -c "CREATE DATABASE $db"; done
     import_db="${admin%/*}/pgwc_${$}_$suffix"
     edited_db="${admin%/*}/pgwc_edited_${$}_$suffix"
     repair_db="${admin%/*}/pgwc_repair_${$}_$suffix"
+    keys_db="${admin%/*}/pgwc_keys_${$}_$suffix"
     # An empty database is not taken for an empty log, nor is a missing one.
     expect_exit 2 "$bin" verify --db "${admin%/*}/pgwc_empty_${$}_$suffix"
     expect_text "no pointsgw database there"
@@ -439,6 +441,60 @@ if [ -n "$by_card" ] && [ -n "$by_phone" ] && [ "$by_card" != "$by_phone" ]; the
 fi
 expect_exit 0 "$bin" verify --db "$import_db"
 expect_text "transfers:  4 checked"
+
+# Regression (the operations review): phone keys other than those the
+# database's phones were stored with were taken silently: the same phone got
+# another blind index, was not found, and its next event enrolled a second
+# member. Each command that opens the vault on a database with phones
+# (serve, member, import-balances, reconcile --repair) refuses to start.
+# $import_db's phones were stored in development mode (its public keys:
+# 32 bytes of 0x11 to index, of 0x22 to seal, util/vault.c).
+hex64() { printf "$1%.0s" {1..64}; }
+with_keys() { env PGW_PHONE_HMAC_KEY="$(hex64 "$1")" PGW_PHONE_AES_KEY="$(hex64 "$2")" "${@:3}"; }
+no_keys_shown() {
+    if [[ "$out" == *13500135000* || "$out" == *"$(hex64 "$1")"* || "$out" == *"$(hex64 "$2")"* ]]; then
+        fail "a refusal shows a phone or a key: $out"
+    else pass; fi
+}
+expect_exit 2 with_keys 3 4 "$bin" member show phone:13500135000 --db "$import_db"
+expect_text "pointsgw member: the database's phones were sealed with other keys: PGW_PHONE_AES_KEY does not open them"
+expect_text "PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY must be the keys they were stored with"
+no_keys_shown 3 4
+printf 'card,phone,points\n,13500135000,7\n' >"$tmp/again.csv"
+expect_exit 2 with_keys 3 4 "$bin" import-balances --shop S001 --file "$tmp/again.csv" --db "$import_db"
+expect_text "pointsgw import-balances: the database's phones were sealed with other keys"
+expect_exit 2 with_keys 3 4 timeout 60 "$bin" serve --config config/pointsgw.example.json \
+    --listen 127.0.0.1:0 --db "$import_db"
+expect_text "pointsgw serve: the database's phones were sealed with other keys"
+no_keys_shown 3 4
+# The sealing key right, the index key not: the number opens, its index differs.
+expect_exit 2 with_keys 3 2 "$bin" member show phone:13500135000 --db "$import_db"
+expect_text "the database's phones were indexed with another key: PGW_PHONE_HMAC_KEY gives them other blind indexes"
+no_keys_shown 3 2
+# The public keys given in full are the same keys: taken.
+expect_exit 0 with_keys 1 2 "$bin" member show phone:13500135000 --db "$import_db"
+expect_exit 0 "$bin" verify --db "$import_db"
+expect_text "transfers:  4 checked"
+# The other way: phones stored with real keys, the development mode's
+# public keys refused. A database without phones takes any keys.
+printf 'card,points\nK1,5\n' >"$tmp/card.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/card.csv" --db "$keys_db"
+printf 'card,phone,points\nK2,13700137000,5\n' >"$tmp/keyed.csv"
+expect_exit 0 with_keys 5 6 "$bin" import-balances --shop S001 --file "$tmp/keyed.csv" --db "$keys_db"
+expect_exit 0 with_keys 5 6 "$bin" member show phone:13700137000 --db "$keys_db"
+expect_text "137****7000"
+expect_exit 2 env -u PGW_PHONE_HMAC_KEY -u PGW_PHONE_AES_KEY "$bin" member show card:S001:K1 --db "$keys_db"
+expect_text "the database's phones were sealed with other keys than the development mode's public ones"
+expect_text "set PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY to the keys they were stored with"
+# Regression (the operations review): in development mode a key set but
+# malformed, or one key without the other, was replaced by the public keys
+# ("not set", said the warning). Refused, naming the variable.
+expect_exit 2 env -u PGW_PHONE_AES_KEY PGW_PHONE_HMAC_KEY=abc "$bin" member show card:S001:K1 --db "$keys_db"
+expect_text "PGW_PHONE_HMAC_KEY is malformed"
+[[ "$out" != *abc* ]] && pass || fail "a refusal shows the malformed key: $out"
+expect_exit 2 env -u PGW_PHONE_AES_KEY PGW_PHONE_HMAC_KEY="$(hex64 5)" "$bin" member show card:S001:K1 --db "$keys_db"
+expect_text "PGW_PHONE_AES_KEY is not set"
+no_keys_shown 5 6
 # Regression: a damaged log exited 2, "bad usage", which a monitoring job
 # reads as its own mistake; verify found a problem there: 1.
 expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/more.csv" --db "sqlite:$tmp/whole.db"

@@ -195,6 +195,55 @@ static void test_keys_set_must_be_whole_and_paired(void **state)
     pgw_vault_free(v);
 }
 
+/*
+ * The start's check of a stored phone (pgw_vault_check_stored): the keys it
+ * was made with pass; another sealing key, another index key or the public
+ * keys are PGW_ESTATE naming both variables and neither key nor number.
+ */
+static void test_a_stored_phone_tells_other_keys(void **state)
+{
+    (void)state;
+    pgw_vault *v = open_test_vault();
+    pgw_identity p = phone("13800138000");
+    pgw_identity_key stored;
+    assert_int_equal(pgw_vault_key(v, &p, &stored, NULL), PGW_OK);
+    pgw_err err;
+    assert_int_equal(pgw_vault_check_stored(v, &stored, &err), PGW_OK);
+    static const struct {
+        const char *hmac, *aes, *says;
+    } others[] = {
+        {HMAC_HEX, HMAC_HEX, "sealed with other keys: TEST_PGW_AES does not open them"},
+        {AES_HEX, HMAC_HEX, "sealed with other keys: TEST_PGW_AES does not open them"},
+        {AES_HEX, AES_HEX, "indexed with another key: TEST_PGW_HMAC gives them other"},
+        {"", "", "other keys than the development mode's public ones"},
+    };
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        setenv("TEST_PGW_HMAC", others[i].hmac, 1);
+        setenv("TEST_PGW_AES", others[i].aes, 1);
+        pgw_vault *other = NULL;
+        bool warned = false;
+        assert_int_equal(
+            pgw_vault_open("TEST_PGW_HMAC", "TEST_PGW_AES", true, &other, &warned, NULL), PGW_OK);
+        assert_int_equal(pgw_vault_check_stored(other, &stored, &err), PGW_ESTATE);
+        if (strstr(err.msg, others[i].says) == NULL ||
+            strstr(err.msg, "TEST_PGW_HMAC and TEST_PGW_AES") == NULL)
+            fail_msg("case %zu: %s", i, err.msg);
+        if (strstr(err.msg, "0102030405") != NULL || strstr(err.msg, "e0d0c0b0a0") != NULL ||
+            strstr(err.msg, "138") != NULL)
+            fail_msg("the message shows a key or the number: %s", err.msg);
+        pgw_vault_free(other);
+    }
+    pgw_identity_key no_number = stored;
+    no_number.sealed_len = 0;
+    assert_int_equal(pgw_vault_check_stored(v, &no_number, &err), PGW_EIO);
+    pgw_identity card;
+    pgw_identity_key card_key;
+    assert_int_equal(pgw_identity_make(PGW_ID_CARD, "S001", "88001", &card, NULL), PGW_OK);
+    assert_int_equal(pgw_vault_key(v, &card, &card_key, NULL), PGW_OK);
+    assert_int_equal(pgw_vault_check_stored(v, &card_key, &err), PGW_EINVAL);
+    pgw_vault_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_sealed_phone_opens_only_where_it_belongs),
         cmocka_unit_test(test_keys_are_required_outside_development),
         cmocka_unit_test(test_keys_set_must_be_whole_and_paired),
+        cmocka_unit_test(test_a_stored_phone_tells_other_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
