@@ -449,6 +449,18 @@ static void dispatch(pgw_http *h, struct lws *wsi, req *q)
     if (pgw_api_handle(h->api, &q->r, &q->resp)) {
         q->waiting = true;
         slot_put(h, q->r.id, wsi);
+        /*
+         * libwebsockets timed the request from its headers on (LWS_TIMEOUT_S)
+         * and only a body's end stopped that: a GET waiting more than 5 s on
+         * the database was dropped unanswered, its answer logged undelivered.
+         * A request waiting for its answer has no deadline of ours: it waits
+         * its turn in the writer's or reader's queue as long as the database
+         * takes. What bounds that is the database's own (SQLite's busy
+         * timeout, PostgreSQL's lock_timeout and TCP keepalives), and
+         * max_inflight: past it, requests are answered 503 at once. A client
+         * that gives up closes; its answer is logged undelivered.
+         */
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
         return;
     }
     respond(h, wsi, q);
@@ -774,6 +786,10 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
 {
     if (q == NULL || !q->responding)
         return 0; /* lws may call without our asking */
+    /* A client that does not read its answer is dropped: the same time to
+     * take each piece as a body has to come whole (restarted at each, as
+     * libwebsockets does for the files it serves). */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)h->body_timeout_s);
     bool done = false;
     if (!q->headers_sent) {
         if (write_head(wsi, q, &done) != 0)

@@ -2730,6 +2730,63 @@ def test_body_pause(tmp):
         s.stop()
 
 
+def test_slow_answers(tmp):
+    """Regression: a request without a body whose answer took more than 5 s
+    (a slow database: the reader busy) was dropped unanswered at 5 s:
+    libwebsockets times out the request from its headers on, and only a
+    body's end cleared that. The reader thread is stopped for 6.5 s under
+    a GET (and the writer under a POST); each is answered once they go on,
+    on a connection that then serves the next request."""
+    d = os.path.join(tmp, "slow-answers")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="slow-answers.json"))
+    try:
+        auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+        s.request("POST", "/v1/events", purchase("E-SLOW-ANSWER", member="M7901"))
+        body = json.dumps(purchase("E-SLOW-POST", member="M7901")).encode()
+        asks = {"GET": b"GET /v1/members/M7901 HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n",
+                "POST": b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth +
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) +
+                body}
+        got = {}
+
+        def ask(method):
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=12)
+            started = time.time()
+            conn.sendall(asks[method])
+            out = recv_until(conn, b"", lambda out: out.endswith(b"}"))
+            took = time.time() - started
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            again = recv_until(conn, b"", lambda out: out.endswith(b"}"))
+            conn.close()
+            got[method] = (out, took, again)
+
+        threads = {"GET": "pgw-reader", "POST": "pgw-writer"}
+        stopped = {m: stop_thread(thread_named(s.proc.pid, name)) for m, name in threads.items()}
+        try:
+            askers = [threading.Thread(target=ask, args=(m,)) for m in asks]
+            for t in askers:
+                t.start()
+            time.sleep(6.5)
+        finally:
+            for m, name in threads.items():
+                resume_thread(stopped[m], thread_named(s.proc.pid, name))
+        for t in askers:
+            t.join()
+        for method, want in (("GET", b"HTTP/1.1 200"), ("POST", b"HTTP/1.1 201")):
+            out, took, again = got[method]
+            check(out.startswith(want) and b"M7901" in out and 6 < took < 9 and
+                  again.startswith(b"HTTP/1.1 200"),
+                  f"{method} answered after 6.5 s waiting for the database, the connection "
+                  f"kept: {out[:60]!r} at {took:.1f} s, then {again[:40]!r}")
+        lines = [line for line in log_lines(s, lambda ls: len(
+            [line for line in ls if line["us"] > 6000000]) >= 2) if line["us"] > 6000000]
+        check(sorted((line["method"], line.get("delivered", True)) for line in lines) ==
+              [("GET", True), ("POST", True)], f"both logged as delivered: {lines}")
+    finally:
+        s.stop()
+
+
 def test_trusted_proxy(tmp):
     """Behind a reverse proxy every request came from the proxy's address:
     one mini-program sign-up limit (and one code limit) for the whole mall.
@@ -3692,6 +3749,7 @@ def main():
         test_slow_bodies(tmp)
         test_body_pause(tmp)
         test_hangup(tmp)
+        test_slow_answers(tmp)
         test_health_sees_the_file_moved(tmp)
         test_stream_gap_closes_watchers(tmp)
         test_stream_big_drain(tmp)
