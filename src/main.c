@@ -364,6 +364,7 @@ static int cmd_serve(int argc, char **argv)
                              .log = stdout,
                              .body_max = (size_t)cfg->http.body_max_bytes,
                              .body_timeout_s = cfg->http.body_timeout_s,
+                             .keepalive_timeout_s = cfg->http.keepalive_timeout_s,
                              .inflight_max = (size_t)cfg->http.max_inflight,
                              .batch_max = (size_t)cfg->http.commit_batch,
                              .tls_cert_file = cfg->http.tls ? cfg->http.cert_file : NULL,

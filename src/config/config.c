@@ -875,18 +875,16 @@ static int parse_trusted_proxies(const json_t *http, const char *path, pgw_http_
 
 static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"body_max_bytes",
-                                       "body_timeout_s",
-                                       "max_inflight",
-                                       "commit_batch",
-                                       "tls",
-                                       "trusted_proxies",
-                                       NULL};
+    static const char *const keys[] = {"body_max_bytes",      "body_timeout_s",
+                                       "keepalive_timeout_s", "max_inflight",
+                                       "commit_batch",        "tls",
+                                       "trusted_proxies",     NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *http;
     pgw_http_config *h = &cfg->http;
     h->body_max_bytes = 1024 * 1024;
     h->body_timeout_s = 60;
+    h->keepalive_timeout_s = 120;
     h->max_inflight = 4096;
     h->commit_batch = 1024;
     int rc = get_section(root, "http", "$", false, keys, &http, path, err);
@@ -896,6 +894,9 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
                       &h->body_max_bytes, err);
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "body_timeout_s", path, false, 1, 3600, &h->body_timeout_s, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(http, "keepalive_timeout_s", path, false, 1, 3600,
+                          &h->keepalive_timeout_s, err);
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "max_inflight", path, false, 32, 65536, &h->max_inflight, err);
     if (rc == PGW_OK)

@@ -106,8 +106,13 @@ typedef struct pgw_risk_config {
 typedef struct pgw_http_config {
     int64_t body_max_bytes; /* 1 KiB..64 MiB; default 1 MiB */
     int64_t body_timeout_s; /* a request's body whole within: 1..3600 s; default 60 */
-    int64_t max_inflight;   /* requests waiting on the database: 32..65536; default 4096 */
-    int64_t commit_batch;   /* commands per transaction: 1..4096; default 1024 */
+    /* An idle connection kept between requests: 1..3600 s; default 120,
+     * longer than the idle time of .NET's (60 s) and Go's (90 s) client
+     * pools, so that those close first and never send on a connection we
+     * are closing (libwebsockets' own 5 s raced every pooled client). */
+    int64_t keepalive_timeout_s;
+    int64_t max_inflight; /* requests waiting on the database: 32..65536; default 4096 */
+    int64_t commit_batch; /* commands per transaction: 1..4096; default 1024 */
     /* Peers whose X-Forwarded-For names the client (a reverse proxy in
      * front): else every mini-program user shares the proxy's address,
      * and its per-address limits (enrolments, codes) with it. */

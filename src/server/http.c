@@ -36,6 +36,8 @@
 #define STREAM_TURN_MAX  1024  /* stream messages one drain adds, give or take a job's */
 #define LWS_TIMEOUT_S    5     /* lws's timeout_secs: what Debian's 4.1.6 takes unset (measured) */
 #define BODY_TICK_S      2     /* a body awaited is looked at this often */
+#define KEEPALIVE_S      120   /* an idle connection's default (config.h says why) */
+#define KEEPALIVE_MAX_S  3600  /* as http.keepalive_timeout_s's bound */
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -84,6 +86,7 @@ typedef struct req {
     bool body_completed;      /* lws said so once: a second time, bytes followed it */
     bool close_after;         /* the connection cannot carry another request */
     bool keep_alive_10;       /* HTTP/1.0 asking to keep the connection: say it is kept */
+    bool kept;                /* lws keeps the connection after the answer, unless close_after */
     bool waiting;             /* a job is out; r.id is in the slot table */
     bool responding;          /* resp is ready to send */
     bool headers_sent;
@@ -109,6 +112,7 @@ struct pgw_http {
     pgw_api *api;
     size_t body_max;
     int64_t body_timeout_s;
+    int64_t keepalive_timeout_s; /* lws's keepalive_timeout, said in Keep-Alive */
     int port;
     char iface[PGW_LISTEN_MAX + 1];
     bool ipv6;                      /* iface is an IPv6 address */
@@ -486,19 +490,31 @@ static bool http11(struct lws *wsi)
            strcmp(version, "HTTP/1.1") == 0;
 }
 
-/* Whether an HTTP/1.0 request asks for keep-alive, as lws decides it
- * (server.c, lws_http_action: the whole Connection value): lws then keeps
- * the connection, and RFC 9112 C.2.2 has the answer say so, or the client
- * takes it for closed after the answer. */
-static bool keep_alive_10(struct lws *wsi)
+/* Whether the Connection header is `value`, as lws compares it (server.c,
+ * lws_http_action: the whole value, untrimmed: "keep-alive " is no
+ * keep-alive to lws, which then closes; copy_header would trim it). */
+static bool connection_is(struct lws *wsi, const char *value)
 {
-    /* The value as lws compares it, untrimmed: "keep-alive " is no
-     * keep-alive to lws, which then closes (copy_header would trim it). */
     char connection[32];
     int len = lws_hdr_total_length(wsi, WSI_TOKEN_CONNECTION);
-    return !http11(wsi) && len > 0 && (size_t)len < sizeof(connection) &&
+    return len > 0 && (size_t)len < sizeof(connection) &&
            lws_hdr_copy(wsi, connection, (int)sizeof(connection), WSI_TOKEN_CONNECTION) >= 0 &&
-           strcasecmp(connection, "keep-alive") == 0;
+           strcasecmp(connection, value) == 0;
+}
+
+/* Whether an HTTP/1.0 request asks for keep-alive, as lws decides it: lws
+ * then keeps the connection, and RFC 9112 C.2.2 has the answer say so, or
+ * the client takes it for closed after the answer. */
+static bool keep_alive_10(struct lws *wsi)
+{
+    return !http11(wsi) && connection_is(wsi, "keep-alive");
+}
+
+/* Whether lws keeps the connection after this request's answer (server.c,
+ * lws_http_action): HTTP/1.1 unless it says close, HTTP/1.0 when it asks. */
+static bool lws_keeps(struct lws *wsi)
+{
+    return http11(wsi) ? !connection_is(wsi, "close") : connection_is(wsi, "keep-alive");
 }
 
 /* The interim answer, written at once: nothing else is being written on
@@ -599,6 +615,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
                                         "PATCH", "DELETE", "CONNECT", "HEAD"};
     q->r.received_us = wall_us();
     q->keep_alive_10 = keep_alive_10(wsi);
+    q->kept = lws_keeps(wsi);
     client_address(h, wsi, q->r.client_address, sizeof(q->r.client_address));
     snprintf(q->r.method, sizeof(q->r.method), "%s",
              method >= 0 && method < (int)(sizeof(NAMES) / sizeof(NAMES[0])) ? NAMES[method]
@@ -738,13 +755,17 @@ static void finish_response(pgw_http *h, req *q)
  * throughput. The headers are added by name, so lws does no content
  * accounting of its own (it would count the header bytes as body).
  */
-static int write_head(struct lws *wsi, req *q, bool *all_sent)
+static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_sent)
 {
     static uint8_t buf[LWS_PRE + 1024 + CHUNK]; /* service thread only */
     uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + LWS_PRE + 1024 - 1;
-    char length[24], retry[16];
+    char length[24], retry[16], idle[32];
     int n_length = snprintf(length, sizeof(length), "%zu", q->resp.body_len);
     int n_retry = snprintf(retry, sizeof(retry), "%d", q->resp.retry_after_s);
+    /* How long the connection waits for the next request: a pooled client
+     * that reads it (RFC 9112 has no field for it; Keep-Alive is what is
+     * read) drops the connection before we do, not while we do. */
+    int n_idle = snprintf(idle, sizeof(idle), "timeout=%lld", (long long)keepalive_s);
     const char *ctype = q->resp.content_type ? q->resp.content_type : "text/plain";
     if (lws_add_http_header_status(wsi, (unsigned int)q->resp.status, &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"content-type:",
@@ -764,6 +785,9 @@ static int write_head(struct lws *wsi, req *q, bool *all_sent)
         (!q->close_after && q->keep_alive_10 &&
          lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                      (const unsigned char *)"keep-alive", 10, &p, end)) ||
+        (!q->close_after && q->kept &&
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"keep-alive:",
+                                     (const unsigned char *)idle, n_idle, &p, end)) ||
         lws_finalize_http_header(wsi, &p, end))
         return -1;
     /* HEAD: GET's headers, Content-Length included, and no body (RFC 9110
@@ -792,7 +816,7 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)h->body_timeout_s);
     bool done = false;
     if (!q->headers_sent) {
-        if (write_head(wsi, q, &done) != 0)
+        if (write_head(wsi, q, h->keepalive_timeout_s, &done) != 0)
             return -1;
     } else {
         static uint8_t buf[LWS_PRE + CHUNK]; /* service thread only */
@@ -990,7 +1014,7 @@ static int refuse_unread(pgw_http *h, struct lws *wsi, const char *method, const
     pgw_api_refusal(&q.resp, rc, message);
     q.close_after = true;
     bool all_sent = false;
-    (void)write_head(wsi, &q, &all_sent); /* the connection closes either way */
+    (void)write_head(wsi, &q, 0, &all_sent); /* the connection closes either way */
     pgw_api_log(h->api, &q.r, &q.resp, wall_us());
     free(q.resp.body);
     return -1;
@@ -1225,6 +1249,7 @@ static int start_lws(pgw_http *h, pgw_err *err)
     info.user = h;
     info.max_http_header_data = HEADER_DATA_MAX;
     info.timeout_secs = LWS_TIMEOUT_S; /* watch_body ticks inside it */
+    info.keepalive_timeout = (int)h->keepalive_timeout_s;
     if (h->tls_cert != NULL) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = h->tls_cert;
@@ -1257,6 +1282,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     pthread_mutex_init(&h->lock, NULL);
     h->body_max = opts->body_max ? opts->body_max : PGW_BODY_MAX_DEFAULT;
     h->body_timeout_s = opts->body_timeout_s > 0 ? opts->body_timeout_s : 60;
+    h->keepalive_timeout_s =
+        opts->keepalive_timeout_s > 0 ? opts->keepalive_timeout_s : KEEPALIVE_S;
     h->tls_cert = opts->tls_cert_file;
     h->tls_key = opts->tls_key_file;
     h->proxies = opts->cfg ? opts->cfg->http.trusted_proxies : NULL;
@@ -1275,6 +1302,9 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
         h->done && h->draining && h->slots && h->ring
             ? pgw_listen_parse(opts->listen, 0, h->iface, sizeof(h->iface), &h->port, &h->ipv6, err)
             : pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
+    if (rc == PGW_OK && h->keepalive_timeout_s > KEEPALIVE_MAX_S)
+        rc = pgw_err_set(err, PGW_EINVAL, "keepalive_timeout_s: %lld is over %d s",
+                         (long long)h->keepalive_timeout_s, KEEPALIVE_MAX_S);
     pgw_api_options ao = {.cfg = opts->cfg,
                           .db_url = opts->db_url,
                           .body_max = h->body_max,

@@ -27,12 +27,13 @@ typedef struct pgw_http pgw_http;
 typedef struct pgw_http_options {
     const pgw_config *cfg; /* borrowed; must outlive the server */
     const char *db_url;
-    const char *listen;        /* "HOST:PORT"; port 0 picks a free one (tests) */
-    size_t body_max;           /* request body bytes; 0: PGW_BODY_MAX_DEFAULT */
-    int64_t body_timeout_s;    /* a body's whole, from its request's start; 0: 60 */
-    size_t inflight_max;       /* requests waiting on the database; 0: default */
-    size_t batch_max;          /* writer batch; 0: 1024 */
-    const char *tls_cert_file; /* PEM; with tls_key_file: HTTPS (HTTP/1.1) */
+    const char *listen;          /* "HOST:PORT"; port 0 picks a free one (tests) */
+    size_t body_max;             /* request body bytes; 0: PGW_BODY_MAX_DEFAULT */
+    int64_t body_timeout_s;      /* a body's whole, from its request's start; 0: 60 */
+    int64_t keepalive_timeout_s; /* an idle connection between requests; 0: 120 */
+    size_t inflight_max;         /* requests waiting on the database; 0: default */
+    size_t batch_max;            /* writer batch; 0: 1024 */
+    const char *tls_cert_file;   /* PEM; with tls_key_file: HTTPS (HTTP/1.1) */
     const char *tls_key_file;
     FILE *log; /* request log lines; NULL for none */
 } pgw_http_options;
