@@ -606,6 +606,24 @@ static bool awaits_body(const req *q)
     return q != NULL && q->body != NULL && !q->dispatched && !q->responding;
 }
 
+/*
+ * Whether the request names no key at all where the API answers API keys
+ * (a route that takes them, with a method it takes): its answer is 401
+ * whatever the body, which is then not read. pgw_api_stranger judges a
+ * Bearer that is none of ours; asked about an empty one (auth.c refuses
+ * it), it says whether the route and method want a key. Another scheme is
+ * left to the API: a session is one on some routes.
+ */
+static bool keyless(pgw_http *h, pgw_request *r)
+{
+    if (r->authorization[0] != '\0')
+        return false;
+    snprintf(r->authorization, sizeof(r->authorization), "Bearer ");
+    bool wants_key = pgw_api_stranger(h->api, r);
+    r->authorization[0] = '\0';
+    return wants_key;
+}
+
 static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
 {
     char *uri = NULL;
@@ -679,20 +697,29 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     unsigned long long n = strtoull(length, &end, 10);
     /* A client waiting for "100 Continue" sends no body after a refusal,
      * and lws would take its next request for that body (the review of
-     * 6e0662b): the answer says close, and the connection closes. */
+     * 6e0662b): the answer says close, and the connection closes. A length
+     * past a signed 64-bit number frames the body otherwise for lws (atoll
+     * stops there), which would wait for it for ever: closed too. */
+    bool unframed = errno == ERANGE || n > INT64_MAX;
     bool held_back = expects_continue(wsi);
-    if (errno == ERANGE || n > h->body_max) {
-        q->close_after = held_back;
+    /* A stranger's body is not held: up to a MiB each, a thousand slow
+     * connections with no key held a gigabyte (the HTTP review). Its size
+     * is none of its business either: 401 comes first, as README says. */
+    if (n > 0 && pgw_api_stranger(h->api, &q->r)) {
+        q->close_after = held_back || unframed;
+        refuse(h, wsi, q, 401, "unauthorized", "unknown API key");
+        return 0;
+    }
+    if (n > 0 && keyless(h, &q->r)) {
+        q->close_after = held_back || unframed;
+        dispatch(h, wsi, q); /* its 401, the API's, needs no body */
+        return 0;
+    }
+    if (unframed || n > h->body_max) {
+        q->close_after = held_back || unframed;
         char message[96];
         snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
         refuse(h, wsi, q, 413, "payload_too_large", message);
-        return 0;
-    }
-    /* A stranger's body is not held: up to a MiB each, a thousand slow
-     * connections with no key held a gigabyte (the HTTP review). */
-    if (n > 0 && pgw_api_stranger(h->api, &q->r)) {
-        q->close_after = held_back;
-        refuse(h, wsi, q, 401, "unauthorized", "unknown API key");
         return 0;
     }
     q->body_expected = (size_t)n;

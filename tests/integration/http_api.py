@@ -1570,6 +1570,48 @@ def test_lws_own_answers(s):
     check(status == 200, f"the server still answers: {status} {doc}")
 
 
+def test_refusal_order(s):
+    """Regression: a body over the limit from a client with no key was 413,
+    though a stranger is refused (401) before its body is looked at; and a
+    Content-Length past what a number holds was 413 on a connection kept
+    open, libwebsockets then waiting for that body for ever: it closes, as
+    other framing errors do."""
+    def ask(key, length):
+        auth = b"" if key is None else b"Authorization: Bearer " + key.encode() + b"\r\n"
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+        conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                     auth + b"Content-Length: " + length + b"\r\n\r\n")
+        out = recv_until(conn, b"", lambda out: out.endswith(b"}"))
+        conn.settimeout(0.5)
+        try:
+            closed = conn.recv(1) == b""
+        except socket.timeout:
+            closed = False
+        except ConnectionResetError:
+            closed = True
+        conn.close()
+        return out, closed
+
+    big, huge = b"2097152", b"99999999999999999999"
+    for key, length, want, close in ((None, big, b"Bearer <key> is required", False),
+                                     ("no-such-key", big, b"unknown API key", False),
+                                     (None, huge, b"Bearer <key> is required", True),
+                                     ("no-such-key", huge, b"unknown API key", True)):
+        out, closed = ask(key, length)
+        check(out.startswith(b"HTTP/1.1 401") and want in out and closed == close and
+              (b"connection: close" in out.lower()) == close,
+              f"{key or 'no key'}, Content-Length {length.decode()}: 401 before the body's "
+              f"size, closed={close}: {out[:200]!r} closed={closed}")
+    out, closed = ask(KEYS["admin"][0], big)
+    check(out.startswith(b"HTTP/1.1 413") and not closed,
+          f"a known key's body over the limit: 413: {out[:120]!r} closed={closed}")
+    out, closed = ask(KEYS["admin"][0], huge)
+    check(out.startswith(b"HTTP/1.1 413") and b"connection: close" in out.lower() and closed,
+          f"a Content-Length no number holds: 413, then closed: {out[:160]!r} closed={closed}")
+    status, doc, _ = s.request("GET", "/healthz", key=None)
+    check(status == 200, f"the server still answers: {status} {doc}")
+
+
 def test_head(s):
     """Regression (the HTTP review): HEAD was 405 with a body, which a client
     reusing the connection reads as the start of its next answer; health
@@ -3768,7 +3810,7 @@ def main():
                          test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
                          test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
                          test_lws_own_answers,
-                         test_head,
+                         test_head, test_refusal_order,
                          test_pipelining,
                          test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
                          test_imports,
