@@ -30,6 +30,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <jansson.h>
 #include <limits.h>
@@ -327,6 +328,54 @@ static void tell_database_file(const char *url, bool existed)
                 whole, (unsigned)(st.st_mode & 0777));
 }
 
+/* libwebsockets 4.1 sizes its tables by the open-files limit (8 bytes and
+ * a pollfd per possible descriptor: 4 MiB here) and, past 10,000,000,
+ * takes 2,560 instead: an unlimited hard limit is not taken whole. */
+#define OPEN_FILES_MAX (256 * 1024)
+/* Descriptors that are no client's: the database and its journal, the
+ * log, the threads' wake-up pipes, PostgreSQL's and WeChat's sockets. */
+#define OPEN_FILES_OWN 64
+
+/*
+ * Raises the open-files soft limit to the hard one (at most
+ * OPEN_FILES_MAX), before libwebsockets reads it: a distribution's soft
+ * 1024 was a thousand connections, past which libwebsockets fails every
+ * accept. Says the limit in one line, and warns when it is below what the
+ * requests allowed to wait (max_inflight), as many idle kept-alive
+ * connections beside them (a client pool's spares) and our own need.
+ */
+static void raise_open_files(const pgw_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        fprintf(stderr, "pointsgw serve: cannot read the open files limit: %s\n", strerror(errno));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    rlim_t hard =
+        rl.rlim_max == RLIM_INFINITY || rl.rlim_max > OPEN_FILES_MAX ? OPEN_FILES_MAX : rl.rlim_max;
+    const char *how = "the hard limit";
+    if (rl.rlim_cur < hard) {
+        rl.rlim_cur = hard;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            how = "raised to the hard limit";
+        else
+            rl.rlim_cur = was, how = strerror(errno);
+    } else if (rl.rlim_cur > hard) {
+        how = "the soft limit";
+    }
+    unsigned long long need = 2ULL * (unsigned long long)cfg->http.max_inflight + OPEN_FILES_OWN;
+    fprintf(stderr, "pointsgw serve: open files: %llu (%s)\n", (unsigned long long)rl.rlim_cur,
+            how);
+    if (rl.rlim_cur < need)
+        fprintf(stderr,
+                "pointsgw serve: warning: %llu open files are fewer than the %llu that "
+                "http.max_inflight (%lld) requests waiting, as many idle kept-alive "
+                "connections and the gateway's own need; past them connections wait unaccepted "
+                "(raise the hard limit: LimitNOFILE= in systemd, ulimit -Hn)\n",
+                (unsigned long long)rl.rlim_cur, need, (long long)cfg->http.max_inflight);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -358,6 +407,7 @@ static int cmd_serve(int argc, char **argv)
     struct stat before;
     bool existed = sqlite_file(db) == NULL || stat(sqlite_file(db), &before) == 0;
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
+    raise_open_files(cfg);
     pgw_http_options opts = {.cfg = cfg,
                              .db_url = db,
                              .listen = listen,

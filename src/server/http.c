@@ -10,7 +10,9 @@
 #include <stdatomic.h>
 
 #include "core/assertions.h"
+#include "core/log_limit.h"
 #include "server/api.h"
+#include "util/clock.h"
 #include "util/netaddr.h"
 #include "util/query.h"
 
@@ -1248,6 +1250,33 @@ int pgw_http_check_listen(const char *listen, pgw_err *err)
     return rc == PGW_OK ? check_bindable(iface, port, ipv6, err) : rc;
 }
 
+/* libwebsockets' own lines (errors only): one limit for the process, as
+ * lws logs through one global function; lws_cancel_service, the one call
+ * other threads make, might log too. */
+static pthread_mutex_t lws_said_lock = PTHREAD_MUTEX_INITIALIZER;
+static pgw_log_limit lws_said;
+
+/*
+ * Writes a libwebsockets line through a rate limit (log_limit.h). Out of
+ * open files, lws fails its accept at every turn of its loop and said so
+ * each time, 29 MB of stderr in 4 s (ulimit -n 64, 100 connections).
+ */
+static void lws_log(int level, const char *line)
+{
+    (void)level;
+    char cause[PGW_LOG_CAUSE_MAX];
+    snprintf(cause, sizeof(cause), "%s", line);
+    cause[strcspn(cause, "\r\n")] = '\0';
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    uint64_t unsaid = 0;
+    pthread_mutex_lock(&lws_said_lock);
+    bool due = pgw_log_due(&lws_said, now_s > 0 ? now_s : 1, cause, &unsaid);
+    pthread_mutex_unlock(&lws_said_lock);
+    if (due)
+        fprintf(stderr, "pointsgw: libwebsockets (%llu more since the last such line): %s\n",
+                (unsigned long long)unsaid, cause);
+}
+
 static int start_lws(pgw_http *h, pgw_err *err)
 {
     /* Not named "http": a handshake offering "http, pgw-stream" got the
@@ -1283,7 +1312,7 @@ static int start_lws(pgw_http *h, pgw_err *err)
         info.ssl_private_key_filepath = h->tls_key;
         info.alpn = "http/1.1"; /* one framing for every client: no h2 */
     }
-    lws_set_log_level(LLL_ERR, NULL);
+    lws_set_log_level(LLL_ERR, lws_log);
     h->ctx = lws_create_context(&info);
     if (h->ctx == NULL)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "cannot listen on %s:%d%s", h->iface, h->port,
