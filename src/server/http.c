@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "core/assertions.h"
+#include "core/identity.h"
 #include "core/log_limit.h"
 #include "server/api.h"
 #include "util/clock.h"
@@ -153,6 +154,62 @@ static int64_t wall_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- the request log ------------------------------------------------------------------------ */
+
+/* Whether `seg` (len bytes) is a mainland mobile number, maybe after +86,
+ * as a member's id typed into a path: its 11 digits at *digits. */
+static bool phone_segment(const char *seg, size_t len, const char **digits)
+{
+    if (len == 14 && strncmp(seg, "+86", 3) == 0)
+        seg += 3, len -= 3;
+    if (len != 11 || seg[0] != '1' || seg[1] < '3' || seg[1] > '9' ||
+        strspn(seg, "0123456789") < len)
+        return false;
+    *digits = seg;
+    return true;
+}
+
+/* path with each segment that is a phone masked as the member view shows
+ * one ("138****8000"): the log is read by more people than the ledger.
+ * False when none is (out untouched). */
+static bool mask_phones(const char *path, char *out, size_t cap)
+{
+    size_t n = 0;
+    bool masked = false;
+    for (const char *seg = path; *seg != '\0';) {
+        size_t len = strcspn(seg, "/");
+        const char *digits = NULL;
+        char e164[16], shown[12];
+        bool hit = phone_segment(seg, len, &digits) &&
+                   snprintf(e164, sizeof(e164), "+86%.11s", digits) > 0 &&
+                   pgw_phone_mask(e164, shown, sizeof(shown)) == PGW_OK;
+        masked = masked || hit;
+        int wrote = hit ? snprintf(out + n, cap - n, "%s", shown)
+                        : snprintf(out + n, cap - n, "%.*s", (int)len, seg);
+        PGW_ASSERT(wrote >= 0 && (size_t)wrote < cap - n); /* a mask is shorter than its phone */
+        n += (size_t)wrote;
+        seg += len;
+        if (*seg == '/') {
+            PGW_ASSERT(n + 1 < cap);
+            out[n++] = '/', out[n] = '\0', seg++;
+        }
+    }
+    return masked;
+}
+
+/* The request's log line (api.h), a phone in its path masked. */
+static void log_request(pgw_http *h, const pgw_request *r, const pgw_response *resp, int64_t at)
+{
+    char path[sizeof(r->path)];
+    if (!mask_phones(r->path, path, sizeof(path))) {
+        pgw_api_log(h->api, r, resp, at);
+        return;
+    }
+    pgw_request shown = *r; /* rare: the copy is paid for a phone only */
+    memcpy(shown.path, path, sizeof(path));
+    pgw_api_log(h->api, &shown, resp, at);
 }
 
 /* ---- the waiting table ----------------------------------------------------------- */
@@ -310,7 +367,7 @@ static void finish_done(pgw_http *h, done_item *d)
     slot_remove(h, at);
     if (wsi == NULL) { /* the client left; the write stands, and the log says so */
         resp.undelivered = true;
-        pgw_api_log(h->api, left, &resp, wall_us());
+        log_request(h, left, &resp, wall_us());
         free(left);
         free(resp.body);
         return;
@@ -769,7 +826,7 @@ static int add_body(pgw_http *h, struct lws *wsi, req *q, const void *in, size_t
 static void finish_response(pgw_http *h, req *q)
 {
     q->logged = true;
-    pgw_api_log(h->api, &q->r, &q->resp, wall_us());
+    log_request(h, &q->r, &q->resp, wall_us());
     free(q->resp.body);
     q->resp.body = NULL;
     q->responding = false;
@@ -784,6 +841,50 @@ static void finish_response(pgw_http *h, req *q)
  * throughput. The headers are added by name, so lws does no content
  * accounting of its own (it would count the header bytes as body).
  */
+/* The reason phrases libwebsockets 4.1 lacks (header.c has 100, 200, 3xx,
+ * 400-417 and 500-505): it wrote "HTTP/1.1 201 " with none. NULL: lws's. */
+static const char *reason_lws_lacks(int status)
+{
+    switch (status) {
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    default:
+        return NULL;
+    }
+}
+
+/* The status line: lws's, or ours where lws has no reason phrase, in the
+ * request's version as lws writes it (HTTP/1.1 or 1.0; no h2 here). */
+static int add_status(struct lws *wsi, int status, uint8_t **p, uint8_t *end)
+{
+    const char *reason = reason_lws_lacks(status);
+    if (reason == NULL)
+        return lws_add_http_header_status(wsi, (unsigned int)status, p, end);
+    char line[64];
+    int n = snprintf(line, sizeof(line), "%s %d %s", http11(wsi) ? "HTTP/1.1" : "HTTP/1.0", status,
+                     reason);
+    return lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line, n, p, end);
+}
+
+/* A 405's Allow: HEAD is served wherever GET is (api.c's methods_of names
+ * GET alone), and RFC 9110 10.2.1 has Allow list what is served. */
+static const char *allow_header(const char *allow)
+{
+    if (strcmp(allow, "GET") == 0)
+        return "GET, HEAD";
+    if (strcmp(allow, "GET, POST") == 0)
+        return "GET, HEAD, POST";
+    return allow;
+}
+
 static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_sent)
 {
     static uint8_t buf[LWS_PRE + 1024 + CHUNK]; /* service thread only */
@@ -796,7 +897,8 @@ static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_se
      * read) drops the connection before we do, not while we do. */
     int n_idle = snprintf(idle, sizeof(idle), "timeout=%lld", (long long)keepalive_s);
     const char *ctype = q->resp.content_type ? q->resp.content_type : "text/plain";
-    if (lws_add_http_header_status(wsi, (unsigned int)q->resp.status, &p, end) ||
+    const char *allow = q->resp.allow != NULL ? allow_header(q->resp.allow) : NULL;
+    if (add_status(wsi, q->resp.status, &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"content-type:",
                                     (const unsigned char *)ctype, (int)strlen(ctype), &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"content-length:",
@@ -804,10 +906,9 @@ static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_se
         (q->resp.retry_after_s > 0 &&
          lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
                                      (const unsigned char *)retry, n_retry, &p, end)) ||
-        (q->resp.allow != NULL &&
-         lws_add_http_header_by_name(
-             wsi, (const unsigned char *)"allow:", (const unsigned char *)q->resp.allow,
-             (int)strlen(q->resp.allow), &p, end)) ||
+        (allow != NULL && lws_add_http_header_by_name(
+                              wsi, (const unsigned char *)"allow:", (const unsigned char *)allow,
+                              (int)strlen(allow), &p, end)) ||
         (q->close_after && /* so the client does not send its next request here */
          lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                      (const unsigned char *)"close", 5, &p, end)) ||
@@ -903,7 +1004,7 @@ static void log_unanswered(pgw_http *h, req *q)
         q->resp.status = 408;
     }
     q->resp.undelivered = true;
-    pgw_api_log(h->api, &q->r, &q->resp, wall_us());
+    log_request(h, &q->r, &q->resp, wall_us());
 }
 
 /* The transaction is over (answered, or the client left). */
@@ -1044,7 +1145,7 @@ static int refuse_unread(pgw_http *h, struct lws *wsi, const char *method, const
     q.close_after = true;
     bool all_sent = false;
     (void)write_head(wsi, &q, 0, &all_sent); /* the connection closes either way */
-    pgw_api_log(h->api, &q.r, &q.resp, wall_us());
+    log_request(h, &q.r, &q.resp, wall_us());
     free(q.resp.body);
     return -1;
 }
@@ -1171,7 +1272,7 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
         handshake_request(wsi, "/v1/stream", w->key_name, &q);
         q.r.received_us = w->asked_us;
         q.resp.status = 101;
-        pgw_api_log(h->api, &q.r, &q.resp, wall_us());
+        log_request(h, &q.r, &q.resp, wall_us());
         w->next = h->ring_seq; /* from now on */
         w->gaps = h->stream_gaps;
         w->counted = true;

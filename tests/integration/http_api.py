@@ -1612,6 +1612,47 @@ def test_refusal_order(s):
     check(status == 200, f"the server still answers: {status} {doc}")
 
 
+def test_status_lines(s):
+    """Regression (the HTTP review): libwebsockets writes no reason phrase
+    for the statuses its table lacks ("HTTP/1.1 201 ", 422, 429); a 405's
+    Allow left out HEAD, served wherever GET is; a phone number typed into a
+    path went to the request log as it was."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+
+    def head_of(data):
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+        conn.sendall(data)
+        out = recv_until(conn, b"", lambda out: out.endswith(b"}"))
+        conn.close()
+        return out.partition(b"\r\n\r\n")[0].decode()
+
+    body = json.dumps(purchase("E-REASON", member="M7950")).encode()
+    post = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth +
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    hold = json.dumps({"hold_id": "H-REASON", "member": {"member_id": "M7950"},
+                       "shop_id": "S001", "points": 10 ** 9}).encode()
+    too_much = (b"POST /v1/holds HTTP/1.1\r\nHost: x\r\n" + auth +
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(hold) + hold)
+    for data, want in ((post, "HTTP/1.1 201 Created"),
+                       (too_much, "HTTP/1.1 422 Unprocessable Content"),
+                       (post.replace(b"HTTP/1.1", b"HTTP/1.0"), "HTTP/1.0 200 OK")):
+        got = head_of(data)
+        check(got.split("\r\n")[0] == want, f"{want}: {got!r}")
+    for path, allow in (("/healthz", "GET, HEAD"), ("/v1/members/M7950", "GET, HEAD"),
+                        ("/v1/events", "POST")):
+        status, _, headers = s.request("DELETE", path)
+        check(status == 405 and headers.get("allow") == allow,
+              f"DELETE {path}: 405 with Allow: {allow}: {status} {headers}")
+    status, _, _ = s.request("GET", "/v1/members/13800138000")
+    status, _, _ = s.request("GET", "/v1/members/+8613900139000/history")
+    lines = log_lines(s, lambda ls: any("139****9000" in line["path"] for line in ls))
+    paths = [line["path"] for line in lines if "/v1/members/1" in line["path"] or
+             "/v1/members/+" in line["path"]]
+    check("/v1/members/138****8000" in paths and "/v1/members/139****9000/history" in paths and
+          not any("13800138000" in p or "13900139000" in p for p in paths),
+          f"a phone in a path is masked in the log: {paths}")
+
+
 def test_head(s):
     """Regression (the HTTP review): HEAD was 405 with a body, which a client
     reusing the connection reads as the start of its next answer; health
@@ -3855,7 +3896,7 @@ def main():
                          test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
                          test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
                          test_lws_own_answers,
-                         test_head, test_refusal_order,
+                         test_head, test_refusal_order, test_status_lines,
                          test_pipelining,
                          test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
                          test_imports,
