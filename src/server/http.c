@@ -644,7 +644,7 @@ static void late_body(pgw_http *h, struct lws *wsi, req *q)
  * never got its 408 (add_body sees only bytes). So each tick, until the
  * body is whole, moves lws's timeout past the deadline, and the tick at
  * the deadline answers 408. Idle connections keep lws's timeouts: until
- * their headers are whole (10 s from connecting), between requests (5 s).
+ * their headers are whole (10 s from connecting), between requests (keepalive_timeout_s).
  */
 static void watch_body(pgw_http *h, struct lws *wsi, req *q)
 {
