@@ -3351,21 +3351,22 @@ static route route_of(const char *path, char *id, size_t cap)
 }
 
 /* The methods route r takes: "GET", "POST" or "GET, POST". */
+/* A route's methods, as a 405's Allow lists them (RFC 9110 10.2.1): HEAD
+ * wherever GET is, for HEAD is GET without the body (http.c leaves it out). */
 static const char *methods_of(route r)
 {
     bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
                      r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME ||
                      r == R_NOTIFICATIONS || r == R_STREAM;
-    return r == R_OA_CALLBACK ? "GET, POST" : wants_get ? "GET" : "POST";
+    return r == R_OA_CALLBACK ? "GET, HEAD, POST" : wants_get ? "GET, HEAD" : "POST";
 }
 
-/* HEAD is GET without the body (http.c leaves it out). */
 static bool method_allowed(route r, const char *method)
 {
-    if (strcmp(method, "HEAD") == 0)
-        method = "GET";
-    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-    return r == R_OA_CALLBACK ? get || post : strcmp(methods_of(r), method) == 0;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    const char *allowed = methods_of(r);
+    return (get && strncmp(allowed, "GET", 3) == 0) || (post && strstr(allowed, "POST") != NULL);
 }
 
 /* 405 when the method is not the route's (the official account's callback
@@ -3738,7 +3739,8 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
      * most), the names, three integers and "delivered" (160). */
     char path[3 * sizeof(req->path)];
     loggable_path(req->path, path, sizeof(path));
-    char line[160 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name))];
+    char line[160 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name) +
+                         sizeof(req->client_address))];
     pgw_json_out o;
     pgw_json_out_init(&o, line, sizeof(line));
     pgw_json_out_begin_object(&o);
@@ -3748,6 +3750,9 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     pgw_json_out_key_int(&o, "status", resp->status);
     pgw_json_out_key_int(&o, "us", done_us - req->received_us);
     pgw_json_out_key_string(&o, "key", resp->key_name);
+    /* Who sent it, as the per-address limits see them (trusted_proxies): a
+     * flood of 401s is traced to its source (the operations review). */
+    pgw_json_out_key_string(&o, "client", req->client_address);
     if (resp->undelivered) { /* only then: the usual line stays as it was */
         pgw_json_out_key(&o, "delivered");
         pgw_json_out_bool(&o, false);

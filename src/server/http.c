@@ -874,17 +874,6 @@ static int add_status(struct lws *wsi, int status, uint8_t **p, uint8_t *end)
     return lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line, n, p, end);
 }
 
-/* A 405's Allow: HEAD is served wherever GET is (api.c's methods_of names
- * GET alone), and RFC 9110 10.2.1 has Allow list what is served. */
-static const char *allow_header(const char *allow)
-{
-    if (strcmp(allow, "GET") == 0)
-        return "GET, HEAD";
-    if (strcmp(allow, "GET, POST") == 0)
-        return "GET, HEAD, POST";
-    return allow;
-}
-
 static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_sent)
 {
     static uint8_t buf[LWS_PRE + 1024 + CHUNK]; /* service thread only */
@@ -897,7 +886,7 @@ static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_se
      * read) drops the connection before we do, not while we do. */
     int n_idle = snprintf(idle, sizeof(idle), "timeout=%lld", (long long)keepalive_s);
     const char *ctype = q->resp.content_type ? q->resp.content_type : "text/plain";
-    const char *allow = q->resp.allow != NULL ? allow_header(q->resp.allow) : NULL;
+    const char *allow = q->resp.allow;
     if (add_status(wsi, q->resp.status, &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"content-type:",
                                     (const unsigned char *)ctype, (int)strlen(ctype), &p, end) ||

@@ -1639,7 +1639,7 @@ def test_status_lines(s):
         got = head_of(data)
         check(got.split("\r\n")[0] == want, f"{want}: {got!r}")
     for path, allow in (("/healthz", "GET, HEAD"), ("/v1/members/M7950", "GET, HEAD"),
-                        ("/v1/events", "POST")):
+                        ("/v1/events", "POST"), ("/wechat/oa/callback", "GET, HEAD, POST")):
         status, _, headers = s.request("DELETE", path)
         check(status == 405 and headers.get("allow") == allow,
               f"DELETE {path}: 405 with Allow: {allow}: {status} {headers}")
@@ -2372,6 +2372,10 @@ def test_log(s):
     check(len(lines) >= checks // 4, f"request log has {len(lines)} lines")
     check(all({"method", "path", "status", "us", "key"} <= set(line) for line in lines),
           "every log line has method, path, status, duration and key")
+    # Regression (the operations review): no client address, so a flood of
+    # 401s could not be traced to its source.
+    check(all(line.get("client") == "127.0.0.1" for line in lines),
+          f"every log line names its client: {[l for l in lines if l.get('client') != '127.0.0.1'][:2]}")
     check(any(line["key"] == "s002" and line["status"] == 201 for line in lines),
           "the log names the key")
     # regression: a known key whose signature failed was logged as "-"
