@@ -1694,6 +1694,31 @@ static int check_writable(pgw_store *s, pgw_err *err)
                        s->path);
 }
 
+/*
+ * SQLite makes the -wal and -shm files beside the database, so its folder
+ * must be writable too: a folder that was not failed as "reading the
+ * schema version: attempt to write a readonly database", which names
+ * neither the folder nor the cause (the operations review).
+ */
+static int check_folder_writable(pgw_store *s, pgw_err *err)
+{
+    if (is_postgres(s))
+        return PGW_OK;
+    char dir[sizeof(s->path)];
+    snprintf(dir, sizeof(dir), "%s", s->path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        slash[slash == dir ? 1 : 0] = '\0';
+    if (access(dir, W_OK | X_OK) == 0)
+        return PGW_OK;
+    return pgw_err_set(err, PGW_EUNAVAILABLE,
+                       "%s: its folder %s is not writable for this user (%s): SQLite keeps the "
+                       "-wal and -shm files beside the database",
+                       s->path, dir, strerror(errno));
+}
+
 int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
 {
     *out = NULL;
@@ -1701,6 +1726,8 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     int rc = connect_store(url, create, &s, err);
     if (rc == PGW_OK && create)
         rc = check_writable(s, err);
+    if (rc == PGW_OK)
+        rc = check_folder_writable(s, err);
     if (rc == PGW_OK)
         rc = check_ours(s, create, err);
     if (rc == PGW_OK)

@@ -185,6 +185,15 @@ if [ "$(id -u)" -eq 0 ]; then # the folder theirs, as the review had it: -wal an
 fi
 expect_exit 2 timeout 20 "${as_user[@]}" "$ro_dir/pointsgw" serve --config "$ro_dir/config.json" --listen 127.0.0.1:0 --db "sqlite:$ro_dir/ro.db"
 expect_text 'the database file is read-only for this user'
+if [ "$(id -u)" -eq 0 ]; then
+    # Regression (the operations review): the file theirs but not its folder
+    # failed as "attempt to write a readonly database", naming neither.
+    chown root "$ro_dir"
+    chown nobody "$ro_dir/ro.db"
+    chmod 644 "$ro_dir/ro.db"
+    expect_exit 2 timeout 20 "${as_user[@]}" "$ro_dir/pointsgw" serve --config "$ro_dir/config.json" --listen 127.0.0.1:0 --db "sqlite:$ro_dir/ro.db"
+    expect_text "$ro_dir/ro.db: its folder $ro_dir is not writable for this user (Permission denied)"
+fi
 rm -rf "$ro_dir"
 named=$(mktemp -p "$scratch")
 sed 's/"listen": "127.0.0.1:8080"/"listen": "localhost:8080"/' config/pointsgw.example.json >"$named"
