@@ -55,61 +55,66 @@ typedef struct code_rule {
     bool prefix; /* matches every code starting with `code` */
     pgw_sms_outcome outcome;
     int rc;
+    bool server_fault; /* the provider's own failure: the message may have gone */
 } code_rule;
 
 /* Exact codes are matched before prefixes, whatever their order here. */
 static const code_rule TENCENT_RULES[] = {
-    {"Ok", false, PGW_SMS_SENT, PGW_OK},
+    {"Ok", false, PGW_SMS_SENT, PGW_OK, false},
     /* Per-number frequency: the number will take messages again later. */
-    {"LimitExceeded.PhoneNumberThirtySecondLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
-    {"LimitExceeded.PhoneNumberOneHourLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
-    {"LimitExceeded.PhoneNumberDailyLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
-    {"LimitExceeded.PhoneNumberSameContentDailyLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
-    {"LimitExceeded.DeliveryFrequencyLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
+    {"LimitExceeded.PhoneNumberThirtySecondLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK, false},
+    {"LimitExceeded.PhoneNumberOneHourLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK, false},
+    {"LimitExceeded.PhoneNumberDailyLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK, false},
+    {"LimitExceeded.PhoneNumberSameContentDailyLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK,
+     false},
+    {"LimitExceeded.DeliveryFrequencyLimit", false, PGW_SMS_RATE_LIMITED, PGW_ERISK, false},
     /* Marketing texts only 08:00-22:00: "not now" too, whatever the number. */
-    {"FailedOperation.MarketingSendTimeConstraint", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
+    {"FailedOperation.MarketingSendTimeConstraint", false, PGW_SMS_RATE_LIMITED, PGW_ERISK, false},
     /* The number: the member opted out at the carrier, or it is no mobile's. */
-    {"FailedOperation.PhoneNumberInBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
-    {"FailedOperation.PhoneNumberOnBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
-    {"InvalidParameterValue.IncorrectPhoneNumber", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
+    {"FailedOperation.PhoneNumberInBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL, false},
+    {"FailedOperation.PhoneNumberOnBlacklist", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL, false},
+    {"InvalidParameterValue.IncorrectPhoneNumber", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL,
+     false},
     /* Account-wide volume caps: an operator raises them, retrying does not. */
-    {"LimitExceeded.AppDailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
-    {"LimitExceeded.DailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
-    {"LimitExceeded.PhoneNumberCountLimit", false, PGW_SMS_GIVE_UP, PGW_EINVAL},
-    {"LimitExceeded", true, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+    {"LimitExceeded.AppDailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
+    {"LimitExceeded.DailyLimit", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
+    {"LimitExceeded.PhoneNumberCountLimit", false, PGW_SMS_GIVE_UP, PGW_EINVAL, false},
+    {"LimitExceeded", true, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
     /* Request-level throttling (3000/s per account) passes in a moment. */
-    {"RequestLimitExceeded", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE},
-    {"InternalError", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+    {"RequestLimitExceeded", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, false},
+    {"InternalError", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, true},
     /* Includes SignatureExpire: a clock 5 minutes off stays off between
      * retries; the operator must fix it. */
-    {"AuthFailure", true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
-    {"UnauthorizedOperation", true, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
-    {"FailedOperation.InsufficientBalanceInSmsPackage", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
-    {"FailedOperation", true, PGW_SMS_GIVE_UP, PGW_EINVAL},
-    {"InvalidParameter", true, PGW_SMS_GIVE_UP, PGW_EINVAL}, /* and InvalidParameterValue.* */
-    {"MissingParameter", true, PGW_SMS_GIVE_UP, PGW_EINVAL},
-    {"UnsupportedOperation", true, PGW_SMS_GIVE_UP, PGW_EINVAL},
+    {"AuthFailure", true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED, false},
+    {"UnauthorizedOperation", true, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
+    {"FailedOperation.InsufficientBalanceInSmsPackage", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN,
+     false},
+    {"FailedOperation", true, PGW_SMS_GIVE_UP, PGW_EINVAL, false},
+    {"InvalidParameter", true, PGW_SMS_GIVE_UP, PGW_EINVAL,
+     false}, /* and InvalidParameterValue.* */
+    {"MissingParameter", true, PGW_SMS_GIVE_UP, PGW_EINVAL, false},
+    {"UnsupportedOperation", true, PGW_SMS_GIVE_UP, PGW_EINVAL, false},
 };
 
 static const code_rule ALIYUN_RULES[] = {
-    {"OK", false, PGW_SMS_SENT, PGW_OK},
-    {"isv.BUSINESS_LIMIT_CONTROL", false, PGW_SMS_RATE_LIMITED, PGW_ERISK},
-    {"isv.MOBILE_NUMBER_ILLEGAL", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL},
-    {"isv.DAY_LIMIT_CONTROL", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},   /* console cap */
-    {"isv.MONTH_LIMIT_CONTROL", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN}, /* console cap */
-    {"isv.AMOUNT_NOT_ENOUGH", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
-    {"isv.OUT_OF_SERVICE", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
-    {"isv.DENY_IP_RANGE", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
-    {"isp.RAM_PERMISSION_DENY", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN},
+    {"OK", false, PGW_SMS_SENT, PGW_OK, false},
+    {"isv.BUSINESS_LIMIT_CONTROL", false, PGW_SMS_RATE_LIMITED, PGW_ERISK, false},
+    {"isv.MOBILE_NUMBER_ILLEGAL", false, PGW_SMS_NUMBER_REFUSED, PGW_EINVAL, false},
+    {"isv.DAY_LIMIT_CONTROL", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},   /* console cap */
+    {"isv.MONTH_LIMIT_CONTROL", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false}, /* console cap */
+    {"isv.AMOUNT_NOT_ENOUGH", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
+    {"isv.OUT_OF_SERVICE", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
+    {"isv.DENY_IP_RANGE", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
+    {"isp.RAM_PERMISSION_DENY", false, PGW_SMS_GIVE_UP, PGW_EFORBIDDEN, false},
     /* Numbers, signs, templates, parameters, content: the request is wrong. */
-    {"isv.", true, PGW_SMS_GIVE_UP, PGW_EINVAL},
-    {"isp.", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE}, /* isp.SYSTEM_ERROR */
-    {"SignatureDoesNotMatch", false, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
-    {"InvalidTimeStamp", true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED}, /* the clock */
-    {"InvalidAccessKeyId", true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED},
+    {"isv.", true, PGW_SMS_GIVE_UP, PGW_EINVAL, false},
+    {"isp.", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, true}, /* isp.SYSTEM_ERROR */
+    {"SignatureDoesNotMatch", false, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED, false},
+    {"InvalidTimeStamp", true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED, false}, /* the clock */
+    {"InvalidAccessKeyId", true, PGW_SMS_GIVE_UP, PGW_EUNAUTHORIZED, false},
     /* Every attempt draws a new nonce, so a repeat cannot repeat. */
-    {"SignatureNonceUsed", false, PGW_SMS_RETRY, PGW_EUNAVAILABLE},
-    {"Throttling", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE},
+    {"SignatureNonceUsed", false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, false},
+    {"Throttling", true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, false},
 };
 
 const char *pgw_sms_outcome_name(pgw_sms_outcome outcome)
@@ -129,22 +134,30 @@ const char *pgw_sms_outcome_name(pgw_sms_outcome outcome)
     return "?";
 }
 
-static pgw_sms_outcome classify_in(const code_rule *rules, size_t n, const char *code, int *rc)
+/* The rule for `code`, exact codes first, or NULL. */
+static const code_rule *rule_in(const code_rule *rules, size_t n, const char *code)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!rules[i].prefix && strcmp(rules[i].code, code) == 0) {
-            *rc = rules[i].rc;
-            return rules[i].outcome;
-        }
+        if (!rules[i].prefix && strcmp(rules[i].code, code) == 0)
+            return &rules[i];
     }
     for (size_t i = 0; i < n; i++) {
-        if (rules[i].prefix && strncmp(rules[i].code, code, strlen(rules[i].code)) == 0) {
-            *rc = rules[i].rc;
-            return rules[i].outcome;
-        }
+        if (rules[i].prefix && strncmp(rules[i].code, code, strlen(rules[i].code)) == 0)
+            return &rules[i];
     }
-    *rc = PGW_EIO;
-    return PGW_SMS_GIVE_UP;
+    return NULL;
+}
+
+/* The provider's rule for `code`, or NULL (an unknown provider or code). */
+static const code_rule *rule_of(const char *provider_name, const char *code)
+{
+    if (provider_name == NULL || code == NULL || code[0] == '\0')
+        return NULL;
+    if (strcmp(provider_name, "tencent") == 0)
+        return rule_in(TENCENT_RULES, sizeof(TENCENT_RULES) / sizeof(TENCENT_RULES[0]), code);
+    if (strcmp(provider_name, "aliyun") == 0)
+        return rule_in(ALIYUN_RULES, sizeof(ALIYUN_RULES) / sizeof(ALIYUN_RULES[0]), code);
+    return NULL;
 }
 
 pgw_sms_outcome pgw_sms_classify(const char *provider_name, const char *code, int *rc)
@@ -152,17 +165,16 @@ pgw_sms_outcome pgw_sms_classify(const char *provider_name, const char *code, in
     int ignored;
     if (rc == NULL)
         rc = &ignored;
-    if (provider_name == NULL || code == NULL || code[0] == '\0') {
-        *rc = PGW_EIO;
-        return PGW_SMS_GIVE_UP;
-    }
-    if (strcmp(provider_name, "tencent") == 0)
-        return classify_in(TENCENT_RULES, sizeof(TENCENT_RULES) / sizeof(TENCENT_RULES[0]), code,
-                           rc);
-    if (strcmp(provider_name, "aliyun") == 0)
-        return classify_in(ALIYUN_RULES, sizeof(ALIYUN_RULES) / sizeof(ALIYUN_RULES[0]), code, rc);
-    *rc = PGW_EINVAL;
-    return PGW_SMS_GIVE_UP;
+    const code_rule *rule = rule_of(provider_name, code);
+    bool ours = provider_name != NULL &&
+                (strcmp(provider_name, "tencent") == 0 || strcmp(provider_name, "aliyun") == 0);
+    if (rule != NULL)
+        *rc = rule->rc;
+    else if (provider_name == NULL || code == NULL || code[0] == '\0' || ours)
+        *rc = PGW_EIO; /* no code, or one not known here */
+    else
+        *rc = PGW_EINVAL; /* no such provider */
+    return rule != NULL ? rule->outcome : PGW_SMS_GIVE_UP;
 }
 
 /* ---- checks --------------------------------------------------------------- */
@@ -478,6 +490,13 @@ static int conclude(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_sms
     long status = out->http_status;
     int rc;
     const char *why = out->code[0] == '\0' ? "no provider code" : "";
+    const code_rule *rule = rule_of(name, out->code);
+    /* Refused: the provider said it took nothing (a code it names, a
+     * throttle, a wrong endpoint); not a 5xx, an answer we cannot read, its
+     * own fault or a code we do not know, after which it may have sent. */
+    out->refused =
+        status < 500 && (status == 429 || (out->code[0] == '\0' && status != 200) ||
+                         (rule != NULL && rule->outcome != PGW_SMS_SENT && !rule->server_fault));
     if (status >= 500 || status == 429) {
         out->outcome = PGW_SMS_RETRY;
         rc = PGW_EUNAVAILABLE;

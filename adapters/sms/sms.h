@@ -93,7 +93,13 @@ typedef struct pgw_sms_message {
 
 typedef struct pgw_sms_result {
     pgw_sms_outcome outcome;
-    bool attempted;                        /* a request went out (false: refused before sending) */
+    bool attempted; /* a request went out (false: refused before sending) */
+    /* The provider answered that it took nothing: a code it names as a
+     * refusal (a number, a limit, a throttle, a template), a 429, a 4xx
+     * without a code. False when it sent, and when it may have: no answer,
+     * a 5xx, an answer not understood, its own fault (InternalError,
+     * isp.*), a code not known here. */
+    bool refused;
     long http_status;                      /* 0 when no answer arrived */
     char code[PGW_SMS_CODE_MAX + 1];       /* the provider's code ("Ok", "OK", "isv...") or "" */
     char message[PGW_SMS_MESSAGE_MAX + 1]; /* the provider's message, or "" */

@@ -308,15 +308,13 @@ static void cut_to_chars(const char *text, size_t chars, char *out)
     out[at] = '\0';
 }
 
-/* Whether an SMS may have reached the member: the provider took it, or
- * the request left and no clear refusal came back (no answer, a 5xx, an
- * answer not understood: a retry; a code we do not know: given up,
- * PGW_EIO). A number refused, a rate limit or a refusal the provider
- * named (a template, the account) sent nothing. */
-static bool sms_may_have_gone(int rc, const pgw_sms_result *res)
+/* Whether an SMS may have reached the member: the request left and the
+ * provider did not answer that it took nothing (pgw_sms_result.refused: a
+ * throttle such as RequestLimitExceeded is a refusal, where the outcome
+ * says only "retry"). */
+static bool sms_may_have_gone(const pgw_sms_result *res)
 {
-    return res->attempted && (rc == PGW_OK || res->outcome == PGW_SMS_RETRY ||
-                              (res->outcome == PGW_SMS_GIVE_UP && rc == PGW_EIO));
+    return res->attempted && !res->refused;
 }
 
 /* An SMS, outside quiet hours; the notice id is the provider's out id. */
@@ -372,7 +370,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     if (!res.attempted) /* only a request that left uses a slot */
         pgw_sms_limiter_give_back(n->limiter, phone, now);
     OPENSSL_cleanse(phone, sizeof(phone));
-    if (sms_may_have_gone(rc, &res)) /* for good: no wake hurries it to WeChat (notice.h) */
+    if (sms_may_have_gone(&res)) /* for good: no wake hurries it to WeChat (notice.h) */
         nt->excluded |= PGW_NOTICE_SMS_MAY_HAVE_GONE;
     if (rc == PGW_OK) {
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%.64s", res.message_id);

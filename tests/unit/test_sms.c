@@ -419,18 +419,27 @@ static void test_faults(void **state)
     fault("{s:s,s:s}", "provider", "tencent", "code", "InternalError.Timeout");
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
                 "InternalError.Timeout", &r);
+    /* refused: whether the provider said it took nothing (a held notice
+     * then may go by WeChat at once: notifier.c sms_may_have_gone). Its
+     * own fault may have sent; a throttle sent nothing (the review: both
+     * were only "retry"). */
+    assert_false(r.refused);
     fault("{s:s,s:s}", "provider", "tencent", "code", "RequestLimitExceeded");
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
                 "RequestLimitExceeded", &r);
+    assert_true(r.refused);
     fault("{s:s,s:i}", "provider", "tencent", "http_status", 502);
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
     assert_int_equal(r.http_status, 502);
+    assert_false(r.refused);
     /* A 200 that is not the provider's JSON: sent or not is unknown. */
     fault("{s:s,s:i,s:s}", "provider", "tencent", "http_status", 200, "body", "<html>proxy</html>");
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    assert_false(r.refused);
     /* Another status without a code: the endpoint is wrong, not busy. */
     fault("{s:s,s:i}", "provider", "tencent", "http_status", 404);
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
+    assert_true(r.refused);
     /* A per-number code we do not know: given up, the code kept. */
     fault("{s:s,s:s,s:b}", "provider", "tencent", "code", "FailedOperation.SomethingNew",
           "per_number", 1);
@@ -440,9 +449,11 @@ static void test_faults(void **state)
           "per_number", 1);
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RATE_LIMITED, PGW_ERISK,
                 "LimitExceeded.PhoneNumberOneHourLimit", &r);
+    assert_true(r.refused);
     fault("{s:s,s:s}", "provider", "tencent", "code", "Brand.NewError");
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "Brand.NewError",
                 &r);
+    assert_false(r.refused); /* a code not known here: it may have sent */
     pgw_sms_client_free(c);
 
     /* No answer in time: attempted, no status, retry. */
@@ -462,10 +473,12 @@ static void test_faults(void **state)
     fault("{s:s,s:s}", "provider", "aliyun", "code", "isp.SYSTEM_ERROR");
     send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
                 "isp.SYSTEM_ERROR", &r);
+    assert_false(r.refused);
     fault("{s:s,s:s,s:i}", "provider", "aliyun", "code", "Throttling.User", "http_status", 400);
     send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE,
                 "Throttling.User", &r);
     assert_int_equal(r.http_status, 400);
+    assert_true(r.refused);
     fault("{s:s,s:i}", "provider", "aliyun", "http_status", 503);
     send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
     fault("{s:s,s:s}", "provider", "aliyun", "code", "isv.AMOUNT_NOT_ENOUGH");
@@ -474,6 +487,7 @@ static void test_faults(void **state)
     /* A delay alone only delays. */
     fault("{s:s,s:i}", "provider", "aliyun", "delay_ms", 100);
     send_expect(c, message_to(c, PHONE, "after-delay"), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+    assert_false(r.refused);
     pgw_sms_client_free(c);
     assert_int_equal(accepted(), 2);
 }
