@@ -1951,7 +1951,10 @@ static void key_without_appid(const char *key, char out[PGW_IDEM_KEY_MAX + 1])
     snprintf(out, PGW_IDEM_KEY_MAX + 1, "%.*s:-%s", (int)(source - key), key, id);
 }
 
-void pgw_command_row_fingerprint(const pgw_command *cmd, uint8_t out[PGW_HASH_LEN])
+/* pgw_command_row_fingerprint, with the receipt or without it. A row
+ * without one hashes as before receipts were part of it (the rows
+ * reconcile --repair recorded). */
+static void row_fingerprint(const pgw_command *cmd, bool with_receipt, uint8_t out[PGW_HASH_LEN])
 {
     PGW_ASSERT(cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL);
     const pgw_event *e = cmd->event;
@@ -1961,13 +1964,21 @@ void pgw_command_row_fingerprint(const pgw_command *cmd, uint8_t out[PGW_HASH_LE
     const char *kind = cmd->by_identity ? pgw_identity_kind_name(cmd->who.kind) : "member_id";
     const char *scope = cmd->by_identity ? cmd->who.scope : "";
     const char *member = cmd->by_identity ? cmd->who.lookup : cmd->member;
-    char text[96 + 2 * PGW_IDEM_KEY_MAX + 2 * PGW_ID_MAX + PGW_LOOKUP_MAX];
-    int n = snprintf(text, sizeof(text), "statement row\n%s\n%s\n%lld\n%s:%s:%s\n%lld\n%lld\n%s",
-                     cmd->key, pgw_event_type_name(e->type), (long long)cmd->at, kind, scope,
-                     member, (long long)e->amount_fen, (long long)e->custom_points,
-                     e->type == PGW_EVENT_REFUND ? cmd->original : "");
+    bool receipt = with_receipt && cmd->receipt[0] != '\0';
+    char text[128 + 2 * PGW_IDEM_KEY_MAX + 2 * PGW_ID_MAX + PGW_LOOKUP_MAX + sizeof(cmd->receipt)];
+    int n =
+        snprintf(text, sizeof(text), "statement row\n%s\n%s\n%lld\n%s:%s:%s\n%lld\n%lld\n%s%s%s",
+                 cmd->key, pgw_event_type_name(e->type), (long long)cmd->at, kind, scope, member,
+                 (long long)e->amount_fen, (long long)e->custom_points,
+                 e->type == PGW_EVENT_REFUND ? cmd->original : "", receipt ? "\nreceipt " : "",
+                 receipt ? cmd->receipt : "");
     PGW_ASSERT(n > 0 && (size_t)n < sizeof(text));
     pgw_sha256(text, (size_t)n, out);
+}
+
+void pgw_command_row_fingerprint(const pgw_command *cmd, uint8_t out[PGW_HASH_LEN])
+{
+    row_fingerprint(cmd, true, out);
 }
 
 /* Whether the key's record is of the event a statement row gave
@@ -1976,9 +1987,13 @@ static bool repaired_as_row(const pgw_command *cmd)
 {
     if (cmd->kind != PGW_COMMAND_EVENT || cmd->event == NULL)
         return false;
-    uint8_t row[PGW_HASH_LEN];
-    pgw_command_row_fingerprint(cmd, row);
-    return memcmp(cmd->record.fingerprint, row, PGW_HASH_LEN) == 0;
+    /* Recorded with the receipt this names (a shop's CSV row), or without
+     * one (a statement's row: it has no receipt column). */
+    uint8_t row[PGW_HASH_LEN], bare[PGW_HASH_LEN];
+    row_fingerprint(cmd, true, row);
+    row_fingerprint(cmd, false, bare);
+    return memcmp(cmd->record.fingerprint, row, PGW_HASH_LEN) == 0 ||
+           memcmp(cmd->record.fingerprint, bare, PGW_HASH_LEN) == 0;
 }
 
 /* The member `cmd` names (by identity: whoever holds it) and `recorded`
@@ -2024,6 +2039,23 @@ static int refunds_original(pgw_store *store, pgw_command *cmd, bool *same)
     return rc;
 }
 
+/* Whether the event recorded under cmd's key was sent with cmd->receipt:
+ * its transfers carry it as their reference (an event with none cannot
+ * tell: false). A receipt pays a review once and is unique at a shop: a
+ * row naming another is another request. */
+static int has_receipt(pgw_store *store, pgw_command *cmd, bool *same)
+{
+    static pgw_transfer t; /* the writer's thread only */
+    size_t n = 0;
+    *same = false;
+    int rc =
+        cmd->record.first_transfer > 0
+            ? pgw_store_read_transfers(store, cmd->record.first_transfer - 1, &t, 1, &n, &cmd->err)
+            : PGW_OK;
+    *same = rc == PGW_OK && n == 1 && strcmp(t.reference, cmd->receipt) == 0;
+    return rc;
+}
+
 /* Whether the event recorded under a CSV row's key says what the row says
  * (pgw_command.from_row): what pgw_command_row_fingerprint covers. */
 static int row_agrees(pgw_store *store, pgw_command *cmd, bool *agrees)
@@ -2044,6 +2076,8 @@ static int row_agrees(pgw_store *store, pgw_command *cmd, bool *agrees)
         rc = same_member(store, cmd, was.member, &same);
     if (rc == PGW_OK && same && e->type == PGW_EVENT_REFUND)
         rc = refunds_original(store, cmd, &same);
+    else if (rc == PGW_OK && same && cmd->receipt[0] != '\0')
+        rc = has_receipt(store, cmd, &same);
     *agrees = rc == PGW_OK && same;
     return rc;
 }
