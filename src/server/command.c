@@ -1418,8 +1418,8 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
     bool refund = cmd->kind == PGW_COMMAND_EVENT && cmd->event->type == PGW_EVENT_REFUND;
     if (refund) /* the purchase first: a till after an outage sends them out of order */
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND,
-                           "no purchase %.128s to refund: no member has that %s yet", cmd->original,
-                           pgw_identity_kind_name(cmd->who.kind));
+                           "no member has that %s yet: purchase %.128s cannot be refunded to it",
+                           pgw_identity_kind_name(cmd->who.kind), cmd->original);
     if (!enroll)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has that %s",
                            pgw_identity_kind_name(cmd->who.kind));

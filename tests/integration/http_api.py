@@ -904,7 +904,8 @@ def test_refunds(s):
     # The POS review: a refund ahead of its purchase (a till's queue after
     # an outage) for a phone not enrolled yet said only "no member has that
     # phone", which sends the developer looking for a wrong number.
-    check("no purchase store:S001:E-R2 to refund" in doc["error"]["message"],
+    check("no member has that phone yet: purchase store:S001:E-R2 cannot be refunded to it" in
+          doc["error"]["message"],
           f"a refund for a phone nobody has names its purchase: {doc}")
     # regression: asking for more than the other member's purchase said
     # refund_exceeds_original, with its amount
