@@ -435,7 +435,9 @@ static int cmd_serve(int argc, char **argv)
     /* A hang-up stops it as cleanly: it has nothing to reload, and its log
      * is stdout, no file to reopen. Killed by it, requests in flight were
      * dropped and the WAL left uncheckpointed (the operations review). */
-    sigaction(SIGHUP, &sa, NULL);
+    struct sigaction hangup;
+    if (sigaction(SIGHUP, NULL, &hangup) == 0 && hangup.sa_handler != SIG_IGN)
+        sigaction(SIGHUP, &sa, NULL); /* under nohup it stays ignored, as asked */
     signal(SIGPIPE, SIG_IGN);
     tell_database_file(db, existed);
     char shown[PGW_STORE_URL_MAX + 1]; /* a password in the URL stays out of the log */

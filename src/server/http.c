@@ -763,19 +763,23 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     bool held_back = expects_continue(wsi);
     /* A stranger's body is not held: up to a MiB each, a thousand slow
      * connections with no key held a gigabyte (the HTTP review). Its size
-     * is none of its business either: 401 comes first, as README says. */
+     * is none of its business either: 401 comes first, as README says.
+     * Each answer refusing a body closes the connection after it: lws
+     * would read the body announced to throw it away, under no deadline of
+     * ours, a byte now and then keeping the connection for ever (the
+     * review of a1bee83). */
     if (n > 0 && pgw_api_stranger(h->api, &q->r)) {
-        q->close_after = held_back || unframed;
+        q->close_after = true;
         refuse(h, wsi, q, 401, "unauthorized", "unknown API key");
         return 0;
     }
     if (n > 0 && keyless(h, &q->r)) {
-        q->close_after = held_back || unframed;
+        q->close_after = true;
         dispatch(h, wsi, q); /* its 401, the API's, needs no body */
         return 0;
     }
     if (unframed || n > h->body_max) {
-        q->close_after = held_back || unframed;
+        q->close_after = true;
         char message[96];
         snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
         refuse(h, wsi, q, 413, "payload_too_large", message);
@@ -786,7 +790,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     q->body = malloc(n > 0 ? (size_t)n : 1);
     q->r.body_len = 0;
     if (q->body == NULL) {
-        q->close_after = held_back;
+        q->close_after = true;
         refuse(h, wsi, q, 503, "unavailable", "out of memory");
     } else if (n == 0) { /* nothing to wait for: lws reports no body of a PUT or PATCH */
         dispatch(h, wsi, q);
