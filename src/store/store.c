@@ -1665,7 +1665,7 @@ static int connect_store(const char *url, bool create, pgw_store **out, pgw_err 
 {
     pgw_store *s = *out = calloc(1, sizeof(*s));
     if (s == NULL)
-        return pgw_err_set(err, PGW_ENOMEM, "out of memory opening %s", url);
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
     s->wal_fd = -1;
     PGW_STATIC_ASSERT(PGW_STORE_URL_MAX == PGW_SQL_URL_MAX, "one bound on a URL");
     int rc = pgw_sql_open(url, create, &s->db, err);

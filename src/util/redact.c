@@ -18,6 +18,18 @@ static char *find_password(char *s)
     return NULL;
 }
 
+/* The length of a keyword's value at v: to the next space, or a quoted
+ * one ('correct horse', \' escaping a quote) to its closing quote. */
+static size_t quoted_length(const char *v)
+{
+    if (*v != '\'')
+        return strcspn(v, " \t");
+    size_t i = 1;
+    while (v[i] != '\0' && v[i] != '\'')
+        i += v[i] == '\\' && v[i + 1] != '\0' ? 2 : 1;
+    return v[i] == '\'' ? i + 1 : i;
+}
+
 /* Replaces the value of every "password = VALUE" in s (a keyword/value
  * string: the value runs to the next space) by "***", in place, the text
  * cut to cap where a value shorter than the stars makes it longer. */
@@ -35,7 +47,7 @@ static void hide_password_values(char *s, size_t cap)
             *value = '\0';
             return;
         }
-        size_t len = strcspn(value, " \t"), tail = strlen(value + len);
+        size_t len = quoted_length(value), tail = strlen(value + len);
         size_t room = cap - at - sizeof(stars); /* for the tail, after the stars and the NUL */
         size_t keep = tail < room ? tail : room;
         memmove(value + 3, value + len, keep);
@@ -50,11 +62,16 @@ void pgw_redact_db_url(const char *url, char *out, size_t cap)
     PGW_ASSERT(cap > 0);
     const char *scheme_end = strstr(url, "://");
     const char *rest = scheme_end ? scheme_end + 3 : url;
-    const char *at = strchr(rest, '@'), *slash = strchr(rest, '/');
+    /* The password runs to the last '@' before the query: one holding a
+     * '/' or an '@' (base64 has '/') is still all of it, whatever libpq
+     * makes of such a URL. */
+    size_t before_query = strcspn(rest, "?");
+    const char *at = NULL;
+    for (const char *c = rest; c < rest + before_query; c++)
+        at = *c == '@' ? c : at;
     const char *colon = strchr(rest, ':');
     size_t head = (size_t)(rest - url);
-    if (scheme_end != NULL && at != NULL && (slash == NULL || at < slash) && colon != NULL &&
-        colon < at)
+    if (scheme_end != NULL && at != NULL && colon != NULL && colon < at)
         snprintf(out, cap, "%.*s%.*s%s", (int)head, url, (int)(colon - rest), rest, at);
     else
         snprintf(out, cap, "%s", url);

@@ -33,6 +33,13 @@ static void test_forms(void **state)
     expect("host=db PASSWORD = s3cret", "host=db PASSWORD = ***");
     expect("password=a password=bb", "password=*** password=***");
     expect("user=password host=db", "user=password host=db");
+    /* The review of 2e547de: a password with '/' (base64) or '@' was shown
+     * whole or in part, and a quoted keyword value after its first word. */
+    expect("postgresql://pgw:Ab3/xY+z=@db.internal/pgw", "postgresql://pgw@db.internal/pgw");
+    expect("postgresql://pgw:p@ss@db/pgw", "postgresql://pgw@db/pgw");
+    expect("host=db password='correct horse' dbname=x", "host=db password=*** dbname=x");
+    expect("password='it\\'s here' x=1", "password=*** x=1");
+    expect("password='unclosed", "password=***");
 }
 
 static void test_cut_to_fit(void **state)
