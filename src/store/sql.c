@@ -100,22 +100,18 @@ static int failed(pgw_sql *db, int code)
 }
 
 /* SQLite's result as a PGW_E... code: busy and locked are worth a retry.
- * An I/O failure's message gains the system's reason: "disk I/O error"
- * alone sent an operator whose disk was full looking for a hardware fault
- * (the WAL's writes fail as SQLITE_IOERR_WRITE whatever their cause: see
- * wal_vfs.c). */
+ * A full disk's message says so: "disk I/O error" alone sent an operator
+ * whose disk was full looking for a hardware fault (the WAL's writes fail
+ * as SQLITE_IOERR_WRITE whatever their cause: see wal_vfs.c). */
 static int sqlite_failure(pgw_sql *db, int result)
 {
     int primary = result & 0xff;
-    int sys = primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CANTOPEN
-                  ? sqlite3_system_errno(db->lite)
-                  : 0;
     size_t n = strlen(db->errmsg);
-    if (primary == SQLITE_IOERR && db->lite != NULL &&
-        pgw_wal_vfs_disk_full(db->lite)) /* SQLite keeps no errno */
+    /* SQLite keeps no errno for a full disk, and the errno it keeps for
+     * other failures is the thread's last, maybe another call's: the
+     * wrapper's own record only. */
+    if (primary == SQLITE_IOERR && db->lite != NULL && pgw_wal_vfs_disk_full(db->lite))
         snprintf(db->errmsg + n, sizeof(db->errmsg) - n, " (the disk is full)");
-    else if (sys > 0)
-        snprintf(db->errmsg + n, sizeof(db->errmsg) - n, " (%s)", strerror(sys));
     bool on_lock = primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
     int code = failed(db, primary == SQLITE_CONSTRAINT ? PGW_ECONFLICT
                           : on_lock                    ? PGW_EUNAVAILABLE

@@ -4248,7 +4248,11 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
                            " /*pg FOR UPDATE SKIP LOCKED */)"
                          : "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
                            " lease_until = 0, " GIVEN_BACK
-                           " WHERE state = 'sending' AND claimed_by = ?2",
+                           " WHERE id IN (SELECT id FROM notices WHERE state = 'sending'"
+                           " AND claimed_by = ?2"
+                           /* as the lapsed sweep's: a row a wake holds is
+                            * left to lapse, not waited for (a deadlock) */
+                           " /*pg FOR UPDATE SKIP LOCKED */)",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
