@@ -791,6 +791,7 @@ static int rows_writer_start(const pgw_config *cfg, const char *url, bool notify
     bool warned = false;
     int rc = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
                             vault, &warned, err);
+    pgw_vault_warn_public(*vault); /* as serve says it: these rows' phones are stored */
     if (rc == PGW_OK)
         rc = pgw_writer_start(&wo, w, err);
     if (rc == PGW_OK) /* the writer made the database if it was not there */
@@ -1525,6 +1526,7 @@ static int cmd_member(int argc, char **argv)
     bool warned = false;
     int r = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
                            &vault, &warned, &err);
+    pgw_vault_warn_public(vault);
     if (r == PGW_OK)
         r = pgw_writer_start(&ro, &reader, &err);
     if (r == PGW_OK)

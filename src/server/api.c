@@ -3972,11 +3972,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     const pgw_security_config *sec = &opts->cfg->security;
     int rc = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
                             &api->vault, &warned, err);
-    if (warned)
-        fprintf(stderr,
-                "pointsgw: DEVELOPMENT MODE: %s/%s are not set, phones are protected by "
-                "public keys; never use this with real members\n",
-                sec->phone_hmac_key_env, sec->phone_aes_key_env);
+    pgw_vault_warn_public(api->vault);
     if (rc == PGW_OK)
         rc = pgw_auth_new(opts->cfg, &api->auth, err);
     if (rc == PGW_OK)

@@ -123,6 +123,15 @@ void pgw_vault_free(pgw_vault *v)
     free(v);
 }
 
+void pgw_vault_warn_public(const pgw_vault *v)
+{
+    if (v != NULL && v->public_keys)
+        fprintf(stderr,
+                "pointsgw: DEVELOPMENT MODE: %s/%s are not set, phones are protected by "
+                "public keys; never use this with real members\n",
+                v->index_var, v->seal_var);
+}
+
 /* AES-256-GCM: out = nonce || ciphertext || tag, the lookup as associated data. */
 static int seal(const pgw_vault *v, const char *plain, const char *aad, uint8_t *out,
                 size_t *out_len, pgw_err *err)

@@ -49,6 +49,12 @@ int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, 
                    bool *warned, pgw_err *err);
 void pgw_vault_free(pgw_vault *vault);
 
+/* Says on stderr that `vault` runs on development mode's public keys,
+ * naming the variables to set, when it does; nothing otherwise (NULL
+ * too). serve and every command that opens a vault call it: the phones
+ * they store are protected by nothing. */
+void pgw_vault_warn_public(const pgw_vault *vault);
+
 /*
  * Whether `stored`, a phone read back from a database, was made with this
  * vault's keys: its sealed number opens (GCM's tag fails under another

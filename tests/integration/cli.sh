@@ -487,11 +487,19 @@ expect_text "transfers:  4 checked"
 # The other way: phones stored with real keys, the development mode's
 # public keys refused. A database without phones takes any keys.
 printf 'card,points\nK1,5\n' >"$tmp/card.csv"
+# Regression (the operations review): the commands that open the vault
+# ran on development mode's public keys without the warning serve gives.
+dev_warning="pointsgw: DEVELOPMENT MODE: PGW_PHONE_HMAC_KEY/PGW_PHONE_AES_KEY are not set, phones are protected by public keys"
 expect_exit 0 "$bin" import-balances --shop S001 --file "$tmp/card.csv" --db "$keys_db"
+expect_text "$dev_warning"
+expect_exit 0 "$bin" member show card:S001:K1 --db "$keys_db"
+expect_text "$dev_warning"
 printf 'card,phone,points\nK2,13700137000,5\n' >"$tmp/keyed.csv"
 expect_exit 0 with_keys 5 6 "$bin" import-balances --shop S001 --file "$tmp/keyed.csv" --db "$keys_db"
+[[ "$out" != *"DEVELOPMENT MODE"* ]] && pass || fail "real keys were warned of: $out"
 expect_exit 0 with_keys 5 6 "$bin" member show phone:13700137000 --db "$keys_db"
 expect_text "137****7000"
+[[ "$out" != *"DEVELOPMENT MODE"* ]] && pass || fail "real keys were warned of: $out"
 expect_exit 2 env -u PGW_PHONE_HMAC_KEY -u PGW_PHONE_AES_KEY "$bin" member show card:S001:K1 --db "$keys_db"
 expect_text "the database's phones were sealed with other keys than the development mode's public ones"
 expect_text "set PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY to the keys they were stored with"
@@ -639,6 +647,7 @@ expect_exit 1 "$bin" reconcile --statement "$tmp/by-shop.csv" --channel store --
     --repair --out "$tmp/by-shop.json"
 expect_text '"missing_in_ledger":3,"created":2,"replayed":0,"failed":1'
 expect_text 'event SH-2: shop_id wx00000000000000ab is not a shop of the configuration'
+expect_text "$dev_warning"
 expect_exit 1 "$bin" reconcile --statement "$tmp/by-shop.csv" --channel store --db "$repair_db"
 expect_text '"missing_in_ledger":1,'
 # Each under its own shop's key: a shop's own statement finds its row.
