@@ -6,12 +6,16 @@
  * check found a problem, 2 bad usage or input. Commands whose machinery has
  * not been built yet say so plainly and exit 2 instead of pretending.
  */
+#include "adapters/sms/sms.h"
+#include "adapters/wechat/client.h"
+#include "adapters/wechat_oa/crypto.h"
 #include "config/config.h"
 #include "core/assertions.h"
 #include "core/error.h"
 #include "core/digest.h"
 #include "core/rules.h"
 #include "server/api.h"
+#include "server/auth.h"
 #include "server/event_command.h"
 #include "server/event_json.h"
 #include "server/expire.h"
@@ -223,11 +227,20 @@ static pgw_config *load_config(const char *path)
     return cfg;
 }
 
-static void print_summary(const pgw_config *cfg)
+/* The configuration's summary with its channels line as serve will run
+ * them (`channels`): the summary's own says what is configured, "on" for
+ * a channel serve then runs without (the operations review). */
+static void print_summary(const pgw_config *cfg, const char *channels)
 {
     char summary[4096];
-    if (pgw_config_summary(cfg, summary, sizeof(summary)) == PGW_OK)
-        fputs(summary, stdout);
+    if (pgw_config_summary(cfg, summary, sizeof(summary)) != PGW_OK)
+        return;
+    char *line = strstr(summary, "\nchannels:");
+    char *rest = line != NULL ? strchr(line + 1, '\n') : NULL;
+    if (rest == NULL) /* no such line: said after it */
+        printf("%schannels:   %s\n", summary, channels);
+    else
+        printf("%.*s\nchannels:   %s%s", (int)(line - summary), summary, channels, rest);
 }
 
 /*
@@ -258,6 +271,127 @@ static bool tls_files_ok(const pgw_config *cfg, flag_set *flags, const char *who
     return false;
 }
 
+#define CHANNELS_LINE_MAX 512
+
+/* Whether every one of `vars` is set (and not empty), as serve asks; the
+ * names of those that are not into `unset` ("A, B"). */
+static bool all_set(const char *const *vars, size_t n, char *unset, size_t cap)
+{
+    size_t used = 0;
+    unset[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        const char *value = vars[i][0] ? getenv(vars[i]) : NULL;
+        if (value != NULL && value[0] != '\0')
+            continue;
+        int k = snprintf(unset + used, cap - used, "%s%s", used > 0 ? ", " : "",
+                         vars[i][0] ? vars[i] : "(no variable named)");
+        used = k < 0 ? used : used + (size_t)k < cap ? used + (size_t)k : cap - 1;
+    }
+    return used == 0;
+}
+
+/* Adds "NAME STATE" to the channels line, "NAME off (VARS unset)" when
+ * variables it needs are not set. */
+static void say_channel(char *line, size_t cap, const char *name, const char *state,
+                        const char *unset)
+{
+    size_t used = strlen(line);
+    PGW_ASSERT(used < cap);
+    if (unset[0] != '\0')
+        snprintf(line + used, cap - used, "%s%s off (%s unset)", used ? ", " : "", name, unset);
+    else
+        snprintf(line + used, cap - used, "%s%s %s", used ? ", " : "", name, state);
+}
+
+/* channels.wechat_mp as serve runs it (server/wechat.c): off without its
+ * secret; its app taken by a WeChat client as serve's takes it. */
+static int check_mp(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t cap, pgw_err *err)
+{
+    const pgw_wechat_channel *mp = &cfg->wechat_mp;
+    const char *vars[] = {mp->secret_env};
+    char unset[CHANNELS_LINE_MAX] = "";
+    bool on = mp->enabled && all_set(vars, 1, unset, sizeof(unset));
+    say_channel(line, cap, "wechat_mp", on ? "on" : "off", unset);
+    return on ? pgw_wx_client_add_app(wx, mp->appid, getenv(mp->secret_env), mp->api_base, err)
+              : PGW_OK;
+}
+
+/* channels.wechat_oa: off without its secret and callback token; an
+ * EncodingAESKey set must be one (serve refuses it otherwise). */
+static int check_oa(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t cap, pgw_err *err)
+{
+    const pgw_wechat_channel *oa = &cfg->wechat_oa;
+    const char *vars[] = {oa->secret_env, oa->token_env};
+    char unset[CHANNELS_LINE_MAX] = "";
+    bool on = oa->enabled && all_set(vars, 2, unset, sizeof(unset));
+    say_channel(line, cap, "wechat_oa", on ? "on" : "off", unset);
+    const char *aes = on && oa->aes_key_env[0] ? getenv(oa->aes_key_env) : NULL;
+    uint8_t key[PGW_WX_AES_KEY_LEN];
+    int rc = aes != NULL && aes[0] != '\0' ? pgw_wx_aes_key(aes, key, err) : PGW_OK;
+    OPENSSL_cleanse(key, sizeof(key));
+    if (rc != PGW_OK)
+        return pgw_err_prefix(err, "%s: ", oa->aes_key_env);
+    return on ? pgw_wx_client_add_app(wx, oa->appid, getenv(oa->secret_env), oa->api_base, err)
+              : PGW_OK;
+}
+
+/* channels.sms: off without both keys; with them, a client as serve's. */
+static int check_sms(const pgw_config *cfg, char *line, size_t cap, pgw_err *err)
+{
+    const pgw_sms_channel *sms = &cfg->sms;
+    const char *vars[] = {sms->key_id_env, sms->key_secret_env};
+    char unset[CHANNELS_LINE_MAX] = "";
+    bool on = sms->enabled && all_set(vars, 2, unset, sizeof(unset));
+    say_channel(line, cap, "sms", on ? sms->provider : "off", unset);
+    pgw_sms_client *client = NULL;
+    int rc = on ? pgw_sms_client_new(sms, getenv(sms->key_id_env), getenv(sms->key_secret_env),
+                                     NULL, &client, err)
+                : PGW_OK;
+    pgw_sms_client_free(client);
+    return rc;
+}
+
+/* Prints err's message when rc is a failure; whether it is not. */
+static bool told(int rc, const pgw_err *err)
+{
+    if (rc != PGW_OK)
+        fprintf(stderr, "pointsgw: %s\n", err->msg);
+    return rc == PGW_OK;
+}
+
+/*
+ * What serve reads from the environment, read by the functions serve
+ * reads it with: the phone keys (pgw_vault_open), the API keys
+ * (pgw_auth_new) and the channels' secrets, into `channels` as serve will
+ * run them. No database is opened. Warnings are said as serve says them
+ * (development mode, a disabled key); false after printing each thing
+ * serve would refuse.
+ */
+static bool environment_ok(const pgw_config *cfg, char *channels, size_t cap)
+{
+    const pgw_security_config *sec = &cfg->security;
+    pgw_vault *vault = NULL;
+    pgw_auth *auth = NULL;
+    pgw_wx_client *wx = NULL;
+    bool warned = false;
+    pgw_err err;
+    bool ok = told(pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env,
+                                  sec->development_mode, &vault, &warned, &err),
+                   &err);
+    pgw_vault_warn_public(vault);
+    pgw_vault_free(vault);
+    ok = told(pgw_auth_new(cfg, &auth, &err), &err) && ok;
+    pgw_auth_free(auth);
+    channels[0] = '\0';
+    if (!told(pgw_wx_client_new(NULL, 0, &wx, &err), &err))
+        return false;
+    ok = told(check_mp(cfg, wx, channels, cap, &err), &err) && ok;
+    ok = told(check_oa(cfg, wx, channels, cap, &err), &err) && ok;
+    ok = told(check_sms(cfg, channels, cap, &err), &err) && ok;
+    pgw_wx_client_free(wx);
+    return ok;
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -266,11 +400,13 @@ static int cmd_check_config(int argc, char **argv)
     int rc = start_command("check-config", &flags, argc, argv, &cfg);
     if (rc >= 0)
         return rc;
-    if (!tls_files_ok(cfg, &flags, "pointsgw")) {
+    char channels[CHANNELS_LINE_MAX];
+    bool tls_ok = tls_files_ok(cfg, &flags, "pointsgw");
+    if (!environment_ok(cfg, channels, sizeof(channels)) || !tls_ok) {
         pgw_config_free(cfg);
         return EXIT_USAGE;
     }
-    print_summary(cfg);
+    print_summary(cfg, channels);
     printf("configuration OK\n");
     pgw_config_free(cfg);
     return EXIT_OK;

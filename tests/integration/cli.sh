@@ -282,6 +282,58 @@ expect_text "key demo-admin is README's published demo key: anyone may use it"
 expect_exit 124 timeout 3 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 --db "sqlite:$tmp/demo.db"
 expect_text "pointsgw: warning: key demo-admin is README's published demo key"
 
+# Regression (the operations review): check-config said "configuration OK"
+# (exit 0) for what serve then refused (the phone keys, a key holding
+# another's secret, the demo key outside development mode) or ran without
+# (channels whose secrets are unset). It reads the environment as serve
+# does, through the same functions, and opens no database.
+unset_all=(env -u PGW_PHONE_HMAC_KEY -u PGW_PHONE_AES_KEY -u PGW_MP_CHANNEL_KEY
+    -u PGW_WECHAT_MP_SECRET -u PGW_WECHAT_OA_SECRET -u PGW_WECHAT_OA_TOKEN
+    -u PGW_WECHAT_OA_AES_KEY -u PGW_SMS_SECRET_ID -u PGW_SMS_SECRET_KEY)
+expect_exit 2 "${unset_all[@]}" "$bin" check-config --config "$tmp/prod.json"
+expect_text "PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY must each hold 64 hex digits"
+[[ "$out" != *"configuration OK"* ]] && pass || fail "check-config refused and said OK: $out"
+expect_exit 2 "${unset_all[@]}" PGW_PHONE_HMAC_KEY=abc PGW_PHONE_AES_KEY="$(printf '2%.0s' {1..64})" \
+    "$bin" check-config --config "$tmp/prod.json"
+expect_text "PGW_PHONE_HMAC_KEY is malformed"
+expect_exit 2 "${unset_all[@]}" PGW_PHONE_HMAC_KEY="$(printf '1%.0s' {1..64})" \
+    PGW_PHONE_AES_KEY="$(printf '2%.0s' {1..64})" "$bin" check-config --config "$tmp/prod.json"
+expect_text "key demo-admin is README's published demo key: anyone may use it"
+[[ "$out" != *DEVELOPMENT* ]] && pass || fail "real phone keys were called development mode: $out"
+expect_exit 2 "${unset_all[@]}" PGW_MP_CHANNEL_KEY=demo-admin-key-change-me \
+    "$bin" check-config --config config/pointsgw.example.json
+expect_text "keys demo-admin and mini-program are the same key"
+# Development mode with nothing set: OK, with serve's warnings, and the
+# channels as serve will run them. Its database is never opened.
+cc_dir=$(mktemp -d -p "$scratch")
+python3 -c 'import json, sys
+c = json.load(open("config/pointsgw.example.json"))
+c["db"] = "sqlite:" + sys.argv[1] + "/none/x.db"
+json.dump(c, open(sys.argv[1] + "/cc.json", "w"), ensure_ascii=False)' "$cc_dir"
+expect_exit 0 "${unset_all[@]}" "$bin" check-config --config "$cc_dir/cc.json"
+expect_text "pointsgw: DEVELOPMENT MODE: PGW_PHONE_HMAC_KEY/PGW_PHONE_AES_KEY are not set"
+expect_text "pointsgw: key mini-program is disabled: PGW_MP_CHANNEL_KEY is not set"
+expect_text "pointsgw: warning: key demo-admin is README's published demo key"
+expect_text "channels:   wechat_mp off (PGW_WECHAT_MP_SECRET unset), wechat_oa off (PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN unset), sms off (PGW_SMS_SECRET_ID, PGW_SMS_SECRET_KEY unset)"$'\n'
+expect_text "configuration OK"
+[ ! -e "$cc_dir/none" ] && pass || fail "check-config made the database's folder"
+channel_env=(PGW_WECHAT_MP_SECRET=s1 PGW_WECHAT_OA_SECRET=s2 PGW_WECHAT_OA_TOKEN=token3
+    PGW_SMS_SECRET_ID=id4 PGW_SMS_SECRET_KEY=key5 PGW_MP_CHANNEL_KEY=mp-key-6)
+expect_exit 0 "${unset_all[@]}" "${channel_env[@]}" "$bin" check-config --config "$cc_dir/cc.json"
+expect_text "channels:   wechat_mp on, wechat_oa on, sms tencent"$'\n'
+[[ "$out" != *disabled* && "$out" != *"is off"* ]] && pass || fail "check-config with every secret: $out"
+expect_exit 0 "${unset_all[@]}" PGW_WECHAT_OA_SECRET=s2 PGW_SMS_SECRET_KEY=key5 \
+    "$bin" check-config --config "$cc_dir/cc.json"
+expect_text "wechat_oa off (PGW_WECHAT_OA_TOKEN unset), sms off (PGW_SMS_SECRET_ID unset)"
+# An EncodingAESKey set but malformed: serve refuses it, so does check-config.
+expect_exit 2 "${unset_all[@]}" "${channel_env[@]}" PGW_WECHAT_OA_AES_KEY=short \
+    "$bin" check-config --config "$cc_dir/cc.json"
+expect_text "PGW_WECHAT_OA_AES_KEY: "
+expect_exit 2 "${unset_all[@]}" "${channel_env[@]}" PGW_WECHAT_OA_AES_KEY=short timeout 20 \
+    "$bin" serve --config "$cc_dir/cc.json" --listen 127.0.0.1:0 --db "sqlite:$cc_dir/serve.db"
+expect_text "PGW_WECHAT_OA_AES_KEY: "
+rm -rf "$cc_dir"
+
 # Input files are bounded: an event file over 1 MiB is refused before it is parsed.
 head -c 1100000 /dev/zero | tr '\0' ' ' >"$tmp/huge.json"
 expect_exit 2 "$bin" quote --event "$tmp/huge.json"
