@@ -31,9 +31,11 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <libwebsockets.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <jansson.h>
@@ -44,6 +46,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef PGW_VERSION
+#error "PGW_VERSION comes from CMakeLists.txt's project(VERSION)"
+#endif
 
 #define EXIT_OK      0
 #define EXIT_PROBLEM 1
@@ -1730,8 +1736,19 @@ static void print_usage(FILE *out)
     fprintf(out, "usage: pointsgw COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-16s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
-    fprintf(out, "\n'pointsgw COMMAND --help' shows a command's arguments.\n"
+    fprintf(out, "\n'pointsgw COMMAND --help' shows a command's arguments, 'pointsgw --version'\n"
+                 "the version and those of the libraries it runs with.\n"
                  "Exit codes: 0 ok, 1 the check found a problem, 2 bad usage or input.\n");
+}
+
+/* The version (PGW_VERSION: CMakeLists.txt's project()) and those of the
+ * libraries as loaded, which a packaged binary may find other than it was
+ * built with: what a bug report or an upgrade check needs. */
+static int print_version(void)
+{
+    printf("pointsgw %s\nSQLite %s\nlibwebsockets %s\n%s\n", PGW_VERSION, sqlite3_libversion(),
+           lws_get_library_version(), OpenSSL_version(OPENSSL_VERSION));
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -1740,6 +1757,8 @@ int main(int argc, char **argv)
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)
+        return print_version();
     for (size_t i = 0; i < N_COMMANDS; i++) {
         if (strcmp(argv[1], COMMANDS[i].name) != 0)
             continue;

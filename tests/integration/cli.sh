@@ -65,6 +65,19 @@ for cmd in serve check-config quote reconcile report verify expire import-balanc
     expect_exit 0 "$bin" "$cmd" --help
     expect_text "usage: pointsgw $cmd"
 done
+# Regression (the operations review): there was no --version. It names
+# the version CMakeLists.txt's project() gives and the libraries it runs with.
+version=$(sed -n 's/^project(pointsgw VERSION \([0-9.]*\) .*/\1/p' CMakeLists.txt)
+[ -n "$version" ] && pass || fail "no version in CMakeLists.txt's project()"
+for arg in --version version; do
+    expect_exit 0 "$bin" "$arg"
+    expect_text "pointsgw $version"$'\n'
+    expect_text $'\nSQLite 3.'
+    expect_text $'\nlibwebsockets 4.'
+    expect_text $'\nOpenSSL 3.'
+done
+expect_exit 0 "$bin" --help
+expect_text "--version"
 expect_exit 2 "$bin" check-config --bogus
 expect_text "unknown argument '--bogus'"
 expect_exit 2 "$bin" check-config --config
