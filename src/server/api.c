@@ -1544,15 +1544,25 @@ json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const
 
 /* ---- health and metrics ----------------------------------------------------------------- */
 
+/* The database as /healthz and /metrics' pgw_db_up report it. */
+static bool db_down(const pgw_writer_stats *w)
+{
+    return w->last_batch_failed;
+}
+
 static void handle_health(pgw_api *api, pgw_response *resp)
 {
     pgw_writer_stats w;
     pgw_writer_get_stats(api->writer, &w);
-    bool down = w.last_batch_failed;
+    bool down = db_down(&w);
     set_body(
         resp, down ? 503 : 200,
         json_pack("{s:s,s:s}", "status", down ? "degraded" : "ok", "db", down ? "down" : "ok"));
 }
+
+#ifndef PGW_VERSION
+#error "PGW_VERSION comes from CMakeLists.txt's project(VERSION)"
+#endif
 
 /* The metrics' text, growing; `ok` false once an allocation failed, after
  * which nothing more is added (one check at the end, not one per line). */
@@ -1602,6 +1612,16 @@ static void put_seconds(metrics_text *m, const char *name, const char *help, uin
 {
     describe(m, name, "counter", help);
     put(m, "%s %.6f\n", name, (double)us / 1e6);
+}
+
+/* What an operator alerts on first: the database as /healthz reports it,
+ * and the version running (an info metric: always 1, the version its label). */
+static void metrics_up(metrics_text *m, const pgw_writer_stats *w)
+{
+    describe(m, "pgw_db_up", "gauge", "1 while /healthz reports the database ok, 0 while down.");
+    put(m, "pgw_db_up %d\n", db_down(w) ? 0 : 1);
+    describe(m, "pgw_build_info", "gauge", "The pointsgw version running, in its label; always 1.");
+    put(m, "pgw_build_info{version=\"%s\"} 1\n", PGW_VERSION);
 }
 
 static void metrics_http(metrics_text *m, const pgw_api *api)
@@ -1739,6 +1759,7 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
     metrics_text m = {.ok = true};
     pgw_writer_stats w;
     pgw_writer_get_stats(api->writer, &w);
+    metrics_up(&m, &w);
     metrics_http(&m, api);
     metrics_writer(&m, &w);
     metrics_risk_and_expiry(&m, api);

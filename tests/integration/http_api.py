@@ -179,23 +179,55 @@ def test_health_and_metrics(s):
           f"metrics: {status} {headers}")
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
                         r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? [-+]?[0-9.eE+Inf]+$')
-    typed = {}
+    typed, helped, done, current = {}, set(), set(), None
+    check(text.endswith("\n"), "the metrics text ends with a line feed")
     for line in text.strip().split("\n"):
         ok = line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line)
         check(ok, f"metrics line is not Prometheus text: {line!r}")
-        if line.startswith("# TYPE "):
+        if line.startswith("# HELP "):
+            name = line.split(" ")[2]
+            check(name not in helped, f"metrics help {name} once")
+            helped.add(name)
+        elif line.startswith("# TYPE "):
             name, kind = line.split(" ")[2:4]
             check(name not in typed, f"metrics type {name} once")
+            check(name in helped, f"metric {name} has its HELP before its TYPE")
+            check(kind in ("counter", "gauge", "histogram"), f"metric {name}'s type {kind}")
             typed[name] = kind
-        elif ok and not line.startswith("#"):
+        elif ok:
             name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
             family = re.sub(r"_(bucket|sum|count)$", "", name)
             family = family if typed.get(family) == "histogram" else name
             check(family in typed, f"metric {name} has its TYPE before it")
+            # A family's samples together: Prometheus refuses one that comes back.
+            if family != current:
+                check(family not in done, f"metric {family}'s samples are together")
+                done.add(family)
+                current = family
     check("(null)" not in text, "every metric label is named")
     for name in ("pgw_http_request_seconds_bucket", "pgw_commit_batch_size_bucket",
                  "pgw_commit_seconds_bucket", "pgw_http_requests_total", "pgw_ledger_transfers"):
         check(name in text, f"metrics has {name}")
+    # Regression (the operations review): nothing to alert on for the
+    # database /healthz reports, nor the version running.
+    check(typed.get("pgw_db_up") == "gauge" and re.search(r"^pgw_db_up 1$", text, re.M),
+          "pgw_db_up is a gauge, 1 while /healthz says the database is ok")
+    check(typed.get("pgw_build_info") == "gauge" and
+          re.search(r'^pgw_build_info\{version="%s"\} 1$' % re.escape(cmake_version()), text, re.M),
+          f"pgw_build_info names the version {cmake_version()}")
+
+
+def cmake_version():
+    """The version CMakeLists.txt's project() gives: the one pointsgw says."""
+    with open(os.path.join(SRC, "CMakeLists.txt")) as f:
+        m = re.search(r"^project\(pointsgw VERSION ([0-9.]+) ", f.read(), re.M)
+    return m.group(1) if m else "?"
+
+
+def db_up(s):
+    """pgw_db_up's value in /metrics, None when it is not there."""
+    m = re.search(r"^pgw_db_up (\S+)$", s.request("GET", "/metrics", key=None)[1], re.M)
+    return m.group(1) if m else None
 
 
 def test_dashboard(s):
@@ -2702,11 +2734,13 @@ def test_health_sees_the_file_moved(tmp):
             time.sleep(0.1)
         check(answer == (503, {"status": "degraded", "db": "down"}),
               f"healthz with the file moved aside, nobody writing: {answer}")
+        check(db_up(s) == "0", f"pgw_db_up with the file moved aside: {db_up(s)}")
         os.rename(path + ".aside", path)
         deadline = time.time() + 5
         while time.time() < deadline and (answer := health())[0] != 200:
             time.sleep(0.1)
         check(answer == (200, {"status": "ok", "db": "ok"}), f"healthz with it put back: {answer}")
+        check(db_up(s) == "1", f"pgw_db_up with the file put back: {db_up(s)}")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED-2"))
         check(status == 201, f"an event after it was put back: {status} {doc}")
         # A write refused meanwhile (its begin: the file was not there)
