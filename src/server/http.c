@@ -87,11 +87,18 @@ typedef struct req {
     int64_t body_deadline_us; /* from r.received_us: the body is whole by then */
     bool dispatched;          /* handed to the API: once per transaction */
     bool body_completed;      /* lws said so once: a second time, bytes followed it */
-    bool close_after;         /* the connection cannot carry another request */
-    bool keep_alive_10;       /* HTTP/1.0 asking to keep the connection: say it is kept */
-    bool kept;                /* lws keeps the connection after the answer, unless close_after */
-    bool waiting;             /* a job is out; r.id is in the slot table */
-    bool responding;          /* resp is ready to send */
+    bool body_ticked;         /* watch_body's timer has ticked for this body */
+    /* watch_body's timer, scheduled while a body is awaited and cancelled
+     * once it is not (unhook_body): lws's sorted list of timers is walked
+     * at each insertion, and 128 lingering ones cost the service thread a
+     * tenth of its time. */
+    lws_sorted_usec_list_t body_sul;
+    struct lws *body_wsi; /* the connection body_sul ticks for */
+    bool close_after;     /* the connection cannot carry another request */
+    bool keep_alive_10;   /* HTTP/1.0 asking to keep the connection: say it is kept */
+    bool kept;            /* lws keeps the connection after the answer, unless close_after */
+    bool waiting;         /* a job is out; r.id is in the slot table */
+    bool responding;      /* resp is ready to send */
     bool headers_sent;
     bool logged; /* its one log line is written */
     pgw_response resp;
@@ -502,10 +509,13 @@ static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char 
     respond(h, wsi, q);
 }
 
+static void unhook_body(req *q);
+
 static void dispatch(pgw_http *h, struct lws *wsi, req *q)
 {
     PGW_ASSERT(!q->dispatched);
     q->dispatched = true;
+    unhook_body(q);
     q->r.body = q->body;
     q->r.body_len = q->body_expected;
     q->r.id = ++h->next_id;
@@ -646,6 +656,8 @@ static void late_body(pgw_http *h, struct lws *wsi, req *q)
  * the deadline answers 408. Idle connections keep lws's timeouts: until
  * their headers are whole (10 s from connecting), between requests (keepalive_timeout_s).
  */
+static void body_tick(lws_sorted_usec_list_t *sul);
+
 static void watch_body(pgw_http *h, struct lws *wsi, req *q)
 {
     int64_t left = q->r.received_us + q->body_deadline_us - wall_us();
@@ -653,16 +665,37 @@ static void watch_body(pgw_http *h, struct lws *wsi, req *q)
         late_body(h, wsi, q);
         return;
     }
-    /* Past the deadline, and the tick there, by a second or two: a backstop. */
-    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)(left / 1000000) + 2);
+    /* Past the deadline, and the tick there, by a second or two: a backstop.
+     * Not at the first look (from the request's start): libwebsockets' own
+     * timeout runs LWS_TIMEOUT_S, past the first tick, and most bodies are
+     * whole before it (a walk of lws's sorted timeouts saved per request). */
+    if (q->body_ticked)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)(left / 1000000) + 2);
+    q->body_ticked = true;
     int64_t tick = (int64_t)BODY_TICK_S * 1000000;
-    lws_set_timer_usecs(wsi, left < tick ? left : tick);
+    q->body_wsi = wsi;
+    lws_sul_schedule(lws_get_context(wsi), 0, &q->body_sul, body_tick, left < tick ? left : tick);
 }
 
 /* Whether the transaction still waits for its body (not refused nor whole). */
 static bool awaits_body(const req *q)
 {
     return q != NULL && q->body != NULL && !q->dispatched && !q->responding;
+}
+
+static void body_tick(lws_sorted_usec_list_t *sul)
+{
+    req *q = lws_container_of(sul, req, body_sul);
+    struct lws *wsi = q->body_wsi;
+    if (awaits_body(q))
+        watch_body(lws_context_user(lws_get_context(wsi)), wsi, q);
+}
+
+/* The body is no longer awaited: its timer goes (a no-op when none is set). */
+static void unhook_body(req *q)
+{
+    if (q != NULL)
+        lws_sul_cancel(&q->body_sul);
 }
 
 /*
@@ -933,10 +966,6 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
 {
     if (q == NULL || !q->responding)
         return 0; /* lws may call without our asking */
-    /* A client that does not read its answer is dropped: the same time to
-     * take each piece as a body has to come whole (restarted at each, as
-     * libwebsockets does for the files it serves). */
-    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)h->body_timeout_s);
     bool done = false;
     if (!q->headers_sent) {
         if (write_head(wsi, q, h->keepalive_timeout_s, &done) != 0)
@@ -951,6 +980,14 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
         q->sent += n;
     }
     if (!done) {
+        /* A client that does not read its answer is dropped: the same time
+         * to take each piece as a body has to come whole (restarted at
+         * each, as libwebsockets does for the files it serves). Only while
+         * pieces are left: an answer written whole, the most, waits under
+         * the keep-alive's timeout, and each timeout set is a walk of
+         * libwebsockets' sorted list of them (a tenth of the service
+         * thread at 128 connections). */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)h->body_timeout_s);
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -1074,10 +1111,6 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return write_some(h, wsi, q);
     case LWS_CALLBACK_RAW_ADOPT:
         return refuse_connect(h, wsi);
-    case LWS_CALLBACK_TIMER: /* watch_body's tick */
-        if (awaits_body(q))
-            watch_body(h, wsi, q);
-        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return ignore_h2c(in);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
@@ -1096,11 +1129,11 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
-        /* The body's timer is left as it is: a tick that comes after its
-         * transaction is ignored (awaits_body), the next body's re-arms it,
-         * and lws removes it with the connection. Cancelling it in lws 4.1
-         * (LWS_SET_TIMER_USEC_CANCEL) schedules a tick now instead: one
-         * wake-up more for every request (the review of 59e48e4). */
+        /* The body's timer is ours (body_sul), in the request's memory,
+         * which lws frees: it goes first. lws 4.1's own per-connection
+         * timer could not be cancelled (LWS_SET_TIMER_USEC_CANCEL schedules
+         * a tick now instead: the review of 59e48e4). */
+        unhook_body(q);
         forget(h, q);
         break;
     default:
