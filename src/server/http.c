@@ -716,6 +716,19 @@ static bool keyless(pgw_http *h, pgw_request *r)
     return wants_key;
 }
 
+/* Whether the request announces a body we do not read (a Content-Length
+ * other than 0): after its answer lws reads that body to throw it away,
+ * restarting its 5 s at each piece and under no deadline of ours, so a
+ * byte every few seconds kept the connection for ever (the review of
+ * 49ef2e5): such a connection closes after its answer. */
+static bool announces_body(struct lws *wsi)
+{
+    char length[32];
+    return lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+           (!copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, length, sizeof(length)) ||
+            strspn(length, "0") != strlen(length));
+}
+
 static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
 {
     char *uri = NULL;
@@ -734,6 +747,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     snprintf(q->r.path, sizeof(q->r.path), "%s", ok ? path : "");
     const char *bad_query = ok ? copy_query(wsi, q->r.query, sizeof(q->r.query)) : NULL;
     if (bad_query != NULL) {
+        q->close_after = announces_body(wsi);
         refuse(h, wsi, q, 400, "invalid_request", bad_query);
         return 0;
     }
@@ -749,6 +763,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     if (ok && !copy_header(wsi, WSI_TOKEN_HTTP_ACCEPT, q->r.accept, sizeof(q->r.accept)))
         q->r.accept[0] = '\0';
     if (!ok) {
+        q->close_after = announces_body(wsi);
         refuse(h, wsi, q, 400, "invalid_request", "a header or the path is too long");
         return 0;
     }
@@ -764,7 +779,8 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     }
     bool has_body =
         method == LWSHUMETH_POST || method == LWSHUMETH_PUT || method == LWSHUMETH_PATCH;
-    if (!has_body) {
+    if (!has_body) { /* a GET's body is not read */
+        q->close_after = announces_body(wsi);
         dispatch(h, wsi, q);
         return 0;
     }
@@ -979,15 +995,15 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
             return -1;
         q->sent += n;
     }
-    if (!done) {
-        /* A client that does not read its answer is dropped: the same time
-         * to take each piece as a body has to come whole (restarted at
-         * each, as libwebsockets does for the files it serves). Only while
-         * pieces are left: an answer written whole, the most, waits under
-         * the keep-alive's timeout, and each timeout set is a walk of
-         * libwebsockets' sorted list of them (a tenth of the service
-         * thread at 128 connections). */
+    /* A client that does not read its answer is dropped: the same time to
+     * take each piece as a body has to come whole (restarted at each, as
+     * libwebsockets does for the files it serves). Only while pieces are
+     * left, ours or what lws buffered of the last (it then defers the
+     * transaction's end, and the keep-alive's timeout with it): each
+     * timeout set walks lws's sorted list of them. */
+    if (!done || lws_partial_buffered(wsi))
         lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, (int)h->body_timeout_s);
+    if (!done) {
         lws_callback_on_writable(wsi);
         return 0;
     }
