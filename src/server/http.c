@@ -813,10 +813,10 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     /* A stranger's body is not held: up to a MiB each, a thousand slow
      * connections with no key held a gigabyte (the HTTP review). Its size
      * is none of its business either: 401 comes first, as README says.
-     * Each answer refusing a body closes the connection after it: lws
-     * would read the body announced to throw it away, under no deadline of
-     * ours, a byte now and then keeping the connection for ever (the
-     * review of a1bee83). */
+     * These answers close the connection after them: lws would read the
+     * body announced to throw it away, under no deadline of ours, a byte
+     * now and then keeping the connection for ever, for anyone (the review
+     * of a1bee83). */
     if (n > 0 && pgw_api_stranger(h->api, &q->r)) {
         q->close_after = true;
         refuse(h, wsi, q, 401, "unauthorized", "unknown API key");
@@ -828,7 +828,9 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         return 0;
     }
     if (unframed || n > h->body_max) {
-        q->close_after = true;
+        /* A key's own body too large is read and thrown away, so that its
+         * client, still sending, reads the 413 instead of a reset. */
+        q->close_after = held_back || unframed;
         char message[96];
         snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
         refuse(h, wsi, q, 413, "payload_too_large", message);
@@ -839,7 +841,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     q->body = malloc(n > 0 ? (size_t)n : 1);
     q->r.body_len = 0;
     if (q->body == NULL) {
-        q->close_after = true;
+        q->close_after = held_back;
         refuse(h, wsi, q, 503, "unavailable", "out of memory");
     } else if (n == 0) { /* nothing to wait for: lws reports no body of a PUT or PATCH */
         dispatch(h, wsi, q);

@@ -22,8 +22,12 @@ static char *find_password(char *s)
  * one ('correct horse', \' escaping a quote) to its closing quote. */
 static size_t quoted_length(const char *v)
 {
-    if (*v != '\'')
-        return strcspn(v, " \t");
+    if (*v != '\'') { /* to a space not escaped (libpq: "a\ b" is "a b") */
+        size_t i = 0;
+        while (v[i] != '\0' && v[i] != ' ' && v[i] != '\t')
+            i += v[i] == '\\' && v[i + 1] != '\0' ? 2 : 1;
+        return i;
+    }
     size_t i = 1;
     while (v[i] != '\0' && v[i] != '\'')
         i += v[i] == '\\' && v[i + 1] != '\0' ? 2 : 1;
@@ -62,13 +66,10 @@ void pgw_redact_db_url(const char *url, char *out, size_t cap)
     PGW_ASSERT(cap > 0);
     const char *scheme_end = strstr(url, "://");
     const char *rest = scheme_end ? scheme_end + 3 : url;
-    /* The password runs to the last '@' before the query: one holding a
-     * '/' or an '@' (base64 has '/') is still all of it, whatever libpq
-     * makes of such a URL. */
-    size_t before_query = strcspn(rest, "?");
-    const char *at = NULL;
-    for (const char *c = rest; c < rest + before_query; c++)
-        at = *c == '@' ? c : at;
+    /* The password runs to the last '@': one holding a '/', a '?' or an
+     * '@' (base64 has '/') is still all of it, whatever libpq makes of
+     * such a URL; an '@' in the query hides the host too, which is safe. */
+    const char *at = strrchr(rest, '@');
     const char *colon = strchr(rest, ':');
     size_t head = (size_t)(rest - url);
     if (scheme_end != NULL && at != NULL && colon != NULL && colon < at)

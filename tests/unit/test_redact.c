@@ -40,6 +40,9 @@ static void test_forms(void **state)
     expect("host=db password='correct horse' dbname=x", "host=db password=*** dbname=x");
     expect("password='it\\'s here' x=1", "password=*** x=1");
     expect("password='unclosed", "password=***");
+    /* The re-review: '?' in a URL's password, an escaped space in a value. */
+    expect("postgresql://pgw:ab?cd@db/pgw", "postgresql://pgw@db/pgw");
+    expect("host=db password=a\\ b dbname=x", "host=db password=*** dbname=x");
 }
 
 static void test_cut_to_fit(void **state)
