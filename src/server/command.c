@@ -2019,23 +2019,32 @@ static int same_member(pgw_store *store, pgw_command *cmd, const char *recorded,
     return rc;
 }
 
+/* Transfer `id` into **t (one copy, the writer's thread only: ~2 KB off
+ * its stack); *found false when the log has none. */
+static int read_transfer(pgw_store *store, int64_t id, pgw_transfer **t, bool *found, pgw_err *err)
+{
+    static pgw_transfer one;
+    size_t n = 0;
+    int rc = id > 0 ? pgw_store_read_transfers(store, id - 1, &one, 1, &n, err) : PGW_OK;
+    *found = rc == PGW_OK && n == 1 && one.id == id;
+    *t = &one;
+    return rc;
+}
+
 /* Whether refund `cmd` recorded transfers reversing cmd->original's earn
  * (their reference "earn:<id>" names the purchase's first transfer). A
  * refund that reversed nothing cannot be told: false. */
 static int refunds_original(pgw_store *store, pgw_command *cmd, bool *same)
 {
-    static pgw_transfer t; /* the writer's thread only: ~2 KB off its stack */
-    size_t n = 0;
+    pgw_transfer *t = NULL;
+    bool found = false;
     long long earn = 0;
     *same = false;
-    int rc =
-        cmd->record.first_transfer > 0
-            ? pgw_store_read_transfers(store, cmd->record.first_transfer - 1, &t, 1, &n, &cmd->err)
-            : PGW_OK;
-    if (rc != PGW_OK || n == 0 || sscanf(t.reference, "earn:%lld", &earn) != 1 || earn <= 0)
+    int rc = read_transfer(store, cmd->record.first_transfer, &t, &found, &cmd->err);
+    if (rc != PGW_OK || !found || sscanf(t->reference, "earn:%lld", &earn) != 1 || earn <= 0)
         return rc;
-    rc = pgw_store_read_transfers(store, (int64_t)earn - 1, &t, 1, &n, &cmd->err);
-    *same = rc == PGW_OK && n == 1 && t.id == earn && strcmp(t.idem_key, cmd->original) == 0;
+    rc = read_transfer(store, (int64_t)earn, &t, &found, &cmd->err);
+    *same = rc == PGW_OK && found && strcmp(t->idem_key, cmd->original) == 0;
     return rc;
 }
 
@@ -2045,14 +2054,10 @@ static int refunds_original(pgw_store *store, pgw_command *cmd, bool *same)
  * row naming another is another request. */
 static int has_receipt(pgw_store *store, pgw_command *cmd, bool *same)
 {
-    static pgw_transfer t; /* the writer's thread only */
-    size_t n = 0;
-    *same = false;
-    int rc =
-        cmd->record.first_transfer > 0
-            ? pgw_store_read_transfers(store, cmd->record.first_transfer - 1, &t, 1, &n, &cmd->err)
-            : PGW_OK;
-    *same = rc == PGW_OK && n == 1 && strcmp(t.reference, cmd->receipt) == 0;
+    pgw_transfer *t = NULL;
+    bool found = false;
+    int rc = read_transfer(store, cmd->record.first_transfer, &t, &found, &cmd->err);
+    *same = rc == PGW_OK && found && strcmp(t->reference, cmd->receipt) == 0;
     return rc;
 }
 
