@@ -1415,10 +1415,11 @@ int pgw_config_load(const char *path, pgw_config **out, pgw_err *err)
     }
     size_t len = fread(text, 1, PGW_CONFIG_FILE_MAX + 1, f);
     bool failed = ferror(f) != 0;
+    int why = errno; /* a folder: EISDIR, said as such (it was "read error") */
     fclose(f);
     int rc;
     if (failed)
-        rc = pgw_err_set(err, PGW_EIO, "%s: read error", path);
+        rc = pgw_err_set(err, PGW_EIO, "%s: cannot read: %s", path, strerror(why ? why : EIO));
     else if (len > PGW_CONFIG_FILE_MAX)
         rc = pgw_err_set(err, PGW_EINVAL, "%s: larger than %d bytes", path, PGW_CONFIG_FILE_MAX);
     else
