@@ -434,9 +434,11 @@ static const char *sqlite_file(const char *url)
     return strncmp(url, "sqlite:", 7) == 0 ? url + 7 : NULL;
 }
 
-/* Creates the directory of a sqlite:DIR/FILE database when missing. */
-static void make_db_dir(const char *url)
+/* Creates the directory of a sqlite:DIR/FILE database when missing; `made`
+ * (PGW_STORE_URL_MAX + 1 bytes) says which it made ("" when none). */
+static void make_db_dir(const char *url, char *made)
 {
+    made[0] = '\0';
     if (sqlite_file(url) == NULL)
         return;
     char dir[PGW_STORE_URL_MAX + 1];
@@ -445,7 +447,9 @@ static void make_db_dir(const char *url)
     if (slash == NULL || slash == dir)
         return;
     *slash = '\0';
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+    if (mkdir(dir, 0750) == 0)
+        memcpy(made, dir, strlen(dir) + 1);
+    else if (errno != EEXIST)
         fprintf(stderr, "pointsgw serve: cannot create %s: %s\n", dir, strerror(errno));
 }
 
@@ -545,7 +549,8 @@ static int cmd_serve(int argc, char **argv)
      * gives its -wal and -shm files the database's mode. Serve creates no
      * other file. */
     umask(077);
-    make_db_dir(db);
+    char made[PGW_STORE_URL_MAX + 1];
+    make_db_dir(db, made);
     struct stat before;
     bool existed = sqlite_file(db) == NULL || stat(sqlite_file(db), &before) == 0;
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
@@ -565,6 +570,8 @@ static int cmd_serve(int argc, char **argv)
     /* libcurl's global state, once, before any outbound worker starts. */
     if (pgw_http_client_init(&err) != PGW_OK || pgw_http_new(&opts, &http, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
+        if (made[0] != '\0') /* a start refused leaves no folder it made (empty: else kept) */
+            (void)rmdir(made);
         pgw_config_free(cfg);
         return EXIT_USAGE;
     }

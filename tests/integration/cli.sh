@@ -99,6 +99,10 @@ check_bad bad_overlap.json '$.campaigns[5].brackets[1]: overlaps brackets[0]'
 check_bad bad_unknown_key.json '$.mall.colour: unknown key'
 check_bad bad_negative_rate.json '$.formats.fnb.fen_per_point: expected an integer 1..100000000, got -5'
 check_bad bad_syntax.json 'bad_syntax.json:1:23: invalid JSON'
+# Regression (the operations review): a folder named as the configuration
+# said only "read error".
+expect_exit 2 "$bin" check-config --config "$scratch"
+expect_text "$scratch: cannot read: Is a directory"
 expect_exit 2 "$bin" check-config --config /nonexistent.json
 expect_text "/nonexistent.json: cannot open"
 # serve refuses a bad config the same way, and a listen address it cannot use.
@@ -290,8 +294,11 @@ expect_text "PGW_PHONE_HMAC_KEY and PGW_PHONE_AES_KEY must each hold 64 hex digi
 # Regression (the operations review): the example's admin key, whose
 # secret README prints, was taken as any other key, also from another host.
 expect_exit 2 env PGW_PHONE_HMAC_KEY="$(printf '1%.0s' {1..64})" PGW_PHONE_AES_KEY="$(printf '2%.0s' {1..64})" \
-    "$bin" serve --config "$tmp/prod.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/prod.db"
+    "$bin" serve --config "$tmp/prod.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/refused/prod.db"
 expect_text "key demo-admin is README's published demo key: anyone may use it"
+# Regression (the operations review): a start refused after the database's
+# folder was made left that folder behind, empty.
+[ ! -e "$tmp/refused" ] && pass || fail "a refused start left the folder it made"
 expect_exit 124 timeout 3 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 --db "sqlite:$tmp/demo.db"
 expect_text "pointsgw: warning: key demo-admin is README's published demo key"
 
