@@ -691,6 +691,14 @@ static void body_tick(lws_sorted_usec_list_t *sul)
         watch_body(lws_context_user(lws_get_context(wsi)), wsi, q);
 }
 
+/* A refused body lws still reads to throw away has had its time: the
+ * connection goes. */
+static void discard_over(lws_sorted_usec_list_t *sul)
+{
+    req *q = lws_container_of(sul, req, body_sul);
+    lws_set_timeout(q->body_wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
+}
+
 /* The body is no longer awaited: its timer goes (a no-op when none is set). */
 static void unhook_body(req *q)
 {
@@ -829,10 +837,17 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     }
     if (unframed || n > h->body_max) {
         /* A key's own body too large is read and thrown away, so that its
-         * client, still sending, reads the 413 instead of a reset. */
+         * client, still sending, reads the 413 instead of a reset; within
+         * body_timeout_s, as a body read is: lws restarts its own 5 s at
+         * each piece, and a trickle held the connection for ever. */
         q->close_after = held_back || unframed;
         char message[96];
         snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
+        if (!q->close_after) { /* before the answer: its end may end the transaction */
+            q->body_wsi = wsi;
+            lws_sul_schedule(lws_get_context(wsi), 0, &q->body_sul, discard_over,
+                             h->body_timeout_s * 1000000);
+        }
         refuse(h, wsi, q, 413, "payload_too_large", message);
         return 0;
     }

@@ -2826,6 +2826,25 @@ def test_slow_bodies(tmp):
         check(answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer and
               1.5 < took < 5 and s.transfers() == before,
               f"a trickled body is answered 408 after body_timeout_s: {answer[:80]!r} at {took:.1f} s")
+        # A key's own body over the limit is answered 413 and read to be
+        # thrown away; trickled, it held the connection for ever (lws
+        # restarts its 5 s at each piece): it has body_timeout_s too.
+        big = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        big.sendall(head.replace("1048576", "2097152").format(KEYS["admin"][0]).encode())
+        answer = big.recv(4096)
+        started, closed = time.time(), False
+        while time.time() - started < 8 and not closed:
+            time.sleep(0.5)
+            try:
+                big.sendall(b" ")
+                closed = select.select([big], [], [], 0)[0] != [] and big.recv(1) == b""
+            except OSError:
+                closed = True
+        big.close()
+        took = time.time() - started
+        check(answer.startswith(b"HTTP/1.1 413") and closed and took < 5,
+              f"a key's refused body trickled is cut at body_timeout_s: {answer[:40]!r} "
+              f"closed={closed} at {took:.1f} s")
         with open(os.path.join(d, "requests.log"), errors="replace") as f:
             check('"status":408' in f.read(), "and the request log says so")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-SLOW-OK"))
