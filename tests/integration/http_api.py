@@ -3650,8 +3650,21 @@ def test_repair_many(s):
           f"repair many: a second run posts nothing, the rest matches: {summary} {err[-300:]}")
 
 
+def settle(s, quiet=2.5, limit=20.0):
+    """Waits until the log has taken no transfer for `quiet` seconds (at most
+    `limit`): the test server sweeps every second, and a sweep committing
+    between two reads made reports taken a moment apart differ."""
+    started, last, since = time.time(), s.transfers(), time.time()
+    while time.time() - since < quiet and time.time() - started < limit:
+        time.sleep(0.25)
+        now = s.transfers()
+        if now != last:
+            last, since = now, time.time()
+
+
 def test_reports(s):
     """Settlement and pool over everything the other tests did: they add up."""
+    settle(s)  # the JSON, the CLI's and the CSV are compared: one log for all
     period = "from=2026-01-01T00:00:00%2B08:00&to=2028-01-01T00:00:00%2B08:00"
     status, doc, _ = s.request("GET", "/v1/reports/settlement?" + period, key="finance")
     check(status == 200 and isinstance(doc, dict), f"settlement: {status} {doc}")
