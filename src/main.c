@@ -551,8 +551,7 @@ static int cmd_serve(int argc, char **argv)
     umask(077);
     char made[PGW_STORE_URL_MAX + 1];
     make_db_dir(db, made);
-    struct stat before;
-    bool existed = sqlite_file(db) == NULL || stat(sqlite_file(db), &before) == 0;
+    bool existed = sqlite_file(db) == NULL || access(sqlite_file(db), F_OK) == 0;
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
     raise_open_files(cfg);
     pgw_http_options opts = {.cfg = cfg,

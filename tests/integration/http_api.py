@@ -1263,6 +1263,17 @@ def raw_exchange(s, data):
     return out, closed
 
 
+def closes_within(sock, wait):
+    """Whether the peer closes (or resets) sock within `wait` seconds."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
 def recv_until(conn, out, done):
     """Reads from conn onto out until done(out), the server closes, or the
     connection's timeout."""
@@ -1613,13 +1624,7 @@ def test_refusal_order(s):
         conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
         conn.sendall(head)
         out = recv_until(conn, b"", lambda out: out.endswith(b"}"))
-        conn.settimeout(wait)
-        try:
-            closed = conn.recv(1) == b""
-        except socket.timeout:
-            closed = False
-        except ConnectionResetError:
-            closed = True
+        closed = closes_within(conn, wait)
         conn.close()
         return out, closed
 
@@ -2615,13 +2620,7 @@ def test_stream_gap_closes_watchers(tmp):
         finally:
             resume_thread(libc, s.proc.pid)
         got = ws_messages(sock, rest, 2.0)
-        sock.settimeout(2.0)
-        try:
-            closed = sock.recv(1) == b""
-        except socket.timeout:
-            closed = False
-        except ConnectionResetError:
-            closed = True
+        closed = closes_within(sock, 2.0)
         sock.close()
         check(len(got) < 5000 and closed,
               f"a watcher that missed messages is closed: got {len(got)} of 5000, closed {closed}")
