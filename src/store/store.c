@@ -115,6 +115,7 @@ enum {
     ST_EARN_LOT,
     ST_DUE_LOTS,
     ST_MEMBER_FIGURES,
+    ST_MEMBER_HOLD_FIGURES,
     ST_SPENDABLE_LOTS,
     ST_MOVE_LOT,
     ST_INSERT_EARN,
@@ -311,20 +312,27 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * subquery in FROM: SQLite would write that one's row into a temporary
      * B-tree at every call. GROUP BY the key: no row without the member
      * (and no sort, the key being fixed). */
+    /* A member's figures from its live lots, and whether it has a hold not
+     * released: most members have none, and the three sums over holds
+     * (ST_MEMBER_HOLD_FIGURES) opened ten cursors at every event for them. */
     [ST_MEMBER_FIGURES] =
         "SELECT m.debt, COALESCE(SUM(l.left_points + l.held), 0),"
         " COALESCE(SUM(CASE WHEN l.expires_at > ?2 THEN l.left_points ELSE 0 END), 0),"
-        " (SELECT COALESCE(SUM(points), 0) FROM holds"
-        "   WHERE member = ?1 AND state = 0 AND deadline > ?2),"
         " COALESCE(SUM(CASE WHEN l.expires_at <= ?2 THEN l.left_points + l.held ELSE 0 END), 0),"
+        " CASE WHEN EXISTS (SELECT 1 FROM holds WHERE member = ?1 AND state = 0) THEN 1 ELSE 0 END"
+        " FROM members m LEFT JOIN lots l"
+        " ON l.member = m.id AND " LOT_LIVE("l.") " = 1 WHERE m.id = ?1 GROUP BY m.id",
+    /* Its pending holds' points, and what its holds (pending, and past
+     * their deadline but not yet released) keep of lots past expiry. */
+    [ST_MEMBER_HOLD_FIGURES] =
+        "SELECT (SELECT COALESCE(SUM(points), 0) FROM holds"
+        "   WHERE member = ?1 AND state = 0 AND deadline > ?2),"
         " (SELECT COALESCE(SUM(p.points), 0) FROM holds h"
         "   JOIN hold_portions p ON p.hold = h.id JOIN lots d ON d.id = p.lot"
         "   WHERE h.member = ?1 AND h.state = 0 AND h.deadline > ?2 AND d.expires_at <= ?2),"
         " (SELECT COALESCE(SUM(p.points), 0) FROM holds h"
         "   JOIN hold_portions p ON p.hold = h.id JOIN lots d ON d.id = p.lot"
-        "   WHERE h.member = ?1 AND h.state = 0 AND h.deadline <= ?2 AND d.expires_at <= ?2)"
-        " FROM members m LEFT JOIN lots l"
-        " ON l.member = m.id AND " LOT_LIVE("l.") " = 1 WHERE m.id = ?1 GROUP BY m.id",
+        "   WHERE h.member = ?1 AND h.state = 0 AND h.deadline <= ?2 AND d.expires_at <= ?2)",
     /* clang-format off */
     [ST_SPENDABLE_LOTS] =
         "SELECT " LOT_COLUMNS " FROM lots WHERE member = ?1 AND " LOT_LIVE("") " = 1"
@@ -2946,39 +2954,60 @@ int pgw_store_due_lots(pgw_store *s, int64_t now, int64_t after_id, pgw_lot *out
 
 /* ---- spending ------------------------------------------------------------ */
 
+/* What a member's holds keep (ST_MEMBER_HOLD_FIGURES) into h[0..2]:
+ * pending points, pending and overdue portions of lots past expiry. */
+static int member_hold_figures(pgw_store *s, const char *member, int64_t now, int64_t h[3],
+                               pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_MEMBER_HOLD_FIGURES];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, now);
+    int step = pgw_sql_step(st);
+    for (int i = 0; i < 3; i++)
+        h[i] = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, i) : 0;
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading a member's holds", err);
+}
+
 int pgw_store_member_figures(pgw_store *s, const char *member, int64_t now, bool *found,
                              pgw_member_figures *out, pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_MEMBER_FIGURES];
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, now);
-    int step = pgw_sql_step(st), rc = PGW_OK;
+    int step = pgw_sql_step(st);
     memset(out, 0, sizeof(*out));
     *found = step == PGW_SQL_ROW;
+    int64_t live = 0, unspendable = 0, holds[3] = {0, 0, 0};
+    bool has_holds = false;
     if (*found) {
         out->debt = pgw_sql_column_int64(st, 0);
-        out->balance = pgw_sql_column_int64(st, 1) - out->debt;
+        live = pgw_sql_column_int64(st, 1);
         out->free = pgw_sql_column_int64(st, 2);
-        out->pending = pgw_sql_column_int64(st, 3);
-        /* Points of lots past their expiry stay in the balance until the
-         * sweep moves them, but nothing can spend them: only a pending
-         * hold's keep their use (its capture takes them), and a hold past
-         * its deadline not yet released repays the member's debt from them
-         * first (settle_hold: expired lots come first in consumption order;
-         * with two such holds this may count a few too many as repaid). */
-        int64_t overdue = pgw_sql_column_int64(st, 6);
-        int64_t lapsed = pgw_sql_column_int64(st, 4) - pgw_sql_column_int64(st, 5) -
-                         pgw_min64(out->debt, overdue);
-        out->available = out->balance - out->pending - lapsed;
-        out->unexpired = out->balance - lapsed;
-        if (lapsed < 0) /* pending holds reserve more of a lot than it holds */
-            rc = pgw_err_set(err, PGW_EIO, "%s: member %.64s: its holds exceed its lots", s->path,
-                             member);
+        unspendable = pgw_sql_column_int64(st, 3);
+        has_holds = pgw_sql_column_int64(st, 4) != 0;
     }
     pgw_sql_reset(st);
     if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         return db_error(s, PGW_EIO, "reading a member's figures", err);
-    return rc;
+    int rc = has_holds ? member_hold_figures(s, member, now, holds, err) : PGW_OK;
+    if (!*found || rc != PGW_OK)
+        return rc;
+    out->balance = live - out->debt;
+    out->pending = holds[0];
+    /* Points of lots past their expiry stay in the balance until the sweep
+     * moves them, but nothing can spend them: only a pending hold's keep
+     * their use (its capture takes them), and a hold past its deadline not
+     * yet released repays the member's debt from them first (settle_hold:
+     * expired lots come first in consumption order; with two such holds
+     * this may count a few too many as repaid). */
+    int64_t lapsed = unspendable - holds[1] - pgw_min64(out->debt, holds[2]);
+    out->available = out->balance - out->pending - lapsed;
+    out->unexpired = out->balance - lapsed;
+    if (lapsed < 0) /* pending holds reserve more of a lot than it holds */
+        return pgw_err_set(err, PGW_EIO, "%s: member %.64s: its holds exceed its lots", s->path,
+                           member);
+    return PGW_OK;
 }
 
 /* Binds a consumption-order cursor at parameters first..first+2. */
