@@ -3698,6 +3698,15 @@ int pgw_store_member_today(pgw_store *s, const char *member, int64_t day, pgw_me
     return rc;
 }
 
+/* pgw_store_member_activity clears all that comes before today[]; after it
+ * comes only today_read, which it sets. */
+_Static_assert(offsetof(pgw_member_activity, n_today) < offsetof(pgw_member_activity, today) &&
+                   offsetof(pgw_member_activity, today_read) >
+                       offsetof(pgw_member_activity, today) &&
+                   sizeof(pgw_member_activity) - offsetof(pgw_member_activity, today_read) <=
+                       sizeof(int64_t),
+               "member activity's layout");
+
 int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err)
 {
@@ -3709,7 +3718,10 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
     pgw_sql_bind_int64(st, 4, days->month_first);
     int step = pgw_sql_step(st);
     int rc = PGW_OK;
-    memset(out, 0, sizeof(*out));
+    /* All but today[], 12 KB, which only n_today (zeroed here) says is
+     * filled: clearing it was 5% of the writer's instructions per event. */
+    memset(out, 0, offsetof(pgw_member_activity, today));
+    out->today_read = false;
     *found = step == PGW_SQL_ROW;
     if (*found) {
         out->purchased_before = pgw_sql_column_int64(st, 0) != 0;
