@@ -5,6 +5,7 @@
 
 #include "arith.h"
 #include "assertions.h"
+#include "text.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -440,9 +441,10 @@ static const pgw_transfer *post(pgw_ledger *l, pgw_transfer_kind kind, const cha
 static void append_breakdown(pgw_earn_funder *f, const pgw_earn_line *line)
 {
     size_t used = strlen(f->breakdown);
+    char points[PGW_TEXT_INT_SIZE];
     if (used < sizeof(f->breakdown) - 1)
-        snprintf(f->breakdown + used, sizeof(f->breakdown) - used, "%s%s=%lld", used ? "," : "",
-                 line->rule, (long long)line->points);
+        PGW_TEXT(f->breakdown + used, sizeof(f->breakdown) - used, used ? "," : "", line->rule, "=",
+                 pgw_text_int(line->points, points));
 }
 
 int pgw_earn_group(const pgw_earn_line *lines, size_t n, pgw_earn_funder *funders,
@@ -464,7 +466,7 @@ int pgw_earn_group(const pgw_earn_line *lines, size_t n, pgw_earn_funder *funder
             return pgw_err_set(err, PGW_EINVAL, "more than %d funders", PGW_EARN_FUNDERS_MAX);
         if (f == *n_funders) {
             memset(&funders[f], 0, sizeof(funders[f]));
-            snprintf(funders[f].debit, sizeof(funders[f].debit), "%s", line->debit);
+            PGW_TEXT(funders[f].debit, sizeof(funders[f].debit), line->debit);
             (*n_funders)++;
         }
         funders[f].points += line->points; /* both <= PGW_POINTS_MAX: no overflow */

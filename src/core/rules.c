@@ -9,6 +9,7 @@
 
 #include "arith.h"
 #include "assertions.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -86,7 +87,7 @@ typedef struct earn_state {
 static void set_reason(earn_state *st, const char *reason)
 {
     if (st->out->reason[0] == '\0')
-        snprintf(st->out->reason, sizeof(st->out->reason), "%s", reason);
+        PGW_TEXT(st->out->reason, sizeof(st->out->reason), reason);
 }
 
 static void name_funder(earn_state *st, pgw_funder funder, pgw_breakdown_line *line)
@@ -95,17 +96,17 @@ static void name_funder(earn_state *st, pgw_funder funder, pgw_breakdown_line *l
     switch (funder) {
     case PGW_FUND_SHOP:
         PGW_ASSERT(shop[0] != '\0');
-        snprintf(line->funded_by, sizeof(line->funded_by), "shop:%s", shop);
-        snprintf(line->debit, sizeof(line->debit), "shop:%s:issued", shop);
+        PGW_TEXT(line->funded_by, sizeof(line->funded_by), "shop:", shop);
+        PGW_TEXT(line->debit, sizeof(line->debit), "shop:", shop, ":issued");
         return;
     case PGW_FUND_MALL_CAMPAIGN:
-        snprintf(line->funded_by, sizeof(line->funded_by), "mall:campaigns");
+        PGW_TEXT(line->funded_by, sizeof(line->funded_by), "mall:campaigns");
         break;
     case PGW_FUND_MALL_BEHAVIOUR:
-        snprintf(line->funded_by, sizeof(line->funded_by), "mall:behaviour");
+        PGW_TEXT(line->funded_by, sizeof(line->funded_by), "mall:behaviour");
         break;
     case PGW_FUND_ADJUSTMENT:
-        snprintf(line->funded_by, sizeof(line->funded_by), "system:adjustments");
+        PGW_TEXT(line->funded_by, sizeof(line->funded_by), "system:adjustments");
         break;
     }
     memcpy(line->debit, line->funded_by, sizeof(line->debit));
@@ -121,7 +122,7 @@ static int add_line(earn_state *st, const char *rule, int64_t points, pgw_funder
     pgw_earning *out = st->out;
     PGW_ASSERT(out->n_lines < PGW_BREAKDOWN_MAX);
     pgw_breakdown_line *line = &out->lines[out->n_lines];
-    snprintf(line->rule, sizeof(line->rule), "%s", rule);
+    PGW_TEXT(line->rule, sizeof(line->rule), rule);
     line->points = points;
     line->funder = funder;
     line->beneficiary = beneficiary;
@@ -203,9 +204,9 @@ static int base_and_tier(earn_state *st)
     st->fen_per_point = pgw_rules_fen_per_point(rules, st->event->shop);
     st->base = st->event->amount_fen / st->fen_per_point;
     if (shop->fen_per_point > 0)
-        snprintf(rule, sizeof(rule), "shop:%s", shop->id);
+        PGW_TEXT(rule, sizeof(rule), "shop:", shop->id);
     else
-        snprintf(rule, sizeof(rule), "format:%s", rules->formats[shop->format].name);
+        PGW_TEXT(rule, sizeof(rule), "format:", rules->formats[shop->format].name);
     int rc = add_line(st, rule, st->base, PGW_FUND_SHOP, PGW_BENEFICIARY_MEMBER, false);
     st->out->tier = pgw_rules_tier_for_spend(rules, st->ctx->spend_12m_fen);
     if (rc != PGW_OK || st->out->tier < 0)
@@ -215,7 +216,7 @@ static int base_and_tier(earn_state *st)
     rc = extra_for_multiplier(st, st->base, tier->multiplier_bp, &extra);
     if (rc != PGW_OK)
         return rc;
-    snprintf(rule, sizeof(rule), "tier:%s", tier->name);
+    PGW_TEXT(rule, sizeof(rule), "tier:", tier->name);
     return add_line(st, rule, extra, PGW_FUND_MALL_CAMPAIGN, PGW_BENEFICIARY_MEMBER, false);
 }
 

@@ -13,6 +13,7 @@
 #include "core/arith.h"
 #include "core/assertions.h"
 #include "core/digest.h"
+#include "core/text.h"
 
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -1077,7 +1078,7 @@ static int refuse_again(pgw_store *store, pgw_command *cmd, const char *why)
  */
 static void reviewer_of(const char *member, const char *shop, char out[2 * PGW_ID_MAX + 16])
 {
-    snprintf(out, 2 * PGW_ID_MAX + 16, "review:%s:%s", member, shop[0] ? shop : "-");
+    PGW_TEXT(out, 2 * PGW_ID_MAX + 16, "review:", member, ":", shop[0] ? shop : "-");
 }
 
 /* Whether this review's receipt was paid to the member, or to one merged
@@ -1165,7 +1166,7 @@ static int paid_challenges(pgw_store *store, const pgw_ledger_policy *policy, pg
         if (c->kind != PGW_CAMPAIGN_CHALLENGE || ctx->challenge_paid[i])
             continue; /* before the name is made: most campaigns are not challenges */
         char rule[PGW_RULE_MAX + 1];
-        snprintf(rule, sizeof(rule), "campaign:%s", c->id);
+        PGW_TEXT(rule, sizeof(rule), "campaign:", c->id);
         if (!earning_has_line(cmd->earning, rule))
             continue;
         int64_t points = 0;

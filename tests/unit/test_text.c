@@ -1,0 +1,62 @@
+/*
+ * test_text.c - core/text.h: names joined as snprintf would make them.
+ */
+#include "core/text.h"
+
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* Every cut of a three-part name, against snprintf's. */
+static void test_join_cuts_as_snprintf_does(void **state)
+{
+    (void)state;
+    for (size_t cap = 1; cap <= 24; cap++) {
+        char ours[24], theirs[24];
+        memset(ours, 'x', sizeof(ours));
+        size_t len = PGW_TEXT(ours, cap, "shop:", "S001", ":issued");
+        int want = snprintf(theirs, cap, "shop:%s:issued", "S001");
+        assert_int_equal(len, (size_t)want);
+        assert_string_equal(ours, theirs);
+        /* Nothing past the cut is written. */
+        for (size_t i = cap; i < sizeof(ours); i++)
+            assert_int_equal(ours[i], 'x');
+    }
+}
+
+static void test_join_of_empty_parts(void **state)
+{
+    (void)state;
+    char out[8];
+    assert_int_equal(PGW_TEXT(out, sizeof(out), "", "", ""), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(PGW_TEXT(out, sizeof(out), "abcdefgh"), 8);
+    assert_string_equal(out, "abcdefg");
+}
+
+static void test_int_as_printf_writes_it(void **state)
+{
+    (void)state;
+    static const int64_t values[] = {0,         7,         -7, 10, 99, 100, 1234567890123,
+                                     INT64_MAX, INT64_MIN, -1};
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        char ours[PGW_TEXT_INT_SIZE], theirs[32];
+        snprintf(theirs, sizeof(theirs), "%" PRId64, values[i]);
+        assert_string_equal(pgw_text_int(values[i], ours), theirs);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_join_cuts_as_snprintf_does),
+        cmocka_unit_test(test_join_of_empty_parts),
+        cmocka_unit_test(test_int_as_printf_writes_it),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
