@@ -222,11 +222,18 @@ struct pgw_command {
     char key[PGW_IDEM_KEY_MAX + 1];    /* idempotency key: channel + source + event id */
     uint8_t fingerprint[PGW_HASH_LEN]; /* SHA-256 of the canonical request */
     /* EVENT, HOLD, REDEEM: the body's own fingerprint, when `fingerprint`
-     * is of it with its phone or email normalised: a key recorded before
-     * fingerprints were (of the body as sent) is the same request
-     * (event_command.h pgw_command_fingerprint). */
+     * is of it with its phone or email (an event's: or its time)
+     * normalised: a key recorded before fingerprints were (of the body as
+     * sent) is the same request (event_command.h pgw_command_fingerprint). */
     bool has_fingerprint_as_sent;
     uint8_t fingerprint_as_sent[PGW_HASH_LEN];
+    /* EVENT whose time is not written in normal form: its fingerprint with
+     * the phone or email normalised and the time as sent, the one
+     * gateways gave it before times were normalised, which the keys they
+     * recorded hold (event_command.h pgw_event_fingerprint). Accepted on
+     * replay as fingerprint_as_sent is. */
+    bool has_fingerprint_time_as_sent;
+    uint8_t fingerprint_time_as_sent[PGW_HASH_LEN];
     size_t n_transfers; /* TRANSFERS: 1..PGW_COMMAND_TRANSFERS_MAX; others: set when applied */
     pgw_transfer transfers[PGW_COMMAND_TRANSFERS_MAX]; /* id and hashes set when applied */
     char member[PGW_ID_MAX + 1]; /* EARN, HOLD, REDEEM (CAPTURE/VOID/REFUND: set when applied) */

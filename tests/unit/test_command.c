@@ -1864,8 +1864,8 @@ static void test_a_member_enrolled_by_a_behaviour_keeps_its_flags(void **state)
     assert_verifies(db);
 }
 
-/* A survey of M1 keyed `key`, with the fingerprint of `like` (a request's). */
-static int send_survey(event_run *er, const char *key, const char *like, bool by_appid)
+/* A survey of M1 keyed `key`, with the fingerprint of `like` (a request's), in er->cmd. */
+static void survey_command(event_run *er, const char *key, const char *like, bool by_appid)
 {
     er->ev = (pgw_event){.type = PGW_EVENT_SURVEY, .shop = -1};
     pgw_err err;
@@ -1881,7 +1881,63 @@ static int send_survey(event_run *er, const char *key, const char *like, bool by
     er->cmd.event = &er->ev;
     er->cmd.earning = &er->earning;
     er->cmd.render = render_points;
+}
+
+/* survey_command's, run. */
+static int send_survey(event_run *er, const char *key, const char *like, bool by_appid)
+{
+    pgw_err err;
+    survey_command(er, key, like, by_appid);
     return pgw_writer_run(er->writer, &er->cmd, &err);
+}
+
+/* survey_command's with the fingerprint of `before` beside: as sent, or
+ * (`time`) with its time as sent. */
+static int send_survey_beside(event_run *er, const char *key, const char *like, const char *before,
+                              bool time)
+{
+    pgw_err err;
+    pgw_command fingerprinted;
+    survey_command(er, key, like, false);
+    keyed(&fingerprinted, PGW_COMMAND_EVENT, before, er->ev.occurred_at);
+    er->cmd.has_fingerprint_as_sent = !time;
+    er->cmd.has_fingerprint_time_as_sent = time;
+    memcpy(time ? er->cmd.fingerprint_time_as_sent : er->cmd.fingerprint_as_sent,
+           fingerprinted.fingerprint, PGW_HASH_LEN);
+    return pgw_writer_run(er->writer, &er->cmd, &err);
+}
+
+/*
+ * An event whose time is written otherwise than in normal form carries,
+ * beside its fingerprint, the one keys were recorded under before times
+ * were normal in fingerprints (event_command.h pgw_event_fingerprint): a
+ * key holding that one is its replay, with the first answer, as a key
+ * holding the body's own is; holding neither, a conflict.
+ */
+static void test_fingerprints_recorded_before_times_were_normal(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    const char *key = "wechat_mp:S001:T1";
+    assert_int_equal(send_survey(&er, key, "time as sent", false), PGW_OK);
+    assert_false(er.cmd.replayed);
+    char answer[PGW_ANSWER_MAX];
+    snprintf(answer, sizeof(answer), "%s", er.cmd.answer);
+    assert_int_equal(send_survey(&er, key, "time normal", false), PGW_ECONFLICT);
+    assert_int_equal(send_survey_beside(&er, key, "time normal", "time as sent", true), PGW_OK);
+    assert_true(er.cmd.replayed);
+    assert_string_equal(er.cmd.answer, answer);
+    assert_int_equal(send_survey_beside(&er, key, "time normal", "time as sent", false), PGW_OK);
+    assert_true(er.cmd.replayed);
+    assert_int_equal(send_survey_beside(&er, key, "time normal", "another time", true),
+                     PGW_ECONFLICT);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency WHERE key LIKE"
+                                          " 'wechat_mp:S001:T1'"),
+                     1);
+    assert_verifies(db);
 }
 
 /*
@@ -1977,6 +2033,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appid_keys_find_the_keys_before_them, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_fingerprints_recorded_before_times_were_normal,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
