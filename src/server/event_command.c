@@ -207,20 +207,70 @@ static int set_normalised(json_t *copy, const char *name, const pgw_identity *id
     return PGW_OK;
 }
 
-/* `obj`'s fingerprint with its member and referrer, those not NULL, as normalised. */
-static int fingerprint_normalised(const json_t *obj, const pgw_identity *member,
-                                  const pgw_identity *referrer, uint8_t out[PGW_HASH_LEN])
+/* What a request's normal form changes, each NULL when written so already:
+ * its member's and its referrer's phone or email, and its event's time. */
+typedef struct normal_form {
+    const pgw_identity *member, *referrer;
+    const char *occurred_at;
+} normal_form;
+
+/* `obj`'s fingerprint with what `n` names as normalised. */
+static int fingerprint_normalised(const json_t *obj, const normal_form *n,
+                                  uint8_t out[PGW_HASH_LEN])
 {
     json_t *copy = json_copy((json_t *)obj); /* shallow: the members are replaced, not changed */
     int rc = copy != NULL ? PGW_OK : PGW_ENOMEM;
-    if (rc == PGW_OK && member != NULL)
-        rc = set_normalised(copy, "member", member);
-    if (rc == PGW_OK && referrer != NULL)
-        rc = set_normalised(copy, "referrer", referrer);
+    if (rc == PGW_OK && n->member != NULL)
+        rc = set_normalised(copy, "member", n->member);
+    if (rc == PGW_OK && n->referrer != NULL)
+        rc = set_normalised(copy, "referrer", n->referrer);
+    if (rc == PGW_OK && n->occurred_at != NULL &&
+        json_object_set_new(copy, "occurred_at", json_string(n->occurred_at)) != 0)
+        rc = PGW_ENOMEM;
     if (rc == PGW_OK)
         rc = pgw_json_fingerprint(copy, out);
     json_decref(copy);
     return rc;
+}
+
+/*
+ * A body written in normal form is fingerprinted as it came, as it always
+ * was. One written otherwise is fingerprinted in normal form, with its own
+ * fingerprint beside (what gateways before phones were normal recorded)
+ * and, when its time is not normal, the one gateways before times were
+ * normal gave it: phone normalised, time as sent (its own again when its
+ * phone was normal: kept twice, for a CSV row's as-sent is replaced).
+ */
+static int fingerprint_request(const json_t *obj, const normal_form *n, pgw_command *cmd,
+                               pgw_err *err)
+{
+    bool names_otherwise = n->member != NULL || n->referrer != NULL;
+    cmd->has_fingerprint_as_sent = names_otherwise || n->occurred_at != NULL;
+    cmd->has_fingerprint_time_as_sent = n->occurred_at != NULL;
+    int rc = pgw_json_fingerprint(obj, cmd->has_fingerprint_as_sent ? cmd->fingerprint_as_sent
+                                                                    : cmd->fingerprint);
+    if (rc == PGW_OK && cmd->has_fingerprint_as_sent)
+        rc = fingerprint_normalised(obj, n, cmd->fingerprint);
+    normal_form names = {n->member, n->referrer, NULL};
+    if (rc == PGW_OK && cmd->has_fingerprint_time_as_sent && names_otherwise)
+        rc = fingerprint_normalised(obj, &names, cmd->fingerprint_time_as_sent);
+    else if (rc == PGW_OK && cmd->has_fingerprint_time_as_sent)
+        memcpy(cmd->fingerprint_time_as_sent, cmd->fingerprint_as_sent, PGW_HASH_LEN);
+    if (rc != PGW_OK)
+        return pgw_err_set(err, rc, "out of memory fingerprinting a request");
+    return PGW_OK;
+}
+
+/* The identities of a request, NULL when `obj` writes them normalised. */
+static normal_form names_of(const json_t *obj, const pgw_identity *member,
+                            const pgw_identity *referrer)
+{
+    normal_form n = {member, referrer, NULL};
+    if (!written_otherwise(json_object_get(obj, "member"), member))
+        n.member = NULL;
+    if (referrer != NULL && !written_otherwise(json_object_get(obj, "referrer"), referrer))
+        n.referrer = NULL;
+    return n;
 }
 
 /*
@@ -234,18 +284,27 @@ static int fingerprint_normalised(const json_t *obj, const pgw_identity *member,
 int pgw_command_fingerprint(const json_t *obj, const pgw_identity *member,
                             const pgw_identity *referrer, pgw_command *cmd, pgw_err *err)
 {
-    if (!written_otherwise(json_object_get(obj, "member"), member))
-        member = NULL;
-    if (referrer != NULL && !written_otherwise(json_object_get(obj, "referrer"), referrer))
-        referrer = NULL;
-    cmd->has_fingerprint_as_sent = member != NULL || referrer != NULL;
-    int rc = pgw_json_fingerprint(obj, cmd->has_fingerprint_as_sent ? cmd->fingerprint_as_sent
-                                                                    : cmd->fingerprint);
-    if (rc == PGW_OK && cmd->has_fingerprint_as_sent)
-        rc = fingerprint_normalised(obj, member, referrer, cmd->fingerprint);
-    if (rc != PGW_OK)
-        return pgw_err_set(err, rc, "out of memory fingerprinting a request");
-    return PGW_OK;
+    normal_form n = names_of(obj, member, referrer);
+    return fingerprint_request(obj, &n, cmd, err);
+}
+
+/*
+ * A till's retry that writes its time in another offset ("...T02:15:00Z"
+ * for "...T10:15:00+08:00") names the same instant and is the same event
+ * (it was 409). The normal form is the gateway's own spelling, in the
+ * mall's zone: what tills there write, and what the events the gateway
+ * makes itself (WeChat's pushes, repaired rows) carry, so that those keep
+ * the one fingerprint they always had.
+ */
+int pgw_event_fingerprint(const json_t *obj, const pgw_event_doc *doc, pgw_command *cmd,
+                          pgw_err *err)
+{
+    normal_form n = names_of(obj, &doc->member, doc->has_referrer ? &doc->referrer : NULL);
+    const char *written = json_string_value(json_object_get(obj, "occurred_at"));
+    PGW_ASSERT(written != NULL); /* pgw_event_from_json read it */
+    if (doc->occurred_at_normal[0] != '\0' && strcmp(written, doc->occurred_at_normal) != 0)
+        n.occurred_at = doc->occurred_at_normal;
+    return fingerprint_request(obj, &n, cmd, err);
 }
 
 int pgw_command_name_member(const pgw_vault *vault, const pgw_identity *who, pgw_command *cmd,
@@ -285,8 +344,7 @@ int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event
     if (rc == PGW_OK && doc->has_referrer)
         rc = name_referrer(vault, &doc->referrer, cmd, err);
     if (rc == PGW_OK)
-        rc = pgw_command_fingerprint(obj, &doc->member, doc->has_referrer ? &doc->referrer : NULL,
-                                     cmd, err);
+        rc = pgw_event_fingerprint(obj, doc, cmd, err);
     if (rc != PGW_OK)
         return rc;
     /* API.md: channel + shop_id (or appid) + event_id. Two mini programs

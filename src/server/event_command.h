@@ -32,11 +32,28 @@ int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN]);
  * otherwise is the same request. When that differs from the body as sent,
  * cmd->fingerprint_as_sent holds the body's own (has_fingerprint_as_sent):
  * the key a gateway recorded before fingerprints were normalised is met
- * by it. For any request naming a member so and keyed by its own id:
- * events, holds and redemptions.
+ * by it. For holds and redemptions (has_fingerprint_time_as_sent false);
+ * events, whose time counts too, go through pgw_event_fingerprint.
  */
 int pgw_command_fingerprint(const json_t *obj, const pgw_identity *member,
                             const pgw_identity *referrer, pgw_command *cmd, pgw_err *err);
+
+/*
+ * An event's fingerprints, as pgw_command_fingerprint's with its member
+ * and referrer, and its occurred_at too in normal form: the instant as
+ * doc->occurred_at_normal writes it (in the mall's zone, to the second),
+ * so that the same event with its time in another offset, or with a
+ * fraction, is the same request. A time written otherwise also fills
+ * cmd->fingerprint_time_as_sent (has_fingerprint_time_as_sent): the body
+ * with its phone or email normalised and its time as sent, the fingerprint
+ * of the keys gateways recorded before times were normalised (a shop's CSV
+ * rows among them, whose fingerprint_as_sent api.c replaces), and
+ * cmd->fingerprint_as_sent, the body's own. A body whose phone, email and
+ * time are all written in normal form has its own fingerprint, as before,
+ * and neither beside.
+ */
+int pgw_event_fingerprint(const json_t *obj, const pgw_event_doc *doc, pgw_command *cmd,
+                          pgw_err *err);
 
 /* That canonical text of `v` into buf (NUL-terminated) and its length in
  * *len, without allocating; false, and nothing usable in buf, when it does
@@ -47,7 +64,7 @@ bool pgw_json_canonical(const json_t *v, char *buf, size_t cap, size_t *len);
 /*
  * Fills the EVENT command's fields from a parsed event `obj` / `doc`: the
  * member and any referrer (a member_id as it is, other identities through
- * the vault), key, fingerprint, shop, channel, reference, receipt,
+ * the vault), key, fingerprints (pgw_event_fingerprint), shop, channel, reference, receipt,
  * event_id, time, and the event and earning it borrows (doc and earning
  * must outlive the command). The caller sets done/payload and render.
  * An event that occurred more than PGW_EVENT_AHEAD_MAX_S after `now_s`

@@ -176,6 +176,11 @@ static int header_from_json(const json_t *obj, const pgw_rules *rules, pgw_event
         rc = pgw_json_string_ref(obj, "occurred_at", "$", true, 64, &when, err);
     if (rc == PGW_OK && pgw_parse_rfc3339(when, &out->event.occurred_at, err) != PGW_OK)
         rc = pgw_err_prefix(err, "$.occurred_at: ");
+    /* Out of its range, "": years no event is taken in (pgw_event_command). */
+    if (rc == PGW_OK &&
+        pgw_format_rfc3339(out->event.occurred_at, &rules->tz, out->occurred_at_normal,
+                           sizeof(out->occurred_at_normal)) != PGW_OK)
+        out->occurred_at_normal[0] = '\0';
     if (rc == PGW_OK)
         rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", rules, &out->member,
                                   err);

@@ -16,6 +16,7 @@
 #define PGW_SERVER_EVENT_JSON_H
 
 #include "core/bounds.h"
+#include "core/civil.h"
 #include "core/error.h"
 #include "core/identity.h"
 #include "core/rules.h"
@@ -38,6 +39,10 @@ typedef struct pgw_event_doc {
     pgw_identity member;
     bool has_referrer;
     pgw_identity referrer; /* referral events */
+    /* The event's time as the gateway writes it (pgw_format_rfc3339 in
+     * the mall's zone: "2026-11-24T10:15:00+08:00"), its normal form in
+     * fingerprints (event_command.h); "" when the formatter cannot. */
+    char occurred_at_normal[PGW_RFC3339_MAX];
     pgw_item items[PGW_ITEMS_MAX];
     pgw_event event;
 } pgw_event_doc;

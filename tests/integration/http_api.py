@@ -3996,6 +3996,94 @@ def test_sync_metrics(s):
     check(float(figures.get("pgw_wal_sync_seconds_total", "-1")) > 0, "sync time is counted")
 
 
+def test_instant_written_another_way(s):
+    """Regression: an event retried with its occurred_at written in another offset
+    ("...T02:15:00Z" for "...T10:15:00+08:00") was 409 idempotency_conflict, though it
+    names the same instant: a till's retry that writes its time in UTC was refused,
+    and the till called the sale failed."""
+    first = purchase("E-OFFSET-1", member="M1", when="2026-11-24T10:15:00+08:00")
+    status, doc, _ = s.request("POST", "/v1/events", first)
+    check(status == 201 and doc.get("points", 0) > 0, f"a purchase at +08:00: {status} {doc}")
+    figures = {k: doc.get(k) for k in ("member_id", "points", "breakdown", "transfers")}
+    before = s.transfers()
+    for when in ("2026-11-24T02:15:00Z", "2026-11-24T02:15:00+00:00", "2026-11-24t02:15:00z",
+                 "2026-11-23T21:15:00-05:00", "2026-11-24T10:15:00.250+08:00"):
+        status, again, _ = s.request("POST", "/v1/events", dict(first, occurred_at=when))
+        check(status == 200 and again.get("replayed") is True and
+              {k: again.get(k) for k in figures} == figures,
+              f"the same instant written {when!r} is a replay: {status} {again}")
+    check(s.transfers() == before, "the replays wrote nothing")
+    # Events take RFC 3339 only (README): unix seconds are refused, not another request.
+    status, doc, _ = s.request("POST", "/v1/events", dict(first, occurred_at=1795486500))
+    check(status == 400 and error_code(doc) == "invalid_request", f"unix seconds: {status} {doc}")
+    for when in ("2026-11-24T02:15:01Z", "2026-11-24T10:15:00Z", "2026-11-24T10:15:00+09:00"):
+        status, other, _ = s.request("POST", "/v1/events", dict(first, occurred_at=when))
+        check(status == 409 and error_code(other) == "idempotency_conflict",
+              f"another instant ({when}) is another request: {status} {other}")
+    # Recorded with its time in UTC first, retried in the mall's offset.
+    utc = purchase("E-OFFSET-2", member="M1", when="2026-11-24T03:00:00Z")
+    status, doc, _ = s.request("POST", "/v1/events", utc)
+    check(status == 201, f"a purchase in UTC: {status} {doc}")
+    for body in (dict(utc, occurred_at="2026-11-24T11:00:00+08:00"), utc):
+        status, again, _ = s.request("POST", "/v1/events", body)
+        check(status == 200 and again.get("replayed") is True and
+              again.get("points") == doc.get("points"),
+              f"{body['occurred_at']} replays the UTC one: {status} {again}")
+    # Keys a gateway recorded before times were normal in fingerprints:
+    # each still replays its own retry, byte for byte. Its body as sent
+    # (a time in UTC and a member by id) ...
+    old = purchase("E-OFFSET-3", member="M1", when="2026-11-24T04:00:00Z")
+    status, doc, _ = s.request("POST", "/v1/events", old)
+    check(status == 201, f"a purchase recorded before: {status} {doc}")
+    record_as_sent(s, "store:S001:E-OFFSET-3", old)
+    status, again, _ = s.request("POST", "/v1/events", old)
+    check(status == 200 and again.get("replayed") is True,
+          f"recorded before with its time in UTC, sent again as it was: {status} {again}")
+    # ... and one whose phone was written otherwise too: the gateway before
+    # this one kept its phone normalised and its time as sent; the one
+    # before that, the body as sent.
+    spelt = dict(purchase("E-OFFSET-4", when="2026-11-24T05:00:00Z"),
+                 member={"phone": "139 0013 9401"})
+    status, doc, _ = s.request("POST", "/v1/events", spelt)
+    check(status == 201, f"a purchase by a phone written otherwise: {status} {doc}")
+    for recorded in (dict(spelt, member={"phone": "+8613900139401"}), spelt):
+        record_as_sent(s, "store:S001:E-OFFSET-4", recorded)
+        status, again, _ = s.request("POST", "/v1/events", spelt)
+        check(status == 200 and again.get("replayed") is True,
+              f"recorded before as {recorded['member']}, sent again as it was: {status} {again}")
+    # One batch holding the event twice, its time in two offsets.
+    twice = purchase("E-OFFSET-5", member="M1", when="2026-11-24T12:00:00+08:00")
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": [
+        twice, dict(twice, occurred_at="2026-11-24T04:00:00Z")]})
+    results = doc.get("results", []) if status == 200 else []
+    check([r.get("status") for r in results] == [201, 200] and
+          results[1]["body"].get("replayed") is True and
+          results[1]["body"].get("points") == results[0]["body"].get("points"),
+          f"a batch's second copy in UTC is a replay: {status} {doc}")
+    # A shop's CSV row recorded before row fingerprints (under its event's
+    # fingerprint, time as sent): its file uploaded again is a replay. The
+    # sale moved no points (its member's second purchase, of 99 fen), so
+    # only the fingerprint can say so.
+    s.request("POST", "/v1/events", purchase("E-OFFSET-6", member="M7701"))
+    rows = "\r\n".join(["event_id,type,occurred_at,member,amount_fen,receipt_no",
+                        "CSV-OFFSET-1,purchase,2026-11-24T06:00:00Z,member_id:M7701,99,R-CSV-OFF",
+                        ""]).encode()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=rows, ctype="text/csv",
+                               key="s002")
+    check(status == 200 and doc.get("accepted") == 1, f"a CSV row in UTC: {status} {doc}")
+    key = "store:S002:CSV-OFFSET-1"
+    check(pg.value(s.db, f"SELECT transfer_count FROM idempotency WHERE key = '{key}'") == "0",
+          "the row's sale moved no points")
+    record_as_sent(s, key, {"event_id": "CSV-OFFSET-1", "channel": "store", "shop_id": "S002",
+                            "type": "purchase", "occurred_at": "2026-11-24T06:00:00Z",
+                            "member": {"member_id": "M7701"}, "amount_fen": 99,
+                            "receipt_no": "R-CSV-OFF"})
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=rows, ctype="text/csv",
+                               key="s002")
+    check(status == 200 and doc.get("replayed") == 1,
+          f"the file again, its row recorded before: {status} {doc}")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-http-")
     try:
@@ -4024,7 +4112,7 @@ def main():
                          test_route_labels, test_log, test_log_undelivered,
                          test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
                          test_member_show, test_backup,
-                         test_sync_metrics):
+                         test_sync_metrics, test_instant_written_another_way):
                 test(s)
         finally:
             code, err = s.stop()

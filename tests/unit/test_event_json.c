@@ -113,6 +113,112 @@ static void test_events_ahead_of_the_clock(void **state)
     free(doc);
 }
 
+/* `text` with its occurred_at (and, not NULL, its member's phone) set, parsed
+ * in a mall of zone `tz`, and fingerprinted as an event into cmd. */
+static void fingerprint_at(const char *text, const char *when, const char *phone, const char *tz,
+                           json_t **obj, pgw_command *cmd)
+{
+    *obj = json_loads(text, 0, NULL);
+    assert_non_null(*obj);
+    json_object_set_new(*obj, "occurred_at", json_string(when));
+    if (phone != NULL)
+        json_object_set_new(*obj, "member", json_pack("{s:s}", "phone", phone));
+    pgw_rules *rules = make_rules();
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_err err;
+    assert_int_equal(pgw_tz_lookup(tz, &rules->tz, &err), PGW_OK);
+    assert_int_equal(pgw_event_from_json(*obj, rules, doc, &err), PGW_OK);
+    memset(cmd, 0xA5, sizeof(*cmd)); /* every flag is set, not left as it was */
+    assert_int_equal(pgw_event_fingerprint(*obj, doc, cmd, &err), PGW_OK);
+    free(doc);
+    free(rules);
+}
+
+/*
+ * Regression: a till's retry writing occurred_at in another offset was
+ * another request (409), though it names the same instant. Any spelling of
+ * one second has one fingerprint; a body in normal form (the mall's zone,
+ * as the gateway writes times) keeps the one it always had, and one written
+ * otherwise keeps beside it the fingerprints keys were recorded under
+ * before: its own, and with its phone normalised and its time as sent.
+ */
+static void test_any_offset_of_one_instant_is_one_request(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "{\"event_id\": \"E1\", \"channel\": \"store\", \"shop_id\": \"S001\","
+        " \"type\": \"purchase\", \"occurred_at\": \"\","
+        " \"member\": {\"member_id\": \"M1\"}, \"amount_fen\": 12800}";
+    const char *shanghai = "Asia/Shanghai";
+    pgw_command *normal = calloc(1, sizeof(*normal)), *cmd = calloc(1, sizeof(*cmd));
+    json_t *obj = NULL;
+    uint8_t own[PGW_HASH_LEN];
+    fingerprint_at(text, "2026-11-24T10:15:00+08:00", NULL, shanghai, &obj, normal);
+    assert_int_equal(pgw_json_fingerprint(obj, own), PGW_OK);
+    assert_memory_equal(normal->fingerprint, own, PGW_HASH_LEN); /* as it always was */
+    assert_false(normal->has_fingerprint_as_sent);
+    assert_false(normal->has_fingerprint_time_as_sent);
+    json_decref(obj);
+    static const char *const same[] = {
+        "2026-11-24T02:15:00Z",      "2026-11-24T02:15:00+00:00",     "2026-11-24t02:15:00z",
+        "2026-11-23T21:15:00-05:00", "2026-11-24T10:15:00.250+08:00", "2026-11-24T10:45:00+08:30",
+    };
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        fingerprint_at(text, same[i], NULL, shanghai, &obj, cmd);
+        assert_memory_equal(cmd->fingerprint, normal->fingerprint, PGW_HASH_LEN);
+        assert_int_equal(pgw_json_fingerprint(obj, own), PGW_OK);
+        assert_true(cmd->has_fingerprint_as_sent);
+        assert_memory_equal(cmd->fingerprint_as_sent, own, PGW_HASH_LEN);
+        assert_true(cmd->has_fingerprint_time_as_sent); /* its member is written as it is */
+        assert_memory_equal(cmd->fingerprint_time_as_sent, own, PGW_HASH_LEN);
+        json_decref(obj);
+    }
+    static const char *const other[] = {"2026-11-24T02:15:01Z", "2026-11-24T10:15:00Z",
+                                        "2026-11-24T10:15:00+09:00"};
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        fingerprint_at(text, other[i], NULL, shanghai, &obj, cmd);
+        assert_memory_not_equal(cmd->fingerprint, normal->fingerprint, PGW_HASH_LEN);
+        json_decref(obj);
+    }
+    /* A phone and a time written otherwise: normal in both, and what each
+     * gateway before recorded beside. */
+    fingerprint_at(text, "2026-11-24T10:15:00+08:00", "+8613800138000", shanghai, &obj, normal);
+    assert_false(normal->has_fingerprint_as_sent);
+    json_decref(obj);
+    fingerprint_at(text, "2026-11-24T02:15:00Z", "138 0013 8000", shanghai, &obj, cmd);
+    assert_memory_equal(cmd->fingerprint, normal->fingerprint, PGW_HASH_LEN);
+    assert_int_equal(pgw_json_fingerprint(obj, own), PGW_OK);
+    assert_memory_equal(cmd->fingerprint_as_sent, own, PGW_HASH_LEN);
+    json_object_set_new(obj, "member", json_pack("{s:s}", "phone", "+8613800138000"));
+    assert_int_equal(pgw_json_fingerprint(obj, own), PGW_OK);
+    assert_true(cmd->has_fingerprint_time_as_sent);
+    assert_memory_equal(cmd->fingerprint_time_as_sent, own, PGW_HASH_LEN);
+    json_decref(obj);
+    /* Only the phone otherwise: the time is normal, nothing more beside. */
+    fingerprint_at(text, "2026-11-24T10:15:00+08:00", "138 0013 8000", shanghai, &obj, cmd);
+    assert_memory_equal(cmd->fingerprint, normal->fingerprint, PGW_HASH_LEN);
+    assert_true(cmd->has_fingerprint_as_sent);
+    assert_false(cmd->has_fingerprint_time_as_sent);
+    json_decref(obj);
+    /* In a mall on UTC, "Z" is the normal form. */
+    fingerprint_at(text, "2026-11-24T02:15:00Z", NULL, "+00:00", &obj, cmd);
+    assert_false(cmd->has_fingerprint_as_sent);
+    assert_false(cmd->has_fingerprint_time_as_sent);
+    json_decref(obj);
+    /* Holds and redemptions carry no time: never a time's fingerprint. */
+    pgw_identity m1 = {.kind = PGW_ID_MEMBER, .value = "M1"};
+    pgw_err err;
+    obj = json_pack("{s:s,s:{s:s},s:s,s:i}", "hold_id", "H1", "member", "member_id", "M1",
+                    "shop_id", "S001", "points", 10);
+    memset(cmd, 0xA5, sizeof(*cmd));
+    assert_int_equal(pgw_command_fingerprint(obj, &m1, NULL, cmd, &err), PGW_OK);
+    assert_false(cmd->has_fingerprint_as_sent);
+    assert_false(cmd->has_fingerprint_time_as_sent);
+    json_decref(obj);
+    free(cmd);
+    free(normal);
+}
+
 static void test_openid_member_and_referral(void **state)
 {
     (void)state;
@@ -546,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_canonical_text_is_json_dumps),
         cmocka_unit_test(test_canonical_limits),
         cmocka_unit_test(test_null_members_are_absent_from_fingerprints),
+        cmocka_unit_test(test_any_offset_of_one_instant_is_one_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
