@@ -31,6 +31,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libwebsockets.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -474,6 +475,103 @@ static void tell_database_file(const char *url, bool existed)
                 whole, (unsigned)(st.st_mode & 0777));
 }
 
+/*
+ * One serve per SQLite file: a second one ran its own writer, checkpointer
+ * and expiry sweep on the same file, each sure it was the only writer (the
+ * last session's notes). serve holds a POSIX record lock on DB-serve.lock,
+ * a file of its own beside the database, while it runs; never on the
+ * database's file, whose locks are SQLite's (closing any descriptor of a
+ * file drops all of the process's record locks on it). The kernel drops
+ * the lock with the process, so the file a crash leaves refuses nothing;
+ * it is never removed (two processes could then lock two files). The other
+ * commands do not take it: they work beside a serve, as before. PostgreSQL
+ * takes several instances: no lock.
+ */
+typedef struct serve_lock {
+    int fd; /* -1: none held */
+    char path[PATH_MAX];
+} serve_lock;
+
+/* `path` whole, through links; a file not made yet by its folder's whole
+ * path (two serves starting a new database by two paths lock one file). */
+static bool whole_path(const char *path, char whole[PATH_MAX])
+{
+    if (realpath(path, whole) != NULL)
+        return true;
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path) >=
+             (int)sizeof(dir))
+        return false;
+    char real_dir[PATH_MAX];
+    const char *name = slash ? slash + 1 : path;
+    return realpath(dir, real_dir) != NULL &&
+           snprintf(whole, PATH_MAX, "%s/%s", strcmp(real_dir, "/") == 0 ? "" : real_dir, name) <
+               PATH_MAX;
+}
+
+/* Takes the lock of the sqlite: database `url` into *lock; false after
+ * saying why serve must not start (another serve holds it, or it cannot be
+ * taken). No lock file can be made where the database's folder is not
+ * writable: then none is held, and the store's open says why it refuses. */
+static bool take_serve_lock(const char *url, serve_lock *lock)
+{
+    lock->fd = -1;
+    lock->path[0] = '\0';
+    const char *file = sqlite_file(url);
+    if (file == NULL)
+        return true;
+    char whole[PATH_MAX]; /* one file by every path to it */
+    if (!whole_path(file, whole))
+        snprintf(whole, sizeof(whole), "%s", file);
+    int n = snprintf(lock->path, sizeof(lock->path), "%s-serve.lock", whole);
+    if (n < 0 || (size_t)n >= sizeof(lock->path)) {
+        fprintf(stderr, "pointsgw serve: %s: the path is too long for its lock file\n", whole);
+        return false;
+    }
+    struct stat st;
+    lock->fd = open(lock->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lock->fd < 0 && lstat(lock->path, &st) != 0)
+        return true; /* not made: the folder is not writable, which the store refuses */
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (lock->fd >= 0 && fcntl(lock->fd, F_SETLK, &fl) == 0)
+        return true;
+    int why = errno;
+    fl = (struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (lock->fd >= 0 && (why == EACCES || why == EAGAIN)) {
+        /* l_pid is 0 for a holder in another pid namespace: not shown. */
+        bool named = fcntl(lock->fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid > 0;
+        char pid[32] = "";
+        if (named)
+            snprintf(pid, sizeof(pid), " (pid %ld)", (long)fl.l_pid);
+        fprintf(stderr,
+                "pointsgw serve: %s is being served by another pointsgw serve%s: one serve "
+                "per SQLite file (several gateways share a PostgreSQL database)\n",
+                whole, pid);
+    } else {
+        fprintf(stderr, "pointsgw serve: cannot lock %s, which keeps a second serve off %s: %s\n",
+                lock->path, whole, strerror(why));
+    }
+    if (lock->fd >= 0)
+        close(lock->fd);
+    lock->fd = -1;
+    return false;
+}
+
+/* Lets the lock go; `made_dir`: the database's folder was made by this
+ * start, refused, whose lock file goes too so that the folder can. */
+static void drop_serve_lock(serve_lock *lock, bool made_dir)
+{
+    if (lock->fd < 0)
+        return;
+    if (made_dir)
+        (void)unlink(lock->path); /* still held: no other serve has it open */
+    close(lock->fd);
+    lock->fd = -1;
+}
+
 /* libwebsockets 4.1 sizes its tables by the open-files limit (8 bytes and
  * a pollfd per possible descriptor: 4 MiB here) and, past 10,000,000,
  * takes 2,560 instead: an unlimited hard limit is not taken whole. */
@@ -547,10 +645,17 @@ static int cmd_serve(int argc, char **argv)
     }
     /* A database serve creates is its owner's alone, as a backup is: SQLite
      * gives its -wal and -shm files the database's mode. Serve creates no
-     * other file. */
+     * other file but its lock file (take_serve_lock), 0600 too. */
     umask(077);
     char made[PGW_STORE_URL_MAX + 1];
     make_db_dir(db, made);
+    serve_lock lock;
+    if (!take_serve_lock(db, &lock)) {
+        if (made[0] != '\0')
+            (void)rmdir(made);
+        pgw_config_free(cfg);
+        return EXIT_USAGE;
+    }
     bool existed = sqlite_file(db) == NULL || access(sqlite_file(db), F_OK) == 0;
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
     raise_open_files(cfg);
@@ -569,6 +674,7 @@ static int cmd_serve(int argc, char **argv)
     /* libcurl's global state, once, before any outbound worker starts. */
     if (pgw_http_client_init(&err) != PGW_OK || pgw_http_new(&opts, &http, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
+        drop_serve_lock(&lock, made[0] != '\0');
         if (made[0] != '\0') /* a start refused leaves no folder it made (empty: else kept) */
             (void)rmdir(made);
         pgw_config_free(cfg);
@@ -595,6 +701,7 @@ static int cmd_serve(int argc, char **argv)
     rc = pgw_http_run(http, &err);
     serving = NULL;
     pgw_http_free(http); /* the writer has committed everything it acknowledged */
+    drop_serve_lock(&lock, false);
     pgw_http_client_cleanup();
     fprintf(stderr, "pointsgw serve: stopped cleanly\n");
     pgw_config_free(cfg);

@@ -302,6 +302,53 @@ expect_text "key demo-admin is README's published demo key: anyone may use it"
 expect_exit 124 timeout 3 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 --db "sqlite:$tmp/demo.db"
 expect_text "pointsgw: warning: key demo-admin is README's published demo key"
 
+# Regression (the last session's notes): a second serve on the same SQLite
+# file started beside the first; two writers, checkpointers and expiry
+# sweeps on one file, each sure it was the only one. Refused, naming the
+# file and the serving pid; the first serves on, and the commands (verify,
+# import-balances, backup) still work beside it. The lock is a kernel
+# lock, not the lock file's existence: once the first is killed (SIGKILL,
+# no cleanup), a new serve starts.
+one_dir=$(mktemp -d -p "$scratch")
+# serve_bg LOG: a serve on $one_dir/one.db in the background, $! its pid;
+# waits (up to 20 s) for its "listening on" line and sets $one_port.
+serve_bg() {
+    "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 \
+        --db "sqlite:$one_dir/one.db" >/dev/null 2>"$1" &
+    one_pid=$!
+    one_port=
+    for _ in $(seq 200); do
+        one_port=$(sed -n 's/.*listening on .* (port \([0-9]*\),.*/\1/p' "$1")
+        [ -n "$one_port" ] && break
+        kill -0 "$one_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+}
+serve_bg "$one_dir/first.err"
+[ -n "$one_port" ] && pass || fail "serve did not start: $(cat "$one_dir/first.err")"
+expect_exit 2 timeout 20 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 \
+    --db "sqlite:$one_dir/one.db"
+expect_text "pointsgw serve: $one_dir/one.db is being served by another pointsgw serve (pid $one_pid)"
+[[ "$out" != *"listening on"* ]] && pass || fail "the second serve listened: $out"
+kill -0 "$one_pid" 2>/dev/null && curl -sf "http://127.0.0.1:$one_port/healthz" >/dev/null && pass ||
+    fail "the first serve stopped serving beside the refused second"
+printf 'card,points\nONE1,10\n' >"$one_dir/one.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$one_dir/one.csv" --db "sqlite:$one_dir/one.db"
+expect_exit 0 "$bin" verify --db "sqlite:$one_dir/one.db"
+expect_exit 0 "$bin" backup --db "sqlite:$one_dir/one.db" --out "$one_dir/copy.db"
+expect_exit 0 "$bin" member show card:S001:ONE1 --db "sqlite:$one_dir/one.db"
+kill -KILL "$one_pid"
+wait "$one_pid" 2>/dev/null
+serve_bg "$one_dir/again.err"
+[ -n "$one_port" ] && curl -sf "http://127.0.0.1:$one_port/healthz" >/dev/null && pass ||
+    fail "serve did not start after the last one was killed: $(cat "$one_dir/again.err")"
+kill -TERM "$one_pid"
+wait "$one_pid"
+[ $? -eq 0 ] && pass || fail "the second serve did not stop cleanly: $(cat "$one_dir/again.err")"
+[ "$(stat -c %a "$one_dir/one.db-serve.lock")" = 600 ] && pass ||
+    fail "the lock file is not 0600: $(ls -l "$one_dir")"
+rm -rf "$one_dir"
+
 # Regression (the operations review): check-config said "configuration OK"
 # (exit 0) for what serve then refused (the phone keys, a key holding
 # another's secret, the demo key outside development mode) or ran without
