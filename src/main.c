@@ -23,6 +23,7 @@
 #include "server/import.h"
 #include "server/reconcile.h"
 #include "server/report.h"
+#include "server/wechat.h"
 #include "util/redact.h"
 #include "util/csv.h"
 #include "util/http_client.h"
@@ -323,8 +324,9 @@ static int check_mp(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t
               : PGW_OK;
 }
 
-/* channels.wechat_oa: off without its secret and callback token; an
- * EncodingAESKey set must be one (serve refuses it otherwise). */
+/* channels.wechat_oa: off without its secret and callback token; the
+ * token must be one serve takes, an EncodingAESKey set must be one (serve
+ * refuses them otherwise, in server/wechat.c's order). */
 static int check_oa(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t cap, pgw_err *err)
 {
     const pgw_wechat_channel *oa = &cfg->wechat_oa;
@@ -332,9 +334,12 @@ static int check_oa(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t
     char unset[CHANNELS_LINE_MAX] = "";
     bool on = oa->enabled && all_set(vars, 2, unset, sizeof(unset));
     say_channel(line, cap, "wechat_oa", on ? "on" : "off", unset);
+    int rc = on ? pgw_wechat_oa_check_token(oa->token_env, getenv(oa->token_env), err) : PGW_OK;
+    if (rc != PGW_OK)
+        return rc;
     const char *aes = on && oa->aes_key_env[0] ? getenv(oa->aes_key_env) : NULL;
     uint8_t key[PGW_WX_AES_KEY_LEN];
-    int rc = aes != NULL && aes[0] != '\0' ? pgw_wx_aes_key(aes, key, err) : PGW_OK;
+    rc = aes != NULL && aes[0] != '\0' ? pgw_wx_aes_key(aes, key, err) : PGW_OK;
     OPENSSL_cleanse(key, sizeof(key));
     if (rc != PGW_OK)
         return pgw_err_prefix(err, "%s: ", oa->aes_key_env);

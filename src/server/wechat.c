@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OA_TOKEN_MAX  64 /* WeChat: 3..32 letters and digits */
 #define SIGNATURE_ARG (PGW_WX_SIGNATURE_HEX + 1)
 #define REPLY_MAX     (PGW_OA_CONTENT_MAX + 1024)
 
@@ -34,7 +33,7 @@ struct pgw_wechat {
     pthread_mutex_t tokens_lock;
     bool mp_ready, oa_ready, oa_aes;
     char oa_appid[PGW_ID_MAX + 1];
-    char oa_token[OA_TOKEN_MAX + 1];
+    char oa_token[PGW_OA_TOKEN_MAX + 1];
     uint8_t oa_key[PGW_WX_AES_KEY_LEN];
     /* The plain signature does not cover the body, so a captured query
      * could carry another body: a (nonce, timestamp) seen with one body is
@@ -117,18 +116,26 @@ static int add_mp(pgw_wechat *w, const pgw_wechat_channel *mp, pgw_err *err)
     return rc;
 }
 
+int pgw_wechat_oa_check_token(const char *env, const char *token, pgw_err *err)
+{
+    if (strlen(token) > PGW_OA_TOKEN_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "%s: the callback token is longer than %d", env,
+                           PGW_OA_TOKEN_MAX);
+    return PGW_OK;
+}
+
 static int add_oa(pgw_wechat *w, const pgw_wechat_channel *oa, pgw_err *err)
 {
     const char *app_secret = oa->enabled ? secret("channels.wechat_oa", oa->secret_env) : NULL;
     const char *token = app_secret ? secret("channels.wechat_oa", oa->token_env) : NULL;
     if (token == NULL)
         return PGW_OK;
-    if (strlen(token) > OA_TOKEN_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "%s: the callback token is longer than %d",
-                           oa->token_env, OA_TOKEN_MAX);
+    int rc = pgw_wechat_oa_check_token(oa->token_env, token, err);
+    if (rc != PGW_OK)
+        return rc;
     /* Safe mode is on when an EncodingAESKey is configured and set. */
     const char *aes = oa->aes_key_env[0] ? getenv(oa->aes_key_env) : NULL;
-    int rc = aes && aes[0] ? pgw_wx_aes_key(aes, w->oa_key, err) : PGW_OK;
+    rc = aes && aes[0] ? pgw_wx_aes_key(aes, w->oa_key, err) : PGW_OK;
     if (rc != PGW_OK)
         return pgw_err_prefix(err, "%s: ", oa->aes_key_env);
     w->oa_aes = aes && aes[0];

@@ -38,6 +38,7 @@
 #define PGW_OA_CLOCK_SKEW_S 600
 #define PGW_OA_NONCE_MAX    64
 #define PGW_OA_NONCES_KEPT  4096 /* pushes remembered against a replayed query */
+#define PGW_OA_TOKEN_MAX    64   /* the callback token's bytes (WeChat: 3..32 letters, digits) */
 
 typedef struct pgw_wechat pgw_wechat;
 
@@ -45,6 +46,11 @@ typedef struct pgw_wechat pgw_wechat;
  * pgw_wechat_free once no outbound task uses its client any more. */
 int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, pgw_err *err);
 void pgw_wechat_free(pgw_wechat *w);
+
+/* Whether `token`, the official account's callback token read from the
+ * variable `env`, is one serve takes (at most PGW_OA_TOKEN_MAX bytes);
+ * PGW_EINVAL saying why not. check-config asks it as serve does. */
+int pgw_wechat_oa_check_token(const char *env, const char *token, pgw_err *err);
 
 bool pgw_wechat_mp_ready(const pgw_wechat *w);
 bool pgw_wechat_oa_ready(const pgw_wechat *w);
