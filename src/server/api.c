@@ -248,6 +248,7 @@ typedef struct sweeper {
     char db_url[PGW_STORE_URL_MAX + 1];
     uint64_t runs, holds, lots, points, failures;                  /* under lock */
     uint64_t pruned_sessions, pruned_enrolments, pruned_reminders; /* under lock */
+    pgw_log_limit expiry_said, prune_said; /* the sweep thread's (expire.h) */
 } sweeper;
 
 struct pgw_api {
@@ -3841,12 +3842,10 @@ static void *sweep_main(void *arg)
         pgw_err err;
         int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), stream_committed, sw->api,
                                 &report, &err);
-        if (rc != PGW_OK)
-            fprintf(stderr, "pointsgw: expiry sweep: %s\n", err.msg);
+        pgw_expire_tell(&sw->expiry_said, "expiry sweep", rc, &err);
         pgw_err prune_err;
-        int prune_rc = sweep_prune(sw, &prune_err);
-        if (prune_rc != PGW_OK) /* the next sweep tries again */
-            fprintf(stderr, "pointsgw: pruning sessions: %s\n", prune_err.msg);
+        int prune_rc = sweep_prune(sw, &prune_err); /* failed: the next sweep tries again */
+        pgw_expire_tell(&sw->prune_said, "pruning sessions", prune_rc, &prune_err);
         pthread_mutex_lock(&sw->lock);
         sw->runs++;
         sw->failures += rc != PGW_OK;

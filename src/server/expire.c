@@ -4,6 +4,7 @@
 #include "expire.h"
 
 #include "core/assertions.h"
+#include "util/clock.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -178,4 +179,31 @@ int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_
     free(r.cmds);
     pgw_store_close(r.reader);
     return rc;
+}
+
+void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw_err *err,
+                        int64_t now_s, FILE *out)
+{
+    PGW_ASSERT(now_s > 0);
+    if (rc == PGW_OK) {
+        if (said->minute_s != 0)
+            fprintf(out, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
+                    (unsigned long long)said->unsaid);
+        *said = (pgw_log_limit){0};
+        return;
+    }
+    uint64_t unsaid = 0;
+    if (!pgw_log_due(said, now_s, err->msg, &unsaid))
+        return;
+    if (unsaid > 0)
+        fprintf(out, "pointsgw: %s: %s (%llu more since the last such line)\n", what, err->msg,
+                (unsigned long long)unsaid);
+    else
+        fprintf(out, "pointsgw: %s: %s\n", what, err->msg);
+}
+
+void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_err *err)
+{
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    pgw_expire_tell_at(said, what, rc, err, now_s > 0 ? now_s : 1, stderr);
 }

@@ -7,9 +7,11 @@
 #define PGW_SERVER_EXPIRE_H
 
 #include "core/error.h"
+#include "core/log_limit.h"
 #include "server/writer.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct pgw_expire_report {
     int64_t holds;  /* holds pending past their deadline, released in this run */
@@ -31,5 +33,19 @@ typedef void (*pgw_expire_seen)(void *ctx, const pgw_command *cmd);
  */
 int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, pgw_expire_seen seen,
                    void *seen_ctx, pgw_expire_report *out, pgw_err *err);
+
+/*
+ * What a sweep (serve's: pgw_expire_due, then the prune) tells the
+ * operator of one of its parts, `what` ("expiry sweep"): its failure
+ * `err` as "pointsgw: WHAT: message" on stderr, limited by `said` as the
+ * writer's lines are (core/log_limit.h: a cause once a minute, the lines
+ * held back counted in the next), since a sweep every second on a
+ * database it cannot open said so every second; rc PGW_OK after
+ * failures, once, that it works again. `said` is the sweep thread's.
+ */
+void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_err *err);
+/* The same at `now_s` (a monotonic clock's seconds, > 0), on `out`. */
+void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw_err *err,
+                        int64_t now_s, FILE *out);
 
 #endif

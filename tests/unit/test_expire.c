@@ -177,6 +177,56 @@ static void test_verify_catches_a_lot_out_of_step(void **state)
     free(cmd);
 }
 
+/* What `out` holds, from its start (a NUL-terminated copy in `buf`). */
+static const char *written(FILE *out, char *buf, size_t cap)
+{
+    fflush(out);
+    rewind(out);
+    size_t n = fread(buf, 1, cap - 1, out);
+    buf[n] = '\0';
+    return buf;
+}
+
+static size_t lines(const char *text)
+{
+    size_t n = 0;
+    for (; *text; text++)
+        n += *text == '\n';
+    return n;
+}
+
+/* Regression (the last session's notes): serve's sweep said its failure
+ * every sweep, every second with expiry.sweep_every_s 1. A cause goes out
+ * once a minute, with the count held back; working again is said once. */
+static void test_sweep_failures_are_limited(void **state)
+{
+    (void)state;
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    static char buf[8192];
+    pgw_log_limit said = {0};
+    pgw_err err;
+    pgw_err_set(&err, PGW_ENOTFOUND, "/srv/pgw.db: no database there");
+    for (int i = 0; i < 30; i++)
+        pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, 100 + i, out);
+    assert_string_equal(written(out, buf, sizeof(buf)),
+                        "pointsgw: expiry sweep: /srv/pgw.db: no database there\n");
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, 100 + PGW_LOG_EVERY_S, out);
+    assert_non_null(strstr(written(out, buf, sizeof(buf)),
+                           "\npointsgw: expiry sweep: /srv/pgw.db: no database there (29 more "
+                           "since the last such line)\n"));
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, 161, out);
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, 162, out);
+    assert_non_null(strstr(written(out, buf, sizeof(buf)),
+                           "\npointsgw: expiry sweep works again (1 more failed since the "
+                           "last line)\n"));
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, 163, out); /* said once */
+    assert_int_equal(lines(written(out, buf, sizeof(buf))), 3);
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, 164, out); /* news again */
+    assert_int_equal(lines(written(out, buf, sizeof(buf))), 4);
+    fclose(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +236,7 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_catches_a_lot_out_of_step, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test(test_sweep_failures_are_limited),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
