@@ -869,6 +869,47 @@ static int resolve_db(const flag_set *flags, char *url, size_t cap)
     return EXIT_OK;
 }
 
+/* Whether this user may write the SQLite file `path` and its folder (the
+ * -wal and -shm files), as a migration must. */
+static bool may_write(const char *path)
+{
+    char dir[PGW_STORE_URL_MAX + 1];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        slash[slash == dir ? 1 : 0] = '\0';
+    return access(path, W_OK) == 0 && access(dir, W_OK | X_OK) == 0;
+}
+
+/*
+ * The database for a command that only reads it. A SQLite file at this
+ * build's schema is opened read-only, as it is: verify on a copy on
+ * read-only media (or a file without write permission) failed, since
+ * opening migrates. An older one is migrated where it can be written
+ * (README: a check run with the newer binary is the upgrade), and said
+ * plainly where it cannot. PostgreSQL: as every command opens it.
+ */
+static int open_to_read(const char *url, pgw_store **store, pgw_err *err)
+{
+    const char *file = sqlite_file(url);
+    if (file == NULL)
+        return pgw_store_open(url, false, store, err);
+    int64_t version = 0;
+    int rc = pgw_store_open_read_only(url, &version, store, err);
+    if (rc != PGW_ESTATE || version == 0 || version > PGW_STORE_SCHEMA_VERSION)
+        return rc;
+    if (may_write(file))
+        return pgw_store_open(url, false, store, err);
+    return pgw_err_set(err, PGW_ESTATE,
+                       "%s is at schema version %lld, older than this pointsgw's (%d), and "
+                       "not writable here, so it cannot be migrated: check it with the "
+                       "pointsgw that wrote it, or with this one on a writable copy (which "
+                       "opening migrates)",
+                       file, (long long)version, PGW_STORE_SCHEMA_VERSION);
+}
+
 static int cmd_verify(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -884,7 +925,7 @@ static int cmd_verify(int argc, char **argv)
     pgw_verify_report report;
     pgw_err err;
     pgw_err_clear(&err);
-    rc = pgw_store_open(url, false, &store, &err);
+    rc = open_to_read(url, &store, &err);
     if (rc == PGW_OK)
         rc = pgw_store_verify(store, &report, &err);
     if (rc != PGW_OK) {

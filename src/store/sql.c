@@ -258,6 +258,56 @@ static int open_sqlite(pgw_sql *db, const char *url, bool create, pgw_err *err)
     return PGW_OK;
 }
 
+/* "file:PATH?QUERY", SQLite's URI for `path`: '%', '?' and '#' escaped
+ * (they delimit a URI), the rest as it is. False when over `cap`. */
+static bool sqlite_uri(const char *path, const char *query, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "file:");
+    for (; *path != '\0'; path++) {
+        if (n + 4 > cap)
+            return false;
+        bool special = strchr("%?#", *path) != NULL;
+        n += (size_t)(special ? snprintf(out + n, cap - n, "%%%02X", (unsigned char)*path)
+                              : snprintf(out + n, cap - n, "%c", *path));
+    }
+    int k = snprintf(out + n, cap - n, "?%s", query);
+    return k > 0 && (size_t)k < cap - n;
+}
+
+int pgw_sql_open_read_only(const char *url, bool immutable, pgw_sql **out, pgw_err *err)
+{
+    *out = NULL;
+    if (strncmp(url, "sqlite:", 7) != 0)
+        return pgw_err_set(err, PGW_EINVAL, "only a SQLite database opens read-only here");
+    pgw_sql *db = calloc(1, sizeof(*db));
+    if (db == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
+    pthread_once(&sqlite_once, set_up_sqlite);
+    db->kind = PGW_SQL_SQLITE;
+    const char *path = url + 7;
+    char uri[3 * PGW_SQL_URL_MAX + 32];
+    struct stat st;
+    int rc = PGW_OK;
+    if (path[0] == '\0' || strlen(path) >= sizeof(db->name) ||
+        !sqlite_uri(path, immutable ? "mode=ro&immutable=1" : "mode=ro", uri, sizeof(uri)))
+        rc = pgw_err_set(err, PGW_EINVAL, "database URL \"%.64s\" is not sqlite:PATH", url);
+    else if (stat(path, &st) != 0)
+        rc = pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
+    if (rc == PGW_OK) {
+        snprintf(db->name, sizeof(db->name), "%s", path);
+        int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+        if (sqlite3_open_v2(uri, &db->lite, flags, NULL) != SQLITE_OK)
+            rc = pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", path,
+                             db->lite ? sqlite3_errmsg(db->lite) : "out of memory");
+    }
+    if (rc != PGW_OK) {
+        pgw_sql_close(db);
+        return rc;
+    }
+    *out = db;
+    return PGW_OK;
+}
+
 int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err)
 {
     *out = NULL;

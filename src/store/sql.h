@@ -64,6 +64,14 @@ enum { PGW_SQL_DONE = 0, PGW_SQL_ROW = 1 };
  * the URL with any password removed.
  */
 int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err);
+/*
+ * Opens "sqlite:PATH" read-only (SQLite's mode=ro): nothing of the file is
+ * written through it. With `immutable`, SQLite also takes the file for one
+ * nobody changes while it is open (no locks, no -wal or -shm files: what
+ * a file on read-only media, without them, needs). PGW_EINVAL for another
+ * kind of URL, PGW_ENOTFOUND when the file is missing.
+ */
+int pgw_sql_open_read_only(const char *url, bool immutable, pgw_sql **out, pgw_err *err);
 void pgw_sql_close(pgw_sql *db);
 
 pgw_sql_kind pgw_sql_kind_of(const pgw_sql *db);

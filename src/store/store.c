@@ -1752,6 +1752,74 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
     return PGW_OK;
 }
 
+/* A read-only connection to the SQLite file of `url`, as connect_store's. */
+static int connect_read_only(const char *url, bool immutable, pgw_store **out, pgw_err *err)
+{
+    pgw_store *s = *out = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
+    s->wal_fd = -1;
+    int rc = pgw_sql_open_read_only(url, immutable, &s->db, err);
+    if (rc == PGW_OK) {
+        snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
+        sqlite3_busy_handler(pgw_sql_sqlite_handle(s->db), busy_wait, s);
+    }
+    return rc;
+}
+
+/*
+ * The read-only connection, its schema version read. A file whose -shm
+ * cannot be made (read-only media, a folder not ours) cannot be read in
+ * WAL mode but as immutable; taken so only when there is no -wal beside
+ * it either: a connection open on the file anywhere keeps its -wal, so
+ * none is writing it.
+ */
+static int open_read_only(const char *url, int64_t *version, pgw_store **out, pgw_err *err)
+{
+    int rc = connect_read_only(url, false, out, err);
+    if (rc == PGW_OK)
+        rc = check_ours(*out, false, err);
+    if (rc == PGW_OK)
+        return read_user_version(*out, version, err);
+    char wal[sizeof((*out)->path) + 8];
+    struct stat st;
+    if (rc == PGW_ENOTFOUND || rc == PGW_EINVAL || (*out)->db == NULL ||
+        snprintf(wal, sizeof(wal), "%s-wal", (*out)->path) >= (int)sizeof(wal) ||
+        stat(wal, &st) == 0 || errno != ENOENT)
+        return rc;
+    pgw_store_close(*out);
+    rc = connect_read_only(url, true, out, err);
+    if (rc == PGW_OK)
+        rc = check_ours(*out, false, err);
+    return rc == PGW_OK ? read_user_version(*out, version, err) : rc;
+}
+
+int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out, pgw_err *err)
+{
+    *out = NULL;
+    *version = 0;
+    pgw_store *s = NULL;
+    int rc = open_read_only(url, version, &s, err);
+    if (rc == PGW_OK && *version > PGW_STORE_SCHEMA_VERSION)
+        rc = pgw_err_set(err, PGW_ESTATE,
+                         "%s: the database is at schema version %lld, newer than this "
+                         "pointsgw (%d); run the newer pointsgw that wrote it",
+                         s->path, (long long)*version, PGW_STORE_SCHEMA_VERSION);
+    else if (rc == PGW_OK && *version < PGW_STORE_SCHEMA_VERSION)
+        rc = pgw_err_set(err, PGW_ESTATE,
+                         "%s: the database is at schema version %lld, older than this "
+                         "pointsgw (%d): opened read-only, it is not migrated",
+                         s->path, (long long)*version, PGW_STORE_SCHEMA_VERSION);
+    if (rc == PGW_OK)
+        rc = prepare_statements(s, err);
+    if (rc != PGW_OK) {
+        pgw_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return PGW_OK;
+}
+
 void pgw_store_close(pgw_store *s)
 {
     if (s == NULL)

@@ -58,6 +58,18 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err);
 void pgw_store_close(pgw_store *store);
 
 /*
+ * Opens the SQLite database at `url` read-only and as it is, for commands
+ * that only read (`pointsgw verify`): nothing of the file is written, not
+ * even on read-only media (sql.h pgw_sql_open_read_only). *version is its
+ * schema version (0 when unread). PGW_ESTATE, nothing open, when that is
+ * not PGW_STORE_SCHEMA_VERSION: an older database would have to be
+ * migrated first (pgw_store_open does, where the file can be written).
+ * PGW_EINVAL for a URL that is not sqlite:; otherwise as pgw_store_open
+ * without `create`. The caller closes *out with pgw_store_close.
+ */
+int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out, pgw_err *err);
+
+/*
  * Copies the SQLite database at `url` to the file `path` (a link there:
  * to the file it names, the link kept), as one consistent snapshot while
  * a server may be writing: written beside that file, synced, and

@@ -212,6 +212,43 @@ if [ "$(id -u)" -eq 0 ]; then
     expect_text "$ro_dir/ro.db: its folder $ro_dir is not writable for this user (Permission denied)"
 fi
 rm -rf "$ro_dir"
+# Regression (the last session's notes): verify of a copy on read-only
+# media (or a file without write permission) failed, since opening the
+# store migrates. A database at this build's schema is read read-only:
+# verify passes and the file is not changed (as root, who writes any
+# file, its checksum says so; as `nobody`, the folder and file theirs to
+# read only, with no -wal or -shm beside it, as on a read-only disk). An
+# older schema there cannot be migrated: said, exit 2, nothing changed.
+rv_dir=$(mktemp -d -p "$scratch")
+mkdir "$rv_dir/bin" "$rv_dir/ro"
+cp "$bin" "$rv_dir/bin/pointsgw"
+chmod 755 "$rv_dir" "$rv_dir/bin" "$rv_dir/bin/pointsgw"
+printf 'card,points\nRV1,10\n' >"$rv_dir/one.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$rv_dir/one.csv" --db "sqlite:$rv_dir/ro/cur.db"
+python3 -c "import sqlite3, sys
+sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))
+db = sqlite3.connect(sys.argv[2]); db.execute('PRAGMA user_version = 30'); db.commit()" \
+    "$rv_dir/ro/cur.db" "$rv_dir/ro/old.db"
+rm -f "$rv_dir"/ro/*-wal "$rv_dir"/ro/*-shm
+chmod 444 "$rv_dir"/ro/*.db
+chmod 555 "$rv_dir/ro"
+cur_sum=$(sha256sum <"$rv_dir/ro/cur.db")
+old_sum=$(sha256sum <"$rv_dir/ro/old.db")
+rv_user=()
+[ "$(id -u)" -ne 0 ] || rv_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+expect_exit 0 "${rv_user[@]}" "$rv_dir/bin/pointsgw" verify --db "sqlite:$rv_dir/ro/cur.db"
+expect_text "OK: the hash chain is intact"
+expect_exit 2 "${rv_user[@]}" "$rv_dir/bin/pointsgw" verify --db "sqlite:$rv_dir/ro/old.db"
+expect_text "$rv_dir/ro/old.db is at schema version 30, older than this pointsgw's"
+expect_text "and not writable here, so it cannot be migrated"
+if [ "$(id -u)" -eq 0 ]; then # root: read-only by the open, not by the file's mode
+    expect_exit 0 "$bin" verify --db "sqlite:$rv_dir/ro/cur.db"
+    expect_text "OK: the hash chain is intact"
+fi
+[ "$(sha256sum <"$rv_dir/ro/cur.db")" = "$cur_sum" ] && [ "$(sha256sum <"$rv_dir/ro/old.db")" = "$old_sum" ] &&
+    pass || fail "verify changed a read-only database: $(ls -l "$rv_dir/ro")"
+chmod 755 "$rv_dir/ro"
+rm -rf "$rv_dir"
 named=$(mktemp -p "$scratch")
 sed 's/"listen": "127.0.0.1:8080"/"listen": "localhost:8080"/' config/pointsgw.example.json >"$named"
 expect_exit 2 "$bin" check-config --config "$named"
