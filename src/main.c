@@ -1057,10 +1057,11 @@ static int cmd_expire(int argc, char **argv)
     return rc;
 }
 /* An existing database in one read transaction (finance's commands read a
- * snapshot); snapshot_close ends it and closes the store (NULL is fine). */
+ * snapshot), opened as verify opens it (open_to_read); snapshot_close ends
+ * it and closes the store (NULL is fine). */
 static int snapshot_open(const char *url, pgw_store **store, pgw_err *err)
 {
-    int rc = pgw_store_open(url, false, store, err);
+    int rc = open_to_read(url, store, err);
     return rc == PGW_OK ? pgw_store_begin_read(*store, err) : rc;
 }
 

@@ -241,6 +241,14 @@ expect_text "OK: the hash chain is intact"
 expect_exit 2 "${rv_user[@]}" "$rv_dir/bin/pointsgw" verify --db "sqlite:$rv_dir/ro/old.db"
 expect_text "$rv_dir/ro/old.db is at schema version 30, older than this pointsgw's"
 expect_text "and not writable here, so it cannot be migrated"
+# So do the finance commands, which only read.
+expect_exit 0 "${rv_user[@]}" "$rv_dir/bin/pointsgw" report settlement --from 2026-01-01T00:00:00Z \
+    --to 2099-01-01T00:00:00Z --db "sqlite:$rv_dir/ro/cur.db"
+expect_text '"shops"'
+printf 'event_id,occurred_at,type,member,amount_fen,points\n' >"$rv_dir/statement.csv"
+chmod 644 "$rv_dir/statement.csv"
+expect_exit 0 "${rv_user[@]}" "$rv_dir/bin/pointsgw" reconcile --statement "$rv_dir/statement.csv" \
+    --channel store --db "sqlite:$rv_dir/ro/cur.db"
 if [ "$(id -u)" -eq 0 ]; then # root: read-only by the open, not by the file's mode
     expect_exit 0 "$bin" verify --db "sqlite:$rv_dir/ro/cur.db"
     expect_text "OK: the hash chain is intact"
