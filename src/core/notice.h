@@ -44,9 +44,10 @@ typedef enum pgw_notice_channel {
 #define PGW_NOTICE_HELD 16u
 /* Nor this: an SMS of the notice may have reached the member: one was
  * sent, or a request left and no clear refusal came back (a timeout, a
- * 5xx, an answer not understood), or a courier died holding the notice
- * (its lease ran out). Kept for good. A wake (above) never takes such a
- * notice: chosen anew at once, WeChat would tell the member twice. */
+ * 5xx, an answer not understood), or a courier died while its SMS was
+ * leaving (the store marks the claim before the request leaves, and a
+ * lapsed claim keeps that mark; one never tried gets none). Kept for good. A wake (above) never
+ * takes such a notice: chosen anew at once, WeChat would tell the member twice. */
 #define PGW_NOTICE_SMS_MAY_HAVE_GONE 32u
 /* Nor these: a wake (above) that came while a courier held the notice
  * (claimed), kept with the claim and applied when it ends with the notice

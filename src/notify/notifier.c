@@ -365,6 +365,16 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
                            .params = params,
                            .n_params = strcmp(nt->kind, "points_expiring") == 0 ? 3 : 2,
                            .out_id = out_id};
+    /* Marked in the row before the request leaves: a courier that dies
+     * now leaves a claim whose SMS may have gone, and the lapsed sweep
+     * cannot tell it from one never tried but by this mark. */
+    int marked = pgw_store_sms_leaving(c->store, c->owner, nt, &err);
+    if (marked != PGW_OK) {
+        pgw_sms_limiter_give_back(n->limiter, phone, now);
+        OPENSSL_cleanse(phone, sizeof(phone));
+        set_error(nt, "sms", err.msg);
+        return RETRY; /* not sent; a claim lost is not recorded (finish_batch) */
+    }
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
     if (!res.attempted) /* only a request that left uses a slot */

@@ -20,7 +20,9 @@
  * none lapses before its attempt is recorded; only the claimer records
  * the attempt. What a batch did not try (a stop, claims not renewed) is
  * given back with it, its attempt uncounted; the claims of a run that
- * died come back when their lease runs out, counted. A notice
+ * died come back when their lease runs out, counted, and held from
+ * WeChat only if an SMS of theirs was leaving (marked in the store before
+ * the request: pgw_store_sms_leaving). A notice
  * sent again (a crash, or a timeout that may have been a send) carries its
  * id: WeChat's template message de-duplicates on client_msg_id; SMS
  * providers only keep it (SessionContext / OutId); a subscribe message has

@@ -253,12 +253,13 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
                                          " & ((excluded & " NOTICE_WOKEN ") / " NOTICE_WOKEN_BY    \
                                          ")) ELSE " excluded " END"
 /* The row's exclusions without the marks, and its attempts less the one
- * the claim counted: a claim given back untried. */
+ * the claim counted: a claim given back untried. A claim taken back (its
+ * lease ran out) keeps its attempt. */
 #define UNMARKED          "(excluded - (excluded & " NOTICE_WOKEN "))"
 #define ATTEMPT_UNCOUNTED "CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
-#define GIVEN_BACK                                                                                 \
-    "attempts = " ATTEMPT_UNCOUNTED                                                                \
-    ", due_at = " WOKEN_DUE("due_at", UNMARKED) ", excluded = " WOKEN_EXCLUDED(UNMARKED)
+#define TAKEN_BACK                                                                                 \
+    "due_at = " WOKEN_DUE("due_at", UNMARKED) ", excluded = " WOKEN_EXCLUDED(UNMARKED)
+#define GIVEN_BACK "attempts = " ATTEMPT_UNCOUNTED ", " TAKEN_BACK
 /* A courier's record of its attempt: exclusions ?4, due time ?5. */
 #define RECORDED "excluded = " WOKEN_EXCLUDED("?4") ", due_at = " WOKEN_DUE("?5", "?4")
 #define INSERT_RECORD                                                                              \
@@ -4344,10 +4345,14 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      owner == NULL
-                         /* Its attempt counted, and marked: its courier may
-                          * have sent an SMS before it died, so no wake takes it. */
+                         /* Its attempt counted (its courier may have made
+                          * it), otherwise as one given back: an SMS that
+                          * was leaving marked the row first
+                          * (pgw_store_sms_leaving), and no wake takes it.
+                          * Marking every lapsed claim so kept a notice
+                          * never tried (skipped at a stop) from WeChat. */
                          ? "UPDATE notices SET state = 'pending', updated_at = ?1, claimed_by = '',"
-                           " lease_until = 0, excluded = " UNMARKED " | " NOTICE_SMS_GONE
+                           " lease_until = 0, " TAKEN_BACK
                            " WHERE id IN (SELECT id FROM notices WHERE state = 'sending'"
                            " AND lease_until < ?1 AND ?2 = ''"
                            /* rows a wake has locked (a writer's transaction)
@@ -4369,6 +4374,27 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     pgw_sql_bind_text(st, 2, owner ? owner : "");
     rc = step_done(s, st, "unclaiming notices", err);
     *n = rc == PGW_OK ? pgw_sql_changes(s->db) : 0;
+    release(s, st);
+    return rc;
+}
+
+int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, pgw_err *err)
+{
+    /* The row's mark, not the courier's: its record of the attempt says
+     * whether the SMS went or was refused (pgw_store_finish_notice). */
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET excluded = excluded | " NOTICE_SMS_GONE
+                     " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2 AND attempts = ?3",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_int64(st, 1, n->id);
+    pgw_sql_bind_text(st, 2, owner);
+    pgw_sql_bind_int64(st, 3, n->attempts);
+    rc = step_done(s, st, "marking a notice's SMS", err);
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
+        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)n->id);
     release(s, st);
     return rc;
 }

@@ -645,6 +645,12 @@ int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notic
  * is no longer owner's (its lease ran out and another instance took it). */
 int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
                           pgw_err *err);
+/* Marks owner's claim on notice `n` (as claimed: its id and attempts) as
+ * one whose SMS may have gone (core/notice.h PGW_NOTICE_SMS_MAY_HAVE_GONE),
+ * before the request leaves: a claim that lapses keeps the mark, one
+ * recorded has the courier's exclusions instead. PGW_ESTATE when that
+ * claim is over (the SMS must not leave then). */
+int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice *n, pgw_err *err);
 /* Gives owner's claim on notice `n` (as claimed: its id and attempts)
  * back, not tried: pending again, its attempt not counted; PGW_ESTATE when
  * that claim is over (its lease ran out: pending, or claimed again, by
@@ -652,7 +658,9 @@ int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64
 int pgw_store_give_back_notice(pgw_store *store, const char *owner, const pgw_notice *n,
                                int64_t now, pgw_err *err);
 /* owner NULL: claims whose lease ran out (an instance that died) go back
- * to pending, their attempt counted. Otherwise owner's own claims (a
+ * to pending, their attempt counted, marked as one whose SMS may have
+ * gone only if pgw_store_sms_leaving marked it, a wake during the claim
+ * applied as for a claim given back. Otherwise owner's own claims (a
  * stop), their attempt not counted: they were not tried. *n of them. */
 int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, int64_t *n,
                               pgw_err *err);

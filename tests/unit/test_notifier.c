@@ -321,6 +321,46 @@ static void test_couriers_claim_apart(void **state)
         fail_msg("two couriers' claims at once under %lld name(s), want 2", (long long)names);
 }
 
+/*
+ * The courier marks a notice in the store before its SMS request leaves
+ * (pgw_store_sms_leaving): a courier that died then leaves a lapsed claim
+ * the sweep can tell from one never tried, which it no longer marks
+ * (test_outbox test_a_lapsed_claim_is_marked_only_if_its_sms_left). While
+ * the provider takes its time the row has the mark; the record of the
+ * attempt, a clear refusal of the number, takes it away.
+ */
+static void test_an_sms_is_marked_before_it_leaves(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    static const char *const members[] = {"M1"};
+    member_with_notice(r.store, r.vault, members[0], "13800138000");
+    fake_control(&FAKE, "/_fake/numbers", "{s:s,s:s}", "phone", "13800138000", "state",
+                 "blacklisted");
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "delay_ms", 1500)));
+    rig_start(f, &r);
+    int64_t marked = 0;
+    pgw_notice nt;
+    for (int i = 0; i < 1000; i++) {
+        nt = notice_of(r.store, members[0]);
+        if (strcmp(nt.state, "sending") == 0)
+            marked |= nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE;
+        else if (strcmp(nt.state, "pending") != 0)
+            break;
+        fake_sleep_ms(10);
+    }
+    if (strcmp(nt.state, "skipped") != 0 || marked == 0 ||
+        (nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0)
+        fail_msg("notice %s, excluding %lld, marked while its SMS was leaving: %s; want it "
+                 "marked then, skipped unmarked after the refusal",
+                 nt.state, (long long)nt.excluded, marked ? "yes" : "no");
+    rig_free(&r);
+}
+
 /* ---- subscribe messages: quota per openid ------------------------------------ */
 
 #define MP_APPID    "wx1234567890abcdef"
@@ -609,6 +649,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_unrenewed_claim_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_couriers_claim_apart, setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_sms_is_marked_before_it_leaves, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_subscribe_quota_per_openid, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wake_hurries_a_notice_tried_on_wechat, setup,
