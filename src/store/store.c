@@ -226,6 +226,12 @@ PGW_STATIC_ASSERT(PGW_NOTICE_SMS_MAY_HAVE_GONE == 32, "NOTICE_SMS_GONE names the
 #define NOTICE_WOKEN_BY "64"
 PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 64,
                   "NOTICE_WOKEN names the marks by number");
+/* Whether an arrival may join a pending notice (ST_COALESCE_NOTICE): no
+ * attempt counted (what failed so far refused: nothing of it went), and
+ * no SMS of it may have gone. Its text must not change once it may have
+ * been read: a new total would read as new points, and the official
+ * account drops a second message with the notice's client_msg_id. */
+#define JOINABLE "attempts = 0 AND (excluded & " NOTICE_SMS_GONE ") = 0"
 /* Whether a wake takes a pending notice whose `excluded` is this
  * expression (ST_WAKE_NOTICES says why). */
 #define WAKE_TAKES(excluded)                                                                       \
@@ -606,20 +612,22 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* Only the note itself: a subscribe or unsubscribe since has its own time. */
     [ST_FORGET_FOLLOWER] = "DELETE FROM oa_followers WHERE appid = ?1 AND openid = ?2"
                            " AND following = 1 AND changed_at = ?3",
-    /* A notice held for SMS reasons (quiet hours, a number's limit: channel
-     * sms, not tried) is due again when the arrival would have been (?7):
-     * the courier chooses anew, and WeChat may reach the member by now; an
-     * SMS is held again, not counted as an attempt. */
-    [ST_COALESCE_NOTICE] =
-        "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
-        " updated_at = ?6, due_at = CASE WHEN channel = 'sms' AND due_at > ?7"
-        " THEN ?7 ELSE due_at END WHERE id = (SELECT id FROM notices"
-        " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
-        " AND attempts = 0 AND excluded IN (0, " NOTICE_HELD ")"
-        " ORDER BY id DESC LIMIT 1)"
-        /* again: PostgreSQL checks these, not the subquery, once a
-         * courier's claim of that row (which waited) commits */
-        " AND state = 'pending' AND attempts = 0 AND excluded IN (0, " NOTICE_HELD ")",
+    /* An arrival joins a pending notice nothing of which can have reached
+     * the member (JOINABLE): one in its window, or one held for SMS
+     * (quiet hours, a number's limit), whatever channels refused it
+     * before (43101, 43004: refusals, not attempts). A held one
+     * is due again when the arrival would have been (?7): the courier
+     * chooses anew, and WeChat may reach the member by now; an SMS is
+     * held again, not counted as an attempt. Its refusals stay: an
+     * arrival is no new way to reach the member. */
+    [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
+                           " updated_at = ?6, due_at = CASE WHEN channel = 'sms' AND due_at > ?7"
+                           " THEN ?7 ELSE due_at END WHERE id = (SELECT id FROM notices"
+                           " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
+                           " AND " JOINABLE " ORDER BY id DESC LIMIT 1)"
+                           /* again: PostgreSQL checks these, not the subquery, once a
+                            * courier's claim of that row (which waited) commits */
+                           " AND state = 'pending' AND " JOINABLE,
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
                          " provider_id, updated_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6,"

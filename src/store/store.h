@@ -610,8 +610,10 @@ typedef struct pgw_notice {
  * (due_at > now) takes the points and the new balance instead, so that
  * arrivals within the window become one notice with their total; a new
  * one is due at now + coalesce_s. One held for SMS (quiet hours, a
- * number's limit) is due again at now + coalesce_s too, so its channel is
- * chosen again.
+ * number's limit), whatever channels refused it before, takes them too
+ * and is due again at now + coalesce_s, so its channel is chosen again.
+ * Never one that may have reached the member: an attempt of it counted
+ * (a failure that may have been a send) or its SMS may have gone.
  */
 int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
                              int64_t balance, const char *shop, const char *detail, int64_t now,

@@ -199,6 +199,72 @@ static pgw_notice tried_notice(pgw_store *s, const char *member, int64_t at, int
     return tried_notice_n(s, member, at, excluded, (excluded & PGW_NOTICE_HELD) ? 0 : 1);
 }
 
+/* The member's notices, newest first: how many, and their points in *points. */
+static size_t notices_of(pgw_store *s, const char *member, int64_t points[4])
+{
+    pgw_notice list[4];
+    size_t n = 0;
+    pgw_err err;
+    assert_int_equal(pgw_store_member_notices(s, member, list, 4, &n, &err), PGW_OK);
+    for (size_t i = 0; i < n; i++)
+        points[i] = list[i].points;
+    return n;
+}
+
+/*
+ * Regression (the last session's notes): an arrival joined a notice held
+ * for SMS only if no channel had refused it, so a member the mini program
+ * refused at night (43101: no quota left), or the official account (43004),
+ * had one morning SMS per purchase instead of one with their total. A
+ * held notice nothing of which can have reached the member (no attempt
+ * counted: only refusals and waits so far) takes the arrival whatever
+ * refused it, its refusals kept (an arrival is no new way to reach the
+ * member). What may have reached the member is not joined, so its text
+ * never changes after it may have been read (a new total would read as
+ * new points, and the official account drops a second message with its
+ * client_msg_id): one whose SMS may have gone, and one an attempt of which
+ * failed after it may have been sent (a timeout: attempts counted).
+ */
+static void test_an_arrival_joins_a_held_notice_that_was_refused(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    int64_t points[4];
+    const int64_t gone = PGW_NOTICE_SMS_MAY_HAVE_GONE;
+    const int64_t refusals[] = {PGW_CHANNEL_MP, PGW_CHANNEL_OA | PGW_CHANNEL_MP,
+                                PGW_CHANNEL_MP | PGW_NOTICE_GAVE_UP};
+    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+        int64_t at = 1000 + (int64_t)i * 100000;
+        pgw_notice held = tried_notice_n(s, "M1", at, PGW_NOTICE_HELD | refusals[i], 0);
+        enqueue(s, "M1", 50, 60, at + 10, 10);
+        if (notices_of(s, "M1", points) != 1 + i || points[0] != 60)
+            fail_msg("held excluding %lld: the arrival made a notice of its own (%lld points), "
+                     "want it joined (60)",
+                     (long long)refusals[i], (long long)points[0]);
+        /* Due when the arrival would have been, its refusals kept. */
+        assert_int_equal(claim(s, at + 19, got), 0);
+        assert_int_equal(claim(s, at + 20, got), 1);
+        assert_int_equal(got[0].id, held.id);
+        assert_int_equal(got[0].excluded, PGW_NOTICE_HELD | refusals[i]);
+        snprintf(got[0].state, sizeof(got[0].state), "sent");
+        pgw_err err;
+        assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], at + 21, &err), PGW_OK);
+    }
+    /* What may have reached the member: an arrival of its own each. */
+    tried_notice_n(s, "M2", 1000, PGW_NOTICE_HELD | PGW_CHANNEL_MP | gone, 1);
+    enqueue(s, "M2", 50, 60, 1010, 10);
+    tried_notice_n(s, "M3", 1000, PGW_NOTICE_HELD | gone, 0);
+    enqueue(s, "M3", 50, 60, 1010, 10);
+    tried_notice_n(s, "M4", 1000, PGW_NOTICE_HELD | PGW_CHANNEL_MP, 1);
+    enqueue(s, "M4", 50, 60, 1010, 10);
+    static const char *const apart[] = {"M2", "M3", "M4"};
+    for (size_t i = 0; i < 3; i++) {
+        if (notices_of(s, apart[i], points) != 2 || points[0] != 50 || points[1] != 10)
+            fail_msg("%s: the arrival joined a notice that may have reached the member", apart[i]);
+    }
+    pgw_store_close(s);
+}
+
 static pgw_identity_key wechat_key(pgw_identity_kind kind, const char *openid)
 {
     pgw_identity_key k;
@@ -826,6 +892,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_wakes_a_held_sms, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_arrival_joins_a_held_notice_that_was_refused,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_channel_wakes_a_held_notice, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_channel_lapses_its_exclusion, db_fixture_setup,
