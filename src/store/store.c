@@ -1776,13 +1776,51 @@ static int connect_read_only(const char *url, bool immutable, pgw_store **out, p
     return rc;
 }
 
+/* Whether `path` + `suffix` exists (or cannot be told not to). */
+static bool beside_exists(const char *path, const char *suffix)
+{
+    char name[PATH_MAX];
+    struct stat st;
+    if (snprintf(name, sizeof(name), "%s%s", path, suffix) >= (int)sizeof(name))
+        return true;
+    return stat(name, &st) == 0 || errno != ENOENT;
+}
+
+/* Whether the header of the file at `path` says WAL (bytes 18 and 19 are 2). */
+static bool header_says_wal(const char *path)
+{
+    uint8_t header[20];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool wal = pread(fd, header, sizeof(header), 0) == (ssize_t)sizeof(header) && header[18] == 2 &&
+               header[19] == 2;
+    close(fd);
+    return wal;
+}
+
 /*
- * The read-only connection, its schema version read. A file whose -shm
- * cannot be made (read-only media, a folder not ours) cannot be read in
- * WAL mode but as immutable; taken so only when there is no -wal beside
- * it either: a connection open on the file anywhere keeps its -wal, so
- * none is writing it.
+ * Whether the read-only open of s failed only because the WAL's index (the
+ * -shm) cannot be made here (read-only media, a folder not ours), and the
+ * file may be read as immutable instead: a WAL database with neither a -wal
+ * (a connection open on it anywhere keeps one, so none is writing it) nor a
+ * -journal (an interrupted write in rollback mode, which immutable would
+ * read as committed) beside it.
  */
+static bool only_the_index_failed(pgw_store *s)
+{
+    if (s == NULL || s->db == NULL)
+        return false;
+    int code = sqlite3_extended_errcode(pgw_sql_sqlite_handle(s->db));
+    if (code != SQLITE_READONLY_DIRECTORY && code != SQLITE_READONLY_CANTINIT &&
+        (code & 0xff) != SQLITE_CANTOPEN)
+        return false;
+    return header_says_wal(s->path) && !beside_exists(s->path, "-wal") &&
+           !beside_exists(s->path, "-journal");
+}
+
+/* The read-only connection, its schema version read (only_the_index_failed
+ * says when it is opened as immutable). */
 static int open_read_only(const char *url, int64_t *version, pgw_store **out, pgw_err *err)
 {
     int rc = connect_read_only(url, false, out, err);
@@ -1790,11 +1828,7 @@ static int open_read_only(const char *url, int64_t *version, pgw_store **out, pg
         rc = check_ours(*out, false, err);
     if (rc == PGW_OK)
         return read_user_version(*out, version, err);
-    char wal[sizeof((*out)->path) + 8];
-    struct stat st;
-    if (rc == PGW_ENOTFOUND || rc == PGW_EINVAL || (*out)->db == NULL ||
-        snprintf(wal, sizeof(wal), "%s-wal", (*out)->path) >= (int)sizeof(wal) ||
-        stat(wal, &st) == 0 || errno != ENOENT)
+    if (rc == PGW_ENOTFOUND || rc == PGW_EINVAL || !only_the_index_failed(*out))
         return rc;
     pgw_store_close(*out);
     rc = connect_read_only(url, true, out, err);

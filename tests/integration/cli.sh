@@ -229,11 +229,25 @@ python3 -c "import sqlite3, sys
 sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))
 db = sqlite3.connect(sys.argv[2]); db.execute('PRAGMA user_version = 30'); db.commit()" \
     "$rv_dir/ro/cur.db" "$rv_dir/ro/old.db"
+# And one a writer in rollback mode died writing: its changes are in the
+# file, the originals in its hot -journal. Read as immutable (the open's
+# fallback for a -shm it cannot make took any failure then), verify saw
+# the uncommitted pages and said BROKEN; it must refuse to read it.
+python3 -c "import os, sqlite3, sys
+sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))
+db = sqlite3.connect(sys.argv[2], isolation_level=None)
+db.execute('PRAGMA journal_mode = DELETE'); db.execute('PRAGMA cache_size = 1')
+db.execute('BEGIN'); db.execute('UPDATE transfers SET points = points + 1')
+db.execute('CREATE TABLE spill (b BLOB)')  # past the cache: the pages go to the file
+db.executemany('INSERT INTO spill VALUES (randomblob(1000))', [()] * 3000)
+os._exit(9)" "$rv_dir/ro/cur.db" "$rv_dir/ro/hot.db"
+[ -s "$rv_dir/ro/hot.db-journal" ] && pass || fail "no hot journal beside hot.db"
 rm -f "$rv_dir"/ro/*-wal "$rv_dir"/ro/*-shm
 chmod 444 "$rv_dir"/ro/*.db
 chmod 555 "$rv_dir/ro"
 cur_sum=$(sha256sum <"$rv_dir/ro/cur.db")
 old_sum=$(sha256sum <"$rv_dir/ro/old.db")
+hot_sum=$(sha256sum <"$rv_dir/ro/hot.db")
 rv_user=()
 [ "$(id -u)" -ne 0 ] || rv_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
 expect_exit 0 "${rv_user[@]}" "$rv_dir/bin/pointsgw" verify --db "sqlite:$rv_dir/ro/cur.db"
@@ -241,6 +255,9 @@ expect_text "OK: the hash chain is intact"
 expect_exit 2 "${rv_user[@]}" "$rv_dir/bin/pointsgw" verify --db "sqlite:$rv_dir/ro/old.db"
 expect_text "$rv_dir/ro/old.db is at schema version 30, older than this pointsgw's"
 expect_text "and not writable here, so it cannot be migrated"
+expect_exit 1 "${rv_user[@]}" "$rv_dir/bin/pointsgw" verify --db "sqlite:$rv_dir/ro/hot.db"
+expect_text "$rv_dir/ro/hot.db: reading the schema version: attempt to write a readonly database"
+case "$out" in *BROKEN*) fail "verify read a hot journal's uncommitted pages: $out" ;; *) pass ;; esac
 # So do the finance commands, which only read.
 expect_exit 0 "${rv_user[@]}" "$rv_dir/bin/pointsgw" report settlement --from 2026-01-01T00:00:00Z \
     --to 2099-01-01T00:00:00Z --db "sqlite:$rv_dir/ro/cur.db"
@@ -254,6 +271,7 @@ if [ "$(id -u)" -eq 0 ]; then # root: read-only by the open, not by the file's m
     expect_text "OK: the hash chain is intact"
 fi
 [ "$(sha256sum <"$rv_dir/ro/cur.db")" = "$cur_sum" ] && [ "$(sha256sum <"$rv_dir/ro/old.db")" = "$old_sum" ] &&
+    [ "$(sha256sum <"$rv_dir/ro/hot.db")" = "$hot_sum" ] &&
     pass || fail "verify changed a read-only database: $(ls -l "$rv_dir/ro")"
 chmod 755 "$rv_dir/ro"
 rm -rf "$rv_dir"
