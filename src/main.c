@@ -842,9 +842,10 @@ static void print_verify_report(const pgw_verify_report *r)
            "accounts:   %lld\n"
            "members:    %lld checked against their lots\n"
            "points:     %lld moved in total\n"
-           "chain head: %s\n",
+           "chain head: %s\n"
+           "refunds:    %lld checked against what their purchases wrote off\n",
            (long long)r->transfers, broken ? " before the break" : "", (long long)r->accounts,
-           (long long)r->members, (long long)r->points_moved, head);
+           (long long)r->members, (long long)r->points_moved, head, (long long)r->refunds);
     if (r->ok)
         printf("OK: the hash chain is intact and every balance matches its lots\n");
     else if (r->bad_id > 0)

@@ -2792,6 +2792,24 @@ static const char *const INVARIANTS[] = {
     "  e.first_transfer, e.expired, COALESCE(x.p, 0))"
     " FROM earns e LEFT JOIN x ON x.s = e.first_transfer WHERE e.expired <> COALESCE(x.p, 0)"
     " LIMIT 1",
+    /* What each refund wrote off (its key's written_off, schema 31) is
+     * part of its earn's: the refunds found by their REVERSAL transfers
+     * (refund event keys; one pass over the log, grouped) write off no
+     * more than the earn, refund no more, and when they are all of its
+     * refunds (their fen are its refunded_fen) and all say it, exactly
+     * its written_off. A refund that reversed nothing (all lapsed, or none
+     * covered) has no transfer to find it by: VERIFY_WRITTEN_OFF sums it. */
+    "WITH k AS (SELECT reference r, idem_key k FROM transfers WHERE kind = 2"
+    "  GROUP BY reference, idem_key),"
+    " s AS (SELECT k.r, SUM(i.amount_fen) f, COALESCE(SUM(i.written_off), 0) w,"
+    "  COUNT(*) - COUNT(i.written_off) unknown FROM k JOIN idempotency i ON i.key = k.k"
+    "  WHERE i.event_type = 'refund' GROUP BY k.r)"
+    " SELECT format('earn %s: %s points written off for %s fen refunded, but the refunds that"
+    " reversed its points say %s written off for %s fen', e.first_transfer, e.written_off,"
+    "  e.refunded_fen, s.w, s.f)"
+    " FROM earns e JOIN s ON s.r = 'earn:' || e.first_transfer"
+    " WHERE s.f > e.refunded_fen OR s.w > e.written_off"
+    "  OR (s.f = e.refunded_fen AND s.unknown = 0 AND s.w <> e.written_off) LIMIT 1",
 };
 
 static int verify_invariants(pgw_store *s, pgw_verify_report *r, pgw_err *err)
@@ -2840,6 +2858,58 @@ static int verify_refunds(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     }
     pgw_sql_finalize(st);
     return r->ok && step != PGW_SQL_DONE ? db_error(s, PGW_EIO, "checking refunds", err) : PGW_OK;
+}
+
+/*
+ * Every refund's key (an event's, written_off since schema 31) against
+ * the purchases: in all, the refunds' fen are at most what the earns and
+ * the unearned purchases say was refunded, and their written_off at most
+ * what the earns wrote off; exactly that when every refund is a refund
+ * event's key (the fen agree) whose written_off is known. A refund before
+ * schema 13 (no event row) or of a test's bare command has no such key,
+ * and one recorded before schema 31 whose answer did not say it has NULL:
+ * then only the bounds hold. One pass over each table.
+ */
+static const char VERIFY_WRITTEN_OFF[] =
+    "WITH e AS (SELECT COALESCE(SUM(written_off), 0) w, COALESCE(SUM(refunded_fen), 0) f"
+    "  FROM earns),"
+    " u AS (SELECT COALESCE(SUM(refunded_fen), 0) f FROM unearned_refunds),"
+    " k AS (SELECT COUNT(*) n, COUNT(written_off) known, COALESCE(SUM(written_off), 0) w,"
+    "  COALESCE(SUM(amount_fen), 0) f FROM idempotency WHERE event_type = 'refund')"
+    " SELECT e.w, e.f + u.f, k.n, k.known, k.w, k.f FROM e, u, k";
+
+/* Whether the refunds' keys, summed, disagree with the purchases'. */
+static bool written_off_disagrees(int64_t earns_off, int64_t earns_fen, int64_t keys, int64_t known,
+                                  int64_t keys_off, int64_t keys_fen)
+{
+    if (keys_fen > earns_fen || keys_off > earns_off)
+        return true;
+    return keys_fen == earns_fen && known == keys && keys_off != earns_off;
+}
+
+static int verify_written_off(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, VERIFY_WRITTEN_OFF, false, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "checking what refunds wrote off", err);
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW) {
+        int64_t v[6];
+        for (int i = 0; i < 6; i++)
+            v[i] = pgw_sql_column_int64(st, i);
+        r->refunds = v[2];
+        if (r->ok && written_off_disagrees(v[0], v[1], v[2], v[3], v[4], v[5])) {
+            r->ok = false;
+            snprintf(r->problem, sizeof(r->problem),
+                     "refunds: their %lld keys say %lld points written off for %lld fen"
+                     " refunded (%lld keys do not say), the purchases %lld for %lld fen",
+                     (long long)v[2], (long long)v[4], (long long)v[5], (long long)(v[2] - v[3]),
+                     (long long)v[0], (long long)v[1]);
+        }
+    }
+    pgw_sql_finalize(st);
+    return step != PGW_SQL_ROW ? db_error(s, PGW_EIO, "checking what refunds wrote off", err)
+                               : PGW_OK;
 }
 
 /* Every event's record (what reconciliation reads: idempotency.points, not
@@ -2913,6 +2983,8 @@ int pgw_store_verify(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         rc = verify_invariants(s, r, err);
     if (rc == PGW_OK)
         rc = verify_refunds(s, r, err);
+    if (rc == PGW_OK)
+        rc = verify_written_off(s, r, err);
     if (rc == PGW_OK && r->ok)
         rc = verify_events(s, r, err);
     if (rc == PGW_OK && r->ok)
@@ -5227,12 +5299,14 @@ const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
 const char *pgw_store__verify_query_for_test(size_t i)
 {
     enum { N_INVARIANTS = sizeof(INVARIANTS) / sizeof(INVARIANTS[0]) };
-    static const char *const fixed[] = {VERIFY_SUMS, VERIFY_MEMBERS, VERIFY_REFUNDS, VERIFY_EVENTS};
+    static const char *const fixed[] = {VERIFY_SUMS, VERIFY_MEMBERS, VERIFY_REFUNDS,
+                                        VERIFY_WRITTEN_OFF, VERIFY_EVENTS};
+    enum { N_FIXED = sizeof(fixed) / sizeof(fixed[0]) };
     if (i < 2)
         return fixed[i];
     if (i < 2 + N_INVARIANTS)
         return INVARIANTS[i - 2];
-    return i < 4 + N_INVARIANTS ? fixed[i - N_INVARIANTS] : NULL;
+    return i < N_FIXED + N_INVARIANTS ? fixed[i - N_INVARIANTS] : NULL;
 }
 
 int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)

@@ -213,6 +213,7 @@ struct pgw_verify_report {
     int64_t accounts;     /* distinct accounts */
     int64_t points_moved; /* sum of all transfers' points */
     int64_t members;      /* members whose balance was checked against their lots */
+    int64_t refunds;      /* refund events' keys checked against their purchases */
     uint8_t head[PGW_HASH_LEN];
     bool ok;
     int64_t bad_id; /* first broken entry, when !ok and known (else 0) */
@@ -231,7 +232,11 @@ struct pgw_verify_report {
  * lot's held points equal the portions reserving it, a capture's REDEEM
  * transfer carries the captured points; every earn's reversals stay within
  * its funders' points, equal its REVERSAL transfers, and with what was
- * written off add up to floor(P*R/A). Last, on SQLite, the file's own
+ * written off add up to floor(P*R/A); what the refund events' keys say
+ * they wrote off (and refunded) is within their earn's, per earn for the
+ * refunds its REVERSAL transfers name and in all, and equal to it when
+ * those keys are all its refunds and all say it (report->refunds counts
+ * the keys). Last, on SQLite, the file's own
  * structure (SQLite's quick_check), tables the checks above do not read
  * included.
  */

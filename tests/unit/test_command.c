@@ -1299,9 +1299,8 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     return rc;
 }
 
-/* A writer pricing events with the example configuration's rules and
- * `risk`'s limits (NULL: none). */
-static void event_run_start_risk(const db_fixture *db, event_run *er, const pgw_risk_limits *risk)
+/* The example configuration, for a run not started yet. */
+static void event_run_load(event_run *er)
 {
     memset(er, 0, sizeof(*er));
     char path[512];
@@ -1310,6 +1309,12 @@ static void event_run_start_risk(const db_fixture *db, event_run *er, const pgw_
     pgw_err err;
     if (pgw_config_load(path, &er->cfg, &err) != PGW_OK)
         fail_msg("%s", err.msg);
+}
+
+/* A writer pricing events with the run's configuration's rules and
+ * `risk`'s limits (NULL: none). */
+static void event_run_writer(const db_fixture *db, event_run *er, const pgw_risk_limits *risk)
+{
     pgw_writer_options wo = {.db_url = db->url,
                              .queue_cap = 16,
                              .batch_max = 8,
@@ -1322,6 +1327,14 @@ static void event_run_start_risk(const db_fixture *db, event_run *er, const pgw_
         wo.policy.risk = *risk;
     assert_int_equal(pgw_writer_start(&wo, &er->writer, NULL), PGW_OK);
     er->serial = 1;
+}
+
+/* A writer pricing events with the example configuration's rules and
+ * `risk`'s limits (NULL: none). */
+static void event_run_start_risk(const db_fixture *db, event_run *er, const pgw_risk_limits *risk)
+{
+    event_run_load(er);
+    event_run_writer(db, er, risk);
 }
 
 /* The same with no risk limits. */
@@ -1579,6 +1592,187 @@ static void test_refunds_of_a_purchase_that_earned_nothing(void **state)
     assert_int_equal(pgw_store_verify(s, &report, NULL), PGW_OK);
     if (report.ok || strstr(report.problem, "purchase store:S001:EV2:") == NULL)
         fail_msg("verify said ok=%d \"%s\"", report.ok, report.problem);
+    pgw_store_close(s);
+}
+
+/* Redeems `points` of `member` at `at` (shop S002). */
+static int redeem_points(pgw_writer *w, const char *id, const char *member, int64_t points,
+                         int64_t at)
+{
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_REDEEM, id, at);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+    cmd.points = points;
+    return run_cmd(w, &cmd);
+}
+
+/* Refund event `ev` (store:S001:EV<n>, numbered from 1) of `member`'s `original`. */
+static void refund_event(event_run *er, const char *member, const char *original, int64_t fen,
+                         const char *when)
+{
+    er->member = member;
+    er->original = original;
+    int rc = send_event(er, PGW_EVENT_REFUND, fen, when, NULL);
+    if (rc != PGW_OK)
+        fail_msg("refund of %s: %s (%s)", original, pgw_code_name(rc), er->cmd.err.msg);
+}
+
+/*
+ * A clamp store's purchases, refunded (as events) after expiry and after
+ * their points were spent: each refund's key carries what it wrote off.
+ *   P1 (M1): 100 points, all expired; EV1 and EV2 refund half each, both
+ *            written off whole (no transfers).
+ *   P2 (M2): 100 points, 60 spent, 40 expired; EV3 refunds half: 40
+ *            lapsed, 10 taken from M2's P3; EV4 the other half, all taken.
+ *   P4 (M3): 100 points, 70 spent; EV5 refunds all: 30 reversed, 70 not
+ *            covered and written off (clamp).
+ */
+static void refunds_written_off(const db_fixture *db)
+{
+    static event_run er;
+    event_run_load(&er);
+    er.cfg->allow_negative = false;
+    er.cfg->rules.expiry = MONTH;
+    event_run_writer(db, &er, NULL);
+    const int64_t t = 1795486500; /* 2026-11-24T10:15:00+08:00 */
+    pgw_writer *w = er.writer;
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
+    assert_int_equal(earn_simple(w, "store:S001:P2", "M2", 60, 40, 10000, t), PGW_OK);
+    assert_int_equal(redeem_points(w, "S002:D2", "M2", 60, t + 1), PGW_OK);
+    assert_int_equal(earn_simple(w, "store:S001:P3", "M2", 499, 1, 50000, t + 20 * DAY), PGW_OK);
+    assert_int_equal(earn_simple(w, "store:S001:P4", "M3", 60, 40, 10000, t + 30 * DAY), PGW_OK);
+    assert_int_equal(redeem_points(w, "S002:D4", "M3", 70, t + 30 * DAY + 1), PGW_OK);
+    pgw_expire_report report;
+    assert_int_equal(pgw_expire_due(w, db->url, t + 40 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(report.points, 140);
+    static const char *const when = "2027-01-04T10:15:00+08:00"; /* t + 41 days */
+    refund_event(&er, "M1", "store:S001:P1", 5000, when);
+    refund_event(&er, "M1", "store:S001:P1", 5000, when);
+    refund_event(&er, "M2", "store:S001:P2", 5000, when);
+    assert_int_equal(er.cmd.points_moved, 10);
+    refund_event(&er, "M2", "store:S001:P2", 5000, when);
+    refund_event(&er, "M3", "store:S001:P4", 10000, when);
+    assert_int_equal(er.cmd.points_moved, 30);
+    pgw_writer_stop(w);
+    pgw_config_free(er.cfg);
+}
+
+/* Purchase `key`'s earn as the store has it. */
+static pgw_earn_record earn_of(pgw_store *s, const char *key)
+{
+    pgw_earn_record e;
+    bool found = false;
+    assert_int_equal(pgw_store_get_earn(s, key, &found, &e, NULL), PGW_OK);
+    assert_true(found);
+    return e;
+}
+
+/*
+ * What each refund's key says it wrote off adds up, per purchase, to what
+ * the purchase's earn says: expired points lapsed, the rest not covered
+ * under clamp. Read back from the rows both sides.
+ */
+static void test_refund_keys_carry_what_their_earn_wrote_off(void **state)
+{
+    const db_fixture *db = *state;
+    refunds_written_off(db);
+    assert_verifies(db);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    pgw_event_filter f = {.channel = "store", .shop = "S001", .from = 0, .to = INT64_MAX};
+    static pgw_recon_row rows[8];
+    size_t n = 0;
+    assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 8, &n, NULL), PGW_OK);
+    assert_int_equal(n, 5);
+    static const int64_t written_off[5] = {50, 50, 40, 0, 70};
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].type, "refund") != 0 || rows[i].written_off != written_off[i])
+            fail_msg("%s: a %s writing off %lld; want a refund writing off %lld", rows[i].event_id,
+                     rows[i].type, (long long)rows[i].written_off, (long long)written_off[i]);
+    static const struct {
+        const char *key;
+        int64_t expired, written_off, reversed, keys_written_off;
+    } earns[] = {{"store:S001:P1", 100, 100, 0, 50 + 50},
+                 {"store:S001:P2", 40, 40, 60, 40 + 0},
+                 {"store:S001:P4", 0, 70, 30, 70}};
+    for (size_t i = 0; i < sizeof(earns) / sizeof(earns[0]); i++) {
+        pgw_earn_record e = earn_of(s, earns[i].key);
+        int64_t reversed = e.reversed[0] + e.reversed[1];
+        if (e.expired != earns[i].expired || e.written_off != earns[i].written_off ||
+            e.written_off != earns[i].keys_written_off || reversed != earns[i].reversed ||
+            e.refunded_fen != e.amount_fen || reversed + e.written_off != e.points)
+            fail_msg("%s: expired %lld, written off %lld, reversed %lld of %lld refunded fen",
+                     earns[i].key, (long long)e.expired, (long long)e.written_off,
+                     (long long)reversed, (long long)e.refunded_fen);
+    }
+    pgw_store_close(s);
+}
+
+/*
+ * verify holds each refund's key's written_off to its purchase's earn
+ * (the finance notes: schema 31 kept it with the key for reconciliation
+ * to show, and nothing checked it). An edit of one, or one moved from a
+ * purchase to another, is named; a key whose written_off is not known
+ * (NULL: a refund recorded before schema 31 whose answer did not say) is
+ * no discrepancy.
+ */
+static void test_verify_holds_refund_keys_to_their_earns(void **state)
+{
+    const db_fixture *db = *state;
+    refunds_written_off(db);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    char p2[32], p4[32];
+    snprintf(p2, sizeof(p2), "earn %lld:", (long long)earn_of(s, "store:S001:P2").first_transfer);
+    snprintf(p4, sizeof(p4), "earn %lld:", (long long)earn_of(s, "store:S001:P4").first_transfer);
+#define KEY(n) "'store:S001:EV" #n "'"
+    const struct {
+        const char *tamper, *undo, *problem; /* problem NULL: verifies */
+    } cases[] = {
+        /* EV3 reversed 10 and wrote off 40 (its transfers name P2's earn). */
+        {"UPDATE idempotency SET written_off = 30 WHERE key = " KEY(3),
+         "UPDATE idempotency SET written_off = 40 WHERE key = " KEY(3), p2},
+        /* EV5 reversed 30 of P4 and wrote off 70. */
+        {"UPDATE idempotency SET written_off = 0 WHERE key = " KEY(5),
+         "UPDATE idempotency SET written_off = 70 WHERE key = " KEY(5), p4},
+        /* 10 moved from EV3 to EV5: the total is as it was, each earn's
+         * not (either may be named first). */
+        {"UPDATE idempotency SET written_off = written_off + CASE key WHEN " KEY(
+             3) " THEN -10 ELSE 10 END WHERE key IN (" KEY(3) ", " KEY(5) ")",
+         "UPDATE idempotency SET written_off = CASE key WHEN " KEY(3) " THEN 40 ELSE 70 END"
+                                                                      " WHERE key IN (" KEY(
+                                                                          3) ", " KEY(5) ")",
+         "earn "},
+        /* EV1 wrote P1's expired points off whole: it has no transfers. */
+        {"UPDATE idempotency SET written_off = 55 WHERE key = " KEY(1),
+         "UPDATE idempotency SET written_off = 50 WHERE key = " KEY(1), "refunds"},
+        {"UPDATE idempotency SET written_off = 45 WHERE key = " KEY(1),
+         "UPDATE idempotency SET written_off = 50 WHERE key = " KEY(1), "refunds"},
+        /* Not known: fewer than the earn's, and no discrepancy. */
+        {"UPDATE idempotency SET written_off = NULL WHERE key IN (" KEY(1) ", " KEY(3) ")",
+         "UPDATE idempotency SET written_off = CASE key WHEN " KEY(3) " THEN 40 ELSE 50 END"
+                                                                      " WHERE key IN (" KEY(
+                                                                          1) ", " KEY(3) ")",
+         NULL},
+    };
+#undef KEY
+    pgw_verify_report report;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(pgw_store__exec_for_test(s, cases[i].tamper, NULL), PGW_OK);
+        assert_int_equal(pgw_store_verify(s, &report, NULL), PGW_OK);
+        bool named = cases[i].problem != NULL && !report.ok &&
+                     strstr(report.problem, cases[i].problem) != NULL &&
+                     strstr(report.problem, "written off") != NULL;
+        if (cases[i].problem != NULL ? !named : !report.ok)
+            fail_msg("after \"%s\" verify said ok=%d \"%s\"; want %s", cases[i].tamper, report.ok,
+                     report.problem, cases[i].problem ? cases[i].problem : "ok");
+        assert_int_equal(pgw_store__exec_for_test(s, cases[i].undo, NULL), PGW_OK);
+        assert_int_equal(pgw_store_verify(s, &report, NULL), PGW_OK);
+        if (!report.ok)
+            fail_msg("after \"%s\" verify said \"%s\"", cases[i].undo, report.problem);
+    }
     pgw_store_close(s);
 }
 
@@ -2018,6 +2212,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_refund_keys_carry_what_their_earn_wrote_off,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_holds_refund_keys_to_their_earns,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_moves_the_spend_of_its_purchases_day,
                                         db_fixture_setup, db_fixture_teardown),
