@@ -74,8 +74,9 @@ int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out,
  * to the file it names, the link kept), as one consistent snapshot while
  * a server may be writing: written beside that file, synced, and
  * renamed over it only once whole, its pages pass SQLite's quick_check
- * and, when it is of this build's schema, its ledger passes
- * pgw_store_verify into *report (mode 0600). *version is the schema
+ * (run once, before the copy is opened) and, when it is of this build's
+ * schema, its ledger passes pgw_store_verify's other checks into *report
+ * (mode 0600). *version is the schema
  * version copied: the database is not migrated, and a copy of another
  * schema is not verified (*report untouched). PGW_ENOTFOUND when `url`
  * holds no pointsgw database, PGW_EINVAL for PostgreSQL (pg_dump does it),

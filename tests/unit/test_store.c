@@ -2075,6 +2075,60 @@ static void test_verify_sees_a_damaged_page(void **state)
     pgw_store_close(s);
 }
 
+static int quick_checks; /* PRAGMA quick_check statements run, on any connection */
+
+static int count_quick_check(unsigned type, void *ctx, void *stmt, void *sql)
+{
+    (void)ctx;
+    (void)stmt;
+    if (type == SQLITE_TRACE_STMT && strstr((const char *)sql, "quick_check") != NULL)
+        quick_checks++;
+    return 0;
+}
+
+/* Every connection opened from now on (an automatic extension) traces its
+ * statements into quick_checks. */
+static int trace_quick_checks(sqlite3 *db, char **message, const void *api)
+{
+    (void)message;
+    (void)api;
+    return sqlite3_trace_v2(db, SQLITE_TRACE_STMT, count_quick_check, NULL);
+}
+
+/*
+ * A backup checks its copy's pages once. It ran SQLite's quick_check on
+ * the copy twice (the last notes: check_copy, then verify's own), reading
+ * every page of the copy again: the longest part of a backup after the
+ * copying. The one check still comes before the copy is opened to verify
+ * its ledger (tests/integration/cli.sh: a damaged copy).
+ */
+static void test_a_backup_checks_its_copy_once(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* backup copies SQLite */
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 5);
+    pgw_store_close(s);
+    char out[600];
+    snprintf(out, sizeof(out), "%s.copy", f->path);
+    assert_int_equal(sqlite3_auto_extension((void (*)(void))trace_quick_checks), SQLITE_OK);
+    quick_checks = 0;
+    int64_t version = 0;
+    pgw_verify_report r;
+    pgw_err err;
+    int rc = pgw_store_backup(f->url, out, &version, &r, &err);
+    sqlite3_cancel_auto_extension((void (*)(void))trace_quick_checks);
+    if (rc != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
+    assert_true(r.ok);
+    assert_int_equal(r.transfers, 5);
+    if (quick_checks != 1)
+        fail_msg("the backup ran quick_check %d times", quick_checks);
+    unlink(out);
+}
+
 /* A SQLite file holding another program's tables is not ours to create
  * a log in, nor one to read: regression, both migrated it. */
 /* Lets go of the lock `arg` (a connection holding it) after 300 ms. */
@@ -2611,6 +2665,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_open_waits_out_a_lock, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_sees_a_damaged_page, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_backup_checks_its_copy_once, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
                                         db_fixture_setup, db_fixture_teardown),
