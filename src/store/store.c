@@ -2797,17 +2797,18 @@ static const char *const INVARIANTS[] = {
     " FROM earns e LEFT JOIN x ON x.s = e.first_transfer WHERE e.expired <> COALESCE(x.p, 0)"
     " LIMIT 1",
     /* What each refund wrote off (its key's written_off, schema 31) is
-     * part of its earn's: the refunds found by their REVERSAL transfers
-     * (refund event keys; one pass over the log, grouped) write off no
-     * more than the earn, refund no more, and when they are all of its
-     * refunds (their fen are its refunded_fen) and all say it, exactly
-     * its written_off. A refund that reversed nothing (all lapsed, or none
-     * covered) has no transfer to find it by: VERIFY_WRITTEN_OFF sums it. */
-    "WITH k AS (SELECT reference r, idem_key k FROM transfers WHERE kind = 2"
-    "  GROUP BY reference, idem_key),"
-    " s AS (SELECT k.r, SUM(i.amount_fen) f, COALESCE(SUM(i.written_off), 0) w,"
-    "  COUNT(*) - COUNT(i.written_off) unknown FROM k JOIN idempotency i ON i.key = k.k"
-    "  WHERE i.event_type = 'refund' GROUP BY k.r)"
+     * part of its earn's: the refund event keys that reversed its points
+     * (their first transfer is a REVERSAL naming it, as refunds_original
+     * in command.c reads it; one pass over the keys, each transfer by its
+     * id) write off no more than the earn, refund no more, and when they
+     * are all of its refunds (their fen are its refunded_fen) and all say
+     * it, exactly its written_off. A refund that reversed nothing (all
+     * lapsed, or none covered) has no transfer to find its earn by:
+     * VERIFY_WRITTEN_OFF sums it with the rest. */
+    "WITH s AS (SELECT t.reference r, SUM(i.amount_fen) f, COALESCE(SUM(i.written_off), 0) w,"
+    "  COUNT(*) - COUNT(i.written_off) unknown FROM idempotency i"
+    "  JOIN transfers t ON t.id = i.first_transfer AND t.kind = 2"
+    "  WHERE i.event_type = 'refund' AND i.transfer_count > 0 GROUP BY t.reference)"
     " SELECT format('earn %s: %s points written off for %s fen refunded, but the refunds that"
     " reversed its points say %s written off for %s fen', e.first_transfer, e.written_off,"
     "  e.refunded_fen, s.w, s.f)"
