@@ -531,7 +531,7 @@ static bool take_serve_lock(const char *url, serve_lock *lock)
     char whole[PATH_MAX]; /* one file by every path to it */
     if (!whole_path(file, whole))
         snprintf(whole, sizeof(whole), "%s", file);
-    int n = snprintf(lock->path, sizeof(lock->path), "%s-serve.lock", whole);
+    int n = snprintf(lock->path, sizeof(lock->path), "%s" PGW_STORE_SERVE_LOCK_SUFFIX, whole);
     if (n < 0 || (size_t)n >= sizeof(lock->path)) {
         fprintf(stderr, "pointsgw serve: %s: the path is too long for its lock file\n", whole);
         return false;

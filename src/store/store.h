@@ -41,6 +41,9 @@
 #define PGW_STORE_SCHEMA_VERSION 31
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
+/* What serve's lock file adds to its SQLite database's path (main.c):
+ * one of the database's files, which a backup may not be renamed over. */
+#define PGW_STORE_SERVE_LOCK_SUFFIX "-serve.lock"
 
 typedef struct pgw_store pgw_store;
 typedef struct pgw_verify_report pgw_verify_report; /* with pgw_store_verify */

@@ -1077,6 +1077,10 @@ PY
     ln -s import.db-wal "$tmp/to-wal.db"
     expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/to-wal.db"
     expect_text "is the database itself or one of its files"
+    # So is serve's lock file beside it: renamed over, a second serve of
+    # the database could start (the review of 44b4ca3).
+    expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/import.db-serve.lock"
+    expect_text "is the database itself or one of its files"
     # Regression (review notes): --out naming a folder (or a link to one)
     # copied the whole database before failing at the rename.
     mkdir "$tmp/folder-out"
