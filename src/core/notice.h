@@ -49,6 +49,15 @@ typedef enum pgw_notice_channel {
  * lapsed claim keeps that mark; one never tried gets none). Kept for good. A wake (above) never
  * takes such a notice: chosen anew at once, WeChat would tell the member twice. */
 #define PGW_NOTICE_SMS_MAY_HAVE_GONE 32u
+/* Nor this: an attempt of the notice may have reached the member though
+ * its attempts say none: an operator's retry of a dead notice starts its
+ * count anew (store.h pgw_store_retry_notice), and its failed attempts
+ * (a timeout, a 5xx) may each have been a send. The store sets it and
+ * keeps it for good (a courier's record cannot drop it). An arrival never
+ * joins such a notice, as one with an attempt counted: its text must not
+ * change once it may have been read. A wake still takes it, as it takes
+ * one held after failed attempts. */
+#define PGW_NOTICE_MAY_HAVE_REACHED 256u
 /* Nor these: a wake (above) that came while a courier held the notice
  * (claimed), kept with the claim and applied when it ends with the notice
  * held: the channels the wake reopened, each channel's bit shifted left by

@@ -221,17 +221,27 @@ PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "NOTICE_HELD names the mark by number")
 /* PGW_NOTICE_SMS_MAY_HAVE_GONE. */
 #define NOTICE_SMS_GONE "32"
 PGW_STATIC_ASSERT(PGW_NOTICE_SMS_MAY_HAVE_GONE == 32, "NOTICE_SMS_GONE names the mark by number");
+/* PGW_NOTICE_MAY_HAVE_REACHED: a bit of the INTEGER column like the others
+ * (no migration), apart from the channels and the other marks. */
+#define NOTICE_REACHED "256"
+PGW_STATIC_ASSERT(PGW_NOTICE_MAY_HAVE_REACHED == 256 &&
+                      (PGW_NOTICE_MAY_HAVE_REACHED &
+                       (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS | PGW_NOTICE_GAVE_UP |
+                        PGW_NOTICE_HELD | PGW_NOTICE_SMS_MAY_HAVE_GONE | PGW_NOTICE_WOKEN)) == 0,
+                  "NOTICE_REACHED names the mark by number, a bit of its own");
 /* PGW_NOTICE_WOKEN, and what a channel's bit is multiplied by in it. */
 #define NOTICE_WOKEN    "192"
 #define NOTICE_WOKEN_BY "64"
 PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 64,
                   "NOTICE_WOKEN names the marks by number");
 /* Whether an arrival may join a pending notice (ST_COALESCE_NOTICE): no
- * attempt counted (what failed so far refused: nothing of it went), and
- * no SMS of it may have gone. Its text must not change once it may have
- * been read: a new total would read as new points, and the official
- * account drops a second message with the notice's client_msg_id. */
-#define JOINABLE "attempts = 0 AND (excluded & " NOTICE_SMS_GONE ") = 0"
+ * attempt counted (what failed so far refused: nothing of it went), none
+ * made before an operator's retry started the count anew
+ * (NOTICE_REACHED), and no SMS of it may have gone. Its text must not
+ * change once it may have been read: a new total would read as new
+ * points, and the official account drops a second message with the
+ * notice's client_msg_id. */
+#define JOINABLE "attempts = 0 AND (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED ")) = 0"
 /* Whether a wake takes a pending notice whose `excluded` is this
  * expression (ST_WAKE_NOTICES says why). */
 #define WAKE_TAKES(excluded)                                                                       \
@@ -266,8 +276,12 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
 #define TAKEN_BACK                                                                                 \
     "due_at = " WOKEN_DUE("due_at", UNMARKED) ", excluded = " WOKEN_EXCLUDED(UNMARKED)
 #define GIVEN_BACK "attempts = " ATTEMPT_UNCOUNTED ", " TAKEN_BACK
-/* A courier's record of its attempt: exclusions ?4, due time ?5. */
-#define RECORDED "excluded = " WOKEN_EXCLUDED("?4") ", due_at = " WOKEN_DUE("?5", "?4")
+/* A courier's record of its attempt: exclusions ?4, due time ?5. The
+ * row's NOTICE_REACHED stays whatever the courier's copy says: the store's
+ * mark, kept for good. */
+#define RECORDED_EXCLUDED "(?4 | (excluded & " NOTICE_REACHED "))"
+#define RECORDED                                                                                   \
+    "excluded = " WOKEN_EXCLUDED(RECORDED_EXCLUDED) ", due_at = " WOKEN_DUE("?5", RECORDED_EXCLUDED)
 #define INSERT_RECORD                                                                              \
     "INSERT INTO key_records (fingerprint, created_at_us, answer) VALUES (?1, ?2, ?3)"
 #define INSERT_KEY(record)                                                                         \
@@ -4618,10 +4632,15 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is %s, not dead", (long long)id, state);
     if (rc == PGW_OK)
         rc = prepare(s,
-                     /* an SMS that may have gone still may have: no wake takes it */
+                     /* An SMS that may have gone still may have: no wake
+                      * takes it. Attempts made (timeouts, 5xx: maybe sends)
+                      * may have reached the member although the count
+                      * starts anew: marked so (NOTICE_REACHED), no
+                      * arrival joins it (JOINABLE). */
                      "UPDATE notices SET state = 'pending', due_at = ?2, attempts = 0,"
-                     " excluded = excluded & " NOTICE_SMS_GONE ", last_error = '',"
-                     " updated_at = ?2 WHERE id = ?1",
+                     " excluded = (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED "))"
+                     " | CASE WHEN attempts > 0 THEN " NOTICE_REACHED " ELSE 0 END,"
+                     " last_error = '', updated_at = ?2 WHERE id = ?1",
                      &st, err);
     if (rc != PGW_OK)
         return rc;

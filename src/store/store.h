@@ -622,7 +622,9 @@ typedef struct pgw_notice {
  * number's limit), whatever channels refused it before, takes them too
  * and is due again at now + coalesce_s, so its channel is chosen again.
  * Never one that may have reached the member: an attempt of it counted
- * (a failure that may have been a send) or its SMS may have gone.
+ * (a failure that may have been a send), one made before an operator's
+ * retry (core/notice.h PGW_NOTICE_MAY_HAVE_REACHED), or its SMS may have
+ * gone.
  */
 int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
                              int64_t balance, const char *shop, const char *detail, int64_t now,
@@ -643,7 +645,8 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
                             size_t cap, size_t *n, pgw_err *err);
 /* Records how an attempt went (state, channel, excluded, due_at, attempts,
  * error, provider id) if the notice is still owner's claim; PGW_ESTATE
- * when its lease ran out and another instance took it. */
+ * when its lease ran out and another instance took it. The row's
+ * PGW_NOTICE_MAY_HAVE_REACHED stays, whatever `n` says. */
 /* (state, channel, exclusions, due time, error, provider id, attempts and
  * the balance told, as `n` has them; but a notice recorded held for SMS
  * that a wake came for during the claim (pgw_store_add_quota ...; core/
@@ -678,8 +681,11 @@ int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, 
 /* A member's notices, newest first (up to cap). */
 int pgw_store_member_notices(pgw_store *store, const char *member, pgw_notice *out, size_t cap,
                              size_t *n, pgw_err *err);
-/* A dead notice goes back to pending, due now, attempts and exclusions cleared;
- * PGW_ENOTFOUND when there is no notice `id`, PGW_ESTATE when it is not dead. */
+/* A dead notice goes back to pending, due now, attempts and exclusions
+ * cleared but PGW_NOTICE_SMS_MAY_HAVE_GONE, and marked
+ * PGW_NOTICE_MAY_HAVE_REACHED when it had attempts (what they did stays
+ * possible: no arrival joins it); PGW_ENOTFOUND when there is no notice
+ * `id`, PGW_ESTATE when it is not dead. */
 int pgw_store_retry_notice(pgw_store *store, int64_t id, int64_t now, pgw_err *err);
 /* "N points expire on D": for every member with points expiring on a local
  * day (offset_s east of UTC) within horizon_s of now, not reminded of that

@@ -411,7 +411,7 @@ static void test_a_wake_takes_a_notice_tried_on_wechat(void **state)
     assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 70001, &err), PGW_OK);
     assert_int_equal(pgw_store_retry_notice(s, got[0].id, 70002, &err), PGW_OK);
     assert_int_equal(claim(s, 70002, got), 1);
-    assert_int_equal(got[0].excluded, gone);
+    assert_int_equal(got[0].excluded, gone | PGW_NOTICE_MAY_HAVE_REACHED); /* it had attempts */
     assert_int_equal(got[0].attempts, 1);
     pgw_store_close(s);
 }
@@ -637,6 +637,74 @@ static void test_a_merge_marks_its_notices(void **state)
         assert_true(got[i].points == 10 ? got[i].due_at > got[i].created_at
                                         : got[i].due_at <= got[i].created_at);
     }
+    pgw_store_close(s);
+}
+
+/*
+ * REVIEW (7dd5e95): JOINABLE takes "no attempt counted" for "nothing of
+ * the notice can have reached the member", but an operator's retry of a
+ * dead notice (pgw_store_retry_notice) sets attempts to 0 whatever its
+ * attempts did: here five official-account timeouts (each may have been
+ * a send: README). Retried, then refused by the official account (43004,
+ * the member unfollowed meanwhile) and held for the morning's SMS, the
+ * notice is pending with attempts 0 and no SMS mark: an arrival joins it,
+ * so the morning SMS says 60 to a member who may have read 50, and a
+ * follow's wake sends 60 under the client_msg_id WeChat already took.
+ * Before 7dd5e95 (excluded IN (0, 16)) this one stayed apart.
+ */
+static void test_review_a_retried_notice_is_not_joined(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    int64_t points[4];
+    enqueue(s, "M1", 50, 50, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    snprintf(got[0].state, sizeof(got[0].state), "dead"); /* after its last OA timeout */
+    snprintf(got[0].channel, sizeof(got[0].channel), "wechat_oa");
+    snprintf(got[0].last_error, sizeof(got[0].last_error), "wechat_oa: timed out");
+    got[0].attempts = 5;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 1001, &err), PGW_OK);
+    assert_int_equal(pgw_store_retry_notice(s, got[0].id, 2000, &err), PGW_OK);
+    assert_int_equal(claim(s, 2000, got), 1);
+    hold_again(s, got[0], PGW_CHANNEL_OA, 2001); /* 43004, then quiet hours */
+    enqueue(s, "M1", 10, 60, 2010, 10);
+    size_t n = notices_of(s, "M1", points);
+    if (n != 2)
+        fail_msg("a retried notice whose OA attempts may have gone took an arrival: %zu notice(s), "
+                 "%lld points; want 2 notices (50, 10)",
+                 n, (long long)points[0]);
+    pgw_store_close(s);
+}
+
+/* The same hole before 7dd5e95: a retried notice held with no refusal
+ * (quiet hours). Its mark (PGW_NOTICE_MAY_HAVE_REACHED) stays whatever a
+ * courier's record says; a notice never tried is still joined. */
+static void test_a_retried_notice_held_is_not_joined(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    int64_t points[4];
+    enqueue(s, "M2", 50, 50, 3000, 0);
+    assert_int_equal(claim(s, 3000, got), 1);
+    snprintf(got[0].state, sizeof(got[0].state), "dead");
+    got[0].attempts = 5;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 3001, &err), PGW_OK);
+    assert_int_equal(pgw_store_retry_notice(s, got[0].id, 4000, &err), PGW_OK);
+    assert_int_equal(claim(s, 4000, got), 1);
+    hold_again(s, got[0], 0, 4001);
+    enqueue(s, "M2", 10, 60, 4010, 10);
+    size_t n = notices_of(s, "M2", points);
+    if (n != 2)
+        fail_msg("a retried notice held with no refusal took an arrival: %zu notice(s), %lld "
+                 "points; want 2 notices (50, 10)",
+                 n, (long long)points[0]);
+    /* A notice never retried nor tried is still joined. */
+    enqueue(s, "M3", 50, 50, 5000, 10);
+    enqueue(s, "M3", 10, 60, 5005, 10);
+    assert_int_equal(notices_of(s, "M3", points), 1);
+    assert_int_equal(points[0], 60);
     pgw_store_close(s);
 }
 
@@ -905,6 +973,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_lapsed_claim_is_marked_only_if_its_sms_left,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_marks_its_notices, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_review_a_retried_notice_is_not_joined,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_retried_notice_held_is_not_joined, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
