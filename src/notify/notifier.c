@@ -11,6 +11,7 @@
 #include "core/notice.h"
 #include "core/utf8.h"
 #include "store/store.h"
+#include "util/clock.h"
 #include "util/http_client.h"
 #include "util/thread_name.h"
 
@@ -317,6 +318,30 @@ static bool sms_may_have_gone(const pgw_sms_result *res)
     return res->attempted && !res->refused;
 }
 
+/*
+ * Marked leaving, an SMS must be answered (PGW_HTTP_TIMEOUT_MS) while its
+ * claim's lease still runs: the store refuses the mark otherwise
+ * (pgw_store_sms_leaving), and it is not sent. The bound counts from
+ * before the mark, so it holds the mark's own wait too (a lock behind the
+ * writer): SMS_MARK_WAIT_S at most, or the SMS stays. keep_leases leaves
+ * room for both (LEASE_MARGIN_S).
+ */
+#define SMS_MARK_WAIT_S    2
+#define SMS_LEASE_NEEDED_S ((PGW_HTTP_TIMEOUT_MS + 999) / 1000 + SMS_MARK_WAIT_S)
+
+/* Marks nt's SMS leaving in the store (pgw_store_sms_leaving), within
+ * SMS_MARK_WAIT_S. */
+static int mark_leaving(courier *c, const pgw_notice *nt, pgw_err *err)
+{
+    int64_t asked_us = pgw_monotonic_us();
+    int rc = pgw_store_sms_leaving(c->store, c->owner, nt, now_s(), SMS_LEASE_NEEDED_S, err);
+    if (rc == PGW_OK && pgw_monotonic_us() - asked_us > (int64_t)SMS_MARK_WAIT_S * 1000000)
+        rc = pgw_err_set(err, PGW_EUNAVAILABLE,
+                         "marking the SMS took over %d s: its lease may not outlast it",
+                         SMS_MARK_WAIT_S);
+    return rc;
+}
+
 /* An SMS, outside quiet hours; the notice id is the provider's out id. */
 static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t now)
 {
@@ -368,7 +393,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     /* Marked in the row before the request leaves: a courier that dies
      * now leaves a claim whose SMS may have gone, and the lapsed sweep
      * cannot tell it from one never tried but by this mark. */
-    int marked = pgw_store_sms_leaving(c->store, c->owner, nt, &err);
+    int marked = mark_leaving(c, nt, &err);
     if (marked != PGW_OK) {
         pgw_sms_limiter_give_back(n->limiter, phone, now);
         OPENSSL_cleanse(phone, sizeof(phone));
@@ -495,9 +520,13 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  */
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
-#define LEASE_MARGIN_S (NOTICE_SLOWEST_S + 5)
+/* and the SMS's mark's wait (SMS_MARK_WAIT_S), and a few seconds over */
+#define LEASE_MARGIN_S (NOTICE_SLOWEST_S + SMS_MARK_WAIT_S + 3)
 PGW_STATIC_ASSERT(PGW_NOTICE_LEASE_S >= 2 * LEASE_MARGIN_S,
                   "a renewed lease outlasts the margin twice: renewals stay rare");
+PGW_STATIC_ASSERT(LEASE_MARGIN_S - 2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS / 1000 >
+                      SMS_LEASE_NEEDED_S,
+                  "after a notice's WeChat requests its lease still covers its SMS's mark");
 static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *lost,
                         int64_t *lease_until)
 {

@@ -4527,23 +4527,39 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     return rc;
 }
 
-int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, pgw_err *err)
+int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
+                          int64_t need_s, pgw_err *err)
 {
+    PGW_ASSERT(need_s >= 0);
     /* The row's mark, not the courier's: its record of the attempt says
-     * whether the SMS went or was refused (pgw_store_finish_notice). */
+     * whether the SMS went or was refused (pgw_store_finish_notice). The
+     * lease must still run when the SMS is answered: a claim whose lease
+     * ran out but is not swept yet is still named ours, and the sweep
+     * (this instance's or another's) may give it to a courier that sends
+     * the SMS again. */
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET excluded = excluded | " NOTICE_SMS_GONE
-                     " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2 AND attempts = ?3",
+                     " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2 AND attempts = ?3"
+                     " AND lease_until >= ?4",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
+    int64_t until = 0;
+    if (pgw_add(now, need_s, &until) != PGW_OK) {
+        release(s, st);
+        return pgw_err_set(err, PGW_ERANGE, "notice %lld: a time out of range", (long long)n->id);
+    }
     pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_text(st, 2, owner);
     pgw_sql_bind_int64(st, 3, n->attempts);
+    pgw_sql_bind_int64(st, 4, until);
     rc = step_done(s, st, "marking a notice's SMS", err);
     if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
-        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)n->id);
+        rc = pgw_err_set(err, PGW_ESTATE,
+                         "notice %lld is no longer ours, or its lease ends before its SMS would "
+                         "be answered",
+                         (long long)n->id);
     release(s, st);
     return rc;
 }

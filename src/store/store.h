@@ -663,8 +663,11 @@ int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64
  * one whose SMS may have gone (core/notice.h PGW_NOTICE_SMS_MAY_HAVE_GONE),
  * before the request leaves: a claim that lapses keeps the mark, one
  * recorded has the courier's exclusions instead. PGW_ESTATE when that
- * claim is over (the SMS must not leave then). */
-int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice *n, pgw_err *err);
+ * claim is over, or its lease does not run until need_s after `now` (the
+ * SMS answered; a lease run out, not yet swept, included): the SMS must
+ * not leave then. */
+int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
+                          int64_t need_s, pgw_err *err);
 /* Gives owner's claim on notice `n` (as claimed: its id and attempts)
  * back, not tried: pending again, its attempt not counted; PGW_ESTATE when
  * that claim is over (its lease ran out: pending, or claimed again, by

@@ -399,7 +399,7 @@ static void test_a_wake_takes_a_notice_tried_on_wechat(void **state)
     pgw_notice lapsed = tried_notice_n(s, "M1", 40000, PGW_NOTICE_HELD | PGW_CHANNEL_MP, 0);
     assert_int_equal(claim(s, 40000 + 29000, got), 1);
     assert_int_equal(got[0].id, lapsed.id);
-    assert_int_equal(pgw_store_sms_leaving(s, "A", &got[0], &err), PGW_OK);
+    assert_int_equal(pgw_store_sms_leaving(s, "A", &got[0], 69000, 5, &err), PGW_OK);
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 69000 + PGW_NOTICE_LEASE_S + 1, &n, &err),
                      PGW_OK);
     assert_int_equal(n, 1);
@@ -550,7 +550,7 @@ static void test_a_wake_during_a_claim_is_kept(void **state)
     /* A claim whose lease ran out (its courier died as its SMS left): back
      * as it was, but for the SMS it may have sent
      * (test_a_wake_takes_a_notice_tried_on_wechat). */
-    assert_int_equal(pgw_store_sms_leaving(s, "A", &nt, &err), PGW_OK);
+    assert_int_equal(pgw_store_sms_leaving(s, "A", &nt, 40100, 5, &err), PGW_OK);
     assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 40100 + PGW_NOTICE_LEASE_S + 1, &n, &err),
                      PGW_OK);
@@ -602,14 +602,39 @@ static void test_a_lapsed_claim_is_marked_only_if_its_sms_left(void **state)
     assert_int_equal(claim_one(s, 30000, &nt), 1);
     pgw_notice stale = nt;
     stale.attempts--;
-    assert_int_equal(pgw_store_sms_leaving(s, "A", &stale, &err), PGW_ESTATE);
-    assert_int_equal(pgw_store_sms_leaving(s, "B", &nt, &err), PGW_ESTATE);
-    assert_int_equal(pgw_store_sms_leaving(s, "A", &nt, &err), PGW_OK);
+    assert_int_equal(pgw_store_sms_leaving(s, "A", &stale, 30000, 5, &err), PGW_ESTATE);
+    assert_int_equal(pgw_store_sms_leaving(s, "B", &nt, 30000, 5, &err), PGW_ESTATE);
+    assert_int_equal(pgw_store_sms_leaving(s, "A", &nt, 30000, 5, &err), PGW_OK);
     assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 40000, &n, &err), PGW_OK);
     assert_int_equal(n, 1);
     assert_int_equal(claim_one(s, 40000, &nt), 1); /* the subscription's reopening not applied */
     assert_int_equal(nt.excluded, PGW_NOTICE_HELD | PGW_CHANNEL_MP | PGW_NOTICE_SMS_MAY_HAVE_GONE);
+    pgw_store_close(s);
+}
+
+/*
+ * Regression (the review of 84e2087): the mark before an SMS leaves
+ * (pgw_store_sms_leaving) checked the claim's owner and attempt, not its
+ * lease, so a claim whose lease had run out (not yet swept) let its SMS
+ * leave; the sweep then gave the notice to another courier, which sent
+ * the SMS again. The lease must still cover the SMS (need_s from now).
+ */
+static void test_an_sms_leaves_only_within_its_lease(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1); /* leased until 1000 + PGW_NOTICE_LEASE_S */
+    int64_t end = 1000 + PGW_NOTICE_LEASE_S;
+    int lapsed = pgw_store_sms_leaving(s, "A", &got[0], end + 1, 5, &err);
+    int short_lease = pgw_store_sms_leaving(s, "A", &got[0], end - 4, 5, &err);
+    if (lapsed != PGW_ESTATE || short_lease != PGW_ESTATE)
+        fail_msg("an SMS marked leaving under a lapsed claim: %d, under a lease ending before "
+                 "it is answered: %d; want both refused (%d)",
+                 lapsed, short_lease, PGW_ESTATE);
+    assert_int_equal(pgw_store_sms_leaving(s, "A", &got[0], end - 5, 5, &err), PGW_OK);
     pgw_store_close(s);
 }
 
@@ -977,6 +1002,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_review_a_retried_notice_is_not_joined,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_retried_notice_held_is_not_joined, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_sms_leaves_only_within_its_lease, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
