@@ -4652,11 +4652,13 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
                       * takes it. Attempts made (timeouts, 5xx: maybe sends)
                       * may have reached the member although the count
                       * starts anew: marked so (NOTICE_REACHED), no
-                      * arrival joins it (JOINABLE). */
+                      * arrival joins it (JOINABLE). Dead still: a retry
+                      * beside this one (another instance) may have made it
+                      * pending, and a courier may be sending it. */
                      "UPDATE notices SET state = 'pending', due_at = ?2, attempts = 0,"
                      " excluded = (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED "))"
                      " | CASE WHEN attempts > 0 THEN " NOTICE_REACHED " ELSE 0 END,"
-                     " last_error = '', updated_at = ?2 WHERE id = ?1",
+                     " last_error = '', updated_at = ?2 WHERE id = ?1 AND state = 'dead'",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
