@@ -1750,6 +1750,19 @@ static int check_folder_writable(pgw_store *s, pgw_err *err)
                        s->path, dir, strerror(errno));
 }
 
+/* An open's end: its statements prepared and *out set, or s closed. */
+static int finish_open(pgw_store *s, int rc, pgw_store **out, pgw_err *err)
+{
+    if (rc == PGW_OK)
+        rc = prepare_statements(s, err);
+    if (rc != PGW_OK) {
+        pgw_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return PGW_OK;
+}
+
 int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
 {
     *out = NULL;
@@ -1765,14 +1778,7 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err)
         rc = configure(s, err);
     if (rc == PGW_OK)
         rc = migrate(s, err);
-    if (rc == PGW_OK)
-        rc = prepare_statements(s, err);
-    if (rc != PGW_OK) {
-        pgw_store_close(s);
-        return rc;
-    }
-    *out = s;
-    return PGW_OK;
+    return finish_open(s, rc, out, err);
 }
 
 /* A read-only connection to the SQLite file of `url`, as connect_store's. */
@@ -1867,14 +1873,7 @@ int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out,
                          "%s: the database is at schema version %lld, older than this "
                          "pointsgw (%d): opened read-only, it is not migrated",
                          s->path, (long long)*version, PGW_STORE_SCHEMA_VERSION);
-    if (rc == PGW_OK)
-        rc = prepare_statements(s, err);
-    if (rc != PGW_OK) {
-        pgw_store_close(s);
-        return rc;
-    }
-    *out = s;
-    return PGW_OK;
+    return finish_open(s, rc, out, err);
 }
 
 void pgw_store_close(pgw_store *s)
