@@ -1955,7 +1955,9 @@ static bool pages_damaged(sqlite3 *lite, char *why, size_t cap)
 
 /* The copy VACUUM INTO made, checked before it replaces the last one:
  * VACUUM copies a table's rows as they are, so a damaged one (rowids out of
- * order) arrives damaged, and `verify` reads only the ledger's tables. */
+ * order) arrives damaged, and `verify` reads only the ledger's tables. The
+ * check must finish and say "ok": one cut short (an I/O error, memory) is
+ * no check, and this is the copy's only one. */
 static int check_copy(const char *path, pgw_err *err)
 {
     sqlite3 *lite = NULL;
@@ -1963,9 +1965,10 @@ static int check_copy(const char *path, pgw_err *err)
     int rc = sqlite3_open_v2(path, &lite, SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK)
         snprintf(why, sizeof(why), "%s", lite ? sqlite3_errmsg(lite) : "out of memory");
-    bool damaged = rc == SQLITE_OK && pages_damaged(lite, why, sizeof(why));
+    else
+        rc = quick_check(lite, why, sizeof(why));
     sqlite3_close(lite);
-    return rc != SQLITE_OK || damaged
+    return rc != SQLITE_ROW || strcmp(why, "ok") != 0
                ? pgw_err_set(err, PGW_EIO, "checking the copy %s: %s", path, why)
                : PGW_OK;
 }
