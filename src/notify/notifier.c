@@ -92,8 +92,7 @@ typedef enum attempt {
     RETRY,   /* transient: the same channel later */
     NEXT,    /* this channel refuses this member (no quota, not following): the next one now */
     GIVE_UP, /* this channel failed for good (a bad template, our configuration): the next one */
-    DEFER,   /* an SMS in quiet hours, over a number's limit, or not marked leaving (the
-              * store failed: send_sms): later, not an attempt */
+    DEFER,   /* an SMS in quiet hours, or over a number's limit: later, not an attempt */
 } attempt;
 
 static int64_t now_s(void)
@@ -327,16 +326,11 @@ static bool sms_may_have_gone(const pgw_sms_result *res)
  * writer): SMS_MARK_WAIT_S at most, or the SMS stays. keep_leases leaves
  * room for both (LEASE_MARGIN_S).
  */
-#define SMS_MARK_WAIT_S 2
-/* A notice whose SMS could not be marked (not sent) is due again after this. */
-#define SMS_UNMARKED_WAIT_S 2
-#define SMS_LEASE_NEEDED_S  ((PGW_HTTP_TIMEOUT_MS + 999) / 1000 + SMS_MARK_WAIT_S)
+#define SMS_MARK_WAIT_S    2
+#define SMS_LEASE_NEEDED_S ((PGW_HTTP_TIMEOUT_MS + 999) / 1000 + SMS_MARK_WAIT_S)
 
 /* Marks nt's SMS leaving in the store (pgw_store_sms_leaving), within
- * SMS_MARK_WAIT_S. A mark made too late stays on the row, though no SMS
- * leaves, until the courier's record replaces it with what happened; if
- * the claim lapses first it errs on the safe side (no wake, no arrival
- * joins). */
+ * SMS_MARK_WAIT_S. */
 static int mark_leaving(courier *c, const pgw_notice *nt, pgw_err *err)
 {
     int64_t asked_us = pgw_monotonic_us();
@@ -401,16 +395,10 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
      * cannot tell it from one never tried but by this mark. */
     int marked = mark_leaving(c, nt, &err);
     if (marked != PGW_OK) {
-        /* Not sent, so not an attempt: a failure here (the database busy
-         * or failing) counted as one pushed notices toward dead while the
-         * database had a bad moment. Due again shortly. A claim lost
-         * (PGW_ESTATE) is not recorded (finish_batch); one still ours whose
-         * lease ran short is recorded so too. */
         pgw_sms_limiter_give_back(n->limiter, phone, now);
         OPENSSL_cleanse(phone, sizeof(phone));
         set_error(nt, "sms", err.msg);
-        nt->due_at = now_s() + SMS_UNMARKED_WAIT_S;
-        return DEFER;
+        return RETRY; /* not sent; a claim lost is not recorded (finish_batch) */
     }
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
@@ -752,7 +740,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);
             break;
         }
-        if (a == DEFER) { /* quiet hours, a number's limit, no mark: waiting is not an attempt */
+        if (a == DEFER) { /* quiet hours, a number's limit: waiting is not an attempt */
             snprintf(nt->state, sizeof(nt->state), "pending");
             nt->attempts--;
             /* Nothing left: a subscription, a follow or a WeChat identity

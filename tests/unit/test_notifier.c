@@ -361,59 +361,6 @@ static void test_an_sms_is_marked_before_it_leaves(void **state)
     rig_free(&r);
 }
 
-/* A trigger failing the first mark of a notice's SMS leaving (one never
- * tried: no error yet), as a database hiccup would. */
-static const char FAIL_MARK_SQLITE[] =
-    "CREATE TRIGGER fail_mark BEFORE UPDATE ON notices WHEN (NEW.excluded & 32) <> 0"
-    " AND (OLD.excluded & 32) = 0 AND OLD.last_error = '' AND NEW.state = 'sending'"
-    " BEGIN SELECT RAISE(ABORT, 'a hiccup'); END";
-static const char FAIL_MARK_PG[] =
-    "CREATE FUNCTION fail_mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-    " RAISE EXCEPTION USING ERRCODE = 'lock_not_available', MESSAGE = 'a hiccup'; END $$;"
-    "CREATE TRIGGER fail_mark BEFORE UPDATE ON notices FOR EACH ROW WHEN"
-    " ((NEW.excluded & 32) <> 0 AND (OLD.excluded & 32) = 0 AND OLD.last_error = ''"
-    " AND NEW.state = 'sending') EXECUTE FUNCTION fail_mark()";
-
-/*
- * Regression (the review of 84e2087): a mark that failed (the database
- * busy, a statement failing) was a failed attempt (RETRY): counted, with
- * backoff, although no SMS left, so a database having a bad moment
- * pushed notices toward dead. Not tried instead: its attempt uncounted,
- * due again shortly, then sent once.
- */
-static void test_a_failed_mark_costs_no_attempt(void **state)
-{
-    db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    pgw_config *cfg = mall();
-    cfg->notify.retry_base_delay_ms = 100; /* the old way's retry comes soon too */
-    rig r;
-    rig_open(f, cfg, &r);
-    static const char *const members[] = {"M1"};
-    member_with_notice(r.store, r.vault, members[0], "13800138000");
-    pgw_err err;
-    if (pgw_store__exec_for_test(r.store, f->pg ? FAIL_MARK_PG : FAIL_MARK_SQLITE, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    rig_start(f, &r);
-    bool failed = false; /* the mark failed once: seen back, with its error */
-    pgw_notice nt;
-    for (int i = 0; i < 1000; i++) {
-        nt = notice_of(r.store, members[0]);
-        failed |= strcmp(nt.state, "pending") == 0 && strstr(nt.last_error, "hiccup") != NULL;
-        if (strcmp(nt.state, "sent") == 0)
-            break;
-        fake_sleep_ms(10);
-    }
-    json_t *doc = fake_request(&FAKE, "GET", "/_fake/messages", NULL);
-    size_t sms = json_array_size(json_object_get(doc, "messages"));
-    json_decref(doc);
-    if (!failed || strcmp(nt.state, "sent") != 0 || nt.attempts != 1 || sms != 1)
-        fail_msg("a failed mark seen: %s; then %s with %lld attempt(s), %zu SMS; want it sent "
-                 "with 1 attempt (the failed mark uncounted), 1 SMS",
-                 failed ? "yes" : "no", nt.state, (long long)nt.attempts, sms);
-    rig_free(&r);
-}
-
 /* ---- subscribe messages: quota per openid ------------------------------------ */
 
 #define MP_APPID    "wx1234567890abcdef"
@@ -702,8 +649,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_unrenewed_claim_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_couriers_claim_apart, setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_failed_mark_costs_no_attempt, setup,
-                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_sms_is_marked_before_it_leaves, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_subscribe_quota_per_openid, setup,
