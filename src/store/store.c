@@ -4667,6 +4667,8 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
     pgw_sql_bind_int64(st, 1, id);
     pgw_sql_bind_int64(st, 2, now);
     rc = step_done(s, st, "retrying a notice", err);
+    if (rc == PGW_OK && pgw_sql_changes(s->db) != 1) /* pruned, or changed, since it was read */
+        rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer dead", (long long)id);
     release(s, st);
     return rc;
 }

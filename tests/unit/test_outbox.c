@@ -702,6 +702,35 @@ static void test_review_a_retried_notice_is_not_joined(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * Regression (R4's review of 651a2ab): a retry whose UPDATE changed no row
+ * (the notice pruned, or no longer dead, between its read and its write)
+ * answered success, and the API 200 "pending". A trigger that swallows the
+ * UPDATE stands for that moment (SQLite's RAISE(IGNORE)).
+ */
+static void test_a_retry_that_changes_nothing_says_so(void **state)
+{
+    db_fixture *f = *state;
+    if (strncmp(f->url, "sqlite:", 7) != 0)
+        skip(); /* the trigger is SQLite's */
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue(s, "M1", 50, 50, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    snprintf(got[0].state, sizeof(got[0].state), "dead");
+    snprintf(got[0].last_error, sizeof(got[0].last_error), "wechat_oa: errcode -1");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 1001, &err), PGW_OK);
+    assert_int_equal(pgw_store__exec_for_test(s,
+                                              "CREATE TRIGGER swallow BEFORE UPDATE ON notices"
+                                              " BEGIN SELECT RAISE(IGNORE); END",
+                                              &err),
+                     PGW_OK);
+    assert_int_equal(pgw_store_retry_notice(s, got[0].id, 2000, &err), PGW_ESTATE);
+    assert_non_null(strstr(err.msg, "no longer dead"));
+    pgw_store_close(s);
+}
+
 /* The same hole before 7dd5e95: a retried notice held with no refusal
  * (quiet hours). Its mark (PGW_NOTICE_MAY_HAVE_REACHED) stays whatever a
  * courier's record says; a notice never tried is still joined. */
@@ -1008,6 +1037,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_quota_taken_once, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_retry_that_changes_nothing_says_so, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_prune, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_reminders, db_fixture_setup,
