@@ -2301,7 +2301,15 @@ static bool handle_mp_subscription(pgw_api *api, const pgw_request *req, const p
      * (a token of the first format has none: "", store.h). */
     snprintf(cmd->sub_openid, sizeof(cmd->sub_openid), "%s", s->openid);
     cmd->points = accepted;
-    snprintf(cmd->key, sizeof(cmd->key), "mp_sub:%s:%s", s->id, request_id);
+    /* Keyed by the openid the sends are granted to, not the session: the
+     * usual retry is a report sent again after logging in anew (401, the
+     * session expired), which counted it twice. A first-format token has
+     * no openid: its session, as before. */
+    if (s->openid[0] != '\0')
+        snprintf(cmd->key, sizeof(cmd->key), "mp_sub:openid:%.64s:%.64s", s->openid,
+                 request_id); /* both at most 64: checked above, and by the session */
+    else
+        snprintf(cmd->key, sizeof(cmd->key), "mp_sub:%s:%s", s->id, request_id);
     cmd->render = render_subscription;
     return submit(api, job, resp);
 }

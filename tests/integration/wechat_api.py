@@ -372,6 +372,16 @@ def mini_program(srv, fake):
     check(status == 200 and doc["quota"] == 1 and doc["replayed"] is False, "quota 1: %s" % doc)
     status, doc = srv.request("POST", "/v1/mp/subscriptions", body, session=session)
     check(status == 200 and doc["quota"] == 1 and doc["replayed"] is True, "a retried report counts once")
+    # Regression (a mini-program team's walkthrough): the key held the
+    # session, so the usual retry path (401 expired, log in again, send the
+    # report again) counted it twice.
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-1b", "openid": "oMP-1", "unionid": "uUNION-1"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-1b"}, key=None)
+    check(status == 200 and doc.get("member_id") == member, "the same user logs in again: %s" % doc)
+    status, doc = srv.request("POST", "/v1/mp/subscriptions", body, session=doc.get("session"))
+    check(status == 200 and doc.get("quota") == 1 and doc.get("replayed") is True,
+          "a report retried from a new session counts once: %s %s" % (status, doc))
     status, doc = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 2},
                               session=session)
     check(status == 200 and doc["quota"] == 3, "another accept adds: %s" % doc)
