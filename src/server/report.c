@@ -384,12 +384,33 @@ typedef struct pool_bucket {
     int64_t start_day; /* the first local day it covers */
     int64_t end_day;   /* the last: a first or last bucket may cover part of its week or month */
     int64_t issued, reversed, redeemed, expired, outstanding;
+    int64_t held,
+        owed; /* at its end: positive member balances, debts (outstanding = held - owed) */
 } pool_bucket;
 
+/* What members hold and owe at from (the opening) and, per day, how it changed. */
+typedef struct pool_holdings {
+    const pgw_day_holding *days;
+    size_t n, next; /* rows, the first not yet added */
+    int64_t held, owed;
+} pool_holdings;
+
+/* Adds the rows of days before `end` to what is held and owed. */
+static int hold_until(pool_holdings *h, int64_t end)
+{
+    int rc = PGW_OK;
+    for (; rc == PGW_OK && h->next < h->n && h->days[h->next].day < end; h->next++) {
+        rc = pgw_add(h->held, h->days[h->next].held, &h->held);
+        if (rc == PGW_OK)
+            rc = pgw_add(h->owed, h->days[h->next].owed, &h->owed);
+    }
+    return rc;
+}
+
 /* Days into buckets, every bucket of the period present, outstanding carried. */
-static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, int64_t last,
-                        pgw_bucket bucket, int64_t opening, pool_bucket *out, size_t *n,
-                        pgw_err *err)
+static int pool_buckets(const pgw_day_flow *days, size_t n_days, pool_holdings *h, int64_t first,
+                        int64_t last, pgw_bucket bucket, int64_t opening, pool_bucket *out,
+                        size_t *n, pgw_err *err)
 {
     *n = 0;
     int64_t held = opening;
@@ -422,28 +443,36 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, int64_t first, 
             rc = pgw_sub(held, b->redeemed, &held);
         if (rc == PGW_OK)
             rc = pgw_sub(held, b->expired, &held);
+        if (rc == PGW_OK)
+            rc = hold_until(h, end);
         if (rc != PGW_OK)
             return pgw_err_set(err, PGW_ERANGE, "the pool's sums overflow");
         b->outstanding = held;
+        b->held = h->held;
+        b->owed = h->owed;
     }
     return PGW_OK;
 }
 
-#define POOL_COLUMNS 7 /* start .. outstanding, end */
+#define POOL_COLUMNS 9 /* start .. outstanding, end, held_by_members, owed_by_members */
 
 static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int64_t from,
-                      int64_t to, pgw_bucket bucket, int64_t opening, pgw_report_format format,
-                      FILE *out, pgw_err *err)
+                      int64_t to, pgw_bucket bucket, const pool_bucket *opening,
+                      pgw_report_format format, FILE *out, pgw_err *err)
 {
     static const char *const names[] = {"day", "week", "month"};
     json_t *doc = format == PGW_REPORT_JSON ? json_object() : NULL, *list = json_array();
     if (doc != NULL) {
         period_json(doc, cfg, from, to);
         json_object_set_new(doc, "bucket", json_string(names[bucket]));
-        json_object_set_new(doc, "opening_outstanding", json_integer(opening));
+        json_object_set_new(doc, "opening_outstanding", json_integer(opening->outstanding));
+        json_object_set_new(doc, "opening_held_by_members", json_integer(opening->held));
+        json_object_set_new(doc, "opening_owed_by_members", json_integer(opening->owed));
     } else {
-        /* end last: the columns before it are where they always were */
-        fputs("start,issued,reversed,redeemed,expired,outstanding,end\n", out);
+        /* New columns last: the ones before them are where they always were */
+        fputs("start,issued,reversed,redeemed,expired,outstanding,end,held_by_members,"
+              "owed_by_members\n",
+              out);
     }
     for (size_t i = 0; i < n; i++) {
         char start[16], end[16];
@@ -452,20 +481,24 @@ static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int
             pgw_format_date(pgw_date_from_days(b[i].end_day), end, sizeof(end)) == PGW_OK;
         PGW_ASSERT(dated); /* the period is bounded within the calendar's years */
         if (doc == NULL)
-            fprintf(out, "%s,%lld,%lld,%lld,%lld,%lld,%s\n", start, (long long)b[i].issued,
-                    (long long)b[i].reversed, (long long)b[i].redeemed, (long long)b[i].expired,
-                    (long long)b[i].outstanding, end);
+            fprintf(out, "%s,%lld,%lld,%lld,%lld,%lld,%s,%lld,%lld\n", start,
+                    (long long)b[i].issued, (long long)b[i].reversed, (long long)b[i].redeemed,
+                    (long long)b[i].expired, (long long)b[i].outstanding, end, (long long)b[i].held,
+                    (long long)b[i].owed);
         else
-            json_array_append_new(list, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "start", start,
-                                                  "end", end, "issued", (json_int_t)b[i].issued,
-                                                  "reversed", (json_int_t)b[i].reversed, "redeemed",
-                                                  (json_int_t)b[i].redeemed, "expired",
-                                                  (json_int_t)b[i].expired, "outstanding",
-                                                  (json_int_t)b[i].outstanding));
+            json_array_append_new(
+                list, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "start", start, "end", end,
+                                "issued", (json_int_t)b[i].issued, "reversed",
+                                (json_int_t)b[i].reversed, "redeemed", (json_int_t)b[i].redeemed,
+                                "expired", (json_int_t)b[i].expired, "outstanding",
+                                (json_int_t)b[i].outstanding, "held_by_members",
+                                (json_int_t)b[i].held, "owed_by_members", (json_int_t)b[i].owed));
     }
     if (doc == NULL) {
         json_decref(list);
-        csv_summary(out, POOL_COLUMNS, "opening_outstanding", "", 5 /* outstanding */, &opening);
+        /* The opening's three figures, each under its column. */
+        fprintf(out, "opening_outstanding,,,,,%lld,,%lld,%lld\n", (long long)opening->outstanding,
+                (long long)opening->held, (long long)opening->owed);
         csv_summary(out, POOL_COLUMNS, "bucket", names[bucket], 0, NULL);
         csv_period(out, POOL_COLUMNS, cfg, from, to);
         return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
@@ -488,18 +521,32 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
     int64_t first = (from + offset) / 86400, last = (to - 1 + offset) / 86400;
     pgw_day_flow *days = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*days));
     pool_bucket *buckets = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*buckets));
+    /* The period's days and the opening's row */
+    pgw_day_holding *holdings = malloc((PGW_REPORT_DAYS_MAX + 2) * sizeof(*holdings));
     size_t n_days = 0, n = 0;
-    int64_t opening = 0;
-    int rc = days && buckets ? pgw_store_member_net(store, INT64_MIN, from, &opening, err)
-                             : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
+    pool_bucket opening = {0};
+    pool_holdings h = {.days = holdings};
+    int rc = days && buckets && holdings
+                 ? pgw_store_member_net(store, INT64_MIN, from, &opening.outstanding, err)
+                 : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
     if (rc == PGW_OK) /* a day a row: the period's days bound them */
         rc = pgw_store_day_flows(store, from, to, offset, days, PGW_REPORT_DAYS_MAX + 1, &n_days,
                                  err);
     if (rc == PGW_OK)
-        rc = pool_buckets(days, n_days, first, last, bucket, opening, buckets, &n, err);
+        rc = pgw_store_day_holdings(store, from, to, offset, holdings, PGW_REPORT_DAYS_MAX + 2,
+                                    &h.n, err);
+    PGW_ASSERT(PGW_STORE_OPENING_DAY(from, offset) == first - 1); /* rows before first */
+    if (rc == PGW_OK && hold_until(&h, first) != PGW_OK)
+        rc = pgw_err_set(err, PGW_ERANGE, "the pool's sums overflow");
+    opening.held = h.held;
+    opening.owed = h.owed;
     if (rc == PGW_OK)
-        rc = pool_write(buckets, n, cfg, from, to, bucket, opening, format, out, err);
+        rc = pool_buckets(days, n_days, &h, first, last, bucket, opening.outstanding, buckets, &n,
+                          err);
+    if (rc == PGW_OK)
+        rc = pool_write(buckets, n, cfg, from, to, bucket, &opening, format, out, err);
     free(days);
     free(buckets);
+    free(holdings);
     return rc;
 }

@@ -188,6 +188,7 @@ enum {
     ST_LOT_FUNDERS,
     ST_DAY_FLOWS,
     ST_MEMBER_NET,
+    ST_DAY_HOLDINGS,
     ST_MERGE_SUBSCRIPTIONS,
     ST_DROP_SUBSCRIPTIONS,
     ST_INSERT_SESSION,
@@ -720,6 +721,29 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_MEMBER_NET] = "SELECT COALESCE(SUM(CASE WHEN credit LIKE 'member:%' THEN points"
                       " ELSE -points END), 0) FROM transfers WHERE occurred_at >= ?1"
                       " AND occurred_at < ?2 AND kind <> 6",
+    /* What members hold (positive balances) and owe (negative ones), as each
+     * local day changes them; ?5 stands for every day before from (the
+     * opening). A member's balance at a day's end is the running sum of the
+     * member account's days (merges included: they move the balance); a day
+     * changes what is held by max(balance, 0) less max(balance before, 0),
+     * and what is owed likewise. One pass over the log before to (no index
+     * on occurred_at), the rows bounded by the period's days. */
+    [ST_DAY_HOLDINGS] =
+        "WITH moves (account, day, delta) AS ("
+        " SELECT credit, CASE WHEN occurred_at < ?1 THEN ?5 ELSE (occurred_at + ?3) / 86400 END,"
+        " points FROM transfers WHERE credit LIKE 'member:%' AND occurred_at < ?2"
+        " UNION ALL SELECT debit,"
+        " CASE WHEN occurred_at < ?1 THEN ?5 ELSE (occurred_at + ?3) / 86400 END, -points"
+        " FROM transfers WHERE debit LIKE 'member:%' AND occurred_at < ?2),"
+        " daily AS (SELECT account, day, SUM(delta) AS delta FROM moves GROUP BY account, day),"
+        " running AS (SELECT day, delta, SUM(delta) OVER (PARTITION BY account ORDER BY day"
+        " ROWS UNBOUNDED PRECEDING) AS balance FROM daily)"
+        " SELECT day,"
+        " SUM(CASE WHEN balance > 0 THEN balance ELSE 0 END"
+        " - CASE WHEN balance - delta > 0 THEN balance - delta ELSE 0 END),"
+        " SUM(CASE WHEN balance < 0 THEN -balance ELSE 0 END"
+        " - CASE WHEN balance - delta < 0 THEN delta - balance ELSE 0 END)"
+        " FROM running GROUP BY day ORDER BY day LIMIT ?4",
     /* What will expire unless spent: the free points of live lots. Held
      * points do not expire while held (a capture spends them; released,
      * they are free again), as the expiry run and the reminders see it. */
@@ -5342,6 +5366,27 @@ int pgw_store_member_net(pgw_store *s, int64_t from, int64_t to, int64_t *out, p
     pgw_sql_bind_int64(st, 1, from);
     pgw_sql_bind_int64(st, 2, to);
     return one_int64(s, st, false, out, "summing members", err);
+}
+
+static bool day_holding_row(pgw_sql_stmt *st, void *item)
+{
+    pgw_day_holding *d = item;
+    d->day = pgw_sql_column_int64(st, 0);
+    d->held = pgw_sql_column_int64(st, 1);
+    d->owed = pgw_sql_column_int64(st, 2);
+    return true;
+}
+
+int pgw_store_day_holdings(pgw_store *s, int64_t from, int64_t to, int32_t offset_s,
+                           pgw_day_holding *out, size_t cap, size_t *n, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_DAY_HOLDINGS];
+    pgw_sql_bind_int64(st, 1, from);
+    pgw_sql_bind_int64(st, 2, to);
+    pgw_sql_bind_int64(st, 3, offset_s);
+    pgw_sql_bind_int64(st, 5, PGW_STORE_OPENING_DAY(from, offset_s));
+    return read_all(s, st, day_holding_row, out, sizeof(*out), cap, n,
+                    "reading what members hold and owe", err);
 }
 
 const char *pgw_store__statement_for_test(pgw_store *s, const char *name)

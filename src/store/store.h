@@ -961,6 +961,24 @@ typedef struct pgw_day_flow {
 int pgw_store_day_flows(pgw_store *store, int64_t from, int64_t to, int32_t offset_s,
                         pgw_day_flow *out, size_t cap, size_t *n, pgw_err *err);
 
+/* The day standing for everything before `from` in pgw_day_holding: the day
+ * before from's local day (the period's days are from's day on). */
+#define PGW_STORE_OPENING_DAY(from, offset_s) (((from) + (offset_s)) / 86400 - 1)
+
+/* Changes of what members hold (the sum of positive member balances) and
+ * owe (the sum of negative ones, as a positive figure: their debt). */
+typedef struct pgw_day_holding {
+    int64_t day;  /* local day of occurred_at; PGW_STORE_OPENING_DAY: before from */
+    int64_t held; /* change of the points members hold */
+    int64_t owed; /* change of the points members owe */
+} pgw_day_holding;
+
+/* Days (and the opening) whose transfers before `to` changed what members
+ * hold or owe, ascending; PGW_EINVAL beyond cap. Summed up to a day, they
+ * give both at that day's end (at from for the opening). */
+int pgw_store_day_holdings(pgw_store *store, int64_t from, int64_t to, int32_t offset_s,
+                           pgw_day_holding *out, size_t cap, size_t *n, pgw_err *err);
+
 /* Points into members minus points out of them in [from, to) (merges cancel out). */
 int pgw_store_member_net(pgw_store *store, int64_t from, int64_t to, int64_t *out, pgw_err *err);
 

@@ -3712,7 +3712,7 @@ def test_reports(s):
     status, csv_pool, headers = s.request("GET", "/v1/reports/pool?" + period.replace(
         "2028-01-01", "2026-01-08"), key="finance", headers={"Accept": "text/csv"})
     check(status == 200 and len(csv_pool.strip().split("\n")) == 12 and
-          csv_pool.strip().split("\n")[-3] == "bucket,day,,,,,",
+          csv_pool.strip().split("\n")[-3] == "bucket,day,,,,,,,",
           f"pool by day as CSV (Accept): {status} {csv_pool[:200]}")
     for key, path, code in (("s001", "/v1/reports/settlement?" + period, 403),
                             ("finance", "/v1/reports/settlement", 400),
@@ -3847,13 +3847,15 @@ def test_report_invariants(tmp):
         for row in ("K1", "K2"):
             members.add(s.request("POST", "/v1/members/resolve", {"card": f"S004:R{row}"})[1]
                         .get("member_id"))
-        held, seen = 0, set()
+        held, seen, gross, owed = 0, set(), 0, 0
         for mid in sorted(m for m in members if m):
             view = member(s, mid)
             survivor = view.get("merged_into") or view.get("member_id")
             if survivor not in seen:
                 seen.add(survivor)
                 held += view.get("balance", 0)
+                gross += max(view.get("balance", 0), 0)
+                owed += max(-view.get("balance", 0), 0)
         start, end = now - 55 * 86400, int(time.time()) + 1  # after the last hold and import
         days = (end - 1 + 8 * 3600) // 86400 - (start + 8 * 3600) // 86400 + 1
         midnight = (now - 20 * 86400 + 8 * 3600) // 86400 * 86400 - 8 * 3600
@@ -3864,20 +3866,26 @@ def test_report_invariants(tmp):
         buckets = pool.get("buckets", [])
         check(len(buckets) == days and buckets[-1]["outstanding"] == held,
               f"reports: outstanding {buckets[-1:]} = what members hold {held}")
+        check(buckets[-1]["held_by_members"] == gross and buckets[-1]["owed_by_members"] == owed
+              and all(b["held_by_members"] - b["owed_by_members"] == b["outstanding"]
+                      for b in buckets),
+              f"reports: held {gross} and owed {owed} by members, net outstanding {buckets[-1:]}")
         totals = whole.get("totals", {})
         check(totals.get("expired") == expired > 0 and whole["trial_balance"]["balanced"] and
               get("settlement", 946684800, end)["trial_balance"]["members_net"] == held,
               f"reports: every expired point ({expired}) is someone's: {totals}")
-        summed, closing = {}, pool.get("opening_outstanding")
+        summed, closing = {}, [pool.get("opening_" + f) for f in
+                               ("outstanding", "held_by_members", "owed_by_members")]
         for a, b in zip(cuts, cuts[1:]):
             part, piece = get("settlement", a, b), get("pool", a, b)
             flows = {f: sum(x[f] for x in piece.get("buckets", [])) for f in
                      ("issued", "reversed", "redeemed", "expired")}
             check(flows == {f: part["totals"][f] for f in flows},
                   f"reports: pool and settlement over [{a},{b}): {flows} {part['totals']}")
-            check(piece.get("opening_outstanding") == closing,
+            figures = ("outstanding", "held_by_members", "owed_by_members")
+            check([piece.get("opening_" + f) for f in figures] == closing,
                   f"reports: the pool at {b} opens where it closed: {piece} {closing}")
-            closing = piece["buckets"][-1]["outstanding"]
+            closing = [piece["buckets"][-1][f] for f in figures]
             for k, v in report_rows(part).items():
                 summed[k] = {f: summed.get(k, {}).get(f, 0) + v[f] for f in v}
         check(summed == report_rows(whole), "reports: the parts add up to the whole")
@@ -3899,13 +3907,15 @@ def test_report_invariants(tmp):
         status, text, _ = s.request("GET", f"/v1/reports/pool?from={start}&to={end}&format=csv",
                                     key="finance")
         lines = [line.split(",") for line in text.strip().split("\n")] if status == 200 else [[]]
-        as_csv = [dict(zip(lines[0], [r[0]] + list(map(int, r[1:-1])) + [r[-1]]))
-                  for r in lines[1:-4]]
+        as_csv = [dict(zip(lines[0], [r[0]] + list(map(int, r[1:6])) + [r[6]] +
+                           list(map(int, r[7:])))) for r in lines[1:-4]]
         check(as_csv == buckets, "reports: pool CSV = JSON")
         check(lines[-4:] == [["opening_outstanding", "", "", "", "",
-                              str(pool["opening_outstanding"]), ""],
-                             ["bucket", "day"] + [""] * 5, ["from", pool["from"]] + [""] * 5,
-                             ["to", pool["to"]] + [""] * 5],
+                              str(pool["opening_outstanding"]), "",
+                              str(pool["opening_held_by_members"]),
+                              str(pool["opening_owed_by_members"])],
+                             ["bucket", "day"] + [""] * 7, ["from", pool["from"]] + [""] * 7,
+                             ["to", pool["to"]] + [""] * 7],
               f"reports: pool CSV's summary = JSON: {lines[-4:]}")
         for kind, doc in (("settlement", whole), ("pool", pool)):
             out = subprocess.run([BIN, "report", kind, "--from", local_iso(start), "--to",

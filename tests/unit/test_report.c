@@ -482,14 +482,98 @@ static void test_csv_carries_the_period_and_the_proof(void **state)
         fail_msg("settlement CSV:\n%s", text);
     free(text);
     text = report_csv(db, cfg, true, NOV20 - 86400, NOV20 + 2 * 86400, PGW_BUCKET_DAY);
-    if (strcmp(text, "start,issued,reversed,redeemed,expired,outstanding,end\n"
-                     "2026-11-19,0,0,0,0,0,2026-11-19\n"
-                     "2026-11-20,450,75,90,0,285,2026-11-20\n"
-                     "2026-11-21,0,0,0,0,285,2026-11-21\n"
-                     "opening_outstanding,,,,,0,\n"
-                     "bucket,day,,,,,\n"
-                     "from,2026-11-19T00:00:00+08:00,,,,,\n"
-                     "to,2026-11-22T00:00:00+08:00,,,,,\n") != 0)
+    if (strcmp(text, "start,issued,reversed,redeemed,expired,outstanding,end,held_by_members,"
+                     "owed_by_members\n"
+                     "2026-11-19,0,0,0,0,0,2026-11-19,0,0\n"
+                     "2026-11-20,450,75,90,0,285,2026-11-20,285,0\n"
+                     "2026-11-21,0,0,0,0,285,2026-11-21,285,0\n"
+                     "opening_outstanding,,,,,0,,0,0\n"
+                     "bucket,day,,,,,,,\n"
+                     "from,2026-11-19T00:00:00+08:00,,,,,,,\n"
+                     "to,2026-11-22T00:00:00+08:00,,,,,,,\n") != 0)
+        fail_msg("pool CSV:\n%s", text);
+    free(text);
+    pgw_config_free(cfg);
+}
+
+/* A writer that lets a refund beyond the lots become debt (allow_negative). */
+static pgw_writer *start_debt_writer(const db_fixture *db)
+{
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy.expiry = {PGW_EXPIRY_ROLLING, 1, 0},
+                             .policy.allow_negative = true};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    return w;
+}
+
+static int64_t field(json_t *o, const char *name)
+{
+    json_t *v = json_object_get(o, name);
+    if (!json_is_integer(v))
+        fail_msg("no integer %s", name);
+    return json_integer_value(v);
+}
+
+/*
+ * The pool's outstanding is net of members' debt: a member who spent points
+ * and then had the purchase refunded owes them. Finance's finding: the pool
+ * said 8317 outstanding while members held 9617, the liability understated
+ * by exactly the debt, and no report showed the debt. Beside the net, the
+ * pool gives what members hold (positive balances) and what they owe, at
+ * each bucket's end and the opening: held - owed = outstanding.
+ */
+static void test_pool_shows_what_members_hold_and_owe(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_debt_writer(db);
+    const int64_t t = NOV20 + 10 * 3600, nov21 = NOV20 + 86400;
+    earn(w, "store:S001:H1", "MH", "S001", 100, 0, 10000, t);
+    redeem(w, "S001:XH", "MH", "S001", 100, t + 60);
+    earn(w, "store:S001:G1", "MG", "S001", 50, 0, 5000, t + 120);
+    refund(w, "store:S001:RH", "store:S001:H1", 10000, nov21 + 10 * 3600); /* MH owes 100 */
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    json_t *doc = report(db, cfg, true, NOV20 - 86400, NOV20 + 3 * 86400, PGW_BUCKET_DAY);
+    json_t *b = json_object_get(doc, "buckets");
+    assert_int_equal(json_array_size(b), 4);
+    const int64_t want[4][3] = {{0, 0, 0}, {50, 50, 0}, {-50, 50, 100}, {-50, 50, 100}};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *r = json_array_get(b, i);
+        assert_int_equal(field(r, "outstanding"), want[i][0]);
+        assert_int_equal(field(r, "held_by_members"), want[i][1]);
+        assert_int_equal(field(r, "owed_by_members"), want[i][2]);
+    }
+    assert_int_equal(field(doc, "opening_held_by_members"), 0);
+    assert_int_equal(field(doc, "opening_owed_by_members"), 0);
+    json_decref(doc);
+    /* The opening is at from's instant, within a day too. */
+    const int64_t froms[2] = {nov21 + 5 * 3600, nov21 + 12 * 3600};
+    const int64_t opening_owed[2] = {0, 100};
+    for (size_t i = 0; i < 2; i++) {
+        doc = report(db, cfg, true, froms[i], NOV20 + 3 * 86400, PGW_BUCKET_WEEK);
+        assert_int_equal(field(doc, "opening_outstanding"), 50 - opening_owed[i]);
+        assert_int_equal(field(doc, "opening_held_by_members"), 50);
+        assert_int_equal(field(doc, "opening_owed_by_members"), opening_owed[i]);
+        json_t *last = json_array_get(json_object_get(doc, "buckets"), 0);
+        assert_int_equal(field(last, "held_by_members"), 50);
+        assert_int_equal(field(last, "owed_by_members"), 100);
+        json_decref(doc);
+    }
+    /* The CSV: two new columns after end; the opening row carries both. */
+    char *text = report_csv(db, cfg, true, nov21, NOV20 + 3 * 86400, PGW_BUCKET_DAY);
+    const char *want_csv =
+        "start,issued,reversed,redeemed,expired,outstanding,end,held_by_members,owed_by_members\n"
+        "2026-11-21,0,100,0,0,-50,2026-11-21,50,100\n"
+        "2026-11-22,0,0,0,0,-50,2026-11-22,50,100\n"
+        "opening_outstanding,,,,,50,,50,0\n"
+        "bucket,day,,,,,,,\n"
+        "from,2026-11-21T00:00:00+08:00,,,,,,,\n"
+        "to,2026-11-23T00:00:00+08:00,,,,,,,\n";
+    if (strcmp(text, want_csv) != 0)
         fail_msg("pool CSV:\n%s", text);
     free(text);
     pgw_config_free(cfg);
@@ -546,6 +630,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_first_bucket_starts_at_from, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_csv_carries_the_period_and_the_proof, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_pool_shows_what_members_hold_and_owe, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
                                         db_fixture_teardown),
