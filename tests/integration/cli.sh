@@ -961,9 +961,9 @@ expect_text $'\ntrial_balance,balanced,,,,,,'
 expect_text $'\nfrom,2026-01-01T00:00:00+08:00,,,,,,,\nto,2030-01-01T00:00:00+08:00,,,,,,,'
 expect_exit 0 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-11-02T00:00:00+08:00 \
     --format csv --db "$import_db"
-expect_text $'start,issued,reversed,redeemed,expired,outstanding,end\n2026-11-01,'
-expect_text $',2026-11-01\nopening_outstanding,,,,,'
-expect_text $'\nbucket,day,,,,,\nfrom,2026-11-01T00:00:00+08:00,,,,,\nto,2026-11-02T00:00:00+08:00,,,,,'
+expect_text $'start,issued,reversed,redeemed,expired,outstanding,end,held_by_members,owed_by_members\n2026-11-01,'
+expect_text $',2026-11-01,0,0\nopening_outstanding,,,,,'
+expect_text $'\nbucket,day,,,,,,,\nfrom,2026-11-01T00:00:00+08:00,,,,,,,\nto,2026-11-02T00:00:00+08:00,,,,,,,'
 # A database that does not answer is a problem (1), not bad usage (2).
 expect_exit 1 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
     --db "postgresql://pgw@127.0.0.1:1/none"
