@@ -635,10 +635,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * chooses anew, and WeChat may reach the member by now; an SMS is
      * held again, not counted as an attempt. Its refusals stay: an
      * arrival is no new way to reach the member. */
-    [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4, shop = ?5,"
+    [ST_COALESCE_NOTICE] = "UPDATE notices SET points = points + ?3, balance = ?4,"
                            " updated_at = ?6, due_at = CASE WHEN channel = 'sms' AND due_at > ?7"
                            " THEN ?7 ELSE due_at END WHERE id = (SELECT id FROM notices"
                            " WHERE member = ?1 AND kind = ?2 AND state = 'pending' AND due_at > ?6"
+                           /* a notice is its shop's (the live stream shows it to that
+                            * shop's keys only): another shop's sale never joins it */
+                           " AND shop = ?5"
                            " AND " JOINABLE " ORDER BY id DESC LIMIT 1)"
                            /* again: PostgreSQL checks these, not the subquery, once a
                             * courier's claim of that row (which waited) commits */

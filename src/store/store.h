@@ -615,7 +615,7 @@ typedef struct pgw_notice {
 
 /*
  * Queues a notice inside the writer's transaction. With coalesce_s > 0 a
- * pending notice of the same member and kind still inside its window
+ * pending notice of the same member, kind and shop still inside its window
  * (due_at > now) takes the points and the new balance instead, so that
  * arrivals within the window become one notice with their total; a new
  * one is due at now + coalesce_s. One held for SMS (quiet hours, a

@@ -146,6 +146,40 @@ static void test_coalescing_window(void **state)
     pgw_store_close(s);
 }
 
+static void enqueue_at(pgw_store *s, const char *member, const char *kind, const char *shop,
+                       int64_t points, int64_t balance, int64_t now, int64_t window)
+{
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(
+        pgw_store_enqueue_notice(s, member, kind, points, balance, shop, "", now, window, &err),
+        PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+}
+
+/*
+ * Arrivals from two shops within the window stay two notices, each with
+ * its shop and its points: the live stream shows a notice to its shop's
+ * keys only. Regression: the second joined the first and took its shop,
+ * so S001 never saw its sale and S002 saw S001's points in its total.
+ */
+static void test_coalescing_keeps_shops_apart(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 400, 400, 1000, 10);
+    enqueue_at(s, "M1", "points_arrived", "S002", 200, 600, 1001, 10);
+    enqueue_at(s, "M1", "points_arrived", "S001", 50, 650, 1002, 10); /* same shop: joins */
+    assert_int_equal(claim(s, 1011, got), 2);
+    assert_string_equal(got[0].shop, "S001");
+    assert_int_equal(got[0].points, 450);
+    assert_int_equal(got[0].balance, 650);
+    assert_string_equal(got[1].shop, "S002");
+    assert_int_equal(got[1].points, 200);
+    assert_int_equal(got[1].balance, 600);
+    pgw_store_close(s);
+}
+
 /*
  * A "points arrived" held for SMS (quiet hours: due in the morning, not
  * counted as an attempt) is due again when a later arrival joins it, at
@@ -1011,6 +1045,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_claims_take_each_once, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing_window, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_coalescing_keeps_shops_apart, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_wakes_a_held_sms, db_fixture_setup,
                                         db_fixture_teardown),
