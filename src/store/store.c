@@ -207,7 +207,6 @@ enum {
     ST_FORGET_FOLLOWER,
     ST_MEMBER_FOLLOWS,
     ST_COALESCE_NOTICE,
-    ST_HURRY_ARRIVALS,
     ST_INSERT_NOTICE,
     ST_MERGE_NOTICES,
     ST_WAKE_NOTICES,
@@ -647,18 +646,6 @@ static const char *const STATEMENTS[ST_COUNT] = {
                            /* again: PostgreSQL checks these, not the subquery, once a
                             * courier's claim of that row (which waited) commits */
                            " AND state = 'pending' AND " JOINABLE,
-    /* Before a notice of another kind is queued: the member's arrivals
-     * waiting out their window are due at once, so that the later notice
-     * does not overtake them (a reversal told before the arrival it
-     * reverses). Due just before they were made (nothing else is: see
-     * pgw_store_enqueue_notice): the courier tells the balance each was queued with,
-     * the one after its own purchases, not after the later notice's cause.
-     * Not one held for SMS (quiet hours, a number's limit: hurried, it
-     * would only be held again), one waiting for a retry (its backoff
-     * holds), or one that may have reached the member (JOINABLE). */
-    [ST_HURRY_ARRIVALS] = "UPDATE notices SET due_at = created_at - 1 WHERE member = ?1"
-                          " AND kind = 'points_arrived' AND state = 'pending' AND due_at > ?2"
-                          " AND (excluded & " NOTICE_HELD ") = 0 AND " JOINABLE,
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
                          " provider_id, updated_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6,"
@@ -4395,14 +4382,6 @@ int pgw_store_enqueue_notice(pgw_store *s, const char *member, const char *kind,
                              int64_t coalesce_s, pgw_err *err)
 {
     int rc = PGW_OK;
-    if (strcmp(kind, "points_arrived") != 0) {
-        pgw_sql_stmt *st = s->st[ST_HURRY_ARRIVALS];
-        pgw_sql_bind_text(st, 1, member);
-        pgw_sql_bind_int64(st, 2, now);
-        rc = step_done(s, st, "hurrying a member's arrivals", err);
-        if (rc != PGW_OK)
-            return rc;
-    }
     if (coalesce_s > 0) {
         pgw_sql_stmt *st =
             bind_notice(s->st[ST_COALESCE_NOTICE], member, kind, points, balance, shop, now);
@@ -4482,15 +4461,6 @@ static void release(pgw_store *s, pgw_sql_stmt *st)
     pgw_sql_finalize(st);
 }
 
-/* qsort's order of claimed notices: due time, then id. */
-static int by_due_then_id(const void *a, const void *b)
-{
-    const pgw_notice *x = a, *y = b;
-    if (x->due_at != y->due_at)
-        return x->due_at < y->due_at ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
-}
-
 int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_notice *out,
                             size_t cap, size_t *n, pgw_err *err)
 {
@@ -4499,9 +4469,7 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
                      "UPDATE notices SET state = 'sending', attempts = attempts + 1,"
                      " updated_at = ?1, claimed_by = ?3, lease_until = ?1 + ?4"
                      " WHERE id IN (SELECT id FROM notices"
-                     /* a member's notices in the order they were queued (ties:
-                      * a hurried arrival and the notice that hurried it) */
-                     " WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2"
+                     " WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at LIMIT ?2"
                      /* another instance's claims are passed over, not waited for */
                      " /*pg FOR UPDATE SKIP LOCKED */)"
                      " RETURNING " NOTICE_COLUMNS,
@@ -4514,10 +4482,6 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
     pgw_sql_bind_int64(st, 4, PGW_NOTICE_LEASE_S);
     rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "claiming notices", err);
     release(s, st);
-    /* RETURNING keeps no order (PostgreSQL's did not): the courier sends
-     * a batch in this order, a member's notices as they were queued */
-    if (rc == PGW_OK && *n > 1)
-        qsort(out, *n, sizeof(*out), by_due_then_id);
     return rc;
 }
 

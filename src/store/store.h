@@ -624,12 +624,7 @@ typedef struct pgw_notice {
  * Never one that may have reached the member: an attempt of it counted
  * (a failure that may have been a send), one made before an operator's
  * retry (core/notice.h PGW_NOTICE_MAY_HAVE_REACHED), or its SMS may have
- * gone. A notice of another kind first makes the member's arrivals still
- * waiting out their window (not held for SMS, not waiting for a retry)
- * due at once, so that it does not go before them: due just before they
- * were made (due_at < created_at, which marks them; nothing else is due
- * before it was made), so that the courier tells the balance each was
- * queued with, not one the later notice's cause changed.
+ * gone.
  */
 int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
                              int64_t balance, const char *shop, const char *detail, int64_t now,

@@ -181,39 +181,6 @@ static void test_coalescing_keeps_shops_apart(void **state)
 }
 
 /*
- * A member's later notice never goes before an earlier one still waiting
- * out its window: a refund queued after an arrival makes the arrival due
- * at once, and the arrival is claimed first. Regression: the reversal
- * went at once and the arrival 10 s later, telling "+600" after "-150".
- * Another member's waiting arrival keeps its window, and arrivals after
- * the reversal coalesce again.
- */
-static void test_a_later_notice_does_not_overtake_an_arrival(void **state)
-{
-    pgw_store *s = open_store(state);
-    pgw_notice got[8];
-    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
-    enqueue_at(s, "M2", "points_arrived", "S001", 5, 5, 1000, 10);
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
-    enqueue_at(s, "M1", "redemption", "S001", 100, 350, 1001, 0);
-    assert_int_equal(claim(s, 1001, got), 3);
-    assert_string_equal(got[0].kind, "points_arrived");
-    assert_int_equal(got[0].points, 600);
-    assert_int_equal(got[0].balance, 600);
-    /* due as it was made: the courier tells the balance it was queued with */
-    assert_true(got[0].due_at <= got[0].created_at);
-    assert_string_equal(got[1].kind, "points_reversed");
-    assert_string_equal(got[2].kind, "redemption");
-    enqueue_at(s, "M1", "points_arrived", "S001", 10, 360, 1002, 10);
-    enqueue_at(s, "M1", "points_arrived", "S001", 20, 380, 1003, 10);
-    assert_int_equal(claim(s, 1010, got), 1);
-    assert_string_equal(got[0].member, "M2");
-    assert_int_equal(claim(s, 1012, got), 1);
-    assert_int_equal(got[0].points, 30);
-    pgw_store_close(s);
-}
-
-/*
  * A "points arrived" held for SMS (quiet hours: due in the morning, not
  * counted as an attempt) is due again when a later arrival joins it, at
  * that arrival's own due time, so the courier chooses its channel anew
@@ -1081,8 +1048,6 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing_keeps_shops_apart, db_fixture_setup,
                                         db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_later_notice_does_not_overtake_an_arrival,
-                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_wakes_a_held_sms, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_joins_a_held_notice_that_was_refused,
