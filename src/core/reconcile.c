@@ -62,13 +62,8 @@ static bool outside_period(const pgw_recon_io *io, const pgw_recon_row *s)
     return io->to > io->from && (s->occurred_at < io->from || s->occurred_at >= io->to);
 }
 
-bool pgw_recon_key_read(const pgw_recon_row *s, bool by_shop)
-{
-    return s->event_id[0] != '\0' && (!by_shop || s->source[0] != '\0');
-}
-
-/* Reads the next statement row; malformed ones whose key is unknown and
- * those dated outside the period are reported on the way. */
+/* Reads the next statement row; malformed ones and those dated outside
+ * the period are reported on the way. */
 static int next_statement(merge *m, pgw_err *err)
 {
     for (;;) {
@@ -76,18 +71,15 @@ static int next_statement(merge *m, pgw_err *err)
         if (rc != PGW_OK || m->s_end)
             return rc;
         m->sum->statement_rows++;
-        bool keyed = m->s.malformed && pgw_recon_key_read(&m->s, m->io->by_shop);
         bool outside = !m->s.malformed && outside_period(m->io, &m->s);
-        if ((!m->s.malformed && !outside) || keyed)
+        if (!m->s.malformed && !outside)
             break;
         rc = report(m, outside ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_MALFORMED_ROW, &m->s, NULL,
                     err);
         if (rc != PGW_OK)
             return rc;
     }
-    /* A malformed row's points are not read: not the statement's sum. */
-    if (!m->s.malformed &&
-        pgw_add(m->sum->statement_points, m->s.points, &m->sum->statement_points) != PGW_OK)
+    if (pgw_add(m->sum->statement_points, m->s.points, &m->sum->statement_points) != PGW_OK)
         return pgw_err_set(err, PGW_ERANGE, "the statement's points overflow at line %zu",
                            m->s.line);
     if (m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, m->io->by_shop) < 0)
@@ -282,42 +274,11 @@ static int pair(merge *m, pgw_err *err)
     return rc != PGW_OK ? rc : next_ledger(m, err);
 }
 
-/*
- * A malformed row whose key was read, the ledger at its key or after: it
- * takes its event (the first row of its key not paired yet) as a readable
- * row would, so that the event is not missing_in_statement too; it is
- * paired with none when its key is another row's again, absent from the
- * log, or at several shops of it (each of those missing_in_statement).
- */
-static int malformed_keyed(merge *m, pgw_err *err)
-{
-    bool by_shop = m->io->by_shop;
-    bool again = m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, by_shop) == 0;
-    bool shared = false;
-    int rc = PGW_OK;
-    if (!again && !m->l_end && pgw_recon_key_cmp(&m->s, &m->l, by_shop) == 0)
-        rc = shared_event_id(m, &shared, err);
-    if (rc != PGW_OK)
-        return rc;
-    if (again || m->l_end || shared || pgw_recon_key_cmp(&m->s, &m->l, by_shop) != 0) {
-        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, NULL, err);
-    } else {
-        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, &m->l, err);
-        remember(&m->prev_l, &m->have_prev_l, &m->l);
-        if (rc == PGW_OK)
-            rc = next_ledger(m, err);
-    }
-    remember(&m->prev_s, &m->have_prev_s, &m->s);
-    return rc != PGW_OK ? rc : next_statement(m, err);
-}
-
 /* One step of the merge: consumes at least one row. */
 static int step(merge *m, pgw_err *err)
 {
     PGW_ASSERT(!m->s_end || !m->l_end);
     bool by_shop = m->io->by_shop;
-    if (!m->s_end && m->s.malformed && (m->l_end || pgw_recon_key_cmp(&m->s, &m->l, by_shop) <= 0))
-        return malformed_keyed(m, err);
     if (!m->s_end && m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, by_shop) == 0) {
         int rc = report(m, PGW_RECON_DUPLICATE_IN_STATEMENT, &m->s, NULL, err);
         return rc != PGW_OK ? rc : next_statement(m, err);

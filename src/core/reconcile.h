@@ -13,10 +13,10 @@
  * the first difference names the row), missing_in_ledger, duplicate_in_statement (the same event_id
  * again after its first row), malformed_row (the reader could not read it, or, keyed by event_id
  * alone, its event_id is at several shops of the log and pairing it would be a guess; it carries
- * its line and why; paired with its event when its key could be read) or outside_period (dated
- * outside the period the ledger side was read for: not matched, for its event may be in the log all
- * the same). Every ledger row is matched by a statement row or is missing_in_statement. Each
- * category but matched is reported through `emit`, one call per row, as it is found.
+ * its line and why) or outside_period (dated outside the period the ledger side was read for: not
+ * matched, for its event may be in the log all the same). Every ledger row is matched by a
+ * statement row or is missing_in_statement. Each category but matched is reported through `emit`,
+ * one call per row, as it is found.
  */
 #ifndef PGW_CORE_RECONCILE_H
 #define PGW_CORE_RECONCILE_H
@@ -158,13 +158,6 @@ typedef struct pgw_recon_io {
  * log keeps it), or NULL when it names none (a phone, a card, nothing):
  * the only member the matcher compares. */
 const char *pgw_recon_member_id(const pgw_recon_row *statement);
-
-/* Whether a malformed statement row's key was read all the same: its
- * event_id, and its shop when rows are keyed by shop. Such a row is still
- * paired with the log's event of its key (reported once, as malformed_row
- * naming the ledger side, not its event missing_in_statement too), and so
- * must come in key order as the readable rows do. */
-bool pgw_recon_key_read(const pgw_recon_row *statement, bool by_shop);
 
 /* Orders two rows by their key: event_id, then (by_shop) their source. */
 int pgw_recon_key_cmp(const pgw_recon_row *a, const pgw_recon_row *b, bool by_shop);

@@ -112,8 +112,8 @@ static int fill_statement(void *p, pgw_recon_row *rows, size_t cap, size_t *n, b
          (*n)++) {
         pgw_recon_row *r = &rows[*n];
         other_shop(s, r);
-        if (r->malformed && !pgw_recon_key_read(r, s->by_shop))
-            continue; /* one whose key was read is still paired: in order too */
+        if (r->malformed)
+            continue;
         if (s->have_prev && pgw_recon_key_cmp(r, &s->prev, s->by_shop) < 0)
             return pgw_err_set(err, PGW_EINVAL,
                                "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; "
@@ -304,11 +304,10 @@ static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, cons
 {
     const pgw_recon_row *any = s ? s : l;
     json_t *o;
-    if (kind == PGW_RECON_MALFORMED_ROW) /* with what could be read of it, and its event */
-        o = json_pack("{s:s,s:s,s:I,s:s,s:s*,s:o*}", "event_id", s->event_id, "kind",
-                      pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem", s->problem,
-                      "shop_id", s->source[0] != '\0' ? s->source : NULL, "ledger",
-                      l != NULL ? side_json(l, true, k->opts->tz) : NULL);
+    if (kind == PGW_RECON_MALFORMED_ROW)
+        o = json_pack("{s:s,s:s,s:I,s:s}", "event_id", s->event_id, "kind",
+                      pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem",
+                      s->problem);
     else
         o = json_pack("{s:s,s:s,s:o,s:o}", "event_id", any->event_id, "kind",
                       pgw_recon_kind_name(kind), "statement", side_json(s, false, k->opts->tz),

@@ -341,10 +341,6 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *member = pgw_csv_cell(row, st->col, COL_MEMBER);
     if (!copy_field(id, r->event_id, sizeof(r->event_id)))
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
-    /* The shop next: with the event_id, the key a malformed row is still
-     * paired by (and shown with), whatever field after it is wrong. */
-    if (st->col[COL_SHOP] >= 0 && !parse_shop(pgw_csv_cell(row, st->col, COL_SHOP), r))
-        return false;
     int64_t secs = 0;
     pgw_event_type t;
     if (!whole_number(at, 0, INT64_C(253402300799), false, &secs) &&
@@ -374,7 +370,7 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *original = pgw_csv_cell(row, st->col, COL_ORIGINAL);
     if (original[0] != '\0' && !copy_field(original, r->original, sizeof(r->original)))
         return malformed(r, "original_event_id must be at most %d bytes", PGW_EVENT_ID_MAX);
-    return true;
+    return st->col[COL_SHOP] < 0 || parse_shop(pgw_csv_cell(row, st->col, COL_SHOP), r);
 }
 
 static int next_from_csv(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err *err)

@@ -563,90 +563,6 @@ static void test_an_unpaired_rows_problem_is_bounded(void **state)
     assert_int_equal(bytes % 3, 0);
 }
 
-/* Finance's walkthrough: a row that could not be read but whose event_id
- * (and shop, when the statement names shops) could was malformed_row and
- * its event missing_in_statement too: one row counted twice. It is now
- * paired with its event: malformed_row once, naming the ledger side. */
-static pgw_recon_row paired_ledger[8]; /* copies: the matcher reuses its rows */
-static bool paired_named[8];
-static size_t n_paired;
-
-static int note_ledger(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l,
-                       pgw_err *err)
-{
-    if (kind == PGW_RECON_MALFORMED_ROW && n_paired < 8) {
-        paired_named[n_paired] = l != NULL;
-        if (l != NULL)
-            paired_ledger[n_paired] = *l;
-        n_paired++;
-    }
-    return collect(p, kind, s, l, err);
-}
-
-static void test_a_malformed_rows_event_is_not_missing(void **state)
-{
-    (void)state;
-    static pgw_recon_row st[4], lg[4];
-    st[0] = row("E01", 1000, 10);
-    st[1] = row("E02", 2000, 20); /* its points unreadable: malformed, event_id read */
-    st[1].malformed = true;
-    st[1].line = 3;
-    st[2] = row("", 0, 0); /* nothing read: paired with nothing */
-    st[2].malformed = true;
-    st[2].line = 4;
-    st[3] = row("E04", 4000, 40); /* malformed, its event not in the log */
-    st[3].malformed = true;
-    st[3].line = 5;
-    lg[0] = row("E01", 1000, 10);
-    lg[1] = row("E02", 2000, 20);
-    lg[2] = row("E03", 3000, 30); /* really missing */
-    lg[3] = row("E05", 5000, 50); /* really missing */
-    source a = {st, 4, 0}, b = {lg, 4, 0};
-    static found f;
-    pgw_recon_io io = io_of(&a, &b, &f);
-    io.emit = note_ledger;
-    n_paired = 0;
-    pgw_recon_summary sum;
-    assert_int_equal(pgw_reconcile(&io, &sum, NULL), PGW_OK);
-    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 3);
-    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 2);
-    assert_int_equal(sum.count[PGW_RECON_MATCHED], 1);
-    assert_int_equal(sum.statement_points, 10); /* the readable rows' only */
-    assert_int_equal(n_paired, 3);
-    size_t named = 0;
-    for (size_t i = 0; i < n_paired; i++)
-        if (paired_named[i]) {
-            assert_string_equal(paired_ledger[i].event_id, "E02");
-            named++;
-        }
-    assert_int_equal(named, 1);
-
-    /* Keyed by shop: the row of S001 is paired with S001's event, not S002's. */
-    static pgw_recon_row st2[1], lg2[2];
-    st2[0] = row("E02", 2000, 20);
-    st2[0].malformed = true;
-    st2[0].line = 2;
-    snprintf(st2[0].source, sizeof(st2[0].source), "S002");
-    lg2[0] = row("E02", 2000, 20);
-    snprintf(lg2[0].source, sizeof(lg2[0].source), "S001");
-    lg2[1] = lg2[0];
-    snprintf(lg2[1].source, sizeof(lg2[1].source), "S002");
-    source c = {st2, 1, 0}, d = {lg2, 2, 0};
-    io = io_of(&c, &d, &f);
-    io.emit = note_ledger;
-    io.by_shop = true;
-    n_paired = 0;
-    assert_int_equal(pgw_reconcile(&io, &sum, NULL), PGW_OK);
-    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 1);
-    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 1);
-    assert_int_equal(f.n, 2);
-    assert_string_equal(f.key[0], "E02"); /* S001's, missing */
-    assert_int_equal(f.kind[0], PGW_RECON_MISSING_IN_STATEMENT);
-    assert_int_equal(n_paired, 1);
-    assert_true(paired_named[0]);
-    assert_string_equal(paired_ledger[0].source, "S002");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -659,7 +575,6 @@ int main(void)
         cmocka_unit_test(test_member_ids_resolved_by_the_caller),
         cmocka_unit_test(test_an_event_id_at_several_shops_is_paired_with_none),
         cmocka_unit_test(test_an_unpaired_rows_problem_is_bounded),
-        cmocka_unit_test(test_a_malformed_rows_event_is_not_missing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
