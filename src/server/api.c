@@ -1492,22 +1492,19 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
     return submit(api, job, resp);
 }
 
-json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown, bool keys)
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown)
 {
     json_t *list = json_array();
     for (size_t i = 0; list && i < cmd->n_page && i < shown; i++) {
         const pgw_transfer *t = &cmd->page[i];
         char when[PGW_RFC3339_MAX] = "";
         pgw_format_rfc3339(t->occurred_at, &cfg->rules.tz, when, sizeof(when));
-        /* The key traces a transfer to its event: "reference" is the
-         * receipt when the event had one, a reversal's "earn:<id>". */
         json_array_append_new(
             list,
-            json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s,s:s*}", "id", (json_int_t)t->id,
-                      "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit, "credit",
-                      t->credit, "points", (json_int_t)t->points, "shop_id", t->shop_id, "channel",
-                      t->channel, "reference", t->reference, "breakdown", t->breakdown,
-                      "occurred_at", when, "idempotency_key", keys ? t->idem_key : NULL));
+            json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "id", (json_int_t)t->id, "kind",
+                      pgw_transfer_kind_name(t->kind), "debit", t->debit, "credit", t->credit,
+                      "points", (json_int_t)t->points, "shop_id", t->shop_id, "channel", t->channel,
+                      "reference", t->reference, "breakdown", t->breakdown, "occurred_at", when));
     }
     char next[24] = "";
     if (shown > 0 && cmd->n_page > shown)
@@ -2369,7 +2366,7 @@ _Static_assert(PGW_NOTICE_KINDS <= PGW_TEMPLATES_SHOWN, "GET /v1/me reads every 
 static json_t *me_json(const pgw_api *api, const pgw_command *cmd)
 {
     json_t *body = pgw_api_member_json(api->cfg, api->vault, cmd);
-    json_t *history = pgw_api_history_json(api->cfg, cmd, cmd->page_cap, false);
+    json_t *history = pgw_api_history_json(api->cfg, cmd, cmd->page_cap);
     json_t *subs = json_object();
     for (size_t i = 0; subs && i < cmd->n_subscriptions; i++)
         json_object_set_new(subs, cmd->subscriptions[i].template_id,
@@ -3582,11 +3579,11 @@ static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
 {
     char when[PGW_RFC3339_MAX] = "";
     pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
-    json_t *msg = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "type", "transfer",
-                            "id", (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind),
-                            "debit", t->debit, "credit", t->credit, "points", (json_int_t)t->points,
-                            "shop_id", t->shop_id, "channel", t->channel, "reference", t->reference,
-                            "occurred_at", when, "idempotency_key", t->idem_key);
+    json_t *msg =
+        json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", "transfer", "id",
+                  (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit,
+                  "credit", t->credit, "points", (json_int_t)t->points, "shop_id", t->shop_id,
+                  "channel", t->channel, "reference", t->reference, "occurred_at", when);
     char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     return text;
@@ -3698,7 +3695,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     } else if (job->route == R_MEMBER) {
         set_body(resp, 200, pgw_api_member_json(api->cfg, api->vault, cmd));
     } else if (job->route == R_HISTORY) {
-        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd, cmd->page_cap - 1, true));
+        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd, cmd->page_cap - 1));
     } else if (job->route == R_RESOLVE) {
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else if (job->finance != NULL) { /* a report: the body the reader wrote */

@@ -103,14 +103,9 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out);
  * page as {"transfers": [...], "next"}: the first `shown` transfers read,
  * "next" the cursor after them when more were read (a page read with one
  * more than it shows has a "next" only when a later page is not empty).
- * With `keys`, each transfer also names the idempotency key of the command
- * that wrote it ("idempotency_key": channel:source:event_id for an event),
- * for the staff's views; the member's own (GET /v1/me) is shown none, the
- * key naming the shop's and channel's own numbering. The caller owns the
- * reference. */
+ * The caller owns the reference. */
 json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const pgw_command *cmd);
-json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown,
-                             bool keys);
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown);
 
 /*
  * Refuses phone keys other than those the phones in db_url (an existing
