@@ -1785,7 +1785,7 @@ static int member_view(pgw_writer *reader, const pgw_config *cfg, const pgw_vaul
     cmd.page_cap = MEMBER_SHOW_TRANSFERS;
     if (rc == PGW_OK)
         rc = pgw_writer_run(reader, &cmd, err);
-    json_t *history = rc == PGW_OK ? pgw_api_history_json(cfg, &cmd, cmd.page_cap) : NULL;
+    json_t *history = rc == PGW_OK ? pgw_api_history_json(cfg, &cmd, cmd.page_cap, true) : NULL;
     if (view != NULL && history != NULL)
         json_object_set(view, "transfers", json_object_get(history, "transfers"));
     json_decref(history);

@@ -1492,19 +1492,43 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
     return submit(api, job, resp);
 }
 
-json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown)
+/*
+ * The key of the event that wrote t (channel:source:event_id), or NULL when
+ * a command of the gateway's own wrote it (a hold's capture, a redemption,
+ * an import, a merge, an expiry: store.h's key prefixes). Only an event's:
+ * an import's key holds a phone's blind index or a card number, and a
+ * merge's a digest of a lookup, which no view shows. An event's says no
+ * more than its transfer's channel, shop_id and reference (the event id
+ * when it had no receipt).
+ */
+static const char *event_key_of(const pgw_transfer *t)
+{
+    char channel[PGW_IDEM_KEY_MAX + 1];
+    size_t n = strcspn(t->idem_key, ":");
+    if (t->idem_key[n] != ':')
+        return NULL;
+    memcpy(channel, t->idem_key, n);
+    channel[n] = '\0';
+    return pgw_store_channel_name_ok(channel) ? t->idem_key : NULL;
+}
+
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown,
+                             bool event_keys)
 {
     json_t *list = json_array();
     for (size_t i = 0; list && i < cmd->n_page && i < shown; i++) {
         const pgw_transfer *t = &cmd->page[i];
         char when[PGW_RFC3339_MAX] = "";
         pgw_format_rfc3339(t->occurred_at, &cfg->rules.tz, when, sizeof(when));
-        json_array_append_new(
-            list,
+        json_t *item =
             json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "id", (json_int_t)t->id, "kind",
                       pgw_transfer_kind_name(t->kind), "debit", t->debit, "credit", t->credit,
                       "points", (json_int_t)t->points, "shop_id", t->shop_id, "channel", t->channel,
-                      "reference", t->reference, "breakdown", t->breakdown, "occurred_at", when));
+                      "reference", t->reference, "breakdown", t->breakdown, "occurred_at", when);
+        const char *key = event_key_of(t);
+        if (item != NULL && event_keys)
+            json_object_set_new(item, "event_key", key ? json_string(key) : json_null());
+        json_array_append_new(list, item);
     }
     char next[24] = "";
     if (shown > 0 && cmd->n_page > shown)
@@ -2366,7 +2390,7 @@ _Static_assert(PGW_NOTICE_KINDS <= PGW_TEMPLATES_SHOWN, "GET /v1/me reads every 
 static json_t *me_json(const pgw_api *api, const pgw_command *cmd)
 {
     json_t *body = pgw_api_member_json(api->cfg, api->vault, cmd);
-    json_t *history = pgw_api_history_json(api->cfg, cmd, cmd->page_cap);
+    json_t *history = pgw_api_history_json(api->cfg, cmd, cmd->page_cap, false);
     json_t *subs = json_object();
     for (size_t i = 0; subs && i < cmd->n_subscriptions; i++)
         json_object_set_new(subs, cmd->subscriptions[i].template_id,
@@ -3579,11 +3603,11 @@ static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
 {
     char when[PGW_RFC3339_MAX] = "";
     pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
-    json_t *msg =
-        json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "type", "transfer", "id",
-                  (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit,
-                  "credit", t->credit, "points", (json_int_t)t->points, "shop_id", t->shop_id,
-                  "channel", t->channel, "reference", t->reference, "occurred_at", when);
+    json_t *msg = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s?}", "type", "transfer",
+                            "id", (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind),
+                            "debit", t->debit, "credit", t->credit, "points", (json_int_t)t->points,
+                            "shop_id", t->shop_id, "channel", t->channel, "reference", t->reference,
+                            "occurred_at", when, "event_key", event_key_of(t));
     char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     return text;
@@ -3695,7 +3719,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     } else if (job->route == R_MEMBER) {
         set_body(resp, 200, pgw_api_member_json(api->cfg, api->vault, cmd));
     } else if (job->route == R_HISTORY) {
-        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd, cmd->page_cap - 1));
+        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd, cmd->page_cap - 1, true));
     } else if (job->route == R_RESOLVE) {
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else if (job->finance != NULL) { /* a report: the body the reader wrote */

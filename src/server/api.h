@@ -103,9 +103,13 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out);
  * page as {"transfers": [...], "next"}: the first `shown` transfers read,
  * "next" the cursor after them when more were read (a page read with one
  * more than it shows has a "next" only when a later page is not empty).
- * The caller owns the reference. */
+ * With `event_keys` each transfer also has "event_key", the idempotency key
+ * of the event that wrote it (null for a command of the gateway's own):
+ * the staff's views; the member's own (GET /v1/me) has none. The caller
+ * owns the reference. */
 json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const pgw_command *cmd);
-json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown);
+json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown,
+                             bool event_keys);
 
 /*
  * Refuses phone keys other than those the phones in db_url (an existing

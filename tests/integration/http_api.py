@@ -950,6 +950,33 @@ def test_refunds(s):
     test_refund_of_a_purchase_earning_nothing(s, body)
 
 
+def test_transfer_keys(s):
+    """Finance's walkthrough: a transfer named no event (its reference is
+    the receipt when there is one, a refund's reversal says earn:<id>).
+    Now an event's transfers carry its key (event_key), a refund's
+    reversals the refund's; a redemption's, a command of the gateway's
+    own whose keys may hold what no view shows, null."""
+    body = purchase("E-K", amount=10000, member="M3")
+    body["receipt_no"] = "R-E-K"
+    status, doc, _ = s.request("POST", "/v1/events", body)
+    check(status == 201, f"purchase E-K: {status} {doc}")
+    refund = {"event_id": "E-K-refund", "channel": "store", "shop_id": "S001", "type": "refund",
+              "original_event_id": "E-K", "amount_fen": 5000, "member": {"member_id": "M3"},
+              "occurred_at": "2026-11-25T11:00:00+08:00"}
+    status, doc, _ = s.request("POST", "/v1/events", refund)
+    check(status == 201, f"refund of E-K: {status} {doc}")
+    red = {"redemption_id": "D-E-K", "member": {"member_id": "M3"}, "shop_id": "S001",
+           "points": 1}
+    status, doc, _ = s.request("POST", "/v1/redemptions", red)
+    check(status == 201, f"redemption D-E-K: {status} {doc}")
+    status, page, _ = s.request("GET", "/v1/members/M3/transfers?limit=100")
+    keys = {(t.get("kind"), t.get("event_key", "absent")) for t in page.get("transfers", [])}
+    check(status == 200 and ("earn", "store:S001:E-K") in keys and
+          ("reversal", "store:S001:E-K-refund") in keys and ("redeem", None) in keys and
+          not any(k == "absent" for _, k in keys),
+          f"transfers name their event's key, null for a redemption: {status} {keys}")
+
+
 def test_refund_of_a_purchase_earning_nothing(s, body):
     """Regression: a purchase under the earning threshold writes no transfer
     and so had no earn; its refund, a real event at the till, was 422
@@ -2344,7 +2371,8 @@ def test_stream(s):
     sock.close()
     want = [t["id"] for t in mine["transfers"]]
     check([m["id"] for m in got] == want, f"stream sent {[m.get('id') for m in got]}, want {want}")
-    check(all(m["type"] == "transfer" and m["shop_id"] == "S001" for m in got),
+    check(all(m["type"] == "transfer" and m["shop_id"] == "S001" and
+              m.get("event_key") == "store:S001:E-WS-1" for m in got),
           f"stream messages: {got}")
     check(other["transfers"] and all(m["id"] not in [t["id"] for t in other["transfers"]]
                                      for m in got), "the shop filter holds")
@@ -3936,7 +3964,7 @@ def test_member_show(s):
     shown = json.loads(out.stdout) if out.returncode == 0 else {}
     transfers = shown.pop("transfers", [])
     check(out.returncode == 0 and shown == view and 0 < len(transfers) <= 10 and
-          all(t.get("kind") for t in transfers),
+          all(t.get("kind") and "event_key" in t for t in transfers),
           f"member show = GET /v1/members/{{id}} plus transfers: {out.returncode} {out.stderr}")
     check("13600136000" not in out.stdout, "the phone is shown masked")
     out = subprocess.run([BIN, "member", "show", "phone:13900000001", "--config", s.config,
@@ -4117,7 +4145,7 @@ def main():
                          test_birthdays,
                          test_risk_rules,
                          test_concurrent_same_event,
-                         test_refunds, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
+                         test_refunds, test_transfer_keys, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
                          test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
                          test_lws_own_answers,
                          test_head, test_refusal_order, test_status_lines,

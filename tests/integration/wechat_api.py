@@ -298,6 +298,8 @@ def mini_program(srv, fake):
           "the scheme in lower case is the same session: %s %s" % (status, lower))
     check(len(me.get("transfers", [])) >= 2 and me.get("follows_oa") is False,
           "GET /v1/me lists recent transfers")
+    check(not any("event_key" in t for t in me.get("transfers", [])),
+          "the member's own view names no event keys: %s" % me.get("transfers"))
     kinds = sorted(i["kind"] for i in me.get("identities", []))
     check(kinds == ["mp_openid", "phone", "unionid"], "identities of the member: %s" % kinds)
     status, doc = srv.request("GET", "/v1/members/" + pos_member)
