@@ -1497,9 +1497,10 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
  * a command of the gateway's own wrote it (a hold's capture, a redemption,
  * an import, a merge, an expiry: store.h's key prefixes). Only an event's:
  * an import's key holds a phone's blind index or a card number, and a
- * merge's a digest of a lookup, which no view shows. An event's says no
- * more than its transfer's channel, shop_id and reference (the event id
- * when it had no receipt).
+ * merge's a digest of a lookup, which no view shows. An event's adds to
+ * the transfer's channel, shop_id and reference only the event id (when
+ * the reference is its receipt) and, for an event with no shop, the appid
+ * it is keyed under.
  */
 static const char *event_key_of(const pgw_transfer *t)
 {

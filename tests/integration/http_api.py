@@ -975,6 +975,15 @@ def test_transfer_keys(s):
           ("reversal", "store:S001:E-K-refund") in keys and ("redeem", None) in keys and
           not any(k == "absent" for _, k in keys),
           f"transfers name their event's key, null for a redemption: {status} {keys}")
+    # An import's key holds the card (or a phone's blind index): null.
+    status, doc, _ = s.request("POST", "/v1/shops/S001/imports?batch=ek&rate_bp=10000",
+                               raw=b"card,phone,points\nK-EK,,10\n", ctype="text/csv")
+    check(status == 200 and doc.get("imported") == 1, f"import K-EK: {status} {doc}")
+    status, found, _ = s.request("POST", "/v1/members/resolve", {"card": "S001:K-EK"})
+    status, page, _ = s.request("GET", f"/v1/members/{found.get('member_id')}/transfers")
+    kinds = [(t.get("kind"), t.get("event_key", "absent")) for t in page.get("transfers", [])]
+    check(status == 200 and kinds == [("import", None)] and "K-EK" not in json.dumps(page),
+          f"an import's transfer names no key: {status} {page}")
 
 
 def test_refund_of_a_purchase_earning_nothing(s, body):
