@@ -240,24 +240,6 @@ static void set_up_sqlite(void)
     (void)pgw_wal_vfs_install(); /* last: registering a VFS initializes SQLite */
 }
 
-static int open_sqlite(pgw_sql *db, const char *url, bool create, pgw_err *err)
-{
-    pthread_once(&sqlite_once, set_up_sqlite);
-    db->kind = PGW_SQL_SQLITE;
-    const char *path = url + 7;
-    if (path[0] == '\0' || strlen(path) >= sizeof(db->name))
-        return pgw_err_set(err, PGW_EINVAL, "database URL \"%.64s\" is not sqlite:PATH", url);
-    snprintf(db->name, sizeof(db->name), "%s", path);
-    struct stat st;
-    if (!create && stat(path, &st) != 0)
-        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
-    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path, &db->lite, flags, NULL) != SQLITE_OK)
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", path,
-                           db->lite ? sqlite3_errmsg(db->lite) : "out of memory");
-    return PGW_OK;
-}
-
 /* "file:PATH?QUERY", SQLite's URI for `path`: '%', '?' and '#' escaped
  * (they delimit a URI), the rest as it is. False when over `cap`. */
 static bool sqlite_uri(const char *path, const char *query, char *out, size_t cap)
@@ -274,6 +256,31 @@ static bool sqlite_uri(const char *path, const char *query, char *out, size_t ca
     return k > 0 && (size_t)k < cap - n;
 }
 
+/* Opens the SQLite file of `url` into db: read-write (made when `create`),
+ * or, with `ro_query` ("mode=ro", ...), read-only through that URI query. */
+static int open_sqlite(pgw_sql *db, const char *url, bool create, const char *ro_query,
+                       pgw_err *err)
+{
+    pthread_once(&sqlite_once, set_up_sqlite);
+    db->kind = PGW_SQL_SQLITE;
+    const char *path = url + 7;
+    char uri[3 * PGW_SQL_URL_MAX + 32];
+    if (path[0] == '\0' || strlen(path) >= sizeof(db->name) ||
+        (ro_query != NULL && !sqlite_uri(path, ro_query, uri, sizeof(uri))))
+        return pgw_err_set(err, PGW_EINVAL, "database URL \"%.64s\" is not sqlite:PATH", url);
+    snprintf(db->name, sizeof(db->name), "%s", path);
+    struct stat st;
+    if (!create && stat(path, &st) != 0)
+        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
+    int flags = ro_query != NULL ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI
+                                 : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+    if (sqlite3_open_v2(ro_query != NULL ? uri : path, &db->lite, flags | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", path,
+                           db->lite ? sqlite3_errmsg(db->lite) : "out of memory");
+    return PGW_OK;
+}
+
 int pgw_sql_open_read_only(const char *url, bool immutable, pgw_sql **out, pgw_err *err)
 {
     *out = NULL;
@@ -282,24 +289,7 @@ int pgw_sql_open_read_only(const char *url, bool immutable, pgw_sql **out, pgw_e
     pgw_sql *db = calloc(1, sizeof(*db));
     if (db == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
-    pthread_once(&sqlite_once, set_up_sqlite);
-    db->kind = PGW_SQL_SQLITE;
-    const char *path = url + 7;
-    char uri[3 * PGW_SQL_URL_MAX + 32];
-    struct stat st;
-    int rc = PGW_OK;
-    if (path[0] == '\0' || strlen(path) >= sizeof(db->name) ||
-        !sqlite_uri(path, immutable ? "mode=ro&immutable=1" : "mode=ro", uri, sizeof(uri)))
-        rc = pgw_err_set(err, PGW_EINVAL, "database URL \"%.64s\" is not sqlite:PATH", url);
-    else if (stat(path, &st) != 0)
-        rc = pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
-    if (rc == PGW_OK) {
-        snprintf(db->name, sizeof(db->name), "%s", path);
-        int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
-        if (sqlite3_open_v2(uri, &db->lite, flags, NULL) != SQLITE_OK)
-            rc = pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", path,
-                             db->lite ? sqlite3_errmsg(db->lite) : "out of memory");
-    }
+    int rc = open_sqlite(db, url, false, immutable ? "mode=ro&immutable=1" : "mode=ro", err);
     if (rc != PGW_OK) {
         pgw_sql_close(db);
         return rc;
@@ -324,7 +314,7 @@ int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err)
     pgw_sql *db = calloc(1, sizeof(*db));
     if (db == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
-    int rc = postgres ? open_postgres(db, url, err) : open_sqlite(db, url, create, err);
+    int rc = postgres ? open_postgres(db, url, err) : open_sqlite(db, url, create, NULL, err);
     if (rc != PGW_OK) {
         pgw_sql_close(db);
         return rc;
