@@ -1526,9 +1526,10 @@ json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size
                       pgw_transfer_kind_name(t->kind), "debit", t->debit, "credit", t->credit,
                       "points", (json_int_t)t->points, "shop_id", t->shop_id, "channel", t->channel,
                       "reference", t->reference, "breakdown", t->breakdown, "occurred_at", when);
-        const char *key = event_key_of(t);
-        if (item != NULL && event_keys)
+        if (item != NULL && event_keys) {
+            const char *key = event_key_of(t);
             json_object_set_new(item, "event_key", key ? json_string(key) : json_null());
+        }
         json_array_append_new(list, item);
     }
     char next[24] = "";
