@@ -940,15 +940,17 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
      * the day's allowance and a real purchase was refused. */
     int64_t counted = cmd->n_transfers > 0;
     int rc;
+    /* Today first: `a`, read at the start of the event, still holds the
+     * totals before today only until a day of this member is written. */
     if (spend_day == days->today) {
         rc = pgw_store_add_member_day(store, cmd->member, days->today, purchase, event_spend(ev),
-                                      counted, a->later_days, &cmd->err);
+                                      counted, a->later_days, &a->before_today, &cmd->err);
     } else { /* a refund of an earlier day's purchase: the spend is that day's */
         rc = pgw_store_add_member_day(store, cmd->member, days->today, 0, 0, counted, a->later_days,
-                                      &cmd->err);
+                                      &a->before_today, &cmd->err);
         if (rc == PGW_OK)
             rc = pgw_store_add_member_day(store, cmd->member, spend_day, 0, event_spend(ev), 0,
-                                          true, &cmd->err);
+                                          true, NULL, &cmd->err);
     }
     /* A rule's day is kept only where something reads it back (the rules'
      * day_counted: campaigns and behaviours, whatever the configuration,

@@ -72,13 +72,18 @@
 #define INSERT_LOT                                                                                 \
     "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at, source_transfer)" \
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-/* A member's running totals (schema 19) at a day: those of the member's
- * last day row on or before it (none: 0). The 12 months (?3, ?2] and
- * the month [?4, ?2] are differences of two, whatever the number of
+/* A member's running totals (schema 19) at a day are those of the
+ * member's last day row on or before it (none: 0). The 12 months (?3, ?2]
+ * and the month [?4, ?2] are differences of two, whatever the number of
  * days the member was active in them. */
-#define RUN_AT(column, at)                                                                         \
-    "COALESCE((SELECT " column " FROM activity_days WHERE member = ?1 AND day <= " at              \
-    " ORDER BY day DESC LIMIT 1), 0)"
+/* The columns of an activity_days row in activity_day's order. */
+#define DAY_COLUMNS "day, purchases, spend_fen, events, run_purchases, run_spend_fen"
+/* One arm of ST_ACTIVITY: the member's day row first in `order` among
+ * those `where` says, tagged `tag`, in the columns after the member's. */
+#define ACTIVITY_DAY(tag, where, order)                                                            \
+    " UNION ALL SELECT " tag ", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.*"               \
+    " FROM (SELECT " DAY_COLUMNS " FROM activity_days WHERE member = ?1" where                     \
+    " ORDER BY day " order " LIMIT 1) AS d"
 /* The columns read into a pgw_transfer, in row_to_transfer()'s order. */
 #define TRANSFER_COLUMNS                                                                           \
     "id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel, occurred_at,"       \
@@ -139,6 +144,7 @@ enum {
     ST_ACTIVITY_TODAY,
     ST_RULE_POINTS,
     ST_ADD_DAY,
+    ST_DAY_AT,
     ST_ADD_TO_LATER_DAYS,
     ST_ADD_RULE_DAY,
     ST_TAKE_BACK_RULE_DAY,
@@ -410,17 +416,21 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
                      " AND (deadline, id) > (?2, ?3) ORDER BY deadline, id LIMIT ?4",
     /* clang-format off */
+    /* The member's row (tag 0), then a row of activity_days per tag: 1
+     * the member's last day (today's or earlier but for a till that sent a
+     * later day first), 2 the last up to a year before, 3 the last before
+     * the month. One seek each: what the running totals give
+     * (pgw_store_member_activity) is their differences. With a scalar
+     * subquery per figure it was eight seeks, most of them to the same
+     * row, a fifth of a returning member's purchase in the writer. */
     [ST_ACTIVITY] =
-        "SELECT m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
-        " m.birthday,"
-        " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT("run_spend_fen", "?3") ","
-        " " RUN_AT("run_purchases", "?2") " - " RUN_AT("run_purchases", "?4 - 1") ","
-        " " RUN_AT("run_spend_fen", "?2") " - " RUN_AT("run_spend_fen", "?4 - 1") ","
-        " COALESCE((SELECT events FROM activity_days WHERE member = ?1 AND day = ?2), 0),"
-        " m.debt,"
-        " COALESCE((SELECT 1 FROM activity_days WHERE member = ?1 AND day > ?2 LIMIT 1), 0),"
-        " CASE WHEN m.merged_into IS NULL THEN 0 ELSE 1 END"
-        " FROM members m WHERE m.id = ?1",
+        "SELECT 0, m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
+        " m.birthday, m.debt, CASE WHEN m.merged_into IS NULL THEN 0 ELSE 1 END,"
+        " NULL, NULL, NULL, NULL, NULL, NULL"
+        " FROM members m WHERE m.id = ?1"
+        ACTIVITY_DAY("1", "", "DESC")
+        ACTIVITY_DAY("2", " AND day <= ?2", "DESC")
+        ACTIVITY_DAY("3", " AND day < ?3", "DESC"),
     /* clang-format on */
     /* By the primary key (member, day, rule): the month's days, one rule. */
     [ST_RULE_POINTS] = "SELECT COALESCE(SUM(points), 0) FROM member_rule_days"
@@ -433,9 +443,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* clang-format off */
     [ST_ADD_DAY] =
         "INSERT INTO activity_days (member, day, purchases, spend_fen, events,"
-        " run_purchases, run_spend_fen) VALUES (?1, ?2, ?3, ?4, ?5,"
-        " ?3 + " RUN_AT("run_purchases", "?2 - 1") ","
-        " ?4 + " RUN_AT("run_spend_fen", "?2 - 1") ")"
+        " run_purchases, run_spend_fen) VALUES (?1, ?2, ?3, ?4, ?5, ?3 + ?6, ?4 + ?7)"
         " ON CONFLICT (member, day) DO UPDATE SET"
         " purchases = activity_days.purchases + excluded.purchases,"
         " spend_fen = activity_days.spend_fen + excluded.spend_fen,"
@@ -443,6 +451,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " run_purchases = activity_days.run_purchases + excluded.purchases,"
         " run_spend_fen = activity_days.run_spend_fen + excluded.spend_fen",
     /* clang-format on */
+    [ST_DAY_AT] = "SELECT " DAY_COLUMNS " FROM activity_days"
+                  " WHERE member = ?1 AND day <= ?2 ORDER BY day DESC LIMIT 1",
     [ST_ADD_TO_LATER_DAYS] = "UPDATE activity_days SET run_purchases = run_purchases + ?3,"
                              " run_spend_fen = run_spend_fen + ?4 WHERE member = ?1 AND day > ?2",
     [ST_ADD_RULE_DAY] = "INSERT INTO member_rule_days (member, day, rule, points)"
@@ -3954,52 +3964,122 @@ _Static_assert(offsetof(pgw_member_activity, n_today) < offsetof(pgw_member_acti
                        sizeof(int64_t),
                "member activity's layout");
 
+/* A member's activity_days row (DAY_COLUMNS), or all 0 for none. */
+typedef struct activity_day {
+    int64_t day, purchases, spend_fen, events;
+    pgw_day_run run;
+} activity_day;
+
+/* The DAY_COLUMNS of st's row, from column `first` on. */
+static activity_day day_columns(pgw_sql_stmt *st, int first)
+{
+    return (activity_day){
+        .day = pgw_sql_column_int64(st, first),
+        .purchases = pgw_sql_column_int64(st, first + 1),
+        .spend_fen = pgw_sql_column_int64(st, first + 2),
+        .events = pgw_sql_column_int64(st, first + 3),
+        .run = {pgw_sql_column_int64(st, first + 4), pgw_sql_column_int64(st, first + 5)}};
+}
+
+/* *out: the member's last day row on or before `day` (none: all 0). */
+static int read_day_at(pgw_store *s, const char *member, int64_t day, activity_day *out,
+                       pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_DAY_AT];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, day);
+    int step = pgw_sql_step(st);
+    *out = step == PGW_SQL_ROW ? day_columns(st, 0) : (activity_day){0};
+    pgw_sql_reset(st);
+    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "reading a member's day", err);
+}
+
+/* The member's columns of ST_ACTIVITY's tag 0 row into *out. */
+static bool read_member_columns(pgw_sql_stmt *st, pgw_member_activity *out)
+{
+    out->purchased_before = pgw_sql_column_int64(st, 1) != 0;
+    out->registered_before = pgw_sql_column_int64(st, 2) != 0;
+    out->followed_before = pgw_sql_column_int64(st, 3) != 0;
+    out->has_last_sign_in = !pgw_sql_column_null(st, 4);
+    out->last_sign_in = pgw_sql_column_int64(st, 4);
+    out->sign_in_streak = (int32_t)pgw_sql_column_int64(st, 5);
+    out->debt = pgw_sql_column_int64(st, 7);
+    out->merged = pgw_sql_column_int64(st, 8) != 0;
+    return column_text(st, 6, out->birthday, sizeof(out->birthday));
+}
+
+/* The windows from the member's last day up to today, the last up to a
+ * year before and the last before the month (none: all 0). Running totals
+ * only grow by what a window holds, so a difference that overflows is a
+ * damaged row. */
+static bool activity_from_days(const activity_day *last, const activity_day *year_before,
+                               const activity_day *month_before, int64_t today,
+                               pgw_member_activity *out)
+{
+    bool is_today = last->day == today;
+    out->events_today = is_today ? last->events : 0;
+    out->before_today = last->run;
+    return pgw_sub(last->run.spend_fen, year_before->run.spend_fen, &out->spend_12m_fen) ==
+               PGW_OK &&
+           pgw_sub(last->run.purchases, month_before->run.purchases, &out->month_purchases) ==
+               PGW_OK &&
+           pgw_sub(last->run.spend_fen, month_before->run.spend_fen, &out->month_spend_fen) ==
+               PGW_OK &&
+           (!is_today || (pgw_sub(last->run.purchases, last->purchases,
+                                  &out->before_today.purchases) == PGW_OK &&
+                          pgw_sub(last->run.spend_fen, last->spend_fen,
+                                  &out->before_today.spend_fen) == PGW_OK));
+}
+
 int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activity_days *days,
                               bool *found, pgw_member_activity *out, pgw_err *err)
 {
     PGW_ASSERT(days->year_before < days->month_first && days->month_first <= days->today);
     pgw_sql_stmt *st = s->st[ST_ACTIVITY];
     pgw_sql_bind_text(st, 1, member);
-    pgw_sql_bind_int64(st, 2, days->today);
-    pgw_sql_bind_int64(st, 3, days->year_before);
-    pgw_sql_bind_int64(st, 4, days->month_first);
-    int step = pgw_sql_step(st);
-    int rc = PGW_OK;
+    pgw_sql_bind_int64(st, 2, days->year_before);
+    pgw_sql_bind_int64(st, 3, days->month_first);
     /* All but today[], 12 KB, which only n_today (zeroed here) says is
      * filled: clearing it was 5% of the writer's instructions per event. */
     memset(out, 0, offsetof(pgw_member_activity, today));
-    out->today_read = false;
-    *found = step == PGW_SQL_ROW;
-    if (*found) {
-        out->purchased_before = pgw_sql_column_int64(st, 0) != 0;
-        out->registered_before = pgw_sql_column_int64(st, 1) != 0;
-        out->followed_before = pgw_sql_column_int64(st, 2) != 0;
-        out->has_last_sign_in = !pgw_sql_column_null(st, 3);
-        out->last_sign_in = pgw_sql_column_int64(st, 3);
-        out->sign_in_streak = pgw_sql_column_int64(st, 4);
-        out->spend_12m_fen = pgw_sql_column_int64(st, 6);
-        out->month_purchases = pgw_sql_column_int64(st, 7);
-        out->month_spend_fen = pgw_sql_column_int64(st, 8);
-        out->events_today = pgw_sql_column_int64(st, 9);
-        out->debt = pgw_sql_column_int64(st, 10);
-        out->later_days = pgw_sql_column_int64(st, 11) != 0;
-        out->merged = pgw_sql_column_int64(st, 12) != 0;
-        if (!column_text(st, 5, out->birthday, sizeof(out->birthday)))
-            rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path,
-                             member);
-    } else if (step != PGW_SQL_DONE) {
-        rc = db_error(s, PGW_EIO, "reading a member's activity", err);
+    activity_day d[4] = {{0}};
+    bool seen[4] = {false}, fits = true;
+    int step;
+    while ((step = pgw_sql_step(st)) == PGW_SQL_ROW) {
+        int64_t tag = pgw_sql_column_int64(st, 0);
+        PGW_ASSERT(tag >= 0 && tag < 4 && !seen[tag]); /* one row per arm at most */
+        seen[tag] = true;
+        if (tag == 0)
+            fits &= read_member_columns(st, out);
+        else
+            d[tag] = day_columns(st, 9);
     }
     pgw_sql_reset(st);
+    *found = seen[0];
     out->today_read = !*found; /* none, for a member not seen yet */
+    if (step != PGW_SQL_DONE)
+        return db_error(s, PGW_EIO, "reading a member's activity", err);
+    /* Rare: a later day is recorded (a till sent it before today's), so
+     * today's totals are an earlier row's. */
+    out->later_days = d[1].day > days->today;
+    int rc = out->later_days ? read_day_at(s, member, days->today, &d[1], err) : PGW_OK;
+    if (rc == PGW_OK && (!fits || !activity_from_days(&d[1], &d[2], &d[3], days->today, out)))
+        rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday or day totals",
+                         s->path, member);
     return rc;
 }
 
 int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int64_t purchases,
-                             int64_t spend_fen, int64_t events, bool later_days, pgw_err *err)
+                             int64_t spend_fen, int64_t events, bool later_days,
+                             const pgw_day_run *before, pgw_err *err)
 {
     PGW_ASSERT(events == 0 || events == 1);
-    int rc = PGW_OK;
+    activity_day last = {0};
+    int rc = before == NULL ? read_day_at(s, member, day - 1, &last, err) : PGW_OK;
+    if (before == NULL)
+        before = &last.run;
     static const int steps[] = {ST_ADD_DAY, ST_ADD_TO_LATER_DAYS};
     size_t n = later_days ? 2 : 1; /* none later: no range to update */
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
@@ -4008,8 +4088,11 @@ int pgw_store_add_member_day(pgw_store *s, const char *member, int64_t day, int6
         pgw_sql_bind_int64(st, 2, day);
         pgw_sql_bind_int64(st, 3, purchases);
         pgw_sql_bind_int64(st, 4, spend_fen);
-        if (steps[i] == ST_ADD_DAY)
+        if (steps[i] == ST_ADD_DAY) {
             pgw_sql_bind_int64(st, 5, events);
+            pgw_sql_bind_int64(st, 6, before->purchases);
+            pgw_sql_bind_int64(st, 7, before->spend_fen);
+        }
         rc = send_done(s, st, "recording a member's day", err);
     }
     return rc;

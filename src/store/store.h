@@ -774,14 +774,20 @@ typedef struct pgw_activity_days {
     int64_t month_first; /* first day of the event's month */
 } pgw_activity_days;
 
+/* A member's running totals of purchases and spend up to a day. */
+typedef struct pgw_day_run {
+    int64_t purchases, spend_fen;
+} pgw_day_run;
+
 typedef struct pgw_member_activity {
     int64_t spend_12m_fen;   /* purchases minus refunds on days in (year_before, today] */
     int64_t month_purchases; /* purchases on days in [month_first, today] */
     int64_t month_spend_fen;
-    int64_t events_today; /* events recorded on `today` */
-    int64_t debt;         /* the member's, as pgw_store_member_debt reads it */
-    bool later_days;      /* days after `today` are recorded (a till sent today's first) */
-    bool merged;          /* merged into another (pgw_store_survivor): the rest is not its */
+    int64_t events_today;     /* events recorded on `today` */
+    int64_t debt;             /* the member's, as pgw_store_member_debt reads it */
+    bool later_days;          /* days after `today` are recorded (a till sent today's first) */
+    pgw_day_run before_today; /* the running totals of the days before `today` */
+    bool merged;              /* merged into another (pgw_store_survivor): the rest is not its */
     bool purchased_before, registered_before, followed_before;
     bool reviewed_before; /* the event's receipt: set by the command, not read here */
     bool has_last_sign_in;
@@ -811,10 +817,14 @@ int pgw_store_member_today(pgw_store *store, const char *member, int64_t day,
  * (negative for refunds). Every later day's running totals take them too:
  * `later_days` says whether there may be any, as an activity read at `day`
  * in this transaction found (pgw_member_activity.later_days); false skips
- * that update, one statement per event. true is always correct.
+ * that update, one statement per event. true is always correct. `before`:
+ * the running totals of the days before `day`, as that read found them
+ * (before_today), when nothing has written the member's days since; NULL
+ * reads them here.
  */
 int pgw_store_add_member_day(pgw_store *store, const char *member, int64_t day, int64_t purchases,
-                             int64_t spend_fen, int64_t events, bool later_days, pgw_err *err);
+                             int64_t spend_fen, int64_t events, bool later_days,
+                             const pgw_day_run *before, pgw_err *err);
 /* A challenge's own month (rules.h pgw_rules_challenge_own_month): the
  * member's purchases it covered on days first..last, and their spend. */
 int pgw_store_challenge_month(pgw_store *store, const char *member, const char *campaign,

@@ -464,10 +464,10 @@ static void test_member_activity_windows(void **state)
         fail_msg("%s", err.msg);
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         assert_int_equal(pgw_store_add_member_day(s, "M1", rows[i].day, rows[i].purchases,
-                                                  rows[i].spend, 1, true, NULL),
+                                                  rows[i].spend, 1, true, NULL, NULL),
                          PGW_OK);
     /* an event */
-    assert_int_equal(pgw_store_add_member_day(s, "M1", 20000, 0, 0, 1, true, NULL), PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 20000, 0, 0, 1, true, NULL, NULL), PGW_OK);
     pgw_member_activity a;
     bool found = false;
     assert_int_equal(pgw_store_member_activity(s, "M1", &days, &found, &a, NULL), PGW_OK);
@@ -687,7 +687,7 @@ static void test_a_day_written_during_schema_19_is_kept(void **state)
     pgw_err err;
     if (pgw_store_put_member(s, "M1", 0, 1, &err) != PGW_OK)
         fail_msg("%s", err.msg);
-    assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, 1, true, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 29990, 1, 100, 1, true, NULL, &err), PGW_OK);
     pgw_store_close(s);
     back_to_schema_18(f);
     old_writer o = {.f = f, .sql = "INSERT INTO member_days VALUES ('M1', 30000, 1, 5000, 1)"};
@@ -846,10 +846,21 @@ static void test_member_activity_from_running_totals(void **state)
             later |= model[who].events[i] > 0;
         if (pgw_store_member_activity(s, members[who], &d, &found, &a, &err) != PGW_OK ||
             pgw_store_add_member_day(s, members[who], MODEL_BASE + at, purchases, spend, 1,
-                                     a.later_days, &err) != PGW_OK)
+                                     a.later_days, step % 2 ? &a.before_today : NULL,
+                                     &err) != PGW_OK)
             fail_msg("%s", err.msg);
         if (a.later_days != later)
             fail_msg("step %d: later days %d, the model says %d", step, a.later_days, later);
+        pgw_day_run before = {0, 0};
+        for (int64_t i = 0; i < at; i++) {
+            before.purchases += model[who].purchases[i];
+            before.spend_fen += model[who].spend[i];
+        }
+        if (a.before_today.purchases != before.purchases ||
+            a.before_today.spend_fen != before.spend_fen)
+            fail_msg("step %d: totals before the day %lld/%lld, the model says %lld/%lld", step,
+                     (long long)a.before_today.purchases, (long long)a.before_today.spend_fen,
+                     (long long)before.purchases, (long long)before.spend_fen);
         model[who].purchases[at] += purchases;
         model[who].spend[at] += spend;
         model[who].events[at]++;
@@ -1807,7 +1818,8 @@ static void test_schema_27_keeps_challenges_own_days(void **state)
     const pgw_activity_days days = {.today = 20000, .year_before = 19635, .month_first = 19990};
     assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
     assert_int_equal(pgw_store_put_member(s, "M2", 0, 1, &err), PGW_OK);
-    assert_int_equal(pgw_store_add_member_day(s, "M1", 19995, 1, 5000, 1, false, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_member_day(s, "M1", 19995, 1, 5000, 1, false, NULL, &err),
+                     PGW_OK);
     pgw_store_close(s);
     back_to_schema_26(f);
     s = open_store(f); /* migrates */
