@@ -38,9 +38,14 @@ typedef struct merge {
     bool s_end, l_end;
     pgw_recon_row peek; /* the ledger row after l, once looked at (have_peek) */
     bool have_peek, peek_end;
-    bool have_prev_s, have_prev_l;
+    bool have_prev_s, have_prev_l, have_last_s;
     pgw_recon_row prev_s; /* key (event_id, source) of the last readable statement row */
     pgw_recon_row prev_l; /* and of the last ledger row */
+    pgw_recon_row last_s; /* and of the last statement row in the key order (keyed()) */
+    /* An unreadable row that will take the ledger's row l (of its key)
+     * unless a readable row of that key follows it (have_held). */
+    pgw_recon_row held;
+    bool have_held;
 } merge;
 
 int pgw_recon_key_cmp(const pgw_recon_row *a, const pgw_recon_row *b, bool by_shop)
@@ -56,14 +61,29 @@ static int report(merge *m, pgw_recon_kind kind, const pgw_recon_row *s, const p
     return kind == PGW_RECON_MATCHED ? PGW_OK : m->io->emit(m->io->sink, kind, s, l, err);
 }
 
+/* Whether a statement row takes part in the key order: a readable one, or
+ * an unreadable one whose key was read (it may take its event). */
+static bool keyed(const merge *m, const pgw_recon_row *s)
+{
+    return !s->malformed ||
+           (s->key_read && s->event_id[0] != '\0' && (!m->io->by_shop || s->source[0] != '\0'));
+}
+
 /* Whether a readable statement row is dated outside the period read. */
 static bool outside_period(const pgw_recon_io *io, const pgw_recon_row *s)
 {
     return io->to > io->from && (s->occurred_at < io->from || s->occurred_at >= io->to);
 }
 
-/* Reads the next statement row; malformed ones and those dated outside
- * the period are reported on the way. */
+static void remember(pgw_recon_row *prev, bool *have, const pgw_recon_row *row)
+{
+    memcpy(prev->event_id, row->event_id, sizeof(prev->event_id));
+    memcpy(prev->source, row->source, sizeof(prev->source));
+    *have = true;
+}
+
+/* Reads the next statement row; unreadable ones whose key is unknown and
+ * those dated outside the period are reported on the way. */
 static int next_statement(merge *m, pgw_err *err)
 {
     for (;;) {
@@ -72,21 +92,24 @@ static int next_statement(merge *m, pgw_err *err)
             return rc;
         m->sum->statement_rows++;
         bool outside = !m->s.malformed && outside_period(m->io, &m->s);
-        if (!m->s.malformed && !outside)
+        if (keyed(m, &m->s) && !outside)
             break;
         rc = report(m, outside ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_MALFORMED_ROW, &m->s, NULL,
                     err);
         if (rc != PGW_OK)
             return rc;
     }
-    if (pgw_add(m->sum->statement_points, m->s.points, &m->sum->statement_points) != PGW_OK)
+    /* An unreadable row's points were not read: not the statement's sum. */
+    if (!m->s.malformed &&
+        pgw_add(m->sum->statement_points, m->s.points, &m->sum->statement_points) != PGW_OK)
         return pgw_err_set(err, PGW_ERANGE, "the statement's points overflow at line %zu",
                            m->s.line);
-    if (m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, m->io->by_shop) < 0)
+    if (m->have_last_s && pgw_recon_key_cmp(&m->s, &m->last_s, m->io->by_shop) < 0)
         return pgw_err_set(err, PGW_EINVAL,
                            "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; rows "
                            "must be in event_id order",
-                           m->s.line, m->s.event_id, m->prev_s.event_id);
+                           m->s.line, m->s.event_id, m->last_s.event_id);
+    remember(&m->last_s, &m->have_last_s, &m->s);
     return PGW_OK;
 }
 
@@ -119,13 +142,6 @@ static int next_ledger(merge *m, pgw_err *err)
         return pgw_err_set(err, PGW_ESTATE, "the ledger is out of event_id order at \"%.64s\"",
                            m->l.event_id);
     return PGW_OK;
-}
-
-static void remember(pgw_recon_row *prev, bool *have, const pgw_recon_row *row)
-{
-    memcpy(prev->event_id, row->event_id, sizeof(prev->event_id));
-    memcpy(prev->source, row->source, sizeof(prev->source));
-    *have = true;
 }
 
 /*
@@ -274,12 +290,64 @@ static int pair(merge *m, pgw_err *err)
     return rc != PGW_OK ? rc : next_ledger(m, err);
 }
 
+/*
+ * An unreadable row whose key was read, the ledger at its key or past it.
+ * It may take the ledger's row of its key when that row is still there (a
+ * readable row of the key before it would have taken it), no unreadable
+ * row of the key is held already and no other shop has that event_id: it
+ * is then held until the statement's next row shows whether a readable
+ * row of the key follows, which takes the event instead. Any other is
+ * reported now, as malformed_row alone.
+ */
+static int unreadable(merge *m, pgw_err *err)
+{
+    bool shared = false;
+    bool candidate =
+        !m->have_held && !m->l_end && pgw_recon_key_cmp(&m->s, &m->l, m->io->by_shop) == 0;
+    int rc = candidate ? shared_event_id(m, &shared, err) : PGW_OK;
+    if (rc != PGW_OK)
+        return rc;
+    if (candidate && !shared) {
+        m->held = m->s;
+        m->have_held = true;
+    } else {
+        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, NULL, err);
+    }
+    return rc != PGW_OK ? rc : next_statement(m, err);
+}
+
+/*
+ * The held row, the statement at another key now: no readable row of its
+ * key came, and it takes the ledger's row of its key (still l: nothing
+ * moved the ledger since), as malformed_row naming the event, so that the
+ * event is not missing_in_statement too.
+ */
+static int settle_held(merge *m, pgw_err *err)
+{
+    PGW_ASSERT(m->have_held && !m->l_end &&
+               pgw_recon_key_cmp(&m->held, &m->l, m->io->by_shop) == 0);
+    m->have_held = false;
+    int rc = report(m, PGW_RECON_MALFORMED_ROW, &m->held, &m->l, err);
+    remember(&m->prev_l, &m->have_prev_l, &m->l);
+    return rc != PGW_OK ? rc : next_ledger(m, err);
+}
+
 /* One step of the merge: consumes at least one row. */
 static int step(merge *m, pgw_err *err)
 {
     PGW_ASSERT(!m->s_end || !m->l_end);
     bool by_shop = m->io->by_shop;
-    if (!m->s_end && m->have_prev_s && pgw_recon_key_cmp(&m->s, &m->prev_s, by_shop) == 0) {
+    if (m->have_held) {
+        bool same = !m->s_end && pgw_recon_key_cmp(&m->s, &m->held, by_shop) == 0;
+        if (!same)
+            return settle_held(m, err);
+        if (!m->s.malformed) { /* a readable row of its key takes the event: it takes none */
+            m->have_held = false;
+            return report(m, PGW_RECON_MALFORMED_ROW, &m->held, NULL, err);
+        }
+    }
+    if (!m->s_end && !m->s.malformed && m->have_prev_s &&
+        pgw_recon_key_cmp(&m->s, &m->prev_s, by_shop) == 0) {
         int rc = report(m, PGW_RECON_DUPLICATE_IN_STATEMENT, &m->s, NULL, err);
         return rc != PGW_OK ? rc : next_statement(m, err);
     }
@@ -291,8 +359,13 @@ static int step(merge *m, pgw_err *err)
         int rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     }
+    /* After the ledger's repeats: one of them is no event to take. */
+    if (!m->s_end && m->s.malformed && (m->l_end || pgw_recon_key_cmp(&m->s, &m->l, by_shop) <= 0))
+        return unreadable(m, err);
     int cmp = m->s_end ? 1 : m->l_end ? -1 : pgw_recon_key_cmp(&m->s, &m->l, by_shop);
     int rc;
+    /* An unreadable row is past the ledger's row here: that is missing. */
+    PGW_ASSERT(m->s_end || !m->s.malformed || cmp > 0);
     if (cmp < 0) {
         rc = not_in_period(m, err);
     } else if (cmp > 0) {
@@ -322,6 +395,7 @@ int pgw_reconcile(const pgw_recon_io *io, pgw_recon_summary *summary, pgw_err *e
     while (rc == PGW_OK && !(m.s_end && m.l_end))
         rc = step(&m, err);
     if (rc == PGW_OK) {
+        PGW_ASSERT(!m.have_held); /* the ledger's row it waits for keeps the loop going */
         int64_t rows = 0;
         for (size_t k = 0; k < PGW_RECON_KINDS; k++)
             rows += summary->count[k];

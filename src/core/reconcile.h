@@ -10,13 +10,28 @@
  * Every statement row ends in exactly one category: matched,
  * points_mismatch (points differ; checked first), amount_mismatch,
  * type_mismatch, time_mismatch, member_mismatch (checked in that order:
- * the first difference names the row), missing_in_ledger, duplicate_in_statement (the same event_id
- * again after its first row), malformed_row (the reader could not read it, or, keyed by event_id
- * alone, its event_id is at several shops of the log and pairing it would be a guess; it carries
- * its line and why) or outside_period (dated outside the period the ledger side was read for: not
- * matched, for its event may be in the log all the same). Every ledger row is matched by a
- * statement row or is missing_in_statement. Each category but matched is reported through `emit`,
- * one call per row, as it is found.
+ * the first difference names the row), missing_in_ledger, duplicate_in_statement (a readable row
+ * of the key of a readable row before it), malformed_row (the reader could not read it, or, keyed
+ * by event_id alone, its event_id is at several shops of the log and pairing it would be a guess;
+ * it carries its line and why) or outside_period (dated outside the period the ledger side was read
+ * for: not matched, for its event may be in the log all the same). Every ledger row is taken by one
+ * statement row or is missing_in_statement.
+ *
+ * Who takes an event (finance saw an unreadable row counted twice: malformed_row, and its event
+ * missing_in_statement; the first fix, reverted, let it turn a readable row of its key after it
+ * into a duplicate):
+ *  - the first readable row of its key, wherever unreadable rows of that key are: the pair's
+ *    first difference, as always; readable rows of the key after it are duplicate_in_statement;
+ *  - when no readable row has its key, the first unreadable row whose key was read (key_read):
+ *    reported malformed_row with the event as its ledger side, and the event is not missing;
+ *  - no row: missing_in_statement. Keyed by event_id alone over several shops, an event_id at two
+ *    or more of them is taken by no row, readable or not (each of its events missing).
+ * An unreadable row is malformed_row and nothing else, whatever it takes: never a duplicate, never
+ * the reason another row is one, never missing_in_ledger; its points are not the statement's. A
+ * row whose key was read must come in key order as a readable row does (the caller sorts a
+ * statement in which it does not); others may be anywhere. So the categories add up: their sum is
+ * statement_rows plus missing_in_statement. Each category but matched is reported through `emit`,
+ * one call per row.
  */
 #ifndef PGW_CORE_RECONCILE_H
 #define PGW_CORE_RECONCILE_H
@@ -50,6 +65,11 @@ typedef struct pgw_recon_row {
     char source[PGW_ID_MAX + 1]; /* ledger: the event's shop ("-" when none); statement: "" */
     bool malformed;              /* statement only: the reader could not read the row... */
     char problem[160];           /* ...and says why */
+    /* A malformed row's key (event_id, and `source` when rows are keyed by
+     * shop) was read all the same, from a row whose fields line up with the
+     * header: it may take the event of that key (see above). Read only when
+     * `malformed` (the store does not set it on the log's rows). */
+    bool key_read;
 } pgw_recon_row;
 
 typedef enum pgw_recon_kind {

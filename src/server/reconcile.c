@@ -90,10 +90,16 @@ typedef struct statement_rows {
 } statement_rows;
 
 /* A row naming another shop than the one reconciled cannot match, and a
- * repair must not post it as this shop's: a malformed row, saying why. */
+ * repair must not post it as this shop's: a malformed row, saying why.
+ * One unreadable already takes no event of this shop's: out of the key
+ * order, where a statement of every shop, by shop, would put it out of
+ * order and have it sorted for nothing. */
 static void other_shop(const statement_rows *s, pgw_recon_row *r)
 {
-    if (!s->by_shop || s->shop == NULL || r->malformed || strcmp(r->source, s->shop) == 0)
+    if (!s->by_shop || s->shop == NULL || r->source[0] == '\0' || strcmp(r->source, s->shop) == 0)
+        return;
+    r->key_read = false;
+    if (r->malformed)
         return;
     r->malformed = true;
     snprintf(r->problem, sizeof(r->problem), "shop_id \"%s\" is not the shop reconciled, %s",
@@ -112,8 +118,8 @@ static int fill_statement(void *p, pgw_recon_row *rows, size_t cap, size_t *n, b
          (*n)++) {
         pgw_recon_row *r = &rows[*n];
         other_shop(s, r);
-        if (r->malformed)
-            continue;
+        if (r->malformed && !r->key_read)
+            continue; /* one whose key was read may take its event: in the order too */
         if (s->have_prev && pgw_recon_key_cmp(r, &s->prev, s->by_shop) < 0)
             return pgw_err_set(err, PGW_EINVAL,
                                "statement line %zu: event_id \"%.64s\" comes after \"%.64s\"; "
@@ -304,10 +310,10 @@ static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, cons
 {
     const pgw_recon_row *any = s ? s : l;
     json_t *o;
-    if (kind == PGW_RECON_MALFORMED_ROW)
-        o = json_pack("{s:s,s:s,s:I,s:s}", "event_id", s->event_id, "kind",
-                      pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem",
-                      s->problem);
+    if (kind == PGW_RECON_MALFORMED_ROW) /* with the event it took, when it took one */
+        o = json_pack("{s:s,s:s,s:I,s:s,s:o*}", "event_id", s->event_id, "kind",
+                      pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem", s->problem,
+                      "ledger", l != NULL ? side_json(l, true, k->opts->tz) : NULL);
     else
         o = json_pack("{s:s,s:s,s:o,s:o}", "event_id", any->event_id, "kind",
                       pgw_recon_kind_name(kind), "statement", side_json(s, false, k->opts->tz),

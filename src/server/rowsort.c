@@ -14,8 +14,11 @@ typedef struct packed_head {
     int64_t occurred_at, amount_fen, points, written_off;
     uint64_t line;
     uint16_t problem_len;
-    uint8_t id_len, type_len, member_len, source_len, original_len, malformed;
+    uint8_t id_len, type_len, member_len, source_len, original_len;
+    uint8_t flags; /* MALFORMED, KEY_READ */
 } packed_head;
+
+enum { MALFORMED = 1, KEY_READ = 2 }; /* a packed row's flags */
 
 /* A run being merged: its file and the row at its head. */
 typedef struct run {
@@ -48,6 +51,8 @@ static size_t pack(const pgw_recon_row *r, char *out)
 {
     PGW_STATIC_ASSERT(PGW_EVENT_ID_MAX <= 255 && PGW_RECON_MEMBER_MAX <= 255 && PGW_ID_MAX <= 255,
                       "lengths fit a byte");
+    /* key_read only of a malformed row: the log's rows leave it unset */
+    uint8_t flags = r->malformed ? MALFORMED | (r->key_read ? KEY_READ : 0) : 0;
     packed_head h = {r->occurred_at,
                      r->amount_fen,
                      r->points,
@@ -59,7 +64,7 @@ static size_t pack(const pgw_recon_row *r, char *out)
                      (uint8_t)strlen(r->member),
                      (uint8_t)strlen(r->source),
                      (uint8_t)strlen(r->original),
-                     r->malformed};
+                     flags};
     char *p = out + sizeof(h);
     memcpy(out, &h, sizeof(h));
     memcpy(p, r->event_id, h.id_len);
@@ -87,7 +92,8 @@ static void unpack(const char *in, pgw_recon_row *r)
     r->points = h.points;
     r->written_off = h.written_off;
     r->line = (size_t)h.line;
-    r->malformed = h.malformed != 0;
+    r->malformed = (h.flags & MALFORMED) != 0;
+    r->key_read = (h.flags & KEY_READ) != 0;
     const char *p = unpack_text(in + sizeof(h), h.id_len, r->event_id);
     p = unpack_text(p, h.source_len, r->source);
     p = unpack_text(p, h.type_len, r->type);

@@ -54,6 +54,7 @@ struct pgw_statement {
     size_t len;
     pgw_csv csv;
     int col[N_COLS];
+    size_t n_fields; /* the header's: a row with another number may have its columns shifted */
     size_t n_ignored;
     char ignored[PGW_CSV_FIELDS_MAX][PGW_STATEMENT_COLUMN_NAME_MAX + 1];
     pgw_csv_row row;
@@ -174,6 +175,7 @@ static int read_header(pgw_statement *st, pgw_err *err)
         return pgw_err_set(err, PGW_EINVAL, "the statement is empty: no header row");
     if (rc == PGW_OK)
         rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, true, err);
+    st->n_fields = st->row.n;
     for (size_t c = 0; rc == PGW_OK && c < N_COLS; c++) {
         const char *near = st->col[c] < 0 && !optional(c) ? misspelt(st, c) : NULL;
         if (st->col[c] < 0 && !optional(c))
@@ -373,6 +375,26 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     return st->col[COL_SHOP] < 0 || parse_shop(pgw_csv_cell(row, st->col, COL_SHOP), r);
 }
 
+/*
+ * A row that could not be read: whether its key could all the same (its
+ * event_id, read first, and its shop_id when the statement has that
+ * column, read here when the row stopped before it), for it then takes its
+ * event when no readable row does. Not when its fields do not line up with
+ * the header's: a field too many or too few may have shifted the columns,
+ * its "event_id" another column's value. Its problem stays the one found.
+ */
+static void read_key(const pgw_statement *st, pgw_recon_row *r)
+{
+    if (r->event_id[0] == '\0' || st->row.n != st->n_fields)
+        return;
+    if (st->col[COL_SHOP] >= 0 && r->source[0] == '\0') {
+        const char *shop = pgw_csv_cell(&st->row, st->col, COL_SHOP);
+        if (!pgw_store_shop_id_ok(shop) || !copy_field(shop, r->source, sizeof(r->source)))
+            return;
+    }
+    r->key_read = true;
+}
+
 static int next_from_csv(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err *err)
 {
     pgw_err row_err;
@@ -390,8 +412,8 @@ static int next_from_csv(pgw_statement *st, pgw_recon_row *r, bool *end, pgw_err
         *err = row_err;
         return rc;
     }
-    if (!*end)
-        parse_row(st, r);
+    if (!*end && !parse_row(st, r))
+        read_key(st, r);
     return PGW_OK;
 }
 

@@ -58,7 +58,8 @@ static void log_events(const db_fixture *db)
     pgw_store_close(s);
 }
 
-static size_t listed; /* exceptions_max of the next run (0: all) */
+static size_t listed;           /* exceptions_max of the next run (0: all) */
+static pgw_recon_format format; /* of the next run's report */
 
 static int run(const db_fixture *db, const char *statement, const char *shop, int64_t to,
                pgw_recon_summary *sum, char **report)
@@ -66,6 +67,7 @@ static int run(const db_fixture *db, const char *statement, const char *shop, in
     pgw_tz tz;
     assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
     pgw_recon_options o = {.filter = {"store", shop, 0, to}, .tz = &tz, .exceptions_max = listed};
+    o.format = format;
     pgw_statement *st = NULL;
     assert_int_equal(pgw_statement_open_text(statement, strlen(statement), &st, NULL), PGW_OK);
     pgw_store *s = NULL;
@@ -457,6 +459,161 @@ static void test_csv_members_compare(void **state)
     free(report);
 }
 
+/* Each statement row in one category, each ledger row matched by one row
+ * or missing_in_statement: the sum of the categories is the statement's
+ * rows and the events no row took. */
+static void assert_totals(const pgw_recon_summary *sum)
+{
+    int64_t rows = 0;
+    for (size_t k = 0; k < PGW_RECON_KINDS; k++)
+        rows += sum->count[k];
+    assert_int_equal(rows, sum->statement_rows + sum->count[PGW_RECON_MISSING_IN_STATEMENT]);
+}
+
+/* The pairs and the exceptions of one run of `statement` against S001's
+ * events (A, C, E), or the whole channel's (shop NULL). */
+static void run_counted(const db_fixture *db, const char *statement, const char *shop,
+                        pgw_recon_summary *sum, char **report)
+{
+    assert_int_equal(run(db, statement, shop, INT64_MAX, sum, report), PGW_OK);
+    assert_totals(sum);
+}
+
+/* Finance's walkthrough: a row the gateway could not read (its points,
+ * "thirty") but whose event_id it could was a malformed_row, and its
+ * event, in the log, missing_in_statement too: one row counted twice. It
+ * now takes its event (a) and shows it as the ledger side; a key the log
+ * does not have (d) takes nothing, as before. */
+static void test_an_unreadable_rows_event_is_not_missing(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "C,%d,purchase,member_id:M1,3000,thirty\n"
+             "X,%d,purchase,member_id:M1,3000,thirty\n",
+             HEADER, T0, T0 + 3600, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    run_counted(db, statement, "S001", &sum, &report);
+    assert_int_equal(sum.statement_rows, 3);
+    assert_int_equal(sum.ledger_rows, 3);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 1);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 2);        /* C, X */
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 1); /* E alone */
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_LEDGER], 0);
+    assert_int_equal(sum.statement_points, 10); /* the readable row's */
+    assert_null(strstr(report, "\"event_id\":\"C\",\"kind\":\"missing_in_statement\""));
+    assert_non_null(strstr(report, "\"event_id\":\"C\",\"kind\":\"malformed_row\",\"line\":3,"));
+    assert_non_null(strstr(report, "\"ledger\":{\"occurred_at\":\"2026-11-24T11:15:00+08:00\""));
+    assert_non_null(strstr(report, "\"event_id\":\"X\",\"kind\":\"malformed_row\",\"line\":4,"
+                                   "\"problem\":\"points \\\"thirty\\\" is not a whole number "
+                                   "in range\"}"));
+    free(report);
+    format = PGW_RECON_CSV;
+    run_counted(db, statement, "S001", &sum, &report);
+    format = PGW_RECON_JSON;
+    assert_non_null(
+        strstr(report, "malformed_row,C,3,S001,,2026-11-24T11:15:00+08:00,,purchase,,M1,,3000,,30,"
+                       "\"points \"\"thirty\"\" is not"));
+    assert_null(strstr(report, "missing_in_statement,C,"));
+    free(report);
+}
+
+/* The reverted attempt (43b2871): a readable row after an unreadable one
+ * of its key was duplicate_in_statement and its event not compared. The
+ * readable row takes the event wherever the unreadable one is (b, c), as
+ * a mismatch when it differs; the unreadable one is a malformed_row only. */
+static void test_a_readable_row_takes_its_event_before_an_unreadable_one(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    static const char BAD[] = "C,%d,purchase,member_id:M1,3000,thirty\n";
+    static const char GOOD[] = "C,%d,purchase,member_id:M1,3000,%d\n";
+    for (size_t bad_first = 0; bad_first < 2; bad_first++) {
+        for (int points = 30; points <= 31; points++) {
+            char bad[128], good[128], statement[1024];
+            snprintf(bad, sizeof(bad), BAD, T0 + 3600);
+            snprintf(good, sizeof(good), GOOD, T0 + 3600, points);
+            char rows[256];
+            snprintf(rows, sizeof(rows), "%s%s", bad_first ? bad : good, bad_first ? good : bad);
+            snprintf(statement, sizeof(statement), "%sA,%d,purchase,member_id:M1,1000,10\n%s",
+                     HEADER, T0, rows);
+            pgw_recon_summary sum;
+            char *report = NULL;
+            run_counted(db, statement, "S001", &sum, &report);
+            assert_int_equal(sum.count[PGW_RECON_MATCHED], points == 30 ? 2 : 1);
+            assert_int_equal(sum.count[PGW_RECON_POINTS_MISMATCH], points == 30 ? 0 : 1);
+            assert_int_equal(sum.count[PGW_RECON_DUPLICATE_IN_STATEMENT], 0);
+            assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 1);
+            assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 1); /* E */
+            assert_int_equal(sum.statement_points, 10 + points);
+            /* The malformed row is shown without the event: the readable row has it. */
+            assert_non_null(strstr(report, "\"kind\":\"malformed_row\",\"line\":"));
+            assert_null(strstr(report, "in range\",\"ledger\""));
+            free(report);
+        }
+    }
+}
+
+/* Where an unreadable row is in the file does not change what it takes:
+ * one after its place (the statement sorted first), two of one key (the
+ * first takes the event), one of a statement keyed by shop (its shop's
+ * event, not another's). A row whose fields do not line up with the
+ * header (a field too few) may have its columns shifted: its event_id is
+ * not trusted, and it takes nothing. */
+static void test_where_an_unreadable_row_is_does_not_matter(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "E,%d,purchase,member_id:M1,5000,50\n"
+             "C,%d,purchase,member_id:M1,3000,thirty\n"
+             "C,%d,purchase,member_id:M1,3000,3O\n",
+             HEADER, T0, T0 + 2 * 3600, T0 + 3600, T0 + 3600);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    run_counted(db, statement, "S001", &sum, &report);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 2);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 0);
+    assert_non_null(strstr(report, "\"kind\":\"malformed_row\",\"line\":4,\"problem\":\"points "
+                                   "\\\"thirty\\\" is not a whole number in range\",\"ledger\":{"));
+    free(report);
+
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "C,purchase,member_id:M1,3000,30\n",
+             HEADER, T0);
+    run_counted(db, statement, "S001", &sum, &report);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 1);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 2); /* C, E */
+    free(report);
+
+    /* Keyed by shop, the whole channel: B of S002 takes S002's B; B of
+     * S001 (no such event) and a row whose shop cannot be read take none. */
+    snprintf(statement, sizeof(statement),
+             "event_id,shop_id,occurred_at,type,member,amount_fen,points\n"
+             "A,S001,%d,purchase,member_id:M1,1000,10\n"
+             "B,S001,%d,purchase,member_id:M1,2000,twenty\n"
+             "B,S002,%d,purchase,member_id:M1,2000,twenty\n"
+             "C,S001,%d,purchase,member_id:M1,3000,30\n"
+             "D,S0:2,%d,purchase,member_id:M1,4000,forty\n"
+             "E,S001,%d,purchase,member_id:M1,5000,50\n"
+             "Z,S003,%d,purchase,member_id:M1,9900,99\n",
+             T0, T0 + 3 * 3600, T0 + 3 * 3600, T0 + 3600, T0 + 4 * 3600, T0 + 2 * 3600,
+             T0 + 5 * 3600);
+    run_counted(db, statement, NULL, &sum, &report);
+    assert_int_equal(sum.count[PGW_RECON_MATCHED], 4);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 3);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 1); /* D */
+    assert_non_null(strstr(report, "\"event_id\":\"D\",\"kind\":\"missing_in_statement\""));
+    free(report);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +635,13 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_csv_members_compare, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_unreadable_rows_event_is_not_missing,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_readable_row_takes_its_event_before_an_unreadable_one, db_fixture_setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_where_an_unreadable_row_is_does_not_matter,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -342,6 +342,57 @@ static void test_sorted_through_many_runs(void **state)
     free(text);
 }
 
+/* Which unreadable rows have their key read (reconcile.h: they may take
+ * their event): the event_id, and the shop when the statement names
+ * shops, from a row whose fields line up with the header; the same once
+ * sorted. The problem stays the one found first. */
+static void test_an_unreadable_rows_key(void **state)
+{
+    (void)state;
+    const char *text = "event_id,occurred_at,type,member,amount_fen,points,shop_id\n"
+                       "E5,1795486400,purchase,member_id:M1,1000,ten,S001\n"   /* read */
+                       "E4,yesterday,purchase,member_id:M1,1000,10,-\n"        /* read: no shop */
+                       "E3,1795486400,purchase,member_id:M1,1000,ten,S0:1\n"   /* its shop unread */
+                       "E2,purchase,member_id:M1,1000,10,S001\n"               /* a field too few */
+                       "E1,1795486400,purchase,member_id:M1,1000,ten,S001,x\n" /* one too many */
+                       ",1795486400,purchase,member_id:M1,1000,ten,S001\n"     /* no event_id */
+                       "E0,1795486400,purchase,member_id:M1,1000,10,S001\n";   /* readable */
+    static const struct {
+        const char *event_id, *source, *problem;
+        bool key_read;
+    } want[] = {{"E5", "S001", "points \"ten\"", true}, {"E4", "-", "occurred_at", true},
+                {"E3", "", "points \"ten\"", false},    {"E2", "", "occurred_at", false},
+                {"E1", "", "points \"ten\"", false},    {"", "", "event_id must be", false}};
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    for (int sorted = 0; sorted < 2; sorted++) {
+        if (sorted)
+            assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK);
+        pgw_recon_row r;
+        bool end = false;
+        for (size_t i = 0; i < 7; i++) {
+            assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+            assert_false(end);
+            size_t w = r.line - 2; /* want[] by line, in file order or sorted */
+            static const size_t by_key[] = {7, 8, 6, 5, 4, 3, 2}; /* "", E0, E1, ... E5 */
+            assert_int_equal(r.line, sorted ? by_key[i] : i + 2);
+            if (w == 6) { /* E0, readable */
+                assert_false(r.malformed);
+                continue;
+            }
+            assert_true(r.malformed);
+            assert_string_equal(r.event_id, want[w].event_id);
+            assert_string_equal(r.source, want[w].source);
+            assert_non_null(strstr(r.problem, want[w].problem));
+            if (r.key_read != want[w].key_read)
+                fail_msg("line %zu: key_read %d", r.line, r.key_read);
+        }
+        assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+        assert_true(end);
+    }
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -352,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_sorted_through_many_runs),
         cmocka_unit_test(test_a_refunds_original),
         cmocka_unit_test(test_other_columns_are_ignored_and_named),
+        cmocka_unit_test(test_an_unreadable_rows_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
