@@ -917,10 +917,15 @@ expect_exit 2 "$bin" report balance --from 2026-11-01T00:00:00+08:00 --to 2026-1
 expect_text "the report is settlement or pool"
 expect_exit 2 "$bin" report settlement --from 2026-11-01T00:00:00+08:00
 expect_text "--from and --to are required"
-expect_exit 2 "$bin" report pool --from 1793462400 --to 2026-12-01T00:00:00+08:00
-expect_text "--from is not an RFC 3339 time"
+expect_exit 2 "$bin" report pool --from yesterday --to 2026-12-01T00:00:00+08:00
+expect_text "--from is neither an RFC 3339 time (2026-11-01T00:00:00+08:00, say) nor unix seconds"
 expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to tomorrow
-expect_text "--to is not an RFC 3339 time"
+expect_text "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix seconds"
+# Unix seconds as GET /v1/reports takes them: before 9999-01-01, digits only.
+for bad in 253370764801 +1793462400 ' 1793462400' -1 1793462400.5; do
+    expect_exit 2 "$bin" report pool --from "$bad" --to 2026-12-01T00:00:00+08:00
+    expect_text "--from is neither an RFC 3339 time"
+done
 expect_exit 2 "$bin" report settlement --from 2026-11-01T00:00:00+08:00 \
     --to 2026-12-01T00:00:00+08:00 --bucket day
 expect_text "--bucket is day, week or month, for the pool"
@@ -964,6 +969,32 @@ expect_exit 0 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-11-0
 expect_text $'start,issued,reversed,redeemed,expired,outstanding,end,held_by_members,owed_by_members\n2026-11-01,'
 expect_text $',2026-11-01,0,0\nopening_outstanding,,,,,'
 expect_text $'\nbucket,day,,,,,,,\nfrom,2026-11-01T00:00:00+08:00,,,,,,,\nto,2026-11-02T00:00:00+08:00,,,,,,,'
+# Regression (the finance walkthrough): report and reconcile refused
+# --from/--to in unix seconds, which GET /v1/reports/... and POST
+# /v1/reconciliations take. The same instants give the same report.
+expect_exit 0 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-11-02T00:00:00+08:00 \
+    --db "$import_db"
+by_rfc3339=$out
+expect_exit 0 "$bin" report pool --from 1793462400 --to 1793548800 --db "$import_db"
+[ "$out" = "$by_rfc3339" ] && pass || fail "pool by unix seconds differs: $out"
+expect_exit 0 "$bin" report settlement --from 2026-01-01T00:00:00+08:00 \
+    --to 2030-01-01T00:00:00+08:00 --format csv --db "$import_db"
+by_rfc3339=$out
+expect_exit 0 "$bin" report settlement --from 1767196800 --to 1893427200 --format csv --db "$import_db"
+[ "$out" = "$by_rfc3339" ] && pass || fail "settlement by unix seconds differs: $out"
+expect_exit 1 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
+    --from 2026-11-20T00:00:00+08:00 --to 2026-11-21T00:00:00+08:00
+by_rfc3339=$out
+expect_exit 1 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
+    --from 1795104000 --to 1795190400
+[ "$out" = "$by_rfc3339" ] && pass || fail "reconcile by unix seconds differs: $out"
+expect_exit 2 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
+    --from 1795104000 --to 20261121
+expect_text "--from must come before --to"
+expect_exit 2 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
+    --to 2026-11-21
+expect_text "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix seconds"
+
 # A database that does not answer is a problem (1), not bad usage (2).
 expect_exit 1 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
     --db "postgresql://pgw@127.0.0.1:1/none"
