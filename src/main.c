@@ -1297,20 +1297,9 @@ static int repair_missing(const pgw_config *cfg, const char *url, FILE *missing,
     return rc == PGW_OK ? EXIT_OK : EXIT_PROBLEM;
 }
 
-/*
- * A --from or --to of reconcile and report, read as the HTTP API reads
- * its from and to (api.c's query_time, with these two parsers and this
- * bound): unix seconds, digits only, before 9999-01-01, or an RFC 3339
- * time with its offset. Finance moves periods between the two; no rule
- * wanted RFC 3339 alone here (b2e9799 only made the refusal say which
- * flag), and one period may not mean two things by where it is typed.
- */
-static bool time_flag(const char *text, int64_t *out)
-{
-    return pgw_decimal_in(text, 0, PGW_REPORT_TIME_MAX, out) ||
-           pgw_parse_rfc3339(text, out, NULL) == PGW_OK;
-}
-
+/* A --from or --to of reconcile and report is read as the HTTP API reads
+ * its from and to (pgw_report_time_in): one period may not mean two
+ * things by where it is typed. */
 #define FROM_UNREADABLE                                                                            \
     "--from is neither an RFC 3339 time (2026-11-01T00:00:00+08:00, say) nor unix seconds"
 #define TO_UNREADABLE                                                                              \
@@ -1329,9 +1318,9 @@ static int reconcile_args(const flag_set *flags, const pgw_config *cfg, pgw_reco
         bad = "--statement FILE and --channel NAME are required";
     else if (pgw_store_check_event_filter(&o->filter, &err) != PGW_OK)
         bad = err.msg;
-    else if (from != NULL && !time_flag(from, &o->filter.from))
+    else if (from != NULL && !pgw_report_time_in(from, &o->filter.from))
         bad = FROM_UNREADABLE;
-    else if (to != NULL && !time_flag(to, &o->filter.to))
+    else if (to != NULL && !pgw_report_time_in(to, &o->filter.to))
         bad = TO_UNREADABLE;
     else if (o->filter.from >= o->filter.to)
         bad = "--from must come before --to";
@@ -1708,9 +1697,9 @@ static int report_args(const char *kind, const flag_set *flags, int64_t *from, i
         bad = "--from and --to are required, as RFC 3339 times or unix seconds";
     /* Said apart from a missing one: "required" for a time given but not
      * read, read as if it had not been (the finance walkthrough). */
-    else if (!time_flag(a, from))
+    else if (!pgw_report_time_in(a, from))
         bad = FROM_UNREADABLE;
-    else if (!time_flag(b, to))
+    else if (!pgw_report_time_in(b, to))
         bad = TO_UNREADABLE;
     else if (*from >= *to)
         bad = "--from must come before --to";

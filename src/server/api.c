@@ -1921,8 +1921,7 @@ static int query_time(const char *query, const char *name, int64_t *out, pgw_err
     int rc = query_param(query, name, text, sizeof(text), err);
     if (rc != PGW_OK)
         return rc;
-    if (!pgw_decimal_in(text, 0, PGW_REPORT_TIME_MAX, out) &&
-        pgw_parse_rfc3339(text, out, NULL) != PGW_OK)
+    if (!pgw_report_time_in(text, out))
         return pgw_err_set(err, PGW_EINVAL,
                            "%s \"%.40s\" is not RFC 3339 (encode + as %%2B) or unix seconds "
                            "before 9999-01-01",

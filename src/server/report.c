@@ -6,6 +6,7 @@
 #include "core/arith.h"
 #include "core/assertions.h"
 #include "core/civil.h"
+#include "util/csv.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -14,6 +15,12 @@
 #define EXPIRY_PAGE 256
 /* (kind, account) pairs: a shop moves points as issued, reversed and redeemed. */
 #define FLOWS_MAX (4 * PGW_REPORT_ACCOUNTS_MAX)
+
+bool pgw_report_time_in(const char *text, int64_t *out)
+{
+    return pgw_decimal_in(text, 0, PGW_REPORT_TIME_MAX, out) ||
+           pgw_parse_rfc3339(text, out, NULL) == PGW_OK;
+}
 
 int pgw_bucket_parse(const char *name, pgw_bucket *out)
 {

@@ -44,6 +44,10 @@
 typedef enum pgw_report_format { PGW_REPORT_JSON = 0, PGW_REPORT_CSV } pgw_report_format;
 typedef enum pgw_bucket { PGW_BUCKET_DAY = 0, PGW_BUCKET_WEEK, PGW_BUCKET_MONTH } pgw_bucket;
 
+/* A period's bound as finance writes it (HTTP from/to, CLI --from/--to):
+ * unix seconds up to PGW_REPORT_TIME_MAX, or an RFC 3339 time. */
+bool pgw_report_time_in(const char *text, int64_t *out);
+
 /* "day", "week", "month"; PGW_EINVAL otherwise. */
 int pgw_bucket_parse(const char *name, pgw_bucket *out);
 
