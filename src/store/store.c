@@ -5258,7 +5258,9 @@ static bool event_row(pgw_sql_stmt *st, void *item)
     pgw_recon_row *r = item; /* every field set: rows are read by the million */
     r->line = 0;
     r->malformed = false;
+    r->key_read = false;
     r->problem[0] = '\0';
+    r->original[0] = '\0'; /* a statement's field: sorting packs it by its length */
     r->occurred_at = pgw_sql_column_int64(st, 1);
     r->amount_fen = pgw_sql_column_int64(st, 4);
     r->points = pgw_sql_column_int64(st, 5);

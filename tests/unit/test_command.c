@@ -1215,8 +1215,16 @@ static void assert_events_recorded(const db_fixture *db, const int64_t points[7]
     pgw_event_filter f = {.channel = "store", .shop = "S001", .from = 0, .to = INT64_MAX};
     static pgw_recon_row rows[16];
     size_t n = 0;
+    /* Every field set, whatever the memory held: a whole channel's rows
+     * are sorted packed, original by its length (regression: it was left
+     * as it was, and packed up to the first zero byte). */
+    memset(rows, 'x', sizeof(rows));
     assert_int_equal(pgw_store_read_events(s, &f, "", "", rows, 16, &n, NULL), PGW_OK);
     assert_int_equal(n, 7); /* the replay added nothing */
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(rows[i].original, "");
+        assert_false(rows[i].key_read);
+    }
     static const char *const types[7] = {"purchase", "purchase", "purchase", "refund",
                                          "sign_in",  "sign_in",  "sign_in"};
     for (size_t i = 0; i < n; i++) {
