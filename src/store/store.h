@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 31
+#define PGW_STORE_SCHEMA_VERSION 32
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):
@@ -611,6 +611,10 @@ typedef struct pgw_notice {
     int64_t attempts;
     char last_error[PGW_NOTICE_ERROR_MAX + 1];
     char provider_id[PGW_PROVIDER_ID_MAX + 1];
+    /* An arrival a later notice of its member made due at once
+     * (pgw_store_enqueue_notice): it tells the balance it was queued
+     * with, whenever sent (notifier.c current_balance). */
+    bool hurried;
 } pgw_notice;
 
 /*
@@ -624,7 +628,14 @@ typedef struct pgw_notice {
  * Never one that may have reached the member: an attempt of it counted
  * (a failure that may have been a send), one made before an operator's
  * retry (core/notice.h PGW_NOTICE_MAY_HAVE_REACHED), or its SMS may have
- * gone.
+ * gone. And only the member's newest notice: a notice behind a later one
+ * would tell the balance after an event that the later one (sent after
+ * it) does not count yet.
+ * A notice of another kind (a reversal, a redemption, a tier change) first
+ * makes the member's arrivals still waiting out their window due at once
+ * and marks them hurried (not one held for SMS, waiting for a retry, or
+ * that may have reached the member): a courier's claim takes notices by
+ * due time, then id, so they go before it, in the order they were queued.
  */
 int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *kind, int64_t points,
                              int64_t balance, const char *shop, const char *detail, int64_t now,
@@ -996,8 +1007,8 @@ int pgw_store_member_net(pgw_store *store, int64_t from, int64_t to, int64_t *ou
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */
 int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);
 /* Test hook: the text of a member's read of lots ("member_figures",
- * "spendable_lots", "expiring") as prepared, for its plan; NULL for
- * another name. */
+ * "spendable_lots", "expiring") as prepared, or of a courier's claim
+ * ("claim_notices"), for its plan; NULL for another name. */
 const char *pgw_store__statement_for_test(pgw_store *store, const char *name);
 
 /* Test hook: the text of the i-th query `pgw_store_verify` runs, in its

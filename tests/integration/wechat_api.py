@@ -1011,8 +1011,10 @@ def notifications(srv, fake, oa_member):
     listed = eventually(lambda: notices(srv, member), lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
     check(listed[0]["state"] == "skipped", "nobody to reach: skipped (%s)" % listed[0])
 
-    # An arrival waiting out its window, then a redemption: the message
-    # tells the balance after both, not the one when the arrival was queued.
+    # An arrival waiting out its window, then a redemption: the redemption
+    # makes the arrival due at once and goes after it, so the arrival tells
+    # the balance it was queued with ("+N, balance B", then "-10, B - 10"),
+    # not the one after the redemption it goes before.
     srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1}, session=session)
     fake.control("POST", "/_fake/subscribe_quota",
                  {"appid": MP_APPID, "openid": "oMP-N", "template_id": tpl, "count": 1})
@@ -1025,13 +1027,14 @@ def notifications(srv, fake, oa_member):
     now_balance = srv.request("GET", "/v1/members/" + member)[1]["balance"]
     got = eventually(lambda: delivered(fake, "oMP-N")[before:], lambda d: len(d) >= 1)
     told = got[0]["data"]["number3"]["value"] if got else None
-    check(told == str(now_balance) and now_balance == queued_balance - 10,
-          "the arrival tells the balance now (%s), not when queued (%s)" % (told, queued_balance))
+    check(told == str(queued_balance) and now_balance == queued_balance - 10,
+          "the arrival tells the balance it was queued with (%s), not the one after the "
+          "redemption (%s)" % (told, now_balance))
     listed = eventually(lambda: notices(srv, member),
                         lambda l: any(x["kind"] == "points_arrived" and x["state"] == "sent" and
                                       x["points"] == earned for x in l))
     arrived = [x for x in listed if x["kind"] == "points_arrived" and x["points"] == earned]
-    check(arrived and arrived[0]["balance"] == now_balance,
+    check(arrived and arrived[0]["balance"] == queued_balance,
           "and GET /v1/notifications shows what it told: %s" % arrived[:1])
 
     # Regression: a member owing points has a balance below 0, and WeChat's

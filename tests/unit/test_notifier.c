@@ -150,9 +150,9 @@ static pgw_config *mall(void)
     return cfg;
 }
 
-/* A member with a phone and a "points arrived" notice due now. */
-static void member_with_notice(pgw_store *s, const pgw_vault *vault, const char *member,
-                               const char *phone)
+/* A member with a phone. */
+static void member_with_phone(pgw_store *s, const pgw_vault *vault, const char *member,
+                              const char *phone)
 {
     pgw_err err;
     pgw_identity id;
@@ -160,8 +160,17 @@ static void member_with_notice(pgw_store *s, const pgw_vault *vault, const char 
     if (pgw_store_put_member(s, member, 0, 1, &err) != PGW_OK ||
         pgw_identity_make(PGW_ID_PHONE, NULL, phone, &id, &err) != PGW_OK ||
         pgw_vault_key(vault, &id, &key, &err) != PGW_OK ||
-        pgw_store_bind_identity(s, &key, member, 1, &err) != PGW_OK ||
-        pgw_store_begin(s, &err) != PGW_OK ||
+        pgw_store_bind_identity(s, &key, member, 1, &err) != PGW_OK)
+        fail_msg("%s: %s", member, err.msg);
+}
+
+/* A member with a phone and a "points arrived" notice due now. */
+static void member_with_notice(pgw_store *s, const pgw_vault *vault, const char *member,
+                               const char *phone)
+{
+    pgw_err err;
+    member_with_phone(s, vault, member, phone);
+    if (pgw_store_begin(s, &err) != PGW_OK ||
         pgw_store_enqueue_notice(s, member, "points_arrived", 10, 10, "S001", "", time(NULL), 0,
                                  &err) != PGW_OK ||
         pgw_store_commit(s, &err) != PGW_OK)
@@ -637,6 +646,48 @@ static void test_a_wake_leaves_a_notice_an_sms_may_have_reached(void **state)
     rig_free(&r);
 }
 
+/*
+ * An arrival waiting out its window, then a refund: the arrival goes
+ * first (test_outbox) and tells the balance it was queued with, the one
+ * after its own purchase, not the one after the refund it goes before:
+ * "+600, balance 600", then "-150, balance 450". Regression: due 5 s
+ * after it was queued, it read the member's balance when sent, as a
+ * notice made to wait does (0 here: the test's member has no lots).
+ */
+static void test_a_hurried_arrival_tells_its_own_balance(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 600, 600, "S001", "", now - 5, 10,
+                                 &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    rig_start(f, &r);
+    pgw_notice list[2];
+    size_t n = 0;
+    const pgw_notice *arrival = NULL;
+    for (int i = 0; i < 1000 && arrival == NULL; i++) {
+        fake_sleep_ms(10);
+        assert_int_equal(pgw_store_member_notices(r.store, "M1", list, 2, &n, &err), PGW_OK);
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(list[k].kind, "points_arrived") == 0 && strcmp(list[k].state, "sent") == 0)
+                arrival = &list[k];
+    }
+    if (arrival == NULL)
+        fail_msg("the arrival was not sent within 10 s");
+    if (arrival->balance != 600) /* the reversal then waits for the number's 30 s */
+        fail_msg("the arrival told a balance of %lld, want 600", (long long)arrival->balance);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -656,6 +707,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_wake_hurries_a_notice_tried_on_wechat, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wake_leaves_a_notice_an_sms_may_have_reached, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,
                                         db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);

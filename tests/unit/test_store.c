@@ -502,9 +502,21 @@ static void step_back(const db_fixture *f, const char *sql, int version)
     raw_sql(f, text);
 }
 
+/* Schema 31: notices are not marked hurried, and pending ones are indexed
+ * by due time alone. */
+static void back_to_schema_31(const db_fixture *f)
+{
+    step_back(f,
+              "CREATE INDEX notices_due ON notices (due_at) WHERE state = 'pending';"
+              "DROP INDEX notices_due_id;"
+              "ALTER TABLE notices DROP COLUMN hurried",
+              31);
+}
+
 /* Schema 30: a key's row does not say what a refund wrote off. */
 static void back_to_schema_30(const db_fixture *f)
 {
+    back_to_schema_31(f);
     step_back(f, "ALTER TABLE idempotency DROP COLUMN written_off", 30);
 }
 
@@ -1314,7 +1326,7 @@ static void test_schema_31_keeps_what_refunds_wrote_off(void **state)
     s = open_store(f); /* migrates */
     int64_t version = 0;
     assert_int_equal(pgw_store_schema_version(s, &version, &err), PGW_OK);
-    assert_int_equal(version, 31);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
     written_off_of(s, got, sizeof(got));
     assert_string_equal(got, "P1=? R1=40 R2=0 R3=?"); /* from the answers; R3's says nothing */
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
@@ -1323,6 +1335,57 @@ static void test_schema_31_keeps_what_refunds_wrote_off(void **state)
     written_off_of(s, got, sizeof(got));
     assert_string_equal(got, "P1=? R1=40 R2=0 R3=? R4=7");
     pgw_store_close(s);
+}
+
+/*
+ * Schema 32: a notice a later one hurried is marked so (hurried), and
+ * pending notices are indexed by due time, then id, for the claim's order
+ * (notices_due_id, in notices_due's place). A notice queued before the
+ * migration is not hurried, and is claimed as before; one queued after
+ * can be hurried.
+ */
+static void test_schema_32_marks_hurried_notices(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_store_close(s);
+    back_to_schema_31(f);
+    raw_sql(f, "INSERT INTO notices (member, kind, points, balance, shop, created_at, about_at,"
+               " due_at, state, channel, excluded, attempts, last_error, provider_id, updated_at)"
+               " VALUES ('M1', 'points_arrived', 600, 600, 'S001', 1000, 1000, 1010, 'pending',"
+               " '', 0, 0, '', '', 1000)");
+    s = open_store(f); /* migrates */
+    int64_t version = 0;
+    pgw_err err;
+    assert_int_equal(pgw_store_schema_version(s, &version, &err), PGW_OK);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
+    assert_int_equal(
+        db_fixture_int64(f, f->pg ? "SELECT count(*) FROM pg_indexes WHERE tablename = 'notices'"
+                                    " AND (indexname = 'notices_due' OR (indexname ="
+                                    " 'notices_due_id' AND indexdef LIKE '%(due_at, id)"
+                                    " WHERE (state = ''pending''::text)'))"
+                                  : "SELECT count(*) FROM sqlite_schema WHERE type = 'index'"
+                                    " AND (name = 'notices_due' OR (name = 'notices_due_id' AND"
+                                    " sql LIKE '%(due_at, id) WHERE state = ''pending''%'))"),
+        1);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM notices WHERE hurried = 0"), 1);
+    /* a refund hurries the arrival from before the migration */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(
+        pgw_store_enqueue_notice(s, "M1", "points_reversed", 150, 450, "S001", "", 1001, 0, &err),
+        PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_notice got[4];
+    size_t n = 0;
+    assert_int_equal(pgw_store_claim_notices(s, "A", 1001, got, 4, &n, &err), PGW_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_true(got[0].hurried);
+    assert_string_equal(got[1].kind, "points_reversed");
+    assert_false(got[1].hurried);
+    pgw_store_close(s);
+    /* The column takes nothing but 0 and 1. */
+    assert_int_not_equal(db_fixture_exec(f, "UPDATE notices SET hurried = 2"), PGW_OK);
 }
 
 /* The store channel's events, one per page to walk the cursor, as
@@ -2828,6 +2891,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_takes_past_reminders, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_28_indexes_sessions_by_expiry, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_32_marks_hurried_notices, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_31_keeps_what_refunds_wrote_off,
                                         db_fixture_setup, db_fixture_teardown),
