@@ -2271,23 +2271,14 @@ static bool expired_on_arrival(const pgw_ledger_policy *policy, const pgw_comman
            expires_at <= now_us() / 1000000;
 }
 
-/* The notice a command causes, in its own transaction (so a notice exists
- * exactly when its cause committed): "points arrived" for a purchase that
- * earned (not for points already expired: "arrived" would name points the
- * member cannot use), "points reversed" for a refund, "redemption" for
- * points spent. The balance told leaves out points past their expiry
- * not yet swept: the member has them no more. */
-static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+/* The notice of the points a command moved: "points arrived" for a
+ * purchase that earned (not for points already expired: "arrived" would
+ * name points the member cannot use), "points reversed" for a refund,
+ * "redemption" for points spent. */
+static int queue_points_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
-    if (!policy->notify || cmd->member[0] == '\0')
+    if (cmd->points_moved <= 0)
         return PGW_OK;
-    int rc = PGW_OK;
-    if (cmd->new_tier >= 0) /* "you are now 金卡": the name members read goes with it */
-        rc = pgw_store_enqueue_notice(store, cmd->member, "tier_changed", 0, cmd->figures.unexpired,
-                                      cmd->shop, policy->rules->tiers[cmd->new_tier].display_name,
-                                      now_us() / 1000000, 0, &cmd->err);
-    if (rc != PGW_OK || cmd->points_moved <= 0)
-        return rc;
     const char *kind = NULL;
     bool purchase = cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL &&
                     cmd->event->type == PGW_EVENT_PURCHASE;
@@ -2306,6 +2297,25 @@ static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     return pgw_store_enqueue_notice(store, cmd->member, kind, cmd->points_moved,
                                     cmd->figures.unexpired, cmd->shop, "", now_us() / 1000000,
                                     purchase ? policy->notify_coalesce_s : 0, &cmd->err);
+}
+
+/* The notices a command causes, in its own transaction (so a notice exists
+ * exactly when its cause committed). The balance told leaves out points
+ * past their expiry not yet swept: the member has them no more. The
+ * points first, then the tier change they made: queued after an arrival,
+ * the tier change makes it due at once and goes after it (store.h
+ * pgw_store_enqueue_notice), where queued first it went at once and the
+ * arrival after its window ("you are now 金卡", then "+600 points"). */
+static int queue_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    if (!policy->notify || cmd->member[0] == '\0')
+        return PGW_OK;
+    int rc = queue_points_notice(store, policy, cmd);
+    if (rc == PGW_OK && cmd->new_tier >= 0) /* "you are now 金卡": the name members read */
+        rc = pgw_store_enqueue_notice(store, cmd->member, "tier_changed", 0, cmd->figures.unexpired,
+                                      cmd->shop, policy->rules->tiers[cmd->new_tier].display_name,
+                                      now_us() / 1000000, 0, &cmd->err);
+    return rc;
 }
 
 void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)

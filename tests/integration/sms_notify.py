@@ -584,7 +584,9 @@ def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
 def tier_by_sms(tmp, sms_fake, env):
     """Regression: a tier's display_name longer than Tencent's 12 characters
     a variable made every tier notice by SMS dead ("at most 12"). It is cut
-    to fit, as WeChat's keywords are."""
+    to fit, as WeChat's keywords are. And the sale's arrival goes first, at
+    once (regression: the tier notice went at once and the arrival after its
+    10 s window); the tier notice then waits for the number's 30 s."""
     d = os.path.join(tmp, "tier")
     os.makedirs(d)
     cfg_path = config(d, "tier.json", sms_fake.port, {"start": "00:00", "end": "00:00"})
@@ -601,12 +603,15 @@ def tier_by_sms(tmp, sms_fake, env):
         check(status == 201, "a sale that makes gold: %s %s" % (status, doc))
         listed = eventually(lambda: notices(srv, doc["member_id"]),
                             lambda l: any(n["kind"] == "tier_changed" and
-                                          n["state"] in ("sent", "dead", "skipped") for n in l))
+                                          n["state"] in ("sent", "dead", "skipped") for n in l),
+                            timeout=45)
         tier = [n for n in listed if n["kind"] == "tier_changed"]
-        sent = [m["params"] for m in sms_fake.messages()
-                if m["phone"] == "+86" + phone and m["template_id"] == "1000004"]
+        mine = [m for m in sms_fake.messages() if m["phone"] == "+86" + phone]
+        sent = [m["params"] for m in mine if m["template_id"] == "1000004"]
         check(tier and tier[0]["state"] == "sent" and sent == [["Gold Member", str(doc["balance"])]],
               "the tier notice goes, its name cut to 12 characters: %s %s" % (tier, sent))
+        check([m["template_id"] == "1000004" for m in mine] == [False, True],
+              "the arrival's SMS first, then the tier's: %s" % mine)
     finally:
         srv.stop()
 

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 
 #define SEEDS    12
 #define STEPS    250
@@ -1785,6 +1786,52 @@ static void test_verify_holds_refund_keys_to_their_earns(void **state)
 }
 
 /*
+ * A purchase that lifts the member to gold queues its arrival, then the
+ * tier change, and the arrival goes first, at once: "+N points", then
+ * "you are now 金卡". Regression: the tier change was queued first and
+ * went at once; the arrival waited out its 10 s window, after it.
+ */
+static void test_a_tier_change_goes_after_its_arrival(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_load(&er);
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy = {.expiry = er.cfg->rules.expiry,
+                                        .tz = er.cfg->rules.tz,
+                                        .allow_negative = er.cfg->allow_negative,
+                                        .rules = &er.cfg->rules,
+                                        .auto_enroll = true,
+                                        .notify = true,
+                                        .notify_coalesce_s = 10}};
+    assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
+    er.serial = 1;
+    char when[32];
+    time_t t = time(NULL);
+    struct tm utc;
+    assert_non_null(gmtime_r(&t, &utc));
+    assert_true(strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &utc) > 0);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 600000, when, NULL), PGW_OK);
+    assert_true(er.cmd.new_tier > 0);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    pgw_notice got[4];
+    size_t n = 0;
+    pgw_err err;
+    if (pgw_store_claim_notices(s, "A", (int64_t)t + 2, got, 4, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    if (n != 2 || strcmp(got[0].kind, "points_arrived") != 0 ||
+        strcmp(got[1].kind, "tier_changed") != 0)
+        fail_msg("claimed %zu at once, the first %s: want the arrival, then the tier change", n,
+                 n > 0 ? got[0].kind : "none");
+}
+
+/*
  * A refund takes its amount off the spend of its purchase's day, not the
  * refund's: a purchase more than 12 months old no longer counts towards
  * the tier, and refunding it took its amount off the spend of the last 12
@@ -2227,6 +2274,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_moves_the_spend_of_its_purchases_day,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_tier_change_goes_after_its_arrival, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_challenge_pays_once_a_month, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_filtered_challenge_counts_only_its_shops,
