@@ -2061,6 +2061,22 @@ static bool wx_stale(pgw_job *job, bool stale)
     return true;
 }
 
+/* A login jscode2session refused. A code WeChat refused (40029: unknown
+ * or expired; 40163: used already, as by a login whose answer the mini
+ * program lost) cannot work again: the mini program is told to get a new
+ * one from wx.login, by a 401 that means nothing else on this route. */
+static void mp_login_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, const pgw_err *cause)
+{
+    pgw_err err = *cause;
+    if (rc == PGW_EUNAUTHORIZED)
+        pgw_err_set(&err, rc,
+                    "WeChat refused the login code (errcode %ld: %s): get a new code with "
+                    "wx.login and log in with it",
+                    reply->errcode,
+                    reply->errcode == 40163 ? "used already" : "invalid or expired");
+    wx_fail(job, wx_refused(&job->cmd, rc, reply), &err);
+}
+
 /* Worker: jscode2session, then the MP_LOGIN command. */
 static void mp_login_task(void *arg, bool stale)
 {
@@ -2073,8 +2089,11 @@ static void mp_login_task(void *arg, bool stale)
     pgw_err err;
     int rc = pgw_mp_login(pgw_wechat_client(job->api->wechat), cmd->appid, job->wx->code, &who,
                           &reply, &err);
-    if (rc == PGW_OK)
-        rc = wx_identity(job->api, PGW_ID_MP_OPENID, cmd->appid, who.openid, &cmd->who, &err);
+    if (rc != PGW_OK) {
+        mp_login_refused(job, rc, &reply, &err);
+        return;
+    }
+    rc = wx_identity(job->api, PGW_ID_MP_OPENID, cmd->appid, who.openid, &cmd->who, &err);
     snprintf(job->wx->openid, sizeof(job->wx->openid), "%s", who.openid);
     cmd->by_identity = true;
     cmd->has_who2 = rc == PGW_OK && who.unionid[0] != '\0';
