@@ -206,6 +206,10 @@ typedef struct oa_follow oa_follow; /* a subscribe's follow command (oa_record_f
  * push to answer. */
 typedef struct wx_job {
     char code[PGW_WX_CODE_MAX + 1];
+    /* A login: why WeChat failed it, for the operator's log (the answer
+     * says it without WeChat's address), "" when WeChat answered. */
+    char wechat_failed[PGW_ERR_MSG_MAX];
+    bool wechat_answered; /* a login: WeChat answered jscode2session */
     /* The mini-program user: a login's openid (for its session token), or
      * the session's, which a phone code must have been given to. */
     char openid[PGW_WX_OPENID_MAX + 1];
@@ -279,6 +283,7 @@ struct pgw_api {
     size_t n_free_jobs; /* kept for reuse, at most JOBS_KEPT */
     size_t batches;     /* batches in progress: at most inflight_max / BATCH_WINDOW */
     uint64_t risk_rejected[N_RISK_RULES];
+    pgw_log_limit login_said; /* the service thread's: WeChat failing logins (mp_login_tell) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
     void *notify_ctx;
@@ -2061,12 +2066,65 @@ static bool wx_stale(pgw_job *job, bool stale)
     return true;
 }
 
+/* How long a mini program is asked to wait (Retry-After) after WeChat
+ * failed its login: no answer, an error page, -1 system busy. WeChat's
+ * blips pass in seconds and a member is looking at a spinner, so not
+ * long; but twice a call's 2.5 s (PGW_WX_CALL_TIMEOUT_MS), so that while
+ * WeChat is down every member's retry does not reach the outbound workers
+ * before the calls already waiting there have timed out. A code WeChat
+ * never took stays good for its 5 minutes: the retry may send it again. */
+#define WX_DOWN_RETRY_S 5
+
+/* `msg` into out (cap > 0) without the URLs in it: http_client.c names the
+ * URL it called ("WeChat /sns/jscode2session: http://10.0.0.5:8080/sns/
+ * jscode2session: Timeout was reached"), an address for the operator, not
+ * for a mini program. A URL runs to the next space, its ": " with it. */
+static void without_urls(const char *msg, char *out, size_t cap)
+{
+    PGW_ASSERT(cap > 0);
+    size_t n = 0;
+    for (const char *p = msg; *p != '\0' && n + 1 < cap;) {
+        if (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0) {
+            p += strcspn(p, " ");
+            p += strspn(p, " ");
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* A login WeChat did not answer (or `cause` kept from asking): 503 with
+ * Retry-After, the cause without WeChat's address; the whole cause goes to
+ * the operator's log on the service thread (mp_login_tell). */
+static void mp_login_down(pgw_job *job, const pgw_err *cause)
+{
+    char shown[PGW_ERR_MSG_MAX];
+    without_urls(cause->msg, shown, sizeof(shown));
+    snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed), "%s", cause->msg);
+    job->cmd.retry_at = job->cmd.at + WX_DOWN_RETRY_S;
+    pgw_err err;
+    pgw_err_set(&err, PGW_EUNAVAILABLE,
+                "the login could not be checked with WeChat (%s): try again in %d s", shown,
+                WX_DOWN_RETRY_S);
+    wx_fail(job, PGW_EUNAVAILABLE, &err);
+}
+
 /* A login jscode2session refused. A code WeChat refused (40029: unknown
  * or expired; 40163: used already, as by a login whose answer the mini
  * program lost) cannot work again: the mini program is told to get a new
  * one from wx.login, by a 401 that means nothing else on this route. */
 static void mp_login_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, const pgw_err *cause)
 {
+    int out = wx_refused(&job->cmd, rc, reply);
+    /* Not the code's fault (401), the user's (40226, 422), nor a quota
+     * (45011, 429), nor a bad request (400): WeChat failed it, or we
+     * could not read or send what it takes (an answer too large, memory,
+     * our own configuration). */
+    if (out != PGW_EUNAUTHORIZED && out != PGW_ERISK && out != PGW_ELIMITED && out != PGW_EINVAL) {
+        mp_login_down(job, cause);
+        return;
+    }
     pgw_err err = *cause;
     if (rc == PGW_EUNAUTHORIZED)
         pgw_err_set(&err, rc,
@@ -2074,21 +2132,25 @@ static void mp_login_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, co
                     "wx.login and log in with it",
                     reply->errcode,
                     reply->errcode == 40163 ? "used already" : "invalid or expired");
-    wx_fail(job, wx_refused(&job->cmd, rc, reply), &err);
+    wx_fail(job, out, &err);
 }
 
 /* Worker: jscode2session, then the MP_LOGIN command. */
 static void mp_login_task(void *arg, bool stale)
 {
     pgw_job *job = arg;
-    if (wx_stale(job, stale))
-        return;
     pgw_command *cmd = &job->cmd;
+    pgw_err err;
+    if (stale) { /* as wx_stale, but a login is told when to try again */
+        pgw_err_set(&err, PGW_EUNAVAILABLE, "calls to WeChat are backed up");
+        mp_login_down(job, &err);
+        return;
+    }
     pgw_mp_identity who;
     pgw_wx_reply reply;
-    pgw_err err;
     int rc = pgw_mp_login(pgw_wechat_client(job->api->wechat), cmd->appid, job->wx->code, &who,
                           &reply, &err);
+    job->wx->wechat_answered = rc == PGW_OK || reply.errcode != 0;
     if (rc != PGW_OK) {
         mp_login_refused(job, rc, &reply, &err);
         return;
@@ -3693,6 +3755,23 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     return PGW_OK;
 }
 
+/* The operator's line of a login WeChat failed, with WeChat's address
+ * (limited as the sweep's lines: during an outage every login fails), and
+ * one when WeChat answers again. On the service thread. */
+static void mp_login_tell(pgw_api *api, const pgw_job *job)
+{
+    if (job->wx == NULL)
+        return;
+    pgw_err cause;
+    pgw_err_clear(&cause);
+    if (job->wx->wechat_failed[0] != '\0') {
+        pgw_err_set(&cause, PGW_EUNAVAILABLE, "%s", job->wx->wechat_failed);
+        pgw_expire_tell(&api->login_said, "mini-program login", PGW_EUNAVAILABLE, &cause);
+    } else if (job->wx->wechat_answered) {
+        pgw_expire_tell(&api->login_said, "mini-program login", PGW_OK, &cause);
+    }
+}
+
 bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
                     pgw_api_emit emit, void *emit_ctx)
 {
@@ -3707,6 +3786,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         api->risk_rejected[i] +=
             strncmp(cmd->err.msg, RISK_RULES[i], n) == 0 && cmd->err.msg[n] == ':';
     }
+    if (job->route == R_MP_LOGIN)
+        mp_login_tell(api, job);
     if (job->route == R_SMS_OTP) {
         if (!finish_otp_issue(api, job, resp))
             return false; /* the code's SMS is on its way: the job lives on */
@@ -3722,7 +3803,9 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
             r = R_OTHER; /* not found: the member, not an original */
         fail(resp, r, cmd->rc, cmd->err.msg);
-        if (cmd->rc == PGW_ELIMITED && cmd->retry_at > cmd->at) /* API.md: with Retry-After */
+        /* API.md: a limit with Retry-After; WeChat failing a login too. */
+        bool waits = cmd->rc == PGW_ELIMITED || cmd->rc == PGW_EUNAVAILABLE;
+        if (waits && cmd->retry_at > cmd->at)
             resp->retry_after_s = (int)pgw_min64(cmd->retry_at - cmd->at, 86400);
     } else if (job->route == R_MP_LOGIN) {
         mp_login_answer(api, job, resp);

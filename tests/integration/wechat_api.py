@@ -27,6 +27,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -1274,6 +1275,86 @@ def renamed_templates(srv, tmp, fake, config, env):
     return srv
 
 
+def login(port, code):
+    """POST /v1/mp/login with `code`: (status, body, its Retry-After or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn.request("POST", "/v1/mp/login", body=json.dumps({"appid": MP_APPID, "code": code}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    text, retry = resp.read().decode(), resp.getheader("Retry-After")
+    conn.close()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = {"error": {"code": None, "message": text}}
+    return resp.status, doc, retry
+
+
+# What the gateway asks a mini program to wait after WeChat failed a login
+# (api.c WX_DOWN_RETRY_S).
+WX_DOWN_RETRY = "5"
+
+
+def login_wechat_down(srv, fake):
+    """Regression (a mini-program team's walkthrough): WeChat failing a
+    login (an error page, a dropped connection, -1 system busy, no answer
+    in time) was 503 without Retry-After, and its message showed the
+    address the gateway calls WeChat at. The mini program is told when to
+    try again and what failed; the address is for the operator's log."""
+    faults = [({"http_status": 502, "body": "bad gateway"}, "HTTP 502"),
+              # twice: libcurl sends again, once, when a kept-alive connection closes
+              ({"close": True, "count": 2}, "a dropped connection"),
+              ({"errcode": -1}, "-1 system busy"),
+              ({"delay_ms": 3500}, "no answer in time")]
+    for i, (fault, what) in enumerate(faults):
+        code = "code-down-%d" % i
+        fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": code, "openid": "oMP-down"})
+        fake.control("POST", "/_fake/faults", dict({"count": 1}, path="/sns/jscode2session", **fault))
+        status, doc, retry = login(srv.port, code)
+        fake.control("POST", "/_fake/faults/clear")
+        message = doc.get("error", {}).get("message") or ""
+        check(status == 503 and doc["error"]["code"] == "unavailable" and retry == WX_DOWN_RETRY,
+              "WeChat's %s: 503 with Retry-After %s (%s %s %s)" % (what, WX_DOWN_RETRY, status, retry, doc))
+        check("WeChat" in message and "http" not in message and "127.0.0.1" not in message and
+              str(fake.port) not in message,
+              "WeChat's %s: the message names it, not WeChat's address: %r" % (what, message))
+    logs = eventually(srv.stderr, lambda t: "127.0.0.1:%d" % fake.port in t)
+    check("jscode2session" in logs and "HTTP 502" in logs and "127.0.0.1:%d" % fake.port in logs,
+          "the operator's log says what failed and where: %s" % logs[-2000:])
+    # WeChat never took the code of the 502: the same code works once WeChat answers.
+    status, doc, _ = login(srv.port, "code-down-0")
+    check(status == 200, "after a 502 the same code logs in: %s %s" % (status, doc))
+    # WeChat took the code of the timeout after the gateway stopped waiting:
+    # a retry with it is told to get a new one.
+    eventually(lambda: [r["query"].get("js_code") for r in fake.requests("/sns/jscode2session")],
+               lambda got: got.count("code-down-3") >= 1, timeout=5)
+    time.sleep(1.5)  # the fake's 3.5 s delay, then the code is used
+    status, doc, _ = login(srv.port, "code-down-3")
+    check(status == 401 and "wx.login" in doc["error"]["message"],
+          "the code WeChat used after the timeout: 401, get a new one (%s %s)" % (status, doc))
+
+
+def login_wechat_unreachable(tmp, env):
+    """Regression (as login_wechat_down): no WeChat at api_base at all."""
+    d = os.path.join(tmp, "unreachable")
+    os.makedirs(d)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    srv = Server(d, write_config(d, port), env)
+    try:
+        status, doc, retry = login(srv.port, "code-nowhere")
+        message = doc.get("error", {}).get("message") or ""
+        check(status == 503 and retry == WX_DOWN_RETRY and "WeChat" in message and
+              "http" not in message and "127.0.0.1" not in message and str(port) not in message,
+              "WeChat unreachable: 503, Retry-After, no address (%s %s %s)" % (status, retry, doc))
+        logs = eventually(srv.stderr, lambda t: "127.0.0.1:%d" % port in t)
+        check("127.0.0.1:%d" % port in logs, "the log names the address: %s" % logs[-2000:])
+    finally:
+        srv.stop()
+
+
 def replies_without_points(tmp, fake, env):
     """Regression: a mall that pays nothing for a follow or a sign-in (the
     behaviour left out of the configuration). The passive reply took any
@@ -1319,6 +1400,8 @@ def main():
     srv = Server(tmp, config, env)
     try:
         mini_program(srv, fake)
+        login_wechat_down(srv, fake)
+        login_wechat_unreachable(tmp, env)
         pruning(srv)
         oa_member = official_account(srv, fake)
         oa_sign_in_keeps_holds(srv)
