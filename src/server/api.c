@@ -3803,10 +3803,13 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
             r = R_OTHER; /* not found: the member, not an original */
         fail(resp, r, cmd->rc, cmd->err.msg);
-        /* API.md: a limit with Retry-After; WeChat failing a login too. */
-        bool waits = cmd->rc == PGW_ELIMITED || cmd->rc == PGW_EUNAVAILABLE;
-        if (waits && cmd->retry_at > cmd->at)
-            resp->retry_after_s = (int)pgw_min64(cmd->retry_at - cmd->at, 86400);
+        /* API.md: a limit with Retry-After; so is the hourly sign-up limit
+         * (422, a risk rule) and WeChat failing a login. From when it was
+         * asked: an event's `at` is its occurred_at. */
+        bool waits = cmd->rc == PGW_ELIMITED || cmd->rc == PGW_ERISK || cmd->rc == PGW_EUNAVAILABLE;
+        int64_t asked = cmd->asked_at > 0 ? cmd->asked_at : cmd->at;
+        if (waits && cmd->retry_at > asked)
+            resp->retry_after_s = (int)pgw_min64(cmd->retry_at - asked, 86400);
     } else if (job->route == R_MP_LOGIN) {
         mp_login_answer(api, job, resp);
     } else if (job->route == R_ME) {

@@ -1397,11 +1397,13 @@ static int check_enrolment(pgw_store *store, const pgw_ledger_policy *policy, pg
         return PGW_OK;
     int64_t hour = state_at(cmd) / 3600;
     int rc = pgw_store_enrolments(store, cmd->client_address, hour, &members, &cmd->err);
-    if (rc == PGW_OK && members >= limit)
+    if (rc == PGW_OK && members >= limit) {
+        cmd->retry_at = (hour + 1) * 3600; /* the address's count starts again (Retry-After) */
         return pgw_err_set(&cmd->err, PGW_ERISK,
                            "max_new_members_per_ip_per_hour: %lld members enrolled from %s this "
                            "hour",
                            (long long)members, cmd->client_address);
+    }
     return rc == PGW_OK ? pgw_store_add_enrolment(store, cmd->client_address, hour, &cmd->err) : rc;
 }
 

@@ -354,7 +354,9 @@ struct pgw_command {
     bool follow_seen;            /* OA_FOLLOW: its `original` was recorded already (a redelivery) */
     bool follow_new;             /* PGW_OA_NOTE: nothing was recorded of the openid before */
     int64_t quota;               /* SUBSCRIBE: the template's quota after */
-    int64_t retry_at;            /* PGW_ELIMITED: when the same request may work */
+    int64_t retry_at;            /* when the same request may work: after PGW_ELIMITED, the
+                                  * hourly sign-up limit's PGW_ERISK, or (api.c) a login
+                                  * WeChat failed */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */
     int64_t otp_tries_left;      /* OTP_VERIFY: after a wrong code */
     int64_t pruned_sessions, pruned_enrolments, pruned_reminders; /* PRUNE */

@@ -1355,6 +1355,45 @@ def login_wechat_unreachable(tmp, env):
         srv.stop()
 
 
+def login_sign_up_cap(tmp, fake, env):
+    """Regression (a mini-program team's walkthrough): the per-address
+    sign-up limit (risk.max_new_members_per_ip_per_hour) refused without
+    Retry-After; it says when the address's hour ends. A member already
+    known still logs in. The refused code was spent on jscode2session (who
+    signs up is known only from its answer): a retry needs a new one."""
+    d = os.path.join(tmp, "cap")
+    os.makedirs(d)
+    with open(write_config(d, fake.port)) as f:
+        cfg = json.load(f)
+    cfg.setdefault("risk", {})["max_new_members_per_ip_per_hour"] = 1
+    path = os.path.join(d, "config-cap.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = Server(d, path, env)
+    try:
+        for code, openid in (("cap-1", "oMP-cap-1"), ("cap-2", "oMP-cap-2"), ("cap-1b", "oMP-cap-1")):
+            fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": code, "openid": openid})
+        status, first, _ = login(srv.port, "cap-1")
+        check(status == 200, "the address's first sign-up: %s %s" % (status, first))
+        before = int(time.time())
+        status, doc, retry = login(srv.port, "cap-2")
+        after = int(time.time())
+        hour_left = {str(3600 - t % 3600) for t in range(before, after + 1)}
+        check(status == 422 and doc["error"]["code"] == "risk_rejected" and
+              doc["error"]["message"].startswith("max_new_members_per_ip_per_hour:") and
+              retry in hour_left,
+              "the second sign-up: 422, Retry-After the hour's end %s (%s %s %s)" %
+              (sorted(hour_left), status, retry, doc))
+        status, doc, _ = login(srv.port, "cap-1b")
+        check(status == 200 and doc.get("member_id") == first.get("member_id"),
+              "a known member logs in under the limit: %s %s" % (status, doc))
+        status, doc, _ = login(srv.port, "cap-2")
+        check(status == 401 and "wx.login" in doc["error"]["message"],
+              "the refused sign-up's code was spent: 401, get a new one (%s %s)" % (status, doc))
+    finally:
+        srv.stop()
+
+
 def replies_without_points(tmp, fake, env):
     """Regression: a mall that pays nothing for a follow or a sign-in (the
     behaviour left out of the configuration). The passive reply took any
@@ -1402,6 +1441,7 @@ def main():
         mini_program(srv, fake)
         login_wechat_down(srv, fake)
         login_wechat_unreachable(tmp, env)
+        login_sign_up_cap(tmp, fake, env)
         pruning(srv)
         oa_member = official_account(srv, fake)
         oa_sign_in_keeps_holds(srv)
