@@ -417,18 +417,22 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
                      " AND (deadline, id) > (?2, ?3) ORDER BY deadline, id LIMIT ?4",
     /* clang-format off */
-    /* The member's row (tag 0), then a row of activity_days per tag: 1
-     * the member's last day (today's or earlier but for a till that sent a
+    /* The member's row (tag 0: always one, its column 8 -1 when there is
+     * no such member), then a row of activity_days per tag: 1 the
+     * member's last day (today's or earlier but for a till that sent a
      * later day first), 2 the last up to a year before, 3 the last before
      * the month. One seek each: what the running totals give
      * (pgw_store_member_activity) is their differences. With a scalar
      * subquery per figure it was eight seeks, most of them to the same
-     * row, a fifth of a returning member's purchase in the writer. */
+     * row, a fifth of a returning member's purchase in the writer. SQLite
+     * runs the arms as rows are asked for: a new member's read stops at
+     * the first row, before the three seeks. */
     [ST_ACTIVITY] =
         "SELECT 0, m.purchased, m.registered, m.followed, m.last_sign_in, m.sign_in_streak,"
-        " m.birthday, m.debt, CASE WHEN m.merged_into IS NULL THEN 0 ELSE 1 END,"
+        " m.birthday, m.debt,"
+        " CASE WHEN m.id IS NULL THEN -1 WHEN m.merged_into IS NULL THEN 0 ELSE 1 END,"
         " NULL, NULL, NULL, NULL, NULL, NULL"
-        " FROM members m WHERE m.id = ?1"
+        " FROM (SELECT 1) AS one LEFT JOIN members m ON m.id = ?1"
         ACTIVITY_DAY("1", "", "DESC")
         ACTIVITY_DAY("2", " AND day <= ?2", "DESC")
         ACTIVITY_DAY("3", " AND day < ?3", "DESC"),
@@ -4086,19 +4090,21 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
     activity_day d[4] = {{0}};
     bool seen[4] = {false}, fits = true;
     int step;
-    while ((step = pgw_sql_step(st)) == PGW_SQL_ROW) {
+    bool none = false;
+    while (!none && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         int64_t tag = pgw_sql_column_int64(st, 0);
         PGW_ASSERT(tag >= 0 && tag < 4 && !seen[tag]); /* one row per arm at most */
         seen[tag] = true;
-        if (tag == 0)
+        none = tag == 0 && pgw_sql_column_int64(st, 8) == -1; /* no days without a member */
+        if (tag == 0 && !none)
             fits &= read_member_columns(st, out);
-        else
+        else if (tag > 0)
             d[tag] = day_columns(st, 9);
     }
     pgw_sql_reset(st);
-    *found = seen[0];
+    *found = seen[0] && !none;
     out->today_read = !*found; /* none, for a member not seen yet */
-    if (step != PGW_SQL_DONE)
+    if (!none && step != PGW_SQL_DONE)
         return db_error(s, PGW_EIO, "reading a member's activity", err);
     /* Rare: a later day is recorded (a till sent it before today's), so
      * today's totals are an earlier row's. */
