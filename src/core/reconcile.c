@@ -69,7 +69,7 @@ static bool keyed(const merge *m, const pgw_recon_row *s)
            (s->key_read && s->event_id[0] != '\0' && (!m->io->by_shop || s->source[0] != '\0'));
 }
 
-/* Whether a readable statement row is dated outside the period read. */
+/* Whether a statement row is dated outside the period read. */
 static bool outside_period(const pgw_recon_io *io, const pgw_recon_row *s)
 {
     return io->to > io->from && (s->occurred_at < io->from || s->occurred_at >= io->to);
@@ -91,11 +91,13 @@ static int next_statement(merge *m, pgw_err *err)
         if (rc != PGW_OK || m->s_end)
             return rc;
         m->sum->statement_rows++;
-        bool outside = !m->s.malformed && outside_period(m->io, &m->s);
+        /* An unreadable row's date counts where its key does: the
+         * statement reader keys only rows whose date it read. */
+        bool outside = (!m->s.malformed || m->s.key_read) && outside_period(m->io, &m->s);
         if (keyed(m, &m->s) && !outside)
             break;
-        rc = report(m, outside ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_MALFORMED_ROW, &m->s, NULL,
-                    err);
+        rc = report(m, m->s.malformed ? PGW_RECON_MALFORMED_ROW : PGW_RECON_OUTSIDE_PERIOD, &m->s,
+                    NULL, err);
         if (rc != PGW_OK)
             return rc;
     }

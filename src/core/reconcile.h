@@ -22,8 +22,10 @@
  * into a duplicate):
  *  - the first readable row of its key, wherever unreadable rows of that key are: the pair's
  *    first difference, as always; readable rows of the key after it are duplicate_in_statement;
- *  - when no readable row has its key, the first unreadable row whose key was read (key_read):
- *    reported malformed_row with the event as its ledger side, and the event is not missing;
+ *  - when no readable row has its key, the first unreadable row whose key was read (key_read:
+ *    the statement reader reads its date too, and one dated outside the period takes nothing,
+ *    as a readable row so dated): reported malformed_row with the event as its ledger side, and
+ *    the event is not missing;
  *  - no row: missing_in_statement. Keyed by event_id alone over several shops, an event_id at two
  *    or more of them is taken by no row, readable or not (each of its events missing).
  * An unreadable row is malformed_row and nothing else, whatever it takes: never a duplicate, never

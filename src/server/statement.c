@@ -333,6 +333,13 @@ static bool parse_shop(const char *shop, pgw_recon_row *r)
     return true;
 }
 
+/* A row's occurred_at: unix seconds or RFC 3339. */
+static bool parse_time(const char *at, int64_t *out)
+{
+    return whole_number(at, 0, INT64_C(253402300799), false, out) ||
+           pgw_parse_rfc3339(at, out, NULL) == PGW_OK;
+}
+
 /* One CSV row's fields checked into *r. False (and r->problem) when it is not a row. */
 static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
 {
@@ -343,13 +350,10 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *member = pgw_csv_cell(row, st->col, COL_MEMBER);
     if (!copy_field(id, r->event_id, sizeof(r->event_id)))
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
-    int64_t secs = 0;
     pgw_event_type t;
-    if (!whole_number(at, 0, INT64_C(253402300799), false, &secs) &&
-        pgw_parse_rfc3339(at, &secs, NULL) != PGW_OK)
+    if (!parse_time(at, &r->occurred_at))
         return malformed(r, "occurred_at \"%.*s\" is neither RFC 3339 nor unix seconds",
                          QUOTED(at));
-    r->occurred_at = secs;
     if (pgw_event_type_parse(type, &t) != PGW_OK)
         return malformed(r, "type \"%.*s\" is not an event type", QUOTED(type));
     copy_field(pgw_event_type_name(t), r->type, sizeof(r->type));
@@ -379,13 +383,15 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
  * A row that could not be read: whether its key could all the same (its
  * event_id, read first, and its shop_id when the statement has that
  * column, read here when the row stopped before it), for it then takes its
- * event when no readable row does. Not when its fields do not line up with
+ * event when no readable row does. Only with its date, which says whether
+ * the row is in the period read (pgw_reconcile). Not when its fields do not line up with
  * the header's: a field too many or too few may have shifted the columns,
  * its "event_id" another column's value. Its problem stays the one found.
  */
 static void read_key(const pgw_statement *st, pgw_recon_row *r)
 {
-    if (r->event_id[0] == '\0' || st->row.n != st->n_fields)
+    if (r->event_id[0] == '\0' || st->row.n != st->n_fields ||
+        !parse_time(pgw_csv_cell(&st->row, st->col, COL_OCCURRED_AT), &r->occurred_at))
         return;
     if (st->col[COL_SHOP] >= 0 && r->source[0] == '\0') {
         const char *shop = pgw_csv_cell(&st->row, st->col, COL_SHOP);

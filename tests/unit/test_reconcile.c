@@ -687,6 +687,35 @@ static void test_an_unreadable_rows_event(void **state)
     }
 }
 
+/*
+ * R1's review: an unreadable row whose key and date were read, dated
+ * outside the period, took that key's event in the period, which a
+ * readable row so dated would not (outside_period, and its event
+ * missing_in_statement). Its date counts as a readable row's does.
+ */
+static void test_an_unreadable_row_outside_the_period_takes_nothing(void **state)
+{
+    (void)state;
+    static pgw_recon_row st[1], lg[1];
+    lg[0] = row("E01", 1000, 10);
+    lg[0].occurred_at = 1500;
+    for (int readable = 0; readable < 2; readable++) {
+        st[0] = lg[0];
+        st[0].occurred_at = 5000;
+        st[0].line = 2;
+        st[0].malformed = !readable;
+        st[0].key_read = !readable;
+        static found f;
+        pgw_recon_summary sum;
+        pgw_err err;
+        assert_int_equal(run_in(st, 1, lg, 1, &f, &sum, 1000, 2000, &err), PGW_OK);
+        assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 1);
+        assert_int_equal(sum.count[readable ? PGW_RECON_OUTSIDE_PERIOD : PGW_RECON_MALFORMED_ROW],
+                         1);
+        assert_int_equal(sum.statement_rows, 1);
+    }
+}
+
 /* An unreadable row whose key was read is in the key order as a readable
  * row is (the caller sorts a statement in which it is not); one whose key
  * was not may be anywhere. */
@@ -724,6 +753,7 @@ int main(void)
         cmocka_unit_test(test_an_unpaired_rows_problem_is_bounded),
         cmocka_unit_test(test_an_unreadable_rows_event),
         cmocka_unit_test(test_an_unreadable_rows_key_is_in_order),
+        cmocka_unit_test(test_an_unreadable_row_outside_the_period_takes_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
