@@ -32,6 +32,7 @@
 #include "util/json_read.h"
 #include "util/json_write.h"
 #include "util/vault.h"
+#include "util/clock.h"
 #include "util/thread_name.h"
 
 #include <jansson.h>
@@ -3757,17 +3758,22 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
 
 /* The operator's line of a login WeChat failed, with WeChat's address
  * (limited as the sweep's lines: during an outage every login fails), and
- * one when WeChat answers again. On the service thread. */
+ * one when WeChat answers again. "Again" only a minute after the minute's
+ * first line (R3): logins come at request rate, and a WeChat failing
+ * every other one (-1, busy) cleared the limit each time, two lines a
+ * failure. On the service thread. */
 static void mp_login_tell(pgw_api *api, const pgw_job *job)
 {
     if (job->wx == NULL)
         return;
     pgw_err cause;
     pgw_err_clear(&cause);
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    bool minute_over = now_s - api->login_said.minute_s >= PGW_LOG_EVERY_S;
     if (job->wx->wechat_failed[0] != '\0') {
         pgw_err_set(&cause, PGW_EUNAVAILABLE, "%s", job->wx->wechat_failed);
         pgw_expire_tell(&api->login_said, "mini-program login", PGW_EUNAVAILABLE, &cause);
-    } else if (job->wx->wechat_answered) {
+    } else if (job->wx->wechat_answered && minute_over) {
         pgw_expire_tell(&api->login_said, "mini-program login", PGW_OK, &cause);
     }
 }
