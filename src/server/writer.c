@@ -231,6 +231,7 @@ static void apply_batch(pgw_writer *w, size_t n)
                       "log says why)"
                     : STORAGE_FAILED);
             w->batch[i]->replayed = false;
+            w->batch[i]->retry_at = 0; /* a limit's wait was about what is rolled back */
         }
     }
     int64_t last = 0;

@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <sqlite3.h>
 #include "db_fixture.h"
 #include "shim_vfs.h"
@@ -678,6 +679,61 @@ static void test_a_failed_sync_is_final(void **state)
     assert_int_equal(log_size(f), 2);
 }
 
+/* A mini-program login's command for `openid`, session `sid`, from one address. */
+static void link_make(pgw_command *cmd, const char *openid, const char *sid, int64_t t)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->kind = PGW_COMMAND_LINK;
+    cmd->by_identity = true;
+    cmd->who.kind = PGW_ID_MP_OPENID;
+    snprintf(cmd->who.lookup, sizeof(cmd->who.lookup), "%s", openid);
+    snprintf(cmd->session_id, sizeof(cmd->session_id), "%s", sid);
+    snprintf(cmd->appid, sizeof(cmd->appid), "wxapp");
+    snprintf(cmd->channel, sizeof(cmd->channel), "wechat_mp");
+    snprintf(cmd->key, sizeof(cmd->key), "mp_login:%s", sid);
+    snprintf(cmd->client_address, sizeof(cmd->client_address), "10.1.1.1");
+    cmd->at = cmd->asked_at = t;
+    cmd->session_expires = t + 86400;
+    memcpy(cmd->fingerprint, sid, 16);
+}
+
+/*
+ * Regression (R3's review): a sign-up the hourly limit refused, in a batch
+ * whose commit failed, kept its retry_at: its 503 said Retry-After to the
+ * hour's end, though the rollback undid the enrolment that filled the
+ * limit and the same login works at once.
+ */
+static void test_a_failed_batch_keeps_no_retry_at(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip();
+    shim_vfs_hooks.before_write = fail_wal_writes;
+    assert_true(shim_vfs_install());
+    pgw_writer_options opts = {.db_url = f->url, .queue_cap = 16, .batch_max = 16};
+    opts.policy.expiry = (pgw_expiry){PGW_EXPIRY_NEVER, 0, 0};
+    opts.policy.risk.max_new_members_per_ip_per_hour = 1;
+    pgw_writer *w = NULL;
+    pgw_err err;
+    if (pgw_writer_start(&opts, &w, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    int64_t t = (int64_t)time(NULL);
+    static pgw_command cmds[2];
+    link_make(&cmds[0], "oA", "sessAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", t);
+    link_make(&cmds[1], "oB", "sessBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", t);
+    atomic_store(&wal_writes_fail, true);
+    run_in_one_batch(w, cmds, 2);
+    atomic_store(&wal_writes_fail, false);
+    assert_int_equal(cmds[1].rc, PGW_EUNAVAILABLE);
+    /* the same login works now: nothing was enrolled */
+    pgw_command again;
+    link_make(&again, "oB", "sessCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC", t);
+    assert_int_equal(pgw_writer_run(w, &again, NULL), PGW_OK);
+    pgw_writer_stop(w);
+    shim_vfs_hooks.before_write = NULL;
+    assert_int_equal(cmds[1].retry_at, 0); /* a 503 with no hour-long Retry-After */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -705,6 +761,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_commit_keeps_health_down_until_a_write,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_failed_batch_keeps_no_retry_at, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
