@@ -227,13 +227,15 @@ static int read_answer(const pgw_http_answer *http, const char *path, json_t **a
 }
 
 /* *sent (when not NULL): whether the request went out (pgw_http_answer).
+ * `repeatable`: curl may send it twice (http_client.h): a read, a token
+ * not forced, a code WeChat spends once; never a send.
  * The call ends by `deadline` (mono_ms): with no time left it is not made.
  * The reply is this call's alone: a call WeChat does not answer (no time,
  * no connection, a 5xx) must not pass on an errcode an earlier call put
  * in the same reply (a token retry reuses it). */
 static int call(pgw_wx_client *c, const char *method, const char *url, const char *path,
-                const char *body, int64_t deadline, json_t **answer, pgw_wx_reply *reply,
-                bool *sent, pgw_err *err)
+                const char *body, bool repeatable, int64_t deadline, json_t **answer,
+                pgw_wx_reply *reply, bool *sent, pgw_err *err)
 {
     reply->errcode = 0;
     reply->errmsg[0] = '\0';
@@ -244,7 +246,8 @@ static int call(pgw_wx_client *c, const char *method, const char *url, const cha
         return pgw_err_set(err, PGW_EUNAVAILABLE, "WeChat %s: no time left for the call", path);
     pgw_http_call hc = {.method = method,
                         .url = url,
-                        .timeout_ms = left < c->timeout_ms ? (long)left : c->timeout_ms};
+                        .timeout_ms = left < c->timeout_ms ? (long)left : c->timeout_ms,
+                        .repeatable = repeatable};
     if (body != NULL) {
         hc.headers[0] = "Content-Type: application/json; charset=utf-8";
         hc.body = body;
@@ -280,7 +283,8 @@ static int fetch_token(pgw_wx_client *c, wx_app *a, bool force, int64_t deadline
     /* The caller learns what the token call answered: a wrong secret
      * (40125, EIO) is for an operator, not for a retry. So is 40001 here
      * ("invalid credential"): no token of ours was sent to be stale. */
-    int rc = call(c, "POST", url, path, body, deadline, &answer, reply, NULL, err);
+    /* Twice, a forced fetch would replace the token the first one made. */
+    int rc = call(c, "POST", url, path, body, !force, deadline, &answer, reply, NULL, err);
     OPENSSL_cleanse(body, strlen(body)); /* it held the secret */
     free(body);
     if (rc == PGW_EUNAVAILABLE && token_error(reply->errcode))
@@ -466,7 +470,9 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         }
         count(c, &c->stats.calls);
         bool sent = false;
-        rc = call(c, method, url, path, body, deadline, answer, reply, &sent, err);
+        /* A POST is a send (a message) or spends a code: at most once. */
+        bool repeatable = strcmp(method, "GET") == 0;
+        rc = call(c, method, url, path, body, repeatable, deadline, answer, reply, &sent, err);
         reply->maybe_done = sent && rc == PGW_EUNAVAILABLE && reply->errcode == 0;
         if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
             break;
@@ -515,7 +521,9 @@ int pgw_wx_get_with_secret(pgw_wx_client *c, const char *appid, const char *path
     if (n < 0 || (size_t)n >= sizeof(url))
         return pgw_err_set(err, PGW_ETOOLARGE, "WeChat %s: request too long", path);
     count(c, &c->stats.calls);
-    int rc = call(c, "GET", url, path, NULL, mono_ms() + c->timeout_ms, answer, reply, NULL, err);
+    /* jscode2session spends the code once: sent again, WeChat says so (40163). */
+    int rc =
+        call(c, "GET", url, path, NULL, true, mono_ms() + c->timeout_ms, answer, reply, NULL, err);
     OPENSSL_cleanse(url, sizeof(url));
     return rc;
 }

@@ -124,6 +124,9 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * argument), PGW_EIO (anything else, such as a wrong secret or appid: our
  * configuration). A failed token fetch is shared by the threads that
  * waited for it, so an outage costs one call, not one per thread.
+ * A POST is sent once (a message must not go twice): an answer lost with
+ * its connection is PGW_EUNAVAILABLE with maybe_done, as a timeout is,
+ * where curl would have sent it again (util/http_client.h).
  */
 int pgw_wx_post(pgw_wx_client *client, const char *appid, const char *path, const json_t *body,
                 json_t **answer, pgw_wx_reply *reply, pgw_err *err);

@@ -105,7 +105,29 @@ static void url_shown(const char *url, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), url);
 }
 
-static int perform(CURL *curl, const pgw_http_call *call, sink *s, pgw_err *err)
+/* The sendings of one call: curl's own second one (http_client.h) is
+ * refused to a call not repeatable. */
+typedef struct sendings {
+    bool repeatable;
+    int n;        /* times curl was about to send the request */
+    bool refused; /* a second sending was stopped before it left */
+} sendings;
+
+/* CURLOPT_PREREQFUNCTION: curl is about to send the request, on a
+ * connection made or reused; once per sending, a retry included. */
+static int before_sending(void *data, char *ip, char *local_ip, int port, int local_port)
+{
+    (void)ip;
+    (void)local_ip;
+    (void)port;
+    (void)local_port;
+    sendings *s = data;
+    s->n++;
+    s->refused = s->n > 1 && !s->repeatable;
+    return s->refused ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
+static int perform(CURL *curl, const pgw_http_call *call, sink *s, sendings *sent, pgw_err *err)
 {
     struct curl_slist *headers = NULL;
     for (size_t i = 0; i < PGW_HTTP_HEADERS_MAX && call->headers[i] != NULL; i++) {
@@ -126,6 +148,8 @@ static int perform(CURL *curl, const pgw_http_call *call, sink *s, pgw_err *err)
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(curl, CURLOPT_PREREQFUNCTION, before_sending);
+    curl_easy_setopt(curl, CURLOPT_PREREQDATA, sent);
     if (post) {
         curl_easy_setopt(curl, CURLOPT_POST, 1L);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body ? call->body : "");
@@ -140,6 +164,11 @@ static int perform(CURL *curl, const pgw_http_call *call, sink *s, pgw_err *err)
     if (s->overflow)
         return pgw_err_set(err, PGW_ETOOLARGE, "%s: answer over %d bytes", shown,
                            PGW_HTTP_ANSWER_MAX);
+    if (sent->refused)
+        return pgw_err_set(err, PGW_EUNAVAILABLE,
+                           "%s: the connection closed before an answer; the request may have "
+                           "arrived and is not sent again",
+                           shown);
     return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: %s", shown, curl_easy_strerror(rc));
 }
 
@@ -154,9 +183,10 @@ int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
     if (curl == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "libcurl: no handle");
     sink s = {0};
-    int rc = perform(curl, call, &s, err);
+    sendings sent = {.repeatable = call->repeatable};
+    int rc = perform(curl, call, &s, &sent, err);
     long sent_bytes = 0; /* the request's header bytes written: 0 when it never left */
-    out->request_sent = rc == PGW_OK ||
+    out->request_sent = rc == PGW_OK || sent.n > 1 ||
                         curl_easy_getinfo(curl, CURLINFO_REQUEST_SIZE, &sent_bytes) != CURLE_OK ||
                         sent_bytes > 0;
     if (rc == PGW_OK) {

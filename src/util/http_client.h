@@ -12,10 +12,13 @@
  * Connections are kept open per thread and reused by its next call to the
  * same host (one curl handle per thread, freed when the thread exits).
  * When a reused connection closes before any byte of the answer (the
- * server timed it out as we sent), curl sends the request again on a new
- * one: a POST the server took and then dropped without answering can go
- * twice. That is the at-least-once the callers already live with after a
- * timeout; WeChat's template message de-duplicates on client_msg_id.
+ * server timed it out as we sent, or took the request and lost its
+ * answer), curl sends the request again on a new one, unasked. A call is
+ * therefore sent at most once unless it says it is `repeatable`: the
+ * second sending is stopped before it leaves, and the call fails as a
+ * timeout does, the request gone and its outcome unknown (request_sent):
+ * a message sent twice is a member's notice twice, an SMS billed twice,
+ * and its caller, told "sent", would never know.
  *
  * pgw_http_client_init() must run once before any thread calls (curl's
  * global init is not thread-safe); main.c and tests do it.
@@ -40,6 +43,9 @@ typedef struct pgw_http_call {
     const char *body;                          /* POST only; body_len bytes */
     size_t body_len;
     long timeout_ms; /* 0: PGW_HTTP_TIMEOUT_MS */
+    /* Whether curl may send it a second time (above): only when a second
+     * copy does nothing the first did not (a read, a code spent once). */
+    bool repeatable;
 } pgw_http_call;
 
 typedef struct pgw_http_answer {
@@ -57,7 +63,8 @@ void pgw_http_client_cleanup(void);
 
 /*
  * Makes the call. PGW_OK when an answer arrived, whatever its status;
- * PGW_EUNAVAILABLE when none did (refused, timed out, TLS failed);
+ * PGW_EUNAVAILABLE when none did (refused, timed out, TLS failed, a
+ * connection closed before the answer of a call not repeatable);
  * PGW_ETOOLARGE for an answer over PGW_HTTP_ANSWER_MAX. On failure *out
  * holds nothing to free (but says whether the request went out).
  */

@@ -85,10 +85,12 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
   POST /_fake/faults     {"provider": "tencent"|"aliyun", "count": n (1),
                           "code"?, "message"?, "per_number"? (Tencent: put the
                           code in SendStatusSet instead of Response.Error),
-                          "http_status"?, "body"?, "delay_ms"?}
+                          "http_status"?, "body"?, "delay_ms"?, "lose_answer"?}
                          A fault answers the next `count` requests of that
                          provider before any check; delay_ms alone delays
-                         and then answers normally.
+                         and then answers normally; lose_answer handles the
+                         request (an SMS accepted) and closes the connection
+                         without an answer, as when it is lost on its way back.
   POST /_fake/numbers    {"phone", "state": "ok"|"invalid"|"limited"|"blacklisted"}
   POST /_fake/templates  {"provider", "template_id", "state": "approved"|"unapproved"}
   POST /_fake/config     {"tencent_param_chars_max"?, "tencent_same_content_gap_s"?,
@@ -553,7 +555,8 @@ def need_int(body, key, default, lo, hi):
 def ctl_faults(body, now):
     provider = need_provider(body)
     fault = {"left": need_int(body, "count", 1, 1, 1000000),
-             "delay_ms": need_int(body, "delay_ms", 0, 0, 60000)}
+             "delay_ms": need_int(body, "delay_ms", 0, 0, 60000),
+             "lose_answer": body.get("lose_answer") is True}
     if "code" in body:
         if not isinstance(body["code"], str) or not body["code"]:
             raise BadControl("code must be a non-empty string")
@@ -563,8 +566,9 @@ def ctl_faults(body, now):
     if "http_status" in body:
         fault["http_status"] = need_int(body, "http_status", 200, 100, 599)
         fault["body"] = str(body.get("body", "fake fault"))
-    if "code" not in fault and "http_status" not in fault and fault["delay_ms"] == 0:
-        raise BadControl("a fault needs code, http_status or delay_ms")
+    if "code" not in fault and "http_status" not in fault and fault["delay_ms"] == 0 \
+            and not fault["lose_answer"]:
+        raise BadControl("a fault needs code, http_status, delay_ms or lose_answer")
     STATE.faults[provider].append(fault)
     return {"ok": True}
 
@@ -726,6 +730,9 @@ class Handler(BaseHTTPRequestHandler):
                     "Code": e.code, "Message": e.message, "RequestId": str(uuid.uuid4()).upper()}
                 rec["code"] = e.code
             rec["http_status"] = status
+        if fault is not None and fault["lose_answer"]:
+            self.close_connection = True
+            return  # handled, but no answer reaches the caller
         self.send_json(status, out)
 
     def control(self, path, raw, now):

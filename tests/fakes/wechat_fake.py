@@ -74,7 +74,12 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
   GET  /_fake/session_keys     -> {"session_keys":[...]}  every session_key issued
   POST /_fake/faults/clear     drops the faults not used up
   POST /_fake/faults           {"path","count","errcode"?,"errmsg"?,"http_status"?,
-                                "body"?,"delay_ms"?,"close"?}
+                                "body"?,"delay_ms"?,"close"?,"lose_answer"?}
+                               close: the connection closes with no answer, the
+                               request not handled; lose_answer: it is handled
+                               (a message delivered, a code spent), then the
+                               connection closes with no answer, as when the
+                               answer is lost on its way back
   GET  /_fake/requests?path=   -> {"requests":[...]}  arrival order
   GET  /_fake/stats            -> {"stable_token_calls":{appid:n},"delivered":[...]}
   POST /_fake/reset            clears everything except apps and config
@@ -690,7 +695,8 @@ def ctl_faults(body, query, now):
         raise BadControl("path: a real endpoint path")
     fault = {"left": need_int(body, "count", 1, lo=1),
              "delay_ms": need_int(body, "delay_ms", 0, lo=0),
-             "close": body.get("close") is True}
+             "close": body.get("close") is True,
+             "lose_answer": body.get("lose_answer") is True}
     if "errcode" in body:
         fault["errcode"] = need_int(body, "errcode")
         fault["errmsg"] = body.get("errmsg") if isinstance(body.get("errmsg"), str) \
@@ -908,6 +914,9 @@ class Handler(BaseHTTPRequestHandler):
                     out = {"errcode": e.errcode, "errmsg": e.errmsg}
             rec["errcode"] = out.get("errcode", 0)
             rec["http_status"] = status
+        if fault is not None and fault["lose_answer"]:
+            self.close_connection = True
+            return  # handled, but no answer reaches the caller
         self.send_json(status, out)
 
     def control(self, path, query, now):

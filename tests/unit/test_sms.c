@@ -492,6 +492,44 @@ static void test_faults(void **state)
     assert_int_equal(accepted(), 2);
 }
 
+/*
+ * Regression (the mp-login review, WeChat's sends the same): libcurl sends
+ * a request once more, on a new connection, when a kept-alive one closes
+ * before any answer. A provider that took the SMS and lost its answer
+ * sent it twice, billed twice, and the caller was told "sent". An SMS now
+ * goes at most once: the lost answer is an unclear outcome (attempted, no
+ * answer: retry later with the same out_id), as a timeout is. Tencent's
+ * POST, Alibaba's POST and its GET (a GET that sends).
+ */
+static void test_lost_answer_not_resent(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        pgw_sms_options opt = {.timeout_ms = CLIENT_MS, .aliyun_get = i == 2};
+        const char *provider = i == 0 ? "tencent" : "aliyun";
+        pgw_sms_client *c = i == 0 ? tencent() : client_with("aliyun", ALI_ID, ALI_SECRET, &opt);
+        size_t before = accepted(), asked = count_of("requests");
+        /* The control call goes on this thread's kept-alive connection to
+         * the fake, which the send then reuses. */
+        fault("{s:s,s:b}", "provider", provider, "lose_answer", 1);
+        pgw_sms_message m = message_to(c, PHONE, "notice-lost-1");
+        if (i > 0)
+            m.template_id = ALI_TPL;
+        pgw_sms_result r;
+        pgw_err err = {0};
+        int rc = pgw_sms_send(c, &m, &r, &err);
+        size_t sent = count_of("requests") - asked, took = accepted() - before;
+        if (sent != 1 || took != 1)
+            fail_msg("%s%s: one SMS was received %zu times and accepted %zu (rc %s: %s)", provider,
+                     i == 2 ? " GET" : "", sent, took, pgw_code_name(rc), err.msg);
+        assert_int_equal(rc, PGW_EUNAVAILABLE);
+        assert_int_equal(r.outcome, PGW_SMS_RETRY);
+        assert_true(r.attempted);
+        assert_false(r.refused);
+        pgw_sms_client_free(c);
+    }
+}
+
 /* What the providers would refuse for its form never leaves. */
 static void refused(const pgw_sms_client *c, pgw_sms_message m, int want_rc)
 {
@@ -1034,6 +1072,7 @@ int main(void)
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
         cmocka_unit_test_setup(test_per_number_failures, reset_fake),
         cmocka_unit_test_setup(test_faults, reset_fake),
+        cmocka_unit_test_setup(test_lost_answer_not_resent, reset_fake),
         cmocka_unit_test_setup(test_refused_before_sending, reset_fake),
         cmocka_unit_test(test_client_config),
         cmocka_unit_test(test_classify),

@@ -822,6 +822,90 @@ static void test_user_info(void **state)
     pgw_wx_client_free(c);
 }
 
+/* ---- 5c. a send goes at most once ---------------------------------------- */
+
+/* Messages the fake delivered (subscribe and template). */
+static size_t delivered_count(void)
+{
+    json_t *doc = fake_call("GET", "/_fake/stats", NULL);
+    size_t n = json_array_size(json_object_get(doc, "delivered"));
+    json_decref(doc);
+    return n;
+}
+
+static size_t requests_count(const char *path)
+{
+    json_t *list;
+    json_t *doc = requests_to(path, &list);
+    size_t n = json_array_size(list);
+    json_decref(doc);
+    return n;
+}
+
+/*
+ * Regression (the mp-login review): libcurl sends a request once more, on
+ * a new connection, when a kept-alive one closes before any answer
+ * ("Connection died, retrying a fresh connect"). WeChat that took a send
+ * and lost its answer got it twice: the member read the notice twice, and
+ * the caller, told "sent", never knew its first copy may have gone. A
+ * send is now made at most once: the lost answer is an unclear outcome
+ * (no answer, maybe_done), as a timeout is. A GET does nothing twice
+ * (user/info reads, a login code is spent once): it is still sent again.
+ */
+static void test_send_not_resent(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    add_quota(OPENID_1, 3);
+    char token[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, token, &err), PGW_OK);
+    /* This thread's connection to the fake is kept alive: the control call
+     * just made on it is reused by the send, whose answer is lost. */
+    fault(json_pack("{s:s,s:i,s:b}", "path", SEND_PATH, "count", 1, "lose_answer", 1));
+    int64_t msgid = 0;
+    pgw_wx_reply reply;
+    int rc = send_sub(c, &msgid, &reply, &err);
+    size_t sent = requests_count(SEND_PATH), got = delivered_count();
+    if (sent != 1 || got != 1)
+        fail_msg("one send: the fake received %zu and delivered %zu (rc %s: %s)", sent, got,
+                 pgw_code_name(rc), err.msg);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_true(reply.maybe_done); /* it may have gone: it did */
+    assert_int_equal(pgw_wx_classify(rc, &reply), PGW_WX_RETRY);
+    assert_int_equal(quota_left(OPENID_1), 2);
+
+    /* The official account's template message the same. */
+    fake_control(&FAKE, "/_fake/followers", "{s:s,s:s,s:b}", "appid", APP_OA, "openid", OA_OPENID,
+                 "following", 1);
+    const pgw_wx_keyword kw[] = {{"first", "积分变动"}, {"keyword1", "+120"}};
+    pgw_oa_template t = {.openid = OA_OPENID, .template_id = "OA_TPL_points", .kw = kw, .n_kw = 2};
+    assert_int_equal(pgw_wx_access_token(c, APP_OA, token, &err), PGW_OK);
+    fault(json_pack("{s:s,s:i,s:b}", "path", TEMPLATE_PATH, "count", 1, "lose_answer", 1));
+    rc = pgw_oa_send_template(c, APP_OA, &t, &msgid, &reply, &err);
+    sent = requests_count(TEMPLATE_PATH);
+    if (sent != 1 || delivered_count() != 2)
+        fail_msg("one template message: the fake received %zu (rc %s: %s)", sent, pgw_code_name(rc),
+                 err.msg);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_true(reply.maybe_done);
+
+    /* The next send on a new connection goes as ever. */
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_OK);
+    assert_int_equal(delivered_count(), 3);
+
+    /* A GET is sent again: user/info read twice reads nothing more. */
+    follower("oOA_reader_0001", true, NULL);
+    fault(json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/user/info", "count", 1, "close", 1));
+    char unionid[PGW_WX_OPENID_MAX + 1];
+    bool follows = false;
+    assert_int_equal(
+        pgw_oa_user_unionid(c, APP_OA, "oOA_reader_0001", unionid, &follows, &reply, &err), PGW_OK);
+    assert_true(follows);
+    assert_int_equal(requests_count("/cgi-bin/user/info"), 2);
+    pgw_wx_client_free(c);
+}
+
 /* ---- 6. login and phone number ------------------------------------------- */
 
 static void test_login_and_phone(void **state)
@@ -955,9 +1039,10 @@ static void test_secrets_not_shown(void **state)
     pgw_wx_client_free(bad);
 
     /* No answer at all (the fake drops the connection): curl's message must
-     * not carry the URL's query either. curl sends a request once more on a
-     * new connection when a kept-alive one closes before any answer, so
-     * the fault holds until it is cleared. */
+     * not carry the URL's query either. curl sends a GET once more on a
+     * new connection when a kept-alive one closes before any answer (a
+     * send it does not: test_send_not_resent), so the fault holds until
+     * it is cleared. */
     pgw_wx_client *c = new_client(NULL);
     assert_int_equal(pgw_wx_access_token(c, APP_MP, token, &err), PGW_OK);
     fault(json_pack("{s:s,s:i,s:b}", "path", SEND_PATH, "count", 10, "close", 1));
@@ -1351,6 +1436,7 @@ int main(void)
         cmocka_unit_test_setup(test_classify, reset_fake),
         cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
+        cmocka_unit_test_setup(test_send_not_resent, reset_fake),
         cmocka_unit_test_setup(test_user_info, reset_fake),
         cmocka_unit_test_setup(test_login_and_phone, reset_fake),
         cmocka_unit_test_setup(test_secrets_not_shown, reset_fake),
