@@ -2046,14 +2046,16 @@ static int wx_identity(const pgw_api *api, pgw_identity_kind kind, const char *s
 
 /* What the mini program hears: a code WeChat refused is already 401 (ask
  * wx.login again); our own configuration failing (EIO) is 503, not 400;
- * WeChat's minute quota is 429 with Retry-After: wait, do not report us down. */
+ * so is an answer too large to read (ETOOLARGE): WeChat failing, not the
+ * mini program's request too large (413); WeChat's minute quota is 429
+ * with Retry-After: wait, do not report us down. */
 static int wx_refused(pgw_command *cmd, int rc, const pgw_wx_reply *reply)
 {
     if (reply->errcode == 45011) {
         cmd->retry_at = cmd->at + WX_MINUTE_QUOTA_S;
         return PGW_ELIMITED;
     }
-    return rc == PGW_EIO ? PGW_EUNAVAILABLE : rc;
+    return rc == PGW_EIO || rc == PGW_ETOOLARGE ? PGW_EUNAVAILABLE : rc;
 }
 
 /* A task that waited too long (or the gateway stops): finish without calling out. */

@@ -74,12 +74,13 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
   GET  /_fake/session_keys     -> {"session_keys":[...]}  every session_key issued
   POST /_fake/faults/clear     drops the faults not used up
   POST /_fake/faults           {"path","count","errcode"?,"errmsg"?,"http_status"?,
-                                "body"?,"delay_ms"?,"close"?,"lose_answer"?}
+                                "body"?,"repeat"?,"delay_ms"?,"close"?,"lose_answer"?}
                                close: the connection closes with no answer, the
                                request not handled; lose_answer: it is handled
                                (a message delivered, a code spent), then the
                                connection closes with no answer, as when the
-                               answer is lost on its way back
+                               answer is lost on its way back; repeat: the
+                               body N times (an answer over 1 MiB)
   GET  /_fake/requests?path=   -> {"requests":[...]}  arrival order
   GET  /_fake/stats            -> {"stable_token_calls":{appid:n},"delivered":[...]}
   POST /_fake/reset            clears everything except apps and config
@@ -706,6 +707,10 @@ def ctl_faults(body, query, now):
         if fault["http_status"] > 599:
             raise BadControl("http_status: 100..599")
         fault["body"] = body.get("body") if isinstance(body.get("body"), str) else ""
+        repeat = need_int(body, "repeat", 1, lo=1)
+        if len(fault["body"]) * repeat > 4 * MAX_BODY:
+            raise BadControl("body: at most 4 MiB repeated")
+        fault["body"] *= repeat
     STATE.faults.setdefault(path, []).append(fault)
     return {"ok": True}
 

@@ -1358,6 +1358,41 @@ def login_wechat_flaky(srv, fake):
           "\"works again\" (%d: %s)" % (len(lines), lines[:4]))
 
 
+def phone(port, session, code):
+    """POST /v1/mp/phone with `code`: (status, body, its Retry-After or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn.request("POST", "/v1/mp/phone", body=json.dumps({"code": code}),
+                 headers={"Content-Type": "application/json", "Authorization": "Session " + session})
+    resp = conn.getresponse()
+    text, retry = resp.read().decode(), resp.getheader("Retry-After")
+    conn.close()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = {"error": {"code": None, "message": text}}
+    return resp.status, doc, retry
+
+
+# An answer over what the gateway reads (http_client.h PGW_HTTP_ANSWER_MAX, 1 MiB).
+TOO_LARGE = {"http_status": 200, "body": "x", "repeat": (1 << 20) + 1}
+
+
+def phone_answer_too_large(srv, fake):
+    """Regression (the mp-login review): an answer of getuserphonenumber
+    too large to read was 413 payload_too_large, which blames the mini
+    program's own request: it is WeChat failing, 503 unavailable."""
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-phone-large",
+                                                "openid": "oMP-phone-large"})
+    status, doc, _ = login(srv.port, "code-phone-large")
+    check(status == 200, "a login for the phone check: %s %s" % (status, doc))
+    fake.control("POST", "/_fake/faults",
+                 dict({"count": 1}, path="/wxa/business/getuserphonenumber", **TOO_LARGE))
+    status, doc, _ = phone(srv.port, doc.get("session", ""), "ph-large")
+    fake.control("POST", "/_fake/faults/clear")
+    check(status == 503 and doc["error"]["code"] == "unavailable",
+          "phone, WeChat's answer too large: 503 unavailable (%s %s)" % (status, doc))
+
+
 def login_wechat_unreachable(tmp, env):
     """Regression (as login_wechat_down): no WeChat at api_base at all."""
     d = os.path.join(tmp, "unreachable")
@@ -1465,6 +1500,9 @@ def main():
         mini_program(srv, fake)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
+
+
+        phone_answer_too_large(srv, fake)
         login_wechat_unreachable(tmp, env)
         login_sign_up_cap(tmp, fake, env)
         pruning(srv)
