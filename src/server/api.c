@@ -207,10 +207,11 @@ typedef struct oa_follow oa_follow; /* a subscribe's follow command (oa_record_f
  * push to answer. */
 typedef struct wx_job {
     char code[PGW_WX_CODE_MAX + 1];
-    /* A login: why WeChat failed it, for the operator's log (the answer
-     * says it without WeChat's address), "" when WeChat answered. */
+    /* A login or a phone number: why WeChat failed it, for the operator's
+     * log (the answer says it without WeChat's address), "" when WeChat
+     * answered. */
     char wechat_failed[PGW_ERR_MSG_MAX];
-    bool wechat_answered; /* a login: WeChat answered jscode2session */
+    bool wechat_answered; /* WeChat answered jscode2session, getuserphonenumber */
     /* The mini-program user: a login's openid (for its session token), or
      * the session's, which a phone code must have been given to. */
     char openid[PGW_WX_OPENID_MAX + 1];
@@ -284,7 +285,8 @@ struct pgw_api {
     size_t n_free_jobs; /* kept for reuse, at most JOBS_KEPT */
     size_t batches;     /* batches in progress: at most inflight_max / BATCH_WINDOW */
     uint64_t risk_rejected[N_RISK_RULES];
-    pgw_log_limit login_said; /* the service thread's: WeChat failing logins (mp_login_tell) */
+    pgw_log_limit login_said; /* the service thread's: WeChat failing logins (mp_wechat_tell) */
+    pgw_log_limit phone_said; /* the same for phone numbers */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
     void *notify_ctx;
@@ -2058,24 +2060,14 @@ static int wx_refused(pgw_command *cmd, int rc, const pgw_wx_reply *reply)
     return rc == PGW_EIO || rc == PGW_ETOOLARGE ? PGW_EUNAVAILABLE : rc;
 }
 
-/* A task that waited too long (or the gateway stops): finish without calling out. */
-static bool wx_stale(pgw_job *job, bool stale)
-{
-    if (!stale)
-        return false;
-    pgw_err err;
-    pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up: try again");
-    wx_fail(job, PGW_EUNAVAILABLE, &err);
-    return true;
-}
-
 /* How long a mini program is asked to wait (Retry-After) after WeChat
- * failed its login: no answer, an error page, -1 system busy. WeChat's
- * blips pass in seconds and a member is looking at a spinner, so not
- * long; but twice a call's 2.5 s (PGW_WX_CALL_TIMEOUT_MS), so that while
- * WeChat is down every member's retry does not reach the outbound workers
- * before the calls already waiting there have timed out. A code WeChat
- * never took stays good for its 5 minutes: the retry may send it again. */
+ * failed its login or its phone number: no answer, an error page, -1
+ * system busy. WeChat's blips pass in seconds and a member is looking at
+ * a spinner, so not long; but twice a call's 2.5 s
+ * (PGW_WX_CALL_TIMEOUT_MS), so that while WeChat is down every member's
+ * retry does not reach the outbound workers before the calls already
+ * waiting there have timed out. A code WeChat never took stays good for
+ * its 5 minutes: the retry may send it again. */
 #define WX_DOWN_RETRY_S 5
 
 /* `msg` into out (cap > 0) without the URLs in it: http_client.c names the
@@ -2097,27 +2089,43 @@ static void without_urls(const char *msg, char *out, size_t cap)
     out[n] = '\0';
 }
 
-/* A login WeChat did not answer (or `cause` kept from asking): 503 with
- * Retry-After, the cause without WeChat's address; the whole cause goes to
- * the operator's log on the service thread (mp_login_tell). */
-static void mp_login_down(pgw_job *job, const pgw_err *cause)
+/* A login or a phone number (the job's route) WeChat did not answer (or
+ * `cause` kept from asking): 503 with Retry-After, the cause without
+ * WeChat's address; the whole cause goes to the operator's log on the
+ * service thread (mp_wechat_tell). */
+static void mp_wechat_down(pgw_job *job, const pgw_err *cause)
 {
     char shown[PGW_ERR_MSG_MAX];
     without_urls(cause->msg, shown, sizeof(shown));
     snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed), "%s", cause->msg);
     job->cmd.retry_at = job->cmd.at + WX_DOWN_RETRY_S;
     pgw_err err;
-    pgw_err_set(&err, PGW_EUNAVAILABLE,
-                "the login could not be checked with WeChat (%s): try again in %d s", shown,
-                WX_DOWN_RETRY_S);
+    pgw_err_set(&err, PGW_EUNAVAILABLE, "%s (%s): try again in %d s",
+                job->route == R_MP_LOGIN ? "the login could not be checked with WeChat"
+                                         : "the phone number could not be had from WeChat",
+                shown, WX_DOWN_RETRY_S);
     wx_fail(job, PGW_EUNAVAILABLE, &err);
 }
 
-/* A login jscode2session refused. A code WeChat refused (40029: unknown
- * or expired; 40163: used already, as by a login whose answer the mini
+/* A task that waited too long (or the gateway stops): finished without
+ * calling out, and told when to try again as when WeChat fails. */
+static bool wx_stale(pgw_job *job, bool stale)
+{
+    if (!stale)
+        return false;
+    pgw_err err;
+    pgw_err_set(&err, PGW_EUNAVAILABLE, "calls to WeChat are backed up");
+    mp_wechat_down(job, &err);
+    return true;
+}
+
+/* A login (jscode2session) or a phone number (getuserphonenumber) WeChat
+ * refused or failed. A login code WeChat refused (40029: unknown or
+ * expired; 40163: used already, as by a login whose answer the mini
  * program lost) cannot work again: the mini program is told to get a new
- * one from wx.login, by a 401 that means nothing else on this route. */
-static void mp_login_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, const pgw_err *cause)
+ * one from wx.login, by a 401 that means nothing else on this route (a
+ * phone code's 401 says why already: pgw_mp_phone). */
+static void mp_wechat_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, const pgw_err *cause)
 {
     int out = wx_refused(&job->cmd, rc, reply);
     /* Not the code's fault (401), the user's (40226, 422), nor a quota
@@ -2125,11 +2133,11 @@ static void mp_login_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, co
      * could not read or send what it takes (an answer too large, memory,
      * our own configuration). */
     if (out != PGW_EUNAUTHORIZED && out != PGW_ERISK && out != PGW_ELIMITED && out != PGW_EINVAL) {
-        mp_login_down(job, cause);
+        mp_wechat_down(job, cause);
         return;
     }
     pgw_err err = *cause;
-    if (rc == PGW_EUNAUTHORIZED)
+    if (rc == PGW_EUNAUTHORIZED && job->route == R_MP_LOGIN)
         pgw_err_set(&err, rc,
                     "WeChat refused the login code (errcode %ld: %s): get a new code with "
                     "wx.login and log in with it",
@@ -2142,20 +2150,17 @@ static void mp_login_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, co
 static void mp_login_task(void *arg, bool stale)
 {
     pgw_job *job = arg;
+    if (wx_stale(job, stale))
+        return;
     pgw_command *cmd = &job->cmd;
     pgw_err err;
-    if (stale) { /* as wx_stale, but a login is told when to try again */
-        pgw_err_set(&err, PGW_EUNAVAILABLE, "calls to WeChat are backed up");
-        mp_login_down(job, &err);
-        return;
-    }
     pgw_mp_identity who;
     pgw_wx_reply reply;
     int rc = pgw_mp_login(pgw_wechat_client(job->api->wechat), cmd->appid, job->wx->code, &who,
                           &reply, &err);
     job->wx->wechat_answered = rc == PGW_OK || reply.errcode != 0;
     if (rc != PGW_OK) {
-        mp_login_refused(job, rc, &reply, &err);
+        mp_wechat_refused(job, rc, &reply, &err);
         return;
     }
     rc = wx_identity(job->api, PGW_ID_MP_OPENID, cmd->appid, who.openid, &cmd->who, &err);
@@ -2183,8 +2188,12 @@ static void mp_phone_task(void *arg, bool stale)
     pgw_err err;
     int rc = pgw_mp_phone(pgw_wechat_client(job->api->wechat), cfg->wechat_mp.appid,
                           job->wx->openid, job->wx->code, phone, sizeof(phone), &reply, &err);
-    if (rc == PGW_OK)
-        rc = wx_identity(job->api, PGW_ID_PHONE, "", phone, &cmd->who, &err);
+    job->wx->wechat_answered = rc == PGW_OK || reply.errcode != 0;
+    if (rc != PGW_OK) {
+        mp_wechat_refused(job, rc, &reply, &err);
+        return;
+    }
+    rc = wx_identity(job->api, PGW_ID_PHONE, "", phone, &cmd->who, &err);
     if (rc != PGW_OK) {
         wx_fail(job, wx_refused(cmd, rc, &reply), &err);
         return;
@@ -3758,25 +3767,28 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     return PGW_OK;
 }
 
-/* The operator's line of a login WeChat failed, with WeChat's address
- * (limited as the sweep's lines: during an outage every login fails), and
- * one when WeChat answers again. "Again" only a minute after the minute's
- * first line (R3): logins come at request rate, and a WeChat failing
- * every other one (-1, busy) cleared the limit each time, two lines a
- * failure. On the service thread. */
-static void mp_login_tell(pgw_api *api, const pgw_job *job)
+/* The operator's line of a login or a phone number WeChat failed, with
+ * WeChat's address (limited as the sweep's lines: during an outage every
+ * one fails), and one when WeChat answers again. "Again" only a minute
+ * after the minute's first line (R3): these come at request rate, and a
+ * WeChat failing every other one (-1, busy) cleared the limit each time,
+ * two lines a failure. On the service thread. */
+static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
 {
     if (job->wx == NULL)
         return;
+    bool login = job->route == R_MP_LOGIN;
+    pgw_log_limit *said = login ? &api->login_said : &api->phone_said;
+    const char *what = login ? "mini-program login" : "mini-program phone number";
     pgw_err cause;
     pgw_err_clear(&cause);
     int64_t now_s = pgw_monotonic_us() / 1000000;
-    bool minute_over = now_s - api->login_said.minute_s >= PGW_LOG_EVERY_S;
+    bool minute_over = now_s - said->minute_s >= PGW_LOG_EVERY_S;
     if (job->wx->wechat_failed[0] != '\0') {
         pgw_err_set(&cause, PGW_EUNAVAILABLE, "%s", job->wx->wechat_failed);
-        pgw_expire_tell(&api->login_said, "mini-program login", PGW_EUNAVAILABLE, &cause);
+        pgw_expire_tell(said, what, PGW_EUNAVAILABLE, &cause);
     } else if (job->wx->wechat_answered && minute_over) {
-        pgw_expire_tell(&api->login_said, "mini-program login", PGW_OK, &cause);
+        pgw_expire_tell(said, what, PGW_OK, &cause);
     }
 }
 
@@ -3794,8 +3806,9 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         api->risk_rejected[i] +=
             strncmp(cmd->err.msg, RISK_RULES[i], n) == 0 && cmd->err.msg[n] == ':';
     }
-    if (job->route == R_MP_LOGIN)
-        mp_login_tell(api, job);
+    /* A phone number's job comes back first from the session's check. */
+    if (job->route == R_MP_LOGIN || (job->route == R_MP_PHONE && cmd->kind == PGW_COMMAND_BIND))
+        mp_wechat_tell(api, job);
     if (job->route == R_SMS_OTP) {
         if (!finish_otp_issue(api, job, resp))
             return false; /* the code's SMS is on its way: the job lives on */
@@ -3812,8 +3825,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
             r = R_OTHER; /* not found: the member, not an original */
         fail(resp, r, cmd->rc, cmd->err.msg);
         /* API.md: a limit with Retry-After; so is the hourly sign-up limit
-         * (422, a risk rule) and WeChat failing a login. From when it was
-         * asked: an event's `at` is its occurred_at. */
+         * (422, a risk rule) and WeChat failing a login or a phone number.
+         * From when it was asked: an event's `at` is its occurred_at. */
         bool waits = cmd->rc == PGW_ELIMITED || cmd->rc == PGW_ERISK || cmd->rc == PGW_EUNAVAILABLE;
         int64_t asked = cmd->asked_at > 0 ? cmd->asked_at : cmd->at;
         if (waits && cmd->retry_at > asked)

@@ -1393,6 +1393,52 @@ def phone_answer_too_large(srv, fake):
           "phone, WeChat's answer too large: 503 unavailable (%s %s)" % (status, doc))
 
 
+def phone_wechat_down(srv, fake):
+    """Regression (the mp-login review): POST /v1/mp/phone answered WeChat
+    failing (an error page, a dropped connection, -1 system busy, no
+    answer in time) with 503 without Retry-After and WeChat's address in
+    the message, where a login had both fixed; and an answer too large to
+    read was 413 payload_too_large, which blames the mini program's own
+    request. All are WeChat failing: answered as a login's."""
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-phone-down",
+                                                "openid": "oMP-phone-down"})
+    status, doc, _ = login(srv.port, "code-phone-down")
+    check(status == 200, "a login for the phone checks: %s %s" % (status, doc))
+    session = doc.get("session", "")
+    faults = [({"http_status": 502, "body": "bad gateway"}, "HTTP 502"),
+              # twice: were it sent again on a new connection, the second fails too
+              ({"close": True, "count": 2}, "a dropped connection"),
+              ({"errcode": -1}, "-1 system busy"),
+              (TOO_LARGE, "an answer too large"),
+              ({"delay_ms": 3500}, "no answer in time")]
+    for i, (fault, what) in enumerate(faults):
+        fake.control("POST", "/_fake/faults",
+                     dict({"count": 1}, path="/wxa/business/getuserphonenumber", **fault))
+        status, doc, retry = phone(srv.port, session, "ph-down-%d" % i)
+        fake.control("POST", "/_fake/faults/clear")
+        message = doc.get("error", {}).get("message") or ""
+        check(status == 503 and doc["error"]["code"] == "unavailable" and retry == WX_DOWN_RETRY,
+              "phone, WeChat's %s: 503 with Retry-After %s (%s %s %s)" %
+              (what, WX_DOWN_RETRY, status, retry, doc))
+        check("WeChat" in message and "http" not in message and "127.0.0.1" not in message and
+              str(fake.port) not in message,
+              "phone, WeChat's %s: the message names it, not WeChat's address: %r" % (what, message))
+    logs = eventually(srv.stderr, lambda t: "mini-program phone number: " in t and "HTTP 502" in t)
+    check("mini-program phone number: " in logs and "getuserphonenumber" in logs and
+          "127.0.0.1:%d" % fake.port in logs,
+          "the operator's log says what failed and where: %s" % logs[-2000:])
+    # WeChat never took the code of the 502: the same code binds once WeChat answers.
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-down-0",
+                                                "phone": "13500135000", "openid": "oMP-phone-down"})
+    status, doc, _ = phone(srv.port, session, "ph-down-0")
+    check(status == 200, "after a 502 the same phone code binds: %s %s" % (status, doc))
+    # "works again" only once the minute of the first failure's line is
+    # over (login_wechat_flaky): not yet.
+    time.sleep(0.3)
+    check("mini-program phone number works again" not in srv.stderr(),
+          "the log says it works again only a minute after the first failure's line")
+
+
 def login_wechat_unreachable(tmp, env):
     """Regression (as login_wechat_down): no WeChat at api_base at all."""
     d = os.path.join(tmp, "unreachable")
@@ -1500,9 +1546,8 @@ def main():
         mini_program(srv, fake)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
-
-
         phone_answer_too_large(srv, fake)
+        phone_wechat_down(srv, fake)
         login_wechat_unreachable(tmp, env)
         login_sign_up_cap(tmp, fake, env)
         pruning(srv)
