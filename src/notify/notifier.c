@@ -457,11 +457,16 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
 
 /* The balance a notice tells is the member's now, not when it was queued,
  * when the notice was made to wait (a coalescing window, a retry, quiet
- * hours, a backlog; or whose member was merged since). One sent right
+ * hours, a backlog; or whose member was merged since: `merged` found now,
+ * nt->merged a merge that moved it to the survivor). One sent right
  * away keeps the balance its cause computed, and so does an arrival a
- * later notice hurried (pgw_store_enqueue_notice), whenever it goes: it
+ * later notice hurried (pgw_store_enqueue_notice) while it goes first: it
  * goes before that notice, and told the balance after that notice's
- * cause, "+600, balance 450" would precede "-150, balance 450". Not read
+ * cause, "+600, balance 450" would precede "-150, balance 450" (one held
+ * for SMS or a retry since is hurried no more: the store clears it). A
+ * merged one is never taken for sent right away: the one it was queued
+ * with is the merged member's, and a hurry may make it due in the second
+ * it was queued. Not read
  * for a notice sent right away because the read is a member's lots,
  * re-read from the file by a courier whose cache the writer keeps
  * invalidating, and at 1,000 notices/s it made the couriers fall behind
@@ -469,7 +474,7 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
 static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err)
 {
     bool at_once = nt->due_at <= nt->created_at && now_s() - nt->created_at < 2;
-    if (!merged && nt->attempts <= 1 && (nt->hurried || at_once))
+    if (!merged && !nt->merged && nt->attempts <= 1 && (nt->hurried || at_once))
         return PGW_OK;
     bool found = false;
     pgw_member_figures f;

@@ -250,6 +250,21 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
  * points, and the official account drops a second message with the
  * notice's client_msg_id. */
 #define JOINABLE "attempts = 0 AND (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED ")) = 0"
+/* The notices column `hurried` (schema 32): 0, 1 an arrival a later notice
+ * hurried (it tells the balance it was queued with), 2 one a merge moved
+ * (it tells the balance when sent, hurried or not: ST_MERGE_NOTICES). A
+ * hurry sets 1 but keeps 2; a claim ending with the notice pending again
+ * (held for SMS, a retry; pgw_store_finish_notice) or an operator's retry
+ * clears 1 (UNHURRIED). */
+#define HURRIED   "hurried = CASE WHEN hurried = 2 THEN 2 ELSE 1 END"
+#define UNHURRIED "hurried = CASE WHEN hurried = 1 THEN 0 ELSE hurried END"
+/* Which of a member's notices a later notice hurries, at time `now`
+ * (ST_HURRY_ARRIVALS says why): arrivals still waiting out their window,
+ * not held for SMS, not waiting for a retry, none that may have reached
+ * the member. */
+#define HURRY_TAKES(now)                                                                           \
+    "kind = 'points_arrived' AND state = 'pending' AND due_at > " now                              \
+    " AND (excluded & " NOTICE_HELD ") = 0 AND " JOINABLE
 /* Whether a wake takes a pending notice whose `excluded` is this
  * expression (ST_WAKE_NOTICES says why). */
 #define WAKE_TAKES(excluded)                                                                       \
@@ -684,19 +699,21 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * hurried, it would only be held again), one waiting for a retry (its
      * backoff holds), or one that may have reached the member (JOINABLE).
      */
-    [ST_HURRY_ARRIVALS] = "UPDATE notices SET due_at = ?2, hurried = 1 WHERE member = ?1"
-                          " AND kind = 'points_arrived' AND state = 'pending' AND due_at > ?2"
-                          " AND (excluded & " NOTICE_HELD ") = 0 AND " JOINABLE,
+    [ST_HURRY_ARRIVALS] = "UPDATE notices SET due_at = ?2, " HURRIED " WHERE member = ?1"
+                          " AND " HURRY_TAKES("?2"),
     [ST_INSERT_NOTICE] = "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
                          " about_at, due_at, state, channel, excluded, attempts, last_error,"
                          " provider_id, updated_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6,"
                          " ?7, 'pending', '', 0, 0, '', '', ?6, ?8)",
-    /* Moved to the survivor, a notice is marked made to wait (due after it
-     * was made) and not hurried: the notifier then tells the balance as it
-     * is when sent, not the merged member's it was queued with (notifier.c
-     * current_balance; the move hid the merge from it). */
+    /* Moved to the survivor, a notice is marked moved (hurried = 2, which
+     * a later hurry keeps: HURRIED) and made to wait (due after it was
+     * made): the notifier then tells the balance as it is when sent, not
+     * the merged member's it was queued with (notifier.c current_balance;
+     * the move hid the merge from it). A mark, not hurried = 0: the
+     * survivor's next refund hurried the moved arrival again, and it told
+     * the merged member's balance (R2). */
     [ST_MERGE_NOTICES] = "UPDATE notices SET member = ?2, due_at = CASE WHEN due_at <= created_at"
-                         " THEN created_at + 1 ELSE due_at END, hurried = 0 WHERE member = ?1",
+                         " THEN created_at + 1 ELSE due_at END, hurried = 2 WHERE member = ?1",
     /* A member's notices held for SMS (PGW_NOTICE_HELD, 16) due at once
      * (just after they were made: the notifier then tells the balance as
      * it is when sent), the channel chosen anew: WeChat may reach the
@@ -1318,15 +1335,18 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     " '$.written_off') END END FROM key_records r WHERE r.id = idempotency.record)"
     " WHERE event_type = 'refund';",
     /* 32: a member's notices go in the order they were queued: an arrival
-     * a later notice made due at once is marked (hurried: it tells the
+     * a later notice made due at once is marked (hurried = 1: it tells the
      * balance it was queued with; a due time before it was made, as 9b3cf56
-     * marked it, reads wrongly across instances with skewed clocks), and
-     * the courier's claim reads pending notices by due time, then id, from
-     * an index in that order: sorting the notices due at the same second
-     * cost each claim 35 ms at 100,000 (PostgreSQL, the end of quiet
-     * hours). It replaces notices_due, which it serves wherever that did. */
+     * marked it, reads wrongly across instances with skewed clocks), a
+     * notice a merge moved too (2: it tells the balance when sent, hurried
+     * or not; HURRIED), and the courier's claim reads pending notices by
+     * due time, then id, from an index in that order: on PostgreSQL,
+     * sorting the notices due at the same second cost each claim 35 ms at
+     * 100,000 (the end of quiet hours). On SQLite notices_due gave that
+     * order already (its entries end with the rowid, which id is); the new
+     * index replaces it on both, serving every query that one did. */
     "ALTER TABLE notices ADD COLUMN hurried INTEGER NOT NULL DEFAULT 0"
-    " CHECK (hurried = 0 OR hurried = 1);"
+    " CHECK (hurried IN (0, 1, 2));"
     "CREATE INDEX notices_due_id ON notices (due_at, id) WHERE state = 'pending';"
     "DROP INDEX notices_due;",
 };
@@ -4550,7 +4570,8 @@ static bool notice_row(pgw_sql_stmt *st, void *item)
     n->attempts = pgw_sql_column_int64(st, 11);
     n->updated_at = pgw_sql_column_int64(st, 14);
     n->about_at = pgw_sql_column_int64(st, 15);
-    n->hurried = pgw_sql_column_int64(st, 17) != 0;
+    n->hurried = pgw_sql_column_int64(st, 17) == 1;
+    n->merged = pgw_sql_column_int64(st, 17) == 2;
     return column_text(st, 1, n->member, sizeof(n->member)) &&
            column_text(st, 16, n->detail, sizeof(n->detail)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
@@ -4647,7 +4668,14 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     int rc = prepare(s,
                      "UPDATE notices SET state = ?2, channel = ?3, " RECORDED ","
                      " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9,"
-                     " balance = ?11, claimed_by = '', lease_until = 0"
+                     " balance = ?11, claimed_by = '', lease_until = 0,"
+                     /* pending again (held for SMS, a retry): it goes later,
+                      * after the notice that hurried it, so it tells the
+                      * balance when sent (R2: a held one told its queued
+                      * balance in the morning, after the member read a lower
+                      * one) */
+                     " hurried = CASE WHEN ?2 = 'pending' AND hurried = 1 THEN 0"
+                     " ELSE hurried END"
                      " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?10",
                      &st, err);
     if (rc != PGW_OK)
@@ -4839,8 +4867,10 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
                       * arrival joins it (JOINABLE). Dead still: a retry
                       * beside this one (another instance) may have made it
                       * pending, and a courier may be sending it. */
-                     /* (and not hurried: it tells the balance when sent) */
-                     "UPDATE notices SET state = 'pending', due_at = ?2, attempts = 0, hurried = 0,"
+                     /* (and not hurried: it tells the balance when sent;
+                      * a merge's mark stays) */
+                     "UPDATE notices SET state = 'pending', due_at = ?2, attempts = 0, " UNHURRIED
+                     ","
                      " excluded = (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED "))"
                      " | CASE WHEN attempts > 0 THEN " NOTICE_REACHED " ELSE 0 END,"
                      " last_error = '', updated_at = ?2 WHERE id = ?1 AND state = 'dead'",

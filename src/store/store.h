@@ -613,8 +613,14 @@ typedef struct pgw_notice {
     char provider_id[PGW_PROVIDER_ID_MAX + 1];
     /* An arrival a later notice of its member made due at once
      * (pgw_store_enqueue_notice): it tells the balance it was queued
-     * with, whenever sent (notifier.c current_balance). */
+     * with, whenever sent (notifier.c current_balance). Until a claim
+     * ends with it pending again (held for SMS, a retry): it then tells
+     * the balance when sent. */
     bool hurried;
+    /* Queued for a member merged since (pgw_store_merge_rows moved it to
+     * the survivor): it tells the survivor's balance when sent, never the
+     * merged member's it was queued with, hurried or not. */
+    bool merged;
 } pgw_notice;
 
 /*

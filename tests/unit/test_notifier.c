@@ -688,6 +688,56 @@ static void test_a_hurried_arrival_tells_its_own_balance(void **state)
     rig_free(&r);
 }
 
+/*
+ * M2's arrival waiting out its window, M2 merged into M1, then M1's
+ * refund, all in one second: the moved arrival goes first and tells the
+ * survivor's balance when sent (0 here: the test's members have no lots),
+ * not M2's it was queued with (600), as any notice a merge moved does.
+ * Regression (R2): the merge unmarked it, the refund hurried it again,
+ * and the courier told 600; unmarked for good, made due in the second it
+ * was queued, it still passed for one sent right away.
+ */
+static void test_a_merged_arrival_tells_the_survivors_balance(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    pgw_err err;
+    if (pgw_store_put_member(r.store, "M2", 0, 1, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M2", "points_arrived", 600, 600, "S001", "", now, 10,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK || pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_merge_rows(r.store, "M2", "M1", &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK || pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    rig_start(f, &r);
+    pgw_notice list[2];
+    size_t n = 0;
+    const pgw_notice *arrival = NULL;
+    for (int i = 0; i < 1000 && arrival == NULL; i++) {
+        fake_sleep_ms(10);
+        assert_int_equal(pgw_store_member_notices(r.store, "M1", list, 2, &n, &err), PGW_OK);
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(list[k].kind, "points_arrived") == 0 && strcmp(list[k].state, "sent") == 0)
+                arrival = &list[k];
+    }
+    if (arrival == NULL)
+        fail_msg("the arrival was not sent within 10 s");
+    if (arrival->balance != 0)
+        fail_msg(
+            "the merged member's arrival told %lld (M2's queued balance), want the survivor's 0",
+            (long long)arrival->balance);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -707,6 +757,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_wake_hurries_a_notice_tried_on_wechat, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wake_leaves_a_notice_an_sms_may_have_reached, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_merged_arrival_tells_the_survivors_balance, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,
                                         db_fixture_teardown),

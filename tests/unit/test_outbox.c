@@ -669,6 +669,36 @@ static void hold_again(pgw_store *s, pgw_notice nt, int64_t excluded, int64_t no
 }
 
 /*
+ * A hurried arrival that a courier then held for the morning's SMS (WeChat
+ * refused it, 43101, then quiet hours) is no longer hurried: it tells the
+ * balance when it is sent. Regression (R2): it stayed hurried, and the
+ * morning's SMS told "+600, balance 600", the balance it was queued with,
+ * hours after the reversal that hurried it told "-150, balance 450".
+ */
+static void test_a_held_hurried_arrival_reads_the_balance_when_sent(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 2);
+    assert_true(got[0].hurried);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001); /* 43101, then quiet hours */
+    snprintf(got[1].state, sizeof(got[1].state), "sent");
+    snprintf(got[1].channel, sizeof(got[1].channel), "wechat_mp");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[1], 1001, &err), PGW_OK);
+    assert_int_equal(claim(s, 30000, got), 1);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_int_equal(got[0].attempts, 1); /* a hold is no attempt: only the flag can tell */
+    if (got[0].hurried)
+        fail_msg("held for the morning after its reversal went, still hurried: the courier "
+                 "tells the queued %lld, not the balance when sent",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * Regression (the team's notes): a wake (a subscription, a follow, an
  * openid bound, a merge) that came while a courier held the notice was
  * lost: it took only pending notices. A courier that then held it for SMS
@@ -815,6 +845,35 @@ static void test_an_sms_leaves_only_within_its_lease(void **state)
                  "it is answered: %d; want both refused (%d)",
                  lapsed, short_lease, PGW_ESTATE);
     assert_int_equal(pgw_store_sms_leaving(s, "A", &got[0], end - 5, 5, &err), PGW_OK);
+    pgw_store_close(s);
+}
+
+/*
+ * An arrival moved by a merge, still waiting out its window, is hurried
+ * by the survivor's later notice (it goes first) but tells the balance
+ * when sent: the one it was queued with is the merged member's. Regression
+ * (R2): the merge unmarked it, the survivor's refund marked it hurried
+ * again, and the courier told the merged member's balance (390).
+ */
+static void test_a_merged_arrival_is_not_hurried_into_its_old_balance(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M2", 0, 1, &err), PGW_OK);
+    enqueue_at(s, "M2", "points_arrived", "S001", 390, 390, 1000, 10); /* waiting */
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 1880, 1002, 0);
+    assert_int_equal(claim(s, 1002, got), 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_string_equal(got[0].member, "M1");
+    if (got[0].hurried)
+        fail_msg("the merged member's arrival is hurried: the courier tells its queued balance "
+                 "%lld (M2's), not the survivor's",
+                 (long long)got[0].balance);
+    assert_true(got[0].merged); /* the courier reads the balance when it sends it */
+    assert_string_equal(got[1].kind, "points_reversed");
     pgw_store_close(s);
 }
 
@@ -1194,6 +1253,10 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_coalescing_keeps_shops_apart, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_merged_arrival_is_not_hurried_into_its_old_balance,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_held_hurried_arrival_reads_the_balance_when_sent,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_later_notice_does_not_overtake_an_arrival,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hurried_arrivals_keep_their_order, db_fixture_setup,
