@@ -1013,7 +1013,8 @@ int pgw_store_member_net(pgw_store *store, int64_t from, int64_t to, int64_t *ou
  * connection, e.g. to make the database "full" with PRAGMA max_page_count. */
 int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);
 /* Test hook: the text of a member's read of lots ("member_figures",
- * "spendable_lots", "expiring") as prepared, or of a courier's claim
+ * "spendable_lots", "expiring"), of a notice's hurry of its member's
+ * arrivals ("hurry_arrivals") as prepared, or of a courier's claim
  * ("claim_notices"), for its plan; NULL for another name. */
 const char *pgw_store__statement_for_test(pgw_store *store, const char *name);
 
