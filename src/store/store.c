@@ -5011,7 +5011,10 @@ int pgw_store_take_quota(pgw_store *s, const char *member, const char *openid,
 
 /* Members with points expiring on a local day within the horizon, not yet
  * reminded of that day: their notices (the day's total, due now) and the
- * days, in one transaction. */
+ * days, in one transaction. A reminder hurries the member's arrivals
+ * still waiting out their window, as any notice of another kind does
+ * (ST_HURRY_ARRIVALS): its balance counts their points, and told first it
+ * would tell points the member has not been told of (R2). */
 int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int32_t offset_s,
                               int64_t *queued, pgw_err *err)
 {
@@ -5030,21 +5033,33 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         " '', ?1, d.at, ?1, 'pending', '', 0, 0, '', '', ?1 FROM (%s) d"
         " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = d.member AND r.day = d.day)";
     /* clang-format on */
+    /* The members just reminded: those with a reminder made and due now
+     * (read from notices_due_id), then their arrivals by notices_member.
+     * Only arrivals queued before the reminder can be waiting. */
+    static const char hurry_sql[] =
+        "UPDATE notices SET due_at = ?1, " HURRIED " WHERE member IN (SELECT member FROM notices"
+        " WHERE state = 'pending' AND due_at = ?1 AND kind = 'points_expiring'"
+        " AND created_at = ?1) AND " HURRY_TAKES("?1");
     static const char days_sql[] =
         "INSERT INTO reminders (member, day) SELECT member, day FROM (%s) AS d WHERE true"
         " ON CONFLICT (member, day) DO NOTHING";
     char sql[1024];
     int rc = pgw_store_begin(s, err);
     int64_t n = 0;
-    for (int step = 0; rc == PGW_OK && step < 2; step++) {
+    for (int step = 0; rc == PGW_OK && step < 3; step++) { /* notices, hurry, days */
         pgw_sql_stmt *st = NULL;
-        snprintf(sql, sizeof(sql), step == 0 ? notices_sql : days_sql, due);
+        if (step == 1)
+            snprintf(sql, sizeof(sql), "%s", hurry_sql);
+        else
+            snprintf(sql, sizeof(sql), step == 0 ? notices_sql : days_sql, due);
         rc = prepare(s, sql, &st, err);
         if (rc != PGW_OK)
             break;
         pgw_sql_bind_int64(st, 1, now);
-        pgw_sql_bind_int64(st, 2, horizon_s);
-        pgw_sql_bind_int64(st, 3, offset_s);
+        if (step != 1) { /* the hurry takes ?1 alone */
+            pgw_sql_bind_int64(st, 2, horizon_s);
+            pgw_sql_bind_int64(st, 3, offset_s);
+        }
         rc = step_done(s, st, "queueing reminders", err);
         if (step == 0)
             n = pgw_sql_changes(s->db);

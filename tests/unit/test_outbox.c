@@ -1216,6 +1216,52 @@ static void test_expiry_reminders(void **state)
 }
 
 /*
+ * An expiry reminder hurries the member's arrivals still waiting out their
+ * window, as any notice of another kind does: the arrival goes first, with
+ * the balance after its sale, then the reminder, whose balance counts
+ * that sale. Regression (R2): the reminder went at once, telling a balance
+ * with points the member had not been told of yet, and the arrival 10 s
+ * after it.
+ */
+static void test_a_reminder_hurries_a_waiting_arrival(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    const int64_t now = 1795824000, day = 86400; /* 2026-11-28 00:00 UTC, 08:00 in Shanghai */
+    char sql[1024];
+    const db_fixture *f = *state;
+    /* lots name transfer 1, which this test does not write */
+    snprintf(sql, sizeof(sql),
+             "%s"
+             "INSERT INTO members (id, debt, created_at_us) VALUES ('M1', 0, 0), ('M2', 0, 0);"
+             "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
+             " source_transfer) VALUES ('M1', 100, 100, 0, 0, %lld, 1),"
+             " ('M1', 600, 600, 0, %lld, %lld, 1);",
+             f->pg ? "SET session_replication_role = replica;" : "PRAGMA foreign_keys = OFF;",
+             (long long)(now + 2 * day), (long long)now, (long long)(now + 365 * day));
+    assert_int_equal(pgw_store__exec_for_test(s, sql, &err), PGW_OK);
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 700, now, 10);
+    enqueue_at(s, "M2", "points_arrived", "S001", 5, 5, now, 10); /* not reminded: waits */
+    int64_t queued = 0;
+    assert_int_equal(pgw_store_queue_reminders(s, now + 1, 7 * day, 8 * 3600, &queued, &err),
+                     PGW_OK);
+    assert_int_equal(queued, 1);
+    pgw_notice got[8];
+    size_t n = claim(s, now + 1, got);
+    if (n != 2)
+        fail_msg("claimed %zu at the reminder's time, the first %s: want the arrival, then the "
+                 "reminder",
+                 n, n > 0 ? got[0].kind : "-");
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_true(got[0].hurried); /* tells 700, the balance after its sale */
+    assert_string_equal(got[1].kind, "points_expiring");
+    assert_int_equal(got[1].balance, 700);
+    assert_int_equal(claim(s, now + 10, got), 1);
+    assert_string_equal(got[0].member, "M2");
+    pgw_store_close(s);
+}
+
+/*
  * A member merged away was reminded as itself: the survivor, who takes
  * its lots, is not reminded of those days again; a day both were reminded
  * of stays one day. Regression: the rows stayed under the merged member,
@@ -1358,6 +1404,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_prune, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_reminders, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_reminder_hurries_a_waiting_arrival, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_moves_its_reminders, db_fixture_setup,
                                         db_fixture_teardown),
