@@ -261,7 +261,8 @@ struct pgw_api {
     const pgw_config *cfg;
     sweeper sweep;
     pgw_writer *writer;
-    pgw_writer *reader;
+    pgw_writer *reader;  /* member reads, sessions, notices: each a few milliseconds */
+    pgw_writer *finance; /* reports and reconciliations, seconds each (finance_route) */
     pgw_auth *auth;
     pgw_vault *vault;
     pgw_wechat *wechat;
@@ -581,12 +582,28 @@ static void job_free(pgw_job *job)
     api->n_free_jobs++;
 }
 
+/* Finance's reads take seconds (a pool report scans the log, a
+ * reconciliation reads a statement's events): on the reader of their own,
+ * so that no member read (GET /v1/members/{id}, /v1/me) waits behind one. */
+static bool finance_route(route r)
+{
+    return r == R_RECONCILE || r == R_SETTLEMENT || r == R_POOL;
+}
+
+/* The queue a job's command goes to (NULL once stopping). */
+static pgw_writer *queue_of(const pgw_api *api, const pgw_job *job)
+{
+    if (!pgw_command_reads(job->cmd.kind))
+        return api->writer;
+    return finance_route(job->route) ? api->finance : api->reader;
+}
+
 /* Queues the job's command; on refusal answers now and frees the job. */
 static bool submit(pgw_api *api, pgw_job *job, pgw_response *resp)
 {
     pgw_err err;
     memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
-    pgw_writer *to = pgw_command_reads(job->cmd.kind) ? api->reader : api->writer;
+    pgw_writer *to = queue_of(api, job);
     int rc = to ? pgw_writer_submit(to, &job->cmd, &err)
                 : pgw_err_set(&err, PGW_ESTATE, "the server is stopping");
     if (rc == PGW_OK)
@@ -1851,7 +1868,7 @@ static pgw_job *finance_job_new(pgw_api *api, const pgw_request *req, const pgw_
     return job;
 }
 
-/* On the reader, in its read transaction: the whole reconciliation. */
+/* On the finance reader, in its read transaction: the whole reconciliation. */
 static int run_reconciliation(pgw_store *store, pgw_command *cmd)
 {
     finance_job *f = job_of(cmd)->finance;
@@ -1869,7 +1886,7 @@ static int run_reconciliation(pgw_store *store, pgw_command *cmd)
     return rc;
 }
 
-/* On the reader: a settlement or pool report into the job's body. */
+/* On the finance reader: a settlement or pool report into the job's body. */
 static int run_report(pgw_store *store, pgw_command *cmd)
 {
     pgw_job *job = job_of(cmd);
@@ -4147,6 +4164,13 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     pgw_writer_options ro = wo;
     ro.read_only = true;
     ro.batch_max = 64;
+    /* One report at a time: a reader's batch shares one read transaction
+     * and is answered when all of it is done, so a report queued behind
+     * another waited for it to answer too, and the snapshot outlived both
+     * (SQLite's checkpoints cannot pass it, PostgreSQL's vacuum neither).
+     * The same queue bound: a full queue is refused as it was. */
+    pgw_writer_options fo = ro;
+    fo.batch_max = 1;
     bool warned = false;
     const pgw_security_config *sec = &opts->cfg->security;
     int rc = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,
@@ -4160,6 +4184,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         rc = pgw_api_check_phone_keys(api->vault, opts->db_url, err);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&ro, &api->reader, err);
+    if (rc == PGW_OK)
+        rc = pgw_writer_start(&fo, &api->finance, err);
     if (rc == PGW_OK)
         rc = sweep_start(api, opts->db_url, err);
     if (rc == PGW_OK)
@@ -4207,9 +4233,10 @@ void pgw_api_stop(pgw_api *api)
     pgw_outbound_stop(api->sms_outbound); /* they stop first */
     api->outbound = api->sms_outbound = NULL;
     sweep_stop(&api->sweep);
-    pgw_writer_stop(api->reader);
+    pgw_writer_stop(api->finance); /* the readers before the writer, as ever; */
+    pgw_writer_stop(api->reader);  /* each answers what it has queued first */
     pgw_writer_stop(api->writer);
-    api->reader = api->writer = NULL;
+    api->finance = api->reader = api->writer = NULL;
 }
 
 void pgw_api_free(pgw_api *api)

@@ -100,11 +100,12 @@ class Server:
         self.scheme = m.group(2)
 
     def request(self, method, path, body=None, key="admin", ctype="application/json",
-                headers=None, raw=None, context=None):
+                headers=None, raw=None, context=None, timeout=10):
         if context is not None:
-            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=context)
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=context)
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         h = dict(headers or {})
         if key is not None:
             h["Authorization"] = "Bearer " + KEYS[key][0] if key in KEYS else "Bearer " + key
@@ -3771,6 +3772,60 @@ def test_reports(s):
     check(status == 405, f"reports are read with GET: {status}")
 
 
+def test_member_reads_beside_finance(s):
+    """Regression: finance's reports and reconciliations ran on the one
+    reader thread, so every member read (GET /v1/members/{id}, the mini
+    program's GET /v1/me) queued behind a report taking seconds. Here a
+    pool report is held by a lock on transfers, the first table it reads
+    (pgw_store_member_net); GET /v1/members/{id} reads members, lots,
+    holds, activity_days, identities and follows, never transfers, so it
+    must answer while the report waits, and the report once the lock goes.
+    PostgreSQL only: SQLite has no lock on one table that readers wait for."""
+    if s.db.startswith("sqlite:"):
+        print("test_member_reads_beside_finance: SKIPPED: needs PostgreSQL (a lock on the "
+              "transfers table to hold a report); run with PGW_TEST_PG_DIR")
+        return
+    status, doc, _ = s.request("POST", "/v1/events", purchase("beside-finance-1", member="MFIN1"))
+    check(status == 201, f"beside finance: the member's purchase: {status} {doc}")
+    locked = ("SELECT count(*) FROM pg_locks WHERE relation = 'transfers'::regclass"
+              " AND mode = 'AccessExclusiveLock' AND granted")
+    waiting = ("SELECT count(*) FROM pg_locks WHERE relation = 'transfers'::regclass"
+               " AND mode = 'AccessShareLock' AND NOT granted")
+    holder = subprocess.Popen(["psql", "-qX", "-v", "ON_ERROR_STOP=1", s.db],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    answers = {}
+    period = "from=2026-01-01T00:00:00%2B08:00&to=2028-01-01T00:00:00%2B08:00"
+    reporter = threading.Thread(target=lambda: answers.update(report=s.request(
+        "GET", "/v1/reports/pool?bucket=month&" + period, key="finance", timeout=60)))
+    try:
+        holder.stdin.write("BEGIN;\nLOCK TABLE transfers IN ACCESS EXCLUSIVE MODE;\n")
+        holder.stdin.flush()
+        deadline = time.time() + 10
+        while pg.value(s.db, locked) != "1" and time.time() < deadline:
+            time.sleep(0.05)
+        check(pg.value(s.db, locked) == "1", "beside finance: the test holds transfers locked")
+        reporter.start()
+        while pg.value(s.db, waiting) == "0" and time.time() < deadline + 10:
+            time.sleep(0.05)
+        check(pg.value(s.db, waiting) != "0", "beside finance: the report waits for the lock")
+        try:
+            status, view, _ = s.request("GET", "/v1/members/MFIN1", timeout=5)
+        except (socket.timeout, TimeoutError) as e:
+            status, view = None, f"no answer in 5 s ({e})"
+        check(status == 200 and view.get("member_id") == "MFIN1" and "report" not in answers,
+              f"a member read answers while a report runs: {status} {view}")
+    finally:
+        holder.stdin.write("ROLLBACK;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    if reporter.is_alive() or "report" in answers:
+        reporter.join(timeout=60)
+    status, pool, _ = answers.get("report", (None, None, None))
+    check(status == 200 and isinstance(pool, dict) and len(pool.get("buckets", [])) == 24,
+          f"the report answers once the lock goes: {status}")
+
+
 def local_iso(t):
     """Unix seconds as RFC 3339 in the example mall's zone (+08:00)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(t + 8 * 3600))
@@ -4166,6 +4221,7 @@ def main():
                          test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
                          test_route_labels, test_log, test_log_undelivered,
                          test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
+                         test_member_reads_beside_finance,
                          test_member_show, test_backup,
                          test_sync_metrics, test_instant_written_another_way):
                 test(s)
