@@ -48,6 +48,7 @@
 #include <strings.h>
 #include <time.h>
 
+#define FINANCE_CACHE_KIB    8192 /* the finance reader's page cache (pgw_writer_options) */
 #define HOLD_SECONDS_DEFAULT 600
 #define HISTORY_DEFAULT      50
 #define HISTORY_MAX          100
@@ -4171,6 +4172,10 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
      * The same queue bound: a full queue is refused as it was. */
     pgw_writer_options fo = ro;
     fo.batch_max = 1;
+    /* Its reports scan: 2-8 MiB ran them as fast as 64 on a log of a
+     * million transfers (1.1-1.4 s), and a full 64 MiB cache stayed
+     * filled after each report (resident memory 18 -> 113 MiB). */
+    fo.cache_kib = FINANCE_CACHE_KIB;
     bool warned = false;
     const pgw_security_config *sec = &opts->cfg->security;
     int rc = pgw_vault_open(sec->phone_hmac_key_env, sec->phone_aes_key_env, sec->development_mode,

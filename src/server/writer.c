@@ -519,10 +519,14 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     if (opts->queue_cap < 1 || opts->queue_cap > PGW_WRITER_QUEUE_MAX || opts->batch_max < 1 ||
         opts->batch_max > PGW_WRITER_BATCH_MAX ||
         (opts->wal_backstop_pages != 0 &&
-         (opts->wal_backstop_pages < 64 || opts->wal_backstop_pages > PGW_WRITER_BACKSTOP_MAX)))
+         (opts->wal_backstop_pages < 64 || opts->wal_backstop_pages > PGW_WRITER_BACKSTOP_MAX)) ||
+        (opts->cache_kib != 0 &&
+         (opts->cache_kib < PGW_STORE_CACHE_KIB_MIN || opts->cache_kib > PGW_STORE_CACHE_KIB)))
         return pgw_err_set(err, PGW_EINVAL,
-                           "writer queue 1..%d, batch 1..%d, WAL backstop 64..%d pages",
-                           PGW_WRITER_QUEUE_MAX, PGW_WRITER_BATCH_MAX, PGW_WRITER_BACKSTOP_MAX);
+                           "writer queue 1..%d, batch 1..%d, WAL backstop 64..%d pages, "
+                           "cache %d..%d KiB",
+                           PGW_WRITER_QUEUE_MAX, PGW_WRITER_BATCH_MAX, PGW_WRITER_BACKSTOP_MAX,
+                           PGW_STORE_CACHE_KIB_MIN, PGW_STORE_CACHE_KIB);
     pgw_writer *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the writer");
@@ -553,6 +557,8 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
                  : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
         rc = pgw_store_open(opts->db_url, !opts->read_only, &w->store, err);
+    if (rc == PGW_OK && opts->cache_kib > 0)
+        rc = pgw_store_set_cache_kib(w->store, opts->cache_kib, err);
     uint8_t head[PGW_HASH_LEN];
     if (rc == PGW_OK)
         rc = pgw_store_chain_head(w->store, &w->stats.last_transfer, head, err);

@@ -49,6 +49,9 @@ typedef struct pgw_writer_options {
     /* SQLite: WAL pages past which the writer's connection checkpoints
      * itself (writer.c); 0 means 10,000, else 64..PGW_WRITER_BACKSTOP_MAX. */
     size_t wal_backstop_pages;
+    /* SQLite: the connection's page cache in KiB (pgw_store_set_cache_kib);
+     * 0 keeps PGW_STORE_CACHE_KIB. */
+    int64_t cache_kib;
 } pgw_writer_options;
 
 /* Histogram buckets: batch sizes 1, 2, 4 ... 4096; commit times in

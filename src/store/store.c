@@ -1798,9 +1798,17 @@ static int configure(pgw_store *s, pgw_err *err)
         rc = exec(s, "PRAGMA synchronous = FULL", "setting synchronous", err);
     /* Foreign keys: turned on by migrate(). */
     /* A 64 MiB page cache keeps the indexes' hot pages in memory. */
-    if (rc == PGW_OK)
-        rc = exec(s, "PRAGMA cache_size = -65536", "sizing the page cache", err);
-    return rc;
+    return rc == PGW_OK ? pgw_store_set_cache_kib(s, PGW_STORE_CACHE_KIB, err) : rc;
+}
+
+int pgw_store_set_cache_kib(pgw_store *s, int64_t kib, pgw_err *err)
+{
+    PGW_ASSERT(kib >= PGW_STORE_CACHE_KIB_MIN && kib <= PGW_STORE_CACHE_KIB);
+    if (is_postgres(s))
+        return PGW_OK;
+    char sql[48];
+    snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%lld", (long long)kib);
+    return exec(s, sql, "sizing the page cache", err);
 }
 
 /* The connection alone: nothing checked, set, migrated or prepared yet.

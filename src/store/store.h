@@ -93,6 +93,16 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_ve
                      pgw_err *err);
 
 /* The schema version the database is at (after pgw_store_open: the build's). */
+/*
+ * SQLite: the connection's page cache, in KiB (PGW_STORE_CACHE_KIB_MIN..
+ * PGW_STORE_CACHE_KIB, the default every connection opens with). A reader
+ * whose queries scan (finance's reports) gains nothing from a large one:
+ * a log bigger than it goes through it once, and SQLite keeps the pages
+ * it filled until the connection closes. PostgreSQL: nothing to do.
+ */
+#define PGW_STORE_CACHE_KIB     65536
+#define PGW_STORE_CACHE_KIB_MIN 256
+int pgw_store_set_cache_kib(pgw_store *store, int64_t kib, pgw_err *err);
 int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
 
 /*

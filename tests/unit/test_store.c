@@ -2071,6 +2071,29 @@ static void test_page_size_new_and_existing(void **state)
     assert_int_equal(raw_int(f, "PRAGMA page_size"), 4096);
 }
 
+/* A connection's page cache: the default, then what a reader asks. */
+static void test_the_page_cache_is_sized(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_set_cache_kib(s, 8192, &err), PGW_OK); /* PostgreSQL: nothing */
+    if (f->pg) {
+        pgw_store_close(s);
+        return;
+    }
+    /* A CHECK refuses the row unless the connection's own size is the one set. */
+    const char *check = "CREATE TEMP TABLE cache_is (kib INTEGER CHECK (kib = -8192));"
+                        "INSERT INTO cache_is SELECT cache_size FROM pragma_cache_size;";
+    assert_int_equal(pgw_store__exec_for_test(s, check, &err), PGW_OK);
+    assert_int_equal(pgw_store_set_cache_kib(s, PGW_STORE_CACHE_KIB, &err), PGW_OK);
+    assert_int_not_equal(
+        pgw_store__exec_for_test(
+            s, "INSERT INTO cache_is SELECT cache_size FROM pragma_cache_size;", NULL),
+        PGW_OK);
+    pgw_store_close(s);
+}
+
 /* Regression: the SQLite file deleted under a running gateway took its
  * writes all the same (201, into the unlinked file) and /healthz said ok;
  * the next start made a new empty log. A write transaction now refuses. */
@@ -2825,6 +2848,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_the_page_cache_is_sized, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_page_size_new_and_existing, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_text_and_values, db_fixture_setup,
