@@ -1275,11 +1275,11 @@ def renamed_templates(srv, tmp, fake, config, env):
     return srv
 
 
-def login(port, code):
-    """POST /v1/mp/login with `code`: (status, body, its Retry-After or None)."""
+def mp_post(port, path, body, headers=None):
+    """POST `body` to a mini-program route: (status, body, its Retry-After or None)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    conn.request("POST", "/v1/mp/login", body=json.dumps({"appid": MP_APPID, "code": code}),
-                 headers={"Content-Type": "application/json"})
+    conn.request("POST", path, body=json.dumps(body),
+                 headers=dict({"Content-Type": "application/json"}, **(headers or {})))
     resp = conn.getresponse()
     text, retry = resp.read().decode(), resp.getheader("Retry-After")
     conn.close()
@@ -1288,6 +1288,11 @@ def login(port, code):
     except ValueError:
         doc = {"error": {"code": None, "message": text}}
     return resp.status, doc, retry
+
+
+def login(port, code):
+    """POST /v1/mp/login with `code`: (status, body, its Retry-After or None)."""
+    return mp_post(port, "/v1/mp/login", {"appid": MP_APPID, "code": code})
 
 
 # What the gateway asks a mini program to wait after WeChat failed a login
@@ -1360,17 +1365,7 @@ def login_wechat_flaky(srv, fake):
 
 def phone(port, session, code):
     """POST /v1/mp/phone with `code`: (status, body, its Retry-After or None)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    conn.request("POST", "/v1/mp/phone", body=json.dumps({"code": code}),
-                 headers={"Content-Type": "application/json", "Authorization": "Session " + session})
-    resp = conn.getresponse()
-    text, retry = resp.read().decode(), resp.getheader("Retry-After")
-    conn.close()
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = {"error": {"code": None, "message": text}}
-    return resp.status, doc, retry
+    return mp_post(port, "/v1/mp/phone", {"code": code}, {"Authorization": "Session " + session})
 
 
 # An answer over what the gateway reads (http_client.h PGW_HTTP_ANSWER_MAX, 1 MiB).
