@@ -72,11 +72,11 @@
 #define INSERT_LOT                                                                                 \
     "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at, source_transfer)" \
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-/* A member's running totals (schema 19) at a day are those of the
- * member's last day row on or before it (none: 0). The 12 months (?3, ?2]
- * and the month [?4, ?2] are differences of two, whatever the number of
- * days the member was active in them. */
-/* The columns of an activity_days row in activity_day's order. */
+/* The columns of an activity_days row in activity_day's order. A
+ * member's running totals (schema 19) at a day are those of the member's
+ * last day row on or before it (none: 0): the 12 months and the month are
+ * differences of two, whatever the number of days the member was active
+ * in them. */
 #define DAY_COLUMNS "day, purchases, spend_fen, events, run_purchases, run_spend_fen"
 /* One arm of ST_ACTIVITY: the member's day row first in `order` among
  * those `where` says, tagged `tag`, in the columns after the member's. */
