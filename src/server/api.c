@@ -49,6 +49,8 @@
 #include <time.h>
 
 #define FINANCE_CACHE_KIB    8192 /* the finance reader's page cache (pgw_writer_options) */
+#define FINANCE_QUEUE_CAP    8    /* reports and reconciliations waiting for the finance reader */
+#define FINANCE_RETRY_S      10   /* a refused one's Retry-After: a report takes seconds */
 #define HOLD_SECONDS_DEFAULT 600
 #define HISTORY_DEFAULT      50
 #define HISTORY_MAX          100
@@ -349,6 +351,14 @@ static const struct {
     {PGW_ELIMITED, 429, "rate_limited"},
 };
 
+/* Finance's reads take seconds (a pool report scans the log, a
+ * reconciliation reads a statement's events): on the reader of their own,
+ * so that no member read (GET /v1/members/{id}, /v1/me) waits behind one. */
+static bool finance_route(route r)
+{
+    return r == R_RECONCILE || r == R_SETTLEMENT || r == R_POOL;
+}
+
 /* Answers an error; anything not in ERRORS (storage, memory, a full queue)
  * is 503 unavailable: nothing was written. */
 static void fail(pgw_response *resp, route r, int rc, const char *message)
@@ -363,8 +373,8 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
         status = 422, code = "original_not_found";
     if (rc == PGW_ESTATE && r == R_NOTICE_RETRY)
         code = "notice_not_dead";
-    if (rc == PGW_EFULL)
-        resp->retry_after_s = 1; /* the write queue drains in milliseconds */
+    if (rc == PGW_EFULL) /* the write queue drains in milliseconds, finance's in seconds */
+        resp->retry_after_s = finance_route(r) ? FINANCE_RETRY_S : 1;
     pgw_api_error(resp, status, code, message);
 }
 
@@ -581,14 +591,6 @@ static void job_free(pgw_job *job)
     job->next_free = api->free_jobs;
     api->free_jobs = job;
     api->n_free_jobs++;
-}
-
-/* Finance's reads take seconds (a pool report scans the log, a
- * reconciliation reads a statement's events): on the reader of their own,
- * so that no member read (GET /v1/members/{id}, /v1/me) waits behind one. */
-static bool finance_route(route r)
-{
-    return r == R_RECONCILE || r == R_SETTLEMENT || r == R_POOL;
 }
 
 /* The queue a job's command goes to (NULL once stopping). */
@@ -4169,9 +4171,12 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
      * and is answered when all of it is done, so a report queued behind
      * another waited for it to answer too, and the snapshot outlived both
      * (SQLite's checkpoints cannot pass it, PostgreSQL's vacuum neither).
-     * The same queue bound: a full queue is refused as it was. */
+     * A queue of its own, short (R4): each report waiting holds one of
+     * http.max_inflight's slots, which members' reads need, for seconds,
+     * even after its client gave up; past it a report is refused at once. */
     pgw_writer_options fo = ro;
     fo.batch_max = 1;
+    fo.queue_cap = queue < FINANCE_QUEUE_CAP ? queue : FINANCE_QUEUE_CAP;
     /* Its reports scan: 2-8 MiB ran them as fast as 64 on a log of a
      * million transfers (1.1-1.4 s), and a full 64 MiB cache stayed
      * filled after each report (resident memory 18 -> 113 MiB). */

@@ -594,7 +594,8 @@ int pgw_writer_submit(pgw_writer *w, pgw_command *cmd, pgw_err *err)
     if (w->stopping)
         rc = pgw_err_set(err, PGW_ESTATE, "the writer is stopping");
     else if (w->count == w->cap)
-        rc = pgw_err_set(err, PGW_EFULL, "write queue full (%zu commands)", w->cap);
+        rc = pgw_err_set(err, PGW_EFULL, "%s queue full (%zu commands)",
+                         w->read_only ? "read" : "write", w->cap);
     if (rc == PGW_OK) {
         w->ring[(w->head + w->count) % w->cap] = cmd;
         w->count++;
