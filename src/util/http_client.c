@@ -148,8 +148,17 @@ static int perform(CURL *curl, const pgw_http_call *call, sink *s, sendings *sen
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(curl, CURLOPT_PREREQFUNCTION, before_sending);
-    curl_easy_setopt(curl, CURLOPT_PREREQDATA, sent);
+    /* A libcurl before 7.80 has no such callback: a send that must go
+     * once is refused rather than sent unguarded (R4). */
+    if ((curl_easy_setopt(curl, CURLOPT_PREREQFUNCTION, before_sending) != CURLE_OK ||
+         curl_easy_setopt(curl, CURLOPT_PREREQDATA, sent) != CURLE_OK) &&
+        !call->repeatable) {
+        curl_slist_free_all(headers);
+        return pgw_err_set(err, PGW_EUNAVAILABLE,
+                           "this libcurl (%s) cannot guard a send against its own resending "
+                           "(7.80 or later needed): not sent",
+                           curl_version_info(CURLVERSION_NOW)->version);
+    }
     if (post) {
         curl_easy_setopt(curl, CURLOPT_POST, 1L);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body ? call->body : "");
