@@ -1024,8 +1024,9 @@ int pgw_store_member_net(pgw_store *store, int64_t from, int64_t to, int64_t *ou
 int pgw_store__exec_for_test(pgw_store *store, const char *sql, pgw_err *err);
 /* Test hook: the text of a member's read of lots ("member_figures",
  * "spendable_lots", "expiring"), of a notice's hurry of its member's
- * arrivals ("hurry_arrivals") as prepared, or of a courier's claim
- * ("claim_notices"), for its plan; NULL for another name. */
+ * arrivals ("hurry_arrivals") or of a notice's insert ("insert_notice") as
+ * prepared, or of a courier's claim ("claim_notices"), for its plan; NULL
+ * for another name. */
 const char *pgw_store__statement_for_test(pgw_store *store, const char *name);
 
 /* Test hook: the text of the i-th query `pgw_store_verify` runs, in its

@@ -1337,6 +1337,8 @@ static void test_schema_31_keeps_what_refunds_wrote_off(void **state)
     pgw_store_close(s);
 }
 
+static bool opens_a_temporary_btree(const db_fixture *f, const char *sql);
+
 /*
  * Schema 32: a notice a later one hurried is marked so (hurried), and
  * pending notices are indexed by due time, then id, for the claim's order
@@ -1387,6 +1389,18 @@ static void test_schema_32_marks_hurried_notices(void **state)
     /* The column takes nothing but 0, 1 and 2 (moved by a merge). */
     assert_int_equal(db_fixture_exec(f, "UPDATE notices SET hurried = 2"), PGW_OK);
     assert_int_not_equal(db_fixture_exec(f, "UPDATE notices SET hurried = 3"), PGW_OK);
+    assert_int_not_equal(db_fixture_exec(f, "UPDATE notices SET hurried = -1"), PGW_OK);
+    if (f->pg)
+        return;
+    /* checked without an IN list: SQLite checked `hurried IN (0, 1, 2)`
+     * against a temporary B-tree built for every notice written (R5: it
+     * doubled the writer's cost of queueing one) */
+    s = open_store(f);
+    const char *insert = pgw_store__statement_for_test(s, "insert_notice");
+    assert_non_null(insert);
+    assert_false(opens_a_temporary_btree(f, insert));
+    pgw_store_close(s);
+    assert_false(opens_a_temporary_btree(f, "UPDATE notices SET hurried = 1 WHERE id = 1"));
 }
 
 /* The store channel's events, one per page to walk the cursor, as
