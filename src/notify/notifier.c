@@ -463,7 +463,8 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
  * later notice hurried (pgw_store_enqueue_notice) while it goes first: it
  * goes before that notice, and told the balance after that notice's
  * cause, "+600, balance 450" would precede "-150, balance 450" (one held
- * for SMS or a retry since is hurried no more: the store clears it). A
+ * for SMS or a retry while that notice was sent is hurried no more: the
+ * store clears it, pgw_store_finish_notice). A
  * merged one is never taken for sent right away: the one it was queued
  * with is the merged member's, and a hurry may make it due in the second
  * it was queued. Not read

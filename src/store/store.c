@@ -253,9 +253,9 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
 /* The notices column `hurried` (schema 32): 0, 1 an arrival a later notice
  * hurried (it tells the balance it was queued with), 2 one a merge moved
  * (it tells the balance when sent, hurried or not: ST_MERGE_NOTICES). A
- * hurry sets 1 but keeps 2; a claim ending with the notice pending again
- * (held for SMS, a retry; pgw_store_finish_notice) or an operator's retry
- * clears 1 (UNHURRIED). */
+ * hurry sets 1 but keeps 2; a later notice of another kind sent while the
+ * arrival is still pending (held for SMS, a retry; unhurry_before) or an
+ * operator's retry clears 1 (UNHURRIED). */
 #define HURRIED   "hurried = CASE WHEN hurried = 2 THEN 2 ELSE 1 END"
 #define UNHURRIED "hurried = CASE WHEN hurried = 1 THEN 0 ELSE hurried END"
 /* How many of a member's newest notices a later notice looks through for
@@ -4685,6 +4685,39 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
     return rc;
 }
 
+/*
+ * Notice `n`, of another kind than an arrival (one that hurries: a
+ * reversal, a redemption, a tier change, a reminder), was sent: the member
+ * has read a later balance than its arrivals still pending before it were
+ * queued with, so those no longer tell that balance (hurried = 1 -> 0;
+ * notifier.c current_balance then reads it when sent). One still held with
+ * it (quiet hours, a number's limit) keeps the mark: claimed before it
+ * (due time, then id), it goes first, and the balance read then, after the
+ * later notice's cause, would read "+600, balance 450", then "-150,
+ * balance 450" (R5). Marks are cleared here, not when a claim ends with
+ * the arrival held (b7f69b6): that missed the case above. Among the
+ * member's HURRY_NEWEST notices before `n` (notices_member): a hurry marks
+ * no older ones. A merged one (2) keeps its mark.
+ */
+static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET hurried = 0 WHERE id IN (SELECT id FROM notices"
+                     /* the row's member: the courier's may be a survivor
+                      * it followed a merge to */
+                     " WHERE member = (SELECT member FROM notices WHERE id = ?1) AND id < ?1"
+                     " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
+                     " AND state = 'pending' AND hurried = 1",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_int64(st, 1, n->id);
+    rc = step_done(s, st, "marking the notices a sent one went after", err);
+    release(s, st);
+    return rc;
+}
+
 int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err)
 {
@@ -4692,14 +4725,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     int rc = prepare(s,
                      "UPDATE notices SET state = ?2, channel = ?3, " RECORDED ","
                      " last_error = ?6, provider_id = ?7, updated_at = ?8, attempts = ?9,"
-                     " balance = ?11, claimed_by = '', lease_until = 0,"
-                     /* pending again (held for SMS, a retry): it goes later,
-                      * after the notice that hurried it, so it tells the
-                      * balance when sent (R2: a held one told its queued
-                      * balance in the morning, after the member read a lower
-                      * one) */
-                     " hurried = CASE WHEN ?2 = 'pending' AND hurried = 1 THEN 0"
-                     " ELSE hurried END"
+                     " balance = ?11, claimed_by = '', lease_until = 0"
                      " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?10",
                      &st, err);
     if (rc != PGW_OK)
@@ -4721,6 +4747,8 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
     release(s, st);
+    if (rc == PGW_OK && strcmp(n->state, "sent") == 0 && strcmp(n->kind, "points_arrived") != 0)
+        rc = unhurry_before(s, n, err);
     return rc;
 }
 
