@@ -5073,12 +5073,18 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = d.member AND r.day = d.day)";
     /* clang-format on */
     /* The members just reminded: those with a reminder made and due now
-     * (read from notices_due_id), then their arrivals by notices_member.
-     * Only arrivals queued before the reminder can be waiting. */
+     * (read from notices_due_id), then their arrivals by notices_member,
+     * among the HURRY_NEWEST notices before the reminder (the member's
+     * newest: its id at least the one HURRY_NEWEST back), as
+     * ST_HURRY_ARRIVALS: not every notice of each member reminded. Only
+     * arrivals queued before the reminder can be waiting. */
     static const char hurry_sql[] =
-        "UPDATE notices SET due_at = ?1, " HURRIED " WHERE member IN (SELECT member FROM notices"
-        " WHERE state = 'pending' AND due_at = ?1 AND kind = 'points_expiring'"
-        " AND created_at = ?1) AND " HURRY_TAKES("?1");
+        "UPDATE notices SET due_at = ?1, " HURRIED " WHERE id IN (SELECT x.id FROM (SELECT"
+        " DISTINCT member FROM notices WHERE state = 'pending' AND due_at = ?1"
+        " AND kind = 'points_expiring' AND created_at = ?1) AS r JOIN notices x"
+        " ON x.member = r.member AND x.id >= COALESCE((SELECT id FROM notices WHERE member ="
+        " r.member ORDER BY id DESC LIMIT 1 OFFSET " HURRY_NEWEST "), 0)) AND " HURRY_TAKES("?1");
+    _Static_assert(sizeof(hurry_sql) < 1024, "hurry_sql fits in sql");
     static const char days_sql[] =
         "INSERT INTO reminders (member, day) SELECT member, day FROM (%s) AS d WHERE true"
         " ON CONFLICT (member, day) DO NOTHING";

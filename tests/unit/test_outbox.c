@@ -1262,6 +1262,42 @@ static void test_a_reminder_hurries_a_waiting_arrival(void **state)
 }
 
 /*
+ * A reminder hurries arrivals among its member's newest notices only, as
+ * a refund's hurry does (HURRY_NEWEST, 32): the statement's cost, in the
+ * reminders' transaction, does not grow with the members' histories.
+ * Regression (R5): it walked every notice of every reminded member.
+ */
+static void test_a_reminder_hurries_the_newest_arrivals_only(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    const int64_t now = 1795824000, day = 86400; /* 2026-11-28 00:00 UTC, 08:00 in Shanghai */
+    char sql[1024];
+    const db_fixture *f = *state;
+    snprintf(sql, sizeof(sql),
+             "%s"
+             "INSERT INTO members (id, debt, created_at_us) VALUES ('M1', 0, 0);"
+             "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at,"
+             " source_transfer) VALUES ('M1', 100, 100, 0, 0, %lld, 1);",
+             f->pg ? "SET session_replication_role = replica;" : "PRAGMA foreign_keys = OFF;",
+             (long long)(now + 2 * day));
+    assert_int_equal(pgw_store__exec_for_test(s, sql, &err), PGW_OK);
+    /* sales alternating between two shops: 34 arrivals, each waiting */
+    for (int i = 0; i < 34; i++)
+        enqueue_at(s, "M1", "points_arrived", i % 2 ? "S002" : "S001", 1, 100 + i, now, 10);
+    int64_t queued = 0;
+    assert_int_equal(pgw_store_queue_reminders(s, now + 1, 7 * day, 8 * 3600, &queued, &err),
+                     PGW_OK);
+    assert_int_equal(queued, 1);
+    pgw_store_close(s);
+    /* the 32 arrivals before the reminder; the 2 oldest wait */
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM notices WHERE hurried = 1"), 32);
+    assert_int_equal(db_fixture_int64(f, "SELECT max(id) FROM notices WHERE hurried = 0"
+                                         " AND kind = 'points_arrived'"),
+                     2);
+}
+
+/*
  * A member merged away was reminded as itself: the survivor, who takes
  * its lots, is not reminded of those days again; a day both were reminded
  * of stays one day. Regression: the rows stayed under the merged member,
@@ -1407,6 +1443,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_reminder_hurries_a_waiting_arrival, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_reminder_hurries_the_newest_arrivals_only,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_moves_its_reminders, db_fixture_setup,
                                         db_fixture_teardown),
     };
