@@ -4695,9 +4695,12 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
  * (due time, then id), it goes first, and the balance read then, after the
  * later notice's cause, would read "+600, balance 450", then "-150,
  * balance 450" (R5). Marks are cleared here, not when a claim ends with
- * the arrival held (b7f69b6): that missed the case above. Among the
- * member's HURRY_NEWEST notices before `n` (notices_member): a hurry marks
- * no older ones. A merged one (2) keeps its mark.
+ * the arrival held (b7f69b6): that missed the case above. Not while a
+ * later notice of the member still waits between the two (R6: a reminder
+ * sent while the arrival and its reversal are held): the arrival goes
+ * before that one. A claimed arrival's too: its courier may hold it. Among
+ * the member's HURRY_NEWEST notices before `n` (notices_member): a hurry
+ * marks no older ones. A merged one (2) keeps its mark.
  */
 static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
 {
@@ -4708,7 +4711,13 @@ static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
                       * it followed a merge to */
                      " WHERE member = (SELECT member FROM notices WHERE id = ?1) AND id < ?1"
                      " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
-                     " AND state = 'pending' AND hurried = 1",
+                     /* claimed too: a courier that then holds it (R6) */
+                     " AND (state = 'pending' OR state = 'sending') AND hurried = 1"
+                     /* not while a later notice still waits between (R6):
+                      * the arrival goes before it */
+                     " AND NOT EXISTS (SELECT 1 FROM notices h WHERE h.member = notices.member"
+                     " AND h.id > notices.id AND h.id < ?1 AND h.kind <> 'points_arrived'"
+                     " AND (h.state = 'pending' OR h.state = 'sending'))",
                      &st, err);
     if (rc != PGW_OK)
         return rc;

@@ -761,6 +761,71 @@ static void test_a_held_hurried_arrival_reads_the_balance_when_sent(void **state
     pgw_store_close(s);
 }
 
+/* Records claimed notice `nt` sent, by `owner`. */
+static void sent_by(pgw_store *s, const char *owner, pgw_notice nt, int64_t now)
+{
+    pgw_err err;
+    snprintf(nt.state, sizeof(nt.state), "sent");
+    snprintf(nt.channel, sizeof(nt.channel), "wechat_mp");
+    assert_int_equal(pgw_store_finish_notice(s, owner, &nt, now, &err), PGW_OK);
+}
+
+/*
+ * Regression (R6): a third notice sent (a reminder, by WeChat) cleared the
+ * arrival's mark while the reversal that hurried it was still held with
+ * it: in the morning the arrival went first and read the balance after the
+ * reversal ("+600, balance 450", then "-150, balance 450"). A notice still
+ * waiting between the arrival and the one sent keeps the mark.
+ */
+static void test_a_third_notice_leaves_the_mark_of_one_still_held(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    enqueue_at(s, "M1", "points_expiring", "", 450, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 3);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_string_equal(got[2].kind, "points_expiring");
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001);
+    hold_again(s, got[1], PGW_CHANNEL_MP, 1001);
+    sent_by(s, "A", got[2], 1001);
+    assert_int_equal(claim(s, 30000, got), 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    if (!got[0].hurried)
+        fail_msg("the arrival goes before its reversal but lost its mark: it would read the "
+                 "balance after the reversal");
+    pgw_store_close(s);
+}
+
+/*
+ * Regression (R6): the reversal recorded sent while another courier held
+ * the arrival claimed ('sending') left its mark, and that courier then
+ * held it for the morning: it told its queued 600 after the member read
+ * 450. A claimed arrival's mark is cleared too.
+ */
+static void test_a_claimed_arrival_loses_its_mark_when_its_hurrier_goes(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice arrival, reversal;
+    size_t n = 0;
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    assert_int_equal(pgw_store_claim_notices(s, "A", 1001, &arrival, 1, &n, &err), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(pgw_store_claim_notices(s, "B", 1001, &reversal, 1, &n, &err), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(reversal.kind, "points_reversed");
+    sent_by(s, "B", reversal, 1001);
+    hold_again(s, arrival, PGW_CHANNEL_MP, 1002);
+    assert_int_equal(claim_one(s, 30000, &arrival), 1);
+    if (arrival.hurried)
+        fail_msg("held after its reversal went, still hurried: it tells the queued %lld",
+                 (long long)arrival.balance);
+    pgw_store_close(s);
+}
+
 /*
  * Regression (the team's notes): a wake (a subscription, a follow, an
  * openid bound, a merge) that came while a courier held the notice was
@@ -1401,6 +1466,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_merged_arrival_is_not_hurried_into_its_old_balance,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_held_hurried_arrival_reads_the_balance_when_sent,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_third_notice_leaves_the_mark_of_one_still_held,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_claimed_arrival_loses_its_mark_when_its_hurrier_goes,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
