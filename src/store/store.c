@@ -4686,21 +4686,22 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
 }
 
 /*
- * Notice `n`, of another kind than an arrival (one that hurries: a
- * reversal, a redemption, a tier change, a reminder), was sent: the member
- * has read a later balance than its arrivals still pending before it were
- * queued with, so those no longer tell that balance (hurried = 1 -> 0;
- * notifier.c current_balance then reads it when sent). One still held with
- * it (quiet hours, a number's limit) keeps the mark: claimed before it
- * (due time, then id), it goes first, and the balance read then, after the
- * later notice's cause, would read "+600, balance 450", then "-150,
- * balance 450" (R5). Marks are cleared here, not when a claim ends with
- * the arrival held (b7f69b6): that missed the case above. Not while a
- * later notice of the member still waits between the two (R6: a reminder
- * sent while the arrival and its reversal are held): the arrival goes
- * before that one. A claimed arrival's too: its courier may hold it. Among
- * the member's HURRY_NEWEST notices before `n` (notices_member): a hurry
- * marks no older ones. A merged one (2) keeps its mark.
+ * A notice of the member that is not an arrival (the one that hurried
+ * them: a reversal, a redemption, a tier change, a reminder) has ended
+ * (`n`: sent, dead or skipped). An arrival still marked (hurried = 1)
+ * tells the balance it was queued with only while it goes before the
+ * notices queued after it that may tell a later one. So the mark goes
+ * (notifier.c current_balance then reads the balance when sent) once a
+ * notice queued after the arrival has been sent (the member read a later
+ * balance) and none queued after it that is not an arrival still waits
+ * (R7: a reminder sent between an arrival and its reversal, both held for
+ * the morning, left the arrival to go first; a reversal that died after a
+ * later reminder went must not leave the mark for ever). Held with the
+ * notice that hurried it (quiet hours), the arrival keeps its mark and
+ * goes first (R5); held while that notice was sent (WeChat), it loses it
+ * (R2). A claimed arrival's too: its courier may hold it (R6). Among the
+ * member's HURRY_NEWEST notices before `n` (notices_member): a hurry marks
+ * no older ones. A merged one (2) keeps its mark.
  */
 static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
 {
@@ -4711,18 +4712,17 @@ static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
                       * it followed a merge to */
                      " WHERE member = (SELECT member FROM notices WHERE id = ?1) AND id < ?1"
                      " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
-                     /* claimed too: a courier that then holds it (R6) */
                      " AND (state = 'pending' OR state = 'sending') AND hurried = 1"
-                     /* not while a later notice still waits between (R6):
-                      * the arrival goes before it */
+                     " AND EXISTS (SELECT 1 FROM notices t WHERE t.member = notices.member"
+                     " AND t.id > notices.id AND t.state = 'sent')"
                      " AND NOT EXISTS (SELECT 1 FROM notices h WHERE h.member = notices.member"
-                     " AND h.id > notices.id AND h.id < ?1 AND h.kind <> 'points_arrived'"
+                     " AND h.id > notices.id AND h.kind <> 'points_arrived'"
                      " AND (h.state = 'pending' OR h.state = 'sending'))",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, n->id);
-    rc = step_done(s, st, "marking the notices a sent one went after", err);
+    rc = step_done(s, st, "marking the notices a later one went after", err);
     release(s, st);
     return rc;
 }
@@ -4756,7 +4756,9 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
     release(s, st);
-    if (rc == PGW_OK && strcmp(n->state, "sent") == 0 && strcmp(n->kind, "points_arrived") != 0)
+    bool ended = strcmp(n->state, "sent") == 0 || strcmp(n->state, "dead") == 0 ||
+                 strcmp(n->state, "skipped") == 0;
+    if (rc == PGW_OK && ended && strcmp(n->kind, "points_arrived") != 0)
         rc = unhurry_before(s, n, err);
     return rc;
 }

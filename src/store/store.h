@@ -92,7 +92,6 @@ int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out,
 int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_verify_report *report,
                      pgw_err *err);
 
-/* The schema version the database is at (after pgw_store_open: the build's). */
 /*
  * SQLite: the connection's page cache, in KiB (PGW_STORE_CACHE_KIB_MIN..
  * PGW_STORE_CACHE_KIB, the default every connection opens with). A reader
@@ -103,6 +102,8 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_ve
 #define PGW_STORE_CACHE_KIB     65536
 #define PGW_STORE_CACHE_KIB_MIN 256
 int pgw_store_set_cache_kib(pgw_store *store, int64_t kib, pgw_err *err);
+
+/* The schema version the database is at (after pgw_store_open: the build's). */
 int pgw_store_schema_version(pgw_store *store, int64_t *out, pgw_err *err);
 
 /*

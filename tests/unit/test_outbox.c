@@ -827,6 +827,72 @@ static void test_a_claimed_arrival_loses_its_mark_when_its_hurrier_goes(void **s
 }
 
 /*
+ * Regression (R7): a reminder queued between the arrival and its reversal
+ * (ids A < E < R), A and R held for the morning, E sent (telling 600):
+ * E's send cleared A's mark, and in the morning A went before R and read
+ * the balance after R. A reversal still waiting after the arrival keeps
+ * its mark, wherever the notice sent is.
+ */
+static void test_a_reversal_after_the_sent_one_keeps_the_mark(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_expiring", "", 600, 600, 1001, 0);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 3);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_true(got[0].hurried);
+    assert_string_equal(got[1].kind, "points_expiring");
+    assert_string_equal(got[2].kind, "points_reversed");
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001);
+    hold_again(s, got[2], PGW_CHANNEL_MP, 1001);
+    sent_by(s, "A", got[1], 1001);
+    assert_int_equal(claim(s, 30000, got), 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_string_equal(got[1].kind, "points_reversed");
+    if (!got[0].hurried)
+        fail_msg("the arrival goes before its still-held reversal but lost its mark: "
+                 "'+600, balance 450' then '-150, balance 450'");
+    pgw_store_close(s);
+}
+
+/*
+ * Regression (R7): the reversal waiting for a retry kept the arrival's
+ * mark when a later reminder was sent (telling 450), then died: nothing
+ * cleared the mark, and the arrival told its queued 600 after the member
+ * read 450. A notice ending dead or skipped clears it too.
+ */
+static void test_a_dead_notice_between_leaves_no_mark(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    enqueue_at(s, "M1", "points_expiring", "", 450, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 3);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001); /* due 30000 */
+    pgw_notice r = got[1];                       /* WeChat timed out: a retry at 1005 */
+    snprintf(r.state, sizeof(r.state), "pending");
+    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
+    r.due_at = 1005;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1001, &err), PGW_OK);
+    sent_by(s, "A", got[2], 1001); /* the member reads 450 */
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_string_equal(got[0].kind, "points_reversed");
+    snprintf(got[0].state, sizeof(got[0].state), "dead");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 1005, &err), PGW_OK);
+    assert_int_equal(claim(s, 30000, got), 1);
+    assert_string_equal(got[0].kind, "points_arrived");
+    if (got[0].hurried)
+        fail_msg("the member read 450, no reversal will come, and the arrival still "
+                 "tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * Regression (the team's notes): a wake (a subscription, a follow, an
  * openid bound, a merge) that came while a courier held the notice was
  * lost: it took only pending notices. A courier that then held it for SMS
@@ -1471,6 +1537,10 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_claimed_arrival_loses_its_mark_when_its_hurrier_goes,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_reversal_after_the_sent_one_keeps_the_mark,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_dead_notice_between_leaves_no_mark, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_later_notice_does_not_overtake_an_arrival,
