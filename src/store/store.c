@@ -4686,22 +4686,19 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
 }
 
 /*
- * A notice of the member that is not an arrival (the one that hurried
- * them: a reversal, a redemption, a tier change, a reminder) has ended
- * (`n`: sent, dead or skipped). An arrival still marked (hurried = 1)
- * tells the balance it was queued with only while it goes before the
- * notices queued after it that may tell a later one. So the mark goes
- * (notifier.c current_balance then reads the balance when sent) once a
- * notice queued after the arrival has been sent (the member read a later
- * balance) and none queued after it that is not an arrival still waits
- * (R7: a reminder sent between an arrival and its reversal, both held for
- * the morning, left the arrival to go first; a reversal that died after a
- * later reminder went must not leave the mark for ever). Held with the
- * notice that hurried it (quiet hours), the arrival keeps its mark and
- * goes first (R5); held while that notice was sent (WeChat), it loses it
- * (R2). A claimed arrival's too: its courier may hold it (R6). Among the
- * member's HURRY_NEWEST notices before `n` (notices_member): a hurry marks
- * no older ones. A merged one (2) keeps its mark.
+ * Notice `n` of the member was sent, telling n->balance. An arrival queued
+ * before it and still marked (hurried = 1: it tells the balance it was
+ * queued with, notifier.c current_balance) loses the mark when that
+ * balance is not the one the member has just read: from then on it reads
+ * the balance when sent. Reached through the reviews' cases: a reversal
+ * sent by WeChat while its arrival is held for SMS (R2: 450 read, the
+ * arrival must not say 600); both held to the morning (R5: nothing sent,
+ * the arrival goes first with its 600); a reminder sent between them that
+ * told 600 (R7: the arrival keeps it); a later arrival or reminder that
+ * told another balance (R8), whatever is still waiting or died. A claimed
+ * arrival's too: its courier may hold it (R6). Among the member's
+ * HURRY_NEWEST notices before `n` (notices_member): a hurry marks no
+ * older ones. A merged one (2) keeps its mark.
  */
 static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
 {
@@ -4713,15 +4710,12 @@ static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
                      " WHERE member = (SELECT member FROM notices WHERE id = ?1) AND id < ?1"
                      " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
                      " AND (state = 'pending' OR state = 'sending') AND hurried = 1"
-                     " AND EXISTS (SELECT 1 FROM notices t WHERE t.member = notices.member"
-                     " AND t.id > notices.id AND t.state = 'sent')"
-                     " AND NOT EXISTS (SELECT 1 FROM notices h WHERE h.member = notices.member"
-                     " AND h.id > notices.id AND h.kind <> 'points_arrived'"
-                     " AND (h.state = 'pending' OR h.state = 'sending'))",
+                     " AND balance <> ?2",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, n->id);
+    pgw_sql_bind_int64(st, 2, n->balance);
     rc = step_done(s, st, "marking the notices a later one went after", err);
     release(s, st);
     return rc;
@@ -4756,9 +4750,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
     release(s, st);
-    bool ended = strcmp(n->state, "sent") == 0 || strcmp(n->state, "dead") == 0 ||
-                 strcmp(n->state, "skipped") == 0;
-    if (rc == PGW_OK && ended && strcmp(n->kind, "points_arrived") != 0)
+    if (rc == PGW_OK && strcmp(n->state, "sent") == 0)
         rc = unhurry_before(s, n, err);
     return rc;
 }

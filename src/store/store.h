@@ -624,10 +624,10 @@ typedef struct pgw_notice {
     char provider_id[PGW_PROVIDER_ID_MAX + 1];
     /* An arrival a later notice of its member made due at once
      * (pgw_store_enqueue_notice): it tells the balance it was queued
-     * with, whenever sent (notifier.c current_balance). Until a later
-     * notice of another kind of its member is sent while it is still
-     * pending (held for SMS, a retry): the member has read a later
-     * balance, and it then tells the balance when sent. */
+     * with, whenever sent (notifier.c current_balance). Until a notice
+     * of its member queued after it is sent, while it still waits (held
+     * for SMS, a retry), telling another balance: the member has read
+     * it, and it then tells the balance when sent. */
     bool hurried;
     /* Queued for a member merged since (pgw_store_merge_rows moved it to
      * the survivor): it tells the survivor's balance when sent, never the
@@ -681,9 +681,9 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * that a wake came for during the claim (pgw_store_add_quota ...; core/
  * notice.h PGW_NOTICE_WOKEN) is due at once, the channels it reopened no
  * longer excluded, as if the wake had come just after. The same holds for
- * a claim given back or released below, untried.) A notice of another
- * kind than an arrival recorded sent clears the hurried mark of its
- * member's arrivals still pending before it (pgw_notice.hurried). */
+ * a claim given back or released below, untried.) A notice recorded sent
+ * clears the hurried mark of its member's arrivals still waiting before it
+ * that were queued with another balance than it told (pgw_notice.hurried). */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it

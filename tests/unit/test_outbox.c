@@ -771,13 +771,16 @@ static void sent_by(pgw_store *s, const char *owner, pgw_notice nt, int64_t now)
 }
 
 /*
- * Regression (R6): a third notice sent (a reminder, by WeChat) cleared the
- * arrival's mark while the reversal that hurried it was still held with
- * it: in the morning the arrival went first and read the balance after the
- * reversal ("+600, balance 450", then "-150, balance 450"). A notice still
- * waiting between the arrival and the one sent keeps the mark.
+ * A third notice sent (a reminder, by WeChat) that told the balance after
+ * the reversal, while the arrival and the reversal are held for the
+ * morning: the member has read 450, so the arrival, though it goes first,
+ * reads the balance when sent ("+600, balance 450"), not its queued 600.
+ * R6 wanted the mark kept here; R8 showed that either way one message
+ * reads oddly, and a mark kept past a different balance read is the worse
+ * (R8's cases). One that told the arrival's own balance keeps it
+ * (test_a_reversal_after_the_sent_one_keeps_the_mark).
  */
-static void test_a_third_notice_leaves_the_mark_of_one_still_held(void **state)
+static void test_a_third_notice_telling_a_later_balance_clears_the_mark(void **state)
 {
     pgw_store *s = open_store(state);
     pgw_notice got[8];
@@ -792,9 +795,9 @@ static void test_a_third_notice_leaves_the_mark_of_one_still_held(void **state)
     sent_by(s, "A", got[2], 1001);
     assert_int_equal(claim(s, 30000, got), 2);
     assert_string_equal(got[0].kind, "points_arrived");
-    if (!got[0].hurried)
-        fail_msg("the arrival goes before its reversal but lost its mark: it would read the "
-                 "balance after the reversal");
+    if (got[0].hurried)
+        fail_msg("the member read 450 (the reminder), the arrival still tells its queued %lld",
+                 (long long)got[0].balance);
     pgw_store_close(s);
 }
 
@@ -861,7 +864,7 @@ static void test_a_reversal_after_the_sent_one_keeps_the_mark(void **state)
  * Regression (R7): the reversal waiting for a retry kept the arrival's
  * mark when a later reminder was sent (telling 450), then died: nothing
  * cleared the mark, and the arrival told its queued 600 after the member
- * read 450. A notice ending dead or skipped clears it too.
+ * read 450. The reminder's send, telling 450, clears it.
  */
 static void test_a_dead_notice_between_leaves_no_mark(void **state)
 {
@@ -888,6 +891,60 @@ static void test_a_dead_notice_between_leaves_no_mark(void **state)
     if (got[0].hurried)
         fail_msg("the member read 450, no reversal will come, and the arrival still "
                  "tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
+ * Regression (R8): A < R < E; R sent (the member reads 450), A and E (a
+ * reminder) held: the reminder still waiting kept A's mark, and in the
+ * morning A told 600 after the member read 450.
+ */
+static void test_a_waiting_reminder_keeps_no_mark_past_a_sent_reversal(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    enqueue_at(s, "M1", "points_expiring", "", 450, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 3);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001);
+    sent_by(s, "A", got[1], 1001); /* the member reads "-150, balance 450" */
+    hold_again(s, got[2], PGW_CHANNEL_MP, 1001);
+    assert_int_equal(claim(s, 30000, got), 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    if (got[0].hurried)
+        fail_msg("the member read 450 (reversal sent), the arrival still tells its "
+                 "queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
+ * Regression (R8): A < R < A2; A held, R dead, then A2 (another shop)
+ * sent telling 850: only a notice other than an arrival cleared marks, so
+ * A told 600 in the morning after the member read 850.
+ */
+static void test_a_later_arrival_sent_clears_the_mark(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 2);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001);
+    snprintf(got[1].state, sizeof(got[1].state), "dead");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[1], 1001, &err), PGW_OK);
+    enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1002, 10);
+    assert_int_equal(claim(s, 1012, got), 1);
+    assert_string_equal(got[0].shop, "S002");
+    sent_by(s, "A", got[0], 1012); /* the member reads "+400, balance 850" */
+    assert_int_equal(claim(s, 30000, got), 1);
+    assert_string_equal(got[0].shop, "S001");
+    if (got[0].hurried)
+        fail_msg("the member read 850 (a later arrival sent), the arrival still tells "
+                 "its queued %lld",
                  (long long)got[0].balance);
     pgw_store_close(s);
 }
@@ -1533,13 +1590,17 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_held_hurried_arrival_reads_the_balance_when_sent,
                                         db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_third_notice_leaves_the_mark_of_one_still_held,
+        cmocka_unit_test_setup_teardown(test_a_third_notice_telling_a_later_balance_clears_the_mark,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_claimed_arrival_loses_its_mark_when_its_hurrier_goes,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_reversal_after_the_sent_one_keeps_the_mark,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_dead_notice_between_leaves_no_mark, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_waiting_reminder_keeps_no_mark_past_a_sent_reversal,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_later_arrival_sent_clears_the_mark, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
