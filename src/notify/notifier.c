@@ -457,21 +457,17 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
 
 /* The balance a notice tells is the member's now, not when it was queued,
  * when the notice was made to wait (a coalescing window, a retry, quiet
- * hours, a backlog; or whose member was merged since: `merged` found now,
- * nt->merged a merge that moved it to the survivor). One sent right
- * away keeps the balance its cause computed, and so does an arrival a
- * later notice hurried (pgw_store_enqueue_notice) while it goes first: it
- * goes before that notice, and told the balance after that notice's
- * cause, "+600, balance 450" would precede "-150, balance 450" (one held
- * for SMS or a retry while that notice was sent is hurried no more: the
- * store clears it, pgw_store_finish_notice). A
- * merged one is never taken for sent right away: the one it was queued
- * with is the merged member's, and a hurry may make it due in the second
- * it was queued. Not read
- * for a notice sent right away because the read is a member's lots,
- * re-read from the file by a courier whose cache the writer keeps
- * invalidating, and at 1,000 notices/s it made the couriers fall behind
- * (bench_notify, p99 2-3.5 s). */
+ * hours, a backlog), or its member was merged since (`merged` found now,
+ * nt->merged a merge that moved it to the survivor: the balance it was
+ * queued with is the merged member's). One sent right away keeps the
+ * balance its cause computed, and so does an arrival a later notice
+ * hurried (pgw_store_enqueue_notice): it goes before that notice, and
+ * read now, "+600, balance 450" would precede "-150, balance 450". The
+ * store drops that mark once the member has read another balance
+ * (pgw_store_finish_notice). Not read for a notice sent right away
+ * because the read is a member's lots, re-read from the file by a courier
+ * whose cache the writer keeps invalidating, and at 1,000 notices/s it
+ * made the couriers fall behind (bench_notify, p99 2-3.5 s). */
 static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err)
 {
     bool at_once = nt->due_at <= nt->created_at && now_s() - nt->created_at < 2;
