@@ -646,6 +646,23 @@ static void test_a_wake_leaves_a_notice_an_sms_may_have_reached(void **state)
     rig_free(&r);
 }
 
+/* M1's arrival once sent, polled every 10 ms up to `tries` times; its
+ * notices (two at most) are left in list[0..*n). */
+static const pgw_notice *sent_arrival(pgw_store *s, pgw_notice list[2], size_t *n, int tries)
+{
+    pgw_err err;
+    for (int i = 0; i < tries; i++) {
+        fake_sleep_ms(10);
+        if (pgw_store_member_notices(s, "M1", list, 2, n, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        for (size_t k = 0; k < *n; k++)
+            if (strcmp(list[k].kind, "points_arrived") == 0 && strcmp(list[k].state, "sent") == 0)
+                return &list[k];
+    }
+    fail_msg("the arrival was not sent within %d s", tries / 100);
+    return NULL;
+}
+
 /*
  * An arrival waiting out its window, then a refund: the arrival goes
  * first (test_outbox) and tells the balance it was queued with, the one
@@ -673,16 +690,7 @@ static void test_a_hurried_arrival_tells_its_own_balance(void **state)
     rig_start(f, &r);
     pgw_notice list[2];
     size_t n = 0;
-    const pgw_notice *arrival = NULL;
-    for (int i = 0; i < 1000 && arrival == NULL; i++) {
-        fake_sleep_ms(10);
-        assert_int_equal(pgw_store_member_notices(r.store, "M1", list, 2, &n, &err), PGW_OK);
-        for (size_t k = 0; k < n; k++)
-            if (strcmp(list[k].kind, "points_arrived") == 0 && strcmp(list[k].state, "sent") == 0)
-                arrival = &list[k];
-    }
-    if (arrival == NULL)
-        fail_msg("the arrival was not sent within 10 s");
+    const pgw_notice *arrival = sent_arrival(r.store, list, &n, 1000);
     if (arrival->balance != 600) /* the reversal then waits for the number's 30 s */
         fail_msg("the arrival told a balance of %lld, want 600", (long long)arrival->balance);
     rig_free(&r);
@@ -721,16 +729,7 @@ static void test_a_merged_arrival_tells_the_survivors_balance(void **state)
     rig_start(f, &r);
     pgw_notice list[2];
     size_t n = 0;
-    const pgw_notice *arrival = NULL;
-    for (int i = 0; i < 1000 && arrival == NULL; i++) {
-        fake_sleep_ms(10);
-        assert_int_equal(pgw_store_member_notices(r.store, "M1", list, 2, &n, &err), PGW_OK);
-        for (size_t k = 0; k < n; k++)
-            if (strcmp(list[k].kind, "points_arrived") == 0 && strcmp(list[k].state, "sent") == 0)
-                arrival = &list[k];
-    }
-    if (arrival == NULL)
-        fail_msg("the arrival was not sent within 10 s");
+    const pgw_notice *arrival = sent_arrival(r.store, list, &n, 1000);
     if (arrival->balance != 0)
         fail_msg(
             "the merged member's arrival told %lld (M2's queued balance), want the survivor's 0",
@@ -775,19 +774,10 @@ static void test_both_held_the_arrival_goes_first_with_its_queued_balance(void *
             break;
     }
     atomic_store(&clock_ahead, 3600 + 60); /* the morning */
-    const pgw_notice *arrival = NULL, *reversal = NULL;
-    for (int i = 0; i < 1500 && arrival == NULL; i++) {
-        fake_sleep_ms(10);
-        assert_int_equal(pgw_store_member_notices(r.store, "M1", list, 2, &n, &err), PGW_OK);
-        for (size_t k = 0; k < n; k++) {
-            if (strcmp(list[k].kind, "points_arrived") == 0 && strcmp(list[k].state, "sent") == 0)
-                arrival = &list[k];
-            if (strcmp(list[k].kind, "points_reversed") == 0)
-                reversal = &list[k];
-        }
-    }
-    if (arrival == NULL)
-        fail_msg("the arrival was not sent within 15 s");
+    const pgw_notice *arrival = sent_arrival(r.store, list, &n, 1500), *reversal = NULL;
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(list[k].kind, "points_reversed") == 0)
+            reversal = &list[k];
     if (arrival->balance != 600)
         fail_msg("the arrival, sent before the reversal that hurried it (reversal %s), told %lld "
                  "(read after the refund), want its queued 600",
