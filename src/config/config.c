@@ -886,7 +886,7 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
     h->body_timeout_s = 60;
     h->keepalive_timeout_s = 120;
     h->max_inflight = 4096;
-    h->commit_batch = 1024;
+    h->commit_batch = 0; /* the database's: PGW_WRITER_BATCH_SQLITE or _REMOTE */
     int rc = get_section(root, "http", "$", false, keys, &http, path, err);
     if (rc != PGW_OK || http == NULL)
         return rc;

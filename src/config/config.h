@@ -112,7 +112,7 @@ typedef struct pgw_http_config {
      * are closing (libwebsockets' own 5 s raced every pooled client). */
     int64_t keepalive_timeout_s;
     int64_t max_inflight; /* requests waiting on the database: 32..65536; default 4096 */
-    int64_t commit_batch; /* commands per transaction: 1..4096; default 1024 */
+    int64_t commit_batch; /* commands per transaction: 1..4096; 0 (default): the database's */
     /* Peers whose X-Forwarded-For names the client (a reverse proxy in
      * front): else every mini-program user shares the proxy's address,
      * and its per-address limits (enrolments, codes) with it. */

@@ -87,7 +87,7 @@ typedef struct pgw_api_options {
     const char *db_url;
     size_t body_max;     /* bytes a request body may have */
     size_t inflight_max; /* jobs waiting on the database at once */
-    size_t batch_max;    /* the writer's group commit */
+    size_t batch_max;    /* the writer's group commit; 0: the database's (writer.h) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* with notify_ctx */
     void *notify_ctx;

@@ -1527,7 +1527,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
                           .db_url = opts->db_url,
                           .body_max = h->body_max,
                           .inflight_max = inflight,
-                          .batch_max = opts->batch_max ? opts->batch_max : 1024,
+                          .batch_max = opts->batch_max,
                           .notify = notify,
                           .stream_news = stream_news,
                           .notify_ctx = h,

@@ -32,7 +32,7 @@ typedef struct pgw_http_options {
     int64_t body_timeout_s;      /* a body's whole, from its request's start; 0: 60 */
     int64_t keepalive_timeout_s; /* an idle connection between requests; 0: 120 */
     size_t inflight_max;         /* requests waiting on the database; 0: default */
-    size_t batch_max;            /* writer batch; 0: 1024 */
+    size_t batch_max;            /* writer batch; 0: the database's (writer.h) */
     const char *tls_cert_file;   /* PEM; with tls_key_file: HTTPS (HTTP/1.1) */
     const char *tls_key_file;
     FILE *log; /* request log lines; NULL for none */

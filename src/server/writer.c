@@ -516,14 +516,14 @@ static void writer_free(pgw_writer *w)
 int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *err)
 {
     *out = NULL;
-    if (opts->queue_cap < 1 || opts->queue_cap > PGW_WRITER_QUEUE_MAX || opts->batch_max < 1 ||
+    if (opts->queue_cap < 1 || opts->queue_cap > PGW_WRITER_QUEUE_MAX ||
         opts->batch_max > PGW_WRITER_BATCH_MAX ||
         (opts->wal_backstop_pages != 0 &&
          (opts->wal_backstop_pages < 64 || opts->wal_backstop_pages > PGW_WRITER_BACKSTOP_MAX)) ||
         (opts->cache_kib != 0 &&
          (opts->cache_kib < PGW_STORE_CACHE_KIB_MIN || opts->cache_kib > PGW_STORE_CACHE_KIB)))
         return pgw_err_set(err, PGW_EINVAL,
-                           "writer queue 1..%d, batch 1..%d, WAL backstop 64..%d pages, "
+                           "writer queue 1..%d, batch 0..%d, WAL backstop 64..%d pages, "
                            "cache %d..%d KiB",
                            PGW_WRITER_QUEUE_MAX, PGW_WRITER_BATCH_MAX, PGW_WRITER_BACKSTOP_MAX,
                            PGW_STORE_CACHE_KIB_MIN, PGW_STORE_CACHE_KIB);
@@ -542,21 +542,25 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     w->cap = opts->queue_cap;
     w->policy = opts->policy;
     w->read_only = opts->read_only;
-    w->batch_max = opts->batch_max;
     w->backstop_pages =
         opts->wal_backstop_pages ? (int64_t)opts->wal_backstop_pages : CHECKPOINT_BACKSTOP_PAGES;
     /* A few checkpoints between two of the writer's own, whatever the backstop. */
     w->checkpoint_pages =
         w->backstop_pages / 4 < CHECKPOINT_PAGES ? w->backstop_pages / 4 : CHECKPOINT_PAGES;
     w->ring = calloc(w->cap, sizeof(*w->ring));
-    w->batch = calloc(w->batch_max, sizeof(*w->batch));
-    w->pending = calloc(PENDING_CAP(w), sizeof(*w->pending));
-    w->flight = calloc(PENDING_CAP(w), sizeof(*w->flight));
-    int rc = (w->ring && w->batch && w->pending && w->flight)
-                 ? PGW_OK
-                 : pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    int rc = w->ring ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
         rc = pgw_store_open(opts->db_url, !opts->read_only, &w->store, err);
+    if (rc == PGW_OK) { /* the database's batch needs the database open */
+        w->batch_max = opts->batch_max                 ? opts->batch_max
+                       : pgw_store_is_remote(w->store) ? PGW_WRITER_BATCH_REMOTE
+                                                       : PGW_WRITER_BATCH_SQLITE;
+        w->batch = calloc(w->batch_max, sizeof(*w->batch));
+        w->pending = calloc(PENDING_CAP(w), sizeof(*w->pending));
+        w->flight = calloc(PENDING_CAP(w), sizeof(*w->flight));
+        if (!w->batch || !w->pending || !w->flight)
+            rc = pgw_err_set(err, PGW_ENOMEM, "out of memory");
+    }
     if (rc == PGW_OK && opts->cache_kib > 0)
         rc = pgw_store_set_cache_kib(w->store, opts->cache_kib, err);
     uint8_t head[PGW_HASH_LEN];

@@ -249,6 +249,32 @@ static void test_a_failing_command_fails_alone(void **state)
     assert_int_equal(log_size(f), 5);
 }
 
+/* Unless told (batch_max 0), a SQLite writer commits every
+ * PGW_WRITER_BATCH_SQLITE commands, however many wait, so the first of a
+ * long queue are synced and answered while the rest are applied; a
+ * PostgreSQL writer takes up to PGW_WRITER_BATCH_REMOTE at once. */
+static void test_the_default_batch_is_the_databases(void **state)
+{
+    db_fixture *f = *state;
+    enum { N = 2 * PGW_WRITER_BATCH_SQLITE + 8 };
+    pgw_writer *w = start(f, N, 0);
+    static pgw_command cmds[N];
+    for (int i = 0; i < N; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "k:batch:%d", i);
+        make_command(&cmds[i], key, 1, 1);
+    }
+    run_in_one_batch(w, cmds, N); /* queued while paused: one batch if the batch allows */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cmds[i].rc, PGW_OK);
+    pgw_writer_stats stats;
+    pgw_writer_get_stats(w, &stats);
+    assert_int_equal(stats.largest_batch, f->pg ? N : PGW_WRITER_BATCH_SQLITE);
+    assert_int_equal(stats.batches, f->pg ? 1 : 3);
+    pgw_writer_stop(w);
+    assert_int_equal(log_size(f), N);
+}
+
 /*
  * A statement the database refuses after it was sent without waiting
  * (PostgreSQL's pipeline, pgw_sql_send): the command that sent it fails,
@@ -742,6 +768,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replay_and_conflict, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failing_command_fails_alone, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_the_default_batch_is_the_databases, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refused_sent_statement_fails_its_command_alone,
                                         db_fixture_setup, db_fixture_teardown),
