@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 32
+#define PGW_STORE_SCHEMA_VERSION 33
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):

@@ -1117,6 +1117,8 @@ static void test_verify_catches_tampered_holds_and_refunds(void **state)
         {"UPDATE earn_reversals SET reversed = reversed + 1", "earn 1:"},
         {"UPDATE earns SET written_off = written_off + 1", "earn 1:"},
         {"UPDATE holds SET captured = captured - 1 WHERE id = 'H1'", "hold H1"},
+        {"UPDATE members SET lots_held = lots_held + 1 WHERE id = 'M1'", "member M1:"},
+        {"UPDATE members SET lots_left = lots_left - 1 WHERE id = 'M1'", "member M1:"},
     };
     for (size_t i = 0; i < sizeof(tampers) / sizeof(tampers[0]); i++) {
         assert_int_equal(db_fixture_reset(db), 0);

@@ -502,10 +502,24 @@ static void step_back(const db_fixture *f, const char *sql, int version)
     raw_sql(f, text);
 }
 
+/* Schema 32: members do not sum their lots. */
+static void back_to_schema_32(const db_fixture *f)
+{
+    step_back(f,
+              f->pg ? "DROP TRIGGER lots_sums ON lots; DROP FUNCTION pgw_lots_sums();"
+                      "ALTER TABLE members DROP COLUMN lots_left, DROP COLUMN lots_held"
+                    : "DROP TRIGGER lots_sums_insert; DROP TRIGGER lots_sums_update;"
+                      "DROP TRIGGER lots_sums_move; DROP TRIGGER lots_sums_delete;"
+                      "ALTER TABLE members DROP COLUMN lots_left;"
+                      "ALTER TABLE members DROP COLUMN lots_held",
+              32);
+}
+
 /* Schema 31: notices are not marked hurried, and pending ones are indexed
  * by due time alone. */
 static void back_to_schema_31(const db_fixture *f)
 {
+    back_to_schema_32(f);
     step_back(f,
               "CREATE INDEX notices_due ON notices (due_at) WHERE state = 'pending';"
               "DROP INDEX notices_due_id;"
@@ -999,6 +1013,93 @@ static void test_a_members_reads_skip_its_spent_lots(void **state)
     assert_memory_equal(&after, &before, sizeof(before));
     if (!f->pg)
         expect_live_lots_read(f, s);
+    pgw_store_close(s);
+}
+
+/* Lots of M1 at `now`: `n_live` earned and still valid, two past expiry
+ * (not yet swept), and spent ones; M2 has one. */
+static void put_members_lots(pgw_store *s, int64_t now, int n_live)
+{
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M2", 0, 1, &err), PGW_OK);
+    for (int i = 0; i < n_live + 5; i++) {
+        bool lapsed = i >= n_live && i < n_live + 2, spent = i >= n_live + 2;
+        pgw_lot lot = {.points = 10,
+                       .left = spent ? 0 : 10 - i % 3,
+                       .held = spent ? 0 : i % 3,
+                       .earned_at = now - 86400,
+                       .expires_at = lapsed ? now - i : now + 86400 + i,
+                       .source_transfer = 1};
+        snprintf(lot.member, sizeof(lot.member), "%s", i == n_live + 4 ? "M2" : "M1");
+        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+}
+
+/*
+ * Schema 33: a member's figures take its lots' sums from its row, and read
+ * only its live lots past expiry. Summing every live lot made each event of
+ * a regular customer read a year of them (a weekly shopper: 52).
+ */
+static void test_a_members_figures_read_only_its_lapsed_lots(void **state)
+{
+    db_fixture *f = *state;
+    enum { LIVE = 200 };
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 3);
+    const int64_t now = 1795486500;
+    put_members_lots(s, now, LIVE);
+    /* Live lots hold 9, 8+1 or 10 left, 0, 1 or 2 held, 10 in all each;
+     * the two lapsed ones (i = LIVE, LIVE + 1: 200 % 3 = 2) 8+2 and 10+0. */
+    int64_t left = 0;
+    for (int i = 0; i < LIVE; i++)
+        left += 10 - i % 3;
+    pgw_member_figures fig = figures_of(s, "M1", now);
+    assert_int_equal(fig.balance, 10 * LIVE + 20);
+    assert_int_equal(fig.free, left);
+    assert_int_equal(fig.unexpired, 10 * LIVE);
+    assert_int_equal(fig.available, 10 * LIVE); /* held by no hold: spendable once released */
+    if (!f->pg) {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, pgw_store__statement_for_test(s, "member_figures"),
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, "M1", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        int steps = sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        if (steps > 200) /* 20 a lot read: all 200 live ones took 4,000 */
+            fail_msg("the figures read took %d steps", steps);
+    }
+    pgw_store_close(s);
+}
+
+/* Schema 33's migration sums each member's lots into its row: the figures
+ * are the same before and after it (test_command's verify checks the sums
+ * on real ledgers). */
+static void test_schema_33_sums_each_members_lots(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 3);
+    const int64_t now = 1795486500;
+    put_members_lots(s, now, 7);
+    pgw_member_figures m1 = figures_of(s, "M1", now), m2 = figures_of(s, "M2", now);
+    pgw_store_close(s);
+    back_to_schema_32(f);
+    s = open_store(f); /* migrates */
+    pgw_member_figures after = figures_of(s, "M1", now);
+    assert_memory_equal(&after, &m1, sizeof(m1));
+    after = figures_of(s, "M2", now);
+    assert_memory_equal(&after, &m2, sizeof(m2));
+    assert_int_equal(m2.balance, 0); /* its one lot is spent */
     pgw_store_close(s);
 }
 
@@ -2873,6 +2974,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sql_sent_statement_failures, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_members_figures_read_only_its_lapsed_lots,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_33_sums_each_members_lots, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_reads_skip_its_spent_lots, db_fixture_setup,
                                         db_fixture_teardown),
