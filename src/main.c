@@ -1034,9 +1034,11 @@ static int cmd_expire(int argc, char **argv)
         return rc;
     int64_t as_of = (int64_t)time(NULL);
     const char *given = flag_get(&flags, "--as-of");
-    pgw_err err;
-    if (given != NULL && pgw_parse_rfc3339(given, &as_of, &err) != PGW_OK) {
-        fprintf(stderr, "pointsgw expire: --as-of: %s\n", err.msg);
+    /* Read as report's and reconcile's --from/--to are (pgw_report_time_in):
+     * an instant finance copies from one command is the same in the next. */
+    if (given != NULL && !pgw_report_time_in(given, &as_of)) {
+        fprintf(stderr, "pointsgw expire: --as-of is neither an RFC 3339 time "
+                        "(2026-11-24T10:00:00+08:00, say) nor unix seconds\n");
         pgw_config_free(cfg);
         return EXIT_USAGE;
     }

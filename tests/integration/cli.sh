@@ -340,7 +340,8 @@ expect_text "is neither sqlite:PATH nor postgresql"
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db"
 expect_text "$tmp/missing.db: no database there"
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2026-11-24 10:00"
-expect_text "--as-of: expected an RFC 3339 time with an offset"
+expect_text "--as-of is neither an RFC 3339 time (2026-11-24T10:00:00+08:00, say) nor unix seconds"
+[ ! -e "$tmp/missing.db" ] && pass || fail "expire with a refused --as-of made a database"
 # Regression: a time ahead expired lots and released holds before their
 # date (a year's typo took a year of members' points).
 expect_exit 2 "$bin" expire --db "sqlite:$tmp/missing.db" --as-of "2031-01-01T00:00:00Z"
@@ -994,6 +995,25 @@ expect_text "--from must come before --to"
 expect_exit 2 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
     --to 2026-11-21
 expect_text "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix seconds"
+# Regression: expire's --as-of took RFC 3339 only, while report and
+# reconcile take unix seconds too; one instant is read alike by all three
+# (pgw_report_time_in). An --as-of before every lot's date expires nothing.
+before=$("$bin" verify --db "$import_db" 2>&1)
+expect_exit 0 "$bin" expire --db "$import_db" --as-of 2026-01-01T00:00:00+08:00
+by_rfc3339=$out
+expect_text "expired 0 lots, 0 points, due by 2026-01-01T00:00:00+08:00"
+expect_exit 0 "$bin" expire --db "$import_db" --as-of 1767196800
+[ "$out" = "$by_rfc3339" ] && pass || fail "expire by unix seconds differs: $out"
+# Refused as report refuses them, the database untouched; and ahead of the
+# clock in unix seconds too.
+for bad in 253370764801 +1767196800 ' 1767196800' -1 1767196800.5 "2026-11-24 10:00" ''; do
+    expect_exit 2 "$bin" expire --db "$import_db" --as-of "$bad"
+    expect_text "pointsgw expire: --as-of is neither an RFC 3339 time (2026-11-24T10:00:00+08:00, say) nor unix seconds"
+done
+expect_exit 2 "$bin" expire --db "$import_db" --as-of $(($(date +%s) + 240))
+expect_text "--as-of is ahead of the clock"
+[ "$("$bin" verify --db "$import_db" 2>&1)" = "$before" ] && pass ||
+    fail "expire with a refused --as-of changed the database: $("$bin" verify --db "$import_db" 2>&1)"
 
 # A database that does not answer is a problem (1), not bad usage (2).
 expect_exit 1 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to 2026-12-01T00:00:00+08:00 \
