@@ -8,6 +8,10 @@ copies of one event, partial refunds, holds (capture, void, deadline),
 bad input answered with its documented error and leaving the log
 unchanged, scopes and signatures, /metrics as Prometheus text, the request
 log, and a clean SIGTERM after which `pointsgw verify` passes.
+
+Usage: http_api.py BINARY SOURCE_DIR [TEST_NAME...]: with names (test_reports,
+say) only those tests run, in the file's order, the shared server's on a
+fresh one; without, all of them.
 """
 import base64
 import calendar
@@ -4218,53 +4222,63 @@ def test_instant_written_another_way(s):
           f"the file again, its row recorded before: {status} {doc}")
 
 
+# The tests of one shared server, in order (each may rely on what the
+# ones before left), then those that start servers of their own.
+SERVED = (test_loopback_only, test_startup_line_keeps_the_password,
+          test_health_and_metrics, test_dashboard, test_events, test_event_scopes,
+          test_identities, test_merges,
+          test_merge_chain, test_debt_meets_points,
+          test_mini_programs_number_alike, test_referrals,
+          test_identity_written_another_way, test_sign_ins,
+          test_birthdays,
+          test_risk_rules,
+          test_concurrent_same_event,
+          test_refunds, test_transfer_keys, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
+          test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
+          test_lws_own_answers,
+          test_head, test_refusal_order, test_status_lines,
+          test_pipelining,
+          test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
+          test_imports,
+          test_expiry_sweep,
+          test_signatures,
+          test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
+          test_route_labels, test_log, test_log_undelivered,
+          test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
+          test_member_reads_beside_finance,
+          test_member_show, test_backup,
+          test_sync_metrics, test_instant_written_another_way)
+OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
+              test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
+              test_stream_gap_closes_watchers, test_stream_big_drain,
+              test_cli_expiry_gives_back_caps, test_report_invariants)
+
+
+def chosen_tests(names):
+    """The tests named on the command line (all when none is): a misspelt
+    name is an error, not a run that checks nothing."""
+    known = {t.__name__ for t in SERVED + OWN_SERVER}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit("http_api.py: no such test: " + ", ".join(unknown))
+    return tuple(tuple(t for t in tests if not names or t.__name__ in names)
+                 for tests in (SERVED, OWN_SERVER))
+
+
 def main():
+    served, own_server = chosen_tests(sys.argv[3:])
     tmp = tempfile.mkdtemp(prefix="pgw-http-")
     try:
         config = write_config(tmp)
         s = Server(tmp, config)
         try:
-            for test in (test_loopback_only, test_startup_line_keeps_the_password,
-                         test_health_and_metrics, test_dashboard, test_events, test_event_scopes,
-                         test_identities, test_merges,
-                         test_merge_chain, test_debt_meets_points,
-                         test_mini_programs_number_alike, test_referrals,
-                         test_identity_written_another_way, test_sign_ins,
-                         test_birthdays,
-                         test_risk_rules,
-                         test_concurrent_same_event,
-                         test_refunds, test_transfer_keys, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
-                         test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
-                         test_lws_own_answers,
-                         test_head, test_refusal_order, test_status_lines,
-                         test_pipelining,
-                         test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
-                         test_imports,
-                         test_expiry_sweep,
-                         test_signatures,
-                         test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
-                         test_route_labels, test_log, test_log_undelivered,
-                         test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
-                         test_member_reads_beside_finance,
-                         test_member_show, test_backup,
-                         test_sync_metrics, test_instant_written_another_way):
+            for test in served:
                 test(s)
         finally:
             code, err = s.stop()
         check(code == 0 and "stopped cleanly" in err, f"SIGTERM: exit {code}: {err}")
-        test_tls(tmp)
-        test_tight_risk(tmp)
-        test_trusted_proxy(tmp)
-        test_slow_bodies(tmp)
-        test_body_pause(tmp)
-        test_hangup(tmp)
-        test_long_waits(tmp)
-        test_few_open_files(tmp)
-        test_health_sees_the_file_moved(tmp)
-        test_stream_gap_closes_watchers(tmp)
-        test_stream_big_drain(tmp)
-        test_cli_expiry_gives_back_caps(tmp)
-        test_report_invariants(tmp)
+        for test in own_server:
+            test(tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
         stored = pg.stored(s.db)
