@@ -3711,16 +3711,53 @@ def settle(s, quiet=2.5, limit=20.0):
             last, since = now, time.time()
 
 
+def reports_setup(s):
+    """test_reports' own points, whatever ran before it (it runs alone
+    too): at S001 a purchase, part of it refunded, a redemption; at S002 a
+    purchase. Their points, by shop and column: what their transfers move
+    from or to the shop's accounts (campaigns and behaviour points are the
+    mall's, settled as funders)."""
+    def moved_at(doc, side, account):
+        transfers = doc.get("transfers", []) if isinstance(doc, dict) else []
+        return sum(t["points"] for t in transfers if t.get(side) == account)
+
+    moved = {"S001": {}, "S002": {}}
+    for shop, member in (("S001", "MRPT1"), ("S002", "MRPT2")):
+        status, doc, _ = s.request("POST", "/v1/events",
+                                   purchase(f"E-RPT-{shop}", member=member, shop=shop))
+        check(status == 201 and doc.get("points", 0) > 0,
+              f"reports: the purchase at {shop}: {status} {doc}")
+        moved[shop]["issued"] = moved_at(doc, "debit", f"shop:{shop}:issued")
+    refund = {"event_id": "E-RPT-S001-refund", "channel": "store", "shop_id": "S001",
+              "type": "refund", "original_event_id": "E-RPT-S001", "amount_fen": 5000,
+              "member": {"member_id": "MRPT1"}, "occurred_at": "2026-11-25T11:00:00+08:00"}
+    status, doc, _ = s.request("POST", "/v1/events", refund)
+    check(status == 201 and doc.get("points", 0) < 0,
+          f"reports: the refund at S001: {status} {doc}")
+    moved["S001"]["reversed"] = moved_at(doc, "credit", "shop:S001:issued")
+    red = {"redemption_id": "D-RPT-S001", "member": {"member_id": "MRPT1"}, "shop_id": "S001",
+           "points": 3}
+    status, doc, _ = s.request("POST", "/v1/redemptions", red)
+    check(status == 201, f"reports: the redemption at S001: {status} {doc}")
+    moved["S001"]["redeemed"] = moved_at(doc, "credit", "shop:S001:redeemed")
+    return moved
+
+
 def test_reports(s):
-    """Settlement and pool over everything the other tests did: they add up."""
+    """Settlement and pool over what this test posts and everything the
+    tests before it did: they add up."""
+    moved = reports_setup(s)
     settle(s)  # the JSON, the CLI's and the CSV are compared: one log for all
     period = "from=2026-01-01T00:00:00%2B08:00&to=2028-01-01T00:00:00%2B08:00"
     status, doc, _ = s.request("GET", "/v1/reports/settlement?" + period, key="finance")
     check(status == 200 and isinstance(doc, dict), f"settlement: {status} {doc}")
     shops = {r["shop_id"]: r for r in doc.get("shops", [])}
     totals, tb = doc.get("totals", {}), doc.get("trial_balance", {})
-    check({"S001", "S002", "S008"} <= set(shops) and shops["S001"]["issued"] > 0,
-          f"every configured shop settles: {sorted(shops)}")
+    check({"S001", "S002", "S008"} <= set(shops), f"every configured shop settles: {sorted(shops)}")
+    for shop, fields in moved.items():
+        for field, points in fields.items():
+            check(shops.get(shop, {}).get(field, 0) >= points > 0,
+                  f"{shop}'s {field} counts this test's {points}: {shops.get(shop)}")
     rows = list(shops.values()) + doc.get("funders", [])
     for field in ("issued", "reversed", "expired", "redeemed", "net_points"):
         check(sum(r[field] for r in rows) == totals.get(field), f"the rows add up to {field}")
