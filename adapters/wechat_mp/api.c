@@ -4,6 +4,7 @@
 #include "api.h"
 
 #include "adapters/wechat_mp/keywords.h"
+#include "core/assertions.h"
 #include "core/utf8.h"
 
 #include <inttypes.h>
@@ -56,10 +57,44 @@ int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw
     return rc;
 }
 
-/* The number in getuserphonenumber's answer, checked. */
-static int phone_of(const json_t *answer, const char *appid, char *phone, size_t cap, pgw_err *err)
+/* `text` from WeChat, for a message: printable ASCII, the rest '?', at
+ * most cap - 1 bytes (a key or an appid could hold a newline). */
+static void shown(const char *text, char *out, size_t cap)
 {
-    int rc = PGW_OK;
+    size_t n = 0;
+    for (; text[n] != '\0' && n + 1 < cap; n++)
+        out[n] = text[n] >= 0x20 && text[n] < 0x7f ? text[n] : '?';
+    out[n] = '\0';
+}
+
+/* The names (never the values) of `obj`'s members, for a message: "errcode,
+ * errmsg"; "none" when it has none, "..." when they do not fit. */
+static void key_names(const json_t *obj, char *out, size_t cap)
+{
+    PGW_ASSERT(cap > 8);
+    const char *key;
+    json_t *value;
+    size_t n = 0;
+    out[0] = '\0';
+    json_object_foreach((json_t *)obj, key, value)
+    {
+        char name[33];
+        shown(key, name, sizeof(name));
+        if (n + strlen(name) + 2 + 4 >= cap) {
+            snprintf(out + n, cap - n, "%s...", n > 0 ? ", " : "");
+            return;
+        }
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", n > 0 ? ", " : "", name);
+    }
+    if (n == 0)
+        snprintf(out, cap, "none");
+}
+
+/* The number in getuserphonenumber's answer, checked. */
+static int phone_of(const json_t *answer, const char *appid, char *phone, size_t cap,
+                    bool *unusable, pgw_err *err)
+{
+    char keys[160], mark_shown[PGW_WX_OPENID_MAX + 1];
     json_t *info = json_object_get(answer, "phone_info");
     const char *pure = json_string_value(json_object_get(info, "purePhoneNumber"));
     const char *mark =
@@ -68,23 +103,46 @@ static int phone_of(const json_t *answer, const char *appid, char *phone, size_t
     json_t *cc = json_object_get(info, "countryCode");
     bool mainland = (json_is_integer(cc) && json_integer_value(cc) == 86) ||
                     (json_is_string(cc) && strcmp(json_string_value(cc), "86") == 0);
-    if (pure == NULL || mark == NULL)
-        rc = pgw_err_set(err, PGW_EIO, "WeChat getuserphonenumber: no phone_info in the answer");
-    else if (strcmp(mark, appid) != 0)
-        rc = pgw_err_set(err, PGW_EIO, "WeChat getuserphonenumber: the number is for another app");
-    else if (!mainland)
-        rc = pgw_err_set(err, PGW_EINVAL, "only mainland China mobile numbers are kept");
-    else if (strlen(pure) >= cap)
-        rc = pgw_err_set(err, PGW_EIO, "WeChat getuserphonenumber: number too long");
-    if (rc == PGW_OK)
-        snprintf(phone, cap, "%s", pure);
-    return rc;
+    if (!json_is_object(info)) {
+        key_names(answer, keys, sizeof(keys));
+        *unusable = true;
+        return pgw_err_set(err, PGW_EINVAL,
+                           "WeChat answered getuserphonenumber without a number: no phone_info "
+                           "in its answer (its keys: %s)",
+                           keys);
+    }
+    if (pure == NULL || mark == NULL) {
+        key_names(info, keys, sizeof(keys));
+        *unusable = true;
+        return pgw_err_set(err, PGW_EINVAL,
+                           "WeChat answered getuserphonenumber without a number: its phone_info "
+                           "lacks %s (its keys: %s)",
+                           pure == NULL ? "purePhoneNumber" : "watermark.appid", keys);
+    }
+    shown(mark, mark_shown, sizeof(mark_shown));
+    if (strcmp(mark, appid) != 0) {
+        *unusable = true;
+        return pgw_err_set(err, PGW_EINVAL,
+                           "WeChat gave getuserphonenumber's number for another app: its "
+                           "watermark names %s, not this gateway's %s",
+                           mark_shown, appid);
+    }
+    if (!mainland)
+        return pgw_err_set(err, PGW_EINVAL, "only mainland China mobile numbers are kept");
+    if (strlen(pure) >= cap) {
+        *unusable = true;
+        return pgw_err_set(err, PGW_EINVAL,
+                           "WeChat answered getuserphonenumber with a number too long to be one");
+    }
+    snprintf(phone, cap, "%s", pure);
+    return PGW_OK;
 }
 
 int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *openid, const char *code,
-                 char *phone, size_t cap, pgw_wx_reply *reply, pgw_err *err)
+                 char *phone, size_t cap, bool *unusable, pgw_wx_reply *reply, pgw_err *err)
 {
     memset(reply, 0, sizeof(*reply));
+    *unusable = false;
     if (!pgw_wx_code_ok(code))
         return pgw_err_set(err, PGW_EINVAL, "code must be 1..%d of [A-Za-z0-9_-]", PGW_WX_CODE_MAX);
     if (!pgw_wx_id_ok(openid)) /* without it WeChat takes anyone's code */
@@ -102,7 +160,7 @@ int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *openid, c
                            reply->errcode, reply->errmsg);
     if (rc != PGW_OK)
         return rc;
-    rc = phone_of(answer, appid, phone, cap, err);
+    rc = phone_of(answer, appid, phone, cap, unusable, err);
     json_decref(answer);
     return rc;
 }

@@ -42,9 +42,13 @@ int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw
  * are PGW_EINVAL (the gateway keeps mainland China mobiles only). `openid`
  * (required) is the WeChat user asking: WeChat then refuses a code given
  * to another user (research/wechat-api.md 2), as it refuses a bad or used
- * one: PGW_EUNAUTHORIZED. */
+ * one: PGW_EUNAUTHORIZED. An answer WeChat gave (errcode 0) with no number
+ * this app can use (no phone_info, another app's watermark, a number too
+ * long) is PGW_EINVAL with *unusable set: not an outage, and WeChat took
+ * the code, so sending it again cannot work; the message says what came
+ * (member names, an appid), never the number, so the operator may log it. */
 int pgw_mp_phone(pgw_wx_client *client, const char *appid, const char *openid, const char *code,
-                 char *phone, size_t cap, pgw_wx_reply *reply, pgw_err *err);
+                 char *phone, size_t cap, bool *unusable, pgw_wx_reply *reply, pgw_err *err);
 
 typedef struct pgw_wx_keyword {
     const char *name;  /* "thing1", "amount2", ... */

@@ -214,6 +214,9 @@ typedef struct wx_job {
      * log (the answer says it without WeChat's address), "" when WeChat
      * answered. */
     char wechat_failed[PGW_ERR_MSG_MAX];
+    /* A phone number WeChat answered with nothing usable: what came, for
+     * the operator's log (pgw_mp_phone's unusable); "" otherwise. */
+    char wechat_unusable[PGW_ERR_MSG_MAX];
     bool wechat_answered; /* WeChat answered jscode2session, getuserphonenumber */
     /* The mini-program user: a login's openid (for its session token), or
      * the session's, which a phone code must have been given to. */
@@ -2195,6 +2198,22 @@ static void mp_login_task(void *arg, bool stale)
         wx_to_writer(job);
 }
 
+/* WeChat answered the phone code, and took it, with nothing usable
+ * (`cause`: pgw_mp_phone's unusable): no outage to wait out (no 503, no
+ * Retry-After: the retry of a spent code is 401) but a 400 that says so;
+ * what came goes to the operator's log (mp_wechat_tell), as it may be
+ * ours to fix (another app's watermark: api_base or the appid). */
+static void mp_phone_unusable(pgw_job *job, const pgw_err *cause)
+{
+    snprintf(job->wx->wechat_unusable, sizeof(job->wx->wechat_unusable), "%s", cause->msg);
+    pgw_err err;
+    pgw_err_set(&err, PGW_EINVAL,
+                "%s: WeChat took the code, so sending it again will not help; a new code from "
+                "getPhoneNumber may, and the gateway's operator is told",
+                cause->msg);
+    wx_fail(job, PGW_EINVAL, &err);
+}
+
 /* Worker: getuserphonenumber, then a BIND of the phone (merging a POS member). */
 static void mp_phone_task(void *arg, bool stale)
 {
@@ -2206,9 +2225,15 @@ static void mp_phone_task(void *arg, bool stale)
     char phone[32];
     pgw_wx_reply reply;
     pgw_err err;
-    int rc = pgw_mp_phone(pgw_wechat_client(job->api->wechat), cfg->wechat_mp.appid,
-                          job->wx->openid, job->wx->code, phone, sizeof(phone), &reply, &err);
-    job->wx->wechat_answered = rc == PGW_OK || reply.errcode != 0;
+    bool unusable;
+    int rc =
+        pgw_mp_phone(pgw_wechat_client(job->api->wechat), cfg->wechat_mp.appid, job->wx->openid,
+                     job->wx->code, phone, sizeof(phone), &unusable, &reply, &err);
+    job->wx->wechat_answered = rc == PGW_OK || reply.errcode != 0 || unusable;
+    if (unusable) {
+        mp_phone_unusable(job, &err);
+        return;
+    }
     if (rc != PGW_OK) {
         mp_wechat_refused(job, rc, &reply, &err);
         return;
@@ -3789,7 +3814,8 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
 
 /* The operator's line of a login or a phone number WeChat failed, with
  * WeChat's address (limited as the sweep's lines: during an outage every
- * one fails), and one when WeChat answers again. "Again" only a minute
+ * one fails), or answered with nothing usable (mp_phone_unusable), and
+ * one when WeChat answers again. "Again" only a minute
  * after the minute's first line (R3): these come at request rate, and a
  * WeChat failing every other one (-1, busy) cleared the limit each time,
  * two lines a failure. On the service thread. */
@@ -3807,6 +3833,9 @@ static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
     if (job->wx->wechat_failed[0] != '\0') {
         pgw_err_set(&cause, PGW_EUNAVAILABLE, "%s", job->wx->wechat_failed);
         pgw_expire_tell(said, what, PGW_EUNAVAILABLE, &cause);
+    } else if (job->wx->wechat_unusable[0] != '\0') { /* limited as failures: request rate */
+        pgw_err_set(&cause, PGW_EINVAL, "%s", job->wx->wechat_unusable);
+        pgw_expire_tell(said, what, PGW_EINVAL, &cause);
     } else if (job->wx->wechat_answered && minute_over) {
         pgw_expire_tell(said, what, PGW_OK, &cause);
     }

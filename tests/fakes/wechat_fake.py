@@ -64,7 +64,11 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
   POST /_fake/config           {"expires_in": N}          lifetime of tokens issued from now on
   POST /_fake/login_codes      {"appid","code","openid","unionid"?}
   POST /_fake/phone_codes      {"appid","code","phone","country_code"? (86),
-                                "country_code_as_string"? (false), "openid"?}
+                                "country_code_as_string"? (false), "openid"?,
+                                "no_phone_info"? (false), "watermark_appid"?}
+                               no_phone_info: the code is spent and the answer
+                               is errcode 0 without phone_info; watermark_appid:
+                               the watermark names that app instead of the caller's
   POST /_fake/subscribe_quota  {"appid","openid","template_id","count"}   adds
   GET  /_fake/subscribe_quota?appid=&openid=&template_id=  -> {"count"}
   POST /_fake/followers        {"appid","openid","following","unionid"?}
@@ -461,13 +465,15 @@ def ep_phone(method, query, raw, now):
     if openid and entry.get("openid") and entry["openid"] != openid:
         raise WxError(40029)
     entry["used"] = True
+    if entry["no_phone_info"]:
+        return {"errcode": 0, "errmsg": "ok"}
     cc = entry["country_code"]
     pure = entry["phone"]
     return {"errcode": 0, "errmsg": "ok", "phone_info": {
         "phoneNumber": pure if cc == 86 else "+%d%s" % (cc, pure),
         "purePhoneNumber": pure,
         "countryCode": str(cc) if entry["country_code_as_string"] else cc,
-        "watermark": {"timestamp": int(now), "appid": appid},
+        "watermark": {"timestamp": int(now), "appid": entry["watermark_appid"] or appid},
     }}
 
 
@@ -625,10 +631,14 @@ def ctl_phone_codes(body, query, now):
     openid = body.get("openid")
     if openid is not None and not isinstance(openid, str):
         raise BadControl("openid: string required")
+    mark = body.get("watermark_appid")
+    if mark is not None and not isinstance(mark, str):
+        raise BadControl("watermark_appid: string required")
     STATE.phone_codes[(need_str(body, "appid"), need_str(body, "code"))] = {
         "phone": phone, "country_code": need_int(body, "country_code", 86, lo=1),
         "country_code_as_string": body.get("country_code_as_string") is True,
-        "openid": openid or None, "used": False}
+        "no_phone_info": body.get("no_phone_info") is True,
+        "watermark_appid": mark or None, "openid": openid or None, "used": False}
     return {"ok": True}
 
 

@@ -1434,6 +1434,44 @@ def phone_wechat_down(srv, fake):
           "the log says it works again only a minute after the first failure's line")
 
 
+def phone_answer_unusable(srv, fake):
+    """Regression (a review of phone_of): WeChat answering
+    getuserphonenumber without phone_info, or with the number of another
+    app (its watermark), was 503 with Retry-After 5, an outage; but WeChat
+    answered and took the code, and the client's retry was 401. A 400
+    that says so, no Retry-After, and the operator's line says what WeChat
+    answered (not the number)."""
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-phone-odd",
+                                                "openid": "oMP-phone-odd"})
+    status, doc, _ = login(srv.port, "code-phone-odd")
+    check(status == 200, "a login for the odd phone answers: %s %s" % (status, doc))
+    session = doc.get("session", "")
+    other = "wx00000000000000ff"
+    cases = [("ph-nophone", {"no_phone_info": True}, "phone_info"),
+             ("ph-otherapp", {"watermark_appid": other}, other)]
+    for code, how, said in cases:
+        fake.control("POST", "/_fake/phone_codes", dict({"appid": MP_APPID, "code": code,
+                                                         "phone": "13300133000",
+                                                         "openid": "oMP-phone-odd"}, **how))
+        status, doc, retry = phone(srv.port, session, code)
+        message = doc.get("error", {}).get("message") or ""
+        check(status == 400 and doc["error"]["code"] == "invalid_request" and retry is None and
+              said in message and "again" in message,
+              "phone, WeChat's answer %s: 400, no Retry-After, says why and that a retry will not "
+              "help (%s %s %s)" % (how, status, retry, doc))
+        status, doc, _ = phone(srv.port, session, code)
+        check(status == 401, "phone, %s: the code was spent, its retry 401 (%s %s)" %
+              (how, status, doc))
+    logs = eventually(srv.stderr, lambda t: other in t and "phone_info" in t)
+    lines = [l for l in logs.splitlines() if "mini-program phone number: " in l and
+             ("phone_info" in l or other in l)]
+    check(len(lines) == 2 and not any("13300133000" in l or "133****3000" in l for l in lines),
+          "the operator's lines say what WeChat answered, not the number: %s" % lines)
+    status, me = srv.request("GET", "/v1/me", session=session, key=None)
+    check(status == 200 and "phone" not in [i["kind"] for i in me.get("identities", [])],
+          "nothing bound: %s %s" % (status, me))
+
+
 def login_wechat_unreachable(tmp, env):
     """Regression (as login_wechat_down): no WeChat at api_base at all."""
     d = os.path.join(tmp, "unreachable")
@@ -1543,6 +1581,7 @@ def main():
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
         phone_wechat_down(srv, fake)
+        phone_answer_unusable(srv, fake)
         login_wechat_unreachable(tmp, env)
         login_sign_up_cap(tmp, fake, env)
         pruning(srv)

@@ -958,30 +958,39 @@ static void test_login_and_phone(void **state)
     fake_control(&FAKE, "/_fake/phone_codes", "{s:s,s:s,s:s,s:s}", "appid", APP_MP, "code",
                  "ph-cn-3", "phone", "13700137000", "openid", "oB-2");
     char phone[32];
-    assert_int_equal(pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-1", phone, sizeof(phone), &reply, &err),
-                     PGW_OK);
+    bool odd = true;
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-1", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_OK);
     assert_string_equal(phone, "13800138000");
-    assert_int_equal(pgw_mp_phone(c, APP_MP, "oA-1", "ph-us-1", phone, sizeof(phone), &reply, &err),
-                     PGW_EINVAL);
-    assert_int_equal(pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-2", phone, sizeof(phone), &reply, &err),
-                     PGW_OK);
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-us-1", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EINVAL);
+    assert_false(odd); /* the member's number, not WeChat's answer: nothing to tell */
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-2", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_OK);
     assert_string_equal(phone, "13900139000");
     /* Single use. */
-    assert_int_equal(pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-1", phone, sizeof(phone), &reply, &err),
-                     PGW_EUNAUTHORIZED);
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-1", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EUNAUTHORIZED);
     assert_int_equal(reply.errcode, 40029);
     /* Another user's: WeChat checks the openid sent, and refuses it. */
     phone[0] = '\0';
-    assert_int_equal(pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-3", phone, sizeof(phone), &reply, &err),
-                     PGW_EUNAUTHORIZED);
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-cn-3", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EUNAUTHORIZED);
     assert_int_equal(reply.errcode, 40029);
     assert_non_null(strstr(err.msg, "only for the WeChat user it was given to"));
     assert_string_equal(phone, "");
     /* Without an openid WeChat would check nothing: it never goes out. */
-    assert_int_equal(pgw_mp_phone(c, APP_MP, "", "ph-cn-3", phone, sizeof(phone), &reply, &err),
-                     PGW_EINVAL);
-    assert_int_equal(pgw_mp_phone(c, APP_MP, "oB-2", "ph-cn-3", phone, sizeof(phone), &reply, &err),
-                     PGW_OK);
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "", "ph-cn-3", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EINVAL);
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oB-2", "ph-cn-3", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_OK);
     assert_string_equal(phone, "13700137000");
     doc = requests_to("/wxa/business/getuserphonenumber", &list);
     assert_int_equal(json_array_size(list), 6);
@@ -989,6 +998,25 @@ static void test_login_and_phone(void **state)
     assert_string_equal(json_string_value(json_object_get(req_body(list, 0), "openid")), "oA-1");
     assert_string_equal(json_string_value(json_object_get(req_body(list, 5), "openid")), "oB-2");
     json_decref(doc);
+    /* WeChat answers, but with no number this app can use: unusable, and
+     * the message says what came without the number. */
+    fake_control(&FAKE, "/_fake/phone_codes", "{s:s,s:s,s:s,s:b}", "appid", APP_MP, "code",
+                 "ph-none", "phone", "13600136000", "no_phone_info", 1);
+    fake_control(&FAKE, "/_fake/phone_codes", "{s:s,s:s,s:s,s:s}", "appid", APP_MP, "code",
+                 "ph-other", "phone", "13600136000", "watermark_appid", "wx00000000000000ff");
+    odd = false;
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-none", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EINVAL);
+    assert_true(odd);
+    assert_non_null(strstr(err.msg, "no phone_info in its answer (its keys: errcode, errmsg)"));
+    odd = false;
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-other", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EINVAL);
+    assert_true(odd);
+    assert_non_null(strstr(err.msg, "watermark names wx00000000000000ff, not this gateway's"));
+    assert_null(strstr(err.msg, "13600136000"));
     assert_int_equal(stable_calls(APP_MP), 1);
     pgw_wx_client_free(c);
 }
