@@ -2169,6 +2169,29 @@ static void mp_wechat_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, c
     wx_fail(job, out, &err);
 }
 
+/* WeChat answered, and took the code, but what it gave could not be made
+ * the identity the store keeps (wx_identity): a value the gateway does
+ * not take (PGW_EINVAL: 400, as a number outside the mainland), or the
+ * vault failing to seal a number (no randomness, OpenSSL failing): 503
+ * with Retry-After, as every other 503 of these routes, told that the
+ * retry needs a new code (WeChat's answer to this one is gone). */
+static void mp_identity_failed(pgw_job *job, int rc, const pgw_err *cause)
+{
+    if (rc == PGW_EINVAL) {
+        wx_fail(job, rc, cause);
+        return;
+    }
+    bool login = job->route == R_MP_LOGIN;
+    job->cmd.retry_at = job->cmd.at + WX_DOWN_RETRY_S;
+    pgw_err err;
+    pgw_err_set(&err, PGW_EUNAVAILABLE,
+                "%s could not be kept (%s); WeChat took the code: try again in %d s with a new "
+                "code from %s",
+                login ? "the login WeChat checked" : "the phone number WeChat gave", cause->msg,
+                WX_DOWN_RETRY_S, login ? "wx.login" : "getPhoneNumber");
+    wx_fail(job, PGW_EUNAVAILABLE, &err);
+}
+
 /* Worker: jscode2session, then the MP_LOGIN command. */
 static void mp_login_task(void *arg, bool stale)
 {
@@ -2193,7 +2216,7 @@ static void mp_login_task(void *arg, bool stale)
     if (cmd->has_who2)
         rc = wx_identity(job->api, PGW_ID_UNIONID, "", who.unionid, &cmd->who2, &err);
     if (rc != PGW_OK)
-        wx_fail(job, wx_refused(cmd, rc, &reply), &err);
+        mp_identity_failed(job, rc, &err);
     else
         wx_to_writer(job);
 }
@@ -2240,7 +2263,7 @@ static void mp_phone_task(void *arg, bool stale)
     }
     rc = wx_identity(job->api, PGW_ID_PHONE, "", phone, &cmd->who, &err);
     if (rc != PGW_OK) {
-        wx_fail(job, wx_refused(cmd, rc, &reply), &err);
+        mp_identity_failed(job, rc, &err);
         return;
     }
     cmd->by_identity = true;

@@ -1472,6 +1472,70 @@ def phone_answer_unusable(srv, fake):
           "nothing bound: %s %s" % (status, me))
 
 
+# RAND_bytes failing for 12 bytes (the vault's nonce: util/vault.c; a new
+# member id takes 12 too) while the file $PGW_TEST_RAND_FAIL exists.
+RAND_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+int RAND_bytes(unsigned char *buf, int num)
+{
+    const char *flag = getenv("PGW_TEST_RAND_FAIL");
+    if (num == 12 && flag != NULL && access(flag, F_OK) == 0)
+        return 0;
+    int (*real)(unsigned char *, int) = (int (*)(unsigned char *, int))dlsym(RTLD_NEXT, "RAND_bytes");
+    return real(buf, num);
+}
+"""
+
+
+def phone_not_kept(tmp, fake, env):
+    """Regression (a review of the mp routes): the phone number WeChat
+    gave that the gateway could not make an identity of, its vault failing
+    to seal it, was 503 without Retry-After, where every other failure of
+    the route says when to try again. Retry-After 5, as WeChat failing; the
+    message says the code is spent."""
+    d = os.path.join(tmp, "rand")
+    os.makedirs(d)
+    shim = os.path.join(d, "rand_shim.so")
+    src = os.path.join(d, "rand_shim.c")
+    with open(src, "w") as f:
+        f.write(RAND_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, src, "-ldl"], check=True)
+    flag = os.path.join(d, "fail")
+    preload = [shim]
+    asan = re.search(r"(\S*libasan\.so\S*) =>", subprocess.run(["ldd", BIN], capture_output=True,
+                                                                  text=True).stdout)
+    if asan:  # ASan's runtime must come first
+        preload.insert(0, asan.group(1))
+    srv = Server(d, write_config(d, fake.port),
+                 dict(env, LD_PRELOAD=" ".join(preload), PGW_TEST_RAND_FAIL=flag))
+    try:
+        fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-rand",
+                                                    "openid": "oMP-rand"})
+        status, doc, _ = login(srv.port, "code-rand")
+        check(status == 200, "a login for the vault's failure: %s %s" % (status, doc))
+        session = doc.get("session", "")
+        for code in ("ph-rand-1", "ph-rand-2"):
+            fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": code,
+                                                        "phone": "13200132000", "openid": "oMP-rand"})
+        open(flag, "w").close()
+        status, doc, retry = phone(srv.port, session, "ph-rand-1")
+        os.unlink(flag)
+        message = doc.get("error", {}).get("message") or ""
+        check(status == 503 and doc["error"]["code"] == "unavailable" and retry == WX_DOWN_RETRY and
+              "new code" in message,
+              "phone, the vault failing: 503, Retry-After %s, a new code (%s %s %s)" %
+              (WX_DOWN_RETRY, status, retry, doc))
+        status, doc, _ = phone(srv.port, session, "ph-rand-1")
+        check(status == 401, "its code was spent: 401 (%s %s)" % (status, doc))
+        status, doc, _ = phone(srv.port, session, "ph-rand-2")
+        check(status == 200, "a new code binds: %s %s" % (status, doc))
+    finally:
+        srv.stop()
+
+
 def login_wechat_unreachable(tmp, env):
     """Regression (as login_wechat_down): no WeChat at api_base at all."""
     d = os.path.join(tmp, "unreachable")
@@ -1584,6 +1648,7 @@ def main():
         phone_answer_unusable(srv, fake)
         login_wechat_unreachable(tmp, env)
         login_sign_up_cap(tmp, fake, env)
+        phone_not_kept(tmp, fake, env)
         pruning(srv)
         oa_member = official_account(srv, fake)
         oa_sign_in_keeps_holds(srv)
