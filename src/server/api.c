@@ -2130,6 +2130,31 @@ static void mp_wechat_down(pgw_job *job, const pgw_err *cause)
     wx_fail(job, PGW_EUNAVAILABLE, &err);
 }
 
+/* WeChat's daily quotas (45009) are counted by WeChat's day, China's
+ * (UTC+8, no daylight saving), whatever the mall's time zone. */
+#define WX_DAY_OFFSET_S (8 * 3600)
+
+/* A login or a phone number refused for WeChat's daily quota (45009): 503
+ * as WeChat failing, but with a Retry-After that says when the quota comes
+ * back, the start of WeChat's next day, not 5 s: a retry before it fails
+ * again (the operator may reset the quota sooner: clear_quota). */
+static void mp_wechat_quota(pgw_job *job, const pgw_err *cause)
+{
+    char shown[PGW_ERR_MSG_MAX];
+    without_urls(cause->msg, shown, sizeof(shown));
+    snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed), "%s", cause->msg);
+    int64_t into_day = ((job->cmd.at + WX_DAY_OFFSET_S) % 86400 + 86400) % 86400;
+    job->cmd.retry_at = job->cmd.at + (86400 - into_day);
+    pgw_err err;
+    pgw_err_set(&err, PGW_EUNAVAILABLE,
+                "%s (%s): WeChat's daily quota for the call is used up: try again after "
+                "midnight China time (UTC+8), in %lld s",
+                job->route == R_MP_LOGIN ? "the login could not be checked with WeChat"
+                                         : "the phone number could not be had from WeChat",
+                shown, (long long)(86400 - into_day));
+    wx_fail(job, PGW_EUNAVAILABLE, &err);
+}
+
 /* A task that waited too long (or the gateway stops): finished without
  * calling out, and told when to try again as when WeChat fails. */
 static bool wx_stale(pgw_job *job, bool stale)
@@ -2155,6 +2180,10 @@ static void mp_wechat_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, c
      * (45011, 429), nor a bad request (400): WeChat failed it, or we
      * could not read or send what it takes (an answer too large, memory,
      * our own configuration). */
+    if (reply->errcode == 45009) {
+        mp_wechat_quota(job, cause);
+        return;
+    }
     if (out != PGW_EUNAUTHORIZED && out != PGW_ERISK && out != PGW_ELIMITED && out != PGW_EINVAL) {
         mp_wechat_down(job, cause);
         return;

@@ -1536,6 +1536,32 @@ def phone_not_kept(tmp, fake, env):
         srv.stop()
 
 
+def wechat_daily_quota(srv, fake):
+    """Regression (a review of the mp routes): WeChat's daily quota
+    (45009) on a login or a phone number was 503 with Retry-After 5, as a
+    blip; the quota comes back the next day (WeChat's: China's, UTC+8),
+    not in 5 s. Retry-After until then, and the message says so."""
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-quota",
+                                                "openid": "oMP-quota"})
+    status, doc, _ = login(srv.port, "code-quota")
+    check(status == 200, "a login for the phone's quota: %s %s" % (status, doc))
+    session = doc.get("session", "")
+    calls = [("/sns/jscode2session", lambda: login(srv.port, "code-quota-x")),
+             ("/wxa/business/getuserphonenumber", lambda: phone(srv.port, session, "ph-quota"))]
+    for path, call in calls:
+        fake.control("POST", "/_fake/faults", {"count": 1, "path": path, "errcode": 45009})
+        before = int(time.time())
+        status, doc, retry = call()
+        after = int(time.time())
+        fake.control("POST", "/_fake/faults/clear")
+        to_midnight = {str(86400 - (t + 8 * 3600) % 86400) for t in range(before, after + 1)}
+        message = doc.get("error", {}).get("message") or ""
+        check(status == 503 and doc["error"]["code"] == "unavailable" and retry in to_midnight and
+              "daily quota" in message,
+              "%s, WeChat's daily quota: 503, Retry-After until midnight UTC+8 %s (%s %s %s)" %
+              (path, sorted(to_midnight), status, retry, doc))
+
+
 def login_wechat_unreachable(tmp, env):
     """Regression (as login_wechat_down): no WeChat at api_base at all."""
     d = os.path.join(tmp, "unreachable")
@@ -1646,6 +1672,7 @@ def main():
         phone_answer_too_large(srv, fake)
         phone_wechat_down(srv, fake)
         phone_answer_unusable(srv, fake)
+        wechat_daily_quota(srv, fake)
         login_wechat_unreachable(tmp, env)
         login_sign_up_cap(tmp, fake, env)
         phone_not_kept(tmp, fake, env)
