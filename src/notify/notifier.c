@@ -478,6 +478,9 @@ static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err
     int rc = pgw_store_member_figures(c->store, nt->member, now_s(), &found, &f, err);
     if (rc == PGW_OK && found) /* not points past their expiry: the member has them no more */
         nt->balance = f.unexpired;
+    /* Sent, it may tell a later balance than a marked arrival queued after
+     * it: the store clears that mark (pgw_store_finish_notice). */
+    nt->read_when_sent = rc == PGW_OK && found;
     return rc;
 }
 

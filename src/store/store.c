@@ -257,9 +257,10 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
 /* The notices column `hurried` (schema 32): 0, 1 an arrival a later notice
  * hurried (it tells the balance it was queued with), 2 one a merge moved
  * (it tells the balance when sent, hurried or not: ST_MERGE_NOTICES). A
- * hurry sets 1 but keeps 2; a later notice of another kind sent while the
- * arrival is still pending (held for SMS, a retry; unhurry_before) or an
- * operator's retry clears 1 (UNHURRIED). */
+ * hurry sets 1 but keeps 2; a notice of the member sent telling another
+ * balance while the arrival still waits (held for SMS, a retry;
+ * unhurry_before, unhurry_after) or an operator's retry clears 1
+ * (UNHURRIED). */
 #define HURRIED   "hurried = CASE WHEN hurried = 2 THEN 2 ELSE 1 END"
 #define UNHURRIED "hurried = CASE WHEN hurried = 1 THEN 0 ELSE hurried END"
 /* How many of a member's newest notices a later notice looks through for
@@ -4653,6 +4654,7 @@ static bool notice_row(pgw_sql_stmt *st, void *item)
     n->about_at = pgw_sql_column_int64(st, 15);
     n->hurried = pgw_sql_column_int64(st, 17) == 1;
     n->merged = pgw_sql_column_int64(st, 17) == 2;
+    n->read_when_sent = false; /* the courier's to say */
     return column_text(st, 1, n->member, sizeof(n->member)) &&
            column_text(st, 16, n->detail, sizeof(n->detail)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
@@ -4778,6 +4780,36 @@ static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
     return rc;
 }
 
+/*
+ * Notice `n`, recorded sent, read the balance it told as it was sent
+ * (notifier.c current_balance: a retry, one held, one that waited its
+ * window), so it may tell a later balance than an arrival of its member
+ * queued after it. An arrival still marked there (hurried by a notice
+ * queued after it) loses the mark as unhurry_before's do, or it would tell
+ * an older balance after the member read that one. Regression (R9):
+ * R < A2 < R2, R retried telling 700 while A2 (850) and R2 were held; in
+ * the morning A2 told 850. Among the member's HURRY_NEWEST newest notices,
+ * as a hurry marks no older ones.
+ */
+static int unhurry_after(pgw_store *s, const pgw_notice *n, pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET hurried = 0 WHERE id IN (SELECT id FROM notices"
+                     " WHERE member = (SELECT member FROM notices WHERE id = ?1)"
+                     " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
+                     " AND id > ?1 AND (state = 'pending' OR state = 'sending') AND hurried = 1"
+                     " AND balance <> ?2",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_int64(st, 1, n->id);
+    pgw_sql_bind_int64(st, 2, n->balance);
+    rc = step_done(s, st, "unmarking the arrivals a notice read past", err);
+    release(s, st);
+    return rc;
+}
+
 int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err)
 {
@@ -4807,8 +4839,11 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
     release(s, st);
-    if (rc == PGW_OK && strcmp(n->state, "sent") == 0)
+    bool sent = strcmp(n->state, "sent") == 0;
+    if (rc == PGW_OK && sent)
         rc = unhurry_before(s, n, err);
+    if (rc == PGW_OK && sent && n->read_when_sent)
+        rc = unhurry_after(s, n, err);
     return rc;
 }
 

@@ -626,13 +626,19 @@ typedef struct pgw_notice {
      * (pgw_store_enqueue_notice): it tells the balance it was queued
      * with, whenever sent (notifier.c current_balance). Until a notice
      * of its member queued after it is sent, while it still waits (held
-     * for SMS, a retry), telling another balance: the member has read
-     * it, and it then tells the balance when sent. */
+     * for SMS, a retry), telling another balance, or one queued before it
+     * that read the balance it told when sent: the member has read it,
+     * and it then tells the balance when sent. */
     bool hurried;
     /* Queued for a member merged since (pgw_store_merge_rows moved it to
      * the survivor): it tells the survivor's balance when sent, never the
      * merged member's it was queued with, hurried or not. */
     bool merged;
+    /* Set by the courier (notifier.c current_balance), never stored: the
+     * balance it tells was read as it was sent, not the one it was queued
+     * with. Recorded sent, such a notice may tell a later balance than an
+     * arrival of its member queued after it (pgw_store_finish_notice). */
+    bool read_when_sent;
 } pgw_notice;
 
 /*
@@ -683,7 +689,9 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * longer excluded, as if the wake had come just after. The same holds for
  * a claim given back or released below, untried.) A notice recorded sent
  * clears the hurried mark of its member's arrivals still waiting before it
- * that were queued with another balance than it told (pgw_notice.hurried). */
+ * that were queued with another balance than it told (pgw_notice.hurried);
+ * one that read that balance as it was sent (pgw_notice.read_when_sent),
+ * of those waiting after it too. */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it

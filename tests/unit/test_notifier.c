@@ -785,6 +785,96 @@ static void test_both_held_the_arrival_goes_first_with_its_queued_balance(void *
     rig_free(&r);
 }
 
+/* Queues M1's notice of `kind` (`window` s of coalescing) now. */
+static void queue_for_m1(pgw_store *s, const char *kind, int64_t points, int64_t balance,
+                         const char *shop, int64_t window)
+{
+    pgw_err err;
+    if (pgw_store_begin(s, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(s, "M1", kind, points, balance, shop, "", time(NULL), window,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(s, &err) != PGW_OK)
+        fail_msg("%s: %s", kind, err.msg);
+}
+
+/* Waits (10 s at most) until M1's three notices are: the first sent, the
+ * other two held for SMS. */
+static void wait_first_sent_rest_held(pgw_store *s)
+{
+    pgw_notice list[3];
+    size_t n = 0;
+    pgw_err err;
+    for (int i = 0; i < 1000; i++) {
+        fake_sleep_ms(10);
+        assert_int_equal(pgw_store_member_notices(s, "M1", list, 3, &n, &err), PGW_OK);
+        if (n == 3 && strcmp(list[2].state, "sent") == 0 && strcmp(list[1].state, "pending") == 0 &&
+            (list[1].excluded & PGW_NOTICE_HELD) && strcmp(list[0].state, "pending") == 0 &&
+            (list[0].excluded & PGW_NOTICE_HELD))
+            return;
+    }
+    fail_msg("after 10 s: %zu notices, the first %s; want it sent, the two after it held", n,
+             n == 3 ? list[2].state : "?");
+}
+
+/*
+ * R < A2 < R2 (queue order). The reversal R fails once on WeChat and
+ * waits for its retry; meanwhile an arrival A2 (850) and a redemption R2
+ * (700) are queued, R2 hurries A2, and both are held for SMS (quiet
+ * hours). R's retry reads the balance as it is sent (0: the test's member
+ * has no lots) and tells it. In the morning A2 goes before R2, and the
+ * member has read 0: A2 reads the balance when sent too. Regression (R9):
+ * only arrivals queued before R lost their mark, and A2 told its queued
+ * 850 after the member read a later balance.
+ */
+static void test_a_retried_notice_unmarks_a_later_held_arrival(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(true), &r);
+    snprintf(r.cfg->sms.templates[PGW_NOTICE_REDEMPTION], 16, "1000009");
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    const char *reversal_template = r.cfg->wechat_mp.templates[PGW_NOTICE_POINTS_REVERSED];
+    int64_t quota = 0;
+    pgw_err err;
+    fake_control(&WX, "/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", MP_APPID, "openid",
+                 "oMpAlpha", "template_id", reversal_template, "count", 1);
+    if (pgw_store_add_quota(r.store, "M1", "oMpAlpha", reversal_template, 1, &quota, &err) !=
+        PGW_OK)
+        fail_msg("%s", err.msg);
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "errcode", -1))); /* busy: a retry */
+    queue_for_m1(r.store, "points_reversed", 150, 450, "S001", 0);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice first;
+    for (int i = 0; i < 1000; i++) { /* R failed once, its retry 1-2 s on */
+        first = notice_of(r.store, "M1");
+        if (first.attempts == 1 && strcmp(first.state, "pending") == 0)
+            break;
+        fake_sleep_ms(10);
+    }
+    assert_int_equal(first.attempts, 1);
+    assert_int_equal(first.excluded & PGW_NOTICE_HELD, 0);
+    queue_for_m1(r.store, "points_arrived", 400, 850, "S002", 10);
+    queue_for_m1(r.store, "redemption", 150, 700, "S001", 0);
+    wait_first_sent_rest_held(r.store);
+    atomic_store(&clock_ahead, 3600 + 60); /* the morning */
+    pgw_notice list[2];
+    size_t n = 0;
+    const pgw_notice *arrival = sent_arrival(r.store, list, &n, 1500);
+    if (arrival->balance != 0)
+        fail_msg("the arrival told %lld (its queued balance) after the retried reversal told 0: "
+                 "want 0, read when sent",
+                 (long long)arrival->balance);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -794,6 +884,8 @@ int main(void)
     }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_retried_notice_unmarks_a_later_held_arrival, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_both_held_the_arrival_goes_first_with_its_queued_balance, setup,
             db_fixture_teardown),

@@ -950,6 +950,77 @@ static void test_a_later_arrival_sent_clears_the_mark(void **state)
 }
 
 /*
+ * R < A2 < R2 (queue order): the redemption R timed out and waits for its
+ * retry; A2 (an arrival, 850) and R2 (another redemption, 700) are
+ * queued, R2 marks A2, both are held for the morning. R's retry then
+ * reads the balance as it is sent, or re-sent, and tells "-150, balance
+ * 700" (`told_now`), or tells the 450 it was queued with. Claimed at
+ * 30000: A2 first. Returns it.
+ */
+static pgw_notice morning_after_a_retried_redemption(pgw_store *s, bool told_now)
+{
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    pgw_notice r = got[0]; /* WeChat timed out: a retry at 1005 */
+    snprintf(r.state, sizeof(r.state), "pending");
+    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
+    r.due_at = 1005;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1000, &err), PGW_OK);
+    enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 700, 1002, 0);
+    assert_int_equal(claim(s, 1002, got), 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_true(got[0].hurried);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1002);
+    hold_again(s, got[1], PGW_CHANNEL_MP, 1002);
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_int_equal(got[0].id, r.id);
+    got[0].balance = told_now ? 700 : 450;
+    got[0].read_when_sent = told_now;
+    sent_by(s, "A", got[0], 1005);
+    assert_int_equal(claim(s, 30000, got), 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    return got[0];
+}
+
+/*
+ * Regression (R9): a notice queued before an arrival but retried read its
+ * balance when sent, so it told a later one (700) than the arrival's queued
+ * 850; only arrivals queued before the notice sent lost their mark, and in
+ * the morning A2 told "+400, balance 850" after the member read 700. A
+ * notice that read its balance when sent clears the marks of its member's
+ * later arrivals too.
+ */
+static void test_a_retried_notice_clears_the_marks_of_later_arrivals(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice a2 = morning_after_a_retried_redemption(s, true);
+    if (a2.hurried)
+        fail_msg("the member read 700 (a retried redemption), the later arrival still tells "
+                 "its queued %lld",
+                 (long long)a2.balance);
+    pgw_store_close(s);
+}
+
+/*
+ * The same notice telling the balance it was queued with, as one sent at
+ * once does (450, older than A2's): the member has read nothing later than
+ * A2's 850, and A2, going before R2 that hurried it, keeps its mark
+ * ("+400, balance 850", then "-150, balance 700").
+ */
+static void test_a_notice_telling_its_queued_balance_leaves_later_marks(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice a2 = morning_after_a_retried_redemption(s, false);
+    if (!a2.hurried)
+        fail_msg("the arrival goes before the redemption that hurried it but lost its mark: "
+                 "'+400, balance 700' then '-150, balance 700'");
+    pgw_store_close(s);
+}
+
+/*
  * Regression (the team's notes): a wake (a subscription, a follow, an
  * openid bound, a merge) that came while a courier held the notice was
  * lost: it took only pending notices. A courier that then held it for SMS
@@ -1602,6 +1673,10 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_later_arrival_sent_clears_the_mark, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_retried_notice_clears_the_marks_of_later_arrivals,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_notice_telling_its_queued_balance_leaves_later_marks,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_later_notice_does_not_overtake_an_arrival,
