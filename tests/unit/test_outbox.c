@@ -1021,6 +1021,39 @@ static void test_a_notice_telling_its_queued_balance_leaves_later_marks(void **s
 }
 
 /*
+ * R9 suspected that an arrival claimed before a later notice's hurry, the
+ * courier's copy unmarked (so it read the balance when sent), then held,
+ * came to store that balance under the mark, which would make it tell a
+ * balance read hours before its send as though queued with it. It does
+ * not: the hurry takes pending arrivals only (HURRY_TAKES), and a held one
+ * is not pending for it, so the row stays unmarked and in the morning the
+ * arrival reads the balance again.
+ */
+static void test_an_arrival_claimed_before_the_hurry_stays_unmarked(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    assert_int_equal(claim(s, 1010, got), 1); /* its window over */
+    assert_false(got[0].hurried);
+    /* while it is claimed, by a writer whose clock is a second behind: for
+     * it the arrival still waits out its window */
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1009, 0);
+    got[0].balance = 600; /* read when sent */
+    got[0].read_when_sent = true;
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1010);
+    assert_int_equal(claim(s, 1010, got), 1);
+    assert_string_equal(got[0].kind, "points_reversed");
+    assert_int_equal(claim(s, 30000, got), 1);
+    assert_string_equal(got[0].kind, "points_arrived");
+    if (got[0].hurried)
+        fail_msg("held after a claim that read its balance, the arrival is marked: it would tell "
+                 "that balance (%lld) in the morning",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * Regression (the team's notes): a wake (a subscription, a follow, an
  * openid bound, a merge) that came while a courier held the notice was
  * lost: it took only pending notices. A courier that then held it for SMS
@@ -1676,6 +1709,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_retried_notice_clears_the_marks_of_later_arrivals,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_notice_telling_its_queued_balance_leaves_later_marks,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_arrival_claimed_before_the_hurry_stays_unmarked,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
