@@ -461,17 +461,20 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
  * nt->merged a merge that moved it to the survivor: the balance it was
  * queued with is the merged member's). One sent right away keeps the
  * balance its cause computed, and so does an arrival a later notice
- * hurried (pgw_store_enqueue_notice): it goes before that notice, and
- * read now, "+600, balance 450" would precede "-150, balance 450". The
- * store drops that mark once the member has read another balance
- * (pgw_store_finish_notice). Not read for a notice sent right away
+ * hurried (pgw_store_enqueue_notice), on a retry too: it goes before that
+ * notice, and read now, "+600, balance 450" would precede "-150, balance
+ * 450". The store drops that mark once the member has read another
+ * balance (pgw_store_finish_notice). Not read for a notice sent right away
  * because the read is a member's lots, re-read from the file by a courier
  * whose cache the writer keeps invalidating, and at 1,000 notices/s it
  * made the couriers fall behind (bench_notify, p99 2-3.5 s). */
 static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err)
 {
     bool at_once = nt->due_at <= nt->created_at && now_s() - nt->created_at < 2;
-    if (!merged && !nt->merged && nt->attempts <= 1 && (nt->hurried || at_once))
+    /* A hurried arrival keeps its balance on a retry too, while marked: it
+     * still goes before the notice that hurried it (H7: "+600, balance 0"
+     * retried before a held "-150, balance 450"). */
+    if (!merged && !nt->merged && (nt->hurried || (at_once && nt->attempts <= 1)))
         return PGW_OK;
     bool found = false;
     pgw_member_figures f;

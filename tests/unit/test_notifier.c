@@ -875,6 +875,63 @@ static void test_a_retried_notice_unmarks_a_later_held_arrival(void **state)
     rig_free(&r);
 }
 
+/*
+ * An arrival and the refund that hurried it; the arrival's subscribe
+ * message fails once (WeChat busy: a retry 1-2 s on), the refund has no
+ * subscription and its SMS is held (quiet hours). The arrival's retry
+ * still goes before the refund, which the member has not read: it tells
+ * the balance it was queued with (600), not the one after the refund (0
+ * here: the test's member has no lots). Regression (H7): a hurried
+ * arrival kept its balance on its first attempt only, and its retry told
+ * "+600, balance 0" before "-150, balance 450".
+ */
+static void test_a_hurried_arrival_retried_before_its_refund_keeps_its_balance(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(true), &r);
+    snprintf(r.cfg->sms.templates[PGW_NOTICE_POINTS_REVERSED], 16, "1000009");
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    int64_t quota = 0;
+    pgw_err err;
+    fake_control(&WX, "/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", MP_APPID, "openid",
+                 "oMpAlpha", "template_id", MP_TEMPLATE, "count", 1);
+    if (pgw_store_add_quota(r.store, "M1", "oMpAlpha", MP_TEMPLATE, 1, &quota, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "errcode", -1))); /* busy: a retry */
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 600, 600, "S001", "", now - 5, 10,
+                                 &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice list[2];
+    size_t n = 0;
+    const pgw_notice *arrival = sent_arrival(r.store, list, &n, 1000), *reversal = NULL;
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(list[k].kind, "points_reversed") == 0)
+            reversal = &list[k];
+    assert_non_null(reversal);
+    assert_string_equal(reversal->state, "pending"); /* held: the member has not read it */
+    assert_int_equal(arrival->attempts, 2);
+    if (arrival->balance != 600)
+        fail_msg("the hurried arrival's retry, before its refund, told %lld (read when sent), "
+                 "want its queued 600",
+                 (long long)arrival->balance);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -886,6 +943,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_retried_notice_unmarks_a_later_held_arrival, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_hurried_arrival_retried_before_its_refund_keeps_its_balance, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_both_held_the_arrival_goes_first_with_its_queued_balance, setup,
             db_fixture_teardown),
