@@ -1562,6 +1562,67 @@ def wechat_daily_quota(srv, fake):
               (path, sorted(to_midnight), status, retry, doc))
 
 
+# time() answering the number in the file $PGW_TEST_CLOCK while it exists:
+# the gateway's wall clock (api.c wall_now_s) stopped at one instant.
+CLOCK_SHIM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+time_t time(time_t *out)
+{
+    const char *path = getenv("PGW_TEST_CLOCK");
+    FILE *f = path != NULL ? fopen(path, "r") : NULL;
+    long long fixed = 0;
+    int got = f != NULL && fscanf(f, "%lld", &fixed) == 1;
+    if (f != NULL)
+        fclose(f);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t now = got ? (time_t)fixed : ts.tv_sec;
+    if (out != NULL)
+        *out = now;
+    return now;
+}
+"""
+
+
+def daily_quota_at_midnight(tmp, fake, env):
+    """Review of 49068a2: WeChat's daily quota comes back at midnight
+    China time. A 45009 met at that very second (00:00:00 UTC+8) is the
+    day that just ended (WeChat's clock a moment behind ours): its quota is
+    back now, not in a day; Retry-After 86400 sends every mini program
+    away for a whole day right as the quota returns."""
+    d = os.path.join(tmp, "midnight")
+    os.makedirs(d)
+    shim, src = os.path.join(d, "clock_shim.so"), os.path.join(d, "clock_shim.c")
+    with open(src, "w") as f:
+        f.write(CLOCK_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, src], check=True)
+    preload = [shim]
+    asan = re.search(r"(\S*libasan\.so\S*) =>", subprocess.run(["ldd", BIN], capture_output=True,
+                                                                  text=True).stdout)
+    if asan:  # ASan's runtime must come first
+        preload.insert(0, asan.group(1))
+    clock = os.path.join(d, "clock")
+    srv = Server(d, write_config(d, fake.port),
+                 dict(env, LD_PRELOAD=" ".join(preload), PGW_TEST_CLOCK=clock))
+    try:
+        now = int(time.time())
+        midnight = now - (now + 8 * 3600) % 86400  # today's 00:00:00 UTC+8
+        with open(clock, "w") as f:
+            f.write("%d\n" % midnight)
+        fake.control("POST", "/_fake/faults", {"count": 1, "path": "/sns/jscode2session",
+                                               "errcode": 45009})
+        status, doc, retry = login(srv.port, "code-midnight")
+        fake.control("POST", "/_fake/faults/clear")
+        os.unlink(clock)
+        check(status == 503 and retry is not None and int(retry) < 86400,
+              "a 45009 at 00:00:00 UTC+8 (the quota just came back): Retry-After less than a "
+              "day (%s %s %s)" % (status, retry, doc))
+    finally:
+        srv.stop()
+
+
 def login_wechat_unreachable(tmp, env):
     """Regression (as login_wechat_down): no WeChat at api_base at all."""
     d = os.path.join(tmp, "unreachable")
@@ -1676,6 +1737,7 @@ def main():
         login_wechat_unreachable(tmp, env)
         login_sign_up_cap(tmp, fake, env)
         phone_not_kept(tmp, fake, env)
+        daily_quota_at_midnight(tmp, fake, env)
         pruning(srv)
         oa_member = official_account(srv, fake)
         oa_sign_in_keeps_holds(srv)
