@@ -2131,8 +2131,12 @@ static void mp_wechat_down(pgw_job *job, const pgw_err *cause)
 }
 
 /* WeChat's daily quotas (45009) are counted by WeChat's day, China's
- * (UTC+8, no daylight saving), whatever the mall's time zone. */
+ * (UTC+8, no daylight saving), whatever the mall's time zone. In the
+ * first minute of that day a 45009 is the day before's, met with a clock
+ * a little behind WeChat's or ours: the quota is back, so it is answered
+ * as WeChat failing, not with a day's wait (R2). */
 #define WX_DAY_OFFSET_S (8 * 3600)
+#define WX_DAY_SKEW_S   60
 
 /* A login or a phone number refused for WeChat's daily quota (45009): 503
  * as WeChat failing, but with a Retry-After that says when the quota comes
@@ -2144,14 +2148,19 @@ static void mp_wechat_quota(pgw_job *job, const pgw_err *cause)
     without_urls(cause->msg, shown, sizeof(shown));
     snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed), "%s", cause->msg);
     int64_t into_day = ((job->cmd.at + WX_DAY_OFFSET_S) % 86400 + 86400) % 86400;
+    if (into_day < WX_DAY_SKEW_S) {
+        mp_wechat_down(job, cause);
+        return;
+    }
     job->cmd.retry_at = job->cmd.at + (86400 - into_day);
+    bool login = job->route == R_MP_LOGIN;
     pgw_err err;
     pgw_err_set(&err, PGW_EUNAVAILABLE,
                 "%s (%s): WeChat's daily quota for the call is used up: try again after "
-                "midnight China time (UTC+8), in %lld s",
-                job->route == R_MP_LOGIN ? "the login could not be checked with WeChat"
-                                         : "the phone number could not be had from WeChat",
-                shown, (long long)(86400 - into_day));
+                "midnight China time (UTC+8), in %lld s, with a new code from %s",
+                login ? "the login could not be checked with WeChat"
+                      : "the phone number could not be had from WeChat",
+                shown, (long long)(86400 - into_day), login ? "wx.login" : "getPhoneNumber");
     wx_fail(job, PGW_EUNAVAILABLE, &err);
 }
 
