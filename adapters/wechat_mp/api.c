@@ -111,13 +111,14 @@ static int phone_of(const json_t *answer, const char *appid, char *phone, size_t
                            "in its answer (its keys: %s)",
                            keys);
     }
-    if (pure == NULL || mark == NULL) {
+    if (pure == NULL || pure[0] == '\0' || mark == NULL) { /* "" is no number either */
         key_names(info, keys, sizeof(keys));
         *unusable = true;
         return pgw_err_set(err, PGW_EINVAL,
                            "WeChat answered getuserphonenumber without a number: its phone_info "
                            "lacks %s (its keys: %s)",
-                           pure == NULL ? "purePhoneNumber" : "watermark.appid", keys);
+                           pure == NULL || pure[0] == '\0' ? "purePhoneNumber" : "watermark.appid",
+                           keys);
     }
     shown(mark, mark_shown, sizeof(mark_shown));
     if (strcmp(mark, appid) != 0) {

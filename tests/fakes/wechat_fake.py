@@ -65,7 +65,8 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
   POST /_fake/login_codes      {"appid","code","openid","unionid"?}
   POST /_fake/phone_codes      {"appid","code","phone","country_code"? (86),
                                 "country_code_as_string"? (false), "openid"?,
-                                "no_phone_info"? (false), "watermark_appid"?}
+                                "no_phone_info"? (false), "watermark_appid"?}; phone ""
+                               answers an empty purePhoneNumber
                                no_phone_info: the code is spent and the answer
                                is errcode 0 without phone_info; watermark_appid:
                                the watermark names that app instead of the caller's
@@ -625,9 +626,9 @@ def ctl_login_codes(body, query, now):
 
 
 def ctl_phone_codes(body, query, now):
-    phone = need_str(body, "phone")
-    if not phone.isdigit():
-        raise BadControl("phone: digits only (the pure number)")
+    phone = need_str(body, "phone", allow_empty=True)  # "": an answer with an empty number
+    if phone and not phone.isdigit():
+        raise BadControl("phone: digits only (the pure number), or empty")
     openid = body.get("openid")
     if openid is not None and not isinstance(openid, str):
         raise BadControl("openid: string required")

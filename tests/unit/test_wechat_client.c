@@ -1017,6 +1017,15 @@ static void test_login_and_phone(void **state)
     assert_true(odd);
     assert_non_null(strstr(err.msg, "watermark names wx00000000000000ff, not this gateway's"));
     assert_null(strstr(err.msg, "13600136000"));
+    /* An empty number is no number (R2). */
+    fake_control(&FAKE, "/_fake/phone_codes", "{s:s,s:s,s:s}", "appid", APP_MP, "code", "ph-empty",
+                 "phone", "");
+    odd = false;
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-empty", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EINVAL);
+    assert_true(odd);
+    assert_non_null(strstr(err.msg, "lacks purePhoneNumber"));
     assert_int_equal(stable_calls(APP_MP), 1);
     pgw_wx_client_free(c);
 }
