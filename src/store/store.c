@@ -1514,12 +1514,15 @@ static char *pg_migration(int64_t v)
                     " (member, openid, template_id);"
         /* The answers are the gateway's JSON (or ''): jsonb reads them,
          * nested CASEs, as PostgreSQL orders nothing else. */
-        /* One trigger function for every change of a lot. */
+        /* One trigger function for every change of a lot, resolving
+         * `members` as the migration did whatever the session changing a
+         * lot has for search_path (a DBA's psql, say: R1). */
         : v == 32 ? "ALTER TABLE members ADD COLUMN lots_left INTEGER NOT NULL DEFAULT 0"
                     " CHECK (lots_left >= 0);"
                     "ALTER TABLE members ADD COLUMN lots_held INTEGER NOT NULL DEFAULT 0"
                     " CHECK (lots_held >= 0);" LOTS_SUMS_BACKFILL
-                    "CREATE FUNCTION pgw_lots_sums() RETURNS trigger LANGUAGE plpgsql AS $$"
+                    "CREATE FUNCTION pgw_lots_sums() RETURNS trigger LANGUAGE plpgsql"
+                    " SET search_path FROM CURRENT AS $$"
                     " BEGIN IF TG_OP = 'UPDATE' AND OLD.member = NEW.member THEN"
                     " UPDATE members SET lots_left = lots_left + NEW.left_points - OLD.left_points,"
                     " lots_held = lots_held + NEW.held - OLD.held WHERE id = NEW.member;"
