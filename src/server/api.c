@@ -2220,6 +2220,10 @@ static void mp_identity_failed(pgw_job *job, int rc, const pgw_err *cause)
         return;
     }
     bool login = job->route == R_MP_LOGIN;
+    /* The operator's line (mp_wechat_tell), limited as WeChat's failures:
+     * the 503 was its only trace (R2). */
+    snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed),
+             "what WeChat gave could not be kept: %.400s", cause->msg);
     job->cmd.retry_at = job->cmd.at + WX_DOWN_RETRY_S;
     pgw_err err;
     pgw_err_set(&err, PGW_EUNAVAILABLE,

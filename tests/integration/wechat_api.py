@@ -1528,6 +1528,11 @@ def phone_not_kept(tmp, fake, env):
               "new code" in message,
               "phone, the vault failing: 503, Retry-After %s, a new code (%s %s %s)" %
               (WX_DOWN_RETRY, status, retry, doc))
+        # The operator is told (R2: the 503 was the only trace), without the number.
+        told = [l for l in srv.stderr().splitlines() if "could not be kept" in l]
+        check(len(told) == 1 and "mini-program phone number" in told[0] and
+              "13200132000" not in told[0],
+              "the vault failing is on stderr, once, without the number: %s" % told)
         status, doc, _ = phone(srv.port, session, "ph-rand-1")
         check(status == 401, "its code was spent: 401 (%s %s)" % (status, doc))
         status, doc, _ = phone(srv.port, session, "ph-rand-2")
