@@ -377,6 +377,7 @@ one_dir=$(mktemp -d -p "$scratch")
 # serve_bg LOG: a serve on $one_dir/one.db in the background, $! its pid;
 # waits (up to 20 s) for its "listening on" line and sets $one_port.
 serve_bg() {
+    : >"$1" # there before the first look: sed complained of a missing file
     "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 \
         --db "sqlite:$one_dir/one.db" >/dev/null 2>"$1" &
     one_pid=$!
