@@ -932,6 +932,171 @@ static void test_a_hurried_arrival_retried_before_its_refund_keeps_its_balance(v
     rig_free(&r);
 }
 
+/* ---- a batch: what a notice sent earlier in it told ------------------------- */
+
+/* Claims, as a courier that then failed, M1's notices due at `at` (`want`
+ * of them), and records each pending again, due `retry_at[i]` (a WeChat
+ * timeout: a retry). */
+static void failed_before(pgw_store *s, int64_t at, size_t want, const int64_t *retry_at)
+{
+    pgw_notice got[4];
+    size_t n = 0;
+    pgw_err err;
+    if (pgw_store_claim_notices(s, "gone", at, got, 4, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(n, want);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(got[i].state, sizeof(got[i].state), "pending");
+        snprintf(got[i].channel, sizeof(got[i].channel), "wechat_mp");
+        got[i].due_at = retry_at[i];
+        if (pgw_store_finish_notice(s, "gone", &got[i], at, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+}
+
+/* Quota for M1 (oMpAlpha) at WeChat and in the store: `arrivals` for the
+ * arrival's template, `reversals` for the reversal's. */
+static void quota_for_m1(rig *r, int arrivals, int reversals)
+{
+    const char *tpl[2] = {MP_TEMPLATE, r->cfg->wechat_mp.templates[PGW_NOTICE_POINTS_REVERSED]};
+    int count[2] = {arrivals, reversals};
+    for (int k = 0; k < 2; k++) {
+        int64_t quota = 0;
+        pgw_err err;
+        fake_control(&WX, "/_fake/subscribe_quota", "{s:s,s:s,s:s,s:i}", "appid", MP_APPID,
+                     "openid", "oMpAlpha", "template_id", tpl[k], "count", count[k]);
+        if (pgw_store_add_quota(r->store, "M1", "oMpAlpha", tpl[k], count[k], &quota, &err) !=
+            PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+}
+
+/* Waits (10 s at most) until `want` of M1's notices are sent; they are
+ * left in list[0..*n), newest first. */
+static void wait_m1_sent(pgw_store *s, pgw_notice list[8], size_t *n, size_t want)
+{
+    size_t sent = 0;
+    pgw_err err;
+    for (int i = 0; i < 1000; i++) {
+        fake_sleep_ms(10);
+        if (pgw_store_member_notices(s, "M1", list, 8, n, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        sent = 0;
+        for (size_t k = 0; k < *n; k++)
+            sent += strcmp(list[k].state, "sent") == 0;
+        if (sent >= want)
+            return;
+    }
+    fail_msg("%zu of M1's notices sent after 10 s, want %zu", sent, want);
+}
+
+/*
+ * R < A2 < R2 (queue order), as test_a_retried_notice_unmarks_a_later_held_
+ * arrival, but nothing held: R's retry falls due as R2 is queued (R2
+ * hurried A2), so one claim takes all three, R first (due first). R reads
+ * the balance as it is sent (0: the test's member has no lots) and tells
+ * it; A2, after it in the same batch, still had the claim's copy of its
+ * mark (the store clears it when the batch is recorded, after its last
+ * send) and told its queued 850 after the member read 0.
+ */
+static void test_a_retry_earlier_in_the_batch_unmarks_a_later_arrival(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    quota_for_m1(&r, 1, 2);
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now - 20,
+                                 0, &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    failed_before(r.store, now - 20, 1, (int64_t[]){now - 3}); /* R's retry: due 3 s ago */
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 400, 850, "S002", "", now - 5, 10,
+                                 &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 700, "S001", "", now - 2, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice list[8];
+    size_t n = 0;
+    wait_m1_sent(r.store, list, &n, 3);
+    assert_int_equal(n, 3);
+    assert_string_equal(list[1].kind, "points_arrived");
+    assert_int_equal(list[2].attempts, 2); /* R, retried */
+    if (list[1].balance != list[2].balance)
+        fail_msg("the arrival told %lld (its queued balance) after the retried reversal, "
+                 "earlier in its batch, told %lld: want %lld, read when sent",
+                 (long long)list[1].balance, (long long)list[2].balance,
+                 (long long)list[2].balance);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
+ * An arrival A (600) and the refund Rf that hurried it (450); both fail
+ * once (WeChat timed out), A's retry due in a second, Rf's in an hour. A
+ * reversal X queued meanwhile (A, tried, is not hurried again) falls due
+ * before A's retry, and one claim takes X, then A. X tells the balance
+ * (0: read when sent; the test's member has no lots); A, marked in the
+ * claim's copy, told its queued 600 after it: "-150, balance 0", then
+ * "+600, balance 600". Before 14224e5 A's retry read the balance when
+ * sent (attempts > 1).
+ */
+static void test_a_notice_earlier_in_the_batch_unmarks_a_retried_arrival(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    quota_for_m1(&r, 1, 2);
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 600, 600, "S001", "", now - 10,
+                                 10, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now - 9, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    failed_before(r.store, now - 9, 2, (int64_t[]){now - 1, now + 3600});
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 300, "S001", "", now - 2, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice list[8];
+    size_t n = 0;
+    wait_m1_sent(r.store, list, &n, 2);
+    assert_int_equal(n, 3);
+    const pgw_notice *x = &list[0], *a = &list[2];
+    assert_string_equal(a->kind, "points_arrived");
+    assert_string_equal(x->state, "sent");
+    assert_string_equal(a->state, "sent");
+    assert_string_equal(list[1].state, "pending"); /* Rf: the member has not read it */
+    if (a->balance != x->balance)
+        fail_msg("the retried arrival told %lld (its queued balance) after a reversal earlier in "
+                 "its batch told %lld: want %lld, read when sent",
+                 (long long)a->balance, (long long)x->balance, (long long)x->balance);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -941,6 +1106,11 @@ int main(void)
     }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_retry_earlier_in_the_batch_unmarks_a_later_arrival,
+                                        setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_notice_earlier_in_the_batch_unmarks_a_retried_arrival, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_retried_notice_unmarks_a_later_held_arrival, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
