@@ -1021,6 +1021,56 @@ static void test_a_notice_telling_its_queued_balance_leaves_later_marks(void **s
 }
 
 /*
+ * R < A2 < R2 as test_a_retried_notice_clears_the_marks_of_later_arrivals,
+ * and then HURRY_NEWEST (32) more redemptions of the member, all held for
+ * the morning (quiet hours) before R's retry tells "balance 700" (read
+ * when sent) by WeChat. A2, marked and held, is no longer among the
+ * member's 32 newest notices, where unhurry_after looks, though it is
+ * after R: it kept its mark, and in the morning it goes first and tells
+ * "+400, balance 850" after the member read 700. (The hurry looks at the
+ * 32 newest as it marks; the clear must find every mark it left.)
+ */
+static void test_a_retried_notice_clears_a_mark_past_the_newest_32(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    pgw_notice r = got[0]; /* WeChat timed out: a retry at 1005 */
+    snprintf(r.state, sizeof(r.state), "pending");
+    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
+    r.due_at = 1005;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1000, &err), PGW_OK);
+    enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 700, 1002, 0);
+    assert_int_equal(claim(s, 1002, got), 2);
+    assert_true(got[0].hurried);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1002);
+    hold_again(s, got[1], PGW_CHANNEL_MP, 1002);
+    for (int k = 0; k < 32; k++)
+        enqueue_at(s, "M1", "redemption", "S001", 1, 699 - k, 1003, 0);
+    for (int held = 0; held < 32;) {
+        size_t n = claim(s, 1003, got);
+        assert_true(n > 0);
+        for (size_t k = 0; k < n; k++, held++)
+            hold_again(s, got[k], PGW_CHANNEL_MP, 1003);
+    }
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_int_equal(got[0].id, r.id);
+    got[0].balance = 667; /* read when sent: after the 32 redemptions */
+    got[0].read_when_sent = true;
+    sent_by(s, "A", got[0], 1005);
+    assert_int_equal(claim(s, 30000, got), 8);
+    assert_string_equal(got[0].kind, "points_arrived");
+    if (got[0].hurried)
+        fail_msg("the member read 667 (a retried redemption), the later arrival, past the 32 "
+                 "newest, still tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -1711,6 +1761,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_notice_telling_its_queued_balance_leaves_later_marks,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_claimed_before_the_hurry_stays_unmarked,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_retried_notice_clears_a_mark_past_the_newest_32,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
