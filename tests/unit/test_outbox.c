@@ -1071,6 +1071,44 @@ static void test_a_retried_notice_clears_a_mark_past_the_newest_32(void **state)
 }
 
 /*
+ * The clear before a sent notice has the same window: an arrival (600)
+ * and the reversal that marked it (450), held for the morning, then 32
+ * redemptions of the member held too, then a tier change sent at once by
+ * WeChat telling 400. The arrival is 34 notices back, past the 32 before
+ * the tier change that unhurry_before looks at: it kept its mark, and in
+ * the morning told "+600, balance 600" after the member read 400.
+ */
+static void test_a_sent_notice_clears_a_mark_past_the_32_before_it(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 2);
+    assert_true(got[0].hurried);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001);
+    hold_again(s, got[1], PGW_CHANNEL_MP, 1001);
+    for (int k = 0; k < 32; k++)
+        enqueue_at(s, "M1", "redemption", "S001", 1, 449 - k, 1002, 0);
+    for (int held = 0; held < 32;) {
+        size_t n = claim(s, 1002, got);
+        assert_true(n > 0);
+        for (size_t k = 0; k < n; k++, held++)
+            hold_again(s, got[k], PGW_CHANNEL_MP, 1002);
+    }
+    enqueue_at(s, "M1", "tier_changed", "S001", 0, 400, 1003, 0);
+    assert_int_equal(claim(s, 1003, got), 1);
+    sent_by(s, "A", got[0], 1003); /* told its queued 400, at once */
+    assert_int_equal(claim(s, 30000, got), 8);
+    assert_string_equal(got[0].kind, "points_arrived");
+    if (got[0].hurried)
+        fail_msg("the member read 400 (a tier change), the arrival 34 notices before it still "
+                 "tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -1763,6 +1801,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_arrival_claimed_before_the_hurry_stays_unmarked,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_retried_notice_clears_a_mark_past_the_newest_32,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_sent_notice_clears_a_mark_past_the_32_before_it,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
