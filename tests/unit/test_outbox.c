@@ -1109,6 +1109,45 @@ static void test_a_sent_notice_clears_a_mark_past_the_32_before_it(void **state)
 }
 
 /*
+ * The clear runs once, when the retried notice is recorded; a hurry after
+ * it marks anew. R (a redemption) timed out and waits for its retry; A2
+ * (an arrival at S002, 850) and A3 (a sale at S003, 1000) wait out their
+ * windows. R's retry reads the balance as it is sent and tells 1000: A2 is
+ * not marked yet, nothing to clear. Then a redemption R2 (850) hurries A2
+ * and A3, marking them: A2 goes next and tells "+400, balance 850" after
+ * the member read 1000.
+ */
+static void test_a_hurry_after_a_retry_read_past_leaves_the_arrival_unmarked(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    pgw_notice r = got[0]; /* WeChat timed out: a retry at 1005 */
+    snprintf(r.state, sizeof(r.state), "pending");
+    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
+    r.due_at = 1005;
+    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1000, &err), PGW_OK);
+    enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
+    enqueue_at(s, "M1", "points_arrived", "S003", 150, 1000, 1002, 10);
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_int_equal(got[0].id, r.id);
+    got[0].balance = 1000; /* read when sent, after both sales */
+    got[0].read_when_sent = true;
+    sent_by(s, "A", got[0], 1005);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 850, 1006, 0);
+    assert_int_equal(claim(s, 1006, got), 3);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_int_equal(got[0].balance, 850);
+    if (got[0].hurried)
+        fail_msg("the member read 1000 (a retried redemption), then a hurry marked the arrival "
+                 "queued before that read: it tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -1804,6 +1843,9 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_sent_notice_clears_a_mark_past_the_32_before_it,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_hurry_after_a_retry_read_past_leaves_the_arrival_unmarked, db_fixture_setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_later_notice_does_not_overtake_an_arrival,
