@@ -464,7 +464,8 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
  * hurried (pgw_store_enqueue_notice), on a retry too: it goes before that
  * notice, and read now, "+600, balance 450" would precede "-150, balance
  * 450". The store drops that mark once the member has read another
- * balance (pgw_store_finish_notice). Not read for a notice sent right away
+ * balance (pgw_store_finish_notice), and so does the courier for the rest
+ * of its batch (unmark_rest_of_batch). Not read for a notice sent right away
  * because the read is a member's lots, re-read from the file by a courier
  * whose cache the writer keeps invalidating, and at 1,000 notices/s it
  * made the couriers fall behind (bench_notify, p99 2-3.5 s). */
@@ -837,6 +838,30 @@ static void prune(courier *c, int64_t *next_at)
         fprintf(stderr, "pointsgw: checkpoint after pruning: %s\n", err.msg);
 }
 
+/*
+ * The store's clear of hurried marks (pgw_store_finish_notice), applied to
+ * the rest of the batch as soon as batch[i] is sent: the batch is recorded
+ * after its last send, and a marked arrival of the member later in it
+ * still had the claim's copy of its mark. It loses it as the store's
+ * would: queued with another balance than the member has just read, and
+ * queued before the sent notice, or after it when that one read its
+ * balance as it was sent. Regressions (R3): R's retry told 0, then A2,
+ * after it in the batch, "+400, balance 850"; a reversal told 0, then a
+ * hurried arrival's retry "+600, balance 600" (14224e5 kept its balance).
+ */
+static void unmark_rest_of_batch(pgw_notice *batch, size_t i, size_t n)
+{
+    const pgw_notice *sent = &batch[i];
+    if (strcmp(sent->state, "sent") != 0)
+        return;
+    for (size_t j = i + 1; j < n; j++) {
+        pgw_notice *later = &batch[j];
+        if (later->hurried && strcmp(later->member, sent->member) == 0 &&
+            later->balance != sent->balance && (later->id < sent->id || sent->read_when_sent))
+            later->hurried = false;
+    }
+}
+
 /* Each courier claims its own batches (a claim is one UPDATE, so two never
  * take the same notice); the first also queues the expiry reminders and
  * reads the outbox's depth. */
@@ -865,8 +890,10 @@ static void *courier_main(void *arg)
         for (size_t i = 0; i < got; i++) { /* what is not tried is given back with the batch */
             keep_leases(c, batch, got, lost, &lease_until);
             tried[i] = !stopping(n) && !lost[i];
-            if (tried[i])
+            if (tried[i]) {
                 deliver(c, &batch[i], &reach[i]);
+                unmark_rest_of_batch(batch, i, got);
+            }
         }
         if (got > 0) {
             keep_leases(c, batch, got, lost, &lease_until); /* the last notice took its time */
