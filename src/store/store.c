@@ -258,11 +258,19 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
  * hurried (it tells the balance it was queued with), 2 one a merge moved
  * (it tells the balance when sent, hurried or not: ST_MERGE_NOTICES). A
  * hurry sets 1 but keeps 2; a notice of the member sent telling another
- * balance while the arrival still waits (held for SMS, a retry;
- * unhurry_before, unhurry_after) or an operator's retry clears 1
- * (UNHURRIED). */
+ * balance while the arrival still waits (held for SMS, a retry; unhurry)
+ * or an operator's retry clears 1 (UNHURRIED). */
 #define HURRIED   "hurried = CASE WHEN hurried = 2 THEN 2 ELSE 1 END"
 #define UNHURRIED "hurried = CASE WHEN hurried = 1 THEN 0 ELSE hurried END"
+/* The clear of the marks when a notice of the member is sent (unhurry):
+ * notice ?1 told balance ?2, and read it as it was sent when ?3 is 1. The
+ * row's member: the courier's may be a survivor it followed a merge to.
+ * The marks are found by notices_marked (schema 33), whose condition the
+ * statement repeats word for word: SQLite uses a partial index only so. */
+#define UNHURRY                                                                                    \
+    "UPDATE notices SET hurried = 0 WHERE member = (SELECT member FROM notices WHERE id = ?1)"     \
+    " AND hurried = 1 AND (state = 'pending' OR state = 'sending')"                                \
+    " AND balance <> ?2 AND (id < ?1 OR ?3 = 1)"
 /* How many of a member's newest notices a later notice looks through for
  * arrivals to hurry (ST_HURRY_ARRIVALS). Those still waiting out their
  * window are among the newest: a notice of another kind hurried every
@@ -1397,7 +1405,13 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     " lots_held = lots_held + NEW.held WHERE id = NEW.member; END;"
     "CREATE TRIGGER lots_sums_delete AFTER DELETE ON lots BEGIN"
     " UPDATE members SET lots_left = lots_left - OLD.left_points,"
-    " lots_held = lots_held - OLD.held WHERE id = OLD.member; END;",
+    " lots_held = lots_held - OLD.held WHERE id = OLD.member; END;"
+    /* And the hurried marks still waiting, by member, for the clear when
+     * a notice of the member is sent (UNHURRY), which finds each of them
+     * wherever it is in the member's history; a sent or dead one leaves
+     * the index. */
+    "CREATE INDEX notices_marked ON notices (member, id)"
+    " WHERE hurried = 1 AND (state = 'pending' OR state = 'sending');",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -1535,6 +1549,8 @@ static char *pg_migration(int64_t v)
                     " END IF; RETURN NULL; END $$;"
                     "CREATE TRIGGER lots_sums AFTER INSERT OR DELETE OR UPDATE OF member,"
                     " left_points, held ON lots FOR EACH ROW EXECUTE FUNCTION pgw_lots_sums();"
+                    "CREATE INDEX notices_marked ON notices (member, id)"
+                    " WHERE hurried = 1 AND (state = 'pending' OR state = 'sending');"
         : v == 30 ? "ALTER TABLE idempotency ADD COLUMN written_off INTEGER"
                     " CHECK (written_off >= 0);"
                     "UPDATE idempotency i SET written_off = CASE WHEN r.answer LIKE '{%'"
@@ -4748,67 +4764,35 @@ int pgw_store_claim_notices(pgw_store *s, const char *owner, int64_t now, pgw_no
 }
 
 /*
- * Notice `n` of the member was sent, telling n->balance. An arrival queued
- * before it and still marked (hurried = 1: it tells the balance it was
- * queued with, notifier.c current_balance) loses the mark when that
- * balance is not the one the member has just read: from then on it reads
- * the balance when sent. Reached through the reviews' cases: a reversal
- * sent by WeChat while its arrival is held for SMS (R2: 450 read, the
- * arrival must not say 600); both held to the morning (R5: nothing sent,
- * the arrival goes first with its 600); a reminder sent between them that
- * told 600 (R7: the arrival keeps it); a later arrival or reminder that
- * told another balance (R8), whatever is still waiting or died. A claimed
- * arrival's too: its courier may hold it (R6). Among the member's
- * HURRY_NEWEST notices before `n` (notices_member): a hurry marks no
- * older ones. A merged one (2) keeps its mark.
+ * Notice `n` of the member was sent, telling n->balance. An arrival of the
+ * member still marked (hurried = 1: it tells the balance it was queued
+ * with, notifier.c current_balance) loses the mark when that balance is
+ * not the one the member has just read: from then on it reads the balance
+ * when sent. One queued before `n`; one queued after it too when `n` read
+ * its balance as it was sent (n->read_when_sent: a retry, one held, one
+ * that waited its window), which may be later than the arrival's.
+ * Reached through the reviews' cases: a reversal sent by WeChat while its
+ * arrival is held for SMS (R2: 450 read, the arrival must not say 600);
+ * both held to the morning (R5: nothing sent, the arrival goes first with
+ * its 600); a reminder sent between them that told 600 (R7: the arrival
+ * keeps it); a later arrival or reminder that told another balance (R8),
+ * whatever is still waiting or died; R < A2 < R2, R retried telling 700
+ * while A2 (850) and R2 were held (R9: in the morning A2 told 850). A
+ * claimed arrival's too: its courier may hold it (R6). A merged one (2)
+ * keeps its mark. Every mark of the member, however far from `n` (R3: 32
+ * notices held after the arrival hid it from a window of the 32 nearest),
+ * found by notices_marked: only the marks still waiting are in it.
  */
-static int unhurry_before(pgw_store *s, const pgw_notice *n, pgw_err *err)
+static int unhurry(pgw_store *s, const pgw_notice *n, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
-    int rc = prepare(s,
-                     "UPDATE notices SET hurried = 0 WHERE id IN (SELECT id FROM notices"
-                     /* the row's member: the courier's may be a survivor
-                      * it followed a merge to */
-                     " WHERE member = (SELECT member FROM notices WHERE id = ?1) AND id < ?1"
-                     " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
-                     " AND (state = 'pending' OR state = 'sending') AND hurried = 1"
-                     " AND balance <> ?2",
-                     &st, err);
+    int rc = prepare(s, UNHURRY, &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_int64(st, 2, n->balance);
-    rc = step_done(s, st, "marking the notices a later one went after", err);
-    release(s, st);
-    return rc;
-}
-
-/*
- * Notice `n`, recorded sent, read the balance it told as it was sent
- * (notifier.c current_balance: a retry, one held, one that waited its
- * window), so it may tell a later balance than an arrival of its member
- * queued after it. An arrival still marked there (hurried by a notice
- * queued after it) loses the mark as unhurry_before's do, or it would tell
- * an older balance after the member read that one. Regression (R9):
- * R < A2 < R2, R retried telling 700 while A2 (850) and R2 were held; in
- * the morning A2 told 850. Among the member's HURRY_NEWEST newest notices,
- * as a hurry marks no older ones.
- */
-static int unhurry_after(pgw_store *s, const pgw_notice *n, pgw_err *err)
-{
-    pgw_sql_stmt *st = NULL;
-    int rc = prepare(s,
-                     "UPDATE notices SET hurried = 0 WHERE id IN (SELECT id FROM notices"
-                     " WHERE member = (SELECT member FROM notices WHERE id = ?1)"
-                     " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
-                     " AND id > ?1 AND (state = 'pending' OR state = 'sending') AND hurried = 1"
-                     " AND balance <> ?2",
-                     &st, err);
-    if (rc != PGW_OK)
-        return rc;
-    pgw_sql_bind_int64(st, 1, n->id);
-    pgw_sql_bind_int64(st, 2, n->balance);
-    rc = step_done(s, st, "unmarking the arrivals a notice read past", err);
+    pgw_sql_bind_int64(st, 3, n->read_when_sent ? 1 : 0);
+    rc = step_done(s, st, "unmarking the arrivals a notice went after", err);
     release(s, st);
     return rc;
 }
@@ -4844,9 +4828,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     release(s, st);
     bool sent = strcmp(n->state, "sent") == 0;
     if (rc == PGW_OK && sent)
-        rc = unhurry_before(s, n, err);
-    if (rc == PGW_OK && sent && n->read_when_sent)
-        rc = unhurry_after(s, n, err);
+        rc = unhurry(s, n, err);
     return rc;
 }
 
@@ -5764,7 +5746,9 @@ const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
     for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
         if (strcmp(named[i].name, name) == 0)
             return pgw_sql_text(s->st[named[i].id]);
-    return strcmp(name, "claim_notices") == 0 ? CLAIM_NOTICES : NULL;
+    return strcmp(name, "claim_notices") == 0 ? CLAIM_NOTICES
+           : strcmp(name, "unhurry") == 0     ? UNHURRY
+                                              : NULL;
 }
 
 const char *pgw_store__verify_query_for_test(size_t i)

@@ -628,7 +628,9 @@ typedef struct pgw_notice {
      * of its member queued after it is sent, while it still waits (held
      * for SMS, a retry), telling another balance, or one queued before it
      * that read the balance it told when sent: the member has read it,
-     * and it then tells the balance when sent. */
+     * and it then tells the balance when sent (the store clears the mark
+     * when that notice is recorded, the courier in the rest of its batch
+     * at once). */
     bool hurried;
     /* Queued for a member merged since (pgw_store_merge_rows moved it to
      * the survivor): it tells the survivor's balance when sent, never the

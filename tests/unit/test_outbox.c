@@ -254,6 +254,10 @@ static void test_hurried_arrivals_keep_their_order(void **state)
  * SQLite's EXPLAIN QUERY PLAN details, PostgreSQL's EXPLAIN text. The
  * parameters ?1..?4 bound as the claim binds them, or, `member` not NULL,
  * ?1 and ?2 as the hurry of that member's arrivals does. */
+/* plan_of's `member` for a statement taking a notice's id, a balance and a
+ * flag (the clear of the marks, UNHURRY). */
+static const char PLAN_IDS[] = "";
+
 static void plan_of(const db_fixture *f, const char *sql, const char *member, char *out, size_t cap)
 {
     char text[4096];
@@ -265,7 +269,11 @@ static void plan_of(const db_fixture *f, const char *sql, const char *member, ch
     if (pgw_sql_open(f->url, false, &db, &err) != PGW_OK ||
         pgw_sql_prepare(db, text, false, &st, &err) != PGW_OK)
         fail_msg("%s", err.msg);
-    if (f->pg && member != NULL) {
+    if (f->pg && member == PLAN_IDS) { /* a notice ?1 that told ?2, read when sent ?3 */
+        pgw_sql_bind_int64(st, 1, 5000);
+        pgw_sql_bind_int64(st, 2, 450);
+        pgw_sql_bind_int64(st, 3, 1);
+    } else if (f->pg && member != NULL) {
         pgw_sql_bind_text(st, 1, member);
         pgw_sql_bind_int64(st, 2, 5000);
     } else if (f->pg) {
@@ -1021,11 +1029,66 @@ static void test_a_notice_telling_its_queued_balance_leaves_later_marks(void **s
 }
 
 /*
+ * The clear of the marks when a notice is sent reads the member's marks
+ * still waiting, wherever they are in its history (notices_marked, schema
+ * 33), not its history: a window of the 32 notices nearest the sent one
+ * missed marks past it (R3), and without one the clear read every notice
+ * of the member (sent ones are kept notify.keep_days) in each courier's
+ * record.
+ */
+static void test_the_clear_reads_only_the_marks(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 1, 1, 900, 0); /* the schema made */
+    assert_int_equal(claim(s, 900, got), 1);
+    pgw_store_close(s);
+    assert_int_equal(
+        db_fixture_exec(
+            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
+                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
+                       " provider_id, updated_at, hurried) SELECT CASE WHEN i % 10 = 0"
+                       " THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1, 'S001', 900, 900,"
+                       " 900, 'sent', 'sms', 0, 1, '', '', 900, i % 2 FROM"
+                       " generate_series(1, 22000) i; ANALYZE notices"
+                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                       " WHERE i < 22000) INSERT INTO notices (member, kind, points, balance,"
+                       " shop, created_at, about_at, due_at, state, channel, excluded,"
+                       " attempts, last_error, provider_id, updated_at, hurried) SELECT CASE"
+                       " WHEN i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1,"
+                       " 'S001', 900, 900, 900, 'sent', 'sms', 0, 1, '', '', 900, i % 2"
+                       " FROM n; ANALYZE"),
+        PGW_OK);
+    s = open_store(state);
+    /* a mark behind that history is still cleared */
+    enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 450, 1001, 0);
+    assert_int_equal(claim(s, 1001, got), 2);
+    assert_true(got[0].hurried);
+    hold_again(s, got[0], PGW_CHANNEL_MP, 1001);
+    sent_by(s, "A", got[1], 1001);
+    assert_int_equal(claim(s, 30000, got), 1);
+    assert_false(got[0].hurried);
+    const char *clear_sql = pgw_store__statement_for_test(s, "unhurry");
+    assert_non_null(clear_sql);
+    char plan[8192];
+    plan_of(f, clear_sql, PLAN_IDS, plan, sizeof(plan));
+    pgw_store_close(s);
+    bool marks = strstr(plan, "notices_marked") != NULL;
+    bool scans = strstr(plan, f->pg ? "Seq Scan" : "SCAN notices") != NULL;
+    bool sorts = strstr(plan, f->pg ? "Sort" : "TEMP B-TREE") != NULL;
+    if (!marks || scans || sorts)
+        fail_msg("the clear's plan (by notices_marked %d, a scan %d, a sort %d):\n%s", marks, scans,
+                 sorts, plan);
+}
+
+/*
  * R < A2 < R2 as test_a_retried_notice_clears_the_marks_of_later_arrivals,
  * and then HURRY_NEWEST (32) more redemptions of the member, all held for
  * the morning (quiet hours) before R's retry tells "balance 700" (read
  * when sent) by WeChat. A2, marked and held, is no longer among the
- * member's 32 newest notices, where unhurry_after looks, though it is
+ * member's 32 newest notices, where the clear looked (R3), though it is
  * after R: it kept its mark, and in the morning it goes first and tells
  * "+400, balance 850" after the member read 700. (The hurry looks at the
  * 32 newest as it marks; the clear must find every mark it left.)
@@ -1075,7 +1138,7 @@ static void test_a_retried_notice_clears_a_mark_past_the_newest_32(void **state)
  * and the reversal that marked it (450), held for the morning, then 32
  * redemptions of the member held too, then a tier change sent at once by
  * WeChat telling 400. The arrival is 34 notices back, past the 32 before
- * the tier change that unhurry_before looks at: it kept its mark, and in
+ * the tier change that the clear looked at (R3): it kept its mark, and in
  * the morning told "+600, balance 600" after the member read 400.
  */
 static void test_a_sent_notice_clears_a_mark_past_the_32_before_it(void **state)
@@ -1848,6 +1911,8 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_the_clear_reads_only_the_marks, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_later_notice_does_not_overtake_an_arrival,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hurried_arrivals_keep_their_order, db_fixture_setup,

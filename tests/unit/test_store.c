@@ -502,13 +502,16 @@ static void step_back(const db_fixture *f, const char *sql, int version)
     raw_sql(f, text);
 }
 
-/* Schema 32: members do not sum their lots. */
+/* Schema 32: members do not sum their lots, and notices have no index of
+ * their waiting hurried marks. */
 static void back_to_schema_32(const db_fixture *f)
 {
     step_back(f,
-              f->pg ? "DROP TRIGGER lots_sums ON lots; DROP FUNCTION pgw_lots_sums();"
+              f->pg ? "DROP INDEX notices_marked;"
+                      "DROP TRIGGER lots_sums ON lots; DROP FUNCTION pgw_lots_sums();"
                       "ALTER TABLE members DROP COLUMN lots_left, DROP COLUMN lots_held"
-                    : "DROP TRIGGER lots_sums_insert; DROP TRIGGER lots_sums_update;"
+                    : "DROP INDEX notices_marked;"
+                      "DROP TRIGGER lots_sums_insert; DROP TRIGGER lots_sums_update;"
                       "DROP TRIGGER lots_sums_move; DROP TRIGGER lots_sums_delete;"
                       "ALTER TABLE members DROP COLUMN lots_left;"
                       "ALTER TABLE members DROP COLUMN lots_held",
