@@ -256,10 +256,12 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
 #define JOINABLE "attempts = 0 AND (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED ")) = 0"
 /* The notices column `hurried` (schema 32): 0, 1 an arrival a later notice
  * hurried (it tells the balance it was queued with), 2 one a merge moved
- * (it tells the balance when sent, hurried or not: ST_MERGE_NOTICES). A
- * hurry sets 1 but keeps 2; a notice of the member sent telling another
- * balance while the arrival still waits (held for SMS, a retry; unhurry)
- * or an operator's retry clears 1 (UNHURRIED). */
+ * (ST_MERGE_NOTICES) or an arrival still in its window that a notice sent
+ * reading its balance read past (unmark_read_past): it tells the balance
+ * when sent, hurried or not. A hurry sets 1 but keeps 2; a notice of the
+ * member sent telling another balance while the arrival still waits
+ * (held for SMS, a retry; unhurry) or an operator's retry clears 1
+ * (UNHURRIED). */
 #define HURRIED   "hurried = CASE WHEN hurried = 2 THEN 2 ELSE 1 END"
 #define UNHURRIED "hurried = CASE WHEN hurried = 1 THEN 0 ELSE hurried END"
 /* The clear of the marks when a notice of the member is sent (unhurry):
@@ -4797,6 +4799,39 @@ static int unhurry(pgw_store *s, const pgw_notice *n, pgw_err *err)
     return rc;
 }
 
+/*
+ * Notice `n`, recorded sent, read the balance it told as it was sent: the
+ * member has read past the arrivals of its member queued after it that
+ * still wait out their window, queued with another balance. unhurry
+ * clears the marks there are; a hurry after it would mark these, and
+ * they would tell the older balance (R3: R's retry told 1000 while A2,
+ * 850, waited; R2 then hurried A2, which told 850). They are marked as a
+ * merge marks (hurried = 2), which a hurry keeps and the courier reads as
+ * "the balance when sent". Among the member's HURRY_NEWEST newest
+ * notices: a hurry, now or later, marks no older ones. Only those queued
+ * after `n`: one queued before it that a hurry could mark no longer waits
+ * out its window (`n` hurried it when queued, or, an arrival itself,
+ * waited out a window that ends after that one's).
+ */
+static int unmark_read_past(pgw_store *s, const pgw_notice *n, int64_t now, pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s,
+                     "UPDATE notices SET hurried = 2 WHERE id IN (SELECT id FROM notices"
+                     " WHERE member = (SELECT member FROM notices WHERE id = ?1)"
+                     " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
+                     " AND id > ?1 AND hurried = 0 AND balance <> ?2 AND " HURRY_TAKES("?3"),
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_int64(st, 1, n->id);
+    pgw_sql_bind_int64(st, 2, n->balance);
+    pgw_sql_bind_int64(st, 3, now);
+    rc = step_done(s, st, "unmarking the arrivals a notice read past", err);
+    release(s, st);
+    return rc;
+}
+
 int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err)
 {
@@ -4829,6 +4864,8 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     bool sent = strcmp(n->state, "sent") == 0;
     if (rc == PGW_OK && sent)
         rc = unhurry(s, n, err);
+    if (rc == PGW_OK && sent && n->read_when_sent)
+        rc = unmark_read_past(s, n, now, err);
     return rc;
 }
 

@@ -633,8 +633,10 @@ typedef struct pgw_notice {
      * at once). */
     bool hurried;
     /* Queued for a member merged since (pgw_store_merge_rows moved it to
-     * the survivor): it tells the survivor's balance when sent, never the
-     * merged member's it was queued with, hurried or not. */
+     * the survivor), or an arrival still in its window when a notice of
+     * its member queued before it read another balance as it was sent
+     * (pgw_store_finish_notice): it tells the balance when sent, never
+     * the one it was queued with, hurried or not. */
     bool merged;
     /* Set by the courier (notifier.c current_balance), never stored: the
      * balance it tells was read as it was sent, not the one it was queued
@@ -693,7 +695,9 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * clears the hurried mark of its member's arrivals still waiting before it
  * that were queued with another balance than it told (pgw_notice.hurried);
  * one that read that balance as it was sent (pgw_notice.read_when_sent),
- * of those waiting after it too. */
+ * of those waiting after it too, and the arrivals after it still in their
+ * window, queued with another balance, tell the balance when sent from
+ * then on, hurried or not (pgw_notice.merged). */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it
