@@ -483,10 +483,7 @@ static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err
     if (rc == PGW_OK && found) /* not points past their expiry: the member has them no more */
         nt->balance = f.unexpired;
     /* Sent, it may tell a later balance than a marked arrival queued after
-     * it: the store clears that mark, and gives the arrivals queued before
-     * this read the balance read (pgw_store_finish_notice). */
-    if (rc == PGW_OK && found)
-        rc = pgw_store_newest_notice(c->store, nt->member, &nt->read_upto, err);
+     * it: the store clears that mark (pgw_store_finish_notice). */
     nt->read_when_sent = rc == PGW_OK && found;
     return rc;
 }

@@ -256,10 +256,9 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
 #define JOINABLE "attempts = 0 AND (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED ")) = 0"
 /* The notices column `hurried` (schema 32): 0, 1 an arrival a later notice
  * hurried (it tells the balance it was queued with), 2 one a merge moved
- * (ST_MERGE_NOTICES): it tells the balance when sent, hurried or not. (An
- * arrival still in its window that a notice sent reading its balance
- * read past is given that balance instead: unmark_read_past.) A hurry
- * sets 1 but keeps 2; a notice of the
+ * (ST_MERGE_NOTICES) or an arrival still in its window that a notice sent
+ * reading its balance read past (unmark_read_past): it tells the balance
+ * when sent, hurried or not. A hurry sets 1 but keeps 2; a notice of the
  * member sent telling another balance while the arrival still waits
  * (held for SMS, a retry; unhurry) or an operator's retry clears 1
  * (UNHURRIED). */
@@ -4677,7 +4676,6 @@ static bool notice_row(pgw_sql_stmt *st, void *item)
     n->hurried = pgw_sql_column_int64(st, 17) == 1;
     n->merged = pgw_sql_column_int64(st, 17) == 2;
     n->read_when_sent = false; /* the courier's to say */
-    n->read_upto = 0;
     return column_text(st, 1, n->member, sizeof(n->member)) &&
            column_text(st, 16, n->detail, sizeof(n->detail)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
@@ -4803,52 +4801,33 @@ static int unhurry(pgw_store *s, const pgw_notice *n, pgw_err *err)
 
 /*
  * Notice `n`, recorded sent, read the balance it told as it was sent: the
- * member has read past the arrivals of its member queued after it and
- * before that read (n->read_upto) that still wait out their window,
- * queued with another balance. unhurry clears the marks there are; a
- * hurry after it would mark these, and they would tell the older balance
- * (R3: R's retry told 1000 while A2, 850, waited; R2 then hurried A2,
- * which told 850). They are given the balance the member read: hurried,
- * such an arrival tells it, which the notice that hurries it follows
- * (A2 "+400, balance 1000", R2 "-150, balance 850"); not hurried, it
- * reads the balance when sent, as before. (2855d5f marked them as a
- * merge does, reading the balance when sent even when hurried: then A2,
- * sent before R2, told a sale queued after R2, 1250, and R2 850: R4.)
- * Not those queued after the read: their balance is newer than it. Among
- * the member's HURRY_NEWEST newest notices: a hurry, now or later, marks
- * no older ones.
+ * member has read past the arrivals of its member queued after it that
+ * still wait out their window, queued with another balance. unhurry
+ * clears the marks there are; a hurry after it would mark these, and
+ * they would tell the older balance (R3: R's retry told 1000 while A2,
+ * 850, waited; R2 then hurried A2, which told 850). They are marked as a
+ * merge marks (hurried = 2), which a hurry keeps and the courier reads as
+ * "the balance when sent". Among the member's HURRY_NEWEST newest
+ * notices: a hurry, now or later, marks no older ones. Only those queued
+ * after `n`: one queued before it that a hurry could mark no longer waits
+ * out its window (`n` hurried it when queued, or, an arrival itself,
+ * waited out a window that ends after that one's).
  */
 static int unmark_read_past(pgw_store *s, const pgw_notice *n, int64_t now, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
-                     "UPDATE notices SET balance = ?2 WHERE id IN (SELECT id FROM notices"
+                     "UPDATE notices SET hurried = 2 WHERE id IN (SELECT id FROM notices"
                      " WHERE member = (SELECT member FROM notices WHERE id = ?1)"
                      " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
-                     " AND id > ?1 AND id <= ?4 AND hurried = 0 AND balance <> ?2"
-                     " AND " HURRY_TAKES("?3"),
+                     " AND id > ?1 AND hurried = 0 AND balance <> ?2 AND " HURRY_TAKES("?3"),
                      &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_int64(st, 2, n->balance);
     pgw_sql_bind_int64(st, 3, now);
-    pgw_sql_bind_int64(st, 4, n->read_upto);
-    rc = step_done(s, st, "giving the arrivals a notice read past its balance", err);
-    release(s, st);
-    return rc;
-}
-
-int pgw_store_newest_notice(pgw_store *s, const char *member, int64_t *id, pgw_err *err)
-{
-    pgw_sql_stmt *st = NULL;
-    int rc = prepare(s, "SELECT COALESCE(MAX(id), 0) FROM notices WHERE member = ?1", &st, err);
-    if (rc != PGW_OK)
-        return rc;
-    pgw_sql_bind_text(st, 1, member);
-    rc = pgw_sql_step(st) == PGW_SQL_ROW ? PGW_OK
-                                         : db_error(s, PGW_EIO, "reading a member's notices", err);
-    *id = rc == PGW_OK ? pgw_sql_column_int64(st, 0) : 0;
+    rc = step_done(s, st, "unmarking the arrivals a notice read past", err);
     release(s, st);
     return rc;
 }

@@ -633,18 +633,16 @@ typedef struct pgw_notice {
      * at once). */
     bool hurried;
     /* Queued for a member merged since (pgw_store_merge_rows moved it to
-     * the survivor): it tells the balance when sent, never the one it
-     * was queued with, hurried or not. */
+     * the survivor), or an arrival still in its window when a notice of
+     * its member queued before it read another balance as it was sent
+     * (pgw_store_finish_notice): it tells the balance when sent, never
+     * the one it was queued with, hurried or not. */
     bool merged;
     /* Set by the courier (notifier.c current_balance), never stored: the
      * balance it tells was read as it was sent, not the one it was queued
      * with. Recorded sent, such a notice may tell a later balance than an
      * arrival of its member queued after it (pgw_store_finish_notice). */
     bool read_when_sent;
-    /* With read_when_sent: the member's newest notice when that balance
-     * was read (pgw_store_newest_notice); one queued after it is newer
-     * than the read. Never stored. */
-    int64_t read_upto;
 } pgw_notice;
 
 /*
@@ -702,10 +700,6 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * then on, hurried or not (pgw_notice.merged). */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
-
-/* The id of `member`'s newest notice (0: none), inside the caller's read:
- * what a balance read in the same read has seen queued (read_upto). */
-int pgw_store_newest_notice(pgw_store *store, const char *member, int64_t *id, pgw_err *err);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it
  * is no longer owner's (its lease ran out and another instance took it). */
 int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
