@@ -769,6 +769,18 @@ static void test_a_held_hurried_arrival_reads_the_balance_when_sent(void **state
     pgw_store_close(s);
 }
 
+/* Notice n, claimed by "A", is recorded as WeChat timing out at `now`:
+ * pending again, due for its retry at `due`. */
+static void retry_at(pgw_store *s, pgw_notice n, int64_t now, int64_t due)
+{
+    pgw_err err;
+    snprintf(n.state, sizeof(n.state), "pending");
+    snprintf(n.channel, sizeof(n.channel), "wechat_mp");
+    n.due_at = due;
+    if (pgw_store_finish_notice(s, "A", &n, now, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
 /* Records claimed notice `nt` sent, by `owner`. */
 static void sent_by(pgw_store *s, const char *owner, pgw_notice nt, int64_t now)
 {
@@ -884,11 +896,8 @@ static void test_a_dead_notice_between_leaves_no_mark(void **state)
     enqueue_at(s, "M1", "points_expiring", "", 450, 450, 1001, 0);
     assert_int_equal(claim(s, 1001, got), 3);
     hold_again(s, got[0], PGW_CHANNEL_MP, 1001); /* due 30000 */
-    pgw_notice r = got[1];                       /* WeChat timed out: a retry at 1005 */
-    snprintf(r.state, sizeof(r.state), "pending");
-    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
-    r.due_at = 1005;
-    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1001, &err), PGW_OK);
+    pgw_notice r = got[1];
+    retry_at(s, r, 1001, 1005);    /* WeChat timed out */
     sent_by(s, "A", got[2], 1001); /* the member reads 450 */
     assert_int_equal(claim(s, 1005, got), 1);
     assert_string_equal(got[0].kind, "points_reversed");
@@ -967,15 +976,11 @@ static void test_a_later_arrival_sent_clears_the_mark(void **state)
  */
 static pgw_notice morning_after_a_retried_redemption(pgw_store *s, bool told_now)
 {
-    pgw_err err;
     pgw_notice got[8];
     enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
     assert_int_equal(claim(s, 1000, got), 1);
-    pgw_notice r = got[0]; /* WeChat timed out: a retry at 1005 */
-    snprintf(r.state, sizeof(r.state), "pending");
-    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
-    r.due_at = 1005;
-    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1000, &err), PGW_OK);
+    pgw_notice r = got[0];
+    retry_at(s, r, 1000, 1005); /* WeChat timed out */
     enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
     enqueue_at(s, "M1", "redemption", "S001", 150, 700, 1002, 0);
     assert_int_equal(claim(s, 1002, got), 2);
@@ -1096,15 +1101,11 @@ static void test_the_clear_reads_only_the_marks(void **state)
 static void test_a_retried_notice_clears_a_mark_past_the_newest_32(void **state)
 {
     pgw_store *s = open_store(state);
-    pgw_err err;
     pgw_notice got[8];
     enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
     assert_int_equal(claim(s, 1000, got), 1);
-    pgw_notice r = got[0]; /* WeChat timed out: a retry at 1005 */
-    snprintf(r.state, sizeof(r.state), "pending");
-    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
-    r.due_at = 1005;
-    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1000, &err), PGW_OK);
+    pgw_notice r = got[0];
+    retry_at(s, r, 1000, 1005); /* WeChat timed out */
     enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
     enqueue_at(s, "M1", "redemption", "S001", 150, 700, 1002, 0);
     assert_int_equal(claim(s, 1002, got), 2);
@@ -1183,15 +1184,11 @@ static void test_a_sent_notice_clears_a_mark_past_the_32_before_it(void **state)
 static void test_a_hurry_after_a_retry_read_past_leaves_the_arrival_unmarked(void **state)
 {
     pgw_store *s = open_store(state);
-    pgw_err err;
     pgw_notice got[8];
     enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
     assert_int_equal(claim(s, 1000, got), 1);
-    pgw_notice r = got[0]; /* WeChat timed out: a retry at 1005 */
-    snprintf(r.state, sizeof(r.state), "pending");
-    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
-    r.due_at = 1005;
-    assert_int_equal(pgw_store_finish_notice(s, "A", &r, 1000, &err), PGW_OK);
+    pgw_notice r = got[0];
+    retry_at(s, r, 1000, 1005); /* WeChat timed out */
     enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
     enqueue_at(s, "M1", "points_arrived", "S003", 150, 1000, 1002, 10);
     assert_int_equal(claim(s, 1005, got), 1);
