@@ -110,6 +110,7 @@ typedef enum route {
     R_MP_SUBSCRIPTIONS,
     R_MP_LOGOUT,
     R_ME,
+    R_ME_HISTORY,
     R_OA_CALLBACK,
     R_NOTIFICATIONS,
     R_NOTICE_RETRY,
@@ -148,6 +149,7 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_MP_SUBSCRIPTIONS] = "/v1/mp/subscriptions",
     [R_MP_LOGOUT] = "/v1/mp/logout",
     [R_ME] = "/v1/me",
+    [R_ME_HISTORY] = "/v1/me/transfers",
     [R_OA_CALLBACK] = "/wechat/oa/callback",
     [R_NOTIFICATIONS] = "/v1/notifications",
     [R_NOTICE_RETRY] = "/v1/notifications/{id}/retry",
@@ -385,7 +387,7 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
 static bool mp_route(route r)
 {
     return r == R_MP_LOGIN || r == R_MP_PHONE || r == R_MP_SUBSCRIPTIONS || r == R_MP_LOGOUT ||
-           r == R_ME || r == R_ME_PREFERENCES;
+           r == R_ME || r == R_ME_HISTORY || r == R_ME_PREFERENCES;
 }
 
 static bool by_session(const pgw_request *req);
@@ -2551,7 +2553,8 @@ static void render_logout(pgw_command *cmd, void *payload)
 static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, const char *member,
                                const pgw_session *s, bool admin, pgw_response *resp);
 
-/* GET /v1/me, POST /v1/mp/phone|subscriptions|logout: the session first. */
+/* GET /v1/me and /v1/me/transfers, POST /v1/mp/phone|subscriptions|logout:
+ * the session first. */
 static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw_response *resp)
 {
     pgw_session s;
@@ -2567,11 +2570,16 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
         return handle_mp_subscription(api, req, &s, resp);
     if (r == R_ME_PREFERENCES)
         return handle_preferences(api, req, r, s.member, &s, false, resp);
-    pgw_job *job = session_job(
-        api, req, r, r == R_ME ? PGW_COMMAND_READ_MEMBER : PGW_COMMAND_END_SESSION, &s, &err);
+    pgw_command_kind kind = r == R_ME           ? PGW_COMMAND_READ_MEMBER
+                            : r == R_ME_HISTORY ? PGW_COMMAND_READ_HISTORY
+                                                : PGW_COMMAND_END_SESSION;
+    pgw_job *job = session_job(api, req, r, kind, &s, &err);
     if (job == NULL)
         return refuse(resp, NULL, r, err.code, err.msg);
-    if (r == R_ME) {
+    if (r == R_ME_HISTORY) { /* the pages past the 20 newest GET /v1/me shows */
+        if (history_page(req, &job->cmd, &err) != PGW_OK)
+            return refuse(resp, job, r, err.code, err.msg);
+    } else if (r == R_ME) {
         size_t n = 0;
         for (size_t k = 0; k < PGW_NOTICE_KINDS; k++) /* what the mini program may ask for */
             if (api->cfg->wechat_mp.templates[k][0] != '\0')
@@ -3615,7 +3623,7 @@ static const char *methods_of(route r)
 {
     bool wants_get = r == R_HEALTH || r == R_METRICS || r == R_MEMBER || r == R_HISTORY ||
                      r == R_DASHBOARD || r == R_SETTLEMENT || r == R_POOL || r == R_ME ||
-                     r == R_NOTIFICATIONS || r == R_STREAM;
+                     r == R_ME_HISTORY || r == R_NOTIFICATIONS || r == R_STREAM;
     return r == R_OA_CALLBACK ? "GET, HEAD, POST" : wants_get ? "GET, HEAD" : "POST";
 }
 
@@ -3959,8 +3967,10 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
                  json_pack("{s:I,s:s}", "id", (json_int_t)cmd->notice_id, "state", "pending"));
     } else if (job->route == R_MEMBER) {
         set_body(resp, 200, pgw_api_member_json(api->cfg, api->vault, cmd));
-    } else if (job->route == R_HISTORY) {
-        set_body(resp, 200, pgw_api_history_json(api->cfg, cmd, cmd->page_cap - 1, true));
+    } else if (job->route == R_HISTORY || job->route == R_ME_HISTORY) {
+        /* The member's own view names no event keys, as GET /v1/me. */
+        set_body(resp, 200,
+                 pgw_api_history_json(api->cfg, cmd, cmd->page_cap - 1, job->route == R_HISTORY));
     } else if (job->route == R_RESOLVE) {
         set_body(resp, 200, json_pack("{s:s}", "member_id", cmd->member));
     } else if (job->finance != NULL) { /* a report: the body the reader wrote */

@@ -309,6 +309,31 @@ def mini_program(srv, fake):
           "GET /v1/me lists recent transfers")
     check(not any("event_key" in t for t in me.get("transfers", [])),
           "the member's own view names no event keys: %s" % me.get("transfers"))
+    # Its history a page at a time (GET /v1/me shows the 20 newest only):
+    # the same transfers, newest first, the merged POS member's among them.
+    pages, after = [], None
+    while len(pages) <= len(me["transfers"]):
+        status, page = srv.request("GET", "/v1/me/transfers?limit=1" +
+                                   ("&after=%s" % after if after else ""), session=session, key=None)
+        check(status == 200 and len(page.get("transfers", [])) == 1,
+              "GET /v1/me/transfers?limit=1: one transfer (%s %s)" % (status, page))
+        pages.append(page["transfers"][0])
+        after = page.get("next")
+        if after is None:
+            break
+    check([t["id"] for t in pages] == [t["id"] for t in me["transfers"]] and
+          any(t["credit"] == "member:" + pos_member for t in pages),
+          "the pages of /v1/me/transfers are /v1/me's transfers, merged ones too: %s / %s" %
+          ([t["id"] for t in pages], [t["id"] for t in me["transfers"]]))
+    check(not any("event_key" in t for t in pages), "no event keys in the pages either")
+    for query in ("limit=0", "limit=101", "after=x", "after=0"):
+        status, doc = srv.request("GET", "/v1/me/transfers?" + query, session=session, key=None)
+        check(status == 400 and doc["error"]["code"] == "invalid_request",
+              "GET /v1/me/transfers?%s: 400 invalid_request (%s %s)" % (query, status, doc))
+    status, doc = srv.request("GET", "/v1/me/transfers", key=ADMIN)
+    check(status == 401, "/v1/me/transfers with an API key: 401 (%s)" % status)
+    status, doc = srv.request("POST", "/v1/me/transfers", {}, session=session)
+    check(status == 405, "POST /v1/me/transfers: 405 (%s)" % status)
     kinds = sorted(i["kind"] for i in me.get("identities", []))
     check(kinds == ["mp_openid", "phone", "unionid"], "identities of the member: %s" % kinds)
     status, doc = srv.request("GET", "/v1/members/" + pos_member)
@@ -441,6 +466,8 @@ def mini_program(srv, fake):
     check(status == 200 and doc["replayed"] is True, "a retried logout gets its answer again")
     status, doc = srv.request("GET", "/v1/me", session=session, key=None)
     check(status == 401, "after logout the session is refused")
+    status, doc = srv.request("GET", "/v1/me/transfers", session=session, key=None)
+    check(status == 401, "after logout its history is refused too (%s)" % status)
     status, doc = srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
                               session=session)
     check(status == 401, "after logout no write either")
