@@ -60,6 +60,8 @@ struct pgw_statement {
     pgw_csv_row row;
     pgw_rowsort *sorted; /* once sorted: rows come from here */
     size_t arena_bytes;  /* PGW_ROWSORT_ARENA; smaller in tests, to make many runs */
+    pgw_tz tz;           /* local times' zone, when has_tz */
+    bool has_tz;
 };
 
 static int read_csv(pgw_statement *st, bool *done, pgw_err *err)
@@ -224,6 +226,13 @@ int pgw_statement_open_text(const char *text, size_t len, pgw_statement **out, p
     st->len = len;
     pgw_csv_init(&st->csv, text, len);
     return opened(st, out, err);
+}
+
+void pgw_statement_set_time_zone(pgw_statement *st, const pgw_tz *tz)
+{
+    PGW_ASSERT(tz != NULL);
+    st->tz = *tz;
+    st->has_tz = true;
 }
 
 /* A whole number in [lo, hi]; "" is `empty` when allowed (empty_ok). */

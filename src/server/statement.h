@@ -22,6 +22,7 @@
 #ifndef PGW_SERVER_STATEMENT_H
 #define PGW_SERVER_STATEMENT_H
 
+#include "core/civil.h"
 #include "core/reconcile.h"
 
 #include <stdbool.h>
@@ -48,6 +49,11 @@ const char *pgw_statement_ignored(const pgw_statement *statement, size_t i);
 /* Whether the header names shop_id: each row's shop is then in its
  * `source`, and the rows are keyed by (event_id, shop). */
 bool pgw_statement_has_shop(const pgw_statement *statement);
+
+/* The zone an occurred_at without an offset is read in (the mall's),
+ * copied, for the rows read from then on; without one such a row is
+ * malformed (which instant a local time names is the zone's to say). */
+void pgw_statement_set_time_zone(pgw_statement *statement, const pgw_tz *tz);
 
 /* A pgw_recon_next: the next row (file order, or event_id order once sorted). */
 int pgw_statement_next(void *statement, pgw_recon_row *row, bool *end, pgw_err *err);

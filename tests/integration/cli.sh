@@ -911,6 +911,37 @@ expect_exit 1 "$bin" reconcile --statement "$tmp/midnight.csv" --channel store -
 expect_text '{"event_id":"MID-1","kind":"points_mismatch"'
 expect_text '"missing_in_ledger":0,"created":0,"replayed":0,"failed":0'
 expect_text '"ledger":{"occurred_at":"2026-11-21T00:00:00+08:00"'
+# Regression (the finance analyst): a till's statement, its times with a
+# space for the "T" or local (the mall's zone, the config's), its amounts
+# grouped by thousands in quoted cells, was all malformed rows. It reads
+# as the same statement written plainly does: the same report.
+expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 \
+    --db "$repair_db"
+plain=$out
+printf '%s\n' 'event_id,occurred_at,type,member,amount_fen,points' \
+    'CR-1,2026-11-20 10:00:00,purchase,member_id:MCR1,"10,000",100' \
+    'CR-2,2026-11-20T11:00:00,purchase,member_id:MCR2,"5,000",50' \
+    'CR-3,2026-11-20 12:00:00+08:00,purchase,member_id:MCR1,"2,000",20' >"$tmp/till.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/till.csv" --channel store --shop S001 \
+    --db "$repair_db"
+expect_text '"malformed_row":0,'
+[ "$out" = "$plain" ] && pass || fail "a till's statement reads otherwise: $out (plain: $plain)"
+# What is not one amount or one instant is refused, saying why: a decimal
+# point (amount_fen is fen, not yuan), groups not of three, an unquoted
+# comma (a field too many), a local time of a year the zone's offset was
+# not yet today's.
+printf '%s\n' 'event_id,occurred_at,type,member,amount_fen,points' \
+    'CR-1,2026-11-20T10:00:00+08:00,purchase,member_id:MCR1,"10,000.00",100' \
+    'CR-2,2026-11-20T11:00:00+08:00,purchase,member_id:MCR2,"5,00",50' \
+    'CR-3,2026-11-20T12:00:00+08:00,purchase,member_id:MCR1,2,000,20' \
+    'CR-4,1991-07-01 12:00:00,purchase,member_id:MCR1,2000,20' >"$tmp/till-bad.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/till-bad.csv" --channel store --shop S001 \
+    --db "$repair_db"
+expect_text '"malformed_row":4,'
+expect_text 'amount_fen \"10,000.00\" has a decimal point: amount_fen is whole fen'
+expect_text 'amount_fen \"5,00\" is not grouped in threes'
+expect_text '7 fields where the header has 6'
+expect_text 'occurred_at \"1991-07-01 12:00:00\" has no offset'
 
 # Reports: which one, a period, a bucket only for the pool.
 expect_exit 2 "$bin" report

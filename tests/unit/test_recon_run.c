@@ -614,6 +614,28 @@ static void test_where_an_unreadable_row_is_does_not_matter(void **state)
     free(report);
 }
 
+/* Regression (the finance analyst): a till's statement, its times local
+ * (the mall's zone, the run's) or with a space for the "T", its amounts
+ * grouped by thousands, was all malformed rows and its events all
+ * missing_in_statement. Its rows are read as they mean, and match. */
+static void test_a_tills_times_and_amounts_match(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    const char *statement = "event_id,occurred_at,type,member,amount_fen,points\n"
+                            "A,2026-11-24 10:15:00,purchase,member_id:M1,\"1,000\",10\n"
+                            "C,2026-11-24T11:15:00,purchase,member_id:M1,\"3,000\",30\n"
+                            "E,2026-11-24 12:15:00+08:00,purchase,member_id:M1,\"5,000\",50\n";
+    pgw_recon_summary sum;
+    char *report = NULL;
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    if (sum.count[PGW_RECON_MATCHED] != 3)
+        fail_msg("%s", report);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 0);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 0);
+    free(report);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -642,6 +664,8 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_where_an_unreadable_row_is_does_not_matter,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_tills_times_and_amounts_match, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -393,6 +393,178 @@ static void test_an_unreadable_rows_key(void **state)
     pgw_statement_free(st);
 }
 
+/* Reads every row of `text` (one per line, from line 2) into rows[]. */
+static size_t read_rows(pgw_statement *st, pgw_recon_row *rows, size_t cap)
+{
+    size_t n = 0;
+    bool end = false;
+    while (n < cap) {
+        assert_int_equal(pgw_statement_next(st, &rows[n], &end, NULL), PGW_OK);
+        if (end)
+            break;
+        assert_int_equal(rows[n].line, n + 2);
+        n++;
+    }
+    return n;
+}
+
+/* Regression (the finance analyst): an amount a spreadsheet wrote with
+ * thousands separators ("1,234", a quoted cell) was a malformed row. It is
+ * whole fen with commas grouping it in threes; anything else (a decimal
+ * point: yuan?, another separator, a group not of three) is refused
+ * saying why, and so is a comma left unquoted, which splits the cell and
+ * shifts the row's columns (1 fen and 234 points, read as it was). */
+static void test_amounts_grouped_in_thousands(void **state)
+{
+    (void)state;
+#define ROW(id, amount, points) id ",1795486400,purchase,member_id:M1," amount "," points "\n"
+    const char *text = "event_id,occurred_at,type,member,amount_fen,points\n" /* line 1 */
+        ROW("G1", "\"1,234\"", "12")                                          /* 2 */
+        ROW("G2", "\"1,234,567\"", "12")                                      /* 3 */
+        ROW("G3", "\"100,000,000,000\"", "12") /* 4: PGW_AMOUNT_FEN_MAX */
+        ROW("G4", "12345", "12")               /* 5: as before */
+        ROW("G5", "", "12")                    /* 6: as before, 0 */
+        ROW("B1", "\"100,000,000,001\"", "12") /* 7 */
+        ROW("B2", "\"1,234.50\"", "12")        /* 8 */
+        ROW("B3", "\"1 234\"", "12")           /* 9 */
+        ROW("B4", "\"1,23\"", "12")            /* 10 */
+        ROW("B5", "\"12,3456\"", "12")         /* 11 */
+        ROW("B6", "\",123\"", "12")            /* 12 */
+        ROW("B7", "\"1,,234\"", "12")          /* 13 */
+        ROW("B8", "\"0,123\"", "12")           /* 14 */
+        ROW("B9", "\"1,234,\"", "12")          /* 15 */
+        ROW("B10", "\"-1,234\"", "12")         /* 16 */
+        ROW("B11", "\"1.234\"", "12")          /* 17 */
+        ROW("B12", "\"1\302\240234\"", "12")   /* 18: a no-break space */
+        ROW("B13", "\"1234,567\"", "12")       /* 19 */
+        ROW("B14", "1,234", "12");             /* 20: unquoted */
+#undef ROW
+    static const struct {
+        int64_t amount_fen;
+        const char *problem; /* a part of it; NULL: read */
+    } want[] = {
+        {1234, NULL},
+        {1234567, NULL},
+        {INT64_C(100000000000), NULL},
+        {12345, NULL},
+        {0, NULL},
+        {0, "amount_fen \"100,000,000,001\" is not a whole number of fen in range"},
+        {0, "amount_fen \"1,234.50\" has a decimal point: amount_fen is whole fen"},
+        {0, "amount_fen \"1 234\": only commas group thousands"},
+        {0, "amount_fen \"1,23\" is not grouped in threes"},
+        {0, "amount_fen \"12,3456\" is not grouped in threes"},
+        {0, "amount_fen \",123\" is not grouped in threes"},
+        {0, "amount_fen \"1,,234\" is not grouped in threes"},
+        {0, "amount_fen \"0,123\" is not grouped in threes"},
+        {0, "amount_fen \"1,234,\" is not grouped in threes"},
+        {0, "amount_fen \"-1,234\" is not a whole number of fen in range"},
+        {0, "amount_fen \"1.234\" has a decimal point"},
+        {0, "amount_fen \"1\302\240234\": only commas group thousands"},
+        {0, "amount_fen \"1234,567\" is not grouped in threes"},
+        {0, "7 fields where the header has 6"},
+    };
+    enum { N = sizeof(want) / sizeof(want[0]) };
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    pgw_recon_row rows[N + 1];
+    assert_int_equal(read_rows(st, rows, N + 1), N);
+    for (size_t i = 0; i < N; i++) {
+        const pgw_recon_row *r = &rows[i];
+        if (r->malformed != (want[i].problem != NULL))
+            fail_msg("line %zu (%s): malformed %d: %s", r->line, r->event_id, r->malformed,
+                     r->problem);
+        if (want[i].problem == NULL && r->amount_fen != want[i].amount_fen)
+            fail_msg("line %zu: amount_fen %lld", r->line, (long long)r->amount_fen);
+        if (want[i].problem != NULL && strstr(r->problem, want[i].problem) == NULL)
+            fail_msg("line %zu: \"%s\" does not say \"%s\"", r->line, r->problem, want[i].problem);
+    }
+    pgw_statement_free(st);
+}
+
+/* Regression (the finance analyst): occurred_at as a till writes it, a
+ * space for the "T" (which RFC 3339 allows, section 5.6) or a local time
+ * without an offset, was a malformed row. The space is read with or
+ * without a zone; a local time in the zone given (the mall's), and
+ * without one it is refused: which instant it names is the zone's to say.
+ * So is a local time from before the zone's offset last changed
+ * (Asia/Shanghai kept summer time until 1991): it may name two instants
+ * or none. */
+static void test_times_as_tills_write_them(void **state)
+{
+    (void)state;
+    const char *text = "event_id,occurred_at,type,member,amount_fen,points\n"
+                       "T1,2026-11-20 14:03:00+08:00,purchase,member_id:M1,1000,10\n"
+                       "T2,2026-11-20T14:03:00,purchase,member_id:M1,1000,10\n"
+                       "T3,2026-11-20 14:03:00,purchase,member_id:M1,1000,10\n"
+                       "T4,2026-11-20 14:03:00.250,purchase,member_id:M1,1000,10\n"
+                       "T5,2026-11-20  14:03:00,purchase,member_id:M1,1000,10\n"
+                       "T6,1991-07-01 12:00:00,purchase,member_id:M1,1000,10\n"
+                       "T7,2026-11-20 14:03:00,purchase,member_id:M1,1000,ten\n"
+                       "T8,2026-11-20 14:03:00Z,purchase,member_id:M1,1000,10\n";
+    enum { N = 8, AT = 1795154580 /* 2026-11-20T14:03:00+08:00 */ };
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    pgw_recon_row rows[N + 1];
+    /* No zone: only times with their offset. */
+    assert_int_equal(read_rows(st, rows, N + 1), N);
+    assert_false(rows[0].malformed);
+    assert_int_equal(rows[0].occurred_at, AT);
+    for (size_t i = 1; i < 4; i++) {
+        assert_true(rows[i].malformed);
+        assert_non_null(strstr(rows[i].problem, "has no offset"));
+    }
+    assert_false(rows[6].key_read);
+    assert_false(rows[7].malformed);
+    assert_int_equal(rows[7].occurred_at, AT + 8 * 3600);
+    /* The mall's zone. */
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    pgw_statement_set_time_zone(st, &tz);
+    for (int sorted = 0; sorted < 2; sorted++) {
+        if (sorted)
+            assert_int_equal(pgw_statement_sort(st, NULL), PGW_OK);
+        else
+            assert_int_equal(pgw_statement_rewind(st, NULL), PGW_OK);
+        assert_int_equal(read_rows(st, rows, N + 1), N); /* sorted: by event_id, T1..T8 */
+        for (size_t i = 0; i < 4; i++) {
+            if (rows[i].malformed || rows[i].occurred_at != AT)
+                fail_msg("line %zu: %s %lld", rows[i].line, rows[i].problem,
+                         (long long)rows[i].occurred_at);
+        }
+        assert_true(rows[4].malformed);
+        assert_non_null(strstr(rows[4].problem, "occurred_at \"2026-11-20  14:03:00\""));
+        assert_true(rows[5].malformed);
+        assert_non_null(strstr(rows[5].problem, "occurred_at \"1991-07-01 12:00:00\""));
+        assert_non_null(strstr(rows[5].problem, "Asia/Shanghai"));
+        assert_non_null(strstr(rows[5].problem, "give its offset"));
+        assert_true(rows[6].malformed); /* its points; its key read, dated */
+        assert_true(rows[6].key_read);
+        assert_int_equal(rows[6].occurred_at, AT);
+    }
+    /* Another zone, a fixed offset: every local time is one instant. */
+    assert_int_equal(pgw_tz_lookup("+05:30", &tz, NULL), PGW_OK);
+    pgw_statement_set_time_zone(st, &tz);
+    assert_int_equal(pgw_statement_rewind(st, NULL), PGW_OK);
+    assert_int_equal(read_rows(st, rows, N + 1), N);
+    assert_int_equal(rows[0].occurred_at, AT); /* its own offset */
+    assert_int_equal(rows[2].occurred_at, AT + 9000);
+    assert_false(rows[5].malformed);
+    pgw_statement_free(st);
+    /* A zone whose offset changed lately: Kazakhstan's, on 2024-03-01. */
+    const char *almaty = "event_id,occurred_at,type,member,amount_fen,points\n"
+                         "K1,2024-02-29 23:30:00,purchase,member_id:M1,1000,10\n"
+                         "K2,2025-01-01 00:00:00,purchase,member_id:M1,1000,10\n";
+    assert_int_equal(pgw_tz_lookup("Asia/Almaty", &tz, NULL), PGW_OK);
+    assert_int_equal(pgw_statement_open_text(almaty, strlen(almaty), &st, NULL), PGW_OK);
+    pgw_statement_set_time_zone(st, &tz);
+    assert_int_equal(read_rows(st, rows, 3), 2);
+    assert_true(rows[0].malformed);
+    assert_non_null(strstr(rows[0].problem, "Asia/Almaty"));
+    assert_false(rows[1].malformed);
+    assert_int_equal(rows[1].occurred_at, 1735671600); /* 2025-01-01T00:00:00+05:00 */
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +576,8 @@ int main(void)
         cmocka_unit_test(test_a_refunds_original),
         cmocka_unit_test(test_other_columns_are_ignored_and_named),
         cmocka_unit_test(test_an_unreadable_rows_key),
+        cmocka_unit_test(test_amounts_grouped_in_thousands),
+        cmocka_unit_test(test_times_as_tills_write_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
