@@ -5,6 +5,7 @@
 
 #include "server/rowsort.h"
 
+#include "core/arith.h"
 #include "core/assertions.h"
 #include "core/civil.h"
 #include "core/identity.h"
@@ -349,6 +350,99 @@ static bool parse_time(const char *at, int64_t *out)
            pgw_parse_rfc3339(at, out, NULL) == PGW_OK;
 }
 
+/* "1,234,567": a first group of 1..3 digits (not 0: "0,123" may be a
+ * decimal comma's), then groups of exactly three after commas; its value,
+ * overflow-checked (the caller checks the range). */
+static bool grouped_thousands(const char *text, int64_t *out)
+{
+    static const char digits[] = "0123456789";
+    size_t lead = strspn(text, digits);
+    if (lead < 1 || lead > 3 || text[0] == '0' || text[lead] != ',')
+        return false;
+    int64_t v = 0;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p == ',' && strspn(p + 1, digits) == 3)
+            continue;
+        if (*p < '0' || *p > '9' || pgw_mul(v, 10, &v) != PGW_OK ||
+            pgw_add(v, *p - '0', &v) != PGW_OK)
+            return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Whether `text` is digits grouped by a separator other than a comma: a
+ * space, a no-break or thin space (a French or Swiss locale's), an
+ * apostrophe. Only for the problem to say so. */
+static bool grouped_otherwise(const char *text)
+{
+    static const char *const separators[] = {
+        " ", "'", "\xC2\xA0", "\xE2\x80\xAF", "\xE2\x80\x89", "\xE2\x80\x99"};
+    bool grouped = false;
+    const char *p = text;
+    while (*p >= '0' && *p <= '9') {
+        p++;
+        size_t sep = 0;
+        for (size_t i = 0; sep == 0 && i < sizeof(separators) / sizeof(separators[0]); i++)
+            if (strncmp(p, separators[i], strlen(separators[i])) == 0)
+                sep = strlen(separators[i]);
+        if (sep > 0 && p[sep] >= '0' && p[sep] <= '9') {
+            grouped = true;
+            p += sep;
+        }
+    }
+    return grouped && *p == '\0';
+}
+
+/*
+ * A row's amount_fen: whole fen (1 yuan = 100 fen), as before, or with
+ * commas grouping it in threes as a spreadsheet writes it ("1,234,567",
+ * a quoted cell). Nothing else is guessed at: a decimal point (yuan
+ * written in the fen column? a fen has no part), a group not of three
+ * ("1,23": a decimal comma?), another separator each say why.
+ */
+static bool parse_amount(const char *text, pgw_recon_row *r)
+{
+    if (whole_number(text, 0, PGW_AMOUNT_FEN_MAX, true, &r->amount_fen))
+        return true;
+    int64_t v = 0;
+    bool grouped = grouped_thousands(text, &v);
+    if (grouped && v <= PGW_AMOUNT_FEN_MAX) {
+        r->amount_fen = v;
+        return true;
+    }
+    if (!grouped && strchr(text, '.') != NULL)
+        return malformed(r,
+                         "amount_fen \"%.*s\" has a decimal point: amount_fen is whole fen "
+                         "(1 yuan = 100 fen), not yuan",
+                         QUOTED(text));
+    if (!grouped && strchr(text, ',') != NULL && strspn(text, "0123456789,") == strlen(text))
+        return malformed(r,
+                         "amount_fen \"%.*s\" is not grouped in threes: write 1,234,567 or "
+                         "1234567",
+                         QUOTED(text));
+    if (grouped_otherwise(text))
+        return malformed(r, "amount_fen \"%.*s\": only commas group thousands (1,234), or none",
+                         QUOTED(text));
+    return malformed(r, "amount_fen \"%.*s\" is not a whole number of fen in range", QUOTED(text));
+}
+
+/* Whether the row has no value past the header's columns: one has when a
+ * comma was left unquoted ("1,234" written bare is two fields), and the
+ * columns after it are shifted (1 fen, 234 points). Empty fields past
+ * them (a trailing comma) are read past, as before. */
+static bool fields_line_up(const pgw_statement *st, pgw_recon_row *r)
+{
+    for (size_t f = st->n_fields; f < st->row.n; f++)
+        if (st->row.fields[f][0] != '\0')
+            return malformed(r,
+                             "%zu fields where the header has %zu: a comma left unquoted (a "
+                             "thousands separator? quote the cell: \"1,234\") shifts the "
+                             "columns",
+                             st->row.n, st->n_fields);
+    return true;
+}
+
 /* One CSV row's fields checked into *r. False (and r->problem) when it is not a row. */
 static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
 {
@@ -372,10 +466,8 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
         return malformed(r, "member must be at most %d bytes", PGW_RECON_MEMBER_MAX);
     if (member[0] != '\0' && !member_readable(member, r))
         return false;
-    if (!whole_number(pgw_csv_cell(row, st->col, COL_AMOUNT), 0, PGW_AMOUNT_FEN_MAX, true,
-                      &r->amount_fen))
-        return malformed(r, "amount_fen \"%.*s\" is not a whole number of fen in range",
-                         QUOTED(pgw_csv_cell(row, st->col, COL_AMOUNT)));
+    if (!parse_amount(pgw_csv_cell(row, st->col, COL_AMOUNT), r))
+        return false;
     if (!whole_number(pgw_csv_cell(row, st->col, COL_POINTS), -PGW_POINTS_MAX, PGW_POINTS_MAX,
                       false, &r->points))
         return malformed(r, "points \"%.*s\" is not a whole number in range",
@@ -385,7 +477,9 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *original = pgw_csv_cell(row, st->col, COL_ORIGINAL);
     if (original[0] != '\0' && !copy_field(original, r->original, sizeof(r->original)))
         return malformed(r, "original_event_id must be at most %d bytes", PGW_EVENT_ID_MAX);
-    return st->col[COL_SHOP] < 0 || parse_shop(pgw_csv_cell(row, st->col, COL_SHOP), r);
+    if (st->col[COL_SHOP] >= 0 && !parse_shop(pgw_csv_cell(row, st->col, COL_SHOP), r))
+        return false;
+    return fields_line_up(st, r);
 }
 
 /*

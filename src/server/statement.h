@@ -9,7 +9,11 @@
  * Other columns (a channel's own: a shop name, a note) are read past and
  * named by pgw_statement_ignored, for the report to show.
  * occurred_at is RFC 3339 or unix seconds; amount_fen 0..PGW_AMOUNT_FEN_MAX
- * (empty: 0); points a signed whole number (a refund's are negative). A row
+ * whole fen (empty: 0), plain or grouped in threes by commas as a
+ * spreadsheet writes it ("1,234,567"; a decimal point, another separator
+ * or a group not of three is refused); points a signed whole number (a
+ * refund's are negative). A row with a value past the header's columns
+ * (an unquoted comma: "1,234" bare is two fields) is refused. A row
  * that breaks a rule comes back as a malformed row with its line and the
  * reason, never as an error: one bad line does not stop a reconciliation.
  *
