@@ -333,6 +333,128 @@ bad:
                        s);
 }
 
+/*
+ * The year from which each zone of FIXED_ZONES has had its offset of
+ * today without summer time (tzdata 2024): the year after its last
+ * change, rounded up so that a change's exact day does not matter.
+ * Links (PRC, Asia/Chongqing, Asia/Muscat...) as their zone.
+ */
+static const struct {
+    const char *name;
+    int32_t since;
+} FIXED_SINCE[] = {
+    {"UTC", PGW_YEAR_MIN},
+    {"Etc/UTC", PGW_YEAR_MIN},
+    {"GMT", PGW_YEAR_MIN},
+    {"Etc/GMT", PGW_YEAR_MIN},
+    {"Asia/Shanghai", 1992}, /* summer time 1986..1991 */
+    {"Asia/Chongqing", 1992},
+    {"Asia/Harbin", 1992},
+    {"PRC", 1992},
+    {"Asia/Hong_Kong", 1980}, /* summer time until 1979 */
+    {"Asia/Macau", 1980},
+    {"Asia/Taipei", 1980},
+    {"Asia/Singapore", 1982}, /* +07:30 until 1981 */
+    {"Asia/Kuala_Lumpur", 1982},
+    {"Asia/Manila", 1979},
+    {"Asia/Tokyo", PGW_YEAR_MIN},
+    {"Asia/Seoul", 1989}, /* summer time 1987..1988 */
+    {"Asia/Bangkok", PGW_YEAR_MIN},
+    {"Asia/Phnom_Penh", PGW_YEAR_MIN},
+    {"Asia/Vientiane", PGW_YEAR_MIN},
+    {"Asia/Ho_Chi_Minh", 1976},
+    {"Asia/Jakarta", PGW_YEAR_MIN},
+    {"Asia/Dubai", PGW_YEAR_MIN},
+    {"Asia/Muscat", PGW_YEAR_MIN},
+    {"Asia/Kolkata", PGW_YEAR_MIN},
+    {"Asia/Urumqi", 1981},
+    {"Asia/Brunei", 1982},
+    {"Asia/Ulaanbaatar", 2017}, /* summer time until 2016 */
+    {"Asia/Yangon", PGW_YEAR_MIN},
+    {"Asia/Dhaka", 2010},     /* summer time in 2009 */
+    {"Asia/Thimphu", 1988},   /* +05:30 until 1987 */
+    {"Asia/Kathmandu", 1987}, /* +05:30 until 1986 */
+    {"Asia/Colombo", 2007},   /* +06:00 until 2006 */
+    {"Asia/Karachi", 2010},   /* summer time until 2009 */
+    {"Asia/Tashkent", 1993},
+    {"Asia/Almaty", 2025}, /* +06:00 until 2024-03-01 */
+    {"Asia/Kabul", PGW_YEAR_MIN},
+    {"Asia/Baku", 2016},    /* summer time until 2015 */
+    {"Asia/Tbilisi", 2006}, /* until 2005 */
+    {"Asia/Yerevan", 2012}, /* summer time until 2011 */
+    {"Asia/Riyadh", PGW_YEAR_MIN},
+    {"Asia/Kuwait", PGW_YEAR_MIN},
+    {"Asia/Qatar", 1973}, /* +04:00 until 1972 */
+    {"Asia/Bahrain", 1973},
+    {"Asia/Baghdad", 2008},    /* summer time until 2007 */
+    {"Europe/Moscow", 2015},   /* +04:00 until 2014-10-26 */
+    {"Europe/Istanbul", 2017}, /* summer time until 2016 */
+    {"Europe/Minsk", 2012},    /* summer time until 2011 */
+    {"Africa/Nairobi", PGW_YEAR_MIN},
+    {"Africa/Johannesburg", PGW_YEAR_MIN},
+    {"Africa/Lagos", PGW_YEAR_MIN},
+    {"America/Sao_Paulo", 2020}, /* summer time until 2019-02 */
+    {"America/Argentina/Buenos_Aires", 2010},
+    {"America/Bogota", 1994}, /* summer time 1992..1993 */
+    {"America/Lima", 1995},   /* summer time until 1994 */
+    {"America/Panama", PGW_YEAR_MIN},
+    {"America/Phoenix", PGW_YEAR_MIN},
+    {"Pacific/Honolulu", PGW_YEAR_MIN},
+    {"Australia/Brisbane", 1993}, /* summer time 1989..1992 */
+    {"Australia/Perth", 2010},    /* summer time until 2009 */
+    {"Australia/Darwin", PGW_YEAR_MIN},
+};
+
+int32_t pgw_tz_fixed_since(const pgw_tz *tz)
+{
+    int32_t offset = 0;
+    if (parse_offset(tz->name, &offset) == PGW_OK) /* a fixed offset: no history */
+        return PGW_YEAR_MIN;
+    for (size_t i = 0; i < sizeof(FIXED_SINCE) / sizeof(FIXED_SINCE[0]); i++)
+        if (strcmp(FIXED_SINCE[i].name, tz->name) == 0)
+            return FIXED_SINCE[i].since;
+    return PGW_YEAR_MAX + 1;
+}
+
+int pgw_parse_local_time(const char *s, const pgw_tz *tz, int64_t *out, pgw_err *err)
+{
+    size_t len = strnlen(s, RFC3339_INPUT_MAX + 1);
+    if (len > RFC3339_INPUT_MAX)
+        return pgw_parse_rfc3339(s, out, err); /* refused, with its message */
+    char t[RFC3339_INPUT_MAX + 2];             /* s, its "T" written, and room for a "Z" */
+    memcpy(t, s, len + 1);
+    if (len > 10 && t[10] == ' ')
+        t[10] = 'T';
+    if (pgw_parse_rfc3339(t, out, NULL) == PGW_OK)
+        return PGW_OK;
+    /* Without an offset it reads as if at UTC: the local time, in seconds. */
+    int64_t local = 0;
+    memcpy(t + len, "Z", 2);
+    if (pgw_parse_rfc3339(t, &local, NULL) != PGW_OK)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "expected an RFC 3339 time such as \"2026-11-24T10:15:00+08:00\" (a "
+                           "space for the T, or a local time without the offset), got \"%.64s\"",
+                           s);
+    if (tz == NULL)
+        return pgw_err_set(err, PGW_ERANGE,
+                           "\"%s\" has no offset, and no time zone is given to read it in", s);
+    int32_t since = pgw_tz_fixed_since(tz);
+    int32_t year = pgw_date_from_days(local / SECONDS_PER_DAY).year; /* local >= 0: 1970.. */
+    if (since > PGW_YEAR_MAX)
+        return pgw_err_set(err, PGW_ERANGE,
+                           "\"%s\" has no offset, and the offsets %s has had are not known "
+                           "here: give its offset",
+                           s, tz->name);
+    if (year < since)
+        return pgw_err_set(err, PGW_ERANGE,
+                           "\"%s\" has no offset, and %s has had its offset only since %d: "
+                           "give its offset",
+                           s, tz->name, (int)since);
+    /* One offset from `since` on: each local time is exactly one instant. */
+    *out = local - tz->offset_s;
+    return PGW_OK;
+}
+
 int pgw_format_date(pgw_date d, char *buf, size_t cap)
 {
     if (!pgw_date_valid(d) || cap < 11)

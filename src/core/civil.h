@@ -86,6 +86,29 @@ int64_t pgw_local_midnight(pgw_date d, const pgw_tz *tz);
  * refused: a naive time is a time-zone bug waiting to happen.
  */
 int pgw_parse_rfc3339(const char *s, int64_t *out, pgw_err *err);
+/*
+ * The first year from which `tz` has had its one offset, without summer
+ * time: PGW_YEAR_MIN for UTC and a fixed offset ("+08:00"), 1992 for
+ * Asia/Shanghai (summer time until 1991), 2025 for Asia/Almaty (+06:00
+ * until 2024-03-01): the year after the zone's last change, so that a
+ * change's exact day cannot be misremembered. PGW_YEAR_MAX + 1 for a zone
+ * this table does not know. A pgw_tz holds today's offset only: before
+ * that year a local time may not be the instant it names.
+ */
+int32_t pgw_tz_fixed_since(const pgw_tz *tz);
+
+/*
+ * Parses a time as a till or a spreadsheet writes one: what
+ * pgw_parse_rfc3339 takes, the same with a space for the "T" (RFC 3339
+ * section 5.6 allows it), or either without its offset: a local time in
+ * `tz`. PGW_EINVAL when it is none of these. PGW_ERANGE for a local time
+ * `tz` cannot place: no zone given (NULL), or a year before
+ * pgw_tz_fixed_since, where summer time or another offset could make it
+ * two instants or none; it is refused, not guessed, and err's message
+ * starts with the time quoted, to follow the name of its field.
+ */
+int pgw_parse_local_time(const char *s, const pgw_tz *tz, int64_t *out, pgw_err *err);
+
 /* Parses "YYYY-MM-DD" (a valid date in range). */
 int pgw_parse_date(const char *s, pgw_date *out, pgw_err *err);
 /* Parses "MM-DD" (a birthday without a year; "02-29" is valid). */

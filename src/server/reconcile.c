@@ -678,6 +678,8 @@ int pgw_recon_run(pgw_store *store, pgw_statement *st, const pgw_recon_options *
         close_sink(&k);
         return pgw_err_set(err, PGW_EIO, "no temporary file for the exceptions");
     }
+    /* A row's local time (no offset) is the mall's, as the report's are. */
+    pgw_statement_set_time_zone(st, opts->tz);
     int rc = match_once(store, st, opts, &k, sum, err);
     if (rc == PGW_EINVAL) {
         /* Not in event_id order (the only EINVAL of the matcher): sort the

@@ -343,11 +343,15 @@ static bool parse_shop(const char *shop, pgw_recon_row *r)
     return true;
 }
 
-/* A row's occurred_at: unix seconds or RFC 3339. */
-static bool parse_time(const char *at, int64_t *out)
+/* A row's occurred_at: unix seconds, or RFC 3339 as a till writes it (a
+ * space for the T; without its offset, a local time in the statement's
+ * zone: pgw_parse_local_time). PGW_EINVAL when it is none of these;
+ * PGW_ERANGE, `why` saying it, for a local time the zone cannot place. */
+static int parse_time(const pgw_statement *st, const char *at, int64_t *out, pgw_err *why)
 {
-    return whole_number(at, 0, INT64_C(253402300799), false, out) ||
-           pgw_parse_rfc3339(at, out, NULL) == PGW_OK;
+    if (whole_number(at, 0, INT64_C(253402300799), false, out))
+        return PGW_OK;
+    return pgw_parse_local_time(at, st->has_tz ? &st->tz : NULL, out, why);
 }
 
 /* "1,234,567": a first group of 1..3 digits (not 0: "0,123" may be a
@@ -454,8 +458,14 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     if (!copy_field(id, r->event_id, sizeof(r->event_id)))
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
     pgw_event_type t;
-    if (!parse_time(at, &r->occurred_at))
-        return malformed(r, "occurred_at \"%.*s\" is neither RFC 3339 nor unix seconds",
+    pgw_err why;
+    int rc = parse_time(st, at, &r->occurred_at, &why);
+    if (rc == PGW_ERANGE) /* a local time: why says it, quoting it */
+        return malformed(r, "occurred_at %s", why.msg);
+    if (rc != PGW_OK)
+        return malformed(r,
+                         "occurred_at \"%.*s\" is neither RFC 3339 (a space for its T, or "
+                         "without its offset, allowed) nor unix seconds",
                          QUOTED(at));
     if (pgw_event_type_parse(type, &t) != PGW_OK)
         return malformed(r, "type \"%.*s\" is not an event type", QUOTED(type));
@@ -494,7 +504,8 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
 static void read_key(const pgw_statement *st, pgw_recon_row *r)
 {
     if (r->event_id[0] == '\0' || st->row.n != st->n_fields ||
-        !parse_time(pgw_csv_cell(&st->row, st->col, COL_OCCURRED_AT), &r->occurred_at))
+        parse_time(st, pgw_csv_cell(&st->row, st->col, COL_OCCURRED_AT), &r->occurred_at, NULL) !=
+            PGW_OK)
         return;
     if (st->col[COL_SHOP] >= 0 && r->source[0] == '\0') {
         const char *shop = pgw_csv_cell(&st->row, st->col, COL_SHOP);

@@ -212,6 +212,102 @@ static void test_rfc3339_parse_and_format(void **state)
     assert_int_equal(pgw_parse_month_day("13-01", &m, &day, NULL), PGW_EINVAL);
 }
 
+/* A time as a till or a spreadsheet writes one: RFC 3339, a space for
+ * its T, or without its offset a local time, read in the zone given,
+ * and only in years the zone has had today's offset (before, it might be
+ * two instants or none: refused, not guessed). */
+static void test_local_times(void **state)
+{
+    (void)state;
+    enum { AT = 1795154580 }; /* 2026-11-20T14:03:00+08:00 */
+    pgw_tz sh, almaty, india;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &sh, NULL), PGW_OK);
+    assert_int_equal(pgw_tz_lookup("Asia/Almaty", &almaty, NULL), PGW_OK);
+    assert_int_equal(pgw_tz_lookup("+05:30", &india, NULL), PGW_OK);
+    static const struct {
+        const char *text;
+        int zone; /* 0: none, 1: Asia/Shanghai, 2: +05:30, 3: Asia/Almaty */
+        int64_t t;
+    } good[] = {
+        {"2026-11-20 14:03:00+08:00", 0, AT},
+        {"2026-11-20T06:03:00Z", 0, AT},
+        {"2026-11-20 06:03:00.5z", 0, AT},
+        {"2026-11-20 14:03:00+08:00", 2, AT}, /* its own offset, whatever the zone */
+        {"2026-11-20 14:03:00", 1, AT},
+        {"2026-11-20T14:03:00", 1, AT},
+        {"2026-11-20t14:03:00.999999999", 1, AT},
+        {"2026-11-20 14:03:00", 2, AT + 9000},
+        {"1992-01-01 00:00:00", 1, 694195200}, /* 1992-01-01T00:00:00+08:00 */
+        {"1970-01-01 00:00:00", 2, -19800},
+        {"2025-01-01 00:00:00", 3, 1735671600},
+    };
+    const pgw_tz *zones[] = {NULL, &sh, &india, &almaty};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        int64_t t = -1;
+        pgw_err err;
+        if (pgw_parse_local_time(good[i].text, zones[good[i].zone], &t, &err) != PGW_OK)
+            fail_msg("\"%s\": %s", good[i].text, err.msg);
+        assert_int_equal(t, good[i].t);
+    }
+    static const char *const bad[] = {
+        "2026-11-20  14:03:00",
+        "2026-11-20 14:03",
+        "2026-11-20 24:00:00",
+        "2026-02-30 10:00:00",
+        "2026-11-20 14:03:00+8",
+        "2026-11-20_14:03:00",
+        "2026-11-20 14:03:00 ",
+        " 2026-11-20 14:03:00",
+        "2026-11-20 14:03:00ZZ",
+        "",
+        "yesterday",
+        "2026-11-20",
+        "2026-11-20 14:03:00.0000000000000000000000000000000000000000000000000000000",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t t = 42;
+        pgw_err err;
+        if (pgw_parse_local_time(bad[i], &sh, &t, &err) != PGW_EINVAL)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_int_equal(t, 42);
+    }
+    /* Local times no zone can place: none given, a year before the
+     * zone's offset was today's, a zone whose past is not known here. */
+    pgw_tz mars = {"Mars/Olympus", 3600};
+    static const struct {
+        const char *text;
+        int zone; /* as above; 4: Mars/Olympus */
+        const char *says;
+    } unplaced[] = {
+        {"2026-11-20 14:03:00", 0, "\"2026-11-20 14:03:00\" has no offset, and no time zone"},
+        {"1991-07-01 12:00:00", 1, "Asia/Shanghai has had its offset only since 1992"},
+        {"2024-02-29 23:30:00", 3, "Asia/Almaty has had its offset only since 2025"},
+        {"2026-11-20 14:03:00", 4, "the offsets Mars/Olympus has had are not known"},
+    };
+    const pgw_tz *more[] = {NULL, &sh, &india, &almaty, &mars};
+    for (size_t i = 0; i < sizeof(unplaced) / sizeof(unplaced[0]); i++) {
+        int64_t t = 42;
+        pgw_err err;
+        assert_int_equal(pgw_parse_local_time(unplaced[i].text, more[unplaced[i].zone], &t, &err),
+                         PGW_ERANGE);
+        assert_int_equal(t, 42);
+        if (strstr(err.msg, unplaced[i].says) == NULL || err.msg[0] != '"')
+            fail_msg("\"%s\" does not say \"%s\"", err.msg, unplaced[i].says);
+    }
+    /* Every zone pgw_tz_lookup knows has its year. */
+    static const char *const known[] = {"UTC",           "Asia/Shanghai",     "Asia/Tokyo",
+                                        "Europe/Moscow", "America/Sao_Paulo", "Australia/Perth",
+                                        "+08:00"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        pgw_tz tz;
+        assert_int_equal(pgw_tz_lookup(known[i], &tz, NULL), PGW_OK);
+        assert_true(pgw_tz_fixed_since(&tz) <= 2025);
+    }
+    assert_int_equal(pgw_tz_fixed_since(&india), PGW_YEAR_MIN);
+    assert_int_equal(pgw_tz_fixed_since(&sh), 1992);
+    assert_int_equal(pgw_tz_fixed_since(&mars), PGW_YEAR_MAX + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_time_zones),
         cmocka_unit_test(test_local_dates_in_shanghai),
         cmocka_unit_test(test_rfc3339_parse_and_format),
+        cmocka_unit_test(test_local_times),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
