@@ -1207,6 +1207,119 @@ static void test_a_hurry_after_a_retry_read_past_leaves_the_arrival_unmarked(voi
     pgw_store_close(s);
 }
 
+/* What the courier tells of a claimed notice the store marked: hurried, not
+ * marked to read its balance when sent (notifier.c current_balance), it
+ * tells the balance it was queued with; otherwise it reads the member's
+ * balance as it is sent, at least as new as any the member has read. */
+static bool tells_queued_balance(const pgw_notice *n)
+{
+    return n->hurried && !n->merged;
+}
+
+/* An arrival the read saw queued that a sale joins after that read counts
+ * the sale: its balance is newer than the read, and it keeps it (R5's
+ * review of 7832a1e, which gave it the read's older balance). R (a
+ * redemption) waits for its retry; A2 (S002, 850) waits out its window;
+ * R's retry reads 850 with A2 queued; a second sale at S002 (+250, 1100)
+ * then joins A2 before R is recorded; a redemption R2 (950) hurries A2.
+ * Given R's 850, A2 told "+650, balance 850", and R2 then "-150, balance
+ * 950": a redemption that raised the balance. */
+static void test_an_arrival_joined_after_the_read_keeps_its_balance(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    pgw_notice r = got[0];
+    retry_at(s, r, 1000, 1005); /* WeChat timed out */
+    enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_int_equal(got[0].id, r.id);
+    got[0].balance = 850; /* read when sent, with A2 queued */
+    got[0].read_when_sent = true;
+    enqueue_at(s, "M1", "points_arrived", "S002", 250, 1100, 1005, 10); /* joins A2 */
+    sent_by(s, "A", got[0], 1005);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 950, 1006, 0); /* hurries A2 */
+    assert_int_equal(claim(s, 1006, got), 2);
+    assert_string_equal(got[0].kind, "points_arrived");
+    assert_int_equal(got[0].points, 650); /* the sale joined it */
+    if (got[0].balance != 1100)
+        fail_msg("arrival +%lld (joined after the read) tells balance %lld, then the "
+                 "redemption -150 tells %lld",
+                 (long long)got[0].points, (long long)got[0].balance, (long long)got[1].balance);
+    pgw_store_close(s);
+}
+
+/* A read is of the courier's member; merged while the notice is sent, the
+ * row is the survivor's, whose arrivals the read never saw (R5's review of
+ * 7832a1e). R (M2's redemption) waits for its retry; A (M1's arrival, 900)
+ * and A' (M2's, 550) wait out their windows; R's retry reads M2's 550; M2
+ * is merged into M1 before R is recorded; M1's redemption then hurries A.
+ * Given M2's 550, M1's arrival told a balance M1 never had. */
+static void test_a_merge_after_the_read_gives_the_survivor_no_merged_balance(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M2", 0, 1, &err), PGW_OK);
+    enqueue_at(s, "M2", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    pgw_notice r = got[0];
+    retry_at(s, r, 1000, 1005); /* WeChat timed out */
+    enqueue_at(s, "M1", "points_arrived", "S002", 400, 900, 1001, 10);
+    enqueue_at(s, "M2", "points_arrived", "S003", 100, 550, 1002, 10);
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_int_equal(got[0].id, r.id);
+    got[0].balance = 550; /* M2's, read when sent */
+    got[0].read_when_sent = true;
+    assert_int_equal(pgw_store_merge_rows(s, "M2", "M1", &err), PGW_OK);
+    sent_by(s, "A", got[0], 1005);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 1300, 1006, 0); /* hurries A */
+    assert_int_equal(claim(s, 1006, got), 3);
+    assert_int_equal(got[0].id, r.id + 1);
+    assert_string_equal(got[0].member, "M1");
+    if (got[0].balance == 550)
+        fail_msg("M1's arrival (queued with 900) tells 550, the balance R's read found for M2");
+    pgw_store_close(s);
+}
+
+/* Two retried notices of a member recorded out of the order of their reads
+ * (two couriers, or two gateways): the older read must not undo what the
+ * newer one did (R5's review of 7832a1e, which wrote the older read's
+ * balance over the newer's). Ra and Rb (redemptions) wait for their retry;
+ * A (S002, 850) waits out its window; Ra's retry reads 850 (A queued); a
+ * sale at S003 queues A3 (1100); Rb's retry reads 1100. Rb is recorded
+ * first, then Ra; a redemption then hurries A, which must not tell "+400,
+ * balance 850" after the member read 1100. */
+static void test_an_older_read_recorded_last_gives_no_older_balance(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 600, 1000, 0);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 2);
+    for (int k = 0; k < 2; k++)
+        retry_at(s, got[k], 1000, 1005); /* WeChat timed out */
+    enqueue_at(s, "M1", "points_arrived", "S002", 400, 850, 1001, 10);
+    assert_int_equal(claim(s, 1005, got), 2);
+    pgw_notice ra = got[0], rb = got[1];
+    ra.balance = 850; /* Ra's retry, read when sent */
+    ra.read_when_sent = true;
+    enqueue_at(s, "M1", "points_arrived", "S003", 250, 1100, 1005, 10);
+    rb.balance = 1100; /* Rb's retry, read when sent, after the sale at S003 */
+    rb.read_when_sent = true;
+    sent_by(s, "A", rb, 1006); /* Rb's courier records first */
+    sent_by(s, "A", ra, 1007);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 950, 1008, 0); /* hurries A and A3 */
+    assert_int_equal(claim(s, 1008, got), 3);
+    assert_string_equal(got[0].shop, "S002");
+    if (tells_queued_balance(&got[0]) && got[0].balance < 1100)
+        fail_msg("the member read 850 (Ra), 1100 (Rb), then A tells %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
 /*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
@@ -1906,6 +2019,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_hurry_after_a_retry_read_past_leaves_the_arrival_unmarked, db_fixture_setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_arrival_joined_after_the_read_keeps_its_balance,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_merge_after_the_read_gives_the_survivor_no_merged_balance, db_fixture_setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_older_read_recorded_last_gives_no_older_balance,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_clear_reads_only_the_marks, db_fixture_setup,
