@@ -463,27 +463,32 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
  * balance its cause computed, and so does an arrival a later notice
  * hurried (pgw_store_enqueue_notice), on a retry too: it goes before that
  * notice, and read now, "+600, balance 450" would precede "-150, balance
- * 450". The store drops that mark once the member has read another
- * balance (pgw_store_finish_notice), and so does the courier for the rest
- * of its batch (unmark_rest_of_batch). Not read for a notice sent right away
- * because the read is a member's lots, re-read from the file by a courier
- * whose cache the writer keeps invalidating, and at 1,000 notices/s it
- * made the couriers fall behind (bench_notify, p99 2-3.5 s). */
+ * 450". Either reads the balance when sent once the member has read
+ * another balance newer than its own: one a notice read as it was sent
+ * (a retry, say), or, for the hurried arrival, one a notice queued after
+ * it told (the store marks it so: pgw_store_finish_notice; the courier,
+ * in the rest of its batch: unmark_rest_of_batch). Not read for a notice
+ * sent right away because the read is a member's lots, re-read from the
+ * file by a courier whose cache the writer keeps invalidating, and at
+ * 1,000 notices/s it made the couriers fall behind (bench_notify, p99
+ * 2-3.5 s). */
 static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err)
 {
     bool at_once = nt->due_at <= nt->created_at && now_s() - nt->created_at < 2;
     /* A hurried arrival keeps its balance on a retry too, while marked: it
      * still goes before the notice that hurried it (H7: "+600, balance 0"
      * retried before a held "-150, balance 450"). */
-    if (!merged && !nt->merged && (nt->hurried || (at_once && nt->attempts <= 1)))
+    if (!merged && !nt->merged && !nt->read_past && (nt->hurried || (at_once && nt->attempts <= 1)))
         return PGW_OK;
     bool found = false;
     pgw_member_figures f;
     int rc = pgw_store_member_figures(c->store, nt->member, now_s(), &found, &f, err);
     if (rc == PGW_OK && found) /* not points past their expiry: the member has them no more */
         nt->balance = f.unexpired;
-    /* Sent, it may tell a later balance than a marked arrival queued after
-     * it: the store clears that mark (pgw_store_finish_notice). */
+    /* Sent, it may tell a later balance than a notice of the member still
+     * to go that was queued with its own: that one then reads too (the
+     * rest of the batch: unmark_rest_of_batch; after it, the store:
+     * pgw_store_finish_notice). */
     nt->read_when_sent = rc == PGW_OK && found;
     return rc;
 }
@@ -839,15 +844,25 @@ static void prune(courier *c, int64_t *next_at)
 }
 
 /*
- * The store's clear of hurried marks (pgw_store_finish_notice), applied to
- * the rest of the batch as soon as batch[i] is sent: the batch is recorded
- * after its last send, and a marked arrival of the member later in it
- * still had the claim's copy of its mark. It loses it as the store's
- * would: queued with another balance than the member has just read, and
- * queued before the sent notice, or after it when that one read its
- * balance as it was sent. Regressions (R3): R's retry told 0, then A2,
- * after it in the batch, "+400, balance 850"; a reversal told 0, then a
- * hurried arrival's retry "+600, balance 600" (14224e5 kept its balance).
+ * The store's rule (pgw_store_finish_notice), applied to the rest of the
+ * batch as soon as batch[i] is sent: the batch is recorded after its last
+ * send, and the claim's copies do not have the store's marks. A notice of
+ * the member later in the batch, queued with another balance than the one
+ * just told, reads the balance when sent (read_past): whatever it is when
+ * batch[i] read its balance as it was sent (a read sees every event
+ * before it, so it is never older than one queued; a notice sent after it
+ * telling the balance it was queued with could be), and when it is a
+ * hurried arrival queued before batch[i] (the member has read a balance
+ * after its own). A balance read later is never older than one read
+ * before, so the member never reads an older balance after a newer one.
+ * Regressions: R3, R's retry told 0, then A2, after it in the batch,
+ * "+400, balance 850"; a reversal told 0, then a hurried arrival's retry
+ * "+600, balance 600"; R4, an arrival R's retry read past, hurried by a
+ * reversal R2 and sent before it, read 1250 (counting a sale queued after
+ * R2), then R2, sent at once, told its queued 850. A read_past notice,
+ * not a cleared mark: an arrival hurried the second it was queued is
+ * also "sent at once" (current_balance), and would still have told its
+ * queued balance.
  */
 static void unmark_rest_of_batch(pgw_notice *batch, size_t i, size_t n)
 {
@@ -856,9 +871,9 @@ static void unmark_rest_of_batch(pgw_notice *batch, size_t i, size_t n)
         return;
     for (size_t j = i + 1; j < n; j++) {
         pgw_notice *later = &batch[j];
-        if (later->hurried && strcmp(later->member, sent->member) == 0 &&
-            later->balance != sent->balance && (later->id < sent->id || sent->read_when_sent))
-            later->hurried = false;
+        if (strcmp(later->member, sent->member) == 0 && later->balance != sent->balance &&
+            (sent->read_when_sent || (later->hurried && later->id < sent->id)))
+            later->read_past = true;
     }
 }
 

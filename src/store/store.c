@@ -256,12 +256,12 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
 #define JOINABLE "attempts = 0 AND (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED ")) = 0"
 /* The notices column `hurried` (schema 32): 0, 1 an arrival a later notice
  * hurried (it tells the balance it was queued with), 2 one a merge moved
- * (ST_MERGE_NOTICES) or an arrival still in its window that a notice sent
- * reading its balance read past (unmark_read_past): it tells the balance
- * when sent, hurried or not. A hurry sets 1 but keeps 2; a notice of the
- * member sent telling another balance while the arrival still waits
- * (held for SMS, a retry; unhurry) or an operator's retry clears 1
- * (UNHURRIED). */
+ * (ST_MERGE_NOTICES) or one still waiting that a notice sent reading its
+ * balance read past (unmark_read_past): it tells the balance when sent,
+ * hurried or not, sent at once or not. A hurry sets 1 but keeps 2; a
+ * notice of the member sent telling another balance while the arrival
+ * still waits (held for SMS, a retry; unhurry) or an operator's retry
+ * clears 1 (UNHURRIED). */
 #define HURRIED   "hurried = CASE WHEN hurried = 2 THEN 2 ELSE 1 END"
 #define UNHURRIED "hurried = CASE WHEN hurried = 1 THEN 0 ELSE hurried END"
 /* The clear of the marks when a notice of the member is sent (unhurry):
@@ -4676,6 +4676,7 @@ static bool notice_row(pgw_sql_stmt *st, void *item)
     n->hurried = pgw_sql_column_int64(st, 17) == 1;
     n->merged = pgw_sql_column_int64(st, 17) == 2;
     n->read_when_sent = false; /* the courier's to say */
+    n->read_past = false;
     return column_text(st, 1, n->member, sizeof(n->member)) &&
            column_text(st, 16, n->detail, sizeof(n->detail)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
@@ -4800,34 +4801,48 @@ static int unhurry(pgw_store *s, const pgw_notice *n, pgw_err *err)
 }
 
 /*
- * Notice `n`, recorded sent, read the balance it told as it was sent: the
- * member has read past the arrivals of its member queued after it that
- * still wait out their window, queued with another balance. unhurry
- * clears the marks there are; a hurry after it would mark these, and
- * they would tell the older balance (R3: R's retry told 1000 while A2,
- * 850, waited; R2 then hurried A2, which told 850). They are marked as a
- * merge marks (hurried = 2), which a hurry keeps and the courier reads as
- * "the balance when sent". Among the member's HURRY_NEWEST newest
- * notices: a hurry, now or later, marks no older ones. Only those queued
- * after `n`: one queued before it that a hurry could mark no longer waits
- * out its window (`n` hurried it when queued, or, an arrival itself,
- * waited out a window that ends after that one's).
+ * Notice `n`, recorded sent, read the balance it told as it was sent. The
+ * rule that keeps a member from reading an older balance after a newer
+ * one: a notice tells the balance it was queued with (sent at once, or a
+ * hurried arrival) only while no notice of its member was sent telling
+ * another balance, read after it was queued. A read as it is sent sees
+ * every event committed before it, so a balance read later is never older;
+ * one queued is as old as its event. So every notice of the member still
+ * waiting once `n` is recorded, queued with another balance than `n` told,
+ * reads the balance when sent from then on: marked as a merge marks
+ * (hurried = 2), which a hurry keeps and the courier reads as "the balance
+ * when sent". The courier applies the same rule to the rest of its batch
+ * (notifier.c unmark_rest_of_batch); what this marks is what is sent after
+ * the batch. Only a mark, never a balance: 7832a1e gave such notices the
+ * balance `n` read, which wrote an older balance over a sale joined after
+ * the read, a merged member's over a survivor's arrival, and an older
+ * read's over a newer one recorded first (R5); a mark is right whatever
+ * the order of the records. One queued between the read and the record is
+ * marked too: it reads a balance at least as new as its own. Regressions:
+ * R3 (R's retry told 1000 while A2, 850, waited out its window; R2 then
+ * hurried A2, which told 850); R4 across two batches (a reversal R2 queued
+ * at once while R's retry was claimed; R read 1250, counting R2 and a sale
+ * after it; R2 then told its queued 850). Among the member's HURRY_NEWEST
+ * newest notices: an arrival still in its window, one a hurry can mark,
+ * and one sent at once (within 2 s of its queueing) are there; marked
+ * arrivals further back lost their mark to unhurry, and read the balance
+ * when sent.
  */
-static int unmark_read_past(pgw_store *s, const pgw_notice *n, int64_t now, pgw_err *err)
+static int unmark_read_past(pgw_store *s, const pgw_notice *n, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET hurried = 2 WHERE id IN (SELECT id FROM notices"
                      " WHERE member = (SELECT member FROM notices WHERE id = ?1)"
                      " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
-                     " AND id > ?1 AND hurried = 0 AND balance <> ?2 AND " HURRY_TAKES("?3"),
+                     " AND (state = 'pending' OR state = 'sending') AND hurried <> 2"
+                     " AND balance <> ?2",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_int64(st, 2, n->balance);
-    pgw_sql_bind_int64(st, 3, now);
-    rc = step_done(s, st, "unmarking the arrivals a notice read past", err);
+    rc = step_done(s, st, "marking the notices a read went past", err);
     release(s, st);
     return rc;
 }
@@ -4865,7 +4880,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     if (rc == PGW_OK && sent)
         rc = unhurry(s, n, err);
     if (rc == PGW_OK && sent && n->read_when_sent)
-        rc = unmark_read_past(s, n, now, err);
+        rc = unmark_read_past(s, n, err);
     return rc;
 }
 

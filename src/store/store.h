@@ -633,16 +633,22 @@ typedef struct pgw_notice {
      * at once). */
     bool hurried;
     /* Queued for a member merged since (pgw_store_merge_rows moved it to
-     * the survivor), or an arrival still in its window when a notice of
-     * its member queued before it read another balance as it was sent
+     * the survivor), or still waiting when a notice of its member was
+     * sent telling another balance it read as it was sent
      * (pgw_store_finish_notice): it tells the balance when sent, never
      * the one it was queued with, hurried or not. */
     bool merged;
     /* Set by the courier (notifier.c current_balance), never stored: the
      * balance it tells was read as it was sent, not the one it was queued
-     * with. Recorded sent, such a notice may tell a later balance than an
-     * arrival of its member queued after it (pgw_store_finish_notice). */
+     * with. Recorded sent, such a notice may tell a later balance than a
+     * notice of its member still waiting (pgw_store_finish_notice). */
     bool read_when_sent;
+    /* Set by the courier (notifier.c unmark_rest_of_batch), never stored:
+     * a notice of its member sent before it in the batch told another
+     * balance, read as it was sent (or queued after it, this one
+     * hurried), so the member has read past the balance this one was
+     * queued with: it reads the balance when sent, as `merged`. */
+    bool read_past;
 } pgw_notice;
 
 /*
@@ -694,10 +700,11 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * a claim given back or released below, untried.) A notice recorded sent
  * clears the hurried mark of its member's arrivals still waiting before it
  * that were queued with another balance than it told (pgw_notice.hurried);
- * one that read that balance as it was sent (pgw_notice.read_when_sent),
- * of those waiting after it too, and the arrivals after it still in their
- * window, queued with another balance, tell the balance when sent from
- * then on, hurried or not (pgw_notice.merged). */
+ * one that read that balance as it was sent (pgw_notice.read_when_sent)
+ * clears those of the arrivals waiting after it too, and every notice of
+ * its member still waiting (among its 32 newest), queued with
+ * another balance, tells the balance when sent from then on, hurried or
+ * not, sent at once or not (pgw_notice.merged). */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it

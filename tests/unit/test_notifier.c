@@ -1097,6 +1097,145 @@ static void test_a_notice_earlier_in_the_batch_unmarks_a_retried_arrival(void **
     rig_free(&r);
 }
 
+/* ---- an arrival a notice read past: the hurry after it ---------------------- */
+
+/* Gives M1 a lot of `points`, earned by an earn of its own (`source`
+ * numbers it), in the open transaction. */
+static void lot_for_m1(pgw_store *s, int64_t points, int64_t source)
+{
+    int64_t now = time(NULL);
+    pgw_transfer t;
+    memset(&t, 0, sizeof(t));
+    t.kind = PGW_TRANSFER_EARN;
+    snprintf(t.idem_key, sizeof(t.idem_key), "store:S001:E%lld", (long long)source);
+    t.fingerprint[0] = (uint8_t)source;
+    snprintf(t.debit, sizeof(t.debit), "shop:S001:issued");
+    snprintf(t.credit, sizeof(t.credit), "member:M1");
+    t.points = points;
+    strcpy(t.shop_id, "S001");
+    strcpy(t.channel, "store");
+    t.occurred_at = now;
+    t.recorded_at_us = now * 1000000;
+    snprintf(t.reference, sizeof(t.reference), "R%lld", (long long)source);
+    pgw_err err;
+    if (pgw_store_append_transfer(s, &t, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_lot lot = {.points = points,
+                   .left = points,
+                   .earned_at = now,
+                   .expires_at = now + 30 * 86400,
+                   .source_transfer = t.id};
+    snprintf(lot.member, sizeof(lot.member), "M1");
+    if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* Takes `points` back from M1's lot of exactly that many points. */
+static void take_from_m1(pgw_store *s, int64_t points)
+{
+    pgw_lot lots[8];
+    size_t n = 0;
+    pgw_err err;
+    if (pgw_store_spendable_lots(s, "M1", time(NULL), NULL, lots, 8, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    for (size_t k = 0; k < n; k++)
+        if (lots[k].left == points) {
+            if (pgw_store_move_lot_points(s, lots[k].id, -points, 0, &err) != PGW_OK)
+                fail_msg("%s", err.msg);
+            return;
+        }
+    fail_msg("no lot of M1 with %lld points left", (long long)points);
+}
+
+/*
+ * Real balances (M1's lots). R (a reversal, 450) failed once; A2 (+400,
+ * 850) and A3 (+150, 1000) wait out their windows; R's retry reads 1000
+ * and tells it, which marks A2 "balance when sent" (2855d5f, hurried = 2).
+ * Then, in one transaction, R2 (a reversal, -150, 850) hurries A2 and A3,
+ * and A4 (+400, 1250) starts its window. One claim takes A2, A3, R2: A2
+ * goes first, as the hurry wants, but reads the balance as it is sent,
+ * past R2 and A4: "+400, balance 1250", then R2 "-150, balance 850". The
+ * member read an older balance after a newer one, which the hurry's mark
+ * exists to prevent ("+600, balance 450" before "-150, balance 450").
+ * Before 2855d5f A2 told its queued 850 after the member read 1000 (R3).
+ * Once A2 has read 1250, A3 and R2, after it in the batch, read theirs as
+ * they are sent too (unmark_rest_of_batch): "+400, balance 1250", "+150,
+ * balance 1250", "-150, balance 1250", never a balance older than one
+ * told before it. (A2 telling 1000, the balance the member read last,
+ * before R2, would do too; 7832a1e tried that, R5 found it wrong.)
+ */
+static void test_an_arrival_read_past_and_hurried_tells_no_balance_past_its_hurrier(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    quota_for_m1(&r, 2, 2);
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 450, 1);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now - 20,
+                                 0, &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    failed_before(r.store, now - 20, 1, (int64_t[]){now - 3}); /* R's retry: due 3 s ago */
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 400, 2);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 400, 850, "S002", "", now, 30,
+                                 &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 150, 3);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 150, 1000, "S003", "", now, 30,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice list[8];
+    size_t n = 0;
+    wait_m1_sent(r.store, list, &n, 1); /* R's retry */
+    assert_int_equal(n, 3);
+    assert_int_equal(list[2].balance, 1000); /* R read it as it was sent */
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    take_from_m1(r.store, 150);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 850, "S001", "", time(NULL),
+                                 0, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 400, 4);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 400, 1250, "S004", "", time(NULL),
+                                 30, &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    wait_m1_sent(r.store, list, &n, 4);
+    assert_int_equal(n, 5); /* newest first: A4 (waiting), R2, A3, A2, R */
+    const pgw_notice *r2 = &list[1], *a3 = &list[2], *a2 = &list[3];
+    assert_string_equal(r2->kind, "points_reversed");
+    assert_string_equal(a2->kind, "points_arrived");
+    assert_string_equal(r2->state, "sent");
+    assert_string_equal(a2->state, "sent");
+    /* 1000 is the balance before R2 (the member read it); 1250 only when R2
+     * too read it as it was sent (a courier late by 2 s), no inversion then */
+    bool late = r2->balance == 1250;
+    if (a2->balance != 1000 && !(late && a2->balance == 1250))
+        fail_msg("the arrival, hurried by a reversal and sent before it, told %lld, then the "
+                 "reversal told %lld: an older balance after a newer one; want 1000, the "
+                 "balance before the reversal, which the member has read, or 1250 from both",
+                 (long long)a2->balance, (long long)r2->balance);
+    assert_string_equal(a3->state, "sent");
+    if (a2->balance == 1250 && a3->balance != 1250) /* it went between them */
+        fail_msg("the arrival told 1250, then the next arrival told %lld", (long long)a3->balance);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -1106,6 +1245,9 @@ int main(void)
     }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_an_arrival_read_past_and_hurried_tells_no_balance_past_its_hurrier, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_retry_earlier_in_the_batch_unmarks_a_later_arrival,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(

@@ -1321,6 +1321,40 @@ static void test_an_older_read_recorded_last_gives_no_older_balance(void **state
 }
 
 /*
+ * A notice queued to go at once, and so to tell the balance it was queued
+ * with, waits behind a batch in which a notice of its member reads its
+ * balance as it is sent: R (a redemption) timed out and is claimed for its
+ * retry; a reversal R2 (850) is queued meanwhile, and a sale A4 (1250)
+ * after it; R's retry reads 1250 and is recorded. R2, claimed next, must
+ * not tell its queued 850 after the member read 1250 (a balance counting
+ * R2's own event and a later one): it reads its balance when sent. (R4's
+ * case across two batches; in one batch the courier does the same,
+ * notifier.c unmark_rest_of_batch.)
+ */
+static void test_a_read_marks_a_later_notice_queued_before_it(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
+    assert_int_equal(claim(s, 1005, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    enqueue_at(s, "M1", "points_arrived", "S004", 400, 1250, 1005, 10);
+    r.balance = 1250; /* read when sent, after R2 and A4 */
+    r.read_when_sent = true;
+    sent_by(s, "A", r, 1005);
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_string_equal(got[0].kind, "points_reversed");
+    if (!got[0].merged)
+        fail_msg("the member read 1250 (a retried redemption), then the reversal queued before "
+                 "that read, sent at once, tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -2025,6 +2059,8 @@ int main(void)
             test_a_merge_after_the_read_gives_the_survivor_no_merged_balance, db_fixture_setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_older_read_recorded_last_gives_no_older_balance,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_marks_a_later_notice_queued_before_it,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
