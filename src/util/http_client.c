@@ -127,17 +127,42 @@ static int before_sending(void *data, char *ip, char *local_ip, int port, int lo
     return s->refused ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
+static bool header_add(struct curl_slist **list, const char *line)
+{
+    struct curl_slist *more = curl_slist_append(*list, line);
+    if (more != NULL)
+        *list = more;
+    return more != NULL;
+}
+
+/*
+ * The call's headers, and an empty "Expect:", which stops curl adding
+ * `Expect: 100-continue` to a POST (libcurl 7.69 on: a body over 1 MiB;
+ * before: over 1 KiB): it would send the head alone and wait for the
+ * go-ahead, and a provider or proxy answering 417 has curl send the
+ * request again, which the resend guard stops, so a request whose body
+ * never left would fail as one that may have arrived. Each goes whole.
+ */
+static int request_headers(const pgw_http_call *call, struct curl_slist **out, pgw_err *err)
+{
+    struct curl_slist *headers = NULL;
+    bool ok = true;
+    for (size_t i = 0; ok && i < PGW_HTTP_HEADERS_MAX && call->headers[i] != NULL; i++)
+        ok = header_add(&headers, call->headers[i]);
+    if (!ok || !header_add(&headers, "Expect:")) {
+        curl_slist_free_all(headers);
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory for headers");
+    }
+    *out = headers;
+    return PGW_OK;
+}
+
 static int perform(CURL *curl, const pgw_http_call *call, sink *s, sendings *sent, pgw_err *err)
 {
     struct curl_slist *headers = NULL;
-    for (size_t i = 0; i < PGW_HTTP_HEADERS_MAX && call->headers[i] != NULL; i++) {
-        struct curl_slist *more = curl_slist_append(headers, call->headers[i]);
-        if (more == NULL) {
-            curl_slist_free_all(headers);
-            return pgw_err_set(err, PGW_ENOMEM, "out of memory for headers");
-        }
-        headers = more;
-    }
+    int hrc = request_headers(call, &headers, err);
+    if (hrc != PGW_OK)
+        return hrc;
     bool post = strcmp(call->method, "POST") == 0;
     curl_easy_setopt(curl, CURLOPT_URL, call->url);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L); /* worker threads: no SIGALRM */
@@ -145,6 +170,12 @@ static int perform(CURL *curl, const pgw_http_call *call, sink *s, sendings *sen
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout < 3000L ? timeout : 3000L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* HTTP/1.1 only, never HTTP/2 (which curl offers over TLS): a stream
+     * the provider refuses (REFUSED_STREAM, GOAWAY) was not processed, but
+     * curl's retry of it is a second sending, which the guard stops, so a
+     * call the provider never took would fail as one that may have. Calls
+     * go one at a time per connection: HTTP/2 would gain us nothing. */
+    curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink_write);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, s);

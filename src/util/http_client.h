@@ -20,6 +20,10 @@
  * a message sent twice is a member's notice twice, an SMS billed twice,
  * and its caller, told "sent", would never know.
  *
+ * So that only that case counts as a second sending, every request goes
+ * as HTTP/1.1 (never HTTP/2, whose refused streams curl retries) and whole
+ * (no `Expect: 100-continue`, whose 417 answer curl also retries).
+ *
  * pgw_http_client_init() must run once before any thread calls (curl's
  * global init is not thread-safe); main.c and tests do it.
  */
