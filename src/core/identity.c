@@ -19,6 +19,23 @@ static const char *const KIND_NAMES[] = {
 };
 #define N_KINDS (sizeof(KIND_NAMES) / sizeof(KIND_NAMES[0]))
 
+/*
+ * What a refusal says of a value: its shape, never the value. A refused
+ * value's message becomes a 400's answer and a log line, and a phone
+ * number (or an openid, a card, an address) must not reach a log: phones
+ * are sealed in the vault and logged masked, if at all.
+ */
+static const char *const VALUE_SHAPES[] = {
+    [PGW_ID_MEMBER] = "\"M\" and 1..20 of 0-9 A-Z",
+    [PGW_ID_PHONE] = "a mainland China mobile number",
+    [PGW_ID_CARD] = "1..32 letters, digits or -",
+    [PGW_ID_MP_OPENID] = "1..64 letters, digits, _ or -",
+    [PGW_ID_OA_OPENID] = "1..64 letters, digits, _ or -",
+    [PGW_ID_UNIONID] = "1..64 letters, digits, _ or -",
+    [PGW_ID_EMAIL] = "name@domain.tld",
+};
+PGW_STATIC_ASSERT(sizeof(VALUE_SHAPES) == sizeof(KIND_NAMES), "a shape for every kind");
+
 int pgw_identity_kind_parse(const char *name, pgw_identity_kind *out)
 {
     for (size_t i = 0; i < N_KINDS; i++) {
@@ -44,6 +61,16 @@ static bool is_digit(char c)
 static bool is_alnum(char c)
 {
     return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* The character (not byte) count of in[0..end), counted from 1: where a
+ * refusal points instead of quoting the number. */
+static size_t char_at(const char *in, size_t end)
+{
+    size_t chars = 0;
+    for (size_t i = 0; i < end; i++)
+        chars += ((unsigned char)in[i] & 0xC0) != 0x80;
+    return chars;
 }
 
 /*
@@ -91,17 +118,17 @@ int pgw_phone_normalize(const char *in, char *out, size_t cap, pgw_err *err)
         }
         if (!is_digit(c))
             return pgw_err_set(err, PGW_EINVAL,
-                               "phone number \"%.64s\" has a character that is "
-                               "not a digit",
-                               in);
+                               "the phone number has a character that is not a digit (its "
+                               "character %zu)",
+                               char_at(in, i));
         digits[n++] = c;
     }
     digits[n] = '\0';
     const char *d = digits;
     if (plus) {
         if (strncmp(d, "86", 2) != 0)
-            return pgw_err_set(err, PGW_EINVAL, "\"%.64s\" is not a mainland China number (+86)",
-                               in);
+            return pgw_err_set(err, PGW_EINVAL,
+                               "the phone number is not a mainland China number (+86)");
         d += 2;
     } else if (strncmp(d, "0086", 4) == 0) {
         d += 4;
@@ -112,9 +139,9 @@ int pgw_phone_normalize(const char *in, char *out, size_t cap, pgw_err *err)
         d += 1; /* a trunk '0' typed in front of a mobile */
     if (strlen(d) != 11 || d[0] != '1' || d[1] < '3' || d[1] > '9')
         return pgw_err_set(err, PGW_EINVAL,
-                           "\"%.64s\" is not a mainland China mobile number "
-                           "(11 digits starting 13-19)",
-                           in);
+                           "the phone number is not a mainland China mobile number (11 digits "
+                           "starting 13-19; %zu digits%s)",
+                           strlen(d), strlen(d) == 11 ? " not starting so" : "");
     snprintf(out, cap, "+86%s", d);
     return PGW_OK;
 }
@@ -170,11 +197,12 @@ static int email_normalize(const char *s, char *out, size_t cap, pgw_err *err)
     const char *at = strchr(s, '@');
     if (len > PGW_IDENTITY_VALUE_MAX || at == NULL || strchr(at + 1, '@') != NULL || at == s ||
         at - s > 64 || strchr(at + 1, '.') == NULL || at[1] == '.' || s[len - 1] == '.')
-        return pgw_err_set(err, PGW_EINVAL, "\"%.64s\" is not an email address", s);
+        return pgw_err_set(err, PGW_EINVAL, "the value is not an email address (name@domain.tld)");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c <= ' ' || c == 0x7F || c >= 0x80)
-            return pgw_err_set(err, PGW_EINVAL, "email \"%.64s\" has a space or non-ASCII byte", s);
+            return pgw_err_set(err, PGW_EINVAL,
+                               "the email address has a space or non-ASCII byte (byte %zu)", i + 1);
     }
     PGW_ASSERT(cap > len);
     for (size_t i = 0; i <= len; i++) {
@@ -229,7 +257,8 @@ static int check_value(pgw_identity_kind kind, const char *value, pgw_identity *
         break;
     }
     if (!ok)
-        return pgw_err_set(err, PGW_EINVAL, "\"%.64s\" is not a valid %s", value, KIND_NAMES[kind]);
+        return pgw_err_set(err, PGW_EINVAL, "the value is not a valid %s (%s)", KIND_NAMES[kind],
+                           VALUE_SHAPES[kind]);
     snprintf(out->value, sizeof(out->value), "%s", value);
     return PGW_OK;
 }
@@ -259,14 +288,16 @@ int pgw_identity_parse(const char *text, pgw_identity *out, pgw_err *err)
     memcpy(buf, text, len + 1);
     char *colon = strchr(buf, ':');
     if (colon == NULL)
-        return pgw_err_set(err, PGW_EINVAL,
-                           "identity \"%.64s\" is not kind:value "
-                           "(e.g. phone:13800138000)",
-                           text);
+        return pgw_err_set(
+            err, PGW_EINVAL,
+            "an identity is kind:value (phone:NUMBER, card:SHOP:NUMBER ...), and this "
+            "one has no ':'");
     *colon = '\0';
     pgw_identity_kind kind;
     if (pgw_identity_kind_parse(buf, &kind) != PGW_OK)
-        return pgw_err_set(err, PGW_EINVAL, "unknown identity kind \"%.32s\"", buf);
+        return pgw_err_set(err, PGW_EINVAL,
+                           "unknown identity kind before the ':' (member_id, phone, card, "
+                           "mp_openid, oa_openid, unionid or email)");
     char *value = colon + 1;
     const char *scope = NULL;
     if (kind == PGW_ID_CARD || kind == PGW_ID_MP_OPENID || kind == PGW_ID_OA_OPENID) {

@@ -576,7 +576,7 @@ fi
 printf '\xef\xbb\xbfcard,phone,points\r\nC1,13500135000,1000\r\nC2,,50\r\n,13500135000,10\r\nC3,abc,5\r\nC1,13900139000,7\r\nC1,13500135000,1000\r\n' >"$tmp/legacy.csv"
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "$import_db"
 expect_text '"rate_bp":5000,"created":2,"matched_by_card":0,"matched_by_phone":1,"replayed":0,"rejected":3,"points":530'
-expect_text 'line 5: EINVAL: phone number "abc"'
+expect_text 'line 5: EINVAL: the phone number has a character that is not a digit (its character 1)'
 expect_text 'line 6: EINVAL: card C1 is on line 2 already'
 expect_text 'line 7: EINVAL: card C1 is on line 2 already'
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/legacy.csv" --rate-bp 5000 --db "$import_db"
@@ -610,7 +610,7 @@ done
 printf 'card,phone,points\nC1,abc,5\nC1,13500135000,10\n' >"$tmp/badphone.csv"
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/badphone.csv" --db "sqlite:$tmp/badphone.db"
 expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":2,"points":0'
-expect_text 'line 2: EINVAL: phone number "abc"'
+expect_text 'line 2: EINVAL: the phone number has a character that is not a digit (its character 1)'
 expect_text 'line 3: EINVAL: card C1 is on line 2 already'
 # Regression: an operator who mended a rejected row and ran the file again
 # without --batch had every row imported the first time credited twice (the

@@ -391,12 +391,14 @@ def test_identities(s):
     # or "$.member:" (events), not the field that was bad.
     status, found, _ = s.request("POST", "/v1/members/resolve", {"phone": "12800138000"})
     check(status == 400 and error_code(found) == "invalid_request" and
-          found["error"]["message"].startswith('$.phone: "12800138000" is not'),
-          f"a bad phone's error names $.phone: {status} {found}")
+          found["error"]["message"].startswith("$.phone: the phone number is not") and
+          "12800138000" not in found["error"]["message"],
+          f"a bad phone's error names $.phone, not the number: {status} {found}")
     status, doc, _ = s.request("POST", "/v1/events", dict(API_MD_EVENT, event_id="S001-BADPHONE",
                                                           member={"phone": "12800138000"}))
     check(status == 400 and error_code(doc) == "invalid_request" and
-          doc["error"]["message"].startswith('$.member.phone: "12800138000" is not'),
+          doc["error"]["message"].startswith("$.member.phone: the phone number is not") and
+          "12800138000" not in doc["error"]["message"],
           f"and an event's names $.member.phone: {status} {doc}")
     hold = {"hold_id": "H-PHONE", "member": {"phone": "13800138000"}, "shop_id": "S001",
             "points": 10}

@@ -363,6 +363,16 @@ def mini_program(srv, fake):
                  {"appid": MP_APPID, "code": "ph-hk", "phone": "91234567", "country_code": 852})
     status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-hk"}, session=session3)
     check(status == 400, "a number outside the mainland: 400, not 401 (%s)" % status)
+    # Regression (a review of identity.c): a number WeChat gave that is no
+    # mainland mobile (second digit 2) was quoted in the 400's message, a
+    # message that may reach a log.
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-128",
+                                                "phone": "12800138000"})
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-128"}, session=session3)
+    check(status == 400 and "12800138000" not in json.dumps(doc) and
+          "12800138000" not in srv.stderr(),
+          "a number that is no mobile: 400, the number neither in the answer nor on stderr "
+          "(%s %s)" % (status, doc))
     # Regression: a number recycled to another WeChat user merged its last
     # owner's member (openid, unionid, points) into the new one's.
     srv.request("POST", "/v1/events", purchase("POS-3", "13900139000", 5000), key=SHOP)

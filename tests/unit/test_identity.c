@@ -9,6 +9,8 @@
 
 #include "core/identity.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 static void test_phones_normalise_to_one_number(void **state)
@@ -177,6 +179,66 @@ static void test_bounds_exactly_at_the_limit(void **state)
                      PGW_OK);
 }
 
+/* Whether msg holds 4 digits in a row: what is left of a number in it. */
+static bool has_digit_run(const char *msg)
+{
+    int run = 0;
+    for (const char *p = msg; *p != '\0'; p++) {
+        run = (*p >= '0' && *p <= '9') ? run + 1 : 0;
+        if (run >= 4)
+            return true;
+    }
+    return false;
+}
+
+/* Regression (a review of the mini-program routes): a refused value was
+ * copied into its message, which becomes a 400's answer (POST
+ * /v1/mp/phone, an event's $.phone) and a log line: a phone number must
+ * never reach a log. The message says what is wrong, not the value. */
+static void test_refusals_do_not_repeat_the_value(void **state)
+{
+    (void)state;
+    static const char *const phones[] = {
+        "13912345678x",                 /* a letter */
+        "+1 415 555 0142",              /* not +86 */
+        "12845678912",                  /* second digit 2 */
+        "1384567891",                   /* 10 digits */
+        "＋８６１３９１２３４５６７ａ", /* full-width, a letter */
+    };
+    for (size_t i = 0; i < sizeof(phones) / sizeof(phones[0]); i++) {
+        char out[16];
+        pgw_err err;
+        pgw_err_clear(&err);
+        assert_int_equal(pgw_phone_normalize(phones[i], out, sizeof(out), &err), PGW_EINVAL);
+        if (has_digit_run(err.msg) || strstr(err.msg, phones[i]) != NULL)
+            fail_msg("\"%s\": its message repeats it: %s", phones[i], err.msg);
+        char text[128];
+        snprintf(text, sizeof(text), "phone:%s", phones[i]);
+        pgw_identity id;
+        assert_int_equal(pgw_identity_parse(text, &id, &err), PGW_EINVAL);
+        if (has_digit_run(err.msg))
+            fail_msg("\"%s\": its message repeats it: %s", text, err.msg);
+    }
+    static const char *const others[] = {
+        "13912345678", /* a phone typed without its kind */
+        "email:li.lei.13912345678@example",
+        "email:li lei@example.com",
+        "card:S001:8800 1234",
+        "unionid:oUnion!13912345678",
+        "member_id:m13912345678",
+        "fax13912345678:1",
+    };
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        pgw_identity id;
+        pgw_err err;
+        pgw_err_clear(&err);
+        assert_int_equal(pgw_identity_parse(others[i], &id, &err), PGW_EINVAL);
+        if (has_digit_run(err.msg) || strstr(err.msg, "li.lei") || strstr(err.msg, "li lei"))
+            fail_msg("\"%s\": its message repeats it: %s", others[i], err.msg);
+        assert_true(err.msg[0] != '\0');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_parse_format_round_trip),
         cmocka_unit_test(test_identities_refused),
         cmocka_unit_test(test_bounds_exactly_at_the_limit),
+        cmocka_unit_test(test_refusals_do_not_repeat_the_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
