@@ -80,10 +80,19 @@ pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply)
         return PGW_WX_DONE;
     if (rc == PGW_ESTATE)
         return PGW_WX_FALL_THROUGH;
-    /* A daily quota (45009) does not come back within a retry's backoff. */
-    if (rc == PGW_EUNAVAILABLE && !(reply != NULL && reply->errcode == 45009))
+    /* A daily quota (45009) does not come back within a retry's backoff,
+     * but it does come back: not a refusal for good either. */
+    if (rc == PGW_EUNAVAILABLE && reply != NULL && reply->errcode == 45009)
+        return PGW_WX_QUOTA_DAY;
+    if (rc == PGW_EUNAVAILABLE)
         return PGW_WX_RETRY;
     return PGW_WX_GIVE_UP;
+}
+
+int64_t pgw_wx_quota_back(int64_t now)
+{
+    int64_t into_day = ((now + PGW_WX_DAY_OFFSET_S) % 86400 + 86400) % 86400;
+    return into_day < PGW_WX_DAY_SKEW_S ? now : now + (86400 - into_day);
 }
 
 /* The rc of a WeChat errcode (client.h says which). */

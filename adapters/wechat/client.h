@@ -58,10 +58,28 @@ typedef enum pgw_wx_outcome {
     PGW_WX_RETRY,        /* busy, timed out, 5xx: try again later */
     PGW_WX_FALL_THROUGH, /* 43101 no quota, 43004 not following: next channel */
     PGW_WX_GIVE_UP,      /* a permanent refusal */
+    /* 45009: the app's daily quota of the call is used up: the same call
+     * fails until WeChat's day turns (pgw_wx_quota_back), not for a blip */
+    PGW_WX_QUOTA_DAY,
 } pgw_wx_outcome;
 
 /* Classifies a call's result (rc from the functions here, and its reply). */
 pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply);
+
+/* WeChat's day is China's (UTC+8, no daylight saving), whatever the
+ * mall's zone; a 45009 in its first PGW_WX_DAY_SKEW_S seconds is the day
+ * before's, met with a clock a little behind WeChat's or ours. */
+#define PGW_WX_DAY_OFFSET_S (8 * 3600)
+#define PGW_WX_DAY_SKEW_S   60
+
+/*
+ * When WeChat's daily quotas come back after a 45009 met at `now` (unix
+ * seconds): the next midnight of WeChat's day; `now` itself in that day's
+ * first PGW_WX_DAY_SKEW_S seconds (the quota is back already: retry as
+ * after a blip). One answer for the mini program's Retry-After and the
+ * notifier's wait.
+ */
+int64_t pgw_wx_quota_back(int64_t now);
 
 /* The shared token store (all callbacks return PGW_OK or a PGW_E... code). */
 typedef struct pgw_wx_token_cache {
@@ -118,7 +136,8 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * WeChat's JSON (errcode 0; the caller decrefs). Otherwise the reply says
  * what WeChat answered (errcode, errmsg; those of the token call when
  * that failed) and the rc how it failed: PGW_EUNAVAILABLE (no answer,
- * busy -1, 5xx, quota), PGW_ESTATE (43101, 43004: the member cannot get it
+ * busy -1, 5xx, quota: a daily quota's errcode 45009 in the reply tells
+ * it from a blip, see pgw_wx_classify), PGW_ESTATE (43101, 43004: the member cannot get it
  * there), PGW_EUNAUTHORIZED (a bad or used code: ask the client for a new
  * one), PGW_ERISK (40226, WeChat blocks the user), PGW_EINVAL (an invalid
  * argument), PGW_EIO (anything else, such as a wrong secret or appid: our

@@ -88,11 +88,12 @@ typedef struct reach_info {
 
 /* What one attempt on one channel came to. */
 typedef enum attempt {
-    SENT,    /* accepted: provider_id set */
-    RETRY,   /* transient: the same channel later */
-    NEXT,    /* this channel refuses this member (no quota, not following): the next one now */
-    GIVE_UP, /* this channel failed for good (a bad template, our configuration): the next one */
-    DEFER,   /* an SMS in quiet hours, or over a number's limit: later, not an attempt */
+    SENT,      /* accepted: provider_id set */
+    RETRY,     /* transient: the same channel later */
+    NEXT,      /* this channel refuses this member (no quota, not following): the next one now */
+    GIVE_UP,   /* this channel failed for good (a bad template, our configuration): the next one */
+    DEFER,     /* an SMS in quiet hours, or over a number's limit: later, not an attempt */
+    QUOTA_DAY, /* WeChat's daily quota (45009): this channel when WeChat's day turns */
 } attempt;
 
 static int64_t now_s(void)
@@ -216,6 +217,7 @@ static attempt outcome_of(pgw_wx_outcome o)
     return o == PGW_WX_DONE           ? SENT
            : o == PGW_WX_RETRY        ? RETRY
            : o == PGW_WX_FALL_THROUGH ? NEXT
+           : o == PGW_WX_QUOTA_DAY    ? QUOTA_DAY
                                       : GIVE_UP;
 }
 
@@ -444,6 +446,27 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
     snprintf(nt->state, sizeof(nt->state), "pending");
     nt->due_at = now + (ms + 999) / 1000;
     count(n, &n->stats.retried);
+}
+
+/*
+ * WeChat's daily quota (45009) is the app's, not the notice's, and comes
+ * back at WeChat's midnight: the notice waits for it, pending, its attempt
+ * uncounted, for the same channel (the route's order stands). Given up,
+ * it went by SMS at once or died with no channel left; retried with
+ * backoff, it would spend its attempts on a quota that stays gone all
+ * day. False in the first minute of WeChat's day: the quota is back
+ * already (pgw_wx_quota_back), and the attempt is a retry's.
+ */
+static bool wait_for_quota(pgw_notifier *n, pgw_notice *nt, int64_t now)
+{
+    int64_t back = pgw_wx_quota_back(now);
+    if (back <= now)
+        return false;
+    snprintf(nt->state, sizeof(nt->state), "pending");
+    nt->due_at = back;
+    nt->attempts--;
+    count(n, &n->stats.deferred);
+    return true;
 }
 
 static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
@@ -766,7 +789,9 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             count(n, &n->stats.deferred);
             break;
         }
-        if (a == RETRY) {
+        if (a == QUOTA_DAY && wait_for_quota(n, nt, now_s()))
+            break;
+        if (a == RETRY || a == QUOTA_DAY) {
             schedule_retry(n, nt, now_s()); /* from now: the attempt took time */
             break;
         }

@@ -2132,29 +2132,24 @@ static void mp_wechat_down(pgw_job *job, const pgw_err *cause)
     wx_fail(job, PGW_EUNAVAILABLE, &err);
 }
 
-/* WeChat's daily quotas (45009) are counted by WeChat's day, China's
- * (UTC+8, no daylight saving), whatever the mall's time zone. In the
- * first minute of that day a 45009 is the day before's, met with a clock
- * a little behind WeChat's or ours: the quota is back, so it is answered
- * as WeChat failing, not with a day's wait (R2). */
-#define WX_DAY_OFFSET_S (8 * 3600)
-#define WX_DAY_SKEW_S   60
-
 /* A login or a phone number refused for WeChat's daily quota (45009): 503
  * as WeChat failing, but with a Retry-After that says when the quota comes
- * back, the start of WeChat's next day, not 5 s: a retry before it fails
- * again (the operator may reset the quota sooner: clear_quota). */
+ * back, the start of WeChat's next day (China's, UTC+8, whatever the
+ * mall's zone), not 5 s: a retry before it fails again (the operator may
+ * reset the quota sooner: clear_quota). In the first minute of that day
+ * the quota is back already: answered as WeChat failing, not with a day's
+ * wait (R2). pgw_wx_quota_back says which, for the notifier too. */
 static void mp_wechat_quota(pgw_job *job, const pgw_err *cause)
 {
     char shown[PGW_ERR_MSG_MAX];
     without_urls(cause->msg, shown, sizeof(shown));
     snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed), "%s", cause->msg);
-    int64_t into_day = ((job->cmd.at + WX_DAY_OFFSET_S) % 86400 + 86400) % 86400;
-    if (into_day < WX_DAY_SKEW_S) {
+    int64_t back = pgw_wx_quota_back(job->cmd.at);
+    if (back <= job->cmd.at) {
         mp_wechat_down(job, cause);
         return;
     }
-    job->cmd.retry_at = job->cmd.at + (86400 - into_day);
+    job->cmd.retry_at = back;
     bool login = job->route == R_MP_LOGIN;
     pgw_err err;
     pgw_err_set(&err, PGW_EUNAVAILABLE,
@@ -2162,7 +2157,7 @@ static void mp_wechat_quota(pgw_job *job, const pgw_err *cause)
                 "midnight China time (UTC+8), in %lld s, with a new code from %s",
                 login ? "the login could not be checked with WeChat"
                       : "the phone number could not be had from WeChat",
-                shown, (long long)(86400 - into_day), login ? "wx.login" : "getPhoneNumber");
+                shown, (long long)(back - job->cmd.at), login ? "wx.login" : "getPhoneNumber");
     wx_fail(job, PGW_EUNAVAILABLE, &err);
 }
 

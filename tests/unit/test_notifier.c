@@ -1236,6 +1236,98 @@ static void test_an_arrival_read_past_and_hurried_tells_no_balance_past_its_hurr
     rig_free(&r);
 }
 
+/* ---- WeChat's daily quota ------------------------------------------------------ */
+
+/* Sets the notifier's clock (time()) `into_day` seconds into WeChat's day
+ * (China's, UTC+8); returns that instant. */
+static int64_t clock_into_wechat_day(int64_t into_day)
+{
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int64_t into = ((int64_t)wall.tv_sec + 8 * 3600) % 86400;
+    atomic_store(&clock_ahead, (long long)((into_day - into + 86400) % 86400));
+    return (int64_t)time(NULL);
+}
+
+/* M1 with a phone, a mini-program openid with a unit of quota and a
+ * notice due; the subscribe message's next send answered `errcode`. */
+static void m1_subscribed(rig *r, long errcode)
+{
+    member_with_notice(r->store, r->vault, "M1", "13800138000");
+    bind_mp_openid(r, "M1", "oMpAlpha", 1);
+    subscribe(r, "M1", "oMpAlpha");
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "errcode", (int)errcode)));
+}
+
+/*
+ * Regression (a review of the WeChat client): WeChat's daily quota
+ * (45009) on a subscribe message gave the channel up for the notice: it
+ * went by SMS at once (or died, with no other channel), though the quota
+ * comes back at WeChat's midnight (UTC+8). It waits for that midnight,
+ * for the same channel, the attempt not counted.
+ */
+static void test_a_daily_quota_waits_for_wechats_next_day(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    rig r;
+    rig_open(f, mall(), &r);
+    m1_subscribed(&r, 45009);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
+                                 (strcmp(nt.state, "pending") == 0 && nt.due_at < now + 60));
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
+        (nt.excluded & PGW_CHANNEL_MP) != 0 || to[0] != '\0')
+        fail_msg("notice %s by %s, due %lld (midnight UTC+8 %lld), %lld attempts, excluded "
+                 "%lld, WeChat delivered to \"%s\" (%s): want it pending until midnight UTC+8, "
+                 "uncounted, sent no other way",
+                 nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
+                 (long long)nt.attempts, (long long)nt.excluded, to, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
+ * A 45009 in the first minute of WeChat's day is the day before's, met
+ * with a clock a little behind (api.c answers a mini program so too): the
+ * quota is back, so it is retried as after a blip, on the same channel.
+ */
+static void test_a_daily_quota_at_midnight_is_retried(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    clock_into_wechat_day(5); /* 00:00:05 in China */
+    rig r;
+    rig_open(f, mall_retrying(false), &r);
+    m1_subscribed(&r, 45009);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    size_t sent = wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    if (sent != 1 || strcmp(nt.channel, "wechat_mp") != 0 || nt.attempts != 2)
+        fail_msg("notice %s by %s after %lld attempts (%s): want sent by wechat_mp at the "
+                 "second",
+                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -1275,6 +1367,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_merged_arrival_tells_the_survivors_balance, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_daily_quota_waits_for_wechats_next_day, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_daily_quota_at_midnight_is_retried, setup,
                                         db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);

@@ -562,13 +562,30 @@ static void test_token_refusal_gives_up(void **state)
     }
 }
 
+/* WeChat's daily quota comes back at midnight China time (UTC+8), and in
+ * the first minute of WeChat's day is back already (the 45009 is the day
+ * before's). */
+static void test_quota_back(void **state)
+{
+    (void)state;
+    const int64_t midnight = 1796227200; /* 2026-12-02 00:00:00 UTC+8 */
+    assert_int_equal((midnight + PGW_WX_DAY_OFFSET_S) % 86400, 0);
+    assert_int_equal(pgw_wx_quota_back(midnight - 1), midnight);
+    assert_int_equal(pgw_wx_quota_back(midnight - 86400 + PGW_WX_DAY_SKEW_S), midnight);
+    assert_int_equal(pgw_wx_quota_back(midnight - 12 * 3600), midnight);
+    assert_int_equal(pgw_wx_quota_back(midnight), midnight);
+    assert_int_equal(pgw_wx_quota_back(midnight + PGW_WX_DAY_SKEW_S - 1),
+                     midnight + PGW_WX_DAY_SKEW_S - 1);
+    assert_int_equal(pgw_wx_quota_back(midnight + PGW_WX_DAY_SKEW_S), midnight + 86400);
+}
+
 static void test_classify(void **state)
 {
     (void)state;
     pgw_wx_reply none = {0}, daily = {.errcode = 45009};
     assert_int_equal(pgw_wx_classify(PGW_OK, &none), PGW_WX_DONE);
     assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, NULL), PGW_WX_RETRY);
-    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &daily), PGW_WX_GIVE_UP);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &daily), PGW_WX_QUOTA_DAY);
     assert_int_equal(pgw_wx_classify(PGW_ESTATE, &none), PGW_WX_FALL_THROUGH);
     assert_int_equal(pgw_wx_classify(PGW_EINVAL, &none), PGW_WX_GIVE_UP);
     assert_int_equal(pgw_wx_classify(PGW_EIO, &none), PGW_WX_GIVE_UP);
@@ -586,11 +603,12 @@ static void test_classify(void **state)
     assert_int_equal(reply.errcode, -1);
     assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_RETRY);
 
-    /* 45009 daily quota: not within a retry's backoff. */
+    /* 45009 daily quota: not within a retry's backoff, nor for good (a
+     * review: a sender could not tell it from a blip but by errcode). */
     fault(json_pack("{s:s,s:i,s:i}", "path", SEND_PATH, "count", 1, "errcode", 45009));
     assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_EUNAVAILABLE);
     assert_int_equal(reply.errcode, 45009);
-    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_GIVE_UP);
+    assert_int_equal(pgw_wx_classify(PGW_EUNAVAILABLE, &reply), PGW_WX_QUOTA_DAY);
 
     /* No subscription quota: 43101, the next channel. */
     assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_ESTATE);
@@ -1471,6 +1489,7 @@ int main(void)
         cmocka_unit_test_setup(test_only_one_retry, reset_fake),
         cmocka_unit_test_setup(test_reply_not_stale, reset_fake),
         cmocka_unit_test_setup(test_classify, reset_fake),
+        cmocka_unit_test(test_quota_back),
         cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
         cmocka_unit_test_setup(test_send_not_resent, reset_fake),
