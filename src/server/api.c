@@ -296,6 +296,9 @@ struct pgw_api {
     uint64_t risk_rejected[N_RISK_RULES];
     pgw_log_limit login_said; /* the service thread's: WeChat failing logins (mp_wechat_tell) */
     pgw_log_limit phone_said; /* the same for phone numbers */
+    /* Phone answers with no usable number: limited alike, but apart from
+     * WeChat's failures, so an answer after them is no "works again". */
+    pgw_log_limit unusable_said;
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
     void *notify_ctx;
@@ -3882,11 +3885,13 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
 
 /* The operator's line of a login or a phone number WeChat failed, with
  * WeChat's address (limited as the sweep's lines: during an outage every
- * one fails), or answered with nothing usable (mp_phone_unusable), and
- * one when WeChat answers again. "Again" only a minute
+ * one fails), and one when WeChat answers again. "Again" only a minute
  * after the minute's first line (R3): these come at request rate, and a
  * WeChat failing every other one (-1, busy) cleared the limit each time,
- * two lines a failure. On the service thread. */
+ * two lines a failure. A phone answered with nothing usable
+ * (mp_phone_unusable) is no failure of WeChat's: its line is limited the
+ * same way but on a limit of its own, or the next good answer said
+ * "works again" of a WeChat that was never down. On the service thread. */
 static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
 {
     if (job->wx == NULL)
@@ -3901,9 +3906,9 @@ static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
     if (job->wx->wechat_failed[0] != '\0') {
         pgw_err_set(&cause, PGW_EUNAVAILABLE, "%s", job->wx->wechat_failed);
         pgw_expire_tell(said, what, PGW_EUNAVAILABLE, &cause);
-    } else if (job->wx->wechat_unusable[0] != '\0') { /* limited as failures: request rate */
+    } else if (job->wx->wechat_unusable[0] != '\0') { /* at request rate too */
         pgw_err_set(&cause, PGW_EINVAL, "%s", job->wx->wechat_unusable);
-        pgw_expire_tell(said, what, PGW_EINVAL, &cause);
+        pgw_expire_tell(&api->unusable_said, what, PGW_EINVAL, &cause);
     } else if (job->wx->wechat_answered && minute_over) {
         pgw_expire_tell(said, what, PGW_OK, &cause);
     }

@@ -1509,6 +1509,50 @@ def phone_answer_unusable(srv, fake):
           "nothing bound: %s %s" % (status, me))
 
 
+def unusable_then_answered_start(tmp, fake, env):
+    """Regression (a review of b0f9a44): an answer with no usable number
+    went through the log limit of WeChat's failures, so a good answer a
+    minute later said "mini-program phone number works again" though
+    WeChat was never down. On a server of its own (the main one has seen
+    real failures): an unusable answer now; the rest a minute later
+    (unusable_then_answered_finish), while the other checks run."""
+    d = os.path.join(tmp, "unusable")
+    os.makedirs(d)
+    srv = Server(d, write_config(d, fake.port), env)
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-unusable",
+                                                "openid": "oMP-unusable"})
+    status, doc, _ = login(srv.port, "code-unusable")
+    check(status == 200, "a login for the unusable answer: %s %s" % (status, doc))
+    session = doc.get("session", "")
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-unusable",
+                                                "phone": "13300133011", "openid": "oMP-unusable",
+                                                "no_phone_info": True})
+    status, doc, _ = phone(srv.port, session, "ph-unusable")
+    check(status == 400, "an answer without phone_info: 400 (%s %s)" % (status, doc))
+    eventually(srv.stderr, lambda t: "mini-program phone number: " in t and "phone_info" in t)
+    return srv, session, time.monotonic()
+
+
+def unusable_then_answered_finish(started, fake):
+    """A good answer over a minute after the unusable one: no "works
+    again", as nothing failed."""
+    srv, session, at = started
+    try:
+        time.sleep(max(0.0, at + 61 - time.monotonic()))  # the limit's minute (PGW_LOG_EVERY_S)
+        fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-usable",
+                                                    "phone": "13300133012",
+                                                    "openid": "oMP-unusable"})
+        status, doc, _ = phone(srv.port, session, "ph-usable")
+        check(status == 200, "a good answer after the unusable one: %s %s" % (status, doc))
+        time.sleep(0.3)
+        lines = [l for l in srv.stderr().splitlines() if "mini-program phone number" in l]
+        check(not any("works again" in l for l in lines),
+              "an unusable answer, then a good one a minute later: no \"works again\" (%s)" %
+              lines)
+    finally:
+        srv.stop()
+
+
 # RAND_bytes failing for 12 bytes (the vault's nonce: util/vault.c; a new
 # member id takes 12 too) while the file $PGW_TEST_RAND_FAIL exists.
 RAND_SHIM = r"""
@@ -1771,6 +1815,7 @@ def main():
     env.pop("PGW_WECHAT_OA_AES_KEY", None)
     config = write_config(tmp, fake.port)
     srv = Server(tmp, config, env)
+    unusable = None
     try:
         mini_program(srv, fake)
         login_wechat_down(srv, fake)
@@ -1778,6 +1823,7 @@ def main():
         phone_answer_too_large(srv, fake)
         phone_wechat_down(srv, fake)
         phone_answer_unusable(srv, fake)
+        unusable = unusable_then_answered_start(tmp, fake, env)
         wechat_daily_quota(srv, fake)
         login_wechat_unreachable(tmp, env)
         login_sign_up_cap(tmp, fake, env)
@@ -1795,6 +1841,7 @@ def main():
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
         srv = renamed_templates(srv, tmp, fake, config, env)
         replies_without_points(tmp, fake, env)
+        unusable_then_answered_finish(unusable, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
@@ -1802,6 +1849,8 @@ def main():
         check(session_keys and not any(k.encode() in stored for k in session_keys),
               "no WeChat session_key in the database (%d issued)" % len(session_keys))
     finally:
+        if unusable is not None and unusable[0].proc.poll() is None:
+            unusable[0].stop()  # a check above raised before its finish
         rc, err = srv.stop()
         fake.stop()
     check(rc == 0, "clean exit: %s" % err[-3000:])
