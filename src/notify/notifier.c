@@ -93,7 +93,7 @@ typedef enum attempt {
     NEXT,      /* this channel refuses this member (no quota, not following): the next one now */
     GIVE_UP,   /* this channel failed for good (a bad template, our configuration): the next one */
     DEFER,     /* an SMS in quiet hours, or over a number's limit: later, not an attempt */
-    QUOTA_DAY, /* WeChat's daily quota (45009): this channel when WeChat's day turns */
+    QUOTA_DAY, /* WeChat's daily quota (45009): the next one now, else this one tomorrow */
 } attempt;
 
 static int64_t now_s(void)
@@ -450,23 +450,29 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
 
 /*
  * WeChat's daily quota (45009) is the app's, not the notice's, and comes
- * back at WeChat's midnight: the notice waits for it, pending, its attempt
- * uncounted, for the same channel (the route's order stands). Given up,
- * it went by SMS at once or died with no channel left; retried with
- * backoff, it would spend its attempts on a quota that stays gone all
- * day. False in the first minute of WeChat's day: the quota is back
- * already (pgw_wx_quota_back), and the attempt is a retry's.
+ * back at WeChat's midnight. What deliver does then: in the first minute
+ * of WeChat's day the quota is back already (pgw_wx_quota_back) and the
+ * attempt is a retry's (RETRY). With a channel after it in the route (SMS,
+ * most often) the notice goes that way at once (NEXT): "points arrived"
+ * hours late helps nobody, and the route is the mall's choice. With none,
+ * it waits for that midnight, pending, its attempt uncounted, for the same
+ * channel (QUOTA_DAY, the notice so set): given up, it died; retried with
+ * backoff, it would spend its attempts on a quota gone all day.
  */
-static bool wait_for_quota(pgw_notifier *n, pgw_notice *nt, int64_t now)
+static attempt after_quota_day(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind,
+                               pgw_notice_channel ch, int64_t now)
 {
     int64_t back = pgw_wx_quota_back(now);
     if (back <= now)
-        return false;
+        return RETRY;
+    if (pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind],
+                         (unsigned)(nt->excluded | ch)) != PGW_CHANNEL_NONE)
+        return NEXT;
     snprintf(nt->state, sizeof(nt->state), "pending");
     nt->due_at = back;
     nt->attempts--;
     count(n, &n->stats.deferred);
-    return true;
+    return QUOTA_DAY;
 }
 
 static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
@@ -789,9 +795,11 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             count(n, &n->stats.deferred);
             break;
         }
-        if (a == QUOTA_DAY && wait_for_quota(n, nt, now_s()))
+        if (a == QUOTA_DAY)
+            a = after_quota_day(n, nt, r, kind, ch, now_s());
+        if (a == QUOTA_DAY) /* waiting for WeChat's next day */
             break;
-        if (a == RETRY || a == QUOTA_DAY) {
+        if (a == RETRY) {
             schedule_retry(n, nt, now_s()); /* from now: the attempt took time */
             break;
         }

@@ -1261,12 +1261,21 @@ static void m1_subscribed(rig *r, long errcode)
                                        "count", 1, "errcode", (int)errcode)));
 }
 
+/* The mall whose notices go by the mini program only. */
+static pgw_config *mall_mp_only(void)
+{
+    pgw_config *cfg = mall();
+    for (size_t k = 0; k < PGW_NOTICE_KINDS; k++)
+        cfg->notify.routes[k] = (pgw_notice_order){.n = 1, .channel = {PGW_CHANNEL_MP}};
+    return cfg;
+}
+
 /*
  * Regression (a review of the WeChat client): WeChat's daily quota
- * (45009) on a subscribe message gave the channel up for the notice: it
- * went by SMS at once (or died, with no other channel), though the quota
- * comes back at WeChat's midnight (UTC+8). It waits for that midnight,
- * for the same channel, the attempt not counted.
+ * (45009) on a subscribe message gave the channel up for the notice, which
+ * died when the route had no other channel, though the quota comes back
+ * at WeChat's midnight (UTC+8). It waits for that midnight, for the same
+ * channel, the attempt not counted.
  */
 static void test_a_daily_quota_waits_for_wechats_next_day(void **state)
 {
@@ -1275,7 +1284,7 @@ static void test_a_daily_quota_waits_for_wechats_next_day(void **state)
     int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
     int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
     rig r;
-    rig_open(f, mall(), &r);
+    rig_open(f, mall_mp_only(), &r);
     m1_subscribed(&r, 45009);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
@@ -1295,6 +1304,36 @@ static void test_a_daily_quota_waits_for_wechats_next_day(void **state)
                  "uncounted, sent no other way",
                  nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
                  (long long)nt.attempts, (long long)nt.excluded, to, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
+ * With SMS after the mini program in the route, a 45009 sends the notice
+ * by SMS at once: WeChat's quota is gone for the day, and a "points
+ * arrived" hours late helps nobody. The mini program is left out for the
+ * notice as for a member without quota, not as a channel that failed.
+ */
+static void test_a_daily_quota_goes_on_to_sms_now(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    clock_into_wechat_day(12 * 3600);
+    rig r;
+    rig_open(f, mall(), &r);
+    m1_subscribed(&r, 45009);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    size_t sent = wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    if (sent != 1 || strcmp(nt.channel, "sms") != 0 || nt.attempts != 1 ||
+        (nt.excluded & PGW_CHANNEL_MP) == 0 || (nt.excluded & PGW_NOTICE_GAVE_UP) != 0)
+        fail_msg("notice %s by %s after %lld attempts, excluded %lld (%s): want sent by sms at "
+                 "the first attempt, the mini program left out, not given up",
+                 nt.state, nt.channel, (long long)nt.attempts, (long long)nt.excluded,
+                 nt.last_error);
     pgw_notifier_stop(r.notifier);
     r.notifier = NULL;
     pgw_wx_client_free(wx);
@@ -1369,6 +1408,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_waits_for_wechats_next_day, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_daily_quota_goes_on_to_sms_now, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_at_midnight_is_retried, setup,
                                         db_fixture_teardown),
