@@ -308,6 +308,40 @@ static void test_local_times(void **state)
     assert_int_equal(pgw_tz_fixed_since(&mars), PGW_YEAR_MAX + 1);
 }
 
+/* Review of ec59cfe: the table of the years since which a zone has had
+ * today's offset, written from memory, checked against tzdata 2025b
+ * (`zdump -v`): Asia/Manila kept summer time from 1990-05-21 to 07-28
+ * (+09:00; tzdata 2024b), so a local time of that summer was read an
+ * hour off; Asia/Urumqi (+06:00 since 1928), Asia/Brunei (+08:00 since
+ * 1933) and Asia/Tashkent (+05:00 since 1991-09-29) refused years they
+ * can place. */
+static void test_fixed_since_matches_tzdata(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *zone;
+        int32_t since;
+    } want[] = {
+        {"Asia/Manila", 1991},
+        {"Asia/Urumqi", PGW_YEAR_MIN},
+        {"Asia/Brunei", PGW_YEAR_MIN},
+        {"Asia/Tashkent", 1992},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        pgw_tz tz;
+        assert_int_equal(pgw_tz_lookup(want[i].zone, &tz, NULL), PGW_OK);
+        if (pgw_tz_fixed_since(&tz) != want[i].since)
+            fail_msg("%s: since %d, tzdata says %d", want[i].zone, (int)pgw_tz_fixed_since(&tz),
+                     (int)want[i].since);
+    }
+    pgw_tz manila;
+    int64_t t = 42;
+    assert_int_equal(pgw_tz_lookup("Asia/Manila", &manila, NULL), PGW_OK);
+    /* 1990-06-15T12:00:00+09:00 it was; +08:00 would be an hour late. */
+    assert_int_equal(pgw_parse_local_time("1990-06-15 12:00:00", &manila, &t, NULL), PGW_ERANGE);
+    assert_int_equal(t, 42);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_local_dates_in_shanghai),
         cmocka_unit_test(test_rfc3339_parse_and_format),
         cmocka_unit_test(test_local_times),
+        cmocka_unit_test(test_fixed_since_matches_tzdata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
