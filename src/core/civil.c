@@ -335,8 +335,9 @@ bad:
 
 /*
  * The year from which each zone of FIXED_ZONES has had its offset of
- * today without summer time (tzdata 2024): the year after its last
- * change, rounded up so that a change's exact day does not matter.
+ * today without summer time: the year after its last change, rounded up
+ * so that a change's exact day does not matter. Checked against tzdata
+ * 2025b (`zdump -v`: the last change of UTC offset of each zone).
  * Links (PRC, Asia/Chongqing, Asia/Muscat...) as their zone.
  */
 static const struct {
@@ -356,7 +357,7 @@ static const struct {
     {"Asia/Taipei", 1980},
     {"Asia/Singapore", 1982}, /* +07:30 until 1981 */
     {"Asia/Kuala_Lumpur", 1982},
-    {"Asia/Manila", 1979},
+    {"Asia/Manila", 1991}, /* summer time 1990-05-21..07-28 (tzdata 2024b) */
     {"Asia/Tokyo", PGW_YEAR_MIN},
     {"Asia/Seoul", 1989}, /* summer time 1987..1988 */
     {"Asia/Bangkok", PGW_YEAR_MIN},
@@ -367,17 +368,17 @@ static const struct {
     {"Asia/Dubai", PGW_YEAR_MIN},
     {"Asia/Muscat", PGW_YEAR_MIN},
     {"Asia/Kolkata", PGW_YEAR_MIN},
-    {"Asia/Urumqi", 1981},
-    {"Asia/Brunei", 1982},
-    {"Asia/Ulaanbaatar", 2017}, /* summer time until 2016 */
+    {"Asia/Urumqi", PGW_YEAR_MIN}, /* +06:00 since 1928 */
+    {"Asia/Brunei", PGW_YEAR_MIN}, /* +08:00 since 1945 (Kuching) */
+    {"Asia/Ulaanbaatar", 2017},    /* summer time until 2016 */
     {"Asia/Yangon", PGW_YEAR_MIN},
     {"Asia/Dhaka", 2010},     /* summer time in 2009 */
     {"Asia/Thimphu", 1988},   /* +05:30 until 1987 */
     {"Asia/Kathmandu", 1987}, /* +05:30 until 1986 */
     {"Asia/Colombo", 2007},   /* +06:00 until 2006 */
     {"Asia/Karachi", 2010},   /* summer time until 2009 */
-    {"Asia/Tashkent", 1993},
-    {"Asia/Almaty", 2025}, /* +06:00 until 2024-03-01 */
+    {"Asia/Tashkent", 1992},  /* +06:00 summer time until 1991-09-29 */
+    {"Asia/Almaty", 2025},    /* +06:00 until 2024-03-01 */
     {"Asia/Kabul", PGW_YEAR_MIN},
     {"Asia/Baku", 2016},    /* summer time until 2015 */
     {"Asia/Tbilisi", 2006}, /* until 2005 */
