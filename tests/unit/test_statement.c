@@ -565,6 +565,54 @@ static void test_times_as_tills_write_them(void **state)
     pgw_statement_free(st);
 }
 
+/* Review of 2775730: an unquoted thousands comma was caught only when the
+ * field it pushes past the header's last column is not empty. A till's
+ * statement with original_event_id (empty on a purchase) or a note last
+ * writes "P1,...,1,234,12," for "1,234" fen and 12 points: the 12 lands
+ * in the empty last column, the field past it is empty, and the row was
+ * read as 1 fen and 234 points (a points_mismatch, or with --repair a
+ * purchase of 1 fen posted with 234 points). */
+static void test_an_unquoted_comma_before_an_empty_last_column(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {
+        "event_id,occurred_at,type,member,amount_fen,points,original_event_id\n"
+        "P1,1795486400,purchase,member_id:M1,1,234,12,\n",
+        "event_id,occurred_at,type,member,amount_fen,points,note\n"
+        "P1,1795486400,purchase,member_id:M1,1,234,12,\n",
+    };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        pgw_statement *st = NULL;
+        assert_int_equal(pgw_statement_open_text(texts[i], strlen(texts[i]), &st, NULL), PGW_OK);
+        pgw_recon_row r;
+        bool end = false;
+        assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+        if (!r.malformed)
+            fail_msg("statement %zu: read as amount_fen %lld, points %lld", i,
+                     (long long)r.amount_fen, (long long)r.points);
+        pgw_statement_free(st);
+    }
+}
+
+/* Review of 2775730: an amount grouped in threes past int64 was called
+ * "not grouped in threes: write 1,234,567", which it is; what is wrong
+ * with it is its size, as for one past PGW_AMOUNT_FEN_MAX. */
+static void test_a_grouped_amount_past_int64(void **state)
+{
+    (void)state;
+    const char *text = "event_id,occurred_at,type,member,amount_fen,points\n"
+                       "G1,1795486400,purchase,member_id:M1,\"10,000,000,000,000,000,000\",12\n";
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    pgw_recon_row r;
+    bool end = false;
+    assert_int_equal(pgw_statement_next(st, &r, &end, NULL), PGW_OK);
+    assert_true(r.malformed);
+    if (strstr(r.problem, "is not a whole number of fen in range") == NULL)
+        fail_msg("%s", r.problem);
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +626,8 @@ int main(void)
         cmocka_unit_test(test_an_unreadable_rows_key),
         cmocka_unit_test(test_amounts_grouped_in_thousands),
         cmocka_unit_test(test_times_as_tills_write_them),
+        cmocka_unit_test(test_an_unquoted_comma_before_an_empty_last_column),
+        cmocka_unit_test(test_a_grouped_amount_past_int64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
