@@ -356,7 +356,8 @@ static int parse_time(const pgw_statement *st, const char *at, int64_t *out, pgw
 
 /* "1,234,567": a first group of 1..3 digits (not 0: "0,123" may be a
  * decimal comma's), then groups of exactly three after commas; its value,
- * overflow-checked (the caller checks the range). */
+ * overflow-checked: INT64_MAX past it, for the shape is right and the
+ * caller's range check is what refuses it. */
 static bool grouped_thousands(const char *text, int64_t *out)
 {
     static const char digits[] = "0123456789";
@@ -364,14 +365,16 @@ static bool grouped_thousands(const char *text, int64_t *out)
     if (lead < 1 || lead > 3 || text[0] == '0' || text[lead] != ',')
         return false;
     int64_t v = 0;
+    bool over = false;
     for (const char *p = text; *p != '\0'; p++) {
         if (*p == ',' && strspn(p + 1, digits) == 3)
             continue;
-        if (*p < '0' || *p > '9' || pgw_mul(v, 10, &v) != PGW_OK ||
-            pgw_add(v, *p - '0', &v) != PGW_OK)
+        if (*p < '0' || *p > '9')
             return false;
+        if (!over && (pgw_mul(v, 10, &v) != PGW_OK || pgw_add(v, *p - '0', &v) != PGW_OK))
+            over = true;
     }
-    *out = v;
+    *out = over ? INT64_MAX : v;
     return true;
 }
 
