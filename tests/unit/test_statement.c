@@ -571,7 +571,8 @@ static void test_times_as_tills_write_them(void **state)
  * writes "P1,...,1,234,12," for "1,234" fen and 12 points: the 12 lands
  * in the empty last column, the field past it is empty, and the row was
  * read as 1 fen and 234 points (a points_mismatch, or with --repair a
- * purchase of 1 fen posted with 234 points). */
+ * purchase of 1 fen posted with 234 points). So does a row whose writer
+ * leaves the empty last field out: split, it has the header's count. */
 static void test_an_unquoted_comma_before_an_empty_last_column(void **state)
 {
     (void)state;
@@ -580,6 +581,10 @@ static void test_an_unquoted_comma_before_an_empty_last_column(void **state)
         "P1,1795486400,purchase,member_id:M1,1,234,12,\n",
         "event_id,occurred_at,type,member,amount_fen,points,note\n"
         "P1,1795486400,purchase,member_id:M1,1,234,12,\n",
+        /* A writer that leaves an empty last field out: the split row has
+         * exactly the header's fields, and nothing is past them. */
+        "event_id,occurred_at,type,member,amount_fen,points,original_event_id\n"
+        "P1,1795486400,purchase,member_id:M1,1,234,12\n",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         pgw_statement *st = NULL;
