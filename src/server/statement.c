@@ -434,20 +434,20 @@ static bool parse_amount(const char *text, pgw_recon_row *r)
     return malformed(r, "amount_fen \"%.*s\" is not a whole number of fen in range", QUOTED(text));
 }
 
-/* Whether the row has no value past the header's columns: one has when a
- * comma was left unquoted ("1,234" written bare is two fields), and the
- * columns after it are shifted (1 fen, 234 points). Empty fields past
- * them (a trailing comma) are read past, as before. */
+/* Whether the row has the header's fields, no more, no fewer. A comma
+ * left unquoted ("1,234" written bare is two fields) shifts the columns
+ * after it (1 fen, 234 points); only the count shows it, and not even
+ * that when the row also leaves out an empty last field or ends in a
+ * comma the header lacks (the review of 2775730), so neither is read. */
 static bool fields_line_up(const pgw_statement *st, pgw_recon_row *r)
 {
-    for (size_t f = st->n_fields; f < st->row.n; f++)
-        if (st->row.fields[f][0] != '\0')
-            return malformed(r,
-                             "%zu fields where the header has %zu: a comma left unquoted (a "
-                             "thousands separator? quote the cell: \"1,234\") shifts the "
-                             "columns",
-                             st->row.n, st->n_fields);
-    return true;
+    if (st->row.n == st->n_fields)
+        return true;
+    return malformed(r,
+                     "%zu fields where the header has %zu: each row has the header's (a comma "
+                     "left unquoted, as a thousands separator, shifts the columns: quote the "
+                     "cell, \"1,234\"; an empty field is written, not left out)",
+                     st->row.n, st->n_fields);
 }
 
 /* One CSV row's fields checked into *r. False (and r->problem) when it is not a row. */
@@ -490,6 +490,13 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     const char *original = pgw_csv_cell(row, st->col, COL_ORIGINAL);
     if (original[0] != '\0' && !copy_field(original, r->original, sizeof(r->original)))
         return malformed(r, "original_event_id must be at most %d bytes", PGW_EVENT_ID_MAX);
+    /* On any other row one is what a shifted row puts there: "1,234"
+     * unquoted before it moves the points into it. */
+    if (original[0] != '\0' && t != PGW_EVENT_REFUND)
+        return malformed(r,
+                         "original_event_id \"%.*s\" on a %s: only a refund names one (a "
+                         "comma left unquoted in amount_fen shifts the columns)",
+                         QUOTED(original), r->type);
     if (st->col[COL_SHOP] >= 0 && !parse_shop(pgw_csv_cell(row, st->col, COL_SHOP), r))
         return false;
     return fields_line_up(st, r);
