@@ -33,6 +33,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -1367,6 +1368,90 @@ static void test_a_daily_quota_at_midnight_is_retried(void **state)
     rig_free(&r);
 }
 
+/* The balances the fake delivered subscribe messages with (number3), in
+ * order, at most `cap`; how many. */
+static size_t delivered_balances(int64_t *out, size_t cap)
+{
+    json_t *doc = fake_request(&WX, "GET", "/_fake/stats", NULL);
+    json_t *list = json_object_get(doc, "delivered");
+    size_t i, n = 0;
+    json_t *d;
+    json_array_foreach(list, i, d)
+    {
+        json_t *v =
+            json_object_get(json_object_get(json_object_get(d, "data"), "number3"), "value");
+        if (n < cap)
+            out[n++] = json_string_value(v) != NULL ? atoll(json_string_value(v)) : -1;
+    }
+    json_decref(doc);
+    return n;
+}
+
+/*
+ * A retry whose answer is lost reached the member all the same (WeChat
+ * handled it; README: a timeout may have been a send), telling the
+ * balance it read as it was sent. R (a reversal, 450) failed once; R2 (a
+ * reversal, 450 again after a sale of 150 and its refund) is queued to go
+ * at once, and a sale A4 (+400, 850) starts its window after it. One claim
+ * takes R's retry and R2: R reads 850 and is delivered, its answer lost
+ * (a retry); R2, after it in the batch, tells its queued 450. The member
+ * read "balance 850", then "balance 450": an older balance after a newer
+ * one. The courier's rule (unmark_rest_of_batch) and the store's
+ * (pgw_store_finish_notice) count only a notice recorded sent as read.
+ */
+static void test_a_read_whose_answer_was_lost_marks_the_rest_of_the_batch(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    quota_for_m1(&r, 1, 4);
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 450, 1);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now - 20,
+                                 0, &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    failed_before(r.store, now - 20, 1, (int64_t[]){now - 3}); /* R's retry: due 3 s ago */
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 150, 2);
+    take_from_m1(r.store, 150);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", time(NULL),
+                                 0, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 400, 3);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 400, 850, "S004", "", time(NULL),
+                                 30, &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "lose_answer", 1)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice list[8];
+    size_t n = 0;
+    wait_m1_sent(r.store, list, &n, 1); /* R2 */
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    int64_t told[8];
+    size_t k = delivered_balances(told, 8);
+    assert_true(k >= 2);
+    assert_int_equal(told[0], 850); /* R's retry, read as it was sent, delivered */
+    if (told[1] != 850)
+        fail_msg("the member read balance %lld (a retry whose answer was lost), then the "
+                 "reversal after it in the batch told its queued %lld",
+                 (long long)told[0], (long long)told[1]);
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -1378,6 +1463,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_an_arrival_read_past_and_hurried_tells_no_balance_past_its_hurrier, setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_read_whose_answer_was_lost_marks_the_rest_of_the_batch, setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_retry_earlier_in_the_batch_unmarks_a_later_arrival,
                                         setup, db_fixture_teardown),

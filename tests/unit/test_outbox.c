@@ -1355,6 +1355,35 @@ static void test_a_read_marks_a_later_notice_queued_before_it(void **state)
 }
 
 /*
+ * test_a_read_marks_a_later_notice_queued_before_it, R's retry delivered
+ * but its answer lost (a retry again): the member read the 1250 it told
+ * all the same. R2, queued before that read and claimed next, must not
+ * tell its queued 850: R recorded pending, the store marked nothing.
+ */
+static void test_a_read_that_may_have_reached_marks_a_notice_queued_before_it(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
+    assert_int_equal(claim(s, 1005, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    enqueue_at(s, "M1", "points_arrived", "S004", 400, 1250, 1005, 10);
+    r.balance = 1250; /* read when sent, after R2 and A4 */
+    r.read_when_sent = true;
+    retry_at(s, r, 1005, 1030); /* delivered, the answer lost: a retry */
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_string_equal(got[0].kind, "points_reversed");
+    if (!got[0].merged)
+        fail_msg("the member read 1250 (a retry whose answer was lost), then the reversal "
+                 "queued before that read, sent at once, tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -2062,6 +2091,9 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_marks_a_later_notice_queued_before_it,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_read_that_may_have_reached_marks_a_notice_queued_before_it, db_fixture_setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_clear_reads_only_the_marks, db_fixture_setup,
