@@ -895,12 +895,14 @@ static void prune(courier *c, int64_t *next_at)
  * R2), then R2, sent at once, told its queued 850. A read_past notice,
  * not a cleared mark: an arrival hurried the second it was queued is
  * also "sent at once" (current_balance), and would still have told its
- * queued balance.
+ * queued balance. A read whose answer was lost counts as told: WeChat
+ * delivered it all the same ("balance 850", then a reversal after it in
+ * the batch "balance 450"; pgw_store_notice_told).
  */
 static void unmark_rest_of_batch(pgw_notice *batch, size_t i, size_t n)
 {
     const pgw_notice *sent = &batch[i];
-    if (strcmp(sent->state, "sent") != 0)
+    if (!pgw_store_notice_told(sent))
         return;
     for (size_t j = i + 1; j < n; j++) {
         pgw_notice *later = &batch[j];

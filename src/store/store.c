@@ -4876,12 +4876,23 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
     release(s, st);
-    bool sent = strcmp(n->state, "sent") == 0;
-    if (rc == PGW_OK && sent)
+    /* A read whose answer was lost reached the member all the same: it
+     * counts as told (R's retry delivered "balance 850", then a reversal
+     * queued before that read told its queued 450). */
+    bool told = pgw_store_notice_told(n);
+    if (rc == PGW_OK && told)
         rc = unhurry(s, n, err);
-    if (rc == PGW_OK && sent && n->read_when_sent)
+    if (rc == PGW_OK && told && n->read_when_sent)
         rc = unmark_read_past(s, n, err);
     return rc;
+}
+
+bool pgw_store_notice_told(const pgw_notice *n)
+{
+    if (strcmp(n->state, "sent") == 0)
+        return true;
+    return n->read_when_sent && strcmp(n->state, "pending") == 0 &&
+           (n->excluded & PGW_NOTICE_HELD) == 0;
 }
 
 int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int64_t *n,

@@ -704,9 +704,18 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * clears those of the arrivals waiting after it too, and every notice of
  * its member still waiting (among its 32 newest), queued with
  * another balance, tells the balance when sent from then on, hurried or
- * not, sent at once or not (pgw_notice.merged). */
+ * not, sent at once or not (pgw_notice.merged). One recorded for a retry
+ * after an attempt (not held) that read its balance does the same: the
+ * attempt may have reached the member (pgw_store_notice_told). */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
+/* Whether the member may have read the balance notice `n` told in the
+ * attempt just made: it was sent, or it read that balance as it was sent
+ * and is to be retried (not held): a timeout or a lost answer may have
+ * been a send (WeChat handled it; only the answer did not come back).
+ * The courier's batch and pgw_store_finish_notice count such a read as
+ * told. */
+bool pgw_store_notice_told(const pgw_notice *n);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it
  * is no longer owner's (its lease ran out and another instance took it). */
 int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
