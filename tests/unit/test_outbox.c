@@ -1384,6 +1384,42 @@ static void test_a_read_that_may_have_reached_marks_a_notice_queued_before_it(vo
 }
 
 /*
+ * test_a_read_marks_a_later_notice_queued_before_it in a burst: R (a
+ * redemption) is claimed for its retry; a reversal R2 (850) is queued to
+ * go at once, then 32 more reversals of the member (a till's backlog of
+ * refunds, posted together), all within the second; R's retry reads the
+ * balance after all of them (818) and is recorded. R2, claimed next and
+ * still within 2 s of its queueing (the courier's "sent at once"), must
+ * not tell its queued 850: the store marked the member's 32 newest
+ * notices only (unmark_read_past), and R2 is the 33rd. The window e15dadb
+ * took away from unhurry for the same reason (R3: 32 notices after the
+ * arrival hid it), back for the notices sent at once.
+ */
+static void test_a_read_marks_a_notice_sent_at_once_past_the_newest_32(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
+    assert_int_equal(claim(s, 1005, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    for (int k = 0; k < 32; k++)
+        enqueue_at(s, "M1", "points_reversed", "S001", 1, 849 - k, 1005, 0);
+    r.balance = 818; /* read when sent, after every reversal */
+    r.read_when_sent = true;
+    sent_by(s, "A", r, 1005);
+    assert_int_equal(claim(s, 1005, got), 8);
+    assert_int_equal(got[0].balance, 850);
+    if (!got[0].merged)
+        fail_msg("the member read 818 (a retried redemption), then the reversal queued before "
+                 "that read, 33 notices back, sent at once, tells its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -2094,6 +2130,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_read_that_may_have_reached_marks_a_notice_queued_before_it, db_fixture_setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_marks_a_notice_sent_at_once_past_the_newest_32,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_clear_reads_only_the_marks, db_fixture_setup,
