@@ -1452,6 +1452,61 @@ static void test_a_read_whose_answer_was_lost_marks_the_rest_of_the_batch(void *
     rig_free(&r);
 }
 
+/*
+ * test_a_hurried_arrival_retried_before_its_refund_keeps_its_balance, but
+ * the refund reached the member: its subscribe message was delivered and
+ * the answer lost (a retry). The arrival A (+600, 600) fails once (WeChat
+ * busy: a retry 1-2 s on), the reversal R that hurried it (-150, 450)
+ * goes after it in the batch and is delivered. A's retry kept its mark,
+ * the store clearing marks for a notice recorded sent only: the member
+ * read "-150, balance 450", then "+600, balance 600".
+ */
+static void test_a_refund_whose_answer_was_lost_unmarks_its_arrival(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(false), &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    quota_for_m1(&r, 3, 3);
+    const char *send = "/cgi-bin/message/subscribe/send";
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", send, "count", 1, "errcode",
+                                       -1))); /* A: busy, a retry */
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:b}", "path", send, "count", 1, "lose_answer",
+                                       1))); /* R: delivered, the answer lost */
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 450, 1); /* what M1 has after both */
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 600, 600, "S001", "", now - 5, 10,
+                                 &err) != PGW_OK ||
+        pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice list[8];
+    size_t n = 0;
+    wait_m1_sent(r.store, list, &n, 1); /* A's retry */
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    int64_t told[8];
+    size_t k = delivered_balances(told, 8);
+    assert_true(k >= 2);
+    assert_int_equal(told[0], 450); /* R, delivered, its answer lost */
+    if (told[1] != 450)
+        fail_msg("the member read balance %lld (a reversal whose answer was lost), then its "
+                 "arrival's retry told its queued %lld",
+                 (long long)told[0], (long long)told[1]);
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 int main(void)
 {
     pgw_err err;
@@ -1467,6 +1522,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_read_whose_answer_was_lost_marks_the_rest_of_the_batch, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_whose_answer_was_lost_unmarks_its_arrival,
+                                        setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_retry_earlier_in_the_batch_unmarks_a_later_arrival,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
