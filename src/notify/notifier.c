@@ -253,6 +253,7 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
      * 43101: WeChat has none left, whatever we counted. Refused otherwise,
      * or never sent (no token to send with): the unit is still the member's. */
     bool unknown = reply.maybe_done;
+    nt->may_have_reached = a == RETRY && unknown;
     r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
@@ -292,7 +293,9 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
     else
         set_error(nt, "wechat_oa", err.msg);
-    return outcome_of(pgw_wx_classify(rc, &reply));
+    attempt a = outcome_of(pgw_wx_classify(rc, &reply));
+    nt->may_have_reached = a == RETRY && reply.maybe_done;
+    return a;
 }
 
 /* At most `chars` characters of `text` (valid UTF-8) into `out` (as large
@@ -409,6 +412,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     OPENSSL_cleanse(phone, sizeof(phone));
     if (sms_may_have_gone(&res)) /* for good: no wake hurries it to WeChat (notice.h) */
         nt->excluded |= PGW_NOTICE_SMS_MAY_HAVE_GONE;
+    nt->may_have_reached = rc != PGW_OK && sms_may_have_gone(&res);
     if (rc == PGW_OK) {
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%.64s", res.message_id);
         return SENT;
@@ -479,6 +483,7 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
                            pgw_notice_channel ch, int64_t now)
 {
     snprintf(nt->channel, sizeof(nt->channel), "%s", pgw_notice_channel_name(ch));
+    nt->may_have_reached = false; /* the channel says otherwise */
     return ch == PGW_CHANNEL_MP   ? send_mp(c, nt, r, kind)
            : ch == PGW_CHANNEL_OA ? send_oa(c, nt, r, kind)
                                   : send_sms(c, nt, r, now);
@@ -756,6 +761,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     int kind = kind_of(nt->kind);
     pgw_err err;
     nt->provider_id[0] = '\0';
+    nt->may_have_reached = false;
     /* A channel gave up (dead), not only refused this member (skipped), in
      * this attempt or an earlier one. */
     bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
@@ -895,9 +901,10 @@ static void prune(courier *c, int64_t *next_at)
  * R2), then R2, sent at once, told its queued 850. A read_past notice,
  * not a cleared mark: an arrival hurried the second it was queued is
  * also "sent at once" (current_balance), and would still have told its
- * queued balance. A read whose answer was lost counts as told: WeChat
- * delivered it all the same ("balance 850", then a reversal after it in
- * the batch "balance 450"; pgw_store_notice_told).
+ * queued balance. An attempt whose answer was lost counts as sent: WeChat
+ * delivered it all the same (a retry's read "balance 850", then a
+ * reversal after it in the batch its queued "balance 450";
+ * pgw_store_notice_told).
  */
 static void unmark_rest_of_batch(pgw_notice *batch, size_t i, size_t n)
 {

@@ -4677,6 +4677,7 @@ static bool notice_row(pgw_sql_stmt *st, void *item)
     n->merged = pgw_sql_column_int64(st, 17) == 2;
     n->read_when_sent = false; /* the courier's to say */
     n->read_past = false;
+    n->may_have_reached = false;
     return column_text(st, 1, n->member, sizeof(n->member)) &&
            column_text(st, 16, n->detail, sizeof(n->detail)) &&
            column_text(st, 2, n->kind, sizeof(n->kind)) &&
@@ -4876,9 +4877,10 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours (its lease ran out)",
                          (long long)n->id);
     release(s, st);
-    /* A read whose answer was lost reached the member all the same: it
+    /* An attempt whose answer was lost reached the member all the same: it
      * counts as told (R's retry delivered "balance 850", then a reversal
-     * queued before that read told its queued 450). */
+     * queued before that read told its queued 450; a refund delivered
+     * "balance 450", then its hurried arrival's retry its queued 600). */
     bool told = pgw_store_notice_told(n);
     if (rc == PGW_OK && told)
         rc = unhurry(s, n, err);
@@ -4891,8 +4893,7 @@ bool pgw_store_notice_told(const pgw_notice *n)
 {
     if (strcmp(n->state, "sent") == 0)
         return true;
-    return n->read_when_sent && strcmp(n->state, "pending") == 0 &&
-           (n->excluded & PGW_NOTICE_HELD) == 0;
+    return n->may_have_reached && strcmp(n->state, "pending") == 0;
 }
 
 int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int64_t *n,

@@ -649,6 +649,11 @@ typedef struct pgw_notice {
      * hurried), so the member has read past the balance this one was
      * queued with: it reads the balance when sent, as `merged`. */
     bool read_past;
+    /* Set by the courier (notifier.c deliver), never stored: the attempt
+     * just made is to be retried, but got no answer saying it failed (a
+     * timeout, an answer lost on its way back, an SMS that left): the
+     * member may have read it (pgw_store_notice_told). */
+    bool may_have_reached;
 } pgw_notice;
 
 /*
@@ -705,16 +710,16 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * its member still waiting (among its 32 newest), queued with
  * another balance, tells the balance when sent from then on, hurried or
  * not, sent at once or not (pgw_notice.merged). One recorded for a retry
- * after an attempt (not held) that read its balance does the same: the
- * attempt may have reached the member (pgw_store_notice_told). */
+ * after an attempt that may have reached the member does the same, as
+ * if sent (pgw_store_notice_told). */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Whether the member may have read the balance notice `n` told in the
- * attempt just made: it was sent, or it read that balance as it was sent
- * and is to be retried (not held): a timeout or a lost answer may have
- * been a send (WeChat handled it; only the answer did not come back).
- * The courier's batch and pgw_store_finish_notice count such a read as
- * told. */
+ * attempt just made: it was sent, or it is to be retried after an attempt
+ * that may have reached the member (pgw_notice.may_have_reached: WeChat
+ * handled a send whose answer was lost). The courier's batch and
+ * pgw_store_finish_notice count it as told either way; an attempt that
+ * failed for sure is not (a hurried arrival's retry keeps its balance). */
 bool pgw_store_notice_told(const pgw_notice *n);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it
  * is no longer owner's (its lease ran out and another instance took it). */

@@ -1373,7 +1373,8 @@ static void test_a_read_that_may_have_reached_marks_a_notice_queued_before_it(vo
     enqueue_at(s, "M1", "points_arrived", "S004", 400, 1250, 1005, 10);
     r.balance = 1250; /* read when sent, after R2 and A4 */
     r.read_when_sent = true;
-    retry_at(s, r, 1005, 1030); /* delivered, the answer lost: a retry */
+    r.may_have_reached = true; /* delivered, the answer lost: a retry */
+    retry_at(s, r, 1005, 1030);
     assert_int_equal(claim(s, 1005, got), 1);
     assert_string_equal(got[0].kind, "points_reversed");
     if (!got[0].merged)
