@@ -1342,6 +1342,46 @@ static void test_a_daily_quota_goes_on_to_sms_now(void **state)
 }
 
 /*
+ * Regression (a review of fdb6f72): a 45009 left the mini program out for
+ * the notice because SMS came after it, and the SMS then refused the
+ * member's number: no channel was left, and the notice ended "skipped"
+ * (no channel reaches the member) though the mini program reaches them
+ * once WeChat's day turns. With nothing after WeChat but a channel that
+ * refused, it waits for that midnight as when the route has none.
+ */
+static void test_a_daily_quota_then_a_refused_number_waits_for_wechat(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    rig r;
+    rig_open(f, mall(), &r);
+    m1_subscribed(&r, 45009);
+    fake_control(&FAKE, "/_fake/numbers", "{s:s,s:s}", "phone", "13800138000", "state", "invalid");
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
+                                 (strcmp(nt.state, "pending") == 0 && nt.due_at < now + 60));
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
+        (nt.excluded & PGW_CHANNEL_MP) != 0)
+        fail_msg("notice %s by %s, due %lld (midnight UTC+8 %lld), %lld attempts, excluded "
+                 "%lld (%s): want it pending until midnight UTC+8 for the mini program, "
+                 "uncounted",
+                 nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
+                 (long long)nt.attempts, (long long)nt.excluded, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * A 45009 in the first minute of WeChat's day is the day before's, met
  * with a clock a little behind (api.c answers a mini program so too): the
  * quota is back, so it is retried as after a blip, on the same channel.
@@ -1558,6 +1598,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_at_midnight_is_retried, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_daily_quota_then_a_refused_number_waits_for_wechat,
+                                        setup, db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
     pgw_http_client_cleanup();
