@@ -460,23 +460,29 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
  * most often) the notice goes that way at once (NEXT): "points arrived"
  * hours late helps nobody, and the route is the mall's choice. With none,
  * it waits for that midnight, pending, its attempt uncounted, for the same
- * channel (QUOTA_DAY, the notice so set): given up, it died; retried with
- * backoff, it would spend its attempts on a quota gone all day.
+ * channel (QUOTA_DAY: wait_for_quota): given up, it died; retried with
+ * backoff, it would spend its attempts on a quota gone all day. So too
+ * when the channels after it refuse the member in the same attempt
+ * (deliver): WeChat still reaches them tomorrow.
  */
 static attempt after_quota_day(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind,
-                               pgw_notice_channel ch, int64_t now)
+                               pgw_notice_channel ch, int64_t back, int64_t now)
 {
-    int64_t back = pgw_wx_quota_back(now);
     if (back <= now)
         return RETRY;
     if (pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind],
                          (unsigned)(nt->excluded | ch)) != PGW_CHANNEL_NONE)
         return NEXT;
+    return QUOTA_DAY;
+}
+
+/* Pending until WeChat's quota is `back`, the attempt uncounted (above). */
+static void wait_for_quota(pgw_notifier *n, pgw_notice *nt, int64_t back)
+{
     snprintf(nt->state, sizeof(nt->state), "pending");
     nt->due_at = back;
     nt->attempts--;
     count(n, &n->stats.deferred);
-    return QUOTA_DAY;
 }
 
 static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
@@ -766,6 +772,11 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
      * this attempt or an earlier one. */
     bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
     nt->excluded &= ~(int64_t)PGW_NOTICE_HELD; /* held again below, if it is */
+    /* WeChat channels left out in this attempt for a 45009 because another
+     * came after them, and when their quota is back: when those others
+     * refuse too, the notice waits for WeChat (after_quota_day), neither
+     * skipped (WeChat does reach the member) nor dead. */
+    int64_t quota_out = 0, quota_back = 0;
     memset(r, 0, sizeof(*r));
     if (reminder_too_late(n, nt, kind))
         return;
@@ -777,6 +788,12 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch =
             pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind], (unsigned)nt->excluded);
+        if (ch == PGW_CHANNEL_NONE && quota_out != 0 &&
+            (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) == 0) { /* else WeChat tells twice */
+            nt->excluded &= ~quota_out;
+            wait_for_quota(n, nt, quota_back);
+            break;
+        }
         if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
             snprintf(nt->state, sizeof(nt->state), "%s", failed ? "dead" : "skipped");
             if (!failed)
@@ -801,10 +818,18 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             count(n, &n->stats.deferred);
             break;
         }
-        if (a == QUOTA_DAY)
-            a = after_quota_day(n, nt, r, kind, ch, now_s());
-        if (a == QUOTA_DAY) /* waiting for WeChat's next day */
-            break;
+        if (a == QUOTA_DAY) {
+            int64_t at = now_s(), back = pgw_wx_quota_back(at);
+            a = after_quota_day(n, nt, r, kind, ch, back, at);
+            if (a == QUOTA_DAY) { /* waiting for WeChat's next day */
+                wait_for_quota(n, nt, back);
+                break;
+            }
+            if (a == NEXT) {
+                quota_out |= ch;
+                quota_back = quota_back != 0 ? pgw_min64(quota_back, back) : back;
+            }
+        }
         if (a == RETRY) {
             schedule_retry(n, nt, now_s()); /* from now: the attempt took time */
             break;
