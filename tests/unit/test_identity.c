@@ -239,6 +239,31 @@ static void test_refusals_do_not_repeat_the_value(void **state)
     }
 }
 
+/* Regression (a review of 840a179): an openid's scope that is no appid
+ * was quoted ("got \"...\""), and what stands there when it is no appid
+ * is most often the openid itself, written first ("mp_openid:OPENID:APPID"
+ * for "mp_openid:APPID:OPENID", or an event's appid and openid swapped):
+ * the openid reached the 400's answer and the log the value's own refusal
+ * keeps it from. */
+static void test_a_refused_appid_is_not_repeated(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {
+        "mp_openid:oMpUser_13912345678:wx0123456789abcdef",
+        "oa_openid:oOaUser-13912345678:wx0123456789abcdef",
+    };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        pgw_identity id;
+        pgw_err err;
+        pgw_err_clear(&err);
+        assert_int_equal(pgw_identity_parse(texts[i], &id, &err), PGW_EINVAL);
+        if (has_digit_run(err.msg) || strstr(err.msg, "User") != NULL)
+            fail_msg("\"%s\": its message repeats the openid: %s", texts[i], err.msg);
+        if (strstr(err.msg, "appid") == NULL)
+            fail_msg("\"%s\": its message does not say the appid is wrong: %s", texts[i], err.msg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_identities_refused),
         cmocka_unit_test(test_bounds_exactly_at_the_limit),
         cmocka_unit_test(test_refusals_do_not_repeat_the_value),
+        cmocka_unit_test(test_a_refused_appid_is_not_repeated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
