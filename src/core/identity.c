@@ -224,11 +224,12 @@ static int check_scope(pgw_identity_kind kind, const char *scope, pgw_err *err)
         return PGW_OK;
     }
     if (kind == PGW_ID_MP_OPENID || kind == PGW_ID_OA_OPENID) {
+        /* Not quoted: what stands there when it is no appid is most often
+         * the openid, written first (kind:OPENID:APPID) or swapped with it. */
         if (!has || !appid_ok(scope))
-            return pgw_err_set(err, PGW_EINVAL,
-                               "%s needs an appid \"wx\" + 16 hex digits, got "
-                               "\"%.32s\"",
-                               KIND_NAMES[kind], has ? scope : "");
+            return pgw_err_set(
+                err, PGW_EINVAL, "%s needs an appid, \"wx\" + 16 hex digits; %s", KIND_NAMES[kind],
+                has ? "the one given is not one (the openid in its place?)" : "none is given");
         return PGW_OK;
     }
     if (has)
