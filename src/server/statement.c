@@ -443,6 +443,14 @@ static bool fields_line_up(const pgw_statement *st, pgw_recon_row *r)
 {
     if (st->row.n == st->n_fields)
         return true;
+    const pgw_csv_row *row = &st->row;
+    if (row->n == st->n_fields + 1 && row->fields[row->n - 1][0] == '\0')
+        return malformed(r,
+                         "%zu fields where the header has %zu: the row ends in a comma the "
+                         "header lacks (if every row does, end the header with one too; a comma "
+                         "left unquoted, as a thousands separator, shifts the columns: quote the "
+                         "cell, \"1,234\")",
+                         row->n, st->n_fields);
     return malformed(r,
                      "%zu fields where the header has %zu: each row has the header's (a comma "
                      "left unquoted, as a thousands separator, shifts the columns: quote the "

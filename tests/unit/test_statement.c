@@ -618,6 +618,32 @@ static void test_a_grouped_amount_past_int64(void **state)
     pgw_statement_free(st);
 }
 
+/* A row ending in a comma the header lacks is refused, saying how such a
+ * file reads (5858318; R3): with the header ending in one too, it does. */
+static void test_a_trailing_comma_says_how_to_read_it(void **state)
+{
+    (void)state;
+    const char *bare = "event_id,occurred_at,type,member,amount_fen,points\n"
+                       "T1,1795486400,purchase,member_id:M1,1000,10,\n";
+    const char *both = "event_id,occurred_at,type,member,amount_fen,points,\n"
+                       "T1,1795486400,purchase,member_id:M1,1000,10,\n";
+    pgw_statement *st = NULL;
+    pgw_recon_row rows[2];
+    assert_int_equal(pgw_statement_open_text(bare, strlen(bare), &st, NULL), PGW_OK);
+    assert_int_equal(read_rows(st, rows, 2), 1);
+    assert_true(rows[0].malformed);
+    if (strstr(rows[0].problem, "end the header with one too") == NULL)
+        fail_msg("%s", rows[0].problem);
+    pgw_statement_free(st);
+    assert_int_equal(pgw_statement_open_text(both, strlen(both), &st, NULL), PGW_OK);
+    assert_int_equal(read_rows(st, rows, 2), 1);
+    if (rows[0].malformed)
+        fail_msg("%s", rows[0].problem);
+    assert_int_equal(rows[0].amount_fen, 1000);
+    assert_int_equal(rows[0].points, 10);
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_times_as_tills_write_them),
         cmocka_unit_test(test_an_unquoted_comma_before_an_empty_last_column),
         cmocka_unit_test(test_a_grouped_amount_past_int64),
+        cmocka_unit_test(test_a_trailing_comma_says_how_to_read_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
