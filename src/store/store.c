@@ -5194,8 +5194,13 @@ int pgw_store_take_quota(pgw_store *s, const char *member, const char *openid,
 
 /* Members with points expiring on a local day within the horizon, not yet
  * reminded of that day: their notices (the day's total, due now) and the
- * days, in one transaction. A reminder hurries the member's arrivals
- * still waiting out their window, as any notice of another kind does
+ * days, in one transaction. The balance told is the member's unexpired
+ * one, as every other notice's (pgw_member_figures): what lots past their
+ * expiry keep, not swept yet, is not counted, but their held points are
+ * (a pending hold's capture still takes them; those of a hold past its
+ * deadline, not released yet, are counted too, where the figures repay
+ * debt from them first). A reminder hurries the member's arrivals still
+ * waiting out their window, as any notice of another kind does
  * (ST_HURRY_ARRIVALS): its balance counts their points, and told first it
  * would tell points the member has not been told of (R2). */
 int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int32_t offset_s,
@@ -5210,8 +5215,8 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         "INSERT INTO notices (member, kind, points, balance, shop, created_at, about_at, due_at,"
         " state, channel, excluded, attempts, last_error, provider_id, updated_at)"
         " SELECT d.member, 'points_expiring', d.points,"
-        " (SELECT coalesce(sum(left_points + held), 0) FROM lots WHERE member = d.member"
-        "   AND " LOT_LIVE("") " = 1)"
+        " (SELECT coalesce(sum(CASE WHEN expires_at > ?1 THEN left_points ELSE 0 END + held), 0)"
+        "   FROM lots WHERE member = d.member AND " LOT_LIVE("") " = 1)"
         "  - (SELECT debt FROM members WHERE id = d.member),"
         " '', ?1, d.at, ?1, 'pending', '', 0, 0, '', '', ?1 FROM (%s) d"
         " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = d.member AND r.day = d.day)";
