@@ -72,6 +72,7 @@ typedef struct sink {
     char *data;
     size_t len, cap;
     bool overflow;
+    bool no_memory;
 } sink;
 
 static size_t sink_write(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -87,8 +88,10 @@ static size_t sink_write(char *ptr, size_t size, size_t nmemb, void *userdata)
         while (cap < s->len + n + 1)
             cap *= 2;
         char *grown = realloc(s->data, cap);
-        if (grown == NULL)
-            return 0;
+        if (grown == NULL) {
+            s->no_memory = true;
+            return 0; /* curl stops the transfer */
+        }
         s->data = grown;
         s->cap = cap;
     }
@@ -204,6 +207,8 @@ static int perform(CURL *curl, const pgw_http_call *call, sink *s, sendings *sen
     if (s->overflow)
         return pgw_err_set(err, PGW_ETOOLARGE, "%s: answer over %d bytes", shown,
                            PGW_HTTP_ANSWER_MAX);
+    if (s->no_memory)
+        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory for the answer", shown);
     if (sent->refused)
         return pgw_err_set(err, PGW_EUNAVAILABLE,
                            "%s: the connection closed before an answer; the request may have "
@@ -218,6 +223,10 @@ int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
     if (call->url == NULL || call->method == NULL ||
         (strcmp(call->method, "GET") != 0 && strcmp(call->method, "POST") != 0))
         return pgw_err_set(err, PGW_EINVAL, "an outbound call needs GET or POST and a URL");
+    /* What we send is ours (a template message, an SMS): far below this. */
+    if (call->body_len > PGW_HTTP_BODY_MAX)
+        return pgw_err_set(err, PGW_ETOOLARGE, "an outbound body of %zu bytes is over %d",
+                           call->body_len, PGW_HTTP_BODY_MAX);
     bool own = false;
     CURL *curl = thread_handle(&own);
     if (curl == NULL)

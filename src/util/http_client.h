@@ -36,15 +36,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PGW_HTTP_ANSWER_MAX  (1024 * 1024) /* bytes of an answer body we read */
-#define PGW_HTTP_TIMEOUT_MS  5000          /* default deadline of a whole call */
+#define PGW_HTTP_ANSWER_MAX  (1024 * 1024)     /* bytes of an answer body we read */
+#define PGW_HTTP_BODY_MAX    (2 * 1024 * 1024) /* bytes of a request body we send */
+#define PGW_HTTP_TIMEOUT_MS  5000              /* default deadline of a whole call */
 #define PGW_HTTP_HEADERS_MAX 8
 
 typedef struct pgw_http_call {
     const char *method; /* "GET" or "POST" */
     const char *url;
     const char *headers[PGW_HTTP_HEADERS_MAX]; /* "Name: value", NULL-terminated early */
-    const char *body;                          /* POST only; body_len bytes */
+    const char *body;                          /* POST only; body_len bytes, at most BODY_MAX */
     size_t body_len;
     long timeout_ms; /* 0: PGW_HTTP_TIMEOUT_MS */
     /* Whether curl may send it a second time (above): only when a second
@@ -69,7 +70,9 @@ void pgw_http_client_cleanup(void);
  * Makes the call. PGW_OK when an answer arrived, whatever its status;
  * PGW_EUNAVAILABLE when none did (refused, timed out, TLS failed, a
  * connection closed before the answer of a call not repeatable);
- * PGW_ETOOLARGE for an answer over PGW_HTTP_ANSWER_MAX. On failure *out
+ * PGW_ETOOLARGE for an answer over PGW_HTTP_ANSWER_MAX, or a body over
+ * PGW_HTTP_BODY_MAX (not sent); PGW_ENOMEM when the answer found no
+ * memory. On failure *out
  * holds nothing to free (but says whether the request went out).
  */
 int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err);

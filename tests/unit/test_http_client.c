@@ -286,6 +286,31 @@ static void test_post_sent_whole_once(void **state)
     post_once(1024 * 1024 + 1);
 }
 
+/* A body past PGW_HTTP_BODY_MAX is refused before anything leaves: the
+ * fake sees no request, and the answer says none went out. */
+static void test_a_body_past_the_bound_is_not_sent(void **state)
+{
+    (void)state;
+    fake f;
+    fake_start(&f, false);
+    size_t size = PGW_HTTP_BODY_MAX + 1;
+    char *body = calloc(1, size);
+    assert_non_null(body);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/notice", f.port);
+    pgw_http_call call = {
+        .method = "POST", .url = url, .body = body, .body_len = size, .timeout_ms = 5000};
+    pgw_http_answer answer;
+    pgw_err err = {0};
+    int rc = pgw_http_do(&call, &answer, &err);
+    fake_end(&f);
+    free(body);
+    assert_int_equal(rc, PGW_ETOOLARGE);
+    assert_false(answer.request_sent);
+    assert_null(answer.body);
+    assert_int_equal(f.requests, 0);
+}
+
 /* Over TLS curl would offer HTTP/2 (ALPN "h2") and a provider that takes
  * it may refuse a stream or go away, which curl retries and the guard
  * stops: a call the provider never processed, reported as perhaps sent.
@@ -320,6 +345,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_post_sent_whole_once),
+        cmocka_unit_test(test_a_body_past_the_bound_is_not_sent),
         cmocka_unit_test(test_https_offers_http11_only),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
