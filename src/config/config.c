@@ -875,10 +875,11 @@ static int parse_trusted_proxies(const json_t *http, const char *path, pgw_http_
 
 static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"body_max_bytes",      "body_timeout_s",
-                                       "keepalive_timeout_s", "max_inflight",
-                                       "commit_batch",        "tls",
-                                       "trusted_proxies",     NULL};
+    static const char *const keys[] = {"body_max_bytes",         "body_timeout_s",
+                                       "keepalive_timeout_s",    "max_inflight",
+                                       "commit_batch",           "stream_sessions_max",
+                                       "stream_session_check_s", "tls",
+                                       "trusted_proxies",        NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *http;
     pgw_http_config *h = &cfg->http;
@@ -887,6 +888,8 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
     h->keepalive_timeout_s = 120;
     h->max_inflight = 4096;
     h->commit_batch = 0; /* the database's: PGW_WRITER_BATCH_SQLITE or _REMOTE */
+    h->stream_sessions_max = 256;
+    h->stream_session_check_s = 60;
     int rc = get_section(root, "http", "$", false, keys, &http, path, err);
     if (rc != PGW_OK || http == NULL)
         return rc;
@@ -901,6 +904,12 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
         rc = pgw_json_int(http, "max_inflight", path, false, 32, 65536, &h->max_inflight, err);
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "commit_batch", path, false, 1, 4096, &h->commit_batch, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(http, "stream_sessions_max", path, false, 0, 4096,
+                          &h->stream_sessions_max, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(http, "stream_session_check_s", path, false, 1, 3600,
+                          &h->stream_session_check_s, err);
     if (rc == PGW_OK)
         rc = parse_trusted_proxies(http, path, h, err);
     return rc == PGW_OK ? parse_tls(http, path, h, err) : rc;

@@ -113,6 +113,14 @@ typedef struct pgw_http_config {
     int64_t keepalive_timeout_s;
     int64_t max_inflight; /* requests waiting on the database: 32..65536; default 4096 */
     int64_t commit_batch; /* commands per transaction: 1..4096; 0 (default): the database's */
+    /* Members' live streams (GET /v1/stream under a mini-program session)
+     * open at once: 0..4096; default 256. Each looks at every transfer the
+     * stream carries, on the service thread: the bound is its cost. */
+    int64_t stream_sessions_max;
+    /* An open member's stream asks the store again this often whether its
+     * session is live (a logout, on any instance, closes it by then) and
+     * whose it is (a merge): 1..3600 s; default 60. */
+    int64_t stream_session_check_s;
     /* Peers whose X-Forwarded-For names the client (a reverse proxy in
      * front): else every mini-program user shares the proxy's address,
      * and its per-address limits (enrolments, codes) with it. */

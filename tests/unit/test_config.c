@@ -209,6 +209,8 @@ static const struct {
     {"http", "{\"tls\": {\"cert_file\": \"c.pem\"}}", "$.http.tls.key_file: required"},
     {"http", "{\"max_inflight\": 1}", "$.http.max_inflight"},
     {"http", "{\"gzip\": true}", "$.http.gzip: unknown key"},
+    {"http", "{\"stream_sessions_max\": 4097}", "$.http.stream_sessions_max"},
+    {"http", "{\"stream_session_check_s\": 0}", "$.http.stream_session_check_s"},
     {"http", "{\"trusted_proxies\": \"10.0.0.1\"}", "$.http.trusted_proxies: expected an array"},
     {"http", "{\"trusted_proxies\": [7]}", "$.http.trusted_proxies[0]: expected an address"},
     {"http", "{\"trusted_proxies\": [\"::1\", \"proxy.local\"]}",
@@ -321,6 +323,35 @@ static void test_trusted_proxies(void **state)
     json_decref(root);
 }
 
+/* The members' streams: 256 at most, each session checked every minute,
+ * unless said otherwise; 0 streams turns them off. */
+static void test_stream_sessions(void **state)
+{
+    (void)state;
+    json_t *root = json_loads(MINIMAL, 0, NULL);
+    assert_non_null(root);
+    char *text = json_dumps(root, 0);
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(cfg->http.stream_sessions_max, 256);
+    assert_int_equal(cfg->http.stream_session_check_s, 60);
+    pgw_config_free(cfg);
+    free(text);
+    json_object_set_new(
+        root, "http",
+        json_pack("{s:i,s:i}", "stream_sessions_max", 0, "stream_session_check_s", 1));
+    text = json_dumps(root, 0);
+    if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(cfg->http.stream_sessions_max, 0);
+    assert_int_equal(cfg->http.stream_session_check_s, 1);
+    pgw_config_free(cfg);
+    free(text);
+    json_decref(root);
+}
+
 /* notify.routes: a default for every kind, a kind's own over it. A channel
  * configured but switched off ("enabled": false) may stay in a route. */
 static void test_notice_routes(void **state)
@@ -399,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_minimal_is_valid_and_defaults_apply),
         cmocka_unit_test(test_null_is_absent),
         cmocka_unit_test(test_trusted_proxies),
+        cmocka_unit_test(test_stream_sessions),
         cmocka_unit_test(test_notice_routes),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
