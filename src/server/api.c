@@ -2320,7 +2320,7 @@ static void mp_phone_task(void *arg, bool stale)
 /* Whether the request names a session (the scheme in any case, as Bearer). */
 static bool by_session(const pgw_request *req)
 {
-    return strncasecmp(req->authorization, SESSION_SCHEME, sizeof(SESSION_SCHEME) - 1) == 0;
+    return pgw_api_by_session(req->authorization);
 }
 
 /* The session of Authorization: Session <token>; PGW_EUNAUTHORIZED otherwise. */
@@ -3808,7 +3808,10 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
     resp->content_type = "application/json";
 }
 
-/* A committed transfer as its live-stream message (malloc'd; NULL when out of memory). */
+/* A committed transfer as its live-stream message (malloc'd; NULL when
+ * out of memory). "event_key" comes last: a member's view leaves it out
+ * by cutting there (pgw_api_stream_member_view), not by a second
+ * rendering of every transfer. */
 static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
 {
     char when[PGW_RFC3339_MAX] = "";
@@ -3830,8 +3833,10 @@ static void emit_transfers(const pgw_api *api, const pgw_command *cmd, pgw_api_e
         return;
     for (size_t i = 0; i < cmd->n_transfers; i++) {
         char *text = transfer_message(api, &cmd->transfers[i]);
+        const pgw_transfer *t = &cmd->transfers[i];
+        pgw_stream_about about = {t->shop_id, {t->debit, t->credit}};
         if (text != NULL)
-            emit(ctx, cmd->transfers[i].shop_id, text, strlen(text));
+            emit(ctx, &about, text, strlen(text));
         free(text);
     }
 }
@@ -3843,9 +3848,11 @@ static void stream_committed(void *ctx, const pgw_command *cmd)
 {
     const pgw_api *api = ctx;
     for (size_t i = 0; api->stream_news != NULL && i < cmd->n_transfers; i++) {
-        char *text = transfer_message(api, &cmd->transfers[i]);
+        const pgw_transfer *t = &cmd->transfers[i];
+        pgw_stream_about about = {t->shop_id, {t->debit, t->credit}};
+        char *text = transfer_message(api, t);
         if (text != NULL) /* the stream is best effort; the transfer is committed */
-            api->stream_news(text, cmd->transfers[i].shop_id, true, api->notify_ctx);
+            api->stream_news(text, &about, true, api->notify_ctx);
     }
 }
 
@@ -3881,6 +3888,90 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
         return pgw_err_set(err, PGW_ENOTFOUND, "no shop %s", shop);
     snprintf(shop_out, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, shop);
     return PGW_OK;
+}
+
+bool pgw_api_by_session(const char *authorization)
+{
+    return strncasecmp(authorization, SESSION_SCHEME, sizeof(SESSION_SCHEME) - 1) == 0;
+}
+
+int pgw_api_stream_session(pgw_api *api, const char *authorization, const char *shop_param,
+                           pgw_session *out, char key_name[PGW_ID_MAX + 1], pgw_err *err)
+{
+    snprintf(key_name, PGW_ID_MAX + 1, "-");
+    if (!pgw_wechat_mp_ready(api->wechat))
+        return pgw_err_set(err, PGW_EUNAVAILABLE,
+                           "the mini program is not configured (see the warning at start)");
+    if (!pgw_api_by_session(authorization))
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Session <token> is required");
+    int rc = pgw_session_verify(api->session_key, authorization + sizeof(SESSION_SCHEME) - 1,
+                                wall_now_s(), out, err);
+    if (rc != PGW_OK)
+        return rc;
+    snprintf(key_name, PGW_ID_MAX + 1, "session:%.8s", out->id);
+    /* Refused, not ignored: a mini program asking for one shop would get
+     * every shop's transfers of its member and take them for that shop's. */
+    if (shop_param != NULL)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "a member's stream is its own member's: ?shop= is for API keys");
+    return PGW_OK;
+}
+
+/* On the reader, once pgw_command_read found the session live: the member
+ * it streams, the survivor of any merge (as GET /v1/me reads one). */
+static int stream_member(pgw_store *store, pgw_command *cmd)
+{
+    return pgw_store_survivor(store, cmd->member, NULL, &cmd->err);
+}
+
+int pgw_api_stream_check(pgw_api *api, const pgw_session *s, uint64_t request_id, pgw_err *err)
+{
+    pgw_request req;
+    memset(&req, 0, sizeof(req));
+    req.id = request_id;
+    pgw_job *job = session_job(api, &req, R_STREAM, PGW_COMMAND_READ_CALL, s, err);
+    if (job == NULL)
+        return err->code;
+    job->cmd.call = stream_member;
+    pgw_writer *to = queue_of(api, job);
+    int rc = to ? pgw_writer_submit(to, &job->cmd, err)
+                : pgw_err_set(err, PGW_ESTATE, "the server is stopping");
+    if (rc != PGW_OK)
+        job_free(job);
+    return rc;
+}
+
+/* A member's stream checked live: the member to stream. */
+static void stream_checked(pgw_response *resp, const pgw_command *cmd)
+{
+    resp->body = strdup(cmd->member);
+    if (resp->body == NULL) {
+        fail(resp, R_STREAM, PGW_ENOMEM, "out of memory");
+        return;
+    }
+    resp->body_len = strlen(resp->body);
+    resp->status = 200;
+    resp->content_type = "text/plain; charset=utf-8";
+}
+
+size_t pgw_api_stream_member_view(const char *json, size_t len, char *out)
+{
+    static const char key[] = ",\"event_key\":";
+    size_t n = sizeof(key) - 1, cut = len;
+    /* The last one: transfer_message puts it last, and inside a string a
+     * quote is escaped, so no value can hold this text. */
+    for (size_t i = len >= n ? len - n + 1 : 0; i-- > 0;) {
+        if (memcmp(json + i, key, n) == 0) {
+            cut = i;
+            break;
+        }
+    }
+    memcpy(out, json, cut);
+    if (cut == len)
+        return len;
+    PGW_ASSERT(cut + 1 <= len);
+    out[cut] = '}';
+    return cut + 1;
 }
 
 /* The operator's line of a login or a phone number WeChat failed, with
@@ -3955,6 +4046,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
             resp->retry_after_s = (int)pgw_min64(cmd->retry_at - asked, 86400);
     } else if (job->route == R_MP_LOGIN) {
         mp_login_answer(api, job, resp);
+    } else if (job->route == R_STREAM) {
+        stream_checked(resp, cmd);
     } else if (job->route == R_ME) {
         set_body(resp, 200, me_json(api, cmd));
     } else if (job->route == R_PREFERENCES || job->route == R_ME_PREFERENCES) {
@@ -4218,8 +4311,11 @@ static void notice_changed(void *ctx, const pgw_notice *nt)
     json_decref(msg);
     if (text == NULL) /* the stream is best effort; the notice itself is recorded */
         return;
+    char account[PGW_ACCOUNT_MAX + 1];
+    snprintf(account, sizeof(account), "member:%s", nt->member); /* a member's stream: its own */
+    pgw_stream_about about = {nt->shop, {account, ""}};
     if (api->stream_news != NULL)
-        api->stream_news(text, nt->shop, false, api->notify_ctx);
+        api->stream_news(text, &about, false, api->notify_ctx);
     else
         free(text);
 }

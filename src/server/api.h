@@ -21,6 +21,7 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "server/session.h"
 #include "server/writer.h"
 #include "util/vault.h"
 
@@ -72,15 +73,23 @@ typedef struct pgw_response {
 
 /* Wakes the service thread for a finished job (any thread). */
 typedef void (*pgw_api_notify)(pgw_job *job, void *ctx);
+/* Whom a live-stream message concerns: the shop (a key's ?shop= filter)
+ * and the ledger accounts (a member's stream, under a mini-program
+ * session, shows the messages naming its member's account only). */
+typedef struct pgw_stream_about {
+    const char *shop;        /* "" for none */
+    const char *accounts[2]; /* a transfer's debit and credit; a notice's member's and "" */
+} pgw_stream_about;
 /* Hands over a live-stream message (malloc'd JSON; the receiver frees it)
- * that no request carries, for `shop`: a transfer the expiry sweep
+ * that no request carries, about `about`: a transfer the expiry sweep
  * committed, called on the writer's completion thread in commit order as
  * notify is for the jobs committed around it (a receiver keeping both in
  * one queue keeps the stream in log order); or a notice's state change
  * ({"type": "notification", ...}), from a courier's thread. `transfer`
  * says which: the stream owes watchers every transfer, notices only as it
  * can. Until pgw_api_stop returns. */
-typedef void (*pgw_api_stream_news)(char *json, const char *shop, bool transfer, void *ctx);
+typedef void (*pgw_api_stream_news)(char *json, const pgw_stream_about *about, bool transfer,
+                                    void *ctx);
 
 typedef struct pgw_api_options {
     const pgw_config *cfg; /* borrowed, must outlive the API */
@@ -158,9 +167,10 @@ void pgw_api_key_label(const pgw_api *api, const char *authorization, char out[P
  * is answered as pgw_api_handle answers it. */
 bool pgw_api_stranger(const pgw_api *api, const pgw_request *req);
 
-/* Receives one live-stream message (a committed transfer) and the shop it
- * concerns ("" for none). `json` is valid during the call only. */
-typedef void (*pgw_api_emit)(void *ctx, const char *shop, const char *json, size_t len);
+/* Receives one live-stream message (a committed transfer) and whom it
+ * concerns. `about` and `json` are valid during the call only. */
+typedef void (*pgw_api_emit)(void *ctx, const pgw_stream_about *about, const char *json,
+                             size_t len);
 
 /*
  * Builds the answer of a finished job and frees it; *request_id says whose.
@@ -184,6 +194,39 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
                         const char *shop_param, char shop_out[PGW_ID_MAX + 1],
                         char key_name[PGW_ID_MAX + 1], pgw_err *err);
+
+/* Whether `authorization` names a mini-program session ("Session ...",
+ * the scheme in any case): the stream is then a member's own. */
+bool pgw_api_by_session(const char *authorization);
+
+/*
+ * Who may open a member's stream: the session of `authorization`
+ * ("Session <token>"), checked as every mini-program route checks it
+ * (its MAC and expiry: PGW_EUNAUTHORIZED; the mini program configured:
+ * else PGW_EUNAVAILABLE). A shop filter is refused (PGW_EINVAL: a
+ * member's stream is its member's, whatever the shop). Fills *out, and
+ * key_name for the log ("session:" and the id's first 8 digits; "-"
+ * before the token is good). Whether the session is still live is the
+ * store's to say: pgw_api_stream_check.
+ */
+int pgw_api_stream_session(pgw_api *api, const char *authorization, const char *shop_param,
+                           pgw_session *out, char key_name[PGW_ID_MAX + 1], pgw_err *err);
+
+/*
+ * Starts the store's check of a member's stream, on the reader as GET
+ * /v1/me's: the session still live (not ended, not expired), its member
+ * followed through merges. It comes back as a job does (notify, then
+ * pgw_api_finish under request_id): 200 with the member's id as the body
+ * (text/plain, the survivor's for a merged member), or the refusal (401
+ * for a session ended or expired). An error when it cannot start now
+ * (too many jobs in flight, the server stopping).
+ */
+int pgw_api_stream_check(pgw_api *api, const pgw_session *s, uint64_t request_id, pgw_err *err);
+
+/* A live-stream message as a member's stream shows it (into out, which
+ * holds len bytes; its length): a transfer's without its "event_key", as
+ * GET /v1/me shows none; anything else as it is. */
+size_t pgw_api_stream_member_view(const char *json, size_t len, char *out);
 
 /* Counts and logs a response: sent, or, `undelivered`, not (logged so). */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);

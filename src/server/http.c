@@ -41,6 +41,12 @@
 #define BODY_TICK_S      2     /* a body awaited is looked at this often */
 #define KEEPALIVE_S      120   /* an idle connection's default (config.h says why) */
 #define KEEPALIVE_MAX_S  3600  /* as http.keepalive_timeout_s's bound */
+#define MEMBER_TABS      4     /* one member's streams open at once (its tabs, its phones) */
+/* Close codes of a member's stream (RFC 6455 7.4.2: 4000-4999 are the
+ * application's): its session is over (ended, expired: log in again, as
+ * a 401 says), or it could not be checked now (1013, try again later). */
+#define WS_CLOSE_SESSION 4401
+#define WS_CLOSE_AGAIN   1013
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -55,17 +61,27 @@ _Static_assert(2 * (STREAM_TURN_MAX + PGW_COMMAND_TRANSFERS_MAX) < STREAM_RING,
 /* A live-stream message: a committed transfer. */
 typedef struct stream_msg {
     char shop[PGW_ID_MAX + 1];
+    /* The accounts it is about (pgw_stream_about), kept only while a
+     * member's stream is open (h->n_members): the others never read them,
+     * and every transfer would pay for their copy. */
+    char accounts[2][PGW_ACCOUNT_MAX + 1];
     size_t len;
     char json[STREAM_MSG_MAX];
 } stream_msg;
+
+/* A live-stream message no job carries, as handed over (stream_news). */
+typedef struct news_item {
+    char shop[PGW_ID_MAX + 1];
+    char accounts[2][PGW_ACCOUNT_MAX + 1];
+    char json[]; /* NUL-terminated */
+} news_item;
 
 /* A finished job, or a live-stream message that no job carries (the expiry
  * sweep's transfers): one queue, so that the stream keeps the order in
  * which the writer completed them, the log's. */
 typedef struct done_item {
-    pgw_job *job; /* NULL: `news` */
-    char *news;   /* malloc'd JSON, for `shop` */
-    char shop[PGW_ID_MAX + 1];
+    pgw_job *job;    /* NULL: `news` */
+    news_item *news; /* malloc'd */
 } done_item;
 
 /* One WebSocket watcher of /v1/stream (lives as long as the connection). */
@@ -77,6 +93,18 @@ typedef struct watcher {
     char shop[PGW_ID_MAX + 1]; /* "" for every shop */
     char key_name[PGW_ID_MAX + 1];
     int64_t asked_us; /* when its handshake came: logged once lws upgraded it */
+    /* A member's stream (a mini-program session): its messages only. */
+    bool member;
+    bool listed;       /* in h->members */
+    bool checked;      /* the store found its session live: `account` is whose */
+    bool logged;       /* its handshake's line: once the store answered */
+    uint64_t check_id; /* its session's check, out on the reader (a slot); 0: none */
+    int close_code;    /* > 0: closed so at its next turn (close_reason) */
+    const char *close_reason;
+    pgw_session session;
+    char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
+    struct lws *wsi;
+    struct watcher *prev_member, *next_member; /* h->members */
 } watcher;
 
 /* One HTTP transaction (lws allocates it zeroed, per transaction). */
@@ -109,6 +137,7 @@ typedef struct slot {
     uint64_t id;       /* 0: empty */
     struct lws *wsi;   /* NULL: the client left; `left` says what it asked */
     pgw_request *left; /* malloc'd, for the log line its answer still gets */
+    bool watcher;      /* a member's stream's check (wsi's user is a watcher), not a request */
 } slot;
 
 struct pgw_http {
@@ -150,6 +179,11 @@ struct pgw_http {
      * from the moment it connects, and rendering every transfer as JSON for
      * nobody was a tenth of the service thread at full load. */
     size_t watchers;
+    /* Members' streams (watchers under a session), listed: a member's
+     * tabs are counted, and each looks at every message. */
+    watcher *members;
+    size_t n_members, members_max;
+    int64_t member_check_s; /* each one's session checked again this often */
     /* Waiting requests by id: service thread only. Linear probing. */
     slot *slots;
     size_t slot_mask;
@@ -226,12 +260,12 @@ static size_t home_of(const pgw_http *h, uint64_t id)
     return (size_t)(id * 0x9E3779B97F4A7C15ULL >> 17) & h->slot_mask;
 }
 
-static void slot_put(pgw_http *h, uint64_t id, struct lws *wsi)
+static void slot_put(pgw_http *h, uint64_t id, struct lws *wsi, bool for_watcher)
 {
     size_t i = home_of(h, id);
     while (h->slots[i].id != 0)
         i = (i + 1) & h->slot_mask;
-    h->slots[i] = (slot){id, wsi, NULL};
+    h->slots[i] = (slot){id, wsi, NULL, for_watcher};
 }
 
 static size_t slot_find(const pgw_http *h, uint64_t id)
@@ -283,23 +317,31 @@ static void notify(pgw_job *job, void *ctx)
  * notice, best effort, is dropped past half that, silently: a flood of
  * them (thousands of sales a second, each one's notice) must neither
  * crowd the sweep's transfers out nor close watchers that keep up. */
-static void stream_news(char *json, const char *shop, bool transfer, void *ctx)
+static void stream_news(char *json, const pgw_stream_about *about, bool transfer, void *ctx)
 {
     pgw_http *h = ctx;
+    size_t len = strlen(json);
+    news_item *news = malloc(sizeof(*news) + len + 1); /* out of memory: dropped, as past room */
+    if (news != NULL) {
+        snprintf(news->shop, sizeof(news->shop), "%s", about->shop);
+        for (size_t i = 0; i < 2; i++)
+            snprintf(news->accounts[i], sizeof(news->accounts[i]), "%s", about->accounts[i]);
+        memcpy(news->json, json, len + 1);
+    }
+    free(json);
     pthread_mutex_lock(&h->lock);
-    bool room = h->news_pending < (transfer ? NEWS_PENDING_MAX : NEWS_PENDING_MAX / 2);
+    bool room =
+        news != NULL && h->news_pending < (transfer ? NEWS_PENDING_MAX : NEWS_PENDING_MAX / 2);
     if (room) {
         PGW_ASSERT(h->done_count < h->done_cap);
-        done_item *d = &h->done[h->done_count++];
-        *d = (done_item){.news = json};
-        snprintf(d->shop, sizeof(d->shop), "%s", shop);
+        h->done[h->done_count++] = (done_item){.news = news};
         h->news_pending++;
     }
     h->news_dropped += !room && transfer;
     bool first = room && h->done_count == 1;
     pthread_mutex_unlock(&h->lock);
     if (!room)
-        free(json);
+        free(news);
     if (first && atomic_load(&h->live)) /* else the first drain will find it */
         lws_cancel_service(h->ctx);
 }
@@ -312,7 +354,7 @@ static void respond(pgw_http *h, struct lws *wsi, req *q)
 }
 
 /* Puts a committed transfer on the live stream. */
-static void emit(void *ctx, const char *shop, const char *json, size_t len)
+static void emit(void *ctx, const pgw_stream_about *about, const char *json, size_t len)
 {
     pgw_http *h = ctx;
     if (len > STREAM_MSG_MAX) { /* bounded fields make this unreachable; never crash for it */
@@ -320,7 +362,11 @@ static void emit(void *ctx, const char *shop, const char *json, size_t len)
         return;
     }
     stream_msg *m = &h->ring[h->ring_seq % STREAM_RING];
-    snprintf(m->shop, sizeof(m->shop), "%s", shop);
+    snprintf(m->shop, sizeof(m->shop), "%s", about->shop);
+    /* A member's stream reads from its connection on (w->next), when
+     * n_members already counted it: it never reads a message kept without. */
+    for (size_t i = 0; h->n_members > 0 && i < 2; i++)
+        snprintf(m->accounts[i], sizeof(m->accounts[i]), "%s", about->accounts[i]);
     memcpy(m->json, json, len);
     m->len = len;
     h->ring_seq++;
@@ -351,13 +397,17 @@ static void take_done(pgw_http *h)
     }
 }
 
+static void member_checked(pgw_http *h, struct lws *wsi, pgw_response *resp);
+
 /* Answers a finished job if its client is still there, or streams news. */
 static void finish_done(pgw_http *h, done_item *d)
 {
     if (d->job == NULL) {
+        news_item *n = d->news;
+        pgw_stream_about about = {n->shop, {n->accounts[0], n->accounts[1]}};
         if (h->watchers > 0)
-            emit(h, d->shop, d->news, strlen(d->news));
-        free(d->news);
+            emit(h, &about, n->json, strlen(n->json));
+        free(n);
         return;
     }
     uint64_t id = 0;
@@ -371,7 +421,12 @@ static void finish_done(pgw_http *h, done_item *d)
     }
     struct lws *wsi = h->slots[at].wsi;
     pgw_request *left = h->slots[at].left;
+    bool for_watcher = h->slots[at].watcher;
     slot_remove(h, at);
+    if (for_watcher) {
+        member_checked(h, wsi, &resp);
+        return;
+    }
     if (wsi == NULL) { /* the client left; the write stands, and the log says so */
         resp.undelivered = true;
         log_request(h, left, &resp, wall_us());
@@ -521,7 +576,7 @@ static void dispatch(pgw_http *h, struct lws *wsi, req *q)
     q->r.id = ++h->next_id;
     if (pgw_api_handle(h->api, &q->r, &q->resp)) {
         q->waiting = true;
-        slot_put(h, q->r.id, wsi);
+        slot_put(h, q->r.id, wsi, false);
         /*
          * libwebsockets timed the request from its headers on (LWS_TIMEOUT_S)
          * and only a body's end stopped that: a GET waiting more than 5 s on
@@ -1244,6 +1299,44 @@ static const char *query_arg(const char *query, const char *name, char *out, siz
     return rc == PGW_OK ? out : NULL;
 }
 
+/* This member's streams open (by the member its token names). */
+static size_t member_streams(const pgw_http *h, const char *member)
+{
+    size_t n = 0;
+    for (const watcher *w = h->members; w != NULL; w = w->next_member)
+        n += strcmp(w->session.member, member) == 0;
+    return n;
+}
+
+/*
+ * A member's stream (Authorization: Session): the token checked here (a
+ * forged or expired one is 401 at the handshake), the rest by the store
+ * once upgraded (member_check): lws 4.1 cannot hold a handshake's answer
+ * while the reader looks, and the service thread must not wait on it.
+ * The token never goes in the query: the log would keep it.
+ */
+static int admit_member(pgw_http *h, struct lws *wsi, watcher *w, const char *uri, const char *auth,
+                        const char *shop_param)
+{
+    pgw_err err;
+    char key_name[PGW_ID_MAX + 1];
+    int rc = pgw_api_stream_session(h->api, auth, shop_param, &w->session, key_name, &err);
+    if (rc == PGW_OK && h->n_members >= h->members_max)
+        rc = pgw_err_set(&err, PGW_EUNAVAILABLE,
+                         "%zu members' streams are open, the most http.stream_sessions_max lets",
+                         h->n_members);
+    if (rc == PGW_OK && member_streams(h, w->session.member) >= MEMBER_TABS)
+        rc = pgw_err_set(&err, PGW_ELIMITED, "member %s has %d streams open: close one first",
+                         w->session.member, MEMBER_TABS);
+    if (rc != PGW_OK)
+        return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
+    w->allowed = true;
+    w->member = true;
+    memcpy(w->key_name, key_name, sizeof(w->key_name));
+    w->asked_us = wall_us();
+    return 0;
+}
+
 /* Checks the path and the key while the handshake's headers are readable. */
 static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
@@ -1274,6 +1367,8 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     const char *shop_param = query_arg(query, "shop", shop, sizeof(shop), &too_long);
     if (too_long)
         return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL, "a query argument is too long");
+    if (pgw_api_by_session(auth))
+        return admit_member(h, wsi, w, uri, auth, shop_param);
     pgw_err err;
     char key_name[PGW_ID_MAX + 1];
     int rc = pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, key_name, &err);
@@ -1315,6 +1410,166 @@ static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     return 0;
 }
 
+/* A member's stream's handshake line (api.h's), written once the store
+ * answered: 101 for a live session, else the refusal's status (401 for
+ * one ended), though the WebSocket was upgraded (admit_member). */
+static void log_member(pgw_http *h, struct lws *wsi, watcher *w, int status)
+{
+    if (w->logged)
+        return;
+    w->logged = true;
+    req q;
+    handshake_request(wsi, "/v1/stream", w->key_name, &q);
+    q.r.received_us = w->asked_us;
+    q.resp.status = status;
+    log_request(h, &q.r, &q.resp, wall_us());
+}
+
+/* Closes a member's stream at its next turn, saying why (close_member). */
+static void end_member(watcher *w, int code, const char *reason)
+{
+    if (w->close_code == 0) {
+        w->close_code = code;
+        w->close_reason = reason;
+    }
+    lws_callback_on_writable(w->wsi);
+}
+
+/* -1, for lws, with the close frame's code and reason. */
+static int close_member(struct lws *wsi, watcher *w)
+{
+    lws_close_reason(wsi, (enum lws_close_status)w->close_code, (unsigned char *)w->close_reason,
+                     strlen(w->close_reason));
+    return -1;
+}
+
+/* Asks the store about this stream's session (pgw_api_stream_check): its
+ * answer comes back as a job's, to member_checked. */
+static int member_check(pgw_http *h, watcher *w)
+{
+    pgw_err err;
+    uint64_t id = ++h->next_id;
+    int rc = pgw_api_stream_check(h->api, &w->session, id, &err);
+    if (rc != PGW_OK)
+        return rc;
+    slot_put(h, id, w->wsi, true);
+    w->check_id = id;
+    return PGW_OK;
+}
+
+/* The store's answer on a member's stream's session: the member it
+ * streams (the survivor of a merge, looked for again at each check), or
+ * the stream closed. A later check that could not be made (the reader
+ * full) leaves it open: the next one tries again. */
+static void member_checked(pgw_http *h, struct lws *wsi, pgw_response *resp)
+{
+    watcher *w = wsi != NULL ? lws_wsi_user(wsi) : NULL;
+    if (w != NULL) { /* else it closed meanwhile (member_closed) */
+        PGW_ASSERT(w->member && w->check_id != 0);
+        w->check_id = 0;
+        if (resp->status == 200 && resp->body_len > 0 && resp->body_len <= PGW_ID_MAX) {
+            snprintf(w->account, sizeof(w->account), "member:%.*s", (int)resp->body_len,
+                     resp->body);
+            w->checked = true;
+            lws_callback_on_writable(wsi); /* what waited for the answer in the ring */
+        } else if (resp->status == 401) {
+            end_member(w, WS_CLOSE_SESSION, "the session was ended or has expired: log in again");
+        } else if (!w->checked) {
+            end_member(w, WS_CLOSE_AGAIN, "the session could not be checked: try again later");
+        }
+        log_member(h, wsi, w, resp->status == 200 ? 101 : resp->status);
+    }
+    free(resp->body);
+}
+
+/* A member's stream upgraded: listed, its session asked about, its
+ * timer set (member_tick). Its messages wait in the ring till then. */
+static void member_opened(pgw_http *h, struct lws *wsi, watcher *w)
+{
+    w->wsi = wsi;
+    w->next_member = h->members;
+    if (h->members != NULL)
+        h->members->prev_member = w;
+    h->members = w;
+    w->listed = true;
+    h->n_members++;
+    if (member_check(h, w) != PGW_OK) {
+        log_member(h, wsi, w, 503);
+        end_member(w, WS_CLOSE_AGAIN, "the session could not be checked: try again later");
+        return;
+    }
+    int64_t left = w->session.expires_at - time(NULL);
+    int64_t wait = left < h->member_check_s ? (left > 0 ? left : 0) : h->member_check_s;
+    lws_set_timer_usecs(wsi, (lws_usec_t)wait * LWS_USEC_PER_SEC);
+}
+
+/* A member's stream closed: unlisted; its check, if out, finds it gone. */
+static void member_closed(pgw_http *h, struct lws *wsi, watcher *w)
+{
+    if (!w->listed)
+        return;
+    log_member(h, wsi, w, 101); /* closed before the store answered: it was upgraded */
+    size_t at = w->check_id != 0 ? slot_find(h, w->check_id) : SIZE_MAX;
+    if (at != SIZE_MAX)
+        h->slots[at].wsi = NULL;
+    if (w->prev_member != NULL)
+        w->prev_member->next_member = w->next_member;
+    else
+        h->members = w->next_member;
+    if (w->next_member != NULL)
+        w->next_member->prev_member = w->prev_member;
+    w->listed = false;
+    PGW_ASSERT(h->n_members > 0);
+    h->n_members--;
+}
+
+/* A member's stream's timer: its session expired (closed, as a 401), or
+ * time to ask the store again (a logout on any instance, a merge). */
+static int member_tick(pgw_http *h, struct lws *wsi, watcher *w)
+{
+    int64_t left = w->session.expires_at - time(NULL);
+    if (left <= 0) {
+        end_member(w, WS_CLOSE_SESSION, "the session has expired: log in again");
+        return close_member(wsi, w);
+    }
+    if (w->check_id == 0)
+        (void)member_check(h, w); /* refused now (the reader full): the next tick asks */
+    int64_t wait = left < h->member_check_s ? left : h->member_check_s;
+    lws_set_timer_usecs(wsi, (lws_usec_t)wait * LWS_USEC_PER_SEC);
+    return 0;
+}
+
+/*
+ * feed_watcher for a member's stream: nothing before the store said
+ * whose it is (held in the ring, as a slow watcher's), then only the
+ * messages naming its member's account, each in the member's view. Apart
+ * from feed_watcher so that a key's watcher pays nothing for it.
+ */
+static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
+{
+    if (w->close_code != 0)
+        return close_member(wsi, w);
+    if (h->ring_seq - w->next > STREAM_RING || w->gaps != h->stream_gaps)
+        return -1; /* it missed messages, and says so by being closed */
+    if (!w->checked)
+        return 0; /* member_checked asks for a turn */
+    while (w->next < h->ring_seq) {
+        const stream_msg *m = &h->ring[w->next % STREAM_RING];
+        w->next++;
+        if (strcmp(m->accounts[0], w->account) != 0 && strcmp(m->accounts[1], w->account) != 0)
+            continue;
+        static uint8_t buf[LWS_PRE + STREAM_MSG_MAX]; /* service thread only */
+        size_t len = pgw_api_stream_member_view(m->json, m->len, (char *)buf + LWS_PRE);
+        if (lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len)
+            return -1;
+        if (lws_send_pipe_choked(wsi))
+            break;
+    }
+    if (w->next < h->ring_seq)
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
 static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
@@ -1326,6 +1581,14 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_ESTABLISHED: {
         if (w == NULL || !w->allowed)
             return -1;
+        w->next = h->ring_seq; /* from now on */
+        w->gaps = h->stream_gaps;
+        w->counted = true;
+        h->watchers++;
+        if (w->member) { /* logged once the store answered */
+            member_opened(h, wsi, w);
+            return 0;
+        }
         /* Counted and logged as any request is, once lws upgraded it (a
          * handshake it then refused, no Sec-WebSocket-Key, was counted as
          * 101 when we let it in): a watcher was in no metric nor log line. */
@@ -1334,10 +1597,6 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
         q.r.received_us = w->asked_us;
         q.resp.status = 101;
         log_request(h, &q.r, &q.resp, wall_us());
-        w->next = h->ring_seq; /* from now on */
-        w->gaps = h->stream_gaps;
-        w->counted = true;
-        h->watchers++;
         return 0;
     }
     case LWS_CALLBACK_CLOSED:
@@ -1346,9 +1605,15 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
             h->watchers--;
             w->counted = false;
         }
+        if (w != NULL && w->member)
+            member_closed(h, wsi, w);
         return 0;
+    case LWS_CALLBACK_TIMER:
+        return w != NULL && w->listed ? member_tick(h, wsi, w) : 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return w != NULL && w->allowed ? feed_watcher(h, wsi, w) : 0;
+        if (w == NULL || !w->allowed)
+            return 0;
+        return w->member ? feed_member(h, wsi, w) : feed_watcher(h, wsi, w);
     case LWS_CALLBACK_RECEIVE:
         return 0; /* watchers have nothing to say; lws bounds what it reads */
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
@@ -1506,6 +1771,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     h->tls_key = opts->tls_key_file;
     h->proxies = opts->cfg ? opts->cfg->http.trusted_proxies : NULL;
     h->n_proxies = opts->cfg ? opts->cfg->http.n_trusted_proxies : 0;
+    h->members_max = opts->cfg ? (size_t)opts->cfg->http.stream_sessions_max : 256;
+    h->member_check_s = opts->cfg ? opts->cfg->http.stream_session_check_s : 60;
     size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;
     h->done_cap = inflight + NEWS_PENDING_MAX;
     size_t slots = 1;

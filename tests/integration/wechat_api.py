@@ -124,6 +124,8 @@ def write_config(tmp, fake_port):
     cfg["channels"]["wechat_mp"]["api_base"] = base
     cfg["channels"]["wechat_oa"]["api_base"] = base
     cfg["expiry"]["sweep_every_s"] = 1  # the sweep prunes sessions (pruning)
+    # A member's stream sees a logout within a second (member_stream).
+    cfg.setdefault("http", {})["stream_session_check_s"] = 1
     cfg["notify"] = {"coalesce_window_s": COALESCE_S, "quiet_hours": {"start": "00:00", "end": "00:00"},
                      "retry": {"max_attempts": 3, "base_delay_ms": 200, "max_delay_ms": 400}}
     path = os.path.join(tmp, "config.json")
@@ -988,6 +990,179 @@ def stream_client():
     return module
 
 
+def ws_frames(sock, pending, wait):
+    """The text messages and the close frame's (code, reason) of a
+    WebSocket, read until it closes or `wait` seconds pass quietly
+    (close None then)."""
+    out, buf = [], pending
+    sock.settimeout(wait)
+    while True:
+        while len(buf) >= 2:
+            n, at = buf[1] & 0x7F, 2
+            if n == 126:
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + n:
+                break
+            opcode, payload, buf = buf[0] & 0x0F, buf[at:at + n], buf[at + n:]
+            if opcode == 1:
+                out.append(json.loads(payload))
+            elif opcode == 8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                return out, (code, payload[2:].decode(errors="replace"))
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            return out, None
+        if not chunk:
+            return out, None
+        buf += chunk
+
+
+def ws_refusal(ws, port, path, headers):
+    """A handshake expected refused: (its status line, its JSON body)."""
+    sock, status, body = ws.ws_open(port, path, headers)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    sock.close()
+    try:
+        return status, json.loads(body or b"{}")
+    except ValueError:
+        return status, {"raw": body[:200].decode(errors="replace")}
+
+
+def member_event(event_id, member):
+    return {"event_id": event_id, "channel": "store", "shop_id": "S001", "type": "purchase",
+            "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"member_id": member},
+            "amount_fen": 10000}
+
+
+def member_stream(srv, fake):
+    """A mini-program session opens GET /v1/stream (the mini-program
+    team's walkthrough: sessions could not use the stream, 401): it gets
+    its member's transfers only, live, in the member's view (no
+    event_key); a shop filter is refused; a forged, expired or ended
+    session gets no stream; a logout closes one already open; one member
+    opens a few at most."""
+    ws = stream_client()
+    fake.control("POST", "/_fake/login_codes",
+                 {"appid": MP_APPID, "code": "code-ws", "openid": "oMP-WS", "unionid": "uUNION-WS"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-ws"},
+                              key=None)
+    check(status == 200, "login for the stream: %s %s" % (status, doc))
+    session, member = doc["session"], doc["member_id"]
+    auth = "Authorization: Session %s\r\n" % session
+    sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream", auth)
+    check(" 101 " in handshake, "a session opens the stream: %s" % handshake)
+    other = "MWS%d" % random.randrange(10**6)
+    status_o, theirs = srv.request("POST", "/v1/events", member_event("WS-THEIRS", other), key=SHOP)
+    posted = time.time()
+    status_m, mine = srv.request("POST", "/v1/events", member_event("WS-MINE", member), key=SHOP)
+    check(status_o == 201 and status_m == 201, "two purchases: %s %s" % (status_o, status_m))
+    got, closed = ws_frames(sock, pending, 1.5)
+    seen = time.time() - posted
+    transfers = [m for m in got if m.get("type") == "transfer"]
+    want = [t["id"] for t in mine.get("transfers", [])]
+    check(want and [m["id"] for m in transfers] == want and closed is None,
+          "the session's stream got its member's purchase only: %s, want %s (%s)" %
+          ([m.get("id") for m in transfers], want, closed))
+    check(seen < 5, "within seconds (%.1f s)" % seen)
+    account = "member:" + member
+    check(all(account in (m["debit"], m["credit"]) and "event_key" not in m for m in transfers),
+          "transfers in the member's view, no event_key: %s" % transfers)
+    check(all(m.get("type") == "transfer" or
+              (m.get("type") == "notification" and m.get("member_id") == member) for m in got) and
+          other not in json.dumps(got), "nothing of another member's: %s" % got)
+    # The same message as an admin key sees it has its event_key.
+    admin_sock, _, admin_pending = ws.ws_open(srv.port, "/v1/stream?key=" + ADMIN)
+    time.sleep(0.2)
+    status, again = srv.request("POST", "/v1/events", member_event("WS-MINE-2", member), key=SHOP)
+    got, _ = ws_frames(sock, b"", 1.5)
+    admin_got = [m for m in ws.ws_messages(admin_sock, admin_pending, 1.0)
+                 if m.get("type") == "transfer"]
+    admin_sock.close()
+    check([m["id"] for m in got if m.get("type") == "transfer"] ==
+          [t["id"] for t in again.get("transfers", [])] and
+          all(m.get("event_key") == "store:S001:WS-MINE-2" for m in admin_got) and
+          all(m.get("type") != "transfer" or "event_key" not in m for m in got),
+          "a key's view names the event key, the member's does not: %s / %s" % (got, admin_got))
+    # Refused at the handshake, as GET /v1/me refuses them.
+    now = int(time.time())
+    sid, _, expires = session.split(".")[1:4]
+    dev_key = hmac.new(b"\x11" * 32, b"session", hashlib.sha256).digest()
+    forged = session[:-1] + ("0" if session[-1] != "0" else "1")
+    expired = dev_token(dev_key, sid, member, now - 1, "oMP-WS")
+    for token, path, want_status, what in (
+            (forged, "/v1/stream", "401 unauthorized", "a forged session"),
+            (expired, "/v1/stream", "401 unauthorized", "an expired session"),
+            ("v1.x", "/v1/stream", "401 unauthorized", "a malformed session"),
+            (session, "/v1/stream?shop=S001", "400 invalid_request", "a session with ?shop=")):
+        status, body = ws_refusal(ws, srv.port, path, "Authorization: Session %s\r\n" % token)
+        code, error = want_status.split()
+        check((" %s " % code) in status and body.get("error", {}).get("code") == error,
+              "%s's stream: %s %s" % (what, status, body))
+    # A member's tabs: a few streams at once, not without bound.
+    tabs = [ws.ws_open(srv.port, "/v1/stream", auth) for _ in range(3)]
+    status, body = ws_refusal(ws, srv.port, "/v1/stream", auth)
+    check(all(" 101 " in t[1] for t in tabs) and " 429 " in status,
+          "four streams per member, the fifth 429: %s %s" % ([t[1] for t in tabs], body))
+    for t in tabs:
+        t[0].close()
+    # A session whose member was merged away streams the survivor's, as
+    # GET /v1/me reads it: A binds a phone, and the service desk binds it
+    # to B, merging A into B.
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-wsA",
+                                                "openid": "oMP-WSA"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-wsA"},
+                              key=None)
+    session_a, member_a = doc.get("session"), doc.get("member_id")
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-wsA",
+                                                "phone": "13900139077", "openid": "oMP-WSA"})
+    status_p, _ = srv.request("POST", "/v1/mp/phone", {"code": "ph-wsA"}, session=session_a)
+    member_b = "MWSB%d" % random.randrange(10**6)
+    srv.request("POST", "/v1/events", member_event("WS-B-JOINS", member_b), key=SHOP)
+    status, bound = srv.request("POST", "/v1/members/%s/identities" % member_b,
+                                {"phone": "13900139077"})
+    check(status_p == 200 and bound.get("merged") == {"from": member_a, "into": member_b},
+          "the service desk merged A into B: %s %s" % (status_p, bound))
+    sock_a, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                            "Authorization: Session %s\r\n" % session_a)
+    status, to_b = srv.request("POST", "/v1/events", member_event("WS-TO-B", member_b), key=SHOP)
+    got, closed = ws_frames(sock_a, pending, 1.5)
+    sock_a.close()
+    check(" 101 " in handshake and closed is None and
+          [m["id"] for m in got if m.get("type") == "transfer"] ==
+          [t["id"] for t in to_b.get("transfers", [])],
+          "a merged member's session streams the survivor's transfers: %s %s %s" %
+          (handshake, closed, got))
+    # A logout closes the stream open under it (within the session check's
+    # period, http.stream_session_check_s), and no stream opens after it.
+    status, doc = srv.request("POST", "/v1/mp/logout", session=session)
+    check(status == 200, "logout: %s %s" % (status, doc))
+    got, closed = ws_frames(sock, b"", 5)
+    sock.close()
+    check(closed is not None and closed[0] == 4401,
+          "the open stream was closed at logout (4401): %s %s" % (closed, got))
+    sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream", auth)
+    srv.request("POST", "/v1/events", member_event("WS-AFTER", member), key=SHOP)
+    got, closed = ws_frames(sock, pending, 3)
+    sock.close()
+    check(got == [] and closed is not None and closed[0] == 4401 and "ended" in closed[1],
+          "an ended session's stream closes at once, 4401, nothing sent: %s %s %s" %
+          (handshake, closed, got))
+    lines = [json.loads(x) for x in open(srv.out_path) if '"/v1/stream"' in x]
+    mine = [x for x in lines if x.get("key") == "session:" + sid[:8]]
+    check(mine and mine[-1].get("status") == 401,
+          "the ended session's handshake is logged 401: %s" % mine[-1:])
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -1818,6 +1993,7 @@ def main():
     unusable = None
     try:
         mini_program(srv, fake)
+        member_stream(srv, fake)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
