@@ -8,7 +8,8 @@ with its channels pointed at it, and checks what issue 7 asks:
   POS purchase -> GET /v1/me shows the points; a unionid already known
   links the login to that member; bad and used codes; an access token
   expiring mid-run is survived with one refresh; subscriptions; logout
-  revokes; forged sessions are refused; the session_key never leaks.
+  revokes; forged sessions are refused; the session_key never leaks; a
+  session opens its member's own live stream (member_stream).
 * official account (plain mode; safe mode is wechat_npm.py): the URL
   check; subscribe earns follow_oa once though delivered four times;
   "积分" is answered with the balance; "签到" once per redelivery;
