@@ -1421,6 +1421,85 @@ static void test_a_read_marks_a_notice_sent_at_once_past_the_newest_32(void **st
 }
 
 /*
+ * As test_a_read_marks_a_notice_sent_at_once_past_the_newest_32, the
+ * clocks apart: the courier that records R's read runs 30 s ahead of the
+ * writer and of the courier that claims R2 next, still within 2 s of its
+ * queueing by that courier's clock. The store looks back from the record's
+ * time with a slack for the clocks (READ_PAST_SLACK_S): by the record's
+ * time alone R2 and the 32 after it were queued too long ago to go at
+ * once, and R2 kept its queued 850.
+ */
+static void test_a_read_marks_a_notice_sent_at_once_by_clocks_apart(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 970, 0);
+    assert_int_equal(claim(s, 970, got), 1);
+    retry_at(s, got[0], 970, 975);
+    assert_int_equal(claim(s, 975, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 975, 0);
+    for (int k = 0; k < 32; k++)
+        enqueue_at(s, "M1", "points_reversed", "S001", 1, 849 - k, 975, 0);
+    r.balance = 818;
+    r.read_when_sent = true;
+    sent_by(s, "A", r, 1005); /* the clock 30 s ahead */
+    assert_int_equal(claim(s, 975, got), 8);
+    assert_int_equal(got[0].balance, 850);
+    if (!got[0].merged)
+        fail_msg("the read recorded by a clock 30 s ahead left the reversal queued before it, "
+                 "33 notices back, sent at once, to tell its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
+ * A burst of one member's notices within the time the store looks back
+ * (READ_PAST_CAP, 4,096, past the 32 newest): it stops reading there and
+ * marks every notice of the member still waiting, R2 behind the burst
+ * among them. (The burst is written as sent: the store reads every notice
+ * of the member back to the bound, whatever its state.)
+ */
+static void test_a_read_past_a_burst_marks_every_waiting_notice(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    retry_at(s, got[0], 1000, 1005);
+    assert_int_equal(claim(s, 1005, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    pgw_store_close(s);
+    assert_int_equal(
+        db_fixture_exec(
+            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
+                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
+                       " provider_id, updated_at) SELECT 'M1', 'points_reversed', 1, 849, 'S001',"
+                       " 1005, 1005, 1005, 'sent', 'wechat_mp', 0, 1, '', '', 1005"
+                       " FROM generate_series(1, 4200) i"
+                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                       " WHERE i < 4200) INSERT INTO notices (member, kind, points, balance,"
+                       " shop, created_at, about_at, due_at, state, channel, excluded,"
+                       " attempts, last_error, provider_id, updated_at) SELECT 'M1',"
+                       " 'points_reversed', 1, 849, 'S001', 1005, 1005, 1005, 'sent',"
+                       " 'wechat_mp', 0, 1, '', '', 1005 FROM n"),
+        PGW_OK);
+    s = open_store(state);
+    r.balance = 818;
+    r.read_when_sent = true;
+    sent_by(s, "A", r, 1005);
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_int_equal(got[0].balance, 850);
+    if (!got[0].merged)
+        fail_msg("the read past 4,200 notices of the member within the second left the "
+                 "reversal queued before them to tell its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -2138,6 +2217,10 @@ int main(void)
             test_a_read_that_may_have_reached_marks_a_notice_queued_before_it, db_fixture_setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_marks_a_notice_sent_at_once_past_the_newest_32,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_marks_a_notice_sent_at_once_by_clocks_apart,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_past_a_burst_marks_every_waiting_notice,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
