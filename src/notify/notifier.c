@@ -514,7 +514,7 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
  * 2-3.5 s). */
 static int current_balance(courier *c, pgw_notice *nt, bool merged, pgw_err *err)
 {
-    bool at_once = nt->due_at <= nt->created_at && now_s() - nt->created_at < 2;
+    bool at_once = nt->due_at <= nt->created_at && now_s() - nt->created_at < PGW_NOTICE_AT_ONCE_S;
     /* A hurried arrival keeps its balance on a retry too, while marked: it
      * still goes before the notice that hurried it (H7: "+600, balance 0"
      * retried before a held "-150, balance 450"). */

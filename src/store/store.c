@@ -285,6 +285,46 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
  * kept notify.keep_days): 20,000 of them cost 3-5 ms on SQLite, 5-8 on
  * PostgreSQL (R2). */
 #define HURRY_NEWEST "32"
+/*
+ * The mark of the notices a read went past (unmark_read_past): notice ?1
+ * told balance ?2, read as it was sent, and was recorded at ?3 +
+ * PGW_NOTICE_AT_ONCE_S + READ_PAST_SLACK_S. Only a waiting notice that
+ * would tell the balance it was queued with needs the mark; the others
+ * read theirs when sent. unhurry has just cleared every mark of the
+ * member queued with another balance, so that is one a hurry marks later,
+ * or one sent at once (notifier.c current_balance):
+ * - a hurry marks arrivals among the member's HURRY_NEWEST newest
+ *   notices, and later notices only push one further back: the 32 newest
+ *   hold every arrival it can ever mark;
+ * - one sent at once is sent less than PGW_NOTICE_AT_ONCE_S after it was
+ *   queued, and after this record: it was queued after ?3, however many
+ *   notices of the member were queued since (a till's backlog of refunds
+ *   posted together).
+ * So the member's 32 newest notices, and those after them newest first
+ * (notices_member) up to the first one queued before ?3, which is left
+ * out: notices are in the order they were queued, their created_at in
+ * the order of the clocks that queued them. The slack is for those
+ * clocks: writers' and couriers' apart, or stepped back, by up to
+ * READ_PAST_SLACK_S leave nothing out; a notice queued before a step back
+ * of more may be missed (its created_at ahead, a courier also sends it
+ * "at once" for that long). The rows read are bounded, READ_PAST_CAP past
+ * the 32 newest: when none of those was queued before ?3 (a burst of one
+ * member's notices within the time), every notice of the member is
+ * marked, which is always right (the rule is "every notice still
+ * waiting"), at the cost of reading the member's history once. A time
+ * bound rather than an index of the waiting notices: every purchase
+ * inserts a notice in the writer's transaction, and would write one more
+ * B-tree.
+ */
+#define READ_PAST_SLACK_S 60
+#define READ_PAST_CAP     "4096"
+#define READ_PAST                                                                                  \
+    "UPDATE notices SET hurried = 2 WHERE member = (SELECT member FROM notices WHERE id = ?1)"     \
+    " AND id > COALESCE((SELECT id FROM (SELECT id, created_at FROM notices"                       \
+    " WHERE member = (SELECT member FROM notices WHERE id = ?1) ORDER BY id DESC"                  \
+    " LIMIT " READ_PAST_CAP " OFFSET " HURRY_NEWEST ") AS older"                                   \
+    " WHERE created_at < ?3 LIMIT 1), 0)"                                                          \
+    " AND (state = 'pending' OR state = 'sending') AND hurried <> 2 AND balance <> ?2"
 /* Which of a member's notices a later notice hurries, at time `now`
  * (ST_HURRY_ARRIVALS says why): arrivals still waiting out their window,
  * not held for SMS, not waiting for a retry, none that may have reached
@@ -4823,26 +4863,21 @@ static int unhurry(pgw_store *s, const pgw_notice *n, pgw_err *err)
  * R3 (R's retry told 1000 while A2, 850, waited out its window; R2 then
  * hurried A2, which told 850); R4 across two batches (a reversal R2 queued
  * at once while R's retry was claimed; R read 1250, counting R2 and a sale
- * after it; R2 then told its queued 850). Among the member's HURRY_NEWEST
- * newest notices: an arrival still in its window, one a hurry can mark,
- * and one sent at once (within 2 s of its queueing) are there; marked
- * arrivals further back lost their mark to unhurry, and read the balance
- * when sent.
+ * after it; R2 then told its queued 850); R2 queued, then a till's
+ * backlog of 32 refunds of the member, R's read recorded after them (R2,
+ * the 33rd notice back, told its queued 850 after the member read 818).
+ * Which notices need the mark, and how they are found (back to `since`):
+ * READ_PAST.
  */
-static int unmark_read_past(pgw_store *s, const pgw_notice *n, pgw_err *err)
+static int unmark_read_past(pgw_store *s, const pgw_notice *n, int64_t since, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
-    int rc = prepare(s,
-                     "UPDATE notices SET hurried = 2 WHERE id IN (SELECT id FROM notices"
-                     " WHERE member = (SELECT member FROM notices WHERE id = ?1)"
-                     " ORDER BY id DESC LIMIT " HURRY_NEWEST ")"
-                     " AND (state = 'pending' OR state = 'sending') AND hurried <> 2"
-                     " AND balance <> ?2",
-                     &st, err);
+    int rc = prepare(s, READ_PAST, &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_int64(st, 2, n->balance);
+    pgw_sql_bind_int64(st, 3, since);
     rc = step_done(s, st, "marking the notices a read went past", err);
     release(s, st);
     return rc;
@@ -4851,6 +4886,10 @@ static int unmark_read_past(pgw_store *s, const pgw_notice *n, pgw_err *err)
 int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err)
 {
+    /* How far back a read looks (READ_PAST), before anything is written. */
+    int64_t since = 0;
+    if (pgw_sub(now, PGW_NOTICE_AT_ONCE_S + READ_PAST_SLACK_S, &since) != PGW_OK)
+        return pgw_err_set(err, PGW_ERANGE, "notice %lld: a time out of range", (long long)n->id);
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
                      "UPDATE notices SET state = ?2, channel = ?3, " RECORDED ","
@@ -4885,7 +4924,7 @@ int pgw_store_finish_notice(pgw_store *s, const char *owner, const pgw_notice *n
     if (rc == PGW_OK && told)
         rc = unhurry(s, n, err);
     if (rc == PGW_OK && told && n->read_when_sent)
-        rc = unmark_read_past(s, n, err);
+        rc = unmark_read_past(s, n, since, err);
     return rc;
 }
 
@@ -5817,6 +5856,7 @@ const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
             return pgw_sql_text(s->st[named[i].id]);
     return strcmp(name, "claim_notices") == 0 ? CLAIM_NOTICES
            : strcmp(name, "unhurry") == 0     ? UNHURRY
+           : strcmp(name, "read_past") == 0   ? READ_PAST
                                               : NULL;
 }
 

@@ -688,6 +688,12 @@ int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *k
  * otherwise run them, and wait for the disk after all. */
 int pgw_store_relax_sync(pgw_store *store, pgw_err *err);
 #define PGW_NOTICE_LEASE_S 60 /* renewed while a batch is worked (notifier.c keep_leases) */
+/* A notice due as it was queued and sent, on its first attempt, less than
+ * this many seconds (of the courier's clock) after its created_at is "sent
+ * at once": it tells the balance it was queued with (notifier.c
+ * current_balance). pgw_store_finish_notice looks that far back, and
+ * further for the clocks, for such notices a read went past. */
+#define PGW_NOTICE_AT_ONCE_S 2
 
 /* Claims up to cap notices due at `now` for `owner` (a notifier instance's
  * id): pending -> sending, attempts + 1, leased for PGW_NOTICE_LEASE_S. */
@@ -707,11 +713,15 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * that were queued with another balance than it told (pgw_notice.hurried);
  * one that read that balance as it was sent (pgw_notice.read_when_sent)
  * clears those of the arrivals waiting after it too, and every notice of
- * its member still waiting (among its 32 newest), queued with
- * another balance, tells the balance when sent from then on, hurried or
- * not, sent at once or not (pgw_notice.merged). One recorded for a retry
- * after an attempt that may have reached the member does the same, as
- * if sent (pgw_store_notice_told). */
+ * its member still waiting that could tell the balance it was queued
+ * with, queued with another balance, tells the balance when sent from
+ * then on, hurried or not, sent at once or not (pgw_notice.merged): those
+ * among the member's 32 newest notices (where a hurry can still mark an
+ * arrival) and those queued since PGW_NOTICE_AT_ONCE_S + 60 s before
+ * `now` (which may still be sent at once), however many notices of the
+ * member came after them; past 4,096 such, every notice of the member
+ * still waiting. One recorded for a retry after an attempt that may have
+ * reached the member does the same, as if sent (pgw_store_notice_told). */
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Whether the member may have read the balance notice `n` told in the

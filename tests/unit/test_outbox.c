@@ -1500,6 +1500,69 @@ static void test_a_read_past_a_burst_marks_every_waiting_notice(void **state)
 }
 
 /*
+ * The other side of the bound: past the 32 newest, the store stops at the
+ * first notice queued before the time it looks back to, and reads no
+ * further into the member's history (22,000 notices here, sent ones are
+ * kept notify.keep_days). A notice queued long before the read cannot be
+ * sent at once any more (it reads its balance when sent), and needs no
+ * mark: one queued at 900, 40 notices back, keeps none when a read is
+ * recorded at 1005. The statement's plan reads notices_member, with no
+ * scan of the table and no sort.
+ */
+static void test_the_read_past_reads_back_to_its_time(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "points_arrived", "S001", 1, 1, 800, 0); /* the schema made */
+    assert_int_equal(claim(s, 800, got), 1);
+    pgw_store_close(s);
+    assert_int_equal(
+        db_fixture_exec(
+            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
+                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
+                       " provider_id, updated_at) SELECT CASE WHEN i % 10 = 0 THEN 'M' || i"
+                       " ELSE 'M1' END, 'points_arrived', 1, 1, 'S001', 800, 800, 800, 'sent',"
+                       " 'sms', 0, 1, '', '', 800 FROM generate_series(1, 22000) i;"
+                       " ANALYZE notices"
+                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                       " WHERE i < 22000) INSERT INTO notices (member, kind, points, balance,"
+                       " shop, created_at, about_at, due_at, state, channel, excluded,"
+                       " attempts, last_error, provider_id, updated_at) SELECT CASE WHEN"
+                       " i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1,"
+                       " 'S001', 800, 800, 800, 'sent', 'sms', 0, 1, '', '', 800 FROM n;"
+                       " ANALYZE"),
+        PGW_OK);
+    s = open_store(state);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 890, 0);
+    assert_int_equal(claim(s, 890, got), 1);
+    retry_at(s, got[0], 890, 895);
+    assert_int_equal(claim(s, 895, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 900, 0); /* never claimed */
+    for (int k = 0; k < 40; k++)
+        enqueue_at(s, "M1", "points_reversed", "S001", 1, 849 - k, 1000, 0);
+    r.balance = 818;
+    r.read_when_sent = true;
+    sent_by(s, "A", r, 1005);
+    assert_int_equal(claim(s, 1005, got), 8);
+    assert_int_equal(got[0].balance, 850);
+    assert_false(got[0].merged);
+    assert_true(got[7].merged); /* 34 back, queued within the time */
+    const char *sql = pgw_store__statement_for_test(s, "read_past");
+    assert_non_null(sql);
+    char plan[8192];
+    plan_of(f, sql, PLAN_IDS, plan, sizeof(plan));
+    pgw_store_close(s);
+    bool newest = strstr(plan, "notices_member") != NULL;
+    bool scans = strstr(plan, f->pg ? "Seq Scan" : "SCAN notices") != NULL;
+    bool sorts = strstr(plan, f->pg ? "Sort" : "TEMP B-TREE") != NULL;
+    if (!newest || scans || sorts)
+        fail_msg("the read past's plan (by notices_member %d, a scan %d, a sort %d):\n%s", newest,
+                 scans, sorts, plan);
+}
+
+/*
  * R9 suspected that an arrival claimed before a later notice's hurry, the
  * courier's copy unmarked (so it read the balance when sent), then held,
  * came to store that balance under the mark, which would make it tell a
@@ -2222,6 +2285,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_past_a_burst_marks_every_waiting_notice,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_the_read_past_reads_back_to_its_time, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_hurry_reads_only_the_newest_notices,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_clear_reads_only_the_marks, db_fixture_setup,
