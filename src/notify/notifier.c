@@ -71,6 +71,10 @@ struct pgw_notifier {
     pthread_cond_t wake;
     bool stop;                /* under lock */
     pgw_notifier_stats stats; /* under lock */
+    /* Under lock: when WeChat's daily quota of the mini program's (0) and
+     * the official account's (1) sends comes back after a 45009, 0 when it
+     * is not gone; until then their notices do not ask WeChat again. */
+    int64_t wx_quota_back[2];
 };
 
 /* Who can be reached, and how, for one notice. */
@@ -485,14 +489,42 @@ static void wait_for_quota(pgw_notifier *n, pgw_notice *nt, int64_t back)
     count(n, &n->stats.deferred);
 }
 
+/*
+ * The time WeChat's daily quota of channel ch (MP or OA) comes back, when
+ * a 45009 said it is gone (0: not gone); with `back` set, records it.
+ * Every notice due until then would spend a call, and its time, on the
+ * same 45009 (a mall past its quota at noon: each sale's notice).
+ */
+static int64_t wx_quota_gone(pgw_notifier *n, pgw_notice_channel ch, int64_t now, int64_t back)
+{
+    size_t i = ch == PGW_CHANNEL_MP ? 0 : 1;
+    pthread_mutex_lock(&n->lock);
+    if (back > now)
+        n->wx_quota_back[i] = back;
+    int64_t until = n->wx_quota_back[i] > now ? n->wx_quota_back[i] : 0;
+    pthread_mutex_unlock(&n->lock);
+    return until;
+}
+
 static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
                            pgw_notice_channel ch, int64_t now)
 {
     snprintf(nt->channel, sizeof(nt->channel), "%s", pgw_notice_channel_name(ch));
     nt->may_have_reached = false; /* the channel says otherwise */
-    return ch == PGW_CHANNEL_MP   ? send_mp(c, nt, r, kind)
-           : ch == PGW_CHANNEL_OA ? send_oa(c, nt, r, kind)
-                                  : send_sms(c, nt, r, now);
+    if (ch == PGW_CHANNEL_SMS)
+        return send_sms(c, nt, r, now);
+    int64_t gone_until = wx_quota_gone(c->n, ch, now, 0);
+    if (gone_until > 0) { /* not asked: 45009 again until then */
+        char msg[96];
+        snprintf(msg, sizeof(msg), "45009: the daily quota is used up until %lld (not asked again)",
+                 (long long)gone_until);
+        set_error(nt, pgw_notice_channel_name(ch), msg);
+        return QUOTA_DAY;
+    }
+    attempt a = ch == PGW_CHANNEL_MP ? send_mp(c, nt, r, kind) : send_oa(c, nt, r, kind);
+    if (a == QUOTA_DAY)
+        wx_quota_gone(c->n, ch, now, pgw_wx_quota_back(now));
+    return a;
 }
 
 /* The balance a notice tells is the member's now, not when it was queued,

@@ -1382,6 +1382,41 @@ static void test_a_daily_quota_then_a_refused_number_waits_for_wechat(void **sta
 }
 
 /*
+ * After a 45009 the other notices due that day go on without asking
+ * WeChat: each would spend a call on the same answer (a mall past its
+ * quota at noon: every sale's notice). Here only the first send is
+ * refused; M2's, asked, would go by the mini program.
+ */
+static void test_a_daily_quota_is_not_asked_again_that_day(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    clock_into_wechat_day(12 * 3600);
+    rig r;
+    rig_open(f, mall(), &r);
+    m1_subscribed(&r, 45009);
+    member_with_notice(r.store, r.vault, "M2", "13800138002");
+    bind_mp_openid(&r, "M2", "oMpBeta", 1);
+    subscribe(&r, "M2", "oMpBeta");
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    size_t sent = wait_done(r.store, "M1") + wait_done(r.store, "M2");
+    pgw_notice m2 = notice_of(r.store, "M2");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (sent != 2 || strcmp(m2.channel, "sms") != 0 || to[0] != '\0')
+        fail_msg("M2's notice %s by %s (%s), WeChat delivered to \"%s\": want it by sms, "
+                 "WeChat not asked again after the 45009",
+                 m2.state, m2.channel, m2.last_error, to);
+    if (strstr(m2.last_error, "45009") == NULL)
+        fail_msg("M2's notice says %s: want why WeChat was left out", m2.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * A 45009 in the first minute of WeChat's day is the day before's, met
  * with a clock a little behind (api.c answers a mini program so too): the
  * quota is back, so it is retried as after a blip, on the same channel.
@@ -1595,6 +1630,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_daily_quota_waits_for_wechats_next_day, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_goes_on_to_sms_now, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_daily_quota_is_not_asked_again_that_day, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_at_midnight_is_retried, setup,
                                         db_fixture_teardown),
