@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -1164,6 +1165,37 @@ def member_stream(srv, fake):
           "the ended session's handshake is logged 401: %s" % mine[-1:])
 
 
+def mp_session(srv, fake, code, openid):
+    """A fresh mini-program login: (its session, its member)."""
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": code, "openid": openid})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": code}, key=None)
+    check(status == 200, "login %s: %s %s" % (code, status, doc))
+    return doc.get("session", ""), doc.get("member_id", "")
+
+
+def member_stream_left_at_once(srv, fake):
+    """Regression: a member's stream is logged once the store answered its
+    session's check, or at its close if the client left first (a mini
+    program switching pages, a phone losing its network); that line asked
+    lws for the peer's address then, from a socket already reset, and its
+    `client` read "getpeername: Transport endpoint is not connected"."""
+    ws = stream_client()
+    session, _ = mp_session(srv, fake, "code-ws-left", "oMP-WS-LEFT")
+    sid = session.split(".")[1]
+    for _ in range(10):
+        sock, handshake, _ = ws.ws_open(srv.port, "/v1/stream",
+                                        "Authorization: Session %s\r\n" % session)
+        check(" 101 " in handshake, "the stream opens: %s" % handshake)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset, as a network gone
+    lines = eventually(
+        lambda: [json.loads(x) for x in open(srv.out_path) if '"session:%s"' % sid[:8] in x],
+        lambda got: len(got) >= 10)
+    check(len(lines) == 10 and all(x.get("client") == "127.0.0.1" for x in lines),
+          "a stream left before its check is logged with its client's address: %s" %
+          [x.get("client") for x in lines])
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -1995,6 +2027,7 @@ def main():
     try:
         mini_program(srv, fake)
         member_stream(srv, fake)
+        member_stream_left_at_once(srv, fake)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
