@@ -105,6 +105,10 @@ typedef struct watcher {
     char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
     struct lws *wsi;
     struct watcher *prev_member, *next_member; /* h->members */
+    /* Its peer's address, read at the handshake: its line is written later
+     * (log_member), maybe at its close, when the socket may be reset and
+     * lws gives its getpeername error in place of the address. */
+    char client[sizeof(((pgw_request *)NULL)->client_address)];
 } watcher;
 
 /* One HTTP transaction (lws allocates it zeroed, per transaction). */
@@ -1330,6 +1334,8 @@ static int admit_member(pgw_http *h, struct lws *wsi, watcher *w, const char *ur
                          w->session.member, MEMBER_TABS);
     if (rc != PGW_OK)
         return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
+    if (lws_get_peer_simple(wsi, w->client, sizeof(w->client)) == NULL)
+        w->client[0] = '\0';
     w->allowed = true;
     w->member = true;
     memcpy(w->key_name, key_name, sizeof(w->key_name));
@@ -1420,6 +1426,7 @@ static void log_member(pgw_http *h, struct lws *wsi, watcher *w, int status)
     w->logged = true;
     req q;
     handshake_request(wsi, "/v1/stream", w->key_name, &q);
+    memcpy(q.r.client_address, w->client, sizeof(q.r.client_address));
     q.r.received_us = w->asked_us;
     q.resp.status = status;
     log_request(h, &q.r, &q.resp, wall_us());
