@@ -1196,6 +1196,36 @@ def member_stream_left_at_once(srv, fake):
           [x.get("client") for x in lines])
 
 
+def member_stream_fifth_waits(srv, fake):
+    """Regression: a member's fifth stream is refused 429, rate_limited,
+    which API.md answers with Retry-After; the stream's refusal had none."""
+    ws = stream_client()
+    session, _ = mp_session(srv, fake, "code-ws-tabs", "oMP-WS-TABS")
+    auth = "Authorization: Session %s\r\n" % session
+    tabs = [ws.ws_open(srv.port, "/v1/stream", auth) for _ in range(4)]
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.sendall(("GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n%s\r\n" % auth).encode())
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    sock.close()
+    for t in tabs:
+        t[0].close()
+    head = answer.partition(b"\r\n\r\n")[0].decode(errors="replace").lower()
+    retry = re.search(r"^retry-after: *(\d+)\r?$", head, re.M)
+    check(all(" 101 " in t[1] for t in tabs) and " 429 " in head.split("\r\n")[0] and
+          retry is not None and int(retry.group(1)) > 0,
+          "a fifth stream is 429 with Retry-After: %s" % head)
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -2028,6 +2058,7 @@ def main():
         mini_program(srv, fake)
         member_stream(srv, fake)
         member_stream_left_at_once(srv, fake)
+        member_stream_fifth_waits(srv, fake)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
