@@ -42,6 +42,9 @@
 #define KEEPALIVE_S      120   /* an idle connection's default (config.h says why) */
 #define KEEPALIVE_MAX_S  3600  /* as http.keepalive_timeout_s's bound */
 #define MEMBER_TABS      4     /* one member's streams open at once (its tabs, its phones) */
+/* A fifth's Retry-After (429 comes with one, API.md): a tab closed just
+ * now leaves the count within moments, the next handshake finds room. */
+#define MEMBER_TABS_RETRY_S 5
 /* Close codes of a member's stream (RFC 6455 7.4.2: 4000-4999 are the
  * application's): its session is over (ended, expired: log in again, as
  * a 401 says), or it could not be checked now (1013, try again later). */
@@ -1256,12 +1259,14 @@ static void handshake_request(struct lws *wsi, const char *uri, const char *key_
  * refusals do; and its log line. -1, for lws.
  */
 static int refuse_unread(pgw_http *h, struct lws *wsi, const char *method, const char *uri,
-                         const char *key_name, int rc, const char *message)
+                         const char *key_name, int rc, const char *message, int retry_after_s)
 {
     req q;
     handshake_request(wsi, uri, key_name, &q);
     snprintf(q.r.method, sizeof(q.r.method), "%s", method);
     pgw_api_refusal(&q.resp, rc, message);
+    if (retry_after_s > 0)
+        q.resp.retry_after_s = retry_after_s;
     q.close_after = true;
     bool all_sent = false;
     (void)write_head(wsi, &q, 0, &all_sent); /* the connection closes either way */
@@ -1274,7 +1279,7 @@ static int refuse_unread(pgw_http *h, struct lws *wsi, const char *method, const
 static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const char *key_name,
                           int rc, const char *message)
 {
-    return refuse_unread(h, wsi, "GET", uri, key_name, rc, message);
+    return refuse_unread(h, wsi, "GET", uri, key_name, rc, message, 0);
 }
 
 /*
@@ -1289,7 +1294,7 @@ static int refuse_watcher(pgw_http *h, struct lws *wsi, const char *uri, const c
 static int refuse_connect(pgw_http *h, struct lws *wsi)
 {
     return refuse_unread(h, wsi, "CONNECT", "", "-", PGW_EINVAL,
-                         "CONNECT is not served: the gateway is no proxy");
+                         "CONNECT is not served: the gateway is no proxy", 0);
 }
 
 /* The value of `name` in the query as copy_query joined it: NULL when
@@ -1333,7 +1338,8 @@ static int admit_member(pgw_http *h, struct lws *wsi, watcher *w, const char *ur
         rc = pgw_err_set(&err, PGW_ELIMITED, "member %s has %d streams open: close one first",
                          w->session.member, MEMBER_TABS);
     if (rc != PGW_OK)
-        return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
+        return refuse_unread(h, wsi, "GET", uri, key_name, rc, err.msg,
+                             rc == PGW_ELIMITED ? MEMBER_TABS_RETRY_S : 0);
     if (lws_get_peer_simple(wsi, w->client, sizeof(w->client)) == NULL)
         w->client[0] = '\0';
     w->allowed = true;
