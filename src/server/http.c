@@ -42,6 +42,9 @@
 #define KEEPALIVE_S      120   /* an idle connection's default (config.h says why) */
 #define KEEPALIVE_MAX_S  3600  /* as http.keepalive_timeout_s's bound */
 #define MEMBER_TABS      4     /* one member's streams open at once (its tabs, its phones) */
+#define TCP_IDLE_S       60    /* an idle socket's peer is probed after this long */
+#define TCP_PROBES       3     /* unanswered probes that close it, */
+#define TCP_PROBE_S      10    /* this far apart: a gone peer found in 90 s */
 /* A fifth's Retry-After (429 comes with one, API.md): a tab closed just
  * now leaves the count within moments, the next handshake finds room. */
 #define MEMBER_TABS_RETRY_S 5
@@ -1746,6 +1749,14 @@ static int start_lws(pgw_http *h, pgw_err *err)
     info.max_http_header_data = HEADER_DATA_MAX;
     info.timeout_secs = LWS_TIMEOUT_S; /* watch_body ticks inside it */
     info.keepalive_timeout = (int)h->keepalive_timeout_s;
+    /* TCP keepalive on every accepted socket: a peer gone without a FIN (a
+     * phone that changed networks) is found within TCP_IDLE_S + probes and
+     * its connection closed. Nothing else would: a stream that carries
+     * nothing for days is never written to, and a member's such stream
+     * held one of its MEMBER_TABS places, and the server's, all that time. */
+    info.ka_time = TCP_IDLE_S;
+    info.ka_probes = TCP_PROBES;
+    info.ka_interval = TCP_PROBE_S;
     if (h->tls_cert != NULL) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = h->tls_cert;

@@ -176,6 +176,38 @@ def test_loopback_only(s):
     check(listening_on(s.port) == ["0100007F"], f"127.0.0.1 alone: {listening_on(s.port)}")
 
 
+def server_side_timer(port, client_port):
+    """The timer /proc/net/tcp shows on the server's end of a connection
+    (its local port `port`, remote `client_port`): 2 is TCP keepalive."""
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, remote = fields[1].split(":"), fields[2].split(":")
+                if int(local[1], 16) == port and int(remote[1], 16) == client_port:
+                    return int(fields[5].split(":")[0], 16)
+    return None
+
+
+def test_idle_connections_keep_tcp_alive(s):
+    """Regression (R4's review of the member stream): a client that went
+    away without a FIN (a phone changing networks) left its connection,
+    and a member's stream with it, open until something was written to it:
+    a stream that carries nothing for days held one of the member's four
+    places, and the server's, all that time. Accepted sockets now probe an
+    idle peer (TCP keepalive), so such a one is closed within minutes."""
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    try:
+        deadline = time.time() + 5
+        timer = None
+        while time.time() < deadline and timer is None:
+            timer = server_side_timer(s.port, sock.getsockname()[1])
+            time.sleep(0.05)
+        check(timer == 2, f"an idle connection's server end keeps a keepalive timer: {timer}")
+    finally:
+        sock.close()
+
+
 def test_health_and_metrics(s):
     status, doc, _ = s.request("GET", "/healthz", key=None)
     check(status == 200 and doc == {"status": "ok", "db": "ok"}, f"healthz: {status} {doc}")
@@ -4339,7 +4371,7 @@ def test_instant_written_another_way(s):
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
-SERVED = (test_loopback_only, test_startup_line_keeps_the_password,
+SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_connections_keep_tcp_alive,
           test_health_and_metrics, test_dashboard, test_events, test_event_scopes,
           test_identities, test_merges,
           test_merge_chain, test_debt_meets_points,
