@@ -1385,6 +1385,41 @@ static void test_a_read_that_may_have_reached_marks_a_notice_queued_before_it(vo
 }
 
 /*
+ * test_a_read_that_may_have_reached_marks_a_notice_queued_before_it, R's
+ * retry its last attempt (notify.retry_max_attempts): delivered, its
+ * answer lost, it is recorded dead, not pending. The member may have read
+ * its 1250 all the same; R2, queued before that read and sent at once,
+ * must not tell its queued 850.
+ */
+static void test_a_last_read_that_may_have_reached_marks_a_notice_queued_before_it(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
+    assert_int_equal(claim(s, 1005, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    r.balance = 1250; /* read when sent, after R2 */
+    r.read_when_sent = true;
+    r.may_have_reached = true; /* delivered, the answer lost, no attempt left */
+    snprintf(r.state, sizeof(r.state), "dead");
+    snprintf(r.channel, sizeof(r.channel), "wechat_mp");
+    pgw_err err;
+    if (pgw_store_finish_notice(s, "A", &r, 1005, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(claim(s, 1005, got), 1);
+    assert_string_equal(got[0].kind, "points_reversed");
+    if (!got[0].merged)
+        fail_msg("the member may have read 1250 (a last attempt whose answer was lost, recorded "
+                 "dead), then the reversal queued before that read, sent at once, tells its "
+                 "queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * test_a_read_marks_a_later_notice_queued_before_it in a burst: R (a
  * redemption) is claimed for its retry; a reversal R2 (850) is queued to
  * go at once, then 32 more reversals of the member (a till's backlog of
@@ -2279,6 +2314,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_read_that_may_have_reached_marks_a_notice_queued_before_it, db_fixture_setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_last_read_that_may_have_reached_marks_a_notice_queued_before_it,
+            db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_marks_a_notice_sent_at_once_past_the_newest_32,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_marks_a_notice_sent_at_once_by_clocks_apart,
