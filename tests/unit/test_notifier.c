@@ -1594,6 +1594,74 @@ static void test_a_last_attempt_whose_answer_was_lost_marks_the_rest_of_the_batc
 }
 
 /*
+ * test_a_read_whose_answer_was_lost_marks_the_rest_of_the_batch, R an
+ * arrival whose route tries SMS before the mini program. R's retry reads
+ * 850; its SMS is answered with a code not known here (given up: it may
+ * have been sent, README), then WeChat is busy (a retry). The SMS may have
+ * reached the member, yet the next channel's attempt reset what the SMS
+ * said (may_have_reached), and R2 after it in the batch told its queued
+ * 450.
+ */
+static void
+test_an_sms_that_may_have_gone_before_a_busy_wechat_marks_the_rest_of_the_batch(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    pgw_config *cfg = mall();
+    cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
+        (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_SMS, PGW_CHANNEL_MP}};
+    rig_open(f, cfg, &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    quota_for_m1(&r, 1, 4);
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 450, 1);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 450, 450, "S001", "", now - 20, 0,
+                                 &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    failed_before(r.store, now - 20, 1, (int64_t[]){now - 3}); /* R's retry: due 3 s ago */
+    if (pgw_store_begin(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 150, 2);
+    take_from_m1(r.store, 150);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", time(NULL),
+                                 0, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r.store, 400, 3);
+    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 400, 850, "S004", "", time(NULL),
+                                 30, &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    json_decref(fake_request(&FAKE, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:s}", "provider", "tencent", "count", 1, "code",
+                                       "PgwFake.NotKnownHere")));
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "errcode", -1))); /* R: busy */
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice list[8];
+    size_t n = 0;
+    wait_m1_sent(r.store, list, &n, 1); /* R2 */
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    int64_t told[8];
+    size_t k = delivered_balances(told, 8);
+    assert_true(k >= 1);
+    if (told[0] != 850)
+        fail_msg("R's SMS, reading 850, may have reached the member (a code not known here), "
+                 "then WeChat was busy; the reversal after it in the batch told its queued %lld",
+                 (long long)told[0]);
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * test_a_hurried_arrival_retried_before_its_refund_keeps_its_balance, but
  * the refund reached the member: its subscribe message was delivered and
  * the answer lost (a retry). The arrival A (+600, 600) fails once (WeChat
@@ -1665,6 +1733,9 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_last_attempt_whose_answer_was_lost_marks_the_rest_of_the_batch, setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_sms_that_may_have_gone_before_a_busy_wechat_marks_the_rest_of_the_batch, setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_whose_answer_was_lost_unmarks_its_arrival,
                                         setup, db_fixture_teardown),
