@@ -257,7 +257,7 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
      * 43101: WeChat has none left, whatever we counted. Refused otherwise,
      * or never sent (no token to send with): the unit is still the member's. */
     bool unknown = reply.maybe_done;
-    nt->may_have_reached = a == RETRY && unknown;
+    nt->may_have_reached |= a == RETRY && unknown; /* kept over the next channels */
     r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
@@ -298,7 +298,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     else
         set_error(nt, "wechat_oa", err.msg);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
-    nt->may_have_reached = a == RETRY && reply.maybe_done;
+    nt->may_have_reached |= a == RETRY && reply.maybe_done;
     return a;
 }
 
@@ -416,7 +416,9 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     OPENSSL_cleanse(phone, sizeof(phone));
     if (sms_may_have_gone(&res)) /* for good: no wake hurries it to WeChat (notice.h) */
         nt->excluded |= PGW_NOTICE_SMS_MAY_HAVE_GONE;
-    nt->may_have_reached = rc != PGW_OK && sms_may_have_gone(&res);
+    /* Given up too (a code not known here): it may have gone, whatever the
+     * channels after it do in this attempt. */
+    nt->may_have_reached |= rc != PGW_OK && sms_may_have_gone(&res);
     if (rc == PGW_OK) {
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%.64s", res.message_id);
         return SENT;
@@ -510,7 +512,6 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
                            pgw_notice_channel ch, int64_t now)
 {
     snprintf(nt->channel, sizeof(nt->channel), "%s", pgw_notice_channel_name(ch));
-    nt->may_have_reached = false; /* the channel says otherwise */
     if (ch == PGW_CHANNEL_SMS)
         return send_sms(c, nt, r, now);
     int64_t gone_until = wx_quota_gone(c->n, ch, now, 0);
@@ -799,6 +800,9 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     int kind = kind_of(nt->kind);
     pgw_err err;
     nt->provider_id[0] = '\0';
+    /* Set by any channel of this attempt whose request may have reached the
+     * member, and kept over the channels after it: an SMS given up on a
+     * code not known here may have gone though WeChat then was busy. */
     nt->may_have_reached = false;
     /* A channel gave up (dead), not only refused this member (skipped), in
      * this attempt or an earlier one. */

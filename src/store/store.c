@@ -4932,7 +4932,9 @@ bool pgw_store_notice_told(const pgw_notice *n)
 {
     if (strcmp(n->state, "sent") == 0)
         return true;
-    return n->may_have_reached && strcmp(n->state, "pending") == 0;
+    /* Whatever became of the notice after that attempt: on its last one it
+     * is dead, and the member may have read it all the same. */
+    return n->may_have_reached;
 }
 
 int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int64_t *n,

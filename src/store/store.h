@@ -649,10 +649,12 @@ typedef struct pgw_notice {
      * hurried), so the member has read past the balance this one was
      * queued with: it reads the balance when sent, as `merged`. */
     bool read_past;
-    /* Set by the courier (notifier.c deliver), never stored: the attempt
-     * just made is to be retried, but got no answer saying it failed (a
-     * timeout, an answer lost on its way back, an SMS that left): the
-     * member may have read it (pgw_store_notice_told). */
+    /* Set by the courier (notifier.c deliver), never stored: a channel
+     * of the attempt just made, not sent, got no answer saying it failed
+     * (a timeout, an answer lost on its way back, an SMS that left and was
+     * not refused), whatever the channels after it did and whether the
+     * notice is retried or dead: the member may have read it
+     * (pgw_store_notice_told). */
     bool may_have_reached;
 } pgw_notice;
 
@@ -725,11 +727,12 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
 int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                             pgw_err *err);
 /* Whether the member may have read the balance notice `n` told in the
- * attempt just made: it was sent, or it is to be retried after an attempt
- * that may have reached the member (pgw_notice.may_have_reached: WeChat
- * handled a send whose answer was lost). The courier's batch and
- * pgw_store_finish_notice count it as told either way; an attempt that
- * failed for sure is not (a hurried arrival's retry keeps its balance). */
+ * attempt just made: it was sent, or the attempt may have reached the
+ * member (pgw_notice.may_have_reached: WeChat handled a send whose answer
+ * was lost; an SMS left), retried or dead after it. The courier's batch
+ * and pgw_store_finish_notice count it as told either way; an attempt
+ * that failed for sure is not (a hurried arrival's retry keeps its
+ * balance). */
 bool pgw_store_notice_told(const pgw_notice *n);
 /* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it
  * is no longer owner's (its lease ran out and another instance took it). */
