@@ -1535,6 +1535,57 @@ static void test_a_read_past_a_burst_marks_every_waiting_notice(void **state)
 }
 
 /*
+ * test_a_read_marks_a_notice_sent_at_once_by_clocks_apart, the two kinds
+ * of clock at once, each well within the slack (READ_PAST_SLACK_S, 60):
+ * instance P runs 31 s ahead of instance Q. P queues R2 (850: created_at
+ * 1031 at Q's 1000) and records R's read; Q queues 33 notices of the
+ * member just after R2 (created_at 1000) and claims R2 at its 1032, one
+ * second after R2's created_at: sent at once. P records the read at its
+ * 1063 (Q's 1032): the store looks back to 1001, stops at the 33rd notice
+ * back (1000) and leaves R2, queued before it, unmarked. Both clocks'
+ * gaps add up: a writer ahead makes a notice "at once" longer, a recorder
+ * ahead looks back less far.
+ */
+static void test_a_read_marks_a_notice_sent_at_once_by_writers_and_recorders_apart(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 990, 0);
+    assert_int_equal(claim(s, 990, got), 1);
+    retry_at(s, got[0], 990, 995);
+    assert_int_equal(claim(s, 995, got), 1);
+    pgw_notice r = got[0];
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1031, 0); /* by P */
+    pgw_store_close(s);
+    assert_int_equal(
+        db_fixture_exec(
+            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
+                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
+                       " provider_id, updated_at) SELECT 'M1', 'points_reversed', 1, 849, 'S001',"
+                       " 1000, 1000, 1000, 'sent', 'wechat_mp', 0, 1, '', '', 1000"
+                       " FROM generate_series(1, 33) i"
+                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                       " WHERE i < 33) INSERT INTO notices (member, kind, points, balance,"
+                       " shop, created_at, about_at, due_at, state, channel, excluded,"
+                       " attempts, last_error, provider_id, updated_at) SELECT 'M1',"
+                       " 'points_reversed', 1, 849, 'S001', 1000, 1000, 1000, 'sent',"
+                       " 'wechat_mp', 0, 1, '', '', 1000 FROM n"),
+        PGW_OK); /* by Q, sent meanwhile */
+    s = open_store(state);
+    r.balance = 818;
+    r.read_when_sent = true;
+    sent_by(s, "A", r, 1063);                 /* P's clock */
+    assert_int_equal(claim(s, 1032, got), 1); /* Q's: R2 goes at once */
+    assert_int_equal(got[0].balance, 850);
+    if (!got[0].merged)
+        fail_msg("the read recorded, and R2 queued, by a clock 31 s ahead of the one that claims "
+                 "R2 left it, 34 notices back, sent at once, to tell its queued %lld",
+                 (long long)got[0].balance);
+    pgw_store_close(s);
+}
+
+/*
  * The other side of the bound: past the 32 newest, the store stops at the
  * first notice queued before the time it looks back to, and reads no
  * further into the member's history (22,000 notices here, sent ones are
@@ -2321,6 +2372,9 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_marks_a_notice_sent_at_once_by_clocks_apart,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_read_marks_a_notice_sent_at_once_by_writers_and_recorders_apart,
+            db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_past_a_burst_marks_every_waiting_notice,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_read_past_reads_back_to_its_time, db_fixture_setup,
