@@ -304,10 +304,16 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
  * (notices_member) up to the first one queued before ?3, which is left
  * out: notices are in the order they were queued, their created_at in
  * the order of the clocks that queued them. The slack is for those
- * clocks: writers' and couriers' apart, or stepped back, by up to
- * READ_PAST_SLACK_S leave nothing out; a notice queued before a step back
- * of more may be missed (its created_at ahead, a courier also sends it
- * "at once" for that long). The rows read are bounded, READ_PAST_CAP past
+ * clocks, and two gaps add up in it: R2 is missed only when the
+ * recorder's clock is ahead of the one that queued the notice the look
+ * back stops at, by a, and R2's writer's ahead of the courier that sends
+ * it, by b (R2 stays "at once" b seconds longer), with a + b over the
+ * slack. So clocks of writers and couriers within READ_PAST_CLOCKS_S of
+ * one another (a, b at most that) leave nothing out (P 31 s ahead of Q,
+ * with a slack of 60, did: P queued R2 and recorded the read, Q queued
+ * the 33 after R2 and sent it at once); a clock stepped back by more may
+ * miss one (its created_at ahead, a courier also sends it "at once" for
+ * that long). The rows read are bounded, READ_PAST_CAP past
  * the 32 newest: when none of those was queued before ?3 (a burst of one
  * member's notices within the time), every notice of the member is
  * marked, which is always right (the rule is "every notice still
@@ -316,8 +322,9 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
  * inserts a notice in the writer's transaction, and would write one more
  * B-tree.
  */
-#define READ_PAST_SLACK_S 60
-#define READ_PAST_CAP     "4096"
+#define READ_PAST_CLOCKS_S 60
+#define READ_PAST_SLACK_S  (2 * READ_PAST_CLOCKS_S)
+#define READ_PAST_CAP      "4096"
 #define READ_PAST                                                                                  \
     "UPDATE notices SET hurried = 2 WHERE member = (SELECT member FROM notices WHERE id = ?1)"     \
     " AND id > COALESCE((SELECT id FROM (SELECT id, created_at FROM notices"                       \

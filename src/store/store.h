@@ -719,8 +719,9 @@ int pgw_store_claim_notices(pgw_store *store, const char *owner, int64_t now, pg
  * with, queued with another balance, tells the balance when sent from
  * then on, hurried or not, sent at once or not (pgw_notice.merged): those
  * among the member's 32 newest notices (where a hurry can still mark an
- * arrival) and those queued since PGW_NOTICE_AT_ONCE_S + 60 s before
- * `now` (which may still be sent at once), however many notices of the
+ * arrival) and those queued since PGW_NOTICE_AT_ONCE_S + 120 s before
+ * `now` (which may still be sent at once, by clocks up to 60 s apart),
+ * however many notices of the
  * member came after them; past 4,096 such, every notice of the member
  * still waiting. One recorded for a retry after an attempt that may have
  * reached the member does the same, as if sent (pgw_store_notice_told). */

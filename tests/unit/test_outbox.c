@@ -1591,7 +1591,7 @@ static void test_a_read_marks_a_notice_sent_at_once_by_writers_and_recorders_apa
  * further into the member's history (22,000 notices here, sent ones are
  * kept notify.keep_days). A notice queued long before the read cannot be
  * sent at once any more (it reads its balance when sent), and needs no
- * mark: one queued at 900, 40 notices back, keeps none when a read is
+ * mark: one queued at 850, 40 notices back, keeps none when a read is
  * recorded at 1005. The statement's plan reads notices_member, with no
  * scan of the table and no sort.
  */
@@ -1620,12 +1620,12 @@ static void test_the_read_past_reads_back_to_its_time(void **state)
                        " ANALYZE"),
         PGW_OK);
     s = open_store(state);
-    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 890, 0);
-    assert_int_equal(claim(s, 890, got), 1);
-    retry_at(s, got[0], 890, 895);
-    assert_int_equal(claim(s, 895, got), 1);
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 840, 0);
+    assert_int_equal(claim(s, 840, got), 1);
+    retry_at(s, got[0], 840, 845);
+    assert_int_equal(claim(s, 845, got), 1);
     pgw_notice r = got[0];
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 900, 0); /* never claimed */
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 850, 0); /* never claimed */
     for (int k = 0; k < 40; k++)
         enqueue_at(s, "M1", "points_reversed", "S001", 1, 849 - k, 1000, 0);
     r.balance = 818;
