@@ -2142,6 +2142,62 @@ static void test_expiry_reminders(void **state)
 }
 
 /*
+ * A reminder tells the balance every other notice tells, the figures'
+ * unexpired one, holds on lots past their expiry included: a pending
+ * hold's points count (its capture takes them), an overdue hold's, not
+ * released yet, only as far as they repay the member's debt (the rest
+ * goes back to a lot past its expiry, for the sweep). Regression (review
+ * of 0c81118): the reminder counted every held point of such lots.
+ */
+static void test_a_reminder_tells_the_figures_balance(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    const int64_t now = 1795824000, day = 86400;
+    char sql[2048];
+    const db_fixture *f = *state;
+    snprintf(sql, sizeof(sql),
+             "%s"
+             "INSERT INTO members (id, debt, created_at_us) VALUES ('M5', 0, 0), ('M6', 4, 0);"
+             "INSERT INTO lots (id, member, points, left_points, held, earned_at, expires_at,"
+             " source_transfer) VALUES"
+             " (901, 'M5', 20, 20, 0, 0, %lld, 1), (902, 'M5', 15, 0, 15, 0, %lld, 1),"
+             " (903, 'M6', 20, 20, 0, 0, %lld, 1), (904, 'M6', 15, 0, 15, 0, %lld, 1);"
+             "INSERT INTO holds (id, member, shop_id, points, state, deadline, created_at) VALUES"
+             " ('H5a', 'M5', 'S1', 5, 0, %lld, 0), ('H5b', 'M5', 'S1', 10, 0, %lld, 0),"
+             " ('H6a', 'M6', 'S1', 5, 0, %lld, 0), ('H6b', 'M6', 'S1', 10, 0, %lld, 0);"
+             "INSERT INTO hold_portions (hold, lot, points) VALUES ('H5a', 902, 5),"
+             " ('H5b', 902, 10), ('H6a', 904, 5), ('H6b', 904, 10);"
+             "UPDATE members SET lots_left = (SELECT COALESCE(SUM(left_points), 0) FROM lots"
+             " WHERE member = members.id), lots_held = (SELECT COALESCE(SUM(held), 0) FROM lots"
+             " WHERE member = members.id) WHERE id IN ('M5', 'M6');",
+             f->pg ? "SET session_replication_role = replica;" : "PRAGMA foreign_keys = OFF;",
+             (long long)(now + day), (long long)(now - 60), (long long)(now + day),
+             (long long)(now - 60), (long long)(now + 600), (long long)(now - 30),
+             (long long)(now + 600), (long long)(now - 30));
+    assert_int_equal(pgw_store__exec_for_test(s, sql, &err), PGW_OK);
+    int64_t queued = 0;
+    assert_int_equal(pgw_store_queue_reminders(s, now, 7 * day, 8 * 3600, &queued, &err), PGW_OK);
+    assert_int_equal(queued, 2);
+    const char *members[] = {"M5", "M6"};
+    for (size_t i = 0; i < 2; i++) {
+        pgw_notice list[2];
+        size_t n = 0;
+        assert_int_equal(pgw_store_member_notices(s, members[i], list, 2, &n, &err), PGW_OK);
+        assert_int_equal(n, 1);
+        bool found = false;
+        pgw_member_figures fig;
+        assert_int_equal(pgw_store_member_figures(s, members[i], now, &found, &fig, &err), PGW_OK);
+        assert_true(found);
+        assert_int_equal(fig.unexpired, 25); /* 20 + the pending hold's 5 (+ debt repaid - debt) */
+        if (list[0].balance != fig.unexpired)
+            fail_msg("%s's reminder tells balance %lld, the figures %lld", members[i],
+                     (long long)list[0].balance, (long long)fig.unexpired);
+    }
+    pgw_store_close(s);
+}
+
+/*
  * An expiry reminder hurries the member's arrivals still waiting out their
  * window, as any notice of another kind does: the arrival goes first, with
  * the balance after its sale, then the reminder, whose balance counts
@@ -2419,6 +2475,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_prune, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_reminders, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_reminder_tells_the_figures_balance, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_reminder_hurries_a_waiting_arrival, db_fixture_setup,
                                         db_fixture_teardown),
