@@ -5243,11 +5243,13 @@ int pgw_store_take_quota(pgw_store *s, const char *member, const char *openid,
 /* Members with points expiring on a local day within the horizon, not yet
  * reminded of that day: their notices (the day's total, due now) and the
  * days, in one transaction. The balance told is the member's unexpired
- * one, as every other notice's (pgw_member_figures): what lots past their
- * expiry keep, not swept yet, is not counted, but their held points are
- * (a pending hold's capture still takes them; those of a hold past its
- * deadline, not released yet, are counted too, where the figures repay
- * debt from them first). A reminder hurries the member's arrivals still
+ * one, as every other notice's (pgw_member_figures, the same sums): what
+ * lots past their expiry keep, not swept yet, is not counted, but a
+ * pending hold's points on them are (its capture still takes them), and
+ * an overdue hold's, not released yet, as far as they repay the debt
+ * (the release repays it from them first; the rest the sweep takes).
+ * Holds on lapsed lots are few: one grouped read of them (x) for the
+ * whole run. A reminder hurries the member's arrivals still
  * waiting out their window, as any notice of another kind does
  * (ST_HURRY_ARRIVALS): its balance counts their points, and told first it
  * would tell points the member has not been told of (R2). */
@@ -5263,10 +5265,16 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
         "INSERT INTO notices (member, kind, points, balance, shop, created_at, about_at, due_at,"
         " state, channel, excluded, attempts, last_error, provider_id, updated_at)"
         " SELECT d.member, 'points_expiring', d.points,"
-        " (SELECT coalesce(sum(CASE WHEN expires_at > ?1 THEN left_points ELSE 0 END + held), 0)"
-        "   FROM lots WHERE member = d.member AND " LOT_LIVE("") " = 1)"
-        "  - (SELECT debt FROM members WHERE id = d.member),"
+        " (SELECT coalesce(sum(left_points + held), 0) FROM lots WHERE member = d.member"
+        "   AND expires_at > ?1 AND " LOT_LIVE("") " = 1)"
+        "  + coalesce(x.pending, 0) - CASE WHEN m.debt > coalesce(x.overdue, 0)"
+        "   THEN m.debt - coalesce(x.overdue, 0) ELSE 0 END,"
         " '', ?1, d.at, ?1, 'pending', '', 0, 0, '', '', ?1 FROM (%s) d"
+        " JOIN members m ON m.id = d.member LEFT JOIN (SELECT h.member,"
+        "   sum(CASE WHEN h.deadline > ?1 THEN p.points ELSE 0 END) AS pending,"
+        "   sum(CASE WHEN h.deadline > ?1 THEN 0 ELSE p.points END) AS overdue"
+        "   FROM holds h JOIN hold_portions p ON p.hold = h.id JOIN lots l ON l.id = p.lot"
+        "   WHERE h.state = 0 AND l.expires_at <= ?1 GROUP BY h.member) x ON x.member = d.member"
         " WHERE NOT EXISTS (SELECT 1 FROM reminders r WHERE r.member = d.member AND r.day = d.day)";
     /* clang-format on */
     /* The members just reminded: those with a reminder made and due now
@@ -5285,7 +5293,8 @@ int pgw_store_queue_reminders(pgw_store *s, int64_t now, int64_t horizon_s, int3
     static const char days_sql[] =
         "INSERT INTO reminders (member, day) SELECT member, day FROM (%s) AS d WHERE true"
         " ON CONFLICT (member, day) DO NOTHING";
-    char sql[1024];
+    char sql[2048];
+    _Static_assert(sizeof(notices_sql) + sizeof(due) < sizeof(sql), "notices_sql fits in sql");
     int rc = pgw_store_begin(s, err);
     int64_t n = 0;
     for (int step = 0; rc == PGW_OK && step < 3; step++) { /* notices, hurry, days */
