@@ -634,6 +634,10 @@ static void test_a_trailing_comma_says_how_to_read_it(void **state)
     assert_true(rows[0].malformed);
     if (strstr(rows[0].problem, "end the header with one too") == NULL)
         fail_msg("%s", rows[0].problem);
+    /* Whole: cut at problem's 160 bytes, it lost how to write a thousands
+     * comma (review of d7760fb). */
+    if (strstr(rows[0].problem, "\"1,234\"") == NULL)
+        fail_msg("cut: %s", rows[0].problem);
     pgw_statement_free(st);
     assert_int_equal(pgw_statement_open_text(both, strlen(both), &st, NULL), PGW_OK);
     assert_int_equal(read_rows(st, rows, 2), 1);
@@ -641,6 +645,15 @@ static void test_a_trailing_comma_says_how_to_read_it(void **state)
         fail_msg("%s", rows[0].problem);
     assert_int_equal(rows[0].amount_fen, 1000);
     assert_int_equal(rows[0].points, 10);
+    pgw_statement_free(st);
+    /* The other count's message, whole too: it was cut at "an em". */
+    const char *bare_comma = "event_id,occurred_at,type,member,amount_fen,points\n"
+                             "T1,1795486400,purchase,member_id:M1,1,000,10\n";
+    assert_int_equal(pgw_statement_open_text(bare_comma, strlen(bare_comma), &st, NULL), PGW_OK);
+    assert_int_equal(read_rows(st, rows, 2), 1);
+    assert_true(rows[0].malformed);
+    if (strstr(rows[0].problem, "\"1,234\"") == NULL || strstr(rows[0].problem, "left out") == NULL)
+        fail_msg("cut: %s", rows[0].problem);
     pgw_statement_free(st);
 }
 
