@@ -438,7 +438,9 @@ static bool parse_amount(const char *text, pgw_recon_row *r)
  * left unquoted ("1,234" written bare is two fields) shifts the columns
  * after it (1 fen, 234 points); only the count shows it, and not even
  * that when the row also leaves out an empty last field or ends in a
- * comma the header lacks (the review of 2775730), so neither is read. */
+ * comma the header lacks (the review of 2775730), so neither is read.
+ * Each message fits pgw_recon_row.problem (159 bytes) with two-digit
+ * counts (PGW_CSV_FIELDS_MAX): cut, the advice at its end was lost. */
 static bool fields_line_up(const pgw_statement *st, pgw_recon_row *r)
 {
     if (st->row.n == st->n_fields)
@@ -447,14 +449,13 @@ static bool fields_line_up(const pgw_statement *st, pgw_recon_row *r)
     if (row->n == st->n_fields + 1 && row->fields[row->n - 1][0] == '\0')
         return malformed(r,
                          "%zu fields where the header has %zu: the row ends in a comma the "
-                         "header lacks (if every row does, end the header with one too; a comma "
-                         "left unquoted, as a thousands separator, shifts the columns: quote the "
-                         "cell, \"1,234\")",
+                         "header lacks (if every row does, end the header with one too; quote a "
+                         "thousands comma, \"1,234\")",
                          row->n, st->n_fields);
     return malformed(r,
-                     "%zu fields where the header has %zu: each row has the header's (a comma "
-                     "left unquoted, as a thousands separator, shifts the columns: quote the "
-                     "cell, \"1,234\"; an empty field is written, not left out)",
+                     "%zu fields where the header has %zu: each row has the header's (quote a "
+                     "thousands comma, \"1,234\", or it shifts the columns; an empty field is "
+                     "not left out)",
                      st->row.n, st->n_fields);
 }
 
