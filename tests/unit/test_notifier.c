@@ -1416,6 +1416,80 @@ static void test_a_daily_quota_is_not_asked_again_that_day(void **state)
     rig_free(&r);
 }
 
+#define OA_APPID  "wxfedcba0987654321" /* the example config's */
+#define OA_SECRET "oa-secret-for-the-fake"
+
+/*
+ * Both WeChat channels out of their daily quota, nothing after them: the
+ * notice waits for midnight for both. Regression (review of f4663ff): the
+ * mini program, left out for its 45009 because the official account came
+ * after it, stayed left out while the notice waited for the official
+ * account; at midnight that one alone was tried, and a member who
+ * unfollowed meanwhile was "skipped" though the mini program reaches them.
+ */
+static void test_two_daily_quotas_wait_for_both_channels(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    pgw_config *cfg = mall();
+    for (size_t k = 0; k < PGW_NOTICE_KINDS; k++)
+        cfg->notify.routes[k] =
+            (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_MP, PGW_CHANNEL_OA}};
+    rig r;
+    rig_open(f, cfg, &r);
+    m1_subscribed(&r, 45009);
+    pgw_err err;
+    pgw_identity id;
+    pgw_identity_key key;
+    if (pgw_identity_make(PGW_ID_OA_OPENID, OA_APPID, "oOaAlpha", &id, &err) != PGW_OK ||
+        pgw_vault_key(r.vault, &id, &key, &err) != PGW_OK ||
+        pgw_store_bind_identity(r.store, &key, "M1", 2, &err) != PGW_OK ||
+        pgw_store_set_follow(r.store, OA_APPID, "oOaAlpha", true, now, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    fake_control(&WX, "/_fake/apps", "{s:s,s:s}", "appid", OA_APPID, "secret", OA_SECRET);
+    fake_control(&WX, "/_fake/followers", "{s:s,s:s,s:b}", "appid", OA_APPID, "openid", "oOaAlpha",
+                 "following", 1);
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/template/send",
+                                       "count", 1, "errcode", 45009)));
+    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
+    pgw_wx_client *wx = NULL;
+    if (pgw_sms_client_new(&r.cfg->sms, TC_ID, TC_KEY, &opt, &r.sms, &err) != PGW_OK ||
+        pgw_wx_client_new(NULL, 2000, &wx, &err) != PGW_OK ||
+        pgw_wx_client_add_app(wx, MP_APPID, MP_SECRET, WX.base, &err) != PGW_OK ||
+        pgw_wx_client_add_app(wx, OA_APPID, OA_SECRET, WX.base, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notifier_options o = {.cfg = r.cfg,
+                              .db_url = f->url,
+                              .vault = r.vault,
+                              .sms = r.sms,
+                              .wechat = wx,
+                              .mp_ready = true,
+                              .oa_ready = true};
+    if (pgw_notifier_start(&o, &r.notifier, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
+                                 (strcmp(nt.state, "pending") == 0 && nt.due_at < now + 60));
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
+        (nt.excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA)) != 0)
+        fail_msg("notice %s by %s, due %lld (midnight UTC+8 %lld), %lld attempts, excluded "
+                 "%lld (%s): want it pending until midnight UTC+8 for both WeChat channels, "
+                 "uncounted",
+                 nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
+                 (long long)nt.attempts, (long long)nt.excluded, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
 /*
  * A 45009 in the first minute of WeChat's day is the day before's, met
  * with a clock a little behind (api.c answers a mini program so too): the
@@ -1772,6 +1846,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_daily_quota_goes_on_to_sms_now, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_is_not_asked_again_that_day, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_two_daily_quotas_wait_for_both_channels, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_at_midnight_is_retried, setup,
                                         db_fixture_teardown),
