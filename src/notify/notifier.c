@@ -858,7 +858,10 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             int64_t at = now_s(), back = pgw_wx_quota_back(at);
             a = after_quota_day(n, nt, r, kind, ch, back, at);
             if (a == QUOTA_DAY) { /* waiting for WeChat's next day */
-                wait_for_quota(n, nt, back);
+                /* For every WeChat channel this attempt left out for its
+                 * quota too: left out, a refusal tomorrow would skip it. */
+                nt->excluded &= ~quota_out;
+                wait_for_quota(n, nt, quota_back != 0 ? pgw_min64(quota_back, back) : back);
                 break;
             }
             if (a == NEXT) {
