@@ -861,6 +861,35 @@ static size_t requests_count(const char *path)
 }
 
 /*
+ * A send that left and whose answer we could not keep (over
+ * PGW_HTTP_ANSWER_MAX, or no memory for it: 4c1d827's ENOMEM) may have
+ * been done as a timeout's may: maybe_done, retried, so that the notifier
+ * neither counts it "not sent" and tells the member by SMS too, nor gives
+ * the channel up. Regression (review of 4c1d827): only EUNAVAILABLE was
+ * maybe_done, and ETOOLARGE or ENOMEM classified GIVE_UP.
+ */
+static void test_an_answer_not_kept_may_have_been_done(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    add_quota(OPENID_1, 3);
+    char token[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, token, &err), PGW_OK);
+    fault(json_pack("{s:s,s:i,s:i,s:s,s:i}", "path", SEND_PATH, "count", 1, "http_status", 200,
+                    "body", "x", "repeat", PGW_HTTP_ANSWER_MAX + 1));
+    int64_t msgid = 0;
+    pgw_wx_reply reply;
+    int rc = send_sub(c, &msgid, &reply, &err);
+    assert_int_equal(rc, PGW_ETOOLARGE);
+    if (!reply.maybe_done || pgw_wx_classify(rc, &reply) != PGW_WX_RETRY)
+        fail_msg("an answer too large after the send: maybe_done %d, outcome %d (%s); want "
+                 "maybe_done, retried",
+                 reply.maybe_done, (int)pgw_wx_classify(rc, &reply), err.msg);
+    pgw_wx_client_free(c);
+}
+
+/*
  * Regression (the mp-login review): libcurl sends a request once more, on
  * a new connection, when a kept-alive one closes before any answer
  * ("Connection died, retrying a fresh connect"). WeChat that took a send
@@ -1493,6 +1522,7 @@ int main(void)
         cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
         cmocka_unit_test_setup(test_send_not_resent, reset_fake),
+        cmocka_unit_test_setup(test_an_answer_not_kept_may_have_been_done, reset_fake),
         cmocka_unit_test_setup(test_user_info, reset_fake),
         cmocka_unit_test_setup(test_login_and_phone, reset_fake),
         cmocka_unit_test_setup(test_secrets_not_shown, reset_fake),
