@@ -78,6 +78,10 @@ pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply)
 {
     if (rc == PGW_OK)
         return PGW_WX_DONE;
+    /* Sent with its answer lost to our own bounds (with_token): as after
+     * a timeout, a retry, not a refusal the next channel may follow. */
+    if (reply != NULL && reply->maybe_done)
+        return PGW_WX_RETRY;
     if (rc == PGW_ESTATE)
         return PGW_WX_FALL_THROUGH;
     /* A daily quota (45009) does not come back within a retry's backoff,
@@ -482,7 +486,10 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         /* A POST is a send (a message) or spends a code: at most once. */
         bool repeatable = strcmp(method, "GET") == 0;
         rc = call(c, method, url, path, body, repeatable, deadline, answer, reply, &sent, err);
-        reply->maybe_done = sent && rc == PGW_EUNAVAILABLE && reply->errcode == 0;
+        /* Sent, and no answer of WeChat's read: none came, or we could not
+         * keep it (too large, no memory for it): it may have been done. */
+        reply->maybe_done = sent && reply->errcode == 0 &&
+                            (rc == PGW_EUNAVAILABLE || rc == PGW_ETOOLARGE || rc == PGW_ENOMEM);
         if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
             break;
         count(c, &c->stats.token_retries);

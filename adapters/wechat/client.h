@@ -145,7 +145,9 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * waited for it, so an outage costs one call, not one per thread.
  * A POST is sent once (a message must not go twice): an answer lost with
  * its connection is PGW_EUNAVAILABLE with maybe_done, as a timeout is,
- * where curl would have sent it again (util/http_client.h).
+ * where curl would have sent it again (util/http_client.h); so is one
+ * sent whose answer was too large to read or found no memory
+ * (PGW_ETOOLARGE, PGW_ENOMEM with maybe_done: pgw_wx_classify retries it).
  */
 int pgw_wx_post(pgw_wx_client *client, const char *appid, const char *path, const json_t *body,
                 json_t **answer, pgw_wx_reply *reply, pgw_err *err);
