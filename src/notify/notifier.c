@@ -501,7 +501,7 @@ static int64_t wx_quota_gone(pgw_notifier *n, pgw_notice_channel ch, int64_t now
 {
     size_t i = ch == PGW_CHANNEL_MP ? 0 : 1;
     pthread_mutex_lock(&n->lock);
-    if (back > now)
+    if (back > now && back > n->wx_quota_back[i]) /* a slow call's older midnight stays out */
         n->wx_quota_back[i] = back;
     int64_t until = n->wx_quota_back[i] > now ? n->wx_quota_back[i] : 0;
     pthread_mutex_unlock(&n->lock);
@@ -516,9 +516,10 @@ static attempt try_channel(courier *c, pgw_notice *nt, reach_info *r, int kind,
         return send_sms(c, nt, r, now);
     int64_t gone_until = wx_quota_gone(c->n, ch, now, 0);
     if (gone_until > 0) { /* not asked: 45009 again until then */
-        char msg[96];
-        snprintf(msg, sizeof(msg), "45009: the daily quota is used up until %lld (not asked again)",
-                 (long long)gone_until);
+        char msg[96], when[32];
+        local_time(c->n, gone_until, when);
+        snprintf(msg, sizeof(msg), "45009: the daily quota is used up until %s (not asked again)",
+                 when);
         set_error(nt, pgw_notice_channel_name(ch), msg);
         return QUOTA_DAY;
     }
