@@ -1537,6 +1537,51 @@ static size_t delivered_balances(int64_t *out, size_t cap)
 }
 
 /*
+ * The batch of the lost-answer tests below: R (a reversal, 450) failed
+ * once; R2 (450 again after a sale of 150 and its refund) is queued to go
+ * at once, and a sale A4 (+400, 850) starts its window after it. The next
+ * subscribe message is delivered and its answer lost. Runs the courier
+ * until R2 is sent; *list the member's notices. The caller frees wx.
+ */
+static pgw_wx_client *run_a_lost_read(db_fixture *f, rig *r, pgw_notice list[8], size_t *n)
+{
+    member_with_phone(r->store, r->vault, "M1", "13800138000");
+    bind_mp_openid(r, "M1", "oMpAlpha", 1);
+    quota_for_m1(r, 1, 4);
+    pgw_err err;
+    int64_t now = time(NULL);
+    if (pgw_store_begin(r->store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r->store, 450, 1);
+    if (pgw_store_enqueue_notice(r->store, "M1", "points_reversed", 150, 450, "S001", "", now - 20,
+                                 0, &err) != PGW_OK ||
+        pgw_store_commit(r->store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    failed_before(r->store, now - 20, 1, (int64_t[]){now - 3}); /* R's retry: due 3 s ago */
+    if (pgw_store_begin(r->store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r->store, 150, 2);
+    take_from_m1(r->store, 150);
+    if (pgw_store_enqueue_notice(r->store, "M1", "points_reversed", 150, 450, "S001", "",
+                                 time(NULL), 0, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    lot_for_m1(r->store, 400, 3);
+    if (pgw_store_enqueue_notice(r->store, "M1", "points_arrived", 400, 850, "S004", "", time(NULL),
+                                 30, &err) != PGW_OK ||
+        pgw_store_commit(r->store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "lose_answer", 1)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, r, &wx);
+    wait_m1_sent(r->store, list, n, 1); /* R2 */
+    pgw_notifier_stop(r->notifier);
+    r->notifier = NULL;
+    return wx;
+}
+
+/*
  * A retry whose answer is lost reached the member all the same (WeChat
  * handled it; README: a timeout may have been a send), telling the
  * balance it read as it was sent. R (a reversal, 450) failed once; R2 (a
@@ -1554,41 +1599,9 @@ static void test_a_read_whose_answer_was_lost_marks_the_rest_of_the_batch(void *
     atomic_store(&first_send, 0);
     rig r;
     rig_open(f, mall(), &r);
-    member_with_phone(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    quota_for_m1(&r, 1, 4);
-    pgw_err err;
-    int64_t now = time(NULL);
-    if (pgw_store_begin(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    lot_for_m1(r.store, 450, 1);
-    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now - 20,
-                                 0, &err) != PGW_OK ||
-        pgw_store_commit(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    failed_before(r.store, now - 20, 1, (int64_t[]){now - 3}); /* R's retry: due 3 s ago */
-    if (pgw_store_begin(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    lot_for_m1(r.store, 150, 2);
-    take_from_m1(r.store, 150);
-    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", time(NULL),
-                                 0, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    lot_for_m1(r.store, 400, 3);
-    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 400, 850, "S004", "", time(NULL),
-                                 30, &err) != PGW_OK ||
-        pgw_store_commit(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    json_decref(fake_request(&WX, "POST", "/_fake/faults",
-                             json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/message/subscribe/send",
-                                       "count", 1, "lose_answer", 1)));
-    pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
     pgw_notice list[8];
     size_t n = 0;
-    wait_m1_sent(r.store, list, &n, 1); /* R2 */
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
+    pgw_wx_client *wx = run_a_lost_read(f, &r, list, &n);
     int64_t told[8];
     size_t k = delivered_balances(told, 8);
     assert_true(k >= 2);
@@ -1616,41 +1629,9 @@ static void test_a_last_attempt_whose_answer_was_lost_marks_the_rest_of_the_batc
     pgw_config *cfg = mall();
     cfg->notify.retry_max_attempts = 2;
     rig_open(f, cfg, &r);
-    member_with_phone(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    quota_for_m1(&r, 1, 4);
-    pgw_err err;
-    int64_t now = time(NULL);
-    if (pgw_store_begin(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    lot_for_m1(r.store, 450, 1);
-    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", now - 20,
-                                 0, &err) != PGW_OK ||
-        pgw_store_commit(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    failed_before(r.store, now - 20, 1, (int64_t[]){now - 3}); /* R's retry: due 3 s ago */
-    if (pgw_store_begin(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    lot_for_m1(r.store, 150, 2);
-    take_from_m1(r.store, 150);
-    if (pgw_store_enqueue_notice(r.store, "M1", "points_reversed", 150, 450, "S001", "", time(NULL),
-                                 0, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    lot_for_m1(r.store, 400, 3);
-    if (pgw_store_enqueue_notice(r.store, "M1", "points_arrived", 400, 850, "S004", "", time(NULL),
-                                 30, &err) != PGW_OK ||
-        pgw_store_commit(r.store, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    json_decref(fake_request(&WX, "POST", "/_fake/faults",
-                             json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/message/subscribe/send",
-                                       "count", 1, "lose_answer", 1)));
-    pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
     pgw_notice list[8];
     size_t n = 0;
-    wait_m1_sent(r.store, list, &n, 1); /* R2 */
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
+    pgw_wx_client *wx = run_a_lost_read(f, &r, list, &n);
     bool dead = false;
     for (size_t i = 0; i < n; i++)
         dead |= strcmp(list[i].state, "dead") == 0;
