@@ -111,9 +111,11 @@ typedef struct watcher {
     char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
     struct lws *wsi;
     struct watcher *prev_member, *next_member; /* h->members */
-    /* Its peer's address, read at the handshake: its line is written later
-     * (log_member), maybe at its close, when the socket may be reset and
-     * lws gives its getpeername error in place of the address. */
+    /* Its client's address (through trusted proxies), read at the
+     * handshake: its line is written later (a member's at the store's
+     * answer or at its close, when the socket may be reset and lws gives
+     * its getpeername error in place of the address; a key's once
+     * upgraded, when the handshake's headers are gone). */
     char client[sizeof(((pgw_request *)NULL)->client_address)];
 } watcher;
 
@@ -1242,15 +1244,17 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
 
 /* ---- the live stream (WebSocket /v1/stream) ------------------------------------------------ */
 
-/* A handshake as a request, for its answer and its log line. */
-static void handshake_request(struct lws *wsi, const char *uri, const char *key_name, req *q)
+/* A handshake as a request, for its answer and its log line. Its client
+ * as any request's (client_address: through trusted proxies), read while
+ * the handshake's headers are there; a watcher keeps it (w->client). */
+static void handshake_request(const pgw_http *h, struct lws *wsi, const char *uri,
+                              const char *key_name, req *q)
 {
     memset(q, 0, sizeof(*q));
     q->r.received_us = wall_us();
     snprintf(q->r.method, sizeof(q->r.method), "GET");
     snprintf(q->r.path, sizeof(q->r.path), "%s", uri);
-    if (lws_get_peer_simple(wsi, q->r.client_address, sizeof(q->r.client_address)) == NULL)
-        q->r.client_address[0] = '\0';
+    client_address(h, wsi, q->r.client_address, sizeof(q->r.client_address));
     snprintf(q->resp.key_name, sizeof(q->resp.key_name), "%s", key_name);
     q->resp.route = pgw_api_route_label(uri);
 }
@@ -1265,7 +1269,7 @@ static int refuse_unread(pgw_http *h, struct lws *wsi, const char *method, const
                          const char *key_name, int rc, const char *message, int retry_after_s)
 {
     req q;
-    handshake_request(wsi, uri, key_name, &q);
+    handshake_request(h, wsi, uri, key_name, &q);
     snprintf(q.r.method, sizeof(q.r.method), "%s", method);
     pgw_api_refusal(&q.resp, rc, message);
     if (retry_after_s > 0)
@@ -1343,8 +1347,7 @@ static int admit_member(pgw_http *h, struct lws *wsi, watcher *w, const char *ur
     if (rc != PGW_OK)
         return refuse_unread(h, wsi, "GET", uri, key_name, rc, err.msg,
                              rc == PGW_ELIMITED ? MEMBER_TABS_RETRY_S : 0);
-    if (lws_get_peer_simple(wsi, w->client, sizeof(w->client)) == NULL)
-        w->client[0] = '\0';
+    client_address(h, wsi, w->client, sizeof(w->client));
     w->allowed = true;
     w->member = true;
     memcpy(w->key_name, key_name, sizeof(w->key_name));
@@ -1391,6 +1394,7 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
         return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
     w->allowed = true;
     memcpy(w->key_name, key_name, sizeof(w->key_name));
+    client_address(h, wsi, w->client, sizeof(w->client)); /* the headers go with the upgrade */
     w->asked_us = wall_us();
     return 0;
 }
@@ -1434,7 +1438,7 @@ static void log_member(pgw_http *h, struct lws *wsi, watcher *w, int status)
         return;
     w->logged = true;
     req q;
-    handshake_request(wsi, "/v1/stream", w->key_name, &q);
+    handshake_request(h, wsi, "/v1/stream", w->key_name, &q);
     memcpy(q.r.client_address, w->client, sizeof(q.r.client_address));
     q.r.received_us = w->asked_us;
     q.resp.status = status;
@@ -1609,7 +1613,8 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
          * handshake it then refused, no Sec-WebSocket-Key, was counted as
          * 101 when we let it in): a watcher was in no metric nor log line. */
         req q;
-        handshake_request(wsi, "/v1/stream", w->key_name, &q);
+        handshake_request(h, wsi, "/v1/stream", w->key_name, &q);
+        memcpy(q.r.client_address, w->client, sizeof(q.r.client_address));
         q.r.received_us = w->asked_us;
         q.resp.status = 101;
         log_request(h, &q.r, &q.resp, wall_us());

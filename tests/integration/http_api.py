@@ -3211,6 +3211,18 @@ def test_trusted_proxy(tmp):
         for forwarded, want, what in cases:
             got = [sign_up(forwarded) for _ in want]
             check(got == want, f"{what} ({forwarded!r}): {got}, wanted {want}")
+        # Regression: the stream's handshakes were logged with the proxy's
+        # address, though README says the log's client is the one the
+        # per-address limits see. Let in (101) and refused (401).
+        for path, client in (("/v1/stream?key=" + KEYS["admin"][0], "203.0.113.21"),
+                             ("/v1/stream", "203.0.113.22")):
+            sock, status, _ = ws_open(s.port, path, f"X-Forwarded-For: {client}\r\n")
+            sock.close()
+            lines = log_lines(s, lambda ls, c=client: any(
+                l["path"] == "/v1/stream" and l["client"] == c for l in ls))
+            streams = [(l["status"], l["client"]) for l in lines if l["path"] == "/v1/stream"]
+            check(any(c == client for _, c in streams),
+                  f"a stream handshake through the proxy is logged as {client}: {streams}")
     finally:
         s.stop()
 
