@@ -434,6 +434,21 @@ static bool parse_amount(const char *text, pgw_recon_row *r)
     return malformed(r, "amount_fen \"%.*s\" is not a whole number of fen in range", QUOTED(text));
 }
 
+/* A row's points: a whole number, signed, plainly or grouped in threes
+ * by commas as amount_fen may be (a till that groups one groups both). */
+static bool parse_points(const char *text, pgw_recon_row *r)
+{
+    if (whole_number(text, -PGW_POINTS_MAX, PGW_POINTS_MAX, false, &r->points))
+        return true;
+    bool negative = text[0] == '-';
+    int64_t v = 0;
+    if (grouped_thousands(text + negative, &v) && v <= PGW_POINTS_MAX) {
+        r->points = negative ? -v : v;
+        return true;
+    }
+    return malformed(r, "points \"%.*s\" is not a whole number in range", QUOTED(text));
+}
+
 /* Whether the row has the header's fields, no more, no fewer. A comma
  * left unquoted ("1,234" written bare is two fields) shifts the columns
  * after it (1 fen, 234 points); only the count shows it, and not even
@@ -490,10 +505,8 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
         return false;
     if (!parse_amount(pgw_csv_cell(row, st->col, COL_AMOUNT), r))
         return false;
-    if (!whole_number(pgw_csv_cell(row, st->col, COL_POINTS), -PGW_POINTS_MAX, PGW_POINTS_MAX,
-                      false, &r->points))
-        return malformed(r, "points \"%.*s\" is not a whole number in range",
-                         QUOTED(pgw_csv_cell(row, st->col, COL_POINTS)));
+    if (!parse_points(pgw_csv_cell(row, st->col, COL_POINTS), r))
+        return false;
     /* What a refund refunds, as POST /v1/events takes it: only --repair
      * reads it, and only a refund's (as the events API ignores another's). */
     const char *original = pgw_csv_cell(row, st->col, COL_ORIGINAL);

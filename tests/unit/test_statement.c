@@ -657,6 +657,39 @@ static void test_a_trailing_comma_says_how_to_read_it(void **state)
     pgw_statement_free(st);
 }
 
+/* H-D's note on 2775730: a till that groups its amounts groups its points
+ * too ("1,280"), and those rows were malformed though the amounts beside
+ * them were read. Points are read as amounts are, a sign allowed (a
+ * refund's), and held to the same rules. */
+static void test_points_grouped_in_thousands(void **state)
+{
+    (void)state;
+#define ROW(id, points) id ",1795486400,purchase,member_id:M1,1000," points "\n"
+    const char *text = "event_id,occurred_at,type,member,amount_fen,points\n" /* line 1 */
+        ROW("P1", "\"1,280\"")                                                /* read */
+        ROW("P2", "\"-1,280\"")                                               /* read: a sign */
+        ROW("P3", "\"1,28\"")                                                 /* not in threes */
+        ROW("P4", "\"1,000,000,000,001\"") /* past PGW_POINTS_MAX */
+        ROW("P5", "\"1,280.5\"");          /* a point */
+#undef ROW
+    static const struct {
+        int64_t points;
+        bool malformed;
+    } want[] = {{1280, false}, {-1280, false}, {0, true}, {0, true}, {0, true}};
+    pgw_statement *st = NULL;
+    pgw_recon_row rows[8];
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    assert_int_equal(read_rows(st, rows, 8), 5);
+    for (size_t i = 0; i < 5; i++) {
+        if (rows[i].malformed != want[i].malformed ||
+            (!want[i].malformed && rows[i].points != want[i].points))
+            fail_msg("row %zu: malformed %d (%s), points %lld; want malformed %d, points %lld", i,
+                     rows[i].malformed, rows[i].problem, (long long)rows[i].points,
+                     want[i].malformed, (long long)want[i].points);
+    }
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -673,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_an_unquoted_comma_before_an_empty_last_column),
         cmocka_unit_test(test_a_grouped_amount_past_int64),
         cmocka_unit_test(test_a_trailing_comma_says_how_to_read_it),
+        cmocka_unit_test(test_points_grouped_in_thousands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
