@@ -1320,6 +1320,20 @@ static void test_an_older_read_recorded_last_gives_no_older_balance(void **state
     pgw_store_close(s);
 }
 
+/* R (a redemption, 450) queued at `at`, its first attempt timed out and
+ * its retry claimed at at + 5; then R2 (a reversal, 850) queued there to
+ * go at once. R's claimed copy, for the test to record as it was sent. */
+static pgw_notice a_retry_claimed_then_r2(pgw_store *s, int64_t at)
+{
+    pgw_notice got[8];
+    enqueue_at(s, "M1", "redemption", "S001", 150, 450, at, 0);
+    assert_int_equal(claim(s, at, got), 1);
+    retry_at(s, got[0], at, at + 5); /* WeChat timed out */
+    assert_int_equal(claim(s, at + 5, got), 1);
+    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, at + 5, 0);
+    return got[0];
+}
+
 /*
  * A notice queued to go at once, and so to tell the balance it was queued
  * with, waits behind a batch in which a notice of its member reads its
@@ -1335,12 +1349,7 @@ static void test_a_read_marks_a_later_notice_queued_before_it(void **state)
 {
     pgw_store *s = open_store(state);
     pgw_notice got[8];
-    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
-    assert_int_equal(claim(s, 1000, got), 1);
-    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
-    assert_int_equal(claim(s, 1005, got), 1);
-    pgw_notice r = got[0];
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    pgw_notice r = a_retry_claimed_then_r2(s, 1000);
     enqueue_at(s, "M1", "points_arrived", "S004", 400, 1250, 1005, 10);
     r.balance = 1250; /* read when sent, after R2 and A4 */
     r.read_when_sent = true;
@@ -1364,12 +1373,7 @@ static void test_a_read_that_may_have_reached_marks_a_notice_queued_before_it(vo
 {
     pgw_store *s = open_store(state);
     pgw_notice got[8];
-    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
-    assert_int_equal(claim(s, 1000, got), 1);
-    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
-    assert_int_equal(claim(s, 1005, got), 1);
-    pgw_notice r = got[0];
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    pgw_notice r = a_retry_claimed_then_r2(s, 1000);
     enqueue_at(s, "M1", "points_arrived", "S004", 400, 1250, 1005, 10);
     r.balance = 1250; /* read when sent, after R2 and A4 */
     r.read_when_sent = true;
@@ -1395,12 +1399,7 @@ static void test_a_last_read_that_may_have_reached_marks_a_notice_queued_before_
 {
     pgw_store *s = open_store(state);
     pgw_notice got[8];
-    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
-    assert_int_equal(claim(s, 1000, got), 1);
-    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
-    assert_int_equal(claim(s, 1005, got), 1);
-    pgw_notice r = got[0];
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    pgw_notice r = a_retry_claimed_then_r2(s, 1000);
     r.balance = 1250; /* read when sent, after R2 */
     r.read_when_sent = true;
     r.may_have_reached = true; /* delivered, the answer lost, no attempt left */
@@ -1435,12 +1434,7 @@ static void test_a_read_marks_a_notice_sent_at_once_past_the_newest_32(void **st
 {
     pgw_store *s = open_store(state);
     pgw_notice got[8];
-    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
-    assert_int_equal(claim(s, 1000, got), 1);
-    retry_at(s, got[0], 1000, 1005); /* WeChat timed out */
-    assert_int_equal(claim(s, 1005, got), 1);
-    pgw_notice r = got[0];
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    pgw_notice r = a_retry_claimed_then_r2(s, 1000);
     for (int k = 0; k < 32; k++)
         enqueue_at(s, "M1", "points_reversed", "S001", 1, 849 - k, 1005, 0);
     r.balance = 818; /* read when sent, after every reversal */
@@ -1468,12 +1462,7 @@ static void test_a_read_marks_a_notice_sent_at_once_by_clocks_apart(void **state
 {
     pgw_store *s = open_store(state);
     pgw_notice got[8];
-    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 970, 0);
-    assert_int_equal(claim(s, 970, got), 1);
-    retry_at(s, got[0], 970, 975);
-    assert_int_equal(claim(s, 975, got), 1);
-    pgw_notice r = got[0];
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 975, 0);
+    pgw_notice r = a_retry_claimed_then_r2(s, 970);
     for (int k = 0; k < 32; k++)
         enqueue_at(s, "M1", "points_reversed", "S001", 1, 849 - k, 975, 0);
     r.balance = 818;
@@ -1500,12 +1489,7 @@ static void test_a_read_past_a_burst_marks_every_waiting_notice(void **state)
     db_fixture *f = *state;
     pgw_store *s = open_store(state);
     pgw_notice got[8];
-    enqueue_at(s, "M1", "redemption", "S001", 150, 450, 1000, 0);
-    assert_int_equal(claim(s, 1000, got), 1);
-    retry_at(s, got[0], 1000, 1005);
-    assert_int_equal(claim(s, 1005, got), 1);
-    pgw_notice r = got[0];
-    enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1005, 0);
+    pgw_notice r = a_retry_claimed_then_r2(s, 1000);
     pgw_store_close(s);
     assert_int_equal(
         db_fixture_exec(
