@@ -793,6 +793,55 @@ static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_inf
     set_error(nt, "", why);
 }
 
+/* WeChat channels an attempt left out for a 45009 because another came
+ * after them, and the earliest their quota is back: when those others
+ * refuse too, the notice waits for WeChat (after_quota_day), neither
+ * skipped (WeChat does reach the member) nor dead. */
+typedef struct quota_out {
+    int64_t channels, back;
+} quota_out;
+
+static void quota_out_add(quota_out *q, pgw_notice_channel ch, int64_t back)
+{
+    q->channels |= ch;
+    q->back = q->back != 0 ? pgw_min64(q->back, back) : back;
+}
+
+/* Pending for the earliest quota back, every channel left out for one let
+ * in again: left out, a refusal tomorrow would skip the notice. */
+static void quota_out_wait(pgw_notifier *n, pgw_notice *nt, const quota_out *q)
+{
+    nt->excluded &= ~q->channels;
+    wait_for_quota(n, nt, q->back);
+}
+
+/* No channel left to try: waiting for WeChat's quota (unless an SMS of it
+ * may have gone: WeChat would tell twice), dead when a channel gave up
+ * (`failed`), skipped when every one refused the member. */
+static void no_channel_left(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind,
+                            bool failed, const quota_out *q)
+{
+    if (q->channels != 0 && (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) == 0) {
+        quota_out_wait(n, nt, q);
+        return;
+    }
+    snprintf(nt->state, sizeof(nt->state), "%s", failed ? "dead" : "skipped");
+    if (!failed)
+        why_unreached(n, nt, r, kind);
+    count(n, failed ? &n->stats.dead : &n->stats.skipped);
+}
+
+/* Quiet hours, a number's limit: pending, the attempt not counted. Held:
+ * with nothing left to try now, a subscription, a follow or a WeChat
+ * identity meanwhile may make it due again (store.h pgw_store_add_quota). */
+static void hold_for_later(pgw_notifier *n, pgw_notice *nt)
+{
+    snprintf(nt->state, sizeof(nt->state), "pending");
+    nt->attempts--;
+    nt->excluded |= PGW_NOTICE_HELD;
+    count(n, &n->stats.deferred);
+}
+
 /* One attempt at a notice: the outcome is in *nt and *r for finish_batch. */
 static void deliver(courier *c, pgw_notice *nt, reach_info *r)
 {
@@ -809,11 +858,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
      * this attempt or an earlier one. */
     bool failed = (nt->excluded & PGW_NOTICE_GAVE_UP) != 0;
     nt->excluded &= ~(int64_t)PGW_NOTICE_HELD; /* held again below, if it is */
-    /* WeChat channels left out in this attempt for a 45009 because another
-     * came after them, and when their quota is back: when those others
-     * refuse too, the notice waits for WeChat (after_quota_day), neither
-     * skipped (WeChat does reach the member) nor dead. */
-    int64_t quota_out = 0, quota_back = 0;
+    quota_out q = {0, 0};
     memset(r, 0, sizeof(*r));
     if (reminder_too_late(n, nt, kind))
         return;
@@ -825,17 +870,8 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch =
             pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind], (unsigned)nt->excluded);
-        if (ch == PGW_CHANNEL_NONE && quota_out != 0 &&
-            (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) == 0) { /* else WeChat tells twice */
-            nt->excluded &= ~quota_out;
-            wait_for_quota(n, nt, quota_back);
-            break;
-        }
         if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
-            snprintf(nt->state, sizeof(nt->state), "%s", failed ? "dead" : "skipped");
-            if (!failed)
-                why_unreached(n, nt, r, kind);
-            count(n, failed ? &n->stats.dead : &n->stats.skipped);
+            no_channel_left(n, nt, r, kind, failed, &q);
             break;
         }
         /* The clock again for each channel: those before it may have taken
@@ -846,28 +882,18 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);
             break;
         }
-        if (a == DEFER) { /* quiet hours, a number's limit: waiting is not an attempt */
-            snprintf(nt->state, sizeof(nt->state), "pending");
-            nt->attempts--;
-            /* Nothing left: a subscription, a follow or a WeChat identity
-             * meanwhile may make it due again (store.h pgw_store_add_quota). */
-            nt->excluded |= PGW_NOTICE_HELD;
-            count(n, &n->stats.deferred);
+        if (a == DEFER) {
+            hold_for_later(n, nt);
             break;
         }
         if (a == QUOTA_DAY) {
             int64_t at = now_s(), back = pgw_wx_quota_back(at);
             a = after_quota_day(n, nt, r, kind, ch, back, at);
+            if (a != RETRY) /* NEXT, or QUOTA_DAY: this channel waits too */
+                quota_out_add(&q, ch, back);
             if (a == QUOTA_DAY) { /* waiting for WeChat's next day */
-                /* For every WeChat channel this attempt left out for its
-                 * quota too: left out, a refusal tomorrow would skip it. */
-                nt->excluded &= ~quota_out;
-                wait_for_quota(n, nt, quota_back != 0 ? pgw_min64(quota_back, back) : back);
+                quota_out_wait(n, nt, &q);
                 break;
-            }
-            if (a == NEXT) {
-                quota_out |= ch;
-                quota_back = quota_back != 0 ? pgw_min64(quota_back, back) : back;
             }
         }
         if (a == RETRY) {
