@@ -296,6 +296,34 @@ static void plan_of(const db_fixture *f, const char *sql, const char *member, ch
     pgw_sql_close(db);
 }
 
+/* The notices columns a series of rows fills (insert_notices). */
+#define SERIES_COLUMNS                                                                             \
+    "member, kind, points, balance, shop, created_at, about_at, due_at, state, channel,"           \
+    " excluded, attempts, last_error, provider_id, updated_at"
+
+/* Inserts n notices, row i (1..n) the values of `select` for
+ * SERIES_COLUMNS and then `extra` columns (", hurried"), through each
+ * backend's series, checked to have added them all; ANALYZE after, when
+ * `analyze`, for the planner to see the table as it now is. */
+static void insert_notices(const db_fixture *f, long n, const char *extra, const char *select,
+                           bool analyze)
+{
+    char sql[2048];
+    int len = f->pg ? snprintf(sql, sizeof(sql),
+                               "INSERT INTO notices (" SERIES_COLUMNS "%s) SELECT %s FROM"
+                               " generate_series(1, %ld) i;%s",
+                               extra, select, n, analyze ? " ANALYZE notices" : "")
+                    : snprintf(sql, sizeof(sql),
+                               "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                               " WHERE i < %ld) INSERT INTO notices (" SERIES_COLUMNS "%s)"
+                               " SELECT %s FROM n;%s",
+                               n, extra, select, analyze ? " ANALYZE" : "");
+    assert_true(len > 0 && (size_t)len < sizeof(sql));
+    int64_t before = db_fixture_int64(f, "SELECT count(*) FROM notices");
+    assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM notices"), before + n);
+}
+
 /*
  * The claim takes a member's notices in the order they were queued (due
  * time, then id) from an index in that order: with 100,000 notices due
@@ -309,22 +337,11 @@ static void test_the_claim_reads_the_due_index_in_order(void **state)
     pgw_store *s = open_store(state);
     enqueue_at(s, "M1", "points_arrived", "S001", 1, 1, 1000, 0); /* the schema made */
     pgw_store_close(s);
-    assert_int_equal(
-        db_fixture_exec(
-            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
-                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
-                       " provider_id, updated_at) SELECT 'M' || i, 'points_arrived', 1, 1,"
-                       " 'S001', 1000, 1000, CASE WHEN i % 2 = 0 THEN 1000 ELSE 2000 END,"
-                       " CASE WHEN i % 4 = 1 THEN 'sent' ELSE 'pending' END, '', 0, 0, '', '',"
-                       " 1000 FROM generate_series(1, 200000) i; ANALYZE notices"
-                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
-                       " WHERE i < 200000) INSERT INTO notices (member, kind, points, balance,"
-                       " shop, created_at, about_at, due_at, state, channel, excluded,"
-                       " attempts, last_error, provider_id, updated_at) SELECT 'M' || i,"
-                       " 'points_arrived', 1, 1, 'S001', 1000, 1000, CASE WHEN i % 2 = 0"
-                       " THEN 1000 ELSE 2000 END, CASE WHEN i % 4 = 1 THEN 'sent'"
-                       " ELSE 'pending' END, '', 0, 0, '', '', 1000 FROM n; ANALYZE"),
-        PGW_OK);
+    insert_notices(
+        f, 200000, "",
+        "'M' || i, 'points_arrived', 1, 1, 'S001', 1000, 1000, CASE WHEN i % 2 = 0 THEN 1000 ELSE "
+        "2000 END, CASE WHEN i % 4 = 1 THEN 'sent' ELSE 'pending' END, '', 0, 0, '', '', 1000",
+        true);
     s = open_store(state);
     const char *claim_sql = pgw_store__statement_for_test(s, "claim_notices");
     assert_non_null(claim_sql);
@@ -355,22 +372,10 @@ static void test_the_hurry_reads_only_the_newest_notices(void **state)
     enqueue_at(s, "M1", "points_arrived", "S001", 1, 1, 900, 0); /* the schema made */
     assert_int_equal(claim(s, 900, got), 1);
     pgw_store_close(s);
-    assert_int_equal(
-        db_fixture_exec(
-            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
-                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
-                       " provider_id, updated_at) SELECT CASE WHEN i % 10 = 0 THEN 'M' || i"
-                       " ELSE 'M1' END, 'points_arrived', 1, 1, 'S001', 900, 900, 900, 'sent',"
-                       " 'sms', 0, 1, '', '', 900 FROM generate_series(1, 22000) i;"
-                       " ANALYZE notices"
-                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
-                       " WHERE i < 22000) INSERT INTO notices (member, kind, points, balance,"
-                       " shop, created_at, about_at, due_at, state, channel, excluded,"
-                       " attempts, last_error, provider_id, updated_at) SELECT CASE WHEN"
-                       " i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1,"
-                       " 'S001', 900, 900, 900, 'sent', 'sms', 0, 1, '', '', 900 FROM n;"
-                       " ANALYZE"),
-        PGW_OK);
+    insert_notices(f, 22000, "",
+                   "CASE WHEN i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1, "
+                   "'S001', 900, 900, 900, 'sent', 'sms', 0, 1, '', '', 900",
+                   true);
     s = open_store(state);
     /* still hurried behind the history: the waiting arrival is the newest */
     enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
@@ -1049,22 +1054,10 @@ static void test_the_clear_reads_only_the_marks(void **state)
     enqueue_at(s, "M1", "points_arrived", "S001", 1, 1, 900, 0); /* the schema made */
     assert_int_equal(claim(s, 900, got), 1);
     pgw_store_close(s);
-    assert_int_equal(
-        db_fixture_exec(
-            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
-                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
-                       " provider_id, updated_at, hurried) SELECT CASE WHEN i % 10 = 0"
-                       " THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1, 'S001', 900, 900,"
-                       " 900, 'sent', 'sms', 0, 1, '', '', 900, i % 2 FROM"
-                       " generate_series(1, 22000) i; ANALYZE notices"
-                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
-                       " WHERE i < 22000) INSERT INTO notices (member, kind, points, balance,"
-                       " shop, created_at, about_at, due_at, state, channel, excluded,"
-                       " attempts, last_error, provider_id, updated_at, hurried) SELECT CASE"
-                       " WHEN i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1,"
-                       " 'S001', 900, 900, 900, 'sent', 'sms', 0, 1, '', '', 900, i % 2"
-                       " FROM n; ANALYZE"),
-        PGW_OK);
+    insert_notices(f, 22000, ", hurried",
+                   "CASE WHEN i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1, "
+                   "'S001', 900, 900, 900, 'sent', 'sms', 0, 1, '', '', 900, i % 2",
+                   true);
     s = open_store(state);
     /* a mark behind that history is still cleared */
     enqueue_at(s, "M1", "points_arrived", "S001", 600, 600, 1000, 10);
@@ -1491,20 +1484,10 @@ static void test_a_read_past_a_burst_marks_every_waiting_notice(void **state)
     pgw_notice got[8];
     pgw_notice r = a_retry_claimed_then_r2(s, 1000);
     pgw_store_close(s);
-    assert_int_equal(
-        db_fixture_exec(
-            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
-                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
-                       " provider_id, updated_at) SELECT 'M1', 'points_reversed', 1, 849, 'S001',"
-                       " 1005, 1005, 1005, 'sent', 'wechat_mp', 0, 1, '', '', 1005"
-                       " FROM generate_series(1, 4200) i"
-                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
-                       " WHERE i < 4200) INSERT INTO notices (member, kind, points, balance,"
-                       " shop, created_at, about_at, due_at, state, channel, excluded,"
-                       " attempts, last_error, provider_id, updated_at) SELECT 'M1',"
-                       " 'points_reversed', 1, 849, 'S001', 1005, 1005, 1005, 'sent',"
-                       " 'wechat_mp', 0, 1, '', '', 1005 FROM n"),
-        PGW_OK);
+    insert_notices(f, 4200, "",
+                   "'M1', 'points_reversed', 1, 849, 'S001', 1005, 1005, 1005, 'sent', "
+                   "'wechat_mp', 0, 1, '', '', 1005",
+                   false);
     s = open_store(state);
     r.balance = 818;
     r.read_when_sent = true;
@@ -1542,20 +1525,10 @@ static void test_a_read_marks_a_notice_sent_at_once_by_writers_and_recorders_apa
     pgw_notice r = got[0];
     enqueue_at(s, "M1", "points_reversed", "S001", 150, 850, 1031, 0); /* by P */
     pgw_store_close(s);
-    assert_int_equal(
-        db_fixture_exec(
-            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
-                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
-                       " provider_id, updated_at) SELECT 'M1', 'points_reversed', 1, 849, 'S001',"
-                       " 1000, 1000, 1000, 'sent', 'wechat_mp', 0, 1, '', '', 1000"
-                       " FROM generate_series(1, 33) i"
-                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
-                       " WHERE i < 33) INSERT INTO notices (member, kind, points, balance,"
-                       " shop, created_at, about_at, due_at, state, channel, excluded,"
-                       " attempts, last_error, provider_id, updated_at) SELECT 'M1',"
-                       " 'points_reversed', 1, 849, 'S001', 1000, 1000, 1000, 'sent',"
-                       " 'wechat_mp', 0, 1, '', '', 1000 FROM n"),
-        PGW_OK); /* by Q, sent meanwhile */
+    insert_notices(f, 33, "",
+                   "'M1', 'points_reversed', 1, 849, 'S001', 1000, 1000, 1000, 'sent', "
+                   "'wechat_mp', 0, 1, '', '', 1000",
+                   false); /* by Q, sent meanwhile */
     s = open_store(state);
     r.balance = 818;
     r.read_when_sent = true;
@@ -1587,22 +1560,10 @@ static void test_the_read_past_reads_back_to_its_time(void **state)
     enqueue_at(s, "M1", "points_arrived", "S001", 1, 1, 800, 0); /* the schema made */
     assert_int_equal(claim(s, 800, got), 1);
     pgw_store_close(s);
-    assert_int_equal(
-        db_fixture_exec(
-            f, f->pg ? "INSERT INTO notices (member, kind, points, balance, shop, created_at,"
-                       " about_at, due_at, state, channel, excluded, attempts, last_error,"
-                       " provider_id, updated_at) SELECT CASE WHEN i % 10 = 0 THEN 'M' || i"
-                       " ELSE 'M1' END, 'points_arrived', 1, 1, 'S001', 800, 800, 800, 'sent',"
-                       " 'sms', 0, 1, '', '', 800 FROM generate_series(1, 22000) i;"
-                       " ANALYZE notices"
-                     : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
-                       " WHERE i < 22000) INSERT INTO notices (member, kind, points, balance,"
-                       " shop, created_at, about_at, due_at, state, channel, excluded,"
-                       " attempts, last_error, provider_id, updated_at) SELECT CASE WHEN"
-                       " i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1,"
-                       " 'S001', 800, 800, 800, 'sent', 'sms', 0, 1, '', '', 800 FROM n;"
-                       " ANALYZE"),
-        PGW_OK);
+    insert_notices(f, 22000, "",
+                   "CASE WHEN i % 10 = 0 THEN 'M' || i ELSE 'M1' END, 'points_arrived', 1, 1, "
+                   "'S001', 800, 800, 800, 'sent', 'sms', 0, 1, '', '', 800",
+                   true);
     s = open_store(state);
     enqueue_at(s, "M1", "redemption", "S001", 150, 450, 840, 0);
     assert_int_equal(claim(s, 840, got), 1);
