@@ -79,7 +79,7 @@ typedef struct stream_msg {
 typedef struct news_item {
     char shop[PGW_ID_MAX + 1];
     char accounts[2][PGW_ACCOUNT_MAX + 1];
-    char json[]; /* NUL-terminated */
+    char *json; /* malloc'd, the producer's, now the item's */
 } news_item;
 
 /* A finished job, or a live-stream message that no job carries (the expiry
@@ -332,15 +332,15 @@ static void notify(pgw_job *job, void *ctx)
 static void stream_news(char *json, const pgw_stream_about *about, bool transfer, void *ctx)
 {
     pgw_http *h = ctx;
-    size_t len = strlen(json);
-    news_item *news = malloc(sizeof(*news) + len + 1); /* out of memory: dropped, as past room */
+    news_item *news = malloc(sizeof(*news)); /* out of memory: dropped, as past room */
     if (news != NULL) {
         snprintf(news->shop, sizeof(news->shop), "%s", about->shop);
         for (size_t i = 0; i < 2; i++)
             snprintf(news->accounts[i], sizeof(news->accounts[i]), "%s", about->accounts[i]);
-        memcpy(news->json, json, len + 1);
+        news->json = json;
+    } else {
+        free(json);
     }
-    free(json);
     pthread_mutex_lock(&h->lock);
     bool room =
         news != NULL && h->news_pending < (transfer ? NEWS_PENDING_MAX : NEWS_PENDING_MAX / 2);
@@ -352,8 +352,10 @@ static void stream_news(char *json, const pgw_stream_about *about, bool transfer
     h->news_dropped += !room && transfer;
     bool first = room && h->done_count == 1;
     pthread_mutex_unlock(&h->lock);
-    if (!room)
+    if (!room && news != NULL) {
+        free(news->json);
         free(news);
+    }
     if (first && atomic_load(&h->live)) /* else the first drain will find it */
         lws_cancel_service(h->ctx);
 }
@@ -419,6 +421,7 @@ static void finish_done(pgw_http *h, done_item *d)
         pgw_stream_about about = {n->shop, {n->accounts[0], n->accounts[1]}};
         if (h->watchers > 0)
             emit(h, &about, n->json, strlen(n->json));
+        free(n->json);
         free(n);
         return;
     }
