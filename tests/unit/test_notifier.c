@@ -1382,6 +1382,61 @@ static void test_a_daily_quota_then_a_refused_number_waits_for_wechat(void **sta
 }
 
 /*
+ * Regression (a review of 4eb79ee): a 45009 left the mini program out for
+ * the notice because SMS came after it; the SMS waited for the quiet
+ * hours' end (held), and by then the member had opted out of SMS: no
+ * channel was left, and the notice ended "skipped" though the mini
+ * program reaches them, at the latest once WeChat's day turns. Left out
+ * for that attempt only, the mini program is the route's first again:
+ * before WeChat's midnight the notice waits for it, after it it goes.
+ */
+static void test_a_daily_quota_then_a_held_sms_refused_waits_for_wechat(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    rig r;
+    rig_open(f, mall_retrying(true), &r); /* quiet hours an hour either side of noon */
+    m1_subscribed(&r, 45009);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice held = wait_held(r.store, "M1", 0);
+    pgw_err err;
+    if (pgw_store_set_sms_opt_out(r.store, "M1", true, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    atomic_fetch_add(&clock_ahead, 2 * 3600); /* 14:00: past the quiet hours, before midnight */
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
+                                 (strcmp(nt.state, "pending") == 0 && nt.due_at <= held.due_at));
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
+        (nt.excluded & PGW_CHANNEL_MP) != 0)
+        fail_msg("held until %lld, the member opted out, then notice %s by %s, due %lld "
+                 "(midnight UTC+8 %lld), %lld attempts, excluded %lld (%s): want it pending "
+                 "until midnight UTC+8 for the mini program, uncounted",
+                 (long long)held.due_at, nt.state, nt.channel, (long long)nt.due_at,
+                 (long long)midnight, (long long)nt.attempts, (long long)nt.excluded,
+                 nt.last_error);
+    atomic_fetch_add(&clock_ahead, 10 * 3600 + 600); /* 00:10 in China: WeChat's new day */
+    size_t sent = wait_done(r.store, "M1");
+    nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (sent != 1 || strcmp(nt.channel, "wechat_mp") != 0 || strcmp(to, "oMpAlpha,") != 0)
+        fail_msg("after WeChat's midnight notice %s by %s (%s), WeChat delivered to \"%s\": "
+                 "want it sent by wechat_mp",
+                 nt.state, nt.channel, nt.last_error, to);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * After a 45009 the other notices due that day go on without asking
  * WeChat: each would spend a call on the same answer (a mall past its
  * quota at noon: every sale's notice). Here only the first send is
@@ -1833,6 +1888,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_daily_quota_at_midnight_is_retried, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_then_a_refused_number_waits_for_wechat,
+                                        setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_daily_quota_then_a_held_sms_refused_waits_for_wechat,
                                         setup, db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
