@@ -469,7 +469,8 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
  * channel (QUOTA_DAY: wait_for_quota): given up, it died; retried with
  * backoff, it would spend its attempts on a quota gone all day. So too
  * when the channels after it refuse the member in the same attempt
- * (deliver): WeChat still reaches them tomorrow.
+ * (deliver), or in a later one of a notice held or retried meanwhile
+ * (quota_out_pending): WeChat still reaches them tomorrow.
  */
 static attempt after_quota_day(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind,
                                pgw_notice_channel ch, int64_t back, int64_t now)
@@ -815,6 +816,23 @@ static void quota_out_wait(pgw_notifier *n, pgw_notice *nt, const quota_out *q)
     wait_for_quota(n, nt, q->back);
 }
 
+/* Pending otherwise (an SMS held for the quiet hours or a number's limit,
+ * a retry): the channels left out for a 45009 are let in again, their
+ * exclusion this attempt's only (the quota is the app's for the day, not
+ * the member's refusal). Kept out, the next attempt had only the channels
+ * after them, and one that refused the member then (opted out meanwhile,
+ * a number refused) skipped the notice though WeChat reaches the member.
+ * Tried first again, WeChat is not asked until its day turns
+ * (wx_quota_gone) and the notice goes on, or waits for it, as in this
+ * attempt; after it, WeChat takes it. Not when this attempt or an SMS of
+ * the notice may have reached the member: WeChat would tell them twice. */
+static void quota_out_pending(pgw_notice *nt, const quota_out *q)
+{
+    if (q->channels != 0 && strcmp(nt->state, "pending") == 0 && !nt->may_have_reached &&
+        (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) == 0)
+        nt->excluded &= ~q->channels;
+}
+
 /* No channel left to try: waiting for WeChat's quota (unless an SMS of it
  * may have gone: WeChat would tell twice), dead when a channel gave up
  * (`failed`), skipped when every one refused the member. */
@@ -904,6 +922,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
         nt->excluded |= ch | (a == GIVE_UP ? PGW_NOTICE_GAVE_UP : 0u);
         count(n, &n->stats.fell_through);
     }
+    quota_out_pending(nt, &q);
 }
 
 /* ---- the thread ------------------------------------------------------------------------ */

@@ -10,9 +10,10 @@
  * transaction, after its sends): sent with the provider's id; pending
  * again with exponential backoff after a transient failure
  * (retry_max_attempts, then dead); after WeChat's daily quota (45009) the
- * next channel at once, or with none (or none that takes the member in
- * that attempt) pending until WeChat's next day, the attempt uncounted;
- * the next channel
+ * next channel at once, or with none (or none that takes the member)
+ * pending until WeChat's next day, the attempt uncounted, WeChat tried
+ * first again by a notice left pending otherwise (held, retried); the
+ * next channel
  * at once when one refuses this member (43101, 43004); dead when a channel gave up for
  * good and none is left; skipped when no channel reaches them.
  *
