@@ -159,20 +159,21 @@ static int seen_room(pgw_import_file *file, pgw_err *err)
 }
 
 /* Adds the row's key (its card, else its phone) on `line`, or names the
- * earlier line of the file that has it. */
-static int seen_add(pgw_import_file *file, const char *key, size_t line, const char *card,
-                    pgw_err *err)
+ * earlier line of the file that has it. The message names lines only,
+ * never the card or phone: it reaches logs and HTTP answers, and the
+ * operator finds the rows by their lines. */
+static int seen_add(pgw_import_file *file, const char *key, size_t line, bool by_card, pgw_err *err)
 {
     PGW_ASSERT(file != NULL);
     int rc = seen_room(file, err);
     struct pgw_import_slot *slot = rc == PGW_OK ? slot_of(file->slots, file->cap, key) : NULL;
     if (rc != PGW_OK)
         return rc;
-    if (slot->key != NULL && card[0] != '\0')
+    if (slot->key != NULL && by_card)
         return pgw_err_set(err, PGW_EINVAL,
-                           "card %.64s is on line %zu already: a file lists each card once, so "
-                           "this row is not imported",
-                           card, slot->line);
+                           "this row's card is on line %zu already: a file lists each card once, "
+                           "so this row is not imported",
+                           slot->line);
     if (slot->key != NULL)
         return pgw_err_set(err, PGW_EINVAL,
                            "this row's phone (it has no card) is on line %zu already: a file "
@@ -255,7 +256,7 @@ int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char 
     /* Before the points and a card's phone: a second row of the card is
      * refused whatever the first held (a bad phone too, else the second
      * went in, in its place), a file's one balance of it being unclear. */
-    rc = seen_add(file, cmd->key, line, card, err);
+    rc = seen_add(file, cmd->key, line, by_card, err);
     if (rc == PGW_OK && by_card && cmd->has_who2)
         rc = identity_key(vault, PGW_ID_PHONE, NULL, phone, &cmd->who2, err);
     if (rc == PGW_OK)

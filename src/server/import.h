@@ -50,7 +50,8 @@ int pgw_import_header(const pgw_csv_row *row, int col[PGW_IMPORT_COLUMNS], pgw_e
  * kept with its key (cmd->render: the same row imported again, by either
  * path, replays it). PGW_EINVAL with the reason for a row that cannot be
  * imported; so for a row of line `line` whose card (or phone, without a
- * card) an earlier row of the file named, naming that line. The row's
+ * card) an earlier row of the file named, naming that line (never the
+ * card or phone: the message reaches logs and answers). The row's
  * card (or phone) is added to `file` once it is a valid identity, the
  * row's points and a card's phone good or not. The command
  * refuses a card (or phone) another batch imported unless the batch was
