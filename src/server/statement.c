@@ -236,20 +236,38 @@ void pgw_statement_set_time_zone(pgw_statement *st, const pgw_tz *tz)
     st->has_tz = true;
 }
 
-/* A whole number in [lo, hi]; "" is `empty` when allowed (empty_ok). */
+/* A whole number in [lo, hi], digits alone (a "-" ahead when lo < 0):
+ * strtoll's leniency, a space or a "+" ahead, is not taken, for a grouped
+ * number is not taken so either (padded says why); "" is 0 when allowed
+ * (empty_ok). */
 static bool whole_number(const char *text, int64_t lo, int64_t hi, bool empty_ok, int64_t *out)
 {
     if (text[0] == '\0') {
         *out = 0;
         return empty_ok;
     }
+    const char *digits = text + (text[0] == '-' && lo < 0);
+    if (digits[0] == '\0' || digits[strspn(digits, "0123456789")] != '\0')
+        return false;
     char *end = NULL;
     errno = 0;
     long long v = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi)
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
         return false;
     *out = v;
     return true;
+}
+
+/* What is around a field's value when a space is (a hand's edit: "1234 ",
+ * a space after the comma) or a "+" ahead (no spreadsheet writes one):
+ * NULL when neither. Such a value is refused whatever it is, plain or
+ * grouped, saying so, rather than read one way and not the other. */
+static const char *padded(const char *text)
+{
+    size_t len = strlen(text);
+    if (len > 0 && (strchr(" \t", text[0]) != NULL || strchr(" \t", text[len - 1]) != NULL))
+        return "has a space around it";
+    return text[0] == '+' ? "has a \"+\"" : NULL;
 }
 
 /* Marks the row malformed with why; the text is cut on a character
@@ -410,6 +428,9 @@ static bool grouped_otherwise(const char *text)
  */
 static bool parse_amount(const char *text, pgw_recon_row *r)
 {
+    const char *around = padded(text);
+    if (around != NULL)
+        return malformed(r, "amount_fen \"%.*s\" %s: write the number alone", QUOTED(text), around);
     if (whole_number(text, 0, PGW_AMOUNT_FEN_MAX, true, &r->amount_fen))
         return true;
     int64_t v = 0;
@@ -438,6 +459,9 @@ static bool parse_amount(const char *text, pgw_recon_row *r)
  * by commas as amount_fen may be (a till that groups one groups both). */
 static bool parse_points(const char *text, pgw_recon_row *r)
 {
+    const char *around = padded(text);
+    if (around != NULL)
+        return malformed(r, "points \"%.*s\" %s: write the number alone", QUOTED(text), around);
     if (whole_number(text, -PGW_POINTS_MAX, PGW_POINTS_MAX, false, &r->points))
         return true;
     bool negative = text[0] == '-';
@@ -486,6 +510,9 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
     pgw_event_type t;
     pgw_err why;
+    const char *around = padded(at);
+    if (around != NULL)
+        return malformed(r, "occurred_at \"%.*s\" %s: write the time alone", QUOTED(at), around);
     int rc = parse_time(st, at, &r->occurred_at, &why);
     if (rc == PGW_ERANGE) /* a local time: why says it, quoting it */
         return malformed(r, "occurred_at %s", why.msg);

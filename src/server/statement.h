@@ -15,7 +15,9 @@
  * whole fen (empty: 0), plain or grouped in threes by commas as a
  * spreadsheet writes it ("1,234,567"; a decimal point, another separator
  * or a group not of three is refused); points a signed whole number (a
- * refund's are negative). A row with a value past the header's columns
+ * refund's are negative). A number (unix seconds too) is digits alone,
+ * a "-" ahead of points: one with a space around it or a "+" ahead is
+ * refused, saying so, plain or grouped alike. A row with a value past the header's columns
  * (an unquoted comma: "1,234" bare is two fields) is refused. A row
  * that breaks a rule comes back as a malformed row with its line and the
  * reason, never as an error: one bad line does not stop a reconciliation.
