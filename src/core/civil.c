@@ -417,36 +417,113 @@ int32_t pgw_tz_fixed_since(const pgw_tz *tz)
     return PGW_YEAR_MAX + 1;
 }
 
+/* 1..`max` digits at *p, at least `min` of them and no digit after them,
+ * into *out, *p moved past them. */
+static bool read_number(const char **p, int min, int max, int32_t *out)
+{
+    const char *s = *p;
+    int n = 0;
+    int32_t v = 0;
+    for (; n < max && s[n] >= '0' && s[n] <= '9'; n++)
+        v = v * 10 + (s[n] - '0');
+    if (n < min || (s[n] >= '0' && s[n] <= '9'))
+        return false;
+    *p = s + n;
+    *out = v;
+    return true;
+}
+
+/* A time as written, before it is checked to exist. */
+typedef struct written_time {
+    pgw_date date; /* as written: may be no date (2026/2/30) */
+    int32_t hh, mm, ss;
+    bool has_offset;
+    int32_t offset_s;
+} written_time;
+
+/*
+ * Whether s has the shape of a time we read: a date "2026-11-20" (RFC
+ * 3339's, every part padded) then "T" or a space, or "2026/11/20" (as
+ * Excel's "yyyy/m/d h:mm" and Chinese tills write it: month, day and hour
+ * padded or not) then a space; "HH:MM", ":SS" (and a fraction, dropped)
+ * optional; an offset "Z" / "+08:00" optional. Nothing else: no space
+ * around it, none doubled, no separators mixed.
+ */
+static bool time_shape(const char *s, written_time *w)
+{
+    const char *p = s;
+    if (!read_number(&p, 4, 4, &w->date.year) || (*p != '-' && *p != '/'))
+        return false;
+    char sep = *p++;
+    int least = sep == '/' ? 1 : 2;
+    if (!read_number(&p, least, 2, &w->date.month) || *p++ != sep ||
+        !read_number(&p, least, 2, &w->date.day))
+        return false;
+    if (*p != ' ' && (sep == '/' || (*p != 'T' && *p != 't')))
+        return false;
+    p++;
+    if (!read_number(&p, least, 2, &w->hh) || *p++ != ':' || !read_number(&p, 2, 2, &w->mm))
+        return false;
+    w->ss = 0;
+    if (*p == ':') {
+        p++;
+        if (!read_number(&p, 2, 2, &w->ss))
+            return false;
+        int32_t fraction; /* dropped: the ledger counts seconds */
+        if (*p == '.' && (p++, !read_number(&p, 1, 9, &fraction)))
+            return false;
+    }
+    w->has_offset = *p != '\0';
+    w->offset_s = 0;
+    return !w->has_offset || parse_ts_offset(p, &w->offset_s);
+}
+
+/* PGW_ERANGE, saying why, when w names no date or no time of day. */
+static int exists(const char *s, const written_time *w, pgw_err *err)
+{
+    pgw_date d = w->date;
+    if (d.year < PGW_YEAR_MIN || d.year > PGW_YEAR_MAX)
+        return pgw_err_set(err, PGW_ERANGE, "\"%s\" is no date: years %d..%d", s, PGW_YEAR_MIN,
+                           PGW_YEAR_MAX);
+    if (d.month < 1 || d.month > 12)
+        return pgw_err_set(err, PGW_ERANGE, "\"%s\" is no date: a month is 1..12", s);
+    if (!pgw_date_valid(d))
+        return pgw_err_set(err, PGW_ERANGE, "\"%s\" is no date: %04d-%02d has %d days", s,
+                           (int)d.year, (int)d.month, (int)pgw_days_in_month(d.year, d.month));
+    /* Leap seconds (":60") are refused, as pgw_parse_rfc3339 does. */
+    if (w->hh > 23 || w->mm > 59 || w->ss > 59)
+        return pgw_err_set(err, PGW_ERANGE, "\"%s\" is no time of day: 00:00:00..23:59:59", s);
+    return PGW_OK;
+}
+
 int pgw_parse_local_time(const char *s, const pgw_tz *tz, int64_t *out, pgw_err *err)
 {
-    size_t len = strnlen(s, RFC3339_INPUT_MAX + 1);
-    if (len > RFC3339_INPUT_MAX)
-        return pgw_parse_rfc3339(s, out, err); /* refused, with its message */
-    char t[RFC3339_INPUT_MAX + 2];             /* s, its "T" written, and room for a "Z" */
-    memcpy(t, s, len + 1);
-    if (len > 10 && t[10] == ' ')
-        t[10] = 'T';
-    if (pgw_parse_rfc3339(t, out, NULL) == PGW_OK)
-        return PGW_OK;
-    /* Without an offset it reads as if at UTC: the local time, in seconds. */
-    int64_t local = 0;
-    memcpy(t + len, "Z", 2);
-    if (pgw_parse_rfc3339(t, &local, NULL) != PGW_OK)
+    written_time w;
+    if (strnlen(s, RFC3339_INPUT_MAX + 1) > RFC3339_INPUT_MAX || !time_shape(s, &w))
         return pgw_err_set(err, PGW_EINVAL,
-                           "expected an RFC 3339 time such as \"2026-11-24T10:15:00+08:00\" (a "
-                           "space for the T, or a local time without the offset), got \"%.64s\"",
+                           "expected a time such as \"2026-11-24T10:15:00+08:00\" or "
+                           "\"2026/11/24 10:15\" (a space for the T, the seconds or the offset "
+                           "left out), got \"%.64s\"",
                            s);
+    int rc = exists(s, &w, err);
+    if (rc != PGW_OK)
+        return rc;
+    /* The time of day it writes, as if at UTC: the local time, in seconds. */
+    int64_t local = pgw_days_from_date(w.date) * SECONDS_PER_DAY + w.hh * 3600 + w.mm * 60 + w.ss;
+    if (w.has_offset) {
+        *out = local - w.offset_s;
+        return PGW_OK;
+    }
     if (tz == NULL)
         return pgw_err_set(err, PGW_ERANGE,
                            "\"%s\" has no offset, and no time zone is given to read it in", s);
     int32_t since = pgw_tz_fixed_since(tz);
-    int32_t year = pgw_date_from_days(local / SECONDS_PER_DAY).year; /* local >= 0: 1970.. */
     if (since > PGW_YEAR_MAX)
         return pgw_err_set(err, PGW_ERANGE,
                            "\"%s\" has no offset, and the offsets %s has had are not known "
                            "here: give its offset",
                            s, tz->name);
-    if (year < since)
+    if (w.date.year < since)
         return pgw_err_set(err, PGW_ERANGE,
                            "\"%s\" has no offset, and %s has had its offset only since %d: "
                            "give its offset",

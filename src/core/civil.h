@@ -100,12 +100,17 @@ int32_t pgw_tz_fixed_since(const pgw_tz *tz);
 /*
  * Parses a time as a till or a spreadsheet writes one: what
  * pgw_parse_rfc3339 takes, the same with a space for the "T" (RFC 3339
- * section 5.6 allows it), or either without its offset: a local time in
- * `tz`. PGW_EINVAL when it is none of these. PGW_ERANGE for a local time
- * `tz` cannot place: no zone given (NULL), or a year before
- * pgw_tz_fixed_since, where summer time or another offset could make it
- * two instants or none; it is refused, not guessed, and err's message
- * starts with the time quoted, to follow the name of its field.
+ * section 5.6 allows it), its seconds left out ("2026-11-20 14:03"), a
+ * slash date as Excel and Chinese tills write it ("2026/11/20 14:03:05",
+ * "2026/2/3 9:05": month, day and hour padded or not; a space, not a T),
+ * any of these without its offset: a local time in `tz`. PGW_EINVAL when
+ * it is none of these shapes. PGW_ERANGE for one that names no date
+ * ("2026/2/30", years past PGW_YEAR_MIN..PGW_YEAR_MAX) or no time of day
+ * ("24:00"), and for a local time `tz` cannot place: no zone given
+ * (NULL), or a year before pgw_tz_fixed_since, where summer time or
+ * another offset could make it two instants or none; it is refused, not
+ * guessed. An ERANGE message starts with the time quoted, to follow the
+ * name of its field.
  */
 int pgw_parse_local_time(const char *s, const pgw_tz *tz, int64_t *out, pgw_err *err);
 

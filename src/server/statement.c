@@ -361,10 +361,12 @@ static bool parse_shop(const char *shop, pgw_recon_row *r)
     return true;
 }
 
-/* A row's occurred_at: unix seconds, or RFC 3339 as a till writes it (a
- * space for the T; without its offset, a local time in the statement's
- * zone: pgw_parse_local_time). PGW_EINVAL when it is none of these;
- * PGW_ERANGE, `why` saying it, for a local time the zone cannot place. */
+/* A row's occurred_at: unix seconds, or a time as a till or a spreadsheet
+ * writes it (pgw_parse_local_time: RFC 3339, a space for the T, its
+ * seconds or offset left out, a slash date; without its offset, a local
+ * time in the statement's zone). PGW_EINVAL when it is none of these;
+ * PGW_ERANGE, `why` saying it, for one that names no date or time of
+ * day, or a local time the zone cannot place. */
 static int parse_time(const pgw_statement *st, const char *at, int64_t *out, pgw_err *why)
 {
     if (whole_number(at, 0, INT64_C(253402300799), false, out))
@@ -514,12 +516,12 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
     if (around != NULL)
         return malformed(r, "occurred_at \"%.*s\" %s: write the time alone", QUOTED(at), around);
     int rc = parse_time(st, at, &r->occurred_at, &why);
-    if (rc == PGW_ERANGE) /* a local time: why says it, quoting it */
+    if (rc == PGW_ERANGE) /* no such date, or a local time unplaced: why says it, quoting it */
         return malformed(r, "occurred_at %s", why.msg);
     if (rc != PGW_OK)
         return malformed(r,
-                         "occurred_at \"%.*s\" is neither RFC 3339 (a space for its T, or "
-                         "without its offset, allowed) nor unix seconds",
+                         "occurred_at \"%.*s\" is neither unix seconds nor a time as RFC 3339 "
+                         "or a spreadsheet writes it (2026/11/20 14:03:05)",
                          QUOTED(at));
     if (pgw_event_type_parse(type, &t) != PGW_OK)
         return malformed(r, "type \"%.*s\" is not an event type", QUOTED(type));

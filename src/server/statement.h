@@ -8,10 +8,11 @@
  * event_id and shop, as the log's keys are; each row must name one).
  * Other columns (a channel's own: a shop name, a note) are read past and
  * named by pgw_statement_ignored, for the report to show.
- * occurred_at is unix seconds or RFC 3339, a space allowed for its T, and
- * without its offset a local time in the zone set by
- * pgw_statement_set_time_zone (pgw_parse_local_time: one the zone cannot
- * place is refused, saying why); amount_fen 0..PGW_AMOUNT_FEN_MAX
+ * occurred_at is unix seconds or a time as pgw_parse_local_time reads it
+ * (RFC 3339, a space allowed for its T, its seconds or offset left out,
+ * or a slash date "2026/11/20 14:03:05"), without its offset a local time
+ * in the zone set by pgw_statement_set_time_zone (one that names no date,
+ * or that the zone cannot place, is refused, saying why); amount_fen 0..PGW_AMOUNT_FEN_MAX
  * whole fen (empty: 0), plain or grouped in threes by commas as a
  * spreadsheet writes it ("1,234,567"; a decimal point, another separator
  * or a group not of three is refused); points a signed whole number (a

@@ -956,6 +956,28 @@ expect_text 'amount_fen \"10,000.00\" has a decimal point: amount_fen is whole f
 expect_text 'amount_fen \"5,00\" is not grouped in threes'
 expect_text '7 fields where the header has 6'
 expect_text 'occurred_at \"1991-07-01 12:00:00\" has no offset'
+# Regression (known defect 2): an Excel or Chinese till's export, its
+# times with a slash date, unpadded, or without seconds, was all
+# malformed rows. It reads as the statement written plainly does.
+printf '%s\n' 'event_id,occurred_at,type,member,amount_fen,points' \
+    'CR-1,2026/11/20 10:00,purchase,member_id:MCR1,"10,000",100' \
+    'CR-2,2026-11-20T11:00,purchase,member_id:MCR2,"5,000",50' \
+    'CR-3,2026/11/20 4:00+00:00,purchase,member_id:MCR1,"2,000",20' >"$tmp/excel.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/excel.csv" --channel store --shop S001 \
+    --db "$repair_db"
+expect_text '"malformed_row":0,'
+[ "$out" = "$plain" ] && pass || fail "an Excel statement reads otherwise: $out (plain: $plain)"
+# No such date, and a number with a "+" or a space (known defect 1): said so.
+printf '%s\n' 'event_id,occurred_at,type,member,amount_fen,points' \
+    'CR-1,2026/2/30 10:00,purchase,member_id:MCR1,10000,100' \
+    'CR-2,2026-11-20T11:00:00+08:00,purchase,member_id:MCR2,5000,+50' \
+    'CR-3,2026-11-20T12:00:00+08:00,purchase,member_id:MCR1," 2000",20' >"$tmp/excel-bad.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/excel-bad.csv" --channel store --shop S001 \
+    --db "$repair_db"
+expect_text '"malformed_row":3,'
+expect_text 'occurred_at \"2026/2/30 10:00\" is no date: 2026-02 has 28 days'
+expect_text 'points \"+50\" has a \"+\": write the number alone'
+expect_text 'amount_fen \" 2000\" has a space around it: write the number alone'
 
 # Reports: which one, a period, a bucket only for the pool.
 expect_exit 2 "$bin" report

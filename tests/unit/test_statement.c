@@ -751,6 +751,66 @@ static void test_a_sign_or_space_around_a_number(void **state)
     pgw_statement_free(st);
 }
 
+/* Review (known defect 2): a till's or a spreadsheet's time without its
+ * seconds, or with a slash date (Excel's and Chinese tills' "2026/11/20
+ * 14:03:05"), was a malformed row. Each is read, in the mall's zone when
+ * it has no offset; a date or time that does not exist is a malformed
+ * row saying so, and its key is not dated (read_key). */
+static void test_times_as_spreadsheets_write_them(void **state)
+{
+    (void)state;
+#define ROW(id, at) id "," at ",purchase,member_id:M1,1000,10\n"
+    const char *text = "event_id,occurred_at,type,member,amount_fen,points\n" /* line 1 */
+        ROW("T1", "2026-11-20 14:03")                                         /* 2 */
+        ROW("T2", "2026-11-20T14:03+08:00")                                   /* 3 */
+        ROW("T3", "2026/11/20 14:03:05")                                      /* 4 */
+        ROW("T4", "2026/11/20 14:03")                                         /* 5 */
+        ROW("T5", "2026/11/20 6:03+00:00")                                    /* 6 */
+        ROW("B1", "2026/13/01 14:03")                                         /* 7 */
+        ROW("B2", "2026/2/30 14:03")                                          /* 8 */
+        ROW("B3", "2026/11/20 24:00")                                         /* 9 */
+        ROW("B4", "2026/11/20")                                               /* 10 */
+        ROW("B5", "2026/11/20 14:03 ");                                       /* 11 */
+#undef ROW
+    enum { AT = 1795154580 }; /* 2026-11-20T14:03:00+08:00 */
+    static const struct {
+        int64_t at;
+        const char *problem; /* a part of it; NULL: read */
+    } want[] = {
+        {AT, NULL},
+        {AT, NULL},
+        {AT + 5, NULL},
+        {AT, NULL},
+        {AT, NULL},
+        {0, "occurred_at \"2026/13/01 14:03\" is no date: a month is 1..12"},
+        {0, "occurred_at \"2026/2/30 14:03\" is no date: 2026-02 has 28 days"},
+        {0, "occurred_at \"2026/11/20 24:00\" is no time of day"},
+        {0, "occurred_at \"2026/11/20\" is neither unix seconds nor a time"},
+        {0, "occurred_at \"2026/11/20 14:03 \" has a space around it"},
+    };
+    enum { N = sizeof(want) / sizeof(want[0]) };
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    pgw_statement_set_time_zone(st, &tz);
+    pgw_recon_row rows[N + 1];
+    assert_int_equal(read_rows(st, rows, N + 1), N);
+    for (size_t i = 0; i < N; i++) {
+        const pgw_recon_row *r = &rows[i];
+        if (r->malformed != (want[i].problem != NULL))
+            fail_msg("line %zu (%s): malformed %d: %s", r->line, r->event_id, r->malformed,
+                     r->problem);
+        if (want[i].problem == NULL && r->occurred_at != want[i].at)
+            fail_msg("line %zu: occurred_at %lld", r->line, (long long)r->occurred_at);
+        if (want[i].problem != NULL && strstr(r->problem, want[i].problem) == NULL)
+            fail_msg("line %zu: \"%s\" does not say \"%s\"", r->line, r->problem, want[i].problem);
+        if (want[i].problem != NULL && r->key_read)
+            fail_msg("line %zu: dated %lld", r->line, (long long)r->occurred_at);
+    }
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -769,6 +829,7 @@ int main(void)
         cmocka_unit_test(test_a_trailing_comma_says_how_to_read_it),
         cmocka_unit_test(test_points_grouped_in_thousands),
         cmocka_unit_test(test_a_sign_or_space_around_a_number),
+        cmocka_unit_test(test_times_as_spreadsheets_write_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
