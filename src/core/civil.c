@@ -179,6 +179,130 @@ static const struct {
     {"Australia/Darwin", 9 * 3600 + 1800},
 };
 
+/* A zone's offset before a change: `offset_s` until the instant `until`. */
+typedef struct pgw_tz_change {
+    int64_t until;    /* unix seconds: the change */
+    int32_t offset_s; /* seconds east of UTC before it */
+} pgw_tz_change;
+
+/*
+ * The offsets before today's of each zone of FIXED_ZONES that changed its
+ * own since 2000-01-01 (summer time, or another standard offset), each
+ * until the instant of its change, from the one in force on that day:
+ * written from tzdata 2025b (`zdump -v -c 2000,2100 ZONE`: each change's
+ * instant and the offset before it, but for a change of name alone:
+ * Istanbul's summer time made standard in 2016), not from memory. Events
+ * reach back to 2000 (PGW_EVENT_EARLIEST_S), and a local date read in
+ * today's offset would be an hour off around midnight: a year-end expiry
+ * a year early.
+ * The other zones kept one offset since before 2000 (FIXED_SINCE).
+ */
+static const pgw_tz_change PAST_ULAANBAATAR[] = {
+    {988394400, 28800},  {1001696400, 32400}, {1017424800, 28800}, {1033146000, 32400},
+    {1048874400, 28800}, {1064595600, 32400}, {1080324000, 28800}, {1096045200, 32400},
+    {1111773600, 28800}, {1127494800, 32400}, {1143223200, 28800}, {1159549200, 32400},
+    {1427479200, 28800}, {1443193200, 32400}, {1458928800, 28800}, {1474642800, 32400}};
+static const pgw_tz_change PAST_DHAKA[] = {{1245430800, 21600}, {1262278800, 25200}};
+static const pgw_tz_change PAST_COLOMBO[] = {{1145039400, 21600}};
+static const pgw_tz_change PAST_KARACHI[] = {{1018119600, 18000}, {1033840800, 21600},
+                                             {1212260400, 18000}, {1225476000, 21600},
+                                             {1239735600, 18000}, {1257012000, 21600}};
+static const pgw_tz_change PAST_ALMATY[] = {
+    {954014400, 21600},  {972763200, 25200},  {985464000, 21600},  {1004212800, 25200},
+    {1017518400, 21600}, {1035662400, 25200}, {1048968000, 21600}, {1067112000, 25200},
+    {1080417600, 21600}, {1099166400, 25200}, {1709229600, 21600}};
+static const pgw_tz_change PAST_BAKU[] = {
+    {954028800, 14400},  {972777600, 18000},  {985478400, 14400},  {1004227200, 18000},
+    {1017532800, 14400}, {1035676800, 18000}, {1048982400, 14400}, {1067126400, 18000},
+    {1080432000, 14400}, {1099180800, 18000}, {1111881600, 14400}, {1130630400, 18000},
+    {1143331200, 14400}, {1162080000, 18000}, {1174780800, 14400}, {1193529600, 18000},
+    {1206835200, 14400}, {1224979200, 18000}, {1238284800, 14400}, {1256428800, 18000},
+    {1269734400, 14400}, {1288483200, 18000}, {1301184000, 14400}, {1319932800, 18000},
+    {1332633600, 14400}, {1351382400, 18000}, {1364688000, 14400}, {1382832000, 18000},
+    {1396137600, 14400}, {1414281600, 18000}, {1427587200, 14400}, {1445731200, 18000}};
+static const pgw_tz_change PAST_TBILISI[] = {
+    {954014400, 14400},  {972759600, 18000},  {985464000, 14400},  {1004209200, 18000},
+    {1017518400, 14400}, {1035658800, 18000}, {1048968000, 14400}, {1067108400, 18000},
+    {1080417600, 14400}, {1088276400, 18000}, {1099177200, 14400}, {1111878000, 10800}};
+static const pgw_tz_change PAST_YEREVAN[] = {
+    {954021600, 14400},  {972770400, 18000},  {985471200, 14400},  {1004220000, 18000},
+    {1017525600, 14400}, {1035669600, 18000}, {1048975200, 14400}, {1067119200, 18000},
+    {1080424800, 14400}, {1099173600, 18000}, {1111874400, 14400}, {1130623200, 18000},
+    {1143324000, 14400}, {1162072800, 18000}, {1174773600, 14400}, {1193522400, 18000},
+    {1206828000, 14400}, {1224972000, 18000}, {1238277600, 14400}, {1256421600, 18000},
+    {1269727200, 14400}, {1288476000, 18000}, {1301176800, 14400}, {1319925600, 18000}};
+static const pgw_tz_change PAST_BAGHDAD[] = {
+    {954547200, 10800},  {970358400, 14400},  {986083200, 10800},  {1001894400, 14400},
+    {1017619200, 10800}, {1033430400, 14400}, {1049155200, 10800}, {1064966400, 14400},
+    {1080777600, 10800}, {1096588800, 14400}, {1112313600, 10800}, {1128124800, 14400},
+    {1143849600, 10800}, {1159660800, 14400}, {1175385600, 10800}, {1191196800, 14400}};
+static const pgw_tz_change PAST_MOSCOW[] = {
+    {954025200, 10800},  {972774000, 14400},  {985474800, 10800},  {1004223600, 14400},
+    {1017529200, 10800}, {1035673200, 14400}, {1048978800, 10800}, {1067122800, 14400},
+    {1080428400, 10800}, {1099177200, 14400}, {1111878000, 10800}, {1130626800, 14400},
+    {1143327600, 10800}, {1162076400, 14400}, {1174777200, 10800}, {1193526000, 14400},
+    {1206831600, 10800}, {1224975600, 14400}, {1238281200, 10800}, {1256425200, 14400},
+    {1269730800, 10800}, {1288479600, 14400}, {1301180400, 10800}, {1414274400, 14400}};
+static const pgw_tz_change PAST_ISTANBUL[] = {
+    {954025200, 7200},  {972774000, 10800},  {985474800, 7200},  {1004223600, 10800},
+    {1017529200, 7200}, {1035673200, 10800}, {1048978800, 7200}, {1067122800, 10800},
+    {1080428400, 7200}, {1099177200, 10800}, {1111878000, 7200}, {1130626800, 10800},
+    {1143327600, 7200}, {1162076400, 10800}, {1174784400, 7200}, {1193533200, 10800},
+    {1206838800, 7200}, {1224982800, 10800}, {1238288400, 7200}, {1256432400, 10800},
+    {1269738000, 7200}, {1288486800, 10800}, {1301274000, 7200}, {1319936400, 10800},
+    {1332637200, 7200}, {1351386000, 10800}, {1364691600, 7200}, {1382835600, 10800},
+    {1396227600, 7200}, {1414285200, 10800}, {1427590800, 7200}, {1446944400, 10800},
+    {1459040400, 7200}};
+static const pgw_tz_change PAST_MINSK[] = {
+    {954028800, 7200},  {972777600, 10800},  {985478400, 7200},  {1004227200, 10800},
+    {1017532800, 7200}, {1035676800, 10800}, {1048982400, 7200}, {1067126400, 10800},
+    {1080432000, 7200}, {1099180800, 10800}, {1111881600, 7200}, {1130630400, 10800},
+    {1143331200, 7200}, {1162080000, 10800}, {1174780800, 7200}, {1193529600, 10800},
+    {1206835200, 7200}, {1224979200, 10800}, {1238284800, 7200}, {1256428800, 10800},
+    {1269734400, 7200}, {1288483200, 10800}, {1301184000, 7200}};
+static const pgw_tz_change PAST_SAO_PAULO[] = {
+    {951616800, -7200},  {970974000, -10800},  {982461600, -7200},  {1003028400, -10800},
+    {1013911200, -7200}, {1036292400, -10800}, {1045360800, -7200}, {1066532400, -10800},
+    {1076810400, -7200}, {1099364400, -10800}, {1108864800, -7200}, {1129431600, -10800},
+    {1140314400, -7200}, {1162695600, -10800}, {1172368800, -7200}, {1192330800, -10800},
+    {1203213600, -7200}, {1224385200, -10800}, {1234663200, -7200}, {1255834800, -10800},
+    {1266717600, -7200}, {1287284400, -10800}, {1298167200, -7200}, {1318734000, -10800},
+    {1330221600, -7200}, {1350788400, -10800}, {1361066400, -7200}, {1382238000, -10800},
+    {1392516000, -7200}, {1413687600, -10800}, {1424570400, -7200}, {1445137200, -10800},
+    {1456020000, -7200}, {1476586800, -10800}, {1487469600, -7200}, {1508036400, -10800},
+    {1518919200, -7200}, {1541300400, -10800}, {1550368800, -7200}};
+static const pgw_tz_change PAST_BUENOS_AIRES[] = {
+    {1198983600, -10800}, {1205632800, -7200}, {1224385200, -10800}, {1237082400, -7200}};
+static const pgw_tz_change PAST_PERTH[] = {{1165082400, 28800}, {1174759200, 32400},
+                                           {1193508000, 28800}, {1206813600, 32400},
+                                           {1224957600, 28800}, {1238263200, 32400}};
+#define PAST(name, changes)                                                                        \
+    {                                                                                              \
+        name, changes, sizeof(changes) / sizeof(changes[0])                                        \
+    }
+static const struct {
+    const char *name;
+    const pgw_tz_change *changes;
+    size_t n;
+} PAST_OFFSETS[] = {
+    PAST("Asia/Ulaanbaatar", PAST_ULAANBAATAR),
+    PAST("Asia/Dhaka", PAST_DHAKA),
+    PAST("Asia/Colombo", PAST_COLOMBO),
+    PAST("Asia/Karachi", PAST_KARACHI),
+    PAST("Asia/Almaty", PAST_ALMATY),
+    PAST("Asia/Baku", PAST_BAKU),
+    PAST("Asia/Tbilisi", PAST_TBILISI),
+    PAST("Asia/Yerevan", PAST_YEREVAN),
+    PAST("Asia/Baghdad", PAST_BAGHDAD),
+    PAST("Europe/Moscow", PAST_MOSCOW),
+    PAST("Europe/Istanbul", PAST_ISTANBUL),
+    PAST("Europe/Minsk", PAST_MINSK),
+    PAST("America/Sao_Paulo", PAST_SAO_PAULO),
+    PAST("America/Argentina/Buenos_Aires", PAST_BUENOS_AIRES),
+    PAST("Australia/Perth", PAST_PERTH),
+};
+#undef PAST
+
 /* Parses "+HH:MM" / "-HH:MM" (|offset| <= 14:00). */
 static int parse_offset(const char *s, int32_t *out)
 {
@@ -228,22 +352,72 @@ int pgw_tz_lookup(const char *name, pgw_tz *out, pgw_err *err)
     return PGW_OK;
 }
 
+/* The offsets `tz` had before today's (oldest first) and their number;
+ * none (0) for a zone that kept one since 2000. */
+static size_t past_offsets(const pgw_tz *tz, const pgw_tz_change **past)
+{
+    for (size_t i = 0; i < sizeof(PAST_OFFSETS) / sizeof(PAST_OFFSETS[0]); i++) {
+        if (strcmp(PAST_OFFSETS[i].name, tz->name) == 0) {
+            *past = PAST_OFFSETS[i].changes;
+            return PAST_OFFSETS[i].n;
+        }
+    }
+    *past = NULL;
+    return 0;
+}
+
+int32_t pgw_tz_offset_at(const pgw_tz *tz, int64_t t)
+{
+    const pgw_tz_change *past = NULL;
+    size_t n = past_offsets(tz, &past);
+    if (n == 0 || t >= past[n - 1].until) /* most instants: today's */
+        return tz->offset_s;
+    size_t i = 0;
+    while (t >= past[i].until) /* oldest first; at most a few dozen */
+        i++;
+    return past[i].offset_s;
+}
+
+/* The day number of a local time in seconds (floored: before 1970 too). */
+static int64_t day_of(int64_t local)
+{
+    return local / SECONDS_PER_DAY - (local % SECONDS_PER_DAY < 0);
+}
+
 pgw_date pgw_local_date(int64_t t, const pgw_tz *tz)
 {
-    int64_t local = t + tz->offset_s;
-    int64_t days = local / SECONDS_PER_DAY - (local % SECONDS_PER_DAY < 0);
-    return pgw_date_from_days(days);
+    return pgw_date_from_days(day_of(t + pgw_tz_offset_at(tz, t)));
 }
 
 int32_t pgw_local_seconds_of_day(int64_t t, const pgw_tz *tz)
 {
-    int64_t r = (t + tz->offset_s) % SECONDS_PER_DAY;
-    return (int32_t)(r < 0 ? r + SECONDS_PER_DAY : r);
+    int64_t local = t + pgw_tz_offset_at(tz, t);
+    return (int32_t)(local - day_of(local) * SECONDS_PER_DAY);
 }
 
+/*
+ * The first instant whose local time is 00:00 of d or later. Each span of
+ * one offset (before the first change, between two, after the last) has
+ * its earliest such instant: 00:00 in that offset, or the span's start
+ * when that is before it (a change skipped 00:00); the earliest span that
+ * holds its own is the answer, for a later span's are later still. The
+ * last span (today's offset) has no end, so there is always one.
+ */
 int64_t pgw_local_midnight(pgw_date d, const pgw_tz *tz)
 {
-    return pgw_days_from_date(d) * SECONDS_PER_DAY - tz->offset_s;
+    int64_t local = pgw_days_from_date(d) * SECONDS_PER_DAY;
+    const pgw_tz_change *past = NULL;
+    size_t n = past_offsets(tz, &past);
+    int64_t start = INT64_MIN; /* of the span */
+    for (size_t i = 0; i < n; start = past[i++].until) {
+        int64_t at = local - past[i].offset_s;
+        if (at < start)
+            at = start;
+        if (at < past[i].until)
+            return at;
+    }
+    int64_t at = local - tz->offset_s;
+    return at < start ? start : at;
 }
 
 /* Reads exactly `width` digits at s into *out. */
@@ -547,14 +721,21 @@ int pgw_format_rfc3339(int64_t t, const pgw_tz *tz, char *buf, size_t cap)
     int64_t last = INT64_C(253402300799) + TZ_OFFSET_MAX; /* 9999-12-31T23:59:59Z */
     if (cap < PGW_RFC3339_MAX || t < first || t > last)
         return PGW_ERANGE;
-    pgw_date d = pgw_local_date(t, tz);
+    /* In today's offset at every instant, not the one in force then
+     * (pgw_tz_offset_at): this is the normal form of an event's time in
+     * its idempotency fingerprint (event_json.c), which must not change
+     * for an instant once recorded; either names the same instant. */
+    int32_t offset = tz->offset_s;
+    int64_t local = t + offset;
+    int64_t days = day_of(local);
+    pgw_date d = pgw_date_from_days(days);
     if (!pgw_date_valid(d))
         return PGW_ERANGE;
-    int32_t sod = pgw_local_seconds_of_day(t, tz);
-    int32_t off = tz->offset_s < 0 ? -tz->offset_s : tz->offset_s;
+    int32_t sod = (int32_t)(local - days * SECONDS_PER_DAY);
+    int32_t off = offset < 0 ? -offset : offset;
     char zone[16] = "Z";
-    if (tz->offset_s != 0)
-        snprintf(zone, sizeof(zone), "%c%02d:%02d", tz->offset_s < 0 ? '-' : '+', (int)(off / 3600),
+    if (offset != 0)
+        snprintf(zone, sizeof(zone), "%c%02d:%02d", offset < 0 ? '-' : '+', (int)(off / 3600),
                  (int)(off % 3600 / 60));
     snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d%s", (int)d.year, (int)d.month, (int)d.day,
              (int)(sod / 3600), (int)(sod % 3600 / 60), (int)(sod % 60), zone);

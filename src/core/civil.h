@@ -7,10 +7,11 @@
  * pgw_local_date()/pgw_local_midnight() with the configured zone.
  *
  * No I/O: zones come from a built-in table of zones that have no daylight
- * saving time (every zone a Chinese or East/South-East Asian mall uses:
- * Asia/Shanghai has had none since 1991), plus "UTC" and fixed offsets
- * written "+08:00". A zone with DST is refused with a clear message instead
- * of silently computing wrong day boundaries.
+ * saving time today (every zone a Chinese or East/South-East Asian mall
+ * uses: Asia/Shanghai has had none since 1991), with the offsets each had
+ * since 2000 where it had others (pgw_tz_offset_at), plus "UTC" and fixed
+ * offsets written "+08:00". A zone with DST today is refused with a clear
+ * message instead of silently computing wrong day boundaries.
  *
  * Dates use the proleptic Gregorian calendar; the valid range is years
  * 1970..9999 (PGW_YEAR_MIN..PGW_YEAR_MAX), ample for a points ledger and small
@@ -39,7 +40,7 @@ typedef struct pgw_date {
 
 typedef struct pgw_tz {
     char name[PGW_TZ_NAME_MAX]; /* as configured: "Asia/Shanghai", "+08:00" */
-    int32_t offset_s;           /* seconds east of UTC, -14h..+14h */
+    int32_t offset_s;           /* today's: seconds east of UTC, -14h..+14h */
 } pgw_tz;
 
 bool pgw_is_leap_year(int32_t year);
@@ -72,11 +73,27 @@ int pgw_date_add_days(pgw_date d, int32_t days, pgw_date *out);
  */
 int pgw_tz_lookup(const char *name, pgw_tz *out, pgw_err *err);
 
-/* The local calendar date at instant `t` (unix seconds) in `tz`. */
+/*
+ * The offset of `tz` in force at instant `t`: today's, or for a zone that
+ * changed its own since 2000 (Asia/Almaty was +06:00 until 2024-03-01,
+ * Europe/Moscow +04:00 2011..2014, America/Sao_Paulo kept summer time
+ * until 2019) the one it had then, as tzdata 2025b has it (found by the
+ * zone's name: a pgw_tz written by hand has its history too). Instants
+ * before 2000-01-01 are read in the offset of that day: the gateway holds
+ * none (no event is older: PGW_EVENT_EARLIEST_S).
+ */
+int32_t pgw_tz_offset_at(const pgw_tz *tz, int64_t t);
+
+/* The local calendar date at instant `t` (unix seconds) in `tz`, in the
+ * offset in force at `t`. */
 pgw_date pgw_local_date(int64_t t, const pgw_tz *tz);
-/* Seconds since local midnight at instant `t` in `tz` (0..86399). */
+/* Seconds since local midnight at instant `t` in `tz` (0..86399), so too. */
 int32_t pgw_local_seconds_of_day(int64_t t, const pgw_tz *tz);
-/* The instant (unix seconds) of 00:00 local time on date d in `tz`. */
+/* The instant (unix seconds) date d began in `tz`: its 00:00 local time
+ * in the offset then, or when a change skipped 00:00 (summer time began
+ * at midnight in Sao Paulo) the change; where a change repeated it, the
+ * first. pgw_local_date of it is d, and of the second before it, the day
+ * before. A day is 86400 seconds, or an hour more or less on a change. */
 int64_t pgw_local_midnight(pgw_date d, const pgw_tz *tz);
 
 /*
@@ -92,8 +109,10 @@ int pgw_parse_rfc3339(const char *s, int64_t *out, pgw_err *err);
  * Asia/Shanghai (summer time until 1991), 2025 for Asia/Almaty (+06:00
  * until 2024-03-01): the year after the zone's last change, so that a
  * change's exact day cannot be misremembered. PGW_YEAR_MAX + 1 for a zone
- * this table does not know. A pgw_tz holds today's offset only: before
- * that year a local time may not be the instant it names.
+ * this table does not know. Before that year a local time may be two
+ * instants or none (summer time ended or began), and it is not read
+ * (pgw_parse_local_time); an instant is always one local time
+ * (pgw_tz_offset_at).
  */
 int32_t pgw_tz_fixed_since(const pgw_tz *tz);
 
@@ -120,7 +139,10 @@ int pgw_parse_date(const char *s, pgw_date *out, pgw_err *err);
 int pgw_parse_month_day(const char *s, int32_t *month, int32_t *day, pgw_err *err);
 
 /*
- * Writes `t` as "YYYY-MM-DDTHH:MM:SS+HH:MM" in `tz` ("Z" for UTC offset 0)
+ * Writes `t` as "YYYY-MM-DDTHH:MM:SS+HH:MM" in `tz`'s offset of today at
+ * every instant, not the one in force at `t` (it is the normal form an
+ * event's fingerprint keeps, which must not change once recorded; both
+ * name the instant) ("Z" for UTC offset 0)
  * into buf (cap >= PGW_RFC3339_MAX). PGW_ERANGE if `t` is outside the
  * supported years or cap is too small.
  */
