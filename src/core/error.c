@@ -113,6 +113,8 @@ const char *pgw_code_name(int code)
         return "ERISK";
     case PGW_ELIMITED:
         return "ELIMITED";
+    case PGW_ECLOSED:
+        return "ECLOSED";
     default:
         return "E?";
     }

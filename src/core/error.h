@@ -34,6 +34,7 @@ enum pgw_code {
     PGW_EMEDIA = -15,        /* input in a format not accepted (content type) */
     PGW_ERISK = -16,         /* refused by a risk rule (self-referral, limits) */
     PGW_ELIMITED = -17,      /* over a rate limit: the same request may work later */
+    PGW_ECLOSED = -18,       /* dated in a period finance closed (store.h pgw_store_close_period) */
 };
 
 /* Longest message kept; longer ones are cut on a UTF-8 character boundary. */

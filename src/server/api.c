@@ -357,6 +357,7 @@ static const struct {
     {PGW_EMEDIA, 415, "unsupported_media_type"},
     {PGW_ERISK, 422, "risk_rejected"},
     {PGW_ELIMITED, 429, "rate_limited"},
+    {PGW_ECLOSED, 422, "period_closed"},
 };
 
 /* Finance's reads take seconds (a pool report scans the log, a

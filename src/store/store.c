@@ -917,6 +917,10 @@ struct pgw_store {
      * and past how many this connection checkpoints itself. */
     int64_t wal_pages;
     int backstop_pages;
+    /* The period close in force (pgw_store_closed_before): read by every
+     * write transaction's begin under its lock, with the schema version;
+     * 0 when none, or outside a write transaction. */
+    int64_t closed_before;
 };
 
 /* The transfers table as schema 1 made it and schema 12 rebuilt it
@@ -1461,6 +1465,18 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * the index. */
     "CREATE INDEX notices_marked ON notices (member, id)"
     " WHERE hurried = 1 AND (state = 'pending' OR state = 'sending');",
+    /* 34: finance's closes of periods (pgw_store_close_period), one row
+     * each, kept: what is dated before `before_at` is final. Every write
+     * transaction reads the newest (its primary key's last entry) under
+     * its lock; `last_transfer`, the chain head when it was closed, is
+     * what verify holds the log to: no transfer after it is dated before
+     * the close. */
+    "CREATE TABLE period_closes ("
+    "  before_at INTEGER NOT NULL CHECK (before_at > 0),"
+    "  closed_at_us INTEGER NOT NULL,"
+    "  last_transfer INTEGER NOT NULL CHECK (last_transfer >= 0),"
+    "  PRIMARY KEY (before_at)"
+    ") STRICT;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -2484,6 +2500,32 @@ static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
 }
 
 /*
+ * The schema version and the newest period close (0: none), in one
+ * statement: every write transaction reads both under its lock, so a close
+ * committed before it is seen by it, one committed after waited for it
+ * (one round trip on PostgreSQL, a header field and the last entry of
+ * period_closes' primary key on SQLite).
+ */
+static int read_version_and_close(pgw_store *s, int64_t *version, int64_t *closed, pgw_err *err)
+{
+    const char *sql =
+        is_postgres(s) ? "SELECT version, (SELECT COALESCE(MAX(before_at), 0) FROM period_closes)"
+                         " FROM pgw_schema"
+                       : "SELECT user_version, (SELECT COALESCE(MAX(before_at), 0) FROM"
+                         " period_closes) FROM pragma_user_version";
+    pgw_sql_stmt *st = NULL;
+    if (prepare(s, sql, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "reading the schema version", err);
+    int rc = pgw_sql_step(st) == PGW_SQL_ROW ? PGW_OK : PGW_EIO;
+    if (rc == PGW_OK) {
+        *version = pgw_sql_column_int64(st, 0);
+        *closed = pgw_sql_column_int64(st, 1);
+    }
+    release(s, st);
+    return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, "reading the schema version", err);
+}
+
+/*
  * Once a write transaction holds the lock: the schema must still be this
  * pointsgw's. A newer pointsgw migrates the database when it opens it (an
  * upgrade, one instance at a time, or a newer binary's command beside an
@@ -2496,7 +2538,7 @@ static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
 static int check_schema_unchanged(pgw_store *s, pgw_err *err)
 {
     int64_t version = 0;
-    int rc = read_user_version(s, &version, err);
+    int rc = read_version_and_close(s, &version, &s->closed_before, err);
     if (rc == PGW_OK && version != PGW_STORE_SCHEMA_VERSION)
         rc = pgw_err_set(err, PGW_ESTATE,
                          "%s: the database is now at schema version %lld and this pointsgw "
@@ -2543,6 +2585,11 @@ int pgw_store_begin(pgw_store *s, pgw_err *err)
     return rc;
 }
 
+int64_t pgw_store_closed_before(const pgw_store *s)
+{
+    return s->closed_before;
+}
+
 int pgw_store_begin_read(pgw_store *s, pgw_err *err)
 {
     return begin(s, is_postgres(s) ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN",
@@ -2568,6 +2615,7 @@ bool pgw_store_in_transaction(pgw_store *s)
 
 int pgw_store_commit(pgw_store *s, pgw_err *err)
 {
+    s->closed_before = 0; /* the next transaction reads it again */
     pgw_sql_mark_transaction(s->db, false);
     return pgw_sql_commit(s->db, err);
 }
@@ -2575,6 +2623,7 @@ int pgw_store_commit(pgw_store *s, pgw_err *err)
 int pgw_store_rollback(pgw_store *s, pgw_err *err)
 {
     s->head_cached = false;
+    s->closed_before = 0;
     pgw_sql_mark_transaction(s->db, false);
     if (!pgw_sql_in_transaction(s->db))
         return PGW_OK; /* nothing open: the database already rolled back */
@@ -2829,6 +2878,13 @@ static void bind_transfer(pgw_sql_stmt *st, const pgw_transfer *t)
 int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
 {
     PGW_ASSERT(pgw_sql_in_transaction(s->db)); /* only inside a transaction */
+    /* The last guard of a closed period, whatever wrote the transfer
+     * (the commands refuse first, saying more: command.c). */
+    if (t->occurred_at < s->closed_before)
+        return pgw_err_set(err, PGW_ECLOSED,
+                           "a transfer dated %lld is in the period closed before %lld: date it "
+                           "in the open period",
+                           (long long)t->occurred_at, (long long)s->closed_before);
     int rc = PGW_OK;
     if (!s->head_cached)
         rc = pgw_store_chain_head(s, &s->head_id, s->head_hash, err);
@@ -2931,17 +2987,88 @@ static int verify_sums(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     return rc;
 }
 
-/* Walks the chain page by page; stops at the first broken entry. */
+/* Every close of a period, in the order they were made (by the chain
+ * head they saw, then by their moment: both only move later), into a
+ * malloc'd *out the caller frees. */
+static int read_closes(pgw_store *s, pgw_period_close **out, size_t *n, pgw_err *err)
+{
+    *out = calloc(PGW_PERIOD_CLOSES_MAX, sizeof(**out));
+    if (*out == NULL)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory verifying %s", s->path);
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db,
+                        "SELECT before_at, closed_at_us, last_transfer FROM period_closes"
+                        " ORDER BY last_transfer, before_at",
+                        false, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "reading the closes of periods", err);
+    int step, rc = PGW_OK;
+    *n = 0;
+    while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
+        if (*n == PGW_PERIOD_CLOSES_MAX)
+            rc = pgw_err_set(err, PGW_EIO, "%s: more than %d closes of periods", s->path,
+                             PGW_PERIOD_CLOSES_MAX);
+        else
+            (*out)[(*n)++] =
+                (pgw_period_close){pgw_sql_column_int64(st, 0), pgw_sql_column_int64(st, 1),
+                                   pgw_sql_column_int64(st, 2)};
+    }
+    if (rc == PGW_OK && step != PGW_SQL_DONE)
+        rc = db_error(s, PGW_EIO, "reading the closes of periods", err);
+    pgw_sql_finalize(st);
+    return rc;
+}
+
+/* The closes as a walk in id order meets them: the one in force for the
+ * transfers after `next`'s last_transfer. */
+typedef struct close_walk {
+    const pgw_period_close *v;
+    size_t n, next;
+    int64_t before;             /* in force: the latest moment closed before */
+    const pgw_period_close *at; /* the close that set it */
+} close_walk;
+
+/* Whether transfer t was written after a close of the period it is dated
+ * in: the proof the period stayed closed (pgw_store_close_period), which
+ * the chain protects (its ids and dates are hashed). Ids, not clocks:
+ * instances' clocks may be apart, the chain's order is one. */
+static bool written_into_closed(close_walk *w, const pgw_transfer *t, char *problem, size_t cap)
+{
+    while (w->next < w->n && w->v[w->next].last_transfer < t->id) {
+        if (w->v[w->next].before > w->before) {
+            w->before = w->v[w->next].before;
+            w->at = &w->v[w->next];
+        }
+        w->next++;
+    }
+    if (t->occurred_at >= w->before)
+        return false;
+    snprintf(problem, cap,
+             "transfer %lld is dated %lld, in the period closed before %lld, but was written "
+             "after that close (recorded at %lld us; the close at %lld us, after transfer %lld)",
+             (long long)t->id, (long long)t->occurred_at, (long long)w->before,
+             (long long)t->recorded_at_us, (long long)w->at->closed_at_us,
+             (long long)w->at->last_transfer);
+    return true;
+}
+
+/* Walks the chain page by page; stops at the first broken entry. Holds
+ * every transfer to the closes of periods on the way (written_into_closed). */
 static int verify_chain(pgw_store *s, pgw_verify_report *r, pgw_err *err)
 {
-    pgw_transfer *page = calloc(VERIFY_PAGE, sizeof(*page));
-    if (page == NULL)
-        return pgw_err_set(err, PGW_ENOMEM, "out of memory verifying %s", s->path);
+    close_walk walk = {0};
+    pgw_period_close *closes = NULL;
+    int rc = read_closes(s, &closes, &walk.n, err);
+    walk.v = closes;
+    pgw_transfer *page = rc == PGW_OK ? calloc(VERIFY_PAGE, sizeof(*page)) : NULL;
+    if (page == NULL) {
+        free(closes);
+        return rc != PGW_OK ? rc
+                            : pgw_err_set(err, PGW_ENOMEM, "out of memory verifying %s", s->path);
+    }
     uint8_t running[PGW_HASH_LEN];
     memcpy(running, PGW_GENESIS_HASH, PGW_HASH_LEN);
     int64_t last_id = 0;
     size_t n = 0;
-    int rc;
     while ((rc = pgw_store_read_transfers(s, last_id, page, VERIFY_PAGE, &n, err)) == PGW_OK &&
            n > 0) {
         size_t bad = 0;
@@ -2953,11 +3080,16 @@ static int verify_chain(pgw_store *s, pgw_verify_report *r, pgw_err *err)
             snprintf(r->problem, sizeof(r->problem), "%s", broken.msg);
             break;
         }
+        for (size_t i = 0; i < n; i++)
+            if (written_into_closed(&walk, &page[i], r->ok ? r->problem : NULL,
+                                    r->ok ? sizeof(r->problem) : 0))
+                r->ok = false; /* the first such transfer told; the chain walked on */
         r->transfers += (int64_t)n;
         last_id = page[n - 1].id;
     }
     memcpy(r->head, running, PGW_HASH_LEN);
     free(page);
+    free(closes);
     return rc;
 }
 
@@ -5889,6 +6021,117 @@ const char *pgw_store__verify_query_for_test(size_t i)
     if (i < 2 + N_INVARIANTS)
         return INVARIANTS[i - 2];
     return i < N_FIXED + N_INVARIANTS ? fixed[i - N_INVARIANTS] : NULL;
+}
+
+/* ---- closed periods ----------------------------------------------------------- */
+
+#define PERIOD_NEWEST                                                                              \
+    "SELECT before_at, closed_at_us, last_transfer FROM period_closes"                             \
+    " ORDER BY before_at DESC LIMIT 1"
+
+int pgw_store_period_close(pgw_store *s, pgw_period_close *out, pgw_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    pgw_sql_stmt *st = NULL;
+    if (prepare(s, PERIOD_NEWEST, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "reading the period's close", err);
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW) {
+        out->before = pgw_sql_column_int64(st, 0);
+        out->closed_at_us = pgw_sql_column_int64(st, 1);
+        out->last_transfer = pgw_sql_column_int64(st, 2);
+    }
+    release(s, st);
+    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "reading the period's close", err);
+}
+
+/* PGW_ESTATE when work dated before `before` is still to be written: a
+ * lot due before it with points left (its expiry), a hold pending past a
+ * deadline before it (its release). The sweep dates both by when they
+ * fall due; closed first, their expiry would land in the open period. */
+static int check_nothing_due(pgw_store *s, int64_t before, pgw_err *err)
+{
+    pgw_lot lot;
+    pgw_hold_record hold;
+    size_t lots = 0, holds = 0;
+    int rc = pgw_store_due_lots(s, before - 1, 0, &lot, 1, &lots, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_due_holds(s, before - 1, NULL, &hold, 1, &holds, err);
+    if (rc != PGW_OK || (lots == 0 && holds == 0))
+        return rc;
+    char what[160];
+    if (lots > 0)
+        snprintf(what, sizeof(what), "lot %lld of member %.64s is due since %lld with %lld points",
+                 (long long)lot.id, lot.member, (long long)lot.expires_at, (long long)lot.left);
+    else
+        snprintf(what, sizeof(what), "hold %.64s is pending past its deadline %lld", hold.id,
+                 (long long)hold.deadline);
+    return pgw_err_set(err, PGW_ESTATE,
+                       "work dated before %lld is not written yet (%s): run pointsgw expire "
+                       "--as-of %lld first, then close",
+                       (long long)before, what, (long long)before);
+}
+
+static int count_closes(pgw_store *s, int64_t *count, pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    if (pgw_sql_prepare(s->db, "SELECT COUNT(*) FROM period_closes", false, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "counting the closes of periods", err);
+    int step = pgw_sql_step(st);
+    *count = step == PGW_SQL_ROW ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_finalize(st);
+    return step == PGW_SQL_ROW ? PGW_OK
+                               : db_error(s, PGW_EIO, "counting the closes of periods", err);
+}
+
+int pgw_store_close_period(pgw_store *s, int64_t before, int64_t now_us, bool *moved, pgw_err *err)
+{
+    PGW_ASSERT(pgw_sql_in_transaction(s->db));
+    *moved = false;
+    pgw_period_close was;
+    if (before <= 0 || before > now_us / 1000000)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "a period closes before a moment already past (%lld is %s)",
+                           (long long)before, before <= 0 ? "not one" : "ahead of the clock");
+    int rc = pgw_store_period_close(s, &was, err);
+    if (rc == PGW_OK && before < was.before)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "the period is closed before %lld already; a close only moves later, "
+                         "%lld is earlier: nothing changed",
+                         (long long)was.before, (long long)before);
+    if (rc != PGW_OK || before == was.before)
+        return rc;
+    int64_t count = 0;
+    rc = count_closes(s, &count, err);
+    if (rc == PGW_OK && count >= PGW_PERIOD_CLOSES_MAX)
+        rc = pgw_err_set(err, PGW_EFULL, "%s holds %d closes of periods, the most verify reads",
+                         s->path, PGW_PERIOD_CLOSES_MAX);
+    if (rc == PGW_OK)
+        rc = check_nothing_due(s, before, err);
+    int64_t head = 0;
+    uint8_t hash[PGW_HASH_LEN];
+    if (rc == PGW_OK)
+        rc = pgw_store_chain_head(s, &head, hash, err);
+    pgw_sql_stmt *st = NULL;
+    if (rc == PGW_OK && prepare(s,
+                                "INSERT INTO period_closes (before_at, closed_at_us, last_transfer)"
+                                " VALUES (?1, ?2, ?3)",
+                                &st, NULL) != PGW_OK)
+        rc = db_error(s, PGW_EIO, "closing the period", err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_int64(st, 1, before);
+    pgw_sql_bind_int64(st, 2, now_us);
+    pgw_sql_bind_int64(st, 3, head);
+    int step = pgw_sql_step(st);
+    release(s, st);
+    if (step != PGW_SQL_DONE)
+        return db_error(s, PGW_EIO, "closing the period", err);
+    s->closed_before = before;
+    *moved = true;
+    return PGW_OK;
 }
 
 int pgw_store__exec_for_test(pgw_store *s, const char *sql, pgw_err *err)

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 33
+#define PGW_STORE_SCHEMA_VERSION 34
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):
@@ -251,11 +251,58 @@ struct pgw_verify_report {
  * they wrote off (and refunded) is within their earn's, per earn for the
  * refunds its REVERSAL transfers name and in all, and equal to it when
  * those keys are all its refunds and all say it (report->refunds counts
- * the keys). Last, on SQLite, the file's own
+ * the keys). On the chain's walk, no transfer after a close's chain head
+ * is dated before that close (pgw_store_close_period): a period closed
+ * stayed closed. Last, on SQLite, the file's own
  * structure (SQLite's quick_check), tables the checks above do not read
  * included.
  */
 int pgw_store_verify(pgw_store *store, pgw_verify_report *report, pgw_err *err);
+
+/* ---- closed periods ---------------------------------------------------------- */
+
+/*
+ * Finance closes a period: whatever is dated before the close (a
+ * transfer's occurred_at, an event's) is final, and no write may change
+ * it. Closes are kept (schema 34), each with when it was made and the
+ * chain head it saw; the newest is the one in force.
+ */
+#define PGW_PERIOD_CLOSES_MAX 36500 /* a century of daily closes: what verify reads */
+
+typedef struct pgw_period_close {
+    int64_t before;        /* unix seconds: what is dated before it is closed; 0: never closed */
+    int64_t closed_at_us;  /* when it was closed (the closing command's clock) */
+    int64_t last_transfer; /* the chain head's id when it was closed (0: an empty log) */
+} pgw_period_close;
+
+/*
+ * The close in force in the open write transaction: read by
+ * pgw_store_begin under the write lock (SQLite's write transaction,
+ * PostgreSQL's chain lock), with the schema version in one statement, so
+ * a close and a write racing cannot both win and a batch pays for it
+ * once. 0 when none, and outside a write transaction.
+ * pgw_store_append_transfer refuses a transfer dated before it
+ * (PGW_ECLOSED), whatever wrote it.
+ */
+int64_t pgw_store_closed_before(const pgw_store *store);
+
+/* The newest close (all 0 when the period was never closed); any
+ * transaction or none. */
+int pgw_store_period_close(pgw_store *store, pgw_period_close *out, pgw_err *err);
+
+/*
+ * Inside the open write transaction: closes the period before `before`
+ * (unix seconds) as of `now_us`. PGW_EINVAL, nothing changed, for a
+ * moment not past (<= 0, or after now_us) or earlier than the close in
+ * force: a close only moves later. The same moment again: PGW_OK and
+ * *moved false. PGW_ESTATE, nothing changed, while work dated before it
+ * is not written yet: a lot due before it with points left, a hold
+ * pending past a deadline before it (the message names one and says to
+ * run `pointsgw expire --as-of` first). PGW_EFULL past
+ * PGW_PERIOD_CLOSES_MAX closes.
+ */
+int pgw_store_close_period(pgw_store *store, int64_t before, int64_t now_us, bool *moved,
+                           pgw_err *err);
 
 /* ---- members and lots (all inside the open transaction) ---------------- */
 

@@ -502,10 +502,17 @@ static void step_back(const db_fixture *f, const char *sql, int version)
     raw_sql(f, text);
 }
 
+/* Schema 33: no period was ever closed. */
+static void back_to_schema_33(const db_fixture *f)
+{
+    step_back(f, "DROP TABLE period_closes", 33);
+}
+
 /* Schema 32: members do not sum their lots, and notices have no index of
  * their waiting hurried marks. */
 static void back_to_schema_32(const db_fixture *f)
 {
+    back_to_schema_33(f);
     step_back(f,
               f->pg ? "DROP INDEX notices_marked;"
                       "DROP TRIGGER lots_sums ON lots; DROP FUNCTION pgw_lots_sums();"
@@ -1108,6 +1115,43 @@ static void test_schema_33_sums_each_members_lots(void **state)
     after = figures_of(s, "M2", now);
     assert_memory_equal(&after, &m2, sizeof(m2));
     assert_int_equal(m2.balance, 0); /* its one lot is spent */
+    pgw_store_close(s);
+}
+
+/* Schema 34's migration adds the closes of periods: a database from
+ * before has none, keeps its log, and takes a close and its refusals at
+ * once. */
+static void test_schema_34_keeps_closes_of_periods(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 3);
+    pgw_store_close(s);
+    back_to_schema_33(f);
+    s = open_store(f); /* migrates */
+    pgw_err err;
+    pgw_period_close c;
+    assert_int_equal(pgw_store_period_close(s, &c, &err), PGW_OK);
+    assert_int_equal(c.before, 0);
+    const int64_t t = 1795486500 + 2; /* sample(2)'s date */
+    bool moved = false;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_close_period(s, t, (t + 60) * 1000000, &moved, &err), PGW_OK);
+    assert_true(moved);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_period_close(s, &c, &err), PGW_OK);
+    assert_int_equal(c.before, t);
+    assert_int_equal(c.closed_at_us, (t + 60) * 1000000);
+    assert_int_equal(c.last_transfer, 3);
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_closed_before(s), t);
+    pgw_transfer late = sample(1); /* dated t - 1 */
+    assert_int_equal(pgw_store_append_transfer(s, &late, &err), PGW_ECLOSED);
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    pgw_verify_report r;
+    assert_int_equal(pgw_store_verify(s, &r, &err), PGW_OK);
+    if (!r.ok)
+        fail_msg("%s", r.problem);
     pgw_store_close(s);
 }
 
@@ -2986,6 +3030,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_members_figures_read_only_its_lapsed_lots,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_33_sums_each_members_lots, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_34_keeps_closes_of_periods, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_reads_skip_its_spent_lots, db_fixture_setup,
                                         db_fixture_teardown),
