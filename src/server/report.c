@@ -289,6 +289,44 @@ static void csv_period(FILE *out, size_t columns, const pgw_config *cfg, int64_t
     csv_summary(out, columns, "to", b, 0, NULL);
 }
 
+/* Whether a report's period ends at or before the period's close (store.h
+ * pgw_store_close_period): then no write can change its figures. */
+typedef struct closing {
+    bool closed;
+    int64_t before; /* the close in force; 0 when none */
+} closing;
+
+static int read_closing(pgw_store *store, int64_t to, closing *c, pgw_err *err)
+{
+    pgw_period_close pc;
+    int rc = pgw_store_period_close(store, &pc, err);
+    c->before = rc == PGW_OK ? pc.before : 0;
+    c->closed = c->before > 0 && to <= c->before;
+    return rc;
+}
+
+/* "closed" (and the close in force, "closed_before", null when none). */
+static void closing_json(json_t *doc, const pgw_config *cfg, const closing *c)
+{
+    char b[PGW_RFC3339_MAX] = "";
+    if (c->before > 0)
+        pgw_format_rfc3339(c->before, &cfg->rules.tz, b, PGW_RFC3339_MAX);
+    json_object_set_new(doc, "closed", json_boolean(c->closed));
+    json_object_set_new(doc, "closed_before", c->before > 0 ? json_string(b) : json_null());
+}
+
+/* A closed period's CSV ends with the row "closed" and the close: its
+ * figures are final. An open one has no such row (the rows after the
+ * data stay as they were). */
+static void csv_closing(FILE *out, size_t columns, const pgw_config *cfg, const closing *c)
+{
+    char b[PGW_RFC3339_MAX] = "";
+    if (!c->closed)
+        return;
+    pgw_format_rfc3339(c->before, &cfg->rules.tz, b, PGW_RFC3339_MAX);
+    csv_summary(out, columns, "closed", b, 0, NULL);
+}
+
 static int write_json(json_t *doc, bool ok, FILE *out, pgw_err *err)
 {
     int rc = doc != NULL && ok && json_dumpf(doc, out, JSON_COMPACT) == 0 && fputc('\n', out) != EOF
@@ -299,11 +337,12 @@ static int write_json(json_t *doc, bool ok, FILE *out, pgw_err *err)
 }
 
 static int settlement_json(const settlement *s, const pgw_config *cfg, int64_t from, int64_t to,
-                           FILE *out, pgw_err *err)
+                           const closing *c, FILE *out, pgw_err *err)
 {
     bool ok = true;
     json_t *doc = json_object(), *shops = json_array(), *funders = json_array();
     period_json(doc, cfg, from, to);
+    closing_json(doc, cfg, c);
     json_object_set_new(doc, "point_value_fen", json_integer(cfg->point_value_fen));
     for (size_t i = 0; i < s->t.n; i++)
         json_array_append_new(s->t.rows[i].shop ? shops : funders,
@@ -323,7 +362,7 @@ static int settlement_json(const settlement *s, const pgw_config *cfg, int64_t f
 #define NET_POINTS_COLUMN  7
 
 static int settlement_csv(const settlement *s, const pgw_config *cfg, int64_t from, int64_t to,
-                          FILE *out, pgw_err *err)
+                          const closing *c, FILE *out, pgw_err *err)
 {
     fputs("row,shop_id,account,issued,reversed,expired,redeemed,net_points,net_fen\n", out);
     for (size_t i = 0; i <= s->t.n; i++) {
@@ -344,6 +383,7 @@ static int settlement_csv(const settlement *s, const pgw_config *cfg, int64_t fr
                         &s->members_net);
     }
     csv_period(out, SETTLEMENT_COLUMNS, cfg, from, to);
+    csv_closing(out, SETTLEMENT_COLUMNS, cfg, c);
     return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
 }
 
@@ -354,10 +394,13 @@ int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from,
         return pgw_err_set(err, PGW_EINVAL,
                            "a settlement covers a period in order, ending by 9999-01-01");
     settlement s;
+    closing c;
     int rc = settle(store, cfg, from, to, &s, err);
     if (rc == PGW_OK)
-        rc = format == PGW_REPORT_CSV ? settlement_csv(&s, cfg, from, to, out, err)
-                                      : settlement_json(&s, cfg, from, to, out, err);
+        rc = read_closing(store, to, &c, err);
+    if (rc == PGW_OK)
+        rc = format == PGW_REPORT_CSV ? settlement_csv(&s, cfg, from, to, &c, out, err)
+                                      : settlement_json(&s, cfg, from, to, &c, out, err);
     free(s.t.rows);
     return rc;
 }
@@ -464,13 +507,14 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, pool_holdings *
 #define POOL_COLUMNS 9 /* start .. outstanding, end, held_by_members, owed_by_members */
 
 static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int64_t from,
-                      int64_t to, pgw_bucket bucket, const pool_bucket *opening,
+                      int64_t to, pgw_bucket bucket, const pool_bucket *opening, const closing *c,
                       pgw_report_format format, FILE *out, pgw_err *err)
 {
     static const char *const names[] = {"day", "week", "month"};
     json_t *doc = format == PGW_REPORT_JSON ? json_object() : NULL, *list = json_array();
     if (doc != NULL) {
         period_json(doc, cfg, from, to);
+        closing_json(doc, cfg, c);
         json_object_set_new(doc, "bucket", json_string(names[bucket]));
         json_object_set_new(doc, "opening_outstanding", json_integer(opening->outstanding));
         json_object_set_new(doc, "opening_held_by_members", json_integer(opening->held));
@@ -508,6 +552,7 @@ static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int
                 (long long)opening->held, (long long)opening->owed);
         csv_summary(out, POOL_COLUMNS, "bucket", names[bucket], 0, NULL);
         csv_period(out, POOL_COLUMNS, cfg, from, to);
+        csv_closing(out, POOL_COLUMNS, cfg, c);
         return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
     }
     json_object_set_new(doc, "buckets", list);
@@ -550,8 +595,11 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
     if (rc == PGW_OK)
         rc = pool_buckets(days, n_days, &h, first, last, bucket, opening.outstanding, buckets, &n,
                           err);
+    closing c;
     if (rc == PGW_OK)
-        rc = pool_write(buckets, n, cfg, from, to, bucket, &opening, format, out, err);
+        rc = read_closing(store, to, &c, err);
+    if (rc == PGW_OK)
+        rc = pool_write(buckets, n, cfg, from, to, bucket, &opening, &c, format, out, err);
     free(days);
     free(buckets);
     free(holdings);

@@ -28,6 +28,12 @@
  * at the bucket's end: the liability). Each bucket is labelled by the
  * first local day it covers (`start`: the first, cut by `from`, by from's
  * day) and the last (`end`: the last, cut by `to`, by to's).
+ *
+ * Both say whether their figures are final: "closed" true when `to` is at
+ * or before the period's close (store.h pgw_store_close_period), after
+ * which no write dated in the report's period is taken; "closed_before"
+ * the close in force (null when none). A closed period's CSV ends with the
+ * summary row "closed" and the close; an open one's has no such row.
  */
 #ifndef PGW_SERVER_REPORT_H
 #define PGW_SERVER_REPORT_H
