@@ -1760,6 +1760,99 @@ static int cmd_report(int argc, char **argv)
     return rc;
 }
 
+/* A moment as the reports print it (the mall's zone), else unix seconds. */
+static void say_time(const pgw_config *cfg, int64_t t, char out[PGW_RFC3339_MAX])
+{
+    if (pgw_format_rfc3339(t, &cfg->rules.tz, out, PGW_RFC3339_MAX) != PGW_OK)
+        snprintf(out, PGW_RFC3339_MAX, "%lld", (long long)t);
+}
+
+/* `period show`: the close in force, and when it was made. */
+static int period_show(const pgw_config *cfg, const char *url)
+{
+    pgw_store *store = NULL;
+    pgw_period_close c;
+    pgw_err err;
+    pgw_err_clear(&err);
+    int rc = open_to_read(url, &store, &err);
+    if (rc == PGW_OK)
+        rc = pgw_store_period_close(store, &c, &err);
+    pgw_store_close(store);
+    if (rc != PGW_OK) {
+        fprintf(stderr, "pointsgw period: %s\n", err.msg);
+        return exit_for(rc);
+    }
+    if (c.before == 0) {
+        printf("open: no period was ever closed\n");
+        return EXIT_OK;
+    }
+    char before[PGW_RFC3339_MAX], when[PGW_RFC3339_MAX];
+    say_time(cfg, c.before, before);
+    say_time(cfg, c.closed_at_us / 1000000, when);
+    printf("closed before: %s (%lld)\nclosed at:     %s, after transfer %lld\n", before,
+           (long long)c.before, when, (long long)c.last_transfer);
+    return EXIT_OK;
+}
+
+/* `period close --before T`: exit 2 for a moment refused as given (not
+ * past, earlier than the close in force), 1 for work dated before it the
+ * gateway has not written yet (expire first) or a database that failed. */
+static int period_close(const pgw_config *cfg, const char *url, const char *given)
+{
+    int64_t before = 0;
+    if (given == NULL || !pgw_report_time_in(given, &before)) {
+        fprintf(stderr, "pointsgw period close: --before is required, as an RFC 3339 time "
+                        "(2026-12-01T00:00:00+08:00, say) or unix seconds\n");
+        return EXIT_USAGE;
+    }
+    pgw_store *store = NULL;
+    pgw_err err;
+    pgw_err_clear(&err);
+    bool moved = false;
+    /* Never creates a database: a wrong path is an error. */
+    int rc = pgw_store_open(url, false, &store, &err);
+    if (rc == PGW_OK)
+        rc = pgw_store_begin(store, &err);
+    if (rc == PGW_OK) {
+        rc = pgw_store_close_period(store, before, (int64_t)time(NULL) * 1000000, &moved, &err);
+        rc = rc == PGW_OK ? pgw_store_commit(store, &err) : (pgw_store_rollback(store, NULL), rc);
+    }
+    pgw_store_close(store);
+    if (rc != PGW_OK) {
+        fprintf(stderr, "pointsgw period close: %s\n", err.msg);
+        return rc == PGW_ESTATE ? EXIT_PROBLEM : exit_for(rc);
+    }
+    char when[PGW_RFC3339_MAX];
+    say_time(cfg, before, when);
+    printf(moved ? "closed: what is dated before %s is final\n"
+                 : "closed before %s already: nothing changed\n",
+           when);
+    return EXIT_OK;
+}
+
+static int cmd_period(int argc, char **argv)
+{
+    bool show = argc >= 1 && strcmp(argv[0], "show") == 0;
+    if (argc < 1 || (!show && strcmp(argv[0], "close") != 0)) {
+        fprintf(stderr, "pointsgw period: say which: close --before T, or show (see --help)\n");
+        return EXIT_USAGE;
+    }
+    flag_set flags = {0};
+    flag_add(&flags, "--config", true);
+    flag_add(&flags, "--db", true);
+    if (!show)
+        flag_add(&flags, "--before", true);
+    pgw_config *cfg;
+    int rc = start_command("period", &flags, argc - 1, argv + 1, &cfg);
+    if (rc >= 0)
+        return rc;
+    char url[PGW_STORE_URL_MAX + 1];
+    snprintf(url, sizeof(url), "%s", flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
+    rc = show ? period_show(cfg, url) : period_close(cfg, url, flag_get(&flags, "--before"));
+    pgw_config_free(cfg);
+    return rc;
+}
+
 #define MEMBER_SHOW_TRANSFERS 10 /* recent transfers `member show` lists */
 
 /* Resolves `who` and reads the member's view and recent transfers through a reader. */
@@ -1887,6 +1980,13 @@ static const command COMMANDS[] = {
      cmd_backup},
     {"expire", "expire [--as-of T] [--config FILE] [--db URL]",
      "expire what is left of every lot due by T (default: now); idempotent", cmd_expire},
+    {"period",
+     "period close --before T [--config FILE] [--db URL] | period show [--config FILE] "
+     "[--db URL]",
+     "close the period before T for good: no write dated before it is taken any more (exit 2 "
+     "for T ahead of the clock or before the close in force, 1 while work dated before T is "
+     "to be written: run expire --as-of T first); show tells the close in force",
+     cmd_period},
     {"import-balances",
      "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID] [--config FILE] "
      "[--db URL]",

@@ -2147,6 +2147,92 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     return PGW_OK;
 }
 
+/* Whether a kind writes what finance's periods hold: transfers, an
+ * event's rows (its key, its activity), a hold's. The others (sessions,
+ * quota, follows, notices, codes, preferences) are dated by nothing a
+ * report reads. */
+static bool writes_dated(pgw_command_kind kind)
+{
+    switch (kind) {
+    case PGW_COMMAND_TRANSFERS:
+    case PGW_COMMAND_EARN:
+    case PGW_COMMAND_EXPIRE_LOT:
+    case PGW_COMMAND_REFUND:
+    case PGW_COMMAND_HOLD:
+    case PGW_COMMAND_CAPTURE:
+    case PGW_COMMAND_VOID:
+    case PGW_COMMAND_REDEEM:
+    case PGW_COMMAND_EXPIRE_HOLD:
+    case PGW_COMMAND_EVENT:
+    case PGW_COMMAND_BIND:
+    case PGW_COMMAND_IMPORT:
+    case PGW_COMMAND_LINK:
+    case PGW_COMMAND_OTP_VERIFY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* What a command is dated by: its `at` (an event's occurred_at, the
+ * clock's for the rest), or raw transfers' own dates, the earliest. */
+static int64_t dated_at(const pgw_command *cmd)
+{
+    if (cmd->kind != PGW_COMMAND_TRANSFERS)
+        return cmd->at;
+    int64_t at = INT64_MAX;
+    for (size_t i = 0; i < cmd->n_transfers; i++)
+        at = pgw_min64(at, cmd->transfers[i].occurred_at);
+    return at;
+}
+
+/* A time for a message: in the mall's zone, else unix seconds. */
+static void say_time(const pgw_ledger_policy *policy, int64_t t, char out[PGW_RFC3339_MAX])
+{
+    if (pgw_format_rfc3339(t, &policy->tz, out, PGW_RFC3339_MAX) != PGW_OK)
+        snprintf(out, PGW_RFC3339_MAX, "%lld", (long long)t);
+}
+
+/*
+ * PGW_ECLOSED, nothing written, for a command dated before the period
+ * close the batch read under its lock (pgw_store_closed_before): finance
+ * settled that period. After its key, so that a retry of what was written
+ * before the close still answers as a replay: the kinds that look their
+ * key up first have; those that append first (a purchase's EARN, raw
+ * transfers) look it up here, only when dated before the close (a replay
+ * is then *seen, as check_key_first makes one). Things dated by the
+ * gateway's clock (holds, redemptions, merges) are after any close, which
+ * may not be ahead of the clock, but for instances whose clocks are apart:
+ * refused the same, never asserted.
+ */
+static int check_open_period(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                             bool *seen)
+{
+    int64_t closed = pgw_store_closed_before(store), at = dated_at(cmd);
+    if (closed == 0 || !writes_dated(cmd->kind) || at >= closed)
+        return PGW_OK;
+    if (!key_checked_first(cmd->kind) && cmd->key[0] != '\0' &&
+        (cmd->kind == PGW_COMMAND_EARN || cmd->kind == PGW_COMMAND_TRANSFERS)) {
+        int rc = pgw_store_find_key(store, cmd->key, seen, &cmd->record, &cmd->err);
+        if (rc == PGW_OK && *seen &&
+            memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
+            return pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                               "idempotency key %.128s was used before for a different request",
+                               cmd->key);
+        cmd->replayed = rc == PGW_OK && *seen;
+        if (rc != PGW_OK || *seen)
+            return rc;
+    }
+    char when[PGW_RFC3339_MAX], close[PGW_RFC3339_MAX];
+    say_time(policy, at, when);
+    say_time(policy, closed, close);
+    return pgw_err_set(&cmd->err, PGW_ECLOSED,
+                       "%s is dated %s, in the period finance closed before %s: what is dated "
+                       "before the close is final; date it in the open period (at or after %s)",
+                       cmd->kind == PGW_COMMAND_EVENT ? "the event (its occurred_at)" : "the write",
+                       when, close, close);
+}
+
 static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     switch (cmd->kind) {
@@ -2327,6 +2413,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     int rc = pgw_store_savepoint(store, &cmd->err);
     if (rc == PGW_OK && key_checked_first(cmd->kind))
         rc = check_key_first(store, cmd, &seen);
+    if (rc == PGW_OK && !seen)
+        rc = check_open_period(store, policy, cmd, &seen);
     /* After the key: a retried logout (or any retry) gets its first answer. */
     if (rc == PGW_OK && !seen)
         rc = check_session(store, cmd);

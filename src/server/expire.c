@@ -161,6 +161,21 @@ static int expire_lots(const expire_run *r, pgw_err *err)
     return rc;
 }
 
+/* PGW_ECLOSED for a run dated before the period's close: its expiries
+ * would be dated in a period finance settled (each command would be
+ * refused too, under the writer's lock: command.c; this says it once). */
+static int check_open_period(pgw_store *reader, int64_t as_of, pgw_err *err)
+{
+    pgw_period_close c;
+    int rc = pgw_store_period_close(reader, &c, err);
+    if (rc == PGW_OK && as_of < c.before)
+        rc = pgw_err_set(err, PGW_ECLOSED,
+                         "the period before %lld is closed: an expiry as of %lld would be dated "
+                         "in it; expire as of the close or later",
+                         (long long)c.before, (long long)as_of);
+    return rc;
+}
+
 int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_seen seen,
                    void *seen_ctx, pgw_expire_report *out, pgw_err *err)
 {
@@ -169,6 +184,11 @@ int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_
     int rc = pgw_store_open(db_url, false, &r.reader, err);
     if (rc != PGW_OK)
         return rc;
+    rc = check_open_period(r.reader, as_of, err);
+    if (rc != PGW_OK) {
+        pgw_store_close(r.reader);
+        return rc;
+    }
     r.cmds = calloc(EXPIRE_PAGE, sizeof(*r.cmds));
     if (r.cmds == NULL)
         rc = pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");

@@ -28,7 +28,9 @@ typedef void (*pgw_expire_seen)(void *ctx, const pgw_command *cmd);
  * Reads the holds, then the lots, due at `as_of` (expires_at <= as_of, points left) page by
  * page on its own connection to `db_url`, and submits one EXPIRE_HOLD
  * or EXPIRE_LOT command for each to `writer`, waiting for each page to commit. A second
- * run over the same moment finds nothing due and expires nothing. `seen`
+ * run over the same moment finds nothing due and expires nothing. A run
+ * as of a moment before the period's close (store.h
+ * pgw_store_close_period) is PGW_ECLOSED, nothing done. `seen`
  * (may be NULL) hears of every committed expiry that moved points.
  */
 int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, pgw_expire_seen seen,

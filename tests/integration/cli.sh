@@ -61,7 +61,7 @@ expect_text "usage: pointsgw COMMAND"
 expect_exit 0 "$bin" --help
 expect_exit 2 "$bin" frobnicate
 expect_text "unknown command 'frobnicate'"
-for cmd in serve check-config quote reconcile report verify expire import-balances keys member; do
+for cmd in serve check-config quote reconcile report verify expire period import-balances keys member; do
     expect_exit 0 "$bin" "$cmd" --help
     expect_text "usage: pointsgw $cmd"
 done
@@ -1282,6 +1282,74 @@ expect_text "usage: member show IDENTITY"
 expect_exit 2 "$bin" member show fax:123
 expect_exit 2 "$bin" member show phone:13800138000 --db "sqlite:$tmp/missing.db"
 expect_text "no database there"
+
+# period close / show: finance closes a period, and no write dated before
+# the close is taken any more (README "Closing a period").
+expect_exit 0 "$bin" period --help
+expect_text "usage: pointsgw period close --before T"
+expect_exit 2 "$bin" period
+expect_text "say which: close --before T, or show"
+expect_exit 2 "$bin" period show --db "sqlite:$tmp/missing.db"
+expect_exit 2 "$bin" period close --before 1767196800 --db "sqlite:$tmp/missing.db"
+[ ! -e "$tmp/missing.db" ] && pass || fail "period close made a database"
+period_db="sqlite:$tmp/period.db"
+if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
+    pg_dbs+=("pgwc_period_${$}_$suffix")
+    psql -qX "$admin" -c "CREATE DATABASE pgwc_period_${$}_$suffix"
+    period_db="${admin%/*}/pgwc_period_${$}_$suffix"
+fi
+expect_exit 0 "$bin" import-balances --shop S002 --file "$tmp/one.csv" --db "$period_db"
+expect_exit 0 "$bin" period show --db "$period_db"
+expect_text "open: no period was ever closed"
+# A purchase of 2024 posted late (a repair): its points lapsed at the end
+# of 2025 (year_end, 1 year) and no sweep has expired them yet.
+printf 'event_id,occurred_at,type,member,amount_fen,points\n%s\n' \
+    'OLD-1,2024-06-01T10:00:00+08:00,purchase,member_id:MP1,10000,100' >"$tmp/old.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/old.csv" --channel store --shop S001 \
+    --db "$period_db" --repair --new-channel --out "$tmp/old.json"
+close=$(($(date +%s) - 86400))
+expect_exit 1 "$bin" period close --before "$close" --db "$period_db"
+expect_text "work dated before $close is not written yet"
+expect_text "run pointsgw expire --as-of $close first"
+expect_exit 0 "$bin" period show --db "$period_db"
+expect_text "open: no period was ever closed"
+expect_exit 0 "$bin" expire --as-of "$close" --db "$period_db"
+expect_text "expired 1 lots, "
+expect_exit 0 "$bin" period close --before "$close" --db "$period_db"
+expect_text "closed: what is dated before "
+expect_exit 0 "$bin" period show --db "$period_db"
+expect_text "closed before: "
+expect_text "($close)"
+expect_exit 0 "$bin" period close --before "$close" --db "$period_db"
+expect_text "already: nothing changed"
+# A close only moves later, never past the clock; --before is required.
+expect_exit 2 "$bin" period close --before $((close - 1)) --db "$period_db"
+expect_text "a close only moves later"
+expect_exit 2 "$bin" period close --before $(($(date +%s) + 240)) --db "$period_db"
+expect_text "ahead of the clock"
+expect_exit 2 "$bin" period close --db "$period_db"
+expect_text "--before is required"
+expect_exit 2 "$bin" period close --before "2026-11-24 10:00" --db "$period_db"
+expect_exit 0 "$bin" period show --db "$period_db"
+expect_text "($close)"
+# An expiry dated before the close is refused, and so is an event (here a
+# repair's row); the one dated after is taken.
+expect_exit 2 "$bin" expire --as-of $((close - 60)) --db "$period_db"
+expect_text "an expiry as of $((close - 60)) would be dated in it"
+late=$(date -d "@$((close - 3600))" +%Y-%m-%dT%H:%M:%S%:z)
+open_at=$(date -d "@$((close + 60))" +%Y-%m-%dT%H:%M:%S%:z)
+printf 'event_id,occurred_at,type,member,amount_fen,points\n%s\n%s\n%s\n' \
+    'OLD-1,2024-06-01T10:00:00+08:00,purchase,member_id:MP1,10000,100' \
+    "LATE-1,$late,purchase,member_id:MP1,5000,50" \
+    "OPEN-1,$open_at,purchase,member_id:MP1,5000,50" >"$tmp/late.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/late.csv" --channel store --shop S001 \
+    --db "$period_db" --repair --out "$tmp/late.json"
+expect_text "event LATE-1: the event (its occurred_at) is dated "
+expect_text "in the period finance closed before "
+expect_text "date it in the open period"
+expect_text '"created":1,'
+expect_text '"failed":1'
+expect_exit 0 "$bin" verify --db "$period_db"
 
 echo "$passes passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -14,6 +14,7 @@ say) only those tests run, in the file's order, the shared server's on a
 fresh one; without, all of them.
 """
 import base64
+import datetime
 import calendar
 import ctypes
 import hashlib
@@ -3370,6 +3371,73 @@ def test_cli_expiry_gives_back_caps(tmp):
         s.stop()
 
 
+def rfc3339(t):
+    """Unix seconds as the mall writes them (+08:00)."""
+    return datetime.datetime.fromtimestamp(
+        t, datetime.timezone(datetime.timedelta(hours=8))).isoformat()
+
+
+def test_closed_period(tmp):
+    """Finance closes a period while the gateway serves: an event dated
+    before the close is 422 period_closed, alone or in a batch, and writes
+    nothing; a replay of one stored before the close is still 200
+    replayed; one dated at or after the close is taken."""
+    d = os.path.join(tmp, "closed-period")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="closed-period.json"))
+    close = int(time.time()) - 2 * 86400
+    before, after = rfc3339(close - 3600), rfc3339(close + 3600)
+    try:
+        status, doc, _ = s.request("POST", "/v1/events", purchase("PC-1", member="M9100", when=before))
+        check(status == 201, f"closed period: the event before the close: {status} {doc}")
+        out = subprocess.run([BIN, "period", "close", "--before", str(close), "--config", s.config,
+                              "--db", s.db], capture_output=True, text=True)
+        check(out.returncode == 0 and "closed: what is dated before" in out.stdout,
+              f"closed period: period close while serving: {out.returncode} {out.stdout} {out.stderr}")
+        written = s.transfers()
+        status, doc, _ = s.request("POST", "/v1/events", purchase("PC-1", member="M9100", when=before))
+        check(status == 200 and isinstance(doc, dict) and doc.get("replayed") is True,
+              f"closed period: a replay of an event stored before the close: {status} {doc}")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("PC-2", member="M9100", when=before))
+        message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+        check(status == 422 and error_code(doc) == "period_closed" and
+              "date it in the open period" in message and rfc3339(close) in message,
+              f"closed period: an event dated before the close: {status} {doc}")
+        sign_in = {"event_id": "PC-3", "channel": "store", "type": "sign_in", "occurred_at": before,
+                   "member": {"member_id": "M9100"}}
+        status, doc, _ = s.request("POST", "/v1/events", sign_in)
+        check(status == 422 and error_code(doc) == "period_closed",
+              f"closed period: an event of no points dated before the close: {status} {doc}")
+        events = [purchase("PC-4", member="M9100", when=before),
+                  purchase("PC-5", member="M9100", when=after),
+                  purchase("PC-1", member="M9100", when=before)]
+        status, doc, _ = s.request("POST", "/v1/events:batch", {"events": events})
+        results = doc.get("results", []) if status == 200 and isinstance(doc, dict) else []
+        statuses = [r["status"] for r in results]
+        check(statuses == [422, 201, 200] and error_code(results[0]["body"]) == "period_closed",
+              f"closed period: a batch: {status} {statuses or doc}")
+        check(s.transfers() == written + 1, f"closed period: only the open period's event wrote: "
+              f"{s.transfers()} transfers, {written} before")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("PC-6", member="M9100",
+                                                                  when=rfc3339(close)))
+        check(status == 201, f"closed period: an event at the close is in the open period: {status} {doc}")
+        for to, closed in ((close, True), (close + 1, False)):
+            period = f"from={close - 86400}&to={to}"
+            for report in ("settlement", "pool"):
+                status, doc, _ = s.request("GET", f"/v1/reports/{report}?" + period, key="finance")
+                check(status == 200 and doc.get("closed") is closed and
+                      doc.get("closed_before") == rfc3339(close),
+                      f"closed period: the {report} to {to} says closed {closed}: {status} {doc}")
+            status, text, _ = s.request("GET", "/v1/reports/settlement?format=csv&" + period,
+                                        key="finance")
+            check(status == 200 and (f"\nclosed,{rfc3339(close)}," in text) is closed,
+                  f"closed period: the CSV to {to}: {status} {text}")
+    finally:
+        s.stop()
+    out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
+    check(out.returncode == 0, f"closed period: verify: {out.stdout} {out.stderr}")
+
+
 RECON_DAY = "2026-11-20T%02d:%02d:00+08:00"
 
 
@@ -4411,7 +4479,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_stream_gap_closes_watchers, test_stream_big_drain,
-              test_cli_expiry_gives_back_caps, test_report_invariants)
+              test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period)
 
 
 def chosen_tests(names):
