@@ -1437,6 +1437,83 @@ static void test_a_daily_quota_then_a_held_sms_refused_waits_for_wechat(void **s
 }
 
 /*
+ * The retry's side of test_a_daily_quota_then_a_held_sms_refused_waits_for_wechat:
+ * after the 45009 the SMS is refused by a throttle (429: nothing sent, a
+ * retry), and before the retry the member opts out of SMS. The mini
+ * program, left out for the first attempt only, is the route's first
+ * again: the retry waits for WeChat's midnight (the memo: WeChat not
+ * asked), counting the first attempt only, and after it the mini program
+ * takes the notice. Kept out, the retry found no channel and skipped it.
+ */
+static void test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    rig r;
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_base_delay_ms = cfg->notify.retry_max_delay_ms = 600 * 1000;
+    rig_open(f, cfg, &r);
+    m1_subscribed(&r, 45009);
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "http_status", 429)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && nt.attempts == 0; i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    for (int i = 0; i < 1000 && strcmp(nt.state, "sending") == 0; i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    pgw_notice retried = nt;
+    if (strcmp(retried.state, "pending") != 0 || retried.attempts != 1 ||
+        (retried.excluded & (PGW_NOTICE_HELD | PGW_NOTICE_SMS_MAY_HAVE_GONE)) != 0)
+        fail_msg("after the 45009 and the SMS's 429 notice %s by %s, %lld attempts, excluded "
+                 "%lld (%s): want it waiting for its retry",
+                 nt.state, nt.channel, (long long)nt.attempts, (long long)nt.excluded,
+                 nt.last_error);
+    pgw_err err;
+    if (pgw_store_set_sms_opt_out(r.store, "M1", true, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    atomic_fetch_add(&clock_ahead, 1200); /* past the retry's backoff, before midnight */
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
+                                 (strcmp(nt.state, "pending") == 0 && nt.due_at <= retried.due_at));
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 1 ||
+        (nt.excluded & PGW_CHANNEL_MP) != 0 || to[0] != '\0')
+        fail_msg("retried (due %lld) after the member opted out: notice %s by %s, due %lld "
+                 "(midnight UTC+8 %lld), %lld attempts, excluded %lld, WeChat delivered to "
+                 "\"%s\" (%s): want it pending until midnight UTC+8 for the mini program, "
+                 "the wait uncounted",
+                 (long long)retried.due_at, nt.state, nt.channel, (long long)nt.due_at,
+                 (long long)midnight, (long long)nt.attempts, (long long)nt.excluded, to,
+                 nt.last_error);
+    atomic_fetch_add(&clock_ahead, midnight + 600 - time(NULL)); /* 00:10 in China */
+    size_t sent = wait_done(r.store, "M1");
+    nt = notice_of(r.store, "M1");
+    delivered_to(to, sizeof(to));
+    if (sent != 1 || strcmp(nt.channel, "wechat_mp") != 0 || strcmp(to, "oMpAlpha,") != 0 ||
+        nt.attempts != 2)
+        fail_msg("after WeChat's midnight notice %s by %s (%s) after %lld attempts, WeChat "
+                 "delivered to \"%s\": want it sent by wechat_mp at the second attempt",
+                 nt.state, nt.channel, nt.last_error, (long long)nt.attempts, to);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * After a 45009 the other notices due that day go on without asking
  * WeChat: each would spend a call on the same answer (a mall past its
  * quota at noon: every sale's notice). Here only the first send is
@@ -1891,6 +1968,9 @@ int main(void)
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_then_a_held_sms_refused_waits_for_wechat,
                                         setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat, setup,
+            db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
     pgw_http_client_cleanup();
