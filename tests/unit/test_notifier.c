@@ -1514,6 +1514,67 @@ static void test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat(void 
 }
 
 /*
+ * Regression (a review of 46954f3): a notice held after a 45009 has the
+ * mini program back in its row; its next attempt leaves it out again
+ * (the memo) and sends the SMS. A courier that dies while that SMS is
+ * leaving leaves a claim the sweep brings back marked (its SMS may have
+ * gone), but with the row's exclusions, which lacked the mini program:
+ * after WeChat's midnight the next attempt sent the subscribe message
+ * too, and the member was told twice. Here the SMS is slow (accepted
+ * after 2.5 s) and the claim is swept meanwhile, as when its courier
+ * died; the notice must go by SMS again, never by WeChat.
+ */
+static void test_a_claim_lapsed_while_its_sms_left_keeps_wechat_out(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    rig r;
+    rig_open(f, mall_retrying(true), &r); /* quiet hours an hour either side of noon */
+    m1_subscribed(&r, 45009);
+    fake_control(&FAKE, "/_fake/config", "{s:i}", "tencent_same_content_gap_s", 0);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    wait_held(r.store, "M1", 0);
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "delay_ms", 2500)));
+    atomic_fetch_add(&clock_ahead, 2 * 3600); /* 14:00: past the quiet hours, before midnight */
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && !(strcmp(nt.state, "sending") == 0 &&
+                                  (nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0);
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    if (strcmp(nt.state, "sending") != 0)
+        fail_msg("notice %s, excluded %lld: want its SMS leaving", nt.state,
+                 (long long)nt.excluded);
+    /* Its courier dies: the sweep, once the lease has run out, at 00:10
+     * in China (WeChat's new day). */
+    int64_t swept = 0;
+    pgw_err err;
+    if (pgw_store_unclaim_notices(r.store, NULL, midnight + 600, &swept, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(swept, 1);
+    atomic_fetch_add(&clock_ahead, midnight + 600 - time(NULL));
+    size_t sent = wait_done(r.store, "M1");
+    nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (sent != 1 || strcmp(nt.channel, "sms") != 0 || to[0] != '\0')
+        fail_msg("the claim lapsed while its SMS was leaving, then notice %s by %s (%s), "
+                 "excluded %lld, WeChat delivered to \"%s\": want it sent by sms again, never "
+                 "by WeChat (the member may have read the SMS)",
+                 nt.state, nt.channel, nt.last_error, (long long)nt.excluded, to);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * After a 45009 the other notices due that day go on without asking
  * WeChat: each would spend a call on the same answer (a mall past its
  * quota at noon: every sale's notice). Here only the first send is
@@ -1971,6 +2032,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_claim_lapsed_while_its_sms_left_keeps_wechat_out,
+                                        setup, db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
     pgw_http_client_cleanup();
