@@ -5124,10 +5124,13 @@ int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, 
      * lease must still run when the SMS is answered: a claim whose lease
      * ran out but is not swept yet is still named ours, and the sweep
      * (this instance's or another's) may give it to a courier that sends
-     * the SMS again. */
+     * the SMS again. With the mark, the channels the attempt left out
+     * before the SMS (n's): the row's may lack them (a 45009 is left out
+     * for one attempt), and a claim that lapses must not come back to
+     * WeChat after an SMS the member may have read. */
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
-                     "UPDATE notices SET excluded = excluded | " NOTICE_SMS_GONE
+                     "UPDATE notices SET excluded = excluded | ?5"
                      " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2 AND attempts = ?3"
                      " AND lease_until >= ?4",
                      &st, err);
@@ -5142,6 +5145,10 @@ int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, 
     pgw_sql_bind_text(st, 2, owner);
     pgw_sql_bind_int64(st, 3, n->attempts);
     pgw_sql_bind_int64(st, 4, until);
+    pgw_sql_bind_int64(
+        st, 5,
+        (n->excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS | PGW_NOTICE_GAVE_UP)) |
+            PGW_NOTICE_SMS_MAY_HAVE_GONE);
     rc = step_done(s, st, "marking a notice's SMS", err);
     if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE,

@@ -788,8 +788,10 @@ int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64
                           pgw_err *err);
 /* Marks owner's claim on notice `n` (as claimed: its id and attempts) as
  * one whose SMS may have gone (core/notice.h PGW_NOTICE_SMS_MAY_HAVE_GONE),
- * before the request leaves: a claim that lapses keeps the mark, one
- * recorded has the courier's exclusions instead. PGW_ESTATE when that
+ * before the request leaves, with the channels n excludes (and
+ * PGW_NOTICE_GAVE_UP): a claim that lapses keeps them, so WeChat channels
+ * its attempt left out before the SMS stay out; one recorded has the
+ * courier's exclusions instead. PGW_ESTATE when that
  * claim is over, or its lease does not run until need_s after `now` (the
  * SMS answered; a lease run out, not yet swept, included): the SMS must
  * not leave then. */
