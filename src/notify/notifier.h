@@ -12,7 +12,9 @@
  * (retry_max_attempts, then dead); after WeChat's daily quota (45009) the
  * next channel at once, or with none (or none that takes the member)
  * pending until WeChat's next day, the attempt uncounted, WeChat tried
- * first again by a notice left pending otherwise (held, retried); the
+ * first again by a notice left pending otherwise (held, retried) unless
+ * a message of it may have reached the member (WeChat is not asked
+ * again before that midnight by this process: a memo in memory); the
  * next channel
  * at once when one refuses this member (43101, 43004); dead when a channel gave up for
  * good and none is left; skipped when no channel reaches them.
