@@ -1226,6 +1226,30 @@ def member_stream_fifth_waits(srv, fake):
           "a fifth stream is 429 with Retry-After: %s" % head)
 
 
+def member_stream_gone_silent(srv, fake):
+    """Regression: a member's streams whose clients went away without a
+    close (a phone changing networks, its old connection half-open: no
+    FIN ever comes, and the member's stream may carry nothing for days)
+    stayed open, each one of the member's 4 and of
+    http.stream_sessions_max, till the session's expiry, 7 days on: the
+    member's next stream was 429 all that time, and the session's check
+    asked the store every period for each. Here the clients read nothing
+    and answer no ping, as a gone one; after a few session-check periods
+    (1 s in this configuration) they are closed and a new stream opens."""
+    ws = stream_client()
+    session, _ = mp_session(srv, fake, "code-ws-gone", "oMP-WS-GONE")
+    auth = "Authorization: Session %s\r\n" % session
+    gone = [ws.ws_open(srv.port, "/v1/stream", auth) for _ in range(4)]
+    time.sleep(5)
+    sock, handshake, _ = ws.ws_open(srv.port, "/v1/stream", auth)
+    sock.close()
+    for t in gone:
+        t[0].close()
+    check(all(" 101 " in t[1] for t in gone) and " 101 " in handshake,
+          "streams whose clients went silent are closed; the member opens a new one: %s" %
+          handshake)
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -2059,6 +2083,7 @@ def main():
         member_stream(srv, fake)
         member_stream_left_at_once(srv, fake)
         member_stream_fifth_waits(srv, fake)
+        member_stream_gone_silent(srv, fake)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
