@@ -2313,12 +2313,21 @@ def dashboard_tables(page, messages):
     return json.loads(out.stdout)
 
 
+def ws_pong(sock, payload):
+    """Answers a ping as every real client does (RFC 6455 5.5.3: a browser,
+    WeChat's wx.connectSocket): the gateway closes a stream that answers
+    nothing for http.keepalive_timeout_s. A client's frame is masked."""
+    mask = os.urandom(4)
+    sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask +
+                 bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
 def ws_messages(sock, pending, wait, until=None):
-    """Reads text frames (the server does not mask) until `wait` seconds pass quietly
-    (and, given `until`, it says the senders are done)."""
+    """Reads text frames (the server does not mask) until `wait` seconds pass without
+    one (and, given `until`, it says the senders are done), answering pings."""
     out = []
-    sock.settimeout(wait)
     buf = pending
+    quiet_from = time.time()
     while True:
         while len(buf) >= 2:
             n = buf[1] & 0x7F
@@ -2331,12 +2340,18 @@ def ws_messages(sock, pending, wait, until=None):
                 break
             if buf[0] & 0x0F == 1:
                 out.append(json.loads(buf[at:at + n]))
+                quiet_from = time.time()
+            elif buf[0] & 0x0F == 9:
+                ws_pong(sock, buf[at:at + n])
             buf = buf[at + n:]
+        # A ping is no message: the quiet time counts from the last one.
+        sock.settimeout(max(quiet_from + wait - time.time(), 0.001))
         try:
             chunk = sock.recv(65536)
         except socket.timeout:
             if until is None or until():
                 return out
+            quiet_from = time.time()
             continue
         if not chunk:
             return out

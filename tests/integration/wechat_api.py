@@ -982,22 +982,27 @@ def unfollowed_before_link(srv, fake):
               (openid, status, left, len(asked(openid))))
 
 
+STREAM_CLIENT = []
+
+
 def stream_client():
-    """http_api.py's WebSocket client (ws_open, ws_messages)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "http_api", os.path.join(SRC, "tests/integration/http_api.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """http_api.py's WebSocket client (ws_open, ws_messages, ws_pong)."""
+    if not STREAM_CLIENT:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            "http_api", os.path.join(SRC, "tests/integration/http_api.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        STREAM_CLIENT.append(module)
+    return STREAM_CLIENT[0]
 
 
 def ws_frames(sock, pending, wait):
     """The text messages and the close frame's (code, reason) of a
-    WebSocket, read until it closes or `wait` seconds pass quietly
-    (close None then)."""
+    WebSocket, read until it closes or `wait` seconds pass without a
+    message (close None then), its pings answered as a real client's."""
     out, buf = [], pending
-    sock.settimeout(wait)
+    quiet_from = time.time()
     while True:
         while len(buf) >= 2:
             n, at = buf[1] & 0x7F, 2
@@ -1010,9 +1015,13 @@ def ws_frames(sock, pending, wait):
             opcode, payload, buf = buf[0] & 0x0F, buf[at:at + n], buf[at + n:]
             if opcode == 1:
                 out.append(json.loads(payload))
+                quiet_from = time.time()
+            elif opcode == 9:
+                stream_client().ws_pong(sock, payload)
             elif opcode == 8:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
                 return out, (code, payload[2:].decode(errors="replace"))
+        sock.settimeout(max(quiet_from + wait - time.time(), 0.001))
         try:
             chunk = sock.recv(65536)
         except (socket.timeout, ConnectionResetError):
@@ -1226,7 +1235,21 @@ def member_stream_fifth_waits(srv, fake):
           "a fifth stream is 429 with Retry-After: %s" % head)
 
 
-def member_stream_gone_silent(srv, fake):
+def ws_closed_by_server(sock, wait):
+    """Whether the server closed this socket within `wait` seconds (what it
+    sent meanwhile, pings and a close frame, read and dropped)."""
+    sock.settimeout(wait)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def member_stream_gone_silent(tmp, fake, env):
     """Regression: a member's streams whose clients went away without a
     close (a phone changing networks, its old connection half-open: no
     FIN ever comes, and the member's stream may carry nothing for days)
@@ -1234,20 +1257,45 @@ def member_stream_gone_silent(srv, fake):
     http.stream_sessions_max, till the session's expiry, 7 days on: the
     member's next stream was 429 all that time, and the session's check
     asked the store every period for each. Here the clients read nothing
-    and answer no ping, as a gone one; after a few session-check periods
-    (1 s in this configuration) they are closed and a new stream opens."""
-    ws = stream_client()
-    session, _ = mp_session(srv, fake, "code-ws-gone", "oMP-WS-GONE")
-    auth = "Authorization: Session %s\r\n" % session
-    gone = [ws.ws_open(srv.port, "/v1/stream", auth) for _ in range(4)]
-    time.sleep(5)
-    sock, handshake, _ = ws.ws_open(srv.port, "/v1/stream", auth)
-    sock.close()
-    for t in gone:
-        t[0].close()
-    check(all(" 101 " in t[1] for t in gone) and " 101 " in handshake,
-          "streams whose clients went silent are closed; the member opens a new one: %s" %
-          handshake)
+    and answer no ping, as a gone one; a stream whose client sent nothing,
+    not even a pong, for http.keepalive_timeout_s is pinged and closed as
+    long after (1 s each in this server's configuration): the member opens
+    a new one. A key's watcher as silent is closed too (an operator's
+    dashboard left open on a dead network holds the same); one that
+    answers the pings stays open however quiet its stream."""
+    with open(write_config(tmp, fake.port)) as f:
+        cfg = json.load(f)
+    cfg["http"]["keepalive_timeout_s"] = 1
+    path = os.path.join(tmp, "config-silent.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    os.makedirs(os.path.join(tmp, "silent"), exist_ok=True)
+    srv = Server(os.path.join(tmp, "silent"), path, env)
+    try:
+        ws = stream_client()
+        session, _ = mp_session(srv, fake, "code-ws-gone", "oMP-WS-GONE")
+        awake, _ = mp_session(srv, fake, "code-ws-awake", "oMP-WS-AWAKE")
+        auth = "Authorization: Session %s\r\n" % session
+        gone = [ws.ws_open(srv.port, "/v1/stream", auth) for _ in range(4)]
+        admin = ws.ws_open(srv.port, "/v1/stream?key=" + ADMIN)
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % awake)
+        got, closed = ws_frames(sock, pending, 5)
+        sock.close()
+        check(" 101 " in handshake and got == [] and closed is None,
+              "a quiet stream whose client answers pings stays open: %s %s" % (handshake, closed))
+        sock, handshake, _ = ws.ws_open(srv.port, "/v1/stream", auth)
+        sock.close()
+        shut = [ws_closed_by_server(t[0], 1) for t in gone + [admin]]
+        for t in gone + [admin]:
+            t[0].close()
+        check(all(" 101 " in t[1] for t in gone + [admin]) and " 101 " in handshake,
+              "streams whose clients went silent are closed; the member opens a new one: %s" %
+              handshake)
+        check(all(shut), "silent streams closed by the server (the member's 4, a key's): %s" %
+              shut)
+    finally:
+        srv.stop()
 
 
 def delivered(fake, touser):
@@ -2083,7 +2131,7 @@ def main():
         member_stream(srv, fake)
         member_stream_left_at_once(srv, fake)
         member_stream_fifth_waits(srv, fake)
-        member_stream_gone_silent(srv, fake)
+        member_stream_gone_silent(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
