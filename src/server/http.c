@@ -45,6 +45,10 @@
 #define TCP_IDLE_S       60    /* an idle socket's peer is probed after this long */
 #define TCP_PROBES       3     /* unanswered probes that close it, */
 #define TCP_PROBE_S      10    /* this far apart: a gone peer found in 90 s */
+/* A stream's client silent for http.keepalive_timeout_s is pinged (lws's
+ * idle policy), and closed if nothing comes as long again: lws counts in
+ * uint16_t seconds. */
+_Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's policy");
 /* A fifth's Retry-After (429 comes with one, API.md): a tab closed just
  * now leaves the count within moments, the next handshake finds room. */
 #define MEMBER_TABS_RETRY_S 5
@@ -160,6 +164,7 @@ struct pgw_http {
     struct lws_vhost *vhost;
     struct lws_protocols protocols[3]; /* http, the stream, the terminator */
     struct lws_protocol_vhost_options stream_default, stream_pvo;
+    lws_retry_bo_t stream_idle; /* the vhost's: pings a silent stream, closes one still silent */
     pgw_api *api;
     size_t body_max;
     int64_t body_timeout_s;
@@ -1639,7 +1644,10 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return 0;
         return w->member ? feed_member(h, wsi, w) : feed_watcher(h, wsi, w);
     case LWS_CALLBACK_RECEIVE:
-        return 0; /* watchers have nothing to say; lws bounds what it reads */
+        /* Watchers have nothing to say (lws bounds what it reads), but a
+         * frame is a sign of life, as a pong is (lws_validity_confirmed). */
+        lws_validity_confirmed(wsi);
+        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* Asked here, not of protocols[0]: a connection is bound to the
          * vhost's default protocol, the stream's, until lws serves HTTP. */
@@ -1765,6 +1773,19 @@ static int start_lws(pgw_http *h, pgw_err *err)
     info.ka_time = TCP_IDLE_S;
     info.ka_probes = TCP_PROBES;
     info.ka_interval = TCP_PROBE_S;
+    /* A WebSocket's client that sent nothing, not even a pong, for
+     * http.keepalive_timeout_s is pinged, and closed if nothing comes as
+     * long again: a client alive at the TCP level (its keepalive answered)
+     * that reads and answers nothing holds its stream, one of its member's
+     * MEMBER_TABS and of http.stream_sessions_max, or a key's watcher's
+     * service-thread work. Without a policy lws pinged at 300 s and closed
+     * at 310 s (its context's default, measured: nowhere said, nor set);
+     * the review took it for the session's 7 days. lws pings WebSockets
+     * only: its h1 role has no issue_keepalive, an HTTP connection no timer. */
+    h->stream_idle =
+        (lws_retry_bo_t){.secs_since_valid_ping = (uint16_t)h->keepalive_timeout_s,
+                         .secs_since_valid_hangup = (uint16_t)(2 * h->keepalive_timeout_s)};
+    info.retry_and_idle_policy = &h->stream_idle;
     if (h->tls_cert != NULL) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = h->tls_cert;
