@@ -1235,6 +1235,55 @@ def member_stream_fifth_waits(srv, fake):
           "a fifth stream is 429 with Retry-After: %s" % head)
 
 
+def member_stream_merged_tabs(srv, fake):
+    """Regression: a member's 4 streams were counted by the member its
+    session's token names, not by the member it streams: merged into
+    another, a member and its survivor had 4 each (4 more for each member
+    merged in), all streaming the survivor's. A merged member's streams
+    count as its survivor's: once a stream's check found whose it is, at
+    the handshake of a fifth under either session (429); and a fifth seen
+    only at its own check (its token names the member merged away) is
+    closed before any message, 4429, and logged 429."""
+    ws = stream_client()
+    # Members of the tests before (the address's sign-ups are capped:
+    # login_sign_up_cap), neither with a phone.
+    session_a, member_a = mp_session(srv, fake, "code-ws-ma", "oMP-WS-TABS")
+    session_b, member_b = mp_session(srv, fake, "code-ws-mb", "oMP-WS-LEFT")
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-ws-ma",
+                                                "phone": "13900139088", "openid": "oMP-WS-TABS"})
+    status_p, _ = srv.request("POST", "/v1/mp/phone", {"code": "ph-ws-ma"}, session=session_a)
+    status, bound = srv.request("POST", "/v1/members/%s/identities" % member_b,
+                                {"phone": "13900139088"})
+    check(status_p == 200 and bound.get("merged") == {"from": member_a, "into": member_b},
+          "the service desk merged A into B: %s %s" % (status_p, bound))
+    auth_a = "Authorization: Session %s\r\n" % session_a
+    auth_b = "Authorization: Session %s\r\n" % session_b
+    sid_a = session_a.split(".")[1]
+
+    def lines_a():
+        return [json.loads(x) for x in open(srv.out_path)
+                if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x]
+
+    tabs = [ws.ws_open(srv.port, "/v1/stream", auth_a) for _ in range(2)]
+    eventually(lines_a, lambda got: len(got) >= 2)  # logged once checked: B's
+    tabs += [ws.ws_open(srv.port, "/v1/stream", auth_b) for _ in range(2)]
+    status_b, body = ws_refusal(ws, srv.port, "/v1/stream", auth_b)
+    sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream", auth_a)
+    srv.request("POST", "/v1/events", member_event("WS-MERGED-TABS", member_b), key=SHOP)
+    got, closed = ws_frames(sock, pending, 3)
+    sock.close()
+    for t in tabs:
+        t[0].close()
+    check(all(" 101 " in t[1] for t in tabs) and " 429 " in status_b,
+          "the survivor's fifth stream is 429 at its handshake: %s %s" % (status_b, body))
+    check(" 101 " in handshake and got == [] and closed is not None and closed[0] == 4429,
+          "a fifth under the merged member's session is closed once checked, 4429, nothing "
+          "sent: %s %s %s" % (handshake, closed, [m.get("type") for m in got]))
+    logged = eventually(lines_a, lambda got: len(got) >= 3)
+    check([x.get("status") for x in logged] == [101, 101, 429],
+          "the merged member's fifth stream is logged 429: %s" % logged)
+
+
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
     sent meanwhile, pings and a close frame, read and dropped)."""
@@ -2135,6 +2184,7 @@ def main():
         member_stream(srv, fake)
         member_stream_left_at_once(srv, fake)
         member_stream_fifth_waits(srv, fake)
+        member_stream_merged_tabs(srv, fake)
         member_stream_gone_silent(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
