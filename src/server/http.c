@@ -57,6 +57,10 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
  * a 401 says), or it could not be checked now (1013, try again later). */
 #define WS_CLOSE_SESSION 4401
 #define WS_CLOSE_AGAIN   1013
+/* A merged member's fifth stream, found at its check: as a 429 says. */
+#define WS_CLOSE_TABS 4429
+#define STR_(x)       #x
+#define STR(x)        STR_(x)
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -1323,12 +1327,24 @@ static const char *query_arg(const char *query, const char *name, char *out, siz
     return rc == PGW_OK ? out : NULL;
 }
 
-/* This member's streams open (by the member its token names). */
-static size_t member_streams(const pgw_http *h, const char *member)
+/* Whether a member's stream is `member`'s: the member it streams once
+ * its check said so (the survivor of a merge), else the one its token
+ * names. A merged member's streams are its survivor's: one member. */
+static bool streams_for(const watcher *w, const char *member)
+{
+    static const char prefix[] = "member:";
+    if (!w->checked)
+        return strcmp(w->session.member, member) == 0;
+    return strncmp(w->account, prefix, sizeof(prefix) - 1) == 0 &&
+           strcmp(w->account + sizeof(prefix) - 1, member) == 0;
+}
+
+/* This member's streams open, but `except`. */
+static size_t member_streams(const pgw_http *h, const char *member, const watcher *except)
 {
     size_t n = 0;
     for (const watcher *w = h->members; w != NULL; w = w->next_member)
-        n += strcmp(w->session.member, member) == 0;
+        n += w != except && streams_for(w, member);
     return n;
 }
 
@@ -1349,7 +1365,7 @@ static int admit_member(pgw_http *h, struct lws *wsi, watcher *w, const char *ur
         rc = pgw_err_set(&err, PGW_EUNAVAILABLE,
                          "%zu members' streams are open, the most http.stream_sessions_max lets",
                          h->n_members);
-    if (rc == PGW_OK && member_streams(h, w->session.member) >= MEMBER_TABS)
+    if (rc == PGW_OK && member_streams(h, w->session.member, NULL) >= MEMBER_TABS)
         rc = pgw_err_set(&err, PGW_ELIMITED, "member %s has %d streams open: close one first",
                          w->session.member, MEMBER_TABS);
     if (rc != PGW_OK)
@@ -1485,27 +1501,46 @@ static int member_check(pgw_http *h, watcher *w)
     return PGW_OK;
 }
 
-/* The store's answer on a member's stream's session: the member it
- * streams (the survivor of a merge, looked for again at each check), or
- * the stream closed. A later check that could not be made (the reader
- * full) leaves it open: the next one tries again. */
+/* What the store's answer on a member's stream's session makes of it:
+ * the member it streams (the survivor of a merge, looked for again at
+ * each check), or the stream closed. A later check that could not be
+ * made (the reader full) leaves it open: the next one tries again. Its
+ * handshake's status, for the log. */
+static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
+{
+    if (resp->status == 200 && resp->body_len > 0 && resp->body_len <= PGW_ID_MAX) {
+        char account[sizeof(w->account)];
+        snprintf(account, sizeof(account), "member:%.*s", (int)resp->body_len, resp->body);
+        /* A fifth of the survivor's, found only now: its token named a
+         * member merged into it, which the handshake could not know. A
+         * stream open before the merge stays open (checked already). */
+        if (!w->checked && member_streams(h, account + strlen("member:"), w) >= MEMBER_TABS) {
+            end_member(w, WS_CLOSE_TABS,
+                       "the member has " STR(
+                           MEMBER_TABS) " streams open (a merged member's with its survivor's): "
+                                        "close one first");
+            return 429;
+        }
+        memcpy(w->account, account, sizeof(account));
+        w->checked = true;
+        lws_callback_on_writable(w->wsi); /* what waited for the answer in the ring */
+        return 101;
+    }
+    if (resp->status == 401)
+        end_member(w, WS_CLOSE_SESSION, "the session was ended or has expired: log in again");
+    else if (!w->checked)
+        end_member(w, WS_CLOSE_AGAIN, "the session could not be checked: try again later");
+    return resp->status == 200 ? 500 : resp->status; /* 200: no member named (never seen) */
+}
+
+/* The store's answer on a member's stream's session (member_verdict). */
 static void member_checked(pgw_http *h, struct lws *wsi, pgw_response *resp)
 {
     watcher *w = wsi != NULL ? lws_wsi_user(wsi) : NULL;
     if (w != NULL) { /* else it closed meanwhile (member_closed) */
         PGW_ASSERT(w->member && w->check_id != 0);
         w->check_id = 0;
-        if (resp->status == 200 && resp->body_len > 0 && resp->body_len <= PGW_ID_MAX) {
-            snprintf(w->account, sizeof(w->account), "member:%.*s", (int)resp->body_len,
-                     resp->body);
-            w->checked = true;
-            lws_callback_on_writable(wsi); /* what waited for the answer in the ring */
-        } else if (resp->status == 401) {
-            end_member(w, WS_CLOSE_SESSION, "the session was ended or has expired: log in again");
-        } else if (!w->checked) {
-            end_member(w, WS_CLOSE_AGAIN, "the session could not be checked: try again later");
-        }
-        log_member(h, wsi, w, resp->status == 200 ? 101 : resp->status);
+        log_member(h, wsi, w, member_verdict(h, w, resp));
     }
     free(resp->body);
 }
