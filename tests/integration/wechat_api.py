@@ -1205,6 +1205,36 @@ def member_stream_left_at_once(srv, fake):
           [x.get("client") for x in lines])
 
 
+def member_stream_left_ended(srv, fake):
+    """Regression: a member's stream closed by its client before its
+    session's check answered was logged 101, the status of a live
+    session's stream, whatever the check was to say: an ended session's
+    streams, opened and dropped (a logged-out phone reconnecting), were
+    in the log and the metrics as streams let in. Its line now waits for
+    the check's verdict, as an answer whose client left is logged
+    (`"delivered": false`): 401 for an ended session."""
+    ws = stream_client()
+    # member_stream_left_at_once's member, a new session (the address's
+    # sign-ups are capped: login_sign_up_cap)
+    session, _ = mp_session(srv, fake, "code-ws-left-ended", "oMP-WS-LEFT")
+    sid = session.split(".")[1]
+    status, doc = srv.request("POST", "/v1/mp/logout", session=session)
+    check(status == 200, "logout: %s %s" % (status, doc))
+    for _ in range(10):
+        sock, handshake, _ = ws.ws_open(srv.port, "/v1/stream",
+                                        "Authorization: Session %s\r\n" % session)
+        check(" 101 " in handshake, "the stream opens (checked after): %s" % handshake)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    lines = eventually(
+        lambda: [json.loads(x) for x in open(srv.out_path)
+                 if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x],
+        lambda got: len(got) >= 10)
+    check(len(lines) == 10 and all(x.get("status") == 401 for x in lines),
+          "an ended session's streams left before their check are logged 401: %s" %
+          [(x.get("status"), x.get("delivered")) for x in lines])
+
+
 def member_stream_fifth_waits(srv, fake):
     """Regression: a member's fifth stream is refused 429, rate_limited,
     which API.md answers with Retry-After; the stream's refusal had none."""
@@ -2183,6 +2213,7 @@ def main():
         mini_program(srv, fake)
         member_stream(srv, fake)
         member_stream_left_at_once(srv, fake)
+        member_stream_left_ended(srv, fake)
         member_stream_fifth_waits(srv, fake)
         member_stream_merged_tabs(srv, fake)
         member_stream_gone_silent(tmp, fake, env)
