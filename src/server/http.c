@@ -128,7 +128,8 @@ typedef struct watcher {
 } watcher;
 
 /* One HTTP transaction (lws allocates it zeroed, per transaction). */
-typedef struct req {
+typedef struct req req;
+struct req {
     pgw_request r;
     uint8_t *body;
     size_t body_expected;
@@ -151,13 +152,14 @@ typedef struct req {
     bool logged; /* its one log line is written */
     pgw_response resp;
     size_t sent;
-} req;
+};
 
 typedef struct slot {
     uint64_t id;       /* 0: empty */
     struct lws *wsi;   /* NULL: the client left; `left` says what it asked */
     pgw_request *left; /* malloc'd, for the log line its answer still gets */
     bool watcher;      /* a member's stream's check (wsi's user is a watcher), not a request */
+    struct req *gone;  /* malloc'd: a member's stream closed before its check, its log line */
 } slot;
 
 struct pgw_http {
@@ -286,7 +288,7 @@ static void slot_put(pgw_http *h, uint64_t id, struct lws *wsi, bool for_watcher
     size_t i = home_of(h, id);
     while (h->slots[i].id != 0)
         i = (i + 1) & h->slot_mask;
-    h->slots[i] = (slot){id, wsi, NULL, for_watcher};
+    h->slots[i] = (slot){.id = id, .wsi = wsi, .watcher = for_watcher};
 }
 
 static size_t slot_find(const pgw_http *h, uint64_t id)
@@ -302,7 +304,7 @@ static size_t slot_find(const pgw_http *h, uint64_t id)
 /* Removes slot i, shifting back later entries of its probe run. */
 static void slot_remove(pgw_http *h, size_t i)
 {
-    h->slots[i] = (slot){0}; /* `left` too: pgw_http_free frees what is left there */
+    h->slots[i] = (slot){0}; /* `left`, `gone` too: pgw_http_free frees what is left there */
     for (size_t j = (i + 1) & h->slot_mask; h->slots[j].id != 0; j = (j + 1) & h->slot_mask) {
         size_t home = home_of(h, h->slots[j].id);
         bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
@@ -420,7 +422,7 @@ static void take_done(pgw_http *h)
     }
 }
 
-static void member_checked(pgw_http *h, struct lws *wsi, pgw_response *resp);
+static void member_checked(pgw_http *h, struct lws *wsi, req *gone, pgw_response *resp);
 
 /* Answers a finished job if its client is still there, or streams news. */
 static void finish_done(pgw_http *h, done_item *d)
@@ -445,10 +447,11 @@ static void finish_done(pgw_http *h, done_item *d)
     }
     struct lws *wsi = h->slots[at].wsi;
     pgw_request *left = h->slots[at].left;
+    req *gone = h->slots[at].gone;
     bool for_watcher = h->slots[at].watcher;
     slot_remove(h, at);
     if (for_watcher) {
-        member_checked(h, wsi, &resp);
+        member_checked(h, wsi, gone, &resp);
         return;
     }
     if (wsi == NULL) { /* the client left; the write stands, and the log says so */
@@ -1453,6 +1456,14 @@ static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     return 0;
 }
 
+/* A member's stream's handshake as a request, for its log line. */
+static void member_line(const pgw_http *h, struct lws *wsi, const watcher *w, req *q)
+{
+    handshake_request(h, wsi, "/v1/stream", w->key_name, q);
+    memcpy(q->r.client_address, w->client, sizeof(q->r.client_address));
+    q->r.received_us = w->asked_us;
+}
+
 /* A member's stream's handshake line (api.h's), written once the store
  * answered: 101 for a live session, else the refusal's status (401 for
  * one ended), though the WebSocket was upgraded (admit_member). */
@@ -1462,9 +1473,7 @@ static void log_member(pgw_http *h, struct lws *wsi, watcher *w, int status)
         return;
     w->logged = true;
     req q;
-    handshake_request(h, wsi, "/v1/stream", w->key_name, &q);
-    memcpy(q.r.client_address, w->client, sizeof(q.r.client_address));
-    q.r.received_us = w->asked_us;
+    member_line(h, wsi, w, &q);
     q.resp.status = status;
     log_request(h, &q.r, &q.resp, wall_us());
 }
@@ -1533,14 +1542,21 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
     return resp->status == 200 ? 500 : resp->status; /* 200: no member named (never seen) */
 }
 
-/* The store's answer on a member's stream's session (member_verdict). */
-static void member_checked(pgw_http *h, struct lws *wsi, pgw_response *resp)
+/* The store's answer on a member's stream's session (member_verdict);
+ * or, the stream closed meanwhile, its log line's status (`gone`, from
+ * member_closed), not delivered, as any answer whose client left. */
+static void member_checked(pgw_http *h, struct lws *wsi, req *gone, pgw_response *resp)
 {
     watcher *w = wsi != NULL ? lws_wsi_user(wsi) : NULL;
-    if (w != NULL) { /* else it closed meanwhile (member_closed) */
-        PGW_ASSERT(w->member && w->check_id != 0);
+    if (w != NULL) {
+        PGW_ASSERT(w->member && w->check_id != 0 && gone == NULL);
         w->check_id = 0;
         log_member(h, wsi, w, member_verdict(h, w, resp));
+    } else if (gone != NULL) {
+        gone->resp.status = resp->status == 200 ? 101 : resp->status;
+        gone->resp.undelivered = true;
+        log_request(h, &gone->r, &gone->resp, wall_us());
+        free(gone);
     }
     free(resp->body);
 }
@@ -1566,15 +1582,42 @@ static void member_opened(pgw_http *h, struct lws *wsi, watcher *w)
     lws_set_timer_usecs(wsi, (lws_usec_t)wait * LWS_USEC_PER_SEC);
 }
 
+/*
+ * A member's stream closed before the store answered its check: its line
+ * waits for the answer (member_checked), which says what it was, 101 or
+ * 401. Logged 101 now, an ended session's streams dropped at once (a
+ * logged-out phone reconnecting) read as streams let in. Out of memory,
+ * it is logged now as 101 not delivered: what the gateway answered.
+ */
+static void member_gone(pgw_http *h, struct lws *wsi, watcher *w, slot *check)
+{
+    check->wsi = NULL;
+    if (w->logged)
+        return;
+    req *q = malloc(sizeof(*q));
+    if (q != NULL) {
+        member_line(h, wsi, w, q);
+        check->gone = q;
+        w->logged = true;
+        return;
+    }
+    req now;
+    member_line(h, wsi, w, &now);
+    now.resp.status = 101;
+    now.resp.undelivered = true;
+    w->logged = true;
+    log_request(h, &now.r, &now.resp, wall_us());
+}
+
 /* A member's stream closed: unlisted; its check, if out, finds it gone. */
 static void member_closed(pgw_http *h, struct lws *wsi, watcher *w)
 {
     if (!w->listed)
         return;
-    log_member(h, wsi, w, 101); /* closed before the store answered: it was upgraded */
     size_t at = w->check_id != 0 ? slot_find(h, w->check_id) : SIZE_MAX;
+    PGW_ASSERT(w->logged || at != SIZE_MAX); /* unlogged: its first check is out */
     if (at != SIZE_MAX)
-        h->slots[at].wsi = NULL;
+        member_gone(h, wsi, w, &h->slots[at]);
     if (w->prev_member != NULL)
         w->prev_member->next_member = w->next_member;
     else
@@ -1937,8 +1980,10 @@ void pgw_http_free(pgw_http *h)
         ;
     if (h->ctx != NULL)
         lws_context_destroy(h->ctx);
-    for (size_t i = 0; h->slots != NULL && i <= h->slot_mask; i++)
+    for (size_t i = 0; h->slots != NULL && i <= h->slot_mask; i++) {
         free(h->slots[i].left); /* a job that never finished */
+        free(h->slots[i].gone);
+    }
     pgw_api_free(h->api);
     pthread_mutex_destroy(&h->lock);
     free(h->done);
