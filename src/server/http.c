@@ -59,8 +59,6 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
 #define WS_CLOSE_AGAIN   1013
 /* A merged member's fifth stream, found at its check: as a 429 says. */
 #define WS_CLOSE_TABS 4429
-#define STR_(x)       #x
-#define STR(x)        STR_(x)
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -1525,9 +1523,8 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
          * stream open before the merge stays open (checked already). */
         if (!w->checked && member_streams(h, account + strlen("member:"), w) >= MEMBER_TABS) {
             end_member(w, WS_CLOSE_TABS,
-                       "the member has " STR(
-                           MEMBER_TABS) " streams open (a merged member's with its survivor's): "
-                                        "close one first");
+                       "the member has all the streams it may open (a merged member's are its "
+                       "survivor's): close one first");
             return 429;
         }
         memcpy(w->account, account, sizeof(account));
@@ -1585,9 +1582,10 @@ static void member_opened(pgw_http *h, struct lws *wsi, watcher *w)
 /*
  * A member's stream closed before the store answered its check: its line
  * waits for the answer (member_checked), which says what it was, 101 or
- * 401. Logged 101 now, an ended session's streams dropped at once (a
- * logged-out phone reconnecting) read as streams let in. Out of memory,
- * it is logged now as 101 not delivered: what the gateway answered.
+ * 401. Written at the close, it said 101 for every one, and an ended
+ * session's streams dropped at once (a logged-out phone reconnecting)
+ * read as streams let in. Out of memory, it is written now, 101 not
+ * delivered: what the gateway did answer.
  */
 static void member_gone(pgw_http *h, struct lws *wsi, watcher *w, slot *check)
 {
@@ -1860,6 +1858,7 @@ static int start_lws(pgw_http *h, pgw_err *err)
      * at 310 s (its context's default, measured: nowhere said, nor set);
      * the review took it for the session's 7 days. lws pings WebSockets
      * only: its h1 role has no issue_keepalive, an HTTP connection no timer. */
+    PGW_ASSERT(h->keepalive_timeout_s >= 1 && h->keepalive_timeout_s <= KEEPALIVE_MAX_S);
     h->stream_idle =
         (lws_retry_bo_t){.secs_since_valid_ping = (uint16_t)h->keepalive_timeout_s,
                          .secs_since_valid_hangup = (uint16_t)(2 * h->keepalive_timeout_s)};
