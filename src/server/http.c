@@ -1843,9 +1843,9 @@ static int start_lws(pgw_http *h, pgw_err *err)
     info.keepalive_timeout = (int)h->keepalive_timeout_s;
     /* TCP keepalive on every accepted socket: a peer gone without a FIN (a
      * phone that changed networks) is found within TCP_IDLE_S + probes and
-     * its connection closed. Nothing else would: a stream that carries
-     * nothing for days is never written to, and a member's such stream
-     * held one of its MEMBER_TABS places, and the server's, all that time. */
+     * its connection closed: a connection waiting on the database (lws
+     * pings no HTTP connection), and a stream that carries nothing, never
+     * written to, sooner than the idle policy below by default. */
     info.ka_time = TCP_IDLE_S;
     info.ka_probes = TCP_PROBES;
     info.ka_interval = TCP_PROBE_S;

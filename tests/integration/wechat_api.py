@@ -1378,7 +1378,8 @@ def member_stream_gone_silent(tmp, fake, env):
         check(all(shut), "silent streams closed by the server (the member's 4, a key's): %s" %
               shut)
     finally:
-        srv.stop()
+        rc, err = srv.stop()
+    check(rc == 0, "the silent streams' server exits cleanly: %s" % err[-3000:])
 
 
 def delivered(fake, touser):
