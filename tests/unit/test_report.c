@@ -579,6 +579,83 @@ static void test_pool_shows_what_members_hold_and_owe(void **state)
     pgw_config_free(cfg);
 }
 
+/* A writer as start_writer's, its mall in `zone`. */
+static pgw_writer *start_zone_writer(const db_fixture *db, const char *zone)
+{
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy.expiry = {PGW_EXPIRY_ROLLING, 1, 0}};
+    assert_int_equal(pgw_tz_lookup(zone, &wo.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    return w;
+}
+
+/* A day's bucket as "start:issued:redeemed:outstanding:held". */
+static void day_buckets(const db_fixture *db, const pgw_config *cfg, int64_t from, int64_t to,
+                        char *out, size_t cap)
+{
+    json_t *doc = report(db, cfg, true, from, to, PGW_BUCKET_DAY), *b;
+    size_t i, len = 0;
+    out[0] = '\0';
+    json_array_foreach(json_object_get(doc, "buckets"), i, b)
+    {
+        if (len < cap)
+            len += (size_t)snprintf(out + len, cap - len, "%s%s:%lld:%lld:%lld:%lld", i ? " " : "",
+                                    json_string_value(json_object_get(b, "start")),
+                                    (long long)field(b, "issued"), (long long)field(b, "redeemed"),
+                                    (long long)field(b, "outstanding"),
+                                    (long long)field(b, "held_by_members"));
+    }
+    json_decref(doc);
+}
+
+/*
+ * Review of 4889ec7: the rules date an event in the offset its zone had
+ * then (pgw_local_date), but the pool cut its days in today's offset, so
+ * for a zone that changed since (Moscow was +04:00 from 2011 to
+ * 2014-10-26) a purchase at 00:30 on 1 January 2013, the rules' member
+ * day, was issued on 31 December in the report, and a period from
+ * 2012-12-31T00:00+04:00 began with a day of 2012-12-30 it does not
+ * cover. Each movement is on the day its rules saw; a day a change falls
+ * in (26 October 2014, 25 hours) is one bucket, with what members hold at
+ * its end counted once.
+ */
+static void test_pool_days_are_the_rules_days_in_a_zone_that_changed(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_zone_writer(db, "Europe/Moscow");
+    const int64_t dec31 = 1356897600, /* 2012-12-31T00:00:00+04:00 */
+        jan1_0030 = 1356985800,       /* 2013-01-01T00:30:00+04:00 */
+        jan2 = 1357070400,            /* 2013-01-02T00:00:00+04:00 */
+        oct25 = 1414180800,           /* 2014-10-25T00:00:00+04:00 */
+        oct26_0030 = 1414269000,      /* 2014-10-26T00:30:00+04:00, before the change */
+        oct26_noon = 1414314000,      /* 2014-10-26T12:00:00+03:00, after it */
+        oct27_10 = 1414393200,        /* 2014-10-27T10:00:00+03:00 */
+        oct28 = 1414443600;           /* 2014-10-28T00:00:00+03:00 */
+    earn(w, "store:S001:M1", "MM", "S001", 100, 50, 10000, jan1_0030);
+    earn(w, "store:S001:M2", "MM", "S001", 40, 0, 4000, oct26_0030);
+    earn(w, "store:S001:M3", "MN", "S001", 60, 0, 6000, oct26_noon);
+    redeem(w, "S001:XM", "MN", "S001", 10, oct27_10);
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    assert_int_equal(pgw_tz_lookup("Europe/Moscow", &cfg->rules.tz, NULL), PGW_OK);
+    pgw_date rules_day = pgw_local_date(jan1_0030, &cfg->rules.tz);
+    assert_int_equal(rules_day.day, 1); /* what the rules see: 1 January */
+    char got[512];
+    day_buckets(db, cfg, dec31, jan2, got, sizeof(got));
+    const char *want = "2012-12-31:0:0:0:0 2013-01-01:150:0:150:150";
+    if (strcmp(got, want) != 0)
+        fail_msg("around new year 2013: %s; want %s", got, want);
+    /* Before, across and after the change (the lots still live: a month). */
+    day_buckets(db, cfg, oct25, oct28, got, sizeof(got));
+    want = "2014-10-25:0:0:150:150 2014-10-26:100:0:250:250 2014-10-27:0:10:240:240";
+    if (strcmp(got, want) != 0)
+        fail_msg("around the change of 2014-10-26: %s; want %s", got, want);
+    pgw_config_free(cfg);
+}
+
 /* Regressions: periods at the calendar's end or beyond any time are refused,
  * not computed (a December 9999 month bucket aborted; to = INT64_MAX wrapped
  * the day arithmetic and skipped the bound). */
@@ -635,6 +712,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_pool_days_are_the_rules_days_in_a_zone_that_changed,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
