@@ -378,6 +378,16 @@ int32_t pgw_tz_offset_at(const pgw_tz *tz, int64_t t)
     return past[i].offset_s;
 }
 
+int64_t pgw_tz_next_change(const pgw_tz *tz, int64_t t)
+{
+    const pgw_tz_change *past = NULL;
+    size_t n = past_offsets(tz, &past);
+    for (size_t i = 0; i < n; i++) /* oldest first */
+        if (past[i].until > t)
+            return past[i].until;
+    return INT64_MAX;
+}
+
 /* The day number of a local time in seconds (floored: before 1970 too). */
 static int64_t day_of(int64_t local)
 {

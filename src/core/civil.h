@@ -84,6 +84,12 @@ int pgw_tz_lookup(const char *name, pgw_tz *out, pgw_err *err);
  */
 int32_t pgw_tz_offset_at(const pgw_tz *tz, int64_t t);
 
+/* The first instant after `t` at which `tz`'s offset changes (of those
+ * pgw_tz_offset_at knows), INT64_MAX when none does: from `t` to it, one
+ * offset holds. For whoever cuts days of a span of instants in SQL, one
+ * offset at a time (report.c's pool). */
+int64_t pgw_tz_next_change(const pgw_tz *tz, int64_t t);
+
 /* The local calendar date at instant `t` (unix seconds) in `tz`, in the
  * offset in force at `t`. */
 pgw_date pgw_local_date(int64_t t, const pgw_tz *tz);

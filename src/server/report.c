@@ -559,22 +559,125 @@ static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int
     return write_json(doc, true, out, err);
 }
 
+/* The local day of `t` (>= 0), as the rules date it and the store cuts
+ * it: (t + the offset then) / 86400. */
+static int64_t local_day(int64_t t, const pgw_tz *tz)
+{
+    return (t + pgw_tz_offset_at(tz, t)) / 86400;
+}
+
+/* The end of the span of one offset of `tz` that starts at `from`, `to` at most. */
+static int64_t span_end(const pgw_tz *tz, int64_t from, int64_t to)
+{
+    int64_t change = pgw_tz_next_change(tz, from);
+    return change < to ? change : to;
+}
+
+/* Adds a day's flows into *into (the same day, from two spans). */
+static int add_flow(pgw_day_flow *into, const pgw_day_flow *d)
+{
+    int rc = pgw_add(into->issued, d->issued, &into->issued);
+    if (rc == PGW_OK)
+        rc = pgw_add(into->reversed, d->reversed, &into->reversed);
+    if (rc == PGW_OK)
+        rc = pgw_add(into->redeemed, d->redeemed, &into->redeemed);
+    if (rc == PGW_OK)
+        rc = pgw_add(into->expired, d->expired, &into->expired);
+    return rc;
+}
+
+/*
+ * The pool's days in [from, to), each movement on the local day its rules
+ * dated it (pgw_local_date: in the offset its zone had then), not in
+ * today's offset, which put a purchase of 00:30 on 1 January 2013 in
+ * Moscow (+04:00 then, +03:00 today) on 31 December. The store cuts days
+ * in one offset, so [from, to) is asked for a span of one offset at a time
+ * (a single span for most zones and periods); a day a change falls in has
+ * rows from the spans on both sides of it, added into one (a change never
+ * takes the local date back: the spans' days follow each other).
+ */
+static int day_flows(pgw_store *store, const pgw_tz *tz, int64_t from, int64_t to,
+                     pgw_day_flow *out, size_t cap, size_t *n, pgw_err *err)
+{
+    *n = 0;
+    for (int64_t a = from, b; a < to; a = b) {
+        b = span_end(tz, a, to);
+        size_t got = 0;
+        pgw_day_flow *span = out + *n;
+        int rc =
+            pgw_store_day_flows(store, a, b, pgw_tz_offset_at(tz, a), span, cap - *n, &got, err);
+        if (rc != PGW_OK)
+            return rc;
+        PGW_ASSERT(*n == 0 || got == 0 || span[0].day >= out[*n - 1].day);
+        if (*n > 0 && got > 0 && span[0].day == out[*n - 1].day) {
+            if (add_flow(&out[*n - 1], &span[0]) != PGW_OK)
+                return pgw_err_set(err, PGW_ERANGE, "the pool's sums overflow");
+            memmove(span, span + 1, (got - 1) * sizeof(*span));
+            got--;
+        }
+        *n += got;
+    }
+    return PGW_OK;
+}
+
+/*
+ * What members hold and owe, as day_flows cuts its days: a span's rows
+ * before it (its opening) are the spans' before it, dropped after the
+ * first; a day two spans share is added into one, its change of what is
+ * held the sum of its two parts' (per member, max(balance, 0) at the
+ * change less before it, plus at the day's end less at the change).
+ */
+static int day_holdings(pgw_store *store, const pgw_tz *tz, int64_t from, int64_t to,
+                        pgw_day_holding *out, size_t cap, size_t *n, pgw_err *err)
+{
+    *n = 0;
+    for (int64_t a = from, b; a < to; a = b) {
+        b = span_end(tz, a, to);
+        int32_t offset = pgw_tz_offset_at(tz, a);
+        size_t got = 0;
+        pgw_day_holding *span = out + *n;
+        int rc = pgw_store_day_holdings(store, a, b, offset, span, cap - *n, &got, err);
+        if (rc != PGW_OK)
+            return rc;
+        if (a > from && got > 0 && span[0].day == PGW_STORE_OPENING_DAY(a, offset)) {
+            memmove(span, span + 1, (got - 1) * sizeof(*span));
+            got--;
+        }
+        PGW_ASSERT(*n == 0 || got == 0 || span[0].day >= out[*n - 1].day);
+        if (*n > 0 && got > 0 && span[0].day == out[*n - 1].day) {
+            if (pgw_add(out[*n - 1].held, span[0].held, &out[*n - 1].held) != PGW_OK ||
+                pgw_add(out[*n - 1].owed, span[0].owed, &out[*n - 1].owed) != PGW_OK)
+                return pgw_err_set(err, PGW_ERANGE, "the pool's sums overflow");
+            memmove(span, span + 1, (got - 1) * sizeof(*span));
+            got--;
+        }
+        *n += got;
+    }
+    return PGW_OK;
+}
+
+/* Rows room: the period's days, the opening, and a span's opening and
+ * shared day before they are dropped or added. */
+#define POOL_ROWS_MAX (PGW_REPORT_DAYS_MAX + 4)
+
 int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
                     pgw_bucket bucket, pgw_report_format format, FILE *out, pgw_err *err)
 {
-    int32_t offset = cfg->rules.tz.offset_s;
+    const pgw_tz *tz = &cfg->rules.tz;
     /* Bounded before any arithmetic: no overflow, and every bucket's date
-     * stays within the calendar's years. */
+     * stays within the calendar's years; in local days too (an offset
+     * that changed within the period makes them one more or less). */
     if (from < 0 || to <= from || to > PGW_REPORT_TIME_MAX ||
-        (to - from) / 86400 >= PGW_REPORT_DAYS_MAX - 1)
+        (to - from) / 86400 >= PGW_REPORT_DAYS_MAX - 1 ||
+        local_day(to - 1, tz) - local_day(from, tz) >= PGW_REPORT_DAYS_MAX)
         return pgw_err_set(err, PGW_EINVAL,
                            "a pool report covers 1..%d days in order, ending by 9999-01-01",
                            PGW_REPORT_DAYS_MAX - 2);
-    int64_t first = (from + offset) / 86400, last = (to - 1 + offset) / 86400;
-    pgw_day_flow *days = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*days));
+    int64_t first = local_day(from, tz), last = local_day(to - 1, tz);
+    pgw_day_flow *days = malloc(POOL_ROWS_MAX * sizeof(*days));
     pool_bucket *buckets = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*buckets));
     /* The period's days and the opening's row */
-    pgw_day_holding *holdings = malloc((PGW_REPORT_DAYS_MAX + 2) * sizeof(*holdings));
+    pgw_day_holding *holdings = malloc(POOL_ROWS_MAX * sizeof(*holdings));
     size_t n_days = 0, n = 0;
     pool_bucket opening = {0};
     pool_holdings h = {.days = holdings};
@@ -582,12 +685,11 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
                  ? pgw_store_member_net(store, INT64_MIN, from, &opening.outstanding, err)
                  : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
     if (rc == PGW_OK) /* a day a row: the period's days bound them */
-        rc = pgw_store_day_flows(store, from, to, offset, days, PGW_REPORT_DAYS_MAX + 1, &n_days,
-                                 err);
+        rc = day_flows(store, tz, from, to, days, POOL_ROWS_MAX, &n_days, err);
     if (rc == PGW_OK)
-        rc = pgw_store_day_holdings(store, from, to, offset, holdings, PGW_REPORT_DAYS_MAX + 2,
-                                    &h.n, err);
-    PGW_ASSERT(PGW_STORE_OPENING_DAY(from, offset) == first - 1); /* rows before first */
+        rc = day_holdings(store, tz, from, to, holdings, POOL_ROWS_MAX, &h.n, err);
+    /* rows before first */
+    PGW_ASSERT(PGW_STORE_OPENING_DAY(from, pgw_tz_offset_at(tz, from)) == first - 1);
     if (rc == PGW_OK && hold_until(&h, first) != PGW_OK)
         rc = pgw_err_set(err, PGW_ERANGE, "the pool's sums overflow");
     opening.held = h.held;

@@ -530,6 +530,37 @@ static void test_days_follow_one_another_through_changes(void **state)
     }
 }
 
+/* pgw_tz_next_change walks a zone's changes (the report's pool asks the
+ * store for one span of one offset at a time): the offset differs across
+ * each and holds between two, a change never takes the local date back
+ * (the report adds the day two spans share into one, in order), and after
+ * the last, today's holds for good. */
+static void test_next_change_walks_the_spans_of_one_offset(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *zone;
+        int changes; /* since 2000 (zdump -v -c 2000,2100) */
+    } zones[] = {{"Europe/Moscow", 24}, {"America/Sao_Paulo", 39}, {"Asia/Almaty", 11},
+                 {"Asia/Colombo", 1},   {"Asia/Shanghai", 0},      {"+05:00", 0}};
+    for (size_t z = 0; z < sizeof(zones) / sizeof(zones[0]); z++) {
+        pgw_tz tz;
+        assert_int_equal(pgw_tz_lookup(zones[z].zone, &tz, NULL), PGW_OK);
+        int n = 0;
+        int64_t from = 946684800; /* 2000-01-01T00:00:00Z */
+        for (int64_t c; (c = pgw_tz_next_change(&tz, from)) != INT64_MAX; from = c, n++) {
+            int32_t before = pgw_tz_offset_at(&tz, c - 1);
+            if (c <= from || before == pgw_tz_offset_at(&tz, c) ||
+                pgw_tz_offset_at(&tz, from + (c - from) / 2) != before ||
+                pgw_date_cmp(pgw_local_date(c - 1, &tz), pgw_local_date(c, &tz)) > 0)
+                fail_msg("%s: the change at %lld", zones[z].zone, (long long)c);
+        }
+        if (n != zones[z].changes || pgw_tz_offset_at(&tz, from) != tz.offset_s ||
+            pgw_tz_next_change(&tz, INT64_C(4102444800)) != INT64_MAX)
+            fail_msg("%s: %d changes, then %d", zones[z].zone, n, (int)pgw_tz_offset_at(&tz, from));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_times_as_spreadsheets_write_them),
         cmocka_unit_test(test_local_dates_in_the_offset_of_their_day),
         cmocka_unit_test(test_days_follow_one_another_through_changes),
+        cmocka_unit_test(test_next_change_walks_the_spans_of_one_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -653,6 +653,12 @@ static void test_pool_days_are_the_rules_days_in_a_zone_that_changed(void **stat
     want = "2014-10-25:0:0:150:150 2014-10-26:100:0:250:250 2014-10-27:0:10:240:240";
     if (strcmp(got, want) != 0)
         fail_msg("around the change of 2014-10-26: %s; want %s", got, want);
+    /* From the change's instant (01:00+03:00, an hour after 00:00+04:00):
+     * what came before it is the opening, the 26th's bucket the rest. */
+    day_buckets(db, cfg, 1414274400, oct28, got, sizeof(got));
+    want = "2014-10-26:60:0:250:250 2014-10-27:0:10:240:240";
+    if (strcmp(got, want) != 0)
+        fail_msg("from the change of 2014-10-26: %s; want %s", got, want);
     pgw_config_free(cfg);
 }
 
