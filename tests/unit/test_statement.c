@@ -811,6 +811,39 @@ static void test_times_as_spreadsheets_write_them(void **state)
     pgw_statement_free(st);
 }
 
+/*
+ * Review of 7b8ed44: a time with a space around it or a "+" ahead is a
+ * malformed row, as a number so written is, but unlike one its key was not
+ * read: read_key read the time as it was, which whole_number no longer
+ * takes, so the row gave up its event, which the reconciliation then
+ * also called missing from the statement, where before 7b8ed44 the row
+ * matched it. Its date is clear whatever surrounds it: the row keeps its
+ * key, as one with a padded amount does; its problem stays the padding.
+ */
+static void test_a_padded_time_keys_its_row(void **state)
+{
+    (void)state;
+    const char *text = "event_id,occurred_at,type,member,amount_fen,points\n"
+                       "P1,\" 1795486400\",purchase,member_id:M1,1234,12\n"
+                       "P2,+1795486400,purchase,member_id:M1,1234,12\n"
+                       "P3,\"2026-11-20 14:03+08:00 \",purchase,member_id:M1,1234,12\n"
+                       "P4,1795486400,purchase,member_id:M1,\" 1234\",12\n";
+    static const int64_t at[] = {1795486400, 1795486400, 1795154580, 1795486400};
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    pgw_recon_row rows[5];
+    assert_int_equal(read_rows(st, rows, 5), 4);
+    for (size_t i = 0; i < 4; i++) {
+        const pgw_recon_row *r = &rows[i];
+        if (!r->malformed || strstr(r->problem, i == 1 ? "has a \"+\"" : "space around") == NULL)
+            fail_msg("line %zu: malformed %d: %s", r->line, r->malformed, r->problem);
+        if (!r->key_read || r->occurred_at != at[i])
+            fail_msg("line %zu (%s): key_read %d at %lld", r->line, r->event_id, r->key_read,
+                     (long long)r->occurred_at);
+    }
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -829,6 +862,7 @@ int main(void)
         cmocka_unit_test(test_a_trailing_comma_says_how_to_read_it),
         cmocka_unit_test(test_points_grouped_in_thousands),
         cmocka_unit_test(test_a_sign_or_space_around_a_number),
+        cmocka_unit_test(test_a_padded_time_keys_its_row),
         cmocka_unit_test(test_times_as_spreadsheets_write_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
