@@ -805,8 +805,12 @@ static void test_times_as_spreadsheets_write_them(void **state)
             fail_msg("line %zu: occurred_at %lld", r->line, (long long)r->occurred_at);
         if (want[i].problem != NULL && strstr(r->problem, want[i].problem) == NULL)
             fail_msg("line %zu: \"%s\" does not say \"%s\"", r->line, r->problem, want[i].problem);
-        if (want[i].problem != NULL && r->key_read)
-            fail_msg("line %zu: dated %lld", r->line, (long long)r->occurred_at);
+        /* B5's date is clear, its padding aside: it keeps its key (the
+         * review of 7b8ed44); the others name no time. */
+        bool keyed = i == N - 1;
+        if (want[i].problem != NULL && (r->key_read != keyed || (keyed && r->occurred_at != AT)))
+            fail_msg("line %zu: key_read %d, dated %lld", r->line, r->key_read,
+                     (long long)r->occurred_at);
     }
     pgw_statement_free(st);
 }
