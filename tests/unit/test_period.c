@@ -337,6 +337,74 @@ static void test_verify_tells_a_transfer_written_into_a_closed_period(void **sta
     pgw_store_close(s);
 }
 
+/* verify holds a transfer only to a close in force when it was written:
+ * one dated before 1970 (the store takes any date; a raw transfer, or a
+ * log verify is asked to judge) with no close before it is no closed
+ * period's, and verify says so instead of reading a close that is not
+ * there. */
+static void test_verify_without_a_close_in_force(void **state)
+{
+    const db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    pgw_transfer t;
+    memset(&t, 0, sizeof(t));
+    t.kind = PGW_TRANSFER_ADJUST;
+    snprintf(t.idem_key, sizeof(t.idem_key), "old:1");
+    snprintf(t.debit, sizeof(t.debit), "system:adjustments");
+    snprintf(t.credit, sizeof(t.credit), "member:M1");
+    t.points = 1;
+    snprintf(t.channel, sizeof(t.channel), "admin");
+    t.occurred_at = -1;
+    t.recorded_at_us = (int64_t)time(NULL) * 1000000;
+    if (pgw_store_append_transfer(s, &t, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+    pgw_verify_report r;
+    s = open_store(f);
+    assert_int_equal(pgw_store_verify(s, &r, NULL), PGW_OK);
+    if (!r.ok && strstr(r.problem, "closed") != NULL)
+        fail_msg("verify: %s", r.problem);
+    pgw_store_close(s);
+}
+
+/* A close refused for a lot due before it says how to date that lot's
+ * expiry in the period being closed: the sweep dates an expiry by its
+ * run (expire --as-of), so a run as of the close itself dated it in the
+ * open period, and the closed period's settlement never showed it. */
+static void test_the_expiry_a_close_waits_for_lands_before_it(void **state)
+{
+    const db_fixture *f = *state;
+    const int64_t now = (int64_t)time(NULL), t0 = now - 45 * DAY, close = now - 5 * DAY;
+    pgw_writer *w = start_writer(f);
+    pgw_command cmd;
+    earn_cmd(&cmd, "store:S001:P1", t0); /* its lot lapses a month on: before the close */
+    assert_int_equal(run(w, &cmd), PGW_OK);
+    pgw_err err;
+    bool moved = false;
+    assert_int_equal(close_period(f, close, &moved, &err), PGW_ESTATE);
+    char advice[64];
+    snprintf(advice, sizeof(advice), "expire --as-of %lld first", (long long)(close - 1));
+    if (strstr(err.msg, advice) == NULL)
+        fail_msg("the refusal should say \"%s\": %s", advice, err.msg);
+    pgw_expire_report done;
+    assert_int_equal(pgw_expire_due(w, f->url, close - 1, NULL, NULL, &done, &err), PGW_OK);
+    assert_int_equal(done.lots, 1);
+    pgw_writer_stop(w);
+    assert_int_equal(close_period(f, close, &moved, &err), PGW_OK);
+    pgw_store *s = open_store(f);
+    pgw_transfer last;
+    size_t n = 0;
+    assert_int_equal(pgw_store_read_transfers(s, head_of(f) - 1, &last, 1, &n, &err), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(last.kind, PGW_TRANSFER_EXPIRE);
+    assert_true(last.occurred_at < close); /* in the closed period */
+    pgw_store_close(s);
+    assert_verifies(f);
+}
+
 /* The report of [from, to) as text. */
 static char *report_text(const db_fixture *f, const pgw_config *cfg, bool pool, int64_t from,
                          int64_t to, pgw_report_format format)
@@ -419,6 +487,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_tells_a_transfer_written_into_a_closed_period,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_reports_say_when_their_figures_are_final,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_without_a_close_in_force, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_the_expiry_a_close_waits_for_lands_before_it,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
