@@ -2879,8 +2879,9 @@ int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
 {
     PGW_ASSERT(pgw_sql_in_transaction(s->db)); /* only inside a transaction */
     /* The last guard of a closed period, whatever wrote the transfer
-     * (the commands refuse first, saying more: command.c). */
-    if (t->occurred_at < s->closed_before)
+     * (the commands refuse first, saying more: command.c). 0 is no close,
+     * not one at 1970: a date before it is no closed period's. */
+    if (s->closed_before > 0 && t->occurred_at < s->closed_before)
         return pgw_err_set(err, PGW_ECLOSED,
                            "a transfer dated %lld is in the period closed before %lld: date it "
                            "in the open period",
@@ -3040,8 +3041,8 @@ static bool written_into_closed(close_walk *w, const pgw_transfer *t, char *prob
         }
         w->next++;
     }
-    if (t->occurred_at >= w->before)
-        return false;
+    if (w->at == NULL || t->occurred_at >= w->before)
+        return false; /* no close in force (a date before 1970 is not in one) */
     snprintf(problem, cap,
              "transfer %lld is dated %lld, in the period closed before %lld, but was written "
              "after that close (recorded at %lld us; the close at %lld us, after transfer %lld)",
