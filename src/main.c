@@ -1985,7 +1985,7 @@ static const command COMMANDS[] = {
      "[--db URL]",
      "close the period before T for good: no write dated before it is taken any more (exit 2 "
      "for T ahead of the clock or before the close in force, 1 while work dated before T is "
-     "to be written: run expire --as-of T first); show tells the close in force",
+     "to be written: run expire --as-of T-1 first); show tells the close in force",
      cmd_period},
     {"import-balances",
      "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID] [--config FILE] "

@@ -6057,8 +6057,10 @@ int pgw_store_period_close(pgw_store *s, pgw_period_close *out, pgw_err *err)
 
 /* PGW_ESTATE when work dated before `before` is still to be written: a
  * lot due before it with points left (its expiry), a hold pending past a
- * deadline before it (its release). The sweep dates both by when they
- * fall due; closed first, their expiry would land in the open period. */
+ * deadline before it (its release). The sweep dates an expiry by its run
+ * (serve's clock, a moment after it fell due; expire's --as-of): closed
+ * first, the expiry would land in the open period. A run as of a second
+ * before the close dates them in the period it closes (the message says). */
 static int check_nothing_due(pgw_store *s, int64_t before, pgw_err *err)
 {
     pgw_lot lot;
@@ -6078,8 +6080,9 @@ static int check_nothing_due(pgw_store *s, int64_t before, pgw_err *err)
                  (long long)hold.deadline);
     return pgw_err_set(err, PGW_ESTATE,
                        "work dated before %lld is not written yet (%s): run pointsgw expire "
-                       "--as-of %lld first, then close",
-                       (long long)before, what, (long long)before);
+                       "--as-of %lld first (a second before the close, so that the expiries "
+                       "are dated in the period it closes), then close",
+                       (long long)before, what, (long long)before - 1);
 }
 
 static int count_closes(pgw_store *s, int64_t *count, pgw_err *err)

@@ -1310,10 +1310,10 @@ expect_exit 1 "$bin" reconcile --statement "$tmp/old.csv" --channel store --shop
 close=$(($(date +%s) - 86400))
 expect_exit 1 "$bin" period close --before "$close" --db "$period_db"
 expect_text "work dated before $close is not written yet"
-expect_text "run pointsgw expire --as-of $close first"
+expect_text "run pointsgw expire --as-of $((close - 1)) first"
 expect_exit 0 "$bin" period show --db "$period_db"
 expect_text "open: no period was ever closed"
-expect_exit 0 "$bin" expire --as-of "$close" --db "$period_db"
+expect_exit 0 "$bin" expire --as-of $((close - 1)) --db "$period_db"
 expect_text "expired 1 lots, "
 expect_exit 0 "$bin" period close --before "$close" --db "$period_db"
 expect_text "closed: what is dated before "
