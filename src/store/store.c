@@ -2499,30 +2499,44 @@ static int begin(pgw_store *s, const char *sql, const char *what, pgw_err *err)
     return rc;
 }
 
+/* One row of one kept statement's int64 columns 0..n-1 into out. */
+static int read_int64_row(pgw_store *s, const char *sql, int64_t *out, int n, const char *what,
+                          pgw_err *err)
+{
+    pgw_sql_stmt *st = NULL;
+    if (prepare(s, sql, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, what, err);
+    int rc = pgw_sql_step(st) == PGW_SQL_ROW ? PGW_OK : PGW_EIO;
+    for (int i = 0; rc == PGW_OK && i < n; i++)
+        out[i] = pgw_sql_column_int64(st, i);
+    release(s, st);
+    return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, what, err);
+}
+
 /*
- * The schema version and the newest period close (0: none), in one
- * statement: every write transaction reads both under its lock, so a close
- * committed before it is seen by it, one committed after waited for it
- * (one round trip on PostgreSQL, a header field and the last entry of
- * period_closes' primary key on SQLite).
+ * The schema version and the newest period close (0: none): every write
+ * transaction reads both under its lock, so a close committed before it
+ * is seen by it, one committed after waited for it. One round trip on
+ * PostgreSQL; on SQLite a header field and the last entry of
+ * period_closes' primary key, two kept statements: the pragma as a table
+ * (pragma_user_version) prepares its PRAGMA again at every step, which
+ * made this read cost ten times the version's alone.
  */
 static int read_version_and_close(pgw_store *s, int64_t *version, int64_t *closed, pgw_err *err)
 {
-    const char *sql =
-        is_postgres(s) ? "SELECT version, (SELECT COALESCE(MAX(before_at), 0) FROM period_closes)"
-                         " FROM pgw_schema"
-                       : "SELECT user_version, (SELECT COALESCE(MAX(before_at), 0) FROM"
-                         " period_closes) FROM pragma_user_version";
-    pgw_sql_stmt *st = NULL;
-    if (prepare(s, sql, &st, NULL) != PGW_OK)
-        return db_error(s, PGW_EIO, "reading the schema version", err);
-    int rc = pgw_sql_step(st) == PGW_SQL_ROW ? PGW_OK : PGW_EIO;
-    if (rc == PGW_OK) {
-        *version = pgw_sql_column_int64(st, 0);
-        *closed = pgw_sql_column_int64(st, 1);
-    }
-    release(s, st);
-    return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, "reading the schema version", err);
+    int64_t row[2] = {0, 0};
+    int rc = is_postgres(s) ? read_int64_row(s,
+                                             "SELECT version, (SELECT COALESCE(MAX(before_at), 0)"
+                                             " FROM period_closes) FROM pgw_schema",
+                                             row, 2, "reading the schema version", err)
+                            : read_int64_row(s, "PRAGMA user_version", row, 1,
+                                             "reading the schema version", err);
+    if (rc == PGW_OK && !is_postgres(s))
+        rc = read_int64_row(s, "SELECT COALESCE(MAX(before_at), 0) FROM period_closes", &row[1], 1,
+                            "reading the period's close", err);
+    *version = row[0];
+    *closed = row[1];
+    return rc;
 }
 
 /*
