@@ -638,9 +638,11 @@ print([json.loads(l) for l in sys.stdin if l.startswith("{")][0]["batch"])')
 printf 'card,phone,points\nE1,13600136001,100\nE2,,40\n,13600136003,8\nE4,13600136004,5\n' >"$tmp/edit2.csv"
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/edit2.csv" --db "$edited_db"
 expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":3,"points":5'
-expect_text "line 2: EINVAL: card E1 was imported at S001 before, in batch $batch1"
-expect_text "line 3: EINVAL: card E2 was imported at S001 before, in batch $batch1"
+expect_text "line 2: EINVAL: this row's card was imported at S001 before, in batch $batch1"
+expect_text "line 3: EINVAL: this row's card was imported at S001 before, in batch $batch1"
 expect_text "line 4: EINVAL: this row's phone (it has no card) was imported at S001 before, in batch $batch1"
+no_card_shown E1
+no_card_shown E2
 # Naming a batch says what is meant: that batch's rows replay, a new one credits again.
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/edit1.csv" --batch "$batch1" --db "$edited_db"
 expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":3,"rejected":1,"points":0'
@@ -661,9 +663,10 @@ rate_batch=$(printf '%s\n' "$out" | python3 -c 'import json, sys
 print([json.loads(l) for l in sys.stdin if l.startswith("{")][0]["batch"])')
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/rate.csv" --rate-bp 5000 --db "sqlite:$tmp/rate.db"
 expect_text '"created":0,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":2,"points":0'
-expect_text "line 2: ECONFLICT: card R1 was imported at S001 before, in batch $rate_batch, with 100 points, not 50: a batch's rows do not change"
+expect_text "line 2: ECONFLICT: this row's card was imported at S001 before, in batch $rate_batch, with 100 points, not 50: a batch's rows do not change"
 expect_text "line 3: ECONFLICT: this row's phone (it has no card) was imported at S001 before, in batch $rate_batch, with 40 points, not 20"
 expect_text "(another rate or balance is another batch: name a new one to credit the row again)"
+no_card_shown R1
 if [[ "$out" =~ [0-9a-f]{32} || "$out" == *"idempotency key"* ]]; then
     fail "a conflicting import row shows its key: $out"
 else pass; fi
