@@ -1852,15 +1852,13 @@ static const char *import_batch_of(const char *key, int *len)
     return batch && end ? batch : key;
 }
 
-/* What an import row's old account is called in a message: the card, or
- * for a row without one "this row's phone", never the phone's lookup (a
- * keyed hash of the number, not for operators' logs). */
-static void import_account_name(const pgw_command *cmd, char *out, size_t cap)
+/* What an import row's old account is called in a message: never its
+ * card's number nor its phone's lookup (a keyed hash of the number), as
+ * messages reach logs and HTTP answers; the row's line, which the caller
+ * puts before the message, says which row it is. */
+static const char *import_account_name(const pgw_command *cmd)
 {
-    if (cmd->by_identity) /* a card's lookup is its number */
-        snprintf(out, cap, "card %s", cmd->who.lookup);
-    else
-        snprintf(out, cap, "this row's phone (it has no card)");
+    return cmd->by_identity ? "this row's card" : "this row's phone (it has no card)";
 }
 
 /*
@@ -1883,13 +1881,12 @@ static int import_changed(pgw_store *store, pgw_command *cmd)
     cmd->answer[0] = '\0';
     int batch_len;
     const char *batch = import_batch_of(cmd->key, &batch_len);
-    char what[PGW_LOOKUP_MAX + 48];
-    import_account_name(cmd, what, sizeof(what));
     return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                        "%s was imported at %s before, in batch %.*s, with %s, not %lld: a "
                        "batch's rows do not change (another rate or balance is another batch: "
                        "name a new one to credit the row again)",
-                       what, cmd->shop, batch_len, batch, before, (long long)cmd->points);
+                       import_account_name(cmd), cmd->shop, batch_len, batch, before,
+                       (long long)cmd->points);
 }
 
 /*
@@ -1911,13 +1908,11 @@ static int claim_old_account(pgw_store *store, pgw_command *cmd)
         return rc;
     int batch_len;
     const char *batch = import_batch_of(claimant, &batch_len);
-    char what[PGW_LOOKUP_MAX + 48];
-    import_account_name(cmd, what, sizeof(what));
     return pgw_err_set(&cmd->err, PGW_EINVAL,
                        "%s was imported at %s before, in batch %.*s: not credited again (a "
                        "mended file is another batch: name that batch to go on with it, or a new "
                        "one to credit it again)",
-                       what, cmd->shop, batch_len, batch);
+                       import_account_name(cmd), cmd->shop, batch_len, batch);
 }
 
 static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
