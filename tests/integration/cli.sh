@@ -1287,7 +1287,7 @@ expect_exit 2 "$bin" member show phone:13800138000 --db "sqlite:$tmp/missing.db"
 expect_text "no database there"
 
 # period close / show: finance closes a period, and no write dated before
-# the close is taken any more (README "Closing a period").
+# the close is taken any more (README, Command line: `period close`).
 expect_exit 0 "$bin" period --help
 expect_text "usage: pointsgw period close --before T"
 expect_exit 2 "$bin" period
