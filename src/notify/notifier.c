@@ -459,6 +459,23 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
 }
 
 /*
+ * The channels routing passes over for nt: those excluded, and both WeChat
+ * channels once an SMS of it may have reached the member (core/notice.h
+ * PGW_NOTICE_SMS_MAY_HAVE_GONE: it stays on SMS, or ends with none left).
+ * Regression: a retry chose its channel anew, and a member who subscribed
+ * or followed during the backoff got the subscribe message after the SMS,
+ * told twice. Derived, not stored: a wake reopens WeChat channels only of
+ * a notice without the mark, and the mark is kept for good.
+ */
+static unsigned route_excluded(const pgw_notice *nt)
+{
+    unsigned ex = (unsigned)nt->excluded;
+    if ((ex & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0)
+        ex |= PGW_CHANNEL_MP | PGW_CHANNEL_OA;
+    return ex;
+}
+
+/*
  * WeChat's daily quota (45009) is the app's, not the notice's, and comes
  * back at WeChat's midnight. What deliver does then: in the first minute
  * of WeChat's day the quota is back already (pgw_wx_quota_back) and the
@@ -478,7 +495,7 @@ static attempt after_quota_day(pgw_notifier *n, pgw_notice *nt, const reach_info
     if (back <= now)
         return RETRY;
     if (pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind],
-                         (unsigned)(nt->excluded | ch)) != PGW_CHANNEL_NONE)
+                         route_excluded(nt) | (unsigned)ch) != PGW_CHANNEL_NONE)
         return NEXT;
     return QUOTA_DAY;
 }
@@ -887,7 +904,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     }
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch =
-            pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind], (unsigned)nt->excluded);
+            pgw_notice_route(&r->reach, &n->o.cfg->notify.routes[kind], route_excluded(nt));
         if (ch == PGW_CHANNEL_NONE) { /* nobody to reach, or everyone refused */
             no_channel_left(n, nt, r, kind, failed, &q);
             break;
