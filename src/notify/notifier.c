@@ -789,24 +789,81 @@ static const char *not_reached(const pgw_notifier *n, const reach_info *r, pgw_n
                                            : "the member's phone cannot be read";
 }
 
-/* A notice skipped because no channel of its route reaches the member says
- * why, channel by channel: "" left an operator guessing. One a channel
- * refused (excluded) keeps that refusal's own error. */
+/* Why routing passed over channel ch when no channel was left (deliver). */
+typedef enum passed_over {
+    UNREACHED, /* it does not reach the member now: not_reached() */
+    AFTER_SMS, /* WeChat, after an SMS that may have reached the member: route_excluded() */
+    REFUSED,   /* it refused the member, in this attempt or an earlier one */
+} passed_over;
+
+static passed_over why_passed_over(const pgw_notice *nt, const reach_info *r, pgw_notice_channel ch)
+{
+    bool reaches = ch == PGW_CHANNEL_MP   ? r->reach.mp
+                   : ch == PGW_CHANNEL_OA ? r->reach.oa
+                                          : r->reach.sms;
+    if (!reaches)
+        return UNREACHED;
+    if (ch != PGW_CHANNEL_SMS && (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0)
+        return AFTER_SMS;
+    return REFUSED; /* excluded: route_excluded() passes over nothing else */
+}
+
+/* The channel whose refusal last_error holds, when it is still the reason
+ * ch was passed over: its text (the provider's code) then leads the
+ * message, where the cut at PGW_NOTICE_ERROR_MAX cannot take it. */
+static pgw_notice_channel refusal_kept(const pgw_notice *nt, const reach_info *r,
+                                       const pgw_notice_order *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        pgw_notice_channel ch = o->channel[i];
+        const char *name = pgw_notice_channel_name(ch);
+        size_t len = strlen(name);
+        if (strncmp(nt->last_error, name, len) == 0 && strncmp(nt->last_error + len, ": ", 2) == 0)
+            return why_passed_over(nt, r, ch) == REFUSED ? ch : PGW_CHANNEL_NONE;
+    }
+    return PGW_CHANNEL_NONE;
+}
+
+/*
+ * A notice skipped says why, channel by channel of its route: "" left an
+ * operator guessing, and so did the last refusal kept alone (a review saw
+ * a 45009 of an earlier attempt as the reason of a notice skipped because
+ * the member opted out of SMS). A refusal still in force is told first,
+ * with its provider's words: "sms: ... PhoneNumberInBlacklist ...; no
+ * other channel reaches the member: wechat_mp: ...".
+ */
 static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind)
 {
-    if ((nt->excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS)) != 0 &&
-        nt->last_error[0] != '\0')
-        return;
     const pgw_notice_order *o = &n->o.cfg->notify.routes[kind];
-    char why[PGW_NOTICE_ERROR_MAX + 1] = "no channel reaches the member";
-    size_t used = strlen(why);
-    for (size_t i = 0; i < o->n && used < sizeof(why); i++) {
-        const char *reason = not_reached(n, r, o->channel[i]);
-        int more = snprintf(why + used, sizeof(why) - used, "%s%s: %s%s", i == 0 ? ": " : "; ",
-                            pgw_notice_channel_name(o->channel[i]),
-                            reason != NULL ? reason : "no template for ",
-                            reason != NULL ? "" : KIND_NAMES[kind]);
-        used += more > 0 ? (size_t)more : 0; /* cut at the buffer's end, as meant */
+    pgw_notice_channel kept = refusal_kept(nt, r, o);
+    if (kept != PGW_CHANNEL_NONE && o->n == 1)
+        return; /* that refusal is all there is to say */
+    /* Room for every part whole (a kept refusal, three channels' reasons):
+     * set_error cuts it on a character boundary, which a cut here in the
+     * middle of a provider's Chinese text would not be. */
+    char why[2 * PGW_NOTICE_ERROR_MAX + 256];
+    int len =
+        snprintf(why, sizeof(why), "%s%sno %schannel reaches the member",
+                 kept != PGW_CHANNEL_NONE ? nt->last_error : "",
+                 kept != PGW_CHANNEL_NONE ? "; " : "", kept != PGW_CHANNEL_NONE ? "other " : "");
+    PGW_ASSERT(len > 0 && (size_t)len < sizeof(why));
+    size_t used = (size_t)len;
+    const char *sep = ": ";
+    for (size_t i = 0; i < o->n; i++) {
+        pgw_notice_channel ch = o->channel[i];
+        if (ch == kept)
+            continue;
+        passed_over p = why_passed_over(nt, r, ch);
+        const char *reason = p == AFTER_SMS
+                                 ? "left out after an SMS that may have reached the member"
+                             : p == REFUSED ? "refused the member before"
+                                            : not_reached(n, r, ch);
+        len = snprintf(why + used, sizeof(why) - used, "%s%s: %s%s", sep,
+                       pgw_notice_channel_name(ch), reason != NULL ? reason : "no template for ",
+                       reason != NULL ? "" : KIND_NAMES[kind]);
+        PGW_ASSERT(len > 0 && (size_t)len < sizeof(why) - used);
+        used += (size_t)len;
+        sep = "; ";
     }
     set_error(nt, "", why);
 }

@@ -17,7 +17,8 @@
  * again before that midnight by this process: a memo in memory); the
  * next channel
  * at once when one refuses this member (43101, 43004); dead when a channel gave up for
- * good and none is left; skipped when no channel reaches them. Once an
+ * good and none is left; skipped when no channel reaches them, last_error
+ * saying why each channel of the route did not take it then. Once an
  * SMS of the notice may have reached the member (core/notice.h
  * PGW_NOTICE_SMS_MAY_HAVE_GONE) WeChat is not asked for it again, in that
  * attempt or a retry, whoever subscribed or followed meanwhile: it would

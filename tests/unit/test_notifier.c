@@ -1676,6 +1676,100 @@ static void test_a_claim_lapsed_while_its_sms_left_keeps_wechat_out(void **state
 }
 
 /*
+ * A skipped notice says why it ended so. Regression (a review of
+ * 123046d): a channel's refusal was kept as the reason whatever came
+ * after it. Here the subscribe message is refused (43101: no quota left),
+ * the SMS waits for the quiet hours' end, and meanwhile the member opts
+ * out of SMS: skipped, it said "wechat_mp: ... 43101 ..." only, not that
+ * the member opted out, which is why no SMS went.
+ */
+static void test_a_skipped_notice_says_why_after_a_refusal(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(true), &r); /* quiet hours an hour either side of now */
+    m1_subscribed(&r, 43101);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice held = wait_held(r.store, "M1", 0);
+    assert_int_equal(held.excluded & PGW_CHANNEL_MP, PGW_CHANNEL_MP);
+    pgw_err err;
+    if (pgw_store_set_sms_opt_out(r.store, "M1", true, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    atomic_fetch_add(&clock_ahead, 2 * 3600); /* past the quiet hours */
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    if (strcmp(nt.state, "skipped") != 0 ||
+        strncmp(nt.last_error, "no channel reaches the member: ", 31) != 0 ||
+        strstr(nt.last_error, "wechat_mp: the member has no subscription quota") == NULL ||
+        strstr(nt.last_error, "sms: the member opted out") == NULL)
+        fail_msg("notice %s, last_error \"%s\": want it skipped saying that no channel "
+                 "reaches the member, the mini program for want of quota, SMS as the member "
+                 "opted out",
+                 nt.state, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
+ * The review's own case: WeChat's 45009 text kept as the reason of a
+ * notice skipped because the member opted out of SMS. The mini program
+ * refused for the day (45009) and the SMS, held for the quiet hours, was
+ * leaving when its courier died (the claim swept), so the mini program is
+ * not asked again; the member opts out of SMS before the next attempt.
+ */
+static void test_a_notice_skipped_after_a_45009_says_the_member_opted_out(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    rig r;
+    rig_open(f, mall_retrying(true), &r); /* quiet hours an hour either side of noon */
+    m1_subscribed(&r, 45009);
+    fake_control(&FAKE, "/_fake/config", "{s:i}", "tencent_same_content_gap_s", 0);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    wait_held(r.store, "M1", 0);
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "delay_ms", 2500)));
+    atomic_fetch_add(&clock_ahead, 2 * 3600); /* 14:00: past the quiet hours, before midnight */
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && !(strcmp(nt.state, "sending") == 0 &&
+                                  (nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0);
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    if (strcmp(nt.state, "sending") != 0)
+        fail_msg("notice %s, excluded %lld: want its SMS leaving", nt.state,
+                 (long long)nt.excluded);
+    int64_t swept = 0;
+    pgw_err err;
+    if (pgw_store_unclaim_notices(r.store, NULL, midnight + 600, &swept, &err) != PGW_OK ||
+        pgw_store_set_sms_opt_out(r.store, "M1", true, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(swept, 1);
+    atomic_fetch_add(&clock_ahead, midnight + 600 - time(NULL));
+    wait_done(r.store, "M1");
+    nt = notice_of(r.store, "M1");
+    if (strcmp(nt.state, "skipped") != 0 || strstr(nt.last_error, "45009") != NULL ||
+        strstr(nt.last_error, "sms: the member opted out") == NULL ||
+        strstr(nt.last_error, "wechat_mp: ") == NULL)
+        fail_msg("notice %s, last_error \"%s\": want it skipped saying why each channel did "
+                 "not take it (SMS: the member opted out), not the 45009 of an earlier attempt",
+                 nt.state, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * After a 45009 the other notices due that day go on without asking
  * WeChat: each would spend a call on the same answer (a mall past its
  * quota at noon: every sale's notice). Here only the first send is
@@ -2136,6 +2230,11 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_claim_lapsed_while_its_sms_left_keeps_wechat_out,
                                         setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_notice_skipped_after_a_45009_says_the_member_opted_out, setup,
+            db_fixture_teardown),
     };
     int failed = cmocka_run_group_tests(tests, start_fake, end_fake);
     pgw_http_client_cleanup();
