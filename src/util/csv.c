@@ -275,12 +275,40 @@ bool pgw_decimal_in(const char *text, int64_t lo, int64_t hi, int64_t *out)
     return true;
 }
 
+/*
+ * What is wrong with a refused number field, without the field: in a file
+ * whose columns are shifted it is a phone or a card number, and the
+ * message reaches logs and HTTP answers (core/identity.c says a refused
+ * value's shape only, for the same reason). Its first character that is
+ * not a digit (counted in characters: continuation bytes of UTF-8 are
+ * not), else its length or that it is out of range.
+ */
+static int digits_refused(const char *field, size_t len, int64_t lo, int64_t hi, pgw_err *err)
+{
+    size_t chars = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)field[i];
+        chars += (c & 0xC0) != 0x80;
+        if (c < '0' || c > '9')
+            return pgw_err_set(err, PGW_EINVAL,
+                               "is not %lld..%lld: character %zu is not a digit 0-9", (long long)lo,
+                               (long long)hi, chars);
+    }
+    if (len == 0)
+        return pgw_err_set(err, PGW_EINVAL, "is not %lld..%lld: empty", (long long)lo,
+                           (long long)hi);
+    if (len > PGW_CSV_DIGITS_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "is not %lld..%lld: over %d digits", (long long)lo,
+                           (long long)hi, PGW_CSV_DIGITS_MAX);
+    return pgw_err_set(err, PGW_EINVAL, "is not %lld..%lld: %zu digit%s, out of range",
+                       (long long)lo, (long long)hi, len, len == 1 ? "" : "s");
+}
+
 int pgw_csv_digits(const char *field, int64_t lo, int64_t hi, int64_t *out, pgw_err *err)
 {
-    if (strnlen(field, PGW_CSV_DIGITS_MAX + 1) > PGW_CSV_DIGITS_MAX ||
-        !pgw_decimal_in(field, lo, hi, out))
-        return pgw_err_set(err, PGW_EINVAL, "\"%.*s\" is not %lld..%lld",
-                           (int)pgw_utf8_prefix(field, 32), field, (long long)lo, (long long)hi);
+    size_t len = strnlen(field, PGW_CSV_DIGITS_MAX + 1);
+    if (len > PGW_CSV_DIGITS_MAX || !pgw_decimal_in(field, lo, hi, out))
+        return digits_refused(field, len, lo, hi, err);
     return PGW_OK;
 }
 

@@ -66,8 +66,11 @@ const char *pgw_csv_cell(const pgw_csv_row *row, const int *col, size_t c);
  * (0 <= lo <= hi), into *out: no sign, space, point or exponent, 1 to
  * PGW_CSV_DIGITS_MAX digits (leading zeros count: "0100" is 100). strtoll
  * alone takes " 5" and "+5" and refuses "5 ". PGW_EINVAL otherwise, err
- * saying `"<field>" is not lo..hi` (the caller prefixes the column's
- * name); *out is then untouched.
+ * saying `is not lo..hi: ` and what is wrong (`character 1 is not a digit
+ * 0-9`, `empty`, `over 18 digits`, `11 digits, out of range`), never the
+ * field: in a file whose columns are shifted it is a phone or a card
+ * number (the caller prefixes the column's name and the line); *out is
+ * then untouched.
  */
 int pgw_csv_digits(const char *field, int64_t lo, int64_t hi, int64_t *out, pgw_err *err);
 

@@ -605,16 +605,23 @@ expect_text "line 3: EINVAL: this row's phone (it has no card) is on line 2 alre
 printf 'card,points\nP1,+5\nP2, 5\nP3,5 \nP4,5\n' >"$tmp/signs.csv"
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/signs.csv" --db "sqlite:$tmp/signs.db"
 expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":3,"points":5'
-expect_text 'line 2: EINVAL: points "+5" is not 1..1000000000000'
-expect_text 'line 3: EINVAL: points " 5" is not 1..1000000000000'
-expect_text 'line 4: EINVAL: points "5 " is not 1..1000000000000'
+expect_text 'line 2: EINVAL: points is not 1..1000000000000: character 1 is not a digit 0-9'
+expect_text 'line 3: EINVAL: points is not 1..1000000000000: character 1 is not a digit 0-9'
+expect_text 'line 4: EINVAL: points is not 1..1000000000000: character 2 is not a digit 0-9'
+# Regression: a refused points value was quoted; with the columns shifted
+# it is the row's phone (or card), copied into the output and the logs.
+printf 'card,points\nC1,+86 138-0013-8000\nC2,6222021234567890\n' >"$tmp/shifted.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/shifted.csv" --db "sqlite:$tmp/shifted.db"
+expect_text 'line 2: EINVAL: points is not 1..1000000000000: character 1 is not a digit 0-9'
+expect_text 'line 3: EINVAL: points is not 1..1000000000000: 16 digits, out of range'
+if [[ "$out" != *0013* && "$out" != *1234* ]]; then pass; else fail "an identity in the points column shown: $out"; fi
 # Regression: --rate-bp was read by strtoll, so "+100" and " 100" were 100
 # while "100 " was refused. Digits only; a bad rate imports nothing.
 n=0
 for rate in '+100' ' 100' '100x' '100 ' '-100' ''; do
     n=$((n + 1))
     expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/signs.csv" --rate-bp "$rate" --db "sqlite:$tmp/rate$n.db"
-    expect_text "pointsgw import-balances: --rate-bp \"$rate\" is not 1..1000000"
+    expect_text "pointsgw import-balances: --rate-bp is not 1..1000000: "
     if [ ! -e "$tmp/rate$n.db" ]; then pass; else fail "--rate-bp '$rate' made a database"; fi
 done
 # Regression: a row refused for its phone was not the file's row of its

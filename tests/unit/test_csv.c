@@ -379,8 +379,39 @@ static void test_a_number_field_is_digits_only(void **state)
     pgw_err err = {0};
     int64_t v = 0;
     assert_int_equal(pgw_csv_digits("+5", 1, 100, &v, &err), PGW_EINVAL);
-    assert_string_equal(err.msg, "\"+5\" is not 1..100");
+    assert_string_equal(err.msg, "is not 1..100: character 1 is not a digit 0-9");
     assert_int_equal(pgw_csv_digits("x", 1, 100, &v, NULL), PGW_EINVAL);
+}
+
+/*
+ * What a refused number field says: what is wrong with it, never the field
+ * itself. Regression: it quoted up to 32 bytes of the field, and in a file
+ * whose columns are shifted that is a phone or a card number, copied into
+ * a log line and an HTTP answer (identity.c's refusals say a value's
+ * shape only).
+ */
+static void test_a_refused_number_is_not_quoted(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *field, *said;
+    } cases[] = {
+        {"13800138000", "is not 1..100: 11 digits, out of range"},
+        {"+86 138-0013-8000", "is not 1..100: character 1 is not a digit 0-9"},
+        {"138 0013 8000", "is not 1..100: character 4 is not a digit 0-9"},
+        {"C100200300", "is not 1..100: character 1 is not a digit 0-9"},
+        {"6222021234567890123", "is not 1..100: over 18 digits"},
+        {"", "is not 1..100: empty"},
+        {"0", "is not 1..100: 1 digit, out of range"},
+        {"5\xe5\x85\x83", "is not 1..100: character 2 is not a digit 0-9"}, /* 5元 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pgw_err err = {0};
+        int64_t v = -7;
+        assert_int_equal(pgw_csv_digits(cases[i].field, 1, 100, &v, &err), PGW_EINVAL);
+        if (strcmp(err.msg, cases[i].said) != 0)
+            fail_msg("\"%s\": said \"%s\", want \"%s\"", cases[i].field, err.msg, cases[i].said);
+    }
 }
 
 int main(void)
@@ -396,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
         cmocka_unit_test(test_an_overlong_row_is_dropped_to_its_real_end),
         cmocka_unit_test(test_a_number_field_is_digits_only),
+        cmocka_unit_test(test_a_refused_number_is_not_quoted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
