@@ -373,9 +373,10 @@ static void test_a_file_without_a_batch_is_named_by_its_rows(void **state)
 
 /* ---- the rows applied -------------------------------------------------------------------- */
 
-static pgw_writer *start(const db_fixture *f)
+static pgw_writer *start_with(const db_fixture *f, int64_t max_points_per_event)
 {
     pgw_writer_options wo = {.db_url = f->url, .queue_cap = 8, .batch_max = 8};
+    wo.policy.risk.max_points_per_event = max_points_per_event;
     wo.policy.expiry = (pgw_expiry){PGW_EXPIRY_NEVER, 0, 0};
     assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
     pgw_writer *w = NULL;
@@ -383,6 +384,11 @@ static pgw_writer *start(const db_fixture *f)
     if (pgw_writer_start(&wo, &w, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     return w;
+}
+
+static pgw_writer *start(const db_fixture *f)
+{
+    return start_with(f, 0);
 }
 
 /* One row through the writer: what pgw_import_fields refused, else the command's rc. */
@@ -482,6 +488,36 @@ static void test_another_batch_of_a_card_is_refused_unless_named(void **state)
     pgw_import_file_clear(&first);
 }
 
+/*
+ * Regression: a file whose columns slipped (a phone number under points)
+ * imported it as a balance, 13,800,138,000 points at 1:1, where an event
+ * earning a millionth of that is refused by risk.max_points_per_event.
+ * A row is held to the same limit, as a 422 risk_rejected naming the
+ * rule, and nothing is written.
+ */
+static void test_a_row_beyond_the_points_per_event_limit_is_refused(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_with(db, 1000000);
+    pgw_import_file f = file_of("S001", "b1", true, 10000);
+    pgw_command cmd;
+    pgw_err err;
+    assert_int_equal(import(w, &f, "C1", "", "13800138000", 2, &cmd, &err), PGW_ERISK);
+    assert_said(err,
+                "max_points_per_event: the row would credit 13800138000 points, limit 1000000");
+    assert_int_equal(transfers(db), 0);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM members"), 0);
+    /* at the limit it goes in; at 50% a row of twice the limit too */
+    assert_int_equal(import(w, &f, "C2", "", "1000000", 3, &cmd, &err), PGW_OK);
+    pgw_import_file half = file_of("S001", "b2", true, 5000);
+    assert_int_equal(import(w, &half, "C3", "", "2000000", 2, &cmd, &err), PGW_OK);
+    assert_int_equal(cmd.points, 1000000);
+    assert_int_equal(transfers(db), 2);
+    pgw_writer_stop(w);
+    pgw_import_file_clear(&half);
+    pgw_import_file_clear(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -496,6 +532,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rows_credit_once_per_shop_batch_and_card,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_another_batch_of_a_card_is_refused_unless_named,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_row_beyond_the_points_per_event_limit_is_refused,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, vault_setup, vault_teardown);
