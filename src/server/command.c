@@ -1915,10 +1915,26 @@ static int claim_old_account(pgw_store *store, pgw_command *cmd)
                        import_account_name(cmd), cmd->shop, batch_len, batch);
 }
 
+/* A row is held to the events' limit: a file whose columns slipped put a
+ * phone number (13,800,138,000) under points, imported as a balance. */
+static int check_import_risk(const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    int64_t limit = policy->risk.max_points_per_event;
+    if (limit > 0 && cmd->points > limit)
+        return pgw_err_set(&cmd->err, PGW_ERISK,
+                           "max_points_per_event: the row would credit %lld points, limit %lld "
+                           "(its columns may have slipped; a real balance this large needs a "
+                           "higher risk.max_points_per_event for the import)",
+                           (long long)cmd->points, (long long)limit);
+    return PGW_OK;
+}
+
 static int apply_import(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     bool found = false;
-    int rc = import_holder(store, cmd, &found);
+    int rc = check_import_risk(policy, cmd);
+    if (rc == PGW_OK)
+        rc = import_holder(store, cmd, &found);
     if (rc == PGW_OK)
         rc = claim_old_account(store, cmd);
     /* A holder found by identity is alive: merges move identities along. */

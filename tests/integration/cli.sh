@@ -615,6 +615,13 @@ expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/shifted.csv" --db 
 expect_text 'line 2: EINVAL: points is not 1..1000000000000: character 1 is not a digit 0-9'
 expect_text 'line 3: EINVAL: points is not 1..1000000000000: 16 digits, out of range'
 if [[ "$out" != *0013* && "$out" != *1234* ]]; then pass; else fail "an identity in the points column shown: $out"; fi
+# Regression: a phone number under points, digits only, was imported as a
+# balance (13,800,138,000 points); the example's risk.max_points_per_event
+# (200000) holds a row as it holds an event.
+printf 'card,points\nC1,13800138000\nC2,200000\n' >"$tmp/slipped.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/slipped.csv" --db "sqlite:$tmp/slipped.db"
+expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":200000'
+expect_text 'line 2: ERISK: max_points_per_event: the row would credit 13800138000 points, limit 200000'
 # Regression: --rate-bp was read by strtoll, so "+100" and " 100" were 100
 # while "100 " was refused. Digits only; a bad rate imports nothing.
 n=0
