@@ -177,6 +177,7 @@ static void test_writes_before_the_close_are_refused(void **state)
     pgw_command p1, cmd;
     earn_cmd(&p1, "store:S001:P1", close - 2 * DAY);
     assert_int_equal(run(w, &p1), PGW_OK);
+    assert_int_equal(p1.points_moved, 100);
     keyed(&cmd, PGW_COMMAND_REFUND, "store:S001:R0", close - DAY);
     snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
     cmd.amount_fen = 1000;
@@ -193,6 +194,10 @@ static void test_writes_before_the_close_are_refused(void **state)
     earn_cmd(&cmd, "store:S001:P1", close - 2 * DAY);
     assert_int_equal(run(w, &cmd), PGW_OK);
     assert_true(cmd.replayed);
+    /* What a replay in the open period says too (command.h: EARN, earned). */
+    if (cmd.points_moved != p1.points_moved)
+        fail_msg("the purchase replayed before the close moved %lld points, not %lld",
+                 (long long)cmd.points_moved, (long long)p1.points_moved);
     cmd = r0;
     if (run(w, &cmd) != PGW_OK)
         fail_msg("replaying the refund: %s", cmd.err.msg);
@@ -225,6 +230,10 @@ static void test_writes_before_the_close_are_refused(void **state)
      * the closed period is dated by itself. */
     earn_cmd(&cmd, "store:S001:P3", close);
     assert_int_equal(run(w, &cmd), PGW_OK);
+    earn_cmd(&cmd, "store:S001:P3", close);
+    assert_int_equal(run(w, &cmd), PGW_OK);
+    assert_true(cmd.replayed);
+    assert_int_equal(cmd.points_moved, p1.points_moved); /* the same lines: 100 */
     keyed(&cmd, PGW_COMMAND_REFUND, "store:S001:R2", now);
     snprintf(cmd.original, sizeof(cmd.original), "store:S001:P1");
     cmd.amount_fen = 1000;
