@@ -982,6 +982,53 @@ def unfollowed_before_link(srv, fake):
               (openid, status, left, len(asked(openid))))
 
 
+def noted_follower_before_close(tmp, fake, env, config):
+    """Regression: an old follower's link is dated by its push, and one
+    pushed before finance's close (`pointsgw period close`) is refused
+    (period_closed). Its note stayed, so every later push found it and
+    asked nothing: the follower was never linked, two members for good. The
+    refusal now forgets the note, as a failure for the moment does, and the
+    next push, dated after the close, links. On a server of its own: the
+    close is for good."""
+    os.makedirs(os.path.join(tmp, "closed"), exist_ok=True)
+    srv = Server(os.path.join(tmp, "closed"), config, env)
+    try:
+        now = int(time.time())
+        closed = subprocess.run([BIN, "period", "close", "--before", str(now - 60), "--config",
+                                 config, "--db", srv.db], capture_output=True, text=True)
+        check(closed.returncode == 0, "the period closed: %s" % (closed.stdout + closed.stderr))
+        fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-CLOSED",
+                                                  "following": True, "unionid": "uUNION-CLOSED"})
+
+        def asked():
+            return [r for r in fake.requests("/cgi-bin/user/info")
+                    if r["query"].get("openid") == "oOA-CLOSED"]
+        status, _ = push(srv, oa_xml("oOA-CLOSED", now - 120, "text", content="你好",
+                                     msg_id="67000001"))
+        refused = eventually(srv.stderr, lambda e: "follower not linked: the write is dated" in e,
+                             timeout=5)
+        check(status == 200 and len(asked()) == 1 and "finance closed" in refused,
+              "a push before the close is not linked: %s %d" % (status, len(asked())))
+        # Later pushes, after the close (the forgetting is queued after the
+        # refusal: a push may still find the note), until one links.
+        for i in range(40):
+            if len(asked()) >= 2:
+                break
+            text = "签到" if i == 0 else "你好"
+            push(srv, oa_xml("oOA-CLOSED", now + i, "text", content=text, msg_id="671%05d" % i))
+            time.sleep(0.1)
+        linked = eventually(lambda: srv.request("POST", "/v1/members/resolve",
+                                                {"unionid": "uUNION-CLOSED"}),
+                            lambda r: r[0] == 200, timeout=5)
+        follower = srv.request("POST", "/v1/members/resolve",
+                               {"oa_openid": "oOA-CLOSED", "appid": OA_APPID})[1].get("member_id")
+        check(linked[0] == 200 and linked[1].get("member_id") == follower and len(asked()) == 2,
+              "a follower noted before the close is linked by a push after it: %s %s, "
+              "user/info asked %d times" % (follower, linked, len(asked())))
+    finally:
+        srv.stop()
+
+
 STREAM_CLIENT = []
 
 
@@ -2236,6 +2283,7 @@ def main():
         existing_follower(srv, fake)
         existing_follower_retried(srv, fake)
         unfollowed_before_link(srv, fake)
+        noted_follower_before_close(tmp, fake, env, config)
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
