@@ -2843,11 +2843,14 @@ static void oa_forget_note(pgw_api *api, const char *openid, int64_t at)
 }
 
 /* Whether a link's failure may pass (the store or a queue, for now),
- * rather than being the ledger's answer to it. */
+ * rather than being the ledger's answer to it. A period closed before the
+ * push (PGW_ECLOSED) refuses this push's date, not the follower: the next
+ * push, dated after the close (which is never ahead of the clock), notes
+ * and links again. */
 static bool oa_link_may_pass(int rc)
 {
     return rc == PGW_EFULL || rc == PGW_EIO || rc == PGW_ENOMEM || rc == PGW_EUNAVAILABLE ||
-           rc == PGW_ELIMITED;
+           rc == PGW_ELIMITED || rc == PGW_ECLOSED;
 }
 
 /* The link done (writer's completion thread): a merge's transfers to the

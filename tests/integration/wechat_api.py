@@ -16,7 +16,8 @@ with its channels pointed at it, and checks what issue 7 asks:
   unsubscribe; a bad signature or a stale timestamp is refused and the
   log is unchanged; a follower from before the gateway (no subscribe
   pushed) is linked by its first push, asking user/info once, and by a
-  later push when that link failed for the moment; someone user/info
+  later push when that link failed for the moment or was refused for a
+  push dated before finance's close; someone user/info
   says follows no more (subscribe 0) is not recorded as following.
 """
 import hashlib
