@@ -2204,6 +2204,17 @@ static void say_time(const pgw_ledger_policy *policy, int64_t t, char out[PGW_RF
         snprintf(out, PGW_RFC3339_MAX, "%lld", (long long)t);
 }
 
+/* A purchase's replay met before its appends says the points the request
+ * earns, as one met after them does (apply_earn groups the lines first):
+ * command.h's points_moved, EARN: earned. The same lines as the first
+ * request's, for the fingerprint is the same. */
+static int replayed_earn_points(pgw_command *cmd)
+{
+    pgw_earn_funder funders[PGW_EARN_FUNDERS_MAX];
+    size_t n = 0;
+    return pgw_earn_group(cmd->lines, cmd->n_lines, funders, &n, &cmd->points_moved, &cmd->err);
+}
+
 /*
  * PGW_ECLOSED, nothing written, for a command dated before the period
  * close the batch read under its lock (pgw_store_closed_before): finance
@@ -2230,6 +2241,8 @@ static int check_open_period(pgw_store *store, const pgw_ledger_policy *policy, 
             return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                                "idempotency key %.128s was used before for a different request",
                                cmd->key);
+        if (rc == PGW_OK && *seen && cmd->kind == PGW_COMMAND_EARN)
+            rc = replayed_earn_points(cmd);
         cmd->replayed = rc == PGW_OK && *seen;
         if (rc != PGW_OK || *seen)
             return rc;
