@@ -1367,6 +1367,22 @@ expect_text "date it in the open period"
 expect_text '"created":1,'
 expect_text '"failed":1'
 expect_exit 0 "$bin" verify --db "$period_db"
+# The most closes verify reads (36,500: a century of daily ones) made, the
+# next is exit 1, nothing changed: T is fine, the database holds no more.
+# The 36,499 staged before the one made (dated 1970) change no close in force.
+if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
+    psql -qX -v ON_ERROR_STOP=1 "$period_db" \
+        -c "INSERT INTO period_closes SELECT t, 0, 0 FROM generate_series(1, 36499) t"
+else
+    python3 -c "import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.executemany('INSERT INTO period_closes VALUES (?, 0, 0)', ((t,) for t in range(1, 36500)))
+db.commit()" "$tmp/period.db"
+fi
+expect_exit 1 "$bin" period close --before $((close + 60)) --db "$period_db"
+expect_text "holds 36500 closes of periods, the most verify reads"
+expect_exit 0 "$bin" period show --db "$period_db"
+expect_text "($close)"
 
 echo "$passes passed, $failures failed"
 [ "$failures" -eq 0 ]
