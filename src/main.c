@@ -1795,8 +1795,10 @@ static int period_show(const pgw_config *cfg, const char *url)
 }
 
 /* `period close --before T`: exit 2 for a moment refused as given (not
- * past, earlier than the close in force), 1 for work dated before it the
- * gateway has not written yet (expire first) or a database that failed. */
+ * past, earlier than the close in force), 1 for a T refused for what the
+ * database holds (work dated before it the gateway has not written yet:
+ * expire first; the most closes verify reads, PGW_EFULL) or a database
+ * that failed. */
 static int period_close(const pgw_config *cfg, const char *url, const char *given)
 {
     int64_t before = 0;
@@ -1820,7 +1822,7 @@ static int period_close(const pgw_config *cfg, const char *url, const char *give
     pgw_store_close(store);
     if (rc != PGW_OK) {
         fprintf(stderr, "pointsgw period close: %s\n", err.msg);
-        return rc == PGW_ESTATE ? EXIT_PROBLEM : exit_for(rc);
+        return rc == PGW_ESTATE || rc == PGW_EFULL ? EXIT_PROBLEM : exit_for(rc);
     }
     char when[PGW_RFC3339_MAX];
     say_time(cfg, before, when);
@@ -1985,7 +1987,8 @@ static const command COMMANDS[] = {
      "[--db URL]",
      "close the period before T for good: no write dated before it is taken any more (exit 2 "
      "for T ahead of the clock or before the close in force, 1 while work dated before T is "
-     "to be written: run expire --as-of T-1 first); show tells the close in force",
+     "to be written: run expire --as-of T-1 first, or once 36,500 closes are made); show tells "
+     "the close in force",
      cmd_period},
     {"import-balances",
      "import-balances --shop ID --file FILE.csv [--rate-bp N] [--batch ID] [--config FILE] "
