@@ -1045,10 +1045,11 @@ def stream_client():
     return STREAM_CLIENT[0]
 
 
-def ws_frames(sock, pending, wait):
+def ws_frames(sock, pending, wait, arrived=None):
     """The text messages and the close frame's (code, reason) of a
     WebSocket, read until it closes or `wait` seconds pass without a
-    message (close None then), its pings answered as a real client's."""
+    message (close None then), its pings answered as a real client's.
+    Given a list `arrived`, each message's arrival time is appended to it."""
     out, buf = [], pending
     quiet_from = time.time()
     while True:
@@ -1064,6 +1065,8 @@ def ws_frames(sock, pending, wait):
             if opcode == 1:
                 out.append(json.loads(payload))
                 quiet_from = time.time()
+                if arrived is not None:
+                    arrived.append(quiet_from)
             elif opcode == 9:
                 stream_client().ws_pong(sock, payload)
             elif opcode == 8:
@@ -1120,19 +1123,29 @@ def member_stream(srv, fake):
     auth = "Authorization: Session %s\r\n" % session
     sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream", auth)
     check(" 101 " in handshake, "a session opens the stream: %s" % handshake)
+    # Live once the store said whose it is (logged then): what a purchase
+    # streams before waits for that answer, which a busy reader may delay.
+    sid = session.split(".")[1]
+    eventually(lambda: [x for x in open(srv.out_path)
+                        if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x], bool)
     other = "MWS%d" % random.randrange(10**6)
     status_o, theirs = srv.request("POST", "/v1/events", member_event("WS-THEIRS", other), key=SHOP)
-    posted = time.time()
     status_m, mine = srv.request("POST", "/v1/events", member_event("WS-MINE", member), key=SHOP)
+    answered = time.time()
     check(status_o == 201 and status_m == 201, "two purchases: %s %s" % (status_o, status_m))
-    got, closed = ws_frames(sock, pending, 1.5)
-    seen = time.time() - posted
+    arrived = []
+    got, closed = ws_frames(sock, pending, 1.5, arrived)
     transfers = [m for m in got if m.get("type") == "transfer"]
     want = [t["id"] for t in mine.get("transfers", [])]
+    # From the purchase's answer, not its start, nor the end of the quiet
+    # wait: a commit slowed by a loaded machine (6.2 s once) is no stream's
+    # delay; the transfer is streamed as the purchase is answered.
+    seen = max([at - answered for m, at in zip(got, arrived) if m.get("type") == "transfer"],
+               default=float("inf"))
     check(want and [m["id"] for m in transfers] == want and closed is None,
           "the session's stream got its member's purchase only: %s, want %s (%s)" %
           ([m.get("id") for m in transfers], want, closed))
-    check(seen < 5, "within seconds (%.1f s)" % seen)
+    check(seen < 1, "live: within a second of the purchase's answer (%.1f s)" % seen)
     account = "member:" + member
     check(all(account in (m["debit"], m["credit"]) and "event_key" not in m for m in transfers),
           "transfers in the member's view, no event_key: %s" % transfers)
