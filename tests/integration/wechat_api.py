@@ -1379,6 +1379,48 @@ def member_stream_merged_tabs(srv, fake):
           "the merged member's fifth stream is logged 429: %s" % logged)
 
 
+def member_stream_merged_left(srv, fake):
+    """Regression: a stream closed before its session's check is logged
+    with the check's verdict (member_stream_left_ended), but a merged
+    member's fifth, which the check refuses (4429, logged 429, as
+    member_stream_merged_tabs), was logged 101 when its client had left
+    first: a merged member's phone reconnecting while its survivor has 4
+    streams open read as streams let in, in the log and in /metrics, as
+    long as its drops beat the check."""
+    ws = stream_client()
+    session_a, member_a = mp_session(srv, fake, "code-ws-mla", "oMP-WS-MLA")
+    session_b, member_b = mp_session(srv, fake, "code-ws-mlb", "oMP-WS-MLB")
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-ws-mla",
+                                                "phone": "13900139099", "openid": "oMP-WS-MLA"})
+    status_p, _ = srv.request("POST", "/v1/mp/phone", {"code": "ph-ws-mla"}, session=session_a)
+    status, bound = srv.request("POST", "/v1/members/%s/identities" % member_b,
+                                {"phone": "13900139099"})
+    check(status_p == 200 and bound.get("merged") == {"from": member_a, "into": member_b},
+          "the service desk merged A into B: %s %s" % (status_p, bound))
+    sid_a, sid_b = session_a.split(".")[1], session_b.split(".")[1]
+
+    def lines(sid):
+        return [json.loads(x) for x in open(srv.out_path)
+                if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x]
+
+    tabs = [ws.ws_open(srv.port, "/v1/stream", "Authorization: Session %s\r\n" % session_b)
+            for _ in range(4)]
+    eventually(lambda: lines(sid_b), lambda got: len(got) >= 4)  # checked: B's 4
+    for _ in range(10):
+        sock, handshake, _ = ws.ws_open(srv.port, "/v1/stream",
+                                        "Authorization: Session %s\r\n" % session_a)
+        check(" 101 " in handshake, "A's stream opens (checked after): %s" % handshake)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    got = eventually(lambda: lines(sid_a), lambda got: len(got) >= 10)
+    for t in tabs:
+        t[0].close()
+    check(all(" 101 " in t[1] for t in tabs) and len(got) == 10 and
+          all(x.get("status") == 429 for x in got),
+          "a merged member's fifth streams, left before their check, are logged 429: %s" %
+          [(x.get("status"), x.get("delivered")) for x in got])
+
+
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
     sent meanwhile, pings and a close frame, read and dropped)."""
@@ -2282,6 +2324,7 @@ def main():
         member_stream_left_ended(srv, fake)
         member_stream_fifth_waits(srv, fake)
         member_stream_merged_tabs(srv, fake)
+        member_stream_merged_left(srv, fake)
         member_stream_gone_silent(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
