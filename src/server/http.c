@@ -1508,6 +1508,16 @@ static int member_check(pgw_http *h, watcher *w)
     return PGW_OK;
 }
 
+/* Whether a stream at its first check, whose store said it streams
+ * `member`, would be one past that member's MEMBER_TABS: a fifth of the
+ * survivor's, found only now, as its token named a member merged into
+ * it, which the handshake could not know. A stream open before the
+ * merge stays open (checked already). */
+static bool fifth_stream(const pgw_http *h, const char *member, const watcher *except)
+{
+    return member_streams(h, member, except) >= MEMBER_TABS;
+}
+
 /* What the store's answer on a member's stream's session makes of it:
  * the member it streams (the survivor of a merge, looked for again at
  * each check), or the stream closed. A later check that could not be
@@ -1518,10 +1528,7 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
     if (resp->status == 200 && resp->body_len > 0 && resp->body_len <= PGW_ID_MAX) {
         char account[sizeof(w->account)];
         snprintf(account, sizeof(account), "member:%.*s", (int)resp->body_len, resp->body);
-        /* A fifth of the survivor's, found only now: its token named a
-         * member merged into it, which the handshake could not know. A
-         * stream open before the merge stays open (checked already). */
-        if (!w->checked && member_streams(h, account + strlen("member:"), w) >= MEMBER_TABS) {
+        if (!w->checked && fifth_stream(h, account + strlen("member:"), w)) {
             end_member(w, WS_CLOSE_TABS,
                        "the member has all the streams it may open (a merged member's are its "
                        "survivor's): close one first");
@@ -1539,6 +1546,20 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
     return resp->status == 200 ? 500 : resp->status; /* 200: no member named (never seen) */
 }
 
+/* The status member_verdict gives a stream at its first check, for one
+ * closed before it (member_gone, which is unlisted now): 101 made it a
+ * live session's whatever the check said, a merged member's fifth too. */
+static int gone_status(const pgw_http *h, const pgw_response *resp)
+{
+    if (resp->status != 200)
+        return resp->status;
+    if (resp->body_len == 0 || resp->body_len > PGW_ID_MAX)
+        return 500; /* no member named (never seen) */
+    char member[PGW_ID_MAX + 1];
+    snprintf(member, sizeof(member), "%.*s", (int)resp->body_len, resp->body);
+    return fifth_stream(h, member, NULL) ? 429 : 101;
+}
+
 /* The store's answer on a member's stream's session (member_verdict);
  * or, the stream closed meanwhile, its log line's status (`gone`, from
  * member_closed), not delivered, as any answer whose client left. */
@@ -1550,7 +1571,7 @@ static void member_checked(pgw_http *h, struct lws *wsi, req *gone, pgw_response
         w->check_id = 0;
         log_member(h, wsi, w, member_verdict(h, w, resp));
     } else if (gone != NULL) {
-        gone->resp.status = resp->status == 200 ? 101 : resp->status;
+        gone->resp.status = gone_status(h, resp);
         gone->resp.undelivered = true;
         log_request(h, &gone->r, &gone->resp, wall_us());
         free(gone);
