@@ -20,6 +20,7 @@
 #include "adapters/sms/sms.h"
 #include "adapters/wechat/client.h"
 #include "core/notice.h"
+#include "core/utf8.h"
 #include "notify/notifier.h"
 #include "store/store.h"
 #include "util/http_client.h"
@@ -1676,6 +1677,55 @@ static void test_a_claim_lapsed_while_its_sms_left_keeps_wechat_out(void **state
 }
 
 /*
+ * A number the provider refuses, with its words in Chinese as Tencent's
+ * are (some 150 bytes): skipped, the refusal leads with its code, and the
+ * other channels' reasons still follow. Regression (a review of bb46ca8):
+ * the refusal was kept whole, up to the 200-byte cut, and the reasons
+ * after it were cut away, README's "...; no other channel reaches the
+ * member: wechat_mp: ..." never said.
+ */
+static void test_a_long_refusal_leaves_room_for_the_other_channels(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    json_decref(
+        fake_request(&FAKE, "POST", "/_fake/faults",
+                     json_pack("{s:s,s:i,s:s,s:s}", "provider", "tencent", "count", 1, "code",
+                               "FailedOperation.PhoneNumberInBlacklist", "message",
+                               "\xe6\x89\x8b\xe6\x9c\xba\xe5\x8f\xb7\xe5\x9c\xa8\xe5\x85\x8d"
+                               "\xe6\x89\x93\xe6\x89\xb0\xe5\x90\x8d\xe5\x8d\x95\xe5\xba\x93"
+                               "\xe4\xb8\xad\xef\xbc\x8c\xe9\x80\x9a\xe5\xb8\xb8\xe6\x98\xaf"
+                               "\xe7\x94\xa8\xe6\x88\xb7\xe9\x80\x80\xe8\xae\xa2\xe6\x88\x96"
+                               "\xe5\x91\xbd\xe4\xb8\xad\xe8\xbf\x90\xe8\x90\xa5\xe5\x95\x86"
+                               "\xe5\x85\x8d\xe6\x89\x93\xe6\x89\xb0\xe5\x90\x8d\xe5\x8d\x95"
+                               "\xe5\xaf\xbc\xe8\x87\xb4\xe7\x9a\x84\xef\xbc\x8c\xe5\x8f\xaf"
+                               "\xe8\x81\x94\xe7\xb3\xbb\xe8\x85\xbe\xe8\xae\xaf\xe4\xba\x91"
+                               "\xe7\x9f\xad\xe4\xbf\xa1\xe5\xb0\x8f\xe5\x8a\xa9\xe6\x89\x8b"
+                               "\xe5\xa4\x84\xe7\x90\x86\xe3\x80\x82")));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    const char *oa = strstr(nt.last_error, "; wechat_oa: "); /* the route's last, whole */
+    if (strcmp(nt.state, "skipped") != 0 || strncmp(nt.last_error, "sms: ", 5) != 0 ||
+        strstr(nt.last_error, "FailedOperation.PhoneNumberInBlacklist") == NULL ||
+        strstr(nt.last_error, "; no other channel reaches the member: wechat_mp: ") == NULL ||
+        oa == NULL || !pgw_utf8_valid(nt.last_error) ||
+        (strcmp(oa, "; wechat_oa: switched off or without its secret") != 0 &&
+         strcmp(oa, "; wechat_oa: the member has no openid there") != 0))
+        fail_msg("notice %s, last_error \"%s\": want it skipped, the refusal's code first, "
+                 "then why neither WeChat channel reaches the member",
+                 nt.state, nt.last_error);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+}
+
+/*
  * A skipped notice says why it ended so. Regression (a review of
  * 123046d): a channel's refusal was kept as the reason whatever came
  * after it. Here the subscribe message is refused (43101: no quota left),
@@ -2232,6 +2282,8 @@ int main(void)
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_refusal_leaves_room_for_the_other_channels,
+                                        setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_notice_skipped_after_a_45009_says_the_member_opted_out, setup,
             db_fixture_teardown),
