@@ -824,6 +824,34 @@ static pgw_notice_channel refusal_kept(const pgw_notice *nt, const reach_info *r
     return PGW_CHANNEL_NONE;
 }
 
+/* Bytes of a kept refusal at least, when it is cut inside a field. */
+#define KEPT_MIN 80
+
+/*
+ * How much of a kept refusal (valid UTF-8) goes before the other
+ * channels' reasons, given `room` bytes: all of it when it fits; else up
+ * to the last ": " that fits when three fields or more are whole before
+ * it (the channel, "SMS tencent to 138****8000", the provider's code: its
+ * words go); else, cut inside a field (WeChat's "errcode 43101 ..."), at
+ * least KEPT_MIN bytes on a character boundary, *cut set for a "...".
+ */
+static size_t refusal_part(const char *text, size_t room, bool *cut)
+{
+    size_t len = strlen(text), fields = 0, at = 0;
+    *cut = false;
+    if (len <= room || len <= KEPT_MIN)
+        return len;
+    for (const char *p = strstr(text, ": "); p != NULL && (size_t)(p - text) <= room;
+         p = strstr(p + 2, ": ")) {
+        fields++;
+        at = (size_t)(p - text);
+    }
+    if (fields >= 3)
+        return at;
+    *cut = true;
+    return pgw_utf8_prefix(text, (room > KEPT_MIN ? room : KEPT_MIN) - 3);
+}
+
 /*
  * A notice skipped says why, channel by channel of its route: "" left an
  * operator guessing, and so did the last refusal kept alone (a review saw
@@ -838,15 +866,14 @@ static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_inf
     pgw_notice_channel kept = refusal_kept(nt, r, o);
     if (kept != PGW_CHANNEL_NONE && o->n == 1)
         return; /* that refusal is all there is to say */
-    /* Room for every part whole (a kept refusal, three channels' reasons):
-     * set_error cuts it on a character boundary, which a cut here in the
-     * middle of a provider's Chinese text would not be. */
-    char why[2 * PGW_NOTICE_ERROR_MAX + 256];
-    int len =
-        snprintf(why, sizeof(why), "%s%sno %schannel reaches the member",
-                 kept != PGW_CHANNEL_NONE ? nt->last_error : "",
-                 kept != PGW_CHANNEL_NONE ? "; " : "", kept != PGW_CHANNEL_NONE ? "other " : "");
-    PGW_ASSERT(len > 0 && (size_t)len < sizeof(why));
+    /* The channels' reasons whole first (three at most, this buffer holds
+     * them), the refusal before them cut to the room they leave
+     * (refusal_part). Kept whole, a provider's Chinese message (Tencent's
+     * run to 150 bytes) filled the 200 and set_error cut every reason away. */
+    char reasons[PGW_NOTICE_ERROR_MAX + 256];
+    int len = snprintf(reasons, sizeof(reasons), "no %schannel reaches the member",
+                       kept != PGW_CHANNEL_NONE ? "other " : "");
+    PGW_ASSERT(len > 0 && (size_t)len < sizeof(reasons));
     size_t used = (size_t)len;
     const char *sep = ": ";
     for (size_t i = 0; i < o->n; i++) {
@@ -858,13 +885,24 @@ static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_inf
                                  ? "left out after an SMS that may have reached the member"
                              : p == REFUSED ? "refused the member before"
                                             : not_reached(n, r, ch);
-        len = snprintf(why + used, sizeof(why) - used, "%s%s: %s%s", sep,
+        len = snprintf(reasons + used, sizeof(reasons) - used, "%s%s: %s%s", sep,
                        pgw_notice_channel_name(ch), reason != NULL ? reason : "no template for ",
                        reason != NULL ? "" : KIND_NAMES[kind]);
-        PGW_ASSERT(len > 0 && (size_t)len < sizeof(why) - used);
+        PGW_ASSERT(len > 0 && (size_t)len < sizeof(reasons) - used);
         used += (size_t)len;
         sep = "; ";
     }
+    if (kept == PGW_CHANNEL_NONE) {
+        set_error(nt, "", reasons);
+        return;
+    }
+    size_t room = PGW_NOTICE_ERROR_MAX > used + 2 ? PGW_NOTICE_ERROR_MAX - used - 2 : 0;
+    bool cut = false;
+    size_t keep = refusal_part(nt->last_error, room, &cut);
+    char why[PGW_NOTICE_ERROR_MAX + sizeof(reasons) + 8];
+    len = snprintf(why, sizeof(why), "%.*s%s; %s", (int)keep, nt->last_error,
+                   cut ? "\xe2\x80\xa6" : "", reasons);
+    PGW_ASSERT(len > 0 && (size_t)len < sizeof(why));
     set_error(nt, "", why);
 }
 
