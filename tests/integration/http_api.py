@@ -2197,6 +2197,21 @@ def test_imports(s):
           and "K8" not in errors[1]["message"]
           and (doc.get("imported"), doc.get("rejected")) == (0, 2) and s.transfers() == before,
           f"a card's second row is refused when its first had a bad phone: {status} {doc}")
+    # A phone number under points is refused as an event earning that much
+    # is (risk.max_points_per_event, 200000 here): risk_rejected in errors,
+    # counted in the rule's metric, and the number never said (a review of
+    # 6dd3ce2: the message quoted the points, the phone itself at 1:1).
+    before, counted = s.transfers(), metric(s, 'pgw_risk_rejected_total{rule="max_points_per_event"}')
+    status, doc, _ = s.request("POST", "/v1/shops/S003/imports", ctype="text/csv",
+                               raw=b"card,points\nK9,13300133999\nK10,200000\n")
+    errors = doc.get("errors", []) if status == 200 else []
+    check([(e["line"], e["code"]) for e in errors] == [(2, "risk_rejected")] and
+          errors[0]["message"].startswith("max_points_per_event: ") and
+          "13300133999" not in errors[0]["message"] and
+          (doc.get("imported"), doc.get("rejected")) == (1, 1) and s.transfers() == before + 1,
+          f"a phone under points is risk_rejected, unsaid: {status} {doc}")
+    check(metric(s, 'pgw_risk_rejected_total{rule="max_points_per_event"}') == counted + 1,
+          f"an import row's rejection counted with the rule's: {counted}")
     test_import_at_another_rate(s)
 
 
