@@ -1916,16 +1916,17 @@ static int claim_old_account(pgw_store *store, pgw_command *cmd)
 }
 
 /* A row is held to the events' limit: a file whose columns slipped put a
- * phone number (13,800,138,000) under points, imported as a balance. */
+ * phone number (13,800,138,000) under points, imported as a balance. The
+ * message says the limit, not the points: at 1:1 they are that phone. */
 static int check_import_risk(const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     int64_t limit = policy->risk.max_points_per_event;
     if (limit > 0 && cmd->points > limit)
         return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "max_points_per_event: the row would credit %lld points, limit %lld "
-                           "(its columns may have slipped; a real balance this large needs a "
-                           "higher risk.max_points_per_event for the import)",
-                           (long long)cmd->points, (long long)limit);
+                           "max_points_per_event: the row would credit more than the limit, "
+                           "%lld points (its columns may have slipped; a real balance this "
+                           "large needs a higher risk.max_points_per_event for the import)",
+                           (long long)limit);
     return PGW_OK;
 }
 
