@@ -521,6 +521,33 @@ static void test_a_row_beyond_the_points_per_event_limit_is_refused(void **state
     pgw_import_file_clear(&f);
 }
 
+/*
+ * The limit is checked after the row's key: a file imported before the
+ * limit was lowered replays (nothing credited, no rejection). Checked
+ * before it, the same batch run again would report its rows risk_rejected
+ * though they are in, and an operator "mending" them would credit twice.
+ */
+static void test_a_row_imported_before_the_limit_was_lowered_replays(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start(db);
+    pgw_import_file f = file_of("S001", "b1", true, 10000);
+    pgw_command cmd;
+    pgw_err err;
+    assert_int_equal(import(w, &f, "C1", "", "2000000", 2, &cmd, &err), PGW_OK);
+    pgw_writer_stop(w);
+    w = start_with(db, 1000000);
+    pgw_import_file again = file_of("S001", "b1", true, 10000); /* the same file, run again */
+    if (import(w, &again, "C1", "", "2000000", 2, &cmd, &err) != PGW_OK || !cmd.replayed)
+        fail_msg("imported before the limit was lowered, the row again: %s (replayed %d); want "
+                 "it replayed",
+                 err.msg, cmd.replayed);
+    assert_int_equal(transfers(db), 1);
+    pgw_writer_stop(w);
+    pgw_import_file_clear(&again);
+    pgw_import_file_clear(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,6 +562,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rows_credit_once_per_shop_batch_and_card,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_another_batch_of_a_card_is_refused_unless_named,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_row_imported_before_the_limit_was_lowered_replays,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_row_beyond_the_points_per_event_limit_is_refused,
                                         db_fixture_setup, db_fixture_teardown),
