@@ -777,7 +777,7 @@ expect_exit 2 "$bin" import-balances --shop S999 --file "$tmp/more.csv" --db "$i
 expect_text "--shop must name a shop"
 printf 'card,colour\nC1,red\n' >"$tmp/bad.csv"
 expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/bad.csv" --db "$import_db"
-expect_text 'column "colour" is unknown'
+expect_text 'line 1: column 2 is unknown: a header names its columns, each one of card, phone, points'
 
 # Reconcile: bad usage is exit 2 and says what; the matching itself is
 # exercised over a live log by the HTTP integration test.

@@ -188,9 +188,34 @@ static void test_columns_are_mapped_by_name(void **state)
     assert_int_equal(pgw_csv_columns(&row, names, 3, col, true, &err), PGW_EINVAL); /* still */
     expect_row(&c, 4, 1, (const char *const[]){"size"});
     assert_int_equal(pgw_csv_columns(&row, names, 3, col, false, &err), PGW_EINVAL);
-    assert_non_null(strstr(err.msg, "\"size\" is unknown"));
+    assert_non_null(strstr(err.msg, "line 4: column 1 is unknown"));
     assert_int_equal(pgw_csv_columns(&row, names, 3, col, true, &err), PGW_OK);
     assert_true(col[0] == -1 && col[1] == -1 && col[2] == -1); /* "size" maps to nothing */
+}
+
+/*
+ * A header's unknown name is told by its position, never quoted.
+ * Regression (a review of 2568cd1): a file without its header row had its
+ * first row taken for one, and the message quoted that row's phone ("column
+ * \"13800138000\" is unknown") in the terminal, errors and logs.
+ */
+static void test_an_unknown_column_is_named_by_its_position(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"card", "phone", "points"};
+    static const char text[] = "card,13800138000,100\n";
+    pgw_csv c;
+    pgw_csv_init(&c, text, sizeof(text) - 1);
+    int col[3];
+    pgw_err err;
+    expect_row(&c, 1, 3, (const char *const[]){"card", "13800138000", "100"});
+    assert_int_equal(pgw_csv_columns(&row, names, 3, col, false, &err), PGW_EINVAL);
+    if (strstr(err.msg, "13800138000") != NULL ||
+        strstr(err.msg, "line 1: column 2 is unknown") == NULL ||
+        strstr(err.msg, "card, phone, points") == NULL)
+        fail_msg("\"%s\": want column 2 named by its position, the names the header may "
+                 "have listed, and never the field",
+                 err.msg);
 }
 
 /* A file read in chunks gives exactly the rows, line numbers and errors of
@@ -423,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_a_field_not_utf8_is_a_bad_row),
         cmocka_unit_test(test_a_bad_row_is_skipped_to_its_own_end),
         cmocka_unit_test(test_columns_are_mapped_by_name),
+        cmocka_unit_test(test_an_unknown_column_is_named_by_its_position),
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
         cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
         cmocka_unit_test(test_an_overlong_row_is_dropped_to_its_real_end),
