@@ -237,6 +237,27 @@ int pgw_csv_next(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
     return rc;
 }
 
+/*
+ * An unknown header name, told by its position and never quoted: a file
+ * without its header row has its first row taken for one, and that row's
+ * phone or card would reach the terminal, errors and logs. The names the
+ * header may have follow (cut short rather than overflow: they are ours).
+ */
+static int unknown_column(const pgw_csv_row *header, size_t f, const char *const *names, size_t n,
+                          pgw_err *err)
+{
+    char known[256] = "";
+    size_t used = 0;
+    for (size_t c = 0; c < n && used < sizeof(known); c++) {
+        int more = snprintf(known + used, sizeof(known) - used, "%s%s", c ? ", " : "", names[c]);
+        used += more > 0 ? (size_t)more : 0;
+    }
+    return pgw_err_set(err, PGW_EINVAL,
+                       "line %zu: column %zu is unknown: a header names its columns, each one "
+                       "of %s",
+                       header->line, f + 1, known);
+}
+
 int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t n, int *col,
                     bool others_ok, pgw_err *err)
 {
@@ -248,9 +269,11 @@ int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t 
             c++;
         if (c == n && others_ok)
             continue;
-        if (c == n || col[c] >= 0)
-            return pgw_err_set(err, PGW_EINVAL, "line %zu: column \"%.64s\" is %s", header->line,
-                               header->fields[f], c == n ? "unknown" : "there twice");
+        if (c == n)
+            return unknown_column(header, f, names, n, err);
+        if (col[c] >= 0) /* a name of ours: safe to say */
+            return pgw_err_set(err, PGW_EINVAL, "line %zu: column \"%s\" is there twice",
+                               header->line, names[c]);
         col[c] = (int)f;
     }
     return PGW_OK;

@@ -50,7 +50,9 @@ int pgw_csv_next(pgw_csv *csv, pgw_csv_row *row, bool *done, pgw_err *err);
  * Maps a header row onto n known column names: col[i] is the field index
  * of names[i], or -1 when the header does not have it. PGW_EINVAL for a
  * known name that comes twice, and for a name that is not known unless
- * `others_ok` (then that field maps to nothing). Which columns are
+ * `others_ok` (then that field maps to nothing): told by its position
+ * (`column 2 is unknown`) with the known names, never quoted, as a file
+ * without its header row has a phone or a card there. Which columns are
  * required is the caller's to say.
  */
 int pgw_csv_columns(const pgw_csv_row *header, const char *const *names, size_t n, int *col,

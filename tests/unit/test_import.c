@@ -105,7 +105,7 @@ static void test_the_header_names_its_columns_in_any_order(void **state)
     assert_said(err, "points and at least one of card and phone");
     /* a column of its own, or one of ours twice, is no import file */
     assert_int_equal(header_of("card,colour,points\n", col, &err), PGW_EINVAL);
-    assert_said(err, "colour");
+    assert_said(err, "column 2 is unknown"); /* by its position: never quoted (csv.h) */
     assert_int_equal(header_of("card,points,card\n", col, &err), PGW_EINVAL);
 }
 
