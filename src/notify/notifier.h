@@ -21,8 +21,12 @@
  * saying why each channel of the route did not take it then. Once an
  * SMS of the notice may have reached the member (core/notice.h
  * PGW_NOTICE_SMS_MAY_HAVE_GONE) WeChat is not asked for it again, in that
- * attempt or a retry, whoever subscribed or followed meanwhile: it would
- * tell the member twice.
+ * attempt or a retry (an operator's too), whoever subscribed or followed
+ * meanwhile: it would tell the member twice. No delivery report is read,
+ * so this holds when the SMS never arrived: such a notice may end dead
+ * (retries run out on SMS, an SMS given up with only WeChat after it) or
+ * skipped (its retry's number refused, the member opted out of SMS)
+ * though WeChat reaches the member.
  *
  * Claims: a claim belongs to one courier of this run (host, pid, a random
  * part, the courier's index) with a
