@@ -924,7 +924,7 @@ void pgw_sms_limiter_free(pgw_sms_limiter *l)
 }
 
 /* The providers' calendar day is China's: UTC+8 all year, no DST. */
-static const pgw_tz PROVIDER_TZ = {"Asia/Shanghai", 8 * 3600};
+static const pgw_tz PROVIDER_TZ = {.name = "Asia/Shanghai", .offset_s = 8 * 3600};
 
 /* How long past the provider's midnight a calendar day's sends still
  * count: our clock may run ahead of the provider's, and a message it then

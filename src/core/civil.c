@@ -280,11 +280,12 @@ static const pgw_tz_change PAST_PERTH[] = {{1165082400, 28800}, {1174759200, 324
     {                                                                                              \
         name, changes, sizeof(changes) / sizeof(changes[0])                                        \
     }
-static const struct {
+struct pgw_tz_past {
     const char *name;
     const pgw_tz_change *changes;
     size_t n;
-} PAST_OFFSETS[] = {
+};
+static const struct pgw_tz_past PAST_OFFSETS[] = {
     PAST("Asia/Ulaanbaatar", PAST_ULAANBAATAR),
     PAST("Asia/Dhaka", PAST_DHAKA),
     PAST("Asia/Colombo", PAST_COLOMBO),
@@ -349,6 +350,11 @@ int pgw_tz_lookup(const char *name, pgw_tz *out, pgw_err *err)
     }
     memcpy(out->name, name, len + 1);
     out->offset_s = offset;
+    out->past = NULL;
+    for (size_t i = 0; i < sizeof(PAST_OFFSETS) / sizeof(PAST_OFFSETS[0]); i++) {
+        if (strcmp(PAST_OFFSETS[i].name, name) == 0)
+            out->past = &PAST_OFFSETS[i];
+    }
     return PGW_OK;
 }
 
@@ -356,14 +362,9 @@ int pgw_tz_lookup(const char *name, pgw_tz *out, pgw_err *err)
  * none (0) for a zone that kept one since 2000. */
 static size_t past_offsets(const pgw_tz *tz, const pgw_tz_change **past)
 {
-    for (size_t i = 0; i < sizeof(PAST_OFFSETS) / sizeof(PAST_OFFSETS[0]); i++) {
-        if (strcmp(PAST_OFFSETS[i].name, tz->name) == 0) {
-            *past = PAST_OFFSETS[i].changes;
-            return PAST_OFFSETS[i].n;
-        }
-    }
-    *past = NULL;
-    return 0;
+    PGW_ASSERT(tz->past == NULL || strcmp(tz->past->name, tz->name) == 0);
+    *past = tz->past != NULL ? tz->past->changes : NULL;
+    return tz->past != NULL ? tz->past->n : 0;
 }
 
 int32_t pgw_tz_offset_at(const pgw_tz *tz, int64_t t)

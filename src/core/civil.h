@@ -38,9 +38,16 @@ typedef struct pgw_date {
     int32_t day;   /* 1..days in month */
 } pgw_date;
 
+struct pgw_tz_past; /* civil.c's table of a zone's offsets since 2000 */
+
 typedef struct pgw_tz {
     char name[PGW_TZ_NAME_MAX]; /* as configured: "Asia/Shanghai", "+08:00" */
     int32_t offset_s;           /* today's: seconds east of UTC, -14h..+14h */
+    /* The offsets it had before today's, found once by pgw_tz_lookup (a
+     * zone's name looked up at every date cost an event's writer ~2,000
+     * instructions); NULL for a zone that kept one offset since 2000, a
+     * fixed offset, and a pgw_tz made by hand. */
+    const struct pgw_tz_past *past;
 } pgw_tz;
 
 bool pgw_is_leap_year(int32_t year);

@@ -270,7 +270,7 @@ static void test_local_times(void **state)
     }
     /* Local times no zone can place: none given, a year before the
      * zone's offset was today's, a zone whose past is not known here. */
-    pgw_tz mars = {"Mars/Olympus", 3600};
+    pgw_tz mars = {.name = "Mars/Olympus", .offset_s = 3600};
     static const struct {
         const char *text;
         int zone; /* as above; 4: Mars/Olympus */
