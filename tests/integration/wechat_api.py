@@ -1034,6 +1034,58 @@ def noted_follower_before_close(tmp, fake, env, config):
         srv.stop()
 
 
+def pushed_before_close(tmp, fake, env, config):
+    """Regression: a subscribe or a 签到 whose CreateTime is before
+    finance's close (the push delayed, or redelivered around the close) is
+    refused period_closed, and the callback answered it 503: WeChat
+    delivered it three times more, refused the same, and the member read
+    nothing. It is answered 200 with a reply (nothing recorded, the 签到 to
+    be sent again), logged once. On a server of its own: the close is for
+    good."""
+    os.makedirs(os.path.join(tmp, "closed-push"), exist_ok=True)
+    srv = Server(os.path.join(tmp, "closed-push"), config, env)
+    try:
+        now = int(time.time())
+        closed = subprocess.run([BIN, "period", "close", "--before", str(now - 60), "--config",
+                                 config, "--db", srv.db], capture_output=True, text=True)
+        check(closed.returncode == 0, "the period closed: %s" % (closed.stdout + closed.stderr))
+        fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-LATE",
+                                                  "following": True, "unionid": "uUNION-LATE"})
+        before = srv.transfers()
+        status, body = push(srv, oa_xml("oOA-LATE", now - 120, "event", event="subscribe"))
+        text = reply_text(body)[0] if status == 200 else body
+        check(status == 200 and text.startswith("感谢关注") and "未能" in text,
+              "a subscribe dated before the close is thanked, no points: %s %s" % (status, text))
+        following = pg.value(srv.db, "SELECT following FROM oa_followers"
+                                     " WHERE openid = 'oOA-LATE'")
+        check(following == "1", "a subscribe dated before the close follows: %s" % following)
+        status, body = push(srv, oa_xml("oOA-LATE", now - 110, "text", content="签到",
+                                        msg_id="68000001"))
+        text = reply_text(body)[0] if status == 200 else body
+        check(status == 200 and text.startswith("签到未能记录") and "重新发送" in text,
+              "a 签到 dated before the close is told to send it again: %s %s" % (status, text))
+        check(srv.transfers() == before, "nothing dated before the close was written")
+        status, body = push(srv, oa_xml("oOA-LATE", now, "text", content="签到",
+                                        msg_id="68000002"))
+        text = reply_text(body)[0] if status == 200 else body
+        check(status == 200 and text.startswith("签到成功"),
+              "the 签到 sent again, after the close: %s %s" % (status, text))
+        status, body = push(srv, oa_xml("oOA-LATE", now - 100, "text", content="积分",
+                                        msg_id="68000003"))
+        text = reply_text(body)[0] if status == 200 else body
+        check(status == 200 and "您的积分：5" in text,
+              "积分 dated before the close (a read): %s %s" % (status, text))
+        time.sleep(0.3)  # a link wrongly queued would have logged by now
+        err = srv.stderr()
+        for what in ("follow_oa", "sign_in"):
+            said = err.count("official account %s not recorded" % what)
+            check(said == 1, "a %s dated before the close logged once: %d\n%s" % (what, said, err))
+        check("follower not linked" not in err,
+              "a subscribe refused for its date is not linked (refused the same): %s" % err)
+    finally:
+        srv.stop()
+
+
 STREAM_CLIENT = []
 
 
@@ -2345,6 +2397,7 @@ def main():
         existing_follower_retried(srv, fake)
         unfollowed_before_link(srv, fake)
         noted_follower_before_close(tmp, fake, env, config)
+        pushed_before_close(tmp, fake, env, config)
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
