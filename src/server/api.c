@@ -3113,23 +3113,57 @@ static void event_figures(const pgw_command *cmd, int64_t *points, int64_t *bala
     json_decref(answer);
 }
 
+/* The reply to a subscribe's follow_oa or a 签到's sign_in. One dated
+ * before finance's close (the push delayed, or redelivered around the
+ * close) is refused for good, nothing recorded (a subscribe's follow is,
+ * a command of its own); a 签到 sent again now is in the open period. */
+static void oa_event_text(const pgw_command *cmd, bool follow, char *text, size_t size)
+{
+    int64_t points = 0, balance = 0;
+    bool again = false;
+    event_figures(cmd, &points, &balance, &again);
+    if (cmd->rc == PGW_ECLOSED)
+        snprintf(text, size, "%s",
+                 follow ? "感谢关注，本次关注未能记入积分。" : "签到未能记录，请重新发送“签到”。");
+    else if (cmd->rc != PGW_OK)
+        snprintf(text, size, "暂时无法办理，请稍后再试。");
+    else if (points > 0)
+        snprintf(text, size, "%s，获得 %lld 积分，当前积分 %lld。",
+                 follow ? "感谢关注" : "签到成功", (long long)points, (long long)balance);
+    else if (again)
+        snprintf(text, size, "%s，当前积分 %lld。", follow ? "欢迎回来" : "今天已经签到过了",
+                 (long long)balance);
+    else /* the mall pays nothing for it (or a cap): done, no repeat */
+        snprintf(text, size, "%s，当前积分 %lld。", follow ? "感谢关注" : "签到成功",
+                 (long long)balance);
+}
+
 /* The passive reply to a push that reached the ledger. */
 static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
 {
     const pgw_command *cmd = &job->cmd;
     char text[512];
-    int64_t points = 0, balance = 0;
     /* A refusal the member should read gets a reply; anything else (the
-     * store down, no memory) is 503, so that WeChat delivers it again. */
+     * store down, no memory) is 503, so that WeChat delivers it again. A
+     * push dated before finance's close is refused for good: 503 would
+     * only have WeChat deliver it three times more, refused the same. */
     bool answerable = cmd->rc == PGW_OK || cmd->rc == PGW_ERISK || cmd->rc == PGW_ENOTFOUND ||
-                      cmd->rc == PGW_EINVAL;
+                      cmd->rc == PGW_EINVAL || cmd->rc == PGW_ECLOSED;
     /* A first delivery's follow links the follower's unionid, its points
      * taken, refused, or failed 503: a redelivery (WeChat retrying: we were
      * slow, or said 503) finds its follow recorded, and a refused or failed
-     * event records no key of its own, so only the follow's tells it. */
+     * event records no key of its own, so only the follow's tells it. But
+     * not one dated before the close: its link, of the same date, would be
+     * refused too, after spending a user/info call. */
     const pgw_oa_message *m = &job->wx->oa.msg;
-    if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow))
+    if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow) &&
+        cmd->rc != PGW_ECLOSED)
         oa_queue_link(api, m->from_user, m->create_time, false);
+    if (cmd->rc == PGW_ECLOSED) /* once: answered, WeChat does not deliver it again */
+        fprintf(stderr,
+                "pointsgw: warning: official account %s not recorded (answered, not to be "
+                "delivered again): %s\n",
+                job->wx->action == OA_FOLLOW ? "follow_oa" : "sign_in", cmd->err.msg);
     if (!answerable) {
         fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
         return;
@@ -3151,22 +3185,9 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
             snprintf(text, sizeof(text), "暂时无法查询，请稍后再试。");
         break;
     case OA_FOLLOW:
-    case OA_SIGN_IN: {
-        bool follow = job->wx->action == OA_FOLLOW, again = false;
-        event_figures(cmd, &points, &balance, &again);
-        if (cmd->rc != PGW_OK)
-            snprintf(text, sizeof(text), "暂时无法办理，请稍后再试。");
-        else if (points > 0)
-            snprintf(text, sizeof(text), "%s，获得 %lld 积分，当前积分 %lld。",
-                     follow ? "感谢关注" : "签到成功", (long long)points, (long long)balance);
-        else if (again)
-            snprintf(text, sizeof(text), "%s，当前积分 %lld。",
-                     follow ? "欢迎回来" : "今天已经签到过了", (long long)balance);
-        else /* the mall pays nothing for it (or a cap): done, no repeat */
-            snprintf(text, sizeof(text), "%s，当前积分 %lld。", follow ? "感谢关注" : "签到成功",
-                     (long long)balance);
+    case OA_SIGN_IN:
+        oa_event_text(cmd, job->wx->action == OA_FOLLOW, text, sizeof(text));
         break;
-    }
     }
     pgw_err err;
     if (pgw_wechat_oa_reply(api->wechat, &job->wx->oa, text, wall_now_s(), &resp->body,
