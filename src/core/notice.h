@@ -58,6 +58,17 @@ typedef enum pgw_notice_channel {
  * change once it may have been read. A wake still takes it, as it takes
  * one held after failed attempts. */
 #define PGW_NOTICE_MAY_HAVE_REACHED 256u
+/* Nor these: a WeChat message of the notice may have reached the member:
+ * WeChat may have handled a send whose answer was lost (a timeout, a
+ * connection closed before the answer). The channel's bit shifted left by
+ * PGW_NOTICE_WX_GONE_SHIFT (the mini program 512, the official account
+ * 1024). Kept for good, as PGW_NOTICE_SMS_MAY_HAVE_GONE: the notice goes
+ * by that channel only from then on (an SMS or the other WeChat channel
+ * would tell the member a second time), a wake never takes it, no arrival
+ * joins it. */
+#define PGW_NOTICE_WX_GONE_SHIFT 9
+#define PGW_NOTICE_WX_MAY_HAVE_GONE                                                                \
+    ((unsigned)(PGW_CHANNEL_MP | PGW_CHANNEL_OA) << PGW_NOTICE_WX_GONE_SHIFT)
 /* Nor these: a wake (above) that came while a courier held the notice
  * (claimed), kept with the claim and applied when it ends with the notice
  * held: the channels the wake reopened, each channel's bit shifted left by

@@ -749,6 +749,87 @@ static void test_no_wechat_after_an_sms_given_up_that_may_have_gone(void **state
     rig_free(&r);
 }
 
+/*
+ * The other way round: once a WeChat message of the notice may have
+ * reached the member, its retry stays on that channel, never SMS.
+ * Regression: a subscribe message whose answer was lost (WeChat handled
+ * it: the member may have read it) was retried with its channel chosen
+ * anew, and the SMS told the member a second time. The first attempt's
+ * answer is lost (a retry in 10 minutes, the member's unit counted as
+ * used); the member subscribes again meanwhile when `again`, and WeChat
+ * answers the retry with `retry_fault` (NULL: as it would). The member
+ * must hear nothing by SMS, and be delivered the subscribe message once.
+ * Returns the notice as it ends.
+ */
+static pgw_notice retry_after_a_lost_subscribe_message(const db_fixture *f, json_t *retry_fault,
+                                                       bool again)
+{
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_base_delay_ms = cfg->notify.retry_max_delay_ms = 600 * 1000;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "lose_answer", 1)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice retried = wait_recorded(r.store, "M1", 1);
+    if (strcmp(retried.state, "pending") != 0)
+        fail_msg("after a subscribe message whose answer was lost notice %s (%s): want it "
+                 "waiting for its retry",
+                 retried.state, retried.last_error);
+    if (again)
+        subscribe(&r, "M1", "oMpAlpha");
+    if (retry_fault != NULL)
+        json_decref(fake_request(&WX, "POST", "/_fake/faults", retry_fault));
+    atomic_fetch_add(&clock_ahead, 1200); /* past the retry's backoff */
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    json_t *doc = fake_request(&FAKE, "GET", "/_fake/messages", NULL);
+    size_t sms = json_array_size(json_object_get(doc, "messages"));
+    json_decref(doc);
+    if (sms != 0 || strcmp(nt.channel, "sms") == 0 || strcmp(to, "oMpAlpha,") != 0)
+        fail_msg("retried after a subscribe message that may have reached the member: notice %s "
+                 "by %s after %lld attempts (%s), %zu SMS sent, WeChat delivered to \"%s\": want "
+                 "no SMS, the subscribe message delivered once",
+                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, sms, to);
+    pgw_notifier_stop(r.notifier);
+    r.notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(&r);
+    return nt;
+}
+
+/* Its unit counted as used, the member has no quota left for the retry:
+ * skipped, SMS left out (README: such a notice may end without SMS). */
+static void test_a_retry_after_a_lost_subscribe_message_stays_off_sms(void **state)
+{
+    pgw_notice nt = retry_after_a_lost_subscribe_message(*state, NULL, false);
+    if (strcmp(nt.state, "skipped") != 0 || strstr(nt.last_error, "sms: left out after") == NULL)
+        fail_msg("notice %s (%s): want it skipped, SMS left out after the WeChat message", nt.state,
+                 nt.last_error);
+}
+
+/* The member subscribed again meanwhile, and WeChat refuses the retry
+ * (43101): no SMS either, skipped. */
+static void test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms(void **state)
+{
+    pgw_notice nt = retry_after_a_lost_subscribe_message(
+        *state,
+        json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send", "count", 1, "errcode",
+                  43101),
+        true);
+    if (strcmp(nt.state, "skipped") != 0 || nt.attempts != 2)
+        fail_msg("notice %s after %lld attempts (%s): want it skipped at the second", nt.state,
+                 (long long)nt.attempts, nt.last_error);
+}
+
 /* M1's arrival once sent, polled every 10 ms up to `tries` times; its
  * notices (two at most) are left in list[0..*n). */
 static const pgw_notice *sent_arrival(pgw_store *s, pgw_notice list[2], size_t *n, int tries)
@@ -2257,6 +2338,11 @@ int main(void)
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_no_wechat_after_an_sms_given_up_that_may_have_gone,
                                         setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_retry_after_a_lost_subscribe_message_stays_off_sms,
+                                        setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merged_arrival_tells_the_survivors_balance, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,

@@ -673,6 +673,51 @@ static void test_a_wake_takes_a_notice_tried_on_wechat(void **state)
 }
 
 /*
+ * A WeChat message that may have reached the member (its answer lost:
+ * PGW_NOTICE_WX_MAY_HAVE_GONE, which the courier sets) is kept as an SMS
+ * that may have gone is (test_a_wake_takes_a_notice_tried_on_wechat): no
+ * wake takes the notice, no arrival joins it, and an operator's retry
+ * keeps the mark. Regression: only the SMS's was, and the notice's retry
+ * could go by SMS, the member told twice.
+ */
+static void test_a_wechat_message_that_may_have_gone_is_kept(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    int64_t quota = 0, points[4];
+    pgw_notice got[8];
+    const int64_t mp_gone = (int64_t)PGW_CHANNEL_MP << PGW_NOTICE_WX_GONE_SHIFT;
+    const int64_t oa_gone = (int64_t)PGW_CHANNEL_OA << PGW_NOTICE_WX_GONE_SHIFT;
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    /* Held, no attempt counted: neither woken nor joined. */
+    pgw_notice held = tried_notice_n(s, "M1", 1000, PGW_NOTICE_HELD | mp_gone, 0);
+    assert_int_equal(pgw_store_add_quota(s, "M1", "", "tpl", 1, &quota, &err), PGW_OK);
+    if (woken(s, 1100, held.id))
+        fail_msg("a wake took a notice a subscribe message of which may have gone");
+    enqueue(s, "M1", 50, 60, 1010, 10);
+    if (notices_of(s, "M1", points) != 2 || points[0] != 50 || points[1] != 10)
+        fail_msg("an arrival joined a notice a subscribe message of which may have gone");
+    assert_int_equal(claim(s, 1020, got), 1); /* the arrival */
+    snprintf(got[0].state, sizeof(got[0].state), "sent");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 1021, &err), PGW_OK);
+    assert_int_equal(claim(s, 30000, got), 1);
+    assert_int_equal(got[0].id, held.id);
+    assert_int_equal(got[0].excluded, PGW_NOTICE_HELD | mp_gone);
+    /* Dead, then retried by an operator: the mark stays. */
+    got[0].excluded = oa_gone;
+    got[0].attempts = 1;
+    snprintf(got[0].state, sizeof(got[0].state), "dead");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &got[0], 30001, &err), PGW_OK);
+    assert_int_equal(pgw_store_retry_notice(s, got[0].id, 30002, &err), PGW_OK);
+    assert_int_equal(claim(s, 30002, got), 1);
+    if (got[0].excluded != (oa_gone | PGW_NOTICE_MAY_HAVE_REACHED))
+        fail_msg("retried by an operator, a notice whose template message may have gone "
+                 "excludes %lld: want %lld (the mark kept)",
+                 (long long)got[0].excluded, (long long)(oa_gone | PGW_NOTICE_MAY_HAVE_REACHED));
+    pgw_store_close(s);
+}
+
+/*
  * Regression (the mini-program review): a notice that fell through from
  * WeChat to SMS (43101 no quota, 43004 not following) kept WeChat
  * excluded for good (notices.excluded), so even woken after the member
@@ -2399,6 +2444,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_new_channel_lapses_its_exclusion, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wake_takes_a_notice_tried_on_wechat,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wechat_message_that_may_have_gone_is_kept,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wake_during_a_claim_is_kept, db_fixture_setup,
                                         db_fixture_teardown),
