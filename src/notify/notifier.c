@@ -226,6 +226,19 @@ static attempt outcome_of(pgw_wx_outcome o)
 }
 
 /*
+ * Marks nt as one a message of WeChat channel ch may have reached (its
+ * answer lost: WeChat may have handled it), for good (core/notice.h
+ * PGW_NOTICE_WX_MAY_HAVE_GONE): its retry goes by ch only
+ * (route_excluded), stored with the attempt. Regression: the retry chose
+ * its channel anew, and a member whose unit the lost send used, or whom
+ * WeChat refused then, was told a second time by SMS.
+ */
+static void wx_may_have_gone(pgw_notice *nt, pgw_notice_channel ch)
+{
+    nt->excluded |= (int64_t)((unsigned)ch << PGW_NOTICE_WX_GONE_SHIFT);
+}
+
+/*
  * The mini program's subscribe message. The unit of quota it uses is
  * counted when the outcome is recorded (finish_batch()), not reserved before
  * the call: that would be one more transaction per notice, and WeChat
@@ -258,6 +271,8 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
      * or never sent (no token to send with): the unit is still the member's. */
     bool unknown = reply.maybe_done;
     nt->may_have_reached |= a == RETRY && unknown; /* kept over the next channels */
+    if (a == RETRY && unknown)
+        wx_may_have_gone(nt, PGW_CHANNEL_MP);
     r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
@@ -299,6 +314,8 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
         set_error(nt, "wechat_oa", err.msg);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
     nt->may_have_reached |= a == RETRY && reply.maybe_done;
+    if (a == RETRY && reply.maybe_done)
+        wx_may_have_gone(nt, PGW_CHANNEL_OA);
     return a;
 }
 
@@ -458,20 +475,33 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
     count(n, &n->stats.retried);
 }
 
+/* The WeChat channels a message of nt may have gone by (core/notice.h
+ * PGW_NOTICE_WX_MAY_HAVE_GONE), as channel bits. */
+static unsigned wx_gone(const pgw_notice *nt)
+{
+    return ((unsigned)nt->excluded & PGW_NOTICE_WX_MAY_HAVE_GONE) >> PGW_NOTICE_WX_GONE_SHIFT;
+}
+
 /*
- * The channels routing passes over for nt: those excluded, and both WeChat
+ * The channels routing passes over for nt: those excluded; both WeChat
  * channels once an SMS of it may have reached the member (core/notice.h
- * PGW_NOTICE_SMS_MAY_HAVE_GONE: it stays on SMS, or ends with none left).
- * Regression: a retry chose its channel anew, and a member who subscribed
+ * PGW_NOTICE_SMS_MAY_HAVE_GONE: it stays on SMS, or ends with none left);
+ * every channel but the WeChat one a message of it may have gone by
+ * (PGW_NOTICE_WX_MAY_HAVE_GONE: it stays there, or ends with none left).
+ * Regressions: a retry chose its channel anew, and a member who subscribed
  * or followed during the backoff got the subscribe message after the SMS,
- * told twice. Derived, not stored: a wake reopens WeChat channels only of
- * a notice without the mark, and the mark is kept for good.
+ * told twice; a subscribe message whose answer was lost was followed by
+ * the SMS of its retry. Derived, not stored: a wake reopens WeChat
+ * channels only of a notice without the marks, and the marks are kept
+ * for good.
  */
 static unsigned route_excluded(const pgw_notice *nt)
 {
-    unsigned ex = (unsigned)nt->excluded;
+    unsigned ex = (unsigned)nt->excluded, wx = wx_gone(nt);
     if ((ex & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0)
         ex |= PGW_CHANNEL_MP | PGW_CHANNEL_OA;
+    if (wx != 0)
+        ex |= (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS) & ~wx;
     return ex;
 }
 
@@ -793,6 +823,7 @@ static const char *not_reached(const pgw_notifier *n, const reach_info *r, pgw_n
 typedef enum passed_over {
     UNREACHED, /* it does not reach the member now: not_reached() */
     AFTER_SMS, /* WeChat, after an SMS that may have reached the member: route_excluded() */
+    AFTER_WX,  /* another, after a WeChat message that may have reached the member: the same */
     REFUSED,   /* it refused the member, in this attempt or an earlier one */
 } passed_over;
 
@@ -805,6 +836,8 @@ static passed_over why_passed_over(const pgw_notice *nt, const reach_info *r, pg
         return UNREACHED;
     if (ch != PGW_CHANNEL_SMS && (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0)
         return AFTER_SMS;
+    if (wx_gone(nt) != 0 && (wx_gone(nt) & (unsigned)ch) == 0)
+        return AFTER_WX;
     return REFUSED; /* excluded: route_excluded() passes over nothing else */
 }
 
@@ -881,10 +914,11 @@ static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_inf
         if (ch == kept)
             continue;
         passed_over p = why_passed_over(nt, r, ch);
-        const char *reason = p == AFTER_SMS
-                                 ? "left out after an SMS that may have reached the member"
-                             : p == REFUSED ? "refused the member before"
-                                            : not_reached(n, r, ch);
+        const char *reason =
+            p == AFTER_SMS  ? "left out after an SMS that may have reached the member"
+            : p == AFTER_WX ? "left out after a WeChat message that may have reached the member"
+            : p == REFUSED  ? "refused the member before"
+                            : not_reached(n, r, ch);
         len = snprintf(reasons + used, sizeof(reasons) - used, "%s%s: %s%s", sep,
                        pgw_notice_channel_name(ch), reason != NULL ? reason : "no template for ",
                        reason != NULL ? "" : KIND_NAMES[kind]);

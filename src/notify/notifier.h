@@ -26,7 +26,13 @@
  * so this holds when the SMS never arrived: such a notice may end dead
  * (retries run out on SMS, an SMS given up with only WeChat after it) or
  * skipped (its retry's number refused, the member opted out of SMS)
- * though WeChat reaches the member.
+ * though WeChat reaches the member. The other way too: once a WeChat
+ * message of it may have reached the member (its answer lost; core/
+ * notice.h PGW_NOTICE_WX_MAY_HAVE_GONE, recorded with the attempt) its
+ * retries go by that channel only, never SMS or the other WeChat
+ * channel; it may end skipped (the unit the lost send used was the last,
+ * WeChat refuses the retry) or dead though SMS reaches the member. A
+ * courier that dies while a WeChat request leaves marks nothing.
  *
  * Claims: a claim belongs to one courier of this run (host, pid, a random
  * part, the courier's index) with a

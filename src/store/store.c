@@ -233,6 +233,15 @@ PGW_STATIC_ASSERT(PGW_NOTICE_HELD == 16, "NOTICE_HELD names the mark by number")
 /* PGW_NOTICE_SMS_MAY_HAVE_GONE. */
 #define NOTICE_SMS_GONE "32"
 PGW_STATIC_ASSERT(PGW_NOTICE_SMS_MAY_HAVE_GONE == 32, "NOTICE_SMS_GONE names the mark by number");
+/* PGW_NOTICE_WX_MAY_HAVE_GONE: bits of the INTEGER column like the others
+ * (no migration), apart from the channels and the other marks. */
+#define NOTICE_WX_GONE "1536"
+PGW_STATIC_ASSERT(PGW_NOTICE_WX_MAY_HAVE_GONE == 1536 &&
+                      (PGW_NOTICE_WX_MAY_HAVE_GONE &
+                       (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS | PGW_NOTICE_GAVE_UP |
+                        PGW_NOTICE_HELD | PGW_NOTICE_SMS_MAY_HAVE_GONE | PGW_NOTICE_WOKEN |
+                        PGW_NOTICE_MAY_HAVE_REACHED)) == 0,
+                  "NOTICE_WX_GONE names the marks by number, bits of their own");
 /* PGW_NOTICE_MAY_HAVE_REACHED: a bit of the INTEGER column like the others
  * (no migration), apart from the channels and the other marks. */
 #define NOTICE_REACHED "256"
@@ -249,11 +258,15 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
 /* Whether an arrival may join a pending notice (ST_COALESCE_NOTICE): no
  * attempt counted (what failed so far refused: nothing of it went), none
  * made before an operator's retry started the count anew
- * (NOTICE_REACHED), and no SMS of it may have gone. Its text must not
+ * (NOTICE_REACHED), and no SMS or WeChat message of it may have gone
+ * (NOTICE_WX_GONE comes with an attempt counted; kept here all the same,
+ * as the marks are kept everywhere). Its text must not
  * change once it may have been read: a new total would read as new
  * points, and the official account drops a second message with the
  * notice's client_msg_id. */
-#define JOINABLE "attempts = 0 AND (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED ")) = 0"
+#define JOINABLE                                                                                   \
+    "attempts = 0 AND (excluded & (" NOTICE_SMS_GONE " + " NOTICE_WX_GONE " + " NOTICE_REACHED     \
+    ")) = 0"
 /* The notices column `hurried` (schema 32): 0, 1 an arrival a later notice
  * hurried (it tells the balance it was queued with), 2 one a merge moved
  * (ST_MERGE_NOTICES) or one still waiting that a notice sent reading its
@@ -340,9 +353,11 @@ PGW_STATIC_ASSERT(PGW_NOTICE_WOKEN == 192 && (1u << PGW_NOTICE_WOKEN_SHIFT) == 6
     "kind = 'points_arrived' AND state = 'pending' AND due_at > " now                              \
     " AND (excluded & " NOTICE_HELD ") = 0 AND " JOINABLE
 /* Whether a wake takes a pending notice whose `excluded` is this
- * expression (ST_WAKE_NOTICES says why). */
+ * expression (ST_WAKE_NOTICES says why): held, and no SMS or WeChat
+ * message of it may have gone. */
 #define WAKE_TAKES(excluded)                                                                       \
-    "(" excluded " & " NOTICE_HELD ") <> 0 AND (" excluded " & " NOTICE_SMS_GONE ") = 0"
+    "(" excluded " & " NOTICE_HELD ") <> 0 AND (" excluded " & (" NOTICE_SMS_GONE                  \
+    " + " NOTICE_WX_GONE ")) = 0"
 /* Makes the held notices of `who` (a condition on member) due at once, the
  * channels bound at parameter `reopened` no longer excluded
  * (ST_WAKE_NOTICES says when and why); marks the claimed ones, for
@@ -799,12 +814,14 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * have reached the member), and not one whose SMS may have gone
      * (PGW_NOTICE_SMS_MAY_HAVE_GONE: a timed-out SMS, then held for the
      * number's limit): chosen anew at once, WeChat would tell the member
-     * twice. One held after other failed attempts is taken (a WeChat
-     * timeout, then 43101: WeChat again is what a retry does). One a courier
-     * holds (claimed) is marked with the channels ?2 instead
-     * (PGW_NOTICE_WOKEN): the courier may be about to hold it, having read
-     * the member's channels before this, and the store applies the wake
-     * when the claim ends with the notice held (WOKEN_DUE). */
+     * twice; nor one a WeChat message of which may have gone
+     * (PGW_NOTICE_WX_MAY_HAVE_GONE), which keeps to that channel. One
+     * held after other failed attempts is taken (a WeChat timeout, then
+     * 43101: WeChat again is what a retry does). One a courier holds
+     * (claimed) is marked with the channels ?2 instead (PGW_NOTICE_WOKEN):
+     * the courier may be about to hold it, having read the member's
+     * channels before this, and the store applies the wake when the claim
+     * ends with the notice held (WOKEN_DUE). */
     [ST_WAKE_NOTICES] = WAKE_HELD("?2", "member = ?1"),
     /* The same for the members holding an official-account openid. */
     [ST_WAKE_FOLLOWER] = WAKE_HELD("?4", "member IN (SELECT member FROM identities"
@@ -5258,9 +5275,10 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is %s, not dead", (long long)id, state);
     if (rc == PGW_OK)
         rc = prepare(s,
-                     /* An SMS that may have gone still may have: no wake
-                      * takes it. Attempts made (timeouts, 5xx: maybe sends)
-                      * may have reached the member although the count
+                     /* An SMS or a WeChat message that may have gone
+                      * still may have: no wake takes it, it keeps to
+                      * that channel. Attempts made (timeouts, 5xx:
+                      * maybe sends) may have reached the member although the count
                       * starts anew: marked so (NOTICE_REACHED), no
                       * arrival joins it (JOINABLE). Dead still: a retry
                       * beside this one (another instance) may have made it
@@ -5269,7 +5287,8 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
                       * a merge's mark stays) */
                      "UPDATE notices SET state = 'pending', due_at = ?2, attempts = 0, " UNHURRIED
                      ","
-                     " excluded = (excluded & (" NOTICE_SMS_GONE " + " NOTICE_REACHED "))"
+                     " excluded = (excluded & (" NOTICE_SMS_GONE " + " NOTICE_WX_GONE
+                     " + " NOTICE_REACHED "))"
                      " | CASE WHEN attempts > 0 THEN " NOTICE_REACHED " ELSE 0 END,"
                      " last_error = '', updated_at = ?2 WHERE id = ?1 AND state = 'dead'",
                      &st, err);
