@@ -84,10 +84,11 @@ int pgw_tz_lookup(const char *name, pgw_tz *out, pgw_err *err);
  * The offset of `tz` in force at instant `t`: today's, or for a zone that
  * changed its own since 2000 (Asia/Almaty was +06:00 until 2024-03-01,
  * Europe/Moscow +04:00 2011..2014, America/Sao_Paulo kept summer time
- * until 2019) the one it had then, as tzdata 2025b has it (found by the
- * zone's name: a pgw_tz written by hand has its history too). Instants
- * before 2000-01-01 are read in the offset of that day: the gateway holds
- * none (no event is older: PGW_EVENT_EARLIEST_S).
+ * until 2019) the one it had then, as tzdata 2025b has it (found once by
+ * pgw_tz_lookup: a pgw_tz written by hand has none, today's offset at
+ * every instant, whatever its name; pgw_tz_fixed_since still goes by the
+ * name). Instants before 2000-01-01 are read in the offset of that day:
+ * the gateway holds none (no event is older: PGW_EVENT_EARLIEST_S).
  */
 int32_t pgw_tz_offset_at(const pgw_tz *tz, int64_t t);
 
