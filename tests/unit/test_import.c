@@ -151,6 +151,11 @@ static void test_points_convert_at_the_rate_rounded_down(void **state)
         {10000, "\xef\xbc\x95", 0, "is not 1.."},        /* a full-width 5 */
         {10000, "000000000000000005", 5, NULL},          /* 18 digits: the bound */
         {10000, "0000000000000000005", 0, "is not 1.."}, /* 19: past it */
+        /* Regression: the overflow and nothing messages quoted the row's
+         * points, a phone when the columns slipped ("13800138000 points at
+         * 1000000 bp overflow"): they say the bound and the rate instead. */
+        {1000000, "13800138000", 0, "at 1000000 bp pass 1000000000000 points"},
+        {1, "9999", 0, "at 1 bp convert to nothing"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pgw_import_file f = file_of("S001", "b1", true, cases[i].rate_bp);
@@ -164,6 +169,10 @@ static void test_points_convert_at_the_rate_rounded_down(void **state)
         if (cases[i].want == 0 && (rc != PGW_EINVAL || strstr(err.msg, cases[i].said) == NULL))
             fail_msg("%s at %lld bp: rc %d (%s), want EINVAL saying \"%s\"", cases[i].old,
                      (long long)cases[i].rate_bp, rc, err.msg, cases[i].said);
+        if (cases[i].want == 0 && strlen(cases[i].old) >= 4 &&
+            strstr(cases[i].said, cases[i].old) == NULL && strstr(err.msg, cases[i].old) != NULL)
+            fail_msg("%s at %lld bp is quoted: %s", cases[i].old, (long long)cases[i].rate_bp,
+                     err.msg);
         pgw_import_file_clear(&f);
     }
 }
