@@ -195,12 +195,14 @@ static int convert(const char *text, int64_t rate_bp, int64_t *points, pgw_err *
     int64_t old = 0;
     if (pgw_csv_digits(text, 1, PGW_POINTS_MAX, &old, err) != PGW_OK)
         return err != NULL ? pgw_err_prefix(err, "points ") : PGW_EINVAL;
+    /* The rate and the bound, never the row's points: a phone number
+     * under points (the columns slipped) would be quoted into logs. */
     if (pgw_mul_div_floor(old, rate_bp, 10000, points) != PGW_OK || *points > PGW_POINTS_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp overflow", (long long)old,
-                           (long long)rate_bp);
+        return pgw_err_set(err, PGW_EINVAL, "points at %lld bp pass %lld points",
+                           (long long)rate_bp, (long long)PGW_POINTS_MAX);
     if (*points < 1)
-        return pgw_err_set(err, PGW_EINVAL, "%lld points at %lld bp convert to nothing",
-                           (long long)old, (long long)rate_bp);
+        return pgw_err_set(err, PGW_EINVAL, "points at %lld bp convert to nothing",
+                           (long long)rate_bp);
     return PGW_OK;
 }
 

@@ -130,7 +130,7 @@ static void test_points_convert_at_the_rate_rounded_down(void **state)
         {10000, "1000000000000", PGW_POINTS_MAX, NULL},
         {5000, "1", 0, "convert to nothing"},
         {1, "9999", 0, "convert to nothing"},
-        {20000, "1000000000000", 0, "overflow"},
+        {20000, "1000000000000", 0, "at 20000 bp pass 1000000000000 points"},
         {10000, "1000000000001", 0, "is not 1..1000000000000"},
         {10000, "99999999999999999999", 0, "is not 1.."}, /* past int64 */
         {10000, "", 0, "is not 1.."},
