@@ -1697,6 +1697,39 @@ static void test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat(void 
 }
 
 /*
+ * M1's arrival after a 45009 of the mini program, held for the quiet hours,
+ * then its SMS leaving at 14:00 in China and slow (accepted after 2.5 s):
+ * returns WeChat's next midnight, with the notice marked as its SMS may
+ * have gone and still claimed, as when its courier dies then.
+ */
+static int64_t sms_leaving_after_a_45009(db_fixture *f, rig *r, pgw_wx_client **wx)
+{
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    rig_open(f, mall_retrying(true), r); /* quiet hours an hour either side of noon */
+    m1_subscribed(r, 45009);
+    fake_control(&FAKE, "/_fake/config", "{s:i}", "tencent_same_content_gap_s", 0);
+    rig_start_wx(f, r, wx);
+    wait_held(r->store, "M1", 0);
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "delay_ms", 2500)));
+    atomic_fetch_add(&clock_ahead, 2 * 3600); /* 14:00: past the quiet hours, before midnight */
+    pgw_notice nt = notice_of(r->store, "M1");
+    for (int i = 0; i < 1000 && !(strcmp(nt.state, "sending") == 0 &&
+                                  (nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0);
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r->store, "M1");
+    }
+    if (strcmp(nt.state, "sending") != 0)
+        fail_msg("notice %s, excluded %lld: want its SMS leaving", nt.state,
+                 (long long)nt.excluded);
+    return midnight;
+}
+
+/*
  * Regression (a review of 46954f3): a notice held after a 45009 has the
  * mini program back in its row; its next attempt leaves it out again
  * (the memo) and sends the SMS. A courier that dies while that SMS is
@@ -1710,30 +1743,10 @@ static void test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat(void 
 static void test_a_claim_lapsed_while_its_sms_left_keeps_wechat_out(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
     rig r;
-    rig_open(f, mall_retrying(true), &r); /* quiet hours an hour either side of noon */
-    m1_subscribed(&r, 45009);
-    fake_control(&FAKE, "/_fake/config", "{s:i}", "tencent_same_content_gap_s", 0);
     pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
-    wait_held(r.store, "M1", 0);
-    json_decref(fake_request(
-        &FAKE, "POST", "/_fake/faults",
-        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "delay_ms", 2500)));
-    atomic_fetch_add(&clock_ahead, 2 * 3600); /* 14:00: past the quiet hours, before midnight */
-    pgw_notice nt = notice_of(r.store, "M1");
-    for (int i = 0; i < 1000 && !(strcmp(nt.state, "sending") == 0 &&
-                                  (nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0);
-         i++) {
-        fake_sleep_ms(10);
-        nt = notice_of(r.store, "M1");
-    }
-    if (strcmp(nt.state, "sending") != 0)
-        fail_msg("notice %s, excluded %lld: want its SMS leaving", nt.state,
-                 (long long)nt.excluded);
+    int64_t midnight = sms_leaving_after_a_45009(f, &r, &wx);
+    pgw_notice nt;
     /* Its courier dies: the sweep, once the lease has run out, at 00:10
      * in China (WeChat's new day). */
     int64_t swept = 0;
@@ -1855,30 +1868,10 @@ static void test_a_skipped_notice_says_why_after_a_refusal(void **state)
 static void test_a_notice_skipped_after_a_45009_says_the_member_opted_out(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
     rig r;
-    rig_open(f, mall_retrying(true), &r); /* quiet hours an hour either side of noon */
-    m1_subscribed(&r, 45009);
-    fake_control(&FAKE, "/_fake/config", "{s:i}", "tencent_same_content_gap_s", 0);
     pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
-    wait_held(r.store, "M1", 0);
-    json_decref(fake_request(
-        &FAKE, "POST", "/_fake/faults",
-        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "delay_ms", 2500)));
-    atomic_fetch_add(&clock_ahead, 2 * 3600); /* 14:00: past the quiet hours, before midnight */
-    pgw_notice nt = notice_of(r.store, "M1");
-    for (int i = 0; i < 1000 && !(strcmp(nt.state, "sending") == 0 &&
-                                  (nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0);
-         i++) {
-        fake_sleep_ms(10);
-        nt = notice_of(r.store, "M1");
-    }
-    if (strcmp(nt.state, "sending") != 0)
-        fail_msg("notice %s, excluded %lld: want its SMS leaving", nt.state,
-                 (long long)nt.excluded);
+    int64_t midnight = sms_leaving_after_a_45009(f, &r, &wx);
+    pgw_notice nt;
     int64_t swept = 0;
     pgw_err err;
     if (pgw_store_unclaim_notices(r.store, NULL, midnight + 600, &swept, &err) != PGW_OK ||
