@@ -819,6 +819,15 @@ static const char *not_reached(const pgw_notifier *n, const reach_info *r, pgw_n
                                            : "the member's phone cannot be read";
 }
 
+/* A channel passed over after a WeChat message that may have reached the
+ * member (AFTER_WX). Short: with a WeChat refusal kept before it (at
+ * least KEPT_MIN bytes) and the other channels' reasons, the longest
+ * message (the mini program marked and refused, the official account
+ * switched off, then SMS) is 200 bytes, PGW_NOTICE_ERROR_MAX. Regression:
+ * "left out after a WeChat message that may have reached the member" was
+ * cut mid-way there by set_error. */
+#define WX_MAY_HAVE_TOLD "WeChat may have told them"
+
 /* Why routing passed over channel ch when no channel was left (deliver). */
 typedef enum passed_over {
     UNREACHED, /* it does not reach the member now: not_reached() */
@@ -914,11 +923,11 @@ static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_inf
         if (ch == kept)
             continue;
         passed_over p = why_passed_over(nt, r, ch);
-        const char *reason =
-            p == AFTER_SMS  ? "left out after an SMS that may have reached the member"
-            : p == AFTER_WX ? "left out after a WeChat message that may have reached the member"
-            : p == REFUSED  ? "refused the member before"
-                            : not_reached(n, r, ch);
+        const char *reason = p == AFTER_SMS
+                                 ? "left out after an SMS that may have reached the member"
+                             : p == AFTER_WX ? WX_MAY_HAVE_TOLD
+                             : p == REFUSED  ? "refused the member before"
+                                             : not_reached(n, r, ch);
         len = snprintf(reasons + used, sizeof(reasons) - used, "%s%s: %s%s", sep,
                        pgw_notice_channel_name(ch), reason != NULL ? reason : "no template for ",
                        reason != NULL ? "" : KIND_NAMES[kind]);
