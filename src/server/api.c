@@ -2790,8 +2790,9 @@ static int oa_record_follow(pgw_api *api, wx_job *wx, pgw_err *err)
 typedef struct oa_link_job {
     pgw_api *api;
     char openid[PGW_WX_OPENID_MAX + 1];
-    int64_t at;
-    bool noted; /* a push's note (oa_note_follower), not a subscribe */
+    int64_t at;    /* the follow's (its push's CreateTime): forgotten by it */
+    int64_t dated; /* the LINK's: `at`, or now for a push before the close */
+    bool noted;    /* a push's note (oa_note_follower), not a subscribe */
 } oa_link_job;
 
 /* The link's LINK command, and whose it is. */
@@ -2879,7 +2880,7 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
     c->job = *l;
     pgw_command *link = &c->cmd;
     link->kind = PGW_COMMAND_LINK;
-    link->at = l->at;
+    link->at = l->dated;
     link->by_identity = link->has_who2 = true;
     int rc = wx_identity(l->api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(l->api->wechat), l->openid,
                          &link->who, err);
@@ -2934,9 +2935,10 @@ static void oa_link_task(void *arg, bool stale)
     free(l);
 }
 
-/* Queues the link of a follower (nothing waits on it); `noted`: a push's
- * note, forgotten when the link cannot be queued. */
-static void oa_queue_link(pgw_api *api, const char *openid, int64_t at, bool noted)
+/* Queues the link of a follower (nothing waits on it), the follow's time
+ * `at`, the link dated `dated`; `noted`: a push's note, forgotten when the
+ * link cannot be queued. */
+static void oa_queue_link(pgw_api *api, const char *openid, int64_t at, int64_t dated, bool noted)
 {
     pgw_err err;
     oa_link_job *l = calloc(1, sizeof(*l));
@@ -2944,6 +2946,7 @@ static void oa_queue_link(pgw_api *api, const char *openid, int64_t at, bool not
     if (rc == PGW_OK) {
         l->api = api;
         l->at = at;
+        l->dated = dated;
         l->noted = noted;
         snprintf(l->openid, sizeof(l->openid), "%.64s", openid);
         rc = outbound_submit(api->outbound, oa_link_task, l, &err);
@@ -2978,7 +2981,7 @@ static void oa_note_done(pgw_command *cmd, void *payload)
         pthread_mutex_lock(&n->api->links_lock);
         bool closed = n->api->links_closed;
         if (!closed)
-            oa_queue_link(n->api, n->openid, cmd->at, true);
+            oa_queue_link(n->api, n->openid, cmd->at, cmd->at, true);
         pthread_mutex_unlock(&n->api->links_lock);
         if (closed)
             oa_forget_note(n->api, n->openid, cmd->at);
@@ -3074,7 +3077,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
      * not link. Linked now; under such overload user/info may be asked
      * once per delivery (WeChat makes four at most). */
     if (follow)
-        oa_queue_link(api, openid, at, false);
+        oa_queue_link(api, openid, at, at, false);
     return false;
 }
 
@@ -3152,13 +3155,16 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
     /* A first delivery's follow links the follower's unionid, its points
      * taken, refused, or failed 503: a redelivery (WeChat retrying: we were
      * slow, or said 503) finds its follow recorded, and a refused or failed
-     * event records no key of its own, so only the follow's tells it. But
-     * not one dated before the close: its link, of the same date, would be
-     * refused too, after spending a user/info call. */
+     * event records no key of its own, so only the follow's tells it. One
+     * dated before the close is linked too, the link dated now: of the
+     * push's date it would be refused as the event was, and with its
+     * follow recorded no later push notes the follower to link it
+     * (oa_note_follower). Regression: not linked, the follower stayed
+     * apart from its unionid's member for good. */
     const pgw_oa_message *m = &job->wx->oa.msg;
-    if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow) &&
-        cmd->rc != PGW_ECLOSED)
-        oa_queue_link(api, m->from_user, m->create_time, false);
+    if (job->wx->action == OA_FOLLOW && !cmd->replayed && !oa_follow_seen(job->wx->follow))
+        oa_queue_link(api, m->from_user, m->create_time,
+                      cmd->rc == PGW_ECLOSED ? wall_now_s() : m->create_time, false);
     if (cmd->rc == PGW_ECLOSED) /* once: answered, WeChat does not deliver it again */
         fprintf(stderr,
                 "pointsgw: warning: official account %s not recorded (answered, not to be "
