@@ -1466,6 +1466,31 @@ static pgw_config *mall_mp_only(void)
 }
 
 /*
+ * Waits while M1's notice is being sent or due within the minute of `now`,
+ * then wants it pending until WeChat's `midnight` (UTC+8), no attempt
+ * counted, with `wechat`'s channels back in its route: a 45009 with no
+ * channel to go on to.
+ */
+static pgw_notice wait_deferred_to(pgw_store *s, int64_t now, int64_t midnight, int64_t wechat,
+                                   const char *for_what)
+{
+    pgw_notice nt = notice_of(s, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
+                                 (strcmp(nt.state, "pending") == 0 && nt.due_at < now + 60));
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(s, "M1");
+    }
+    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
+        (nt.excluded & wechat) != 0)
+        fail_msg("notice %s by %s, due %lld (midnight UTC+8 %lld), %lld attempts, excluded "
+                 "%lld (%s): want it pending until midnight UTC+8 for %s, uncounted",
+                 nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
+                 (long long)nt.attempts, (long long)nt.excluded, nt.last_error, for_what);
+    return nt;
+}
+
+/*
  * Regression (a review of the WeChat client): WeChat's daily quota
  * (45009) on a subscribe message gave the channel up for the notice, which
  * died when the route had no other channel, though the quota comes back
@@ -1483,22 +1508,11 @@ static void test_a_daily_quota_waits_for_wechats_next_day(void **state)
     m1_subscribed(&r, 45009);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
-    pgw_notice nt = notice_of(r.store, "M1");
-    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
-                                 (strcmp(nt.state, "pending") == 0 && nt.due_at < now + 60));
-         i++) {
-        fake_sleep_ms(10);
-        nt = notice_of(r.store, "M1");
-    }
+    wait_deferred_to(r.store, now, midnight, PGW_CHANNEL_MP, "the mini program");
     char to[256];
     delivered_to(to, sizeof(to));
-    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
-        (nt.excluded & PGW_CHANNEL_MP) != 0 || to[0] != '\0')
-        fail_msg("notice %s by %s, due %lld (midnight UTC+8 %lld), %lld attempts, excluded "
-                 "%lld, WeChat delivered to \"%s\" (%s): want it pending until midnight UTC+8, "
-                 "uncounted, sent no other way",
-                 nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
-                 (long long)nt.attempts, (long long)nt.excluded, to, nt.last_error);
+    if (to[0] != '\0')
+        fail_msg("WeChat delivered to \"%s\": want the notice sent no other way", to);
     pgw_notifier_stop(r.notifier);
     r.notifier = NULL;
     pgw_wx_client_free(wx);
@@ -1555,20 +1569,7 @@ static void test_a_daily_quota_then_a_refused_number_waits_for_wechat(void **sta
     fake_control(&FAKE, "/_fake/numbers", "{s:s,s:s}", "phone", "13800138000", "state", "invalid");
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
-    pgw_notice nt = notice_of(r.store, "M1");
-    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
-                                 (strcmp(nt.state, "pending") == 0 && nt.due_at < now + 60));
-         i++) {
-        fake_sleep_ms(10);
-        nt = notice_of(r.store, "M1");
-    }
-    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
-        (nt.excluded & PGW_CHANNEL_MP) != 0)
-        fail_msg("notice %s by %s, due %lld (midnight UTC+8 %lld), %lld attempts, excluded "
-                 "%lld (%s): want it pending until midnight UTC+8 for the mini program, "
-                 "uncounted",
-                 nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
-                 (long long)nt.attempts, (long long)nt.excluded, nt.last_error);
+    wait_deferred_to(r.store, now, midnight, PGW_CHANNEL_MP, "the mini program");
     pgw_notifier_stop(r.notifier);
     r.notifier = NULL;
     pgw_wx_client_free(wx);
@@ -1993,20 +1994,8 @@ static void test_two_daily_quotas_wait_for_both_channels(void **state)
                               .oa_ready = true};
     if (pgw_notifier_start(&o, &r.notifier, &err) != PGW_OK)
         fail_msg("%s", err.msg);
-    pgw_notice nt = notice_of(r.store, "M1");
-    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 ||
-                                 (strcmp(nt.state, "pending") == 0 && nt.due_at < now + 60));
-         i++) {
-        fake_sleep_ms(10);
-        nt = notice_of(r.store, "M1");
-    }
-    if (strcmp(nt.state, "pending") != 0 || nt.due_at != midnight || nt.attempts != 0 ||
-        (nt.excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA)) != 0)
-        fail_msg("notice %s by %s, due %lld (midnight UTC+8 %lld), %lld attempts, excluded "
-                 "%lld (%s): want it pending until midnight UTC+8 for both WeChat channels, "
-                 "uncounted",
-                 nt.state, nt.channel, (long long)nt.due_at, (long long)midnight,
-                 (long long)nt.attempts, (long long)nt.excluded, nt.last_error);
+    wait_deferred_to(r.store, now, midnight, PGW_CHANNEL_MP | PGW_CHANNEL_OA,
+                     "both WeChat channels");
     pgw_notifier_stop(r.notifier);
     r.notifier = NULL;
     pgw_wx_client_free(wx);
