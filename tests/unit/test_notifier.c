@@ -250,6 +250,16 @@ static void rig_free(rig *r)
     pgw_config_free(r->cfg);
 }
 
+/* rig_free, with the WeChat client the notifier sent by: freed once the
+ * notifier is stopped, not before. */
+static void rig_free_wx(rig *r, pgw_wx_client *wx)
+{
+    pgw_notifier_stop(r->notifier);
+    r->notifier = NULL;
+    pgw_wx_client_free(wx);
+    rig_free(r);
+}
+
 /* ---- tests ------------------------------------------------------------------ */
 
 /*
@@ -504,10 +514,7 @@ static void test_subscribe_quota_per_openid(void **state)
     delivered_to(to, sizeof(to));
     if (strcmp(to, "oMpBravo,oMpBravo,") != 0)
         fail_msg("delivered to \"%s\": want oMpBravo twice", to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /* ---- a wake: what may be hurried to WeChat ------------------------------------ */
@@ -605,10 +612,7 @@ static void test_a_wake_hurries_a_notice_tried_on_wechat(void **state)
     pgw_notice nt = notice_of(r.store, "M1");
     if (sent != 1 || strcmp(nt.channel, "wechat_mp") != 0)
         fail_msg("notice %s by %s: want sent by wechat_mp", nt.state, nt.channel);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -642,10 +646,7 @@ static void test_a_wake_leaves_a_notice_an_sms_may_have_reached(void **state)
         fail_msg("notice %s, due %lld (held until %lld), WeChat delivered to \"%s\": want it "
                  "held still, nothing by WeChat",
                  nt.state, (long long)nt.due_at, (long long)held.due_at, to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /* Waits (10 s at most) until the member's only notice is recorded after
@@ -705,10 +706,7 @@ static void test_a_retry_after_an_sms_that_may_have_gone_stays_on_sms(void **sta
                  "notice %s by %s after %lld attempts (%s), WeChat delivered to \"%s\": want it "
                  "sent by sms at the second attempt, nothing by WeChat",
                  nt.state, nt.channel, (long long)nt.attempts, nt.last_error, to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -743,10 +741,7 @@ static void test_no_wechat_after_an_sms_given_up_that_may_have_gone(void **state
         fail_msg("an SMS given up that may have gone, then notice %s by %s (%s), WeChat "
                  "delivered to \"%s\": want it dead after the SMS, nothing by WeChat",
                  nt.state, nt.channel, nt.last_error, to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -799,10 +794,7 @@ static pgw_notice retry_after_a_lost_subscribe_message(const db_fixture *f, json
                  "by %s after %lld attempts (%s), %zu SMS sent, WeChat delivered to \"%s\": want "
                  "no SMS, the subscribe message delivered once",
                  nt.state, nt.channel, (long long)nt.attempts, nt.last_error, sms, to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
     return nt;
 }
 
@@ -1064,10 +1056,7 @@ static void test_a_retried_notice_unmarks_a_later_held_arrival(void **state)
         fail_msg("the arrival told %lld (its queued balance) after the retried reversal told 0: "
                  "want 0, read when sent",
                  (long long)arrival->balance);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1121,10 +1110,7 @@ static void test_a_hurried_arrival_retried_before_its_refund_keeps_its_balance(v
         fail_msg("the hurried arrival's retry, before its refund, told %lld (read when sent), "
                  "want its queued 600",
                  (long long)arrival->balance);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /* ---- a batch: what a notice sent earlier in it told ------------------------- */
@@ -1231,10 +1217,7 @@ static void test_a_retry_earlier_in_the_batch_unmarks_a_later_arrival(void **sta
                  "earlier in its batch, told %lld: want %lld, read when sent",
                  (long long)list[1].balance, (long long)list[2].balance,
                  (long long)list[2].balance);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1286,10 +1269,7 @@ static void test_a_notice_earlier_in_the_batch_unmarks_a_retried_arrival(void **
         fail_msg("the retried arrival told %lld (its queued balance) after a reversal earlier in "
                  "its batch told %lld: want %lld, read when sent",
                  (long long)a->balance, (long long)x->balance, (long long)x->balance);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /* ---- an arrival a notice read past: the hurry after it ---------------------- */
@@ -1425,10 +1405,7 @@ static void test_an_arrival_read_past_and_hurried_tells_no_balance_past_its_hurr
     assert_string_equal(a3->state, "sent");
     if (a2->balance == 1250 && a3->balance != 1250) /* it went between them */
         fail_msg("the arrival told 1250, then the next arrival told %lld", (long long)a3->balance);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /* ---- WeChat's daily quota ------------------------------------------------------ */
@@ -1442,6 +1419,12 @@ static int64_t clock_into_wechat_day(int64_t into_day)
     int64_t into = ((int64_t)wall.tv_sec + 8 * 3600) % 86400;
     atomic_store(&clock_ahead, (long long)((into_day - into + 86400) % 86400));
     return (int64_t)time(NULL);
+}
+
+/* The first instant of WeChat's next day (00:00 in China, UTC+8) after `t`. */
+static int64_t wechat_midnight_after(int64_t t)
+{
+    return t - (t + 8 * 3600) % 86400 + 86400;
 }
 
 /* M1 with a phone, a mini-program openid with a unit of quota and a
@@ -1502,7 +1485,7 @@ static void test_a_daily_quota_waits_for_wechats_next_day(void **state)
     db_fixture *f = *state;
     atomic_store(&first_send, 0);
     int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    int64_t midnight = wechat_midnight_after(now);
     rig r;
     rig_open(f, mall_mp_only(), &r);
     m1_subscribed(&r, 45009);
@@ -1513,10 +1496,7 @@ static void test_a_daily_quota_waits_for_wechats_next_day(void **state)
     delivered_to(to, sizeof(to));
     if (to[0] != '\0')
         fail_msg("WeChat delivered to \"%s\": want the notice sent no other way", to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1543,10 +1523,7 @@ static void test_a_daily_quota_goes_on_to_sms_now(void **state)
                  "the first attempt, the mini program left out, not given up",
                  nt.state, nt.channel, (long long)nt.attempts, (long long)nt.excluded,
                  nt.last_error);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1562,7 +1539,7 @@ static void test_a_daily_quota_then_a_refused_number_waits_for_wechat(void **sta
     db_fixture *f = *state;
     atomic_store(&first_send, 0);
     int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    int64_t midnight = wechat_midnight_after(now);
     rig r;
     rig_open(f, mall(), &r);
     m1_subscribed(&r, 45009);
@@ -1570,10 +1547,7 @@ static void test_a_daily_quota_then_a_refused_number_waits_for_wechat(void **sta
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
     wait_deferred_to(r.store, now, midnight, PGW_CHANNEL_MP, "the mini program");
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1590,7 +1564,7 @@ static void test_a_daily_quota_then_a_held_sms_refused_waits_for_wechat(void **s
     db_fixture *f = *state;
     atomic_store(&first_send, 0);
     int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    int64_t midnight = wechat_midnight_after(now);
     rig r;
     rig_open(f, mall_retrying(true), &r); /* quiet hours an hour either side of noon */
     m1_subscribed(&r, 45009);
@@ -1625,10 +1599,7 @@ static void test_a_daily_quota_then_a_held_sms_refused_waits_for_wechat(void **s
         fail_msg("after WeChat's midnight notice %s by %s (%s), WeChat delivered to \"%s\": "
                  "want it sent by wechat_mp",
                  nt.state, nt.channel, nt.last_error, to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1645,7 +1616,7 @@ static void test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat(void 
     db_fixture *f = *state;
     atomic_store(&first_send, 0);
     int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    int64_t midnight = wechat_midnight_after(now);
     rig r;
     pgw_config *cfg = mall_retrying(false);
     cfg->notify.retry_base_delay_ms = cfg->notify.retry_max_delay_ms = 600 * 1000;
@@ -1702,10 +1673,7 @@ static void test_a_daily_quota_then_a_retried_sms_refused_waits_for_wechat(void 
         fail_msg("after WeChat's midnight notice %s by %s (%s) after %lld attempts, WeChat "
                  "delivered to \"%s\": want it sent by wechat_mp at the second attempt",
                  nt.state, nt.channel, nt.last_error, (long long)nt.attempts, to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1718,7 +1686,7 @@ static int64_t sms_leaving_after_a_45009(db_fixture *f, rig *r, pgw_wx_client **
 {
     atomic_store(&first_send, 0);
     int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    int64_t midnight = wechat_midnight_after(now);
     rig_open(f, mall_retrying(true), r); /* quiet hours an hour either side of noon */
     m1_subscribed(r, 45009);
     fake_control(&FAKE, "/_fake/config", "{s:i}", "tencent_same_content_gap_s", 0);
@@ -1776,10 +1744,7 @@ static void test_a_claim_lapsed_while_its_sms_left_keeps_wechat_out(void **state
                  "excluded %lld, WeChat delivered to \"%s\": want it sent by sms again, never "
                  "by WeChat (the member may have read the SMS)",
                  nt.state, nt.channel, nt.last_error, (long long)nt.excluded, to);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1825,10 +1790,7 @@ static void test_a_long_refusal_leaves_room_for_the_other_channels(void **state)
         fail_msg("notice %s, last_error \"%s\": want it skipped, the refusal's code first, "
                  "then why neither WeChat channel reaches the member",
                  nt.state, nt.last_error);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1864,10 +1826,7 @@ static void test_a_skipped_notice_says_why_after_a_refusal(void **state)
                  "reaches the member, the mini program for want of quota, SMS as the member "
                  "opted out",
                  nt.state, nt.last_error);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1899,10 +1858,7 @@ static void test_a_notice_skipped_after_a_45009_says_the_member_opted_out(void *
         fail_msg("notice %s, last_error \"%s\": want it skipped saying why each channel did "
                  "not take it (SMS: the member opted out), not the 45009 of an earlier attempt",
                  nt.state, nt.last_error);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -1934,10 +1890,7 @@ static void test_a_daily_quota_is_not_asked_again_that_day(void **state)
                  m2.state, m2.channel, m2.last_error, to);
     if (strstr(m2.last_error, "45009") == NULL)
         fail_msg("M2's notice says %s: want why WeChat was left out", m2.last_error);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 #define OA_APPID  "wxfedcba0987654321" /* the example config's */
@@ -1956,7 +1909,7 @@ static void test_two_daily_quotas_wait_for_both_channels(void **state)
     db_fixture *f = *state;
     atomic_store(&first_send, 0);
     int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
-    int64_t midnight = now - (now + 8 * 3600) % 86400 + 86400;
+    int64_t midnight = wechat_midnight_after(now);
     pgw_config *cfg = mall();
     for (size_t k = 0; k < PGW_NOTICE_KINDS; k++)
         cfg->notify.routes[k] =
@@ -1996,10 +1949,7 @@ static void test_two_daily_quotas_wait_for_both_channels(void **state)
         fail_msg("%s", err.msg);
     wait_deferred_to(r.store, now, midnight, PGW_CHANNEL_MP | PGW_CHANNEL_OA,
                      "both WeChat channels");
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /*
@@ -2023,10 +1973,7 @@ static void test_a_daily_quota_at_midnight_is_retried(void **state)
         fail_msg("notice %s by %s after %lld attempts (%s): want sent by wechat_mp at the "
                  "second",
                  nt.state, nt.channel, (long long)nt.attempts, nt.last_error);
-    pgw_notifier_stop(r.notifier);
-    r.notifier = NULL;
-    pgw_wx_client_free(wx);
-    rig_free(&r);
+    rig_free_wx(&r, wx);
 }
 
 /* The balances the fake delivered subscribe messages with (number3), in
