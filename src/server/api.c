@@ -1550,6 +1550,111 @@ static const char *event_key_of(const pgw_transfer *t)
     return pgw_store_channel_name_ok(channel) ? t->idem_key : NULL;
 }
 
+/* The rest of `key` after its first word when that is `word`, else NULL. */
+static const char *key_rest(const char *key, const char *word)
+{
+    size_t n = strlen(word);
+    return strncmp(key, word, n) == 0 && key[n] == ':' ? key + n + 1 : NULL;
+}
+
+/* Copies the part of `s` up to its first ':' into out (cap bytes); the
+ * text after that colon, or NULL when there is none or it does not fit. */
+static const char *key_part(const char *s, char *out, size_t cap)
+{
+    const char *colon = strchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= cap)
+        return NULL;
+    memcpy(out, s, (size_t)(colon - s));
+    out[colon - s] = '\0';
+    return colon + 1;
+}
+
+/*
+ * Each reads one form of key: false when t's is not of it; else true and
+ * *out its command (NULL when out of memory).
+ *
+ * A spend's: its id is the hold's or the redemption's, which the till
+ * chose and `reference` shows already.
+ */
+static bool spend_command(const pgw_transfer *t, json_t **out)
+{
+    const char *id = key_rest(t->idem_key, "capture");
+    if (id != NULL && plain_id(id, PGW_REFERENCE_MAX)) {
+        *out = json_pack("{s:s,s:s}", "kind", "capture", "hold_id", id);
+        return true;
+    }
+    id = key_rest(t->idem_key, "redeem");
+    if (id != NULL && plain_id(id, PGW_REFERENCE_MAX)) {
+        *out = json_pack("{s:s,s:s}", "kind", "redemption", "redemption_id", id);
+        return true;
+    }
+    return false;
+}
+
+/* An expiry's: expire:lot:<lot>:<points of it expired before> (command.c
+ * apply_expire_lot), numbers only. */
+static bool expiry_command(const pgw_transfer *t, json_t **out)
+{
+    long long lot = 0, before = -1;
+    int used = 0;
+    if (sscanf(t->idem_key, "expire:lot:%lld:%lld%n", &lot, &before, &used) != 2 ||
+        t->idem_key[used] != '\0' || lot <= 0 || before < 0)
+        return false;
+    *out = json_pack("{s:s,s:I,s:I}", "kind", "expiry", "lot_id", (json_int_t)lot, "expired_before",
+                     (json_int_t)before);
+    return true;
+}
+
+/* An import's: import:<shop>:<batch>:<card|phone>:<lookup> (import.c).
+ * Only the shop and the batch: the rest is a card's number or a phone's
+ * blind index. */
+static bool import_command(const pgw_transfer *t, json_t **out)
+{
+    char shop[PGW_ID_MAX + 1], batch[PGW_IDEM_KEY_MAX + 1];
+    const char *rest = key_rest(t->idem_key, "import");
+    rest = rest ? key_part(rest, shop, sizeof(shop)) : NULL;
+    rest = rest ? key_part(rest, batch, sizeof(batch)) : NULL;
+    if (rest == NULL || !pgw_store_shop_id_ok(shop) || !pgw_import_batch_ok(batch))
+        return false;
+    *out = json_pack("{s:s,s:s,s:s}", "kind", "import", "shop_id", shop, "batch", batch);
+    return true;
+}
+
+/* A merge's: the request that merged, by its key's first word alone (the
+ * rest is a digest of the identity bound, or a session's id), and the two
+ * members, from the transfer (its reference is merge:<merged member>, one
+ * of its accounts that member's, the other its survivor's). */
+static bool merge_command(const pgw_transfer *t, json_t **out)
+{
+    static const char *const BY[] = {"bind", "mp_phone", "otp", "mp_login", "oa_link"};
+    const char *by = NULL;
+    for (size_t i = 0; by == NULL && i < sizeof(BY) / sizeof(BY[0]); i++)
+        by = key_rest(t->idem_key, BY[i]) != NULL ? BY[i] : NULL;
+    const char *from = strncmp(t->reference, "merge:", 6) == 0 ? t->reference + 6 : NULL;
+    const char *debit = key_rest(t->debit, "member"), *credit = key_rest(t->credit, "member");
+    const char *into = NULL;
+    if (from != NULL && debit != NULL && credit != NULL)
+        into = strcmp(debit, from) == 0 ? credit : strcmp(credit, from) == 0 ? debit : NULL;
+    if (by == NULL || into == NULL)
+        return false;
+    *out = json_pack("{s:s,s:s,s:s,s:s}", "kind", "merge", "by", by, "from", from, "into", into);
+    return true;
+}
+
+json_t *pgw_api_transfer_command(const pgw_transfer *t)
+{
+    if (event_key_of(t) != NULL)
+        return json_null();
+    json_t *out = NULL;
+    bool named = (t->kind == PGW_TRANSFER_REDEEM && spend_command(t, &out)) ||
+                 (t->kind == PGW_TRANSFER_EXPIRE && expiry_command(t, &out)) ||
+                 (t->kind == PGW_TRANSFER_IMPORT && import_command(t, &out)) ||
+                 (t->kind == PGW_TRANSFER_MERGE && merge_command(t, &out));
+    /* A key of another form (a tool's own transfers, an older key) names
+     * nothing this build can read: said so, and nothing of it shown. */
+    return named ? out : json_pack("{s:s}", "kind", "other");
+}
+
 json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown,
                              bool event_keys)
 {
@@ -1566,6 +1671,7 @@ json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size
         if (item != NULL && event_keys) {
             const char *key = event_key_of(t);
             json_object_set_new(item, "event_key", key ? json_string(key) : json_null());
+            json_object_set_new(item, "command", pgw_api_transfer_command(t));
         }
         json_array_append_new(list, item);
     }
@@ -3840,18 +3946,19 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
 }
 
 /* A committed transfer as its live-stream message (malloc'd; NULL when
- * out of memory). "event_key" comes last: a member's view leaves it out
- * by cutting there (pgw_api_stream_member_view), not by a second
- * rendering of every transfer. */
+ * out of memory). "event_key" and "command" come last: a member's view
+ * leaves them out by cutting at the first (pgw_api_stream_member_view),
+ * not by a second rendering of every transfer. */
 static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
 {
     char when[PGW_RFC3339_MAX] = "";
     pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
-    json_t *msg = json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s?}", "type", "transfer",
-                            "id", (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind),
-                            "debit", t->debit, "credit", t->credit, "points", (json_int_t)t->points,
-                            "shop_id", t->shop_id, "channel", t->channel, "reference", t->reference,
-                            "occurred_at", when, "event_key", event_key_of(t));
+    json_t *msg =
+        json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s?,s:o}", "type", "transfer", "id",
+                  (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit,
+                  "credit", t->credit, "points", (json_int_t)t->points, "shop_id", t->shop_id,
+                  "channel", t->channel, "reference", t->reference, "occurred_at", when,
+                  "event_key", event_key_of(t), "command", pgw_api_transfer_command(t));
     char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     return text;
@@ -3989,8 +4096,9 @@ size_t pgw_api_stream_member_view(const char *json, size_t len, char *out)
 {
     static const char key[] = ",\"event_key\":";
     size_t n = sizeof(key) - 1, cut = len;
-    /* The last one: transfer_message puts it last, and inside a string a
-     * quote is escaped, so no value can hold this text. */
+    /* The last one: transfer_message puts it last but for "command", whose
+     * object has no such field, and inside a string a quote is escaped, so
+     * no value can hold this text. */
     for (size_t i = len >= n ? len - n + 1 : 0; i-- > 0;) {
         if (memcmp(json + i, key, n) == 0) {
             cut = i;

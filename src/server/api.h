@@ -113,12 +113,28 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out);
  * "next" the cursor after them when more were read (a page read with one
  * more than it shows has a "next" only when a later page is not empty).
  * With `event_keys` each transfer also has "event_key", the idempotency key
- * of the event that wrote it (null for a command of the gateway's own):
- * the staff's views; the member's own (GET /v1/me) has none. The caller
- * owns the reference. */
+ * of the event that wrote it (null for a command of the gateway's own),
+ * and "command" (pgw_api_transfer_command): the staff's views; the
+ * member's own (GET /v1/me) has neither. The caller owns the reference. */
 json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const pgw_command *cmd);
 json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size_t shown,
                              bool event_keys);
+
+/*
+ * The command of the gateway's own that wrote t, read from its idempotency
+ * key, as the staff's views show it beside "event_key" (a new reference;
+ * NULL when out of memory): JSON null when an event wrote it (event_key
+ * names it); {"kind":"capture","hold_id"}, {"kind":"redemption",
+ * "redemption_id"}, {"kind":"expiry","lot_id","expired_before"} (the
+ * points of the lot expired before this expiry), {"kind":"import",
+ * "shop_id","batch"}, {"kind":"merge","by","from","into"} (`by` the key's
+ * first word: "bind", "mp_phone", "otp", "mp_login" or "oa_link"); and
+ * {"kind":"other"} for a key of another form or a transfer of another
+ * kind than its key's. Only what no view hides: never a key's card
+ * number, a phone's blind index, a digest of an identity or a session's
+ * id (the parts after those named).
+ */
+json_t *pgw_api_transfer_command(const pgw_transfer *t);
 
 /*
  * Refuses phone keys other than those the phones in db_url (an existing
@@ -224,8 +240,8 @@ int pgw_api_stream_session(pgw_api *api, const char *authorization, const char *
 int pgw_api_stream_check(pgw_api *api, const pgw_session *s, uint64_t request_id, pgw_err *err);
 
 /* A live-stream message as a member's stream shows it (into out, which
- * holds len bytes; its length): a transfer's without its "event_key", as
- * GET /v1/me shows none; anything else as it is. */
+ * holds len bytes; its length): a transfer's without its "event_key" and
+ * "command", as GET /v1/me shows neither; anything else as it is. */
 size_t pgw_api_stream_member_view(const char *json, size_t len, char *out);
 
 /* Counts and logs a response: sent, or, `undelivered`, not (logged so). */

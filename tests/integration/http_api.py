@@ -1026,6 +1026,86 @@ def test_transfer_keys(s):
           f"an import's transfer names no key: {status} {page}")
 
 
+def test_transfer_commands(s):
+    """Finance's audit: a transfer of the gateway's own commands had
+    event_key null and named none of them. Each names its command now,
+    "command" (the staff's views: the history, the live stream, member
+    show): a capture its hold, a redemption its id, an import its shop and
+    batch, a merge its members and the request that merged them; never
+    what their keys hide (a card, a phone's blind index, a digest of an
+    identity). An event's transfers have "command": null."""
+    sock, handshake, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+    check(" 101 " in handshake, f"stream handshake: {handshake}")
+    time.sleep(0.2)
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-TC", amount=10000, member="MTC1"))
+    check(status == 201, f"purchase E-TC: {status} {doc}")
+    hold = {"hold_id": "H-TC:1", "member": {"member_id": "MTC1"}, "shop_id": "S001", "points": 5}
+    status, doc, _ = s.request("POST", "/v1/holds", hold)
+    check(status == 201, f"hold H-TC:1: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-TC:1/capture", {"points": 3})
+    check(status == 200, f"capture H-TC:1: {status} {doc}")
+    red = {"redemption_id": "D-TC", "member": {"member_id": "MTC1"}, "shop_id": "S001",
+           "points": 2}
+    status, doc, _ = s.request("POST", "/v1/redemptions", red)
+    check(status == 201, f"redemption D-TC: {status} {doc}")
+    status, page, _ = s.request("GET", "/v1/members/MTC1/transfers?limit=100")
+    got = [(t.get("kind"), t.get("event_key"), t.get("command", "absent"))
+           for t in page.get("transfers", [])]
+    check(status == 200 and len(got) >= 3 and
+          got[0] == ("redeem", None, {"kind": "redemption", "redemption_id": "D-TC"}) and
+          got[1] == ("redeem", None, {"kind": "capture", "hold_id": "H-TC:1"}) and
+          all(c is None and k == "store:S001:E-TC" for _, k, c in got[2:]),
+          f"a capture and a redemption name their command, an event's none: {status} {got}")
+    messages = {m["id"]: m for m in ws_messages(sock, rest, 1.5) if m.get("type") == "transfer"}
+    sock.close()
+    shown = {t["id"]: t.get("command", "absent") for t in page.get("transfers", [])}
+    check(shown and "absent" not in shown.values() and
+          all(messages.get(i, {}).get("command", "absent") == c for i, c in shown.items()),
+          f"the stream names the commands as the history does: {shown} {messages}")
+    # An import's key holds the card, or a phone's blind index: only the
+    # shop and the batch are shown.
+    status, doc, _ = s.request("POST", "/v1/shops/S001/imports?batch=tc&rate_bp=10000",
+                               raw=b"card,phone,points\nK-TC-9,,10\n,13600136999,7\n",
+                               ctype="text/csv")
+    check(status == 200 and doc.get("imported") == 2, f"import tc: {status} {doc}")
+    for who in ({"card": "S001:K-TC-9"}, {"phone": "13600136999"}):
+        status, found, _ = s.request("POST", "/v1/members/resolve", who)
+        status, page, _ = s.request("GET", f"/v1/members/{found.get('member_id')}/transfers")
+        got = [(t.get("kind"), t.get("event_key"), t.get("command", "absent"))
+               for t in page.get("transfers", [])]
+        text = json.dumps(page)
+        check(status == 200 and
+              got == [("import", None, {"kind": "import", "shop_id": "S001", "batch": "tc"})] and
+              "K-TC-9" not in text and "13600136999" not in text and
+              not re.search(r"[0-9a-fA-F]{16}", text),
+              f"an import names its shop and batch, not {who}: {status} {page}")
+    # A merge: the members, and the request that merged them; not the
+    # digest of the identity bound that its key holds.
+    merged = []
+    for card in ("S001:TC-A", "S001:TC-B"):
+        event = dict(purchase("E-TC-" + card[-1]), member={"card": card})
+        status, doc, _ = s.request("POST", "/v1/events", event)
+        check(status == 201, f"purchase with {card}: {status} {doc}")
+        merged.append(doc.get("member_id"))
+    status, doc, _ = s.request("POST", f"/v1/members/{merged[0]}/identities", {"card": "S001:TC-B"})
+    check(status == 200 and doc.get("merged") == {"from": merged[1], "into": merged[0]},
+          f"binding TC-B merges: {status} {doc}")
+    status, page, _ = s.request("GET", f"/v1/members/{merged[0]}/transfers")
+    moves = [t.get("command", "absent") for t in page.get("transfers", []) if t["kind"] == "merge"]
+    text = json.dumps(page)
+    check(status == 200 and
+          moves == [{"kind": "merge", "by": "bind", "from": merged[1], "into": merged[0]}] and
+          not re.search(r"[0-9a-fA-F]{16}", text),
+          f"a merge names its members and its request, no digest: {status} {page}")
+    out = subprocess.run([BIN, "member", "show", "card:S001:TC-A", "--config", s.config,
+                          "--db", s.db], capture_output=True, text=True)
+    shown = json.loads(out.stdout) if out.returncode == 0 else {}
+    check([t.get("command", "absent") for t in shown.get("transfers", [])] ==
+          [t.get("command") for t in page["transfers"]][:len(shown.get("transfers", []))] and
+          len(shown.get("transfers", [])) > 0,
+          f"member show names the commands as the history does: {out.returncode} {out.stdout}")
+
+
 def test_refund_of_a_purchase_earning_nothing(s, body):
     """Regression: a purchase under the earning threshold writes no transfer
     and so had no earn; its refund, a real event at the till, was 422
@@ -1889,6 +1969,14 @@ def test_expiry_sweep(s):
     # regression: the sweep's expiry never reached the stream
     check(ids == want and got[-1]["kind"] == "expire" and got[-1]["debit"] == "member:M9",
           f"the stream carries the purchase, then the expiry: {ids}, want {want}: {got[-1:]}")
+    # The expiry names its command: the lot, and how much of it had expired before.
+    expiry = page["transfers"][0]
+    lot = int(expiry["reference"][len("lot:"):]) if expiry["reference"].startswith("lot:") else 0
+    want = {"kind": "expiry", "lot_id": lot, "expired_before": 0}
+    check(lot > 0 and expiry.get("event_key", "absent") is None and
+          expiry.get("command") == want and got[-1].get("command") == want and
+          all(m.get("command", "absent") is None for m in got[:-1]),
+          f"an expiry names its lot in the history and the stream: {expiry} {got}")
     status, text, _ = s.request("GET", "/metrics", key=None)
     m = re.search(r"^pgw_expired_lots_total (\d+)$", text, re.M)
     check(m is not None and int(m.group(1)) >= 1, "metrics count the expired lot")
@@ -4496,7 +4584,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_birthdays,
           test_risk_rules,
           test_concurrent_same_event,
-          test_refunds, test_transfer_keys, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
+          test_refunds, test_transfer_keys, test_transfer_commands, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
           test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
           test_lws_own_answers,
           test_head, test_refusal_order, test_status_lines,

@@ -1,7 +1,7 @@
 /*
  * test_api.c - what of server/api.h runs without a server: a live-stream
- * message as a member's own stream shows it, and whose Authorization names
- * a mini-program session.
+ * message as a member's own stream shows it, whose Authorization names
+ * a mini-program session, and the command a transfer names.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,9 @@
 
 #include "server/api.h"
 
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The member's view of `json`, as a string. */
@@ -53,6 +56,138 @@ static void test_member_view_keeps_the_rest(void **state)
     assert_int_equal(pgw_api_stream_member_view("", 0, out), 0);
 }
 
+/* A transfer of `kind` written under `key`, as the store reads it. */
+static pgw_transfer transfer(pgw_transfer_kind kind, const char *key, const char *debit,
+                             const char *credit, const char *reference)
+{
+    pgw_transfer t;
+    memset(&t, 0, sizeof(t));
+    t.id = 1;
+    t.kind = kind;
+    t.points = 10;
+    snprintf(t.idem_key, sizeof(t.idem_key), "%s", key);
+    snprintf(t.debit, sizeof(t.debit), "%s", debit);
+    snprintf(t.credit, sizeof(t.credit), "%s", credit);
+    snprintf(t.reference, sizeof(t.reference), "%s", reference);
+    return t;
+}
+
+/* The transfer's "command" as compact JSON, checked against `want`, and
+ * none of `hidden` (NULL-terminated) in it. */
+static void command_is(const pgw_transfer *t, const char *want, const char *const *hidden)
+{
+    json_t *command = pgw_api_transfer_command(t);
+    assert_non_null(command);
+    char *text = json_dumps(command, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(command);
+    assert_non_null(text);
+    for (size_t i = 0; hidden != NULL && hidden[i] != NULL; i++)
+        if (strstr(text, hidden[i]) != NULL)
+            fail_msg("%s shows %s", text, hidden[i]);
+    assert_string_equal(text, want);
+    free(text);
+}
+
+/* Finance's audit: transfers of the gateway's own commands (event_key
+ * null) named no command. Each names its own, from its key. */
+static void test_command_of_each_kind(void **state)
+{
+    (void)state;
+    pgw_transfer t = transfer(PGW_TRANSFER_REDEEM, "capture:H-1:a.b", "member:M1",
+                              "shop:S001:redeemed", "H-1:a.b");
+    command_is(&t, "{\"kind\":\"capture\",\"hold_id\":\"H-1:a.b\"}", NULL);
+    t = transfer(PGW_TRANSFER_REDEEM, "redeem:D-9", "member:M1", "shop:S001:redeemed", "D-9");
+    command_is(&t, "{\"kind\":\"redemption\",\"redemption_id\":\"D-9\"}", NULL);
+    t = transfer(PGW_TRANSFER_EXPIRE, "expire:lot:42:7", "member:M1", "system:expired", "lot:42");
+    command_is(&t, "{\"kind\":\"expiry\",\"lot_id\":42,\"expired_before\":7}", NULL);
+}
+
+/* The parts of a key that no view shows stay unshown: an import's card
+ * number or phone's blind index, a bind's digest of its identity, a
+ * code's hash, a login's session id, a follower's digest. */
+static void test_command_hides_what_keys_hide(void **state)
+{
+    (void)state;
+    static const char *const card[] = {"CARD-0042", ":card", NULL};
+    pgw_transfer t = transfer(PGW_TRANSFER_IMPORT, "import:S001:b-2026.11_a:card:CARD-0042",
+                              "import:S001", "member:M1", "b-2026.11_a");
+    command_is(&t, "{\"kind\":\"import\",\"shop_id\":\"S001\",\"batch\":\"b-2026.11_a\"}", card);
+    static const char *const lookup[] = {"9f86d081884c7d65", "phone", NULL};
+    t = transfer(
+        PGW_TRANSFER_IMPORT,
+        "import:S002:x:phone:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "import:S002", "member:M2", "x");
+    command_is(&t, "{\"kind\":\"import\",\"shop_id\":\"S002\",\"batch\":\"x\"}", lookup);
+    static const char *const digest[] = {"0123456789abcdef", "fedcba98", NULL};
+    static const struct {
+        const char *key, *by;
+    } merges[] = {
+        {"bind:M1:0123456789abcdef0123456789abcdef", "bind"},
+        {"mp_phone:M1:0123456789abcdef0123456789abcdef", "mp_phone"},
+        {"otp:M1:0123456789abcdef0123456789abcdef:fedcba9876543210", "otp"},
+        {"mp_login:fedcba9876543210fedcba9876543210", "mp_login"},
+        {"oa_link:0123456789abcdef0123456789abcdef:1764000000", "oa_link"},
+    };
+    for (size_t i = 0; i < sizeof(merges) / sizeof(merges[0]); i++) {
+        char want[256];
+        snprintf(want, sizeof(want),
+                 "{\"kind\":\"merge\",\"by\":\"%s\",\"from\":\"M2\",\"into\":\"M1\"}",
+                 merges[i].by);
+        t = transfer(PGW_TRANSFER_MERGE, merges[i].key, "member:M2", "member:M1", "merge:M2");
+        command_is(&t, want, digest);
+        /* A merged member in debt: the survivor pays it, the other way. */
+        t = transfer(PGW_TRANSFER_MERGE, merges[i].key, "member:M1", "member:M2", "merge:M2");
+        command_is(&t, want, digest);
+    }
+}
+
+/* An event's transfers have none (event_key names the event); a key of a
+ * form this build does not know, or on a transfer of another kind, is
+ * "other", nothing of it shown. */
+static void test_command_of_events_and_others(void **state)
+{
+    (void)state;
+    pgw_transfer t =
+        transfer(PGW_TRANSFER_EARN, "store:S001:E-1", "shop:S001:issued", "member:M1", "R-1");
+    command_is(&t, "null", NULL);
+    t = transfer(PGW_TRANSFER_REVERSAL, "wechat_mp:-:E-2", "member:M1", "mall:behaviour", "earn:3");
+    command_is(&t, "null", NULL);
+    static const char *const secret[] = {"SECRET", "CARD-1", NULL};
+    static const struct {
+        pgw_transfer_kind kind;
+        const char *key, *reference;
+    } others[] = {
+        {PGW_TRANSFER_ADJUST, "Adjust:SECRET", ""},
+        {PGW_TRANSFER_EARN, "capture:SECRET", ""},                 /* not a spend */
+        {PGW_TRANSFER_REDEEM, "capture:SECRET/x", ""},             /* not a hold's id */
+        {PGW_TRANSFER_REDEEM, "expire:lot:1:0", ""},               /* not an expiry */
+        {PGW_TRANSFER_EXPIRE, "expire:lot:1", "lot:1"},            /* the reference ledger's */
+        {PGW_TRANSFER_EXPIRE, "expire:lot:1:0:SECRET", "lot:1"},   /* more than it says */
+        {PGW_TRANSFER_EXPIRE, "expire:lot:-1:0", "lot:1"},         /* no lot */
+        {PGW_TRANSFER_IMPORT, "import:S001:b", "b"},               /* no account */
+        {PGW_TRANSFER_IMPORT, "import:S0 1:b:card:CARD-1", "b"},   /* not a shop */
+        {PGW_TRANSFER_IMPORT, "import:S001:b/c:card:CARD-1", "b"}, /* not a batch */
+        {PGW_TRANSFER_MERGE, "mp_phoneSECRET:abc", "merge:M2"},    /* not a merge's request */
+        {PGW_TRANSFER_MERGE, "bind:M1:SECRET", "M2"},              /* names no merged member */
+        {PGW_TRANSFER_MERGE, "bind:M1:SECRET", "merge:M3"},        /* a member it did not move */
+    };
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        t = transfer(others[i].kind, others[i].key, "member:M2", "member:M1", others[i].reference);
+        command_is(&t, "{\"kind\":\"other\"}", secret);
+    }
+}
+
+/* A member's stream cuts the command along with the event_key. */
+static void test_member_view_drops_command(void **state)
+{
+    (void)state;
+    char out[512];
+    view("{\"type\":\"transfer\",\"id\":8,\"reference\":\"H-1\",\"event_key\":null,"
+         "\"command\":{\"kind\":\"capture\",\"hold_id\":\"H-1\"}}",
+         out);
+    assert_string_equal(out, "{\"type\":\"transfer\",\"id\":8,\"reference\":\"H-1\"}");
+}
+
 static void test_by_session(void **state)
 {
     (void)state;
@@ -69,6 +204,10 @@ int main(void)
         cmocka_unit_test(test_member_view_drops_event_key),
         cmocka_unit_test(test_member_view_keeps_the_rest),
         cmocka_unit_test(test_by_session),
+        cmocka_unit_test(test_command_of_each_kind),
+        cmocka_unit_test(test_command_hides_what_keys_hide),
+        cmocka_unit_test(test_command_of_events_and_others),
+        cmocka_unit_test(test_member_view_drops_command),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
