@@ -668,6 +668,20 @@ expect_exit 0 "$bin" member show card:S001:E1 --db "$edited_db"
 expect_text '"balance": 100,'
 expect_exit 0 "$bin" member show card:S001:E2 --db "$edited_db"
 expect_text '"balance": 80,'
+# Finance's audit: an import's transfers named nothing of the command
+# that wrote them (event_key null). Each names its shop and batch now,
+# never the card or the phone's blind index (64 hex digits) its key holds
+# (the batch hashed from the rows is 16).
+expect_text '"batch": "again"'
+expect_text "\"batch\": \"$batch1\""
+expect_exit 0 "$bin" member show phone:13600136003 --db "$edited_db"
+expect_text '"event_key": null,
+      "command": {
+        "kind": "import",
+        "shop_id": "S001",
+        "batch": "'"$batch1"'"
+      }'
+if [[ "$out" =~ [0-9a-f]{32} ]]; then fail "member show shows an import key's lookup: $out"; else pass; fi
 # Regression: the same file again at another rate (the same batch: its
 # rows' hash) refused each row "idempotency key import:S001:<batch>:phone:
 # <64 hex> was used before for a different request", showing the phone's
