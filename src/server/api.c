@@ -299,6 +299,7 @@ struct pgw_api {
     /* Phone answers with no usable number: limited alike, but apart from
      * WeChat's failures, so an answer after them is no "works again". */
     pgw_log_limit unusable_said;
+    pgw_log_limit oa_said; /* the service thread's: pushes answered 503 (oa_fail) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
     void *notify_ctx;
@@ -368,16 +369,23 @@ static bool finance_route(route r)
     return r == R_RECONCILE || r == R_SETTLEMENT || r == R_POOL;
 }
 
+/* ERRORS' index for rc, or -1: 503 unavailable. */
+static int error_entry(int rc)
+{
+    for (size_t i = 0; i < sizeof(ERRORS) / sizeof(ERRORS[0]); i++) {
+        if (ERRORS[i].rc == rc)
+            return (int)i;
+    }
+    return -1;
+}
+
 /* Answers an error; anything not in ERRORS (storage, memory, a full queue)
  * is 503 unavailable: nothing was written. */
 static void fail(pgw_response *resp, route r, int rc, const char *message)
 {
-    int status = 503;
-    const char *code = "unavailable";
-    for (size_t i = 0; i < sizeof(ERRORS) / sizeof(ERRORS[0]); i++) {
-        if (ERRORS[i].rc == rc)
-            status = ERRORS[i].status, code = ERRORS[i].code;
-    }
+    int i = error_entry(rc);
+    int status = i >= 0 ? ERRORS[i].status : 503;
+    const char *code = i >= 0 ? ERRORS[i].code : "unavailable";
     if (rc == PGW_ENOTFOUND && r == R_EVENTS) /* a refund's original purchase */
         status = 422, code = "original_not_found";
     if (rc == PGW_ESTATE && r == R_NOTICE_RETRY)
@@ -385,6 +393,30 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
     if (rc == PGW_EFULL) /* the write queue drains in milliseconds, finance's in seconds */
         resp->retry_after_s = finance_route(r) ? FINANCE_RETRY_S : 1;
     pgw_api_error(resp, status, code, message);
+}
+
+#define OA_UNAVAILABLE "the push could not be taken now: WeChat delivers it again"
+
+/*
+ * fail() for the official account's callback. Its 503 (the store, memory,
+ * a queue: WeChat delivers the push again) says only OA_UNAVAILABLE:
+ * WeChat keeps a failed reply's body in its own logs and shows it to
+ * whoever runs the account there, and `why`, the store's words, may name
+ * the database's file, its SQL or a member. `why` goes to stderr,
+ * limited as the mini program's failures are (pgw_expire_tell: during an
+ * outage every push fails). On the service thread.
+ */
+static void oa_fail(pgw_api *api, pgw_response *resp, int rc, const char *why)
+{
+    if (error_entry(rc) >= 0) { /* the push's own fault, a 4xx: WeChat's to read */
+        fail(resp, R_OA_CALLBACK, rc, why);
+        return;
+    }
+    pgw_err cause;
+    pgw_err_set(&cause, rc, "%s", why);
+    pgw_expire_tell(&api->oa_said, "official-account push answered 503 (WeChat delivers it again)",
+                    rc, &cause);
+    fail(resp, R_OA_CALLBACK, rc, OA_UNAVAILABLE);
 }
 
 /* WeChat's routes authenticate by WeChat's means, not by API keys. */
@@ -620,7 +652,11 @@ static bool submit(pgw_api *api, pgw_job *job, pgw_response *resp)
                 : pgw_err_set(&err, PGW_ESTATE, "the server is stopping");
     if (rc == PGW_OK)
         return true;
-    fail(resp, job->route, rc == PGW_EINVAL ? PGW_EINVAL : PGW_EFULL, err.msg);
+    rc = rc == PGW_EINVAL ? PGW_EINVAL : PGW_EFULL;
+    if (job->route == R_OA_CALLBACK)
+        oa_fail(api, resp, rc, err.msg);
+    else
+        fail(resp, job->route, rc, err.msg);
     job_free(job);
     return false;
 }
@@ -3130,13 +3166,13 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
                 : pgw_err_set(&err, PGW_ENOMEM, "out of memory");
     if (rc != PGW_OK) {
         free(wx);
-        fail(resp, R_OA_CALLBACK, rc, err.msg);
+        oa_fail(api, resp, rc, err.msg);
         return false;
     }
     const pgw_oa_message *m = &wx->oa.msg;
     if (!pgw_wx_id_ok(m->from_user)) {
         free(wx);
-        fail(resp, R_OA_CALLBACK, PGW_EINVAL, "FromUserName is not an openid");
+        oa_fail(api, resp, PGW_EINVAL, "FromUserName is not an openid");
         return false;
     }
     bool event = strcmp(m->msg_type, "event") == 0, text = strcmp(m->msg_type, "text") == 0;
@@ -3163,15 +3199,18 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     pgw_job *job = job_new(api, req, R_OA_CALLBACK, PGW_COMMAND_EVENT);
     if (job == NULL) {
         free(wx);
-        fail(resp, R_OA_CALLBACK, PGW_EFULL, "too many requests in flight");
+        oa_fail(api, resp, PGW_EFULL, "too many requests in flight");
         return false;
     }
     job->wx = wx;
     rc = oa_command(api, job, &err);
     if (rc == PGW_OK && wx->action == OA_FOLLOW)
         rc = oa_record_follow(api, wx, &err); /* before the event, in order */
-    if (rc != PGW_OK)
-        return refuse(resp, job, R_OA_CALLBACK, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
+    if (rc != PGW_OK) {
+        job_free(job);
+        oa_fail(api, resp, rc == PGW_EFULL ? PGW_EUNAVAILABLE : rc, err.msg);
+        return false;
+    }
     bool follow = wx->action == OA_FOLLOW;
     char openid[sizeof(m->from_user)];
     memcpy(openid, m->from_user, sizeof(openid));
@@ -3197,7 +3236,7 @@ static bool handle_oa_callback(pgw_api *api, const pgw_request *req, pgw_respons
     pgw_err err;
     int rc = pgw_wechat_oa_echo(api->wechat, req->query, wall_now_s(), echo, sizeof(echo), &err);
     if (rc != PGW_OK) {
-        fail(resp, R_OA_CALLBACK, rc, err.msg);
+        oa_fail(api, resp, rc, err.msg);
         return false;
     }
     resp->status = 200;
@@ -3277,7 +3316,7 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
                 "delivered again): %s\n",
                 job->wx->action == OA_FOLLOW ? "follow_oa" : "sign_in", cmd->err.msg);
     if (!answerable) {
-        fail(resp, R_OA_CALLBACK, PGW_EUNAVAILABLE, cmd->err.msg);
+        oa_fail(api, resp, PGW_EUNAVAILABLE, cmd->err.msg);
         return;
     }
     switch (job->wx->action) {
@@ -3304,7 +3343,7 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
     pgw_err err;
     if (pgw_wechat_oa_reply(api->wechat, &job->wx->oa, text, wall_now_s(), &resp->body,
                             &resp->body_len, &err) != PGW_OK) {
-        fail(resp, R_OA_CALLBACK, err.code, err.msg);
+        oa_fail(api, resp, err.code, err.msg);
         return;
     }
     resp->status = 200;

@@ -774,6 +774,34 @@ def official_account(srv, fake):
     return oa_member
 
 
+OA_UNAVAILABLE = "the push could not be taken now: WeChat delivers it again"
+
+
+def oa_unavailable_says_nothing(srv):
+    """Regression: a push the store failed was answered 503 with the
+    store's own words as the message (the database's file, a table, the
+    trigger's text here), though WeChat only keeps a failed reply's body
+    in its own logs; and the gateway's stderr had no line of it. The 503
+    (WeChat delivers again) now says only that, and the operator reads
+    the cause on stderr, limited as the writer's lines are."""
+    now = int(time.time())
+    fail_transfers(srv.db, True)
+    try:
+        replies = [push(srv, oa_xml("oOA-83", now, "event", event="subscribe")),
+                   push(srv, oa_xml("oOA-83", now, "text", content="签到", msg_id="83000001"))]
+    finally:
+        fail_transfers(srv.db, False)
+    want = {"error": {"code": "unavailable", "message": OA_UNAVAILABLE, "details": {}}}
+    check(all(s == 503 and b == want for s, b in replies),
+          "a push the store failed is 503 with a fixed message: %s" % replies)
+    # The cause on stderr: on this line, or (a storage failure the writer
+    # tells itself, as on PostgreSQL) on the writer's, which this one cites.
+    err = srv.stderr()
+    said = [x for x in err.splitlines() if "official-account push answered 503" in x]
+    check(len(said) == 1 and "injected by the test" in err,
+          "the store's words are on stderr, the push's line once (limited): %s" % said)
+
+
 def oa_sign_in_keeps_holds(srv):
     """Regression: an official-account event met the member's holds 300 s
     ahead of the clock (its date's slack for WeChat's clock taken for
@@ -2402,6 +2430,7 @@ def main():
         daily_quota_at_midnight(tmp, fake, env)
         pruning(srv)
         oa_member = official_account(srv, fake)
+        oa_unavailable_says_nothing(srv)
         oa_sign_in_keeps_holds(srv)
         linked_login(srv, fake, oa_member)
         existing_follower(srv, fake)
