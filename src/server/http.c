@@ -59,6 +59,11 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
 #define WS_CLOSE_AGAIN   1013
 /* A merged member's fifth stream, found at its check: as a 429 says. */
 #define WS_CLOSE_TABS 4429
+/* Merged members whose survivor a stream's check named, remembered so
+ * that a handshake under their sessions counts the survivor's streams:
+ * the last so many (the oldest forgotten first: its next stream's check
+ * finds the survivor again). */
+#define MERGES_KEPT 256
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -96,6 +101,12 @@ typedef struct done_item {
     news_item *news; /* malloc'd */
 } done_item;
 
+/* A member merged into another, as a stream's check found it. */
+typedef struct merge_seen {
+    char member[PGW_ID_MAX + 1];
+    char survivor[PGW_ID_MAX + 1];
+} merge_seen;
+
 /* One WebSocket watcher of /v1/stream (lives as long as the connection). */
 typedef struct watcher {
     bool allowed;
@@ -115,6 +126,9 @@ typedef struct watcher {
     const char *close_reason;
     pgw_session session;
     char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
+    /* Until checked, whose streams it counts in: its token's member, or
+     * that one's survivor when a check found the merge (h->merges). */
+    char counts_for[PGW_ID_MAX + 1];
     struct lws *wsi;
     struct watcher *prev_member, *next_member; /* h->members */
     /* Its client's address (through trusted proxies), read at the
@@ -204,6 +218,8 @@ struct pgw_http {
      * tabs are counted, and each looks at every message. */
     watcher *members;
     size_t n_members, members_max;
+    merge_seen merges[MERGES_KEPT]; /* a ring: merges_next is the oldest */
+    size_t merges_next;
     int64_t member_check_s; /* each one's session checked again this often */
     /* Waiting requests by id: service thread only. Linear probing. */
     slot *slots;
@@ -1328,14 +1344,47 @@ static const char *query_arg(const char *query, const char *name, char *out, siz
     return rc == PGW_OK ? out : NULL;
 }
 
+/* The survivor of `member` as a stream's check found it (note_merge), or
+ * `member` itself: not merged, or not that this instance has seen. */
+static const char *survivor_of(const pgw_http *h, const char *member)
+{
+    for (size_t i = 0; i < MERGES_KEPT; i++) {
+        if (strcmp(h->merges[i].member, member) == 0)
+            return h->merges[i].survivor;
+    }
+    return member;
+}
+
+/* Remembers that a check found `member`'s session streaming `survivor`
+ * (itself: no merge, nothing to remember). A chain of merges updates it:
+ * the check names the last survivor. */
+static void note_merge(pgw_http *h, const char *member, const char *survivor)
+{
+    if (strcmp(member, survivor) == 0)
+        return;
+    merge_seen *m = NULL;
+    for (size_t i = 0; i < MERGES_KEPT && m == NULL; i++) {
+        if (strcmp(h->merges[i].member, member) == 0)
+            m = &h->merges[i];
+    }
+    if (m == NULL) {
+        m = &h->merges[h->merges_next];
+        h->merges_next = (h->merges_next + 1) % MERGES_KEPT;
+        snprintf(m->member, sizeof(m->member), "%s", member);
+    }
+    PGW_ASSERT(strlen(survivor) <= PGW_ID_MAX); /* member_verdict took no longer */
+    snprintf(m->survivor, sizeof(m->survivor), "%.*s", PGW_ID_MAX, survivor);
+}
+
 /* Whether a member's stream is `member`'s: the member it streams once
- * its check said so (the survivor of a merge), else the one its token
- * names. A merged member's streams are its survivor's: one member. */
+ * its check said so (the survivor of a merge), else the one it counted
+ * for at its handshake. A merged member's streams are its survivor's:
+ * one member. */
 static bool streams_for(const watcher *w, const char *member)
 {
     static const char prefix[] = "member:";
     if (!w->checked)
-        return strcmp(w->session.member, member) == 0;
+        return strcmp(w->counts_for, member) == 0;
     return strncmp(w->account, prefix, sizeof(prefix) - 1) == 0 &&
            strcmp(w->account + sizeof(prefix) - 1, member) == 0;
 }
@@ -1354,7 +1403,10 @@ static size_t member_streams(const pgw_http *h, const char *member, const watche
  * forged or expired one is 401 at the handshake), the rest by the store
  * once upgraded (member_check): lws 4.1 cannot hold a handshake's answer
  * while the reader looks, and the service thread must not wait on it.
- * The token never goes in the query: the log would keep it.
+ * The token never goes in the query: the log would keep it. Its streams
+ * are counted as its survivor's when a check found its member merged
+ * (note_merge): a fifth of theirs is 429 here, as the survivor's own is,
+ * not let in to be closed at its check.
  */
 static int admit_member(pgw_http *h, struct lws *wsi, watcher *w, const char *uri, const char *auth,
                         const char *shop_param)
@@ -1366,9 +1418,11 @@ static int admit_member(pgw_http *h, struct lws *wsi, watcher *w, const char *ur
         rc = pgw_err_set(&err, PGW_EUNAVAILABLE,
                          "%zu members' streams are open, the most http.stream_sessions_max lets",
                          h->n_members);
-    if (rc == PGW_OK && member_streams(h, w->session.member, NULL) >= MEMBER_TABS)
+    if (rc == PGW_OK)
+        snprintf(w->counts_for, sizeof(w->counts_for), "%s", survivor_of(h, w->session.member));
+    if (rc == PGW_OK && member_streams(h, w->counts_for, NULL) >= MEMBER_TABS)
         rc = pgw_err_set(&err, PGW_ELIMITED, "member %s has %d streams open: close one first",
-                         w->session.member, MEMBER_TABS);
+                         w->counts_for, MEMBER_TABS);
     if (rc != PGW_OK)
         return refuse_unread(h, wsi, "GET", uri, key_name, rc, err.msg,
                              rc == PGW_ELIMITED ? MEMBER_TABS_RETRY_S : 0);
@@ -1528,6 +1582,7 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
     if (resp->status == 200 && resp->body_len > 0 && resp->body_len <= PGW_ID_MAX) {
         char account[sizeof(w->account)];
         snprintf(account, sizeof(account), "member:%.*s", (int)resp->body_len, resp->body);
+        note_merge(h, w->session.member, account + strlen("member:"));
         if (!w->checked && fifth_stream(h, account + strlen("member:"), w)) {
             end_member(w, WS_CLOSE_TABS,
                        "the member has all the streams it may open (a merged member's are its "
