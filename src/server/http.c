@@ -1655,13 +1655,30 @@ static void member_opened(pgw_http *h, struct lws *wsi, watcher *w)
     lws_set_timer_usecs(wsi, (lws_usec_t)wait * LWS_USEC_PER_SEC);
 }
 
+/* The status of a stream closed with no verdict to wait for, for its
+ * line: the gateway's close code's (4401 is 401, 4429 is 429, 1013 is
+ * 503), or, closed by its client (or lws) before the store said whose
+ * it is, 503 as a stream whose session could not be checked
+ * (member_opened): 101 would count it a live session's. */
+static int closed_status(const watcher *w)
+{
+    switch (w->close_code) {
+    case WS_CLOSE_SESSION:
+        return 401;
+    case WS_CLOSE_TABS:
+        return 429;
+    default:
+        return 503;
+    }
+}
+
 /*
  * A member's stream closed before the store answered its check: its line
  * waits for the answer (member_checked), which says what it was, 101 or
  * 401. Written at the close, it said 101 for every one, and an ended
  * session's streams dropped at once (a logged-out phone reconnecting)
- * read as streams let in. Out of memory, it is written now, 101 not
- * delivered: what the gateway did answer.
+ * read as streams let in. Out of memory, it is written now, not
+ * delivered, with the status of its close (closed_status); it was 101.
  */
 static void member_gone(pgw_http *h, struct lws *wsi, watcher *w, slot *check)
 {
@@ -1677,7 +1694,7 @@ static void member_gone(pgw_http *h, struct lws *wsi, watcher *w, slot *check)
     }
     req now;
     member_line(h, wsi, w, &now);
-    now.resp.status = 101;
+    now.resp.status = closed_status(w);
     now.resp.undelivered = true;
     w->logged = true;
     log_request(h, &now.r, &now.resp, wall_us());
