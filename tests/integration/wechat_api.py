@@ -1145,6 +1145,27 @@ def ws_frames(sock, pending, wait, arrived=None):
     WebSocket, read until it closes or `wait` seconds pass without a
     message (close None then), its pings answered as a real client's.
     Given a list `arrived`, each message's arrival time is appended to it."""
+    out, closed, _ = ws_read(sock, pending, wait, arrived)
+    return out, closed
+
+
+def ws_until(sock, pending, marker, wait=10):
+    """ws_frames until the last transfer of `marker` (a request's answer,
+    whose transfers its member's stream gets) instead of a quiet wait: the
+    stream keeps the log's order, so whatever was committed before the
+    marker, and was to come, came first. (The messages before the marker's
+    transfers, the close, whether the marker came, the bytes read past it.)"""
+    ids = [t["id"] for t in marker.get("transfers", [])]
+    out, closed, rest = ws_read(sock, pending, wait, until=lambda m: ids and
+                                m.get("type") == "transfer" and m.get("id") == ids[-1])
+    came = bool(ids) and bool(out) and out[-1].get("id") == ids[-1]
+    before = [m for m in out if not (m.get("type") == "transfer" and m.get("id") in ids)]
+    return before, closed, came, rest
+
+
+def ws_read(sock, pending, wait, arrived=None, until=None):
+    """ws_frames, stopping also after a message `until` says is the last;
+    (messages, close, the bytes read past them)."""
     out, buf = [], pending
     quiet_from = time.time()
     while True:
@@ -1162,18 +1183,20 @@ def ws_frames(sock, pending, wait, arrived=None):
                 quiet_from = time.time()
                 if arrived is not None:
                     arrived.append(quiet_from)
+                if until is not None and until(out[-1]):
+                    return out, None, buf
             elif opcode == 9:
                 stream_client().ws_pong(sock, payload)
             elif opcode == 8:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                return out, (code, payload[2:].decode(errors="replace"))
+                return out, (code, payload[2:].decode(errors="replace")), buf
         sock.settimeout(max(quiet_from + wait - time.time(), 0.001))
         try:
             chunk = sock.recv(65536)
         except (socket.timeout, ConnectionResetError):
-            return out, None
+            return out, None, buf
         if not chunk:
-            return out, None
+            return out, None, buf
         buf += chunk
 
 
@@ -1227,19 +1250,28 @@ def member_stream(srv, fake):
     status_o, theirs = srv.request("POST", "/v1/events", member_event("WS-THEIRS", other), key=SHOP)
     status_m, mine = srv.request("POST", "/v1/events", member_event("WS-MINE", member), key=SHOP)
     answered = time.time()
-    check(status_o == 201 and status_m == 201, "two purchases: %s %s" % (status_o, status_m))
     arrived = []
-    got, closed = ws_frames(sock, pending, 1.5, arrived)
+    got, closed, pending = ws_read(sock, pending, 10, arrived,
+                                   until=lambda m: m.get("type") == "transfer")
     transfers = [m for m in got if m.get("type") == "transfer"]
-    want = [t["id"] for t in mine.get("transfers", [])]
-    # From the purchase's answer, not its start, nor the end of the quiet
-    # wait: a commit slowed by a loaded machine (6.2 s once) is no stream's
-    # delay; the transfer is streamed as the purchase is answered.
+    # From the purchase's answer, not its start: a commit slowed by a
+    # loaded machine (6.2 s once) is no stream's delay; the transfer is
+    # streamed as the purchase is answered.
     seen = max([at - answered for m, at in zip(got, arrived) if m.get("type") == "transfer"],
                default=float("inf"))
-    check(want and [m["id"] for m in transfers] == want and closed is None,
-          "the session's stream got its member's purchase only: %s, want %s (%s)" %
-          ([m.get("id") for m in transfers], want, closed))
+    # Then a marker of the member's own, in place of a quiet wait: the
+    # stream keeps the log's order, so another member's purchase, or more
+    # of this one, would have come before it.
+    status_k, marker = srv.request("POST", "/v1/events", member_event("WS-MARK", member), key=SHOP)
+    check(status_o == 201 and status_m == 201 and status_k == 201,
+          "three purchases: %s %s %s" % (status_o, status_m, status_k))
+    rest, closed, came, pending = ws_until(sock, pending, marker)
+    got += rest
+    transfers += [m for m in rest if m.get("type") == "transfer"]
+    want = [t["id"] for t in mine.get("transfers", [])]
+    check(want and came and [m["id"] for m in transfers] == want and closed is None,
+          "the session's stream got its member's purchase only: %s, want %s (marker %s, %s)" %
+          ([m.get("id") for m in transfers], want, came, closed))
     check(seen < 1, "live: within a second of the purchase's answer (%.1f s)" % seen)
     account = "member:" + member
     check(all(account in (m["debit"], m["credit"]) and "event_key" not in m for m in transfers),
@@ -1251,12 +1283,13 @@ def member_stream(srv, fake):
     admin_sock, _, admin_pending = ws.ws_open(srv.port, "/v1/stream?key=" + ADMIN)
     time.sleep(0.2)
     status, again = srv.request("POST", "/v1/events", member_event("WS-MINE-2", member), key=SHOP)
-    got, _ = ws_frames(sock, b"", 1.5)
-    admin_got = [m for m in ws.ws_messages(admin_sock, admin_pending, 1.0)
-                 if m.get("type") == "transfer"]
+    status, marker = srv.request("POST", "/v1/events", member_event("WS-MARK-2", member), key=SHOP)
+    got, _, came, pending = ws_until(sock, pending, marker)
+    admin_got, _, admin_came, _ = ws_until(admin_sock, admin_pending, marker)
+    admin_got = [m for m in admin_got if m.get("type") == "transfer"]
     admin_sock.close()
-    check([m["id"] for m in got if m.get("type") == "transfer"] ==
-          [t["id"] for t in again.get("transfers", [])] and
+    check(came and admin_came and [m["id"] for m in got if m.get("type") == "transfer"] ==
+          [t["id"] for t in again.get("transfers", [])] and admin_got and
           all(m.get("event_key") == "store:S001:WS-MINE-2" for m in admin_got) and
           all(m.get("type") != "transfer" or "event_key" not in m for m in got),
           "a key's view names the event key, the member's does not: %s / %s" % (got, admin_got))
@@ -1302,9 +1335,11 @@ def member_stream(srv, fake):
     sock_a, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
                                             "Authorization: Session %s\r\n" % session_a)
     status, to_b = srv.request("POST", "/v1/events", member_event("WS-TO-B", member_b), key=SHOP)
-    got, closed = ws_frames(sock_a, pending, 1.5)
+    status, marker = srv.request("POST", "/v1/events", member_event("WS-MARK-B", member_b),
+                                 key=SHOP)
+    got, closed, came, _ = ws_until(sock_a, pending, marker)
     sock_a.close()
-    check(" 101 " in handshake and closed is None and
+    check(" 101 " in handshake and closed is None and came and
           [m["id"] for m in got if m.get("type") == "transfer"] ==
           [t["id"] for t in to_b.get("transfers", [])],
           "a merged member's session streams the survivor's transfers: %s %s %s" %
@@ -1313,7 +1348,7 @@ def member_stream(srv, fake):
     # period, http.stream_session_check_s), and no stream opens after it.
     status, doc = srv.request("POST", "/v1/mp/logout", session=session)
     check(status == 200, "logout: %s %s" % (status, doc))
-    got, closed = ws_frames(sock, b"", 5)
+    got, closed = ws_frames(sock, pending, 5)
     sock.close()
     check(closed is not None and closed[0] == 4401,
           "the open stream was closed at logout (4401): %s %s" % (closed, got))
