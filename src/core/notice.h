@@ -60,7 +60,10 @@ typedef enum pgw_notice_channel {
 #define PGW_NOTICE_MAY_HAVE_REACHED 256u
 /* Nor these: a WeChat message of the notice may have reached the member:
  * WeChat may have handled a send whose answer was lost (a timeout, a
- * connection closed before the answer). The channel's bit shifted left by
+ * connection closed before the answer), or a courier died while its
+ * request was on its way (the store marks the claim before the request
+ * leaves, as for an SMS, and a lapsed claim keeps the mark; a clear
+ * refusal recorded clears it). The channel's bit shifted left by
  * PGW_NOTICE_WX_GONE_SHIFT (the mini program 512, the official account
  * 1024). Kept for good, as PGW_NOTICE_SMS_MAY_HAVE_GONE: the notice goes
  * by that channel only from then on (an SMS or the other WeChat channel

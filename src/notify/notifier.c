@@ -239,6 +239,43 @@ static void wx_may_have_gone(pgw_notice *nt, pgw_notice_channel ch)
 }
 
 /*
+ * Marked leaving (core/notice.h PGW_NOTICE_SMS_MAY_HAVE_GONE,
+ * PGW_NOTICE_WX_MAY_HAVE_GONE), a request must be answered while its
+ * claim's lease still runs: the store refuses the mark otherwise
+ * (pgw_store_sms_leaving, pgw_store_wx_leaving), and it does not leave.
+ * The bound counts from before the mark, so it holds the mark's own wait
+ * too (a lock behind the writer): MARK_WAIT_S at most, or the request
+ * stays. keep_leases leaves room for both (LEASE_MARGIN_S).
+ */
+#define MARK_WAIT_S        2
+#define SMS_LEASE_NEEDED_S ((PGW_HTTP_TIMEOUT_MS + 999) / 1000 + MARK_WAIT_S)
+#define WX_LEASE_NEEDED_S                                                                          \
+    ((PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + 999) / 1000 + MARK_WAIT_S)
+
+/*
+ * Marks nt's request by channel ch leaving, in the store, within
+ * MARK_WAIT_S: a courier that dies while it is on its way leaves a claim
+ * whose message may have gone, and the lapsed sweep cannot tell it from
+ * one never tried but by this mark. Regression: a WeChat message's mark
+ * was recorded with the attempt only, and a claim lapsed while its
+ * subscribe message left came back with its channel chosen anew: told a
+ * second time by SMS.
+ */
+static int mark_leaving(courier *c, const pgw_notice *nt, pgw_notice_channel ch, pgw_err *err)
+{
+    int64_t asked_us = pgw_monotonic_us();
+    int rc =
+        ch == PGW_CHANNEL_SMS
+            ? pgw_store_sms_leaving(c->store, c->owner, nt, now_s(), SMS_LEASE_NEEDED_S, err)
+            : pgw_store_wx_leaving(c->store, c->owner, nt, ch, now_s(), WX_LEASE_NEEDED_S, err);
+    if (rc == PGW_OK && pgw_monotonic_us() - asked_us > (int64_t)MARK_WAIT_S * 1000000)
+        rc = pgw_err_set(err, PGW_EUNAVAILABLE,
+                         "marking the request took over %d s: its lease may not outlast it",
+                         MARK_WAIT_S);
+    return rc;
+}
+
+/*
  * The mini program's subscribe message. The unit of quota it uses is
  * counted when the outcome is recorded (finish_batch()), not reserved before
  * the call: that would be one more transaction per notice, and WeChat
@@ -262,6 +299,10 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
                            {"time4", when}};
     int64_t msgid = 0;
     pgw_wx_reply reply;
+    if (mark_leaving(c, nt, PGW_CHANNEL_MP, &err) != PGW_OK) {
+        set_error(nt, "wechat_mp", err.msg);
+        return RETRY; /* not sent; a claim lost is not recorded (finish_batch) */
+    }
     int rc =
         pgw_mp_send_subscribe(n->o.wechat, n->o.cfg->wechat_mp.appid, r->mp_openid, r->mp_template,
                               "pages/points/index", kw, 4, &msgid, &reply, &err);
@@ -307,6 +348,10 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     int64_t msgid = 0;
     pgw_wx_reply reply;
     pgw_err err;
+    if (mark_leaving(c, nt, PGW_CHANNEL_OA, &err) != PGW_OK) {
+        set_error(nt, "wechat_oa", err.msg);
+        return RETRY; /* not sent, as for an SMS */
+    }
     int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
@@ -342,30 +387,6 @@ static void cut_to_chars(const char *text, size_t chars, char *out)
 static bool sms_may_have_gone(const pgw_sms_result *res)
 {
     return res->attempted && !res->refused;
-}
-
-/*
- * Marked leaving, an SMS must be answered (PGW_HTTP_TIMEOUT_MS) while its
- * claim's lease still runs: the store refuses the mark otherwise
- * (pgw_store_sms_leaving), and it is not sent. The bound counts from
- * before the mark, so it holds the mark's own wait too (a lock behind the
- * writer): SMS_MARK_WAIT_S at most, or the SMS stays. keep_leases leaves
- * room for both (LEASE_MARGIN_S).
- */
-#define SMS_MARK_WAIT_S    2
-#define SMS_LEASE_NEEDED_S ((PGW_HTTP_TIMEOUT_MS + 999) / 1000 + SMS_MARK_WAIT_S)
-
-/* Marks nt's SMS leaving in the store (pgw_store_sms_leaving), within
- * SMS_MARK_WAIT_S. */
-static int mark_leaving(courier *c, const pgw_notice *nt, pgw_err *err)
-{
-    int64_t asked_us = pgw_monotonic_us();
-    int rc = pgw_store_sms_leaving(c->store, c->owner, nt, now_s(), SMS_LEASE_NEEDED_S, err);
-    if (rc == PGW_OK && pgw_monotonic_us() - asked_us > (int64_t)SMS_MARK_WAIT_S * 1000000)
-        rc = pgw_err_set(err, PGW_EUNAVAILABLE,
-                         "marking the SMS took over %d s: its lease may not outlast it",
-                         SMS_MARK_WAIT_S);
-    return rc;
 }
 
 /* An SMS, outside quiet hours; the notice id is the provider's out id. */
@@ -419,7 +440,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     /* Marked in the row before the request leaves: a courier that dies
      * now leaves a claim whose SMS may have gone, and the lapsed sweep
      * cannot tell it from one never tried but by this mark. */
-    int marked = mark_leaving(c, nt, &err);
+    int marked = mark_leaving(c, nt, PGW_CHANNEL_SMS, &err);
     if (marked != PGW_OK) {
         pgw_sms_limiter_give_back(n->limiter, phone, now);
         OPENSSL_cleanse(phone, sizeof(phone));
@@ -659,12 +680,13 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  */
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
-/* and the SMS's mark's wait (SMS_MARK_WAIT_S), and a few seconds over */
-#define LEASE_MARGIN_S (NOTICE_SLOWEST_S + SMS_MARK_WAIT_S + 3)
+/* and the waits of the three requests' marks (MARK_WAIT_S), and a few
+ * seconds over */
+#define LEASE_MARGIN_S (NOTICE_SLOWEST_S + 3 * MARK_WAIT_S + 3)
 PGW_STATIC_ASSERT(PGW_NOTICE_LEASE_S >= 2 * LEASE_MARGIN_S,
                   "a renewed lease outlasts the margin twice: renewals stay rare");
-PGW_STATIC_ASSERT(LEASE_MARGIN_S - 2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS / 1000 >
-                      SMS_LEASE_NEEDED_S,
+PGW_STATIC_ASSERT(LEASE_MARGIN_S >= WX_LEASE_NEEDED_S &&
+                      LEASE_MARGIN_S - 2 * WX_LEASE_NEEDED_S > SMS_LEASE_NEEDED_S,
                   "after a notice's WeChat requests its lease still covers its SMS's mark");
 static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *lost,
                         int64_t *lease_until)

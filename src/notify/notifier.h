@@ -27,12 +27,25 @@
  * (retries run out on SMS, an SMS given up with only WeChat after it) or
  * skipped (its retry's number refused, the member opted out of SMS)
  * though WeChat reaches the member. The other way too: once a WeChat
- * message of it may have reached the member (its answer lost; core/
- * notice.h PGW_NOTICE_WX_MAY_HAVE_GONE, recorded with the attempt) its
- * retries go by that channel only, never SMS or the other WeChat
- * channel; it may end skipped (the unit the lost send used was the last,
- * WeChat refuses the retry) or dead though SMS reaches the member. A
- * courier that dies while a WeChat request leaves marks nothing.
+ * message of it may have reached the member (its answer lost, or its
+ * courier died while it was on its way; core/notice.h
+ * PGW_NOTICE_WX_MAY_HAVE_GONE) its retries go by that channel only, never
+ * SMS or the other WeChat channel; it may end skipped (the unit the lost
+ * send used was the last, WeChat refuses the retry) or dead though SMS
+ * reaches the member. Each request is marked in the store before it
+ * leaves (pgw_store_wx_leaving, pgw_store_sms_leaving: one small write
+ * each), and the attempt's record replaces the marks with what the
+ * courier knows: a clear refusal (43101, 43004, 45009, a busy -1, a
+ * refused number) clears its request's mark. A courier that dies after
+ * such a refusal and before the record leaves the mark: the notice then
+ * keeps to that channel as if the message may have gone. After a merge
+ * (store.h pgw_store_merge_rows) a notice moved to the survivor keeps
+ * its marks: the person is the same, and the merged member's openids
+ * and phone are the survivor's now, so the channel the message may have
+ * gone by still reaches whoever may have read it; the retry goes by that
+ * channel to whichever of the survivor's openids it reaches (perhaps not
+ * the one the lost message went to: delivery is at least once), never
+ * the survivor's SMS.
  *
  * Claims: a claim belongs to one courier of this run (host, pid, a random
  * part, the courier's index) with a
@@ -41,9 +54,10 @@
  * none lapses before its attempt is recorded; only the claimer records
  * the attempt. What a batch did not try (a stop, claims not renewed) is
  * given back with it, its attempt uncounted; the claims of a run that
- * died come back when their lease runs out, counted, and held from
- * WeChat only if an SMS of theirs was leaving (marked in the store before
- * the request: pgw_store_sms_leaving). A notice
+ * died come back when their lease runs out, counted, held from WeChat
+ * only if an SMS of theirs was leaving, and from SMS and the other WeChat
+ * channel only if a WeChat message of theirs was (the marks above, made
+ * only while the lease covers the request's answer). A notice
  * sent again (a crash, or a timeout that may have been a send) carries its
  * id: WeChat's template message de-duplicates on client_msg_id; SMS
  * providers only keep it (SessionContext / OutId); a subscribe message has

@@ -5147,25 +5147,34 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
     return rc;
 }
 
-int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
-                          int64_t need_s, pgw_err *err)
+/*
+ * Marks owner's claim on `n` with `mark` before a request leaves
+ * (pgw_store_sms_leaving, pgw_store_wx_leaving): the row's mark, not the
+ * courier's: its record of the attempt says whether the message went or
+ * was refused (pgw_store_finish_notice), and only a claim that lapses
+ * keeps it. The lease must still run when the request is answered: a
+ * claim whose lease ran out but is not swept yet is still named ours, and
+ * the sweep (this instance's or another's) may give it to a courier that
+ * sends it again. With the mark, the channels the attempt left out before
+ * it (n's): the row's may lack them (a 45009 is left out for one attempt),
+ * and a claim that lapses must not come back to a channel the member must
+ * not hear from now. The row's WeChat marks become n's (and `mark`'s): an
+ * earlier channel of this attempt marked and then refused for sure (a
+ * 43101, then the SMS) sent nothing, and its mark, kept by a lapse, would
+ * keep the SMS's retry from SMS too, the notice skipped unsent. Nothing
+ * but the claimer writes them while the claim holds.
+ */
+static int mark_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
+                        int64_t need_s, int64_t mark, const char *what, pgw_err *err)
 {
     PGW_ASSERT(need_s >= 0);
-    /* The row's mark, not the courier's: its record of the attempt says
-     * whether the SMS went or was refused (pgw_store_finish_notice). The
-     * lease must still run when the SMS is answered: a claim whose lease
-     * ran out but is not swept yet is still named ours, and the sweep
-     * (this instance's or another's) may give it to a courier that sends
-     * the SMS again. With the mark, the channels the attempt left out
-     * before the SMS (n's): the row's may lack them (a 45009 is left out
-     * for one attempt), and a claim that lapses must not come back to
-     * WeChat after an SMS the member may have read. */
     pgw_sql_stmt *st = NULL;
-    int rc = prepare(s,
-                     "UPDATE notices SET excluded = excluded | ?5"
-                     " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2 AND attempts = ?3"
-                     " AND lease_until >= ?4",
-                     &st, err);
+    int rc =
+        prepare(s,
+                "UPDATE notices SET excluded = (excluded - (excluded & " NOTICE_WX_GONE ")) | ?5"
+                " WHERE id = ?1 AND state = 'sending' AND claimed_by = ?2 AND attempts = ?3"
+                " AND lease_until >= ?4",
+                &st, err);
     if (rc != PGW_OK)
         return rc;
     int64_t until = 0;
@@ -5173,22 +5182,37 @@ int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, 
         release(s, st);
         return pgw_err_set(err, PGW_ERANGE, "notice %lld: a time out of range", (long long)n->id);
     }
+    int64_t kept = PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS | PGW_NOTICE_GAVE_UP |
+                   PGW_NOTICE_WX_MAY_HAVE_GONE;
     pgw_sql_bind_int64(st, 1, n->id);
     pgw_sql_bind_text(st, 2, owner);
     pgw_sql_bind_int64(st, 3, n->attempts);
     pgw_sql_bind_int64(st, 4, until);
-    pgw_sql_bind_int64(
-        st, 5,
-        (n->excluded & (PGW_CHANNEL_MP | PGW_CHANNEL_OA | PGW_CHANNEL_SMS | PGW_NOTICE_GAVE_UP)) |
-            PGW_NOTICE_SMS_MAY_HAVE_GONE);
-    rc = step_done(s, st, "marking a notice's SMS", err);
+    pgw_sql_bind_int64(st, 5, (n->excluded & kept) | mark);
+    rc = step_done(s, st, what, err);
     if (rc == PGW_OK && pgw_sql_changes(s->db) != 1)
         rc = pgw_err_set(err, PGW_ESTATE,
-                         "notice %lld is no longer ours, or its lease ends before its SMS would "
-                         "be answered",
+                         "notice %lld is no longer ours, or its lease ends before its request "
+                         "would be answered",
                          (long long)n->id);
     release(s, st);
     return rc;
+}
+
+int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
+                          int64_t need_s, pgw_err *err)
+{
+    return mark_leaving(s, owner, n, now, need_s, PGW_NOTICE_SMS_MAY_HAVE_GONE,
+                        "marking a notice's SMS", err);
+}
+
+int pgw_store_wx_leaving(pgw_store *s, const char *owner, const pgw_notice *n,
+                         pgw_notice_channel channel, int64_t now, int64_t need_s, pgw_err *err)
+{
+    PGW_ASSERT(channel == PGW_CHANNEL_MP || channel == PGW_CHANNEL_OA);
+    return mark_leaving(s, owner, n, now, need_s,
+                        (int64_t)((unsigned)channel << PGW_NOTICE_WX_GONE_SHIFT),
+                        "marking a notice's WeChat message", err);
 }
 
 int pgw_store_give_back_notice(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,

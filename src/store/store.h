@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/identity.h"
 #include "core/ledger.h"
+#include "core/notice.h"
 #include "core/otp.h"
 #include "core/reconcile.h"
 #include "core/rules.h"
@@ -736,7 +737,9 @@ int pgw_store_enqueue_notice(pgw_store *store, const char *member, const char *k
  * checkpoints to the writer's connection: a courier committing often would
  * otherwise run them, and wait for the disk after all. */
 int pgw_store_relax_sync(pgw_store *store, pgw_err *err);
-#define PGW_NOTICE_LEASE_S 60 /* renewed while a batch is worked (notifier.c keep_leases) */
+/* Renewed while a batch is worked (notifier.c keep_leases), once under its
+ * LEASE_MARGIN_S (34 s) is left: twice that, so renewals stay rare. */
+#define PGW_NOTICE_LEASE_S 70
 /* A notice due as it was queued and sent, on its first attempt, less than
  * this many seconds (of the courier's clock) after its created_at is "sent
  * at once": it tells the balance it was queued with (notifier.c
@@ -797,6 +800,16 @@ int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64
  * not leave then. */
 int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                           int64_t need_s, pgw_err *err);
+/* The same before a WeChat message of `channel` (PGW_CHANNEL_MP or
+ * PGW_CHANNEL_OA) leaves: marked as one that may have gone by it (core/
+ * notice.h PGW_NOTICE_WX_MAY_HAVE_GONE), so a claim that lapses (its
+ * courier died with the request on its way) comes back to that channel
+ * only, never SMS. Both marks set the row's WeChat marks to n's and their
+ * own: one of this attempt's that was refused for sure (a 43101, then the
+ * next channel) goes. The courier's record of the attempt has its own
+ * exclusions instead: a refusal recorded clears the mark. */
+int pgw_store_wx_leaving(pgw_store *store, const char *owner, const pgw_notice *n,
+                         pgw_notice_channel channel, int64_t now, int64_t need_s, pgw_err *err);
 /* Gives owner's claim on notice `n` (as claimed: its id and attempts)
  * back, not tried: pending again, its attempt not counted; PGW_ESTATE when
  * that claim is over (its lease ran out: pending, or claimed again, by
@@ -804,8 +817,9 @@ int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice 
 int pgw_store_give_back_notice(pgw_store *store, const char *owner, const pgw_notice *n,
                                int64_t now, pgw_err *err);
 /* owner NULL: claims whose lease ran out (an instance that died) go back
- * to pending, their attempt counted, marked as one whose SMS may have
- * gone only if pgw_store_sms_leaving marked it, a wake during the claim
+ * to pending, their attempt counted, marked as one whose SMS or WeChat
+ * message may have gone only if pgw_store_sms_leaving or
+ * pgw_store_wx_leaving marked it, a wake during the claim
  * applied as for a claim given back. Otherwise owner's own claims (a
  * stop), their attempt not counted: they were not tried. *n of them. */
 int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, int64_t *n,

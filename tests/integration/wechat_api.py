@@ -1932,7 +1932,7 @@ def crash_mid_delivery(srv, tmp, fake, config, env, oa_member):
     eventually(lambda: fake.requests("/cgi-bin/message/template/send"), lambda r: len(r) > before)
     srv.kill()  # SIGKILL: no drain, the notice is left "sending"
     srv = Server(tmp, config, env, db=srv.db)
-    # The dead run's claim comes back when its lease (60 s) runs out.
+    # The dead run's claim comes back when its lease (70 s) runs out.
     listed = eventually(lambda: notices(srv, oa_member),
                         lambda l: l and l[0]["state"] == "sent", timeout=90)
     check(listed and listed[0]["state"] == "sent" and listed[0]["attempts"] == 2,

@@ -91,7 +91,7 @@ PGresult *PQexec(PGconn *conn, const char *query)
 /* The SMS client's clock (the wall's: the fake checks the signature's
  * time). Called as the first SMS is signed, so while the first notice of
  * the batch is being sent: from then on the notifier's clock is 40 s on
- * (under 30 s of the batch's 60 s lease left: the claims are renewed
+ * (under 34 s of the batch's 70 s lease left: the claims are renewed
  * before the next notice) and that renewal fails. */
 static int64_t sms_clock(void *ctx)
 {
@@ -1821,6 +1821,47 @@ static void test_a_claim_lapsed_while_its_subscribe_message_left_keeps_sms_out(v
 }
 
 /*
+ * The mark a subscribe message left before WeChat refused it for sure
+ * (43101) must not outlive the refusal: the SMS after it in the attempt
+ * is slow (accepted after 2.5 s) and its claim lapses, as when its
+ * courier died. The retry goes by SMS again (the SMS's mark keeps WeChat
+ * out); kept, the refused message's mark would keep SMS out too, and the
+ * notice was skipped unsent.
+ */
+static void test_a_claim_lapsed_after_a_refused_subscribe_message_goes_by_sms(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    m1_subscribed(&r, 43101);
+    fake_control(&FAKE, "/_fake/config", "{s:i}", "tencent_same_content_gap_s", 0);
+    json_decref(fake_request(
+        &FAKE, "POST", "/_fake/faults",
+        json_pack("{s:s,s:i,s:i}", "provider", "tencent", "count", 1, "delay_ms", 2500)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && !(strcmp(nt.state, "sending") == 0 &&
+                                  (nt.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) != 0);
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    sweep_as_lapsed(&r);
+    atomic_fetch_add(&clock_ahead, 120); /* past the number's 30 s */
+    size_t sent = wait_done(r.store, "M1");
+    nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (sent != 1 || strcmp(nt.channel, "sms") != 0 || to[0] != '\0')
+        fail_msg("the claim lapsed while its SMS left after a 43101, then notice %s by %s (%s), "
+                 "excluded %lld, WeChat delivered to \"%s\": want it sent by sms again",
+                 nt.state, nt.channel, nt.last_error, (long long)nt.excluded, to);
+    rig_free_wx(&r, wx);
+}
+
+/*
  * A number the provider refuses, with its words in Chinese as Tencent's
  * are (some 150 bytes): skipped, the refusal leads with its code, and the
  * other channels' reasons still follow. Regression (a review of bb46ca8):
@@ -2381,6 +2422,9 @@ int main(void)
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_claim_lapsed_while_its_subscribe_message_left_keeps_sms_out, setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_claim_lapsed_after_a_refused_subscribe_message_goes_by_sms, setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
                                         db_fixture_teardown),

@@ -1822,6 +1822,63 @@ static void test_an_sms_leaves_only_within_its_lease(void **state)
 }
 
 /*
+ * A WeChat message is marked before it leaves as an SMS is
+ * (pgw_store_wx_leaving), within the claim and its lease: a claim that
+ * lapses then comes back to that channel only (notifier.c route_excluded).
+ * Regression: the mark was recorded with the attempt only, and a courier
+ * that died with a subscribe message on its way left none. The marks
+ * take the row's WeChat marks from the courier's copy: one of this
+ * attempt refused for sure (43101, then the SMS) goes; a record has the
+ * courier's exclusions, so a refusal recorded clears the mark.
+ */
+static void test_a_wechat_message_is_marked_before_it_leaves(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    int64_t n = 0;
+    pgw_notice got[8], nt;
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    int64_t end = 1000 + PGW_NOTICE_LEASE_S;
+    pgw_notice stale = got[0];
+    stale.attempts--;
+    assert_int_equal(pgw_store_wx_leaving(s, "A", &stale, PGW_CHANNEL_MP, 1000, 12, &err),
+                     PGW_ESTATE);
+    assert_int_equal(pgw_store_wx_leaving(s, "B", &got[0], PGW_CHANNEL_MP, 1000, 12, &err),
+                     PGW_ESTATE);
+    assert_int_equal(pgw_store_wx_leaving(s, "A", &got[0], PGW_CHANNEL_MP, end - 11, 12, &err),
+                     PGW_ESTATE); /* the lease ends before WeChat would answer */
+    assert_int_equal(pgw_store_wx_leaving(s, "A", &got[0], PGW_CHANNEL_MP, end - 12, 12, &err),
+                     PGW_OK);
+    /* Its courier dies: back to the mini program only. */
+    assert_int_equal(pgw_store_unclaim_notices(s, NULL, end + 1, &n, &err), PGW_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(claim_one(s, end + 2, &nt), 1);
+    assert_int_equal(nt.excluded, PGW_CHANNEL_MP << PGW_NOTICE_WX_GONE_SHIFT);
+    /* WeChat refuses the retry (43101; the courier's copy: the mini program
+     * excluded, no mark), and the SMS leaves: the refused send's mark goes,
+     * the SMS's comes, with the refusal. */
+    nt.excluded = PGW_CHANNEL_MP;
+    assert_int_equal(pgw_store_wx_leaving(s, "A", &nt, PGW_CHANNEL_MP, end + 2, 12, &err), PGW_OK);
+    assert_int_equal(pgw_store_sms_leaving(s, "A", &nt, end + 2, 7, &err), PGW_OK);
+    pgw_notice row[2];
+    size_t rows = 0;
+    assert_int_equal(pgw_store_member_notices(s, "M1", row, 2, &rows, &err), PGW_OK);
+    assert_int_equal(rows, 1);
+    if (row[0].excluded != (PGW_CHANNEL_MP | PGW_NOTICE_SMS_MAY_HAVE_GONE))
+        fail_msg("after a 43101 and its SMS leaving the row excludes %lld: want the mini "
+                 "program and the SMS's mark (%d), not the refused message's (%d)",
+                 (long long)row[0].excluded, PGW_CHANNEL_MP | PGW_NOTICE_SMS_MAY_HAVE_GONE,
+                 PGW_CHANNEL_MP << PGW_NOTICE_WX_GONE_SHIFT);
+    /* Recorded: the courier's exclusions, the marks its own. */
+    snprintf(nt.state, sizeof(nt.state), "sent");
+    assert_int_equal(pgw_store_finish_notice(s, "A", &nt, end + 3, &err), PGW_OK);
+    assert_int_equal(pgw_store_member_notices(s, "M1", row, 2, &rows, &err), PGW_OK);
+    assert_int_equal(row[0].excluded, PGW_CHANNEL_MP);
+    pgw_store_close(s);
+}
+
+/*
  * An arrival moved by a merge, still waiting out its window, is hurried
  * by the survivor's later notice (it goes first) but tells the balance
  * when sent: the one it was queued with is the merged member's. Regression
@@ -2459,6 +2516,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_sms_leaves_only_within_its_lease, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wechat_message_is_marked_before_it_leaves,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_quota_taken_once, db_fixture_setup,
