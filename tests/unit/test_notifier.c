@@ -1862,6 +1862,59 @@ static void test_a_claim_lapsed_after_a_refused_subscribe_message_goes_by_sms(vo
 }
 
 /*
+ * A merge keeps a moved notice's WeChat mark (notifier.h): the person is
+ * the same, and the merged member's openid is the survivor's now. M2's
+ * subscribe message to oMpBravo has its answer lost (its unit counted as
+ * used); M2 is merged into M1, who has a phone and an openid of its own
+ * without quota. The retry must not go by M1's SMS (the member may have
+ * read the subscribe message): skipped, the mini program reaching nobody.
+ */
+static void test_a_merged_notice_keeps_to_the_wechat_channel_that_may_have_told(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_base_delay_ms = cfg->notify.retry_max_delay_ms = 600 * 1000;
+    rig r;
+    rig_open(f, cfg, &r);
+    pgw_err err;
+    if (pgw_store_put_member(r.store, "M2", 0, 1, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    bind_mp_openid(&r, "M2", "oMpBravo", 1);
+    subscribe(&r, "M2", "oMpBravo");
+    notice_for(r.store, "M2");
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "lose_answer", 1)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice lost = wait_recorded(r.store, "M2", 1);
+    if (strcmp(lost.state, "pending") != 0 ||
+        (lost.excluded & PGW_NOTICE_WX_MAY_HAVE_GONE) != PGW_CHANNEL_MP << PGW_NOTICE_WX_GONE_SHIFT)
+        fail_msg("after a lost subscribe message notice %s, excluded %lld: want it waiting for "
+                 "its retry, marked",
+                 lost.state, (long long)lost.excluded);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 2);
+    if (pgw_store_begin(r.store, &err) != PGW_OK ||
+        pgw_store_merge_rows(r.store, "M2", "M1", &err) != PGW_OK ||
+        pgw_store_commit(r.store, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    atomic_fetch_add(&clock_ahead, 1200); /* past the retry's backoff */
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    size_t sms = sms_taken();
+    if (sms != 0 || strcmp(nt.state, "skipped") != 0 || strcmp(to, "oMpBravo,") != 0 ||
+        strstr(nt.last_error, "sms: " WX_LEFT_OUT) == NULL)
+        fail_msg("a notice merged after a lost subscribe message: %s by %s (%s), %zu SMS sent, "
+                 "WeChat delivered to \"%s\": want it skipped, SMS left out, no SMS",
+                 nt.state, nt.channel, nt.last_error, sms, to);
+    rig_free_wx(&r, wx);
+}
+
+/*
  * A number the provider refuses, with its words in Chinese as Tencent's
  * are (some 150 bytes): skipped, the refusal leads with its code, and the
  * other channels' reasons still follow. Regression (a review of bb46ca8):
@@ -2425,6 +2478,9 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_claim_lapsed_after_a_refused_subscribe_message_goes_by_sms, setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_merged_notice_keeps_to_the_wechat_channel_that_may_have_told, setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
                                         db_fixture_teardown),
