@@ -48,6 +48,12 @@ static fake_process WX = {.pid = -1}; /* tests/fakes/wechat_fake.py */
 
 /* ---- the stand-ins ------------------------------------------------------- */
 
+/* In the stand-ins' errors, which the couriers log: test_an_unrenewed_claim_
+ * costs_no_attempt's "notice claims not renewed, the batch stops: ... lock
+ * timeout" is this program's doing, once a run on either backend, not a
+ * renewal that lost to a lock the test holds (PG_LOCK_WAIT is 30 s). */
+#define STAND_IN "a stand-in of test_notifier, on purpose" /* no quote: it goes in SQL */
+
 static atomic_llong clock_ahead;   /* seconds the notifier's clock is ahead of the wall */
 static atomic_int fail_next_begin; /* the next write transaction does not get its lock */
 static atomic_int first_send;      /* the first SMS of a test: moves the clock, arms the failure */
@@ -71,7 +77,7 @@ int sqlite3_exec(sqlite3 *db, const char *sql, int (*callback)(void *, int, char
     if (sql != NULL && strcmp(sql, "BEGIN IMMEDIATE") == 0 &&
         atomic_exchange(&fail_next_begin, 0) != 0) {
         if (errmsg != NULL)
-            *errmsg = sqlite3_mprintf("database is locked");
+            *errmsg = sqlite3_mprintf("database is locked (" STAND_IN ")");
         return SQLITE_BUSY;
     }
     return real(db, sql, callback, arg, errmsg);
@@ -84,7 +90,7 @@ PGresult *PQexec(PGconn *conn, const char *query)
     if (query != NULL && strstr(query, "pg_advisory_xact_lock(") != NULL &&
         atomic_exchange(&fail_next_begin, 0) != 0)
         query = "BEGIN; DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
-                " MESSAGE = 'canceling statement due to lock timeout'; END $$";
+                " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
     return real(conn, query);
 }
 
