@@ -1565,6 +1565,13 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
     return submit(api, job, resp);
 }
 
+/* The rest of `key` after its first word when that is `word`, else NULL. */
+static const char *key_rest(const char *key, const char *word)
+{
+    size_t n = strlen(word);
+    return strncmp(key, word, n) == 0 && key[n] == ':' ? key + n + 1 : NULL;
+}
+
 /*
  * The key of the event that wrote t (channel:source:event_id), or NULL when
  * a command of the gateway's own wrote it (a hold's capture, a redemption,
@@ -1574,23 +1581,25 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
  * the transfer's channel, shop_id and reference only the event id (when
  * the reference is its receipt) and, for an event with no shop, the appid
  * it is keyed under.
+ *
+ * A channel's name first is not enough: before e974178 a phone bound by
+ * POST /v1/mp/phone was keyed "mp_phonehone<the member's id from its 4th
+ * character>:<digest>", a channel's name for a lower-case member id. So
+ * the first word must be the transfer's own channel (an event's transfers
+ * are stamped with it; that bind's are wechat_mp's) and the key must have
+ * an event key's three parts, its source "-", a shop's id or an appid.
  */
 static const char *event_key_of(const pgw_transfer *t)
 {
-    char channel[PGW_IDEM_KEY_MAX + 1];
-    size_t n = strcspn(t->idem_key, ":");
-    if (t->idem_key[n] != ':')
+    const char *source = key_rest(t->idem_key, t->channel);
+    const char *id = source != NULL ? strchr(source, ':') : NULL;
+    char text[PGW_IDEM_KEY_MAX + 1];
+    if (id == NULL || (size_t)(id - source) >= sizeof(text))
         return NULL;
-    memcpy(channel, t->idem_key, n);
-    channel[n] = '\0';
-    return pgw_store_channel_name_ok(channel) ? t->idem_key : NULL;
-}
-
-/* The rest of `key` after its first word when that is `word`, else NULL. */
-static const char *key_rest(const char *key, const char *word)
-{
-    size_t n = strlen(word);
-    return strncmp(key, word, n) == 0 && key[n] == ':' ? key + n + 1 : NULL;
+    memcpy(text, source, (size_t)(id - source));
+    text[id - source] = '\0';
+    bool source_ok = strcmp(text, "-") == 0 || pgw_store_shop_id_ok(text);
+    return source_ok && pgw_store_channel_name_ok(t->channel) ? t->idem_key : NULL;
 }
 
 /* Copies the part of `s` up to its first ':' into out (cap bytes); the
@@ -1666,6 +1675,9 @@ static bool merge_command(const pgw_transfer *t, json_t **out)
     const char *by = NULL;
     for (size_t i = 0; by == NULL && i < sizeof(BY) / sizeof(BY[0]); i++)
         by = key_rest(t->idem_key, BY[i]) != NULL ? BY[i] : NULL;
+    /* POST /v1/mp/phone's key before e974178 (event_key_of). */
+    if (by == NULL && strncmp(t->idem_key, "mp_phonehone", 12) == 0)
+        by = "mp_phone";
     const char *from = strncmp(t->reference, "merge:", 6) == 0 ? t->reference + 6 : NULL;
     const char *debit = key_rest(t->debit, "member"), *credit = key_rest(t->credit, "member");
     const char *into = NULL;

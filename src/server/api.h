@@ -128,7 +128,9 @@ json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size
  * "redemption_id"}, {"kind":"expiry","lot_id","expired_before"} (the
  * points of the lot expired before this expiry), {"kind":"import",
  * "shop_id","batch"}, {"kind":"merge","by","from","into"} (`by` the key's
- * first word: "bind", "mp_phone", "otp", "mp_login" or "oa_link"); and
+ * first word: "bind", "mp_phone", "otp", "mp_login" or "oa_link";
+ * "mp_phone" too for that request's keys of before e974178,
+ * "mp_phonehone..."); and
  * {"kind":"other"} for a key of another form or a transfer of another
  * kind than its key's. Only what no view hides: never a key's card
  * number, a phone's blind index, a digest of an identity or a session's

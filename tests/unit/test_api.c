@@ -149,8 +149,10 @@ static void test_command_of_events_and_others(void **state)
     (void)state;
     pgw_transfer t =
         transfer(PGW_TRANSFER_EARN, "store:S001:E-1", "shop:S001:issued", "member:M1", "R-1");
+    snprintf(t.channel, sizeof(t.channel), "store");
     command_is(&t, "null", NULL);
     t = transfer(PGW_TRANSFER_REVERSAL, "wechat_mp:-:E-2", "member:M1", "mall:behaviour", "earn:3");
+    snprintf(t.channel, sizeof(t.channel), "wechat_mp");
     command_is(&t, "null", NULL);
     static const char *const secret[] = {"SECRET", "CARD-1", NULL};
     static const struct {
@@ -174,6 +176,87 @@ static void test_command_of_events_and_others(void **state)
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         t = transfer(others[i].kind, others[i].key, "member:M2", "member:M1", others[i].reference);
         command_is(&t, "{\"kind\":\"other\"}", secret);
+    }
+}
+
+/* t as the staff's history shows it (event_key and command), compact. */
+static char *staff_history(const pgw_transfer *t)
+{
+    pgw_config *cfg = calloc(1, sizeof(*cfg));
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    assert_non_null(cfg);
+    assert_non_null(cmd);
+    cmd->page = (pgw_transfer *)t;
+    cmd->page_cap = cmd->n_page = 1;
+    json_t *history = pgw_api_history_json(cfg, cmd, 1, true);
+    assert_non_null(history);
+    char *text = json_dumps(json_array_get(json_object_get(history, "transfers"), 0),
+                            JSON_COMPACT | JSON_SORT_KEYS);
+    assert_non_null(text);
+    json_decref(history);
+    free(cmd);
+    free(cfg);
+    return text;
+}
+
+/* Before e974178 a phone bound by POST /v1/mp/phone was keyed by writing
+ * "mp_phone" over a bind key's first 8 bytes and moving the rest 4 on:
+ * member m_abc2's "bind:m_abc2:<digest>" became
+ * "mp_phonehonebc2:<digest>", whose first word is a channel's name. Its
+ * merge showed that key, digest and all, as an event's. It names no event
+ * (the transfer's channel is wechat_mp, and an event's key has its
+ * channel's three parts); it is the mp_phone request's merge. */
+static void test_old_mp_phone_key_is_no_event(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {
+        "mp_phonehonebc2:0123456789abcdef0123456789abcdef", /* member m_abc2 */
+        "mp_phonehone:0123456789abcdef0123456789abcdef",    /* member abc */
+        "mp_phonehone0123456789abcdef0123456789abcdef",     /* member mm */
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        pgw_transfer t =
+            transfer(PGW_TRANSFER_MERGE, keys[i], "member:m2", "member:m_abc2", "merge:m2");
+        snprintf(t.channel, sizeof(t.channel), "wechat_mp");
+        char *text = staff_history(&t);
+        if (strstr(text, "0123456789abcdef") != NULL || strstr(text, "honebc2") != NULL)
+            fail_msg("%s shows its key", text);
+        assert_non_null(strstr(text, "\"event_key\":null"));
+        assert_non_null(strstr(text, "\"command\":{\"by\":\"mp_phone\",\"from\":\"m2\","
+                                     "\"into\":\"m_abc2\",\"kind\":\"merge\"}"));
+        free(text);
+    }
+}
+
+/* An event key names its event only on a transfer of the channel its key
+ * begins with, in an event key's three parts: another tool's
+ * "adjust:SECRET" under channel system, or a key of one part after a
+ * channel's name, is none. */
+static void test_event_key_only_of_its_channel(void **state)
+{
+    (void)state;
+    pgw_transfer t =
+        transfer(PGW_TRANSFER_EARN, "store:S001:E-1", "shop:S001:issued", "member:M1", "R-1");
+    snprintf(t.channel, sizeof(t.channel), "store");
+    char *text = staff_history(&t);
+    assert_non_null(strstr(text, "\"command\":null,"));
+    assert_non_null(strstr(text, "\"event_key\":\"store:S001:E-1\""));
+    free(text);
+    static const struct {
+        const char *key, *channel;
+    } others[] = {
+        {"adjust:SECRET", "system"},
+        {"store:SECRET", "store"},
+        {"store:S 1:SECRET", "store"},
+        {"mp_phone2:SECRET", "wechat_mp"},
+    };
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        t = transfer(PGW_TRANSFER_ADJUST, others[i].key, "system:adjustments", "member:M1", "");
+        snprintf(t.channel, sizeof(t.channel), "%s", others[i].channel);
+        text = staff_history(&t);
+        if (strstr(text, "SECRET") != NULL || strstr(text, "\"event_key\":null") == NULL)
+            fail_msg("%s shows its key", text);
+        free(text);
     }
 }
 
@@ -208,6 +291,8 @@ int main(void)
         cmocka_unit_test(test_command_hides_what_keys_hide),
         cmocka_unit_test(test_command_of_events_and_others),
         cmocka_unit_test(test_member_view_drops_command),
+        cmocka_unit_test(test_old_mp_phone_key_is_no_event),
+        cmocka_unit_test(test_event_key_only_of_its_channel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
