@@ -316,8 +316,8 @@ def mini_program(srv, fake):
           "the scheme in lower case is the same session: %s %s" % (status, lower))
     check(len(me.get("transfers", [])) >= 2 and me.get("follows_oa") is False,
           "GET /v1/me lists recent transfers")
-    check(not any("event_key" in t for t in me.get("transfers", [])),
-          "the member's own view names no event keys: %s" % me.get("transfers"))
+    check(not any("event_key" in t or "command" in t for t in me.get("transfers", [])),
+          "the member's own view names no event keys nor commands: %s" % me.get("transfers"))
     # Its history a page at a time (GET /v1/me shows the 20 newest only):
     # the same transfers, newest first, the merged POS member's among them.
     pages, after = [], None
@@ -334,7 +334,8 @@ def mini_program(srv, fake):
           any(t["credit"] == "member:" + pos_member for t in pages),
           "the pages of /v1/me/transfers are /v1/me's transfers, merged ones too: %s / %s" %
           ([t["id"] for t in pages], [t["id"] for t in me["transfers"]]))
-    check(not any("event_key" in t for t in pages), "no event keys in the pages either")
+    check(not any("event_key" in t or "command" in t for t in pages),
+          "no event keys nor commands in the pages either: %s" % pages)
     for query in ("limit=0", "limit=101", "after=x", "after=0"):
         status, doc = srv.request("GET", "/v1/me/transfers?" + query, session=session, key=None)
         check(status == 400 and doc["error"]["code"] == "invalid_request",
@@ -1274,8 +1275,9 @@ def member_stream(srv, fake):
           ([m.get("id") for m in transfers], want, came, closed))
     check(seen < 1, "live: within a second of the purchase's answer (%.1f s)" % seen)
     account = "member:" + member
-    check(all(account in (m["debit"], m["credit"]) and "event_key" not in m for m in transfers),
-          "transfers in the member's view, no event_key: %s" % transfers)
+    check(all(account in (m["debit"], m["credit"]) and "event_key" not in m and "command" not in m
+              for m in transfers),
+          "transfers in the member's view, no event_key nor command: %s" % transfers)
     check(all(m.get("type") == "transfer" or
               (m.get("type") == "notification" and m.get("member_id") == member) for m in got) and
           other not in json.dumps(got), "nothing of another member's: %s" % got)
@@ -1290,9 +1292,11 @@ def member_stream(srv, fake):
     admin_sock.close()
     check(came and admin_came and [m["id"] for m in got if m.get("type") == "transfer"] ==
           [t["id"] for t in again.get("transfers", [])] and admin_got and
-          all(m.get("event_key") == "store:S001:WS-MINE-2" for m in admin_got) and
-          all(m.get("type") != "transfer" or "event_key" not in m for m in got),
-          "a key's view names the event key, the member's does not: %s / %s" % (got, admin_got))
+          all(m.get("event_key") == "store:S001:WS-MINE-2" and "command" in m for m in admin_got) and
+          all(m.get("type") != "transfer" or ("event_key" not in m and "command" not in m)
+              for m in got),
+          "a key's view names the event key and command, the member's neither: %s / %s" %
+          (got, admin_got))
     # Refused at the handshake, as GET /v1/me refuses them.
     now = int(time.time())
     sid, _, expires = session.split(".")[1:4]
