@@ -1921,6 +1921,67 @@ static void test_a_merged_notice_keeps_to_the_wechat_channel_that_may_have_told(
 }
 
 /*
+ * A WeChat message whose mark was not made (the store refused it here; a
+ * database busy past MARK_WAIT_S alike) never left: its attempt must not
+ * count, or a busy database alone brings the notice to dead, nothing
+ * sent (notify.retry.max_attempts 1 here). Regression: the failed mark
+ * was an attempt, retried with backoff, and on the last one the notice
+ * died unsent. It waits, pending, and goes once the mark can be made.
+ */
+static void test_a_mark_not_made_costs_no_attempt(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_max_attempts = 1;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    /* Refuses the mark (a claimed row gaining the mini program's), nothing else. */
+    const char *refuse =
+        f->pg ? "CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'the mark refused (" STAND_IN ")'; END $$;"
+                "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices FOR EACH ROW"
+                " WHEN (OLD.state = 'sending' AND NEW.state = 'sending'"
+                " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0)"
+                " EXECUTE FUNCTION refuse_mark()"
+              : "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices"
+                " WHEN OLD.state = 'sending' AND NEW.state = 'sending'"
+                " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0"
+                " BEGIN SELECT RAISE(ABORT, 'the mark refused (" STAND_IN ")'); END";
+    assert_int_equal(db_fixture_exec(f, refuse), PGW_OK);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 || nt.last_error[0] == '\0');
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    if (strcmp(nt.state, "pending") != 0 || nt.attempts != 0 ||
+        strstr(nt.last_error, "wechat_mp") == NULL ||
+        wx_requests("/cgi-bin/message/subscribe/send"))
+        fail_msg("a subscribe message whose mark was not made: notice %s after %lld attempts (%s), "
+                 "%zu sent: want it pending, no attempt counted, nothing sent",
+                 nt.state, (long long)nt.attempts, nt.last_error,
+                 wx_requests("/cgi-bin/message/subscribe/send"));
+    assert_int_equal(db_fixture_exec(f, f->pg ? "DROP TRIGGER refuse_mark ON notices"
+                                              : "DROP TRIGGER refuse_mark"),
+                     PGW_OK);
+    wait_done(r.store, "M1");
+    nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (strcmp(nt.state, "sent") != 0 || nt.attempts != 1 || strcmp(to, "oMpAlpha,") != 0)
+        fail_msg("once the mark can be made, notice %s by %s after %lld attempts (%s), WeChat "
+                 "delivered to \"%s\": want it sent by the mini program, one attempt",
+                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, to);
+    rig_free_wx(&r, wx);
+}
+
+/*
  * A number the provider refuses, with its words in Chinese as Tencent's
  * are (some 150 bytes): skipped, the refusal leads with its code, and the
  * other channels' reasons still follow. Regression (a review of bb46ca8):
@@ -2488,6 +2549,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_merged_notice_keeps_to_the_wechat_channel_that_may_have_told, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_mark_not_made_costs_no_attempt, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_long_refusal_leaves_room_for_the_other_channels,
