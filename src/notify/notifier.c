@@ -98,6 +98,7 @@ typedef enum attempt {
     GIVE_UP,   /* this channel failed for good (a bad template, our configuration): the next one */
     DEFER,     /* an SMS in quiet hours, or over a number's limit: later, not an attempt */
     QUOTA_DAY, /* WeChat's daily quota (45009): the next one now, else this one tomorrow */
+    UNSENT,    /* its mark not made (mark_leaving): nothing left; later, not an attempt */
 } attempt;
 
 static int64_t now_s(void)
@@ -301,7 +302,7 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     pgw_wx_reply reply;
     if (mark_leaving(c, nt, PGW_CHANNEL_MP, &err) != PGW_OK) {
         set_error(nt, "wechat_mp", err.msg);
-        return RETRY; /* not sent; a claim lost is not recorded (finish_batch) */
+        return UNSENT; /* a claim lost is not recorded (finish_batch) */
     }
     int rc =
         pgw_mp_send_subscribe(n->o.wechat, n->o.cfg->wechat_mp.appid, r->mp_openid, r->mp_template,
@@ -350,7 +351,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     pgw_err err;
     if (mark_leaving(c, nt, PGW_CHANNEL_OA, &err) != PGW_OK) {
         set_error(nt, "wechat_oa", err.msg);
-        return RETRY; /* not sent, as for an SMS */
+        return UNSENT; /* as for the mini program */
     }
     int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
     if (rc == PGW_OK)
@@ -445,7 +446,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
         pgw_sms_limiter_give_back(n->limiter, phone, now);
         OPENSSL_cleanse(phone, sizeof(phone));
         set_error(nt, "sms", err.msg);
-        return RETRY; /* not sent; a claim lost is not recorded (finish_batch) */
+        return UNSENT; /* a claim lost is not recorded (finish_batch) */
     }
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
@@ -477,15 +478,10 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
 
 /* ---- one notice ---------------------------------------------------------------------- */
 
-/* Pending again after a transient failure, with backoff; dead after the last attempt. */
-static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
+/* Pending again, due after the backoff of nt's attempts so far. */
+static void back_off(pgw_notifier *n, pgw_notice *nt, int64_t now)
 {
     const pgw_notify_config *q = &n->o.cfg->notify;
-    if (nt->attempts >= q->retry_max_attempts) {
-        snprintf(nt->state, sizeof(nt->state), "dead");
-        count(n, &n->stats.dead);
-        return;
-    }
     uint16_t jitter = 0;
     if (RAND_bytes((unsigned char *)&jitter, sizeof(jitter)) != 1)
         jitter = 500;
@@ -493,7 +489,33 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
                                        (int32_t)(jitter % 1001));
     snprintf(nt->state, sizeof(nt->state), "pending");
     nt->due_at = now + (ms + 999) / 1000;
+}
+
+/* Pending again after a transient failure, with backoff; dead after the last attempt. */
+static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
+{
+    if (nt->attempts >= n->o.cfg->notify.retry_max_attempts) {
+        snprintf(nt->state, sizeof(nt->state), "dead");
+        count(n, &n->stats.dead);
+        return;
+    }
+    back_off(n, nt, now);
     count(n, &n->stats.retried);
+}
+
+/*
+ * A request whose mark was not made (mark_leaving: the database busy past
+ * MARK_WAIT_S, a failing write) never left: pending again with the same
+ * backoff, its attempt not counted, as for claims not renewed
+ * (keep_leases). Regression: counted as a retry, a database busy for a
+ * few seconds at each attempt brought notices to dead, nothing sent.
+ * The backoff keeps a courier from asking a busy database again at once.
+ */
+static void not_sent(pgw_notifier *n, pgw_notice *nt, int64_t now)
+{
+    back_off(n, nt, now);
+    nt->attempts--;
+    count(n, &n->stats.deferred);
 }
 
 /* The WeChat channels a message of nt may have gone by (core/notice.h
@@ -1093,6 +1115,10 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
         }
         if (a == RETRY) {
             schedule_retry(n, nt, now_s()); /* from now: the attempt took time */
+            break;
+        }
+        if (a == UNSENT) {
+            not_sent(n, nt, now_s());
             break;
         }
         failed |= a == GIVE_UP;
