@@ -53,7 +53,8 @@
  * Claims: a claim belongs to one courier of this run (host, pid, a random
  * part, the courier's index) with a
  * lease of PGW_NOTICE_LEASE_S; every claim of a batch still held is
- * renewed before a notice when less than 30 s of the lease is left, so
+ * renewed before a notice when less than LEASE_MARGIN_S (notifier.c, 34 s)
+ * of the lease is left, so
  * none lapses before its attempt is recorded; only the claimer records
  * the attempt. What a batch did not try (a stop, claims not renewed) is
  * given back with it, its attempt uncounted; the claims of a run that
