@@ -1499,10 +1499,17 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
  * retry) when the statement failed so (pgw_sql_errcode): a lock timeout
  * on PostgreSQL is not the gateway's fault. (Over HTTP both answer 503;
- * the commands' exit codes tell them apart.) */
+ * the commands' exit codes tell them apart.) Never PGW_ECONFLICT, which
+ * a statement's step gives for any constraint (a CHECK, a trigger, a
+ * key): the store finds a request's conflicts by its own reads (the
+ * rows a write changed), so a statement the database refused is a
+ * storage failure, not an idempotency key used twice (409 over HTTP),
+ * as PostgreSQL's sent statements already say (sql.c sent_failure). */
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
 {
     int last = pgw_sql_errcode(s->db);
+    if (code == PGW_ECONFLICT)
+        code = PGW_EIO;
     if (code == PGW_EIO && last == PGW_EUNAVAILABLE)
         code = PGW_EUNAVAILABLE;
     return pgw_err_set(err, code, "%s: %s: %s", s->path, what,

@@ -3037,6 +3037,41 @@ def test_health_sees_the_file_moved(tmp):
           "pointsgw: commits work again" in err, f"stderr tells of failed commits: {err[-600:]}")
 
 
+def test_storage_refusal_is_no_conflict(tmp):
+    """Regression: on SQLite a transfer the database refused (a trigger, a
+    constraint: here a trigger injected by the test) was answered 409
+    idempotency_conflict, the key's fault for the caller, with the
+    database's file in its message. It is 503 unavailable, nothing of the
+    store in the answer, the cause on stderr; the event sent again once
+    the store takes it is recorded."""
+    sub = os.path.join(tmp, "refusal")
+    os.makedirs(sub)
+    s = Server(sub, write_config(sub))
+    try:
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-REFUSED-0"))
+        check(status == 201, f"an event before the trigger: {status} {doc}")
+        sqlite = s.db.startswith("sqlite:")
+        pg.execute(s.db, "CREATE TRIGGER test_fail BEFORE INSERT ON transfers BEGIN"
+                         " SELECT RAISE(ABORT, 'injected by the test'); END" if sqlite else
+                   "CREATE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS"
+                   " $$BEGIN RAISE EXCEPTION 'injected by the test'; END$$;"
+                   " CREATE TRIGGER test_fail BEFORE INSERT ON transfers"
+                   " FOR EACH ROW EXECUTE FUNCTION test_fail()")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-REFUSED"))
+        told = json.dumps(doc)
+        check(status == 503 and error_code(doc) == "unavailable" and "log.db" not in told and
+              "injected" not in told and "transfer" not in told,
+              f"a transfer the database refused is a storage failure: {status} {doc}")
+        pg.execute(s.db, "DROP TRIGGER test_fail" if sqlite else
+                   "DROP TRIGGER test_fail ON transfers; DROP FUNCTION test_fail()")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-REFUSED"))
+        check(status == 201, f"the event sent again, the store taking it: {status} {doc}")
+    finally:
+        _, err = s.stop()
+    check("a request failed in storage, answered 503" in err and "injected by the test" in err,
+          f"stderr tells why: {err[-600:]}")
+
+
 def test_slow_bodies(tmp):
     """Regression: a body was buffered whole (up to 1 MiB) before its key
     was looked at, and one trickled a byte at a time was never cut off: a
@@ -4601,6 +4636,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_sync_metrics, test_instant_written_another_way)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
+              test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain,
               test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period)
 

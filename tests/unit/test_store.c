@@ -1720,6 +1720,39 @@ static void test_a_key_written_during_schema_21_is_kept(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * Regression: on SQLite a transfer that a trigger or a constraint refused
+ * was PGW_ECONFLICT, the code of an idempotency key used for another
+ * request: POST /v1/events answered 409 idempotency_conflict, with the
+ * database's file in its message. It is a storage failure, PGW_EIO, on
+ * both backends (PostgreSQL, which sends the insert, says so at the
+ * commit that waits for it).
+ */
+static void test_append_refused_by_the_database_is_storage(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    append_range(s, 0, 1);
+    const char *trigger = f->pg ? "CREATE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS"
+                                  " $$BEGIN RAISE EXCEPTION 'injected by the test'; END$$;"
+                                  " CREATE TRIGGER test_fail BEFORE INSERT ON transfers"
+                                  " FOR EACH ROW EXECUTE FUNCTION test_fail()"
+                                : "CREATE TRIGGER test_fail BEFORE INSERT ON transfers BEGIN"
+                                  " SELECT RAISE(ABORT, 'injected by the test'); END";
+    assert_int_equal(pgw_store__exec_for_test(s, trigger, &err), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    pgw_transfer t = sample(1);
+    int rc = pgw_store_append_transfer(s, &t, &err);
+    if (rc == PGW_OK) /* PostgreSQL: only sent */
+        rc = pgw_store_commit(s, &err);
+    else
+        assert_int_equal(pgw_store_rollback(s, NULL), PGW_OK);
+    if (rc != PGW_EIO || strstr(err.msg, "injected by the test") == NULL)
+        fail_msg("%s: %s, want EIO", pgw_code_name(rc), err.msg);
+    pgw_store_close(s);
+}
+
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
     db_fixture *f = *state;
@@ -3077,6 +3110,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_append_refused_by_the_database_is_storage,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_notice_states_checked_without_a_temporary_btree,
