@@ -786,6 +786,7 @@ def oa_unavailable_says_nothing(srv):
     (WeChat delivers again) now says only that, and the operator reads
     the cause on stderr, limited as the writer's lines are."""
     now = int(time.time())
+    said_before = srv.stderr().count("official-account push answered 503")
     fail_transfers(srv.db, True)
     try:
         replies = [push(srv, oa_xml("oOA-83", now, "event", event="subscribe")),
@@ -796,10 +797,12 @@ def oa_unavailable_says_nothing(srv):
     check(all(s == 503 and b == want for s, b in replies),
           "a push the store failed is 503 with a fixed message: %s" % replies)
     # The cause on stderr: on this line, or (a storage failure the writer
-    # tells itself, as on PostgreSQL) on the writer's, which this one cites.
+    # tells itself) on the writer's, which this one cites. The push's line
+    # is limited: of the two here one at most, none when a line of the same
+    # cause went out less than a minute before (official_account's 503).
     err = srv.stderr()
     said = [x for x in err.splitlines() if "official-account push answered 503" in x]
-    check(len(said) == 1 and "injected by the test" in err,
+    check(len(said) >= 1 and len(said) - said_before <= 1 and "injected by the test" in err,
           "the store's words are on stderr, the push's line once (limited): %s" % said)
 
 
@@ -1358,7 +1361,7 @@ def member_stream(srv, fake):
           "the open stream was closed at logout (4401): %s %s" % (closed, got))
     sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream", auth)
     srv.request("POST", "/v1/events", member_event("WS-AFTER", member), key=SHOP)
-    got, closed = ws_frames(sock, pending, 3)
+    got, closed = ws_frames(sock, pending, 10)  # returns at the close: 10 s only bounds a failure
     sock.close()
     check(got == [] and closed is not None and closed[0] == 4401 and "ended" in closed[1],
           "an ended session's stream closes at once, 4401, nothing sent: %s %s %s" %
@@ -1584,7 +1587,7 @@ def member_stream_merged_learnt(srv, fake):
     eventually(lambda: lines(sid_b), lambda got: len(got) >= 4)  # checked: B's 4
     sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream", auth_a)
     srv.request("POST", "/v1/events", member_event("WS-MERGED-LEARNT", member_b), key=SHOP)
-    got, closed = ws_frames(sock, pending, 3)
+    got, closed = ws_frames(sock, pending, 10)  # returns at the close: 10 s only bounds a failure
     sock.close()
     status, body = ws_refusal(ws, srv.port, "/v1/stream", auth_a)
     for t in tabs:
