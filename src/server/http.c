@@ -13,6 +13,7 @@
 #include "core/identity.h"
 #include "core/log_limit.h"
 #include "server/api.h"
+#include "store/store.h"
 #include "util/clock.h"
 #include "util/netaddr.h"
 #include "util/query.h"
@@ -1344,14 +1345,26 @@ static const char *query_arg(const char *query, const char *name, char *out, siz
     return rc == PGW_OK ? out : NULL;
 }
 
-/* The survivor of `member` as a stream's check found it (note_merge), or
- * `member` itself: not merged, or not that this instance has seen. */
-static const char *survivor_of(const pgw_http *h, const char *member)
+/* The survivor noted for `member` (note_merge), or NULL: none. */
+static const char *merged_into(const pgw_http *h, const char *member)
 {
     for (size_t i = 0; i < MERGES_KEPT; i++) {
         if (strcmp(h->merges[i].member, member) == 0)
             return h->merges[i].survivor;
     }
+    return NULL;
+}
+
+/* The survivor of `member` as streams' checks found it (note_merge), or
+ * `member` itself: not merged, or not that this instance has seen. A
+ * chain is followed as far as noted: A's entry names B, noted before B
+ * was merged into C, whose merge a check of B's stream noted since.
+ * Merges never loop; the hops are bounded as the store's are. */
+static const char *survivor_of(const pgw_http *h, const char *member)
+{
+    const char *next = NULL;
+    for (int hop = 0; hop < PGW_MERGE_HOPS_MAX && (next = merged_into(h, member)) != NULL; hop++)
+        member = next;
     return member;
 }
 

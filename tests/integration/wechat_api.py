@@ -1602,6 +1602,51 @@ def member_stream_merged_learnt(srv, fake):
     check([x.get("status") for x in logged] == [429, 429], "both logged 429: %s" % logged)
 
 
+def member_stream_merged_chain(srv, fake):
+    """Regression: A merged into B, a check of A's stream noted B; B merged
+    into C later, a check of B's stream noted C. A fifth under A's session
+    (C's four open) counted B's streams, none (all C's now), and was let
+    in, to be closed at its check (4429): the handshake follows the merges
+    noted, A to B to C, and it is 429 there, as C's own fifth."""
+    ws = stream_client()
+    session_a, member_a = mp_session(srv, fake, "code-ws-mca", "oMP-WS-MCA")
+    session_b, member_b = mp_session(srv, fake, "code-ws-mcb", "oMP-WS-MCB")
+    session_c, member_c = mp_session(srv, fake, "code-ws-mcc", "oMP-WS-MCC")
+    auth = {m: "Authorization: Session %s\r\n" % s
+            for m, s in ((member_a, session_a), (member_b, session_b), (member_c, session_c))}
+
+    def bind(into):  # the card's holder is merged into `into`
+        return srv.request("POST", "/v1/members/%s/identities" % into, {"card": "S001:WS-CHAIN"})
+
+    def lines(session):
+        sid = session.split(".")[1]
+        return [json.loads(x) for x in open(srv.out_path)
+                if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x]
+
+    bind(member_a)
+    status, ab = bind(member_b)
+    check(ab.get("merged") == {"from": member_a, "into": member_b}, "A into B: %s %s" % (status, ab))
+    # A's stream, checked while open: A is B's. Closed before B's merge, so
+    # that no check of it finds C.
+    sock, handshake, _ = ws.ws_open(srv.port, "/v1/stream", auth[member_a])
+    eventually(lambda: lines(session_a), lambda got: len(got) >= 1)
+    sock.close()
+    time.sleep(0.3)
+    status, bc = bind(member_c)
+    check(bc.get("merged") == {"from": member_b, "into": member_c}, "B into C: %s %s" % (status, bc))
+    tabs = [ws.ws_open(srv.port, "/v1/stream", auth[member_b])]
+    eventually(lambda: lines(session_b), lambda got: len(got) >= 1)  # checked: B is C's
+    tabs += [ws.ws_open(srv.port, "/v1/stream", auth[member_c]) for _ in range(3)]
+    eventually(lambda: lines(session_c), lambda got: len(got) >= 3)
+    status, body = ws_refusal(ws, srv.port, "/v1/stream", auth[member_a])
+    for t in tabs:
+        t[0].close()
+    check(" 101 " in handshake and all(" 101 " in t[1] for t in tabs),
+          "A's stream, then B's and C's 3 open: %s %s" % (handshake, [t[1] for t in tabs]))
+    check(" 429 " in status and body.get("error", {}).get("code") == "rate_limited",
+          "a fifth under A's session is 429 at its handshake, as C's: %s %s" % (status, body))
+
+
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
     sent meanwhile, pings and a close frame, read and dropped)."""
@@ -2507,6 +2552,7 @@ def main():
         member_stream_merged_tabs(srv, fake)
         member_stream_merged_left(srv, fake)
         member_stream_merged_learnt(srv, fake)
+        member_stream_merged_chain(srv, fake)
         member_stream_gone_silent(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
