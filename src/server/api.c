@@ -1637,13 +1637,11 @@ static bool spend_command(const pgw_transfer *t, json_t **out)
 }
 
 /* An expiry's: expire:lot:<lot>:<points of it expired before> (command.c
- * apply_expire_lot), numbers only. */
+ * apply_expire_lot), decimal digits only (pgw_store_expiry_key). */
 static bool expiry_command(const pgw_transfer *t, json_t **out)
 {
-    long long lot = 0, before = -1;
-    int used = 0;
-    if (sscanf(t->idem_key, "expire:lot:%lld:%lld%n", &lot, &before, &used) != 2 ||
-        t->idem_key[used] != '\0' || lot <= 0 || before < 0)
+    int64_t lot = 0, before = 0;
+    if (!pgw_store_expiry_key(t->idem_key, &lot, &before))
         return false;
     *out = json_pack("{s:s,s:I,s:I}", "kind", "expiry", "lot_id", (json_int_t)lot, "expired_before",
                      (json_int_t)before);

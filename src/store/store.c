@@ -49,6 +49,7 @@
 #include "core/assertions.h"
 #include "core/notice.h"
 #include "util/clock.h"
+#include "util/csv.h"
 #include "sql.h"
 #include "wal_vfs.h"
 
@@ -5974,6 +5975,25 @@ static int lot_funders(pgw_store *s, int64_t lot, pgw_lot_expiry *e, pgw_err *er
     return rc;
 }
 
+bool pgw_store_expiry_key(const char *key, int64_t *lot, int64_t *before)
+{
+    static const char prefix[] = "expire:lot:";
+    const char *rest =
+        strncmp(key, prefix, sizeof(prefix) - 1) == 0 ? key + sizeof(prefix) - 1 : NULL;
+    const char *colon = rest != NULL ? strchr(rest, ':') : NULL;
+    char digits[24]; /* an int64's 19 digits and some leading zeros */
+    int64_t l = 0, b = 0;
+    if (colon == NULL || (size_t)(colon - rest) >= sizeof(digits))
+        return false;
+    memcpy(digits, rest, (size_t)(colon - rest));
+    digits[colon - rest] = '\0';
+    if (!pgw_decimal_in(digits, 1, INT64_MAX, &l) || !pgw_decimal_in(colon + 1, 0, INT64_MAX, &b))
+        return false;
+    *lot = l;
+    *before = b;
+    return true;
+}
+
 int pgw_store_expiries(pgw_store *s, int64_t from, int64_t to, int64_t after_id,
                        pgw_lot_expiry *out, size_t cap, size_t *n, pgw_err *err)
 {
@@ -5992,16 +6012,14 @@ int pgw_store_expiries(pgw_store *s, int64_t from, int64_t to, int64_t after_id,
         e->transfer_id = pgw_sql_column_int64(st, 0);
         e->points = pgw_sql_column_int64(st, 1);
         const char *ref = pgw_sql_column_text(st, 2), *key = pgw_sql_column_text(st, 3);
-        char *end = NULL;
-        e->lot = ref && strncmp(ref, "lot:", 4) == 0 ? strtoll(ref + 4, &end, 10) : 0;
-        long long lot = 0, before = -1;
-        int used = 0;
-        /* Its key is expire:lot:<lot>:<expired before> (apply_expire_lot). */
-        if (key == NULL || sscanf(key, "expire:lot:%lld:%lld%n", &lot, &before, &used) != 2 ||
-            key[used] != '\0')
-            before = -1;
-        e->before = before;
-        if (e->lot <= 0 || end == NULL || *end != '\0' || lot != e->lot || before < 0)
+        int64_t lot = 0;
+        e->lot = 0;
+        e->before = -1;
+        /* Its reference is lot:<lot>, its key says that lot too (apply_expire_lot). */
+        bool named = ref != NULL && strncmp(ref, "lot:", 4) == 0 &&
+                     pgw_decimal_in(ref + 4, 1, INT64_MAX, &e->lot) && key != NULL &&
+                     pgw_store_expiry_key(key, &lot, &e->before) && lot == e->lot;
+        if (!named)
             rc = pgw_err_set(err, PGW_EIO, "%s: expiry %lld does not name its lot", s->path,
                              (long long)e->transfer_id);
         else

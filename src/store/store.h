@@ -1097,7 +1097,19 @@ typedef struct pgw_lot_expiry {
     int64_t funded[PGW_EARN_FUNDERS_MAX];
 } pgw_lot_expiry;
 
-/* Up to cap EXPIRE transfers in [from, to) after transfer after_id, in id order. */
+/*
+ * An expiry's idempotency key, expire:lot:<lot>:<points of it expired
+ * before> (server/command.c apply_expire_lot writes it): true, *lot
+ * (1..INT64_MAX) and *before (0..INT64_MAX) set, when it is exactly that,
+ * each number in decimal digits only (util/csv.h pgw_decimal_in); false
+ * for anything else, a sign, a space or a number past int64 among them,
+ * *lot and *before then untouched. The database's keys are input too.
+ */
+bool pgw_store_expiry_key(const char *key, int64_t *lot, int64_t *before);
+
+/* Up to cap EXPIRE transfers in [from, to) after transfer after_id, in id
+ * order. An expiry whose reference (lot:<lot>) or key does not name its
+ * lot as the gateway writes them is PGW_EIO. */
 int pgw_store_expiries(pgw_store *store, int64_t from, int64_t to, int64_t after_id,
                        pgw_lot_expiry *out, size_t cap, size_t *n, pgw_err *err);
 

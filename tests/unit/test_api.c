@@ -179,6 +179,45 @@ static void test_command_of_events_and_others(void **state)
     }
 }
 
+/* An expiry's key is read as the gateway writes it (%lld of a lot id and a
+ * count): decimal digits only. sscanf's %lld took a space or a sign
+ * before either number, and one past int64 was undefined behaviour (glibc
+ * saturates it). A key not of that form names no expiry. */
+static void test_expiry_key_is_digits_only(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {
+        "expire:lot: 1:0",
+        "expire:lot:+1:0",
+        "expire:lot:1: 0",
+        "expire:lot:1:+0",
+        "expire:lot:1:-0",
+        "expire:lot:1:\t0",
+        "expire:lot:0:0",
+        "expire:lot::0",
+        "expire:lot:1:",
+        "expire:lot:1:0 ",
+        "expire:lot:1:9223372036854775808",  /* INT64_MAX + 1 */
+        "expire:lot:1:99999999999999999999", /* 20 digits */
+        "expire:lot:18446744073709551617:0", /* 20 digits: wraps uint64 to 1 */
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        pgw_transfer t =
+            transfer(PGW_TRANSFER_EXPIRE, keys[i], "member:M1", "system:expired", "lot:1");
+        json_t *command = pgw_api_transfer_command(&t);
+        assert_non_null(command);
+        const char *kind = json_string_value(json_object_get(command, "kind"));
+        if (kind == NULL || strcmp(kind, "other") != 0)
+            fail_msg("%s reads as %s", keys[i], kind ? kind : "(none)");
+        json_decref(command);
+    }
+    /* The largest numbers the gateway could write still read. */
+    pgw_transfer t = transfer(PGW_TRANSFER_EXPIRE, "expire:lot:9223372036854775807:0123",
+                              "member:M1", "system:expired", "lot:9223372036854775807");
+    command_is(&t, "{\"kind\":\"expiry\",\"lot_id\":9223372036854775807,\"expired_before\":123}",
+               NULL);
+}
+
 /* t as the staff's history shows it (event_key and command), compact. */
 static char *staff_history(const pgw_transfer *t)
 {
@@ -293,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_member_view_drops_command),
         cmocka_unit_test(test_old_mp_phone_key_is_no_event),
         cmocka_unit_test(test_event_key_only_of_its_channel),
+        cmocka_unit_test(test_expiry_key_is_digits_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1994,6 +1994,82 @@ static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
     pgw_store_close(s);
 }
 
+/* pgw_store_expiries' answer for everything, with its one expiry's lot
+ * and count in *lot and *before when PGW_OK. */
+static int read_expiries(pgw_store *s, int64_t *lot, int64_t *before, pgw_err *err)
+{
+    static pgw_lot_expiry page[4];
+    size_t n = 0;
+    assert_int_equal(pgw_store_begin_read(s, err), PGW_OK);
+    int rc = pgw_store_expiries(s, 0, INT64_MAX, 0, page, 4, &n, err);
+    pgw_err ignored;
+    assert_int_equal(pgw_store_rollback(s, &ignored), PGW_OK);
+    if (rc == PGW_OK) {
+        assert_int_equal(n, 1);
+        *lot = page[0].lot;
+        *before = page[0].before;
+    }
+    return rc;
+}
+
+/*
+ * An expiry's key and reference are read as the gateway writes them
+ * (expire:lot:<lot>:<expired before>, lot:<lot>): decimal digits only.
+ * sscanf's %lld took a space or a sign before a number, and one past
+ * int64 was undefined behaviour (glibc saturates it); such a key names no
+ * lot, and the settlement that reads it says so.
+ */
+static void test_an_expiry_key_is_read_as_digits_only(void **state)
+{
+    const db_fixture *f = *state;
+    purchase(f, 1); /* lot 1, 10 points of M0 */
+    pgw_writer_options opts = {.db_url = f->url, .queue_cap = 4, .batch_max = 4};
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+    pgw_expire_report report;
+    pgw_err err;
+    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, &report, &err) !=
+        PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(report.lots, 1);
+    pgw_writer_stop(w);
+    pgw_store *s = open_store(f);
+    int64_t lot = 0, before = -1;
+    if (read_expiries(s, &lot, &before, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(lot, 1);
+    assert_int_equal(before, 0);
+    static const struct {
+        const char *key, *reference;
+    } bad[] = {
+        {"expire:lot: 1:0", "lot:1"},
+        {"expire:lot:+1:0", "lot:1"},
+        {"expire:lot:1: 0", "lot:1"},
+        {"expire:lot:1:+0", "lot:1"},
+        {"expire:lot:1:-0", "lot:1"},
+        {"expire:lot:1:0 ", "lot:1"},
+        {"expire:lot:1:", "lot:1"},
+        {"expire:lot:1:9223372036854775808", "lot:1"},  /* INT64_MAX + 1 */
+        {"expire:lot:1:99999999999999999999", "lot:1"}, /* 20 digits */
+        {"expire:lot:9223372036854775807:0", "lot:99999999999999999999"},
+        {"expire:lot:1:0", "lot: 1"},
+        {"expire:lot:1:0", "lot:+1"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "UPDATE transfers SET idem_key = '%s', reference = '%s'"
+                 " WHERE kind = 4",
+                 bad[i].key, bad[i].reference);
+        raw_sql(f, sql);
+        int rc = read_expiries(s, &lot, &before, &err);
+        if (rc != PGW_EIO || strstr(err.msg, "does not name its lot") == NULL)
+            fail_msg("%s (%s) read as lot %lld, %lld before", bad[i].key, bad[i].reference,
+                     (long long)lot, (long long)before);
+    }
+    pgw_store_close(s);
+}
+
 /* Binds mini-program openid `openid` of app "wxapp" to `member`. */
 static void bind_mp_openid(pgw_store *s, const char *member, const char *openid, int64_t at_us)
 {
@@ -3131,6 +3207,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_31_keeps_what_refunds_wrote_off,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_follower_is_noted_once, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_expiry_key_is_read_as_digits_only, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
