@@ -14,6 +14,7 @@
 #include "core/assertions.h"
 #include "core/digest.h"
 #include "core/text.h"
+#include "util/csv.h"
 
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -2053,14 +2054,18 @@ static int read_transfer(pgw_store *store, int64_t id, pgw_transfer **t, bool *f
  * refund that reversed nothing cannot be told: false. */
 static int refunds_original(pgw_store *store, pgw_command *cmd, bool *same)
 {
+    static const char prefix[] = "earn:";
     pgw_transfer *t = NULL;
     bool found = false;
-    long long earn = 0;
+    int64_t earn = 0;
     *same = false;
     int rc = read_transfer(store, cmd->record.first_transfer, &t, &found, &cmd->err);
-    if (rc != PGW_OK || !found || sscanf(t->reference, "earn:%lld", &earn) != 1 || earn <= 0)
+    /* Exactly "earn:<digits>" as the refund wrote it (sscanf took a sign,
+     * spaces and a tail, and past int64 is undefined). */
+    if (rc != PGW_OK || !found || strncmp(t->reference, prefix, sizeof(prefix) - 1) != 0 ||
+        !pgw_decimal_in(t->reference + sizeof(prefix) - 1, 1, INT64_MAX, &earn))
         return rc;
-    rc = read_transfer(store, (int64_t)earn, &t, &found, &cmd->err);
+    rc = read_transfer(store, earn, &t, &found, &cmd->err);
     *same = rc == PGW_OK && found && strcmp(t->idem_key, cmd->original) == 0;
     return rc;
 }

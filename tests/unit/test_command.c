@@ -2233,6 +2233,75 @@ static void test_appid_keys_find_the_keys_before_them(void **state)
     assert_verifies(db);
 }
 
+/* The refund `key` of the purchase store:S001:EV1 again, as a shop's CSV row
+ * sends it (pgw_command.from_row), into er->cmd. */
+static void send_refund_row(event_run *er, const char *key)
+{
+    keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
+    er->cmd.fingerprint[0] ^= 0xff; /* the row's, not the till's */
+    er->cmd.from_row = true;
+    snprintf(er->cmd.member, sizeof(er->cmd.member), "M1");
+    snprintf(er->cmd.shop, sizeof(er->cmd.shop), "S001");
+    snprintf(er->cmd.original, sizeof(er->cmd.original), "store:S001:EV1");
+    er->cmd.event = &er->ev;
+    er->cmd.earning = &er->earning;
+    er->cmd.render = render_points;
+}
+
+/*
+ * A refund sent as a shop's CSV row after the till's own refund replays
+ * it when the refund recorded reversed the purchase the row names: the
+ * refund's first transfer says which earn it reversed, "earn:<id>". Only
+ * exactly that names an earn: a reference with a sign, spaces or a tail
+ * ("earn:12abc" read as 12 before) is not this refund's, and the row is a
+ * conflict rather than a replay of something it never said.
+ */
+static void test_a_refund_row_names_its_earn_exactly(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 12800, "2026-11-24T10:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 12800, "2026-11-24T11:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_true(er.cmd.points_moved > 0);
+    send_refund_row(&er, "store:S001:EV2");
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, NULL), PGW_OK);
+    assert_true(er.cmd.replayed); /* as recorded: the row's own refund */
+    int serial = er.serial;
+    pgw_writer_stop(er.writer);
+    const char *first = "(SELECT first_transfer FROM idempotency WHERE key = 'store:S001:EV2')";
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT CAST(substr(reference, 6) AS BIGINT) FROM transfers WHERE id = %s", first);
+    int64_t earn = db_fixture_int64(db, sql);
+    assert_true(earn > 0);
+    int wrong = 0;
+    static const struct {
+        const char *before, *after; /* around the earn's id */
+    } references[] = {
+        {"earn: ", ""}, {"earn:+", ""}, {"earn:", "x"}, {"earn:", " "}, {"earn:", ":2"}};
+    for (size_t i = 0; i < sizeof(references) / sizeof(references[0]); i++) {
+        char reference[64];
+        snprintf(reference, sizeof(reference), "%s%lld%s", references[i].before, (long long)earn,
+                 references[i].after);
+        snprintf(sql, sizeof(sql), "UPDATE transfers SET reference = '%s' WHERE id = %s", reference,
+                 first);
+        assert_int_equal(db_fixture_exec(db, sql), PGW_OK);
+        event_run_writer(db, &er, NULL);
+        er.serial = serial;
+        send_refund_row(&er, "store:S001:EV2");
+        int rc = pgw_writer_run(er.writer, &er.cmd, NULL);
+        if (rc != PGW_ECONFLICT && ++wrong) /* each one named, then the test fails */
+            print_error("reference \"%s\": rc %d replayed %d, expected a conflict\n", reference, rc,
+                        er.cmd.replayed);
+        pgw_writer_stop(er.writer);
+    }
+    pgw_config_free(er.cfg);
+    assert_int_equal(wrong, 0);
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -2292,6 +2361,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_fingerprints_recorded_before_times_were_normal,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_row_names_its_earn_exactly, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
