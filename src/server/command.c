@@ -12,6 +12,7 @@
 
 #include "core/arith.h"
 #include "core/assertions.h"
+#include "core/civil.h"
 #include "core/digest.h"
 #include "core/text.h"
 #include "util/csv.h"
@@ -861,8 +862,10 @@ static void activity_to_ctx(const pgw_member_activity *a, const own_months *own,
     ctx->n_challenges = own->n;
     ctx->challenges = own->months;
     ctx->first_purchase = type == PGW_EVENT_PURCHASE && !a->purchased_before;
-    int month = 0, day = 0;
-    if (sscanf(a->birthday, "%2d-%2d", &month, &day) == 2) {
+    /* As the API takes it (a day of a leap year), else none: sscanf took
+     * spaces, signs, one digit and a tail, and any day number. */
+    int32_t month = 0, day = 0;
+    if (pgw_parse_month_day(a->birthday, &month, &day, NULL) == PGW_OK) {
         ctx->has_birthday = true;
         ctx->birth_month = month;
         ctx->birth_day = day;

@@ -2302,6 +2302,61 @@ static void test_a_refund_row_names_its_earn_exactly(void **state)
     assert_int_equal(wrong, 0);
 }
 
+/*
+ * The rules read a member's birthday as the store keeps it, "MM-DD" as the
+ * API takes it (a day of a leap year). Anything else there (spaces, a sign,
+ * one digit, a tail, no such day) is no birthday: read leniently, " 11-5"
+ * or "11-00" was November's and earned its triple points.
+ */
+static void test_only_a_real_stored_birthday_counts(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    static const struct {
+        const char *id, *birthday;
+        bool counts;
+    } members[] = {
+        {"B1", "11-05", true},   {"B2", "02-29", false},  {"B3", " 11-5", false},
+        {"B4", "+11-5", false},  {"B5", "11-5x", false},  {"B6", "11-1", false},
+        {"B7", "11-00", false},  {"B8", "11-31", false},  {"B9", "13-05", false},
+        {"B10", "11- 5", false}, {"B11", "11-+5", false}, {"B12", "11-30", true},
+    };
+    const size_t n = sizeof(members) / sizeof(members[0]);
+    int wrong = 0;
+    event_run_start(db, &er);
+    /* Enrolled by a sign-in before their month, then given the birthday
+     * as a store edited by hand might hold it. */
+    for (size_t i = 0; i < n; i++) {
+        er.member = members[i].id;
+        assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-10-20T10:00:00+08:00", NULL),
+                         PGW_OK);
+    }
+    int serial = er.serial;
+    pgw_writer_stop(er.writer);
+    for (size_t i = 0; i < n; i++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "UPDATE members SET birthday = '%s' WHERE id = '%s'",
+                 members[i].birthday, members[i].id);
+        assert_int_equal(db_fixture_exec(db, sql), PGW_OK);
+    }
+    event_run_writer(db, &er, NULL);
+    er.serial = serial;
+    /* A purchase in November: the birthday month's triple points or none.
+     * Each one wrong is named, then the test fails. */
+    for (size_t i = 0; i < n; i++) {
+        er.member = members[i].id;
+        assert_int_equal(
+            send_event(&er, PGW_EVENT_PURCHASE, 10000, "2026-11-24T10:00:00+08:00", NULL), PGW_OK);
+        int64_t bonus = line_points(&er.earning, "campaign:birthday-month");
+        if ((bonus > 0) != members[i].counts && ++wrong)
+            print_error("birthday \"%s\": %lld birthday points\n", members[i].birthday,
+                        (long long)bonus);
+    }
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_int_equal(wrong, 0);
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -2362,6 +2417,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fingerprints_recorded_before_times_were_normal,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_row_names_its_earn_exactly, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_only_a_real_stored_birthday_counts, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
