@@ -3685,15 +3685,12 @@ static bool handle_notices(pgw_api *api, const pgw_request *req, const pgw_princ
     return submit(api, job, resp);
 }
 
-/* "MM-DD" of a day some year has (29 Feb included). */
+/* "MM-DD" of a day some year has (29 Feb included): what the writer reads
+ * back for the rules (command.c activity_to_ctx), by one definition. */
 static bool birthday_ok(const char *text)
 {
-    int month = 0, day = 0, used = 0;
-    if (strlen(text) != 5 || sscanf(text, "%2d-%2d%n", &month, &day, &used) != 2 || used != 5 ||
-        !isdigit((unsigned char)text[0]) || !isdigit((unsigned char)text[3]) || month < 1 ||
-        month > 12)
-        return false;
-    return day >= 1 && day <= pgw_days_in_month(2024, month); /* a leap year */
+    int32_t month = 0, day = 0;
+    return pgw_parse_month_day(text, &month, &day, NULL) == PGW_OK;
 }
 
 /* POST /v1/members/{id}/preferences and /v1/me/preferences {"sms": false,

@@ -850,7 +850,10 @@ def test_birthdays(s):
     check(status == 403 and error_code(doc) == "forbidden", f"not changed by a channel: {doc}")
     status, doc, _ = s.request("POST", path, {"birthday": "12-02"})
     check(status == 200 and doc.get("birthday") == "12-02", f"an admin changes it: {doc}")
-    for bad in ("13-01", "02-30", "2-1", "1102", 1102):
+    status, doc, _ = s.request("POST", path, {"birthday": "02-29"})
+    check(status == 200 and doc.get("birthday") == "02-29", f"29 February is a birthday: {doc}")
+    for bad in ("13-01", "02-30", "2-1", "1102", 1102, "11-+5", "+1-05", " 1-05", "11-5 ", "00-10",
+                "11-00"):
         status, doc, _ = s.request("POST", path, {"birthday": bad})
         check(status == 400 and error_code(doc) == "invalid_request", f"birthday {bad}: {status}")
     status, doc, _ = s.request("POST", path, {})
