@@ -505,7 +505,8 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
 
 /*
  * A request whose mark was not made (mark_leaving: the database busy past
- * MARK_WAIT_S, a failing write) never left: pending again with the same
+ * MARK_WAIT_S, a failing write), or an attempt whose read failed before
+ * any request (prepare), sent nothing: pending again with the same
  * backoff, its attempt not counted, as for claims not renewed
  * (keep_leases). Regression: counted as a retry, a database busy for a
  * few seconds at each attempt brought notices to dead, nothing sent.
@@ -1079,10 +1080,19 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     memset(r, 0, sizeof(*r));
     if (reminder_too_late(n, nt, kind))
         return;
+    /* The attempt's only read, before any request of it leaves: one that
+     * fails (the database busy, a read error) sent nothing and costs no
+     * attempt, as a mark not made (not_sent). Regression: retried as a
+     * failed send, a database busy at a notice's few attempts made it
+     * dead, nothing sent. A kind this build does not know is the
+     * notice's own fault: retried, then dead. */
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
         set_error(nt, "", err.msg);
-        schedule_retry(n, nt, now);
+        if (kind < 0)
+            schedule_retry(n, nt, now);
+        else
+            not_sent(n, nt, now_s());
     }
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch =

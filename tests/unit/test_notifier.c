@@ -1998,6 +1998,58 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
 }
 
 /*
+ * A read before the attempt's first request (prepare: whom the notice
+ * reaches, the member's quota, follows, balance) that fails (the
+ * database busy, a read error: here the subscriptions table gone for a
+ * while) sends nothing: as for a mark not made, its attempt must not
+ * count (notify.retry.max_attempts 1 here), or a busy database alone
+ * makes a notice dead, against README. Regression: the failed read was
+ * retried with backoff as a failed send, and on the last attempt the
+ * notice died, nothing sent.
+ */
+static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_max_attempts = 1;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx); /* each courier's store prepares its statements as it opens */
+    assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions RENAME TO subscriptions_away"),
+                     PGW_OK);
+    notice_for(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 || nt.last_error[0] == '\0');
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r.store, "M1");
+    }
+    if (strcmp(nt.state, "pending") != 0 || nt.attempts != 0 ||
+        strstr(nt.last_error, "subscriptions") == NULL || sms_taken() != 0 ||
+        wx_requests("/cgi-bin/message/subscribe/send"))
+        fail_msg("a notice whose read failed before sending: notice %s after %lld attempts (%s), "
+                 "%zu sent: want it pending, no attempt counted, nothing sent",
+                 nt.state, (long long)nt.attempts, nt.last_error,
+                 wx_requests("/cgi-bin/message/subscribe/send") + sms_taken());
+    assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions_away RENAME TO subscriptions"),
+                     PGW_OK);
+    wait_done(r.store, "M1");
+    nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (strcmp(nt.state, "sent") != 0 || nt.attempts != 1 || strcmp(to, "oMpAlpha,") != 0)
+        fail_msg("once the read works, notice %s by %s after %lld attempts (%s), WeChat "
+                 "delivered to \"%s\": want it sent by the mini program, one attempt",
+                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, to);
+    rig_free_wx(&r, wx);
+}
+
+/*
  * A number the provider refuses, with its words in Chinese as Tencent's
  * are (some 150 bytes): skipped, the refusal leads with its code, and the
  * other channels' reasons still follow. Regression (a review of bb46ca8):
@@ -2566,6 +2618,8 @@ int main(void)
             test_a_merged_notice_keeps_to_the_wechat_channel_that_may_have_told, setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_not_made_costs_no_attempt, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
                                         db_fixture_teardown),
