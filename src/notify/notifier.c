@@ -113,6 +113,20 @@ static void count(pgw_notifier *n, uint64_t *field)
     pthread_mutex_unlock(&n->lock);
 }
 
+/* A notice deferred (its attempt uncounted) for the channel(s) it waits
+ * on, by stats.deferred's slots: a wait for both WeChat channels' quota
+ * counts under the mini program's, a read failed before any channel under
+ * none. Regression: one count, shown as SMS's, held WeChat's 45009 waits
+ * and marks not made too. */
+static void count_deferred(pgw_notifier *n, unsigned channels)
+{
+    size_t i = (channels & PGW_CHANNEL_MP) != 0    ? 0
+               : (channels & PGW_CHANNEL_OA) != 0  ? 1
+               : (channels & PGW_CHANNEL_SMS) != 0 ? 2
+                                                   : 3;
+    count(n, &n->stats.deferred[i]);
+}
+
 /* Records why an attempt failed, cut on a character boundary (a provider's
  * Chinese message cut inside a character would not be valid JSON later). */
 static void set_error(pgw_notice *nt, const char *channel, const char *msg)
@@ -512,11 +526,11 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
  * few seconds at each attempt brought notices to dead, nothing sent.
  * The backoff keeps a courier from asking a busy database again at once.
  */
-static void not_sent(pgw_notifier *n, pgw_notice *nt, int64_t now)
+static void not_sent(pgw_notifier *n, pgw_notice *nt, pgw_notice_channel ch, int64_t now)
 {
     back_off(n, nt, now);
     nt->attempts--;
-    count(n, &n->stats.deferred);
+    count_deferred(n, (unsigned)ch);
 }
 
 /* The WeChat channels a message of nt may have gone by (core/notice.h
@@ -575,12 +589,12 @@ static attempt after_quota_day(pgw_notifier *n, pgw_notice *nt, const reach_info
 }
 
 /* Pending until WeChat's quota is `back`, the attempt uncounted (above). */
-static void wait_for_quota(pgw_notifier *n, pgw_notice *nt, int64_t back)
+static void wait_for_quota(pgw_notifier *n, pgw_notice *nt, int64_t channels, int64_t back)
 {
     snprintf(nt->state, sizeof(nt->state), "pending");
     nt->due_at = back;
     nt->attempts--;
-    count(n, &n->stats.deferred);
+    count_deferred(n, (unsigned)channels);
 }
 
 /*
@@ -1013,7 +1027,7 @@ static void quota_out_add(quota_out *q, pgw_notice_channel ch, int64_t back)
 static void quota_out_wait(pgw_notifier *n, pgw_notice *nt, const quota_out *q)
 {
     nt->excluded &= ~q->channels;
-    wait_for_quota(n, nt, q->back);
+    wait_for_quota(n, nt, q->channels, q->back);
 }
 
 /* Pending otherwise (an SMS held for the quiet hours or a number's limit,
@@ -1057,7 +1071,7 @@ static void hold_for_later(pgw_notifier *n, pgw_notice *nt)
     snprintf(nt->state, sizeof(nt->state), "pending");
     nt->attempts--;
     nt->excluded |= PGW_NOTICE_HELD;
-    count(n, &n->stats.deferred);
+    count_deferred(n, PGW_CHANNEL_SMS); /* only an SMS is held (send_sms: DEFER) */
 }
 
 /* One attempt at a notice: the outcome is in *nt and *r for finish_batch. */
@@ -1092,7 +1106,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
         if (kind < 0)
             schedule_retry(n, nt, now);
         else
-            not_sent(n, nt, now_s());
+            not_sent(n, nt, PGW_CHANNEL_NONE, now_s());
     }
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch =
@@ -1128,7 +1142,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
             break;
         }
         if (a == UNSENT) {
-            not_sent(n, nt, now_s());
+            not_sent(n, nt, ch, now_s());
             break;
         }
         failed |= a == GIVE_UP;

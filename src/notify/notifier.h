@@ -112,7 +112,11 @@ typedef struct pgw_notifier_options {
 
 typedef struct pgw_notifier_stats {
     uint64_t sent[3]; /* by channel: mini program, official account, SMS */
-    uint64_t retried, fell_through, dead, skipped, deferred;
+    /* Attempts not counted (an SMS held, WeChat's 45009, a mark not made):
+     * by the channel waited on as sent[], then none (a read failed before
+     * any channel). */
+    uint64_t deferred[4];
+    uint64_t retried, fell_through, dead, skipped;
     int64_t depth; /* notices not delivered yet, as of the last look */
 } pgw_notifier_stats;
 

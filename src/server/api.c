@@ -1947,15 +1947,23 @@ static void metrics_notices(metrics_text *m, pgw_api *api)
     for (size_t i = 0; i < sizeof(SENT_BY) / sizeof(SENT_BY[0]); i++)
         put(m, "pgw_notifications_total{outcome=\"sent\",channel=\"%s\"} %llu\n", SENT_BY[i],
             (unsigned long long)ns.sent[i]);
+    /* Deferrals by the channel waited on, "" for none (a read failed
+     * before any channel). Regression: all of them were channel="sms",
+     * WeChat's 45009 waits and marks not made too. */
+    static const char *const DEFERRED_BY[] = {"wechat_mp", "wechat_oa", "sms", ""};
+    PGW_STATIC_ASSERT(sizeof(DEFERRED_BY) / sizeof(DEFERRED_BY[0]) ==
+                          sizeof(ns.deferred) / sizeof(ns.deferred[0]),
+                      "a channel name for each count of notices deferred");
+    for (size_t i = 0; i < sizeof(DEFERRED_BY) / sizeof(DEFERRED_BY[0]); i++)
+        put(m, "pgw_notifications_total{outcome=\"deferred\",channel=\"%s\"} %llu\n",
+            DEFERRED_BY[i], (unsigned long long)ns.deferred[i]);
     put(m,
         "pgw_notifications_total{outcome=\"retried\",channel=\"\"} %llu\n"
         "pgw_notifications_total{outcome=\"fell_through\",channel=\"\"} %llu\n"
-        "pgw_notifications_total{outcome=\"deferred\",channel=\"sms\"} %llu\n"
         "pgw_notifications_total{outcome=\"dead\",channel=\"\"} %llu\n"
         "pgw_notifications_total{outcome=\"skipped\",channel=\"\"} %llu\n",
         (unsigned long long)ns.retried, (unsigned long long)ns.fell_through,
-        (unsigned long long)ns.deferred, (unsigned long long)ns.dead,
-        (unsigned long long)ns.skipped);
+        (unsigned long long)ns.dead, (unsigned long long)ns.skipped);
 }
 
 static void metrics_wechat(metrics_text *m, pgw_api *api)

@@ -1937,6 +1937,25 @@ static void test_a_merged_notice_keeps_to_the_wechat_channel_that_may_have_told(
 }
 
 /*
+ * A single kind of deferral so far, in slot `slot` of the notifier's
+ * stats (the channel waited on as sent[], 3: none), as /metrics labels
+ * them. Regression: one count, shown as channel="sms", held WeChat's
+ * deferrals too.
+ */
+static void deferred_only_in(const rig *r, size_t slot, const char *what)
+{
+    pgw_notifier_stats st;
+    pgw_notifier_get_stats(r->notifier, &st);
+    for (size_t i = 0; i < sizeof(st.deferred) / sizeof(st.deferred[0]); i++) {
+        if ((i == slot) != (st.deferred[i] > 0))
+            fail_msg("%s: deferred counts %llu %llu %llu %llu (mini program, official account, "
+                     "SMS, none): want some in slot %zu only",
+                     what, (unsigned long long)st.deferred[0], (unsigned long long)st.deferred[1],
+                     (unsigned long long)st.deferred[2], (unsigned long long)st.deferred[3], slot);
+    }
+}
+
+/*
  * A WeChat message whose mark was not made (the store refused it here; a
  * database busy past MARK_WAIT_S alike) never left: its attempt must not
  * count, or a busy database alone brings the notice to dead, nothing
@@ -1983,6 +2002,7 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
                  "%zu sent: want it pending, no attempt counted, nothing sent",
                  nt.state, (long long)nt.attempts, nt.last_error,
                  wx_requests("/cgi-bin/message/subscribe/send"));
+    deferred_only_in(&r, 0, "a subscribe message's mark not made");
     assert_int_equal(db_fixture_exec(f, f->pg ? "DROP TRIGGER refuse_mark ON notices"
                                               : "DROP TRIGGER refuse_mark"),
                      PGW_OK);
@@ -2036,6 +2056,7 @@ static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
                  "%zu sent: want it pending, no attempt counted, nothing sent",
                  nt.state, (long long)nt.attempts, nt.last_error,
                  wx_requests("/cgi-bin/message/subscribe/send") + sms_taken());
+    deferred_only_in(&r, 3, "a read failed before sending");
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions_away RENAME TO subscriptions"),
                      PGW_OK);
     wait_done(r.store, "M1");
