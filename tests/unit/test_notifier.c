@@ -1955,6 +1955,39 @@ static void deferred_only_in(const rig *r, size_t slot, const char *what)
     }
 }
 
+/* M1's notice, once a courier has tried it, must be pending with no
+ * attempt counted and nothing sent, its error naming `cause`, and
+ * deferred in stats slot `slot` only: a request that never left. */
+static void want_unsent(const rig *r, const char *cause, size_t slot, const char *what)
+{
+    pgw_notice nt = notice_of(r->store, "M1");
+    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 || nt.last_error[0] == '\0');
+         i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r->store, "M1");
+    }
+    size_t sent = wx_requests("/cgi-bin/message/subscribe/send") + sms_taken();
+    if (strcmp(nt.state, "pending") != 0 || nt.attempts != 0 ||
+        strstr(nt.last_error, cause) == NULL || sent != 0)
+        fail_msg("%s: notice %s after %lld attempts (%s), %zu sent: want it pending, no attempt "
+                 "counted, nothing sent",
+                 what, nt.state, (long long)nt.attempts, nt.last_error, sent);
+    deferred_only_in(r, slot, what);
+}
+
+/* M1's notice, once done, sent by the mini program at its first counted attempt. */
+static void want_sent_once_by_mp(const rig *r, const char *what)
+{
+    wait_done(r->store, "M1");
+    pgw_notice nt = notice_of(r->store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (strcmp(nt.state, "sent") != 0 || nt.attempts != 1 || strcmp(to, "oMpAlpha,") != 0)
+        fail_msg("%s, notice %s by %s after %lld attempts (%s), WeChat delivered to \"%s\": want "
+                 "it sent by the mini program, one attempt",
+                 what, nt.state, nt.channel, (long long)nt.attempts, nt.last_error, to);
+}
+
 /*
  * A WeChat message whose mark was not made (the store refused it here; a
  * database busy past MARK_WAIT_S alike) never left: its attempt must not
@@ -1989,31 +2022,11 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
     assert_int_equal(db_fixture_exec(f, refuse), PGW_OK);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
-    pgw_notice nt = notice_of(r.store, "M1");
-    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 || nt.last_error[0] == '\0');
-         i++) {
-        fake_sleep_ms(10);
-        nt = notice_of(r.store, "M1");
-    }
-    if (strcmp(nt.state, "pending") != 0 || nt.attempts != 0 ||
-        strstr(nt.last_error, "wechat_mp") == NULL ||
-        wx_requests("/cgi-bin/message/subscribe/send"))
-        fail_msg("a subscribe message whose mark was not made: notice %s after %lld attempts (%s), "
-                 "%zu sent: want it pending, no attempt counted, nothing sent",
-                 nt.state, (long long)nt.attempts, nt.last_error,
-                 wx_requests("/cgi-bin/message/subscribe/send"));
-    deferred_only_in(&r, 0, "a subscribe message's mark not made");
+    want_unsent(&r, "wechat_mp", 0, "a subscribe message whose mark was not made");
     assert_int_equal(db_fixture_exec(f, f->pg ? "DROP TRIGGER refuse_mark ON notices"
                                               : "DROP TRIGGER refuse_mark"),
                      PGW_OK);
-    wait_done(r.store, "M1");
-    nt = notice_of(r.store, "M1");
-    char to[256];
-    delivered_to(to, sizeof(to));
-    if (strcmp(nt.state, "sent") != 0 || nt.attempts != 1 || strcmp(to, "oMpAlpha,") != 0)
-        fail_msg("once the mark can be made, notice %s by %s after %lld attempts (%s), WeChat "
-                 "delivered to \"%s\": want it sent by the mini program, one attempt",
-                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, to);
+    want_sent_once_by_mp(&r, "once the mark can be made");
     rig_free_wx(&r, wx);
 }
 
@@ -2043,30 +2056,10 @@ static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions RENAME TO subscriptions_away"),
                      PGW_OK);
     notice_for(r.store, "M1");
-    pgw_notice nt = notice_of(r.store, "M1");
-    for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 || nt.last_error[0] == '\0');
-         i++) {
-        fake_sleep_ms(10);
-        nt = notice_of(r.store, "M1");
-    }
-    if (strcmp(nt.state, "pending") != 0 || nt.attempts != 0 ||
-        strstr(nt.last_error, "subscriptions") == NULL || sms_taken() != 0 ||
-        wx_requests("/cgi-bin/message/subscribe/send"))
-        fail_msg("a notice whose read failed before sending: notice %s after %lld attempts (%s), "
-                 "%zu sent: want it pending, no attempt counted, nothing sent",
-                 nt.state, (long long)nt.attempts, nt.last_error,
-                 wx_requests("/cgi-bin/message/subscribe/send") + sms_taken());
-    deferred_only_in(&r, 3, "a read failed before sending");
+    want_unsent(&r, "subscriptions", 3, "a notice whose read failed before sending");
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions_away RENAME TO subscriptions"),
                      PGW_OK);
-    wait_done(r.store, "M1");
-    nt = notice_of(r.store, "M1");
-    char to[256];
-    delivered_to(to, sizeof(to));
-    if (strcmp(nt.state, "sent") != 0 || nt.attempts != 1 || strcmp(to, "oMpAlpha,") != 0)
-        fail_msg("once the read works, notice %s by %s after %lld attempts (%s), WeChat "
-                 "delivered to \"%s\": want it sent by the mini program, one attempt",
-                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, to);
+    want_sent_once_by_mp(&r, "once the read works");
     rig_free_wx(&r, wx);
 }
 
