@@ -400,9 +400,9 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
 /*
  * fail() for the official account's callback. Its 503 (the store, memory,
  * a queue: WeChat delivers the push again) says only OA_UNAVAILABLE:
- * WeChat keeps a failed reply's body in its own logs and shows it to
- * whoever runs the account there, and `why`, the store's words, may name
- * the database's file, its SQL or a member. `why` goes to stderr,
+ * the body leaves for WeChat, which has no use for it (its documentation
+ * says nothing of what it does with a failed reply's body), and `why`,
+ * the store's words, may name the database's file, its SQL or a member. `why` goes to stderr,
  * limited as the mini program's failures are (pgw_expire_tell: during an
  * outage every push fails). On the service thread.
  */
