@@ -469,6 +469,35 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
  * how much of it had expired before, so each expiry of a lot (a lot can
  * expire again after a hold on it is released) is its own idempotent event.
  */
+/*
+ * An expiry is dated by its run (cmd->at: the sweep's clock, expire's
+ * --as-of), but never before the merge that brought its lot to the member
+ * it debits: a run as of a moment before that merge would take the points
+ * from the survivor's account before they were in it (its balance in the
+ * log short of them until the merge, the merged member's holding them), so
+ * the pool would show a debt nobody owed. A lot its member earned keeps the
+ * run's date; one a merge brought (its earn credited another member) is
+ * dated at the newest merge into its member, when that is later.
+ */
+static int date_expiry(pgw_store *store, const pgw_lot *lot, pgw_command *cmd)
+{
+    char own[PGW_ACCOUNT_MAX + 1];
+    member_account(lot->member, own);
+    pgw_transfer first;
+    size_t n = 0;
+    int rc = lot->source_transfer > 0 ? pgw_store_read_transfers(store, lot->source_transfer - 1,
+                                                                 &first, 1, &n, &cmd->err)
+                                      : PGW_OK;
+    if (rc != PGW_OK ||
+        (n == 1 && first.id == lot->source_transfer && strcmp(first.credit, own) == 0))
+        return rc;
+    int64_t merged = 0;
+    rc = pgw_store_merged_in_at(store, lot->member, &merged, &cmd->err);
+    if (rc == PGW_OK && merged > cmd->at)
+        cmd->at = merged;
+    return rc;
+}
+
 static int apply_expire_lot(pgw_store *store, pgw_command *cmd)
 {
     pgw_lot lot;
@@ -480,6 +509,8 @@ static int apply_expire_lot(pgw_store *store, pgw_command *cmd)
     if (rc == PGW_OK && (lot.left == 0 || lot.expires_at > cmd->at))
         rc = pgw_err_set(&cmd->err, PGW_ESTATE, "lot %lld has nothing due to expire",
                          (long long)cmd->lot_id);
+    if (rc == PGW_OK)
+        rc = date_expiry(store, &lot, cmd);
     if (rc != PGW_OK)
         return rc;
     snprintf(cmd->key, sizeof(cmd->key), "expire:lot:%lld:%lld", (long long)lot.id,

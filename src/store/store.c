@@ -4162,6 +4162,25 @@ int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX
     return one_member_id(s, st, member, "merged_into", into, "reading a merge", err);
 }
 
+int pgw_store_merged_in_at(pgw_store *s, const char *member, int64_t *at, pgw_err *err)
+{
+    PGW_STATIC_ASSERT(PGW_TRANSFER_MERGE == 6, "the query names MERGE by its number");
+    char account[PGW_ACCOUNT_MAX + 1];
+    snprintf(account, sizeof(account), "member:%s", member);
+    *at = 0;
+    pgw_sql_stmt *st = NULL;
+    if (prepare(
+            s, "SELECT COALESCE(MAX(occurred_at), 0) FROM transfers WHERE credit = ?1 AND kind = 6",
+            &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "reading a member's merges", err);
+    pgw_sql_bind_text(st, 1, account);
+    int step = pgw_sql_step(st);
+    if (step == PGW_SQL_ROW)
+        *at = pgw_sql_column_int64(st, 0);
+    release(s, st);
+    return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading a member's merges", err);
+}
+
 int pgw_store_survivor(pgw_store *s, char member[PGW_ID_MAX + 1], char first[PGW_ID_MAX + 1],
                        pgw_err *err)
 {

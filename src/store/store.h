@@ -320,6 +320,10 @@ int pgw_store_insert_lot(pgw_store *store, const pgw_lot *lot, pgw_err *err);
 /* Reads one lot and how many of its points have expired so far. */
 int pgw_store_get_lot(pgw_store *store, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
                       pgw_err *err);
+/* The occurred_at of the newest MERGE transfer into `member`'s account (0
+ * when none was merged into it): an expiry of a lot a merge brought is not
+ * dated before it (command.c date_expiry). */
+int pgw_store_merged_in_at(pgw_store *store, const char *member, int64_t *at, pgw_err *err);
 /* Moves `points` of a lot's free part to expired (left -= points, expired += points)
  * and counts them on the lot's earn (its expired). */
 int pgw_store_expire_lot_points(pgw_store *store, int64_t id, int64_t points, pgw_err *err);
