@@ -990,6 +990,26 @@ static int cmd_backup(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* PGW_ECLOSED for a run as of a moment before the period's close, said in
+ * the mall's zone as finance wrote the close (pgw_expire_due refuses it
+ * too, in unix seconds, having no zone: its message is the sweep's). */
+static int check_expiry_open(pgw_store *store, const pgw_tz *tz, int64_t as_of, pgw_err *err)
+{
+    pgw_period_close c;
+    int rc = pgw_store_period_close(store, &c, err);
+    if (rc != PGW_OK || as_of >= c.before)
+        return rc;
+    char when[PGW_RFC3339_MAX], close[PGW_RFC3339_MAX];
+    if (pgw_format_rfc3339(as_of, tz, when, sizeof(when)) != PGW_OK)
+        snprintf(when, sizeof(when), "%lld", (long long)as_of);
+    if (pgw_format_rfc3339(c.before, tz, close, sizeof(close)) != PGW_OK)
+        snprintf(close, sizeof(close), "%lld", (long long)c.before);
+    return pgw_err_set(err, PGW_ECLOSED,
+                       "the period before %s is closed: an expiry as of %s would be dated in "
+                       "it; expire as of %s or later",
+                       close, when, close);
+}
+
 /* Runs the expiry through a writer on `url`, printing what it did. */
 static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
 {
@@ -1004,6 +1024,8 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     pgw_store *probe = NULL;
     /* Expiry never creates a database: a wrong path is an error. */
     int rc = pgw_store_open(url, false, &probe, &err);
+    if (rc == PGW_OK)
+        rc = check_expiry_open(probe, &cfg->rules.tz, as_of, &err);
     pgw_store_close(probe);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&opts, &writer, &err);

@@ -1367,7 +1367,10 @@ expect_text "($close)"
 # An expiry dated before the close is refused, and so is an event (here a
 # repair's row); the one dated after is taken.
 expect_exit 2 "$bin" expire --as-of $((close - 60)) --db "$period_db"
-expect_text "an expiry as of $((close - 60)) would be dated in it"
+# In the mall's zone, as finance wrote the close, not in unix seconds.
+shanghai() { TZ=Asia/Shanghai date -d "@$1" +%Y-%m-%dT%H:%M:%S%:z; }
+expect_text "the period before $(shanghai "$close") is closed: an expiry as of \
+$(shanghai $((close - 60))) would be dated in it; expire as of $(shanghai "$close") or later"
 late=$(date -d "@$((close - 3600))" +%Y-%m-%dT%H:%M:%S%:z)
 open_at=$(date -d "@$((close + 60))" +%Y-%m-%dT%H:%M:%S%:z)
 printf 'event_id,occurred_at,type,member,amount_fen,points\n%s\n%s\n%s\n' \
