@@ -4162,6 +4162,13 @@ int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX
     return one_member_id(s, st, member, "merged_into", into, "reading a merge", err);
 }
 
+/* The newest merge into a member's account: by the member's history
+ * (transfers_member_credit, whose condition the query repeats so that
+ * either database may use it), not the whole log. */
+#define MERGED_IN_AT                                                                               \
+    "SELECT COALESCE(MAX(occurred_at), 0) FROM transfers WHERE credit = ?1"                        \
+    " AND credit LIKE 'member:%' AND kind = 6"
+
 int pgw_store_merged_in_at(pgw_store *s, const char *member, int64_t *at, pgw_err *err)
 {
     PGW_STATIC_ASSERT(PGW_TRANSFER_MERGE == 6, "the query names MERGE by its number");
@@ -4169,9 +4176,7 @@ int pgw_store_merged_in_at(pgw_store *s, const char *member, int64_t *at, pgw_er
     snprintf(account, sizeof(account), "member:%s", member);
     *at = 0;
     pgw_sql_stmt *st = NULL;
-    if (prepare(
-            s, "SELECT COALESCE(MAX(occurred_at), 0) FROM transfers WHERE credit = ?1 AND kind = 6",
-            &st, NULL) != PGW_OK)
+    if (prepare(s, MERGED_IN_AT, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "reading a member's merges", err);
     pgw_sql_bind_text(st, 1, account);
     int step = pgw_sql_step(st);
@@ -6113,10 +6118,11 @@ const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
     for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
         if (strcmp(named[i].name, name) == 0)
             return pgw_sql_text(s->st[named[i].id]);
-    return strcmp(name, "claim_notices") == 0 ? CLAIM_NOTICES
-           : strcmp(name, "unhurry") == 0     ? UNHURRY
-           : strcmp(name, "read_past") == 0   ? READ_PAST
-                                              : NULL;
+    return strcmp(name, "claim_notices") == 0  ? CLAIM_NOTICES
+           : strcmp(name, "unhurry") == 0      ? UNHURRY
+           : strcmp(name, "read_past") == 0    ? READ_PAST
+           : strcmp(name, "merged_in_at") == 0 ? MERGED_IN_AT
+                                               : NULL;
 }
 
 const char *pgw_store__verify_query_for_test(size_t i)

@@ -982,6 +982,43 @@ static void expect_live_lots_read(const db_fixture *f, pgw_store *s)
 }
 
 /*
+ * An expiry of a lot a merge brought reads the newest merge into its
+ * member (command.c date_expiry) through the member's history index.
+ * Regression: without the index's own condition (credit LIKE 'member:%')
+ * neither database could use the partial index, and each such expiry
+ * read the whole log.
+ */
+static void test_a_members_merges_are_read_by_its_history(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    const char *sql = pgw_store__statement_for_test(s, "merged_in_at");
+    assert_non_null(sql);
+    char explain[512];
+    assert_true(snprintf(explain, sizeof(explain), "%s %s",
+                         f->pg ? "EXPLAIN" : "EXPLAIN QUERY PLAN", sql) < (int)sizeof(explain));
+    pgw_sql *db = NULL;
+    pgw_sql_stmt *st = NULL;
+    pgw_err err;
+    /* PostgreSQL would scan a table this small whatever its indexes: the
+     * question is whether it can use the index at all. */
+    if (pgw_sql_open(f->url, false, &db, &err) != PGW_OK ||
+        (f->pg && pgw_sql_exec(db, "SET enable_seqscan = off", "planning", &err) != PGW_OK) ||
+        pgw_sql_prepare(db, explain, false, &st, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_sql_bind_text(st, 1, "member:M1");
+    bool by_history = false;
+    while (pgw_sql_step(st) == PGW_SQL_ROW) {
+        const char *line = pgw_sql_column_text(st, f->pg ? 0 : 3);
+        by_history |= line != NULL && strstr(line, "transfers_member_credit") != NULL;
+    }
+    pgw_sql_finalize(st);
+    pgw_sql_close(db);
+    pgw_store_close(s);
+    assert_true(by_history);
+}
+
+/*
  * Schema 22: a member's reads take its live lots only, which lots_by_member
  * keeps first. Lots stay for the audit once spent, so summing all of them
  * made every event of a long-standing member read its whole history.
@@ -3142,6 +3179,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_34_keeps_closes_of_periods, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_members_merges_are_read_by_its_history,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_reads_skip_its_spent_lots, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_merge_chains_cut_to_one_hop, db_fixture_setup,
