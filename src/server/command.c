@@ -465,11 +465,6 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
 }
 
 /*
- * What is left of a lot moves to system:expired. The key names the lot and
- * how much of it had expired before, so each expiry of a lot (a lot can
- * expire again after a hold on it is released) is its own idempotent event.
- */
-/*
  * An expiry is dated by its run (cmd->at: the sweep's clock, expire's
  * --as-of), but never before the merge that brought its lot to the member
  * it debits: a run as of a moment before that merge would take the points
@@ -498,6 +493,11 @@ static int date_expiry(pgw_store *store, const pgw_lot *lot, pgw_command *cmd)
     return rc;
 }
 
+/*
+ * What is left of a lot moves to system:expired. The key names the lot and
+ * how much of it had expired before, so each expiry of a lot (a lot can
+ * expire again after a hold on it is released) is its own idempotent event.
+ */
 static int apply_expire_lot(pgw_store *store, pgw_command *cmd)
 {
     pgw_lot lot;
