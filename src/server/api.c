@@ -4062,6 +4062,14 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     memset(&who, 0, sizeof(who));
     int rc = pgw_auth_check(api->auth, bearer, &none, wall_now_s(), &who, err);
     snprintf(key_name, PGW_ID_MAX + 1, "%s", who.name[0] ? who.name : "-");
+    /* Known, but no handshake carries a signature: "must sign" would send
+     * its operator after headers that cannot help. */
+    if (who.name[0] != '\0' && who.require_signature)
+        return pgw_err_set(err, PGW_EFORBIDDEN,
+                           "key %s signs its requests and cannot watch the stream (a "
+                           "WebSocket handshake is not signed): watch with a key without "
+                           "require_signature",
+                           who.name);
     if (rc != PGW_OK)
         return rc;
     if (who.kind == PGW_SCOPE_CHANNEL)

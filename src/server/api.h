@@ -205,7 +205,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
  * ...") or as the ?key= value `key_param` (either may be NULL). A shop key
  * sees its own shop only, whatever `shop_param` asks; others see `shop_param`
  * ("" or NULL: every shop; a shop not configured: PGW_ENOTFOUND). Fills
- * shop_out; PGW_EUNAUTHORIZED or PGW_EFORBIDDEN otherwise. key_name gets
+ * shop_out; PGW_EUNAUTHORIZED or PGW_EFORBIDDEN otherwise (a channel's key,
+ * and a signing key, whose handshake cannot be signed). key_name gets
  * the key's name for the log once the key is known, refused or not ("-"
  * before).
  */

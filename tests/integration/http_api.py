@@ -2479,6 +2479,10 @@ def test_stream(s):
             ("a wrong bearer", "/v1/stream", "Authorization: Bearer wrong\r\n", "401 unauthorized"),
             ("a channel's key", "/v1/stream", "Authorization: Bearer " + KEYS["mp"][0] + "\r\n",
              "403 forbidden"),
+            # regression (an operator's walkthrough): a signing key was told
+            # it "must sign", which no handshake can: it cannot stream
+            ("a signing key", "/v1/stream", "Authorization: Bearer " + KEYS["s003"][0] + "\r\n",
+             "403 forbidden"),
             ("another path", "/v1/streams?key=" + KEYS["admin"][0], "", "404 not_found"),
             # regression (the HTTP review): a shop's key asking for another
             # shop got its own transfers under that name, in silence
@@ -2512,6 +2516,10 @@ def test_stream(s):
         doc = json.loads(body or b"{}")
         check(f" {status_code} " in bad_status and error_code(doc) == code,
               f"stream with {what}: {bad_status} {body[:200]!r}")
+        if what == "a signing key":  # says what to do instead, not to sign
+            message = doc.get("error", {}).get("message", "")
+            check("must sign" not in message and "cannot watch the stream" in message,
+                  f"stream with a signing key: {message!r}")
     # Subprotocol "http" was upgraded with no key on any path; offered with
     # pgw-stream it won over it. Now unknown (lws closes unanswered), and
     # pgw-stream is chosen from the two.
