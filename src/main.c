@@ -1838,7 +1838,8 @@ static int period_close(const pgw_config *cfg, const char *url, const char *give
     if (rc == PGW_OK)
         rc = pgw_store_begin(store, &err);
     if (rc == PGW_OK) {
-        rc = pgw_store_close_period(store, before, (int64_t)time(NULL) * 1000000, &moved, &err);
+        rc = pgw_store_close_period(store, before, (int64_t)time(NULL) * 1000000, &cfg->rules.tz,
+                                    &moved, &err);
         rc = rc == PGW_OK ? pgw_store_commit(store, &err) : (pgw_store_rollback(store, NULL), rc);
     }
     pgw_store_close(store);

@@ -6162,13 +6162,21 @@ int pgw_store_period_close(pgw_store *s, pgw_period_close *out, pgw_err *err)
                : db_error(s, PGW_EIO, "reading the period's close", err);
 }
 
+/* `t` as the operator reads it: RFC 3339 in `tz`, unix seconds without
+ * one (or out of the years it writes). */
+static void say_instant(const pgw_tz *tz, int64_t t, char out[PGW_RFC3339_MAX])
+{
+    if (tz == NULL || pgw_format_rfc3339(t, tz, out, PGW_RFC3339_MAX) != PGW_OK)
+        snprintf(out, PGW_RFC3339_MAX, "%lld", (long long)t);
+}
+
 /* PGW_ESTATE when work dated before `before` is still to be written: a
  * lot due before it with points left (its expiry), a hold pending past a
  * deadline before it (its release). The sweep dates an expiry by its run
  * (serve's clock, a moment after it fell due; expire's --as-of): closed
  * first, the expiry would land in the open period. A run as of a second
  * before the close dates them in the period it closes (the message says). */
-static int check_nothing_due(pgw_store *s, int64_t before, pgw_err *err)
+static int check_nothing_due(pgw_store *s, int64_t before, const pgw_tz *tz, pgw_err *err)
 {
     pgw_lot lot;
     pgw_hold_record hold;
@@ -6178,18 +6186,20 @@ static int check_nothing_due(pgw_store *s, int64_t before, pgw_err *err)
         rc = pgw_store_due_holds(s, before - 1, NULL, &hold, 1, &holds, err);
     if (rc != PGW_OK || (lots == 0 && holds == 0))
         return rc;
-    char what[160];
+    char what[200], due[PGW_RFC3339_MAX], closing[PGW_RFC3339_MAX], as_of[PGW_RFC3339_MAX];
+    say_instant(tz, lots > 0 ? lot.expires_at : hold.deadline, due);
+    say_instant(tz, before, closing);
+    say_instant(tz, before - 1, as_of);
     if (lots > 0)
-        snprintf(what, sizeof(what), "lot %lld of member %.64s is due since %lld with %lld points",
-                 (long long)lot.id, lot.member, (long long)lot.expires_at, (long long)lot.left);
+        snprintf(what, sizeof(what), "lot %lld of member %.64s is due since %s with %lld points",
+                 (long long)lot.id, lot.member, due, (long long)lot.left);
     else
-        snprintf(what, sizeof(what), "hold %.64s is pending past its deadline %lld", hold.id,
-                 (long long)hold.deadline);
+        snprintf(what, sizeof(what), "hold %.64s is pending past its deadline %s", hold.id, due);
     return pgw_err_set(err, PGW_ESTATE,
-                       "work dated before %lld is not written yet (%s): run pointsgw expire "
-                       "--as-of %lld first (a second before the close, so that the expiries "
+                       "work dated before %s is not written yet (%s): run pointsgw expire "
+                       "--as-of %s first (a second before the close, so that the expiries "
                        "are dated in the period it closes), then close",
-                       (long long)before, what, (long long)before - 1);
+                       closing, what, as_of);
 }
 
 static int count_closes(pgw_store *s, int64_t *count, pgw_err *err)
@@ -6204,21 +6214,26 @@ static int count_closes(pgw_store *s, int64_t *count, pgw_err *err)
                                : db_error(s, PGW_EIO, "counting the closes of periods", err);
 }
 
-int pgw_store_close_period(pgw_store *s, int64_t before, int64_t now_us, bool *moved, pgw_err *err)
+int pgw_store_close_period(pgw_store *s, int64_t before, int64_t now_us, const pgw_tz *tz,
+                           bool *moved, pgw_err *err)
 {
     PGW_ASSERT(pgw_sql_in_transaction(s->db));
     *moved = false;
     pgw_period_close was;
+    char given[PGW_RFC3339_MAX], in_force[PGW_RFC3339_MAX];
+    say_instant(before > 0 ? tz : NULL, before, given);
     if (before <= 0 || before > now_us / 1000000)
         return pgw_err_set(err, PGW_EINVAL,
-                           "a period closes before a moment already past (%lld is %s)",
-                           (long long)before, before <= 0 ? "not one" : "ahead of the clock");
+                           "a period closes before a moment already past (%s is %s)", given,
+                           before <= 0 ? "not one" : "ahead of the clock");
     int rc = pgw_store_period_close(s, &was, err);
-    if (rc == PGW_OK && before < was.before)
+    if (rc == PGW_OK && before < was.before) {
+        say_instant(tz, was.before, in_force);
         rc = pgw_err_set(err, PGW_EINVAL,
-                         "the period is closed before %lld already; a close only moves later, "
-                         "%lld is earlier: nothing changed",
-                         (long long)was.before, (long long)before);
+                         "the period is closed before %s already; a close only moves later, "
+                         "%s is earlier: nothing changed",
+                         in_force, given);
+    }
     if (rc != PGW_OK || before == was.before)
         return rc;
     int64_t count = 0;
@@ -6227,7 +6242,7 @@ int pgw_store_close_period(pgw_store *s, int64_t before, int64_t now_us, bool *m
         rc = pgw_err_set(err, PGW_EFULL, "%s holds %d closes of periods, the most verify reads",
                          s->path, PGW_PERIOD_CLOSES_MAX);
     if (rc == PGW_OK)
-        rc = check_nothing_due(s, before, err);
+        rc = check_nothing_due(s, before, tz, err);
     int64_t head = 0;
     uint8_t hash[PGW_HASH_LEN];
     if (rc == PGW_OK)

@@ -25,6 +25,7 @@
 #ifndef PGW_STORE_STORE_H
 #define PGW_STORE_STORE_H
 
+#include "core/civil.h"
 #include "core/error.h"
 #include "core/identity.h"
 #include "core/ledger.h"
@@ -300,10 +301,11 @@ int pgw_store_period_close(pgw_store *store, pgw_period_close *out, pgw_err *err
  * is not written yet: a lot due before it with points left, a hold
  * pending past a deadline before it (the message names one and says to
  * run `pointsgw expire --as-of` first). PGW_EFULL past
- * PGW_PERIOD_CLOSES_MAX closes.
+ * PGW_PERIOD_CLOSES_MAX closes. The messages write moments in `tz` (the
+ * mall's zone, as the operator gave --before; NULL: unix seconds).
  */
-int pgw_store_close_period(pgw_store *store, int64_t before, int64_t now_us, bool *moved,
-                           pgw_err *err);
+int pgw_store_close_period(pgw_store *store, int64_t before, int64_t now_us, const pgw_tz *tz,
+                           bool *moved, pgw_err *err);
 
 /* ---- members and lots (all inside the open transaction) ---------------- */
 

@@ -87,7 +87,7 @@ static int close_period(const db_fixture *f, int64_t before, bool *moved, pgw_er
     pgw_store *s = open_store(f);
     int rc = pgw_store_begin(s, err);
     if (rc == PGW_OK)
-        rc = pgw_store_close_period(s, before, (int64_t)time(NULL) * 1000000, moved, err);
+        rc = pgw_store_close_period(s, before, (int64_t)time(NULL) * 1000000, NULL, moved, err);
     int end = rc == PGW_OK ? pgw_store_commit(s, err) : pgw_store_rollback(s, NULL);
     pgw_store_close(s);
     return rc != PGW_OK ? rc : end;
@@ -298,7 +298,7 @@ static void test_a_close_and_a_write_racing_do_not_both_win(void **state)
     pgw_err err;
     bool moved = false;
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
-    assert_int_equal(pgw_store_close_period(s, close, now * 1000000, &moved, &err), PGW_OK);
+    assert_int_equal(pgw_store_close_period(s, close, now * 1000000, NULL, &moved, &err), PGW_OK);
     racer r = {.f = f, .dated = close - 60};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, race_append, &r), 0);

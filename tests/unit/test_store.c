@@ -1173,7 +1173,7 @@ static void test_schema_34_keeps_closes_of_periods(void **state)
     const int64_t t = 1795486500 + 2; /* sample(2)'s date */
     bool moved = false;
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
-    assert_int_equal(pgw_store_close_period(s, t, (t + 60) * 1000000, &moved, &err), PGW_OK);
+    assert_int_equal(pgw_store_close_period(s, t, (t + 60) * 1000000, NULL, &moved, &err), PGW_OK);
     assert_true(moved);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
     assert_int_equal(pgw_store_period_close(s, &c, &err), PGW_OK);
