@@ -2004,7 +2004,9 @@ static const command COMMANDS[] = {
      "if the copy could not be made or does not verify",
      cmd_backup},
     {"expire", "expire [--as-of T] [--config FILE] [--db URL]",
-     "expire what is left of every lot due by T (default: now); idempotent", cmd_expire},
+     "release every hold pending past its deadline, then expire what is left of every lot due "
+     "by T (default: now); idempotent",
+     cmd_expire},
     {"period",
      "period close --before T [--config FILE] [--db URL] | period show [--config FILE] "
      "[--db URL]",

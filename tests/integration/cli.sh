@@ -65,6 +65,12 @@ for cmd in serve check-config quote reconcile report verify expire period import
     expect_exit 0 "$bin" "$cmd" --help
     expect_text "usage: pointsgw $cmd"
 done
+# Regression (an operator's walkthrough): expire's help said only that it
+# expires lots; it releases the holds past their deadline first (README).
+expect_exit 0 "$bin" expire --help
+expect_text "release every hold pending past its deadline"
+expect_exit 0 "$bin" --help
+expect_text "release every hold pending past its deadline"
 # Regression (the operations review): there was no --version. It names
 # the version CMakeLists.txt's project() gives and the libraries it runs with.
 version=$(sed -n 's/^project(pointsgw VERSION \([0-9.]*\) .*/\1/p' CMakeLists.txt)
