@@ -16,6 +16,7 @@
 #include "core/digest.h"
 #include "core/transfer.h"
 
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -194,10 +195,24 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
                            "key %s must sign: X-PGW-Timestamp, X-PGW-Nonce and X-PGW-Signature",
                            who->name);
     char *end = NULL;
+    errno = 0;
     long long ts = strtoll(req->timestamp, &end, 10);
-    if (end == req->timestamp || *end != '\0' || ts < now - PGW_SIGNATURE_SKEW_S ||
-        ts > now + PGW_SIGNATURE_SKEW_S)
-        return pgw_err_set(err, PGW_EUNAUTHORIZED, "stale or malformed X-PGW-Timestamp");
+    if (end == req->timestamp || *end != '\0' || errno == ERANGE)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED,
+                           "X-PGW-Timestamp must be unix seconds, within %d s of the gateway's "
+                           "clock",
+                           PGW_SIGNATURE_SKEW_S);
+    /* How far off, and which way: a till's clock is what to fix. The
+     * distance in unsigned: any long long from a clock of today fits. */
+    if (ts < now - PGW_SIGNATURE_SKEW_S || ts > now + PGW_SIGNATURE_SKEW_S)
+        return pgw_err_set(
+            err, PGW_EUNAUTHORIZED,
+            "%s: %llu s %s the gateway's clock (%lld), more than the %d s a signature is good "
+            "for: check the client's clock",
+            ts < now ? "stale X-PGW-Timestamp" : "X-PGW-Timestamp too far ahead",
+            ts < now ? (unsigned long long)now - (unsigned long long)ts
+                     : (unsigned long long)ts - (unsigned long long)now,
+            ts < now ? "behind" : "ahead of", (long long)now, PGW_SIGNATURE_SKEW_S);
     size_t nonce_len = strlen(req->nonce);
     if (nonce_len == 0 || nonce_len > PGW_NONCE_MAX)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce must be 1..%d characters",

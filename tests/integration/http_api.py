@@ -2386,6 +2386,17 @@ def test_signatures(s):
     stale = signed_headers("POST", "/v1/events", body, ts=str(int(time.time()) - 3600), nonce="n-2")
     status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=stale)
     check(status == 401, f"stale timestamp: {status}")
+    # Regression (an operator's walkthrough): every one of these was
+    # "stale or malformed X-PGW-Timestamp", which left a till with a wrong
+    # clock guessing which, by how much, and what the window is.
+    for ts, nonce, want in ((str(int(time.time()) - 3600), "n-2b", "behind the gateway's clock"),
+                            (str(int(time.time()) + 3600), "n-2c", "ahead of the gateway's clock"),
+                            ("2026-12-01T10:00:00Z", "n-2d", "unix seconds")):
+        h = signed_headers("POST", "/v1/events", body, ts=ts, nonce=nonce)
+        status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=h)
+        message = doc["error"]["message"] if status == 401 else ""
+        check(status == 401 and want in message and "300 s" in message,
+              f"timestamp {ts}: {status} {doc}")
     forged = dict(signed_headers("POST", "/v1/events", body, nonce="n-3"))
     forged["X-PGW-Signature"] = "0" * 64
     status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=forged)
