@@ -98,7 +98,7 @@ typedef enum attempt {
     GIVE_UP,   /* this channel failed for good (a bad template, our configuration): the next one */
     DEFER,     /* an SMS in quiet hours, or over a number's limit: later, not an attempt */
     QUOTA_DAY, /* WeChat's daily quota (45009): the next one now, else this one tomorrow */
-    UNSENT,    /* its mark not made (mark_leaving): nothing left; later, not an attempt */
+    UNSENT,    /* its mark not made, the database busy (not_marked): later, not an attempt */
 } attempt;
 
 static int64_t now_s(void)
@@ -137,6 +137,34 @@ static void set_error(pgw_notice *nt, const char *channel, const char *msg)
     size_t keep = pgw_utf8_prefix(text, PGW_NOTICE_ERROR_MAX);
     memcpy(nt->last_error, text, keep);
     nt->last_error[keep] = '\0';
+}
+
+/*
+ * Whether the store's failure `rc`, before any request of an attempt left
+ * (its read, a request's mark), passes by itself, so that the attempt
+ * need not count (not_sent): the database busy or out of reach
+ * (PGW_EUNAVAILABLE: SQLite busy or locked; PostgreSQL's lock timeout,
+ * deadlock, serialization failure, a connection lost or a server going
+ * down; a mark that took over MARK_WAIT_S). Anything else (PGW_EIO: a
+ * statement the database refused, a trigger, a full disk; the store's own
+ * errors, a merge chain that loops; a kind this build does not know) comes
+ * again at every retry: counted, it ends dead after
+ * notify.retry.max_attempts instead of waiting for ever. Regression: every
+ * such failure was uncounted, and the notice stayed pending for good.
+ */
+static bool passes(int rc)
+{
+    return rc == PGW_EUNAVAILABLE;
+}
+
+/* A failure of the store that counts (not `passed`) is logged in full:
+ * it will come again, and an operator must hear of it before the notices
+ * die. One that passes is not: a busy database would fill the log. */
+static void log_failure(const pgw_notice *nt, bool passed, const pgw_err *err)
+{
+    if (!passed)
+        fprintf(stderr, "pointsgw: notice %lld, its attempt counted: %s\n", (long long)nt->id,
+                err->msg);
 }
 
 static int kind_of(const char *name)
@@ -291,6 +319,21 @@ static int mark_leaving(courier *c, const pgw_notice *nt, pgw_notice_channel ch,
 }
 
 /*
+ * A request whose mark failed (rc) does not leave: later, uncounted, when
+ * the failure passes (UNSENT: passes(), or the claim no longer ours to
+ * send, PGW_ESTATE: its lease ran out and it may be another's, whose
+ * attempt it is; a record of it is refused then anyway, finish_batch); an
+ * attempt failed, counted (RETRY), when it comes again.
+ */
+static attempt not_marked(pgw_notice *nt, const char *channel, int rc, const pgw_err *err)
+{
+    bool later = passes(rc) || rc == PGW_ESTATE;
+    set_error(nt, channel, err->msg);
+    log_failure(nt, later, err);
+    return later ? UNSENT : RETRY;
+}
+
+/*
  * The mini program's subscribe message. The unit of quota it uses is
  * counted when the outcome is recorded (finish_batch()), not reserved before
  * the call: that would be one more transaction per notice, and WeChat
@@ -314,10 +357,9 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
                            {"time4", when}};
     int64_t msgid = 0;
     pgw_wx_reply reply;
-    if (mark_leaving(c, nt, PGW_CHANNEL_MP, &err) != PGW_OK) {
-        set_error(nt, "wechat_mp", err.msg);
-        return UNSENT; /* a claim lost is not recorded (finish_batch) */
-    }
+    int marked = mark_leaving(c, nt, PGW_CHANNEL_MP, &err);
+    if (marked != PGW_OK) /* a claim lost is not recorded (finish_batch) */
+        return not_marked(nt, "wechat_mp", marked, &err);
     int rc =
         pgw_mp_send_subscribe(n->o.wechat, n->o.cfg->wechat_mp.appid, r->mp_openid, r->mp_template,
                               "pages/points/index", kw, 4, &msgid, &reply, &err);
@@ -363,10 +405,9 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     int64_t msgid = 0;
     pgw_wx_reply reply;
     pgw_err err;
-    if (mark_leaving(c, nt, PGW_CHANNEL_OA, &err) != PGW_OK) {
-        set_error(nt, "wechat_oa", err.msg);
-        return UNSENT; /* as for the mini program */
-    }
+    int marked = mark_leaving(c, nt, PGW_CHANNEL_OA, &err);
+    if (marked != PGW_OK) /* as for the mini program */
+        return not_marked(nt, "wechat_oa", marked, &err);
     int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
@@ -459,8 +500,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     if (marked != PGW_OK) {
         pgw_sms_limiter_give_back(n->limiter, phone, now);
         OPENSSL_cleanse(phone, sizeof(phone));
-        set_error(nt, "sms", err.msg);
-        return UNSENT; /* a claim lost is not recorded (finish_batch) */
+        return not_marked(nt, "sms", marked, &err); /* as for the mini program */
     }
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
@@ -518,13 +558,14 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
 }
 
 /*
- * A request whose mark was not made (mark_leaving: the database busy past
- * MARK_WAIT_S, a failing write), or an attempt whose read failed before
- * any request (prepare), sent nothing: pending again with the same
- * backoff, its attempt not counted, as for claims not renewed
- * (keep_leases). Regression: counted as a retry, a database busy for a
- * few seconds at each attempt brought notices to dead, nothing sent.
- * The backoff keeps a courier from asking a busy database again at once.
+ * A request whose mark was not made (mark_leaving), or an attempt whose
+ * read failed before any request (prepare), for a failure that passes
+ * (passes(): the database busy, past MARK_WAIT_S too), sent nothing:
+ * pending again with the same backoff, its attempt not counted, as for
+ * claims not renewed (keep_leases). Regression: counted as a retry, a
+ * database busy for a few seconds at each attempt brought notices to
+ * dead, nothing sent. The backoff keeps a courier from asking a busy
+ * database again at once.
  */
 static void not_sent(pgw_notifier *n, pgw_notice *nt, pgw_notice_channel ch, int64_t now)
 {
@@ -1078,7 +1119,6 @@ static void hold_for_later(pgw_notifier *n, pgw_notice *nt)
 static void deliver(courier *c, pgw_notice *nt, reach_info *r)
 {
     pgw_notifier *n = c->n;
-    int64_t now = now_s();
     int kind = kind_of(nt->kind);
     pgw_err err;
     nt->provider_id[0] = '\0';
@@ -1095,18 +1135,19 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     if (reminder_too_late(n, nt, kind))
         return;
     /* The attempt's only read, before any request of it leaves: one that
-     * fails (the database busy, a read error) sent nothing and costs no
+     * fails because the database is busy sent nothing and costs no
      * attempt, as a mark not made (not_sent). Regression: retried as a
      * failed send, a database busy at a notice's few attempts made it
-     * dead, nothing sent. A kind this build does not know is the
-     * notice's own fault: retried, then dead. */
+     * dead, nothing sent. One that fails for good (a read error, a kind
+     * this build does not know) is retried, counted, then dead. */
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
         set_error(nt, "", err.msg);
-        if (kind < 0)
-            schedule_retry(n, nt, now);
-        else
+        log_failure(nt, passes(rc), &err);
+        if (passes(rc))
             not_sent(n, nt, PGW_CHANNEL_NONE, now_s());
+        else
+            schedule_retry(n, nt, now_s());
     }
     for (int hop = 0; rc == PGW_OK && hop < 4; hop++) {
         pgw_notice_channel ch =

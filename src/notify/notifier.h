@@ -37,9 +37,12 @@
  * each), and the attempt's record replaces the marks with what the
  * courier knows: a clear refusal (43101, 43004, 45009, a busy -1, a
  * refused number) clears its request's mark. A request whose mark is not
- * made (the database busy or failing) does not leave, nor does any when
- * the attempt's read before its requests fails: the notice is pending
- * again after the retry backoff, that attempt not counted. A
+ * made does not leave, nor does any when the attempt's read before its
+ * requests fails: the notice is pending again after the retry backoff,
+ * that attempt not counted when the database was busy or out of reach
+ * (PGW_EUNAVAILABLE; or a mark found the claim no longer ours), counted
+ * (logged; dead after retry_max_attempts) when the failure comes again
+ * (PGW_EIO: a statement refused, a full disk; the store's own errors). A
  * courier that dies after
  * such a refusal and before the record leaves the mark: the notice then
  * keeps to that channel as if the message may have gone. After a merge

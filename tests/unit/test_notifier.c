@@ -9,7 +9,9 @@
  * notifier reads time() and nothing else), and its sqlite3_exec and PQexec
  * make the next write transaction's lock "not had in time" once armed, as
  * a busy database does (SQLite: SQLITE_BUSY; PostgreSQL: the lock_timeout
- * error inside the begun transaction).
+ * error inside the begun transaction), or the next read's begin fail so
+ * (fail_next_read). SQLite connections also get pgw_test_busy(), which
+ * fails the statement that calls it (a trigger's) with SQLITE_BUSY.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,6 +61,7 @@ static atomic_int fail_next_begin; /* the next write transaction does not get it
 static atomic_int first_send;      /* the first SMS of a test: moves the clock, arms the failure */
 static atomic_int sms_signed;      /* SMS requests signed in this test */
 static atomic_int failed_after;    /* sms_signed when fail_next_begin was used up; -1 before */
+static atomic_int fail_next_read;  /* the next read transaction fails to begin, as when busy */
 
 time_t time(time_t *out)
 {
@@ -83,7 +86,29 @@ int sqlite3_exec(sqlite3 *db, const char *sql, int (*callback)(void *, int, char
             *errmsg = sqlite3_mprintf("database is locked (" STAND_IN ")");
         return SQLITE_BUSY;
     }
+    if (sql != NULL && strcmp(sql, "BEGIN") == 0 && atomic_exchange(&fail_next_read, 0) != 0) {
+        if (errmsg != NULL)
+            *errmsg = sqlite3_mprintf("database is locked (" STAND_IN ")");
+        return SQLITE_BUSY;
+    }
     return real(db, sql, callback, arg, errmsg);
+}
+
+/* pgw_test_busy(): the statement calling it fails as on a lock not had. */
+static void test_busy(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    sqlite3_result_error(ctx, "database is locked (" STAND_IN ")", -1);
+    sqlite3_result_error_code(ctx, SQLITE_BUSY);
+}
+
+static int add_test_busy(sqlite3 *db, char **errmsg, const void *api)
+{
+    (void)errmsg;
+    (void)api;
+    return sqlite3_create_function(db, "pgw_test_busy", 0, SQLITE_UTF8, NULL, test_busy, NULL,
+                                   NULL);
 }
 
 PGresult *PQexec(PGconn *conn, const char *query)
@@ -96,6 +121,10 @@ PGresult *PQexec(PGconn *conn, const char *query)
         query = "BEGIN; DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
                 " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
     }
+    if (query != NULL && strncmp(query, "BEGIN ISOLATION LEVEL REPEATABLE READ", 37) == 0 &&
+        atomic_exchange(&fail_next_read, 0) != 0) /* no transaction left open, as a lost one */
+        query = "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
+                " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
     return real(conn, query);
 }
 
@@ -144,6 +173,7 @@ static int setup(void **state)
     atomic_store(&first_send, 1);
     atomic_store(&sms_signed, 0);
     atomic_store(&failed_after, -1);
+    atomic_store(&fail_next_read, 0);
     return db_fixture_setup(state);
 }
 
@@ -1989,12 +2019,50 @@ static void want_sent_once_by_mp(const rig *r, const char *what)
 }
 
 /*
- * A WeChat message whose mark was not made (the store refused it here; a
- * database busy past MARK_WAIT_S alike) never left: its attempt must not
- * count, or a busy database alone brings the notice to dead, nothing
- * sent (notify.retry.max_attempts 1 here). Regression: the failed mark
- * was an attempt, retried with backoff, and on the last one the notice
- * died unsent. It waits, pending, and goes once the mark can be made.
+ * Makes the mark of a mini-program message fail (a claimed row gaining
+ * the mini program's mark, nothing else): as a busy database does when
+ * `busy` (SQLite: SQLITE_BUSY; PostgreSQL: a lock timeout), else for good
+ * (a trigger refusing it: PGW_EIO, as a statement the database refuses,
+ * a full disk).
+ */
+static void fail_marks(const db_fixture *f, bool busy)
+{
+    char sql[1024];
+    if (f->pg)
+        snprintf(sql, sizeof(sql),
+                 "CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS"
+                 " $$ BEGIN RAISE EXCEPTION USING ERRCODE = '%s',"
+                 " MESSAGE = 'the mark refused (" STAND_IN ")'; END $$;"
+                 "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices FOR EACH ROW"
+                 " WHEN (OLD.state = 'sending' AND NEW.state = 'sending'"
+                 " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0)"
+                 " EXECUTE FUNCTION refuse_mark()",
+                 busy ? "lock_not_available" : "raise_exception");
+    else
+        snprintf(sql, sizeof(sql),
+                 "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices"
+                 " WHEN OLD.state = 'sending' AND NEW.state = 'sending'"
+                 " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0"
+                 " BEGIN SELECT %s; END",
+                 busy ? "pgw_test_busy()" : "RAISE(ABORT, 'the mark refused (" STAND_IN ")')");
+    assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
+}
+
+static void let_marks_be(const db_fixture *f)
+{
+    assert_int_equal(db_fixture_exec(f, f->pg ? "DROP TRIGGER refuse_mark ON notices"
+                                              : "DROP TRIGGER refuse_mark"),
+                     PGW_OK);
+}
+
+/*
+ * A WeChat message whose mark was not made because the database was busy
+ * (here a lock not had, at once; one past MARK_WAIT_S alike) never left:
+ * its attempt must not count, or a busy database alone brings the notice
+ * to dead, nothing sent (notify.retry.max_attempts 1 here). Regression:
+ * the failed mark was an attempt, retried with backoff, and on the last
+ * one the notice died unsent. It waits, pending, and goes once the mark
+ * can be made.
  */
 static void test_a_mark_not_made_costs_no_attempt(void **state)
 {
@@ -2007,38 +2075,24 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
     member_with_notice(r.store, r.vault, "M1", "13800138000");
     bind_mp_openid(&r, "M1", "oMpAlpha", 1);
     subscribe(&r, "M1", "oMpAlpha");
-    /* Refuses the mark (a claimed row gaining the mini program's), nothing else. */
-    const char *refuse =
-        f->pg ? "CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN RAISE EXCEPTION 'the mark refused (" STAND_IN ")'; END $$;"
-                "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices FOR EACH ROW"
-                " WHEN (OLD.state = 'sending' AND NEW.state = 'sending'"
-                " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0)"
-                " EXECUTE FUNCTION refuse_mark()"
-              : "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices"
-                " WHEN OLD.state = 'sending' AND NEW.state = 'sending'"
-                " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0"
-                " BEGIN SELECT RAISE(ABORT, 'the mark refused (" STAND_IN ")'); END";
-    assert_int_equal(db_fixture_exec(f, refuse), PGW_OK);
+    fail_marks(f, true);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
     want_unsent(&r, "wechat_mp", 0, "a subscribe message whose mark was not made");
-    assert_int_equal(db_fixture_exec(f, f->pg ? "DROP TRIGGER refuse_mark ON notices"
-                                              : "DROP TRIGGER refuse_mark"),
-                     PGW_OK);
+    let_marks_be(f);
     want_sent_once_by_mp(&r, "once the mark can be made");
     rig_free_wx(&r, wx);
 }
 
 /*
  * A read before the attempt's first request (prepare: whom the notice
- * reaches, the member's quota, follows, balance) that fails (the
- * database busy, a read error: here the subscriptions table gone for a
- * while) sends nothing: as for a mark not made, its attempt must not
- * count (notify.retry.max_attempts 1 here), or a busy database alone
- * makes a notice dead, against README. Regression: the failed read was
- * retried with backoff as a failed send, and on the last attempt the
- * notice died, nothing sent.
+ * reaches, the member's quota, follows, balance) that fails because the
+ * database is busy (here its transaction's begin, once) sends nothing: as
+ * for a mark not made, its attempt must not count
+ * (notify.retry.max_attempts 1 here), or a busy database alone makes a
+ * notice dead, against README. Regression: the failed read was retried
+ * with backoff as a failed send, and on the last attempt the notice died,
+ * nothing sent.
  */
 static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
 {
@@ -2052,14 +2106,84 @@ static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
     bind_mp_openid(&r, "M1", "oMpAlpha", 1);
     subscribe(&r, "M1", "oMpAlpha");
     pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    atomic_store(&fail_next_read, 1);
+    notice_for(r.store, "M1");
+    want_unsent(&r, "lock", 3, "a notice whose read failed before sending");
+    want_sent_once_by_mp(&r, "once the read works");
+    rig_free_wx(&r, wx);
+}
+
+/* M1's notice, within 10 s, dead after `attempts` counted attempts with
+ * nothing sent, its error naming `cause`. */
+static void want_dead_unsent(const rig *r, int64_t attempts, const char *cause, const char *what)
+{
+    pgw_notice nt = notice_of(r->store, "M1");
+    for (int i = 0; i < 1000 && strcmp(nt.state, "dead") != 0; i++) {
+        fake_sleep_ms(10);
+        nt = notice_of(r->store, "M1");
+    }
+    size_t sent = wx_requests("/cgi-bin/message/subscribe/send") + sms_taken();
+    pgw_notifier_stats st;
+    pgw_notifier_get_stats(r->notifier, &st);
+    if (strcmp(nt.state, "dead") != 0 || nt.attempts != attempts ||
+        strstr(nt.last_error, cause) == NULL || sent != 0 || st.dead != 1)
+        fail_msg("%s: notice %s after %lld attempts (%s), %zu sent, %llu dead counted: want it "
+                 "dead after %lld, its error naming \"%s\", nothing sent",
+                 what, nt.state, (long long)nt.attempts, nt.last_error, sent,
+                 (unsigned long long)st.dead, (long long)attempts, cause);
+}
+
+/*
+ * A mark that fails for good (a statement the database refuses: here a
+ * trigger; a full disk alike) is not a busy database: each attempt
+ * counts, and after notify.retry.max_attempts the notice is dead, its
+ * last_error saying why. Regression: every failed mark cost no attempt,
+ * and the notice stayed pending for ever, retried at its backoff, never
+ * dead.
+ */
+static void test_a_mark_refused_for_good_ends_dead(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_max_attempts = 2;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    fail_marks(f, false);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    want_dead_unsent(&r, 2, "the mark refused", "a mark refused for good");
+    rig_free_wx(&r, wx);
+}
+
+/*
+ * The same for the attempt's read (prepare): one that fails for good
+ * (here the subscriptions table gone) counts, and the notice ends dead
+ * after notify.retry.max_attempts, its last_error naming the cause.
+ */
+static void test_a_read_failing_for_good_ends_dead(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_max_attempts = 2;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_phone(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx); /* each courier's store prepares its statements as it opens */
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions RENAME TO subscriptions_away"),
                      PGW_OK);
     notice_for(r.store, "M1");
-    want_unsent(&r, "subscriptions", 3, "a notice whose read failed before sending");
+    want_dead_unsent(&r, 2, "subscriptions", "a read failing for good");
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions_away RENAME TO subscriptions"),
                      PGW_OK);
-    want_sent_once_by_mp(&r, "once the read works");
     rig_free_wx(&r, wx);
 }
 
@@ -2551,6 +2675,10 @@ int main(void)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (sqlite3_auto_extension((void (*)(void))add_test_busy) != SQLITE_OK) {
+        fprintf(stderr, "cannot add pgw_test_busy()\n");
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_an_arrival_read_past_and_hurried_tells_no_balance_past_its_hurrier, setup,
@@ -2634,6 +2762,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_mark_not_made_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_mark_refused_for_good_ends_dead, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_failing_for_good_ends_dead, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
                                         db_fixture_teardown),
