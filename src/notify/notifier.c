@@ -13,6 +13,7 @@
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/http_client.h"
+#include "util/redact.h"
 #include "util/thread_name.h"
 
 #include <openssl/crypto.h>
@@ -55,6 +56,9 @@ typedef struct courier {
 
 struct pgw_notifier {
     pgw_notifier_options o;
+    /* The database as the store's messages name it (db_name_of), kept out
+     * of last_error (set_store_error). */
+    char db_name[PGW_STORE_URL_MAX + 1];
     /* This run's name: host, process and a random part, unique to it; each
      * courier claims as it with its index (courier.owner). What a run held
      * when it died comes back when its lease (renewed while a batch is
@@ -165,6 +169,50 @@ static void log_failure(const pgw_notice *nt, bool passed, const pgw_err *err)
     if (!passed)
         fprintf(stderr, "pointsgw: notice %lld, its attempt counted: %s\n", (long long)nt->id,
                 err->msg);
+}
+
+/*
+ * The database as the store's messages begin with it (sql.c: a SQLite
+ * file's path, the URL after "sqlite:"; a PostgreSQL URL without its
+ * password or query, pgw_redact_db_url). test_notifier checks that none
+ * reaches last_error on either backend.
+ */
+static void db_name_of(const char *url, char *out, size_t cap)
+{
+    if (strncmp(url, "sqlite:", 7) == 0)
+        snprintf(out, cap, "%s", url + 7);
+    else
+        pgw_redact_db_url(url, out, cap);
+}
+
+/*
+ * Records the store's failure in last_error without the database's name:
+ * GET /v1/notifications shows last_error to API keys, and a file's path or
+ * a PostgreSQL URL (a user name in it) is the operator's, not theirs; the
+ * log has the message whole (log_failure). "NAME: " goes, and a NAME left
+ * is "the database". Regression: "/var/lib/pointsgw/log.db: marking a
+ * notice's SMS: ...", "postgresql://pointsgw@db.internal/...: ...".
+ */
+PGW_STATIC_ASSERT(PGW_ERR_MSG_MAX > PGW_NOTICE_ERROR_MAX + 1,
+                  "a cut text is cut again by set_error");
+static void set_store_error(const pgw_notifier *n, pgw_notice *nt, const char *channel,
+                            const char *msg)
+{
+    char text[PGW_ERR_MSG_MAX];
+    size_t used = 0, name_len = strlen(n->db_name);
+    const char *at = msg, *hit;
+    bool cut = false; /* text full: past PGW_NOTICE_ERROR_MAX, which set_error keeps */
+    while (!cut && name_len > 0 && (hit = strstr(at, n->db_name)) != NULL) {
+        bool prefix = strncmp(hit + name_len, ": ", 2) == 0;
+        int len = snprintf(text + used, sizeof(text) - used, "%.*s%s", (int)(hit - at), at,
+                           prefix ? "" : "the database");
+        cut = len < 0 || (size_t)len >= sizeof(text) - used;
+        used += cut ? 0 : (size_t)len;
+        at = hit + name_len + (prefix ? 2 : 0);
+    }
+    if (!cut)
+        snprintf(text + used, sizeof(text) - used, "%s", at);
+    set_error(nt, channel, text);
 }
 
 static int kind_of(const char *name)
@@ -325,10 +373,11 @@ static int mark_leaving(courier *c, const pgw_notice *nt, pgw_notice_channel ch,
  * attempt it is; a record of it is refused then anyway, finish_batch); an
  * attempt failed, counted (RETRY), when it comes again.
  */
-static attempt not_marked(pgw_notice *nt, const char *channel, int rc, const pgw_err *err)
+static attempt not_marked(const courier *c, pgw_notice *nt, const char *channel, int rc,
+                          const pgw_err *err)
 {
     bool later = passes(rc) || rc == PGW_ESTATE;
-    set_error(nt, channel, err->msg);
+    set_store_error(c->n, nt, channel, err->msg);
     log_failure(nt, later, err);
     return later ? UNSENT : RETRY;
 }
@@ -359,7 +408,7 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     pgw_wx_reply reply;
     int marked = mark_leaving(c, nt, PGW_CHANNEL_MP, &err);
     if (marked != PGW_OK) /* a claim lost is not recorded (finish_batch) */
-        return not_marked(nt, "wechat_mp", marked, &err);
+        return not_marked(c, nt, "wechat_mp", marked, &err);
     int rc =
         pgw_mp_send_subscribe(n->o.wechat, n->o.cfg->wechat_mp.appid, r->mp_openid, r->mp_template,
                               "pages/points/index", kw, 4, &msgid, &reply, &err);
@@ -407,7 +456,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     pgw_err err;
     int marked = mark_leaving(c, nt, PGW_CHANNEL_OA, &err);
     if (marked != PGW_OK) /* as for the mini program */
-        return not_marked(nt, "wechat_oa", marked, &err);
+        return not_marked(c, nt, "wechat_oa", marked, &err);
     int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
     if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
@@ -500,7 +549,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
     if (marked != PGW_OK) {
         pgw_sms_limiter_give_back(n->limiter, phone, now);
         OPENSSL_cleanse(phone, sizeof(phone));
-        return not_marked(nt, "sms", marked, &err); /* as for the mini program */
+        return not_marked(c, nt, "sms", marked, &err); /* as for the mini program */
     }
     pgw_sms_result res;
     int rc = pgw_sms_send(n->o.sms, &msg, &res, &err);
@@ -1142,7 +1191,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
      * this build does not know) is retried, counted, then dead. */
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
-        set_error(nt, "", err.msg);
+        set_store_error(n, nt, "", err.msg);
         log_failure(nt, passes(rc), &err);
         if (passes(rc))
             not_sent(n, nt, PGW_CHANNEL_NONE, now_s());
@@ -1387,6 +1436,7 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     if (n == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the notifier");
     n->o = *opts;
+    db_name_of(opts->db_url, n->db_name, sizeof(n->db_name));
     n->n_couriers = (size_t)opts->cfg->notify.workers;
     PGW_ASSERT(n->n_couriers >= 1 && n->n_couriers <= PGW_NOTIFY_THREADS_MAX);
     pthread_mutex_init(&n->lock, NULL);

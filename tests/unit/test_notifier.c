@@ -1985,10 +1985,29 @@ static void deferred_only_in(const rig *r, size_t slot, const char *what)
     }
 }
 
+/*
+ * A notice's last_error, which GET /v1/notifications shows to API keys,
+ * names no database: not the SQLite file's path (nor its directory), not
+ * the PostgreSQL URL (a user name in it) nor the database's name.
+ * Regression: the store's message went in whole, "/tmp/.../log.db:
+ * marking a notice's WeChat message: ...".
+ */
+static void want_no_database_named(const db_fixture *f, const pgw_notice *nt, const char *what)
+{
+    const char *named = f->pg ? (strstr(nt->last_error, "postgresql:") != NULL ? "postgresql:"
+                                 : strstr(nt->last_error, f->name) != NULL     ? f->name
+                                                                               : NULL)
+                              : (strstr(nt->last_error, f->dir) != NULL ? f->dir : NULL);
+    if (named != NULL)
+        fail_msg("%s: last_error \"%s\" names the database (%s)", what, nt->last_error, named);
+}
+
 /* M1's notice, once a courier has tried it, must be pending with no
- * attempt counted and nothing sent, its error naming `cause`, and
- * deferred in stats slot `slot` only: a request that never left. */
-static void want_unsent(const rig *r, const char *cause, size_t slot, const char *what)
+ * attempt counted and nothing sent, its error naming `cause` and no
+ * database, and deferred in stats slot `slot` only: a request that never
+ * left. */
+static void want_unsent(const db_fixture *f, const rig *r, const char *cause, size_t slot,
+                        const char *what)
 {
     pgw_notice nt = notice_of(r->store, "M1");
     for (int i = 0; i < 1000 && (strcmp(nt.state, "sending") == 0 || nt.last_error[0] == '\0');
@@ -2002,6 +2021,7 @@ static void want_unsent(const rig *r, const char *cause, size_t slot, const char
         fail_msg("%s: notice %s after %lld attempts (%s), %zu sent: want it pending, no attempt "
                  "counted, nothing sent",
                  what, nt.state, (long long)nt.attempts, nt.last_error, sent);
+    want_no_database_named(f, &nt, what);
     deferred_only_in(r, slot, what);
 }
 
@@ -2078,7 +2098,7 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
     fail_marks(f, true);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
-    want_unsent(&r, "wechat_mp", 0, "a subscribe message whose mark was not made");
+    want_unsent(f, &r, "wechat_mp", 0, "a subscribe message whose mark was not made");
     let_marks_be(f);
     want_sent_once_by_mp(&r, "once the mark can be made");
     rig_free_wx(&r, wx);
@@ -2109,14 +2129,15 @@ static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
     rig_start_wx(f, &r, &wx);
     atomic_store(&fail_next_read, 1);
     notice_for(r.store, "M1");
-    want_unsent(&r, "lock", 3, "a notice whose read failed before sending");
+    want_unsent(f, &r, "lock", 3, "a notice whose read failed before sending");
     want_sent_once_by_mp(&r, "once the read works");
     rig_free_wx(&r, wx);
 }
 
 /* M1's notice, within 10 s, dead after `attempts` counted attempts with
- * nothing sent, its error naming `cause`. */
-static void want_dead_unsent(const rig *r, int64_t attempts, const char *cause, const char *what)
+ * nothing sent, its error naming `cause` and no database. */
+static void want_dead_unsent(const db_fixture *f, const rig *r, int64_t attempts, const char *cause,
+                             const char *what)
 {
     pgw_notice nt = notice_of(r->store, "M1");
     for (int i = 0; i < 1000 && strcmp(nt.state, "dead") != 0; i++) {
@@ -2132,6 +2153,7 @@ static void want_dead_unsent(const rig *r, int64_t attempts, const char *cause, 
                  "dead after %lld, its error naming \"%s\", nothing sent",
                  what, nt.state, (long long)nt.attempts, nt.last_error, sent,
                  (unsigned long long)st.dead, (long long)attempts, cause);
+    want_no_database_named(f, &nt, what);
 }
 
 /*
@@ -2156,7 +2178,7 @@ static void test_a_mark_refused_for_good_ends_dead(void **state)
     fail_marks(f, false);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
-    want_dead_unsent(&r, 2, "the mark refused", "a mark refused for good");
+    want_dead_unsent(f, &r, 2, "the mark refused", "a mark refused for good");
     rig_free_wx(&r, wx);
 }
 
@@ -2181,7 +2203,7 @@ static void test_a_read_failing_for_good_ends_dead(void **state)
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions RENAME TO subscriptions_away"),
                      PGW_OK);
     notice_for(r.store, "M1");
-    want_dead_unsent(&r, 2, "subscriptions", "a read failing for good");
+    want_dead_unsent(f, &r, 2, "subscriptions", "a read failing for good");
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions_away RENAME TO subscriptions"),
                      PGW_OK);
     rig_free_wx(&r, wx);
