@@ -5196,10 +5196,9 @@ int pgw_store_unclaim_notices(pgw_store *s, const char *owner, int64_t now, int6
  * keep the SMS's retry from SMS too, the notice skipped unsent. Nothing
  * but the claimer writes them while the claim holds.
  */
-static int mark_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
-                        int64_t need_s, int64_t mark, const char *what, pgw_err *err)
+static int mark_row(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
+                    int64_t need_s, int64_t mark, const char *what, pgw_err *err)
 {
-    PGW_ASSERT(need_s >= 0);
     pgw_sql_stmt *st = NULL;
     int rc =
         prepare(s,
@@ -5228,6 +5227,37 @@ static int mark_leaving(pgw_store *s, const char *owner, const pgw_notice *n, in
                          "would be answered",
                          (long long)n->id);
     release(s, st);
+    return rc;
+}
+
+#define MARK_STR_(x) #x
+#define MARK_STR(x)  MARK_STR_(x)
+
+/*
+ * The mark, its wait for a lock bounded by PGW_STORE_MARK_WAIT_S: the
+ * courier's request waits on it, and a lease was counted with that wait
+ * at most (notifier.c LEASE_MARGIN_S). PostgreSQL: a lock_timeout of its
+ * own, in a transaction of its own (SET LOCAL: the courier's other
+ * statements keep theirs), two round trips more than the statement alone.
+ * Regression: in autocommit with no lock_timeout, a mark behind a row lock
+ * held its courier as long as the lock was held; the bound was checked
+ * once the mark was done. SQLite: the busy handler's BUSY_TIMEOUT_MS.
+ */
+static int mark_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
+                        int64_t need_s, int64_t mark, const char *what, pgw_err *err)
+{
+    PGW_ASSERT(need_s >= 0);
+    if (!is_postgres(s))
+        return mark_row(s, owner, n, now, need_s, mark, what, err);
+    PGW_ASSERT(!pgw_sql_in_transaction(s->db)); /* its own transaction: not a caller's */
+    int rc = begin(s, "BEGIN; SET LOCAL lock_timeout = '" MARK_STR(PGW_STORE_MARK_WAIT_S) "s'",
+                   what, err);
+    if (rc == PGW_OK)
+        rc = mark_row(s, owner, n, now, need_s, mark, what, err);
+    if (rc == PGW_OK)
+        rc = pgw_store_commit(s, err);
+    if (rc != PGW_OK)
+        pgw_store_rollback(s, NULL);
     return rc;
 }
 

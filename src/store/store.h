@@ -806,6 +806,10 @@ int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64
  * not leave then. */
 int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                           int64_t need_s, pgw_err *err);
+/* How long either mark (above, below) waits for a lock at most on
+ * PostgreSQL, outside any transaction of the caller's (it runs in its own):
+ * then PGW_EUNAVAILABLE, as a lock timeout. */
+#define PGW_STORE_MARK_WAIT_S 2
 /* The same before a WeChat message of `channel` (PGW_CHANNEL_MP or
  * PGW_CHANNEL_OA) leaves: marked as one that may have gone by it (core/
  * notice.h PGW_NOTICE_WX_MAY_HAVE_GONE), so a claim that lapses (its

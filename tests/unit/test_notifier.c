@@ -2209,6 +2209,66 @@ static void test_a_read_failing_for_good_ends_dead(void **state)
     rig_free_wx(&r, wx);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/*
+ * On PostgreSQL a mark that waits for a row lock (here a trigger's, held
+ * by another transaction; a writer's or another instance's long
+ * transaction alike) gives up within MARK_WAIT_S, its request not sent
+ * and its attempt not counted, instead of holding its courier until the
+ * lock is let go. Regression: the mark ran in autocommit with no
+ * lock_timeout, its 2 s bound checked only once it was done: a courier
+ * waited as long as the lock was held, its batch with it.
+ */
+static void test_a_mark_waiting_for_a_lock_gives_up_in_time(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite's wait is its busy handler's, bounded already */
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_max_attempts = 1;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    /* The mark (a claimed row gaining the mini program's) waits for the
+     * row of mark_blocker, nothing else does. */
+    assert_int_equal(
+        db_fixture_exec(f, "CREATE TABLE mark_blocker (id INTEGER PRIMARY KEY);"
+                           "INSERT INTO mark_blocker VALUES (1);"
+                           "CREATE FUNCTION wait_mark() RETURNS trigger LANGUAGE plpgsql AS"
+                           " $$ BEGIN PERFORM 1 FROM mark_blocker FOR UPDATE; RETURN NEW; END $$;"
+                           "CREATE TRIGGER wait_mark BEFORE UPDATE ON notices FOR EACH ROW"
+                           " WHEN (OLD.state = 'sending' AND NEW.state = 'sending'"
+                           " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0)"
+                           " EXECUTE FUNCTION wait_mark()"),
+        PGW_OK);
+    PGconn *holder = PQconnectdb(f->url);
+    PGresult *held = PQexec(holder, "BEGIN; SELECT 1 FROM mark_blocker FOR UPDATE");
+    if (PQresultStatus(held) != PGRES_TUPLES_OK)
+        fail_msg("holding the lock: %s", PQerrorMessage(holder));
+    PQclear(held);
+    int64_t from = mono_ms();
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    want_unsent(f, &r, "lock timeout", 0, "a subscribe message whose mark waited for a lock");
+    int64_t took_ms = mono_ms() - from;
+    if (took_ms > (2 + 3) * 1000) /* MARK_WAIT_S, and its claim and read */
+        fail_msg("the mark gave up after %lld ms with the lock held: want within 2 s",
+                 (long long)took_ms);
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    want_sent_once_by_mp(&r, "once the lock is let go");
+    rig_free_wx(&r, wx);
+}
+
 /*
  * A number the provider refuses, with its words in Chinese as Tencent's
  * are (some 150 bytes): skipped, the refusal leads with its code, and the
@@ -2788,6 +2848,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_mark_refused_for_good_ends_dead, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failing_for_good_ends_dead, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_mark_waiting_for_a_lock_gives_up_in_time, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_skipped_notice_says_why_after_a_refusal, setup,
                                         db_fixture_teardown),

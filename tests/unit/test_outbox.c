@@ -14,8 +14,10 @@
 #include "store/sql.h"
 #include "store/store.h"
 
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 static pgw_store *open_store(void **state)
 {
@@ -1822,6 +1824,52 @@ static void test_an_sms_leaves_only_within_its_lease(void **state)
 }
 
 /*
+ * On PostgreSQL a mark behind another transaction's lock on its row (a
+ * writer's, another instance's) gives up within PGW_STORE_MARK_WAIT_S:
+ * PGW_EUNAVAILABLE, and the courier's request stays. Regression: the mark
+ * ran in autocommit with no lock_timeout and waited as long as the lock
+ * was held (here until the holder's session is ended for idling in its
+ * transaction, after 6 s).
+ */
+static void test_a_mark_behind_a_row_lock_gives_up_in_time(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite: one write lock, waited for by the busy handler */
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 1);
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SET idle_in_transaction_session_timeout = '6s';"
+             " BEGIN; SELECT 1 FROM notices WHERE id = %lld FOR UPDATE",
+             (long long)got[0].id);
+    PGconn *holder = PQconnectdb(f->url);
+    PGresult *held = PQexec(holder, sql);
+    if (PQresultStatus(held) != PGRES_TUPLES_OK)
+        fail_msg("holding the row: %s", PQerrorMessage(holder));
+    PQclear(held);
+    struct timespec from, to;
+    clock_gettime(CLOCK_MONOTONIC, &from);
+    int sms = pgw_store_sms_leaving(s, "A", &got[0], 1000, 5, &err);
+    int wx = pgw_store_wx_leaving(s, "A", &got[0], PGW_CHANNEL_MP, 1000, 5, &err);
+    clock_gettime(CLOCK_MONOTONIC, &to);
+    PQfinish(holder);
+    long long ms =
+        (long long)(to.tv_sec - from.tv_sec) * 1000 + (to.tv_nsec - from.tv_nsec) / 1000000;
+    if (sms != PGW_EUNAVAILABLE || wx != PGW_EUNAVAILABLE ||
+        ms > 2 * (PGW_STORE_MARK_WAIT_S * 1000 + 500))
+        fail_msg("behind a row lock the marks answered %d and %d after %lld ms: want %d (%s) each "
+                 "within %d s",
+                 sms, wx, ms, PGW_EUNAVAILABLE, "a lock timeout", PGW_STORE_MARK_WAIT_S);
+    assert_int_equal(pgw_store_in_transaction(s), false); /* its own, rolled back */
+    assert_int_equal(pgw_store_sms_leaving(s, "A", &got[0], 1000, 5, &err), PGW_OK);
+    pgw_store_close(s);
+}
+
+/*
  * A WeChat message is marked before it leaves as an SMS is
  * (pgw_store_wx_leaving), within the claim and its lease: a claim that
  * lapses then comes back to that channel only (notifier.c route_excluded).
@@ -2516,6 +2564,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_sms_leaves_only_within_its_lease, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_mark_behind_a_row_lock_gives_up_in_time,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wechat_message_is_marked_before_it_leaves,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
