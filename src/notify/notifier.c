@@ -13,7 +13,6 @@
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/http_client.h"
-#include "util/redact.h"
 #include "util/thread_name.h"
 
 #include <openssl/crypto.h>
@@ -56,9 +55,6 @@ typedef struct courier {
 
 struct pgw_notifier {
     pgw_notifier_options o;
-    /* The database as the store's messages name it (db_name_of), kept out
-     * of last_error (set_store_error). */
-    char db_name[PGW_STORE_URL_MAX + 1];
     /* This run's name: host, process and a random part, unique to it; each
      * courier claims as it with its index (courier.owner). What a run held
      * when it died comes back when its lease (renewed while a batch is
@@ -172,20 +168,6 @@ static void log_failure(const pgw_notice *nt, bool passed, const pgw_err *err)
 }
 
 /*
- * The database as the store's messages begin with it (sql.c: a SQLite
- * file's path, the URL after "sqlite:"; a PostgreSQL URL without its
- * password or query, pgw_redact_db_url). test_notifier checks that none
- * reaches last_error on either backend.
- */
-static void db_name_of(const char *url, char *out, size_t cap)
-{
-    if (strncmp(url, "sqlite:", 7) == 0)
-        snprintf(out, cap, "%s", url + 7);
-    else
-        pgw_redact_db_url(url, out, cap);
-}
-
-/*
  * Records the store's failure in last_error without the database's name:
  * GET /v1/notifications shows last_error to API keys, and a file's path or
  * a PostgreSQL URL (a user name in it) is the operator's, not theirs; the
@@ -195,14 +177,15 @@ static void db_name_of(const char *url, char *out, size_t cap)
  */
 PGW_STATIC_ASSERT(PGW_ERR_MSG_MAX > PGW_NOTICE_ERROR_MAX + 1,
                   "a cut text is cut again by set_error");
-static void set_store_error(const pgw_notifier *n, pgw_notice *nt, const char *channel,
+static void set_store_error(const pgw_store *store, pgw_notice *nt, const char *channel,
                             const char *msg)
 {
+    const char *name = pgw_store_name(store);
     char text[PGW_ERR_MSG_MAX];
-    size_t used = 0, name_len = strlen(n->db_name);
+    size_t used = 0, name_len = strlen(name);
     const char *at = msg, *hit;
     bool cut = false; /* text full: past PGW_NOTICE_ERROR_MAX, which set_error keeps */
-    while (!cut && name_len > 0 && (hit = strstr(at, n->db_name)) != NULL) {
+    while (!cut && name_len > 0 && (hit = strstr(at, name)) != NULL) {
         bool prefix = strncmp(hit + name_len, ": ", 2) == 0;
         int len = snprintf(text + used, sizeof(text) - used, "%.*s%s", (int)(hit - at), at,
                            prefix ? "" : "the database");
@@ -380,7 +363,7 @@ static attempt not_marked(const courier *c, pgw_notice *nt, const char *channel,
                           const pgw_err *err)
 {
     bool later = passes(rc) || rc == PGW_ESTATE;
-    set_store_error(c->n, nt, channel, err->msg);
+    set_store_error(c->store, nt, channel, err->msg);
     log_failure(nt, later, err);
     return later ? UNSENT : RETRY;
 }
@@ -1194,7 +1177,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
      * this build does not know) is retried, counted, then dead. */
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
-        set_store_error(n, nt, "", err.msg);
+        set_store_error(c->store, nt, "", err.msg);
         log_failure(nt, passes(rc), &err);
         if (passes(rc))
             not_sent(n, nt, PGW_CHANNEL_NONE, now_s());
@@ -1439,7 +1422,6 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     if (n == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the notifier");
     n->o = *opts;
-    db_name_of(opts->db_url, n->db_name, sizeof(n->db_name));
     n->n_couriers = (size_t)opts->cfg->notify.workers;
     PGW_ASSERT(n->n_couriers >= 1 && n->n_couriers <= PGW_NOTIFY_THREADS_MAX);
     pthread_mutex_init(&n->lock, NULL);

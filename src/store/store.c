@@ -2161,6 +2161,11 @@ int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out,
     return finish_open(s, rc, out, err);
 }
 
+const char *pgw_store_name(const pgw_store *s)
+{
+    return s->path;
+}
+
 void pgw_store_close(pgw_store *s)
 {
     if (s == NULL)

@@ -61,6 +61,10 @@ typedef struct pgw_verify_report pgw_verify_report; /* with pgw_store_verify */
  */
 int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err);
 void pgw_store_close(pgw_store *store);
+/* The database as the store's messages begin with it ("NAME: ..."): a
+ * SQLite file's path, or a PostgreSQL URL without its password (sql.h
+ * pgw_sql_open). Owned by the store. */
+const char *pgw_store_name(const pgw_store *store);
 
 /*
  * Opens the SQLite database at `url` read-only and as it is, for commands
