@@ -465,6 +465,31 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
 }
 
 /*
+ * When a lot a merge brought came to its member: the merge of its earner,
+ * then of each member it went into, until the one into its member (one
+ * hop but for chains made before schema 24 cut them, PGW_MERGE_HOPS_MAX).
+ * *traced false when a hop wrote no transfer (a member merged with a
+ * balance of 0) or the chain does not end at the lot's member.
+ */
+static int lot_arrival(pgw_store *store, const pgw_lot *lot, const char *earner, int64_t *arrived,
+                       bool *traced, pgw_err *err)
+{
+    char hop[PGW_ID_MAX + 1];
+    copy_text(hop, sizeof(hop), earner);
+    *traced = false;
+    for (int i = 0; i < PGW_MERGE_HOPS_MAX && strcmp(hop, lot->member) != 0; i++) {
+        bool found = false;
+        char into[PGW_ID_MAX + 1];
+        int rc = pgw_store_merge_of(store, hop, &found, arrived, into, err);
+        if (rc != PGW_OK || !found)
+            return rc;
+        memcpy(hop, into, sizeof(hop));
+    }
+    *traced = strcmp(hop, lot->member) == 0;
+    return PGW_OK;
+}
+
+/*
  * An expiry is dated by its run (cmd->at: the sweep's clock, expire's
  * --as-of), but never before the merge that brought its lot to the member
  * it debits: a run as of a moment before that merge would take the points
@@ -472,7 +497,9 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
  * log short of them until the merge, the merged member's holding them), so
  * the pool would show a debt nobody owed. A lot its member earned keeps the
  * run's date; one a merge brought (its earn credited another member) is
- * dated at the newest merge into its member, when that is later.
+ * dated at that merge when it is later, not at a later merge that brought
+ * others (which would move the expiry out of the run's period). When the
+ * merge cannot be traced, the newest merge into the member bounds it.
  */
 static int date_expiry(pgw_store *store, const pgw_lot *lot, pgw_command *cmd)
 {
@@ -487,7 +514,11 @@ static int date_expiry(pgw_store *store, const pgw_lot *lot, pgw_command *cmd)
         (n == 1 && first.id == lot->source_transfer && strcmp(first.credit, own) == 0))
         return rc;
     int64_t merged = 0;
-    rc = pgw_store_merged_in_at(store, lot->member, &merged, &cmd->err);
+    bool traced = false;
+    if (n == 1 && first.id == lot->source_transfer && strncmp(first.credit, "member:", 7) == 0)
+        rc = lot_arrival(store, lot, first.credit + 7, &merged, &traced, &cmd->err);
+    if (rc == PGW_OK && !traced)
+        rc = pgw_store_merged_in_at(store, lot->member, &merged, &cmd->err);
     if (rc == PGW_OK && merged > cmd->at)
         cmd->at = merged;
     return rc;

@@ -4191,6 +4191,50 @@ int pgw_store_merged_in_at(pgw_store *s, const char *member, int64_t *at, pgw_er
     return step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading a member's merges", err);
 }
 
+/* The merge that took a member into another: the MERGE transfer its
+ * merge wrote (reference merge:<member>), on whichever side the member's
+ * balance put it, each side read by its history index. */
+#define MERGE_OF                                                                                   \
+    "SELECT occurred_at, debit, credit FROM transfers WHERE debit = ?1"                            \
+    " AND debit LIKE 'member:%' AND kind = 6 AND reference = ?2"                                   \
+    " UNION ALL SELECT occurred_at, debit, credit FROM transfers WHERE credit = ?1"                \
+    " AND credit LIKE 'member:%' AND kind = 6 AND reference = ?2 ORDER BY 1 DESC LIMIT 1"
+
+int pgw_store_merge_of(pgw_store *s, const char *member, bool *found, int64_t *at,
+                       char into[PGW_ID_MAX + 1], pgw_err *err)
+{
+    PGW_STATIC_ASSERT(PGW_TRANSFER_MERGE == 6, "the query names MERGE by its number");
+    char account[PGW_ACCOUNT_MAX + 1], reference[PGW_ACCOUNT_MAX + 1];
+    snprintf(account, sizeof(account), "member:%s", member);
+    snprintf(reference, sizeof(reference), "merge:%s", member);
+    *found = false;
+    *at = 0;
+    into[0] = '\0';
+    pgw_sql_stmt *st = NULL;
+    if (prepare(s, MERGE_OF, &st, NULL) != PGW_OK)
+        return db_error(s, PGW_EIO, "reading a member's merge", err);
+    pgw_sql_bind_text(st, 1, account);
+    pgw_sql_bind_text(st, 2, reference);
+    int step = pgw_sql_step(st), rc = PGW_OK;
+    if (step == PGW_SQL_ROW) {
+        char debit[PGW_ACCOUNT_MAX + 1], credit[PGW_ACCOUNT_MAX + 1];
+        const char *other = NULL;
+        if (column_text(st, 1, debit, sizeof(debit)) && column_text(st, 2, credit, sizeof(credit)))
+            other = strcmp(debit, account) == 0 ? credit : debit;
+        if (other == NULL || strncmp(other, "member:", 7) != 0 || strlen(other + 7) > PGW_ID_MAX)
+            rc = pgw_err_set(err, PGW_EIO, "%s: the merge of %s has a malformed account", s->path,
+                             member);
+        else {
+            memcpy(into, other + 7, strlen(other + 7) + 1);
+            *at = pgw_sql_column_int64(st, 0);
+            *found = true;
+        }
+    } else if (step != PGW_SQL_DONE)
+        rc = db_error(s, PGW_EIO, "reading a member's merge", err);
+    release(s, st);
+    return rc;
+}
+
 int pgw_store_survivor(pgw_store *s, char member[PGW_ID_MAX + 1], char first[PGW_ID_MAX + 1],
                        pgw_err *err)
 {
@@ -6157,6 +6201,7 @@ const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
            : strcmp(name, "unhurry") == 0      ? UNHURRY
            : strcmp(name, "read_past") == 0    ? READ_PAST
            : strcmp(name, "merged_in_at") == 0 ? MERGED_IN_AT
+           : strcmp(name, "merge_of") == 0     ? MERGE_OF
                                                : NULL;
 }
 

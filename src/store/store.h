@@ -330,6 +330,13 @@ int pgw_store_get_lot(pgw_store *store, int64_t id, bool *found, pgw_lot *out, i
  * when none was merged into it): an expiry of a lot a merge brought is not
  * dated before it (command.c date_expiry). */
 int pgw_store_merged_in_at(pgw_store *store, const char *member, int64_t *at, pgw_err *err);
+/* The merge that took `member` into another member (*found false when
+ * none wrote a transfer: a member merged with a balance of 0): its
+ * occurred_at and the member it went into, then alive. A merged-in lot's
+ * expiry follows them from its earner to its member (command.c
+ * date_expiry). */
+int pgw_store_merge_of(pgw_store *store, const char *member, bool *found, int64_t *at,
+                       char into[PGW_ID_MAX + 1], pgw_err *err);
 /* Moves `points` of a lot's free part to expired (left -= points, expired += points)
  * and counts them on the lot's earn (its expired). */
 int pgw_store_expire_lot_points(pgw_store *store, int64_t id, int64_t points, pgw_err *err);

@@ -285,6 +285,58 @@ static void test_an_expiry_is_not_dated_before_the_merge_that_brought_its_lot(vo
     free(cmd);
 }
 
+/* Regression (review of 77f6108): the expiry of a merged-in lot was dated
+ * at the newest merge into its member, whichever member that merge
+ * brought. M1's lot came to M2 on 10 February (through M3: M1 into M3,
+ * M3 into M2); M4's merge into M2 on 10 March brought other points. A run
+ * as of 5 March dated M1's lot's expiry 10 March, in a period a close
+ * before 6 March would not settle, and the pool held the expired points at
+ * M2 until then. It is dated by the merge that brought the lot: as of T when
+ * that merge was before T, at that merge otherwise. */
+static void test_an_expiry_is_dated_by_the_merge_that_brought_its_lot(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    assert_int_equal(earn(w, cmd, "k:1", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:2", "M2", 1, 0, at("2026-01-20T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:3", "M3", 1, 0, at("2026-01-20T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:4", "M4", 30, 0, at("2026-02-25T12:00:00+08:00")), PGW_OK);
+    bind_card(w, "M1", "C1", at("2026-02-01T09:00:00+08:00"));
+    bind_card(w, "M3", "C1", at("2026-02-02T09:00:00+08:00")); /* M1 into M3 */
+    bind_card(w, "M3", "C3", at("2026-02-03T09:00:00+08:00"));
+    int64_t brought = at("2026-02-10T09:00:00+08:00");
+    bind_card(w, "M2", "C3", brought); /* M3 (with M1's lot) into M2 */
+    bind_card(w, "M4", "C4", at("2026-02-26T09:00:00+08:00"));
+    bind_card(w, "M2", "C4", at("2026-03-10T09:00:00+08:00")); /* M4 into M2 */
+    const char *m1_lot = "SELECT count(*) FROM lots WHERE member = 'M2' AND points = 100";
+    assert_int_equal(db_fixture_int64(f, m1_lot), 1);
+    pgw_expire_report rep;
+    pgw_err err;
+    const char *last_expiry = "SELECT occurred_at FROM transfers WHERE kind = 4 ORDER BY id DESC"
+                              " LIMIT 1";
+    int64_t t = at("2026-03-05T00:00:00+08:00"); /* M1's lot due 1 March, at M2 since 10 Feb */
+    assert_int_equal(pgw_expire_due(w, f->url, t, NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(rep.points, 100 + 1 + 1);
+    /* All three (M2's own, M3's, M1's) dated t, 1772640000. */
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM transfers WHERE kind = 4"
+                                         " AND occurred_at <> 1772640000"),
+                     0);
+    assert_int_equal(db_fixture_int64(f, last_expiry), t);
+    /* A run before the merge that brought it dates it at that merge. */
+    assert_int_equal(earn(w, cmd, "k:5", "M5", 7, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    bind_card(w, "M5", "C5", at("2026-02-01T09:00:00+08:00"));
+    int64_t m5_in = at("2026-03-20T09:00:00+08:00");
+    bind_card(w, "M2", "C5", m5_in); /* M5 into M2, after M5's lot fell due */
+    assert_int_equal(
+        pgw_expire_due(w, f->url, at("2026-03-06T00:00:00+08:00"), NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(rep.points, 7);
+    assert_int_equal(db_fixture_int64(f, last_expiry), m5_in);
+    pgw_writer_stop(w);
+    assert_true(verify(f).ok);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +350,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_an_expiry_is_not_dated_before_the_merge_that_brought_its_lot, db_fixture_setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_expiry_is_dated_by_the_merge_that_brought_its_lot,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -988,13 +988,13 @@ static void expect_live_lots_read(const db_fixture *f, pgw_store *s)
  * neither database could use the partial index, and each such expiry
  * read the whole log.
  */
-static void test_a_members_merges_are_read_by_its_history(void **state)
+/* How many of `indexes` (NULL-ended) the plan of statement `name` names. */
+static int plan_uses(const db_fixture *f, pgw_store *s, const char *name,
+                     const char *const *indexes)
 {
-    db_fixture *f = *state;
-    pgw_store *s = open_store(f);
-    const char *sql = pgw_store__statement_for_test(s, "merged_in_at");
+    const char *sql = pgw_store__statement_for_test(s, name);
     assert_non_null(sql);
-    char explain[512];
+    char explain[1024];
     assert_true(snprintf(explain, sizeof(explain), "%s %s",
                          f->pg ? "EXPLAIN" : "EXPLAIN QUERY PLAN", sql) < (int)sizeof(explain));
     pgw_sql *db = NULL;
@@ -1006,16 +1006,35 @@ static void test_a_members_merges_are_read_by_its_history(void **state)
         (f->pg && pgw_sql_exec(db, "SET enable_seqscan = off", "planning", &err) != PGW_OK) ||
         pgw_sql_prepare(db, explain, false, &st, &err) != PGW_OK)
         fail_msg("%s", err.msg);
-    pgw_sql_bind_text(st, 1, "member:M1");
-    bool by_history = false;
+    for (int i = 1; i <= pgw_sql_param_count(st); i++)
+        pgw_sql_bind_text(st, i, "member:M1");
+    char plan[4096] = "";
+    size_t len = 0;
     while (pgw_sql_step(st) == PGW_SQL_ROW) {
         const char *line = pgw_sql_column_text(st, f->pg ? 0 : 3);
-        by_history |= line != NULL && strstr(line, "transfers_member_credit") != NULL;
+        int n = snprintf(plan + len, sizeof(plan) - len, "%s\n", line ? line : "");
+        assert_true(n >= 0 && (size_t)n < sizeof(plan) - len);
+        len += (size_t)n;
     }
     pgw_sql_finalize(st);
+    int used = 0;
+    for (int i = 0; indexes[i] != NULL; i++)
+        used += strstr(plan, indexes[i]) != NULL;
     pgw_sql_close(db);
+    return used;
+}
+
+static void test_a_members_merges_are_read_by_its_history(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    static const char *const credit[] = {"transfers_member_credit", NULL};
+    assert_int_equal(plan_uses(f, s, "merged_in_at", credit), 1);
+    /* The merge of one member (review of 77f6108: the merge that brought
+     * a lot, not the newest), on either side of its transfer. */
+    static const char *const both[] = {"transfers_member_credit", "transfers_member_debit", NULL};
+    assert_int_equal(plan_uses(f, s, "merge_of", both), 2);
     pgw_store_close(s);
-    assert_true(by_history);
 }
 
 /*
