@@ -99,6 +99,17 @@ static int failed(pgw_sql *db, int code)
     return code;
 }
 
+/* Whether SQLite's failure was a duplicate key (sql.h: PGW_ECONFLICT). The
+ * result a call returns is the primary code unless extended codes are on;
+ * the connection keeps the extended one of its last failure. */
+static bool sqlite_duplicate_key(pgw_sql *db, int result)
+{
+    int extended =
+        result != (result & 0xff) || db->lite == NULL ? result : sqlite3_extended_errcode(db->lite);
+    return extended == SQLITE_CONSTRAINT_UNIQUE || extended == SQLITE_CONSTRAINT_PRIMARYKEY ||
+           extended == SQLITE_CONSTRAINT_ROWID;
+}
+
 /* SQLite's result as a PGW_E... code: busy and locked are worth a retry.
  * A full disk's message says so: "disk I/O error" alone sent an operator
  * whose disk was full looking for a hardware fault (the WAL's writes fail
@@ -113,9 +124,8 @@ static int sqlite_failure(pgw_sql *db, int result)
     if (primary == SQLITE_IOERR && db->lite != NULL && pgw_wal_vfs_disk_full(db->lite))
         snprintf(db->errmsg + n, sizeof(db->errmsg) - n, " (the disk is full)");
     bool on_lock = primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
-    int code = failed(db, primary == SQLITE_CONSTRAINT ? PGW_ECONFLICT
-                          : on_lock                    ? PGW_EUNAVAILABLE
-                                                       : PGW_EIO);
+    bool duplicate = primary == SQLITE_CONSTRAINT && sqlite_duplicate_key(db, result);
+    int code = failed(db, duplicate ? PGW_ECONFLICT : on_lock ? PGW_EUNAVAILABLE : PGW_EIO);
     db->on_lock = on_lock;
     return code;
 }
@@ -409,8 +419,8 @@ static int pg_failure(pgw_sql *db, const PGresult *res)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (state == NULL)
         return failed(db, PGW_EIO);
-    if (strncmp(state, "23", 2) == 0)
-        return failed(db, PGW_ECONFLICT); /* integrity constraints, as SQLITE_CONSTRAINT */
+    if (strcmp(state, "23505") == 0) /* unique_violation: a duplicate key (sql.h) */
+        return failed(db, PGW_ECONFLICT);
     /* connection exceptions, shutdowns, serialization failures, deadlocks,
      * lock and statement timeouts, a read-only server (after a failover) */
     if (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0) { /* lock timeout, deadlock */

@@ -104,8 +104,16 @@ void pgw_sql_bind_null(pgw_sql_stmt *st, int i);
 /*
  * PGW_SQL_ROW while there is a row to read, then PGW_SQL_DONE; or a
  * negative code (PGW_EUNAVAILABLE for a failure worth a retry, see
- * pgw_sql_errcode; PGW_ECONFLICT for a unique violation; PGW_EIO otherwise)
+ * pgw_sql_errcode; PGW_ECONFLICT for a duplicate key; PGW_EIO otherwise)
  * with pgw_sql_errmsg saying why.
+ *
+ * A duplicate key is a UNIQUE or PRIMARY KEY violation and nothing else:
+ * SQLite's SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY or _ROWID, PostgreSQL's
+ * 23505. Every other constraint the statement broke (a CHECK, a NOT NULL,
+ * a foreign key, a trigger's RAISE, PostgreSQL's exclusion) is PGW_EIO: a
+ * row the schema refuses is no "same key, different request" (409
+ * idempotency_conflict over HTTP). pgw_sql_exec and pgw_sql_commit say
+ * the same of what they ran themselves.
  */
 int pgw_sql_step(pgw_sql_stmt *st);
 /*

@@ -200,7 +200,7 @@ static void test_sql_sent_statements(void **state)
     /* a CHECK broken, then COMMIT: it fails, naming the insert, and commits nothing */
     assert_int_equal(send_row(insert, 103, 1), PGW_SQL_DONE);
     rc = send_row(insert, 104, 0);
-    assert_int_equal(rc, f->pg ? PGW_SQL_DONE : PGW_ECONFLICT);
+    assert_int_equal(rc, f->pg ? PGW_SQL_DONE : PGW_EIO);
     pgw_sql_mark_transaction(db, false);
     if (f->pg) {
         assert_int_equal(pgw_sql_commit(db, &err), PGW_EIO);
@@ -232,6 +232,85 @@ static void test_sql_sent_statements(void **state)
         assert_int_equal(count_t(db), 101);
     }
     pgw_sql_finalize(insert);
+    pgw_sql_close(db);
+}
+
+/* Runs an insert into c (id, code, v, parent) and says what it returned. */
+static int insert_c(pgw_sql *db, int64_t id, const char *code, int64_t v, int64_t parent)
+{
+    pgw_sql_stmt *st = NULL;
+    assert_int_equal(pgw_sql_prepare(db,
+                                     "INSERT INTO c (id, code, v, parent) VALUES (?1, ?2, ?3, ?4)",
+                                     true, &st, NULL),
+                     PGW_OK);
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_text(st, 2, code);
+    if (v != INT64_MIN)
+        pgw_sql_bind_int64(st, 3, v);
+    else
+        pgw_sql_bind_null(st, 3);
+    pgw_sql_bind_int64(st, 4, parent);
+    int rc = pgw_sql_step(st);
+    pgw_sql_finalize(st);
+    return rc;
+}
+
+/*
+ * Regression: every constraint a statement broke was PGW_ECONFLICT (all
+ * of SQLITE_CONSTRAINT, all of PostgreSQL's class 23), the code of "same
+ * key, different request" (409 idempotency_conflict over HTTP): a CHECK,
+ * a NOT NULL, a foreign key, a trigger's RAISE. Only a duplicate key
+ * (UNIQUE, PRIMARY KEY) is PGW_ECONFLICT; the rest is PGW_EIO, on both
+ * backends, from a step and from an exec.
+ */
+static void test_sql_only_a_duplicate_key_is_a_conflict(void **state)
+{
+    db_fixture *f = *state;
+    pgw_sql *db = open_with_table(f, "CREATE TABLE p (id BIGINT PRIMARY KEY)");
+    assert_int_equal(pgw_sql_exec(db,
+                                  "CREATE TABLE c (id BIGINT PRIMARY KEY, code TEXT UNIQUE,"
+                                  " v BIGINT NOT NULL CHECK (v > 0), parent BIGINT REFERENCES"
+                                  " p (id)); INSERT INTO p VALUES (1)",
+                                  "creating", NULL),
+                     PGW_OK);
+    const char *refuse = f->pg ? "CREATE FUNCTION refuse_13() RETURNS trigger LANGUAGE plpgsql AS"
+                                 " $$BEGIN RAISE EXCEPTION 'no 13'; END$$;"
+                                 " CREATE TRIGGER refuse_13 BEFORE INSERT ON c FOR EACH ROW"
+                                 " WHEN (NEW.v = 13) EXECUTE FUNCTION refuse_13()"
+                               : "PRAGMA foreign_keys = ON;"
+                                 " CREATE TRIGGER refuse_13 BEFORE INSERT ON c WHEN NEW.v = 13"
+                                 " BEGIN SELECT RAISE(ABORT, 'no 13'); END";
+    assert_int_equal(pgw_sql_exec(db, refuse, "creating", NULL), PGW_OK);
+    assert_int_equal(insert_c(db, 1, "a", 1, 1), PGW_SQL_DONE);
+    static const struct {
+        int64_t id;
+        const char *code;
+        int64_t v, parent;
+        int want;
+        const char *what;
+    } cases[] = {
+        {1, "b", 1, 1, PGW_ECONFLICT, "a duplicate primary key"},
+        {2, "a", 1, 1, PGW_ECONFLICT, "a duplicate unique value"},
+        {3, "c", 0, 1, PGW_EIO, "a CHECK"},
+        {4, "d", INT64_MIN, 1, PGW_EIO, "a NOT NULL"},
+        {5, "e", 1, 99, PGW_EIO, "a foreign key"},
+        {6, "f", 13, 1, PGW_EIO, "a trigger's refusal"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = insert_c(db, cases[i].id, cases[i].code, cases[i].v, cases[i].parent);
+        if (rc != cases[i].want)
+            fail_msg("%s: %s (%s), want %s", cases[i].what, pgw_code_name(rc), pgw_sql_errmsg(db),
+                     pgw_code_name(cases[i].want));
+        assert_int_equal(pgw_sql_errcode(db), cases[i].want);
+    }
+    pgw_err err;
+    assert_int_equal(pgw_sql_exec(db, "INSERT INTO c VALUES (7, 'g', -1, 1)", "a CHECK", &err),
+                     PGW_EIO);
+    assert_int_equal(err.code, PGW_EIO);
+    assert_int_equal(pgw_sql_exec(db, "INSERT INTO c VALUES (1, 'h', 1, 1)", "a key", &err),
+                     PGW_ECONFLICT);
+    assert_int_equal(pgw_sql_exec(db, "SELECT 1", "nothing", NULL), PGW_OK);
+    assert_int_equal(pgw_sql_errcode(db), PGW_OK);
     pgw_sql_close(db);
 }
 
@@ -2368,7 +2447,7 @@ static void test_schema_12_rebuilds_transfers_keeping_everything(void **state)
                                               "earned_at, expires_at, source_transfer) VALUES "
                                               "('M0', 1, 1, 0, 1, 9999)",
                                               &err),
-                     PGW_ECONFLICT); /* a constraint, as a statement's step says */
+                     PGW_EIO); /* a foreign key: no duplicate key (sql.h) */
     assert_non_null(strstr(err.msg, "FOREIGN KEY"));
     pgw_store_close(s);
     assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 0);
@@ -3190,6 +3269,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_sent_statement_failures, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_only_a_duplicate_key_is_a_conflict,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_figures_read_only_its_lapsed_lots,
@@ -3269,5 +3350,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_expiry_key_is_read_as_digits_only, db_fixture_setup,
                                         db_fixture_teardown),
     };
+    /* One test, or a few, by name (a cmocka pattern), as test_notifier's. */
+    const char *only = getenv("PGW_TEST_ONLY");
+    if (only != NULL && only[0] != '\0')
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
