@@ -1501,11 +1501,11 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
  * retry) when the statement failed so (pgw_sql_errcode): a lock timeout
  * on PostgreSQL is not the gateway's fault. (Over HTTP both answer 503;
  * the commands' exit codes tell them apart.) Never PGW_ECONFLICT, which
- * a statement's step gives for any constraint (a CHECK, a trigger, a
- * key): the store finds a request's conflicts by its own reads (the
- * rows a write changed), so a statement the database refused is a
- * storage failure, not an idempotency key used twice (409 over HTTP),
- * as PostgreSQL's sent statements already say (sql.c sent_failure). */
+ * a statement's step gives for a duplicate key (sql.h): the store finds
+ * a request's conflicts by its own reads (the rows a write changed), so
+ * a statement the database refused is a storage failure, not an
+ * idempotency key used twice (409 over HTTP), as PostgreSQL's sent
+ * statements already say (sql.c sent_failure). */
 static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
 {
     int last = pgw_sql_errcode(s->db);
@@ -1517,9 +1517,13 @@ static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
                        last != PGW_OK ? pgw_sql_errmsg(s->db) : "an unexpected result");
 }
 
+/* SQL the store runs as it is (a migration, BEGIN, a PRAGMA): refused for
+ * a duplicate key, a storage failure as db_error's are, not PGW_ECONFLICT
+ * (a migration's made commands exit 2, "what it was given"). */
 static int exec(pgw_store *s, const char *sql, const char *what, pgw_err *err)
 {
-    return pgw_sql_exec(s->db, sql, what, err);
+    int rc = pgw_sql_exec(s->db, sql, what, err);
+    return rc == PGW_ECONFLICT ? pgw_err_recode(err, PGW_EIO) : rc;
 }
 
 static bool is_postgres(const pgw_store *s)
@@ -2661,7 +2665,8 @@ int pgw_store_commit(pgw_store *s, pgw_err *err)
 {
     s->closed_before = 0; /* the next transaction reads it again */
     pgw_sql_mark_transaction(s->db, false);
-    return pgw_sql_commit(s->db, err);
+    int rc = pgw_sql_commit(s->db, err); /* a deferred key's failure: as exec's */
+    return rc == PGW_ECONFLICT ? pgw_err_recode(err, PGW_EIO) : rc;
 }
 
 int pgw_store_rollback(pgw_store *s, pgw_err *err)

@@ -1625,6 +1625,46 @@ static void test_schema_31_keeps_what_refunds_wrote_off(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * Regression: a migration the database refused for a constraint (here
+ * schema 31's CHECK on what a refund wrote off, which an answer stored
+ * with a negative one breaks) failed the open with PGW_ECONFLICT, an
+ * idempotency key's code: `pointsgw` commands exited 2, "what it was
+ * given", for a database they cannot migrate. It is a storage failure
+ * (PGW_EIO, exit 1) naming the constraint, and the database stays as it
+ * was, at schema 30.
+ */
+static void test_a_migration_refused_by_a_constraint_is_storage(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    record_refund_key(s, "R1", 0, "{\"points\":-60,\"written_off\":-5}");
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+    back_to_schema_30(f);
+    s = NULL;
+    int rc = pgw_store_open(f->url, false, &s, &err);
+    if (rc != PGW_EIO || strstr(err.msg, "written_off") == NULL)
+        fail_msg("%s: %s, want EIO naming the constraint", pgw_code_name(rc), err.msg);
+    assert_null(s);
+    assert_int_equal(
+        db_fixture_int64(f, f->pg ? "SELECT version FROM pgw_schema" : "PRAGMA user_version"), 30);
+    /* The answer mended, it migrates. A duplicate key in SQL the store
+     * runs itself (a migration's) is a storage failure too, though the
+     * database calls it one (sql.h PGW_ECONFLICT). */
+    raw_sql(f, "UPDATE key_records SET answer = '{\"points\":-60}'");
+    s = open_store(f);
+    assert_int_equal(pgw_store__exec_for_test(s,
+                                              "INSERT INTO period_closes VALUES (1, 1, 0);"
+                                              " INSERT INTO period_closes VALUES (1, 2, 0)",
+                                              &err),
+                     PGW_EIO);
+    assert_int_equal(err.code, PGW_EIO);
+    pgw_store_close(s);
+}
+
 static bool opens_a_temporary_btree(const db_fixture *f, const char *sql);
 
 /*
@@ -3343,6 +3383,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_32_marks_hurried_notices, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_refused_by_a_constraint_is_storage,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_31_keeps_what_refunds_wrote_off,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_follower_is_noted_once, db_fixture_setup,
