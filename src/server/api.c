@@ -299,7 +299,8 @@ struct pgw_api {
     /* Phone answers with no usable number: limited alike, but apart from
      * WeChat's failures, so an answer after them is no "works again". */
     pgw_log_limit unusable_said;
-    pgw_log_limit oa_said; /* the service thread's: pushes answered 503 (oa_fail) */
+    pgw_log_limit oa_said;           /* the service thread's: pushes answered 503 (oa_fail) */
+    pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
     void *notify_ctx;
@@ -3304,6 +3305,28 @@ static void oa_event_text(const pgw_command *cmd, bool follow, char *text, size_
                  (long long)balance);
 }
 
+/*
+ * A push its command took (committed, or refused for good) whose reply
+ * cannot be built from it (a character no reply may carry in its
+ * ToUserName, the reply's sender): "success", which WeChat takes without
+ * a word to the member and delivers no more, the cause on stderr. A 4xx
+ * told WeChat the push was bad though the member's points had moved; a
+ * 503 would have it delivered again, each a replay of the same answer
+ * failing the same way, and then the member told the account cannot
+ * serve.
+ */
+static void oa_unreplied(pgw_api *api, pgw_response *resp, const pgw_err *why)
+{
+    pgw_expire_tell(&api->oa_unreplied_said,
+                    "official-account push taken, answered success without a reply (the reply "
+                    "could not be built)",
+                    why->code, why);
+    resp->status = 200;
+    resp->content_type = "text/plain";
+    resp->body = strdup("success");
+    resp->body_len = resp->body ? 7 : 0; /* out of memory: an empty body, as WeChat takes too */
+}
+
 /* The passive reply to a push that reached the ledger. */
 static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
 {
@@ -3359,9 +3382,14 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
         break;
     }
     pgw_err err;
-    if (pgw_wechat_oa_reply(api->wechat, &job->wx->oa, text, wall_now_s(), &resp->body,
-                            &resp->body_len, &err) != PGW_OK) {
-        oa_fail(api, resp, err.code, err.msg);
+    int rc = pgw_wechat_oa_reply(api->wechat, &job->wx->oa, text, wall_now_s(), &resp->body,
+                                 &resp->body_len, &err);
+    if (rc != PGW_OK && error_entry(rc) >= 0) {
+        oa_unreplied(api, resp, &err);
+        return;
+    }
+    if (rc != PGW_OK) { /* memory, randomness: a redelivery may be answered */
+        oa_fail(api, resp, rc, err.msg);
         return;
     }
     resp->status = 200;

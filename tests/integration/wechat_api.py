@@ -806,6 +806,26 @@ def oa_unavailable_says_nothing(srv):
           "the store's words are on stderr, the push's line once (limited): %s" % said)
 
 
+def oa_reply_cannot_be_built(srv):
+    """Regression: a 签到 whose reply could not be built after it committed
+    (its ToUserName, the account the reply is from, holds a character no
+    reply may carry: DEL) was answered 400, telling WeChat the push was
+    bad though the member's points had moved; its redelivery, a replay of
+    the committed sign-in, would fail the same way. It is answered
+    "success" (WeChat shows nothing and delivers it no more), and the
+    cause goes to stderr."""
+    now = int(time.time())
+    before = srv.transfers()
+    msg = oa_xml("oOA-DEL", now, "text", content="签到", msg_id="88000001")
+    msg = msg.replace("gh_test", "gh_test\x7f")
+    replies = [push(srv, msg) for _ in range(2)]  # the first, and WeChat's redelivery
+    check(all(r == (200, "success") for r in replies),
+          "a push whose reply cannot be built is answered success: %s" % replies)
+    check(srv.transfers() == before + 1, "the sign-in counted once: %d" % (srv.transfers() - before))
+    said = [x for x in srv.stderr().splitlines() if "answered success without a reply" in x]
+    check(said and "U+007F" in said[0], "the cause is on stderr: %s" % said)
+
+
 def oa_sign_in_keeps_holds(srv):
     """Regression: an official-account event met the member's holds 300 s
     ahead of the clock (its date's slack for WeChat's clock taken for
@@ -2568,6 +2588,7 @@ def main():
         pruning(srv)
         oa_member = official_account(srv, fake)
         oa_unavailable_says_nothing(srv)
+        oa_reply_cannot_be_built(srv)
         oa_sign_in_keeps_holds(srv)
         linked_login(srv, fake, oa_member)
         existing_follower(srv, fake)
