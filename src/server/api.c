@@ -299,7 +299,7 @@ struct pgw_api {
     /* Phone answers with no usable number: limited alike, but apart from
      * WeChat's failures, so an answer after them is no "works again". */
     pgw_log_limit unusable_said;
-    pgw_log_limit oa_said;           /* the service thread's: pushes answered 503 (oa_fail) */
+    pgw_log_limit oa_said;           /* the service thread's: callbacks answered 503 (oa_fail_as) */
     pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
@@ -397,6 +397,9 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
 }
 
 #define OA_UNAVAILABLE "the push could not be taken now: WeChat delivers it again"
+#define OA_CHECK_UNAVAILABLE                                                                       \
+    "the URL check could not be answered now: submit the server configuration again in WeChat's "  \
+    "console"
 
 /*
  * fail() for the official account's callback. Its 503 (the store, memory,
@@ -405,19 +408,29 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
  * says nothing of what it does with a failed reply's body), and `why`,
  * the store's words, may name the database's file, its SQL or a member. `why` goes to stderr,
  * limited as the mini program's failures are (pgw_expire_tell: during an
- * outage every push fails). On the service thread.
+ * outage every push fails). On the service thread. The URL check
+ * (`url_check`: GET with echostr) is no push WeChat delivers again but
+ * the operator's, made once when they submit the server configuration in
+ * WeChat's console: its 503 (out of memory only) says to submit it again.
  */
-static void oa_fail(pgw_api *api, pgw_response *resp, int rc, const char *why)
+static void oa_fail_as(pgw_api *api, pgw_response *resp, int rc, const char *why, bool url_check)
 {
-    if (error_entry(rc) >= 0) { /* the push's own fault, a 4xx: WeChat's to read */
+    if (error_entry(rc) >= 0) { /* the request's own fault, a 4xx: WeChat's to read */
         fail(resp, R_OA_CALLBACK, rc, why);
         return;
     }
     pgw_err cause;
     pgw_err_set(&cause, rc, "%s", why);
-    pgw_expire_tell(&api->oa_said, "official-account push answered 503 (WeChat delivers it again)",
+    pgw_expire_tell(&api->oa_said,
+                    url_check ? "official-account URL check answered 503"
+                              : "official-account push answered 503 (WeChat delivers it again)",
                     rc, &cause);
-    fail(resp, R_OA_CALLBACK, rc, OA_UNAVAILABLE);
+    fail(resp, R_OA_CALLBACK, rc, url_check ? OA_CHECK_UNAVAILABLE : OA_UNAVAILABLE);
+}
+
+static void oa_fail(pgw_api *api, pgw_response *resp, int rc, const char *why)
+{
+    oa_fail_as(api, resp, rc, why, false);
 }
 
 /* WeChat's routes authenticate by WeChat's means, not by API keys. */
@@ -3254,14 +3267,17 @@ static bool handle_oa_callback(pgw_api *api, const pgw_request *req, pgw_respons
     char echo[PGW_QUERY_MAX + 1];
     pgw_err err;
     int rc = pgw_wechat_oa_echo(api->wechat, req->query, wall_now_s(), echo, sizeof(echo), &err);
+    char *body = rc == PGW_OK ? strdup(echo) : NULL;
+    if (rc == PGW_OK && body == NULL) /* an empty 200 would fail the check as a wrong token */
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory answering the URL check");
     if (rc != PGW_OK) {
-        oa_fail(api, resp, rc, err.msg);
+        oa_fail_as(api, resp, rc, err.msg, true);
         return false;
     }
     resp->status = 200;
     resp->content_type = "text/plain";
-    resp->body = strdup(echo);
-    resp->body_len = resp->body ? strlen(echo) : 0;
+    resp->body = body;
+    resp->body_len = strlen(echo);
     return false;
 }
 
