@@ -226,6 +226,7 @@ struct pgw_http {
     slot *slots;
     size_t slot_mask;
     uint64_t next_id;
+    pgw_log_limit oom_said; /* out-of-memory lines (service thread only) */
 };
 
 static int64_t wall_us(void)
@@ -1685,6 +1686,17 @@ static int closed_status(const watcher *w)
     }
 }
 
+/* One line on stderr for memory run out (limited, log_limit.h: at request
+ * rate it would flood the log), saying what it cost. */
+static void tell_out_of_memory(pgw_http *h, const char *cost)
+{
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    uint64_t unsaid = 0;
+    if (pgw_log_due(&h->oom_said, now_s > 0 ? now_s : 1, cost, &unsaid))
+        fprintf(stderr, "pointsgw: out of memory: %s (%llu more since the last such line)\n", cost,
+                (unsigned long long)unsaid);
+}
+
 /*
  * A member's stream closed before the store answered its check: its line
  * waits for the answer (member_checked), which says what it was, 101 or
@@ -1692,6 +1704,7 @@ static int closed_status(const watcher *w)
  * session's streams dropped at once (a logged-out phone reconnecting)
  * read as streams let in. Out of memory, it is written now, not
  * delivered, with the status of its close (closed_status); it was 101.
+ * Its 503 would read as a check that failed: stderr says memory ran out.
  */
 static void member_gone(pgw_http *h, struct lws *wsi, watcher *w, slot *check)
 {
@@ -1711,6 +1724,8 @@ static void member_gone(pgw_http *h, struct lws *wsi, watcher *w, slot *check)
     now.resp.undelivered = true;
     w->logged = true;
     log_request(h, &now.r, &now.resp, wall_us());
+    tell_out_of_memory(h, "a member's stream closed before its check answered is logged with its "
+                          "close's status (503: not checked), not with what the check found");
 }
 
 /* A member's stream closed: unlisted; its check, if out, finds it gone. */
