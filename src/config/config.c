@@ -1442,6 +1442,24 @@ void pgw_config_free(pgw_config *cfg)
     free(cfg);
 }
 
+/* The expiry policy with what it uses alone: months mean nothing to
+ * year_end, nor years to rolling, nor either to never. */
+static void expiry_summary(const pgw_expiry *e, char *buf, size_t cap)
+{
+    switch (e->policy) {
+    case PGW_EXPIRY_ROLLING:
+        snprintf(buf, cap, "rolling (months %d)", (int)e->months);
+        break;
+    case PGW_EXPIRY_YEAR_END:
+        snprintf(buf, cap, "year_end (years %d)", (int)e->years);
+        break;
+    default:
+        PGW_ASSERT(e->policy == PGW_EXPIRY_NEVER);
+        snprintf(buf, cap, "never");
+        break;
+    }
+}
+
 int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap)
 {
     const pgw_rules *r = &cfg->rules;
@@ -1455,21 +1473,21 @@ int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap)
             used += (size_t)snprintf(campaigns + used, sizeof(campaigns) - used, " %s=%zu",
                                      CAMPAIGN_KINDS[k], kinds[k]);
     }
-    static const char *const policies[] = {"never", "rolling", "year_end"};
+    char expiry[64];
+    expiry_summary(&r->expiry, expiry, sizeof(expiry));
     char db[PGW_DB_URL_MAX + 1];
     pgw_redact_db_url(cfg->db, db, sizeof(db)); /* check-config's output may be pasted anywhere */
     int n = snprintf(buf, cap,
                      "mall:       %s (%s, UTC%+d:%02d)\n"
                      "shops:      %zu in %zu formats; %zu tiers\n"
                      "campaigns:  %zu:%s\n"
-                     "expiry:     %s (months %d, years %d)\n"
+                     "expiry:     %s\n"
                      "channels:   wechat_mp %s, wechat_oa %s, sms %s\n"
                      "keys:       %zu\n"
                      "database:   %s; listen %s\n",
                      cfg->mall_name, r->tz.name, r->tz.offset_s / 3600,
                      (r->tz.offset_s < 0 ? -r->tz.offset_s : r->tz.offset_s) % 3600 / 60,
-                     r->n_shops, r->n_formats, r->n_tiers, r->n_campaigns, campaigns,
-                     policies[r->expiry.policy], (int)r->expiry.months, (int)r->expiry.years,
+                     r->n_shops, r->n_formats, r->n_tiers, r->n_campaigns, campaigns, expiry,
                      cfg->wechat_mp.enabled ? "on" : "off", cfg->wechat_oa.enabled ? "on" : "off",
                      cfg->sms.enabled ? cfg->sms.provider : "off", cfg->n_keys, db, cfg->listen);
     return (n < 0 || (size_t)n >= cap) ? PGW_ERANGE : PGW_OK;

@@ -93,6 +93,9 @@ expect_text "--config needs a value"
 expect_exit 0 "$bin" check-config --config config/pointsgw.example.json
 expect_text "configuration OK"
 expect_text "8 in 5 formats; 4 tiers"
+# Regression (an operator's walkthrough): "year_end (months 0, years 1)":
+# months mean nothing to year_end; the line has what its policy uses.
+expect_text $'\nexpiry:     year_end (years 1)\n'
 
 # Each broken configuration names the file, the JSON path and the problem.
 check_bad() {

@@ -386,6 +386,41 @@ static void test_notice_routes(void **state)
     json_decref(root);
 }
 
+/* Regression (an operator's walkthrough): check-config's expiry line
+ * said "year_end (months 0, years 1)": months mean nothing to year_end,
+ * nor either to never. Each policy's line shows what it uses. */
+static void test_summary_expiry_shows_what_its_policy_uses(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *expiry, *line;
+    } CASES[] = {
+        {NULL, "expiry:     never\n"},
+        {"{\"policy\": \"never\"}", "expiry:     never\n"},
+        {"{\"policy\": \"rolling\", \"months\": 18}", "expiry:     rolling (months 18)\n"},
+        {"{\"policy\": \"year_end\", \"years\": 1}", "expiry:     year_end (years 1)\n"},
+        {"{\"policy\": \"year_end\", \"years\": 0}", "expiry:     year_end (years 0)\n"},
+    };
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
+        json_t *root = json_loads(MINIMAL, 0, NULL);
+        assert_non_null(root);
+        if (CASES[i].expiry != NULL)
+            set_path(root, "expiry", CASES[i].expiry);
+        char *text = json_dumps(root, 0);
+        pgw_config *cfg = NULL;
+        pgw_err err;
+        if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+            fail_msg("case %zu: %s", i, err.msg);
+        char summary[2048];
+        assert_int_equal(pgw_config_summary(cfg, summary, sizeof(summary)), PGW_OK);
+        if (strstr(summary, CASES[i].line) == NULL)
+            fail_msg("case %zu: no \"%s\" in:\n%s", i, CASES[i].line, summary);
+        pgw_config_free(cfg);
+        free(text);
+        json_decref(root);
+    }
+}
+
 static void test_syntax_and_duplicate_keys(void **state)
 {
     (void)state;
@@ -432,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_stream_sessions),
         cmocka_unit_test(test_notice_routes),
+        cmocka_unit_test(test_summary_expiry_shows_what_its_policy_uses),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
     };
