@@ -1231,8 +1231,10 @@ static int parse_security(const json_t *root, pgw_config *cfg, pgw_err *err)
     return rc;
 }
 
-/* "shop:<existing id>", "channel:<name>", "finance" or "admin". */
-static int check_scope(const char *scope, const char *path, const pgw_rules *rules, pgw_err *err)
+/* "shop:<existing id>", "channel:<name>", "finance" or "admin". `what`
+ * names the value where it came from: a file's JSON path ("$.keys[0].scope")
+ * or the command line's flag ("--scope"). */
+static int check_scope(const char *scope, const char *what, const pgw_rules *rules, pgw_err *err)
 {
     static const char *const channels[] = {"store", "wechat_mp", "wechat_oa", "sms", NULL};
     if (strcmp(scope, "finance") == 0 || strcmp(scope, "admin") == 0)
@@ -1240,16 +1242,16 @@ static int check_scope(const char *scope, const char *path, const pgw_rules *rul
     if (strncmp(scope, "shop:", 5) == 0) {
         if (pgw_rules_find_shop(rules, scope + 5) >= 0)
             return PGW_OK;
-        return pgw_err_set(err, PGW_EINVAL, "%s.scope: unknown shop \"%s\"", path, scope + 5);
+        return pgw_err_set(err, PGW_EINVAL, "%s: unknown shop \"%s\"", what, scope + 5);
     }
     for (size_t i = 0; strncmp(scope, "channel:", 8) == 0 && channels[i] != NULL; i++) {
         if (strcmp(scope + 8, channels[i]) == 0)
             return PGW_OK;
     }
     return pgw_err_set(err, PGW_EINVAL,
-                       "%s.scope: \"%s\" is not shop:<id>, channel:<store|"
+                       "%s: \"%s\" is not shop:<id>, channel:<store|"
                        "wechat_mp|wechat_oa|sms>, finance or admin",
-                       path, scope);
+                       what, scope);
 }
 
 /* Whether one of the configuration's keys is called `name`. */
@@ -1277,9 +1279,11 @@ int pgw_config_check_key_name(const pgw_config *cfg, const char *name, pgw_err *
 
 int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *err)
 {
+    /* keys add's --scope: a message naming the file's "key.scope" sent
+     * the operator looking for a key in the configuration. */
     if (strlen(scope) > PGW_SCOPE_MAX)
-        return pgw_err_set(err, PGW_EINVAL, "scope longer than %d bytes", PGW_SCOPE_MAX);
-    return check_scope(scope, "key", &cfg->rules, err);
+        return pgw_err_set(err, PGW_EINVAL, "--scope: longer than %d bytes", PGW_SCOPE_MAX);
+    return check_scope(scope, "--scope", &cfg->rules, err);
 }
 
 static int parse_hex32(const char *hex, uint8_t out[32])
@@ -1312,8 +1316,10 @@ static int parse_key(const json_t *obj, const char *path, pgw_config *cfg, pgw_k
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, "scope", path, true, PGW_SCOPE_MAX, k->scope, sizeof(k->scope),
                              err);
+    char what[PGW_JSON_PATH_MAX];
+    pgw_json_path_key(what, path, "scope");
     if (rc == PGW_OK)
-        rc = check_scope(k->scope, path, &cfg->rules, err);
+        rc = check_scope(k->scope, what, &cfg->rules, err);
     if (rc == PGW_OK)
         rc = pgw_json_string_ref(obj, "key_sha256", path, false, 64, &hash, err);
     if (rc == PGW_OK && hash != NULL && parse_hex32(hash, k->key_sha256) != PGW_OK)

@@ -191,7 +191,9 @@ void pgw_config_free(pgw_config *cfg);
 int pgw_config_check_tls(const pgw_http_config *http, const char *file, pgw_err *err);
 
 /* Whether `scope` is one a key may have under `cfg` ("shop:<existing id>",
- * "channel:<name>", "finance", "admin"); PGW_EINVAL saying why not. */
+ * "channel:<name>", "finance", "admin"); PGW_EINVAL saying why not, the
+ * check a file's key has, its message naming the value `--scope` (keys
+ * add's flag), as pgw_config_check_key_name's names `--name`. */
 int pgw_config_check_scope(const pgw_config *cfg, const char *scope, pgw_err *err);
 
 /* Whether `name` may name a new key under `cfg`: an identifier (as the

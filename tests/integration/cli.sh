@@ -538,6 +538,11 @@ other=$(printf '%s' "$out" | sed -n 's/^key: //p')
 [ "$other" != "$key" ] && pass || fail "keys add printed the same key twice"
 expect_exit 2 "$bin" keys add --scope shop:S999
 expect_text 'unknown shop "S999"'
+# Regression (an operator's walkthrough): it said `key.scope: unknown
+# shop`, a configuration path for what was a command-line flag.
+expect_text 'pointsgw keys add: --scope: unknown shop "S999"'
+expect_exit 2 "$bin" keys add --scope root
+expect_text 'pointsgw keys add: --scope: "root" is not shop:<id>'
 expect_exit 2 "$bin" keys add
 expect_text "--scope is required"
 # Regression (the operator review): the last of two scopes won, silently

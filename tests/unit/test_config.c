@@ -421,6 +421,31 @@ static void test_summary_expiry_shows_what_its_policy_uses(void **state)
     }
 }
 
+/* Regression (an operator's walkthrough): `keys add --scope shop:S999`
+ * said `key.scope: unknown shop "S999"`, a configuration path for what
+ * was a command-line flag. The check is the configuration's, the name
+ * the flag's; a file's key still names its JSON path (BAD above). */
+static void test_check_scope_names_the_flag(void **state)
+{
+    (void)state;
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(MINIMAL, strlen(MINIMAL), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(pgw_config_check_scope(cfg, "shop:S001", &err), PGW_OK);
+    assert_int_equal(pgw_config_check_scope(cfg, "channel:sms", &err), PGW_OK);
+    assert_int_equal(pgw_config_check_scope(cfg, "shop:S999", &err), PGW_EINVAL);
+    assert_string_equal(err.msg, "--scope: unknown shop \"S999\"");
+    assert_int_equal(pgw_config_check_scope(cfg, "root", &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "--scope: \"root\" is not shop:<id>"));
+    char longer[PGW_SCOPE_MAX + 2];
+    memset(longer, 'a', sizeof(longer) - 1);
+    longer[sizeof(longer) - 1] = '\0';
+    assert_int_equal(pgw_config_check_scope(cfg, longer, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "--scope: longer than"));
+    pgw_config_free(cfg);
+}
+
 static void test_syntax_and_duplicate_keys(void **state)
 {
     (void)state;
@@ -468,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_stream_sessions),
         cmocka_unit_test(test_notice_routes),
         cmocka_unit_test(test_summary_expiry_shows_what_its_policy_uses),
+        cmocka_unit_test(test_check_scope_names_the_flag),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
     };
