@@ -2045,8 +2045,16 @@ static void print_usage(FILE *out)
  * built with: what a bug report or an upgrade check needs. */
 static int print_version(void)
 {
-    printf("pointsgw %s\nSQLite %s\nlibwebsockets %s\n%s\n", PGW_VERSION, sqlite3_libversion(),
-           lws_get_library_version(), OpenSSL_version(OPENSSL_VERSION));
+    /* libwebsockets says "<version>-<build hash>"; Debian's, built with no
+     * hash, "4.1.6-": the dangling separator is cut (63 bytes at most are
+     * shown, ample for both parts). */
+    char lws[64];
+    snprintf(lws, sizeof(lws), "%s", lws_get_library_version());
+    size_t n = strlen(lws);
+    while (n > 0 && strchr("- \t\r\n", lws[n - 1]) != NULL) /* never '\0' at n - 1 < n */
+        lws[--n] = '\0';
+    printf("pointsgw %s\nSQLite %s\nlibwebsockets %s\n%s\n", PGW_VERSION, sqlite3_libversion(), lws,
+           OpenSSL_version(OPENSSL_VERSION));
     return EXIT_OK;
 }
 

@@ -81,6 +81,11 @@ for arg in --version version; do
     expect_text $'\nSQLite 3.'
     expect_text $'\nlibwebsockets 4.'
     expect_text $'\nOpenSSL 3.'
+    # Regression (an operator's walkthrough): Debian's libwebsockets says
+    # "4.1.6-" (its build hash empty), printed with the dangling '-'.
+    lws=$(printf '%s\n' "$out" | sed -n 's/^libwebsockets //p')
+    [[ -n "$lws" && "$lws" != *[-[:space:]] ]] && pass ||
+        fail "$arg: libwebsockets version ends in a separator: '$lws'"
 done
 expect_exit 0 "$bin" --help
 expect_text "--version"
