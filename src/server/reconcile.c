@@ -280,17 +280,27 @@ static bool is_refund(bool ledger, const pgw_recon_row *r)
     return ledger && strcmp(r->type, "refund") == 0;
 }
 
-static json_t *side_json(const pgw_recon_row *r, bool ledger, const pgw_tz *tz)
+/* A row's shop: the ledger's, the one a statement row names, else
+ * --shop's (the statement is that shop's: a row naming another is a
+ * malformed_row, and --repair posts the rest as its); "" for a whole
+ * channel's row without shop_id. */
+static const char *row_shop(const sink *k, const pgw_recon_row *r)
+{
+    return r->source[0] != '\0' || k->opts->filter.shop == NULL ? r->source : k->opts->filter.shop;
+}
+
+static json_t *side_json(const sink *k, const pgw_recon_row *r, bool ledger)
 {
     if (r == NULL)
         return json_null();
+    const pgw_tz *tz = k->opts->tz;
     char when[PGW_RFC3339_MAX] = "";
     pgw_format_rfc3339(r->occurred_at, tz, when, sizeof(when));
     json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "occurred_at", when, "type", r->type,
                           ledger ? "member_id" : "member", r->member, "amount_fen",
                           (json_int_t)r->amount_fen, "points", (json_int_t)r->points);
-    if (o != NULL && r->source[0] != '\0') /* a ledger row's always; a statement's, named */
-        json_object_set_new(o, "shop_id", json_string(r->source));
+    if (o != NULL && row_shop(k, r)[0] != '\0') /* but a whole channel's row without one */
+        json_object_set_new(o, "shop_id", json_string(row_shop(k, r)));
     if (o != NULL && !ledger)
         json_object_set_new(o, "line", json_integer((json_int_t)r->line));
     if (o != NULL && !ledger && r->original[0] != '\0')
@@ -313,11 +323,11 @@ static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, cons
     if (kind == PGW_RECON_MALFORMED_ROW) /* with the event it took, when it took one */
         o = json_pack("{s:s,s:s,s:I,s:s,s:o*}", "event_id", s->event_id, "kind",
                       pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem", s->problem,
-                      "ledger", l != NULL ? side_json(l, true, k->opts->tz) : NULL);
+                      "ledger", l != NULL ? side_json(k, l, true) : NULL);
     else
         o = json_pack("{s:s,s:s,s:o,s:o}", "event_id", any->event_id, "kind",
-                      pgw_recon_kind_name(kind), "statement", side_json(s, false, k->opts->tz),
-                      "ledger", side_json(l, true, k->opts->tz));
+                      pgw_recon_kind_name(kind), "statement", side_json(k, s, false), "ledger",
+                      side_json(k, l, true));
     int rc = o != NULL && (k->listed == 0 || fputc(',', k->tmp) != EOF) &&
                      json_dumpf(o, k->tmp, JSON_COMPACT) == 0 && fputc('\n', k->tmp) != EOF
                  ? PGW_OK
@@ -404,7 +414,7 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
     const char *fields[] = {pgw_recon_kind_name(kind),
                             (s ? s : l)->event_id,
                             line,
-                            l ? l->source : s->source,
+                            row_shop(k, l ? l : s),
                             sat,
                             lat,
                             s && !s->malformed ? s->type : "",

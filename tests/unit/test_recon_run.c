@@ -319,6 +319,49 @@ static void test_a_shop_id_column_keys_rows_by_shop(void **state)
     free(report);
 }
 
+/* The finance walkthrough: `reconcile --shop S001` left shop_id empty for
+ * a row with no event of the log (missing_in_ledger, and a duplicate
+ * after its event's row), though the statement is S001's and --repair
+ * posts them as S001's. A row without a shop_id column is --shop's, in the
+ * CSV's column and the JSON's statement side alike. */
+static void test_one_shops_rows_name_its_shop(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "A,%d,purchase,member_id:M1,1000,10\n"
+             "B,%d,purchase,member_id:M1,2000,20\n",
+             HEADER, T0, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    format = PGW_RECON_CSV;
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    format = PGW_RECON_JSON;
+    assert_int_equal(sum.count[PGW_RECON_DUPLICATE_IN_STATEMENT], 1);
+    assert_int_equal(sum.count[PGW_RECON_MISSING_IN_LEDGER], 1);
+    assert_non_null(strstr(report, "\nduplicate_in_statement,A,3,S001,"));
+    assert_non_null(strstr(report, "\nmissing_in_ledger,B,4,S001,"));
+    free(report);
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_non_null(strstr(report, "\"event_id\":\"B\",\"kind\":\"missing_in_ledger\","
+                                   "\"statement\":{\"occurred_at\":\"2026-11-24T10:15:00+08:00\","
+                                   "\"type\":\"purchase\",\"member\":\"member_id:M1\","
+                                   "\"amount_fen\":2000,\"points\":20,\"shop_id\":\"S001\","));
+    assert_non_null(strstr(report, "\"event_id\":\"A\",\"kind\":\"duplicate_in_statement\","
+                                   "\"statement\":{\"occurred_at\":\"2026-11-24T10:15:00+08:00\","
+                                   "\"type\":\"purchase\",\"member\":\"member_id:M1\","
+                                   "\"amount_fen\":1000,\"points\":10,\"shop_id\":\"S001\","));
+    free(report);
+    /* A whole channel's statement without the column names no shop. */
+    format = PGW_RECON_CSV;
+    assert_int_equal(run(db, statement, NULL, INT64_MAX, &sum, &report), PGW_OK);
+    format = PGW_RECON_JSON;
+    assert_non_null(strstr(report, "\nduplicate_in_statement,A,3,,"));
+    free(report);
+}
+
 /* The finance review: a refund's ledger side showed only its points; a
  * refund that reversed 60 and wrote off 40 looked like one that reversed
  * 60 of 60. Its written_off is shown with it (null, and an empty cell,
@@ -650,6 +693,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_member_type_and_time_are_compared, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_shop_id_column_keys_rows_by_shop, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_one_shops_rows_name_its_shop, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refunds_ledger_side_says_what_it_wrote_off,
                                         db_fixture_setup, db_fixture_teardown),
