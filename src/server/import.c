@@ -247,6 +247,14 @@ int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char 
     /* Keyed by what names the old account: the card, else the phone (its
      * blind index: the key is stored in clear). */
     bool by_card = card[0] != '\0';
+    /* A card as a member is named elsewhere (card:S001:88001) was told only
+     * the card's shape: say what to write. Its number is not quoted. */
+    if (by_card && strchr(card, ':') != NULL)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "the card column holds the card's number alone (1..32 letters, "
+                           "digits or -), without a shop: the import's shop, %s, is given by "
+                           "--shop or the URL's shop",
+                           shop);
     cmd->by_identity = by_card;
     cmd->has_who2 = phone[0] != '\0';
     int rc = by_card ? identity_key(vault, PGW_ID_CARD, shop, card, &cmd->who, err)

@@ -619,6 +619,12 @@ printf 'card,phone,points\n,13800138000,4\n,+86 138-0013-8000,4\n' >"$tmp/phones
 expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/phones.csv" --db "sqlite:$tmp/phones.db"
 expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":4'
 expect_text "line 3: EINVAL: this row's phone (it has no card) is on line 2 already"
+# The finance walkthrough: a card written as a member is named (S003:9001)
+# was told only its shape; the row says to write the number alone.
+printf 'card,points\nS003:9001,5\n9002,5\n' >"$tmp/shopcard.csv"
+expect_exit 1 "$bin" import-balances --shop S001 --file "$tmp/shopcard.csv" --db "sqlite:$tmp/shopcard.db"
+expect_text '"created":1,"matched_by_card":0,"matched_by_phone":0,"replayed":0,"rejected":1,"points":5'
+expect_text "line 2: EINVAL: the card column holds the card's number alone (1..32 letters, digits or -), without a shop: the import's shop, S001, is given by --shop or the URL's shop"
 # Regression: points were read by strtoll, so " 5" and "+5" were 5 while
 # "5 " was refused. Points are digits only; other rows are refused by line.
 printf 'card,points\nP1,+5\nP2, 5\nP3,5 \nP4,5\n' >"$tmp/signs.csv"

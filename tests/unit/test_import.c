@@ -234,6 +234,15 @@ static void test_a_row_without_a_card_is_keyed_by_its_phone(void **state)
     /* nor is a card or phone that is none */
     assert_int_equal(row(&f, "C 1", "", "40", 4, &cmd, &err), PGW_EINVAL);
     assert_said(err, "is not a valid card");
+    /* The finance walkthrough: a card written as a member is named
+     * (S003:9001) was told only the card's shape. The row says what to
+     * write: the number alone, the shop being the import's (never the
+     * card's number: it reaches logs and HTTP answers). */
+    assert_int_equal(row(&f, "S003:9001", "", "40", 6, &cmd, &err), PGW_EINVAL);
+    assert_said(err, "the card column holds the card's number alone (1..32 letters, digits or "
+                     "-), without a shop: the import's shop, S002, is given by --shop or the "
+                     "URL's shop");
+    assert_null(strstr(err.msg, "9001"));
     assert_int_equal(row(&f, "", "12345", "40", 5, &cmd, &err), PGW_EINVAL);
     assert_int_equal(f.n, 1);
     pgw_import_file_clear(&f);
