@@ -1000,10 +1000,8 @@ static int check_expiry_open(pgw_store *store, const pgw_tz *tz, int64_t as_of, 
     if (rc != PGW_OK || as_of >= c.before)
         return rc;
     char when[PGW_RFC3339_MAX], close[PGW_RFC3339_MAX];
-    if (pgw_format_rfc3339(as_of, tz, when, sizeof(when)) != PGW_OK)
-        snprintf(when, sizeof(when), "%lld", (long long)as_of);
-    if (pgw_format_rfc3339(c.before, tz, close, sizeof(close)) != PGW_OK)
-        snprintf(close, sizeof(close), "%lld", (long long)c.before);
+    pgw_format_moment(as_of, tz, when);
+    pgw_format_moment(c.before, tz, close);
     return pgw_err_set(err, PGW_ECLOSED,
                        "the period before %s is closed: an expiry as of %s would be dated in "
                        "it; expire as of %s or later",
@@ -1782,13 +1780,6 @@ static int cmd_report(int argc, char **argv)
     return rc;
 }
 
-/* A moment as the reports print it (the mall's zone), else unix seconds. */
-static void say_time(const pgw_config *cfg, int64_t t, char out[PGW_RFC3339_MAX])
-{
-    if (pgw_format_rfc3339(t, &cfg->rules.tz, out, PGW_RFC3339_MAX) != PGW_OK)
-        snprintf(out, PGW_RFC3339_MAX, "%lld", (long long)t);
-}
-
 /* `period show`: the close in force, and when it was made. */
 static int period_show(const pgw_config *cfg, const char *url)
 {
@@ -1809,8 +1800,8 @@ static int period_show(const pgw_config *cfg, const char *url)
         return EXIT_OK;
     }
     char before[PGW_RFC3339_MAX], when[PGW_RFC3339_MAX];
-    say_time(cfg, c.before, before);
-    say_time(cfg, c.closed_at_us / 1000000, when);
+    pgw_format_moment(c.before, &cfg->rules.tz, before);
+    pgw_format_moment(c.closed_at_us / 1000000, &cfg->rules.tz, when);
     printf("closed before: %s (%lld)\nclosed at:     %s, after transfer %lld\n", before,
            (long long)c.before, when, (long long)c.last_transfer);
     return EXIT_OK;
@@ -1848,7 +1839,7 @@ static int period_close(const pgw_config *cfg, const char *url, const char *give
         return rc == PGW_ESTATE || rc == PGW_EFULL ? EXIT_PROBLEM : exit_for(rc);
     }
     char when[PGW_RFC3339_MAX];
-    say_time(cfg, before, when);
+    pgw_format_moment(before, &cfg->rules.tz, when);
     printf(moved ? "closed: what is dated before %s is final\n"
                  : "closed before %s already: nothing changed\n",
            when);

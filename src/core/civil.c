@@ -752,3 +752,15 @@ int pgw_format_rfc3339(int64_t t, const pgw_tz *tz, char *buf, size_t cap)
              (int)(sod / 3600), (int)(sod % 3600 / 60), (int)(sod % 60), zone);
     return PGW_OK;
 }
+
+void pgw_format_moment(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
+{
+    /* Through room for any int a field could hold: inlined with a cap of
+     * PGW_RFC3339_MAX, -O3 cannot tell the fields are in range. */
+    char text[96];
+    if (tz == NULL || pgw_format_rfc3339(t, tz, text, sizeof(text)) != PGW_OK)
+        snprintf(text, sizeof(text), "%lld", (long long)t);
+    size_t n = strnlen(text, PGW_RFC3339_MAX - 1); /* both fit: PGW_RFC3339_MAX says so */
+    memcpy(out, text, n);
+    out[n] = '\0';
+}

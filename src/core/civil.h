@@ -161,6 +161,12 @@ int pgw_parse_month_day(const char *s, int32_t *month, int32_t *day, pgw_err *er
  * supported years or cap is too small.
  */
 int pgw_format_rfc3339(int64_t t, const pgw_tz *tz, char *buf, size_t cap);
+/*
+ * `t` for a message a person reads: pgw_format_rfc3339 in `tz`, as
+ * finance writes a time, else (no zone, NULL; a year it cannot write) its
+ * unix seconds, so that a refusal always names the moment.
+ */
+void pgw_format_moment(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX]);
 /* Writes "YYYY-MM-DD" into buf (cap >= 11). */
 int pgw_format_date(pgw_date d, char *buf, size_t cap);
 

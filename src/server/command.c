@@ -2268,13 +2268,6 @@ static int64_t dated_at(const pgw_command *cmd)
     return at;
 }
 
-/* A time for a message: in the mall's zone, else unix seconds. */
-static void say_time(const pgw_ledger_policy *policy, int64_t t, char out[PGW_RFC3339_MAX])
-{
-    if (pgw_format_rfc3339(t, &policy->tz, out, PGW_RFC3339_MAX) != PGW_OK)
-        snprintf(out, PGW_RFC3339_MAX, "%lld", (long long)t);
-}
-
 /* A purchase's replay met before its appends says the points the request
  * earns, as one met after them does (apply_earn groups the lines first):
  * command.h's points_moved, EARN: earned. The same lines as the first
@@ -2319,8 +2312,8 @@ static int check_open_period(pgw_store *store, const pgw_ledger_policy *policy, 
             return rc;
     }
     char when[PGW_RFC3339_MAX], close[PGW_RFC3339_MAX];
-    say_time(policy, at, when);
-    say_time(policy, closed, close);
+    pgw_format_moment(at, &policy->tz, when);
+    pgw_format_moment(closed, &policy->tz, close);
     return pgw_err_set(&cmd->err, PGW_ECLOSED,
                        "%s is dated %s, in the period finance closed before %s: what is dated "
                        "before the close is final; date it in the open period (at or after %s)",

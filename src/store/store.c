@@ -47,6 +47,7 @@
 
 #include "core/arith.h"
 #include "core/assertions.h"
+#include "core/civil.h"
 #include "core/notice.h"
 #include "util/clock.h"
 #include "util/csv.h"
@@ -6247,20 +6248,13 @@ int pgw_store_period_close(pgw_store *s, pgw_period_close *out, pgw_err *err)
                : db_error(s, PGW_EIO, "reading the period's close", err);
 }
 
-/* `t` as the operator reads it: RFC 3339 in `tz`, unix seconds without
- * one (or out of the years it writes). */
-static void say_instant(const pgw_tz *tz, int64_t t, char out[PGW_RFC3339_MAX])
-{
-    if (tz == NULL || pgw_format_rfc3339(t, tz, out, PGW_RFC3339_MAX) != PGW_OK)
-        snprintf(out, PGW_RFC3339_MAX, "%lld", (long long)t);
-}
-
 /* PGW_ESTATE when work dated before `before` is still to be written: a
  * lot due before it with points left (its expiry), a hold pending past a
  * deadline before it (its release). The sweep dates an expiry by its run
  * (serve's clock, a moment after it fell due; expire's --as-of): closed
  * first, the expiry would land in the open period. A run as of a second
- * before the close dates them in the period it closes (the message says). */
+ * before the close dates them in the period it closes (the message says,
+ * its times in `tz` as finance copies them). */
 static int check_nothing_due(pgw_store *s, int64_t before, const pgw_tz *tz, pgw_err *err)
 {
     pgw_lot lot;
@@ -6271,10 +6265,10 @@ static int check_nothing_due(pgw_store *s, int64_t before, const pgw_tz *tz, pgw
         rc = pgw_store_due_holds(s, before - 1, NULL, &hold, 1, &holds, err);
     if (rc != PGW_OK || (lots == 0 && holds == 0))
         return rc;
-    char what[200], due[PGW_RFC3339_MAX], closing[PGW_RFC3339_MAX], as_of[PGW_RFC3339_MAX];
-    say_instant(tz, lots > 0 ? lot.expires_at : hold.deadline, due);
-    say_instant(tz, before, closing);
-    say_instant(tz, before - 1, as_of);
+    char what[200], due[PGW_RFC3339_MAX], close[PGW_RFC3339_MAX], as_of[PGW_RFC3339_MAX];
+    pgw_format_moment(lots > 0 ? lot.expires_at : hold.deadline, tz, due);
+    pgw_format_moment(before, tz, close);
+    pgw_format_moment(before - 1, tz, as_of);
     if (lots > 0)
         snprintf(what, sizeof(what), "lot %lld of member %.64s is due since %s with %lld points",
                  (long long)lot.id, lot.member, due, (long long)lot.left);
@@ -6284,7 +6278,7 @@ static int check_nothing_due(pgw_store *s, int64_t before, const pgw_tz *tz, pgw
                        "work dated before %s is not written yet (%s): run pointsgw expire "
                        "--as-of %s first (a second before the close, so that the expiries "
                        "are dated in the period it closes), then close",
-                       closing, what, as_of);
+                       close, what, as_of);
 }
 
 static int count_closes(pgw_store *s, int64_t *count, pgw_err *err)
@@ -6305,19 +6299,19 @@ int pgw_store_close_period(pgw_store *s, int64_t before, int64_t now_us, const p
     PGW_ASSERT(pgw_sql_in_transaction(s->db));
     *moved = false;
     pgw_period_close was;
-    char given[PGW_RFC3339_MAX], in_force[PGW_RFC3339_MAX];
-    say_instant(before > 0 ? tz : NULL, before, given);
+    char asked[PGW_RFC3339_MAX], in_force[PGW_RFC3339_MAX];
+    pgw_format_moment(before, before > 0 ? tz : NULL, asked);
     if (before <= 0 || before > now_us / 1000000)
         return pgw_err_set(err, PGW_EINVAL,
-                           "a period closes before a moment already past (%s is %s)", given,
+                           "a period closes before a moment already past (%s is %s)", asked,
                            before <= 0 ? "not one" : "ahead of the clock");
     int rc = pgw_store_period_close(s, &was, err);
     if (rc == PGW_OK && before < was.before) {
-        say_instant(tz, was.before, in_force);
+        pgw_format_moment(was.before, tz, in_force);
         rc = pgw_err_set(err, PGW_EINVAL,
                          "the period is closed before %s already; a close only moves later, "
                          "%s is earlier: nothing changed",
-                         in_force, given);
+                         in_force, asked);
     }
     if (rc != PGW_OK || before == was.before)
         return rc;

@@ -305,8 +305,9 @@ int pgw_store_period_close(pgw_store *store, pgw_period_close *out, pgw_err *err
  * is not written yet: a lot due before it with points left, a hold
  * pending past a deadline before it (the message names one and says to
  * run `pointsgw expire --as-of` first). PGW_EFULL past
- * PGW_PERIOD_CLOSES_MAX closes. The messages write moments in `tz` (the
- * mall's zone, as the operator gave --before; NULL: unix seconds).
+ * PGW_PERIOD_CLOSES_MAX closes. The messages name times in `tz`, the
+ * mall's zone finance writes them in (NULL: unix seconds; the store has
+ * no zone of its own).
  */
 int pgw_store_close_period(pgw_store *store, int64_t before, int64_t now_us, const pgw_tz *tz,
                            bool *moved, pgw_err *err);

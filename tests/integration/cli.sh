@@ -1365,14 +1365,14 @@ printf 'event_id,occurred_at,type,member,amount_fen,points\n%s\n' \
 expect_exit 1 "$bin" reconcile --statement "$tmp/old.csv" --channel store --shop S001 \
     --db "$period_db" --repair --new-channel --out "$tmp/old.json"
 close=$(($(date +%s) - 86400))
-# Regression (an operator's walkthrough): the messages named moments in
-# unix seconds whatever --before was given as; now in the mall's zone
-# (the example's Asia/Shanghai), as `period show` and the event's refusal.
-local_time() { TZ=Asia/Shanghai date -d "@$1" +%Y-%m-%dT%H:%M:%S%:z; }
+# The finance walkthrough: the refusals named the times in unix seconds;
+# they are said in the mall's zone, as finance writes a close (and as
+# expire's refusal says them), the --as-of to copy included.
+shanghai() { TZ=Asia/Shanghai date -d "@$1" +%Y-%m-%dT%H:%M:%S%:z; }
 expect_exit 1 "$bin" period close --before "$close" --db "$period_db"
-expect_text "work dated before $(local_time "$close") is not written yet"
-expect_text "due since 2026-01-01T00:00:00+08:00"
-expect_text "run pointsgw expire --as-of $(local_time $((close - 1))) first"
+expect_text "work dated before $(shanghai "$close") is not written yet (lot "
+expect_text " is due since 2026-01-01T00:00:00+08:00 with "
+expect_text "run pointsgw expire --as-of $(shanghai $((close - 1))) first"
 expect_exit 0 "$bin" period show --db "$period_db"
 expect_text "open: no period was ever closed"
 expect_exit 0 "$bin" expire --as-of $((close - 1)) --db "$period_db"
@@ -1386,12 +1386,11 @@ expect_exit 0 "$bin" period close --before "$close" --db "$period_db"
 expect_text "already: nothing changed"
 # A close only moves later, never past the clock; --before is required.
 expect_exit 2 "$bin" period close --before $((close - 1)) --db "$period_db"
-expect_text "a close only moves later"
-expect_text "closed before $(local_time "$close") already"
-expect_text "$(local_time $((close - 1))) is earlier"
+expect_text "the period is closed before $(shanghai "$close") already; a close only moves \
+later, $(shanghai $((close - 1))) is earlier: nothing changed"
 ahead=$(($(date +%s) + 240))
-expect_exit 2 "$bin" period close --before "$ahead" --db "$period_db"
-expect_text "($(local_time "$ahead") is ahead of the clock)"
+expect_exit 2 "$bin" period close --before $ahead --db "$period_db"
+expect_text "a period closes before a moment already past ($(shanghai $ahead) is ahead of the clock)"
 expect_exit 2 "$bin" period close --db "$period_db"
 expect_text "--before is required"
 expect_exit 2 "$bin" period close --before "2026-11-24 10:00" --db "$period_db"
@@ -1401,7 +1400,6 @@ expect_text "($close)"
 # repair's row); the one dated after is taken.
 expect_exit 2 "$bin" expire --as-of $((close - 60)) --db "$period_db"
 # In the mall's zone, as finance wrote the close, not in unix seconds.
-shanghai() { TZ=Asia/Shanghai date -d "@$1" +%Y-%m-%dT%H:%M:%S%:z; }
 expect_text "the period before $(shanghai "$close") is closed: an expiry as of \
 $(shanghai $((close - 60))) would be dated in it; expire as of $(shanghai "$close") or later"
 late=$(date -d "@$((close - 3600))" +%Y-%m-%dT%H:%M:%S%:z)

@@ -199,6 +199,13 @@ static void test_rfc3339_parse_and_format(void **state)
     assert_int_equal(pgw_format_rfc3339(1795486500, &utc, buf, sizeof(buf)), PGW_OK);
     assert_string_equal(buf, "2026-11-24T02:15:00Z");
     assert_int_equal(pgw_format_rfc3339(1795486500, &tz, buf, 10), PGW_ERANGE);
+    /* For a message: in the zone, else (none, or a year past 9999) unix seconds. */
+    pgw_format_moment(1795486500, &tz, buf);
+    assert_string_equal(buf, "2026-11-24T10:15:00+08:00");
+    pgw_format_moment(1795486500, NULL, buf);
+    assert_string_equal(buf, "1795486500");
+    pgw_format_moment(INT64_MIN, &tz, buf);
+    assert_string_equal(buf, "-9223372036854775808");
     assert_int_equal(pgw_format_date((pgw_date){2028, 2, 29}, buf, sizeof(buf)), PGW_OK);
     assert_string_equal(buf, "2028-02-29");
 

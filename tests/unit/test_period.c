@@ -81,13 +81,38 @@ static int run(pgw_writer *w, pgw_command *cmd)
     return pgw_writer_run(w, cmd, &err);
 }
 
+/* The mall's zone the refusals name times in. */
+static const pgw_tz *shanghai(void)
+{
+    static pgw_tz tz;
+    if (tz.name[0] == '\0')
+        assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    return &tz;
+}
+
+/* `t` as finance writes it in the mall's zone. */
+static const char *local(int64_t t, char out[PGW_RFC3339_MAX])
+{
+    assert_int_equal(pgw_format_rfc3339(t, shanghai(), out, PGW_RFC3339_MAX), PGW_OK);
+    return out;
+}
+
+#define assert_said(err, ...)                                                                      \
+    do {                                                                                           \
+        char want_[256];                                                                           \
+        snprintf(want_, sizeof(want_), __VA_ARGS__);                                               \
+        if (strstr((err).msg, want_) == NULL)                                                      \
+            fail_msg("\"%s\" does not say \"%s\"", (err).msg, want_);                              \
+    } while (0)
+
 /* Closes the period before `before` in a transaction of its own. */
 static int close_period(const db_fixture *f, int64_t before, bool *moved, pgw_err *err)
 {
     pgw_store *s = open_store(f);
     int rc = pgw_store_begin(s, err);
     if (rc == PGW_OK)
-        rc = pgw_store_close_period(s, before, (int64_t)time(NULL) * 1000000, NULL, moved, err);
+        rc = pgw_store_close_period(s, before, (int64_t)time(NULL) * 1000000, shanghai(), moved,
+                                    err);
     int end = rc == PGW_OK ? pgw_store_commit(s, err) : pgw_store_rollback(s, NULL);
     pgw_store_close(s);
     return rc != PGW_OK ? rc : end;
@@ -134,7 +159,12 @@ static void test_a_close_moves_later_once_nothing_is_due(void **state)
     pgw_err err;
     bool moved = true;
     assert_int_equal(close_period(f, close, &moved, &err), PGW_ESTATE);
-    assert_non_null(strstr(err.msg, "pointsgw expire --as-of"));
+    /* The finance walkthrough: the times were unix seconds; they are said
+     * in the mall's zone, as finance writes them and copies --as-of. */
+    char a[PGW_RFC3339_MAX], b[PGW_RFC3339_MAX];
+    assert_said(err, "work dated before %s is not written yet (lot ", local(close, a));
+    assert_said(err, "+08:00 with %d points)", 90); /* its expiry, a month on; 10 held */
+    assert_said(err, "run pointsgw expire --as-of %s first", local(close - 1, a));
     assert_false(moved);
     pgw_period_close c;
     pgw_store *s = open_store(f);
@@ -147,12 +177,16 @@ static void test_a_close_moves_later_once_nothing_is_due(void **state)
     assert_int_equal(done.holds, 1);
     pgw_writer_stop(w);
     assert_int_equal(close_period(f, now + 60, &moved, &err), PGW_EINVAL); /* ahead */
+    assert_said(err, "(%s is ahead of the clock)", local(now + 60, a));
     assert_int_equal(close_period(f, close, &moved, &err), PGW_OK);
     assert_true(moved);
     assert_int_equal(close_period(f, close, &moved, &err), PGW_OK); /* again: as it is */
     assert_false(moved);
     assert_int_equal(close_period(f, close - 1, &moved, &err), PGW_EINVAL);
-    assert_non_null(strstr(err.msg, "only moves later"));
+    assert_said(err,
+                "the period is closed before %s already; a close only moves later, %s is "
+                "earlier: nothing changed",
+                local(close, a), local(close - 1, b));
     s = open_store(f);
     assert_int_equal(pgw_store_period_close(s, &c, &err), PGW_OK);
     assert_int_equal(c.before, close);
@@ -394,10 +428,8 @@ static void test_the_expiry_a_close_waits_for_lands_before_it(void **state)
     pgw_err err;
     bool moved = false;
     assert_int_equal(close_period(f, close, &moved, &err), PGW_ESTATE);
-    char advice[64];
-    snprintf(advice, sizeof(advice), "expire --as-of %lld first", (long long)(close - 1));
-    if (strstr(err.msg, advice) == NULL)
-        fail_msg("the refusal should say \"%s\": %s", advice, err.msg);
+    char as_of[PGW_RFC3339_MAX];
+    assert_said(err, "expire --as-of %s first", local(close - 1, as_of));
     pgw_expire_report done;
     assert_int_equal(pgw_expire_due(w, f->url, close - 1, NULL, NULL, &done, &err), PGW_OK);
     assert_int_equal(done.lots, 1);
