@@ -466,10 +466,11 @@ static int apply_earn(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
 
 /*
  * When a lot a merge brought came to its member: the merge of its earner,
- * then of each member it went into, until the one into its member (one
- * hop but for chains made before schema 24 cut them, PGW_MERGE_HOPS_MAX).
- * *traced false when a hop wrote no transfer (a member merged with a
- * balance of 0) or the chain does not end at the lot's member.
+ * then of each member it went into, until the one into its member (a hop
+ * for each merge the lot went through, M1 into M3 then M3 into M2 is two;
+ * PGW_MERGE_HOPS_MAX at most, a bound on the walk). *traced false when a
+ * hop wrote no transfer (a member merged with a balance of 0) or the way
+ * does not reach the lot's member within the bound.
  */
 static int lot_arrival(pgw_store *store, const pgw_lot *lot, const char *earner, int64_t *arrived,
                        bool *traced, pgw_err *err)
