@@ -81,14 +81,67 @@ struct pgw_sql_stmt {
     uint8_t blob[PGW_SQL_BLOB_MAX];
 };
 
-/* A failure, PGW_EIO unless the caller then says what else (failed()). */
+/* A severity libpq writes before a server's message ("ERROR:  ..."), at
+ * `p`: its length, or 0. */
+static size_t severity_at(const char *p)
+{
+    static const char *const severities[] = {"ERROR:  ", "FATAL:  ", "PANIC:  "};
+    for (size_t i = 0; i < sizeof(severities) / sizeof(severities[0]); i++)
+        if (strncmp(p, severities[i], strlen(severities[i])) == 0)
+            return strlen(severities[i]);
+    return 0;
+}
+
+/* `text` of `n` bytes without a character its cut left incomplete (the
+ * rest as it is, valid UTF-8 or not); its new length. */
+static size_t whole_characters(char *text, size_t n)
+{
+    size_t start = n, follow = 0;
+    while (start > 0 && follow < 3 && ((unsigned char)text[start - 1] & 0xC0) == 0x80)
+        start--, follow++;
+    if (start == 0)
+        return n;
+    unsigned char lead = (unsigned char)text[start - 1];
+    size_t need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : follow;
+    if (need > follow)
+        text[n = start - 1] = '\0';
+    return n;
+}
+
+/*
+ * A failure, PGW_EIO unless the caller then says what else (failed()).
+ * Its message as one line, whole characters, without libpq's severities:
+ * it goes into log lines and a notice's last_error. A line that goes on
+ * (libpq's tab) joins with a space, the next one with "; "; libpq's last
+ * newline goes. Regression: "ERROR:  duplicate key value ...\nDETAIL:
+ * ...", "server closed the connection unexpectedly\n\tThis probably ...".
+ */
 static void set_errmsg(pgw_sql *db, const char *msg)
 {
     db->errcode = PGW_EIO;
-    snprintf(db->errmsg, sizeof(db->errmsg), "%s", msg ? msg : "unknown error");
-    size_t n = strlen(db->errmsg); /* libpq ends its messages with a newline */
-    while (n > 0 && (db->errmsg[n - 1] == '\n' || db->errmsg[n - 1] == ' '))
-        db->errmsg[--n] = '\0';
+    char *out = db->errmsg;
+    size_t n = 0, cap = sizeof(db->errmsg) - 1;
+    for (const char *p = msg ? msg : "unknown error"; *p != '\0' && n < cap;) {
+        if (*p == '\n' || *p == '\t') {
+            bool goes_on = false;
+            for (; *p == '\n' || *p == '\t' || *p == ' '; p++)
+                goes_on |= *p == '\t';
+            const char *join = *p == '\0' || n == 0 ? "" : goes_on ? " " : "; ";
+            for (; *join != '\0' && n < cap; join++)
+                out[n++] = *join;
+            continue;
+        }
+        size_t severity = severity_at(p);
+        if (severity > 0) {
+            p += severity;
+            continue;
+        }
+        out[n++] = *p++;
+    }
+    out[n] = '\0';
+    n = whole_characters(out, n);
+    while (n > 0 && out[n - 1] == ' ')
+        out[--n] = '\0';
 }
 
 static int failed(pgw_sql *db, int code)
@@ -408,12 +461,29 @@ static int pg_ensure_connected(pgw_sql *db)
 
 /* ---- errors ----------------------------------------------------------------------- */
 
+/* A failed result's message: the server's, with its detail and hint, one
+ * line (set_errmsg); libpq's own (a connection lost) when there is none. */
+static void set_pg_errmsg(pgw_sql *db, const PGresult *res)
+{
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (primary == NULL) {
+        set_errmsg(db, res ? PQresultErrorMessage(res) : PQerrorMessage(db->pg));
+        if (db->errmsg[0] == '\0')
+            set_errmsg(db, PQerrorMessage(db->pg));
+        return;
+    }
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+    char msg[ERRMSG_MAX];
+    snprintf(msg, sizeof(msg), "%s%s%s%s%s", primary, detail ? "; " : "", detail ? detail : "",
+             hint ? "; hint: " : "", hint ? hint : "");
+    set_errmsg(db, msg);
+}
+
 /* The PGW_E... code for a failed PostgreSQL result (or NULL: no result). */
 static int pg_failure(pgw_sql *db, const PGresult *res)
 {
-    set_errmsg(db, res ? PQresultErrorMessage(res) : PQerrorMessage(db->pg));
-    if (db->errmsg[0] == '\0')
-        set_errmsg(db, PQerrorMessage(db->pg));
+    set_pg_errmsg(db, res);
     if (PQstatus(db->pg) != CONNECTION_OK)
         return failed(db, PGW_EUNAVAILABLE);
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;

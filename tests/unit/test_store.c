@@ -314,6 +314,57 @@ static void test_sql_only_a_duplicate_key_is_a_conflict(void **state)
     pgw_sql_close(db);
 }
 
+/* Whether `msg` is one line, without a severity's "ERROR:" or "FATAL:". */
+static bool one_plain_line(const char *msg)
+{
+    return strchr(msg, '\n') == NULL && strchr(msg, '\t') == NULL &&
+           strstr(msg, "ERROR:") == NULL && strstr(msg, "FATAL:") == NULL;
+}
+
+/*
+ * A statement's failure reads as one line of the server's message, its
+ * detail kept, on both backends: it goes into notices' last_error and
+ * into log lines. Regression: PostgreSQL's came as libpq prints it,
+ * "ERROR:  duplicate key value violates ...\nDETAIL:  Key (id)=(1)
+ * already exists.", and a trigger's with its CONTEXT line.
+ */
+static void test_sql_a_failure_is_one_line(void **state)
+{
+    db_fixture *f = *state;
+    pgw_sql *db = open_with_table(f, "CREATE TABLE c (id BIGINT PRIMARY KEY, code TEXT UNIQUE,"
+                                     " v BIGINT NOT NULL CHECK (v > 0), parent BIGINT)");
+    const char *refuse = f->pg ? "CREATE FUNCTION refuse_13() RETURNS trigger LANGUAGE plpgsql AS"
+                                 " $$BEGIN RAISE EXCEPTION 'no 13' USING HINT = 'not 13';"
+                                 " END$$; CREATE TRIGGER refuse_13 BEFORE INSERT ON c FOR EACH ROW"
+                                 " WHEN (NEW.v = 13) EXECUTE FUNCTION refuse_13()"
+                               : "CREATE TRIGGER refuse_13 BEFORE INSERT ON c WHEN NEW.v = 13"
+                                 " BEGIN SELECT RAISE(ABORT, 'no 13'); END";
+    assert_int_equal(pgw_sql_exec(db, refuse, "creating", NULL), PGW_OK);
+    assert_int_equal(insert_c(db, 1, "a", 1, 1), PGW_SQL_DONE);
+    static const struct {
+        int64_t id, v;
+        const char *lite_says, *pg_says, *pg_detail;
+    } cases[] = {
+        {1, 1, "UNIQUE constraint failed", "duplicate key value", "Key (id)=(1) already exists."},
+        {2, 0, "v > 0", "c_v_check", "Failing row contains"},
+        {3, 13, "no 13", "no 13", "not 13"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = insert_c(db, cases[i].id, "b", cases[i].v, 1);
+        const char *msg = pgw_sql_errmsg(db);
+        const char *says = f->pg ? cases[i].pg_says : cases[i].lite_says;
+        if (rc >= 0 || !one_plain_line(msg) || strstr(msg, says) == NULL ||
+            (f->pg && strstr(msg, cases[i].pg_detail) == NULL))
+            fail_msg("case %zu: %d \"%s\": want one line saying \"%s\"%s%s", i, rc, msg, says,
+                     f->pg ? " and " : "", f->pg ? cases[i].pg_detail : "");
+    }
+    pgw_err err;
+    assert_true(pgw_sql_exec(db, "INSERT INTO c VALUES (1, 'h', 1, 1)", "a key", &err) < 0);
+    if (!one_plain_line(err.msg))
+        fail_msg("exec: \"%s\": want one line", err.msg);
+    pgw_sql_close(db);
+}
+
 /* The store's PQpipelineSync, here: once armed, the next fails on our
  * side (as libpq out of memory would), the connection still up. */
 static atomic_int fail_next_sync;
@@ -3311,6 +3362,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_only_a_duplicate_key_is_a_conflict,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_a_failure_is_one_line, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_figures_read_only_its_lapsed_lots,
