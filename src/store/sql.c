@@ -414,6 +414,23 @@ void *pgw_sql_sqlite_handle(pgw_sql *db)
 }
 
 /*
+ * A reconnection refused or not answered: libpq's text of it goes to
+ * stderr, the operator's, and the failure's message says only that. The
+ * text names the server's address and port and what it refused (the
+ * database, the user), and the message reaches what others read: a
+ * notice's last_error, shown to API keys. At most one line per attempt,
+ * and attempts back off to one per RECONNECT_MAX_US. (The first
+ * connection, pgw_sql_open's, keeps it in its message: a command's
+ * answer to its operator.)
+ */
+static void reconnect_failed(pgw_sql *db)
+{
+    set_errmsg(db, PQerrorMessage(db->pg));
+    fprintf(stderr, "pointsgw: %s: reconnecting: %s\n", db->name, db->errmsg);
+    set_errmsg(db, "the database server cannot be reached (reconnecting failed: why is logged)");
+}
+
+/*
  * PostgreSQL: reopens a lost connection before a statement, at most once
  * per backoff period (50 ms doubling to 5 s) so that callers failing fast
  * meanwhile do not hammer a restarting server. Never inside a transaction:
@@ -443,7 +460,7 @@ static int pg_ensure_connected(pgw_sql *db)
         db->n_sent = 0;   /* their results went with the old connection */
     }
     if (PQstatus(db->pg) != CONNECTION_OK)
-        set_errmsg(db, PQerrorMessage(db->pg));
+        reconnect_failed(db);
     else
         db->session_ok =
             pg_session(db) == PGW_OK; /* a failure is tried again, on this connection */

@@ -365,6 +365,56 @@ static void test_sql_a_failure_is_one_line(void **state)
     pgw_sql_close(db);
 }
 
+/*
+ * PostgreSQL: a reconnection that fails says so in its message without
+ * libpq's text of it, which names the server's address and port and the
+ * database or user it refused ('connection to server at "127.0.0.1",
+ * port 5432 failed: FATAL: database "x" does not exist'): the message
+ * reaches a notice's last_error, shown to API keys. The text goes to
+ * stderr, the operator's. Regression: the message carried it whole.
+ */
+static void test_sql_a_failed_reconnection_names_no_server(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite does not reconnect */
+    pgw_sql *db = open_with_table(f, "CREATE TABLE t (id BIGINT)");
+    char sql[400];
+    snprintf(sql, sizeof(sql),
+             "DO $$ BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity"
+             " WHERE datname = '%s'; END $$; ALTER DATABASE %s RENAME TO %s_away",
+             f->name, f->name, f->name);
+    assert_true(db_fixture_pg_admin(f, sql));
+    pgw_err err;
+    int rc = pgw_sql_exec(db, "SELECT 1", "lost", &err); /* the connection found gone */
+    usleep(100000);                                      /* the first reconnection waits 50 ms */
+    char log[] = "/tmp/pgw-reconnect-XXXXXX";
+    int fd = mkstemp(log), saved = dup(STDERR_FILENO);
+    assert_true(fd >= 0 && saved >= 0);
+    fflush(stderr);
+    dup2(fd, STDERR_FILENO);
+    int again = pgw_sql_exec(db, "SELECT 1", "reconnecting", &err);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char said[1024] = "";
+    ssize_t got = pread(fd, said, sizeof(said) - 1, 0);
+    said[got > 0 ? got : 0] = '\0';
+    close(fd);
+    unlink(log);
+    snprintf(sql, sizeof(sql), "ALTER DATABASE %s_away RENAME TO %s", f->name, f->name);
+    assert_true(db_fixture_pg_admin(f, sql));
+    const char *msg = pgw_sql_errmsg(db);
+    if (rc != PGW_EUNAVAILABLE || again != PGW_EUNAVAILABLE || strstr(msg, "127.0.0.1") ||
+        strstr(msg, "port") || strstr(msg, f->name) || strstr(said, "does not exist") == NULL)
+        fail_msg("%d, %d \"%s\" (stderr \"%s\"): want it unavailable, naming no server, the "
+                 "reason on stderr",
+                 rc, again, msg, said);
+    usleep(100000);
+    assert_int_equal(pgw_sql_exec(db, "SELECT 1", "back", &err), PGW_OK);
+    pgw_sql_close(db);
+}
+
 /* The store's PQpipelineSync, here: once armed, the next fails on our
  * side (as libpq out of memory would), the connection still up. */
 static atomic_int fail_next_sync;
@@ -3364,6 +3414,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_a_failure_is_one_line, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_sql_a_failed_reconnection_names_no_server,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_figures_read_only_its_lapsed_lots,
