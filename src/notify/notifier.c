@@ -167,6 +167,20 @@ static void log_failure(const pgw_notice *nt, bool passed, const pgw_err *err)
                 err->msg);
 }
 
+/* The first place from `at` on where `name` stands alone in `msg`, not as
+ * part of a word or a longer path (a relative sqlite:data in "database is
+ * locked"); NULL when there is none. */
+static const char *name_in(const char *msg, const char *at, const char *name, size_t name_len)
+{
+    for (const char *hit = strstr(at, name); hit != NULL; hit = strstr(hit + 1, name)) {
+        char before = hit == msg ? ' ' : hit[-1], after = hit[name_len];
+        if (strchr(" \"'(", before) != NULL &&
+            (after == '\0' || strchr(": \"'),;.-", after) != NULL))
+            return hit;
+    }
+    return NULL;
+}
+
 /*
  * Records the store's failure in last_error without the database's name:
  * GET /v1/notifications shows last_error to API keys, and a file's path or
@@ -185,7 +199,7 @@ static void set_store_error(const pgw_store *store, pgw_notice *nt, const char *
     size_t used = 0, name_len = strlen(name);
     const char *at = msg, *hit;
     bool cut = false; /* text full: past PGW_NOTICE_ERROR_MAX, which set_error keeps */
-    while (!cut && name_len > 0 && (hit = strstr(at, name)) != NULL) {
+    while (!cut && name_len > 0 && (hit = name_in(msg, at, name, name_len)) != NULL) {
         bool prefix = strncmp(hit + name_len, ": ", 2) == 0;
         int len = snprintf(text + used, sizeof(text) - used, "%.*s%s", (int)(hit - at), at,
                            prefix ? "" : "the database");

@@ -2105,6 +2105,38 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
 }
 
 /*
+ * The database's name leaves last_error where the name stands, and only
+ * there: a name that is also part of a word of the message (a relative
+ * path, `sqlite:data`, and SQLite's "database is locked") leaves the word
+ * as it is. Regression: "wechat_mp: marking a notice's WeChat message: the
+ * databasebase is locked".
+ */
+static void test_a_short_database_name_leaves_the_message_whole(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* a relative SQLite path */
+    char cwd[4096], url[sizeof(f->url)];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    memcpy(url, f->url, sizeof(url));
+    assert_int_equal(chdir(f->dir), 0);
+    snprintf(f->url, sizeof(f->url), "sqlite:data");
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(false), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    fail_marks(f, true);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    want_unsent(f, &r, "WeChat message: database is locked", 0, "a short database name");
+    rig_free_wx(&r, wx);
+    memcpy(f->url, url, sizeof(url));
+    assert_int_equal(chdir(cwd), 0);
+}
+
+/*
  * A read before the attempt's first request (prepare: whom the notice
  * reaches, the member's quota, follows, balance) that fails because the
  * database is busy (here its transaction's begin, once) sends nothing: as
@@ -2841,6 +2873,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_merged_notice_keeps_to_the_wechat_channel_that_may_have_told, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_short_database_name_leaves_the_message_whole, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_not_made_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
