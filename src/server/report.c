@@ -240,22 +240,41 @@ static json_t *row_json(const account_row *r, int64_t value_fen, bool *ok)
     return o;
 }
 
-/* The period's bounds in the mall's time zone ("" for an open end). */
-static void period_text(const pgw_config *cfg, int64_t from, int64_t to, char a[PGW_RFC3339_MAX],
-                        char b[PGW_RFC3339_MAX])
+/*
+ * A time as a report writes it: in the mall's zone, else (an instant
+ * before 1970 there: from 0, unix time's start, in a zone west of UTC) in
+ * UTC, the same instant and still RFC 3339, so that a reader always sees
+ * the bound and can parse it. PGW_ERANGE for one neither can write (the
+ * reports' bounds, 0..PGW_REPORT_TIME_MAX, keep every time within UTC's).
+ */
+static int time_text(const pgw_config *cfg, int64_t t, char out[PGW_RFC3339_MAX], pgw_err *err)
 {
-    a[0] = b[0] = '\0';
-    pgw_format_rfc3339(from, &cfg->rules.tz, a, PGW_RFC3339_MAX);
-    if (to < INT64_MAX)
-        pgw_format_rfc3339(to, &cfg->rules.tz, b, PGW_RFC3339_MAX);
+    static const pgw_tz utc = {"UTC", 0, NULL};
+    if (pgw_format_rfc3339(t, &cfg->rules.tz, out, PGW_RFC3339_MAX) == PGW_OK ||
+        pgw_format_rfc3339(t, &utc, out, PGW_RFC3339_MAX) == PGW_OK)
+        return PGW_OK;
+    return pgw_err_set(err, PGW_ERANGE, "a report's time %lld is outside the years %d..%d",
+                       (long long)t, PGW_YEAR_MIN, PGW_YEAR_MAX);
 }
 
-static void period_json(json_t *doc, const pgw_config *cfg, int64_t from, int64_t to)
+/* A report's period, its bounds written as time_text writes them. */
+typedef struct period {
+    int64_t from, to;
+    char from_text[PGW_RFC3339_MAX], to_text[PGW_RFC3339_MAX];
+} period;
+
+static int read_period(const pgw_config *cfg, int64_t from, int64_t to, period *p, pgw_err *err)
 {
-    char a[PGW_RFC3339_MAX], b[PGW_RFC3339_MAX];
-    period_text(cfg, from, to, a, b);
-    json_object_set_new(doc, "from", json_string(a));
-    json_object_set_new(doc, "to", to < INT64_MAX ? json_string(b) : json_null());
+    p->from = from;
+    p->to = to;
+    int rc = time_text(cfg, from, p->from_text, err);
+    return rc == PGW_OK ? time_text(cfg, to, p->to_text, err) : rc;
+}
+
+static void period_json(json_t *doc, const period *p)
+{
+    json_object_set_new(doc, "from", json_string(p->from_text));
+    json_object_set_new(doc, "to", json_string(p->to_text));
 }
 
 /*
@@ -281,50 +300,46 @@ static void csv_summary(FILE *out, size_t columns, const char *name, const char 
 }
 
 /* The period as two summary rows, "from" and "to". */
-static void csv_period(FILE *out, size_t columns, const pgw_config *cfg, int64_t from, int64_t to)
+static void csv_period(FILE *out, size_t columns, const period *p)
 {
-    char a[PGW_RFC3339_MAX], b[PGW_RFC3339_MAX];
-    period_text(cfg, from, to, a, b);
-    csv_summary(out, columns, "from", a, 0, NULL);
-    csv_summary(out, columns, "to", b, 0, NULL);
+    csv_summary(out, columns, "from", p->from_text, 0, NULL);
+    csv_summary(out, columns, "to", p->to_text, 0, NULL);
 }
 
 /* Whether a report's period ends at or before the period's close (store.h
  * pgw_store_close_period): then no write can change its figures. */
 typedef struct closing {
     bool closed;
-    int64_t before; /* the close in force; 0 when none */
+    int64_t before;                    /* the close in force; 0 when none */
+    char before_text[PGW_RFC3339_MAX]; /* it as time_text writes it; "" when none */
 } closing;
 
-static int read_closing(pgw_store *store, int64_t to, closing *c, pgw_err *err)
+static int read_closing(pgw_store *store, const pgw_config *cfg, int64_t to, closing *c,
+                        pgw_err *err)
 {
     pgw_period_close pc;
     int rc = pgw_store_period_close(store, &pc, err);
     c->before = rc == PGW_OK ? pc.before : 0;
     c->closed = c->before > 0 && to <= c->before;
-    return rc;
+    c->before_text[0] = '\0';
+    return rc == PGW_OK && c->before > 0 ? time_text(cfg, c->before, c->before_text, err) : rc;
 }
 
 /* "closed" (and the close in force, "closed_before", null when none). */
-static void closing_json(json_t *doc, const pgw_config *cfg, const closing *c)
+static void closing_json(json_t *doc, const closing *c)
 {
-    char b[PGW_RFC3339_MAX] = "";
-    if (c->before > 0)
-        pgw_format_rfc3339(c->before, &cfg->rules.tz, b, PGW_RFC3339_MAX);
     json_object_set_new(doc, "closed", json_boolean(c->closed));
-    json_object_set_new(doc, "closed_before", c->before > 0 ? json_string(b) : json_null());
+    json_object_set_new(doc, "closed_before",
+                        c->before > 0 ? json_string(c->before_text) : json_null());
 }
 
 /* A closed period's CSV ends with the row "closed" and the close: its
  * figures are final. An open one has no such row (the rows after the
  * data stay as they were). */
-static void csv_closing(FILE *out, size_t columns, const pgw_config *cfg, const closing *c)
+static void csv_closing(FILE *out, size_t columns, const closing *c)
 {
-    char b[PGW_RFC3339_MAX] = "";
-    if (!c->closed)
-        return;
-    pgw_format_rfc3339(c->before, &cfg->rules.tz, b, PGW_RFC3339_MAX);
-    csv_summary(out, columns, "closed", b, 0, NULL);
+    if (c->closed)
+        csv_summary(out, columns, "closed", c->before_text, 0, NULL);
 }
 
 static int write_json(json_t *doc, bool ok, FILE *out, pgw_err *err)
@@ -336,13 +351,13 @@ static int write_json(json_t *doc, bool ok, FILE *out, pgw_err *err)
     return rc;
 }
 
-static int settlement_json(const settlement *s, const pgw_config *cfg, int64_t from, int64_t to,
+static int settlement_json(const settlement *s, const pgw_config *cfg, const period *p,
                            const closing *c, FILE *out, pgw_err *err)
 {
     bool ok = true;
     json_t *doc = json_object(), *shops = json_array(), *funders = json_array();
-    period_json(doc, cfg, from, to);
-    closing_json(doc, cfg, c);
+    period_json(doc, p);
+    closing_json(doc, c);
     json_object_set_new(doc, "point_value_fen", json_integer(cfg->point_value_fen));
     for (size_t i = 0; i < s->t.n; i++)
         json_array_append_new(s->t.rows[i].shop ? shops : funders,
@@ -361,7 +376,7 @@ static int settlement_json(const settlement *s, const pgw_config *cfg, int64_t f
 #define SETTLEMENT_COLUMNS 9 /* row .. net_fen */
 #define NET_POINTS_COLUMN  7
 
-static int settlement_csv(const settlement *s, const pgw_config *cfg, int64_t from, int64_t to,
+static int settlement_csv(const settlement *s, const pgw_config *cfg, const period *p,
                           const closing *c, FILE *out, pgw_err *err)
 {
     fputs("row,shop_id,account,issued,reversed,expired,redeemed,net_points,net_fen\n", out);
@@ -382,8 +397,8 @@ static int settlement_csv(const settlement *s, const pgw_config *cfg, int64_t fr
                         net == s->members_net ? "balanced" : "unbalanced", NET_POINTS_COLUMN,
                         &s->members_net);
     }
-    csv_period(out, SETTLEMENT_COLUMNS, cfg, from, to);
-    csv_closing(out, SETTLEMENT_COLUMNS, cfg, c);
+    csv_period(out, SETTLEMENT_COLUMNS, p);
+    csv_closing(out, SETTLEMENT_COLUMNS, c);
     return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
 }
 
@@ -394,13 +409,16 @@ int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from,
         return pgw_err_set(err, PGW_EINVAL,
                            "a settlement covers a period in order, ending by 9999-01-01");
     settlement s;
+    period p;
     closing c;
     int rc = settle(store, cfg, from, to, &s, err);
     if (rc == PGW_OK)
-        rc = read_closing(store, to, &c, err);
+        rc = read_period(cfg, from, to, &p, err);
     if (rc == PGW_OK)
-        rc = format == PGW_REPORT_CSV ? settlement_csv(&s, cfg, from, to, &c, out, err)
-                                      : settlement_json(&s, cfg, from, to, &c, out, err);
+        rc = read_closing(store, cfg, to, &c, err);
+    if (rc == PGW_OK)
+        rc = format == PGW_REPORT_CSV ? settlement_csv(&s, cfg, &p, &c, out, err)
+                                      : settlement_json(&s, cfg, &p, &c, out, err);
     free(s.t.rows);
     return rc;
 }
@@ -506,15 +524,15 @@ static int pool_buckets(const pgw_day_flow *days, size_t n_days, pool_holdings *
 
 #define POOL_COLUMNS 9 /* start .. outstanding, end, held_by_members, owed_by_members */
 
-static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int64_t from,
-                      int64_t to, pgw_bucket bucket, const pool_bucket *opening, const closing *c,
-                      pgw_report_format format, FILE *out, pgw_err *err)
+static int pool_write(const pool_bucket *b, size_t n, const period *p, pgw_bucket bucket,
+                      const pool_bucket *opening, const closing *c, pgw_report_format format,
+                      FILE *out, pgw_err *err)
 {
     static const char *const names[] = {"day", "week", "month"};
     json_t *doc = format == PGW_REPORT_JSON ? json_object() : NULL, *list = json_array();
     if (doc != NULL) {
-        period_json(doc, cfg, from, to);
-        closing_json(doc, cfg, c);
+        period_json(doc, p);
+        closing_json(doc, c);
         json_object_set_new(doc, "bucket", json_string(names[bucket]));
         json_object_set_new(doc, "opening_outstanding", json_integer(opening->outstanding));
         json_object_set_new(doc, "opening_held_by_members", json_integer(opening->held));
@@ -551,8 +569,8 @@ static int pool_write(const pool_bucket *b, size_t n, const pgw_config *cfg, int
         fprintf(out, "opening_outstanding,,,,,%lld,,%lld,%lld\n", (long long)opening->outstanding,
                 (long long)opening->held, (long long)opening->owed);
         csv_summary(out, POOL_COLUMNS, "bucket", names[bucket], 0, NULL);
-        csv_period(out, POOL_COLUMNS, cfg, from, to);
-        csv_closing(out, POOL_COLUMNS, cfg, c);
+        csv_period(out, POOL_COLUMNS, p);
+        csv_closing(out, POOL_COLUMNS, c);
         return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;
     }
     json_object_set_new(doc, "buckets", list);
@@ -697,11 +715,14 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
     if (rc == PGW_OK)
         rc = pool_buckets(days, n_days, &h, first, last, bucket, opening.outstanding, buckets, &n,
                           err);
+    period p;
     closing c;
     if (rc == PGW_OK)
-        rc = read_closing(store, to, &c, err);
+        rc = read_period(cfg, from, to, &p, err);
     if (rc == PGW_OK)
-        rc = pool_write(buckets, n, cfg, from, to, bucket, &opening, &c, format, out, err);
+        rc = read_closing(store, cfg, to, &c, err);
+    if (rc == PGW_OK)
+        rc = pool_write(buckets, n, &p, bucket, &opening, &c, format, out, err);
     free(days);
     free(buckets);
     free(holdings);

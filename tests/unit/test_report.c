@@ -696,6 +696,51 @@ static void test_periods_out_of_bounds_are_refused(void **state)
     pgw_config_free(cfg);
 }
 
+/* Regression: a report in a mall west of UTC from 0 (the start of unix
+ * time: 1969 there), or closed before a moment of 1969 there, wrote "" for
+ * the time (the formatter's PGW_ERANGE ignored): a reader saw no bound.
+ * Such a time is written in UTC (the same instant, RFC 3339 still). */
+static void test_a_time_before_1970_in_the_malls_zone_is_written_in_utc(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, NULL), PGW_OK);
+    bool moved = false;
+    pgw_err err;
+    if (pgw_store_close_period(s, 3600, INT64_C(1795104000000000), NULL, &moved, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(pgw_store_commit(s, NULL), PGW_OK);
+    pgw_store_close(s);
+    pgw_config *cfg = example_config();
+    assert_int_equal(pgw_tz_lookup("-05:00", &cfg->rules.tz, NULL), PGW_OK);
+    for (int pool = 0; pool < 2; pool++) {
+        json_t *doc = report(db, cfg, pool, 0, 3600, PGW_BUCKET_DAY);
+        const char *from = json_string_value(json_object_get(doc, "from"));
+        const char *to = json_string_value(json_object_get(doc, "to"));
+        const char *closed = json_string_value(json_object_get(doc, "closed_before"));
+        if (from == NULL || strcmp(from, "1970-01-01T00:00:00Z") != 0 || to == NULL ||
+            strcmp(to, "1970-01-01T01:00:00Z") != 0 || closed == NULL ||
+            strcmp(closed, "1970-01-01T01:00:00Z") != 0)
+            fail_msg("%s: from %s, to %s, closed_before %s", pool ? "pool" : "settlement",
+                     from ? from : "(null)", to ? to : "(null)", closed ? closed : "(null)");
+        json_decref(doc);
+        /* A time the zone can write is in the zone, as always. */
+        doc = report(db, cfg, pool, 18000, 25200, PGW_BUCKET_DAY);
+        from = json_string_value(json_object_get(doc, "from"));
+        if (from == NULL || strcmp(from, "1970-01-01T00:00:00-05:00") != 0)
+            fail_msg("from %s", from ? from : "(null)");
+        json_decref(doc);
+        char *text = report_csv(db, cfg, pool, 0, 3600, PGW_BUCKET_DAY); /* closed */
+        if (strstr(text, "\nfrom,1970-01-01T00:00:00Z,") == NULL ||
+            strstr(text, "\nto,1970-01-01T01:00:00Z,") == NULL ||
+            strstr(text, "\nclosed,1970-01-01T01:00:00Z,") == NULL)
+            fail_msg("CSV:\n%s", text);
+        free(text);
+    }
+    pgw_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -719,6 +764,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_days_are_the_rules_days_in_a_zone_that_changed,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_time_before_1970_in_the_malls_zone_is_written_in_utc,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
