@@ -289,13 +289,39 @@ static const char *row_shop(const sink *k, const pgw_recon_row *r)
     return r->source[0] != '\0' || k->opts->filter.shop == NULL ? r->source : k->opts->filter.shop;
 }
 
-static json_t *side_json(const sink *k, const pgw_recon_row *r, bool ledger)
+/* An exception's times in the mall's zone: the statement row's (when it
+ * was read) and the ledger's ("" for a side it has not). */
+typedef struct row_times {
+    char statement[PGW_RFC3339_MAX], ledger[PGW_RFC3339_MAX];
+} row_times;
+
+/* PGW_ERANGE for a time the zone cannot write, which no row should have:
+ * a statement row's is malformed (statement.c), an event's is 2000..now.
+ * A ledger written otherwise stops the report rather than show no time. */
+static int write_times(const sink *k, const pgw_recon_row *s, const pgw_recon_row *l, row_times *t,
+                       pgw_err *err)
+{
+    t->statement[0] = t->ledger[0] = '\0';
+    const pgw_recon_row *bad = NULL;
+    if (s != NULL && !s->malformed &&
+        pgw_format_rfc3339(s->occurred_at, k->opts->tz, t->statement, PGW_RFC3339_MAX) != PGW_OK)
+        bad = s;
+    else if (l != NULL &&
+             pgw_format_rfc3339(l->occurred_at, k->opts->tz, t->ledger, PGW_RFC3339_MAX) != PGW_OK)
+        bad = l;
+    if (bad == NULL)
+        return PGW_OK;
+    return pgw_err_set(err, PGW_ERANGE,
+                       "%s \"%.64s\": occurred_at %lld is outside the years %d..%d in the mall's "
+                       "zone (%s)",
+                       bad == s ? "the statement's row of" : "the ledger's event", bad->event_id,
+                       (long long)bad->occurred_at, PGW_YEAR_MIN, PGW_YEAR_MAX, k->opts->tz->name);
+}
+
+static json_t *side_json(const sink *k, const pgw_recon_row *r, bool ledger, const char *when)
 {
     if (r == NULL)
         return json_null();
-    const pgw_tz *tz = k->opts->tz;
-    char when[PGW_RFC3339_MAX] = "";
-    pgw_format_rfc3339(r->occurred_at, tz, when, sizeof(when));
     json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "occurred_at", when, "type", r->type,
                           ledger ? "member_id" : "member", r->member, "amount_fen",
                           (json_int_t)r->amount_fen, "points", (json_int_t)r->points);
@@ -316,18 +342,19 @@ static json_t *side_json(const sink *k, const pgw_recon_row *r, bool ledger)
     return o;
 }
 
-static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l)
+static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l,
+                      const row_times *t)
 {
     const pgw_recon_row *any = s ? s : l;
     json_t *o;
     if (kind == PGW_RECON_MALFORMED_ROW) /* with the event it took, when it took one */
         o = json_pack("{s:s,s:s,s:I,s:s,s:o*}", "event_id", s->event_id, "kind",
                       pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem", s->problem,
-                      "ledger", l != NULL ? side_json(k, l, true) : NULL);
+                      "ledger", l != NULL ? side_json(k, l, true, t->ledger) : NULL);
     else
         o = json_pack("{s:s,s:s,s:o,s:o}", "event_id", any->event_id, "kind",
-                      pgw_recon_kind_name(kind), "statement", side_json(k, s, false), "ledger",
-                      side_json(k, l, true));
+                      pgw_recon_kind_name(kind), "statement", side_json(k, s, false, t->statement),
+                      "ledger", side_json(k, l, true, t->ledger));
     int rc = o != NULL && (k->listed == 0 || fputc(',', k->tmp) != EOF) &&
                      json_dumpf(o, k->tmp, JSON_COMPACT) == 0 && fputc('\n', k->tmp) != EOF
                  ? PGW_OK
@@ -392,20 +419,19 @@ static const char *csv_member(const pgw_recon_row *s)
     return named != NULL ? named : s->member;
 }
 
-static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l)
+static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l,
+                     const row_times *t)
 {
-    char line[24] = "", sat[PGW_RFC3339_MAX] = "", lat[PGW_RFC3339_MAX] = "";
+    char line[24] = "";
     char num[5][24] = {"", "", "", "", ""}; /* the last: a refund's written_off, when known */
     if (s != NULL) {
         snprintf(line, sizeof(line), "%zu", s->line);
         if (!s->malformed) {
-            pgw_format_rfc3339(s->occurred_at, k->opts->tz, sat, sizeof(sat));
             snprintf(num[0], sizeof(num[0]), "%lld", (long long)s->amount_fen);
             snprintf(num[2], sizeof(num[2]), "%lld", (long long)s->points);
         }
     }
     if (l != NULL) {
-        pgw_format_rfc3339(l->occurred_at, k->opts->tz, lat, sizeof(lat));
         snprintf(num[1], sizeof(num[1]), "%lld", (long long)l->amount_fen);
         snprintf(num[3], sizeof(num[3]), "%lld", (long long)l->points);
         if (is_refund(true, l) && l->written_off != PGW_RECON_UNKNOWN)
@@ -415,8 +441,8 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
                             (s ? s : l)->event_id,
                             line,
                             row_shop(k, l ? l : s),
-                            sat,
-                            lat,
+                            t->statement,
+                            t->ledger,
                             s && !s->malformed ? s->type : "",
                             l ? l->type : "",
                             s && !s->malformed ? csv_member(s) : "",
@@ -447,8 +473,12 @@ static int emit(void *p, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_
         return pgw_err_set(err, PGW_EIO, "keeping a row to repair failed");
     if (k->opts->exceptions_max > 0 && k->listed >= k->opts->exceptions_max)
         return PGW_OK; /* counted in the summary, not listed */
-    int rc =
-        k->opts->format == PGW_RECON_CSV ? write_csv(k, kind, s, l) : write_json(k, kind, s, l);
+    row_times t;
+    int rc = write_times(k, s, l, &t, err);
+    if (rc != PGW_OK)
+        return rc;
+    rc = k->opts->format == PGW_RECON_CSV ? write_csv(k, kind, s, l, &t)
+                                          : write_json(k, kind, s, l, &t);
     k->listed++;
     return rc == PGW_OK ? PGW_OK : pgw_err_set(err, PGW_EIO, "writing an exception failed");
 }

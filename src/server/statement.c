@@ -366,12 +366,21 @@ static bool parse_shop(const char *shop, pgw_recon_row *r)
  * seconds or offset left out, a slash date; without its offset, a local
  * time in the statement's zone). PGW_EINVAL when it is none of these;
  * PGW_ERANGE, `why` saying it, for one that names no date or time of
- * day, or a local time the zone cannot place. */
+ * day, or a local time the zone cannot place, and for an instant the
+ * zone cannot write (outside its years 1970..9999: 253402300799 is
+ * 10000-01-01 in Shanghai), for the report writes the row's time in it. */
 static int parse_time(const pgw_statement *st, const char *at, int64_t *out, pgw_err *why)
 {
-    if (whole_number(at, 0, INT64_C(253402300799), false, out))
-        return PGW_OK;
-    return pgw_parse_local_time(at, st->has_tz ? &st->tz : NULL, out, why);
+    int rc = whole_number(at, 0, INT64_C(253402300799), false, out)
+                 ? PGW_OK
+                 : pgw_parse_local_time(at, st->has_tz ? &st->tz : NULL, out, why);
+    char text[PGW_RFC3339_MAX];
+    if (rc == PGW_OK && st->has_tz &&
+        pgw_format_rfc3339(*out, &st->tz, text, sizeof(text)) != PGW_OK)
+        return pgw_err_set(why, PGW_ERANGE,
+                           "\"%.*s\" is outside the years %d..%d in the mall's zone (%s)",
+                           QUOTED(at), PGW_YEAR_MIN, PGW_YEAR_MAX, st->tz.name);
+    return rc;
 }
 
 /* "1,234,567": a first group of 1..3 digits (not 0: "0,123" may be a

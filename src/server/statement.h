@@ -12,7 +12,7 @@
  * (RFC 3339, a space allowed for its T, its seconds or offset left out,
  * or a slash date "2026/11/20 14:03:05"), without its offset a local time
  * in the zone set by pgw_statement_set_time_zone (one that names no date,
- * or that the zone cannot place, is refused, saying why); amount_fen 0..PGW_AMOUNT_FEN_MAX
+ * or that the zone cannot place or write, is refused, saying why); amount_fen 0..PGW_AMOUNT_FEN_MAX
  * whole fen (empty: 0), plain or grouped in threes by commas as a
  * spreadsheet writes it ("1,234,567"; a decimal point, another separator
  * or a group not of three is refused); points a signed whole number (a
@@ -62,7 +62,10 @@ bool pgw_statement_has_shop(const pgw_statement *statement);
 
 /* The zone an occurred_at without an offset is read in (the mall's),
  * copied, for the rows read from then on; without one such a row is
- * malformed (which instant a local time names is the zone's to say). */
+ * malformed (which instant a local time names is the zone's to say). A
+ * row's time the zone cannot write (outside its years 1970..9999, an
+ * offset or unix seconds taking it there) is malformed too: the
+ * reconciliation report writes the rows' times in it. */
 void pgw_statement_set_time_zone(pgw_statement *statement, const pgw_tz *tz);
 
 /* A pgw_recon_next: the next row (file order, or event_id order once sorted). */

@@ -679,6 +679,73 @@ static void test_a_tills_times_and_amounts_match(void **state)
     free(report);
 }
 
+/* Regression: a statement row dated where the mall's zone cannot write it
+ * (9999-12-31T23:59:59Z is 10000-01-01 in Shanghai) was listed with an
+ * empty occurred_at (the formatter's PGW_ERANGE ignored): a reader saw a
+ * row of no time. It is a malformed_row saying why, in JSON and CSV. */
+static void test_a_row_past_the_zones_years_is_malformed(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    const char *statement = "event_id,occurred_at,type,member,amount_fen,points\n"
+                            "A,1795486500,purchase,member_id:M1,1000,10\n"
+                            "X1,253402300799,purchase,member_id:M1,100,1\n"
+                            "X2,9999-12-31T23:59:59-14:00,purchase,member_id:M1,100,1\n"
+                            "X3,9999-12-31T15:59:59Z,purchase,member_id:M1,100,1\n";
+    for (int csv = 0; csv < 2; csv++) {
+        format = csv ? PGW_RECON_CSV : PGW_RECON_JSON;
+        pgw_recon_summary sum;
+        char *report = NULL;
+        assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+        if (sum.count[PGW_RECON_MALFORMED_ROW] != 2 ||
+            sum.count[PGW_RECON_MISSING_IN_LEDGER] != 1 ||
+            strstr(report, "is outside the years 1970..9999 in the mall's zone (Asia/Shanghai)") ==
+                NULL ||
+            strstr(report, "\"occurred_at\":\"\"") != NULL)
+            fail_msg("%s", report);
+        /* The last second the zone writes is a row's time still. */
+        assert_non_null(strstr(report, "9999-12-31T23:59:59+08:00"));
+        free(report);
+    }
+    format = PGW_RECON_JSON;
+}
+
+/* An event the zone cannot write (no writer dates one past 9999; a
+ * database written otherwise could) stops the report, naming it, rather
+ * than list it with an empty occurred_at. */
+static void test_an_event_past_the_zones_years_stops_the_report(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin(s, NULL), PGW_OK);
+    pgw_event_record r = {.type = "purchase",
+                          .member = "M1",
+                          .occurred_at = INT64_C(253402300799),
+                          .amount_fen = 100,
+                          .points = 1};
+    log_event(s, "store", "S001", "LATE", &r);
+    assert_int_equal(pgw_store_commit(s, NULL), PGW_OK);
+    pgw_store_close(s);
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    pgw_recon_options o = {.filter = {"store", "S001", 0, INT64_MAX}, .tz = &tz};
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(HEADER, strlen(HEADER), &st, NULL), PGW_OK);
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    FILE *out = fopen("/dev/null", "w");
+    pgw_recon_summary sum;
+    pgw_err err;
+    assert_int_equal(pgw_recon_run(s, st, &o, out, &sum, &err), PGW_ERANGE);
+    assert_string_equal(err.msg, "the ledger's event \"LATE\": occurred_at 253402300799 is outside "
+                                 "the years 1970..9999 in the mall's zone (Asia/Shanghai)");
+    fclose(out);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    pgw_statement_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +775,10 @@ int main(void)
             test_a_readable_row_takes_its_event_before_an_unreadable_one, db_fixture_setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_where_an_unreadable_row_is_does_not_matter,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_row_past_the_zones_years_is_malformed,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_past_the_zones_years_stops_the_report,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_tills_times_and_amounts_match, db_fixture_setup,
                                         db_fixture_teardown),
