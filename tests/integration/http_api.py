@@ -2752,6 +2752,10 @@ def log_lines(s, want=None, wait=5.0):
             lines = [json.loads(line) for line in log if line.strip()]
         if want is None or want(lines) or time.time() > until:
             return lines
+        # Not yet: read again a little later, not at once, which re-parsed
+        # the whole log for up to `wait` s, a core taken from the server
+        # that writes the line awaited (two cores here).
+        time.sleep(0.05)
 
 
 def test_log_undelivered(s):
