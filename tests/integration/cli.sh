@@ -416,8 +416,17 @@ expect_exit 0 "$bin" import-balances --shop S001 --file "$one_dir/one.csv" --db 
 expect_exit 0 "$bin" verify --db "sqlite:$one_dir/one.db"
 expect_exit 0 "$bin" backup --db "sqlite:$one_dir/one.db" --out "$one_dir/copy.db"
 expect_exit 0 "$bin" member show card:S001:ONE1 --db "sqlite:$one_dir/one.db"
-kill -KILL "$one_pid"
-wait "$one_pid" 2>/dev/null
+# bash says "line N: PID Killed ..." of a job a signal ended, on its own
+# stderr when it reaps it, which may be after `wait 2>/dev/null` is done
+# (some runs): an operator took it for a failure. Kill and wait as one,
+# their stderr dropped; the status says our SIGKILL ended it (137), not
+# an exit of its own before it, nor a kill that found no process.
+{
+    kill -KILL "$one_pid"
+    wait "$one_pid"
+} 2>/dev/null
+one_status=$?
+[ "$one_status" -eq 137 ] && pass || fail "the first serve was not ended by SIGKILL: $one_status"
 serve_bg "$one_dir/again.err"
 [ -n "$one_port" ] && curl -sf "http://127.0.0.1:$one_port/healthz" >/dev/null && pass ||
     fail "serve did not start after the last one was killed: $(cat "$one_dir/again.err")"
