@@ -26,6 +26,7 @@
 #include "server/wechat.h"
 #include "util/redact.h"
 #include "util/csv.h"
+#include "util/env.h"
 #include "util/http_client.h"
 #include "util/vault.h"
 #include "store/sql.h"
@@ -281,23 +282,6 @@ static bool tls_files_ok(const pgw_config *cfg, flag_set *flags, const char *who
 
 #define CHANNELS_LINE_MAX 512
 
-/* Whether every one of `vars` is set (and not empty), as serve asks; the
- * names of those that are not into `unset` ("A, B"). */
-static bool all_set(const char *const *vars, size_t n, char *unset, size_t cap)
-{
-    size_t used = 0;
-    unset[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        const char *value = vars[i][0] ? getenv(vars[i]) : NULL;
-        if (value != NULL && value[0] != '\0')
-            continue;
-        int k = snprintf(unset + used, cap - used, "%s%s", used > 0 ? ", " : "",
-                         vars[i][0] ? vars[i] : "(no variable named)");
-        used = k < 0 ? used : used + (size_t)k < cap ? used + (size_t)k : cap - 1;
-    }
-    return used == 0;
-}
-
 /* Adds "NAME STATE" to the channels line, "NAME off (VARS unset)" when
  * variables it needs are not set. */
 static void say_channel(char *line, size_t cap, const char *name, const char *state,
@@ -316,9 +300,8 @@ static void say_channel(char *line, size_t cap, const char *name, const char *st
 static int check_mp(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t cap, pgw_err *err)
 {
     const pgw_wechat_channel *mp = &cfg->wechat_mp;
-    const char *vars[] = {mp->secret_env};
-    char unset[CHANNELS_LINE_MAX] = "";
-    bool on = mp->enabled && all_set(vars, 1, unset, sizeof(unset));
+    char unset[PGW_ENV_UNSET_MAX] = "";
+    bool on = mp->enabled && pgw_wechat_mp_env_set(mp, unset, sizeof(unset));
     say_channel(line, cap, "wechat_mp", on ? "on" : "off", unset);
     return on ? pgw_wx_client_add_app(wx, mp->appid, getenv(mp->secret_env), mp->api_base, err)
               : PGW_OK;
@@ -330,9 +313,8 @@ static int check_mp(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t
 static int check_oa(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t cap, pgw_err *err)
 {
     const pgw_wechat_channel *oa = &cfg->wechat_oa;
-    const char *vars[] = {oa->secret_env, oa->token_env};
-    char unset[CHANNELS_LINE_MAX] = "";
-    bool on = oa->enabled && all_set(vars, 2, unset, sizeof(unset));
+    char unset[PGW_ENV_UNSET_MAX] = "";
+    bool on = oa->enabled && pgw_wechat_oa_env_set(oa, unset, sizeof(unset));
     say_channel(line, cap, "wechat_oa", on ? "on" : "off", unset);
     int rc = on ? pgw_wechat_oa_check_token(oa->token_env, getenv(oa->token_env), err) : PGW_OK;
     if (rc != PGW_OK)
@@ -352,8 +334,8 @@ static int check_sms(const pgw_config *cfg, char *line, size_t cap, pgw_err *err
 {
     const pgw_sms_channel *sms = &cfg->sms;
     const char *vars[] = {sms->key_id_env, sms->key_secret_env};
-    char unset[CHANNELS_LINE_MAX] = "";
-    bool on = sms->enabled && all_set(vars, 2, unset, sizeof(unset));
+    char unset[PGW_ENV_UNSET_MAX] = "";
+    bool on = sms->enabled && pgw_env_all_set(vars, 2, unset, sizeof(unset));
     say_channel(line, cap, "sms", on ? sms->provider : "off", unset);
     pgw_sms_client *client = NULL;
     int rc = on ? pgw_sms_client_new(sms, getenv(sms->key_id_env), getenv(sms->key_secret_env),

@@ -7,6 +7,7 @@
 
 #include "adapters/wechat_oa/crypto.h"
 #include "store/store.h"
+#include "util/env.h"
 #include "util/query.h"
 
 #include <openssl/crypto.h>
@@ -94,24 +95,35 @@ static int cache_release(void *ctx, const char *appid, pgw_err *err)
 
 /* ---- setup ----------------------------------------------------------------------- */
 
-/* A variable's value, or NULL (with a warning) when the channel cannot run without it. */
-static const char *secret(const char *channel, const char *env)
+bool pgw_wechat_mp_env_set(const pgw_wechat_channel *mp, char *unset, size_t cap)
 {
-    const char *value = env[0] ? getenv(env) : NULL;
-    if (value == NULL || value[0] == '\0') {
+    const char *vars[] = {mp->secret_env};
+    return pgw_env_all_set(vars, 1, unset, cap);
+}
+
+bool pgw_wechat_oa_env_set(const pgw_wechat_channel *oa, char *unset, size_t cap)
+{
+    const char *vars[] = {oa->secret_env, oa->token_env};
+    return pgw_env_all_set(vars, 2, unset, cap);
+}
+
+/* Whether `channel`, configured, has its variables (`set`); says every
+ * one unset in one warning when not. */
+static bool env_ready(const char *channel, bool set, const char *unset)
+{
+    if (!set)
         fprintf(stderr, "pointsgw: warning: %s is off: set %s in the environment to turn it on\n",
-                channel, env[0] ? env : "its secret_env");
-        return NULL;
-    }
-    return value;
+                channel, unset);
+    return set;
 }
 
 static int add_mp(pgw_wechat *w, const pgw_wechat_channel *mp, pgw_err *err)
 {
-    const char *app_secret = mp->enabled ? secret("channels.wechat_mp", mp->secret_env) : NULL;
-    if (app_secret == NULL)
+    char unset[PGW_ENV_UNSET_MAX];
+    if (!mp->enabled ||
+        !env_ready("channels.wechat_mp", pgw_wechat_mp_env_set(mp, unset, sizeof(unset)), unset))
         return PGW_OK;
-    int rc = pgw_wx_client_add_app(w->client, mp->appid, app_secret, mp->api_base, err);
+    int rc = pgw_wx_client_add_app(w->client, mp->appid, getenv(mp->secret_env), mp->api_base, err);
     w->mp_ready = rc == PGW_OK;
     return rc;
 }
@@ -126,10 +138,11 @@ int pgw_wechat_oa_check_token(const char *env, const char *token, pgw_err *err)
 
 static int add_oa(pgw_wechat *w, const pgw_wechat_channel *oa, pgw_err *err)
 {
-    const char *app_secret = oa->enabled ? secret("channels.wechat_oa", oa->secret_env) : NULL;
-    const char *token = app_secret ? secret("channels.wechat_oa", oa->token_env) : NULL;
-    if (token == NULL)
+    char unset[PGW_ENV_UNSET_MAX];
+    if (!oa->enabled ||
+        !env_ready("channels.wechat_oa", pgw_wechat_oa_env_set(oa, unset, sizeof(unset)), unset))
         return PGW_OK;
+    const char *app_secret = getenv(oa->secret_env), *token = getenv(oa->token_env);
     int rc = pgw_wechat_oa_check_token(oa->token_env, token, err);
     if (rc != PGW_OK)
         return rc;

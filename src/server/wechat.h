@@ -6,7 +6,7 @@
  * Built from the configuration's channels.wechat_mp / wechat_oa. A channel
  * whose secret (or, for the official account, callback token) is missing
  * from the environment is off: its routes answer 503 and a warning at
- * start says which variable to set. Access tokens are shared with other
+ * start names every variable to set, in one line. Access tokens are shared with other
  * instances through the database (store.h pgw_store_token_*), on a
  * connection of this module's own.
  *
@@ -46,6 +46,16 @@ typedef struct pgw_wechat pgw_wechat;
  * pgw_wechat_free once no outbound task uses its client any more. */
 int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, pgw_err *err);
 void pgw_wechat_free(pgw_wechat *w);
+
+/*
+ * Whether the variables channels.wechat_mp needs to run (its secret) are
+ * set, and those of channels.wechat_oa (its secret and callback token):
+ * the unset ones named in `unset` (util/env.h pgw_env_all_set; cap
+ * PGW_ENV_UNSET_MAX). serve warns of them all in one line, check-config
+ * lists them: one list of each channel's variables for both.
+ */
+bool pgw_wechat_mp_env_set(const pgw_wechat_channel *mp, char *unset, size_t cap);
+bool pgw_wechat_oa_env_set(const pgw_wechat_channel *oa, char *unset, size_t cap);
 
 /* Whether `token`, the official account's callback token read from the
  * variable `env`, is one serve takes (at most PGW_OA_TOKEN_MAX bytes);

@@ -526,6 +526,36 @@ expect_text "PGW_WECHAT_OA_TOKEN: the callback token is longer than 64"
 expect_exit 0 "${unset_all[@]}" "${channel_env[@]}" PGW_WECHAT_OA_TOKEN="${long_token%t}" \
     "$bin" check-config --config "$cc_dir/cc.json"
 expect_text "configuration OK"
+# Regression (the operations review): serve named one unset variable of
+# a channel at a time (the official account's secret; once that was set,
+# its token), so the operator restarted twice where check-config named
+# both at once. serve names every one now, by check-config's own check.
+serve_warned() { # VAR=VALUE... : serve's stderr until it listens, in $out
+    local err="$cc_dir/warned.err" pid
+    : >"$err"
+    "${unset_all[@]}" "$@" "$bin" serve --config "$cc_dir/cc.json" --listen 127.0.0.1:0 \
+        --db "sqlite:$cc_dir/warned.db" >/dev/null 2>"$err" &
+    pid=$!
+    for _ in $(seq 200); do
+        grep -q "listening on" "$err" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid"
+    out=$(cat "$err")
+}
+serve_warned
+expect_text "listening on"
+expect_text "channels.wechat_mp is off: set PGW_WECHAT_MP_SECRET in the environment"
+expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN in the environment"
+serve_warned PGW_WECHAT_OA_SECRET=s2 PGW_SMS_SECRET_KEY=key5
+expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_TOKEN in the environment"
+serve_warned PGW_WECHAT_OA_TOKEN=token3 PGW_SMS_SECRET_ID=id4
+expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET in the environment"
+serve_warned "${channel_env[@]}"
+[[ "$out" == *"listening on"* && "$out" != *" is off: "* ]] && pass ||
+    fail "serve with every channel's variables set warned of one: $out"
 rm -rf "$cc_dir"
 
 # Input files are bounded: an event file over 1 MiB is refused before it is parsed.
