@@ -29,6 +29,7 @@
 #include "adapters/wechat_mp/api.h"
 #include "adapters/wechat_oa/user.h"
 #include "util/csv.h"
+#include "util/env.h"
 #include "util/json_read.h"
 #include "util/json_write.h"
 #include "util/vault.h"
@@ -4532,16 +4533,18 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out)
 static int start_sms(pgw_api *api, pgw_err *err)
 {
     const pgw_sms_channel *sms = &api->cfg->sms;
-    const char *id = sms->key_id_env[0] ? getenv(sms->key_id_env) : NULL;
-    const char *secret = sms->key_secret_env[0] ? getenv(sms->key_secret_env) : NULL;
+    const char *vars[] = {sms->key_id_env, sms->key_secret_env};
+    char unset[PGW_ENV_UNSET_MAX];
     if (!sms->enabled)
         return PGW_OK;
-    if (id == NULL || secret == NULL || !id[0] || !secret[0]) {
-        fprintf(stderr, "pointsgw: warning: channels.sms is off: set %s and %s\n", sms->key_id_env,
-                sms->key_secret_env);
+    if (!pgw_env_all_set(vars, 2, unset, sizeof(unset))) { /* every one, as check-config */
+        fprintf(stderr,
+                "pointsgw: warning: channels.sms is off: set %s in the environment to turn it on\n",
+                unset);
         return PGW_OK;
     }
-    return pgw_sms_client_new(sms, id, secret, NULL, &api->sms, err);
+    return pgw_sms_client_new(sms, getenv(sms->key_id_env), getenv(sms->key_secret_env), NULL,
+                              &api->sms, err);
 }
 
 /* A courier recorded an attempt: the stream hears of it (courier thread). */

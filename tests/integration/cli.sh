@@ -549,10 +549,13 @@ serve_warned
 expect_text "listening on"
 expect_text "channels.wechat_mp is off: set PGW_WECHAT_MP_SECRET in the environment"
 expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN in the environment"
+expect_text "channels.sms is off: set PGW_SMS_SECRET_ID, PGW_SMS_SECRET_KEY in the environment"
 serve_warned PGW_WECHAT_OA_SECRET=s2 PGW_SMS_SECRET_KEY=key5
 expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_TOKEN in the environment"
+expect_text "channels.sms is off: set PGW_SMS_SECRET_ID in the environment"
 serve_warned PGW_WECHAT_OA_TOKEN=token3 PGW_SMS_SECRET_ID=id4
 expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET in the environment"
+expect_text "channels.sms is off: set PGW_SMS_SECRET_KEY in the environment"
 serve_warned "${channel_env[@]}"
 [[ "$out" == *"listening on"* && "$out" != *" is off: "* ]] && pass ||
     fail "serve with every channel's variables set warned of one: $out"
