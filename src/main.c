@@ -1010,7 +1010,7 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     if (rc == PGW_OK)
         rc = pgw_writer_start(&opts, &writer, &err);
     if (rc == PGW_OK)
-        rc = pgw_expire_due(writer, url, as_of, NULL, NULL, &report, &err);
+        rc = pgw_expire_due(writer, url, as_of, &cfg->rules.tz, NULL, NULL, &report, &err);
     pgw_writer_stop(writer);
     if (rc != PGW_OK) {
         fprintf(stderr, "pointsgw expire: %s\n", err.msg);

@@ -4462,8 +4462,8 @@ static void *sweep_main(void *arg)
         pthread_mutex_unlock(&sw->lock);
         pgw_expire_report report;
         pgw_err err;
-        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), stream_committed, sw->api,
-                                &report, &err);
+        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), &sw->api->cfg->rules.tz,
+                                stream_committed, sw->api, &report, &err);
         pgw_expire_tell(&sw->expiry_said, "expiry sweep", rc, &err);
         pgw_err prune_err;
         int prune_rc = sweep_prune(sw, &prune_err); /* failed: the next sweep tries again */

@@ -163,28 +163,33 @@ static int expire_lots(const expire_run *r, pgw_err *err)
 
 /* PGW_ECLOSED for a run dated before the period's close: its expiries
  * would be dated in a period finance settled (each command would be
- * refused too, under the writer's lock: command.c; this says it once). */
-static int check_open_period(pgw_store *reader, int64_t as_of, pgw_err *err)
+ * refused too, under the writer's lock: command.c; this says it once).
+ * The times in `tz`, as finance wrote the close and as pointsgw expire
+ * and period close say them. */
+static int check_open_period(pgw_store *reader, int64_t as_of, const pgw_tz *tz, pgw_err *err)
 {
     pgw_period_close c;
     int rc = pgw_store_period_close(reader, &c, err);
-    if (rc == PGW_OK && as_of < c.before)
-        rc = pgw_err_set(err, PGW_ECLOSED,
-                         "the period before %lld is closed: an expiry as of %lld would be dated "
-                         "in it; expire as of the close or later",
-                         (long long)c.before, (long long)as_of);
-    return rc;
+    if (rc != PGW_OK || as_of >= c.before)
+        return rc;
+    char when[PGW_RFC3339_MAX], close[PGW_RFC3339_MAX];
+    pgw_format_moment(as_of, tz, when);
+    pgw_format_moment(c.before, tz, close);
+    return pgw_err_set(err, PGW_ECLOSED,
+                       "the period before %s is closed: an expiry as of %s would be dated in "
+                       "it; expire as of %s or later",
+                       close, when, close);
 }
 
-int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, pgw_expire_seen seen,
-                   void *seen_ctx, pgw_expire_report *out, pgw_err *err)
+int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_tz *tz,
+                   pgw_expire_seen seen, void *seen_ctx, pgw_expire_report *out, pgw_err *err)
 {
     memset(out, 0, sizeof(*out));
     expire_run r = {.w = w, .as_of = as_of, .seen = seen, .seen_ctx = seen_ctx, .out = out};
     int rc = pgw_store_open(db_url, false, &r.reader, err);
     if (rc != PGW_OK)
         return rc;
-    rc = check_open_period(r.reader, as_of, err);
+    rc = check_open_period(r.reader, as_of, tz, err);
     if (rc != PGW_OK) {
         pgw_store_close(r.reader);
         return rc;

@@ -6,6 +6,7 @@
 #ifndef PGW_SERVER_EXPIRE_H
 #define PGW_SERVER_EXPIRE_H
 
+#include "core/civil.h"
 #include "core/error.h"
 #include "core/log_limit.h"
 #include "server/writer.h"
@@ -30,11 +31,13 @@ typedef void (*pgw_expire_seen)(void *ctx, const pgw_command *cmd);
  * or EXPIRE_LOT command for each to `writer`, waiting for each page to commit. A second
  * run over the same moment finds nothing due and expires nothing. A run
  * as of a moment before the period's close (store.h
- * pgw_store_close_period) is PGW_ECLOSED, nothing done. `seen`
+ * pgw_store_close_period) is PGW_ECLOSED, nothing done; its message says
+ * the times in `tz`, the mall's zone as finance wrote the close (NULL:
+ * unix seconds; core/civil.h pgw_format_moment). `seen`
  * (may be NULL) hears of every committed expiry that moved points.
  */
-int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, pgw_expire_seen seen,
-                   void *seen_ctx, pgw_expire_report *out, pgw_err *err);
+int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, const pgw_tz *tz,
+                   pgw_expire_seen seen, void *seen_ctx, pgw_expire_report *out, pgw_err *err);
 
 /*
  * What a sweep (serve's: pgw_expire_due, then the prune) tells the

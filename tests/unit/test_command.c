@@ -203,7 +203,7 @@ static int op_expire(run *r, int *expected)
     *expected = pgw_ledger_expire(r->ref, r->now, NULL, NULL);
     pgw_expire_report report;
     pgw_err err;
-    int rc = pgw_expire_due(r->writer, r->db->url, r->now, NULL, NULL, &report, &err);
+    int rc = pgw_expire_due(r->writer, r->db->url, r->now, NULL, NULL, NULL, &report, &err);
     if (rc != PGW_OK)
         FAIL(r, "expiry run: %s", err.msg);
     expired_lots += report.lots;
@@ -587,7 +587,7 @@ static void test_expired_points_awaiting_the_sweep_are_not_available(void **stat
     assert_int_equal(f.balance, 600);
     assert_int_equal(f.available, 0);
     pgw_expire_report report;
-    assert_int_equal(pgw_expire_due(w, db->url, at, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, at, NULL, NULL, NULL, &report, NULL), PGW_OK);
     assert_int_equal(report.points, 100);
     pgw_writer_stop(w);
     f = figures_at(db, "M1", at);
@@ -609,7 +609,8 @@ static void test_expired_points_awaiting_the_sweep_are_not_available(void **stat
     if (f.balance != 0 || f.available != 0 || f.debt != 100)
         fail_msg("before the release: balance %lld, available %lld, debt %lld; want 0, 0, 100",
                  (long long)f.balance, (long long)f.available, (long long)f.debt);
-    assert_int_equal(pgw_expire_due(w, db->url, t + 41 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 41 * DAY, NULL, NULL, NULL, &report, NULL),
+                     PGW_OK);
     pgw_writer_stop(w);
     f = figures_at(db, "M1", t + 41 * DAY);
     assert_int_equal(f.available, 0);
@@ -694,7 +695,7 @@ static void test_a_refund_of_an_expired_unswept_lot(void **state)
                      negative ? "allow_negative" : "clamp", (long long)cmd.points_moved,
                      (long long)cmd.written_off, (long long)cmd.debt_added);
         pgw_expire_report report;
-        assert_int_equal(pgw_expire_due(w, db->url, t + 42 * DAY, NULL, NULL, &report, NULL),
+        assert_int_equal(pgw_expire_due(w, db->url, t + 42 * DAY, NULL, NULL, NULL, &report, NULL),
                          PGW_OK);
         assert_int_equal(report.points, 100);
         pgw_writer_stop(w);
@@ -724,7 +725,8 @@ static void test_a_refund_after_expiry_pays_funders_in_proportion(void **state)
     snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H1");
     assert_int_equal(run_cmd(w, &cmd), PGW_OK);
     pgw_expire_report report;
-    assert_int_equal(pgw_expire_due(w, db->url, t + 40 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 40 * DAY, NULL, NULL, NULL, &report, NULL),
+                     PGW_OK);
     assert_int_equal(report.points, 40);
     assert_int_equal(refund(w, "store:S001:R1", "store:S001:P1", 5000, t + 41 * DAY, &cmd), PGW_OK);
     assert_int_equal(cmd.written_off, 40);
@@ -803,7 +805,8 @@ static void test_a_purchase_releases_due_holds_before_it_repays(void **state)
     /* Two days on, the hold long due: a lot expiring two days after the first. */
     assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 1199, 1, 120000, t + 2 * DAY), PGW_OK);
     pgw_expire_report report;
-    assert_int_equal(pgw_expire_due(w, db->url, t + 31 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 31 * DAY, NULL, NULL, NULL, &report, NULL),
+                     PGW_OK);
     pgw_writer_stop(w);
     int64_t balance = balance_at(db, "M1", t + 31 * DAY);
     if (balance != 1200)
@@ -884,7 +887,7 @@ static void test_due_holds_release_by_deadline_then_id(void **state)
         pgw_expire_report report;
         const int64_t sweeps[] = {settle, t + 31 * DAY};
         for (int i = 0; i < 2; i++) {
-            assert_int_equal(pgw_expire_due(w, db->url, sweeps[i], NULL, NULL, &report, NULL),
+            assert_int_equal(pgw_expire_due(w, db->url, sweeps[i], NULL, NULL, NULL, &report, NULL),
                              PGW_OK);
             assert_int_equal(pgw_ledger_expire_holds(ref, sweeps[i], NULL, NULL), PGW_OK);
             assert_int_equal(pgw_ledger_expire(ref, sweeps[i], NULL, NULL), PGW_OK);
@@ -1091,9 +1094,9 @@ static void test_hold_deadline_is_exclusive(void **state)
     assert_int_equal(pgw_store_member_figures(s, "M1", t + 600, &found, &f, NULL), PGW_OK);
     assert_int_equal(f.available, 351);
     pgw_expire_report report;
-    assert_int_equal(pgw_expire_due(w, db->url, t + 600, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 600, NULL, NULL, NULL, &report, NULL), PGW_OK);
     assert_int_equal(report.holds, 1);
-    assert_int_equal(pgw_expire_due(w, db->url, t + 600, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 600, NULL, NULL, NULL, &report, NULL), PGW_OK);
     assert_int_equal(report.holds, 0);
     pgw_hold_record h;
     assert_int_equal(pgw_store_get_hold(s, "H1", &found, &h, NULL), PGW_OK);
@@ -1656,7 +1659,8 @@ static void refunds_written_off(const db_fixture *db)
     assert_int_equal(earn_simple(w, "store:S001:P4", "M3", 60, 40, 10000, t + 30 * DAY), PGW_OK);
     assert_int_equal(redeem_points(w, "S002:D4", "M3", 70, t + 30 * DAY + 1), PGW_OK);
     pgw_expire_report report;
-    assert_int_equal(pgw_expire_due(w, db->url, t + 40 * DAY, NULL, NULL, &report, NULL), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, db->url, t + 40 * DAY, NULL, NULL, NULL, &report, NULL),
+                     PGW_OK);
     assert_int_equal(report.points, 140);
     static const char *const when = "2027-01-04T10:15:00+08:00"; /* t + 41 days */
     refund_event(&er, "M1", "store:S001:P1", 5000, when);

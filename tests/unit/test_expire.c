@@ -134,25 +134,27 @@ static void test_expiry_run_is_idempotent(void **state)
     pgw_err err;
     /* 28 February 23:59:59 local: nothing is due yet. */
     assert_int_equal(
-        pgw_expire_due(w, f->url, at("2026-02-28T23:59:59+08:00"), NULL, NULL, &rep, &err), PGW_OK);
+        pgw_expire_due(w, f->url, at("2026-02-28T23:59:59+08:00"), NULL, NULL, NULL, &rep, &err),
+        PGW_OK);
     assert_int_equal(rep.lots, 0);
     /* From 1 March 00:00 local the first lot is gone. */
     seen_expiries seen = {0};
-    assert_int_equal(
-        pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), count_seen, &seen, &rep, &err),
-        PGW_OK);
+    assert_int_equal(pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), NULL, count_seen,
+                                    &seen, &rep, &err),
+                     PGW_OK);
     assert_int_equal(rep.lots, 1);
     assert_int_equal(rep.points, 100);
     /* The observer (the live stream's) heard of that expiry and its transfer. */
     assert_int_equal(seen.commands, 1);
     assert_int_equal(seen.points, 100);
-    assert_int_equal(
-        pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), count_seen, &seen, &rep, &err),
-        PGW_OK);
+    assert_int_equal(pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), NULL, count_seen,
+                                    &seen, &rep, &err),
+                     PGW_OK);
     assert_int_equal(seen.commands, 1); /* nothing more expired, nothing heard */
     assert_int_equal(rep.lots, 0);      /* idempotent */
     assert_int_equal(
-        pgw_expire_due(w, f->url, at("2027-01-01T00:00:00+08:00"), NULL, NULL, &rep, &err), PGW_OK);
+        pgw_expire_due(w, f->url, at("2027-01-01T00:00:00+08:00"), NULL, NULL, NULL, &rep, &err),
+        PGW_OK);
     assert_int_equal(rep.lots, 2);
     assert_int_equal(rep.points, 100);
     pgw_writer_stop(w);
@@ -269,7 +271,8 @@ static void test_an_expiry_is_not_dated_before_the_merge_that_brought_its_lot(vo
     pgw_err err;
     /* As of 5 March: M1's lot fell due on 1 March, before the merge. */
     assert_int_equal(
-        pgw_expire_due(w, f->url, at("2026-03-05T00:00:00+08:00"), NULL, NULL, &rep, &err), PGW_OK);
+        pgw_expire_due(w, f->url, at("2026-03-05T00:00:00+08:00"), NULL, NULL, NULL, &rep, &err),
+        PGW_OK);
     assert_int_equal(rep.lots, 1);
     assert_int_equal(rep.points, 100);
     const char *last_expiry = "SELECT occurred_at FROM transfers WHERE kind = 4 ORDER BY id DESC"
@@ -277,7 +280,7 @@ static void test_an_expiry_is_not_dated_before_the_merge_that_brought_its_lot(vo
     assert_int_equal(db_fixture_int64(f, last_expiry), merged_at);
     /* M2's own lot (due 21 March) expires at the run's T, merge or not. */
     int64_t t = at("2026-03-25T00:00:00+08:00");
-    assert_int_equal(pgw_expire_due(w, f->url, t, NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, f->url, t, NULL, NULL, NULL, &rep, &err), PGW_OK);
     assert_int_equal(rep.points, 30);
     assert_int_equal(db_fixture_int64(f, last_expiry), t);
     pgw_writer_stop(w);
@@ -316,7 +319,7 @@ static void test_an_expiry_is_dated_by_the_merge_that_brought_its_lot(void **sta
     const char *last_expiry = "SELECT occurred_at FROM transfers WHERE kind = 4 ORDER BY id DESC"
                               " LIMIT 1";
     int64_t t = at("2026-03-05T00:00:00+08:00"); /* M1's lot due 1 March, at M2 since 10 Feb */
-    assert_int_equal(pgw_expire_due(w, f->url, t, NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, f->url, t, NULL, NULL, NULL, &rep, &err), PGW_OK);
     assert_int_equal(rep.points, 100 + 1 + 1);
     /* All three (M2's own, M3's, M1's) dated t, 1772640000. */
     assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM transfers WHERE kind = 4"
@@ -329,7 +332,8 @@ static void test_an_expiry_is_dated_by_the_merge_that_brought_its_lot(void **sta
     int64_t m5_in = at("2026-03-20T09:00:00+08:00");
     bind_card(w, "M2", "C5", m5_in); /* M5 into M2, after M5's lot fell due */
     assert_int_equal(
-        pgw_expire_due(w, f->url, at("2026-03-06T00:00:00+08:00"), NULL, NULL, &rep, &err), PGW_OK);
+        pgw_expire_due(w, f->url, at("2026-03-06T00:00:00+08:00"), NULL, NULL, NULL, &rep, &err),
+        PGW_OK);
     assert_int_equal(rep.points, 7);
     assert_int_equal(db_fixture_int64(f, last_expiry), m5_in);
     pgw_writer_stop(w);

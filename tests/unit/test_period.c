@@ -172,7 +172,7 @@ static void test_a_close_moves_later_once_nothing_is_due(void **state)
     assert_int_equal(c.before, 0); /* nothing changed */
     pgw_store_close(s);
     pgw_expire_report done;
-    assert_int_equal(pgw_expire_due(w, f->url, close, NULL, NULL, &done, &err), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, f->url, close, NULL, NULL, NULL, &done, &err), PGW_OK);
     assert_int_equal(done.lots, 1);
     assert_int_equal(done.holds, 1);
     pgw_writer_stop(w);
@@ -193,9 +193,16 @@ static void test_a_close_moves_later_once_nothing_is_due(void **state)
     assert_true(c.closed_at_us >= now * 1000000);
     pgw_store_close(s);
     /* An expiry dated before the close is refused, and so is the sweep's
-     * command itself. */
+     * command itself. The refusal (serve's sweep says it) names the times
+     * in the mall's zone, as pointsgw expire and period close do: it said
+     * unix seconds. */
     w = start_writer(f);
-    assert_int_equal(pgw_expire_due(w, f->url, close - 1, NULL, NULL, &done, &err), PGW_ECLOSED);
+    assert_int_equal(pgw_expire_due(w, f->url, close - 1, shanghai(), NULL, NULL, &done, &err),
+                     PGW_ECLOSED);
+    assert_said(err,
+                "the period before %s is closed: an expiry as of %s would be dated in it; "
+                "expire as of %s or later",
+                local(close, a), local(close - 1, b), local(close, a));
     pgw_writer_stop(w);
     assert_verifies(f);
 }
@@ -431,7 +438,7 @@ static void test_the_expiry_a_close_waits_for_lands_before_it(void **state)
     char as_of[PGW_RFC3339_MAX];
     assert_said(err, "expire --as-of %s first", local(close - 1, as_of));
     pgw_expire_report done;
-    assert_int_equal(pgw_expire_due(w, f->url, close - 1, NULL, NULL, &done, &err), PGW_OK);
+    assert_int_equal(pgw_expire_due(w, f->url, close - 1, NULL, NULL, NULL, &done, &err), PGW_OK);
     assert_int_equal(done.lots, 1);
     pgw_writer_stop(w);
     assert_int_equal(close_period(f, close, &moved, &err), PGW_OK);

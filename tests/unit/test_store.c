@@ -2241,7 +2241,7 @@ static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
     assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
     pgw_expire_report report;
     pgw_err err;
-    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, &report, &err) !=
+    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, NULL, &report, &err) !=
         PGW_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(report.lots, 4);
@@ -2304,7 +2304,7 @@ static void test_an_expiry_key_is_read_as_digits_only(void **state)
     assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
     pgw_expire_report report;
     pgw_err err;
-    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, &report, &err) !=
+    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, NULL, &report, &err) !=
         PGW_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(report.lots, 1);
@@ -3233,7 +3233,7 @@ static void test_verify_is_linear_in_the_log(void **state)
         assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
         pgw_expire_report expired;
         pgw_err err;
-        if (pgw_expire_due(w, f->url, later + round, NULL, NULL, &expired, &err) != PGW_OK)
+        if (pgw_expire_due(w, f->url, later + round, NULL, NULL, NULL, &expired, &err) != PGW_OK)
             fail_msg("%s", err.msg);
         assert_int_equal(expired.lots, N / 2);
         pgw_writer_stop(w);
@@ -3298,7 +3298,7 @@ static void test_verify_plans_no_pairwise_joins_on_postgres(void **state)
     assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
     pgw_expire_report expired;
     pgw_err err;
-    if (pgw_expire_due(w, f->url, later, NULL, NULL, &expired, &err) != PGW_OK)
+    if (pgw_expire_due(w, f->url, later, NULL, NULL, NULL, &expired, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(expired.lots, N / 2);
     pgw_writer_stop(w);
