@@ -972,24 +972,6 @@ static int cmd_backup(int argc, char **argv)
     return EXIT_OK;
 }
 
-/* PGW_ECLOSED for a run as of a moment before the period's close, said in
- * the mall's zone as finance wrote the close (pgw_expire_due refuses it
- * too, in unix seconds, having no zone: its message is the sweep's). */
-static int check_expiry_open(pgw_store *store, const pgw_tz *tz, int64_t as_of, pgw_err *err)
-{
-    pgw_period_close c;
-    int rc = pgw_store_period_close(store, &c, err);
-    if (rc != PGW_OK || as_of >= c.before)
-        return rc;
-    char when[PGW_RFC3339_MAX], close[PGW_RFC3339_MAX];
-    pgw_format_moment(as_of, tz, when);
-    pgw_format_moment(c.before, tz, close);
-    return pgw_err_set(err, PGW_ECLOSED,
-                       "the period before %s is closed: an expiry as of %s would be dated in "
-                       "it; expire as of %s or later",
-                       close, when, close);
-}
-
 /* Runs the expiry through a writer on `url`, printing what it did. */
 static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
 {
@@ -1004,8 +986,6 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     pgw_store *probe = NULL;
     /* Expiry never creates a database: a wrong path is an error. */
     int rc = pgw_store_open(url, false, &probe, &err);
-    if (rc == PGW_OK)
-        rc = check_expiry_open(probe, &cfg->rules.tz, as_of, &err);
     pgw_store_close(probe);
     if (rc == PGW_OK)
         rc = pgw_writer_start(&opts, &writer, &err);
@@ -1017,8 +997,7 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
         return EXIT_USAGE;
     }
     char when[PGW_RFC3339_MAX];
-    if (pgw_format_rfc3339(as_of, &cfg->rules.tz, when, sizeof(when)) != PGW_OK)
-        snprintf(when, sizeof(when), "%lld", (long long)as_of);
+    pgw_format_moment(as_of, &cfg->rules.tz, when);
     printf("released %lld holds past their deadline; expired %lld lots, %lld points, due by %s\n",
            (long long)report.holds, (long long)report.lots, (long long)report.points, when);
     return EXIT_OK;
