@@ -1483,18 +1483,20 @@ int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap)
     expiry_summary(&r->expiry, expiry, sizeof(expiry));
     char db[PGW_DB_URL_MAX + 1];
     pgw_redact_db_url(cfg->db, db, sizeof(db)); /* check-config's output may be pasted anywhere */
+    /* The sign is the offset's: its hours' is "+0" for -00:30. */
+    int32_t off = r->tz.offset_s < 0 ? -r->tz.offset_s : r->tz.offset_s;
     int n = snprintf(buf, cap,
-                     "mall:       %s (%s, UTC%+d:%02d)\n"
+                     "mall:       %s (%s, UTC%c%d:%02d)\n"
                      "shops:      %zu in %zu formats; %zu tiers\n"
                      "campaigns:  %zu:%s\n"
                      "expiry:     %s\n"
                      "channels:   wechat_mp %s, wechat_oa %s, sms %s\n"
                      "keys:       %zu\n"
                      "database:   %s; listen %s\n",
-                     cfg->mall_name, r->tz.name, r->tz.offset_s / 3600,
-                     (r->tz.offset_s < 0 ? -r->tz.offset_s : r->tz.offset_s) % 3600 / 60,
-                     r->n_shops, r->n_formats, r->n_tiers, r->n_campaigns, campaigns, expiry,
-                     cfg->wechat_mp.enabled ? "on" : "off", cfg->wechat_oa.enabled ? "on" : "off",
+                     cfg->mall_name, r->tz.name, r->tz.offset_s < 0 ? '-' : '+', (int)(off / 3600),
+                     (int)(off % 3600 / 60), r->n_shops, r->n_formats, r->n_tiers, r->n_campaigns,
+                     campaigns, expiry, cfg->wechat_mp.enabled ? "on" : "off",
+                     cfg->wechat_oa.enabled ? "on" : "off",
                      cfg->sms.enabled ? cfg->sms.provider : "off", cfg->n_keys, db, cfg->listen);
     return (n < 0 || (size_t)n >= cap) ? PGW_ERANGE : PGW_OK;
 }

@@ -421,6 +421,39 @@ static void test_summary_expiry_shows_what_its_policy_uses(void **state)
     }
 }
 
+/* Regression (review): the mall line wrote the offset's hours with their
+ * sign, so a zone less than an hour west of UTC ("-00:30") was said
+ * "UTC+0:30", east of it. The sign is the offset's, not its hours'. */
+static void test_summary_says_the_offsets_sign(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *zone, *line;
+    } CASES[] = {
+        {"\"Asia/Shanghai\"", "(Asia/Shanghai, UTC+8:00)\n"},
+        {"\"-05:00\"", "(-05:00, UTC-5:00)\n"},
+        {"\"-00:30\"", "(-00:30, UTC-0:30)\n"},
+        {"\"+05:45\"", "(+05:45, UTC+5:45)\n"},
+    };
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
+        json_t *root = json_loads(MINIMAL, 0, NULL);
+        assert_non_null(root);
+        set_path(root, "mall.time_zone", CASES[i].zone);
+        char *text = json_dumps(root, 0);
+        pgw_config *cfg = NULL;
+        pgw_err err;
+        if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+            fail_msg("case %zu: %s", i, err.msg);
+        char summary[2048];
+        assert_int_equal(pgw_config_summary(cfg, summary, sizeof(summary)), PGW_OK);
+        if (strstr(summary, CASES[i].line) == NULL)
+            fail_msg("case %zu: no \"%s\" in:\n%s", i, CASES[i].line, summary);
+        pgw_config_free(cfg);
+        free(text);
+        json_decref(root);
+    }
+}
+
 /* Regression (an operator's walkthrough): `keys add --scope shop:S999`
  * said `key.scope: unknown shop "S999"`, a configuration path for what
  * was a command-line flag. The check is the configuration's, the name
@@ -494,6 +527,7 @@ int main(void)
         cmocka_unit_test(test_notice_routes),
         cmocka_unit_test(test_summary_expiry_shows_what_its_policy_uses),
         cmocka_unit_test(test_check_scope_names_the_flag),
+        cmocka_unit_test(test_summary_says_the_offsets_sign),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
     };
