@@ -300,6 +300,7 @@ struct pgw_api {
     /* Phone answers with no usable number: limited alike, but apart from
      * WeChat's failures, so an answer after them is no "works again". */
     pgw_log_limit unusable_said;
+    pgw_log_limit failed_said;       /* the service thread's: other 5xx causes (fail_told) */
     pgw_log_limit oa_said;           /* the service thread's: callbacks answered 503 (oa_fail_as) */
     pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
     pgw_api_notify notify;
@@ -395,6 +396,52 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
     if (rc == PGW_EFULL) /* the write queue drains in milliseconds, finance's in seconds */
         resp->retry_after_s = finance_route(r) ? FINANCE_RETRY_S : 1;
     pgw_api_error(resp, status, code, message);
+}
+
+/*
+ * A 5xx's words when its cause is another module's (the store's, the
+ * writer's, a reader's call): fixed, since the cause may name the
+ * database (its file, its server's URL), its SQL or a member.
+ */
+static const char *server_words(int rc)
+{
+    switch (rc) {
+    case PGW_ENOMEM:
+        return "out of memory, nothing was written: retry shortly (the gateway's log says why)";
+    case PGW_EFULL:
+        return "the gateway is busy, nothing was written: retry shortly";
+    default:
+        return "the gateway failed, nothing was written: retry shortly (the gateway's log says "
+               "why)";
+    }
+}
+
+/*
+ * fail() for a failure `cause` that another module wrote (a command back
+ * from the writer or a reader), of request `request_id`. A 4xx is the
+ * request's own fault: its words are the client's. Storage failing
+ * (PGW_EIO, PGW_EUNAVAILABLE) comes with the writer's words for the client,
+ * its cause already on stderr under the request's id (writer.c
+ * keep_reason). Any other 5xx (out of memory, a code API.md has no status
+ * for) answers server_words, and `cause` goes to stderr with the request's
+ * id, as the request log names it, limited as the writer's lines are
+ * (core/log_limit.h: an outage cannot flood the log; the lines held back
+ * are counted in the next). On the service thread.
+ */
+static void fail_told(pgw_api *api, pgw_response *resp, route r, uint64_t request_id, int rc,
+                      const char *cause)
+{
+    if (error_entry(rc) >= 0 || rc == PGW_EIO || rc == PGW_EUNAVAILABLE) {
+        fail(resp, r, rc, cause);
+        return;
+    }
+    pgw_err why;
+    pgw_err_set(&why, rc, "%s", cause);
+    char what[96];
+    snprintf(what, sizeof(what), "request %llu (%s) answered 503", (unsigned long long)request_id,
+             ROUTE_NAMES[r]);
+    pgw_expire_tell(&api->failed_said, what, rc, &why);
+    fail(resp, r, rc, server_words(rc));
 }
 
 #define OA_UNAVAILABLE "the push could not be taken now: WeChat delivers it again"
@@ -662,6 +709,7 @@ static bool submit(pgw_api *api, pgw_job *job, pgw_response *resp)
 {
     pgw_err err;
     memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
+    job->cmd.request_id = job->request_id; /* a batch's events: the batch's */
     pgw_writer *to = queue_of(api, job);
     int rc = to ? pgw_writer_submit(to, &job->cmd, &err)
                 : pgw_err_set(&err, PGW_ESTATE, "the server is stopping");
@@ -2233,6 +2281,7 @@ static void wx_fail(pgw_job *job, int rc, const pgw_err *err)
 static void wx_to_writer(pgw_job *job)
 {
     pgw_err err;
+    job->cmd.request_id = job->request_id;
     int rc = pgw_writer_submit(job->api->writer, &job->cmd, &err);
     if (rc != PGW_OK)
         wx_fail(job, rc == PGW_EINVAL ? PGW_EINVAL : PGW_EUNAVAILABLE, &err);
@@ -2639,8 +2688,10 @@ static bool phone_session_checked(pgw_api *api, pgw_job *job, pgw_response *resp
         if (outbound_submit(api->outbound, mp_phone_task, job, &cmd->err) == PGW_OK)
             return false;
         cmd->rc = PGW_EFULL;
+        fail(resp, job->route, cmd->rc, cmd->err.msg); /* the gateway's own words */
+        return true;
     }
-    fail(resp, job->route, cmd->rc, cmd->err.msg);
+    fail_told(api, resp, job->route, job->request_id, cmd->rc, cmd->err.msg);
     return true;
 }
 
@@ -3652,7 +3703,7 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         int64_t wait = job->otp_retry_at - wall_now_s();
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
     } else if (job->otp_rc != PGW_OK) {
-        fail(resp, job->route, job->otp_rc, job->otp_message);
+        fail_told(api, resp, job->route, job->request_id, job->otp_rc, job->otp_message);
     } else {
         char shown[32] = "";
         pgw_phone_mask(job->otp_phone, shown, sizeof(shown));
@@ -3664,11 +3715,11 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
 }
 
 /* POST /v1/sms/otp/verify back from the writer. */
-static void finish_otp_verify(pgw_job *job, pgw_response *resp)
+static void finish_otp_verify(pgw_api *api, pgw_job *job, pgw_response *resp)
 {
     const pgw_command *cmd = &job->cmd;
     if (cmd->rc != PGW_OK) {
-        fail(resp, job->route, cmd->rc, cmd->err.msg);
+        fail_told(api, resp, job->route, job->request_id, cmd->rc, cmd->err.msg);
     } else if (cmd->otp_verdict != PGW_OTP_VERIFIED) {
         char message[128];
         snprintf(message, sizeof(message), "the code is not accepted: %s",
@@ -4178,6 +4229,7 @@ int pgw_api_stream_check(pgw_api *api, const pgw_session *s, uint64_t request_id
     if (job == NULL)
         return err->code;
     job->cmd.call = stream_member;
+    job->cmd.request_id = request_id;
     pgw_writer *to = queue_of(api, job);
     int rc = to ? pgw_writer_submit(to, &job->cmd, err)
                 : pgw_err_set(err, PGW_ESTATE, "the server is stopping");
@@ -4272,7 +4324,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         if (!finish_otp_issue(api, job, resp))
             return false; /* the code's SMS is on its way: the job lives on */
     } else if (job->route == R_SMS_OTP_VERIFY) {
-        finish_otp_verify(job, resp);
+        finish_otp_verify(api, job, resp);
     } else if (job->route == R_OA_CALLBACK) {
         oa_answer(api, job, resp); /* a reply even to a refusal: the member reads it */
     } else if (job->route == R_MP_PHONE && cmd->kind == PGW_COMMAND_READ_CALL) {
@@ -4282,7 +4334,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         route r = job->route;
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
             r = R_OTHER; /* not found: the member, not an original */
-        fail(resp, r, cmd->rc, cmd->err.msg);
+        fail_told(api, resp, r, job->request_id, cmd->rc, cmd->err.msg);
         /* API.md: a limit with Retry-After; so is the hourly sign-up limit
          * (422, a risk rule) and WeChat failing a login or a phone number.
          * From when it was asked: an event's `at` is its occurred_at. */
@@ -4380,15 +4432,19 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     /* Written by hand: this runs once per request on the service thread,
      * where a jansson object cost a tenth of it and fprintf's formatting
      * 3%. Sized for the longest fields, each byte escaped (6 bytes at
-     * most), the names, three integers and "delivered" (160). */
+     * most), the names, four integers and "delivered" (192). */
     char path[3 * sizeof(req->path)];
     loggable_path(req->path, path, sizeof(path));
-    char line[160 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name) +
+    char line[192 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name) +
                          sizeof(req->client_address))];
     pgw_json_out o;
     pgw_json_out_init(&o, line, sizeof(line));
     pgw_json_out_begin_object(&o);
     pgw_json_out_key_int(&o, "ts_us", done_us);
+    /* The request's number, which stderr's line on its failure names too
+     * (fail_told, writer.c); none for one refused before it was read whole. */
+    if (req->id != 0)
+        pgw_json_out_key_int(&o, "id", (int64_t)req->id);
     pgw_json_out_key_string(&o, "method", req->method);
     pgw_json_out_key_string(&o, "path", path);
     pgw_json_out_key_int(&o, "status", resp->status);

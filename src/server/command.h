@@ -323,6 +323,10 @@ struct pgw_command {
     char otp_requester[PGW_OTP_REQUESTER_MAX + 1]; /* OTP_ISSUE, OTP_VERIFY: who asks */
     /* READ_CALL: fills cmd->err on failure; must not write. */
     int (*call)(pgw_store *store, pgw_command *cmd);
+    /* The HTTP request's id (api.h pgw_request), which the request log
+     * names too, for the writer's stderr line on a storage failure; 0:
+     * no request's (a command line, the sweep). */
+    uint64_t request_id;
     /* Output, valid once `done` runs. */
     int rc; /* PGW_OK, PGW_ECONFLICT, PGW_EINSUFFICIENT, PGW_ESTATE, PGW_EUNAVAILABLE ... */
     pgw_err err;

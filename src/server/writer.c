@@ -104,18 +104,22 @@ static bool warn_due(pgw_log_limit *l, const char *cause, uint64_t *unsaid)
  * A request that storage failed (PGW_EIO, PGW_EUNAVAILABLE): the store's
  * words name the database (its file, its server) and may name a member,
  * which are the operator's, on stderr (limited: core/log_limit.h), not the
- * caller's, an HTTP client's perhaps: it is told that storage failed.
+ * caller's, an HTTP client's perhaps: it is told that storage failed. The
+ * line names the request as the request log does ("id"), when it is one.
  */
 static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
 {
     if (cmd->rc != PGW_EIO && cmd->rc != PGW_EUNAVAILABLE)
         return;
     uint64_t unsaid = 0;
+    char which[32] = "";
+    if (cmd->request_id != 0)
+        snprintf(which, sizeof(which), "request %llu; ", (unsigned long long)cmd->request_id);
     if (warn_due(&w->requests_failed, cmd->err.msg, &unsaid))
         fprintf(stderr,
-                "pointsgw: a request failed in storage, answered 503 (%llu more since the last "
-                "such line): %s\n",
-                (unsigned long long)unsaid, cmd->err.msg);
+                "pointsgw: a request failed in storage, answered 503 (%s%llu more since the "
+                "last such line): %s\n",
+                which, (unsigned long long)unsaid, cmd->err.msg);
     pgw_err_set(&cmd->err, cmd->rc, "%s", told);
 }
 

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg  # noqa: E402
@@ -3087,9 +3088,16 @@ def test_storage_refusal_is_no_conflict(tmp):
                    " FOR EACH ROW EXECUTE FUNCTION test_fail()")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-REFUSED"))
         told = json.dumps(doc)
+        # On PostgreSQL the database's name is its URL: its user and host.
+        where = urllib.parse.urlsplit(s.db).hostname if not sqlite else "log.db"
         check(status == 503 and error_code(doc) == "unavailable" and "log.db" not in told and
+              where not in told and "pgw@" not in told and
               "injected" not in told and "transfer" not in told,
               f"a transfer the database refused is a storage failure: {status} {doc}")
+        # Regression: the operator could not tell which request stderr's
+        # line was about; the log line and stderr's name the same id.
+        refused = log_lines(s, lambda ls: any(l["status"] == 503 for l in ls))
+        ids = [l.get("id") for l in refused if l["status"] == 503]
         pg.execute(s.db, "DROP TRIGGER test_fail" if sqlite else
                    "DROP TRIGGER test_fail ON transfers; DROP FUNCTION test_fail()")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-REFUSED"))
@@ -3098,6 +3106,9 @@ def test_storage_refusal_is_no_conflict(tmp):
         _, err = s.stop()
     check("a request failed in storage, answered 503" in err and "injected by the test" in err,
           f"stderr tells why: {err[-600:]}")
+    check(len(ids) == 1 and isinstance(ids[0], int) and ids[0] > 0 and
+          re.search(r"request %d\b[^\n]*injected by the test" % ids[0], err) is not None,
+          f"the 503's log line and stderr's line name one request: {ids} {err[-600:]}")
 
 
 def test_slow_bodies(tmp):
