@@ -8,6 +8,7 @@
 #include "core/arith.h"
 #include "core/civil.h"
 #include "core/assertions.h"
+#include "core/log_limit.h"
 #include "core/notice.h"
 #include "core/utf8.h"
 #include "store/store.h"
@@ -69,8 +70,9 @@ struct pgw_notifier {
     bool started;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    bool stop;                /* under lock */
-    pgw_notifier_stats stats; /* under lock */
+    bool stop;                  /* under lock */
+    pgw_notifier_stats stats;   /* under lock */
+    pgw_log_limit counted_said; /* under lock: log_failure's lines */
     /* Under lock: when WeChat's daily quota of the mini program's (0) and
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
@@ -159,12 +161,23 @@ static bool passes(int rc)
 
 /* A failure of the store that counts (not `passed`) is logged in full:
  * it will come again, and an operator must hear of it before the notices
- * die. One that passes is not: a busy database would fill the log. */
-static void log_failure(const pgw_notice *nt, bool passed, const pgw_err *err)
+ * die. Within the bounds of core/log_limit.h: a database refusing for
+ * good fails every notice's every attempt, and a line for each would bury
+ * the log (regression: 24 lines for 12 notices). One that passes is not
+ * logged: a busy database would fill the log. */
+static void log_failure(pgw_notifier *n, const pgw_notice *nt, bool passed, const pgw_err *err)
 {
-    if (!passed)
-        fprintf(stderr, "pointsgw: notice %lld, its attempt counted: %s\n", (long long)nt->id,
-                err->msg);
+    if (passed)
+        return;
+    uint64_t unsaid = 0;
+    pthread_mutex_lock(&n->lock);
+    bool due = pgw_log_due(&n->counted_said, pgw_monotonic_us() / 1000000 + 1, err->msg, &unsaid);
+    pthread_mutex_unlock(&n->lock);
+    if (due)
+        fprintf(stderr,
+                "pointsgw: notice %lld, its attempt counted (%llu more since the last such "
+                "line): %s\n",
+                (long long)nt->id, (unsigned long long)unsaid, err->msg);
 }
 
 /* The first place from `at` on where `name` stands alone in `msg`, not as
@@ -373,12 +386,12 @@ static int mark_leaving(courier *c, const pgw_notice *nt, pgw_notice_channel ch,
  * attempt it is; a record of it is refused then anyway, finish_batch); an
  * attempt failed, counted (RETRY), when it comes again.
  */
-static attempt not_marked(const courier *c, pgw_notice *nt, const char *channel, int rc,
+static attempt not_marked(courier *c, pgw_notice *nt, const char *channel, int rc,
                           const pgw_err *err)
 {
     bool later = passes(rc) || rc == PGW_ESTATE;
     set_store_error(c->store, nt, channel, err->msg);
-    log_failure(nt, later, err);
+    log_failure(c->n, nt, later, err);
     return later ? UNSENT : RETRY;
 }
 
@@ -1192,7 +1205,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
         set_store_error(c->store, nt, "", err.msg);
-        log_failure(nt, passes(rc), &err);
+        log_failure(n, nt, passes(rc), &err);
         if (passes(rc))
             not_sent(n, nt, PGW_CHANNEL_NONE, now_s());
         else

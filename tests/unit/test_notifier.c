@@ -21,6 +21,7 @@
 
 #include "adapters/sms/sms.h"
 #include "adapters/wechat/client.h"
+#include "core/log_limit.h"
 #include "core/notice.h"
 #include "core/utf8.h"
 #include "notify/notifier.h"
@@ -31,6 +32,7 @@
 #include "fake_process.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -39,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TC_ID  "AKIDpgwTestTencent0001"
 #define TC_KEY "tcSecretKey-9f8e7d6c5b4a"
@@ -2214,6 +2217,72 @@ static void test_a_mark_refused_for_good_ends_dead(void **state)
     rig_free_wx(&r, wx);
 }
 
+/* Lines of the stderr file `path` holding `text`. */
+static size_t lines_with(const char *path, const char *text)
+{
+    FILE *in = fopen(path, "r");
+    assert_non_null(in);
+    char line[2048];
+    size_t n = 0;
+    while (fgets(line, sizeof(line), in) != NULL)
+        n += strstr(line, text) != NULL;
+    fclose(in);
+    return n;
+}
+
+/*
+ * A failure that counts is logged (an operator must hear of it before the
+ * notices die), but as other failures of a kind are: a database refusing
+ * every mark for good fails every notice's every attempt, and a line for
+ * each would bury the log. Regression: one line per notice and attempt
+ * (here 12 notices, 2 attempts each: 24 lines).
+ */
+static void test_failures_that_count_are_logged_within_bounds(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_max_attempts = 2;
+    rig r;
+    rig_open(f, cfg, &r);
+    enum { N = 12 };
+    char members[N][8];
+    for (int i = 0; i < N; i++) {
+        snprintf(members[i], sizeof(members[i]), "M%d", i + 1);
+        char phone[16], openid[16];
+        snprintf(phone, sizeof(phone), "138001380%02d", i);
+        snprintf(openid, sizeof(openid), "oMp%02d", i);
+        member_with_notice(r.store, r.vault, members[i], phone);
+        bind_mp_openid(&r, members[i], openid, 1);
+        subscribe(&r, members[i], openid);
+    }
+    fail_marks(f, false);
+    char log[128];
+    snprintf(log, sizeof(log), "%s/stderr.txt", f->dir);
+    fflush(stderr);
+    int saved = dup(2), file = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && file >= 0 && dup2(file, 2) == 2);
+    close(file);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    size_t dead = 0;
+    for (int round = 0; round < 1000 && dead < N; round++) {
+        fake_sleep_ms(10);
+        dead = 0;
+        for (int i = 0; i < N; i++)
+            dead += strcmp(notice_of(r.store, members[i]).state, "dead") == 0;
+    }
+    rig_free_wx(&r, wx);
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+    size_t lines = lines_with(log, "its attempt counted");
+    if (dead != N || lines == 0 || lines > PGW_LOG_LINES_MAX)
+        fail_msg("%zu of %d notices dead, %zu lines of counted failures on stderr: want all dead "
+                 "and 1..%d lines",
+                 dead, N, lines, PGW_LOG_LINES_MAX);
+}
+
 /*
  * The same for the attempt's read (prepare): one that fails for good
  * (here the subscriptions table gone) counts, and the notice ends dead
@@ -2882,6 +2951,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_mark_refused_for_good_ends_dead, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failing_for_good_ends_dead, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_failures_that_count_are_logged_within_bounds, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_waiting_for_a_lock_gives_up_in_time, setup,
                                         db_fixture_teardown),
