@@ -2078,6 +2078,22 @@ static void let_marks_be(const db_fixture *f)
                      PGW_OK);
 }
 
+/* A rig retrying at most `max_attempts`, and M1 with a phone, the mini
+ * program's openid and a subscription (and a notice, `with_notice`). */
+static void open_subscriber(const db_fixture *f, rig *r, int64_t max_attempts, bool with_notice)
+{
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall_retrying(false);
+    cfg->notify.retry_max_attempts = max_attempts;
+    rig_open(f, cfg, r);
+    if (with_notice)
+        member_with_notice(r->store, r->vault, "M1", "13800138000");
+    else
+        member_with_phone(r->store, r->vault, "M1", "13800138000");
+    bind_mp_openid(r, "M1", "oMpAlpha", 1);
+    subscribe(r, "M1", "oMpAlpha");
+}
+
 /*
  * A WeChat message whose mark was not made because the database was busy
  * (here a lock not had, at once; one past MARK_WAIT_S alike) never left:
@@ -2090,14 +2106,8 @@ static void let_marks_be(const db_fixture *f)
 static void test_a_mark_not_made_costs_no_attempt(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    pgw_config *cfg = mall_retrying(false);
-    cfg->notify.retry_max_attempts = 1;
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    open_subscriber(f, &r, 1, true);
     fail_marks(f, true);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
@@ -2152,14 +2162,8 @@ static void test_a_short_database_name_leaves_the_message_whole(void **state)
 static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    pgw_config *cfg = mall_retrying(false);
-    cfg->notify.retry_max_attempts = 1;
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_phone(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    open_subscriber(f, &r, 1, false);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
     atomic_store(&fail_next_read, 1);
@@ -2202,14 +2206,8 @@ static void want_dead_unsent(const db_fixture *f, const rig *r, int64_t attempts
 static void test_a_mark_refused_for_good_ends_dead(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    pgw_config *cfg = mall_retrying(false);
-    cfg->notify.retry_max_attempts = 2;
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    open_subscriber(f, &r, 2, true);
     fail_marks(f, false);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
@@ -2291,14 +2289,8 @@ static void test_failures_that_count_are_logged_within_bounds(void **state)
 static void test_a_read_failing_for_good_ends_dead(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    pgw_config *cfg = mall_retrying(false);
-    cfg->notify.retry_max_attempts = 2;
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_phone(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    open_subscriber(f, &r, 2, false);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx); /* each courier's store prepares its statements as it opens */
     assert_int_equal(db_fixture_exec(f, "ALTER TABLE subscriptions RENAME TO subscriptions_away"),
@@ -2331,14 +2323,8 @@ static void test_a_mark_waiting_for_a_lock_gives_up_in_time(void **state)
     db_fixture *f = *state;
     if (!f->pg)
         skip(); /* SQLite's wait is its busy handler's, bounded already */
-    atomic_store(&first_send, 0);
-    pgw_config *cfg = mall_retrying(false);
-    cfg->notify.retry_max_attempts = 1;
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    open_subscriber(f, &r, 1, true);
     /* The mark (a claimed row gaining the mini program's) waits for the
      * row of mark_blocker, nothing else does. */
     assert_int_equal(
