@@ -386,6 +386,28 @@ static void test_notice_routes(void **state)
     json_decref(root);
 }
 
+/* Case `i`: MINIMAL with `value` (JSON; NULL: as it is) at `path` gives
+ * a summary (check-config's) holding `line`. */
+static void want_summary_line(size_t i, const char *path, const char *value, const char *line)
+{
+    json_t *root = json_loads(MINIMAL, 0, NULL);
+    assert_non_null(root);
+    if (value != NULL)
+        set_path(root, path, value);
+    char *text = json_dumps(root, 0);
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("case %zu: %s", i, err.msg);
+    char summary[2048];
+    assert_int_equal(pgw_config_summary(cfg, summary, sizeof(summary)), PGW_OK);
+    if (strstr(summary, line) == NULL)
+        fail_msg("case %zu: no \"%s\" in:\n%s", i, line, summary);
+    pgw_config_free(cfg);
+    free(text);
+    json_decref(root);
+}
+
 /* Regression (an operator's walkthrough): check-config's expiry line
  * said "year_end (months 0, years 1)": months mean nothing to year_end,
  * nor either to never. Each policy's line shows what it uses. */
@@ -401,24 +423,8 @@ static void test_summary_expiry_shows_what_its_policy_uses(void **state)
         {"{\"policy\": \"year_end\", \"years\": 1}", "expiry:     year_end (years 1)\n"},
         {"{\"policy\": \"year_end\", \"years\": 0}", "expiry:     year_end (years 0)\n"},
     };
-    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
-        json_t *root = json_loads(MINIMAL, 0, NULL);
-        assert_non_null(root);
-        if (CASES[i].expiry != NULL)
-            set_path(root, "expiry", CASES[i].expiry);
-        char *text = json_dumps(root, 0);
-        pgw_config *cfg = NULL;
-        pgw_err err;
-        if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
-            fail_msg("case %zu: %s", i, err.msg);
-        char summary[2048];
-        assert_int_equal(pgw_config_summary(cfg, summary, sizeof(summary)), PGW_OK);
-        if (strstr(summary, CASES[i].line) == NULL)
-            fail_msg("case %zu: no \"%s\" in:\n%s", i, CASES[i].line, summary);
-        pgw_config_free(cfg);
-        free(text);
-        json_decref(root);
-    }
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++)
+        want_summary_line(i, "expiry", CASES[i].expiry, CASES[i].line);
 }
 
 /* Regression (review): the mall line wrote the offset's hours with their
@@ -435,23 +441,8 @@ static void test_summary_says_the_offsets_sign(void **state)
         {"\"-00:30\"", "(-00:30, UTC-0:30)\n"},
         {"\"+05:45\"", "(+05:45, UTC+5:45)\n"},
     };
-    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
-        json_t *root = json_loads(MINIMAL, 0, NULL);
-        assert_non_null(root);
-        set_path(root, "mall.time_zone", CASES[i].zone);
-        char *text = json_dumps(root, 0);
-        pgw_config *cfg = NULL;
-        pgw_err err;
-        if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
-            fail_msg("case %zu: %s", i, err.msg);
-        char summary[2048];
-        assert_int_equal(pgw_config_summary(cfg, summary, sizeof(summary)), PGW_OK);
-        if (strstr(summary, CASES[i].line) == NULL)
-            fail_msg("case %zu: no \"%s\" in:\n%s", i, CASES[i].line, summary);
-        pgw_config_free(cfg);
-        free(text);
-        json_decref(root);
-    }
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++)
+        want_summary_line(i, "mall.time_zone", CASES[i].zone, CASES[i].line);
 }
 
 /* Regression (an operator's walkthrough): `keys add --scope shop:S999`
