@@ -202,6 +202,9 @@ struct pgw_job {
     int otp_rc;           /* how the send went: the answer once the job is back */
     int64_t otp_retry_at; /* PGW_ELIMITED */
     char otp_message[PGW_ERR_MSG_MAX];
+    /* Why the code's SMS did not go, for the operator's line (otp_tell);
+     * "" when it went or was never tried. */
+    char otp_unsent[PGW_SMS_CODE_MAX + 48];
 };
 
 /* What an official-account push asked for (the reply depends on it). */
@@ -301,6 +304,7 @@ struct pgw_api {
      * WeChat's failures, so an answer after them is no "works again". */
     pgw_log_limit unusable_said;
     pgw_log_limit failed_said;       /* the service thread's: other 5xx causes (fail_told) */
+    pgw_log_limit otp_said;          /* the service thread's: codes not sent (otp_tell) */
     pgw_log_limit oa_said;           /* the service thread's: callbacks answered 503 (oa_fail_as) */
     pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
     pgw_api_notify notify;
@@ -3557,9 +3561,10 @@ static void otp_send_task(void *arg, bool stale)
         return;
     }
     /* The provider's text is not passed on: it may quote the request (the
-     * code), and whoever asked may not own the number. Its code is logged. */
-    fprintf(stderr, "pointsgw: verification code not sent: %s %s (HTTP %ld)\n",
-            stale ? "queue" : "provider", stale ? "backed up" : res.code, res.http_status);
+     * code), and whoever asked may not own the number. Its code is logged,
+     * on the service thread (otp_tell), where the log's limit lives. */
+    snprintf(job->otp_unsent, sizeof(job->otp_unsent), "%s %s (HTTP %ld)",
+             stale ? "queue" : "provider", stale ? "backed up" : res.code, res.http_status);
     if (rc == PGW_ERISK) {
         job->cmd.retry_at = job->cmd.at + 60;
         otp_outcome(job, PGW_ELIMITED, "the SMS provider's limit for this number: try later");
@@ -3681,6 +3686,20 @@ static bool handle_otp_route(pgw_api *api, const pgw_request *req, route r,
 
 static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_status);
 
+/* The operator's line of a code whose SMS did not go (otp_send_task),
+ * limited as the writer's lines are (core/log_limit.h): during an SMS
+ * provider's outage every code request fails, and a line each flooded
+ * stderr. The lines held back are counted in the next. On the service
+ * thread. */
+static void otp_tell(pgw_api *api, const pgw_job *job)
+{
+    if (job->otp_unsent[0] == '\0')
+        return;
+    pgw_err why;
+    pgw_err_set(&why, PGW_EUNAVAILABLE, "%s", job->otp_unsent);
+    pgw_expire_tell(&api->otp_said, "verification code not sent", PGW_EUNAVAILABLE, &why);
+}
+
 /* POST /v1/sms/otp back from the writer: the code recorded goes to an
  * SMS worker (false: no answer yet); back from the worker (or the void
  * after it), the answer. */
@@ -3698,6 +3717,7 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
             return false;
         }
     }
+    otp_tell(api, job);
     if (job->otp_rc == PGW_ELIMITED) { /* (job_free wipes the code) */
         fail(resp, job->route, job->otp_rc, job->otp_message);
         int64_t wait = job->otp_retry_at - wall_now_s();

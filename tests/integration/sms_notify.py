@@ -370,7 +370,16 @@ def provider_down(tmp, env):
         time.sleep(1.1)
     check(codes == [503, 503], "a provider that cannot be reached: 503 each time, no 429: %s"
           % codes)
-    srv.stop()
+    # Regression: stderr had one line per code not sent, so an SMS
+    # provider's outage wrote a line a request. Limited as the others
+    # (one a minute for one cause, the lines held back counted).
+    more = [srv.request("POST", "/v1/sms/otp", {"phone": "1310013100%d" % i,
+                                                "client_ip": "10.7.7.%d" % i}, key=wx.ADMIN)[0]
+            for i in range(1, 5)]
+    _, err = srv.stop()
+    told = [line for line in err.splitlines() if "verification code not sent" in line]
+    check(more == [503] * 4 and len(told) == 1 and "provider" in told[0],
+          "an SMS outage: one stderr line, not one a request: %s %s" % (more, told))
 
 
 def refused_number(tmp, fake, env):
