@@ -421,8 +421,9 @@ static const char *server_words(int rc)
 }
 
 /*
- * fail() for a failure `cause` that another module wrote (a command back
- * from the writer or a reader), of request `request_id`. A 4xx is the
+ * fail() as route `r` answers (fail's mapping) for a failure `cause` that
+ * another module wrote (a command back from the writer or a reader) of
+ * `job`, whose request and route the stderr line names. A 4xx is the
  * request's own fault: its words are the client's. Storage failing
  * (PGW_EIO, PGW_EUNAVAILABLE) comes with the writer's words for the client,
  * its cause already on stderr under the request's id (writer.c
@@ -432,7 +433,7 @@ static const char *server_words(int rc)
  * (core/log_limit.h: an outage cannot flood the log; the lines held back
  * are counted in the next). On the service thread.
  */
-static void fail_told(pgw_api *api, pgw_response *resp, route r, uint64_t request_id, int rc,
+static void fail_told(pgw_api *api, pgw_response *resp, const pgw_job *job, route r, int rc,
                       const char *cause)
 {
     if (error_entry(rc) >= 0 || rc == PGW_EIO || rc == PGW_EUNAVAILABLE) {
@@ -441,9 +442,11 @@ static void fail_told(pgw_api *api, pgw_response *resp, route r, uint64_t reques
     }
     pgw_err why;
     pgw_err_set(&why, rc, "%s", cause);
+    /* A batch's event is its batch's request, as the log line says. */
+    route asked = job->batch != NULL ? (route)job->batch->kind : job->route;
     char what[96];
-    snprintf(what, sizeof(what), "request %llu (%s) answered 503", (unsigned long long)request_id,
-             ROUTE_NAMES[r]);
+    snprintf(what, sizeof(what), "request %llu (%s) answered 503",
+             (unsigned long long)job->request_id, ROUTE_NAMES[asked]);
     pgw_expire_tell(&api->failed_said, what, rc, &why);
     fail(resp, r, rc, server_words(rc));
 }
@@ -2695,7 +2698,7 @@ static bool phone_session_checked(pgw_api *api, pgw_job *job, pgw_response *resp
         fail(resp, job->route, cmd->rc, cmd->err.msg); /* the gateway's own words */
         return true;
     }
-    fail_told(api, resp, job->route, job->request_id, cmd->rc, cmd->err.msg);
+    fail_told(api, resp, job, job->route, cmd->rc, cmd->err.msg);
     return true;
 }
 
@@ -3723,7 +3726,7 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         int64_t wait = job->otp_retry_at - wall_now_s();
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
     } else if (job->otp_rc != PGW_OK) {
-        fail_told(api, resp, job->route, job->request_id, job->otp_rc, job->otp_message);
+        fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message);
     } else {
         char shown[32] = "";
         pgw_phone_mask(job->otp_phone, shown, sizeof(shown));
@@ -3739,7 +3742,7 @@ static void finish_otp_verify(pgw_api *api, pgw_job *job, pgw_response *resp)
 {
     const pgw_command *cmd = &job->cmd;
     if (cmd->rc != PGW_OK) {
-        fail_told(api, resp, job->route, job->request_id, cmd->rc, cmd->err.msg);
+        fail_told(api, resp, job, job->route, cmd->rc, cmd->err.msg);
     } else if (cmd->otp_verdict != PGW_OTP_VERIFIED) {
         char message[128];
         snprintf(message, sizeof(message), "the code is not accepted: %s",
@@ -4354,7 +4357,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         route r = job->route;
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
             r = R_OTHER; /* not found: the member, not an original */
-        fail_told(api, resp, r, job->request_id, cmd->rc, cmd->err.msg);
+        fail_told(api, resp, job, r, cmd->rc, cmd->err.msg);
         /* API.md: a limit with Retry-After; so is the hourly sign-up limit
          * (422, a risk rule) and WeChat failing a login or a phone number.
          * From when it was asked: an event's `at` is its occurred_at. */
