@@ -541,6 +541,22 @@ static int64_t wall_now_s(void)
     return (int64_t)time(NULL);
 }
 
+/*
+ * A time in an answer: in the mall's zone `tz`, else (a year that zone
+ * cannot write: before 1970 there, or past 9999) in UTC, the same instant
+ * and still RFC 3339, as a report writes one (report.c time_text), else
+ * (outside UTC's years too) its unix seconds (core/civil.h
+ * pgw_format_moment), so that the field always names the moment. The
+ * gateway dates nothing outside 2000..9999 (event_command.h
+ * PGW_EVENT_EARLIEST_S): only a row written by hand gets past the first.
+ */
+static void answer_time(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
+{
+    static const pgw_tz utc = {"UTC", 0, NULL};
+    if (pgw_format_rfc3339(t, tz, out, PGW_RFC3339_MAX) != PGW_OK)
+        pgw_format_moment(t, &utc, out);
+}
+
 /* Parses a JSON object body; PGW_EINVAL with the position of the problem. */
 static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_err *err)
 {
@@ -751,8 +767,8 @@ static void render_event(pgw_command *cmd, void *payload)
 static void render_hold(pgw_command *cmd, void *payload)
 {
     pgw_job *job = payload;
-    char when[PGW_RFC3339_MAX] = "";
-    pgw_format_rfc3339(cmd->deadline, &job->api->cfg->rules.tz, when, sizeof(when));
+    char when[PGW_RFC3339_MAX];
+    answer_time(cmd->deadline, &job->api->cfg->rules.tz, when);
     json_t *body = NULL;
     switch (cmd->kind) {
     case PGW_COMMAND_HOLD:
@@ -1777,8 +1793,8 @@ json_t *pgw_api_history_json(const pgw_config *cfg, const pgw_command *cmd, size
     json_t *list = json_array();
     for (size_t i = 0; list && i < cmd->n_page && i < shown; i++) {
         const pgw_transfer *t = &cmd->page[i];
-        char when[PGW_RFC3339_MAX] = "";
-        pgw_format_rfc3339(t->occurred_at, &cfg->rules.tz, when, sizeof(when));
+        char when[PGW_RFC3339_MAX];
+        answer_time(t->occurred_at, &cfg->rules.tz, when);
         json_t *item =
             json_pack("{s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s}", "id", (json_int_t)t->id, "kind",
                       pgw_transfer_kind_name(t->kind), "debit", t->debit, "credit", t->credit,
@@ -1801,8 +1817,8 @@ json_t *pgw_api_member_json(const pgw_config *cfg, const pgw_vault *vault, const
 {
     json_t *expiring = json_array();
     for (size_t i = 0; expiring && i < cmd->n_expiring; i++) {
-        char when[PGW_RFC3339_MAX] = "";
-        pgw_format_rfc3339(cmd->expiring[i].expires_at, &cfg->rules.tz, when, sizeof(when));
+        char when[PGW_RFC3339_MAX];
+        answer_time(cmd->expiring[i].expires_at, &cfg->rules.tz, when);
         json_array_append_new(expiring,
                               json_pack("{s:I,s:s}", "points", (json_int_t)cmd->expiring[i].points,
                                         "expires_at", when));
@@ -3728,8 +3744,11 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
     } else if (job->otp_rc != PGW_OK) {
         fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message);
     } else {
-        char shown[32] = "";
-        pgw_phone_mask(job->otp_phone, shown, sizeof(shown));
+        char shown[32];
+        /* otp_phone is pgw_phone_normalize's: a mainland mobile, which
+         * always masks. */
+        int masked = pgw_phone_mask(job->otp_phone, shown, sizeof(shown));
+        PGW_ASSERT(masked == PGW_OK);
         set_body(resp, 202,
                  json_pack("{s:s,s:I,s:I}", "phone", shown, "expires_in",
                            (json_int_t)api->cfg->sms.otp_ttl_s, "resend_after", (json_int_t)60));
@@ -3770,9 +3789,9 @@ static int run_notices(pgw_store *store, pgw_command *cmd)
     json_t *items = rc == PGW_OK ? json_array() : NULL;
     for (size_t i = 0; items && i < n; i++) {
         const pgw_notice *x = &list[i];
-        char created[PGW_RFC3339_MAX] = "", updated[PGW_RFC3339_MAX] = "";
-        pgw_format_rfc3339(x->created_at, &f->cfg->rules.tz, created, sizeof(created));
-        pgw_format_rfc3339(x->updated_at, &f->cfg->rules.tz, updated, sizeof(updated));
+        char created[PGW_RFC3339_MAX], updated[PGW_RFC3339_MAX];
+        answer_time(x->created_at, &f->cfg->rules.tz, created);
+        answer_time(x->updated_at, &f->cfg->rules.tz, updated);
         json_array_append_new(
             items,
             json_pack("{s:I,s:s,s:s,s:I,s:I,s:s,s:s,s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)x->id,
@@ -4124,8 +4143,8 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
  * not by a second rendering of every transfer. */
 static char *transfer_message(const pgw_api *api, const pgw_transfer *t)
 {
-    char when[PGW_RFC3339_MAX] = "";
-    pgw_format_rfc3339(t->occurred_at, &api->cfg->rules.tz, when, sizeof(when));
+    char when[PGW_RFC3339_MAX];
+    answer_time(t->occurred_at, &api->cfg->rules.tz, when);
     json_t *msg =
         json_pack("{s:s,s:I,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:s?,s:o}", "type", "transfer", "id",
                   (json_int_t)t->id, "kind", pgw_transfer_kind_name(t->kind), "debit", t->debit,

@@ -72,6 +72,46 @@ static pgw_transfer transfer(pgw_transfer_kind kind, const char *key, const char
     return t;
 }
 
+/* occurred_at of the one transfer pgw_api_history_json shows, in a mall
+ * `offset_s` east of UTC. */
+static void history_time(int32_t offset_s, int64_t t, char *out, size_t cap)
+{
+    pgw_config *cfg = calloc(1, sizeof(*cfg));
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    assert_non_null(cfg);
+    assert_non_null(cmd);
+    cfg->rules.tz.offset_s = offset_s;
+    pgw_transfer page[1] = {
+        transfer(PGW_TRANSFER_EARN, "store:S001:E-1", "pool:S001", "member:M1", "R-1")};
+    page[0].occurred_at = t;
+    cmd->page = page;
+    cmd->page_cap = cmd->n_page = 1;
+    json_t *history = pgw_api_history_json(cfg, cmd, 1, false);
+    json_t *item = json_array_get(json_object_get(history, "transfers"), 0);
+    assert_non_null(item);
+    snprintf(out, cap, "%s", json_string_value(json_object_get(item, "occurred_at")));
+    json_decref(history);
+    free(cmd);
+    free(cfg);
+}
+
+/* Regression: a time the mall's zone cannot write (its year before 1970
+ * there) was shown as "", an instant nobody can read; it is written in
+ * UTC, as a report writes one (report.c time_text). The gateway dates no
+ * transfer before 2000 (event_command.h PGW_EVENT_EARLIEST_S): only a row
+ * written by hand has such a time. */
+static void test_history_time_out_of_the_zone(void **state)
+{
+    (void)state;
+    char when[64];
+    history_time(-5 * 3600, 1764000000, when, sizeof(when));
+    assert_string_equal(when, "2025-11-24T11:00:00-05:00");
+    history_time(-5 * 3600, 0, when, sizeof(when));
+    assert_string_equal(when, "1970-01-01T00:00:00Z");
+    history_time(0, -1, when, sizeof(when)); /* nor UTC: its unix seconds, still the instant */
+    assert_string_equal(when, "-1");
+}
+
 /* The transfer's "command" as compact JSON, checked against `want`, and
  * none of `hidden` (NULL-terminated) in it. */
 static void command_is(const pgw_transfer *t, const char *want, const char *const *hidden)
@@ -326,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_member_view_drops_event_key),
         cmocka_unit_test(test_member_view_keeps_the_rest),
         cmocka_unit_test(test_by_session),
+        cmocka_unit_test(test_history_time_out_of_the_zone),
         cmocka_unit_test(test_command_of_each_kind),
         cmocka_unit_test(test_command_hides_what_keys_hide),
         cmocka_unit_test(test_command_of_events_and_others),
