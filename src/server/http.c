@@ -123,7 +123,10 @@ typedef struct watcher {
     bool checked;      /* the store found its session live: `account` is whose */
     bool logged;       /* its handshake's line: once the store answered */
     uint64_t check_id; /* its session's check, out on the reader (a slot); 0: none */
-    int close_code;    /* > 0: closed so at its next turn (close_reason) */
+    /* Its first check's request id: its line's "id", which the store's
+     * stderr line on that check names too (writer.c keep_reason). */
+    uint64_t first_check;
+    int close_code; /* > 0: closed so at its next turn (close_reason) */
     const char *close_reason;
     pgw_session session;
     char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
@@ -1528,6 +1531,7 @@ static void member_line(const pgw_http *h, struct lws *wsi, const watcher *w, re
     handshake_request(h, wsi, "/v1/stream", w->key_name, q);
     memcpy(q->r.client_address, w->client, sizeof(q->r.client_address));
     q->r.received_us = w->asked_us;
+    q->r.id = w->first_check;
 }
 
 /* A member's stream's handshake line (api.h's), written once the store
@@ -1568,6 +1572,8 @@ static int member_check(pgw_http *h, watcher *w)
 {
     pgw_err err;
     uint64_t id = ++h->next_id;
+    if (w->first_check == 0)
+        w->first_check = id;
     int rc = pgw_api_stream_check(h->api, &w->session, id, &err);
     if (rc != PGW_OK)
         return rc;

@@ -1268,8 +1268,14 @@ def member_stream(srv, fake):
     # Live once the store said whose it is (logged then): what a purchase
     # streams before waits for that answer, which a busy reader may delay.
     sid = session.split(".")[1]
-    eventually(lambda: [x for x in open(srv.out_path)
-                        if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x], bool)
+    opened = eventually(lambda: [x for x in open(srv.out_path)
+                                 if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x], bool)
+    # Regression: its line had no "id", where the store's stderr line on
+    # its check (a storage failure) names the check's request id.
+    ids = [json.loads(x).get("id") for x in opened]
+    every = [json.loads(x).get("id") for x in open(srv.out_path) if x.strip()]
+    check(len(ids) == 1 and isinstance(ids[0], int) and ids[0] > 0 and every.count(ids[0]) == 1,
+          "a member's stream's line names its check's request id: %s" % opened)
     other = "MWS%d" % random.randrange(10**6)
     status_o, theirs = srv.request("POST", "/v1/events", member_event("WS-THEIRS", other), key=SHOP)
     status_m, mine = srv.request("POST", "/v1/events", member_event("WS-MINE", member), key=SHOP)
