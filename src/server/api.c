@@ -3708,15 +3708,25 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
 /* The operator's line of a code whose SMS did not go (otp_send_task),
  * limited as the writer's lines are (core/log_limit.h): during an SMS
  * provider's outage every code request fails, and a line each flooded
- * stderr. The lines held back are counted in the next. On the service
- * thread. */
+ * stderr. The lines held back are counted in the next; a code sent a
+ * minute after the last line says the sending works again, with that
+ * count, else (the provider back, no failure after) it was never told.
+ * Only after the minute, as mp_wechat_tell: a provider failing every
+ * other code would clear the limit each time, two lines a failure. On
+ * the service thread. */
 static void otp_tell(pgw_api *api, const pgw_job *job)
 {
-    if (job->otp_unsent[0] == '\0')
-        return;
+    static const char what[] = "sending a verification code";
     pgw_err why;
-    pgw_err_set(&why, PGW_EUNAVAILABLE, "%s", job->otp_unsent);
-    pgw_expire_tell(&api->otp_said, "verification code not sent", PGW_EUNAVAILABLE, &why);
+    pgw_err_clear(&why);
+    int64_t now_s = pgw_monotonic_us() / 1000000;
+    if (job->otp_unsent[0] != '\0') {
+        pgw_err_set(&why, PGW_EUNAVAILABLE, "%s", job->otp_unsent);
+        pgw_expire_tell(&api->otp_said, what, PGW_EUNAVAILABLE, &why);
+    } else if (job->otp_rc == PGW_OK && api->otp_said.minute_s != 0 &&
+               now_s - api->otp_said.minute_s >= PGW_LOG_EVERY_S) {
+        pgw_expire_tell(&api->otp_said, what, PGW_OK, &why);
+    }
 }
 
 /* POST /v1/sms/otp back from the writer: the code recorded goes to an
