@@ -2227,6 +2227,22 @@ static void purchase(const db_fixture *f, int n)
     pgw_writer_stop(w);
 }
 
+/* Expires every lot (as of two years after purchase()'s), through a
+ * writer of its own: `lots` of them. */
+static void expire_all_lots(const db_fixture *f, int64_t lots)
+{
+    pgw_writer_options opts = {.db_url = f->url, .queue_cap = 4, .batch_max = 4};
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
+    pgw_expire_report report;
+    pgw_err err;
+    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, NULL, &report, &err) !=
+        PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(report.lots, lots);
+    pgw_writer_stop(w);
+}
+
 /*
  * Schema 25: an earn counts what its lot lost to expiry (a refund does not
  * take those points back). The migration fills the count from the lots,
@@ -2236,16 +2252,8 @@ static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
 {
     const db_fixture *f = *state;
     purchase(f, 4); /* M0..M2, 10..13 points, a lot each, 12 months */
-    pgw_writer_options opts = {.db_url = f->url, .queue_cap = 4, .batch_max = 4};
-    pgw_writer *w = NULL;
-    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
-    pgw_expire_report report;
+    expire_all_lots(f, 4);
     pgw_err err;
-    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, NULL, &report, &err) !=
-        PGW_OK)
-        fail_msg("%s", err.msg);
-    assert_int_equal(report.lots, 4);
-    pgw_writer_stop(w);
     back_to_schema_24(f);
     pgw_store *s = open_store(f); /* migrates */
     pgw_verify_report r;
@@ -2299,16 +2307,8 @@ static void test_an_expiry_key_is_read_as_digits_only(void **state)
 {
     const db_fixture *f = *state;
     purchase(f, 1); /* lot 1, 10 points of M0 */
-    pgw_writer_options opts = {.db_url = f->url, .queue_cap = 4, .batch_max = 4};
-    pgw_writer *w = NULL;
-    assert_int_equal(pgw_writer_start(&opts, &w, NULL), PGW_OK);
-    pgw_expire_report report;
+    expire_all_lots(f, 1);
     pgw_err err;
-    if (pgw_expire_due(w, f->url, 1795486500 + 2 * 366 * 86400, NULL, NULL, NULL, &report, &err) !=
-        PGW_OK)
-        fail_msg("%s", err.msg);
-    assert_int_equal(report.lots, 1);
-    pgw_writer_stop(w);
     pgw_store *s = open_store(f);
     int64_t lot = 0, before = -1;
     if (read_expiries(s, &lot, &before, &err) != PGW_OK)
