@@ -753,14 +753,32 @@ int pgw_format_rfc3339(int64_t t, const pgw_tz *tz, char *buf, size_t cap)
     return PGW_OK;
 }
 
+/* `text` (a formatted time or unix seconds) into `out`: both fit
+ * (PGW_RFC3339_MAX says so). They are formatted through room for any int
+ * a field could hold: inlined with a cap of PGW_RFC3339_MAX, -O3 cannot
+ * tell the fields are in range (-Werror=format-truncation). */
+static void copy_moment(const char *text, char out[PGW_RFC3339_MAX])
+{
+    size_t n = strnlen(text, PGW_RFC3339_MAX - 1);
+    memcpy(out, text, n);
+    out[n] = '\0';
+}
+
 void pgw_format_moment(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
 {
-    /* Through room for any int a field could hold: inlined with a cap of
-     * PGW_RFC3339_MAX, -O3 cannot tell the fields are in range. */
     char text[96];
     if (tz == NULL || pgw_format_rfc3339(t, tz, text, sizeof(text)) != PGW_OK)
         snprintf(text, sizeof(text), "%lld", (long long)t);
-    size_t n = strnlen(text, PGW_RFC3339_MAX - 1); /* both fit: PGW_RFC3339_MAX says so */
-    memcpy(out, text, n);
-    out[n] = '\0';
+    copy_moment(text, out);
+}
+
+int pgw_format_rfc3339_or_utc(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
+{
+    static const pgw_tz utc = {"UTC", 0, NULL};
+    char text[96];
+    int rc = pgw_format_rfc3339(t, tz, text, sizeof(text));
+    if (rc != PGW_OK)
+        rc = pgw_format_rfc3339(t, &utc, text, sizeof(text));
+    copy_moment(rc == PGW_OK ? text : "", out);
+    return rc;
 }

@@ -167,6 +167,13 @@ int pgw_format_rfc3339(int64_t t, const pgw_tz *tz, char *buf, size_t cap);
  * unix seconds, so that a refusal always names the moment.
  */
 void pgw_format_moment(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX]);
+/*
+ * `t` for an answer a program reads: pgw_format_rfc3339 in `tz`, else (an
+ * instant the zone's years do not reach: before 1970 there, for a zone
+ * west of UTC) in UTC, the same instant and still RFC 3339. PGW_ERANGE
+ * for one outside UTC's years too (out is then "").
+ */
+int pgw_format_rfc3339_or_utc(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX]);
 /* Writes "YYYY-MM-DD" into buf (cap >= 11). */
 int pgw_format_date(pgw_date d, char *buf, size_t cap);
 

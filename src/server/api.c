@@ -544,17 +544,16 @@ static int64_t wall_now_s(void)
 /*
  * A time in an answer: in the mall's zone `tz`, else (a year that zone
  * cannot write: before 1970 there, or past 9999) in UTC, the same instant
- * and still RFC 3339, as a report writes one (report.c time_text), else
- * (outside UTC's years too) its unix seconds (core/civil.h
- * pgw_format_moment), so that the field always names the moment. The
+ * and still RFC 3339, as a report writes one (core/civil.h
+ * pgw_format_rfc3339_or_utc), else (outside UTC's years too) its unix
+ * seconds (pgw_format_moment), so that the field always names the moment. The
  * gateway dates nothing outside 2000..9999 (event_command.h
  * PGW_EVENT_EARLIEST_S): only a row written by hand gets past the first.
  */
 static void answer_time(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
 {
-    static const pgw_tz utc = {"UTC", 0, NULL};
-    if (pgw_format_rfc3339(t, tz, out, PGW_RFC3339_MAX) != PGW_OK)
-        pgw_format_moment(t, &utc, out);
+    if (pgw_format_rfc3339_or_utc(t, tz, out) != PGW_OK)
+        pgw_format_moment(t, NULL, out);
 }
 
 /* Parses a JSON object body; PGW_EINVAL with the position of the problem. */

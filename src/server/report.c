@@ -249,9 +249,7 @@ static json_t *row_json(const account_row *r, int64_t value_fen, bool *ok)
  */
 static int time_text(const pgw_config *cfg, int64_t t, char out[PGW_RFC3339_MAX], pgw_err *err)
 {
-    static const pgw_tz utc = {"UTC", 0, NULL};
-    if (pgw_format_rfc3339(t, &cfg->rules.tz, out, PGW_RFC3339_MAX) == PGW_OK ||
-        pgw_format_rfc3339(t, &utc, out, PGW_RFC3339_MAX) == PGW_OK)
+    if (pgw_format_rfc3339_or_utc(t, &cfg->rules.tz, out) == PGW_OK)
         return PGW_OK;
     return pgw_err_set(err, PGW_ERANGE, "a report's time %lld is outside the years %d..%d",
                        (long long)t, PGW_YEAR_MIN, PGW_YEAR_MAX);

@@ -206,6 +206,16 @@ static void test_rfc3339_parse_and_format(void **state)
     assert_string_equal(buf, "1795486500");
     pgw_format_moment(INT64_MIN, &tz, buf);
     assert_string_equal(buf, "-9223372036854775808");
+    /* For an answer: in the zone, else in UTC (unix time's start, 1969 west
+     * of UTC), else nothing. */
+    pgw_tz west;
+    assert_int_equal(pgw_tz_lookup("-05:00", &west, NULL), PGW_OK);
+    assert_int_equal(pgw_format_rfc3339_or_utc(1795486500, &tz, buf), PGW_OK);
+    assert_string_equal(buf, "2026-11-24T10:15:00+08:00");
+    assert_int_equal(pgw_format_rfc3339_or_utc(0, &west, buf), PGW_OK);
+    assert_string_equal(buf, "1970-01-01T00:00:00Z");
+    assert_int_equal(pgw_format_rfc3339_or_utc(-1, &west, buf), PGW_ERANGE);
+    assert_string_equal(buf, "");
     assert_int_equal(pgw_format_date((pgw_date){2028, 2, 29}, buf, sizeof(buf)), PGW_OK);
     assert_string_equal(buf, "2028-02-29");
 
