@@ -333,9 +333,8 @@ static int check_oa(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t
 static int check_sms(const pgw_config *cfg, char *line, size_t cap, pgw_err *err)
 {
     const pgw_sms_channel *sms = &cfg->sms;
-    const char *vars[] = {sms->key_id_env, sms->key_secret_env};
     char unset[PGW_ENV_UNSET_MAX] = "";
-    bool on = sms->enabled && pgw_env_all_set(vars, 2, unset, sizeof(unset));
+    bool on = sms->enabled && pgw_sms_env_set(sms, unset, sizeof(unset));
     say_channel(line, cap, "sms", on ? sms->provider : "off", unset);
     pgw_sms_client *client = NULL;
     int rc = on ? pgw_sms_client_new(sms, getenv(sms->key_id_env), getenv(sms->key_secret_env),

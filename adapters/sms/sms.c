@@ -7,6 +7,7 @@
 #include "core/assertions.h"
 #include "core/civil.h"
 #include "core/utf8.h"
+#include "util/env.h"
 #include "util/http_client.h"
 
 #include <jansson.h>
@@ -1094,4 +1095,10 @@ void pgw_sms_limiter_get_stats(pgw_sms_limiter *l, pgw_sms_limiter_stats *out)
     pthread_mutex_lock(&l->lock);
     *out = l->stats;
     pthread_mutex_unlock(&l->lock);
+}
+
+bool pgw_sms_env_set(const pgw_sms_channel *ch, char *unset, size_t cap)
+{
+    const char *vars[] = {ch->key_id_env, ch->key_secret_env};
+    return pgw_env_all_set(vars, 2, unset, cap);
 }

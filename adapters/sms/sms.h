@@ -137,6 +137,14 @@ int pgw_sms_client_new(const pgw_sms_channel *channel, const char *key_id, const
 void pgw_sms_client_free(pgw_sms_client *client);
 
 /*
+ * Whether the variables `channel` names for its key (key_id_env,
+ * key_secret_env) are set, the unset ones named in `unset` (util/env.h
+ * pgw_env_all_set; cap PGW_ENV_UNSET_MAX): serve and check-config ask
+ * this one list, as for the WeChat channels (server/wechat.h).
+ */
+bool pgw_sms_env_set(const pgw_sms_channel *channel, char *unset, size_t cap);
+
+/*
  * Sends `msg`. PGW_OK when the provider accepted it (out->outcome
  * PGW_SMS_SENT); otherwise the code pgw_sms_classify names (or PGW_EINVAL /
  * PGW_ETOOLARGE for a message refused before sending, PGW_EUNAVAILABLE

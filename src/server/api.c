@@ -4640,11 +4640,10 @@ void pgw_api_policy(const pgw_config *cfg, pgw_ledger_policy *out)
 static int start_sms(pgw_api *api, pgw_err *err)
 {
     const pgw_sms_channel *sms = &api->cfg->sms;
-    const char *vars[] = {sms->key_id_env, sms->key_secret_env};
     char unset[PGW_ENV_UNSET_MAX];
     if (!sms->enabled)
         return PGW_OK;
-    if (!pgw_env_all_set(vars, 2, unset, sizeof(unset))) { /* every one, as check-config */
+    if (!pgw_sms_env_set(sms, unset, sizeof(unset))) { /* every one, as check-config */
         fprintf(stderr,
                 "pointsgw: warning: channels.sms is off: set %s in the environment to turn it on\n",
                 unset);
