@@ -171,7 +171,7 @@ static void log_failure(pgw_notifier *n, const pgw_notice *nt, bool passed, cons
         return;
     uint64_t unsaid = 0;
     pthread_mutex_lock(&n->lock);
-    bool due = pgw_log_due(&n->counted_said, pgw_monotonic_us() / 1000000 + 1, err->msg, &unsaid);
+    bool due = pgw_log_due(&n->counted_said, pgw_monotonic_s(), err->msg, &unsaid);
     pthread_mutex_unlock(&n->lock);
     if (due)
         fprintf(stderr,

@@ -3718,7 +3718,7 @@ static void otp_tell(pgw_api *api, const pgw_job *job)
     static const char what[] = "sending a verification code";
     pgw_err why;
     pgw_err_clear(&why);
-    int64_t now_s = pgw_monotonic_us() / 1000000;
+    int64_t now_s = pgw_monotonic_s(); /* as the limit counts (log_limit.h) */
     if (job->otp_unsent[0] != '\0') {
         pgw_err_set(&why, PGW_EUNAVAILABLE, "%s", job->otp_unsent);
         pgw_expire_tell(&api->otp_said, what, PGW_EUNAVAILABLE, &why);
@@ -4341,7 +4341,7 @@ static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
     const char *what = login ? "mini-program login" : "mini-program phone number";
     pgw_err cause;
     pgw_err_clear(&cause);
-    int64_t now_s = pgw_monotonic_us() / 1000000;
+    int64_t now_s = pgw_monotonic_s(); /* as the limit counts (log_limit.h) */
     bool minute_over = now_s - said->minute_s >= PGW_LOG_EVERY_S;
     if (job->wx->wechat_failed[0] != '\0') {
         pgw_err_set(&cause, PGW_EUNAVAILABLE, "%s", job->wx->wechat_failed);

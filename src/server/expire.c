@@ -229,6 +229,5 @@ void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw
 
 void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_err *err)
 {
-    int64_t now_s = pgw_monotonic_us() / 1000000;
-    pgw_expire_tell_at(said, what, rc, err, now_s > 0 ? now_s : 1, stderr);
+    pgw_expire_tell_at(said, what, rc, err, pgw_monotonic_s(), stderr);
 }

@@ -1696,9 +1696,8 @@ static int closed_status(const watcher *w)
  * rate it would flood the log), saying what it cost. */
 static void tell_out_of_memory(pgw_http *h, const char *cost)
 {
-    int64_t now_s = pgw_monotonic_us() / 1000000;
     uint64_t unsaid = 0;
-    if (pgw_log_due(&h->oom_said, now_s > 0 ? now_s : 1, cost, &unsaid))
+    if (pgw_log_due(&h->oom_said, pgw_monotonic_s(), cost, &unsaid))
         fprintf(stderr, "pointsgw: out of memory: %s (%llu more since the last such line)\n", cost,
                 (unsigned long long)unsaid);
 }
@@ -1929,10 +1928,10 @@ static void lws_log(int level, const char *line)
     char cause[PGW_LOG_CAUSE_MAX];
     snprintf(cause, sizeof(cause), "%s", line);
     cause[strcspn(cause, "\r\n")] = '\0';
-    int64_t now_s = pgw_monotonic_us() / 1000000;
+    int64_t now_s = pgw_monotonic_s(); /* before the lock: no call under it */
     uint64_t unsaid = 0;
     pthread_mutex_lock(&lws_said_lock);
-    bool due = pgw_log_due(&lws_said, now_s > 0 ? now_s : 1, cause, &unsaid);
+    bool due = pgw_log_due(&lws_said, now_s, cause, &unsaid);
     pthread_mutex_unlock(&lws_said_lock);
     if (due)
         fprintf(stderr, "pointsgw: libwebsockets (%llu more since the last such line): %s\n",

@@ -96,8 +96,7 @@ struct pgw_writer {
  * *unsaid: how many were held back before it. */
 static bool warn_due(pgw_log_limit *l, const char *cause, uint64_t *unsaid)
 {
-    int64_t now_s = pgw_monotonic_us() / 1000000;
-    return pgw_log_due(l, now_s > 0 ? now_s : 1, cause, unsaid);
+    return pgw_log_due(l, pgw_monotonic_s(), cause, unsaid);
 }
 
 /*

@@ -11,3 +11,9 @@ int64_t pgw_monotonic_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+int64_t pgw_monotonic_s(void)
+{
+    int64_t s = pgw_monotonic_us() / 1000000;
+    return s > 0 ? s : 1;
+}

@@ -8,5 +8,8 @@
 #include <stdint.h>
 
 int64_t pgw_monotonic_us(void);
+/* The monotonic clock in whole seconds, at least 1: the `now_s` that
+ * core/log_limit.h pgw_log_due takes (> 0), for every limited log line. */
+int64_t pgw_monotonic_s(void);
 
 #endif
