@@ -103,8 +103,11 @@ bool pgw_wechat_mp_env_set(const pgw_wechat_channel *mp, char *unset, size_t cap
 
 bool pgw_wechat_oa_env_set(const pgw_wechat_channel *oa, char *unset, size_t cap)
 {
-    const char *vars[] = {oa->secret_env, oa->token_env};
-    return pgw_env_all_set(vars, 2, unset, cap);
+    /* A configuration naming an EncodingAESKey asks for safe mode; run
+     * without it, the account would take plain pushes, which safe mode
+     * refuses, and refuse WeChat's encrypted ones for want of fields. */
+    const char *vars[] = {oa->secret_env, oa->token_env, oa->aes_key_env};
+    return pgw_env_all_set(vars, oa->aes_key_env[0] != '\0' ? 3 : 2, unset, cap);
 }
 
 /* Whether `channel`, configured, has its variables (`set`); says every
@@ -146,12 +149,12 @@ static int add_oa(pgw_wechat *w, const pgw_wechat_channel *oa, pgw_err *err)
     int rc = pgw_wechat_oa_check_token(oa->token_env, token, err);
     if (rc != PGW_OK)
         return rc;
-    /* Safe mode is on when an EncodingAESKey is configured and set. */
-    const char *aes = oa->aes_key_env[0] ? getenv(oa->aes_key_env) : NULL;
-    rc = aes && aes[0] ? pgw_wx_aes_key(aes, w->oa_key, err) : PGW_OK;
+    /* Safe mode is on when an EncodingAESKey is configured (then it is set:
+     * pgw_wechat_oa_env_set). */
+    w->oa_aes = oa->aes_key_env[0] != '\0';
+    rc = w->oa_aes ? pgw_wx_aes_key(getenv(oa->aes_key_env), w->oa_key, err) : PGW_OK;
     if (rc != PGW_OK)
         return pgw_err_prefix(err, "%s: ", oa->aes_key_env);
-    w->oa_aes = aes && aes[0];
     rc = pgw_wx_client_add_app(w->client, oa->appid, app_secret, oa->api_base, err);
     if (rc != PGW_OK)
         return rc;
@@ -338,8 +341,10 @@ int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_
     /* Compatible mode (an account on its way to safe mode) sends the plain
      * fields beside their cipher: with no key yet, they are read as a
      * plain push is, on the query's signature. A safe-mode push has none,
-     * and is refused for the fields it lacks. */
-    if (out->encrypted && !w->oa_aes)
+     * and is refused for the fields it lacks, saying where the cause is:
+     * WeChat is in safe mode, this account is not. */
+    bool sealed_for_plain = out->encrypted && !w->oa_aes;
+    if (sealed_for_plain)
         out->encrypted = false;
     if (!out->encrypted) { /* safe mode needs no nonces: msg_signature covers the body */
         uint8_t digest[32];
@@ -349,6 +354,9 @@ int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_
         rc = check_message(pgw_oa_message_parse(body, len, &out->msg, err), &out->msg, now, err);
         if (rc == PGW_OK)
             remember_nonce(w, &q, digest);
+        else if (rc == PGW_EINVAL && sealed_for_plain)
+            rc = pgw_err_prefix(err, "a safe-mode push, but this account is in plain mode (its "
+                                     "configuration names no aes_key_env): ");
         return rc;
     }
     char *plain = malloc(PGW_WX_MESSAGE_MAX + 1);

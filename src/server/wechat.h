@@ -49,7 +49,8 @@ void pgw_wechat_free(pgw_wechat *w);
 
 /*
  * Whether the variables channels.wechat_mp needs to run (its secret) are
- * set, and those of channels.wechat_oa (its secret and callback token):
+ * set, and those of channels.wechat_oa (its secret and callback token,
+ * and its EncodingAESKey when the configuration names one: safe mode):
  * the unset ones named in `unset` (util/env.h pgw_env_all_set; cap
  * PGW_ENV_UNSET_MAX). serve warns of them all in one line, check-config
  * lists them: one list of each channel's variables for both.

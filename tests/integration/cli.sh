@@ -494,17 +494,25 @@ expect_exit 0 "${unset_all[@]}" "$bin" check-config --config "$cc_dir/cc.json"
 expect_text "pointsgw: DEVELOPMENT MODE: PGW_PHONE_HMAC_KEY/PGW_PHONE_AES_KEY are not set"
 expect_text "pointsgw: key mini-program is disabled: PGW_MP_CHANNEL_KEY is not set"
 expect_text "pointsgw: warning: key demo-admin is README's published demo key"
-expect_text "channels:   wechat_mp off (PGW_WECHAT_MP_SECRET unset), wechat_oa off (PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN unset), sms off (PGW_SMS_SECRET_ID, PGW_SMS_SECRET_KEY unset)"$'\n'
+expect_text "channels:   wechat_mp off (PGW_WECHAT_MP_SECRET unset), wechat_oa off (PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN, PGW_WECHAT_OA_AES_KEY unset), sms off (PGW_SMS_SECRET_ID, PGW_SMS_SECRET_KEY unset)"$'\n'
 expect_text "configuration OK"
 [ ! -e "$cc_dir/none" ] && pass || fail "check-config made the database's folder"
 channel_env=(PGW_WECHAT_MP_SECRET=s1 PGW_WECHAT_OA_SECRET=s2 PGW_WECHAT_OA_TOKEN=token3
-    PGW_SMS_SECRET_ID=id4 PGW_SMS_SECRET_KEY=key5 PGW_MP_CHANNEL_KEY=mp-key-6)
+    PGW_WECHAT_OA_AES_KEY=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG PGW_SMS_SECRET_ID=id4 PGW_SMS_SECRET_KEY=key5 PGW_MP_CHANNEL_KEY=mp-key-6)
 expect_exit 0 "${unset_all[@]}" "${channel_env[@]}" "$bin" check-config --config "$cc_dir/cc.json"
 expect_text "channels:   wechat_mp on, wechat_oa on, sms tencent"$'\n'
 [[ "$out" != *disabled* && "$out" != *"is off"* ]] && pass || fail "check-config with every secret: $out"
 expect_exit 0 "${unset_all[@]}" PGW_WECHAT_OA_SECRET=s2 PGW_SMS_SECRET_KEY=key5 \
     "$bin" check-config --config "$cc_dir/cc.json"
-expect_text "wechat_oa off (PGW_WECHAT_OA_TOKEN unset), sms off (PGW_SMS_SECRET_ID unset)"
+expect_text "wechat_oa off (PGW_WECHAT_OA_TOKEN, PGW_WECHAT_OA_AES_KEY unset), sms off (PGW_SMS_SECRET_ID unset)"
+# Regression (the mini-program team's walkthrough): a configuration naming
+# aes_key_env (safe mode) with that variable unset ran the official account
+# in plain mode, silently: WeChat's encrypted pushes were refused 400 ("the
+# message has no <FromUserName>") and plain ones taken. The variable is one
+# the channel needs, named like its secret and token.
+expect_exit 0 "${unset_all[@]}" PGW_WECHAT_OA_SECRET=s2 PGW_WECHAT_OA_TOKEN=token3 \
+    "$bin" check-config --config "$cc_dir/cc.json"
+expect_text "wechat_oa off (PGW_WECHAT_OA_AES_KEY unset)"
 # An EncodingAESKey set but malformed: serve refuses it, so does check-config.
 expect_exit 2 "${unset_all[@]}" "${channel_env[@]}" PGW_WECHAT_OA_AES_KEY=short \
     "$bin" check-config --config "$cc_dir/cc.json"
@@ -548,13 +556,13 @@ serve_warned() { # VAR=VALUE... : serve's stderr until it listens, in $out
 serve_warned
 expect_text "listening on"
 expect_text "channels.wechat_mp is off: set PGW_WECHAT_MP_SECRET in the environment"
-expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN in the environment"
+expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN, PGW_WECHAT_OA_AES_KEY in the environment"
 expect_text "channels.sms is off: set PGW_SMS_SECRET_ID, PGW_SMS_SECRET_KEY in the environment"
 serve_warned PGW_WECHAT_OA_SECRET=s2 PGW_SMS_SECRET_KEY=key5
-expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_TOKEN in the environment"
+expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_TOKEN, PGW_WECHAT_OA_AES_KEY in the environment"
 expect_text "channels.sms is off: set PGW_SMS_SECRET_ID in the environment"
 serve_warned PGW_WECHAT_OA_TOKEN=token3 PGW_SMS_SECRET_ID=id4
-expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET in the environment"
+expect_text "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_AES_KEY in the environment"
 expect_text "channels.sms is off: set PGW_SMS_SECRET_KEY in the environment"
 serve_warned "${channel_env[@]}"
 [[ "$out" == *"listening on"* && "$out" != *" is off: "* ]] && pass ||

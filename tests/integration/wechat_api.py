@@ -126,6 +126,9 @@ def write_config(tmp, fake_port):
     base = "http://127.0.0.1:%d" % fake_port
     cfg["channels"]["wechat_mp"]["api_base"] = base
     cfg["channels"]["wechat_oa"]["api_base"] = base
+    # Plain mode here (safe mode is wechat_npm.py): an account whose
+    # configuration names an EncodingAESKey is off without it.
+    del cfg["channels"]["wechat_oa"]["aes_key_env"]
     cfg["expiry"]["sweep_every_s"] = 1  # the sweep prunes sessions (pruning)
     # Every member here signs up from 127.0.0.1: the default 20 an hour
     # was nearly spent by the suite, and a test added would fail one far
@@ -772,6 +775,16 @@ def official_account(srv, fake):
     status, body = push(srv, compat, signed_query(OA_TOKEN, extra="&encrypt_type=aes&msg_signature=x"))
     check(status == 200 and "您还不是会员" in reply_text(body)[0],
           "a compatible-mode push read as plain: %s %s" % (status, str(body)[:200]))
+    # Regression (the mini-program team's walkthrough): a safe-mode push
+    # (the cipher alone) to an account in plain mode was refused "the
+    # message has no <FromUserName>", pointing at WeChat's XML where the
+    # cause is this account's configuration.
+    sealed_only = "<xml><ToUserName><![CDATA[gh_test]]></ToUserName>" \
+        "<Encrypt><![CDATA[QUJDRA==]]></Encrypt></xml>"
+    status, body = push(srv, sealed_only, signed_query(OA_TOKEN, extra="&encrypt_type=aes&msg_signature=x"))
+    msg = body.get("error", {}).get("message", "") if isinstance(body, dict) else str(body)
+    check(status == 400 and "plain mode" in msg and "aes_key_env" in msg,
+          "a safe-mode push to a plain account says so: %s %s" % (status, str(body)[:200]))
     return oa_member
 
 
