@@ -1786,8 +1786,10 @@ static int period_close(const pgw_config *cfg, const char *url, const char *give
 {
     int64_t before = 0;
     if (given == NULL || !pgw_report_time_in(given, &before)) {
-        fprintf(stderr, "pointsgw period close: --before is required, as an RFC 3339 time "
-                        "(2026-12-01T00:00:00+08:00, say) or unix seconds\n");
+        fprintf(stderr,
+                "pointsgw period close: --before is %s, as an RFC 3339 time "
+                "(2026-12-01T00:00:00+08:00, say) or unix seconds, " PGW_REPORT_TIME_RANGE "\n",
+                given == NULL ? "required" : "unreadable");
         return EXIT_USAGE;
     }
     pgw_store *store = NULL;

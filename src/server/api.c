@@ -2205,8 +2205,8 @@ static int query_time(const char *query, const char *name, int64_t *out, pgw_err
         return rc;
     if (!pgw_report_time_in(text, out))
         return pgw_err_set(err, PGW_EINVAL,
-                           "%s \"%.40s\" is not RFC 3339 (encode + as %%2B) or unix seconds "
-                           "before 9999-01-01",
+                           "%s \"%.40s\" is not a time " PGW_REPORT_TIME_RANGE
+                           ", in RFC 3339 (encode + as %%2B) or unix seconds",
                            name, text);
     return PGW_OK;
 }

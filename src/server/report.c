@@ -18,8 +18,14 @@
 
 bool pgw_report_time_in(const char *text, int64_t *out)
 {
-    return pgw_decimal_in(text, 0, PGW_REPORT_TIME_MAX, out) ||
-           pgw_parse_rfc3339(text, out, NULL) == PGW_OK;
+    if (pgw_decimal_in(text, 0, PGW_REPORT_TIME_MAX, out))
+        return true;
+    /* One bound in either spelling: 1970-01-01T00:00:00+01:00 is -3600. */
+    int64_t t;
+    if (pgw_parse_rfc3339(text, &t, NULL) != PGW_OK || t < 0 || t > PGW_REPORT_TIME_MAX)
+        return false;
+    *out = t;
+    return true;
 }
 
 int pgw_bucket_parse(const char *name, pgw_bucket *out)

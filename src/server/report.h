@@ -46,12 +46,16 @@
 #define PGW_REPORT_ACCOUNTS_MAX 4096                  /* accounts moving points in one period */
 #define PGW_REPORT_DAYS_MAX     3700                  /* days in one pool report (ten years) */
 #define PGW_REPORT_TIME_MAX     INT64_C(253370764800) /* 9999-01-01T00:00:00Z: periods end before */
+/* The times pgw_report_time_in takes, for a refusal to say. */
+#define PGW_REPORT_TIME_RANGE "from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z"
 
 typedef enum pgw_report_format { PGW_REPORT_JSON = 0, PGW_REPORT_CSV } pgw_report_format;
 typedef enum pgw_bucket { PGW_BUCKET_DAY = 0, PGW_BUCKET_WEEK, PGW_BUCKET_MONTH } pgw_bucket;
 
-/* A period's bound as finance writes it (HTTP from/to, CLI --from/--to):
- * unix seconds up to PGW_REPORT_TIME_MAX, or an RFC 3339 time. */
+/* A period's bound as finance writes it (HTTP from/to, CLI --from/--to,
+ * --as-of, --before): unix seconds, or an RFC 3339 time, either from 0
+ * (1970-01-01T00:00:00Z) to PGW_REPORT_TIME_MAX; false (and *out as it
+ * was) otherwise. */
 bool pgw_report_time_in(const char *text, int64_t *out);
 
 /* "day", "week", "month"; PGW_EINVAL otherwise. */

@@ -1098,7 +1098,10 @@ expect_text "--from is neither an RFC 3339 time (2026-11-01T00:00:00+08:00, say)
 expect_exit 2 "$bin" report pool --from 2026-11-01T00:00:00+08:00 --to tomorrow
 expect_text "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix seconds"
 # Unix seconds as GET /v1/reports takes them: before 9999-01-01, digits only.
-for bad in 253370764801 +1793462400 ' 1793462400' -1 1793462400.5; do
+# And in RFC 3339 within the same bound (regression: 9999-06-01 was read,
+# and refused as coming after --to; 1970-01-01T00:00:00+01:00, -3600, too).
+for bad in 253370764801 +1793462400 ' 1793462400' -1 1793462400.5 9999-06-01T00:00:00Z \
+    1970-01-01T00:00:00+01:00; do
     expect_exit 2 "$bin" report pool --from "$bad" --to 2026-12-01T00:00:00+08:00
     expect_text "--from is neither an RFC 3339 time"
 done
@@ -1181,7 +1184,8 @@ expect_exit 0 "$bin" expire --db "$import_db" --as-of 1767196800
 [ "$out" = "$by_rfc3339" ] && pass || fail "expire by unix seconds differs: $out"
 # Refused as report refuses them, the database untouched; and ahead of the
 # clock in unix seconds too.
-for bad in 253370764801 +1767196800 ' 1767196800' -1 1767196800.5 "2026-11-24 10:00" ''; do
+for bad in 253370764801 +1767196800 ' 1767196800' -1 1767196800.5 "2026-11-24 10:00" '' \
+    1970-01-01T00:00:00+01:00; do
     expect_exit 2 "$bin" expire --db "$import_db" --as-of "$bad"
     expect_text "pointsgw expire: --as-of is neither an RFC 3339 time (2026-11-24T10:00:00+08:00, say) nor unix seconds"
 done
@@ -1444,6 +1448,13 @@ expect_text "a period closes before a moment already past ($(shanghai $ahead) is
 expect_exit 2 "$bin" period close --db "$period_db"
 expect_text "--before is required"
 expect_exit 2 "$bin" period close --before "2026-11-24 10:00" --db "$period_db"
+# Regression: an RFC 3339 --before outside the bound of unix seconds was
+# read (-3600 then refused as "-3600 is not one", in unix seconds).
+for bad in 1970-01-01T00:00:00+01:00 9999-06-01T00:00:00Z; do
+    expect_exit 2 "$bin" period close --before "$bad" --db "$period_db"
+    expect_text "pointsgw period close: --before is unreadable, as an RFC 3339 time \
+(2026-12-01T00:00:00+08:00, say) or unix seconds, from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z"
+done
 expect_exit 0 "$bin" period show --db "$period_db"
 expect_text "($close)"
 # An expiry dated before the close is refused, and so is an event (here a

@@ -3773,6 +3773,20 @@ def test_reconciliation(s):
         status, doc2, _ = s.request("POST", q, raw=statement_csv(planted).encode(), ctype=ctype,
                                     key=key)
         check(status == code, f"reconciliation refused with {code}: {status} {doc2}")
+    # Regression: an RFC 3339 from/to outside what unix seconds may say
+    # (0..9999-01-01) was taken (a report's from of -3600 was "required"):
+    # one bound in both spellings, the field named.
+    for path in ("/v1/reconciliations?channel=store&", "/v1/reports/pool?"):
+        for name, value, other in (("from", "1970-01-01T00:00:00+01:00", "to=1795190400"),
+                                   ("to", "9999-06-01T00:00:00Z", "from=1795104000")):
+            q = path + name + "=" + value.replace("+", "%2B") + "&" + other
+            method = "POST" if "reconciliations" in path else "GET"
+            status, doc2, _ = s.request(method, q, raw=statement_csv(planted).encode(),
+                                        ctype="text/csv", key="finance")
+            want = (f'{name} "{value}" is not a time from 1970-01-01T00:00:00Z to '
+                    '9999-01-01T00:00:00Z, in RFC 3339 (encode + as %2B) or unix seconds')
+            check(status == 400 and error_code(doc2) == "invalid_request" and
+                  doc2["error"]["message"] == want, f"{q}: {status} {doc2}")
     status, doc2, _ = s.request("POST", "/v1/reconciliations?channel=store", raw=b"colour\r\n",
                                 ctype="text/csv", key="finance")
     check(status == 400 and "column" in str(doc2), f"a statement without its columns: {doc2}")

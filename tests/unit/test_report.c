@@ -741,9 +741,60 @@ static void test_a_time_before_1970_in_the_malls_zone_is_written_in_utc(void **s
     pgw_config_free(cfg);
 }
 
+/* Regression: a period's bound in RFC 3339 was read whatever instant it
+ * named, while in unix seconds it had to be 0..PGW_REPORT_TIME_MAX: one
+ * moment was refused in one spelling and taken in the other (a
+ * reconciliation to 9999-06-01, a close before -3600). Both now obey one
+ * bound, and what the parser refuses anyway stays refused. */
+static void test_a_time_in_rfc3339_has_the_bound_of_unix_seconds(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        bool taken;
+        int64_t t;
+    } cases[] = {
+        {"0", true, 0},
+        {"253370764800", true, PGW_REPORT_TIME_MAX},
+        {"253370764801", false, 0},
+        {"1970-01-01T00:00:00Z", true, 0},
+        {"1970-01-01T01:00:00+01:00", true, 0},
+        {"1970-01-01T00:00:00+01:00", false, 0}, /* -3600 */
+        {"1969-12-31T23:00:00-01:00", false, 0}, /* 0, but a year the parser refuses */
+        {"9999-01-01T00:00:00Z", true, PGW_REPORT_TIME_MAX},
+        {"9999-01-01T08:00:00+08:00", true, PGW_REPORT_TIME_MAX},
+        {"9999-01-01T00:00:01Z", false, 0},
+        {"9999-06-01T00:00:00Z", false, 0},
+        {"9999-12-31T23:59:59.999999999Z", false, 0},
+        {"0001-01-01T00:00:00Z", false, 0},
+        {"2026-11-20T00:00:00+24:00", false, 0},
+        {"2026-11-20T00:00:00-25:00", false, 0},
+        {"2026-11-20T00:00:00.1234567890+08:00", false, 0},
+        {"2026-11-20T00:00:00.123456789+08:00", true, NOV20},
+        {"2026-11-20T00:00:00.00000000000000000000000000000000000000000000000000+08:00", false, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t t = -1;
+        bool taken = pgw_report_time_in(cases[i].text, &t);
+        if (taken != cases[i].taken || (taken && t != cases[i].t))
+            fail_msg("%s: %s (%lld)", cases[i].text, taken ? "taken" : "refused", (long long)t);
+    }
+    /* A huge string is refused, not read past its bound. */
+    size_t n = 1 << 20;
+    char *huge = malloc(n + 1);
+    assert_non_null(huge);
+    memcpy(huge, "2026-11-20T00:00:00.", 20);
+    memset(huge + 20, '0', n - 26);
+    memcpy(huge + n - 6, "+08:00", 7);
+    int64_t t = -1;
+    assert_false(pgw_report_time_in(huge, &t));
+    free(huge);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_time_in_rfc3339_has_the_bound_of_unix_seconds),
         cmocka_unit_test_setup_teardown(test_settlement_by_hand, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_settlement_after_a_refund_of_expired_points,
