@@ -4074,6 +4074,21 @@ static bool authenticate(pgw_api *api, const pgw_request *req, pgw_principal *wh
     return rc == PGW_OK;
 }
 
+/*
+ * Why WeChat channel `name` (`c`) does not run, as serve left it at start:
+ * left out of the configuration or switched off there, it said nothing;
+ * configured with a variable it needs unset, it warned (wechat.c), and
+ * only then is the warning pointed to.
+ */
+static void wechat_off(const pgw_wechat_channel *c, const char *name, char out[PGW_ERR_MSG_MAX])
+{
+    snprintf(out, PGW_ERR_MSG_MAX, "channels.%s %s", name,
+             c->appid[0] == '\0' ? "is not in the configuration"
+             : !c->enabled       ? "is switched off in the configuration (\"enabled\": false)"
+                                 : "is off: a variable it needs is not set in the environment "
+                                   "(see the warning at start)");
+}
+
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
 {
     memset(resp, 0, sizeof(*resp));
@@ -4104,8 +4119,10 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     bool mp = mp_route(r);
     if ((mp && !pgw_wechat_mp_ready(api->wechat)) ||
         (r == R_OA_CALLBACK && !pgw_wechat_oa_ready(api->wechat))) {
-        pgw_api_error(resp, 503, "unavailable",
-                      "this WeChat channel is not configured (see the warning at start)");
+        char why[PGW_ERR_MSG_MAX];
+        wechat_off(mp ? &api->cfg->wechat_mp : &api->cfg->wechat_oa, mp ? "wechat_mp" : "wechat_oa",
+                   why);
+        pgw_api_error(resp, 503, "unavailable", why);
         return false;
     }
     if (!by_key(r, req) && (r == R_SMS_OTP || r == R_SMS_OTP_VERIFY))
@@ -4246,9 +4263,11 @@ int pgw_api_stream_session(pgw_api *api, const char *authorization, const char *
                            pgw_session *out, char key_name[PGW_ID_MAX + 1], pgw_err *err)
 {
     snprintf(key_name, PGW_ID_MAX + 1, "-");
-    if (!pgw_wechat_mp_ready(api->wechat))
-        return pgw_err_set(err, PGW_EUNAVAILABLE,
-                           "the mini program is not configured (see the warning at start)");
+    if (!pgw_wechat_mp_ready(api->wechat)) {
+        char why[PGW_ERR_MSG_MAX];
+        wechat_off(&api->cfg->wechat_mp, "wechat_mp", why);
+        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s", why);
+    }
     if (!pgw_api_by_session(authorization))
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Session <token> is required");
     int rc = pgw_session_verify(api->session_key, authorization + sizeof(SESSION_SCHEME) - 1,

@@ -2577,6 +2577,65 @@ def replies_without_points(tmp, fake, env):
         srv.stop()
 
 
+def channels_not_ready(tmp, fake, env):
+    """Regression: a WeChat channel switched off in the configuration
+    ("enabled": false) or left out of it answered 503 "this WeChat channel
+    is not configured (see the warning at start)", and serve had warned of
+    nothing. Each says why: serve warns at start only of a channel
+    configured with a variable unset, and only then is the warning named.
+    The mini program's routes, its member stream and the official
+    account's callback alike."""
+    want = {
+        "off": ('channels.wechat_mp is switched off in the configuration ("enabled": false)',
+                'channels.wechat_oa is switched off in the configuration ("enabled": false)'),
+        "absent": ("channels.wechat_mp is not in the configuration",
+                   "channels.wechat_oa is not in the configuration"),
+        "unset": ("channels.wechat_mp is off: a variable it needs is not set in the environment "
+                  "(see the warning at start)",
+                  "channels.wechat_oa is off: a variable it needs is not set in the environment "
+                  "(see the warning at start)"),
+    }
+    for case, (mp_says, oa_says) in want.items():
+        d = os.path.join(tmp, "channels-" + case)
+        os.makedirs(d)
+        config = write_config(d, fake.port)
+        with open(config) as f:
+            cfg = json.load(f)
+        case_env = dict(env)
+        for name in ("wechat_mp", "wechat_oa"):
+            if case == "off":
+                cfg["channels"][name]["enabled"] = False
+            elif case == "absent":
+                del cfg["channels"][name]
+        if case == "absent":
+            cfg["keys"] = [k for k in cfg["keys"] if k["scope"] != "channel:wechat_mp"]
+        if case == "unset":
+            for var in ("PGW_WECHAT_MP_SECRET", "PGW_WECHAT_OA_SECRET", "PGW_WECHAT_OA_TOKEN"):
+                case_env.pop(var, None)
+        with open(config, "w") as f:
+            json.dump(cfg, f, ensure_ascii=False)
+        srv = Server(d, config, case_env)
+        try:
+            status, doc, _ = login(srv.port, "code-" + case)
+            check(status == 503 and doc == {"error": {"code": "unavailable", "message": mp_says,
+                                                      "details": {}}},
+                  "%s: the mini program's login: %s %s" % (case, status, doc))
+            status, body = ws_refusal(stream_client(), srv.port, "/v1/stream",
+                                      "Authorization: Session v1.x\r\n")
+            check(" 503 " in status and body.get("error", {}).get("message") == mp_says,
+                  "%s: the member stream: %s %s" % (case, status, body))
+            status, doc = push(srv, oa_xml("oOA-OFF", int(time.time()), "text", content="hi"))
+            check(status == 503 and doc.get("error", {}).get("message") == oa_says,
+                  "%s: the official account's callback: %s %s" % (case, status, doc))
+            warned = ("channels.wechat_mp is off: set PGW_WECHAT_MP_SECRET in the environment"
+                      in srv.stderr() and "channels.wechat_oa is off: set PGW_WECHAT_OA_SECRET, "
+                      "PGW_WECHAT_OA_TOKEN in the environment" in srv.stderr())
+            check(warned == (case == "unset"),
+                  "%s: serve warned at start: %s (%s)" % (case, warned, srv.stderr()[-1500:]))
+        finally:
+            srv.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -2605,6 +2664,7 @@ def main():
         unusable = unusable_then_answered_start(tmp, fake, env)
         wechat_daily_quota(srv, fake)
         login_wechat_unreachable(tmp, env)
+        channels_not_ready(tmp, fake, env)
         login_sign_up_cap(tmp, fake, env)
         phone_not_kept(tmp, fake, env)
         daily_quota_at_midnight(tmp, fake, env)
