@@ -581,11 +581,29 @@ static int pool_write(const pool_bucket *b, size_t n, const period *p, pgw_bucke
     return write_json(doc, true, out, err);
 }
 
-/* The local day of `t` (>= 0), as the rules date it and the store cuts
- * it: (t + the offset then) / 86400. */
+/* The local day of `t`, as the rules date it and the store cuts it: (t +
+ * the offset then) / 86400, for a local time of 1970 on (pgw_report_pool
+ * refuses one before), where division rounding toward zero is floor. */
 static int64_t local_day(int64_t t, const pgw_tz *tz)
 {
-    return (t + pgw_tz_offset_at(tz, t)) / 86400;
+    int64_t local = t + pgw_tz_offset_at(tz, t);
+    PGW_ASSERT(local >= 0);
+    return local / 86400;
+}
+
+/* Refuses a pool from before 1970-01-01 local: its first day, 1969-12-31,
+ * is a year the calendar does not write (PGW_YEAR_MIN), and the store
+ * cuts days by a division that rounds a negative time toward zero. */
+static int pool_starts_in_1970(int64_t from, const pgw_tz *tz, pgw_err *err)
+{
+    if (from + pgw_tz_offset_at(tz, from) >= 0)
+        return PGW_OK;
+    char earliest[PGW_RFC3339_MAX];
+    pgw_format_moment(-(int64_t)tz->offset_s, tz, earliest);
+    return pgw_err_set(err, PGW_EINVAL,
+                       "a pool report's days start at 1970-01-01 in the mall's zone: from %s at "
+                       "the earliest",
+                       earliest);
 }
 
 /* The end of the span of one offset of `tz` that starts at `from`, `to` at most. */
@@ -689,9 +707,12 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
     /* Bounded before any arithmetic: no overflow, and every bucket's date
      * stays within the calendar's years; in local days too (an offset
      * that changed within the period makes them one more or less). */
-    if (from < 0 || to <= from || to > PGW_REPORT_TIME_MAX ||
-        (to - from) / 86400 >= PGW_REPORT_DAYS_MAX - 1 ||
-        local_day(to - 1, tz) - local_day(from, tz) >= PGW_REPORT_DAYS_MAX)
+    bool bounded = from >= 0 && from < to && to <= PGW_REPORT_TIME_MAX &&
+                   (to - from) / 86400 < PGW_REPORT_DAYS_MAX - 1;
+    int rc = bounded ? pool_starts_in_1970(from, tz, err) : PGW_OK;
+    if (rc != PGW_OK)
+        return rc;
+    if (!bounded || local_day(to - 1, tz) - local_day(from, tz) >= PGW_REPORT_DAYS_MAX)
         return pgw_err_set(err, PGW_EINVAL,
                            "a pool report covers 1..%d days in order, ending by 9999-01-01",
                            PGW_REPORT_DAYS_MAX - 2);
@@ -703,9 +724,9 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
     size_t n_days = 0, n = 0;
     pool_bucket opening = {0};
     pool_holdings h = {.days = holdings};
-    int rc = days && buckets && holdings
-                 ? pgw_store_member_net(store, INT64_MIN, from, &opening.outstanding, err)
-                 : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
+    rc = days && buckets && holdings
+             ? pgw_store_member_net(store, INT64_MIN, from, &opening.outstanding, err)
+             : pgw_err_set(err, PGW_ENOMEM, "out of memory for a report");
     if (rc == PGW_OK) /* a day a row: the period's days bound them */
         rc = day_flows(store, tz, from, to, days, POOL_ROWS_MAX, &n_days, err);
     if (rc == PGW_OK)

@@ -715,13 +715,17 @@ static void test_a_time_before_1970_in_the_malls_zone_is_written_in_utc(void **s
     pgw_config *cfg = example_config();
     assert_int_equal(pgw_tz_lookup("-05:00", &cfg->rules.tz, NULL), PGW_OK);
     for (int pool = 0; pool < 2; pool++) {
-        json_t *doc = report(db, cfg, pool, 0, 3600, PGW_BUCKET_DAY);
+        /* The settlement from 1969 there; the pool's days start in 1970
+         * (test_a_pool_starts_in_1970_in_the_malls_zone), its close not. */
+        json_t *doc = pool ? report(db, cfg, pool, 18000, 25200, PGW_BUCKET_DAY)
+                           : report(db, cfg, pool, 0, 3600, PGW_BUCKET_DAY);
         const char *from = json_string_value(json_object_get(doc, "from"));
         const char *to = json_string_value(json_object_get(doc, "to"));
         const char *closed = json_string_value(json_object_get(doc, "closed_before"));
-        if (from == NULL || strcmp(from, "1970-01-01T00:00:00Z") != 0 || to == NULL ||
-            strcmp(to, "1970-01-01T01:00:00Z") != 0 || closed == NULL ||
-            strcmp(closed, "1970-01-01T01:00:00Z") != 0)
+        if (from == NULL || to == NULL ||
+            strcmp(from, pool ? "1970-01-01T00:00:00-05:00" : "1970-01-01T00:00:00Z") != 0 ||
+            strcmp(to, pool ? "1970-01-01T02:00:00-05:00" : "1970-01-01T01:00:00Z") != 0 ||
+            closed == NULL || strcmp(closed, "1970-01-01T01:00:00Z") != 0)
             fail_msg("%s: from %s, to %s, closed_before %s", pool ? "pool" : "settlement",
                      from ? from : "(null)", to ? to : "(null)", closed ? closed : "(null)");
         json_decref(doc);
@@ -731,12 +735,14 @@ static void test_a_time_before_1970_in_the_malls_zone_is_written_in_utc(void **s
         if (from == NULL || strcmp(from, "1970-01-01T00:00:00-05:00") != 0)
             fail_msg("from %s", from ? from : "(null)");
         json_decref(doc);
-        char *text = report_csv(db, cfg, pool, 0, 3600, PGW_BUCKET_DAY); /* closed */
-        if (strstr(text, "\nfrom,1970-01-01T00:00:00Z,") == NULL ||
-            strstr(text, "\nto,1970-01-01T01:00:00Z,") == NULL ||
-            strstr(text, "\nclosed,1970-01-01T01:00:00Z,") == NULL)
-            fail_msg("CSV:\n%s", text);
-        free(text);
+        if (!pool) { /* the pool's CSV ends "closed" only when to is at or before it */
+            char *text = report_csv(db, cfg, pool, 0, 3600, PGW_BUCKET_DAY); /* closed */
+            if (strstr(text, "\nfrom,1970-01-01T00:00:00Z,") == NULL ||
+                strstr(text, "\nto,1970-01-01T01:00:00Z,") == NULL ||
+                strstr(text, "\nclosed,1970-01-01T01:00:00Z,") == NULL)
+                fail_msg("CSV:\n%s", text);
+            free(text);
+        }
     }
     pgw_config_free(cfg);
 }
@@ -791,6 +797,42 @@ static void test_a_time_in_rfc3339_has_the_bound_of_unix_seconds(void **state)
     free(huge);
 }
 
+/* Regression: a pool from a moment of 1969 in the mall's zone (from 0, in
+ * a zone west of UTC) labelled its first day 1970-01-01: a negative local
+ * time divided by 86400 rounds toward zero, as the store cuts its days.
+ * Floor division would name 1969-12-31, a year the calendar does not
+ * write, and part from the store's days: the pool starts at 1970-01-01
+ * local at the earliest, said so, and its first day is then from's. */
+static void test_a_pool_starts_in_1970_in_the_malls_zone(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, true, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    pgw_config *cfg = example_config();
+    assert_int_equal(pgw_tz_lookup("-05:00", &cfg->rules.tz, NULL), PGW_OK);
+    FILE *out = fopen("/dev/null", "w");
+    pgw_err err;
+    for (int64_t from = 0; from <= 17999; from += 17999) {
+        assert_int_equal(
+            pgw_report_pool(s, cfg, from, 86400 * 2, PGW_BUCKET_DAY, PGW_REPORT_JSON, out, &err),
+            PGW_EINVAL);
+        assert_string_equal(err.msg, "a pool report's days start at 1970-01-01 in the mall's "
+                                     "zone: from 1970-01-01T00:00:00-05:00 at the earliest");
+    }
+    fclose(out);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    json_t *doc = report(db, cfg, true, 18000, 18000 + 86400 * 2, PGW_BUCKET_DAY);
+    json_t *buckets = json_object_get(doc, "buckets");
+    const char *first = json_string_value(json_object_get(json_array_get(buckets, 0), "start"));
+    if (json_array_size(buckets) != 2 || first == NULL || strcmp(first, "1970-01-01") != 0)
+        fail_msg("from 1970-01-01T00:00:00-05:00: %zu buckets, the first %s",
+                 json_array_size(buckets), first ? first : "(null)");
+    json_decref(doc);
+    pgw_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -817,6 +859,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pool_days_are_the_rules_days_in_a_zone_that_changed,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_time_before_1970_in_the_malls_zone_is_written_in_utc,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_pool_starts_in_1970_in_the_malls_zone,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
