@@ -545,15 +545,20 @@ static int64_t wall_now_s(void)
  * A time in an answer: in the mall's zone `tz`, else (a year that zone
  * cannot write: before 1970 there, or past 9999) in UTC, the same instant
  * and still RFC 3339, as a report writes one (core/civil.h
- * pgw_format_rfc3339_or_utc), else (outside UTC's years too) its unix
- * seconds (pgw_format_moment), so that the field always names the moment. The
- * gateway dates nothing outside 2000..9999 (event_command.h
- * PGW_EVENT_EARLIEST_S): only a row written by hand gets past the first.
+ * pgw_format_rfc3339_or_utc). The gateway dates nothing before 2000
+ * (event_command.h PGW_EVENT_EARLIEST_S) nor after its clock: a time
+ * outside UTC's years is a row written by hand, shown at the nearest
+ * time UTC writes, in UTC, so that the field is always the RFC 3339
+ * API.md says.
  */
 static void answer_time(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
 {
-    if (pgw_format_rfc3339_or_utc(t, tz, out) != PGW_OK)
-        pgw_format_moment(t, NULL, out);
+    static const pgw_tz utc = {.name = "UTC"};
+    const int64_t utc_last = INT64_C(253402300799); /* 9999-12-31T23:59:59Z */
+    if (pgw_format_rfc3339_or_utc(t, tz, out) == PGW_OK)
+        return;
+    int rc = pgw_format_rfc3339(t < 0 ? 0 : utc_last, &utc, out, PGW_RFC3339_MAX);
+    PGW_ASSERT(rc == PGW_OK); /* both are within UTC's years */
 }
 
 /* Parses a JSON object body; PGW_EINVAL with the position of the problem. */

@@ -98,8 +98,9 @@ static void history_time(int32_t offset_s, int64_t t, char *out, size_t cap)
 /* Regression: a time the mall's zone cannot write (its year before 1970
  * there) was shown as "", an instant nobody can read; it is written in
  * UTC, as a report writes one (report.c time_text). The gateway dates no
- * transfer before 2000 (event_command.h PGW_EVENT_EARLIEST_S): only a row
- * written by hand has such a time. */
+ * transfer before 2000 (event_command.h PGW_EVENT_EARLIEST_S) nor after
+ * its clock: only a row written by hand has such a time, or one outside
+ * UTC's years. */
 static void test_history_time_out_of_the_zone(void **state)
 {
     (void)state;
@@ -108,8 +109,17 @@ static void test_history_time_out_of_the_zone(void **state)
     assert_string_equal(when, "2025-11-24T11:00:00-05:00");
     history_time(-5 * 3600, 0, when, sizeof(when));
     assert_string_equal(when, "1970-01-01T00:00:00Z");
-    history_time(0, -1, when, sizeof(when)); /* nor UTC: its unix seconds, still the instant */
-    assert_string_equal(when, "-1");
+    /* Regression: one UTC cannot write either was its unix seconds in a
+     * string ("-1"), not the RFC 3339 time API.md promises: it is the
+     * nearest time UTC writes (a row written by hand; none is dated so). */
+    history_time(0, -1, when, sizeof(when));
+    assert_string_equal(when, "1970-01-01T00:00:00Z");
+    history_time(14 * 3600, INT64_MIN, when, sizeof(when));
+    assert_string_equal(when, "1970-01-01T00:00:00Z");
+    history_time(0, INT64_C(253402300800), when, sizeof(when)); /* 10000-01-01T00:00:00Z */
+    assert_string_equal(when, "9999-12-31T23:59:59Z");
+    history_time(-14 * 3600, INT64_MAX, when, sizeof(when));
+    assert_string_equal(when, "9999-12-31T23:59:59Z");
 }
 
 /* The transfer's "command" as compact JSON, checked against `want`, and
