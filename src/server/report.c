@@ -596,10 +596,11 @@ static int64_t local_day(int64_t t, const pgw_tz *tz)
  * cuts days by a division that rounds a negative time toward zero. */
 static int pool_starts_in_1970(int64_t from, const pgw_tz *tz, pgw_err *err)
 {
-    if (from + pgw_tz_offset_at(tz, from) >= 0)
+    int32_t offset = pgw_tz_offset_at(tz, from); /* 1970's, the earliest's too */
+    if (from + offset >= 0)
         return PGW_OK;
     char earliest[PGW_RFC3339_MAX];
-    pgw_format_moment(-(int64_t)tz->offset_s, tz, earliest);
+    pgw_format_moment(-(int64_t)offset, tz, earliest);
     return pgw_err_set(err, PGW_EINVAL,
                        "a pool report's days start at 1970-01-01 in the mall's zone: from %s at "
                        "the earliest",
