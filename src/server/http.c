@@ -700,6 +700,31 @@ static int send_continue(struct lws *wsi)
 }
 
 /*
+ * The peer's address, read from the socket once a connection and kept with
+ * it (lws's opaque pointer: the per-session data is a transaction's, freed
+ * between requests; freed at LWS_CALLBACK_WSI_DESTROY): a getpeername
+ * system call at every request was a sixth of the service thread's calls
+ * on kept connections. What is no address (lws's "getpeername: ..." on a
+ * reset socket) is not kept: asked again at the next request.
+ */
+static void peer_address(struct lws *wsi, char *out, size_t cap)
+{
+    const char *kept = lws_get_opaque_user_data(wsi);
+    if (kept != NULL && strlen(kept) < cap) {
+        memcpy(out, kept, strlen(kept) + 1);
+        return;
+    }
+    pgw_prefix any;
+    if (lws_get_peer_simple(wsi, out, (int)cap) == NULL)
+        out[0] = '\0';
+    else if (kept == NULL && pgw_address_parse(out, &any)) {
+        char *copy = strdup(out); /* NULL: not kept, read again next time */
+        if (copy != NULL)
+            lws_set_opaque_user_data(wsi, copy);
+    }
+}
+
+/*
  * The client's address: the peer's, or, when the peer is a proxy the
  * configuration trusts, the nearest address of X-Forwarded-For that is not
  * one. Each proxy appends the address it heard from; what stands left of
@@ -709,8 +734,7 @@ static int send_continue(struct lws *wsi)
 static void client_address(const pgw_http *h, struct lws *wsi, char *out, size_t cap)
 {
     pgw_prefix hop;
-    if (lws_get_peer_simple(wsi, out, (int)cap) == NULL)
-        out[0] = '\0';
+    peer_address(wsi, out, cap);
     if (h->n_proxies == 0 || !pgw_address_parse(out, &hop) ||
         !pgw_prefix_contains(h->proxies, h->n_proxies, &hop))
         return;
@@ -1261,6 +1285,10 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
         (void)drain_done(h);                /* what is left wakes the next turn */
         return 0;
+    case LWS_CALLBACK_WSI_DESTROY:           /* every connection's last word, to protocols[0] */
+        free(lws_get_opaque_user_data(wsi)); /* peer_address's */
+        lws_set_opaque_user_data(wsi, NULL);
+        break;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
         /* The body's timer is ours (body_sul), in the request's memory,

@@ -3410,6 +3410,24 @@ def test_trusted_proxy(tmp):
         for forwarded, want, what in cases:
             got = [sign_up(forwarded) for _ in want]
             check(got == want, f"{what} ({forwarded!r}): {got}, wanted {want}")
+        # Several requests on one kept connection, each with its own say:
+        # the peer is read once a connection, the client at every request.
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        sent = [("203.0.113.31", "203.0.113.31"), (None, "127.0.0.1"),
+                ("203.0.113.32, 10.0.0.1", "203.0.113.32"), ("garbage", "127.0.0.1"),
+                ("203.0.113.33", "203.0.113.33")]
+        ports = set()
+        for i, (forwarded, _) in enumerate(sent):
+            conn.request("GET", f"/v1/kept-{i}",
+                         headers={"X-Forwarded-For": forwarded} if forwarded else {})
+            conn.getresponse().read()
+            ports.add(conn.sock.getsockname()[1])
+        conn.close()
+        paths = {f"/v1/kept-{i}": want for i, (_, want) in enumerate(sent)}
+        lines = log_lines(s, lambda ls: sum(l["path"] in paths for l in ls) == len(paths))
+        got = {l["path"]: l["client"] for l in lines if l["path"] in paths}
+        check(len(ports) == 1 and got == paths,
+              f"one kept connection ({len(ports)} used), each request's client: {got}")
         # Regression: the stream's handshakes were logged with the proxy's
         # address, though README says the log's client is the one the
         # per-address limits see. Let in (101) and refused (401).
