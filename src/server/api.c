@@ -4059,9 +4059,14 @@ static bool authenticate(pgw_api *api, const pgw_request *req, pgw_principal *wh
                          pgw_response *resp)
 {
     pgw_err err;
+    /* Joined by copies, not snprintf: this runs at every request. */
     char path_and_query[PGW_PATH_MAX + PGW_QUERY_MAX + 2];
-    snprintf(path_and_query, sizeof(path_and_query), "%s%s%s", req->path, req->query[0] ? "?" : "",
-             req->query);
+    size_t path_len = strnlen(req->path, PGW_PATH_MAX),
+           query_len = strnlen(req->query, PGW_QUERY_MAX);
+    memcpy(path_and_query, req->path, path_len);
+    path_and_query[path_len] = '?';
+    memcpy(path_and_query + path_len + (query_len > 0), req->query, query_len);
+    path_and_query[path_len + (query_len > 0) + query_len] = '\0';
     pgw_signed_request sr = {req->method,
                              path_and_query,
                              req->timestamp[0] ? req->timestamp : NULL,
@@ -4072,8 +4077,9 @@ static bool authenticate(pgw_api *api, const pgw_request *req, pgw_principal *wh
     memset(who, 0, sizeof(*who));
     int rc =
         pgw_auth_check(api->auth, req->authorization, &sr, req->received_us / 1000000, who, &err);
+    PGW_STATIC_ASSERT(sizeof(resp->key_name) == sizeof(who->name), "a key's name fits");
     if (who->name[0] != '\0')
-        snprintf(resp->key_name, sizeof(resp->key_name), "%s", who->name);
+        memcpy(resp->key_name, who->name, sizeof(resp->key_name));
     if (rc != PGW_OK)
         pgw_api_error(resp, 401, "unauthorized", err.msg);
     return rc == PGW_OK;
@@ -4097,7 +4103,7 @@ static void wechat_off(const pgw_wechat_channel *c, const char *name, char out[P
 bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
 {
     memset(resp, 0, sizeof(*resp));
-    snprintf(resp->key_name, sizeof(resp->key_name), "-");
+    resp->key_name[0] = '-'; /* the rest is zero */
     char id[ROUTE_ID_CAP] = "";
     route r = route_of(req->path, id, sizeof(id));
     resp->route = ROUTE_NAMES[r];

@@ -73,6 +73,9 @@ static void test_integers_as_printf_writes_them(void **state)
         snprintf(want, sizeof(want), "%lld", (long long)values[i]);
         assert_false(o.overflow);
         assert_string_equal(buf, want);
+        char text[PGW_INT_TEXT_MAX]; /* the digits alone, as an HTTP head takes them */
+        assert_int_equal(pgw_int_text(values[i], text), strlen(want));
+        assert_string_equal(text, want);
     }
 }
 
