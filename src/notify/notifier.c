@@ -70,9 +70,12 @@ struct pgw_notifier {
     bool started;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    bool stop;                  /* under lock */
-    pgw_notifier_stats stats;   /* under lock */
-    pgw_log_limit counted_said; /* under lock: log_failure's lines */
+    bool stop;                /* under lock */
+    pgw_notifier_stats stats; /* under lock */
+    /* Under lock: how often each kind of line of the store failing goes
+     * to stderr (tell_failed): an attempt counted (log_failure), the
+     * outbox's claims, its sweep of lapsed claims, a renewal, a record. */
+    pgw_log_limit counted_said, claims_said, sweep_said, renew_said, record_said;
     /* Under lock: when WeChat's daily quota of the mini program's (0) and
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
@@ -159,25 +162,60 @@ static bool passes(int rc)
     return rc == PGW_EUNAVAILABLE;
 }
 
+/*
+ * A line on stderr, "pointsgw: LINE: why", of the store failing, within
+ * the bounds of core/log_limit.h, `said` the kind's limit: a database
+ * down, locked or out of disk fails every poll of every courier, every
+ * record of a batch, every attempt, and a line each would bury the log
+ * (regressions: a line at each poll, some 40 in 2 s; one per notice). The
+ * lines held back are counted in the next one out, or in tell_works'.
+ */
+static void tell_failed(pgw_notifier *n, pgw_log_limit *said, const char *line, const pgw_err *err)
+{
+    int64_t now = pgw_monotonic_s(); /* before the lock: no call under it */
+    uint64_t unsaid = 0;
+    pthread_mutex_lock(&n->lock);
+    bool due = pgw_log_due(said, now, err->msg, &unsaid);
+    pthread_mutex_unlock(&n->lock);
+    if (due && unsaid > 0)
+        fprintf(stderr, "pointsgw: %s: %s (%llu more since the last such line)\n", line, err->msg,
+                (unsigned long long)unsaid);
+    else if (due)
+        fprintf(stderr, "pointsgw: %s: %s\n", line, err->msg);
+}
+
+/*
+ * What failed (tell_failed with `said`) got through: "pointsgw: WHAT
+ * works again", with the count of the lines held back since the last
+ * one. Only once the minute of the last line out is over: a store failing
+ * every other poll would clear the limit at each success, two lines a
+ * failure (as the API's lines of WeChat, api.c).
+ */
+static void tell_works(pgw_notifier *n, pgw_log_limit *said, const char *what)
+{
+    int64_t now = pgw_monotonic_s();
+    pthread_mutex_lock(&n->lock);
+    bool back = said->minute_s != 0 && now - said->minute_s >= PGW_LOG_EVERY_S;
+    uint64_t unsaid = said->unsaid;
+    if (back)
+        *said = (pgw_log_limit){0};
+    pthread_mutex_unlock(&n->lock);
+    if (back)
+        fprintf(stderr, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
+                (unsigned long long)unsaid);
+}
+
 /* A failure of the store that counts (not `passed`) is logged in full:
  * it will come again, and an operator must hear of it before the notices
- * die. Within the bounds of core/log_limit.h: a database refusing for
- * good fails every notice's every attempt, and a line for each would bury
- * the log (regression: 24 lines for 12 notices). One that passes is not
- * logged: a busy database would fill the log. */
+ * die (within bounds: regression, 24 lines for 12 notices). One that
+ * passes is not logged: a busy database would fill the log. */
 static void log_failure(pgw_notifier *n, const pgw_notice *nt, bool passed, const pgw_err *err)
 {
     if (passed)
         return;
-    uint64_t unsaid = 0;
-    pthread_mutex_lock(&n->lock);
-    bool due = pgw_log_due(&n->counted_said, pgw_monotonic_s(), err->msg, &unsaid);
-    pthread_mutex_unlock(&n->lock);
-    if (due)
-        fprintf(stderr,
-                "pointsgw: notice %lld, its attempt counted (%llu more since the last such "
-                "line): %s\n",
-                (long long)nt->id, (unsigned long long)unsaid, err->msg);
+    char line[64];
+    snprintf(line, sizeof(line), "notice %lld, its attempt counted", (long long)nt->id);
+    tell_failed(n, &n->counted_said, line, err);
 }
 
 /* The first place from `at` on where `name` stands alone in `msg`, not as
@@ -848,10 +886,11 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         rc = pgw_store_commit(c->store, &err);
     if (rc == PGW_OK) {
         *lease_until = now + PGW_NOTICE_LEASE_S;
+        tell_works(c->n, &c->n->renew_said, "renewing notice claims");
         return;
     }
     pgw_store_rollback(c->store, NULL);
-    fprintf(stderr, "pointsgw: notice claims not renewed, the batch stops: %s\n", err.msg);
+    tell_failed(c->n, &c->n->renew_said, "notice claims not renewed, the batch stops", &err);
     for (size_t i = 0; i < n; i++)
         lost[i] = true;
 }
@@ -934,11 +973,16 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
     pgw_err err;
     /* One transaction; when it fails (the lock not had in time, a failing
      * statement), each notice on its own, so one cannot lose the others. */
-    if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) != PGW_OK) {
+    if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) == PGW_OK) {
+        tell_works(n, &n->record_said, "recording notices");
+    } else {
         for (size_t i = 0; i < n_notices; i++) {
-            if (record(c, nts, rs, tried, i, i + 1, recorded, &err) != PGW_OK)
-                fprintf(stderr, "pointsgw: notice %lld not %s: %s\n", (long long)nts[i].id,
-                        tried[i] ? "recorded" : "given back", err.msg);
+            if (record(c, nts, rs, tried, i, i + 1, recorded, &err) == PGW_OK)
+                continue;
+            char line[64];
+            snprintf(line, sizeof(line), "notice %lld not %s", (long long)nts[i].id,
+                     tried[i] ? "recorded" : "given back");
+            tell_failed(n, &n->record_said, line, &err);
         }
     }
     for (size_t i = 0; n->o.changed != NULL && i < n_notices; i++) {
@@ -1282,7 +1326,8 @@ static bool wait_or_stop(pgw_notifier *n, int64_t ms)
 }
 
 /* Queues the expiry reminders due (notify.expiry_reminder_days ahead),
- * at most once an hour: each member and day is reminded once anyway. */
+ * at most once an hour: each member and day is reminded once anyway. A
+ * failure's line comes as seldom: it needs no limit (tell_failed). */
 static void remind(courier *c, int64_t *next_at)
 {
     pgw_notifier *n = c->n;
@@ -1300,7 +1345,7 @@ static void remind(courier *c, int64_t *next_at)
 /* Forgets finished notices older than notify.keep_days, at most every 10
  * minutes, a chunk at a time (each chunk a short transaction, so the
  * writer never waits long) and at most PRUNE_PER_RUN per run, so delivery
- * by this courier pauses briefly. */
+ * by this courier pauses briefly. Its lines come as seldom: no limit. */
 #define PRUNE_PER_RUN 200000
 static void prune(courier *c, int64_t *next_at)
 {
@@ -1381,8 +1426,10 @@ static void *courier_main(void *arg)
         }
         int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
         if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
-                                    &err) != PGW_OK)
-            fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
+                                    &err) == PGW_OK)
+            tell_works(n, &n->claims_said, "outbox");
+        else
+            tell_failed(n, &n->claims_said, "outbox", &err);
         bool lost[PGW_NOTIFY_BATCH] = {false};
         for (size_t i = 0; i < got; i++) { /* what is not tried is given back with the batch */
             keep_leases(c, batch, got, lost, &lease_until);
@@ -1397,9 +1444,12 @@ static void *courier_main(void *arg)
             finish_batch(c, batch, reach, tried, got);
         }
         int64_t lapsed = 0;
-        if (first && /* an instance that died: its claims come back after their lease */
-            pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) != PGW_OK)
-            fprintf(stderr, "pointsgw: outbox: %s\n", err.msg);
+        if (first) { /* an instance that died: its claims come back after their lease */
+            if (pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) == PGW_OK)
+                tell_works(n, &n->sweep_said, "outbox, lapsed claims");
+            else
+                tell_failed(n, &n->sweep_said, "outbox, lapsed claims", &err);
+        }
         int64_t depth = 0;
         if (first && pgw_store_outbox_depth(c->store, &depth, &err) == PGW_OK) {
             pthread_mutex_lock(&n->lock);

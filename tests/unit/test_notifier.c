@@ -6,12 +6,15 @@
  *
  * Two stand-ins make that happen at a chosen moment without waiting for
  * it: this program's time() is the wall clock plus `clock_ahead` (the
- * notifier reads time() and nothing else), and its sqlite3_exec and PQexec
+ * notifier times its work by time() alone), and its sqlite3_exec and PQexec
  * make the next write transaction's lock "not had in time" once armed, as
  * a busy database does (SQLite: SQLITE_BUSY; PostgreSQL: the lock_timeout
  * error inside the begun transaction), or the next read's begin fail so
  * (fail_next_read). SQLite connections also get pgw_test_busy(), which
- * fails the statement that calls it (a trigger's) with SQLITE_BUSY.
+ * fails the statement that calls it (a trigger's) with SQLITE_BUSY. The
+ * monotonic clock (util/clock.h), by which stderr's lines are limited, is
+ * the real one plus `mono_ahead`: a test moves it a minute on without
+ * waiting the minute.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +29,7 @@
 #include "core/utf8.h"
 #include "notify/notifier.h"
 #include "store/store.h"
+#include "util/clock.h"
 #include "util/http_client.h"
 #include "util/vault.h"
 #include "db_fixture.h"
@@ -65,6 +69,7 @@ static atomic_int first_send;      /* the first SMS of a test: moves the clock, 
 static atomic_int sms_signed;      /* SMS requests signed in this test */
 static atomic_int failed_after;    /* sms_signed when fail_next_begin was used up; -1 before */
 static atomic_int fail_next_read;  /* the next read transaction fails to begin, as when busy */
+static atomic_llong mono_ahead;    /* seconds the monotonic clock is ahead of the real one */
 
 time_t time(time_t *out)
 {
@@ -74,6 +79,21 @@ time_t time(time_t *out)
     if (out != NULL)
         *out = t;
     return t;
+}
+
+/* util/clock.c's two, which this program's replace: moved, they move
+ * together. */
+int64_t pgw_monotonic_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return ((int64_t)now.tv_sec + (int64_t)atomic_load(&mono_ahead)) * 1000000 + now.tv_nsec / 1000;
+}
+
+int64_t pgw_monotonic_s(void)
+{
+    int64_t s = pgw_monotonic_us() / 1000000;
+    return s > 0 ? s : 1;
 }
 
 int sqlite3_exec(sqlite3 *db, const char *sql, int (*callback)(void *, int, char **, char **),
@@ -177,6 +197,7 @@ static int setup(void **state)
     atomic_store(&sms_signed, 0);
     atomic_store(&failed_after, -1);
     atomic_store(&fail_next_read, 0);
+    atomic_store(&mono_ahead, 0);
     return db_fixture_setup(state);
 }
 
@@ -2042,40 +2063,57 @@ static void want_sent_once_by_mp(const rig *r, const char *what)
 }
 
 /*
- * Makes the mark of a mini-program message fail (a claimed row gaining
- * the mini program's mark, nothing else): as a busy database does when
- * `busy` (SQLite: SQLITE_BUSY; PostgreSQL: a lock timeout), else for good
- * (a trigger refusing it: PGW_EIO, as a statement the database refuses,
- * a full disk).
+ * Makes an update of a notice fail where `when` holds of its row (OLD,
+ * NEW): as a busy database does when `busy` (SQLite: SQLITE_BUSY;
+ * PostgreSQL: a lock timeout), else for good (a trigger refusing it:
+ * PGW_EIO, as a statement the database refuses, a full disk), saying
+ * "the `what` refused". The trigger is `name`; let_notices_be drops it.
  */
-static void fail_marks(const db_fixture *f, bool busy)
+static void refuse_notices(const db_fixture *f, const char *name, const char *when,
+                           const char *what, bool busy)
 {
     char sql[1024];
     if (f->pg)
         snprintf(sql, sizeof(sql),
-                 "CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS"
+                 "CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS"
                  " $$ BEGIN RAISE EXCEPTION USING ERRCODE = '%s',"
-                 " MESSAGE = 'the mark refused (" STAND_IN ")'; END $$;"
-                 "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices FOR EACH ROW"
-                 " WHEN (OLD.state = 'sending' AND NEW.state = 'sending'"
-                 " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0)"
-                 " EXECUTE FUNCTION refuse_mark()",
-                 busy ? "lock_not_available" : "raise_exception");
+                 " MESSAGE = 'the %s refused (" STAND_IN ")'; END $$;"
+                 "CREATE TRIGGER %s BEFORE UPDATE ON notices FOR EACH ROW"
+                 " WHEN (%s) EXECUTE FUNCTION %s()",
+                 name, busy ? "lock_not_available" : "raise_exception", what, name, when, name);
+    else if (busy)
+        snprintf(sql, sizeof(sql),
+                 "CREATE TRIGGER %s BEFORE UPDATE ON notices WHEN %s"
+                 " BEGIN SELECT pgw_test_busy(); END",
+                 name, when);
     else
         snprintf(sql, sizeof(sql),
-                 "CREATE TRIGGER refuse_mark BEFORE UPDATE ON notices"
-                 " WHEN OLD.state = 'sending' AND NEW.state = 'sending'"
-                 " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0"
-                 " BEGIN SELECT %s; END",
-                 busy ? "pgw_test_busy()" : "RAISE(ABORT, 'the mark refused (" STAND_IN ")')");
+                 "CREATE TRIGGER %s BEFORE UPDATE ON notices WHEN %s"
+                 " BEGIN SELECT RAISE(ABORT, 'the %s refused (" STAND_IN ")'); END",
+                 name, when, what);
     assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
+}
+
+static void let_notices_be(const db_fixture *f, const char *name)
+{
+    char sql[128];
+    snprintf(sql, sizeof(sql), f->pg ? "DROP TRIGGER %s ON notices" : "DROP TRIGGER %s", name);
+    assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
+}
+
+/* Makes the mark of a mini-program message fail (a claimed row gaining
+ * the mini program's mark, nothing else), as refuse_notices says. */
+static void fail_marks(const db_fixture *f, bool busy)
+{
+    refuse_notices(f, "refuse_mark",
+                   "OLD.state = 'sending' AND NEW.state = 'sending'"
+                   " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0",
+                   "mark", busy);
 }
 
 static void let_marks_be(const db_fixture *f)
 {
-    assert_int_equal(db_fixture_exec(f, f->pg ? "DROP TRIGGER refuse_mark ON notices"
-                                              : "DROP TRIGGER refuse_mark"),
-                     PGW_OK);
+    let_notices_be(f, "refuse_mark");
 }
 
 /* A rig retrying at most `max_attempts`, and M1 with a phone, the mini
@@ -2215,6 +2253,25 @@ static void test_a_mark_refused_for_good_ends_dead(void **state)
     rig_free_wx(&r, wx);
 }
 
+/* stderr goes to <f->dir>/stderr.txt (its path in `path`) until
+ * stderr_back(the returned descriptor). */
+static int stderr_to(const db_fixture *f, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/stderr.txt", f->dir);
+    fflush(stderr);
+    int saved = dup(2), file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && file >= 0 && dup2(file, 2) == 2);
+    close(file);
+    return saved;
+}
+
+static void stderr_back(int saved)
+{
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+}
+
 /* Lines of the stderr file `path` holding `text`. */
 static size_t lines_with(const char *path, const char *text)
 {
@@ -2256,11 +2313,7 @@ static void test_failures_that_count_are_logged_within_bounds(void **state)
     }
     fail_marks(f, false);
     char log[128];
-    snprintf(log, sizeof(log), "%s/stderr.txt", f->dir);
-    fflush(stderr);
-    int saved = dup(2), file = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    assert_true(saved >= 0 && file >= 0 && dup2(file, 2) == 2);
-    close(file);
+    int saved = stderr_to(f, log, sizeof(log));
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
     size_t dead = 0;
@@ -2271,14 +2324,162 @@ static void test_failures_that_count_are_logged_within_bounds(void **state)
             dead += strcmp(notice_of(r.store, members[i]).state, "dead") == 0;
     }
     rig_free_wx(&r, wx);
-    fflush(stderr);
-    assert_true(dup2(saved, 2) == 2);
-    close(saved);
+    stderr_back(saved);
     size_t lines = lines_with(log, "its attempt counted");
     if (dead != N || lines == 0 || lines > PGW_LOG_LINES_MAX)
         fail_msg("%zu of %d notices dead, %zu lines of counted failures on stderr: want all dead "
                  "and 1..%d lines",
                  dead, N, lines, PGW_LOG_LINES_MAX);
+}
+
+/* Waits (10 s at most) until the stderr file `path` has a line holding
+ * `text`; whether it came. */
+static bool wait_line(const char *path, const char *text)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (lines_with(path, text) > 0)
+            return true;
+        fake_sleep_ms(10);
+    }
+    return false;
+}
+
+/* What the stderr file `path` tells of a kind of failure: its lines
+ * (holding `failed`), the failures they account for (each line, and the
+ * N held back before it, "(N more since the last such line)"; the N of
+ * the line holding `works`, "… works again (N more failed since the last
+ * line)") and whether that line was written. */
+typedef struct stderr_told {
+    size_t lines;
+    long long failures;
+    bool works;
+} stderr_told;
+
+static stderr_told told_of(const char *path, const char *failed, const char *works)
+{
+    FILE *in = fopen(path, "r");
+    assert_non_null(in);
+    char line[2048];
+    stderr_told t = {0};
+    while (fgets(line, sizeof(line), in) != NULL) {
+        const char *more = strrchr(line, '(');
+        long long n = 0;
+        if (strstr(line, failed) != NULL) {
+            t.lines++;
+            t.failures += 1 + (more != NULL && sscanf(more, "(%lld more since", &n) == 1 ? n : 0);
+        } else if (strstr(line, works) != NULL) {
+            t.works = true;
+            t.failures += more != NULL && sscanf(more, "(%lld more failed", &n) == 1 ? n : 0;
+        }
+    }
+    fclose(in);
+    return t;
+}
+
+/*
+ * The outbox failing (here its table gone; a database down, locked or
+ * out of disk alike) fails every poll of every courier, its claims and
+ * the first courier's sweep of lapsed claims: each says so on stderr once
+ * a minute at most, and once the outbox is back (a minute on) that it
+ * works again, with the count of the lines held back. Regression: a line
+ * at every poll, two for the first courier (some 40 lines in 2 s).
+ */
+static void test_a_failing_outbox_is_logged_within_bounds(void **state)
+{
+    db_fixture *f = *state;
+    pgw_config *cfg = mall();
+    cfg->notify.workers = 2; /* two couriers claiming: their lines are limited together */
+    rig r;
+    rig_open(f, cfg, &r);
+    rig_start(f, &r);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    int away = db_fixture_exec(f, "ALTER TABLE notices RENAME TO notices_away");
+    bool failed = away == PGW_OK && wait_line(log, "claiming notices");
+    fake_sleep_ms(20 * PGW_NOTIFY_POLL_MS); /* the outage: some 20 polls of the first courier */
+    int back = db_fixture_exec(f, "ALTER TABLE notices_away RENAME TO notices");
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S); /* a minute on: the next poll says it works */
+    bool said = back == PGW_OK && wait_line(log, "pointsgw: outbox works again") &&
+                wait_line(log, "pointsgw: outbox, lapsed claims works again");
+    rig_free(&r);
+    stderr_back(saved);
+    /* A cause a line a minute; another cause (a courier whose statement
+     * was not yet prepared fails to prepare it) at once: within
+     * PGW_LOG_LINES_MAX a minute. */
+    stderr_told claims = told_of(log, "pointsgw: outbox: ", "pointsgw: outbox works again"),
+                sweeps = told_of(log, "pointsgw: outbox, lapsed claims: ",
+                                 "pointsgw: outbox, lapsed claims works again");
+    if (!failed || !said || claims.lines < 1 || claims.lines > PGW_LOG_LINES_MAX ||
+        claims.failures <= PGW_LOG_LINES_MAX || sweeps.lines != 1 || sweeps.failures < 2 ||
+        !claims.works || !sweeps.works)
+        fail_msg("outbox failing (%d), then back (%d): %zu lines of claims telling %lld failures, "
+                 "%zu of the sweep telling %lld, \"works again\" %d and %d: want 1..%d lines "
+                 "of claims telling more failures than that, one of the sweep telling more than "
+                 "one, then that each works again",
+                 failed, back, claims.lines, claims.failures, sweeps.lines, sweeps.failures,
+                 claims.works, sweeps.works, PGW_LOG_LINES_MAX);
+}
+
+/* The notice of `member` (with a phone) queued, and its wait (10 s at
+ * most) until it is sent. */
+static bool sent_now(rig *r, const char *member, const char *phone)
+{
+    member_with_notice(r->store, r->vault, member, phone);
+    for (int i = 0; i < 1000; i++) {
+        if (strcmp(notice_of(r->store, member).state, "sent") == 0)
+            return true;
+        fake_sleep_ms(10);
+    }
+    return false;
+}
+
+/*
+ * A batch whose record fails (here a trigger refusing it; a busy
+ * PostgreSQL, its lock not had, alike) is recorded notice by notice, and
+ * each that fails says so on stderr: within the bounds of other failures'
+ * lines, once a minute, and the first record a minute on says recording
+ * works again, with the count of the lines held back. Regression: a line
+ * per notice (here 8).
+ */
+static void test_failing_records_are_logged_within_bounds(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r); /* one courier: a later notice is recorded after the others */
+    enum { N = 8 };
+    for (int i = 0; i < N; i++) {
+        char member[8], phone[16];
+        snprintf(member, sizeof(member), "M%d", i + 1);
+        snprintf(phone, sizeof(phone), "138001380%02d", i);
+        member_with_notice(r.store, r.vault, member, phone);
+    }
+    /* M1..M8's records refused; M9's and M10's, queued after them, made */
+    refuse_notices(f, "refuse_record",
+                   "OLD.state = 'sending' AND NEW.state <> 'sending'"
+                   " AND OLD.member NOT IN ('M9', 'M10')",
+                   "record", false);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start(f, &r);
+    size_t sms = 0;
+    for (int i = 0; i < 1000 && (sms = sms_taken()) < N; i++)
+        fake_sleep_ms(10);
+    bool after = sent_now(&r, "M9", "13900139009"); /* the N records were tried before it */
+    size_t early = lines_with(log, "works again");
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S);
+    bool later = sent_now(&r, "M10", "13900139010");
+    bool said = later && wait_line(log, "pointsgw: recording notices works again");
+    let_notices_be(f, "refuse_record"); /* the stop gives M1..M8 back */
+    rig_free(&r);
+    stderr_back(saved);
+    stderr_told t = told_of(log, "not recorded: ", "pointsgw: recording notices works again");
+    if (sms != N || !after || !later || t.lines != 1 || early != 0 || !said || t.failures != N)
+        fail_msg("%zu of %d sent, their records refused, then %s: %zu lines of records not made, "
+                 "%zu of \"works again\" before a minute, then %s, %lld failures told: want one "
+                 "line, \"works again\" only a minute on, %d failures told",
+                 sms, N, after && later ? "two recorded" : "not two recorded", t.lines, early,
+                 said ? "said" : "not said", t.failures, N);
 }
 
 /*
@@ -2939,6 +3140,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_read_failing_for_good_ends_dead, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failures_that_count_are_logged_within_bounds, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_failing_outbox_is_logged_within_bounds, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_failing_records_are_logged_within_bounds, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_waiting_for_a_lock_gives_up_in_time, setup,
                                         db_fixture_teardown),
