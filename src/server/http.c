@@ -35,6 +35,8 @@
 #define CHUNK            16384 /* response bytes per write */
 #define HEADER_DATA_MAX  8192  /* all request header bytes */
 #define DRAIN_SERVICE_MS 2000  /* at shutdown, time given to send the last answers */
+#define STREAMS_CLOSE_MS 1000  /* and to streams to take their last messages and close */
+#define STOP_TICK_MS     100   /* the drain's loop looks at the clock this often */
 #define STREAM_RING      4096  /* live-stream messages kept for slow watchers */
 #define STREAM_MSG_MAX   1024  /* one transfer's JSON */
 #define NEWS_PENDING_MAX 4096  /* stream messages of no job not yet taken by the service thread */
@@ -61,6 +63,12 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
 #define WS_CLOSE_AGAIN   1013
 /* A merged member's fifth stream, found at its check: as a 429 says. */
 #define WS_CLOSE_TABS 4429
+/* Every stream at a stop (SIGTERM: a restart, a deployment): going away,
+ * as RFC 6455 says a server going down closes, so that its client
+ * reconnects (elsewhere, or after a pause) rather than take it for a
+ * network fault, as a bare TCP close read. */
+#define WS_CLOSE_GOING_AWAY  LWS_CLOSE_STATUS_GOINGAWAY
+#define WS_GOING_AWAY_REASON "server shutting down"
 /* Merged members whose survivor a stream's check named, remembered so
  * that a handshake under their sessions counts the survivor's streams:
  * the last so many (the oldest forgotten first: its next stream's check
@@ -199,7 +207,11 @@ struct pgw_http {
     const pgw_prefix *proxies;      /* the configuration's trusted_proxies (borrowed) */
     size_t n_proxies;
     volatile sig_atomic_t stop;
-    size_t responding; /* transactions with an answer not yet fully sent */
+    /* Stopping, the work drained: each stream is fed what was committed,
+     * then closed 1001 (leave_stream). Service thread only. */
+    bool going_away;
+    lws_sorted_usec_list_t stop_sul; /* wakes the drain's loop: its deadlines bound it */
+    size_t responding;               /* transactions with an answer not yet fully sent */
     /* Finished jobs and news, handed over by the writer, reader and courier
      * threads: at most one entry per job in flight plus NEWS_PENDING_MAX of
      * news. */
@@ -1847,6 +1859,28 @@ static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
     return 0;
 }
 
+/*
+ * A stream's turn at a stop (h->going_away): fed what it has not seen,
+ * then, at its next turn, closed 1001 with the reason. A member's whose
+ * session was not yet found live has nothing to be fed; one closed for
+ * its own reason (4401, 1013, 4429) keeps it. lws sends the close frame
+ * at a turn of its own, after what was written.
+ */
+static int leave_stream(pgw_http *h, struct lws *wsi, watcher *w)
+{
+    bool fed = w->next >= h->ring_seq || (w->member && !w->checked) || w->close_code != 0;
+    if (!fed) {
+        int rc = w->member ? feed_member(h, wsi, w) : feed_watcher(h, wsi, w);
+        lws_callback_on_writable(wsi); /* its close, when all is sent */
+        return rc;
+    }
+    if (w->close_code == 0) {
+        w->close_code = WS_CLOSE_GOING_AWAY;
+        w->close_reason = WS_GOING_AWAY_REASON;
+    }
+    return close_member(wsi, w);
+}
+
 static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
@@ -1862,6 +1896,8 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
         w->gaps = h->stream_gaps;
         w->counted = true;
         h->watchers++;
+        if (h->going_away) /* let in as the drain began: closed as the others */
+            lws_callback_on_writable(wsi);
         if (w->member) { /* logged once the store answered */
             member_opened(h, wsi, w);
             return 0;
@@ -1891,6 +1927,8 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (w == NULL || !w->allowed)
             return 0;
+        if (h->going_away)
+            return leave_stream(h, wsi, w);
         return w->member ? feed_member(h, wsi, w) : feed_watcher(h, wsi, w);
     case LWS_CALLBACK_RECEIVE:
         /* Watchers have nothing to say (lws bounds what it reads), but a
@@ -2125,6 +2163,15 @@ void pgw_http_shutdown(pgw_http *h)
     lws_cancel_service(h->ctx);
 }
 
+/* Wakes the drain's loop (pgw_http_run) to look at its deadlines: lws
+ * waits on its sockets as long as its own timers allow, and a stream
+ * whose client reads nothing waits on a full socket for its close. */
+static void stop_tick(lws_sorted_usec_list_t *sul)
+{
+    pgw_http *h = lws_container_of(sul, pgw_http, stop_sul);
+    lws_sul_schedule(h->ctx, 0, &h->stop_sul, stop_tick, STOP_TICK_MS * LWS_US_PER_MS);
+}
+
 int pgw_http_run(pgw_http *h, pgw_err *err)
 {
     (void)err;
@@ -2132,13 +2179,23 @@ int pgw_http_run(pgw_http *h, pgw_err *err)
         if (lws_service(h->ctx, 0) < 0)
             break;
     }
-    /* Drain: the writer commits what is queued, its callers are answered. */
+    /* Drain: the writer commits what is queued, its callers are answered,
+     * the streams are fed that and closed (leave_stream), each within
+     * its bound: a client that does not read holds up no stop. */
     pgw_api_stop(h->api);
     while (drain_done(h))
         ;
-    int64_t until = wall_us() + (int64_t)DRAIN_SERVICE_MS * 1000;
-    while (h->responding > 0 && wall_us() < until)
+    h->going_away = true;
+    lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
+    stop_tick(&h->stop_sul);
+    int64_t now = wall_us();
+    int64_t answers_until = now + (int64_t)DRAIN_SERVICE_MS * 1000;
+    int64_t streams_until = now + (int64_t)STREAMS_CLOSE_MS * 1000;
+    while ((h->responding > 0 && now < answers_until) || (h->watchers > 0 && now < streams_until)) {
         lws_service(h->ctx, 0);
+        now = wall_us();
+    }
+    lws_sul_cancel(&h->stop_sul);
     return PGW_OK;
 }
 

@@ -1754,6 +1754,68 @@ def member_stream_gone_silent(tmp, fake, env):
     check(rc == 0, "the silent streams' server exits cleanly: %s" % err[-3000:])
 
 
+def streams_going_away(tmp, fake, env):
+    """Regression: a stop (SIGTERM, as a restart or a deployment sends)
+    drained requests but dropped its open streams, a key's and a
+    member's, with a bare TCP close, no WebSocket close frame: a
+    dashboard or mini program could not tell it from a network fault.
+    Now each gets what was committed before the stop, then a close frame
+    1001 (going away) saying why, and the server still exits cleanly."""
+    d = os.path.join(tmp, "going-away")
+    os.makedirs(d, exist_ok=True)
+    srv = Server(d, write_config(d, fake.port), env)
+    ws = stream_client()
+    try:
+        session, member = mp_session(srv, fake, "code-ws-away", "oMP-WS-AWAY")
+        key_sock, key_hs, key_rest = ws.ws_open(srv.port, "/v1/stream?key=" + ADMIN)
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % session)
+        # A client that reads nothing till the server is gone, nor answers
+        # the close: the stop does not wait on it (the streams' bound is
+        # 1 s), and the close frame is in its socket when it reads.
+        deaf, deaf_hs, deaf_rest = ws.ws_open(srv.port, "/v1/stream?key=" + ADMIN)
+        # The member's stream is live once its session's check answered:
+        # its own transfer arriving says so.
+        srv.request("POST", "/v1/events", member_event("WS-AWAY-1", member), key=SHOP)
+        status, marker = srv.request("POST", "/v1/events", member_event("WS-AWAY-2", member),
+                                     key=SHOP)
+        _, closed, came, pending = ws_until(sock, pending, marker)
+        check(" 101 " in key_hs and " 101 " in handshake and " 101 " in deaf_hs and
+              status == 201 and came and closed is None,
+              "three streams open, the member's live: %s %s %s %s %s" %
+              (key_hs, handshake, deaf_hs, status, closed))
+        # Answered just before the stop: its transfers precede the close.
+        status, last = srv.request("POST", "/v1/events", member_event("WS-AWAY-3", member),
+                                   key=SHOP)
+        check(status == 201, "a purchase before the stop: %s %s" % (status, last))
+    except BaseException:
+        srv.stop()
+        raise
+    srv.proc.send_signal(signal.SIGTERM)
+    stopped = time.time()
+    ids = [t["id"] for t in last.get("transfers", [])]
+    for name, s, rest in (("a key's", key_sock, key_rest), ("a member's", sock, pending)):
+        got, closed = ws_frames(s, rest, 10)  # returns at the close: 10 s bounds a failure
+        s.close()
+        check(closed == (1001, "server shutting down"),
+              "%s stream is closed 1001, going away, at a stop: %s" % (name, closed))
+        check(ids and [m.get("id") for m in got][-len(ids):] == ids,
+              "%s stream gets what was committed before the stop, then the close: %s" %
+              (name, [m.get("id") for m in got]))
+    try:
+        rc = srv.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        rc = "no exit within 10 s"
+    took = time.time() - stopped
+    _, err = srv.stop()
+    check(rc == 0 and "stopped cleanly" in err and took < 5,
+          "the server stops cleanly with streams open, in %.1f s: %s %s" % (took, rc, err[-2000:]))
+    _, closed = ws_frames(deaf, deaf_rest, 1)
+    deaf.close()
+    check(closed == (1001, "server shutting down"),
+          "a stream that read nothing finds the close frame too: %s" % (closed,))
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -2656,6 +2718,7 @@ def main():
         member_stream_merged_learnt(srv, fake)
         member_stream_merged_chain(srv, fake)
         member_stream_gone_silent(tmp, fake, env)
+        streams_going_away(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
