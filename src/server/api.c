@@ -2456,6 +2456,11 @@ static void mp_wechat_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, c
                     "wx.login and log in with it",
                     reply->errcode,
                     reply->errcode == 40163 ? "used already" : "invalid or expired");
+    else if (out == PGW_ERISK) /* WeChat's own words, "high risk user", say nothing to do */
+        pgw_err_set(&err, out,
+                    "WeChat's risk control blocks this WeChat user (errcode %ld): retrying will "
+                    "not help; it is WeChat's decision about the user's account, not the mall's",
+                    reply->errcode);
     wx_fail(job, out, &err);
 }
 

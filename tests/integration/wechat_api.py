@@ -260,6 +260,18 @@ def mini_program(srv, fake):
     conn.close()
     check(resp.status == 429 and doc["error"]["code"] == "rate_limited" and retry == "60",
           "WeChat's minute quota: 429, Retry-After %s (%s %s)" % (retry, resp.status, doc))
+    # Regression (the mini-program team's walkthrough): WeChat blocking a
+    # high-risk user's login (40226) was answered with WeChat's own words,
+    # "errcode 40226 high risk user", which tell the mini program nothing
+    # it can say to the user. It says whose decision it is, and that no
+    # retry helps.
+    fake.control("POST", "/_fake/faults", {"path": "/sns/jscode2session", "count": 1,
+                                           "errcode": 40226, "errmsg": "high risk user"})
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-r"}, key=None)
+    msg = doc.get("error", {}).get("message", "")
+    check(status == 422 and doc["error"]["code"] == "risk_rejected" and "40226" in msg
+          and "WeChat's risk control" in msg and "retrying" in msg,
+          "a login WeChat blocks as high-risk: 422, saying so (%s %s)" % (status, doc))
 
     # The same person logs in again: the same member, a new session.
     fake.control("POST", "/_fake/login_codes",
