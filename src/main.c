@@ -1017,8 +1017,9 @@ static int cmd_expire(int argc, char **argv)
     /* Read as report's and reconcile's --from/--to are (pgw_report_time_in):
      * an instant finance copies from one command is the same in the next. */
     if (given != NULL && !pgw_report_time_in(given, &as_of)) {
-        fprintf(stderr, "pointsgw expire: --as-of is neither an RFC 3339 time "
-                        "(2026-11-24T10:00:00+08:00, say) nor unix seconds\n");
+        fprintf(stderr,
+                "pointsgw expire: --as-of is neither an RFC 3339 time "
+                "(2026-11-24T10:00:00+08:00, say) nor unix seconds, " PGW_REPORT_TIME_RANGE "\n");
         pgw_config_free(cfg);
         return EXIT_USAGE;
     }
@@ -1293,9 +1294,11 @@ static int repair_missing(const pgw_config *cfg, const char *url, FILE *missing,
  * its from and to (pgw_report_time_in): one period may not mean two
  * things by where it is typed. */
 #define FROM_UNREADABLE                                                                            \
-    "--from is neither an RFC 3339 time (2026-11-01T00:00:00+08:00, say) nor unix seconds"
+    "--from is neither an RFC 3339 time (2026-11-01T00:00:00+08:00, say) nor unix "                \
+    "seconds, " PGW_REPORT_TIME_RANGE
 #define TO_UNREADABLE                                                                              \
-    "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix seconds"
+    "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix "                  \
+    "seconds, " PGW_REPORT_TIME_RANGE
 
 /* --from / --to / --format / --channel / --shop checked into *o. */
 static int reconcile_args(const flag_set *flags, const pgw_config *cfg, pgw_recon_options *o)

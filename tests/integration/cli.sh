@@ -1104,6 +1104,9 @@ for bad in 253370764801 +1793462400 ' 1793462400' -1 1793462400.5 9999-06-01T00:
     1970-01-01T00:00:00+01:00; do
     expect_exit 2 "$bin" report pool --from "$bad" --to 2026-12-01T00:00:00+08:00
     expect_text "--from is neither an RFC 3339 time"
+    # Review of 279f64e: 9999-06-01T00:00:00Z is an RFC 3339 time; the
+    # refusal says the range it is outside, as period close's and HTTP's do.
+    expect_text "from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z"
 done
 expect_exit 2 "$bin" report settlement --from 2026-11-01T00:00:00+08:00 \
     --to 2026-12-01T00:00:00+08:00 --bucket day
@@ -1173,6 +1176,9 @@ expect_text "--from must come before --to"
 expect_exit 2 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
     --to 2026-11-21
 expect_text "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix seconds"
+expect_exit 2 "$bin" reconcile --statement "$tmp/no-shop.csv" --channel store --db "$repair_db" \
+    --from 1795104000 --to 9999-06-01T00:00:00Z
+expect_text "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix seconds, from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z"
 # Regression: expire's --as-of took RFC 3339 only, while report and
 # reconcile take unix seconds too; one instant is read alike by all three
 # (pgw_report_time_in). An --as-of before every lot's date expires nothing.
@@ -1187,7 +1193,7 @@ expect_exit 0 "$bin" expire --db "$import_db" --as-of 1767196800
 for bad in 253370764801 +1767196800 ' 1767196800' -1 1767196800.5 "2026-11-24 10:00" '' \
     1970-01-01T00:00:00+01:00; do
     expect_exit 2 "$bin" expire --db "$import_db" --as-of "$bad"
-    expect_text "pointsgw expire: --as-of is neither an RFC 3339 time (2026-11-24T10:00:00+08:00, say) nor unix seconds"
+    expect_text "pointsgw expire: --as-of is neither an RFC 3339 time (2026-11-24T10:00:00+08:00, say) nor unix seconds, from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z"
 done
 expect_exit 2 "$bin" expire --db "$import_db" --as-of $(($(date +%s) + 240))
 expect_text "--as-of is ahead of the clock"
