@@ -351,12 +351,15 @@ int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_
         pgw_sha256(body, len, digest);
         if (replayed_nonce(w, &q, digest))
             return pgw_err_set(err, PGW_EUNAUTHORIZED, "nonce used before with another message");
-        rc = check_message(pgw_oa_message_parse(body, len, &out->msg, err), &out->msg, now, err);
+        rc = pgw_oa_message_parse(body, len, &out->msg, err);
+        /* Only a body that does not read as a plain push is blamed on the
+         * mode: a compatible-mode one read is refused for its own fields. */
+        if (rc == PGW_EINVAL && sealed_for_plain)
+            return pgw_err_prefix(err, "a safe-mode push, but this account is in plain mode (its "
+                                       "configuration names no aes_key_env): ");
+        rc = check_message(rc, &out->msg, now, err);
         if (rc == PGW_OK)
             remember_nonce(w, &q, digest);
-        else if (rc == PGW_EINVAL && sealed_for_plain)
-            rc = pgw_err_prefix(err, "a safe-mode push, but this account is in plain mode (its "
-                                     "configuration names no aes_key_env): ");
         return rc;
     }
     char *plain = malloc(PGW_WX_MESSAGE_MAX + 1);

@@ -797,6 +797,17 @@ def official_account(srv, fake):
     msg = body.get("error", {}).get("message", "") if isinstance(body, dict) else str(body)
     check(status == 400 and "plain mode" in msg and "aes_key_env" in msg,
           "a safe-mode push to a plain account says so: %s %s" % (status, str(body)[:200]))
+    # Review of f32e4b7: a compatible-mode push (the plain fields beside the
+    # cipher) refused for its own fault, a CreateTime ahead of the clock, is
+    # not a safe-mode push: it was told "a safe-mode push, but this account
+    # is in plain mode", sending the operator to the configuration.
+    ahead = oa_xml("oOA-79", now + 3600, "text", content="积分", msg_id="79000002").replace(
+        "</xml>", "<Encrypt><![CDATA[QUJDRA==]]></Encrypt></xml>")
+    status, body = push(srv, ahead, signed_query(OA_TOKEN, extra="&encrypt_type=aes&msg_signature=x"))
+    msg = body.get("error", {}).get("message", "") if isinstance(body, dict) else str(body)
+    check(status == 400 and "is in the future" in msg and "safe-mode" not in msg,
+          "a compatible-mode push from the future is refused for its CreateTime: %s %s" %
+          (status, str(body)[:240]))
     return oa_member
 
 
