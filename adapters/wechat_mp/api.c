@@ -213,14 +213,18 @@ int64_t pgw_wx_msgid(const json_t *answer)
 }
 
 int pgw_mp_send_subscribe(pgw_wx_client *client, const char *appid, const char *openid,
-                          const char *template_id, const char *page, const pgw_wx_keyword *kw,
-                          size_t n, int64_t *msgid, pgw_wx_reply *reply, pgw_err *err)
+                          const char *template_id, const char *page, const char *state,
+                          const pgw_wx_keyword *kw, size_t n, int64_t *msgid, pgw_wx_reply *reply,
+                          pgw_err *err)
 {
     *msgid = 0;
     memset(reply, 0, sizeof(*reply));
     if (!pgw_wx_id_ok(openid) || template_id[0] == '\0' || strlen(template_id) > 128 ||
-        (page != NULL && strlen(page) > PGW_WX_PAGE_MAX))
-        return pgw_err_set(err, PGW_EINVAL, "subscribe message: bad openid, template or page");
+        (page != NULL && strlen(page) > PGW_WX_PAGE_MAX) ||
+        (state != NULL && strcmp(state, "formal") != 0 && strcmp(state, "trial") != 0 &&
+         strcmp(state, "developer") != 0))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "subscribe message: bad openid, template, page or version");
     json_t *data = NULL, *answer = NULL;
     int rc = pgw_wx_keywords_json(kw, n, &data, err);
     if (rc != PGW_OK)
@@ -233,6 +237,10 @@ int pgw_mp_send_subscribe(pgw_wx_client *client, const char *appid, const char *
         json_object_set_new(body, "page", json_string(page)) != 0) {
         json_decref(body);
         return pgw_err_set(err, PGW_EINVAL, "subscribe message: the page is not valid UTF-8");
+    }
+    if (state != NULL && json_object_set_new(body, "miniprogram_state", json_string(state)) != 0) {
+        json_decref(body);
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
     }
     rc = pgw_wx_post(client, appid, "/cgi-bin/message/subscribe/send", body, &answer, reply, err);
     json_decref(body);

@@ -55,11 +55,14 @@ typedef struct pgw_wx_keyword {
     const char *value; /* fitted to the kind's limits before sending */
 } pgw_wx_keyword;
 
-/* cgi-bin/message/subscribe/send to openid; `page` may be NULL. *msgid is
- * WeChat's id of the message. 43101 (no quota) is PGW_ESTATE. */
+/* cgi-bin/message/subscribe/send to openid; `page` may be NULL (no jump),
+ * `state` too (WeChat's default, "formal"; else "trial" or "developer": the
+ * version the page is opened in, 41030 when the page is not in it). *msgid
+ * is WeChat's id of the message. 43101 (no quota) is PGW_ESTATE. */
 int pgw_mp_send_subscribe(pgw_wx_client *client, const char *appid, const char *openid,
-                          const char *template_id, const char *page, const pgw_wx_keyword *kw,
-                          size_t n, int64_t *msgid, pgw_wx_reply *reply, pgw_err *err);
+                          const char *template_id, const char *page, const char *state,
+                          const pgw_wx_keyword *kw, size_t n, int64_t *msgid, pgw_wx_reply *reply,
+                          pgw_err *err);
 
 /* The data object of a message: {"name": {"value": fitted}, ...}; the
  * caller decrefs. Shared by subscribe and template messages. */

@@ -939,14 +939,50 @@ static int check_url(const char *url, const char *path, pgw_err *err)
     return PGW_OK;
 }
 
+/* A mini-program page: a path with its query if any, as WeChat takes it
+ * ("pages/points/index?tab=1", research/wechat-api.md 4 and 5.1): no
+ * leading "/" or "?", no white space (control characters: pgw_json_string). */
+static int get_page(const json_t *obj, const char *key, const char *path, char *out, size_t cap,
+                    pgw_err *err)
+{
+    int rc = pgw_json_string(obj, key, path, false, PGW_MP_PAGE_MAX, out, cap, err);
+    if (rc == PGW_OK && (out[0] == '/' || out[0] == '?'))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s.%s: a page path starts with its first directory, as in "
+                           "\"pages/points/index\", not with '%c'",
+                           path, key, out[0]);
+    size_t at = strcspn(out, " \t\r\n");
+    if (rc == PGW_OK && out[at] != '\0')
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s.%s: a page path has no white space (byte %zu is one)", path, key,
+                           at + 1);
+    return rc;
+}
+
+/* wechat_mp's notice_page and miniprogram_state; wechat_oa's mp_jump_page. */
+static int parse_wechat_jump(const json_t *obj, const char *path, bool oa, pgw_wechat_channel *w,
+                             pgw_err *err)
+{
+    static const char *const states[] = {"formal", "trial", "developer"};
+    int state = 0;
+    int rc =
+        get_page(obj, oa ? "mp_jump_page" : "notice_page", path, w->page, sizeof(w->page), err);
+    if (rc == PGW_OK && !oa)
+        rc = get_choice(obj, "miniprogram_state", path, false, states, 3, &state, err);
+    if (rc == PGW_OK && !oa)
+        snprintf(w->mp_state, sizeof(w->mp_state), "%s", states[state]);
+    return rc;
+}
+
 static int parse_wechat(const json_t *channels, const char *name, bool oa, pgw_wechat_channel *w,
                         pgw_err *err)
 {
-    static const char *const mp_keys[] = {"enabled",    "api_base",  "appid",
-                                          "secret_env", "templates", NULL};
-    static const char *const oa_keys[] = {"enabled",    "api_base",      "appid",
-                                          "secret_env", "token_env",     "aes_key_env",
-                                          "templates",  "mp_jump_appid", NULL};
+    static const char *const mp_keys[] = {"enabled",           "api_base",  "appid",
+                                          "secret_env",        "templates", "notice_page",
+                                          "miniprogram_state", NULL};
+    static const char *const oa_keys[] = {
+        "enabled",     "api_base",  "appid",         "secret_env",   "token_env",
+        "aes_key_env", "templates", "mp_jump_appid", "mp_jump_page", NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *obj;
     pgw_identity probe;
@@ -976,6 +1012,8 @@ static int parse_wechat(const json_t *channels, const char *name, bool oa, pgw_w
     if (rc == PGW_OK && oa)
         rc = pgw_json_string(obj, "mp_jump_appid", path, false, PGW_ID_MAX, w->mp_jump_appid,
                              sizeof(w->mp_jump_appid), err);
+    if (rc == PGW_OK)
+        rc = parse_wechat_jump(obj, path, oa, w, err);
     if (rc == PGW_OK)
         rc = parse_templates(obj, path, w->templates, err);
     return rc;
@@ -1052,12 +1090,17 @@ static int parse_channels(const json_t *root, pgw_config *cfg, pgw_err *err)
     static const char *const keys[] = {"wechat_mp", "wechat_oa", "sms", NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *channels;
+    pgw_wechat_channel *mp = &cfg->wechat_mp, *oa = &cfg->wechat_oa;
+    snprintf(mp->page, sizeof(mp->page), "%s", PGW_MP_PAGE_DEFAULT);
+    snprintf(mp->mp_state, sizeof(mp->mp_state), "formal");
     int rc = get_section(root, "channels", "$", false, keys, &channels, path, err);
+    if (rc == PGW_OK && channels != NULL)
+        rc = parse_wechat(channels, "wechat_mp", false, mp, err);
+    /* The official account opens the mini program's page unless told another. */
+    memcpy(oa->page, mp->page, sizeof(oa->page));
     if (rc != PGW_OK || channels == NULL)
         return rc;
-    rc = parse_wechat(channels, "wechat_mp", false, &cfg->wechat_mp, err);
-    if (rc == PGW_OK)
-        rc = parse_wechat(channels, "wechat_oa", true, &cfg->wechat_oa, err);
+    rc = parse_wechat(channels, "wechat_oa", true, oa, err);
     if (rc == PGW_OK)
         rc = parse_sms(channels, &cfg->sms, err);
     return rc;

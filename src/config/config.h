@@ -39,6 +39,10 @@
 #define PGW_LISTEN_MAX          64
 #define PGW_DB_URL_MAX          512
 #define PGW_SCOPE_MAX           48
+/* A mini-program page a notice opens, query included ("pages/points/
+ * index?tab=1"). WeChat documents no bound; the adapters send at most 256. */
+#define PGW_MP_PAGE_MAX     256
+#define PGW_MP_PAGE_DEFAULT "pages/points/index"
 
 /* The notices a channel can carry, each with its own template. */
 typedef enum pgw_notice_kind {
@@ -58,6 +62,11 @@ typedef struct pgw_wechat_channel {
     char token_env[PGW_ENV_NAME_MAX + 1];   /* official account: callback token */
     char aes_key_env[PGW_ENV_NAME_MAX + 1]; /* official account: EncodingAESKey */
     char mp_jump_appid[PGW_ID_MAX + 1];     /* official account: template jump target */
+    /* The mini-program page a notice opens: wechat_mp's "notice_page";
+     * wechat_oa's "mp_jump_page" (default: wechat_mp's), in mp_jump_appid.
+     * Both PGW_MP_PAGE_DEFAULT unless configured, "channels" absent too. */
+    char page[PGW_MP_PAGE_MAX + 1];
+    char mp_state[16]; /* wechat_mp: "formal" (default), "trial" or "developer" */
     char templates[PGW_NOTICE_KINDS][PGW_TEMPLATE_ID_MAX + 1]; /* "" = not configured */
 } pgw_wechat_channel;
 

@@ -26,6 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The configuration's pages fit what the adapters send. */
+_Static_assert(PGW_MP_PAGE_MAX <= PGW_WX_PAGE_MAX, "a configured page the adapters refuse");
+
 static const char *const KIND_NAMES[PGW_NOTICE_KINDS] = {
     [PGW_NOTICE_POINTS_ARRIVED] = "points_arrived",
     [PGW_NOTICE_POINTS_REVERSED] = "points_reversed",
@@ -460,9 +463,9 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     int marked = mark_leaving(c, nt, PGW_CHANNEL_MP, &err);
     if (marked != PGW_OK) /* a claim lost is not recorded (finish_batch) */
         return not_marked(c, nt, "wechat_mp", marked, &err);
-    int rc =
-        pgw_mp_send_subscribe(n->o.wechat, n->o.cfg->wechat_mp.appid, r->mp_openid, r->mp_template,
-                              "pages/points/index", kw, 4, &msgid, &reply, &err);
+    const pgw_wechat_channel *mp = &n->o.cfg->wechat_mp;
+    int rc = pgw_mp_send_subscribe(n->o.wechat, mp->appid, r->mp_openid, r->mp_template, mp->page,
+                                   mp->mp_state, kw, 4, &msgid, &reply, &err);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
     /* Sent, or no answer (a timeout may have been a send): a unit used.
      * 43101: WeChat has none left, whatever we counted. Refused otherwise,
@@ -498,7 +501,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     pgw_oa_template t = {.openid = r->oa_openid,
                          .template_id = r->oa_template,
                          .jump_appid = oa->mp_jump_appid,
-                         .jump_page = "pages/points/index",
+                         .jump_page = oa->page,
                          .client_msg_id = msg_id,
                          .kw = kw,
                          .n_kw = 5};

@@ -1875,6 +1875,11 @@ def notifications(srv, fake, oa_member):
     check(data.get("number2", {}).get("value") == str(total) and
           data.get("number3", {}).get("value") == str(doc["balance"]) and
           data.get("thing1", {}).get("value"), "it carries the total and the balance: %s" % data)
+    asked = [r["body"] for r in fake.requests("/cgi-bin/message/subscribe/send")
+             if r["body"].get("touser") == "oMP-N"]
+    check(asked and asked[0].get("page") == "pages/points/index" and
+          asked[0].get("miniprogram_state", "formal") == "formal",
+          "by default it opens pages/points/index of the released version: %s" % asked[:1])
     time.sleep(COALESCE_S + 0.5)
     check(len(delivered(fake, "oMP-N")) == 1, "and only one")
     listed = notices(srv, member)
@@ -1980,7 +1985,7 @@ def notifications(srv, fake, oa_member):
     check(status == 201 and doc["member_id"] == oa_member, "a sale to the follower")
     got = eventually(lambda: delivered(fake, "oOA-1"), lambda d: len(d) >= 1)
     check(len(got) == 1 and got[0]["kind"] == "template" and
-          got[0]["miniprogram"]["appid"] == MP_APPID and
+          got[0]["miniprogram"] == {"appid": MP_APPID, "pagepath": "pages/points/index"} and
           got[0]["client_msg_id"].startswith("pgw-notice-"), "a template message instead: %s" % got)
     refused = [r for r in fake.requests("/cgi-bin/message/subscribe/send")
                if r["body"].get("touser") == "oMP-9"]
@@ -2721,6 +2726,58 @@ def channels_not_ready(tmp, fake, env):
             srv.stop()
 
 
+def notice_pages(tmp, fake, env):
+    """Regression: a notice opened "pages/points/index", hard-coded, and
+    the subscribe message asked for the released version: a mall whose
+    points page has another path, or whose mini program is a trial
+    version, had every subscribe message refused (41030 invalid page).
+    The configuration names the page, the version, and the page the
+    official account's template opens."""
+    d = os.path.join(tmp, "notice-pages")
+    os.makedirs(d)
+    config = write_config(d, fake.port)
+    with open(config) as f:
+        cfg = json.load(f)
+    cfg["channels"]["wechat_mp"]["notice_page"] = "pages/member/points?from=notice"
+    cfg["channels"]["wechat_mp"]["miniprogram_state"] = "trial"
+    cfg["channels"]["wechat_oa"]["mp_jump_page"] = "pages/oa/points"
+    with open(config, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = Server(d, config, env)
+    try:
+        tpl = cfg["channels"]["wechat_mp"]["templates"]["points_arrived"]
+        fake.control("POST", "/_fake/login_codes",
+                     {"appid": MP_APPID, "code": "code-PG", "openid": "oMP-PG"})
+        status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-PG"},
+                                  key=None)
+        srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                    session=doc["session"])
+        fake.control("POST", "/_fake/subscribe_quota",
+                     {"appid": MP_APPID, "openid": "oMP-PG", "template_id": tpl, "count": 1})
+        event = purchase("PG-1", "13700137066", 2000)
+        event["member"] = {"member_id": doc["member_id"]}
+        check(srv.request("POST", "/v1/events", event, key=SHOP)[0] == 201, "a purchase")
+        sent = eventually(lambda: [r["body"] for r in fake.requests("/cgi-bin/message/subscribe/send")
+                                   if r["body"].get("touser") == "oMP-PG"], lambda b: len(b) >= 1)
+        check(len(sent) == 1 and sent[0].get("page") == "pages/member/points?from=notice" and
+              sent[0].get("miniprogram_state") == "trial",
+              "the subscribe message opens the configured page of the trial version: %s" % sent)
+        # A follower's purchase: its notice goes by the official account.
+        fake.control("POST", "/_fake/followers",
+                     {"appid": OA_APPID, "openid": "oOA-PG", "following": True})
+        push(srv, oa_xml("oOA-PG", int(time.time()), "event", event="subscribe"))
+        event = purchase("PG-2", "13700137067", 2000)
+        event["member"] = {"oa_openid": "oOA-PG", "appid": OA_APPID}
+        check(srv.request("POST", "/v1/events", event, key=SHOP)[0] == 201, "a follower's purchase")
+        sent = eventually(lambda: [r["body"] for r in fake.requests("/cgi-bin/message/template/send")
+                                   if r["body"].get("touser") == "oOA-PG"], lambda b: len(b) >= 1)
+        check(len(sent) == 1 and sent[0].get("miniprogram") ==
+              {"appid": MP_APPID, "pagepath": "pages/oa/points"},
+              "the template message opens the configured page: %s" % sent)
+    finally:
+        srv.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -2770,6 +2827,7 @@ def main():
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
         srv = renamed_templates(srv, tmp, fake, config, env)
         replies_without_points(tmp, fake, env)
+        notice_pages(tmp, fake, env)
         unusable_then_answered_finish(unusable, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")

@@ -105,6 +105,10 @@ static void set_path(json_t *root, const char *path, const char *value)
     }
 }
 
+/* channels with a mini program carrying the keys `more` */
+#define MP_WITH(more)                                                                              \
+    "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\", " more "}}"
+
 static const struct {
     const char *path, *value, *fragment;
 } BAD[] = {
@@ -186,6 +190,30 @@ static const struct {
      "$.channels.wechat_mp.appid"},
     {"channels", "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret\": \"s3cr3t\"}}",
      "$.channels.wechat_mp.secret: unknown key"},
+    {"channels", MP_WITH("\"notice_page\": \"/pages/points/index\""),
+     "$.channels.wechat_mp.notice_page: a page path starts with its first directory"},
+    {"channels", MP_WITH("\"notice_page\": \"?tab=1\""),
+     "$.channels.wechat_mp.notice_page: a page path starts with its first directory"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/points /index\""),
+     "$.channels.wechat_mp.notice_page: a page path has no white space (byte 13 is one)"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/points\\u0001\""),
+     "$.channels.wechat_mp.notice_page: contains a control character (0x01)"},
+    {"channels", MP_WITH("\"notice_page\": \"\""),
+     "$.channels.wechat_mp.notice_page: must not be empty"},
+    {"channels", MP_WITH("\"notice_page\": 5"),
+     "$.channels.wechat_mp.notice_page: expected a string"},
+    {"channels", MP_WITH("\"miniprogram_state\": \"release\""),
+     "$.channels.wechat_mp.miniprogram_state: \"release\" is not one of the allowed values"},
+    {"channels", MP_WITH("\"mp_jump_page\": \"pages/points/index\""),
+     "$.channels.wechat_mp.mp_jump_page: unknown key"},
+    {"channels",
+     "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"mp_jump_page\": \"pages/a\\tb\"}}",
+     "$.channels.wechat_oa.mp_jump_page: a page path has no white space (byte 8 is one)"},
+    {"channels",
+     "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"miniprogram_state\": \"trial\"}}",
+     "$.channels.wechat_oa.miniprogram_state: unknown key"},
     {"notify", "{\"quiet_hours\": {\"start\": \"25:00\"}}", "$.notify.quiet_hours.start"},
     {"notify", "{\"retry\": {\"max_attempts\": 0}}", "$.notify.retry.max_attempts"},
     /* regression: accepted, and the first retry's backoff aborted the gateway */
@@ -386,6 +414,79 @@ static void test_notice_routes(void **state)
     json_decref(root);
 }
 
+/* Parses MINIMAL with `channels` (JSON; NULL: none). */
+static pgw_config *with_channels(const char *channels)
+{
+    json_t *root = json_loads(MINIMAL, 0, NULL);
+    assert_non_null(root);
+    if (channels != NULL)
+        set_path(root, "channels", channels);
+    char *text = json_dumps(root, 0);
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    free(text);
+    json_decref(root);
+    return cfg;
+}
+
+/* The page a notice opens and the version it opens in: today's
+ * "pages/points/index" of the released version unless configured; the
+ * official account's jump follows the mini program's page unless it
+ * names its own. A query and the longest page (256) are taken. */
+static void test_notice_pages(void **state)
+{
+    (void)state;
+    pgw_config *cfg = with_channels(NULL);
+    assert_string_equal(cfg->wechat_mp.page, "pages/points/index");
+    assert_string_equal(cfg->wechat_mp.mp_state, "formal");
+    assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
+    pgw_config_free(cfg);
+    static const char OA[] = "\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", "
+                             "\"secret_env\": \"S\", \"token_env\": \"T\"";
+    char channels[1024];
+    snprintf(channels, sizeof(channels), "{%s}}", OA);
+    cfg = with_channels(channels);
+    assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
+    pgw_config_free(cfg);
+    cfg = with_channels(MP_WITH("\"notice_page\": \"pkg/积分/home?from=notice&tab=1\", "
+                                "\"miniprogram_state\": \"trial\""));
+    assert_string_equal(cfg->wechat_mp.page, "pkg/积分/home?from=notice&tab=1");
+    assert_string_equal(cfg->wechat_mp.mp_state, "trial");
+    pgw_config_free(cfg);
+    char page[PGW_MP_PAGE_MAX + 1];
+    memset(page, 'p', PGW_MP_PAGE_MAX);
+    page[PGW_MP_PAGE_MAX] = '\0';
+    snprintf(channels, sizeof(channels),
+             "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\", "
+             "\"notice_page\": \"%s\", \"miniprogram_state\": \"developer\"}, %s}}",
+             page, OA);
+    cfg = with_channels(channels);
+    assert_string_equal(cfg->wechat_mp.page, page);
+    assert_string_equal(cfg->wechat_oa.page, page); /* the mini program's, by default */
+    assert_string_equal(cfg->wechat_mp.mp_state, "developer");
+    pgw_config_free(cfg);
+    snprintf(channels, sizeof(channels),
+             "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\", "
+             "\"notice_page\": \"pages/a\"}, %s, \"mp_jump_page\": \"pages/b?x=1\"}}",
+             OA);
+    cfg = with_channels(channels);
+    assert_string_equal(cfg->wechat_mp.page, "pages/a");
+    assert_string_equal(cfg->wechat_oa.page, "pages/b?x=1");
+    pgw_config_free(cfg);
+    /* one byte more is refused */
+    snprintf(channels, sizeof(channels), MP_WITH("\"notice_page\": \"%sp\""), page);
+    json_t *root = json_loads(MINIMAL, 0, NULL);
+    set_path(root, "channels", channels);
+    char *text = json_dumps(root, 0);
+    pgw_err err;
+    assert_int_equal(pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "$.channels.wechat_mp.notice_page: longer than 256 bytes"));
+    free(text);
+    json_decref(root);
+}
+
 /* Case `i`: MINIMAL with `value` (JSON; NULL: as it is) at `path` gives
  * a summary (check-config's) holding `line`. */
 static void want_summary_line(size_t i, const char *path, const char *value, const char *line)
@@ -516,6 +617,7 @@ int main(void)
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_stream_sessions),
         cmocka_unit_test(test_notice_routes),
+        cmocka_unit_test(test_notice_pages),
         cmocka_unit_test(test_summary_expiry_shows_what_its_policy_uses),
         cmocka_unit_test(test_check_scope_names_the_flag),
         cmocka_unit_test(test_summary_says_the_offsets_sign),

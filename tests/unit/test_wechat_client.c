@@ -197,8 +197,8 @@ static const pgw_wx_keyword KW[] = {{"thing1", "积分到账"}, {"number2", "120
 
 static int send_sub(pgw_wx_client *c, int64_t *msgid, pgw_wx_reply *reply, pgw_err *err)
 {
-    return pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, "pages/points/index", KW, 2,
-                                 msgid, reply, err);
+    return pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, "pages/points/index", NULL, KW,
+                                 2, msgid, reply, err);
 }
 
 static size_t utf8_chars(const char *s)
@@ -619,8 +619,8 @@ static void test_classify(void **state)
     /* A value the fake refuses (time is passed as is): 47003, permanent. */
     add_quota(OPENID_1, 3);
     const pgw_wx_keyword bad_time[] = {{"thing1", "积分到账"}, {"time3", "25:99"}};
-    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, bad_time, 2,
-                                           &msgid, &reply, &err),
+    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, NULL, bad_time,
+                                           2, &msgid, &reply, &err),
                      PGW_EINVAL);
     assert_int_equal(reply.errcode, 47003);
     assert_non_null(strstr(reply.errmsg, "data.time3.value"));
@@ -629,13 +629,13 @@ static void test_classify(void **state)
     /* A thing over 20 characters is sent fitted: 17 and "...". */
     const char *long_ascii = "Points credited for your purchase at the Riverside store";
     const pgw_wx_keyword long_thing[] = {{"thing1", long_ascii}};
-    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, long_thing, 1,
-                                           &msgid, &reply, &err),
+    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, NULL, long_thing,
+                                           1, &msgid, &reply, &err),
                      PGW_OK);
     const char *long_cjk = "您在滨江店的消费已获得积分请在小程序中查看明细谢谢"; /* 25 */
     const pgw_wx_keyword long_cjk_thing[] = {{"thing1", long_cjk}};
-    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, long_cjk_thing,
-                                           1, &msgid, &reply, &err),
+    assert_int_equal(pgw_mp_send_subscribe(c, APP_MP, OPENID_1, TEMPLATE_ID, NULL, NULL,
+                                           long_cjk_thing, 1, &msgid, &reply, &err),
                      PGW_OK);
     json_t *list;
     json_t *doc = requests_to(SEND_PATH, &list);
