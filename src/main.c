@@ -307,7 +307,8 @@ static int check_mp(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t
               : PGW_OK;
 }
 
-/* channels.wechat_oa: off without its secret and callback token; the
+/* channels.wechat_oa: off without its secret, callback token and, when
+ * the configuration names one, EncodingAESKey; the
  * token must be one serve takes, an EncodingAESKey set must be one (serve
  * refuses them otherwise, in server/wechat.c's order). */
 static int check_oa(const pgw_config *cfg, pgw_wx_client *wx, char *line, size_t cap, pgw_err *err)

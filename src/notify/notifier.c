@@ -1012,16 +1012,16 @@ static bool reminder_too_late(pgw_notifier *n, pgw_notice *nt, int kind)
 static const char *not_reached(const pgw_notifier *n, const reach_info *r, pgw_notice_channel ch)
 {
     if (ch == PGW_CHANNEL_MP)
-        return !n->o.mp_ready       ? "switched off or without its secret"
+        return !n->o.mp_ready       ? "switched off or a variable unset"
                : !r->mp_template[0] ? NULL
                : !r->mp_openid[0]   ? "the member has no openid there"
                                     : "the member has no subscription quota";
     if (ch == PGW_CHANNEL_OA)
-        return !n->o.oa_ready       ? "switched off or without its secret"
+        return !n->o.oa_ready       ? "switched off or a variable unset"
                : !r->oa_template[0] ? NULL
                : !r->oa_openid[0]   ? "the member has no openid there"
                                     : "the member does not follow";
-    return n->o.sms == NULL                ? "switched off or without its secret"
+    return n->o.sms == NULL                ? "switched off or a variable unset"
            : !r->sms_template[0]           ? NULL
            : r->phone.kind != PGW_ID_PHONE ? "the member has no phone"
            : r->opted_out                  ? "the member opted out"

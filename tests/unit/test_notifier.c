@@ -2595,7 +2595,7 @@ static void test_a_long_refusal_leaves_room_for_the_other_channels(void **state)
         strstr(nt.last_error, "FailedOperation.PhoneNumberInBlacklist") == NULL ||
         strstr(nt.last_error, "; no other channel reaches the member: wechat_mp: ") == NULL ||
         oa == NULL || !pgw_utf8_valid(nt.last_error) ||
-        (strcmp(oa, "; wechat_oa: switched off or without its secret") != 0 &&
+        (strcmp(oa, "; wechat_oa: switched off or a variable unset") != 0 &&
          strcmp(oa, "; wechat_oa: the member has no openid there") != 0))
         fail_msg("notice %s, last_error \"%s\": want it skipped, the refusal's code first, "
                  "then why neither WeChat channel reaches the member",
