@@ -2801,6 +2801,10 @@ static bool handle_mp_subscription(pgw_api *api, const pgw_request *req, const p
     return submit(api, job, resp);
 }
 
+/* A logout's idempotency key: this and its session's id, which its
+ * command clears once the session is revoked (follow_change reads it). */
+#define LOGOUT_KEY "logout:"
+
 static void render_logout(pgw_command *cmd, void *payload)
 {
     (void)payload;
@@ -2846,7 +2850,7 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
         if (job->cmd.page == NULL)
             return refuse(resp, job, r, PGW_ENOMEM, "out of memory");
     } else {
-        snprintf(job->cmd.key, sizeof(job->cmd.key), "logout:%s", s.id);
+        snprintf(job->cmd.key, sizeof(job->cmd.key), "%s%s", LOGOUT_KEY, s.id);
         pgw_sha256(s.id, strlen(s.id), job->cmd.fingerprint);
         job->cmd.render = render_logout;
     }
@@ -4389,11 +4393,24 @@ static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
     }
 }
 
+/* A logout committed (a replay too: the session is ended all the same):
+ * its streams here close now, not at their next check. Its session is
+ * read from its key: the command clears session_id as it revokes it. */
+static void follow_change(const pgw_command *cmd, pgw_api_follow follow, void *ctx)
+{
+    if (follow == NULL || cmd->rc != PGW_OK)
+        return;
+    size_t n = strlen(LOGOUT_KEY);
+    if (cmd->kind == PGW_COMMAND_END_SESSION && strncmp(cmd->key, LOGOUT_KEY, n) == 0)
+        follow(ctx, &(pgw_stream_change){.ended_session = cmd->key + n});
+}
+
 bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
-                    pgw_api_emit emit, void *emit_ctx)
+                    pgw_api_emit emit, pgw_api_follow follow, void *ctx)
 {
     memset(resp, 0, sizeof(*resp));
-    emit_transfers(api, &job->cmd, emit, emit_ctx);
+    emit_transfers(api, &job->cmd, emit, ctx);
+    follow_change(&job->cmd, follow, ctx);
     resp->route = ROUTE_NAMES[job->route];
     memcpy(resp->key_name, job->key_name, sizeof(resp->key_name));
     *request_id = job->request_id;

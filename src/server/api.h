@@ -190,15 +190,25 @@ bool pgw_api_stranger(const pgw_api *api, const pgw_request *req);
 typedef void (*pgw_api_emit)(void *ctx, const pgw_stream_about *about, const char *json,
                              size_t len);
 
+/* What a committed job changed for members' streams on this instance,
+ * which their next session check would otherwise find: a session a
+ * logout ended (its id, PGW_SESSION_ID_LEN hex digits). Valid during the
+ * call only. */
+typedef struct pgw_stream_change {
+    const char *ended_session; /* NULL: none */
+} pgw_stream_change;
+typedef void (*pgw_api_follow)(void *ctx, const pgw_stream_change *change);
+
 /*
  * Builds the answer of a finished job and frees it; *request_id says whose.
- * Every transfer the job committed is first passed to `emit` (may be NULL).
- * False when there is nothing to send yet (one event of a batch whose other
- * events are still on their way; a verification code recorded, its SMS
- * now on an outbound worker: the job comes back through notify).
+ * Every transfer the job committed is first passed to `emit`, then what it
+ * changed for members' streams to `follow` (either may be NULL; both get
+ * ctx). False when there is nothing to send yet (one event of a batch whose
+ * other events are still on their way; a verification code recorded, its
+ * SMS now on an outbound worker: the job comes back through notify).
  */
 bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
-                    pgw_api_emit emit, void *emit_ctx);
+                    pgw_api_emit emit, pgw_api_follow follow, void *ctx);
 
 /*
  * Who may open the live stream: a key given as `authorization` ("Bearer

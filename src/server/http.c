@@ -20,6 +20,7 @@
 #include "util/query.h"
 
 #include <libwebsockets.h>
+#include <openssl/crypto.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -61,6 +62,8 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
  * a 401 says), or it could not be checked now (1013, try again later). */
 #define WS_CLOSE_SESSION 4401
 #define WS_CLOSE_AGAIN   1013
+/* A session's check found it over, or this instance's logout ended it. */
+#define WS_SESSION_ENDED_REASON "the session was ended or has expired: log in again"
 /* A merged member's fifth stream, found at its check: as a 429 says. */
 #define WS_CLOSE_TABS 4429
 /* Every stream at a stop (SIGTERM: a restart, a deployment): going away,
@@ -457,6 +460,7 @@ static void take_done(pgw_http *h)
 }
 
 static void member_checked(pgw_http *h, struct lws *wsi, req *gone, pgw_response *resp);
+static void follow(void *ctx, const pgw_stream_change *change);
 
 /* Answers a finished job if its client is still there, or streams news. */
 static void finish_done(pgw_http *h, done_item *d)
@@ -472,7 +476,8 @@ static void finish_done(pgw_http *h, done_item *d)
     }
     uint64_t id = 0;
     pgw_response resp;
-    if (!pgw_api_finish(h->api, d->job, &id, &resp, h->watchers ? emit : NULL, h))
+    if (!pgw_api_finish(h->api, d->job, &id, &resp, h->watchers ? emit : NULL,
+                        h->n_members ? follow : NULL, h))
         return;
     size_t at = slot_find(h, id);
     if (at == SIZE_MAX) { /* not a request's (its log line could not be kept) */
@@ -1674,7 +1679,7 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
         return 101;
     }
     if (resp->status == 401)
-        end_member(w, WS_CLOSE_SESSION, "the session was ended or has expired: log in again");
+        end_member(w, WS_CLOSE_SESSION, WS_SESSION_ENDED_REASON);
     else if (!w->checked)
         end_member(w, WS_CLOSE_AGAIN, "the session could not be checked: try again later");
     return resp->status == 200 ? 500 : resp->status; /* 200: no member named (never seen) */
@@ -1711,6 +1716,30 @@ static void member_checked(pgw_http *h, struct lws *wsi, req *gone, pgw_response
         free(gone);
     }
     free(resp->body);
+}
+
+/* Whether `w` streams under the session `id` (PGW_SESSION_ID_LEN hex
+ * digits): its id compared in constant time, a secret of the token's. */
+static bool under_session(const watcher *w, const char *id)
+{
+    size_t len = strlen(w->session.id);
+    return len == strlen(id) && CRYPTO_memcmp(w->session.id, id, len) == 0;
+}
+
+/*
+ * What a job committed here changed for members' streams (api.h
+ * pgw_api_follow), as the service thread renders its answer: a logout's
+ * session's streams closed at once, 4401 as their check would, before
+ * any message committed after it (feed_member closes first). A phone
+ * logged out kept streaming the member's transfers till that check, a
+ * minute by default. Other instances' streams learn it at their check.
+ */
+static void follow(void *ctx, const pgw_stream_change *change)
+{
+    pgw_http *h = ctx;
+    for (watcher *w = h->members; w != NULL && change->ended_session != NULL; w = w->next_member)
+        if (under_session(w, change->ended_session))
+            end_member(w, WS_CLOSE_SESSION, WS_SESSION_ENDED_REASON);
 }
 
 /* A member's stream upgraded: listed, its session asked about, its

@@ -1413,8 +1413,8 @@ def member_stream(srv, fake):
           [t["id"] for t in to_b.get("transfers", [])],
           "a merged member's session streams the survivor's transfers: %s %s %s" %
           (handshake, closed, got))
-    # A logout closes the stream open under it (within the session check's
-    # period, http.stream_session_check_s), and no stream opens after it.
+    # A logout closes the stream open under it (at once on this instance:
+    # member_stream_logout_at_once), and no stream opens after it.
     status, doc = srv.request("POST", "/v1/mp/logout", session=session)
     check(status == 200, "logout: %s %s" % (status, doc))
     got, closed = ws_frames(sock, pending, 5)
@@ -1707,6 +1707,64 @@ def member_stream_merged_chain(srv, fake):
           "A's stream, then B's and C's 3 open: %s %s" % (handshake, [t[1] for t in tabs]))
     check(" 429 " in status and body.get("error", {}).get("code") == "rate_limited",
           "a fifth under A's session is 429 at its handshake, as C's: %s %s" % (status, body))
+
+
+def quiet_check_server(tmp, fake, env, name):
+    """A server of its own whose streams' sessions are checked every 600 s
+    (the suite's checks every second would hide what is not immediate)."""
+    with open(write_config(tmp, fake.port)) as f:
+        cfg = json.load(f)
+    cfg["http"]["stream_session_check_s"] = 600
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    return Server(d, path, env)
+
+
+def member_stream_logout_at_once(tmp, fake, env):
+    """Regression (the mini-program team's walkthrough): a logout left its
+    session's open streams on the instance that answered it streaming the
+    member's transfers until their next session check
+    (http.stream_session_check_s, 60 s by default): a logged-out phone
+    kept seeing the member's activity for a minute. Once the logout is
+    answered, every stream of that session is closed, 4401 with the
+    check's reason, before any further message; another session of the
+    same member keeps streaming."""
+    srv = quiet_check_server(tmp, fake, env, "logout-at-once")
+    ws = stream_client()
+    try:
+        session, member = mp_session(srv, fake, "code-ws-out-1", "oMP-WS-OUT")
+        other, member_2 = mp_session(srv, fake, "code-ws-out-2", "oMP-WS-OUT")
+        check(member_2 == member, "two sessions of one member: %s %s" % (member, member_2))
+        tabs = [ws.ws_open(srv.port, "/v1/stream", "Authorization: Session %s\r\n" % s)
+                for s in (session, session, other)]
+        status, marker = srv.request("POST", "/v1/events", member_event("WS-OUT-1", member),
+                                     key=SHOP)
+        live = [ws_until(t[0], t[2], marker) for t in tabs]  # checked: their member's
+        check(status == 201 and all(" 101 " in t[1] for t in tabs) and
+              all(came and closed is None for _, closed, came, _ in live),
+              "three streams open and live: %s %s" % ([t[1] for t in tabs], live))
+        status, doc = srv.request("POST", "/v1/mp/logout", session=session)
+        check(status == 200 and doc.get("ended") is True, "logout: %s %s" % (status, doc))
+        status, after = srv.request("POST", "/v1/events", member_event("WS-OUT-2", member),
+                                    key=SHOP)
+        check(status == 201, "a purchase after the logout: %s %s" % (status, after))
+        for (sock, _, _), (_, _, _, pending) in zip(tabs[:2], live[:2]):
+            got, closed = ws_frames(sock, pending, 5)  # returns at the close
+            check(got == [] and closed == (4401, "the session was ended or has expired: log in "
+                                                 "again"),
+                  "the logged-out session's stream is closed at once, 4401, nothing after "
+                  "the logout: %s %s" % (closed, got))
+        got, closed, came, _ = ws_until(tabs[2][0], live[2][3], after)
+        check(came and closed is None and not [m for m in got if m.get("type") == "transfer"],
+              "the member's other session keeps streaming: %s %s %s" % (came, closed, got))
+        for t in tabs:
+            t[0].close()
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the logout server exits cleanly: %s" % err[-3000:])
 
 
 def ws_closed_by_server(sock, wait):
@@ -2798,6 +2856,7 @@ def main():
         member_stream_merged_learnt(srv, fake)
         member_stream_merged_chain(srv, fake)
         member_stream_gone_silent(tmp, fake, env)
+        member_stream_logout_at_once(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
