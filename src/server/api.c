@@ -4395,7 +4395,10 @@ static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
 
 /* A logout committed (a replay too: the session is ended all the same):
  * its streams here close now, not at their next check. Its session is
- * read from its key: the command clears session_id as it revokes it. */
+ * read from its key: the command clears session_id as it revokes it. A
+ * merge (merged_from: one the command made, or one it followed): the
+ * merged member's streams follow the survivor now; one with a balance
+ * of 0 writes no transfer, and its streams saw no sign of it. */
 static void follow_change(const pgw_command *cmd, pgw_api_follow follow, void *ctx)
 {
     if (follow == NULL || cmd->rc != PGW_OK)
@@ -4403,6 +4406,8 @@ static void follow_change(const pgw_command *cmd, pgw_api_follow follow, void *c
     size_t n = strlen(LOGOUT_KEY);
     if (cmd->kind == PGW_COMMAND_END_SESSION && strncmp(cmd->key, LOGOUT_KEY, n) == 0)
         follow(ctx, &(pgw_stream_change){.ended_session = cmd->key + n});
+    if (cmd->merged_from[0] != '\0' && strcmp(cmd->merged_from, cmd->member) != 0)
+        follow(ctx, &(pgw_stream_change){.merged = cmd->merged_from, .survivor = cmd->member});
 }
 
 bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,

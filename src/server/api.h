@@ -192,10 +192,12 @@ typedef void (*pgw_api_emit)(void *ctx, const pgw_stream_about *about, const cha
 
 /* What a committed job changed for members' streams on this instance,
  * which their next session check would otherwise find: a session a
- * logout ended (its id, PGW_SESSION_ID_LEN hex digits). Valid during the
- * call only. */
+ * logout ended (its id, PGW_SESSION_ID_LEN hex digits), or a member
+ * merged into a survivor (a merge it made, or one it followed to the
+ * member it names). Valid during the call only. */
 typedef struct pgw_stream_change {
-    const char *ended_session; /* NULL: none */
+    const char *ended_session;     /* NULL: none */
+    const char *merged, *survivor; /* NULL: none */
 } pgw_stream_change;
 typedef void (*pgw_api_follow)(void *ctx, const pgw_stream_change *change);
 

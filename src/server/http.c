@@ -1664,8 +1664,11 @@ static bool fifth_stream(const pgw_http *h, const char *member, const watcher *e
 static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
 {
     if (resp->status == 200 && resp->body_len > 0 && resp->body_len <= PGW_ID_MAX) {
-        char account[sizeof(w->account)];
-        snprintf(account, sizeof(account), "member:%.*s", (int)resp->body_len, resp->body);
+        char found[PGW_ID_MAX + 1], account[sizeof(w->account)];
+        snprintf(found, sizeof(found), "%.*s", (int)resp->body_len, resp->body);
+        /* A merge answered here after the check read (follow_merge) is
+         * not undone by it: the survivor of what it found. */
+        snprintf(account, sizeof(account), "member:%s", survivor_of(h, found));
         note_merge(h, w->session.member, account + strlen("member:"));
         if (!w->checked && fifth_stream(h, account + strlen("member:"), w)) {
             end_member(w, WS_CLOSE_TABS,
@@ -1726,17 +1729,42 @@ static bool under_session(const watcher *w, const char *id)
     return len == strlen(id) && CRYPTO_memcmp(w->session.id, id, len) == 0;
 }
 
+/* A merge committed here: `merged`'s streams stream `survivor` from the
+ * next message on, as their check would make them (member_verdict), and
+ * a handshake under its sessions counts as the survivor's (note_merge).
+ * A stream not yet checked counts for the survivor; its check says the
+ * rest. Streams open before the merge stay open, over 4 or not. */
+static void follow_merge(pgw_http *h, const char *merged, const char *survivor)
+{
+    if (strlen(survivor) > PGW_ID_MAX)
+        return; /* no member id is (never seen) */
+    note_merge(h, merged, survivor);
+    char from[sizeof(((watcher *)NULL)->account)], to[sizeof(from)];
+    snprintf(from, sizeof(from), "member:%s", merged);
+    snprintf(to, sizeof(to), "member:%s", survivor);
+    for (watcher *w = h->members; w != NULL; w = w->next_member) {
+        if (w->checked && strcmp(w->account, from) == 0)
+            memcpy(w->account, to, sizeof(to));
+        else if (!w->checked && strcmp(w->counts_for, merged) == 0)
+            snprintf(w->counts_for, sizeof(w->counts_for), "%s", survivor);
+    }
+}
+
 /*
  * What a job committed here changed for members' streams (api.h
  * pgw_api_follow), as the service thread renders its answer: a logout's
  * session's streams closed at once, 4401 as their check would, before
- * any message committed after it (feed_member closes first). A phone
- * logged out kept streaming the member's transfers till that check, a
- * minute by default. Other instances' streams learn it at their check.
+ * any message committed after it (feed_member closes first); a merged
+ * member's streams following the survivor. A phone logged out kept
+ * streaming the member's transfers till that check, a minute by
+ * default, and a merged member's showed none of the survivor's. Other
+ * instances' streams learn either at their check.
  */
 static void follow(void *ctx, const pgw_stream_change *change)
 {
     pgw_http *h = ctx;
+    if (change->merged != NULL)
+        follow_merge(h, change->merged, change->survivor);
     for (watcher *w = h->members; w != NULL && change->ended_session != NULL; w = w->next_member)
         if (under_session(w, change->ended_session))
             end_member(w, WS_CLOSE_SESSION, WS_SESSION_ENDED_REASON);

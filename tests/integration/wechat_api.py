@@ -1767,6 +1767,46 @@ def member_stream_logout_at_once(tmp, fake, env):
     check(rc == 0, "the logout server exits cleanly: %s" % err[-3000:])
 
 
+def member_stream_merge_at_once(tmp, fake, env):
+    """Regression (the mini-program team's walkthrough): after the service
+    desk merged member A into B, A's open stream showed nothing of B's
+    transfers until its next session check (60 s by default), and A's
+    merge, with a balance of 0, wrote no MERGE transfer: the stream gave
+    no sign of it. Once the merge is answered on this instance, A's
+    stream follows the survivor at once."""
+    srv = quiet_check_server(tmp, fake, env, "merge-at-once")
+    ws = stream_client()
+    try:
+        session_a, member_a = mp_session(srv, fake, "code-ws-mga", "oMP-WS-MGA")
+        session_b, member_b = mp_session(srv, fake, "code-ws-mgb", "oMP-WS-MGB")
+        fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-ws-mga",
+                                                    "phone": "13900139077", "openid": "oMP-WS-MGA"})
+        status_p, _ = srv.request("POST", "/v1/mp/phone", {"code": "ph-ws-mga"}, session=session_a)
+        sid_a = session_a.split(".")[1]
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % session_a)
+        logged = eventually(lambda: [json.loads(x) for x in open(srv.out_path)
+                                     if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x],
+                            bool)  # checked: A's, with nothing to stream yet
+        check(status_p == 200 and " 101 " in handshake and
+              [x.get("status") for x in logged] == [101],
+              "A (balance 0, a phone) streams its own: %s %s %s" % (status_p, handshake, logged))
+        status, bound = srv.request("POST", "/v1/members/%s/identities" % member_b,
+                                    {"phone": "13900139077"})
+        check(status == 200 and bound.get("merged") == {"from": member_a, "into": member_b},
+              "the service desk merged A into B: %s %s" % (status, bound))
+        status, to_b = srv.request("POST", "/v1/events", member_event("WS-MERGE-B", member_b),
+                                   key=SHOP)
+        got, closed, came, _ = ws_until(sock, pending, to_b)
+        sock.close()
+        check(status == 201 and came and closed is None,
+              "A's open stream shows B's purchase once the merge is answered: %s %s %s %s" %
+              (status, came, closed, got))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the merge server exits cleanly: %s" % err[-3000:])
+
+
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
     sent meanwhile, pings and a close frame, read and dropped)."""
@@ -2857,6 +2897,7 @@ def main():
         member_stream_merged_chain(srv, fake)
         member_stream_gone_silent(tmp, fake, env)
         member_stream_logout_at_once(tmp, fake, env)
+        member_stream_merge_at_once(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
