@@ -57,6 +57,14 @@ typedef struct courier {
     bool started;
 } courier;
 
+/* A kind of line of the store failing: how often it goes out
+ * (tell_failed), and whether what failed got through since its last line
+ * (tell_works): the "works again" may only be due later. */
+typedef struct told {
+    pgw_log_limit said;
+    bool through;
+} told;
+
 struct pgw_notifier {
     pgw_notifier_options o;
     /* This run's name: host, process and a random part, unique to it; each
@@ -78,7 +86,7 @@ struct pgw_notifier {
     /* Under lock: how often each kind of line of the store failing goes
      * to stderr (tell_failed): an attempt counted (log_failure), the
      * outbox's claims, its sweep of lapsed claims, a renewal, a record. */
-    pgw_log_limit counted_said, claims_said, sweep_said, renew_said, record_said;
+    told counted_said, claims_said, sweep_said, renew_said, record_said;
     /* Under lock: when WeChat's daily quota of the mini program's (0) and
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
@@ -173,12 +181,13 @@ static bool passes(int rc)
  * (regressions: a line at each poll, some 40 in 2 s; one per notice). The
  * lines held back are counted in the next one out, or in tell_works'.
  */
-static void tell_failed(pgw_notifier *n, pgw_log_limit *said, const char *line, const pgw_err *err)
+static void tell_failed(pgw_notifier *n, told *said, const char *line, const pgw_err *err)
 {
     int64_t now = pgw_monotonic_s(); /* before the lock: no call under it */
     uint64_t unsaid = 0;
     pthread_mutex_lock(&n->lock);
-    bool due = pgw_log_due(said, now, err->msg, &unsaid);
+    bool due = pgw_log_due(&said->said, now, err->msg, &unsaid);
+    said->through = false;
     pthread_mutex_unlock(&n->lock);
     if (due && unsaid > 0)
         fprintf(stderr, "pointsgw: %s: %s (%llu more since the last such line)\n", line, err->msg,
@@ -192,16 +201,20 @@ static void tell_failed(pgw_notifier *n, pgw_log_limit *said, const char *line, 
  * works again", with the count of the lines held back since the last
  * one. Only once the minute of the last line out is over: a store failing
  * every other poll would clear the limit at each success, two lines a
- * failure (as the API's lines of WeChat, api.c).
+ * failure (as the API's lines of WeChat, api.c). `through` false: nothing
+ * got through now, but one that did in the minute is said once it is
+ * over (a record, a renewal: they come with notices only, and a quiet
+ * mall left the failure the last word; regression).
  */
-static void tell_works(pgw_notifier *n, pgw_log_limit *said, const char *what)
+static void tell_works(pgw_notifier *n, told *said, const char *what, bool through)
 {
     int64_t now = pgw_monotonic_s();
     pthread_mutex_lock(&n->lock);
-    bool back = said->minute_s != 0 && now - said->minute_s >= PGW_LOG_EVERY_S;
-    uint64_t unsaid = said->unsaid;
+    said->through = said->through || (through && said->said.minute_s != 0);
+    bool back = said->through && now - said->said.minute_s >= PGW_LOG_EVERY_S;
+    uint64_t unsaid = said->said.unsaid;
     if (back)
-        *said = (pgw_log_limit){0};
+        *said = (told){0};
     pthread_mutex_unlock(&n->lock);
     if (back)
         fprintf(stderr, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
@@ -889,7 +902,7 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         rc = pgw_store_commit(c->store, &err);
     if (rc == PGW_OK) {
         *lease_until = now + PGW_NOTICE_LEASE_S;
-        tell_works(c->n, &c->n->renew_said, "renewing notice claims");
+        tell_works(c->n, &c->n->renew_said, "renewing notice claims", true);
         return;
     }
     pgw_store_rollback(c->store, NULL);
@@ -977,7 +990,7 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
     /* One transaction; when it fails (the lock not had in time, a failing
      * statement), each notice on its own, so one cannot lose the others. */
     if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) == PGW_OK) {
-        tell_works(n, &n->record_said, "recording notices");
+        tell_works(n, &n->record_said, "recording notices", true);
     } else {
         for (size_t i = 0; i < n_notices; i++) {
             if (record(c, nts, rs, tried, i, i + 1, recorded, &err) == PGW_OK)
@@ -1430,7 +1443,7 @@ static void *courier_main(void *arg)
         int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
         if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
                                     &err) == PGW_OK)
-            tell_works(n, &n->claims_said, "outbox");
+            tell_works(n, &n->claims_said, "outbox", true);
         else
             tell_failed(n, &n->claims_said, "outbox", &err);
         bool lost[PGW_NOTIFY_BATCH] = {false};
@@ -1449,9 +1462,13 @@ static void *courier_main(void *arg)
         int64_t lapsed = 0;
         if (first) { /* an instance that died: its claims come back after their lease */
             if (pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) == PGW_OK)
-                tell_works(n, &n->sweep_said, "outbox, lapsed claims");
+                tell_works(n, &n->sweep_said, "outbox, lapsed claims", true);
             else
                 tell_failed(n, &n->sweep_said, "outbox, lapsed claims", &err);
+            /* Records and renewals come with notices only: one that got
+             * through in its failure's minute says so when it is over. */
+            tell_works(n, &n->record_said, "recording notices", false);
+            tell_works(n, &n->renew_said, "renewing notice claims", false);
         }
         int64_t depth = 0;
         if (first && pgw_store_outbox_depth(c->store, &depth, &err) == PGW_OK) {

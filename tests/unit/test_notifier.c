@@ -2483,6 +2483,37 @@ static void test_failing_records_are_logged_within_bounds(void **state)
 }
 
 /*
+ * Recording that came back within the minute of its failure's line, and
+ * no notice after it (a quiet mall): the minute over, the log still says
+ * nothing of it working again, the failure its last word on recording.
+ */
+static void test_records_back_in_a_quiet_minute_are_told(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    refuse_notices(f, "refuse_record",
+                   "OLD.state = 'sending' AND NEW.state <> 'sending' AND OLD.member = 'M1'",
+                   "record", false);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start(f, &r);
+    bool failed = wait_line(log, "not recorded: ");
+    bool back = sent_now(&r, "M2", "13900139002"); /* recorded within the minute */
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S);    /* the minute over; no notice after */
+    bool said = wait_line(log, "pointsgw: recording notices works again");
+    let_notices_be(f, "refuse_record");
+    rig_free(&r);
+    stderr_back(saved);
+    if (!failed || !back || !said)
+        fail_msg("a record refused (%s), then one made (%s), the minute over: \"recording "
+                 "notices works again\" %s",
+                 failed ? "said" : "not said", back ? "yes" : "no", said ? "said" : "never said");
+}
+
+/*
  * The same for the attempt's read (prepare): one that fails for good
  * (here the subscriptions table gone) counts, and the notice ends dead
  * after notify.retry.max_attempts, its last_error naming the cause.
@@ -3144,6 +3175,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_failing_outbox_is_logged_within_bounds, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failing_records_are_logged_within_bounds, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_records_back_in_a_quiet_minute_are_told, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_waiting_for_a_lock_gives_up_in_time, setup,
                                         db_fixture_teardown),
