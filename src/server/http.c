@@ -582,7 +582,8 @@ static const char *copy_query(struct lws *wsi, char *out, size_t cap)
                        : "the query is too long";
         if (memchr(part, '&', (size_t)len) != NULL)
             return "a query argument holds '&' (%26): none of the API's does";
-        if (n + (size_t)len + 2 > cap)
+        size_t sep = n > 0; /* the '&' before every argument but the first */
+        if (n + sep + (size_t)len + 1 > cap)
             return "the query is too long";
         n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "&" : "", part);
     }
