@@ -3022,6 +3022,114 @@ def test_stream_big_drain(tmp):
         s.stop()
 
 
+def ws_until_close(sock, pending, wait):
+    """The text messages of a WebSocket and its close frame's (code,
+    reason), read until it closes or `wait` seconds pass without a frame
+    (close None then)."""
+    out, buf = [], pending
+    while True:
+        while len(buf) >= 2:
+            n, at = buf[1] & 0x7F, 2
+            if n == 126:
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + n:
+                break
+            opcode, payload, buf = buf[0] & 0x0F, buf[at:at + n], buf[at + n:]
+            if opcode == 1:
+                out.append(json.loads(payload))
+            elif opcode == 8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                return out, (code, payload[2:].decode(errors="replace"))
+        sock.settimeout(wait)
+        try:
+            chunk = sock.recv(1 << 20)
+        except (socket.timeout, ConnectionResetError):
+            return out, None
+        if not chunk:
+            return out, None
+        buf += chunk
+
+
+def test_stream_big_drain_at_stop(tmp):
+    """Regression: at a stop the drain put every finished job's transfers
+    in the ring at once, the streams given no turn between: past the ring
+    (4096 messages) every watcher, however fast it read, was passed and
+    closed with no close code, though the README says each stream gets
+    what was committed and then 1001. The writer is held while 70 batches
+    fill it, then the service thread while the writer commits them all;
+    then SIGTERM: they reach the service thread in the stop's drain."""
+    d = os.path.join(tmp, "big-drain-stop")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="big-drain-stop.json"))
+    stopped = False
+    try:
+        def event(k, i):
+            return purchase(f"E-BIGSTOP-{k}-{i}", amount=100000, member=f"MS{k}{i:03d}")
+        _, doc, _ = s.request("POST", "/v1/events", event(999, 0))
+        each = len(doc.get("transfers", []))
+        check(each >= 2, f"a purchase of this shape makes 2 transfers or more: {doc}")
+        watchers = [ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0]) for _ in range(2)]
+        check(all(" 101 " in status for _, status, _ in watchers), "two watchers")
+        for sock, _, _ in watchers:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        batches, window = 70, 32
+        answers = [None] * batches
+        def post(k):
+            try:
+                answers[k] = s.request("POST", "/v1/events:batch",
+                                       {"events": [event(k, i) for i in range(window)]})
+            except (OSError, http.client.HTTPException) as e:
+                answers[k] = (repr(e)[:60],)
+        count = "SELECT count(*) FROM transfers"
+        before = int(pg.value(s.db, count))
+        writer = stop_thread(thread_named(s.proc.pid, "pgw-writer"))
+        try:
+            posters = [threading.Thread(target=post, args=(k,)) for k in range(batches)]
+            for t in posters:
+                t.start()
+            deadline = time.time() + 60
+            while (metric(s, "pgw_inflight_requests") < batches * window and
+                   time.time() < deadline):
+                time.sleep(0.1)
+            service = stop_thread(s.proc.pid)
+        finally:
+            resume_thread(writer, thread_named(s.proc.pid, "pgw-writer"))
+        try:
+            while (int(pg.value(s.db, count)) < before + each * batches * window and
+                   time.time() < deadline):
+                time.sleep(0.1)
+            time.sleep(0.5)  # the last commit's completions
+            s.proc.send_signal(signal.SIGTERM)  # taken by a thread not stopped
+            stopped = True
+        finally:
+            resume_thread(service, s.proc.pid)
+        got = [None] * len(watchers)
+        def read(i):
+            sock, _, rest = watchers[i]
+            got[i] = ws_until_close(sock, rest, 10.0)
+        readers = [threading.Thread(target=read, args=(i,)) for i in range(len(watchers))]
+        for t in readers:
+            t.start()
+        for t in posters + readers:
+            t.join()
+        made = int(pg.value(s.db, count)) - before
+        statuses = [a[0] if a else None for a in answers]
+        check(statuses == [200] * batches, f"every batch answered at the stop: {statuses}")
+        counts = [len(g[0]) for g in got]
+        check(made == each * batches * window and counts == [made] * len(watchers),
+              f"every watcher got all {made} transfers of the stop's drain: {counts}")
+        closes = [g[1] for g in got]
+        check(closes == [(1001, "server shutting down")] * len(watchers),
+              f"then each is closed 1001, going away: {closes}")
+        for sock, _, _ in watchers:
+            sock.close()
+    finally:
+        code, err = s.stop() if not stopped else (s.proc.wait(timeout=30), s.proc.stderr.read())
+    check(code == 0 and "stopped cleanly" in err, f"stopped cleanly: {code} {err[-500:]}")
+
+
 def test_health_sees_the_file_moved(tmp):
     """Regression (the HTTP review): an idle gateway's /healthz said ok for
     as long as nobody wrote after its SQLite file was moved aside (a
@@ -4718,7 +4826,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
-              test_stream_gap_closes_watchers, test_stream_big_drain,
+              test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period)
 
 
