@@ -1785,6 +1785,13 @@ static void member_opened(pgw_http *h, struct lws *wsi, watcher *w)
     h->members = w;
     w->listed = true;
     h->n_members++;
+    /* Let in as the drain began, its store stopped: closed as the others
+     * (1001), not as a check refused (1013, its session named the cause). */
+    if (h->going_away || h->stop) {
+        log_member(h, wsi, w, 503);
+        end_member(w, WS_CLOSE_GOING_AWAY, WS_GOING_AWAY_REASON);
+        return;
+    }
     if (member_check(h, w) != PGW_OK) {
         log_member(h, wsi, w, 503);
         end_member(w, WS_CLOSE_AGAIN, "the session could not be checked: try again later");

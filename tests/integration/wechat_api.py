@@ -34,6 +34,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -1937,6 +1938,58 @@ def streams_going_away(tmp, fake, env):
           "a stream that read nothing finds the close frame too: %s" % (closed,))
 
 
+def streams_going_away_mid_check(tmp, fake, env):
+    """A stop while the reader holds members' streams' first checks (the
+    reader stopped: the stop waits on it), and a member's handshake that
+    comes meanwhile, let in as the drain began. Each stream is answered,
+    then closed 1001 as every other; the late one was closed 1013, "the
+    session could not be checked: try again later", its check refused by
+    the stopped store, and logged 503."""
+    d = os.path.join(tmp, "going-away-mid-check")
+    os.makedirs(d, exist_ok=True)
+    srv = Server(d, write_config(d, fake.port), env)
+    ws = stream_client()
+    late = {}
+    try:
+        session, _ = mp_session(srv, fake, "code-ws-mid", "oMP-WS-MID")
+        auth = "Authorization: Session %s\r\n" % session
+        pid = srv.proc.pid
+        readers = [int(t) for t in os.listdir("/proc/%d/task" % pid)
+                   if open("/proc/%d/task/%s/comm" % (pid, t)).read().strip() == "pgw-reader"]
+        held = [(ws.stop_thread(t), t) for t in readers]
+        try:
+            mids = [ws.ws_open(srv.port, "/v1/stream", auth) for _ in range(2)]
+            check(all(" 101 " in hs for _, hs, _ in mids), "two streams, their checks held: %s" %
+                  [hs for _, hs, _ in mids])
+            srv.proc.send_signal(signal.SIGTERM)
+            # The stop waits on the reader: the service thread takes the
+            # handshake once it is let go.
+            def open_late():
+                late["ws"] = ws.ws_open(srv.port, "/v1/stream", auth)
+            opener = threading.Thread(target=open_late)
+            opener.start()
+            time.sleep(0.5)  # the handshake sent (nothing to poll: no one answers it yet)
+        finally:
+            for libc, t in held:
+                ws.resume_thread(libc, t)
+        opener.join(10)
+    except BaseException:
+        srv.stop()
+        raise
+    streams = [("a stream whose check was held", s, rest) for s, _, rest in mids]
+    if "ws" in late:
+        check(" 101 " in late["ws"][1], "the late handshake: %s" % late["ws"][1])
+        streams.append(("a member's stream let in as the drain began", late["ws"][0], late["ws"][2]))
+    check(len(streams) == 3, "the late handshake was answered")
+    for name, s, rest in streams:
+        _, closed = ws_frames(s, rest, 10)
+        s.close()
+        check(closed == (1001, "server shutting down"),
+              "%s is closed 1001, going away, at a stop: %s" % (name, closed))
+    rc, err = srv.stop()
+    check(rc == 0 and "stopped cleanly" in err, "stopped cleanly: %s %s" % (rc, err[-2000:]))
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -2899,6 +2952,7 @@ def main():
         member_stream_logout_at_once(tmp, fake, env)
         member_stream_merge_at_once(tmp, fake, env)
         streams_going_away(tmp, fake, env)
+        streams_going_away_mid_check(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         phone_answer_too_large(srv, fake)
