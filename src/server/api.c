@@ -514,9 +514,9 @@ const char *pgw_api_route_label(const char *path)
     return ROUTE_NAMES[route_of(path, id, sizeof(id))];
 }
 
-void pgw_api_key_label(const pgw_api *api, const char *authorization, char out[PGW_ID_MAX + 1])
+void pgw_api_key_label(const pgw_api *api, const pgw_request *req, char out[PGW_ID_MAX + 1])
 {
-    const char *name = pgw_auth_name(api->auth, authorization);
+    const char *name = pgw_auth_name(api->auth, &req->bearer);
     snprintf(out, PGW_ID_MAX + 1, "%s", name != NULL ? name : "-");
 }
 
@@ -528,7 +528,7 @@ bool pgw_api_stranger(const pgw_api *api, const pgw_request *req)
      * the answer pgw_api_handle gives it, as does a method the route does
      * not take (405 first, as without a body). */
     return strncasecmp(req->authorization, "Bearer ", 7) == 0 && by_key(r, req) &&
-           method_allowed(r, req->method) && !pgw_auth_knows(api->auth, req->authorization);
+           method_allowed(r, req->method) && !pgw_auth_knows(api->auth, &req->bearer);
 }
 
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message)
@@ -4084,8 +4084,7 @@ static bool authenticate(pgw_api *api, const pgw_request *req, pgw_principal *wh
                              req->body,
                              req->body_len};
     memset(who, 0, sizeof(*who));
-    int rc =
-        pgw_auth_check(api->auth, req->authorization, &sr, req->received_us / 1000000, who, &err);
+    int rc = pgw_auth_check(api->auth, &req->bearer, &sr, req->received_us / 1000000, who, &err);
     PGW_STATIC_ASSERT(sizeof(resp->key_name) == sizeof(who->name), "a key's name fits");
     if (who->name[0] != '\0')
         memcpy(resp->key_name, who->name, sizeof(resp->key_name));
@@ -4242,9 +4241,11 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     else if (key_param != NULL)
         snprintf(bearer, sizeof(bearer), "Bearer %s", key_param);
     pgw_signed_request none = {"GET", "/v1/stream", NULL, NULL, NULL, (const uint8_t *)"", 0};
+    pgw_bearer b;
+    pgw_bearer_of(bearer, &b);
     pgw_principal who;
     memset(&who, 0, sizeof(who));
-    int rc = pgw_auth_check(api->auth, bearer, &none, wall_now_s(), &who, err);
+    int rc = pgw_auth_check(api->auth, &b, &none, wall_now_s(), &who, err);
     snprintf(key_name, PGW_ID_MAX + 1, "%s", who.name[0] ? who.name : "-");
     /* Known, but no handshake carries a signature: "must sign" would send
      * its operator after headers that cannot help. */

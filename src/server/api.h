@@ -21,6 +21,7 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "server/auth.h"
 #include "server/session.h"
 #include "server/writer.h"
 #include "util/vault.h"
@@ -50,6 +51,7 @@ typedef struct pgw_request {
     char content_type[PGW_HEADER_VALUE_MAX + 1];
     char accept[PGW_HEADER_VALUE_MAX + 1]; /* "" when absent or longer than that */
     char authorization[PGW_HEADER_VALUE_MAX + 1];
+    pgw_bearer bearer; /* of authorization: its key hashed once, where it was read */
     char timestamp[PGW_HEADER_VALUE_MAX + 1]; /* X-PGW-Timestamp; "" when absent */
     char nonce[PGW_HEADER_VALUE_MAX + 1];
     char signature[PGW_HEADER_VALUE_MAX + 1];
@@ -172,10 +174,10 @@ void pgw_api_error(pgw_response *resp, int status, const char *code, const char 
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
 
 /* The route label (as /metrics and the request log name it) of `path`,
- * and the name of the key `authorization` names ("-" for none of ours):
- * for a request refused before it reaches pgw_api_handle. */
+ * and the name of the key `req` names by its bearer ("-" for none of
+ * ours): for a request refused before it reaches pgw_api_handle. */
 const char *pgw_api_route_label(const char *path);
-void pgw_api_key_label(const pgw_api *api, const char *authorization, char out[PGW_ID_MAX + 1]);
+void pgw_api_key_label(const pgw_api *api, const pgw_request *req, char out[PGW_ID_MAX + 1]);
 
 /* Whether a request (its path and headers read, not its body) is for a
  * route answered by an API key, in a method it takes, and names a Bearer

@@ -251,43 +251,49 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
     return PGW_OK;
 }
 
-/* The entry of "Bearer <key>", NULL when none (or not a Bearer). */
-static const key_entry *find_key(const pgw_auth *a, const char *authorization)
+void pgw_bearer_of(const char *authorization, pgw_bearer *out)
 {
+    memset(out, 0, sizeof(*out));
     /* the scheme's case is free (RFC 9110 11.1): "bearer" is Bearer */
     if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0 ||
         authorization[7] == '\0')
-        return NULL;
+        return;
     const char *key = authorization + 7;
-    uint8_t digest[32];
-    pgw_sha256(key, strlen(key), digest);
+    pgw_sha256(key, strlen(key), out->sha256);
+    out->given = true;
+}
+
+/* The entry of `b`, NULL when none (or none given). */
+static const key_entry *find_key(const pgw_auth *a, const pgw_bearer *b)
+{
+    if (!b->given)
+        return NULL;
     /* Every entry is compared, match or not: the time taken says nothing. */
     const key_entry *found = NULL;
     for (size_t i = 0; i < a->n_keys; i++) {
-        if (CRYPTO_memcmp(digest, a->keys[i].sha256, 32) == 0)
+        if (CRYPTO_memcmp(b->sha256, a->keys[i].sha256, 32) == 0)
             found = &a->keys[i];
     }
     return found;
 }
 
-bool pgw_auth_knows(const pgw_auth *a, const char *authorization)
+bool pgw_auth_knows(const pgw_auth *a, const pgw_bearer *b)
 {
-    return find_key(a, authorization) != NULL;
+    return find_key(a, b) != NULL;
 }
 
-const char *pgw_auth_name(const pgw_auth *a, const char *authorization)
+const char *pgw_auth_name(const pgw_auth *a, const pgw_bearer *b)
 {
-    const key_entry *k = find_key(a, authorization);
+    const key_entry *k = find_key(a, b);
     return k != NULL ? k->who.name : NULL;
 }
 
-int pgw_auth_check(pgw_auth *a, const char *authorization, const pgw_signed_request *req,
-                   int64_t now, pgw_principal *out, pgw_err *err)
+int pgw_auth_check(pgw_auth *a, const pgw_bearer *b, const pgw_signed_request *req, int64_t now,
+                   pgw_principal *out, pgw_err *err)
 {
-    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0 ||
-        authorization[7] == '\0')
+    if (!b->given)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Bearer <key> is required");
-    const key_entry *found = find_key(a, authorization);
+    const key_entry *found = find_key(a, b);
     if (found == NULL)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "unknown API key");
     *out = found->who; /* named even when its signature fails: the log says whose */

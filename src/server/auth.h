@@ -4,9 +4,9 @@
  * Keys come from the configuration: each has a name, one scope and either
  * the SHA-256 of the key or the name of an environment variable holding
  * it (read once, at pgw_auth_new, then kept only as its SHA-256). A request
- * presents `Authorization: Bearer <key>`; the key is hashed and compared in
- * constant time against every configured hash, so timing says nothing about
- * which key, or which prefix, came close.
+ * presents `Authorization: Bearer <key>`; the key is hashed (once a request:
+ * pgw_bearer) and compared in constant time against every configured hash, so timing says nothing
+ * about which key, or which prefix, came close.
  *
  * Signing: a key configured with require_signature must also send
  * X-PGW-Timestamp (unix seconds, within PGW_SIGNATURE_SKEW_S of now),
@@ -76,25 +76,37 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err);
 void pgw_auth_free(pgw_auth *auth);
 
 /*
- * Authenticates `authorization` (the header's whole value) and, when the
- * key requires it, the signature at time `now` (or at the latest `now` of
- * an earlier call, if later: time never goes back for signatures).
- * PGW_EUNAUTHORIZED with a message saying what was wrong (and never
- * echoing the key); when the key is known but its signature is not
- * right, *out still names it (for the log, never for access). One thread
- * at a time (the service thread).
+ * A request's Bearer key, hashed once where its Authorization header is
+ * read and asked about as often as needed after (a SHA-256 is ~3% of a
+ * request's work on the service thread). All zeros: none.
  */
-int pgw_auth_check(pgw_auth *auth, const char *authorization, const pgw_signed_request *req,
+typedef struct pgw_bearer {
+    bool given;         /* "Bearer <key>", the key not empty (the scheme's case free) */
+    uint8_t sha256[32]; /* the key's SHA-256, when given: a credential, as the key is */
+} pgw_bearer;
+
+/* The Bearer of `authorization` (the header's whole value; NULL for none). */
+void pgw_bearer_of(const char *authorization, pgw_bearer *out);
+
+/*
+ * Authenticates `bearer` and, when the key requires it, the signature at
+ * time `now` (or at the latest `now` of an earlier call, if later: time
+ * never goes back for signatures). PGW_EUNAUTHORIZED with a message saying
+ * what was wrong (and never echoing the key); when the key is known but its
+ * signature is not right, *out still names it (for the log, never for
+ * access). One thread at a time (the service thread).
+ */
+int pgw_auth_check(pgw_auth *auth, const pgw_bearer *bearer, const pgw_signed_request *req,
                    int64_t now, pgw_principal *out, pgw_err *err);
 
-/* Whether `authorization` is "Bearer <a configured key>" (every key
- * compared, in constant time): asked before a body is read, so that a
- * stranger's request holds no body buffer (the signature is checked with
- * the body, by pgw_auth_check). */
-bool pgw_auth_knows(const pgw_auth *auth, const char *authorization);
+/* Whether `bearer` is one of the configured keys (every key compared, in
+ * constant time): asked before a body is read, so that a stranger's
+ * request holds no body buffer (the signature is checked with the body,
+ * by pgw_auth_check). */
+bool pgw_auth_knows(const pgw_auth *auth, const pgw_bearer *bearer);
 /* The configured name of that key, NULL when it is none of ours (for the
  * log and /metrics of a request refused before it is authenticated). */
-const char *pgw_auth_name(const pgw_auth *auth, const char *authorization);
+const char *pgw_auth_name(const pgw_auth *auth, const pgw_bearer *bearer);
 
 /* Whether the principal may write for `shop` ("" for none) on `channel`. */
 bool pgw_auth_may_write(const pgw_principal *who, const char *shop, const char *channel);

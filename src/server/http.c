@@ -625,7 +625,7 @@ static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char 
     memset(&q->resp, 0, sizeof(q->resp));
     /* Whatever was read of the request names it: a 413 of /v1/events
      * counts there, under its key, not under "other" and "-". */
-    pgw_api_key_label(h->api, q->r.authorization, q->resp.key_name);
+    pgw_api_key_label(h->api, &q->r, q->resp.key_name);
     q->resp.route = pgw_api_route_label(q->r.path);
     pgw_api_error(&q->resp, status, code, message);
     respond(h, wsi, q);
@@ -919,6 +919,9 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
          copy_custom(wsi, "x-pgw-timestamp:", q->r.timestamp, sizeof(q->r.timestamp)) &&
          copy_custom(wsi, "x-pgw-nonce:", q->r.nonce, sizeof(q->r.nonce)) &&
          copy_custom(wsi, "x-pgw-signature:", q->r.signature, sizeof(q->r.signature));
+    /* Hashed once, here, for every question asked of the key after: the
+     * stranger's test, authentication, the log's key name. */
+    pgw_bearer_of(q->r.authorization, &q->r.bearer);
     /* Accept only chooses a format: a browser's long one is not an error. */
     if (ok && !copy_header(wsi, WSI_TOKEN_HTTP_ACCEPT, q->r.accept, sizeof(q->r.accept)))
         q->r.accept[0] = '\0';
@@ -1227,7 +1230,7 @@ static void log_unanswered(pgw_http *h, req *q)
     q->logged = true;
     if (!q->responding) {
         memset(&q->resp, 0, sizeof(q->resp));
-        pgw_api_key_label(h->api, q->r.authorization, q->resp.key_name);
+        pgw_api_key_label(h->api, &q->r, q->resp.key_name);
         q->resp.route = pgw_api_route_label(q->r.path);
         q->resp.status = 408;
     }

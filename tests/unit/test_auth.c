@@ -103,13 +103,53 @@ static int check_key(pgw_auth *a, const char *key, int64_t ts, const char *nonce
                               .body = (const uint8_t *)"",
                               .body_len = 0};
     pgw_principal who;
+    pgw_bearer bearer;
     snprintf(authorization, sizeof(authorization), "Bearer %s", key);
-    return pgw_auth_check(a, authorization, &req, now, &who, err);
+    pgw_bearer_of(authorization, &bearer);
+    return pgw_auth_check(a, &bearer, &req, now, &who, err);
 }
 
 static int check(pgw_auth *a, int64_t ts, const char *nonce, int64_t now, bool upper, pgw_err *err)
 {
     return check_key(a, KEY, ts, nonce, now, upper, err);
+}
+
+/* A request's key is hashed once (pgw_bearer_of) and every question after
+ * asks the hash: the stranger's test, the log's name, authentication, each
+ * saying what it said of the header itself. */
+static void test_one_bearer_answers_every_question(void **state)
+{
+    (void)state;
+    pgw_auth *a = signing_auth();
+    pgw_bearer b;
+    pgw_principal who;
+    pgw_signed_request unsigned_req = {"GET", "/v1/members/M1",    NULL, NULL,
+                                       NULL,  (const uint8_t *)"", 0};
+    pgw_err err;
+    pgw_bearer_of("bearer " KEY, &b); /* the scheme's case is free */
+    assert_true(b.given);
+    assert_true(pgw_auth_knows(a, &b));
+    assert_string_equal(pgw_auth_name(a, &b), "till");
+    memset(&who, 0, sizeof(who));
+    assert_int_equal(pgw_auth_check(a, &b, &unsigned_req, T0, &who, &err), PGW_EUNAUTHORIZED);
+    assert_non_null(strstr(err.msg, "key till must sign"));
+    assert_string_equal(who.name, "till"); /* named for the log */
+    pgw_bearer_of("Bearer not-a-key", &b);
+    assert_true(b.given);
+    assert_false(pgw_auth_knows(a, &b));
+    assert_null(pgw_auth_name(a, &b));
+    assert_int_equal(pgw_auth_check(a, &b, &unsigned_req, T0, &who, &err), PGW_EUNAUTHORIZED);
+    assert_string_equal(err.msg, "unknown API key");
+    const char *none[] = {NULL, "", "Bearer ", "Session " KEY, KEY};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        pgw_bearer_of(none[i], &b);
+        assert_false(b.given);
+        assert_false(pgw_auth_knows(a, &b));
+        assert_null(pgw_auth_name(a, &b));
+        assert_int_equal(pgw_auth_check(a, &b, &unsigned_req, T0, &who, &err), PGW_EUNAUTHORIZED);
+        assert_string_equal(err.msg, "Authorization: Bearer <key> is required");
+    }
+    pgw_auth_free(a);
 }
 
 static void test_a_nonce_is_taken_once_within_its_window(void **state)
@@ -198,6 +238,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_secret_is_one_key),
+        cmocka_unit_test(test_one_bearer_answers_every_question),
         cmocka_unit_test(test_a_nonce_is_taken_once_within_its_window),
         cmocka_unit_test(test_each_key_has_its_own_nonces),
         cmocka_unit_test(test_signatures_in_upper_case_hex),
