@@ -142,6 +142,10 @@ typedef struct watcher {
     const char *close_reason;
     pgw_session session;
     char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
+    /* The account it streamed before a merge moved it (repoint), for the
+     * messages before `prior_until` it was not yet sent. */
+    char prior[PGW_ACCOUNT_MAX + 1];
+    uint64_t prior_until;
     /* Until checked, whose streams it counts in: its token's member, or
      * that one's survivor when a check found the merge (h->merges). */
     char counts_for[PGW_ID_MAX + 1];
@@ -1663,6 +1667,23 @@ static bool fifth_stream(const pgw_http *h, const char *member, const watcher *e
     return member_streams(h, member, except) >= MEMBER_TABS;
 }
 
+/* A checked stream now streams `account` (a merge, follow_merge's or
+ * its check's): from the next message put in the ring on. What it was
+ * not yet sent of those before is still matched against the account it
+ * had: re-pointed at once, a slow phone's, or one whose turn came after
+ * the drain that answered the merge, lost the member's own transfers
+ * committed before it. */
+static void repoint(const pgw_http *h, watcher *w, const char *account)
+{
+    if (strcmp(w->account, account) == 0)
+        return;
+    if (w->next < h->ring_seq) {
+        memcpy(w->prior, w->account, sizeof(w->prior));
+        w->prior_until = h->ring_seq;
+    }
+    snprintf(w->account, sizeof(w->account), "%s", account);
+}
+
 /* What the store's answer on a member's stream's session makes of it:
  * the member it streams (the survivor of a merge, looked for again at
  * each check), or the stream closed. A later check that could not be
@@ -1683,7 +1704,10 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
                        "survivor's): close one first");
             return 429;
         }
-        memcpy(w->account, account, sizeof(account));
+        if (w->checked)
+            repoint(h, w, account);
+        else
+            memcpy(w->account, account, sizeof(account));
         w->checked = true;
         lws_callback_on_writable(w->wsi); /* what waited for the answer in the ring */
         return 101;
@@ -1751,7 +1775,7 @@ static void follow_merge(pgw_http *h, const char *merged, const char *survivor)
     snprintf(to, sizeof(to), "member:%s", survivor);
     for (watcher *w = h->members; w != NULL; w = w->next_member) {
         if (w->checked && strcmp(w->account, from) == 0)
-            memcpy(w->account, to, sizeof(to));
+            repoint(h, w, to);
         else if (!w->checked && strcmp(w->counts_for, merged) == 0)
             snprintf(w->counts_for, sizeof(w->counts_for), "%s", survivor);
     }
@@ -1915,8 +1939,9 @@ static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
         return 0; /* member_checked asks for a turn */
     while (w->next < h->ring_seq) {
         const stream_msg *m = &h->ring[w->next % STREAM_RING];
+        const char *account = w->next < w->prior_until ? w->prior : w->account;
         w->next++;
-        if (strcmp(m->accounts[0], w->account) != 0 && strcmp(m->accounts[1], w->account) != 0)
+        if (strcmp(m->accounts[0], account) != 0 && strcmp(m->accounts[1], account) != 0)
             continue;
         static uint8_t buf[LWS_PRE + STREAM_MSG_MAX]; /* service thread only */
         size_t len = pgw_api_stream_member_view(m->json, m->len, (char *)buf + LWS_PRE);

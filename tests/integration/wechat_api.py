@@ -1808,6 +1808,75 @@ def member_stream_merge_at_once(tmp, fake, env):
     check(rc == 0, "the merge server exits cleanly: %s" % err[-3000:])
 
 
+def member_stream_merge_keeps_earlier(tmp, fake, env):
+    """Review of 40edd1f: a merge answered re-points A's open stream at
+    B's account at once, but what A's stream had not yet been sent of
+    the messages before it (a phone reading slowly, or the merge
+    finished in the drain that streamed A's last purchase) was then
+    matched against B's account, and A's own purchases committed before
+    the merge never came. Every one of A's comes, then B's after it
+    (about one run in two failed so before the fix: three rounds here)."""
+    srv = quiet_check_server(tmp, fake, env, "merge-keeps-earlier")
+    ws = stream_client()
+    try:
+        for r in range(3):  # the race is lost now and then: three chances
+            openid, phone, code = "oMP-WS-MKA-%d" % r, "1390013907%d" % r, "ph-ws-mka-%d" % r
+            session_a, member_a = mp_session(srv, fake, "code-ws-mka-%d" % r, openid)
+            _, member_b = mp_session(srv, fake, "code-ws-mkb-%d" % r, "oMP-WS-MKB-%d" % r)
+            fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": code,
+                                                        "phone": phone, "openid": openid})
+            status_p, _ = srv.request("POST", "/v1/mp/phone", {"code": code}, session=session_a)
+            sid_a = session_a.split(".")[1]
+            sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                                  "Authorization: Session %s\r\n" % session_a)
+            logged = eventually(lambda: [json.loads(x) for x in open(srv.out_path)
+                                         if '"session:%s"' % sid_a[:8] in x and
+                                         '"/v1/stream"' in x], bool)  # checked: A's
+            check(status_p == 200 and " 101 " in handshake and
+                  [x.get("status") for x in logged] == [101],
+                  "A streams its own: %s %s %s" % (status_p, handshake, logged))
+            # A's purchases, many at once, and the merge among them: the
+            # writer commits some of A's and the merge in one batch,
+            # answered in one drain, before A's stream has its turn.
+            answers, lock, half = {}, threading.Lock(), threading.Event()
+
+            def buy(i):
+                got = srv.request("POST", "/v1/events",
+                                  member_event("WS-MKA-%d-%d" % (r, i), member_a), key=SHOP)
+                with lock:
+                    answers[i] = got
+                    if len(answers) == 20:
+                        half.set()
+            buyers = [threading.Thread(target=buy, args=(i,)) for i in range(60)]
+            for t in buyers:
+                t.start()
+            half.wait(30)
+            status, bound = srv.request("POST", "/v1/members/%s/identities" % member_b,
+                                        {"phone": phone})
+            for t in buyers:
+                t.join()
+            ids = [t["id"] for st, doc in answers.values() for t in doc.get("transfers", [])
+                   if st == 201]
+            check(status == 200 and
+                  bound.get("merged") == {"from": member_a, "into": member_b} and
+                  all(st == 201 for st, _ in answers.values()),
+                  "the service desk merged A into B amid A's purchases: %s %s %s" %
+                  (status, bound, [a for a in answers.values() if a[0] != 201]))
+            status_b, to_b = srv.request("POST", "/v1/events",
+                                         member_event("WS-MKB-%d" % r, member_b), key=SHOP)
+            got, closed, came, _ = ws_until(sock, pending, to_b, wait=20)
+            sock.close()
+            seen = [m.get("id") for m in got if m.get("type") == "transfer"]
+            check(None not in ids and status_b == 201 and came and closed is None and
+                  [i for i in ids if i not in seen] == [],
+                  "A's stream gets all its purchases before the merge, then B's: %s %s %s, "
+                  "%d of %d missing" % (status_b, came, closed,
+                                        len([i for i in ids if i not in seen]), len(ids)))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the merge server exits cleanly: %s" % err[-3000:])
+
+
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
     sent meanwhile, pings and a close frame, read and dropped)."""
@@ -2951,6 +3020,7 @@ def main():
         member_stream_gone_silent(tmp, fake, env)
         member_stream_logout_at_once(tmp, fake, env)
         member_stream_merge_at_once(tmp, fake, env)
+        member_stream_merge_keeps_earlier(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
         login_wechat_down(srv, fake)
