@@ -2943,6 +2943,52 @@ def metric(s, name):
     return int(m.group(1)) if m else -1
 
 
+HELD_BATCHES, HELD_WINDOW = 70, 32  # hold_big_drain's batches and their purchases
+
+
+def hold_big_drain(s, event, each, while_held=None):
+    """Holds the writer while 70 batches of 32 purchases (`event(k, i)`,
+    `each` transfers a purchase) fill it, then the service thread while the
+    writer commits them all, so that they reach the service thread in one
+    drain; `while_held()` runs last with the service thread still held.
+    Returns the posting threads, their answers (a status first, or an
+    error's text) and how many transfers there were before."""
+    batches, window = HELD_BATCHES, HELD_WINDOW
+    answers = [None] * batches
+    def post(k):
+        try:
+            # Answered only once both threads are let go and all commit:
+            # on PostgreSQL on a busy machine past the default 10 s.
+            answers[k] = s.request("POST", "/v1/events:batch",
+                                   {"events": [event(k, i) for i in range(window)]}, timeout=90)
+        except (OSError, http.client.HTTPException) as e:
+            answers[k] = (repr(e)[:60],)
+    count = "SELECT count(*) FROM transfers"
+    before = int(pg.value(s.db, count))
+    writer = stop_thread(thread_named(s.proc.pid, "pgw-writer"))
+    try:
+        posters = [threading.Thread(target=post, args=(k,)) for k in range(batches)]
+        for t in posters:
+            t.start()
+        deadline = time.time() + 60
+        while (metric(s, "pgw_inflight_requests") < batches * window and
+               time.time() < deadline):
+            time.sleep(0.1)
+        service = stop_thread(s.proc.pid)
+    finally:
+        resume_thread(writer, thread_named(s.proc.pid, "pgw-writer"))
+    try:
+        while (int(pg.value(s.db, count)) < before + each * batches * window and
+               time.time() < deadline):
+            time.sleep(0.1)
+        time.sleep(0.5)  # the last commit's completions
+        if while_held is not None:
+            while_held()
+    finally:
+        resume_thread(service, s.proc.pid)
+    return posters, answers, before
+
+
 def test_stream_big_drain(tmp):
     """Regression: when more than the stream's ring (4096 messages) of
     transfers finished between two turns of the service thread, one drain
@@ -2963,32 +3009,8 @@ def test_stream_big_drain(tmp):
         check(all(" 101 " in status for _, status, _ in watchers), "two watchers")
         for sock, _, _ in watchers:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        batches, window = 70, 32
-        answers = [None] * batches
-        def post(k):
-            answers[k] = s.request("POST", "/v1/events:batch",
-                                   {"events": [event(k, i) for i in range(window)]})
-        count = "SELECT count(*) FROM transfers"
-        before = int(pg.value(s.db, count))
-        writer = stop_thread(thread_named(s.proc.pid, "pgw-writer"))
-        try:
-            posters = [threading.Thread(target=post, args=(k,)) for k in range(batches)]
-            for t in posters:
-                t.start()
-            deadline = time.time() + 60
-            while (metric(s, "pgw_inflight_requests") < batches * window and
-                   time.time() < deadline):
-                time.sleep(0.1)
-            service = stop_thread(s.proc.pid)
-        finally:
-            resume_thread(writer, thread_named(s.proc.pid, "pgw-writer"))
-        try:
-            while (int(pg.value(s.db, count)) < before + each * batches * window and
-                   time.time() < deadline):
-                time.sleep(0.1)
-            time.sleep(0.5)  # the last commit's completions
-        finally:
-            resume_thread(service, s.proc.pid)
+        posters, answers, before = hold_big_drain(s, event, each)
+        batches, window = HELD_BATCHES, HELD_WINDOW
         # Regression: requests finishing while that drain took its turns
         # woke nobody (the drain's own wake-up swallowed theirs), and the
         # service thread answered nothing more, ever.
@@ -3009,7 +3031,7 @@ def test_stream_big_drain(tmp):
             t.start()
         for t in posters + late_posters + readers:
             t.join()
-        made = int(pg.value(s.db, count)) - before
+        made = int(pg.value(s.db, "SELECT count(*) FROM transfers")) - before
         statuses = [a[0] if a else None for a in answers]
         check(statuses == [200] * batches, f"every batch answered: {statuses}")
         check(late == [201] * 80, f"requests finishing during the drain are answered: {late}")
@@ -3074,37 +3096,12 @@ def test_stream_big_drain_at_stop(tmp):
         check(all(" 101 " in status for _, status, _ in watchers), "two watchers")
         for sock, _, _ in watchers:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        batches, window = 70, 32
-        answers = [None] * batches
-        def post(k):
-            try:
-                answers[k] = s.request("POST", "/v1/events:batch",
-                                       {"events": [event(k, i) for i in range(window)]})
-            except (OSError, http.client.HTTPException) as e:
-                answers[k] = (repr(e)[:60],)
-        count = "SELECT count(*) FROM transfers"
-        before = int(pg.value(s.db, count))
-        writer = stop_thread(thread_named(s.proc.pid, "pgw-writer"))
-        try:
-            posters = [threading.Thread(target=post, args=(k,)) for k in range(batches)]
-            for t in posters:
-                t.start()
-            deadline = time.time() + 60
-            while (metric(s, "pgw_inflight_requests") < batches * window and
-                   time.time() < deadline):
-                time.sleep(0.1)
-            service = stop_thread(s.proc.pid)
-        finally:
-            resume_thread(writer, thread_named(s.proc.pid, "pgw-writer"))
-        try:
-            while (int(pg.value(s.db, count)) < before + each * batches * window and
-                   time.time() < deadline):
-                time.sleep(0.1)
-            time.sleep(0.5)  # the last commit's completions
+        def stop():
+            nonlocal stopped
             s.proc.send_signal(signal.SIGTERM)  # taken by a thread not stopped
             stopped = True
-        finally:
-            resume_thread(service, s.proc.pid)
+        posters, answers, before = hold_big_drain(s, event, each, stop)
+        batches, window = HELD_BATCHES, HELD_WINDOW
         got = [None] * len(watchers)
         def read(i):
             sock, _, rest = watchers[i]
@@ -3114,7 +3111,7 @@ def test_stream_big_drain_at_stop(tmp):
             t.start()
         for t in posters + readers:
             t.join()
-        made = int(pg.value(s.db, count)) - before
+        made = int(pg.value(s.db, "SELECT count(*) FROM transfers")) - before
         statuses = [a[0] if a else None for a in answers]
         check(statuses == [200] * batches, f"every batch answered at the stop: {statuses}")
         counts = [len(g[0]) for g in got]
