@@ -967,6 +967,13 @@ static int parse_wechat_jump(const json_t *obj, const char *path, bool oa, pgw_w
     int state = 0;
     int rc =
         get_page(obj, oa ? "mp_jump_page" : "notice_page", path, w->page, sizeof(w->page), err);
+    /* Without mp_jump_appid a template opens no mini program: the page would be ignored. */
+    if (rc == PGW_OK && oa && w->mp_jump_appid[0] == '\0' &&
+        json_object_get(obj, "mp_jump_page") != NULL)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s.mp_jump_page: opens a page of the mini program mp_jump_appid "
+                           "names, and none is named",
+                           path);
     if (rc == PGW_OK && !oa)
         rc = get_choice(obj, "miniprogram_state", path, false, states, 3, &state, err);
     if (rc == PGW_OK && !oa)

@@ -210,6 +210,12 @@ static const struct {
      "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
      " \"token_env\": \"T\", \"mp_jump_page\": \"pages/a\\tb\"}}",
      "$.channels.wechat_oa.mp_jump_page: a page path has no white space (byte 8 is one)"},
+    /* regression: taken, and no template opened it (no mp_jump_appid: no jump) */
+    {"channels",
+     "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"mp_jump_page\": \"pages/oa/points\"}}",
+     "$.channels.wechat_oa.mp_jump_page: opens a page of the mini program mp_jump_appid names, "
+     "and none is named"},
     {"channels",
      "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
      " \"token_env\": \"T\", \"miniprogram_state\": \"trial\"}}",
@@ -469,7 +475,8 @@ static void test_notice_pages(void **state)
     pgw_config_free(cfg);
     snprintf(channels, sizeof(channels),
              "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\", "
-             "\"notice_page\": \"pages/a\"}, %s, \"mp_jump_page\": \"pages/b?x=1\"}}",
+             "\"notice_page\": \"pages/a\"}, %s, \"mp_jump_appid\": \"wx1234567890abcdef\", "
+             "\"mp_jump_page\": \"pages/b?x=1\"}}",
              OA);
     cfg = with_channels(channels);
     assert_string_equal(cfg->wechat_mp.page, "pages/a");
