@@ -27,3 +27,17 @@ bool pgw_log_due(pgw_log_limit *l, int64_t now_s, const char *cause, uint64_t *u
     snprintf(l->last, sizeof(l->last), "%s", cause);
     return true;
 }
+
+pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, int64_t back_after_s,
+                         uint64_t *unsaid)
+{
+    PGW_ASSERT(l != NULL && unsaid != NULL && now_s > 0);
+    PGW_ASSERT(back_after_s >= 0 && back_after_s <= PGW_LOG_EVERY_S);
+    if (failed != NULL)
+        return pgw_log_due(l, now_s, failed, unsaid) ? PGW_LOG_FAILED : PGW_LOG_QUIET;
+    if (l->minute_s == 0 || (back_after_s > 0 && now_s - l->minute_s < back_after_s))
+        return PGW_LOG_QUIET;
+    *unsaid = l->unsaid;
+    *l = (pgw_log_limit){0};
+    return PGW_LOG_WORKS;
+}

@@ -38,4 +38,22 @@ typedef struct pgw_log_limit {
  */
 bool pgw_log_due(pgw_log_limit *l, int64_t now_s, const char *cause, uint64_t *unsaid);
 
+/* What pgw_log_tell says is to be written. */
+typedef enum pgw_log_say {
+    PGW_LOG_QUIET,  /* nothing now */
+    PGW_LOG_FAILED, /* the failure's line, *unsaid held back before it */
+    PGW_LOG_WORKS,  /* "works again", *unsaid failed since the last line out */
+} pgw_log_say;
+
+/*
+ * What to write at `now_s` of a thing that failed with `failed`, or (NULL)
+ * worked. A failure: as pgw_log_due. Working after failures told: "works
+ * again", once, and the limit starts afresh (the next failure is news),
+ * but only `back_after_s` (0: at once) after the minute's first line, till
+ * then nothing: a thing used at request rate that fails every other time
+ * would otherwise clear the limit at each success, two lines a failure.
+ */
+pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, int64_t back_after_s,
+                         uint64_t *unsaid);
+
 #endif

@@ -3729,17 +3729,9 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
  * the service thread. */
 static void otp_tell(pgw_api *api, const pgw_job *job)
 {
-    static const char what[] = "sending a verification code";
-    pgw_err why;
-    pgw_err_clear(&why);
-    int64_t now_s = pgw_monotonic_s(); /* as the limit counts (log_limit.h) */
-    if (job->otp_unsent[0] != '\0') {
-        pgw_err_set(&why, PGW_EUNAVAILABLE, "%s", job->otp_unsent);
-        pgw_expire_tell(&api->otp_said, what, PGW_EUNAVAILABLE, &why);
-    } else if (job->otp_rc == PGW_OK && api->otp_said.minute_s != 0 &&
-               now_s - api->otp_said.minute_s >= PGW_LOG_EVERY_S) {
-        pgw_expire_tell(&api->otp_said, what, PGW_OK, &why);
-    }
+    const char *unsent = job->otp_unsent[0] != '\0' ? job->otp_unsent : NULL;
+    if (unsent != NULL || job->otp_rc == PGW_OK)
+        pgw_expire_tell_late(&api->otp_said, "sending a verification code", unsent);
 }
 
 /* POST /v1/sms/otp back from the writer: the code recorded goes to an
@@ -4379,19 +4371,12 @@ static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
     bool login = job->route == R_MP_LOGIN;
     pgw_log_limit *said = login ? &api->login_said : &api->phone_said;
     const char *what = login ? "mini-program login" : "mini-program phone number";
-    pgw_err cause;
-    pgw_err_clear(&cause);
-    int64_t now_s = pgw_monotonic_s(); /* as the limit counts (log_limit.h) */
-    bool minute_over = now_s - said->minute_s >= PGW_LOG_EVERY_S;
-    if (job->wx->wechat_failed[0] != '\0') {
-        pgw_err_set(&cause, PGW_EUNAVAILABLE, "%s", job->wx->wechat_failed);
-        pgw_expire_tell(said, what, PGW_EUNAVAILABLE, &cause);
-    } else if (job->wx->wechat_unusable[0] != '\0') { /* at request rate too */
-        pgw_err_set(&cause, PGW_EINVAL, "%s", job->wx->wechat_unusable);
-        pgw_expire_tell(&api->unusable_said, what, PGW_EINVAL, &cause);
-    } else if (job->wx->wechat_answered && minute_over) {
-        pgw_expire_tell(said, what, PGW_OK, &cause);
-    }
+    if (job->wx->wechat_failed[0] != '\0')
+        pgw_expire_tell_late(said, what, job->wx->wechat_failed);
+    else if (job->wx->wechat_unusable[0] != '\0') /* at request rate too */
+        pgw_expire_tell_late(&api->unusable_said, what, job->wx->wechat_unusable);
+    else if (job->wx->wechat_answered)
+        pgw_expire_tell_late(said, what, NULL);
 }
 
 /* A logout committed (a replay too: the session is ended all the same):

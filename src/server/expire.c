@@ -206,28 +206,36 @@ int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_t
     return rc;
 }
 
+/* The lines of pgw_expire_tell_at and _late: a failure's cause `failed`
+ * (NULL: it worked), "works again" back_after_s after the minute's first
+ * line (pgw_log_tell). */
+static void tell(pgw_log_limit *said, const char *what, const char *failed, int64_t back_after_s,
+                 int64_t now_s, FILE *out)
+{
+    uint64_t unsaid = 0;
+    pgw_log_say say = pgw_log_tell(said, now_s, failed, back_after_s, &unsaid);
+    if (say == PGW_LOG_WORKS)
+        fprintf(out, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
+                (unsigned long long)unsaid);
+    else if (say == PGW_LOG_FAILED && unsaid > 0)
+        fprintf(out, "pointsgw: %s: %s (%llu more since the last such line)\n", what, failed,
+                (unsigned long long)unsaid);
+    else if (say == PGW_LOG_FAILED)
+        fprintf(out, "pointsgw: %s: %s\n", what, failed);
+}
+
 void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw_err *err,
                         int64_t now_s, FILE *out)
 {
-    PGW_ASSERT(now_s > 0);
-    if (rc == PGW_OK) {
-        if (said->minute_s != 0)
-            fprintf(out, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
-                    (unsigned long long)said->unsaid);
-        *said = (pgw_log_limit){0};
-        return;
-    }
-    uint64_t unsaid = 0;
-    if (!pgw_log_due(said, now_s, err->msg, &unsaid))
-        return;
-    if (unsaid > 0)
-        fprintf(out, "pointsgw: %s: %s (%llu more since the last such line)\n", what, err->msg,
-                (unsigned long long)unsaid);
-    else
-        fprintf(out, "pointsgw: %s: %s\n", what, err->msg);
+    tell(said, what, rc == PGW_OK ? NULL : err->msg, 0, now_s, out);
 }
 
 void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_err *err)
 {
     pgw_expire_tell_at(said, what, rc, err, pgw_monotonic_s(), stderr);
+}
+
+void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed)
+{
+    tell(said, what, failed, PGW_LOG_EVERY_S, pgw_monotonic_s(), stderr);
 }

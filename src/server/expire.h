@@ -52,5 +52,10 @@ void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_er
 /* The same at `now_s` (a monotonic clock's seconds, > 0), on `out`. */
 void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw_err *err,
                         int64_t now_s, FILE *out);
+/* The same of a cause `failed` (NULL: it worked), but "works again" only
+ * once the minute of the last line out is over (pgw_log_tell): for lines
+ * at request rate (the API's of WeChat, of SMS codes), where a thing
+ * failing every other time said two lines a failure. */
+void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed);
 
 #endif

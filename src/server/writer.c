@@ -183,14 +183,13 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
  */
 static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
 {
+    uint64_t unsaid = 0;
     if (rc == PGW_OK) {
-        if (w->commits_failed.minute_s != 0)
+        if (pgw_log_tell(&w->commits_failed, pgw_monotonic_s(), NULL, 0, &unsaid) == PGW_LOG_WORKS)
             fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
-                    (unsigned long long)w->commits_failed.unsaid);
-        w->commits_failed = (pgw_log_limit){0};
+                    (unsigned long long)unsaid);
         return;
     }
-    uint64_t unsaid = 0;
     if (warn_due(&w->commits_failed, err->msg, &unsaid))
         fprintf(stderr,
                 "pointsgw: a commit failed, its %zu requests answered 503 (%llu more since "

@@ -81,6 +81,65 @@ static void test_long_causes_compare_on_their_start(void **state)
     assert_true(pgw_log_due(&l, T0, b, &unsaid));
 }
 
+/* pgw_log_tell: working again after failures told is said once, at once
+ * with back_after_s 0 (the sweep's, the writer's commits), with the count
+ * held back; then the limit starts afresh and the same cause is news. */
+static void test_works_again_once_with_the_count(void **state)
+{
+    (void)state;
+    pgw_log_limit l = {0};
+    uint64_t unsaid = 99;
+    assert_int_equal(pgw_log_tell(&l, T0, NULL, 0, &unsaid), PGW_LOG_QUIET); /* nothing told */
+    assert_int_equal(unsaid, 99);
+    assert_int_equal(pgw_log_tell(&l, T0, "database is locked", 0, &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(unsaid, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pgw_log_tell(&l, T0 + 1, "database is locked", 0, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, 0, &unsaid), PGW_LOG_WORKS);
+    assert_int_equal(unsaid, 3);
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, 0, &unsaid), PGW_LOG_QUIET); /* once */
+    assert_int_equal(pgw_log_tell(&l, T0 + 3, "database is locked", 0, &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(unsaid, 0);
+}
+
+/* With back_after_s PGW_LOG_EVERY_S (lines at request rate), working again
+ * is said only once the minute's first line is that old; before, the
+ * limit stays, and a failure then is still held back and counted. */
+static void test_works_again_waits_the_minute(void **state)
+{
+    (void)state;
+    pgw_log_limit l = {0};
+    uint64_t unsaid = 0;
+    const char *down = "WeChat: system busy (-1)";
+    assert_int_equal(pgw_log_tell(&l, T0, down, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(pgw_log_tell(&l, T0 + 1, down, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 3, down, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 59, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 60, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_WORKS);
+    assert_int_equal(unsaid, 2);
+    assert_int_equal(pgw_log_tell(&l, T0 + 61, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
+}
+
+/* Why the wait: a thing failing every other time, each second for two
+ * minutes, says a line a minute with the wait, two lines a failure
+ * without it. */
+static void test_every_other_failure_is_bounded_with_the_wait(void **state)
+{
+    (void)state;
+    pgw_log_limit waits = {0}, at_once = {0};
+    uint64_t unsaid = 0;
+    int lines_waits = 0, lines_at_once = 0;
+    for (int i = 0; i < 120; i++) {
+        const char *failed = i % 2 == 0 ? "WeChat: system busy (-1)" : NULL;
+        lines_waits +=
+            pgw_log_tell(&waits, T0 + i, failed, PGW_LOG_EVERY_S, &unsaid) != PGW_LOG_QUIET;
+        lines_at_once += pgw_log_tell(&at_once, T0 + i, failed, 0, &unsaid) != PGW_LOG_QUIET;
+    }
+    assert_int_equal(lines_waits, 2);
+    assert_int_equal(lines_at_once, 120);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -88,6 +147,9 @@ int main(void)
         cmocka_unit_test(test_another_cause_goes_out_at_once),
         cmocka_unit_test(test_changing_causes_are_bounded),
         cmocka_unit_test(test_long_causes_compare_on_their_start),
+        cmocka_unit_test(test_works_again_once_with_the_count),
+        cmocka_unit_test(test_works_again_waits_the_minute),
+        cmocka_unit_test(test_every_other_failure_is_bounded_with_the_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
