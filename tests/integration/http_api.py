@@ -3044,11 +3044,14 @@ def test_stream_big_drain(tmp):
         s.stop()
 
 
-def ws_until_close(sock, pending, wait):
+def ws_read(sock, pending, wait, arrived=None, until=None):
     """The text messages of a WebSocket and its close frame's (code,
-    reason), read until it closes or `wait` seconds pass without a frame
-    (close None then)."""
+    reason), read until it closes, a message `until` says is the last, or
+    `wait` seconds pass without a message (close None then), its pings
+    answered as a real client's; each message's arrival time appended to
+    `arrived` when given. (messages, close, the bytes read past them.)"""
     out, buf = [], pending
+    quiet_from = time.time()
     while True:
         while len(buf) >= 2:
             n, at = buf[1] & 0x7F, 2
@@ -3061,16 +3064,23 @@ def ws_until_close(sock, pending, wait):
             opcode, payload, buf = buf[0] & 0x0F, buf[at:at + n], buf[at + n:]
             if opcode == 1:
                 out.append(json.loads(payload))
+                quiet_from = time.time()
+                if arrived is not None:
+                    arrived.append(quiet_from)
+                if until is not None and until(out[-1]):
+                    return out, None, buf
+            elif opcode == 9:
+                ws_pong(sock, payload)
             elif opcode == 8:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                return out, (code, payload[2:].decode(errors="replace"))
-        sock.settimeout(wait)
+                return out, (code, payload[2:].decode(errors="replace")), buf
+        sock.settimeout(max(quiet_from + wait - time.time(), 0.001))
         try:
-            chunk = sock.recv(1 << 20)
+            chunk = sock.recv(65536)
         except (socket.timeout, ConnectionResetError):
-            return out, None
+            return out, None, buf
         if not chunk:
-            return out, None
+            return out, None, buf
         buf += chunk
 
 
@@ -3105,7 +3115,7 @@ def test_stream_big_drain_at_stop(tmp):
         got = [None] * len(watchers)
         def read(i):
             sock, _, rest = watchers[i]
-            got[i] = ws_until_close(sock, rest, 10.0)
+            got[i] = ws_read(sock, rest, 10.0)[:2]
         readers = [threading.Thread(target=read, args=(i,)) for i in range(len(watchers))]
         for t in readers:
             t.start()

@@ -1225,40 +1225,8 @@ def ws_until(sock, pending, marker, wait=10):
 
 
 def ws_read(sock, pending, wait, arrived=None, until=None):
-    """ws_frames, stopping also after a message `until` says is the last;
-    (messages, close, the bytes read past them)."""
-    out, buf = [], pending
-    quiet_from = time.time()
-    while True:
-        while len(buf) >= 2:
-            n, at = buf[1] & 0x7F, 2
-            if n == 126:
-                n, at = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                n, at = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < at + n:
-                break
-            opcode, payload, buf = buf[0] & 0x0F, buf[at:at + n], buf[at + n:]
-            if opcode == 1:
-                out.append(json.loads(payload))
-                quiet_from = time.time()
-                if arrived is not None:
-                    arrived.append(quiet_from)
-                if until is not None and until(out[-1]):
-                    return out, None, buf
-            elif opcode == 9:
-                stream_client().ws_pong(sock, payload)
-            elif opcode == 8:
-                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                return out, (code, payload[2:].decode(errors="replace")), buf
-        sock.settimeout(max(quiet_from + wait - time.time(), 0.001))
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError):
-            return out, None, buf
-        if not chunk:
-            return out, None, buf
-        buf += chunk
+    """http_api.py's ws_read: (messages, close, the bytes read past them)."""
+    return stream_client().ws_read(sock, pending, wait, arrived, until)
 
 
 def ws_refusal(ws, port, path, headers):
