@@ -11,9 +11,11 @@
 #include "core/assertions.h"
 #include "core/identity.h"
 #include "core/otp.h"
+#include "core/utf8.h"
 #include "util/json_read.h"
 #include "util/redact.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -939,23 +941,51 @@ static int check_url(const char *url, const char *path, pgw_err *err)
     return PGW_OK;
 }
 
-/* A mini-program page: a path with its query if any, as WeChat takes it
- * ("pages/points/index?tab=1", research/wechat-api.md 4 and 5.1): no
- * leading "/" or "?", no white space (control characters: pgw_json_string). */
+/*
+ * A mini-program page: a path with its query if any, as WeChat takes it
+ * ("pages/points/index?tab=1", research/wechat-api.md 4 and 5.1), in the
+ * characters of a URL's path and query (RFC 3986; WeChat's own URL Scheme
+ * takes no others), anything else percent-encoded. What looks right but is
+ * not (U+3000 or a no-break space, a full-width '?' a Chinese keyboard
+ * types, an invisible U+200B) was taken, and WeChat refused the notice:
+ * no such page. No leading "/" or "?".
+ */
+static int check_page(const char *page, const char *key, const char *path, pgw_err *err)
+{
+    static const char url_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789-._~!$&'()*+,;=:@/?%";
+    if (page[0] == '/' || page[0] == '?')
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s.%s: a page path starts with its first directory, as in "
+                           "\"pages/points/index\", not with '%c'",
+                           path, key, page[0]);
+    size_t i = 0;
+    for (size_t n = 1; page[i] != '\0'; n++) {
+        uint32_t cp = 0;
+        size_t len = pgw_utf8_next(page + i, &cp);
+        PGW_ASSERT(len > 0); /* jansson holds valid UTF-8 */
+        if (len > 1 || strchr(url_chars, page[i]) == NULL)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.%s: character %zu (U+%04X) is not a URL character (a page "
+                               "path is written in letters, digits and %s, the rest "
+                               "percent-encoded)",
+                               path, key, n, (unsigned)cp, "-._~!$&'()*+,;=:@/?%");
+        if (page[i] == '%' &&
+            !(isxdigit((unsigned char)page[i + 1]) && isxdigit((unsigned char)page[i + 2])))
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.%s: the '%%' at character %zu starts no %%XX escape", path, key,
+                               n);
+        i += len;
+    }
+    return PGW_OK;
+}
+
 static int get_page(const json_t *obj, const char *key, const char *path, char *out, size_t cap,
                     pgw_err *err)
 {
     int rc = pgw_json_string(obj, key, path, false, PGW_MP_PAGE_MAX, out, cap, err);
-    if (rc == PGW_OK && (out[0] == '/' || out[0] == '?'))
-        return pgw_err_set(err, PGW_EINVAL,
-                           "%s.%s: a page path starts with its first directory, as in "
-                           "\"pages/points/index\", not with '%c'",
-                           path, key, out[0]);
-    size_t at = strcspn(out, " \t\r\n");
-    if (rc == PGW_OK && out[at] != '\0')
-        return pgw_err_set(err, PGW_EINVAL,
-                           "%s.%s: a page path has no white space (byte %zu is one)", path, key,
-                           at + 1);
+    if (rc == PGW_OK)
+        rc = check_page(out, key, path, err);
     return rc;
 }
 

@@ -195,7 +195,24 @@ static const struct {
     {"channels", MP_WITH("\"notice_page\": \"?tab=1\""),
      "$.channels.wechat_mp.notice_page: a page path starts with its first directory"},
     {"channels", MP_WITH("\"notice_page\": \"pages/points /index\""),
-     "$.channels.wechat_mp.notice_page: a page path has no white space (byte 13 is one)"},
+     "$.channels.wechat_mp.notice_page: character 13 (U+0020) is not a URL character"},
+    /* regression: taken, and WeChat refused the notice (no such page) */
+    {"channels", MP_WITH("\"notice_page\": \"pages/points\\u3000/index\""),
+     "$.channels.wechat_mp.notice_page: character 13 (U+3000) is not a URL character"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/points/index\\u00a0\""),
+     "$.channels.wechat_mp.notice_page: character 19 (U+00A0) is not a URL character"},
+    {"channels", MP_WITH("\"notice_page\": \"\\u200bpages/points/index\""),
+     "$.channels.wechat_mp.notice_page: character 1 (U+200B) is not a URL character"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/points/index\\uff1ftab=1\""),
+     "$.channels.wechat_mp.notice_page: character 19 (U+FF1F) is not a URL character"},
+    {"channels", MP_WITH("\"notice_page\": \"pkg/积分/home\""),
+     "$.channels.wechat_mp.notice_page: character 5 (U+79EF) is not a URL character"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/a#top\""),
+     "$.channels.wechat_mp.notice_page: character 8 (U+0023) is not a URL character"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/a?x=50%\""),
+     "$.channels.wechat_mp.notice_page: the '%' at character 13 starts no %XX escape"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/a?x=%zz\""),
+     "$.channels.wechat_mp.notice_page: the '%' at character 11 starts no %XX escape"},
     {"channels", MP_WITH("\"notice_page\": \"pages/points\\u0001\""),
      "$.channels.wechat_mp.notice_page: contains a control character (0x01)"},
     {"channels", MP_WITH("\"notice_page\": \"\""),
@@ -209,7 +226,7 @@ static const struct {
     {"channels",
      "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
      " \"token_env\": \"T\", \"mp_jump_page\": \"pages/a\\tb\"}}",
-     "$.channels.wechat_oa.mp_jump_page: a page path has no white space (byte 8 is one)"},
+     "$.channels.wechat_oa.mp_jump_page: character 8 (U+0009) is not a URL character"},
     /* regression: taken, and no template opened it (no mp_jump_appid: no jump) */
     {"channels",
      "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
@@ -456,9 +473,13 @@ static void test_notice_pages(void **state)
     cfg = with_channels(channels);
     assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
     pgw_config_free(cfg);
-    cfg = with_channels(MP_WITH("\"notice_page\": \"pkg/积分/home?from=notice&tab=1\", "
-                                "\"miniprogram_state\": \"trial\""));
-    assert_string_equal(cfg->wechat_mp.page, "pkg/积分/home?from=notice&tab=1");
+    /* every URL character, and a query's text percent-encoded ("积分") */
+    static const char URLISH[] = "pkg/Points-2/home_v.1?from=notice&q=%E7%A7%AF%e5%88%86"
+                                 "&x=~!$'()*+,;:@/?";
+    snprintf(channels, sizeof(channels),
+             MP_WITH("\"notice_page\": \"%s\", \"miniprogram_state\": \"trial\""), URLISH);
+    cfg = with_channels(channels);
+    assert_string_equal(cfg->wechat_mp.page, URLISH);
     assert_string_equal(cfg->wechat_mp.mp_state, "trial");
     pgw_config_free(cfg);
     char page[PGW_MP_PAGE_MAX + 1];
