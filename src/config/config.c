@@ -989,10 +989,17 @@ static int get_page(const json_t *obj, const char *key, const char *path, char *
     return rc;
 }
 
-/* wechat_mp's notice_page and miniprogram_state; wechat_oa's mp_jump_page. */
-static int parse_wechat_jump(const json_t *obj, const char *path, bool oa, pgw_wechat_channel *w,
-                             pgw_err *err)
+/*
+ * wechat_mp's notice_page and miniprogram_state; wechat_oa's mp_jump_page
+ * (`mp` the mini program's channel, NULL when parsing it), whose default,
+ * the mini program's notice_page, is a page of that mini program only: a
+ * jump to another (mp_jump_appid another appid) must name its page (it
+ * opened ours, a page it may not have: regression).
+ */
+static int parse_wechat_jump(const json_t *obj, const char *path, const pgw_wechat_channel *mp,
+                             pgw_wechat_channel *w, pgw_err *err)
 {
+    bool oa = mp != NULL;
     static const char *const states[] = {"formal", "trial", "developer"};
     int state = 0;
     int rc =
@@ -1004,6 +1011,14 @@ static int parse_wechat_jump(const json_t *obj, const char *path, bool oa, pgw_w
                            "%s.mp_jump_page: opens a page of the mini program mp_jump_appid "
                            "names, and none is named",
                            path);
+    if (rc == PGW_OK && oa && w->mp_jump_appid[0] != '\0' &&
+        strcmp(w->mp_jump_appid, mp->appid) != 0 && json_object_get(obj, "mp_jump_page") == NULL)
+        return pgw_err_set(
+            err, PGW_EINVAL,
+            "%s.mp_jump_page: required, as mp_jump_appid \"%s\" is not "
+            "channels.wechat_mp's appid: the default, that mini program's notice_page, "
+            "may be no page of it",
+            path, w->mp_jump_appid);
     if (rc == PGW_OK && !oa)
         rc = get_choice(obj, "miniprogram_state", path, false, states, 3, &state, err);
     if (rc == PGW_OK && !oa)
@@ -1011,9 +1026,11 @@ static int parse_wechat_jump(const json_t *obj, const char *path, bool oa, pgw_w
     return rc;
 }
 
-static int parse_wechat(const json_t *channels, const char *name, bool oa, pgw_wechat_channel *w,
-                        pgw_err *err)
+/* channels.wechat_mp (`mp` NULL), or channels.wechat_oa given the mini program's. */
+static int parse_wechat(const json_t *channels, const char *name, const pgw_wechat_channel *mp,
+                        pgw_wechat_channel *w, pgw_err *err)
 {
+    bool oa = mp != NULL;
     static const char *const mp_keys[] = {"enabled",           "api_base",  "appid",
                                           "secret_env",        "templates", "notice_page",
                                           "miniprogram_state", NULL};
@@ -1050,7 +1067,7 @@ static int parse_wechat(const json_t *channels, const char *name, bool oa, pgw_w
         rc = pgw_json_string(obj, "mp_jump_appid", path, false, PGW_ID_MAX, w->mp_jump_appid,
                              sizeof(w->mp_jump_appid), err);
     if (rc == PGW_OK)
-        rc = parse_wechat_jump(obj, path, oa, w, err);
+        rc = parse_wechat_jump(obj, path, mp, w, err);
     if (rc == PGW_OK)
         rc = parse_templates(obj, path, w->templates, err);
     return rc;
@@ -1132,12 +1149,13 @@ static int parse_channels(const json_t *root, pgw_config *cfg, pgw_err *err)
     snprintf(mp->mp_state, sizeof(mp->mp_state), "formal");
     int rc = get_section(root, "channels", "$", false, keys, &channels, path, err);
     if (rc == PGW_OK && channels != NULL)
-        rc = parse_wechat(channels, "wechat_mp", false, mp, err);
-    /* The official account opens the mini program's page unless told another. */
+        rc = parse_wechat(channels, "wechat_mp", NULL, mp, err);
+    /* The official account opens the mini program's page unless told
+     * another (which it must be when it opens another mini program). */
     memcpy(oa->page, mp->page, sizeof(oa->page));
     if (rc != PGW_OK || channels == NULL)
         return rc;
-    rc = parse_wechat(channels, "wechat_oa", true, oa, err);
+    rc = parse_wechat(channels, "wechat_oa", mp, oa, err);
     if (rc == PGW_OK)
         rc = parse_sms(channels, &cfg->sms, err);
     return rc;

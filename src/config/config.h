@@ -63,7 +63,8 @@ typedef struct pgw_wechat_channel {
     char aes_key_env[PGW_ENV_NAME_MAX + 1]; /* official account: EncodingAESKey */
     char mp_jump_appid[PGW_ID_MAX + 1];     /* official account: template jump target */
     /* The mini-program page a notice opens: wechat_mp's "notice_page";
-     * wechat_oa's "mp_jump_page" (default: wechat_mp's), in mp_jump_appid.
+     * wechat_oa's "mp_jump_page" (default: wechat_mp's, required when
+     * mp_jump_appid names another mini program), in mp_jump_appid.
      * Both PGW_MP_PAGE_DEFAULT unless configured, "channels" absent too. */
     char page[PGW_MP_PAGE_MAX + 1];
     char mp_state[16]; /* wechat_mp: "formal" (default), "trial" or "developer" */

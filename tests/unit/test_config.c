@@ -233,6 +233,18 @@ static const struct {
      " \"token_env\": \"T\", \"mp_jump_page\": \"pages/oa/points\"}}",
      "$.channels.wechat_oa.mp_jump_page: opens a page of the mini program mp_jump_appid names, "
      "and none is named"},
+    /* regression: another mini program opened our notice_page, a page it may not have */
+    {"channels",
+     "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\"},"
+     " \"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"mp_jump_appid\": \"wx0000000000000001\"}}",
+     "$.channels.wechat_oa.mp_jump_page: required, as mp_jump_appid \"wx0000000000000001\" is "
+     "not channels.wechat_mp's appid"},
+    {"channels",
+     "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"mp_jump_appid\": \"wx1234567890abcdef\"}}",
+     "$.channels.wechat_oa.mp_jump_page: required, as mp_jump_appid \"wx1234567890abcdef\" is "
+     "not channels.wechat_mp's appid"},
     {"channels",
      "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
      " \"token_env\": \"T\", \"miniprogram_state\": \"trial\"}}",
@@ -502,6 +514,22 @@ static void test_notice_pages(void **state)
     cfg = with_channels(channels);
     assert_string_equal(cfg->wechat_mp.page, "pages/a");
     assert_string_equal(cfg->wechat_oa.page, "pages/b?x=1");
+    pgw_config_free(cfg);
+    /* the mini program's page when mp_jump_appid is ours; another's, as told */
+    snprintf(channels, sizeof(channels),
+             "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\", "
+             "\"notice_page\": \"pages/a\"}, %s, \"mp_jump_appid\": \"wx1234567890abcdef\"}}",
+             OA);
+    cfg = with_channels(channels);
+    assert_string_equal(cfg->wechat_oa.page, "pages/a");
+    pgw_config_free(cfg);
+    snprintf(channels, sizeof(channels),
+             "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\"}, "
+             "%s, \"mp_jump_appid\": \"wx0000000000000001\", \"mp_jump_page\": \"shop/home\"}}",
+             OA);
+    cfg = with_channels(channels);
+    assert_string_equal(cfg->wechat_oa.mp_jump_appid, "wx0000000000000001");
+    assert_string_equal(cfg->wechat_oa.page, "shop/home");
     pgw_config_free(cfg);
     /* one byte more is refused */
     snprintf(channels, sizeof(channels), MP_WITH("\"notice_page\": \"%sp\""), page);
