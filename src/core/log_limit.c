@@ -28,6 +28,12 @@ bool pgw_log_due(pgw_log_limit *l, int64_t now_s, const char *cause, uint64_t *u
     return true;
 }
 
+bool pgw_log_idle(const pgw_log_limit *l)
+{
+    PGW_ASSERT(l != NULL);
+    return l->minute_s == 0;
+}
+
 pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, int64_t back_after_s,
                          uint64_t *unsaid)
 {

@@ -38,6 +38,11 @@ typedef struct pgw_log_limit {
  */
 bool pgw_log_due(pgw_log_limit *l, int64_t now_s, const char *cause, uint64_t *unsaid);
 
+/* Whether nothing told awaits its "works again" (zeroed, or cleared by
+ * it): pgw_log_tell of a success would then say nothing and change
+ * nothing, so a caller at a hot path's rate may skip it, and its clock. */
+bool pgw_log_idle(const pgw_log_limit *l);
+
 /* What pgw_log_tell says is to be written. */
 typedef enum pgw_log_say {
     PGW_LOG_QUIET,  /* nothing now */

@@ -185,7 +185,9 @@ static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
 {
     uint64_t unsaid = 0;
     if (rc == PGW_OK) {
-        if (pgw_log_tell(&w->commits_failed, pgw_monotonic_s(), NULL, 0, &unsaid) == PGW_LOG_WORKS)
+        /* No clock at every commit: only after failures told (the review) */
+        if (!pgw_log_idle(&w->commits_failed) &&
+            pgw_log_tell(&w->commits_failed, pgw_monotonic_s(), NULL, 0, &unsaid) == PGW_LOG_WORKS)
             fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
                     (unsigned long long)unsaid);
         return;

@@ -102,6 +102,28 @@ static void test_works_again_once_with_the_count(void **state)
     assert_int_equal(unsaid, 0);
 }
 
+/* pgw_log_idle: nothing told awaits its "works again", so a success says
+ * nothing and changes nothing (what pgw_log_tell finds then): the writer
+ * reads no clock at such a commit. A failure told, even one held back
+ * since, makes it busy till "works again" is said. */
+static void test_idle_till_a_failure_is_told(void **state)
+{
+    (void)state;
+    pgw_log_limit l = {0}, before;
+    uint64_t unsaid = 99;
+    assert_true(pgw_log_idle(&l));
+    before = l;
+    assert_int_equal(pgw_log_tell(&l, T0, NULL, 0, &unsaid), PGW_LOG_QUIET);
+    assert_memory_equal(&l, &before, sizeof(l));
+    assert_int_equal(unsaid, 99);
+    assert_int_equal(pgw_log_tell(&l, T0, "disk I/O error", 0, &unsaid), PGW_LOG_FAILED);
+    assert_false(pgw_log_idle(&l));
+    assert_int_equal(pgw_log_tell(&l, T0 + 1, "disk I/O error", 0, &unsaid), PGW_LOG_QUIET);
+    assert_false(pgw_log_idle(&l));
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, 0, &unsaid), PGW_LOG_WORKS);
+    assert_true(pgw_log_idle(&l));
+}
+
 /* With back_after_s PGW_LOG_EVERY_S (lines at request rate), working again
  * is said only once the minute's first line is that old; before, the
  * limit stays, and a failure then is still held back and counted. */
@@ -148,6 +170,7 @@ int main(void)
         cmocka_unit_test(test_changing_causes_are_bounded),
         cmocka_unit_test(test_long_causes_compare_on_their_start),
         cmocka_unit_test(test_works_again_once_with_the_count),
+        cmocka_unit_test(test_idle_till_a_failure_is_told),
         cmocka_unit_test(test_works_again_waits_the_minute),
         cmocka_unit_test(test_every_other_failure_is_bounded_with_the_wait),
     };
