@@ -16,6 +16,7 @@ bool pgw_log_due(pgw_log_limit *l, int64_t now_s, const char *cause, uint64_t *u
         l->minute_s = now_s;
         l->said = 0;
     }
+    l->through = false;
     bool news = strncmp(cause, l->last, sizeof(l->last) - 1) != 0;
     if (l->said > 0 && (!news || l->said >= PGW_LOG_LINES_MAX)) {
         l->unsaid++;
@@ -34,16 +35,22 @@ bool pgw_log_idle(const pgw_log_limit *l)
     return l->minute_s == 0;
 }
 
-pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, int64_t back_after_s,
-                         uint64_t *unsaid)
+pgw_log_say pgw_log_later(pgw_log_limit *l, int64_t now_s, uint64_t *unsaid)
 {
     PGW_ASSERT(l != NULL && unsaid != NULL && now_s > 0);
-    PGW_ASSERT(back_after_s >= 0 && back_after_s <= PGW_LOG_EVERY_S);
-    if (failed != NULL)
-        return pgw_log_due(l, now_s, failed, unsaid) ? PGW_LOG_FAILED : PGW_LOG_QUIET;
-    if (l->minute_s == 0 || (back_after_s > 0 && now_s - l->minute_s < back_after_s))
+    PGW_ASSERT(!l->through || l->minute_s != 0);
+    if (!l->through || now_s - l->minute_s < PGW_LOG_EVERY_S)
         return PGW_LOG_QUIET;
     *unsaid = l->unsaid;
     *l = (pgw_log_limit){0};
     return PGW_LOG_WORKS;
+}
+
+pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, uint64_t *unsaid)
+{
+    PGW_ASSERT(l != NULL && unsaid != NULL && now_s > 0);
+    if (failed != NULL)
+        return pgw_log_due(l, now_s, failed, unsaid) ? PGW_LOG_FAILED : PGW_LOG_QUIET;
+    l->through = l->minute_s != 0; /* nothing told: nothing to say */
+    return pgw_log_later(l, now_s, unsaid);
 }

@@ -27,6 +27,7 @@
 typedef struct pgw_log_limit {
     int64_t minute_s; /* when this minute's first line went out; 0: none since cleared */
     int said;         /* lines out since minute_s */
+    bool through;     /* worked since the last failure; its "works again" is to come */
     uint64_t unsaid;  /* lines held back since the last one out */
     char last[PGW_LOG_CAUSE_MAX]; /* the last cause out, cut */
 } pgw_log_limit;
@@ -53,12 +54,20 @@ typedef enum pgw_log_say {
 /*
  * What to write at `now_s` of a thing that failed with `failed`, or (NULL)
  * worked. A failure: as pgw_log_due. Working after failures told: "works
- * again", once, and the limit starts afresh (the next failure is news),
- * but only `back_after_s` (0: at once) after the minute's first line, till
- * then nothing: a thing used at request rate that fails every other time
- * would otherwise clear the limit at each success, two lines a failure.
+ * again", once, with the failures held back since the last line, and the
+ * limit starts afresh (the next failure is news); but, as a failure's
+ * line, only once the minute of the last line out is over (its first line
+ * PGW_LOG_EVERY_S old). Till then it is remembered, unless a failure comes
+ * first: a thing failing every other time would otherwise say two lines a
+ * failure (failed, works again, failed...). The notifier's tell_works
+ * keeps the same rule.
  */
-pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, int64_t back_after_s,
-                         uint64_t *unsaid);
+pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, uint64_t *unsaid);
+
+/* Nothing used at `now_s`: "works again" (PGW_LOG_WORKS, as pgw_log_tell)
+ * if the thing worked since its last failure and that minute is over,
+ * else PGW_LOG_QUIET. For an owner that may fall quiet (the writer when
+ * idle), lest a failure stay the log's last word. */
+pgw_log_say pgw_log_later(pgw_log_limit *l, int64_t now_s, uint64_t *unsaid);
 
 #endif

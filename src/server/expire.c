@@ -207,13 +207,12 @@ int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_t
 }
 
 /* The lines of pgw_expire_tell_at and _late: a failure's cause `failed`
- * (NULL: it worked), "works again" back_after_s after the minute's first
- * line (pgw_log_tell). */
-static void tell(pgw_log_limit *said, const char *what, const char *failed, int64_t back_after_s,
-                 int64_t now_s, FILE *out)
+ * (NULL: it worked), as pgw_log_tell says. */
+static void tell(pgw_log_limit *said, const char *what, const char *failed, int64_t now_s,
+                 FILE *out)
 {
     uint64_t unsaid = 0;
-    pgw_log_say say = pgw_log_tell(said, now_s, failed, back_after_s, &unsaid);
+    pgw_log_say say = pgw_log_tell(said, now_s, failed, &unsaid);
     if (say == PGW_LOG_WORKS)
         fprintf(out, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
                 (unsigned long long)unsaid);
@@ -227,7 +226,7 @@ static void tell(pgw_log_limit *said, const char *what, const char *failed, int6
 void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw_err *err,
                         int64_t now_s, FILE *out)
 {
-    tell(said, what, rc == PGW_OK ? NULL : err->msg, 0, now_s, out);
+    tell(said, what, rc == PGW_OK ? NULL : err->msg, now_s, out);
 }
 
 void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_err *err)
@@ -237,5 +236,5 @@ void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_er
 
 void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed)
 {
-    tell(said, what, failed, PGW_LOG_EVERY_S, pgw_monotonic_s(), stderr);
+    tell(said, what, failed, pgw_monotonic_s(), stderr);
 }

@@ -46,16 +46,17 @@ int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, const 
  * writer's lines are (core/log_limit.h: a cause once a minute, the lines
  * held back counted in the next), since a sweep every second on a
  * database it cannot open said so every second; rc PGW_OK after
- * failures, once, that it works again. `said` is the sweep thread's.
+ * failures, once, that it works again, when the minute of the last line
+ * out is over (pgw_log_tell: a sweep failing every other run said two
+ * lines a failure). `said` is the sweep thread's.
  */
 void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_err *err);
 /* The same at `now_s` (a monotonic clock's seconds, > 0), on `out`. */
 void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw_err *err,
                         int64_t now_s, FILE *out);
-/* The same of a cause `failed` (NULL: it worked), but "works again" only
- * once the minute of the last line out is over (pgw_log_tell): for lines
- * at request rate (the API's of WeChat, of SMS codes), where a thing
- * failing every other time said two lines a failure. */
+/* The same of a cause `failed` (NULL: it worked), for lines whose
+ * failure is a cause rather than an error (the API's of WeChat, of SMS
+ * codes, at request rate). */
 void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed);
 
 #endif

@@ -176,9 +176,18 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
     return rc;
 }
 
+/* "commits work again" when the limit says so (pgw_log_tell, _later). */
+static void say_commits_work(pgw_log_say say, uint64_t unsaid)
+{
+    if (say == PGW_LOG_WORKS)
+        fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
+                (unsigned long long)unsaid);
+}
+
 /*
  * Failed commits on stderr, limited as core/log_limit.h says (the first,
- * then a count, another cause at once), and the first commit after them. A full disk showed only as
+ * then a count, another cause at once), and that commits work again once
+ * the minute of the last such line is over. A full disk showed only as
  * 503s in the request log and a metric (the operator review).
  */
 static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
@@ -186,10 +195,9 @@ static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
     uint64_t unsaid = 0;
     if (rc == PGW_OK) {
         /* No clock at every commit: only after failures told (the review) */
-        if (!pgw_log_idle(&w->commits_failed) &&
-            pgw_log_tell(&w->commits_failed, pgw_monotonic_s(), NULL, 0, &unsaid) == PGW_LOG_WORKS)
-            fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
-                    (unsigned long long)unsaid);
+        if (!pgw_log_idle(&w->commits_failed))
+            say_commits_work(pgw_log_tell(&w->commits_failed, pgw_monotonic_s(), NULL, &unsaid),
+                             unsaid);
         return;
     }
     if (warn_due(&w->commits_failed, err->msg, &unsaid))
@@ -286,6 +294,11 @@ static void idle_wait(pgw_writer *w)
         return;
     pthread_mutex_unlock(&w->lock);
     bool up = pgw_store_ping(w->store, NULL) == PGW_OK;
+    /* A commit that worked after failures, none since: said once its
+     * minute is over, lest a quiet gateway leave the failure the last word */
+    uint64_t unsaid = 0;
+    if (!pgw_log_idle(&w->commits_failed))
+        say_commits_work(pgw_log_later(&w->commits_failed, pgw_monotonic_s(), &unsaid), unsaid);
     pthread_mutex_lock(&w->lock);
     /* SQLite answers reads from a disk too full to commit: after a failed
      * commit only a commit says it works again (a ping here set health

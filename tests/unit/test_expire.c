@@ -199,7 +199,10 @@ static size_t lines(const char *text)
 
 /* Regression (the last session's notes): serve's sweep said its failure
  * every sweep, every second with expiry.sweep_every_s 1. A cause goes out
- * once a minute, with the count held back; working again is said once. */
+ * once a minute, with the count held back; working again is said once,
+ * and only once the minute of the last line out is over (regression: a
+ * sweep failing every other run said "works again" at once, two lines a
+ * failure), with the failures since. */
 static void test_sweep_failures_are_limited(void **state)
 {
     (void)state;
@@ -218,13 +221,20 @@ static void test_sweep_failures_are_limited(void **state)
                            "\npointsgw: expiry sweep: /srv/pgw.db: no database there (29 more "
                            "since the last such line)\n"));
     pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, 161, out);
-    pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, 162, out);
+    for (int64_t t = 162; t < 172; t += 2) { /* failing every other run */
+        pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, t, out);
+        pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, t + 1, out);
+    }
+    for (int64_t t = 172; t < 160 + PGW_LOG_EVERY_S; t++)
+        pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, t, out);
+    assert_int_equal(lines(written(out, buf, sizeof(buf))), 2);
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, 160 + PGW_LOG_EVERY_S, out);
     assert_non_null(strstr(written(out, buf, sizeof(buf)),
-                           "\npointsgw: expiry sweep works again (1 more failed since the "
+                           "\npointsgw: expiry sweep works again (6 more failed since the "
                            "last line)\n"));
-    pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, 163, out); /* said once */
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, 221, out); /* said once */
     assert_int_equal(lines(written(out, buf, sizeof(buf))), 3);
-    pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, 164, out); /* news again */
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_ENOTFOUND, &err, 222, out); /* news again */
     assert_int_equal(lines(written(out, buf, sizeof(buf))), 4);
     fclose(out);
 }

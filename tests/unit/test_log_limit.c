@@ -81,24 +81,25 @@ static void test_long_causes_compare_on_their_start(void **state)
     assert_true(pgw_log_due(&l, T0, b, &unsaid));
 }
 
-/* pgw_log_tell: working again after failures told is said once, at once
- * with back_after_s 0 (the sweep's, the writer's commits), with the count
- * held back; then the limit starts afresh and the same cause is news. */
+/* pgw_log_tell: working again after failures told is said once the
+ * minute of the last line out is over, once, with the count held back;
+ * then the limit starts afresh and the same cause is news. */
 static void test_works_again_once_with_the_count(void **state)
 {
     (void)state;
     pgw_log_limit l = {0};
     uint64_t unsaid = 99;
-    assert_int_equal(pgw_log_tell(&l, T0, NULL, 0, &unsaid), PGW_LOG_QUIET); /* nothing told */
+    assert_int_equal(pgw_log_tell(&l, T0, NULL, &unsaid), PGW_LOG_QUIET); /* nothing told */
     assert_int_equal(unsaid, 99);
-    assert_int_equal(pgw_log_tell(&l, T0, "database is locked", 0, &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(pgw_log_tell(&l, T0, "database is locked", &unsaid), PGW_LOG_FAILED);
     assert_int_equal(unsaid, 0);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(pgw_log_tell(&l, T0 + 1, "database is locked", 0, &unsaid), PGW_LOG_QUIET);
-    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, 0, &unsaid), PGW_LOG_WORKS);
+        assert_int_equal(pgw_log_tell(&l, T0 + 1, "database is locked", &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, &unsaid), PGW_LOG_QUIET); /* the minute */
+    assert_int_equal(pgw_log_tell(&l, T0 + PGW_LOG_EVERY_S, NULL, &unsaid), PGW_LOG_WORKS);
     assert_int_equal(unsaid, 3);
-    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, 0, &unsaid), PGW_LOG_QUIET); /* once */
-    assert_int_equal(pgw_log_tell(&l, T0 + 3, "database is locked", 0, &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(pgw_log_tell(&l, T0 + PGW_LOG_EVERY_S, NULL, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 61, "database is locked", &unsaid), PGW_LOG_FAILED);
     assert_int_equal(unsaid, 0);
 }
 
@@ -113,53 +114,79 @@ static void test_idle_till_a_failure_is_told(void **state)
     uint64_t unsaid = 99;
     assert_true(pgw_log_idle(&l));
     before = l;
-    assert_int_equal(pgw_log_tell(&l, T0, NULL, 0, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0, NULL, &unsaid), PGW_LOG_QUIET);
     assert_memory_equal(&l, &before, sizeof(l));
     assert_int_equal(unsaid, 99);
-    assert_int_equal(pgw_log_tell(&l, T0, "disk I/O error", 0, &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(pgw_log_tell(&l, T0, "disk I/O error", &unsaid), PGW_LOG_FAILED);
     assert_false(pgw_log_idle(&l));
-    assert_int_equal(pgw_log_tell(&l, T0 + 1, "disk I/O error", 0, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 1, "disk I/O error", &unsaid), PGW_LOG_QUIET);
     assert_false(pgw_log_idle(&l));
-    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, 0, &unsaid), PGW_LOG_WORKS);
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, &unsaid), PGW_LOG_QUIET);
+    assert_false(pgw_log_idle(&l));
+    assert_int_equal(pgw_log_tell(&l, T0 + PGW_LOG_EVERY_S, NULL, &unsaid), PGW_LOG_WORKS);
     assert_true(pgw_log_idle(&l));
 }
 
-/* With back_after_s PGW_LOG_EVERY_S (lines at request rate), working again
- * is said only once the minute's first line is that old; before, the
- * limit stays, and a failure then is still held back and counted. */
-static void test_works_again_waits_the_minute(void **state)
+/* Working within the minute, then failing again before it is over: the
+ * failure is held back and counted, and "works again" waits for the next
+ * success; none after the minute's failure, none said. */
+static void test_a_failure_takes_back_the_works_again(void **state)
 {
     (void)state;
     pgw_log_limit l = {0};
     uint64_t unsaid = 0;
     const char *down = "WeChat: system busy (-1)";
-    assert_int_equal(pgw_log_tell(&l, T0, down, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_FAILED);
-    assert_int_equal(pgw_log_tell(&l, T0 + 1, down, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
-    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
-    assert_int_equal(pgw_log_tell(&l, T0 + 3, down, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
-    assert_int_equal(pgw_log_tell(&l, T0 + 59, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
-    assert_int_equal(pgw_log_tell(&l, T0 + 60, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_WORKS);
+    assert_int_equal(pgw_log_tell(&l, T0, down, &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(pgw_log_tell(&l, T0 + 1, down, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 3, down, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_later(&l, T0 + 60, &unsaid), PGW_LOG_QUIET); /* it failed last */
+    assert_int_equal(pgw_log_tell(&l, T0 + 59, NULL, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 60, NULL, &unsaid), PGW_LOG_WORKS);
     assert_int_equal(unsaid, 2);
-    assert_int_equal(pgw_log_tell(&l, T0 + 61, NULL, PGW_LOG_EVERY_S, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 61, NULL, &unsaid), PGW_LOG_QUIET);
 }
 
-/* Why the wait: a thing failing every other time, each second for two
- * minutes, says a line a minute with the wait, two lines a failure
- * without it. */
-static void test_every_other_failure_is_bounded_with_the_wait(void **state)
+/* pgw_log_later: a success within the minute, then nothing used (an idle
+ * writer): "works again" comes with the minute's end all the same, once;
+ * before it, or with nothing told, nothing. */
+static void test_works_again_later_when_nothing_is_used(void **state)
 {
     (void)state;
-    pgw_log_limit waits = {0}, at_once = {0};
+    pgw_log_limit l = {0};
     uint64_t unsaid = 0;
-    int lines_waits = 0, lines_at_once = 0;
+    assert_int_equal(pgw_log_later(&l, T0, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0, "disk full", &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(pgw_log_tell(&l, T0 + 1, "disk full", &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0 + 5, NULL, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_later(&l, T0 + 59, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_later(&l, T0 + 60, &unsaid), PGW_LOG_WORKS);
+    assert_int_equal(unsaid, 1);
+    assert_true(pgw_log_idle(&l));
+    assert_int_equal(pgw_log_later(&l, T0 + 61, &unsaid), PGW_LOG_QUIET);
+}
+
+/* Why the wait: a thing failing every other second for two minutes says
+ * a line a minute (it said two lines a failure when "works again" came
+ * at once); one that mends says it a minute after its first line. */
+static void test_every_other_failure_is_bounded(void **state)
+{
+    (void)state;
+    pgw_log_limit flaky = {0}, mends = {0};
+    uint64_t unsaid = 0;
+    int lines_flaky = 0, lines_mends = 0;
     for (int i = 0; i < 120; i++) {
         const char *failed = i % 2 == 0 ? "WeChat: system busy (-1)" : NULL;
-        lines_waits +=
-            pgw_log_tell(&waits, T0 + i, failed, PGW_LOG_EVERY_S, &unsaid) != PGW_LOG_QUIET;
-        lines_at_once += pgw_log_tell(&at_once, T0 + i, failed, 0, &unsaid) != PGW_LOG_QUIET;
+        lines_flaky += pgw_log_tell(&flaky, T0 + i, failed, &unsaid) != PGW_LOG_QUIET;
+        pgw_log_say say = pgw_log_tell(&mends, T0 + i, i < 10 ? failed : NULL, &unsaid);
+        lines_mends += say != PGW_LOG_QUIET;
+        if (say == PGW_LOG_WORKS) {
+            assert_int_equal(i, PGW_LOG_EVERY_S);
+            assert_int_equal(unsaid, 4);
+        }
     }
-    assert_int_equal(lines_waits, 2);
-    assert_int_equal(lines_at_once, 120);
+    assert_int_equal(lines_flaky, 2);
+    assert_int_equal(lines_mends, 2);
 }
 
 int main(void)
@@ -171,8 +198,9 @@ int main(void)
         cmocka_unit_test(test_long_causes_compare_on_their_start),
         cmocka_unit_test(test_works_again_once_with_the_count),
         cmocka_unit_test(test_idle_till_a_failure_is_told),
-        cmocka_unit_test(test_works_again_waits_the_minute),
-        cmocka_unit_test(test_every_other_failure_is_bounded_with_the_wait),
+        cmocka_unit_test(test_a_failure_takes_back_the_works_again),
+        cmocka_unit_test(test_works_again_later_when_nothing_is_used),
+        cmocka_unit_test(test_every_other_failure_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
