@@ -942,13 +942,28 @@ static int check_url(const char *url, const char *path, pgw_err *err)
 }
 
 /*
+ * Whether a non-ASCII code point in a page looks like something it is not:
+ * a space of any width, an invisible or format character, a C1 control, or
+ * a full-width form of an ASCII character (the '？' a Chinese keyboard
+ * types for '?'). Other letters are a page's own: a mini program may name
+ * its folders in Chinese ("pkg/积分/home").
+ */
+static bool page_lookalike(uint32_t cp)
+{
+    return cp <= 0xA0 || cp == 0xAD || cp == 0x1680 || cp == 0x180E ||
+           (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
+           (cp >= 0x205F && cp <= 0x206F) || cp == 0x3000 || (cp >= 0xFE00 && cp <= 0xFE0F) ||
+           cp == 0xFEFF || (cp >= 0xFF01 && cp <= 0xFF5E) || cp >= 0xFFF0;
+}
+
+/*
  * A mini-program page: a path with its query if any, as WeChat takes it
- * ("pages/points/index?tab=1", research/wechat-api.md 4 and 5.1), in the
- * characters of a URL's path and query (RFC 3986; WeChat's own URL Scheme
- * takes no others), anything else percent-encoded. What looks right but is
- * not (U+3000 or a no-break space, a full-width '?' a Chinese keyboard
- * types, an invisible U+200B) was taken, and WeChat refused the notice:
- * no such page. No leading "/" or "?".
+ * ("pages/points/index?tab=1", research/wechat-api.md 4 and 5.1). Its ASCII
+ * is that of a URL's path and query (RFC 3986), '%' starting a %XX escape;
+ * other characters are taken unless they look like what they are not
+ * (page_lookalike). What looked right but was not (U+3000 or a no-break
+ * space, a full-width '?', an invisible U+200B) was taken, and WeChat
+ * refused the notice: no such page. No leading "/" or "?".
  */
 static int check_page(const char *page, const char *key, const char *path, pgw_err *err)
 {
@@ -964,12 +979,17 @@ static int check_page(const char *page, const char *key, const char *path, pgw_e
         uint32_t cp = 0;
         size_t len = pgw_utf8_next(page + i, &cp);
         PGW_ASSERT(len > 0); /* jansson holds valid UTF-8 */
-        if (len > 1 || strchr(url_chars, page[i]) == NULL)
+        if (len == 1 && strchr(url_chars, page[i]) == NULL)
             return pgw_err_set(err, PGW_EINVAL,
                                "%s.%s: character %zu (U+%04X) is not a URL character (a page "
-                               "path is written in letters, digits and %s, the rest "
+                               "path's ASCII is letters, digits and %s, the rest "
                                "percent-encoded)",
                                path, key, n, (unsigned)cp, "-._~!$&'()*+,;=:@/?%");
+        if (len > 1 && page_lookalike(cp))
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.%s: character %zu (U+%04X) is a space, an invisible or a "
+                               "full-width character: no page has it",
+                               path, key, n, (unsigned)cp);
         if (page[i] == '%' &&
             !(isxdigit((unsigned char)page[i + 1]) && isxdigit((unsigned char)page[i + 2])))
             return pgw_err_set(err, PGW_EINVAL,

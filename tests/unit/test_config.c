@@ -198,15 +198,23 @@ static const struct {
      "$.channels.wechat_mp.notice_page: character 13 (U+0020) is not a URL character"},
     /* regression: taken, and WeChat refused the notice (no such page) */
     {"channels", MP_WITH("\"notice_page\": \"pages/points\\u3000/index\""),
-     "$.channels.wechat_mp.notice_page: character 13 (U+3000) is not a URL character"},
+     "$.channels.wechat_mp.notice_page: character 13 (U+3000) is a space, an invisible or a "
+     "full-width character"},
     {"channels", MP_WITH("\"notice_page\": \"pages/points/index\\u00a0\""),
-     "$.channels.wechat_mp.notice_page: character 19 (U+00A0) is not a URL character"},
+     "$.channels.wechat_mp.notice_page: character 19 (U+00A0) is a space, an invisible or a "
+     "full-width character"},
     {"channels", MP_WITH("\"notice_page\": \"\\u200bpages/points/index\""),
-     "$.channels.wechat_mp.notice_page: character 1 (U+200B) is not a URL character"},
+     "$.channels.wechat_mp.notice_page: character 1 (U+200B) is a space, an invisible or a "
+     "full-width character"},
     {"channels", MP_WITH("\"notice_page\": \"pages/points/index\\uff1ftab=1\""),
-     "$.channels.wechat_mp.notice_page: character 19 (U+FF1F) is not a URL character"},
-    {"channels", MP_WITH("\"notice_page\": \"pkg/积分/home\""),
-     "$.channels.wechat_mp.notice_page: character 5 (U+79EF) is not a URL character"},
+     "$.channels.wechat_mp.notice_page: character 19 (U+FF1F) is a space, an invisible or a "
+     "full-width character"},
+    {"channels", MP_WITH("\"notice_page\": \"pkg/积分/home\\ufeff\""),
+     "$.channels.wechat_mp.notice_page: character 12 (U+FEFF) is a space, an invisible or a "
+     "full-width character"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/\\uff50oints\""),
+     "$.channels.wechat_mp.notice_page: character 7 (U+FF50) is a space, an invisible or a "
+     "full-width character"},
     {"channels", MP_WITH("\"notice_page\": \"pages/a#top\""),
      "$.channels.wechat_mp.notice_page: character 8 (U+0023) is not a URL character"},
     {"channels", MP_WITH("\"notice_page\": \"pages/a?x=50%\""),
@@ -485,9 +493,10 @@ static void test_notice_pages(void **state)
     cfg = with_channels(channels);
     assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
     pgw_config_free(cfg);
-    /* every URL character, and a query's text percent-encoded ("积分") */
-    static const char URLISH[] = "pkg/Points-2/home_v.1?from=notice&q=%E7%A7%AF%e5%88%86"
-                                 "&x=~!$'()*+,;:@/?";
+    /* every URL character, a query's text percent-encoded ("积分"), and
+     * letters other than ASCII's, which a mini program's folders may have */
+    static const char URLISH[] = "pkg/积分/Points-2/home_v.1?from=notice&q=%E7%A7%AF%e5%88%86"
+                                 "&x=~!$'()*+,;:@/?&t=会员";
     snprintf(channels, sizeof(channels),
              MP_WITH("\"notice_page\": \"%s\", \"miniprogram_state\": \"trial\""), URLISH);
     cfg = with_channels(channels);
