@@ -77,6 +77,11 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
  * the last so many (the oldest forgotten first: its next stream's check
  * finds the survivor again). */
 #define MERGES_KEPT 256
+/* Accounts a member's stream streamed before merges moved it, kept for
+ * what it was not yet sent of theirs (repoint): one per merge it is
+ * behind. A stream behind more merges than this is closed (1013): it
+ * reconnects, as one that fell behind the ring does. */
+#define PRIORS_MAX 4
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -142,10 +147,13 @@ typedef struct watcher {
     const char *close_reason;
     pgw_session session;
     char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
-    /* The account it streamed before a merge moved it (repoint), for the
-     * messages before `prior_until` it was not yet sent. */
-    char prior[PGW_ACCOUNT_MAX + 1];
-    uint64_t prior_until;
+    /* The accounts it streamed before merges moved it (repoint), each
+     * for the messages before its `until` it was not yet sent. */
+    struct {
+        char account[PGW_ACCOUNT_MAX + 1];
+        uint64_t until;
+    } priors[PRIORS_MAX];
+    size_t n_priors;
     /* Until checked, whose streams it counts in: its token's member, or
      * that one's survivor when a check found the merge (h->merges). */
     char counts_for[PGW_ID_MAX + 1];
@@ -1667,21 +1675,49 @@ static bool fifth_stream(const pgw_http *h, const char *member, const watcher *e
     return member_streams(h, member, except) >= MEMBER_TABS;
 }
 
-/* A checked stream now streams `account` (a merge, follow_merge's or
- * its check's): from the next message put in the ring on. What it was
- * not yet sent of those before is still matched against the account it
- * had: re-pointed at once, a slow phone's, or one whose turn came after
- * the drain that answered the merge, lost the member's own transfers
- * committed before it. */
+/*
+ * A stream now streams `account` (a merge, follow_merge's or its check's):
+ * what it was not yet sent of the messages before is still matched
+ * against each account it had, as well. Re-pointed at once, a slow
+ * phone's, or one whose turn came after the drain that answered the
+ * merge, lost the member's own transfers committed before it; one prior
+ * account kept, a second merge lost the first's. The new account is
+ * matched in what was not yet sent too: a merge its check found, made
+ * elsewhere, came somewhere before, and the survivor's transfers since
+ * were lost (the survivor's from before are the member's own now, as
+ * GET /v1/me/transfers shows them). Past PRIORS_MAX merges behind, the
+ * stream is closed.
+ */
 static void repoint(const pgw_http *h, watcher *w, const char *account)
 {
     if (strcmp(w->account, account) == 0)
         return;
-    if (w->next < h->ring_seq) {
-        memcpy(w->prior, w->account, sizeof(w->prior));
-        w->prior_until = h->ring_seq;
+    size_t kept = 0;
+    for (size_t i = 0; i < w->n_priors; i++) /* those sent: forgotten */
+        if (w->priors[i].until > w->next)
+            w->priors[kept++] = w->priors[i];
+    w->n_priors = kept;
+    if (w->next < h->ring_seq && w->n_priors == PRIORS_MAX)
+        end_member(w, WS_CLOSE_AGAIN,
+                   "the stream fell behind more merges than it can follow: open it again");
+    else if (w->next < h->ring_seq) {
+        memcpy(w->priors[w->n_priors].account, w->account, sizeof(w->account));
+        w->priors[w->n_priors++].until = h->ring_seq;
     }
     snprintf(w->account, sizeof(w->account), "%s", account);
+}
+
+/* Whether a member's stream sends message `seq` (m): it names the
+ * account streamed, or one streamed before a merge that seq preceded. */
+static bool member_sees(const watcher *w, const stream_msg *m, uint64_t seq)
+{
+    if (strcmp(m->accounts[0], w->account) == 0 || strcmp(m->accounts[1], w->account) == 0)
+        return true;
+    for (size_t i = 0; i < w->n_priors; i++)
+        if (seq < w->priors[i].until && (strcmp(m->accounts[0], w->priors[i].account) == 0 ||
+                                         strcmp(m->accounts[1], w->priors[i].account) == 0))
+            return true;
+    return false;
 }
 
 /* What the store's answer on a member's stream's session makes of it:
@@ -1704,10 +1740,7 @@ static int member_verdict(pgw_http *h, watcher *w, const pgw_response *resp)
                        "survivor's): close one first");
             return 429;
         }
-        if (w->checked)
-            repoint(h, w, account);
-        else
-            memcpy(w->account, account, sizeof(account));
+        repoint(h, w, account); /* its messages held till now, too */
         w->checked = true;
         lws_callback_on_writable(w->wsi); /* what waited for the answer in the ring */
         return 101;
@@ -1774,9 +1807,9 @@ static void follow_merge(pgw_http *h, const char *merged, const char *survivor)
     snprintf(from, sizeof(from), "member:%s", merged);
     snprintf(to, sizeof(to), "member:%s", survivor);
     for (watcher *w = h->members; w != NULL; w = w->next_member) {
-        if (w->checked && strcmp(w->account, from) == 0)
+        if (strcmp(w->account, from) == 0) /* a stream not yet checked too: its held messages */
             repoint(h, w, to);
-        else if (!w->checked && strcmp(w->counts_for, merged) == 0)
+        if (!w->checked && strcmp(w->counts_for, merged) == 0)
             snprintf(w->counts_for, sizeof(w->counts_for), "%s", survivor);
     }
 }
@@ -1812,6 +1845,9 @@ static void member_opened(pgw_http *h, struct lws *wsi, watcher *w)
     h->members = w;
     w->listed = true;
     h->n_members++;
+    /* Whose its token says (the survivor of a merge noted), till its
+     * check says: a merge answered meanwhile re-points it (follow_merge). */
+    snprintf(w->account, sizeof(w->account), "member:%s", w->counts_for);
     /* Let in as the drain began, its store stopped: closed as the others
      * (1001), not as a check refused (1013, its session named the cause). */
     if (h->going_away || h->stop) {
@@ -1939,9 +1975,7 @@ static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
         return 0; /* member_checked asks for a turn */
     while (w->next < h->ring_seq) {
         const stream_msg *m = &h->ring[w->next % STREAM_RING];
-        const char *account = w->next < w->prior_until ? w->prior : w->account;
-        w->next++;
-        if (strcmp(m->accounts[0], account) != 0 && strcmp(m->accounts[1], account) != 0)
+        if (!member_sees(w, m, w->next++))
             continue;
         static uint8_t buf[LWS_PRE + STREAM_MSG_MAX]; /* service thread only */
         size_t len = pgw_api_stream_member_view(m->json, m->len, (char *)buf + LWS_PRE);

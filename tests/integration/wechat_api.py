@@ -1678,18 +1678,18 @@ def member_stream_merged_chain(srv, fake):
           "a fifth under A's session is 429 at its handshake, as C's: %s %s" % (status, body))
 
 
-def quiet_check_server(tmp, fake, env, name):
+def quiet_check_server(tmp, fake, env, name, check_s=600, db=None):
     """A server of its own whose streams' sessions are checked every 600 s
     (the suite's checks every second would hide what is not immediate)."""
     with open(write_config(tmp, fake.port)) as f:
         cfg = json.load(f)
-    cfg["http"]["stream_session_check_s"] = 600
+    cfg["http"]["stream_session_check_s"] = check_s
     d = os.path.join(tmp, name)
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "config.json")
     with open(path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
-    return Server(d, path, env)
+    return Server(d, path, env, db)
 
 
 def member_stream_logout_at_once(tmp, fake, env):
@@ -1844,6 +1844,210 @@ def member_stream_merge_keeps_earlier(tmp, fake, env):
         rc, err = srv.stop()
     check(rc == 0, "the merge server exits cleanly: %s" % err[-3000:])
 
+
+def inflight(srv):
+    """pgw_inflight_requests: jobs out on the store (a stream's check too)."""
+    _, text = srv.request("GET", "/metrics", key=None)
+    m = re.search(r"^pgw_inflight_requests (\d+)$", text if isinstance(text, str) else "", re.M)
+    return int(m.group(1)) if m else -1
+
+
+def held_drain(srv, posts, committed, before_service=None):
+    """Holds the writer while `posts` (calls making one write each) are
+    taken, in this order; then the service thread while the writer commits
+    them (committed() says when), so that their answers reach the service
+    thread in one drain, before any stream has a turn. before_service()
+    runs with the writer let go and the service thread held. The answers."""
+    ws = stream_client()
+    answers, threads = [None] * len(posts), []
+
+    def run(i):
+        answers[i] = posts[i]()
+    base = inflight(srv)
+    tid = ws.thread_named(srv.proc.pid, "pgw-writer")
+    writer = ws.stop_thread(tid)
+    try:
+        for i in range(len(posts)):
+            threads.append(threading.Thread(target=run, args=(i,)))
+            threads[-1].start()
+            eventually(lambda: inflight(srv), lambda n: n >= base + i + 1)  # taken: in order
+        service = ws.stop_thread(srv.proc.pid)
+    finally:
+        ws.resume_thread(writer, tid)
+    try:
+        eventually(committed, bool, timeout=30)
+        time.sleep(0.3)  # the last commit's completions (nothing to poll: the service thread is held)
+        if before_service is not None:
+            before_service()
+    finally:
+        ws.resume_thread(service, srv.proc.pid)
+    for t in threads:
+        t.join()
+    return answers
+
+
+def bought(srv, member):
+    """Whether a purchase of `member`'s is in the store."""
+    return int(pg.value(srv.db, "SELECT count(*) FROM transfers WHERE credit = 'member:%s'" %
+                        member) or 0) > 0
+
+
+def transfer_ids(*answers):
+    return [t["id"] for _, doc in answers for t in doc.get("transfers", [])]
+
+
+def member_stream_two_merges_behind(tmp, fake, env):
+    """Review of the member streams: two merges re-pointing a stream before
+    it was sent what came before them (A into B, then B into C, answered
+    in one drain, as a slow phone's stream is behind). The stream kept one
+    account to finish the messages before a merge with, the second merge's
+    (B), and A's purchase before the first merge was matched against B and
+    never sent. Every one comes: A's, B's, C's."""
+    srv = quiet_check_server(tmp, fake, env, "two-merges-behind")
+    ws = stream_client()
+    try:
+        session_a, member_a = mp_session(srv, fake, "code-ws-2m-a", "oMP-WS-2M-A")
+        _, member_b = mp_session(srv, fake, "code-ws-2m-b", "oMP-WS-2M-B")
+        _, member_c = mp_session(srv, fake, "code-ws-2m-c", "oMP-WS-2M-C")
+
+        def bind(into):  # the card's holder is merged into `into`
+            return lambda: srv.request("POST", "/v1/members/%s/identities" % into,
+                                       {"card": "S001:WS-2M"})
+        bind(member_a)()
+        sid_a = session_a.split(".")[1]
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % session_a)
+        eventually(lambda: [x for x in open(srv.out_path)
+                            if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x], bool)
+        answers = held_drain(srv, [
+            lambda: srv.request("POST", "/v1/events", member_event("WS-2M-A", member_a), key=SHOP),
+            bind(member_b),
+            lambda: srv.request("POST", "/v1/events", member_event("WS-2M-B", member_b), key=SHOP),
+            bind(member_c),
+            lambda: srv.request("POST", "/v1/events", member_event("WS-2M-C", member_c), key=SHOP),
+        ], lambda: bought(srv, member_c))
+        got, closed, came, _ = ws_until(sock, pending, answers[4][1])
+        sock.close()
+        seen = [m.get("id") for m in got if m.get("type") == "transfer"]
+        check(" 101 " in handshake and [a[0] for a in answers] == [201, 200, 201, 200, 201] and
+              answers[1][1].get("merged") == {"from": member_a, "into": member_b} and
+              answers[3][1].get("merged") == {"from": member_b, "into": member_c},
+              "A's purchase, A into B, B's, B into C, C's: %s" % answers)
+        missing = [i for i in transfer_ids(answers[0], answers[2]) if i not in seen]
+        check(came and closed is None and missing == [],
+              "a stream behind two merges gets A's purchase, B's, then C's: came %s, closed %s, "
+              "missing %s of %s" % (came, closed, missing, seen))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the two merges' server exits cleanly: %s" % err[-3000:])
+
+
+def member_stream_merged_before_check(tmp, fake, env):
+    """Review of the member streams: a stream whose first check was
+    answered after a merge (the reader behind: here held) streamed the
+    survivor from its first message on, and the merged member's own
+    purchase, committed after the stream opened and before the merge,
+    waiting for the check, was never sent. It comes, then B's."""
+    srv = quiet_check_server(tmp, fake, env, "merged-before-check")
+    ws = stream_client()
+    try:
+        session_a, member_a = mp_session(srv, fake, "code-ws-mbc-a", "oMP-WS-MBC-A")
+        _, member_b = mp_session(srv, fake, "code-ws-mbc-b", "oMP-WS-MBC-B")
+        bind = {"card": "S001:WS-MBC"}
+        srv.request("POST", "/v1/members/%s/identities" % member_a, bind)
+        tid = ws.thread_named(srv.proc.pid, "pgw-reader")
+        reader = ws.stop_thread(tid)
+        try:
+            sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                                  "Authorization: Session %s\r\n" % session_a)
+            to_a = srv.request("POST", "/v1/events", member_event("WS-MBC-A", member_a), key=SHOP)
+            merged = srv.request("POST", "/v1/members/%s/identities" % member_b, bind)
+        finally:
+            ws.resume_thread(reader, tid)
+        to_b = srv.request("POST", "/v1/events", member_event("WS-MBC-B", member_b), key=SHOP)
+        got, closed, came, _ = ws_until(sock, pending, to_b[1])
+        sock.close()
+        seen = [m.get("id") for m in got if m.get("type") == "transfer"]
+        check(" 101 " in handshake and to_a[0] == 201 and to_b[0] == 201 and
+              merged[1].get("merged") == {"from": member_a, "into": member_b},
+              "A's stream, A's purchase, A into B, B's purchase: %s %s %s %s" %
+              (handshake, to_a, merged, to_b))
+        missing = [i for i in transfer_ids(to_a) if i not in seen]
+        check(came and closed is None and missing == [],
+              "a stream checked after a merge gets A's purchase before it, then B's: came %s, "
+              "closed %s, missing %s of %s" % (came, closed, missing, seen))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the check-after-merge server exits cleanly: %s" % err[-3000:])
+
+
+def member_stream_merge_elsewhere(tmp, fake, env):
+    """Review of the member streams: a merge made by another instance
+    (here a second gateway on the same database) reaches this one's
+    streams at their check. What such a stream had not yet been sent when
+    that check answered was matched against the merged member's account:
+    the survivor's purchase committed after the merge, in the same drain
+    as the check's answer, was never sent. It comes. (PostgreSQL only: a
+    SQLite file has one serve, and no other command merges.)"""
+    if not os.environ.get("PGW_TEST_PG_DIR"):
+        return
+    srv = quiet_check_server(tmp, fake, env, "merge-elsewhere", check_s=1)
+    other = None
+    ws = stream_client()
+    try:
+        session_a, member_a = mp_session(srv, fake, "code-ws-mel-a", "oMP-WS-MEL-A")
+        _, member_b = mp_session(srv, fake, "code-ws-mel-b", "oMP-WS-MEL-B")
+        bind = {"card": "S001:WS-MEL"}
+        srv.request("POST", "/v1/members/%s/identities" % member_a, bind)
+        sid_a = session_a.split(".")[1]
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % session_a)
+        eventually(lambda: [x for x in open(srv.out_path)
+                            if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x], bool)
+        # The reader held from before the merge: the stream's next check
+        # (each second) waits for it. The writer held till B's purchase is
+        # taken too; then the service thread while both answer, the
+        # purchase first: one drain, the stream not yet sent it.
+        answer = {}
+        buyer = threading.Thread(target=lambda: answer.setdefault("b", srv.request(
+            "POST", "/v1/events", member_event("WS-MEL-B", member_b), key=SHOP)))
+        reader_tid = ws.thread_named(srv.proc.pid, "pgw-reader")
+        writer_tid = ws.thread_named(srv.proc.pid, "pgw-writer")
+        reader = ws.stop_thread(reader_tid)
+        try:
+            other = quiet_check_server(tmp, fake, env, "merge-elsewhere-2", db=srv.db)
+            merged = other.request("POST", "/v1/members/%s/identities" % member_b, bind)
+            other.stop()
+            other = None
+            writer = ws.stop_thread(writer_tid)
+            try:
+                buyer.start()
+                eventually(lambda: inflight(srv), lambda n: n >= 2)  # the purchase, the check
+                service = ws.stop_thread(srv.proc.pid)
+            finally:
+                ws.resume_thread(writer, writer_tid)
+            eventually(lambda: bought(srv, member_b), bool, timeout=30)
+            time.sleep(0.3)  # its completion handed over (the service thread is held)
+        finally:
+            ws.resume_thread(reader, reader_tid)
+        time.sleep(0.3)  # the check's answer handed over
+        ws.resume_thread(service, srv.proc.pid)
+        buyer.join()
+        status, to_b = answer["b"]
+        got, closed, came, _ = ws_until(sock, pending, to_b)
+        sock.close()
+        check(" 101 " in handshake and status == 201 and
+              merged[1].get("merged") == {"from": member_a, "into": member_b},
+              "A's stream; A into B on another instance; B's purchase: %s %s %s" %
+              (handshake, merged, status))
+        check(came and closed is None,
+              "B's purchase after a merge made elsewhere reaches A's stream, behind at the check "
+              "that found it: came %s, closed %s, %s" % (came, closed, got))
+    finally:
+        if other is not None:
+            other.stop()
+        rc, err = srv.stop()
+    check(rc == 0, "the merge-elsewhere server exits cleanly: %s" % err[-3000:])
 
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
@@ -2972,6 +3176,14 @@ def main():
     env = dict(os.environ, PGW_WECHAT_MP_SECRET=MP_SECRET, PGW_WECHAT_OA_SECRET=OA_SECRET,
                PGW_WECHAT_OA_TOKEN=OA_TOKEN)
     env.pop("PGW_WECHAT_OA_AES_KEY", None)
+    if len(sys.argv) > 3:  # only these tests of a server of their own (tmp, fake, env)
+        try:
+            for name in sys.argv[3:]:
+                globals()[name](tmp, fake, env)
+        finally:
+            fake.stop()
+        print("wechat: %d checks, %d failed" % (checks, len(failures)))
+        sys.exit(1 if failures else 0)
     config = write_config(tmp, fake.port)
     srv = Server(tmp, config, env)
     unusable = None
@@ -2989,6 +3201,9 @@ def main():
         member_stream_logout_at_once(tmp, fake, env)
         member_stream_merge_at_once(tmp, fake, env)
         member_stream_merge_keeps_earlier(tmp, fake, env)
+        member_stream_two_merges_behind(tmp, fake, env)
+        member_stream_merged_before_check(tmp, fake, env)
+        member_stream_merge_elsewhere(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
         login_wechat_down(srv, fake)
