@@ -309,6 +309,7 @@ struct pgw_api {
     pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
+    pgw_api_follow stream_follow;    /* NULL: none */
     void *notify_ctx;
     FILE *log;
     uint64_t requests[R_COUNT][N_STATUSES + 1]; /* last slot: any other status */
@@ -4208,6 +4209,23 @@ static void emit_transfers(const pgw_api *api, const pgw_command *cmd, pgw_api_e
     }
 }
 
+/* A logout committed (a replay too: the session is ended all the same):
+ * its streams here close now, not at their next check. Its session is
+ * read from its key: the command clears session_id as it revokes it. A
+ * merge (merged_from: one the command made, or one it followed): the
+ * merged member's streams follow the survivor now; one with a balance
+ * of 0 writes no transfer, and its streams saw no sign of it. */
+static void follow_change(const pgw_command *cmd, pgw_api_follow follow, void *ctx)
+{
+    if (follow == NULL || cmd->rc != PGW_OK)
+        return;
+    size_t n = strlen(LOGOUT_KEY);
+    if (cmd->kind == PGW_COMMAND_END_SESSION && strncmp(cmd->key, LOGOUT_KEY, n) == 0)
+        follow(ctx, &(pgw_stream_change){.ended_session = cmd->key + n});
+    if (cmd->merged_from[0] != '\0' && strcmp(cmd->merged_from, cmd->member) != 0)
+        follow(ctx, &(pgw_stream_change){.merged = cmd->merged_from, .survivor = cmd->member});
+}
+
 /* A command no request carries, committed (the sweep's expiries, a
  * follower's link): its transfers go to the live stream as the requests'
  * do (writer's completion thread, in commit order). */
@@ -4221,6 +4239,9 @@ static void stream_committed(void *ctx, const pgw_command *cmd)
         if (text != NULL) /* the stream is best effort; the transfer is committed */
             api->stream_news(text, &about, true, api->notify_ctx);
     }
+    /* A link's merge: the merged member's streams follow the survivor now,
+     * as a request's merge makes them, not at their next check. */
+    follow_change(cmd, api->stream_follow, api->notify_ctx);
 }
 
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
@@ -4377,23 +4398,6 @@ static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
         pgw_expire_tell_late(&api->unusable_said, what, job->wx->wechat_unusable);
     else if (job->wx->wechat_answered)
         pgw_expire_tell_late(said, what, NULL);
-}
-
-/* A logout committed (a replay too: the session is ended all the same):
- * its streams here close now, not at their next check. Its session is
- * read from its key: the command clears session_id as it revokes it. A
- * merge (merged_from: one the command made, or one it followed): the
- * merged member's streams follow the survivor now; one with a balance
- * of 0 writes no transfer, and its streams saw no sign of it. */
-static void follow_change(const pgw_command *cmd, pgw_api_follow follow, void *ctx)
-{
-    if (follow == NULL || cmd->rc != PGW_OK)
-        return;
-    size_t n = strlen(LOGOUT_KEY);
-    if (cmd->kind == PGW_COMMAND_END_SESSION && strncmp(cmd->key, LOGOUT_KEY, n) == 0)
-        follow(ctx, &(pgw_stream_change){.ended_session = cmd->key + n});
-    if (cmd->merged_from[0] != '\0' && strcmp(cmd->merged_from, cmd->member) != 0)
-        follow(ctx, &(pgw_stream_change){.merged = cmd->merged_from, .survivor = cmd->member});
 }
 
 bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,
@@ -4753,6 +4757,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     api->inflight_max = opts->inflight_max;
     api->notify = opts->notify;
     api->stream_news = opts->stream_news;
+    api->stream_follow = opts->stream_follow;
     api->notify_ctx = opts->notify_ctx;
     api->log = opts->log;
     pgw_ledger_policy policy;

@@ -93,6 +93,17 @@ typedef struct pgw_stream_about {
 typedef void (*pgw_api_stream_news)(char *json, const pgw_stream_about *about, bool transfer,
                                     void *ctx);
 
+/* What a committed job changed for members' streams on this instance,
+ * which their next session check would otherwise find: a session a
+ * logout ended (its id, PGW_SESSION_ID_LEN hex digits), or a member
+ * merged into a survivor (a merge it made, or one it followed to the
+ * member it names). Valid during the call only. */
+typedef struct pgw_stream_change {
+    const char *ended_session;     /* NULL: none */
+    const char *merged, *survivor; /* NULL: none */
+} pgw_stream_change;
+typedef void (*pgw_api_follow)(void *ctx, const pgw_stream_change *change);
+
 typedef struct pgw_api_options {
     const pgw_config *cfg; /* borrowed, must outlive the API */
     const char *db_url;
@@ -101,6 +112,11 @@ typedef struct pgw_api_options {
     size_t batch_max;    /* the writer's group commit; 0: the database's (writer.h) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* with notify_ctx */
+    /* What a command no request carries changed for members' streams (a
+     * follower's link's merge, as pgw_api_finish's follow says a
+     * request's), with notify_ctx, on the writer's completion thread
+     * right after its transfers' stream_news. NULL: none. */
+    pgw_api_follow stream_follow;
     void *notify_ctx;
     FILE *log; /* one JSON line per request; NULL for none */
 } pgw_api_options;
@@ -191,17 +207,6 @@ bool pgw_api_stranger(const pgw_api *api, const pgw_request *req);
  * concerns. `about` and `json` are valid during the call only. */
 typedef void (*pgw_api_emit)(void *ctx, const pgw_stream_about *about, const char *json,
                              size_t len);
-
-/* What a committed job changed for members' streams on this instance,
- * which their next session check would otherwise find: a session a
- * logout ended (its id, PGW_SESSION_ID_LEN hex digits), or a member
- * merged into a survivor (a merge it made, or one it followed to the
- * member it names). Valid during the call only. */
-typedef struct pgw_stream_change {
-    const char *ended_session;     /* NULL: none */
-    const char *merged, *survivor; /* NULL: none */
-} pgw_stream_change;
-typedef void (*pgw_api_follow)(void *ctx, const pgw_stream_change *change);
 
 /*
  * Builds the answer of a finished job and frees it; *request_id says whose.

@@ -104,11 +104,13 @@ typedef struct stream_msg {
     char json[STREAM_MSG_MAX];
 } stream_msg;
 
-/* A live-stream message no job carries, as handed over (stream_news). */
+/* A live-stream message no job carries, as handed over (stream_news), or
+ * a merge no job carries (stream_follow: json NULL). */
 typedef struct news_item {
     char shop[PGW_ID_MAX + 1];
     char accounts[2][PGW_ACCOUNT_MAX + 1];
     char *json; /* malloc'd, the producer's, now the item's */
+    char merged[PGW_ID_MAX + 1], survivor[PGW_ID_MAX + 1];
 } news_item;
 
 /* A finished job, or a live-stream message that no job carries (the expiry
@@ -389,18 +391,8 @@ static void notify(pgw_job *job, void *ctx)
  * notice, best effort, is dropped past half that, silently: a flood of
  * them (thousands of sales a second, each one's notice) must neither
  * crowd the sweep's transfers out nor close watchers that keep up. */
-static void stream_news(char *json, const pgw_stream_about *about, bool transfer, void *ctx)
+static void queue_news(pgw_http *h, news_item *news, bool transfer)
 {
-    pgw_http *h = ctx;
-    news_item *news = malloc(sizeof(*news)); /* out of memory: dropped, as past room */
-    if (news != NULL) {
-        snprintf(news->shop, sizeof(news->shop), "%s", about->shop);
-        for (size_t i = 0; i < 2; i++)
-            snprintf(news->accounts[i], sizeof(news->accounts[i]), "%s", about->accounts[i]);
-        news->json = json;
-    } else {
-        free(json);
-    }
     pthread_mutex_lock(&h->lock);
     bool room =
         news != NULL && h->news_pending < (transfer ? NEWS_PENDING_MAX : NEWS_PENDING_MAX / 2);
@@ -418,6 +410,38 @@ static void stream_news(char *json, const pgw_stream_about *about, bool transfer
     }
     if (first && atomic_load(&h->live)) /* else the first drain will find it */
         lws_cancel_service(h->ctx);
+}
+
+static void stream_news(char *json, const pgw_stream_about *about, bool transfer, void *ctx)
+{
+    pgw_http *h = ctx;
+    news_item *news = calloc(1, sizeof(*news)); /* out of memory: dropped, as past room */
+    if (news != NULL) {
+        snprintf(news->shop, sizeof(news->shop), "%s", about->shop);
+        for (size_t i = 0; i < 2; i++)
+            snprintf(news->accounts[i], sizeof(news->accounts[i]), "%s", about->accounts[i]);
+        news->json = json;
+    } else {
+        free(json);
+    }
+    queue_news(h, news, transfer);
+}
+
+/* A merge no job carries (a follower's link, api.h stream_follow): queued
+ * after its transfers, so that members' streams follow it where it falls
+ * in the stream (follow_merge), as a request's merge. Dropped past room,
+ * it is a transfer's gap: every watcher is closed. */
+static void stream_follow(void *ctx, const pgw_stream_change *change)
+{
+    pgw_http *h = ctx;
+    if (change->merged == NULL)
+        return; /* a logout is a request's: never one no job carries */
+    news_item *news = calloc(1, sizeof(*news));
+    if (news != NULL) {
+        snprintf(news->merged, sizeof(news->merged), "%.*s", PGW_ID_MAX, change->merged);
+        snprintf(news->survivor, sizeof(news->survivor), "%.*s", PGW_ID_MAX, change->survivor);
+    }
+    queue_news(h, news, true);
 }
 
 static void respond(pgw_http *h, struct lws *wsi, req *q)
@@ -480,7 +504,9 @@ static void finish_done(pgw_http *h, done_item *d)
     if (d->job == NULL) {
         news_item *n = d->news;
         pgw_stream_about about = {n->shop, {n->accounts[0], n->accounts[1]}};
-        if (h->watchers > 0)
+        if (n->json == NULL && h->n_members > 0)
+            follow(h, &(pgw_stream_change){.merged = n->merged, .survivor = n->survivor});
+        else if (n->json != NULL && h->watchers > 0)
             emit(h, &about, n->json, strlen(n->json));
         free(n->json);
         free(n);
@@ -2268,6 +2294,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
                           .batch_max = opts->batch_max,
                           .notify = notify,
                           .stream_news = stream_news,
+                          .stream_follow = stream_follow,
                           .notify_ctx = h,
                           .log = opts->log};
     if (rc == PGW_OK)

@@ -2049,6 +2049,60 @@ def member_stream_merge_elsewhere(tmp, fake, env):
         rc, err = srv.stop()
     check(rc == 0, "the merge-elsewhere server exits cleanly: %s" % err[-3000:])
 
+def member_stream_oa_link_merge(tmp, fake, env):
+    """Review of the member streams: a merge made by the official
+    account's follower link (WeChat's unionid says the follower is a
+    member known by it) reached the merged member's open streams only at
+    their next check (60 s by default), not at once as every other merge
+    answered here does: the survivor's purchase was not streamed. Here H
+    (a mini-program session) is merged into the follower G by a phone,
+    then the link merges G into L: H's stream shows L's purchase."""
+    srv = quiet_check_server(tmp, fake, env, "oa-link-merge")
+    ws = stream_client()
+    try:
+        session_h, member_h = mp_session(srv, fake, "code-ws-oal-h", "oMP-WS-OAL-H")
+        fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-ws-oal",
+                                                    "phone": "13900139088",
+                                                    "openid": "oMP-WS-OAL-H"})
+        srv.request("POST", "/v1/mp/phone", {"code": "ph-ws-oal"}, session=session_h)
+        push(srv, oa_xml("oOA-WS-OAL-G", int(time.time()), "event", event="subscribe"))
+        _, doc = srv.request("POST", "/v1/members/resolve",
+                             {"oa_openid": "oOA-WS-OAL-G", "appid": OA_APPID})
+        member_g = doc.get("member_id", "")
+        _, hg = srv.request("POST", "/v1/members/%s/identities" % member_g,
+                            {"phone": "13900139088"})
+        fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-ws-oal-l",
+                                                    "openid": "oMP-WS-OAL-L",
+                                                    "unionid": "uWS-OAL"})
+        _, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-ws-oal-l"},
+                             key=None)
+        member_l = doc.get("member_id", "")
+        sid_h = session_h.split(".")[1]
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % session_h)
+        eventually(lambda: [x for x in open(srv.out_path)
+                            if '"session:%s"' % sid_h[:8] in x and '"/v1/stream"' in x], bool)
+        fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-WS-OAL-G",
+                                                  "following": True, "unionid": "uWS-OAL"})
+        push(srv, oa_xml("oOA-WS-OAL-G", int(time.time()) + 1, "event", event="subscribe"))
+        # Merged: L holds G's openid. (A request naming G itself would
+        # follow the merge to L, and re-point the stream so.)
+        doc = eventually(lambda: srv.request("GET", "/v1/members/" + member_l)[1],
+                         lambda d: "oa_openid" in [i["kind"] for i in d.get("identities", [])])
+        status, to_l = srv.request("POST", "/v1/events", member_event("WS-OAL-L", member_l),
+                                   key=SHOP)
+        got, closed, came, _ = ws_until(sock, pending, to_l, wait=3)
+        sock.close()
+        check(" 101 " in handshake and hg.get("merged") == {"from": member_h, "into": member_g} and
+              status == 201,
+              "H into G by a phone, then G into L by the follower's link: %s %s" % (hg, doc))
+        check(came and closed is None,
+              "the follower's link's merge re-points H's stream at once: L's purchase comes: %s %s"
+              % (came, got))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the OA link server exits cleanly: %s" % err[-3000:])
+
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
     sent meanwhile, pings and a close frame, read and dropped)."""
@@ -3204,6 +3258,7 @@ def main():
         member_stream_two_merges_behind(tmp, fake, env)
         member_stream_merged_before_check(tmp, fake, env)
         member_stream_merge_elsewhere(tmp, fake, env)
+        member_stream_oa_link_merge(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
         login_wechat_down(srv, fake)
