@@ -1942,6 +1942,43 @@ def member_stream_two_merges_behind(tmp, fake, env):
     check(rc == 0, "the two merges' server exits cleanly: %s" % err[-3000:])
 
 
+def member_stream_merges_past_bound(tmp, fake, env):
+    """A stream behind more merges than it keeps accounts for (4: A into
+    B into ... into F, five, answered in one drain after A's purchase) is
+    closed 1013, saying so, rather than lose the first accounts' messages
+    unsaid; it is opened again."""
+    srv = quiet_check_server(tmp, fake, env, "merges-past-bound")
+    ws = stream_client()
+    try:
+        members = [mp_session(srv, fake, "code-ws-mpb-%d" % i, "oMP-WS-MPB-%d" % i)
+                   for i in range(6)]
+
+        def bind(into):  # the card's holder is merged into `into`
+            return lambda: srv.request("POST", "/v1/members/%s/identities" % into,
+                                       {"card": "S001:WS-MPB"})
+        bind(members[0][1])()
+        session_a, member_a = members[0]
+        sid_a = session_a.split(".")[1]
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % session_a)
+        eventually(lambda: [x for x in open(srv.out_path)
+                            if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x], bool)
+        answers = held_drain(srv, [lambda: srv.request("POST", "/v1/events",
+                                                       member_event("WS-MPB-A", member_a),
+                                                       key=SHOP)] +
+                             [bind(m) for _, m in members[1:]],
+                             lambda: bought(srv, members[-1][1]))
+        got, closed = ws_frames(sock, pending, 5)
+        sock.close()
+        check(" 101 " in handshake and [a[0] for a in answers] == [201] + [200] * 5,
+              "A's purchase, then five merges: %s" % answers)
+        check(closed == (1013, "the stream fell behind more merges than it can follow: open it "
+                               "again"),
+              "a stream behind five merges is closed 1013: %s %s" % (closed, got))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the merges-past-bound server exits cleanly: %s" % err[-3000:])
+
 def member_stream_merged_before_check(tmp, fake, env):
     """Review of the member streams: a stream whose first check was
     answered after a merge (the reader behind: here held) streamed the
@@ -3256,6 +3293,7 @@ def main():
         member_stream_merge_at_once(tmp, fake, env)
         member_stream_merge_keeps_earlier(tmp, fake, env)
         member_stream_two_merges_behind(tmp, fake, env)
+        member_stream_merges_past_bound(tmp, fake, env)
         member_stream_merged_before_check(tmp, fake, env)
         member_stream_merge_elsewhere(tmp, fake, env)
         member_stream_oa_link_merge(tmp, fake, env)
