@@ -3296,7 +3296,6 @@ def main():
         member_stream_merges_past_bound(tmp, fake, env)
         member_stream_merged_before_check(tmp, fake, env)
         member_stream_merge_elsewhere(tmp, fake, env)
-        member_stream_oa_link_merge(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
         login_wechat_down(srv, fake)
@@ -3317,6 +3316,7 @@ def main():
         oa_reply_cannot_be_built(srv)
         oa_sign_in_keeps_holds(srv)
         linked_login(srv, fake, oa_member)
+        member_stream_oa_link_merge(tmp, fake, env)  # after linked_login: its user/info is the first
         existing_follower(srv, fake)
         existing_follower_retried(srv, fake)
         unfollowed_before_link(srv, fake)
