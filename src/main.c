@@ -607,6 +607,29 @@ static void raise_open_files(const pgw_config *cfg)
                 (unsigned long long)rl.rlim_cur, need, (long long)cfg->http.max_inflight);
 }
 
+/*
+ * serve's last line: "stopped cleanly" only when it was. Answers cut off
+ * at the deadline (clients not reading them) are said, and how many
+ * report a committed change whose client may not know of it. The exit
+ * stays 0 (README: Status): the ledger is whole, and every such answer is
+ * in the request log; a stop marked failed for a client's fault would
+ * turn a routine deployment red.
+ */
+static void say_stopped(const pgw_http_stopped *stopped)
+{
+    size_t cut = stopped->answers_cut;
+    if (cut == 0) {
+        fprintf(stderr, "pointsgw serve: stopped cleanly\n");
+        return;
+    }
+    fprintf(stderr,
+            "pointsgw serve: stopped, but cut off %zu answer%s not taken whole by the %d s "
+            "deadline (%zu of them to a POST that succeeded: its change is committed, its client "
+            "may not know); each is logged \"delivered\": false\n",
+            cut, cut == 1 ? " its client had" : "s their clients had", PGW_HTTP_STOP_ANSWERS_S,
+            stopped->changes_cut);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -685,12 +708,13 @@ static int cmd_serve(int argc, char **argv)
     pgw_redact_db_url(db, shown, sizeof(shown));
     fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d, %s), database %s\n",
             cfg->mall_name, listen, pgw_http_port(http), cfg->http.tls ? "https" : "http", shown);
-    rc = pgw_http_run(http, &err);
+    pgw_http_stopped stopped;
+    rc = pgw_http_run(http, &stopped, &err);
     serving = NULL;
     pgw_http_free(http); /* the writer has committed everything it acknowledged */
     drop_serve_lock(&lock, false);
     pgw_http_client_cleanup();
-    fprintf(stderr, "pointsgw serve: stopped cleanly\n");
+    say_stopped(&stopped);
     pgw_config_free(cfg);
     return rc == PGW_OK ? EXIT_OK : EXIT_USAGE;
 }

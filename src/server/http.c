@@ -33,23 +33,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK            16384 /* response bytes per write */
-#define HEADER_DATA_MAX  8192  /* all request header bytes */
-#define DRAIN_SERVICE_MS 2000  /* at shutdown, time given to send the last answers */
-#define STREAMS_CLOSE_MS 1000  /* and to streams to take their last messages and close */
-#define STOP_TICK_MS     100   /* the drain's loop looks at the clock this often */
-#define STREAM_RING      4096  /* live-stream messages kept for slow watchers */
-#define STREAM_MSG_MAX   1024  /* one transfer's JSON */
-#define NEWS_PENDING_MAX 4096  /* stream messages of no job not yet taken by the service thread */
-#define STREAM_TURN_MAX  1024  /* stream messages one drain adds, give or take a job's */
-#define LWS_TIMEOUT_S    5     /* lws's timeout_secs: what Debian's 4.1.6 takes unset (measured) */
-#define BODY_TICK_S      2     /* a body awaited is looked at this often */
-#define KEEPALIVE_S      120   /* an idle connection's default (config.h says why) */
-#define KEEPALIVE_MAX_S  3600  /* as http.keepalive_timeout_s's bound */
-#define MEMBER_TABS      4     /* one member's streams open at once (its tabs, its phones) */
-#define TCP_IDLE_S       60    /* an idle socket's peer is probed after this long */
-#define TCP_PROBES       3     /* unanswered probes that close it, */
-#define TCP_PROBE_S      10    /* this far apart: a gone peer found in 90 s */
+#define CHUNK            16384                            /* response bytes per write */
+#define HEADER_DATA_MAX  8192                             /* all request header bytes */
+#define DRAIN_SERVICE_MS (PGW_HTTP_STOP_ANSWERS_S * 1000) /* at shutdown, for the last answers */
+#define STREAMS_CLOSE_MS 1000 /* and to streams to take their last messages and close */
+#define STOP_TICK_MS     100  /* the drain's loop looks at the clock this often */
+#define STREAM_RING      4096 /* live-stream messages kept for slow watchers */
+#define STREAM_MSG_MAX   1024 /* one transfer's JSON */
+#define NEWS_PENDING_MAX 4096 /* stream messages of no job not yet taken by the service thread */
+#define STREAM_TURN_MAX  1024 /* stream messages one drain adds, give or take a job's */
+#define LWS_TIMEOUT_S    5    /* lws's timeout_secs: what Debian's 4.1.6 takes unset (measured) */
+#define BODY_TICK_S      2    /* a body awaited is looked at this often */
+#define KEEPALIVE_S      120  /* an idle connection's default (config.h says why) */
+#define KEEPALIVE_MAX_S  3600 /* as http.keepalive_timeout_s's bound */
+#define MEMBER_TABS      4    /* one member's streams open at once (its tabs, its phones) */
+#define TCP_IDLE_S       60   /* an idle socket's peer is probed after this long */
+#define TCP_PROBES       3    /* unanswered probes that close it, */
+#define TCP_PROBE_S      10   /* this far apart: a gone peer found in 90 s */
 /* A stream's client silent for http.keepalive_timeout_s is pinged (lws's
  * idle policy), and closed if nothing comes as long again: lws counts in
  * uint16_t seconds. */
@@ -190,6 +190,7 @@ struct req {
     bool kept;            /* lws keeps the connection after the answer, unless close_after */
     bool waiting;         /* a job is out; r.id is in the slot table */
     bool responding;      /* resp is ready to send */
+    bool change;          /* and is a POST's 2xx: what it reports is committed */
     bool headers_sent;
     bool logged; /* its one log line is written */
     pgw_response resp;
@@ -229,6 +230,7 @@ struct pgw_http {
     bool going_away;
     lws_sorted_usec_list_t stop_sul; /* wakes the drain's loop: its deadlines bound it */
     size_t responding;               /* transactions with an answer not yet fully sent */
+    size_t responding_changes;       /* of those, answers that report a change (req.change) */
     /* Finished jobs and news, handed over by the writer, reader and courier
      * threads: at most one entry per job in flight plus NEWS_PENDING_MAX of
      * news. */
@@ -447,8 +449,19 @@ static void stream_follow(void *ctx, const pgw_stream_change *change)
 static void respond(pgw_http *h, struct lws *wsi, req *q)
 {
     q->responding = true;
+    q->change = strcmp(q->r.method, "POST") == 0 && q->resp.status / 100 == 2;
     h->responding++;
+    h->responding_changes += q->change;
     lws_callback_on_writable(wsi);
+}
+
+/* Its answer is sent whole, or never will be (the connection closed). */
+static void stop_responding(pgw_http *h, req *q)
+{
+    PGW_ASSERT(q->responding && h->responding > 0 && h->responding_changes >= q->change);
+    q->responding = false;
+    h->responding--;
+    h->responding_changes -= q->change;
 }
 
 /* Puts a committed transfer on the live stream. */
@@ -1092,9 +1105,7 @@ static void finish_response(pgw_http *h, req *q)
     log_request(h, &q->r, &q->resp, wall_us());
     free(q->resp.body);
     q->resp.body = NULL;
-    q->responding = false;
-    PGW_ASSERT(h->responding > 0);
-    h->responding--;
+    stop_responding(h, q);
 }
 
 /*
@@ -1287,10 +1298,8 @@ static void forget(pgw_http *h, req *q)
         q->logged = true; /* by finish_done, with its job's answer */
     }
     log_unanswered(h, q);
-    if (q->responding) {
-        q->responding = false;
-        h->responding--;
-    }
+    if (q->responding)
+        stop_responding(h, q);
     free(q->body);
     free(q->resp.body);
     q->body = NULL;
@@ -2329,9 +2338,10 @@ static void stop_tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(h->ctx, 0, &h->stop_sul, stop_tick, STOP_TICK_MS * LWS_US_PER_MS);
 }
 
-int pgw_http_run(pgw_http *h, pgw_err *err)
+int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
 {
     (void)err;
+    *stopped = (pgw_http_stopped){0};
     while (!h->stop) {
         if (lws_service(h->ctx, 0) < 0)
             break;
@@ -2356,6 +2366,9 @@ int pgw_http_run(pgw_http *h, pgw_err *err)
         now = wall_us();
     }
     lws_sul_cancel(&h->stop_sul);
+    /* Past the deadline: cut off by pgw_http_free, each logged undelivered. */
+    stopped->answers_cut = h->responding;
+    stopped->changes_cut = h->responding_changes;
     return PGW_OK;
 }
 

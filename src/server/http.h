@@ -53,8 +53,20 @@ int pgw_http_check_listen(const char *listen, pgw_err *err);
 /* The port actually listened on. */
 int pgw_http_port(const pgw_http *http);
 
-/* Serves until pgw_http_shutdown; then drains and returns. */
-int pgw_http_run(pgw_http *http, pgw_err *err);
+/* What a stop left undone: answers whose clients had not taken them
+ * whole by the deadline (a client that does not read), cut off by
+ * pgw_http_free, each logged "delivered": false. */
+typedef struct pgw_http_stopped {
+    size_t answers_cut;
+    size_t changes_cut; /* of those, a POST's 2xx: the change it reports is committed */
+} pgw_http_stopped;
+
+/* The seconds a stop gives the last answers (pgw_http_stopped). */
+#define PGW_HTTP_STOP_ANSWERS_S 2
+
+/* Serves until pgw_http_shutdown; then drains, says in `stopped` what it
+ * could not finish, and returns. */
+int pgw_http_run(pgw_http *http, pgw_http_stopped *stopped, pgw_err *err);
 
 /* Asks pgw_http_run to finish. Async-signal-safe. */
 void pgw_http_shutdown(pgw_http *http);

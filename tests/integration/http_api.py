@@ -2417,8 +2417,8 @@ def test_signatures(s):
           f"bad signature, saying how to sign: {status} {doc}")
 
 
-def ws_open(port, path, headers=""):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def ws_open(port, path, headers="", sock=None):
+    sock = sock or socket.create_connection(("127.0.0.1", port), timeout=5)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -3135,6 +3135,61 @@ def test_stream_big_drain_at_stop(tmp):
     finally:
         code, err = s.stop() if not stopped else (s.proc.wait(timeout=30), s.proc.stderr.read())
     check(code == 0 and "stopped cleanly" in err, f"stopped cleanly: {code} {err[-500:]}")
+
+
+def deaf_client(port):
+    """A connection whose client will read nothing: segments of 536 bytes
+    and a 4 KiB window, so that the server's socket fills after some tens
+    of KiB (on loopback its buffer took a whole 600 KiB answer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def stop_timed(s):
+    """SIGTERM: (exit status, stderr, seconds the stop took)."""
+    began = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    err = s.proc.stderr.read()
+    return s.proc.wait(timeout=30), err, time.time() - began
+
+
+def test_stop_with_an_answer_unread(tmp):
+    """Regression (the stop's review): a client that read nothing of its
+    answer held the stop its 2 s, and then the gateway said "stopped
+    cleanly" though that answer, to a write it committed, was cut off.
+    The last line says so now; the exit stays 0 (README: Status)."""
+    d = os.path.join(tmp, "stop-unread")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="stop-unread.json"))
+    try:
+        body = json.dumps({"events": [purchase(f"E-UNREAD-{i}", member=f"MU{i:03d}")
+                                      for i in range(300)]}).encode()
+        deaf = deaf_client(s.port)
+        deaf.sendall(b"POST /v1/events:batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     KEYS["admin"][0].encode() + b"\r\nContent-Type: application/json\r\n" +
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        # Answered once committed: its 190 KiB fill the sockets, unread.
+        deadline = time.time() + 30
+        while (int(pg.value(s.db, "SELECT count(*) FROM idempotency") or 0) < 300 and
+               time.time() < deadline):
+            time.sleep(0.1)
+    except BaseException:
+        s.stop()
+        raise
+    code, err, took = stop_timed(s)
+    deaf.close()
+    check(code == 0 and "stopped cleanly" not in err and
+          "cut off 1 answer its client had not taken whole by the 2 s deadline" in err and
+          "(1 of them to a POST that succeeded" in err,
+          f"the stop says an answer to a committed write was cut off: exit {code}, {took:.1f} s, "
+          f"{err[-400:]}")
+    cut = [line for line in log_lines(s) if line["path"] == "/v1/events:batch"]
+    check(len(cut) == 1 and cut[0]["status"] == 200 and cut[0].get("delivered") is False,
+          f"and the log line says it was not delivered: {cut}")
 
 
 def test_health_sees_the_file_moved(tmp):
@@ -4838,6 +4893,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
+              test_stop_with_an_answer_unread,
               test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period)
 
 
