@@ -3192,6 +3192,32 @@ def test_stop_with_an_answer_unread(tmp):
           f"and the log line says it was not delivered: {cut}")
 
 
+def test_stop_with_a_stream_unread(tmp):
+    """A stream whose client reads nothing, its socket full, holds the
+    stop its 1 s bound (README: Status), not lws's timeouts: the stop
+    ends within it, the close frame never sent, and stopped cleanly (the
+    bound is the streams' own; no answer was cut off)."""
+    d = os.path.join(tmp, "stop-deaf-stream")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="stop-deaf-stream.json"))
+    try:
+        deaf, status, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0],
+                                     sock=deaf_client(s.port))
+        check(" 101 " in status, f"a stream that will read nothing: {status}")
+        status, _, _ = s.request("POST", "/v1/events:batch", {"events": [
+            purchase(f"E-DEAF-{i}", member=f"MD{i:03d}") for i in range(300)]}, timeout=30)
+        check(status == 200, f"600 transfers for it, some 200 KiB: {status}")
+    except BaseException:
+        s.stop()
+        raise
+    code, err, took = stop_timed(s)
+    _, closed, _ = ws_read(deaf, rest, 2.0)
+    deaf.close()
+    check(closed is None, f"its socket was full: no close frame reached it: {closed}")
+    check(code == 0 and "stopped cleanly" in err and took < 2.0,
+          f"the stop waited its 1 s bound, no more: exit {code}, {took:.1f} s, {err[-300:]}")
+
+
 def test_health_sees_the_file_moved(tmp):
     """Regression (the HTTP review): an idle gateway's /healthz said ok for
     as long as nobody wrote after its SQLite file was moved aside (a
@@ -4893,7 +4919,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
-              test_stop_with_an_answer_unread,
+              test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
               test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period)
 
 
