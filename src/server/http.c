@@ -1613,6 +1613,14 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     return 0;
 }
 
+/* Whether a stream missed messages: the ring passed it, or news was
+ * dropped since it connected (take_done). It is closed with no close
+ * frame, so that its client reconnects and reads again from the API. */
+static bool missed(const pgw_http *h, const watcher *w)
+{
+    return h->ring_seq - w->next > STREAM_RING || w->gaps != h->stream_gaps;
+}
+
 /*
  * Sends what this watcher wants while its socket takes it: all of it, up
  * to the ring, unless the socket is full. One message per WRITEABLE fell
@@ -1624,7 +1632,7 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
  */
 static int feed_watcher(pgw_http *h, struct lws *wsi, watcher *w)
 {
-    if (h->ring_seq - w->next > STREAM_RING || w->gaps != h->stream_gaps)
+    if (missed(h, w))
         return -1; /* it missed messages, and says so by being closed */
     while (w->next < h->ring_seq) {
         const stream_msg *m = &h->ring[w->next % STREAM_RING];
@@ -2029,10 +2037,14 @@ static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
  * then, at its next turn, closed 1001 with the reason. A member's whose
  * session was not yet found live has nothing to be fed; one closed for
  * its own reason (4401, 1013, 4429) keeps it. lws sends the close frame
- * at a turn of its own, after what was written.
+ * at a turn of its own, after what was written. One that missed
+ * messages is closed as at any other time (missed), never 1001, which
+ * says it has what was committed.
  */
 static int leave_stream(pgw_http *h, struct lws *wsi, watcher *w)
 {
+    if (w->close_code == 0 && missed(h, w))
+        return -1;
     bool fed = w->next >= h->ring_seq || (w->member && !w->checked) || w->close_code != 0;
     if (!fed) {
         int rc = w->member ? feed_member(h, wsi, w) : feed_watcher(h, wsi, w);
