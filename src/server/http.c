@@ -2012,7 +2012,7 @@ static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
 {
     if (w->close_code != 0)
         return close_member(wsi, w);
-    if (h->ring_seq - w->next > STREAM_RING || w->gaps != h->stream_gaps)
+    if (missed(h, w))
         return -1; /* it missed messages, and says so by being closed */
     if (!w->checked)
         return 0; /* member_checked asks for a turn */
