@@ -1024,15 +1024,18 @@ static int parse_wechat_jump(const json_t *obj, const char *path, const pgw_wech
     int state = 0;
     int rc =
         get_page(obj, oa ? "mp_jump_page" : "notice_page", path, w->page, sizeof(w->page), err);
+    /* Named: a null is no page, as for every key (pgw_json_string); it
+     * passed as one named, and the default opened another mini program. */
+    const json_t *page = json_object_get(obj, "mp_jump_page");
+    bool named = page != NULL && !json_is_null(page);
     /* Without mp_jump_appid a template opens no mini program: the page would be ignored. */
-    if (rc == PGW_OK && oa && w->mp_jump_appid[0] == '\0' &&
-        json_object_get(obj, "mp_jump_page") != NULL)
+    if (rc == PGW_OK && oa && w->mp_jump_appid[0] == '\0' && named)
         return pgw_err_set(err, PGW_EINVAL,
                            "%s.mp_jump_page: opens a page of the mini program mp_jump_appid "
                            "names, and none is named",
                            path);
     if (rc == PGW_OK && oa && w->mp_jump_appid[0] != '\0' &&
-        strcmp(w->mp_jump_appid, mp->appid) != 0 && json_object_get(obj, "mp_jump_page") == NULL)
+        strcmp(w->mp_jump_appid, mp->appid) != 0 && !named)
         return pgw_err_set(
             err, PGW_EINVAL,
             "%s.mp_jump_page: required, as mp_jump_appid \"%s\" is not "

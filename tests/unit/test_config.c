@@ -253,6 +253,13 @@ static const struct {
      " \"token_env\": \"T\", \"mp_jump_appid\": \"wx1234567890abcdef\"}}",
      "$.channels.wechat_oa.mp_jump_page: required, as mp_jump_appid \"wx1234567890abcdef\" is "
      "not channels.wechat_mp's appid"},
+    /* regression: a null page (no page, as for every key) passed as one named */
+    {"channels",
+     "{\"wechat_mp\": {\"appid\": \"wx1234567890abcdef\", \"secret_env\": \"X\"},"
+     " \"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"mp_jump_appid\": \"wx0000000000000001\", \"mp_jump_page\": null}}",
+     "$.channels.wechat_oa.mp_jump_page: required, as mp_jump_appid \"wx0000000000000001\" is "
+     "not channels.wechat_mp's appid"},
     {"channels",
      "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
      " \"token_env\": \"T\", \"miniprogram_state\": \"trial\"}}",
@@ -490,6 +497,11 @@ static void test_notice_pages(void **state)
                              "\"secret_env\": \"S\", \"token_env\": \"T\"";
     char channels[1024];
     snprintf(channels, sizeof(channels), "{%s}}", OA);
+    cfg = with_channels(channels);
+    assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
+    pgw_config_free(cfg);
+    /* a null page is none, as every key's null: the default, no jump to refuse */
+    snprintf(channels, sizeof(channels), "{%s, \"mp_jump_page\": null}}", OA);
     cfg = with_channels(channels);
     assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
     pgw_config_free(cfg);
