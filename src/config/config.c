@@ -943,17 +943,27 @@ static int check_url(const char *url, const char *path, pgw_err *err)
 
 /*
  * Whether a non-ASCII code point in a page looks like something it is not:
- * a space of any width, an invisible or format character, a C1 control, or
- * a full-width form of an ASCII character (the '？' a Chinese keyboard
- * types for '?'). Other letters are a page's own: a mini program may name
- * its folders in Chinese ("pkg/积分/home").
+ * a space of any width (Unicode's White_Space), an invisible or format
+ * character (its Default_Ignorable_Code_Point: U+200B, U+FEFF, the Hangul
+ * fillers, tags), a C1 control, a full-width form of an ASCII character
+ * (the '？' a Chinese keyboard types for '?'), or U+FFF0..U+FFFF (U+FFFD:
+ * a byte mis-decoded). Other letters are a page's own, past U+FFFF too: a
+ * mini program may name its folders in Chinese ("pkg/积分/home", "𠮷").
  */
 static bool page_lookalike(uint32_t cp)
 {
-    return cp <= 0xA0 || cp == 0xAD || cp == 0x1680 || cp == 0x180E ||
-           (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
-           (cp >= 0x205F && cp <= 0x206F) || cp == 0x3000 || (cp >= 0xFE00 && cp <= 0xFE0F) ||
-           cp == 0xFEFF || (cp >= 0xFF01 && cp <= 0xFF5E) || cp >= 0xFFF0;
+    static const uint32_t ranges[][2] = {
+        {0x80, 0xA0},       {0xAD, 0xAD},     {0x34F, 0x34F},     {0x61C, 0x61C},
+        {0x115F, 0x1160},   {0x1680, 0x1680}, {0x17B4, 0x17B5},   {0x180B, 0x180F},
+        {0x2000, 0x200F},   {0x2028, 0x202F}, {0x205F, 0x206F},   {0x3000, 0x3000},
+        {0x3164, 0x3164},   {0xFE00, 0xFE0F}, {0xFEFF, 0xFEFF},   {0xFF01, 0xFF5E},
+        {0xFFA0, 0xFFA0},   {0xFFF0, 0xFFFF}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A},
+        {0xE0000, 0xE0FFF},
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+        if (cp >= ranges[i][0] && cp <= ranges[i][1])
+            return true;
+    return false;
 }
 
 /*

@@ -215,6 +215,13 @@ static const struct {
     {"channels", MP_WITH("\"notice_page\": \"pages/\\uff50oints\""),
      "$.channels.wechat_mp.notice_page: character 7 (U+FF50) is a space, an invisible or a "
      "full-width character"},
+    /* regression: invisible (Unicode's default-ignorable) characters taken */
+    {"channels", MP_WITH("\"notice_page\": \"pages/\\u3164points\""),
+     "$.channels.wechat_mp.notice_page: character 7 (U+3164) is a space, an invisible or a "
+     "full-width character"},
+    {"channels", MP_WITH("\"notice_page\": \"pages/points\\udb40\\udc20\""),
+     "$.channels.wechat_mp.notice_page: character 13 (U+E0020) is a space, an invisible or a "
+     "full-width character"},
     {"channels", MP_WITH("\"notice_page\": \"pages/a#top\""),
      "$.channels.wechat_mp.notice_page: character 8 (U+0023) is not a URL character"},
     {"channels", MP_WITH("\"notice_page\": \"pages/a?x=50%\""),
@@ -506,9 +513,10 @@ static void test_notice_pages(void **state)
     assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
     pgw_config_free(cfg);
     /* every URL character, a query's text percent-encoded ("积分"), and
-     * letters other than ASCII's, which a mini program's folders may have */
+     * letters other than ASCII's, which a mini program's folders may have,
+     * past U+FFFF too ("𠮷", U+20BB7: refused as a lookalike, regression) */
     static const char URLISH[] = "pkg/积分/Points-2/home_v.1?from=notice&q=%E7%A7%AF%e5%88%86"
-                                 "&x=~!$'()*+,;:@/?&t=会员";
+                                 "&x=~!$'()*+,;:@/?&t=会员&s=𠮷野家";
     snprintf(channels, sizeof(channels),
              MP_WITH("\"notice_page\": \"%s\", \"miniprogram_state\": \"trial\""), URLISH);
     cfg = with_channels(channels);
