@@ -35,15 +35,23 @@ bool pgw_log_idle(const pgw_log_limit *l)
     return l->minute_s == 0;
 }
 
-pgw_log_say pgw_log_later(pgw_log_limit *l, int64_t now_s, uint64_t *unsaid)
+pgw_log_say pgw_log_stopping(pgw_log_limit *l, uint64_t *unsaid)
 {
-    PGW_ASSERT(l != NULL && unsaid != NULL && now_s > 0);
+    PGW_ASSERT(l != NULL && unsaid != NULL);
     PGW_ASSERT(!l->through || l->minute_s != 0);
-    if (!l->through || now_s - l->minute_s < PGW_LOG_EVERY_S)
+    if (!l->through)
         return PGW_LOG_QUIET;
     *unsaid = l->unsaid;
     *l = (pgw_log_limit){0};
     return PGW_LOG_WORKS;
+}
+
+pgw_log_say pgw_log_later(pgw_log_limit *l, int64_t now_s, uint64_t *unsaid)
+{
+    PGW_ASSERT(l != NULL && unsaid != NULL && now_s > 0);
+    if (now_s - l->minute_s < PGW_LOG_EVERY_S)
+        return PGW_LOG_QUIET;
+    return pgw_log_stopping(l, unsaid);
 }
 
 pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, uint64_t *unsaid)

@@ -70,4 +70,9 @@ pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, ui
  * idle), lest a failure stay the log's last word. */
 pgw_log_say pgw_log_later(pgw_log_limit *l, int64_t now_s, uint64_t *unsaid);
 
+/* The owner stops: "works again" (PGW_LOG_WORKS) if the thing worked since
+ * its last failure, the minute over or not: no line follows it to bound,
+ * and the failure would stay the log's last word. Else PGW_LOG_QUIET. */
+pgw_log_say pgw_log_stopping(pgw_log_limit *l, uint64_t *unsaid);
+
 #endif

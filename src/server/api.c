@@ -4630,6 +4630,8 @@ static void *sweep_main(void *arg)
         sw->points += rc == PGW_OK ? (uint64_t)report.points : 0;
     }
     pthread_mutex_unlock(&sw->lock);
+    pgw_expire_tell_stopping(&sw->expiry_said, "expiry sweep", stderr);
+    pgw_expire_tell_stopping(&sw->prune_said, "pruning sessions", stderr);
     return NULL;
 }
 

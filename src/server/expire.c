@@ -206,6 +206,12 @@ int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_t
     return rc;
 }
 
+static void say_works(const char *what, uint64_t unsaid, FILE *out)
+{
+    fprintf(out, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
+            (unsigned long long)unsaid);
+}
+
 /* The lines of pgw_expire_tell_at and _late: a failure's cause `failed`
  * (NULL: it worked), as pgw_log_tell says. */
 static void tell(pgw_log_limit *said, const char *what, const char *failed, int64_t now_s,
@@ -214,8 +220,7 @@ static void tell(pgw_log_limit *said, const char *what, const char *failed, int6
     uint64_t unsaid = 0;
     pgw_log_say say = pgw_log_tell(said, now_s, failed, &unsaid);
     if (say == PGW_LOG_WORKS)
-        fprintf(out, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
-                (unsigned long long)unsaid);
+        say_works(what, unsaid, out);
     else if (say == PGW_LOG_FAILED && unsaid > 0)
         fprintf(out, "pointsgw: %s: %s (%llu more since the last such line)\n", what, failed,
                 (unsigned long long)unsaid);
@@ -232,6 +237,13 @@ void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw
 void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_err *err)
 {
     pgw_expire_tell_at(said, what, rc, err, pgw_monotonic_s(), stderr);
+}
+
+void pgw_expire_tell_stopping(pgw_log_limit *said, const char *what, FILE *out)
+{
+    uint64_t unsaid = 0;
+    if (pgw_log_stopping(said, &unsaid) == PGW_LOG_WORKS)
+        say_works(what, unsaid, out);
 }
 
 void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed)

@@ -58,5 +58,9 @@ void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw
  * failure is a cause rather than an error (the API's of WeChat, of SMS
  * codes, at request rate). */
 void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed);
+/* Its owner stops: "works again" on `out` if it worked since its last
+ * failure, within that line's minute (pgw_log_stopping), lest the failure
+ * stay the log's last word. */
+void pgw_expire_tell_stopping(pgw_log_limit *said, const char *what, FILE *out);
 
 #endif

@@ -358,6 +358,10 @@ static void *writer_main(void *arg)
             hand_to_syncer(w, n);
         }
     }
+    /* Stopping within the minute of a failure's line, commits having worked
+     * since: said now, or the failure stayed the log's last word. */
+    uint64_t unsaid = 0;
+    say_commits_work(pgw_log_stopping(&w->commits_failed, &unsaid), unsaid);
     pthread_mutex_lock(&w->lock);
     w->writer_ended = true;
     pthread_cond_signal(&w->sync_wake);

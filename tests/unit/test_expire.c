@@ -239,6 +239,34 @@ static void test_sweep_failures_are_limited(void **state)
     fclose(out);
 }
 
+/* Regression: a sweep that worked within its failure's minute, then the
+ * gateway stopped: the failure stayed the log's last word. Stopping says
+ * "works again" then, once; after a failure, nothing. */
+static void test_sweep_works_again_when_stopping(void **state)
+{
+    (void)state;
+    char buf[1024];
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    pgw_log_limit said = {0};
+    pgw_err err;
+    pgw_err_set(&err, PGW_EIO, "disk I/O error");
+    pgw_expire_tell_stopping(&said, "expiry sweep", out); /* nothing told */
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_EIO, &err, 160, out);
+    pgw_expire_tell_stopping(&said, "expiry sweep", out); /* failing still */
+    assert_int_equal(lines(written(out, buf, sizeof(buf))), 1);
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_EIO, &err, 161, out);
+    pgw_expire_tell_at(&said, "expiry sweep", PGW_OK, NULL, 162, out);
+    assert_int_equal(lines(written(out, buf, sizeof(buf))), 1);
+    pgw_expire_tell_stopping(&said, "expiry sweep", out);
+    pgw_expire_tell_stopping(&said, "expiry sweep", out);
+    assert_int_equal(lines(written(out, buf, sizeof(buf))), 2);
+    assert_non_null(strstr(written(out, buf, sizeof(buf)),
+                           "\npointsgw: expiry sweep works again (1 more failed since the "
+                           "last line)\n"));
+    fclose(out);
+}
+
 /* Binds card S004:`card` to `member` at `when`; merges its holder in when another has it. */
 static void bind_card(pgw_writer *w, const char *member, const char *card, int64_t when)
 {
@@ -361,6 +389,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_catches_a_lot_out_of_step, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test(test_sweep_failures_are_limited),
+        cmocka_unit_test(test_sweep_works_again_when_stopping),
         cmocka_unit_test_setup_teardown(
             test_an_expiry_is_not_dated_before_the_merge_that_brought_its_lot, db_fixture_setup,
             db_fixture_teardown),

@@ -166,6 +166,26 @@ static void test_works_again_later_when_nothing_is_used(void **state)
     assert_int_equal(pgw_log_later(&l, T0 + 61, &unsaid), PGW_LOG_QUIET);
 }
 
+/* pgw_log_stopping: the owner stops within the minute, the thing having
+ * worked since its failure: "works again" at once, with the count, once;
+ * failing still, or nothing told, nothing. */
+static void test_works_again_when_stopping(void **state)
+{
+    (void)state;
+    pgw_log_limit l = {0};
+    uint64_t unsaid = 99;
+    assert_int_equal(pgw_log_stopping(&l, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_tell(&l, T0, "disk full", &unsaid), PGW_LOG_FAILED);
+    assert_int_equal(pgw_log_tell(&l, T0 + 1, "disk full", &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_stopping(&l, &unsaid), PGW_LOG_QUIET); /* failing still */
+    assert_false(pgw_log_idle(&l));
+    assert_int_equal(pgw_log_tell(&l, T0 + 2, NULL, &unsaid), PGW_LOG_QUIET);
+    assert_int_equal(pgw_log_stopping(&l, &unsaid), PGW_LOG_WORKS);
+    assert_int_equal(unsaid, 1);
+    assert_true(pgw_log_idle(&l));
+    assert_int_equal(pgw_log_stopping(&l, &unsaid), PGW_LOG_QUIET);
+}
+
 /* Why the wait: a thing failing every other second for two minutes says
  * a line a minute (it said two lines a failure when "works again" came
  * at once); one that mends says it a minute after its first line. */
@@ -200,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_idle_till_a_failure_is_told),
         cmocka_unit_test(test_a_failure_takes_back_the_works_again),
         cmocka_unit_test(test_works_again_later_when_nothing_is_used),
+        cmocka_unit_test(test_works_again_when_stopping),
         cmocka_unit_test(test_every_other_failure_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
