@@ -9,7 +9,9 @@
 
 #include "core/civil.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static void test_leap_years_and_month_lengths(void **state)
 {
@@ -578,6 +580,88 @@ static void test_next_change_walks_the_spans_of_one_offset(void **state)
     }
 }
 
+/* What pgw_format_rfc3339 must write for `t` in a zone `offset_s` east of
+ * UTC, from libc's gmtime_r and snprintf (the formatter's own code for it
+ * before it wrote its digits itself). */
+static void libc_rfc3339(int64_t t, int32_t offset_s, char *out, size_t cap)
+{
+    time_t local = (time_t)(t + offset_s);
+    struct tm tm;
+    assert_non_null(gmtime_r(&local, &tm));
+    int32_t off = offset_s < 0 ? -offset_s : offset_s;
+    char zone[16] = "Z";
+    if (offset_s != 0)
+        snprintf(zone, sizeof(zone), "%c%02d:%02d", offset_s < 0 ? '-' : '+', (int)(off / 3600),
+                 (int)(off % 3600 / 60));
+    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d%s", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, zone);
+}
+
+/* The formatters write every instant of the supported years as libc's
+ * printf did, in offsets east and west, to the last second at each end. */
+static void test_formats_as_printf_did(void **state)
+{
+    (void)state;
+    static const char *const zones[] = {"UTC",    "+08:00", "-05:00", "+05:45",
+                                        "-03:30", "+14:00", "-14:00", "-00:30"};
+    const int64_t last_utc = INT64_C(253402300799); /* 9999-12-31T23:59:59Z */
+    for (size_t z = 0; z < sizeof(zones) / sizeof(zones[0]); z++) {
+        pgw_tz tz;
+        assert_int_equal(pgw_tz_lookup(zones[z], &tz, NULL), PGW_OK);
+        int64_t first = -(int64_t)tz.offset_s, last = last_utc - tz.offset_s;
+        /* A stride of no whole minutes or days: every field runs through its values. */
+        for (int64_t t = first; t <= last; t += 19999999) {
+            char ours[PGW_RFC3339_MAX], theirs[64];
+            int64_t at[] = {t, t + 59, t + 3599};
+            for (size_t i = 0; i < 3 && at[i] <= last; i++) {
+                assert_int_equal(pgw_format_rfc3339(at[i], &tz, ours, sizeof(ours)), PGW_OK);
+                libc_rfc3339(at[i], tz.offset_s, theirs, sizeof(theirs));
+                if (strcmp(ours, theirs) != 0)
+                    fail_msg("%s at %lld: %s, not %s", zones[z], (long long)at[i], ours, theirs);
+            }
+        }
+        char buf[PGW_RFC3339_MAX], want[64];
+        int64_t ends[] = {first, first + 1, last - 1, last};
+        for (size_t i = 0; i < 4; i++) {
+            assert_int_equal(pgw_format_rfc3339(ends[i], &tz, buf, sizeof(buf)), PGW_OK);
+            libc_rfc3339(ends[i], tz.offset_s, want, sizeof(want));
+            assert_string_equal(buf, want);
+        }
+        /* A second past either end is a year out of range, and writes nothing. */
+        strcpy(buf, "untouched");
+        assert_int_equal(pgw_format_rfc3339(first - 1, &tz, buf, sizeof(buf)), PGW_ERANGE);
+        assert_int_equal(pgw_format_rfc3339(last + 1, &tz, buf, sizeof(buf)), PGW_ERANGE);
+        assert_string_equal(buf, "untouched");
+    }
+    pgw_tz east, west;
+    assert_int_equal(pgw_tz_lookup("+14:00", &east, NULL), PGW_OK);
+    assert_int_equal(pgw_tz_lookup("-14:00", &west, NULL), PGW_OK);
+    char buf[PGW_RFC3339_MAX];
+    assert_int_equal(pgw_format_rfc3339(-14 * 3600, &east, buf, sizeof(buf)), PGW_OK);
+    assert_string_equal(buf, "1970-01-01T00:00:00+14:00");
+    /* The longest it writes, 25 bytes and its NUL, into the smallest buffer it takes. */
+    assert_int_equal(pgw_format_rfc3339(last_utc + 14 * 3600, &west, buf, PGW_RFC3339_MAX), PGW_OK);
+    assert_string_equal(buf, "9999-12-31T23:59:59-14:00");
+    assert_int_equal(pgw_format_rfc3339(0, &east, buf, PGW_RFC3339_MAX - 1), PGW_ERANGE);
+    /* An offset's seconds are not written (none that pgw_tz_lookup takes has any). */
+    pgw_tz odd = {.name = "odd", .offset_s = -(5 * 3600 + 30 * 60 + 17)};
+    assert_int_equal(pgw_format_rfc3339(1795486500, &odd, buf, sizeof(buf)), PGW_OK);
+    assert_string_equal(buf, "2026-11-23T20:44:43-05:30");
+
+    /* Dates: the first and last of the supported years, and what it refuses. */
+    char date[11];
+    assert_int_equal(pgw_format_date((pgw_date){1970, 1, 1}, date, sizeof(date)), PGW_OK);
+    assert_string_equal(date, "1970-01-01");
+    assert_int_equal(pgw_format_date((pgw_date){9999, 12, 31}, date, sizeof(date)), PGW_OK);
+    assert_string_equal(date, "9999-12-31");
+    assert_int_equal(pgw_format_date((pgw_date){2026, 7, 4}, date, sizeof(date)), PGW_OK);
+    assert_string_equal(date, "2026-07-04");
+    assert_int_equal(pgw_format_date((pgw_date){1969, 12, 31}, date, sizeof(date)), PGW_ERANGE);
+    assert_int_equal(pgw_format_date((pgw_date){10000, 1, 1}, date, sizeof(date)), PGW_ERANGE);
+    assert_int_equal(pgw_format_date((pgw_date){2027, 2, 29}, date, sizeof(date)), PGW_ERANGE);
+    assert_int_equal(pgw_format_date((pgw_date){2026, 7, 4}, date, 10), PGW_ERANGE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_time_zones),
         cmocka_unit_test(test_local_dates_in_shanghai),
         cmocka_unit_test(test_rfc3339_parse_and_format),
+        cmocka_unit_test(test_formats_as_printf_did),
         cmocka_unit_test(test_local_times),
         cmocka_unit_test(test_fixed_since_matches_tzdata),
         cmocka_unit_test(test_times_as_spreadsheets_write_them),
