@@ -4,6 +4,7 @@
 #include "identity.h"
 
 #include "assertions.h"
+#include "text.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -142,7 +143,7 @@ int pgw_phone_normalize(const char *in, char *out, size_t cap, pgw_err *err)
                            "the phone number is not a mainland China mobile number (11 digits "
                            "starting 13-19; %zu digits%s)",
                            strlen(d), strlen(d) == 11 ? " not starting so" : "");
-    snprintf(out, cap, "+86%s", d);
+    PGW_TEXT(out, cap, "+86", d);
     return PGW_OK;
 }
 
@@ -260,7 +261,7 @@ static int check_value(pgw_identity_kind kind, const char *value, pgw_identity *
     if (!ok)
         return pgw_err_set(err, PGW_EINVAL, "the value is not a valid %s (%s)", KIND_NAMES[kind],
                            VALUE_SHAPES[kind]);
-    snprintf(out->value, sizeof(out->value), "%s", value);
+    PGW_TEXT(out->value, sizeof(out->value), value); /* fits: its kind's bound */
     return PGW_OK;
 }
 
@@ -276,7 +277,7 @@ int pgw_identity_make(pgw_identity_kind kind, const char *scope, const char *val
     if (rc == PGW_OK)
         rc = check_value(kind, value, out, err);
     if (rc == PGW_OK && scope != NULL)
-        snprintf(out->scope, sizeof(out->scope), "%s", scope);
+        PGW_TEXT(out->scope, sizeof(out->scope), scope); /* fits: check_scope */
     return rc;
 }
 

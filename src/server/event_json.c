@@ -5,6 +5,7 @@
 
 #include "core/assertions.h"
 #include "core/civil.h"
+#include "core/text.h"
 #include "store/store.h"
 #include "util/json_read.h"
 
@@ -86,11 +87,11 @@ int pgw_member_from_json(const json_t *obj, const char *path, const pgw_rules *r
     if (openid != (appid != NULL))
         return pgw_err_set(err, PGW_EINVAL, "%s.appid: %s", path,
                            openid ? "required with an openid" : "only goes with an openid");
-    char text[PGW_IDENTITY_TEXT_MAX * 2 + 32];
+    char text[PGW_IDENTITY_TEXT_MAX * 2 + 32]; /* each part's bound: none is cut */
     if (openid)
-        snprintf(text, sizeof(text), "%s:%s:%s", kind, appid, value);
+        PGW_TEXT(text, sizeof(text), kind, ":", appid, ":", value);
     else
-        snprintf(text, sizeof(text), "%s:%s", kind, value);
+        PGW_TEXT(text, sizeof(text), kind, ":", value);
     rc = pgw_identity_parse(text, out, err);
     if (rc != PGW_OK) /* the field's path ("$.phone"), not its object's ("$") */
         return pgw_err_prefix(err, "%s.%s: ", path, kind);

@@ -12,6 +12,7 @@
 #include "rng.h"
 
 #include "core/digest.h"
+#include "core/text.h"
 #include "server/event_command.h"
 #include "server/event_json.h"
 #include "util/json_read.h"
@@ -237,6 +238,92 @@ static void test_openid_member_and_referral(void **state)
     assert_true(doc->has_referrer);
     assert_int_equal(doc->referrer.kind, PGW_ID_CARD);
     free(doc);
+}
+
+/* `n` bytes of `c` then `tail`, into out (n + strlen(tail) < cap). */
+static const char *filled(char *out, size_t cap, char c, size_t n, const char *tail)
+{
+    assert_true(n + strlen(tail) < cap);
+    memset(out, c, n);
+    strcpy(out + n, tail);
+    return out;
+}
+
+/* Every text an event names reaches its command whole at its longest: the
+ * key (channel, shop or appid, event id: 194 bytes), shop, channel,
+ * reference (the receipt, else the event id), receipt, the member's id or
+ * identity, and a refund's original key. */
+static void test_longest_fields_reach_the_command_whole(void **state)
+{
+    (void)state;
+    char event_id[PGW_EVENT_ID_MAX + 1], original[PGW_EVENT_ID_MAX + 1];
+    char receipt[PGW_REFERENCE_MAX + 1], member_id[PGW_MEMBER_ID_MAX + 1];
+    char openid[PGW_OPENID_MAX + 1], key[PGW_IDEM_KEY_MAX + 1];
+    const char *channel = "abcdefghijklmnopqrstuvwxyz_01234"; /* PGW_ID_MAX */
+    const char *shop = "S-ABCDEFGHIJKLMNOPQRSTUVWXYZ_012";    /* PGW_ID_MAX */
+    const char *appid = "wx1234567890abcdef";
+    filled(event_id, sizeof(event_id), 'e', PGW_EVENT_ID_MAX - 1, "!");
+    filled(original, sizeof(original), 'o', PGW_EVENT_ID_MAX - 1, "~");
+    filled(receipt, sizeof(receipt), 'r', PGW_REFERENCE_MAX - 1, "#");
+    filled(member_id, sizeof(member_id), 'Z', PGW_MEMBER_ID_MAX - 1, "9");
+    member_id[0] = 'M';
+    filled(openid, sizeof(openid), 'o', PGW_OPENID_MAX - 1, "_");
+    assert_int_equal(strlen(channel), PGW_ID_MAX);
+    assert_int_equal(strlen(shop), PGW_ID_MAX);
+    pgw_rules *rules = make_rules();
+    strcpy(rules->shops[1].id, shop);
+    json_t *bodies[] = {
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}, s:i, s:s}", "event_id", event_id, "channel",
+                  channel, "shop_id", shop, "type", "purchase", "occurred_at",
+                  "2026-11-24T10:15:00+08:00", "member", "member_id", member_id, "amount_fen", 100,
+                  "receipt_no", receipt),
+        json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "event_id", event_id, "channel", channel,
+                  "type", "sign_in", "occurred_at", "2026-11-24T10:15:00+08:00", "member",
+                  "mp_openid", openid, "appid", appid),
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s}, s:i, s:s}", "event_id", event_id, "channel",
+                  channel, "shop_id", shop, "type", "refund", "occurred_at",
+                  "2026-11-24T10:15:00+08:00", "member", "member_id", member_id, "amount_fen", 100,
+                  "original_event_id", original),
+    };
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    pgw_earning earning;
+    pgw_err err;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        assert_non_null(bodies[i]);
+        if (pgw_event_from_json(bodies[i], rules, doc, &err) != PGW_OK)
+            fail_msg("body %zu: %s", i, err.msg);
+        memset(cmd, 0, sizeof(*cmd));
+        assert_int_equal(
+            pgw_event_command(NULL, bodies[i], doc, doc->event.occurred_at, &earning, cmd, &err),
+            PGW_OK);
+        bool by_appid = i == 1;
+        PGW_TEXT(key, sizeof(key), channel, ":", by_appid ? appid : shop, ":", event_id);
+        assert_int_equal(strlen(key), by_appid ? 32 + 18 + 128 + 2 : 2 * PGW_ID_MAX + 128 + 2);
+        assert_string_equal(cmd->key, key);
+        assert_string_equal(cmd->shop, by_appid ? "" : shop);
+        assert_string_equal(cmd->channel, channel);
+        assert_string_equal(cmd->reference, i == 0 ? receipt : event_id);
+        assert_string_equal(cmd->receipt, i == 0 ? receipt : "");
+        if (by_appid) {
+            assert_int_equal(doc->member.kind, PGW_ID_MP_OPENID);
+            assert_string_equal(doc->member.value, openid);
+            assert_string_equal(doc->member.scope, appid);
+            assert_true(cmd->by_identity);
+            assert_string_equal(cmd->who.lookup, openid);
+            assert_string_equal(cmd->who.scope, appid);
+        } else {
+            assert_string_equal(cmd->member, member_id);
+        }
+        if (i == 2) {
+            PGW_TEXT(key, sizeof(key), channel, ":", shop, ":", original);
+            assert_string_equal(cmd->original, key);
+        }
+        json_decref(bodies[i]);
+    }
+    free(cmd);
+    free(doc);
+    free(rules);
 }
 
 /* Each bad event and a fragment its error must contain (path, then problem). */
@@ -645,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_api_example_parses),
         cmocka_unit_test(test_events_ahead_of_the_clock),
         cmocka_unit_test(test_openid_member_and_referral),
+        cmocka_unit_test(test_longest_fields_reach_the_command_whole),
         cmocka_unit_test(test_bad_events_name_their_path),
         cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_context),

@@ -168,15 +168,31 @@ static void test_bounds_exactly_at_the_limit(void **state)
     memset(openid, 'a', sizeof(openid));
     openid[PGW_OPENID_MAX] = '\0';
     assert_int_equal(pgw_identity_make(PGW_ID_UNIONID, NULL, openid, &id, NULL), PGW_OK);
+    assert_string_equal(id.value, openid); /* kept whole */
+    assert_string_equal(id.scope, "");
     openid[PGW_OPENID_MAX] = 'a';
     openid[PGW_OPENID_MAX + 1] = '\0';
     assert_int_equal(pgw_identity_make(PGW_ID_UNIONID, NULL, openid, &id, NULL), PGW_EINVAL);
     assert_int_equal(
         pgw_identity_make(PGW_ID_CARD, "S001", "12345678901234567890123456789012", &id, NULL),
         PGW_OK);
+    assert_string_equal(id.value, "12345678901234567890123456789012");
+    /* The longest shop id a card's scope takes (PGW_ID_MAX). */
+    const char *shop = "S-ABCDEFGHIJKLMNOPQRSTUVWXYZ_012";
+    assert_int_equal(strlen(shop), PGW_ID_MAX);
+    assert_int_equal(pgw_identity_make(PGW_ID_CARD, shop, "8-8", &id, NULL), PGW_OK);
+    assert_string_equal(id.scope, shop);
+    assert_string_equal(id.value, "8-8");
+    assert_int_equal(pgw_identity_make(PGW_ID_MP_OPENID, "wx1234567890abcdef", "o", &id, NULL),
+                     PGW_OK);
+    assert_string_equal(id.scope, "wx1234567890abcdef");
+    assert_string_equal(id.value, "o");
     assert_int_equal(pgw_identity_make(PGW_ID_PHONE, "S001", "13800138000", &id, NULL), PGW_EINVAL);
     assert_int_equal(pgw_identity_make(PGW_ID_MEMBER, NULL, "M12345678901234567890", &id, NULL),
                      PGW_OK);
+    assert_string_equal(id.value, "M12345678901234567890");
+    assert_int_equal(pgw_identity_make(PGW_ID_PHONE, NULL, "+86 139-0013-9000", &id, NULL), PGW_OK);
+    assert_string_equal(id.value, "+8613900139000");
 }
 
 /* Whether msg holds 4 digits in a row: what is left of a number in it. */
