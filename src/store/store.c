@@ -49,6 +49,7 @@
 #include "core/assertions.h"
 #include "core/civil.h"
 #include "core/notice.h"
+#include "core/text.h"
 #include "util/clock.h"
 #include "util/csv.h"
 #include "sql.h"
@@ -5882,7 +5883,7 @@ void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, co
     PGW_ASSERT(pgw_store_channel_name_ok(channel));
     PGW_ASSERT(shop[0] == '\0' || pgw_store_shop_id_ok(shop));
     PGW_ASSERT(strlen(event_id) <= PGW_EVENT_ID_MAX);
-    snprintf(out, PGW_IDEM_KEY_MAX + 1, "%s:%s:%s", channel, shop[0] ? shop : "-", event_id);
+    PGW_TEXT(out, PGW_IDEM_KEY_MAX + 1, channel, ":", shop[0] ? shop : "-", ":", event_id);
 }
 
 int pgw_store_channel_has_keys(pgw_store *s, const char *channel, const char *source_prefix,

@@ -4,6 +4,7 @@
 #include "vault.h"
 
 #include "core/assertions.h"
+#include "core/text.h"
 #include "core/transfer.h"
 
 #include <openssl/crypto.h>
@@ -193,9 +194,9 @@ int pgw_vault_key(const pgw_vault *v, const pgw_identity *id, pgw_identity_key *
 {
     memset(out, 0, sizeof(*out));
     out->kind = id->kind;
-    snprintf(out->scope, sizeof(out->scope), "%s", id->scope);
+    PGW_TEXT(out->scope, sizeof(out->scope), id->scope);
     if (id->kind != PGW_ID_PHONE) {
-        snprintf(out->lookup, sizeof(out->lookup), "%s", id->value);
+        PGW_TEXT(out->lookup, sizeof(out->lookup), id->value);
         return PGW_OK;
     }
     int rc = blind_index(v, id->value, out->lookup, err);
