@@ -17,18 +17,26 @@
 #define CANONICAL_KEYS_MAX  64
 #define CANONICAL_TEXT_MAX  8192
 
+/* An object's member as the canonical text writes it: by its key. */
+typedef struct canonical_member {
+    const char *key;
+    const json_t *value;
+} canonical_member;
+
 static int compare_keys(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return strcmp(((const canonical_member *)a)->key, ((const canonical_member *)b)->key);
 }
 
 static bool write_canonical(pgw_json_out *o, const json_t *v, int depth);
 
 /* Keys in strcmp order, as jansson sorts them (by bytes; parsed keys hold
- * no NUL, which jansson refuses without JSON_ALLOW_NUL). */
+ * no NUL, which jansson refuses without JSON_ALLOW_NUL). Each value is
+ * kept with its key: looked up again by it, it cost an event ~1,100
+ * instructions of hashing (bench/RESULTS.md). */
 static bool write_canonical_object(pgw_json_out *o, const json_t *obj, int depth)
 {
-    const char *keys[CANONICAL_KEYS_MAX];
+    canonical_member members[CANONICAL_KEYS_MAX];
     size_t n = 0;
     if (json_object_size(obj) > CANONICAL_KEYS_MAX)
         return false;
@@ -36,16 +44,17 @@ static bool write_canonical_object(pgw_json_out *o, const json_t *obj, int depth
     for (void *it = json_object_iter((json_t *)obj); it != NULL;
          it = json_object_iter_next((json_t *)obj, it)) {
         PGW_ASSERT(n < CANONICAL_KEYS_MAX);
-        keys[n] = json_object_iter_key(it);
-        if (json_object_iter_key_len(it) != strlen(keys[n]))
+        members[n].key = json_object_iter_key(it);
+        members[n].value = json_object_iter_value(it);
+        if (json_object_iter_key_len(it) != strlen(members[n].key))
             return false;
         n++;
     }
-    qsort(keys, n, sizeof(keys[0]), compare_keys);
+    qsort(members, n, sizeof(members[0]), compare_keys);
     pgw_json_out_begin_object(o);
     for (size_t i = 0; i < n; i++) {
-        pgw_json_out_key(o, keys[i]);
-        if (!write_canonical(o, json_object_get(obj, keys[i]), depth + 1))
+        pgw_json_out_key(o, members[i].key);
+        if (!write_canonical(o, members[i].value, depth + 1))
             return false;
     }
     pgw_json_out_end_object(o);
