@@ -326,6 +326,43 @@ static void test_longest_fields_reach_the_command_whole(void **state)
     free(rules);
 }
 
+/* A member object names its kind by its one key; a kind set to null is
+ * absent; two kinds are named in the order API.md lists them, whatever
+ * the object's own. */
+static void test_member_kinds_by_their_keys(void **state)
+{
+    (void)state;
+    pgw_rules *rules = make_rules();
+    static const struct {
+        const char *member;
+        const char *error; /* NULL: read */
+    } cases[] = {
+        {"{\"phone\": null, \"member_id\": \"M1\"}", NULL},
+        {"{\"member_id\": \"M1\", \"email\": null, \"unionid\": null}", NULL},
+        {"{\"phone\": \"13800138000\", \"member_id\": \"M1\"}",
+         "$.member: names both member_id and phone; give exactly one"},
+        {"{\"email\": \"a@b.cn\", \"card\": \"S001:1\"}",
+         "$.member: names both card and email; give exactly one"},
+        {"{\"mp_openid\": null, \"appid\": \"wx1234567890abcdef\"}", "$.member: needs one of"},
+        {"{\"appid\": null}", "$.member: needs one of"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *obj = json_loads(cases[i].member, 0, NULL);
+        assert_non_null(obj);
+        pgw_identity id;
+        pgw_err err;
+        pgw_err_clear(&err);
+        int rc = pgw_member_from_json(obj, "$.member", rules, &id, &err);
+        if (cases[i].error == NULL && (rc != PGW_OK || id.kind != PGW_ID_MEMBER))
+            fail_msg("%s: %s", cases[i].member, err.msg);
+        if (cases[i].error != NULL &&
+            (rc != PGW_EINVAL || strstr(err.msg, cases[i].error) != err.msg))
+            fail_msg("%s: \"%s\"", cases[i].member, err.msg);
+        json_decref(obj);
+    }
+    free(rules);
+}
+
 /* Each bad event and a fragment its error must contain (path, then problem). */
 static const struct {
     const char *json;
@@ -733,6 +770,7 @@ int main(void)
         cmocka_unit_test(test_events_ahead_of_the_clock),
         cmocka_unit_test(test_openid_member_and_referral),
         cmocka_unit_test(test_longest_fields_reach_the_command_whole),
+        cmocka_unit_test(test_member_kinds_by_their_keys),
         cmocka_unit_test(test_bad_events_name_their_path),
         cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_context),
