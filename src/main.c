@@ -624,7 +624,7 @@ static void say_stopped(const pgw_http_stopped *stopped)
     }
     fprintf(stderr,
             "pointsgw serve: stopped, but cut off %zu answer%s not taken whole by the %d s "
-            "deadline (%zu of them to a POST that succeeded: its change is committed, its client "
+            "deadline (%zu of them to a write that succeeded: its change is committed, its client "
             "may not know); each is logged \"delivered\": false\n",
             cut, cut == 1 ? " its client had" : "s their clients had", PGW_HTTP_STOP_ANSWERS_S,
             stopped->changes_cut);

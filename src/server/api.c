@@ -77,9 +77,10 @@ typedef struct pgw_batch {
     json_t *events; /* the array, owned */
     size_t n, next, running, finished;
     int *statuses;
-    char **bodies; /* each an answer's JSON, owned */
-    size_t *lines; /* a CSV batch: each event's line; NULL for a JSON batch */
-    int kind;      /* route: R_BATCH, R_SHOP_BATCH or R_IMPORT */
+    char **bodies;  /* each an answer's JSON, owned */
+    size_t *lines;  /* a CSV batch: each event's line; NULL for a JSON batch */
+    bool committed; /* some event's answer is (pgw_response.committed) */
+    int kind;       /* route: R_BATCH, R_SHOP_BATCH or R_IMPORT */
     char shop[PGW_ID_MAX + 1];
     pgw_import_file import;  /* R_IMPORT */
     char client_address[64]; /* the request's: its events are as if sent alone from there */
@@ -932,6 +933,7 @@ static void batch_record(pgw_batch *b, size_t i, pgw_response *r)
 {
     PGW_ASSERT(i < b->n && b->bodies[i] == NULL);
     b->statuses[i] = r->status;
+    b->committed = b->committed || r->committed;
     b->bodies[i] = r->body;
     r->body = NULL;
     b->finished++;
@@ -970,8 +972,12 @@ static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
 {
     if (b->finished < b->n)
         return false;
-    if (b->lines != NULL)
-        return csv_answer(api, b, resp);
+    bool committed = b->committed; /* b is freed with the answer */
+    if (b->lines != NULL) {
+        (void)csv_answer(api, b, resp);
+        resp->committed = committed && resp->status / 100 == 2;
+        return true;
+    }
     size_t cap = 32;
     for (size_t i = 0; i < b->n; i++)
         cap += 32 + (b->bodies[i] ? strlen(b->bodies[i]) : 4);
@@ -994,6 +1000,7 @@ static bool batch_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
         return true;
     }
     resp->status = 200;
+    resp->committed = committed;
     resp->content_type = "application/json";
     resp->body = out;
     resp->body_len = len;
@@ -4477,6 +4484,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
                        job->route == R_REDEMPTIONS || job->route == R_IMPORT;
         answer_from(resp, cmd, created ? 201 : 200);
     }
+    /* A reader's 2xx (a report, a lookup, even by POST) changed nothing. */
+    resp->committed = !pgw_command_reads(cmd->kind) && resp->status / 100 == 2;
     pgw_batch *b = job->batch;
     size_t index = job->batch_index;
     job_free(job);

@@ -71,6 +71,7 @@ typedef struct pgw_response {
     const char *route;             /* route template for metrics ("/v1/holds/{id}/capture") */
     char key_name[PGW_ID_MAX + 1]; /* who asked, for the log ("-" when nobody) */
     bool undelivered;              /* the connection closed before it was sent whole */
+    bool committed; /* 2xx from the writer: what it reports is in the ledger (or was: a replay) */
 } pgw_response;
 
 /* Wakes the service thread for a finished job (any thread). */

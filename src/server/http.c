@@ -190,7 +190,7 @@ struct req {
     bool kept;            /* lws keeps the connection after the answer, unless close_after */
     bool waiting;         /* a job is out; r.id is in the slot table */
     bool responding;      /* resp is ready to send */
-    bool change;          /* and is a POST's 2xx: what it reports is committed */
+    bool change;          /* and reports a committed change (pgw_response.committed) */
     bool headers_sent;
     bool logged; /* its one log line is written */
     pgw_response resp;
@@ -449,7 +449,7 @@ static void stream_follow(void *ctx, const pgw_stream_change *change)
 static void respond(pgw_http *h, struct lws *wsi, req *q)
 {
     q->responding = true;
-    q->change = strcmp(q->r.method, "POST") == 0 && q->resp.status / 100 == 2;
+    q->change = q->resp.committed;
     h->responding++;
     h->responding_changes += q->change;
     lws_callback_on_writable(wsi);

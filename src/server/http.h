@@ -58,7 +58,7 @@ int pgw_http_port(const pgw_http *http);
  * pgw_http_free, each logged "delivered": false. */
 typedef struct pgw_http_stopped {
     size_t answers_cut;
-    size_t changes_cut; /* of those, a POST's 2xx: the change it reports is committed */
+    size_t changes_cut; /* of those, a write's 2xx: the change it reports is committed */
 } pgw_http_stopped;
 
 /* The seconds a stop gives the last answers (pgw_http_stopped). */

@@ -16,6 +16,7 @@ fresh one; without, all of them.
 import base64
 import datetime
 import calendar
+import contextlib
 import ctypes
 import hashlib
 import hmac
@@ -3184,7 +3185,7 @@ def test_stop_with_an_answer_unread(tmp):
     deaf.close()
     check(code == 0 and "stopped cleanly" not in err and
           "cut off 1 answer its client had not taken whole by the 2 s deadline" in err and
-          "(1 of them to a POST that succeeded" in err,
+          "(1 of them to a write that succeeded" in err,
           f"the stop says an answer to a committed write was cut off: exit {code}, {took:.1f} s, "
           f"{err[-400:]}")
     cut = [line for line in log_lines(s) if line["path"] == "/v1/events:batch"]
@@ -3216,6 +3217,39 @@ def test_stop_with_a_stream_unread(tmp):
     check(closed is None, f"its socket was full: no close frame reached it: {closed}")
     check(code == 0 and "stopped cleanly" in err and took < 2.0,
           f"the stop waited its 1 s bound, no more: exit {code}, {took:.1f} s, {err[-300:]}")
+
+
+def test_stop_with_a_report_unread(tmp):
+    """Regression (the stop's second review): a POST that writes nothing
+    (a reconciliation's report) cut off at the stop was said to be "to a
+    POST that succeeded: its change is committed", sending an operator to
+    look for a change that never was."""
+    d = os.path.join(tmp, "stop-report-unread")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="stop-report-unread.json"))
+    try:
+        rows = [(f"E-NONE-{i}", RECON_DAY % (10, i % 60), "purchase", "member_id:M1", 100, 1)
+                for i in range(2000)]
+        body = statement_csv(rows).encode()
+        deaf = deaf_client(s.port)
+        deaf.sendall(b"POST /v1/reconciliations?channel=store&shop=S001&from=2026-11-20T00:00:00"
+                     b"%2B08:00&to=1795190400 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     KEYS["finance"][0].encode() + b"\r\nContent-Type: text/csv\r\n" +
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        # Its 2,000 exceptions (some 500 KiB) fill the sockets, unread.
+        deadline, head = time.time() + 30, b""
+        while not head.startswith(b"HTTP/1.1 ") and time.time() < deadline:
+            time.sleep(0.1)
+            with contextlib.suppress(BlockingIOError):
+                head = deaf.recv(12, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BaseException:
+        s.stop()
+        raise
+    code, err, took = stop_timed(s)
+    deaf.close()
+    check(head == b"HTTP/1.1 200" and code == 0 and "cut off 1 answer" in err and
+          "(0 of them to a write that succeeded" in err,
+          f"a report cut off is no change cut off: {head} exit {code}, {took:.1f} s, {err[-400:]}")
 
 
 def test_health_sees_the_file_moved(tmp):
@@ -4923,6 +4957,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
+              test_stop_with_a_report_unread,
               test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period)
 
 
