@@ -1961,8 +1961,14 @@ def member_stream_merges_past_bound(tmp, fake, env):
         sid_a = session_a.split(".")[1]
         sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
                                               "Authorization: Session %s\r\n" % session_a)
-        eventually(lambda: [x for x in open(srv.out_path)
-                            if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x], bool)
+        # B's stream is behind four merges (B into C ... into F): its bound
+        session_b = members[1][0]
+        sid_b = session_b.split(".")[1]
+        sock_b, handshake_b, pending_b = ws.ws_open(srv.port, "/v1/stream",
+                                                    "Authorization: Session %s\r\n" % session_b)
+        for sid in (sid_a, sid_b):
+            eventually(lambda: [x for x in open(srv.out_path)
+                                if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x], bool)
         answers = held_drain(srv, [lambda: srv.request("POST", "/v1/events",
                                                        member_event("WS-MPB-A", member_a),
                                                        key=SHOP)] +
@@ -1975,6 +1981,13 @@ def member_stream_merges_past_bound(tmp, fake, env):
         check(closed == (1013, "the stream fell behind more merges than it can follow: open it "
                                "again"),
               "a stream behind five merges is closed 1013: %s %s" % (closed, got))
+        after = srv.request("POST", "/v1/events", member_event("WS-MPB-F", members[-1][1]),
+                            key=SHOP)
+        got_b, closed_b, came_b, _ = ws_until(sock_b, pending_b, after[1])
+        sock_b.close()
+        check(" 101 " in handshake_b and came_b and closed_b is None,
+              "a stream behind four merges, its bound, stays open and gets the survivor's next "
+              "purchase: came %s, closed %s, %s" % (came_b, closed_b, got_b))
     finally:
         rc, err = srv.stop()
     check(rc == 0, "the merges-past-bound server exits cleanly: %s" % err[-3000:])
