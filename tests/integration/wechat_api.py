@@ -2656,6 +2656,7 @@ def renamed_templates(srv, tmp, fake, config, env):
     rc, err = srv.stop()
     check(rc == 0, "stopped for the new templates: %s" % err[-500:])
     cfg["channels"]["wechat_mp"]["templates"] = new
+    cfg["notify"]["coalesce_window_s"] = 0  # nothing to coalesce: the notice at once
     renamed = os.path.join(tmp, "config-v2.json")
     with open(renamed, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
@@ -3248,6 +3249,7 @@ def notice_pages(tmp, fake, env):
     cfg["channels"]["wechat_mp"]["notice_page"] = "pages/member/points?from=notice"
     cfg["channels"]["wechat_mp"]["miniprogram_state"] = "trial"
     cfg["channels"]["wechat_oa"]["mp_jump_page"] = "pages/oa/points"
+    cfg["notify"]["coalesce_window_s"] = 0  # nothing to coalesce: each notice at once
     with open(config, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
     srv = Server(d, config, env)
