@@ -1415,11 +1415,11 @@ def test_nulls(s):
     check(s.transfers() == before, "required fields null wrote nothing")
 
 
-def raw_exchange(s, data, until=None):
+def raw_exchange(s, data, until=None, wait=3):
     """Sends raw bytes on a new connection; what came back before the server
-    closed it (or 3 s passed, or until(what came) holds: an answer kept
-    alive need not wait out the 3 s), and whether it closed it."""
-    conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+    closed it (or `wait` seconds passed, or until(what came) holds: an answer
+    kept alive need not wait them out), and whether it closed it."""
+    conn = socket.create_connection(("127.0.0.1", s.port), timeout=wait)
     conn.sendall(data)
     out, closed = b"", False
     try:
@@ -2808,7 +2808,7 @@ def test_log_undelivered(s):
     status, doc, _ = s.request("POST", "/v1/holds/H-LOG-1/void", {})
     check(status == 200 and doc.get("state") == "voided", f"and it was voided: {status} {doc}")
     # 2. A body that never came whole: nothing done, logged as 408.
-    out, closed = raw_exchange(s, void(2, body=b'{"a":', length=50))
+    out, closed = raw_exchange(s, void(2, body=b'{"a":', length=50), wait=0.5)  # then leaves
     got = lines_of(log_lines(s, lambda ls: lines_of(ls, 2)), 2)
     check(len(got) == 1 and got[0]["status"] == 408 and got[0].get("delivered") is False and
           got[0]["method"] == "POST",
