@@ -2894,9 +2894,11 @@ def test_stream_gap_closes_watchers(tmp):
     s = Server(d, config)
     try:
         for k in range(5):  # 5,000 lots, long due
+            # a 1,000-event batch on PostgreSQL on a busy machine can take
+            # over the default 10 s (a TimeoutError seen once): setup, not the check
             status, doc, _ = s.request("POST", "/v1/events:batch", {"events": [
                 purchase(f"G-{k}-{i}", member=f"MG{k}{i:03d}", when="2020-06-01T10:00:00+08:00")
-                for i in range(1000)]})
+                for i in range(1000)]}, timeout=90)
             made = [r["status"] for r in doc.get("results", [])] if status == 200 else []
             check(made == [201] * 1000, f"old purchases, batch {k}: {status} {str(doc)[:200]}")
     finally:
