@@ -1,9 +1,10 @@
 # Thin wrapper over CMake. The two commands the README promises:
 #   make run   install what is missing, build, serve the API with the example config
 #   make test  install what is missing, build with ASan+UBSan, run every test
-.PHONY: all run test deps deps-test build build-test build-o3 bench bench-store bench-http bench-pg bench-reconcile bench-notify fuzz format check-format clean
+.PHONY: all run test install deps deps-test build build-test build-o3 bench bench-store bench-http bench-pg bench-reconcile bench-notify fuzz format check-format clean
 
 CONFIG ?= config/pointsgw.example.json
+PREFIX ?= /usr/local
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
 all: build
@@ -40,6 +41,12 @@ run: build
 	@echo "  curl -s http://127.0.0.1:8080/v1/members/M1001 -H 'Authorization: Bearer demo-admin-key-change-me'"
 	@echo
 	./build/release/pointsgw serve --config $(CONFIG)
+
+# The binary only, where README's systemd unit runs it; the user, folders and
+# configuration are the operator's (README: "Operating pointsgw").
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 build/release/pointsgw $(DESTDIR)$(PREFIX)/bin/pointsgw
 
 test: build build-test build-o3 check-format
 	cd build/test && ctest --output-on-failure -j $(JOBS)
