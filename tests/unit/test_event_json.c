@@ -763,6 +763,103 @@ static void test_canonical_limits(void **state)
     json_decref(long_text);
 }
 
+/* `h` in lower-case hex into out (2 * PGW_HASH_LEN + 1 bytes). */
+static const char *hash_hex(const uint8_t h[PGW_HASH_LEN], char *out)
+{
+    for (size_t i = 0; i < PGW_HASH_LEN; i++) {
+        out[2 * i] = "0123456789abcdef"[h[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[h[i] & 15];
+    }
+    out[2 * PGW_HASH_LEN] = '\0';
+    return out;
+}
+
+/*
+ * The fingerprints and keys stored by gateways before the event path left
+ * snprintf and qsort (2c95882^), pinned: a retry of an event they took must
+ * meet the same key and one of the same fingerprints after an upgrade, or
+ * it is 409 idempotency_conflict. Computed by that build; a change of any
+ * byte of the canonical text, the time's normal form or the key shows here.
+ * Phone normalised, time in another offset with a fraction, escapes and
+ * UTF-8, nulls left out, keys in another order, a refund's original key,
+ * an openid's event keyed by its appid, negative offsets with minutes.
+ */
+static void test_fingerprints_as_gateways_recorded_them(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tz, *body, *normal, *fingerprint, *as_sent, *time_as_sent, *key, *original;
+    } cases[] = {
+        {"Asia/Shanghai",
+         "{\"event_id\": \"S001-20261124-000123\", \"channel\": \"store\", \"shop_id\": \"S001\","
+         " \"type\": \"purchase\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\","
+         " \"member\": {\"member_id\": \"M1\"}, \"amount_fen\": 12800, \"items\": [{\"sku\":"
+         " \"A1\", \"category\": \"shoes\", \"amount_fen\": 12800, \"qty\": 1}],"
+         " \"receipt_no\": \"R123\"}",
+         "2026-11-24T10:15:00+08:00",
+         "7356e5b733054df4487ecf9e52b5b06b83a1e8a46c7292ac50c76dd6b3b49a0a", NULL, NULL,
+         "store:S001:S001-20261124-000123", ""},
+        {"Asia/Shanghai", API_EXAMPLE, "2026-11-24T10:15:00+08:00",
+         "1eaf7f3cca96257c302f1ec7d634dfeaf2ce538e27d0e7ef3bc37f067f45b8c9",
+         "3c885acd599a387bb5fd40c4ebd5e94be4cf8c206c201efb909aa772a041c86b", NULL, NULL, NULL},
+        {"-03:30",
+         "{\"type\": \"refund\", \"original_event_id\": \"E\\u00e9-\\u4e2d:1\", \"receipt_no\":"
+         " \"R \\\"q\\\" \\\\ \\ud83d\\ude00\", \"items\": null, \"member\": {\"email\": null,"
+         " \"member_id\": \"M7Z\"}, \"amount_fen\": 1, \"shop_id\": \"S002\", \"channel\":"
+         " \"pos_2\", \"occurred_at\": \"2000-01-01T00:00:00.5z\", \"event_id\": \"\\u00e9v/1\"}",
+         "1999-12-31T20:30:00-03:30",
+         "716be5c1e05c5f94186f19c861e29441a12a55d7ca83875d3ea5e10fe81e8e59",
+         "d0754f7ef0fba786055112f7522d83a84619d886e063907d05a56f1c6bbe5cf5",
+         "d0754f7ef0fba786055112f7522d83a84619d886e063907d05a56f1c6bbe5cf5",
+         "pos_2:S002:\xc3\xa9v/1", "pos_2:S002:E\xc3\xa9-\xe4\xb8\xad:1"},
+        {"-00:30",
+         "{\"member\": {\"appid\": \"wx1234567890abcdef\", \"mp_openid\": \"oABC_-9\"},"
+         " \"channel\": \"wechat_mp\", \"type\": \"sign_in\", \"occurred_at\":"
+         " \"2026-02-28T23:59:59-14:00\", \"event_id\": \"s-1\", \"shop_id\": null}",
+         "2026-03-01T13:29:59-00:30",
+         "d8c6a42a4938d38ec8fe22c03b239b9b0b18e8e7f24352582ec2c02a48356ff7",
+         "a1264f9ff7d5e7f2811ba66811ef33025d73ff69c1901c561c099fb54955db73",
+         "a1264f9ff7d5e7f2811ba66811ef33025d73ff69c1901c561c099fb54955db73",
+         "wechat_mp:wx1234567890abcdef:s-1", ""},
+    };
+    pgw_rules *rules = make_rules();
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    pgw_earning earning;
+    pgw_err err;
+    char hex[2 * PGW_HASH_LEN + 1];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *obj = json_loads(cases[i].body, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(obj);
+        assert_int_equal(pgw_tz_lookup(cases[i].tz, &rules->tz, &err), PGW_OK);
+        assert_int_equal(pgw_event_from_json(obj, rules, doc, &err), PGW_OK);
+        assert_string_equal(doc->occurred_at_normal, cases[i].normal);
+        memset(cmd, 0, sizeof(*cmd));
+        if (cases[i].key != NULL) /* a phone's needs the vault: its key is case 0's */
+            assert_int_equal(
+                pgw_event_command(NULL, obj, doc, doc->event.occurred_at, &earning, cmd, &err),
+                PGW_OK);
+        else
+            assert_int_equal(pgw_event_fingerprint(obj, doc, cmd, &err), PGW_OK);
+        assert_string_equal(hash_hex(cmd->fingerprint, hex), cases[i].fingerprint);
+        assert_int_equal(cmd->has_fingerprint_as_sent, cases[i].as_sent != NULL);
+        if (cases[i].as_sent != NULL)
+            assert_string_equal(hash_hex(cmd->fingerprint_as_sent, hex), cases[i].as_sent);
+        assert_int_equal(cmd->has_fingerprint_time_as_sent, cases[i].time_as_sent != NULL);
+        if (cases[i].time_as_sent != NULL)
+            assert_string_equal(hash_hex(cmd->fingerprint_time_as_sent, hex),
+                                cases[i].time_as_sent);
+        if (cases[i].key != NULL) {
+            assert_string_equal(cmd->key, cases[i].key);
+            assert_string_equal(cmd->original, cases[i].original);
+        }
+        json_decref(obj);
+    }
+    free(cmd);
+    free(doc);
+    free(rules);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -779,6 +876,7 @@ int main(void)
         cmocka_unit_test(test_canonical_limits),
         cmocka_unit_test(test_null_members_are_absent_from_fingerprints),
         cmocka_unit_test(test_any_offset_of_one_instant_is_one_request),
+        cmocka_unit_test(test_fingerprints_as_gateways_recorded_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
