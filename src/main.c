@@ -1365,6 +1365,23 @@ static void tell_ignored_columns(const pgw_statement *st)
     fputc('\n', stderr);
 }
 
+/* A --shop the log has no event of on the channel is most likely misspelt
+ * too: said, not refused, for a shop gone from the configuration (or an
+ * appid) still has its events in the log to reconcile against. */
+static int check_shop(pgw_store *store, const char *channel, const char *shop, pgw_err *err)
+{
+    char source[PGW_ID_MAX + 2];
+    PGW_ASSERT(strlen(shop) <= PGW_ID_MAX); /* pgw_store_check_event_filter */
+    snprintf(source, sizeof(source), "%s:", shop);
+    bool has = false;
+    int rc = pgw_store_channel_has_keys(store, channel, source, &has, err);
+    if (rc == PGW_OK && !has)
+        fprintf(stderr,
+                "pointsgw reconcile: warning: the log has no event of shop %s on channel %s\n",
+                shop, channel);
+    return rc;
+}
+
 /*
  * A channel the log has no event on is most likely misspelt: every row is
  * then missing_in_ledger, and a repair would credit each again under the
@@ -1391,6 +1408,8 @@ static int check_channel(pgw_store *store, const pgw_recon_options *o, bool new_
     if (rc == PGW_OK && !has)
         fprintf(stderr, "pointsgw reconcile: warning: the log has no event on channel %s\n",
                 channel);
+    if (rc == PGW_OK && has && shop != NULL)
+        rc = check_shop(store, channel, shop, err);
     if (rc != PGW_OK || !repair || shop == NULL || strcmp(shop, "-") != 0)
         return rc;
     rc = pgw_store_channel_has_keys(store, channel, "wx", &has, err);

@@ -5889,13 +5889,13 @@ void pgw_store_event_key(char out[PGW_IDEM_KEY_MAX + 1], const char *channel, co
 int pgw_store_channel_has_keys(pgw_store *s, const char *channel, const char *source_prefix,
                                bool *has, pgw_err *err)
 {
-    PGW_ASSERT(strlen(source_prefix) <= 2); /* the callers' literals: "" and "wx" */
+    PGW_ASSERT(strlen(source_prefix) <= PGW_ID_MAX + 1); /* "", "wx", or "S001:" */
     *has = false;
     if (!pgw_store_channel_name_ok(channel))
         return pgw_err_set(err, PGW_EINVAL, "not a channel name");
     /* The keys "channel:prefix..." sort from "channel:prefix" to before it
      * with its last byte one more (":" + 1 is ";"). */
-    char from[PGW_ID_MAX + 8], to[PGW_ID_MAX + 8];
+    char from[2 * PGW_ID_MAX + 4], to[2 * PGW_ID_MAX + 4];
     int n = snprintf(from, sizeof(from), "%s:%s", channel, source_prefix);
     PGW_ASSERT(n > 0 && (size_t)n < sizeof(from));
     memcpy(to, from, (size_t)n + 1);

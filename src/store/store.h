@@ -1085,9 +1085,10 @@ int pgw_store_read_event(pgw_store *store, const char *channel, const char *shop
 
 /*
  * Whether `channel` holds events whose source (shop, appid or "-") starts
- * with `source_prefix` (at most 2 bytes), in one look at the keys' range:
- * "" for any event of the channel (a statement's channel misspelt has
- * none); "wx" for those keyed by an appid ("channel:wx...:id", a mini
+ * with `source_prefix` (at most PGW_ID_MAX + 1 bytes), in one look at the
+ * keys' range: "" for any event of the channel (a statement's channel
+ * misspelt has none); "S001:" for one source's (a shop misspelt has none);
+ * "wx" for those keyed by an appid ("channel:wx...:id", a mini
  * program's or official account's without a shop: schema 23 on; a shop id
  * beginning "wx" counts too), which "--shop -" does not read: a repair by
  * it would post them again under "-".

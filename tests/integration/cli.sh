@@ -977,6 +977,17 @@ expect_text "transfers:  6 checked"
 expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel stores --shop S001 \
     --db "$repair_db"
 expect_text 'warning: the log has no event on channel stores'
+# Regression (an operator's walkthrough): a misspelt --shop read no events
+# either, every row missing_in_ledger, and said nothing. Warned as a
+# channel is, from the log (a shop gone from the configuration, or an
+# appid, still has its events there).
+expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop B250 \
+    --db "$repair_db"
+expect_text 'warning: the log has no event of shop B250 on channel store'
+expect_text '"missing_in_ledger":3,'
+expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 \
+    --db "$repair_db"
+[[ "$out" != *"reconcile: warning"* ]] && pass || fail "a shop with events was warned about: $out"
 # Regression (the code review): a whole channel's statement with a shop_id
 # column was repaired with no shop at all: purchases failed ("$.shop_id:
 # required") and other rows went in shopless, under another key than the
