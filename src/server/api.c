@@ -32,6 +32,7 @@
 #include "util/env.h"
 #include "util/json_read.h"
 #include "util/json_write.h"
+#include "util/redact.h"
 #include "util/vault.h"
 #include "util/clock.h"
 #include "util/thread_name.h"
@@ -328,6 +329,8 @@ static void set_body(pgw_response *resp, int status, json_t *body)
     resp->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
     resp->body_len = resp->body ? strlen(resp->body) : 0;
     json_decref(body);
+    resp->error_code = NULL;
+    resp->reason[0] = '\0';
     if (resp->body == NULL) { /* out of memory: say so without allocating */
         resp->status = 503;
         resp->content_type = "text/plain";
@@ -341,6 +344,9 @@ static void error_body(pgw_response *resp, int status, const char *code, const c
     json_t *body = json_pack("{s:{s:s,s:s,s:o}}", "error", "code", code, "message", message,
                              "details", details ? details : json_object());
     set_body(resp, status, body);
+    PGW_ASSERT(strlen(code) < 32); /* API.md's codes; pgw_api_log sizes its line for them */
+    resp->error_code = code;
+    pgw_redact_reason(message, resp->reason, sizeof(resp->reason));
 }
 
 void pgw_api_error(pgw_response *resp, int status, const char *code, const char *message)
@@ -4539,11 +4545,12 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     /* Written by hand: this runs once per request on the service thread,
      * where a jansson object cost a tenth of it and fprintf's formatting
      * 3%. Sized for the longest fields, each byte escaped (6 bytes at
-     * most), the names, four integers and "delivered" (192). */
+     * most), the names, four integers and "delivered" (192), an
+     * error's code (under 32) and reason. */
     char path[3 * sizeof(req->path)];
     loggable_path(req->path, path, sizeof(path));
     char line[192 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name) +
-                         sizeof(req->client_address))];
+                         sizeof(req->client_address) + 32 + sizeof(resp->reason))];
     pgw_json_out o;
     pgw_json_out_init(&o, line, sizeof(line));
     pgw_json_out_begin_object(&o);
@@ -4560,6 +4567,13 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     /* Who sent it, as the per-address limits see them (trusted_proxies): a
      * flood of 401s is traced to its source (the operations review). */
     pgw_json_out_key_string(&o, "client", req->client_address);
+    /* An error's code and why (the message, bounded and redacted): a
+     * shop's "we get 401" is a stale clock, a bad signature or an unknown
+     * key. Only for an error: a success's line stays as it was. */
+    if (resp->error_code != NULL) {
+        pgw_json_out_key_string(&o, "error", resp->error_code);
+        pgw_json_out_key_string(&o, "reason", resp->reason);
+    }
     if (resp->undelivered) { /* only then: the usual line stays as it was */
         pgw_json_out_key(&o, "delivered");
         pgw_json_out_bool(&o, false);

@@ -61,6 +61,8 @@ typedef struct pgw_request {
     char client_address[64]; /* the peer's IP address, "" when unknown */
 } pgw_request;
 
+#define PGW_API_REASON_MAX 120 /* an error's reason in the request log, in bytes */
+
 typedef struct pgw_response {
     int status;
     const char *content_type;
@@ -71,6 +73,10 @@ typedef struct pgw_response {
     const char *route;             /* route template for metrics ("/v1/holds/{id}/capture") */
     char key_name[PGW_ID_MAX + 1]; /* who asked, for the log ("-" when nobody) */
     bool undelivered;              /* the connection closed before it was sent whole */
+    /* An error answer's error.code (a literal) and its message as the log
+     * may show it (util/redact.h pgw_redact_reason); NULL and "" else. */
+    const char *error_code;
+    char reason[PGW_API_REASON_MAX + 1];
     bool committed; /* 2xx from the writer: what it reports is in the ledger (or was: a replay) */
 } pgw_response;
 

@@ -5,6 +5,7 @@
 
 #include "core/assertions.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -80,4 +81,68 @@ void pgw_redact_db_url(const char *url, char *out, size_t cap)
     if (query != NULL)
         *query = '\0';
     hide_password_values(out, cap);
+}
+
+/* A byte of a token's text (a key, a signature, base64, an openid). */
+static bool token_byte(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != '\0' && strchr("_-+/=", c) != NULL);
+}
+
+static bool digit_byte(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The length of the number at p (digits, one ' ' or '-' between two of
+ * them: "138 0013 8000"), its digits counted in *digits. */
+static size_t number_length(const char *p, size_t *digits)
+{
+    size_t n = 0;
+    *digits = 0;
+    while (digit_byte(p[n])) {
+        for (; digit_byte(p[n]); n++)
+            ++*digits;
+        if ((p[n] == ' ' || p[n] == '-') && digit_byte(p[n + 1]))
+            n++;
+    }
+    return n;
+}
+
+/* How much of p, a token of `len` bytes and what follows it, is hidden:
+ * 0 when none. The whole token when it is long or holds a long number,
+ * and that number to its end. */
+static size_t hidden_length(const char *p, size_t len)
+{
+    size_t hide = len >= 20 ? len : 0;
+    for (size_t i = 0; i < len; i++) {
+        size_t digits, n = number_length(p + i, &digits);
+        if (digits >= 7 && i + n > hide)
+            hide = i + n > len ? i + n : len;
+        i += n;
+    }
+    return hide;
+}
+
+void pgw_redact_reason(const char *message, char *out, size_t cap)
+{
+    PGW_ASSERT(cap > 0);
+    size_t n = 0;
+    for (const char *p = message; *p != '\0';) {
+        size_t token = 0;
+        while (token_byte(p[token]))
+            token++;
+        size_t hidden = token > 0 ? hidden_length(p, token) : 0;
+        const char *piece = hidden > 0 ? "***" : p;
+        size_t len = hidden > 0 ? 3 : token > 0 ? token : 1;
+        if (token == 0 && (*p < 0x20 || *p > 0x7e))
+            piece = "?";
+        if (n + len > cap - 1)
+            break;
+        memcpy(out + n, piece, len);
+        n += len;
+        p += hidden > 0 ? hidden : len;
+    }
+    out[n] = '\0';
 }

@@ -16,4 +16,14 @@
  * '=' allowed) with VALUE replaced by "***". */
 void pgw_redact_db_url(const char *url, char *out, size_t cap);
 
+/*
+ * A refusal's message as the request log shows it, into out (cap > 0; cut
+ * to fit, at most cap - 1 bytes). A message may quote what a client sent:
+ * a run of 7 or more digits (a phone number) and a run of 20 or more
+ * letters, digits and "_-+/=" (a key's text, a signature, a session token,
+ * an openid) each become "***"; a byte that is not printable ASCII
+ * becomes '?', so the line stays JSON whatever was quoted.
+ */
+void pgw_redact_reason(const char *message, char *out, size_t cap);
+
 #endif

@@ -2758,6 +2758,30 @@ def test_log(s):
           "the log escapes a path's quote, backslash and control character")
     check(any(line["path"] == "/v1/members/\ufffdx\ufffd(" for line in mine),
           "the log replaces what is not UTF-8 in a path")
+    # Regression (an operator's walkthrough): a refusal's line said no more
+    # than its status: a shop's "we get 401" could not be told a stale
+    # clock from a bad signature or an unknown key. An error's line names
+    # API.md's error.code and a short reason; a success's is as it was.
+    check(any(line["key"] == "s003" and line["status"] == 401 and
+              line.get("error") == "unauthorized" and "must sign" in line.get("reason", "")
+              for line in mine), f"a 401's line names its reason: {mine[:3]}")
+    check(all(set(line) == {"ts_us", "id", "method", "path", "status", "us", "key", "client"}
+              for line in mine if line["status"] == 201), "a 201's line has no error nor reason")
+    stale = signed_headers("POST", "/v1/events", b"{}", ts=str(int(time.time()) - 3600),
+                           nonce="n-log")
+    status, _, _ = s.request("POST", "/v1/events", raw=b"{}", key="s003", headers=stale)
+    check(status == 401, f"log: a stale signature: {status}")
+    status, _, _ = s.request("GET", "/v1/members/M7801", key="pgw_not_a_key_0123456789abcdef")
+    check(status == 401, f"log: an unknown key: {status}")
+    lines = log_lines(s, lambda ls: any("unknown API key" in l.get("reason", "") for l in ls))
+    check(any("stale X-PGW-Timestamp" in line.get("reason", "") for line in lines),
+          "a stale clock's 401 says so in the log")
+    check(any(line.get("reason") == "unknown API key" for line in lines),
+          "an unknown key's 401 says so in the log")
+    text = open(s.log.name, encoding="utf-8").read()
+    check(stale["X-PGW-Signature"] not in text and "0123456789abcdef" not in text and
+          KEYS["s003"][0] not in text, "no signature nor key text in the log")
+    check(all(len(line.get("reason", "")) <= 120 for line in lines), "a reason is short")
 
 
 def log_lines(s, want=None, wait=5.0):

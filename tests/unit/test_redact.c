@@ -58,11 +58,46 @@ static void test_cut_to_fit(void **state)
     assert_null(strstr(tiny, "s3"));
 }
 
+/* A refusal's message as the request log shows it (pgw_redact_reason):
+ * what a client sent that may be a secret or a phone number is hidden. */
+static void expect_reason(const char *message, size_t cap, const char *want)
+{
+    char out[256];
+    pgw_redact_reason(message, out, cap);
+    assert_string_equal(out, want);
+}
+
+static void test_reason(void **state)
+{
+    (void)state;
+    expect_reason("X-PGW-Nonce was already used", 64, "X-PGW-Nonce was already used");
+    expect_reason("stale X-PGW-Timestamp: 3600 s behind the gateway's clock (1764600000)", 200,
+                  "stale X-PGW-Timestamp: 3600 s behind the gateway's clock (***)");
+    expect_reason("member \"phon:13800138000\" is not phone:..., card:...", 200,
+                  "member \"phon:***\" is not phone:..., card:...");
+    expect_reason("phone +86 138 0013 8000", 200, "phone ***");
+    /* a key's text, a signature, a token, an openid: long runs of such */
+    expect_reason("bad key pgw_live_0123456789abcdefXYZ here", 200, "bad key *** here");
+    expect_reason("sig 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 200,
+                  "sig ***");
+    expect_reason("token oQ5Yz4g+hW/xg-abcdefghij_KLMN=", 200, "token ***");
+    expect_reason("phone13800138000 and 138-0013-8000.", 200, "*** and ***.");
+    expect_reason("event E-LOG-S002 and M7801", 200, "event E-LOG-S002 and M7801");
+    /* bytes that are not printable ASCII, and a bound */
+    expect_reason("a\tb\xc3\xa9"
+                  "c\"",
+                  200, "a?b??c\"");
+    expect_reason("0123456789abcdefghij0123", 10, "***");
+    expect_reason("abc def ghi jkl", 8, "abc def");
+    expect_reason("", 8, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forms),
         cmocka_unit_test(test_cut_to_fit),
+        cmocka_unit_test(test_reason),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
