@@ -391,9 +391,19 @@ static int cmd_check_config(int argc, char **argv)
     flag_set flags = {0};
     pgw_config *cfg;
     flag_add(&flags, "--config", true);
+    flag_add(&flags, "--db", true);
     int rc = start_command("check-config", &flags, argc, argv, &cfg);
     if (rc >= 0)
         return rc;
+    /* serve's --db, checked and shown (redacted) but never opened: opening
+     * would create a SQLite file or migrate a PostgreSQL schema. */
+    pgw_err err;
+    const char *db = flag_get(&flags, "--db");
+    if (db != NULL && pgw_config_set_db(cfg, db, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw check-config: --db: %s\n", err.msg);
+        pgw_config_free(cfg);
+        return EXIT_USAGE;
+    }
     char channels[CHANNELS_LINE_MAX];
     bool tls_ok = tls_files_ok(cfg, &flags, "pointsgw");
     if (!environment_ok(cfg, channels, sizeof(channels)) || !tls_ok) {
@@ -401,6 +411,9 @@ static int cmd_check_config(int argc, char **argv)
         return EXIT_USAGE;
     }
     print_summary(cfg, channels);
+    if (cfg->n_keys == 0 && !cfg->security.development_mode)
+        fprintf(stderr, "pointsgw: warning: no API key is configured: no till, app or operator "
+                        "can call the gateway\n");
     printf("configuration OK\n");
     pgw_config_free(cfg);
     return EXIT_OK;
@@ -1991,7 +2004,7 @@ static int cmd_member(int argc, char **argv)
 static const command COMMANDS[] = {
     {"serve", "serve [--config FILE] [--db URL] [--listen HOST:PORT]",
      "run the gateway: the HTTP API on the configured database", cmd_serve},
-    {"check-config", "check-config [--config FILE]",
+    {"check-config", "check-config [--config FILE] [--db URL]",
      "validate a configuration and print what it defines", cmd_check_config},
     {"quote", "quote --event FILE.json [--context FILE.json] [--config FILE]",
      "compute the points an event would earn, with the breakdown", cmd_quote},

@@ -205,18 +205,27 @@ static int parse_listen_db(const json_t *root, pgw_config *cfg, pgw_err *err)
     if (pgw_listen_parse(cfg->listen, 1, host, sizeof(host), &port, &ipv6, err) != PGW_OK)
         return pgw_err_prefix(err, "$.listen: ");
     rc = pgw_json_string(root, "db", "$", false, PGW_DB_URL_MAX, cfg->db, sizeof(cfg->db), err);
-    if (rc != PGW_OK)
-        return rc;
-    bool sqlite = strncmp(cfg->db, "sqlite:", 7) == 0 && cfg->db[7] != '\0';
-    bool postgres =
-        strncmp(cfg->db, "postgresql://", 13) == 0 || strncmp(cfg->db, "postgres://", 11) == 0;
+    if (rc == PGW_OK && pgw_config_set_db(cfg, cfg->db, err) != PGW_OK)
+        return pgw_err_prefix(err, "$.db: ");
+    return rc;
+}
+
+int pgw_config_set_db(pgw_config *cfg, const char *url, pgw_err *err)
+{
+    bool sqlite = strncmp(url, "sqlite:", 7) == 0 && url[7] != '\0';
+    bool postgres = strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
     char shown[PGW_DB_URL_MAX + 1];
-    pgw_redact_db_url(cfg->db, shown, sizeof(shown));
+    pgw_redact_db_url(url, shown, sizeof(shown));
+    if (strlen(url) > PGW_DB_URL_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a database URL of at most %d bytes, got \"%.64s...\"",
+                           PGW_DB_URL_MAX, shown);
     if (!sqlite && !postgres)
         return pgw_err_set(err, PGW_EINVAL,
-                           "$.db: expected \"sqlite:PATH\" or a "
+                           "expected \"sqlite:PATH\" or a "
                            "\"postgresql://\" URL, got \"%.64s\"",
                            shown);
+    if (url != cfg->db)
+        snprintf(cfg->db, sizeof(cfg->db), "%s", url);
     return PGW_OK;
 }
 

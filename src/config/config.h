@@ -219,6 +219,11 @@ int pgw_config_check_key_name(const pgw_config *cfg, const char *name, pgw_err *
 int pgw_listen_parse(const char *listen, int min_port, char *host, size_t cap, int *port,
                      bool *ipv6, pgw_err *err);
 
+/* Sets cfg->db to `url` (a --db), checked as the configuration's "db" is:
+ * PGW_EINVAL, cfg untouched, for one neither sqlite:PATH nor
+ * postgresql://... (or too long); the message shows it redacted. */
+int pgw_config_set_db(pgw_config *cfg, const char *url, pgw_err *err);
+
 /* A short human summary (several lines) of what the config defines. */
 int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap);
 

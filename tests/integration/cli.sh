@@ -148,6 +148,23 @@ json.dump(c, open(sys.argv[1], "w"), ensure_ascii=False)' "$secret_dir/pg.json"
 expect_exit 0 "$bin" check-config --config "$secret_dir/pg.json"
 expect_text "database:   postgresql://pgw@127.0.0.1:1/pointsgw;"
 [[ "$out" != *s3cretpw* ]] && pass || fail "check-config shows the password: $out"
+# Regression (an operator's walkthrough): check-config had no --db, so a
+# gateway served with --db postgresql://... could not be checked as run,
+# and its "database:" line named the configuration's. --db is serve's:
+# shown as serve shows it (no password), checked as the configuration's
+# is, and never opened.
+expect_exit 0 "$bin" check-config --config "$secret_dir/pg.json" \
+    --db "postgresql://ops:0therpw@127.0.0.1:1/served?password=0therpw"
+expect_text "database:   postgresql://ops@127.0.0.1:1/served;"
+[[ "$out" != *0therpw* ]] && pass || fail "check-config --db shows the password: $out"
+expect_exit 0 "$bin" check-config --config config/pointsgw.example.json \
+    --db "sqlite:$secret_dir/none/x.db"
+expect_text "database:   sqlite:$secret_dir/none/x.db;"
+[ ! -e "$secret_dir/none" ] && pass || fail "check-config --db made the database's folder"
+expect_exit 2 "$bin" check-config --config config/pointsgw.example.json --db "host=db password=s3cretpw"
+expect_text 'expected "sqlite:PATH" or a "postgresql://" URL, got "host=db password=***"'
+[[ "$out" != *s3cretpw* && "$out" != *"configuration OK"* ]] && pass ||
+    fail "check-config --db refused: $out"
 expect_exit 2 "$bin" verify --db "host=127.0.0.1 port=1 password=s3cretpw dbname=x"
 expect_text 'database URL "host=127.0.0.1 port=1 password=*** dbname=x" is neither'
 [[ "$out" != *s3cretpw* ]] && pass || fail "an error shows the password: $out"
@@ -483,6 +500,17 @@ expect_text "key demo-admin is README's published demo key: anyone may use it"
 expect_exit 2 "${unset_all[@]}" PGW_MP_CHANNEL_KEY=demo-admin-key-change-me \
     "$bin" check-config --config config/pointsgw.example.json
 expect_text "keys demo-admin and mini-program are the same key"
+# Regression (an operator's walkthrough): no key at all outside development
+# mode was "configuration OK" without a word, though no client could call.
+python3 -c 'import json, sys
+c = json.load(open(sys.argv[1]))
+c["keys"] = []
+json.dump(c, open(sys.argv[2], "w"), ensure_ascii=False)' "$tmp/prod.json" "$tmp/nokeys.json"
+expect_exit 0 "${unset_all[@]}" PGW_PHONE_HMAC_KEY="$(printf '1%.0s' {1..64})" \
+    PGW_PHONE_AES_KEY="$(printf '2%.0s' {1..64})" "$bin" check-config --config "$tmp/nokeys.json"
+expect_text "keys:       0"
+expect_text "pointsgw: warning: no API key is configured: no till, app or operator can call the gateway"
+expect_text "configuration OK"
 # Development mode with nothing set: OK, with serve's warnings, and the
 # channels as serve will run them. Its database is never opened.
 cc_dir=$(mktemp -d -p "$scratch")
