@@ -62,3 +62,11 @@ pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, ui
     l->through = l->minute_s != 0; /* nothing told: nothing to say */
     return pgw_log_later(l, now_s, unsaid);
 }
+
+void pgw_log_held_back(uint64_t unsaid, char out[PGW_LOG_HELD_BACK_MAX])
+{
+    out[0] = '\0';
+    if (unsaid > 0)
+        snprintf(out, PGW_LOG_HELD_BACK_MAX, " (%llu more since the last such line)",
+                 (unsigned long long)unsaid);
+}

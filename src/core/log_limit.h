@@ -75,4 +75,9 @@ pgw_log_say pgw_log_later(pgw_log_limit *l, int64_t now_s, uint64_t *unsaid);
  * and the failure would stay the log's last word. Else PGW_LOG_QUIET. */
 pgw_log_say pgw_log_stopping(pgw_log_limit *l, uint64_t *unsaid);
 
+/* " (N more since the last such line)", the words a failure's line gives
+ * its *unsaid in, or "" when N is 0 (its first line, or none held back). */
+#define PGW_LOG_HELD_BACK_MAX 64
+void pgw_log_held_back(uint64_t unsaid, char out[PGW_LOG_HELD_BACK_MAX]);
+
 #endif

@@ -111,14 +111,17 @@ static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
     if (cmd->rc != PGW_EIO && cmd->rc != PGW_EUNAVAILABLE)
         return;
     uint64_t unsaid = 0;
-    char which[32] = "";
-    if (cmd->request_id != 0)
-        snprintf(which, sizeof(which), "request %llu; ", (unsigned long long)cmd->request_id);
-    if (warn_due(&w->requests_failed, cmd->err.msg, &unsaid))
-        fprintf(stderr,
-                "pointsgw: a request failed in storage, answered 503 (%s%llu more since the "
-                "last such line): %s\n",
-                which, (unsigned long long)unsaid, cmd->err.msg);
+    if (warn_due(&w->requests_failed, cmd->err.msg, &unsaid)) {
+        /* " (request N)", " (M more since ...)", both in one "(request N; M more
+         * ...)", or neither (held_back + 2: its words without " (") */
+        char which[40] = "", held_back[PGW_LOG_HELD_BACK_MAX];
+        pgw_log_held_back(unsaid, held_back);
+        if (cmd->request_id != 0)
+            snprintf(which, sizeof(which), " (request %llu%s", (unsigned long long)cmd->request_id,
+                     unsaid > 0 ? "; " : ")");
+        fprintf(stderr, "pointsgw: a request failed in storage, answered 503%s%s: %s\n", which,
+                which[0] != '\0' && unsaid > 0 ? held_back + 2 : held_back, cmd->err.msg);
+    }
     pgw_err_set(&cmd->err, cmd->rc, "%s", told);
 }
 
@@ -200,11 +203,16 @@ static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
                              unsaid);
         return;
     }
-    if (warn_due(&w->commits_failed, err->msg, &unsaid))
-        fprintf(stderr,
-                "pointsgw: a commit failed, its %zu requests answered 503 (%llu more since "
-                "the last such line): %s\n",
-                n, (unsigned long long)unsaid, err->msg);
+    if (!warn_due(&w->commits_failed, err->msg, &unsaid))
+        return;
+    char held_back[PGW_LOG_HELD_BACK_MAX];
+    pgw_log_held_back(unsaid, held_back);
+    if (n == 1)
+        fprintf(stderr, "pointsgw: a commit failed, its request answered 503%s: %s\n", held_back,
+                err->msg);
+    else
+        fprintf(stderr, "pointsgw: a commit failed, its %zu requests answered 503%s: %s\n", n,
+                held_back, err->msg);
 }
 
 static void apply_batch(pgw_writer *w, size_t n)

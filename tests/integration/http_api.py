@@ -3339,7 +3339,9 @@ def test_health_sees_the_file_moved(tmp):
     # two lines a failure); this test ends within it, and the writer says
     # it as it stops (regression: the failure stayed the log's last word
     # though the commit after it worked).
-    check("pointsgw: a commit failed, its 1 requests answered 503" in err and
+    # Regression (an operator's walkthrough): the first line said "its 1
+    # requests answered 503 (0 more since the last such line)".
+    check("pointsgw: a commit failed, its request answered 503: " in err and
           "pointsgw: commits work again (0 more batches failed before)" in err and
           err.index("commits work again") > err.index("a commit failed"),
           f"stderr tells of failed commits, then that they work: {err[-600:]}")
@@ -3388,6 +3390,10 @@ def test_storage_refusal_is_no_conflict(tmp):
     check(len(ids) == 1 and isinstance(ids[0], int) and ids[0] > 0 and
           re.search(r"request %d\b[^\n]*injected by the test" % ids[0], err) is not None,
           f"the 503's log line and stderr's line name one request: {ids} {err[-600:]}")
+    # Regression (an operator's walkthrough): the first line said
+    # "(request N; 0 more since the last such line)".
+    check(re.search(r"answered 503 \(request %d\): " % ids[0], err) is not None and
+          "0 more since" not in err, f"nothing held back is not said: {err[-600:]}")
 
 
 def test_slow_bodies(tmp):

@@ -209,6 +209,20 @@ static void test_every_other_failure_is_bounded(void **state)
     assert_int_equal(lines_mends, 2);
 }
 
+/* Regression (an operator's walkthrough): the first failure's line said
+ * "(0 more since the last such line)": nothing held back says nothing. */
+static void test_held_back_said_only_when_some(void **state)
+{
+    (void)state;
+    char text[PGW_LOG_HELD_BACK_MAX];
+    pgw_log_held_back(0, text);
+    assert_string_equal(text, "");
+    pgw_log_held_back(1, text);
+    assert_string_equal(text, " (1 more since the last such line)");
+    pgw_log_held_back(UINT64_MAX, text);
+    assert_string_equal(text, " (18446744073709551615 more since the last such line)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_works_again_later_when_nothing_is_used),
         cmocka_unit_test(test_works_again_when_stopping),
         cmocka_unit_test(test_every_other_failure_is_bounded),
+        cmocka_unit_test(test_held_back_said_only_when_some),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
