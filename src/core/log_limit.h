@@ -59,8 +59,7 @@ typedef enum pgw_log_say {
  * line, only once the minute of the last line out is over (its first line
  * PGW_LOG_EVERY_S old). Till then it is remembered, unless a failure comes
  * first: a thing failing every other time would otherwise say two lines a
- * failure (failed, works again, failed...). The notifier's tell_works
- * keeps the same rule.
+ * failure (failed, works again, failed...).
  */
 pgw_log_say pgw_log_tell(pgw_log_limit *l, int64_t now_s, const char *failed, uint64_t *unsaid);
 

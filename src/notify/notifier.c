@@ -57,14 +57,6 @@ typedef struct courier {
     bool started;
 } courier;
 
-/* A kind of line of the store failing: how often it goes out
- * (tell_failed), and whether what failed got through since its last line
- * (tell_works): the "works again" may only be due later. */
-typedef struct told {
-    pgw_log_limit said;
-    bool through;
-} told;
-
 struct pgw_notifier {
     pgw_notifier_options o;
     /* This run's name: host, process and a random part, unique to it; each
@@ -84,9 +76,9 @@ struct pgw_notifier {
     bool stop;                /* under lock */
     pgw_notifier_stats stats; /* under lock */
     /* Under lock: how often each kind of line of the store failing goes
-     * to stderr (tell_failed): an attempt counted (log_failure), the
-     * outbox's claims, its sweep of lapsed claims, a renewal, a record. */
-    told counted_said, claims_said, sweep_said, renew_said, record_said;
+     * to stderr (tell): an attempt counted (log_failure), the outbox's
+     * claims, its sweep of lapsed claims, a renewal, a record. */
+    pgw_log_limit counted_said, claims_said, sweep_said, renew_said, record_said;
     /* Under lock: when WeChat's daily quota of the mini program's (0) and
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
@@ -173,52 +165,72 @@ static bool passes(int rc)
     return rc == PGW_EUNAVAILABLE;
 }
 
+/* The line pgw_log_tell and the like said is to be written: "pointsgw:
+ * LINE: why", or "pointsgw: LINE works again", with the count of the
+ * lines held back. `why` is "" where no failure can be said. */
+static void say(pgw_log_say said, const char *line, const char *why, uint64_t unsaid)
+{
+    if (said == PGW_LOG_WORKS)
+        fprintf(stderr, "pointsgw: %s works again (%llu more failed since the last line)\n", line,
+                (unsigned long long)unsaid);
+    else if (said == PGW_LOG_FAILED && unsaid > 0)
+        fprintf(stderr, "pointsgw: %s: %s (%llu more since the last such line)\n", line, why,
+                (unsigned long long)unsaid);
+    else if (said == PGW_LOG_FAILED)
+        fprintf(stderr, "pointsgw: %s: %s\n", line, why);
+}
+
 /*
- * A line on stderr, "pointsgw: LINE: why", of the store failing, within
- * the bounds of core/log_limit.h, `said` the kind's limit: a database
- * down, locked or out of disk fails every poll of every courier, every
- * record of a batch, every attempt, and a line each would bury the log
- * (regressions: a line at each poll, some 40 in 2 s; one per notice). The
- * lines held back are counted in the next one out, or in tell_works'.
+ * A kind of line of the store failing, `said` its limit (core/log_limit.h
+ * pgw_log_tell): `err` a failure (NULL: what failed got through), `line`
+ * what failed, or worked again. A database down, locked or out of disk
+ * fails every poll of every courier, every record of a batch, every
+ * attempt, and a line each would bury the log (regressions: a line at
+ * each poll, some 40 in 2 s; one per notice). "Works again" only once the
+ * minute of the last line is over: a store failing every other poll
+ * would say two lines a failure.
  */
-static void tell_failed(pgw_notifier *n, told *said, const char *line, const pgw_err *err)
+static void tell(pgw_notifier *n, pgw_log_limit *said, const char *line, const pgw_err *err)
 {
     int64_t now = pgw_monotonic_s(); /* before the lock: no call under it */
     uint64_t unsaid = 0;
     pthread_mutex_lock(&n->lock);
-    bool due = pgw_log_due(&said->said, now, err->msg, &unsaid);
-    said->through = false;
+    pgw_log_say told = pgw_log_tell(said, now, err != NULL ? err->msg : NULL, &unsaid);
     pthread_mutex_unlock(&n->lock);
-    if (due && unsaid > 0)
-        fprintf(stderr, "pointsgw: %s: %s (%llu more since the last such line)\n", line, err->msg,
-                (unsigned long long)unsaid);
-    else if (due)
-        fprintf(stderr, "pointsgw: %s: %s\n", line, err->msg);
+    say(told, line, err != NULL ? err->msg : "", unsaid);
 }
 
-/*
- * What failed (tell_failed with `said`) got through: "pointsgw: WHAT
- * works again", with the count of the lines held back since the last
- * one. Only once the minute of the last line out is over: a store failing
- * every other poll would clear the limit at each success, two lines a
- * failure (as the API's lines of WeChat, api.c). `through` false: nothing
- * got through now, but one that did in the minute is said once it is
- * over (a record, a renewal: they come with notices only, and a quiet
- * mall left the failure the last word; regression).
- */
-static void tell_works(pgw_notifier *n, told *said, const char *what, bool through)
+/* Nothing of `said`'s kind now: its "works again" if it got through in
+ * the minute of its failure and that minute is over (pgw_log_later: a
+ * record, a renewal come with notices only, and a quiet mall left the
+ * failure the last word; regression). */
+static void tell_later(pgw_notifier *n, pgw_log_limit *said, const char *what)
 {
     int64_t now = pgw_monotonic_s();
+    uint64_t unsaid = 0;
     pthread_mutex_lock(&n->lock);
-    said->through = said->through || (through && said->said.minute_s != 0);
-    bool back = said->through && now - said->said.minute_s >= PGW_LOG_EVERY_S;
-    uint64_t unsaid = said->said.unsaid;
-    if (back)
-        *said = (told){0};
+    pgw_log_say told = pgw_log_later(said, now, &unsaid);
     pthread_mutex_unlock(&n->lock);
-    if (back)
-        fprintf(stderr, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
-                (unsigned long long)unsaid);
+    say(told, what, "", unsaid);
+}
+
+/* The couriers stopped (joined: no lock): what got through since its
+ * failure's line says so now, the minute over or not (pgw_log_stopping),
+ * or the failure stays the log's last word. An attempt counted is no
+ * kind that works again: a notice's next attempt is its own. */
+static void tell_stopped(pgw_notifier *n)
+{
+    struct {
+        pgw_log_limit *said;
+        const char *what;
+    } kinds[] = {{&n->claims_said, "outbox"},
+                 {&n->sweep_said, "outbox, lapsed claims"},
+                 {&n->record_said, "recording notices"},
+                 {&n->renew_said, "renewing notice claims"}};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        uint64_t unsaid = 0;
+        say(pgw_log_stopping(kinds[i].said, &unsaid), kinds[i].what, "", unsaid);
+    }
 }
 
 /* A failure of the store that counts (not `passed`) is logged in full:
@@ -231,7 +243,7 @@ static void log_failure(pgw_notifier *n, const pgw_notice *nt, bool passed, cons
         return;
     char line[64];
     snprintf(line, sizeof(line), "notice %lld, its attempt counted", (long long)nt->id);
-    tell_failed(n, &n->counted_said, line, err);
+    tell(n, &n->counted_said, line, err);
 }
 
 /* The first place from `at` on where `name` stands alone in `msg`, not as
@@ -902,11 +914,11 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         rc = pgw_store_commit(c->store, &err);
     if (rc == PGW_OK) {
         *lease_until = now + PGW_NOTICE_LEASE_S;
-        tell_works(c->n, &c->n->renew_said, "renewing notice claims", true);
+        tell(c->n, &c->n->renew_said, "renewing notice claims", NULL);
         return;
     }
     pgw_store_rollback(c->store, NULL);
-    tell_failed(c->n, &c->n->renew_said, "notice claims not renewed, the batch stops", &err);
+    tell(c->n, &c->n->renew_said, "notice claims not renewed, the batch stops", &err);
     for (size_t i = 0; i < n; i++)
         lost[i] = true;
 }
@@ -990,7 +1002,7 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
     /* One transaction; when it fails (the lock not had in time, a failing
      * statement), each notice on its own, so one cannot lose the others. */
     if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) == PGW_OK) {
-        tell_works(n, &n->record_said, "recording notices", true);
+        tell(n, &n->record_said, "recording notices", NULL);
     } else {
         for (size_t i = 0; i < n_notices; i++) {
             if (record(c, nts, rs, tried, i, i + 1, recorded, &err) == PGW_OK)
@@ -998,7 +1010,7 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
             char line[64];
             snprintf(line, sizeof(line), "notice %lld not %s", (long long)nts[i].id,
                      tried[i] ? "recorded" : "given back");
-            tell_failed(n, &n->record_said, line, &err);
+            tell(n, &n->record_said, line, &err);
         }
     }
     for (size_t i = 0; n->o.changed != NULL && i < n_notices; i++) {
@@ -1343,7 +1355,7 @@ static bool wait_or_stop(pgw_notifier *n, int64_t ms)
 
 /* Queues the expiry reminders due (notify.expiry_reminder_days ahead),
  * at most once an hour: each member and day is reminded once anyway. A
- * failure's line comes as seldom: it needs no limit (tell_failed). */
+ * failure's line comes as seldom: it needs no limit (tell). */
 static void remind(courier *c, int64_t *next_at)
 {
     pgw_notifier *n = c->n;
@@ -1443,9 +1455,9 @@ static void *courier_main(void *arg)
         int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
         if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
                                     &err) == PGW_OK)
-            tell_works(n, &n->claims_said, "outbox", true);
+            tell(n, &n->claims_said, "outbox", NULL);
         else
-            tell_failed(n, &n->claims_said, "outbox", &err);
+            tell(n, &n->claims_said, "outbox", &err);
         bool lost[PGW_NOTIFY_BATCH] = {false};
         for (size_t i = 0; i < got; i++) { /* what is not tried is given back with the batch */
             keep_leases(c, batch, got, lost, &lease_until);
@@ -1462,13 +1474,13 @@ static void *courier_main(void *arg)
         int64_t lapsed = 0;
         if (first) { /* an instance that died: its claims come back after their lease */
             if (pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) == PGW_OK)
-                tell_works(n, &n->sweep_said, "outbox, lapsed claims", true);
+                tell(n, &n->sweep_said, "outbox, lapsed claims", NULL);
             else
-                tell_failed(n, &n->sweep_said, "outbox, lapsed claims", &err);
+                tell(n, &n->sweep_said, "outbox, lapsed claims", &err);
             /* Records and renewals come with notices only: one that got
              * through in its failure's minute says so when it is over. */
-            tell_works(n, &n->record_said, "recording notices", false);
-            tell_works(n, &n->renew_said, "renewing notice claims", false);
+            tell_later(n, &n->record_said, "recording notices");
+            tell_later(n, &n->renew_said, "renewing notice claims");
         }
         int64_t depth = 0;
         if (first && pgw_store_outbox_depth(c->store, &depth, &err) == PGW_OK) {
@@ -1562,6 +1574,7 @@ void pgw_notifier_stop(pgw_notifier *n)
         if (n->couriers[i].started)
             pthread_join(n->couriers[i].thread, NULL);
     }
+    tell_stopped(n);
     /* What a batch could not give back (the store failed then) is pending
      * again now, not after the lease. */
     for (size_t i = 0; i < n->n_couriers && n->couriers[0].store != NULL; i++) {

@@ -2514,6 +2514,36 @@ static void test_records_back_in_a_quiet_minute_are_told(void **state)
 }
 
 /*
+ * The same, but the notifier stops within the minute: it says recording
+ * works again as it stops (core/log_limit.h pgw_log_stopping), or the
+ * failure stays the log's last word on recording. Regression: nothing.
+ */
+static void test_records_back_before_a_stop_are_told(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    refuse_notices(f, "refuse_record",
+                   "OLD.state = 'sending' AND NEW.state <> 'sending' AND OLD.member = 'M1'",
+                   "record", false);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start(f, &r);
+    bool failed = wait_line(log, "not recorded: ");
+    bool back = sent_now(&r, "M2", "13900139002"); /* recorded within the minute */
+    let_notices_be(f, "refuse_record");
+    rig_free(&r); /* the stop, the minute not over */
+    stderr_back(saved);
+    size_t said = lines_with(log, "pointsgw: recording notices works again");
+    if (!failed || !back || said != 1)
+        fail_msg("a record refused (%s), then one made (%s), then the stop: %zu lines of "
+                 "\"recording notices works again\", want 1",
+                 failed ? "said" : "not said", back ? "yes" : "no", said);
+}
+
+/*
  * The same for the attempt's read (prepare): one that fails for good
  * (here the subscriptions table gone) counts, and the notice ends dead
  * after notify.retry.max_attempts, its last_error naming the cause.
@@ -3177,6 +3207,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failing_records_are_logged_within_bounds, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_records_back_in_a_quiet_minute_are_told, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_records_back_before_a_stop_are_told, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_waiting_for_a_lock_gives_up_in_time, setup,
                                         db_fixture_teardown),
