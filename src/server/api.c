@@ -3741,11 +3741,12 @@ static void answer_from(pgw_response *resp, const pgw_command *cmd, int first_st
  * Only after the minute, as mp_wechat_tell: a provider failing every
  * other code would clear the limit each time, two lines a failure. On
  * the service thread. */
+#define OTP_WHAT "sending a verification code"
 static void otp_tell(pgw_api *api, const pgw_job *job)
 {
     const char *unsent = job->otp_unsent[0] != '\0' ? job->otp_unsent : NULL;
     if (unsent != NULL || job->otp_rc == PGW_OK)
-        pgw_expire_tell_late(&api->otp_said, "sending a verification code", unsent);
+        pgw_expire_tell_late(&api->otp_said, OTP_WHAT, unsent);
 }
 
 /* POST /v1/sms/otp back from the writer: the code recorded goes to an
@@ -4398,19 +4399,39 @@ size_t pgw_api_stream_member_view(const char *json, size_t len, char *out)
  * (mp_phone_unusable) is no failure of WeChat's: its line is limited the
  * same way but on a limit of its own, or the next good answer said
  * "works again" of a WeChat that was never down. On the service thread. */
+#define MP_LOGIN_WHAT "mini-program login"
+#define MP_PHONE_WHAT "mini-program phone number"
 static void mp_wechat_tell(pgw_api *api, const pgw_job *job)
 {
     if (job->wx == NULL)
         return;
     bool login = job->route == R_MP_LOGIN;
     pgw_log_limit *said = login ? &api->login_said : &api->phone_said;
-    const char *what = login ? "mini-program login" : "mini-program phone number";
+    const char *what = login ? MP_LOGIN_WHAT : MP_PHONE_WHAT;
     if (job->wx->wechat_failed[0] != '\0')
         pgw_expire_tell_late(said, what, job->wx->wechat_failed);
     else if (job->wx->wechat_unusable[0] != '\0') /* at request rate too */
         pgw_expire_tell_late(&api->unusable_said, what, job->wx->wechat_unusable);
     else if (job->wx->wechat_answered)
         pgw_expire_tell_late(said, what, NULL);
+}
+
+void pgw_api_tell_quiet(pgw_api *api, int64_t now_s, bool stopping)
+{
+    /* The limits whose thing can work again: the others' lines are of
+     * failures only (a 503's cause, an unusable answer, a callback's). */
+    struct {
+        pgw_log_limit *said;
+        const char *what;
+    } kinds[] = {{&api->login_said, MP_LOGIN_WHAT},
+                 {&api->phone_said, MP_PHONE_WHAT},
+                 {&api->otp_said, OTP_WHAT}};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        if (stopping)
+            pgw_expire_tell_stopping(kinds[i].said, kinds[i].what, stderr);
+        else
+            pgw_expire_tell_later(kinds[i].said, kinds[i].what, now_s, stderr);
+    }
 }
 
 bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_response *resp,

@@ -179,6 +179,16 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err);
 /* Stops the reader and the writer, which first apply and commit what is
  * queued: afterwards every job has been handed to notify. */
 void pgw_api_stop(pgw_api *api);
+/*
+ * The service thread's "works again" of a WeChat login or phone number,
+ * or of sending codes, that worked since its failure's line: told as
+ * requests finish, once that line's minute is over (pgw_log_tell), so a
+ * gateway gone quiet after a failure left the failure the log's last
+ * word. Called every second or so (http.c) at `now_s` (a monotonic
+ * clock's seconds, > 0: pgw_log_later); `stopping`, once the last job is
+ * finished, says it the minute over or not (pgw_log_stopping).
+ */
+void pgw_api_tell_quiet(pgw_api *api, int64_t now_s, bool stopping);
 /* Frees the API (stopping it if needed); every job must have been finished. */
 void pgw_api_free(pgw_api *api);
 

@@ -246,6 +246,13 @@ void pgw_expire_tell_stopping(pgw_log_limit *said, const char *what, FILE *out)
         say_works(what, unsaid, out);
 }
 
+void pgw_expire_tell_later(pgw_log_limit *said, const char *what, int64_t now_s, FILE *out)
+{
+    uint64_t unsaid = 0;
+    if (pgw_log_later(said, now_s, &unsaid) == PGW_LOG_WORKS)
+        say_works(what, unsaid, out);
+}
+
 void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed)
 {
     tell(said, what, failed, pgw_monotonic_s(), stderr);

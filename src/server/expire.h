@@ -62,5 +62,9 @@ void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *fai
  * failure, within that line's minute (pgw_log_stopping), lest the failure
  * stay the log's last word. */
 void pgw_expire_tell_stopping(pgw_log_limit *said, const char *what, FILE *out);
+/* Nothing told at `now_s`: "works again" on `out` if it worked since its
+ * last failure and that line's minute is over (pgw_log_later), for an
+ * owner that may fall quiet after a failure. */
+void pgw_expire_tell_later(pgw_log_limit *said, const char *what, int64_t now_s, FILE *out);
 
 #endif

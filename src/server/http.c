@@ -38,6 +38,7 @@
 #define DRAIN_SERVICE_MS (PGW_HTTP_STOP_ANSWERS_S * 1000) /* at shutdown, for the last answers */
 #define STREAMS_CLOSE_MS 1000 /* and to streams to take their last messages and close */
 #define STOP_TICK_MS     100  /* the drain's loop looks at the clock this often */
+#define QUIET_TICK_S     1    /* the API's "works again" when quiet: pgw_api_tell_quiet */
 #define STREAM_RING      4096 /* live-stream messages kept for slow watchers */
 #define STREAM_MSG_MAX   1024 /* one transfer's JSON */
 #define NEWS_PENDING_MAX 4096 /* stream messages of no job not yet taken by the service thread */
@@ -228,9 +229,10 @@ struct pgw_http {
     /* Stopping, the work drained: each stream is fed what was committed,
      * then closed 1001 (leave_stream). Service thread only. */
     bool going_away;
-    lws_sorted_usec_list_t stop_sul; /* wakes the drain's loop: its deadlines bound it */
-    size_t responding;               /* transactions with an answer not yet fully sent */
-    size_t responding_changes;       /* of those, answers that report a change (req.change) */
+    lws_sorted_usec_list_t stop_sul;  /* wakes the drain's loop: its deadlines bound it */
+    lws_sorted_usec_list_t quiet_sul; /* the API's idle check (quiet_tick) */
+    size_t responding;                /* transactions with an answer not yet fully sent */
+    size_t responding_changes;        /* of those, answers that report a change (req.change) */
     /* Finished jobs and news, handed over by the writer, reader and courier
      * threads: at most one entry per job in flight plus NEWS_PENDING_MAX of
      * news. */
@@ -2350,14 +2352,26 @@ static void stop_tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(h->ctx, 0, &h->stop_sul, stop_tick, STOP_TICK_MS * LWS_US_PER_MS);
 }
 
+/* The API's lines of WeChat and of codes say "works again" as requests
+ * finish: a gateway gone quiet after a failure says it here, once the
+ * failure's minute is over (pgw_api_tell_quiet). */
+static void quiet_tick(lws_sorted_usec_list_t *sul)
+{
+    pgw_http *h = lws_container_of(sul, pgw_http, quiet_sul);
+    pgw_api_tell_quiet(h->api, pgw_monotonic_s(), false);
+    lws_sul_schedule(h->ctx, 0, &h->quiet_sul, quiet_tick, QUIET_TICK_S * LWS_US_PER_SEC);
+}
+
 int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
 {
     (void)err;
     *stopped = (pgw_http_stopped){0};
+    quiet_tick(&h->quiet_sul);
     while (!h->stop) {
         if (lws_service(h->ctx, 0) < 0)
             break;
     }
+    lws_sul_cancel(&h->quiet_sul);
     /* Drain: the writer commits what is queued, its callers are answered,
      * the streams are fed that and closed (leave_stream), each within
      * its bound: a client that does not read holds up no stop. */
@@ -2367,6 +2381,7 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
      * and missing what was committed (test_stream_big_drain_at_stop). */
     while (drain_done(h))
         lws_service(h->ctx, 0);
+    pgw_api_tell_quiet(h->api, pgw_monotonic_s(), true); /* every job finished */
     h->going_away = true;
     lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
     stop_tick(&h->stop_sul);

@@ -3060,6 +3060,86 @@ time_t time(time_t *out)
 """
 
 
+# The monotonic clock (util/clock.c, lws's timers) ahead by the seconds in
+# the file $PGW_TEST_MONO_AHEAD: a minute of log_limit.h passes at once.
+MONO_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int (*real)(clockid_t, struct timespec *) =
+        (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+    int rc = real(id, ts);
+    const char *path = getenv("PGW_TEST_MONO_AHEAD");
+    FILE *f = rc == 0 && id == CLOCK_MONOTONIC && path != NULL ? fopen(path, "r") : NULL;
+    long long ahead = 0;
+    if (f != NULL && fscanf(f, "%lld", &ahead) == 1)
+        ts->tv_sec += ahead;
+    if (f != NULL)
+        fclose(f);
+    return rc;
+}
+"""
+
+
+def wechat_back_when_quiet(tmp, fake, env):
+    """Regression: a login WeChat failed, then one it answered, then no
+    request: the log never said the login works again (told only as
+    requests finish, once the failure's minute is over), the failure its
+    last word. The service thread now says it when the minute is over
+    (pgw_api_tell_quiet); and a phone number back within its minute, at
+    the stop."""
+    d = os.path.join(tmp, "quiet")
+    os.makedirs(d)
+    shim, src = os.path.join(d, "mono_shim.so"), os.path.join(d, "mono_shim.c")
+    with open(src, "w") as f:
+        f.write(MONO_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, src, "-ldl"], check=True)
+    preload = [shim]
+    asan = re.search(r"(\S*libasan\.so\S*) =>", subprocess.run(["ldd", BIN], capture_output=True,
+                                                                  text=True).stdout)
+    if asan:  # ASan's runtime must come first
+        preload.insert(0, asan.group(1))
+    ahead = os.path.join(d, "ahead")
+    srv = Server(d, write_config(d, fake.port),
+                 dict(env, LD_PRELOAD=" ".join(preload), PGW_TEST_MONO_AHEAD=ahead))
+    try:
+        for code in ("code-quiet-1", "code-quiet-2"):
+            fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": code,
+                                                        "openid": "oMP-quiet"})
+        fake.control("POST", "/_fake/faults", {"count": 1, "path": "/sns/jscode2session",
+                                               "errcode": -1})
+        failed = login(srv.port, "code-quiet-1")[0]
+        fake.control("POST", "/_fake/faults/clear")
+        status, doc, _ = login(srv.port, "code-quiet-2")
+        check(failed == 503 and status == 200, "login failed, then answered: %s %s" %
+              (failed, status))
+        with open(ahead, "w") as f:
+            f.write("61\n")  # the failure's minute over (PGW_LOG_EVERY_S), no request after
+        logs = eventually(srv.stderr, lambda t: "mini-program login works again" in t, timeout=5)
+        check("mini-program login works again (0 more failed" in logs,
+              "quiet after WeChat came back: the log says the login works again: %s" %
+              logs[-600:])
+        session = doc.get("session", "")
+        fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "ph-quiet",
+                                                    "phone": "13300133021", "openid": "oMP-quiet"})
+        fake.control("POST", "/_fake/faults", {"count": 1, "errcode": -1,
+                                               "path": "/wxa/business/getuserphonenumber"})
+        failed = phone(srv.port, session, "ph-quiet")[0]
+        fake.control("POST", "/_fake/faults/clear")
+        status = phone(srv.port, session, "ph-quiet")[0]
+        check(failed == 503 and status == 200, "phone failed, then answered: %s %s" %
+              (failed, status))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0 and "mini-program phone number works again" in err,
+          "a phone number back within its failure's minute, then the stop: it says so (%s): %s" %
+          (rc, err[-600:]))
+
+
 def daily_quota_at_midnight(tmp, fake, env):
     """Review of 49068a2: WeChat's daily quota comes back at midnight
     China time. A 45009 met at that very second (00:00:00 UTC+8) is the
@@ -3353,6 +3433,7 @@ def main():
         login_sign_up_cap(tmp, fake, env)
         phone_not_kept(tmp, fake, env)
         daily_quota_at_midnight(tmp, fake, env)
+        wechat_back_when_quiet(tmp, fake, env)
         pruning(srv)
         oa_member = official_account(srv, fake)
         oa_unavailable_says_nothing(srv)
