@@ -727,9 +727,12 @@ static int cmd_serve(int argc, char **argv)
     pgw_http_free(http); /* the writer has committed everything it acknowledged */
     drop_serve_lock(&lock, false);
     pgw_http_client_cleanup();
-    say_stopped(&stopped);
+    if (rc != PGW_OK) /* not "stopped cleanly": nothing asked it to stop */
+        fprintf(stderr, "pointsgw serve: %s\n", err.msg);
+    if (rc == PGW_OK || stopped.answers_cut > 0)
+        say_stopped(&stopped);
     pgw_config_free(cfg);
-    return rc == PGW_OK ? EXIT_OK : EXIT_USAGE;
+    return rc == PGW_OK ? EXIT_OK : EXIT_PROBLEM;
 }
 
 #define JSON_FILE_MAX (1 << 20) /* an event or a context is a few hundred bytes */

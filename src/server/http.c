@@ -2364,13 +2364,13 @@ static void quiet_tick(lws_sorted_usec_list_t *sul)
 
 int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
 {
-    (void)err;
     *stopped = (pgw_http_stopped){0};
     quiet_tick(&h->quiet_sul);
-    while (!h->stop) {
-        if (lws_service(h->ctx, 0) < 0)
-            break;
-    }
+    /* lws failing (its loop cannot go on) is no stop asked: the drain is
+     * the same, but the run fails, so that a supervisor restarts it. */
+    bool failed = false;
+    while (!h->stop && !failed)
+        failed = lws_service(h->ctx, 0) < 0;
     lws_sul_cancel(&h->quiet_sul);
     /* Drain: the writer commits what is queued, its callers are answered,
      * the streams are fed that and closed (leave_stream), each within
@@ -2396,7 +2396,10 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
     /* Past the deadline: cut off by pgw_http_free, each logged undelivered. */
     stopped->answers_cut = h->responding;
     stopped->changes_cut = h->responding_changes;
-    return PGW_OK;
+    return failed ? pgw_err_set(err, PGW_EIO,
+                                "libwebsockets' service loop failed: stopped serving though no "
+                                "stop was asked")
+                  : PGW_OK;
 }
 
 void pgw_http_free(pgw_http *h)

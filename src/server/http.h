@@ -65,7 +65,8 @@ typedef struct pgw_http_stopped {
 #define PGW_HTTP_STOP_ANSWERS_S 2
 
 /* Serves until pgw_http_shutdown; then drains, says in `stopped` what it
- * could not finish, and returns. */
+ * could not finish, and returns PGW_OK. libwebsockets' loop failing
+ * (lws_service < 0) is drained alike but PGW_EIO: no stop was asked. */
 int pgw_http_run(pgw_http *http, pgw_http_stopped *stopped, pgw_err *err);
 
 /* Asks pgw_http_run to finish. Async-signal-safe. */
