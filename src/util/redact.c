@@ -95,8 +95,17 @@ static bool digit_byte(char c)
     return c >= '0' && c <= '9';
 }
 
-/* The length of the number at p (digits, one ' ' or '-' between two of
- * them: "138 0013 8000"), its digits counted in *digits. */
+/* A byte a phone's digit groups are written apart by: a space, "-./()",
+ * or one of a UTF-8 character's (a no-break or an ideographic space, a
+ * full-width hyphen, as pasted from a spreadsheet or an IME). */
+static bool group_gap_byte(char c)
+{
+    return (unsigned char)c >= 0x80 || (c != '\0' && strchr(" -./()", c) != NULL);
+}
+
+/* The length of the number at p (digits, at most 4 gap bytes between two
+ * of them: "138 0013 8000", "138.0013.8000", ")" and an ideographic space), its digits
+ * counted in *digits. */
 static size_t number_length(const char *p, size_t *digits)
 {
     size_t n = 0;
@@ -104,8 +113,11 @@ static size_t number_length(const char *p, size_t *digits)
     while (digit_byte(p[n])) {
         for (; digit_byte(p[n]); n++)
             ++*digits;
-        if ((p[n] == ' ' || p[n] == '-') && digit_byte(p[n + 1]))
-            n++;
+        size_t gap = 0;
+        while (gap < 4 && group_gap_byte(p[n + gap]))
+            gap++;
+        if (gap > 0 && digit_byte(p[n + gap]))
+            n += gap;
     }
     return n;
 }

@@ -92,12 +92,32 @@ static void test_reason(void **state)
     expect_reason("", 8, "");
 }
 
+/* Regression (review of 622623f): a phone's groups apart by other than one
+ * space or '-' (a dot, two spaces, a no-break or ideographic space as
+ * pasted from a spreadsheet or an IME) were shown group by group. */
+static void test_reason_phone_groups(void **state)
+{
+    (void)state;
+    expect_reason("no member 138.0013.8000", 200, "no member ***");
+    expect_reason("no member 138  0013  8000", 200, "no member ***");
+    expect_reason("no member 138\xc2\xa0"
+                  "0013\xc2\xa0"
+                  "8000",
+                  200, "no member ***");
+    expect_reason("no member (138)\xe3\x80\x80"
+                  "0013\xe3\x80\x80"
+                  "8000!",
+                  200, "no member (***!");
+    expect_reason("at 1:40: x", 200, "at 1:40: x"); /* ':' and ", " join nothing */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forms),
         cmocka_unit_test(test_cut_to_fit),
         cmocka_unit_test(test_reason),
+        cmocka_unit_test(test_reason_phone_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
