@@ -141,7 +141,12 @@ void pgw_redact_reason(const char *message, char *out, size_t cap)
 {
     PGW_ASSERT(cap > 0);
     size_t n = 0;
-    for (const char *p = message; *p != '\0';) {
+    /* jansson's words end "near '<the body's text where it failed>'": a
+     * code, a name, a phone half typed. Shown as "near '***'". */
+    const char *near = strstr(message, "near '");
+    const char *end = near != NULL ? near + strlen("near '") : message + strlen(message);
+    const char *p = message;
+    while (p < end) {
         size_t token = 0;
         while (token_byte(p[token]))
             token++;
@@ -155,6 +160,10 @@ void pgw_redact_reason(const char *message, char *out, size_t cap)
         memcpy(out + n, piece, len);
         n += len;
         p += hidden > 0 ? hidden : len;
+    }
+    if (p == end && near != NULL && *end != '\0' && n + 4 <= cap - 1) {
+        memcpy(out + n, "***'", 4);
+        n += 4;
     }
     out[n] = '\0';
 }

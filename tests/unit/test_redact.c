@@ -111,6 +111,19 @@ static void test_reason_phone_groups(void **state)
     expect_reason("at 1:40: x", 200, "at 1:40: x"); /* ':' and ", " join nothing */
 }
 
+/* Regression (review of 622623f): jansson's "near '...'" quotes the body's
+ * text where it failed: an SMS code (6 digits) or a name was in the log. */
+static void test_reason_json_near(void **state)
+{
+    (void)state;
+    expect_reason("invalid JSON at 1:40: unexpected newline near '\"123456'", 200,
+                  "invalid JSON at 1:40: unexpected newline near '***'");
+    expect_reason("invalid JSON at 1:20: control character 0x9 near '\"Zhang San'", 200,
+                  "invalid JSON at 1:20: control character 0x9 near '***'");
+    expect_reason("invalid JSON at 1:2: '}' expected near end of file", 200,
+                  "invalid JSON at 1:2: '}' expected near end of file");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +131,7 @@ int main(void)
         cmocka_unit_test(test_cut_to_fit),
         cmocka_unit_test(test_reason),
         cmocka_unit_test(test_reason_phone_groups),
+        cmocka_unit_test(test_reason_json_near),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
