@@ -2979,6 +2979,22 @@ def metric(s, name):
 HELD_BATCHES, HELD_WINDOW = 70, 32  # hold_big_drain's batches and their purchases
 
 
+def big_drain_watchers(s, event_prefix, member_prefix):
+    """The big-drain tests' purchases and two admin watchers with 4 MiB
+    receive buffers: (event(k, i), transfers a purchase makes, watchers)."""
+    def event(k, i):
+        return purchase(f"{event_prefix}-{k}-{i}", amount=100000,
+                        member=f"{member_prefix}{k}{i:03d}")
+    _, doc, _ = s.request("POST", "/v1/events", event(999, 0))
+    each = len(doc.get("transfers", []))
+    check(each >= 2, f"a purchase of this shape makes 2 transfers or more: {doc}")
+    watchers = [ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0]) for _ in range(2)]
+    check(all(" 101 " in status for _, status, _ in watchers), "two watchers")
+    for sock, _, _ in watchers:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    return event, each, watchers
+
+
 def hold_big_drain(s, event, each, while_held=None):
     """Holds the writer while 70 batches of 32 purchases (`event(k, i)`,
     `each` transfers a purchase) fill it, then the service thread while the
@@ -3033,15 +3049,7 @@ def test_stream_big_drain(tmp):
     os.makedirs(d)
     s = Server(d, write_config(d, name="big-drain.json"))
     try:
-        def event(k, i):
-            return purchase(f"E-BIG-{k}-{i}", amount=100000, member=f"MB{k}{i:03d}")
-        _, doc, _ = s.request("POST", "/v1/events", event(999, 0))
-        each = len(doc.get("transfers", []))
-        check(each >= 2, f"a purchase of this shape makes 2 transfers or more: {doc}")
-        watchers = [ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0]) for _ in range(2)]
-        check(all(" 101 " in status for _, status, _ in watchers), "two watchers")
-        for sock, _, _ in watchers:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        event, each, watchers = big_drain_watchers(s, "E-BIG", "MB")
         posters, answers, before = hold_big_drain(s, event, each)
         batches, window = HELD_BATCHES, HELD_WINDOW
         # Regression: requests finishing while that drain took its turns
@@ -3130,15 +3138,7 @@ def test_stream_big_drain_at_stop(tmp):
     s = Server(d, write_config(d, name="big-drain-stop.json"))
     stopped = False
     try:
-        def event(k, i):
-            return purchase(f"E-BIGSTOP-{k}-{i}", amount=100000, member=f"MS{k}{i:03d}")
-        _, doc, _ = s.request("POST", "/v1/events", event(999, 0))
-        each = len(doc.get("transfers", []))
-        check(each >= 2, f"a purchase of this shape makes 2 transfers or more: {doc}")
-        watchers = [ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0]) for _ in range(2)]
-        check(all(" 101 " in status for _, status, _ in watchers), "two watchers")
-        for sock, _, _ in watchers:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        event, each, watchers = big_drain_watchers(s, "E-BIGSTOP", "MS")
         def stop():
             nonlocal stopped
             s.proc.send_signal(signal.SIGTERM)  # taken by a thread not stopped
