@@ -2483,6 +2483,27 @@ static void test_failing_records_are_logged_within_bounds(void **state)
 }
 
 /*
+ * M1's record refused, stderr into `log` (its descriptor in *saved for
+ * stderr_back), the rig started: whether the failure was said, and
+ * whether M2's notice, within the minute, was recorded. The caller lets
+ * the records be (let_notices_be) and frees the rig.
+ */
+static void record_refused_then_made(db_fixture *f, rig *r, char *log, size_t log_size, int *saved,
+                                     bool *failed, bool *back)
+{
+    atomic_store(&first_send, 0);
+    rig_open(f, mall(), r);
+    member_with_notice(r->store, r->vault, "M1", "13800138000");
+    refuse_notices(f, "refuse_record",
+                   "OLD.state = 'sending' AND NEW.state <> 'sending' AND OLD.member = 'M1'",
+                   "record", false);
+    *saved = stderr_to(f, log, log_size);
+    rig_start(f, r);
+    *failed = wait_line(log, "not recorded: ");
+    *back = sent_now(r, "M2", "13900139002"); /* recorded within the minute */
+}
+
+/*
  * Recording that came back within the minute of its failure's line, and
  * no notice after it (a quiet mall): the minute over, the log still says
  * nothing of it working again, the failure its last word on recording.
@@ -2490,19 +2511,12 @@ static void test_failing_records_are_logged_within_bounds(void **state)
 static void test_records_back_in_a_quiet_minute_are_told(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
     rig r;
-    rig_open(f, mall(), &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    refuse_notices(f, "refuse_record",
-                   "OLD.state = 'sending' AND NEW.state <> 'sending' AND OLD.member = 'M1'",
-                   "record", false);
     char log[128];
-    int saved = stderr_to(f, log, sizeof(log));
-    rig_start(f, &r);
-    bool failed = wait_line(log, "not recorded: ");
-    bool back = sent_now(&r, "M2", "13900139002"); /* recorded within the minute */
-    atomic_store(&mono_ahead, PGW_LOG_EVERY_S);    /* the minute over; no notice after */
+    int saved;
+    bool failed, back;
+    record_refused_then_made(f, &r, log, sizeof(log), &saved, &failed, &back);
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S); /* the minute over; no notice after */
     bool said = wait_line(log, "pointsgw: recording notices works again");
     let_notices_be(f, "refuse_record");
     rig_free(&r);
@@ -2521,18 +2535,11 @@ static void test_records_back_in_a_quiet_minute_are_told(void **state)
 static void test_records_back_before_a_stop_are_told(void **state)
 {
     db_fixture *f = *state;
-    atomic_store(&first_send, 0);
     rig r;
-    rig_open(f, mall(), &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    refuse_notices(f, "refuse_record",
-                   "OLD.state = 'sending' AND NEW.state <> 'sending' AND OLD.member = 'M1'",
-                   "record", false);
     char log[128];
-    int saved = stderr_to(f, log, sizeof(log));
-    rig_start(f, &r);
-    bool failed = wait_line(log, "not recorded: ");
-    bool back = sent_now(&r, "M2", "13900139002"); /* recorded within the minute */
+    int saved;
+    bool failed, back;
+    record_refused_then_made(f, &r, log, sizeof(log), &saved, &failed, &back);
     let_notices_be(f, "refuse_record");
     rig_free(&r); /* the stop, the minute not over */
     stderr_back(saved);
