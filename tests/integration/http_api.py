@@ -2462,6 +2462,21 @@ def ws_pong(sock, payload):
                  bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
 
+def ws_next_frame(buf):
+    """The first whole frame in buf (a server's: unmasked) as (opcode,
+    payload, the bytes after it); None until it has come whole."""
+    if len(buf) < 2:
+        return None
+    n, at = buf[1] & 0x7F, 2
+    if n == 126:
+        n, at = int.from_bytes(buf[2:4], "big"), 4
+    elif n == 127:
+        n, at = int.from_bytes(buf[2:10], "big"), 10
+    if len(buf) < at + n:
+        return None
+    return buf[0] & 0x0F, buf[at:at + n], buf[at + n:]
+
+
 def ws_messages(sock, pending, wait, until=None):
     """Reads text frames (the server does not mask) until `wait` seconds pass without
     one (and, given `until`, it says the senders are done), answering pings."""
@@ -2469,21 +2484,13 @@ def ws_messages(sock, pending, wait, until=None):
     buf = pending
     quiet_from = time.time()
     while True:
-        while len(buf) >= 2:
-            n = buf[1] & 0x7F
-            at = 2
-            if n == 126:
-                n, at = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                n, at = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < at + n:
-                break
-            if buf[0] & 0x0F == 1:
-                out.append(json.loads(buf[at:at + n]))
+        while (frame := ws_next_frame(buf)) is not None:
+            opcode, payload, buf = frame
+            if opcode == 1:
+                out.append(json.loads(payload))
                 quiet_from = time.time()
-            elif buf[0] & 0x0F == 9:
-                ws_pong(sock, buf[at:at + n])
-            buf = buf[at + n:]
+            elif opcode == 9:
+                ws_pong(sock, payload)
         # A ping is no message: the quiet time counts from the last one.
         sock.settimeout(max(quiet_from + wait - time.time(), 0.001))
         try:
@@ -3094,15 +3101,8 @@ def ws_read(sock, pending, wait, arrived=None, until=None):
     out, buf = [], pending
     quiet_from = time.time()
     while True:
-        while len(buf) >= 2:
-            n, at = buf[1] & 0x7F, 2
-            if n == 126:
-                n, at = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                n, at = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < at + n:
-                break
-            opcode, payload, buf = buf[0] & 0x0F, buf[at:at + n], buf[at + n:]
+        while (frame := ws_next_frame(buf)) is not None:
+            opcode, payload, buf = frame
             if opcode == 1:
                 out.append(json.loads(payload))
                 quiet_from = time.time()
