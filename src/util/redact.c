@@ -10,6 +10,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* The most of a message redacted: past it, what would be shown is cut
+ * anyway (a reason is at most PGW_API_REASON_MAX, 120 bytes). */
+#define PGW_REDACT_TEXT_MAX 512
+
 /* The first "password" in s, in any case, or NULL. */
 static char *find_password(char *s)
 {
@@ -103,20 +107,38 @@ static bool group_gap_byte(char c)
     return (unsigned char)c >= 0x80 || (c != '\0' && strchr(" -./()", c) != NULL);
 }
 
+/* The length of a date at p, "2026-11-24" or "2026/11/24", or 0: four
+ * digits, a month and a day apart by the same '-' or '/', no digit after.
+ * A phone is never written so (3-4-4 digits, 138-0013-8000, or all of
+ * them), so a closed period's or a clock's date stays readable. */
+static size_t date_length(const char *p)
+{
+    for (size_t i = 0; i < 10; i++) {
+        bool gap = i == 4 || i == 7;
+        if (gap ? p[i] != p[4] || (p[i] != '-' && p[i] != '/') : !digit_byte(p[i]))
+            return 0;
+    }
+    int month = (p[5] - '0') * 10 + (p[6] - '0'), day = (p[8] - '0') * 10 + (p[9] - '0');
+    bool in_range = month >= 1 && month <= 12 && day >= 1 && day <= 31;
+    return in_range && !digit_byte(p[10]) ? 10 : 0;
+}
+
 /* The length of the number at p (digits, at most 4 gap bytes between two
  * of them: "138 0013 8000", "138.0013.8000", ")" and an ideographic space), its digits
- * counted in *digits. */
+ * counted in *digits. A date is no number's (0 digits) and joins none. */
 static size_t number_length(const char *p, size_t *digits)
 {
-    size_t n = 0;
+    size_t n = date_length(p);
     *digits = 0;
+    if (n > 0)
+        return n;
     while (digit_byte(p[n])) {
         for (; digit_byte(p[n]); n++)
             ++*digits;
         size_t gap = 0;
         while (gap < 4 && group_gap_byte(p[n + gap]))
             gap++;
-        if (gap > 0 && digit_byte(p[n + gap]))
+        if (gap > 0 && digit_byte(p[n + gap]) && date_length(p + n + gap) == 0)
             n += gap;
     }
     return n;
@@ -137,16 +159,67 @@ static size_t hidden_length(const char *p, size_t len)
     return hide;
 }
 
+/* Where a PostgreSQL error's DETAIL or HINT starts in message (a row's
+ * values: "Key (phone)=(...)", "Failing row contains (...)"), as libpq
+ * writes it (a line of its own) or the store (after "; "), or its end. */
+static size_t shown_length(const char *message)
+{
+    static const char *const DETAIL[] = {"; Key (", "; Failing row contains",
+                                         "; hint: ", "DETAIL:", "HINT:"};
+    size_t len = strcspn(message, "\r\n");
+    for (size_t i = 0; i < sizeof(DETAIL) / sizeof(DETAIL[0]); i++) {
+        const char *at = strstr(message, DETAIL[i]);
+        if (at != NULL && (size_t)(at - message) < len)
+            len = (size_t)(at - message);
+    }
+    return len;
+}
+
+/* Appends s (len bytes) to text (n bytes of cap) as far as it fits. */
+static void append(char *text, size_t *n, size_t cap, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len && *n + 1 < cap; i++)
+        text[(*n)++] = s[i];
+}
+
+/*
+ * message's first len bytes into text (cap), NUL-terminated, with what
+ * it quotes of the request as "***": from its first '"' to its last (a
+ * name or a phone typed in the wrong field; a '"' in it ends nothing) or
+ * to its end, and jansson's "near '<the body's text where it failed>'".
+ */
+static void hide_quoted(const char *message, size_t len, char *text, size_t cap)
+{
+    size_t n = 0, i = 0;
+    while (i < len) {
+        const char *p = message + i;
+        bool near = len - i > 6 && strncmp(p, "near '", 6) == 0;
+        if (*p != '"' && !near) {
+            append(text, &n, cap, p, 1);
+            i++;
+            continue;
+        }
+        size_t open = near ? 6 : 1, close = len - i; /* the span's text: [open, close) */
+        for (size_t j = open; j < len - i; j++)
+            if (p[j] == (near ? '\'' : '"'))
+                close = j;
+        append(text, &n, cap, p, open);
+        if (close > open)
+            append(text, &n, cap, "***", 3);
+        if (close < len - i)
+            append(text, &n, cap, p + close, 1);
+        i += close < len - i ? close + 1 : len - i;
+    }
+    text[n] = '\0';
+}
+
 void pgw_redact_reason(const char *message, char *out, size_t cap)
 {
     PGW_ASSERT(cap > 0);
+    char text[PGW_REDACT_TEXT_MAX];
+    hide_quoted(message, shown_length(message), text, sizeof(text));
     size_t n = 0;
-    /* jansson's words end "near '<the body's text where it failed>'": a
-     * code, a name, a phone half typed. Shown as "near '***'". */
-    const char *near = strstr(message, "near '");
-    const char *end = near != NULL ? near + strlen("near '") : message + strlen(message);
-    const char *p = message;
-    while (p < end) {
+    for (const char *p = text; *p != '\0';) {
         size_t token = 0;
         while (token_byte(p[token]))
             token++;
@@ -160,10 +233,6 @@ void pgw_redact_reason(const char *message, char *out, size_t cap)
         memcpy(out + n, piece, len);
         n += len;
         p += hidden > 0 ? hidden : len;
-    }
-    if (p == end && near != NULL && *end != '\0' && n + 4 <= cap - 1) {
-        memcpy(out + n, "***'", 4);
-        n += 4;
     }
     out[n] = '\0';
 }

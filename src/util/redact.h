@@ -18,11 +18,18 @@ void pgw_redact_db_url(const char *url, char *out, size_t cap);
 
 /*
  * A refusal's message as the request log shows it, into out (cap > 0; cut
- * to fit, at most cap - 1 bytes). A message may quote what a client sent:
- * a run of 7 or more digits (a phone number) and a run of 20 or more
- * letters, digits and "_-+/=" (a key's text, a signature, a session token,
- * an openid) each become "***"; a byte that is not printable ASCII
- * becomes '?', so the line stays JSON whatever was quoted.
+ * to fit, at most cap - 1 bytes). A message may quote what a client sent,
+ * and a name or a phone typed in the wrong field is then in it:
+ * - what it quotes becomes "***": from its first '"' to its last (or to
+ *   its end: unknown shop "***"), and jansson's near '***';
+ * - a PostgreSQL error's DETAIL and HINT (a row's values: "Key (x)=(...)",
+ *   on a line of their own or after "; ") and anything after a newline go;
+ * - a run of 7 or more digits (a phone number, its groups apart by up to 4
+ *   of " -./()" or UTF-8 bytes) and a run of 20 or more letters, digits
+ *   and "_-+/=" (a key's text, a signature, a session token, an openid)
+ *   each become "***"; a date "2026-11-24" or "2026/11/24" is no such
+ *   digits and joins none, a time "10:15:00" none either;
+ * - a byte that is not printable ASCII becomes '?', so the line stays JSON.
  */
 void pgw_redact_reason(const char *message, char *out, size_t cap);
 

@@ -74,7 +74,7 @@ static void test_reason(void **state)
     expect_reason("stale X-PGW-Timestamp: 3600 s behind the gateway's clock (1764600000)", 200,
                   "stale X-PGW-Timestamp: 3600 s behind the gateway's clock (***)");
     expect_reason("member \"phon:13800138000\" is not phone:..., card:...", 200,
-                  "member \"phon:***\" is not phone:..., card:...");
+                  "member \"***\" is not phone:..., card:...");
     expect_reason("phone +86 138 0013 8000", 200, "phone ***");
     /* a key's text, a signature, a token, an openid: long runs of such */
     expect_reason("bad key pgw_live_0123456789abcdefXYZ here", 200, "bad key *** here");
@@ -124,6 +124,57 @@ static void test_reason_json_near(void **state)
                   "invalid JSON at 1:2: '}' expected near end of file");
 }
 
+/* Regression (review of 5ff4401): what a message quotes of the request
+ * ("unknown shop \"%s\"") is what a client typed in a field, a member's
+ * name or phone in the wrong one: it was in the log when short. */
+static void test_reason_quoted(void **state)
+{
+    (void)state;
+    expect_reason("$.shop_id: unknown shop \"Zhang San\"", 200, "$.shop_id: unknown shop \"***\"");
+    expect_reason("$.type: unknown event type \"138 0013\"", 200,
+                  "$.type: unknown event type \"***\"");
+    expect_reason("key till posts events on channel store only, not on \"Li Si\"", 200,
+                  "key till posts events on channel store only, not on \"***\"");
+    /* a quote in what was quoted, or one left open: hidden to the last */
+    expect_reason("unknown shop \"a\"Zhang San\" here", 200, "unknown shop \"***\" here");
+    expect_reason("unknown shop \"Zhang San", 200, "unknown shop \"***");
+    expect_reason("empty \"\" stays", 200, "empty \"\" stays");
+}
+
+/* Regression (review of 5ff4401): a PostgreSQL error passed on as a
+ * message carries its DETAIL, a row's values ("Key (x)=(...)"), on a line
+ * of its own (libpq) or after "; " (the store's one-line form). */
+static void test_reason_postgres_detail(void **state)
+{
+    (void)state;
+    expect_reason("ERROR:  duplicate key value violates unique constraint \"members_pkey\"\n"
+                  "DETAIL:  Key (name)=(Zhang San) already exists.\n",
+                  200, "ERROR:  duplicate key value violates unique constraint \"***\"");
+    expect_reason("duplicate key value violates unique constraint \"members_pkey\"; Key "
+                  "(name)=(Zhang San) already exists.",
+                  200, "duplicate key value violates unique constraint \"***\"");
+    expect_reason("null value in column \"x\" violates not-null constraint; Failing row "
+                  "contains (7, Zhang San, null).",
+                  200, "null value in column \"***\" violates not-null constraint");
+    expect_reason("permission denied for table t; hint: ask Zhang San", 200,
+                  "permission denied for table t");
+}
+
+/* Regression (review of 5ff4401): a date or a time of day in a message
+ * (the closed period's, a stale clock's) was "***" as a phone would be. */
+static void test_reason_dates(void **state)
+{
+    (void)state;
+    expect_reason("the event is dated 2026-11-24T10:15:00+08:00, before 2026-12-01", 200,
+                  "the event is dated 2026-11-24T10:15:00+08:00, before 2026-12-01");
+    expect_reason("at 2026-11-24 10:15:00 and 2026/11/24", 200,
+                  "at 2026-11-24 10:15:00 and 2026/11/24");
+    /* a phone is no date, nor joined to one; nor is a month 13 */
+    expect_reason("138-0013-8000 2026-11-24", 200, "*** 2026-11-24");
+    expect_reason("2026-11-24 138 0013 8000", 200, "2026-11-24 ***");
+    expect_reason("1380-01-38 x 2026-13-01 x 20261124", 200, "*** x *** x ***");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +183,9 @@ int main(void)
         cmocka_unit_test(test_reason),
         cmocka_unit_test(test_reason_phone_groups),
         cmocka_unit_test(test_reason_json_near),
+        cmocka_unit_test(test_reason_quoted),
+        cmocka_unit_test(test_reason_postgres_detail),
+        cmocka_unit_test(test_reason_dates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
