@@ -665,9 +665,51 @@ static int copy_file(FILE *from, FILE *out)
     return rc == PGW_OK && !ferror(from) ? PGW_OK : PGW_EIO;
 }
 
-/* The report: summary, warnings, then the exceptions kept in `tmp`. */
+int pgw_recon_read_scope(pgw_store *store, const pgw_event_filter *filter, pgw_recon_scope *scope,
+                         pgw_err *err)
+{
+    *scope = (pgw_recon_scope){false, false};
+    int rc =
+        pgw_store_channel_has_keys(store, filter->channel, "", &scope->has_channel_events, err);
+    if (rc != PGW_OK || !scope->has_channel_events || filter->shop == NULL) {
+        scope->has_shop_events = scope->has_channel_events;
+        return rc;
+    }
+    char source[PGW_ID_MAX + 2];                    /* "S001:": the keys of the shop's events */
+    PGW_ASSERT(strlen(filter->shop) <= PGW_ID_MAX); /* pgw_store_check_event_filter */
+    snprintf(source, sizeof(source), "%s:", filter->shop);
+    return pgw_store_channel_has_keys(store, filter->channel, source, &scope->has_shop_events, err);
+}
+
+/* The scope's notices as a JSON array (an empty one when all is well). */
+static int write_notices(const pgw_event_filter *f, const pgw_recon_scope *scope, FILE *out)
+{
+    char message[2 * PGW_ID_MAX + 96];
+    json_t *notices = json_array(), *o = NULL;
+    if (!scope->has_channel_events) {
+        snprintf(message, sizeof(message), "the log has no event on channel %s (misspelt?)",
+                 f->channel);
+        o = json_pack("{s:s,s:s,s:s}", "kind", "no_events_on_channel", "channel", f->channel,
+                      "message", message);
+    } else if (!scope->has_shop_events) {
+        snprintf(message, sizeof(message),
+                 "the log has no event of shop %s on channel %s (misspelt?)", f->shop, f->channel);
+        o = json_pack("{s:s,s:s,s:s,s:s}", "kind", "no_events_of_shop", "channel", f->channel,
+                      "shop", f->shop, "message", message);
+    }
+    bool due = !scope->has_channel_events || !scope->has_shop_events;
+    /* json_array_append_new takes o over, also when it fails (no array) */
+    int rc = (!due || json_array_append_new(notices, o) == 0) && notices != NULL &&
+                     json_dumpf(notices, out, JSON_COMPACT) == 0
+                 ? PGW_OK
+                 : PGW_EIO;
+    json_decref(notices);
+    return rc;
+}
+
+/* The report: summary, warnings, notices, then the exceptions kept in `tmp`. */
 static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_summary *sum,
-                        FILE *out, pgw_err *err)
+                        const pgw_recon_scope *scope, FILE *out, pgw_err *err)
 {
     bool json = k->opts->format == PGW_RECON_JSON;
     int64_t exceptions = 0;
@@ -684,7 +726,9 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
         fputs(",\"warnings\":[", out);
         if (rc == PGW_OK)
             rc = copy_file(k->warnings, out);
-        fputs("]", out);
+        fputs("],\"notices\":", out);
+        if (rc == PGW_OK)
+            rc = write_notices(&k->opts->filter, scope, out);
         fprintf(out, ",\"exceptions_listed\":%zu,\"truncated\":%s,\"exceptions\":[\n", k->listed,
                 truncated ? "true" : "false");
     } else {
@@ -720,7 +764,10 @@ int pgw_recon_run(pgw_store *store, pgw_statement *st, const pgw_recon_options *
     }
     /* A row's local time (no offset) is the mall's, as the report's are. */
     pgw_statement_set_time_zone(st, opts->tz);
-    int rc = match_once(store, st, opts, &k, sum, err);
+    pgw_recon_scope scope;
+    int rc = pgw_recon_read_scope(store, &opts->filter, &scope, err);
+    if (rc == PGW_OK)
+        rc = match_once(store, st, opts, &k, sum, err);
     if (rc == PGW_EINVAL) {
         /* Not in event_id order (the only EINVAL of the matcher): sort the
          * statement on disk and match again from the start. */
@@ -732,7 +779,7 @@ int pgw_recon_run(pgw_store *store, pgw_statement *st, const pgw_recon_options *
         /* An EINVAL now is not the order: the file changed between the passes. */
     }
     if (rc == PGW_OK)
-        rc = write_report(&k, st, sum, out, err);
+        rc = write_report(&k, st, sum, &scope, out, err);
     /* Said once the match is done: a first pass over an unsorted
      * statement is started over, its findings dropped. */
     if (rc == PGW_OK && k.warn_lines != NULL &&

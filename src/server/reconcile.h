@@ -36,11 +36,31 @@ typedef struct pgw_recon_options {
 } pgw_recon_options;
 
 /*
+ * What the log holds of a reconciliation's scope, whatever its period: a
+ * channel or shop misspelt has no event at all, and every statement row is
+ * then missing_in_ledger without a word. The JSON report says so in its
+ * `notices`; the CLI also on stderr (and refuses a --repair of a channel
+ * with none). has_shop_events is true when the filter names no shop.
+ */
+typedef struct pgw_recon_scope {
+    bool has_channel_events;
+    bool has_shop_events; /* of filter.shop on the channel; false when the channel has none */
+} pgw_recon_scope;
+
+/* Reads *scope for `filter` (channel and shop checked: pgw_store_check_event_filter). */
+int pgw_recon_read_scope(pgw_store *store, const pgw_event_filter *filter, pgw_recon_scope *scope,
+                         pgw_err *err);
+
+/*
  * Runs the match and writes the report to `out`. The caller holds a read
  * transaction on `store`. Fills *summary. PGW_EINVAL never comes from the
  * statement's content (bad rows are malformed_row exceptions); errors are
  * I/O or storage.
  */
+/* The JSON report: {"summary", "ignored_columns", "warnings", "notices"
+ * (pgw_recon_scope's, as {"kind": "no_events_on_channel"|
+ * "no_events_of_shop", "channel", ["shop",] "message"}; an empty list when
+ * none), "exceptions_listed", "truncated", "exceptions"}. */
 int pgw_recon_run(pgw_store *store, pgw_statement *statement, const pgw_recon_options *opts,
                   FILE *out, pgw_recon_summary *summary, pgw_err *err);
 

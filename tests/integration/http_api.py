@@ -4963,6 +4963,38 @@ def test_instant_written_another_way(s):
           f"the file again, its row recorded before: {status} {doc}")
 
 
+def test_reconciliation_notices(s):
+    """Regression (an operator's walkthrough): pointsgw reconcile warns of a channel or
+    --shop the log has no event of (a typo: every row missing_in_ledger), while POST
+    /v1/reconciliations answered the same report without a word. Both reports now say
+    so in "notices" (an empty list when all is well), the CLI on stderr as before."""
+    when = RECON_DAY % (10, 0)
+    status, doc, _ = s.request("POST", "/v1/events", purchase("REC-NOTE-1", 10000, "MRECN",
+                                                              when=when))
+    check(status in (200, 201), f"an event to reconcile: {status} {doc}")
+    rows = statement_csv([["REC-NOTE-1", when, "purchase", "member_id:MRECN", 10000,
+                           doc.get("points")]])
+    day = "&from=2026-11-20T00:00:00%2B08:00&to=2026-11-21T00:00:00%2B08:00"
+    cases = (("stores", "S001", [{"kind": "no_events_on_channel", "channel": "stores"}]),
+             ("store", "B250", [{"kind": "no_events_of_shop", "channel": "store",
+                                 "shop": "B250"}]),
+             ("store", "S001", []))
+    for channel, shop, want in cases:
+        status, web, _ = s.request("POST", f"/v1/reconciliations?channel={channel}&shop={shop}"
+                                   + day, raw=rows.encode(), ctype="text/csv", key="finance")
+        notices = web.get("notices") if isinstance(web, dict) else None
+        shown = [{k: v for k, v in n.items() if k != "message"} for n in notices or []]
+        check(status == 200 and isinstance(notices, list) and shown == want and
+              web.get("warnings") == [] and
+              all(f"channel {channel}" in n.get("message", "") for n in notices or []),
+              f"POST /v1/reconciliations {channel}/{shop} notices {want}: {status} {web}")
+        code, doc, err = reconcile(s, rows, channel=channel, shop=shop)
+        check(isinstance(doc, dict) and isinstance(notices, list) and
+              doc.get("notices") == notices and
+              (want == []) == ("warning: the log has no event" not in err),
+              f"reconcile {channel}/{shop}: the same notices, warned on stderr: {doc} {err}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -4989,7 +5021,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
           test_member_reads_beside_finance,
           test_member_show, test_backup,
-          test_sync_metrics, test_instant_written_another_way)
+          test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
