@@ -44,6 +44,22 @@ static const char *const KIND_TITLES[PGW_NOTICE_KINDS] = {
     [PGW_NOTICE_TIER_CHANGED] = "会员等级变更",
 };
 
+/*
+ * A kind of line of the store failing, which the couriers share: its
+ * limit (core/log_limit.h), and which couriers failed since they last got
+ * through. A courier's outcome is its own (its connection, its batch):
+ * the kind works again only once every courier that failed has got
+ * through since. Regression: with one limit and each courier's outcome
+ * told to it, one courier failing while another got through said the
+ * failure and "works again" by turns, a pair a minute, the log saying it
+ * worked when a courier of it did not.
+ */
+typedef struct said_kind {
+    pgw_log_limit limit;
+    uint64_t failing; /* bit i: courier i */
+} said_kind;
+PGW_STATIC_ASSERT(PGW_NOTIFY_THREADS_MAX <= 64, "a courier a bit of said_kind.failing");
+
 /* One delivering thread: its own connection, so threads never share one. */
 typedef struct courier {
     struct pgw_notifier *n;
@@ -52,6 +68,7 @@ typedef struct courier {
      * notice since freed and claimed by another courier) still renew,
      * send and record the other's claim: sent twice. */
     char owner[PGW_OWNER_MAX + 1];
+    size_t index; /* in the notifier's couriers */
     pgw_store *store;
     pthread_t thread;
     bool started;
@@ -75,10 +92,13 @@ struct pgw_notifier {
     pthread_cond_t wake;
     bool stop;                /* under lock */
     pgw_notifier_stats stats; /* under lock */
-    /* Under lock: how often each kind of line of the store failing goes
-     * to stderr (tell): an attempt counted (log_failure), the outbox's
-     * claims, its sweep of lapsed claims, a renewal, a record. */
-    pgw_log_limit counted_said, claims_said, sweep_said, renew_said, record_said;
+    /* Under said_lock, held while a line is written too (tell): how often
+     * each kind of line of the store failing goes to stderr, an attempt
+     * counted (log_failure), the outbox's claims, its sweep of lapsed
+     * claims, a renewal, a record. A lock of their own: a write to stderr
+     * (a pipe a reader let fill) must not hold up the stats and the stop. */
+    pthread_mutex_t said_lock;
+    said_kind counted_said, claims_said, sweep_said, renew_said, record_said;
     /* Under lock: when WeChat's daily quota of the mini program's (0) and
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
@@ -181,37 +201,45 @@ static void say(pgw_log_say said, const char *line, const char *why, uint64_t un
 }
 
 /*
- * A kind of line of the store failing, `said` its limit (core/log_limit.h
- * pgw_log_tell): `err` a failure (NULL: what failed got through), `line`
- * what failed, or worked again. A database down, locked or out of disk
- * fails every poll of every courier, every record of a batch, every
- * attempt, and a line each would bury the log (regressions: a line at
- * each poll, some 40 in 2 s; one per notice). "Works again" only once the
- * minute of the last line is over: a store failing every other poll
- * would say two lines a failure.
+ * A kind of line of the store failing, `said` (core/log_limit.h
+ * pgw_log_tell), at courier `who`: `err` a failure (NULL: what failed got
+ * through), `line` what failed, or worked again. A database down, locked
+ * or out of disk fails every poll of every courier, every record of a
+ * batch, every attempt, and a line each would bury the log (regressions:
+ * a line at each poll, some 40 in 2 s; one per notice). "Works again"
+ * only once every courier that failed got through since (said_kind), and
+ * the minute of the last line is over: a store failing every other poll
+ * would say two lines a failure. The line is written under the lock, in
+ * the order the limit said them. Regression: written after it, a
+ * courier's "works again" went after another's newer failure, the log's
+ * last word that the outbox worked while it failed.
  */
-static void tell(pgw_notifier *n, pgw_log_limit *said, const char *line, const pgw_err *err)
+static void tell(pgw_notifier *n, said_kind *said, size_t who, const char *line, const pgw_err *err)
 {
-    int64_t now = pgw_monotonic_s(); /* before the lock: no call under it */
-    uint64_t unsaid = 0;
-    pthread_mutex_lock(&n->lock);
-    pgw_log_say told = pgw_log_tell(said, now, err != NULL ? err->msg : NULL, &unsaid);
-    pthread_mutex_unlock(&n->lock);
+    PGW_ASSERT(who < PGW_NOTIFY_THREADS_MAX);
+    int64_t now = pgw_monotonic_s(); /* before the lock: no call under it but the line's */
+    uint64_t unsaid = 0, bit = (uint64_t)1 << who;
+    pthread_mutex_lock(&n->said_lock);
+    said->failing = err != NULL ? said->failing | bit : said->failing & ~bit;
+    pgw_log_say told =
+        err == NULL && said->failing != 0
+            ? PGW_LOG_QUIET /* another courier still fails */
+            : pgw_log_tell(&said->limit, now, err != NULL ? err->msg : NULL, &unsaid);
     say(told, line, err != NULL ? err->msg : "", unsaid);
+    pthread_mutex_unlock(&n->said_lock);
 }
 
 /* Nothing of `said`'s kind now: its "works again" if it got through in
  * the minute of its failure and that minute is over (pgw_log_later: a
  * record, a renewal come with notices only, and a quiet mall left the
  * failure the last word; regression). */
-static void tell_later(pgw_notifier *n, pgw_log_limit *said, const char *what)
+static void tell_later(pgw_notifier *n, said_kind *said, const char *what)
 {
     int64_t now = pgw_monotonic_s();
     uint64_t unsaid = 0;
-    pthread_mutex_lock(&n->lock);
-    pgw_log_say told = pgw_log_later(said, now, &unsaid);
-    pthread_mutex_unlock(&n->lock);
-    say(told, what, "", unsaid);
+    pthread_mutex_lock(&n->said_lock);
+    say(pgw_log_later(&said->limit, now, &unsaid), what, "", unsaid);
+    pthread_mutex_unlock(&n->said_lock);
 }
 
 /* The couriers stopped (joined: no lock): what got through since its
@@ -221,7 +249,7 @@ static void tell_later(pgw_notifier *n, pgw_log_limit *said, const char *what)
 static void tell_stopped(pgw_notifier *n)
 {
     struct {
-        pgw_log_limit *said;
+        said_kind *said;
         const char *what;
     } kinds[] = {{&n->claims_said, "outbox"},
                  {&n->sweep_said, "outbox, lapsed claims"},
@@ -229,7 +257,7 @@ static void tell_stopped(pgw_notifier *n)
                  {&n->renew_said, "renewing notice claims"}};
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         uint64_t unsaid = 0;
-        say(pgw_log_stopping(kinds[i].said, &unsaid), kinds[i].what, "", unsaid);
+        say(pgw_log_stopping(&kinds[i].said->limit, &unsaid), kinds[i].what, "", unsaid);
     }
 }
 
@@ -237,13 +265,13 @@ static void tell_stopped(pgw_notifier *n)
  * it will come again, and an operator must hear of it before the notices
  * die (within bounds: regression, 24 lines for 12 notices). One that
  * passes is not logged: a busy database would fill the log. */
-static void log_failure(pgw_notifier *n, const pgw_notice *nt, bool passed, const pgw_err *err)
+static void log_failure(const courier *c, const pgw_notice *nt, bool passed, const pgw_err *err)
 {
     if (passed)
         return;
     char line[64];
     snprintf(line, sizeof(line), "notice %lld, its attempt counted", (long long)nt->id);
-    tell(n, &n->counted_said, line, err);
+    tell(c->n, &c->n->counted_said, c->index, line, err);
 }
 
 /* The first place from `at` on where `name` stands alone in `msg`, not as
@@ -457,7 +485,7 @@ static attempt not_marked(courier *c, pgw_notice *nt, const char *channel, int r
 {
     bool later = passes(rc) || rc == PGW_ESTATE;
     set_store_error(c->store, nt, channel, err->msg);
-    log_failure(c->n, nt, later, err);
+    log_failure(c, nt, later, err);
     return later ? UNSENT : RETRY;
 }
 
@@ -914,11 +942,11 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         rc = pgw_store_commit(c->store, &err);
     if (rc == PGW_OK) {
         *lease_until = now + PGW_NOTICE_LEASE_S;
-        tell(c->n, &c->n->renew_said, "renewing notice claims", NULL);
+        tell(c->n, &c->n->renew_said, c->index, "renewing notice claims", NULL);
         return;
     }
     pgw_store_rollback(c->store, NULL);
-    tell(c->n, &c->n->renew_said, "notice claims not renewed, the batch stops", &err);
+    tell(c->n, &c->n->renew_said, c->index, "notice claims not renewed, the batch stops", &err);
     for (size_t i = 0; i < n; i++)
         lost[i] = true;
 }
@@ -1002,7 +1030,7 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
     /* One transaction; when it fails (the lock not had in time, a failing
      * statement), each notice on its own, so one cannot lose the others. */
     if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) == PGW_OK) {
-        tell(n, &n->record_said, "recording notices", NULL);
+        tell(n, &n->record_said, c->index, "recording notices", NULL);
     } else {
         for (size_t i = 0; i < n_notices; i++) {
             if (record(c, nts, rs, tried, i, i + 1, recorded, &err) == PGW_OK)
@@ -1010,7 +1038,7 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
             char line[64];
             snprintf(line, sizeof(line), "notice %lld not %s", (long long)nts[i].id,
                      tried[i] ? "recorded" : "given back");
-            tell(n, &n->record_said, line, &err);
+            tell(n, &n->record_said, c->index, line, &err);
         }
     }
     for (size_t i = 0; n->o.changed != NULL && i < n_notices; i++) {
@@ -1277,7 +1305,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
         set_store_error(c->store, nt, "", err.msg);
-        log_failure(n, nt, passes(rc), &err);
+        log_failure(c, nt, passes(rc), &err);
         if (passes(rc))
             not_sent(n, nt, PGW_CHANNEL_NONE, now_s());
         else
@@ -1455,9 +1483,9 @@ static void *courier_main(void *arg)
         int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
         if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
                                     &err) == PGW_OK)
-            tell(n, &n->claims_said, "outbox", NULL);
+            tell(n, &n->claims_said, c->index, "outbox", NULL);
         else
-            tell(n, &n->claims_said, "outbox", &err);
+            tell(n, &n->claims_said, c->index, "outbox", &err);
         bool lost[PGW_NOTIFY_BATCH] = {false};
         for (size_t i = 0; i < got; i++) { /* what is not tried is given back with the batch */
             keep_leases(c, batch, got, lost, &lease_until);
@@ -1474,9 +1502,9 @@ static void *courier_main(void *arg)
         int64_t lapsed = 0;
         if (first) { /* an instance that died: its claims come back after their lease */
             if (pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) == PGW_OK)
-                tell(n, &n->sweep_said, "outbox, lapsed claims", NULL);
+                tell(n, &n->sweep_said, c->index, "outbox, lapsed claims", NULL);
             else
-                tell(n, &n->sweep_said, "outbox, lapsed claims", &err);
+                tell(n, &n->sweep_said, c->index, "outbox, lapsed claims", &err);
             /* Records and renewals come with notices only: one that got
              * through in its failure's minute says so when it is over. */
             tell_later(n, &n->record_said, "recording notices");
@@ -1506,6 +1534,7 @@ static int open_couriers(pgw_notifier *n, pgw_err *err)
     for (size_t i = 0; rc == PGW_OK && i < n->n_couriers; i++) {
         courier *c = &n->couriers[i];
         c->n = n;
+        c->index = i;
         int len = snprintf(c->owner, sizeof(c->owner), "%s/%zu", n->owner, i);
         PGW_ASSERT(len > 0 && (size_t)len < sizeof(c->owner));
         rc = pgw_store_open(n->o.db_url, false, &c->store, err);
@@ -1534,6 +1563,7 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     n->n_couriers = (size_t)opts->cfg->notify.workers;
     PGW_ASSERT(n->n_couriers >= 1 && n->n_couriers <= PGW_NOTIFY_THREADS_MAX);
     pthread_mutex_init(&n->lock, NULL);
+    pthread_mutex_init(&n->said_lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a clock step must not stall delivery */
@@ -1588,6 +1618,7 @@ void pgw_notifier_stop(pgw_notifier *n)
         pgw_store_close(n->couriers[i].store);
     pgw_sms_limiter_free(n->limiter);
     pthread_mutex_destroy(&n->lock);
+    pthread_mutex_destroy(&n->said_lock);
     pthread_cond_destroy(&n->wake);
     free(n);
 }

@@ -126,12 +126,24 @@ static void test_busy(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_error_code(ctx, SQLITE_BUSY);
 }
 
+/* pgw_test_full(): the statement calling it fails as on a full disk. */
+static void test_full(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    sqlite3_result_error(ctx, "database or disk is full (" STAND_IN ")", -1);
+    sqlite3_result_error_code(ctx, SQLITE_FULL);
+}
+
 static int add_test_busy(sqlite3 *db, char **errmsg, const void *api)
 {
     (void)errmsg;
     (void)api;
-    return sqlite3_create_function(db, "pgw_test_busy", 0, SQLITE_UTF8, NULL, test_busy, NULL,
-                                   NULL);
+    int rc =
+        sqlite3_create_function(db, "pgw_test_busy", 0, SQLITE_UTF8, NULL, test_busy, NULL, NULL);
+    return rc != SQLITE_OK ? rc
+                           : sqlite3_create_function(db, "pgw_test_full", 0, SQLITE_UTF8, NULL,
+                                                     test_full, NULL, NULL);
 }
 
 PGresult *PQexec(PGconn *conn, const char *query)
@@ -149,6 +161,46 @@ PGresult *PQexec(PGconn *conn, const char *query)
         query = "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
                 " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
     return real(conn, query);
+}
+
+/* A line on stderr saying the outbox works again, while `hold_works` is
+ * set, waits (10 s at most) until it is cleared before it is written,
+ * `works_held` set meanwhile: a courier held between the limit's word
+ * and its line. Both ways the notifier may write a line pass here. */
+static atomic_int hold_works, works_held;
+
+static void hold_if_works(FILE *out, const char *text)
+{
+    if (out != stderr || strstr(text, "pointsgw: outbox works again") == NULL ||
+        atomic_load(&hold_works) == 0)
+        return;
+    atomic_store(&works_held, 1);
+    for (int i = 0; i < 1000 && atomic_load(&hold_works) != 0; i++)
+        fake_sleep_ms(10);
+}
+
+int fprintf(FILE *restrict out, const char *restrict fmt, ...)
+{
+    char text[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (len < 0 || (size_t)len >= sizeof(text)) { /* longer than any line held: as it is */
+        va_start(ap, fmt);
+        len = vfprintf(out, fmt, ap);
+        va_end(ap);
+        return len;
+    }
+    hold_if_works(out, text);
+    return fwrite(text, 1, (size_t)len, out) == (size_t)len ? len : -1;
+}
+
+int fputs(const char *restrict text, FILE *restrict out)
+{
+    hold_if_works(out, text);
+    size_t len = strlen(text);
+    return fwrite(text, 1, len, out) == len ? 1 : EOF;
 }
 
 /* The SMS client's clock (the wall's: the fake checks the signature's
@@ -198,6 +250,8 @@ static int setup(void **state)
     atomic_store(&failed_after, -1);
     atomic_store(&fail_next_read, 0);
     atomic_store(&mono_ahead, 0);
+    atomic_store(&hold_works, 0);
+    atomic_store(&works_held, 0);
     return db_fixture_setup(state);
 }
 
@@ -2062,30 +2116,40 @@ static void want_sent_once_by_mp(const rig *r, const char *what)
                  what, nt.state, nt.channel, (long long)nt.attempts, nt.last_error, to);
 }
 
+/* How refuse_notices makes an update fail. */
+typedef enum refusal {
+    FOR_GOOD,  /* a trigger refusing it: PGW_EIO, as a statement the database refuses */
+    BUSY,      /* SQLite: SQLITE_BUSY; PostgreSQL: a lock timeout */
+    DISK_FULL, /* SQLite: SQLITE_FULL; PostgreSQL: disk_full (53100) */
+} refusal;
+
 /*
  * Makes an update of a notice fail where `when` holds of its row (OLD,
- * NEW): as a busy database does when `busy` (SQLite: SQLITE_BUSY;
- * PostgreSQL: a lock timeout), else for good (a trigger refusing it:
- * PGW_EIO, as a statement the database refuses, a full disk), saying
- * "the `what` refused". The trigger is `name`; let_notices_be drops it.
+ * NEW), as `how` says, saying "the `what` refused" ("found the disk
+ * full"; or SQLite's words for its busy and full failures). The trigger is `name`; let_notices_be
+ * drops it.
  */
 static void refuse_notices(const db_fixture *f, const char *name, const char *when,
-                           const char *what, bool busy)
+                           const char *what, refusal how)
 {
     char sql[1024];
     if (f->pg)
         snprintf(sql, sizeof(sql),
                  "CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS"
                  " $$ BEGIN RAISE EXCEPTION USING ERRCODE = '%s',"
-                 " MESSAGE = 'the %s refused (" STAND_IN ")'; END $$;"
+                 " MESSAGE = 'the %s %s (" STAND_IN ")'; END $$;"
                  "CREATE TRIGGER %s BEFORE UPDATE ON notices FOR EACH ROW"
                  " WHEN (%s) EXECUTE FUNCTION %s()",
-                 name, busy ? "lock_not_available" : "raise_exception", what, name, when, name);
-    else if (busy)
+                 name,
+                 how == BUSY        ? "lock_not_available"
+                 : how == DISK_FULL ? "disk_full"
+                                    : "raise_exception",
+                 what, how == DISK_FULL ? "found the disk full" : "refused", name, when, name);
+    else if (how != FOR_GOOD)
         snprintf(sql, sizeof(sql),
                  "CREATE TRIGGER %s BEFORE UPDATE ON notices WHEN %s"
-                 " BEGIN SELECT pgw_test_busy(); END",
-                 name, when);
+                 " BEGIN SELECT %s(); END",
+                 name, when, how == BUSY ? "pgw_test_busy" : "pgw_test_full");
     else
         snprintf(sql, sizeof(sql),
                  "CREATE TRIGGER %s BEFORE UPDATE ON notices WHEN %s"
@@ -2103,12 +2167,12 @@ static void let_notices_be(const db_fixture *f, const char *name)
 
 /* Makes the mark of a mini-program message fail (a claimed row gaining
  * the mini program's mark, nothing else), as refuse_notices says. */
-static void fail_marks(const db_fixture *f, bool busy)
+static void fail_marks(const db_fixture *f, refusal how)
 {
     refuse_notices(f, "refuse_mark",
                    "OLD.state = 'sending' AND NEW.state = 'sending'"
                    " AND (NEW.excluded & 512) <> 0 AND (OLD.excluded & 512) = 0",
-                   "mark", busy);
+                   "mark", how);
 }
 
 static void let_marks_be(const db_fixture *f)
@@ -2146,7 +2210,7 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
     db_fixture *f = *state;
     rig r;
     open_subscriber(f, &r, 1, true);
-    fail_marks(f, true);
+    fail_marks(f, BUSY);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
     want_unsent(f, &r, "wechat_mp", 0, "a subscribe message whose mark was not made");
@@ -2178,7 +2242,7 @@ static void test_a_short_database_name_leaves_the_message_whole(void **state)
     member_with_notice(r.store, r.vault, "M1", "13800138000");
     bind_mp_openid(&r, "M1", "oMpAlpha", 1);
     subscribe(&r, "M1", "oMpAlpha");
-    fail_marks(f, true);
+    fail_marks(f, BUSY);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
     want_unsent(f, &r, "WeChat message: database is locked", 0, "a short database name");
@@ -2246,7 +2310,7 @@ static void test_a_mark_refused_for_good_ends_dead(void **state)
     db_fixture *f = *state;
     rig r;
     open_subscriber(f, &r, 2, true);
-    fail_marks(f, false);
+    fail_marks(f, FOR_GOOD);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
     want_dead_unsent(f, &r, 2, "the mark refused", "a mark refused for good");
@@ -2311,7 +2375,7 @@ static void test_failures_that_count_are_logged_within_bounds(void **state)
         bind_mp_openid(&r, members[i], openid, 1);
         subscribe(&r, members[i], openid);
     }
-    fail_marks(f, false);
+    fail_marks(f, FOR_GOOD);
     char log[128];
     int saved = stderr_to(f, log, sizeof(log));
     pgw_wx_client *wx = NULL;
@@ -2332,16 +2396,22 @@ static void test_failures_that_count_are_logged_within_bounds(void **state)
                  dead, N, lines, PGW_LOG_LINES_MAX);
 }
 
-/* Waits (10 s at most) until the stderr file `path` has a line holding
- * `text`; whether it came. */
-static bool wait_line(const char *path, const char *text)
+/* Waits (10 s at most) until the stderr file `path` has `n` lines
+ * holding `text`; whether they came. */
+static bool wait_lines(const char *path, const char *text, size_t n)
 {
     for (int i = 0; i < 1000; i++) {
-        if (lines_with(path, text) > 0)
+        if (lines_with(path, text) >= n)
             return true;
         fake_sleep_ms(10);
     }
     return false;
+}
+
+/* The same for one line. */
+static bool wait_line(const char *path, const char *text)
+{
+    return wait_lines(path, text, 1);
 }
 
 /* What the stderr file `path` tells of a kind of failure: its lines
@@ -2420,6 +2490,132 @@ static void test_a_failing_outbox_is_logged_within_bounds(void **state)
                  claims.works, sweeps.works, PGW_LOG_LINES_MAX);
 }
 
+/*
+ * Claims of courier 1 refused (the claim's own failure: a connection of
+ * its own broken, say), courier 0's getting through (with nothing to
+ * claim: its claims of M1's notice skipped, as by a trigger's IGNORE).
+ */
+static void claims_apart(const db_fixture *f)
+{
+    const char *when = "NEW.claimed_by LIKE '%/1' AND OLD.state = 'pending'";
+    refuse_notices(f, "claims_refused", when, "claim", FOR_GOOD);
+    assert_int_equal(
+        db_fixture_exec(f, f->pg
+                               ? "CREATE FUNCTION claims_idle() RETURNS trigger LANGUAGE plpgsql AS"
+                                 " $$ BEGIN RETURN NULL; END $$;"
+                                 "CREATE TRIGGER claims_idle BEFORE UPDATE ON notices FOR EACH ROW"
+                                 " WHEN (NEW.claimed_by LIKE '%/0' AND OLD.state = 'pending')"
+                                 " EXECUTE FUNCTION claims_idle()"
+                               : "CREATE TRIGGER claims_idle BEFORE UPDATE ON notices"
+                                 " WHEN NEW.claimed_by LIKE '%/0' AND OLD.state = 'pending'"
+                                 " BEGIN SELECT RAISE(IGNORE); END"),
+        PGW_OK);
+}
+
+/*
+ * One courier's claims failing while another's get through: the outbox
+ * does not work again, and the log must not say it does. Regression: the
+ * line's limit was the couriers', its outcomes each courier's, and every
+ * minute the working courier said "outbox works again", the failing one
+ * the failure again: a pair a minute, the log telling an operator the
+ * outbox worked when a courier of it did not. Then, courier 1's claims
+ * back, it works again, and says so.
+ */
+static void test_one_courier_failing_is_not_told_working(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall();
+    cfg->notify.workers = 2;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    claims_apart(f);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start(f, &r);
+    bool failing = wait_line(log, "pointsgw: outbox: ");
+    size_t minutes = 0;
+    for (; failing && minutes < 3; minutes++) { /* a minute on: courier 1's line again */
+        atomic_store(&mono_ahead, (long long)(minutes + 1) * PGW_LOG_EVERY_S);
+        failing = wait_lines(log, "pointsgw: outbox: ", minutes + 2);
+    }
+    size_t works = lines_with(log, "pointsgw: outbox works again");
+    let_notices_be(f, "claims_refused");
+    let_notices_be(f, "claims_idle");
+    atomic_store(&mono_ahead, (long long)(minutes + 1) * PGW_LOG_EVERY_S);
+    bool said = wait_line(log, "pointsgw: outbox works again");
+    rig_free(&r);
+    stderr_back(saved);
+    if (!failing || works != 0 || !said)
+        fail_msg("courier 1's claims failing for %zu minutes (%s), courier 0's getting through: "
+                 "%zu lines of \"outbox works again\", want none; then all through: %s",
+                 minutes, failing ? "told each minute" : "not told each minute", works,
+                 said ? "said" : "not said");
+}
+
+/* Whether the last line of the stderr file `path` about the outbox's
+ * claims holds `text`. */
+static bool last_outbox_line(const char *path, const char *text)
+{
+    FILE *in = fopen(path, "r");
+    assert_non_null(in);
+    char line[2048], last[2048] = "";
+    while (fgets(line, sizeof(line), in) != NULL) {
+        if (strstr(line, "pointsgw: outbox: ") != NULL ||
+            strstr(line, "pointsgw: outbox works again") != NULL)
+            memcpy(last, line, sizeof(last));
+    }
+    fclose(in);
+    return strstr(last, text) != NULL;
+}
+
+/*
+ * A courier whose success was told "works again" by the limit, but who
+ * has not written the line yet (held here), and the outbox failing again
+ * meanwhile: the failure's line, the newer word, goes after it. Regression:
+ * the line was written after the notifier's lock was let go, and another
+ * courier's failure went before it: the log's last word said the outbox
+ * works while it was failing.
+ */
+static void test_works_again_is_never_written_after_a_later_failure(void **state)
+{
+    db_fixture *f = *state;
+    pgw_config *cfg = mall();
+    cfg->notify.workers = 2;
+    rig r;
+    rig_open(f, cfg, &r);
+    rig_start(f, &r);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    bool failed = db_fixture_exec(f, "ALTER TABLE notices RENAME TO notices_away") == PGW_OK &&
+                  wait_line(log, "pointsgw: outbox: ");
+    atomic_store(&hold_works, 1);
+    bool back = db_fixture_exec(f, "ALTER TABLE notices_away RENAME TO notices") == PGW_OK;
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S); /* the minute over: the next claim works again */
+    for (int i = 0; i < 1000 && atomic_load(&works_held) == 0; i++)
+        fake_sleep_ms(10);
+    bool held = atomic_load(&works_held) != 0;
+    bool away = db_fixture_exec(f, "ALTER TABLE notices RENAME TO notices_away") == PGW_OK;
+    /* The other courier's claim fails meanwhile (within a poll of each,
+     * 1 s); its line must wait for the held one. */
+    size_t before = lines_with(log, "pointsgw: outbox: ");
+    for (int i = 0; i < 150 && lines_with(log, "pointsgw: outbox: ") == before; i++)
+        fake_sleep_ms(10);
+    atomic_store(&hold_works, 0);
+    bool told = wait_line(log, "pointsgw: outbox works again") &&
+                wait_lines(log, "pointsgw: outbox: ", before + 1);
+    bool last_fails = last_outbox_line(log, "pointsgw: outbox: ");
+    bool again = db_fixture_exec(f, "ALTER TABLE notices_away RENAME TO notices") == PGW_OK;
+    rig_free(&r);
+    stderr_back(saved);
+    if (!failed || !back || !held || !away || !again || !told || !last_fails)
+        fail_msg("outbox failing (%d), back (%d), \"works again\" held (%d), failing again "
+                 "(%d), both told (%d): the last line about the outbox says it %s, want that it "
+                 "fails",
+                 failed, back, held, away, told, last_fails ? "fails" : "works again");
+}
+
 /* The notice of `member` (with a phone) queued, and its wait (10 s at
  * most) until it is sent. */
 static bool sent_now(rig *r, const char *member, const char *phone)
@@ -2458,7 +2654,7 @@ static void test_failing_records_are_logged_within_bounds(void **state)
     refuse_notices(f, "refuse_record",
                    "OLD.state = 'sending' AND NEW.state <> 'sending'"
                    " AND OLD.member NOT IN ('M9', 'M10')",
-                   "record", false);
+                   "record", FOR_GOOD);
     char log[128];
     int saved = stderr_to(f, log, sizeof(log));
     rig_start(f, &r);
@@ -2496,7 +2692,7 @@ static void record_refused_then_made(db_fixture *f, rig *r, char *log, size_t lo
     member_with_notice(r->store, r->vault, "M1", "13800138000");
     refuse_notices(f, "refuse_record",
                    "OLD.state = 'sending' AND NEW.state <> 'sending' AND OLD.member = 'M1'",
-                   "record", false);
+                   "record", FOR_GOOD);
     *saved = stderr_to(f, log, log_size);
     rig_start(f, r);
     *failed = wait_line(log, "not recorded: ");
@@ -3211,6 +3407,10 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failing_outbox_is_logged_within_bounds, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_one_courier_failing_is_not_told_working, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_works_again_is_never_written_after_a_later_failure,
+                                        setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failing_records_are_logged_within_bounds, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_records_back_in_a_quiet_minute_are_told, setup,
