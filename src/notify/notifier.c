@@ -173,16 +173,23 @@ static void set_error(pgw_notice *nt, const char *channel, const char *msg)
  * need not count (not_sent): the database busy or out of reach
  * (PGW_EUNAVAILABLE: SQLite busy or locked; PostgreSQL's lock timeout,
  * deadlock, serialization failure, a connection lost or a server going
- * down; a mark that took over MARK_WAIT_S). Anything else (PGW_EIO: a
- * statement the database refused, a trigger, a full disk; the store's own
+ * down; a mark that took over MARK_WAIT_S), or our own disk full
+ * (full(): the gateway's failure, not the notice's; logged). Anything else
+ * (PGW_EIO: a statement the database refused, a trigger; the store's own
  * errors, a merge chain that loops; a kind this build does not know) comes
  * again at every retry: counted, it ends dead after
- * notify.retry.max_attempts instead of waiting for ever. Regression: every
- * such failure was uncounted, and the notice stayed pending for good.
+ * notify.retry.max_attempts instead of waiting for ever. Regressions:
+ * every such failure was uncounted, and the notice stayed pending for
+ * good; a full disk counted, and notices died of the gateway's disk.
  */
-static bool passes(int rc)
+static bool full(const courier *c, int rc)
 {
-    return rc == PGW_EUNAVAILABLE;
+    return rc == PGW_EIO && pgw_store_failed_on_space(c->store);
+}
+
+static bool passes(const courier *c, int rc)
+{
+    return rc == PGW_EUNAVAILABLE || full(c, rc);
 }
 
 /* The line pgw_log_tell and the like said is to be written: "pointsgw:
@@ -261,16 +268,21 @@ static void tell_stopped(pgw_notifier *n)
     }
 }
 
-/* A failure of the store that counts (not `passed`) is logged in full:
- * it will come again, and an operator must hear of it before the notices
- * die (within bounds: regression, 24 lines for 12 notices). One that
- * passes is not logged: a busy database would fill the log. */
-static void log_failure(const courier *c, const pgw_notice *nt, bool passed, const pgw_err *err)
+/* The store's failure `rc` before a request left, the attempt `later`
+ * (not counted) or not. One that counts is logged in full: it will come
+ * again, and an operator must hear of it before the notices die (within
+ * bounds: regression, 24 lines for 12 notices). So is a full disk, which
+ * the operator must free: the notices wait for it. A busy database is
+ * not: it would fill the log. */
+static void log_failure(const courier *c, const pgw_notice *nt, int rc, bool later,
+                        const pgw_err *err)
 {
-    if (passed)
+    bool no_room = full(c, rc);
+    if (later && !no_room)
         return;
-    char line[64];
-    snprintf(line, sizeof(line), "notice %lld, its attempt counted", (long long)nt->id);
+    char line[96];
+    snprintf(line, sizeof(line), "notice %lld, its attempt %s", (long long)nt->id,
+             no_room ? "not counted, waits for room on the disk" : "counted");
     tell(c->n, &c->n->counted_said, c->index, line, err);
 }
 
@@ -483,9 +495,9 @@ static int mark_leaving(courier *c, const pgw_notice *nt, pgw_notice_channel ch,
 static attempt not_marked(courier *c, pgw_notice *nt, const char *channel, int rc,
                           const pgw_err *err)
 {
-    bool later = passes(rc) || rc == PGW_ESTATE;
+    bool later = passes(c, rc) || rc == PGW_ESTATE;
     set_store_error(c->store, nt, channel, err->msg);
-    log_failure(c, nt, later, err);
+    log_failure(c, nt, rc, later, err);
     return later ? UNSENT : RETRY;
 }
 
@@ -716,7 +728,8 @@ static void schedule_retry(pgw_notifier *n, pgw_notice *nt, int64_t now)
 /*
  * A request whose mark was not made (mark_leaving), or an attempt whose
  * read failed before any request (prepare), for a failure that passes
- * (passes(): the database busy, past MARK_WAIT_S too), sent nothing:
+ * (passes(): the database busy, past MARK_WAIT_S too, or our disk full),
+ * sent nothing:
  * pending again with the same backoff, its attempt not counted, as for
  * claims not renewed (keep_leases). Regression: counted as a retry, a
  * database busy for a few seconds at each attempt brought notices to
@@ -1305,8 +1318,8 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
     int rc = prepare(c, nt, kind, r, &err);
     if (rc != PGW_OK) {
         set_store_error(c->store, nt, "", err.msg);
-        log_failure(c, nt, passes(rc), &err);
-        if (passes(rc))
+        log_failure(c, nt, rc, passes(c, rc), &err);
+        if (passes(c, rc))
             not_sent(n, nt, PGW_CHANNEL_NONE, now_s());
         else
             schedule_retry(n, nt, now_s());

@@ -40,9 +40,11 @@
  * made does not leave, nor does any when the attempt's read before its
  * requests fails: the notice is pending again after the retry backoff,
  * that attempt not counted when the database was busy or out of reach
- * (PGW_EUNAVAILABLE; or a mark found the claim no longer ours), counted
- * (logged; dead after retry_max_attempts) when the failure comes again
- * (PGW_EIO: a statement refused, a full disk; the store's own errors). A
+ * (PGW_EUNAVAILABLE; or a mark found the claim no longer ours) or its
+ * disk full (store.h pgw_store_failed_on_space: the gateway's failure,
+ * logged), counted (logged; dead after retry_max_attempts) when the
+ * failure comes again (PGW_EIO: a statement refused; the store's own
+ * errors). A
  * courier that dies after
  * such a refusal and before the record leaves the mark: the notice then
  * keeps to that channel as if the message may have gone. After a merge

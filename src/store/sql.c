@@ -51,8 +51,9 @@ struct pgw_sql {
     char session[SESSION_MAX]; /* SETs of pgw_sql_set_session, made again on reconnecting */
     char name[NAME_MAX_LEN];
     char errmsg[ERRMSG_MAX];
-    int errcode;  /* what the last statement failed with; PGW_OK: it did not */
-    bool on_lock; /* that failure was waiting for a lock, the connection kept */
+    int errcode;   /* what the last statement failed with; PGW_OK: it did not */
+    bool on_lock;  /* that failure was waiting for a lock, the connection kept */
+    bool on_space; /* the last failure, whatever came after it, was a full disk */
     /* PostgreSQL: statements pgw_sql_send sent in pipeline mode whose
      * results no one has read yet, and the start of each one's text */
     int n_sent;
@@ -176,6 +177,8 @@ static int sqlite_failure(pgw_sql *db, int result)
      * wrapper's own record only. */
     if (primary == SQLITE_IOERR && db->lite != NULL && pgw_wal_vfs_disk_full(db->lite))
         snprintf(db->errmsg + n, sizeof(db->errmsg) - n, " (the disk is full)");
+    db->on_space = primary == SQLITE_FULL ||
+                   (primary == SQLITE_IOERR && db->lite != NULL && pgw_wal_vfs_disk_full(db->lite));
     bool on_lock = primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
     bool duplicate = primary == SQLITE_CONSTRAINT && sqlite_duplicate_key(db, result);
     int code = failed(db, duplicate ? PGW_ECONFLICT : on_lock ? PGW_EUNAVAILABLE : PGW_EIO);
@@ -501,9 +504,10 @@ static void set_pg_errmsg(pgw_sql *db, const PGresult *res)
 static int pg_failure(pgw_sql *db, const PGresult *res)
 {
     set_pg_errmsg(db, res);
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    db->on_space = state != NULL && strcmp(state, "53100") == 0; /* disk_full */
     if (PQstatus(db->pg) != CONNECTION_OK)
         return failed(db, PGW_EUNAVAILABLE);
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (state == NULL)
         return failed(db, PGW_EIO);
     if (strcmp(state, "23505") == 0) /* unique_violation: a duplicate key (sql.h) */
@@ -541,7 +545,7 @@ static int pg_exec(pgw_sql *db, const char *sql, bool commit)
     }
     char sent_why[ERRMSG_MAX];
     snprintf(sent_why, sizeof(sent_why), "%s", db->errmsg);
-    bool sent_on_lock = db->on_lock;
+    bool sent_on_lock = db->on_lock, sent_on_space = db->on_space;
     PGresult *res = PQexec(db->pg, sql);
     ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     int rc = status == PGRES_COMMAND_OK || (!commit && status == PGRES_TUPLES_OK)
@@ -556,6 +560,7 @@ static int pg_exec(pgw_sql *db, const char *sql, bool commit)
         set_errmsg(db, sent_why);
         rc = failed(db, sent);
         db->on_lock = sent_on_lock;
+        db->on_space = sent_on_space;
     }
     if (rc == PGW_OK)
         db->errcode = PGW_OK;
@@ -1187,6 +1192,11 @@ int pgw_sql_errcode(const pgw_sql *db)
 bool pgw_sql_failed_on_lock(const pgw_sql *db)
 {
     return db->errcode == PGW_EUNAVAILABLE && db->on_lock;
+}
+
+bool pgw_sql_failed_on_space(const pgw_sql *db)
+{
+    return db->on_space;
 }
 
 bool pgw_sql_in_transaction(pgw_sql *db)

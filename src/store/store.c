@@ -2651,6 +2651,11 @@ bool pgw_store_is_remote(const pgw_store *s)
     return is_postgres(s);
 }
 
+bool pgw_store_failed_on_space(const pgw_store *s)
+{
+    return pgw_sql_failed_on_space(s->db);
+}
+
 int pgw_store_ping(pgw_store *s, pgw_err *err)
 {
     PGW_ASSERT(!pgw_sql_in_transaction(s->db));

@@ -139,6 +139,9 @@ int pgw_store_rollback(pgw_store *store, pgw_err *err);
 int pgw_store_ping(pgw_store *store, pgw_err *err);
 /* Whether the store is a server's (PostgreSQL), which can go away. */
 bool pgw_store_is_remote(const pgw_store *store);
+/* Whether the store's last failure was its disk full (sql.h
+ * pgw_sql_failed_on_space): the notifier's failure, not a notice's. */
+bool pgw_store_failed_on_space(const pgw_store *store);
 
 /*
  * Whether a transaction is still open. A database may abandon one on its

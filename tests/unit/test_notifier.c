@@ -2219,6 +2219,39 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
     rig_free_wx(&r, wx);
 }
 
+static int stderr_to(const db_fixture *f, char *path, size_t cap);
+static void stderr_back(int saved);
+static bool wait_line(const char *path, const char *text);
+
+/*
+ * A mark not made because our own disk is full (SQLite's SQLITE_FULL,
+ * PostgreSQL's disk_full: here a trigger's) is the gateway's failure, not
+ * the provider's: the request never left, and the notice must not spend
+ * an attempt on it (notify.retry.max_attempts 1 here), but wait, pending,
+ * and go once there is room; stderr says it waits, uncounted.
+ * Regression: counted as a failed send (PGW_EIO), the notice died at its
+ * last attempt, nothing sent, because the gateway's disk was full.
+ */
+static void test_a_full_disk_costs_no_attempt(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    open_subscriber(f, &r, 1, true);
+    fail_marks(f, DISK_FULL);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    bool told = wait_line(log, "its attempt not counted");
+    stderr_back(saved);
+    want_unsent(f, &r, "full", 0, "a subscribe message whose mark found the disk full");
+    if (!told)
+        fail_msg("a notice waiting for the disk: stderr does not say its attempt is not counted");
+    let_marks_be(f);
+    want_sent_once_by_mp(&r, "once the disk has room");
+    rig_free_wx(&r, wx);
+}
+
 /*
  * The database's name leaves last_error where the name stands, and only
  * there: a name that is also part of a word of the message (a relative
@@ -3396,6 +3429,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_short_database_name_leaves_the_message_whole, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_not_made_costs_no_attempt, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_full_disk_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
                                         db_fixture_teardown),
