@@ -70,3 +70,21 @@ void pgw_log_held_back(uint64_t unsaid, char out[PGW_LOG_HELD_BACK_MAX])
         snprintf(out, PGW_LOG_HELD_BACK_MAX, " (%llu more since the last such line)",
                  (unsigned long long)unsaid);
 }
+
+/* The cuts leave the line its newline: 10 + 200 + 2 + 700 + 63 + 1 < 1024. */
+PGW_STATIC_ASSERT(PGW_LOG_HELD_BACK_MAX + 913 < PGW_LOG_LINE_MAX, "a line whole");
+
+void pgw_log_line(pgw_log_say said, const char *what, const char *why, uint64_t unsaid,
+                  char out[PGW_LOG_LINE_MAX])
+{
+    PGW_ASSERT(what != NULL && out != NULL && (said != PGW_LOG_FAILED || why != NULL));
+    char held_back[PGW_LOG_HELD_BACK_MAX];
+    pgw_log_held_back(unsaid, held_back);
+    out[0] = '\0';
+    if (said == PGW_LOG_WORKS)
+        snprintf(out, PGW_LOG_LINE_MAX,
+                 "pointsgw: %.200s works again (%llu more failed since the last line)\n", what,
+                 (unsigned long long)unsaid);
+    else if (said == PGW_LOG_FAILED)
+        snprintf(out, PGW_LOG_LINE_MAX, "pointsgw: %.200s: %.700s%s\n", what, why, held_back);
+}

@@ -197,14 +197,10 @@ static bool passes(const courier *c, int rc)
  * lines held back. `why` is "" where no failure can be said. */
 static void say(pgw_log_say said, const char *line, const char *why, uint64_t unsaid)
 {
-    if (said == PGW_LOG_WORKS)
-        fprintf(stderr, "pointsgw: %s works again (%llu more failed since the last line)\n", line,
-                (unsigned long long)unsaid);
-    else if (said == PGW_LOG_FAILED && unsaid > 0)
-        fprintf(stderr, "pointsgw: %s: %s (%llu more since the last such line)\n", line, why,
-                (unsigned long long)unsaid);
-    else if (said == PGW_LOG_FAILED)
-        fprintf(stderr, "pointsgw: %s: %s\n", line, why);
+    char text[PGW_LOG_LINE_MAX];
+    pgw_log_line(said, line, why, unsaid, text);
+    if (text[0] != '\0')
+        fputs(text, stderr);
 }
 
 /*

@@ -206,10 +206,13 @@ int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_t
     return rc;
 }
 
-static void say_works(const char *what, uint64_t unsaid, FILE *out)
+/* Writes what the limit said (core/log_limit.h pgw_log_line's words). */
+static void say(pgw_log_say said, const char *what, const char *failed, uint64_t unsaid, FILE *out)
 {
-    fprintf(out, "pointsgw: %s works again (%llu more failed since the last line)\n", what,
-            (unsigned long long)unsaid);
+    char text[PGW_LOG_LINE_MAX];
+    pgw_log_line(said, what, failed, unsaid, text);
+    if (text[0] != '\0')
+        fputs(text, out);
 }
 
 /* The lines of pgw_expire_tell_at and _late: a failure's cause `failed`
@@ -218,14 +221,8 @@ static void tell(pgw_log_limit *said, const char *what, const char *failed, int6
                  FILE *out)
 {
     uint64_t unsaid = 0;
-    pgw_log_say say = pgw_log_tell(said, now_s, failed, &unsaid);
-    if (say == PGW_LOG_WORKS)
-        say_works(what, unsaid, out);
-    else if (say == PGW_LOG_FAILED && unsaid > 0)
-        fprintf(out, "pointsgw: %s: %s (%llu more since the last such line)\n", what, failed,
-                (unsigned long long)unsaid);
-    else if (say == PGW_LOG_FAILED)
-        fprintf(out, "pointsgw: %s: %s\n", what, failed);
+    pgw_log_say told = pgw_log_tell(said, now_s, failed, &unsaid);
+    say(told, what, failed, unsaid, out);
 }
 
 void pgw_expire_tell_at(pgw_log_limit *said, const char *what, int rc, const pgw_err *err,
@@ -242,15 +239,15 @@ void pgw_expire_tell(pgw_log_limit *said, const char *what, int rc, const pgw_er
 void pgw_expire_tell_stopping(pgw_log_limit *said, const char *what, FILE *out)
 {
     uint64_t unsaid = 0;
-    if (pgw_log_stopping(said, &unsaid) == PGW_LOG_WORKS)
-        say_works(what, unsaid, out);
+    pgw_log_say told = pgw_log_stopping(said, &unsaid);
+    say(told, what, NULL, unsaid, out);
 }
 
 void pgw_expire_tell_later(pgw_log_limit *said, const char *what, int64_t now_s, FILE *out)
 {
     uint64_t unsaid = 0;
-    if (pgw_log_later(said, now_s, &unsaid) == PGW_LOG_WORKS)
-        say_works(what, unsaid, out);
+    pgw_log_say told = pgw_log_later(said, now_s, &unsaid);
+    say(told, what, NULL, unsaid, out);
 }
 
 void pgw_expire_tell_late(pgw_log_limit *said, const char *what, const char *failed)

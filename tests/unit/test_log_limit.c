@@ -223,6 +223,31 @@ static void test_held_back_said_only_when_some(void **state)
     assert_string_equal(text, " (18446744073709551615 more since the last such line)");
 }
 
+/* The line an owner writes for what the limit said (the notifier's and
+ * server/expire.c's): the count held back only when there is one, and a
+ * cause too long for the line cut, its newline kept. */
+static void test_a_line_in_one_wording(void **state)
+{
+    (void)state;
+    char text[PGW_LOG_LINE_MAX], why[2000];
+    pgw_log_line(PGW_LOG_FAILED, "outbox", "database or disk is full", 0, text);
+    assert_string_equal(text, "pointsgw: outbox: database or disk is full\n");
+    pgw_log_line(PGW_LOG_FAILED, "outbox", "database or disk is full", 3, text);
+    assert_string_equal(text, "pointsgw: outbox: database or disk is full (3 more since the last "
+                              "such line)\n");
+    pgw_log_line(PGW_LOG_WORKS, "outbox", "", 2, text);
+    assert_string_equal(text, "pointsgw: outbox works again (2 more failed since the last line)\n");
+    pgw_log_line(PGW_LOG_QUIET, "outbox", "database or disk is full", 2, text);
+    assert_string_equal(text, "");
+    memset(why, 'x', sizeof(why) - 1);
+    why[sizeof(why) - 1] = '\0';
+    pgw_log_line(PGW_LOG_FAILED, why, why, UINT64_MAX, text);
+    size_t len = strlen(text);
+    assert_int_equal(len, strlen("pointsgw: : ") + 200 + 700 +
+                              strlen(" (18446744073709551615 more since the last such line)\n"));
+    assert_int_equal(text[len - 1], '\n');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_works_again_when_stopping),
         cmocka_unit_test(test_every_other_failure_is_bounded),
         cmocka_unit_test(test_held_back_said_only_when_some),
+        cmocka_unit_test(test_a_line_in_one_wording),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
