@@ -53,7 +53,7 @@ struct pgw_sql {
     char errmsg[ERRMSG_MAX];
     int errcode;   /* what the last statement failed with; PGW_OK: it did not */
     bool on_lock;  /* that failure was waiting for a lock, the connection kept */
-    bool on_space; /* the last failure, whatever came after it, was a full disk */
+    bool on_space; /* the last failure was a full disk (pgw_sql_failed_on_space) */
     /* PostgreSQL: statements pgw_sql_send sent in pipeline mode whose
      * results no one has read yet, and the start of each one's text */
     int n_sent;
@@ -1064,8 +1064,10 @@ static int pg_step(pgw_sql_stmt *st)
 int pgw_sql_step(pgw_sql_stmt *st)
 {
     int rc = st->db->kind == PGW_SQL_SQLITE ? sqlite_step(st) : pg_step(st);
-    if (rc >= 0)
+    if (rc >= 0) {
         st->db->errcode = PGW_OK;
+        st->db->on_space = false; /* an older full disk is not a later failure's cause */
+    }
     return rc;
 }
 

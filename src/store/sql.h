@@ -166,9 +166,11 @@ int pgw_sql_errcode(const pgw_sql *db);
  * PostgreSQL's lock timeout or a deadlock, on a connection that is still
  * the same session (its session locks held); SQLite busy or locked. */
 bool pgw_sql_failed_on_lock(const pgw_sql *db);
-/* Whether the connection's last failure (a success after it, as a
- * rollback, changes nothing) was a full disk: SQLITE_FULL, a WAL write
- * that found the disk full, PostgreSQL's disk_full (53100). */
+/* Whether the connection's last failure was a full disk (SQLITE_FULL, a
+ * WAL write that found the disk full, PostgreSQL's disk_full: 53100), no
+ * statement stepped since: a rollback after it (pgw_sql_exec) leaves it
+ * said, and a caller's own failure after a statement that worked (a
+ * PGW_EIO of the store's) is not taken for it. */
 bool pgw_sql_failed_on_space(const pgw_sql *db);
 /* Runs session SETs and, on PostgreSQL, runs them again on every reconnect. */
 int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err);
