@@ -37,6 +37,7 @@
 #include <libwebsockets.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/resource.h>
@@ -223,16 +224,25 @@ static int flags_parse(flag_set *flags, const char *command_name, int argc, char
 }
 
 /* Loads the configuration named by --config (or the default), printing any
- * error as "pointsgw: <file>: <json path>: <problem>". */
-static pgw_config *load_config(const char *path)
+ * error as "pointsgw: <file>: <json path>: <problem>". Its text, when
+ * `text` is not NULL, goes there (malloc'd): serve's reload compares. */
+static pgw_config *load_config(const char *path, char **text, size_t *len)
 {
     pgw_config *cfg = NULL;
+    char *read = NULL;
+    size_t n = 0;
     pgw_err err;
     pgw_err_clear(&err);
-    if (pgw_config_load(path ? path : DEFAULT_CONFIG, &cfg, &err) != PGW_OK) {
+    path = path ? path : DEFAULT_CONFIG;
+    int rc = pgw_config_read(path, &read, &n, &err);
+    if (rc == PGW_OK)
+        rc = pgw_config_parse(read, n, path, &cfg, &err);
+    if (rc != PGW_OK)
         fprintf(stderr, "pointsgw: %s\n", err.msg);
-        return NULL;
-    }
+    if (rc == PGW_OK && text != NULL)
+        *text = read, *len = n;
+    else
+        free(read);
     return cfg;
 }
 
@@ -264,7 +274,7 @@ static int start_command(const char *name, flag_set *flags, int argc, char **arg
     int rc = flags_parse(flags, name, argc, argv);
     if (rc != 0)
         return rc > 0 ? EXIT_OK : EXIT_USAGE;
-    *cfg = load_config(flag_get(flags, "--config"));
+    *cfg = load_config(flag_get(flags, "--config"), NULL, NULL);
     return *cfg == NULL ? EXIT_USAGE : -1;
 }
 
@@ -427,6 +437,177 @@ static void on_stop_signal(int sig)
     (void)sig;
     if (serving != NULL)
         pgw_http_shutdown(serving); /* async-signal-safe: a flag and a wake-up */
+}
+
+/*
+ * serve's reload of the keys (SIGHUP). The handler writes a byte to a
+ * pipe (async-signal-safe); a thread of serve's own reads it, reads the
+ * configuration again as the start did, builds the key table (a few
+ * milliseconds, the file parsed whole) and hands it to the service thread
+ * (pgw_http_reload_keys). The keys are all a reload changes: the other
+ * settings are compared with the file serve started with and said to
+ * wait for a restart.
+ */
+static int reload_pipe[2] = {-1, -1};
+
+static void on_reload_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    /* The pipe full (hang-ups piling up): the reload to come serves them all. */
+    ssize_t wrote = write(reload_pipe[1], "r", 1);
+    (void)wrote;
+    errno = saved;
+}
+
+typedef struct reloader {
+    pgw_http *http;
+    const char *path;
+    const pgw_config *running; /* what serve started with */
+    const char *running_text;
+    size_t running_len;
+    pgw_config *keys_from; /* the file of the keys now served; NULL: `running` */
+} reloader;
+
+static const pgw_key_config *key_named(const pgw_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_keys; i++)
+        if (strcmp(cfg->keys[i].name, name) == 0)
+            return &cfg->keys[i];
+    return NULL;
+}
+
+static bool same_key(const pgw_key_config *a, const pgw_key_config *b)
+{
+    return strcmp(a->scope, b->scope) == 0 && a->has_sha256 == b->has_sha256 &&
+           (a->has_sha256 ? memcmp(a->key_sha256, b->key_sha256, 32) == 0
+                          : strcmp(a->key_env, b->key_env) == 0) &&
+           a->require_signature == b->require_signature;
+}
+
+/* "added a, b; removed c; changed d" by name (never the key), "no key
+ * changed" for none: `was`'s keys against `now`'s. */
+static void key_changes(const pgw_config *was, const pgw_config *now, char *out, size_t cap)
+{
+    static const char *const WHAT[] = {"added", "removed", "changed"};
+    out[0] = '\0';
+    for (int what = 0; what < 3; what++) {
+        const pgw_config *in = what == 1 ? was : now, *other = what == 1 ? now : was;
+        bool first = true;
+        for (size_t i = 0; i < in->n_keys; i++) {
+            const pgw_key_config *k = &in->keys[i], *there = key_named(other, k->name);
+            if (what < 2 ? there != NULL : there == NULL || same_key(k, there))
+                continue;
+            size_t used = strlen(out);
+            if (first)
+                snprintf(out + used, cap - used, "%s%s %s", used ? "; " : "", WHAT[what], k->name);
+            else
+                snprintf(out + used, cap - used, ", %s", k->name);
+            first = false;
+        }
+    }
+    if (out[0] == '\0')
+        snprintf(out, cap, "no key changed");
+}
+
+static void reload_keys(reloader *r)
+{
+    pgw_err err;
+    char *text = NULL, changed[512], keys[PGW_KEYS_MAX * (PGW_ID_MAX + 2) + 64]; /* every name */
+    size_t len = 0, n = 0;
+    pgw_config *cfg = NULL;
+    pgw_auth *fresh = NULL;
+    int rc = pgw_config_read(r->path, &text, &len, &err);
+    if (rc == PGW_OK)
+        rc = pgw_config_parse(text, len, r->path, &cfg, &err);
+    if (rc == PGW_OK) {
+        /* Development mode (the demo key) is serve's, from its start. */
+        cfg->security.development_mode = r->running->security.development_mode;
+        rc = pgw_auth_new(cfg, &fresh, &err);
+    }
+    if (rc == PGW_OK)
+        rc = pgw_config_changed(r->running_text, r->running_len, text, len, changed,
+                                sizeof(changed), &err);
+    if (rc == PGW_OK) {
+        n = pgw_auth_count(fresh);
+        rc = pgw_http_reload_keys(r->http, fresh, &err);
+    }
+    free(text);
+    pgw_auth_free(fresh); /* taken: the old keys */
+    if (rc != PGW_OK) {
+        fprintf(stderr, "pointsgw serve: cannot reload the keys: %s; keys unchanged\n", err.msg);
+        pgw_config_free(cfg);
+        return;
+    }
+    key_changes(r->keys_from != NULL ? r->keys_from : r->running, cfg, keys, sizeof(keys));
+    fprintf(stderr, "pointsgw serve: keys reloaded from %s: %zu key%s (%s)\n", r->path, n,
+            n == 1 ? "" : "s", keys);
+    if (changed[0] != '\0')
+        fprintf(stderr,
+                "pointsgw serve: warning: %s also changes %s: a reload takes the keys alone; "
+                "those wait for a restart\n",
+                r->path, changed);
+    pgw_config_free(r->keys_from);
+    r->keys_from = cfg;
+}
+
+/* The reload thread: a reload per byte, till the pipe is closed. */
+static void *reload_loop(void *arg)
+{
+    for (;;) {
+        char byte;
+        ssize_t got = read(reload_pipe[0], &byte, 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return NULL;
+        reload_keys(arg);
+    }
+}
+
+/*
+ * serve's signals: INT and TERM stop it; HUP reloads the keys, unless
+ * ignored when serve started (nohup): then it stays ignored, as asked.
+ * Whether the reload's thread runs (stop_reloads ends it).
+ */
+static bool catch_signals(reloader *r, pthread_t *thread)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction hangup;
+    if (sigaction(SIGHUP, NULL, &hangup) != 0 || hangup.sa_handler == SIG_IGN)
+        return false;
+    int rc = pipe(reload_pipe) != 0 || fcntl(reload_pipe[1], F_SETFL, O_NONBLOCK) != 0
+                 ? errno
+                 : pthread_create(thread, NULL, reload_loop, r);
+    if (rc != 0) {
+        /* Killed by a hang-up, requests in flight were dropped and the WAL
+         * left uncheckpointed (the operations review): ignored rather. */
+        fprintf(stderr,
+                "pointsgw serve: warning: SIGHUP is ignored: cannot start the reload of "
+                "the keys: %s\n",
+                strerror(rc));
+        signal(SIGHUP, SIG_IGN);
+        return false;
+    }
+    sa.sa_handler = on_reload_signal;
+    sigaction(SIGHUP, &sa, NULL);
+    return true;
+}
+
+static void stop_reloads(pthread_t thread, bool running)
+{
+    if (!running)
+        return;
+    signal(SIGHUP, SIG_IGN); /* no handler writes to the pipe closed */
+    close(reload_pipe[1]);
+    pthread_join(thread, NULL);
+    close(reload_pipe[0]);
+    reload_pipe[0] = reload_pipe[1] = -1;
 }
 
 /* The file of a sqlite: database, or NULL for another URL. */
@@ -649,10 +830,17 @@ static int cmd_serve(int argc, char **argv)
     flag_add(&flags, "--config", true);
     flag_add(&flags, "--db", true);
     flag_add(&flags, "--listen", true);
-    pgw_config *cfg;
-    int rc = start_command("serve", &flags, argc, argv, &cfg);
-    if (rc >= 0)
-        return rc;
+    int rc = flags_parse(&flags, "serve", argc, argv);
+    if (rc != 0)
+        return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    const char *path = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
+    reloader reload = {.path = path};
+    char *text = NULL; /* what a reload compares the file with */
+    pgw_config *cfg = load_config(path, &text, &reload.running_len);
+    if (cfg == NULL)
+        return EXIT_USAGE;
+    reload.running = cfg;
+    reload.running_text = text;
     const char *db = flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db;
     const char *listen = flag_get(&flags, "--listen") ? flag_get(&flags, "--listen") : cfg->listen;
     pgw_err err;
@@ -664,6 +852,7 @@ static int cmd_serve(int argc, char **argv)
     }
     if (!listenable) {
         pgw_config_free(cfg);
+        free(text);
         return EXIT_USAGE;
     }
     /* A database serve creates is its owner's alone, as a backup is: SQLite
@@ -677,6 +866,7 @@ static int cmd_serve(int argc, char **argv)
         if (made[0] != '\0')
             (void)rmdir(made);
         pgw_config_free(cfg);
+        free(text);
         return EXIT_USAGE;
     }
     bool existed = sqlite_file(db) == NULL || access(sqlite_file(db), F_OK) == 0;
@@ -701,21 +891,13 @@ static int cmd_serve(int argc, char **argv)
         if (made[0] != '\0') /* a start refused leaves no folder it made (empty: else kept) */
             (void)rmdir(made);
         pgw_config_free(cfg);
+        free(text);
         return EXIT_USAGE;
     }
     serving = http;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    /* A hang-up stops it as cleanly: it has nothing to reload, and its log
-     * is stdout, no file to reopen. Killed by it, requests in flight were
-     * dropped and the WAL left uncheckpointed (the operations review). */
-    struct sigaction hangup;
-    if (sigaction(SIGHUP, NULL, &hangup) == 0 && hangup.sa_handler != SIG_IGN)
-        sigaction(SIGHUP, &sa, NULL); /* under nohup it stays ignored, as asked */
-    signal(SIGPIPE, SIG_IGN);
+    reload.http = http;
+    pthread_t reload_thread;
+    bool reloads = catch_signals(&reload, &reload_thread);
     tell_database_file(db, existed);
     char shown[PGW_STORE_URL_MAX + 1]; /* a password in the URL stays out of the log */
     pgw_redact_db_url(db, shown, sizeof(shown));
@@ -724,6 +906,8 @@ static int cmd_serve(int argc, char **argv)
     pgw_http_stopped stopped;
     rc = pgw_http_run(http, &stopped, &err);
     serving = NULL;
+    stop_reloads(reload_thread, reloads); /* before the server it hands keys to goes */
+    pgw_config_free(reload.keys_from);
     pgw_http_free(http); /* the writer has committed everything it acknowledged */
     drop_serve_lock(&lock, false);
     pgw_http_client_cleanup();
@@ -732,6 +916,7 @@ static int cmd_serve(int argc, char **argv)
     if (rc == PGW_OK || stopped.answers_cut > 0)
         say_stopped(&stopped);
     pgw_config_free(cfg);
+    free(text);
     return rc == PGW_OK ? EXIT_OK : EXIT_PROBLEM;
 }
 
@@ -884,7 +1069,7 @@ static int resolve_db(const flag_set *flags, char *url, size_t cap)
         snprintf(url, cap, "%s", db);
         return EXIT_OK;
     }
-    pgw_config *cfg = load_config(flag_get(flags, "--config"));
+    pgw_config *cfg = load_config(flag_get(flags, "--config"), NULL, NULL);
     if (cfg == NULL)
         return EXIT_USAGE;
     snprintf(url, cap, "%s", cfg->db);

@@ -1557,29 +1557,84 @@ int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_confi
     return PGW_OK;
 }
 
-int pgw_config_load(const char *path, pgw_config **out, pgw_err *err)
+int pgw_config_read(const char *path, char **text, size_t *len, pgw_err *err)
 {
-    *out = NULL;
+    *text = NULL;
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         return pgw_err_set(err, PGW_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *text = malloc(PGW_CONFIG_FILE_MAX + 1);
-    if (text == NULL) {
+    char *buf = malloc(PGW_CONFIG_FILE_MAX + 1);
+    if (buf == NULL) {
         fclose(f);
         return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory", path);
     }
-    size_t len = fread(text, 1, PGW_CONFIG_FILE_MAX + 1, f);
+    size_t n = fread(buf, 1, PGW_CONFIG_FILE_MAX + 1, f);
     bool failed = ferror(f) != 0;
     int why = errno; /* a folder: EISDIR, said as such (it was "read error") */
     fclose(f);
-    int rc;
+    int rc = PGW_OK;
     if (failed)
         rc = pgw_err_set(err, PGW_EIO, "%s: cannot read: %s", path, strerror(why ? why : EIO));
-    else if (len > PGW_CONFIG_FILE_MAX)
+    else if (n > PGW_CONFIG_FILE_MAX)
         rc = pgw_err_set(err, PGW_EINVAL, "%s: larger than %d bytes", path, PGW_CONFIG_FILE_MAX);
-    else
+    if (rc != PGW_OK) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *text = buf;
+    *len = n;
+    return PGW_OK;
+}
+
+int pgw_config_load(const char *path, pgw_config **out, pgw_err *err)
+{
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = pgw_config_read(path, &text, &len, err);
+    if (rc == PGW_OK)
         rc = pgw_config_parse(text, len, path, out, err);
     free(text);
+    return rc;
+}
+
+/* Adds `name` to the comma-separated list in out. */
+static void list_add(char *out, size_t cap, const char *name)
+{
+    size_t used = strlen(out);
+    snprintf(out + used, cap - used, "%s%s", used ? ", " : "", name);
+}
+
+int pgw_config_changed(const char *was, size_t was_len, const char *now, size_t now_len, char *out,
+                       size_t cap, pgw_err *err)
+{
+    PGW_ASSERT(cap > 0);
+    out[0] = '\0';
+    json_error_t jerr;
+    json_t *a = json_loadb(was, was_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *b = json_loadb(now, now_len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = PGW_OK;
+    if (!json_is_object(a) || !json_is_object(b)) {
+        rc = pgw_err_set(err, PGW_EINVAL, "not a configuration: %s", jerr.text);
+    } else {
+        const char *name;
+        json_t *value;
+        /* Both ways (each name once): a section added or removed is a change too. */
+        json_object_foreach(b, name, value)
+        {
+            if (strcmp(name, "keys") != 0 && !json_equal(value, json_object_get(a, name)))
+                list_add(out, cap, name);
+        }
+        json_object_foreach(a, name, value)
+        {
+            if (strcmp(name, "keys") != 0 && json_object_get(b, name) == NULL)
+                list_add(out, cap, name);
+        }
+    }
+    json_decref(a);
+    json_decref(b);
     return rc;
 }
 

@@ -184,6 +184,21 @@ typedef struct pgw_config {
  */
 int pgw_config_load(const char *path, pgw_config **out, pgw_err *err);
 
+/* The file's text, at most PGW_CONFIG_FILE_MAX bytes, NUL-terminated
+ * (malloc'd: the caller frees it); PGW_EIO or PGW_EINVAL naming the path. */
+int pgw_config_read(const char *path, char **text, size_t *len, pgw_err *err);
+
+/*
+ * The top-level settings other than "keys" ("listen", "rules"...) that
+ * differ between two texts of a configuration (each one that loaded), as a
+ * comma-separated list in `out` ("" for none): what a reload of the keys
+ * (serve's SIGHUP) leaves for a restart. Values are compared as JSON
+ * (json_equal): a setting rewritten alike, spaces or order of members, is
+ * no change; one written out at its default where it was left out is.
+ */
+int pgw_config_changed(const char *was, size_t was_len, const char *now, size_t now_len, char *out,
+                       size_t cap, pgw_err *err);
+
 /* The same from text in memory; `origin` names it in messages. */
 int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_config **out,
                      pgw_err *err);

@@ -4260,7 +4260,7 @@ static void stream_committed(void *ctx, const pgw_command *cmd)
 
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
                         const char *shop_param, char shop_out[PGW_ID_MAX + 1],
-                        char key_name[PGW_ID_MAX + 1], pgw_err *err)
+                        char key_name[PGW_ID_MAX + 1], pgw_principal *out, pgw_err *err)
 {
     char bearer[PGW_HEADER_VALUE_MAX + 8] = "";
     if (authorization != NULL && authorization[0] != '\0')
@@ -4299,7 +4299,13 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
     if (shop[0] != '\0' && pgw_rules_find_shop(&api->cfg->rules, shop) < 0)
         return pgw_err_set(err, PGW_ENOTFOUND, "no shop %s", shop);
     snprintf(shop_out, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, shop);
+    *out = who;
     return PGW_OK;
+}
+
+pgw_auth *pgw_api_auth(pgw_api *api)
+{
+    return api->auth;
 }
 
 bool pgw_api_by_session(const char *authorization)

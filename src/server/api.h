@@ -244,11 +244,16 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
  * shop_out; PGW_EUNAUTHORIZED or PGW_EFORBIDDEN otherwise (a channel's key,
  * and a signing key, whose handshake cannot be signed). key_name gets
  * the key's name for the log once the key is known, refused or not ("-"
- * before).
+ * before); `who` the key let in, for a reload to ask whether it still is
+ * (pgw_auth_still).
  */
 int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key_param,
                         const char *shop_param, char shop_out[PGW_ID_MAX + 1],
-                        char key_name[PGW_ID_MAX + 1], pgw_err *err);
+                        char key_name[PGW_ID_MAX + 1], pgw_principal *who, pgw_err *err);
+
+/* The API's key table, for the service thread alone (auth.h): a reload
+ * swaps its keys (pgw_auth_take_keys). */
+pgw_auth *pgw_api_auth(pgw_api *api);
 
 /* Whether `authorization` names a mini-program session ("Session ...",
  * the scheme in any case): the stream is then a member's own. */

@@ -146,9 +146,40 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
 
 void pgw_auth_free(pgw_auth *a)
 {
+    /* The keys' hashes only: the nonces are no secret (each a hash's
+     * 8 bytes), and 16 MiB written would fault in a reload's pages. */
     if (a != NULL)
-        OPENSSL_cleanse(a, sizeof(*a));
+        OPENSSL_cleanse(a->keys, sizeof(a->keys));
     free(a);
+}
+
+size_t pgw_auth_count(const pgw_auth *a)
+{
+    return a->n_keys;
+}
+
+void pgw_auth_take_keys(pgw_auth *a, pgw_auth *fresh)
+{
+    PGW_ASSERT(a != fresh);
+    size_t n = a->n_keys > fresh->n_keys ? a->n_keys : fresh->n_keys;
+    key_entry swap;
+    for (size_t i = 0; i < n; i++) /* entries past a table's count are zeros */
+        swap = a->keys[i], a->keys[i] = fresh->keys[i], fresh->keys[i] = swap;
+    n = a->n_keys, a->n_keys = fresh->n_keys, fresh->n_keys = n;
+    OPENSSL_cleanse(&swap, sizeof(swap));
+}
+
+bool pgw_auth_still(const pgw_auth *a, const pgw_principal *who)
+{
+    for (size_t i = 0; i < a->n_keys; i++) {
+        const pgw_principal *k = &a->keys[i].who;
+        /* The secret is the key's SHA-256: the same key, not another of that name. */
+        if (CRYPTO_memcmp(k->secret, who->secret, 32) == 0)
+            return strcmp(k->name, who->name) == 0 && k->kind == who->kind &&
+                   strcmp(k->scope_id, who->scope_id) == 0 &&
+                   k->require_signature == who->require_signature;
+    }
+    return false;
 }
 
 /* Remembers the nonce of `who`'s request stamped `ts` (within the window

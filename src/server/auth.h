@@ -75,6 +75,24 @@ typedef struct pgw_signed_request {
 int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err);
 void pgw_auth_free(pgw_auth *auth);
 
+/* The keys in the table (those whose variable was set). */
+size_t pgw_auth_count(const pgw_auth *auth);
+
+/*
+ * A reload (serve's SIGHUP): `auth` takes the keys of `fresh` (made by
+ * pgw_auth_new from the file read again) and `fresh` gets the old ones,
+ * for its caller to free. The nonces stay with `auth`, as does its clock:
+ * a signed request taken before the reload is still a replay after it,
+ * its key unchanged. Principals given out before stay as they were (a
+ * copy): a request in flight keeps the key it was let in with.
+ */
+void pgw_auth_take_keys(pgw_auth *auth, pgw_auth *fresh);
+
+/* Whether `who` (a principal pgw_auth_check gave) is still one of the
+ * keys, with the same name, scope and signing: after a reload, a live
+ * stream let in by a key since removed or changed is not. */
+bool pgw_auth_still(const pgw_auth *auth, const pgw_principal *who);
+
 /*
  * A request's Bearer key, hashed once where its Authorization header is
  * read and asked about as often as needed after (a SHA-256 is ~3% of a

@@ -73,6 +73,10 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
  * network fault, as a bare TCP close read. */
 #define WS_CLOSE_GOING_AWAY  LWS_CLOSE_STATUS_GOINGAWAY
 #define WS_GOING_AWAY_REASON "server shutting down"
+/* A key's stream whose key a reload (SIGHUP) removed or changed: policy
+ * violation, the key no longer lets it in (reconnecting with it is 401). */
+#define WS_CLOSE_KEY_GONE  LWS_CLOSE_STATUS_POLICY_VIOLATION
+#define WS_KEY_GONE_REASON "the API key was removed or changed by a reload of the keys"
 /* Merged members whose survivor a stream's check named, remembered so
  * that a handshake under their sessions counts the survivor's streams:
  * the last so many (the oldest forgotten first: its next stream's check
@@ -136,6 +140,10 @@ typedef struct watcher {
     uint64_t gaps;             /* h->stream_gaps when it connected */
     char shop[PGW_ID_MAX + 1]; /* "" for every shop */
     char key_name[PGW_ID_MAX + 1];
+    /* A key's stream: the key that let it in, asked about again once the
+     * keys were reloaded since (h->keys_loaded). */
+    pgw_principal key;
+    uint64_t keys_seen;
     int64_t asked_us; /* when its handshake came: logged once lws upgraded it */
     /* A member's stream (a mini-program session): its messages only. */
     bool member;
@@ -259,6 +267,13 @@ struct pgw_http {
     merge_seen merges[MERGES_KEPT]; /* a ring: merges_next is the oldest */
     size_t merges_next;
     int64_t member_check_s; /* each one's session checked again this often */
+    /* A reload's keys (pgw_http_reload_keys), under lock: offered, taken
+     * by the service thread (take_keys), none once it stops serving. */
+    pgw_auth *keys_offered;
+    atomic_bool keys_waiting; /* keys_offered is set: looked at without the lock */
+    bool keys_closed;
+    pthread_cond_t keys_taken;
+    uint64_t keys_loaded; /* reloads taken (service thread only) */
     /* Waiting requests by id: service thread only. Linear probing. */
     slot *slots;
     size_t slot_mask;
@@ -592,6 +607,30 @@ static bool drain_done(pgw_http *h)
         lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
     h->ring_news = false;
     return more;
+}
+
+/*
+ * A reload's keys (pgw_http_reload_keys), taken between two requests' turns:
+ * a request in flight keeps the principal it was let in with (a copy);
+ * each key's stream is asked at its next turn whether its key still
+ * stands (key_gone).
+ */
+static void take_keys(pgw_http *h)
+{
+    if (!atomic_load(&h->keys_waiting))
+        return;
+    pthread_mutex_lock(&h->lock);
+    bool taken = h->keys_offered != NULL;
+    if (taken)
+        pgw_auth_take_keys(pgw_api_auth(h->api), h->keys_offered);
+    h->keys_offered = NULL;
+    atomic_store(&h->keys_waiting, false);
+    pthread_cond_broadcast(&h->keys_taken);
+    pthread_mutex_unlock(&h->lock);
+    if (taken) {
+        h->keys_loaded++;
+        lws_callback_on_writable_all_protocol(h->ctx, &h->protocols[1]);
+    }
 }
 
 /* ---- reading a request ------------------------------------------------------------------ */
@@ -1375,7 +1414,8 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
                               "no such WebSocket protocol: the stream names none, or pgw-stream");
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
-        (void)drain_done(h);                /* what is left wakes the next turn */
+        take_keys(h);
+        (void)drain_done(h); /* what is left wakes the next turn */
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:           /* every connection's last word, to protocols[0] */
         free(lws_get_opaque_user_data(wsi)); /* peer_address's */
@@ -1605,9 +1645,11 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
         return admit_member(h, wsi, w, uri, auth, shop_param);
     pgw_err err;
     char key_name[PGW_ID_MAX + 1];
-    int rc = pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, key_name, &err);
+    int rc =
+        pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, key_name, &w->key, &err);
     if (rc != PGW_OK)
         return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
+    w->keys_seen = h->keys_loaded;
     w->allowed = true;
     memcpy(w->key_name, key_name, sizeof(w->key_name));
     client_address(h, wsi, w->client, sizeof(w->client)); /* the headers go with the upgrade */
@@ -2060,6 +2102,20 @@ static int leave_stream(pgw_http *h, struct lws *wsi, watcher *w)
     return close_member(wsi, w);
 }
 
+/* Whether a key's stream lost its key to a reload since its last turn
+ * (removed, or its scope changed): then it is closed, saying so. */
+static bool key_gone(pgw_http *h, watcher *w)
+{
+    if (w->keys_seen == h->keys_loaded)
+        return false;
+    w->keys_seen = h->keys_loaded;
+    if (pgw_auth_still(pgw_api_auth(h->api), &w->key))
+        return false;
+    w->close_code = WS_CLOSE_KEY_GONE;
+    w->close_reason = WS_KEY_GONE_REASON;
+    return true;
+}
+
 static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
@@ -2075,7 +2131,9 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
         w->gaps = h->stream_gaps;
         w->counted = true;
         h->watchers++;
-        if (h->going_away) /* let in as the drain began: closed as the others */
+        /* let in as the drain began, or its key reloaded since it was
+         * checked: closed as the others */
+        if (h->going_away || w->keys_seen != h->keys_loaded)
             lws_callback_on_writable(wsi);
         if (w->member) { /* logged once the store answered */
             member_opened(h, wsi, w);
@@ -2108,7 +2166,9 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return 0;
         if (h->going_away)
             return leave_stream(h, wsi, w);
-        return w->member ? feed_member(h, wsi, w) : feed_watcher(h, wsi, w);
+        if (w->member)
+            return feed_member(h, wsi, w);
+        return key_gone(h, w) ? close_member(wsi, w) : feed_watcher(h, wsi, w);
     case LWS_CALLBACK_RECEIVE:
         /* Watchers have nothing to say (lws bounds what it reads), but a
          * frame is a sign of life, as a pong is (lws_validity_confirmed). */
@@ -2283,6 +2343,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     if (h == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the server");
     pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->keys_taken, NULL);
     h->body_max = opts->body_max ? opts->body_max : PGW_BODY_MAX_DEFAULT;
     h->body_timeout_s = opts->body_timeout_s > 0 ? opts->body_timeout_s : 60;
     h->keepalive_timeout_s =
@@ -2372,6 +2433,11 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
     while (!h->stop && !failed)
         failed = lws_service(h->ctx, 0) < 0;
     lws_sul_cancel(&h->quiet_sul);
+    /* A reload now would close streams the drain closes 1001: none. */
+    pthread_mutex_lock(&h->lock);
+    h->keys_closed = true;
+    pthread_cond_broadcast(&h->keys_taken);
+    pthread_mutex_unlock(&h->lock);
     /* Drain: the writer commits what is queued, its callers are answered,
      * the streams are fed that and closed (leave_stream), each within
      * its bound: a client that does not read holds up no stop. */
@@ -2402,6 +2468,24 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
                   : PGW_OK;
 }
 
+int pgw_http_reload_keys(pgw_http *h, pgw_auth *fresh, pgw_err *err)
+{
+    pthread_mutex_lock(&h->lock);
+    PGW_ASSERT(h->keys_offered == NULL); /* one reloader at a time */
+    bool offered = !h->keys_closed;
+    if (offered) {
+        h->keys_offered = fresh;
+        atomic_store(&h->keys_waiting, true);
+        lws_cancel_service(h->ctx);
+    }
+    while (offered && h->keys_offered == fresh && !h->keys_closed)
+        pthread_cond_wait(&h->keys_taken, &h->lock);
+    bool taken = offered && h->keys_offered != fresh;
+    h->keys_offered = NULL;
+    pthread_mutex_unlock(&h->lock);
+    return taken ? PGW_OK : pgw_err_set(err, PGW_EUNAVAILABLE, "the server is stopping");
+}
+
 void pgw_http_free(pgw_http *h)
 {
     if (h == NULL)
@@ -2417,6 +2501,7 @@ void pgw_http_free(pgw_http *h)
         free(h->slots[i].gone);
     }
     pgw_api_free(h->api);
+    pthread_cond_destroy(&h->keys_taken);
     pthread_mutex_destroy(&h->lock);
     free(h->done);
     free(h->draining);

@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "server/auth.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -71,6 +72,17 @@ int pgw_http_run(pgw_http *http, pgw_http_stopped *stopped, pgw_err *err);
 
 /* Asks pgw_http_run to finish. Async-signal-safe. */
 void pgw_http_shutdown(pgw_http *http);
+
+/*
+ * A reload of the keys (serve's SIGHUP): hands `fresh` (pgw_auth_new's,
+ * from the configuration read again) to the service thread, which swaps
+ * it in between requests (pgw_auth_take_keys: the nonces stay) and closes
+ * the live streams of keys it no longer has (1008). Waits till then;
+ * `fresh` holds the old keys after, for the caller to free. Not on the
+ * service thread. PGW_EUNAVAILABLE, nothing swapped, once
+ * pgw_http_run has stopped serving.
+ */
+int pgw_http_reload_keys(pgw_http *http, pgw_auth *fresh, pgw_err *err);
 
 void pgw_http_free(pgw_http *http);
 

@@ -2027,38 +2027,162 @@ def test_database_file(s):
         check(mode == 0o600, f"{name} is the owner's alone: {mode:o}")
 
 
+def stderr_lines(s):
+    """A thread reading the server's stderr into a list, and the list."""
+    said = []
+    reader = threading.Thread(target=lambda: said.extend(iter(s.proc.stderr.readline, "")))
+    reader.start()
+    return reader, said
+
+
+def said_after(said, start, pattern, wait=10):
+    """The first line of said[start:] matching pattern, polled for `wait` s; None."""
+    deadline = time.time() + wait
+    while True:
+        for line in said[start:]:
+            if re.search(pattern, line):
+                return line
+        if time.time() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def rewrite_keys(path, keys, **top):
+    """The configuration at `path` with these keys (name: (key, scope,
+    signed)) and top-level settings changed."""
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["keys"] = [{"name": name, "scope": scope, "require_signature": signed,
+                    "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
+                   for name, (key, scope, signed) in keys.items()]
+    cfg.update(top)
+    with open(path + ".new", "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    os.replace(path + ".new", path)
+
+
+def test_reload_keys(tmp):
+    """SIGHUP reloads the configuration's keys (operators asked: a restart
+    refused tills' connections for a second): a key added works at once, on
+    a connection kept alive across the reload; a key removed is 401 at once
+    and its open stream closed 1008; a signed request's nonce stays used; a
+    configuration that does not load changes nothing and says so; settings
+    other than keys are said to wait for a restart; SIGTERM still stops."""
+    d = os.path.join(tmp, "reload")
+    os.makedirs(d, exist_ok=True)
+    path = write_config(d, name="reload.json")
+    s = Server(d, path)
+    reader, said = stderr_lines(s)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+
+        def ask(key, what="/v1/members/MRELOAD"):
+            conn.request("GET", what, headers={"Authorization": "Bearer " + key})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+
+        check(ask("test-new-key") == 401, "a key not yet configured is refused")
+        check(ask(KEYS["admin"][0]) != 401, "the admin key before the reload")
+        before = conn.sock.getsockname()
+        gone, status, gone_rest = ws_open(s.port, "/v1/stream?key=" + KEYS["s001"][0])
+        check(" 101 " in status, f"the key to be removed streams: {status}")
+        kept, status, kept_rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0])
+        check(" 101 " in status, f"a key kept streams: {status}")
+        body = json.dumps(purchase("E-RELOAD-SIGNED", shop="S003")).encode()
+        signed = signed_headers("POST", "/v1/events", body, nonce="reload-1")
+        status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=signed)
+        check(status == 201, f"a signed request before the reload: {status} {doc}")
+        keys = {k: v for k, v in KEYS.items() if k != "s001"}
+        keys["newcomer"] = ("test-new-key", "shop:S001", False)
+        rewrite_keys(path, keys, mall={**json.load(open(path))["mall"], "name": "Renamed"})
+        start = len(said)
+        s.proc.send_signal(signal.SIGHUP)
+        line = said_after(said, start, "keys reloaded")
+        check(line is not None and "reload.json: 6 keys (added newcomer; removed s001)" in line,
+              f"the reload's line: {line} {said[start:]}")
+        check(all("test-new-key" not in x and hashlib.sha256(b"test-new-key").hexdigest()
+                  not in x for x in said), "no key nor hash on stderr")
+        line = said_after(said, start, "restart", wait=0)
+        check(line is not None and "mall" in line and "listen" not in line,
+              f"the mall's change waits for a restart: {said[start:]}")
+        status = ask("test-new-key")
+        check(status not in (401, 403), f"the key added works at once: {status}")
+        check(conn.sock is not None and conn.sock.getsockname() == before,
+              "on the connection kept alive across the reload")
+        check(ask(KEYS["s001"][0]) == 401, "the key removed is refused at once")
+        _, closed, _ = ws_read(gone, gone_rest, 5)
+        check(closed is not None and closed[0] == 1008 and "key" in closed[1],
+              f"the removed key's stream is closed 1008: {closed}")
+        status, _, _ = s.request("POST", "/v1/events", purchase("E-RELOAD-1", member="MRELOAD"))
+        messages, closed, _ = ws_read(kept, kept_rest, 5, until=lambda m: True)
+        check(closed is None and len(messages) == 1, f"a kept key's stream goes on: {closed}")
+        status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=signed)
+        check(status == 401 and "already used" in str(doc),
+              f"a nonce used before the reload is refused after it: {status} {doc}")
+        with open(path, "w") as f:
+            f.write('{"mall": ')
+        start = len(said)
+        s.proc.send_signal(signal.SIGHUP)
+        line = said_after(said, start, "keys unchanged")
+        check(line is not None and "reload.json" in line and "invalid JSON" in line,
+              f"a broken file is said, and changes nothing: {said[start:]}")
+        check(ask("test-new-key") not in (401, 403) and ask(KEYS["s001"][0]) == 401,
+              "the keys stay as they were")
+        # A key whose variable is unset is left out, warned of, as at start;
+        # the file as serve started with but for its keys: no warning else.
+        write_config(d, name="reload.json")
+        rewrite_keys(path, keys)
+        with open(path) as f:
+            cfg = json.load(f)
+        cfg["keys"].append({"name": "envless", "scope": "admin", "key_env": "PGW_TEST_UNSET_KEY"})
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        start = len(said)
+        s.proc.send_signal(signal.SIGHUP)
+        line = said_after(said, start, "keys reloaded")
+        check(line is not None and ": 6 keys (added envless)" in line and
+              said_after(said, start, "envless is disabled: PGW_TEST_UNSET_KEY", 0) is not None and
+              said_after(said, start, "restart", 0) is None,
+              f"a key without its variable is left out, said: {said[start:]}")
+        conn.close()
+        gone.close()
+        kept.close()
+    finally:
+        s.proc.send_signal(signal.SIGTERM)
+        code = s.proc.wait(timeout=30)
+        reader.join()
+    check(code == 0 and "stopped cleanly" in "".join(said), f"SIGTERM stops: {code} {said[-3:]}")
+
+
 def test_hangup(tmp):
     """Regression (the operations review): SIGHUP killed the server outright
-    (exit 129), dropping requests in flight; it has nothing to reload."""
+    (exit 129), dropping requests in flight. Under nohup it stays ignored."""
     d = os.path.join(tmp, "hangup")
     os.makedirs(d, exist_ok=True)
-    s = Server(d, write_config(d, name="hangup.json"),
-               db="sqlite:" + os.path.join(d, "hangup.db"))
-    try:
-        status, _, _ = s.request("POST", "/v1/events", purchase("E-HUP", member="MHUP"))
-        check(status == 201, f"an event before the hang-up: {status}")
-    finally:
-        s.proc.send_signal(signal.SIGHUP)
-        err = s.proc.stderr.read()
-        code = s.proc.wait(timeout=30)
-    check(code == 0 and "stopped cleanly" in err, f"SIGHUP stops cleanly: exit {code}: {err}")
+    path = write_config(d, name="hangup.json")
     # Under nohup (SIGHUP ignored when it starts) a hang-up stays ignored,
-    # as asked (the review of 808119b: it stopped the server).
+    # as asked (the review of 808119b: it stopped the server), and reloads
+    # nothing.
     was = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        s = Server(d, write_config(d, name="hangup.json"), db=s.db)
+        s = Server(d, path, db="sqlite:" + os.path.join(d, "hangup.db"))
     finally:
         signal.signal(signal.SIGHUP, was)
     try:
-        check("created a new database" not in s.startup and
-              s.request("GET", "/v1/members/MHUP")[1].get("balance", 0) > 0,
-              f"started again on the same ledger, and says nothing new: {s.startup}")
+        status, _, _ = s.request("POST", "/v1/events", purchase("E-HUP", member="MHUP"))
+        check(status == 201, f"an event before the hang-up: {status}")
+        rewrite_keys(path, {**KEYS, "late": ("test-late-key", "admin", False)})
         s.proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         check(s.proc.poll() is None and s.request("GET", "/healthz", key=None)[0] == 200,
               "under nohup a hang-up is ignored")
+        check(s.request("GET", "/v1/members/MHUP", key="test-late-key")[0] == 401,
+              "and reloads nothing")
     finally:
-        s.stop()
+        code, err = s.stop()
+    check(code == 0 and "stopped cleanly" in err and "reloaded" not in err,
+          f"SIGTERM stops cleanly: exit {code}: {err}")
 
 
 def test_shop_csv(s):
@@ -5023,7 +5147,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_show, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
-              test_hangup, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
+              test_hangup, test_reload_keys, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,

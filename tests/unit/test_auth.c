@@ -234,6 +234,58 @@ static void test_many_nonces_within_one_window(void **state)
     pgw_auth_free(a);
 }
 
+/* A reload (serve's SIGHUP) swaps the keys in: a key removed is unknown
+ * at once, and its principal no longer stands; a key kept keeps its
+ * nonces (a replay after the reload is still one) and stands; one whose
+ * scope changed does not. */
+static void test_a_reload_keeps_the_nonces(void **state)
+{
+    (void)state;
+    pgw_auth *a = signing_auth();
+    pgw_err err;
+    pgw_principal till, other;
+    pgw_bearer b;
+    pgw_bearer_of("Bearer " KEY, &b);
+    pgw_signed_request none = {0};
+    assert_int_equal(pgw_auth_check(a, &b, &none, T0, &till, &err), PGW_EUNAUTHORIZED); /* named */
+    pgw_bearer_of("Bearer " OTHER_KEY, &b);
+    assert_int_equal(pgw_auth_check(a, &b, &none, T0, &other, &err), PGW_EUNAUTHORIZED);
+    assert_int_equal(check(a, T0, "r-1", T0, false, &err), PGW_OK);
+    /* The new file: the till's key kept, the other's scope changed. */
+    pgw_config *cfg = calloc(1, sizeof(*cfg));
+    assert_non_null(cfg);
+    cfg->n_keys = 2;
+    snprintf(cfg->keys[0].name, sizeof(cfg->keys[0].name), "till");
+    snprintf(cfg->keys[0].scope, sizeof(cfg->keys[0].scope), "shop:S001");
+    snprintf(cfg->keys[0].key_env, sizeof(cfg->keys[0].key_env), "PGW_TEST_AUTH_KEY");
+    cfg->keys[0].require_signature = true;
+    snprintf(cfg->keys[1].name, sizeof(cfg->keys[1].name), "other-till");
+    snprintf(cfg->keys[1].scope, sizeof(cfg->keys[1].scope), "shop:S003");
+    snprintf(cfg->keys[1].key_env, sizeof(cfg->keys[1].key_env), "PGW_TEST_AUTH_OTHER_KEY");
+    cfg->keys[1].require_signature = true;
+    pgw_auth *fresh = NULL;
+    assert_int_equal(pgw_auth_new(cfg, &fresh, &err), PGW_OK);
+    pgw_auth_take_keys(a, fresh);
+    assert_true(pgw_auth_still(a, &till));
+    assert_false(pgw_auth_still(a, &other));
+    assert_true(pgw_auth_still(fresh, &other)); /* fresh holds the old keys */
+    assert_int_equal(check(a, T0, "r-1", T0 + 1, false, &err), PGW_EUNAUTHORIZED);
+    assert_non_null(strstr(err.msg, "already used"));
+    assert_int_equal(check(a, T0, "r-2", T0 + 1, false, &err), PGW_OK);
+    pgw_auth_free(fresh);
+    /* Then the till's key removed: unknown at once. */
+    cfg->n_keys = 0;
+    assert_int_equal(pgw_auth_new(cfg, &fresh, &err), PGW_OK);
+    pgw_auth_take_keys(a, fresh);
+    pgw_auth_free(fresh);
+    free(cfg);
+    assert_int_equal(pgw_auth_count(a), 0);
+    assert_false(pgw_auth_still(a, &till));
+    assert_int_equal(check(a, T0, "r-3", T0 + 1, false, &err), PGW_EUNAUTHORIZED);
+    assert_string_equal(err.msg, "unknown API key");
+    pgw_auth_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_each_key_has_its_own_nonces),
         cmocka_unit_test(test_signatures_in_upper_case_hex),
         cmocka_unit_test(test_many_nonces_within_one_window),
+        cmocka_unit_test(test_a_reload_keeps_the_nonces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

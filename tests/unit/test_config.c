@@ -692,6 +692,28 @@ static void test_files_missing_and_too_large(void **state)
     remove(path);
 }
 
+/* What a reload of the keys leaves for a restart: the top-level settings
+ * but "keys" that differ as JSON, both ways, each once; spaces and the
+ * order of members are no change. */
+static void test_changed_settings(void **state)
+{
+    (void)state;
+    static const char was[] = "{\"listen\": \"127.0.0.1:8080\", \"keys\": [], "
+                              "\"risk\": {\"a\": 1, \"b\": 2}, \"db\": \"sqlite:x\"}";
+    static const char same[] = "{ \"risk\": {\"b\": 2, \"a\": 1}, \"keys\": [{\"name\": \"k\"}],"
+                               "\"db\": \"sqlite:x\", \"listen\": \"127.0.0.1:8080\" }";
+    static const char other[] = "{\"listen\": \"127.0.0.1:9090\", \"keys\": [], "
+                                "\"risk\": {\"a\": 1, \"b\": 2}, \"http\": {}}";
+    char out[128];
+    pgw_err err;
+    assert_int_equal(
+        pgw_config_changed(was, strlen(was), same, strlen(same), out, sizeof(out), &err), PGW_OK);
+    assert_string_equal(out, "");
+    assert_int_equal(
+        pgw_config_changed(was, strlen(was), other, strlen(other), out, sizeof(out), &err), PGW_OK);
+    assert_string_equal(out, "listen, http, db");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_summary_says_the_offsets_sign),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
+        cmocka_unit_test(test_changed_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
