@@ -824,6 +824,52 @@ static void say_stopped(const pgw_http_stopped *stopped)
             stopped->changes_cut);
 }
 
+/* Where a clean stop keeps the nonces of signed requests (auth.h): beside
+ * a SQLite database, as its lock file is ("pointsgw.db-nonces"); none on
+ * PostgreSQL, whose instances are several, with no file of their own:
+ * there they are each instance's, in memory only (README). */
+static void nonce_file(const serve_lock *lock, char out[PATH_MAX + 8])
+{
+    size_t n = strlen(lock->path), suffix = strlen(PGW_STORE_SERVE_LOCK_SUFFIX);
+    out[0] = '\0';
+    if (n > suffix) /* a SQLite database's */
+        snprintf(out, PATH_MAX + 8, "%.*s-nonces", (int)(n - suffix), lock->path);
+}
+
+/* The nonces the last clean stop kept; else says that signed requests
+ * stamped before now are refused a while. A new database had no run
+ * before: a file beside it is another ledger's, gone (a crash of this run
+ * would take it for this run's). */
+static void restore_nonces(pgw_http *http, const char *file, bool existed)
+{
+    if (file[0] == '\0' || !existed) {
+        if (file[0] != '\0')
+            (void)unlink(file);
+        return;
+    }
+    pgw_err err;
+    bool kept = false;
+    if (pgw_auth_restore_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &kept, &err) !=
+        PGW_OK)
+        fprintf(stderr, "pointsgw serve: warning: the last run's nonces: %s\n", err.msg);
+    if (!kept)
+        fprintf(stderr,
+                "pointsgw serve: warning: the last run kept no nonces of signed requests (it "
+                "did not stop cleanly): those stamped before now are refused for %d s\n",
+                PGW_SIGNATURE_SKEW_S);
+}
+
+static void keep_nonces(pgw_http *http, const char *file)
+{
+    pgw_err err;
+    if (file[0] != '\0' &&
+        pgw_auth_save_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &err) != PGW_OK)
+        fprintf(stderr,
+                "pointsgw serve: warning: cannot keep the nonces of signed requests: %s: the "
+                "next start refuses those stamped before it for %d s\n",
+                err.msg, PGW_SIGNATURE_SKEW_S);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -894,6 +940,9 @@ static int cmd_serve(int argc, char **argv)
         free(text);
         return EXIT_USAGE;
     }
+    char nonces[PATH_MAX + 8];
+    nonce_file(&lock, nonces);
+    restore_nonces(http, nonces, existed);
     serving = http;
     reload.http = http;
     pthread_t reload_thread;
@@ -908,6 +957,7 @@ static int cmd_serve(int argc, char **argv)
     serving = NULL;
     stop_reloads(reload_thread, reloads); /* before the server it hands keys to goes */
     pgw_config_free(reload.keys_from);
+    keep_nonces(http, nonces);
     pgw_http_free(http); /* the writer has committed everything it acknowledged */
     drop_serve_lock(&lock, false);
     pgw_http_client_cleanup();

@@ -17,6 +17,8 @@
 #include "core/transfer.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* Longest signed message: method, path and query, timestamp, nonce, body hash. */
 #define PGW_SIGNED_MESSAGE_MAX 4096
@@ -51,6 +54,10 @@ struct pgw_auth {
      * otherwise find its nonce's slot already given to another while its
      * timestamp still passed, and a replay of it would be taken. */
     int64_t clock;
+    /* Signed requests stamped at it or before are refused: a start after a
+     * stop that kept no nonces (pgw_auth_restore_nonces) cannot tell them
+     * from replays of the last run's, which took stamps of its second too. 0: none. */
+    int64_t floor;
     nonce_slot nonces[PGW_NONCES_KEPT];
 };
 
@@ -182,20 +189,10 @@ bool pgw_auth_still(const pgw_auth *a, const pgw_principal *who)
     return false;
 }
 
-/* Remembers the nonce of `who`'s request stamped `ts` (within the window
- * at `now`). */
-static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const char *nonce,
-                                    int64_t ts, int64_t now)
+/* Remembers the nonce hashed `h` (never 0) until `until`, at `now`. */
+static nonce_verdict put_nonce(pgw_auth *a, uint64_t h, int64_t until, int64_t now)
 {
-    uint8_t keyed[32 + PGW_NONCE_MAX], digest[32];
-    size_t nonce_len = strlen(nonce);
-    PGW_ASSERT(nonce_len <= PGW_NONCE_MAX); /* check_signature checked */
-    memcpy(keyed, who->secret, 32);
-    memcpy(keyed + 32, nonce, nonce_len);
-    pgw_sha256(keyed, 32 + nonce_len, digest);
-    uint64_t h = 0;
-    memcpy(&h, digest, sizeof(h));
-    h |= 1; /* 0 marks a slot never used */
+    PGW_ASSERT(h != 0);
     size_t start = (size_t)(h % PGW_NONCES_KEPT);
     nonce_slot *free_slot = NULL;
     for (size_t probe = 0; probe < NONCE_PROBES; probe++) {
@@ -211,8 +208,25 @@ static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const
     if (free_slot == NULL)
         return NONCE_NO_ROOM;
     free_slot->hash = h;
-    free_slot->until = ts + PGW_SIGNATURE_SKEW_S;
+    free_slot->until = until;
     return NONCE_NEW;
+}
+
+/* Remembers the nonce of `who`'s request stamped `ts` (within the window
+ * at `now`). */
+static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const char *nonce,
+                                    int64_t ts, int64_t now)
+{
+    uint8_t keyed[32 + PGW_NONCE_MAX], digest[32];
+    size_t nonce_len = strlen(nonce);
+    PGW_ASSERT(nonce_len <= PGW_NONCE_MAX); /* check_signature checked */
+    memcpy(keyed, who->secret, 32);
+    memcpy(keyed + 32, nonce, nonce_len);
+    pgw_sha256(keyed, 32 + nonce_len, digest);
+    uint64_t h = 0;
+    memcpy(&h, digest, sizeof(h));
+    h |= 1; /* 0 marks a slot never used */
+    return put_nonce(a, h, ts + PGW_SIGNATURE_SKEW_S, now);
 }
 
 static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_signed_request *req,
@@ -244,6 +258,12 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
             ts < now ? (unsigned long long)now - (unsigned long long)ts
                      : (unsigned long long)ts - (unsigned long long)now,
             ts < now ? "behind" : "ahead of", (long long)now, PGW_SIGNATURE_SKEW_S);
+    if (ts <= a->floor)
+        return pgw_err_set(err, PGW_EUNAUTHORIZED,
+                           "X-PGW-Timestamp not after this gateway started (%lld), after a stop "
+                           "that kept no nonces: a replay cannot be told; sign it again, "
+                           "stamped now",
+                           (long long)a->floor);
     size_t nonce_len = strlen(req->nonce);
     if (nonce_len == 0 || nonce_len > PGW_NONCE_MAX)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce must be 1..%d characters",
@@ -279,6 +299,85 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
         return pgw_err_set(err, PGW_EUNAVAILABLE,
                            "too many signed requests within %d s to remember their nonces; retry",
                            2 * PGW_SIGNATURE_SKEW_S);
+    return PGW_OK;
+}
+
+/* A file of nonces: this line, then each live slot as it is in memory
+ * (the same machine reads it back). */
+#define NONCES_MAGIC "pointsgw nonces 1\n"
+#define MAGIC_LEN    (sizeof(NONCES_MAGIC) - 1)
+
+int pgw_auth_save_nonces(const pgw_auth *a, const char *path, int64_t now, pgw_err *err)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp))
+        return pgw_err_set(err, PGW_EINVAL, "%s: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    int why = errno;
+    if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return pgw_err_set(err, PGW_EIO, "%s: %s", tmp, strerror(why));
+    }
+    bool ok = fwrite(NONCES_MAGIC, 1, MAGIC_LEN, f) == MAGIC_LEN;
+    for (size_t i = 0; ok && i < PGW_NONCES_KEPT; i++) {
+        const nonce_slot *slot = &a->nonces[i];
+        if (slot->hash != 0 && slot->until >= now)
+            ok = fwrite(slot, sizeof(*slot), 1, f) == 1;
+    }
+    /* Whole on disk before it is named: a torn file would be taken whole. */
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    why = errno;
+    ok = fclose(f) == 0 && ok;
+    if (ok && rename(tmp, path) != 0)
+        ok = false, why = errno;
+    if (!ok) {
+        (void)unlink(tmp);
+        return pgw_err_set(err, PGW_EIO, "%s: %s", path, strerror(why ? why : EIO));
+    }
+    return PGW_OK;
+}
+
+/* Puts the slots of an open file of nonces in `a` (those live at `now`);
+ * false for a file pointsgw did not write whole, or nonces past room. */
+static bool read_nonces(pgw_auth *a, FILE *f, int64_t now)
+{
+    char magic[MAGIC_LEN];
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (size < (long)MAGIC_LEN || (size - (long)MAGIC_LEN) % (long)sizeof(nonce_slot) != 0 ||
+        (size_t)(size - (long)MAGIC_LEN) / sizeof(nonce_slot) > PGW_NONCES_KEPT ||
+        fseek(f, 0, SEEK_SET) != 0 || fread(magic, 1, MAGIC_LEN, f) != MAGIC_LEN ||
+        memcmp(magic, NONCES_MAGIC, MAGIC_LEN) != 0)
+        return false;
+    nonce_slot slot;
+    while (fread(&slot, sizeof(slot), 1, f) == 1) {
+        if (slot.hash == 0)
+            return false;
+        if (slot.until >= now && put_nonce(a, slot.hash, slot.until, now) == NONCE_NO_ROOM)
+            return false;
+    }
+    return ferror(f) == 0;
+}
+
+int pgw_auth_restore_nonces(pgw_auth *a, const char *path, int64_t now, bool *kept, pgw_err *err)
+{
+    *kept = false;
+    a->floor = now; /* unless the last run's nonces are all here */
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return errno == ENOENT ? PGW_OK
+                               : pgw_err_set(err, PGW_EIO, "%s: %s", path, strerror(errno));
+    bool whole = read_nonces(a, f, now);
+    fclose(f);
+    /* Gone once read: a crash of this run must not find it and take the
+     * last run's nonces for all there are. */
+    if (unlink(path) != 0)
+        return pgw_err_set(err, PGW_EIO, "%s: cannot remove it: %s", path, strerror(errno));
+    if (!whole)
+        return pgw_err_set(err, PGW_EINVAL, "%s: not a whole file of nonces", path);
+    a->floor = 0;
+    *kept = true;
     return PGW_OK;
 }
 

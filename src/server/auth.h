@@ -88,6 +88,27 @@ size_t pgw_auth_count(const pgw_auth *auth);
  */
 void pgw_auth_take_keys(pgw_auth *auth, pgw_auth *fresh);
 
+/*
+ * Nonces across a restart: a clean stop writes those still live at `now`
+ * to `path` (mode 0600, through a file renamed once whole), and the next
+ * start reads them back (pgw_auth_restore_nonces), so that a signed
+ * request taken before the restart is a replay after it. The service
+ * thread's, as every call: at a stop, after it served.
+ */
+int pgw_auth_save_nonces(const pgw_auth *auth, const char *path, int64_t now, pgw_err *err);
+
+/*
+ * At start (`now`): the nonces a clean stop left at `path`, the file
+ * removed once read (*kept true). Without them (no file: a crash; a file
+ * not whole, or one that cannot be read or removed: an error saying which,
+ * the rest the same), the last run's
+ * nonces are unknown: signed requests stamped at `now` or before are refused
+ * (PGW_EUNAUTHORIZED, saying so) while such stamps are within the window,
+ * PGW_SIGNATURE_SKEW_S after the start at most.
+ */
+int pgw_auth_restore_nonces(pgw_auth *auth, const char *path, int64_t now, bool *kept,
+                            pgw_err *err);
+
 /* Whether `who` (a principal pgw_auth_check gave) is still one of the
  * keys, with the same name, scope and signing: after a reload, a live
  * stream let in by a key since removed or changed is not. */

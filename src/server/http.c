@@ -2486,6 +2486,11 @@ int pgw_http_reload_keys(pgw_http *h, pgw_auth *fresh, pgw_err *err)
     return taken ? PGW_OK : pgw_err_set(err, PGW_EUNAVAILABLE, "the server is stopping");
 }
 
+pgw_auth *pgw_http_auth(pgw_http *h)
+{
+    return pgw_api_auth(h->api);
+}
+
 void pgw_http_free(pgw_http *h)
 {
     if (h == NULL)

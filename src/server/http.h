@@ -84,6 +84,10 @@ void pgw_http_shutdown(pgw_http *http);
  */
 int pgw_http_reload_keys(pgw_http *http, pgw_auth *fresh, pgw_err *err);
 
+/* The key table (pgw_api_auth): the service thread's, so serve's only
+ * before pgw_http_run and once it returned (the nonces, auth.h). */
+pgw_auth *pgw_http_auth(pgw_http *http);
+
 void pgw_http_free(pgw_http *http);
 
 #endif

@@ -2155,6 +2155,54 @@ def test_reload_keys(tmp):
     check(code == 0 and "stopped cleanly" in "".join(said), f"SIGTERM stops: {code} {said[-3:]}")
 
 
+def test_nonces_across_restarts(tmp):
+    """Regression: nonces were memory-only, so a signed request captured
+    before a restart could be replayed once after it, within its 300 s.
+    A clean stop keeps them beside the SQLite database for the next start;
+    after a crash, which kept none, a request stamped before the start is
+    refused for the window."""
+    d = os.path.join(tmp, "nonces")
+    os.makedirs(d, exist_ok=True)
+    path, db = write_config(d, name="nonces.json"), "sqlite:" + os.path.join(d, "nonces.db")
+
+    def signed(s, event_id, nonce, ts=None):
+        body = json.dumps(purchase(event_id, shop="S003", member="MNONCE")).encode()
+        h = signed_headers("POST", "/v1/events", body, ts=ts, nonce=nonce)
+        return s.request("POST", "/v1/events", raw=body, key="s003", headers=h), body, h
+
+    s = Server(d, path, db=db)
+    try:
+        (status, doc, _), body, h = signed(s, "E-NONCE-1", "keep-1")
+        check(status == 201, f"a signed request: {status} {doc}")
+    finally:
+        code, err = s.stop()
+    check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
+    s = Server(d, path, db=db)
+    try:
+        status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=h)
+        check(status == 401 and "already used" in str(doc),
+              f"replayed after a clean restart: refused: {status} {doc}")
+        (status, doc, _), _, _ = signed(s, "E-NONCE-2", "keep-2", ts=str(int(time.time()) - 5))
+        check(status == 201, f"stamped before the start, after a clean stop: taken: {status} {doc}")
+        (status, doc, _), body, h = signed(s, "E-NONCE-3", "keep-3")
+        check(status == 201, f"signed before the crash: {status} {doc}")
+    finally:
+        s.proc.kill()
+        s.proc.wait(timeout=30)
+    s = Server(d, path, db=db)
+    try:
+        check("refused for 300 s" in s.startup, f"the start after a crash says so: {s.startup}")
+        status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=h)
+        check(status == 401 and "not after this gateway started" in str(doc),
+              f"replayed after a crash: refused: {status} {doc}")
+        time.sleep(1)  # a stamp of the start's second could be the last run's
+        (status, doc, _), _, _ = signed(s, "E-NONCE-4", "keep-4")
+        check(status == 201, f"stamped after the start, after a crash: taken: {status} {doc}")
+    finally:
+        code, err = s.stop()
+    check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
+
+
 def test_hangup(tmp):
     """Regression (the operations review): SIGHUP killed the server outright
     (exit 129), dropping requests in flight. Under nohup it stays ignored."""
@@ -5147,7 +5195,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_show, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
-              test_hangup, test_reload_keys, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
+              test_hangup, test_reload_keys, test_nonces_across_restarts, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
