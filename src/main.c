@@ -1616,23 +1616,6 @@ static void tell_ignored_columns(const pgw_statement *st)
     fputc('\n', stderr);
 }
 
-/* A --shop the log has no event of on the channel is most likely misspelt
- * too: said, not refused, for a shop gone from the configuration (or an
- * appid) still has its events in the log to reconcile against. */
-static int check_shop(pgw_store *store, const char *channel, const char *shop, pgw_err *err)
-{
-    char source[PGW_ID_MAX + 2];
-    PGW_ASSERT(strlen(shop) <= PGW_ID_MAX); /* pgw_store_check_event_filter */
-    snprintf(source, sizeof(source), "%s:", shop);
-    bool has = false;
-    int rc = pgw_store_channel_has_keys(store, channel, source, &has, err);
-    if (rc == PGW_OK && !has)
-        fprintf(stderr,
-                "pointsgw reconcile: warning: the log has no event of shop %s on channel %s\n",
-                shop, channel);
-    return rc;
-}
-
 /*
  * A channel the log has no event on is most likely misspelt: every row is
  * then missing_in_ledger, and a repair would credit each again under the
@@ -1648,19 +1631,22 @@ static int check_channel(pgw_store *store, const pgw_recon_options *o, bool new_
 {
     const char *channel = o->filter.channel, *shop = o->filter.shop;
     bool repair = o->missing != NULL, has = false;
-    int rc = pgw_store_channel_has_keys(store, channel, "", &has, err);
-    if (rc == PGW_OK && !has && repair && !new_channel)
+    pgw_recon_scope scope;
+    int rc = pgw_recon_read_scope(store, &o->filter, &scope, err);
+    if (rc == PGW_OK && !scope.has_channel_events && repair && !new_channel)
         return pgw_err_set(
             err, PGW_EINVAL,
             "--repair: the log has no event on channel %s (misspelt?): its rows "
             "would all be credited again under it; nothing was posted (--new-channel "
             "if its events were all lost)",
             channel);
-    if (rc == PGW_OK && !has)
+    if (rc == PGW_OK && !scope.has_channel_events)
         fprintf(stderr, "pointsgw reconcile: warning: the log has no event on channel %s\n",
                 channel);
-    if (rc == PGW_OK && has && shop != NULL)
-        rc = check_shop(store, channel, shop, err);
+    else if (rc == PGW_OK && !scope.has_shop_events) /* said, not refused: see README */
+        fprintf(stderr,
+                "pointsgw reconcile: warning: the log has no event of shop %s on channel %s\n",
+                shop, channel);
     if (rc != PGW_OK || !repair || shop == NULL || strcmp(shop, "-") != 0)
         return rc;
     rc = pgw_store_channel_has_keys(store, channel, "wx", &has, err);
