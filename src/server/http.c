@@ -1974,9 +1974,11 @@ static int closed_status(const watcher *w)
 static void tell_out_of_memory(pgw_http *h, const char *cost)
 {
     uint64_t unsaid = 0;
-    if (pgw_log_due(&h->oom_said, pgw_monotonic_s(), cost, &unsaid))
-        fprintf(stderr, "pointsgw: out of memory: %s (%llu more since the last such line)\n", cost,
-                (unsigned long long)unsaid);
+    char line[PGW_LOG_LINE_MAX];
+    if (pgw_log_due(&h->oom_said, pgw_monotonic_s(), cost, &unsaid)) {
+        pgw_log_line(PGW_LOG_FAILED, "out of memory", cost, unsaid, line);
+        fputs(line, stderr);
+    }
 }
 
 /*
@@ -2257,9 +2259,11 @@ static void lws_log(int level, const char *line)
     pthread_mutex_lock(&lws_said_lock);
     bool due = pgw_log_due(&lws_said, now_s, cause, &unsaid);
     pthread_mutex_unlock(&lws_said_lock);
-    if (due)
-        fprintf(stderr, "pointsgw: libwebsockets (%llu more since the last such line): %s\n",
-                (unsigned long long)unsaid, cause);
+    char said[PGW_LOG_LINE_MAX];
+    if (due) {
+        pgw_log_line(PGW_LOG_FAILED, "libwebsockets", cause, unsaid, said);
+        fputs(said, stderr);
+    }
 }
 
 static int start_lws(pgw_http *h, pgw_err *err)
