@@ -28,6 +28,9 @@
  * members have bought before (no first-purchase bonus): with a few members
  * (PGW_BENCH_MEMBERS=200, say) every event is a returning member's, as most
  * of a mall's purchases are.
+ * PGW_BENCH_EVENTS=N submits exactly N commands a case, however long they
+ * take: a fixed workload for callgrind, whose count per command otherwise
+ * moves with how many the machine's speed let in (the database grows).
  */
 #include "config/config.h"
 #include "server/api.h"
@@ -55,6 +58,7 @@
 
 static long members = MEMBERS; /* PGW_BENCH_MEMBERS */
 static long spent_lots;        /* PGW_BENCH_SPENT_LOTS: per member, seeded before a case */
+static long events_max;        /* PGW_BENCH_EVENTS: commands a case, 0 = by the clock */
 
 static double now_s(void)
 {
@@ -326,7 +330,7 @@ static double run_case(const char *dir, mode m, size_t batch, double seconds, in
         p.free_list[p.n_free++] = (int)i;
     long serial = 0;
     double start = now_s();
-    while (now_s() - start < seconds) {
+    while (events_max > 0 ? serial < events_max : now_s() - start < seconds) {
         int i = take(&p);
         pgw_writer *w = writers[serial % n_writers];
         fill(&p.cmds[i], serial++, m, &p);
@@ -387,6 +391,12 @@ int main(int argc, char **argv)
     members = env ? atol(env) : MEMBERS;
     env = getenv("PGW_BENCH_SPENT_LOTS");
     spent_lots = env ? atol(env) : 0;
+    env = getenv("PGW_BENCH_EVENTS");
+    events_max = env ? atol(env) : 0;
+    if (events_max < 0 || events_max > 100000000) {
+        fprintf(stderr, "PGW_BENCH_EVENTS is 0..100000000 (0: each case runs SECONDS)\n");
+        return 2;
+    }
     if (members < 1 || members > 1000000 || spent_lots < 0 ||
         spent_lots > SPENT_ROWS_MAX / members || (spent_lots > 0 && is_postgres(dir))) {
         fprintf(stderr,
