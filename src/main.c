@@ -916,7 +916,7 @@ static int cmd_serve(int argc, char **argv)
         return EXIT_USAGE;
     }
     bool existed = sqlite_file(db) == NULL || access(sqlite_file(db), F_OK) == 0;
-    setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time */
+    setvbuf(stdout, NULL, _IONBF, 0); /* the API buffers its lines: a write per pass */
     raise_open_files(cfg);
     pgw_http_options opts = {.cfg = cfg,
                              .db_url = db,

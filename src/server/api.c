@@ -57,6 +57,7 @@
 #define HISTORY_DEFAULT      50
 #define HISTORY_MAX          100
 #define JOBS_KEPT            256   /* jobs kept for reuse after a burst: ~25 MB */
+#define LOG_BUF              65536 /* request log lines of one service pass, ~250 bytes each */
 #define BATCH_EVENTS_MAX     1000  /* API.md */
 #define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
 #define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
@@ -314,6 +315,12 @@ struct pgw_api {
     pgw_api_follow stream_follow;    /* NULL: none */
     void *notify_ctx;
     FILE *log;
+    /* The request log's lines not yet written (pgw_api_flush_log): one
+     * write(2) for a pass's lines, where one a line was a tenth of the
+     * service thread's system calls. Whole lines only, so that stderr's
+     * lines, in the same file under systemd, never land inside one. */
+    char log_buf[LOG_BUF];
+    size_t log_len;
     uint64_t requests[R_COUNT][N_STATUSES + 1]; /* last slot: any other status */
     uint64_t duration_le[N_BUCKETS];
     uint64_t duration_count;
@@ -4608,7 +4615,26 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     pgw_json_out_end_object(&o);
     PGW_ASSERT(!o.overflow);
     line[o.len] = '\n';
-    fwrite(line, 1, o.len + 1, api->log);
+    if (api->log_len + o.len + 1 > sizeof(api->log_buf))
+        pgw_api_flush_log(api);
+    if (o.len + 1 > sizeof(api->log_buf)) { /* a line longer than the buffer: as it is */
+        fwrite(line, 1, o.len + 1, api->log);
+        fflush(api->log);
+        return;
+    }
+    memcpy(api->log_buf + api->log_len, line, o.len + 1);
+    api->log_len += o.len + 1;
+}
+
+void pgw_api_flush_log(pgw_api *api)
+{
+    if (api->log_len == 0)
+        return;
+    /* A failed write (a full disk, a closed pipe) loses these lines, as a
+     * failed fwrite of each did: the log is no ledger, serving goes on. */
+    fwrite(api->log_buf, 1, api->log_len, api->log);
+    fflush(api->log);
+    api->log_len = 0;
 }
 
 /* Whether the sweep was told to stop. */
@@ -4909,6 +4935,7 @@ void pgw_api_free(pgw_api *api)
         return;
     PGW_ASSERT(api->inflight == 0); /* every job was finished */
     pgw_api_stop(api);
+    pgw_api_flush_log(api); /* the last lines, those of answers cut off too */
     while (api->free_jobs != NULL) {
         pgw_job *next = api->free_jobs->next_free;
         free(api->free_jobs);

@@ -288,7 +288,14 @@ int pgw_api_stream_check(pgw_api *api, const pgw_session *s, uint64_t request_id
  * "command", as GET /v1/me shows neither; anything else as it is. */
 size_t pgw_api_stream_member_view(const char *json, size_t len, char *out);
 
-/* Counts and logs a response: sent, or, `undelivered`, not (logged so). */
+/* Counts and logs a response: sent, or, `undelivered`, not (logged so).
+ * The line waits in the API's buffer for pgw_api_flush_log (or for the
+ * buffer to fill): a write per service pass, not per request. */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);
+
+/* Writes the request log's waiting lines, whole, and flushes the log. The
+ * service loop calls it after each pass, so that a reader of the log sees
+ * a line as soon as a write per line showed it; pgw_api_free calls it last. */
+void pgw_api_flush_log(pgw_api *api);
 
 #endif

@@ -2414,6 +2414,7 @@ void pgw_http_shutdown(pgw_http *h)
 static void stop_tick(lws_sorted_usec_list_t *sul)
 {
     pgw_http *h = lws_container_of(sul, pgw_http, stop_sul);
+    pgw_api_flush_log(h->api); /* the drain's lines, for a tail -f */
     lws_sul_schedule(h->ctx, 0, &h->stop_sul, stop_tick, STOP_TICK_MS * LWS_US_PER_MS);
 }
 
@@ -2434,8 +2435,10 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
     /* lws failing (its loop cannot go on) is no stop asked: the drain is
      * the same, but the run fails, so that a supervisor restarts it. */
     bool failed = false;
-    while (!h->stop && !failed)
+    while (!h->stop && !failed) {
         failed = lws_service(h->ctx, 0) < 0;
+        pgw_api_flush_log(h->api); /* the pass's request log lines, at once */
+    }
     lws_sul_cancel(&h->quiet_sul);
     /* A reload now would close streams the drain closes 1001: none. */
     pthread_mutex_lock(&h->lock);

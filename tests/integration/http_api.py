@@ -2963,6 +2963,20 @@ def test_log(s):
     check(all(len(line.get("reason", "")) <= 120 for line in lines), "a reason is short")
 
 
+def test_log_while_idle(s):
+    """The request log's lines wait in a buffer for the end of the service
+    loop's pass (one write a pass, not one a request): a line still shows
+    at once, within a second, on a gateway that gets nothing more (tail -f
+    of a quiet shop's gateway), not at the next request or at the stop."""
+    before = len(log_lines(s))
+    status, _, _ = s.request("GET", "/healthz", key=None)
+    check(status == 200, f"idle log: /healthz: {status}")
+    lines = log_lines(s, lambda ls: any(line["path"] == "/healthz" for line in ls[before:]),
+                      wait=1.0)
+    check(any(line["path"] == "/healthz" for line in lines[before:]),
+          f"idle log: the request's line within a second: {lines[before:]}")
+
+
 def log_lines(s, want=None, wait=5.0):
     """The request log's lines; with want, read again (a line is written
     just after its answer, or when its job ends) until want(lines) or wait s."""
@@ -5189,7 +5203,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_expiry_sweep,
           test_signatures,
           test_stream, test_stream_keeps_up, test_stream_after_watchers_leave,
-          test_route_labels, test_log, test_log_undelivered,
+          test_route_labels, test_log, test_log_while_idle, test_log_undelivered,
           test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
           test_member_reads_beside_finance,
           test_member_show, test_backup,
