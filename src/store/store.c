@@ -120,6 +120,7 @@ enum {
     ST_SELECT_DEBT,
     ST_PUT_MEMBER,
     ST_INSERT_LOT,
+    ST_ADD_LOT_SUMS,
     ST_SELECT_LOT,
     ST_EXPIRE_LOT,
     ST_EARN_EXPIRED,
@@ -428,6 +429,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                       " ON CONFLICT (id) DO UPDATE SET debt = excluded.debt",
     /* Without RETURNING: see pgw_store_insert_lot. */
     [ST_INSERT_LOT] = INSERT_LOT,
+    [ST_ADD_LOT_SUMS] = "UPDATE members SET lots_left = lots_left + ?2, lots_held = lots_held + ?3"
+                        " WHERE id = ?1",
     [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1",
     [ST_EXPIRE_LOT] = "UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
                       " WHERE id = ?1 AND left_points >= ?2",
@@ -1497,6 +1500,14 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  last_transfer INTEGER NOT NULL CHECK (last_transfer >= 0),"
     "  PRIMARY KEY (before_at)"
     ") STRICT;",
+    /* 35: a new lot is added to its member's sums by pgw_store_insert_lot,
+     * no longer by a trigger: the trigger made every purchase's insert of
+     * its lot a multi-row write with foreign keys, run in a statement
+     * journal, 3,200 instructions of the writer's ~189,000 a purchase
+     * (bench/RESULTS.md). The other three triggers stay: their writes
+     * (spends, holds, the sweep, merges) are many and rarer. PostgreSQL's
+     * one trigger no longer fires on INSERT (pg_migration). */
+    "DROP TRIGGER lots_sums_insert;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -1647,6 +1658,9 @@ static char *pg_migration(int64_t v)
                     " left_points, held ON lots FOR EACH ROW EXECUTE FUNCTION pgw_lots_sums();"
                     "CREATE INDEX notices_marked ON notices (member, id)"
                     " WHERE hurried = 1 AND (state = 'pending' OR state = 'sending');"
+        : v == 34 ? "DROP TRIGGER lots_sums ON lots;"
+                    "CREATE TRIGGER lots_sums AFTER DELETE OR UPDATE OF member, left_points, held"
+                    " ON lots FOR EACH ROW EXECUTE FUNCTION pgw_lots_sums();"
         : v == 30 ? "ALTER TABLE idempotency ADD COLUMN written_off INTEGER"
                     " CHECK (written_off >= 0);"
                     "UPDATE idempotency i SET written_off = CASE WHEN r.answer LIKE '{%'"
@@ -3495,7 +3509,10 @@ int pgw_store_put_member(pgw_store *s, const char *member, int64_t debt, int64_t
 }
 
 /* Sent (send_done): nothing here reads the new lot's id, and on PostgreSQL
- * reading it (RETURNING) cost a round trip of every purchase's. */
+ * reading it (RETURNING) cost a round trip of every purchase's. The
+ * member's sums (schema 33) are added here, not by a trigger (schema 35):
+ * a trigger made the insert a multi-row write, which SQLite runs in a
+ * statement journal. This is the one insert of a lot. */
 int pgw_store_insert_lot(pgw_store *s, const pgw_lot *lot, pgw_err *err)
 {
     PGW_ASSERT(lot->points > 0 && lot->left >= 0 && lot->held >= 0);
@@ -3508,7 +3525,14 @@ int pgw_store_insert_lot(pgw_store *s, const pgw_lot *lot, pgw_err *err)
     pgw_sql_bind_int64(st, 5, lot->earned_at);
     pgw_sql_bind_int64(st, 6, lot->expires_at);
     pgw_sql_bind_int64(st, 7, lot->source_transfer);
-    return send_done(s, st, "writing a lot", err);
+    int rc = send_done(s, st, "writing a lot", err);
+    if (rc != PGW_OK)
+        return rc;
+    st = s->st[ST_ADD_LOT_SUMS];
+    pgw_sql_bind_text(st, 1, lot->member);
+    pgw_sql_bind_int64(st, 2, lot->left);
+    pgw_sql_bind_int64(st, 3, lot->held);
+    return send_done(s, st, "adding a lot to its member's sums", err);
 }
 
 /* One row of LOT_COLUMNS into a lot; false when the member id does not fit. */

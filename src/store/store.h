@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 34
+#define PGW_STORE_SCHEMA_VERSION 35
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):
@@ -323,8 +323,9 @@ int pgw_store_member_debt(pgw_store *store, const char *member, bool *found, int
 /* Creates the member or sets its debt (>= 0). */
 int pgw_store_put_member(pgw_store *store, const char *member, int64_t debt, int64_t now_us,
                          pgw_err *err);
-/* Inserts a lot (lot->id unused: the database numbers it). left + held <=
- * points, points > 0. Its id is not returned: a member's lots are found
+/* Inserts a lot (lot->id unused: the database numbers it) and adds its
+ * left and held points to its member's sums. left + held <= points,
+ * points > 0. Its id is not returned: a member's lots are found
  * by pgw_store_spendable_lots, due ones by pgw_store_due_lots. */
 int pgw_store_insert_lot(pgw_store *store, const pgw_lot *lot, pgw_err *err);
 /* Reads one lot and how many of its points have expired so far. */

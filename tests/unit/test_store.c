@@ -682,9 +682,32 @@ static void step_back(const db_fixture *f, const char *sql, int version)
     raw_sql(f, text);
 }
 
+/* A single-row integer answer of raw SQL on its own connection. */
+static int64_t raw_int(const db_fixture *f, const char *sql)
+{
+    int64_t v = db_fixture_int64(f, sql);
+    if (v == INT64_MIN)
+        fail_msg("%s", sql);
+    return v;
+}
+
+/* Schema 34: a trigger adds a new lot to its member's sums. */
+static void back_to_schema_34(const db_fixture *f)
+{
+    step_back(f,
+              f->pg ? "DROP TRIGGER lots_sums ON lots;"
+                      "CREATE TRIGGER lots_sums AFTER INSERT OR DELETE OR UPDATE OF member,"
+                      " left_points, held ON lots FOR EACH ROW EXECUTE FUNCTION pgw_lots_sums()"
+                    : "CREATE TRIGGER lots_sums_insert AFTER INSERT ON lots BEGIN"
+                      " UPDATE members SET lots_left = lots_left + NEW.left_points,"
+                      " lots_held = lots_held + NEW.held WHERE id = NEW.member; END",
+              34);
+}
+
 /* Schema 33: no period was ever closed. */
 static void back_to_schema_33(const db_fixture *f)
 {
+    back_to_schema_34(f);
     step_back(f, "DROP TABLE period_closes", 33);
 }
 
@@ -1391,6 +1414,45 @@ static void test_schema_34_keeps_closes_of_periods(void **state)
     pgw_store_close(s);
 }
 
+/* Schema 35's migration drops the insert trigger of the members' lot
+ * sums, which pgw_store_insert_lot now keeps itself: a lot inserted after
+ * it counts once in its member's sums (twice, had the trigger stayed),
+ * and the lots before it are as they were. (These lots come from no
+ * transfer, so verify would refuse them: test_command's ledgers and
+ * http_api's last verify check the sums on real ones.) */
+static void test_schema_35_counts_a_new_lot_once(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 3);
+    const int64_t now = 1795486500;
+    put_members_lots(s, now, 7);
+    pgw_member_figures before = figures_of(s, "M1", now);
+    pgw_store_close(s);
+    back_to_schema_34(f);
+    s = open_store(f); /* migrates */
+    pgw_member_figures after = figures_of(s, "M1", now);
+    assert_memory_equal(&after, &before, sizeof(before));
+    pgw_err err;
+    pgw_lot lot = {.member = "M1",
+                   .points = 10,
+                   .left = 7,
+                   .held = 2,
+                   .earned_at = now,
+                   .expires_at = now + 86400,
+                   .source_transfer = 1};
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_insert_lot(s, &lot, &err), PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    assert_int_equal(raw_int(f, "SELECT lots_left FROM members WHERE id = 'M1'"),
+                     raw_int(f, "SELECT SUM(left_points) FROM lots WHERE member = 'M1'"));
+    assert_int_equal(raw_int(f, "SELECT lots_held FROM members WHERE id = 'M1'"),
+                     raw_int(f, "SELECT SUM(held) FROM lots WHERE member = 'M1'"));
+    after = figures_of(s, "M1", now);
+    assert_int_equal(after.balance, before.balance + 9);
+    pgw_store_close(s);
+}
+
 /* Schema 24: the merge chains made before it (C0 -> C1 -> ... -> C19, as a
  * card bound to one member after another left them) are cut to one hop,
  * and C0, 19 hops from its survivor (PGW_MERGE_HOPS_MAX: 16), answers. */
@@ -1453,15 +1515,6 @@ static void test_writes_stop_once_a_newer_pointsgw_migrated(void **state)
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
     pgw_store_close(s);
-}
-
-/* A single-row integer answer of raw SQL on its own connection. */
-static int64_t raw_int(const db_fixture *f, const char *sql)
-{
-    int64_t v = db_fixture_int64(f, sql);
-    if (v == INT64_MIN)
-        fail_msg("%s", sql);
-    return v;
 }
 
 /* A database one migration behind: 21 -> 22 drops an index of lots, which
@@ -3421,6 +3474,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_members_figures_read_only_its_lapsed_lots,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_33_sums_each_members_lots, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_35_counts_a_new_lot_once, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_34_keeps_closes_of_periods, db_fixture_setup,
                                         db_fixture_teardown),
