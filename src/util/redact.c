@@ -107,10 +107,11 @@ static bool group_gap_byte(char c)
     return (unsigned char)c >= 0x80 || (c != '\0' && strchr(" -./()", c) != NULL);
 }
 
-/* The length of a date at p, "2026-11-24" or "2026/11/24", or 0: four
- * digits, a month and a day apart by the same '-' or '/', no digit after.
- * A phone is never written so (3-4-4 digits, 138-0013-8000, or all of
- * them), so a closed period's or a clock's date stays readable. */
+/* The length of a date at p, "2026-11-24" or "2026/11/24", or 0: a year
+ * 1900..2199, a month and a day apart by the same '-' or '/', no digit
+ * after. A phone is never written so (3-4-4 digits, 138-0013-8000), nor
+ * starts a card's number so (4, 5, 62, 2221..2720), so a closed period's or a
+ * clock's date stays readable. */
 static size_t date_length(const char *p)
 {
     for (size_t i = 0; i < 10; i++) {
@@ -118,27 +119,53 @@ static size_t date_length(const char *p)
         if (gap ? p[i] != p[4] || (p[i] != '-' && p[i] != '/') : !digit_byte(p[i]))
             return 0;
     }
+    int century = (p[0] - '0') * 10 + (p[1] - '0');
     int month = (p[5] - '0') * 10 + (p[6] - '0'), day = (p[8] - '0') * 10 + (p[9] - '0');
-    bool in_range = month >= 1 && month <= 12 && day >= 1 && day <= 31;
+    bool in_range =
+        century >= 19 && century <= 21 && month >= 1 && month <= 12 && day >= 1 && day <= 31;
     return in_range && !digit_byte(p[10]) ? 10 : 0;
+}
+
+static size_t number_length(const char *p, size_t *digits);
+
+/* The gap bytes at p: up to 4 of them. */
+static size_t gap_length(const char *p)
+{
+    size_t gap = 0;
+    while (gap < 4 && group_gap_byte(p[gap]))
+        gap++;
+    return gap;
+}
+
+/* Whether the date at p is one: the number a gap joins it to after, if
+ * any, is hidden by itself (7 digits), a time ("10:15") or a date (a
+ * period's end). Else its digits are a number's: a phone 1381-12-30 0000,
+ * an identity card's 110105 1990-01-01 1234. */
+static bool date_alone(const char *p)
+{
+    const char *next = p + 10 + gap_length(p + 10);
+    size_t digits = 0;
+    if (next == p + 10 || !digit_byte(*next) || date_length(next) > 0)
+        return true;
+    number_length(next, &digits);
+    return digits >= 7 || (digit_byte(next[1]) && next[2] == ':');
 }
 
 /* The length of the number at p (digits, at most 4 gap bytes between two
  * of them: "138 0013 8000", "138.0013.8000", ")" and an ideographic space), its digits
- * counted in *digits. A date is no number's (0 digits) and joins none. */
+ * counted in *digits. A date (date_alone) is no number's (0 digits) and
+ * joins none that is hidden anyway: a short one it joins (110105-1990-01-01). */
 static size_t number_length(const char *p, size_t *digits)
 {
-    size_t n = date_length(p);
+    size_t n = 0;
     *digits = 0;
-    if (n > 0)
-        return n;
+    if (date_length(p) > 0 && date_alone(p))
+        return 10;
     while (digit_byte(p[n])) {
         for (; digit_byte(p[n]); n++)
             ++*digits;
-        size_t gap = 0;
-        while (gap < 4 && group_gap_byte(p[n + gap]))
-            gap++;
-        if (gap > 0 && digit_byte(p[n + gap]) && date_length(p + n + gap) == 0)
+        size_t gap = gap_length(p + n);
+        if (gap > 0 && digit_byte(p[n + gap]) && (*digits < 7 || date_length(p + n + gap) == 0))
             n += gap;
     }
     return n;

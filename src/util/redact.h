@@ -27,8 +27,9 @@ void pgw_redact_db_url(const char *url, char *out, size_t cap);
  * - a run of 7 or more digits (a phone number, its groups apart by up to 4
  *   of " -./()" or UTF-8 bytes) and a run of 20 or more letters, digits
  *   and "_-+/=" (a key's text, a signature, a session token, an openid)
- *   each become "***"; a date "2026-11-24" or "2026/11/24" is no such
- *   digits and joins none, a time "10:15:00" none either;
+ *   each become "***"; a date "2026-11-24" or "2026/11/24" (a year
+ *   1900..2199) is no such digits, unless a gap joins a shorter number to
+ *   it (not a time "10:15:00" after it): 1381-12-30 0000 is a phone;
  * - a byte that is not printable ASCII becomes '?', so the line stays JSON.
  */
 void pgw_redact_reason(const char *message, char *out, size_t cap);

@@ -175,6 +175,26 @@ static void test_reason_dates(void **state)
     expect_reason("1380-01-38 x 2026-13-01 x 20261124", 200, "*** x *** x ***");
 }
 
+/* Regression (review of b8e4049): a date's shape is no proof of a date.
+ * Digits written 4-2-2 beside a short number were shown whole: a phone
+ * 1381-12-30 0000, an identity card's 110105 1990-01-01 1234, a card's
+ * first 8 digits, 8 digits alone. A date is one of the years 1900..2199,
+ * standing alone or beside what is a date, a time or hidden anyway. */
+static void test_reason_date_shaped_numbers(void **state)
+{
+    (void)state;
+    expect_reason("phone 1381-12-30 0000 here", 200, "phone *** here");
+    expect_reason("id 110105 1990-01-01 1234 here", 200, "id *** here");
+    expect_reason("id 110105-1990-01-01 here", 200, "id *** here");
+    expect_reason("card 6222-02-12 3456 7890", 200, "card ***");
+    expect_reason("x 8800-12-01 y", 200, "x *** y");
+    /* still dates: a period, a time after one, a hidden number beside one */
+    expect_reason("period 2026-11-01 - 2026-11-30 closed", 200,
+                  "period 2026-11-01 - 2026-11-30 closed");
+    expect_reason("at 2026-11-24 10:15:00", 200, "at 2026-11-24 10:15:00");
+    expect_reason("2026-11-24 138 0013 8000", 200, "2026-11-24 ***");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_reason_quoted),
         cmocka_unit_test(test_reason_postgres_detail),
         cmocka_unit_test(test_reason_dates),
+        cmocka_unit_test(test_reason_date_shaped_numbers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
