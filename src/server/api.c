@@ -1547,7 +1547,7 @@ static int history_page(const pgw_request *req, pgw_command *cmd, pgw_err *err)
     int rc = query_int(req->query, "limit", 1, HISTORY_MAX, &limit, what, err);
     if (rc == PGW_OK)
         rc = query_int(req->query, "after", 1, INT64_MAX, &cmd->before,
-                       "after must be a cursor from \"next\"", err);
+                       "after must be a cursor: a page's next", err);
     if (rc != PGW_OK)
         return rc;
     cmd->page_cap = (size_t)limit + 1; /* one more: is there a next page? */
@@ -3896,7 +3896,7 @@ static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, co
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, "birthday", "$", false, 5, birthday, sizeof(birthday), &err);
     if (rc == PGW_OK && pgw_json_has(obj, "birthday") && !birthday_ok(birthday))
-        rc = pgw_err_set(&err, PGW_EINVAL, "$.birthday: expected \"MM-DD\", a day of the year");
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.birthday: expected MM-DD, a day of the year");
     if (rc == PGW_OK && !set_sms && birthday[0] == '\0')
         rc = pgw_err_set(&err, PGW_EINVAL, "$: give sms, birthday or both");
     json_decref(obj);
@@ -4117,7 +4117,7 @@ static void wechat_off(const pgw_wechat_channel *c, const char *name, char out[P
 {
     snprintf(out, PGW_ERR_MSG_MAX, "channels.%s %s", name,
              c->appid[0] == '\0' ? "is not in the configuration"
-             : !c->enabled       ? "is switched off in the configuration (\"enabled\": false)"
+             : !c->enabled       ? "is switched off in the configuration (enabled: false)"
                                  : "is off: a variable it needs is not set in the environment "
                                    "(see the warning at start)");
 }

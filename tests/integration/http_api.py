@@ -2961,6 +2961,19 @@ def test_log(s):
     check(stale["X-PGW-Signature"] not in text and "0123456789abcdef" not in text and
           KEYS["s003"][0] not in text, "no signature nor key text in the log")
     check(all(len(line.get("reason", "")) <= 120 for line in lines), "a reason is short")
+    # Regression (review of b8e4049): the reason hides what a message quotes,
+    # and the gateway's own quoted words went with it: "after must be a
+    # cursor from \"***\"". Those messages quote nothing now.
+    status, _, _ = s.request("GET", "/v1/members/M7801/transfers?after=12x")
+    check(status == 400, f"log: a bad cursor: {status}")
+    status, _, _ = s.request("POST", "/v1/members/M7801/preferences", {"birthday": "1102"},
+                             key="mp")
+    check(status == 400, f"log: a bad birthday: {status}")
+    want = ("after must be a cursor: a page's next", "$.birthday: expected MM-DD, a day of the year")
+    lines = log_lines(s, lambda ls: all(any(l.get("reason") == w for l in ls) for w in want))
+    for w in want:
+        check(any(line.get("reason") == w for line in lines),
+              f"the log says {w!r}: {[l.get('reason') for l in lines if 'reason' in l][-4:]}")
 
 
 def test_log_while_idle(s):

@@ -3283,8 +3283,8 @@ def channels_not_ready(tmp, fake, env):
     The mini program's routes, its member stream and the official
     account's callback alike."""
     want = {
-        "off": ('channels.wechat_mp is switched off in the configuration ("enabled": false)',
-                'channels.wechat_oa is switched off in the configuration ("enabled": false)'),
+        "off": ("channels.wechat_mp is switched off in the configuration (enabled: false)",
+                "channels.wechat_oa is switched off in the configuration (enabled: false)"),
         "absent": ("channels.wechat_mp is not in the configuration",
                    "channels.wechat_oa is not in the configuration"),
         "unset": ("channels.wechat_mp is off: a variable it needs is not set in the environment "
