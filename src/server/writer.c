@@ -464,11 +464,12 @@ static void checkpoint_once(pgw_writer *w)
     /* The writer's backstop keeps the WAL bounded meanwhile; say so as
      * core/log_limit.h allows, not for every attempt. */
     uint64_t unsaid = 0;
-    if (warn_due(&w->checkpoint_failed, err.msg, &unsaid))
-        fprintf(stderr,
-                "pointsgw: checkpoint failed (the writer checkpoints itself; %llu more since "
-                "the last such line): %s\n",
-                (unsigned long long)unsaid, err.msg);
+    char line[PGW_LOG_LINE_MAX];
+    if (warn_due(&w->checkpoint_failed, err.msg, &unsaid)) {
+        pgw_log_line(PGW_LOG_FAILED, "checkpoint failed (the writer checkpoints itself)", err.msg,
+                     unsaid, line);
+        fputs(line, stderr);
+    }
 }
 
 static void *checkpointer_main(void *arg)
