@@ -565,12 +565,60 @@ static void *reload_loop(void *arg)
     }
 }
 
+/* Killed by a hang-up, requests in flight were dropped and the WAL left
+ * uncheckpointed (the operations review): ignored rather. */
+static void warn_hangups_ignored(int why)
+{
+    fprintf(stderr,
+            "pointsgw serve: warning: SIGHUP is ignored: cannot start the reload of the keys: "
+            "%s\n",
+            strerror(why));
+    signal(SIGHUP, SIG_IGN);
+}
+
+/* Ends the hang-ups: the reload `thread` (NULL: none) joined, the pipe closed. */
+static void stop_reloads(const pthread_t *thread)
+{
+    if (reload_pipe[0] < 0)
+        return;
+    signal(SIGHUP, SIG_IGN); /* no handler writes to the pipe closed */
+    close(reload_pipe[1]);
+    if (thread != NULL)
+        pthread_join(*thread, NULL);
+    close(reload_pipe[0]);
+    reload_pipe[0] = reload_pipe[1] = -1;
+}
+
 /*
- * serve's signals: INT and TERM stop it; HUP reloads the keys, unless
- * ignored when serve started (nohup): then it stays ignored, as asked.
- * Whether the reload's thread runs (stop_reloads ends it).
+ * SIGHUP, first thing in serve: the handler and its pipe, so that a
+ * hang-up while serve starts (its database opening: `systemctl reload`
+ * right after a start) waits in the pipe for the reload thread
+ * (catch_signals) rather than killing it, as the default action did.
+ * Under nohup (ignored when serve started) it stays ignored, as asked.
+ * Whether the pipe is open.
  */
-static bool catch_signals(reloader *r, pthread_t *thread)
+static bool catch_hangups(void)
+{
+    struct sigaction hangup;
+    if (sigaction(SIGHUP, NULL, &hangup) != 0 || hangup.sa_handler == SIG_IGN)
+        return false;
+    if (pipe(reload_pipe) != 0 || fcntl(reload_pipe[1], F_SETFL, O_NONBLOCK) != 0) {
+        warn_hangups_ignored(errno);
+        return false;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_reload_signal;
+    sigaction(SIGHUP, &sa, NULL);
+    return true;
+}
+
+/*
+ * serve's other signals, once it has a server: INT and TERM stop it; the
+ * reload thread starts reading the hang-ups' pipe (catch_hangups).
+ * Whether it runs (stop_reloads ends it).
+ */
+static bool catch_signals(reloader *r, pthread_t *thread, bool hangups)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -578,36 +626,14 @@ static bool catch_signals(reloader *r, pthread_t *thread)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct sigaction hangup;
-    if (sigaction(SIGHUP, NULL, &hangup) != 0 || hangup.sa_handler == SIG_IGN)
+    if (!hangups)
         return false;
-    int rc = pipe(reload_pipe) != 0 || fcntl(reload_pipe[1], F_SETFL, O_NONBLOCK) != 0
-                 ? errno
-                 : pthread_create(thread, NULL, reload_loop, r);
+    int rc = pthread_create(thread, NULL, reload_loop, r);
     if (rc != 0) {
-        /* Killed by a hang-up, requests in flight were dropped and the WAL
-         * left uncheckpointed (the operations review): ignored rather. */
-        fprintf(stderr,
-                "pointsgw serve: warning: SIGHUP is ignored: cannot start the reload of "
-                "the keys: %s\n",
-                strerror(rc));
-        signal(SIGHUP, SIG_IGN);
-        return false;
+        warn_hangups_ignored(rc);
+        stop_reloads(NULL);
     }
-    sa.sa_handler = on_reload_signal;
-    sigaction(SIGHUP, &sa, NULL);
-    return true;
-}
-
-static void stop_reloads(pthread_t thread, bool running)
-{
-    if (!running)
-        return;
-    signal(SIGHUP, SIG_IGN); /* no handler writes to the pipe closed */
-    close(reload_pipe[1]);
-    pthread_join(thread, NULL);
-    close(reload_pipe[0]);
-    reload_pipe[0] = reload_pipe[1] = -1;
+    return rc == 0;
 }
 
 /* The file of a sqlite: database, or NULL for another URL. */
@@ -879,12 +905,15 @@ static int cmd_serve(int argc, char **argv)
     int rc = flags_parse(&flags, "serve", argc, argv);
     if (rc != 0)
         return rc > 0 ? EXIT_OK : EXIT_USAGE;
+    bool hangups = catch_hangups();
     const char *path = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
     reloader reload = {.path = path};
     char *text = NULL; /* what a reload compares the file with */
     pgw_config *cfg = load_config(path, &text, &reload.running_len);
-    if (cfg == NULL)
+    if (cfg == NULL) {
+        stop_reloads(NULL);
         return EXIT_USAGE;
+    }
     reload.running = cfg;
     reload.running_text = text;
     const char *db = flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db;
@@ -899,6 +928,7 @@ static int cmd_serve(int argc, char **argv)
     if (!listenable) {
         pgw_config_free(cfg);
         free(text);
+        stop_reloads(NULL);
         return EXIT_USAGE;
     }
     /* A database serve creates is its owner's alone, as a backup is: SQLite
@@ -913,6 +943,7 @@ static int cmd_serve(int argc, char **argv)
             (void)rmdir(made);
         pgw_config_free(cfg);
         free(text);
+        stop_reloads(NULL);
         return EXIT_USAGE;
     }
     bool existed = sqlite_file(db) == NULL || access(sqlite_file(db), F_OK) == 0;
@@ -938,6 +969,7 @@ static int cmd_serve(int argc, char **argv)
             (void)rmdir(made);
         pgw_config_free(cfg);
         free(text);
+        stop_reloads(NULL);
         return EXIT_USAGE;
     }
     char nonces[PATH_MAX + 8];
@@ -946,7 +978,7 @@ static int cmd_serve(int argc, char **argv)
     serving = http;
     reload.http = http;
     pthread_t reload_thread;
-    bool reloads = catch_signals(&reload, &reload_thread);
+    bool reloads = catch_signals(&reload, &reload_thread, hangups);
     tell_database_file(db, existed);
     char shown[PGW_STORE_URL_MAX + 1]; /* a password in the URL stays out of the log */
     pgw_redact_db_url(db, shown, sizeof(shown));
@@ -955,7 +987,7 @@ static int cmd_serve(int argc, char **argv)
     pgw_http_stopped stopped;
     rc = pgw_http_run(http, &stopped, &err);
     serving = NULL;
-    stop_reloads(reload_thread, reloads); /* before the server it hands keys to goes */
+    stop_reloads(reloads ? &reload_thread : NULL); /* before the server it hands keys to goes */
     pgw_config_free(reload.keys_from);
     keep_nonces(http, nonces);
     pgw_http_free(http); /* the writer has committed everything it acknowledged */

@@ -2233,6 +2233,32 @@ def test_hangup(tmp):
           f"SIGTERM stops cleanly: exit {code}: {err}")
 
 
+def test_hangup_while_starting(tmp):
+    """Regression: SIGHUP while serve was starting (its database opening,
+    before it listened) killed it, as no handler was set yet: `systemctl
+    reload` right after a start (Type=simple: active at once) stopped the
+    gateway. A hang-up from the start on waits for the reload thread."""
+    d = os.path.join(tmp, "hangup-start")
+    os.makedirs(d, exist_ok=True)
+    path = write_config(d, name="hangup-start.json")
+    # A "PostgreSQL" that accepts and never answers holds serve in its
+    # start, opening the database, as long as this test wants.
+    with socket.socket() as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.listen(1)
+        fake.settimeout(10)
+        url = "postgresql://u:p@127.0.0.1:%d/db" % fake.getsockname()[1]
+        proc = subprocess.Popen([BIN, "serve", "--config", path, "--db", url,
+                                 "--listen", "127.0.0.1:0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        conn, _ = fake.accept()  # serve is in its start now
+        proc.send_signal(signal.SIGHUP)  # without a handler: the kernel kills it at once
+        conn.close()  # the start fails: no database
+        _, err = proc.communicate(timeout=30)
+    check(proc.returncode == 2, f"a hang-up while starting does not kill serve: exit "
+          f"{proc.returncode}: {err}")
+
+
 def test_shop_csv(s):
     """A till's export: BOM, CRLF, quotes, Chinese text, bad rows reported by line, re-upload."""
     rows = [
@@ -5222,7 +5248,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_show, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
-              test_hangup, test_reload_keys, test_nonces_across_restarts, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
+              test_hangup, test_hangup_while_starting, test_reload_keys, test_nonces_across_restarts, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
