@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Longest signed message: method, path and query, timestamp, nonce, body hash. */
@@ -312,7 +313,11 @@ int pgw_auth_save_nonces(const pgw_auth *a, const char *path, int64_t now, pgw_e
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s.new", path) >= (int)sizeof(tmp))
         return pgw_err_set(err, PGW_EINVAL, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* A file of its own, never through a link (one planted at the name
+     * would have this write over what it names): the name freed first,
+     * a crash's half-written file or anything else. */
+    (void)unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     int why = errno;
     if (f == NULL) {
@@ -364,12 +369,19 @@ int pgw_auth_restore_nonces(pgw_auth *a, const char *path, int64_t now, bool *ke
 {
     *kept = false;
     a->floor = now; /* unless the last run's nonces are all here */
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
+    /* Not through a link, and a FIFO's open must not wait for a writer:
+     * a plain file or not whole. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return errno == ENOENT ? PGW_OK
                                : pgw_err_set(err, PGW_EIO, "%s: %s", path, strerror(errno));
-    bool whole = read_nonces(a, f, now);
-    fclose(f);
+    struct stat st;
+    FILE *f = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? fdopen(fd, "rb") : NULL;
+    bool whole = f != NULL && read_nonces(a, f, now);
+    if (f != NULL)
+        fclose(f);
+    else
+        close(fd);
     /* Gone once read: a crash of this run must not find it and take the
      * last run's nonces for all there are. */
     if (unlink(path) != 0)

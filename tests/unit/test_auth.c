@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define KEY       "test-signing-key"
@@ -336,6 +337,55 @@ static void test_nonces_across_a_restart(void **state)
     pgw_auth_free(a);
 }
 
+/* The file of nonces and its ".new" are opened as files, never through a
+ * link: a link planted at "DB-nonces.new" (to the ledger, say) had a clean
+ * stop truncate and overwrite what it named, and a FIFO at "DB-nonces"
+ * held the next start forever. Nothing is written or read through them. */
+static void test_nonces_file_through_a_link(void **state)
+{
+    (void)state;
+    char dir[512], path[600], tmp[640], victim[640];
+    const char *t = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/pgw-test-nonce-link-XXXXXX", t ? t : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/db-nonces", dir);
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    snprintf(victim, sizeof(victim), "%s/ledger", dir);
+    FILE *f = fopen(victim, "wb");
+    assert_non_null(f);
+    fputs("the ledger", f);
+    fclose(f);
+    assert_int_equal(symlink(victim, tmp), 0);
+    pgw_err err;
+    bool kept = true;
+    pgw_auth *a = signing_auth();
+    assert_int_equal(check(a, T0, "l-1", T0, false, &err), PGW_OK);
+    assert_int_equal(pgw_auth_save_nonces(a, path, T0 + 1, &err), PGW_OK);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode)); /* the nonces, in a file of their own */
+    assert_int_equal(unlink(path), 0);
+    char back[32] = "";
+    f = fopen(victim, "rb");
+    assert_non_null(f);
+    assert_non_null(fgets(back, sizeof(back), f));
+    fclose(f);
+    assert_string_equal(back, "the ledger");
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(symlink(victim, path), 0); /* nor read through one */
+    assert_int_equal(pgw_auth_restore_nonces(a, path, T0 + 2, &kept, &err), PGW_EIO);
+    assert_false(kept);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0); /* no writer: an open for reading would wait */
+    assert_int_equal(pgw_auth_restore_nonces(a, path, T0 + 2, &kept, &err), PGW_EINVAL);
+    assert_false(kept);
+    assert_int_equal(check(a, T0 + 1, "l-2", T0 + 2, false, &err), PGW_EUNAUTHORIZED); /* floor */
+    pgw_auth_free(a);
+    (void)unlink(path);
+    assert_int_equal(unlink(victim), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_many_nonces_within_one_window),
         cmocka_unit_test(test_a_reload_keeps_the_nonces),
         cmocka_unit_test(test_nonces_across_a_restart),
+        cmocka_unit_test(test_nonces_file_through_a_link),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
