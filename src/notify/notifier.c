@@ -57,6 +57,7 @@ static const char *const KIND_TITLES[PGW_NOTICE_KINDS] = {
 typedef struct said_kind {
     pgw_log_limit limit;
     uint64_t failing; /* bit i: courier i */
+    bool held;        /* one got through while another failed: told once none does */
 } said_kind;
 PGW_STATIC_ASSERT(PGW_NOTIFY_THREADS_MAX <= 64, "a courier a bit of said_kind.failing");
 
@@ -224,11 +225,36 @@ static void tell(pgw_notifier *n, said_kind *said, size_t who, const char *line,
     uint64_t unsaid = 0, bit = (uint64_t)1 << who;
     pthread_mutex_lock(&n->said_lock);
     said->failing = err != NULL ? said->failing | bit : said->failing & ~bit;
+    said->held = err == NULL && said->failing != 0; /* another courier still fails */
     pgw_log_say told =
-        err == NULL && said->failing != 0
-            ? PGW_LOG_QUIET /* another courier still fails */
-            : pgw_log_tell(&said->limit, now, err != NULL ? err->msg : NULL, &unsaid);
+        said->held ? PGW_LOG_QUIET
+                   : pgw_log_tell(&said->limit, now, err != NULL ? err->msg : NULL, &unsaid);
     say(told, line, err != NULL ? err->msg : "", unsaid);
+    pthread_mutex_unlock(&n->said_lock);
+}
+
+/*
+ * Courier `who` has nothing of `said`'s kind in hand (its claim got no
+ * notice: records and renewals come with notices only): its failure is
+ * no longer one of now, and, the last one gone, another's success held
+ * meanwhile is told (tell). Regression: a courier whose record or
+ * renewal (rare) failed stayed failing until it made one again, which
+ * one the notices pass by never does: "works again" never came, nor at
+ * the stop, while the others recorded and renewed.
+ */
+static void tell_idle(pgw_notifier *n, said_kind *said, size_t who, const char *what)
+{
+    PGW_ASSERT(who < PGW_NOTIFY_THREADS_MAX);
+    int64_t now = pgw_monotonic_s();
+    uint64_t unsaid = 0, bit = (uint64_t)1 << who;
+    pthread_mutex_lock(&n->said_lock);
+    if ((said->failing & bit) != 0) {
+        said->failing &= ~bit;
+        if (said->failing == 0 && said->held) {
+            said->held = false;
+            say(pgw_log_tell(&said->limit, now, NULL, &unsaid), what, "", unsaid);
+        }
+    }
     pthread_mutex_unlock(&n->said_lock);
 }
 
@@ -1491,10 +1517,15 @@ static void *courier_main(void *arg)
         }
         int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
         if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
-                                    &err) == PGW_OK)
+                                    &err) == PGW_OK) {
             tell(n, &n->claims_said, c->index, "outbox", NULL);
-        else
+            if (got == 0) {
+                tell_idle(n, &n->record_said, c->index, "recording notices");
+                tell_idle(n, &n->renew_said, c->index, "renewing notice claims");
+            }
+        } else {
             tell(n, &n->claims_said, c->index, "outbox", &err);
+        }
         bool lost[PGW_NOTIFY_BATCH] = {false};
         for (size_t i = 0; i < got; i++) { /* what is not tried is given back with the batch */
             keep_leases(c, batch, got, lost, &lease_until);

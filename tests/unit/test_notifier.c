@@ -2165,6 +2165,27 @@ static void let_notices_be(const db_fixture *f, const char *name)
     assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
 }
 
+/* Makes an update of a notice where `when` holds (OLD, NEW) change
+ * nothing, without failing (a trigger's IGNORE): a claim so skipped gets
+ * through with nothing. The trigger is `name`; let_notices_be drops it. */
+static void skip_updates(const db_fixture *f, const char *name, const char *when)
+{
+    char sql[1024];
+    if (f->pg)
+        snprintf(sql, sizeof(sql),
+                 "CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS"
+                 " $$ BEGIN RETURN NULL; END $$;"
+                 "CREATE TRIGGER %s BEFORE UPDATE ON notices FOR EACH ROW"
+                 " WHEN (%s) EXECUTE FUNCTION %s()",
+                 name, name, when, name);
+    else
+        snprintf(sql, sizeof(sql),
+                 "CREATE TRIGGER %s BEFORE UPDATE ON notices WHEN %s"
+                 " BEGIN SELECT RAISE(IGNORE); END",
+                 name, when);
+    assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
+}
+
 /* Makes the mark of a mini-program message fail (a claimed row gaining
  * the mini program's mark, nothing else), as refuse_notices says. */
 static void fail_marks(const db_fixture *f, refusal how)
@@ -2532,17 +2553,7 @@ static void claims_apart(const db_fixture *f)
 {
     const char *when = "NEW.claimed_by LIKE '%/1' AND OLD.state = 'pending'";
     refuse_notices(f, "claims_refused", when, "claim", FOR_GOOD);
-    assert_int_equal(
-        db_fixture_exec(f, f->pg
-                               ? "CREATE FUNCTION claims_idle() RETURNS trigger LANGUAGE plpgsql AS"
-                                 " $$ BEGIN RETURN NULL; END $$;"
-                                 "CREATE TRIGGER claims_idle BEFORE UPDATE ON notices FOR EACH ROW"
-                                 " WHEN (NEW.claimed_by LIKE '%/0' AND OLD.state = 'pending')"
-                                 " EXECUTE FUNCTION claims_idle()"
-                               : "CREATE TRIGGER claims_idle BEFORE UPDATE ON notices"
-                                 " WHEN NEW.claimed_by LIKE '%/0' AND OLD.state = 'pending'"
-                                 " BEGIN SELECT RAISE(IGNORE); END"),
-        PGW_OK);
+    skip_updates(f, "claims_idle", "NEW.claimed_by LIKE '%/0' AND OLD.state = 'pending'");
 }
 
 /*
@@ -2777,6 +2788,49 @@ static void test_records_back_before_a_stop_are_told(void **state)
         fail_msg("a record refused (%s), then one made (%s), then the stop: %zu lines of "
                  "\"recording notices works again\", want 1",
                  failed ? "said" : "not said", back ? "yes" : "no", said);
+}
+
+/*
+ * Courier 1's record of M1 refused, then courier 1 given nothing more (a
+ * courier the mall's few notices pass by: the first polls ten times as
+ * often), courier 0 recording M2 and, a minute on, M3: recording works
+ * again, and the log must say so. Regression: courier 1 stayed in the
+ * set of failing couriers until it recorded again, which a courier with
+ * nothing to record never does (renewals, rare, alike), and "recording
+ * notices works again" never came, nor at the stop.
+ */
+static void test_a_courier_with_nothing_to_record_is_not_failing(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall();
+    cfg->notify.workers = 2;
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    skip_updates(f, "m1_to_1", "NEW.claimed_by LIKE '%/0' AND OLD.member = 'M1'");
+    skip_updates(f, "rest_to_0", "NEW.claimed_by LIKE '%/1' AND OLD.member <> 'M1'");
+    refuse_notices(f, "refuse_record",
+                   "OLD.state = 'sending' AND NEW.state <> 'sending' AND OLD.member = 'M1'",
+                   "record", FOR_GOOD);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start(f, &r);
+    bool failed = wait_line(log, "not recorded: ");
+    bool back = failed && sent_now(&r, "M2", "13900139002"); /* courier 0's, in the minute */
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S);
+    bool later = back && sent_now(&r, "M3", "13900139003");
+    bool said = later && wait_line(log, "pointsgw: recording notices works again");
+    let_notices_be(f, "refuse_record"); /* the stop gives M1 back */
+    let_notices_be(f, "m1_to_1");
+    let_notices_be(f, "rest_to_0");
+    rig_free(&r);
+    stderr_back(saved);
+    if (!failed || !back || !later || !said)
+        fail_msg("courier 1's record refused (%s), then nothing for it; courier 0's made (%s), "
+                 "a minute on again (%s): \"recording notices works again\" %s, want said",
+                 failed ? "said" : "not said", back ? "yes" : "no", later ? "yes" : "no",
+                 said ? "said" : "never said");
 }
 
 /*
@@ -3451,6 +3505,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_records_back_in_a_quiet_minute_are_told, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_records_back_before_a_stop_are_told, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_courier_with_nothing_to_record_is_not_failing, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_waiting_for_a_lock_gives_up_in_time, setup,
                                         db_fixture_teardown),
