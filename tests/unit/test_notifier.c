@@ -68,8 +68,9 @@ static atomic_int fail_next_begin; /* the next write transaction does not get it
 static atomic_int first_send;      /* the first SMS of a test: moves the clock, arms the failure */
 static atomic_int sms_signed;      /* SMS requests signed in this test */
 static atomic_int failed_after;    /* sms_signed when fail_next_begin was used up; -1 before */
-static atomic_int fail_next_read;  /* the next read transaction fails to begin, as when busy */
-static atomic_llong mono_ahead;    /* seconds the monotonic clock is ahead of the real one */
+static atomic_int fail_next_read;  /* the next read transaction fails to begin: READ_... */
+enum { READ_BUSY = 1, READ_DISK_FULL = 2 };
+static atomic_llong mono_ahead; /* seconds the monotonic clock is ahead of the real one */
 
 time_t time(time_t *out)
 {
@@ -109,10 +110,13 @@ int sqlite3_exec(sqlite3 *db, const char *sql, int (*callback)(void *, int, char
             *errmsg = sqlite3_mprintf("database is locked (" STAND_IN ")");
         return SQLITE_BUSY;
     }
-    if (sql != NULL && strcmp(sql, "BEGIN") == 0 && atomic_exchange(&fail_next_read, 0) != 0) {
+    int read = sql != NULL && strcmp(sql, "BEGIN") == 0 ? atomic_exchange(&fail_next_read, 0) : 0;
+    if (read != 0) {
         if (errmsg != NULL)
-            *errmsg = sqlite3_mprintf("database is locked (" STAND_IN ")");
-        return SQLITE_BUSY;
+            *errmsg =
+                sqlite3_mprintf(read == READ_DISK_FULL ? "database or disk is full (" STAND_IN ")"
+                                                       : "database is locked (" STAND_IN ")");
+        return read == READ_DISK_FULL ? SQLITE_FULL : SQLITE_BUSY;
     }
     return real(db, sql, callback, arg, errmsg);
 }
@@ -156,10 +160,15 @@ PGresult *PQexec(PGconn *conn, const char *query)
         query = "BEGIN; DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
                 " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
     }
-    if (query != NULL && strncmp(query, "BEGIN ISOLATION LEVEL REPEATABLE READ", 37) == 0 &&
-        atomic_exchange(&fail_next_read, 0) != 0) /* no transaction left open, as a lost one */
-        query = "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
-                " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
+    int read = query != NULL && strncmp(query, "BEGIN ISOLATION LEVEL REPEATABLE READ", 37) == 0
+                   ? atomic_exchange(&fail_next_read, 0)
+                   : 0;
+    if (read != 0) /* no transaction left open, as a lost one */
+        query = read == READ_DISK_FULL
+                    ? "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'disk_full',"
+                      " MESSAGE = 'the read found the disk full (" STAND_IN ")'; END $$"
+                    : "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
+                      " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
     return real(conn, query);
 }
 
@@ -2322,10 +2331,36 @@ static void test_a_read_failed_before_sending_costs_no_attempt(void **state)
     open_subscriber(f, &r, 1, false);
     pgw_wx_client *wx = NULL;
     rig_start_wx(f, &r, &wx);
-    atomic_store(&fail_next_read, 1);
+    atomic_store(&fail_next_read, READ_BUSY);
     notice_for(r.store, "M1");
     want_unsent(f, &r, "lock", 3, "a notice whose read failed before sending");
     want_sent_once_by_mp(&r, "once the read works");
+    rig_free_wx(&r, wx);
+}
+
+/*
+ * The same read failing on the gateway's own full disk (its begin, once:
+ * SQLite's SQLITE_FULL, PostgreSQL's disk_full): no attempt counted
+ * either (notify.retry.max_attempts 1), and stderr says the notice waits
+ * for room, as for a mark (test_a_full_disk_costs_no_attempt).
+ */
+static void test_a_read_on_a_full_disk_costs_no_attempt(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    open_subscriber(f, &r, 1, false);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    atomic_store(&fail_next_read, READ_DISK_FULL);
+    notice_for(r.store, "M1");
+    bool told = wait_line(log, "its attempt not counted, waits for room on the disk");
+    stderr_back(saved);
+    want_unsent(f, &r, "full", 3, "a notice whose read found the disk full");
+    if (!told)
+        fail_msg("a read that found the disk full: stderr does not say the notice waits for room");
+    want_sent_once_by_mp(&r, "once the disk has room");
     rig_free_wx(&r, wx);
 }
 
@@ -3487,6 +3522,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_full_disk_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_on_a_full_disk_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_mark_refused_for_good_ends_dead, setup,
                                         db_fixture_teardown),
