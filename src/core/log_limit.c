@@ -81,7 +81,9 @@ void pgw_log_line(pgw_log_say said, const char *what, const char *why, uint64_t 
     char held_back[PGW_LOG_HELD_BACK_MAX];
     pgw_log_held_back(unsaid, held_back);
     out[0] = '\0';
-    if (said == PGW_LOG_WORKS)
+    if (said == PGW_LOG_WORKS && unsaid == 0) /* nothing failed since the failure's line */
+        snprintf(out, PGW_LOG_LINE_MAX, "pointsgw: %.200s works again\n", what);
+    else if (said == PGW_LOG_WORKS)
         snprintf(out, PGW_LOG_LINE_MAX,
                  "pointsgw: %.200s works again (%llu more failed since the last line)\n", what,
                  (unsigned long long)unsaid);

@@ -83,9 +83,9 @@ void pgw_log_held_back(uint64_t unsaid, char out[PGW_LOG_HELD_BACK_MAX]);
  * be written, newline ended, in `out`, or "" for PGW_LOG_QUIET:
  * "pointsgw: WHAT: WHY", with pgw_log_held_back's words when lines were
  * held back (never "(0 more ...)"), or "pointsgw: WHAT works again (N
- * more failed since the last line)". WHAT is cut at 200 bytes, WHY at
- * 700. One wording for the owners that write both (the notifier, and
- * server/expire.c's for the sweeps and WeChat's lines). */
+ * more failed since the last line)", without the parenthesis for N 0. WHAT is cut at 200 bytes, WHY
+ * at 700. One wording for the owners that write both (the notifier, and server/expire.c's for the
+ * sweeps and WeChat's lines). */
 #define PGW_LOG_LINE_MAX 1024
 void pgw_log_line(pgw_log_say said, const char *what, const char *why, uint64_t unsaid,
                   char out[PGW_LOG_LINE_MAX]);

@@ -182,7 +182,9 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
 /* "commits work again" when the limit says so (pgw_log_tell, _later). */
 static void say_commits_work(pgw_log_say say, uint64_t unsaid)
 {
-    if (say == PGW_LOG_WORKS)
+    if (say == PGW_LOG_WORKS && unsaid == 0)
+        fputs("pointsgw: commits work again\n", stderr);
+    else if (say == PGW_LOG_WORKS)
         fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
                 (unsigned long long)unsaid);
 }

@@ -237,6 +237,8 @@ static void test_a_line_in_one_wording(void **state)
                               "such line)\n");
     pgw_log_line(PGW_LOG_WORKS, "outbox", "", 2, text);
     assert_string_equal(text, "pointsgw: outbox works again (2 more failed since the last line)\n");
+    pgw_log_line(PGW_LOG_WORKS, "outbox", "", 0, text); /* none failed since: no "(0 more" */
+    assert_string_equal(text, "pointsgw: outbox works again\n");
     pgw_log_line(PGW_LOG_QUIET, "outbox", "database or disk is full", 2, text);
     assert_string_equal(text, "");
     memset(why, 'x', sizeof(why) - 1);
