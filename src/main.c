@@ -859,7 +859,7 @@ static void nonce_file(const serve_lock *lock, char out[PATH_MAX + 8])
     size_t n = strlen(lock->path), suffix = strlen(PGW_STORE_SERVE_LOCK_SUFFIX);
     out[0] = '\0';
     if (n > suffix) /* a SQLite database's */
-        snprintf(out, PATH_MAX + 8, "%.*s-nonces", (int)(n - suffix), lock->path);
+        snprintf(out, PATH_MAX + 8, "%.*s" PGW_STORE_NONCES_SUFFIX, (int)(n - suffix), lock->path);
 }
 
 /* The nonces the last clean stop kept; else says that signed requests

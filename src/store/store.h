@@ -46,6 +46,7 @@
 /* What serve's lock file adds to its SQLite database's path (main.c):
  * one of the database's files, which a backup may not be renamed over. */
 #define PGW_STORE_SERVE_LOCK_SUFFIX "-serve.lock"
+#define PGW_STORE_NONCES_SUFFIX     "-nonces" /* serve's nonces at a clean stop (auth.h) */
 
 typedef struct pgw_store pgw_store;
 typedef struct pgw_verify_report pgw_verify_report; /* with pgw_store_verify */

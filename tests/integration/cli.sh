@@ -1356,6 +1356,10 @@ PY
     # the database could start (the review of 44b4ca3).
     expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/import.db-serve.lock"
     expect_text "is the database itself or one of its files"
+    # And its nonces' file: the next serve would read the copy as nonces,
+    # find it no such file and remove it.
+    expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/import.db-nonces"
+    expect_text "is the database itself or one of its files"
     # Regression (review notes): --out naming a folder (or a link to one)
     # copied the whole database before failing at the rename.
     mkdir "$tmp/folder-out"
