@@ -43,6 +43,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <errno.h>
 #include <stdio.h>
 #include <ctype.h>
 #include <stdlib.h>
@@ -4631,8 +4632,17 @@ void pgw_api_flush_log(pgw_api *api)
     if (api->log_len == 0)
         return;
     /* A failed write (a full disk, a closed pipe) loses these lines, as a
-     * failed fwrite of each did: the log is no ledger, serving goes on. */
-    fwrite(api->log_buf, 1, api->log_len, api->log);
+     * failed fwrite of each did: the log is no ledger, serving goes on. A
+     * signal (SIGHUP's reload, SIGTERM) that comes while a full pipe holds
+     * the write up is no failure: the write goes on where it stopped, else
+     * a pass's lines were lost (stdio tries no write again on EINTR). */
+    size_t done = 0;
+    for (;;) {
+        done += fwrite(api->log_buf + done, 1, api->log_len - done, api->log);
+        if (done == api->log_len || !ferror(api->log) || errno != EINTR)
+            break;
+        clearerr(api->log);
+    }
     fflush(api->log);
     api->log_len = 0;
 }

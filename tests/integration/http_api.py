@@ -18,6 +18,7 @@ import datetime
 import calendar
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import hmac
 import http.client
@@ -84,7 +85,7 @@ def write_config(tmp, tls=None, risk=None, name=None, http=None):
 
 
 class Server:
-    def __init__(self, tmp, config, db=None, wrap=()):
+    def __init__(self, tmp, config, db=None, wrap=(), stdout=None):
         self.db = db or pg.fresh_db() or "sqlite:" + os.path.join(tmp, "db", "log.db")
         if self.db.startswith("postgresql://") and "@" in self.db and ":" not in \
                 self.db[len("postgresql://"):self.db.index("@")]:
@@ -94,7 +95,7 @@ class Server:
         self.log = open(os.path.join(tmp, "requests.log"), "w+")
         self.proc = subprocess.Popen(
             [*wrap, BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
-            stdout=self.log, stderr=subprocess.PIPE, text=True)
+            stdout=self.log if stdout is None else stdout, stderr=subprocess.PIPE, text=True)
         self.startup = ""
         m = None
         while m is None:  # warnings may come first (development mode, disabled keys)
@@ -3016,6 +3017,61 @@ def test_log_while_idle(s):
           f"idle log: the request's line within a second: {lines[before:]}")
 
 
+def test_log_kept_through_a_signal(tmp):
+    """Regression (R4's review of 15a4b02): a signal (SIGHUP's reload of the
+    keys, SIGTERM) that came while the service thread waited to write the
+    request log to a full pipe (journald or a reader behind) made the write
+    fail with EINTR, and the buffer's lines, a whole pass's, were dropped.
+    Each request answered keeps its line."""
+    d = os.path.join(tmp, "log-signal")
+    os.makedirs(d, exist_ok=True)
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: a pipe of one page fills in a few lines
+    s = Server(d, write_config(d, name="log-signal.json"), db="sqlite:" + os.path.join(d, "s.db"),
+               stdout=w)
+    os.close(w)
+    answered = []
+    try:
+        # Lines until the pipe is full and the service thread waits on it:
+        # the next request then gets no answer.
+        for n in range(200):
+            try:
+                status, _, _ = s.request("GET", f"/healthz/{n}", key=None, timeout=1)
+            except (socket.timeout, TimeoutError):
+                break
+            answered.append(n)
+        check(len(answered) < 200, f"log-signal: the pipe filled: {len(answered)}")
+        s.proc.send_signal(signal.SIGHUP)  # to the service (main) thread, in its write
+        time.sleep(0.2)
+        got = b""
+        while select.select([r], [], [], 1.0)[0]:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.proc.send_signal(signal.SIGTERM)
+        rest = []
+        reader = threading.Thread(target=lambda: rest.append(drain_fd(r)))
+        reader.start()
+        code = s.proc.wait(timeout=30)
+        err = s.proc.stderr.read()
+        reader.join()
+        os.close(r)
+    paths = {json.loads(line)["path"] for line in (got + rest[0]).decode().splitlines() if line}
+    lost = [n for n in answered if f"/healthz/{n}" not in paths]
+    check(code == 0 and not lost, f"log-signal: every answer's line kept: lost {lost}, {code} {err}")
+
+
+def drain_fd(fd):
+    out = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
 def log_lines(s, want=None, wait=5.0):
     """The request log's lines; with want, read again (a line is written
     just after its answer, or when its job ends) until want(lines) or wait s."""
@@ -5248,7 +5304,9 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_show, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
-              test_hangup, test_hangup_while_starting, test_reload_keys, test_nonces_across_restarts, test_long_waits, test_few_open_files, test_health_sees_the_file_moved,
+              test_hangup, test_hangup_while_starting, test_reload_keys,
+              test_log_kept_through_a_signal, test_nonces_across_restarts, test_long_waits,
+              test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
