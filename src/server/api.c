@@ -44,6 +44,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <ctype.h>
 #include <stdlib.h>
@@ -57,12 +58,12 @@
 #define HOLD_SECONDS_DEFAULT 600
 #define HISTORY_DEFAULT      50
 #define HISTORY_MAX          100
-#define JOBS_KEPT            256   /* jobs kept for reuse after a burst: ~25 MB */
-#define LOG_BUF              65536 /* request log lines of one service pass, ~250 bytes each */
-#define BATCH_EVENTS_MAX     1000  /* API.md */
-#define BATCH_WINDOW         32    /* events of one batch in the writer's queue at once */
-#define CSV_ROWS_MAX         10000 /* rows of one shop CSV batch */
-#define OUTBOUND_THREADS     4     /* calls to WeChat at once */
+#define JOBS_KEPT            256      /* jobs kept for reuse after a burst: ~25 MB */
+#define LOG_BUF              PIPE_BUF /* request log lines written at once (log_buf) */
+#define BATCH_EVENTS_MAX     1000     /* API.md */
+#define BATCH_WINDOW         32       /* events of one batch in the writer's queue at once */
+#define CSV_ROWS_MAX         10000    /* rows of one shop CSV batch */
+#define OUTBOUND_THREADS     4        /* calls to WeChat at once */
 #define OUTBOUND_QUEUE       1024
 #define SMS_THREADS          2 /* verification codes' SMS at once */
 #define SMS_QUEUE            256
@@ -318,8 +319,12 @@ struct pgw_api {
     FILE *log;
     /* The request log's lines not yet written (pgw_api_flush_log): one
      * write(2) for a pass's lines, where one a line was a tenth of the
-     * service thread's system calls. Whole lines only, so that stderr's
-     * lines, in the same file under systemd, never land inside one. */
+     * service thread's system calls. Whole lines, at most PIPE_BUF bytes
+     * a write: a pipe takes such a write whole, so stderr's lines, in the
+     * same pipe or journald stream under systemd, never land inside a
+     * request's line. A pass's 64 KiB in one write was split where the
+     * pipe was full, and another thread's line could come between its
+     * pieces (R4). ~16 lines a write still. */
     char log_buf[LOG_BUF];
     size_t log_len;
     uint64_t requests[R_COUNT][N_STATUSES + 1]; /* last slot: any other status */
@@ -4561,6 +4566,23 @@ static void loggable_path(const char *path, char *out, size_t cap)
 
 /* ---- the log and the counters --------------------------------------------------------------- */
 
+/* Writes `len` bytes of request log lines. A failed write (a full disk, a
+ * closed pipe) loses them: the log is no ledger, serving goes on. A signal
+ * (SIGHUP's reload, SIGTERM) that comes while a full pipe holds the write
+ * up is no failure: the write goes on where it stopped, else a pass's
+ * lines were lost (stdio tries no write again on EINTR). */
+static void write_log(FILE *log, const char *bytes, size_t len)
+{
+    size_t done = 0;
+    for (;;) {
+        done += fwrite(bytes + done, 1, len - done, log);
+        if (done == len || !ferror(log) || errno != EINTR)
+            break;
+        clearerr(log);
+    }
+    fflush(log);
+}
+
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us)
 {
     route r = R_OTHER;
@@ -4618,32 +4640,18 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
     line[o.len] = '\n';
     if (api->log_len + o.len + 1 > sizeof(api->log_buf))
         pgw_api_flush_log(api);
-    if (o.len + 1 > sizeof(api->log_buf)) { /* a line longer than the buffer: as it is */
-        fwrite(line, 1, o.len + 1, api->log);
-        fflush(api->log);
-        return;
+    if (o.len + 1 > sizeof(api->log_buf)) /* a line longer than the buffer: as it is */
+        write_log(api->log, line, o.len + 1);
+    else {
+        memcpy(api->log_buf + api->log_len, line, o.len + 1);
+        api->log_len += o.len + 1;
     }
-    memcpy(api->log_buf + api->log_len, line, o.len + 1);
-    api->log_len += o.len + 1;
 }
 
 void pgw_api_flush_log(pgw_api *api)
 {
-    if (api->log_len == 0)
-        return;
-    /* A failed write (a full disk, a closed pipe) loses these lines, as a
-     * failed fwrite of each did: the log is no ledger, serving goes on. A
-     * signal (SIGHUP's reload, SIGTERM) that comes while a full pipe holds
-     * the write up is no failure: the write goes on where it stopped, else
-     * a pass's lines were lost (stdio tries no write again on EINTR). */
-    size_t done = 0;
-    for (;;) {
-        done += fwrite(api->log_buf + done, 1, api->log_len - done, api->log);
-        if (done == api->log_len || !ferror(api->log) || errno != EINTR)
-            break;
-        clearerr(api->log);
-    }
-    fflush(api->log);
+    if (api->log_len > 0)
+        write_log(api->log, api->log_buf, api->log_len);
     api->log_len = 0;
 }
 

@@ -290,7 +290,8 @@ size_t pgw_api_stream_member_view(const char *json, size_t len, char *out);
 
 /* Counts and logs a response: sent, or, `undelivered`, not (logged so).
  * The line waits in the API's buffer for pgw_api_flush_log (or for the
- * buffer to fill): a write per service pass, not per request. */
+ * buffer's PIPE_BUF bytes to fill): a write per service pass, or per ~16
+ * lines under load, not per request. */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);
 
 /* Writes the request log's waiting lines, whole, and flushes the log. The
