@@ -481,8 +481,15 @@ static int pg_ensure_connected(pgw_sql *db)
 
 /* ---- errors ----------------------------------------------------------------------- */
 
-/* A failed result's message: the server's, with its detail and hint, one
- * line (set_errmsg); libpq's own (a connection lost) when there is none. */
+/*
+ * A failed result's message, one line (set_errmsg): the server's primary
+ * message (it names the constraint broken), its SQLSTATE and its hint;
+ * libpq's own (a connection lost) when there is none. Not its DETAIL,
+ * which quotes the row ("Key (phone)=(13800138000) already exists.",
+ * "Failing row contains (...)"): the message goes to the gateway's stderr
+ * and a notice's last_error (shown to API keys), the server's log keeps it
+ * whole. A key's columns stay, its values shown as "***".
+ */
 static void set_pg_errmsg(pgw_sql *db, const PGresult *res)
 {
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -492,11 +499,14 @@ static void set_pg_errmsg(pgw_sql *db, const PGresult *res)
             set_errmsg(db, PQerrorMessage(db->pg));
         return;
     }
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
     const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+    const char *key_end = detail && strncmp(detail, "Key (", 5) == 0 ? strstr(detail, ")=(") : NULL;
     char msg[ERRMSG_MAX];
-    snprintf(msg, sizeof(msg), "%s%s%s%s%s", primary, detail ? "; " : "", detail ? detail : "",
-             hint ? "; hint: " : "", hint ? hint : "");
+    snprintf(msg, sizeof(msg), "%s (SQLSTATE %s)%s%.*s%s%s%s", primary, state ? state : "?",
+             key_end ? "; " : "", key_end ? (int)(key_end - detail) + 1 : 0, key_end ? detail : "",
+             key_end ? "=(***)" : "", hint ? "; hint: " : "", hint ? hint : "");
     set_errmsg(db, msg);
 }
 
@@ -851,7 +861,7 @@ static int sent_failure(pgw_sql *db, const PGresult *res, int i)
     int code = pg_failure(db, res);
     bool on_lock = db->on_lock;
     char why[ERRMSG_MAX];
-    /* cut between characters: the server's DETAIL quotes the row's text */
+    /* cut between characters: a message may be Chinese (a trigger's, lc_messages) */
     snprintf(why, sizeof(why), "%.*s (a statement sent earlier: %s...)",
              (int)pgw_utf8_prefix(db->errmsg, 290), db->errmsg, db->sent[i]);
     set_errmsg(db, why);
