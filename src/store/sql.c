@@ -240,6 +240,34 @@ static int pg_session(pgw_sql *db)
     return ok ? PGW_OK : failed(db, PGW_EUNAVAILABLE);
 }
 
+/* `len` bytes of `secret` shown as "***" wherever db->errmsg has them. */
+static void hide_in_errmsg(pgw_sql *db, const char *secret, size_t len)
+{
+    char shown[ERRMSG_MAX];
+    size_t n = 0;
+    for (const char *p = db->errmsg; *p != '\0' && n + 4 < sizeof(shown);)
+        if (len > 0 && strncmp(p, secret, len) == 0)
+            memcpy(shown + n, "***", 3), n += 3, p += len;
+        else
+            shown[n++] = *p++;
+    shown[n] = '\0';
+    memcpy(db->errmsg, shown, n + 1);
+}
+
+/* libpq's reason a URL failed without the URL's password: it quotes a
+ * token it could not decode ('invalid percent-encoded token: "p%zz..."'),
+ * the password's (userinfo's, pgw_redact_db_url's span, or a query's). */
+static void hide_password(pgw_sql *db, const char *url)
+{
+    const char *rest = strstr(url, "://") + 3; /* pgw_sql_open saw the scheme */
+    const char *at = strrchr(rest, '@'), *colon = strchr(rest, ':');
+    if (at != NULL && colon != NULL && colon < at)
+        hide_in_errmsg(db, colon + 1, (size_t)(at - colon - 1));
+    const char *query = strstr(url, "password=");
+    if (query != NULL)
+        hide_in_errmsg(db, query + 9, strcspn(query + 9, "&"));
+}
+
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
 {
     db->kind = PGW_SQL_POSTGRES;
@@ -251,6 +279,7 @@ static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
     if (PQstatus(db->pg) != CONNECTION_OK) {
         set_errmsg(db, PQerrorMessage(db->pg));
+        hide_password(db, url);
         return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot connect: %s", db->name, db->errmsg);
     }
     if (pg_session(db) != PGW_OK)

@@ -383,6 +383,26 @@ static void test_sql_a_failure_is_one_line(void **state)
 }
 
 /*
+ * A PostgreSQL URL libpq cannot read says why without its password:
+ * libpq quotes the token it could not decode ('invalid percent-encoded
+ * token: "p%zzsecret"'), and the message goes to stderr (the gateway's
+ * start, a command's). Regression: it carried the password.
+ */
+static void test_sql_a_bad_url_shows_no_password(void **state)
+{
+    (void)state;
+    static const char *const urls[] = {"postgresql://u:p%zzsecret@127.0.0.1:1/x",
+                                       "postgresql://u@127.0.0.1:1/x?password=p%zzsecret"};
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        pgw_sql *db = NULL;
+        pgw_err err;
+        assert_true(pgw_sql_open(urls[i], false, &db, &err) < 0);
+        if (strstr(err.msg, "secret") != NULL || strstr(err.msg, "percent-encoded") == NULL)
+            fail_msg("%s: \"%s\": want libpq's reason without the password", urls[i], err.msg);
+    }
+}
+
+/*
  * PostgreSQL: a reconnection that fails says so in its message without
  * libpq's text of it, which names the server's address and port and the
  * database or user it refused ('connection to server at "127.0.0.1",
@@ -3492,6 +3512,7 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_sql_a_failure_is_one_line, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test(test_sql_a_bad_url_shows_no_password),
         cmocka_unit_test_setup_teardown(test_sql_a_failed_reconnection_names_no_server,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_long_sqlite_paths, db_fixture_setup,
