@@ -1853,16 +1853,37 @@ static int gone_status(const pgw_http *h, const pgw_response *resp)
     return fifth_stream(h, member, NULL) ? 429 : 101;
 }
 
+/* The status of a stream closed with no verdict to wait for, for its
+ * line: the gateway's close code's (4401 is 401, 4429 is 429, 1013 is
+ * 503), or, closed by its client (or lws) before the store said whose
+ * it is, 503 as a stream whose session could not be checked
+ * (member_opened): 101 would count it a live session's. */
+static int closed_status(const watcher *w)
+{
+    switch (w->close_code) {
+    case WS_CLOSE_SESSION:
+        return 401;
+    case WS_CLOSE_TABS:
+        return 429;
+    default:
+        return 503;
+    }
+}
+
 /* The store's answer on a member's stream's session (member_verdict);
  * or, the stream closed meanwhile, its log line's status (`gone`, from
- * member_closed), not delivered, as any answer whose client left. */
+ * member_closed), not delivered, as any answer whose client left. One
+ * the gateway is closing before its first check answered (a logout here,
+ * merges past PRIORS_MAX, a stop) is logged with its close's status: the
+ * check's 101 said the stream let in that the gateway had just closed. */
 static void member_checked(pgw_http *h, struct lws *wsi, req *gone, pgw_response *resp)
 {
     watcher *w = wsi != NULL ? lws_wsi_user(wsi) : NULL;
     if (w != NULL) {
         PGW_ASSERT(w->member && w->check_id != 0 && gone == NULL);
         w->check_id = 0;
-        log_member(h, wsi, w, member_verdict(h, w, resp));
+        bool closing = !w->checked && w->close_code != 0;
+        log_member(h, wsi, w, closing ? closed_status(w) : member_verdict(h, w, resp));
     } else if (gone != NULL) {
         gone->resp.status = gone_status(h, resp);
         gone->resp.undelivered = true;
@@ -1952,23 +1973,6 @@ static void member_opened(pgw_http *h, struct lws *wsi, watcher *w)
     lws_set_timer_usecs(wsi, (lws_usec_t)wait * LWS_USEC_PER_SEC);
 }
 
-/* The status of a stream closed with no verdict to wait for, for its
- * line: the gateway's close code's (4401 is 401, 4429 is 429, 1013 is
- * 503), or, closed by its client (or lws) before the store said whose
- * it is, 503 as a stream whose session could not be checked
- * (member_opened): 101 would count it a live session's. */
-static int closed_status(const watcher *w)
-{
-    switch (w->close_code) {
-    case WS_CLOSE_SESSION:
-        return 401;
-    case WS_CLOSE_TABS:
-        return 429;
-    default:
-        return 503;
-    }
-}
-
 /* One line on stderr for memory run out (limited, log_limit.h: at request
  * rate it would flood the log), saying what it cost. */
 static void tell_out_of_memory(pgw_http *h, const char *cost)
@@ -1986,15 +1990,21 @@ static void tell_out_of_memory(pgw_http *h, const char *cost)
  * waits for the answer (member_checked), which says what it was, 101 or
  * 401. Written at the close, it said 101 for every one, and an ended
  * session's streams dropped at once (a logged-out phone reconnecting)
- * read as streams let in. Out of memory, it is written now, not
- * delivered, with the status of its close (closed_status); it was 101.
- * Its 503 would read as a check that failed: stderr says memory ran out.
+ * read as streams let in. One the gateway closed is written now, with
+ * its close's status (closed_status): the check has nothing to add.
+ * Out of memory, it is written now, not delivered, with the status of
+ * its close; it was 101. Its 503 would read as a check that failed:
+ * stderr says memory ran out.
  */
 static void member_gone(pgw_http *h, struct lws *wsi, watcher *w, slot *check)
 {
     check->wsi = NULL;
     if (w->logged)
         return;
+    if (w->close_code != 0) { /* closed by the gateway: its close says what (member_checked) */
+        log_member(h, wsi, w, closed_status(w));
+        return;
+    }
     req *q = malloc(sizeof(*q));
     if (q != NULL) {
         member_line(h, wsi, w, q);

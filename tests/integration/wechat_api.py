@@ -2031,6 +2031,67 @@ def member_stream_merged_before_check(tmp, fake, env):
     check(rc == 0, "the check-after-merge server exits cleanly: %s" % err[-3000:])
 
 
+def member_stream_merges_past_bound_before_check(tmp, fake, env):
+    """Regression (review of the member streams' log): a stream closed
+    1013 by the merges it fell behind (member_stream_merges_past_bound)
+    before its first check answered (the reader held) was logged when
+    that check answered, 101, as a stream let in and live, though the
+    gateway had closed it (its connection gone by then, as the first
+    stream's here, reset at once; or not yet). Each line carries its
+    close's status, 503, as a stream whose session could not be checked,
+    once, written at the close: the check has nothing to add."""
+    srv = quiet_check_server(tmp, fake, env, "merges-past-bound-unchecked")
+    ws = stream_client()
+    try:
+        members = [mp_session(srv, fake, "code-ws-mpu-%d" % i, "oMP-WS-MPU-%d" % i)
+                   for i in range(6)]
+
+        def bind(into):  # the card's holder is merged into `into`
+            return srv.request("POST", "/v1/members/%s/identities" % into,
+                               {"card": "S001:WS-MPU"})
+        bind(members[0][1])
+        session_a, member_a = members[0]
+        sid_a = session_a.split(".")[1]
+
+        def lines():
+            return [json.loads(x) for x in open(srv.out_path)
+                    if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x]
+        base = inflight(srv)
+        pid = srv.proc.pid
+        held = [(ws.stop_thread(int(t)), int(t)) for t in os.listdir("/proc/%d/task" % pid)
+                if open("/proc/%d/task/%s/comm" % (pid, t)).read().strip() == "pgw-reader"]
+        try:
+            tabs = [ws.ws_open(srv.port, "/v1/stream", "Authorization: Session %s\r\n" %
+                               session_a) for _ in range(2)]
+            to_a = srv.request("POST", "/v1/events", member_event("WS-MPU-A", member_a), key=SHOP)
+            merges = [bind(m) for _, m in members[1:]]
+            frames = [ws_frames(sock, pending, 5) for sock, _, pending in tabs]  # to the close
+            tabs[0][0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            tabs[0][0].close()  # gone before its check answers
+            before = eventually(lines, bool, timeout=5)
+        finally:
+            for libc, t in held:
+                ws.resume_thread(libc, t)
+        eventually(lambda: inflight(srv), lambda n: n == base)  # the checks answered
+        tabs[1][0].close()
+        check(all(" 101 " in hs for _, hs, _ in tabs) and to_a[0] == 201 and
+              [m[0] for m in merges] == [200] * 5,
+              "A's two streams, their checks held; A's purchase, five merges: %s %s %s" %
+              ([hs for _, hs, _ in tabs], to_a, merges))
+        check(all(closed == (1013, "the stream fell behind more merges than it can follow: open "
+                                   "it again") and got == [] for got, closed in frames),
+              "the unchecked streams behind five merges are closed 1013: %s" % frames)
+        check(before and all(x.get("status") == 503 for x in before),
+              "the stream gone is logged 503 at its close, its check still held: %s" % before)
+        after = eventually(lines, lambda got: len(got) >= 2)
+        check([x.get("status") for x in after] == [503, 503],
+              "a stream the gateway closed 1013 before its check answered is logged 503, once: %s"
+              % after)
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the unchecked merges-past-bound server exits cleanly: %s" % err[-3000:])
+
+
 def member_stream_merge_elsewhere(tmp, fake, env):
     """Review of the member streams: a merge made by another instance
     (here a second gateway on the same database) reaches this one's
@@ -3420,6 +3481,7 @@ def main():
         member_stream_two_merges_behind(tmp, fake, env)
         member_stream_merges_past_bound(tmp, fake, env)
         member_stream_merged_before_check(tmp, fake, env)
+        member_stream_merges_past_bound_before_check(tmp, fake, env)
         member_stream_merge_elsewhere(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
