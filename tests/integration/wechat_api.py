@@ -2092,6 +2092,57 @@ def member_stream_merges_past_bound_before_check(tmp, fake, env):
     check(rc == 0, "the unchecked merges-past-bound server exits cleanly: %s" % err[-3000:])
 
 
+def member_stream_survives_key_reload(tmp, fake, env):
+    """A reload of the keys (SIGHUP) closes the streams of keys it removed
+    or changed, 1008, and must leave members' streams alone: they stream
+    under a session, not a key. With the shop's key changed, its old
+    key's stream is closed; a member's stream stays open and gets the
+    member's next purchase, made with the shop's new key."""
+    srv = quiet_check_server(tmp, fake, env, "key-reload")
+    ws = stream_client()
+    try:
+        session, member = mp_session(srv, fake, "code-ws-reload", "oMP-WS-RELOAD")
+        sid = session.split(".")[1]
+        sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream",
+                                              "Authorization: Session %s\r\n" % session)
+        logged = eventually(lambda: [json.loads(x) for x in open(srv.out_path)
+                                     if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x],
+                            bool)  # checked: live
+        key_sock, key_handshake, key_pending = ws.ws_open(srv.port, "/v1/stream?key=" + SHOP)
+        check(" 101 " in handshake and [x.get("status") for x in logged] == [101] and
+              " 101 " in key_handshake,
+              "a member's stream, checked, and the shop key's: %s %s %s" %
+              (handshake, logged, key_handshake))
+        new_shop = "test-s001-key-reloaded"
+        path = os.path.join(tmp, "key-reload", "config.json")
+        with open(path) as f:
+            cfg = json.load(f)
+        for k in cfg["keys"]:
+            if k["name"] == "s001":
+                k["key_sha256"] = hashlib.sha256(new_shop.encode()).hexdigest()
+        with open(path + ".new", "w") as f:
+            json.dump(cfg, f, ensure_ascii=False)
+        os.replace(path + ".new", path)
+        srv.proc.send_signal(signal.SIGHUP)
+        said = eventually(lambda: [x for x in srv.stderr().splitlines() if "keys reloaded" in x],
+                          bool)
+        check(said and "(changed s001)" in said[-1], "the reload changed s001's key: %s" % said)
+        _, key_closed = ws_frames(key_sock, key_pending, 5)  # returns at the close
+        key_sock.close()
+        check(key_closed is not None and key_closed[0] == 1008,
+              "the changed key's stream is closed 1008: %s" % (key_closed,))
+        status, doc = srv.request("POST", "/v1/events", member_event("WS-RELOAD-1", member),
+                                  key=new_shop)
+        got, closed, came, _ = ws_until(sock, pending, doc)
+        sock.close()
+        check(status == 201 and came and closed is None,
+              "the member's stream, open across the reload, gets the purchase after it: %s %s "
+              "%s %s" % (status, came, closed, got))
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the key-reload server exits cleanly: %s" % err[-3000:])
+
+
 def member_stream_merge_elsewhere(tmp, fake, env):
     """Review of the member streams: a merge made by another instance
     (here a second gateway on the same database) reaches this one's
@@ -3482,6 +3533,7 @@ def main():
         member_stream_merges_past_bound(tmp, fake, env)
         member_stream_merged_before_check(tmp, fake, env)
         member_stream_merges_past_bound_before_check(tmp, fake, env)
+        member_stream_survives_key_reload(tmp, fake, env)
         member_stream_merge_elsewhere(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
