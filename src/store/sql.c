@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #define NAME_MAX_LEN (PGW_SQL_URL_MAX + 1) /* a SQLite path is most of a URL */
@@ -240,32 +241,74 @@ static int pg_session(pgw_sql *db)
     return ok ? PGW_OK : failed(db, PGW_EUNAVAILABLE);
 }
 
-/* `len` bytes of `secret` shown as "***" wherever db->errmsg has them. */
-static void hide_in_errmsg(pgw_sql *db, const char *secret, size_t len)
+/* Whether a key of a URL's query may name a password ("password",
+ * "sslpassword", any case, or percent-encoded: libpq decodes keys). */
+static bool password_key(const char *key, size_t len)
 {
-    char shown[ERRMSG_MAX];
-    size_t n = 0;
-    for (const char *p = db->errmsg; *p != '\0' && n + 4 < sizeof(shown);)
-        if (len > 0 && strncmp(p, secret, len) == 0)
-            memcpy(shown + n, "***", 3), n += 3, p += len;
-        else
-            shown[n++] = *p++;
-    shown[n] = '\0';
-    memcpy(db->errmsg, shown, n + 1);
+    for (size_t i = 0; i < len; i++)
+        if (key[i] == '%' || (len - i >= 8 && strncasecmp(key + i, "password", 8) == 0))
+            return true;
+    return false;
 }
 
-/* libpq's reason a URL failed without the URL's password: it quotes a
- * token it could not decode ('invalid percent-encoded token: "p%zz..."'),
- * the password's (userinfo's, pgw_redact_db_url's span, or a query's). */
-static void hide_password(pgw_sql *db, const char *url)
+/* Whether url[from, to) touches a password in it: the user part's, from
+ * its first ':' to the last '@' (pgw_redact_db_url's span, whatever libpq
+ * makes of a '/' or an '@' in it), or a query parameter's whose key may
+ * name one, key and value. */
+static bool touches_password(const char *url, size_t from, size_t to)
 {
     const char *rest = strstr(url, "://") + 3; /* pgw_sql_open saw the scheme */
     const char *at = strrchr(rest, '@'), *colon = strchr(rest, ':');
-    if (at != NULL && colon != NULL && colon < at)
-        hide_in_errmsg(db, colon + 1, (size_t)(at - colon - 1));
-    const char *query = strstr(url, "password=");
-    if (query != NULL)
-        hide_in_errmsg(db, query + 9, strcspn(query + 9, "&"));
+    if (at != NULL && colon != NULL && colon < at && from < (size_t)(at - url) &&
+        to > (size_t)(colon + 1 - url))
+        return true;
+    for (const char *p = strchr(rest, '?'); p != NULL; p = strchr(p + 1, '&')) {
+        size_t start = (size_t)(p + 1 - url), len = strcspn(p + 1, "&");
+        if (password_key(p + 1, strcspn(p + 1, "=&")) && from < start + len && to > start)
+            return true;
+    }
+    return false;
+}
+
+/* Where a token libpq quoted, from `p` (after its opening quote), ends
+ * (its closing quote) when it is any part of a password in `url`; NULL
+ * when it is none. The last quote that keeps it in the URL: a password
+ * may hold a '"'. */
+static const char *password_token_end(const char *url, const char *p)
+{
+    const char *end = NULL;
+    for (const char *q = strchr(p, '"'); q != NULL; q = strchr(q + 1, '"')) {
+        size_t len = (size_t)(q - p);
+        for (const char *u = url; len > 0 && *u != '\0'; u++)
+            if (strncmp(u, p, len) == 0 &&
+                touches_password(url, (size_t)(u - url), (size_t)(u - url) + len)) {
+                end = q;
+                break;
+            }
+    }
+    return end;
+}
+
+/*
+ * libpq's reason `url` failed, as the failure's message, without the
+ * URL's password: libpq quotes what it could not read, a token ('invalid
+ * percent-encoded token: "p%zz..."') or the URL whole, and one that is
+ * any part of a password (libpq's user part ends at the first '@' and
+ * before a '/': "p%zz" of "p%zz@secret") shows as "***". Done on libpq's
+ * text whole: set_errmsg's cut left a long password's start.
+ */
+static void set_url_errmsg(pgw_sql *db, const char *url, const char *text)
+{
+    char shown[ERRMSG_MAX];
+    size_t n = 0;
+    for (const char *p = text; *p != '\0' && n + 4 < sizeof(shown);) {
+        shown[n++] = *p++;
+        const char *end = p[-1] == '"' ? password_token_end(url, p) : NULL;
+        if (end != NULL)
+            memcpy(shown + n, "***", 3), n += 3, p = end;
+    }
+    shown[n] = '\0';
+    set_errmsg(db, shown);
 }
 
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
@@ -278,8 +321,7 @@ static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
     if (db->pg == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
     if (PQstatus(db->pg) != CONNECTION_OK) {
-        set_errmsg(db, PQerrorMessage(db->pg));
-        hide_password(db, url);
+        set_url_errmsg(db, conninfo, PQerrorMessage(db->pg)); /* libpq read that */
         return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot connect: %s", db->name, db->errmsg);
     }
     if (pg_session(db) != PGW_OK)
