@@ -510,6 +510,24 @@ static void key_changes(const pgw_config *was, const pgw_config *now, char *out,
         snprintf(out, cap, "no key changed");
 }
 
+/* A key whose variable is unset was left out (pgw_auth_new says so), but
+ * "added" on the reload's line reads as working, and setting the variable
+ * then reloading again does not help: the environment is serve's start's. */
+static void disabled_until_restart(const pgw_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const pgw_key_config *k = &cfg->keys[i];
+        const char *value = k->has_sha256 ? "" : getenv(k->key_env);
+        if (!k->has_sha256 && (value == NULL || value[0] == '\0'))
+            fprintf(stderr,
+                    "pointsgw serve: warning: key %s stays disabled: a reload does not read "
+                    "the environment again; set %s where serve's environment comes from "
+                    "(secrets.env) and restart it, or give the key as key_sha256 "
+                    "(`pointsgw keys add`)\n",
+                    k->name, k->key_env);
+    }
+}
+
 static void reload_keys(reloader *r)
 {
     pgw_err err;
@@ -547,6 +565,7 @@ static void reload_keys(reloader *r)
                 "pointsgw serve: warning: %s also changes %s: a reload takes the keys alone; "
                 "those wait for a restart\n",
                 r->path, changed);
+    disabled_until_restart(cfg);
     pgw_config_free(r->keys_from);
     r->keys_from = cfg;
 }
@@ -878,11 +897,12 @@ static void restore_nonces(pgw_http *http, const char *file, bool existed)
     if (pgw_auth_restore_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &kept, &err) !=
         PGW_OK)
         fprintf(stderr, "pointsgw serve: warning: the last run's nonces: %s\n", err.msg);
-    if (!kept)
+    if (!kept) /* not only a crash: a restore or a move leaves the file behind */
         fprintf(stderr,
-                "pointsgw serve: warning: the last run kept no nonces of signed requests (it "
-                "did not stop cleanly): those stamped before now are refused for %d s\n",
-                PGW_SIGNATURE_SKEW_S);
+                "pointsgw serve: warning: the last run kept no nonces of signed requests (no "
+                "%s: it did not stop cleanly, or the database was restored or moved, or an "
+                "older pointsgw served it): those stamped before now are refused for %d s\n",
+                file, PGW_SIGNATURE_SKEW_S);
 }
 
 static void keep_nonces(pgw_http *http, const char *file)

@@ -2144,8 +2144,14 @@ def test_reload_keys(tmp):
         line = said_after(said, start, "keys reloaded")
         check(line is not None and ": 6 keys (added envless)" in line and
               said_after(said, start, "envless is disabled: PGW_TEST_UNSET_KEY", 0) is not None and
-              said_after(said, start, "restart", 0) is None,
+              said_after(said, start, "wait for a restart", 0) is None,
               f"a key without its variable is left out, said: {said[start:]}")
+        # "added envless" read as the key working (the operator's walk of
+        # 2026-12-01): a reload does not read the environment again, so
+        # the remedy is a restart, and the line says so.
+        line = said_after(said, start, "key envless stays disabled", 0)
+        check(line is not None and "PGW_TEST_UNSET_KEY" in line and "restart" in line,
+              f"a key without its variable: a restart is the remedy: {said[start:]}")
         conn.close()
         gone.close()
         kept.close()
@@ -2193,6 +2199,11 @@ def test_nonces_across_restarts(tmp):
     s = Server(d, path, db=db)
     try:
         check("refused for 300 s" in s.startup, f"the start after a crash says so: {s.startup}")
+        # Not only a crash leaves no file: a database restored from a
+        # backup or moved gets this warning too (the operator's walk of
+        # 2026-12-01 read "it did not stop cleanly" of a clean stop).
+        check("nonces.db-nonces" in s.startup and "restored" in s.startup,
+              f"the warning names the file and its other causes: {s.startup}")
         status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=h)
         check(status == 401 and "not after this gateway started" in str(doc),
               f"replayed after a crash: refused: {status} {doc}")
