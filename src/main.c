@@ -1693,11 +1693,14 @@ static int check_channel(pgw_store *store, const pgw_recon_options *o, bool new_
             "if its events were all lost)",
             channel);
     if (rc == PGW_OK && !scope.has_channel_events)
-        fprintf(stderr, "pointsgw reconcile: warning: the log has no event on channel %s\n",
+        fprintf(stderr,
+                "pointsgw reconcile: warning: the log has no event on channel %s (misspelt?): "
+                "no row can match; check --channel\n",
                 channel);
     else if (rc == PGW_OK && !scope.has_shop_events) /* said, not refused: see README */
         fprintf(stderr,
-                "pointsgw reconcile: warning: the log has no event of shop %s on channel %s\n",
+                "pointsgw reconcile: warning: the log has no event of shop %s on channel %s "
+                "(misspelt?): no row can match; check --shop\n",
                 shop, channel);
     if (rc != PGW_OK || !repair || shop == NULL || strcmp(shop, "-") != 0)
         return rc;

@@ -1005,6 +1005,9 @@ expect_text "transfers:  6 checked"
 expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel stores --shop S001 \
     --db "$repair_db"
 expect_text 'warning: the log has no event on channel stores'
+# (the operator's walk of 2026-12-01: the JSON's notice asked "misspelt?",
+# stderr did not, nor said what to check)
+expect_text 'on channel stores (misspelt?): no row can match; check --channel'
 # Regression (an operator's walkthrough): a misspelt --shop read no events
 # either, every row missing_in_ledger, and said nothing. Warned as a
 # channel is, from the log (a shop gone from the configuration, or an
@@ -1012,6 +1015,7 @@ expect_text 'warning: the log has no event on channel stores'
 expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop B250 \
     --db "$repair_db"
 expect_text 'warning: the log has no event of shop B250 on channel store'
+expect_text 'of shop B250 on channel store (misspelt?): no row can match; check --shop'
 expect_text '"missing_in_ledger":3,'
 expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 \
     --db "$repair_db"
