@@ -233,12 +233,19 @@ static pgw_config *load_config(const char *path, char **text, size_t *len)
     size_t n = 0;
     pgw_err err;
     pgw_err_clear(&err);
+    /* The default is the source tree's demo: one missing says so, as a
+     * command pasted on a server without --config meets it. */
+    bool defaulted = path == NULL;
     path = path ? path : DEFAULT_CONFIG;
     int rc = pgw_config_read(path, &read, &n, &err);
     if (rc == PGW_OK)
         rc = pgw_config_parse(read, n, path, &cfg, &err);
     if (rc != PGW_OK)
-        fprintf(stderr, "pointsgw: %s\n", err.msg);
+        fprintf(stderr, "pointsgw: %s%s\n", err.msg,
+                defaulted && access(path, F_OK) != 0
+                    ? " (no --config given: this default is the source tree's demo; give yours "
+                      "with --config FILE)"
+                    : "");
     if (rc == PGW_OK && text != NULL)
         *text = read, *len = n;
     else
@@ -929,7 +936,7 @@ static int cmd_serve(int argc, char **argv)
     const char *path = flag_get(&flags, "--config") ? flag_get(&flags, "--config") : DEFAULT_CONFIG;
     reloader reload = {.path = path};
     char *text = NULL; /* what a reload compares the file with */
-    pgw_config *cfg = load_config(path, &text, &reload.running_len);
+    pgw_config *cfg = load_config(flag_get(&flags, "--config"), &text, &reload.running_len);
     if (cfg == NULL) {
         stop_reloads(NULL);
         return EXIT_USAGE;

@@ -635,6 +635,14 @@ expect_text "pointsgw keys add: --scope given twice"
 expect_exit 2 "$bin" verify --db "sqlite:/nonexistent/a.db" --db "sqlite:/nonexistent/b.db"
 expect_text "--db given twice"
 # Regression: names the configuration then refused were printed, exit 0.
+# Regression (the operator's walk of 2026-12-01): README's `keys add`
+# example run on a server (outside the source tree, no --config) said only
+# "config/pointsgw.example.json: cannot open", not that --config was missing.
+expect_exit 2 env -C "$tmp" "$bin" keys add --scope admin --name ok
+expect_text 'config/pointsgw.example.json: cannot open: No such file or directory (no --config given'
+expect_text 'give yours with --config FILE'
+expect_exit 2 env -C "$tmp" "$bin" keys add --scope admin --config missing.json
+[[ "$out" != *"no --config given"* ]] && pass || fail "a --config given was said missing: $out"
 expect_exit 2 "$bin" keys add --scope shop:S002 --name "pos s002"
 expect_text "may only contain letters, digits, '_' and '-'"
 expect_exit 2 "$bin" keys add --scope shop:S002 --name demo-admin
