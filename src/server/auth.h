@@ -90,10 +90,11 @@ void pgw_auth_take_keys(pgw_auth *auth, pgw_auth *fresh);
 
 /*
  * Nonces across a restart: a clean stop writes those still live at `now`
- * to `path` (mode 0600, through a file renamed once whole, never through a
- * link), and the next start reads them back (pgw_auth_restore_nonces), so
- * that a signed request taken before the restart is a replay after it. The service
- * thread's, as every call: at a stop, after it served.
+ * to `path` (mode 0600, through `path`.new, removed first and renamed
+ * once whole, never through a link), and the next start reads them back
+ * (pgw_auth_restore_nonces), so that a signed request taken before the
+ * restart is a replay after it. The service thread's, as every call: at a
+ * stop, after it served.
  */
 int pgw_auth_save_nonces(const pgw_auth *auth, const char *path, int64_t now, pgw_err *err);
 

@@ -2379,8 +2379,13 @@ static bool names_the_database(const char *path, const char *db)
     if (realpath(db, real_db) == NULL || realpath(dirname(dir), real_dir) == NULL)
         return false; /* no database there: pgw_sql_open says so */
     snprintf(out, sizeof(out), "%s/%s", real_dir, base);
-    static const char *const companions[] = {
-        "", "-wal", "-shm", "-journal", PGW_STORE_SERVE_LOCK_SUFFIX, PGW_STORE_NONCES_SUFFIX};
+    static const char *const companions[] = {"",
+                                             "-wal",
+                                             "-shm",
+                                             "-journal",
+                                             PGW_STORE_SERVE_LOCK_SUFFIX,
+                                             PGW_STORE_NONCES_SUFFIX,
+                                             PGW_STORE_NONCES_NEW_SUFFIX};
     size_t n = strlen(real_db);
     for (size_t i = 0; i < sizeof(companions) / sizeof(companions[0]); i++) {
         if (strncmp(out, real_db, n) == 0 && strcmp(out + n, companions[i]) == 0)

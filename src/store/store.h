@@ -47,6 +47,8 @@
  * one of the database's files, which a backup may not be renamed over. */
 #define PGW_STORE_SERVE_LOCK_SUFFIX "-serve.lock"
 #define PGW_STORE_NONCES_SUFFIX     "-nonces" /* serve's nonces at a clean stop (auth.h) */
+/* ...written first under this name, which a clean stop removes (auth.h) */
+#define PGW_STORE_NONCES_NEW_SUFFIX PGW_STORE_NONCES_SUFFIX ".new"
 
 typedef struct pgw_store pgw_store;
 typedef struct pgw_verify_report pgw_verify_report; /* with pgw_store_verify */

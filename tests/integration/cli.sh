@@ -1372,6 +1372,10 @@ PY
     # find it no such file and remove it.
     expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/import.db-nonces"
     expect_text "is the database itself or one of its files"
+    # Nor the name serve writes them under first (R5): a clean stop
+    # removed a copy there, silently, on its way to -nonces.
+    expect_exit 2 "$bin" backup --db "$import_db" --out "$tmp/import.db-nonces.new"
+    expect_text "is the database itself or one of its files"
     # Regression (review notes): --out naming a folder (or a link to one)
     # copied the whole database before failing at the rename.
     mkdir "$tmp/folder-out"
