@@ -77,6 +77,10 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
  * violation, the key no longer lets it in (reconnecting with it is 401). */
 #define WS_CLOSE_KEY_GONE  LWS_CLOSE_STATUS_POLICY_VIOLATION
 #define WS_KEY_GONE_REASON "the API key was removed or changed by a reload of the keys"
+/* A stream closed for the messages it missed: no close frame is sent (a
+ * 1001 would say it has what was committed); RFC 6455's code for a close
+ * without one marks it the gateway's, for its line (closed_status). */
+#define WS_CLOSE_MISSED LWS_CLOSE_STATUS_ABNORMAL_CLOSE
 /* Merged members whose survivor a stream's check named, remembered so
  * that a handshake under their sessions counts the survivor's streams:
  * the last so many (the oldest forgotten first: its next stream's check
@@ -154,7 +158,7 @@ typedef struct watcher {
     /* Its first check's request id: its line's "id", which the store's
      * stderr line on that check names too (writer.c keep_reason). */
     uint64_t first_check;
-    int close_code; /* > 0: closed so at its next turn (close_reason) */
+    int close_code; /* > 0: closed so at its next turn (close_reason), or WS_CLOSE_MISSED */
     const char *close_reason;
     pgw_session session;
     char account[PGW_ACCOUNT_MAX + 1]; /* "member:<id>", a merged member's survivor */
@@ -1854,10 +1858,10 @@ static int gone_status(const pgw_http *h, const pgw_response *resp)
 }
 
 /* The status of a stream closed with no verdict to wait for, for its
- * line: the gateway's close code's (4401 is 401, 4429 is 429, 1013 is
- * 503), or, closed by its client (or lws) before the store said whose
- * it is, 503 as a stream whose session could not be checked
- * (member_opened): 101 would count it a live session's. */
+ * line: the gateway's close code's (4401 is 401, 4429 is 429, 1013,
+ * 1001 and WS_CLOSE_MISSED are 503), or, closed by its client (or lws)
+ * before the store said whose it is, 503 as a stream whose session could
+ * not be checked (member_opened): 101 would count it a live session's. */
 static int closed_status(const watcher *w)
 {
     switch (w->close_code) {
@@ -2058,6 +2062,16 @@ static int member_tick(pgw_http *h, struct lws *wsi, watcher *w)
     return 0;
 }
 
+/* -1, for lws, for a stream that missed messages, which says so by being
+ * closed with no close frame; marked the gateway's close: one not yet
+ * checked was logged at its check's answer as a stream whose client
+ * left, 101 (member_gone, closed_status). */
+static int drop_missed(watcher *w)
+{
+    w->close_code = WS_CLOSE_MISSED;
+    return -1;
+}
+
 /*
  * feed_watcher for a member's stream: nothing before the store said
  * whose it is (held in the ring, as a slow watcher's), then only the
@@ -2069,7 +2083,7 @@ static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
     if (w->close_code != 0)
         return close_member(wsi, w);
     if (missed(h, w))
-        return -1; /* it missed messages, and says so by being closed */
+        return drop_missed(w);
     if (!w->checked)
         return 0; /* member_checked asks for a turn */
     while (w->next < h->ring_seq) {
@@ -2100,7 +2114,7 @@ static int feed_member(pgw_http *h, struct lws *wsi, watcher *w)
 static int leave_stream(pgw_http *h, struct lws *wsi, watcher *w)
 {
     if (w->close_code == 0 && missed(h, w))
-        return -1;
+        return drop_missed(w);
     bool fed = w->next >= h->ring_seq || (w->member && !w->checked) || w->close_code != 0;
     if (!fed) {
         int rc = w->member ? feed_member(h, wsi, w) : feed_watcher(h, wsi, w);

@@ -2092,6 +2092,73 @@ def member_stream_merges_past_bound_before_check(tmp, fake, env):
     check(rc == 0, "the unchecked merges-past-bound server exits cleanly: %s" % err[-3000:])
 
 
+def member_stream_missed_before_check(tmp, fake, env):
+    """Regression (review of c7c0448): a member's stream the gateway closed
+    before its first check answered (the reader held) because it missed
+    messages (over 4096 behind: closed with no close frame) was still
+    logged when that check answered, 101 and "delivered": false, as a
+    stream let in whose client left, though the gateway had closed it.
+    README: one the gateway closes before that answer is logged with its
+    close's status, never 101; this one, 503, at its close, once, and
+    /metrics counts it so."""
+    srv = quiet_check_server(tmp, fake, env, "missed-before-check")
+    ws = stream_client()
+    try:
+        session, _ = mp_session(srv, fake, "code-ws-missed", "oMP-WS-MISSED")
+        sid = session.split(".")[1]
+
+        def lines():
+            return [json.loads(x) for x in open(srv.out_path)
+                    if '"session:%s"' % sid[:8] in x and '"/v1/stream"' in x]
+
+        def counted():
+            _, text = srv.request("GET", "/metrics", key=None)
+            return {s: int(n) for s, n in re.findall(
+                r'^pgw_http_requests_total\{route="/v1/stream",status="(\d+)"\} (\d+)$',
+                text, re.M) if int(n) > 0}
+        base = inflight(srv)
+        pid = srv.proc.pid
+        held = [(ws.stop_thread(int(t)), int(t)) for t in os.listdir("/proc/%d/task" % pid)
+                if open("/proc/%d/task/%s/comm" % (pid, t)).read().strip() == "pgw-reader"]
+        try:
+            sock, hs, pending = ws.ws_open(srv.port, "/v1/stream",
+                                           "Authorization: Session %s\r\n" % session)
+            posted = [None] * 3  # 3,000 purchases, 2 or 3 transfers each: past the ring's 4096
+
+            def post(k):  # at once: the writer commits them in fewer batches
+                st, doc = srv.request("POST", "/v1/events:batch", {"events": [
+                    member_event("WS-MISSED-%d-%d" % (k, i), "MMISSED%d%02d" % (k, i % 50))
+                    for i in range(1000)]},
+                    key=SHOP)
+                posted[k] = (st, sum(len(x["body"].get("transfers", [])) for x in doc["results"]))
+            posters = [threading.Thread(target=post, args=(k,)) for k in range(3)]
+            for t in posters:
+                t.start()
+            for t in posters:
+                t.join()
+            got, closed = ws_frames(sock, pending, 10)  # to the close
+            sock.close()
+            before = eventually(lines, bool, timeout=5)
+        finally:
+            for libc, t in held:
+                ws.resume_thread(libc, t)
+        eventually(lambda: inflight(srv), lambda n: n == base)  # the check answered
+        after = lines()
+        check(" 101 " in hs and all(st == 200 for st, _ in posted) and
+              sum(n for _, n in posted) > 4096 and got == [] and closed is None,
+              "a member's stream, its check held, over 4096 transfers: closed with no close frame: "
+              "%s %s %d %s" % (hs, posted, len(got), closed))
+        check([x.get("status") for x in before] == [503],
+              "the stream the gateway closed, missing messages, is logged 503 at its close: %s"
+              % before)
+        check([x.get("status") for x in after] == [503],
+              "and only so, not 101 once its check answered: %s" % after)
+        check(counted() == {"503": 1}, "/metrics counts it 503: %s" % counted())
+    finally:
+        rc, err = srv.stop()
+    check(rc == 0, "the missed-before-check server exits cleanly: %s" % err[-3000:])
+
+
 def member_stream_survives_key_reload(tmp, fake, env):
     """A reload of the keys (SIGHUP) closes the streams of keys it removed
     or changed, 1008, and must leave members' streams alone: they stream
@@ -3534,6 +3601,7 @@ def main():
         member_stream_merged_before_check(tmp, fake, env)
         member_stream_merges_past_bound_before_check(tmp, fake, env)
         member_stream_survives_key_reload(tmp, fake, env)
+        member_stream_missed_before_check(tmp, fake, env)
         member_stream_merge_elsewhere(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
