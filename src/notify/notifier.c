@@ -100,6 +100,11 @@ struct pgw_notifier {
      * (a pipe a reader let fill) must not hold up the stats and the stop. */
     pthread_mutex_t said_lock;
     said_kind counted_said, claims_said, sweep_said, renew_said, record_said;
+    /* A provider's failures, by channel as stats.sent (tell_provider; the
+     * limit only: a provider's failure is the channel's, not a courier's),
+     * and its failures since a send by it last got through. */
+    said_kind channel_said[3];
+    uint64_t fails_in_a_row[3];
     /* Under lock: when WeChat's daily quota of the mini program's (0) and
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
@@ -117,7 +122,20 @@ typedef struct reach_info {
     /* What a subscribe message did to the quota, recorded with the outcome. */
     enum { QUOTA_KEPT, QUOTA_USED, QUOTA_NONE_LEFT } quota;
     bool opted_out; /* why SMS does not reach: not_reached() */
+    /* The attempt's last failure of a provider (provider_failed): its
+     * channel (NONE: none), whether it gave up, and its words without the
+     * member's number, for stderr (tell_provider). */
+    pgw_notice_channel failed_on;
+    bool gave_up;
+    char failure[PGW_ERR_MSG_MAX];
 } reach_info;
+
+/* A channel's index in stats.sent and the per-channel lines. */
+static size_t channel_index(pgw_notice_channel ch)
+{
+    PGW_ASSERT(ch != PGW_CHANNEL_NONE);
+    return ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2;
+}
 
 /* What one attempt on one channel came to. */
 typedef enum attempt {
@@ -271,6 +289,68 @@ static void tell_later(pgw_notifier *n, said_kind *said, const char *what)
     pthread_mutex_unlock(&n->said_lock);
 }
 
+/* The channels by channel_index(). */
+static const pgw_notice_channel CHANNELS[3] = {PGW_CHANNEL_MP, PGW_CHANNEL_OA, PGW_CHANNEL_SMS};
+
+/* Transient failures in a row of a channel's provider (a timeout, a 5xx)
+ * before they are told: one is a hiccup the retry takes care of. */
+#define FAILS_TOLD 5
+
+/*
+ * Tells stderr of the attempt's provider failure (r->failed_on; none:
+ * nothing), by its channel's limit (core/log_limit.h: a line a minute for
+ * a cause, the provider's words, with the count held back): always when
+ * the notice died of it or the channel gave up on it (a wrong secret, a
+ * template refused: every notice fails so), a transient one from the
+ * FAILS_TOLD-th in a row. "sms: notice 42 dead: SMS tencent:
+ * AuthFailure.SignatureFailure: ...": the channel, the notice, the
+ * provider's code and message, never the member's number, openid or the
+ * message's text (provider_failed). Regression: a provider failing every
+ * send was silent on stderr; only pgw_notifications_total{outcome="dead"}
+ * told that every member's notice was lost.
+ */
+static void tell_provider(pgw_notifier *n, const pgw_notice *nt, const reach_info *r)
+{
+    if (r->failed_on == PGW_CHANNEL_NONE)
+        return;
+    size_t i = channel_index(r->failed_on);
+    bool dead = strcmp(nt->state, "dead") == 0;
+    int64_t now = pgw_monotonic_s();
+    uint64_t unsaid = 0;
+    pthread_mutex_lock(&n->said_lock);
+    uint64_t row = ++n->fails_in_a_row[i];
+    if (dead || r->gave_up || row >= FAILS_TOLD) {
+        char what[128];
+        const char *name = pgw_notice_channel_name(CHANNELS[i]);
+        if (dead || r->gave_up)
+            snprintf(what, sizeof(what), "%s: notice %lld %s", name, (long long)nt->id,
+                     dead ? "dead" : "given up there");
+        else
+            snprintf(what, sizeof(what), "%s: notice %lld to be retried, %llu failures in a row",
+                     name, (long long)nt->id, (unsigned long long)row);
+        pgw_log_say told = pgw_log_tell(&n->channel_said[i].limit, now, r->failure, &unsaid);
+        say(told, what, r->failure, unsaid); /* unsaid read after the limit set it */
+    }
+    pthread_mutex_unlock(&n->said_lock);
+}
+
+/* A send by channel ch got through: its failures in a row end, and a
+ * failure told says it works again (pgw_log_tell: once the minute of its
+ * last line is over; else tell_later or tell_stopped say it). */
+static void tell_provider_works(pgw_notifier *n, pgw_notice_channel ch)
+{
+    size_t i = channel_index(ch);
+    int64_t now = pgw_monotonic_s();
+    uint64_t unsaid = 0;
+    pthread_mutex_lock(&n->said_lock);
+    n->fails_in_a_row[i] = 0;
+    if (!pgw_log_idle(&n->channel_said[i].limit)) {
+        pgw_log_say told = pgw_log_tell(&n->channel_said[i].limit, now, NULL, &unsaid);
+        say(told, pgw_notice_channel_name(ch), "", unsaid);
+    }
+    pthread_mutex_unlock(&n->said_lock);
+}
+
 /* The couriers stopped (joined: no lock): what got through since its
  * failure's line says so now, the minute over or not (pgw_log_stopping),
  * or the failure stays the log's last word. An attempt counted is no
@@ -287,6 +367,11 @@ static void tell_stopped(pgw_notifier *n)
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         uint64_t unsaid = 0;
         say(pgw_log_stopping(&kinds[i].said->limit, &unsaid), kinds[i].what, "", unsaid);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        uint64_t unsaid = 0;
+        pgw_log_say told = pgw_log_stopping(&n->channel_said[i].limit, &unsaid);
+        say(told, pgw_notice_channel_name(CHANNELS[i]), "", unsaid);
     }
 }
 
@@ -523,6 +608,52 @@ static attempt not_marked(courier *c, pgw_notice *nt, const char *channel, int r
     return later ? UNSENT : RETRY;
 }
 
+/* Whether `p` starts a number as the SMS adapter masks it, "138****8000". */
+static bool masked_at(const char *p)
+{
+    for (size_t i = 0; i < 11; i++) { /* a NUL fails either test: nothing read past it */
+        bool star = i >= 3 && i < 7;
+        if (star ? p[i] != '*' : (p[i] < '0' || p[i] > '9'))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Records a provider's failure `msg` of channel ch, an attempt `a`
+ * (RETRY, GIVE_UP; others are no failure of the provider's), for
+ * tell_provider: without the member's number (the SMS adapter's "to
+ * 138****8000" goes, a masked number elsewhere in the provider's words is
+ * "***") and without WeChat's " rid: ..." (a request's id): stderr is the
+ * operator's, and a line's cause must be the same for every member and
+ * request, or each failure is news and the limit lets 10 a minute by.
+ * The adapters' messages carry no openid and no keyword of the message.
+ */
+static void provider_failed(reach_info *r, pgw_notice_channel ch, attempt a, const char *msg)
+{
+    if (a != RETRY && a != GIVE_UP)
+        return;
+    r->failed_on = ch;
+    r->gave_up = a == GIVE_UP;
+    size_t used = 0, cap = sizeof(r->failure);
+    for (const char *p = msg; *p != '\0' && used + 4 < cap;) {
+        if (strncmp(p, " to ", 4) == 0 && masked_at(p + 4)) {
+            p += 4 + 11;
+        } else if (masked_at(p)) {
+            memcpy(r->failure + used, "***", 3);
+            used += 3;
+            p += 11;
+        } else {
+            r->failure[used++] = *p++;
+        }
+    }
+    r->failure[used] = '\0';
+    char *rid = strstr(r->failure, " rid: ");
+    if (rid != NULL)
+        *rid = '\0';
+    r->failure[pgw_utf8_prefix(r->failure, strlen(r->failure))] = '\0'; /* a cut character */
+}
+
 /*
  * The mini program's subscribe message. The unit of quota it uses is
  * counted when the outcome is recorded (finish_batch()), not reserved before
@@ -562,16 +693,18 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     if (a == RETRY && unknown)
         wx_may_have_gone(nt, PGW_CHANNEL_MP);
     r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
-    if (rc == PGW_OK)
+    if (rc == PGW_OK) {
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
-    else
+    } else {
         set_error(nt, "wechat_mp", err.msg);
+        provider_failed(r, PGW_CHANNEL_MP, a, err.msg);
+    }
     (void)kind; /* one keyword layout for every kind (README) */
     return a;
 }
 
 /* The official account's template message; the notice id de-duplicates a resend. */
-static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind)
+static attempt send_oa(courier *c, pgw_notice *nt, reach_info *r, int kind)
 {
     pgw_notifier *n = c->n;
     char points[24], balance[24], when[32], msg_id[32];
@@ -599,11 +732,13 @@ static attempt send_oa(courier *c, pgw_notice *nt, const reach_info *r, int kind
     if (marked != PGW_OK) /* as for the mini program */
         return not_marked(c, nt, "wechat_oa", marked, &err);
     int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
-    if (rc == PGW_OK)
-        snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
-    else
-        set_error(nt, "wechat_oa", err.msg);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
+    if (rc == PGW_OK) {
+        snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
+    } else {
+        set_error(nt, "wechat_oa", err.msg);
+        provider_failed(r, PGW_CHANNEL_OA, a, err.msg);
+    }
     nt->may_have_reached |= a == RETRY && reply.maybe_done;
     if (a == RETRY && reply.maybe_done)
         wx_may_have_gone(nt, PGW_CHANNEL_OA);
@@ -636,7 +771,7 @@ static bool sms_may_have_gone(const pgw_sms_result *res)
 }
 
 /* An SMS, outside quiet hours; the notice id is the provider's out id. */
-static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t now)
+static attempt send_sms(courier *c, pgw_notice *nt, reach_info *r, int64_t now)
 {
     pgw_notifier *n = c->n;
     const pgw_notify_config *q = &n->o.cfg->notify;
@@ -717,7 +852,9 @@ static attempt send_sms(courier *c, pgw_notice *nt, const reach_info *r, int64_t
         nt->due_at = now + (strstr(res.code, "ThirtySecond") != NULL ? 30 : 3600);
         return DEFER;
     }
-    return res.outcome == PGW_SMS_RETRY ? RETRY : GIVE_UP;
+    attempt a = res.outcome == PGW_SMS_RETRY ? RETRY : GIVE_UP;
+    provider_failed(r, PGW_CHANNEL_SMS, a, err.msg);
+    return a;
 }
 
 /* ---- one notice ---------------------------------------------------------------------- */
@@ -1358,7 +1495,8 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
         attempt a = try_channel(c, nt, r, kind, ch, now_s());
         if (a == SENT) {
             snprintf(nt->state, sizeof(nt->state), "sent");
-            count(n, &n->stats.sent[ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2]);
+            count(n, &n->stats.sent[channel_index(ch)]);
+            tell_provider_works(n, ch);
             break;
         }
         if (a == DEFER) {
@@ -1388,6 +1526,7 @@ static void deliver(courier *c, pgw_notice *nt, reach_info *r)
         count(n, &n->stats.fell_through);
     }
     quota_out_pending(nt, &q);
+    tell_provider(n, nt, r);
 }
 
 /* ---- the thread ------------------------------------------------------------------------ */
@@ -1549,6 +1688,8 @@ static void *courier_main(void *arg)
              * through in its failure's minute says so when it is over. */
             tell_later(n, &n->record_said, "recording notices");
             tell_later(n, &n->renew_said, "renewing notice claims");
+            for (size_t i = 0; i < 3; i++) /* sends come with notices only: as records */
+                tell_later(n, &n->channel_said[i], pgw_notice_channel_name(CHANNELS[i]));
         }
         int64_t depth = 0;
         if (first && pgw_store_outbox_depth(c->store, &depth, &err) == PGW_OK) {

@@ -2642,6 +2642,81 @@ static void test_one_courier_failing_is_not_told_working(void **state)
                  said ? "said" : "not said");
 }
 
+/* The members whose notices die of the provider (three_dead_by_auth). */
+static const char *const AUTH_DEAD[] = {"M1", "M2", "M3"};
+
+/*
+ * Three members' notices, the fake answering their three SMS
+ * AuthFailure.SignatureFailure (a wrong secret: given up), stderr into
+ * `log` (its descriptor in *saved for stderr_back), the rig started:
+ * how many of them went dead (waited for, 10 s at most).
+ */
+static size_t three_dead_by_auth(db_fixture *f, rig *r, char *log, size_t log_size, int *saved)
+{
+    atomic_store(&first_send, 0);
+    rig_open(f, mall(), r);
+    for (size_t m = 0; m < 3; m++) {
+        char phone[16];
+        snprintf(phone, sizeof(phone), "1380013800%zu", m + 1);
+        member_with_notice(r->store, r->vault, AUTH_DEAD[m], phone);
+    }
+    json_decref(fake_request(&FAKE, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:s,s:s}", "provider", "tencent", "count", 3,
+                                       "code", "AuthFailure.SignatureFailure", "message",
+                                       "the signature is not correct")));
+    *saved = stderr_to(f, log, log_size);
+    rig_start(f, r);
+    size_t dead = 0;
+    for (int i = 0; i < 1000 && dead < 3; i++) {
+        fake_sleep_ms(10);
+        dead = 0;
+        for (size_t m = 0; m < 3; m++)
+            dead += strcmp(notice_of(r->store, AUTH_DEAD[m]).state, "dead") == 0;
+    }
+    return dead;
+}
+
+/*
+ * A provider failing every send (a wrong SMS secret: AuthFailure, given
+ * up) kills every notice at its first attempt: stderr says so, a line a
+ * minute for the cause with the count of the deaths held back, the
+ * channel, the provider's code and the notice's id, never the member's
+ * number; and, once a send by that channel gets through (a minute on),
+ * that it works again. Regression: no line at all, only
+ * pgw_notifications_total{outcome="dead"} told it.
+ */
+static void test_a_provider_failing_is_told_on_stderr(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    char log[128];
+    int saved;
+    size_t dead = three_dead_by_auth(f, &r, log, sizeof(log), &saved);
+    bool told = wait_line(log, "AuthFailure.SignatureFailure");
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S); /* a minute on: the next send says it works */
+    member_with_notice(r.store, r.vault, "M4", "13800138004");
+    static const char *const m4[] = {"M4"};
+    wait_sent(r.store, m4, 1, 1);
+    bool works = wait_line(log, "pointsgw: sms works again");
+    size_t ids = 0;
+    for (size_t m = 0; m < 3; m++) {
+        char id[32];
+        snprintf(id, sizeof(id), "notice %lld ", (long long)notice_of(r.store, AUTH_DEAD[m]).id);
+        ids += lines_with(log, id);
+    }
+    rig_free(&r);
+    stderr_back(saved);
+    stderr_told t = told_of(log, "AuthFailure.SignatureFailure", "pointsgw: sms works again");
+    size_t numbers = lines_with(log, "138") + lines_with(log, "0013800") + lines_with(log, "****");
+    if (dead != 3 || !told || t.lines != 1 || t.failures != 3 || !works || ids != 1 ||
+        lines_with(log, "sms") < 2 || numbers != 0)
+        fail_msg("%zu of 3 notices dead by AuthFailure (%s); %zu lines of it telling %lld "
+                 "deaths, %zu naming a notice, %zu a number; \"works again\" %s: want one line "
+                 "naming sms, a notice and no number, telling 3, then that sms works again",
+                 dead, told ? "told" : "not told", t.lines, t.failures, ids, numbers,
+                 works ? "said" : "not said");
+}
+
 /* Whether the last line of the stderr file `path` about the outbox's
  * claims holds `text`. */
 static bool last_outbox_line(const char *path, const char *text)
@@ -3543,6 +3618,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_failing_outbox_is_logged_within_bounds, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_one_courier_failing_is_not_told_working, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_provider_failing_is_told_on_stderr, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_works_again_is_never_written_after_a_later_failure,
                                         setup, db_fixture_teardown),
