@@ -213,11 +213,16 @@ static bool passes(const courier *c, int rc)
 
 /* The line pgw_log_tell and the like said is to be written: "pointsgw:
  * LINE: why", or "pointsgw: LINE works again", with the count of the
- * lines held back. `why` is "" where no failure can be said. */
-static void say(pgw_log_say said, const char *line, const char *why, uint64_t unsaid)
+ * lines held back, *unsaid. `why` is "" where no failure can be said.
+ * The count by its address: read here, after the limit's call set it,
+ * even in say(pgw_log_tell(..., &unsaid), ..., &unsaid). Regression: by
+ * value, it was read (0) before that call (the order of a call's
+ * arguments is unspecified; GCC went right to left), and every "works
+ * again" of tell_idle, tell_later and tell_stopped lost its count. */
+static void say(pgw_log_say said, const char *line, const char *why, const uint64_t *unsaid)
 {
     char text[PGW_LOG_LINE_MAX];
-    pgw_log_line(said, line, why, unsaid, text);
+    pgw_log_line(said, line, why, *unsaid, text);
     if (text[0] != '\0')
         fputs(text, stderr);
 }
@@ -247,7 +252,7 @@ static void tell(pgw_notifier *n, said_kind *said, size_t who, const char *line,
     pgw_log_say told =
         said->held ? PGW_LOG_QUIET
                    : pgw_log_tell(&said->limit, now, err != NULL ? err->msg : NULL, &unsaid);
-    say(told, line, err != NULL ? err->msg : "", unsaid);
+    say(told, line, err != NULL ? err->msg : "", &unsaid);
     pthread_mutex_unlock(&n->said_lock);
 }
 
@@ -270,7 +275,7 @@ static void tell_idle(pgw_notifier *n, said_kind *said, size_t who, const char *
         said->failing &= ~bit;
         if (said->failing == 0 && said->held) {
             said->held = false;
-            say(pgw_log_tell(&said->limit, now, NULL, &unsaid), what, "", unsaid);
+            say(pgw_log_tell(&said->limit, now, NULL, &unsaid), what, "", &unsaid);
         }
     }
     pthread_mutex_unlock(&n->said_lock);
@@ -285,7 +290,7 @@ static void tell_later(pgw_notifier *n, said_kind *said, const char *what)
     int64_t now = pgw_monotonic_s();
     uint64_t unsaid = 0;
     pthread_mutex_lock(&n->said_lock);
-    say(pgw_log_later(&said->limit, now, &unsaid), what, "", unsaid);
+    say(pgw_log_later(&said->limit, now, &unsaid), what, "", &unsaid);
     pthread_mutex_unlock(&n->said_lock);
 }
 
@@ -329,7 +334,7 @@ static void tell_provider(pgw_notifier *n, const pgw_notice *nt, const reach_inf
             snprintf(what, sizeof(what), "%s: notice %lld to be retried, %llu failures in a row",
                      name, (long long)nt->id, (unsigned long long)row);
         pgw_log_say told = pgw_log_tell(&n->channel_said[i].limit, now, r->failure, &unsaid);
-        say(told, what, r->failure, unsaid); /* unsaid read after the limit set it */
+        say(told, what, r->failure, &unsaid);
     }
     pthread_mutex_unlock(&n->said_lock);
 }
@@ -346,7 +351,7 @@ static void tell_provider_works(pgw_notifier *n, pgw_notice_channel ch)
     n->fails_in_a_row[i] = 0;
     if (!pgw_log_idle(&n->channel_said[i].limit)) {
         pgw_log_say told = pgw_log_tell(&n->channel_said[i].limit, now, NULL, &unsaid);
-        say(told, pgw_notice_channel_name(ch), "", unsaid);
+        say(told, pgw_notice_channel_name(ch), "", &unsaid);
     }
     pthread_mutex_unlock(&n->said_lock);
 }
@@ -366,12 +371,12 @@ static void tell_stopped(pgw_notifier *n)
                  {&n->renew_said, "renewing notice claims"}};
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         uint64_t unsaid = 0;
-        say(pgw_log_stopping(&kinds[i].said->limit, &unsaid), kinds[i].what, "", unsaid);
+        say(pgw_log_stopping(&kinds[i].said->limit, &unsaid), kinds[i].what, "", &unsaid);
     }
     for (size_t i = 0; i < 3; i++) {
         uint64_t unsaid = 0;
         pgw_log_say told = pgw_log_stopping(&n->channel_said[i].limit, &unsaid);
-        say(told, pgw_notice_channel_name(CHANNELS[i]), "", unsaid);
+        say(told, pgw_notice_channel_name(CHANNELS[i]), "", &unsaid);
     }
 }
 

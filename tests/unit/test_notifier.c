@@ -2717,6 +2717,41 @@ static void test_a_provider_failing_is_told_on_stderr(void **state)
                  works ? "said" : "not said");
 }
 
+/*
+ * The same provider back within the minute of its line (M4 sent), and
+ * no send after it: the minute over, the first courier's look
+ * (tell_later) says it works again, with the two deaths held back.
+ * Regression: "pointsgw: sms works again", no count: say() was given
+ * the count and the limit's word as two arguments of one call, and the
+ * count was read (0) before the limit set it (the order of a call's
+ * arguments is unspecified; GCC went right to left). So for every kind's
+ * "works again" written by tell_later, tell_idle or tell_stopped.
+ */
+static void test_a_provider_back_in_a_quiet_minute_is_told_with_its_count(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    char log[128];
+    int saved;
+    size_t dead = three_dead_by_auth(f, &r, log, sizeof(log), &saved);
+    bool told = wait_line(log, "AuthFailure.SignatureFailure");
+    member_with_notice(r.store, r.vault, "M4", "13800138004");
+    static const char *const m4[] = {"M4"};
+    wait_sent(r.store, m4, 1, 1); /* within the minute: not said yet */
+    size_t early = lines_with(log, "pointsgw: sms works again");
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S); /* the minute over; no send after */
+    bool works = wait_line(log, "pointsgw: sms works again");
+    rig_free(&r);
+    stderr_back(saved);
+    size_t counted =
+        lines_with(log, "pointsgw: sms works again (2 more failed since the last line)");
+    if (dead != 3 || !told || early != 0 || !works || counted != 1)
+        fail_msg("%zu of 3 notices dead (%s), then M4 sent: \"works again\" %zu times within the "
+                 "minute, %s after it, %zu of them telling the 2 deaths held back: want none, "
+                 "then one telling them",
+                 dead, told ? "told" : "not told", early, works ? "said" : "not said", counted);
+}
+
 /* Whether the last line of the stderr file `path` about the outbox's
  * claims holds `text`. */
 static bool last_outbox_line(const char *path, const char *text)
@@ -3621,6 +3656,9 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_provider_failing_is_told_on_stderr, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_provider_back_in_a_quiet_minute_is_told_with_its_count, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_works_again_is_never_written_after_a_later_failure,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failing_records_are_logged_within_bounds, setup,
