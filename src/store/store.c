@@ -5430,6 +5430,24 @@ int pgw_store_member_notices(pgw_store *s, const char *member, pgw_notice *out, 
     return rc;
 }
 
+int pgw_store_dead_notices(pgw_store *s, int64_t before, pgw_notice *out, size_t cap, size_t *n,
+                           pgw_err *err)
+{
+    PGW_ASSERT(before >= 0);
+    pgw_sql_stmt *st = NULL;
+    int rc = prepare(s,
+                     "SELECT " NOTICE_COLUMNS " FROM notices WHERE state = 'dead' AND id < ?1"
+                     " ORDER BY id DESC LIMIT ?2",
+                     &st, err);
+    if (rc != PGW_OK)
+        return rc;
+    pgw_sql_bind_int64(st, 1, before > 0 ? before : INT64_MAX);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
+    rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "reading dead notices", err);
+    release(s, st);
+    return rc;
+}
+
 int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;

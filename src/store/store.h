@@ -856,6 +856,12 @@ int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, 
 /* A member's notices, newest first (up to cap). */
 int pgw_store_member_notices(pgw_store *store, const char *member, pgw_notice *out, size_t cap,
                              size_t *n, pgw_err *err);
+/* Every member's dead notices, newest first (up to cap), those with an id
+ * below `before` (0: from the newest): GET /v1/notifications?state=dead.
+ * No index holds them: it reads the outbox back from `before` until cap
+ * are found, so a page may read every notice kept (notify.keep_days). */
+int pgw_store_dead_notices(pgw_store *store, int64_t before, pgw_notice *out, size_t cap, size_t *n,
+                           pgw_err *err);
 /* A dead notice goes back to pending, due now, attempts and exclusions
  * cleared but PGW_NOTICE_SMS_MAY_HAVE_GONE, and marked
  * PGW_NOTICE_MAY_HAVE_REACHED when it had attempts (what they did stays

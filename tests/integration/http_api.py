@@ -1384,6 +1384,81 @@ def test_bad_input(s):
               f"{method} without a body is answered: {status} {doc}")
 
 
+def test_dead_notices_listed(tmp):
+    """GET /v1/notifications?state=dead: every member's dead notices, newest
+    first, a page at a time, for an operator to find and retry them (SMS
+    out of reach kills each at its first attempt here)."""
+    d = os.path.join(tmp, "dead-notices")
+    os.makedirs(d)
+    path = write_config(d, name="dead-notices.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    cfg["channels"]["sms"]["api_base"] = "http://127.0.0.1:%d" % closed.getsockname()[1]
+    closed.close()  # nothing listens there: "Couldn't connect to server"
+    cfg["notify"] = {"coalesce_window_s": 0, "quiet_hours": {"start": "00:00", "end": "00:00"},
+                     "retry": {"max_attempts": 1, "base_delay_ms": 100, "max_delay_ms": 100}}
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    env = {"PGW_SMS_SECRET_ID": "AKIDpgwtest0000000000000000000000000",
+           "PGW_SMS_SECRET_KEY": "pgw-test-sms-secret-key-0000000"}
+    os.environ.update(env)
+    try:
+        s = Server(d, path)
+    finally:
+        for name in env:
+            del os.environ[name]
+    try:
+        members = []
+        for i in range(3):
+            event = dict(purchase("DN-%d" % i), member={"phone": "1380013810%d" % i})
+            status, doc, _ = s.request("POST", "/v1/events", event)
+            members.append(doc.get("member_id"))
+        listed, doc = [], {}
+        for _ in range(200):
+            status, doc, _ = s.request("GET", "/v1/notifications?state=dead", key="finance")
+            listed = doc.get("notifications", []) if status == 200 else []
+            if len(listed) >= 3:
+                break
+            time.sleep(0.05)
+        ids = [n["id"] for n in listed]
+        check(status == 200 and len(listed) == 3 and ids == sorted(ids, reverse=True) and
+              {n["member_id"] for n in listed} == set(members) and
+              all(n["state"] == "dead" for n in listed) and doc.get("next") is None,
+              f"every member's dead notices, newest first, no next page: {status} {doc}")
+        status, mine, _ = s.request("GET", "/v1/notifications?member_id=" + members[0])
+        check(status == 200 and "next" not in mine and
+              [n for n in listed if n["member_id"] == members[0]] == mine["notifications"],
+              f"the same items as a member's listing, which is as it was: {mine} {listed}")
+        status, page1, _ = s.request("GET", "/v1/notifications?state=dead&limit=2")
+        status2, page2, _ = s.request("GET", "/v1/notifications?state=dead&limit=2&after=" +
+                                      str(page1.get("next")))
+        check(status == 200 and status2 == 200 and
+              [n["id"] for n in page1["notifications"]] == ids[:2] and
+              page1["next"] == str(ids[1]) and
+              [n["id"] for n in page2["notifications"]] == ids[2:] and page2["next"] is None,
+              f"pages of 2: {page1} {page2}")
+        for query, key, want, message in (
+                ("state=dead", "s001", 403, None),
+                ("state=sent", "admin", 400, "state must be dead"),
+                ("state=dead&member_id=" + members[0], "admin", 400,
+                 "give member_id or state=dead, not both"),
+                ("state=dead&limit=0", "admin", 400, "limit must be 1..100"),
+                ("state=dead&limit=101", "admin", 400, "limit must be 1..100"),
+                ("state=dead&after=x", "admin", 400, "after must be a cursor: a page's next"),
+                ("", "admin", 400, "member_id (or state=dead) is required")):
+            status, doc, _ = s.request("GET", "/v1/notifications?" + query, key=key)
+            check(status == want and (message is None or doc["error"]["message"] == message),
+                  f"?{query} ({key}): {status} {doc}")
+        status, doc, _ = s.request("POST", "/v1/notifications/%d/retry" % ids[0])
+        check(status == 200 and doc.get("state") == "pending", f"one found is retried: {doc}")
+    finally:
+        _, err = s.stop()
+    check("pointsgw: sms: notice" in err and "dead: SMS tencent: " in err and
+          "13800138" not in err, f"stderr tells the deaths, no number: {err}")
+
+
 def test_nulls(s):
     """Regression (the HTTP review): an optional field sent as null was 400,
     and clients in Java (Jackson) and .NET write every unset field so. It
@@ -5322,7 +5397,8 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
               test_stop_with_a_report_unread,
-              test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period)
+              test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period,
+              test_dead_notices_listed)
 
 
 def chosen_tests(names):
