@@ -179,14 +179,16 @@ static int check_sync_failed(pgw_writer *w, pgw_err *err)
     return rc;
 }
 
-/* "commits work again" when the limit says so (pgw_log_tell, _later). */
-static void say_commits_work(pgw_log_say say, uint64_t unsaid)
+/* "commits work again" when the limit says so (pgw_log_tell, _later).
+ * The count by its address: read here, after the limit's call set it (a
+ * call's arguments have no order: `f(tell(&n), n)` read n first). */
+static void say_commits_work(pgw_log_say say, const uint64_t *unsaid)
 {
-    if (say == PGW_LOG_WORKS && unsaid == 0)
+    if (say == PGW_LOG_WORKS && *unsaid == 0)
         fputs("pointsgw: commits work again\n", stderr);
     else if (say == PGW_LOG_WORKS)
         fprintf(stderr, "pointsgw: commits work again (%llu more batches failed before)\n",
-                (unsigned long long)unsaid);
+                (unsigned long long)*unsaid);
 }
 
 /*
@@ -202,7 +204,7 @@ static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
         /* No clock at every commit: only after failures told (the review) */
         if (!pgw_log_idle(&w->commits_failed))
             say_commits_work(pgw_log_tell(&w->commits_failed, pgw_monotonic_s(), NULL, &unsaid),
-                             unsaid);
+                             &unsaid);
         return;
     }
     if (!warn_due(&w->commits_failed, err->msg, &unsaid))
@@ -308,7 +310,7 @@ static void idle_wait(pgw_writer *w)
      * minute is over, lest a quiet gateway leave the failure the last word */
     uint64_t unsaid = 0;
     if (!pgw_log_idle(&w->commits_failed))
-        say_commits_work(pgw_log_later(&w->commits_failed, pgw_monotonic_s(), &unsaid), unsaid);
+        say_commits_work(pgw_log_later(&w->commits_failed, pgw_monotonic_s(), &unsaid), &unsaid);
     pthread_mutex_lock(&w->lock);
     /* SQLite answers reads from a disk too full to commit: after a failed
      * commit only a commit says it works again (a ping here set health
@@ -371,7 +373,7 @@ static void *writer_main(void *arg)
     /* Stopping within the minute of a failure's line, commits having worked
      * since: said now, or the failure stayed the log's last word. */
     uint64_t unsaid = 0;
-    say_commits_work(pgw_log_stopping(&w->commits_failed, &unsaid), unsaid);
+    say_commits_work(pgw_log_stopping(&w->commits_failed, &unsaid), &unsaid);
     pthread_mutex_lock(&w->lock);
     w->writer_ended = true;
     pthread_cond_signal(&w->sync_wake);

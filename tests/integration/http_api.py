@@ -3691,6 +3691,8 @@ def test_health_sees_the_file_moved(tmp):
         # message); the reason is the operator's, in stderr.
         check(error_code(doc) == "unavailable" and "log.db" not in json.dumps(doc),
               f"the answer keeps the file's path to the gateway: {doc}")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-MOVED-4"))
+        check(status == 503, f"a second event with the file moved aside: {status} {doc}")
         os.rename(path + ".aside", path)
         deadline = time.time() + 5
         while time.time() < deadline and (answer := health())[0] != 200:
@@ -3701,6 +3703,12 @@ def test_health_sees_the_file_moved(tmp):
         check(status == 201, f"the refused event sent again: {status} {doc}")
     finally:
         _, err = s.stop()
+    # The second failure's line was held back (the same cause within the
+    # minute): "works again" counts it. Regression: the count was read
+    # before the limit set it (unspecified order of a call's arguments).
+    held = re.search(r"commits work again \((\d+) more batches failed before\)\n", err)
+    check(held is not None and int(held.group(1)) >= 1,
+          f"the held-back failure counted when commits work again: {err[-1200:]}")
     # "commits work again" waits for the minute of the failure's line to be
     # over (core/log_limit.h: a database failing every other commit said
     # two lines a failure); this test ends within it, and the writer says
@@ -3709,7 +3717,7 @@ def test_health_sees_the_file_moved(tmp):
     # Regression (an operator's walkthrough): the first line said "its 1
     # requests answered 503 (0 more since the last such line)".
     check("pointsgw: a commit failed, its request answered 503: " in err and
-          "pointsgw: commits work again\n" in err and
+          "pointsgw: commits work again" in err and
           err.index("commits work again") > err.index("a commit failed"),
           f"stderr tells of failed commits, then that they work: {err[-600:]}")
 
