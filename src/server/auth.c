@@ -81,30 +81,47 @@ static void principal_from(const pgw_key_config *k, pgw_principal *who)
     }
 }
 
-/* SHA-256 of "demo-admin-key-change-me", the admin key README's first
- * curl shows and the example configuration holds: anyone may read it. */
-static const uint8_t DEMO_KEY_SHA256[32] = {
-    0xc1, 0x4d, 0x7b, 0xde, 0xcf, 0x21, 0x88, 0x28, 0x9b, 0xf9, 0xd4, 0x36, 0x5a, 0x65, 0x0f, 0x7f,
-    0xdd, 0x6f, 0x26, 0xd9, 0xf1, 0x65, 0x6d, 0x41, 0x2e, 0xb4, 0x7b, 0x81, 0x76, 0xe3, 0x20, 0xed};
+/* Keys README publishes, by their SHA-256: anyone may read them. */
+static const struct published_key {
+    const char *what;
+    uint8_t sha256[32];
+} PUBLISHED_KEYS[] = {
+    /* "demo-admin-key-change-me": README's first curl, the example's key */
+    {"published demo key", {0xc1, 0x4d, 0x7b, 0xde, 0xcf, 0x21, 0x88, 0x28, 0x9b, 0xf9, 0xd4,
+                            0x36, 0x5a, 0x65, 0x0f, 0x7f, 0xdd, 0x6f, 0x26, 0xd9, 0xf1, 0x65,
+                            0x6d, 0x41, 0x2e, 0xb4, 0x7b, 0x81, 0x76, 0xe3, 0x20, 0xed}},
+    /* "pgw_0123...cdef": the key of README's worked signing example */
+    {"published sample signing key",
+     {0xa9, 0x9d, 0xb3, 0x03, 0xaa, 0xe5, 0x73, 0x50, 0x3f, 0xa9, 0x81,
+      0x95, 0xa1, 0x8d, 0x40, 0x85, 0x99, 0x1e, 0x37, 0x16, 0x74, 0x86,
+      0xde, 0x39, 0x81, 0xdc, 0xe4, 0xb3, 0x03, 0xb5, 0x38, 0xc0}},
+};
 
-/* The published demo key is refused outside development mode, and said
- * aloud within it: copied with the example, it opened the admin scope to
- * anyone who read README (the operations review, from another host). */
+/* A published key is refused outside development mode, and said aloud
+ * within it: copied with the example, the demo key opened the admin scope
+ * to anyone who read README (the operations review, from another host);
+ * the signing example's was taken as any other (the thirty-fifth
+ * session's walkthrough). */
 static int check_not_demo(const pgw_config *cfg, const pgw_key_config *k, const uint8_t sha256[32],
                           pgw_err *err)
 {
-    if (CRYPTO_memcmp(sha256, DEMO_KEY_SHA256, 32) != 0)
+    const char *what = NULL;
+    for (size_t i = 0; i < sizeof(PUBLISHED_KEYS) / sizeof(PUBLISHED_KEYS[0]); i++) {
+        if (CRYPTO_memcmp(sha256, PUBLISHED_KEYS[i].sha256, 32) == 0)
+            what = PUBLISHED_KEYS[i].what;
+    }
+    if (what == NULL)
         return PGW_OK;
     if (!cfg->security.development_mode)
         return pgw_err_set(err, PGW_EINVAL,
-                           "key %s is README's published demo key: anyone may use it; make one "
+                           "key %s is README's %s: anyone may use it; make one "
                            "of your own with `pointsgw keys add` (it is taken only in "
                            "security.development_mode)",
-                           k->name);
+                           k->name, what);
     fprintf(stderr,
-            "pointsgw: warning: key %s is README's published demo key: anyone who can reach "
+            "pointsgw: warning: key %s is README's %s: anyone who can reach "
             "this server may use it; make one of your own with `pointsgw keys add`\n",
-            k->name);
+            k->name, what);
     return PGW_OK;
 }
 

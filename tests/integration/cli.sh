@@ -394,6 +394,13 @@ expect_text "key demo-admin is README's published demo key: anyone may use it"
 # Regression (the operations review): a start refused after the database's
 # folder was made left that folder behind, empty.
 [ ! -e "$tmp/refused" ] && pass || fail "a refused start left the folder it made"
+# Regression (the thirty-fifth session's walkthrough): so was README's
+# sample signing key, whose secret its worked example prints.
+sed 's/c14d7bdecf2188289bf9d4365a650f7fdd6f26d9f1656d412eb47b8176e320ed/a99db303aae573503fa98195a18d4085991e37167486de3981dce4b303b538c0/' \
+    "$tmp/prod.json" >"$tmp/prod-sample.json"
+expect_exit 2 env PGW_PHONE_HMAC_KEY="$(printf '1%.0s' {1..64})" PGW_PHONE_AES_KEY="$(printf '2%.0s' {1..64})" \
+    "$bin" serve --config "$tmp/prod-sample.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/refused/prod.db"
+expect_text "key demo-admin is README's published sample signing key: anyone may use it"
 expect_exit 124 timeout 3 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 --db "sqlite:$tmp/demo.db"
 expect_text "pointsgw: warning: key demo-admin is README's published demo key"
 
