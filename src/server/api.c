@@ -3932,7 +3932,7 @@ static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, co
     pgw_err err;
     json_t *obj = NULL;
     bool sms = true;
-    char birthday[8] = "";
+    char birthday[PGW_ID_MAX + 1] = ""; /* read longer than MM-DD: a whole date is told the form */
     static const char *const keys[] = {"sms", "birthday", NULL};
     int rc = json_body(req, false, &obj, &err);
     if (rc == PGW_OK)
@@ -3941,7 +3941,8 @@ static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, co
     if (rc == PGW_OK)
         rc = pgw_json_bool(obj, "sms", "$", false, &sms, &err);
     if (rc == PGW_OK)
-        rc = pgw_json_string(obj, "birthday", "$", false, 5, birthday, sizeof(birthday), &err);
+        rc = pgw_json_string(obj, "birthday", "$", false, PGW_ID_MAX, birthday, sizeof(birthday),
+                             &err);
     if (rc == PGW_OK && pgw_json_has(obj, "birthday") && !birthday_ok(birthday))
         rc = pgw_err_set(&err, PGW_EINVAL, "$.birthday: expected MM-DD, a day of the year");
     if (rc == PGW_OK && !set_sms && birthday[0] == '\0')

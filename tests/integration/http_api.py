@@ -869,6 +869,12 @@ def test_birthdays(s):
                 "11-00"):
         status, doc, _ = s.request("POST", path, {"birthday": bad})
         check(status == 400 and error_code(doc) == "invalid_request", f"birthday {bad}: {status}")
+    # A whole date (the year too) is told the form, not a length
+    # (regression, the thirty-fifth session's walkthrough: "longer than 5 bytes").
+    for whole in ("1985-02-28", "1985-02-30"):
+        status, doc, _ = s.request("POST", path, {"birthday": whole})
+        check(status == 400 and "expected MM-DD" in json.dumps(doc),
+              f"birthday {whole} is told the form: {status} {doc}")
     status, doc, _ = s.request("POST", path, {})
     check(status == 400, f"preferences need sms or birthday: {status} {doc}")
 
