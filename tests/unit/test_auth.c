@@ -29,7 +29,9 @@
 #define OTHER_KEY "another-signing-key"
 #define T0        1795486500 /* the clock of these tests */
 
-static pgw_auth *signing_auth(void)
+/* Two signing keys, "till" (shop:S001) and "other-till" (other_scope),
+ * from the environment; the caller frees it. */
+static pgw_config *signing_config(const char *other_scope)
 {
     setenv("PGW_TEST_AUTH_KEY", KEY, 1);
     setenv("PGW_TEST_AUTH_OTHER_KEY", OTHER_KEY, 1);
@@ -41,9 +43,15 @@ static pgw_auth *signing_auth(void)
     snprintf(cfg->keys[0].key_env, sizeof(cfg->keys[0].key_env), "PGW_TEST_AUTH_KEY");
     cfg->keys[0].require_signature = true;
     snprintf(cfg->keys[1].name, sizeof(cfg->keys[1].name), "other-till");
-    snprintf(cfg->keys[1].scope, sizeof(cfg->keys[1].scope), "shop:S002");
+    snprintf(cfg->keys[1].scope, sizeof(cfg->keys[1].scope), "%s", other_scope);
     snprintf(cfg->keys[1].key_env, sizeof(cfg->keys[1].key_env), "PGW_TEST_AUTH_OTHER_KEY");
     cfg->keys[1].require_signature = true;
+    return cfg;
+}
+
+static pgw_auth *signing_auth(void)
+{
+    pgw_config *cfg = signing_config("shop:S002");
     pgw_auth *a = NULL;
     pgw_err err;
     if (pgw_auth_new(cfg, &a, &err) != PGW_OK)
@@ -254,17 +262,7 @@ static void test_a_reload_keeps_the_nonces(void **state)
     assert_int_equal(pgw_auth_check(a, &b, &none, T0, &other, &err), PGW_EUNAUTHORIZED);
     assert_int_equal(check(a, T0, "r-1", T0, false, &err), PGW_OK);
     /* The new file: the till's key kept, the other's scope changed. */
-    pgw_config *cfg = calloc(1, sizeof(*cfg));
-    assert_non_null(cfg);
-    cfg->n_keys = 2;
-    snprintf(cfg->keys[0].name, sizeof(cfg->keys[0].name), "till");
-    snprintf(cfg->keys[0].scope, sizeof(cfg->keys[0].scope), "shop:S001");
-    snprintf(cfg->keys[0].key_env, sizeof(cfg->keys[0].key_env), "PGW_TEST_AUTH_KEY");
-    cfg->keys[0].require_signature = true;
-    snprintf(cfg->keys[1].name, sizeof(cfg->keys[1].name), "other-till");
-    snprintf(cfg->keys[1].scope, sizeof(cfg->keys[1].scope), "shop:S003");
-    snprintf(cfg->keys[1].key_env, sizeof(cfg->keys[1].key_env), "PGW_TEST_AUTH_OTHER_KEY");
-    cfg->keys[1].require_signature = true;
+    pgw_config *cfg = signing_config("shop:S003");
     pgw_auth *fresh = NULL;
     assert_int_equal(pgw_auth_new(cfg, &fresh, &err), PGW_OK);
     pgw_auth_take_keys(a, fresh);
