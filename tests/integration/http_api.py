@@ -1447,6 +1447,11 @@ def test_dead_notices_listed(tmp):
               f"pages of 2: {page1} {page2}")
         for query, key, want, message in (
                 ("state=dead", "s001", 403, None),
+                ("state=dead", "mp", 403, None),
+                ("state=sent&limit=0", "s001", 403, None),
+                ("state=dead&after=0", "admin", 400, "after must be a cursor: a page's next"),
+                ("state=dead&after=99999999999999999999", "admin", 400,
+                 "after must be a cursor: a page's next"),
                 ("state=sent", "admin", 400, "state must be dead"),
                 ("state=dead&member_id=" + members[0], "admin", 400,
                  "give member_id or state=dead, not both"),
