@@ -359,6 +359,14 @@ static void rig_open(const db_fixture *f, pgw_config *cfg, rig *r)
         fail_msg("%s", err.msg);
 }
 
+/* A rig of the mall's configuration with `couriers` couriers. */
+static void rig_open_couriers(const db_fixture *f, int couriers, rig *r)
+{
+    pgw_config *cfg = mall();
+    cfg->notify.workers = couriers;
+    rig_open(f, cfg, r);
+}
+
 /* Starts the SMS client (against the fake) and the notifier. */
 static void rig_start(const db_fixture *f, rig *r)
 {
@@ -451,10 +459,8 @@ static void test_couriers_claim_apart(void **state)
 {
     db_fixture *f = *state;
     atomic_store(&first_send, 0); /* the clock stays the wall's */
-    pgw_config *cfg = mall();
-    cfg->notify.workers = 2;
     rig r;
-    rig_open(f, cfg, &r);
+    rig_open_couriers(f, 2, &r);
     /* More than a batch (PGW_NOTIFY_BATCH), each send slow: both couriers
      * hold claims at once. */
     static const char *const members[] = {"M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8"};
@@ -2546,10 +2552,8 @@ static stderr_told told_of(const char *path, const char *failed, const char *wor
 static void test_a_failing_outbox_is_logged_within_bounds(void **state)
 {
     db_fixture *f = *state;
-    pgw_config *cfg = mall();
-    cfg->notify.workers = 2; /* two couriers claiming: their lines are limited together */
     rig r;
-    rig_open(f, cfg, &r);
+    rig_open_couriers(f, 2, &r); /* two couriers claiming: their lines are limited together */
     rig_start(f, &r);
     char log[128];
     int saved = stderr_to(f, log, sizeof(log));
@@ -2604,10 +2608,8 @@ static void test_one_courier_failing_is_not_told_working(void **state)
 {
     db_fixture *f = *state;
     atomic_store(&first_send, 0);
-    pgw_config *cfg = mall();
-    cfg->notify.workers = 2;
     rig r;
-    rig_open(f, cfg, &r);
+    rig_open_couriers(f, 2, &r);
     /* More notices than a claim takes: on PostgreSQL, courier 1's claim
      * passes over the rows courier 0's claim holds (SKIP LOCKED), and
      * would get through with nothing, saying the outbox works again; one
@@ -2779,10 +2781,8 @@ static bool last_outbox_line(const char *path, const char *text)
 static void test_works_again_is_never_written_after_a_later_failure(void **state)
 {
     db_fixture *f = *state;
-    pgw_config *cfg = mall();
-    cfg->notify.workers = 2;
     rig r;
-    rig_open(f, cfg, &r);
+    rig_open_couriers(f, 2, &r);
     rig_start(f, &r);
     char log[128];
     int saved = stderr_to(f, log, sizeof(log));
@@ -2957,10 +2957,8 @@ static void test_a_courier_with_nothing_to_record_is_not_failing(void **state)
 {
     db_fixture *f = *state;
     atomic_store(&first_send, 0);
-    pgw_config *cfg = mall();
-    cfg->notify.workers = 2;
     rig r;
-    rig_open(f, cfg, &r);
+    rig_open_couriers(f, 2, &r);
     member_with_notice(r.store, r.vault, "M1", "13800138000");
     skip_updates(f, "m1_to_1", "NEW.claimed_by LIKE '%/0' AND OLD.member = 'M1'");
     skip_updates(f, "rest_to_0", "NEW.claimed_by LIKE '%/1' AND OLD.member <> 'M1'");
