@@ -103,8 +103,8 @@ struct pgw_notifier {
     /* A provider's failures, by channel as stats.sent (tell_provider; the
      * limit only: a provider's failure is the channel's, not a courier's),
      * and its failures since a send by it last got through. */
-    said_kind channel_said[3];
-    uint64_t fails_in_a_row[3];
+    said_kind channel_said[PGW_NOTIFY_CHANNELS];
+    uint64_t fails_in_a_row[PGW_NOTIFY_CHANNELS];
     /* Under lock: when WeChat's daily quota of the mini program's (0) and
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
@@ -130,11 +130,19 @@ typedef struct reach_info {
     char failure[PGW_ERR_MSG_MAX];
 } reach_info;
 
-/* A channel's index in stats.sent and the per-channel lines. */
+/* The channels in the order of stats.sent and the per-channel lines. */
+static const pgw_notice_channel CHANNELS[] = {PGW_CHANNEL_MP, PGW_CHANNEL_OA, PGW_CHANNEL_SMS};
+#define N_CHANNELS (sizeof(CHANNELS) / sizeof(CHANNELS[0]))
+PGW_STATIC_ASSERT(N_CHANNELS == PGW_NOTIFY_CHANNELS, "a channel a slot of stats.sent");
+
+/* A channel's index in CHANNELS. */
 static size_t channel_index(pgw_notice_channel ch)
 {
-    PGW_ASSERT(ch != PGW_CHANNEL_NONE);
-    return ch == PGW_CHANNEL_MP ? 0 : ch == PGW_CHANNEL_OA ? 1 : 2;
+    size_t i = 0;
+    while (i < N_CHANNELS && CHANNELS[i] != ch)
+        i++;
+    PGW_ASSERT(i < N_CHANNELS); /* never PGW_CHANNEL_NONE */
+    return i;
 }
 
 /* What one attempt on one channel came to. */
@@ -294,9 +302,6 @@ static void tell_later(pgw_notifier *n, said_kind *said, const char *what)
     pthread_mutex_unlock(&n->said_lock);
 }
 
-/* The channels by channel_index(). */
-static const pgw_notice_channel CHANNELS[3] = {PGW_CHANNEL_MP, PGW_CHANNEL_OA, PGW_CHANNEL_SMS};
-
 /* Transient failures in a row of a channel's provider (a timeout, a 5xx)
  * before they are told: one is a hiccup the retry takes care of. */
 #define FAILS_TOLD 5
@@ -373,7 +378,7 @@ static void tell_stopped(pgw_notifier *n)
         uint64_t unsaid = 0;
         say(pgw_log_stopping(&kinds[i].said->limit, &unsaid), kinds[i].what, "", &unsaid);
     }
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < N_CHANNELS; i++) {
         uint64_t unsaid = 0;
         pgw_log_say told = pgw_log_stopping(&n->channel_said[i].limit, &unsaid);
         say(told, pgw_notice_channel_name(CHANNELS[i]), "", &unsaid);
@@ -1693,7 +1698,7 @@ static void *courier_main(void *arg)
              * through in its failure's minute says so when it is over. */
             tell_later(n, &n->record_said, "recording notices");
             tell_later(n, &n->renew_said, "renewing notice claims");
-            for (size_t i = 0; i < 3; i++) /* sends come with notices only: as records */
+            for (size_t i = 0; i < N_CHANNELS; i++) /* sends come with notices only: as records */
                 tell_later(n, &n->channel_said[i], pgw_notice_channel_name(CHANNELS[i]));
         }
         int64_t depth = 0;

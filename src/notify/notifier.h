@@ -102,6 +102,7 @@
  * the provider's answer time: 16 over WeChat's tens of ms make ~300/s
  * across the internet, 1,000/s against a fake on this machine. */
 #define PGW_NOTIFY_THREADS_MAX 64
+#define PGW_NOTIFY_CHANNELS    3 /* mini program, official account, SMS */
 
 typedef struct pgw_notifier_options {
     const pgw_config *cfg; /* borrowed */
@@ -116,7 +117,7 @@ typedef struct pgw_notifier_options {
 } pgw_notifier_options;
 
 typedef struct pgw_notifier_stats {
-    uint64_t sent[3]; /* by channel: mini program, official account, SMS */
+    uint64_t sent[PGW_NOTIFY_CHANNELS]; /* by channel: mini program, official account, SMS */
     /* Attempts not counted (an SMS held, WeChat's 45009, a mark not made):
      * by the channel waited on as sent[], then none (a read failed before
      * any channel). */
