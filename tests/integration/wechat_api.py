@@ -68,8 +68,9 @@ def eventually(fetch, ok, timeout=10.0):
     return value
 
 
-def call(port, method, path, body=None, headers=None, raw=None, ctype="application/json"):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+def call(port, method, path, body=None, headers=None, raw=None, ctype="application/json",
+         timeout=15):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     h = dict(headers or {})
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     if data is not None and ctype:
@@ -2129,7 +2130,7 @@ def member_stream_missed_before_check(tmp, fake, env):
                 st, doc = srv.request("POST", "/v1/events:batch", {"events": [
                     member_event("WS-MISSED-%d-%d" % (k, i), "MMISSED%d%02d" % (k, i % 50))
                     for i in range(1000)]},
-                    key=SHOP)
+                    key=SHOP, timeout=120)  # PostgreSQL and ASan on a loaded machine: slow
                 posted[k] = (st, sum(len(x["body"].get("transfers", [])) for x in doc["results"]))
             posters = [threading.Thread(target=post, args=(k,)) for k in range(3)]
             for t in posters:
