@@ -464,23 +464,31 @@ typedef struct scrub {
 
 /* Copies provider text into dst with the secret and the number blanked,
  * should they appear there (Alibaba's SignatureDoesNotMatch message quotes
- * its string to sign, which holds the number). */
+ * its string to sign, which holds the number), then cut to cap: blanked
+ * first, so one across the cut leaves none of itself. Only what can reach
+ * into dst is read: cap, and the longest needle (a secret) past it. */
 static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
-    size_t cut = pgw_utf8_prefix(dst, strlen(dst)); /* snprintf may cut a character */
-    dst[cut] = '\0';
+    char text[PGW_SMS_MESSAGE_MAX + PGW_SMS_KEY_MAX + 1];
+    PGW_ASSERT(cap >= 1 && cap <= PGW_SMS_MESSAGE_MAX + 1);
+    size_t len = src != NULL ? strnlen(src, cap - 1 + PGW_SMS_KEY_MAX) : 0;
+    memcpy(text, src != NULL ? src : "", len);
+    text[len] = '\0';
     size_t s = strlen(sc->secret);
+    PGW_ASSERT(s <= PGW_SMS_KEY_MAX);
     if (s >= SCRUB_MIN_SECRET) {
-        for (char *hit = strstr(dst, sc->secret); hit != NULL; hit = strstr(hit + s, sc->secret))
+        for (char *hit = strstr(text, sc->secret); hit != NULL; hit = strstr(hit + s, sc->secret))
             memset(hit, '*', s);
     }
     /* The 11 national digits become the masked form, which is as long. */
     char masked[16];
     mask_phone(sc->phone, masked);
     const char *national = sc->phone + 3;
-    for (char *hit = strstr(dst, national); hit != NULL; hit = strstr(hit + 11, national))
+    for (char *hit = strstr(text, national); hit != NULL; hit = strstr(hit + 11, national))
         memcpy(hit, masked, 11);
+    len = strnlen(text, cap - 1);
+    memcpy(dst, text, len);
+    dst[pgw_utf8_prefix(text, len)] = '\0'; /* the cut may split a character: text ends */
 }
 
 /* The classification of an answer, and the message of a failure. */

@@ -493,6 +493,39 @@ static void test_faults(void **state)
 }
 
 /*
+ * A provider's message is masked before it is cut to the
+ * PGW_SMS_MESSAGE_MAX bytes kept: a number or the secret across the cut
+ * leaves none of itself. Regression: cut first, then masked, "138001"
+ * (the number's first six digits, before byte 256) stayed, as did the
+ * secret's first six bytes.
+ */
+static void test_a_number_across_the_cut_is_masked(void **state)
+{
+    (void)state;
+    static const char *const quoted[][3] = {{"13800138000", "138001", "138***"},
+                                            {TC_KEY, "tcSecr", "******"}};
+    pgw_sms_client *c = tencent();
+    for (size_t i = 0; i < 2; i++) {
+        char message[PGW_SMS_MESSAGE_MAX + 64];
+        size_t pad = PGW_SMS_MESSAGE_MAX - 6; /* six bytes of it before the cut */
+        memset(message, 'x', pad);
+        snprintf(message + pad, sizeof(message) - pad, "%s is refused", quoted[i][0]);
+        fault("{s:s,s:s,s:s,s:b}", "provider", "tencent", "code", "FailedOperation.Quoting",
+              "message", message, "per_number", 1);
+        pgw_sms_result r;
+        pgw_err err = {0};
+        pgw_sms_message m = message_to(c, PHONE, NULL);
+        assert_int_equal(pgw_sms_send(c, &m, &r, &err), PGW_EINVAL);
+        assert_int_equal(strlen(r.message), PGW_SMS_MESSAGE_MAX);
+        if (strstr(r.message, quoted[i][1]) != NULL || strstr(err.msg, quoted[i][1]) != NULL)
+            fail_msg("%s cut at byte %d kept %s: %s", i ? "the secret" : "the number",
+                     PGW_SMS_MESSAGE_MAX, quoted[i][1], err.msg);
+        assert_string_equal(r.message + pad, quoted[i][2]); /* its masked form, cut */
+    }
+    pgw_sms_client_free(c);
+}
+
+/*
  * Regression (the mp-login review, WeChat's sends the same): libcurl sends
  * a request once more, on a new connection, when a kept-alive one closes
  * before any answer. A provider that took the SMS and lost its answer
@@ -1069,6 +1102,7 @@ int main(void)
         cmocka_unit_test_setup(test_aliyun_sent, reset_fake),
         cmocka_unit_test_setup(test_wrong_secret, reset_fake),
         cmocka_unit_test_setup(test_clock_skew, reset_fake),
+        cmocka_unit_test_setup(test_a_number_across_the_cut_is_masked, reset_fake),
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
         cmocka_unit_test_setup(test_per_number_failures, reset_fake),
         cmocka_unit_test_setup(test_faults, reset_fake),
