@@ -634,7 +634,8 @@ static bool masked_at(const char *p)
  * (RETRY, GIVE_UP; others are no failure of the provider's), for
  * tell_provider: without the member's number (the SMS adapter's "to
  * 138****8000" goes, a masked number elsewhere in the provider's words is
- * "***") and without WeChat's " rid: ..." (a request's id): stderr is the
+ * "***") and without WeChat's request ids, the older " hint: [...]" and
+ * the newer " rid: ...": stderr is the
  * operator's, and a line's cause must be the same for every member and
  * request, or each failure is news and the limit lets 10 a minute by.
  * The adapters' messages carry no openid and no keyword of the message.
@@ -649,6 +650,9 @@ static void provider_failed(reach_info *r, pgw_notice_channel ch, attempt a, con
     for (const char *p = msg; *p != '\0' && used + 4 < cap;) {
         if (strncmp(p, " to ", 4) == 0 && masked_at(p + 4)) {
             p += 4 + 11;
+        } else if (strncmp(p, " hint: [", 8) == 0) { /* up to its "]", or all of a cut one */
+            const char *end = strchr(p, ']');
+            p = end != NULL ? end + 1 : p + strlen(p);
         } else if (masked_at(p)) {
             memcpy(r->failure + used, "***", 3);
             used += 3;

@@ -2754,6 +2754,53 @@ static void test_a_provider_back_in_a_quiet_minute_is_told_with_its_count(void *
                  dead, told ? "told" : "not told", early, works ? "said" : "not said", counted);
 }
 
+/*
+ * WeChat's errmsg may end in a request's id, the older " hint: [...]" or
+ * the newer " rid: ...": three notices given up on the mini program by
+ * the same 40037, each with its own id, are one cause on stderr, one line
+ * naming no id. Regression: the hint's id made each failure a new cause,
+ * a line each (up to the limit's 10 a minute).
+ */
+static void test_wechat_request_ids_are_one_cause_on_stderr(void **state)
+{
+    db_fixture *f = *state;
+    static const char *const errmsgs[] = {
+        "invalid template_id hint: [Dr0eSA08131508]",
+        "invalid template_id hint: [t6V0a04738954] rid: 63a0b1c2-5d6e7f80-12345678",
+        "invalid template_id rid: 63a0b1c3-0a1b2c3d-87654321"};
+    static const char *const members[] = {"M1", "M2", "M3"};
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    for (size_t m = 0; m < 3; m++) {
+        char phone[16], openid[16];
+        snprintf(phone, sizeof(phone), "1380013800%zu", m + 1);
+        snprintf(openid, sizeof(openid), "oMpHint%zu", m);
+        member_with_notice(r.store, r.vault, members[m], phone);
+        bind_mp_openid(&r, members[m], openid, 1);
+        subscribe(&r, members[m], openid);
+        json_decref(
+            fake_request(&WX, "POST", "/_fake/faults",
+                         json_pack("{s:s,s:i,s:i,s:s}", "path", "/cgi-bin/message/subscribe/send",
+                                   "count", 1, "errcode", 40037, "errmsg", errmsgs[m])));
+    }
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    size_t sent = 0;
+    for (size_t m = 0; m < 3; m++)
+        sent += wait_done(r.store, members[m]);
+    rig_free_wx(&r, wx);
+    stderr_back(saved);
+    size_t lines = lines_with(log, "errcode 40037 invalid template_id");
+    size_t ids = lines_with(log, "hint") + lines_with(log, "rid:");
+    if (sent != 3 || lines != 1 || ids != 0)
+        fail_msg("%zu of 3 notices sent (by SMS after the 40037s); %zu lines of the 40037 on "
+                 "stderr, %zu naming a request's id: want one line, naming none",
+                 sent, lines, ids);
+}
+
 /* Whether the last line of the stderr file `path` about the outbox's
  * claims holds `text`. */
 static bool last_outbox_line(const char *path, const char *text)
@@ -3657,6 +3704,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_provider_back_in_a_quiet_minute_is_told_with_its_count, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_wechat_request_ids_are_one_cause_on_stderr, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_works_again_is_never_written_after_a_later_failure,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failing_records_are_logged_within_bounds, setup,
