@@ -251,8 +251,8 @@ typedef struct finance_job {
     int64_t from, to;
     pgw_bucket bucket;
     bool csv;
-    char member[PGW_ID_MAX + 1]; /* GET /v1/notifications?member_id= */
-    bool dead;                   /* GET /v1/notifications?state=dead: a page of */
+    char member[PGW_ID_MAX + 1]; /* GET /v1/notifications?member_id=: a page of */
+    bool dead;                   /* or ?state=dead: a page of */
     int64_t limit, after;        /* its size, and its cursor (0: the newest) */
     char *out;                   /* the answer's body (open_memstream) */
     size_t out_len;
@@ -3836,31 +3836,31 @@ static json_t *notice_json(const finance_job *f, const pgw_notice *x)
                      "provider_id", x->provider_id, "created_at", created, "updated_at", updated);
 }
 
-/* On the reader: a member's notices as {"notifications": [...]}, or a
- * page of every member's dead ones, {"notifications": [...], "next":
- * <cursor or null>} (one more read than shown: is there a next page?). */
+/* On the reader: a page of a member's notices, or of every member's dead
+ * ones, {"notifications": [...], "next": <cursor or null>} (one more read
+ * than shown: is there a next page?). */
 static int run_notices(pgw_store *store, pgw_command *cmd)
 {
     finance_job *f = job_of(cmd)->finance;
-    size_t cap = f->dead ? (size_t)f->limit + 1 : NOTICES_SHOWN, shown = f->dead ? cap - 1 : cap;
-    PGW_ASSERT(cap >= 1 && cap <= NOTICES_SHOWN + 1);
+    size_t shown = (size_t)f->limit, cap = shown + 1;
+    PGW_ASSERT(shown >= 1 && shown <= NOTICES_SHOWN);
     pgw_notice *list = calloc(cap, sizeof(*list));
     size_t n = 0;
     int rc = list == NULL ? pgw_err_set(&cmd->err, PGW_ENOMEM, "out of memory")
-             : f->dead    ? pgw_store_dead_notices(store, f->after, list, cap, &n, &cmd->err)
-                          : pgw_store_member_notices(store, f->member, list, cap, &n, &cmd->err);
+             : f->dead
+                 ? pgw_store_dead_notices(store, f->after, list, cap, &n, &cmd->err)
+                 : pgw_store_member_notices(store, f->member, f->after, list, cap, &n, &cmd->err);
     json_t *items = rc == PGW_OK ? json_array() : NULL;
     for (size_t i = 0; items && i < n && i < shown; i++)
         json_array_append_new(items, notice_json(f, &list[i]));
     char next[24] = "";
-    if (f->dead && n > shown)
+    if (n > shown)
         snprintf(next, sizeof(next), "%lld", (long long)list[shown - 1].id);
     free(list);
     if (rc == PGW_OK) {
         json_t *body = items == NULL ? NULL
-                       : f->dead     ? json_pack("{s:o,s:s?}", "notifications", items, "next",
-                                             next[0] ? next : NULL)
-                                     : json_pack("{s:o}", "notifications", items);
+                                     : json_pack("{s:o,s:s?}", "notifications", items, "next",
+                                                 next[0] ? next : NULL);
         f->out = body ? json_dumps(body, JSON_COMPACT) : NULL;
         json_decref(body);
         f->out_len = f->out ? strlen(f->out) : 0;
@@ -3870,26 +3870,43 @@ static int run_notices(pgw_store *store, pgw_command *cmd)
     return rc;
 }
 
-/* ?state=dead[&limit=1..100][&after=<cursor>] instead of member_id: a page
- * of every member's dead notices, as history_page pages transfers. */
+/* [&limit=1..100][&after=<cursor>] of either form, as history_page pages
+ * transfers: `fallback` without limit (a member's: 100, all it ever
+ * showed, for a client that never pages). */
+static int notices_page(const pgw_request *req, finance_job *f, int64_t fallback, pgw_err *err)
+{
+    char what[32];
+    snprintf(what, sizeof(what), "limit must be 1..%d", NOTICES_SHOWN);
+    f->limit = fallback;
+    int rc = query_int(req->query, "limit", 1, NOTICES_SHOWN, &f->limit, what, err);
+    if (rc == PGW_OK)
+        rc = query_int(req->query, "after", 1, INT64_MAX, &f->after,
+                       "after must be a cursor: a page's next", err);
+    return rc;
+}
+
+/* ?state=dead instead of member_id: a page of every member's dead notices. */
 static int dead_page(const pgw_request *req, finance_job *f, pgw_err *err)
 {
     char state[8] = "";
-    char what[32];
-    snprintf(what, sizeof(what), "limit must be 1..%d", NOTICES_SHOWN);
-    f->limit = HISTORY_DEFAULT;
     int rc = query_param(req->query, "state", state, sizeof(state), err);
     if (rc == PGW_OK && strcmp(state, "dead") != 0)
         rc = pgw_err_set(err, PGW_EINVAL, "state must be dead");
     if (rc == PGW_OK && query_has(req->query, "member_id"))
         rc = pgw_err_set(err, PGW_EINVAL, "give member_id or state=dead, not both");
     if (rc == PGW_OK)
-        rc = query_int(req->query, "limit", 1, NOTICES_SHOWN, &f->limit, what, err);
-    if (rc == PGW_OK)
-        rc = query_int(req->query, "after", 1, INT64_MAX, &f->after,
-                       "after must be a cursor: a page's next", err);
+        rc = notices_page(req, f, HISTORY_DEFAULT, err);
     f->dead = rc == PGW_OK;
     return rc;
+}
+
+/* ?member_id=: a page of the member's notices. */
+static int member_page(const pgw_request *req, finance_job *f, pgw_err *err)
+{
+    int rc = query_param(req->query, "member_id", f->member, sizeof(f->member), err);
+    if (rc == PGW_OK && !plain_id(f->member, PGW_ID_MAX))
+        rc = pgw_err_set(err, PGW_EINVAL, "member_id (or state=dead) is required");
+    return rc == PGW_OK ? notices_page(req, f, NOTICES_SHOWN, err) : rc;
 }
 
 /* GET /v1/notifications?member_id= or ?state=dead (admin, finance). */
@@ -3899,15 +3916,9 @@ static bool handle_notices(pgw_api *api, const pgw_request *req, const pgw_princ
     pgw_err err;
     int rc = PGW_OK;
     pgw_job *job = finance_job_new(api, req, who, R_NOTIFICATIONS, &err, &rc);
-    bool dead = rc == PGW_OK && query_has(req->query, "state");
-    if (dead)
-        rc = dead_page(req, job->finance, &err);
-    if (rc == PGW_OK && !dead &&
-        query_param(req->query, "member_id", job->finance->member, sizeof(job->finance->member),
-                    &err) != PGW_OK)
-        rc = err.code;
-    if (rc == PGW_OK && !dead && !plain_id(job->finance->member, PGW_ID_MAX))
-        rc = pgw_err_set(&err, PGW_EINVAL, "member_id (or state=dead) is required");
+    if (rc == PGW_OK)
+        rc = query_has(req->query, "state") ? dead_page(req, job->finance, &err)
+                                            : member_page(req, job->finance, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_NOTIFICATIONS, rc, err.msg);
     job->finance->cfg = api->cfg;

@@ -5413,18 +5413,20 @@ int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t n
     return rc;
 }
 
-int pgw_store_member_notices(pgw_store *s, const char *member, pgw_notice *out, size_t cap,
-                             size_t *n, pgw_err *err)
+int pgw_store_member_notices(pgw_store *s, const char *member, int64_t before, pgw_notice *out,
+                             size_t cap, size_t *n, pgw_err *err)
 {
+    PGW_ASSERT(before >= 0);
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
-                     "SELECT " NOTICE_COLUMNS " FROM notices WHERE member = ?1"
+                     "SELECT " NOTICE_COLUMNS " FROM notices WHERE member = ?1 AND id < ?3"
                      " ORDER BY id DESC LIMIT ?2",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_text(st, 1, member);
     pgw_sql_bind_int64(st, 2, (int64_t)cap);
+    pgw_sql_bind_int64(st, 3, before > 0 ? before : INT64_MAX);
     rc = read_rows(s, st, notice_row, out, sizeof(*out), cap, n, "reading notices", err);
     release(s, st);
     return rc;

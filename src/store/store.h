@@ -853,9 +853,11 @@ int pgw_store_give_back_notice(pgw_store *store, const char *owner, const pgw_no
  * stop), their attempt not counted: they were not tried. *n of them. */
 int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, int64_t *n,
                               pgw_err *err);
-/* A member's notices, newest first (up to cap). */
-int pgw_store_member_notices(pgw_store *store, const char *member, pgw_notice *out, size_t cap,
-                             size_t *n, pgw_err *err);
+/* A member's notices, newest first (up to cap), those with an id below
+ * `before` (0: from the newest): GET /v1/notifications?member_id=, read
+ * from notices_member (member, id). */
+int pgw_store_member_notices(pgw_store *store, const char *member, int64_t before, pgw_notice *out,
+                             size_t cap, size_t *n, pgw_err *err);
 /* Every member's dead notices, newest first (up to cap), those with an id
  * below `before` (0: from the newest): GET /v1/notifications?state=dead.
  * No index holds them: it reads the outbox back from `before` until cap

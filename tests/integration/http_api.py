@@ -1390,6 +1390,40 @@ def test_bad_input(s):
               f"{method} without a body is answered: {status} {doc}")
 
 
+def member_pages(s, member):
+    """A member's notices page as the dead ones do: `limit` 1..100 (100,
+    so a client that never paged sees what it did), `after` a page's
+    `next`. Regression: the member form ignored both, silently."""
+    for i in range(2):  # three notices of the member's (each purchase its own: no window)
+        event = dict(purchase("DN-0-%d" % i), member={"phone": "13800138100"})
+        status, doc, _ = s.request("POST", "/v1/events", event)
+        check(status == 201 and doc.get("member_id") == member, f"purchase: {status} {doc}")
+    path = "/v1/notifications?member_id=" + member
+    whole = []
+    for _ in range(200):
+        status, doc, _ = s.request("GET", path, key="finance")
+        whole = doc.get("notifications", []) if status == 200 else []
+        if len(whole) >= 3:
+            break
+        time.sleep(0.05)
+    ids = [n["id"] for n in whole]
+    check(status == 200 and len(whole) == 3 and ids == sorted(ids, reverse=True) and
+          doc.get("next") is None, f"the member's three, newest first, no next: {status} {doc}")
+    status, page1, _ = s.request("GET", path + "&limit=2")
+    status2, page2, _ = s.request("GET", path + "&limit=2&after=" + str(page1.get("next")))
+    check(status == 200 and status2 == 200 and
+          [n["id"] for n in page1["notifications"]] == ids[:2] and page1["next"] == str(ids[1]) and
+          [n["id"] for n in page2["notifications"]] == ids[2:] and page2["next"] is None,
+          f"the member's pages of 2: {page1} {page2}")
+    for query, message in (("&limit=0", "limit must be 1..100"),
+                           ("&limit=101", "limit must be 1..100"),
+                           ("&after=0", "after must be a cursor: a page's next"),
+                           ("&after=x", "after must be a cursor: a page's next")):
+        status, doc, _ = s.request("GET", path + query)
+        check(status == 400 and doc["error"]["message"] == message,
+              f"?member_id=...{query}: {status} {doc}")
+
+
 def test_dead_notices_listed(tmp):
     """GET /v1/notifications?state=dead: every member's dead notices, newest
     first, a page at a time, for an operator to find and retry them (SMS
@@ -1434,9 +1468,9 @@ def test_dead_notices_listed(tmp):
               all(n["state"] == "dead" for n in listed) and doc.get("next") is None,
               f"every member's dead notices, newest first, no next page: {status} {doc}")
         status, mine, _ = s.request("GET", "/v1/notifications?member_id=" + members[0])
-        check(status == 200 and "next" not in mine and
+        check(status == 200 and mine.get("next") is None and
               [n for n in listed if n["member_id"] == members[0]] == mine["notifications"],
-              f"the same items as a member's listing, which is as it was: {mine} {listed}")
+              f"the same items as a member's listing: {mine} {listed}")
         status, page1, _ = s.request("GET", "/v1/notifications?state=dead&limit=2")
         status2, page2, _ = s.request("GET", "/v1/notifications?state=dead&limit=2&after=" +
                                       str(page1.get("next")))
@@ -1462,6 +1496,7 @@ def test_dead_notices_listed(tmp):
             status, doc, _ = s.request("GET", "/v1/notifications?" + query, key=key)
             check(status == want and (message is None or doc["error"]["message"] == message),
                   f"?{query} ({key}): {status} {doc}")
+        member_pages(s, members[0])
         status, doc, _ = s.request("POST", "/v1/notifications/%d/retry" % ids[0])
         check(status == 200 and doc.get("state") == "pending", f"one found is retried: {doc}")
     finally:

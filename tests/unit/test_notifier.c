@@ -316,7 +316,7 @@ static pgw_notice notice_of(pgw_store *s, const char *member)
     pgw_notice list[2];
     size_t n = 0;
     pgw_err err;
-    if (pgw_store_member_notices(s, member, list, 2, &n, &err) != PGW_OK)
+    if (pgw_store_member_notices(s, member, 0, list, 2, &n, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(n, 1);
     return list[0];
@@ -563,7 +563,7 @@ static size_t wait_done(pgw_store *s, const char *member)
     for (int i = 0; i < 1000; i++) {
         size_t n = 0, open = 0, sent = 0;
         pgw_err err;
-        if (pgw_store_member_notices(s, member, list, 8, &n, &err) != PGW_OK)
+        if (pgw_store_member_notices(s, member, 0, list, 8, &n, &err) != PGW_OK)
             fail_msg("%s", err.msg);
         for (size_t k = 0; k < n; k++) {
             open += strcmp(list[k].state, "pending") == 0 || strcmp(list[k].state, "sending") == 0;
@@ -985,7 +985,7 @@ static const pgw_notice *sent_arrival(pgw_store *s, pgw_notice list[2], size_t *
     pgw_err err;
     for (int i = 0; i < tries; i++) {
         fake_sleep_ms(10);
-        if (pgw_store_member_notices(s, "M1", list, 2, n, &err) != PGW_OK)
+        if (pgw_store_member_notices(s, "M1", 0, list, 2, n, &err) != PGW_OK)
             fail_msg("%s", err.msg);
         for (size_t k = 0; k < *n; k++)
             if (strcmp(list[k].kind, "points_arrived") == 0 && strcmp(list[k].state, "sent") == 0)
@@ -1099,7 +1099,7 @@ static void test_both_held_the_arrival_goes_first_with_its_queued_balance(void *
     size_t n = 0;
     for (int i = 0; i < 1000; i++) { /* both held */
         fake_sleep_ms(10);
-        assert_int_equal(pgw_store_member_notices(r.store, "M1", list, 2, &n, &err), PGW_OK);
+        assert_int_equal(pgw_store_member_notices(r.store, "M1", 0, list, 2, &n, &err), PGW_OK);
         if (n == 2 && (list[0].excluded & PGW_NOTICE_HELD) &&
             (list[1].excluded & PGW_NOTICE_HELD) && strcmp(list[0].state, "pending") == 0 &&
             strcmp(list[1].state, "pending") == 0)
@@ -1138,7 +1138,7 @@ static void wait_first_sent_rest_held(pgw_store *s)
     pgw_err err;
     for (int i = 0; i < 1000; i++) {
         fake_sleep_ms(10);
-        assert_int_equal(pgw_store_member_notices(s, "M1", list, 3, &n, &err), PGW_OK);
+        assert_int_equal(pgw_store_member_notices(s, "M1", 0, list, 3, &n, &err), PGW_OK);
         if (n == 3 && strcmp(list[2].state, "sent") == 0 && strcmp(list[1].state, "pending") == 0 &&
             (list[1].excluded & PGW_NOTICE_HELD) && strcmp(list[0].state, "pending") == 0 &&
             (list[0].excluded & PGW_NOTICE_HELD))
@@ -1305,7 +1305,7 @@ static void wait_m1_sent(pgw_store *s, pgw_notice list[8], size_t *n, size_t wan
     pgw_err err;
     for (int i = 0; i < 1000; i++) {
         fake_sleep_ms(10);
-        if (pgw_store_member_notices(s, "M1", list, 8, n, &err) != PGW_OK)
+        if (pgw_store_member_notices(s, "M1", 0, list, 8, n, &err) != PGW_OK)
             fail_msg("%s", err.msg);
         sent = 0;
         for (size_t k = 0; k < *n; k++)
