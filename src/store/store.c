@@ -1508,6 +1508,12 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * (spends, holds, the sweep, merges) are many and rarer. PostgreSQL's
      * one trigger no longer fires on INSERT (pg_migration). */
     "DROP TRIGGER lots_sums_insert;",
+    /* 36: the dead notices, by id, for GET /v1/notifications?state=dead
+     * (pgw_store_dead_notices): a page read the outbox back by its
+     * primary key until it had found them, every notice kept
+     * (notify.keep_days) when few are dead. A notice enters the index as
+     * it dies and leaves as a retry or the prune takes it. */
+    "CREATE INDEX notices_dead ON notices (id) WHERE state = 'dead';",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -5432,15 +5438,17 @@ int pgw_store_member_notices(pgw_store *s, const char *member, int64_t before, p
     return rc;
 }
 
+/* The condition is notices_dead's own, for the planner to use it. */
+#define DEAD_NOTICES                                                                               \
+    "SELECT " NOTICE_COLUMNS " FROM notices WHERE state = 'dead' AND id < ?1"                      \
+    " ORDER BY id DESC LIMIT ?2"
+
 int pgw_store_dead_notices(pgw_store *s, int64_t before, pgw_notice *out, size_t cap, size_t *n,
                            pgw_err *err)
 {
     PGW_ASSERT(before >= 0);
     pgw_sql_stmt *st = NULL;
-    int rc = prepare(s,
-                     "SELECT " NOTICE_COLUMNS " FROM notices WHERE state = 'dead' AND id < ?1"
-                     " ORDER BY id DESC LIMIT ?2",
-                     &st, err);
+    int rc = prepare(s, DEAD_NOTICES, &st, err);
     if (rc != PGW_OK)
         return rc;
     pgw_sql_bind_int64(st, 1, before > 0 ? before : INT64_MAX);
@@ -6263,6 +6271,7 @@ const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
            : strcmp(name, "read_past") == 0    ? READ_PAST
            : strcmp(name, "merged_in_at") == 0 ? MERGED_IN_AT
            : strcmp(name, "merge_of") == 0     ? MERGE_OF
+           : strcmp(name, "dead_notices") == 0 ? DEAD_NOTICES
                                                : NULL;
 }
 

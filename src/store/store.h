@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 35
+#define PGW_STORE_SCHEMA_VERSION 36
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):
@@ -859,9 +859,8 @@ int pgw_store_unclaim_notices(pgw_store *store, const char *owner, int64_t now, 
 int pgw_store_member_notices(pgw_store *store, const char *member, int64_t before, pgw_notice *out,
                              size_t cap, size_t *n, pgw_err *err);
 /* Every member's dead notices, newest first (up to cap), those with an id
- * below `before` (0: from the newest): GET /v1/notifications?state=dead.
- * No index holds them: it reads the outbox back from `before` until cap
- * are found, so a page may read every notice kept (notify.keep_days). */
+ * below `before` (0: from the newest): GET /v1/notifications?state=dead,
+ * read from notices_dead (schema 36), whatever else the outbox keeps. */
 int pgw_store_dead_notices(pgw_store *store, int64_t before, pgw_notice *out, size_t cap, size_t *n,
                            pgw_err *err);
 /* A dead notice goes back to pending, due now, attempts and exclusions

@@ -267,6 +267,8 @@ static void test_hurried_arrivals_keep_their_order(void **state)
 /* plan_of's `member` for a statement taking a notice's id, a balance and a
  * flag (the clear of the marks, UNHURRY). */
 static const char PLAN_IDS[] = "";
+/* plan_of's `member` for a page of notices: ?1 a cursor, ?2 a limit. */
+static const char PLAN_PAGE[] = "";
 
 static void plan_of(const db_fixture *f, const char *sql, const char *member, char *out, size_t cap)
 {
@@ -283,6 +285,9 @@ static void plan_of(const db_fixture *f, const char *sql, const char *member, ch
         pgw_sql_bind_int64(st, 1, 5000);
         pgw_sql_bind_int64(st, 2, 450);
         pgw_sql_bind_int64(st, 3, 1);
+    } else if (f->pg && member == PLAN_PAGE) {
+        pgw_sql_bind_int64(st, 1, INT64_MAX);
+        pgw_sql_bind_int64(st, 2, 51);
     } else if (f->pg && member != NULL) {
         pgw_sql_bind_text(st, 1, member);
         pgw_sql_bind_int64(st, 2, 5000);
@@ -363,6 +368,41 @@ static void test_the_claim_reads_the_due_index_in_order(void **state)
     bool sorts = strstr(plan, f->pg ? "Sort" : "TEMP B-TREE") != NULL;
     if (!by_index || sorts)
         fail_msg("the claim's plan (by notices_due_id %d, a sort %d):\n%s", by_index, sorts, plan);
+}
+
+/*
+ * A page of the dead notices reads them from notices_dead (schema 36),
+ * not the outbox back by id until it has found them: here 1 notice in
+ * 1,000 is dead, and a page of 50 read 50,000 without the index, every
+ * notice kept when fewer are dead.
+ */
+static void test_the_dead_listing_reads_its_index(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(state);
+    enqueue_at(s, "M1", "points_arrived", "S001", 1, 1, 1000, 0); /* the schema made */
+    pgw_store_close(s);
+    insert_notices(f, 20000, "",
+                   "'M' || (i % 500), 'points_arrived', 1, 1, 'S001', 1000, 1000, 1000, CASE WHEN"
+                   " i % 1000 = 0 THEN 'dead' ELSE 'sent' END, 'sms', 0, 1, '', '', 1000",
+                   true);
+    s = open_store(state);
+    const char *sql = pgw_store__statement_for_test(s, "dead_notices");
+    assert_non_null(sql);
+    char plan[8192];
+    plan_of(f, sql, PLAN_PAGE, plan, sizeof(plan));
+    pgw_notice page[4];
+    size_t n = 0;
+    pgw_err err;
+    assert_int_equal(pgw_store_dead_notices(s, 0, page, 4, &n, &err), PGW_OK);
+    pgw_store_close(s);
+    assert_int_equal(n, 4);
+    assert_true(page[0].id > page[1].id && strcmp(page[3].state, "dead") == 0);
+    bool by_index = strstr(plan, "notices_dead") != NULL;
+    bool sorts = strstr(plan, f->pg ? "Sort" : "TEMP B-TREE") != NULL;
+    if (!by_index || sorts)
+        fail_msg("the dead listing's plan (by notices_dead %d, a sort %d):\n%s", by_index, sorts,
+                 plan);
 }
 
 /*
@@ -2552,6 +2592,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_claim_reads_the_due_index_in_order,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_the_dead_listing_reads_its_index, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_wakes_a_held_sms, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_arrival_joins_a_held_notice_that_was_refused,

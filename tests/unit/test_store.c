@@ -760,9 +760,16 @@ static int64_t raw_int(const db_fixture *f, const char *sql)
     return v;
 }
 
+/* Schema 35: no index of the dead notices. */
+static void back_to_schema_35(const db_fixture *f)
+{
+    step_back(f, "DROP INDEX notices_dead", 35);
+}
+
 /* Schema 34: a trigger adds a new lot to its member's sums. */
 static void back_to_schema_34(const db_fixture *f)
 {
+    back_to_schema_35(f);
     step_back(f,
               f->pg ? "DROP TRIGGER lots_sums ON lots;"
                       "CREATE TRIGGER lots_sums AFTER INSERT OR DELETE OR UPDATE OF member,"
@@ -1520,6 +1527,29 @@ static void test_schema_35_counts_a_new_lot_once(void **state)
     after = figures_of(s, "M1", now);
     assert_int_equal(after.balance, before.balance + 9);
     pgw_store_close(s);
+}
+
+/* Schema 36 indexes the dead notices (GET /v1/notifications?state=dead,
+ * whose plan test_outbox checks): a database at 35 gets the index. (A
+ * pointsgw of 35 refuses it, as test_migrates_and_refuses_newer_schema's
+ * newer version.) */
+static void test_schema_36_indexes_the_dead_notices(void **state)
+{
+    db_fixture *f = *state;
+    const char *index = f->pg ? "SELECT count(*) FROM pg_indexes WHERE indexname = 'notices_dead'"
+                                " AND indexdef LIKE '%(id) WHERE (state = ''dead''%'"
+                              : "SELECT count(*) FROM sqlite_master WHERE name = 'notices_dead'"
+                                " AND sql LIKE '%(id) WHERE state = ''dead'''";
+    pgw_store_close(open_store(f));
+    assert_int_equal(raw_int(f, index), 1);
+    back_to_schema_35(f);
+    assert_int_equal(raw_int(f, index), 0);
+    pgw_store *s = open_store(f); /* migrates */
+    int64_t version = 0;
+    assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
+    assert_int_equal(version, 36);
+    pgw_store_close(s);
+    assert_int_equal(raw_int(f, index), 1);
 }
 
 /* Schema 24: the merge chains made before it (C0 -> C1 -> ... -> C19, as a
@@ -3566,6 +3596,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_merge_keeps_the_members_flags, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_activity_from_running_totals, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_36_indexes_the_dead_notices, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_writes_stop_once_a_newer_pointsgw_migrated,
                                         db_fixture_setup, db_fixture_teardown),
