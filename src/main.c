@@ -1968,7 +1968,9 @@ static int cmd_import_balances(int argc, char **argv)
 }
 /*
  * Makes a new API key: 32 random bytes, printed once (the gateway keeps
- * only its SHA-256), with the line to add to the configuration's "keys".
+ * only its SHA-256), with the line to add to the configuration's "keys":
+ * with "require_signature": true for --require-signature, as serve then
+ * holds any configured key to it.
  */
 static int cmd_keys(int argc, char **argv)
 {
@@ -1981,6 +1983,7 @@ static int cmd_keys(int argc, char **argv)
     flag_set flags = {0};
     flag_add(&flags, "--scope", true);
     flag_add(&flags, "--name", true);
+    flag_add(&flags, "--require-signature", false);
     flag_add(&flags, "--config", true);
     pgw_config *cfg;
     int rc = start_command("keys add", &flags, argc - 1, argv + 1, &cfg);
@@ -2008,8 +2011,11 @@ static int cmd_keys(int argc, char **argv)
         pgw_sha256(key, strlen(key), digest);
         pgw_hash_hex(digest, hash, sizeof(hash));
         snprintf(fallback, sizeof(fallback), "key-%.8s", hash);
-        json_t *entry = json_pack("{s:s,s:s,s:s}", "name", name ? name : fallback, "scope", scope,
-                                  "key_sha256", hash);
+        /* "o*": left out, not false, unless asked for */
+        bool signs = flag_get(&flags, "--require-signature") != NULL;
+        json_t *entry =
+            json_pack("{s:s,s:s,s:s,s:o*}", "name", name ? name : fallback, "scope", scope,
+                      "key_sha256", hash, "require_signature", signs ? json_true() : NULL);
         char *line = json_dumps(entry, JSON_COMPACT);
         printf("key: %s\n(shown once: the gateway keeps only its SHA-256; store it now)\n"
                "add to \"keys\" in the configuration:\n%s\n",
@@ -2330,8 +2336,10 @@ static const command COMMANDS[] = {
      "move legacy shop balances (card,phone,points) in at the shop's rate; exit 1 if rows "
      "were rejected",
      cmd_import_balances},
-    {"keys", "keys add --scope SCOPE [--name NAME] [--config FILE]",
-     "make a new API key: prints it once, and the line for the configuration", cmd_keys},
+    {"keys", "keys add --scope SCOPE [--name NAME] [--require-signature] [--config FILE]",
+     "make a new API key: prints it once, and the line for the configuration; "
+     "--require-signature: the key must sign its requests",
+     cmd_keys},
     {"member", "member show IDENTITY [--config FILE] [--db URL]",
      "a member's balance, tier, expiring points, identities (masked) and last transfers; "
      "IDENTITY is phone:..., card:SHOP:NO, member_id:..., ...; exit 1 when nobody holds it",

@@ -626,6 +626,15 @@ fi
 expect_exit 0 "$bin" keys add --scope admin
 other=$(printf '%s' "$out" | sed -n 's/^key: //p')
 [ "$other" != "$key" ] && pass || fail "keys add printed the same key twice"
+[[ "$out" != *require_signature* ]] && pass || fail "keys add: a key made to sign unasked: $out"
+# Regression (an operator's walkthrough): a key that must sign was made by
+# editing the printed line by hand; --require-signature writes it so
+# (http_api.py test_keys_add_signing: serve holds the key to it).
+expect_exit 0 "$bin" keys add --scope shop:S002 --name pos-s002 --require-signature
+expect_text '"name":"pos-s002","scope":"shop:S002","key_sha256":"'
+expect_text '","require_signature":true}'
+expect_exit 0 "$bin" keys --help
+expect_text "--require-signature"
 expect_exit 2 "$bin" keys add --scope shop:S999
 expect_text 'unknown shop "S999"'
 # Regression (an operator's walkthrough): it said `key.scope: unknown

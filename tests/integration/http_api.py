@@ -2336,6 +2336,42 @@ def test_nonces_across_restarts(tmp):
     check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
 
 
+def test_keys_add_signing(tmp):
+    """Regression (an operator's walkthrough): `keys add` had no way to make
+    a key that must sign; README said to edit the printed line by hand.
+    --require-signature puts "require_signature": true in it, and serve
+    holds the key to it as it does any configured key."""
+    d = os.path.join(tmp, "keys-add")
+    os.makedirs(d, exist_ok=True)
+    path = write_config(d, name="keys-add.json")
+    out = subprocess.run([BIN, "keys", "add", "--scope", "shop:S003", "--name", "till-signs",
+                          "--require-signature", "--config", path],
+                         capture_output=True, text=True)
+    m = re.search(r"^key: (\S+)$", out.stdout, re.M)
+    line = (out.stdout.strip().splitlines() or [""])[-1]
+    check(out.returncode == 0 and m is not None and '"require_signature":true' in line,
+          f"keys add --require-signature: {out.returncode} {out.stdout} {out.stderr}")
+    if out.returncode != 0 or m is None:
+        return
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["keys"].append(json.loads(line))
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    s = Server(d, path)
+    try:
+        body = json.dumps(purchase("E-KEYS-ADD-SIGNED", shop="S003")).encode()
+        status, doc, _ = s.request("POST", "/v1/events", raw=body, key=m.group(1))
+        check(status == 401 and "key till-signs must sign" in str(doc),
+              f"the new key unsigned: {status} {doc}")
+        h = signed_headers("POST", "/v1/events", body, nonce="keys-add-1", key=m.group(1))
+        status, doc, _ = s.request("POST", "/v1/events", raw=body, key=m.group(1), headers=h)
+        check(status == 201, f"the new key signed: {status} {doc}")
+    finally:
+        code, err = s.stop()
+    check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
+
+
 def test_hangup(tmp):
     """Regression (the operations review): SIGHUP killed the server outright
     (exit 129), dropping requests in flight. Under nohup it stays ignored."""
@@ -2714,8 +2750,7 @@ def test_batch(s):
     check(status == 400, f"no events: {status}")
 
 
-def signed_headers(method, path, body, ts=None, nonce="n-1"):
-    key = KEYS["s003"][0]
+def signed_headers(method, path, body, ts=None, nonce="n-1", key=KEYS["s003"][0]):
     secret = hashlib.sha256(key.encode()).digest()
     ts = str(int(time.time())) if ts is None else ts
     message = "\n".join([method, path, ts, nonce, hashlib.sha256(body).hexdigest()])
@@ -5448,7 +5483,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_hangup_while_starting, test_reload_keys,
-              test_log_kept_through_a_signal, test_nonces_across_restarts, test_long_waits,
+              test_log_kept_through_a_signal, test_nonces_across_restarts, test_keys_add_signing,
+              test_long_waits,
               test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
