@@ -13,6 +13,7 @@
 #include "auth.h"
 
 #include "core/assertions.h"
+#include "core/civil.h"
 #include "core/digest.h"
 #include "core/transfer.h"
 
@@ -247,6 +248,29 @@ static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const
     return put_nonce(a, h, ts + PGW_SIGNATURE_SKEW_S, now);
 }
 
+/* Times in refusals in UTC, RFC 3339: the request log's redaction hides
+ * unix seconds (10 digits, as a phone's) but keeps a date. */
+static const pgw_tz UTC = {.name = "UTC"};
+
+/* A stamp `ts` out of the window at `now`: how far off, and which way (a
+ * till's clock is what to fix). The distance in unsigned: any long long
+ * from a clock of today fits; in days from 7 digits of seconds on, which
+ * the log would hide as well. */
+static int refuse_skew(long long ts, int64_t now, pgw_err *err)
+{
+    unsigned long long off = ts < now ? (unsigned long long)now - (unsigned long long)ts
+                                      : (unsigned long long)ts - (unsigned long long)now;
+    bool days = off >= 1000000;
+    char clock[PGW_RFC3339_MAX];
+    pgw_format_moment(now, &UTC, clock);
+    return pgw_err_set(err, PGW_EUNAUTHORIZED,
+                       "%s: %llu %s %s the gateway's clock (%s), more than the %d s a signature "
+                       "is good for: check the client's clock",
+                       ts < now ? "stale X-PGW-Timestamp" : "X-PGW-Timestamp too far ahead",
+                       days ? off / 86400 : off, days ? "days" : "s",
+                       ts < now ? "behind" : "ahead of", clock, PGW_SIGNATURE_SKEW_S);
+}
+
 static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_signed_request *req,
                            int64_t now, pgw_err *err)
 {
@@ -265,23 +289,17 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
                            "X-PGW-Timestamp must be unix seconds, within %d s of the gateway's "
                            "clock",
                            PGW_SIGNATURE_SKEW_S);
-    /* How far off, and which way: a till's clock is what to fix. The
-     * distance in unsigned: any long long from a clock of today fits. */
     if (ts < now - PGW_SIGNATURE_SKEW_S || ts > now + PGW_SIGNATURE_SKEW_S)
-        return pgw_err_set(
-            err, PGW_EUNAUTHORIZED,
-            "%s: %llu s %s the gateway's clock (%lld), more than the %d s a signature is good "
-            "for: check the client's clock",
-            ts < now ? "stale X-PGW-Timestamp" : "X-PGW-Timestamp too far ahead",
-            ts < now ? (unsigned long long)now - (unsigned long long)ts
-                     : (unsigned long long)ts - (unsigned long long)now,
-            ts < now ? "behind" : "ahead of", (long long)now, PGW_SIGNATURE_SKEW_S);
-    if (ts <= a->floor)
+        return refuse_skew(ts, now, err);
+    if (ts <= a->floor) {
+        char started[PGW_RFC3339_MAX];
+        pgw_format_moment(a->floor, &UTC, started);
         return pgw_err_set(err, PGW_EUNAUTHORIZED,
-                           "X-PGW-Timestamp not after this gateway started (%lld), after a stop "
+                           "X-PGW-Timestamp not after this gateway started (%s), after a stop "
                            "that kept no nonces: a replay cannot be told; sign it again, "
                            "stamped now",
-                           (long long)a->floor);
+                           started);
+    }
     size_t nonce_len = strlen(req->nonce);
     if (nonce_len == 0 || nonce_len > PGW_NONCE_MAX)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "X-PGW-Nonce must be 1..%d characters",

@@ -2328,6 +2328,12 @@ def test_nonces_across_restarts(tmp):
         status, doc, _ = s.request("POST", "/v1/events", raw=body, key="s003", headers=h)
         check(status == 401 and "not after this gateway started" in str(doc),
               f"replayed after a crash: refused: {status} {doc}")
+        # Regression (an operator's walkthrough): the start was unix
+        # seconds, logged "(***)" as a phone's 10 digits: a UTC date now.
+        lines = log_lines(s, lambda ls: any("not after" in x.get("reason", "") for x in ls))
+        check(any(re.match(r"X-PGW-Timestamp not after this gateway started "
+                           r"\(20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", x.get("reason", ""))
+                  for x in lines), f"the log says when the gateway started: {lines[-2:]}")
         time.sleep(1)  # a stamp of the start's second could be the last run's
         (status, doc, _), _, _ = signed(s, "E-NONCE-4", "keep-4")
         check(status == 201, f"stamped after the start, after a crash: taken: {status} {doc}")
@@ -3152,6 +3158,12 @@ def test_log(s):
     lines = log_lines(s, lambda ls: any("unknown API key" in l.get("reason", "") for l in ls))
     check(any("stale X-PGW-Timestamp" in line.get("reason", "") for line in lines),
           "a stale clock's 401 says so in the log")
+    # Regression (an operator's walkthrough): the gateway's clock was unix
+    # seconds, logged "(***)" as a phone's 10 digits: a UTC date now.
+    check(any(re.match(r"stale X-PGW-Timestamp: 360[01] s behind the gateway's clock "
+                       r"\(20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", line.get("reason", "")) and
+              "***" not in line["reason"] for line in lines),
+          f"a stale clock's 401 is logged with the gateway's clock: {lines[-3:]}")
     check(any(line.get("reason") == "unknown API key" for line in lines),
           "an unknown key's 401 says so in the log")
     text = open(s.log.name, encoding="utf-8").read()

@@ -15,6 +15,7 @@
 #include "core/digest.h"
 #include "core/transfer.h"
 #include "server/auth.h"
+#include "util/redact.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>
@@ -187,6 +188,45 @@ static void test_a_nonce_is_taken_once_within_its_window(void **state)
     assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 1800, false, &err), PGW_OK);
     assert_int_equal(check(a, T0 + 2000, "n-2", T0 + 2000 + PGW_SIGNATURE_SKEW_S, false, &err),
                      PGW_EUNAUTHORIZED);
+    pgw_auth_free(a);
+}
+
+/* `msg` as the request log shows it (pgw_redact_reason) has `want` and
+ * nothing hidden. */
+static void assert_logged_whole(const char *msg, const char *want)
+{
+    char shown[256];
+    pgw_redact_reason(msg, shown, sizeof(shown));
+    if (strstr(shown, want) == NULL || strstr(shown, "***") != NULL)
+        fail_msg("\"%s\" is logged \"%s\", wanted with \"%s\" and nothing hidden", msg, shown,
+                 want);
+}
+
+/* Regression (an operator's walkthrough): a stale stamp's refusal gave
+ * the gateway's clock, and the refusal after a start that kept no nonces
+ * the start, as unix seconds: 10 digits, which the request log hides as
+ * a phone's ("(***)"). The skew in seconds (days, when seconds would be
+ * 7 digits) and UTC dates survive it. */
+static void test_time_refusals_read_in_the_log(void **state)
+{
+    (void)state;
+    pgw_err err;
+    bool kept = true;
+    pgw_auth *a = signing_auth();
+    assert_int_equal(check(a, T0 - 412, "t-1", T0, false, &err), PGW_EUNAUTHORIZED);
+    assert_logged_whole(err.msg, "412 s behind the gateway's clock (2026-11-24T02:15:00Z)");
+    assert_non_null(strstr(err.msg, "more than the 300 s"));
+    assert_int_equal(check(a, T0 + 3600, "t-2", T0, false, &err), PGW_EUNAUTHORIZED);
+    assert_logged_whole(err.msg, "3600 s ahead of the gateway's clock (2026-11-24T02:15:00Z)");
+    /* A clock at 0 (unset): 20781 days and some. */
+    assert_int_equal(check(a, 0, "t-3", T0, false, &err), PGW_EUNAUTHORIZED);
+    assert_logged_whole(err.msg, "20781 days behind the gateway's clock (2026-11-24T02:15:00Z)");
+    pgw_auth_free(a);
+    a = signing_auth();
+    assert_int_equal(pgw_auth_restore_nonces(a, "/nonexistent/db-nonces", T0, &kept, &err), PGW_OK);
+    assert_false(kept);
+    assert_int_equal(check(a, T0 - 5, "t-4", T0 + 1, false, &err), PGW_EUNAUTHORIZED);
+    assert_logged_whole(err.msg, "not after this gateway started (2026-11-24T02:15:00Z)");
     pgw_auth_free(a);
 }
 
@@ -390,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_one_secret_is_one_key),
         cmocka_unit_test(test_one_bearer_answers_every_question),
         cmocka_unit_test(test_a_nonce_is_taken_once_within_its_window),
+        cmocka_unit_test(test_time_refusals_read_in_the_log),
         cmocka_unit_test(test_each_key_has_its_own_nonces),
         cmocka_unit_test(test_signatures_in_upper_case_hex),
         cmocka_unit_test(test_many_nonces_within_one_window),
