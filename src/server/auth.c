@@ -141,7 +141,7 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
             const char *value = getenv(k->key_env);
             if (value == NULL || value[0] == '\0') {
                 /* The key cannot be presented; the others still work. */
-                fprintf(stderr, "pointsgw: key %s is disabled: %s is not set\n", k->name,
+                fprintf(stderr, "pointsgw: warning: key %s is disabled: %s is not set\n", k->name,
                         k->key_env);
                 continue;
             }

@@ -527,7 +527,9 @@ c["db"] = "sqlite:" + sys.argv[1] + "/none/x.db"
 json.dump(c, open(sys.argv[1] + "/cc.json", "w"), ensure_ascii=False)' "$cc_dir"
 expect_exit 0 "${unset_all[@]}" "$bin" check-config --config "$cc_dir/cc.json"
 expect_text "pointsgw: DEVELOPMENT MODE: PGW_PHONE_HMAC_KEY/PGW_PHONE_AES_KEY are not set"
-expect_text "pointsgw: key mini-program is disabled: PGW_MP_CHANNEL_KEY is not set"
+# Regression (an operator's walkthrough): this line lacked the "warning:"
+# the other warnings have.
+expect_text "pointsgw: warning: key mini-program is disabled: PGW_MP_CHANNEL_KEY is not set"
 expect_text "pointsgw: warning: key demo-admin is README's published demo key"
 expect_text "channels:   wechat_mp off (PGW_WECHAT_MP_SECRET unset), wechat_oa off (PGW_WECHAT_OA_SECRET, PGW_WECHAT_OA_TOKEN, PGW_WECHAT_OA_AES_KEY unset), sms off (PGW_SMS_SECRET_ID, PGW_SMS_SECRET_KEY unset)"$'\n'
 expect_text "configuration OK"
