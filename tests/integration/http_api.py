@@ -2379,6 +2379,48 @@ def test_keys_add_signing(tmp):
     check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
 
 
+def test_reload_refuses_the_demo_key(tmp):
+    """Regression (an operator's walkthrough): outside development mode a
+    reload refused README's demo key without naming the file it read,
+    which every other reload message names."""
+    d = os.path.join(tmp, "reload-demo")
+    os.makedirs(d, exist_ok=True)
+    path = write_config(d, name="reload-demo.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["security"]["development_mode"] = False
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    phone = {"PGW_PHONE_HMAC_KEY": "1" * 64, "PGW_PHONE_AES_KEY": "2" * 64}
+    saved = {k: os.environ.get(k) for k in phone}
+    os.environ.update(phone)
+    try:
+        s = Server(d, path)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.update({k: v})
+    reader, said = stderr_lines(s)
+    try:
+        with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
+            demo = [k for k in json.load(f)["keys"] if k["name"] == "demo-admin"]
+        cfg["keys"] += demo
+        with open(path + ".new", "w") as f:
+            json.dump(cfg, f, ensure_ascii=False)
+        os.replace(path + ".new", path)
+        start = len(said)
+        s.proc.send_signal(signal.SIGHUP)
+        line = said_after(said, start, "keys unchanged")
+        check(line is not None and "cannot reload the keys: " + path + ": key demo-admin is "
+              "README's published demo key" in line, f"the demo key's refusal: {said[start:]}")
+        status, _, _ = s.request("GET", "/v1/members/M1", key="demo-admin-key-change-me")
+        check(status == 401, f"the demo key stays refused: {status}")
+    finally:
+        s.proc.send_signal(signal.SIGTERM)
+        code = s.proc.wait(timeout=30)
+        reader.join()
+    check(code == 0, f"SIGTERM stops: {code} {said[-3:]}")
+
+
 def test_hangup(tmp):
     """Regression (the operations review): SIGHUP killed the server outright
     (exit 129), dropping requests in flight. Under nohup it stays ignored."""
@@ -5496,6 +5538,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_hangup_while_starting, test_reload_keys,
+              test_reload_refuses_the_demo_key,
               test_log_kept_through_a_signal, test_nonces_across_restarts, test_keys_add_signing,
               test_long_waits,
               test_few_open_files, test_health_sees_the_file_moved,
