@@ -906,10 +906,15 @@ static void restore_nonces(pgw_http *http, const char *file, bool existed)
     }
     pgw_err err;
     bool kept = false;
+    /* A file there but not taken is said as such, not as none (an
+     * operator's walkthrough read "no FILE" of a file cut short). */
     if (pgw_auth_restore_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &kept, &err) !=
         PGW_OK)
-        fprintf(stderr, "pointsgw serve: warning: the last run's nonces: %s\n", err.msg);
-    if (!kept) /* not only a crash: a restore or a move leaves the file behind */
+        fprintf(stderr,
+                "pointsgw serve: warning: the last run's nonces of signed requests are not "
+                "taken (%s): those stamped before now are refused for %d s\n",
+                err.msg, PGW_SIGNATURE_SKEW_S);
+    else if (!kept) /* not only a crash: a restore or a move leaves the file behind */
         fprintf(stderr,
                 "pointsgw serve: warning: the last run kept no nonces of signed requests (no "
                 "%s: it did not stop cleanly, or the database was restored or moved, or an "

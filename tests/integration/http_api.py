@@ -2341,6 +2341,20 @@ def test_nonces_across_restarts(tmp):
     finally:
         code, err = s.stop()
     check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
+    # Regression (an operator's walkthrough): a file there but not whole
+    # was said "not a whole file", then "no FILE: it did not stop
+    # cleanly...", as if there were none. One line says what happened.
+    with open(os.path.join(d, "nonces.db-nonces"), "w") as f:
+        f.write("pointsgw nonces 1\nabc")
+    s = Server(d, path, db=db)
+    try:
+        warned = [x for x in s.startup.splitlines() if "warning" in x and "nonces" in x]
+        check(len(warned) == 1 and "nonces.db-nonces: not a whole file of nonces" in warned[0] and
+              "refused for 300 s" in warned[0] and "(no " not in warned[0],
+              f"a file not whole is said so, once: {s.startup}")
+    finally:
+        code, err = s.stop()
+    check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
 
 
 def test_keys_add_signing(tmp):
