@@ -15,6 +15,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "adapters/sms/sign.h"
 #include "adapters/sms/sms.h"
 #include "util/http_client.h"
 #include "fake_process.h"
@@ -521,6 +522,57 @@ static void test_a_number_across_the_cut_is_masked(void **state)
             fail_msg("%s cut at byte %d kept %s: %s", i ? "the secret" : "the number",
                      PGW_SMS_MESSAGE_MAX, quoted[i][1], err.msg);
         assert_string_equal(r.message + pad, quoted[i][2]); /* its masked form, cut */
+    }
+    pgw_sms_client_free(c);
+}
+
+/* The last 16 bytes of s, or all of a shorter s, to show where it ends. */
+static const char *tail_of(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 16 ? s + n - 16 : s;
+}
+
+/*
+ * The cut's edges: a secret of PGW_SMS_KEY_MAX bytes from the last byte
+ * kept is masked (what is read past the cap must hold all of it), a
+ * character across the cut goes whole, a message of exactly
+ * PGW_SMS_MESSAGE_MAX bytes is kept whole, a number ending at the cut is
+ * masked whole. The fault answers before the signature is checked, so the
+ * long secret needs no account of its own at the fake.
+ */
+static void test_the_cut_keeps_characters_and_masks_the_longest_secret(void **state)
+{
+    (void)state;
+    char secret[PGW_SMS_KEY_MAX + 1];
+    for (size_t i = 0; i < PGW_SMS_KEY_MAX; i++)
+        secret[i] = (char)('A' + i % 26);
+    secret[PGW_SMS_KEY_MAX] = '\0';
+    enum { KEPT = PGW_SMS_MESSAGE_MAX };
+    char x[KEPT + 1];
+    memset(x, 'x', KEPT);
+    x[KEPT] = '\0';
+    char message[4][KEPT + PGW_SMS_KEY_MAX + 16], want[4][KEPT + 1];
+    snprintf(message[0], sizeof(message[0]), "%.*s%s tail", KEPT - 1, x, secret);
+    snprintf(want[0], sizeof(want[0]), "%.*s*", KEPT - 1, x);
+    snprintf(message[1], sizeof(message[1]), "%.*s\xe4\xb8\xady", KEPT - 1, x); /* U+4E2D */
+    snprintf(want[1], sizeof(want[1]), "%.*s", KEPT - 1, x);
+    snprintf(message[2], sizeof(message[2]), "%.*s\xe4\xb8\xad\xe4\xb8\xad", KEPT - 6, x);
+    memcpy(want[2], message[2], KEPT + 1); /* all of it: KEPT bytes and its NUL */
+    snprintf(message[3], sizeof(message[3]), "%.*s13800138000", KEPT - 11, x);
+    snprintf(want[3], sizeof(want[3]), "%.*s138****8000", KEPT - 11, x);
+    pgw_sms_client *c = client_with("tencent", TC_ID, secret, NULL);
+    for (size_t i = 0; i < 4; i++) {
+        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
+              message[i]);
+        pgw_sms_result r;
+        pgw_err err = {0};
+        pgw_sms_message m = message_to(c, PHONE, NULL);
+        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        if (strcmp(r.message, want[i]) != 0 || strstr(err.msg, "ABCDEFGH") != NULL)
+            fail_msg("case %zu: kept %zu bytes ending \"%s\", want %zu ending \"%s\"; %s", i,
+                     strlen(r.message), tail_of(r.message), strlen(want[i]), tail_of(want[i]),
+                     err.msg);
     }
     pgw_sms_client_free(c);
 }
@@ -1103,6 +1155,8 @@ int main(void)
         cmocka_unit_test_setup(test_wrong_secret, reset_fake),
         cmocka_unit_test_setup(test_clock_skew, reset_fake),
         cmocka_unit_test_setup(test_a_number_across_the_cut_is_masked, reset_fake),
+        cmocka_unit_test_setup(test_the_cut_keeps_characters_and_masks_the_longest_secret,
+                               reset_fake),
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
         cmocka_unit_test_setup(test_per_number_failures, reset_fake),
         cmocka_unit_test_setup(test_faults, reset_fake),
