@@ -1390,10 +1390,11 @@ def test_bad_input(s):
               f"{method} without a body is answered: {status} {doc}")
 
 
-def member_pages(s, member):
+def member_pages(s, member, others):
     """A member's notices page as the dead ones do: `limit` 1..100 (100,
     so a client that never paged sees what it did), `after` a page's
-    `next`. Regression: the member form ignored both, silently."""
+    `next`. Regression: the member form ignored both, silently. `others`:
+    other members' notices' ids, a cursor being an id whoever's it is."""
     for i in range(2):  # three notices of the member's (each purchase its own: no window)
         event = dict(purchase("DN-0-%d" % i), member={"phone": "13800138100"})
         status, doc, _ = s.request("POST", "/v1/events", event)
@@ -1415,13 +1416,29 @@ def member_pages(s, member):
           [n["id"] for n in page1["notifications"]] == ids[:2] and page1["next"] == str(ids[1]) and
           [n["id"] for n in page2["notifications"]] == ids[2:] and page2["next"] is None,
           f"the member's pages of 2: {page1} {page2}")
+    status, whole3, _ = s.request("GET", path + "&limit=3")
+    check(status == 200 and [n["id"] for n in whole3["notifications"]] == ids and
+          whole3["next"] is None, f"a page exactly as long as the rest has no next: {whole3}")
+    walked, after = [], ""
+    for _ in range(4):
+        status, page, _ = s.request("GET", path + "&limit=1" + after)
+        walked += [n["id"] for n in page.get("notifications", [])]
+        if status != 200 or page.get("next") is None:
+            break
+        after = "&after=" + page["next"]
+    check(walked == ids and page.get("next") is None, f"pages of 1 read all three once: {walked}")
+    for other in others:
+        status, doc, _ = s.request("GET", path + "&after=%d" % other)
+        check(status == 200 and [n["id"] for n in doc["notifications"]] ==
+              [i for i in ids if i < other] and doc["next"] is None,
+              f"after another member's notice {other}: the member's below it: {doc} {ids}")
     for query, message in (("&limit=0", "limit must be 1..100"),
                            ("&limit=101", "limit must be 1..100"),
                            ("&after=0", "after must be a cursor: a page's next"),
                            ("&after=x", "after must be a cursor: a page's next")):
         status, doc, _ = s.request("GET", path + query)
-        check(status == 400 and doc["error"]["message"] == message,
-              f"?member_id=...{query}: {status} {doc}")
+        check(status == 400 and doc["error"]["code"] == "invalid_request" and
+              doc["error"]["message"] == message, f"?member_id=...{query}: {status} {doc}")
 
 
 def test_dead_notices_listed(tmp):
@@ -1496,7 +1513,7 @@ def test_dead_notices_listed(tmp):
             status, doc, _ = s.request("GET", "/v1/notifications?" + query, key=key)
             check(status == want and (message is None or doc["error"]["message"] == message),
                   f"?{query} ({key}): {status} {doc}")
-        member_pages(s, members[0])
+        member_pages(s, members[0], [n["id"] for n in listed if n["member_id"] != members[0]])
         status, doc, _ = s.request("POST", "/v1/notifications/%d/retry" % ids[0])
         check(status == 200 and doc.get("state") == "pending", f"one found is retried: {doc}")
     finally:
