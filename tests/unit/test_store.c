@@ -1530,7 +1530,8 @@ static void test_schema_35_counts_a_new_lot_once(void **state)
 }
 
 /* Schema 36 indexes the dead notices (GET /v1/notifications?state=dead,
- * whose plan test_outbox checks): a database at 35 gets the index. (A
+ * whose plan test_outbox checks): a database at 35 gets the index, with
+ * the notices already dead in it, newest first. (A
  * pointsgw of 35 refuses it, as test_migrates_and_refuses_newer_schema's
  * newer version.) */
 static void test_schema_36_indexes_the_dead_notices(void **state)
@@ -1540,14 +1541,31 @@ static void test_schema_36_indexes_the_dead_notices(void **state)
                                 " AND indexdef LIKE '%(id) WHERE (state = ''dead''%'"
                               : "SELECT count(*) FROM sqlite_master WHERE name = 'notices_dead'"
                                 " AND sql LIKE '%(id) WHERE state = ''dead'''";
-    pgw_store_close(open_store(f));
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pgw_store_enqueue_notice(s, "M1", "points_arrived", 10 + i, 100, "S001",
+                                                  "", 1000 + i, 0, &err),
+                         PGW_OK);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
     assert_int_equal(raw_int(f, index), 1);
     back_to_schema_35(f);
     assert_int_equal(raw_int(f, index), 0);
-    pgw_store *s = open_store(f); /* migrates */
+    /* Dead at 35, before the index: the migration's index holds them. */
+    raw_sql(f, "UPDATE notices SET state = 'dead' WHERE points <> 11");
+    s = open_store(f); /* migrates */
     int64_t version = 0;
     assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
     assert_int_equal(version, 36);
+    pgw_notice dead[4];
+    size_t n = 0;
+    assert_int_equal(pgw_store_dead_notices(s, 0, dead, 4, &n, &err), PGW_OK);
+    assert_int_equal(n, 2);
+    assert_true(dead[0].points == 12 && dead[1].points == 10 && dead[0].id > dead[1].id);
+    assert_int_equal(pgw_store_dead_notices(s, dead[0].id, dead, 4, &n, &err), PGW_OK);
+    assert_true(n == 1 && dead[0].points == 10);
     pgw_store_close(s);
     assert_int_equal(raw_int(f, index), 1);
 }
