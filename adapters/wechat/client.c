@@ -4,6 +4,7 @@
 #include "client.h"
 
 #include "core/assertions.h"
+#include "core/utf8.h"
 #include "util/http_client.h"
 
 #include <openssl/crypto.h>
@@ -91,6 +92,24 @@ pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply)
     if (rc == PGW_EUNAVAILABLE)
         return PGW_WX_RETRY;
     return PGW_WX_GIVE_UP;
+}
+
+void pgw_wx_without_request_ids(const char *msg, char *out, size_t cap)
+{
+    PGW_ASSERT(msg != NULL && out != NULL && cap > 0);
+    size_t used = 0;
+    for (const char *p = msg; *p != '\0' && used + 1 < cap;) {
+        if (strncmp(p, " rid: ", 6) == 0)
+            break;
+        if (strncmp(p, " hint: [", 8) == 0) {
+            const char *end = strchr(p, ']');
+            p = end != NULL ? end + 1 : p + strlen(p);
+            continue;
+        }
+        out[used++] = *p++;
+    }
+    out[used] = '\0';
+    out[pgw_utf8_prefix(out, used)] = '\0'; /* a character cut by cap */
 }
 
 int64_t pgw_wx_quota_back(int64_t now)

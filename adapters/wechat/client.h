@@ -66,6 +66,14 @@ typedef enum pgw_wx_outcome {
 /* Classifies a call's result (rc from the functions here, and its reply). */
 pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply);
 
+/* An error's message `msg` without WeChat's request ids, which errmsg may
+ * carry: the older " hint: [...]" (up to its "]", or to the end when cut
+ * inside it) and the newer " rid: ...", which ends it. What an operator's
+ * line names as the cause: the same for every request, or each failure is
+ * news to the log's limit (core/log_limit.h). Writes at most cap - 1 bytes
+ * and a NUL (cap > 0), never cutting a UTF-8 character. */
+void pgw_wx_without_request_ids(const char *msg, char *out, size_t cap);
+
 /* WeChat's day is China's (UTC+8, no daylight saving), whatever the
  * mall's zone; a 45009 in its first PGW_WX_DAY_SKEW_S seconds is the day
  * before's, met with a clock a little behind WeChat's or ours. */

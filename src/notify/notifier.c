@@ -634,10 +634,10 @@ static bool masked_at(const char *p)
  * (RETRY, GIVE_UP; others are no failure of the provider's), for
  * tell_provider: without the member's number (the SMS adapter's "to
  * 138****8000" goes, a masked number elsewhere in the provider's words is
- * "***") and without WeChat's request ids, the older " hint: [...]" and
- * the newer " rid: ...": stderr is the
- * operator's, and a line's cause must be the same for every member and
- * request, or each failure is news and the limit lets 10 a minute by.
+ * "***") and without WeChat's request ids (pgw_wx_without_request_ids):
+ * stderr is the operator's, and a line's cause must be the same for every
+ * member and request, or each failure is news and the limit lets 10 a
+ * minute by.
  * The adapters' messages carry no openid and no keyword of the message.
  */
 static void provider_failed(reach_info *r, pgw_notice_channel ch, attempt a, const char *msg)
@@ -646,13 +646,12 @@ static void provider_failed(reach_info *r, pgw_notice_channel ch, attempt a, con
         return;
     r->failed_on = ch;
     r->gave_up = a == GIVE_UP;
+    char cause[PGW_ERR_MSG_MAX];
+    pgw_wx_without_request_ids(msg, cause, sizeof(cause));
     size_t used = 0, cap = sizeof(r->failure);
-    for (const char *p = msg; *p != '\0' && used + 4 < cap;) {
+    for (const char *p = cause; *p != '\0' && used + 4 < cap;) {
         if (strncmp(p, " to ", 4) == 0 && masked_at(p + 4)) {
             p += 4 + 11;
-        } else if (strncmp(p, " hint: [", 8) == 0) { /* up to its "]", or all of a cut one */
-            const char *end = strchr(p, ']');
-            p = end != NULL ? end + 1 : p + strlen(p);
         } else if (masked_at(p)) {
             memcpy(r->failure + used, "***", 3);
             used += 3;
@@ -662,9 +661,6 @@ static void provider_failed(reach_info *r, pgw_notice_channel ch, attempt a, con
         }
     }
     r->failure[used] = '\0';
-    char *rid = strstr(r->failure, " rid: ");
-    if (rid != NULL)
-        *rid = '\0';
     r->failure[pgw_utf8_prefix(r->failure, strlen(r->failure))] = '\0'; /* a cut character */
 }
 

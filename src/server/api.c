@@ -2406,7 +2406,7 @@ static void mp_wechat_down(pgw_job *job, const pgw_err *cause)
 {
     char shown[PGW_ERR_MSG_MAX];
     without_urls(cause->msg, shown, sizeof(shown));
-    snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed), "%s", cause->msg);
+    pgw_wx_without_request_ids(cause->msg, job->wx->wechat_failed, sizeof(job->wx->wechat_failed));
     job->cmd.retry_at = job->cmd.at + WX_DOWN_RETRY_S;
     pgw_err err;
     pgw_err_set(&err, PGW_EUNAVAILABLE, "%s (%s): try again in %d s",
@@ -2427,7 +2427,7 @@ static void mp_wechat_quota(pgw_job *job, const pgw_err *cause)
 {
     char shown[PGW_ERR_MSG_MAX];
     without_urls(cause->msg, shown, sizeof(shown));
-    snprintf(job->wx->wechat_failed, sizeof(job->wx->wechat_failed), "%s", cause->msg);
+    pgw_wx_without_request_ids(cause->msg, job->wx->wechat_failed, sizeof(job->wx->wechat_failed));
     int64_t back = pgw_wx_quota_back(job->cmd.at);
     if (back <= job->cmd.at) {
         mp_wechat_down(job, cause);

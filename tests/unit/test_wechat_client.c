@@ -579,6 +579,37 @@ static void test_quota_back(void **state)
     assert_int_equal(pgw_wx_quota_back(midnight + PGW_WX_DAY_SKEW_S), midnight + 86400);
 }
 
+/* An errmsg's request ids are no part of the cause an operator's line
+ * names (a failed login's and a notice's alike), and a short buffer cuts
+ * between characters, never inside one. */
+static void test_without_request_ids(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"errcode -1 system busy", "errcode -1 system busy"},
+        {"errcode -1 system busy hint: [Dr0eSA08131508]", "errcode -1 system busy"},
+        {"errcode -1 system busy hint: [t6V0a0473] rid: 63a0b1c2-1", "errcode -1 system busy"},
+        {"errcode -1 system busy rid: 63a0b1c2-5d6e7f80", "errcode -1 system busy"},
+        {"errcode 40037 bad hint: [a] template hint: [b]!", "errcode 40037 bad template!"},
+        {"errcode -1 cut hint: [no end", "errcode -1 cut"},
+        {" hint: [x] rid: y", ""},
+        {"hint: [kept, no space before it]", "hint: [kept, no space before it]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[128];
+        pgw_wx_without_request_ids(cases[i][0], out, sizeof(out));
+        assert_string_equal(out, cases[i][1]);
+    }
+    char fits[6], cut[5]; /* "ab" and a 3-byte character need 5 bytes and a NUL */
+    pgw_wx_without_request_ids("ab\xe7\xb3\xbb\xe7\xbb\x9f", fits, sizeof(fits));
+    assert_string_equal(fits, "ab\xe7\xb3\xbb");
+    pgw_wx_without_request_ids("ab\xe7\xb3\xbb\xe7\xbb\x9f", cut, sizeof(cut));
+    assert_string_equal(cut, "ab");
+    char one[1];
+    pgw_wx_without_request_ids("anything", one, sizeof(one));
+    assert_string_equal(one, "");
+}
+
 static void test_classify(void **state)
 {
     (void)state;
@@ -1519,6 +1550,7 @@ int main(void)
         cmocka_unit_test_setup(test_reply_not_stale, reset_fake),
         cmocka_unit_test_setup(test_classify, reset_fake),
         cmocka_unit_test(test_quota_back),
+        cmocka_unit_test(test_without_request_ids),
         cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
         cmocka_unit_test_setup(test_send_not_resent, reset_fake),
