@@ -21,6 +21,7 @@
 
 #include <libwebsockets.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -91,6 +92,30 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
  * behind. A stream behind more merges than this is closed (1013): it
  * reconnects, as one that fell behind the ring does. */
 #define PRIORS_MAX 4
+
+/*
+ * Request ids (the request log's "id", stderr's "request N"): a run's
+ * counter, seeded so that no other run's ids meet it, with nothing stored:
+ * bits 0..52 count on from the milliseconds since 2026-01-01 at the start,
+ * times 4,096 (ID_RATE_BITS); bits 53..62 are a random tag of the run.
+ * - A restart's ids are new: the last run's ids stayed below its end's
+ *   milliseconds times 4,096 unless it averaged over 4 million requests a
+ *   second, and the new run starts above that (its clock not set back).
+ * - Instances on one database count apart by their tags: two runs' ids
+ *   meet only if their tags (1 in 1,024) and their counts both meet. A
+ *   counter alone seeded from the clock would not do: one instance
+ *   serving more than the other catches up with its later start.
+ * - It costs one random draw a start and an increment a request, below
+ *   2^63: the log's "id" stays a JSON integer (not a double's: read it
+ *   as text in JavaScript). The time part reaches bit 53 in 2095.
+ * Not from the store: it keeps no request's id (a command's is in memory
+ * only), and a count of runs kept there would be a write at every start.
+ */
+#define ID_RATE_BITS 12
+#define ID_TAG_SHIFT 53
+#define ID_TAG_BITS  10
+#define ID_EPOCH_MS  INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
+_Static_assert(ID_TAG_SHIFT + ID_TAG_BITS == 63, "an id is a positive int64");
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -281,7 +306,7 @@ struct pgw_http {
     /* Waiting requests by id: service thread only. Linear probing. */
     slot *slots;
     size_t slot_mask;
-    uint64_t next_id;
+    uint64_t next_id;       /* the last request id given (first_ids at the start) */
     pgw_log_limit oom_said; /* out-of-memory lines (service thread only) */
 };
 
@@ -293,6 +318,26 @@ static int64_t wall_us(void)
 }
 
 /* ---- the request log ------------------------------------------------------------------------ */
+
+/* h->next_id at the start (the ids' comment above): the first id is one more. */
+static uint64_t first_ids(void)
+{
+    uint16_t tag = 0;
+    if (RAND_bytes((unsigned char *)&tag, sizeof(tag)) != 1) /* the pid: still a tag */
+        tag = (uint16_t)getpid();
+    int64_t ms = wall_us() / 1000 - ID_EPOCH_MS;
+    uint64_t since = ms < 0 ? 0 : (uint64_t)ms; /* a clock before 2026: the tag still tells */
+    uint64_t counted = since << ID_RATE_BITS & ((UINT64_C(1) << ID_TAG_SHIFT) - 1);
+    return (uint64_t)(tag & ((1u << ID_TAG_BITS) - 1)) << ID_TAG_SHIFT | counted;
+}
+
+/* The next request id (a request's or a member stream's check): never 0,
+ * which says none, nor past a JSON integer's int64. */
+static uint64_t new_id(pgw_http *h)
+{
+    PGW_ASSERT(h->next_id < (uint64_t)INT64_MAX);
+    return ++h->next_id;
+}
 
 /* Whether `seg` (len bytes) is a mainland mobile number, maybe after +86,
  * as a member's id typed into a path: its 11 digits at *digits. */
@@ -736,7 +781,7 @@ static void dispatch(pgw_http *h, struct lws *wsi, req *q)
     unhook_body(q);
     q->r.body = q->body;
     q->r.body_len = q->body_expected;
-    q->r.id = ++h->next_id;
+    q->r.id = new_id(h);
     if (pgw_api_handle(h->api, &q->r, &q->resp)) {
         q->waiting = true;
         slot_put(h, q->r.id, wsi, false);
@@ -1745,7 +1790,7 @@ static int close_member(struct lws *wsi, watcher *w)
 static int member_check(pgw_http *h, watcher *w)
 {
     pgw_err err;
-    uint64_t id = ++h->next_id;
+    uint64_t id = new_id(h);
     if (w->first_check == 0)
         w->first_check = id;
     int rc = pgw_api_stream_check(h->api, &w->session, id, &err);
@@ -2381,6 +2426,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     h->proxies = opts->cfg ? opts->cfg->http.trusted_proxies : NULL;
     h->n_proxies = opts->cfg ? opts->cfg->http.n_trusted_proxies : 0;
     h->members_max = opts->cfg ? (size_t)opts->cfg->http.stream_sessions_max : 256;
+    h->next_id = first_ids();
     h->member_check_s = opts->cfg ? opts->cfg->http.stream_session_check_s : 60;
     size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;
     h->done_cap = inflight + NEWS_PENDING_MAX;

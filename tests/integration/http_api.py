@@ -2452,6 +2452,50 @@ def test_reload_refuses_the_demo_key(tmp):
     check(code == 0, f"SIGTERM stops: {code} {said[-3:]}")
 
 
+def test_request_ids_across_restarts(tmp):
+    """Regression: the request log's "id" (which stderr's "request N"
+    names too) counted from 1 at every start, so a restart's requests
+    had the ids of the last run's. Unique across restarts of one
+    instance, and between instances on one PostgreSQL database."""
+    def ids_of(s, n):
+        for _ in range(n):
+            status, _, _ = s.request("GET", "/healthz", key=None)
+            check(status == 200, f"request ids: /healthz answered {status}")
+        lines = log_lines(s, lambda ls: len(ls) >= n)
+        got = [line.get("id") for line in lines]
+        check(len(got) == n and all(isinstance(i, int) and 0 < i < 2 ** 63 for i in got),
+              f"request ids: {n} lines, each a positive 64-bit id: {got}")
+        return got
+
+    runs = [os.path.join(tmp, "ids-%d" % i) for i in range(3)]
+    for d in runs:
+        os.makedirs(d, exist_ok=True)
+    path = write_config(runs[0], name="ids.json")
+    s = Server(runs[0], path)
+    db = s.db
+    try:
+        before = ids_of(s, 3)
+    finally:
+        s.stop()
+    s = Server(runs[1], path, db=db)
+    try:
+        after = ids_of(s, 2)
+        check(after[0] not in before and not set(after) & set(before),
+              f"request ids after a restart are new: {before} then {after}")
+        check(after == sorted(after) and len(set(after)) == len(after),
+              f"request ids of one run increase: {after}")
+        if db.startswith("postgresql://"):  # SQLite's database is one instance's
+            other = Server(runs[2], path, db=db)
+            try:
+                beside = ids_of(other, 2)
+            finally:
+                other.stop()
+            check(not set(beside) & set(after + before),
+                  f"a second instance's request ids are its own: {beside} beside {after}")
+    finally:
+        s.stop()
+
+
 def test_hangup(tmp):
     """Regression (the operations review): SIGHUP killed the server outright
     (exit 129), dropping requests in flight. Under nohup it stays ignored."""
@@ -5571,7 +5615,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key,
               test_log_kept_through_a_signal, test_nonces_across_restarts, test_keys_add_signing,
-              test_long_waits,
+              test_request_ids_across_restarts, test_long_waits,
               test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
