@@ -151,10 +151,19 @@ static bool date_alone(const char *p)
     return digits >= 7 || (digit_byte(next[1]) && next[2] == ':');
 }
 
+/* Whether the ':' at p joins the group of `before` digits to the digits
+ * after it as a phone's ("138:0013:8000"): one of the two has 3 or more.
+ * A time's groups have 1 or 2 ("12:30:45", "9:05"): it stays a time. */
+static bool colon_joins(const char *p, size_t before)
+{
+    return p[0] == ':' && digit_byte(p[1]) && (before >= 3 || strspn(p + 1, "0123456789") >= 3);
+}
+
 /* The length of the number at p (digits, at most 4 gap bytes between two
- * of them: "138 0013 8000", "138.0013.8000", ")" and an ideographic space), its digits
- * counted in *digits. A date (date_alone) is no number's (0 digits) and
- * joins none that is hidden anyway: a short one it joins (110105-1990-01-01). */
+ * of them: "138 0013 8000", "138.0013.8000", ")" and an ideographic space,
+ * or one ':' (colon_joins)), its digits counted in *digits. A date
+ * (date_alone) is no number's (0 digits) and joins none that is hidden
+ * anyway: a short one it joins (110105-1990-01-01). */
 static size_t number_length(const char *p, size_t *digits)
 {
     size_t n = 0;
@@ -162,21 +171,31 @@ static size_t number_length(const char *p, size_t *digits)
     if (date_length(p) > 0 && date_alone(p))
         return 10;
     while (digit_byte(p[n])) {
-        for (; digit_byte(p[n]); n++)
+        size_t group = 0;
+        for (; digit_byte(p[n]); n++, group++)
             ++*digits;
-        size_t gap = gap_length(p + n);
+        size_t gap = colon_joins(p + n, group) ? 1 : gap_length(p + n);
         if (gap > 0 && digit_byte(p[n + gap]) && (*digits < 7 || date_length(p + n + gap) == 0))
             n += gap;
     }
     return n;
 }
 
+/* Whether the token at p (len bytes) is a period written without spaces,
+ * two dates joined by one '/' or '-' (2026-11-01/2026-11-30, as ISO 8601
+ * writes an interval): long, but no key's text. */
+static bool period_token(const char *p, size_t len)
+{
+    return len == 21 && date_length(p) == 10 && (p[10] == '/' || p[10] == '-') &&
+           date_length(p + 11) == 10;
+}
+
 /* How much of p, a token of `len` bytes and what follows it, is hidden:
- * 0 when none. The whole token when it is long or holds a long number,
- * and that number to its end. */
+ * 0 when none. The whole token when it is long (not a period) or holds a
+ * long number, and that number to its end. */
 static size_t hidden_length(const char *p, size_t len)
 {
-    size_t hide = len >= 20 ? len : 0;
+    size_t hide = len >= 20 && !period_token(p, len) ? len : 0;
     for (size_t i = 0; i < len; i++) {
         size_t digits, n = number_length(p + i, &digits);
         if (digits >= 7 && i + n > hide)

@@ -195,6 +195,40 @@ static void test_reason_date_shaped_numbers(void **state)
     expect_reason("2026-11-24 138 0013 8000", 200, "2026-11-24 ***");
 }
 
+/* Regression: a phone's groups written apart by ':' (138:0013:8000) were
+ * shown, where spaces, '-' and '.' hid them; a time of day's groups, 1 or
+ * 2 digits each, stay a time. */
+static void test_reason_phone_colons(void **state)
+{
+    (void)state;
+    expect_reason("no member 138:0013:8000", 200, "no member ***");
+    expect_reason("no member +86 138:0013:8000.", 200, "no member ***.");
+    expect_reason("no member 13800:138000 here", 200, "no member *** here");
+    /* times and dates beside them stay */
+    expect_reason("at 12:30:45 and 9:05", 200, "at 12:30:45 and 9:05");
+    expect_reason("at 2026-11-24 12:30:45, 2026-11-24T12:30:45+08:00", 200,
+                  "at 2026-11-24 12:30:45, 2026-11-24T12:30:45+08:00");
+    expect_reason("at 12:30:45 1380 x", 200, "at 12:30:45 1380 x");
+    expect_reason("at 1:40: x", 200, "at 1:40: x");
+}
+
+/* Regression: a period written without spaces, 2026-11-01/2026-11-30 (as
+ * ISO 8601 writes an interval), was one 21-byte token and hidden as a
+ * key's text would be: it shows as its two dates. */
+static void test_reason_period_unspaced(void **state)
+{
+    (void)state;
+    expect_reason("period 2026-11-01/2026-11-30 is closed", 200,
+                  "period 2026-11-01/2026-11-30 is closed");
+    expect_reason("2026/11/01-2026/11/30", 200, "2026/11/01-2026/11/30");
+    /* a long token that is not two dates stays hidden */
+    expect_reason("x 2026-11-01/1380013800 y", 200, "x *** y");
+    expect_reason("x 2026-13-01/2026-11-30 y", 200, "x *** y");
+    expect_reason("x 1381-12-30/2026-11-30 y", 200, "x *** y");
+    expect_reason("x abcdefghij/2026-11-30 y", 200, "x *** y");
+    expect_reason("x 2026-11-01/2026-11-30/2026 y", 200, "x *** y");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +241,8 @@ int main(void)
         cmocka_unit_test(test_reason_postgres_detail),
         cmocka_unit_test(test_reason_dates),
         cmocka_unit_test(test_reason_date_shaped_numbers),
+        cmocka_unit_test(test_reason_phone_colons),
+        cmocka_unit_test(test_reason_period_unspaced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
