@@ -60,6 +60,7 @@
 #define HISTORY_MAX          100
 #define JOBS_KEPT            256      /* jobs kept for reuse after a burst: ~25 MB */
 #define LOG_BUF              PIPE_BUF /* request log lines written at once (log_buf) */
+#define LOG_CODE_MAX         31       /* an error's code in the log: API.md's are shorter */
 #define BATCH_EVENTS_MAX     1000     /* API.md */
 #define BATCH_WINDOW         32       /* events of one batch in the writer's queue at once */
 #define CSV_ROWS_MAX         10000    /* rows of one shop CSV batch */
@@ -329,6 +330,7 @@ struct pgw_api {
      * pieces (R4). ~16 lines a write still. */
     char log_buf[LOG_BUF];
     size_t log_len;
+    uint64_t log_dropped; /* lines a write failed for (stdout closed, a full disk) */
     uint64_t requests[R_COUNT][N_STATUSES + 1]; /* last slot: any other status */
     uint64_t duration_le[N_BUCKETS];
     uint64_t duration_count;
@@ -359,7 +361,7 @@ static void error_body(pgw_response *resp, int status, const char *code, const c
     json_t *body = json_pack("{s:{s:s,s:s,s:o}}", "error", "code", code, "message", message,
                              "details", details ? details : json_object());
     set_body(resp, status, body);
-    PGW_ASSERT(strlen(code) < 32); /* API.md's codes; pgw_api_log sizes its line for them */
+    PGW_ASSERT(strlen(code) <= LOG_CODE_MAX); /* API.md's; the log's line is sized for them */
     resp->error_code = code;
     pgw_redact_reason(message, resp->reason, sizeof(resp->reason));
 }
@@ -1985,6 +1987,8 @@ static void metrics_http(metrics_text *m, const pgw_api *api)
         (unsigned long long)api->duration_count);
     describe(m, "pgw_inflight_requests", "gauge", "Requests waiting on the database.");
     put(m, "pgw_inflight_requests %zu\n", api->inflight);
+    put_counter(m, "pgw_request_log_dropped_lines_total",
+                "Request log lines lost: stdout closed or failing.", api->log_dropped);
 }
 
 static void metrics_writer(metrics_text *m, const pgw_writer_stats *w)
@@ -4619,12 +4623,13 @@ static void loggable_path(const char *path, char *out, size_t cap)
 
 /* ---- the log and the counters --------------------------------------------------------------- */
 
-/* Writes `len` bytes of request log lines. A failed write (a full disk, a
- * closed pipe) loses them: the log is no ledger, serving goes on. A signal
- * (SIGHUP's reload, SIGTERM) that comes while a full pipe holds the write
- * up is no failure: the write goes on where it stopped, else a pass's
- * lines were lost (stdio tries no write again on EINTR). */
-static void write_log(FILE *log, const char *bytes, size_t len)
+/* Writes `len` bytes of request log lines; the lines not written whole, 0
+ * when all were. A failed write (a full disk, a closed pipe) loses them:
+ * the log is no ledger, serving goes on, and /metrics counts them. A
+ * signal (SIGHUP's reload, SIGTERM) that comes while a full pipe holds the
+ * write up is no failure: the write goes on where it stopped, else a
+ * pass's lines were lost (stdio tries no write again on EINTR). */
+static uint64_t write_log(FILE *log, const char *bytes, size_t len)
 {
     size_t done = 0;
     for (;;) {
@@ -4634,7 +4639,29 @@ static void write_log(FILE *log, const char *bytes, size_t len)
         clearerr(log);
     }
     fflush(log);
+    uint64_t lost = 0; /* each line ends in '\n': those after `done` are cut or unwritten */
+    for (const char *p = bytes + done; (p = memchr(p, '\n', len - (size_t)(p - bytes))) != NULL;
+         p++)
+        lost++;
+    return lost;
 }
+
+/*
+ * A request log line's most bytes (the '\n' apart), from its fields'
+ * maxima: a string's byte is 6 escaped at most ("\u001f"; the path's,
+ * U+FFFD's 3 for a byte that is no UTF-8, or a control's 6), an integer
+ * 20 ("-9223372036854775808"), and the keys' text. ~3.2 KB: a line always
+ * fits the buffer, which a pipe takes whole (PIPE_BUF).
+ */
+#define LOG_ESCAPED(bytes) (6 * (bytes))
+#define LOG_LINE_MAX                                                                               \
+    (sizeof("{\"ts_us\":,\"id\":,\"method\":\"\",\"path\":\"\",\"status\":,\"us\":,"               \
+            "\"key\":\"\",\"client\":\"\",\"error\":\"\",\"reason\":\"\",\"delivered\":false}") -  \
+     1 + 4 * 20 +                                                                                  \
+     LOG_ESCAPED(sizeof(((pgw_request *)NULL)->method) - 1 + PGW_PATH_MAX + PGW_ID_MAX +           \
+                 sizeof(((pgw_request *)NULL)->client_address) - 1 + LOG_CODE_MAX +                \
+                 PGW_API_REASON_MAX))
+_Static_assert(LOG_LINE_MAX + 1 <= LOG_BUF, "a request log line and its newline fit the buffer");
 
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us)
 {
@@ -4654,13 +4681,10 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
         return;
     /* Written by hand: this runs once per request on the service thread,
      * where a jansson object cost a tenth of it and fprintf's formatting
-     * 3%. Sized for the longest fields, each byte escaped (6 bytes at
-     * most), the names, four integers and "delivered" (192), an
-     * error's code (under 32) and reason. */
+     * 3%. Sized for the longest fields (LOG_LINE_MAX), and its NUL. */
     char path[3 * sizeof(req->path)];
     loggable_path(req->path, path, sizeof(path));
-    char line[192 + 6 * (sizeof(req->method) + sizeof(path) + sizeof(resp->key_name) +
-                         sizeof(req->client_address) + 32 + sizeof(resp->reason))];
+    char line[LOG_LINE_MAX + 1];
     pgw_json_out o;
     pgw_json_out_init(&o, line, sizeof(line));
     pgw_json_out_begin_object(&o);
@@ -4689,22 +4713,18 @@ void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp,
         pgw_json_out_bool(&o, false);
     }
     pgw_json_out_end_object(&o);
-    PGW_ASSERT(!o.overflow);
+    PGW_ASSERT(!o.overflow); /* LOG_LINE_MAX: its newline fits the buffer too */
     line[o.len] = '\n';
     if (api->log_len + o.len + 1 > sizeof(api->log_buf))
         pgw_api_flush_log(api);
-    if (o.len + 1 > sizeof(api->log_buf)) /* a line longer than the buffer: as it is */
-        write_log(api->log, line, o.len + 1);
-    else {
-        memcpy(api->log_buf + api->log_len, line, o.len + 1);
-        api->log_len += o.len + 1;
-    }
+    memcpy(api->log_buf + api->log_len, line, o.len + 1);
+    api->log_len += o.len + 1;
 }
 
 void pgw_api_flush_log(pgw_api *api)
 {
     if (api->log_len > 0)
-        write_log(api->log, api->log_buf, api->log_len);
+        api->log_dropped += write_log(api->log, api->log_buf, api->log_len);
     api->log_len = 0;
 }
 

@@ -294,9 +294,10 @@ size_t pgw_api_stream_member_view(const char *json, size_t len, char *out);
  * lines under load, not per request. */
 void pgw_api_log(pgw_api *api, const pgw_request *req, const pgw_response *resp, int64_t done_us);
 
-/* Writes the request log's waiting lines, whole, and flushes the log. The
- * service loop calls it after each pass, so that a reader of the log sees
- * a line as soon as a write per line showed it; pgw_api_free calls it last. */
+/* Writes the request log's waiting lines, whole, and flushes the log
+ * (lines a write failed for are counted: /metrics). The service loop
+ * calls it after each pass, so that a reader of the log sees a line as
+ * soon as a write per line showed it; pgw_api_free calls it last. */
 void pgw_api_flush_log(pgw_api *api);
 
 #endif

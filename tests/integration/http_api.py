@@ -3317,6 +3317,34 @@ def test_log_while_idle(s):
           f"idle log: the request's line within a second: {lines[before:]}")
 
 
+def test_log_dropped_counted(tmp):
+    """Regression: request log lines lost because stdout was closed (its
+    reader gone) were counted nowhere: /metrics counts them, serving goes
+    on."""
+    d = os.path.join(tmp, "log-dropped")
+    os.makedirs(d, exist_ok=True)
+    r, w = os.pipe()
+    s = Server(d, write_config(d, name="log-dropped.json"),
+               db="sqlite:" + os.path.join(d, "s.db"), stdout=w)
+    os.close(w)
+    os.close(r)  # no reader: each write of the log fails (EPIPE; SIGPIPE is ignored)
+    try:
+        for n in range(5):
+            status, _, _ = s.request("GET", "/healthz", key=None)
+            check(status == 200, f"log-dropped: served with stdout closed: {status}")
+        dropped, until = -1, time.time() + 5
+        while dropped < 5 and time.time() < until:
+            _, text, _ = s.request("GET", "/metrics", key=None)
+            m = re.search(r"^pgw_request_log_dropped_lines_total (\d+)$", text, re.M)
+            dropped = int(m.group(1)) if m else -1
+            if dropped < 5:
+                time.sleep(0.05)
+        check(dropped >= 5, f"log-dropped: /metrics counts the lines lost: {dropped}")
+    finally:
+        code, err = s.stop()
+    check(code == 0 and "stopped cleanly" in err, f"log-dropped: a clean stop: {code} {err}")
+
+
 def test_log_kept_through_a_signal(tmp):
     """Regression (R4's review of 15a4b02): a signal (SIGHUP's reload of the
     keys, SIGTERM) that came while the service thread waited to write the
@@ -5613,8 +5641,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_hangup_while_starting, test_reload_keys,
-              test_reload_refuses_the_demo_key,
-              test_log_kept_through_a_signal, test_nonces_across_restarts, test_keys_add_signing,
+              test_reload_refuses_the_demo_key, test_log_kept_through_a_signal,
+              test_log_dropped_counted, test_nonces_across_restarts, test_keys_add_signing,
               test_request_ids_across_restarts, test_long_waits,
               test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
