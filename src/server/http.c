@@ -38,6 +38,7 @@
 #define HEADER_DATA_MAX  8192                             /* all request header bytes */
 #define DRAIN_SERVICE_MS (PGW_HTTP_STOP_ANSWERS_S * 1000) /* at shutdown, for the last answers */
 #define STREAMS_CLOSE_MS 1000 /* and to streams to take their last messages and close */
+#define POLL_FAILS_MAX   1000 /* passes in a row whose poll() failed at once: lws failing */
 #define STOP_TICK_MS     100  /* the drain's loop looks at the clock this often */
 #define QUIET_TICK_S     1    /* the API's "works again" when quiet: pgw_api_tell_quiet */
 #define STREAM_RING      4096 /* live-stream messages kept for slow watchers */
@@ -2503,10 +2504,22 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
     *stopped = (pgw_http_stopped){0};
     quiet_tick(&h->quiet_sul);
     /* lws failing (its loop cannot go on) is no stop asked: the drain is
-     * the same, but the run fails, so that a supervisor restarts it. */
+     * the same, but the run fails, so that a supervisor restarts it.
+     * lws 4.1 takes a failed poll() for a pass with nothing to do
+     * (unix-service.c), and returns 0: one failing at once every pass
+     * (EINVAL, more sockets than RLIMIT_NOFILE lowered since the start;
+     * ENOMEM) spun this thread at full CPU, serving nothing, silently.
+     * No call follows a failed poll() in that pass, so its errno is the
+     * pass's: POLL_FAILS_MAX such passes in a row are lws failing (one
+     * interrupted by a signal, EINTR, is none). */
     bool failed = false;
-    while (!h->stop && !failed) {
+    int poll_errno = 0;
+    for (size_t poll_fails = 0; !h->stop && !failed;) {
+        errno = 0;
         failed = lws_service(h->ctx, 0) < 0;
+        poll_fails = errno == EINVAL || errno == ENOMEM ? poll_fails + 1 : 0;
+        if (!failed && poll_fails >= POLL_FAILS_MAX)
+            poll_errno = errno, failed = true;
         pgw_api_flush_log(h->api); /* the pass's request log lines, at once */
     }
     lws_sul_cancel(&h->quiet_sul);
@@ -2539,6 +2552,14 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
     /* Past the deadline: cut off by pgw_http_free, each logged undelivered. */
     stopped->answers_cut = h->responding;
     stopped->changes_cut = h->responding_changes;
+    if (failed && poll_errno != 0)
+        return pgw_err_set(err, PGW_EIO,
+                           "libwebsockets' service loop failed: poll() failed %d times in a row: "
+                           "%s%s: stopped serving though no stop was asked",
+                           POLL_FAILS_MAX, strerror(poll_errno),
+                           poll_errno == EINVAL ? " (more sockets than the open-file limit, "
+                                                  "RLIMIT_NOFILE, lowered since the start?)"
+                                                : "");
     return failed ? pgw_err_set(err, PGW_EIO,
                                 "libwebsockets' service loop failed: stopped serving though no "
                                 "stop was asked")

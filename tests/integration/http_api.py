@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import resource
 import select
 import shutil
 import signal
@@ -3345,6 +3346,34 @@ def test_log_dropped_counted(tmp):
     check(code == 0 and "stopped cleanly" in err, f"log-dropped: a clean stop: {code} {err}")
 
 
+def test_poll_failing_stops(tmp):
+    """Regression: libwebsockets 4.1 takes a failing poll() for a pass with
+    nothing to do, so one failing at once every pass (EINVAL: more sockets
+    than the open-file limit, lowered since the start) spun the service
+    thread at full CPU, serving nothing, and said nothing. It is the loop
+    failing: serve stops (not exit 0, so a supervisor restarts it) and
+    says why."""
+    d = os.path.join(tmp, "poll-failing")
+    os.makedirs(d, exist_ok=True)
+    s = Server(d, write_config(d, name="poll-failing.json"))
+    try:
+        status, _, _ = s.request("GET", "/healthz", key=None)
+        check(status == 200, f"poll-failing: served first: {status}")
+        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (1, 1))  # its 2 sockets: EINVAL
+        with contextlib.suppress(OSError):  # a connection wakes its poll()
+            socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
+        code = s.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(timeout=30)
+        err = s.proc.stderr.read()
+    check(code not in (None, 0) and "poll() failed" in err and "Invalid argument" in err,
+          f"poll-failing: serve stops, not 0, saying why: exit {code}: {err[-400:]}")
+
+
 def test_log_kept_through_a_signal(tmp):
     """Regression (R4's review of 15a4b02): a signal (SIGHUP's reload of the
     keys, SIGTERM) that came while the service thread waited to write the
@@ -5642,7 +5671,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key, test_log_kept_through_a_signal,
-              test_log_dropped_counted, test_nonces_across_restarts, test_keys_add_signing,
+              test_log_dropped_counted, test_poll_failing_stops, test_nonces_across_restarts,
+              test_keys_add_signing,
               test_request_ids_across_restarts, test_long_waits,
               test_few_open_files, test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
