@@ -96,7 +96,8 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
 
 /*
  * Request ids (the request log's "id", stderr's "request N"): a run's
- * counter, seeded so that no other run's ids meet it, with nothing stored:
+ * counter, seeded so that other runs' ids do not meet it (below: when they
+ * could), with nothing stored:
  * bits 0..52 count on from the milliseconds since 2026-01-01 at the start,
  * times 4,096 (ID_RATE_BITS); bits 53..62 are a random tag of the run.
  * - A restart's ids are new: the last run's ids stayed below its end's
