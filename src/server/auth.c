@@ -254,21 +254,25 @@ static const pgw_tz UTC = {.name = "UTC"};
 
 /* A stamp `ts` out of the window at `now`: how far off, and which way (a
  * till's clock is what to fix). The distance in unsigned: any long long
- * from a clock of today fits; in days from 7 digits of seconds on, which
- * the log would hide as well. */
+ * is within 2^64 of a clock of today. In days from 7 digits of seconds
+ * on, and "over 999999 days" past that (a stamp in milliseconds, say),
+ * the log hiding 7 digits of either as a phone's. */
 static int refuse_skew(long long ts, int64_t now, pgw_err *err)
 {
     unsigned long long off = ts < now ? (unsigned long long)now - (unsigned long long)ts
                                       : (unsigned long long)ts - (unsigned long long)now;
-    bool days = off >= 1000000;
+    bool days = off >= 1000000, over = off / 86400 > 999999;
     char clock[PGW_RFC3339_MAX];
     pgw_format_moment(now, &UTC, clock);
-    return pgw_err_set(err, PGW_EUNAUTHORIZED,
-                       "%s: %llu %s %s the gateway's clock (%s), more than the %d s a signature "
-                       "is good for: check the client's clock",
-                       ts < now ? "stale X-PGW-Timestamp" : "X-PGW-Timestamp too far ahead",
-                       days ? off / 86400 : off, days ? "days" : "s",
-                       ts < now ? "behind" : "ahead of", clock, PGW_SIGNATURE_SKEW_S);
+    return pgw_err_set(
+        err, PGW_EUNAUTHORIZED,
+        "%s: %s%llu %s %s the gateway's clock (%s), more than the %d s a signature "
+        "is good for: check the client's clock",
+        ts < now ? "stale X-PGW-Timestamp" : "X-PGW-Timestamp too far ahead", over ? "over " : "",
+        over   ? 999999
+        : days ? off / 86400
+               : off,
+        days ? "days" : "s", ts < now ? "behind" : "ahead of", clock, PGW_SIGNATURE_SKEW_S);
 }
 
 static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_signed_request *req,

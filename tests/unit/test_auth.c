@@ -230,6 +230,42 @@ static void test_time_refusals_read_in_the_log(void **state)
     pgw_auth_free(a);
 }
 
+/* Every clock case of the window's refusal, as the request log shows it:
+ * the bound itself taken, one second past it refused either way, seconds
+ * up to 6 digits, days from there; and a stamp no clock of today gives
+ * (milliseconds, the extremes of a long long), whose days would be 7
+ * digits or more and hidden as a phone's, is "over 999999 days". */
+static void test_every_skew_reads_in_the_log(void **state)
+{
+    (void)state;
+    pgw_err err;
+    pgw_auth *a = signing_auth();
+    assert_int_equal(check(a, T0 - 300, "b-1", T0, false, &err), PGW_OK);
+    assert_int_equal(check(a, T0 + 300, "b-2", T0, false, &err), PGW_OK);
+    static const struct {
+        long long ts;
+        const char *want;
+    } CASES[] = {
+        {T0 - 301, "stale X-PGW-Timestamp: 301 s behind the gateway's clock ("},
+        {T0 + 301, "X-PGW-Timestamp too far ahead: 301 s ahead of the gateway's clock ("},
+        {T0 - 999999, ": 999999 s behind"},
+        {T0 + 1000000, ": 11 days ahead of"},
+        {-1, ": 20781 days behind"},
+        {T0 - 86400LL * 999999 - 86399, ": 999999 days behind"},
+        {T0 + 86400LL * 1000000, ": over 999999 days ahead of"},
+        {T0 * 1000LL, ": over 999999 days ahead of"}, /* a stamp in milliseconds */
+        {INT64_MAX, ": over 999999 days ahead of"},
+        {INT64_MIN, ": over 999999 days behind"},
+    };
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
+        char nonce[16];
+        snprintf(nonce, sizeof(nonce), "s-%zu", i);
+        assert_int_equal(check(a, CASES[i].ts, nonce, T0, false, &err), PGW_EUNAUTHORIZED);
+        assert_logged_whole(err.msg, CASES[i].want);
+    }
+    pgw_auth_free(a);
+}
+
 /* Nonces are each key's own: two tills that number their requests 1, 2,
  * 3... must not refuse each other's (API.md: a key's nonce is unique
  * within the window; nothing asks keys to agree). A replay is still a
@@ -431,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_one_bearer_answers_every_question),
         cmocka_unit_test(test_a_nonce_is_taken_once_within_its_window),
         cmocka_unit_test(test_time_refusals_read_in_the_log),
+        cmocka_unit_test(test_every_skew_reads_in_the_log),
         cmocka_unit_test(test_each_key_has_its_own_nonces),
         cmocka_unit_test(test_signatures_in_upper_case_hex),
         cmocka_unit_test(test_many_nonces_within_one_window),
