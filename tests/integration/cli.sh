@@ -637,6 +637,16 @@ expect_text '"name":"pos-s002","scope":"shop:S002","key_sha256":"'
 expect_text '","require_signature":true}'
 expect_exit 0 "$bin" keys --help
 expect_text "--require-signature"
+# Regression (review of the flag): `--name` given no value took the next
+# flag for it: `--name --require-signature` made a key named so that need
+# not sign, exit 0. A flag's value is never one of the command's flags.
+expect_exit 2 "$bin" keys add --scope shop:S002 --name --require-signature
+expect_text "pointsgw keys add: --name needs a value"
+[[ "$out" != *key_sha256* ]] && pass || fail "keys add: a flag taken for --name: $out"
+expect_exit 2 "$bin" keys add --scope shop:S002 --require-signature --require-signature
+expect_text "pointsgw keys add: --require-signature given twice"
+expect_exit 2 "$bin" keys add --scope shop:S002 --require-signature=true
+expect_text "unknown argument '--require-signature=true'"
 expect_exit 2 "$bin" keys add --scope shop:S999
 expect_text 'unknown shop "S999"'
 # Regression (an operator's walkthrough): it said `key.scope: unknown
