@@ -24,6 +24,7 @@
 #include "server/reconcile.h"
 #include "server/report.h"
 #include "server/session.h"
+#include "server/statement.h"
 #include "server/wechat.h"
 #include "notify/notifier.h"
 #include "adapters/wechat_mp/api.h"
@@ -1058,9 +1059,10 @@ static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row
 }
 
 static json_t *import_row_json(const pgw_csv_row *row, const int *col, const char *shop,
-                               pgw_err *err)
+                               const pgw_tz *tz, pgw_err *err)
 {
     (void)shop;
+    (void)tz;
     json_t *obj = json_pack("{s:s,s:s,s:s}", "card", pgw_csv_cell(row, col, PGW_IMPORT_CARD),
                             "phone", pgw_csv_cell(row, col, PGW_IMPORT_PHONE), "points",
                             pgw_csv_cell(row, col, PGW_IMPORT_POINTS));
@@ -1098,16 +1100,28 @@ static int csv_header(const pgw_csv_row *row, int col[N_COLUMNS], pgw_err *err)
     return rc;
 }
 
-/* One CSV row as the event object POST /v1/events would take. */
-static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *shop, pgw_err *err)
+/* One CSV row as the event object POST /v1/events would take. Its
+ * occurred_at is read as a reconciliation statement reads its own (what a
+ * spreadsheet writes; offset-less, in the mall's zone `tz`) and handed on
+ * as RFC 3339: the same instant however spelt is the same event. */
+static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *shop, const pgw_tz *tz,
+                         pgw_err *err)
 {
+    int64_t at = 0;
+    char when[PGW_RFC3339_MAX];
     json_t *member = pgw_member_json_from_text(pgw_csv_cell(row, col, COL_MEMBER), err);
     if (member == NULL)
         return NULL;
+    /* pgw_statement_time refuses what tz cannot write: the format succeeds. */
+    if (pgw_statement_time(pgw_csv_cell(row, col, COL_OCCURRED_AT), tz, &at, err) != PGW_OK ||
+        pgw_format_rfc3339(at, tz, when, sizeof(when)) != PGW_OK) {
+        json_decref(member);
+        return NULL;
+    }
     json_t *ev =
         json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "event_id", pgw_csv_cell(row, col, COL_EVENT_ID),
                   "channel", "store", "shop_id", shop, "type", pgw_csv_cell(row, col, COL_TYPE),
-                  "occurred_at", pgw_csv_cell(row, col, COL_OCCURRED_AT), "member", member);
+                  "occurred_at", when, "member", member);
     const char *amount = pgw_csv_cell(row, col, COL_AMOUNT);
     int64_t fen = 0;
     /* Digits only: strtoll took " 5000" and "+5000" as 5000 and refused "5000 ".
@@ -1134,9 +1148,10 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
  * (invalid_request with the problem) in place of each bad one. */
 /* Turns a CSV row into what the batch will start (an event, an import row). */
 typedef json_t *(*row_converter)(const pgw_csv_row *row, const int *col, const char *shop,
-                                 pgw_err *err);
+                                 const pgw_tz *tz, pgw_err *err);
 
-static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, pgw_batch *b, pgw_err *err)
+static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const pgw_tz *tz,
+                    pgw_batch *b, pgw_err *err)
 {
     static pgw_csv_row row; /* service thread only: ~16 KB */
     bool done = false;
@@ -1165,7 +1180,7 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, pgw_bat
                 break;
             }
         }
-        json_t *ev = row_rc == PGW_OK ? convert(&row, col, b->shop, &bad) : NULL;
+        json_t *ev = row_rc == PGW_OK ? convert(&row, col, b->shop, tz, &bad) : NULL;
         b->lines[b->n] = row.line;
         problems[b->n] = ev ? NULL : strdup(bad.msg);
         bool kept = (ev != NULL || problems[b->n] != NULL) &&
@@ -1266,7 +1281,7 @@ static bool run_csv_batch(pgw_api *api, const pgw_request *req, const pgw_princi
     memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
     b->who = *who;
     b->events = json_array();
-    rc = b->events ? csv_rows(csv, col, convert, b, &err) : PGW_ENOMEM;
+    rc = b->events ? csv_rows(csv, col, convert, &api->cfg->rules.tz, b, &err) : PGW_ENOMEM;
     if (rc == PGW_OK && b->n == 0)
         rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
     if (rc != PGW_OK) {

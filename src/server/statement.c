@@ -361,26 +361,40 @@ static bool parse_shop(const char *shop, pgw_recon_row *r)
     return true;
 }
 
-/* A row's occurred_at: unix seconds, or a time as a till or a spreadsheet
- * writes it (pgw_parse_local_time: RFC 3339, a space for the T, its
- * seconds or offset left out, a slash date; without its offset, a local
- * time in the statement's zone). PGW_EINVAL when it is none of these;
- * PGW_ERANGE, `why` saying it, for one that names no date or time of
- * day, or a local time the zone cannot place, and for an instant the
- * zone cannot write (outside its years 1970..9999: 253402300799 is
- * 10000-01-01 in Shanghai), for the report writes the row's time in it. */
-static int parse_time(const pgw_statement *st, const char *at, int64_t *out, pgw_err *why)
+/* A time the reader cannot take: PGW_EINVAL when it is no time's shape;
+ * PGW_ERANGE, `why` saying it, for one that names no date or time of day,
+ * or a local time the zone cannot place, and for an instant the zone
+ * cannot write (outside its years 1970..9999: 253402300799 is 10000-01-01
+ * in Shanghai), for the report writes the row's time in it. */
+static int parse_time(const pgw_tz *tz, const char *at, int64_t *out, pgw_err *why)
 {
     int rc = whole_number(at, 0, INT64_C(253402300799), false, out)
                  ? PGW_OK
-                 : pgw_parse_local_time(at, st->has_tz ? &st->tz : NULL, out, why);
+                 : pgw_parse_local_time(at, tz, out, why);
     char text[PGW_RFC3339_MAX];
-    if (rc == PGW_OK && st->has_tz &&
-        pgw_format_rfc3339(*out, &st->tz, text, sizeof(text)) != PGW_OK)
+    if (rc == PGW_OK && tz != NULL && pgw_format_rfc3339(*out, tz, text, sizeof(text)) != PGW_OK)
         return pgw_err_set(why, PGW_ERANGE,
                            "\"%.*s\" is outside the years %d..%d in the mall's zone (%s)",
-                           QUOTED(at), PGW_YEAR_MIN, PGW_YEAR_MAX, st->tz.name);
+                           QUOTED(at), PGW_YEAR_MIN, PGW_YEAR_MAX, tz->name);
     return rc;
+}
+
+int pgw_statement_time(const char *at, const pgw_tz *tz, int64_t *out, pgw_err *err)
+{
+    pgw_err why;
+    const char *around = padded(at);
+    if (around != NULL)
+        return pgw_err_set(err, PGW_EINVAL, "occurred_at \"%.*s\" %s: write the time alone",
+                           QUOTED(at), around);
+    int rc = parse_time(tz, at, out, &why);
+    if (rc == PGW_ERANGE) /* no such date, or a local time unplaced: why says it, quoting it */
+        return pgw_err_set(err, rc, "occurred_at %s", why.msg);
+    if (rc != PGW_OK)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "occurred_at \"%.*s\" is neither unix seconds nor a time as RFC 3339 "
+                           "or a spreadsheet writes it (2026/11/20 14:03:05)",
+                           QUOTED(at));
+    return PGW_OK;
 }
 
 /* "1,234,567": a first group of 1..3 digits (not 0: "0,123" may be a
@@ -521,17 +535,8 @@ static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
         return malformed(r, "event_id must be 1..%d bytes", PGW_EVENT_ID_MAX);
     pgw_event_type t;
     pgw_err why;
-    const char *around = padded(at);
-    if (around != NULL)
-        return malformed(r, "occurred_at \"%.*s\" %s: write the time alone", QUOTED(at), around);
-    int rc = parse_time(st, at, &r->occurred_at, &why);
-    if (rc == PGW_ERANGE) /* no such date, or a local time unplaced: why says it, quoting it */
-        return malformed(r, "occurred_at %s", why.msg);
-    if (rc != PGW_OK)
-        return malformed(r,
-                         "occurred_at \"%.*s\" is neither unix seconds nor a time as RFC 3339 "
-                         "or a spreadsheet writes it (2026/11/20 14:03:05)",
-                         QUOTED(at));
+    if (pgw_statement_time(at, st->has_tz ? &st->tz : NULL, &r->occurred_at, &why) != PGW_OK)
+        return malformed(r, "%s", why.msg);
     if (pgw_event_type_parse(type, &t) != PGW_OK)
         return malformed(r, "type \"%.*s\" is not an event type", QUOTED(type));
     copy_field(pgw_event_type_name(t), r->type, sizeof(r->type));
@@ -596,7 +601,7 @@ static void read_key(const pgw_statement *st, pgw_recon_row *r)
     char at[72]; /* a longer time is none (pgw_parse_local_time) */
     if (r->event_id[0] == '\0' || st->row.n != st->n_fields ||
         !unpadded(pgw_csv_cell(&st->row, st->col, COL_OCCURRED_AT), at, sizeof(at)) ||
-        parse_time(st, at, &r->occurred_at, NULL) != PGW_OK)
+        pgw_statement_time(at, st->has_tz ? &st->tz : NULL, &r->occurred_at, NULL) != PGW_OK)
         return;
     if (st->col[COL_SHOP] >= 0 && r->source[0] == '\0') {
         const char *shop = pgw_csv_cell(&st->row, st->col, COL_SHOP);

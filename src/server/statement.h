@@ -68,6 +68,12 @@ bool pgw_statement_has_shop(const pgw_statement *statement);
  * reconciliation report writes the rows' times in it. */
 void pgw_statement_set_time_zone(pgw_statement *statement, const pgw_tz *tz);
 
+/* Reads an occurred_at as a row's is read (above), without its offset a
+ * local time in `tz` (NULL: none, such a time refused): a shop's CSV batch
+ * reads its column so too. PGW_EINVAL or PGW_ERANGE with err starting
+ * "occurred_at", the column's name, and saying why. */
+int pgw_statement_time(const char *at, const pgw_tz *tz, int64_t *out, pgw_err *err);
+
 /* A pgw_recon_next: the next row (file order, or event_id order once sorted). */
 int pgw_statement_next(void *statement, pgw_recon_row *row, bool *end, pgw_err *err);
 

@@ -2699,6 +2699,41 @@ def test_shop_csv_lists_live_sales(s):
     check(status == 200 and doc.get("replayed") == 1, f"the file again: {status} {doc}")
 
 
+def test_shop_csv_times(s):
+    """A batch reads occurred_at as a reconciliation statement does: what a
+    spreadsheet writes, offset-less in the mall's zone; the same row with
+    the same instant spelt in RFC 3339 is its replay. JSON events still
+    need an offset."""
+    head = "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no"
+    times = ["2026-11-29 18:40", "2026/12/02 09:00", "2026-12-02T09:00:00", "1796173200",
+             "2026-11-29T18:40:00+08:00", "2026/11/29", "2026/2/30 09:00"]
+    rows = [head] + [f"TIME-{i},purchase,{at},phone:13600136070,1000,,"
+                     for i, at in enumerate(times)] + [""]
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(rows).encode(),
+                               ctype="text/csv", key="s002")
+    errors = [(e["line"], e["message"].split(" ")[0]) for e in doc.get("errors", [])]
+    check(status == 200 and (doc.get("accepted"), doc.get("rejected")) == (5, 2),
+          f"a batch reads the times a statement reads: {status} {doc}")
+    check(errors == [(7, "occurred_at"), (8, "occurred_at")],
+          f"a bad time is named by its column, not a JSON path: {doc.get('errors')}")
+    again = [head] + [f"TIME-0,purchase,{at},phone:13600136070,1000,,"
+                      for at in ("2026-11-29T18:40:00+08:00", "2026-11-29T10:40:00Z",
+                                 "1795948800", "2026-11-29 18:41")] + [""]
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(again).encode(),
+                               ctype="text/csv", key="s002")
+    errors = [(e["line"], e["code"]) for e in doc.get("errors", [])]
+    check(status == 200 and (doc.get("accepted"), doc.get("replayed")) == (0, 3)
+          and errors == [(5, "idempotency_conflict")] and s.transfers() == before,
+          f"the same instant spelt another way replays, another minute conflicts: {doc}")
+    event = {"event_id": "TIME-JSON", "channel": "store", "shop_id": "S002", "type": "purchase",
+             "occurred_at": "2026-11-29 18:40", "member": {"phone": "13600136070"},
+             "amount_fen": 1000}
+    status, doc, _ = s.request("POST", "/v1/events", event, key="s002")
+    check(status == 400 and doc["error"]["message"].startswith("$.occurred_at: expected an RFC 3339"),
+          f"a JSON event still needs RFC 3339 with its offset: {status} {doc}")
+
+
 def test_imports(s):
     """Legacy balances over HTTP: at the given rate, once per batch and card."""
     body = "card,phone,points\r\nK1,13300133000,100\r\nK2,,x\r\n,13300133000,5\r\n".encode()
@@ -5659,6 +5694,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_head, test_refusal_order, test_status_lines,
           test_pipelining,
           test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
+          test_shop_csv_times,
           test_imports,
           test_expiry_sweep,
           test_signatures,

@@ -816,6 +816,53 @@ static void test_times_as_spreadsheets_write_them(void **state)
 }
 
 /*
+ * A shop's CSV batch reads its occurred_at by the statement's own reading
+ * (pgw_statement_time): what a spreadsheet writes, offset-less in the
+ * mall's zone, as one instant however it is spelt; a time it refuses is
+ * named by its column, as the statement's malformed rows name it.
+ */
+static void test_a_time_read_alone_as_a_row_reads_it(void **state)
+{
+    (void)state;
+    enum { AT = 1796173200 }; /* 2026-12-02T09:00:00+08:00 */
+    static const char *const same[] = {
+        "2026-12-02 09:00", "2026/12/02 09:00",          "2026-12-02T09:00:00",  "1796173200",
+        "2026/12/2 9:00",   "2026-12-02T09:00:00+08:00", "2026-12-02T01:00:00Z",
+    };
+    pgw_tz tz;
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &tz, NULL), PGW_OK);
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        int64_t at = 0;
+        pgw_err err;
+        pgw_err_clear(&err);
+        if (pgw_statement_time(same[i], &tz, &at, &err) != PGW_OK || at != AT)
+            fail_msg("\"%s\": %lld, %s", same[i], (long long)at, err.msg);
+    }
+    static const struct {
+        const char *at, *says;
+    } bad[] = {
+        {"2026/11/20", "occurred_at \"2026/11/20\" is neither unix seconds nor a time"},
+        {"2026/2/30 14:03", "occurred_at \"2026/2/30 14:03\" is no date"},
+        {" 2026-12-02 09:00", "occurred_at \" 2026-12-02 09:00\" has a space around it"},
+        {"+1796173200", "occurred_at \"+1796173200\" has a \"+\""},
+        {"", "occurred_at \"\" is neither"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t at = 0;
+        pgw_err err;
+        pgw_err_clear(&err);
+        if (pgw_statement_time(bad[i].at, &tz, &at, &err) == PGW_OK ||
+            strncmp(err.msg, bad[i].says, strlen(bad[i].says)) != 0)
+            fail_msg("\"%s\": \"%s\" does not start \"%s\"", bad[i].at, err.msg, bad[i].says);
+    }
+    /* Without a zone a local time names no instant: refused, as in a statement. */
+    int64_t at = 0;
+    assert_int_not_equal(pgw_statement_time("2026-12-02 09:00", NULL, &at, NULL), PGW_OK);
+    assert_int_equal(pgw_statement_time("2026-12-02T09:00:00+08:00", NULL, &at, NULL), PGW_OK);
+    assert_int_equal(at, AT);
+}
+
+/*
  * Review of 7b8ed44: a time with a space around it or a "+" ahead is a
  * malformed row, as a number so written is, but unlike one its key was not
  * read: read_key read the time as it was, which whole_number no longer
@@ -868,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_a_sign_or_space_around_a_number),
         cmocka_unit_test(test_a_padded_time_keys_its_row),
         cmocka_unit_test(test_times_as_spreadsheets_write_them),
+        cmocka_unit_test(test_a_time_read_alone_as_a_row_reads_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
