@@ -1026,6 +1026,13 @@ expect_text '"missing_in_ledger":0,'
 # One effect each: the import's transfer, CR-1 and CR-2 their base and
 # first-purchase points, CR-3 its base (a second effect would add more).
 expect_text '"ledger_points":570,'
+# With --out, stdout is empty: the exit 1 says on stderr what it found
+# and where the report went (it said nothing: the finance walkthrough).
+expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 \
+    --db "$repair_db" --out "$tmp/found.json"
+listed=$(sed -n 's/.*"exceptions_listed":\([0-9]*\).*/\1/p' "$tmp/found.json")
+[ "$out" = "pointsgw reconcile: $listed exceptions found: the report is in $tmp/found.json" ] &&
+    [ "${listed:-0}" -gt 1 ] && pass || fail "reconcile --out with exceptions said: '$out' ($listed listed)"
 expect_exit 0 "$bin" verify --db "$repair_db"
 expect_text "transfers:  6 checked"
 # Regression (the user review): a misspelt --channel read no events, every
