@@ -97,27 +97,34 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
 /*
  * Request ids (the request log's "id", stderr's "request N"): a run's
  * counter, seeded so that other runs' ids do not meet it (below: when they
- * could), with nothing stored:
- * bits 0..52 count on from the milliseconds since 2026-01-01 at the start,
- * times 4,096 (ID_RATE_BITS); bits 53..62 are a random tag of the run.
+ * could), with nothing stored, every id below 2^53 so that a double holds
+ * it exactly (jq 1.6, Debian 12's, and JavaScript read JSON numbers so:
+ * above 2^53, two ids print alike). Bits 0..45 count on from the
+ * milliseconds since 2026-01-01 at the start times 64 (ID_RATE_BITS);
+ * bits 46..52 are a random tag of the run (ID_TAG_BITS).
  * - A restart's ids are new: the last run's ids stayed below its end's
- *   milliseconds times 4,096 unless it averaged over 4 million requests a
- *   second, and the new run starts above that (its clock not set back).
+ *   milliseconds times 64 unless it averaged over 64,000 ids (requests and
+ *   member streams' checks) a second from its start, and the new run
+ *   starts above that (its clock not set back). Milliseconds, not
+ *   seconds: a run restarted within the second it started in would reuse
+ *   its ids.
  * - Instances on one database count apart by their tags: two runs' ids
- *   meet only if their tags (1 in 1,024) and their counts both meet. A
- *   counter alone seeded from the clock would not do: one instance
- *   serving more than the other catches up with its later start.
- * - It costs one random draw a start and an increment a request, below
- *   2^63: the log's "id" stays a JSON integer (not a double's: read it
- *   as text in JavaScript). The time part reaches bit 53 in 2095.
+ *   meet only if their tags do (1 in 128) and then only once the earlier
+ *   has given 64 ids for each millisecond between their starts. A counter
+ *   alone seeded from the clock would not do: one instance serving more
+ *   than the other catches up with its later start.
+ * - The count's 46 bits last 2^40 ms from 2026, to 2060-11-03; past it the
+ *   seed wraps to 0 (the ids of 2026 again) and a run's counter wraps
+ *   within its 46 bits, its tag kept: below 2^53 always, never 0.
  * Not from the store: it keeps no request's id (a command's is in memory
  * only), and a count of runs kept there would be a write at every start.
  */
-#define ID_RATE_BITS 12
-#define ID_TAG_SHIFT 53
-#define ID_TAG_BITS  10
-#define ID_EPOCH_MS  INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
-_Static_assert(ID_TAG_SHIFT + ID_TAG_BITS == 63, "an id is a positive int64");
+#define ID_RATE_BITS  6
+#define ID_COUNT_BITS 46
+#define ID_TAG_BITS   7
+#define ID_COUNT_MASK ((UINT64_C(1) << ID_COUNT_BITS) - 1)
+#define ID_EPOCH_MS   INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
+_Static_assert(ID_COUNT_BITS + ID_TAG_BITS == 53, "an id is exact in a double (2^53)");
 
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
@@ -324,21 +331,25 @@ static int64_t wall_us(void)
 /* h->next_id at the start (the ids' comment above): the first id is one more. */
 static uint64_t first_ids(void)
 {
-    uint16_t tag = 0;
-    if (RAND_bytes((unsigned char *)&tag, sizeof(tag)) != 1) /* the pid: still a tag */
-        tag = (uint16_t)getpid();
+    uint8_t tag = 0;
+    if (RAND_bytes(&tag, sizeof(tag)) != 1) /* the pid: still a tag */
+        tag = (uint8_t)getpid();
     int64_t ms = wall_us() / 1000 - ID_EPOCH_MS;
     uint64_t since = ms < 0 ? 0 : (uint64_t)ms; /* a clock before 2026: the tag still tells */
-    uint64_t counted = since << ID_RATE_BITS & ((UINT64_C(1) << ID_TAG_SHIFT) - 1);
-    return (uint64_t)(tag & ((1u << ID_TAG_BITS) - 1)) << ID_TAG_SHIFT | counted;
+    uint64_t counted = (since << ID_RATE_BITS) & ID_COUNT_MASK;
+    return (uint64_t)(tag & ((1u << ID_TAG_BITS) - 1)) << ID_COUNT_BITS | counted;
 }
 
-/* The next request id (a request's or a member stream's check): never 0,
- * which says none, nor past a JSON integer's int64. */
+/* The next request id (a request's or a member stream's check): its count
+ * on by one within ID_COUNT_BITS, its tag kept; never 0, which says none. */
 static uint64_t new_id(pgw_http *h)
 {
-    PGW_ASSERT(h->next_id < (uint64_t)INT64_MAX);
-    return ++h->next_id;
+    uint64_t tag = h->next_id & ~ID_COUNT_MASK;
+    PGW_ASSERT(tag >> ID_COUNT_BITS < (1u << ID_TAG_BITS));
+    h->next_id = tag | ((h->next_id + 1) & ID_COUNT_MASK);
+    if (h->next_id == 0) /* tag 0 wrapped: 0 is no id */
+        h->next_id = 1;
+    return h->next_id;
 }
 
 /* Whether `seg` (len bytes) is a mainland mobile number, maybe after +86,
