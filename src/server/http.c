@@ -2519,17 +2519,20 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
      * the same, but the run fails, so that a supervisor restarts it.
      * lws 4.1 takes a failed poll() for a pass with nothing to do
      * (unix-service.c), and returns 0: one failing at once every pass
-     * (EINVAL, more sockets than RLIMIT_NOFILE lowered since the start;
-     * ENOMEM) spun this thread at full CPU, serving nothing, silently.
-     * No call follows a failed poll() in that pass, so its errno is the
-     * pass's: POLL_FAILS_MAX such passes in a row are lws failing (one
-     * interrupted by a signal, EINTR, is none). */
+     * (EINVAL, more sockets than RLIMIT_NOFILE lowered since the start)
+     * spun this thread at full CPU, serving nothing, silently. No call
+     * follows a failed poll() in that pass, so its errno is the pass's:
+     * POLL_FAILS_MAX such passes in a row are lws failing (one interrupted
+     * by a signal, EINTR, is none). Not ENOMEM: a healthy pass whose
+     * malloc failed leaves it too (R3: errno after healthy passes was
+     * EINTR, ERANGE, EAGAIN, ENOTCONN), and the gateway is to live through
+     * running out of memory, not stop; poll()'s own ENOMEM passes. */
     bool failed = false;
     int poll_errno = 0;
     for (size_t poll_fails = 0; !h->stop && !failed;) {
         errno = 0;
         failed = lws_service(h->ctx, 0) < 0;
-        poll_fails = errno == EINVAL || errno == ENOMEM ? poll_fails + 1 : 0;
+        poll_fails = errno == EINVAL ? poll_fails + 1 : 0;
         if (!failed && poll_fails >= POLL_FAILS_MAX)
             poll_errno = errno, failed = true;
         pgw_api_flush_log(h->api); /* the pass's request log lines, at once */
