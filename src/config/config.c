@@ -1670,9 +1670,9 @@ int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap)
     char campaigns[256] = "";
     size_t used = 0;
     for (size_t k = 0; k < N_CAMPAIGN_KINDS; k++) {
-        if (kinds[k] > 0 && used < sizeof(campaigns))
-            used += (size_t)snprintf(campaigns + used, sizeof(campaigns) - used, " %s=%zu",
-                                     CAMPAIGN_KINDS[k], kinds[k]);
+        if (kinds[k] > 0 && used < sizeof(campaigns)) /* ":" before the first kind only */
+            used += (size_t)snprintf(campaigns + used, sizeof(campaigns) - used, "%s %s=%zu",
+                                     used == 0 ? ":" : "", CAMPAIGN_KINDS[k], kinds[k]);
     }
     char expiry[64];
     expiry_summary(&r->expiry, expiry, sizeof(expiry));
@@ -1683,7 +1683,7 @@ int pgw_config_summary(const pgw_config *cfg, char *buf, size_t cap)
     int n = snprintf(buf, cap,
                      "mall:       %s (%s, UTC%c%d:%02d)\n"
                      "shops:      %zu in %zu formats; %zu tiers\n"
-                     "campaigns:  %zu:%s\n"
+                     "campaigns:  %zu%s\n"
                      "expiry:     %s\n"
                      "channels:   wechat_mp %s, wechat_oa %s, sms %s\n"
                      "keys:       %zu\n"

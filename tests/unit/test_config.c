@@ -613,6 +613,15 @@ static void test_summary_expiry_shows_what_its_policy_uses(void **state)
         want_summary_line(i, "expiry", CASES[i].expiry, CASES[i].line);
 }
 
+/* Regression (a mini-program team's walkthrough): with no campaigns
+ * check-config said "campaigns:  0:", a colon before a list of none. */
+static void test_summary_no_campaigns_no_colon(void **state)
+{
+    (void)state;
+    want_summary_line(0, "campaigns", "[]", "campaigns:  0\n");
+    want_summary_line(1, "campaigns", NULL, "campaigns:  3: weekday=1 brackets=1 date_range=1\n");
+}
+
 /* Regression (review): the mall line wrote the offset's hours with their
  * sign, so a zone less than an hour west of UTC ("-00:30") was said
  * "UTC+0:30", east of it. The sign is the offset's, not its hours'. */
@@ -728,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_summary_expiry_shows_what_its_policy_uses),
         cmocka_unit_test(test_check_scope_names_the_flag),
         cmocka_unit_test(test_summary_says_the_offsets_sign),
+        cmocka_unit_test(test_summary_no_campaigns_no_colon),
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
         cmocka_unit_test(test_changed_settings),
