@@ -1803,10 +1803,15 @@ static int cmd_reconcile(int argc, char **argv)
     pgw_recon_summary sum = {0};
     if (rc == EXIT_OK)
         rc = reconcile_into(&flags, url, &o, out.f, &sum);
+    /* An exit 1 is exceptions found or a failure (the database, the disk)
+     * that left no report in the file: say which. */
+    bool unwritten = rc == EXIT_PROBLEM && out_path != NULL && out.f != NULL;
     if (out_close(&out, rc == EXIT_OK) != 0 && rc == EXIT_OK) {
-        fprintf(stderr, "pointsgw reconcile: writing %s failed\n", out_path);
+        unwritten = true;
         rc = EXIT_PROBLEM;
     }
+    if (unwritten)
+        fprintf(stderr, "pointsgw reconcile: no report was written to %s\n", out_path);
     if (rc == EXIT_OK && repair) {
         repair_tally t = {0};
         rc = repair_missing(cfg, url, o.missing, o.filter.channel, o.filter.shop, &t);

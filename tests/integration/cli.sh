@@ -1033,6 +1033,15 @@ expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --s
 listed=$(sed -n 's/.*"exceptions_listed":\([0-9]*\).*/\1/p' "$tmp/found.json")
 [ "$out" = "pointsgw reconcile: $listed exceptions found: the report is in $tmp/found.json" ] &&
     [ "${listed:-0}" -gt 1 ] && pass || fail "reconcile --out with exceptions said: '$out' ($listed listed)"
+# Review of af8130d: an exit 1 is also a report that could not be written
+# (the disk full); it said only "writing the report failed", not where,
+# and a script cannot tell it from exceptions by the exit: it says which.
+if [ -w /dev/full ]; then
+    expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel store --shop S001 \
+        --db "$repair_db" --out /dev/full
+    expect_text "pointsgw reconcile: no report was written to /dev/full"
+    [[ "$out" != *"exceptions found"* ]] && pass || fail "an unwritten report was said found: $out"
+fi
 expect_exit 0 "$bin" verify --db "$repair_db"
 expect_text "transfers:  6 checked"
 # Regression (the user review): a misspelt --channel read no events, every
