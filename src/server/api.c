@@ -1112,9 +1112,19 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
     json_t *member = pgw_member_json_from_text(pgw_csv_cell(row, col, COL_MEMBER), err);
     if (member == NULL)
         return NULL;
+    const char *written = pgw_csv_cell(row, col, COL_OCCURRED_AT);
+    int rc = pgw_statement_time(written, tz, &at, err);
     /* pgw_statement_time refuses what tz cannot write: the format succeeds. */
-    if (pgw_statement_time(pgw_csv_cell(row, col, COL_OCCURRED_AT), tz, &at, err) != PGW_OK ||
-        pgw_format_rfc3339(at, tz, when, sizeof(when)) != PGW_OK) {
+    PGW_ASSERT(rc != PGW_OK || pgw_format_rfc3339(at, tz, when, sizeof(when)) == PGW_OK);
+    /* The event refuses it too, but as "$.occurred_at" and without what it
+     * was read as: "20261129", a date as some tills write it, is unix
+     * seconds in 1970. */
+    if (rc == PGW_OK && at < PGW_EVENT_EARLIEST_S)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "occurred_at \"%.40s\" is %s, before 2000-01-01T00:00:00Z: no event "
+                         "is older",
+                         written, when);
+    if (rc != PGW_OK) {
         json_decref(member);
         return NULL;
     }

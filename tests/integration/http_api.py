@@ -2728,6 +2728,17 @@ def test_shop_csv_times(s):
     check(status == 200 and (doc.get("accepted"), doc.get("replayed")) == (0, 3)
           and errors == [(5, "idempotency_conflict")] and s.transfers() == before,
           f"the same instant spelt another way replays, another minute conflicts: {doc}")
+    # Review of 5ce73b1: a date as some tills write it, "20261129", is
+    # unix seconds in 1970; the row was refused as "$.occurred_at is
+    # before 2000-01-01T00:00:00Z", a JSON path and a year the row does
+    # not write. It is named by its column, with the instant it was read as.
+    odd = [head, "TIME-9,purchase,20261129,phone:13600136070,1000,,", ""]
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(odd).encode(),
+                               ctype="text/csv", key="s002")
+    message = (doc.get("errors") or [{}])[0].get("message", "")
+    check(status == 200 and doc.get("rejected") == 1 and message.startswith(
+              'occurred_at "20261129" is 1970-08-23T20:05:29+08:00, before 2000-01-01'),
+          f"a time before any event's is named by its column, read as what: {status} {doc}")
     event = {"event_id": "TIME-JSON", "channel": "store", "shop_id": "S002", "type": "purchase",
              "occurred_at": "2026-11-29 18:40", "member": {"phone": "13600136070"},
              "amount_fen": 1000}
