@@ -1128,10 +1128,16 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
         json_decref(member);
         return NULL;
     }
+    /* RFC 3339 with its offset, what the event itself reads, goes on as
+     * written: a row recorded before row fingerprints is known by its
+     * event's, the time as sent in it (test_instant_written_another_way). */
+    pgw_err ignored;
+    int64_t as_sent = 0;
+    bool event_reads_it = pgw_parse_rfc3339(written, &as_sent, &ignored) == PGW_OK && as_sent == at;
     json_t *ev =
         json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "event_id", pgw_csv_cell(row, col, COL_EVENT_ID),
                   "channel", "store", "shop_id", shop, "type", pgw_csv_cell(row, col, COL_TYPE),
-                  "occurred_at", when, "member", member);
+                  "occurred_at", event_reads_it ? written : when, "member", member);
     const char *amount = pgw_csv_cell(row, col, COL_AMOUNT);
     int64_t fen = 0;
     /* Digits only: strtoll took " 5000" and "+5000" as 5000 and refused "5000 ".
