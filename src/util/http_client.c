@@ -212,7 +212,7 @@ static int perform(CURL *curl, const pgw_http_call *call, sink *s, sendings *sen
     if (sent->refused)
         return pgw_err_set(err, PGW_EUNAVAILABLE,
                            "%s: the connection closed before an answer; the request may have "
-                           "arrived and is not sent again",
+                           "arrived (libcurl's resending of it was stopped)",
                            shown);
     return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: %s", shown, curl_easy_strerror(rc));
 }
