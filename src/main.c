@@ -1822,9 +1822,7 @@ static int cmd_reconcile(int argc, char **argv)
     }
     if (o.missing != NULL)
         fclose(o.missing);
-    int64_t exceptions = 0;
-    for (int k = 0; k < PGW_RECON_KINDS; k++)
-        exceptions += k == PGW_RECON_MATCHED ? 0 : sum.count[k];
+    int64_t exceptions = pgw_recon_exceptions(&sum);
     /* With --out, stdout is empty: without this the exit 1 said nothing. */
     if (rc == EXIT_OK && exceptions > 0 && out_path != NULL)
         fprintf(stderr, "pointsgw reconcile: %lld exception%s found: the report is in %s\n",

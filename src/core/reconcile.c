@@ -386,6 +386,14 @@ static int step(merge *m, pgw_err *err)
     return rc != PGW_OK ? rc : next_statement(m, err);
 }
 
+int64_t pgw_recon_exceptions(const pgw_recon_summary *sum)
+{
+    int64_t exceptions = 0; /* each count at most the rows read: no overflow */
+    for (size_t kind = PGW_RECON_MATCHED + 1; kind < PGW_RECON_KINDS; kind++)
+        exceptions += sum->count[kind];
+    return exceptions;
+}
+
 int pgw_reconcile(const pgw_recon_io *io, pgw_recon_summary *summary, pgw_err *err)
 {
     PGW_ASSERT(io->statement && io->ledger && io->emit);

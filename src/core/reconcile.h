@@ -103,6 +103,9 @@ typedef struct pgw_recon_summary {
     int64_t ledger_points;          /* over the period's ledger rows */
 } pgw_recon_summary;
 
+/* The rows of every category but matched: what a report lists. */
+int64_t pgw_recon_exceptions(const pgw_recon_summary *sum);
+
 /*
  * Fills *row with the next row and returns PGW_OK, or sets *end at the end
  * of the stream. A negative code stops the match (I/O, an out-of-order

@@ -712,10 +712,7 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
                         const pgw_recon_scope *scope, FILE *out, pgw_err *err)
 {
     bool json = k->opts->format == PGW_RECON_JSON;
-    int64_t exceptions = 0;
-    for (size_t kind = PGW_RECON_MATCHED + 1; kind < PGW_RECON_KINDS; kind++)
-        exceptions += sum->count[kind];
-    bool truncated = exceptions > (int64_t)k->listed;
+    bool truncated = pgw_recon_exceptions(sum) > (int64_t)k->listed;
     int rc = PGW_OK;
     if (json) {
         fputs("{\"summary\":", out);
