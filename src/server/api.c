@@ -1226,6 +1226,30 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const p
     return rc == PGW_ENOMEM ? pgw_err_set(err, PGW_ENOMEM, "out of memory") : rc;
 }
 
+/*
+ * A row's refusal as its till's user reads it. The event's rules name a
+ * JSON path ("$.occurred_at is 400 s ahead ...", "$.member.phone: ..."),
+ * and a row has columns: the path becomes the column it was read from, as
+ * csv_event names what it refuses itself (`occurred_at "20261129" is
+ * ...`), every refusal alike, made before the writer or by it. A path no
+ * column writes (none a row can reach) is left as it is. Into out (cap).
+ */
+static const char *column_message(const char *message, char *out, size_t cap)
+{
+    if (strncmp(message, "$.", 2) != 0)
+        return message;
+    const char *key = message + 2;
+    size_t key_len = strcspn(key, ".[: ");
+    const char *rest = key + strcspn(key, ": "); /* past "$.member.phone" whole */
+    for (size_t c = 0; c < N_COLUMNS; c++) {
+        if (strlen(COLUMNS[c]) == key_len && strncmp(key, COLUMNS[c], key_len) == 0) {
+            snprintf(out, cap, "%s%s", COLUMNS[c], rest);
+            return out;
+        }
+    }
+    return message;
+}
+
 /* {"accepted", "replayed", "rejected", "errors": [{"line", "code", "message"}]}. */
 static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
 {
@@ -1245,15 +1269,14 @@ static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
             continue;
         json_t *body = b->bodies[i] ? json_loads(b->bodies[i], 0, NULL) : NULL;
         json_t *e = json_object_get(body, "error");
-        json_array_append_new(errors,
-                              json_pack("{s:I,s:s,s:s}", "line", (json_int_t)b->lines[i], "code",
-                                        json_string_value(json_object_get(e, "code"))
-                                            ? json_string_value(json_object_get(e, "code"))
-                                            : "unavailable",
-                                        "message",
-                                        json_string_value(json_object_get(e, "message"))
-                                            ? json_string_value(json_object_get(e, "message"))
-                                            : "no answer"));
+        const char *code = json_string_value(json_object_get(e, "code"));
+        const char *message = json_string_value(json_object_get(e, "message"));
+        char named[PGW_ERR_MSG_MAX];
+        if (message != NULL && b->kind == R_SHOP_BATCH)
+            message = column_message(message, named, sizeof(named));
+        json_array_append_new(errors, json_pack("{s:I,s:s,s:s}", "line", (json_int_t)b->lines[i],
+                                                "code", code ? code : "unavailable", "message",
+                                                message ? message : "no answer"));
         json_decref(body);
     }
     json_int_t rejected = (json_int_t)b->n - accepted - replayed;

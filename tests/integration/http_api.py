@@ -2747,6 +2747,44 @@ def test_shop_csv_times(s):
           f"a JSON event still needs RFC 3339 with its offset: {status} {doc}")
 
 
+def test_shop_csv_row_refusals(s):
+    """A row the event's own rules refuse is named by its CSV column, as
+    csv_event names what it refuses itself (ef684f4): a till's user has a
+    column `occurred_at` on line N, no `$.occurred_at`. Each kind of
+    refusal goes through the same naming."""
+    head = "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no"
+    ahead = str(int(time.time()) + 3600)
+    rows = [head,
+            f"REF-1,purchase,{ahead},phone:13600136071,1000,,",        # time ahead
+            "REF-2,purchase,2026-11-29 18:40,phone:13600136071,0,,",   # amount 0
+            "REF-3,sign_in,2026-11-29 18:40,phone:13600136071,500,,",  # amount on a behaviour
+            "REF-4,teleport,2026-11-29 18:40,phone:13600136071,100,,", # unknown type
+            "REF-5,purchase,2026-11-29 18:40,phone:12,100,,",          # no such phone
+            "REF-6,purchase,2026-11-29 18:40,card:S999:1,100,,",       # no such shop's card
+            "REF-7,refund,2026-11-29 18:40,phone:13600136071,100,,",   # refund of nothing
+            "REF-8,review,2026-11-29 18:40,phone:13600136071,,,",      # review, no receipt
+            ""]
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(rows).encode(),
+                               ctype="text/csv", key="s002")
+    got = {e["line"]: e["message"] for e in doc.get("errors", [])}
+    want = {2: "occurred_at", 3: "amount_fen", 4: "amount_fen", 5: "type", 6: "member",
+            7: "member", 8: "original_event_id", 9: "receipt_no"}
+    check(status == 200 and doc.get("accepted") == 0 and sorted(got) == sorted(want),
+          f"the refused rows, by line: {status} {doc}")
+    for line, column in want.items():
+        message = got.get(line, "")
+        check(message.startswith(column + " ") or message.startswith(column + ":"),
+              f"line {line} is named by its column {column}, not a JSON path: {message!r}")
+        check("$." not in message, f"line {line}: no JSON path: {message!r}")
+    check(re.match(r"occurred_at is 3[56]\d\d s ahead of the gateway's clock", got.get(2, "")),
+          f"a time ahead, as the event says it but by its column: {got.get(2)!r}")
+    status, doc, _ = s.request("POST", "/v1/events", {
+        "event_id": "REF-J", "channel": "store", "shop_id": "S002", "type": "teleport",
+        "occurred_at": "2026-11-29T18:40:00+08:00", "member": {"phone": "13600136071"}},
+        key="s002")
+    check(status == 400 and doc["error"]["message"].startswith("$.type:"),
+          f"a JSON event's refusal still names its JSON path: {status} {doc}")
+
 def test_imports(s):
     """Legacy balances over HTTP: at the given rate, once per batch and card."""
     body = "card,phone,points\r\nK1,13300133000,100\r\nK2,,x\r\n,13300133000,5\r\n".encode()
@@ -5707,7 +5745,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_head, test_refusal_order, test_status_lines,
           test_pipelining,
           test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
-          test_shop_csv_times,
+          test_shop_csv_times, test_shop_csv_row_refusals,
           test_imports,
           test_expiry_sweep,
           test_signatures,
