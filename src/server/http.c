@@ -41,6 +41,8 @@
 #define POLL_FAILS_MAX   1000 /* passes in a row whose poll() failed at once: lws failing */
 #define STOP_TICK_MS     100  /* the drain's loop looks at the clock this often */
 #define QUIET_TICK_S     1    /* the API's "works again" when quiet: pgw_api_tell_quiet */
+#define ACCEPT_REST_MS   10   /* a failing accept's first rest, doubled each failure, */
+#define ACCEPT_REST_MAX  1000 /* up to this */
 #define STREAM_RING      4096 /* live-stream messages kept for slow watchers */
 #define STREAM_MSG_MAX   1024 /* one transfer's JSON */
 #define NEWS_PENDING_MAX 4096 /* stream messages of no job not yet taken by the service thread */
@@ -271,6 +273,12 @@ struct pgw_http {
     const char *tls_cert, *tls_key; /* borrowed from the options; NULL: plain HTTP */
     const pgw_prefix *proxies;      /* the configuration's trusted_proxies (borrowed) */
     size_t n_proxies;
+    /* The listening socket's wsi, as lws hands it to each connection's
+     * filter (none before the first), and its rest while accept fails
+     * (pause_accepts; 0 ms: accepting). Service thread only. */
+    struct lws *listener;
+    lws_sorted_usec_list_t accept_sul;
+    int64_t accept_rest_ms;
     volatile sig_atomic_t stop;
     /* Stopping, the work drained: each stream is fed what was committed,
      * then closed 1001 (leave_stream). Service thread only. */
@@ -1475,6 +1483,10 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return refuse_watcher(h, wsi, uri, "-", PGW_ENOTFOUND,
                               "no such WebSocket protocol: the stream names none, or pgw-stream");
     }
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: /* wsi: the listener; an accept worked */
+        h->listener = wsi;
+        h->accept_rest_ms = 0;
+        return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
         take_keys(h);
         (void)drain_done(h); /* what is left wakes the next turn */
@@ -2324,6 +2336,9 @@ int pgw_http_check_listen(const char *listen, pgw_err *err)
  * other threads make, might log too. */
 static pthread_mutex_t lws_said_lock = PTHREAD_MUTEX_INITIALIZER;
 static pgw_log_limit lws_said;
+/* lws 4.1 said "accept: errno N" (ops-listen.c) since the service thread
+ * last looked: the one sign it gives of an accept failing. */
+static atomic_bool lws_accept_failed;
 
 /*
  * Writes a libwebsockets line through a rate limit (log_limit.h). Out of
@@ -2336,6 +2351,8 @@ static void lws_log(int level, const char *line)
     char cause[PGW_LOG_CAUSE_MAX];
     snprintf(cause, sizeof(cause), "%s", line);
     cause[strcspn(cause, "\r\n")] = '\0';
+    if (strncmp(cause, "accept: errno ", 14) == 0)
+        atomic_store(&lws_accept_failed, true);
     int64_t now_s = pgw_monotonic_s(); /* before the lock: no call under it */
     uint64_t unsaid = 0;
     pthread_mutex_lock(&lws_said_lock);
@@ -2511,6 +2528,36 @@ static void quiet_tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(h->ctx, 0, &h->quiet_sul, quiet_tick, QUIET_TICK_S * LWS_US_PER_SEC);
 }
 
+static void resume_accepts(lws_sorted_usec_list_t *sul)
+{
+    pgw_http *h = lws_container_of(sul, pgw_http, accept_sul);
+    if (h->listener != NULL)
+        (void)lws_rx_flow_control(h->listener, 1);
+}
+
+/*
+ * Out of open files (EMFILE), lws 4.1 fails its accept, leaves the
+ * connection in the backlog and the listening socket readable: poll()
+ * returned at once, every turn, the service thread at full CPU (1.99 CPU
+ * s in 2 s, test_few_open_files_no_spin). Its own pause (POLLIN off the
+ * listener) counts only its own sockets, never the process's files. So
+ * the listener rests from POLLIN, 10 ms doubled each failure up to 1 s,
+ * the backlog kept; lws takes it back at once itself when one of its
+ * connections closes (pollfd.c, lws_accept_modulation), the likeliest
+ * freeing of a file. Before the first accept there is no listener to
+ * rest: lws names it to that connection's filter only.
+ */
+static void pause_accepts(pgw_http *h)
+{
+    if (!atomic_exchange(&lws_accept_failed, false) || h->listener == NULL)
+        return;
+    h->accept_rest_ms = h->accept_rest_ms == 0                     ? ACCEPT_REST_MS
+                        : h->accept_rest_ms >= ACCEPT_REST_MAX / 2 ? ACCEPT_REST_MAX
+                                                                   : 2 * h->accept_rest_ms;
+    (void)lws_rx_flow_control(h->listener, 0);
+    lws_sul_schedule(h->ctx, 0, &h->accept_sul, resume_accepts, h->accept_rest_ms * LWS_US_PER_MS);
+}
+
 int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
 {
     *stopped = (pgw_http_stopped){0};
@@ -2535,9 +2582,11 @@ int pgw_http_run(pgw_http *h, pgw_http_stopped *stopped, pgw_err *err)
         poll_fails = errno == EINVAL ? poll_fails + 1 : 0;
         if (!failed && poll_fails >= POLL_FAILS_MAX)
             poll_errno = errno, failed = true;
+        pause_accepts(h);
         pgw_api_flush_log(h->api); /* the pass's request log lines, at once */
     }
     lws_sul_cancel(&h->quiet_sul);
+    lws_sul_cancel(&h->accept_sul);
     /* A reload now would close streams the drain closes 1001: none. */
     pthread_mutex_lock(&h->lock);
     h->keys_closed = true;

@@ -4392,6 +4392,45 @@ def test_few_open_files(tmp):
           f"stopped cleanly, stderr small: exit {code}, {said[-3:]}")
 
 
+def test_few_open_files_no_spin(tmp):
+    """Regression: out of open files (prlimit 64, 100 connections held),
+    libwebsockets' accept failed at every turn of its loop, its listening
+    socket readable all the while: the service thread spun at full CPU,
+    serving nothing more. The listening socket now rests between tries
+    while accept fails, and connections wait in the backlog."""
+    d = os.path.join(tmp, "few-files-cpu")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="few-files-cpu.json"), wrap=("prlimit", "--nofile=64:64"))
+    said = []
+    reader = threading.Thread(target=lambda: said.extend(iter(s.proc.stderr.readline, "")))
+    reader.start()
+
+    def cpu_s():
+        with open(f"/proc/{s.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        conns = [socket.create_connection(("127.0.0.1", s.port), timeout=3) for _ in range(100)]
+        time.sleep(0.5)  # the accepts fail from here on
+        before, started = cpu_s(), time.time()
+        time.sleep(2)
+        spent = cpu_s() - before
+        check(spent < 0.3, f"out of open files, the server rests: {spent:.2f} CPU s in "
+              f"{time.time() - started:.1f} s")
+        for conn in conns[:70]:
+            conn.close()
+        last = conns[-1]
+        last.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        last.settimeout(5)
+        check(last.recv(12) == b"HTTP/1.1 200", "a connection that waited is served once files free")
+        for conn in conns[70:]:
+            conn.close()
+    finally:
+        s.proc.send_signal(signal.SIGTERM)
+        code = s.proc.wait(timeout=30)
+        reader.join()
+    check(code == 0, f"stopped cleanly: exit {code}, {said[-3:]}")
+
 def test_trusted_proxy(tmp):
     """Behind a reverse proxy every request came from the proxy's address:
     one mini-program sign-up limit (and one code limit) for the whole mall.
@@ -5761,7 +5800,8 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_log_dropped_counted, test_poll_failing_stops, test_nonces_across_restarts,
               test_keys_add_signing,
               test_request_ids_across_restarts, test_long_waits,
-              test_few_open_files, test_health_sees_the_file_moved,
+              test_few_open_files, test_few_open_files_no_spin,
+              test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
