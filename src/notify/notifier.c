@@ -11,8 +11,10 @@
 #include "core/log_limit.h"
 #include "core/notice.h"
 #include "core/utf8.h"
+#include "server/wechat.h"
 #include "store/store.h"
 #include "util/clock.h"
+#include "util/env.h"
 #include "util/http_client.h"
 #include "util/thread_name.h"
 
@@ -75,6 +77,10 @@ typedef struct courier {
     bool started;
 } courier;
 
+/* Room for why a channel is off (channel_off): short, so that three
+ * channels' reasons and a refusal fit the 200 bytes of last_error. */
+#define OFF_MAX 40
+
 struct pgw_notifier {
     pgw_notifier_options o;
     /* This run's name: host, process and a random part, unique to it; each
@@ -87,6 +93,9 @@ struct pgw_notifier {
     /* Per-number frequency: an SMS the provider would refuse (30 s, per
      * hour, per day) waits here instead of costing an attempt. */
     pgw_sms_limiter *limiter;
+    /* Why each channel that is off is (channel_off), by channel as
+     * stats.sent: "" when it runs. */
+    char off[PGW_NOTIFY_CHANNELS][OFF_MAX];
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -184,14 +193,38 @@ static void count_deferred(pgw_notifier *n, unsigned channels)
 
 /* Records why an attempt failed, cut on a character boundary (a provider's
  * Chinese message cut inside a character would not be valid JSON later). */
+#define ELLIPSIS "\xe2\x80\xa6"
+
+/*
+ * How much of `text` (valid UTF-8, longer than max) goes before an
+ * ELLIPSIS so that both fit `max` bytes: up to the last space that fits,
+ * else (a Chinese message, one long word in the second half) to a
+ * character's end. Regression: a cause cut mid-word ("...blockl") read
+ * as the provider's own words.
+ */
+static size_t cut_words(const char *text, size_t max)
+{
+    PGW_ASSERT(max > sizeof(ELLIPSIS) - 1);
+    size_t keep = pgw_utf8_prefix(text, max - (sizeof(ELLIPSIS) - 1));
+    size_t at = keep;
+    while (at > keep / 2 && text[at] != ' ')
+        at--;
+    at = text[at] == ' ' ? at : keep;
+    while (at > 0 && text[at - 1] == ' ')
+        at--;
+    return at;
+}
+
 static void set_error(pgw_notice *nt, const char *channel, const char *msg)
 {
-    char text[PGW_NOTICE_ERROR_MAX + 1];
+    char text[PGW_NOTICE_ERROR_MAX + 8]; /* past the cut: whether a word ends there */
     int full = snprintf(text, sizeof(text), "%s%s%s", channel, channel[0] ? ": " : "", msg);
     PGW_ASSERT(full >= 0); /* longer than text is cut here, as meant */
     size_t keep = pgw_utf8_prefix(text, PGW_NOTICE_ERROR_MAX);
-    memcpy(nt->last_error, text, keep);
-    nt->last_error[keep] = '\0';
+    bool cut = text[keep] != '\0';
+    keep = cut ? cut_words(text, PGW_NOTICE_ERROR_MAX) : keep;
+    snprintf(nt->last_error, PGW_NOTICE_ERROR_MAX + 1, "%.*s%s", (int)keep, text,
+             cut ? ELLIPSIS : "");
 }
 
 /*
@@ -1247,20 +1280,62 @@ static bool reminder_too_late(pgw_notifier *n, pgw_notice *nt, int kind)
 static const char *not_reached(const pgw_notifier *n, const reach_info *r, pgw_notice_channel ch)
 {
     if (ch == PGW_CHANNEL_MP)
-        return !n->o.mp_ready       ? "switched off or a variable unset"
+        return n->off[0][0]         ? n->off[0]
                : !r->mp_template[0] ? NULL
                : !r->mp_openid[0]   ? "the member has no openid there"
                                     : "the member has no subscription quota";
     if (ch == PGW_CHANNEL_OA)
-        return !n->o.oa_ready       ? "switched off or a variable unset"
+        return n->off[1][0]         ? n->off[1]
                : !r->oa_template[0] ? NULL
                : !r->oa_openid[0]   ? "the member has no openid there"
                                     : "the member does not follow";
-    return n->o.sms == NULL                ? "switched off or a variable unset"
+    return n->off[2][0]                    ? n->off[2]
            : !r->sms_template[0]           ? NULL
            : r->phone.kind != PGW_ID_PHONE ? "the member has no phone"
            : r->opted_out                  ? "the member opted out"
                                            : "the member's phone cannot be read";
+}
+
+/*
+ * Why a channel the notifier was given no client for is off, into
+ * out[OFF_MAX]: not configured, switched off there, or the first of its
+ * variables unset (serve warned of them all at start). `configured`: the
+ * channel's section is there; `vars_set`: all its variables are, else
+ * `unset` names them ("A, B"). Regression: all three said "switched off
+ * or a variable unset", and an operator had to guess which to mend.
+ */
+static void channel_off(bool configured, bool enabled, bool vars_set, const char *unset,
+                        char out[OFF_MAX])
+{
+    size_t first = strcspn(unset, ","), more = 0;
+    for (const char *p = strchr(unset, ','); p != NULL; p = strchr(p + 1, ','))
+        more++;
+    if (!configured)
+        snprintf(out, OFF_MAX, "not in the configuration");
+    else if (!enabled)
+        snprintf(out, OFF_MAX, "switched off in the configuration");
+    else if (!vars_set && more == 0 && first + sizeof(" unset") <= OFF_MAX)
+        snprintf(out, OFF_MAX, "%.*s unset", (int)first, unset);
+    else if (!vars_set && first + sizeof(" unset, 9 more") <= OFF_MAX) /* three at most */
+        snprintf(out, OFF_MAX, "%.*s unset, %zu more", (int)first, unset, more);
+    else /* a name too long to tell here, or off for a reason told at start */
+        snprintf(out, OFF_MAX, "off (see the warning at start)");
+}
+
+/* n->off, of the channels the notifier cannot send by. */
+static void channels_off(pgw_notifier *n)
+{
+    const pgw_config *cfg = n->o.cfg;
+    char unset[PGW_ENV_UNSET_MAX];
+    if (!n->o.mp_ready)
+        channel_off(cfg->wechat_mp.appid[0] != '\0', cfg->wechat_mp.enabled,
+                    pgw_wechat_mp_env_set(&cfg->wechat_mp, unset, sizeof(unset)), unset, n->off[0]);
+    if (!n->o.oa_ready)
+        channel_off(cfg->wechat_oa.appid[0] != '\0', cfg->wechat_oa.enabled,
+                    pgw_wechat_oa_env_set(&cfg->wechat_oa, unset, sizeof(unset)), unset, n->off[1]);
+    if (n->o.sms == NULL)
+        channel_off(cfg->sms.provider[0] != '\0', cfg->sms.enabled,
+                    pgw_sms_env_set(&cfg->sms, unset, sizeof(unset)), unset, n->off[2]);
 }
 
 /* A channel passed over after a WeChat message that may have reached the
@@ -1319,7 +1394,7 @@ static pgw_notice_channel refusal_kept(const pgw_notice *nt, const reach_info *r
  * to the last ": " that fits when three fields or more are whole before
  * it (the channel, "SMS tencent to 138****8000", the provider's code: its
  * words go); else, cut inside a field (WeChat's "errcode 43101 ..."), at
- * least KEPT_MIN bytes on a character boundary, *cut set for a "...".
+ * least KEPT_MIN bytes, back to a word's end (cut_words), *cut set for a "...".
  */
 static size_t refusal_part(const char *text, size_t room, bool *cut)
 {
@@ -1335,7 +1410,7 @@ static size_t refusal_part(const char *text, size_t room, bool *cut)
     if (fields >= 3)
         return at;
     *cut = true;
-    return pgw_utf8_prefix(text, (room > KEPT_MIN ? room : KEPT_MIN) - 3);
+    return cut_words(text, room > KEPT_MIN ? room : KEPT_MIN);
 }
 
 /*
@@ -1387,8 +1462,8 @@ static void why_unreached(const pgw_notifier *n, pgw_notice *nt, const reach_inf
     bool cut = false;
     size_t keep = refusal_part(nt->last_error, room, &cut);
     char why[PGW_NOTICE_ERROR_MAX + sizeof(reasons) + 8];
-    len = snprintf(why, sizeof(why), "%.*s%s; %s", (int)keep, nt->last_error,
-                   cut ? "\xe2\x80\xa6" : "", reasons);
+    len = snprintf(why, sizeof(why), "%.*s%s; %s", (int)keep, nt->last_error, cut ? ELLIPSIS : "",
+                   reasons);
     PGW_ASSERT(len > 0 && (size_t)len < sizeof(why));
     set_error(nt, "", why);
 }
@@ -1751,6 +1826,7 @@ int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw
     if (n == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the notifier");
     n->o = *opts;
+    channels_off(n);
     n->n_couriers = (size_t)opts->cfg->notify.workers;
     PGW_ASSERT(n->n_couriers >= 1 && n->n_couriers <= PGW_NOTIFY_THREADS_MAX);
     pthread_mutex_init(&n->lock, NULL);

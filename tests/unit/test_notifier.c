@@ -3145,12 +3145,76 @@ static void test_a_long_refusal_leaves_room_for_the_other_channels(void **state)
         strstr(nt.last_error, "FailedOperation.PhoneNumberInBlacklist") == NULL ||
         strstr(nt.last_error, "; no other channel reaches the member: wechat_mp: ") == NULL ||
         oa == NULL || !pgw_utf8_valid(nt.last_error) ||
-        (strcmp(oa, "; wechat_oa: switched off or a variable unset") != 0 &&
+        (strcmp(oa, "; wechat_oa: PGW_WECHAT_OA_SECRET unset, 2 more") != 0 &&
          strcmp(oa, "; wechat_oa: the member has no openid there") != 0))
         fail_msg("notice %s, last_error \"%s\": want it skipped, the refusal's code first, "
                  "then why neither WeChat channel reaches the member",
                  nt.state, nt.last_error);
     rig_free_wx(&r, wx);
+}
+
+/*
+ * A channel that is off says why: switched off in the configuration, or
+ * which variable it needs is unset. Regression: both said "switched off
+ * or a variable unset", and an operator had to guess which to fix.
+ */
+static void test_a_channel_off_says_whether_configured_or_which_variable(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    pgw_config *cfg = mall();
+    cfg->wechat_mp.enabled = false;
+    snprintf(cfg->wechat_oa.secret_env, sizeof(cfg->wechat_oa.secret_env), "PGW_TEST_UNSET_OA");
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    pgw_err err;
+    if (pgw_store_set_sms_opt_out(r.store, "M1", true, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    rig_start(f, &r);
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    if (strcmp(nt.state, "skipped") != 0 ||
+        strstr(nt.last_error, "wechat_mp: switched off in the configuration") == NULL ||
+        strstr(nt.last_error, "wechat_oa: PGW_TEST_UNSET_OA") == NULL ||
+        strstr(nt.last_error, "sms: the member opted out") == NULL)
+        fail_msg("notice %s, last_error \"%s\": want it skipped, the mini program switched "
+                 "off in the configuration, the official account's unset variable named",
+                 nt.state, nt.last_error);
+    rig_free(&r);
+}
+
+/*
+ * A provider's long refusal, cut to the 200 bytes of last_error, is cut
+ * between words and says so ("..."). Regression: it was cut mid-word,
+ * "...the number is on the blockl", read as the provider's own words.
+ */
+static void test_a_long_cause_is_cut_between_words(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    pgw_config *cfg = mall();
+    for (size_t k = 0; k < PGW_NOTICE_KINDS; k++)
+        cfg->notify.routes[k] = (pgw_notice_order){.n = 1, .channel = {PGW_CHANNEL_SMS}};
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    char words[400] = "";
+    for (size_t used = 0; used + 12 < sizeof(words);)
+        used +=
+            (size_t)snprintf(words + used, sizeof(words) - used, "%sblocklisted", used ? " " : "");
+    json_decref(
+        fake_request(&FAKE, "POST", "/_fake/faults",
+                     json_pack("{s:s,s:i,s:s,s:s}", "provider", "tencent", "count", 1, "code",
+                               "FailedOperation.PhoneNumberInBlacklist", "message", words)));
+    rig_start(f, &r);
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    size_t len = strlen(nt.last_error);
+    const char *ell = "\xe2\x80\xa6";
+    if (len > PGW_NOTICE_ERROR_MAX || len < 3 + 12 || strcmp(nt.last_error + len - 3, ell) != 0 ||
+        strncmp(nt.last_error + len - 3 - 12, " blocklisted", 12) != 0)
+        fail_msg("last_error \"%s\" (%zu bytes): want it cut after a whole word, then \"%s\"",
+                 nt.last_error, len, ell);
+    rig_free(&r);
 }
 
 /*
@@ -3725,6 +3789,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_notice_skipped_after_a_45009_says_the_member_opted_out, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_channel_off_says_whether_configured_or_which_variable, setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_cause_is_cut_between_words, setup,
+                                        db_fixture_teardown),
     };
     /* One test, or a few, by name (a cmocka pattern): a slow group run by hand. */
     const char *only = getenv("PGW_TEST_ONLY");
