@@ -2545,6 +2545,13 @@ static void mp_wechat_refused(pgw_job *job, int rc, const pgw_wx_reply *reply, c
                     "wx.login and log in with it",
                     reply->errcode,
                     reply->errcode == 40163 ? "used already" : "invalid or expired");
+    else if (out == PGW_ELIMITED) /* WeChat's words, "...mustslower...", say little more */
+        pgw_err_set(&err, out,
+                    "WeChat's per-minute limit on %s calls is reached (errcode 45011): try again "
+                    "after Retry-After (%d s); if WeChat then refuses the code, get a new one "
+                    "from %s",
+                    job->route == R_MP_LOGIN ? "login" : "phone-number", WX_MINUTE_QUOTA_S,
+                    job->route == R_MP_LOGIN ? "wx.login" : "getPhoneNumber");
     else if (out == PGW_ERISK) /* WeChat's own words, "high risk user", say nothing to do */
         pgw_err_set(&err, out,
                     "WeChat's risk control blocks this WeChat user (errcode %ld): retrying will "

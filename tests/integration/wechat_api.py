@@ -260,8 +260,14 @@ def mini_program(srv, fake):
     resp = conn.getresponse()
     doc, retry = json.loads(resp.read().decode()), resp.getheader("Retry-After")
     conn.close()
+    message = doc.get("error", {}).get("message", "")
     check(resp.status == 429 and doc["error"]["code"] == "rate_limited" and retry == "60",
           "WeChat's minute quota: 429, Retry-After %s (%s %s)" % (retry, resp.status, doc))
+    # Regression: its message was WeChat's own words ("api minute-quota
+    # reach limit  mustslower  retry next minute"), no advice.
+    check("45011" in message and "per-minute" in message and "60 s" in message and
+          "wx.login" in message and "mustslower" not in message,
+          "WeChat's minute quota: says what happened and what to do: %s" % message)
     # Regression (the mini-program team's walkthrough): WeChat blocking a
     # high-risk user's login (40226) was answered with WeChat's own words,
     # "errcode 40226 high risk user", which tell the mini program nothing
@@ -378,6 +384,14 @@ def mini_program(srv, fake):
           "phone bound after the token expired: %s %s" % (status, doc))
     calls = fake.requests("/wxa/business/getuserphonenumber")
     check([c["errcode"] for c in calls[-2:]] == [42001, 0], "42001, then a retry that worked")
+    # WeChat's per-minute quota on the phone number: 429 with advice, as the login's.
+    fake.control("POST", "/_fake/faults", {"path": "/wxa/business/getuserphonenumber",
+                                           "count": 1, "errcode": 45011})
+    status, doc = srv.request("POST", "/v1/mp/phone", {"code": "ph-q"}, session=session3)
+    message = doc.get("error", {}).get("message", "")
+    check(status == 429 and doc["error"]["code"] == "rate_limited" and "45011" in message and
+          "per-minute" in message and "getPhoneNumber" in message and "mustslower" not in message,
+          "WeChat's minute quota on a phone number: 429 with advice: %s %s" % (status, doc))
     tokens_after = fake.control("GET", "/_fake/stats")["stable_token_calls"][MP_APPID]
     check(tokens_after == tokens_before + 1, "exactly one token refresh (%d)" % tokens_after)
     _, metrics = srv.request("GET", "/metrics", key=None)
