@@ -54,10 +54,26 @@ int pgw_recon_key_cmp(const pgw_recon_row *a, const pgw_recon_row *b, bool by_sh
     return c != 0 || !by_shop ? c : strcmp(a->source, b->source);
 }
 
+/* Which of a reported row's sides have their points in their side's total
+ * (statement_points, ledger_points): the caller knows, as it read them. */
+enum { NEITHER = 0, STATEMENT = 1, LEDGER = 2, BOTH = 3 };
+
+/* Counts a row in its category, its points in the category's sums (the
+ * totals' breakdown), and tells the caller unless it matched. */
 static int report(merge *m, pgw_recon_kind kind, const pgw_recon_row *s, const pgw_recon_row *l,
-                  pgw_err *err)
+                  unsigned counted, pgw_err *err)
 {
-    m->sum->count[kind]++;
+    PGW_ASSERT(!(counted & STATEMENT) || s != NULL);
+    PGW_ASSERT(!(counted & LEDGER) || l != NULL);
+    pgw_recon_summary *sum = m->sum;
+    sum->count[kind]++;
+    /* A part of a total may overflow where the total did not (signs mix). */
+    if (((counted & STATEMENT) && pgw_add(sum->statement_points_of[kind], s->points,
+                                          &sum->statement_points_of[kind]) != PGW_OK) ||
+        ((counted & LEDGER) &&
+         pgw_add(sum->ledger_points_of[kind], l->points, &sum->ledger_points_of[kind]) != PGW_OK))
+        return pgw_err_set(err, PGW_ERANGE, "the %s rows' points overflow",
+                           pgw_recon_kind_name(kind));
     return kind == PGW_RECON_MATCHED ? PGW_OK : m->io->emit(m->io->sink, kind, s, l, err);
 }
 
@@ -97,7 +113,7 @@ static int next_statement(merge *m, pgw_err *err)
         if (keyed(m, &m->s) && !outside)
             break;
         rc = report(m, m->s.malformed ? PGW_RECON_MALFORMED_ROW : PGW_RECON_OUTSIDE_PERIOD, &m->s,
-                    NULL, err);
+                    NULL, NEITHER, err);
         if (rc != PGW_OK)
             return rc;
     }
@@ -211,10 +227,11 @@ static int not_in_period(merge *m, pgw_err *err)
     bool found = false;
     int rc = m->io->find_event ? m->io->find_event(m->io->events, &m->s, &l, &found, err) : PGW_OK;
     if (rc != PGW_OK || !found)
-        return rc != PGW_OK ? rc : report(m, PGW_RECON_MISSING_IN_LEDGER, &m->s, NULL, err);
+        return rc != PGW_OK ? rc
+                            : report(m, PGW_RECON_MISSING_IN_LEDGER, &m->s, NULL, STATEMENT, err);
     pgw_recon_kind kind = PGW_RECON_MATCHED;
     rc = compare(m, &m->s, &l, &kind, err);
-    return rc != PGW_OK ? rc : report(m, kind, &m->s, &l, err);
+    return rc != PGW_OK ? rc : report(m, kind, &m->s, &l, STATEMENT, err); /* l: not the period's */
 }
 
 /* Whether the ledger has the current row's event_id at another shop too
@@ -264,7 +281,7 @@ static int unpaired(merge *m, pgw_err *err)
         if (total < PGW_RECON_SHOPS_LISTED)
             memcpy(shops[total], m->l.source, sizeof(shops[total]));
         total++;
-        rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
+        rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, LEDGER, err);
         remember(&m->prev_l, &m->have_prev_l, &m->l);
         if (rc == PGW_OK)
             rc = next_ledger(m, err);
@@ -278,7 +295,8 @@ static int unpaired(merge *m, pgw_err *err)
     rc = m->io->unpaired ? m->io->unpaired(m->io->sink, &row, (const char(*)[PGW_ID_MAX + 1]) shops,
                                            listed, total, err)
                          : PGW_OK;
-    return rc != PGW_OK ? rc : report(m, PGW_RECON_MALFORMED_ROW, &row, NULL, err);
+    /* Read, its points are the statement's total's: this row's. */
+    return rc != PGW_OK ? rc : report(m, PGW_RECON_MALFORMED_ROW, &row, NULL, STATEMENT, err);
 }
 
 /* The statement row and the ledger row of its key: their first difference. */
@@ -287,7 +305,7 @@ static int pair(merge *m, pgw_err *err)
     pgw_recon_kind kind = PGW_RECON_MATCHED;
     int rc = compare(m, &m->s, &m->l, &kind, err);
     if (rc == PGW_OK)
-        rc = report(m, kind, &m->s, &m->l, err);
+        rc = report(m, kind, &m->s, &m->l, BOTH, err);
     remember(&m->prev_l, &m->have_prev_l, &m->l);
     return rc != PGW_OK ? rc : next_ledger(m, err);
 }
@@ -313,7 +331,7 @@ static int unreadable(merge *m, pgw_err *err)
         m->held = m->s;
         m->have_held = true;
     } else {
-        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, NULL, err);
+        rc = report(m, PGW_RECON_MALFORMED_ROW, &m->s, NULL, NEITHER, err);
     }
     return rc != PGW_OK ? rc : next_statement(m, err);
 }
@@ -329,7 +347,7 @@ static int settle_held(merge *m, pgw_err *err)
     PGW_ASSERT(m->have_held && !m->l_end &&
                pgw_recon_key_cmp(&m->held, &m->l, m->io->by_shop) == 0);
     m->have_held = false;
-    int rc = report(m, PGW_RECON_MALFORMED_ROW, &m->held, &m->l, err);
+    int rc = report(m, PGW_RECON_MALFORMED_ROW, &m->held, &m->l, LEDGER, err);
     remember(&m->prev_l, &m->have_prev_l, &m->l);
     return rc != PGW_OK ? rc : next_ledger(m, err);
 }
@@ -345,12 +363,12 @@ static int step(merge *m, pgw_err *err)
             return settle_held(m, err);
         if (!m->s.malformed) { /* a readable row of its key takes the event: it takes none */
             m->have_held = false;
-            return report(m, PGW_RECON_MALFORMED_ROW, &m->held, NULL, err);
+            return report(m, PGW_RECON_MALFORMED_ROW, &m->held, NULL, NEITHER, err);
         }
     }
     if (!m->s_end && !m->s.malformed && m->have_prev_s &&
         pgw_recon_key_cmp(&m->s, &m->prev_s, by_shop) == 0) {
-        int rc = report(m, PGW_RECON_DUPLICATE_IN_STATEMENT, &m->s, NULL, err);
+        int rc = report(m, PGW_RECON_DUPLICATE_IN_STATEMENT, &m->s, NULL, STATEMENT, err);
         return rc != PGW_OK ? rc : next_statement(m, err);
     }
     if (!m->l_end && m->have_prev_l && pgw_recon_key_cmp(&m->l, &m->prev_l, by_shop) == 0) {
@@ -358,7 +376,7 @@ static int step(merge *m, pgw_err *err)
          * rows keyed by event_id alone (by_shop tells them apart). No
          * statement row is paired with it: as for the one before it
          * (unpaired, or none of the statement's). */
-        int rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
+        int rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, LEDGER, err);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     }
     /* After the ledger's repeats: one of them is no event to take. */
@@ -371,7 +389,7 @@ static int step(merge *m, pgw_err *err)
     if (cmp < 0) {
         rc = not_in_period(m, err);
     } else if (cmp > 0) {
-        rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, err);
+        rc = report(m, PGW_RECON_MISSING_IN_STATEMENT, NULL, &m->l, LEDGER, err);
         remember(&m->prev_l, &m->have_prev_l, &m->l);
         return rc != PGW_OK ? rc : next_ledger(m, err);
     } else {
@@ -412,6 +430,16 @@ int pgw_reconcile(const pgw_recon_io *io, pgw_recon_summary *summary, pgw_err *e
         /* Every row of either side landed in exactly one category. */
         PGW_ASSERT(rows ==
                    summary->statement_rows + summary->count[PGW_RECON_MISSING_IN_STATEMENT]);
+        /* And every point of either total in one category's sum. The
+         * whole fits (it is the total), a running part of it may not: it
+         * is added modulo 2^64, where the sum is still exact. */
+        uint64_t s = 0, l = 0;
+        for (size_t k = 0; k < PGW_RECON_KINDS; k++) {
+            s += (uint64_t)summary->statement_points_of[k];
+            l += (uint64_t)summary->ledger_points_of[k];
+        }
+        PGW_ASSERT(s == (uint64_t)summary->statement_points &&
+                   l == (uint64_t)summary->ledger_points);
     }
     return rc;
 }

@@ -101,6 +101,14 @@ typedef struct pgw_recon_summary {
     int64_t count[PGW_RECON_KINDS]; /* rows per category */
     int64_t statement_points;       /* over the readable rows dated in the period */
     int64_t ledger_points;          /* over the period's ledger rows */
+    /* The two totals by the category of the rows they add: each side's
+     * per-category sums add up to its total, so statement_points -
+     * ledger_points is the sum of the categories' differences. A side a
+     * category's rows have not (a missing_in_statement's statement), or
+     * whose points are not its total's (an unreadable row's, a ledger
+     * event outside the period met by a row inside it), adds 0. */
+    int64_t statement_points_of[PGW_RECON_KINDS];
+    int64_t ledger_points_of[PGW_RECON_KINDS];
 } pgw_recon_summary;
 
 /* The rows of every category but matched: what a report lists. */

@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "core/arith.h"
 #include "core/reconcile.h"
 #include "rng.h"
 
@@ -102,6 +103,40 @@ static int run(pgw_recon_row *st, size_t ns, pgw_recon_row *lg, size_t nl, found
     return run_in(st, ns, lg, nl, f, sum, 0, 0, err);
 }
 
+/*
+ * The finance walkthrough: statement_points and ledger_points differed and
+ * nothing said which exceptions made the difference. Each kind's points
+ * on either side add up to the totals, so the difference is the kinds'
+ * differences exactly (checked arithmetic: no sum may wrap); a matched
+ * row's two sides are equal.
+ */
+static void assert_points_explained(const pgw_recon_summary *sum)
+{
+    int64_t s = 0, l = 0, diff = 0, want = 0;
+    for (size_t k = 0; k < PGW_RECON_KINDS; k++) {
+        int64_t d = 0;
+        assert_int_equal(pgw_add(s, sum->statement_points_of[k], &s), PGW_OK);
+        assert_int_equal(pgw_add(l, sum->ledger_points_of[k], &l), PGW_OK);
+        assert_int_equal(pgw_sub(sum->statement_points_of[k], sum->ledger_points_of[k], &d),
+                         PGW_OK);
+        assert_int_equal(pgw_add(diff, d, &diff), PGW_OK);
+    }
+    assert_int_equal(s, sum->statement_points);
+    assert_int_equal(l, sum->ledger_points);
+    assert_int_equal(pgw_sub(sum->statement_points, sum->ledger_points, &want), PGW_OK);
+    assert_int_equal(diff, want);
+    assert_int_equal(sum->statement_points_of[PGW_RECON_MATCHED],
+                     sum->ledger_points_of[PGW_RECON_MATCHED]);
+    /* Neither side of these rows is a total's: an unreadable row's points
+     * were not read (one paired with none aside), one outside the period
+     * is not the period's. */
+    assert_int_equal(sum->statement_points_of[PGW_RECON_OUTSIDE_PERIOD], 0);
+    assert_int_equal(sum->ledger_points_of[PGW_RECON_OUTSIDE_PERIOD], 0);
+    assert_int_equal(sum->statement_points_of[PGW_RECON_MISSING_IN_STATEMENT], 0);
+    assert_int_equal(sum->ledger_points_of[PGW_RECON_MISSING_IN_LEDGER], 0);
+    assert_int_equal(sum->ledger_points_of[PGW_RECON_DUPLICATE_IN_STATEMENT], 0);
+}
+
 static void test_each_kind_on_a_small_statement(void **state)
 {
     (void)state;
@@ -136,6 +171,23 @@ static void test_each_kind_on_a_small_statement(void **state)
         assert_int_equal(sum.count[k], 0); /* type, time and member all agree */
     assert_int_equal(sum.statement_points, 10 + 21 + 30 + 30 + 40 - 60);
     assert_int_equal(sum.ledger_points, 10 + 20 + 30 + 50 - 60 + 70);
+    assert_points_explained(&sum);
+    /* The difference, -49, is the points mismatch's 1, the amount
+     * mismatch's row's 0, the duplicate's 30, the missing row's 40 and the
+     * events the statement lacks, -120. */
+    const int64_t want_s[PGW_RECON_KINDS] = {[PGW_RECON_MATCHED] = 10 - 60,
+                                             [PGW_RECON_POINTS_MISMATCH] = 21,
+                                             [PGW_RECON_AMOUNT_MISMATCH] = 30,
+                                             [PGW_RECON_DUPLICATE_IN_STATEMENT] = 30,
+                                             [PGW_RECON_MISSING_IN_LEDGER] = 40};
+    const int64_t want_l[PGW_RECON_KINDS] = {[PGW_RECON_MATCHED] = 10 - 60,
+                                             [PGW_RECON_POINTS_MISMATCH] = 20,
+                                             [PGW_RECON_AMOUNT_MISMATCH] = 30,
+                                             [PGW_RECON_MISSING_IN_STATEMENT] = 50 + 70};
+    for (size_t k = 0; k < PGW_RECON_KINDS; k++) {
+        assert_int_equal(sum.statement_points_of[k], want_s[k]);
+        assert_int_equal(sum.ledger_points_of[k], want_l[k]);
+    }
     const char *expect[][2] = {{"points_mismatch", "E02"},        {"amount_mismatch", "E03"},
                                {"duplicate_in_statement", "E03"}, {"missing_in_ledger", "E04"},
                                {"malformed_row", "line 7"},       {"missing_in_statement", "E05"},
@@ -199,6 +251,11 @@ static void test_a_row_inside_meets_its_event_outside(void **state)
     assert_int_equal(sum.ledger_rows, 0); /* the period's, and their points */
     assert_int_equal(sum.ledger_points, 0);
     assert_int_equal(sum.statement_points, 30);
+    /* The pair's ledger side is not the period's: its time_mismatch
+     * carries the statement's 10 alone. */
+    assert_points_explained(&sum);
+    assert_int_equal(sum.statement_points_of[PGW_RECON_TIME_MISMATCH], 10);
+    assert_int_equal(sum.ledger_points_of[PGW_RECON_TIME_MISMATCH], 0);
 }
 
 /*
@@ -229,6 +286,7 @@ static void test_a_row_outside_never_takes_a_rows_pairing(void **state)
     assert_int_equal(sum.count[PGW_RECON_DUPLICATE_IN_STATEMENT], 0);
     assert_int_equal(sum.statement_points, 300 + 20);
     assert_int_equal(sum.ledger_points, 300);
+    assert_points_explained(&sum);
 }
 
 static void test_order_is_checked(void **state)
@@ -323,6 +381,7 @@ static void test_planted_discrepancies_found_exactly(void **state)
                 fail_msg("seed %llu: %s %lld, planted %lld", (unsigned long long)seed,
                          pgw_recon_kind_name((pgw_recon_kind)k), (long long)sum.count[k],
                          (long long)want_count[k]);
+        assert_points_explained(&sum);
         /* The same exceptions (a malformed row is reported when it is
          * read, so the order between sides may differ: compare as sets). */
         assert_int_equal(f.n, nw);
@@ -508,6 +567,12 @@ static void test_an_event_id_at_several_shops_is_paired_with_none(void **state)
         assert_string_equal(got, want[i]);
     }
     assert_int_equal(sum.count[PGW_RECON_MATCHED], 2); /* A, Z */
+    /* The row paired with none keeps its points in the statement's
+     * total: they are its malformed_row's; the three events' are the
+     * missing ones'. */
+    assert_points_explained(&sum);
+    assert_int_equal(sum.statement_points_of[PGW_RECON_MALFORMED_ROW], 10);
+    assert_int_equal(sum.ledger_points_of[PGW_RECON_MISSING_IN_STATEMENT], 50);
     /* One shop's ledger (several_shops off) never looks ahead: as before. */
     source a1 = {st, 2, 0}, b1 = {lg, 2, 0};
     io = io_of(&a1, &b1, &f);
@@ -684,6 +749,9 @@ static void test_an_unreadable_rows_event(void **state)
         assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], unreadable);
         assert_int_equal(sum.statement_points, cases[c].statement_points);
         assert_int_equal(sum.ledger_rows, (int64_t)nl);
+        /* an unreadable row that takes its event carries the event's
+         * points on the ledger side, and none of its own */
+        assert_points_explained(&sum);
     }
 }
 
