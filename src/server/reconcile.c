@@ -4,6 +4,7 @@
 #include "reconcile.h"
 
 #include "core/assertions.h"
+#include "server/report.h"
 #include "server/rowsort.h"
 #include "util/thread_name.h"
 
@@ -637,6 +638,75 @@ static int write_summary(const pgw_recon_summary *s, FILE *out)
     return rc;
 }
 
+/* The totals' breakdown: {"<kind>": {"statement_points", "ledger_points"}}
+ * for every kind, beside the summary (whose fields are API.md's figures). */
+static int write_points_by_kind(const pgw_recon_summary *s, FILE *out)
+{
+    json_t *o = json_object();
+    for (size_t kind = 0; o != NULL && kind < PGW_RECON_KINDS; kind++)
+        json_object_set_new(o, pgw_recon_kind_name((pgw_recon_kind)kind),
+                            json_pack("{s:I,s:I}", "statement_points",
+                                      (json_int_t)s->statement_points_of[kind], "ledger_points",
+                                      (json_int_t)s->ledger_points_of[kind]));
+    int rc = o != NULL && json_dumpf(o, out, JSON_COMPACT) == 0 ? PGW_OK : PGW_EIO;
+    json_decref(o);
+    return rc;
+}
+
+/* The summary's columns in a CSV report: its points. */
+#define CSV_STATEMENT_POINTS 12
+#define CSV_LEDGER_POINTS    13
+
+/* One summary row of a CSV report: a count or a word, and points (when
+ * `points`: the statement's and the ledger's, under their columns). */
+static void csv_summary_row(FILE *out, const char *name, const char *text, const int64_t *points)
+{
+    const pgw_report_figure figures[] = {{CSV_STATEMENT_POINTS, points ? points[0] : 0},
+                                         {CSV_LEDGER_POINTS, points ? points[1] : 0}};
+    pgw_report_csv_summary(out, CSV_COLUMNS, name, text, figures, points ? 2 : 0);
+}
+
+/*
+ * A CSV report's summary rows, after its exceptions, as the settlement's
+ * CSV has its totals (report.h): what the JSON report says beside its
+ * exceptions, so that a clean match is not a header alone and the totals
+ * travel with the file. The rows and points of each kind, then the
+ * totals, how many exceptions are listed, the period ("" for a --to not
+ * given).
+ */
+static int write_csv_summary(const sink *k, const pgw_recon_summary *s, bool truncated, FILE *out)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%lld", (long long)s->statement_rows);
+    csv_summary_row(out, "statement_rows", text, NULL);
+    snprintf(text, sizeof(text), "%lld", (long long)s->ledger_rows);
+    csv_summary_row(out, "ledger_rows", text, NULL);
+    for (size_t kind = 0; kind < PGW_RECON_KINDS; kind++) {
+        char name[48];
+        snprintf(name, sizeof(name), "%s_rows", pgw_recon_kind_name((pgw_recon_kind)kind));
+        snprintf(text, sizeof(text), "%lld", (long long)s->count[kind]);
+        const int64_t points[2] = {s->statement_points_of[kind], s->ledger_points_of[kind]};
+        csv_summary_row(out, name, text, points);
+    }
+    const int64_t totals[2] = {s->statement_points, s->ledger_points};
+    csv_summary_row(out, "total", totals[0] == totals[1] ? "points_equal" : "points_differ",
+                    totals);
+    snprintf(text, sizeof(text), "%zu", k->listed);
+    csv_summary_row(out, "exceptions_listed", text, NULL);
+    csv_summary_row(out, "truncated", truncated ? "true" : "false", NULL);
+    const int64_t bounds[2] = {k->opts->filter.from, k->opts->filter.to};
+    const char *names[2] = {"from", "to"};
+    for (size_t i = 0; i < 2; i++) {
+        /* No --to is the end of time, which no calendar writes: "". */
+        char when[PGW_RFC3339_MAX] = "";
+        if (bounds[i] != INT64_MAX &&
+            pgw_format_rfc3339_or_utc(bounds[i], k->opts->tz, when) != PGW_OK)
+            when[0] = '\0';
+        csv_summary_row(out, names[i], when, NULL);
+    }
+    return ferror(out) ? PGW_EIO : PGW_OK;
+}
+
 /* The statement's columns it read past, as a JSON array (never NULL on success). */
 static int write_ignored(const pgw_statement *st, FILE *out)
 {
@@ -717,6 +787,9 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
     if (json) {
         fputs("{\"summary\":", out);
         rc = write_summary(sum, out);
+        fputs(",\"points_by_kind\":", out);
+        if (rc == PGW_OK)
+            rc = write_points_by_kind(sum, out);
         fputs(",\"ignored_columns\":", out);
         if (rc == PGW_OK)
             rc = write_ignored(st, out);
@@ -735,6 +808,8 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
         rc = copy_file(k->tmp, out);
     if (json)
         fputs("]}\n", out);
+    else if (rc == PGW_OK)
+        rc = write_csv_summary(k, sum, truncated, out);
     if (rc != PGW_OK || fflush(out) != 0 || ferror(out))
         return pgw_err_set(err, PGW_EIO, "writing the report failed");
     return PGW_OK;

@@ -281,33 +281,35 @@ static void period_json(json_t *doc, const period *p)
     json_object_set_new(doc, "to", json_string(p->to_text));
 }
 
-/*
- * A CSV summary row after the report's rows, as wide as the header so that
- * every reader takes it: its name first, a text value (or "") second, a
- * figure (when `figure` is not NULL) in the column it belongs to. Rows
- * after the data, not comment lines before the header: spreadsheets show
- * them as they are, and readers that take the first line as the header,
- * or filter on the first column, keep working.
- */
-static void csv_summary(FILE *out, size_t columns, const char *name, const char *text,
-                        size_t figure_column, const int64_t *figure)
+void pgw_report_csv_summary(FILE *out, size_t columns, const char *name, const char *text,
+                            const pgw_report_figure *figures, size_t n)
 {
+    PGW_ASSERT(strpbrk(name, ",\"\r\n") == NULL && strpbrk(text, ",\"\r\n") == NULL);
     fputs(name, out);
+    size_t f = 0;
     for (size_t c = 1; c < columns; c++) {
         fputc(',', out);
-        if (c == 1)
+        if (c == 1) {
             fputs(text, out);
-        else if (figure != NULL && c == figure_column)
-            fprintf(out, "%lld", (long long)*figure);
+        } else if (f < n && c == figures[f].column) {
+            fprintf(out, "%lld", (long long)figures[f].value);
+            f++;
+        }
     }
+    PGW_ASSERT(f == n); /* every figure had its column, in order */
     fputc('\n', out);
+}
+
+static void csv_summary(FILE *out, size_t columns, const char *name, const char *text)
+{
+    pgw_report_csv_summary(out, columns, name, text, NULL, 0);
 }
 
 /* The period as two summary rows, "from" and "to". */
 static void csv_period(FILE *out, size_t columns, const period *p)
 {
-    csv_summary(out, columns, "from", p->from_text, 0, NULL);
-    csv_summary(out, columns, "to", p->to_text, 0, NULL);
+    csv_summary(out, columns, "from", p->from_text);
+    csv_summary(out, columns, "to", p->to_text);
 }
 
 /* Whether a report's period ends at or before the period's close (store.h
@@ -343,7 +345,7 @@ static void closing_json(json_t *doc, const closing *c)
 static void csv_closing(FILE *out, size_t columns, const closing *c)
 {
     if (c->closed)
-        csv_summary(out, columns, "closed", c->before_text, 0, NULL);
+        csv_summary(out, columns, "closed", c->before_text);
 }
 
 static int write_json(json_t *doc, bool ok, FILE *out, pgw_err *err)
@@ -396,10 +398,10 @@ static int settlement_csv(const settlement *s, const pgw_config *cfg, const peri
                 r->shop ? r->key + 5 : "", r->shop || i == s->t.n ? "" : r->key,
                 (long long)r->issued, (long long)r->reversed, (long long)r->expired,
                 (long long)r->redeemed, (long long)net, (long long)fen);
+        pgw_report_figure members = {NET_POINTS_COLUMN, s->members_net};
         if (i == s->t.n) /* under the totals' net: the members' net change */
-            csv_summary(out, SETTLEMENT_COLUMNS, "trial_balance",
-                        net == s->members_net ? "balanced" : "unbalanced", NET_POINTS_COLUMN,
-                        &s->members_net);
+            pgw_report_csv_summary(out, SETTLEMENT_COLUMNS, "trial_balance",
+                                   net == s->members_net ? "balanced" : "unbalanced", &members, 1);
     }
     csv_period(out, SETTLEMENT_COLUMNS, p);
     csv_closing(out, SETTLEMENT_COLUMNS, c);
@@ -569,10 +571,12 @@ static int pool_write(const pool_bucket *b, size_t n, const period *p, pgw_bucke
     }
     if (doc == NULL) {
         json_decref(list);
-        /* The opening's three figures, each under its column. */
-        fprintf(out, "opening_outstanding,,,,,%lld,,%lld,%lld\n", (long long)opening->outstanding,
-                (long long)opening->held, (long long)opening->owed);
-        csv_summary(out, POOL_COLUMNS, "bucket", names[bucket], 0, NULL);
+        /* The opening's three figures, each under its column: outstanding,
+         * held_by_members, owed_by_members. */
+        const pgw_report_figure figures[] = {
+            {5, opening->outstanding}, {7, opening->held}, {8, opening->owed}};
+        pgw_report_csv_summary(out, POOL_COLUMNS, "opening_outstanding", "", figures, 3);
+        csv_summary(out, POOL_COLUMNS, "bucket", names[bucket]);
         csv_period(out, POOL_COLUMNS, p);
         csv_closing(out, POOL_COLUMNS, c);
         return ferror(out) ? pgw_err_set(err, PGW_EIO, "writing a report failed") : PGW_OK;

@@ -61,6 +61,26 @@ bool pgw_report_time_in(const char *text, int64_t *out);
 /* "day", "week", "month"; PGW_EINVAL otherwise. */
 int pgw_bucket_parse(const char *name, pgw_bucket *out);
 
+/* A figure of a CSV summary row: `value` under column `column` (0-based). */
+typedef struct pgw_report_figure {
+    size_t column;
+    int64_t value;
+} pgw_report_figure;
+
+/*
+ * A CSV summary row, after a report's rows, as wide as its header
+ * (`columns`) so that every reader takes it: `name` first, `text` (or "")
+ * second, then each of the n figures under its column (in column order,
+ * after the text's), the other cells empty. Rows after the data, not
+ * comment lines before the header: spreadsheets show them as they are,
+ * and readers that take the first line as the header, or filter on the
+ * first column, keep working. The settlement's, the pool's and a
+ * reconciliation's CSV end so. Name and text are the caller's own words:
+ * nothing in them needs quoting.
+ */
+void pgw_report_csv_summary(FILE *out, size_t columns, const char *name, const char *text,
+                            const pgw_report_figure *figures, size_t n);
+
 /* The settlement for [from, to), written to `out`. */
 int pgw_report_settlement(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to,
                           pgw_report_format format, FILE *out, pgw_err *err);

@@ -17,11 +17,13 @@ import base64
 import datetime
 import calendar
 import contextlib
+import csv
 import ctypes
 import fcntl
 import hashlib
 import hmac
 import http.client
+import io
 import json
 import os
 import random
@@ -4724,6 +4726,22 @@ def statement_csv(rows, bom=True, original=False):
     return ("\ufeff" if bom else "") + "\r\n".join(lines) + "\r\n\r\n\r\n"
 
 
+RECON_KINDS = ("matched", "points_mismatch", "amount_mismatch", "missing_in_ledger",
+               "missing_in_statement", "duplicate_in_statement", "malformed_row",
+               "outside_period", "type_mismatch", "time_mismatch", "member_mismatch")
+
+
+def recon_csv_parts(text):
+    """A reconciliation's CSV as (header, exception rows, summary rows by name): the
+    exceptions are the rows whose first cell is a kind; the summary rows follow them."""
+    rows = list(csv.reader(io.StringIO(text))) if isinstance(text, str) else []
+    if not rows:
+        return [], [], {}
+    listed = [r for r in rows[1:] if r and r[0] in RECON_KINDS]
+    summary = {r[0]: r for r in rows[1 + len(listed):]}
+    return rows[0], listed, summary
+
+
 def reconcile(s, statement, *extra, channel="store", shop="S001"):
     path = os.path.join(s.tmp, "statement.csv")
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -4791,10 +4809,11 @@ def test_reconciliation(s):
           f"both sides shown: {pm}")
     code, text, err = reconcile(s, statement_csv(planted), "--format", "csv")
     lines = text.strip().split("\n") if isinstance(text, str) else []
-    check(code == 1 and len(lines) == 7 and lines[0].startswith("kind,event_id,line")
+    _, listed, _ = recon_csv_parts(text)
+    check(code == 1 and len(listed) == 6 and lines[0].startswith("kind,event_id,line")
           and lines[0].split(",")[14:16] == ["problem", "original_event_id"]
           and sum(line.startswith("missing_in_statement,REC-004,") for line in lines) == 1,
-          f"CSV: one exception per row (API.md), nothing else: {lines}")
+          f"CSV: one exception per row (API.md), then the summary rows: {lines}")
     # Regression: a cell starting = + - @ went out as it was, a formula
     # for the spreadsheet finance opens it in (a till names its events).
     formulas = [("=1+2", RECON_DAY % (11, 0), "purchase", "member_id:M1", 100, 1),
@@ -4817,7 +4836,7 @@ def test_reconciliation(s):
                                       ctype="text/csv", key="finance",
                                       headers={"Accept": "text/csv"})
     check(status == 200 and headers.get("content-type", "").startswith("text/csv") and
-          len(text.strip().split("\n")) == 7, f"Accept: text/csv: {status} {headers} {text}")
+          len(recon_csv_parts(text)[1]) == 6, f"Accept: text/csv: {status} {headers} {text}")
     for key, q, ctype, code in (("s001", query, "text/csv", 403),
                                 ("finance", query, "application/json", 415),
                                 ("finance", "/v1/reconciliations?shop=S001", "text/csv", 400),
@@ -5766,6 +5785,62 @@ def test_reconciliation_notices(s):
               f"reconcile {channel}/{shop}: the same notices, warned on stderr: {doc} {err}")
 
 
+def test_reconciliation_csv_summary(s):
+    """The finance walkthrough: a reconciliation's CSV was its exceptions alone, so a clean
+    match was a header alone, not told from an empty or failed export, and the totals
+    were the JSON's only. It ends with summary rows (as the settlement's CSV), each kind's
+    rows and points, which explain statement_points - ledger_points exactly; the JSON
+    has the same breakdown in points_by_kind. One shop's own day: no other test's events."""
+    when = "2026-11-18T%02d:00:00+08:00"
+    points = {}
+    for i in range(1, 4):
+        status, doc, _ = s.request("POST", "/v1/events", purchase(f"SUM-{i}", 10000 * i, "MSUM",
+                                                                  shop="S002", when=when % (9 + i)))
+        check(status == 201, f"posting SUM-{i}: {status} {doc}")
+        points[i] = doc.get("points", 0)
+    period = "from=2026-11-18T00:00:00%2B08:00&to=2026-11-19T00:00:00%2B08:00"
+    query = "/v1/reconciliations?channel=store&shop=S002&" + period
+
+    def both(rows):
+        body = statement_csv(rows).encode()
+        _, doc, _ = s.request("POST", query, raw=body, ctype="text/csv", key="finance")
+        _, text, _ = s.request("POST", query + "&format=csv", raw=body, ctype="text/csv",
+                               key="finance")
+        return (doc if isinstance(doc, dict) else {}), text
+
+    clean = [[f"SUM-{i}", when % (9 + i), "purchase", "member_id:MSUM", 10000 * i, points[i]]
+             for i in range(1, 4)]
+    doc, text = both(clean)
+    header, listed, summary = recon_csv_parts(text)
+    total = sum(points.values())
+    check(listed == [] and summary.get("matched_rows", [None, None])[1] == "3" and
+          summary.get("total", [])[1:2] == ["points_equal"] and
+          summary["total"][12:14] == [str(total), str(total)] and
+          summary.get("truncated", [])[1:2] == ["false"] and
+          summary.get("from", [])[1:2] == ["2026-11-18T00:00:00+08:00"] and
+          all(len(r) == len(header) for r in summary.values()),
+          f"a clean match's CSV says so: {text}")
+    mixed = [clean[0], clean[1][:5] + [points[2] + 5],
+             ["SUM-9", when % 15, "purchase", "member_id:MSUM", 700, 7]]
+    doc, text = both(mixed)
+    header, listed, summary = recon_csv_parts(text)
+    sm, by_kind = doc.get("summary", {}), doc.get("points_by_kind", {})
+    diff = sum(by_kind[k]["statement_points"] - by_kind[k]["ledger_points"] for k in by_kind)
+    check(sorted(by_kind) == sorted(RECON_KINDS) and
+          sm.get("statement_points", 0) - sm.get("ledger_points", 0) == diff == 5 + 7 - points[3]
+          and by_kind["points_mismatch"] == {"statement_points": points[2] + 5,
+                                             "ledger_points": points[2]},
+          f"the JSON's breakdown explains the difference: {doc}")
+    check(len(listed) == 3 and
+          all(summary.get(k + "_rows", [])[1:2] == [str(sm.get(k))] and
+              summary[k + "_rows"][12:14] == [str(by_kind[k]["statement_points"]),
+                                              str(by_kind[k]["ledger_points"])]
+              for k in RECON_KINDS) and
+          summary.get("total", [])[1:2] == ["points_differ"] and
+          summary["total"][12:14] == [str(sm["statement_points"]), str(sm["ledger_points"])],
+          f"the CSV's summary rows are the JSON's figures: {text} {doc}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -5793,7 +5868,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
           test_member_reads_beside_finance,
           test_member_show, test_backup,
-          test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices)
+          test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
+          test_reconciliation_csv_summary)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key, test_log_kept_through_a_signal,

@@ -746,6 +746,86 @@ static void test_an_event_past_the_zones_years_stops_the_report(void **state)
     pgw_statement_free(st);
 }
 
+/*
+ * The finance walkthrough: a CSV report was its exceptions alone, so a
+ * clean match was its header alone, which finance could not tell from an
+ * empty or failed export, and the totals were the JSON report's only. It
+ * ends with summary rows now, as the settlement's CSV does: each a row as
+ * wide as the header, its name first, a value second, a figure under the
+ * column it belongs to. Each kind's rows carry their points under the
+ * statement_points and ledger_points columns, so the totals' difference
+ * reads off them; the JSON report has the same, beside its summary.
+ */
+static void test_a_csv_report_ends_with_its_summary(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "C,%d,purchase,member_id:M1,3000,30\n"
+             "E,%d,purchase,member_id:M1,5000,50\n",
+             HEADER, T0, T0 + 3600, T0 + 7200);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    format = PGW_RECON_CSV;
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    const char *tail = strchr(report, '\n') + 1; /* after the header: no exception */
+    assert_string_equal(tail, "statement_rows,3,,,,,,,,,,,,,,,,\n"
+                              "ledger_rows,3,,,,,,,,,,,,,,,,\n"
+                              "matched_rows,3,,,,,,,,,,,90,90,,,,\n"
+                              "points_mismatch_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "amount_mismatch_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "missing_in_ledger_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "missing_in_statement_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "duplicate_in_statement_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "malformed_row_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "outside_period_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "type_mismatch_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "time_mismatch_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "member_mismatch_rows,0,,,,,,,,,,,0,0,,,,\n"
+                              "total,points_equal,,,,,,,,,,,90,90,,,,\n"
+                              "exceptions_listed,0,,,,,,,,,,,,,,,,\n"
+                              "truncated,false,,,,,,,,,,,,,,,,\n"
+                              "from,1970-01-01T08:00:00+08:00,,,,,,,,,,,,,,,,\n"
+                              "to,,,,,,,,,,,,,,,,,\n");
+    free(report);
+    /* Mixed: 48 - 90 = 1 (C's points) + 7 (X, not in the log) - 50 (E, not
+     * in the statement), listed two of three, the period closed. */
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "C,%d,purchase,member_id:M1,3000,31\n"
+             "X,%d,purchase,member_id:M1,700,7\n",
+             HEADER, T0, T0 + 3600, T0 + 3600);
+    listed = 2;
+    assert_int_equal(run(db, statement, "S001", T0 + 86400, &sum, &report), PGW_OK);
+    assert_non_null(strstr(report, "\nmatched_rows,1,,,,,,,,,,,10,10,,,,\n"));
+    assert_non_null(strstr(report, "\npoints_mismatch_rows,1,,,,,,,,,,,31,30,,,,\n"));
+    assert_non_null(strstr(report, "\nmissing_in_ledger_rows,1,,,,,,,,,,,7,0,,,,\n"));
+    assert_non_null(strstr(report, "\nmissing_in_statement_rows,1,,,,,,,,,,,0,50,,,,\n"));
+    assert_non_null(strstr(report, "\ntotal,points_differ,,,,,,,,,,,48,90,,,,\n"
+                                   "exceptions_listed,2,,,,,,,,,,,,,,,,\n"
+                                   "truncated,true,,,,,,,,,,,,,,,,\n"
+                                   "from,1970-01-01T08:00:00+08:00,,,,,,,,,,,,,,,,\n"
+                                   "to,2026-11-25T10:15:00+08:00,,,,,,,,,,,,,,,,\n"));
+    free(report);
+    format = PGW_RECON_JSON;
+    assert_int_equal(run(db, statement, "S001", T0 + 86400, &sum, &report), PGW_OK);
+    listed = 0;
+    /* The summary as it was; the breakdown after it, every kind. */
+    assert_non_null(strstr(report, "{\"summary\":{\"statement_rows\":3,\"ledger_rows\":3,"
+                                   "\"statement_points\":48,\"ledger_points\":90,\"matched\":1,"));
+    assert_non_null(strstr(report,
+                           "},\"points_by_kind\":{\"matched\":{\"statement_points\":10,"
+                           "\"ledger_points\":10},\"points_mismatch\":{\"statement_points\":"
+                           "31,\"ledger_points\":30},\"amount_mismatch\":{"));
+    assert_non_null(strstr(report, "\"missing_in_statement\":{\"statement_points\":0,"
+                                   "\"ledger_points\":50}"));
+    assert_non_null(strstr(report, "\"member_mismatch\":{\"statement_points\":0,"
+                                   "\"ledger_points\":0}},\"ignored_columns\":[]"));
+    free(report);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -781,6 +861,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_event_past_the_zones_years_stops_the_report,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_tills_times_and_amounts_match, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_csv_report_ends_with_its_summary, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
