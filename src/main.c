@@ -2218,6 +2218,22 @@ static int cmd_period(int argc, char **argv)
 
 #define MEMBER_SHOW_TRANSFERS 10 /* recent transfers `member show` lists */
 
+/* Each listed transfer's recorded_at beside its occurred_at, in the mall's
+ * zone to the second: a back-dated one reads out of date order, and this
+ * says why. `list` is the history of `page`, one item per transfer. */
+static void show_recorded_at(const pgw_config *cfg, const pgw_transfer *page, json_t *list)
+{
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        char when[PGW_RFC3339_MAX];
+        int64_t at = page[i].recorded_at_us / 1000000;
+        json_t *item = json_array_get(list, i);
+        json_object_set_new(item, "recorded_at",
+                            pgw_format_rfc3339_or_utc(at, &cfg->rules.tz, when) == PGW_OK
+                                ? json_string(when)
+                                : json_null());
+    }
+}
+
 /* Resolves `who` and reads the member's view and recent transfers through a reader. */
 static int member_view(pgw_writer *reader, const pgw_config *cfg, const pgw_vault *vault,
                        const pgw_identity *who, json_t **out, pgw_err *err)
@@ -2251,8 +2267,14 @@ static int member_view(pgw_writer *reader, const pgw_config *cfg, const pgw_vaul
     if (rc == PGW_OK)
         rc = pgw_writer_run(reader, &cmd, err);
     json_t *history = rc == PGW_OK ? pgw_api_history_json(cfg, &cmd, cmd.page_cap, true) : NULL;
-    if (view != NULL && history != NULL)
-        json_object_set(view, "transfers", json_object_get(history, "transfers"));
+    json_t *list = json_object_get(history, "transfers");
+    if (view != NULL && list != NULL) {
+        show_recorded_at(cfg, page, list);
+        json_object_set(view, "transfers", list);
+        /* The log's order, the hash chain's: a back-dated event (a till's
+         * late one, an import) is where it was recorded, not by its date. */
+        json_object_set_new(view, "transfers_order", json_string("newest recorded first"));
+    }
     json_decref(history);
     if (rc != PGW_OK || view == NULL) {
         json_decref(view);

@@ -5577,6 +5577,7 @@ def test_member_show(s):
                           "--db", s.db], capture_output=True, text=True)
     shown = json.loads(out.stdout) if out.returncode == 0 else {}
     transfers = shown.pop("transfers", [])
+    shown.pop("transfers_order", None)  # member show's own (test_member_show_order)
     check(out.returncode == 0 and shown == view and 0 < len(transfers) <= 10 and
           all(t.get("kind") and "event_key" in t for t in transfers),
           f"member show = GET /v1/members/{{id}} plus transfers: {out.returncode} {out.stderr}")
@@ -5586,6 +5587,31 @@ def test_member_show(s):
                           "--db", s.db], capture_output=True, text=True)
     check(out.returncode == 1 and "no such member" in out.stderr,
           f"nobody holds it: exit 1: {out.returncode} {out.stderr}")
+
+
+def test_member_show_order(s):
+    """The finance walkthrough: member show lists transfers newest first in log order,
+    and a back-dated row (an event a till sent late) read as out of date order, with
+    nothing to say why. The log's order stays (it is the hash chain's, and the order
+    GET /v1/members/{id}/transfers pages in); member show says so, and shows each
+    transfer's recorded_at beside its occurred_at."""
+    for eid, when in (("E-MSO-NEW", "2026-11-25T12:00:00+08:00"),
+                      ("E-MSO-OLD", "2026-11-20T09:00:00+08:00")):  # sent late: back-dated
+        status, doc, _ = s.request("POST", "/v1/events", purchase(eid, 5000, "MSO", when=when))
+        check(status == 201, f"member show order: {eid}: {status} {doc}")
+    out = subprocess.run([BIN, "member", "show", "member_id:MSO", "--config", s.config,
+                          "--db", s.db], capture_output=True, text=True)
+    shown = json.loads(out.stdout) if out.returncode == 0 else {}
+    ts = shown.get("transfers", [])
+    refs = [t.get("reference") for t in ts]
+    check(out.returncode == 0 and shown.get("transfers_order") == "newest recorded first" and
+          len(ts) >= 2 and [t.get("id", 0) for t in ts] == sorted((t.get("id", 0) for t in ts),
+                                                                  reverse=True) and
+          refs[0] == "R-E-MSO-OLD" and ts[0].get("occurred_at") == "2026-11-20T09:00:00+08:00" and
+          refs[-1] == "R-E-MSO-NEW" and ts[-1].get("occurred_at") == "2026-11-25T12:00:00+08:00" and
+          all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00", t.get("recorded_at") or "")
+              for t in ts) and ts[0]["recorded_at"] >= ts[-1]["recorded_at"],
+          f"log order, said so, both times shown: {out.returncode} {out.stderr} {refs} {ts}")
 
 
 def test_backup(s):
@@ -5867,7 +5893,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_route_labels, test_log, test_log_while_idle, test_log_undelivered,
           test_reconciliation, test_reconciliation_written_off, test_repair_many, test_reports,
           test_member_reads_beside_finance,
-          test_member_show, test_backup,
+          test_member_show, test_member_show_order, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
           test_reconciliation_csv_summary)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
