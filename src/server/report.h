@@ -16,8 +16,9 @@
  *             line), so every expired point is someone's
  *   redeemed  REDEEM transfers at the shop ("shop:<id>:redeemed")
  *   net_points = issued - reversed - expired - redeemed; net_fen =
- *             net_points x point_value_fen: what the shop owes the mall
- *             (negative: what the mall owes the shop)
+ *             net_points x point_value_fen: on a shop's row what the shop
+ *             owes the mall (negative: what the mall owes the shop); on a
+ *             funder's row what its points cost the mall itself
  * Accounts that are not shops (mall:campaigns, mall:behaviour, import:*,
  * system:adjustments) are reported apart. The totals add up to the trial
  * balance: issued - reversed - expired - redeemed over every row equals the
