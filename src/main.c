@@ -1648,7 +1648,7 @@ static int repair_missing(const pgw_config *cfg, const char *url, FILE *missing,
     "--to is neither an RFC 3339 time (2026-12-01T00:00:00+08:00, say) nor unix "                  \
     "seconds, " PGW_REPORT_TIME_RANGE
 
-/* --from / --to / --format / --channel / --shop checked into *o. */
+/* --from / --to / --format / --summary-rows / --channel / --shop checked into *o. */
 static int reconcile_args(const flag_set *flags, const pgw_config *cfg, pgw_recon_options *o)
 {
     const char *channel = flag_get(flags, "--channel"), *shop = flag_get(flags, "--shop");
@@ -1670,6 +1670,9 @@ static int reconcile_args(const flag_set *flags, const pgw_config *cfg, pgw_reco
     else if (format != NULL && strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
         bad = "--format is json or csv";
     o->format = format != NULL && strcmp(format, "csv") == 0 ? PGW_RECON_CSV : PGW_RECON_JSON;
+    o->csv_summary = flag_get(flags, "--summary-rows") != NULL;
+    if (bad == NULL && o->csv_summary && o->format != PGW_RECON_CSV)
+        bad = "--summary-rows is for --format csv (the JSON report has its summary)";
     if (bad != NULL)
         fprintf(stderr, "pointsgw reconcile: %s\n", bad);
     return bad ? EXIT_USAGE : EXIT_OK;
@@ -1765,6 +1768,7 @@ static int cmd_reconcile(int argc, char **argv)
         flag_add(&flags, names[i], true);
     flag_add(&flags, "--repair", false);
     flag_add(&flags, "--new-channel", false);
+    flag_add(&flags, "--summary-rows", false);
     pgw_config *cfg;
     int rc = start_command("reconcile", &flags, argc, argv, &cfg);
     if (rc >= 0)
@@ -2347,7 +2351,8 @@ static const command COMMANDS[] = {
      "compute the points an event would earn, with the breakdown", cmd_quote},
     {"reconcile",
      "reconcile --statement FILE --channel NAME [--shop ID] [--from T] [--to T] "
-     "[--format json|csv] [--out FILE] [--repair [--new-channel]] [--config FILE] [--db URL]",
+     "[--format json|csv [--summary-rows]] [--out FILE] [--repair [--new-channel]] "
+     "[--config FILE] [--db URL]",
      "match a channel statement against the log; exit 1 unless every row matched; "
      "--repair posts the rows missing from the log as events",
      cmd_reconcile},

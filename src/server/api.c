@@ -2288,6 +2288,21 @@ static int finance_format(const pgw_request *req, bool *csv, pgw_err *err)
     return rc;
 }
 
+/* summary_rows=true|false: a CSV reconciliation's summary rows, asked for
+ * (API.md's CSV is one exception per row; a reader may take every row so). */
+static int summary_rows(const pgw_request *req, bool csv, bool *on, pgw_err *err)
+{
+    char value[8] = "false";
+    int rc = query_param(req->query, "summary_rows", value, sizeof(value), err);
+    if (rc == PGW_OK && strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+        rc = pgw_err_set(err, PGW_EINVAL, "summary_rows is true or false");
+    *on = rc == PGW_OK && strcmp(value, "true") == 0;
+    if (*on && !csv)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "summary_rows=true is for a CSV report (the JSON report has its summary)");
+    return rc;
+}
+
 /* A time in a query: RFC 3339 (with %2B for a '+' offset) or unix seconds. */
 static int query_time(const char *query, const char *name, int64_t *out, pgw_err *err)
 {
@@ -2336,6 +2351,8 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
     bool csv = false;
     if (rc == PGW_OK)
         rc = finance_format(req, &csv, &err);
+    if (rc == PGW_OK)
+        rc = summary_rows(req, csv, &f->opts.csv_summary, &err);
     if (rc != PGW_OK)
         return refuse(resp, job, R_RECONCILE, rc, err.msg);
     memcpy(f->statement, req->body, req->body_len);

@@ -808,7 +808,7 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
         rc = copy_file(k->tmp, out);
     if (json)
         fputs("]}\n", out);
-    else if (rc == PGW_OK)
+    else if (rc == PGW_OK && k->opts->csv_summary)
         rc = write_csv_summary(k, sum, truncated, out);
     if (rc != PGW_OK || fflush(out) != 0 || ferror(out))
         return pgw_err_set(err, PGW_EIO, "writing the report failed");

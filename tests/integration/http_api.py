@@ -4809,11 +4809,18 @@ def test_reconciliation(s):
           f"both sides shown: {pm}")
     code, text, err = reconcile(s, statement_csv(planted), "--format", "csv")
     lines = text.strip().split("\n") if isinstance(text, str) else []
-    _, listed, _ = recon_csv_parts(text)
-    check(code == 1 and len(listed) == 6 and lines[0].startswith("kind,event_id,line")
+    check(code == 1 and len(lines) == 7 and lines[0].startswith("kind,event_id,line")
           and lines[0].split(",")[14:16] == ["problem", "original_event_id"]
           and sum(line.startswith("missing_in_statement,REC-004,") for line in lines) == 1,
-          f"CSV: one exception per row (API.md), then the summary rows: {lines}")
+          f"CSV: one exception per row (API.md), nothing else: {lines}")
+    code, text, err = reconcile(s, statement_csv(planted), "--format", "csv", "--summary-rows")
+    _, listed, summary_rows = recon_csv_parts(text)
+    check(code == 1 and len(listed) == 6 and
+          summary_rows.get("total", [])[1:2] == ["points_differ"],
+          f"--summary-rows: the exceptions, then the summary rows: {text} {err}")
+    code, text, err = reconcile(s, statement_csv(planted), "--summary-rows")
+    check(code == 2 and text == "" and "--summary-rows is for --format csv" in err,
+          f"--summary-rows of a JSON report: {code} {text} {err}")
     # Regression: a cell starting = + - @ went out as it was, a formula
     # for the spreadsheet finance opens it in (a till names its events).
     formulas = [("=1+2", RECON_DAY % (11, 0), "purchase", "member_id:M1", 100, 1),
@@ -4836,7 +4843,7 @@ def test_reconciliation(s):
                                       ctype="text/csv", key="finance",
                                       headers={"Accept": "text/csv"})
     check(status == 200 and headers.get("content-type", "").startswith("text/csv") and
-          len(recon_csv_parts(text)[1]) == 6, f"Accept: text/csv: {status} {headers} {text}")
+          len(text.strip().split("\n")) == 7, f"Accept: text/csv: {status} {headers} {text}")
     for key, q, ctype, code in (("s001", query, "text/csv", 403),
                                 ("finance", query, "application/json", 415),
                                 ("finance", "/v1/reconciliations?shop=S001", "text/csv", 400),
@@ -5814,9 +5821,11 @@ def test_reconciliation_notices(s):
 def test_reconciliation_csv_summary(s):
     """The finance walkthrough: a reconciliation's CSV was its exceptions alone, so a clean
     match was a header alone, not told from an empty or failed export, and the totals
-    were the JSON's only. It ends with summary rows (as the settlement's CSV), each kind's
-    rows and points, which explain statement_points - ledger_points exactly; the JSON
-    has the same breakdown in points_by_kind. One shop's own day: no other test's events."""
+    were the JSON's only. Asked for (summary_rows=true: API.md's CSV is one exception per
+    row, and stays so unasked), it ends with summary rows (as the settlement's CSV), each
+    kind's rows and points, which explain statement_points - ledger_points exactly; the
+    JSON has the same breakdown in points_by_kind. One shop's own day: no other test's
+    events."""
     when = "2026-11-18T%02d:00:00+08:00"
     points = {}
     for i in range(1, 4):
@@ -5830,8 +5839,8 @@ def test_reconciliation_csv_summary(s):
     def both(rows):
         body = statement_csv(rows).encode()
         _, doc, _ = s.request("POST", query, raw=body, ctype="text/csv", key="finance")
-        _, text, _ = s.request("POST", query + "&format=csv", raw=body, ctype="text/csv",
-                               key="finance")
+        _, text, _ = s.request("POST", query + "&format=csv&summary_rows=true", raw=body,
+                               ctype="text/csv", key="finance")
         return (doc if isinstance(doc, dict) else {}), text
 
     clean = [[f"SUM-{i}", when % (9 + i), "purchase", "member_id:MSUM", 10000 * i, points[i]]
@@ -5865,6 +5874,16 @@ def test_reconciliation_csv_summary(s):
           summary.get("total", [])[1:2] == ["points_differ"] and
           summary["total"][12:14] == [str(sm["statement_points"]), str(sm["ledger_points"])],
           f"the CSV's summary rows are the JSON's figures: {text} {doc}")
+    body = statement_csv(mixed).encode()
+    status, text, _ = s.request("POST", query + "&format=csv", raw=body, ctype="text/csv",
+                                key="finance")
+    check(status == 200 and recon_csv_parts(text)[2] == {},
+          f"unasked, a CSV is its exceptions alone (API.md): {status} {text}")
+    for extra, why in (("&format=csv&summary_rows=yes", "summary_rows is true or false"),
+                       ("&summary_rows=true", "summary_rows=true is for a CSV report")):
+        status, doc, _ = s.request("POST", query + extra, raw=body, ctype="text/csv",
+                                   key="finance")
+        check(status == 400 and why in str(doc), f"{extra}: {status} {doc}")
 
 
 # The tests of one shared server, in order, then those that start servers
