@@ -1109,6 +1109,17 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
 {
     int64_t at = 0;
     char when[PGW_RFC3339_MAX];
+    /* A custom event's points and a referral's referrer have no column:
+     * the event would refuse the row by a path no row has ("$.points:
+     * required", column_message leaves it), so the row's type is named. */
+    pgw_event_type type;
+    if (pgw_event_type_parse(pgw_csv_cell(row, col, COL_TYPE), &type) == PGW_OK &&
+        (type == PGW_EVENT_CUSTOM || type == PGW_EVENT_REFERRAL)) {
+        pgw_err_set(err, PGW_EINVAL,
+                    "type %s: a row has no column for its %s; POST /v1/events takes it",
+                    pgw_event_type_name(type), type == PGW_EVENT_CUSTOM ? "points" : "referrer");
+        return NULL;
+    }
     json_t *member = pgw_member_json_from_text(pgw_csv_cell(row, col, COL_MEMBER), err);
     if (member == NULL)
         return NULL;
@@ -1232,7 +1243,8 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const p
  * and a row has columns: the path becomes the column it was read from, as
  * csv_event names what it refuses itself (`occurred_at "20261129" is
  * ...`), every refusal alike, made before the writer or by it. A path no
- * column writes (none a row can reach) is left as it is. Into out (cap).
+ * column writes (none a row can reach: csv_event refuses the types that
+ * need one) is left as it is. Into out (cap).
  */
 static const char *column_message(const char *message, char *out, size_t cap)
 {

@@ -2765,12 +2765,14 @@ def test_shop_csv_row_refusals(s):
             "REF-6,purchase,2026-11-29 18:40,card:S999:1,100,,",       # no such shop's card
             "REF-7,refund,2026-11-29 18:40,phone:13600136071,100,,",   # refund of nothing
             "REF-8,review,2026-11-29 18:40,phone:13600136071,,,",      # review, no receipt
+            "REF-9,custom,2026-11-29 18:40,phone:13600136071,,,",      # points: no column
+            "REF-10,referral,2026-11-29 18:40,phone:13600136071,,,",   # referrer: no column
             ""]
     status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(rows).encode(),
                                ctype="text/csv", key="s002")
     got = {e["line"]: e["message"] for e in doc.get("errors", [])}
     want = {2: "occurred_at", 3: "amount_fen", 4: "amount_fen", 5: "type", 6: "member",
-            7: "member", 8: "original_event_id", 9: "receipt_no"}
+            7: "member", 8: "original_event_id", 9: "receipt_no", 10: "type", 11: "type"}
     check(status == 200 and doc.get("accepted") == 0 and sorted(got) == sorted(want),
           f"the refused rows, by line: {status} {doc}")
     for line, column in want.items():
@@ -2780,6 +2782,8 @@ def test_shop_csv_row_refusals(s):
         check("$." not in message, f"line {line}: no JSON path: {message!r}")
     check(re.match(r"occurred_at is 3[56]\d\d s ahead of the gateway's clock", got.get(2, "")),
           f"a time ahead, as the event says it but by its column: {got.get(2)!r}")
+    check("points" in got.get(10, "") and "referrer" in got.get(11, ""),
+          f"a type whose field no column holds says which: {got.get(10)!r}, {got.get(11)!r}")
     status, doc, _ = s.request("POST", "/v1/events", {
         "event_id": "REF-J", "channel": "store", "shop_id": "S002", "type": "teleport",
         "occurred_at": "2026-11-29T18:40:00+08:00", "member": {"phone": "13600136071"}},
