@@ -4417,7 +4417,11 @@ def test_few_open_files_no_spin(tmp):
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     try:
         conns = [socket.create_connection(("127.0.0.1", s.port), timeout=3) for _ in range(100)]
-        time.sleep(0.5)  # the accepts fail from here on
+        failing = lambda: any("accept: errno 24" in line for line in list(said))
+        deadline = time.time() + 10
+        while not failing() and time.time() < deadline:
+            time.sleep(0.05)
+        check(failing(), f"the accepts fail, out of open files: {said[-3:]}")
         before, started = cpu_s(), time.time()
         time.sleep(2)
         spent = cpu_s() - before
