@@ -1494,6 +1494,8 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_WSI_DESTROY:           /* every connection's last word, to protocols[0] */
         free(lws_get_opaque_user_data(wsi)); /* peer_address's */
         lws_set_opaque_user_data(wsi, NULL);
+        if (wsi == h->listener) /* a listening socket's hang-up frees it: paused no more */
+            h->listener = NULL;
         break;
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
