@@ -126,6 +126,38 @@ static size_t date_length(const char *p)
     return in_range && !digit_byte(p[10]) ? 10 : 0;
 }
 
+/* The value of the 2 digits at p, or -1. */
+static int two_digits(const char *p)
+{
+    return digit_byte(p[0]) && digit_byte(p[1]) ? (p[0] - '0') * 10 + (p[1] - '0') : -1;
+}
+
+/* The length of a time of day at p, or 0: "9:05", "12:30:45", its seconds'
+ * fraction up to 9 digits ("09:05:07.123456"), in range (hours 0..23,
+ * minutes 0..59, seconds 0..60), no digit nor ':' and a digit after. A
+ * phone written in pairs apart by ':' (138:00:13:80:00, 13:80:01:38:00)
+ * has more groups, or one out of range: it is no time. */
+static size_t time_length(const char *p)
+{
+    size_t n = digit_byte(p[1]) ? 2 : 1;
+    int hour = n == 2 ? two_digits(p) : digit_byte(p[0]) ? p[0] - '0' : -1;
+    if (hour < 0 || hour > 23 || p[n] != ':' || two_digits(p + n + 1) < 0 ||
+        two_digits(p + n + 1) > 59)
+        return 0;
+    n += 3;
+    if (p[n] == ':' && two_digits(p + n + 1) >= 0) {
+        if (two_digits(p + n + 1) > 60)
+            return 0;
+        n += 3;
+        size_t fraction = p[n] == '.' ? strspn(p + n + 1, "0123456789") : 0;
+        if (fraction > 9)
+            return 0;
+        n += fraction > 0 ? fraction + 1 : 0;
+    }
+    bool more = digit_byte(p[n]) || ((p[n] == ':' || p[n] == '.') && digit_byte(p[n + 1]));
+    return more ? 0 : n;
+}
+
 static size_t number_length(const char *p, size_t *digits);
 
 /* The gap bytes at p: up to 4 of them. */
@@ -148,34 +180,31 @@ static bool date_alone(const char *p)
     if (next == p + 10 || !digit_byte(*next) || date_length(next) > 0)
         return true;
     number_length(next, &digits);
-    return digits >= 7 || (digit_byte(next[1]) && next[2] == ':');
-}
-
-/* Whether the ':' at p joins the group of `before` digits to the digits
- * after it as a phone's ("138:0013:8000"): one of the two has 3 or more.
- * A time's groups have 1 or 2 ("12:30:45", "9:05"): it stays a time. */
-static bool colon_joins(const char *p, size_t before)
-{
-    return p[0] == ':' && digit_byte(p[1]) && (before >= 3 || strspn(p + 1, "0123456789") >= 3);
+    return digits >= 7 || time_length(next) > 0;
 }
 
 /* The length of the number at p (digits, at most 4 gap bytes between two
  * of them: "138 0013 8000", "138.0013.8000", ")" and an ideographic space,
- * or one ':' (colon_joins)), its digits counted in *digits. A date
- * (date_alone) is no number's (0 digits) and joins none that is hidden
- * anyway: a short one it joins (110105-1990-01-01). */
+ * or one ':': 138:0013:8000, 138:00:13:80:00), its digits counted in
+ * *digits. A time or a date (date_alone) is no number's (0 digits) and
+ * joins none by a gap, a date none that is hidden anyway: a short one it
+ * joins (110105-1990-01-01). */
 static size_t number_length(const char *p, size_t *digits)
 {
     size_t n = 0;
     *digits = 0;
+    if (time_length(p) > 0)
+        return time_length(p);
     if (date_length(p) > 0 && date_alone(p))
         return 10;
     while (digit_byte(p[n])) {
-        size_t group = 0;
-        for (; digit_byte(p[n]); n++, group++)
+        for (; digit_byte(p[n]); n++)
             ++*digits;
-        size_t gap = colon_joins(p + n, group) ? 1 : gap_length(p + n);
-        if (gap > 0 && digit_byte(p[n + gap]) && (*digits < 7 || date_length(p + n + gap) == 0))
+        bool colon = p[n] == ':'; /* a time's would have been one from the first group */
+        size_t gap = colon ? 1 : gap_length(p + n);
+        const char *next = p + n + gap;
+        if (gap > 0 && digit_byte(*next) && (colon || time_length(next) == 0) &&
+            (*digits < 7 || date_length(next) == 0))
             n += gap;
     }
     return n;
@@ -192,14 +221,19 @@ static bool period_token(const char *p, size_t len)
 
 /* How much of p, a token of `len` bytes and what follows it, is hidden:
  * 0 when none. The whole token when it is long (not a period) or holds a
- * long number, and that number to its end. */
-static size_t hidden_length(const char *p, size_t len)
+ * long number, and that number to its end. When none is, *shown is how
+ * much goes as it is: the token, and a time that starts in it to its end
+ * ("T09:05:07.123456", whose ':' and '.' end the token). */
+static size_t hidden_length(const char *p, size_t len, size_t *shown)
 {
     size_t hide = len >= 20 && !period_token(p, len) ? len : 0;
+    *shown = len;
     for (size_t i = 0; i < len; i++) {
         size_t digits, n = number_length(p + i, &digits);
         if (digits >= 7 && i + n > hide)
             hide = i + n > len ? i + n : len;
+        if (time_length(p + i) > 0 && i + n > *shown)
+            *shown = i + n;
         i += n;
     }
     return hide;
@@ -269,9 +303,9 @@ void pgw_redact_reason(const char *message, char *out, size_t cap)
         size_t token = 0;
         while (token_byte(p[token]))
             token++;
-        size_t hidden = token > 0 ? hidden_length(p, token) : 0;
+        size_t shown = 1, hidden = token > 0 ? hidden_length(p, token, &shown) : 0;
         const char *piece = hidden > 0 ? "***" : p;
-        size_t len = hidden > 0 ? 3 : token > 0 ? token : 1;
+        size_t len = hidden > 0 ? 3 : shown;
         if (token == 0 && (*p < 0x20 || *p > 0x7e))
             piece = "?";
         if (n + len > cap - 1)

@@ -25,8 +25,10 @@ void pgw_redact_db_url(const char *url, char *out, size_t cap);
  * - a PostgreSQL error's DETAIL and HINT (a row's values: "Key (x)=(...)",
  *   on a line of their own or after "; ") and anything after a newline go;
  * - a run of 7 or more digits (a phone number, its groups apart by up to 4
- *   of " -./()" or UTF-8 bytes, or by a ':' beside a group of 3 or more
- *   digits: 138:0013:8000, not a time 12:30:45) and a run of 20 or more
+ *   of " -./()" or UTF-8 bytes, or by ':' unless a time's: 138:0013:8000
+ *   and 138:00:13:80:00 are numbers, a time 9:05, 12:30:45 or
+ *   09:05:07.123456 (hours 0..23, up to 9 digits of fraction) is shown
+ *   and joins none by a gap) and a run of 20 or more
  *   letters, digits and "_-+/=" (a key's text, a signature, a session
  *   token, an openid; not a period 2026-11-01/2026-11-30) each become
  *   "***"; a date "2026-11-24" or "2026/11/24" (a year 1900..2199) is no

@@ -229,6 +229,43 @@ static void test_reason_period_unspaced(void **state)
     expect_reason("x 2026-11-01/2026-11-30/2026 y", 200, "x *** y");
 }
 
+/* Regression (last session's review): a time's fraction of 6 or more
+ * digits (09:05:07.123456Z) was a run of 8 digits, "09:05:***Z". A time
+ * is shown whole, its fraction too; a phone beside one is not. */
+static void test_reason_time_fractions(void **state)
+{
+    (void)state;
+    expect_reason("at 09:05:07.123456Z", 200, "at 09:05:07.123456Z");
+    expect_reason("at 2026-11-24T09:05:07.123456789+08:00 x", 200,
+                  "at 2026-11-24T09:05:07.123456789+08:00 x");
+    expect_reason("at 9:05:07.1, 23:59:60.000 and 2026-11-24 9:05", 200,
+                  "at 9:05:07.1, 23:59:60.000 and 2026-11-24 9:05");
+    /* phones beside a time, and what only looks like one */
+    expect_reason("at 12:30:45 138 0013 8000", 200, "at 12:30:45 ***");
+    expect_reason("phone 1380013 12:30", 200, "phone *** 12:30");
+    expect_reason("x 07.1234567 y", 200, "x *** y");
+    expect_reason("x 09:05:07.1234567890123 y", 200, "x *** y"); /* no time's fraction */
+    expect_reason("x 24:05:07.123456 y", 200, "x *** y");        /* no hour 24 */
+}
+
+/* Regression (last session's review): a phone written in pairs apart by
+ * ':' (138:00:13:80:00, as a till's export may) was shown: ':' joined
+ * groups only beside one of 3 digits. A run of groups apart by ':' is a
+ * number unless it is a time (1 or 2 groups after an hour, in range). */
+static void test_reason_phone_pairs(void **state)
+{
+    (void)state;
+    expect_reason("no member 138:00:13:80:00 here", 200, "no member *** here");
+    expect_reason("no member 13:80:01:38:00 here", 200, "no member *** here");
+    expect_reason("no member 138-00-13-80-00", 200, "no member ***");
+    expect_reason("no member 138 00 13 80 00", 200, "no member ***");
+    expect_reason("no member 138.00.13.80.00", 200, "no member ***");
+    expect_reason("no member 13:80:01:38:00:00.", 200, "no member ***.");
+    /* an address with its port is hidden as before; times stay */
+    expect_reason("peer 10.0.0.12:5432 x", 200, "peer *** x");
+    expect_reason("at 12:30:45, 9:05 and 1:40: x", 200, "at 12:30:45, 9:05 and 1:40: x");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +280,8 @@ int main(void)
         cmocka_unit_test(test_reason_date_shaped_numbers),
         cmocka_unit_test(test_reason_phone_colons),
         cmocka_unit_test(test_reason_period_unspaced),
+        cmocka_unit_test(test_reason_time_fractions),
+        cmocka_unit_test(test_reason_phone_pairs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
