@@ -556,8 +556,11 @@ static void reload_keys(reloader *r)
         cfg->security.development_mode = r->running->security.development_mode;
         rc = pgw_auth_new(cfg, &fresh, &err);
     }
-    if (rc != PGW_OK && cfg != NULL) /* the file's keys refused: named as its parse does */
-        rc = pgw_err_prefix(&err, "%s: ", r->path);
+    if (rc != PGW_OK && cfg != NULL) { /* the file's keys refused: named as its parse does */
+        char name[PGW_CONFIG_NAME_MAX + 1];
+        pgw_config_name(r->path, name);
+        rc = pgw_err_prefix(&err, "%s: ", name);
+    }
     if (rc == PGW_OK)
         rc = pgw_config_changed(r->running_text, r->running_len, text, len, changed,
                                 sizeof(changed), &err);

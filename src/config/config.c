@@ -844,6 +844,9 @@ int pgw_config_check_tls(const pgw_http_config *http, const char *file, pgw_err 
         return PGW_OK;
     const char *why = NULL;
     int rc = PGW_OK;
+    char name[PGW_CONFIG_NAME_MAX + 1];
+    pgw_config_name(file, name);
+    file = name;
     X509 *cert = read_pem(http->cert_file, false, &why);
     EVP_PKEY *key = NULL;
     if (cert == NULL)
@@ -1536,38 +1539,61 @@ int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_confi
 {
     PGW_ASSERT(text != NULL && origin != NULL && out != NULL);
     *out = NULL;
+    char name[PGW_CONFIG_NAME_MAX + 1];
+    pgw_config_name(origin, name);
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return pgw_err_set(err, PGW_EINVAL, "%s:%d:%d: invalid JSON: %s", origin, jerr.line,
+        return pgw_err_set(err, PGW_EINVAL, "%s:%d:%d: invalid JSON: %s", name, jerr.line,
                            jerr.column, jerr.text);
     pgw_config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL) {
         json_decref(root);
-        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory", origin);
+        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory", name);
     }
-    snprintf(cfg->origin, sizeof(cfg->origin), "%s", origin);
+    snprintf(cfg->origin, sizeof(cfg->origin), "%s", name);
     int rc = parse_root(root, cfg, err);
     json_decref(root);
     if (rc != PGW_OK) {
         free(cfg);
-        return pgw_err_prefix(err, "%s: ", origin);
+        return pgw_err_prefix(err, "%s: ", name);
     }
     *out = cfg;
     return PGW_OK;
+}
+
+/* Of a long path, the bytes shown from its start; its end gets the rest
+ * but the "...": the file's name and the folders nearest it, which tell
+ * one configuration from another, more than its first folders do. */
+#define NAME_HEAD 60
+
+void pgw_config_name(const char *path, char out[PGW_CONFIG_NAME_MAX + 1])
+{
+    size_t len = strlen(path);
+    if (len <= PGW_CONFIG_NAME_MAX) {
+        memcpy(out, path, len + 1);
+        return;
+    }
+    size_t head = pgw_utf8_prefix(path, NAME_HEAD);
+    const char *tail = path + len - (PGW_CONFIG_NAME_MAX - NAME_HEAD - 3);
+    while (((unsigned char)*tail & 0xC0) == 0x80) /* not in a character's bytes */
+        tail++;
+    snprintf(out, PGW_CONFIG_NAME_MAX + 1, "%.*s...%s", (int)head, path, tail);
 }
 
 int pgw_config_read(const char *path, char **text, size_t *len, pgw_err *err)
 {
     *text = NULL;
     *len = 0;
+    char name[PGW_CONFIG_NAME_MAX + 1];
+    pgw_config_name(path, name);
     FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return pgw_err_set(err, PGW_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return pgw_err_set(err, PGW_EIO, "%s: cannot open: %s", name, strerror(errno));
     char *buf = malloc(PGW_CONFIG_FILE_MAX + 1);
     if (buf == NULL) {
         fclose(f);
-        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory", path);
+        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory", name);
     }
     size_t n = fread(buf, 1, PGW_CONFIG_FILE_MAX + 1, f);
     bool failed = ferror(f) != 0;
@@ -1575,9 +1601,9 @@ int pgw_config_read(const char *path, char **text, size_t *len, pgw_err *err)
     fclose(f);
     int rc = PGW_OK;
     if (failed)
-        rc = pgw_err_set(err, PGW_EIO, "%s: cannot read: %s", path, strerror(why ? why : EIO));
+        rc = pgw_err_set(err, PGW_EIO, "%s: cannot read: %s", name, strerror(why ? why : EIO));
     else if (n > PGW_CONFIG_FILE_MAX)
-        rc = pgw_err_set(err, PGW_EINVAL, "%s: larger than %d bytes", path, PGW_CONFIG_FILE_MAX);
+        rc = pgw_err_set(err, PGW_EINVAL, "%s: larger than %d bytes", name, PGW_CONFIG_FILE_MAX);
     if (rc != PGW_OK) {
         free(buf);
         return rc;

@@ -184,6 +184,18 @@ typedef struct pgw_config {
  */
 int pgw_config_load(const char *path, pgw_config **out, pgw_err *err);
 
+/* The longest configuration path messages show whole (pgw_config_name). */
+#define PGW_CONFIG_NAME_MAX 200
+
+/*
+ * `path` as messages name it, into out: whole when at most
+ * PGW_CONFIG_NAME_MAX bytes, else its start, "..." and its end (the
+ * file's name and its nearest folders), at most PGW_CONFIG_NAME_MAX bytes,
+ * cut between UTF-8 characters. A message is PGW_ERR_MSG_MAX bytes: a
+ * long path in it whole would push out the reason after it.
+ */
+void pgw_config_name(const char *path, char out[PGW_CONFIG_NAME_MAX + 1]);
+
 /* The file's text, at most PGW_CONFIG_FILE_MAX bytes, NUL-terminated
  * (malloc'd: the caller frees it); PGW_EIO or PGW_EINVAL naming the path. */
 int pgw_config_read(const char *path, char **text, size_t *len, pgw_err *err);

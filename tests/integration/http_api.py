@@ -2455,6 +2455,58 @@ def test_reload_refuses_the_demo_key(tmp):
     check(code == 0, f"SIGTERM stops: {code} {said[-3:]}")
 
 
+def test_reload_long_path_keeps_the_reason(tmp):
+    """Regression (last session's review): a configuration path over ~500
+    bytes filled the 512-byte message of a reload's refusal, and its
+    reason, what the operator needs, was cut off. The path's middle is
+    elided now; its start, its file's name and the reason are shown."""
+    d = os.path.join(tmp, "reload-long")
+    folder = os.path.join(d, *["a-folder-of-a-long-path-%02d" % i for i in range(22)])
+    os.makedirs(folder, exist_ok=True)
+    path = write_config(folder, name="reload-long.json")
+    check(len(path) > 600, f"the path is long: {len(path)}")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["security"]["development_mode"] = False
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    phone = {"PGW_PHONE_HMAC_KEY": "1" * 64, "PGW_PHONE_AES_KEY": "2" * 64}
+    saved = {k: os.environ.get(k) for k in phone}
+    os.environ.update(phone)
+    try:
+        s = Server(d, path)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.update({k: v})
+    reader, said = stderr_lines(s)
+    try:
+        with open(path + ".new", "w") as f:
+            f.write('{"mall": ')
+        os.replace(path + ".new", path)
+        start = len(said)
+        s.proc.send_signal(signal.SIGHUP)
+        line = said_after(said, start, "keys unchanged")
+        check(line is not None and "invalid JSON" in line and "/reload-long.json:1:" in line and
+              "..." in line and path[:30] in line, f"a broken file's reason: {said[start:]}")
+        # the keys refused: main's own prefix, the file's name
+        with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
+            demo = [k for k in json.load(f)["keys"] if k["name"] == "demo-admin"]
+        cfg["keys"] += demo
+        with open(path + ".new", "w") as f:
+            json.dump(cfg, f, ensure_ascii=False)
+        os.replace(path + ".new", path)
+        start = len(said)
+        s.proc.send_signal(signal.SIGHUP)
+        line = said_after(said, start, "keys unchanged")
+        check(line is not None and "/reload-long.json: key demo-admin is README's published "
+              "demo key" in line, f"the demo key's refusal: {said[start:]}")
+    finally:
+        s.proc.send_signal(signal.SIGTERM)
+        code = s.proc.wait(timeout=30)
+        reader.join()
+    check(code == 0, f"SIGTERM stops: {code} {said[-3:]}")
+
+
 def test_request_ids_across_restarts(tmp):
     """Regression: the request log's "id" (which stderr's "request N"
     names too) counted from 1 at every start, so a restart's requests
@@ -5925,7 +5977,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_reconciliation_csv_summary)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
               test_hangup, test_hangup_while_starting, test_reload_keys,
-              test_reload_refuses_the_demo_key, test_log_kept_through_a_signal,
+              test_reload_refuses_the_demo_key, test_reload_long_path_keeps_the_reason,
+              test_log_kept_through_a_signal,
               test_log_dropped_counted, test_poll_failing_stops, test_nonces_across_restarts,
               test_keys_add_signing,
               test_request_ids_across_restarts, test_long_waits,

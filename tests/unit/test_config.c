@@ -723,6 +723,46 @@ static void test_changed_settings(void **state)
     assert_string_equal(out, "listen, http, db");
 }
 
+/* Regression (last session's review): a path over ~500 bytes filled the
+ * 512-byte message, and the reason, what the operator needs, was cut off
+ * (a reload's refusal said only the path). A long path is shown with its
+ * middle elided, its start and its file's end kept; the reason whole. */
+static void test_long_path_keeps_the_reason(void **state)
+{
+    (void)state;
+    char path[700] = "/srv/";
+    while (strlen(path) < 600)
+        strcat(path, "deep-folder/");
+    strcat(path, "pointsgw-long.json");
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_config_load(path, &cfg, &err), PGW_EIO);
+    assert_non_null(strstr(err.msg, "/pointsgw-long.json: cannot open: No such file"));
+    assert_non_null(strstr(err.msg, "/srv/deep-folder/"));
+    assert_non_null(strstr(err.msg, "..."));
+    assert_true(strlen(err.msg) < 300);
+    const char *broken = "{\"mall\": ";
+    assert_int_equal(pgw_config_parse(broken, strlen(broken), path, &cfg, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "pointsgw-long.json:1:"));
+    assert_non_null(strstr(err.msg, "invalid JSON"));
+    assert_int_equal(pgw_config_parse("[]", 2, path, &cfg, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "pointsgw-long.json: $: expected an object"));
+    /* a path of at most PGW_CONFIG_NAME_MAX bytes is shown whole */
+    char name[PGW_CONFIG_NAME_MAX + 1];
+    path[PGW_CONFIG_NAME_MAX] = '\0';
+    pgw_config_name(path, name);
+    assert_string_equal(name, path);
+    /* a cut in a character's bytes moves to its start: the name stays UTF-8 */
+    char wide[400] = "/srv/";
+    while (strlen(wide) < 390)
+        strcat(wide, "\xe5\x95\x86");
+    pgw_config_name(wide, name);
+    assert_true(strlen(name) <= PGW_CONFIG_NAME_MAX);
+    assert_non_null(strstr(name, "..."));
+    assert_int_equal(strlen(strstr(name, "...") + 3) % 3, 0);
+    assert_int_equal((strstr(name, "...") - name - 5) % 3, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -741,6 +781,7 @@ int main(void)
         cmocka_unit_test(test_syntax_and_duplicate_keys),
         cmocka_unit_test(test_files_missing_and_too_large),
         cmocka_unit_test(test_changed_settings),
+        cmocka_unit_test(test_long_path_keeps_the_reason),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
