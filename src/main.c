@@ -2046,10 +2046,17 @@ static int cmd_keys(int argc, char **argv)
         json_t *entry =
             json_pack("{s:s,s:s,s:s,s:o*}", "name", name ? name : fallback, "scope", scope,
                       "key_sha256", hash, "require_signature", signs ? json_true() : NULL);
-        char *line = json_dumps(entry, JSON_COMPACT);
-        printf("key: %s\n(shown once: the gateway keeps only its SHA-256; store it now)\n"
-               "add to \"keys\" in the configuration:\n%s\n",
-               key, line ? line : "?");
+        char *line = entry != NULL ? json_dumps(entry, JSON_COMPACT) : NULL;
+        if (line == NULL) { /* a key without its line is none: not shown */
+            fprintf(stderr, "pointsgw keys add: out of memory making the configuration line; "
+                            "no key was made\n");
+            rc = EXIT_PROBLEM;
+        } else {
+            printf("key: %s\n(shown once: the gateway keeps only its SHA-256; store it now)\n"
+                   "add to \"keys\" in the configuration:\n%s\n",
+                   key, line);
+        }
+        OPENSSL_cleanse(key, sizeof(key));
         free(line);
         json_decref(entry);
         OPENSSL_cleanse(secret, sizeof(secret));
