@@ -899,6 +899,17 @@ static void nonce_file(const serve_lock *lock, char out[PATH_MAX + 8])
         snprintf(out, PATH_MAX + 8, "%.*s" PGW_STORE_NONCES_SUFFIX, (int)(n - suffix), lock->path);
 }
 
+/* What to add to a nonces warning when `file` is still there after the
+ * start took its nonces or a stop could not write its own: a start after
+ * this run (a crash, or a stop that could not write) would take that file
+ * for the last run's nonces, all of them, and let in a replay of a
+ * request signed in this run. Only its removal keeps that from being. */
+static const char *left_there(const char *file)
+{
+    struct stat st;
+    return lstat(file, &st) == 0 ? "; it is left there: remove " : NULL;
+}
+
 /* The nonces the last clean stop kept; else says that signed requests
  * stamped before now are refused a while. A new database had no run
  * before: a file beside it is another ledger's, gone (a crash of this run
@@ -912,15 +923,21 @@ static void restore_nonces(pgw_http *http, const char *file, bool existed)
     }
     pgw_err err;
     bool kept = false;
-    /* A file there but not taken is said as such, not as none (an
-     * operator's walkthrough read "no FILE" of a file cut short). */
+    /* A file there but not relied on is said as such, not as none (an
+     * operator's walkthrough read "no FILE" of a file cut short). Read
+     * whole but not removed, its nonces are this run's all the same, and
+     * the stamps before now refused as well: not "not taken" (a review). */
     if (pgw_auth_restore_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &kept, &err) !=
-        PGW_OK)
+        PGW_OK) {
+        const char *left = left_there(file);
         fprintf(stderr,
-                "pointsgw serve: warning: the last run's nonces of signed requests are not "
-                "taken (%s): those stamped before now are refused for %d s\n",
-                err.msg, PGW_SIGNATURE_SKEW_S);
-    else if (!kept) /* not only a crash: a restore or a move leaves the file behind */
+                "pointsgw serve: warning: the last run's nonces of signed requests are not relied "
+                "on (%s): those stamped before now are refused for %d s%s%s%s\n",
+                err.msg, PGW_SIGNATURE_SKEW_S, left ? left : "", left ? file : "",
+                left ? " before the next start, which may take it for all the last run's "
+                       "nonces and let a request signed in this run be replayed"
+                     : "");
+    } else if (!kept) /* not only a crash: a restore or a move leaves the file behind */
         fprintf(stderr,
                 "pointsgw serve: warning: the last run kept no nonces of signed requests (no "
                 "%s: it did not stop cleanly, or the database was restored or moved, or an "
@@ -931,8 +948,17 @@ static void restore_nonces(pgw_http *http, const char *file, bool existed)
 static void keep_nonces(pgw_http *http, const char *file)
 {
     pgw_err err;
-    if (file[0] != '\0' &&
-        pgw_auth_save_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &err) != PGW_OK)
+    if (file[0] == '\0' ||
+        pgw_auth_save_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &err) == PGW_OK)
+        return;
+    const char *left = left_there(file); /* an older file, which the next start would take */
+    if (left != NULL)
+        fprintf(stderr,
+                "pointsgw serve: warning: cannot keep the nonces of signed requests: %s%s%s "
+                "before the next start, which may take it for this run's nonces and let a "
+                "request signed in this run be replayed\n",
+                err.msg, left, file);
+    else
         fprintf(stderr,
                 "pointsgw serve: warning: cannot keep the nonces of signed requests: %s: the "
                 "next start refuses those stamped before it for %d s\n",

@@ -2377,6 +2377,38 @@ def test_nonces_across_restarts(tmp):
     check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
 
 
+def test_nonces_file_not_removable(tmp):
+    """Regression (last session's review): a nonces file that could not be
+    removed once read was said "not taken", and a clean stop that then
+    could not write its own said the next start refuses the stamps
+    before it, when the next start would take the file left there for the
+    last run's nonces, all of them (a replay of this run's requests let
+    in). Both warnings now say the file is left, and to remove it. As
+    root no plain file resists its removal here: a folder in its place
+    does (EISDIR), the same branch."""
+    d = os.path.join(tmp, "nonces-stuck")
+    os.makedirs(d, exist_ok=True)
+    path, db = write_config(d, name="stuck.json"), "sqlite:" + os.path.join(d, "stuck.db")
+    s = Server(d, path, db=db)
+    code, err = s.stop()
+    check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
+    file = os.path.join(d, "stuck.db-nonces")
+    os.remove(file)
+    os.makedirs(os.path.join(file, "inside"))
+    s = Server(d, path, db=db)
+    try:
+        warned = [x for x in s.startup.splitlines() if "warning" in x and "nonces" in x]
+        check(len(warned) == 1 and "cannot remove it" in warned[0] and "not taken" not in
+              warned[0] and "refused for 300 s" in warned[0] and "remove " + file +
+              " before the next start" in warned[0], f"a file left there is said so: {s.startup}")
+    finally:
+        code, err = s.stop()
+    check(code == 0 and "cannot keep the nonces" in err and "remove " + file +
+          " before the next start" in err and "the next start refuses" not in err,
+          f"the stop says the file left there is no clean stop's: {code} {err}")
+    shutil.rmtree(file)
+
+
 def test_keys_add_signing(tmp):
     """Regression (an operator's walkthrough): `keys add` had no way to make
     a key that must sign; README said to edit the printed line by hand.
@@ -5980,6 +6012,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_reload_refuses_the_demo_key, test_reload_long_path_keeps_the_reason,
               test_log_kept_through_a_signal,
               test_log_dropped_counted, test_poll_failing_stops, test_nonces_across_restarts,
+              test_nonces_file_not_removable,
               test_keys_add_signing,
               test_request_ids_across_restarts, test_long_waits,
               test_few_open_files, test_few_open_files_no_spin,
