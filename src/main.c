@@ -899,15 +899,22 @@ static void nonce_file(const serve_lock *lock, char out[PATH_MAX + 8])
         snprintf(out, PATH_MAX + 8, "%.*s" PGW_STORE_NONCES_SUFFIX, (int)(n - suffix), lock->path);
 }
 
-/* What to add to a nonces warning when `file` is still there after the
- * start took its nonces or a stop could not write its own: a start after
- * this run (a crash, or a stop that could not write) would take that file
- * for the last run's nonces, all of them, and let in a replay of a
- * request signed in this run. Only its removal keeps that from being. */
-static const char *left_there(const char *file)
+/* Whether `file` is still there after the start took its nonces or a
+ * stop could not write its own; if so, says on stderr (after the warning,
+ * which ends without its newline) to remove it: a start after this run (a
+ * crash, or a stop that could not write) may take that file for the last
+ * run's nonces, all of them, and let in a replay of a request signed in
+ * this run. Only its removal keeps that from being. */
+static bool left_there(const char *file)
 {
     struct stat st;
-    return lstat(file, &st) == 0 ? "; it is left there: remove " : NULL;
+    if (lstat(file, &st) != 0)
+        return false;
+    fprintf(stderr,
+            "; it is left there: remove %s before the next start, which may take it for the "
+            "last run's nonces, all of them, and let a request signed in this run be replayed\n",
+            file);
+    return true;
 }
 
 /* The nonces the last clean stop kept; else says that signed requests
@@ -929,14 +936,12 @@ static void restore_nonces(pgw_http *http, const char *file, bool existed)
      * the stamps before now refused as well: not "not taken" (a review). */
     if (pgw_auth_restore_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &kept, &err) !=
         PGW_OK) {
-        const char *left = left_there(file);
         fprintf(stderr,
                 "pointsgw serve: warning: the last run's nonces of signed requests are not relied "
-                "on (%s): those stamped before now are refused for %d s%s%s%s\n",
-                err.msg, PGW_SIGNATURE_SKEW_S, left ? left : "", left ? file : "",
-                left ? " before the next start, which may take it for all the last run's "
-                       "nonces and let a request signed in this run be replayed"
-                     : "");
+                "on (%s): those stamped before now are refused for %d s",
+                err.msg, PGW_SIGNATURE_SKEW_S);
+        if (!left_there(file))
+            fputc('\n', stderr);
     } else if (!kept) /* not only a crash: a restore or a move leaves the file behind */
         fprintf(stderr,
                 "pointsgw serve: warning: the last run kept no nonces of signed requests (no "
@@ -951,18 +956,11 @@ static void keep_nonces(pgw_http *http, const char *file)
     if (file[0] == '\0' ||
         pgw_auth_save_nonces(pgw_http_auth(http), file, (int64_t)time(NULL), &err) == PGW_OK)
         return;
-    const char *left = left_there(file); /* an older file, which the next start would take */
-    if (left != NULL)
-        fprintf(stderr,
-                "pointsgw serve: warning: cannot keep the nonces of signed requests: %s%s%s "
-                "before the next start, which may take it for this run's nonces and let a "
-                "request signed in this run be replayed\n",
-                err.msg, left, file);
-    else
-        fprintf(stderr,
-                "pointsgw serve: warning: cannot keep the nonces of signed requests: %s: the "
-                "next start refuses those stamped before it for %d s\n",
-                err.msg, PGW_SIGNATURE_SKEW_S);
+    fprintf(stderr, "pointsgw serve: warning: cannot keep the nonces of signed requests: %s",
+            err.msg);
+    if (!left_there(file)) /* else the older file there, which the next start may take */
+        fprintf(stderr, ": the next start refuses those stamped before it for %d s\n",
+                PGW_SIGNATURE_SKEW_S);
 }
 
 static int cmd_serve(int argc, char **argv)
