@@ -474,21 +474,26 @@ static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
     size_t len = src != NULL ? strnlen(src, cap - 1 + PGW_SMS_KEY_MAX) : 0;
     memcpy(text, src != NULL ? src : "", len);
     text[len] = '\0';
+    /* Every copy is found in the text as it came and masked in `out`: a
+     * copy sharing bytes with one masked before (a number that begins as it
+     * ends, whose masked form keeps its last four digits) is found too. */
+    char out[sizeof(text)];
+    memcpy(out, text, len + 1);
     size_t s = strlen(sc->secret);
     PGW_ASSERT(s <= PGW_SMS_KEY_MAX);
     if (s >= SCRUB_MIN_SECRET) {
-        for (char *hit = strstr(text, sc->secret); hit != NULL; hit = strstr(hit + s, sc->secret))
-            memset(hit, '*', s);
+        for (char *hit = strstr(text, sc->secret); hit != NULL; hit = strstr(hit + 1, sc->secret))
+            memset(out + (hit - text), '*', s);
     }
     /* The 11 national digits become the masked form, which is as long. */
     char masked[16];
     mask_phone(sc->phone, masked);
     const char *national = sc->phone + 3;
-    for (char *hit = strstr(text, national); hit != NULL; hit = strstr(hit + 11, national))
-        memcpy(hit, masked, 11);
-    len = strnlen(text, cap - 1);
-    memcpy(dst, text, len);
-    dst[pgw_utf8_prefix(text, len)] = '\0'; /* the cut may split a character: text ends */
+    for (char *hit = strstr(text, national); hit != NULL; hit = strstr(hit + 1, national))
+        memcpy(out + (hit - text), masked, 11);
+    len = strnlen(out, cap - 1);
+    memcpy(dst, out, len);
+    dst[pgw_utf8_prefix(out, len)] = '\0'; /* the cut may split a character: out ends */
 }
 
 /* The classification of an answer, and the message of a failure. */

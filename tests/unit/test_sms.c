@@ -526,6 +526,36 @@ static void test_a_number_across_the_cut_is_masked(void **state)
     pgw_sms_client_free(c);
 }
 
+/*
+ * Copies of the number or the secret that overlap are masked, each of them.
+ * Regression (R1's review): the search went on after the copy it had
+ * masked, 11 bytes on, and the masked form keeps the number's last four
+ * digits, so "138000013800001380" (two copies of 13800001380 sharing
+ * "1380") came out "138****13800001380", the second copy whole.
+ */
+static void test_overlapping_copies_are_masked(void **state)
+{
+    (void)state;
+    /* Numbers that begin as they end, so that copies can share digits. */
+    static const char *const cases[][2] = {
+        {"+8613800001380", "138000013800001380 refused"},
+        {"+8613913913913", "note 1391391391391391391 refused"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pgw_sms_client *c = tencent();
+        fault("{s:s,s:s,s:s,s:b}", "provider", "tencent", "code", "FailedOperation.Quoting",
+              "message", cases[i][1], "per_number", 1);
+        pgw_sms_result r;
+        pgw_err err = {0};
+        pgw_sms_message m = message_to(c, cases[i][0], NULL);
+        assert_int_equal(pgw_sms_send(c, &m, &r, &err), PGW_EINVAL);
+        const char *national = cases[i][0] + 3;
+        if (strstr(r.message, national) != NULL || strstr(err.msg, national) != NULL)
+            fail_msg("case %zu: a copy of %s shows: \"%s\"; %s", i, national, r.message, err.msg);
+        pgw_sms_client_free(c);
+    }
+}
+
 /* The last 16 bytes of s, or all of a shorter s, to show where it ends. */
 static const char *tail_of(const char *s)
 {
@@ -1155,6 +1185,7 @@ int main(void)
         cmocka_unit_test_setup(test_wrong_secret, reset_fake),
         cmocka_unit_test_setup(test_clock_skew, reset_fake),
         cmocka_unit_test_setup(test_a_number_across_the_cut_is_masked, reset_fake),
+        cmocka_unit_test_setup(test_overlapping_copies_are_masked, reset_fake),
         cmocka_unit_test_setup(test_the_cut_keeps_characters_and_masks_the_longest_secret,
                                reset_fake),
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
