@@ -77,9 +77,12 @@ typedef struct courier {
     bool started;
 } courier;
 
-/* Room for why a channel is off (channel_off): short, so that three
- * channels' reasons and a refusal fit the 200 bytes of last_error. */
-#define OFF_MAX 40
+/* Room for why a channel is off (channel_off), its NUL included: short,
+ * so that three channels' reasons and a refusal fit the 200 bytes of
+ * last_error (the sum is asserted at KEPT_MIN). Regression: at 40, a
+ * 39-byte reason ("<25 bytes> unset, 2 more") cut the last one to
+ * "sms: WeChat may have told…". */
+#define OFF_MAX 39
 
 struct pgw_notifier {
     pgw_notifier_options o;
@@ -1387,6 +1390,13 @@ static pgw_notice_channel refusal_kept(const pgw_notice *nt, const reach_info *r
 
 /* Bytes of a kept refusal at least, when it is cut inside a field. */
 #define KEPT_MIN 80
+
+/* The longest message of a notice passed over after a WeChat message
+ * (WX_MAY_HAVE_TOLD), a refusal kept, the official account off, fits. */
+_Static_assert(KEPT_MIN + sizeof("; no other channel reaches the member: wechat_oa: ") - 1 +
+                       OFF_MAX - 1 + sizeof("; sms: " WX_MAY_HAVE_TOLD) - 1 <=
+                   PGW_NOTICE_ERROR_MAX,
+               "a channel's off reason leaves the others whole");
 
 /*
  * How much of a kept refusal (valid UTF-8) goes before the other

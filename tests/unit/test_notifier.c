@@ -902,10 +902,12 @@ static void test_no_wechat_after_an_sms_given_up_that_may_have_gone(void **state
  * Returns the notice as it ends.
  */
 static pgw_notice retry_after_a_lost_subscribe_message(const db_fixture *f, json_t *retry_fault,
-                                                       bool again)
+                                                       bool again, const char *oa_secret_env)
 {
     atomic_store(&first_send, 0);
     pgw_config *cfg = mall_retrying(false);
+    if (oa_secret_env != NULL)
+        snprintf(cfg->wechat_oa.secret_env, sizeof(cfg->wechat_oa.secret_env), "%s", oa_secret_env);
     cfg->notify.retry_base_delay_ms = cfg->notify.retry_max_delay_ms = 600 * 1000;
     rig r;
     rig_open(f, cfg, &r);
@@ -951,7 +953,7 @@ static pgw_notice retry_after_a_lost_subscribe_message(const db_fixture *f, json
  * skipped, SMS left out (README: such a notice may end without SMS). */
 static void test_a_retry_after_a_lost_subscribe_message_stays_off_sms(void **state)
 {
-    pgw_notice nt = retry_after_a_lost_subscribe_message(*state, NULL, false);
+    pgw_notice nt = retry_after_a_lost_subscribe_message(*state, NULL, false, NULL);
     if (strcmp(nt.state, "skipped") != 0 || strstr(nt.last_error, "sms: " WX_LEFT_OUT) == NULL)
         fail_msg("notice %s (%s): want it skipped, SMS left out after the WeChat message", nt.state,
                  nt.last_error);
@@ -959,13 +961,13 @@ static void test_a_retry_after_a_lost_subscribe_message_stays_off_sms(void **sta
 
 /* The member subscribed again meanwhile, and WeChat refuses the retry
  * (43101): no SMS either, skipped. */
-static void test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms(void **state)
+static void refused_retry_stays_off_sms(void **state, const char *oa_secret_env, const char *errmsg)
 {
-    pgw_notice nt = retry_after_a_lost_subscribe_message(
-        *state,
-        json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send", "count", 1, "errcode",
-                  43101),
-        true);
+    json_t *fault = json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/subscribe/send", "count",
+                              1, "errcode", 43101);
+    if (errmsg != NULL)
+        json_object_set_new(fault, "errmsg", json_string(errmsg));
+    pgw_notice nt = retry_after_a_lost_subscribe_message(*state, fault, true, oa_secret_env);
     if (strcmp(nt.state, "skipped") != 0 || nt.attempts != 2)
         fail_msg("notice %s after %lld attempts (%s): want it skipped at the second", nt.state,
                  (long long)nt.attempts, nt.last_error);
@@ -976,6 +978,23 @@ static void test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms(vo
         fail_msg("skipped after a lost subscribe message and a 43101: last_error \"%s\" (%zu "
                  "bytes): want it to end \"sms: " WX_LEFT_OUT "\"",
                  nt.last_error, strlen(nt.last_error));
+}
+
+static void test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms(void **state)
+{
+    refused_retry_stays_off_sms(state, NULL, NULL);
+}
+
+/* The same with the official account off for want of a variable whose
+ * name is as long as channel_off names with "unset, 2 more" (25 bytes):
+ * the SMS's reason still whole. Regression (a review of 8c3bc79): the
+ * longer reason pushed it past the 200 bytes, cut "sms: WeChat may…". */
+static void test_a_long_variable_name_leaves_the_sms_reason_whole(void **state)
+{
+    /* 65 bytes before it, "wechat_mp: ... errcode 43101 ": a word ends
+     * at 77, where the refusal's KEPT_MIN of 80 with its "…" is cut. */
+    refused_retry_stays_off_sms(state, "PGW_MALL_WECHAT_OA_SECRET",
+                                "user-refused to accept the subscribe message");
 }
 
 /* M1's arrival once sent, polled every 10 ms up to `tries` times; its
@@ -3794,6 +3813,8 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_long_cause_is_cut_between_words, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_variable_name_leaves_the_sms_reason_whole,
+                                        setup, db_fixture_teardown),
     };
     /* One test, or a few, by name (a cmocka pattern): a slow group run by hand. */
     const char *only = getenv("PGW_TEST_ONLY");
