@@ -5,6 +5,7 @@
 
 #include "core/assertions.h"
 #include "core/utf8.h"
+#include "util/env.h"
 #include "util/http_client.h"
 
 #include <openssl/crypto.h>
@@ -568,4 +569,19 @@ void pgw_wx_client_get_stats(pgw_wx_client *c, pgw_wx_client_stats *out)
     pthread_mutex_lock(&c->stats_lock);
     *out = c->stats;
     pthread_mutex_unlock(&c->stats_lock);
+}
+
+bool pgw_wechat_mp_env_set(const pgw_wechat_channel *mp, char *unset, size_t cap)
+{
+    const char *vars[] = {mp->secret_env};
+    return pgw_env_all_set(vars, 1, unset, cap);
+}
+
+bool pgw_wechat_oa_env_set(const pgw_wechat_channel *oa, char *unset, size_t cap)
+{
+    /* A configuration naming an EncodingAESKey asks for safe mode; run
+     * without it, the account would take plain pushes, which safe mode
+     * refuses, and refuse WeChat's encrypted ones for want of fields. */
+    const char *vars[] = {oa->secret_env, oa->token_env, oa->aes_key_env};
+    return pgw_env_all_set(vars, oa->aes_key_env[0] != '\0' ? 3 : 2, unset, cap);
 }

@@ -28,6 +28,7 @@
 #ifndef PGW_ADAPTERS_WECHAT_CLIENT_H
 #define PGW_ADAPTERS_WECHAT_CLIENT_H
 
+#include "config/config.h"
 #include "core/error.h"
 
 #include <jansson.h>
@@ -176,5 +177,17 @@ typedef struct pgw_wx_client_stats {
 } pgw_wx_client_stats;
 
 void pgw_wx_client_get_stats(pgw_wx_client *client, pgw_wx_client_stats *out);
+
+/*
+ * Whether the variables channels.wechat_mp needs to run (its secret) are
+ * set, and those of channels.wechat_oa (its secret and callback token,
+ * and its EncodingAESKey when the configuration names one: safe mode):
+ * the unset ones named in `unset` (util/env.h pgw_env_all_set; cap
+ * PGW_ENV_UNSET_MAX). serve warns of them all in one line, check-config
+ * lists them, the notifier says which in a notice's last_error: one list
+ * of each channel's variables for all three.
+ */
+bool pgw_wechat_mp_env_set(const pgw_wechat_channel *mp, char *unset, size_t cap);
+bool pgw_wechat_oa_env_set(const pgw_wechat_channel *oa, char *unset, size_t cap);
 
 #endif

@@ -3,6 +3,7 @@
  */
 #include "notifier.h"
 
+#include "adapters/wechat/client.h"
 #include "adapters/wechat_mp/api.h"
 #include "adapters/wechat_oa/template.h"
 #include "core/arith.h"
@@ -11,7 +12,6 @@
 #include "core/log_limit.h"
 #include "core/notice.h"
 #include "core/utf8.h"
-#include "server/wechat.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/env.h"

@@ -5,6 +5,7 @@
 
 #include "core/digest.h"
 
+#include "adapters/wechat/client.h"
 #include "adapters/wechat_oa/crypto.h"
 #include "store/store.h"
 #include "util/env.h"
@@ -94,21 +95,6 @@ static int cache_release(void *ctx, const char *appid, pgw_err *err)
 }
 
 /* ---- setup ----------------------------------------------------------------------- */
-
-bool pgw_wechat_mp_env_set(const pgw_wechat_channel *mp, char *unset, size_t cap)
-{
-    const char *vars[] = {mp->secret_env};
-    return pgw_env_all_set(vars, 1, unset, cap);
-}
-
-bool pgw_wechat_oa_env_set(const pgw_wechat_channel *oa, char *unset, size_t cap)
-{
-    /* A configuration naming an EncodingAESKey asks for safe mode; run
-     * without it, the account would take plain pushes, which safe mode
-     * refuses, and refuse WeChat's encrypted ones for want of fields. */
-    const char *vars[] = {oa->secret_env, oa->token_env, oa->aes_key_env};
-    return pgw_env_all_set(vars, oa->aes_key_env[0] != '\0' ? 3 : 2, unset, cap);
-}
 
 /* Whether `channel`, configured, has its variables (`set`); says every
  * one unset in one warning when not. */

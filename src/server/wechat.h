@@ -47,17 +47,6 @@ typedef struct pgw_wechat pgw_wechat;
 int pgw_wechat_new(const pgw_config *cfg, const char *db_url, pgw_wechat **out, pgw_err *err);
 void pgw_wechat_free(pgw_wechat *w);
 
-/*
- * Whether the variables channels.wechat_mp needs to run (its secret) are
- * set, and those of channels.wechat_oa (its secret and callback token,
- * and its EncodingAESKey when the configuration names one: safe mode):
- * the unset ones named in `unset` (util/env.h pgw_env_all_set; cap
- * PGW_ENV_UNSET_MAX). serve warns of them all in one line, check-config
- * lists them: one list of each channel's variables for both.
- */
-bool pgw_wechat_mp_env_set(const pgw_wechat_channel *mp, char *unset, size_t cap);
-bool pgw_wechat_oa_env_set(const pgw_wechat_channel *oa, char *unset, size_t cap);
-
 /* Whether `token`, the official account's callback token read from the
  * variable `env`, is one serve takes (at most PGW_OA_TOKEN_MAX bytes);
  * PGW_EINVAL saying why not. check-config asks it as serve does. */
