@@ -923,9 +923,17 @@ static bool left_there(const char *file)
  * would take it for this run's). */
 static void restore_nonces(pgw_http *http, const char *file, bool existed)
 {
-    if (file[0] == '\0' || !existed) {
-        if (file[0] != '\0')
-            (void)unlink(file);
+    if (file[0] == '\0')
+        return;
+    if (!existed) { /* one left there is as dangerous as a read one left */
+        if (unlink(file) != 0 && errno != ENOENT) {
+            fprintf(stderr,
+                    "pointsgw serve: warning: a nonces file beside a new database, another "
+                    "ledger's, cannot be removed (%s: %s)",
+                    file, strerror(errno));
+            if (!left_there(file))
+                fputc('\n', stderr);
+        }
         return;
     }
     pgw_err err;

@@ -2409,6 +2409,26 @@ def test_nonces_file_not_removable(tmp):
     shutil.rmtree(file)
 
 
+def test_nonces_file_not_removable_new_database(tmp):
+    """Regression (review of the file left there): beside a new database a
+    nonces file is another ledger's, removed at the start; one that could
+    not be was left there unsaid, and a crash of this run would have the
+    next start take it for this run's nonces. Said as the read one is."""
+    d = os.path.join(tmp, "nonces-stuck-new")
+    os.makedirs(d, exist_ok=True)
+    path, db = write_config(d, name="stuck-new.json"), "sqlite:" + os.path.join(d, "new.db")
+    file = os.path.join(d, "new.db-nonces")
+    os.makedirs(os.path.join(file, "inside"))
+    s = Server(d, path, db=db)
+    try:
+        warned = [x for x in s.startup.splitlines() if "warning" in x and "nonces" in x]
+        check(len(warned) == 1 and "cannot be removed" in warned[0] and "remove " + file +
+              " before the next start" in warned[0], f"a file left there is said so: {s.startup}")
+    finally:
+        s.stop()
+    shutil.rmtree(file)
+
+
 def test_keys_add_signing(tmp):
     """Regression (an operator's walkthrough): `keys add` had no way to make
     a key that must sign; README said to edit the printed line by hand.
@@ -6013,6 +6033,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_log_kept_through_a_signal,
               test_log_dropped_counted, test_poll_failing_stops, test_nonces_across_restarts,
               test_nonces_file_not_removable,
+              test_nonces_file_not_removable_new_database,
               test_keys_add_signing,
               test_request_ids_across_restarts, test_long_waits,
               test_few_open_files, test_few_open_files_no_spin,
