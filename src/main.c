@@ -548,6 +548,8 @@ static void reload_keys(reloader *r)
     size_t len = 0, n = 0;
     pgw_config *cfg = NULL;
     pgw_auth *fresh = NULL;
+    char name[PGW_CONFIG_NAME_MAX + 1]; /* the file, as every message names it */
+    pgw_config_name(r->path, name);
     int rc = pgw_config_read(r->path, &text, &len, &err);
     if (rc == PGW_OK)
         rc = pgw_config_parse(text, len, r->path, &cfg, &err);
@@ -556,11 +558,8 @@ static void reload_keys(reloader *r)
         cfg->security.development_mode = r->running->security.development_mode;
         rc = pgw_auth_new(cfg, &fresh, &err);
     }
-    if (rc != PGW_OK && cfg != NULL) { /* the file's keys refused: named as its parse does */
-        char name[PGW_CONFIG_NAME_MAX + 1];
-        pgw_config_name(r->path, name);
+    if (rc != PGW_OK && cfg != NULL) /* the file's keys refused: named as its parse does */
         rc = pgw_err_prefix(&err, "%s: ", name);
-    }
     if (rc == PGW_OK)
         rc = pgw_config_changed(r->running_text, r->running_len, text, len, changed,
                                 sizeof(changed), &err);
@@ -576,13 +575,13 @@ static void reload_keys(reloader *r)
         return;
     }
     key_changes(r->keys_from != NULL ? r->keys_from : r->running, cfg, keys, sizeof(keys));
-    fprintf(stderr, "pointsgw serve: keys reloaded from %s: %zu key%s (%s)\n", r->path, n,
+    fprintf(stderr, "pointsgw serve: keys reloaded from %s: %zu key%s (%s)\n", name, n,
             n == 1 ? "" : "s", keys);
     if (changed[0] != '\0')
         fprintf(stderr,
                 "pointsgw serve: warning: %s also changes %s: a reload takes the keys alone; "
                 "those wait for a restart\n",
-                r->path, changed);
+                name, changed);
     disabled_until_restart(cfg);
     pgw_config_free(r->keys_from);
     r->keys_from = cfg;

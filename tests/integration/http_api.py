@@ -2553,6 +2553,19 @@ def test_reload_long_path_keeps_the_reason(tmp):
         line = said_after(said, start, "keys unchanged")
         check(line is not None and "/reload-long.json: key demo-admin is README's published "
               "demo key" in line, f"the demo key's refusal: {said[start:]}")
+        # R-R: a reload taken, and one changing more than keys, named it whole
+        cfg["keys"] = [k for k in cfg["keys"] if k["name"] != "demo-admin"]
+        cfg["mall"]["name"] = "Reloaded Mall"
+        with open(path + ".new", "w") as f:
+            json.dump(cfg, f, ensure_ascii=False)
+        os.replace(path + ".new", path)
+        start = len(said)
+        s.proc.send_signal(signal.SIGHUP)
+        line = said_after(said, start, "keys reloaded from")
+        warned = said_after(said, start, "also changes")
+        check(line is not None and warned is not None and
+              all("..." in x and "/reload-long.json" in x and path not in x
+                  for x in (line, warned)), f"a reload taken names the file so: {said[start:]}")
     finally:
         s.proc.send_signal(signal.SIGTERM)
         code = s.proc.wait(timeout=30)
