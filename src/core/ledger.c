@@ -222,6 +222,13 @@ typedef struct portion {
     int64_t points; /* still reserved; 0 once spent or released */
 } portion;
 
+/* What a spend (the REDEEM transfer at index `transfer`) took of a lot. */
+typedef struct spent {
+    size_t transfer;
+    size_t lot;
+    int64_t points; /* not given back yet */
+} spent;
+
 typedef struct funder {
     char debit[PGW_ACCOUNT_MAX + 1];
     int64_t points;
@@ -247,13 +254,15 @@ typedef struct ref {
 
 struct pgw_ledger {
     pgw_ledger_options opts;
-    size_t n_accounts, n_members, n_lots, n_holds, n_portions, n_transfers, n_earns, n_refs;
+    size_t n_accounts, n_members, n_lots, n_holds, n_portions, n_spent, n_transfers, n_earns,
+        n_refs;
     account *accounts;
     member *members;
     pgw_lot *lots;
     int64_t *lot_expired; /* per lot: its points moved to system:expired */
     hold *holds;
     portion *portions;
+    spent *spent; /* max_portions of them */
     pgw_transfer *transfers;
     earn *earns;
     ref *refs;
@@ -273,12 +282,13 @@ int pgw_ledger_new(const pgw_ledger_options *opts, pgw_ledger **out, pgw_err *er
     l->lot_expired = calloc(opts->max_lots + 1, sizeof(*l->lot_expired));
     l->holds = calloc(opts->max_holds + 1, sizeof(*l->holds));
     l->portions = calloc(opts->max_portions + 1, sizeof(*l->portions));
+    l->spent = calloc(opts->max_portions + 1, sizeof(*l->spent));
     l->transfers = calloc(opts->max_transfers + 1, sizeof(*l->transfers));
     l->earns = calloc(opts->max_earns + 1, sizeof(*l->earns));
     l->refs = calloc(opts->max_refs + 1, sizeof(*l->refs));
     l->takes = calloc(opts->max_lots + 1, sizeof(*l->takes));
     if (!l->accounts || !l->members || !l->lots || !l->lot_expired || !l->holds || !l->portions ||
-        !l->transfers || !l->earns || !l->refs || !l->takes) {
+        !l->spent || !l->transfers || !l->earns || !l->refs || !l->takes) {
         pgw_ledger_free(l);
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for a ledger");
     }
@@ -296,6 +306,7 @@ void pgw_ledger_free(pgw_ledger *l)
     free(l->lot_expired);
     free(l->holds);
     free(l->portions);
+    free(l->spent);
     free(l->transfers);
     free(l->earns);
     free(l->refs);
@@ -669,10 +680,14 @@ int pgw_ledger_redeem(pgw_ledger *l, const char *ref_text, const char *member_id
     const char *names[] = {debit, credit};
     if (rc == PGW_OK)
         rc = check_room(l, 1, names, 2, err);
+    if (rc == PGW_OK && l->n_spent + n_takes > l->opts.max_portions)
+        rc = pgw_err_set(err, PGW_EFULL, "spent table full (%zu)", l->opts.max_portions);
     if (rc != PGW_OK)
         return rc;
-    for (size_t i = 0; i < n_takes; i++)
+    for (size_t i = 0; i < n_takes; i++) {
         l->lots[l->takes[i].lot].left -= l->takes[i].points;
+        l->spent[l->n_spent++] = (spent){l->n_transfers, l->takes[i].lot, l->takes[i].points};
+    }
     post(l, PGW_TRANSFER_REDEEM, debit, credit, points, ref_text, shop, ref_text, "", at);
     remember_ref(l, ref_text);
     return PGW_OK;
@@ -767,6 +782,11 @@ int pgw_ledger_capture(pgw_ledger *l, const char *hold_id, int64_t points, int64
     redeemed_account(hd->shop, credit);
     const char *names[] = {debit, credit};
     rc = check_room(l, 1, names, 2, err);
+    size_t lots = 0;
+    for (size_t i = 0; i < l->n_portions; i++)
+        lots += l->portions[i].hold == h && l->portions[i].points > 0;
+    if (rc == PGW_OK && l->n_spent + lots > l->opts.max_portions)
+        rc = pgw_err_set(err, PGW_EFULL, "spent table full (%zu)", l->opts.max_portions);
     if (rc != PGW_OK)
         return rc;
     int64_t left = spend; /* portions were reserved in consumption order */
@@ -775,6 +795,7 @@ int pgw_ledger_capture(pgw_ledger *l, const char *hold_id, int64_t points, int64
         if (p->hold != h || p->points == 0)
             continue;
         int64_t take = pgw_min64(p->points, left);
+        l->spent[l->n_spent++] = (spent){l->n_transfers, p->lot, take};
         l->lots[p->lot].held -= take;
         p->points -= take;
         left -= take;
@@ -793,6 +814,85 @@ int pgw_ledger_void(pgw_ledger *l, const char *hold_id, int64_t at, pgw_err *err
     if (rc != PGW_OK)
         return rc;
     release_hold(l, h, PGW_HOLD_VOIDED);
+    return PGW_OK;
+}
+
+/* ---- the in-memory ledger: returns ------------------------------------------ */
+
+/* Index of the REDEEM transfer a spend keyed `spend_ref` wrote (to the shop), or n_transfers. */
+static size_t find_spend(const pgw_ledger *l, const char *spend_ref)
+{
+    for (size_t i = 0; i < l->n_transfers; i++) {
+        const pgw_transfer *t = &l->transfers[i];
+        if (t->kind == PGW_TRANSFER_REDEEM && strncmp(t->debit, "member:", 7) == 0 &&
+            strcmp(t->idem_key, spend_ref) == 0)
+            return i;
+    }
+    return l->n_transfers;
+}
+
+/* What spend `t` has still to give back, and the entry of it taken last
+ * (latest in consumption order) with points left, or n_spent. */
+static int64_t spent_left(const pgw_ledger *l, size_t t, size_t *last)
+{
+    int64_t sum = 0;
+    *last = l->n_spent;
+    for (size_t i = 0; i < l->n_spent; i++) {
+        const spent *e = &l->spent[i];
+        if (e->transfer != t || e->points == 0)
+            continue;
+        sum += e->points;
+        if (*last == l->n_spent ||
+            pgw_lot_order(&l->lots[e->lot], &l->lots[l->spent[*last].lot]) > 0)
+            *last = i;
+    }
+    return sum;
+}
+
+int pgw_ledger_return(pgw_ledger *l, const char *spend_ref, const char *return_ref, int64_t points,
+                      int64_t at, pgw_err *err)
+{
+    if (points < 1 || points > PGW_POINTS_MAX || return_ref == NULL || return_ref[0] == '\0' ||
+        strlen(return_ref) > PGW_REFERENCE_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "a return needs a reference and 1..%lld points",
+                           (long long)PGW_POINTS_MAX);
+    size_t t = find_spend(l, spend_ref), last;
+    if (t == l->n_transfers)
+        return pgw_err_set(err, PGW_ENOTFOUND, "no spend %s", spend_ref);
+    if (ref_used(l, return_ref))
+        return pgw_err_set(err, PGW_ECONFLICT, "reference %s was already used", return_ref);
+    if (l->n_refs == l->opts.max_refs)
+        return pgw_err_set(err, PGW_EFULL, "reference table full (%zu)", l->opts.max_refs);
+    int64_t left = spent_left(l, t, &last);
+    if (points > left)
+        return pgw_err_set(err, PGW_EEXCEEDS, "spend %s has %lld left to return, %lld asked",
+                           spend_ref, (long long)left, (long long)points);
+    /* Copied: post() writes the log this points into. */
+    pgw_transfer spend = l->transfers[t];
+    char credit[PGW_ACCOUNT_MAX + 1];
+    member *m = find_member(l, l->lots[l->spent[last].lot].member);
+    PGW_ASSERT(m != NULL);
+    member_account_name(m->id, credit);
+    const char *names[] = {spend.credit, credit};
+    int rc = check_room(l, 1, names, 2, err);
+    if (rc != PGW_OK)
+        return rc;
+    /* As an earn's, returned points repay debt first; the rest go back to
+     * their lots, what the spend took last first. */
+    int64_t to_debt = pgw_min64(m->debt, points), want = points;
+    m->debt -= to_debt;
+    for (; want > 0; spent_left(l, t, &last)) {
+        spent *e = &l->spent[last];
+        int64_t take = pgw_min64(e->points, want), paid = pgw_min64(take, to_debt);
+        PGW_ASSERT(strcmp(l->lots[e->lot].member, m->id) == 0);
+        e->points -= take;
+        l->lots[e->lot].left += take - paid;
+        to_debt -= paid;
+        want -= take;
+    }
+    post(l, PGW_TRANSFER_REDEEM, spend.credit, credit, points, return_ref, spend.shop_id,
+         spend.reference, "", at);
+    remember_ref(l, return_ref);
     return PGW_OK;
 }
 

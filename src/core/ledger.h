@@ -31,6 +31,8 @@
  *   (pgw_refund_lapsed); what the member's lots cannot cover of the rest
  *   becomes debt (allow_negative) or is written off (clamp), so
  *   reversed + written_off == floor(P*R/A).
+ * - A return gives back part of a redemption or capture: to the lots it
+ *   spent, what it took last first, after repaying the member's debt.
  * - A hold reserves points from lots (left -> held); capture spends part
  *   or all of them and releases the rest; void or the deadline releases
  *   all. Released points repay the member's debt first (a refund made
@@ -161,7 +163,7 @@ typedef struct pgw_ledger_options {
     size_t max_accounts;
     size_t max_lots;
     size_t max_holds;
-    size_t max_portions; /* lot reservations held by holds, in total */
+    size_t max_portions; /* lot reservations held by holds, in total; and lots spends took */
     size_t max_transfers;
     size_t max_earns;
     size_t max_refs; /* idempotency references: earns, refunds, holds, redemptions */
@@ -233,6 +235,17 @@ int pgw_ledger_expire_holds(pgw_ledger *ledger, int64_t now, size_t *n_expired, 
 
 /* Hold and capture in one step. */
 int pgw_ledger_redeem(pgw_ledger *ledger, const char *ref, const char *member, const char *shop,
+                      int64_t points, int64_t at, pgw_err *err);
+
+/*
+ * Gives back `points` of the spend whose REDEEM transfer is keyed
+ * `spend_ref` (a redemption's ref, a capture's hold id): a REDEEM transfer
+ * from the shop's redeemed account to the member that now has the lots it
+ * spent, the points repaying its debt first and the rest going back to
+ * those lots, what the spend took last first. PGW_ENOTFOUND for no such
+ * spend, PGW_EEXCEEDS beyond what it has left to give back.
+ */
+int pgw_ledger_return(pgw_ledger *ledger, const char *spend_ref, const char *return_ref,
                       int64_t points, int64_t at, pgw_err *err);
 
 /* Expires what is left of every lot with expires_at <= now. Idempotent. */

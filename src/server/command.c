@@ -90,7 +90,7 @@ static bool key_checked_first(pgw_command_kind kind)
            kind == PGW_COMMAND_VOID || kind == PGW_COMMAND_REDEEM || kind == PGW_COMMAND_EVENT ||
            kind == PGW_COMMAND_BIND || kind == PGW_COMMAND_IMPORT ||
            kind == PGW_COMMAND_SUBSCRIBE || kind == PGW_COMMAND_END_SESSION ||
-           kind == PGW_COMMAND_OTP_VERIFY;
+           kind == PGW_COMMAND_OTP_VERIFY || kind == PGW_COMMAND_RETURN;
 }
 
 /*
@@ -152,8 +152,11 @@ static int append_transfers(pgw_store *store, pgw_command *cmd)
 static int activity_days(const pgw_ledger_policy *policy, int64_t at, pgw_activity_days *out,
                          pgw_err *err);
 
-/* Spends `points` of a hold's portions, in their lots' consumption order. */
-static int spend_portions(pgw_store *store, const char *hold, int64_t points, pgw_err *err)
+/* Spends `points` of a hold's portions, in their lots' consumption order,
+ * recording what it took of each lot under `spent_by` (a capture's key, so
+ * that a return can give them back; NULL: a debt repaid, never given back). */
+static int spend_portions(pgw_store *store, const char *hold, int64_t points, const char *spent_by,
+                          pgw_err *err)
 {
     pgw_portion page[LOT_PAGE];
     pgw_lot cursor;
@@ -170,6 +173,8 @@ static int spend_portions(pgw_store *store, const char *hold, int64_t points, pg
             rc = pgw_store_add_portion(store, hold, page[i].lot.id, -take, err);
             if (rc == PGW_OK)
                 rc = pgw_store_move_lot_points(store, page[i].lot.id, 0, -take, err);
+            if (rc == PGW_OK && spent_by != NULL)
+                rc = pgw_store_add_spent(store, spent_by, page[i].lot.id, take, err);
             points -= take;
         }
         cursor = page[n > 0 ? n - 1 : 0].lot;
@@ -193,7 +198,7 @@ static int repay_from_hold(pgw_store *store, const pgw_hold_record *h, int64_t u
     int rc = unspent > 0 ? pgw_store_member_debt(store, h->member, &found, &debt, err) : PGW_OK;
     int64_t repay = pgw_min64(debt, unspent);
     if (rc == PGW_OK && repay > 0)
-        rc = spend_portions(store, h->id, repay, err);
+        rc = spend_portions(store, h->id, repay, NULL, err);
     if (rc == PGW_OK && repay > 0)
         rc = pgw_store_put_member(store, h->member, debt - repay, now_us(), err);
     return rc;
@@ -247,11 +252,12 @@ static int expire_due_holds(pgw_store *store, const pgw_ledger_policy *policy, c
 
 /*
  * Takes up to `points` from the member's free, unexpired lots in
- * consumption order: spent (hold NULL) or reserved for `hold`. *taken is
- * what the lots covered.
+ * consumption order: spent (hold NULL) or reserved for `hold`. A spend
+ * `spent_by` a redemption's key records what it took of each lot, for its
+ * returns. *taken is what the lots covered.
  */
 static int take_lots(pgw_store *store, const char *member, int64_t at, int64_t points,
-                     const char *hold, int64_t *taken, pgw_err *err)
+                     const char *hold, const char *spent_by, int64_t *taken, pgw_err *err)
 {
     pgw_lot page[LOT_PAGE];
     pgw_lot_take takes[LOT_PAGE];
@@ -274,6 +280,8 @@ static int take_lots(pgw_store *store, const char *member, int64_t at, int64_t p
             rc = pgw_store_move_lot_points(store, lot->id, -p, hold ? p : 0, err);
             if (rc == PGW_OK && hold != NULL)
                 rc = pgw_store_add_portion(store, hold, lot->id, p, err);
+            if (rc == PGW_OK && spent_by != NULL)
+                rc = pgw_store_add_spent(store, spent_by, lot->id, p, err);
         }
         want = shortfall;
         cursor = page[n - 1];
@@ -368,7 +376,8 @@ static int check_spend_risk(pgw_store *store, const pgw_ledger_policy *policy, p
 static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const char *hold)
 {
     int64_t taken = 0;
-    int rc = take_lots(store, cmd->member, cmd->at, points, hold, &taken, &cmd->err);
+    const char *spent_by = hold == NULL ? cmd->key : NULL; /* a redemption's */
+    int rc = take_lots(store, cmd->member, cmd->at, points, hold, spent_by, &taken, &cmd->err);
     if (rc == PGW_OK && taken < points)
         rc = pgw_err_set(&cmd->err, PGW_EINSUFFICIENT,
                          "member %s: %lld of the points asked have expired", cmd->member,
@@ -627,7 +636,7 @@ static int take_for_refund(pgw_store *store, const pgw_earn_record *e, int64_t a
     if (rc == PGW_OK && own > 0)
         rc = pgw_store_move_lot_points(store, lot, -own, 0, err);
     if (rc == PGW_OK)
-        rc = take_lots(store, e->member, at, want - own, NULL, &rest, err);
+        rc = take_lots(store, e->member, at, want - own, NULL, NULL, &rest, err);
     *taken = own + rest;
     return rc;
 }
@@ -807,7 +816,7 @@ static int apply_capture(pgw_store *store, const pgw_ledger_policy *policy, pgw_
         rc = pgw_err_set(&cmd->err, PGW_EINVAL, "hold %s holds %lld, %lld asked", cmd->hold_id,
                          (long long)h.points, (long long)spend);
     if (rc == PGW_OK)
-        rc = spend_portions(store, h.id, spend, &cmd->err);
+        rc = spend_portions(store, h.id, spend, cmd->key, &cmd->err);
     if (rc != PGW_OK)
         return rc;
     char debit[PGW_ACCOUNT_MAX + 1], credit[PGW_ACCOUNT_MAX + 1];
@@ -862,6 +871,130 @@ static int apply_redeem(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     pgw_transfer *t = add_transfer(cmd, PGW_TRANSFER_REDEEM, debit, credit, cmd->points);
     snprintf(t->reference, sizeof(t->reference), "%s", cmd->hold_id);
     cmd->points_moved = cmd->points;
+    return append_transfers(store, cmd);
+}
+
+/* ---- returns: a spend's points given back ---------------------------------------- */
+
+static int read_transfer(pgw_store *store, int64_t id, pgw_transfer **t, bool *found, pgw_err *err);
+
+/* "redemption" or "captured hold": what cmd->original's key names. */
+static const char *spend_name(const pgw_command *cmd)
+{
+    return strncmp(cmd->original, "capture:", 8) == 0 ? "captured hold" : "redemption";
+}
+
+/* The REDEEM transfer of spend cmd->original, as its caller may see it:
+ * one limited to a shop (cmd->shop) finds no other shop's, as for holds. */
+static int visible_spend(pgw_store *store, pgw_command *cmd, pgw_transfer **t)
+{
+    bool found = false;
+    pgw_idem_record r;
+    int rc = pgw_store_find_key(store, cmd->original, &found, &r, &cmd->err);
+    if (rc == PGW_OK && found && r.transfer_count >= 1)
+        rc = read_transfer(store, r.first_transfer, t, &found, &cmd->err);
+    else
+        found = false;
+    found = found && (*t)->kind == PGW_TRANSFER_REDEEM &&
+            (cmd->shop[0] == '\0' || strcmp(cmd->shop, (*t)->shop_id) == 0);
+    if (rc == PGW_OK && !found)
+        return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no %s %s%s%s", spend_name(cmd), cmd->hold_id,
+                           cmd->shop[0] != '\0' ? " at shop " : "", cmd->shop);
+    return rc;
+}
+
+/* The member the spend's lots are now with (a merge moves lots), and its
+ * debt, after its holds past their deadline repaid what they could (as
+ * credit_member does for an earn). */
+static int return_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                         int64_t *debt)
+{
+    pgw_portion first;
+    size_t n = 0;
+    bool found = false;
+    int rc = pgw_store_spent_lots(store, cmd->original, &first, 1, &n, &cmd->err);
+    if (rc == PGW_OK && n == 0)
+        return pgw_err_set(&cmd->err, PGW_EIO, "%s %s records no lot", spend_name(cmd),
+                           cmd->hold_id);
+    if (rc == PGW_OK) {
+        copy_text(cmd->member, sizeof(cmd->member), first.lot.member);
+        rc = pgw_store_member_debt(store, cmd->member, &found, debt, &cmd->err);
+    }
+    if (rc == PGW_OK && *debt > 0)
+        rc = expire_due_holds(store, policy, cmd->member, state_at(cmd), &cmd->err);
+    if (rc == PGW_OK && *debt > 0)
+        rc = pgw_store_member_debt(store, cmd->member, &found, debt, &cmd->err);
+    return rc;
+}
+
+/*
+ * Gives cmd->points of the spend back, what it took last first: as if it
+ * had spent that much less. As an earn's points do, they repay the
+ * member's debt first (those go to no lot); the rest return to their lots,
+ * with their expiry (a lot past its date: the next expiry run takes them).
+ */
+static int give_back(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    int64_t debt = 0;
+    int rc = return_member(store, policy, cmd, &debt);
+    int64_t want = cmd->points, repay = pgw_min64(debt, cmd->points), to_debt = repay;
+    pgw_portion page[LOT_PAGE];
+    while (rc == PGW_OK && want > 0) {
+        size_t n = 0;
+        rc = pgw_store_spent_lots(store, cmd->original, page, LOT_PAGE, &n, &cmd->err);
+        if (rc == PGW_OK && n == 0)
+            rc = pgw_err_set(&cmd->err, PGW_EIO, "%s %s records fewer points than it says",
+                             spend_name(cmd), cmd->hold_id);
+        /* Each round empties what it read but the last lot: the next starts at the top. */
+        for (size_t i = 0; rc == PGW_OK && i < n && want > 0; i++) {
+            const pgw_lot *lot = &page[i].lot;
+            int64_t take = pgw_min64(page[i].points, want), paid = pgw_min64(take, to_debt);
+            if (strcmp(lot->member, cmd->member) != 0)
+                rc = pgw_err_set(&cmd->err, PGW_EIO, "%s %s spent lots of two members",
+                                 spend_name(cmd), cmd->hold_id);
+            if (rc == PGW_OK)
+                rc = pgw_store_add_spent(store, cmd->original, lot->id, -take, &cmd->err);
+            if (rc == PGW_OK && take > paid)
+                rc = pgw_store_move_lot_points(store, lot->id, take - paid, 0, &cmd->err);
+            to_debt -= paid;
+            want -= take;
+        }
+    }
+    if (rc == PGW_OK && repay > 0)
+        rc = pgw_store_put_member(store, cmd->member, debt - repay, now_us(), &cmd->err);
+    return rc;
+}
+
+static int apply_return(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
+{
+    pgw_transfer *t = NULL;
+    int64_t left = 0;
+    int rc = cmd->points >= 1 && cmd->points <= PGW_POINTS_MAX
+                 ? visible_spend(store, cmd, &t)
+                 : pgw_err_set(&cmd->err, PGW_EINVAL, "points must be 1..%lld",
+                               (long long)PGW_POINTS_MAX);
+    if (rc == PGW_OK)
+        rc = pgw_store_spent_left(store, cmd->original, &left, &cmd->err);
+    if (rc == PGW_OK && cmd->points > left)
+        rc = pgw_err_set(&cmd->err, PGW_EEXCEEDS,
+                         "%s %s has %lld of its %lld points left to return, %lld asked",
+                         spend_name(cmd), cmd->hold_id, (long long)left, (long long)t->points,
+                         (long long)cmd->points);
+    if (rc != PGW_OK)
+        return rc;
+    /* t is read_transfer's one copy: what is needed of it, before it is reused. */
+    copy_text(cmd->shop, sizeof(cmd->shop), t->shop_id);
+    copy_text(cmd->channel, sizeof(cmd->channel), t->channel);
+    copy_text(cmd->reference, sizeof(cmd->reference), cmd->hold_id);
+    rc = give_back(store, policy, cmd);
+    if (rc != PGW_OK)
+        return rc;
+    char debit[PGW_ACCOUNT_MAX + 1], credit[PGW_ACCOUNT_MAX + 1];
+    redeemed_account(cmd->shop, debit);
+    member_account(cmd->member, credit);
+    add_transfer(cmd, PGW_TRANSFER_REDEEM, debit, credit, cmd->points);
+    cmd->points_moved = cmd->points;
+    cmd->spend_left = left - cmd->points;
     return append_transfers(store, cmd);
 }
 
@@ -1534,7 +1667,7 @@ static void combine_activity(pgw_member_activity *into, const pgw_member_activit
 static int repay_from_lots(pgw_store *store, pgw_command *cmd, int64_t debt)
 {
     int64_t taken = 0;
-    int rc = take_lots(store, cmd->member, cmd->at, debt, NULL, &taken, &cmd->err);
+    int rc = take_lots(store, cmd->member, cmd->at, debt, NULL, NULL, &taken, &cmd->err);
     if (rc == PGW_OK && taken > 0)
         rc = pgw_store_put_member(store, cmd->member, debt - taken, now_us(), &cmd->err);
     return rc;
@@ -2197,6 +2330,11 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     pgw_hold_record h;
     if (settles && cmd->shop[0] != '\0' && (rc = visible_hold(store, cmd, &h)) != PGW_OK)
         return rc;
+    /* So is a return's: its key names the spend alone. */
+    pgw_transfer *spend = NULL;
+    if (cmd->kind == PGW_COMMAND_RETURN && cmd->shop[0] != '\0' &&
+        (rc = visible_spend(store, cmd, &spend)) != PGW_OK)
+        return rc;
     if (settles && memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
         return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s was %s by an earlier request",
                            cmd->hold_id, cmd->kind == PGW_COMMAND_CAPTURE ? "captured" : "voided");
@@ -2245,6 +2383,7 @@ static bool writes_dated(pgw_command_kind kind)
     case PGW_COMMAND_CAPTURE:
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_REDEEM:
+    case PGW_COMMAND_RETURN:
     case PGW_COMMAND_EXPIRE_HOLD:
     case PGW_COMMAND_EVENT:
     case PGW_COMMAND_BIND:
@@ -2342,6 +2481,8 @@ static int apply_kind(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         return apply_release(store, policy, cmd);
     case PGW_COMMAND_REDEEM:
         return apply_redeem(store, policy, cmd);
+    case PGW_COMMAND_RETURN:
+        return apply_return(store, policy, cmd);
     case PGW_COMMAND_EVENT:
         return apply_event(store, policy, cmd);
     case PGW_COMMAND_LINK:
@@ -2423,6 +2564,7 @@ static void reset_output(pgw_command *cmd)
     cmd->points_moved = 0;
     cmd->written_off = 0;
     cmd->debt_added = 0;
+    cmd->spend_left = 0;
     memset(&cmd->record, 0, sizeof(cmd->record));
     cmd->event_record.type[0] = '\0'; /* none: not an event, or one that recorded none */
     memset(&cmd->figures, 0, sizeof(cmd->figures));
@@ -2666,6 +2808,13 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
         return cmd->at > PGW_PRUNE_GRACE_S
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a prune names the moment it runs at");
+    case PGW_COMMAND_RETURN:
+        return filled(cmd->hold_id, sizeof(cmd->hold_id)) &&
+                       filled(cmd->original, sizeof(cmd->original)) && cmd->points >= 1 &&
+                       cmd->points <= PGW_POINTS_MAX
+                   ? PGW_OK
+                   : pgw_err_set(err, PGW_EINVAL, "a return names its spend and 1..%lld points",
+                                 (long long)PGW_POINTS_MAX);
     case PGW_COMMAND_CAPTURE:
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_EXPIRE_HOLD:

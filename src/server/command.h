@@ -181,9 +181,21 @@ typedef enum pgw_command_kind {
      * went.
      */
     PGW_COMMAND_PRUNE,
+    /*
+     * Gives back `points` of the spend whose key is `original` (a
+     * redemption's redeem:<id>, a capture's capture:<id>; `hold_id` its
+     * id): a REDEEM transfer from the shop's redeemed account back to the
+     * member, the points repaying the member's debt first and the rest
+     * returning to the lots the spend took them from, what it took last
+     * first. One limited to a shop (`shop` set) finds no other shop's
+     * spend: PGW_ENOTFOUND, as for an unknown one; PGW_EEXCEEDS beyond
+     * what the spend has left to give back (spends made before schema 37
+     * have nothing).
+     */
+    PGW_COMMAND_RETURN,
 } pgw_command_kind;
 
-#define PGW_COMMAND_KIND_MAX PGW_COMMAND_PRUNE
+#define PGW_COMMAND_KIND_MAX PGW_COMMAND_RETURN
 /* Rows of each table one PRUNE deletes at most. */
 #define PGW_PRUNE_ROWS 1000
 /* How long past its end a row stays: a command made before then (a
@@ -287,12 +299,12 @@ struct pgw_command {
     size_t n_lines;
     pgw_earn_line lines[PGW_BREAKDOWN_MAX];
     int64_t amount_fen; /* EARN: purchase amount (0: not refundable); REFUND: refunded now */
-    /* REFUND: the purchase's key; OA_FOLLOW: the push's own */
+    /* REFUND: the purchase's key; OA_FOLLOW: the push's own; RETURN: the spend's */
     char original[PGW_IDEM_KEY_MAX + 1];
     int64_t original_at; /* filled: the purchase's time (0 when its key does not say) */
     /* HOLD, CAPTURE, VOID, REDEEM, EXPIRE_HOLD */
     char hold_id[PGW_REFERENCE_MAX + 1];
-    int64_t points;   /* HOLD, REDEEM: 1..PGW_POINTS_MAX; CAPTURE: 0 = all */
+    int64_t points;   /* HOLD, REDEEM, RETURN: 1..PGW_POINTS_MAX; CAPTURE: 0 = all */
     int64_t deadline; /* HOLD: > at */
     /* EXPIRE_LOT */
     int64_t lot_id;
@@ -339,6 +351,7 @@ struct pgw_command {
     int64_t points_moved;
     int64_t written_off;         /* REFUND: what the member's lots could not cover (clamp) */
     int64_t debt_added;          /* REFUND: what became debt (allow_negative) */
+    int64_t spend_left;          /* RETURN: what the spend has left to give back, after */
     pgw_member_figures figures;  /* the member's figures after the command (see asked_at) */
     pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
     char answer[PGW_ANSWER_MAX]; /* rendered, or the stored one on a replay */

@@ -116,11 +116,11 @@ static int add_flows(pgw_store *store, int64_t from, int64_t to, ledger_rows *t,
                              PGW_REPORT_ACCOUNTS_MAX);
             break;
         }
-        add(t,
-            f->to_member                     ? &r->issued
-            : f->kind == PGW_TRANSFER_REDEEM ? &r->redeemed
-                                             : &r->reversed,
-            f->points);
+        /* A return (REDEEM back to the member) nets against the redemption. */
+        if (f->kind == PGW_TRANSFER_REDEEM)
+            add(t, &r->redeemed, f->to_member ? -f->points : f->points);
+        else
+            add(t, f->to_member ? &r->issued : &r->reversed, f->points);
     }
     free(flows);
     return rc;

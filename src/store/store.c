@@ -146,6 +146,10 @@ enum {
     ST_HOLD_PORTIONS,
     ST_RELEASE_LOTS,
     ST_EMPTY_PORTIONS,
+    ST_ADD_SPENT,
+    ST_TAKE_SPENT,
+    ST_SPENT_LOTS,
+    ST_SPENT_LEFT,
     ST_DUE_HOLDS,
     ST_MEMBER_DUE_HOLDS,
     ST_ACTIVITY,
@@ -525,6 +529,20 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " FROM (SELECT lot, points FROM hold_portions WHERE hold = ?1 AND points > 0) AS p"
         " WHERE lots.id = p.lot",
     [ST_EMPTY_PORTIONS] = "UPDATE hold_portions SET points = 0 WHERE hold = ?1 AND points > 0",
+    /* What a spend (a redemption's or a capture's key) took of each lot and
+     * has not had back (schema 37); read in reverse consumption order: a
+     * return gives back first what the spend took last. */
+    [ST_ADD_SPENT] = "INSERT INTO spent_lots (spend, lot, points) VALUES (?1, ?2, ?3)"
+                     " ON CONFLICT (spend, lot)"
+                     " DO UPDATE SET points = spent_lots.points + excluded.points",
+    [ST_TAKE_SPENT] = "UPDATE spent_lots SET points = points - ?3"
+                      " WHERE spend = ?1 AND lot = ?2 AND points >= ?3",
+    [ST_SPENT_LOTS] =
+        "SELECT l.id, l.member, l.points, l.left_points, l.held, l.earned_at, l.expires_at,"
+        " l.source_transfer, l.expired, p.points FROM spent_lots p JOIN lots l ON l.id = p.lot"
+        " WHERE p.spend = ?1 AND p.points > 0"
+        " ORDER BY l.expires_at DESC, l.earned_at DESC, l.id DESC LIMIT ?2",
+    [ST_SPENT_LEFT] = "SELECT COALESCE(SUM(points), 0) FROM spent_lots WHERE spend = ?1",
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
                      " AND (deadline, id) > (?2, ?3) ORDER BY deadline, id LIMIT ?4",
     /* clang-format off */
@@ -874,7 +892,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
                      " THEN points ELSE 0 END),"
                      " SUM(CASE WHEN kind = 2 OR (kind = 7 AND debit LIKE 'member:%')"
                      " THEN points ELSE 0 END),"
-                     " SUM(CASE WHEN kind = 3 THEN points ELSE 0 END),"
+                     " SUM(CASE WHEN kind = 3 AND debit LIKE 'member:%' THEN points"
+                     " WHEN kind = 3 THEN -points ELSE 0 END),"
                      " SUM(CASE WHEN kind = 4 THEN points ELSE 0 END)"
                      " FROM transfers WHERE occurred_at >= ?1 AND occurred_at < ?2"
                      " GROUP BY 1 ORDER BY 1 LIMIT ?4",
@@ -1514,6 +1533,17 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * (notify.keep_days) when few are dead. A notice enters the index as
      * it dies and leaves as a retry or the prune takes it. */
     "CREATE INDEX notices_dead ON notices (id) WHERE state = 'dead';",
+    /* 37: what each redemption and capture took of each lot and has not
+     * had back, keyed by the spend's key (redeem:<id>, capture:<id>), so
+     * that a return gives the points back to the lots they came from,
+     * with their expiry (command.c apply_return). Spends made before have
+     * no rows: nothing of them can be returned. */
+    "CREATE TABLE spent_lots ("
+    "  spend TEXT NOT NULL,"
+    "  lot INTEGER NOT NULL REFERENCES lots (id),"
+    "  points INTEGER NOT NULL CHECK (points >= 0),"
+    "  PRIMARY KEY (spend, lot)"
+    ") STRICT, WITHOUT ROWID;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -3969,6 +3999,39 @@ int pgw_store_release_hold(pgw_store *s, const char *hold, pgw_err *err)
     st = s->st[ST_EMPTY_PORTIONS];
     pgw_sql_bind_text(st, 1, hold);
     rc = step_done(s, st, "releasing a hold's portions", err);
+    return rc;
+}
+
+int pgw_store_add_spent(pgw_store *s, const char *spend, int64_t lot, int64_t points, pgw_err *err)
+{
+    PGW_ASSERT(points != 0);
+    pgw_sql_stmt *st = s->st[points > 0 ? ST_ADD_SPENT : ST_TAKE_SPENT];
+    pgw_sql_bind_text(st, 1, spend);
+    pgw_sql_bind_int64(st, 2, lot);
+    pgw_sql_bind_int64(st, 3, points > 0 ? points : -points);
+    if (points < 0)
+        return update_one(s, st, "giving back part of a spend", err);
+    return step_done(s, st, "recording a spend's lot", err);
+}
+
+int pgw_store_spent_lots(pgw_store *s, const char *spend, pgw_portion *out, size_t cap, size_t *n,
+                         pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_SPENT_LOTS];
+    pgw_sql_bind_text(st, 1, spend);
+    pgw_sql_bind_int64(st, 2, (int64_t)cap);
+    return read_rows(s, st, portion_row, out, sizeof(*out), cap, n, "reading a spend's lots", err);
+}
+
+int pgw_store_spent_left(pgw_store *s, const char *spend, int64_t *out, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_SPENT_LEFT];
+    pgw_sql_bind_text(st, 1, spend);
+    int step = pgw_sql_step(st);
+    int rc =
+        step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading what a spend has left", err);
+    *out = rc == PGW_OK ? pgw_sql_column_int64(st, 0) : 0;
+    pgw_sql_reset(st);
     return rc;
 }
 

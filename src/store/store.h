@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 36
+#define PGW_STORE_SCHEMA_VERSION 37
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):
@@ -470,6 +470,23 @@ int pgw_store_hold_portions(pgw_store *store, const char *hold, const pgw_lot *a
 /* Returns every point a hold still reserves to its lots (held -> left) and
  * empties its portions. */
 int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
+
+/* ---- what spends took of lots (schema 37), for returns ------------------ */
+
+/* Adds `points` (negative: gives back; PGW_ESTATE beyond what is recorded)
+ * to what spend `spend` (a redemption's or a capture's key) took of lot
+ * `lot`. The lot itself moves separately (pgw_store_move_lot_points). */
+int pgw_store_add_spent(pgw_store *store, const char *spend, int64_t lot, int64_t points,
+                        pgw_err *err);
+
+/* Up to `cap` of a spend's lots it has points of still to give back, in
+ * reverse consumption order (what it took last first): points are what it
+ * took of the lot less what returns gave back. */
+int pgw_store_spent_lots(pgw_store *store, const char *spend, pgw_portion *out, size_t cap,
+                         size_t *n, pgw_err *err);
+
+/* What spend `spend` took of lots and has not had back (0: none recorded). */
+int pgw_store_spent_left(pgw_store *store, const char *spend, int64_t *out, pgw_err *err);
 
 /* Up to `cap` pending holds with deadline <= now, by deadline then id, after
  * `after` (NULL: from the first): the order of every release of due holds

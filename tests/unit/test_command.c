@@ -60,6 +60,10 @@ typedef struct run {
     size_t n_earns;
     char holds[REFS_MAX][24];
     size_t n_holds;
+    /* Redemptions and captures, for returns: the store's key and the
+     * reference's (a capture's transfer there is keyed by its hold). */
+    char spends[REFS_MAX][2][24];
+    size_t n_spends;
     pgw_command done[REFS_MAX]; /* keyed commands that succeeded, for replays */
     size_t n_done;
     pgw_err last; /* the store's last error, for messages */
@@ -154,6 +158,15 @@ static int op_refund(run *r, int *expected)
     return submit(r, &cmd);
 }
 
+static void remember_spend(run *r, int rc, const char *key, const char *ref_key)
+{
+    if (rc != PGW_OK || r->n_spends == REFS_MAX)
+        return;
+    assert_true(strlen(key) < 24 && strlen(ref_key) < 24); /* new_ref's */
+    memcpy(r->spends[r->n_spends][0], key, strlen(key) + 1);
+    memcpy(r->spends[r->n_spends++][1], ref_key, strlen(ref_key) + 1);
+}
+
 static int op_spend(run *r, bool hold, int *expected)
 {
     static const char *shops[] = {"S001", "S002", "S003"};
@@ -173,6 +186,7 @@ static int op_spend(run *r, bool hold, int *expected)
             memcpy(r->holds[r->n_holds++], id, 24);
     } else {
         *expected = pgw_ledger_redeem(r->ref, id, cmd.member, cmd.shop, cmd.points, r->now, NULL);
+        remember_spend(r, *expected, id, id);
     }
     return submit(r, &cmd);
 }
@@ -194,6 +208,25 @@ static int op_settle(run *r, bool capture, int *expected)
     cmd.points = !capture || how == 0 ? 0 : pick(r, 1, how == 1 ? 100 : 400);
     *expected = capture ? pgw_ledger_capture(r->ref, cmd.hold_id, cmd.points, r->now, NULL)
                         : pgw_ledger_void(r->ref, cmd.hold_id, r->now, NULL);
+    if (capture)
+        remember_spend(r, *expected, key, cmd.hold_id);
+    return submit(r, &cmd);
+}
+
+/* Gives back part of a redemption or a capture, sometimes more than is left. */
+static int op_return(run *r, int *expected)
+{
+    if (r->n_spends == 0)
+        return *expected = PGW_OK;
+    pgw_command cmd;
+    char key[24];
+    new_ref(r, key, 'T');
+    keyed(&cmd, PGW_COMMAND_RETURN, key, r->now);
+    int64_t i = pick(r, 0, (int64_t)r->n_spends - 1);
+    snprintf(cmd.original, sizeof(cmd.original), "%s", r->spends[i][0]);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", r->spends[i][0]);
+    cmd.points = pick(r, 1, 250);
+    *expected = pgw_ledger_return(r->ref, r->spends[i][1], key, cmd.points, r->now, NULL);
     return submit(r, &cmd);
 }
 
@@ -351,8 +384,10 @@ static void step(run *r)
         got = op_settle(r, true, &expected);
     else if (which < 83)
         got = op_settle(r, false, &expected);
-    else if (which < 90)
+    else if (which < 88)
         got = op_expire(r, &expected);
+    else if (which < 94)
+        got = op_return(r, &expected);
     else
         op_replay(r), got = expected;
     if (got != expected)
@@ -443,9 +478,9 @@ static void test_store_matches_the_reference_ledger(void **state)
     }
     for (uint64_t seed = 1; seed <= SEEDS; seed++)
         run_seed(db, seed, seed % 2 == 0);
-    static const pgw_command_kind kinds[] = {PGW_COMMAND_EARN, PGW_COMMAND_REFUND,
-                                             PGW_COMMAND_HOLD, PGW_COMMAND_CAPTURE,
-                                             PGW_COMMAND_VOID, PGW_COMMAND_REDEEM};
+    static const pgw_command_kind kinds[] = {
+        PGW_COMMAND_EARN, PGW_COMMAND_REFUND, PGW_COMMAND_HOLD,  PGW_COMMAND_CAPTURE,
+        PGW_COMMAND_VOID, PGW_COMMAND_REDEEM, PGW_COMMAND_RETURN};
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         if (succeeded[kinds[i]] < 20)
             fail_msg("only %zu successful commands of kind %d", succeeded[kinds[i]], (int)kinds[i]);
@@ -938,6 +973,87 @@ static void test_hold_replay_is_recognised_before_the_rules(void **state)
     pgw_command other = hold;
     other.fingerprint[0] ^= 1; /* same key, other request */
     assert_int_equal(run_cmd(w, &other), PGW_ECONFLICT);
+    pgw_writer_stop(w);
+    assert_verifies(db);
+}
+
+/* ---- returns of what a redemption spent ---- */
+
+static int spend_return(pgw_writer *w, const char *key, const char *spend, const char *id,
+                        const char *shop, int64_t points, int64_t at, pgw_command *cmd)
+{
+    keyed(cmd, PGW_COMMAND_RETURN, key, at);
+    snprintf(cmd->original, sizeof(cmd->original), "%s", spend);
+    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    snprintf(cmd->shop, sizeof(cmd->shop), "%s", shop);
+    cmd->points = points;
+    return run_cmd(w, cmd);
+}
+
+static void assert_lot_left(const db_fixture *db, int64_t id, int64_t left)
+{
+    pgw_store *s = NULL;
+    pgw_lot lot;
+    int64_t expired = 0;
+    bool found = false;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_get_lot(s, id, &found, &lot, &expired, NULL), PGW_OK);
+    assert_true(found);
+    assert_int_equal(lot.left, left);
+    pgw_store_close(s);
+}
+
+/* A return gives back to the lots the redemption spent, what it took last
+ * first; only the redemption's shop (or an admin) finds it; never more than
+ * it spent; debt is repaid first, as an earn's points repay it. */
+static void test_returns_go_back_to_their_lots(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_plain(db, true);
+    const int64_t t = 1795486500;
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 50, 50, 0, t), PGW_OK);
+    assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 50, 50, 0, t + 1), PGW_OK);
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", t + 2);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
+    snprintf(cmd.member, sizeof(cmd.member), "M1");
+    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+    cmd.points = 150;
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_lot_left(db, 1, 0);
+    assert_lot_left(db, 2, 50);
+    assert_int_equal(
+        spend_return(w, "return:redeem:D1/1", "redeem:D1", "D1", "S002", 60, t + 3, &cmd), PGW_OK);
+    assert_int_equal(cmd.spend_left, 90);
+    assert_int_equal(cmd.figures.balance, 110);
+    assert_int_equal(cmd.n_transfers, 1);
+    assert_string_equal(cmd.transfers[0].debit, "shop:S002:redeemed");
+    assert_string_equal(cmd.transfers[0].credit, "member:M1");
+    assert_lot_left(db, 2, 100); /* the 50 taken last came back first */
+    assert_lot_left(db, 1, 10);
+    assert_int_equal(
+        spend_return(w, "return:redeem:D1/2", "redeem:D1", "D1", "S001", 1, t + 4, &cmd),
+        PGW_ENOTFOUND);
+    assert_int_equal(spend_return(w, "return:redeem:D9/1", "redeem:D9", "D9", "", 1, t + 4, &cmd),
+                     PGW_ENOTFOUND);
+    assert_int_equal(spend_return(w, "return:redeem:D1/2", "redeem:D1", "D1", "", 91, t + 4, &cmd),
+                     PGW_EEXCEEDS);
+    assert_non_null(strstr(cmd.err.msg, "90 of its 150"));
+    /* M2 spends its 100, then a refund of the purchase leaves it owing 100. */
+    assert_int_equal(earn_simple(w, "store:S001:P3", "M2", 50, 50, 10000, t + 5), PGW_OK);
+    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D2", t + 6);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D2");
+    snprintf(cmd.member, sizeof(cmd.member), "M2");
+    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+    cmd.points = 100;
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_int_equal(refund(w, "store:S001:R3", "store:S001:P3", 10000, t + 7, &cmd), PGW_OK);
+    assert_int_equal(cmd.figures.debt, 100);
+    assert_int_equal(
+        spend_return(w, "return:redeem:D2/1", "redeem:D2", "D2", "S002", 30, t + 8, &cmd), PGW_OK);
+    assert_int_equal(cmd.figures.debt, 70);
+    assert_int_equal(cmd.figures.balance, -70);
+    assert_lot_left(db, 3, 0); /* the repaid points go to no lot */
     pgw_writer_stop(w);
     assert_verifies(db);
 }
@@ -2398,6 +2514,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_otp_codes, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hold_replay_is_recognised_before_the_rules,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_returns_go_back_to_their_lots, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_catches_tampered_holds_and_refunds,

@@ -40,6 +40,8 @@ typedef struct run {
     size_t n_earns;
     char holds[REFS_MAX][24];
     size_t n_holds;
+    char spends[REFS_MAX][24]; /* redemptions and captured holds, for returns */
+    size_t n_spends;
     int serial;
 } run;
 
@@ -185,16 +187,40 @@ static int op_settle_hold(run *r, bool capture, pgw_err *err)
     if (r->n_holds == 0)
         return PGW_OK;
     const char *id = r->holds[pick(r, 0, (int64_t)r->n_holds - 1)];
-    if (capture)
-        return pgw_ledger_capture(r->ledger, id, pick(r, 0, 300), r->now, err);
-    return pgw_ledger_void(r->ledger, id, r->now, err);
+    if (!capture)
+        return pgw_ledger_void(r->ledger, id, r->now, err);
+    int rc = pgw_ledger_capture(r->ledger, id, pick(r, 0, 300), r->now, err);
+    if (rc == PGW_OK && r->n_spends < REFS_MAX)
+        memcpy(r->spends[r->n_spends++], id, 24);
+    return rc;
 }
 
 static int op_redeem(run *r, pgw_err *err)
 {
     char id[24];
     snprintf(id, sizeof(id), "D%d", r->serial++);
-    return pgw_ledger_redeem(r->ledger, id, member_id(r), shop_id(r), pick(r, 1, 400), r->now, err);
+    int rc =
+        pgw_ledger_redeem(r->ledger, id, member_id(r), shop_id(r), pick(r, 1, 400), r->now, err);
+    if (rc == PGW_OK && r->n_spends < REFS_MAX)
+        memcpy(r->spends[r->n_spends++], id, 24);
+    return rc;
+}
+
+/* Returns that worked and that were refused as too many points, over all seeds. */
+static size_t returned, over_returned;
+
+/* Gives back part of a redemption or a capture, sometimes more than is left. */
+static int op_return(run *r, pgw_err *err)
+{
+    if (r->n_spends == 0)
+        return PGW_OK;
+    char id[24];
+    snprintf(id, sizeof(id), "T%d", r->serial++);
+    int rc = pgw_ledger_return(r->ledger, r->spends[pick(r, 0, (int64_t)r->n_spends - 1)], id,
+                               pick(r, 1, 250), r->now, err);
+    returned += rc == PGW_OK;
+    over_returned += rc == PGW_EEXCEEDS;
+    return rc;
 }
 
 /* One random operation; a failure must leave balances and the log as they were. */
@@ -217,8 +243,10 @@ static void step(run *r)
         rc = op_settle_hold(r, true, &err);
     else if (which < 88)
         rc = op_settle_hold(r, false, &err);
-    else if (which < 94)
+    else if (which < 91)
         rc = pgw_ledger_expire_holds(r->ledger, r->now, NULL, &err);
+    else if (which < 96)
+        rc = op_return(r, &err);
     else
         rc = pgw_ledger_expire(r->ledger, r->now, NULL, &err);
     if (rc != PGW_OK) {
@@ -278,6 +306,8 @@ static void test_random_sequences_keep_every_invariant(void **state)
     }
     for (uint64_t seed = 1; seed <= SEEDS; seed++)
         run_seed(seed, seed % 2 == 0);
+    if (returned < 100 || over_returned < 100)
+        fail_msg("only %zu returns worked and %zu were refused", returned, over_returned);
 }
 
 int main(void)

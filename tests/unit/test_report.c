@@ -405,6 +405,37 @@ static void test_pool_by_hand(void **state)
     pgw_config_free(cfg);
 }
 
+/* A return of part of a redemption nets against it: the shop's redeemed,
+ * the pool's, and what members hold, all by the points kept. */
+static void test_a_return_nets_against_its_redemption(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_writer(db);
+    const int64_t t = NOV20 + 10 * 3600;
+    earn(w, "store:S001:P1", "M1", "S001", 100, 0, 10000, t);
+    redeem(w, "S002:X9", "M1", "S002", 60, t + 60);
+    keyed(PGW_COMMAND_RETURN, "return:redeem:S002:X9/1", t + 120);
+    snprintf(cmd.original, sizeof(cmd.original), "redeem:S002:X9");
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:X9");
+    cmd.points = 25;
+    run(w);
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    json_t *doc = report(db, cfg, false, NOV20, NOV20 + 86400, 0);
+    expect(row(json_object_get(doc, "shops"), "shop_id", "S002"), 0, 0, 0, 35, -35);
+    expect(json_object_get(doc, "totals"), 100, 0, 0, 35, 65);
+    json_t *tb = json_object_get(doc, "trial_balance");
+    assert_int_equal(json_integer_value(json_object_get(tb, "members_net")), 65);
+    assert_true(json_is_true(json_object_get(tb, "balanced")));
+    json_decref(doc);
+    doc = report(db, cfg, true, NOV20, NOV20 + 86400, PGW_BUCKET_DAY);
+    json_t *b = json_array_get(json_object_get(doc, "buckets"), 0);
+    assert_int_equal(json_integer_value(json_object_get(b, "redeemed")), 35);
+    assert_int_equal(json_integer_value(json_object_get(b, "outstanding")), 65);
+    json_decref(doc);
+    pgw_config_free(cfg);
+}
+
 /* The buckets' starts of a pool report, "a b c". */
 static void starts(const db_fixture *db, const pgw_config *cfg, int64_t from, int64_t to,
                    pgw_bucket bucket, char *out, size_t cap)
@@ -848,6 +879,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_partial_refund_then_expiry_nets_each_funder_to_zero,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_by_hand, db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_return_nets_against_its_redemption, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_first_bucket_starts_at_from, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_csv_carries_the_period_and_the_proof, db_fixture_setup,

@@ -760,9 +760,16 @@ static int64_t raw_int(const db_fixture *f, const char *sql)
     return v;
 }
 
+/* Schema 36: no spend recorded the lots it took. */
+static void back_to_schema_36(const db_fixture *f)
+{
+    step_back(f, "DROP TABLE spent_lots", 36);
+}
+
 /* Schema 35: no index of the dead notices. */
 static void back_to_schema_35(const db_fixture *f)
 {
+    back_to_schema_36(f);
     step_back(f, "DROP INDEX notices_dead", 35);
 }
 
@@ -1361,6 +1368,56 @@ static void test_a_members_reads_skip_its_spent_lots(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * Schema 37: what a spend took of each lot, given back what it took last
+ * first (reverse consumption order), never more than it took.
+ */
+static void test_a_spends_lots_come_back_last_first(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 1);
+    pgw_err err;
+    const int64_t now = 1795486500;
+    static const int64_t expires[] = {3, 1, 2}; /* days: lot 2 is spent first, then 3, then 1 */
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    for (size_t i = 0; i < 3; i++) {
+        pgw_lot lot = {.points = 10,
+                       .earned_at = now,
+                       .expires_at = now + expires[i] * 86400,
+                       .source_transfer = 1};
+        snprintf(lot.member, sizeof(lot.member), "M1");
+        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        assert_int_equal(pgw_store_add_spent(s, "redeem:D1", (int64_t)i + 1, 10, &err), PGW_OK);
+    }
+    assert_int_equal(pgw_store_add_spent(s, "redeem:D2", 1, 4, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_spent(s, "redeem:D1", 2, -6, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_spent(s, "redeem:D1", 2, -5, &err), PGW_ESTATE);
+    pgw_portion page[4];
+    size_t n = 0;
+    assert_int_equal(pgw_store_spent_lots(s, "redeem:D1", page, 4, &n, &err), PGW_OK);
+    assert_int_equal(n, 3);
+    int64_t want[][2] = {{1, 10}, {3, 10}, {2, 4}};
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(page[i].lot.id, want[i][0]);
+        assert_int_equal(page[i].points, want[i][1]);
+    }
+    int64_t left = 0;
+    assert_int_equal(pgw_store_spent_left(s, "redeem:D1", &left, &err), PGW_OK);
+    assert_int_equal(left, 24);
+    assert_int_equal(pgw_store_spent_left(s, "redeem:D9", &left, &err), PGW_OK);
+    assert_int_equal(left, 0); /* none recorded: a spend made before schema 37 */
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+    back_to_schema_36(f);
+    s = open_store(f); /* migrates: an empty table, nothing recorded of earlier spends */
+    assert_int_equal(pgw_store_spent_left(s, "redeem:D1", &left, &err), PGW_OK);
+    assert_int_equal(left, 0);
+    pgw_store_close(s);
+}
+
 /* Lots of M1 at `now`: `n_live` earned and still valid, two past expiry
  * (not yet swept), and spent ones; M2 has one. */
 static void put_members_lots(pgw_store *s, int64_t now, int n_live)
@@ -1558,7 +1615,7 @@ static void test_schema_36_indexes_the_dead_notices(void **state)
     s = open_store(f); /* migrates */
     int64_t version = 0;
     assert_int_equal(pgw_store_schema_version(s, &version, NULL), PGW_OK);
-    assert_int_equal(version, 36);
+    assert_int_equal(version, PGW_STORE_SCHEMA_VERSION);
     pgw_notice dead[4];
     size_t n = 0;
     assert_int_equal(pgw_store_dead_notices(s, 0, dead, 4, &n, &err), PGW_OK);
@@ -3599,6 +3656,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_merges_are_read_by_its_history,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_spends_lots_come_back_last_first, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_reads_skip_its_spent_lots, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_merge_chains_cut_to_one_hop, db_fixture_setup,
