@@ -102,6 +102,8 @@ typedef enum route {
     R_CAPTURE,
     R_VOID,
     R_REDEMPTIONS,
+    R_REDEMPTION_RETURNS,
+    R_HOLD_RETURNS,
     R_MEMBER,
     R_HISTORY,
     R_BATCH,
@@ -141,6 +143,8 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_CAPTURE] = "/v1/holds/{id}/capture",
     [R_VOID] = "/v1/holds/{id}/void",
     [R_REDEMPTIONS] = "/v1/redemptions",
+    [R_REDEMPTION_RETURNS] = "/v1/redemptions/{id}/returns",
+    [R_HOLD_RETURNS] = "/v1/holds/{id}/returns",
     [R_MEMBER] = "/v1/members/{id}",
     [R_HISTORY] = "/v1/members/{id}/transfers",
     [R_BATCH] = "/v1/events:batch",
@@ -817,6 +821,16 @@ static void render_hold(pgw_command *cmd, void *payload)
                          (json_int_t)cmd->figures.balance, "available",
                          (json_int_t)cmd->figures.available);
         break;
+    case PGW_COMMAND_RETURN: {
+        bool hold = strncmp(cmd->original, "capture:", 8) == 0;
+        const char *return_id = strrchr(cmd->key, '/') + 1; /* handle_return's key */
+        body = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I}", hold ? "hold_id" : "redemption_id",
+                         cmd->hold_id, "return_id", return_id, "member_id", cmd->member, "points",
+                         (json_int_t)cmd->points_moved, "left", (json_int_t)cmd->spend_left,
+                         "balance", (json_int_t)cmd->figures.balance, "available",
+                         (json_int_t)cmd->figures.available);
+        break;
+    }
     default: /* REDEEM */
         body = json_pack("{s:s,s:s,s:I,s:I,s:I}", "redemption_id", cmd->hold_id, "member_id",
                          cmd->member, "points", (json_int_t)cmd->points_moved, "balance",
@@ -1583,6 +1597,63 @@ static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_princi
     return submit(api, job, resp);
 }
 
+/*
+ * POST /v1/redemptions/{id}/returns and /v1/holds/{id}/returns
+ * {"return_id", "points"}: gives back points of a redemption or a captured
+ * hold. Keyed return:<spend's key>/<return id> ('/' is in no id, so the
+ * key names one pair), idempotent per (spend, return id) as other keys.
+ */
+static bool handle_return(pgw_api *api, const pgw_request *req, const pgw_principal *who,
+                          const char *id, route r, pgw_response *resp)
+{
+    static const char *const KEYS[] = {"return_id", "points", NULL};
+    bool hold = r == R_HOLD_RETURNS;
+    const char *spend = hold ? "capture" : "redeem";
+    char return_id[PGW_REFERENCE_MAX + 1] = "";
+    pgw_err err;
+    json_t *obj = NULL;
+    int rc = plain_id(id, PGW_REFERENCE_MAX)
+                 ? json_body(req, false, &obj, &err)
+                 : pgw_err_set(&err, PGW_EINVAL, "a %s id is 1..%d of letters, digits and - _ . :",
+                               hold ? "hold" : "redemption", PGW_REFERENCE_MAX);
+    pgw_job *job = rc == PGW_OK ? job_new(api, req, r, PGW_COMMAND_RETURN) : NULL;
+    if (rc == PGW_OK && job == NULL)
+        rc = pgw_err_set(&err, PGW_EFULL, "too many requests in flight");
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", KEYS, &err);
+    if (rc == PGW_OK)
+        rc = pgw_json_string(obj, "return_id", "$", true, PGW_REFERENCE_MAX, return_id,
+                             sizeof(return_id), &err);
+    if (rc == PGW_OK && !plain_id(return_id, PGW_REFERENCE_MAX))
+        rc = pgw_err_set(&err, PGW_EINVAL, "$.return_id: use letters, digits and - _ . : only");
+    if (rc == PGW_OK)
+        rc = pgw_json_int(obj, "points", "$", true, 1, PGW_POINTS_MAX, &job->cmd.points, &err);
+    /* The key holds both ids: together they fit it. */
+    if (rc == PGW_OK &&
+        strlen("return:") + strlen(spend) + 2 + strlen(id) + strlen(return_id) > PGW_IDEM_KEY_MAX)
+        rc = pgw_err_set(&err, PGW_EINVAL,
+                         "$.return_id: with the %s id, at most %d characters together",
+                         hold ? "hold" : "redemption",
+                         (int)(PGW_IDEM_KEY_MAX - strlen("return:") - strlen(spend) - 2));
+    if (rc == PGW_OK && !(who->kind == PGW_SCOPE_ADMIN || who->kind == PGW_SCOPE_SHOP))
+        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not return points", who->name);
+    if (rc == PGW_OK && pgw_json_fingerprint(obj, job->cmd.fingerprint) != PGW_OK)
+        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory fingerprinting the request");
+    json_decref(obj);
+    if (rc != PGW_OK)
+        return refuse(resp, job, r, rc, err.msg);
+    pgw_command *cmd = &job->cmd;
+    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    snprintf(cmd->original, sizeof(cmd->original), "%s:%s", spend, id);
+    int len = snprintf(cmd->key, sizeof(cmd->key), "return:%s/%s", cmd->original, return_id);
+    PGW_ASSERT(len > 0 && (size_t)len < sizeof(cmd->key)); /* checked above */
+    snprintf(cmd->channel, sizeof(cmd->channel), "store");
+    if (who->kind == PGW_SCOPE_SHOP) /* only its own shop's spends */
+        snprintf(cmd->shop, sizeof(cmd->shop), "%.*s", PGW_ID_MAX, who->scope_id);
+    cmd->render = render_hold;
+    return submit(api, job, resp);
+}
+
 /* The value of `name` in a query string ("a=1&b=2"), copied; false when absent. */
 static bool query_value(const char *query, const char *name, char *out, size_t cap)
 {
@@ -1803,6 +1874,25 @@ static const char *key_part(const char *s, char *out, size_t cap)
     return colon + 1;
 }
 
+/* A return's, read as the ones below are: return:redeem:<id>/<return id>
+ * or return:capture:<id>/<return id> (handle_return), its spend's id also
+ * its reference. */
+static bool return_command(const pgw_transfer *t, json_t **out)
+{
+    const char *rest = key_rest(t->idem_key, "return");
+    const char *redeem = rest ? key_rest(rest, "redeem") : NULL;
+    const char *capture = rest ? key_rest(rest, "capture") : NULL;
+    const char *id = redeem ? redeem : capture;
+    const char *slash = id ? strchr(id, '/') : NULL;
+    size_t len = slash ? (size_t)(slash - id) : 0;
+    if (slash == NULL || len != strlen(t->reference) || strncmp(id, t->reference, len) != 0 ||
+        !plain_id(t->reference, PGW_REFERENCE_MAX) || !plain_id(slash + 1, PGW_REFERENCE_MAX))
+        return false;
+    *out = json_pack("{s:s,s:s,s:s}", "kind", redeem ? "redemption_return" : "hold_return",
+                     redeem ? "redemption_id" : "hold_id", t->reference, "return_id", slash + 1);
+    return true;
+}
+
 /*
  * Each reads one form of key: false when t's is not of it; else true and
  * *out its command (NULL when out of memory).
@@ -1822,7 +1912,7 @@ static bool spend_command(const pgw_transfer *t, json_t **out)
         *out = json_pack("{s:s,s:s}", "kind", "redemption", "redemption_id", id);
         return true;
     }
-    return false;
+    return return_command(t, out);
 }
 
 /* An expiry's: expire:lot:<lot>:<points of it expired before> (command.c
@@ -2193,13 +2283,13 @@ static void handle_metrics(pgw_api *api, pgw_response *resp)
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
-/* Matches "/v1/holds/{id}/<tail>": copies the id. */
-static bool match_hold_path(const char *path, const char *tail, char *id, size_t cap)
+/* Matches "<prefix>{id}/<tail>": copies the id. */
+static bool match_id_path(const char *path, const char *prefix, const char *tail, char *id,
+                          size_t cap)
 {
-    static const char prefix[] = "/v1/holds/";
-    if (strncmp(path, prefix, sizeof(prefix) - 1) != 0)
+    if (strncmp(path, prefix, strlen(prefix)) != 0)
         return false;
-    const char *start = path + sizeof(prefix) - 1;
+    const char *start = path + strlen(prefix);
     const char *slash = strchr(start, '/');
     if (slash == NULL || slash == start || strcmp(slash + 1, tail) != 0 ||
         (size_t)(slash - start) >= cap)
@@ -2207,6 +2297,12 @@ static bool match_hold_path(const char *path, const char *tail, char *id, size_t
     memcpy(id, start, (size_t)(slash - start));
     id[slash - start] = '\0';
     return true;
+}
+
+/* Matches "/v1/holds/{id}/<tail>": copies the id. */
+static bool match_hold_path(const char *path, const char *tail, char *id, size_t cap)
+{
+    return match_id_path(path, "/v1/holds/", tail, id, cap);
 }
 
 /* ---- finance ---------------------------------------------------------------------------- */
@@ -4108,6 +4204,10 @@ static route route_of(const char *path, char *id, size_t cap)
         return R_CAPTURE;
     if (match_hold_path(path, "void", id, cap))
         return R_VOID;
+    if (match_hold_path(path, "returns", id, cap))
+        return R_HOLD_RETURNS;
+    if (match_id_path(path, "/v1/redemptions/", "returns", id, cap))
+        return R_REDEMPTION_RETURNS;
     static const char shops[] = "/v1/shops/";
     if (strncmp(path, shops, sizeof(shops) - 1) == 0) {
         const char *rest = path + sizeof(shops) - 1, *slash = strchr(rest, '/');
@@ -4204,6 +4304,9 @@ static bool handle_keyed(pgw_api *api, const pgw_request *req, const pgw_princip
     case R_CAPTURE:
     case R_VOID:
         return handle_settle(api, req, who, id, r, resp);
+    case R_REDEMPTION_RETURNS:
+    case R_HOLD_RETURNS:
+        return handle_return(api, req, who, id, r, resp);
     case R_MEMBER:
     case R_HISTORY:
         return handle_member(api, req, id, r, resp);
@@ -4676,7 +4779,8 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         set_body(resp, 200, json_pack("{s:b}", "replayed", 1));
     } else {
         bool created = job->route == R_EVENTS || job->route == R_HOLDS ||
-                       job->route == R_REDEMPTIONS || job->route == R_IMPORT;
+                       job->route == R_REDEMPTIONS || job->route == R_IMPORT ||
+                       job->route == R_REDEMPTION_RETURNS || job->route == R_HOLD_RETURNS;
         answer_from(resp, cmd, created ? 201 : 200);
     }
     /* A reader's 2xx (a report, a lookup, even by POST) changed nothing. */

@@ -5984,7 +5984,7 @@ static bool id_of(const char *s, bool shop)
  * S001 (the audit's capture refused for a hold still pending). */
 static const char *const KEY_PREFIXES[] = {
     "hold",   "redeem", "capture",  "void",   "bind",    "mp_phone",  "otp",         "expire",
-    "import", "logout", "mp_login", "mp_sub", "oa_link", "oa_follow", "oa_unfollow",
+    "import", "logout", "mp_login", "mp_sub", "oa_link", "oa_follow", "oa_unfollow", "return",
 };
 
 bool pgw_store_channel_name_ok(const char *s)

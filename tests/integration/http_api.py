@@ -1265,6 +1265,115 @@ def test_holds(s):
     check(status == 201 and doc["points"] == 10, f"redemption: {status} {doc}")
 
 
+def settled(s, shop):
+    """A shop's settlement row over every date the tests use."""
+    period = "from=2000-01-01T00:00:00%2B08:00&to=2030-01-01T00:00:00%2B08:00"
+    status, doc, _ = s.request("GET", "/v1/reports/settlement?" + period, key="finance")
+    return {r["shop_id"]: r for r in doc.get("shops", [])}.get(shop, {}) if status == 200 else {}
+
+
+def test_redemption_returns(s):
+    """A till gives back points a redemption spent (odoo#212922, erpnext#30242):
+    partial returns to the lots they came from, idempotent per return id,
+    never beyond what was spent, netted in the shop's settlement."""
+    status, earned, _ = s.request("POST", "/v1/events", purchase("E-RET-1", member="MRET1",
+                                                                  shop="S002"), key="s002")
+    check(status == 201 and earned["points"] >= 100, f"return: the purchase: {status} {earned}")
+    before = settled(s, "S002")
+    red = {"redemption_id": "S002-RET-1", "member": {"member_id": "MRET1"}, "shop_id": "S002",
+           "points": 100}
+    status, doc, _ = s.request("POST", "/v1/redemptions", red, key="s002")
+    check(status == 201 and doc["points"] == 100, f"return: the redemption: {status} {doc}")
+    path = "/v1/redemptions/S002-RET-1/returns"
+    status, first, _ = s.request("POST", path, {"return_id": "A", "points": 30}, key="s002")
+    want = earned["points"] - 70
+    check(status == 201 and first.get("points") == 30 and first.get("left") == 70 and
+          first.get("balance") == want and first.get("available") == want and
+          first.get("member_id") == "MRET1" and first.get("return_id") == "A",
+          f"a partial return: {status} {first}")
+    status, again, _ = s.request("POST", path, {"return_id": "A", "points": 30}, key="s002")
+    check(status == 200 and again.get("replayed") is True and again.get("left") == 70 and
+          again.get("balance") == want, f"a return sent again is a replay: {status} {again}")
+    status, doc, _ = s.request("POST", path, {"return_id": "A", "points": 31}, key="s002")
+    check(status == 409 and error_code(doc) == "idempotency_conflict",
+          f"a return id with another body: {status} {doc}")
+    status, doc, _ = s.request("POST", path, {"return_id": "B", "points": 71}, key="s002")
+    check(status == 422 and error_code(doc) == "refund_exceeds_original" and
+          "70 of its 100" in doc["error"]["message"], f"beyond what is left: {status} {doc}")
+    status, doc, _ = s.request("POST", path, {"return_id": "B", "points": 50}, key="s001")
+    check(status == 404 and error_code(doc) == "not_found", f"another shop's key: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/redemptions/S002-NOPE/returns",
+                               {"return_id": "B", "points": 1}, key="s002")
+    check(status == 404 and error_code(doc) == "not_found", f"no such redemption: {status} {doc}")
+    status, second, _ = s.request("POST", path, {"return_id": "B", "points": 50})
+    check(status == 201 and second.get("left") == 20 and
+          second.get("balance") == earned["points"] - 20, f"an admin's return: {status} {second}")
+    view = member(s, "MRET1")
+    check(view["balance"] == view["available"] == earned["points"] - 20,
+          f"the member has the points back: {view}")
+    after = settled(s, "S002")
+    check(after.get("redeemed", 0) - before.get("redeemed", 0) == 20,
+          f"settlement nets the returns against the redemption: {before} {after}")
+    status, page, _ = s.request("GET", "/v1/members/MRET1/transfers")
+    newest = page["transfers"][0] if status == 200 else {}
+    check(newest.get("kind") == "redeem" and newest.get("debit") == "shop:S002:redeemed" and
+          newest.get("credit") == "member:MRET1" and newest.get("points") == 50 and
+          newest.get("command") == {"kind": "redemption_return", "redemption_id": "S002-RET-1",
+                                    "return_id": "B"}, f"the history names the return: {newest}")
+    # A returned point goes back to its lot, with its expiry: past it, the sweep takes it.
+    status, doc, _ = s.request("POST", "/v1/events", purchase("E-RET-2", member="MRET2",
+                                                               shop="S002"), key="s002")
+    pts = doc.get("points", 0)
+    red = {"redemption_id": "S002-RET-2", "member": {"member_id": "MRET2"}, "shop_id": "S002",
+           "points": pts}
+    s.request("POST", "/v1/redemptions", red, key="s002")
+    pg.execute(s.db, "UPDATE lots SET expires_at = 1000 WHERE member = 'MRET2'")
+    status, doc, _ = s.request("POST", "/v1/redemptions/S002-RET-2/returns",
+                               {"return_id": "1", "points": 10}, key="s002")
+    check(status == 201 and doc.get("balance") == 10 and doc.get("available") == 0,
+          f"returned to a lot past its date: in the balance, not available: {status} {doc}")
+    deadline = time.time() + 10
+    view = member(s, "MRET2")
+    while view.get("balance") != 0 and time.time() < deadline:
+        time.sleep(0.3)
+        view = member(s, "MRET2")
+    status, page, _ = s.request("GET", "/v1/members/MRET2/transfers")
+    newest = page["transfers"][0] if status == 200 else {}
+    check(view.get("balance") == 0 and newest.get("kind") == "expire" and
+          newest.get("points") == 10, f"the sweep expired the returned points: {view} {newest}")
+    # A captured hold's points come back the same way, by its own path.
+    s.request("POST", "/v1/events", purchase("E-RET-3", member="MRET3", shop="S002"), key="s002")
+    hold = {"hold_id": "S002-RET-H", "member": {"member_id": "MRET3"}, "shop_id": "S002",
+            "points": 60}
+    s.request("POST", "/v1/holds", hold, key="s002")
+    s.request("POST", "/v1/holds/S002-RET-H/capture", {"points": 40}, key="s002")
+    status, doc, _ = s.request("POST", "/v1/redemptions/S002-RET-H/returns",
+                               {"return_id": "1", "points": 5}, key="s002")
+    check(status == 404, f"a hold is no redemption: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds/S002-RET-H/returns",
+                               {"return_id": "1", "points": 15}, key="s002")
+    check(status == 201 and doc.get("hold_id") == "S002-RET-H" and doc.get("left") == 25,
+          f"a captured hold's return: {status} {doc}")
+    status, page, _ = s.request("GET", "/v1/members/MRET3/transfers")
+    newest = page["transfers"][0] if status == 200 else {}
+    check(newest.get("command") == {"kind": "hold_return", "hold_id": "S002-RET-H",
+                                    "return_id": "1"}, f"the history names it: {newest}")
+    # A redemption made before the gateway recorded its lots has nothing to give back.
+    red = {"redemption_id": "S002-RET-OLD", "member": {"member_id": "MRET3"}, "shop_id": "S002",
+           "points": 10}
+    s.request("POST", "/v1/redemptions", red, key="s002")
+    pg.execute(s.db, "DELETE FROM spent_lots WHERE spend = 'redeem:S002-RET-OLD'")
+    status, doc, _ = s.request("POST", "/v1/redemptions/S002-RET-OLD/returns",
+                               {"return_id": "1", "points": 1}, key="s002")
+    check(status == 422 and "0 of its 10" in doc["error"]["message"],
+          f"an older redemption: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/redemptions/S002-RET-1/returns",
+                               {"return_id": "x" * 129, "points": 1}, key="s002")
+    check(status == 400, f"a return id too long: {status} {doc}")
+    out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
+    check(out.returncode == 0, f"verify after returns: {out.stdout} {out.stderr}")
+
+
 def test_spend_written_another_way(s):
     """Regression: a hold or a redemption retried with its member's phone written another
     way was 409 idempotency_conflict (events replayed): a till that re-reads the customer's
@@ -6018,7 +6127,7 @@ def test_reconciliation_csv_summary(s):
 SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_connections_keep_tcp_alive,
           test_health_and_metrics, test_dashboard, test_events, test_event_scopes,
           test_identities, test_merges,
-          test_merge_chain, test_debt_meets_points,
+          test_merge_chain, test_debt_meets_points, test_redemption_returns,
           test_mini_programs_number_alike, test_referrals,
           test_identity_written_another_way, test_sign_ins,
           test_birthdays,
