@@ -623,6 +623,45 @@ static void test_lot_expiring_during_a_hold(void **state)
     pgw_ledger_free(l);
 }
 
+/* A return gives back to the lots a redemption spent, what it took last
+ * first, with their expiry; never more than it spent; a capture's too. */
+static void test_returns_go_back_to_their_lots(void **state)
+{
+    (void)state;
+    pgw_expiry rolling = {PGW_EXPIRY_ROLLING, 1, 0};
+    pgw_ledger *l = ledger_new(false, rolling, 100);
+    int64_t earned = at("2026-11-24T10:00:00+08:00");
+    int64_t expiry = at("2026-12-25T00:00:00+08:00");
+    assert_int_equal(earn(l, "M1", "E1", 10000, 100, 0, earned), PGW_OK);
+    assert_int_equal(earn(l, "M1", "E2", 10000, 100, 0, earned + 86400), PGW_OK);
+    assert_int_equal(pgw_ledger_redeem(l, "D1", "M1", "S002", 150, earned + 90000, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_return(l, "D1", "T1", 60, earned + 90060, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_lot(l, 1)->left, 100); /* the 50 taken last first */
+    assert_int_equal(pgw_ledger_lot(l, 0)->left, 10);
+    assert_int_equal(pgw_ledger_account(l, "shop:S002:redeemed"), 90);
+    assert_int_equal(pgw_ledger_return(l, "D1", "T2", 91, earned + 90120, NULL), PGW_EEXCEEDS);
+    assert_int_equal(pgw_ledger_return(l, "D9", "T2", 1, earned + 90120, NULL), PGW_ENOTFOUND);
+    assert_int_equal(pgw_ledger_return(l, "D1", "T1", 1, earned + 90120, NULL), PGW_ECONFLICT);
+    check(l);
+    /* Returned after its lot's date: in the balance, not available, expired next run. */
+    assert_int_equal(pgw_ledger_return(l, "D1", "T3", 90, expiry + 60, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 200);
+    assert_int_equal(pgw_ledger_available(l, "M1", expiry + 60), 100);
+    size_t n = 0;
+    assert_int_equal(pgw_ledger_expire(l, expiry + 120, &n, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 100);
+    check(l);
+    /* A captured hold's points come back the same way. */
+    assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 40, expiry + 3600, expiry + 180, NULL),
+                     PGW_OK);
+    assert_int_equal(pgw_ledger_capture(l, "H1", 30, expiry + 240, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_return(l, "H1", "T4", 30, expiry + 300, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 100);
+    assert_int_equal(pgw_ledger_account(l, "shop:S002:redeemed"), 0);
+    check(l);
+    pgw_ledger_free(l);
+}
+
 /* ---- references, capacities, invariants ----------------------------------- */
 
 static void test_references_and_capacity(void **state)
@@ -688,6 +727,7 @@ int main(void)
         cmocka_unit_test(test_refund_after_expiry_splits_net_of_each_funders_share),
         cmocka_unit_test(test_hold_capture_void_deadline),
         cmocka_unit_test(test_lot_expiring_during_a_hold),
+        cmocka_unit_test(test_returns_go_back_to_their_lots),
         cmocka_unit_test(test_references_and_capacity),
         cmocka_unit_test(test_check_catches_corruption),
     };
