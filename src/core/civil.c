@@ -819,13 +819,49 @@ void pgw_format_moment(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
     copy_moment(text, out);
 }
 
+static const pgw_tz UTC_ZONE = {"UTC", 0, NULL};
+
+void pgw_format_utc(int64_t t, char out[PGW_RFC3339_MAX])
+{
+    pgw_format_moment(t, &UTC_ZONE, out);
+}
+
+int pgw_format_http_date(int64_t t, char out[PGW_HTTP_DATE_MAX])
+{
+    static const char days[7][4] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    out[0] = '\0';
+    if (t < 0 || t > INT64_C(253402300799)) /* 9999-12-31T23:59:59Z */
+        return PGW_ERANGE;
+    pgw_date d = pgw_date_from_days(t / SECONDS_PER_DAY);
+    int32_t sod = (int32_t)(t % SECONDS_PER_DAY);
+    char *p = out;
+    memcpy(p, days[pgw_weekday(d) - 1], 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    p = put_digits(p, d.day, 2);
+    *p++ = ' ';
+    memcpy(p, months[d.month - 1], 3);
+    p += 3;
+    *p++ = ' ';
+    p = put_digits(p, d.year, 4);
+    *p++ = ' ';
+    p = put_hours_minutes(p, sod);
+    *p++ = ':';
+    p = put_digits(p, sod % 60, 2);
+    memcpy(p, " GMT", 5);
+    PGW_ASSERT(p + 5 - out == PGW_HTTP_DATE_MAX);
+    return PGW_OK;
+}
+
 int pgw_format_rfc3339_or_utc(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX])
 {
-    static const pgw_tz utc = {"UTC", 0, NULL};
     char text[96];
     int rc = pgw_format_rfc3339(t, tz, text, sizeof(text));
     if (rc != PGW_OK)
-        rc = pgw_format_rfc3339(t, &utc, text, sizeof(text));
+        rc = pgw_format_rfc3339(t, &UTC_ZONE, text, sizeof(text));
     copy_moment(rc == PGW_OK ? text : "", out);
     return rc;
 }

@@ -167,6 +167,17 @@ int pgw_format_rfc3339(int64_t t, const pgw_tz *tz, char *buf, size_t cap);
  * unix seconds, so that a refusal always names the moment.
  */
 void pgw_format_moment(int64_t t, const pgw_tz *tz, char out[PGW_RFC3339_MAX]);
+/* pgw_format_moment in UTC ("2026-12-01T10:00:00Z"): the gateway's clock
+ * in a refusal, which a till's clock is set by, whatever the mall's zone.
+ * The request log's redaction hides unix seconds (10 digits, as a
+ * phone's) but keeps a date. */
+void pgw_format_utc(int64_t t, char out[PGW_RFC3339_MAX]);
+
+/* "Sun, 06 Nov 1994 08:49:37 GMT" and its NUL: an HTTP Date. */
+#define PGW_HTTP_DATE_MAX 30
+/* `t` as RFC 9110's IMF-fixdate (5.6.7), an answer's Date, without
+ * printf or the locale. PGW_ERANGE, out "", outside the supported years. */
+int pgw_format_http_date(int64_t t, char out[PGW_HTTP_DATE_MAX]);
 /*
  * `t` for an answer a program reads: pgw_format_rfc3339 in `tz`, else (an
  * instant the zone's years do not reach: before 1970 there, for a zone

@@ -550,6 +550,20 @@ void pgw_api_key_label(const pgw_api *api, const pgw_request *req, char out[PGW_
     snprintf(out, PGW_ID_MAX + 1, "%s", name != NULL ? name : "-");
 }
 
+_Static_assert(PGW_CSV_BATCH_BODY_MAX >= CSV_ROWS_MAX * 400, "a day-end file's rows fit");
+_Static_assert(CSV_ROWS_MAX == 10000, "the 413's advice says so");
+
+size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice)
+{
+    char id[ROUTE_ID_CAP];
+    if (route_of(req->path, id, sizeof(id)) != R_SHOP_BATCH) {
+        *advice = "set by http.body_max_bytes";
+        return api->body_max;
+    }
+    *advice = "split the file (a batch takes up to 10000 rows), or raise http.body_max_bytes";
+    return api->body_max > PGW_CSV_BATCH_BODY_MAX ? api->body_max : PGW_CSV_BATCH_BODY_MAX;
+}
+
 bool pgw_api_stranger(const pgw_api *api, const pgw_request *req)
 {
     char id[ROUTE_ID_CAP];

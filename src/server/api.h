@@ -37,8 +37,13 @@
 #define PGW_QUERY_MAX        512
 #define PGW_HEADER_VALUE_MAX 512
 #define PGW_BODY_MAX_DEFAULT (1024 * 1024)
-#define PGW_INFLIGHT_DEFAULT 4096
-#define PGW_INFLIGHT_MAX     65536
+/* A shop's CSV batch's body, whatever smaller http.body_max_bytes says:
+ * its 10,000 rows (README) of a wide row a till writes, 400 bytes each
+ * (ids, a receipt number and a refund's purchase of 60 and more), where
+ * ~150 is usual: a day-end file is over a MiB. */
+#define PGW_CSV_BATCH_BODY_MAX (4 * 1024 * 1024)
+#define PGW_INFLIGHT_DEFAULT   4096
+#define PGW_INFLIGHT_MAX       65536
 
 typedef struct pgw_api pgw_api;
 typedef struct pgw_job pgw_job;
@@ -205,6 +210,11 @@ void pgw_api_error(pgw_response *resp, int status, const char *code, const char 
 /* The answer to a request refused with `rc` (a PGW_E... code), as API.md
  * maps it: PGW_EUNAUTHORIZED 401 unauthorized, PGW_EFORBIDDEN 403, ... */
 void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
+
+/* The bytes the body of `req` (its method and path read) may have: the
+ * body_max given, or for a shop's CSV batch at least
+ * PGW_CSV_BATCH_BODY_MAX. *advice: what a 413 tells its client to do. */
+size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice);
 
 /* The route label (as /metrics and the request log name it) of `path`,
  * and the name of the key `req` names by its bearer ("-" for none of

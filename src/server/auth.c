@@ -248,10 +248,6 @@ static nonce_verdict remember_nonce(pgw_auth *a, const pgw_principal *who, const
     return put_nonce(a, h, ts + PGW_SIGNATURE_SKEW_S, now);
 }
 
-/* Times in refusals in UTC, RFC 3339: the request log's redaction hides
- * unix seconds (10 digits, as a phone's) but keeps a date. */
-static const pgw_tz UTC = {.name = "UTC"};
-
 /* A stamp `ts` out of the window at `now`: how far off, and which way (a
  * till's clock is what to fix). The distance in unsigned: any long long
  * is within 2^64 of a clock of today. In days from 7 digits of seconds
@@ -263,7 +259,7 @@ static int refuse_skew(long long ts, int64_t now, pgw_err *err)
                                       : (unsigned long long)ts - (unsigned long long)now;
     bool days = off >= 1000000, over = off / 86400 > 999999;
     char clock[PGW_RFC3339_MAX];
-    pgw_format_moment(now, &UTC, clock);
+    pgw_format_utc(now, clock); /* civil.h: why UTC */
     return pgw_err_set(
         err, PGW_EUNAUTHORIZED,
         "%s: %s%llu %s %s the gateway's clock (%s), more than the %d s a signature "
@@ -297,7 +293,7 @@ static int check_signature(pgw_auth *a, const pgw_principal *who, const pgw_sign
         return refuse_skew(ts, now, err);
     if (ts <= a->floor) {
         char started[PGW_RFC3339_MAX];
-        pgw_format_moment(a->floor, &UTC, started);
+        pgw_format_utc(a->floor, started);
         return pgw_err_set(err, PGW_EUNAUTHORIZED,
                            "X-PGW-Timestamp not after this gateway started (%s), after a stop "
                            "that kept no nonces: a replay cannot be told; sign it again, "

@@ -4,6 +4,7 @@
 #include "event_command.h"
 
 #include "core/assertions.h"
+#include "core/civil.h"
 #include "core/digest.h"
 #include "core/text.h"
 #include "util/json_write.h"
@@ -226,11 +227,40 @@ static int set_normalised(json_t *copy, const char *name, const pgw_identity *id
 }
 
 /* What a request's normal form changes, each NULL when written so already:
- * its member's and its referrer's phone or email, and its event's time. */
+ * its member's and its referrer's phone or email, and its event's time;
+ * and whether its items' "qty": 1, the default, is left out. */
 typedef struct normal_form {
     const pgw_identity *member, *referrer;
     const char *occurred_at;
+    bool qty_left_out;
 } normal_form;
+
+/* Whether an item writes its qty's default (event_json.c: 1) out. */
+static bool writes_qty_default(const json_t *obj)
+{
+    const json_t *items = json_object_get(obj, "items");
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        const json_t *qty = json_object_get(json_array_get(items, i), "qty");
+        if (json_is_integer(qty) && json_integer_value(qty) == 1)
+            return true;
+    }
+    return false;
+}
+
+/* `copy`'s items (obj's, shared) replaced by copies without "qty": 1. */
+static int leave_qty_out(json_t *copy)
+{
+    json_t *items = json_deep_copy(json_object_get(copy, "items"));
+    if (items == NULL || json_object_set_new(copy, "items", items) != 0)
+        return PGW_ENOMEM;
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        json_t *item = json_array_get(items, i);
+        const json_t *qty = json_object_get(item, "qty");
+        if (json_is_integer(qty) && json_integer_value(qty) == 1)
+            json_object_del(item, "qty");
+    }
+    return PGW_OK;
+}
 
 /* `obj`'s fingerprint with what `n` names as normalised. */
 static int fingerprint_normalised(const json_t *obj, const normal_form *n,
@@ -245,6 +275,8 @@ static int fingerprint_normalised(const json_t *obj, const normal_form *n,
     if (rc == PGW_OK && n->occurred_at != NULL &&
         json_object_set_new(copy, "occurred_at", json_string(n->occurred_at)) != 0)
         rc = PGW_ENOMEM;
+    if (rc == PGW_OK && n->qty_left_out)
+        rc = leave_qty_out(copy);
     if (rc == PGW_OK)
         rc = pgw_json_fingerprint(copy, out);
     json_decref(copy);
@@ -269,7 +301,7 @@ static int fingerprint_request(const json_t *obj, const normal_form *n, pgw_comm
                                                                     : cmd->fingerprint);
     if (rc == PGW_OK && cmd->has_fingerprint_as_sent)
         rc = fingerprint_normalised(obj, n, cmd->fingerprint);
-    normal_form names = {n->member, n->referrer, NULL};
+    normal_form names = {n->member, n->referrer, NULL, false};
     if (rc == PGW_OK && cmd->has_fingerprint_time_as_sent && names_otherwise)
         rc = fingerprint_normalised(obj, &names, cmd->fingerprint_time_as_sent);
     else if (rc == PGW_OK && cmd->has_fingerprint_time_as_sent)
@@ -279,11 +311,40 @@ static int fingerprint_request(const json_t *obj, const normal_form *n, pgw_comm
     return PGW_OK;
 }
 
+/*
+ * An event writing qty's default out: fingerprinted with it left out, the
+ * form a till that leaves it out always had. Beside it, the two forms
+ * keys were recorded under before: the body as sent (before phones were
+ * normal) and, when its phone or its time is written otherwise, the
+ * normal form before qty's default was (phone and time normal, qty as
+ * sent); with only one of them written otherwise, the one between
+ * (phone normal, time as sent) is one of those two. Both written
+ * otherwise, it would be a third, and command.c compares two: the caller
+ * leaves such a body's qty as sent (fingerprint_request).
+ */
+static int fingerprint_qty_left_out(const json_t *obj, const normal_form *n, pgw_command *cmd,
+                                    pgw_err *err)
+{
+    PGW_ASSERT(n->qty_left_out && !((n->member || n->referrer) && n->occurred_at));
+    normal_form before = *n;
+    before.qty_left_out = false;
+    cmd->has_fingerprint_as_sent = true;
+    cmd->has_fingerprint_time_as_sent = n->member || n->referrer || n->occurred_at;
+    int rc = pgw_json_fingerprint(obj, cmd->fingerprint_as_sent);
+    if (rc == PGW_OK)
+        rc = fingerprint_normalised(obj, n, cmd->fingerprint);
+    if (rc == PGW_OK && cmd->has_fingerprint_time_as_sent)
+        rc = fingerprint_normalised(obj, &before, cmd->fingerprint_time_as_sent);
+    if (rc != PGW_OK)
+        return pgw_err_set(err, rc, "out of memory fingerprinting a request");
+    return PGW_OK;
+}
+
 /* The identities of a request, NULL when `obj` writes them normalised. */
 static normal_form names_of(const json_t *obj, const pgw_identity *member,
                             const pgw_identity *referrer)
 {
-    normal_form n = {member, referrer, NULL};
+    normal_form n = {member, referrer, NULL, false};
     if (!written_otherwise(json_object_get(obj, "member"), member))
         n.member = NULL;
     if (referrer != NULL && !written_otherwise(json_object_get(obj, "referrer"), referrer))
@@ -322,6 +383,10 @@ int pgw_event_fingerprint(const json_t *obj, const pgw_event_doc *doc, pgw_comma
     PGW_ASSERT(written != NULL); /* pgw_event_from_json read it */
     if (doc->occurred_at_normal[0] != '\0' && strcmp(written, doc->occurred_at_normal) != 0)
         n.occurred_at = doc->occurred_at_normal;
+    /* An item's "qty": 1 is its default left out (fingerprint_qty_left_out). */
+    n.qty_left_out = writes_qty_default(obj) && !((n.member || n.referrer) && n.occurred_at);
+    if (n.qty_left_out)
+        return fingerprint_qty_left_out(obj, &n, cmd, err);
     return fingerprint_request(obj, &n, cmd, err);
 }
 
@@ -352,10 +417,15 @@ static int name_referrer(const pgw_vault *vault, const pgw_identity *who, pgw_co
 int pgw_event_command(const pgw_vault *vault, const json_t *obj, const pgw_event_doc *doc,
                       int64_t now_s, pgw_earning *earning, pgw_command *cmd, pgw_err *err)
 {
-    if (doc->event.occurred_at - PGW_EVENT_AHEAD_MAX_S > now_s)
+    if (doc->event.occurred_at - PGW_EVENT_AHEAD_MAX_S > now_s) {
+        char clock[PGW_RFC3339_MAX]; /* as a signature's refusal gives it (auth.c) */
+        pgw_format_utc(now_s, clock);
         return pgw_err_set(err, PGW_EINVAL,
-                           "$.occurred_at is %lld s ahead of the gateway's clock (at most %d)",
-                           (long long)(doc->event.occurred_at - now_s), PGW_EVENT_AHEAD_MAX_S);
+                           "$.occurred_at is %lld s ahead of the gateway's clock (%s), more than "
+                           "the %d s taken: check the sender's clock",
+                           (long long)(doc->event.occurred_at - now_s), clock,
+                           PGW_EVENT_AHEAD_MAX_S);
+    }
     if (doc->event.occurred_at < PGW_EVENT_EARLIEST_S)
         return pgw_err_set(err, PGW_EINVAL, "$.occurred_at is before 2000-01-01T00:00:00Z");
     int rc = pgw_command_name_member(vault, &doc->member, cmd, err);

@@ -50,7 +50,12 @@ int pgw_command_fingerprint(const json_t *obj, const pgw_identity *member,
  * rows among them, whose fingerprint_as_sent api.c replaces), and
  * cmd->fingerprint_as_sent, the body's own. A body whose phone, email and
  * time are all written in normal form has its own fingerprint, as before,
- * and neither beside.
+ * and neither beside. An item's "qty": 1, its default, is left out of the
+ * normal form (a till writing defaults out is the same request as one
+ * leaving them out); such a body keeps its own beside, and the normal
+ * form before that in fingerprint_time_as_sent, unless its phone or email
+ * and its time are both written otherwise, when its qty stays as sent
+ * (three earlier forms; command.c's replay compares two beside).
  */
 int pgw_event_fingerprint(const json_t *obj, const pgw_event_doc *doc, pgw_command *cmd,
                           pgw_err *err);

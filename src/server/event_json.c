@@ -236,6 +236,10 @@ static int typed_fields_from_json(const json_t *obj, const pgw_rules *rules, pgw
         rc = pgw_json_string(obj, "original_event_id", "$", type == PGW_EVENT_REFUND,
                              PGW_EVENT_ID_MAX, out->original_event_id,
                              sizeof(out->original_event_id), err);
+    /* Ignored, it let a return mislabelled a purchase be credited. */
+    if (rc == PGW_OK && type != PGW_EVENT_REFUND && pgw_json_has(obj, "original_event_id"))
+        rc = pgw_err_set(err, PGW_EINVAL, "$.original_event_id: not taken by %s events",
+                         pgw_event_type_name(type));
     if (rc == PGW_OK)
         rc = pgw_json_string(obj, "receipt_no", "$", type == PGW_EVENT_REVIEW, PGW_REFERENCE_MAX,
                              out->receipt_no, sizeof(out->receipt_no), err);

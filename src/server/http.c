@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "core/assertions.h"
+#include "core/civil.h"
 #include "core/identity.h"
 #include "core/log_limit.h"
 #include "server/api.h"
@@ -325,6 +326,10 @@ struct pgw_http {
     size_t slot_mask;
     uint64_t next_id;       /* the last request id given (first_ids at the start) */
     pgw_log_limit oom_said; /* out-of-memory lines (service thread only) */
+    /* Every answer's Date (RFC 9110 6.6.1), written once a second
+     * (http_date). Service thread only. */
+    int64_t date_s;
+    char date[PGW_HTTP_DATE_MAX];
 };
 
 static int64_t wall_us(void)
@@ -332,6 +337,21 @@ static int64_t wall_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The wall clock as an answer's Date: written again only when the second
+ * changed, so that an answer pays for a clock read and a compare (the
+ * head's cost is counted: write_head). A clock set before 1970 or past
+ * 9999 writes none (""), as RFC 9110 6.6.1 lets a server without a
+ * usable clock. */
+static const char *http_date(pgw_http *h)
+{
+    int64_t now_s = wall_us() / 1000000;
+    if (now_s != h->date_s || h->date[0] == '\0') {
+        (void)pgw_format_http_date(now_s, h->date); /* "" when out of range */
+        h->date_s = now_s;
+    }
+    return h->date;
 }
 
 /* ---- the request log ------------------------------------------------------------------------ */
@@ -1152,14 +1172,17 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         dispatch(h, wsi, q); /* its 401, the API's, needs no body */
         return 0;
     }
-    if (unframed || n > h->body_max) {
+    const char *advice = NULL;
+    size_t body_max = pgw_api_body_max(h->api, &q->r, &advice);
+    if (unframed || n > body_max) {
         /* A key's own body too large is read and thrown away, so that its
          * client, still sending, reads the 413 instead of a reset; within
          * body_timeout_s, as a body read is: lws restarts its own 5 s at
          * each piece, and a trickle held the connection for ever. */
         q->close_after = held_back || unframed;
-        char message[96];
-        snprintf(message, sizeof(message), "the body may have at most %zu bytes", h->body_max);
+        char message[192];
+        snprintf(message, sizeof(message), "the body may have at most %zu bytes: %s", body_max,
+                 advice);
         if (!q->close_after) { /* before the answer: its end may end the transaction */
             q->body_wsi = wsi;
             lws_sul_schedule(lws_get_context(wsi), 0, &q->body_sul, discard_over,
@@ -1266,7 +1289,8 @@ static int add_status(struct lws *wsi, int status, uint8_t **p, uint8_t *end)
                                        (int)(13 + reason_len), p, end);
 }
 
-static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_sent)
+static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, const char *date,
+                      bool *all_sent)
 {
     static uint8_t buf[LWS_PRE + 1024 + CHUNK]; /* service thread only */
     uint8_t *start = buf + LWS_PRE, *p = start, *end = buf + LWS_PRE + 1024 - 1;
@@ -1283,6 +1307,9 @@ static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, bool *all_se
     const char *ctype = q->resp.content_type ? q->resp.content_type : "text/plain";
     const char *allow = q->resp.allow;
     if (add_status(wsi, q->resp.status, &p, end) ||
+        (date[0] != '\0' && lws_add_http_header_by_name(
+                                wsi, (const unsigned char *)"date:", (const unsigned char *)date,
+                                PGW_HTTP_DATE_MAX - 1, &p, end)) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"content-type:",
                                     (const unsigned char *)ctype, (int)strlen(ctype), &p, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"content-length:",
@@ -1331,7 +1358,7 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
      * (test_stream_big_drain_at_stop). */
     bool done = q->headers_sent && q->sent == q->resp.body_len;
     if (!q->headers_sent) {
-        if (write_head(wsi, q, h->keepalive_timeout_s, &done) != 0)
+        if (write_head(wsi, q, h->keepalive_timeout_s, http_date(h), &done) != 0)
             return -1;
     } else if (!done) {
         static uint8_t buf[LWS_PRE + CHUNK]; /* service thread only */
@@ -1546,7 +1573,7 @@ static int refuse_unread(pgw_http *h, struct lws *wsi, const char *method, const
         q.resp.retry_after_s = retry_after_s;
     q.close_after = true;
     bool all_sent = false;
-    (void)write_head(wsi, &q, 0, &all_sent); /* the connection closes either way */
+    (void)write_head(wsi, &q, 0, http_date(h), &all_sent); /* the connection closes either way */
     log_request(h, &q.r, &q.resp, wall_us());
     free(q.resp.body);
     return -1;
@@ -2222,6 +2249,15 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return w != NULL ? admit_watcher(h, wsi, w) : -1;
+    case LWS_CALLBACK_ADD_HEADERS: { /* lws's 101: its Date too, as every answer's */
+        struct lws_process_html_args *args = in;
+        const char *date = http_date(h);
+        return date[0] != '\0' &&
+               lws_add_http_header_by_name(
+                   wsi, (const unsigned char *)"date:", (const unsigned char *)date,
+                   PGW_HTTP_DATE_MAX - 1, (unsigned char **)&args->p,
+                   (unsigned char *)args->p + args->max_len);
+    }
     case LWS_CALLBACK_ESTABLISHED: {
         if (w == NULL || !w->allowed)
             return -1;

@@ -15,6 +15,7 @@ fresh one; without, all of them.
 """
 import base64
 import datetime
+import email.utils
 import calendar
 import contextlib
 import csv
@@ -3017,6 +3018,166 @@ def test_shop_csv_row_refusals(s):
         key="s002")
     check(status == 400 and doc["error"]["message"].startswith("$.type:"),
           f"a JSON event's refusal still names its JSON path: {status} {doc}")
+
+# ---- H-T: Date, the gateway's clock in refusals, qty's default, original_event_id, CSV size ----
+
+IMF_FIXDATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|"
+                         r"Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$")
+
+
+def date_ok(value, what):
+    """An answer's Date: an IMF-fixdate within a few seconds of our clock."""
+    ok = value is not None and IMF_FIXDATE.match(value) is not None
+    if ok:
+        at = email.utils.parsedate_to_datetime(value).timestamp()
+        ok = abs(at - time.time()) < 5
+    check(ok, f"{what}: Date {value!r} is an IMF-fixdate of now")
+
+
+def test_date_header(s):
+    """Regression: no answer carried a Date header (RFC 9110 6.6.1 asks one
+    of an origin server with a clock; tills read the gateway's clock
+    from it). Every kind of answer the gateway writes has one."""
+    header = lambda hs: {k.lower(): v for k, v in hs.items()}.get("date")
+    status, _, hs = s.request("POST", "/v1/events", purchase("E-DATE-1"))
+    date_ok(header(hs), f"a 201 ({status})")
+    for method, path, key, what in (("GET", "/healthz", None, "health"),
+                                    ("GET", "/metrics", None, "metrics"),
+                                    ("GET", "/v1/events", "admin", "a 405"),
+                                    ("GET", "/v1/nowhere", "admin", "a 404"),
+                                    ("GET", "/v1/members/M1", "wrong-key", "a 401"),
+                                    ("HEAD", "/healthz", None, "HEAD")):
+        status, _, hs = s.request(method, path, key=key)
+        date_ok(header(hs), f"{what} ({method} {path}: {status})")
+    status, _, hs = s.request("POST", "/v1/events", raw=b"{", key="admin")
+    date_ok(header(hs), f"a 400 ({status})")
+    status, _, hs = s.request("POST", "/v1/shops/S002/batches", key="s002", ctype="text/csv",
+                              raw=b"event_id,type,occurred_at,member\r\n")
+    date_ok(header(hs), f"a CSV batch's answer ({status})")
+    out, _ = raw_exchange(s, b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    m = re.search(rb"\r\ndate: ([^\r]*)\r\n", out, re.I)
+    date_ok(m and m.group(1).decode(), "CONNECT's 400")
+
+
+def test_stream_upgrade_date(s):
+    """The stream's 101, written by libwebsockets, carries Date too."""
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {KEYS['admin'][0]}\r\n"
+                  f"\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    head = data.partition(b"\r\n\r\n")[0].decode(errors="replace")
+    m = re.search(r"\r\ndate: ([^\r]*)", head, re.I)
+    check(head.startswith("HTTP/1.1 101 "), f"the stream's handshake: {head!r}")
+    date_ok(m and m.group(1), "the stream's 101")
+
+
+def test_ahead_gives_the_clock(s):
+    """Regression: an event dated too far ahead was refused without the
+    gateway's time, which a till is to set its clock by (the signing 401
+    gave it). It says it in UTC, as that 401 does."""
+    when = datetime.datetime.fromtimestamp(time.time() + 3600, datetime.timezone.utc)
+    event = dict(purchase("E-AHEAD-CLOCK"), occurred_at=when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    status, doc, _ = s.request("POST", "/v1/events", event)
+    message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+    m = re.match(r"\$\.occurred_at is 3[56]\d\d s ahead of the gateway's clock "
+                 r"\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\), more than the 300 s taken", message)
+    check(status == 400 and m is not None, f"ahead: the gateway's clock given: {status} {doc}")
+    if m:
+        said = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%SZ"))
+        check(abs(said - time.time()) < 5, f"the clock said is now: {m.group(1)}")
+
+
+def test_qty_default_is_one_body(s):
+    """Regression: an item's "qty": 1 written out and qty left out were two
+    bodies, 409 on a retry from a till whose serializer writes defaults
+    (a hold's "expires_in_s": 600 was one). Either way round, a replay."""
+    for first, second in ((True, False), (False, True)):
+        event = purchase(f"E-QTY-{first}")
+        if not first:
+            del event["items"][0]["qty"]
+        status, doc, _ = s.request("POST", "/v1/events", event)
+        check(status == 201, f"qty written {first}: {status} {doc}")
+        retry = json.loads(json.dumps(event))
+        if second:
+            retry["items"][0]["qty"] = 1
+        else:
+            del retry["items"][0]["qty"]
+        status, doc, _ = s.request("POST", "/v1/events", retry)
+        check(status == 200 and doc.get("replayed") is True,
+              f"the retry with qty written {second}: a replay: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(purchase("E-QTY-True"), items=[
+        {"sku": "A1", "category": "shoes", "amount_fen": 12800, "qty": 2}]))
+    check(status == 409, f"another qty is another body: {status} {doc}")
+
+
+def test_original_event_id_only_on_refunds(s):
+    """Regression: a purchase (any type but refund) naming original_event_id
+    was taken and the field ignored: a return a till mislabels a purchase
+    was credited. Refused as amount_fen on a sign_in is, alone, in a batch
+    and in a CSV row (named by its column); null is absent."""
+    before = s.transfers()
+    mislabelled = dict(purchase("E-ORIG-1"), original_event_id="E-DATE-1")
+    status, doc, _ = s.request("POST", "/v1/events", mislabelled)
+    check(status == 400 and doc["error"]["message"] ==
+          "$.original_event_id: not taken by purchase events", f"alone: {status} {doc}")
+    sign_in = {"event_id": "E-ORIG-2", "channel": "store", "type": "sign_in",
+               "occurred_at": "2026-11-25T10:15:00+08:00", "member": {"member_id": "M1"},
+               "original_event_id": "E-DATE-1"}
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": [mislabelled, sign_in]})
+    results = doc.get("results", []) if isinstance(doc, dict) else []
+    check(status == 200 and [r["status"] for r in results] == [400, 400] and
+          results[1]["body"]["error"]["message"] ==
+          "$.original_event_id: not taken by sign_in events", f"in a batch: {status} {doc}")
+    rows = ["event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no",
+            "ORIG-R1,purchase,2026-11-29 18:40,phone:13600136072,1000,P-0,", ""]
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(rows).encode(),
+                               ctype="text/csv", key="s002")
+    errors = doc.get("errors", []) if isinstance(doc, dict) else []
+    check(status == 200 and doc.get("rejected") == 1 and errors[0]["message"] ==
+          "original_event_id: not taken by purchase events", f"a CSV row: {status} {doc}")
+    check(s.transfers() == before, "nothing refused was written")
+    status, doc, _ = s.request("POST", "/v1/events",
+                               dict(purchase("E-ORIG-3"), original_event_id=None))
+    check(status == 201, f"null is absent: {status} {doc}")
+
+
+def test_csv_day_end_fits(s):
+    """Regression: README says a shop's CSV batch takes up to 10,000 rows,
+    but 10,000 rows as a till writes them (~150 bytes) were over the 1 MiB
+    body limit: 413 with no advice. The batch route takes 10,000 rows of a
+    wide row; past that the 413 says what to do. Rows refused before the
+    writer (an unknown type), so that the test is quick."""
+    head = "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no"
+    row = ("S002-20261129-{:06d},teleport,2026-11-29T18:40:00+08:00,phone:13600136073,"
+           "1234567,S002-20261128-000001-RETURN-ORIGINAL,R-S002-20261129-POS01-{:06d}")
+    rows = [head] + [row.format(i, i) for i in range(10000)] + [""]
+    body = "\r\n".join(rows).encode()
+    check(len(body) > 1048576, f"the day-end file is over a MiB: {len(body)}")
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=body, ctype="text/csv",
+                               key="s002", timeout=60)
+    check(status == 200 and isinstance(doc, dict) and doc.get("rejected") == 10000,
+          f"10,000 rows of {len(body) // 10000} bytes are read: {status} "
+          f"{doc if not isinstance(doc, dict) else {k: doc.get(k) for k in ('rejected', 'error')}}")
+    big = b"x" * (4 * 1024 * 1024 + 1)
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=big, ctype="text/csv",
+                               key="s002", timeout=60)
+    message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+    check(status == 413 and "split the file" in message and "http.body_max_bytes" in message,
+          f"past the batch's limit, the 413 says what to do: {status} {message!r}")
+    status, doc, _ = s.request("POST", "/v1/events", raw=b"{" + b" " * 1048576 + b"}",
+                               timeout=60)
+    message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+    check(status == 413 and message.startswith("the body may have at most 1048576 bytes") and
+          "http.body_max_bytes" in message, f"an event's body keeps its limit: {status} {message!r}")
 
 def test_imports(s):
     """Legacy balances over HTTP: at the given rate, once per batch and card."""
@@ -6140,6 +6301,9 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_pipelining,
           test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
           test_shop_csv_times, test_shop_csv_row_refusals,
+          test_date_header, test_stream_upgrade_date, test_ahead_gives_the_clock,
+          test_qty_default_is_one_body, test_original_event_id_only_on_refunds,
+          test_csv_day_end_fits,
           test_imports,
           test_expiry_sweep,
           test_signatures,

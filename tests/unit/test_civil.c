@@ -662,6 +662,37 @@ static void test_formats_as_printf_did(void **state)
     assert_int_equal(pgw_format_date((pgw_date){2026, 7, 4}, date, 10), PGW_ERANGE);
 }
 
+/* An answer's Date (RFC 9110 IMF-fixdate) as strftime writes it in the C
+ * locale, through the supported years; a moment for a refusal in UTC. */
+static void test_http_dates(void **state)
+{
+    (void)state;
+    char ours[PGW_HTTP_DATE_MAX], theirs[64];
+    const int64_t last = INT64_C(253402300799);
+    for (int64_t t = 0; t <= last; t += 19999999) {
+        int64_t at[] = {t, t + 59, t + 3599, t + 86399};
+        for (size_t i = 0; i < 4 && at[i] <= last; i++) {
+            time_t tt = (time_t)at[i];
+            struct tm tm;
+            assert_non_null(gmtime_r(&tt, &tm));
+            strftime(theirs, sizeof(theirs), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+            assert_int_equal(pgw_format_http_date(at[i], ours), PGW_OK);
+            if (strcmp(ours, theirs) != 0)
+                fail_msg("%lld: %s, not %s", (long long)at[i], ours, theirs);
+        }
+    }
+    assert_int_equal(pgw_format_http_date(784111777, ours), PGW_OK);
+    assert_string_equal(ours, "Sun, 06 Nov 1994 08:49:37 GMT"); /* RFC 9110's example */
+    assert_int_equal(pgw_format_http_date(last, ours), PGW_OK);
+    assert_string_equal(ours, "Fri, 31 Dec 9999 23:59:59 GMT");
+    assert_int_equal(pgw_format_http_date(-1, ours), PGW_ERANGE);
+    assert_string_equal(ours, "");
+    assert_int_equal(pgw_format_http_date(last + 1, ours), PGW_ERANGE);
+    char moment[PGW_RFC3339_MAX];
+    pgw_format_utc(1795486500, moment);
+    assert_string_equal(moment, "2026-11-24T02:15:00Z");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -673,6 +704,7 @@ int main(void)
         cmocka_unit_test(test_local_dates_in_shanghai),
         cmocka_unit_test(test_rfc3339_parse_and_format),
         cmocka_unit_test(test_formats_as_printf_did),
+        cmocka_unit_test(test_http_dates),
         cmocka_unit_test(test_local_times),
         cmocka_unit_test(test_fixed_since_matches_tzdata),
         cmocka_unit_test(test_times_as_spreadsheets_write_them),

@@ -107,7 +107,12 @@ static void test_events_ahead_of_the_clock(void **state)
     assert_int_equal(
         pgw_event_command(NULL, obj, doc, at - PGW_EVENT_AHEAD_MAX_S - 1, &earning, cmd, &err),
         PGW_EINVAL);
-    assert_non_null(strstr(err.msg, "occurred_at is 301 s ahead"));
+    /* With the gateway's clock, as a signature's refusal gives it (in
+     * UTC: the log's redaction keeps a date), for the till's clock to be
+     * set by. */
+    assert_string_equal(err.msg, "$.occurred_at is 301 s ahead of the gateway's clock "
+                                 "(2026-11-24T02:09:59Z), more than the 300 s taken: check "
+                                 "the sender's clock");
     assert_string_equal(cmd->key, ""); /* refused before anything was filled */
     json_decref(obj);
     free(cmd);
@@ -437,6 +442,16 @@ static const struct {
     {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"sign_in\", \"occurred_at\": "
      "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}, \"amount_fen\": 100}",
      "$.amount_fen: not taken by sign_in events"},
+    /* Regression: a return mislabelled a purchase was credited, its
+     * original_event_id silently ignored. */
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"purchase\", \"shop_id\": "
+     "\"S001\", \"occurred_at\": \"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+     "\"M1\"}, \"amount_fen\": 100, \"original_event_id\": \"E0\"}",
+     "$.original_event_id: not taken by purchase events"},
+    {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"sign_in\", \"occurred_at\": "
+     "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}, "
+     "\"original_event_id\": \"E0\"}",
+     "$.original_event_id: not taken by sign_in events"},
     {"{\"event_id\": \"e\", \"channel\": \"store\", \"type\": \"sign_in\", \"occurred_at\": "
      "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": \"M1\"}, \"points\": 100}",
      "$.points: only custom events"},
@@ -463,6 +478,23 @@ static void test_bad_events_name_their_path(void **state)
             fail_msg("case %zu: rc %d, message \"%s\", wanted \"%s\"", i, rc, err.msg,
                      BAD_EVENTS[i].fragment);
     }
+    free(doc);
+}
+
+/* A field sent as null is absent: a purchase's "original_event_id": null,
+ * as a till's serializer writes an unset one, is taken. */
+static void test_null_original_event_id_is_absent(void **state)
+{
+    (void)state;
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    pgw_err err;
+    assert_int_equal(parse("{\"event_id\": \"e\", \"channel\": \"store\", \"type\": "
+                           "\"purchase\", \"shop_id\": \"S001\", \"occurred_at\": "
+                           "\"2026-11-24T10:15:00+08:00\", \"member\": {\"member_id\": "
+                           "\"M1\"}, \"amount_fen\": 100, \"original_event_id\": null}",
+                           doc, &err),
+                     PGW_OK);
+    assert_string_equal(doc->original_event_id, "");
     free(doc);
 }
 
@@ -778,7 +810,10 @@ static const char *hash_hex(const uint8_t h[PGW_HASH_LEN], char *out)
  * The fingerprints and keys stored by gateways before the event path left
  * snprintf and qsort (2c95882^), pinned: a retry of an event they took must
  * meet the same key and one of the same fingerprints after an upgrade, or
- * it is 409 idempotency_conflict. Computed by that build; a change of any
+ * it is 409 idempotency_conflict. Computed by that build (the first two
+ * cases' own fingerprints moved beside once an item's "qty": 1 was left
+ * out of the normal form: test_qty_default_as_gateways_recorded_it); a
+ * change of any
  * byte of the canonical text, the time's normal form or the key shows here.
  * Phone normalised, time in another offset with a fraction, escapes and
  * UTF-8, nulls left out, keys in another order, a refund's original key,
@@ -797,11 +832,13 @@ static void test_fingerprints_as_gateways_recorded_them(void **state)
          " \"A1\", \"category\": \"shoes\", \"amount_fen\": 12800, \"qty\": 1}],"
          " \"receipt_no\": \"R123\"}",
          "2026-11-24T10:15:00+08:00",
-         "7356e5b733054df4487ecf9e52b5b06b83a1e8a46c7292ac50c76dd6b3b49a0a", NULL, NULL,
+         "5c42e0949e02852faab19880c833b881eeceefda78ac8f38141aef70ce86c707",
+         "7356e5b733054df4487ecf9e52b5b06b83a1e8a46c7292ac50c76dd6b3b49a0a", NULL,
          "store:S001:S001-20261124-000123", ""},
         {"Asia/Shanghai", API_EXAMPLE, "2026-11-24T10:15:00+08:00",
-         "1eaf7f3cca96257c302f1ec7d634dfeaf2ce538e27d0e7ef3bc37f067f45b8c9",
-         "3c885acd599a387bb5fd40c4ebd5e94be4cf8c206c201efb909aa772a041c86b", NULL, NULL, NULL},
+         "60ec21aaad39bda2769bab7de90898686d613dd1f8fc6935d528493cde4457e0",
+         "3c885acd599a387bb5fd40c4ebd5e94be4cf8c206c201efb909aa772a041c86b",
+         "1eaf7f3cca96257c302f1ec7d634dfeaf2ce538e27d0e7ef3bc37f067f45b8c9", NULL, NULL},
         {"-03:30",
          "{\"type\": \"refund\", \"original_event_id\": \"E\\u00e9-\\u4e2d:1\", \"receipt_no\":"
          " \"R \\\"q\\\" \\\\ \\ud83d\\ude00\", \"items\": null, \"member\": {\"email\": null,"
@@ -860,6 +897,89 @@ static void test_fingerprints_as_gateways_recorded_them(void **state)
     free(rules);
 }
 
+/*
+ * Regression: an item's "qty": 1 written out and qty left out (its
+ * default) were two requests, 409 on a retry from a till whose serializer
+ * writes defaults, while a hold's "expires_in_s": 600 was one. The default
+ * is left out of the normal form, and a key recorded before, with it
+ * written out, is met by one of the fingerprints kept beside: `recorded`
+ * holds what main's build before this gave each body (its fingerprint, as
+ * sent, time as sent; "" none), in the four ways a body may be written
+ * (phone, time each in normal form or not). Written otherwise in both,
+ * three earlier forms are in use and only two fit beside the normal form
+ * (command.c compares those): such a body keeps its qty as written, as
+ * before, and is no worse off.
+ */
+static void test_qty_default_as_gateways_recorded_it(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *when, *phone;
+        bool normal; /* qty's default normalised */
+        const char *recorded[3];
+    } cases[] = {
+        {"2026-11-24T10:15:00+08:00",
+         "+8613800138000",
+         true,
+         {"db01f11fec280b6dc0a3e2a737ba6025d7893e8e5e11d5afc2d1f65ab0137755", "", ""}},
+        {"2026-11-24T10:15:00+08:00",
+         "138 0013 8000",
+         true,
+         {"db01f11fec280b6dc0a3e2a737ba6025d7893e8e5e11d5afc2d1f65ab0137755",
+          "9ae7a1b1cfb9f83bbfbc48008925c9b1bb7309e2c44dc70432d3e782ebbac115", ""}},
+        {"2026-11-24T02:15:00Z",
+         "+8613800138000",
+         true,
+         {"db01f11fec280b6dc0a3e2a737ba6025d7893e8e5e11d5afc2d1f65ab0137755",
+          "819763a24eb931f980e55a577c9b23747b6d7aa8d7e2a3b49699e72d0c662e10",
+          "819763a24eb931f980e55a577c9b23747b6d7aa8d7e2a3b49699e72d0c662e10"}},
+        {"2026-11-24T02:15:00.5Z",
+         "138 0013 8000",
+         false,
+         {"db01f11fec280b6dc0a3e2a737ba6025d7893e8e5e11d5afc2d1f65ab0137755",
+          "868dc00a3b2a657efda8ffff884ff8ceaba81fbef84962845320cf02f538c021",
+          "45293dfba6e72cc76b416c2dce6fbeb1051f88b70905937e5cd0c20136994f78"}},
+    };
+    static const char with[] =
+        "{\"event_id\": \"Q1\", \"channel\": \"store\", \"shop_id\": \"S001\","
+        " \"type\": \"purchase\", \"occurred_at\": \"\", \"member\": {},"
+        " \"amount_fen\": 300, \"items\": [{\"sku\": \"A\", \"amount_fen\": 100, \"qty\": 1},"
+        " {\"sku\": \"B\", \"amount_fen\": 200, \"qty\": 2}]}";
+    static const char without[] =
+        "{\"event_id\": \"Q1\", \"channel\": \"store\", \"shop_id\": \"S001\","
+        " \"type\": \"purchase\", \"occurred_at\": \"\", \"member\": {},"
+        " \"amount_fen\": 300, \"items\": [{\"sku\": \"A\", \"amount_fen\": 100},"
+        " {\"sku\": \"B\", \"amount_fen\": 200, \"qty\": 2}]}";
+    pgw_command *cmd = calloc(1, sizeof(*cmd)), *bare = calloc(1, sizeof(*bare));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *obj, *other;
+        fingerprint_at(with, cases[i].when, cases[i].phone, "Asia/Shanghai", &obj, cmd);
+        fingerprint_at(without, cases[i].when, cases[i].phone, "Asia/Shanghai", &other, bare);
+        const char *now[3] = {"", "", ""};
+        char text[3][2 * PGW_HASH_LEN + 1];
+        now[0] = hash_hex(cmd->fingerprint, text[0]);
+        if (cmd->has_fingerprint_as_sent)
+            now[1] = hash_hex(cmd->fingerprint_as_sent, text[1]);
+        if (cmd->has_fingerprint_time_as_sent)
+            now[2] = hash_hex(cmd->fingerprint_time_as_sent, text[2]);
+        for (size_t r = 0; r < 3; r++) {
+            const char *old = cases[i].recorded[r];
+            if (old[0] != '\0' && strcmp(old, now[0]) != 0 && strcmp(old, now[1]) != 0 &&
+                strcmp(old, now[2]) != 0)
+                fail_msg("case %zu: recorded %s is none of %s %s %s: a retry is 409", i, old,
+                         now[0], now[1], now[2]);
+        }
+        bool same = memcmp(cmd->fingerprint, bare->fingerprint, PGW_HASH_LEN) == 0;
+        if (same != cases[i].normal)
+            fail_msg("case %zu: qty 1 written and left out are %s", i,
+                     same ? "one request" : "two requests");
+        json_decref(obj);
+        json_decref(other);
+    }
+    free(bare);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -869,6 +989,7 @@ int main(void)
         cmocka_unit_test(test_longest_fields_reach_the_command_whole),
         cmocka_unit_test(test_member_kinds_by_their_keys),
         cmocka_unit_test(test_bad_events_name_their_path),
+        cmocka_unit_test(test_null_original_event_id_is_absent),
         cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_context),
         cmocka_unit_test(test_json_read_bounds),
@@ -877,6 +998,7 @@ int main(void)
         cmocka_unit_test(test_null_members_are_absent_from_fingerprints),
         cmocka_unit_test(test_any_offset_of_one_instant_is_one_request),
         cmocka_unit_test(test_fingerprints_as_gateways_recorded_them),
+        cmocka_unit_test(test_qty_default_as_gateways_recorded_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
