@@ -2308,6 +2308,59 @@ static int row_agrees(pgw_store *store, pgw_command *cmd, bool *agrees)
     return rc;
 }
 
+/* The shop whose request first took hold or redemption id cmd->hold_id
+ * ("" when it cannot be told): the hold's, or its REDEEM transfer's. */
+static int id_owner(pgw_store *store, pgw_command *cmd, char shop[PGW_ID_MAX + 1])
+{
+    bool found = false;
+    int rc;
+    shop[0] = '\0';
+    if (cmd->kind == PGW_COMMAND_HOLD) {
+        pgw_hold_record h;
+        rc = pgw_store_get_hold(store, cmd->hold_id, &found, &h, &cmd->err);
+        if (rc == PGW_OK && found)
+            snprintf(shop, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, h.shop);
+        return rc;
+    }
+    pgw_transfer *t = NULL;
+    rc = read_transfer(store, cmd->record.first_transfer, &t, &found, &cmd->err);
+    if (rc == PGW_OK && found)
+        snprintf(shop, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, t->shop_id);
+    return rc;
+}
+
+/*
+ * A hold or redemption id taken before by another request. Tills that
+ * number from 1 meet each other's (ids are mall-wide): told to prefix
+ * theirs with their shop, unless they do already. A till's own retry
+ * with another amount, member or expiry is told so instead: prefixing
+ * would not help it (the POS walkthrough was told "S001-S001-RD10").
+ */
+static int id_conflict(pgw_store *store, pgw_command *cmd)
+{
+    const char *what = cmd->kind == PGW_COMMAND_HOLD ? "hold" : "redemption";
+    char owner[PGW_ID_MAX + 1];
+    int rc = id_owner(store, cmd, owner);
+    if (rc != PGW_OK)
+        return rc;
+    if (owner[0] != '\0' && strcmp(owner, cmd->shop) == 0)
+        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                           "%s id %.128s was taken by an earlier request of this shop, for "
+                           "another member, amount or expiry: a retry sends that request as it "
+                           "was; a new %s takes a new id",
+                           what, cmd->hold_id, what);
+    const char *shop = cmd->shop[0] != '\0' ? cmd->shop : "S001";
+    size_t len = strlen(shop);
+    char example[PGW_ID_MAX + 80] = ""; /* " (S002-1)", unless it is so already */
+    if (strncmp(cmd->hold_id, shop, len) != 0 || cmd->hold_id[len] != '-')
+        snprintf(example, sizeof(example), " (%s-%.64s)", shop, cmd->hold_id);
+    return pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                       "%s id %.128s was used before for a different request: hold and "
+                       "redemption ids are mall-wide, so a till numbering its own should "
+                       "prefix them with its shop id%s",
+                       what, cmd->hold_id, example);
+}
+
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
 /* Looks the key up before anything else; *seen when it was used before. */
 static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
@@ -2352,14 +2405,8 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     differs = differs && !agrees;
     if (differs && cmd->kind == PGW_COMMAND_IMPORT)
         return import_changed(store, cmd);
-    bool by_id = cmd->kind == PGW_COMMAND_HOLD || cmd->kind == PGW_COMMAND_REDEEM;
-    if (differs && by_id) /* tills that number from 1 meet each other's here */
-        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
-                           "%s id %.128s was used before for a different request: hold and "
-                           "redemption ids are mall-wide, so a till numbering its own should "
-                           "prefix them with its shop id (%s-%.64s)",
-                           cmd->kind == PGW_COMMAND_HOLD ? "hold" : "redemption", cmd->hold_id,
-                           cmd->shop[0] != '\0' ? cmd->shop : "S001", cmd->hold_id);
+    if (differs && (cmd->kind == PGW_COMMAND_HOLD || cmd->kind == PGW_COMMAND_REDEEM))
+        return id_conflict(store, cmd);
     if (differs)
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                            "idempotency key %.128s was used before for a different request",

@@ -1197,6 +1197,24 @@ def test_holds(s):
     message = doc.get("error", {}).get("message", "")
     check(status == 409 and error_code(doc) == "idempotency_conflict" and "mall-wide" in message
           and "S004-H-1" in message, f"another till's hold id: {status} {doc}")
+    # The POS walkthrough: a till's own retry with another amount was told
+    # to prefix its id with its shop, already prefixed ("S002-S002-H1"), or
+    # not its mistake: it is told the id is its own shop's earlier request.
+    status, doc, _ = s.request("POST", "/v1/holds", dict(hold, points=499), key="s002")
+    message = doc.get("error", {}).get("message", "")
+    check(status == 409 and error_code(doc) == "idempotency_conflict" and
+          "mall-wide" not in message and "this shop" in message and "as it was" in message,
+          f"a till's own hold id, retried with another amount: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds", dict(hold, hold_id="S002-HX", points=5),
+                               key="s002")
+    check(status == 201, f"a prefixed hold id: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds", dict(hold, hold_id="S002-HX", shop_id="S004",
+                                                         points=5))
+    message = doc.get("error", {}).get("message", "")
+    check(status == 409 and "mall-wide" in message and "S004-S002-HX" in message,
+          f"another till's id, prefixed by the first: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds/S002-HX/void", None, key="s002")
+    check(status == 200, f"the prefixed hold voided: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", {"points": 400}, key="s002")
     check(status == 200 and doc["state"] == "captured" and doc["points"] == 400,
           f"capture: {status} {doc}")
@@ -1264,6 +1282,14 @@ def test_holds(s):
     red = {"redemption_id": "D-1", "member": {"member_id": "M4"}, "shop_id": "S002", "points": 10}
     status, doc, _ = s.request("POST", "/v1/redemptions", red, key="s002")
     check(status == 201 and doc["points"] == 10, f"redemption: {status} {doc}")
+    spend = {"redemption_id": "S002-RD-409", "member": hold["member"], "shop_id": "S002",
+             "points": 5}
+    status, doc, _ = s.request("POST", "/v1/redemptions", spend, key="s002")
+    check(status == 201, f"a redemption: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/redemptions", dict(spend, points=6), key="s002")
+    message = doc.get("error", {}).get("message", "")
+    check(status == 409 and "mall-wide" not in message and "this shop" in message,
+          f"a till's own redemption id, retried with another amount: {status} {doc}")
 
 
 def settled(s, shop):
