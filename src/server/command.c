@@ -641,6 +641,19 @@ static int take_for_refund(pgw_store *store, const pgw_earn_record *e, int64_t a
     return rc;
 }
 
+/* A refund dated before its purchase: both times, in UTC as the gateway's
+ * clock is given, so that the till whose clock is off sees which. */
+static int refund_too_early(pgw_command *cmd, int64_t purchased)
+{
+    char refund_at[PGW_RFC3339_MAX], purchase_at[PGW_RFC3339_MAX];
+    pgw_format_utc(cmd->at, refund_at);
+    pgw_format_utc(purchased, purchase_at);
+    return pgw_err_set(&cmd->err, PGW_EINVAL,
+                       "$.occurred_at (%s) is %lld s before its purchase %s (%s): a refund comes "
+                       "after",
+                       refund_at, (long long)(purchased - cmd->at), cmd->original, purchase_at);
+}
+
 /* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
  * member, checked before anything is said of the purchase (its amount). */
 static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
@@ -665,9 +678,7 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
      * slack a fast till's purchase was allowed, its refund is too: the
      * service desk's clock may be right. */
     if (rc == PGW_OK && cmd->at + PGW_EVENT_AHEAD_MAX_S < e.occurred_at)
-        rc = pgw_err_set(&cmd->err, PGW_EINVAL,
-                         "$.occurred_at is %lld s before its purchase %s: a refund comes after",
-                         (long long)(e.occurred_at - cmd->at), cmd->original);
+        rc = refund_too_early(cmd, e.occurred_at);
     if (rc == PGW_OK)
         rc = refund_delta(&e, cmd->amount_fen, &delta, &cmd->err);
     if (rc != PGW_OK)

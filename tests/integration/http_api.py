@@ -969,7 +969,10 @@ def test_refunds(s):
              "occurred_at": "2026-11-25T10:09:59+08:00"}
     status, doc, _ = s.request("POST", "/v1/events", early)
     check(status == 400 and error_code(doc) == "invalid_request" and
-          "301 s before its purchase" in doc["error"]["message"] and s.transfers() == n,
+          "301 s before its purchase" in doc["error"]["message"] and s.transfers() == n and
+          # the POS walkthrough: both times, for the till with the slow clock to see
+          "(2026-11-25T02:09:59Z)" in doc["error"]["message"] and
+          "(2026-11-25T02:15:00Z)" in doc["error"]["message"],
           f"a refund 301 s before its purchase: {status} {doc}")
     reversed_total = 0
     for i, amount in enumerate((3333, 3333, 3334)):
