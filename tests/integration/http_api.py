@@ -2385,7 +2385,7 @@ def test_reload_keys(tmp):
               f"the reload's line: {line} {said[start:]}")
         check(all("test-new-key" not in x and hashlib.sha256(b"test-new-key").hexdigest()
                   not in x for x in said), "no key nor hash on stderr")
-        line = said_after(said, start, "restart", wait=0)
+        line = said_after(said, start, "restart", wait=5)
         check(line is not None and "mall" in line and "listen" not in line,
               f"the mall's change waits for a restart: {said[start:]}")
         status = ask("test-new-key")
