@@ -1582,6 +1582,7 @@ static int repair_command(const repair_run *run, const pgw_recon_row *r, repair_
         pgw_command_row_fingerprint(cmd, cmd->fingerprint);
         cmd->has_fingerprint_as_sent = false; /* a repair is keyed by its row alone */
         cmd->has_fingerprint_time_as_sent = false;
+        cmd->has_fingerprint_time_qty_as_sent = false;
     }
     json_decref(obj);
     cmd->render = render_repair;

@@ -2402,12 +2402,15 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
     if (settles && memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
         return pgw_err_set(&cmd->err, PGW_ESTATE, "hold %s was %s by an earlier request",
                            cmd->hold_id, cmd->kind == PGW_COMMAND_CAPTURE ? "captured" : "voided");
-    /* Recorded before phones, emails or times were normal in fingerprints. */
+    /* Recorded before phones, emails, times or qty's default were normal in
+     * fingerprints. */
     bool as_sent =
         (cmd->has_fingerprint_as_sent &&
          memcmp(cmd->record.fingerprint, cmd->fingerprint_as_sent, PGW_HASH_LEN) == 0) ||
         (cmd->has_fingerprint_time_as_sent &&
-         memcmp(cmd->record.fingerprint, cmd->fingerprint_time_as_sent, PGW_HASH_LEN) == 0);
+         memcmp(cmd->record.fingerprint, cmd->fingerprint_time_as_sent, PGW_HASH_LEN) == 0) ||
+        (cmd->has_fingerprint_time_qty_as_sent &&
+         memcmp(cmd->record.fingerprint, cmd->fingerprint_time_qty_as_sent, PGW_HASH_LEN) == 0);
     bool differs = memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 &&
                    !as_sent && !repaired_as_row(cmd);
     bool agrees = false;

@@ -246,6 +246,13 @@ struct pgw_command {
      * replay as fingerprint_as_sent is. */
     bool has_fingerprint_time_as_sent;
     uint8_t fingerprint_time_as_sent[PGW_HASH_LEN];
+    /* EVENT writing an item's "qty": 1 (a default, left out of the normal
+     * form) whose phone or email and time are both written otherwise: the
+     * third form keys were recorded under before, beside the two above:
+     * phone or email normalised, time and qty as sent (gateways before
+     * times were normal). Accepted on replay as fingerprint_as_sent is. */
+    bool has_fingerprint_time_qty_as_sent;
+    uint8_t fingerprint_time_qty_as_sent[PGW_HASH_LEN];
     size_t n_transfers; /* TRANSFERS: 1..PGW_COMMAND_TRANSFERS_MAX; others: set when applied */
     pgw_transfer transfers[PGW_COMMAND_TRANSFERS_MAX]; /* id and hashes set when applied */
     char member[PGW_ID_MAX + 1]; /* EARN, HOLD, REDEEM (CAPTURE/VOID/REFUND: set when applied) */

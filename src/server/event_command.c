@@ -297,6 +297,7 @@ static int fingerprint_request(const json_t *obj, const normal_form *n, pgw_comm
     bool names_otherwise = n->member != NULL || n->referrer != NULL;
     cmd->has_fingerprint_as_sent = names_otherwise || n->occurred_at != NULL;
     cmd->has_fingerprint_time_as_sent = n->occurred_at != NULL;
+    cmd->has_fingerprint_time_qty_as_sent = false;
     int rc = pgw_json_fingerprint(obj, cmd->has_fingerprint_as_sent ? cmd->fingerprint_as_sent
                                                                     : cmd->fingerprint);
     if (rc == PGW_OK && cmd->has_fingerprint_as_sent)
@@ -313,28 +314,31 @@ static int fingerprint_request(const json_t *obj, const normal_form *n, pgw_comm
 
 /*
  * An event writing qty's default out: fingerprinted with it left out, the
- * form a till that leaves it out always had. Beside it, the two forms
- * keys were recorded under before: the body as sent (before phones were
- * normal) and, when its phone or its time is written otherwise, the
- * normal form before qty's default was (phone and time normal, qty as
- * sent); with only one of them written otherwise, the one between
- * (phone normal, time as sent) is one of those two. Both written
- * otherwise, it would be a third, and command.c compares two: the caller
- * leaves such a body's qty as sent (fingerprint_request).
+ * form a till that leaves it out always had. Beside it, the forms keys
+ * were recorded under before, qty as sent: the body's own (before phones
+ * were normal), the normal form before qty's default was (phone and time
+ * normal) and, its phone or email and its time both written otherwise,
+ * the one between (phone normal, time as sent; with only one of them
+ * written otherwise it is one of the other two).
  */
 static int fingerprint_qty_left_out(const json_t *obj, const normal_form *n, pgw_command *cmd,
                                     pgw_err *err)
 {
-    PGW_ASSERT(n->qty_left_out && !((n->member || n->referrer) && n->occurred_at));
-    normal_form before = *n;
-    before.qty_left_out = false;
+    PGW_ASSERT(n->qty_left_out);
+    normal_form before = *n, between = *n;
+    before.qty_left_out = between.qty_left_out = false;
+    between.occurred_at = NULL;
+    bool names_otherwise = n->member != NULL || n->referrer != NULL;
     cmd->has_fingerprint_as_sent = true;
-    cmd->has_fingerprint_time_as_sent = n->member || n->referrer || n->occurred_at;
+    cmd->has_fingerprint_time_as_sent = names_otherwise || n->occurred_at != NULL;
+    cmd->has_fingerprint_time_qty_as_sent = names_otherwise && n->occurred_at != NULL;
     int rc = pgw_json_fingerprint(obj, cmd->fingerprint_as_sent);
     if (rc == PGW_OK)
         rc = fingerprint_normalised(obj, n, cmd->fingerprint);
     if (rc == PGW_OK && cmd->has_fingerprint_time_as_sent)
         rc = fingerprint_normalised(obj, &before, cmd->fingerprint_time_as_sent);
+    if (rc == PGW_OK && cmd->has_fingerprint_time_qty_as_sent)
+        rc = fingerprint_normalised(obj, &between, cmd->fingerprint_time_qty_as_sent);
     if (rc != PGW_OK)
         return pgw_err_set(err, rc, "out of memory fingerprinting a request");
     return PGW_OK;
@@ -384,7 +388,7 @@ int pgw_event_fingerprint(const json_t *obj, const pgw_event_doc *doc, pgw_comma
     if (doc->occurred_at_normal[0] != '\0' && strcmp(written, doc->occurred_at_normal) != 0)
         n.occurred_at = doc->occurred_at_normal;
     /* An item's "qty": 1 is its default left out (fingerprint_qty_left_out). */
-    n.qty_left_out = writes_qty_default(obj) && !((n.member || n.referrer) && n.occurred_at);
+    n.qty_left_out = writes_qty_default(obj);
     if (n.qty_left_out)
         return fingerprint_qty_left_out(obj, &n, cmd, err);
     return fingerprint_request(obj, &n, cmd, err);

@@ -52,10 +52,10 @@ int pgw_command_fingerprint(const json_t *obj, const pgw_identity *member,
  * time are all written in normal form has its own fingerprint, as before,
  * and neither beside. An item's "qty": 1, its default, is left out of the
  * normal form (a till writing defaults out is the same request as one
- * leaving them out); such a body keeps its own beside, and the normal
- * form before that in fingerprint_time_as_sent, unless its phone or email
- * and its time are both written otherwise, when its qty stays as sent
- * (three earlier forms; command.c's replay compares two beside).
+ * leaving them out); such a body keeps its own beside, the normal form
+ * before that in fingerprint_time_as_sent and, its phone or email and its
+ * time both written otherwise, the form between (phone normal, time and
+ * qty as sent) in fingerprint_time_qty_as_sent.
  */
 int pgw_event_fingerprint(const json_t *obj, const pgw_event_doc *doc, pgw_command *cmd,
                           pgw_err *err);

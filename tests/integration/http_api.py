@@ -3143,6 +3143,16 @@ def test_qty_default_is_one_body(s):
         status, doc, _ = s.request("POST", "/v1/events", retry)
         check(status == 200 and doc.get("replayed") is True,
               f"the retry with qty written {second}: a replay: {status} {doc}")
+    # Its phone and its time both written otherwise (an 11-digit phone, a
+    # Java till's UTC), the body kept its qty as written: still 409.
+    event = dict(purchase("E-QTY-Z"), member={"phone": "13800138000"},
+                 occurred_at="2026-11-25T02:15:00Z")
+    status, doc, _ = s.request("POST", "/v1/events", event)
+    check(status == 201, f"phone and time written otherwise: {status} {doc}")
+    del event["items"][0]["qty"]
+    status, doc, _ = s.request("POST", "/v1/events", event)
+    check(status == 200 and doc.get("replayed") is True,
+          f"phone and time written otherwise, the retry with qty left out: a replay: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/events", dict(purchase("E-QTY-True"), items=[
         {"sku": "A1", "category": "shoes", "amount_fen": 12800, "qty": 2}]))
     check(status == 409, f"another qty is another body: {status} {doc}")
