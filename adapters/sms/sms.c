@@ -479,18 +479,20 @@ static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
      * ends, whose masked form keeps its last four digits) is found too. */
     char out[sizeof(text)];
     memcpy(out, text, len + 1);
+    /* The 11 national digits become the masked form, which is as long.
+     * Before the secret's: the form keeps digits, which written over a
+     * secret's stars would show the bytes of it they covered. */
+    char masked[16];
+    mask_phone(sc->phone, masked);
+    const char *national = sc->phone + 3;
+    for (char *hit = strstr(text, national); hit != NULL; hit = strstr(hit + 1, national))
+        memcpy(out + (hit - text), masked, 11);
     size_t s = strlen(sc->secret);
     PGW_ASSERT(s <= PGW_SMS_KEY_MAX);
     if (s >= SCRUB_MIN_SECRET) {
         for (char *hit = strstr(text, sc->secret); hit != NULL; hit = strstr(hit + 1, sc->secret))
             memset(out + (hit - text), '*', s);
     }
-    /* The 11 national digits become the masked form, which is as long. */
-    char masked[16];
-    mask_phone(sc->phone, masked);
-    const char *national = sc->phone + 3;
-    for (char *hit = strstr(text, national); hit != NULL; hit = strstr(hit + 1, national))
-        memcpy(out + (hit - text), masked, 11);
     len = strnlen(out, cap - 1);
     memcpy(dst, out, len);
     dst[pgw_utf8_prefix(out, len)] = '\0'; /* the cut may split a character: out ends */

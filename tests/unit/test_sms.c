@@ -556,6 +556,35 @@ static void test_overlapping_copies_are_masked(void **state)
     }
 }
 
+/*
+ * A copy of the secret overlapping a copy of the number is masked whole:
+ * the number's masked form keeps its first three and last four digits,
+ * and written over the secret's stars it showed those of the secret's
+ * bytes it covered ("8000" of a secret beginning so, "138" of one ending
+ * so). Every byte any copy masks stays masked.
+ */
+static void test_a_secret_overlapping_the_number_stays_masked(void **state)
+{
+    (void)state;
+    static const char *const cases[][3] = {
+        /* secret, provider message, what is kept */
+        {"8000keysecret", "13800138000keysecret refused", "138***************** refused"},
+        {"keysecret138", "keysecret13800138000 refused", "****************8000 refused"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pgw_sms_client *c = client_with("tencent", TC_ID, cases[i][0], NULL);
+        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
+              cases[i][1]);
+        pgw_sms_result r;
+        pgw_err err = {0};
+        pgw_sms_message m = message_to(c, PHONE, NULL);
+        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        if (strcmp(r.message, cases[i][2]) != 0)
+            fail_msg("case %zu: kept \"%s\", want \"%s\"; %s", i, r.message, cases[i][2], err.msg);
+        pgw_sms_client_free(c);
+    }
+}
+
 /* The last 16 bytes of s, or all of a shorter s, to show where it ends. */
 static const char *tail_of(const char *s)
 {
@@ -1186,6 +1215,7 @@ int main(void)
         cmocka_unit_test_setup(test_clock_skew, reset_fake),
         cmocka_unit_test_setup(test_a_number_across_the_cut_is_masked, reset_fake),
         cmocka_unit_test_setup(test_overlapping_copies_are_masked, reset_fake),
+        cmocka_unit_test_setup(test_a_secret_overlapping_the_number_stays_masked, reset_fake),
         cmocka_unit_test_setup(test_the_cut_keeps_characters_and_masks_the_longest_secret,
                                reset_fake),
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
