@@ -2355,11 +2355,13 @@ static int id_conflict(pgw_store *store, pgw_command *cmd)
     if (rc != PGW_OK)
         return rc;
     if (owner[0] != '\0' && strcmp(owner, cmd->shop) == 0)
-        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
-                           "%s id %.128s was taken by an earlier request of this shop, for "
-                           "another member, amount or expiry: a retry sends that request as it "
-                           "was; a new %s takes a new id",
-                           what, cmd->hold_id, what);
+        return pgw_err_set(
+            &cmd->err, PGW_ECONFLICT,
+            "%s id %.128s was taken by an earlier request of this shop, for "
+            "another %s: a retry sends that request as it was; a new %s takes a "
+            "new id",
+            what, cmd->hold_id,
+            cmd->kind == PGW_COMMAND_HOLD ? "member, amount or expiry" : "member or amount", what);
     const char *shop = cmd->shop[0] != '\0' ? cmd->shop : "S001";
     size_t len = strlen(shop);
     char example[PGW_ID_MAX + 80] = ""; /* " (S002-1)", unless it is so already */
