@@ -976,6 +976,26 @@ static int give_back(pgw_store *store, const pgw_ledger_policy *policy, pgw_comm
     return rc;
 }
 
+/* What spend `t` has left to give back, PGW_EEXCEEDS below cmd->points. A
+ * spend made before schema 37 recorded no lot: said so, not "0 left",
+ * which reads as if all had been given back already. */
+static int spend_left(pgw_store *store, pgw_command *cmd, const pgw_transfer *t, int64_t *left)
+{
+    bool recorded = false;
+    int rc = pgw_store_spent_left(store, cmd->original, left, &recorded, &cmd->err);
+    if (rc == PGW_OK && !recorded)
+        return pgw_err_set(&cmd->err, PGW_EEXCEEDS,
+                           "%s %s was made before pointsgw recorded the lots a spend takes "
+                           "(schema 37): none of its %lld points can be given back by a return",
+                           spend_name(cmd), cmd->hold_id, (long long)t->points);
+    if (rc == PGW_OK && cmd->points > *left)
+        rc = pgw_err_set(&cmd->err, PGW_EEXCEEDS,
+                         "%s %s has %lld of its %lld points left to return, %lld asked",
+                         spend_name(cmd), cmd->hold_id, (long long)*left, (long long)t->points,
+                         (long long)cmd->points);
+    return rc;
+}
+
 static int apply_return(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     pgw_transfer *t = NULL;
@@ -985,12 +1005,7 @@ static int apply_return(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
                  : pgw_err_set(&cmd->err, PGW_EINVAL, "points must be 1..%lld",
                                (long long)PGW_POINTS_MAX);
     if (rc == PGW_OK)
-        rc = pgw_store_spent_left(store, cmd->original, &left, &cmd->err);
-    if (rc == PGW_OK && cmd->points > left)
-        rc = pgw_err_set(&cmd->err, PGW_EEXCEEDS,
-                         "%s %s has %lld of its %lld points left to return, %lld asked",
-                         spend_name(cmd), cmd->hold_id, (long long)left, (long long)t->points,
-                         (long long)cmd->points);
+        rc = spend_left(store, cmd, t, &left);
     if (rc != PGW_OK)
         return rc;
     /* t is read_transfer's one copy: what is needed of it, before it is reused. */

@@ -542,7 +542,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " l.source_transfer, l.expired, p.points FROM spent_lots p JOIN lots l ON l.id = p.lot"
         " WHERE p.spend = ?1 AND p.points > 0"
         " ORDER BY l.expires_at DESC, l.earned_at DESC, l.id DESC LIMIT ?2",
-    [ST_SPENT_LEFT] = "SELECT COALESCE(SUM(points), 0) FROM spent_lots WHERE spend = ?1",
+    [ST_SPENT_LEFT] = "SELECT COALESCE(SUM(points), 0), COUNT(*) FROM spent_lots WHERE spend = ?1",
     [ST_DUE_HOLDS] = "SELECT " HOLD_COLUMNS " FROM holds WHERE state = 0 AND deadline <= ?1"
                      " AND (deadline, id) > (?2, ?3) ORDER BY deadline, id LIMIT ?4",
     /* clang-format off */
@@ -4023,7 +4023,8 @@ int pgw_store_spent_lots(pgw_store *s, const char *spend, pgw_portion *out, size
     return read_rows(s, st, portion_row, out, sizeof(*out), cap, n, "reading a spend's lots", err);
 }
 
-int pgw_store_spent_left(pgw_store *s, const char *spend, int64_t *out, pgw_err *err)
+int pgw_store_spent_left(pgw_store *s, const char *spend, int64_t *out, bool *recorded,
+                         pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_SPENT_LEFT];
     pgw_sql_bind_text(st, 1, spend);
@@ -4031,6 +4032,8 @@ int pgw_store_spent_left(pgw_store *s, const char *spend, int64_t *out, pgw_err 
     int rc =
         step == PGW_SQL_ROW ? PGW_OK : db_error(s, PGW_EIO, "reading what a spend has left", err);
     *out = rc == PGW_OK ? pgw_sql_column_int64(st, 0) : 0;
+    /* Rows stay (at 0) when returns empty them: none at all, none recorded. */
+    *recorded = rc == PGW_OK && pgw_sql_column_int64(st, 1) > 0;
     pgw_sql_reset(st);
     return rc;
 }

@@ -485,8 +485,10 @@ int pgw_store_add_spent(pgw_store *store, const char *spend, int64_t lot, int64_
 int pgw_store_spent_lots(pgw_store *store, const char *spend, pgw_portion *out, size_t cap,
                          size_t *n, pgw_err *err);
 
-/* What spend `spend` took of lots and has not had back (0: none recorded). */
-int pgw_store_spent_left(pgw_store *store, const char *spend, int64_t *out, pgw_err *err);
+/* What spend `spend` took of lots and has not had back; *recorded false
+ * when it recorded no lot at all (a spend made before schema 37, or none). */
+int pgw_store_spent_left(pgw_store *store, const char *spend, int64_t *out, bool *recorded,
+                         pgw_err *err);
 
 /* Up to `cap` pending holds with deadline <= now, by deadline then id, after
  * `after` (NULL: from the first): the order of every release of due holds

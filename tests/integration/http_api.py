@@ -1395,7 +1395,9 @@ def test_redemption_returns(s):
     pg.execute(s.db, "DELETE FROM spent_lots WHERE spend = 'redeem:S002-RET-OLD'")
     status, doc, _ = s.request("POST", "/v1/redemptions/S002-RET-OLD/returns",
                                {"return_id": "1", "points": 1}, key="s002")
-    check(status == 422 and "0 of its 10" in doc["error"]["message"],
+    # Regression: it said "0 of its 10 points left to return", as if all had been.
+    check(status == 422 and error_code(doc) == "refund_exceeds_original" and
+          "made before" in doc["error"]["message"] and "none of its 10" in doc["error"]["message"],
           f"an older redemption: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/redemptions/S002-RET-1/returns",
                                {"return_id": "x" * 129, "points": 1}, key="s002")

@@ -1405,16 +1405,25 @@ static void test_a_spends_lots_come_back_last_first(void **state)
         assert_int_equal(page[i].points, want[i][1]);
     }
     int64_t left = 0;
-    assert_int_equal(pgw_store_spent_left(s, "redeem:D1", &left, &err), PGW_OK);
+    bool recorded = false;
+    assert_int_equal(pgw_store_spent_left(s, "redeem:D1", &left, &recorded, &err), PGW_OK);
     assert_int_equal(left, 24);
-    assert_int_equal(pgw_store_spent_left(s, "redeem:D9", &left, &err), PGW_OK);
+    assert_true(recorded);
+    assert_int_equal(pgw_store_spent_left(s, "redeem:D9", &left, &recorded, &err), PGW_OK);
     assert_int_equal(left, 0); /* none recorded: a spend made before schema 37 */
+    assert_false(recorded);
+    /* Given back whole, a spend still recorded its lots: 0 left, not "made before". */
+    assert_int_equal(pgw_store_add_spent(s, "redeem:D2", 1, -4, &err), PGW_OK);
+    assert_int_equal(pgw_store_spent_left(s, "redeem:D2", &left, &recorded, &err), PGW_OK);
+    assert_int_equal(left, 0);
+    assert_true(recorded);
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
     pgw_store_close(s);
     back_to_schema_36(f);
     s = open_store(f); /* migrates: an empty table, nothing recorded of earlier spends */
-    assert_int_equal(pgw_store_spent_left(s, "redeem:D1", &left, &err), PGW_OK);
+    assert_int_equal(pgw_store_spent_left(s, "redeem:D1", &left, &recorded, &err), PGW_OK);
     assert_int_equal(left, 0);
+    assert_false(recorded);
     pgw_store_close(s);
 }
 
