@@ -1332,6 +1332,9 @@ def test_redemption_returns(s):
           "70 of its 100" in doc["error"]["message"], f"beyond what is left: {status} {doc}")
     status, doc, _ = s.request("POST", path, {"return_id": "B", "points": 50}, key="s001")
     check(status == 404 and error_code(doc) == "not_found", f"another shop's key: {status} {doc}")
+    status, doc, _ = s.request("POST", path, {"return_id": "A", "points": 30}, key="s001")
+    check(status == 404 and error_code(doc) == "not_found",
+          f"another shop's key sending a return made: no replay: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/redemptions/S002-NOPE/returns",
                                {"return_id": "B", "points": 1}, key="s002")
     check(status == 404 and error_code(doc) == "not_found", f"no such redemption: {status} {doc}")
