@@ -3963,19 +3963,27 @@ int pgw_store_update_hold(pgw_store *s, const pgw_hold_record *h, pgw_err *err)
     return update_one(s, st, "updating a hold", err);
 }
 
-int pgw_store_add_portion(pgw_store *s, const char *hold, int64_t lot, int64_t points, pgw_err *err)
+/*
+ * Adds `points` of `lot` to the row of `key` (a hold's portion, a spend's
+ * lot) with statement `add`, or takes -points from it with `take`. SQLite
+ * checks CHECK constraints on the row an upsert would insert, before the
+ * conflict: taking points is a plain UPDATE.
+ */
+static int move_row_points(pgw_store *s, int add, int take, const char *key, int64_t lot,
+                           int64_t points, const char *adding, const char *taking, pgw_err *err)
 {
     PGW_ASSERT(points != 0);
-    /* SQLite checks CHECK constraints on the row an upsert would insert,
-     * before the conflict: giving points back is a plain UPDATE. */
-    pgw_sql_stmt *st = s->st[points > 0 ? ST_ADD_PORTION : ST_TAKE_PORTION];
-    pgw_sql_bind_text(st, 1, hold);
+    pgw_sql_stmt *st = s->st[points > 0 ? add : take];
+    pgw_sql_bind_text(st, 1, key);
     pgw_sql_bind_int64(st, 2, lot);
     pgw_sql_bind_int64(st, 3, points > 0 ? points : -points);
-    if (points < 0)
-        return update_one(s, st, "giving back part of a lot portion", err);
-    int rc = step_done(s, st, "reserving a lot portion", err);
-    return rc;
+    return points < 0 ? update_one(s, st, taking, err) : step_done(s, st, adding, err);
+}
+
+int pgw_store_add_portion(pgw_store *s, const char *hold, int64_t lot, int64_t points, pgw_err *err)
+{
+    return move_row_points(s, ST_ADD_PORTION, ST_TAKE_PORTION, hold, lot, points,
+                           "reserving a lot portion", "giving back part of a lot portion", err);
 }
 
 int pgw_store_hold_portions(pgw_store *s, const char *hold, const pgw_lot *after, pgw_portion *out,
@@ -4004,14 +4012,8 @@ int pgw_store_release_hold(pgw_store *s, const char *hold, pgw_err *err)
 
 int pgw_store_add_spent(pgw_store *s, const char *spend, int64_t lot, int64_t points, pgw_err *err)
 {
-    PGW_ASSERT(points != 0);
-    pgw_sql_stmt *st = s->st[points > 0 ? ST_ADD_SPENT : ST_TAKE_SPENT];
-    pgw_sql_bind_text(st, 1, spend);
-    pgw_sql_bind_int64(st, 2, lot);
-    pgw_sql_bind_int64(st, 3, points > 0 ? points : -points);
-    if (points < 0)
-        return update_one(s, st, "giving back part of a spend", err);
-    return step_done(s, st, "recording a spend's lot", err);
+    return move_row_points(s, ST_ADD_SPENT, ST_TAKE_SPENT, spend, lot, points,
+                           "recording a spend's lot", "giving back part of a spend", err);
 }
 
 int pgw_store_spent_lots(pgw_store *s, const char *spend, pgw_portion *out, size_t cap, size_t *n,
