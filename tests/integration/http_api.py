@@ -2610,13 +2610,9 @@ def test_keys_add_signing(tmp):
     check(code == 0 and "stopped cleanly" in err, f"a clean stop: {code} {err}")
 
 
-def test_reload_refuses_the_demo_key(tmp):
-    """Regression (an operator's walkthrough): outside development mode a
-    reload refused README's demo key without naming the file it read,
-    which every other reload message names."""
-    d = os.path.join(tmp, "reload-demo")
-    os.makedirs(d, exist_ok=True)
-    path = write_config(d, name="reload-demo.json")
+def outside_development_mode(d, path):
+    """The configuration at path out of development mode, and a server of it (with the
+    phone keys such a server needs from its environment): (the configuration, the server)."""
     with open(path) as f:
         cfg = json.load(f)
     cfg["security"]["development_mode"] = False
@@ -2626,10 +2622,20 @@ def test_reload_refuses_the_demo_key(tmp):
     saved = {k: os.environ.get(k) for k in phone}
     os.environ.update(phone)
     try:
-        s = Server(d, path)
+        return cfg, Server(d, path)
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+
+def test_reload_refuses_the_demo_key(tmp):
+    """Regression (an operator's walkthrough): outside development mode a
+    reload refused README's demo key without naming the file it read,
+    which every other reload message names."""
+    d = os.path.join(tmp, "reload-demo")
+    os.makedirs(d, exist_ok=True)
+    path = write_config(d, name="reload-demo.json")
+    cfg, s = outside_development_mode(d, path)
     reader, said = stderr_lines(s)
     try:
         with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
@@ -2662,19 +2668,7 @@ def test_reload_long_path_keeps_the_reason(tmp):
     os.makedirs(folder, exist_ok=True)
     path = write_config(folder, name="reload-long.json")
     check(len(path) > 600, f"the path is long: {len(path)}")
-    with open(path) as f:
-        cfg = json.load(f)
-    cfg["security"]["development_mode"] = False
-    with open(path, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
-    phone = {"PGW_PHONE_HMAC_KEY": "1" * 64, "PGW_PHONE_AES_KEY": "2" * 64}
-    saved = {k: os.environ.get(k) for k in phone}
-    os.environ.update(phone)
-    try:
-        s = Server(d, path)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.update({k: v})
+    cfg, s = outside_development_mode(d, path)
     reader, said = stderr_lines(s)
     try:
         with open(path + ".new", "w") as f:
