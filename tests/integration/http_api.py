@@ -2343,9 +2343,29 @@ def rewrite_keys(path, keys, **top):
                     "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
                    for name, (key, scope, signed) in keys.items()]
     cfg.update(top)
+    replace_config(path, cfg)
+
+
+def replace_config(path, cfg):
+    """Replaces the file at `path`, at once (as an editor saving it would), with
+    `cfg`: a configuration (a dict) or the text itself."""
     with open(path + ".new", "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
+        f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, ensure_ascii=False))
     os.replace(path + ".new", path)
+
+
+def reload_said(s, said, pattern):
+    """SIGHUP to server `s`; the first stderr line after it matching `pattern`
+    (None), and where its lines start in `said`."""
+    start = len(said)
+    s.proc.send_signal(signal.SIGHUP)
+    return said_after(said, start, pattern), start
+
+
+def demo_keys():
+    """README's published demo key, as the example configuration holds it."""
+    with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
+        return [k for k in json.load(f)["keys"] if k["name"] == "demo-admin"]
 
 
 def test_reload_keys(tmp):
@@ -2383,9 +2403,7 @@ def test_reload_keys(tmp):
         keys = {k: v for k, v in KEYS.items() if k != "s001"}
         keys["newcomer"] = ("test-new-key", "shop:S001", False)
         rewrite_keys(path, keys, mall={**json.load(open(path))["mall"], "name": "Renamed"})
-        start = len(said)
-        s.proc.send_signal(signal.SIGHUP)
-        line = said_after(said, start, "keys reloaded")
+        line, start = reload_said(s, said, "keys reloaded")
         check(line is not None and "reload.json: 6 keys (added newcomer; removed s001)" in line,
               f"the reload's line: {line} {said[start:]}")
         check(all("test-new-key" not in x and hashlib.sha256(b"test-new-key").hexdigest()
@@ -2409,9 +2427,7 @@ def test_reload_keys(tmp):
               f"a nonce used before the reload is refused after it: {status} {doc}")
         with open(path, "w") as f:
             f.write('{"mall": ')
-        start = len(said)
-        s.proc.send_signal(signal.SIGHUP)
-        line = said_after(said, start, "keys unchanged")
+        line, start = reload_said(s, said, "keys unchanged")
         check(line is not None and "reload.json" in line and "invalid JSON" in line,
               f"a broken file is said, and changes nothing: {said[start:]}")
         check(ask("test-new-key") not in (401, 403) and ask(KEYS["s001"][0]) == 401,
@@ -2425,9 +2441,7 @@ def test_reload_keys(tmp):
         cfg["keys"].append({"name": "envless", "scope": "admin", "key_env": "PGW_TEST_UNSET_KEY"})
         with open(path, "w") as f:
             json.dump(cfg, f)
-        start = len(said)
-        s.proc.send_signal(signal.SIGHUP)
-        line = said_after(said, start, "keys reloaded")
+        line, start = reload_said(s, said, "keys reloaded")
         # (with "warning:" as other warnings: an operator's walkthrough)
         disabled = said_after(said, start, "warning: key envless is disabled: PGW_TEST_UNSET", 0)
         check(line is not None and ": 6 keys (added envless)" in line and disabled is not None and
@@ -2638,15 +2652,9 @@ def test_reload_refuses_the_demo_key(tmp):
     cfg, s = outside_development_mode(d, path)
     reader, said = stderr_lines(s)
     try:
-        with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
-            demo = [k for k in json.load(f)["keys"] if k["name"] == "demo-admin"]
-        cfg["keys"] += demo
-        with open(path + ".new", "w") as f:
-            json.dump(cfg, f, ensure_ascii=False)
-        os.replace(path + ".new", path)
-        start = len(said)
-        s.proc.send_signal(signal.SIGHUP)
-        line = said_after(said, start, "keys unchanged")
+        cfg["keys"] += demo_keys()
+        replace_config(path, cfg)
+        line, start = reload_said(s, said, "keys unchanged")
         check(line is not None and "cannot reload the keys: " + path + ": key demo-admin is "
               "README's published demo key" in line, f"the demo key's refusal: {said[start:]}")
         status, _, _ = s.request("GET", "/v1/members/M1", key="demo-admin-key-change-me")
@@ -2671,35 +2679,21 @@ def test_reload_long_path_keeps_the_reason(tmp):
     cfg, s = outside_development_mode(d, path)
     reader, said = stderr_lines(s)
     try:
-        with open(path + ".new", "w") as f:
-            f.write('{"mall": ')
-        os.replace(path + ".new", path)
-        start = len(said)
-        s.proc.send_signal(signal.SIGHUP)
-        line = said_after(said, start, "keys unchanged")
+        replace_config(path, '{"mall": ')
+        line, start = reload_said(s, said, "keys unchanged")
         check(line is not None and "invalid JSON" in line and "/reload-long.json:1:" in line and
               "..." in line and path[:30] in line, f"a broken file's reason: {said[start:]}")
         # the keys refused: main's own prefix, the file's name
-        with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
-            demo = [k for k in json.load(f)["keys"] if k["name"] == "demo-admin"]
-        cfg["keys"] += demo
-        with open(path + ".new", "w") as f:
-            json.dump(cfg, f, ensure_ascii=False)
-        os.replace(path + ".new", path)
-        start = len(said)
-        s.proc.send_signal(signal.SIGHUP)
-        line = said_after(said, start, "keys unchanged")
+        cfg["keys"] += demo_keys()
+        replace_config(path, cfg)
+        line, start = reload_said(s, said, "keys unchanged")
         check(line is not None and "/reload-long.json: key demo-admin is README's published "
               "demo key" in line, f"the demo key's refusal: {said[start:]}")
         # R-R: a reload taken, and one changing more than keys, named it whole
         cfg["keys"] = [k for k in cfg["keys"] if k["name"] != "demo-admin"]
         cfg["mall"]["name"] = "Reloaded Mall"
-        with open(path + ".new", "w") as f:
-            json.dump(cfg, f, ensure_ascii=False)
-        os.replace(path + ".new", path)
-        start = len(said)
-        s.proc.send_signal(signal.SIGHUP)
-        line = said_after(said, start, "keys reloaded from")
+        replace_config(path, cfg)
+        line, start = reload_said(s, said, "keys reloaded from")
         warned = said_after(said, start, "also changes")
         check(line is not None and warned is not None and
               all("..." in x and "/reload-long.json" in x and path not in x
