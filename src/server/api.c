@@ -1570,6 +1570,31 @@ static bool handle_spend(pgw_api *api, const pgw_request *req, const pgw_princip
     return submit(api, job, resp);
 }
 
+/*
+ * What a request on a hold or redemption named by its path (a capture, a
+ * void, a return) is checked for alike: an admin's or a shop's key (one
+ * that may not `act` is 403), and its body fingerprinted.
+ */
+static int path_request_checks(const pgw_principal *who, json_t *obj, const char *act,
+                               pgw_command *cmd, pgw_err *err)
+{
+    if (!(who->kind == PGW_SCOPE_ADMIN || who->kind == PGW_SCOPE_SHOP))
+        return pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not %s", who->name, act);
+    if (pgw_json_fingerprint(obj, cmd->fingerprint) != PGW_OK)
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory fingerprinting the request");
+    return PGW_OK;
+}
+
+/* Such a request's command: the path's id, and a shop key limited to its
+ * own shop's holds and spends (another's is not found). */
+static void path_command(pgw_command *cmd, const pgw_principal *who, const char *id)
+{
+    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    snprintf(cmd->channel, sizeof(cmd->channel), "store");
+    if (who->kind == PGW_SCOPE_SHOP)
+        snprintf(cmd->shop, sizeof(cmd->shop), "%.*s", PGW_ID_MAX, who->scope_id);
+}
+
 /* POST /v1/holds/{id}/capture and /void; `id` is the path segment. */
 static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                           const char *id, route r, pgw_response *resp)
@@ -1593,19 +1618,14 @@ static bool handle_settle(pgw_api *api, const pgw_request *req, const pgw_princi
         rc = pgw_json_only_keys(obj, "$", capture ? CAPTURE_KEYS : VOID_KEYS, &err);
     if (rc == PGW_OK && capture)
         rc = pgw_json_int(obj, "points", "$", false, 1, PGW_POINTS_MAX, &job->cmd.points, &err);
-    if (rc == PGW_OK && !(who->kind == PGW_SCOPE_ADMIN || who->kind == PGW_SCOPE_SHOP))
-        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not settle holds", who->name);
-    if (rc == PGW_OK && pgw_json_fingerprint(obj, job->cmd.fingerprint) != PGW_OK)
-        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory fingerprinting the request");
+    if (rc == PGW_OK)
+        rc = path_request_checks(who, obj, "settle holds", &job->cmd, &err);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, r, rc, err.msg);
     pgw_command *cmd = &job->cmd;
-    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    path_command(cmd, who, id);
     snprintf(cmd->key, sizeof(cmd->key), "%s:%s", capture ? "capture" : "void", id);
-    snprintf(cmd->channel, sizeof(cmd->channel), "store");
-    if (who->kind == PGW_SCOPE_SHOP) /* only its own shop's holds */
-        snprintf(cmd->shop, sizeof(cmd->shop), "%.*s", PGW_ID_MAX, who->scope_id);
     cmd->render = render_hold;
     return submit(api, job, resp);
 }
@@ -1648,21 +1668,16 @@ static bool handle_return(pgw_api *api, const pgw_request *req, const pgw_princi
                          "$.return_id: with the %s id, at most %d characters together",
                          hold ? "hold" : "redemption",
                          (int)(PGW_IDEM_KEY_MAX - strlen("return:") - strlen(spend) - 2));
-    if (rc == PGW_OK && !(who->kind == PGW_SCOPE_ADMIN || who->kind == PGW_SCOPE_SHOP))
-        rc = pgw_err_set(&err, PGW_EFORBIDDEN, "key %s may not return points", who->name);
-    if (rc == PGW_OK && pgw_json_fingerprint(obj, job->cmd.fingerprint) != PGW_OK)
-        rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory fingerprinting the request");
+    if (rc == PGW_OK)
+        rc = path_request_checks(who, obj, "return points", &job->cmd, &err);
     json_decref(obj);
     if (rc != PGW_OK)
         return refuse(resp, job, r, rc, err.msg);
     pgw_command *cmd = &job->cmd;
-    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    path_command(cmd, who, id);
     snprintf(cmd->original, sizeof(cmd->original), "%s:%s", spend, id);
     int len = snprintf(cmd->key, sizeof(cmd->key), "return:%s/%s", cmd->original, return_id);
     PGW_ASSERT(len > 0 && (size_t)len < sizeof(cmd->key)); /* checked above */
-    snprintf(cmd->channel, sizeof(cmd->channel), "store");
-    if (who->kind == PGW_SCOPE_SHOP) /* only its own shop's spends */
-        snprintf(cmd->shop, sizeof(cmd->shop), "%.*s", PGW_ID_MAX, who->scope_id);
     cmd->render = render_hold;
     return submit(api, job, resp);
 }
