@@ -2314,6 +2314,15 @@ def test_database_file(s):
         check(mode == 0o600, f"{name} is the owner's alone: {mode:o}")
 
 
+def stop_read(s, reader):
+    """SIGTERM to server `s` whose stderr `reader` (stderr_lines) reads: its exit
+    code, once the reader has read its last line."""
+    s.proc.send_signal(signal.SIGTERM)
+    code = s.proc.wait(timeout=30)
+    reader.join()
+    return code
+
+
 def stderr_lines(s):
     """A thread reading the server's stderr into a list, and the list."""
     said = []
@@ -2457,9 +2466,7 @@ def test_reload_keys(tmp):
         gone.close()
         kept.close()
     finally:
-        s.proc.send_signal(signal.SIGTERM)
-        code = s.proc.wait(timeout=30)
-        reader.join()
+        code = stop_read(s, reader)
     check(code == 0 and "stopped cleanly" in "".join(said), f"SIGTERM stops: {code} {said[-3:]}")
 
 
@@ -2660,9 +2667,7 @@ def test_reload_refuses_the_demo_key(tmp):
         status, _, _ = s.request("GET", "/v1/members/M1", key="demo-admin-key-change-me")
         check(status == 401, f"the demo key stays refused: {status}")
     finally:
-        s.proc.send_signal(signal.SIGTERM)
-        code = s.proc.wait(timeout=30)
-        reader.join()
+        code = stop_read(s, reader)
     check(code == 0, f"SIGTERM stops: {code} {said[-3:]}")
 
 
@@ -2699,9 +2704,7 @@ def test_reload_long_path_keeps_the_reason(tmp):
               all("..." in x and "/reload-long.json" in x and path not in x
                   for x in (line, warned)), f"a reload taken names the file so: {said[start:]}")
     finally:
-        s.proc.send_signal(signal.SIGTERM)
-        code = s.proc.wait(timeout=30)
-        reader.join()
+        code = stop_read(s, reader)
     check(code == 0, f"SIGTERM stops: {code} {said[-3:]}")
 
 
@@ -4811,9 +4814,7 @@ def test_few_open_files(tmp):
         check(status == 200, f"the server answers once connections close: {status} {doc} "
               f"after {time.time() - started:.1f} s")
     finally:
-        s.proc.send_signal(signal.SIGTERM)
-        code = s.proc.wait(timeout=30)
-        reader.join()
+        code = stop_read(s, reader)
     check(code == 0 and sum(len(line) for line in said) < 4000,
           f"stopped cleanly, stderr small: exit {code}, {said[-3:]}")
 
@@ -4856,9 +4857,7 @@ def test_few_open_files_no_spin(tmp):
         for conn in conns[70:]:
             conn.close()
     finally:
-        s.proc.send_signal(signal.SIGTERM)
-        code = s.proc.wait(timeout=30)
-        reader.join()
+        code = stop_read(s, reader)
     check(code == 0, f"stopped cleanly: exit {code}, {said[-3:]}")
 
 def test_trusted_proxy(tmp):
