@@ -2670,8 +2670,9 @@ static bool expired_on_arrival(const pgw_ledger_policy *policy, const pgw_comman
 
 /* The notice of the points a command moved: "points arrived" for a
  * purchase that earned (not for points already expired: "arrived" would
- * name points the member cannot use), "points reversed" for a refund,
- * "redemption" for points spent. */
+ * name points the member cannot use) and for a return of spent points (the
+ * member saw them go), "points reversed" for a refund, "redemption" for
+ * points spent. */
 static int queue_points_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     if (cmd->points_moved <= 0)
@@ -2683,7 +2684,8 @@ static int queue_points_notice(pgw_store *store, const pgw_ledger_policy *policy
                   cmd->event->type == PGW_EVENT_REFUND;
     if (purchase && expired_on_arrival(policy, cmd))
         return PGW_OK;
-    if (purchase)
+    bool arrival = purchase || cmd->kind == PGW_COMMAND_RETURN;
+    if (arrival)
         kind = "points_arrived";
     else if (refund)
         kind = "points_reversed";
@@ -2693,7 +2695,7 @@ static int queue_points_notice(pgw_store *store, const pgw_ledger_policy *policy
         return PGW_OK;
     return pgw_store_enqueue_notice(store, cmd->member, kind, cmd->points_moved,
                                     cmd->figures.unexpired, cmd->shop, "", now_us() / 1000000,
-                                    purchase ? policy->notify_coalesce_s : 0, &cmd->err);
+                                    arrival ? policy->notify_coalesce_s : 0, &cmd->err);
 }
 
 /* The notices a command causes, in its own transaction (so a notice exists

@@ -1058,6 +1058,48 @@ static void test_returns_go_back_to_their_lots(void **state)
     assert_verifies(db);
 }
 
+/* A return tells the member the points came back, as an arrival at its
+ * shop: the till gave them back, and a member who saw "-150" for the
+ * redemption must see them return. Regression: a return queued nothing. */
+static void test_a_return_is_told_as_an_arrival(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy = {.expiry = {PGW_EXPIRY_NEVER, 0, 0}, .notify = true}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    const int64_t t = 1795486500;
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 100, 100, 0, t), PGW_OK);
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", t + 1);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
+    snprintf(cmd.member, sizeof(cmd.member), "M1");
+    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+    cmd.points = 150;
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_int_equal(
+        spend_return(w, "return:redeem:D1/1", "redeem:D1", "D1", "S002", 60, t + 2, &cmd), PGW_OK);
+    pgw_writer_stop(w);
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    pgw_notice got[4];
+    size_t n = 0;
+    pgw_err err;
+    if (pgw_store_claim_notices(s, "A", time(NULL) + 2, got, 4, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    if (n != 2 || strcmp(got[1].kind, "points_arrived") != 0 || got[1].points != 60 ||
+        got[1].balance != 110 || strcmp(got[1].shop, "S002") != 0)
+        fail_msg("claimed %zu notices, the second %s of %lld (balance %lld) at %s: want the "
+                 "redemption's, then an arrival of 60 at S002, balance 110",
+                 n, n > 1 ? got[1].kind : "none", n > 1 ? (long long)got[1].points : 0,
+                 n > 1 ? (long long)got[1].balance : 0, n > 1 ? got[1].shop : "");
+    assert_string_equal(got[0].kind, "redemption");
+}
+
 /* ---- verification codes through the writer ---- */
 
 static void otp_make(pgw_command_kind kind, const char *phone, const char *ip, const char *code,
@@ -2515,6 +2557,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hold_replay_is_recognised_before_the_rules,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_returns_go_back_to_their_lots, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_return_is_told_as_an_arrival, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup,
                                         db_fixture_teardown),
