@@ -819,20 +819,20 @@ static void render_hold(pgw_command *cmd, void *payload)
     json_t *body = NULL;
     switch (cmd->kind) {
     case PGW_COMMAND_HOLD:
-        body = json_pack("{s:s,s:s,s:I,s:I,s:s}", "hold_id", cmd->hold_id, "state", "pending",
-                         "points", (json_int_t)cmd->points, "available",
-                         (json_int_t)cmd->figures.available, "expires_at", when);
+        body = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s}", "hold_id", cmd->hold_id, "member_id",
+                         cmd->member, "state", "pending", "points", (json_int_t)cmd->points,
+                         "available", (json_int_t)cmd->figures.available, "expires_at", when);
         break;
     case PGW_COMMAND_CAPTURE:
-        body = json_pack("{s:s,s:s,s:I,s:I,s:I}", "hold_id", cmd->hold_id, "state", "captured",
-                         "points", (json_int_t)cmd->points_moved, "balance",
-                         (json_int_t)cmd->figures.balance, "available",
+        body = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "hold_id", cmd->hold_id, "member_id",
+                         cmd->member, "state", "captured", "points", (json_int_t)cmd->points_moved,
+                         "balance", (json_int_t)cmd->figures.balance, "available",
                          (json_int_t)cmd->figures.available);
         break;
     case PGW_COMMAND_VOID:
-        body = json_pack("{s:s,s:s,s:I,s:I}", "hold_id", cmd->hold_id, "state", "voided", "balance",
-                         (json_int_t)cmd->figures.balance, "available",
-                         (json_int_t)cmd->figures.available);
+        body = json_pack("{s:s,s:s,s:s,s:I,s:I}", "hold_id", cmd->hold_id, "member_id", cmd->member,
+                         "state", "voided", "balance", (json_int_t)cmd->figures.balance,
+                         "available", (json_int_t)cmd->figures.available);
         break;
     case PGW_COMMAND_RETURN: {
         bool hold = strncmp(cmd->original, "capture:", 8) == 0;

@@ -1185,6 +1185,9 @@ def test_holds(s):
     check(status == 201 and doc["state"] == "pending" and doc["available"] ==
           start["available"] - 500, f"hold: {status} {doc}")
     check("expires_at" in doc, "hold answer has expires_at")
+    # The POS walkthrough: a till holding by phone or card learns whose
+    # points it holds, as a redemption's answer says.
+    check(doc.get("member_id") == "M4", f"the hold answer names its member: {doc}")
     # Regression: expiring counted held points, which do not expire while
     # held: the member was shown 500 more expiring than it could lose.
     view = member(s, "M4")
@@ -1217,10 +1220,10 @@ def test_holds(s):
     check(status == 409 and "mall-wide" in message and "S004-S002-HX" in message,
           f"another till's id, prefixed by the first: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/S002-HX/void", None, key="s002")
-    check(status == 200, f"the prefixed hold voided: {status} {doc}")
+    check(status == 200 and doc.get("member_id") == "M4", f"the prefixed hold voided: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", {"points": 400}, key="s002")
-    check(status == 200 and doc["state"] == "captured" and doc["points"] == 400,
-          f"capture: {status} {doc}")
+    check(status == 200 and doc["state"] == "captured" and doc["points"] == 400 and
+          doc.get("member_id") == "M4", f"capture: {status} {doc}")
     check(doc["balance"] == start["balance"] - 400 and doc["available"] == doc["balance"],
           f"capture releases the rest: {doc}")
     for other in ({"points": 300}, None):  # the hold is captured, whatever this one asks
