@@ -38,10 +38,10 @@ static int check_printable(const char *s, const char *path, const char *key, pgw
 
 /* Channel names are short lower-case words: "store", "wechat_mp" (and
  * part of an event's key: pgw_store_event_key). */
-static int check_channel(const char *s, const char *path, pgw_err *err)
+int pgw_event_check_channel(const char *s, const char *name, pgw_err *err)
 {
     if (!pgw_store_channel_name_ok(s))
-        return pgw_err_set(err, PGW_EINVAL, "%s.channel: \"%s\" is not a channel name", path, s);
+        return pgw_err_set(err, PGW_EINVAL, "%s: \"%s\" is not a channel name", name, s);
     return PGW_OK;
 }
 
@@ -182,7 +182,7 @@ static int header_from_json(const json_t *obj, const pgw_rules *rules, pgw_event
         rc = pgw_json_string(obj, "channel", "$", true, PGW_ID_MAX, out->channel,
                              sizeof(out->channel), err);
     if (rc == PGW_OK)
-        rc = check_channel(out->channel, "$", err);
+        rc = pgw_event_check_channel(out->channel, "$.channel", err);
     if (rc == PGW_OK)
         rc = pgw_json_string_ref(obj, "type", "$", true, PGW_ID_MAX, &type, err);
     if (rc == PGW_OK && pgw_event_type_parse(type, &out->event.type) != PGW_OK)
