@@ -88,8 +88,9 @@ typedef struct pgw_batch {
     bool committed; /* some event's answer is (pgw_response.committed) */
     int kind;       /* route: R_BATCH, R_SHOP_BATCH or R_IMPORT */
     char shop[PGW_ID_MAX + 1];
-    pgw_import_file import;  /* R_IMPORT */
-    char client_address[64]; /* the request's: its events are as if sent alone from there */
+    char channel[PGW_ID_MAX + 1]; /* R_SHOP_BATCH: its rows' (a till's live events') */
+    pgw_import_file import;       /* R_IMPORT */
+    char client_address[64];      /* the request's: its events are as if sent alone from there */
 } pgw_batch;
 #define HOLD_SECONDS_MAX (30 * 86400)
 
@@ -1085,10 +1086,10 @@ static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row
     return submit(api, job, resp);
 }
 
-static json_t *import_row_json(const pgw_csv_row *row, const int *col, const char *shop,
+static json_t *import_row_json(const pgw_csv_row *row, const int *col, const pgw_batch *b,
                                const pgw_tz *tz, pgw_err *err)
 {
-    (void)shop;
+    (void)b;
     (void)tz;
     json_t *obj = json_pack("{s:s,s:s,s:s}", "card", pgw_csv_cell(row, col, PGW_IMPORT_CARD),
                             "phone", pgw_csv_cell(row, col, PGW_IMPORT_PHONE), "points",
@@ -1131,8 +1132,8 @@ static int csv_header(const pgw_csv_row *row, int col[N_COLUMNS], pgw_err *err)
  * occurred_at is read as a reconciliation statement reads its own (what a
  * spreadsheet writes; offset-less, in the mall's zone `tz`) and handed on
  * as RFC 3339: the same instant however spelt is the same event. */
-static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *shop, const pgw_tz *tz,
-                         pgw_err *err)
+static json_t *csv_event(const pgw_csv_row *row, const int *col, const pgw_batch *b,
+                         const pgw_tz *tz, pgw_err *err)
 {
     int64_t at = 0;
     char when[PGW_RFC3339_MAX];
@@ -1174,10 +1175,10 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
     pgw_err ignored;
     int64_t as_sent = 0;
     bool event_reads_it = pgw_parse_rfc3339(written, &as_sent, &ignored) == PGW_OK && as_sent == at;
-    json_t *ev =
-        json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "event_id", pgw_csv_cell(row, col, COL_EVENT_ID),
-                  "channel", "store", "shop_id", shop, "type", pgw_csv_cell(row, col, COL_TYPE),
-                  "occurred_at", event_reads_it ? written : when, "member", member);
+    json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o}", "event_id",
+                           pgw_csv_cell(row, col, COL_EVENT_ID), "channel", b->channel, "shop_id",
+                           b->shop, "type", pgw_csv_cell(row, col, COL_TYPE), "occurred_at",
+                           event_reads_it ? written : when, "member", member);
     const char *amount = pgw_csv_cell(row, col, COL_AMOUNT);
     int64_t fen = 0;
     /* Digits only: strtoll took " 5000" and "+5000" as 5000 and refused "5000 ".
@@ -1203,7 +1204,7 @@ static json_t *csv_event(const pgw_csv_row *row, const int *col, const char *sho
 /* Reads the rows after the header into b: an event per good row, an answer
  * (invalid_request with the problem) in place of each bad one. */
 /* Turns a CSV row into what the batch will start (an event, an import row). */
-typedef json_t *(*row_converter)(const pgw_csv_row *row, const int *col, const char *shop,
+typedef json_t *(*row_converter)(const pgw_csv_row *row, const int *col, const pgw_batch *b,
                                  const pgw_tz *tz, pgw_err *err);
 
 static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const pgw_tz *tz,
@@ -1236,7 +1237,7 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const p
                 break;
             }
         }
-        json_t *ev = row_rc == PGW_OK ? convert(&row, col, b->shop, tz, &bad) : NULL;
+        json_t *ev = row_rc == PGW_OK ? convert(&row, col, b, tz, &bad) : NULL;
         b->lines[b->n] = row.line;
         problems[b->n] = ev ? NULL : strdup(bad.msg);
         bool kept = (ev != NULL || problems[b->n] != NULL) &&
@@ -1400,7 +1401,14 @@ static int csv_request(pgw_api *api, const pgw_request *req, const pgw_principal
     return PGW_OK;
 }
 
-/* POST /v1/shops/{shop_id}/batches (text/csv): a till's export, row by row. */
+/*
+ * POST /v1/shops/{shop_id}/batches?channel=NAME (text/csv): a till's
+ * export, row by row, keyed under the channel its till posts live on
+ * ("store" when not named): a sale it sent live is then a replay, not a
+ * second credit. Its name is checked as an event's; the key is still the
+ * shop's or an admin's (csv_request: a channel's key posts no file), and
+ * each row is checked as that channel's event (start_event).
+ */
 static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                               const char *shop, pgw_response *resp)
 {
@@ -1408,10 +1416,14 @@ static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_pr
     pgw_csv csv;
     static pgw_csv_row header; /* service thread only */
     int col[N_COLUMNS];
+    pgw_batch setup = {.kind = R_SHOP_BATCH, .channel = "store"};
     int rc = csv_request(api, req, who, shop, &csv, &header, &err);
     if (rc == PGW_OK)
+        rc = query_param(req->query, "channel", setup.channel, sizeof(setup.channel), &err);
+    if (rc == PGW_OK)
+        rc = pgw_event_check_channel(setup.channel, "channel", &err);
+    if (rc == PGW_OK)
         rc = csv_header(&header, col, &err);
-    pgw_batch setup = {.kind = R_SHOP_BATCH};
     snprintf(setup.shop, sizeof(setup.shop), "%s", shop);
     return run_csv_batch(api, req, who, &setup, rc, &err, &csv, col, csv_event, resp);
 }
