@@ -121,6 +121,9 @@ struct pgw_notifier {
      * the official account's (1) sends comes back after a 45009, 0 when it
      * is not gone; until then their notices do not ask WeChat again. */
     int64_t wx_quota_back[2];
+    /* Under lock: bit i, courier i holds records it could not write
+     * (hold_batch); the lapsed sweep waits while any does. */
+    uint64_t holding;
 };
 
 /* Who can be reached, and how, for one notice. */
@@ -1189,15 +1192,17 @@ static void take_quota(courier *c, const pgw_notice *n, const reach_info *r)
         pgw_store_rollback_to(c->store, NULL);
 }
 
-/* Records notices [from, to) that were tried, in one transaction;
- * recorded[] says which are (a lost claim is not). Those not tried (a
- * stop, a claim lost or not renewed) are given back in it, their attempt
- * uncounted: left claimed, they would come back when their lease ran out
- * as a dead run's do, the attempt counted. A quota count that fails to
- * update does not keep an attempt from its record: WeChat keeps the real
- * count. */
-static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried, size_t from,
-                  size_t to, bool *recorded, pgw_err *err)
+/* Records notices [from, to) still to write (unwritten[]) that were
+ * tried, in one transaction; recorded[] says which are (a lost claim is
+ * not). Those not tried (a stop, a claim lost or not renewed) are given
+ * back in it, their attempt uncounted: left claimed, they would come back
+ * when their lease ran out as a dead run's do, the attempt counted. A
+ * quota count that fails to update does not keep an attempt from its
+ * record: WeChat keeps the real count. On a failure, *passing says
+ * whether it passes by itself (passes(): read before the rollback). */
+static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
+                  const bool *unwritten, size_t from, size_t to, bool *recorded, bool *passing,
+                  pgw_err *err)
 {
     /* On PostgreSQL the chain lock (pgw_store_begin) is also what keeps
      * this batch's row locks (quotas, notices, member by member) from
@@ -1207,6 +1212,8 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
     int rc = pgw_store_begin(c->store, err);
     for (size_t i = from; rc == PGW_OK && i < to; i++) {
         pgw_err ignored;
+        if (!unwritten[i])
+            continue;
         if (!tried[i]) { /* PGW_ESTATE: another holder's now, not ours to give */
             int back = pgw_store_give_back_notice(c->store, c->owner, &nts[i], now_s(), &ignored);
             if (back != PGW_OK && back != PGW_ESTATE)
@@ -1222,6 +1229,7 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
     }
     if (rc == PGW_OK)
         rc = pgw_store_commit(c->store, err);
+    *passing = rc != PGW_OK && passes(c, rc);
     if (rc != PGW_OK) {
         pgw_store_rollback(c->store, NULL);
         for (size_t i = from; i < to; i++)
@@ -1231,31 +1239,39 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
 }
 
 /*
- * Records a batch's attempts and what they did to the quota, in one
- * transaction: one lock and one WAL write for up to PGW_NOTIFY_BATCH
- * notices instead of one each. Each was sent before this (the provider's
- * acceptance is recorded after it, as always); a notice whose claim was
- * lost meanwhile (its lease ran out) is left to its new holder, and one
- * not tried goes back to pending (record()). The stream hears of what was
+ * Records a batch's attempts still to write (unwritten[]) and what they
+ * did to the quota, in one transaction: one lock and one WAL write for up
+ * to PGW_NOTIFY_BATCH notices instead of one each. Each was sent before
+ * this (the provider's acceptance is recorded after it, as always); a
+ * notice whose claim was lost meanwhile (its lease ran out) is left to
+ * its new holder, and one not tried goes back to pending (record()). One
+ * whose record fails for a while (passes(): the disk full, the database
+ * busy) stays unwritten, for the courier to write again (hold_batch); one
+ * that fails for good is left to lapse. The stream hears of what was
  * recorded.
  */
 static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
-                         size_t n_notices)
+                         size_t n_notices, bool *unwritten)
 {
     pgw_notifier *n = c->n;
-    bool recorded[PGW_NOTIFY_BATCH] = {false};
+    bool recorded[PGW_NOTIFY_BATCH] = {false}, passing = false;
     pgw_err err;
     /* One transaction; when it fails (the lock not had in time, a failing
      * statement), each notice on its own, so one cannot lose the others. */
-    if (record(c, nts, rs, tried, 0, n_notices, recorded, &err) == PGW_OK) {
+    if (record(c, nts, rs, tried, unwritten, 0, n_notices, recorded, &passing, &err) == PGW_OK) {
         tell(n, &n->record_said, c->index, "recording notices", NULL);
+        memset(unwritten, 0, n_notices * sizeof(*unwritten));
     } else {
         for (size_t i = 0; i < n_notices; i++) {
-            if (record(c, nts, rs, tried, i, i + 1, recorded, &err) == PGW_OK)
+            if (!unwritten[i] || record(c, nts, rs, tried, unwritten, i, i + 1, recorded, &passing,
+                                        &err) == PGW_OK) {
+                unwritten[i] = false;
                 continue;
+            }
+            unwritten[i] = passing;
             char line[64];
-            snprintf(line, sizeof(line), "notice %lld not %s", (long long)nts[i].id,
-                     tried[i] ? "recorded" : "given back");
+            snprintf(line, sizeof(line), "notice %lld not %s%s", (long long)nts[i].id,
+                     tried[i] ? "recorded" : "given back", passing ? ", kept to retry" : "");
             tell(n, &n->record_said, c->index, line, &err);
         }
     }
@@ -1263,6 +1279,48 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
         if (recorded[i])
             n->o.changed(n->o.changed_ctx, &nts[i]);
     }
+}
+
+/*
+ * Writes again what the courier's last batch could not (unwritten[]: its
+ * record failed for a while, finish_batch), before the courier claims
+ * anything new and before the lapsed sweep: a full disk fails the record
+ * of a notice delivered (or of an attempt not counted: a mark not made)
+ * as it fails the sweep, and once there is room the sweep took the claim
+ * back first, its attempt counted, and the notice was sent again. Memory:
+ * the batch, which the courier keeps and does not claim over meanwhile;
+ * retries: one a turn of the courier, as its claims were. held(): whether
+ * the batch is still held, told to n->holding: the sweep waits while a
+ * courier holds one. A claim lapsed and taken by another instance's sweep
+ * meanwhile is that instance's (record(): not ours, left).
+ */
+static bool held(courier *c, const bool *unwritten, size_t n_notices)
+{
+    bool any = false;
+    for (size_t i = 0; i < n_notices; i++)
+        any |= unwritten[i];
+    uint64_t bit = (uint64_t)1 << c->index;
+    pthread_mutex_lock(&c->n->lock);
+    c->n->holding = any ? c->n->holding | bit : c->n->holding & ~bit;
+    pthread_mutex_unlock(&c->n->lock);
+    return any;
+}
+
+static bool hold_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
+                       size_t n_notices, bool *unwritten)
+{
+    if (held(c, unwritten, n_notices))
+        finish_batch(c, nts, rs, tried, n_notices, unwritten);
+    return held(c, unwritten, n_notices);
+}
+
+/* Whether a courier holds records it could not write (hold_batch). */
+static bool holding(pgw_notifier *n)
+{
+    pthread_mutex_lock(&n->lock);
+    bool held = n->holding != 0;
+    pthread_mutex_unlock(&n->lock);
+    return held;
 }
 
 /* An expiry reminder that waited (quiet hours, a number's limit, retries)
@@ -1740,7 +1798,8 @@ static void *courier_main(void *arg)
     bool first = c == &n->couriers[0];
     pgw_notice batch[PGW_NOTIFY_BATCH];
     reach_info reach[PGW_NOTIFY_BATCH];
-    bool tried[PGW_NOTIFY_BATCH];
+    bool tried[PGW_NOTIFY_BATCH], unwritten[PGW_NOTIFY_BATCH] = {false};
+    size_t kept = 0; /* the last batch, while some of it is unwritten */
     int64_t next_reminders = 0, next_prune = 0;
     for (;;) {
         size_t got = 0;
@@ -1750,8 +1809,10 @@ static void *courier_main(void *arg)
             prune(c, &next_prune);
         }
         int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
-        if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH, &got,
-                                    &err) == PGW_OK) {
+        if (hold_batch(c, batch, reach, tried, kept, unwritten)) {
+            /* nothing new claimed over it */
+        } else if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH,
+                                           &got, &err) == PGW_OK) {
             tell(n, &n->claims_said, c->index, "outbox", NULL);
             if (got == 0) {
                 tell_idle(n, &n->record_said, c->index, "recording notices");
@@ -1771,10 +1832,16 @@ static void *courier_main(void *arg)
         }
         if (got > 0) {
             keep_leases(c, batch, got, lost, &lease_until); /* the last notice took its time */
-            finish_batch(c, batch, reach, tried, got);
+            for (size_t i = 0; i < got; i++)
+                unwritten[i] = true;
+            finish_batch(c, batch, reach, tried, got, unwritten);
+            kept = got;
+            (void)held(c, unwritten, kept);
         }
         int64_t lapsed = 0;
-        if (first) { /* an instance that died: its claims come back after their lease */
+        /* an instance that died: its claims come back after their lease;
+         * not while a courier holds records (hold_batch) */
+        if (first && !holding(n)) {
             if (pgw_store_unclaim_notices(c->store, NULL, now_s(), &lapsed, &err) == PGW_OK)
                 tell(n, &n->sweep_said, c->index, "outbox, lapsed claims", NULL);
             else
@@ -1801,6 +1868,8 @@ static void *courier_main(void *arg)
                             wait_or_stop(n, first ? PGW_NOTIFY_POLL_MS : PGW_NOTIFY_IDLE_MS)))
             break;
     }
+    /* a last try before the stop gives back what is still claimed */
+    (void)hold_batch(c, batch, reach, tried, kept, unwritten);
     return NULL;
 }
 

@@ -63,8 +63,12 @@
  * of the lease is left, so
  * none lapses before its attempt is recorded; only the claimer records
  * the attempt. What a batch did not try (a stop, claims not renewed) is
- * given back with it, its attempt uncounted; the claims of a run that
- * died come back when their lease runs out, counted, held from WeChat
+ * given back with it, its attempt uncounted. A batch's record (or give-back)
+ * that fails busy or on a full disk is kept by its courier and written
+ * again each turn before it claims more, the lapsed sweep waiting
+ * meanwhile: a notice delivered is recorded sent, not sent again, and an
+ * attempt not counted stays so, though its lease ran out. The claims of a
+ * run that died come back when their lease runs out, counted, held from WeChat
  * only if an SMS of theirs was leaving, and from SMS and the other WeChat
  * channel only if a WeChat message of theirs was (the marks above, made
  * only while the lease covers the request's answer). A notice

@@ -2307,6 +2307,74 @@ static void test_a_full_disk_costs_no_attempt(void **state)
     rig_free_wx(&r, wx);
 }
 
+/* Makes every claim's end (a record, a give-back, the lapsed sweep: a
+ * claimed row leaving 'sending') fail on a full disk (refuse_notices);
+ * let_notices_be(f, "refuse_record") lets them be. */
+static void fail_records_on_a_full_disk(const db_fixture *f)
+{
+    refuse_notices(f, "refuse_record", "OLD.state = 'sending' AND NEW.state <> 'sending'", "record",
+                   DISK_FULL);
+}
+
+/*
+ * A subscribe message delivered, whose record then finds the disk full
+ * (the lapsed sweep fails on it too, as on a full disk), and the lease
+ * runs out before there is room (the clock moved past it): once there is
+ * room the notice is recorded sent, at its one attempt, delivered once.
+ * Regression: the claim, left 'sending', lapsed; the sweep took it back,
+ * its attempt counted, and the retry sent the message a second time.
+ */
+static void test_a_notice_delivered_on_a_full_disk_is_not_sent_again(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    open_subscriber(f, &r, 2, true);
+    fail_records_on_a_full_disk(f);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    bool failed = wait_line(log, "not recorded");
+    stderr_back(saved);
+    atomic_fetch_add(&clock_ahead, PGW_NOTICE_LEASE_S + 10); /* the lease runs out */
+    let_notices_be(f, "refuse_record");                      /* room on the disk */
+    if (!failed)
+        fail_msg("a record on a full disk: stderr does not say it was not recorded");
+    want_sent_once_by_mp(&r, "delivered, then its record found the disk full");
+    rig_free_wx(&r, wx);
+}
+
+/*
+ * A mark not made on a full disk (the request never left), then its
+ * record (pending again, uncounted) failing on it too, the lease running
+ * out before there is room: the attempt stays uncounted
+ * (notify.retry.max_attempts 1), the notice waits and goes once there is
+ * room. Regression: the lapsed sweep took the claim back with the attempt
+ * the claim counted.
+ */
+static void test_a_full_disk_failing_the_mark_and_the_record_costs_no_attempt(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    open_subscriber(f, &r, 1, true);
+    fail_marks(f, DISK_FULL);
+    fail_records_on_a_full_disk(f);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    bool failed = wait_line(log, "not recorded");
+    stderr_back(saved);
+    atomic_fetch_add(&clock_ahead, PGW_NOTICE_LEASE_S + 10); /* the lease runs out */
+    let_notices_be(f, "refuse_record");
+    if (!failed)
+        fail_msg("a record on a full disk: stderr does not say it was not recorded");
+    want_unsent(f, &r, "full", 0, "a mark and its record that found the disk full");
+    let_marks_be(f);
+    want_sent_once_by_mp(&r, "once the disk has room");
+    rig_free_wx(&r, wx);
+}
+
 /*
  * The database's name leaves last_error where the name stands, and only
  * there: a name that is also part of a word of the message (a relative
@@ -3768,6 +3836,11 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_full_disk_costs_no_attempt, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_notice_delivered_on_a_full_disk_is_not_sent_again,
+                                        setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_full_disk_failing_the_mark_and_the_record_costs_no_attempt, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_on_a_full_disk_costs_no_attempt, setup,
