@@ -887,18 +887,39 @@ static int parse_trusted_proxies(const json_t *http, const char *path, pgw_http_
     return rc;
 }
 
+/* http.body_total_max_bytes, after body_max_bytes: below one body of the
+ * largest a key may send, that body would be refused for ever (503). */
+static int parse_bodies_max(const json_t *http, const char *path, pgw_http_config *h, pgw_err *err)
+{
+    int rc = pgw_json_int(http, "body_total_max_bytes", path, false, PGW_HTTP_BODIES_MIN,
+                          PGW_HTTP_BODIES_MAX, &h->body_total_max_bytes, err);
+    if (rc == PGW_OK && h->body_total_max_bytes < h->body_max_bytes)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s.body_total_max_bytes: %lld is below body_max_bytes %lld: a body that "
+                         "large could never be read",
+                         path, (long long)h->body_total_max_bytes, (long long)h->body_max_bytes);
+    return rc;
+}
+
 static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
 {
-    static const char *const keys[] = {"body_max_bytes",         "body_timeout_s",
-                                       "keepalive_timeout_s",    "max_inflight",
-                                       "commit_batch",           "stream_sessions_max",
-                                       "stream_session_check_s", "tls",
-                                       "trusted_proxies",        NULL};
+    static const char *const keys[] = {"body_max_bytes",
+                                       "body_timeout_s",
+                                       "body_total_max_bytes",
+                                       "keepalive_timeout_s",
+                                       "max_inflight",
+                                       "commit_batch",
+                                       "stream_sessions_max",
+                                       "stream_session_check_s",
+                                       "tls",
+                                       "trusted_proxies",
+                                       NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *http;
     pgw_http_config *h = &cfg->http;
     h->body_max_bytes = 1024 * 1024;
     h->body_timeout_s = 60;
+    h->body_total_max_bytes = PGW_HTTP_BODIES_DEFAULT;
     h->keepalive_timeout_s = 120;
     h->max_inflight = 4096;
     h->commit_batch = 0; /* the database's: PGW_WRITER_BATCH_SQLITE or _REMOTE */
@@ -911,6 +932,8 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
                       &h->body_max_bytes, err);
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "body_timeout_s", path, false, 1, 3600, &h->body_timeout_s, err);
+    if (rc == PGW_OK)
+        rc = parse_bodies_max(http, path, h, err);
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "keepalive_timeout_s", path, false, 1, 3600,
                           &h->keepalive_timeout_s, err);

@@ -113,9 +113,20 @@ typedef struct pgw_risk_config {
 
 /* The HTTP server's limits and TLS (section "http"; every key optional). */
 #define PGW_PATH_FILE_MAX 255
+/* body_total_max_bytes' bounds: a shop's CSV batch's body (server/api.h
+ * PGW_CSV_BATCH_BODY_MAX, asserted there) must fit; 64 GiB is more memory
+ * than a gateway's host gives it. */
+#define PGW_HTTP_BODIES_MIN     (INT64_C(4) * 1024 * 1024)
+#define PGW_HTTP_BODIES_MAX     (INT64_C(64) * 1024 * 1024 * 1024)
+#define PGW_HTTP_BODIES_DEFAULT (INT64_C(64) * 1024 * 1024)
 typedef struct pgw_http_config {
     int64_t body_max_bytes; /* 1 KiB..64 MiB; default 1 MiB */
     int64_t body_timeout_s; /* a request's body whole within: 1..3600 s; default 60 */
+    /* Bytes the bodies of all requests being read or handled may hold at
+     * once (each body by its Content-Length, from its headers on): at least
+     * the largest one body (body_max_bytes, PGW_HTTP_BODIES_MIN for a
+     * shop's CSV batch), at most PGW_HTTP_BODIES_MAX; default 64 MiB. */
+    int64_t body_total_max_bytes;
     /* An idle connection kept between requests: 1..3600 s; default 120,
      * longer than the idle time of .NET's (60 s) and Go's (90 s) client
      * pools, so that those close first and never send on a connection we

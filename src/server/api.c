@@ -306,6 +306,9 @@ struct pgw_api {
     pthread_mutex_t links_lock;
     bool links_closed;
     size_t body_max, inflight_max, inflight;
+    /* Bytes reserved for request bodies (pgw_api_body_reserve), at most
+     * bodies_max: the service thread's. */
+    size_t bodies_max, bodies_held;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
     pgw_job *free_jobs;
@@ -553,6 +556,23 @@ void pgw_api_key_label(const pgw_api *api, const pgw_request *req, char out[PGW_
 
 _Static_assert(PGW_CSV_BATCH_BODY_MAX >= CSV_ROWS_MAX * 400, "a day-end file's rows fit");
 _Static_assert(CSV_ROWS_MAX == 10000, "the 413's advice says so");
+
+_Static_assert(PGW_CSV_BATCH_BODY_MAX <= PGW_HTTP_BODIES_MIN, "the total holds a batch's body");
+
+bool pgw_api_body_reserve(pgw_api *api, size_t n)
+{
+    PGW_ASSERT(api->bodies_held <= api->bodies_max);
+    if (n > api->bodies_max - api->bodies_held)
+        return false;
+    api->bodies_held += n;
+    return true;
+}
+
+void pgw_api_body_release(pgw_api *api, size_t n)
+{
+    PGW_ASSERT(n <= api->bodies_held);
+    api->bodies_held -= n;
+}
 
 size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice)
 {
@@ -2185,6 +2205,10 @@ static void metrics_http(metrics_text *m, const pgw_api *api)
         (unsigned long long)api->duration_count);
     describe(m, "pgw_inflight_requests", "gauge", "Requests waiting on the database.");
     put(m, "pgw_inflight_requests %zu\n", api->inflight);
+    describe(m, "pgw_request_body_bytes", "gauge",
+             "Bytes reserved for request bodies being read or handled "
+             "(at most http.body_total_max_bytes).");
+    put(m, "pgw_request_body_bytes %zu\n", api->bodies_held);
     put_counter(m, "pgw_request_log_dropped_lines_total",
                 "Request log lines lost: stdout closed or failing.", api->log_dropped);
 }
@@ -5147,10 +5171,14 @@ static int start_notifier(pgw_api *api, const char *db_url, pgw_err *err)
 int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
 {
     *out = NULL;
+    size_t largest =
+        opts->body_max > PGW_CSV_BATCH_BODY_MAX ? opts->body_max : PGW_CSV_BATCH_BODY_MAX;
     if (opts->inflight_max < 1 || opts->inflight_max > PGW_INFLIGHT_MAX || opts->body_max < 1 ||
-        opts->notify == NULL)
-        return pgw_err_set(err, PGW_EINVAL, "in-flight limit 1..%d, a body limit and a notifier",
-                           PGW_INFLIGHT_MAX);
+        opts->bodies_max < largest || opts->notify == NULL)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "in-flight limit 1..%d, a body limit, room for the largest body "
+                           "(%zu bytes) and a notifier",
+                           PGW_INFLIGHT_MAX, largest);
     for (size_t r = 0; r < R_COUNT; r++)
         PGW_ASSERT(ROUTE_NAMES[r] != NULL); /* every route has its name */
     pgw_api *api = calloc(1, sizeof(*api));
@@ -5159,6 +5187,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     pthread_mutex_init(&api->links_lock, NULL);
     api->cfg = opts->cfg;
     api->body_max = opts->body_max;
+    api->bodies_max = opts->bodies_max;
     api->inflight_max = opts->inflight_max;
     api->notify = opts->notify;
     api->stream_news = opts->stream_news;
@@ -5260,7 +5289,8 @@ void pgw_api_free(pgw_api *api)
 {
     if (api == NULL)
         return;
-    PGW_ASSERT(api->inflight == 0); /* every job was finished */
+    PGW_ASSERT(api->inflight == 0);    /* every job was finished */
+    PGW_ASSERT(api->bodies_held == 0); /* every connection closed */
     pgw_api_stop(api);
     pgw_api_flush_log(api); /* the last lines, those of answers cut off too */
     while (api->free_jobs != NULL) {

@@ -120,6 +120,7 @@ typedef struct pgw_api_options {
     const pgw_config *cfg; /* borrowed, must outlive the API */
     const char *db_url;
     size_t body_max;     /* bytes a request body may have */
+    size_t bodies_max;   /* bytes all bodies may hold at once: at least the largest body */
     size_t inflight_max; /* jobs waiting on the database at once */
     size_t batch_max;    /* the writer's group commit; 0: the database's (writer.h) */
     pgw_api_notify notify;
@@ -215,6 +216,13 @@ void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
  * body_max given, or for a shop's CSV batch at least
  * PGW_CSV_BATCH_BODY_MAX. *advice: what a 413 tells its client to do. */
 size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice);
+
+/* Reserves n bytes for a request's body, from its headers until the
+ * transaction ends: false, nothing reserved, when that would hold more
+ * than bodies_max (the caller answers 503). Each reservation is released
+ * once, by its n. Service thread only; /metrics shows the bytes held. */
+bool pgw_api_body_reserve(pgw_api *api, size_t n);
+void pgw_api_body_release(pgw_api *api, size_t n);
 
 /* The route label (as /metrics and the request log name it) of `path`,
  * and the name of the key `req` names by its bearer ("-" for none of

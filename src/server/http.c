@@ -129,6 +129,9 @@ _Static_assert(2 * KEEPALIVE_MAX_S <= UINT16_MAX, "the silence limit fits lws's 
 #define ID_EPOCH_MS   INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
 _Static_assert(ID_COUNT_BITS + ID_TAG_BITS == 53, "an id is exact in a double (2^53)");
 
+/* http.body_total_max_bytes is counted in size_t (pgw_api_body_reserve). */
+_Static_assert(PGW_HTTP_BODIES_MAX <= SIZE_MAX, "the bodies' total fits a size_t");
+
 /* Each piece of body restarts lws's timeout; a tick must come before it. */
 _Static_assert(BODY_TICK_S < LWS_TIMEOUT_S, "lws would drop a paused body first");
 
@@ -225,6 +228,7 @@ struct req {
     pgw_request r;
     uint8_t *body;
     size_t body_expected;
+    size_t reserved;          /* of http.body_total_max_bytes, for body: drop_body gives it back */
     int64_t body_deadline_us; /* from r.received_us: the body is whole by then */
     bool dispatched;          /* handed to the API: once per transaction */
     bool body_completed;      /* lws said so once: a second time, bytes followed it */
@@ -801,16 +805,22 @@ static bool spelt_oddly_te(struct lws *wsi)
     return false;
 }
 
+/* Sends q->resp, an answer of this layer's own, under whatever was read
+ * of the request: a 413 of /v1/events counts there, under its key, not
+ * under "other" and "-". */
+static void answer_early(pgw_http *h, struct lws *wsi, req *q)
+{
+    pgw_api_key_label(h->api, &q->r, q->resp.key_name);
+    q->resp.route = pgw_api_route_label(q->r.path);
+    respond(h, wsi, q);
+}
+
 static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char *code,
                    const char *message)
 {
     memset(&q->resp, 0, sizeof(q->resp));
-    /* Whatever was read of the request names it: a 413 of /v1/events
-     * counts there, under its key, not under "other" and "-". */
-    pgw_api_key_label(h->api, &q->r, q->resp.key_name);
-    q->resp.route = pgw_api_route_label(q->r.path);
     pgw_api_error(&q->resp, status, code, message);
-    respond(h, wsi, q);
+    answer_early(h, wsi, q);
 }
 
 static void unhook_body(req *q);
@@ -964,12 +974,20 @@ static void client_address(const pgw_http *h, struct lws *wsi, char *out, size_t
     }
 }
 
+/* The body goes, and the bytes it reserved with it (none: a no-op). */
+static void drop_body(pgw_http *h, req *q)
+{
+    free(q->body);
+    q->body = NULL;
+    pgw_api_body_release(h->api, q->reserved);
+    q->reserved = 0;
+}
+
 /* A body not whole by its deadline: the client is told (408, logged) and
  * the connection closes after it. */
 static void late_body(pgw_http *h, struct lws *wsi, req *q)
 {
-    free(q->body);
-    q->body = NULL;
+    drop_body(h, q);
     q->close_after = true;
     refuse(h, wsi, q, 408, "request_timeout", "the body did not arrive in time");
 }
@@ -1025,6 +1043,28 @@ static void discard_over(lws_sorted_usec_list_t *sul)
 {
     req *q = lws_container_of(sul, req, body_sul);
     lws_set_timeout(q->body_wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
+}
+
+/*
+ * A key's body refused at its headers (too large, no room for it, no
+ * memory: `rc` says which, as API.md answers it) is read and thrown away,
+ * so that its client, still sending, reads the answer instead of a reset;
+ * within body_timeout_s, as a body read is: lws restarts its own 5 s at
+ * each piece, and a trickle held the connection for ever. Unless `close`:
+ * then the answer says so, and the connection closes after it.
+ */
+static void refuse_body(pgw_http *h, struct lws *wsi, req *q, bool close, int rc,
+                        const char *message)
+{
+    q->close_after = close;
+    if (!close) { /* before the answer: its end may end the transaction */
+        q->body_wsi = wsi;
+        lws_sul_schedule(lws_get_context(wsi), 0, &q->body_sul, discard_over,
+                         h->body_timeout_s * 1000000);
+    }
+    memset(&q->resp, 0, sizeof(q->resp));
+    pgw_api_refusal(&q->resp, rc, message);
+    answer_early(h, wsi, q);
 }
 
 /* The body is no longer awaited: its timer goes (a no-op when none is set). */
@@ -1175,29 +1215,29 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     const char *advice = NULL;
     size_t body_max = pgw_api_body_max(h->api, &q->r, &advice);
     if (unframed || n > body_max) {
-        /* A key's own body too large is read and thrown away, so that its
-         * client, still sending, reads the 413 instead of a reset; within
-         * body_timeout_s, as a body read is: lws restarts its own 5 s at
-         * each piece, and a trickle held the connection for ever. */
-        q->close_after = held_back || unframed;
         char message[192];
         snprintf(message, sizeof(message), "the body may have at most %zu bytes: %s", body_max,
                  advice);
-        if (!q->close_after) { /* before the answer: its end may end the transaction */
-            q->body_wsi = wsi;
-            lws_sul_schedule(lws_get_context(wsi), 0, &q->body_sul, discard_over,
-                             h->body_timeout_s * 1000000);
-        }
-        refuse(h, wsi, q, 413, "payload_too_large", message);
+        refuse_body(h, wsi, q, held_back || unframed, PGW_ETOOLARGE, message);
         return 0;
     }
+    /* Each connection may hold a body of body_max, and connections are
+     * many (the open files' limit): all bodies together have theirs, as a
+     * full queue is answered. */
+    if (!pgw_api_body_reserve(h->api, (size_t)n)) {
+        refuse_body(h, wsi, q, held_back, PGW_EFULL,
+                    "the gateway holds too many request bodies now, nothing was written: retry "
+                    "shortly");
+        return 0;
+    }
+    q->reserved = (size_t)n;
     q->body_expected = (size_t)n;
     q->body_deadline_us = h->body_timeout_s * 1000000;
     q->body = malloc(n > 0 ? (size_t)n : 1);
     q->r.body_len = 0;
     if (q->body == NULL) {
-        q->close_after = held_back;
-        refuse(h, wsi, q, 503, "unavailable", "out of memory");
+        drop_body(h, q);
+        refuse_body(h, wsi, q, held_back, PGW_ENOMEM, "out of memory");
     } else if (n == 0) { /* nothing to wait for: lws reports no body of a PUT or PATCH */
         dispatch(h, wsi, q);
     } else {
@@ -1438,9 +1478,8 @@ static void forget(pgw_http *h, req *q)
     log_unanswered(h, q);
     if (q->responding)
         stop_responding(h, q);
-    free(q->body);
+    drop_body(h, q);
     free(q->resp.body);
-    q->body = NULL;
     q->resp.body = NULL;
 }
 
@@ -2516,6 +2555,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     pgw_api_options ao = {.cfg = opts->cfg,
                           .db_url = opts->db_url,
                           .body_max = h->body_max,
+                          .bodies_max = opts->cfg ? (size_t)opts->cfg->http.body_total_max_bytes
+                                                  : (size_t)PGW_HTTP_BODIES_DEFAULT,
                           .inflight_max = inflight,
                           .batch_max = opts->batch_max,
                           .notify = notify,

@@ -4731,6 +4731,75 @@ def test_body_pause(tmp):
         s.stop()
 
 
+def test_bodies_held_bounded(tmp):
+    """Regression (a review: every input has a bound): each connection
+    could hold a body of up to http.body_max_bytes (a CSV batch's 4 MiB),
+    and nothing bounded them all: N slow connections held N bodies. Past
+    http.body_total_max_bytes (4 MiB here: four bodies of 1 MiB) a body is
+    refused at its headers, 503 unavailable with Retry-After as a full
+    queue is; a client's hang-up mid-body, a body's end and body_timeout_s
+    (3 s) each give its bytes back, and a body is taken again; so does a
+    stop. 4 s in all."""
+    d = os.path.join(tmp, "bodies-held")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="bodies-held.json",
+                               http={"body_timeout_s": 3, "body_total_max_bytes": 4 << 20}))
+
+    def held(want):
+        text, deadline = "", time.time() + 5
+        while time.time() < deadline:
+            text = s.request("GET", "/metrics", key=None)[1]
+            m = re.search(r"^pgw_request_body_bytes (\d+)$", text, re.M)
+            if m and int(m.group(1)) == want:
+                return True
+            time.sleep(0.05)
+        return re.findall(r"^pgw_request_body_bytes.*$", text, re.M)
+
+    head = ("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Authorization: Bearer " + KEYS["admin"][0] + "\r\nContent-Length: {}\r\n\r\n")
+    slow = []
+    try:
+        for _ in range(4):
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=6)
+            conn.sendall(head.format(1 << 20).encode() + b'{"event_id": ')
+            slow.append(conn)
+        got = held(4 << 20)
+        check(got is True, f"four bodies of 1 MiB awaited hold 4 MiB (/metrics): {got}")
+        more = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        more.sendall(head.format(1).encode())  # its one byte never sent: refused before it
+        out = recv_until(more, b"", lambda out: out.endswith(b"}"))
+        more.close()
+        check(out.startswith(b"HTTP/1.1 503") and b'"code":"unavailable"' in out and
+              b"\r\nretry-after: 1\r\n" in out.lower() and b"too many request bodies" in out,
+              f"a fifth body, of a byte, is refused at its headers: {out[:400]!r}")
+        status, _, _ = s.request("GET", "/healthz", key=None)
+        check(status == 200, f"a request without a body is served meanwhile: {status}")
+        slow.pop().close()  # a client hanging up mid-body gives its MiB back
+        got = held(3 << 20)
+        check(got is True, f"a hang-up mid-body gives its bytes back: {got}")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-BODIES-HELD"))
+        check(status == 201, f"then a body is taken again: {status} {doc}")
+        got = held(3 << 20)
+        check(got is True, f"and an answered body gives its bytes back: {got}")
+        outs = [recv_until(conn, b"", lambda out: b"request_timeout" in out) for conn in slow]
+        check(all(out.startswith(b"HTTP/1.1 408") for out in outs),
+              f"the others stop at body_timeout_s: {[out[:40] for out in outs]}")
+        got = held(0)
+        check(got is True, f"and give their bytes back: {got}")
+        slow.append(socket.create_connection(("127.0.0.1", s.port), timeout=5))
+        slow[-1].sendall(head.format(1 << 20).encode() + b"{")
+        got = held(1 << 20)
+        check(got is True, f"a body awaited at a stop: {got}")
+        code, err = s.stop()  # its connection closed: all given back, as asserted
+        check(code == 0 and "stopped cleanly" in err,
+              f"a stop under a body awaited: exit {code}: {err[-400:]}")
+    finally:
+        for conn in slow:
+            conn.close()
+        if s.proc.poll() is None:
+            s.stop()
+
+
 def test_long_waits(tmp):
     """Regression: a request without a body whose answer took more than 5 s
     (a slow database: the reader busy) was dropped unanswered at 5 s:
@@ -6398,6 +6467,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
           test_reconciliation_csv_summary)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
+              test_bodies_held_bounded,
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key, test_reload_long_path_keeps_the_reason,
               test_log_kept_through_a_signal,

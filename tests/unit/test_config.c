@@ -293,6 +293,11 @@ static const struct {
     {"http", "{\"body_max_bytes\": 10}", "$.http.body_max_bytes"},
     {"http", "{\"tls\": {\"cert_file\": \"c.pem\"}}", "$.http.tls.key_file: required"},
     {"http", "{\"max_inflight\": 1}", "$.http.max_inflight"},
+    /* a shop's CSV batch takes 4 MiB: a total below it never reads one */
+    {"http", "{\"body_total_max_bytes\": 4194303}", "$.http.body_total_max_bytes"},
+    {"http", "{\"body_total_max_bytes\": 68719476737}", "$.http.body_total_max_bytes"},
+    {"http", "{\"body_max_bytes\": 8388608, \"body_total_max_bytes\": 8388607}",
+     "$.http.body_total_max_bytes: 8388607 is below body_max_bytes 8388608"},
     {"http", "{\"gzip\": true}", "$.http.gzip: unknown key"},
     {"http", "{\"stream_sessions_max\": 4097}", "$.http.stream_sessions_max"},
     {"http", "{\"stream_session_check_s\": 0}", "$.http.stream_session_check_s"},
@@ -435,6 +440,41 @@ static void test_stream_sessions(void **state)
     pgw_config_free(cfg);
     free(text);
     json_decref(root);
+}
+
+/* http.body_total_max_bytes: 64 MiB unless said; its bounds taken, and one
+ * equal to body_max_bytes (a single body of the largest at a time). */
+static void test_body_total(void **state)
+{
+    (void)state;
+    static const struct {
+        json_int_t body_max, total; /* 0: not given */
+        int64_t want;
+    } CASES[] = {
+        {0, 0, INT64_C(64) << 20},
+        {0, INT64_C(4) << 20, INT64_C(4) << 20},
+        {INT64_C(64) << 20, INT64_C(64) << 20, INT64_C(64) << 20},
+        {0, INT64_C(64) << 30, INT64_C(64) << 30},
+    };
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
+        json_t *root = json_loads(MINIMAL, 0, NULL);
+        assert_non_null(root);
+        json_t *http = json_object();
+        if (CASES[i].body_max)
+            json_object_set_new(http, "body_max_bytes", json_integer(CASES[i].body_max));
+        if (CASES[i].total)
+            json_object_set_new(http, "body_total_max_bytes", json_integer(CASES[i].total));
+        json_object_set_new(root, "http", http);
+        char *text = json_dumps(root, 0);
+        pgw_config *cfg = NULL;
+        pgw_err err;
+        if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+            fail_msg("case %zu: %s", i, err.msg);
+        assert_int_equal(cfg->http.body_total_max_bytes, CASES[i].want);
+        pgw_config_free(cfg);
+        free(text);
+        json_decref(root);
+    }
 }
 
 /* notify.routes: a default for every kind, a kind's own over it. A channel
@@ -772,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_null_is_absent),
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_stream_sessions),
+        cmocka_unit_test(test_body_total),
         cmocka_unit_test(test_notice_routes),
         cmocka_unit_test(test_notice_pages),
         cmocka_unit_test(test_summary_expiry_shows_what_its_policy_uses),
