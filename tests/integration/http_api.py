@@ -4737,7 +4737,8 @@ def test_bodies_held_bounded(tmp):
     and nothing bounded them all: N slow connections held N bodies. Past
     http.body_total_max_bytes (4 MiB here: four bodies of 1 MiB) a body is
     refused at its headers, 503 unavailable with Retry-After as a full
-    queue is; a client's hang-up mid-body (at once: well before the others'
+    queue is (its body then read and thrown away as a 413's, or, the client
+    waiting for 100 Continue, the connection closed); a client's hang-up mid-body (at once: well before the others'
     408), a body's end and body_timeout_s (4 s) each give its bytes back,
     and a body is taken again; so does a stop. 5 s in all."""
     d = os.path.join(tmp, "bodies-held")
@@ -4766,12 +4767,27 @@ def test_bodies_held_bounded(tmp):
         got = held(4 << 20)
         check(got is True, f"four bodies of 1 MiB awaited hold 4 MiB (/metrics): {got}")
         more = socket.create_connection(("127.0.0.1", s.port), timeout=5)
-        more.sendall(head.format(1).encode())  # its one byte never sent: refused before it
+        more.sendall(head.format(1).encode())  # its byte only after the answer: refused before
         out = recv_until(more, b"", lambda out: out.endswith(b"}"))
-        more.close()
         check(out.startswith(b"HTTP/1.1 503") and b'"code":"unavailable"' in out and
               b"\r\nretry-after: 1\r\n" in out.lower() and b"too many request bodies" in out,
               f"a fifth body, of a byte, is refused at its headers: {out[:400]!r}")
+        more.sendall(b"x" + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # thrown away, then
+        out = recv_until(more, b"", lambda out: out.endswith(b"}"))
+        more.close()
+        check(out.startswith(b"HTTP/1.1 200"), f"the connection serves on: {out[:100]!r}")
+        waits = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        waits.sendall(head.format(1).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n")
+                      .encode())
+        out = recv_until(waits, b"", lambda out: out.endswith(b"}"))
+        try:
+            closed = waits.recv(1) == b""
+        except OSError:
+            closed = False
+        waits.close()
+        check(out.startswith(b"HTTP/1.1 503") and b"\r\nconnection: close\r\n" in out.lower() and
+              closed, f"one waiting for 100 Continue is refused, then closed: {out[:300]!r} "
+              f"closed={closed}")
         status, _, _ = s.request("GET", "/healthz", key=None)
         check(status == 200, f"a request without a body is served meanwhile: {status}")
         slow.pop().close()  # a client hanging up mid-body gives its MiB back
