@@ -4,10 +4,13 @@
 #include "error.h"
 
 #include "assertions.h"
+#include "bounds.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+_Static_assert(PGW_ID_MAX <= PGW_ERR_MEMBER_MAX, "an error names any member");
 
 static size_t min_size(size_t a, size_t b)
 {
@@ -38,6 +41,8 @@ int pgw_err_set(pgw_err *err, int code, const char *fmt, ...)
     if (err == NULL)
         return code;
     err->code = code;
+    err->member_id[0] = '\0';
+    err->n_figures = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
@@ -52,6 +57,28 @@ void pgw_err_clear(pgw_err *err)
         return;
     err->code = PGW_OK;
     err->msg[0] = '\0';
+    err->member_id[0] = '\0';
+    err->n_figures = 0;
+}
+
+void pgw_err_figure(pgw_err *err, const char *name, int64_t value)
+{
+    PGW_ASSERT(name != NULL);
+    if (err == NULL)
+        return;
+    PGW_ASSERT(err->code < 0 && err->n_figures < PGW_ERR_FIGURES_MAX);
+    for (size_t i = 0; i < err->n_figures; i++)
+        PGW_ASSERT(strcmp(err->figures[i].name, name) != 0);
+    err->figures[err->n_figures++] = (pgw_named_figure){name, value};
+}
+
+void pgw_err_member(pgw_err *err, const char *member_id)
+{
+    if (err == NULL)
+        return;
+    size_t len = strlen(member_id);
+    PGW_ASSERT(err->code < 0 && len <= PGW_ERR_MEMBER_MAX);
+    memcpy(err->member_id, member_id, len + 1);
 }
 
 int pgw_err_prefix(pgw_err *err, const char *fmt, ...)

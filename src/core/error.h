@@ -14,6 +14,7 @@
 #define PGW_CORE_ERROR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum pgw_code {
     PGW_OK = 0,
@@ -40,9 +41,31 @@ enum pgw_code {
 /* Longest message kept; longer ones are cut on a UTF-8 character boundary. */
 #define PGW_ERR_MSG_MAX 512
 
+/* Figures a refusal carries, and the longest member id it names (an id of
+ * bounds.h's PGW_ID_MAX fits). */
+#define PGW_ERR_FIGURES_MAX 3
+#define PGW_ERR_MEMBER_MAX  32
+
+/* One figure of a refusal: "available" 120. `name` is a string literal, so
+ * that it outlives every copy of the error (a command's, back from the
+ * writer thread). */
+typedef struct pgw_named_figure {
+    const char *name;
+    int64_t value;
+} pgw_named_figure;
+
+/*
+ * Besides its words, an error may carry what the refusal knows as figures
+ * (the member, what is available, what was asked): API.md's error
+ * `details`, so that a client reads numbers instead of parsing `msg`,
+ * whose words stay as they are. pgw_err_set starts every error with none.
+ */
 typedef struct pgw_err {
     int code;
     char msg[PGW_ERR_MSG_MAX];
+    char member_id[PGW_ERR_MEMBER_MAX + 1]; /* "" when it names none */
+    size_t n_figures;
+    pgw_named_figure figures[PGW_ERR_FIGURES_MAX];
 } pgw_err;
 
 /*
@@ -53,17 +76,31 @@ typedef struct pgw_err {
  */
 int pgw_err_set(pgw_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Clears `err` to PGW_OK and an empty message. */
+/* Clears `err` to PGW_OK, an empty message and no figures. */
 void pgw_err_clear(pgw_err *err);
 
 /*
+ * Adds figure `name` (a string literal) = `value` to the error pgw_err_set
+ * just made in `err` (nothing when `err` is NULL). At most
+ * PGW_ERR_FIGURES_MAX, each name once: asserted, a refusal's figures are
+ * fixed by its code.
+ */
+void pgw_err_figure(pgw_err *err, const char *name, int64_t value);
+
+/* Names the member (an id of at most PGW_ERR_MEMBER_MAX bytes: asserted)
+ * the error pgw_err_set just made in `err` is about. */
+void pgw_err_member(pgw_err *err, const char *member_id);
+
+/*
  * Prefixes the message already in `err` with a printf-style context
- * ("shops[3]: ") and returns err->code. Used as errors travel outwards.
+ * ("shops[3]: ") and returns err->code. Used as errors travel outwards;
+ * its figures stay.
  */
 int pgw_err_prefix(pgw_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Gives the error already in `err` the code `code` (its message kept) and
- * returns `code`: for a layer that reports a failure below it as its own. */
+/* Gives the error already in `err` the code `code` (its message and
+ * figures kept) and returns `code`: for a layer that reports a failure
+ * below it as its own. */
 int pgw_err_recode(pgw_err *err, int code);
 
 /* A short stable name for a code: "EINVAL", "ERANGE", ... ("E?" if unknown). */

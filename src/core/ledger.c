@@ -624,6 +624,15 @@ int64_t pgw_ledger_available(const pgw_ledger *l, const char *member_id, int64_t
     return pgw_ledger_balance(l, member_id) - held_by(l, member_id) - lapsed;
 }
 
+/* PGW_EINSUFFICIENT, just set in `err`, with its figures (error.h). */
+static int short_of(pgw_err *err, const char *member_id, int64_t available, int64_t asked)
+{
+    pgw_err_member(err, member_id);
+    pgw_err_figure(err, "available", available);
+    pgw_err_figure(err, "asked", asked);
+    return PGW_EINSUFFICIENT;
+}
+
 /* Plans spending `points` of a member's free lots; PGW_EINSUFFICIENT if short. */
 static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int64_t at,
                       size_t *n_takes, pgw_err *err)
@@ -634,17 +643,20 @@ static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int6
                            (long long)PGW_POINTS_MAX, (long long)points);
     if (find_member(l, member_id) == NULL) /* a spend never enrolls */
         return pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member_id);
-    if (available < points)
-        return pgw_err_set(err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
-                           member_id, (long long)available, (long long)points);
+    if (available < points) {
+        pgw_err_set(err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked", member_id,
+                    (long long)available, (long long)points);
+        return short_of(err, member_id, available, points);
+    }
     int64_t shortfall;
     int rc = pgw_lots_plan_take(l->lots, l->n_lots, member_id, at, points, l->takes,
                                 l->opts.max_lots, n_takes, &shortfall);
     PGW_ASSERT(rc == PGW_OK); /* takes has room for every lot */
-    if (shortfall > 0)
-        return pgw_err_set(err, PGW_EINSUFFICIENT,
-                           "member %s: %lld of the points asked have expired", member_id,
-                           (long long)shortfall);
+    if (shortfall > 0) {
+        pgw_err_set(err, PGW_EINSUFFICIENT, "member %s: %lld of the points asked have expired",
+                    member_id, (long long)shortfall);
+        return short_of(err, member_id, points - shortfall, points);
+    }
     return PGW_OK;
 }
 
@@ -864,9 +876,13 @@ int pgw_ledger_return(pgw_ledger *l, const char *spend_ref, const char *return_r
     if (l->n_refs == l->opts.max_refs)
         return pgw_err_set(err, PGW_EFULL, "reference table full (%zu)", l->opts.max_refs);
     int64_t left = spent_left(l, t, &last);
-    if (points > left)
-        return pgw_err_set(err, PGW_EEXCEEDS, "spend %s has %lld left to return, %lld asked",
-                           spend_ref, (long long)left, (long long)points);
+    if (points > left) {
+        pgw_err_set(err, PGW_EEXCEEDS, "spend %s has %lld left to return, %lld asked", spend_ref,
+                    (long long)left, (long long)points);
+        pgw_err_figure(err, "left", left);
+        pgw_err_figure(err, "asked", points);
+        return PGW_EEXCEEDS;
+    }
     /* Copied: post() writes the log this points into. */
     pgw_transfer spend = l->transfers[t];
     char credit[PGW_ACCOUNT_MAX + 1];

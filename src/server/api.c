@@ -420,9 +420,24 @@ static int error_entry(int rc)
     return -1;
 }
 
+/* API.md's error `details` of a refusal `why` (error.h): the member it
+ * names and its figures; {} for one with none. */
+static json_t *error_details(const pgw_err *why)
+{
+    PGW_ASSERT(why->n_figures <= PGW_ERR_FIGURES_MAX);
+    json_t *d = json_object();
+    if (d != NULL && why->member_id[0] != '\0')
+        json_object_set_new(d, "member_id", json_string(why->member_id));
+    for (size_t i = 0; d != NULL && i < why->n_figures; i++)
+        json_object_set_new(d, why->figures[i].name, json_integer(why->figures[i].value));
+    return d;
+}
+
 /* Answers an error; anything not in ERRORS (storage, memory, a full queue)
- * is 503 unavailable: nothing was written. */
-static void fail(pgw_response *resp, route r, int rc, const char *message)
+ * is 503 unavailable: nothing was written. `why`, when not NULL, is the
+ * error `message` came from: a refusal's (an ERRORS code's) figures are
+ * its `details`. */
+static void fail_why(pgw_response *resp, route r, int rc, const char *message, const pgw_err *why)
 {
     int i = error_entry(rc);
     int status = i >= 0 ? ERRORS[i].status : 503;
@@ -433,7 +448,13 @@ static void fail(pgw_response *resp, route r, int rc, const char *message)
         code = "notice_not_dead";
     if (rc == PGW_EFULL) /* the write queue drains in milliseconds, finance's in seconds */
         resp->retry_after_s = finance_route(r) ? FINANCE_RETRY_S : 1;
-    pgw_api_error(resp, status, code, message);
+    bool figures = why != NULL && why->code == rc && i >= 0;
+    error_body(resp, status, code, message, figures ? error_details(why) : NULL);
+}
+
+static void fail(pgw_response *resp, route r, int rc, const char *message)
+{
+    fail_why(resp, r, rc, message, NULL);
 }
 
 /*
@@ -465,13 +486,14 @@ static const char *server_words(int rc)
  * for) answers server_words, and `cause` goes to stderr with the request's
  * id, as the request log names it, limited as the writer's lines are
  * (core/log_limit.h: an outage cannot flood the log; the lines held back
- * are counted in the next). On the service thread.
+ * are counted in the next). `from`, when not NULL, is the error `cause`
+ * came from (a refusal's figures: fail_why). On the service thread.
  */
 static void fail_told(pgw_api *api, pgw_response *resp, const pgw_job *job, route r, int rc,
-                      const char *cause)
+                      const char *cause, const pgw_err *from)
 {
     if (error_entry(rc) >= 0 || rc == PGW_EIO || rc == PGW_EUNAVAILABLE) {
-        fail(resp, r, rc, cause);
+        fail_why(resp, r, rc, cause, from);
         return;
     }
     pgw_err why;
@@ -3008,7 +3030,7 @@ static bool phone_session_checked(pgw_api *api, pgw_job *job, pgw_response *resp
         fail(resp, job->route, cmd->rc, cmd->err.msg); /* the gateway's own words */
         return true;
     }
-    fail_told(api, resp, job, job->route, cmd->rc, cmd->err.msg);
+    fail_told(api, resp, job, job->route, cmd->rc, cmd->err.msg, &cmd->err);
     return true;
 }
 
@@ -4043,7 +4065,7 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         int64_t wait = job->otp_retry_at - wall_now_s();
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
     } else if (job->otp_rc != PGW_OK) {
-        fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message);
+        fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message, NULL);
     } else {
         char shown[32];
         /* otp_phone is pgw_phone_normalize's: a mainland mobile, which
@@ -4062,7 +4084,7 @@ static void finish_otp_verify(pgw_api *api, pgw_job *job, pgw_response *resp)
 {
     const pgw_command *cmd = &job->cmd;
     if (cmd->rc != PGW_OK) {
-        fail_told(api, resp, job, job->route, cmd->rc, cmd->err.msg);
+        fail_told(api, resp, job, job->route, cmd->rc, cmd->err.msg, &cmd->err);
     } else if (cmd->otp_verdict != PGW_OTP_VERIFIED) {
         char message[128];
         snprintf(message, sizeof(message), "the code is not accepted: %s",
@@ -4801,7 +4823,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
         route r = job->route;
         if (r == R_EVENTS && job->doc.event.type != PGW_EVENT_REFUND)
             r = R_OTHER; /* not found: the member, not an original */
-        fail_told(api, resp, job, r, cmd->rc, cmd->err.msg);
+        fail_told(api, resp, job, r, cmd->rc, cmd->err.msg, &cmd->err);
         /* API.md: a limit with Retry-After; so is the hourly sign-up limit
          * (422, a risk rule) and WeChat failing a login or a phone number.
          * From when it was asked: an event's `at` is its occurred_at. */

@@ -301,6 +301,16 @@ static int64_t state_at(const pgw_command *cmd)
     return cmd->asked_at > 0 ? cmd->asked_at : cmd->at;
 }
 
+/* PGW_EINSUFFICIENT, just set in `err`, with its figures for API.md's
+ * `details`: the member, what it has available, what was asked. */
+static int short_of(pgw_err *err, const char *member, int64_t available, int64_t asked)
+{
+    pgw_err_member(err, member);
+    pgw_err_figure(err, "available", available);
+    pgw_err_figure(err, "asked", asked);
+    return PGW_EINSUFFICIENT;
+}
+
 /* A spend (hold or redemption) of `points` needs the member's free points. */
 static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                            int64_t points)
@@ -317,9 +327,11 @@ static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pg
      * identity nobody holds is. */
     if (rc == PGW_OK && !found)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s", cmd->member);
-    if (rc == PGW_OK && f.free - f.debt < points)
-        rc = pgw_err_set(&cmd->err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
-                         cmd->member, (long long)(f.free - f.debt), (long long)points);
+    if (rc == PGW_OK && f.free - f.debt < points) {
+        pgw_err_set(&cmd->err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
+                    cmd->member, (long long)(f.free - f.debt), (long long)points);
+        rc = short_of(&cmd->err, cmd->member, f.free - f.debt, points);
+    }
     return rc;
 }
 
@@ -378,10 +390,12 @@ static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const ch
     int64_t taken = 0;
     const char *spent_by = hold == NULL ? cmd->key : NULL; /* a redemption's */
     int rc = take_lots(store, cmd->member, cmd->at, points, hold, spent_by, &taken, &cmd->err);
-    if (rc == PGW_OK && taken < points)
-        rc = pgw_err_set(&cmd->err, PGW_EINSUFFICIENT,
-                         "member %s: %lld of the points asked have expired", cmd->member,
-                         (long long)(points - taken));
+    if (rc == PGW_OK && taken < points) {
+        pgw_err_set(&cmd->err, PGW_EINSUFFICIENT,
+                    "member %s: %lld of the points asked have expired", cmd->member,
+                    (long long)(points - taken));
+        rc = short_of(&cmd->err, cmd->member, taken, points);
+    }
     return rc;
 }
 
@@ -593,10 +607,15 @@ static int refund_delta(const pgw_earn_record *e, int64_t amount_fen, int64_t *d
     if (amount_fen < 1 || amount_fen > PGW_AMOUNT_FEN_MAX)
         return pgw_err_set(err, PGW_EINVAL, "amount_fen must be 1..%lld",
                            (long long)PGW_AMOUNT_FEN_MAX);
-    if (pgw_add(e->refunded_fen, amount_fen, &total) != PGW_OK || total > e->amount_fen)
-        return pgw_err_set(
-            err, PGW_EEXCEEDS, "refunds of %lld fen would exceed the original %lld fen of %s",
-            (long long)e->refunded_fen + amount_fen, (long long)e->amount_fen, e->key);
+    if (pgw_add(e->refunded_fen, amount_fen, &total) != PGW_OK || total > e->amount_fen) {
+        pgw_err_set(err, PGW_EEXCEEDS,
+                    "refunds of %lld fen would exceed the original %lld fen of %s",
+                    (long long)e->refunded_fen + amount_fen, (long long)e->amount_fen, e->key);
+        pgw_err_figure(err, "original_fen", e->amount_fen);
+        pgw_err_figure(err, "left_fen", e->amount_fen - e->refunded_fen);
+        pgw_err_figure(err, "asked_fen", amount_fen);
+        return PGW_EEXCEEDS;
+    }
     int rc = pgw_refund_target(e->points, e->amount_fen, e->refunded_fen, &before, err);
     if (rc == PGW_OK)
         rc = pgw_refund_target(e->points, e->amount_fen, total, &after, err);
@@ -823,9 +842,12 @@ static int apply_capture(pgw_store *store, const pgw_ledger_policy *policy, pgw_
     pgw_hold_record h;
     int rc = pending_hold(store, policy, cmd, &h);
     int64_t spend = cmd->points <= 0 ? h.points : cmd->points;
-    if (rc == PGW_OK && spend > h.points)
+    if (rc == PGW_OK && spend > h.points) {
         rc = pgw_err_set(&cmd->err, PGW_EINVAL, "hold %s holds %lld, %lld asked", cmd->hold_id,
                          (long long)h.points, (long long)spend);
+        pgw_err_figure(&cmd->err, "held", h.points);
+        pgw_err_figure(&cmd->err, "asked", spend);
+    }
     if (rc == PGW_OK)
         rc = spend_portions(store, h.id, spend, cmd->key, &cmd->err);
     if (rc != PGW_OK)
@@ -988,11 +1010,15 @@ static int spend_left(pgw_store *store, pgw_command *cmd, const pgw_transfer *t,
                            "%s %s was made before pointsgw recorded the lots a spend takes "
                            "(schema 37): none of its %lld points can be given back by a return",
                            spend_name(cmd), cmd->hold_id, (long long)t->points);
-    if (rc == PGW_OK && cmd->points > *left)
+    if (rc == PGW_OK && cmd->points > *left) {
         rc = pgw_err_set(&cmd->err, PGW_EEXCEEDS,
                          "%s %s has %lld of its %lld points left to return, %lld asked",
                          spend_name(cmd), cmd->hold_id, (long long)*left, (long long)t->points,
                          (long long)cmd->points);
+        pgw_err_figure(&cmd->err, "points", t->points);
+        pgw_err_figure(&cmd->err, "left", *left);
+        pgw_err_figure(&cmd->err, "asked", cmd->points);
+    }
     return rc;
 }
 

@@ -156,6 +156,11 @@ def error_code(doc):
     return doc.get("error", {}).get("code") if isinstance(doc, dict) else None
 
 
+def details(doc):
+    """An error answer's `details` (API.md), None if it has none."""
+    return doc.get("error", {}).get("details") if isinstance(doc, dict) else None
+
+
 def listening_on(port):
     """The local addresses (hex, as /proc/net says them) listening on a port."""
     found = []
@@ -993,9 +998,17 @@ def test_refunds(s):
     body["amount_fen"] = 1
     status, doc, _ = s.request("POST", "/v1/events", body)
     check(status == 422 and error_code(doc) == "refund_exceeds_original", f"beyond: {status} {doc}")
+    # A till reads the figures, not the words: in a batch's result too.
+    figures = {"original_fen": 10000, "left_fen": 0, "asked_fen": 1}
+    check(details(doc) == figures, f"beyond: its details: {doc}")
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": [body]})
+    result = doc.get("results", [{}])[0] if status == 200 else {}
+    check(result.get("status") == 422 and details(result.get("body")) == figures,
+          f"beyond, in a batch: {status} {doc}")
     body["event_id"], body["original_event_id"] = "E-R-refund-10", "E-NEVER"
     status, doc, _ = s.request("POST", "/v1/events", body)
-    check(status == 422 and error_code(doc) == "original_not_found", f"no original: {status} {doc}")
+    check(status == 422 and error_code(doc) == "original_not_found" and details(doc) == {},
+          f"no original: {status} {doc}")
     # another member's purchase, or a member nobody is: the same answer
     s.request("POST", "/v1/events", purchase("E-R2", amount=5000, member="M3"))
     for who in ({"member_id": "M2"}, {"phone": "13900139999"}):
@@ -1221,6 +1234,9 @@ def test_holds(s):
           f"another till's id, prefixed by the first: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/S002-HX/void", None, key="s002")
     check(status == 200 and doc.get("member_id") == "M4", f"the prefixed hold voided: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", {"points": 501}, key="s002")
+    check(status == 400 and details(doc) == {"held": 500, "asked": 501},
+          f"a capture over its hold: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/holds/H-1/capture", {"points": 400}, key="s002")
     check(status == 200 and doc["state"] == "captured" and doc["points"] == 400 and
           doc.get("member_id") == "M4", f"capture: {status} {doc}")
@@ -1284,7 +1300,16 @@ def test_holds(s):
     check(member(s, "M4")["available"] == during + 50, "an expired hold's points are available")
     big = dict(hold, hold_id="H-4", points=10**9)
     status, doc, _ = s.request("POST", "/v1/holds", big, key="s002")
-    check(status == 422 and error_code(doc) == "insufficient_points", f"too big: {status} {doc}")
+    available = member(s, "M4")["available"]
+    check(status == 422 and error_code(doc) == "insufficient_points" and
+          details(doc) == {"member_id": "M4", "available": available, "asked": 10**9},
+          f"too big: {status} {doc}")
+    over = {"redemption_id": "D-OVER", "member": {"member_id": "M4"}, "shop_id": "S002",
+            "points": available + 1}
+    status, doc, _ = s.request("POST", "/v1/redemptions", over, key="s002")
+    check(status == 422 and error_code(doc) == "insufficient_points" and
+          details(doc) == {"member_id": "M4", "available": available, "asked": available + 1},
+          f"a redemption over the balance: {status} {doc}")
     red = {"redemption_id": "D-1", "member": {"member_id": "M4"}, "shop_id": "S002", "points": 10}
     status, doc, _ = s.request("POST", "/v1/redemptions", red, key="s002")
     check(status == 201 and doc["points"] == 10, f"redemption: {status} {doc}")
@@ -1332,7 +1357,9 @@ def test_redemption_returns(s):
           f"a return id with another body: {status} {doc}")
     status, doc, _ = s.request("POST", path, {"return_id": "B", "points": 71}, key="s002")
     check(status == 422 and error_code(doc) == "refund_exceeds_original" and
-          "70 of its 100" in doc["error"]["message"], f"beyond what is left: {status} {doc}")
+          "70 of its 100" in doc["error"]["message"] and
+          details(doc) == {"points": 100, "left": 70, "asked": 71},
+          f"beyond what is left: {status} {doc}")
     status, doc, _ = s.request("POST", path, {"return_id": "B", "points": 50}, key="s001")
     check(status == 404 and error_code(doc) == "not_found", f"another shop's key: {status} {doc}")
     status, doc, _ = s.request("POST", path, {"return_id": "A", "points": 30}, key="s001")
@@ -1403,8 +1430,8 @@ def test_redemption_returns(s):
                                {"return_id": "1", "points": 1}, key="s002")
     # Regression: it said "0 of its 10 points left to return", as if all had been.
     check(status == 422 and error_code(doc) == "refund_exceeds_original" and
-          "made before" in doc["error"]["message"] and "none of its 10" in doc["error"]["message"],
-          f"an older redemption: {status} {doc}")
+          "made before" in doc["error"]["message"] and "none of its 10" in doc["error"]["message"]
+          and details(doc) == {}, f"an older redemption: {status} {doc}")
     status, doc, _ = s.request("POST", "/v1/redemptions/S002-RET-1/returns",
                                {"return_id": "x" * 129, "points": 1}, key="s002")
     check(status == 400, f"a return id too long: {status} {doc}")

@@ -86,12 +86,46 @@ static void test_error_messages(void **state)
     assert_int_equal((len - 3) % 3, 0);
 }
 
+/* A refusal's figures (API.md's error `details`) go with its error: kept
+ * as it travels outwards, gone with the next error or a clear. */
+static void test_error_figures(void **state)
+{
+    (void)state;
+    pgw_err err;
+    pgw_err_set(&err, PGW_EINSUFFICIENT, "member M1 has 120 available, 500 asked");
+    assert_int_equal(err.n_figures, 0);
+    assert_string_equal(err.member_id, "");
+    pgw_err_member(&err, "M1");
+    pgw_err_figure(&err, "available", 120);
+    pgw_err_figure(&err, "asked", INT64_MAX);
+    pgw_err_prefix(&err, "events[2]: ");
+    pgw_err_recode(&err, PGW_EINSUFFICIENT);
+    assert_string_equal(err.member_id, "M1");
+    assert_int_equal(err.n_figures, 2);
+    assert_string_equal(err.figures[0].name, "available");
+    assert_true(err.figures[0].value == 120);
+    assert_string_equal(err.figures[1].name, "asked");
+    assert_true(err.figures[1].value == INT64_MAX);
+    pgw_err copy = err; /* a command's error, back from the writer */
+    assert_int_equal(copy.n_figures, 2);
+    pgw_err_set(&err, PGW_EINVAL, "another");
+    assert_int_equal(err.n_figures, 0);
+    assert_string_equal(err.member_id, "");
+    pgw_err_figure(&copy, "left", 3);
+    pgw_err_clear(&copy);
+    assert_int_equal(copy.n_figures, 0);
+    assert_string_equal(copy.member_id, "");
+    pgw_err_figure(NULL, "asked", 1); /* a caller wanting only the code */
+    pgw_err_member(NULL, "M1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checked_add_sub_mul),
         cmocka_unit_test(test_mul_div_floor),
         cmocka_unit_test(test_error_messages),
+        cmocka_unit_test(test_error_figures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -551,6 +551,17 @@ static void assert_verifies(const db_fixture *db)
     pgw_store_close(s);
 }
 
+/* The figure `name` of a refusal (API.md's error `details`); fails if absent. */
+static int64_t figure(const pgw_err *err, const char *name)
+{
+    for (size_t i = 0; i < err->n_figures; i++) {
+        if (strcmp(err->figures[i].name, name) == 0)
+            return err->figures[i].value;
+    }
+    fail_msg("no figure %s in \"%s\"", name, err->msg);
+    return -1;
+}
+
 /* Three partial refunds summing to the whole give back exactly what was
  * earned, split across both funders; one fen more is refused. */
 static void test_partial_refunds_reverse_exactly(void **state)
@@ -572,6 +583,9 @@ static void test_partial_refunds_reverse_exactly(void **state)
     assert_int_equal(reversed, 256);
     assert_int_equal(cmd.figures.balance, 0);
     assert_int_equal(refund(w, "store:S001:R9", "store:S001:P1", 1, t + 20, &cmd), PGW_EEXCEEDS);
+    assert_int_equal(figure(&cmd.err, "left_fen"), 0);
+    assert_int_equal(figure(&cmd.err, "asked_fen"), 1);
+    assert_int_equal(figure(&cmd.err, "original_fen"), 12800);
     assert_int_equal(refund(w, "store:S001:R8", "store:S001:nope", 1, t + 20, &cmd), PGW_ENOTFOUND);
     pgw_writer_stop(w);
     assert_verifies(db);
@@ -1039,8 +1053,21 @@ static void test_returns_go_back_to_their_lots(void **state)
     assert_int_equal(spend_return(w, "return:redeem:D1/2", "redeem:D1", "D1", "", 91, t + 4, &cmd),
                      PGW_EEXCEEDS);
     assert_non_null(strstr(cmd.err.msg, "90 of its 150"));
-    /* M2 spends its 100, then a refund of the purchase leaves it owing 100. */
+    assert_int_equal(figure(&cmd.err, "left"), 90);
+    assert_int_equal(figure(&cmd.err, "asked"), 91);
+    assert_int_equal(figure(&cmd.err, "points"), 150);
+    /* M2 asks one point more than its 100: the refusal says both. */
     assert_int_equal(earn_simple(w, "store:S001:P3", "M2", 50, 50, 10000, t + 5), PGW_OK);
+    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D3", t + 6);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D3");
+    snprintf(cmd.member, sizeof(cmd.member), "M2");
+    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+    cmd.points = 101;
+    assert_int_equal(run_cmd(w, &cmd), PGW_EINSUFFICIENT);
+    assert_string_equal(cmd.err.member_id, "M2");
+    assert_int_equal(figure(&cmd.err, "available"), 100);
+    assert_int_equal(figure(&cmd.err, "asked"), 101);
+    /* M2 spends its 100, then a refund of the purchase leaves it owing 100. */
     keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D2", t + 6);
     snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D2");
     snprintf(cmd.member, sizeof(cmd.member), "M2");

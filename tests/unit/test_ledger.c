@@ -367,7 +367,15 @@ static void test_refund_after_points_were_spent(void **state)
     assert_int_equal(earn(l, "M1", "E2", 3000, 30, 0, t + 3), PGW_OK);
     assert_int_equal(pgw_ledger_debt(l, "M1"), 70);
     assert_int_equal(pgw_ledger_balance(l, "M1"), -70);
-    assert_int_equal(pgw_ledger_redeem(l, "D2", "M1", "S002", 1, t + 4, NULL), PGW_EINSUFFICIENT);
+    pgw_err err;
+    assert_int_equal(pgw_ledger_redeem(l, "D2", "M1", "S002", 1, t + 4, &err), PGW_EINSUFFICIENT);
+    /* What a till reads instead of the words: owing 70, none to spend. */
+    assert_string_equal(err.member_id, "M1");
+    assert_int_equal(err.n_figures, 2);
+    assert_string_equal(err.figures[0].name, "available");
+    assert_int_equal(err.figures[0].value, -70);
+    assert_string_equal(err.figures[1].name, "asked");
+    assert_int_equal(err.figures[1].value, 1);
     check(l);
     pgw_ledger_free(l);
 
@@ -639,7 +647,13 @@ static void test_returns_go_back_to_their_lots(void **state)
     assert_int_equal(pgw_ledger_lot(l, 1)->left, 100); /* the 50 taken last first */
     assert_int_equal(pgw_ledger_lot(l, 0)->left, 10);
     assert_int_equal(pgw_ledger_account(l, "shop:S002:redeemed"), 90);
-    assert_int_equal(pgw_ledger_return(l, "D1", "T2", 91, earned + 90120, NULL), PGW_EEXCEEDS);
+    pgw_err err;
+    assert_int_equal(pgw_ledger_return(l, "D1", "T2", 91, earned + 90120, &err), PGW_EEXCEEDS);
+    assert_int_equal(err.n_figures, 2);
+    assert_string_equal(err.figures[0].name, "left");
+    assert_int_equal(err.figures[0].value, 90);
+    assert_string_equal(err.figures[1].name, "asked");
+    assert_int_equal(err.figures[1].value, 91);
     assert_int_equal(pgw_ledger_return(l, "D9", "T2", 1, earned + 90120, NULL), PGW_ENOTFOUND);
     assert_int_equal(pgw_ledger_return(l, "D1", "T1", 1, earned + 90120, NULL), PGW_ECONFLICT);
     check(l);
