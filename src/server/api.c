@@ -1332,7 +1332,7 @@ static const char *column_message(const char *message, char *out, size_t cap)
     return message;
 }
 
-/* {"accepted", "replayed", "rejected", "errors": [{"line", "code", "message"}]}. */
+/* {"accepted", "replayed", "rejected", "errors": [{"line", "code", "message", "details"}]}. */
 static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
 {
     json_int_t accepted = 0, replayed = 0, matched[3] = {0, 0, 0}, points = 0;
@@ -1356,9 +1356,12 @@ static bool csv_answer(pgw_api *api, pgw_batch *b, pgw_response *resp)
         char named[PGW_ERR_MSG_MAX];
         if (message != NULL && b->kind == R_SHOP_BATCH)
             message = column_message(message, named, sizeof(named));
-        json_array_append_new(errors, json_pack("{s:I,s:s,s:s}", "line", (json_int_t)b->lines[i],
-                                                "code", code ? code : "unavailable", "message",
-                                                message ? message : "no answer"));
+        json_t *details = json_object_get(e, "details"); /* its figures, as alone */
+        json_array_append_new(errors,
+                              json_pack("{s:I,s:s,s:s,s:o}", "line", (json_int_t)b->lines[i],
+                                        "code", code ? code : "unavailable", "message",
+                                        message ? message : "no answer", "details",
+                                        details ? json_incref(details) : json_object()));
         json_decref(body);
     }
     json_int_t rejected = (json_int_t)b->n - accepted - replayed;

@@ -3123,6 +3123,22 @@ def test_shop_csv_row_refusals(s):
     check(status == 400 and doc["error"]["message"].startswith("$.type:"),
           f"a JSON event's refusal still names its JSON path: {status} {doc}")
 
+def test_shop_csv_error_details(s):
+    """A CSV row's refusal carries its figures as a JSON event's does: a
+    till's day-end file shows what was left to refund, no message parsed."""
+    status, doc, _ = s.request("POST", "/v1/events", purchase("DET-1", amount=1000, shop="S002"),
+                               key="s002")
+    check(status == 201, f"details: the purchase: {status} {doc}")
+    rows = ["event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no",
+            "DET-2,refund,2026-11-25T11:00:00+08:00,member_id:M1,1001,DET-1,",
+            "DET-3,teleport,2026-11-25T11:00:00+08:00,member_id:M1,1,,", ""]
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw="\r\n".join(rows).encode(),
+                               ctype="text/csv", key="s002")
+    got = {e["line"]: (e["code"], e.get("details")) for e in doc.get("errors", [])}
+    check(status == 200 and got == {
+        2: ("refund_exceeds_original", {"original_fen": 1000, "left_fen": 1000, "asked_fen": 1001}),
+        3: ("invalid_request", {})}, f"CSV errors with their details: {status} {doc}")
+
 # ---- H-T: Date, the gateway's clock in refusals, qty's default, original_event_id, CSV size ----
 
 IMF_FIXDATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|"
@@ -6496,6 +6512,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_pipelining,
           test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
           test_shop_csv_channel, test_shop_csv_times, test_shop_csv_row_refusals,
+          test_shop_csv_error_details,
           test_date_header, test_stream_upgrade_date, test_ahead_gives_the_clock,
           test_qty_default_is_one_body, test_original_event_id_only_on_refunds,
           test_csv_day_end_fits,
