@@ -311,6 +311,12 @@ static int short_of(pgw_err *err, const char *member, int64_t available, int64_t
     return PGW_EINSUFFICIENT;
 }
 
+/* The moment of the figures a command's answer and notice tell (command.h asked_at). */
+static int64_t figures_at(const pgw_command *cmd)
+{
+    return pgw_max64(cmd->at, cmd->asked_at);
+}
+
 /* A spend (hold or redemption) of `points` needs the member's free points. */
 static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                            int64_t points)
@@ -989,6 +995,8 @@ static int give_back(pgw_store *store, const pgw_ledger_policy *policy, pgw_comm
                 rc = pgw_store_add_spent(store, cmd->original, lot->id, -take, &cmd->err);
             if (rc == PGW_OK && take > paid)
                 rc = pgw_store_move_lot_points(store, lot->id, take - paid, 0, &cmd->err);
+            if (lot->expires_at <= figures_at(cmd))
+                cmd->returned_lapsed += take - paid;
             to_debt -= paid;
             want -= take;
         }
@@ -2669,6 +2677,7 @@ static void reset_output(pgw_command *cmd)
     cmd->written_off = 0;
     cmd->debt_added = 0;
     cmd->spend_left = 0;
+    cmd->returned_lapsed = 0;
     memset(&cmd->record, 0, sizeof(cmd->record));
     cmd->event_record.type[0] = '\0'; /* none: not an event, or one that recorded none */
     memset(&cmd->figures, 0, sizeof(cmd->figures));
@@ -2697,11 +2706,13 @@ static bool expired_on_arrival(const pgw_ledger_policy *policy, const pgw_comman
 /* The notice of the points a command moved: "points arrived" for a
  * purchase that earned (not for points already expired: "arrived" would
  * name points the member cannot use) and for a return of spent points (the
- * member saw them go), "points reversed" for a refund, "redemption" for
- * points spent. */
+ * member saw them go; not those back in lots past their expiry, for the
+ * same reason), "points reversed" for a refund, "redemption" for points
+ * spent. */
 static int queue_points_notice(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
-    if (cmd->points_moved <= 0)
+    int64_t points = cmd->points_moved - cmd->returned_lapsed;
+    if (points <= 0)
         return PGW_OK;
     const char *kind = NULL;
     bool purchase = cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL &&
@@ -2719,8 +2730,8 @@ static int queue_points_notice(pgw_store *store, const pgw_ledger_policy *policy
         kind = "redemption";
     if (kind == NULL)
         return PGW_OK;
-    return pgw_store_enqueue_notice(store, cmd->member, kind, cmd->points_moved,
-                                    cmd->figures.unexpired, cmd->shop, "", now_us() / 1000000,
+    return pgw_store_enqueue_notice(store, cmd->member, kind, points, cmd->figures.unexpired,
+                                    cmd->shop, "", now_us() / 1000000,
                                     arrival ? policy->notify_coalesce_s : 0, &cmd->err);
 }
 
@@ -2768,8 +2779,8 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc = apply_kind(store, policy, cmd);
     if (rc == PGW_OK && !cmd->replayed && cmd->member[0] != '\0') {
         bool found = false;
-        rc = pgw_store_member_figures(store, cmd->member, pgw_max64(cmd->at, cmd->asked_at), &found,
-                                      &cmd->figures, &cmd->err);
+        rc = pgw_store_member_figures(store, cmd->member, figures_at(cmd), &found, &cmd->figures,
+                                      &cmd->err);
     }
     if (rc == PGW_OK && !cmd->replayed)
         rc = queue_notice(store, policy, cmd);

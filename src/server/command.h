@@ -354,11 +354,13 @@ struct pgw_command {
     pgw_idem_record record;        /* what the key produced (first transfer id, count) */
     pgw_event_record event_record; /* EVENT: what its key records for reconciliation */
     /* EARN: earned; EXPIRE_LOT: expired; REFUND: reversed now (collected);
-     * HOLD: reserved; CAPTURE, REDEEM: spent; VOID, EXPIRE_HOLD: released. */
+     * HOLD: reserved; CAPTURE, REDEEM: spent; VOID, EXPIRE_HOLD: released;
+     * RETURN: given back. */
     int64_t points_moved;
     int64_t written_off;         /* REFUND: what the member's lots could not cover (clamp) */
     int64_t debt_added;          /* REFUND: what became debt (allow_negative) */
     int64_t spend_left;          /* RETURN: what the spend has left to give back, after */
+    int64_t returned_lapsed;     /* RETURN: of points_moved, back in lots past their expiry */
     pgw_member_figures figures;  /* the member's figures after the command (see asked_at) */
     pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
     char answer[PGW_ANSWER_MAX]; /* rendered, or the stored one on a replay */

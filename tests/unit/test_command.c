@@ -1085,6 +1085,19 @@ static void test_returns_go_back_to_their_lots(void **state)
     assert_verifies(db);
 }
 
+/* Claims every due notice of the database (up to 4) into got[]. */
+static size_t claim_all_notices(const db_fixture *db, pgw_notice got[4])
+{
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    size_t n = 0;
+    pgw_err err;
+    if (pgw_store_claim_notices(s, "A", time(NULL) + 2, got, 4, &n, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    return n;
+}
+
 /* A return tells the member the points came back, as an arrival at its
  * shop: the till gave them back, and a member who saw "-150" for the
  * redemption must see them return. Regression: a return queued nothing. */
@@ -1110,20 +1123,59 @@ static void test_a_return_is_told_as_an_arrival(void **state)
     assert_int_equal(
         spend_return(w, "return:redeem:D1/1", "redeem:D1", "D1", "S002", 60, t + 2, &cmd), PGW_OK);
     pgw_writer_stop(w);
-    pgw_store *s = NULL;
-    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
     pgw_notice got[4];
-    size_t n = 0;
-    pgw_err err;
-    if (pgw_store_claim_notices(s, "A", time(NULL) + 2, got, 4, &n, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    pgw_store_close(s);
+    size_t n = claim_all_notices(db, got);
     if (n != 2 || strcmp(got[1].kind, "points_arrived") != 0 || got[1].points != 60 ||
         got[1].balance != 110 || strcmp(got[1].shop, "S002") != 0)
         fail_msg("claimed %zu notices, the second %s of %lld (balance %lld) at %s: want the "
                  "redemption's, then an arrival of 60 at S002, balance 110",
                  n, n > 1 ? got[1].kind : "none", n > 1 ? (long long)got[1].points : 0,
                  n > 1 ? (long long)got[1].balance : 0, n > 1 ? got[1].shop : "");
+    assert_string_equal(got[0].kind, "redemption");
+}
+
+/* A return tells only the points the member can use: those given back to
+ * a lot past its expiry (the sweep takes them) are not "arrived", as a
+ * purchase posted after its expiry tells none. Regression: a return of 60,
+ * 10 of them into a lot expired since the redemption, told "+60", and one
+ * of 90 all into it told "+90" for points gone within a minute. */
+static void test_a_return_into_expired_lots_tells_only_the_rest(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer_options wo = {.db_url = db->url,
+                             .queue_cap = 16,
+                             .batch_max = 8,
+                             .policy = {.expiry = {PGW_EXPIRY_ROLLING, 1, 0}, .notify = true}};
+    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
+    pgw_writer *w = NULL;
+    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    /* Lot 1 (1 Nov 2025) expires on 2 Dec, lot 2 (20 Nov) on 21 Dec. */
+    assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 50, 50, 0, 1761969600), PGW_OK);
+    assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 50, 50, 0, 1763611200), PGW_OK);
+    pgw_command cmd;
+    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", 1764043200); /* 25 Nov: 100 of lot 1, 50 of 2 */
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
+    snprintf(cmd.member, sizeof(cmd.member), "M1");
+    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
+    cmd.points = 150;
+    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    const int64_t dec10 = 1765339200; /* lot 1 expired, not yet swept */
+    assert_int_equal(
+        spend_return(w, "return:redeem:D1/1", "redeem:D1", "D1", "S002", 60, dec10, &cmd), PGW_OK);
+    assert_int_equal(cmd.figures.unexpired, 100);
+    assert_int_equal(
+        spend_return(w, "return:redeem:D1/2", "redeem:D1", "D1", "S002", 90, dec10 + 1, &cmd),
+        PGW_OK);
+    pgw_writer_stop(w);
+    pgw_notice got[4];
+    size_t n = claim_all_notices(db, got);
+    if (n != 2 || strcmp(got[1].kind, "points_arrived") != 0 || got[1].points != 50 ||
+        got[1].balance != 100)
+        fail_msg("claimed %zu notices, the second %s of %lld (balance %lld): want the "
+                 "redemption's, then an arrival of the 50 of lot 2, balance 100, and none of "
+                 "the return into lot 1 alone",
+                 n, n > 1 ? got[1].kind : "none", n > 1 ? (long long)got[1].points : 0,
+                 n > 1 ? (long long)got[1].balance : 0);
     assert_string_equal(got[0].kind, "redemption");
 }
 
@@ -2587,6 +2639,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_return_is_told_as_an_arrival, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_return_into_expired_lots_tells_only_the_rest,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_catches_tampered_holds_and_refunds,
