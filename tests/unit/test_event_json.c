@@ -13,6 +13,7 @@
 
 #include "core/digest.h"
 #include "core/text.h"
+#include "core/utf8.h"
 #include "server/event_command.h"
 #include "server/event_json.h"
 #include "util/json_read.h"
@@ -982,6 +983,20 @@ static void test_qty_default_as_gateways_recorded_it(void **state)
     free(cmd);
 }
 
+/* A name from a query (the shop CSV route's ?channel) may be any bytes:
+ * its refusal is still a message an answer's JSON can carry. */
+static void test_channel_check_quotes_only_utf8(void **state)
+{
+    (void)state;
+    pgw_err err;
+    assert_int_equal(pgw_event_check_channel("pos", "channel", &err), PGW_OK);
+    assert_int_equal(pgw_event_check_channel("Pos", "channel", &err), PGW_EINVAL);
+    assert_string_equal(err.msg, "channel: \"Pos\" is not a channel name");
+    assert_int_equal(pgw_event_check_channel("p\xffs", "channel", &err), PGW_EINVAL);
+    assert_true(pgw_utf8_valid(err.msg));
+    assert_string_equal(err.msg, "channel: not UTF-8, so not a channel name");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1001,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_any_offset_of_one_instant_is_one_request),
         cmocka_unit_test(test_fingerprints_as_gateways_recorded_them),
         cmocka_unit_test(test_qty_default_as_gateways_recorded_it),
+        cmocka_unit_test(test_channel_check_quotes_only_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
