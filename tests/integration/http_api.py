@@ -3033,6 +3033,19 @@ def test_shop_csv_channel(s):
     status, doc, _ = s.request("POST", path, raw=bare, ctype="text/csv", key="s002")
     check(status == 200 and doc.get("accepted") == 1 and s.transfers() == before + 2,
           f"without ?channel the row is store's, a credit of its own: {status} {doc}")
+    # A refund row names its purchase under the file's channel: a pos sale
+    # (POS-1 above is store's too now, POS-2 only pos's) is found in a
+    # ?channel=pos file, and is no store purchase.
+    refund = f"POS-2R,refund,{RECON_DAY % (12, 0)},member_id:MPOS,2000,POS-2,"
+    back = "\r\n".join([head, refund, ""]).encode()
+    status, doc, _ = s.request("POST", path, raw=back, ctype="text/csv", key="s002")
+    check(status == 200 and [e.get("code") for e in doc.get("errors", [])] ==
+          ["original_not_found"], f"store's file finds no pos purchase: {status} {doc}")
+    both = back + f"POS-1R,refund,{RECON_DAY % (12, 0)},member_id:MPOS,4000,POS-1,\r\n".encode()
+    status, doc, _ = s.request("POST", path + "?channel=pos", raw=both, ctype="text/csv",
+                               key="s002")
+    check(status == 200 and doc.get("accepted") == 2,
+          f"a ?channel=pos file refunds the pos sales, the live one too: {status} {doc}")
 
 
 def test_shop_csv_times(s):
