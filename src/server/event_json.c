@@ -6,6 +6,7 @@
 #include "core/assertions.h"
 #include "core/civil.h"
 #include "core/text.h"
+#include "core/utf8.h"
 #include "store/store.h"
 #include "util/json_read.h"
 
@@ -40,6 +41,10 @@ static int check_printable(const char *s, const char *path, const char *key, pgw
  * part of an event's key: pgw_store_event_key). */
 int pgw_event_check_channel(const char *s, const char *name, pgw_err *err)
 {
+    /* A query's value, decoded, may be any bytes: quoted, they would make
+     * the refusal no JSON (an event's channel is UTF-8 already). */
+    if (!pgw_utf8_valid(s))
+        return pgw_err_set(err, PGW_EINVAL, "%s: not UTF-8, so not a channel name", name);
     if (!pgw_store_channel_name_ok(s))
         return pgw_err_set(err, PGW_EINVAL, "%s: \"%s\" is not a channel name", name, s);
     return PGW_OK;

@@ -65,7 +65,8 @@ int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc
  * PGW_OK when `s` may be an event's channel: 1..PGW_ID_MAX of [a-z0-9_],
  * none of the words the gateway's own keys start with
  * (pgw_store_channel_name_ok); else PGW_EINVAL naming it as `name`
- * ("$.channel"). Whatever else keys rows under a channel checks it so.
+ * ("$.channel"), quoting `s` only when it is UTF-8 (any bytes may come:
+ * a query's value). Whatever else keys rows under a channel checks it so.
  */
 int pgw_event_check_channel(const char *s, const char *name, pgw_err *err);
 

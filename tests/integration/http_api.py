@@ -3002,7 +3002,10 @@ def test_shop_csv_channel(s):
     for query, key, code in (("?channel=Pos", "s002", 400), ("?channel=hold", "s002", 400),
                              ("?channel=" + "p" * 33, "s002", 400), ("?channel=", "s002", 400),
                              ("?channel", "s002", 400), ("?channel=pos", "s001", 403),
-                             ("?channel=wechat_mp", "mp", 403)):
+                             ("?channel=wechat_mp", "mp", 403),
+                             # Decoded, a query's bytes need not be UTF-8: the
+                             # refusal that quotes them was no JSON (503, no body).
+                             ("?channel=p%FFs", "s002", 400)):
         status, doc, _ = s.request("POST", path + query, raw=body, ctype="text/csv", key=key)
         want = "invalid_request" if code == 400 else "forbidden"
         check(status == code and error_code(doc) == want, f"{key} {query}: {status} {doc}")
