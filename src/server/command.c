@@ -2797,6 +2797,18 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     cmd->rc = rc;
 }
 
+/* A return's key names its spend: return:<original>/<id>, the id not
+ * empty and without '/' (the API's, api.c handle_return). verify finds a
+ * spend's returns by it (store.c). */
+static bool names_its_spend(const pgw_command *cmd)
+{
+    const char *rest = cmd->key + strlen("return:");
+    size_t n = strlen(cmd->original);
+    return strncmp(cmd->key, "return:", strlen("return:")) == 0 &&
+           strncmp(rest, cmd->original, n) == 0 && rest[n] == '/' && rest[n + 1] != '\0' &&
+           strchr(rest + n + 1, '/') == NULL;
+}
+
 int pgw_command_check(const pgw_command *cmd, pgw_err *err)
 {
     if (cmd->done == NULL)
@@ -2926,12 +2938,15 @@ int pgw_command_check(const pgw_command *cmd, pgw_err *err)
                    ? PGW_OK
                    : pgw_err_set(err, PGW_EINVAL, "a prune names the moment it runs at");
     case PGW_COMMAND_RETURN:
-        return filled(cmd->hold_id, sizeof(cmd->hold_id)) &&
-                       filled(cmd->original, sizeof(cmd->original)) && cmd->points >= 1 &&
-                       cmd->points <= PGW_POINTS_MAX
+        if (!filled(cmd->hold_id, sizeof(cmd->hold_id)) ||
+            !filled(cmd->original, sizeof(cmd->original)) || cmd->points < 1 ||
+            cmd->points > PGW_POINTS_MAX)
+            return pgw_err_set(err, PGW_EINVAL, "a return names its spend and 1..%lld points",
+                               (long long)PGW_POINTS_MAX);
+        return names_its_spend(cmd)
                    ? PGW_OK
-                   : pgw_err_set(err, PGW_EINVAL, "a return names its spend and 1..%lld points",
-                                 (long long)PGW_POINTS_MAX);
+                   : pgw_err_set(err, PGW_EINVAL, "a return's key is return:%s/<its id>, not %s",
+                                 cmd->original, cmd->key);
     case PGW_COMMAND_CAPTURE:
     case PGW_COMMAND_VOID:
     case PGW_COMMAND_EXPIRE_HOLD:

@@ -190,7 +190,8 @@ typedef enum pgw_command_kind {
      * first. One limited to a shop (`shop` set) finds no other shop's
      * spend: PGW_ENOTFOUND, as for an unknown one; PGW_EEXCEEDS beyond
      * what the spend has left to give back (spends made before schema 37
-     * have nothing).
+     * have nothing). Its key is return:<original>/<its id>, the id
+     * without '/' (PGW_EINVAL else): verify finds a spend's returns by it.
      */
     PGW_COMMAND_RETURN,
 } pgw_command_kind;

@@ -219,10 +219,11 @@ static int op_return(run *r, int *expected)
     if (r->n_spends == 0)
         return *expected = PGW_OK;
     pgw_command cmd;
-    char key[24];
-    new_ref(r, key, 'T');
-    keyed(&cmd, PGW_COMMAND_RETURN, key, r->now);
+    char id[24], key[64];
+    new_ref(r, id, 'T');
     int64_t i = pick(r, 0, (int64_t)r->n_spends - 1);
+    snprintf(key, sizeof(key), "return:%s/%s", r->spends[i][0], id); /* verify reads it */
+    keyed(&cmd, PGW_COMMAND_RETURN, key, r->now);
     snprintf(cmd.original, sizeof(cmd.original), "%s", r->spends[i][0]);
     snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", r->spends[i][0]);
     cmd.points = pick(r, 1, 250);
