@@ -3326,6 +3326,36 @@ static const char *const INVARIANTS[] = {
     " FROM earns e JOIN s ON s.r = 'earn:' || e.first_transfer"
     " WHERE s.f > e.refunded_fen OR s.w > e.written_off"
     "  OR (s.f = e.refunded_fen AND s.unknown = 0 AND s.w <> e.written_off) LIMIT 1",
+    /* What each spend took of its lots and has not had back (schema 37,
+     * spent_lots): its REDEEM transfer's points less what its returns
+     * gave back, no lot below 0, each lot its member's or, moved by a
+     * merge, its survivor's (members.merged_into names the last one). A
+     * return's key is return:<spend>/<id>, the id without '/' (command.c
+     * check): rtrim keeps the key up to its last '/'. A spend made before
+     * schema 37 has no rows, nor a return (refused: nothing recorded to
+     * give back): a spend with returns and no row lost its rows. */
+    "WITH x AS (SELECT s.spend, s.points kept, 0 back, t.points spent, m.id member,"
+    "  CASE WHEN l.member = m.id OR l.member = m.merged_into THEN NULL ELSE s.lot END stray"
+    "  FROM spent_lots s LEFT JOIN idempotency i ON i.key = s.spend"
+    "  LEFT JOIN transfers t ON t.id = i.first_transfer AND t.kind = 3"
+    "  LEFT JOIN members m ON m.id = substr(t.debit, 8) LEFT JOIN lots l ON l.id = s.lot"
+    "  UNION ALL SELECT substr(i.k, 8, length(i.k) - 8), NULL, t.points, NULL, NULL, NULL"
+    "  FROM (SELECT rtrim(key, replace(key, '/', '')) k, first_transfer FROM idempotency"
+    "   WHERE substr(key, 1, 7) = 'return:') i"
+    "  JOIN transfers t ON t.id = i.first_transfer AND t.kind = 3),"
+    " g AS (SELECT spend, COUNT(kept) n, COALESCE(SUM(kept), 0) kept, MIN(kept) low,"
+    "  SUM(back) back, COALESCE(MAX(spent), 0) spent, MAX(member) member, MIN(stray) stray"
+    "  FROM x GROUP BY spend)"
+    " SELECT CASE WHEN g.n = 0 THEN format('spend %s: its returns gave back %s points,"
+    " but it records no lot it took', g.spend, g.back)"
+    "  WHEN g.low < 0 THEN format('spend %s: keeps %s points of a lot, below 0', g.spend, g.low)"
+    "  WHEN g.kept <> g.spent - g.back THEN"
+    "  format('spend %s: its lots keep %s points, but it spent %s and its returns gave back %s',"
+    "  g.spend, g.kept, g.spent, g.back)"
+    "  ELSE format('spend %s: took lot %s, which is member %s''s, not %s''s nor its survivor''s',"
+    "  g.spend, g.stray, l.member, g.member) END"
+    " FROM g LEFT JOIN lots l ON l.id = g.stray"
+    " WHERE g.n = 0 OR g.low < 0 OR g.kept <> g.spent - g.back OR g.stray IS NOT NULL LIMIT 1",
 };
 
 static int verify_invariants(pgw_store *s, pgw_verify_report *r, pgw_err *err)

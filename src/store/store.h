@@ -263,7 +263,12 @@ struct pgw_verify_report {
  * they wrote off (and refunded) is within their earn's, per earn for the
  * refunds its REVERSAL transfers name and in all, and equal to it when
  * those keys are all its refunds and all say it (report->refunds counts
- * the keys). On the chain's walk, no transfer after a close's chain head
+ * the keys); what each spend (a redemption's or capture's key) took of
+ * each lot and has not had back (spent_lots) is its REDEEM transfer's
+ * points less its returns' (their keys return:<spend>/<id>), none below
+ * 0, each lot its member's or that member's survivor's; a spend with no
+ * rows (made before schema 37) is not checked unless it has returns. On
+ * the chain's walk, no transfer after a close's chain head
  * is dated before that close (pgw_store_close_period): a period closed
  * stayed closed. Last, on SQLite, the file's own
  * structure (SQLite's quick_check), tables the checks above do not read

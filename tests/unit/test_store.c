@@ -2514,6 +2514,180 @@ static void test_schema_25_counts_what_earns_lost_to_expiry(void **state)
     pgw_store_close(s);
 }
 
+/* ---- spends' lots against the log ---------------------------------------------------- */
+
+/* A command through writer `w` that must work; its key also its fingerprint. */
+static void spend_cmd(pgw_writer *w, pgw_command *cmd, pgw_command_kind kind, const char *key,
+                      int64_t at)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->kind = kind;
+    snprintf(cmd->key, sizeof(cmd->key), "%s", key);
+    for (size_t i = 0; key[i] != '\0' && i < PGW_HASH_LEN; i++)
+        cmd->fingerprint[i] = (uint8_t)key[i];
+    strcpy(cmd->channel, "store");
+    cmd->at = at;
+}
+
+static void spend_run(pgw_writer *w, pgw_command *cmd)
+{
+    pgw_err err;
+    if (pgw_writer_run(w, cmd, &err) != PGW_OK)
+        fail_msg("%s: %s", cmd->key, err.msg);
+}
+
+static void spend_earn(pgw_writer *w, const char *key, const char *member, int64_t points,
+                       int64_t at)
+{
+    pgw_command cmd;
+    spend_cmd(w, &cmd, PGW_COMMAND_EARN, key, at);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    strcpy(cmd.shop, "S001");
+    cmd.amount_fen = 1000;
+    cmd.n_lines = 1;
+    cmd.lines[0] = (pgw_earn_line){"shop:S001:issued", "format:retail", points};
+    spend_run(w, &cmd);
+}
+
+/* Redemption (hold NULL) or hold `id` of `member`'s `points` at S002. */
+static void spend_take(pgw_writer *w, const char *hold, const char *id, const char *member,
+                       int64_t points, int64_t at)
+{
+    pgw_command cmd;
+    char key[64];
+    snprintf(key, sizeof(key), "%s:%s", hold ? "hold" : "redeem", id);
+    spend_cmd(w, &cmd, hold ? PGW_COMMAND_HOLD : PGW_COMMAND_REDEEM, key, at);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    strcpy(cmd.shop, "S002");
+    cmd.points = points;
+    cmd.deadline = at + 3600;
+    spend_run(w, &cmd);
+}
+
+/* Gives back `points` of spend `spend` (redeem:<id>, capture:<id>) as its return `rid`. */
+static void spend_give_back(pgw_writer *w, const char *spend, const char *rid, int64_t points,
+                            int64_t at)
+{
+    pgw_command cmd;
+    char key[96];
+    snprintf(key, sizeof(key), "return:%s/%s", spend, rid);
+    spend_cmd(w, &cmd, PGW_COMMAND_RETURN, key, at);
+    snprintf(cmd.original, sizeof(cmd.original), "%s", spend);
+    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", strchr(spend, ':') + 1);
+    cmd.points = points;
+    spend_run(w, &cmd);
+}
+
+static void spend_bind_card(pgw_writer *w, const char *member, const char *card, int64_t at)
+{
+    pgw_command cmd;
+    char key[64];
+    snprintf(key, sizeof(key), "bind:%s:%s", member, card);
+    spend_cmd(w, &cmd, PGW_COMMAND_BIND, key, at);
+    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
+    cmd.by_identity = true;
+    cmd.who.kind = PGW_ID_CARD;
+    strcpy(cmd.who.scope, "S004");
+    snprintf(cmd.who.lookup, sizeof(cmd.who.lookup), "%s", card);
+    spend_run(w, &cmd);
+}
+
+/* verify's verdict: "" when it passed, else its problem (a static buffer). */
+static const char *verified(const db_fixture *f)
+{
+    static pgw_verify_report r;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    if (pgw_store_verify(s, &r, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    return r.ok ? "" : r.problem;
+}
+
+/* Tampers with the database by `sql`, expects verify to say `said`, then undoes it by `undo`. */
+static void expect_caught(const db_fixture *f, const char *sql, const char *said, const char *undo)
+{
+    raw_sql(f, sql);
+    const char *problem = verified(f);
+    if (strstr(problem, said) == NULL)
+        fail_msg("after %s: verify said \"%s\", not \"%s\"", sql, problem, said);
+    raw_sql(f, undo);
+    if (*verified(f) != '\0')
+        fail_msg("after %s: %s", undo, verified(f));
+}
+
+/*
+ * Schema 37's spent_lots (what each redemption and capture took of each
+ * lot and has not had back) against the log: per spend, its rows keep its
+ * REDEEM transfer's points less what its returns gave back, none below 0,
+ * each of a lot of the spend's member or of the member it was merged into.
+ * A spend without rows (made before schema 37) is not one of them.
+ */
+static void test_verify_checks_what_spends_took(void **state)
+{
+    const db_fixture *f = *state;
+    pgw_writer *w = purchase_writer(f);
+    const int64_t t = 1795486500;
+    spend_earn(w, "store:S001:P1", "M1", 50, t);
+    spend_earn(w, "store:S001:P2", "M1", 50, t + 1);
+    spend_earn(w, "store:S001:P3", "M1", 100, t + 2);
+    spend_earn(w, "store:S001:P4", "M2", 100, t + 3);
+    spend_earn(w, "store:S001:P5", "M3", 30, t + 4);
+    spend_take(w, NULL, "D1", "M1", 150, t + 10); /* 50, 50, 50 of the three lots */
+    spend_take(w, "hold", "H1", "M2", 60, t + 11);
+    pgw_command cmd;
+    spend_cmd(w, &cmd, PGW_COMMAND_CAPTURE, "capture:H1", t + 12);
+    strcpy(cmd.hold_id, "H1");
+    cmd.points = 40;
+    spend_run(w, &cmd);
+    spend_give_back(w, "redeem:D1", "1", 60, t + 13); /* lot 3 whole again, 10 of lot 2 */
+    spend_give_back(w, "capture:H1", "1", 15, t + 14);
+    spend_bind_card(w, "M1", "C1", t + 15);
+    spend_bind_card(w, "M3", "C1", t + 16); /* M1 merged into M3: its lots are M3's */
+    spend_give_back(w, "redeem:D1", "2", 20, t + 17);
+    spend_take(w, NULL, "D2", "M3", 10, t + 18);
+    spend_take(w, NULL, "D3", "M2", 5, t + 19);
+    pgw_writer_stop(w);
+    assert_int_equal(raw_int(f, "SELECT SUM(points) FROM spent_lots WHERE spend = 'redeem:D1'"),
+                     70);
+    assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM lots WHERE member = 'M3'"), 4);
+    if (*verified(f) != '\0')
+        fail_msg("%s", verified(f));
+    /* A spend made before schema 37 recorded no lot: nothing to check. */
+    raw_sql(f, "DELETE FROM spent_lots WHERE spend = 'redeem:D3'");
+    if (*verified(f) != '\0')
+        fail_msg("a spend made before schema 37: %s", verified(f));
+    expect_caught(f, "UPDATE spent_lots SET points = 45 WHERE spend = 'redeem:D1' AND lot = 1",
+                  "spend redeem:D1: its lots keep 65 points, but it spent 150 and its returns "
+                  "gave back 80",
+                  "UPDATE spent_lots SET points = 50 WHERE spend = 'redeem:D1' AND lot = 1");
+    expect_caught(f, "DELETE FROM spent_lots WHERE spend = 'redeem:D1' AND lot = 2",
+                  "spend redeem:D1: its lots keep 50 points, but it spent 150 and its returns "
+                  "gave back 80",
+                  "INSERT INTO spent_lots (spend, lot, points) VALUES ('redeem:D1', 2, 20)");
+    /* Its one row gone, a spend given back in part is no spend made before schema 37. */
+    expect_caught(f, "DELETE FROM spent_lots WHERE spend = 'capture:H1'",
+                  "spend capture:H1: its returns gave back 15 points, but it records no lot",
+                  "INSERT INTO spent_lots (spend, lot, points) VALUES ('capture:H1', 4, 25)");
+    char undo[128];
+    snprintf(undo, sizeof(undo), "UPDATE spent_lots SET lot = %lld WHERE spend = 'redeem:D2'",
+             (long long)raw_int(f, "SELECT lot FROM spent_lots WHERE spend = 'redeem:D2'"));
+    expect_caught(f, "UPDATE spent_lots SET lot = 4 WHERE spend = 'redeem:D2'",
+                  "spend redeem:D2: took lot 4, which is member M2's, not M3's", undo);
+    /* Below 0, the CHECK aside (as a file edited by hand may have it). */
+    expect_caught(f,
+                  f->pg ? "ALTER TABLE spent_lots DROP CONSTRAINT spent_lots_points_check;"
+                          "UPDATE spent_lots SET points = -5 WHERE spend = 'redeem:D1' AND lot = 1;"
+                          "UPDATE spent_lots SET points = 75 WHERE spend = 'redeem:D1' AND lot = 2"
+                        : "PRAGMA ignore_check_constraints = 1;"
+                          "UPDATE spent_lots SET points = -5 WHERE spend = 'redeem:D1' AND lot = 1;"
+                          "UPDATE spent_lots SET points = 75 WHERE spend = 'redeem:D1' AND lot = 2",
+                  "spend redeem:D1: keeps -5 points of a lot",
+                  "UPDATE spent_lots SET points = 50 WHERE spend = 'redeem:D1' AND lot = 1;"
+                  "UPDATE spent_lots SET points = 20 WHERE spend = 'redeem:D1' AND lot = 2");
+}
+
 /* pgw_store_expiries' answer for everything, with its one expiry's lot
  * and count in *lot and *before when PGW_OK. */
 static int read_expiries(pgw_store *s, int64_t *lot, int64_t *before, pgw_err *err)
@@ -3474,6 +3648,17 @@ static void test_verify_is_linear_in_the_log(void **state)
         assert_int_equal(expired.lots, N / 2);
         pgw_writer_stop(w);
         purchases_by_members(f, round * N + N / 2, round * N + N, later + round);
+        /* Those redeem part of their points and get part back (spent_lots). */
+        w = purchase_writer(f);
+        for (int i = round * N + N / 2; i < round * N + N; i++) {
+            char id[16], member[16], spend[24];
+            snprintf(id, sizeof(id), "D%d", i);
+            snprintf(member, sizeof(member), "M%d", i);
+            snprintf(spend, sizeof(spend), "redeem:D%d", i);
+            spend_take(w, NULL, id, member, 4, later + round + N);
+            spend_give_back(w, spend, "1", 1, later + round + N);
+        }
+        pgw_writer_stop(w);
         pgw_store *s = open_store(f);
         pgw_verify_report r;
         assert_int_equal(pgw_store_verify(s, &r, &err), PGW_OK);
@@ -3711,6 +3896,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_25_counts_what_earns_lost_to_expiry,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_checks_what_spends_took, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_append_refused_by_the_database_is_storage,
