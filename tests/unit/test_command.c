@@ -1057,6 +1057,13 @@ static void test_returns_go_back_to_their_lots(void **state)
     assert_int_equal(figure(&cmd.err, "left"), 90);
     assert_int_equal(figure(&cmd.err, "asked"), 91);
     assert_int_equal(figure(&cmd.err, "points"), 150);
+    /* Its key names its spend (verify finds a spend's returns by it). */
+    assert_int_equal(spend_return(w, "return:redeem:D2/1", "redeem:D1", "D1", "", 1, t + 4, &cmd),
+                     PGW_EINVAL);
+    assert_int_equal(spend_return(w, "return:redeem:D1/", "redeem:D1", "D1", "", 1, t + 4, &cmd),
+                     PGW_EINVAL);
+    assert_int_equal(spend_return(w, "return:redeem:D1/a/b", "redeem:D1", "D1", "", 1, t + 4, &cmd),
+                     PGW_EINVAL);
     /* M2 asks one point more than its 100: the refusal says both. */
     assert_int_equal(earn_simple(w, "store:S001:P3", "M2", 50, 50, 10000, t + 5), PGW_OK);
     keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D3", t + 6);
