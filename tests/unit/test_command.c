@@ -493,18 +493,31 @@ static void test_store_matches_the_reference_ledger(void **state)
 
 /* ---- scenarios: the rules at their edges ------------------------------------- */
 
-static pgw_writer *start_with(const db_fixture *db, bool allow_negative, pgw_expiry expiry)
+static pgw_writer *start_policy(const db_fixture *db, bool allow_negative, pgw_expiry expiry,
+                                bool notify)
 {
-    pgw_writer_options wo = {.db_url = db->url,
-                             .queue_cap = 64,
-                             .batch_max = 16,
-                             .policy = {.expiry = expiry, .allow_negative = allow_negative}};
+    pgw_writer_options wo = {
+        .db_url = db->url,
+        .queue_cap = 64,
+        .batch_max = 16,
+        .policy = {.expiry = expiry, .allow_negative = allow_negative, .notify = notify}};
     assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
     pgw_writer *w = NULL;
     pgw_err err;
     if (pgw_writer_start(&wo, &w, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     return w;
+}
+
+static pgw_writer *start_with(const db_fixture *db, bool allow_negative, pgw_expiry expiry)
+{
+    return start_policy(db, allow_negative, expiry, false);
+}
+
+/* Notices queued as the commands commit, none coalesced. */
+static pgw_writer *start_notifying(const db_fixture *db, pgw_expiry expiry)
+{
+    return start_policy(db, false, expiry, true);
 }
 
 static pgw_writer *start_plain(const db_fixture *db, bool allow_negative)
@@ -516,6 +529,21 @@ static int run_cmd(pgw_writer *w, pgw_command *cmd)
 {
     pgw_err err;
     return pgw_writer_run(w, cmd, &err);
+}
+
+/* Redeems `points` of `member` at `at` at shop S002, as redemption `id`
+ * (key redeem:<id>); `cmd` has the answer. */
+static int redeem_points(pgw_writer *w, const char *id, const char *member, int64_t points,
+                         int64_t at, pgw_command *cmd)
+{
+    char key[PGW_IDEM_KEY_MAX + 1];
+    snprintf(key, sizeof(key), "redeem:%s", id);
+    keyed(cmd, PGW_COMMAND_REDEEM, key, at);
+    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    snprintf(cmd->member, sizeof(cmd->member), "%s", member);
+    snprintf(cmd->shop, sizeof(cmd->shop), "S002");
+    cmd->points = points;
+    return run_cmd(w, cmd);
 }
 
 static int earn_simple(pgw_writer *w, const char *key, const char *member, int64_t shop_points,
@@ -921,12 +949,7 @@ static void test_due_holds_release_by_deadline_then_id(void **state)
         assert_int_equal(
             pgw_ledger_hold(ref, "S002:H10", "M1", "S002", 100, later + 600, later, NULL), PGW_OK);
         pgw_command cmd;
-        keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", later + 1);
-        snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
-        snprintf(cmd.member, sizeof(cmd.member), "M1");
-        snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-        cmd.points = 100;
-        assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+        assert_int_equal(redeem_points(w, "D1", "M1", 100, later + 1, &cmd), PGW_OK);
         assert_int_equal(pgw_ledger_redeem(ref, "D1", "M1", "S002", 100, later + 1, NULL), PGW_OK);
         assert_int_equal(refund(w, "store:S001:R3", purchases[2], 10000, later + 2, &cmd), PGW_OK);
         assert_int_equal(pgw_ledger_refund(ref, purchases[2], "R3", 10000, later + 2, NULL),
@@ -1029,12 +1052,7 @@ static void test_returns_go_back_to_their_lots(void **state)
     assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 50, 50, 0, t), PGW_OK);
     assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 50, 50, 0, t + 1), PGW_OK);
     pgw_command cmd;
-    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", t + 2);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
-    snprintf(cmd.member, sizeof(cmd.member), "M1");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = 150;
-    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_int_equal(redeem_points(w, "D1", "M1", 150, t + 2, &cmd), PGW_OK);
     assert_lot_left(db, 1, 0);
     assert_lot_left(db, 2, 50);
     assert_int_equal(
@@ -1066,22 +1084,12 @@ static void test_returns_go_back_to_their_lots(void **state)
                      PGW_EINVAL);
     /* M2 asks one point more than its 100: the refusal says both. */
     assert_int_equal(earn_simple(w, "store:S001:P3", "M2", 50, 50, 10000, t + 5), PGW_OK);
-    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D3", t + 6);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D3");
-    snprintf(cmd.member, sizeof(cmd.member), "M2");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = 101;
-    assert_int_equal(run_cmd(w, &cmd), PGW_EINSUFFICIENT);
+    assert_int_equal(redeem_points(w, "D3", "M2", 101, t + 6, &cmd), PGW_EINSUFFICIENT);
     assert_string_equal(cmd.err.member_id, "M2");
     assert_int_equal(figure(&cmd.err, "available"), 100);
     assert_int_equal(figure(&cmd.err, "asked"), 101);
     /* M2 spends its 100, then a refund of the purchase leaves it owing 100. */
-    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D2", t + 6);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D2");
-    snprintf(cmd.member, sizeof(cmd.member), "M2");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = 100;
-    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_int_equal(redeem_points(w, "D2", "M2", 100, t + 6, &cmd), PGW_OK);
     assert_int_equal(refund(w, "store:S001:R3", "store:S001:P3", 10000, t + 7, &cmd), PGW_OK);
     assert_int_equal(cmd.figures.debt, 100);
     assert_int_equal(
@@ -1112,22 +1120,11 @@ static size_t claim_all_notices(const db_fixture *db, pgw_notice got[4])
 static void test_a_return_is_told_as_an_arrival(void **state)
 {
     const db_fixture *db = *state;
-    pgw_writer_options wo = {.db_url = db->url,
-                             .queue_cap = 16,
-                             .batch_max = 8,
-                             .policy = {.expiry = {PGW_EXPIRY_NEVER, 0, 0}, .notify = true}};
-    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
-    pgw_writer *w = NULL;
-    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    pgw_writer *w = start_notifying(db, (pgw_expiry){PGW_EXPIRY_NEVER, 0, 0});
     const int64_t t = 1795486500;
     assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 100, 100, 0, t), PGW_OK);
     pgw_command cmd;
-    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", t + 1);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
-    snprintf(cmd.member, sizeof(cmd.member), "M1");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = 150;
-    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_int_equal(redeem_points(w, "D1", "M1", 150, t + 1, &cmd), PGW_OK);
     assert_int_equal(
         spend_return(w, "return:redeem:D1/1", "redeem:D1", "D1", "S002", 60, t + 2, &cmd), PGW_OK);
     pgw_writer_stop(w);
@@ -1150,23 +1147,13 @@ static void test_a_return_is_told_as_an_arrival(void **state)
 static void test_a_return_into_expired_lots_tells_only_the_rest(void **state)
 {
     const db_fixture *db = *state;
-    pgw_writer_options wo = {.db_url = db->url,
-                             .queue_cap = 16,
-                             .batch_max = 8,
-                             .policy = {.expiry = {PGW_EXPIRY_ROLLING, 1, 0}, .notify = true}};
-    assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
-    pgw_writer *w = NULL;
-    assert_int_equal(pgw_writer_start(&wo, &w, NULL), PGW_OK);
+    pgw_writer *w = start_notifying(db, (pgw_expiry){PGW_EXPIRY_ROLLING, 1, 0});
     /* Lot 1 (1 Nov 2025) expires on 2 Dec, lot 2 (20 Nov) on 21 Dec. */
     assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 50, 50, 0, 1761969600), PGW_OK);
     assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 50, 50, 0, 1763611200), PGW_OK);
     pgw_command cmd;
-    keyed(&cmd, PGW_COMMAND_REDEEM, "redeem:D1", 1764043200); /* 25 Nov: 100 of lot 1, 50 of 2 */
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "D1");
-    snprintf(cmd.member, sizeof(cmd.member), "M1");
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = 150;
-    assert_int_equal(run_cmd(w, &cmd), PGW_OK);
+    assert_int_equal(redeem_points(w, "D1", "M1", 150, 1764043200, &cmd),
+                     PGW_OK);         /* 25 Nov: 100 of lot 1, 50 of 2 */
     const int64_t dec10 = 1765339200; /* lot 1 expired, not yet swept */
     assert_int_equal(
         spend_return(w, "return:redeem:D1/1", "redeem:D1", "D1", "S002", 60, dec10, &cmd), PGW_OK);
@@ -1866,19 +1853,6 @@ static void test_refunds_of_a_purchase_that_earned_nothing(void **state)
     pgw_store_close(s);
 }
 
-/* Redeems `points` of `member` at `at` (shop S002). */
-static int redeem_points(pgw_writer *w, const char *id, const char *member, int64_t points,
-                         int64_t at)
-{
-    pgw_command cmd;
-    keyed(&cmd, PGW_COMMAND_REDEEM, id, at);
-    snprintf(cmd.hold_id, sizeof(cmd.hold_id), "%s", id);
-    snprintf(cmd.member, sizeof(cmd.member), "%s", member);
-    snprintf(cmd.shop, sizeof(cmd.shop), "S002");
-    cmd.points = points;
-    return run_cmd(w, &cmd);
-}
-
 /* Refund event `ev` (store:S001:EV<n>, numbered from 1) of `member`'s `original`. */
 static void refund_event(event_run *er, const char *member, const char *original, int64_t fen,
                          const char *when)
@@ -1909,12 +1883,13 @@ static void refunds_written_off(const db_fixture *db)
     event_run_writer(db, &er, NULL);
     const int64_t t = 1795486500; /* 2026-11-24T10:15:00+08:00 */
     pgw_writer *w = er.writer;
+    pgw_command cmd;
     assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
     assert_int_equal(earn_simple(w, "store:S001:P2", "M2", 60, 40, 10000, t), PGW_OK);
-    assert_int_equal(redeem_points(w, "S002:D2", "M2", 60, t + 1), PGW_OK);
+    assert_int_equal(redeem_points(w, "S002:D2", "M2", 60, t + 1, &cmd), PGW_OK);
     assert_int_equal(earn_simple(w, "store:S001:P3", "M2", 499, 1, 50000, t + 20 * DAY), PGW_OK);
     assert_int_equal(earn_simple(w, "store:S001:P4", "M3", 60, 40, 10000, t + 30 * DAY), PGW_OK);
-    assert_int_equal(redeem_points(w, "S002:D4", "M3", 70, t + 30 * DAY + 1), PGW_OK);
+    assert_int_equal(redeem_points(w, "S002:D4", "M3", 70, t + 30 * DAY + 1, &cmd), PGW_OK);
     pgw_expire_report report;
     assert_int_equal(pgw_expire_due(w, db->url, t + 40 * DAY, NULL, NULL, NULL, &report, NULL),
                      PGW_OK);
