@@ -2376,6 +2376,45 @@ static void test_a_full_disk_failing_the_mark_and_the_record_costs_no_attempt(vo
 }
 
 /*
+ * A record kept to retry (its disk full) whose claim another instance
+ * took meanwhile (here: claimed by another owner, its lease since run
+ * out): the retry finds it not ours and lets it go, neither written over
+ * the other's claim nor kept for ever; the lapsed sweep, which waited
+ * while the record was kept, takes it back, counted, and it goes again
+ * (the subscribe unit used: refused, skipped). A retry that kept a claim
+ * not ours would hold the courier, and the sweep, for good.
+ */
+static void test_a_kept_record_another_instance_took_is_let_go(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    open_subscriber(f, &r, 2, true);
+    fail_records_on_a_full_disk(f);
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    bool failed = wait_line(log, "kept to retry");
+    stderr_back(saved);
+    assert_int_equal(db_fixture_exec(f, "UPDATE notices SET claimed_by = 'elsewhere:1:0/0',"
+                                        " lease_until = 1 WHERE member = 'M1'"),
+                     PGW_OK);
+    let_notices_be(f, "refuse_record");
+    if (!failed)
+        fail_msg("a record on a full disk: stderr does not say it is kept to retry");
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    char to[256];
+    delivered_to(to, sizeof(to));
+    if (strcmp(nt.state, "sent") == 0 || nt.attempts != 2 || strcmp(to, "oMpAlpha,") != 0)
+        fail_msg("a kept record whose claim another took: notice %s after %lld attempts (%s), "
+                 "WeChat delivered to \"%s\": want it taken back by the sweep and tried again "
+                 "(2 attempts), not recorded sent over the other's claim",
+                 nt.state, (long long)nt.attempts, nt.last_error, to);
+    rig_free_wx(&r, wx);
+}
+
+/*
  * The database's name leaves last_error where the name stands, and only
  * there: a name that is also part of a word of the message (a relative
  * path, `sqlite:data`, and SQLite's "database is locked") leaves the word
@@ -3841,6 +3880,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_full_disk_failing_the_mark_and_the_record_costs_no_attempt, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_kept_record_another_instance_took_is_let_go, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_on_a_full_disk_costs_no_attempt, setup,
