@@ -1846,6 +1846,8 @@ static void *courier_main(void *arg)
                 tell(n, &n->sweep_said, c->index, "outbox, lapsed claims", NULL);
             else
                 tell(n, &n->sweep_said, c->index, "outbox, lapsed claims", &err);
+        }
+        if (first) {
             /* Records and renewals come with notices only: one that got
              * through in its failure's minute says so when it is over. */
             tell_later(n, &n->record_said, "recording notices");

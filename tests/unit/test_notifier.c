@@ -2881,6 +2881,40 @@ static void test_a_provider_back_in_a_quiet_minute_is_told_with_its_count(void *
 }
 
 /*
+ * The same, M4's record then failing on a full disk (kept to retry, the
+ * courier holding it): the minute over, the provider is still said to
+ * work again. Holding a record stops the lapsed sweep only. Regression:
+ * the first courier's tell_later calls sat under the sweep's condition,
+ * and no "works again" of a provider, a record or a renewal was said
+ * while a courier held a record (a full disk for hours, an instance's
+ * log saying sms failed all along).
+ */
+static void test_a_provider_back_is_told_while_a_record_is_kept(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    char log[128];
+    int saved;
+    size_t dead = three_dead_by_auth(f, &r, log, sizeof(log), &saved);
+    bool told = wait_line(log, "AuthFailure.SignatureFailure");
+    refuse_notices(f, "refuse_record",
+                   "OLD.state = 'sending' AND NEW.state <> 'sending' AND NEW.member = 'M4'",
+                   "record", DISK_FULL);
+    member_with_notice(r.store, r.vault, "M4", "13800138004");
+    bool kept = wait_line(log, "kept to retry");
+    atomic_store(&mono_ahead, PGW_LOG_EVERY_S); /* the minute over; no send after */
+    bool works = wait_line(log, "pointsgw: sms works again");
+    let_notices_be(f, "refuse_record");
+    rig_free(&r);
+    stderr_back(saved);
+    if (dead != 3 || !told || !kept || !works)
+        fail_msg("%zu of 3 notices dead (%s), then M4 sent, its record %s: \"sms works again\" "
+                 "%s a minute on: want it said",
+                 dead, told ? "told" : "not told", kept ? "kept to retry" : "not kept",
+                 works ? "said" : "not said");
+}
+
+/*
  * WeChat's errmsg may end in a request's id, the older " hint: [...]" or
  * the newer " rid: ...": three notices given up on the mini program by
  * the same 40037, each with its own id, are one cause on stderr, one line
@@ -3901,6 +3935,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_provider_back_in_a_quiet_minute_is_told_with_its_count, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_provider_back_is_told_while_a_record_is_kept, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_wechat_request_ids_are_one_cause_on_stderr, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_works_again_is_never_written_after_a_later_failure,
