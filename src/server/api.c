@@ -307,8 +307,9 @@ struct pgw_api {
     bool links_closed;
     size_t body_max, inflight_max, inflight;
     /* Bytes reserved for request bodies (pgw_api_body_reserve), at most
-     * bodies_max: the service thread's. */
-    size_t bodies_max, bodies_held;
+     * bodies_max, of which those of bodies without a key of ours at most
+     * a quarter: the service thread's. */
+    size_t bodies_max, bodies_held, keyless_held;
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
     pgw_job *free_jobs;
@@ -581,19 +582,26 @@ _Static_assert(CSV_ROWS_MAX == 10000, "the 413's advice says so");
 
 _Static_assert(PGW_CSV_BATCH_BODY_MAX <= PGW_HTTP_BODIES_MIN, "the total holds a batch's body");
 
-bool pgw_api_body_reserve(pgw_api *api, size_t n)
+bool pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless)
 {
-    PGW_ASSERT(api->bodies_held <= api->bodies_max);
-    if (n > api->bodies_max - api->bodies_held)
+    PGW_ASSERT(api->keyless_held <= api->bodies_held && api->bodies_held <= api->bodies_max);
+    /* Anyone may send a body to a path that is none, or to a route WeChat
+     * calls without a key: slow, they could hold the whole total, and every
+     * till's write would be 503 (R-B). Theirs share a quarter of it. */
+    *keyless = !pgw_auth_knows(api->auth, &req->bearer);
+    if (n > api->bodies_max - api->bodies_held ||
+        (*keyless && n > api->bodies_max / 4 - api->keyless_held))
         return false;
     api->bodies_held += n;
+    api->keyless_held += *keyless ? n : 0;
     return true;
 }
 
-void pgw_api_body_release(pgw_api *api, size_t n)
+void pgw_api_body_release(pgw_api *api, size_t n, bool keyless)
 {
-    PGW_ASSERT(n <= api->bodies_held);
+    PGW_ASSERT(n <= api->bodies_held && (!keyless || n <= api->keyless_held));
     api->bodies_held -= n;
+    api->keyless_held -= keyless ? n : 0;
 }
 
 size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice)

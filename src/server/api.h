@@ -217,12 +217,14 @@ void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
  * PGW_CSV_BATCH_BODY_MAX. *advice: what a 413 tells its client to do. */
 size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice);
 
-/* Reserves n bytes for a request's body, from its headers until the
- * transaction ends: false, nothing reserved, when that would hold more
- * than bodies_max (the caller answers 503). Each reservation is released
- * once, by its n. Service thread only; /metrics shows the bytes held. */
-bool pgw_api_body_reserve(pgw_api *api, size_t n);
-void pgw_api_body_release(pgw_api *api, size_t n);
+/* Reserves n bytes for the body of `req` (its headers read), from its
+ * headers until the transaction ends: false, nothing reserved, when that
+ * would hold more than bodies_max, or, for a body without a Bearer key of
+ * ours (*keyless), more than a quarter of it in such bodies (the caller
+ * answers 503). Each reservation is released once, by its n and
+ * *keyless. Service thread only; /metrics shows the bytes held. */
+bool pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless);
+void pgw_api_body_release(pgw_api *api, size_t n, bool keyless);
 
 /* The route label (as /metrics and the request log name it) of `path`,
  * and the name of the key `req` names by its bearer ("-" for none of

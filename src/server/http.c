@@ -229,6 +229,7 @@ struct req {
     uint8_t *body;
     size_t body_expected;
     size_t reserved;          /* of http.body_total_max_bytes, for body: drop_body gives it back */
+    bool reserved_keyless;    /* ... from keyless bodies' quarter (pgw_api_body_reserve) */
     int64_t body_deadline_us; /* from r.received_us: the body is whole by then */
     bool dispatched;          /* handed to the API: once per transaction */
     bool body_completed;      /* lws said so once: a second time, bytes followed it */
@@ -979,7 +980,7 @@ static void drop_body(pgw_http *h, req *q)
 {
     free(q->body);
     q->body = NULL;
-    pgw_api_body_release(h->api, q->reserved);
+    pgw_api_body_release(h->api, q->reserved, q->reserved_keyless);
     q->reserved = 0;
 }
 
@@ -1224,7 +1225,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     /* Each connection may hold a body of body_max, and connections are
      * many (the open files' limit): all bodies together have theirs, as a
      * full queue is answered. */
-    if (!pgw_api_body_reserve(h->api, (size_t)n)) {
+    if (!pgw_api_body_reserve(h->api, &q->r, (size_t)n, &q->reserved_keyless)) {
         refuse_body(h, wsi, q, held_back, PGW_EFULL,
                     "the gateway holds too many request bodies now, nothing was written: retry "
                     "shortly");

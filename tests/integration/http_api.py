@@ -4875,6 +4875,49 @@ def test_bodies_held_bounded(tmp):
             s.stop()
 
 
+def test_keyless_bodies_hold_a_quarter(tmp):
+    """Regression (R-B): bodies with no key of ours (a path that is none,
+    a keyless route such as /v1/mp/login) were reserved from the same
+    http.body_total_max_bytes as keyed ones, so slow anonymous clients
+    could hold all of it and every till's write was 503. They now hold at
+    most a quarter of it (1 MiB of 4 MiB here); a keyed body is still
+    taken."""
+    d = os.path.join(tmp, "bodies-keyless")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="bodies-keyless.json",
+                               http={"body_timeout_s": 10, "body_total_max_bytes": 4 << 20}))
+    anon = "POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n"
+    keyed = ("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Authorization: Bearer " + KEYS["admin"][0] + "\r\nContent-Length: {}\r\n\r\n")
+    held = []
+    try:
+        for size in (512 << 10, 512 << 10):
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            conn.sendall(anon.format(size).encode() + b"x")
+            held.append(conn)
+        more = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        more.sendall(anon.format(1).encode())
+        out = recv_until(more, b"", lambda out: out.endswith(b"}"))
+        more.close()
+        check(out.startswith(b"HTTP/1.1 503") and b"too many request bodies" in out,
+              f"a third keyless body, past a quarter, is refused: {out[:300]!r}")
+        for _ in range(3):
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            conn.sendall(keyed.format(1 << 20).encode() + b'{"event_id": ')
+            held.append(conn)
+        status, doc, _ = s.request("GET", "/metrics", key=None)
+        m = re.search(r"^pgw_request_body_bytes (\d+)$", doc, re.M)
+        check(m is not None and int(m.group(1)) == 4 << 20,
+              f"three keyed bodies of 1 MiB are taken beside them: {m and m.group(0)}")
+        status, doc, _ = s.request("POST", "/v1/events", purchase("E-KEYLESS-FULL"))
+        check(status == 503 and error_code(doc) == "unavailable",
+              f"the whole total is still the bound: {status} {doc}")
+    finally:
+        for conn in held:
+            conn.close()
+        s.stop()
+
+
 def test_long_waits(tmp):
     """Regression: a request without a body whose answer took more than 5 s
     (a slow database: the reader busy) was dropped unanswered at 5 s:
@@ -6543,7 +6586,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
           test_reconciliation_csv_summary)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
-              test_bodies_held_bounded,
+              test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key, test_reload_long_path_keeps_the_reason,
               test_log_kept_through_a_signal,
