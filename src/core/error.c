@@ -150,6 +150,10 @@ const char *pgw_code_name(int code)
 int pgw_err_recode(pgw_err *err, int code)
 {
     PGW_ASSERT(code < 0);
+    if (err != NULL && err->code != code) {
+        err->member_id[0] = '\0';
+        err->n_figures = 0;
+    }
     if (err != NULL)
         err->code = code;
     return code;

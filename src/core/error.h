@@ -98,8 +98,9 @@ void pgw_err_member(pgw_err *err, const char *member_id);
  */
 int pgw_err_prefix(pgw_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Gives the error already in `err` the code `code` (its message and
- * figures kept) and returns `code`: for a layer that reports a failure
+/* Gives the error already in `err` the code `code` (its message kept, its
+ * figures only when the code is the same: they belong to the refusal the
+ * old code named) and returns `code`: for a layer that reports a failure
  * below it as its own. */
 int pgw_err_recode(pgw_err *err, int code);
 

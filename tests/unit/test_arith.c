@@ -117,6 +117,13 @@ static void test_error_figures(void **state)
     assert_string_equal(copy.member_id, "");
     pgw_err_figure(NULL, "asked", 1); /* a caller wanting only the code */
     pgw_err_member(NULL, "M1");
+    /* Another code, another refusal: its figures were the first code's. */
+    pgw_err_set(&err, PGW_EINSUFFICIENT, "member M1 has 120 available, 500 asked");
+    pgw_err_member(&err, "M1");
+    pgw_err_figure(&err, "available", 120);
+    pgw_err_recode(&err, PGW_EIO);
+    assert_int_equal(err.n_figures, 0);
+    assert_string_equal(err.member_id, "");
 }
 
 int main(void)
