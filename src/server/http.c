@@ -755,11 +755,17 @@ static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out
 /* The query string, its arguments joined with '&' (lws keeps them apart,
  * percent-escapes decoded): NULL, or why it cannot be. An argument holding
  * '&' (sent as %26) would split in two when read again: "to=X%26from%3DY"
- * set `from`. No argument of the API has one. */
+ * set `from`. No argument of the API has one.
+ * lws 4.1 ends the request line at a CR or LF it has decoded (%0D, %0A),
+ * reading the rest as a header or skipping it: "?x=%0A&channel=pos" came
+ * as "x=" and "/v1/members/M1%0Ax" as M1 (the lws review). The version
+ * after the target is then never read: its absence is the only trace. */
 static const char *copy_query(struct lws *wsi, char *out, size_t cap)
 {
     size_t n = 0;
     out[0] = '\0';
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) <= 0)
+        return "the request line holds a line break (%0D or %0A) or no HTTP version";
     for (int i = 0;; i++) {
         char part[PGW_QUERY_MAX + 1];
         int len = lws_hdr_copy_fragment(wsi, part, sizeof(part), WSI_TOKEN_HTTP_URI_ARGS, i);

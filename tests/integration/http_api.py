@@ -2104,6 +2104,52 @@ def test_lws_own_answers(s):
     check(status == 200, f"the server still answers: {status} {doc}")
 
 
+def test_line_break_in_target(s):
+    """Regression (the lws review): libwebsockets 4.1 ends the request line
+    at a %0A or %0D it has decoded: "?x=1%0A&channel=pos" reached the
+    gateway as "x=1", and the file's rows went to the store channel (a
+    double credit); "/v1/members/M1%0Ax" was served as M1. Refused now, 400,
+    nothing written. (A %00 makes libwebsockets close, unanswered.)"""
+    auth = b"Authorization: Bearer " + KEYS["s002"][0].encode() + b"\r\n"
+    when = RECON_DAY % (11, 0)
+    csv = "\r\n".join(["event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no",
+                        f"LB-1,purchase,{when},member_id:MLB,10000,,R-LB-1", ""]).encode()
+    before = s.transfers()
+    # After a %0A libwebsockets reads the rest of the line as a header's
+    # name, on to the next line's colon: X-Pad's, so Host and the key stay.
+    for what, target in (("%0A in the query", b"/v1/shops/S002/batches?x=1%0A&channel=pos"),
+                         ("%0D in the query", b"/v1/shops/S002/batches?x=1%0D&channel=pos"),
+                         ("%0A in the path", b"/v1/shops/S002/batches%0Ax?channel=pos")):
+        out, closed = raw_exchange(
+            s, b"POST " + target + b" HTTP/1.1\r\nX-Pad: 1\r\nHost: x\r\n" + auth +
+            b"Content-Type: text/csv\r\nContent-Length: %d\r\n\r\n" % len(csv) + csv,
+            until=lambda out: b"}" in out)
+        # (HTTP/1.0: libwebsockets, having read no version, takes it for 1.0)
+        check(out.startswith(b"HTTP/1.0 400") and b"invalid_request" in out and
+              b"line break" in out, f"{what}: {out[:400]!r}")
+    out, _ = raw_exchange(s, b"GET /v1/members/M1%0Ax HTTP/1.1\r\nX-Pad: 1\r\nHost: x\r\n" +
+                          b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n\r\n",
+                          until=lambda out: b"}" in out)
+    check(out.startswith(b"HTTP/1.0 400") and b"line break" in out, f"a GET: {out[:400]!r}")
+    out, closed = raw_exchange(s, b"POST /v1/shops/S002/batches?x=%00&channel=pos HTTP/1.1\r\n"
+                               b"Host: x\r\n" + auth + b"Content-Type: text/csv\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(csv) + csv)
+    check(out == b"" and closed, f"%00: libwebsockets closes, unanswered: {out[:200]!r}")
+    out, _ = raw_exchange(s, b"GET /healthz\r\nHost: x\r\n\r\n", until=lambda out: b"}" in out)
+    check(out.startswith(b"HTTP/1.0 400") and b"no HTTP version" in out,
+          f"no version at all (HTTP/0.9): {out[:400]!r}")
+    # The stream's filter too: every shop's transfers went to this watcher.
+    out, closed = raw_exchange(s, b"GET /v1/stream?x=%0D&shop=S002 HTTP/1.1\r\nHost: x\r\n" +
+                               auth + b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                               b"Sec-WebSocket-Version: 13\r\n"
+                               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    check(re.match(rb"HTTP/1\.[01] 400 ", out) is not None and b"line break" in out and closed,
+          f"a stream's handshake: {out[:400]!r} closed={closed}")
+    check(s.transfers() == before, "a target cut short wrote nothing")
+    status, doc, _ = s.request("GET", "/v1/members/M1?x=%0A", key="admin")
+    check(status == 400 and error_code(doc) == "invalid_request", f"urllib's: {status} {doc}")
+
+
 def test_refusal_order(s):
     """Regression: a body over the limit from a client with no key was 413,
     though a stranger is refused (401) before its body is looked at; and a
@@ -6566,7 +6612,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_concurrent_same_event,
           test_refunds, test_transfer_keys, test_transfer_commands, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
           test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
-          test_lws_own_answers,
+          test_lws_own_answers, test_line_break_in_target,
           test_head, test_refusal_order, test_status_lines,
           test_pipelining,
           test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
