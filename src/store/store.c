@@ -3331,7 +3331,9 @@ static const char *const INVARIANTS[] = {
      * gave back, no lot below 0, each lot its member's or, moved by a
      * merge, its survivor's (members.merged_into names the last one). A
      * return's key is return:<spend>/<id>, the id without '/' (command.c
-     * check): rtrim keeps the key up to its last '/'. A spend made before
+     * check): rtrim keeps the key up to its last '/', and drops that (not
+     * substr's length, which PostgreSQL refuses below 0: a key without
+     * '/' would stop verify instead of being named). A spend made before
      * schema 37 has no rows, nor a return (refused: nothing recorded to
      * give back): a spend with returns and no row lost its rows. */
     "WITH x AS (SELECT s.spend, s.points kept, 0 back, t.points spent, m.id member,"
@@ -3339,8 +3341,9 @@ static const char *const INVARIANTS[] = {
     "  FROM spent_lots s LEFT JOIN idempotency i ON i.key = s.spend"
     "  LEFT JOIN transfers t ON t.id = i.first_transfer AND t.kind = 3"
     "  LEFT JOIN members m ON m.id = substr(t.debit, 8) LEFT JOIN lots l ON l.id = s.lot"
-    "  UNION ALL SELECT substr(i.k, 8, length(i.k) - 8), NULL, t.points, NULL, NULL, NULL"
-    "  FROM (SELECT rtrim(key, replace(key, '/', '')) k, first_transfer FROM idempotency"
+    "  UNION ALL SELECT substr(i.k, 8), NULL, t.points, NULL, NULL, NULL"
+    "  FROM (SELECT rtrim(rtrim(key, replace(key, '/', '')), '/') k, first_transfer"
+    "   FROM idempotency"
     "   WHERE substr(key, 1, 7) = 'return:') i"
     "  JOIN transfers t ON t.id = i.first_transfer AND t.kind = 3),"
     " g AS (SELECT spend, COUNT(kept) n, COALESCE(SUM(kept), 0) kept, MIN(kept) low,"

@@ -2670,6 +2670,14 @@ static void test_verify_checks_what_spends_took(void **state)
     expect_caught(f, "DELETE FROM spent_lots WHERE spend = 'capture:H1'",
                   "spend capture:H1: its returns gave back 15 points, but it records no lot",
                   "INSERT INTO spent_lots (spend, lot, points) VALUES ('capture:H1', 4, 25)");
+    /* A return key without '/' (the gateway makes none): named, on
+     * PostgreSQL too, whose substr refuses a negative length. */
+    expect_caught(f,
+                  "INSERT INTO idempotency (key, record, first_transfer, transfer_count)"
+                  " SELECT 'return:capture:H1-2', record, first_transfer, 1 FROM idempotency"
+                  " WHERE key = 'return:capture:H1/1'",
+                  "spend : its returns gave back 15 points, but it records no lot",
+                  "DELETE FROM idempotency WHERE key = 'return:capture:H1-2'");
     char undo[128];
     snprintf(undo, sizeof(undo), "UPDATE spent_lots SET lot = %lld WHERE spend = 'redeem:D2'",
              (long long)raw_int(f, "SELECT lot FROM spent_lots WHERE spend = 'redeem:D2'"));
