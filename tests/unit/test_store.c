@@ -2694,6 +2694,17 @@ static void test_verify_checks_what_spends_took(void **state)
                   "spend redeem:D1: keeps -5 points of a lot",
                   "UPDATE spent_lots SET points = 50 WHERE spend = 'redeem:D1' AND lot = 1;"
                   "UPDATE spent_lots SET points = 20 WHERE spend = 'redeem:D1' AND lot = 2");
+    /* A second hop: M3 merged into M4 (M1's merged_into now names M4),
+     * then D1, spent by M1, given back some more into M4's lots. */
+    w = purchase_writer(f);
+    spend_earn(w, "store:S001:P6", "M4", 10, t + 20);
+    spend_bind_card(w, "M4", "C1", t + 21);
+    spend_give_back(w, "redeem:D1", "3", 5, t + 22);
+    spend_give_back(w, "capture:H1", "2", 5, t + 23);
+    pgw_writer_stop(w);
+    assert_int_equal(raw_int(f, "SELECT COUNT(*) FROM members WHERE merged_into = 'M4'"), 2);
+    if (*verified(f) != '\0')
+        fail_msg("after a second merge: %s", verified(f));
 }
 
 /* pgw_store_expiries' answer for everything, with its one expiry's lot
