@@ -2278,6 +2278,18 @@ static int stderr_to(const db_fixture *f, char *path, size_t cap);
 static void stderr_back(int saved);
 static bool wait_line(const char *path, const char *text);
 
+/* rig_start_wx with stderr caught until `line` is said: whether it was,
+ * within wait_line's time. */
+static bool rig_start_wx_said(const db_fixture *f, rig *r, pgw_wx_client **wx, const char *line)
+{
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start_wx(f, r, wx);
+    bool said = wait_line(log, line);
+    stderr_back(saved);
+    return said;
+}
+
 /*
  * A mark not made because our own disk is full (SQLite's SQLITE_FULL,
  * PostgreSQL's disk_full: here a trigger's) is the gateway's failure, not
@@ -2293,12 +2305,8 @@ static void test_a_full_disk_costs_no_attempt(void **state)
     rig r;
     open_subscriber(f, &r, 1, true);
     fail_marks(f, DISK_FULL);
-    char log[128];
-    int saved = stderr_to(f, log, sizeof(log));
     pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
-    bool told = wait_line(log, "its attempt not counted");
-    stderr_back(saved);
+    bool told = rig_start_wx_said(f, &r, &wx, "its attempt not counted");
     want_unsent(f, &r, "full", 0, "a subscribe message whose mark found the disk full");
     if (!told)
         fail_msg("a notice waiting for the disk: stderr does not say its attempt is not counted");
@@ -2330,12 +2338,8 @@ static void test_a_notice_delivered_on_a_full_disk_is_not_sent_again(void **stat
     rig r;
     open_subscriber(f, &r, 2, true);
     fail_records_on_a_full_disk(f);
-    char log[128];
-    int saved = stderr_to(f, log, sizeof(log));
     pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
-    bool failed = wait_line(log, "not recorded");
-    stderr_back(saved);
+    bool failed = rig_start_wx_said(f, &r, &wx, "not recorded");
     atomic_fetch_add(&clock_ahead, PGW_NOTICE_LEASE_S + 10); /* the lease runs out */
     let_notices_be(f, "refuse_record");                      /* room on the disk */
     if (!failed)
@@ -2359,12 +2363,8 @@ static void test_a_full_disk_failing_the_mark_and_the_record_costs_no_attempt(vo
     open_subscriber(f, &r, 1, true);
     fail_marks(f, DISK_FULL);
     fail_records_on_a_full_disk(f);
-    char log[128];
-    int saved = stderr_to(f, log, sizeof(log));
     pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
-    bool failed = wait_line(log, "not recorded");
-    stderr_back(saved);
+    bool failed = rig_start_wx_said(f, &r, &wx, "not recorded");
     atomic_fetch_add(&clock_ahead, PGW_NOTICE_LEASE_S + 10); /* the lease runs out */
     let_notices_be(f, "refuse_record");
     if (!failed)
@@ -2390,12 +2390,8 @@ static void test_a_kept_record_another_instance_took_is_let_go(void **state)
     rig r;
     open_subscriber(f, &r, 2, true);
     fail_records_on_a_full_disk(f);
-    char log[128];
-    int saved = stderr_to(f, log, sizeof(log));
     pgw_wx_client *wx = NULL;
-    rig_start_wx(f, &r, &wx);
-    bool failed = wait_line(log, "kept to retry");
-    stderr_back(saved);
+    bool failed = rig_start_wx_said(f, &r, &wx, "kept to retry");
     assert_int_equal(db_fixture_exec(f, "UPDATE notices SET claimed_by = 'elsewhere:1:0/0',"
                                         " lease_until = 1 WHERE member = 'M1'"),
                      PGW_OK);
