@@ -752,19 +752,27 @@ static bool copy_header(struct lws *wsi, enum lws_token_indexes token, char *out
     return lws_hdr_copy(wsi, out, (int)cap, token) >= 0 && trimmed(out);
 }
 
+/* Whether lws 4.1 ended the request line early: at a CR or LF it has
+ * decoded (%0D, %0A), reading the rest as a header or skipping it:
+ * "?x=%0A&channel=pos" came as "x=" and "/v1/members/M1%0Ax" as M1 (the
+ * lws review). The version after the target is then never read: its
+ * absence is the only trace (as of a line sent with none, HTTP/0.9). */
+static bool line_cut(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) <= 0;
+}
+
 /* The query string, its arguments joined with '&' (lws keeps them apart,
  * percent-escapes decoded): NULL, or why it cannot be. An argument holding
  * '&' (sent as %26) would split in two when read again: "to=X%26from%3DY"
- * set `from`. No argument of the API has one.
- * lws 4.1 ends the request line at a CR or LF it has decoded (%0D, %0A),
- * reading the rest as a header or skipping it: "?x=%0A&channel=pos" came
- * as "x=" and "/v1/members/M1%0Ax" as M1 (the lws review). The version
- * after the target is then never read: its absence is the only trace. */
+ * set `from`. No argument of the API has one. A line cut short (line_cut)
+ * has lost what followed: every route and the stream's handshake read the
+ * query here, so they all refuse it. */
 static const char *copy_query(struct lws *wsi, char *out, size_t cap)
 {
     size_t n = 0;
     out[0] = '\0';
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) <= 0)
+    if (line_cut(wsi))
         return "the request line holds a line break (%0D or %0A) or no HTTP version";
     for (int i = 0;; i++) {
         char part[PGW_QUERY_MAX + 1];
@@ -1136,7 +1144,10 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         q->r.path[0] = '\0';
     const char *bad_query = ok ? copy_query(wsi, q->r.query, sizeof(q->r.query)) : NULL;
     if (bad_query != NULL) {
-        q->close_after = announces_body(wsi);
+        /* A line cut short (at %0A) may have eaten the next header's name,
+         * Content-Length's too: kept alive, the body announced was served
+         * as the next request, smuggled past a proxy that framed it. */
+        q->close_after = announces_body(wsi) || line_cut(wsi);
         refuse(h, wsi, q, 400, "invalid_request", bad_query);
         return 0;
     }
