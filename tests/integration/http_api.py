@@ -2056,7 +2056,10 @@ def test_lws_own_answers(s):
     """What libwebsockets 4.1 answers itself, before the gateway sees the
     request (README, Limits): pinned, so that a libwebsockets that changes
     it is noticed. Each is closed, nothing logged, the server unharmed."""
-    before = len(log_lines(s))
+    # The log is written at the end of a service pass, after the answers:
+    # the test before's last line could come after a count taken at once.
+    s.request("GET", "/lws-own-answers", key=None)
+    before = len(log_lines(s, lambda ls: any(line["path"] == "/lws-own-answers" for line in ls)))
     # Requests whose headers never end reach no callback of the gateway: a
     # header line without a colon (libwebsockets reads on for the colon of
     # a header name it does not know), headers cut short, nothing at all.
