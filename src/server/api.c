@@ -5322,8 +5322,8 @@ void pgw_api_free(pgw_api *api)
 {
     if (api == NULL)
         return;
-    PGW_ASSERT(api->inflight == 0);    /* every job was finished */
-    PGW_ASSERT(api->bodies_held == 0); /* every connection closed */
+    PGW_ASSERT(api->inflight == 0);                              /* every job was finished */
+    PGW_ASSERT(api->bodies_held == 0 && api->keyless_held == 0); /* every connection closed */
     pgw_api_stop(api);
     pgw_api_flush_log(api); /* the last lines, those of answers cut off too */
     while (api->free_jobs != NULL) {

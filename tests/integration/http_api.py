@@ -4977,10 +4977,14 @@ def test_keyless_bodies_hold_a_quarter(tmp):
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-KEYLESS-FULL"))
         check(status == 503 and error_code(doc) == "unavailable",
               f"the whole total is still the bound: {status} {doc}")
+        code, err = s.stop()  # bodies of both kinds held: each given back, as asserted
+        check(code == 0 and "stopped cleanly" in err,
+              f"a stop under bodies held: exit {code}: {err[-400:]}")
     finally:
         for conn in held:
             conn.close()
-        s.stop()
+        if s.proc.poll() is None:
+            s.stop()
 
 
 def test_long_waits(tmp):
