@@ -633,6 +633,21 @@ static int short_of(pgw_err *err, const char *member_id, int64_t available, int6
     return PGW_EINSUFFICIENT;
 }
 
+int pgw_ledger_refuse_short(pgw_err *err, const char *member_id, int64_t available, int64_t asked)
+{
+    pgw_err_set(err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked", member_id,
+                (long long)available, (long long)asked);
+    return short_of(err, member_id, available, asked);
+}
+
+int pgw_ledger_refuse_expired(pgw_err *err, const char *member_id, int64_t usable, int64_t asked)
+{
+    PGW_ASSERT(usable < asked);
+    pgw_err_set(err, PGW_EINSUFFICIENT, "member %s: %lld of the points asked have expired",
+                member_id, (long long)(asked - usable));
+    return short_of(err, member_id, usable, asked);
+}
+
 /* Plans spending `points` of a member's free lots; PGW_EINSUFFICIENT if short. */
 static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int64_t at,
                       size_t *n_takes, pgw_err *err)
@@ -643,20 +658,14 @@ static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int6
                            (long long)PGW_POINTS_MAX, (long long)points);
     if (find_member(l, member_id) == NULL) /* a spend never enrolls */
         return pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member_id);
-    if (available < points) {
-        pgw_err_set(err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked", member_id,
-                    (long long)available, (long long)points);
-        return short_of(err, member_id, available, points);
-    }
+    if (available < points)
+        return pgw_ledger_refuse_short(err, member_id, available, points);
     int64_t shortfall;
     int rc = pgw_lots_plan_take(l->lots, l->n_lots, member_id, at, points, l->takes,
                                 l->opts.max_lots, n_takes, &shortfall);
     PGW_ASSERT(rc == PGW_OK); /* takes has room for every lot */
-    if (shortfall > 0) {
-        pgw_err_set(err, PGW_EINSUFFICIENT, "member %s: %lld of the points asked have expired",
-                    member_id, (long long)shortfall);
-        return short_of(err, member_id, points - shortfall, points);
-    }
+    if (shortfall > 0)
+        return pgw_ledger_refuse_expired(err, member_id, points - shortfall, points);
     return PGW_OK;
 }
 

@@ -255,6 +255,14 @@ int pgw_ledger_expire(pgw_ledger *ledger, int64_t now, size_t *n_lots, pgw_err *
 int64_t pgw_ledger_balance(const pgw_ledger *ledger, const char *member);
 /* At `at`: lots past their expiry that no expiry run moved yet do not count. */
 int64_t pgw_ledger_available(const pgw_ledger *ledger, const char *member, int64_t at);
+
+/* A spend refused for want of points, in `err` with API.md's details
+ * (member_id, available, asked), returning PGW_EINSUFFICIENT: `member` has
+ * `available` (below 0 while it owes) of the `asked`; or (_expired) only
+ * `usable` of them, the rest past their expiry. The reference ledger and
+ * the store's spends say it by these. */
+int pgw_ledger_refuse_short(pgw_err *err, const char *member, int64_t available, int64_t asked);
+int pgw_ledger_refuse_expired(pgw_err *err, const char *member, int64_t usable, int64_t asked);
 int64_t pgw_ledger_debt(const pgw_ledger *ledger, const char *member);
 int64_t pgw_ledger_account(const pgw_ledger *ledger, const char *account);
 size_t pgw_ledger_transfer_count(const pgw_ledger *ledger);

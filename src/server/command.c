@@ -301,16 +301,6 @@ static int64_t state_at(const pgw_command *cmd)
     return cmd->asked_at > 0 ? cmd->asked_at : cmd->at;
 }
 
-/* PGW_EINSUFFICIENT, just set in `err`, with its figures for API.md's
- * `details`: the member, what it has available, what was asked. */
-static int short_of(pgw_err *err, const char *member, int64_t available, int64_t asked)
-{
-    pgw_err_member(err, member);
-    pgw_err_figure(err, "available", available);
-    pgw_err_figure(err, "asked", asked);
-    return PGW_EINSUFFICIENT;
-}
-
 /* The moment of the figures a command's answer and notice tell (command.h asked_at). */
 static int64_t figures_at(const pgw_command *cmd)
 {
@@ -333,11 +323,8 @@ static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pg
      * identity nobody holds is. */
     if (rc == PGW_OK && !found)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s", cmd->member);
-    if (rc == PGW_OK && f.free - f.debt < points) {
-        pgw_err_set(&cmd->err, PGW_EINSUFFICIENT, "member %s has %lld available, %lld asked",
-                    cmd->member, (long long)(f.free - f.debt), (long long)points);
-        rc = short_of(&cmd->err, cmd->member, f.free - f.debt, points);
-    }
+    if (rc == PGW_OK && f.free - f.debt < points)
+        rc = pgw_ledger_refuse_short(&cmd->err, cmd->member, f.free - f.debt, points);
     return rc;
 }
 
@@ -396,12 +383,8 @@ static int take_all(pgw_store *store, pgw_command *cmd, int64_t points, const ch
     int64_t taken = 0;
     const char *spent_by = hold == NULL ? cmd->key : NULL; /* a redemption's */
     int rc = take_lots(store, cmd->member, cmd->at, points, hold, spent_by, &taken, &cmd->err);
-    if (rc == PGW_OK && taken < points) {
-        pgw_err_set(&cmd->err, PGW_EINSUFFICIENT,
-                    "member %s: %lld of the points asked have expired", cmd->member,
-                    (long long)(points - taken));
-        rc = short_of(&cmd->err, cmd->member, taken, points);
-    }
+    if (rc == PGW_OK && taken < points)
+        rc = pgw_ledger_refuse_expired(&cmd->err, cmd->member, taken, points);
     return rc;
 }
 
