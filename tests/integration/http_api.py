@@ -5310,6 +5310,14 @@ def test_tight_risk(tmp):
         check(first == 201 and status == 422 and
               doc["error"]["message"].startswith("max_redeem_points_per_day:"),
               f"redemptions per day: {first} {status} {doc}")
+        # README: a return does not give back the day's count (no redeem,
+        # return, redeem again past the limit).
+        back = s.request("POST", "/v1/redemptions/T-D-1/returns", {"return_id": "1", "points": 40})
+        status, doc, _ = s.request("POST", "/v1/redemptions", dict(red, redemption_id="T-D-5",
+                                                                   points=20))
+        check(back[0] == 201 and status == 422 and
+              doc["error"]["message"].startswith("max_redeem_points_per_day:"),
+              f"a return leaves the day's count: {back[0]} {back[1]} {status} {doc}")
         # regression: a hold's points counted as redeemed for good, voided or
         # captured in part: the member could not redeem the rest of the day
         hold = {"hold_id": "T-H-1", "member": {"member_id": "M801"}, "shop_id": "S001",
