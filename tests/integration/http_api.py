@@ -4786,6 +4786,31 @@ def test_slow_bodies(tmp):
         check(answer.startswith(b"HTTP/1.1 413") and closed and took < 5,
               f"a key's refused body trickled is cut at body_timeout_s: {answer[:40]!r} "
               f"closed={closed} at {took:.1f} s")
+        # Regression (CI at 9791ee5, and once before): the connection was
+        # closed by a kill that lws carries out on its next turn, and a
+        # piece already waiting was read first and restarted lws's own 5 s,
+        # each piece after it again. Bytes sent without pause across the
+        # deadline kept it open 5 times in 6.
+        big = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        big.sendall(head.replace("1048576", "2097152").format(KEYS["admin"][0]).encode())
+        answer, started, closed = big.recv(4096), time.time(), False
+        time.sleep(1.8)
+        while time.time() - started < 2.3 and not closed:
+            try:
+                big.sendall(b" ")
+            except OSError:
+                closed = True
+        while time.time() - started < 6 and not closed:
+            try:
+                closed = select.select([big], [], [], 0.5)[0] != [] and big.recv(65536) == b""
+                big.sendall(b" ")
+            except OSError:
+                closed = True
+        big.close()
+        took = time.time() - started
+        check(answer.startswith(b"HTTP/1.1 413") and closed and took < 4,
+              f"a refused body sent on across body_timeout_s is cut then: {answer[:40]!r} "
+              f"closed={closed} at {took:.1f} s")
         with open(os.path.join(d, "requests.log"), errors="replace") as f:
             check('"status":408' in f.read(), "and the request log says so")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-SLOW-OK"))
