@@ -4490,6 +4490,14 @@ bool pgw_api_handle(pgw_api *api, const pgw_request *req, pgw_response *resp)
     }
     if (refuse_method(r, req, resp))
         return false;
+    /* Read while the stop drains (pgw_http_run): the stores are stopped,
+     * and /healthz and /metrics read the writer's figures through them
+     * (test_requests_during_the_stop). Every route answers as a write
+     * then does. */
+    if (api->writer == NULL) {
+        fail(resp, r, PGW_EFULL, "the server is stopping");
+        return false;
+    }
     if (r == R_STREAM) {
         pgw_api_error(resp, 400, "invalid_request",
                       "/v1/stream is a WebSocket: ask for Upgrade: websocket");

@@ -4573,6 +4573,57 @@ def test_stop_with_a_stream_unread(tmp):
           f"the stop waited its 1 s bound, no more: exit {code}, {took:.1f} s, {err[-300:]}")
 
 
+def test_requests_during_the_stop(tmp):
+    """Regression: a request read while the stop drains (here held 1 s by
+    a stream that reads nothing) reached /healthz and /metrics with the
+    stores already stopped, and read their writer's figures through a
+    NULL pointer (UBSan at writer.c, pgw_writer_get_stats). Each is
+    answered 503 as the writes are, "the server is stopping"."""
+    d = os.path.join(tmp, "stop-requests")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="stop-requests.json"))
+    try:
+        deaf, status, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0],
+                                     sock=deaf_client(s.port))
+        status, _, _ = s.request("POST", "/v1/events:batch", {"events": [
+            purchase(f"E-SR-{i}", member=f"MS{i:03d}") for i in range(300)]}, timeout=30)
+        check(status == 200, f"transfers that fill the unread stream: {status}")
+        kept = [http.client.HTTPConnection("127.0.0.1", s.port, timeout=5) for _ in range(3)]
+        for conn in kept:
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+    except BaseException:
+        s.stop()
+        raise
+    began = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    answers = []
+    for conn, (method, path, body) in zip(kept, (("GET", "/healthz", None),
+                                                 ("GET", "/metrics", None),
+                                                 ("POST", "/v1/events", purchase("E-SR-LATE")))):
+        headers = {"Authorization": "Bearer " + KEYS["admin"][0]}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=json.dumps(body) if body else None, headers=headers)
+            resp = conn.getresponse()
+            answers.append((path, resp.status, resp.read().decode(errors="replace")))
+        except (OSError, http.client.HTTPException) as e:
+            answers.append((path, None, repr(e)))
+        conn.close()
+    err = s.proc.stderr.read()
+    code = s.proc.wait(timeout=30)
+    deaf.close()
+    took = time.time() - began
+    check(took < 2.0, f"the stop was held by the unread stream, within its bound: {took:.1f} s")
+    for path, status, text in answers:
+        check(status == 503 and "the server is stopping" in text,
+              f"{path} while the stop drains: {status} {text[:200]}")
+    check(code == 0 and "stopped cleanly" in err and "runtime error" not in err,
+          f"and it stopped cleanly: exit {code}, {err[-600:]}")
+
+
 def test_stop_with_a_report_unread(tmp):
     """Regression (the stop's second review): a POST that writes nothing
     (a reconciliation's report) cut off at the stop was said to be "to a
@@ -6702,7 +6753,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, t
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
-              test_stop_with_a_report_unread,
+              test_stop_with_a_report_unread, test_requests_during_the_stop,
               test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period,
               test_dead_notices_listed)
 
