@@ -4777,6 +4777,51 @@ def test_storage_refusal_is_no_conflict(tmp):
           "0 more since" not in err, f"nothing held back is not said: {err[-600:]}")
 
 
+def test_tls_refused_body_cut(tmp):
+    """Regression (7378b15, over TLS): a key's body over the limit is
+    answered 413 and thrown away for body_timeout_s, then the connection is
+    killed; a piece read in the turn before the kill restarted lws's own
+    5 s, each piece after it again. Over TLS a byte sent across the
+    deadline held the connection 6 times in 6 before the fix (2 in 3 in
+    plain HTTP, test_slow_bodies)."""
+    import ssl
+    d = os.path.join(tmp, "tls-refused")
+    os.makedirs(d)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                           "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", key, "-out", cert], capture_output=True, text=True)
+    check(made.returncode == 0, f"openssl made a certificate: {made.stderr}")
+    s = Server(d, write_config(d, name="tls-refused.json",
+                               http={"body_timeout_s": 2,
+                                     "tls": {"cert_file": cert, "key_file": key}}))
+    try:
+        ctx = ssl.create_default_context(cafile=cert)
+        big = ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port), timeout=5),
+                              server_hostname="127.0.0.1")
+        big.sendall(("POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Authorization: Bearer {}\r\nContent-Length: 2097152\r\n\r\n"
+                     ).format(KEYS["admin"][0]).encode())
+        answer, started, closed = big.recv(4096), time.time(), False
+        time.sleep(1.8)
+        while time.time() - started < 6 and not closed:
+            try:
+                if time.time() - started > 2.3 and (big.pending() or
+                                                   select.select([big], [], [], 0.5)[0]):
+                    closed = big.recv(65536) == b""
+                big.sendall(b" ")
+            except OSError:
+                closed = True
+        big.close()
+        took = time.time() - started
+        check(answer.startswith(b"HTTP/1.1 413") and closed and took < 4,
+              f"over TLS, a refused body sent on across body_timeout_s is cut then: "
+              f"{answer[:40]!r} closed={closed} at {took:.1f} s")
+    finally:
+        code, err = s.stop()
+    check(code == 0 and "runtime error" not in err, f"stopped: {code} {err[-300:]}")
+
+
 def test_slow_bodies(tmp):
     """Regression: a body was buffered whole (up to 1 MiB) before its key
     was looked at, and one trickled a byte at a time was never cut off: a
@@ -6738,7 +6783,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_show, test_member_show_order, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
           test_reconciliation_csv_summary)
-OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies, test_body_pause,
+OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
+              test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key, test_reload_long_path_keeps_the_reason,
