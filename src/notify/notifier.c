@@ -1120,18 +1120,17 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  * A batch's claims stay ours while it is worked through: recorded only
  * after its last send, each attempt must still be leased then, or another
  * instance (or this one's sweep) could take it back and send it again.
- * Checked before each notice and before the batch is recorded: when less
- * than LEASE_MARGIN_S is left, every claim still held, sent or not, is
- * renewed in one transaction. The margin outlasts one notice at its
- * slowest (NOTICE_SLOWEST_S): at 20 s, a notice whose two WeChat channels
- * each made four slow calls before its SMS took 25 s, its lease lapsed,
- * and the sweep gave it to a courier that sent it again. A WeChat request
- * keeps within its bound (client.h PGW_WX_REQUEST_CALLS) whatever it
- * waits on: counted as four calls, a 10 s wait for another instance's
- * token refresh was not, and took such a notice past 60 s. A claim found
- * lost is marked so: an unsent one is not tried. A failure to renew loses
- * the batch's rest the same way; what is still ours of it is given back
- * when the batch is recorded (record()).
+ * Checked before each notice and before each try at the batch's record
+ * (keep_leases_to_record): when less than LEASE_MARGIN_S is left, every
+ * claim still held, sent or not, is renewed, each by a write of its own
+ * that never waits for the write lock (pgw_store_renew_claim). The margin outlasts one notice at
+ * its slowest (NOTICE_SLOWEST_S): at 20 s, a notice whose two WeChat channels each made four slow
+ * calls before its SMS took 25 s, its lease lapsed, and the sweep gave it to a courier that sent it
+ * again. A WeChat request keeps within its bound (client.h PGW_WX_REQUEST_CALLS) whatever it waits
+ * on: counted as four calls, a 10 s wait for another instance's token refresh was not, and took
+ * such a notice past 60 s. A claim found lost is marked so: an unsent one is not tried. A failure
+ * to renew loses the batch's rest the same way; what is still ours of it is given back when the
+ * batch is recorded (record()).
  */
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
@@ -1150,7 +1149,7 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         return;
     pgw_err err;
     int64_t now = now_s();
-    int rc = pgw_store_begin(c->store, &err);
+    int rc = PGW_OK;
     for (size_t i = 0; rc == PGW_OK && i < n; i++) {
         int renewed =
             lost[i] ? PGW_OK : pgw_store_renew_claim(c->store, c->owner, batch[i].id, now, &err);
@@ -1159,17 +1158,38 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         else
             rc = renewed;
     }
-    if (rc == PGW_OK)
-        rc = pgw_store_commit(c->store, &err);
     if (rc == PGW_OK) {
         *lease_until = now + PGW_NOTICE_LEASE_S;
         tell(c->n, &c->n->renew_said, c->index, "renewing notice claims", NULL);
         return;
     }
-    pgw_store_rollback(c->store, NULL);
     tell(c->n, &c->n->renew_said, c->index, "notice claims not renewed, the batch stops", &err);
     for (size_t i = 0; i < n; i++)
         lost[i] = true;
+}
+
+/*
+ * Before each try at a record of the batch (finish_batch): the claims
+ * still to write are renewed when under LEASE_MARGIN_S is left, which
+ * outlasts the record's wait for the write lock (PGW_STORE_LOCK_WAIT_S),
+ * so no sweep (this instance's, another's) takes back a notice delivered
+ * while its record waits, or while it is kept to retry (hold_batch).
+ * Regression (R-N's review): renewals were made under that lock; one
+ * waiting 30 s, then the record 30 s more, outlived the lease, the sweep
+ * took the delivered notice back, counted, and it was sent again. A claim
+ * found lost is the record's to find (not ours); a renewal that fails
+ * leaves the record to try all the same: the claim is ours until swept.
+ */
+PGW_STATIC_ASSERT(LEASE_MARGIN_S > PGW_STORE_LOCK_WAIT_S + MARK_WAIT_S,
+                  "a record begun with the margin left ends before its lease");
+static void keep_leases_to_record(courier *c, const pgw_notice *nts, const bool *unwritten,
+                                  size_t n, int64_t *lease_until)
+{
+    bool skip[PGW_NOTIFY_BATCH];
+    PGW_ASSERT(n <= PGW_NOTIFY_BATCH);
+    for (size_t i = 0; i < n; i++)
+        skip[i] = !unwritten[i];
+    keep_leases(c, nts, n, skip, lease_until);
 }
 
 /*
@@ -1251,18 +1271,22 @@ static int record(courier *c, pgw_notice *nts, const reach_info *rs, const bool 
  * recorded.
  */
 static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
-                         size_t n_notices, bool *unwritten)
+                         size_t n_notices, bool *unwritten, int64_t *lease_until)
 {
     pgw_notifier *n = c->n;
     bool recorded[PGW_NOTIFY_BATCH] = {false}, passing = false;
     pgw_err err;
     /* One transaction; when it fails (the lock not had in time, a failing
-     * statement), each notice on its own, so one cannot lose the others. */
+     * statement), each notice on its own, so one cannot lose the others;
+     * the lease kept before each (keep_leases_to_record). */
+    keep_leases_to_record(c, nts, unwritten, n_notices, lease_until);
     if (record(c, nts, rs, tried, unwritten, 0, n_notices, recorded, &passing, &err) == PGW_OK) {
         tell(n, &n->record_said, c->index, "recording notices", NULL);
         memset(unwritten, 0, n_notices * sizeof(*unwritten));
     } else {
         for (size_t i = 0; i < n_notices; i++) {
+            if (unwritten[i])
+                keep_leases_to_record(c, nts, unwritten, n_notices, lease_until);
             if (!unwritten[i] || record(c, nts, rs, tried, unwritten, i, i + 1, recorded, &passing,
                                         &err) == PGW_OK) {
                 unwritten[i] = false;
@@ -1291,8 +1315,11 @@ static void finish_batch(courier *c, pgw_notice *nts, const reach_info *rs, cons
  * the batch, which the courier keeps and does not claim over meanwhile;
  * retries: one a turn of the courier, as its claims were. held(): whether
  * the batch is still held, told to n->holding: the sweep waits while a
- * courier holds one. A claim lapsed and taken by another instance's sweep
- * meanwhile is that instance's (record(): not ours, left).
+ * courier holds one; its claims are renewed before each try
+ * (keep_leases_to_record), so another instance's sweep waits too while
+ * the renewals get through. A claim lapsed (they failed too) and taken by
+ * another instance's sweep meanwhile is that instance's (record(): not
+ * ours, left).
  */
 static bool held(courier *c, const bool *unwritten, size_t n_notices)
 {
@@ -1307,10 +1334,10 @@ static bool held(courier *c, const bool *unwritten, size_t n_notices)
 }
 
 static bool hold_batch(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
-                       size_t n_notices, bool *unwritten)
+                       size_t n_notices, bool *unwritten, int64_t *lease_until)
 {
     if (held(c, unwritten, n_notices))
-        finish_batch(c, nts, rs, tried, n_notices, unwritten);
+        finish_batch(c, nts, rs, tried, n_notices, unwritten, lease_until);
     return held(c, unwritten, n_notices);
 }
 
@@ -1801,6 +1828,7 @@ static void *courier_main(void *arg)
     bool tried[PGW_NOTIFY_BATCH], unwritten[PGW_NOTIFY_BATCH] = {false};
     size_t kept = 0; /* the last batch, while some of it is unwritten */
     int64_t next_reminders = 0, next_prune = 0;
+    int64_t lease_until = 0; /* the last batch's, while some of it is unwritten */
     for (;;) {
         size_t got = 0;
         pgw_err err;
@@ -1808,11 +1836,12 @@ static void *courier_main(void *arg)
             remind(c, &next_reminders);
             prune(c, &next_prune);
         }
-        int64_t lease_until = now_s() + PGW_NOTICE_LEASE_S; /* taken as the claim is */
-        if (hold_batch(c, batch, reach, tried, kept, unwritten)) {
+        int64_t claimed_at = now_s(); /* the lease is taken as the claim is */
+        if (hold_batch(c, batch, reach, tried, kept, unwritten, &lease_until)) {
             /* nothing new claimed over it */
-        } else if (pgw_store_claim_notices(c->store, c->owner, now_s(), batch, PGW_NOTIFY_BATCH,
+        } else if (pgw_store_claim_notices(c->store, c->owner, claimed_at, batch, PGW_NOTIFY_BATCH,
                                            &got, &err) == PGW_OK) {
+            lease_until = claimed_at + PGW_NOTICE_LEASE_S;
             tell(n, &n->claims_said, c->index, "outbox", NULL);
             if (got == 0) {
                 tell_idle(n, &n->record_said, c->index, "recording notices");
@@ -1830,11 +1859,10 @@ static void *courier_main(void *arg)
                 unmark_rest_of_batch(batch, i, got);
             }
         }
-        if (got > 0) {
-            keep_leases(c, batch, got, lost, &lease_until); /* the last notice took its time */
+        if (got > 0) { /* the last notice took its time: finish_batch keeps the leases */
             for (size_t i = 0; i < got; i++)
                 unwritten[i] = true;
-            finish_batch(c, batch, reach, tried, got, unwritten);
+            finish_batch(c, batch, reach, tried, got, unwritten, &lease_until);
             kept = got;
             (void)held(c, unwritten, kept);
         }
@@ -1871,7 +1899,7 @@ static void *courier_main(void *arg)
             break;
     }
     /* a last try before the stop gives back what is still claimed */
-    (void)hold_batch(c, batch, reach, tried, kept, unwritten);
+    (void)hold_batch(c, batch, reach, tried, kept, unwritten, &lease_until);
     return NULL;
 }
 

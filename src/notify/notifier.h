@@ -66,16 +66,15 @@
  * given back with it, its attempt uncounted. A batch's record (or give-back)
  * that fails busy or on a full disk is kept by its courier and written
  * again each turn before it claims more, the lapsed sweep waiting
- * meanwhile: a notice delivered is recorded sent, not sent again, and an
- * attempt not counted stays so, though its lease ran out. The claims of a
- * run that died come back when their lease runs out, counted, held from WeChat
- * only if an SMS of theirs was leaving, and from SMS and the other WeChat
- * channel only if a WeChat message of theirs was (the marks above, made
- * only while the lease covers the request's answer). A notice
- * sent again (a crash, or a timeout that may have been a send) carries its
- * id: WeChat's template message de-duplicates on client_msg_id; SMS
- * providers only keep it (SessionContext / OutId); a subscribe message has
- * no key. Delivery is at least once.
+ * meanwhile and its claims renewed before each try (by a write that never
+ * waits for the record's lock, which the margin outlasts): a notice delivered is recorded sent, not
+ * sent again, and an attempt not counted stays so, though its lease ran out. The claims of a run
+ * that died come back when their lease runs out, counted, held from WeChat only if an SMS of theirs
+ * was leaving, and from SMS and the other WeChat channel only if a WeChat message of theirs was
+ * (the marks above, made only while the lease covers the request's answer). A notice sent again (a
+ * crash, or a timeout that may have been a send) carries its id: WeChat's template message
+ * de-duplicates on client_msg_id; SMS providers only keep it (SessionContext / OutId); a subscribe
+ * message has no key. Delivery is at least once.
  *
  * Subscribe-message quota: a unit is counted as used with the attempt's
  * outcome when the message went or may have gone (no answer); 43101 (none

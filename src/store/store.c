@@ -1594,7 +1594,9 @@ static bool is_postgres(const pgw_store *s)
  * batch fails with 503: an instance holding it that long is stuck. The
  * statements run READ COMMITTED whatever the server's default, so each
  * sees what the batch before it committed, once the lock is ours. */
-#define PG_LOCK_WAIT "30s"
+#define PG_SECONDS_(x) #x "s"
+#define PG_SECONDS(x)  PG_SECONDS_(x)
+#define PG_LOCK_WAIT   PG_SECONDS(PGW_STORE_LOCK_WAIT_S)
 
 static int prepare(pgw_store *s, const char *sql, pgw_sql_stmt **st, pgw_err *err);
 static void release(pgw_store *s, pgw_sql_stmt *st);
@@ -5427,35 +5429,47 @@ static int mark_row(pgw_store *s, const char *owner, const pgw_notice *n, int64_
     return rc;
 }
 
-#define MARK_STR_(x) #x
-#define MARK_STR(x)  MARK_STR_(x)
-
 /*
- * The mark, its wait for a lock bounded by PGW_STORE_MARK_WAIT_S: the
- * courier's request waits on it, and a lease was counted with that wait
- * at most (notifier.c LEASE_MARGIN_S). PostgreSQL: a lock_timeout of its
- * own, in a transaction of its own (SET LOCAL: the courier's other
- * statements keep theirs), two round trips more than the statement alone.
+ * A courier's small write beside its claim (a mark, a renewal), its wait
+ * for a lock bounded by PGW_STORE_MARK_WAIT_S: its request or its record
+ * waits on it, and a lease was counted with that wait at most (notifier.c
+ * LEASE_MARGIN_S). PostgreSQL: a lock_timeout of its own, in a transaction
+ * of its own (SET LOCAL: the courier's other statements keep theirs), two
+ * round trips more than the statement alone, never behind the chain lock.
  * Regression: in autocommit with no lock_timeout, a mark behind a row lock
  * held its courier as long as the lock was held; the bound was checked
- * once the mark was done. SQLite: the busy handler's BUSY_TIMEOUT_MS.
+ * once the mark was done. SQLite: the statement alone, the busy handler's
+ * BUSY_TIMEOUT_MS. bounded_begin says whether it began a transaction for
+ * bounded_end to end.
  */
+static int bounded_begin(pgw_store *s, const char *what, bool *own, pgw_err *err)
+{
+    *own = is_postgres(s);
+    if (!*own)
+        return PGW_OK;
+    PGW_ASSERT(!pgw_sql_in_transaction(s->db)); /* its own transaction: not a caller's */
+    return begin(s, "BEGIN; SET LOCAL lock_timeout = '" PG_SECONDS(PGW_STORE_MARK_WAIT_S) "'", what,
+                 err);
+}
+
+static int bounded_end(pgw_store *s, bool own, int rc, pgw_err *err)
+{
+    if (own && rc == PGW_OK)
+        rc = pgw_store_commit(s, err);
+    if (own && rc != PGW_OK)
+        pgw_store_rollback(s, NULL);
+    return rc;
+}
+
 static int mark_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
                         int64_t need_s, int64_t mark, const char *what, pgw_err *err)
 {
     PGW_ASSERT(need_s >= 0);
-    if (!is_postgres(s))
-        return mark_row(s, owner, n, now, need_s, mark, what, err);
-    PGW_ASSERT(!pgw_sql_in_transaction(s->db)); /* its own transaction: not a caller's */
-    int rc = begin(s, "BEGIN; SET LOCAL lock_timeout = '" MARK_STR(PGW_STORE_MARK_WAIT_S) "s'",
-                   what, err);
+    bool own = false;
+    int rc = bounded_begin(s, what, &own, err);
     if (rc == PGW_OK)
         rc = mark_row(s, owner, n, now, need_s, mark, what, err);
-    if (rc == PGW_OK)
-        rc = pgw_store_commit(s, err);
-    if (rc != PGW_OK)
-        pgw_store_rollback(s, NULL);
-    return rc;
+    return bounded_end(s, own, rc, err);
 }
 
 int pgw_store_sms_leaving(pgw_store *s, const char *owner, const pgw_notice *n, int64_t now,
@@ -5500,7 +5514,7 @@ int pgw_store_give_back_notice(pgw_store *s, const char *owner, const pgw_notice
     return rc;
 }
 
-int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t now, pgw_err *err)
+static int renew_row(pgw_store *s, const char *owner, int64_t id, int64_t now, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
@@ -5518,6 +5532,15 @@ int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t n
         rc = pgw_err_set(err, PGW_ESTATE, "notice %lld is no longer ours", (long long)id);
     release(s, st);
     return rc;
+}
+
+int pgw_store_renew_claim(pgw_store *s, const char *owner, int64_t id, int64_t now, pgw_err *err)
+{
+    bool own = false;
+    int rc = bounded_begin(s, "renewing a claim", &own, err);
+    if (rc == PGW_OK)
+        rc = renew_row(s, owner, id, now, err);
+    return bounded_end(s, own, rc, err);
 }
 
 int pgw_store_member_notices(pgw_store *s, const char *member, int64_t before, pgw_notice *out,

@@ -834,8 +834,15 @@ int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notic
  * that failed for sure is not (a hurried arrival's retry keeps its
  * balance). */
 bool pgw_store_notice_told(const pgw_notice *n);
-/* Renews owner's claim on notice id before an attempt; PGW_ESTATE when it
- * is no longer owner's (its lease ran out and another instance took it). */
+/* Renews owner's claim on notice id (before an attempt, before and while
+ * its record is written); PGW_ESTATE when it is no longer owner's (its
+ * lease ran out and another instance took it). Never behind the write
+ * lock (pgw_store_begin's, which a record may wait PGW_STORE_LOCK_WAIT_S
+ * for): on PostgreSQL a transaction of its own, outside any of the
+ * caller's, its lock wait bounded by PGW_STORE_MARK_WAIT_S (then
+ * PGW_EUNAVAILABLE), one row locked at a time; on SQLite one statement.
+ * Regression: renewed under that lock, a renewal waiting for it let the
+ * lease run out, and the sweep took back a notice already delivered. */
 int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
                           pgw_err *err);
 /* Marks owner's claim on notice `n` (as claimed: its id and attempts) as
@@ -849,6 +856,10 @@ int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64
  * not leave then. */
 int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice *n, int64_t now,
                           int64_t need_s, pgw_err *err);
+/* How long pgw_store_begin waits for the write lock on PostgreSQL (the
+ * chain lock, or a row lock after it) before PGW_EUNAVAILABLE; SQLite's
+ * busy handler waits less (5 s). */
+#define PGW_STORE_LOCK_WAIT_S 30
 /* How long either mark (above, below) waits for a lock at most on
  * PostgreSQL, outside any transaction of the caller's (it runs in its own):
  * then PGW_EUNAVAILABLE, as a lock timeout. */

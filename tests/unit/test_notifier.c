@@ -9,9 +9,12 @@
  * notifier times its work by time() alone), and its sqlite3_exec and PQexec
  * make the next write transaction's lock "not had in time" once armed, as
  * a busy database does (SQLite: SQLITE_BUSY; PostgreSQL: the lock_timeout
- * error inside the begun transaction), or the next read's begin fail so
- * (fail_next_read). SQLite connections also get pgw_test_busy(), which
- * fails the statement that calls it (a trigger's) with SQLITE_BUSY. The
+ * error inside the begun transaction, a courier's own small one too: a
+ * renewal's), or the next read's begin fail so (fail_next_read), or every
+ * write transaction's while the lock is held elsewhere (chain_held).
+ * SQLite connections also get pgw_test_busy(), which fails the statement
+ * that calls it (a trigger's) with SQLITE_BUSY, and pgw_test_armed(),
+ * which does so once armed (fail_next_begin). The
  * monotonic clock (util/clock.h), by which stderr's lines are limited, is
  * the real one plus `mono_ahead`: a test moves it a minute on without
  * waiting the minute.
@@ -71,6 +74,12 @@ static atomic_int failed_after;    /* sms_signed when fail_next_begin was used u
 static atomic_int fail_next_read;  /* the next read transaction fails to begin: READ_... */
 enum { READ_BUSY = 1, READ_DISK_FULL = 2 };
 static atomic_llong mono_ahead; /* seconds the monotonic clock is ahead of the real one */
+/* While set, every write transaction's lock is "not had in time" after a
+ * wait for it as long as the store allows (PostgreSQL's PG_LOCK_WAIT,
+ * 30 s: the clock moves on 31 s), as behind a writer that holds it for
+ * long; chain_waited counts them. chain_on_send sets it as the first SMS
+ * is signed, the clock moved 40 s on (sms_clock). */
+static atomic_int chain_held, chain_waited, chain_on_send;
 
 time_t time(time_t *out)
 {
@@ -97,12 +106,28 @@ int64_t pgw_monotonic_s(void)
     return s > 0 ? s : 1;
 }
 
+/* Whether this write transaction's lock is held elsewhere (chain_held):
+ * it was waited for as long as the store waits, and not had. */
+static bool chain_wait(void)
+{
+    if (atomic_load(&chain_held) == 0)
+        return false;
+    atomic_fetch_add(&clock_ahead, 31);
+    atomic_fetch_add(&chain_waited, 1);
+    return true;
+}
+
 int sqlite3_exec(sqlite3 *db, const char *sql, int (*callback)(void *, int, char **, char **),
                  void *arg, char **errmsg)
 {
     int (*real)(sqlite3 *, const char *, int (*)(void *, int, char **, char **), void *, char **) =
         (int (*)(sqlite3 *, const char *, int (*)(void *, int, char **, char **), void *,
                  char **))dlsym(RTLD_NEXT, "sqlite3_exec");
+    if (sql != NULL && strcmp(sql, "BEGIN IMMEDIATE") == 0 && chain_wait()) {
+        if (errmsg != NULL)
+            *errmsg = sqlite3_mprintf("database is locked (" STAND_IN ")");
+        return SQLITE_BUSY;
+    }
     if (sql != NULL && strcmp(sql, "BEGIN IMMEDIATE") == 0 &&
         atomic_exchange(&fail_next_begin, 0) != 0) {
         atomic_store(&failed_after, atomic_load(&sms_signed));
@@ -139,12 +164,29 @@ static void test_full(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_error_code(ctx, SQLITE_FULL);
 }
 
+/* pgw_test_armed(): the statement calling it (a renewal's trigger,
+ * renewals_may_fail) fails as on a lock not had when fail_next_begin is
+ * armed, using it up: a renewal is no write transaction of its own on
+ * SQLite, but one statement. */
+static void test_armed(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    if (atomic_exchange(&fail_next_begin, 0) == 0) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    atomic_store(&failed_after, atomic_load(&sms_signed));
+    test_busy(ctx, argc, argv);
+}
+
 static int add_test_busy(sqlite3 *db, char **errmsg, const void *api)
 {
     (void)errmsg;
     (void)api;
     int rc =
         sqlite3_create_function(db, "pgw_test_busy", 0, SQLITE_UTF8, NULL, test_busy, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function(db, "pgw_test_armed", 0, SQLITE_UTF8, NULL, test_armed, NULL,
+                                     NULL);
     return rc != SQLITE_OK ? rc
                            : sqlite3_create_function(db, "pgw_test_full", 0, SQLITE_UTF8, NULL,
                                                      test_full, NULL, NULL);
@@ -154,8 +196,13 @@ PGresult *PQexec(PGconn *conn, const char *query)
 {
     PGresult *(*real)(PGconn *, const char *) =
         (PGresult * (*)(PGconn *, const char *)) dlsym(RTLD_NEXT, "PQexec");
-    if (query != NULL && strstr(query, "pg_advisory_xact_lock(") != NULL &&
-        atomic_exchange(&fail_next_begin, 0) != 0) {
+    if (query != NULL && strstr(query, "pg_advisory_xact_lock(") != NULL && chain_wait())
+        query = "BEGIN; DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
+                " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
+    else if (query != NULL &&
+             (strstr(query, "pg_advisory_xact_lock(") != NULL ||
+              strncmp(query, "BEGIN; SET LOCAL lock_timeout", 29) == 0) &&
+             atomic_exchange(&fail_next_begin, 0) != 0) {
         atomic_store(&failed_after, atomic_load(&sms_signed));
         query = "BEGIN; DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'lock_not_available',"
                 " MESSAGE = 'canceling statement due to lock timeout (" STAND_IN ")'; END $$";
@@ -221,6 +268,10 @@ static int64_t sms_clock(void *ctx)
 {
     (void)ctx;
     atomic_fetch_add(&sms_signed, 1);
+    if (atomic_exchange(&chain_on_send, 0) != 0) {
+        atomic_fetch_add(&clock_ahead, 40);
+        atomic_store(&chain_held, 1);
+    }
     if (atomic_exchange(&first_send, 0) != 0) {
         atomic_store(&clock_ahead, 40);
         atomic_store(&fail_next_begin, 1);
@@ -261,6 +312,9 @@ static int setup(void **state)
     atomic_store(&mono_ahead, 0);
     atomic_store(&hold_works, 0);
     atomic_store(&works_held, 0);
+    atomic_store(&chain_held, 0);
+    atomic_store(&chain_waited, 0);
+    atomic_store(&chain_on_send, 0);
     return db_fixture_setup(state);
 }
 
@@ -415,6 +469,14 @@ static void test_an_unrenewed_claim_costs_no_attempt(void **state)
     db_fixture *f = *state;
     rig r;
     rig_open(f, mall(), &r);
+    /* A renewal is a transaction of its own on PostgreSQL (the stand-in
+     * fails its begin), one statement on SQLite (a trigger's call). */
+    if (!f->pg)
+        assert_int_equal(db_fixture_exec(f, "CREATE TRIGGER renewals_may_fail BEFORE UPDATE ON"
+                                            " notices WHEN OLD.state = 'sending' AND NEW.state ="
+                                            " 'sending' AND NEW.lease_until <> OLD.lease_until"
+                                            " BEGIN SELECT pgw_test_armed(); END"),
+                         PGW_OK);
     static const char *const members[] = {"M1", "M2"};
     member_with_notice(r.store, r.vault, members[0], "13800138000");
     member_with_notice(r.store, r.vault, members[1], "13900139000");
@@ -2411,6 +2473,48 @@ static void test_a_kept_record_another_instance_took_is_let_go(void **state)
 }
 
 /*
+ * An SMS delivered, and then every write transaction's lock held
+ * elsewhere for long (a writer holding the chain lock: each wait for it
+ * gives up after PG_LOCK_WAIT, 30 s), the clock moved past the batch's
+ * lease meanwhile, while another instance's sweep (this test) takes back
+ * whatever claim has lapsed: the notice must be recorded sent, its SMS
+ * taken once. Regression (R-N's review): the renewal after the SMS waited
+ * for the chain lock, the lease ran out during that wait, the sweep took
+ * the delivered notice back, counted, the courier's record was refused
+ * ("no longer ours") and the SMS went a second time.
+ */
+static void test_a_delivered_notice_outlives_a_long_wait_for_its_record(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    atomic_store(&chain_on_send, 1);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    rig_start(f, &r);
+    /* Five waits for the lock in vain (2.5 minutes: the renewal's, then
+     * the record's, the batch's and the notice's alone, twice), swept all
+     * the while, as another instance sweeps. */
+    for (int i = 0; i < 1000 && atomic_load(&chain_waited) < 5; i++) {
+        int64_t swept = 0;
+        pgw_err err;
+        if (pgw_store_unclaim_notices(r.store, NULL, time(NULL), &swept, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        fake_sleep_ms(10);
+    }
+    int waited = atomic_load(&chain_waited);
+    atomic_store(&chain_held, 0);
+    size_t sent = wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    size_t taken = sms_taken();
+    rig_free(&r);
+    if (waited < 5 || sent != 1 || nt.attempts != 1 || taken != 1)
+        fail_msg("an SMS delivered, then %d waits for the lock: notice %s after %lld attempts, "
+                 "%zu SMS taken: want it recorded sent at its one attempt, one SMS",
+                 waited, nt.state, (long long)nt.attempts, taken);
+}
+
+/*
  * The database's name leaves last_error where the name stands, and only
  * there: a name that is also part of a word of the message (a relative
  * path, `sqlite:data`, and SQLite's "database is locked") leaves the word
@@ -3912,6 +4016,8 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_kept_record_another_instance_took_is_let_go, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_delivered_notice_outlives_a_long_wait_for_its_record,
+                                        setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_on_a_full_disk_costs_no_attempt, setup,
