@@ -1333,12 +1333,20 @@ static const char *reason_lws_lacks(int status)
 }
 
 /* The status line: lws's, or ours where lws has no reason phrase, in the
- * request's version as lws writes it (HTTP/1.1 or 1.0; no h2 here). */
+ * request's version (HTTP/1.1 or 1.0; no h2 here). */
 static int add_status(struct lws *wsi, int status, uint8_t **p, uint8_t *end)
 {
     const char *reason = reason_lws_lacks(status);
-    if (reason == NULL)
-        return lws_add_http_header_status(wsi, (unsigned int)status, p, end);
+    if (reason == NULL) {
+        uint8_t *line = *p;
+        if (lws_add_http_header_status(wsi, (unsigned int)status, p, end))
+            return -1;
+        /* lws writes the version lws_http_action read, which a refused
+         * WebSocket handshake never reaches: HTTP/1.0 to HTTP/1.1. */
+        if (memcmp(line, "HTTP/1.0 ", 9) == 0 && http11(wsi))
+            line[7] = '1';
+        return 0;
+    }
     /* Put together, not printed: once a request (201), snprintf's parsing
      * cost more than the copies. */
     char line[64];

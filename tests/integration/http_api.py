@@ -2245,6 +2245,12 @@ def test_status_lines(s):
                        (post.replace(b"HTTP/1.1", b"HTTP/1.0"), "HTTP/1.0 200 OK")):
         got = head_of(data)
         check(got.split("\r\n")[0] == want, f"{want}: {got!r}")
+    # Regression: a refused WebSocket handshake never reaches the code in
+    # lws that reads the request's version, and lws wrote HTTP/1.0 to it.
+    conn, status, _ = ws_open(s.port, "/v1/stream?key=no-such-key")
+    conn.close()
+    check(status == "HTTP/1.1 401 Unauthorized",
+          f"a refused handshake answers in the request's version: {status!r}")
     for path, allow in (("/healthz", "GET, HEAD"), ("/v1/members/M7950", "GET, HEAD"),
                         ("/v1/events", "POST"), ("/wechat/oa/callback", "GET, HEAD, POST")):
         status, _, headers = s.request("DELETE", path)
