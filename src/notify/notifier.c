@@ -1836,11 +1836,14 @@ static void *courier_main(void *arg)
             remind(c, &next_reminders);
             prune(c, &next_prune);
         }
-        int64_t claimed_at = now_s(); /* the lease is taken as the claim is */
+        /* The lease is taken as the claim is: dated after hold_batch,
+         * whose record may have waited for the lock (a49ee97's review: a
+         * claim dated before that wait got a lease that much shorter). */
+        int64_t claimed_at = 0;
         if (hold_batch(c, batch, reach, tried, kept, unwritten, &lease_until)) {
             /* nothing new claimed over it */
-        } else if (pgw_store_claim_notices(c->store, c->owner, claimed_at, batch, PGW_NOTIFY_BATCH,
-                                           &got, &err) == PGW_OK) {
+        } else if (pgw_store_claim_notices(c->store, c->owner, claimed_at = now_s(), batch,
+                                           PGW_NOTIFY_BATCH, &got, &err) == PGW_OK) {
             lease_until = claimed_at + PGW_NOTICE_LEASE_S;
             tell(n, &n->claims_said, c->index, "outbox", NULL);
             if (got == 0) {

@@ -80,6 +80,10 @@ static atomic_llong mono_ahead; /* seconds the monotonic clock is ahead of the r
  * long; chain_waited counts them. chain_on_send sets it as the first SMS
  * is signed, the clock moved 40 s on (sms_clock). */
 static atomic_int chain_held, chain_waited, chain_on_send;
+/* While set (and chain_held not), every write transaction's lock is had
+ * after a wait of 29 s, just within the store's limit: the clock moves
+ * on 29 s. */
+static atomic_int chain_slow;
 
 time_t time(time_t *out)
 {
@@ -110,8 +114,11 @@ int64_t pgw_monotonic_s(void)
  * it was waited for as long as the store waits, and not had. */
 static bool chain_wait(void)
 {
-    if (atomic_load(&chain_held) == 0)
+    if (atomic_load(&chain_held) == 0) {
+        if (atomic_load(&chain_slow) != 0)
+            atomic_fetch_add(&clock_ahead, 29);
         return false;
+    }
     atomic_fetch_add(&clock_ahead, 31);
     atomic_fetch_add(&chain_waited, 1);
     return true;
@@ -315,6 +322,7 @@ static int setup(void **state)
     atomic_store(&chain_held, 0);
     atomic_store(&chain_waited, 0);
     atomic_store(&chain_on_send, 0);
+    atomic_store(&chain_slow, 0);
     return db_fixture_setup(state);
 }
 
@@ -2515,6 +2523,62 @@ static void test_a_delivered_notice_outlives_a_long_wait_for_its_record(void **s
 }
 
 /*
+ * A record kept to retry (the write lock held elsewhere), then had after
+ * a wait of 29 s; the courier then claims M2's notice, due meanwhile: its
+ * lease must run PGW_NOTICE_LEASE_S from the claim, which follows that
+ * record. Regression (the review of a49ee97): the claim was dated when
+ * the courier's turn began, before the kept record's wait, and wrote a
+ * lease that much shorter (at one past PGW_NOTICE_LEASE_S, lapsed as it
+ * was claimed, any instance's sweep took it back, counted, unsent).
+ */
+static void test_a_claim_after_a_slow_kept_record_gets_its_whole_lease(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    atomic_store(&chain_on_send, 1);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    member_with_notice(r.store, r.vault, "M2", "13900139000");
+    char sql[1024];
+    snprintf(sql, sizeof(sql), "UPDATE notices SET due_at = %lld WHERE member = 'M2'",
+             (long long)time(NULL) + 60); /* after M1's claim, before the kept record's end */
+    assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
+    /* M2's claims, logged: its lease and the newest record before it */
+    const char *logged = "INSERT INTO claim_log VALUES (NEW.lease_until, (SELECT MAX(updated_at)"
+                         " FROM notices WHERE state = 'sent'))";
+    if (f->pg)
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE claim_log (lease_until bigint, recorded_at bigint);"
+                 "CREATE FUNCTION log_claim() RETURNS trigger LANGUAGE plpgsql AS"
+                 " $$ BEGIN %s; RETURN NEW; END $$;"
+                 "CREATE TRIGGER log_claim AFTER UPDATE ON notices FOR EACH ROW"
+                 " WHEN (OLD.state = 'pending' AND NEW.state = 'sending' AND NEW.member = 'M2')"
+                 " EXECUTE FUNCTION log_claim()",
+                 logged);
+    else
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE claim_log (lease_until INTEGER, recorded_at INTEGER);"
+                 "CREATE TRIGGER log_claim AFTER UPDATE ON notices WHEN OLD.state = 'pending'"
+                 " AND NEW.state = 'sending' AND NEW.member = 'M2' BEGIN %s; END",
+                 logged);
+    assert_int_equal(db_fixture_exec(f, sql), PGW_OK);
+    rig_start(f, &r);
+    /* M1 delivered, its record kept (the batch's and its own refused) */
+    for (int i = 0; i < 1000 && atomic_load(&chain_waited) < 2; i++)
+        fake_sleep_ms(10);
+    atomic_store(&chain_slow, 1);
+    atomic_store(&chain_held, 0);
+    size_t sent = wait_done(r.store, "M2");
+    rig_free(&r);
+    int64_t lease = db_fixture_int64(f, "SELECT MIN(lease_until - recorded_at) FROM claim_log");
+    if (sent != 1 || lease < PGW_NOTICE_LEASE_S)
+        fail_msg("M1's record kept, then had after 29 s; M2's notice %s, its claim leased %lld s "
+                 "past the record before it: want it sent, leased %d s from its claim",
+                 sent == 1 ? "sent" : "not sent", (long long)lease, PGW_NOTICE_LEASE_S);
+}
+
+/*
  * The database's name leaves last_error where the name stands, and only
  * there: a name that is also part of a word of the message (a relative
  * path, `sqlite:data`, and SQLite's "database is locked") leaves the word
@@ -4017,6 +4081,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_kept_record_another_instance_took_is_let_go, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_delivered_notice_outlives_a_long_wait_for_its_record,
+                                        setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_claim_after_a_slow_kept_record_gets_its_whole_lease,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
                                         db_fixture_teardown),
