@@ -425,7 +425,7 @@ static const pgw_transfer *post(pgw_ledger *l, pgw_transfer_kind kind, const cha
     t->points = points;
     snprintf(t->shop_id, sizeof(t->shop_id), "%s", shop);
     snprintf(t->channel, sizeof(t->channel), "%s",
-             kind == PGW_TRANSFER_EXPIRE ? "system" : "store");
+             kind == PGW_TRANSFER_EXPIRE ? PGW_CHANNEL_SYSTEM : "store");
     t->occurred_at = at;
     t->recorded_at_us = at * 1000000 + (t->id % 1000000);
     snprintf(t->reference, sizeof(t->reference), "%s", reference);

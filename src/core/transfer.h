@@ -51,6 +51,11 @@ typedef enum pgw_transfer_kind {
 #define PGW_TRANSFER_KIND_MIN PGW_TRANSFER_EARN
 #define PGW_TRANSFER_KIND_MAX PGW_TRANSFER_ADJUST
 
+/* The channel of the gateway's own transfers (expiry, identity binds): no
+ * client's event, batch row or file may take it (pgw_event_check_channel),
+ * so that finance reading a channel never finds shop sales among them. */
+#define PGW_CHANNEL_SYSTEM "system"
+
 typedef struct pgw_transfer {
     int64_t id; /* sequence number: 1, 2, 3, ... without gaps */
     pgw_transfer_kind kind;
@@ -60,7 +65,7 @@ typedef struct pgw_transfer {
     char credit[PGW_ACCOUNT_MAX + 1];
     int64_t points;                        /* 1..PGW_POINTS_MAX */
     char shop_id[PGW_ID_MAX + 1];          /* "" when none */
-    char channel[PGW_ID_MAX + 1];          /* "store", "wechat_mp", ... or "system" */
+    char channel[PGW_ID_MAX + 1];          /* "store", "wechat_mp", ... or PGW_CHANNEL_SYSTEM */
     int64_t occurred_at;                   /* unix seconds, when it happened */
     int64_t recorded_at_us;                /* unix microseconds, when it was logged */
     char reference[PGW_REFERENCE_MAX + 1]; /* receipt no., original event, lot id */

@@ -1908,7 +1908,7 @@ static bool handle_bind(pgw_api *api, const pgw_request *req, const pgw_principa
      * the key: the same phone written another way is the same bind (the
      * body's bytes made it 409 idempotency_conflict). */
     pgw_sha256(cmd->key, strlen(cmd->key), cmd->fingerprint);
-    snprintf(cmd->channel, sizeof(cmd->channel), "system");
+    snprintf(cmd->channel, sizeof(cmd->channel), PGW_CHANNEL_SYSTEM);
     if (who->kind == PGW_SCOPE_SHOP)
         snprintf(cmd->bind_shop, sizeof(cmd->bind_shop), "%.*s", PGW_ID_MAX, who->scope_id);
     /* A channel's backend binds what its member proved to it (an SMS code

@@ -562,7 +562,7 @@ static int apply_expire_lot(pgw_store *store, pgw_command *cmd)
     memset(cmd->fingerprint, 0, sizeof(cmd->fingerprint));
     memcpy(cmd->fingerprint, &lot.left, sizeof(lot.left));
     snprintf(cmd->member, sizeof(cmd->member), "%s", lot.member);
-    snprintf(cmd->channel, sizeof(cmd->channel), "system");
+    snprintf(cmd->channel, sizeof(cmd->channel), PGW_CHANNEL_SYSTEM);
     snprintf(cmd->reference, sizeof(cmd->reference), "lot:%lld", (long long)lot.id);
     cmd->points_moved = lot.left;
     char debit[PGW_ACCOUNT_MAX + 1];

@@ -47,6 +47,13 @@ int pgw_event_check_channel(const char *s, const char *name, pgw_err *err)
         return pgw_err_set(err, PGW_EINVAL, "%s: not UTF-8, so not a channel name", name);
     if (!pgw_store_channel_name_ok(s))
         return pgw_err_set(err, PGW_EINVAL, "%s: \"%s\" is not a channel name", name, s);
+    /* A name, and a channel reports and reconciliation read (the moves
+     * already under it), but not one a client writes under. */
+    if (strcmp(s, PGW_CHANNEL_SYSTEM) == 0)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s: \"%s\" is the gateway's own channel (expiry, identity binds), "
+                           "not a client's",
+                           name, s);
     return PGW_OK;
 }
 

@@ -64,7 +64,9 @@ int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc
 /*
  * PGW_OK when `s` may be an event's channel: 1..PGW_ID_MAX of [a-z0-9_],
  * none of the words the gateway's own keys start with
- * (pgw_store_channel_name_ok); else PGW_EINVAL naming it as `name`
+ * (pgw_store_channel_name_ok), nor the gateway's own PGW_CHANNEL_SYSTEM
+ * (its transfers' channel, which reads may still name); else PGW_EINVAL
+ * naming it as `name`
  * ("$.channel"), quoting `s` only when it is UTF-8 (any bytes may come:
  * a query's value). Whatever else keys rows under a channel checks it so.
  */

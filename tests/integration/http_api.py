@@ -6756,6 +6756,44 @@ def test_reconciliation_csv_summary(s):
         check(status == 400 and why in str(doc), f"{extra}: {status} {doc}")
 
 
+def test_system_channel_is_the_gateways(s):
+    """Expiry and identity binds move points under channel system: a client's
+    event, batch row or day-end file under it would mix shop sales into the
+    gateway's own movements, which finance reconciles and reports by
+    channel. Each is refused (400) and writes nothing; reading the channel
+    (a reconciliation of it) stays allowed."""
+    before = s.transfers()
+    event = dict(purchase("SYS-1", shop="S002", when=RECON_DAY % (10, 0)), channel="system")
+    status, doc, _ = s.request("POST", "/v1/events", event)
+    check(status == 400 and error_code(doc) == "invalid_request" and
+          "the gateway's own channel" in doc["error"]["message"], f"an event on channel system: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events:batch",
+                               {"events": [event, dict(event, event_id="SYS-2")]})
+    results = doc.get("results", []) if isinstance(doc, dict) else []
+    check(status == 200 and [r.get("status") for r in results] == [400, 400] and
+          all(error_code(r.get("body")) == "invalid_request" for r in results),
+          f"batch events on channel system: {status} {doc}")
+    head = "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no"
+    body = "\r\n".join([head, f"SYS-3,purchase,{RECON_DAY % (10, 0)},member_id:MSYS,1000,,",
+                         ""]).encode()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches?channel=system", raw=body,
+                               ctype="text/csv", key="s002")
+    check(status == 400 and error_code(doc) == "invalid_request" and
+          "the gateway's own channel" in doc["error"]["message"], f"a day-end file on channel system: {status} {doc}")
+    statement = statement_csv([["SYS-4", RECON_DAY % (10, 0), "purchase", "member_id:MSYS",
+                                1000, 10]])
+    code, doc, err = reconcile(s, statement, "--repair", "--new-channel", channel="system",
+                               shop="S002")
+    check(code != 0 and s.transfers() == before,
+          f"reconcile --repair posts no event on channel system: {code} {err}")
+    check(s.transfers() == before, "nothing of it was written")
+    status, doc, _ = s.request("POST", "/v1/reconciliations?channel=system&shop=S002&from="
+                               "2026-11-20T00:00:00%2B08:00&to=2026-11-21T00:00:00%2B08:00",
+                               raw=b"event_id,occurred_at,type,member,amount_fen,points\r\n",
+                               ctype="text/csv", key="finance")
+    check(status == 200, f"reconciling channel system stays allowed: {status} {doc}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -6788,7 +6826,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_reads_beside_finance,
           test_member_show, test_member_show_order, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
-          test_reconciliation_csv_summary)
+          test_reconciliation_csv_summary, test_system_channel_is_the_gateways)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,

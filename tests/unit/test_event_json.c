@@ -997,6 +997,29 @@ static void test_channel_check_quotes_only_utf8(void **state)
     assert_string_equal(err.msg, "channel: not UTF-8, so not a channel name");
 }
 
+/* Expiry and identity binds move points under channel "system": a client's
+ * event there would mix its sales into the gateway's own movements, which
+ * finance reconciles and reports by channel. */
+static void test_system_channel_is_the_gateways(void **state)
+{
+    (void)state;
+    pgw_err err;
+    assert_int_equal(pgw_event_check_channel("system", "channel", &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "the gateway's own"));
+    assert_int_equal(pgw_event_check_channel("systems", "channel", &err), PGW_OK);
+    json_t *obj = json_loads(API_EXAMPLE, 0, NULL);
+    assert_non_null(obj);
+    assert_int_equal(json_object_set_new(obj, "channel", json_string("system")), 0);
+    pgw_rules *rules = make_rules();
+    pgw_event_doc *doc = calloc(1, sizeof(*doc));
+    assert_int_equal(pgw_event_from_json(obj, rules, doc, &err), PGW_EINVAL);
+    assert_string_equal(err.msg, "$.channel: \"system\" is the gateway's own channel (expiry, "
+                                 "identity binds), not a client's");
+    free(rules);
+    json_decref(obj);
+    free(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1017,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_fingerprints_as_gateways_recorded_them),
         cmocka_unit_test(test_qty_default_as_gateways_recorded_it),
         cmocka_unit_test(test_channel_check_quotes_only_utf8),
+        cmocka_unit_test(test_system_channel_is_the_gateways),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
