@@ -43,6 +43,21 @@ bool pgw_utf8_valid(const char *s)
     return *s == '\0';
 }
 
+size_t pgw_utf8_scrub(char *s)
+{
+    size_t replaced = 0, n;
+    uint32_t cp;
+    for (; *s != '\0'; s += n) {
+        n = pgw_utf8_next(s, &cp);
+        if (n == 0) {
+            *s = '?';
+            n = 1;
+            replaced++;
+        }
+    }
+    return replaced;
+}
+
 size_t pgw_utf8_prefix(const char *s, size_t max)
 {
     size_t at = 0, n;

@@ -21,4 +21,9 @@ bool pgw_utf8_valid(const char *s);
  * boundary (s valid UTF-8). */
 size_t pgw_utf8_prefix(const char *s, size_t max);
 
+/* Replaces in place each byte of s that is no part of a valid character
+ * by '?': text that quotes outside bytes, cut, made valid for JSON, the
+ * rest of it kept. Returns how many it replaced. */
+size_t pgw_utf8_scrub(char *s);
+
 #endif

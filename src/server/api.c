@@ -1051,8 +1051,11 @@ static void batch_feed(pgw_api *api, pgw_batch *b)
     memcpy(req.client_address, b->client_address, sizeof(req.client_address));
     while (b->running < BATCH_WINDOW && b->next < b->n) {
         size_t i = b->next++;
-        if (b->bodies[i] != NULL)
-            continue; /* answered already (a CSV row that was not an event) */
+        /* Answered already (a CSV row that was not an event), by its
+         * status: an answer without a body (503, no memory for it) left
+         * the row to run as the null event in its place, counted twice. */
+        if (b->statuses[i] != 0)
+            continue;
         pgw_response r;
         memset(&r, 0, sizeof(r));
         bool started =
@@ -1288,6 +1291,11 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const p
             }
         }
         json_t *ev = row_rc == PGW_OK ? convert(&row, col, b, tz, &bad) : NULL;
+        /* A refusal quoting the row's bytes is UTF-8 whatever they were or
+         * where a quote cut them: else no answer carries it, and its row
+         * went missing from errors[] (R-D). */
+        if (ev == NULL)
+            pgw_utf8_scrub(bad.msg);
         b->lines[b->n] = row.line;
         problems[b->n] = ev ? NULL : strdup(bad.msg);
         bool kept = (ev != NULL || problems[b->n] != NULL) &&

@@ -7,6 +7,7 @@
 #include "core/civil.h"
 #include "core/digest.h"
 #include "core/text.h"
+#include "core/utf8.h"
 #include "util/json_write.h"
 
 #include <stdlib.h>
@@ -476,8 +477,10 @@ json_t *pgw_member_json_from_text(const char *text, pgw_err *err)
             pgw_err_set(err, PGW_EINVAL, "member: not UTF-8");
         return member;
     }
-    pgw_err_set(err, PGW_EINVAL, "member \"%.64s\" is not phone:..., card:... or member_id:...",
-                text);
+    /* Cut on a character: cut inside one, the message was no UTF-8 and no
+     * answer could carry it (its row left out of the batch's errors). */
+    pgw_err_set(err, PGW_EINVAL, "member \"%.*s\" is not phone:..., card:... or member_id:...",
+                (int)pgw_utf8_prefix(text, 64), text);
     return NULL;
 }
 

@@ -6794,6 +6794,29 @@ def test_system_channel_is_the_gateways(s):
     check(status == 200, f"reconciling channel system stays allowed: {status} {doc}")
 
 
+def test_shop_csv_refusal_cut_inside_a_character(s):
+    """A row's refusal quotes its field cut to a length: cut inside a
+    character, the message was no UTF-8, and the row went missing from
+    errors[] (R-D). Every refused row is listed, with its line and code,
+    its message UTF-8 still."""
+    head = "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no"
+    when = RECON_DAY % (10, 0)
+    cut = "nobody:" + "a" * 56 + "\u00e9\u00e9"  # the quote's 64th byte is the first of an é
+    rows = [head, f"CUT-1,purchase,{when},{cut},1000,,", f"CUT-2,purchase,{when},{cut}x,1000,,",
+            f"CUT-3,purchase,{when},nobody,1000,,", ""]
+    before = s.transfers()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches",
+                               raw="\r\n".join(rows).encode(), ctype="text/csv", key="s002")
+    errors = doc.get("errors", []) if isinstance(doc, dict) else []
+    check(status == 200 and doc.get("rejected") == 3 and
+          [(e.get("line"), e.get("code")) for e in errors] ==
+          [(2, "invalid_request"), (3, "invalid_request"), (4, "invalid_request")],
+          f"each refused row is listed: {status} {doc}")
+    check(all(e.get("message", "").startswith('member "nobody:aaa') for e in errors[:2]),
+          f"the message still says what was refused: {errors}")
+    check(s.transfers() == before, "a file of refused rows writes nothing")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -6826,7 +6849,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_reads_beside_finance,
           test_member_show, test_member_show_order, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
-          test_reconciliation_csv_summary, test_system_channel_is_the_gateways)
+          test_reconciliation_csv_summary, test_system_channel_is_the_gateways,
+          test_shop_csv_refusal_cut_inside_a_character)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,

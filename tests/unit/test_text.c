@@ -2,6 +2,7 @@
  * test_text.c - core/text.h: names joined as snprintf would make them.
  */
 #include "core/text.h"
+#include "core/utf8.h"
 
 #include <inttypes.h>
 #include <setjmp.h>
@@ -51,10 +52,27 @@ static void test_int_as_printf_writes_it(void **state)
     }
 }
 
+/* A message quoting bytes cut inside a character (or any not UTF-8) is
+ * made UTF-8, each bad byte a '?', the characters around it kept. */
+static void test_utf8_scrub_replaces_bad_bytes(void **state)
+{
+    (void)state;
+    char cut[] = "member \"nobody:aa\xc3\" is not";
+    assert_int_equal(pgw_utf8_scrub(cut), 1);
+    assert_string_equal(cut, "member \"nobody:aa?\" is not");
+    char mixed[] = "\xe2\x82\xac\xff\xe2\x82 \xc3\xa9\xed\xa0\x80";
+    assert_int_equal(pgw_utf8_scrub(mixed), 6);
+    assert_string_equal(mixed, "\xe2\x82\xac??? \xc3\xa9???");
+    char fine[] = "caf\xc3\xa9";
+    assert_int_equal(pgw_utf8_scrub(fine), 0);
+    assert_string_equal(fine, "caf\xc3\xa9");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_join_cuts_as_snprintf_does),
+        cmocka_unit_test(test_utf8_scrub_replaces_bad_bytes),
         cmocka_unit_test(test_join_of_empty_parts),
         cmocka_unit_test(test_int_as_printf_writes_it),
     };
