@@ -3335,23 +3335,28 @@ static const char *const INVARIANTS[] = {
      * return's key is return:<spend>/<id>, the id without '/' (command.c
      * check): rtrim keeps the key up to its last '/', and drops that (not
      * substr's length, which PostgreSQL refuses below 0: a key without
-     * '/' would stop verify instead of being named). A spend made before
-     * schema 37 has no rows, nor a return (refused: nothing recorded to
-     * give back): a spend with returns and no row lost its rows. */
+     * '/' would stop verify instead of being named). Such a key, or one
+     * naming no spend ("return:/2"), leaves spend '', which no spend is:
+     * the key is named as it is. A spend made before schema 37 has no
+     * rows, nor a return (refused: nothing recorded to give back): a
+     * spend with returns and no row lost its rows. */
     "WITH x AS (SELECT s.spend, s.points kept, 0 back, t.points spent, m.id member,"
-    "  CASE WHEN l.member = m.id OR l.member = m.merged_into THEN NULL ELSE s.lot END stray"
+    "  CASE WHEN l.member = m.id OR l.member = m.merged_into THEN NULL ELSE s.lot END stray,"
+    "  NULL return_key"
     "  FROM spent_lots s LEFT JOIN idempotency i ON i.key = s.spend"
     "  LEFT JOIN transfers t ON t.id = i.first_transfer AND t.kind = 3"
     "  LEFT JOIN members m ON m.id = substr(t.debit, 8) LEFT JOIN lots l ON l.id = s.lot"
-    "  UNION ALL SELECT substr(i.k, 8), NULL, t.points, NULL, NULL, NULL"
-    "  FROM (SELECT rtrim(rtrim(key, replace(key, '/', '')), '/') k, first_transfer"
+    "  UNION ALL SELECT substr(i.k, 8), NULL, t.points, NULL, NULL, NULL, i.key"
+    "  FROM (SELECT rtrim(rtrim(key, replace(key, '/', '')), '/') k, key, first_transfer"
     "   FROM idempotency"
     "   WHERE substr(key, 1, 7) = 'return:') i"
     "  JOIN transfers t ON t.id = i.first_transfer AND t.kind = 3),"
     " g AS (SELECT spend, COUNT(kept) n, COALESCE(SUM(kept), 0) kept, MIN(kept) low,"
-    "  SUM(back) back, COALESCE(MAX(spent), 0) spent, MAX(member) member, MIN(stray) stray"
-    "  FROM x GROUP BY spend)"
-    " SELECT CASE WHEN g.n = 0 THEN format('spend %s: its returns gave back %s points,"
+    "  SUM(back) back, COALESCE(MAX(spent), 0) spent, MAX(member) member, MIN(stray) stray,"
+    "  MIN(return_key) return_key FROM x GROUP BY spend)"
+    " SELECT CASE WHEN g.spend = '' THEN format('return %s: its key is not"
+    " return:<spend>/<id> (it gave back %s points)', g.return_key, g.back)"
+    "  WHEN g.n = 0 THEN format('spend %s: its returns gave back %s points,"
     " but it records no lot it took', g.spend, g.back)"
     "  WHEN g.low < 0 THEN format('spend %s: keeps %s points of a lot, below 0', g.spend, g.low)"
     "  WHEN g.kept <> g.spent - g.back THEN"
@@ -3360,7 +3365,24 @@ static const char *const INVARIANTS[] = {
     "  ELSE format('spend %s: took lot %s, which is member %s''s, not %s''s nor its survivor''s',"
     "  g.spend, g.stray, l.member, g.member) END"
     " FROM g LEFT JOIN lots l ON l.id = g.stray"
-    " WHERE g.n = 0 OR g.low < 0 OR g.kept <> g.spent - g.back OR g.stray IS NOT NULL LIMIT 1",
+    " WHERE g.spend = '' OR g.n = 0 OR g.low < 0 OR g.kept <> g.spent - g.back"
+    " OR g.stray IS NOT NULL LIMIT 1",
+    /* A spend without rows and without returns may be older than schema
+     * 37, which records what every spend since takes (a redemption or
+     * capture is refused unless its lots cover it, and no row is ever
+     * deleted): one after a spend that has rows lost its own. One before
+     * every spend with rows cannot be told from one made before schema 37
+     * (the migration marks nowhere where the log was), nor can any when
+     * all lost their rows. Spends are keys redeem:... and capture:...
+     * whose first transfer is a REDEEM, read as ranges of the keys. */
+    "WITH r AS (SELECT i.key, i.first_transfer f,"
+    "  EXISTS (SELECT 1 FROM spent_lots s WHERE s.spend = i.key) has"
+    "  FROM idempotency i JOIN transfers t ON t.id = i.first_transfer AND t.kind = 3"
+    "  WHERE (i.key >= 'redeem:' AND i.key < 'redeem;')"
+    "  OR (i.key >= 'capture:' AND i.key < 'capture;'))"
+    " SELECT format('spend %s: records no lot it took, but %s, an earlier spend, does: its"
+    " rows were lost', r.key, (SELECT key FROM r WHERE has ORDER BY f LIMIT 1))"
+    " FROM r WHERE NOT r.has AND r.f > (SELECT MIN(f) FROM r WHERE has) ORDER BY r.f LIMIT 1",
 };
 
 static int verify_invariants(pgw_store *s, pgw_verify_report *r, pgw_err *err)

@@ -2622,7 +2622,8 @@ static void expect_caught(const db_fixture *f, const char *sql, const char *said
  * lot and has not had back) against the log: per spend, its rows keep its
  * REDEEM transfer's points less what its returns gave back, none below 0,
  * each of a lot of the spend's member or of the member it was merged into.
- * A spend without rows (made before schema 37) is not one of them.
+ * A spend without rows before the first that has them may have been made
+ * before schema 37: not one of them; after it, its rows were lost.
  */
 static void test_verify_checks_what_spends_took(void **state)
 {
@@ -2634,6 +2635,7 @@ static void test_verify_checks_what_spends_took(void **state)
     spend_earn(w, "store:S001:P3", "M1", 100, t + 2);
     spend_earn(w, "store:S001:P4", "M2", 100, t + 3);
     spend_earn(w, "store:S001:P5", "M3", 30, t + 4);
+    spend_take(w, NULL, "D0", "M2", 5, t + 5);
     spend_take(w, NULL, "D1", "M1", 150, t + 10); /* 50, 50, 50 of the three lots */
     spend_take(w, "hold", "H1", "M2", 60, t + 11);
     pgw_command cmd;
@@ -2655,9 +2657,18 @@ static void test_verify_checks_what_spends_took(void **state)
     if (*verified(f) != '\0')
         fail_msg("%s", verified(f));
     /* A spend made before schema 37 recorded no lot: nothing to check. */
-    raw_sql(f, "DELETE FROM spent_lots WHERE spend = 'redeem:D3'");
+    raw_sql(f, "DELETE FROM spent_lots WHERE spend = 'redeem:D0'");
     if (*verified(f) != '\0')
         fail_msg("a spend made before schema 37: %s", verified(f));
+    /* One made after a spend that records its lots made them too: lost. */
+    char back[128];
+    snprintf(back, sizeof(back),
+             "INSERT INTO spent_lots (spend, lot, points) VALUES ('redeem:D3', %lld, 5)",
+             (long long)raw_int(f, "SELECT lot FROM spent_lots WHERE spend = 'redeem:D3'"));
+    expect_caught(f, "DELETE FROM spent_lots WHERE spend = 'redeem:D3'",
+                  "spend redeem:D3: records no lot it took, but redeem:D1, an earlier spend, "
+                  "does: its rows were lost",
+                  back);
     expect_caught(f, "UPDATE spent_lots SET points = 45 WHERE spend = 'redeem:D1' AND lot = 1",
                   "spend redeem:D1: its lots keep 65 points, but it spent 150 and its returns "
                   "gave back 80",
@@ -2676,8 +2687,15 @@ static void test_verify_checks_what_spends_took(void **state)
                   "INSERT INTO idempotency (key, record, first_transfer, transfer_count)"
                   " SELECT 'return:capture:H1-2', record, first_transfer, 1 FROM idempotency"
                   " WHERE key = 'return:capture:H1/1'",
-                  "spend : its returns gave back 15 points, but it records no lot",
+                  "return return:capture:H1-2: its key is not return:<spend>/<id> (it gave "
+                  "back 15 points)",
                   "DELETE FROM idempotency WHERE key = 'return:capture:H1-2'");
+    expect_caught(f,
+                  "INSERT INTO idempotency (key, record, first_transfer, transfer_count)"
+                  " SELECT 'return:/2', record, first_transfer, 1 FROM idempotency"
+                  " WHERE key = 'return:capture:H1/1'",
+                  "return return:/2: its key is not return:<spend>/<id>",
+                  "DELETE FROM idempotency WHERE key = 'return:/2'");
     char undo[128];
     snprintf(undo, sizeof(undo), "UPDATE spent_lots SET lot = %lld WHERE spend = 'redeem:D2'",
              (long long)raw_int(f, "SELECT lot FROM spent_lots WHERE spend = 'redeem:D2'"));
