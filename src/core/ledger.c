@@ -664,8 +664,15 @@ static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int6
     int rc = pgw_lots_plan_take(l->lots, l->n_lots, member_id, at, points, l->takes,
                                 l->opts.max_lots, n_takes, &shortfall);
     PGW_ASSERT(rc == PGW_OK); /* takes has room for every lot */
-    if (shortfall > 0)
-        return pgw_ledger_refuse_expired(err, member_id, points - shortfall, points);
+    /* Never short here: pgw_ledger_check's invariants make the balance
+     * the member's lots' left + held less the debt (left >= 0), and its
+     * pending holds, whose portions lie in its own lots (no merge here),
+     * reserve exactly their held; so `available` is the left of its lots
+     * not yet expired less the debt, every point of which the plan takes
+     * (the same expiry test, lots of 0 left aside), and points <=
+     * available. pgw_ledger_refuse_expired stays for the store's spend
+     * (command.c), which reads its figures from the database. */
+    PGW_ASSERT(shortfall == 0);
     return PGW_OK;
 }
 
