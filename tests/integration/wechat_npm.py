@@ -78,6 +78,9 @@ def check(cond, what):
     return bool(cond)
 
 
+_wechat_api.check = check  # its Server's check of each stop counts here
+
+
 class Skip(Exception):
     pass
 
@@ -454,8 +457,7 @@ def run_round(tmp, config, crypt, key, label):
     try:
         round_checks(srv, crypt, key, label)
     finally:
-        rc, _ = srv.stop()
-    check(rc == 0, "[%s] SIGTERM: exit 0 (%s): %s" % (label, rc, srv.stderr()[-500:]))
+        srv.stop()
     logs = srv.logs()
     for secret, name in ((key, "EncodingAESKey"), (OA_TOKEN, "token"), (OA_SECRET, "OA secret")):
         check(secret not in logs, "[%s] the %s is not in the logs" % (label, name))
