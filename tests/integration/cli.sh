@@ -59,7 +59,7 @@ expect_stopped() {
     last=${last##*$'\n'}
     if [ "$1" -eq 0 ] && [ "$last" = "pointsgw serve: stopped cleanly" ] &&
         [[ "$2" != *"runtime error"* && "$2" != *AddressSanitizer* &&
-            "$2" != *LeakSanitizer* && "$2" != *ERROR:* ]]; then
+            "$2" != *LeakSanitizer* && "$2" != *UndefinedBehaviorSanitizer* ]]; then
         pass
     else
         fail "serve's stop: exit $1, last line '$last': $(tail -c 3000 <<<"$2")"

@@ -10,8 +10,10 @@ CLEAN = "pointsgw serve: stopped cleanly"
 # README, Status: the other last lines a stop may end with.
 CUT_OFF = "pointsgw serve: stopped, but cut off "
 LOOP_FAILED = "pointsgw serve: libwebsockets' service loop failed: "
-# What ASan, LSan and UBSan write; never a line of pointsgw's own.
-SANITIZERS = ("runtime error", "AddressSanitizer", "LeakSanitizer", "ERROR:")
+# What ASan, LSan and UBSan write; never a line of pointsgw's own. Not a
+# bare "ERROR:": PostgreSQL's messages, which a storage failure's line
+# quotes, begin so.
+SANITIZERS = ("runtime error", "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer")
 
 
 def unclean(code, err, last=CLEAN, status=0):
