@@ -368,6 +368,17 @@ static void set_body(pgw_response *resp, int status, json_t *body)
 static void error_body(pgw_response *resp, int status, const char *code, const char *message,
                        json_t *details)
 {
+    /* Refusals quote what came (an unknown key by "%.64s", an idempotency
+     * key by "%.128s", a query's bytes): cut inside a character, or not
+     * UTF-8 at all, json_pack made no body of them and the answer was a
+     * 503 without one, retried for ever, "no answer" in a batch. Each bad
+     * byte becomes a '?' here, for every answer. */
+    char scrubbed[PGW_ERR_MSG_MAX];
+    if (!pgw_utf8_valid(message)) {
+        snprintf(scrubbed, sizeof(scrubbed), "%s", message);
+        pgw_utf8_scrub(scrubbed);
+        message = scrubbed;
+    }
     json_t *body = json_pack("{s:{s:s,s:s,s:o}}", "error", "code", code, "message", message,
                              "details", details ? details : json_object());
     set_body(resp, status, body);
@@ -1290,12 +1301,9 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const p
                 break;
             }
         }
+        /* A refusal quoting the row's bytes, cut or not UTF-8, is made
+         * UTF-8 by error_body, as every answer's. */
         json_t *ev = row_rc == PGW_OK ? convert(&row, col, b, tz, &bad) : NULL;
-        /* A refusal quoting the row's bytes is UTF-8 whatever they were or
-         * where a quote cut them: else no answer carries it, and its row
-         * went missing from errors[] (R-D). */
-        if (ev == NULL)
-            pgw_utf8_scrub(bad.msg);
         b->lines[b->n] = row.line;
         problems[b->n] = ev ? NULL : strdup(bad.msg);
         bool kept = (ev != NULL || problems[b->n] != NULL) &&

@@ -6811,6 +6811,47 @@ def test_shop_csv_refusal_cut_inside_a_character(s):
     check(s.transfers() == before, "a file of refused rows writes nothing")
 
 
+def test_refusal_quoting_a_cut_character_has_its_body(s):
+    """Refusals quote what the client sent, cut by bytes ("%.64s" of an
+    unknown key, "%.128s" of an idempotency key, "%.40s" of a query's
+    time): cut inside a character, or any bytes of a query, the message
+    was no UTF-8, no JSON carried it, and the answer was 503 without a body,
+    one a client retries for ever; in a batch the row said "unavailable",
+    "no answer". Each is its own refusal, with its body."""
+    e = "\u00e9"
+    ev = purchase("CUTQ-1", shop="S002")
+    ev["a" * 63 + e] = 1  # the quote's 64th byte is the first of an é
+    status, doc, _ = s.request("POST", "/v1/events", ev)
+    check(status == 400 and error_code(doc) == "invalid_request" and
+          "unknown key" in doc["error"]["message"], f"an unknown key cut: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events:batch", {"events": [ev]})
+    results = doc.get("results", []) if isinstance(doc, dict) else []
+    check(status == 200 and [r.get("status") for r in results] == [400] and
+          error_code(results[0].get("body")) == "invalid_request",
+          f"an unknown key cut, in a batch: {status} {doc}")
+    # "store:S002:" + 100 a's + 14 é's: the key's 128th byte is inside an é
+    eid = "a" * 100 + e * 14
+    first = dict(purchase(eid, shop="S002", amount=1000), receipt_no="CUTQ-R1")
+    status, doc, _ = s.request("POST", "/v1/events", first, key="s002")
+    check(status in (200, 201), f"an event of a long id: {status} {doc}")
+    again = dict(purchase(eid, shop="S002", amount=2000), receipt_no="CUTQ-R1")
+    status, doc, _ = s.request("POST", "/v1/events", again, key="s002")
+    check(status == 409 and error_code(doc) == "idempotency_conflict",
+          f"its id again for another sale: {status} {doc}")
+    head = "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no"
+    body = "\r\n".join([head, f"{eid},purchase,2026-11-25T10:15:00+08:00,member_id:M1,3000,,"
+                                f"CUTQ-R1", ""]).encode()
+    status, doc, _ = s.request("POST", "/v1/shops/S002/batches", raw=body, ctype="text/csv",
+                               key="s002")
+    errors = doc.get("errors", []) if isinstance(doc, dict) else []
+    check(status == 200 and [(x.get("line"), x.get("code")) for x in errors] ==
+          [(2, "idempotency_conflict")], f"its id again in a day-end file: {status} {doc}")
+    for value in ("1" * 39 + "%C3%A9", "%FF"):
+        status, doc, _ = s.request("GET", "/v1/reports/pool?from=" + value, key="finance")
+        check(status == 400 and error_code(doc) == "invalid_request",
+              f"a report from {value}: {status} {doc}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -6844,7 +6885,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_member_show, test_member_show_order, test_backup,
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
           test_reconciliation_csv_summary, test_system_channel_is_the_gateways,
-          test_shop_csv_refusal_cut_inside_a_character)
+          test_shop_csv_refusal_cut_inside_a_character,
+          test_refusal_quoting_a_cut_character_has_its_body)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
