@@ -1409,7 +1409,8 @@ static int write_head(struct lws *wsi, req *q, int64_t keepalive_s, const char *
         *all_sent = true;
         q->sent = q->resp.body_len;
     } else if ((*all_sent = q->resp.body_len <= CHUNK)) {
-        memcpy(p, q->resp.body, q->resp.body_len);
+        if (q->resp.body_len > 0) /* an answer whose body could not be made has none: NULL */
+            memcpy(p, q->resp.body, q->resp.body_len);
         p += q->resp.body_len;
         q->sent = q->resp.body_len;
     }
