@@ -7,6 +7,7 @@
 #include "bounds.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +44,7 @@ int pgw_err_set(pgw_err *err, int code, const char *fmt, ...)
     err->code = code;
     err->member_id[0] = '\0';
     err->n_figures = 0;
+    err->n_texts = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
@@ -59,6 +61,19 @@ void pgw_err_clear(pgw_err *err)
     err->msg[0] = '\0';
     err->member_id[0] = '\0';
     err->n_figures = 0;
+    err->n_texts = 0;
+}
+
+/* Whether the error in `err` carries a figure or a text `name` already. */
+static bool has_detail(const pgw_err *err, const char *name)
+{
+    for (size_t i = 0; i < err->n_figures; i++)
+        if (strcmp(err->figures[i].name, name) == 0)
+            return true;
+    for (size_t i = 0; i < err->n_texts; i++)
+        if (strcmp(err->texts[i].name, name) == 0)
+            return true;
+    return false;
 }
 
 void pgw_err_figure(pgw_err *err, const char *name, int64_t value)
@@ -67,9 +82,21 @@ void pgw_err_figure(pgw_err *err, const char *name, int64_t value)
     if (err == NULL)
         return;
     PGW_ASSERT(err->code < 0 && err->n_figures < PGW_ERR_FIGURES_MAX);
-    for (size_t i = 0; i < err->n_figures; i++)
-        PGW_ASSERT(strcmp(err->figures[i].name, name) != 0);
+    PGW_ASSERT(!has_detail(err, name));
     err->figures[err->n_figures++] = (pgw_named_figure){name, value};
+}
+
+void pgw_err_text(pgw_err *err, const char *name, const char *value)
+{
+    PGW_ASSERT(name != NULL && value != NULL);
+    if (err == NULL)
+        return;
+    size_t len = strlen(value);
+    PGW_ASSERT(err->code < 0 && err->n_texts < PGW_ERR_TEXTS_MAX && len <= PGW_ERR_TEXT_MAX);
+    PGW_ASSERT(!has_detail(err, name));
+    pgw_named_text *t = &err->texts[err->n_texts++];
+    t->name = name;
+    memcpy(t->value, value, len + 1);
 }
 
 void pgw_err_member(pgw_err *err, const char *member_id)
@@ -153,6 +180,7 @@ int pgw_err_recode(pgw_err *err, int code)
     if (err != NULL && err->code != code) {
         err->member_id[0] = '\0';
         err->n_figures = 0;
+        err->n_texts = 0;
     }
     if (err != NULL)
         err->code = code;

@@ -46,6 +46,12 @@ enum pgw_code {
 #define PGW_ERR_FIGURES_MAX 3
 #define PGW_ERR_MEMBER_MAX  32
 
+/* Words a refusal carries beside its figures, and the longest kept: a
+ * member id, an event type, an RFC 3339 moment (civil.h PGW_RFC3339_MAX)
+ * fit. */
+#define PGW_ERR_TEXTS_MAX 3
+#define PGW_ERR_TEXT_MAX  40
+
 /* One figure of a refusal: "available" 120. `name` is a string literal, so
  * that it outlives every copy of the error (a command's, back from the
  * writer thread). */
@@ -54,9 +60,16 @@ typedef struct pgw_named_figure {
     int64_t value;
 } pgw_named_figure;
 
+/* One word of a refusal: "differs" "amount_fen". `name` as a figure's. */
+typedef struct pgw_named_text {
+    const char *name;
+    char value[PGW_ERR_TEXT_MAX + 1];
+} pgw_named_text;
+
 /*
  * Besides its words, an error may carry what the refusal knows as figures
- * (the member, what is available, what was asked): API.md's error
+ * (the member, what is available, what was asked) and as texts (which
+ * field of a request differs, its two values): API.md's error
  * `details`, so that a client reads numbers instead of parsing `msg`,
  * whose words stay as they are. pgw_err_set starts every error with none.
  */
@@ -66,6 +79,8 @@ typedef struct pgw_err {
     char member_id[PGW_ERR_MEMBER_MAX + 1]; /* "" when it names none */
     size_t n_figures;
     pgw_named_figure figures[PGW_ERR_FIGURES_MAX];
+    size_t n_texts;
+    pgw_named_text texts[PGW_ERR_TEXTS_MAX];
 } pgw_err;
 
 /*
@@ -76,7 +91,7 @@ typedef struct pgw_err {
  */
 int pgw_err_set(pgw_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Clears `err` to PGW_OK, an empty message and no figures. */
+/* Clears `err` to PGW_OK, an empty message and no figures nor texts. */
 void pgw_err_clear(pgw_err *err);
 
 /*
@@ -90,6 +105,12 @@ void pgw_err_figure(pgw_err *err, const char *name, int64_t value);
 /* Names the member (an id of at most PGW_ERR_MEMBER_MAX bytes: asserted)
  * the error pgw_err_set just made in `err` is about. */
 void pgw_err_member(pgw_err *err, const char *member_id);
+
+/* Adds text `name` (a string literal, not a figure's name) = `value` (at
+ * most PGW_ERR_TEXT_MAX bytes) to the error pgw_err_set just made in
+ * `err`, as pgw_err_figure adds a figure: at most PGW_ERR_TEXTS_MAX, each
+ * name once, all asserted. */
+void pgw_err_text(pgw_err *err, const char *name, const char *value);
 
 /*
  * Prefixes the message already in `err` with a printf-style context

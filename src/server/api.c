@@ -433,15 +433,17 @@ static int error_entry(int rc)
 }
 
 /* API.md's error `details` of a refusal `why` (error.h): the member it
- * names and its figures; {} for one with none. */
+ * names, its figures and its texts; {} for one with none. */
 static json_t *error_details(const pgw_err *why)
 {
-    PGW_ASSERT(why->n_figures <= PGW_ERR_FIGURES_MAX);
+    PGW_ASSERT(why->n_figures <= PGW_ERR_FIGURES_MAX && why->n_texts <= PGW_ERR_TEXTS_MAX);
     json_t *d = json_object();
     if (d != NULL && why->member_id[0] != '\0')
         json_object_set_new(d, "member_id", json_string(why->member_id));
     for (size_t i = 0; d != NULL && i < why->n_figures; i++)
         json_object_set_new(d, why->figures[i].name, json_integer(why->figures[i].value));
+    for (size_t i = 0; d != NULL && i < why->n_texts; i++)
+        json_object_set_new(d, why->texts[i].name, json_string(why->texts[i].value));
     return d;
 }
 

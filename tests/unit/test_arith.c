@@ -126,13 +126,41 @@ static void test_error_figures(void **state)
     assert_string_equal(err.member_id, "");
 }
 
+/* Its texts (which field differs, its two values) go as its figures do. */
+static void test_error_texts(void **state)
+{
+    (void)state;
+    pgw_err err;
+    pgw_err_set(&err, PGW_ECONFLICT, "key K was used before for a different request");
+    assert_int_equal(err.n_texts, 0);
+    pgw_err_text(&err, "differs", "occurred_at");
+    pgw_err_text(&err, "occurred_at_then", "2026-11-24T10:00:00+08:00");
+    pgw_err_figure(&err, "points", 1); /* beside figures, under other names */
+    pgw_err_prefix(&err, "events[2]: ");
+    pgw_err copy = err;
+    assert_int_equal(copy.n_texts, 2);
+    assert_string_equal(copy.texts[0].name, "differs");
+    assert_string_equal(copy.texts[0].value, "occurred_at");
+    assert_string_equal(copy.texts[1].value, "2026-11-24T10:00:00+08:00");
+    pgw_err_recode(&copy, PGW_ECONFLICT);
+    assert_int_equal(copy.n_texts, 2);
+    pgw_err_recode(&copy, PGW_EIO);
+    assert_int_equal(copy.n_texts, 0);
+    pgw_err_set(&err, PGW_EINVAL, "another");
+    assert_int_equal(err.n_texts, 0);
+    pgw_err_set(&err, PGW_ECONFLICT, "again");
+    pgw_err_text(&err, "differs", "type");
+    pgw_err_clear(&err);
+    assert_int_equal(err.n_texts, 0);
+    pgw_err_text(NULL, "differs", "type");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_checked_add_sub_mul),
-        cmocka_unit_test(test_mul_div_floor),
-        cmocka_unit_test(test_error_messages),
-        cmocka_unit_test(test_error_figures),
+        cmocka_unit_test(test_checked_add_sub_mul), cmocka_unit_test(test_mul_div_floor),
+        cmocka_unit_test(test_error_messages),      cmocka_unit_test(test_error_figures),
+        cmocka_unit_test(test_error_texts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
