@@ -2256,26 +2256,36 @@ static bool repaired_as_row(const pgw_command *cmd)
            memcmp(cmd->record.fingerprint, bare, PGW_HASH_LEN) == 0;
 }
 
-/* The member `cmd` names (by identity: whoever holds it) and `recorded`
- * are one, through merges; false when the identity is nobody's. */
-static int same_member(pgw_store *store, pgw_command *cmd, const char *recorded, bool *same)
+/* The member `cmd` names (by identity: whoever holds it), through merges,
+ * into `now`: "" when the identity is nobody's. */
+static int member_now(pgw_store *store, pgw_command *cmd, char now[PGW_ID_MAX + 1])
 {
-    char named[PGW_ID_MAX + 1], was[PGW_ID_MAX + 1];
     bool found = true;
     int rc = PGW_OK;
-    *same = false;
     if (cmd->by_identity)
-        rc = pgw_store_find_identity(store, &cmd->who, &found, named, &cmd->err);
+        rc = pgw_store_find_identity(store, &cmd->who, &found, now, &cmd->err);
     else
-        snprintf(named, sizeof(named), "%s", cmd->member);
+        snprintf(now, PGW_ID_MAX + 1, "%s", cmd->member);
+    if (rc == PGW_OK && found)
+        rc = pgw_store_survivor(store, now, NULL, &cmd->err);
+    if (rc != PGW_OK || !found)
+        now[0] = '\0';
+    return rc;
+}
+
+/* Whether `recorded` (a member id as an event's key keeps it) is, through
+ * merges, member_now's `now`; never when `now` is nobody. */
+static int same_member(pgw_store *store, pgw_command *cmd, const char *recorded, const char *now,
+                       bool *same)
+{
+    char was[PGW_ID_MAX + 1];
     size_t n = strlen(recorded);
-    found = found && n < sizeof(was); /* a member id, as the log keeps them */
-    memcpy(was, recorded, found ? n + 1 : 0);
-    if (rc == PGW_OK && found)
-        rc = pgw_store_survivor(store, named, NULL, &cmd->err);
-    if (rc == PGW_OK && found)
-        rc = pgw_store_survivor(store, was, NULL, &cmd->err);
-    *same = rc == PGW_OK && found && strcmp(named, was) == 0;
+    *same = false;
+    if (now[0] == '\0' || n >= sizeof(was)) /* a member id, as the log keeps them */
+        return PGW_OK;
+    memcpy(was, recorded, n + 1);
+    int rc = pgw_store_survivor(store, was, NULL, &cmd->err);
+    *same = rc == PGW_OK && strcmp(now, was) == 0;
     return rc;
 }
 
@@ -2325,30 +2335,119 @@ static int has_receipt(pgw_store *store, pgw_command *cmd, bool *same)
     return rc;
 }
 
-/* Whether the event recorded under a CSV row's key says what the row says
- * (pgw_command.from_row): what pgw_command_row_fingerprint covers. */
-static int row_agrees(pgw_store *store, pgw_command *cmd, bool *agrees)
+/*
+ * What an event's key recorded of its first request beside what `cmd`
+ * says, in the fields the key keeps (store.h pgw_event_record): not its
+ * items, receipt or refund's original, whose difference only the
+ * fingerprint tells. Read only when the fingerprints differ.
+ */
+enum { DIFF_MEMBER, DIFF_AMOUNT, DIFF_AT, DIFF_TYPE, DIFF_FIELDS };
+static const char *const DIFF_NAMES[DIFF_FIELDS] = {"member_id", "amount_fen", "occurred_at",
+                                                    "type"};
+
+typedef struct event_diff {
+    bool found;                                   /* the key recorded an event */
+    bool differs[DIFF_FIELDS];                    /* none when not found */
+    char then[DIFF_FIELDS][PGW_ERR_TEXT_MAX + 1]; /* each field's, as said */
+    char now[DIFF_FIELDS][PGW_ERR_TEXT_MAX + 1];  /* a member "" when nobody's */
+    int64_t amount_then;
+} event_diff;
+
+static int diff_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                      event_diff *d)
 {
     const pgw_event *e = cmd->event;
-    const char *source = strchr(cmd->key, ':');
-    const char *id = source != NULL ? strchr(source + 1, ':') : NULL;
-    PGW_ASSERT(id != NULL && e != NULL); /* pgw_store_event_key made it */
+    PGW_ASSERT(e != NULL);
+    memset(d->differs, 0, sizeof(d->differs));
     pgw_recon_row was;
-    bool found = false;
-    *agrees = false;
-    int rc = pgw_store_read_event(store, cmd->channel, cmd->shop, id + 1, &was, &found, &cmd->err);
-    if (rc != PGW_OK || !found || e->type == PGW_EVENT_CUSTOM)
+    int rc = pgw_store_read_keyed_event(store, cmd->key, &was, &d->found, &cmd->err);
+    if (rc != PGW_OK || !d->found)
         return rc;
-    bool same = strcmp(was.type, pgw_event_type_name(e->type)) == 0 && was.occurred_at == cmd->at &&
-                was.amount_fen == e->amount_fen;
-    if (same)
-        rc = same_member(store, cmd, was.member, &same);
-    if (rc == PGW_OK && same && e->type == PGW_EVENT_REFUND)
+    bool same = false;
+    rc = member_now(store, cmd, d->now[DIFF_MEMBER]);
+    if (rc == PGW_OK)
+        rc = same_member(store, cmd, was.member, d->now[DIFF_MEMBER], &same);
+    snprintf(d->then[DIFF_MEMBER], sizeof(d->then[0]), "%.*s", PGW_ID_MAX, was.member);
+    d->differs[DIFF_MEMBER] = !same;
+    d->amount_then = was.amount_fen;
+    snprintf(d->then[DIFF_AMOUNT], sizeof(d->then[0]), "%lld", (long long)was.amount_fen);
+    snprintf(d->now[DIFF_AMOUNT], sizeof(d->now[0]), "%lld", (long long)e->amount_fen);
+    d->differs[DIFF_AMOUNT] = was.amount_fen != e->amount_fen;
+    pgw_format_moment(was.occurred_at, &policy->tz, d->then[DIFF_AT]);
+    pgw_format_moment(cmd->at, &policy->tz, d->now[DIFF_AT]);
+    d->differs[DIFF_AT] = was.occurred_at != cmd->at;
+    snprintf(d->then[DIFF_TYPE], sizeof(d->then[0]), "%s", was.type);
+    snprintf(d->now[DIFF_TYPE], sizeof(d->now[0]), "%s", pgw_event_type_name(e->type));
+    d->differs[DIFF_TYPE] = strcmp(d->then[DIFF_TYPE], d->now[DIFF_TYPE]) != 0;
+    return rc;
+}
+
+/* The first field that differs, or -1. */
+static int first_difference(const event_diff *d)
+{
+    for (int i = 0; i < DIFF_FIELDS; i++)
+        if (d->differs[i])
+            return i;
+    return -1;
+}
+
+/* Whether the event recorded under a CSV row's key says what the row says
+ * (pgw_command.from_row): what pgw_command_row_fingerprint covers. */
+static int row_agrees(pgw_store *store, pgw_command *cmd, const event_diff *d, bool *agrees)
+{
+    const pgw_event *e = cmd->event;
+    bool same = d->found && e->type != PGW_EVENT_CUSTOM && first_difference(d) < 0;
+    int rc = PGW_OK;
+    if (same && e->type == PGW_EVENT_REFUND)
         rc = refunds_original(store, cmd, &same);
-    else if (rc == PGW_OK && same && cmd->receipt[0] != '\0')
+    else if (same && cmd->receipt[0] != '\0')
         rc = has_receipt(store, cmd, &same);
     *agrees = rc == PGW_OK && same;
     return rc;
+}
+
+/*
+ * An event's key used before for another request: the message names each
+ * field the key keeps that differs, with both values ("amount_fen 12800
+ * then, 9900 now"), `details` the first of them (README, HTTP API). Tills
+ * re-use an id for another sale, or resend with another time; what no kept
+ * field tells (items, a receipt) is told as the fingerprint's difference,
+ * never guessed. Members by id alone: a phone is never echoed.
+ */
+static int event_conflict(pgw_command *cmd, const event_diff *d)
+{
+    char said[PGW_ERR_MSG_MAX] = "";
+    size_t used = 0;
+    for (int i = 0; i < DIFF_FIELDS; i++) {
+        if (!d->differs[i])
+            continue;
+        const char *now = d->now[i][0] != '\0' ? d->now[i] : "none";
+        int n = snprintf(said + used, sizeof(said) - used, "%s%s %s then, %s now%s",
+                         used > 0 ? "; " : "", DIFF_NAMES[i], d->then[i], now,
+                         d->now[i][0] != '\0' ? "" : " (no member holds the identity it names)");
+        PGW_ASSERT(n > 0 && (size_t)n < sizeof(said) - used); /* four of ~100 bytes at most */
+        used += (size_t)n;
+    }
+    if (used == 0) /* what the key does not keep differs, or it kept no event */
+        snprintf(said, sizeof(said), "the stored fingerprint differs%s",
+                 d->found ? " (its member_id, amount_fen, occurred_at and type are the same)" : "");
+    pgw_err_set(&cmd->err, PGW_ECONFLICT,
+                "idempotency key %.128s was used before for a different request: %s", cmd->key,
+                said);
+    int first = first_difference(d);
+    pgw_err_text(&cmd->err, "differs", first < 0 ? "fingerprint" : DIFF_NAMES[first]);
+    static const char *const then_names[] = {"member_id_then", NULL, "occurred_at_then",
+                                             "type_then"};
+    static const char *const now_names[] = {"member_id_now", NULL, "occurred_at_now", "type_now"};
+    if (first == DIFF_AMOUNT) { /* fen are integers, as everywhere in the API */
+        pgw_err_figure(&cmd->err, "amount_fen_then", d->amount_then);
+        pgw_err_figure(&cmd->err, "amount_fen_now", cmd->event->amount_fen);
+    } else if (first >= 0) {
+        pgw_err_text(&cmd->err, then_names[first], d->then[first]);
+        if (d->now[first][0] != '\0') /* absent: nobody holds the identity it names */
+            pgw_err_text(&cmd->err, now_names[first], d->now[first]);
+    }
+    return PGW_ECONFLICT;
 }
 
 /* The shop whose request first took hold or redemption id cmd->hold_id
@@ -2408,7 +2507,8 @@ static int id_conflict(pgw_store *store, pgw_command *cmd)
 
 /* Kinds whose effect depends on the state they meet: replays are recognised first. */
 /* Looks the key up before anything else; *seen when it was used before. */
-static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
+static int check_key_first(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                           bool *seen)
 {
     int rc = pgw_store_find_key(store, cmd->key, seen, &cmd->record, &cmd->err);
     if (rc == PGW_OK && !*seen && cmd->keyed_by_appid) { /* recorded before appids were keyed */
@@ -2447,14 +2547,19 @@ static int check_key_first(pgw_store *store, pgw_command *cmd, bool *seen)
          memcmp(cmd->record.fingerprint, cmd->fingerprint_time_qty_as_sent, PGW_HASH_LEN) == 0);
     bool differs = memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 &&
                    !as_sent && !repaired_as_row(cmd);
-    bool agrees = false;
-    if (differs && cmd->from_row && (rc = row_agrees(store, cmd, &agrees)) != PGW_OK)
+    bool agrees = false, event = differs && cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL;
+    event_diff d;
+    if (event && (rc = diff_event(store, policy, cmd, &d)) != PGW_OK)
+        return rc;
+    if (event && cmd->from_row && (rc = row_agrees(store, cmd, &d, &agrees)) != PGW_OK)
         return rc;
     differs = differs && !agrees;
     if (differs && cmd->kind == PGW_COMMAND_IMPORT)
         return import_changed(store, cmd);
     if (differs && (cmd->kind == PGW_COMMAND_HOLD || cmd->kind == PGW_COMMAND_REDEEM))
         return id_conflict(store, cmd);
+    if (differs && event)
+        return event_conflict(cmd, &d);
     if (differs)
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,
                            "idempotency key %.128s was used before for a different request",
@@ -2743,7 +2848,7 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     bool seen = false;
     int rc = pgw_store_savepoint(store, &cmd->err);
     if (rc == PGW_OK && key_checked_first(cmd->kind))
-        rc = check_key_first(store, cmd, &seen);
+        rc = check_key_first(store, policy, cmd, &seen);
     if (rc == PGW_OK && !seen)
         rc = check_open_period(store, policy, cmd, &seen);
     /* After the key: a retried logout (or any retry) gets its first answer. */

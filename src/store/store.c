@@ -6218,6 +6218,12 @@ int pgw_store_read_event(pgw_store *s, const char *channel, const char *shop, co
         return PGW_OK; /* no key of the log is made of them */
     char key[PGW_IDEM_KEY_MAX + 1];
     pgw_store_event_key(key, channel, shop, event_id);
+    return pgw_store_read_keyed_event(s, key, out, found, err);
+}
+
+int pgw_store_read_keyed_event(pgw_store *s, const char *key, pgw_recon_row *out, bool *found,
+                               pgw_err *err)
+{
     pgw_sql_stmt *st = s->st[ST_EVENT];
     pgw_sql_bind_text(st, 1, key);
     size_t n = 0;

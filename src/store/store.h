@@ -1132,6 +1132,13 @@ int pgw_store_read_events(pgw_store *store, const pgw_event_filter *filter, cons
 int pgw_store_read_event(pgw_store *store, const char *channel, const char *shop,
                          const char *event_id, pgw_recon_row *out, bool *found, pgw_err *err);
 
+/* The same by the event's whole key (pgw_store_event_key's, or one keyed
+ * by an appid or "-"): what an event's conflicting retry is told of its
+ * first request (server/command.c). *found false when the key recorded no
+ * event (another command's key). */
+int pgw_store_read_keyed_event(pgw_store *store, const char *key, pgw_recon_row *out, bool *found,
+                               pgw_err *err);
+
 /*
  * Whether `channel` holds events whose source (shop, appid or "-") starts
  * with `source_prefix` (at most PGW_ID_MAX + 1 bytes), in one look at the

@@ -6852,6 +6852,49 @@ def test_refusal_quoting_a_cut_character_has_its_body(s):
               f"a report from {value}: {status} {doc}")
 
 
+def test_event_conflict_says_what_differs(s):
+    """A till's event sent again under its id with another body was 409 "idempotency key
+    store:S003:CONF-1 was used before for a different request", whatever differed: the
+    till could not tell an id re-used for another sale from a time resent otherwise. Its
+    message and details now name what differs of what the key kept (member, amount,
+    time, type) with both values, the member by its id, never a phone; what the key does
+    not keep (an item) is the fingerprint's difference. Nothing is written."""
+    when = "2026-11-16T10:15:00+08:00"
+    status, first, _ = s.request("POST", "/v1/events", purchase("CONF-1", 12800, "MCONF",
+                                                                shop="S003", when=when))
+    check(status == 201, f"the first sale: {status} {first}")
+    before = s.transfers()
+    said = "idempotency key store:S003:CONF-1 was used before for a different request: "
+
+    def conflict(body, ends, expected):
+        status, doc, _ = s.request("POST", "/v1/events", body)
+        message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+        check(status == 409 and error_code(doc) == "idempotency_conflict" and
+              message == said + ends and details(doc) == expected and
+              not re.search(r"[0-9]{7}", message), f"{ends}: {status} {doc}")
+
+    conflict(purchase("CONF-1", 9900, "MCONF", shop="S003", when=when),
+             "amount_fen 12800 then, 9900 now",
+             {"differs": "amount_fen", "amount_fen_then": 12800, "amount_fen_now": 9900})
+    conflict(purchase("CONF-1", 12800, "MCONF", shop="S003", when="2026-11-16T10:15:00Z"),
+             "occurred_at 2026-11-16T10:15:00+08:00 then, 2026-11-16T18:15:00+08:00 now",
+             {"differs": "occurred_at", "occurred_at_then": "2026-11-16T10:15:00+08:00",
+              "occurred_at_now": "2026-11-16T18:15:00+08:00"})
+    other = dict(purchase("CONF-1", 12800, "MCONF", shop="S003", when=when),
+                 member={"phone": "13700137001"})
+    conflict(other, "member_id MCONF then, none now (no member holds the identity it names)",
+             {"differs": "member_id", "member_id_then": "MCONF"})
+    item = purchase("CONF-1", 12800, "MCONF", shop="S003", when=when)
+    item["items"][0]["sku"] = "A2"
+    conflict(item, "the stored fingerprint differs (its member_id, amount_fen, occurred_at and "
+             "type are the same)", {"differs": "fingerprint"})
+    status, again, _ = s.request("POST", "/v1/events",
+                                 purchase("CONF-1", 12800, "MCONF", shop="S003",
+                                          when="2026-11-16T02:15:00Z"))
+    check(status == 200 and again.get("replayed") is True and s.transfers() == before,
+          f"the same sale, its time written otherwise, replays; nothing written: {status} {again}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -6886,7 +6929,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_sync_metrics, test_instant_written_another_way, test_reconciliation_notices,
           test_reconciliation_csv_summary, test_system_channel_is_the_gateways,
           test_shop_csv_refusal_cut_inside_a_character,
-          test_refusal_quoting_a_cut_character_has_its_body)
+          test_refusal_quoting_a_cut_character_has_its_body,
+          test_event_conflict_says_what_differs)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,

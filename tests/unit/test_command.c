@@ -1522,19 +1522,16 @@ static void assert_events_recorded(const db_fixture *db, const int64_t points[7]
     pgw_store_close(s);
 }
 
-/* Sends one event for M1 at `when` and checks its points against the rules
- * priced with the context the test expects. */
-static int send_event(event_run *er, pgw_event_type type, int64_t amount, const char *when,
-                      const pgw_member_ctx *expect)
+/* The event `type` of `amount` at `when` under `key` into er->ev and
+ * er->cmd, for er->member (NULL: M1) at er->shop. */
+static void event_command(event_run *er, const char *key, pgw_event_type type, int64_t amount,
+                          const char *when)
 {
-    pgw_err err;
     er->ev = (pgw_event){.type = type, .shop = er->shop, .amount_fen = amount, .n_items = 0};
     const char *shop = er->cfg->rules.shops[er->shop].id;
-    assert_int_equal(pgw_parse_rfc3339(when, &er->ev.occurred_at, &err), PGW_OK);
+    assert_int_equal(pgw_parse_rfc3339(when, &er->ev.occurred_at, NULL), PGW_OK);
     if (type != PGW_EVENT_PURCHASE && type != PGW_EVENT_REFUND)
         er->ev.shop = -1;
-    char key[64];
-    snprintf(key, sizeof(key), "store:%s:EV%d", shop, er->serial++);
     keyed(&er->cmd, PGW_COMMAND_EVENT, key, er->ev.occurred_at);
     snprintf(er->cmd.member, sizeof(er->cmd.member), "%s", er->member ? er->member : "M1");
     snprintf(er->cmd.shop, sizeof(er->cmd.shop), "%s", shop);
@@ -1545,6 +1542,17 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     er->cmd.event = &er->ev;
     er->cmd.earning = &er->earning;
     er->cmd.render = render_points;
+}
+
+/* Sends one event for M1 at `when` and checks its points against the rules
+ * priced with the context the test expects. */
+static int send_event(event_run *er, pgw_event_type type, int64_t amount, const char *when,
+                      const pgw_member_ctx *expect)
+{
+    pgw_err err;
+    char key[64];
+    snprintf(key, sizeof(key), "store:%s:EV%d", er->cfg->rules.shops[er->shop].id, er->serial++);
+    event_command(er, key, type, amount, when);
     int rc = pgw_writer_run(er->writer, &er->cmd, &err);
     if (rc == PGW_OK && expect != NULL) {
         assert_int_equal(pgw_rules_earn(&er->cfg->rules, &er->ev, expect, &er->expected, &err),
@@ -2593,6 +2601,138 @@ static void test_only_a_real_stored_birthday_counts(void **state)
     assert_int_equal(wrong, 0);
 }
 
+/* The text `name` of an error's details, "" when it has none. */
+static const char *detail_text(const pgw_err *err, const char *name)
+{
+    for (size_t i = 0; i < err->n_texts; i++)
+        if (strcmp(err->texts[i].name, name) == 0)
+            return err->texts[i].value;
+    return "";
+}
+
+/* The figure `name` of an error's details, -1 when it has none. */
+static int64_t detail_figure(const pgw_err *err, const char *name)
+{
+    for (size_t i = 0; i < err->n_figures; i++)
+        if (strcmp(err->figures[i].name, name) == 0)
+            return err->figures[i].value;
+    return -1;
+}
+
+/* The event under `key` sent again with another body (its fingerprint
+ * changed) saying `type`, `amount`, `when`, for er->member: the
+ * conflict's error into *err. */
+static int resend_event(event_run *er, const char *key, pgw_event_type type, int64_t amount,
+                        const char *when, pgw_err *err)
+{
+    event_command(er, key, type, amount, when);
+    er->cmd.fingerprint[PGW_HASH_LEN - 1] ^= 0x5a; /* another body than keyed()'s */
+    return pgw_writer_run(er->writer, &er->cmd, err);
+}
+
+/* err is the conflict of `key` whose message ends in `said` and whose
+ * details say `differs`. */
+static void assert_conflict(const pgw_err *err, const char *key, const char *said,
+                            const char *differs)
+{
+    char msg[PGW_ERR_MSG_MAX];
+    snprintf(msg, sizeof(msg), "idempotency key %s was used before for a different request: %s",
+             key, said);
+    assert_int_equal(err->code, PGW_ECONFLICT);
+    assert_string_equal(err->msg, msg);
+    assert_string_equal(detail_text(err, "differs"), differs);
+}
+
+/*
+ * A till sending an event again under its id with another body is told
+ * which of what the key kept of the first (member, amount, time, type)
+ * differs, both values: an id re-used for another sale, a time resent
+ * otherwise. What the key does not keep (items, a receipt) is told as the
+ * fingerprint's difference. A conflict changes nothing; the first body
+ * still replays.
+ */
+static void test_an_event_conflict_says_what_differs(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    const char *key = "store:S001:EV1", *at = "2026-11-24T10:00:00+08:00";
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 12800, at, NULL), PGW_OK);
+    char answer[PGW_ANSWER_MAX];
+    snprintf(answer, sizeof(answer), "%s", er.cmd.answer);
+    pgw_err err;
+    assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 9900, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key, "amount_fen 12800 then, 9900 now", "amount_fen");
+    assert_int_equal(detail_figure(&err, "amount_fen_then"), 12800);
+    assert_int_equal(detail_figure(&err, "amount_fen_now"), 9900);
+    er.member = "M2";
+    assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 12800, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key, "member_id M1 then, M2 now", "member_id");
+    assert_string_equal(detail_text(&err, "member_id_then"), "M1");
+    assert_string_equal(detail_text(&err, "member_id_now"), "M2");
+    /* another sale under the same id: each field said, details the first */
+    assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 9900, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key, "member_id M1 then, M2 now; amount_fen 12800 then, 9900 now",
+                    "member_id");
+    er.member = NULL;
+    assert_int_equal(
+        resend_event(&er, key, PGW_EVENT_PURCHASE, 12800, "2026-11-24T10:00:00Z", &err),
+        PGW_ECONFLICT);
+    assert_conflict(&err, key,
+                    "occurred_at 2026-11-24T10:00:00+08:00 then, 2026-11-24T18:00:00+08:00 now",
+                    "occurred_at");
+    assert_string_equal(detail_text(&err, "occurred_at_then"), "2026-11-24T10:00:00+08:00");
+    assert_string_equal(detail_text(&err, "occurred_at_now"), "2026-11-24T18:00:00+08:00");
+    assert_int_equal(resend_event(&er, key, PGW_EVENT_REFUND, 12800, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key, "type purchase then, refund now", "type");
+    /* a card nobody holds names no member: said so, never the card */
+    event_command(&er, key, PGW_EVENT_PURCHASE, 12800, at);
+    er.cmd.fingerprint[0] ^= 0x5a;
+    er.cmd.by_identity = true;
+    er.cmd.who.kind = PGW_ID_CARD;
+    snprintf(er.cmd.who.scope, sizeof(er.cmd.who.scope), "S004");
+    snprintf(er.cmd.who.lookup, sizeof(er.cmd.who.lookup), "C77");
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key,
+                    "member_id M1 then, none now (no member holds the identity it names)",
+                    "member_id");
+    assert_string_equal(detail_text(&err, "member_id_then"), "M1");
+    assert_string_equal(detail_text(&err, "member_id_now"), "");
+    assert_null(strstr(err.msg, "C77"));
+    /* the same of all the key kept: another item, say */
+    assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 12800, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key,
+                    "the stored fingerprint differs (its member_id, amount_fen, occurred_at and "
+                    "type are the same)",
+                    "fingerprint");
+    /* a behaviour's time */
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, at, NULL), PGW_OK);
+    assert_int_equal(resend_event(&er, "store:S001:EV2", PGW_EVENT_SIGN_IN, 0,
+                                  "2026-11-24T10:00:01+08:00", &err),
+                     PGW_ECONFLICT);
+    assert_conflict(&err, "store:S001:EV2",
+                    "occurred_at 2026-11-24T10:00:00+08:00 then, 2026-11-24T10:00:01+08:00 now",
+                    "occurred_at");
+    /* nothing written: the first body still replays its first answer */
+    event_command(&er, key, PGW_EVENT_PURCHASE, 12800, at);
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_OK);
+    assert_true(er.cmd.replayed);
+    assert_string_equal(er.cmd.answer, answer);
+    pgw_writer_stop(er.writer);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency"), 2);
+    assert_verifies(db);
+    /* a key that kept no event (a store edited by hand) tells only the fingerprint */
+    assert_int_equal(
+        db_fixture_exec(db, "UPDATE idempotency SET event_type = '' WHERE key = 'store:S001:EV1'"),
+        PGW_OK);
+    event_run_writer(db, &er, NULL);
+    assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 9900, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key, "the stored fingerprint differs", "fingerprint");
+    assert_int_equal(err.n_figures, 0);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -2661,6 +2801,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_refund_row_names_its_earn_exactly, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_only_a_real_stored_birthday_counts, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
