@@ -993,6 +993,9 @@ static bool start_event(pgw_api *api, const pgw_request *req, const json_t *obj,
     if (batch != NULL)
         job->request_id = batch->request_id;
     cmd->from_row = batch != NULL && batch->kind == R_SHOP_BATCH;
+    /* The shop's own key may post on any channel: a channel key, which may
+     * not watch the shop's transfers, is not told its sale by the sale's id. */
+    cmd->first_unsaid = who->kind == PGW_SCOPE_CHANNEL && job->doc.shop_id[0] != '\0';
     if (cmd->from_row) { /* as --repair's rows: the till's own event, sent later, replays it */
         memcpy(cmd->fingerprint_as_sent, cmd->fingerprint, PGW_HASH_LEN); /* rows recorded so */
         cmd->has_fingerprint_as_sent = true;

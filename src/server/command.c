@@ -2548,8 +2548,9 @@ static int check_key_first(pgw_store *store, const pgw_ledger_policy *policy, pg
     bool differs = memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 &&
                    !as_sent && !repaired_as_row(cmd);
     bool agrees = false, event = differs && cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL;
+    bool told = event && !cmd->first_unsaid; /* a row's is read to compare it, told or not */
     event_diff d;
-    if (event && (rc = diff_event(store, policy, cmd, &d)) != PGW_OK)
+    if ((told || (event && cmd->from_row)) && (rc = diff_event(store, policy, cmd, &d)) != PGW_OK)
         return rc;
     if (event && cmd->from_row && (rc = row_agrees(store, cmd, &d, &agrees)) != PGW_OK)
         return rc;
@@ -2558,7 +2559,7 @@ static int check_key_first(pgw_store *store, const pgw_ledger_policy *policy, pg
         return import_changed(store, cmd);
     if (differs && (cmd->kind == PGW_COMMAND_HOLD || cmd->kind == PGW_COMMAND_REDEEM))
         return id_conflict(store, cmd);
-    if (differs && event)
+    if (differs && told)
         return event_conflict(cmd, &d);
     if (differs)
         return pgw_err_set(&cmd->err, PGW_ECONFLICT,

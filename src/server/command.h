@@ -274,6 +274,12 @@ struct pgw_command {
      * row's (pgw_command_row_fingerprint), so that the till's own event,
      * sent after the file, replays it too. */
     bool from_row;
+    /* EVENT: a 409 idempotency_conflict says only that the body differs,
+     * not what the key kept of the first request (its member, amount, time,
+     * type): the asker may not see it. api.c sets it for a channel key
+     * sending a shop's event, which the shop's own key may have posted
+     * under that channel; false (the default) tells. */
+    bool first_unsaid;
     pgw_identity_key who;
     bool has_who2; /* IMPORT: a second identity (the phone) */
     pgw_identity_key who2;

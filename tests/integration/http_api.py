@@ -6888,6 +6888,44 @@ def test_event_conflict_says_what_differs(s):
           f"the same sale, its time written otherwise, replays; nothing written: {status} {again}")
 
 
+
+def test_event_conflict_tells_a_channel_key_no_shops_sale(s):
+    """A channel key (channel:wechat_mp) posts events of any shop on its channel, as the
+    shop's own key may: sent under an id of a sale S001's till posted there, a refund
+    naming a purchase nobody made (422 where the id is unused, nothing written) was
+    409 naming that sale's member, amount and type, "member_id MCONF then, MZZ now;
+    amount_fen 5000 then, 1 now; type purchase then, refund now": a sale the key may not
+    watch (the stream refuses it) told by its id. Such a key is told only that the body
+    differs; on an event without a shop (its channel's own), what differs as any key."""
+    when = "2026-11-16T10:15:00+08:00"
+    sale = dict(purchase("CONF-CH-1", 5000, "MCONF", shop="S001", when=when),
+                channel="wechat_mp")
+    status, first, _ = s.request("POST", "/v1/events", sale, key="s001")
+    check(status == 201, f"S001's sale on wechat_mp: {status} {first}")
+    probe = {"event_id": "CONF-CH-1", "channel": "wechat_mp", "shop_id": "S001",
+             "type": "refund", "occurred_at": when, "member": {"member_id": "MZZ"},
+             "amount_fen": 1, "original_event_id": "NO-SUCH-SALE"}
+    status, doc, _ = s.request("POST", "/v1/events", probe, key="mp")
+    message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+    check(status == 409 and error_code(doc) == "idempotency_conflict" and
+          message == "idempotency key wechat_mp:S001:CONF-CH-1 was used before for a "
+          "different request" and details(doc) == {},
+          f"a channel key learns nothing of a shop's sale: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events", dict(sale, amount_fen=4000, items=[]),
+                               key="s001")
+    check(status == 409 and details(doc) == {"differs": "amount_fen", "amount_fen_then": 5000,
+                                             "amount_fen_now": 4000},
+          f"the shop's own key is told: {status} {doc}")
+    own = {"event_id": "CONF-CH-2", "channel": "wechat_mp", "type": "sign_in",
+           "occurred_at": when, "member": {"member_id": "MCONF"}}
+    status, doc, _ = s.request("POST", "/v1/events", own, key="mp")
+    check(status == 201, f"the channel's own sign-in: {status} {doc}")
+    status, doc, _ = s.request("POST", "/v1/events",
+                               dict(own, occurred_at="2026-11-16T10:15:01+08:00"), key="mp")
+    check(status == 409 and (details(doc) or {}).get("differs") == "occurred_at",
+          f"its own event is told what differs: {status} {doc}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -6923,7 +6961,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_reconciliation_csv_summary, test_system_channel_is_the_gateways,
           test_shop_csv_refusal_cut_inside_a_character,
           test_refusal_quoting_a_cut_character_has_its_body,
-          test_event_conflict_says_what_differs)
+          test_event_conflict_says_what_differs,
+          test_event_conflict_tells_a_channel_key_no_shops_sale)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
