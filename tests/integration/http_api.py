@@ -4561,6 +4561,19 @@ def test_stop_with_an_answer_unread(tmp):
           f"and the log line says it was not delivered: {cut}")
 
 
+def deaf_stream(s, tag):
+    """A stream on server `s` whose client will read nothing, and 600
+    transfers for it (some 200 KiB, events E-<tag>-i): its socket full, it
+    holds a stop its 1 s bound. (its socket, what came after the handshake)"""
+    deaf, status, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0],
+                                 sock=deaf_client(s.port))
+    check(" 101 " in status, f"a stream that will read nothing: {status}")
+    status, _, _ = s.request("POST", "/v1/events:batch", {"events": [
+        purchase(f"E-{tag}-{i}", member=f"M{tag}{i:03d}") for i in range(300)]}, timeout=30)
+    check(status == 200, f"600 transfers for it, some 200 KiB: {status}")
+    return deaf, rest
+
+
 def test_stop_with_a_stream_unread(tmp):
     """A stream whose client reads nothing, its socket full, holds the
     stop its 1 s bound (README: Status), not lws's timeouts: the stop
@@ -4570,12 +4583,7 @@ def test_stop_with_a_stream_unread(tmp):
     os.makedirs(d)
     s = Server(d, write_config(d, name="stop-deaf-stream.json"))
     try:
-        deaf, status, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0],
-                                     sock=deaf_client(s.port))
-        check(" 101 " in status, f"a stream that will read nothing: {status}")
-        status, _, _ = s.request("POST", "/v1/events:batch", {"events": [
-            purchase(f"E-DEAF-{i}", member=f"MD{i:03d}") for i in range(300)]}, timeout=30)
-        check(status == 200, f"600 transfers for it, some 200 KiB: {status}")
+        deaf, rest = deaf_stream(s, "DEAF")
     except BaseException:
         s.stop()
         raise
@@ -4596,11 +4604,7 @@ def test_requests_during_the_stop(tmp):
     os.makedirs(d)
     s = Server(d, write_config(d, name="stop-requests.json"))
     try:
-        deaf, status, rest = ws_open(s.port, "/v1/stream?key=" + KEYS["admin"][0],
-                                     sock=deaf_client(s.port))
-        status, _, _ = s.request("POST", "/v1/events:batch", {"events": [
-            purchase(f"E-SR-{i}", member=f"MS{i:03d}") for i in range(300)]}, timeout=30)
-        check(status == 200, f"transfers that fill the unread stream: {status}")
+        deaf, _ = deaf_stream(s, "SR")
         kept = [http.client.HTTPConnection("127.0.0.1", s.port, timeout=5) for _ in range(3)]
         for conn in kept:
             conn.request("GET", "/healthz")
