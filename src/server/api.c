@@ -2263,6 +2263,10 @@ static void metrics_http(metrics_text *m, const pgw_api *api)
              "Bytes reserved for request bodies being read or handled "
              "(at most http.body_total_max_bytes).");
     put(m, "pgw_request_body_bytes %zu\n", api->bodies_held);
+    describe(m, "pgw_request_body_keyless_bytes", "gauge",
+             "Of those, bytes for bodies without a key of ours (at most a quarter "
+             "of http.body_total_max_bytes).");
+    put(m, "pgw_request_body_keyless_bytes %zu\n", api->keyless_held);
     put_counter(m, "pgw_request_log_dropped_lines_total",
                 "Request log lines lost: stdout closed or failing.", api->log_dropped);
 }

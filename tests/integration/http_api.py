@@ -4976,18 +4976,18 @@ def test_body_pause(tmp):
         s.stop()
 
 
-def bodies_held(s, want, within=5.0):
+def bodies_held(s, want, within=5.0, gauge="pgw_request_body_bytes"):
     """Whether /metrics comes to show `want` bytes held for request bodies
-    within `within` seconds (the server reads each connection in its own
-    time); else what it showed last."""
+    (`gauge`) within `within` seconds (the server reads each connection in
+    its own time); else what it showed last."""
     text, deadline = "", time.time() + within
     while time.time() < deadline:
         text = s.request("GET", "/metrics", key=None)[1]
-        m = re.search(r"^pgw_request_body_bytes (\d+)$", text, re.M)
+        m = re.search(r"^%s (\d+)$" % gauge, text, re.M)
         if m and int(m.group(1)) == want:
             return True
         time.sleep(0.05)
-    return re.findall(r"^pgw_request_body_bytes.*$", text, re.M)
+    return re.findall(r"^%s.*$" % gauge, text, re.M)
 
 
 def test_bodies_held_bounded(tmp):
@@ -5088,6 +5088,9 @@ def test_keyless_bodies_hold_a_quarter(tmp):
             held.append(conn)
         got = bodies_held(s, 1 << 20)
         check(got is True, f"two keyless bodies of 512 KiB are taken: {got}")
+        # R-Q: an operator could not see how much of its quarter strangers held.
+        got = bodies_held(s, 1 << 20, gauge="pgw_request_body_keyless_bytes")
+        check(got is True, f"/metrics shows the keyless bodies' share: {got}")
         more = socket.create_connection(("127.0.0.1", s.port), timeout=5)
         more.sendall(anon.format(1).encode())
         out = recv_until(more, b"", lambda out: out.endswith(b"}"))
@@ -5100,6 +5103,8 @@ def test_keyless_bodies_hold_a_quarter(tmp):
             held.append(conn)
         got = bodies_held(s, 4 << 20)
         check(got is True, f"three keyed bodies of 1 MiB are taken beside them: {got}")
+        got = bodies_held(s, 1 << 20, gauge="pgw_request_body_keyless_bytes")
+        check(got is True, f"of which the keyless still 1 MiB: {got}")
         status, doc, _ = s.request("POST", "/v1/events", purchase("E-KEYLESS-FULL"))
         check(status == 503 and error_code(doc) == "unavailable",
               f"the whole total is still the bound: {status} {doc}")
