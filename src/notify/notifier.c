@@ -1123,14 +1123,16 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  * Checked before each notice and before each try at the batch's record
  * (keep_leases_to_record): when less than LEASE_MARGIN_S is left, every
  * claim still held, sent or not, is renewed, each by a write of its own
- * that never waits for the write lock (pgw_store_renew_claim). The margin outlasts one notice at
- * its slowest (NOTICE_SLOWEST_S): at 20 s, a notice whose two WeChat channels each made four slow
- * calls before its SMS took 25 s, its lease lapsed, and the sweep gave it to a courier that sent it
- * again. A WeChat request keeps within its bound (client.h PGW_WX_REQUEST_CALLS) whatever it waits
- * on: counted as four calls, a 10 s wait for another instance's token refresh was not, and took
- * such a notice past 60 s. A claim found lost is marked so: an unsent one is not tried. A failure
- * to renew loses the batch's rest the same way; what is still ours of it is given back when the
- * batch is recorded (record()).
+ * that never waits for the write lock (pgw_store_renew_claim). The margin
+ * outlasts one notice at its slowest (NOTICE_SLOWEST_S): at 20 s, a notice
+ * whose two WeChat channels each made four slow calls before its SMS took
+ * 25 s, its lease lapsed, and the sweep gave it to a courier that sent it
+ * again. A WeChat request keeps within its bound (client.h
+ * PGW_WX_REQUEST_CALLS) whatever it waits on: counted as four calls, a
+ * 10 s wait for another instance's token refresh was not, and took such a
+ * notice past 60 s. A claim found lost is marked so: an unsent one is not
+ * tried. A failure to renew loses the batch's rest the same way; what is
+ * still ours of it is given back when the batch is recorded (record()).
  */
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
