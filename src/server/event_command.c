@@ -477,8 +477,9 @@ json_t *pgw_member_json_from_text(const char *text, pgw_err *err)
             pgw_err_set(err, PGW_EINVAL, "member: not UTF-8");
         return member;
     }
-    /* Cut on a character: cut inside one, the message was no UTF-8 and no
-     * answer could carry it (its row left out of the batch's errors). */
+    /* Cut on a character: cut inside one, the message was no UTF-8 (its
+     * row lost from the batch's errors, 20978da; error_body now makes any
+     * message UTF-8, but would show the half character as '?'). */
     pgw_err_set(err, PGW_EINVAL, "member \"%.*s\" is not phone:..., card:... or member_id:...",
                 (int)pgw_utf8_prefix(text, 64), text);
     return NULL;
