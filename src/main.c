@@ -1742,7 +1742,12 @@ static int check_channel(pgw_store *store, const pgw_recon_options *o, bool new_
     const char *channel = o->filter.channel, *shop = o->filter.shop;
     bool repair = o->missing != NULL, has = false;
     pgw_recon_scope scope;
-    int rc = pgw_recon_read_scope(store, &o->filter, &scope, err);
+    /* Every row a repair posts is an event on the channel: one the API
+     * would refuse (`system`, the gateway's own) is refused here, before
+     * the first, rather than once a row. */
+    int rc = repair ? pgw_event_check_channel(channel, "--repair: --channel", err) : PGW_OK;
+    if (rc == PGW_OK)
+        rc = pgw_recon_read_scope(store, &o->filter, &scope, err);
     if (rc == PGW_OK && !scope.has_channel_events && repair && !new_channel)
         return pgw_err_set(
             err, PGW_EINVAL,

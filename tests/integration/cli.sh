@@ -1104,6 +1104,15 @@ expect_text 'the log has no event on channel stores'
 [ ! -e "$tmp/stores.json" ] && pass || fail "a refused repair wrote its report"
 expect_exit 0 "$bin" verify --db "$repair_db"
 expect_text "transfers:  6 checked"
+# Channel system is the gateway's own: no event may be posted under it
+# (416b875), so a repair of it is refused before any row, not row by row
+# with a 400 each and the tally's failures (the last session's review).
+expect_exit 2 "$bin" reconcile --statement "$tmp/repair.csv" --channel system --shop S001 \
+    --db "$repair_db" --repair --new-channel --out "$tmp/system.json"
+expect_text '--repair: --channel: "system" is the gateway'\''s own channel'
+[ ! -e "$tmp/system.json" ] && pass || fail "a refused repair of system wrote its report"
+expect_exit 0 "$bin" verify --db "$repair_db"
+expect_text "transfers:  6 checked"
 # Without --repair it reports, and says so.
 expect_exit 1 "$bin" reconcile --statement "$tmp/repair.csv" --channel stores --shop S001 \
     --db "$repair_db"
