@@ -595,19 +595,28 @@ _Static_assert(CSV_ROWS_MAX == 10000, "the 413's advice says so");
 
 _Static_assert(PGW_CSV_BATCH_BODY_MAX <= PGW_HTTP_BODIES_MIN, "the total holds a batch's body");
 
-bool pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless)
+int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless,
+                         pgw_err *err)
 {
     PGW_ASSERT(api->keyless_held <= api->bodies_held && api->bodies_held <= api->bodies_max);
     /* Anyone may send a body to a path that is none, or to a route WeChat
      * calls without a key: slow, they could hold the whole total, and every
      * till's write would be 503 (R-B). Theirs share a quarter of it. */
     *keyless = !pgw_auth_knows(api->auth, &req->bearer);
-    if (n > api->bodies_max - api->bodies_held ||
-        (*keyless && n > api->bodies_max / 4 - api->keyless_held))
-        return false;
+    size_t cap = *keyless ? api->bodies_max / 4 : api->bodies_max;
+    /* More than its share can ever hold: a 503 would have it retried for ever. */
+    if (n > cap)
+        return pgw_err_set(err, PGW_ETOOLARGE,
+                           "a body without an API key may have at most %zu bytes: a quarter of "
+                           "http.body_total_max_bytes",
+                           cap);
+    if (n > api->bodies_max - api->bodies_held || (*keyless && n > cap - api->keyless_held))
+        return pgw_err_set(err, PGW_EFULL,
+                           "the gateway holds too many request bodies now, nothing was written: "
+                           "retry shortly");
     api->bodies_held += n;
     api->keyless_held += *keyless ? n : 0;
-    return true;
+    return PGW_OK;
 }
 
 void pgw_api_body_release(pgw_api *api, size_t n, bool keyless)

@@ -218,12 +218,15 @@ void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
 size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice);
 
 /* Reserves n bytes for the body of `req` (its headers read), from its
- * headers until the transaction ends: false, nothing reserved, when that
- * would hold more than bodies_max, or, for a body without a Bearer key of
- * ours (*keyless), more than a quarter of it in such bodies (the caller
- * answers 503). Each reservation is released once, by its n and
- * *keyless. Service thread only; /metrics shows the bytes held. */
-bool pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless);
+ * headers until the transaction ends. Nothing is reserved on an error:
+ * PGW_ETOOLARGE when n is more than its share could ever hold (a body
+ * without a Bearer key of ours, *keyless, has a quarter of bodies_max for
+ * all such bodies), PGW_EFULL when it would hold more than what is left
+ * of bodies_max or of that quarter now. Each reservation is released
+ * once, by its n and *keyless. Service thread only; /metrics shows the
+ * bytes held. */
+int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless,
+                         pgw_err *err);
 void pgw_api_body_release(pgw_api *api, size_t n, bool keyless);
 
 /* The route label (as /metrics and the request log name it) of `path`,

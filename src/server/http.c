@@ -1247,10 +1247,10 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     /* Each connection may hold a body of body_max, and connections are
      * many (the open files' limit): all bodies together have theirs, as a
      * full queue is answered. */
-    if (!pgw_api_body_reserve(h->api, &q->r, (size_t)n, &q->reserved_keyless)) {
-        refuse_body(h, wsi, q, held_back, PGW_EFULL,
-                    "the gateway holds too many request bodies now, nothing was written: retry "
-                    "shortly");
+    pgw_err err;
+    int rc = pgw_api_body_reserve(h->api, &q->r, (size_t)n, &q->reserved_keyless, &err);
+    if (rc != PGW_OK) {
+        refuse_body(h, wsi, q, held_back, rc, err.msg);
         return 0;
     }
     q->reserved = (size_t)n;

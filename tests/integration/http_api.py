@@ -5116,6 +5116,42 @@ def test_keyless_bodies_hold_a_quarter(tmp):
             s.stop()
 
 
+def test_keyless_body_past_its_quarter(tmp):
+    """Regression: a body without a key of ours announced larger than the
+    quarter of http.body_total_max_bytes such bodies share (1 MiB of 4 MiB
+    here, body_max_bytes 2 MiB) was 503, retry shortly: a client retried
+    for ever what could never be taken. It is 413 payload_too_large, and a
+    body that fits waits its turn (503) as before. Under a second."""
+    d = os.path.join(tmp, "bodies-keyless-past")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="bodies-keyless-past.json",
+                               http={"body_timeout_s": 10, "body_max_bytes": 2 << 20,
+                                     "body_total_max_bytes": 4 << 20}))
+    anon = "POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n"
+
+    def refused(head):
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        conn.sendall(head.encode())
+        out = recv_until(conn, b"", lambda out: out.endswith(b"}"))
+        conn.close()
+        return out
+
+    try:
+        out = refused(anon.format(3 << 19))
+        check(out.startswith(b"HTTP/1.1 413") and b'"code":"payload_too_large"' in out and
+              b"at most 1048576 bytes" in out,
+              f"a stranger's body past its quarter can never be taken: 413: {out[:300]!r}")
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        conn.sendall(anon.format(1 << 20).encode() + b"x")
+        got = bodies_held(s, 1 << 20, gauge="pgw_request_body_keyless_bytes")
+        check(got is True, f"a body of the whole quarter is taken: {got}")
+        out = refused(anon.format(1))
+        check(out.startswith(b"HTTP/1.1 503") and b"too many request bodies" in out,
+              f"one that fits waits its turn: {out[:300]!r}")
+        conn.close()
+    finally:
+        s.stop()
+
 def test_long_waits(tmp):
     """Regression: a request without a body whose answer took more than 5 s
     (a slow database: the reader busy) was dropped unanswered at 5 s:
@@ -6975,6 +7011,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
+              test_keyless_body_past_its_quarter,
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key, test_reload_long_path_keeps_the_reason,
               test_log_kept_through_a_signal,
