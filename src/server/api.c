@@ -307,9 +307,10 @@ struct pgw_api {
     bool links_closed;
     size_t body_max, inflight_max, inflight;
     /* Bytes reserved for request bodies (pgw_api_body_reserve), at most
-     * bodies_max, of which those of bodies without a key of ours at most
-     * a quarter: the service thread's. */
-    size_t bodies_max, bodies_held, keyless_held;
+     * bodies_max, and those of each share (held, summing to bodies_held):
+     * a session's and a stranger's at most a quarter. The service
+     * thread's. */
+    size_t bodies_max, bodies_held, held[PGW_BODY_SHARES];
     /* Jobs (~100 KB each) are kept for reuse: allocating and freeing them
      * per request made glibc hand the pages back and fault them in again. */
     pgw_job *free_jobs;
@@ -566,6 +567,7 @@ static bool mp_route(route r)
 }
 
 static bool by_session(const pgw_request *req);
+static int session_of(const pgw_api *api, const pgw_request *req, pgw_session *out, pgw_err *err);
 static route route_of(const char *path, char *id, size_t cap);
 static bool method_allowed(route r, const char *method);
 
@@ -595,35 +597,56 @@ _Static_assert(CSV_ROWS_MAX == 10000, "the 413's advice says so");
 
 _Static_assert(PGW_CSV_BATCH_BODY_MAX <= PGW_HTTP_BODIES_MIN, "the total holds a batch's body");
 
-int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless,
+/* Whose body: see pgw_body_share. */
+static pgw_body_share body_share(const pgw_api *api, const pgw_request *req)
+{
+    if (pgw_auth_knows(api->auth, &req->bearer))
+        return PGW_BODY_KEYED;
+    pgw_session s;
+    pgw_err err;
+    return session_of(api, req, &s, &err) == PGW_OK ? PGW_BODY_SESSION : PGW_BODY_KEYLESS;
+}
+
+static bool bodies_sum(const pgw_api *api)
+{
+    size_t sum = 0;
+    for (int i = 0; i < PGW_BODY_SHARES; i++)
+        sum += api->held[i];
+    return sum == api->bodies_held && api->bodies_held <= api->bodies_max;
+}
+
+int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, pgw_body_share *share,
                          pgw_err *err)
 {
-    PGW_ASSERT(api->keyless_held <= api->bodies_held && api->bodies_held <= api->bodies_max);
+    PGW_ASSERT(bodies_sum(api));
     /* Anyone may send a body to a path that is none, or to a route WeChat
      * calls without a key: slow, they could hold the whole total, and every
-     * till's write would be 503 (R-B). Theirs share a quarter of it. */
-    *keyless = !pgw_auth_knows(api->auth, &req->bearer);
-    size_t cap = *keyless ? api->bodies_max / 4 : api->bodies_max;
+     * till's write would be 503 (R-B); counted with theirs, a member's
+     * was (the review of 43cba7b). Each has a quarter. */
+    *share = body_share(api, req);
+    size_t cap = *share == PGW_BODY_KEYED ? api->bodies_max : api->bodies_max / 4;
     /* More than its share can ever hold: a 503 would have it retried for ever. */
     if (n > cap)
         return pgw_err_set(err, PGW_ETOOLARGE,
-                           "a body without an API key may have at most %zu bytes: a quarter of "
+                           "a body %s may have at most %zu bytes: a quarter of "
                            "http.body_total_max_bytes",
+                           *share == PGW_BODY_SESSION ? "under a mini-program session"
+                                                      : "without an API key",
                            cap);
-    if (n > api->bodies_max - api->bodies_held || (*keyless && n > cap - api->keyless_held))
+    if (n > api->bodies_max - api->bodies_held || n > cap - api->held[*share])
         return pgw_err_set(err, PGW_EFULL,
                            "the gateway holds too many request bodies now, nothing was written: "
                            "retry shortly");
     api->bodies_held += n;
-    api->keyless_held += *keyless ? n : 0;
+    api->held[*share] += n;
     return PGW_OK;
 }
 
-void pgw_api_body_release(pgw_api *api, size_t n, bool keyless)
+void pgw_api_body_release(pgw_api *api, size_t n, pgw_body_share share)
 {
-    PGW_ASSERT(n <= api->bodies_held && (!keyless || n <= api->keyless_held));
+    PGW_ASSERT(share < PGW_BODY_SHARES && n <= api->held[share] && bodies_sum(api));
     api->bodies_held -= n;
-    api->keyless_held -= keyless ? n : 0;
+    api->held[share] -= n;
 }
 
 size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice)
@@ -2275,7 +2298,11 @@ static void metrics_http(metrics_text *m, const pgw_api *api)
     describe(m, "pgw_request_body_keyless_bytes", "gauge",
              "Of those, bytes for bodies without a key of ours (at most a quarter "
              "of http.body_total_max_bytes).");
-    put(m, "pgw_request_body_keyless_bytes %zu\n", api->keyless_held);
+    put(m, "pgw_request_body_keyless_bytes %zu\n", api->held[PGW_BODY_KEYLESS]);
+    describe(m, "pgw_request_body_session_bytes", "gauge",
+             "Of those, bytes for bodies under a mini-program session and no key (at most "
+             "a quarter of http.body_total_max_bytes).");
+    put(m, "pgw_request_body_session_bytes %zu\n", api->held[PGW_BODY_SESSION]);
     put_counter(m, "pgw_request_log_dropped_lines_total",
                 "Request log lines lost: stdout closed or failing.", api->log_dropped);
 }
@@ -5364,8 +5391,8 @@ void pgw_api_free(pgw_api *api)
 {
     if (api == NULL)
         return;
-    PGW_ASSERT(api->inflight == 0);                              /* every job was finished */
-    PGW_ASSERT(api->bodies_held == 0 && api->keyless_held == 0); /* every connection closed */
+    PGW_ASSERT(api->inflight == 0);                       /* every job was finished */
+    PGW_ASSERT(api->bodies_held == 0 && bodies_sum(api)); /* every connection closed */
     pgw_api_stop(api);
     pgw_api_flush_log(api); /* the last lines, those of answers cut off too */
     while (api->free_jobs != NULL) {

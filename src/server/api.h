@@ -217,17 +217,28 @@ void pgw_api_refusal(pgw_response *resp, int rc, const char *message);
  * PGW_CSV_BATCH_BODY_MAX. *advice: what a 413 tells its client to do. */
 size_t pgw_api_body_max(const pgw_api *api, const pgw_request *req, const char **advice);
 
+/* The share of http.body_total_max_bytes a body is counted in, chosen at
+ * its headers: a Bearer key of ours may hold all of it; a mini-program
+ * Session token that verifies (its MAC and expiry: no database), and
+ * bodies with neither (a stranger's, a forged or expired session's), a
+ * quarter each, so that slow strangers leave the members some and the
+ * public leaves the tills at least half. */
+typedef enum pgw_body_share {
+    PGW_BODY_KEYED = 0, /* lws zeroes a transaction: one that reserved nothing */
+    PGW_BODY_SESSION,
+    PGW_BODY_KEYLESS,
+    PGW_BODY_SHARES
+} pgw_body_share;
+
 /* Reserves n bytes for the body of `req` (its headers read), from its
- * headers until the transaction ends. Nothing is reserved on an error:
- * PGW_ETOOLARGE when n is more than its share could ever hold (a body
- * without a Bearer key of ours, *keyless, has a quarter of bodies_max for
- * all such bodies), PGW_EFULL when it would hold more than what is left
- * of bodies_max or of that quarter now. Each reservation is released
- * once, by its n and *keyless. Service thread only; /metrics shows the
- * bytes held. */
-int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, bool *keyless,
+ * headers until the transaction ends, in its *share. Nothing is reserved
+ * on an error: PGW_ETOOLARGE when n is more than its share could ever
+ * hold, PGW_EFULL when it would hold more than is left now of bodies_max
+ * or of its share. Each reservation is released once, by its n and
+ * *share. Service thread only; /metrics shows the bytes held. */
+int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, pgw_body_share *share,
                          pgw_err *err);
-void pgw_api_body_release(pgw_api *api, size_t n, bool keyless);
+void pgw_api_body_release(pgw_api *api, size_t n, pgw_body_share share);
 
 /* The route label (as /metrics and the request log name it) of `path`,
  * and the name of the key `req` names by its bearer ("-" for none of

@@ -229,7 +229,7 @@ struct req {
     uint8_t *body;
     size_t body_expected;
     size_t reserved;          /* of http.body_total_max_bytes, for body: drop_body gives it back */
-    bool reserved_keyless;    /* ... from keyless bodies' quarter (pgw_api_body_reserve) */
+    pgw_body_share share;     /* ... in its share (pgw_api_body_reserve) */
     int64_t body_deadline_us; /* from r.received_us: the body is whole by then */
     bool dispatched;          /* handed to the API: once per transaction */
     bool body_completed;      /* lws said so once: a second time, bytes followed it */
@@ -994,7 +994,7 @@ static void drop_body(pgw_http *h, req *q)
 {
     free(q->body);
     q->body = NULL;
-    pgw_api_body_release(h->api, q->reserved, q->reserved_keyless);
+    pgw_api_body_release(h->api, q->reserved, q->share);
     q->reserved = 0;
 }
 
@@ -1248,7 +1248,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
      * many (the open files' limit): all bodies together have theirs, as a
      * full queue is answered. */
     pgw_err err;
-    int rc = pgw_api_body_reserve(h->api, &q->r, (size_t)n, &q->reserved_keyless, &err);
+    int rc = pgw_api_body_reserve(h->api, &q->r, (size_t)n, &q->share, &err);
     if (rc != PGW_OK) {
         refuse_body(h, wsi, q, held_back, rc, err.msg);
         return 0;

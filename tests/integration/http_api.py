@@ -5152,6 +5152,86 @@ def test_keyless_body_past_its_quarter(tmp):
     finally:
         s.stop()
 
+
+def dev_session(member="MSB", expires=None, key=b"\x11" * 32):
+    """A mini-program session token as a gateway in development mode (its
+    vault the test key) signs it (server/session.h v2): the HMAC is all the
+    headers can check; the session need not exist in the store."""
+    dev_key = hmac.new(key, b"session", hashlib.sha256).digest()
+    expires = int(time.time()) + 3600 if expires is None else expires
+    signed = "v2.%s.%s.%d.oMP-SB." % ("ab" * 16, member, expires)
+    return signed + hmac.new(dev_key, signed[:-1].encode(), hashlib.sha256).hexdigest()
+
+
+def test_session_bodies_apart_from_strangers(tmp):
+    """Regression (the review of 43cba7b): a mini-program member's body,
+    authorised by a Session token and no API key, was counted in the
+    strangers' quarter of http.body_total_max_bytes: a few slow strangers
+    (1 MiB of 4 MiB here) made every member's write 503. A token that
+    verifies (its HMAC, at the headers) has a quarter of its own, shown
+    apart in /metrics; a forged or expired one is a stranger's. A body
+    larger than its quarter (body_max_bytes 2 MiB here) is 413, as a
+    stranger's is (test_keyless_body_past_its_quarter). About 1 s."""
+    d = os.path.join(tmp, "bodies-session")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="bodies-session.json",
+                               http={"body_timeout_s": 10, "body_max_bytes": 2 << 20,
+                                     "body_total_max_bytes": 4 << 20}))
+    anon = "POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n"
+    mp = ("POST /v1/mp/phone HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          "Authorization: Session {}\r\nContent-Length: {}\r\n\r\n")
+    good, forged = dev_session(), dev_session(key=b"\x22" * 32)
+    expired = dev_session(expires=int(time.time()) - 1)
+    held = []
+
+    def refused(head):
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        conn.sendall(head.encode())
+        out = recv_until(conn, b"", lambda out: out.endswith(b"}"))
+        conn.close()
+        return out
+
+    try:
+        for what, head in (("a forged session", mp.format(forged, 3 << 19)),
+                           ("a session", mp.format(good, 3 << 19))):
+            out = refused(head)
+            check(out.startswith(b"HTTP/1.1 413") and b'"code":"payload_too_large"' in out and
+                  b"at most 1048576 bytes" in out,
+                  f"{what}'s body past its quarter can never be taken: 413: {out[:300]!r}")
+        for size in (512 << 10, 512 << 10):
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            conn.sendall(anon.format(size).encode() + b"x")
+            held.append(conn)
+        got = bodies_held(s, 1 << 20, gauge="pgw_request_body_keyless_bytes")
+        check(got is True, f"strangers hold their quarter: {got}")
+        for what, token in (("forged", forged), ("expired", expired)):
+            out = refused(mp.format(token, 16))
+            check(out.startswith(b"HTTP/1.1 503") and b"too many request bodies" in out,
+                  f"a {what} session's body is a stranger's: {out[:300]!r}")
+        body = b'{"code": "phone-code-sb"}'
+        member = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        held.append(member)
+        member.sendall(mp.format(good, len(body)).encode() + body[:4])
+        got = bodies_held(s, len(body), gauge="pgw_request_body_session_bytes")
+        check(got is True, f"a member's body is taken beside the strangers': {got}")
+        got = bodies_held(s, (1 << 20) + len(body))
+        check(got is True, f"and counted in the total: {got}")
+        got = bodies_held(s, 1 << 20, gauge="pgw_request_body_keyless_bytes")
+        check(got is True, f"not in the strangers' share: {got}")
+        member.sendall(body[4:])
+        out = recv_until(member, b"", lambda out: out.endswith(b"}"))
+        check(out.startswith(b"HTTP/1.1 ") and b"too many request bodies" not in out,
+              f"and answered: {out[:300]!r}")
+        got = bodies_held(s, 0, gauge="pgw_request_body_session_bytes")
+        check(got is True, f"its bytes given back once answered: {got}")
+        s.stop()  # strangers' bodies held: each given back, as asserted
+    finally:
+        for conn in held:
+            conn.close()
+        if s.proc.poll() is None:
+            s.stop()
+
+
 def test_long_waits(tmp):
     """Regression: a request without a body whose answer took more than 5 s
     (a slow database: the reader busy) was dropped unanswered at 5 s:
@@ -7012,6 +7092,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
               test_keyless_body_past_its_quarter,
+              test_session_bodies_apart_from_strangers,
               test_hangup, test_hangup_while_starting, test_reload_keys,
               test_reload_refuses_the_demo_key, test_reload_long_path_keeps_the_reason,
               test_log_kept_through_a_signal,
