@@ -790,6 +790,23 @@ static const char *copy_query(struct lws *wsi, char *out, size_t cap)
     }
 }
 
+/*
+ * What is wrong with the request's target (NULL: nothing), its query
+ * copied into out (copy_query). lws 4.1 ends the path at a %00 decoded
+ * right after a slash and reads on, counting what follows, uri_len bytes
+ * in all: "/v1/members/%00M1" came as "/v1/members/", a 404, where a NUL
+ * can never be a path's. At the path's very end nothing tells it from
+ * "/v1/members/"; anywhere else, the query's included, lws closes the
+ * connection, unanswered, before the gateway hears of it.
+ */
+static const char *bad_target(struct lws *wsi, size_t path_len, int uri_len, char *out, size_t cap)
+{
+    const char *bad = copy_query(wsi, out, cap);
+    if (bad == NULL && path_len < (size_t)uri_len)
+        return "the path holds %00, a NUL byte: no path of the API has one";
+    return bad;
+}
+
 static bool copy_custom(struct lws *wsi, const char *name, char *out, size_t cap)
 {
     out[0] = '\0';
@@ -1147,7 +1164,8 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         memcpy(q->r.path, path, path_len + 1);
     else
         q->r.path[0] = '\0';
-    const char *bad_query = ok ? copy_query(wsi, q->r.query, sizeof(q->r.query)) : NULL;
+    const char *bad_query =
+        ok ? bad_target(wsi, path_len, uri_len, q->r.query, sizeof(q->r.query)) : NULL;
     if (bad_query != NULL) {
         /* A line cut short (at %0A) may have eaten the next header's name,
          * Content-Length's too: kept alive, the body announced was served

@@ -2182,6 +2182,33 @@ def test_line_break_in_target(s):
     check(status == 400 and error_code(doc) == "invalid_request", f"urllib's: {status} {doc}")
 
 
+def test_nul_in_path(s):
+    """Regression: libwebsockets 4.1 ends the path at a %00 decoded right
+    after a slash, and goes on reading: "/v1/shops/S002/batches/%00x" reached
+    the gateway as ".../batches/", a 404 no such route, where a NUL can
+    never be part of a valid path. It is 400 invalid_request, saying so,
+    nothing written; a body announced closes the connection (unread). A
+    %00 at the very end ("/v1/members/%00") leaves nothing to tell it from
+    "/v1/members/", a 404 still; elsewhere libwebsockets closes, unanswered
+    (test_line_break_in_target)."""
+    auth = b"Authorization: Bearer " + KEYS["s002"][0].encode() + b"\r\n"
+    when = RECON_DAY % (11, 0)
+    csv = "\r\n".join(["event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no",
+                        f"NUL-1,purchase,{when},member_id:MNUL,10000,,R-NUL-1", ""]).encode()
+    before = s.transfers()
+    out, closed = raw_exchange(
+        s, b"POST /v1/shops/S002/batches/%00x?channel=pos HTTP/1.1\r\nHost: x\r\n" + auth +
+        b"Content-Type: text/csv\r\nContent-Length: %d\r\n\r\n" % len(csv) + csv)
+    check(out.startswith(b"HTTP/1.1 400") and b'"code":"invalid_request"' in out and
+          b"NUL" in out and out.count(b"HTTP/1.") == 1 and closed,
+          f"a batch's path with %00 after a slash: {out[:400]!r} closed={closed}")
+    out, _ = raw_exchange(s, b"GET /v1/members/%00M1 HTTP/1.1\r\nHost: x\r\n" +
+                          b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n\r\n",
+                          until=lambda out: out.endswith(b"}"))
+    check(out.startswith(b"HTTP/1.1 400") and b"NUL" in out, f"a GET: {out[:400]!r}")
+    check(s.transfers() == before, "a path with a NUL wrote nothing")
+
+
 def test_refusal_order(s):
     """Regression: a body over the limit from a client with no key was 413,
     though a stranger is refused (401) before its body is looked at; and a
@@ -7065,7 +7092,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_concurrent_same_event,
           test_refunds, test_transfer_keys, test_transfer_commands, test_holds, test_spend_written_another_way, test_bad_input, test_nulls, test_framing_and_case, test_expect_continue, test_http10_expect, test_http10_keep_alive,
           test_h2c_upgrade_ignored, test_ws_handshake_incomplete, test_connect_refused,
-          test_lws_own_answers, test_line_break_in_target,
+          test_lws_own_answers, test_line_break_in_target, test_nul_in_path,
           test_head, test_refusal_order, test_status_lines,
           test_pipelining,
           test_batch, test_database_file, test_shop_csv, test_shop_csv_lists_live_sales,
