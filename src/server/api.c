@@ -626,13 +626,15 @@ int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, pgw_bod
     *share = body_share(api, req);
     size_t cap = *share == PGW_BODY_KEYED ? api->bodies_max : api->bodies_max / 4;
     /* More than its share can ever hold: a 503 would have it retried for ever. */
-    if (n > cap)
+    if (n > cap) {
+        PGW_ASSERT(*share != PGW_BODY_KEYED); /* the caller's body_max, at most bodies_max */
         return pgw_err_set(err, PGW_ETOOLARGE,
                            "a body %s may have at most %zu bytes: a quarter of "
                            "http.body_total_max_bytes",
                            *share == PGW_BODY_SESSION ? "under a mini-program session"
                                                       : "without an API key",
                            cap);
+    }
     if (n > api->bodies_max - api->bodies_held || n > cap - api->held[*share])
         return pgw_err_set(err, PGW_EFULL,
                            "the gateway holds too many request bodies now, nothing was written: "
