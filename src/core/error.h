@@ -47,10 +47,11 @@ enum pgw_code {
 #define PGW_ERR_MEMBER_MAX  32
 
 /* Words a refusal carries beside its figures, and the longest kept: a
- * member id, an event type, an RFC 3339 moment (civil.h PGW_RFC3339_MAX)
- * fit. */
+ * member id, an event type, an RFC 3339 moment (civil.h PGW_RFC3339_MAX),
+ * an event id or a receipt number (bounds.h PGW_EVENT_ID_MAX,
+ * PGW_REFERENCE_MAX) fit. */
 #define PGW_ERR_TEXTS_MAX 3
-#define PGW_ERR_TEXT_MAX  40
+#define PGW_ERR_TEXT_MAX  128
 
 /* One figure of a refusal: "available" 120. `name` is a string literal, so
  * that it outlives every copy of the error (a command's, back from the

@@ -2301,57 +2301,105 @@ static int read_transfer(pgw_store *store, int64_t id, pgw_transfer **t, bool *f
     return rc;
 }
 
-/* Whether refund `cmd` recorded transfers reversing cmd->original's earn
- * (their reference "earn:<id>" names the purchase's first transfer). A
- * refund that reversed nothing cannot be told: false. */
-static int refunds_original(pgw_store *store, pgw_command *cmd, bool *same)
+/*
+ * What the first transfer under cmd's key says of its request beyond the
+ * key's row: a refund's, the key of the purchase whose earn it reversed
+ * (its reference "earn:<id>" names the earn's first transfer); another
+ * event's, its reference (its receipt number, or its event id when it had
+ * none: event_command.c). "" when it cannot tell: no transfer, a refund
+ * that reversed nothing. Read only when fingerprints differ.
+ */
+static int first_said(pgw_store *store, pgw_command *cmd, char out[PGW_IDEM_KEY_MAX + 1])
 {
     static const char prefix[] = "earn:";
+    PGW_STATIC_ASSERT(PGW_REFERENCE_MAX <= PGW_IDEM_KEY_MAX, "a reference fits");
     pgw_transfer *t = NULL;
     bool found = false;
     int64_t earn = 0;
-    *same = false;
+    out[0] = '\0';
     int rc = read_transfer(store, cmd->record.first_transfer, &t, &found, &cmd->err);
+    if (rc != PGW_OK || !found)
+        return rc;
+    if (cmd->event->type != PGW_EVENT_REFUND) {
+        copy_text(out, PGW_IDEM_KEY_MAX + 1, t->reference);
+        return PGW_OK;
+    }
     /* Exactly "earn:<digits>" as the refund wrote it (sscanf took a sign,
      * spaces and a tail, and past int64 is undefined). */
-    if (rc != PGW_OK || !found || strncmp(t->reference, prefix, sizeof(prefix) - 1) != 0 ||
+    if (strncmp(t->reference, prefix, sizeof(prefix) - 1) != 0 ||
         !pgw_decimal_in(t->reference + sizeof(prefix) - 1, 1, INT64_MAX, &earn))
-        return rc;
+        return PGW_OK;
     rc = read_transfer(store, earn, &t, &found, &cmd->err);
-    *same = rc == PGW_OK && found && strcmp(t->idem_key, cmd->original) == 0;
+    if (rc == PGW_OK && found)
+        copy_text(out, PGW_IDEM_KEY_MAX + 1, t->idem_key);
     return rc;
 }
 
-/* Whether the event recorded under cmd's key was sent with cmd->receipt:
- * its transfers carry it as their reference (an event with none cannot
- * tell: false). A receipt pays a review once and is unique at a shop: a
- * row naming another is another request. */
-static int has_receipt(pgw_store *store, pgw_command *cmd, bool *same)
+/* The event id of an event's key "channel:source:event_id"
+ * (pgw_store_event_key: neither a channel nor a source has a ':'), NULL
+ * for a key of no event. */
+static const char *key_event_id(const char *key)
 {
-    pgw_transfer *t = NULL;
-    bool found = false;
-    int rc = read_transfer(store, cmd->record.first_transfer, &t, &found, &cmd->err);
-    *same = rc == PGW_OK && found && strcmp(t->reference, cmd->receipt) == 0;
-    return rc;
+    const char *at = strchr(key, ':');
+    at = at != NULL ? strchr(at + 1, ':') : NULL;
+    return at != NULL ? at + 1 : NULL;
 }
 
 /*
  * What an event's key recorded of its first request beside what `cmd`
- * says, in the fields the key keeps (store.h pgw_event_record): not its
- * items, receipt or refund's original, whose difference only the
- * fingerprint tells. Read only when the fingerprints differ.
+ * says: the fields the key keeps (store.h pgw_event_record) and, where
+ * those are the same, what its first transfer tells (first_said): a
+ * refund's original, a receipt number. Items, or what no transfer tells,
+ * only the fingerprint does. Read only when the fingerprints differ.
  */
-enum { DIFF_MEMBER, DIFF_AMOUNT, DIFF_AT, DIFF_TYPE, DIFF_FIELDS };
-static const char *const DIFF_NAMES[DIFF_FIELDS] = {"member_id", "amount_fen", "occurred_at",
-                                                    "type"};
+enum { DIFF_MEMBER, DIFF_AMOUNT, DIFF_AT, DIFF_TYPE, DIFF_ORIGINAL, DIFF_RECEIPT, DIFF_FIELDS };
+static const char *const DIFF_NAMES[DIFF_FIELDS] = {"member_id", "amount_fen",        "occurred_at",
+                                                    "type",      "original_event_id", "receipt_no"};
+enum { DIFF_KEPT = DIFF_ORIGINAL }; /* the fields the key's row keeps come first */
 
 typedef struct event_diff {
     bool found;                                   /* the key recorded an event */
     bool differs[DIFF_FIELDS];                    /* none when not found */
     char then[DIFF_FIELDS][PGW_ERR_TEXT_MAX + 1]; /* each field's, as said */
-    char now[DIFF_FIELDS][PGW_ERR_TEXT_MAX + 1];  /* a member "" when nobody's */
+    char now[DIFF_FIELDS][PGW_ERR_TEXT_MAX + 1];  /* "" for no member, no receipt */
     int64_t amount_then;
+    char said[PGW_IDEM_KEY_MAX + 1]; /* first_said's, when the kept fields agree; else "" */
 } event_diff;
+
+/* The first field that differs, or -1. */
+static int first_difference(const event_diff *d)
+{
+    for (int i = 0; i < DIFF_FIELDS; i++)
+        if (d->differs[i])
+            return i;
+    return -1;
+}
+
+/* Whether d->said tells a refund's original or a receipt other than cmd's. */
+static void diff_said(const pgw_command *cmd, event_diff *d)
+{
+    PGW_STATIC_ASSERT(PGW_ERR_TEXT_MAX >= PGW_EVENT_ID_MAX && PGW_ERR_TEXT_MAX >= PGW_REFERENCE_MAX,
+                      "an event id and a receipt are said whole");
+    if (cmd->event->type == PGW_EVENT_REFUND) {
+        /* Keys of one channel and shop (a refund's original is its shop's). */
+        const char *then = key_event_id(d->said), *now = key_event_id(cmd->original);
+        if (then == NULL || now == NULL || strcmp(then, now) == 0)
+            return;
+        d->differs[DIFF_ORIGINAL] = true;
+        copy_text(d->then[DIFF_ORIGINAL], sizeof(d->then[0]), then);
+        copy_text(d->now[DIFF_ORIGINAL], sizeof(d->now[0]), now);
+        return;
+    }
+    /* A reference that is the event's id was no receipt, or one equal to
+     * the id: which, nothing tells. */
+    const char *id = key_event_id(cmd->key);
+    if (d->said[0] == '\0' || id == NULL || strcmp(d->said, id) == 0 ||
+        strcmp(d->said, cmd->receipt) == 0)
+        return;
+    d->differs[DIFF_RECEIPT] = true;
+    copy_text(d->then[DIFF_RECEIPT], sizeof(d->then[0]), d->said);
+    copy_text(d->now[DIFF_RECEIPT], sizeof(d->now[0]), cmd->receipt);
+}
 
 static int diff_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                       event_diff *d)
@@ -2359,6 +2407,7 @@ static int diff_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     const pgw_event *e = cmd->event;
     PGW_ASSERT(e != NULL);
     memset(d->differs, 0, sizeof(d->differs));
+    d->said[0] = '\0';
     pgw_recon_row was;
     int rc = pgw_store_read_keyed_event(store, cmd->key, &was, &d->found, &cmd->err);
     if (rc != PGW_OK || !d->found)
@@ -2379,40 +2428,37 @@ static int diff_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     snprintf(d->then[DIFF_TYPE], sizeof(d->then[0]), "%s", was.type);
     snprintf(d->now[DIFF_TYPE], sizeof(d->now[0]), "%s", pgw_event_type_name(e->type));
     d->differs[DIFF_TYPE] = strcmp(d->then[DIFF_TYPE], d->now[DIFF_TYPE]) != 0;
+    if (rc != PGW_OK || first_difference(d) >= 0 || e->type == PGW_EVENT_CUSTOM)
+        return rc; /* another request by what the key kept: said without more reads */
+    rc = first_said(store, cmd, d->said);
+    if (rc == PGW_OK)
+        diff_said(cmd, d);
     return rc;
-}
-
-/* The first field that differs, or -1. */
-static int first_difference(const event_diff *d)
-{
-    for (int i = 0; i < DIFF_FIELDS; i++)
-        if (d->differs[i])
-            return i;
-    return -1;
 }
 
 /* Whether the event recorded under a CSV row's key says what the row says
- * (pgw_command.from_row): what pgw_command_row_fingerprint covers. */
-static int row_agrees(pgw_store *store, pgw_command *cmd, const event_diff *d, bool *agrees)
+ * (pgw_command.from_row): what pgw_command_row_fingerprint covers. A row
+ * without a receipt says nothing of one; where the first transfer cannot
+ * tell a refund's original or a receipt, the row is another request. */
+static bool row_agrees(const pgw_command *cmd, const event_diff *d)
 {
-    const pgw_event *e = cmd->event;
-    bool same = d->found && e->type != PGW_EVENT_CUSTOM && first_difference(d) < 0;
-    int rc = PGW_OK;
-    if (same && e->type == PGW_EVENT_REFUND)
-        rc = refunds_original(store, cmd, &same);
-    else if (same && cmd->receipt[0] != '\0')
-        rc = has_receipt(store, cmd, &same);
-    *agrees = rc == PGW_OK && same;
-    return rc;
+    int first = first_difference(d);
+    if (!d->found || cmd->event->type == PGW_EVENT_CUSTOM || (first >= 0 && first < DIFF_KEPT))
+        return false;
+    if (cmd->event->type == PGW_EVENT_REFUND)
+        return strcmp(d->said, cmd->original) == 0;
+    return cmd->receipt[0] == '\0' || strcmp(d->said, cmd->receipt) == 0;
 }
 
 /*
  * An event's key used before for another request: the message names each
- * field the key keeps that differs, with both values ("amount_fen 12800
- * then, 9900 now"), `details` the first of them (README, HTTP API). Tills
- * re-use an id for another sale, or resend with another time; what no kept
- * field tells (items, a receipt) is told as the fingerprint's difference,
- * never guessed. Members by id alone: a phone is never echoed.
+ * field that differs of those the key keeps, or else the one its first
+ * transfer tells (a refund's original, a receipt), with both values
+ * ("amount_fen 12800 then, 9900 now"), `details` the first of them
+ * (README, HTTP API). Tills re-use an id for another sale, or resend with
+ * another time or receipt; what nothing kept tells (items, a receipt
+ * where the reference is the event id) is told as the fingerprint's
+ * difference, never guessed. Members by id alone: a phone is never echoed.
  */
 static int event_conflict(pgw_command *cmd, const event_diff *d)
 {
@@ -2421,11 +2467,13 @@ static int event_conflict(pgw_command *cmd, const event_diff *d)
     for (int i = 0; i < DIFF_FIELDS; i++) {
         if (!d->differs[i])
             continue;
-        const char *now = d->now[i][0] != '\0' ? d->now[i] : "none";
-        int n = snprintf(said + used, sizeof(said) - used, "%s%s %s then, %s now%s",
-                         used > 0 ? "; " : "", DIFF_NAMES[i], d->then[i], now,
-                         d->now[i][0] != '\0' ? "" : " (no member holds the identity it names)");
-        PGW_ASSERT(n > 0 && (size_t)n < sizeof(said) - used); /* four of ~100 bytes at most */
+        bool none = d->now[i][0] == '\0'; /* a member nobody holds, no receipt */
+        int n =
+            snprintf(said + used, sizeof(said) - used, "%s%s %s then, %s now%s",
+                     used > 0 ? "; " : "", DIFF_NAMES[i], d->then[i], none ? "none" : d->now[i],
+                     none && i == DIFF_MEMBER ? " (no member holds the identity it names)" : "");
+        /* four of ~100 bytes at most, or one told by a transfer (~300) */
+        PGW_ASSERT(n > 0 && (size_t)n < sizeof(said) - used);
         used += (size_t)n;
     }
     if (used == 0) /* what the key does not keep differs, or it kept no event */
@@ -2436,15 +2484,18 @@ static int event_conflict(pgw_command *cmd, const event_diff *d)
                 said);
     int first = first_difference(d);
     pgw_err_text(&cmd->err, "differs", first < 0 ? "fingerprint" : DIFF_NAMES[first]);
-    static const char *const then_names[] = {"member_id_then", NULL, "occurred_at_then",
-                                             "type_then"};
-    static const char *const now_names[] = {"member_id_now", NULL, "occurred_at_now", "type_now"};
+    static const char *const then_names[DIFF_FIELDS] = {
+        "member_id_then", NULL, "occurred_at_then", "type_then", "original_event_id_then",
+        "receipt_no_then"};
+    static const char *const now_names[DIFF_FIELDS] = {"member_id_now",         NULL,
+                                                       "occurred_at_now",       "type_now",
+                                                       "original_event_id_now", "receipt_no_now"};
     if (first == DIFF_AMOUNT) { /* fen are integers, as everywhere in the API */
         pgw_err_figure(&cmd->err, "amount_fen_then", d->amount_then);
         pgw_err_figure(&cmd->err, "amount_fen_now", cmd->event->amount_fen);
     } else if (first >= 0) {
         pgw_err_text(&cmd->err, then_names[first], d->then[first]);
-        if (d->now[first][0] != '\0') /* absent: nobody holds the identity it names */
+        if (d->now[first][0] != '\0') /* absent: nobody holds the identity, no receipt */
             pgw_err_text(&cmd->err, now_names[first], d->now[first]);
     }
     return PGW_ECONFLICT;
@@ -2547,14 +2598,12 @@ static int check_key_first(pgw_store *store, const pgw_ledger_policy *policy, pg
          memcmp(cmd->record.fingerprint, cmd->fingerprint_time_qty_as_sent, PGW_HASH_LEN) == 0);
     bool differs = memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0 &&
                    !as_sent && !repaired_as_row(cmd);
-    bool agrees = false, event = differs && cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL;
+    bool event = differs && cmd->kind == PGW_COMMAND_EVENT && cmd->event != NULL;
     bool told = event && !cmd->first_unsaid; /* a row's is read to compare it, told or not */
     event_diff d;
     if ((told || (event && cmd->from_row)) && (rc = diff_event(store, policy, cmd, &d)) != PGW_OK)
         return rc;
-    if (event && cmd->from_row && (rc = row_agrees(store, cmd, &d, &agrees)) != PGW_OK)
-        return rc;
-    differs = differs && !agrees;
+    differs = differs && !(event && cmd->from_row && row_agrees(cmd, &d));
     if (differs && cmd->kind == PGW_COMMAND_IMPORT)
         return import_changed(store, cmd);
     if (differs && (cmd->kind == PGW_COMMAND_HOLD || cmd->kind == PGW_COMMAND_REDEEM))

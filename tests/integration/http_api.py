@@ -7078,6 +7078,56 @@ def test_event_conflict_tells_a_channel_key_no_shops_sale(s):
           f"its own event is told what differs: {status} {doc}")
 
 
+def test_event_conflict_names_receipt_and_original(s):
+    """A sale sent again under its id with only another receipt_no, or a refund with only
+    another original_event_id, was 409 "the stored fingerprint differs": the key's row
+    keeps neither. The first transfer does (a sale's reference is its receipt, a refund's
+    names the earn it reversed): they are named as the kept fields are. A channel key
+    resending a shop's sale is still told only that the body differs. Nothing written."""
+    when = "2026-11-16T10:15:00+08:00"
+    sale = purchase("CONF-R1", 12800, "MCONF", shop="S003", when=when)
+    for body in (sale, purchase("CONF-R2", 9900, "MCONF", shop="S003", when=when)):
+        status, doc, _ = s.request("POST", "/v1/events", body)
+        check(status == 201, f"a sale: {status} {doc}")
+    refund = {"event_id": "CONF-R3", "channel": "store", "shop_id": "S003", "type": "refund",
+              "occurred_at": when, "member": {"member_id": "MCONF"}, "amount_fen": 5000,
+              "original_event_id": "CONF-R1"}
+    status, doc, _ = s.request("POST", "/v1/events", refund)
+    check(status == 201, f"its refund: {status} {doc}")
+    before = s.transfers()
+
+    def conflict(body, key, ends, expected):
+        status, doc, _ = s.request("POST", "/v1/events", body, key=key)
+        message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+        said = f"idempotency key {key_of(body)} was used before for a different request"
+        check(status == 409 and error_code(doc) == "idempotency_conflict" and
+              message == said + ends and details(doc) == expected, f"{ends}: {status} {doc}")
+
+    def key_of(body):
+        return f"{body['channel']}:{body['shop_id']}:{body['event_id']}"
+
+    conflict(dict(sale, receipt_no="R-OTHER"), "admin",
+             ": receipt_no R-CONF-R1 then, R-OTHER now",
+             {"differs": "receipt_no", "receipt_no_then": "R-CONF-R1",
+              "receipt_no_now": "R-OTHER"})
+    conflict({k: v for k, v in sale.items() if k != "receipt_no"}, "admin",
+             ": receipt_no R-CONF-R1 then, none now",
+             {"differs": "receipt_no", "receipt_no_then": "R-CONF-R1"})
+    conflict(dict(refund, original_event_id="CONF-R2"), "admin",
+             ": original_event_id CONF-R1 then, CONF-R2 now",
+             {"differs": "original_event_id", "original_event_id_then": "CONF-R1",
+              "original_event_id_now": "CONF-R2"})
+    check(s.transfers() == before, "a conflict writes nothing")
+    shops = dict(purchase("CONF-R4", 5000, "MCONF", shop="S001", when=when), channel="wechat_mp")
+    status, doc, _ = s.request("POST", "/v1/events", shops, key="s001")
+    check(status == 201, f"S001's sale on wechat_mp: {status} {doc}")
+    conflict(dict(shops, receipt_no="R-GUESS"), "mp", "", {})
+    conflict(dict(shops, receipt_no="R-GUESS"), "s001",
+             ": receipt_no R-CONF-R4 then, R-GUESS now",
+             {"differs": "receipt_no", "receipt_no_then": "R-CONF-R4",
+              "receipt_no_now": "R-GUESS"})
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -7114,7 +7164,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_shop_csv_refusal_cut_inside_a_character,
           test_refusal_quoting_a_cut_character_has_its_body,
           test_event_conflict_says_what_differs,
-          test_event_conflict_tells_a_channel_key_no_shops_sale)
+          test_event_conflict_tells_a_channel_key_no_shops_sale,
+          test_event_conflict_names_receipt_and_original)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,

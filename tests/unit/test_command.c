@@ -2733,6 +2733,87 @@ static void test_an_event_conflict_says_what_differs(void **state)
     pgw_config_free(er.cfg);
 }
 
+/* The event under `key` of event_command's, with receipt number `receipt`
+ * ("" when none) as pgw_event_command writes it: its transfers' reference
+ * is the receipt, or the event id when there is none. */
+static void with_receipt(event_run *er, const char *receipt)
+{
+    const char *id = strrchr(er->cmd.key, ':') + 1;
+    snprintf(er->cmd.receipt, sizeof(er->cmd.receipt), "%s", receipt);
+    snprintf(er->cmd.reference, sizeof(er->cmd.reference), "%s", receipt[0] ? receipt : id);
+}
+
+/* A resend of the purchase under `key` with receipt `receipt`: its error. */
+static int resend_receipt(event_run *er, const char *key, const char *receipt, pgw_err *err)
+{
+    event_command(er, key, PGW_EVENT_PURCHASE, 12800, "2026-11-24T10:00:00+08:00");
+    with_receipt(er, receipt);
+    er->cmd.fingerprint[PGW_HASH_LEN - 1] ^= 0x5a;
+    return pgw_writer_run(er->writer, &er->cmd, err);
+}
+
+/*
+ * An event sent again differing only in what its key's row does not keep:
+ * a refund's original, a receipt number. The first transfer tells them (a
+ * refund's reverses its original's earn, another event's carries the
+ * receipt as its reference), so they are named as the kept fields are;
+ * where it cannot tell (an event id in the reference: no receipt, or one
+ * equal to the id) the fingerprint is all that is said.
+ */
+static void test_an_event_conflict_names_its_original_and_receipt(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    const char *at = "2026-11-24T10:00:00+08:00";
+    char long_receipt[PGW_REFERENCE_MAX + 1];
+    memset(long_receipt, 'R', PGW_REFERENCE_MAX);
+    long_receipt[PGW_REFERENCE_MAX] = '\0';
+    const char *keys[] = {"store:S001:EV1", "store:S001:EV2", "store:S001:EV3"};
+    const char *receipts[] = {"R1", "", long_receipt};
+    for (size_t i = 0; i < 3; i++) {
+        event_command(&er, keys[i], PGW_EVENT_PURCHASE, 12800, at);
+        with_receipt(&er, receipts[i]);
+        pgw_err err;
+        assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_OK);
+    }
+    pgw_err err;
+    assert_int_equal(resend_receipt(&er, keys[0], "R2", &err), PGW_ECONFLICT);
+    assert_conflict(&err, keys[0], "receipt_no R1 then, R2 now", "receipt_no");
+    assert_string_equal(detail_text(&err, "receipt_no_then"), "R1");
+    assert_string_equal(detail_text(&err, "receipt_no_now"), "R2");
+    assert_int_equal(resend_receipt(&er, keys[0], "", &err), PGW_ECONFLICT);
+    assert_conflict(&err, keys[0], "receipt_no R1 then, none now", "receipt_no");
+    assert_int_equal(err.n_texts, 2); /* none now: no receipt_no_now */
+    /* a receipt as long as one may be, whole in both */
+    assert_int_equal(resend_receipt(&er, keys[2], "R1", &err), PGW_ECONFLICT);
+    assert_string_equal(detail_text(&err, "receipt_no_then"), long_receipt);
+    assert_non_null(strstr(err.msg, long_receipt));
+    /* the reference EV2 is its id: no receipt then, or "EV2": not guessed */
+    assert_int_equal(resend_receipt(&er, keys[1], "R9", &err), PGW_ECONFLICT);
+    assert_string_equal(detail_text(&err, "differs"), "fingerprint");
+    /* a refund of EV1 sent again naming EV3: its transfers reverse EV1's earn */
+    const char *refund = "store:S001:EV4";
+    er.original = keys[0];
+    event_command(&er, refund, PGW_EVENT_REFUND, 5000, at);
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_OK);
+    er.original = keys[2];
+    assert_int_equal(resend_event(&er, refund, PGW_EVENT_REFUND, 5000, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, refund, "original_event_id EV1 then, EV3 now", "original_event_id");
+    assert_string_equal(detail_text(&err, "original_event_id_then"), "EV1");
+    assert_string_equal(detail_text(&err, "original_event_id_now"), "EV3");
+    /* with another amount too: the kept field is said, nothing more read */
+    assert_int_equal(resend_event(&er, refund, PGW_EVENT_REFUND, 4000, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, refund, "amount_fen 5000 then, 4000 now", "amount_fen");
+    er.original = keys[0];
+    assert_int_equal(resend_event(&er, refund, PGW_EVENT_REFUND, 5000, at, &err), PGW_ECONFLICT);
+    assert_string_equal(detail_text(&err, "differs"), "fingerprint");
+    pgw_writer_stop(er.writer);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency"), 4);
+    assert_verifies(db);
+    pgw_config_free(er.cfg);
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -2804,6 +2885,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_conflict_names_its_original_and_receipt,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
