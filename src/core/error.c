@@ -5,6 +5,7 @@
 
 #include "assertions.h"
 #include "bounds.h"
+#include "utf8.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -91,12 +92,18 @@ void pgw_err_text(pgw_err *err, const char *name, const char *value)
     PGW_ASSERT(name != NULL && value != NULL);
     if (err == NULL)
         return;
-    size_t len = strlen(value);
-    PGW_ASSERT(err->code < 0 && err->n_texts < PGW_ERR_TEXTS_MAX && len <= PGW_ERR_TEXT_MAX);
+    PGW_ASSERT(err->code < 0 && err->n_texts < PGW_ERR_TEXTS_MAX);
     PGW_ASSERT(!has_detail(err, name));
     pgw_named_text *t = &err->texts[err->n_texts++];
     t->name = name;
-    memcpy(t->value, value, len + 1);
+    size_t len = strnlen(value, PGW_ERR_TEXT_MAX);
+    memcpy(t->value, value, len);
+    t->value[len] = '\0';
+    trim_utf8_tail(t->value, sizeof(t->value)); /* cut on a character, as a message is */
+    /* A text quotes what came or what the store kept (a hand-edited or
+     * older store's bytes): the body made of it must be JSON, where
+     * jansson drops a string that is not UTF-8. */
+    pgw_utf8_scrub(t->value);
 }
 
 void pgw_err_member(pgw_err *err, const char *member_id)

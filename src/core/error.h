@@ -107,10 +107,12 @@ void pgw_err_figure(pgw_err *err, const char *name, int64_t value);
  * the error pgw_err_set just made in `err` is about. */
 void pgw_err_member(pgw_err *err, const char *member_id);
 
-/* Adds text `name` (a string literal, not a figure's name) = `value` (at
- * most PGW_ERR_TEXT_MAX bytes) to the error pgw_err_set just made in
- * `err`, as pgw_err_figure adds a figure: at most PGW_ERR_TEXTS_MAX, each
- * name once, all asserted. */
+/* Adds text `name` (a string literal, not a figure's name) = `value` to
+ * the error pgw_err_set just made in `err`, as pgw_err_figure adds a
+ * figure: at most PGW_ERR_TEXTS_MAX, each name once, both asserted. The
+ * value kept is valid UTF-8 whatever it quotes, as a body needs: cut on a
+ * character at PGW_ERR_TEXT_MAX bytes, each byte of no valid character a
+ * '?' (core/utf8.h pgw_utf8_scrub). */
 void pgw_err_text(pgw_err *err, const char *name, const char *value);
 
 /*

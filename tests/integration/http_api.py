@@ -7128,6 +7128,28 @@ def test_event_conflict_names_receipt_and_original(s):
               "receipt_no_now": "R-GUESS"})
 
 
+def test_event_conflict_details_are_utf8(s):
+    """A 409's details quote what the store kept (a receipt), which a store written by
+    hand or by an older gateway may hold as bytes that are no UTF-8: jansson made no
+    string of it and `receipt_no_then` was silently left out of details, while the
+    message had it scrubbed. Each bad byte is a '?' in details too. (PostgreSQL keeps
+    no text that is not UTF-8: SQLite only.)"""
+    if s.db.startswith("postgresql://"):
+        return
+    when = "2026-11-16T10:15:00+08:00"
+    sale = purchase("CONF-U1", 12800, "MCONF", shop="S003", when=when)
+    status, doc, _ = s.request("POST", "/v1/events", sale)
+    check(status == 201, f"a sale: {status} {doc}")
+    pg.execute(s.db, "UPDATE transfers SET reference = CAST(X'522DFF31' AS TEXT) "
+               "WHERE idem_key = 'store:S003:CONF-U1'")
+    status, doc, _ = s.request("POST", "/v1/events", dict(sale, receipt_no="R-2"))
+    check(status == 409 and details(doc) == {"differs": "receipt_no", "receipt_no_then": "R-?1",
+                                             "receipt_no_now": "R-2"},
+          f"a stored receipt that is no UTF-8, in details: {status} {doc}")
+    pg.execute(s.db, "UPDATE transfers SET reference = 'R-CONF-U1' "
+               "WHERE idem_key = 'store:S003:CONF-U1'")  # the log's chain whole again
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -7165,7 +7187,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_refusal_quoting_a_cut_character_has_its_body,
           test_event_conflict_says_what_differs,
           test_event_conflict_tells_a_channel_key_no_shops_sale,
-          test_event_conflict_names_receipt_and_original)
+          test_event_conflict_names_receipt_and_original, test_event_conflict_details_are_utf8)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,

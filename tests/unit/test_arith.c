@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "core/arith.h"
+#include "core/utf8.h"
 
 #include <string.h>
 
@@ -155,12 +156,36 @@ static void test_error_texts(void **state)
     pgw_err_text(NULL, "differs", "type");
 }
 
+/* A text quotes what came or was stored (a receipt, an event id): any byte
+ * of no valid character is a '?' and a longer one is cut on a character,
+ * as a message is, for jansson makes no JSON string of what is not UTF-8
+ * and the details lost it. */
+static void test_error_texts_are_utf8(void **state)
+{
+    (void)state;
+    pgw_err err;
+    pgw_err_set(&err, PGW_ECONFLICT, "key K was used before for a different request");
+    pgw_err_text(&err, "receipt_no_then",
+                 "R\xff"
+                 "1");
+    assert_string_equal(err.texts[0].value, "R?1");
+    char cut[PGW_ERR_TEXT_MAX + 2]; /* an "é" across the bound */
+    memset(cut, 'a', sizeof(cut));
+    cut[PGW_ERR_TEXT_MAX - 1] = '\xc3';
+    cut[PGW_ERR_TEXT_MAX] = '\xa9';
+    cut[PGW_ERR_TEXT_MAX + 1] = '\0';
+    pgw_err_text(&err, "receipt_no_now", cut);
+    assert_int_equal(strlen(err.texts[1].value), PGW_ERR_TEXT_MAX - 1);
+    assert_true(pgw_utf8_valid(err.texts[1].value));
+    assert_int_equal(err.n_texts, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checked_add_sub_mul), cmocka_unit_test(test_mul_div_floor),
         cmocka_unit_test(test_error_messages),      cmocka_unit_test(test_error_figures),
-        cmocka_unit_test(test_error_texts),
+        cmocka_unit_test(test_error_texts),         cmocka_unit_test(test_error_texts_are_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
