@@ -450,8 +450,12 @@ void pgw_earning_write(pgw_json_out *o, const pgw_rules *rules, const pgw_event_
     pgw_json_out_end_array(o);
     if (earning->referrer_points > 0)
         pgw_json_out_key_int(o, "referrer_points", earning->referrer_points);
-    if (earning->tier >= 0 && (size_t)earning->tier < rules->n_tiers)
+    if (earning->tier >= 0 && (size_t)earning->tier < rules->n_tiers) {
         pgw_json_out_key_string(o, "tier", rules->tiers[earning->tier].name);
+    } else if (rules->n_tiers == 0) { /* no member has one: null, as GET /v1/members/{id} says */
+        pgw_json_out_key(o, "tier");
+        pgw_json_out_null(o);
+    }
     if (doc->event.type == PGW_EVENT_SIGN_IN)
         pgw_json_out_key_int(o, "sign_in_streak", earning->sign_in_streak);
     if (earning->reason[0] != '\0')

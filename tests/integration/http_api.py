@@ -7150,6 +7150,34 @@ def test_event_conflict_details_are_utf8(s):
                "WHERE idem_key = 'store:S003:CONF-U1'")  # the log's chain whole again
 
 
+def test_answer_without_tiers_says_tier_null(tmp):
+    """A configuration without tiers: GET /v1/members/{id} says "tier": null, and an
+    event's answer left "tier" out (where tiers are configured it names the purchase's
+    tier). Both say null now, a replay as the first answer."""
+    d = os.path.join(tmp, "no-tiers")
+    os.makedirs(d)
+    path = write_config(d, name="no-tiers.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    del cfg["tiers"]
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    s = Server(d, path)
+    try:
+        sale = purchase("NT-1", 12800, "MNT")
+        sign_in = {"event_id": "NT-2", "channel": "wechat_mp", "type": "sign_in",
+                   "occurred_at": "2026-11-25T12:00:00+08:00", "member": {"member_id": "MNT"}}
+        for body in (sale, sign_in, sale):
+            status, doc, _ = s.request("POST", "/v1/events", body)
+            check(status in (200, 201) and "tier" in doc and doc["tier"] is None,
+                  f"{body['type']}'s answer: {status} {doc}")
+        status, doc, _ = s.request("GET", "/v1/members/MNT")
+        check(status == 200 and "tier" in doc and doc["tier"] is None,
+              f"the member's view: {status} {doc}")
+    finally:
+        s.stop()
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -7208,7 +7236,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_stop_with_an_answer_unread, test_stop_with_a_stream_unread,
               test_stop_with_a_report_unread, test_requests_during_the_stop,
               test_cli_expiry_gives_back_caps, test_report_invariants, test_closed_period,
-              test_dead_notices_listed)
+              test_dead_notices_listed, test_answer_without_tiers_says_tier_null)
 
 
 def chosen_tests(names):

@@ -1020,10 +1020,55 @@ static void test_system_channel_is_the_gateways(void **state)
     free(doc);
 }
 
+/* The answer `earning` makes for API.md's purchase, typed `type`, under `rules`. */
+static void earning_answer(const pgw_rules *rules, pgw_event_type type, const pgw_earning *earning,
+                           char *out, size_t cap)
+{
+    pgw_event_doc doc;
+    pgw_err err;
+    assert_int_equal(parse(API_EXAMPLE, &doc, &err), PGW_OK);
+    doc.event.type = type;
+    pgw_json_out o;
+    pgw_json_out_init(&o, out, cap);
+    pgw_json_out_begin_object(&o);
+    pgw_earning_write(&o, rules, &doc, earning, earning->points);
+    pgw_json_out_end_object(&o);
+    assert_false(o.overflow);
+}
+
+/*
+ * GET /v1/members/{id} says "tier": null for a member without one (a
+ * configuration without tiers); an event's answer left "tier" out, as it
+ * does where it does not say the tier (a behaviour is not priced by it).
+ * Where no member has a tier, the answer says null as the member does.
+ */
+static void test_an_answer_without_tiers_says_tier_null(void **state)
+{
+    (void)state;
+    pgw_rules *rules = make_rules();
+    pgw_earning e;
+    pgw_earning_clear(&e);
+    char text[1024];
+    earning_answer(rules, PGW_EVENT_PURCHASE, &e, text, sizeof(text));
+    assert_non_null(strstr(text, ",\"tier\":null"));
+    earning_answer(rules, PGW_EVENT_SIGN_IN, &e, text, sizeof(text));
+    assert_non_null(strstr(text, ",\"tier\":null"));
+    rules->n_tiers = 1; /* with tiers: the tier the purchase was priced in */
+    strcpy(rules->tiers[0].name, "silver");
+    e.tier = 0;
+    earning_answer(rules, PGW_EVENT_PURCHASE, &e, text, sizeof(text));
+    assert_non_null(strstr(text, ",\"tier\":\"silver\""));
+    pgw_earning_clear(&e); /* a behaviour's: not priced by the tier, not said */
+    earning_answer(rules, PGW_EVENT_SIGN_IN, &e, text, sizeof(text));
+    assert_null(strstr(text, "\"tier\""));
+    free(rules);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_example_parses),
+        cmocka_unit_test(test_an_answer_without_tiers_says_tier_null),
         cmocka_unit_test(test_events_ahead_of_the_clock),
         cmocka_unit_test(test_openid_member_and_referral),
         cmocka_unit_test(test_longest_fields_reach_the_command_whole),
