@@ -2986,9 +2986,15 @@ static pgw_job *session_job(pgw_api *api, const pgw_request *req, route r, pgw_c
     return job;
 }
 
-/* Queues a blocking call out on `pool` (outbound.h; NULL: stopped or off). */
-static int outbound_submit(pgw_outbound *pool, pgw_outbound_task task, void *arg, pgw_err *err)
+/* Queues a blocking call out on `pool` (outbound.h). NULL: its channel
+ * is off, or pgw_api_stop stopped it; a job the stop finished (its drain,
+ * writer NULL) is told the server is stopping, as every request then is,
+ * not that the channel is off (phone_checked_at_the_stop). */
+static int outbound_submit(const pgw_api *api, pgw_outbound *pool, pgw_outbound_task task,
+                           void *arg, pgw_err *err)
 {
+    if (pool == NULL && api->writer == NULL)
+        return pgw_err_set(err, PGW_ESTATE, "the server is stopping");
     if (pool == NULL)
         return pgw_err_set(err, PGW_EUNAVAILABLE, "no outbound channel is configured");
     return pgw_outbound_submit(pool, task, arg, err);
@@ -2999,7 +3005,7 @@ static bool submit_outbound(pgw_api *api, pgw_job *job, pgw_outbound_task task, 
 {
     pgw_err err;
     memcpy(job->key_name, resp->key_name, sizeof(job->key_name));
-    int rc = outbound_submit(api->outbound, task, job, &err);
+    int rc = outbound_submit(api, api->outbound, task, job, &err);
     return rc == PGW_OK ? true : refuse(resp, job, job->route, PGW_EFULL, err.msg);
 }
 
@@ -3098,7 +3104,7 @@ static bool phone_session_checked(pgw_api *api, pgw_job *job, pgw_response *resp
         cmd->kind = PGW_COMMAND_BIND;
         cmd->call = NULL;
         cmd->render = render_bind;
-        if (outbound_submit(api->outbound, mp_phone_task, job, &cmd->err) == PGW_OK)
+        if (outbound_submit(api, api->outbound, mp_phone_task, job, &cmd->err) == PGW_OK)
             return false;
         cmd->rc = PGW_EFULL;
         fail(resp, job->route, cmd->rc, cmd->err.msg); /* the gateway's own words */
@@ -3592,7 +3598,7 @@ static void oa_queue_link(pgw_api *api, const char *openid, int64_t at, int64_t 
         l->dated = dated;
         l->noted = noted;
         snprintf(l->openid, sizeof(l->openid), "%.64s", openid);
-        rc = outbound_submit(api->outbound, oa_link_task, l, &err);
+        rc = outbound_submit(api, api->outbound, oa_link_task, l, &err);
     }
     if (rc != PGW_OK) {
         free(l);
@@ -4126,7 +4132,7 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         job->otp_sending = true;
         otp_outcome(job, cmd->rc, cmd->err.msg); /* a refusal (a limit) recorded nothing */
         if (cmd->rc == PGW_OK) {
-            if (outbound_submit(api->sms_outbound, otp_send_task, job, &cmd->err) != PGW_OK) {
+            if (outbound_submit(api, api->sms_outbound, otp_send_task, job, &cmd->err) != PGW_OK) {
                 otp_outcome(job, PGW_EUNAVAILABLE, "SMS sending is backed up: try again");
                 otp_void(api->writer, job);
             }

@@ -2523,6 +2523,70 @@ def streams_going_away_mid_check(tmp, fake, env):
     srv.stopped()  # SIGTERM sent above
 
 
+def threads_named(pid, name):
+    """The ids of the child's threads called `name` (prctl names)."""
+    found = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() == name:
+                    found.append(int(tid))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def stop_held(srv, name, during):
+    """Holds the server's threads called `name` while during() queues work
+    behind them, then SIGTERMs it; lets them go once the stop has stopped
+    the outbound workers (their threads gone), so that the work held
+    finishes in the stop. during()'s threads are joined by the caller."""
+    ws = stream_client()
+    base = inflight(srv)
+    held = [(ws.stop_thread(t), t) for t in threads_named(srv.proc.pid, name)]
+    try:
+        during()
+        eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # taken, held
+        srv.proc.send_signal(signal.SIGTERM)
+        gone = eventually(lambda: threads_named(srv.proc.pid, "pgw-outbound"), lambda t: not t)
+        check(not gone, "the stop stopped the outbound workers: %s" % gone)
+    finally:
+        for libc, t in held:
+            ws.resume_thread(libc, t)
+
+
+def phone_checked_at_the_stop(tmp, fake, env):
+    """Regression: a phone code whose session check (on the reader) was
+    finished by the stop, the WeChat workers already stopped, was answered
+    503 "no outbound channel is configured", as if the mini program were
+    off. It is told the server is stopping, as every request in the stop's
+    drain is, and its code is not spent."""
+    d = os.path.join(tmp, "phone-at-stop")
+    os.makedirs(d, exist_ok=True)
+    srv = Server(d, write_config(d, fake.port), env)
+    answer = {}
+    try:
+        session, _ = mp_session(srv, fake, "code-phone-stop", "oMP-PHONE-STOP")
+        asked = len(fake.requests("/wxa/business/getuserphonenumber"))
+
+        def ask():
+            answer["phone"] = phone(srv.port, session, "phone-code-stop")
+        asker = threading.Thread(target=ask)
+        stop_held(srv, "pgw-reader", asker.start)
+        asker.join(15)
+    except BaseException:
+        srv.stop()
+        raise
+    srv.stopped()  # SIGTERM sent by stop_held
+    status, doc, _ = answer.get("phone", (None, {}, None))
+    err = doc.get("error", {})
+    check(status == 503 and err.get("code") == "unavailable" and
+          err.get("message") == "the server is stopping",
+          "a phone code checked at the stop is told the server is stopping: %s %s" % (status, doc))
+    check(len(fake.requests("/wxa/business/getuserphonenumber")) == asked,
+          "its code did not go to WeChat")
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -3646,6 +3710,7 @@ def main():
         member_stream_merge_elsewhere(tmp, fake, env)
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
+        phone_checked_at_the_stop(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         login_failures_one_cause(tmp, fake, env)
