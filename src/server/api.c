@@ -305,6 +305,11 @@ struct pgw_api {
      * closed before the workers stop, so none goes to a pool being freed. */
     pthread_mutex_t links_lock;
     bool links_closed;
+    /* Notes and links in the writer: each one's completion may forget a
+     * note (oa_forget_note), which the writer refuses once stopping, so
+     * the stop waits for them first (oa_writes_settle). Under links_lock. */
+    size_t oa_writes;
+    pthread_cond_t oa_writes_done;
     size_t body_max, inflight_max, inflight;
     /* Bytes reserved for request bodies (pgw_api_body_reserve), at most
      * bodies_max, and those of each share (held, summing to bodies_held):
@@ -3452,6 +3457,32 @@ typedef struct oa_link_cmd {
 
 static void stream_committed(void *ctx, const pgw_command *cmd);
 
+/* A note or a link going to the writer (before its submit: it may
+ * complete at once), or refused by it or completed (`ended`). */
+static void oa_write_count(pgw_api *api, bool ended)
+{
+    pthread_mutex_lock(&api->links_lock);
+    PGW_ASSERT(!ended || api->oa_writes > 0);
+    api->oa_writes = ended ? api->oa_writes - 1 : api->oa_writes + 1;
+    if (api->oa_writes == 0)
+        pthread_cond_broadcast(&api->oa_writes_done);
+    pthread_mutex_unlock(&api->links_lock);
+}
+
+/* The stop, before the writer's: the notes and links complete, each
+ * forgetting its note while the writer takes it. Regression: a note
+ * committed in the stop, not forgotten ("the writer is stopping"), made
+ * every push after the restart wait for a subscribe (note_at_the_stop).
+ * The workers are stopped and the service thread is here: none comes. */
+static void oa_writes_settle(pgw_api *api)
+{
+    pthread_mutex_lock(&api->links_lock);
+    PGW_ASSERT(api->links_closed);
+    while (api->oa_writes > 0)
+        pthread_cond_wait(&api->oa_writes_done, &api->links_lock);
+    pthread_mutex_unlock(&api->links_lock);
+}
+
 /* The forgetting done (writer's completion thread). */
 static void oa_forget_done(pgw_command *cmd, void *payload)
 {
@@ -3513,9 +3544,11 @@ static void oa_link_done(pgw_command *cmd, void *payload)
     else
         fprintf(stderr, "pointsgw: warning: official account follower not linked: %s\n",
                 cmd->err.msg);
+    pgw_api *api = c->job.api;
     if (cmd->rc != PGW_OK && c->job.noted && oa_link_may_pass(cmd->rc))
-        oa_forget_note(c->job.api, c->job.openid, c->job.at);
+        oa_forget_note(api, c->job.openid, c->job.at);
     free(c);
+    oa_write_count(api, true);
 }
 
 /* Links the follower's openid to the unionid WeChat knows them by (a LINK
@@ -3543,8 +3576,12 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
     snprintf(link->channel, sizeof(link->channel), "wechat_oa");
     link->done = oa_link_done;
     link->payload = c;
-    if (rc == PGW_OK)
+    if (rc == PGW_OK) {
+        oa_write_count(l->api, false);
         rc = pgw_writer_submit(l->api->writer, link, err);
+        if (rc != PGW_OK)
+            oa_write_count(l->api, true);
+    }
     if (rc != PGW_OK)
         free(c);
     return rc;
@@ -3635,7 +3672,9 @@ static void oa_note_done(pgw_command *cmd, void *payload)
         if (closed)
             oa_forget_note(n->api, n->openid, cmd->at);
     }
+    pgw_api *api = n->api;
     free(n);
+    oa_write_count(api, true);
 }
 
 /* Best effort: refused (the writer's queue full), the next push notes it. */
@@ -3656,8 +3695,12 @@ static void oa_note_follower(pgw_api *api, const pgw_oa_message *m)
         rc = wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
                          &n->cmd.who, &err);
     }
-    if (rc == PGW_OK)
+    if (rc == PGW_OK) {
+        oa_write_count(api, false);
         rc = pgw_writer_submit(api->writer, &n->cmd, &err);
+        if (rc != PGW_OK)
+            oa_write_count(api, true);
+    }
     if (rc != PGW_OK)
         free(n);
 }
@@ -5295,6 +5338,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     if (api == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the API");
     pthread_mutex_init(&api->links_lock, NULL);
+    pthread_cond_init(&api->oa_writes_done, NULL);
     api->cfg = opts->cfg;
     api->body_max = opts->body_max;
     api->bodies_max = opts->bodies_max;
@@ -5389,6 +5433,7 @@ void pgw_api_stop(pgw_api *api)
     pgw_outbound_stop(api->sms_outbound); /* they stop first */
     api->outbound = api->sms_outbound = NULL;
     sweep_stop(&api->sweep);
+    oa_writes_settle(api);
     pgw_writer_stop(api->finance); /* the readers before the writer, as ever; */
     pgw_writer_stop(api->reader);  /* each answers what it has queued first */
     pgw_writer_stop(api->writer);
@@ -5414,6 +5459,8 @@ void pgw_api_free(pgw_api *api)
     pgw_vault_free(api->vault);
     OPENSSL_cleanse(api->session_key, sizeof(api->session_key));
     OPENSSL_cleanse(api->otp_key, sizeof(api->otp_key));
+    PGW_ASSERT(api->oa_writes == 0); /* the stop waited for them */
+    pthread_cond_destroy(&api->oa_writes_done);
     pthread_mutex_destroy(&api->links_lock);
     free(api);
 }

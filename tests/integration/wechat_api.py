@@ -2587,6 +2587,62 @@ def phone_checked_at_the_stop(tmp, fake, env):
           "its code did not go to WeChat")
 
 
+def note_at_the_stop(tmp, fake, env):
+    """Regression: an old follower's first push noted them (PGW_OA_NOTE)
+    while the gateway stopped, the writer committing it in the stop: the
+    link could not be queued (the workers stopped) and the note's
+    forgetting was refused, "the writer is stopping". Every later push,
+    after the restart, found the note and asked nothing: the follower was
+    never linked, two members for good. The note is forgotten in the
+    stop, and the next push after the restart links."""
+    d = os.path.join(tmp, "note-at-stop")
+    os.makedirs(d, exist_ok=True)
+    config = write_config(d, fake.port)
+    srv = Server(d, config, env)
+    fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-STOP",
+                                              "following": True, "unionid": "uUNION-STOP"})
+
+    def asked():
+        return [r for r in fake.requests("/cgi-bin/user/info")
+                if r["query"].get("openid") == "oOA-STOP"]
+    now = int(time.time())
+    answer = {}
+    try:
+        def sign_in():  # its note goes first, then its event: held behind the writer
+            answer["push"] = push(srv, oa_xml("oOA-STOP", now, "text", content="签到",
+                                              msg_id="69000001"))
+        pusher = threading.Thread(target=sign_in)
+        stop_held(srv, "pgw-writer", pusher.start)
+        pusher.join(15)
+    except BaseException:
+        srv.stop()
+        raise
+    _, err = srv.stopped()
+    status, body = answer.get("push", (None, ""))
+    check(status == 200 and "签到成功" in reply_text(body)[0],
+          "a 签到 committed in the stop is answered: %s %s" % (status, body))
+    check("not forgotten" not in err, "the note is forgotten in the stop: %s" % err[-1500:])
+    d2 = os.path.join(d, "again")
+    os.makedirs(d2, exist_ok=True)
+    srv = Server(d2, config, env, db=srv.db)
+    try:
+        before = len(asked())
+        status, body = push(srv, oa_xml("oOA-STOP", now + 5, "text", content="你好",
+                                          msg_id="69000002"))
+        linked = eventually(lambda: srv.request("POST", "/v1/members/resolve",
+                                                {"unionid": "uUNION-STOP"}),
+                            lambda r: r[0] == 200, timeout=5)
+        follower = srv.request("POST", "/v1/members/resolve",
+                               {"oa_openid": "oOA-STOP", "appid": OA_APPID})[1].get("member_id")
+        check(status == 200 and linked[0] == 200 and linked[1].get("member_id") == follower and
+              len(asked()) == before + 1,
+              "the first push after the restart links the follower noted at the stop: %s %s %s, "
+              "user/info asked %d times (%d before)" % (status, follower, linked, len(asked()),
+                                                        before))
+    finally:
+        srv.stop()
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -3711,6 +3767,7 @@ def main():
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
         phone_checked_at_the_stop(tmp, fake, env)
+        note_at_the_stop(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         login_failures_one_cause(tmp, fake, env)
