@@ -2795,13 +2795,22 @@ static void mp_wechat_quota(pgw_job *job, const pgw_err *cause)
     wx_fail(job, PGW_EUNAVAILABLE, &err);
 }
 
-/* A task that waited too long (or the gateway stops): finished without
- * calling out, and told when to try again as when WeChat fails. */
-static bool wx_stale(pgw_job *job, bool stale)
+/* A task that waited too long: finished without calling out, and told
+ * when to try again as when WeChat fails. One the stop finishes is told
+ * so, as a request in the drain is (Retry-After 1): it was told WeChat
+ * was backed up, and the operator's log said WeChat failed it
+ * (login_at_the_stop). */
+static bool wx_stale(pgw_job *job, pgw_outbound_turn turn)
 {
-    if (!stale)
-        return false;
     pgw_err err;
+    if (turn == PGW_OUTBOUND_CALL)
+        return false;
+    if (turn == PGW_OUTBOUND_STOPPING) {
+        job->cmd.retry_at = job->cmd.at + 1;
+        pgw_err_set(&err, PGW_EUNAVAILABLE, "the server is stopping");
+        wx_fail(job, PGW_EUNAVAILABLE, &err);
+        return true;
+    }
     pgw_err_set(&err, PGW_EUNAVAILABLE, "calls to WeChat are backed up");
     mp_wechat_down(job, &err);
     return true;
@@ -2878,10 +2887,10 @@ static void mp_identity_failed(pgw_job *job, int rc, const pgw_err *cause)
 }
 
 /* Worker: jscode2session, then the MP_LOGIN command. */
-static void mp_login_task(void *arg, bool stale)
+static void mp_login_task(void *arg, pgw_outbound_turn turn)
 {
     pgw_job *job = arg;
-    if (wx_stale(job, stale))
+    if (wx_stale(job, turn))
         return;
     pgw_command *cmd = &job->cmd;
     pgw_err err;
@@ -2923,10 +2932,10 @@ static void mp_phone_unusable(pgw_job *job, const pgw_err *cause)
 }
 
 /* Worker: getuserphonenumber, then a BIND of the phone (merging a POS member). */
-static void mp_phone_task(void *arg, bool stale)
+static void mp_phone_task(void *arg, pgw_outbound_turn turn)
 {
     pgw_job *job = arg;
-    if (wx_stale(job, stale))
+    if (wx_stale(job, turn))
         return;
     pgw_command *cmd = &job->cmd;
     const pgw_config *cfg = job->api->cfg;
@@ -3592,9 +3601,10 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
  * the follower is still followed and paid, and a subscribe's link waits
  * for the next subscribe; a note's, failed for the moment, for the next
  * push. No unionid (no open platform) is an answer. */
-static void oa_link_task(void *arg, bool stale)
+static void oa_link_task(void *arg, pgw_outbound_turn turn)
 {
     oa_link_job *l = arg;
+    bool stale = turn != PGW_OUTBOUND_CALL;
     char unionid[PGW_WX_OPENID_MAX + 1] = "";
     bool follows = false;
     pgw_wx_reply reply = {0};
@@ -4003,9 +4013,10 @@ static void otp_void(pgw_writer *writer, pgw_job *job)
 }
 
 /* Worker: sends the recorded code, then hands the job back for its answer. */
-static void otp_send_task(void *arg, bool stale)
+static void otp_send_task(void *arg, pgw_outbound_turn turn)
 {
     pgw_job *job = arg;
+    bool stale = turn != PGW_OUTBOUND_CALL;
     const pgw_sms_channel *ch = &job->api->cfg->sms;
     char minutes[24];
     snprintf(minutes, sizeof(minutes), "%lld", (long long)(ch->otp_ttl_s / 60));

@@ -41,9 +41,12 @@ static void *worker(void *arg)
         task t = p->queue[p->head];
         p->head = (p->head + 1) % p->cap;
         p->len--;
-        bool stale = p->stopping || pgw_monotonic_us() / 1000 - t.queued_ms > PGW_OUTBOUND_STALE_MS;
+        pgw_outbound_turn turn = p->stopping ? PGW_OUTBOUND_STOPPING
+                                 : pgw_monotonic_us() / 1000 - t.queued_ms > PGW_OUTBOUND_STALE_MS
+                                     ? PGW_OUTBOUND_STALE
+                                     : PGW_OUTBOUND_CALL;
         pthread_mutex_unlock(&p->lock);
-        t.fn(t.arg, stale);
+        t.fn(t.arg, turn);
         pthread_mutex_lock(&p->lock);
     }
     pthread_mutex_unlock(&p->lock);

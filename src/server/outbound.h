@@ -21,10 +21,16 @@
 typedef struct pgw_outbound pgw_outbound;
 #define PGW_OUTBOUND_STALE_MS 10000
 
-/* A task; `stale` when it waited over PGW_OUTBOUND_STALE_MS or the pool is
- * stopping: it must then finish without calling out (its client has given
- * up, and a wx.login code lives 5 minutes). */
-typedef void (*pgw_outbound_task)(void *arg, bool stale);
+/* Whether a task may call out; when not, it must finish without (its
+ * client has given up, and a wx.login code lives 5 minutes), and say why
+ * as the reason is: a queue backed up is no stop. */
+typedef enum pgw_outbound_turn {
+    PGW_OUTBOUND_CALL,     /* call out */
+    PGW_OUTBOUND_STALE,    /* it waited over PGW_OUTBOUND_STALE_MS */
+    PGW_OUTBOUND_STOPPING, /* the pool is stopping (pgw_outbound_stop) */
+} pgw_outbound_turn;
+
+typedef void (*pgw_outbound_task)(void *arg, pgw_outbound_turn turn);
 
 int pgw_outbound_start(size_t threads, size_t queue_cap, pgw_outbound **out, pgw_err *err);
 
@@ -32,7 +38,8 @@ int pgw_outbound_start(size_t threads, size_t queue_cap, pgw_outbound **out, pgw
  * stopping (then the task will not run and the caller keeps arg). */
 int pgw_outbound_submit(pgw_outbound *pool, pgw_outbound_task task, void *arg, pgw_err *err);
 
-/* Hands what is queued to the workers as stale, joins them and frees the pool. */
+/* Hands what is queued to the workers as PGW_OUTBOUND_STOPPING, joins them
+ * and frees the pool. */
 void pgw_outbound_stop(pgw_outbound *pool);
 
 #endif

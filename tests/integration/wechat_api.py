@@ -2643,6 +2643,65 @@ def note_at_the_stop(tmp, fake, env):
         srv.stop()
 
 
+def stop_joins_workers(pid):
+    """Whether the stop is past the notifier (its couriers gone) and waits
+    in a join (the service thread in futex, x86-64's 202): the outbound
+    workers', whose pool is then stopping."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, pid)) as f:
+            waits = f.read().split()[0] == "202"
+    except OSError:
+        return False
+    return waits and not threads_named(pid, "pgw-courier")
+
+
+def login_at_the_stop(tmp, fake, env):
+    """Regression: a login queued for WeChat as the gateway stopped was
+    finished by the stop without calling out, as one too long queued is:
+    told "the login could not be checked with WeChat (calls to WeChat are
+    backed up): try again in 5 s", and the operator's log said WeChat
+    failed a login. It is told the server is stopping, as a request in the
+    stop's drain is, and WeChat is not asked."""
+    d = os.path.join(tmp, "login-at-stop")
+    os.makedirs(d, exist_ok=True)
+    srv = Server(d, write_config(d, fake.port), env)
+    fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-login-stop",
+                                                "openid": "oMP-LOGIN-STOP"})
+    answer = {}
+    ws = stream_client()
+    try:
+        base = inflight(srv)
+        held = [(ws.stop_thread(t), t) for t in threads_named(srv.proc.pid, "pgw-outbound")]
+        try:
+            def log_in():
+                answer["login"] = mp_post(srv.port, "/v1/mp/login",
+                                          {"appid": MP_APPID, "code": "code-login-stop"})
+            asker = threading.Thread(target=log_in)
+            asker.start()
+            eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # queued, its workers held
+            srv.proc.send_signal(signal.SIGTERM)
+            joins = eventually(lambda: stop_joins_workers(srv.proc.pid), bool)
+            check(joins, "the stop waits for the held workers")
+        finally:
+            for libc, t in held:
+                ws.resume_thread(libc, t)
+        asker.join(15)
+    except BaseException:
+        srv.stop()
+        raise
+    _, err = srv.stopped()  # SIGTERM sent above
+    status, doc, retry = answer.get("login", (None, {}, None))
+    e = doc.get("error", {})
+    check(status == 503 and e.get("code") == "unavailable" and
+          e.get("message") == "the server is stopping" and retry == "1",
+          "a login queued at the stop is told the server is stopping: %s %s %s" %
+          (status, doc, retry))
+    asked = [r for r in fake.requests("/sns/jscode2session")
+             if r["query"].get("js_code") == "code-login-stop"]
+    check(not asked and "mini-program login" not in err,
+          "WeChat was not asked, nor said to fail: %d %s" % (len(asked), err[-1000:]))
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -3768,6 +3827,7 @@ def main():
         streams_going_away_mid_check(tmp, fake, env)
         phone_checked_at_the_stop(tmp, fake, env)
         note_at_the_stop(tmp, fake, env)
+        login_at_the_stop(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         login_failures_one_cause(tmp, fake, env)
