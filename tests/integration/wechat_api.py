@@ -3826,7 +3826,6 @@ def main():
         streams_going_away(tmp, fake, env)
         streams_going_away_mid_check(tmp, fake, env)
         phone_checked_at_the_stop(tmp, fake, env)
-        note_at_the_stop(tmp, fake, env)
         login_at_the_stop(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
@@ -3854,6 +3853,7 @@ def main():
         unfollowed_before_link(srv, fake)
         noted_follower_before_close(tmp, fake, env, config)
         pushed_before_close(tmp, fake, env, config)
+        note_at_the_stop(tmp, fake, env)  # after linked_login: its user/info is the first
         notifications(srv, fake, oa_member)
         many_cards(srv, fake)
         srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
