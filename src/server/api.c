@@ -4016,7 +4016,16 @@ static void otp_void(pgw_writer *writer, pgw_job *job)
 static void otp_send_task(void *arg, pgw_outbound_turn turn)
 {
     pgw_job *job = arg;
-    bool stale = turn != PGW_OUTBOUND_CALL;
+    /* The provider not asked: nothing for otp_tell, and the code voided
+     * while the writer takes it. It was told the provider did not take
+     * it, and the log said the queue was backed up (otp_at_the_stop). */
+    if (turn == PGW_OUTBOUND_STOPPING) {
+        OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
+        otp_outcome(job, PGW_EUNAVAILABLE, "the server is stopping");
+        otp_void(job->api->writer, job);
+        return;
+    }
+    bool stale = turn == PGW_OUTBOUND_STALE;
     const pgw_sms_channel *ch = &job->api->cfg->sms;
     char minutes[24];
     snprintf(minutes, sizeof(minutes), "%lld", (long long)(ch->otp_ttl_s / 60));
@@ -4186,8 +4195,11 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         job->otp_sending = true;
         otp_outcome(job, cmd->rc, cmd->err.msg); /* a refusal (a limit) recorded nothing */
         if (cmd->rc == PGW_OK) {
-            if (outbound_submit(api, api->sms_outbound, otp_send_task, job, &cmd->err) != PGW_OK) {
-                otp_outcome(job, PGW_EUNAVAILABLE, "SMS sending is backed up: try again");
+            int rc = outbound_submit(api, api->sms_outbound, otp_send_task, job, &cmd->err);
+            if (rc != PGW_OK) { /* full, or the stop's drain: the gateway's own words */
+                otp_outcome(job, PGW_EUNAVAILABLE,
+                            rc == PGW_ESTATE ? cmd->err.msg
+                                             : "SMS sending is backed up: try again");
                 otp_void(api->writer, job);
             }
             return false;

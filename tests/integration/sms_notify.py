@@ -382,6 +382,47 @@ def provider_down(tmp, env):
           "an SMS outage: one stderr line, not one a request: %s %s" % (more, told))
 
 
+def otp_at_the_stop(tmp, fake, env):
+    """Regression: a code the stop finished without sending was told "the
+    SMS provider did not take the code: try again" (queued for its SMS,
+    the workers stopping) or "SMS sending is backed up: try again" (its
+    record committed in the stop, the workers stopped), and the log said
+    the queue was backed up. Each is told the server is stopping, as a
+    request in the stop's drain is, and no SMS goes."""
+    told = []
+    for name, held in (("otp-stop-queued", "pgw-outbound"), ("otp-stop-recorded", "pgw-writer")):
+        srv = run(os.path.join(tmp, name), config(tmp, name + ".json", fake.port,
+                                                  {"start": "00:00", "end": "00:00"}), env)
+        phone = "1370013700%d" % len(told)
+        answer = {}
+        try:
+            def ask():
+                answer["otp"] = call_with_headers(srv.port, "POST", "/v1/sms/otp",
+                                                  {"phone": phone}, wx.ADMIN)
+
+            def recorded():  # then the service thread queues its SMS, behind the held workers
+                threading.Thread(target=ask).start()
+                eventually(lambda: wx.pg.value(srv.db, "SELECT count(*) FROM otps"),
+                           lambda n: n == "1")
+            if held == "pgw-outbound":
+                wx.stop_holding_workers(srv, recorded)
+            else:
+                wx.stop_held(srv, held, threading.Thread(target=ask).start)
+            eventually(lambda: answer, bool, timeout=15)
+        except BaseException:
+            srv.stop()
+            raise
+        _, err = srv.stopped(who="otp_at_the_stop")
+        status, doc, headers = answer.get("otp", (None, {}, {}))
+        told.append((name, status, doc.get("error", {}).get("message")))
+        check(status == 503 and doc.get("error", {}).get("code") == "unavailable" and
+              doc["error"].get("message") == "the server is stopping",
+              "%s: a code the stop finished is told the server is stopping: %s %s" %
+              (name, status, doc))
+        check("sending a verification code" not in err and not codes_to(fake, "+86" + phone),
+              "%s: no SMS, and none said to fail: %s" % (name, err[-800:]))
+
+
 def otp_outage_ends(tmp, env):
     """Regression: a code's SMS that failed is one line a minute on stderr,
     the lines held back counted in the next; but with no next failure (the
@@ -877,6 +918,7 @@ def main():
         reminder_after_expiry(tmp, fake, env, now)
         arrival_already_expired(tmp, fake, env, now)
         provider_down(tmp, env)
+        otp_at_the_stop(tmp, fake, env)
         refused_number(tmp, fake, env)
         held_sms_goes_by_wechat(tmp, fake, env, now)
         fell_through_then_subscribes(tmp, fake, env, now)

@@ -2655,6 +2655,24 @@ def stop_joins_workers(pid):
     return waits and not threads_named(pid, "pgw-courier")
 
 
+def stop_holding_workers(srv, during):
+    """Holds the server's outbound workers while during() queues a call
+    for them, then SIGTERMs it; lets them go once the stop waits to join
+    them, so that they find the call queued as the pool stops."""
+    ws = stream_client()
+    base = inflight(srv)
+    held = [(ws.stop_thread(t), t) for t in threads_named(srv.proc.pid, "pgw-outbound")]
+    try:
+        during()
+        eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # taken
+        srv.proc.send_signal(signal.SIGTERM)
+        joins = eventually(lambda: stop_joins_workers(srv.proc.pid), bool)
+        check(joins, "the stop waits for the held workers")
+    finally:
+        for libc, t in held:
+            ws.resume_thread(libc, t)
+
+
 def login_at_the_stop(tmp, fake, env):
     """Regression: a login queued for WeChat as the gateway stopped was
     finished by the stop without calling out, as one too long queued is:
@@ -2668,23 +2686,12 @@ def login_at_the_stop(tmp, fake, env):
     fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-login-stop",
                                                 "openid": "oMP-LOGIN-STOP"})
     answer = {}
-    ws = stream_client()
     try:
-        base = inflight(srv)
-        held = [(ws.stop_thread(t), t) for t in threads_named(srv.proc.pid, "pgw-outbound")]
-        try:
-            def log_in():
-                answer["login"] = mp_post(srv.port, "/v1/mp/login",
-                                          {"appid": MP_APPID, "code": "code-login-stop"})
-            asker = threading.Thread(target=log_in)
-            asker.start()
-            eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # queued, its workers held
-            srv.proc.send_signal(signal.SIGTERM)
-            joins = eventually(lambda: stop_joins_workers(srv.proc.pid), bool)
-            check(joins, "the stop waits for the held workers")
-        finally:
-            for libc, t in held:
-                ws.resume_thread(libc, t)
+        def log_in():
+            answer["login"] = mp_post(srv.port, "/v1/mp/login",
+                                      {"appid": MP_APPID, "code": "code-login-stop"})
+        asker = threading.Thread(target=log_in)
+        stop_holding_workers(srv, asker.start)
         asker.join(15)
     except BaseException:
         srv.stop()
