@@ -405,9 +405,9 @@ def otp_at_the_stop(tmp, fake, env):
                 eventually(lambda: wx.pg.value(srv.db, "SELECT count(*) FROM otps"),
                            lambda n: n == "1")
             if held == "pgw-outbound":
-                wx.stop_holding_workers(srv, recorded)
+                wx.stop_holding_workers(srv, 2, recorded)  # api.c SMS_THREADS
             else:
-                wx.stop_held(srv, held, threading.Thread(target=ask).start)
+                wx.stop_held(srv, held, 1, threading.Thread(target=ask).start)
             eventually(lambda: answer, bool, timeout=15)
         except BaseException:
             srv.stop()

@@ -2536,14 +2536,24 @@ def threads_named(pid, name):
     return found
 
 
-def stop_held(srv, name, during):
-    """Holds the server's threads called `name` while during() queues work
-    behind them, then SIGTERMs it; lets them go once the stop has stopped
-    the outbound workers (their threads gone), so that the work held
-    finishes in the stop. during()'s threads are joined by the caller."""
+def hold_threads(srv, name, count):
+    """Stops the server's `count` threads called `name` (ptrace), once each
+    has named itself: one started but not yet named would run on."""
+    ws = stream_client()
+    tids = eventually(lambda: threads_named(srv.proc.pid, name), lambda t: len(t) >= count)
+    check(len(tids) == count, "%d threads %s: %s" % (count, name, tids))
+    return [(ws.stop_thread(t), t) for t in tids]
+
+
+def stop_held(srv, name, count, during):
+    """Holds the server's `count` threads called `name` while during()
+    queues work behind them, then SIGTERMs it; lets them go once the stop
+    has stopped the outbound workers (their threads gone), so that the
+    work held finishes in the stop. during()'s threads are joined by the
+    caller."""
     ws = stream_client()
     base = inflight(srv)
-    held = [(ws.stop_thread(t), t) for t in threads_named(srv.proc.pid, name)]
+    held = hold_threads(srv, name, count)
     try:
         during()
         eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # taken, held
@@ -2572,7 +2582,7 @@ def phone_checked_at_the_stop(tmp, fake, env):
         def ask():
             answer["phone"] = phone(srv.port, session, "phone-code-stop")
         asker = threading.Thread(target=ask)
-        stop_held(srv, "pgw-reader", asker.start)
+        stop_held(srv, "pgw-reader", 2, asker.start)  # the reader and finance's
         asker.join(15)
     except BaseException:
         srv.stop()
@@ -2612,7 +2622,7 @@ def note_at_the_stop(tmp, fake, env):
             answer["push"] = push(srv, oa_xml("oOA-STOP", now, "text", content="签到",
                                               msg_id="69000001"))
         pusher = threading.Thread(target=sign_in)
-        stop_held(srv, "pgw-writer", pusher.start)
+        stop_held(srv, "pgw-writer", 1, pusher.start)
         pusher.join(15)
     except BaseException:
         srv.stop()
@@ -2655,13 +2665,13 @@ def stop_joins_workers(pid):
     return waits and not threads_named(pid, "pgw-courier")
 
 
-def stop_holding_workers(srv, during):
-    """Holds the server's outbound workers while during() queues a call
-    for them, then SIGTERMs it; lets them go once the stop waits to join
-    them, so that they find the call queued as the pool stops."""
+def stop_holding_workers(srv, count, during):
+    """Holds the server's `count` outbound workers while during() queues a
+    call for them, then SIGTERMs it; lets them go once the stop waits to
+    join them, so that they find the call queued as the pool stops."""
     ws = stream_client()
     base = inflight(srv)
-    held = [(ws.stop_thread(t), t) for t in threads_named(srv.proc.pid, "pgw-outbound")]
+    held = hold_threads(srv, "pgw-outbound", count)
     try:
         during()
         eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # taken
@@ -2691,7 +2701,7 @@ def login_at_the_stop(tmp, fake, env):
             answer["login"] = mp_post(srv.port, "/v1/mp/login",
                                       {"appid": MP_APPID, "code": "code-login-stop"})
         asker = threading.Thread(target=log_in)
-        stop_holding_workers(srv, asker.start)
+        stop_holding_workers(srv, 4, asker.start)  # api.c OUTBOUND_THREADS
         asker.join(15)
     except BaseException:
         srv.stop()
