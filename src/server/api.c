@@ -2303,8 +2303,8 @@ static void metrics_http(metrics_text *m, const pgw_api *api)
              "(at most http.body_total_max_bytes).");
     put(m, "pgw_request_body_bytes %zu\n", api->bodies_held);
     describe(m, "pgw_request_body_keyless_bytes", "gauge",
-             "Of those, bytes for bodies without a key of ours (at most a quarter "
-             "of http.body_total_max_bytes).");
+             "Of those, bytes for bodies with neither a key of ours nor a mini-program "
+             "session that verifies (at most a quarter of http.body_total_max_bytes).");
     put(m, "pgw_request_body_keyless_bytes %zu\n", api->held[PGW_BODY_KEYLESS]);
     describe(m, "pgw_request_body_session_bytes", "gauge",
              "Of those, bytes for bodies under a mini-program session and no key (at most "
