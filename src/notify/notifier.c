@@ -1816,6 +1816,41 @@ static void unmark_rest_of_batch(pgw_notice *batch, size_t i, size_t n)
     }
 }
 
+/*
+ * The stop: what the courier holds (hold_batch) is written before the
+ * store closes, tried again for up to STOP_RECORD_S (its claims renewed
+ * meanwhile), since the stop gives back whatever is still claimed
+ * (pgw_notifier_stop), and a delivered notice given back is sent again at
+ * the next start. The writer still runs meanwhile (it stops after the
+ * notifier), so a long transaction of its can end and let the record
+ * through. Regression: the stop tried once, gave the claim back, and the
+ * member got the SMS a second time after the deploy. What still fails
+ * (the database gone) is said, each notice, as it is given back.
+ */
+#define STOP_RECORD_S 30
+static void write_held_at_stop(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
+                               size_t n_notices, bool *unwritten, int64_t *lease_until)
+{
+    int64_t until = pgw_monotonic_s() + STOP_RECORD_S;
+    while (hold_batch(c, nts, rs, tried, n_notices, unwritten, lease_until) &&
+           pgw_monotonic_s() < until) {
+        struct timespec pause = {0, PGW_NOTIFY_POLL_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    for (size_t i = 0; i < n_notices; i++) {
+        if (unwritten[i] && tried[i] && pgw_store_notice_told(&nts[i]))
+            fprintf(stderr,
+                    "pointsgw: notice %lld delivered (or it may have been) but not recorded by "
+                    "the stop in %d s: given back, it is sent again at the next start\n",
+                    (long long)nts[i].id, STOP_RECORD_S);
+        else if (unwritten[i])
+            fprintf(stderr,
+                    "pointsgw: notice %lld not recorded by the stop in %d s: given back, its "
+                    "attempt not counted\n",
+                    (long long)nts[i].id, STOP_RECORD_S);
+    }
+}
+
 /* Each courier claims its own batches (a claim is one UPDATE, so two never
  * take the same notice); the first also queues the expiry reminders and
  * reads the outbox's depth. */
@@ -1903,8 +1938,7 @@ static void *courier_main(void *arg)
                             wait_or_stop(n, first ? PGW_NOTIFY_POLL_MS : PGW_NOTIFY_IDLE_MS)))
             break;
     }
-    /* a last try before the stop gives back what is still claimed */
-    (void)hold_batch(c, batch, reach, tried, kept, unwritten, &lease_until);
+    write_held_at_stop(c, batch, reach, tried, kept, unwritten, &lease_until);
     return NULL;
 }
 

@@ -136,7 +136,10 @@ typedef struct pgw_notifier pgw_notifier;
 bool pgw_notify_possible(const pgw_config *cfg);
 
 int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw_err *err);
-/* Finishes the notice in hand, joins the thread and frees the notifier. */
+/* Finishes the notice in hand, writes the records a courier holds (for
+ * up to 30 s, notifier.c STOP_RECORD_S: a delivered notice given back
+ * would be sent again at the next start), gives back what is still
+ * claimed, joins the threads and frees the notifier. */
 void pgw_notifier_stop(pgw_notifier *n);
 void pgw_notifier_get_stats(pgw_notifier *n, pgw_notifier_stats *out);
 

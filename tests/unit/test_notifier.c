@@ -41,6 +41,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -2347,6 +2348,7 @@ static void test_a_mark_not_made_costs_no_attempt(void **state)
 static int stderr_to(const db_fixture *f, char *path, size_t cap);
 static void stderr_back(int saved);
 static bool wait_line(const char *path, const char *text);
+static size_t lines_with(const char *path, const char *text);
 
 /* rig_start_wx with stderr caught until `line` is said: whether it was,
  * within wait_line's time. */
@@ -2576,6 +2578,103 @@ static void test_a_claim_after_a_slow_kept_record_gets_its_whole_lease(void **st
         fail_msg("M1's record kept, then had after 29 s; M2's notice %s, its claim leased %lld s "
                  "past the record before it: want it sent, leased %d s from its claim",
                  sent == 1 ? "sent" : "not sent", (long long)lease, PGW_NOTICE_LEASE_S);
+}
+
+/* Stops the notifier `arg` on a thread of its own: the test watches its
+ * stop, and lets the lock go while it lasts. */
+static atomic_int stop_returned;
+
+static void *stop_notifier(void *arg)
+{
+    pgw_notifier_stop(arg);
+    atomic_store(&stop_returned, 1);
+    return NULL;
+}
+
+/*
+ * An SMS delivered, its record kept to retry (the write lock held
+ * elsewhere: a writer's long transaction), and then a clean stop, the
+ * lock had again only after the stop's first tries at the record (as
+ * many as a stop made: a turn's two and the last's two): the stop must
+ * record the notice sent before it ends, and the next start sends
+ * nothing. Regression: the stop tried the record once, then gave the
+ * claim back, its attempt not counted, and the next start sent the SMS a
+ * second time (after every deploy that hit such a wait).
+ */
+static void test_a_stop_records_a_delivered_notice_it_holds(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    atomic_store(&chain_on_send, 1);
+    atomic_store(&stop_returned, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    rig_start(f, &r);
+    /* delivered, its record kept (the batch's and its own refused) */
+    for (int i = 0; i < 1000 && atomic_load(&chain_waited) < 2; i++)
+        fake_sleep_ms(10);
+    int before = atomic_load(&chain_waited);
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stop_notifier, r.notifier), 0);
+    for (int i = 0;
+         i < 1000 && atomic_load(&chain_waited) < before + 4 && atomic_load(&stop_returned) == 0;
+         i++)
+        fake_sleep_ms(10);
+    atomic_store(&chain_held, 0);
+    assert_int_equal(pthread_join(stopper, NULL), 0);
+    r.notifier = NULL;
+    pgw_notice stopped = notice_of(r.store, "M1");
+    pgw_sms_client_free(r.sms); /* started again: */
+    rig_start(f, &r);
+    size_t sent = wait_done(r.store, "M1");
+    size_t taken = sms_taken();
+    rig_free(&r);
+    if (before < 2 || strcmp(stopped.state, "sent") != 0 || sent != 1 || taken != 1)
+        fail_msg("an SMS delivered, its record kept, then a stop: the notice %s after the stop "
+                 "(%lld attempts), %zu SMS taken after the next start: want it recorded sent by "
+                 "the stop, one SMS",
+                 stopped.state, (long long)stopped.attempts, taken);
+}
+
+/*
+ * The same, the lock never had again (the database gone for the
+ * courier): the stop gives up after its time (the monotonic clock moved
+ * past it) and says on stderr that the delivered notice was not recorded
+ * and goes again at the next start, rather than give it back unsaid.
+ */
+static void test_a_stop_that_cannot_record_a_delivered_notice_says_so(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    atomic_store(&chain_on_send, 1);
+    atomic_store(&stop_returned, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start(f, &r);
+    for (int i = 0; i < 1000 && atomic_load(&chain_waited) < 2; i++)
+        fake_sleep_ms(10);
+    int before = atomic_load(&chain_waited);
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stop_notifier, r.notifier), 0);
+    for (int i = 0; i < 1000 && atomic_load(&chain_waited) < before + 4; i++)
+        fake_sleep_ms(10);
+    atomic_fetch_add(&mono_ahead, 3600); /* the stop's time is over */
+    assert_int_equal(pthread_join(stopper, NULL), 0);
+    r.notifier = NULL;
+    stderr_back(saved);
+    atomic_store(&chain_held, 0);
+    size_t said = lines_with(log, "notice 1 delivered (or it may have been) but not recorded by "
+                                  "the stop");
+    pgw_notice nt = notice_of(r.store, "M1");
+    rig_free(&r);
+    if (before < 2 || said != 1 || strcmp(nt.state, "sent") == 0)
+        fail_msg("an SMS delivered, its record never written by the stop (notice %s): %zu lines "
+                 "say it was not recorded and goes again: want one",
+                 nt.state, said);
 }
 
 /*
@@ -4083,6 +4182,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_delivered_notice_outlives_a_long_wait_for_its_record,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_claim_after_a_slow_kept_record_gets_its_whole_lease,
+                                        setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_stop_records_a_delivered_notice_it_holds, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_stop_that_cannot_record_a_delivered_notice_says_so,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
                                         db_fixture_teardown),
