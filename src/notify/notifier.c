@@ -1133,6 +1133,9 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  * notice past 60 s. A claim found lost is marked so: an unsent one is not
  * tried. A failure to renew loses the batch's rest the same way; what is
  * still ours of it is given back when the batch is recorded (record()).
+ * `failed` is the line that says what follows a failure here (a record
+ * is tried all the same: keep_leases_to_record). Regression: "the batch
+ * stops" was said before a record too, though nothing stopped.
  */
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
@@ -1145,7 +1148,7 @@ PGW_STATIC_ASSERT(LEASE_MARGIN_S >= WX_LEASE_NEEDED_S &&
                       LEASE_MARGIN_S - 2 * WX_LEASE_NEEDED_S > SMS_LEASE_NEEDED_S,
                   "after a notice's WeChat requests its lease still covers its SMS's mark");
 static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *lost,
-                        int64_t *lease_until)
+                        int64_t *lease_until, const char *failed)
 {
     if (*lease_until - now_s() >= LEASE_MARGIN_S)
         return;
@@ -1165,7 +1168,7 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
         tell(c->n, &c->n->renew_said, c->index, "renewing notice claims", NULL);
         return;
     }
-    tell(c->n, &c->n->renew_said, c->index, "notice claims not renewed, the batch stops", &err);
+    tell(c->n, &c->n->renew_said, c->index, failed, &err);
     for (size_t i = 0; i < n; i++)
         lost[i] = true;
 }
@@ -1191,7 +1194,8 @@ static void keep_leases_to_record(courier *c, const pgw_notice *nts, const bool 
     PGW_ASSERT(n <= PGW_NOTIFY_BATCH);
     for (size_t i = 0; i < n; i++)
         skip[i] = !unwritten[i];
-    keep_leases(c, nts, n, skip, lease_until);
+    keep_leases(c, nts, n, skip, lease_until,
+                "notice claims not renewed, recording the batch all the same");
 }
 
 /*
@@ -1892,7 +1896,8 @@ static void *courier_main(void *arg)
         }
         bool lost[PGW_NOTIFY_BATCH] = {false};
         for (size_t i = 0; i < got; i++) { /* what is not tried is given back with the batch */
-            keep_leases(c, batch, got, lost, &lease_until);
+            keep_leases(c, batch, got, lost, &lease_until,
+                        "notice claims not renewed, the batch's untried notices given back");
             tried[i] = !stopping(n) && !lost[i];
             if (tried[i]) {
                 deliver(c, &batch[i], &reach[i]);

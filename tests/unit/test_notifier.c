@@ -62,7 +62,7 @@ static fake_process WX = {.pid = -1}; /* tests/fakes/wechat_fake.py */
 /* ---- the stand-ins ------------------------------------------------------- */
 
 /* In the stand-ins' errors, which the couriers log: test_an_unrenewed_claim_
- * costs_no_attempt's "notice claims not renewed, the batch stops: ... lock
+ * costs_no_attempt's "notice claims not renewed, ...: ... lock
  * timeout" is this program's doing, once a run on either backend, not a
  * renewal that lost to a lock the test holds (PG_LOCK_WAIT is 30 s). */
 #define STAND_IN "a stand-in of test_notifier, on purpose" /* no quote: it goes in SQL */
@@ -464,6 +464,8 @@ static void rig_free_wx(rig *r, pgw_wx_client *wx)
 
 /* ---- tests ------------------------------------------------------------------ */
 
+static void renewals_may_fail(const db_fixture *f);
+
 /*
  * A batch of two: the first is sent; before the second the claims are due
  * for renewal, and the renewal fails (the database busy), so the second is
@@ -478,14 +480,7 @@ static void test_an_unrenewed_claim_costs_no_attempt(void **state)
     db_fixture *f = *state;
     rig r;
     rig_open(f, mall(), &r);
-    /* A renewal is a transaction of its own on PostgreSQL (the stand-in
-     * fails its begin), one statement on SQLite (a trigger's call). */
-    if (!f->pg)
-        assert_int_equal(db_fixture_exec(f, "CREATE TRIGGER renewals_may_fail BEFORE UPDATE ON"
-                                            " notices WHEN OLD.state = 'sending' AND NEW.state ="
-                                            " 'sending' AND NEW.lease_until <> OLD.lease_until"
-                                            " BEGIN SELECT pgw_test_armed(); END"),
-                         PGW_OK);
+    renewals_may_fail(f);
     static const char *const members[] = {"M1", "M2"};
     member_with_notice(r.store, r.vault, members[0], "13800138000");
     member_with_notice(r.store, r.vault, members[1], "13900139000");
@@ -2677,6 +2672,50 @@ static void test_a_stop_that_cannot_record_a_delivered_notice_says_so(void **sta
                  nt.state, said);
 }
 
+/* Makes a renewal fail once fail_next_begin is armed: on PostgreSQL a
+ * transaction of its own (the stand-in fails its begin), on SQLite one
+ * statement (a trigger's call). */
+static void renewals_may_fail(const db_fixture *f)
+{
+    if (!f->pg)
+        assert_int_equal(db_fixture_exec(f, "CREATE TRIGGER renewals_may_fail BEFORE UPDATE ON"
+                                            " notices WHEN OLD.state = 'sending' AND NEW.state ="
+                                            " 'sending' AND NEW.lease_until <> OLD.lease_until"
+                                            " BEGIN SELECT pgw_test_armed(); END"),
+                         PGW_OK);
+}
+
+/*
+ * A batch of one, sent; its renewal before the record fails (the first
+ * SMS moved the clock 40 s on and armed the failure): the record is
+ * tried all the same and gets through. stderr must say so, not that the
+ * batch stops. Regression: "notice claims not renewed, the batch stops"
+ * before a record, though nothing stopped.
+ */
+static void test_a_renewal_failed_before_a_record_says_the_record_goes_on(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    rig_open(f, mall(), &r);
+    renewals_may_fail(f);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    char log[128];
+    int saved = stderr_to(f, log, sizeof(log));
+    rig_start(f, &r);
+    size_t sent = wait_done(r.store, "M1");
+    bool said = wait_line(log, "notice claims not renewed, recording the batch all the same");
+    stderr_back(saved);
+    size_t stops = lines_with(log, "the batch stops");
+    pgw_notice nt = notice_of(r.store, "M1");
+    rig_free(&r);
+    if (atomic_load(&failed_after) != 1 || sent != 1 || nt.attempts != 1 || !said || stops != 0)
+        fail_msg("a renewal before a record failed (after %d SMS): notice sent %zu, %lld "
+                 "attempts; stderr %s the record goes on, %zu lines say the batch stops: want it "
+                 "sent at its one attempt, the line saying the record is tried all the same",
+                 atomic_load(&failed_after), sent, (long long)nt.attempts,
+                 said ? "says" : "does not say", stops);
+}
+
 /*
  * The database's name leaves last_error where the name stands, and only
  * there: a name that is also part of a word of the message (a relative
@@ -4185,6 +4224,9 @@ int main(void)
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_stop_records_a_delivered_notice_it_holds, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_renewal_failed_before_a_record_says_the_record_goes_on, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_stop_that_cannot_record_a_delivered_notice_says_so,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_read_failed_before_sending_costs_no_attempt, setup,
