@@ -608,10 +608,10 @@ static void wx_may_have_gone(pgw_notice *nt, pgw_notice_channel ch)
  * (pgw_store_sms_leaving, pgw_store_wx_leaving), and it does not leave.
  * The bound counts from before the mark, so it holds the mark's own wait
  * too (a lock behind the writer): MARK_WAIT_S at most, or the request
- * stays. On PostgreSQL the store gives up the wait then
- * (PGW_STORE_MARK_WAIT_S); SQLite's busy handler may wait longer, and the
- * request stays all the same (mark_leaving). keep_leases leaves room for
- * both (LEASE_MARGIN_S).
+ * stays. The store gives up the wait then (PGW_STORE_MARK_WAIT_S: on
+ * PostgreSQL a lock_timeout, on SQLite the busy handler's bound); the
+ * check in mark_leaving holds whatever else took the time. keep_leases
+ * leaves room for both (LEASE_MARGIN_S).
  */
 #define MARK_WAIT_S        PGW_STORE_MARK_WAIT_S /* the store's bound on PostgreSQL */
 #define SMS_LEASE_NEEDED_S ((PGW_HTTP_TIMEOUT_MS + 999) / 1000 + MARK_WAIT_S)

@@ -945,6 +945,7 @@ struct pgw_store {
     pgw_sql_stmt *lazy[LAZY_STATEMENTS];
     size_t n_lazy;
     int64_t busy_since_us; /* when the current wait for a lock began (busy_wait) */
+    int64_t busy_limit_ms; /* busy_wait's bound: BUSY_TIMEOUT_MS, less for bounded_begin's */
     char path[PGW_STORE_URL_MAX + 1];
     pgw_sql_stmt *st[ST_COUNT]; /* prepared once at open, see STATEMENTS */
     /* The chain head as of the last append in this transaction, so a batch
@@ -1979,7 +1980,7 @@ static int prepare_statements(pgw_store *s, pgw_err *err)
 }
 
 /*
- * Waiting for another connection's lock, up to BUSY_TIMEOUT_MS. SQLite's
+ * Waiting for another connection's lock, up to s->busy_limit_ms. SQLite's
  * own handler sleeps 1, 2, 5, 10 ... 100 ms between tries: a courier
  * waiting for the lock behind the writer, whose transactions follow each
  * other within a millisecond, slept through dozens of them and starved
@@ -1992,7 +1993,7 @@ static int busy_wait(void *arg, int count)
     int64_t now = pgw_monotonic_us();
     if (count == 0)
         s->busy_since_us = now;
-    if (now - s->busy_since_us >= (int64_t)BUSY_TIMEOUT_MS * 1000)
+    if (now - s->busy_since_us >= s->busy_limit_ms * 1000)
         return 0; /* SQLITE_BUSY to the caller */
     long us = 50L << (count < 6 ? count : 6);
     struct timespec pause = {0, (us < 2000 ? us : 2000) * 1000};
@@ -2041,6 +2042,7 @@ static int connect_store(const char *url, bool create, pgw_store **out, pgw_err 
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
     s->wal_fd = -1;
+    s->busy_limit_ms = BUSY_TIMEOUT_MS;
     PGW_STATIC_ASSERT(PGW_STORE_URL_MAX == PGW_SQL_URL_MAX, "one bound on a URL");
     int rc = pgw_sql_open(url, create, &s->db, err);
     if (rc == PGW_OK)
@@ -2131,6 +2133,7 @@ static int connect_read_only(const char *url, bool immutable, pgw_store **out, p
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
     s->wal_fd = -1;
+    s->busy_limit_ms = BUSY_TIMEOUT_MS;
     int rc = pgw_sql_open_read_only(url, immutable, &s->db, err);
     if (rc == PGW_OK) {
         snprintf(s->path, sizeof(s->path), "%s", pgw_sql_name(s->db));
@@ -5460,15 +5463,19 @@ static int mark_row(pgw_store *s, const char *owner, const pgw_notice *n, int64_
  * round trips more than the statement alone, never behind the chain lock.
  * Regression: in autocommit with no lock_timeout, a mark behind a row lock
  * held its courier as long as the lock was held; the bound was checked
- * once the mark was done. SQLite: the statement alone, the busy handler's
- * BUSY_TIMEOUT_MS. bounded_begin says whether it began a transaction for
- * bounded_end to end.
+ * once the mark was done. SQLite: the statement alone, its busy handler's
+ * wait bounded the same (busy_limit_ms) until bounded_end. Regression: it
+ * waited BUSY_TIMEOUT_MS, 5 s, and a renewal so ate 3 s past what the
+ * lease margin counts for it. bounded_begin says whether it began a
+ * transaction for bounded_end to end.
  */
 static int bounded_begin(pgw_store *s, const char *what, bool *own, pgw_err *err)
 {
     *own = is_postgres(s);
-    if (!*own)
+    if (!*own) {
+        s->busy_limit_ms = (int64_t)PGW_STORE_MARK_WAIT_S * 1000;
         return PGW_OK;
+    }
     PGW_ASSERT(!pgw_sql_in_transaction(s->db)); /* its own transaction: not a caller's */
     return begin(s, "BEGIN; SET LOCAL lock_timeout = '" PG_SECONDS(PGW_STORE_MARK_WAIT_S) "'", what,
                  err);
@@ -5476,6 +5483,7 @@ static int bounded_begin(pgw_store *s, const char *what, bool *own, pgw_err *err
 
 static int bounded_end(pgw_store *s, bool own, int rc, pgw_err *err)
 {
+    s->busy_limit_ms = BUSY_TIMEOUT_MS;
     if (own && rc == PGW_OK)
         rc = pgw_store_commit(s, err);
     if (own && rc != PGW_OK)

@@ -840,7 +840,8 @@ bool pgw_store_notice_told(const pgw_notice *n);
  * lock (pgw_store_begin's, which a record may wait PGW_STORE_LOCK_WAIT_S
  * for): on PostgreSQL a transaction of its own, outside any of the
  * caller's, its lock wait bounded by PGW_STORE_MARK_WAIT_S (then
- * PGW_EUNAVAILABLE), one row locked at a time; on SQLite one statement.
+ * PGW_EUNAVAILABLE), one row locked at a time; on SQLite one statement,
+ * its busy handler's wait bounded the same (as the marks' below).
  * Regression: renewed under that lock, a renewal waiting for it let the
  * lease run out, and the sweep took back a notice already delivered. */
 int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
@@ -860,9 +861,10 @@ int pgw_store_sms_leaving(pgw_store *store, const char *owner, const pgw_notice 
  * chain lock, or a row lock after it) before PGW_EUNAVAILABLE; SQLite's
  * busy handler waits less (5 s). */
 #define PGW_STORE_LOCK_WAIT_S 30
-/* How long either mark (above, below) waits for a lock at most on
- * PostgreSQL, outside any transaction of the caller's (it runs in its own):
- * then PGW_EUNAVAILABLE, as a lock timeout. */
+/* How long either mark (above, below) or a renewal waits for a lock at
+ * most, outside any transaction of the caller's (on PostgreSQL it runs in
+ * its own; on SQLite the busy handler gives up then): then
+ * PGW_EUNAVAILABLE, as a lock timeout. */
 #define PGW_STORE_MARK_WAIT_S 2
 /* The same before a WeChat message of `channel` (PGW_CHANNEL_MP or
  * PGW_CHANNEL_OA) leaves: marked as one that may have gone by it (core/
