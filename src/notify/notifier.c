@@ -1829,9 +1829,12 @@ static void unmark_rest_of_batch(pgw_notice *batch, size_t i, size_t n)
  * notifier), so a long transaction of its can end and let the record
  * through. Regression: the stop tried once, gave the claim back, and the
  * member got the SMS a second time after the deploy. What still fails
- * (the database gone) is said, each notice, as it is given back.
+ * (the database gone) is said, each notice, as it is given back. Short:
+ * a try begun may itself wait for the lock (30 s on PostgreSQL), and a
+ * supervisor's stop timeout (compose's 30 s) must not cut the writer's
+ * drain after it.
  */
-#define STOP_RECORD_S 30
+#define STOP_RECORD_S 10
 static void write_held_at_stop(courier *c, pgw_notice *nts, const reach_info *rs, const bool *tried,
                                size_t n_notices, bool *unwritten, int64_t *lease_until)
 {

@@ -137,7 +137,7 @@ bool pgw_notify_possible(const pgw_config *cfg);
 
 int pgw_notifier_start(const pgw_notifier_options *opts, pgw_notifier **out, pgw_err *err);
 /* Finishes the notice in hand, writes the records a courier holds (for
- * up to 30 s, notifier.c STOP_RECORD_S: a delivered notice given back
+ * up to 10 s, notifier.c STOP_RECORD_S: a delivered notice given back
  * would be sent again at the next start), gives back what is still
  * claimed, joins the threads and frees the notifier. */
 void pgw_notifier_stop(pgw_notifier *n);
