@@ -149,6 +149,7 @@ typedef struct reach_info {
 static const pgw_notice_channel CHANNELS[] = {PGW_CHANNEL_MP, PGW_CHANNEL_OA, PGW_CHANNEL_SMS};
 #define N_CHANNELS (sizeof(CHANNELS) / sizeof(CHANNELS[0]))
 PGW_STATIC_ASSERT(N_CHANNELS == PGW_NOTIFY_CHANNELS, "a channel a slot of stats.sent");
+PGW_STATIC_ASSERT(PGW_NOTIFY_BATCH <= PGW_STORE_RENEW_MAX, "a batch renewed in one statement");
 
 /* A channel's index in CHANNELS. */
 static size_t channel_index(pgw_notice_channel ch)
@@ -1123,7 +1124,8 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  * Checked before each notice and before each try at the batch's record
  * (keep_leases_to_record): when less than LEASE_MARGIN_S is left, every
  * claim still held, sent or not, is renewed, each by a write of its own
- * that never waits for the write lock (pgw_store_renew_claim). The margin
+ * that never waits for the write lock (pgw_store_renew_claims: one for the
+ * batch, one wait for a lock of at most MARK_WAIT_S). The margin
  * outlasts one notice at its slowest (NOTICE_SLOWEST_S): at 20 s, a notice
  * whose two WeChat channels each made four slow calls before its SMS took
  * 25 s, its lease lapsed, and the sweep gave it to a courier that sent it
@@ -1140,7 +1142,8 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
 /* and the waits of the three requests' marks (MARK_WAIT_S), and a few
- * seconds over */
+ * seconds over, which hold the renewal's own wait (one statement for the
+ * batch, at most MARK_WAIT_S on either database) */
 #define LEASE_MARGIN_S (NOTICE_SLOWEST_S + 3 * MARK_WAIT_S + 3)
 PGW_STATIC_ASSERT(PGW_NOTICE_LEASE_S >= 2 * LEASE_MARGIN_S,
                   "a renewed lease outlasts the margin twice: renewals stay rare");
@@ -1153,16 +1156,18 @@ static void keep_leases(courier *c, const pgw_notice *batch, size_t n, bool *los
     if (*lease_until - now_s() >= LEASE_MARGIN_S)
         return;
     pgw_err err;
-    int64_t now = now_s();
-    int rc = PGW_OK;
-    for (size_t i = 0; rc == PGW_OK && i < n; i++) {
-        int renewed =
-            lost[i] ? PGW_OK : pgw_store_renew_claim(c->store, c->owner, batch[i].id, now, &err);
-        if (renewed == PGW_ESTATE)
-            lost[i] = true;
-        else
-            rc = renewed;
+    int64_t now = now_s(), ids[PGW_NOTIFY_BATCH];
+    size_t held = 0, at[PGW_NOTIFY_BATCH];
+    bool renewed[PGW_NOTIFY_BATCH];
+    PGW_ASSERT(n <= PGW_NOTIFY_BATCH);
+    for (size_t i = 0; i < n; i++) {
+        if (!lost[i])
+            at[held] = i, ids[held++] = batch[i].id;
     }
+    int rc = held == 0 ? PGW_OK
+                       : pgw_store_renew_claims(c->store, c->owner, ids, held, now, renewed, &err);
+    for (size_t k = 0; rc == PGW_OK && k < held; k++)
+        lost[at[k]] = !renewed[k];
     if (rc == PGW_OK) {
         *lease_until = now + PGW_NOTICE_LEASE_S;
         tell(c->n, &c->n->renew_said, c->index, "renewing notice claims", NULL);

@@ -834,9 +834,11 @@ int pgw_store_finish_notice(pgw_store *store, const char *owner, const pgw_notic
  * that failed for sure is not (a hurried arrival's retry keeps its
  * balance). */
 bool pgw_store_notice_told(const pgw_notice *n);
-/* Renews owner's claim on notice id (before an attempt, before and while
- * its record is written); PGW_ESTATE when it is no longer owner's (its
- * lease ran out and another instance took it). Never behind the write
+/* Renews owner's claims on notices ids[0..n) (n at most
+ * PGW_STORE_RENEW_MAX: a courier's batch) before an attempt, before and
+ * while their record is written, in one statement (one wait for a lock,
+ * not one a claim); renewed[i] false for one no longer owner's (its lease
+ * ran out and another instance took it). Never behind the write
  * lock (pgw_store_begin's, which a record may wait PGW_STORE_LOCK_WAIT_S
  * for): on PostgreSQL a transaction of its own, outside any of the
  * caller's, its lock wait bounded by PGW_STORE_MARK_WAIT_S (then
@@ -844,8 +846,9 @@ bool pgw_store_notice_told(const pgw_notice *n);
  * its busy handler's wait bounded the same (as the marks' below).
  * Regression: renewed under that lock, a renewal waiting for it let the
  * lease run out, and the sweep took back a notice already delivered. */
-int pgw_store_renew_claim(pgw_store *store, const char *owner, int64_t id, int64_t now,
-                          pgw_err *err);
+#define PGW_STORE_RENEW_MAX 4
+int pgw_store_renew_claims(pgw_store *store, const char *owner, const int64_t *ids, size_t n,
+                           int64_t now, bool *renewed, pgw_err *err);
 /* Marks owner's claim on notice `n` (as claimed: its id and attempts) as
  * one whose SMS may have gone (core/notice.h PGW_NOTICE_SMS_MAY_HAVE_GONE),
  * before the request leaves, with the channels n excludes (and

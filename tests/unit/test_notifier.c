@@ -3595,7 +3595,8 @@ static void test_a_renewal_behind_the_write_lock_gives_up_in_time(void **state)
     assert_int_equal(sqlite3_open(f->path, &holder), SQLITE_OK);
     assert_int_equal(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     int64_t from = mono_ms();
-    int rc = pgw_store_renew_claim(r.store, "A", got[0].id, time(NULL), &err);
+    bool renewed = false;
+    int rc = pgw_store_renew_claims(r.store, "A", &got[0].id, 1, time(NULL), &renewed, &err);
     int64_t took_ms = mono_ms() - from;
     assert_int_equal(sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(holder);

@@ -2127,6 +2127,37 @@ static void test_a_retried_notice_held_is_not_joined(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * A batch's claims are renewed in one statement (one wait for a lock);
+ * each says whether it is still ours, whatever order the rows come back
+ * in: one given back meanwhile is not renewed, nor is its lease touched.
+ */
+static void test_a_batch_is_renewed_claim_by_claim(void **state)
+{
+    pgw_store *s = open_store(state);
+    pgw_err err;
+    pgw_notice got[8];
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    enqueue(s, "M2", 20, 20, 1000, 0);
+    enqueue(s, "M3", 30, 30, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 3);
+    assert_int_equal(pgw_store_give_back_notice(s, "A", &got[1], 1001, &err), PGW_OK);
+    int64_t ids[3] = {got[2].id, got[1].id, got[0].id};
+    bool renewed[3] = {false, true, false};
+    assert_int_equal(pgw_store_renew_claims(s, "A", ids, 3, 1030, renewed, &err), PGW_OK);
+    assert_true(renewed[0]);
+    assert_false(renewed[1]);
+    assert_true(renewed[2]);
+    /* the two renewed outlive their first lease; the one given back is pending */
+    int64_t n = 0;
+    assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1000 + PGW_NOTICE_LEASE_S + 1, &n, &err),
+                     PGW_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(claim(s, 1002, got), 1);
+    assert_int_equal(got[0].points, 20);
+    pgw_store_close(s);
+}
+
 static void test_crash_and_retry(void **state)
 {
     pgw_store *s = open_store(state);
@@ -2138,7 +2169,9 @@ static void test_crash_and_retry(void **state)
     /* Another instance starting takes nothing that is still leased... */
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1001, &n, &err), PGW_OK);
     assert_int_equal(n, 0);
-    assert_int_equal(pgw_store_renew_claim(s, "B", got[0].id, 1001, &err), PGW_ESTATE);
+    bool renewed = true;
+    assert_int_equal(pgw_store_renew_claims(s, "B", &got[0].id, 1, 1001, &renewed, &err), PGW_OK);
+    assert_false(renewed);
     /* ...and may not record an attempt on a claim that is not its own. */
     snprintf(got[0].state, sizeof(got[0].state), "sent");
     assert_int_equal(pgw_store_finish_notice(s, "B", &got[0], 1001, &err), PGW_ESTATE);
@@ -2156,7 +2189,8 @@ static void test_crash_and_retry(void **state)
     assert_int_equal(got[0].attempts, 1);
     /* A renewed claim lives on; one whose lease ran out (its claimer died)
      * is anyone's, the attempt counted. */
-    assert_int_equal(pgw_store_renew_claim(s, "A", got[0].id, 1020, &err), PGW_OK);
+    assert_int_equal(pgw_store_renew_claims(s, "A", &got[0].id, 1, 1020, &renewed, &err), PGW_OK);
+    assert_true(renewed);
     assert_int_equal(pgw_store_unclaim_notices(s, NULL, 1020 + PGW_NOTICE_LEASE_S - 1, &n, &err),
                      PGW_OK);
     assert_int_equal(n, 0);
@@ -2622,6 +2656,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_wechat_message_is_marked_before_it_leaves,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_batch_is_renewed_claim_by_claim, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_quota_taken_once, db_fixture_setup,
