@@ -2814,6 +2814,46 @@ static void test_an_event_conflict_names_its_original_and_receipt(void **state)
     pgw_config_free(er.cfg);
 }
 
+/*
+ * A shop's CSV row without a receipt, after the till's own sale: it says
+ * nothing of a receipt, so it replays the sale whatever the first transfer
+ * carries, and reads none (1f4ad5d read it for every row the key's fields
+ * agree with; before it, only a row with a receipt or a refund did). A
+ * first transfer that cannot be read (a reference past its bound, as a
+ * store edited by hand may hold) shows the read: the row was refused.
+ */
+static void test_a_row_without_a_receipt_reads_no_transfer(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    const char *key = "store:S001:EV1", *at = "2026-11-24T10:00:00+08:00";
+    event_command(&er, key, PGW_EVENT_PURCHASE, 12800, at);
+    with_receipt(&er, "R1");
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, NULL), PGW_OK);
+    int serial = er.serial;
+    pgw_writer_stop(er.writer);
+    char sql[PGW_REFERENCE_MAX + 160];
+    snprintf(sql, sizeof(sql),
+             "UPDATE transfers SET reference = '%0*d' WHERE id = (SELECT first_transfer FROM "
+             "idempotency WHERE key = '%s')",
+             PGW_REFERENCE_MAX + 1, 0, key);
+    assert_int_equal(db_fixture_exec(db, sql), PGW_OK);
+    event_run_writer(db, &er, NULL);
+    er.serial = serial;
+    event_command(&er, key, PGW_EVENT_PURCHASE, 12800, at);
+    with_receipt(&er, "");
+    er.cmd.fingerprint[0] ^= 0xff; /* the row's, not the till's */
+    er.cmd.from_row = true;
+    pgw_err err;
+    int rc = pgw_writer_run(er.writer, &er.cmd, &err);
+    if (rc != PGW_OK)
+        fail_msg("a row without a receipt: rc %d \"%s\"", rc, err.msg);
+    assert_true(er.cmd.replayed);
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+}
+
 int main(void)
 {
     count_writer_caches();
@@ -2886,6 +2926,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_names_its_original_and_receipt,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_row_without_a_receipt_reads_no_transfer,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
