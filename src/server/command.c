@@ -898,7 +898,7 @@ static int apply_redeem(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
 
 /* ---- returns: a spend's points given back ---------------------------------------- */
 
-static int read_transfer(pgw_store *store, int64_t id, pgw_transfer **t, bool *found, pgw_err *err);
+static int read_transfer(pgw_store *store, int64_t id, pgw_transfer *t, bool *found, pgw_err *err);
 
 /* "redemption" or "captured hold": what cmd->original's key names. */
 static const char *spend_name(const pgw_command *cmd)
@@ -908,7 +908,7 @@ static const char *spend_name(const pgw_command *cmd)
 
 /* The REDEEM transfer of spend cmd->original, as its caller may see it:
  * one limited to a shop (cmd->shop) finds no other shop's, as for holds. */
-static int visible_spend(pgw_store *store, pgw_command *cmd, pgw_transfer **t)
+static int visible_spend(pgw_store *store, pgw_command *cmd, pgw_transfer *t)
 {
     bool found = false;
     pgw_idem_record r;
@@ -917,8 +917,8 @@ static int visible_spend(pgw_store *store, pgw_command *cmd, pgw_transfer **t)
         rc = read_transfer(store, r.first_transfer, t, &found, &cmd->err);
     else
         found = false;
-    found = found && (*t)->kind == PGW_TRANSFER_REDEEM &&
-            (cmd->shop[0] == '\0' || strcmp(cmd->shop, (*t)->shop_id) == 0);
+    found = found && t->kind == PGW_TRANSFER_REDEEM &&
+            (cmd->shop[0] == '\0' || strcmp(cmd->shop, t->shop_id) == 0);
     if (rc == PGW_OK && !found)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no %s %s%s%s", spend_name(cmd), cmd->hold_id,
                            cmd->shop[0] != '\0' ? " at shop " : "", cmd->shop);
@@ -1015,17 +1015,17 @@ static int spend_left(pgw_store *store, pgw_command *cmd, const pgw_transfer *t,
 
 static int apply_return(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
-    pgw_transfer *t = NULL;
+    pgw_transfer spend;
+    const pgw_transfer *t = &spend;
     int64_t left = 0;
     int rc = cmd->points >= 1 && cmd->points <= PGW_POINTS_MAX
-                 ? visible_spend(store, cmd, &t)
+                 ? visible_spend(store, cmd, &spend)
                  : pgw_err_set(&cmd->err, PGW_EINVAL, "points must be 1..%lld",
                                (long long)PGW_POINTS_MAX);
     if (rc == PGW_OK)
         rc = spend_left(store, cmd, t, &left);
     if (rc != PGW_OK)
         return rc;
-    /* t is read_transfer's one copy: what is needed of it, before it is reused. */
     copy_text(cmd->shop, sizeof(cmd->shop), t->shop_id);
     copy_text(cmd->channel, sizeof(cmd->channel), t->channel);
     copy_text(cmd->reference, sizeof(cmd->reference), cmd->hold_id);
@@ -2289,15 +2289,12 @@ static int same_member(pgw_store *store, pgw_command *cmd, const char *recorded,
     return rc;
 }
 
-/* Transfer `id` into **t (one copy, the writer's thread only: ~2 KB off
- * its stack); *found false when the log has none. */
-static int read_transfer(pgw_store *store, int64_t id, pgw_transfer **t, bool *found, pgw_err *err)
+/* Transfer `id` into *t; *found false when the log has none. */
+static int read_transfer(pgw_store *store, int64_t id, pgw_transfer *t, bool *found, pgw_err *err)
 {
-    static pgw_transfer one;
     size_t n = 0;
-    int rc = id > 0 ? pgw_store_read_transfers(store, id - 1, &one, 1, &n, err) : PGW_OK;
-    *found = rc == PGW_OK && n == 1 && one.id == id;
-    *t = &one;
+    int rc = id > 0 ? pgw_store_read_transfers(store, id - 1, t, 1, &n, err) : PGW_OK;
+    *found = rc == PGW_OK && n == 1 && t->id == id;
     return rc;
 }
 
@@ -2313,7 +2310,7 @@ static int first_said(pgw_store *store, pgw_command *cmd, char out[PGW_IDEM_KEY_
 {
     static const char prefix[] = "earn:";
     PGW_STATIC_ASSERT(PGW_REFERENCE_MAX <= PGW_IDEM_KEY_MAX, "a reference fits");
-    pgw_transfer *t = NULL;
+    pgw_transfer t;
     bool found = false;
     int64_t earn = 0;
     out[0] = '\0';
@@ -2321,17 +2318,17 @@ static int first_said(pgw_store *store, pgw_command *cmd, char out[PGW_IDEM_KEY_
     if (rc != PGW_OK || !found)
         return rc;
     if (cmd->event->type != PGW_EVENT_REFUND) {
-        copy_text(out, PGW_IDEM_KEY_MAX + 1, t->reference);
+        copy_text(out, PGW_IDEM_KEY_MAX + 1, t.reference);
         return PGW_OK;
     }
     /* Exactly "earn:<digits>" as the refund wrote it (sscanf took a sign,
      * spaces and a tail, and past int64 is undefined). */
-    if (strncmp(t->reference, prefix, sizeof(prefix) - 1) != 0 ||
-        !pgw_decimal_in(t->reference + sizeof(prefix) - 1, 1, INT64_MAX, &earn))
+    if (strncmp(t.reference, prefix, sizeof(prefix) - 1) != 0 ||
+        !pgw_decimal_in(t.reference + sizeof(prefix) - 1, 1, INT64_MAX, &earn))
         return PGW_OK;
     rc = read_transfer(store, earn, &t, &found, &cmd->err);
     if (rc == PGW_OK && found)
-        copy_text(out, PGW_IDEM_KEY_MAX + 1, t->idem_key);
+        copy_text(out, PGW_IDEM_KEY_MAX + 1, t.idem_key);
     return rc;
 }
 
@@ -2519,10 +2516,10 @@ static int id_owner(pgw_store *store, pgw_command *cmd, char shop[PGW_ID_MAX + 1
             snprintf(shop, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, h.shop);
         return rc;
     }
-    pgw_transfer *t = NULL;
+    pgw_transfer t;
     rc = read_transfer(store, cmd->record.first_transfer, &t, &found, &cmd->err);
     if (rc == PGW_OK && found)
-        snprintf(shop, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, t->shop_id);
+        snprintf(shop, PGW_ID_MAX + 1, "%.*s", PGW_ID_MAX, t.shop_id);
     return rc;
 }
 
@@ -2584,7 +2581,7 @@ static int check_key_first(pgw_store *store, const pgw_ledger_policy *policy, pg
     if (settles && cmd->shop[0] != '\0' && (rc = visible_hold(store, cmd, &h)) != PGW_OK)
         return rc;
     /* So is a return's: its key names the spend alone. */
-    pgw_transfer *spend = NULL;
+    pgw_transfer spend;
     if (cmd->kind == PGW_COMMAND_RETURN && cmd->shop[0] != '\0' &&
         (rc = visible_spend(store, cmd, &spend)) != PGW_OK)
         return rc;
