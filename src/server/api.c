@@ -210,7 +210,6 @@ struct pgw_job {
     /* POST /v1/sms/otp: the code to send once recorded (wiped after). */
     char otp_phone[16]; /* E.164 */
     char otp_code[PGW_OTP_DIGITS + 1];
-    bool otp_sending;     /* recorded; the SMS is on an outbound worker (or done) */
     int otp_rc;           /* how the send went: the answer once the job is back */
     int64_t otp_retry_at; /* PGW_ELIMITED */
     char otp_message[PGW_ERR_MSG_MAX];
@@ -305,11 +304,12 @@ struct pgw_api {
      * closed before the workers stop, so none goes to a pool being freed. */
     pthread_mutex_t links_lock;
     bool links_closed;
-    /* Notes and links in the writer: each one's completion may forget a
-     * note (oa_forget_note), which the writer refuses once stopping, so
-     * the stop waits for them first (oa_writes_settle). Under links_lock. */
-    size_t oa_writes;
-    pthread_cond_t oa_writes_done;
+    /* Writes whose completion may submit another (a note's or a link's
+     * forgetting, oa_forget_note; a code's void, otp_recorded), which the
+     * writer refuses once stopping, so the stop waits for them first
+     * (late_writes_settle). Under links_lock. */
+    size_t late_writes;
+    pthread_cond_t late_writes_done;
     size_t body_max, inflight_max, inflight;
     /* Bytes reserved for request bodies (pgw_api_body_reserve), at most
      * bodies_max, and those of each share (held, summing to bodies_held):
@@ -3466,29 +3466,30 @@ typedef struct oa_link_cmd {
 
 static void stream_committed(void *ctx, const pgw_command *cmd);
 
-/* A note or a link going to the writer (before its submit: it may
- * complete at once), or refused by it or completed (`ended`). */
-static void oa_write_count(pgw_api *api, bool ended)
+/* A note, a link or a code going to the writer (before its submit: it
+ * may complete at once), or refused by it or completed (`ended`). */
+static void late_write_count(pgw_api *api, bool ended)
 {
     pthread_mutex_lock(&api->links_lock);
-    PGW_ASSERT(!ended || api->oa_writes > 0);
-    api->oa_writes = ended ? api->oa_writes - 1 : api->oa_writes + 1;
-    if (api->oa_writes == 0)
-        pthread_cond_broadcast(&api->oa_writes_done);
+    PGW_ASSERT(!ended || api->late_writes > 0);
+    api->late_writes = ended ? api->late_writes - 1 : api->late_writes + 1;
+    if (api->late_writes == 0)
+        pthread_cond_broadcast(&api->late_writes_done);
     pthread_mutex_unlock(&api->links_lock);
 }
 
-/* The stop, before the writer's: the notes and links complete, each
- * forgetting its note while the writer takes it. Regression: a note
- * committed in the stop, not forgotten ("the writer is stopping"), made
- * every push after the restart wait for a subscribe (note_at_the_stop).
- * The workers are stopped and the service thread is here: none comes. */
-static void oa_writes_settle(pgw_api *api)
+/* The stop, before the writer's: the notes, links and codes complete,
+ * each forgetting its note or voiding its code while the writer takes
+ * it. Regression: a note committed in the stop, not forgotten ("the
+ * writer is stopping"), made every push after the restart wait for a
+ * subscribe (note_at_the_stop). The workers are stopped and the service
+ * thread is here: none comes. */
+static void late_writes_settle(pgw_api *api)
 {
     pthread_mutex_lock(&api->links_lock);
     PGW_ASSERT(api->links_closed);
-    while (api->oa_writes > 0)
-        pthread_cond_wait(&api->oa_writes_done, &api->links_lock);
+    while (api->late_writes > 0)
+        pthread_cond_wait(&api->late_writes_done, &api->links_lock);
     pthread_mutex_unlock(&api->links_lock);
 }
 
@@ -3557,7 +3558,7 @@ static void oa_link_done(pgw_command *cmd, void *payload)
     if (cmd->rc != PGW_OK && c->job.noted && oa_link_may_pass(cmd->rc))
         oa_forget_note(api, c->job.openid, c->job.at);
     free(c);
-    oa_write_count(api, true);
+    late_write_count(api, true);
 }
 
 /* Links the follower's openid to the unionid WeChat knows them by (a LINK
@@ -3586,10 +3587,10 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
     link->done = oa_link_done;
     link->payload = c;
     if (rc == PGW_OK) {
-        oa_write_count(l->api, false);
+        late_write_count(l->api, false);
         rc = pgw_writer_submit(l->api->writer, link, err);
         if (rc != PGW_OK)
-            oa_write_count(l->api, true);
+            late_write_count(l->api, true);
     }
     if (rc != PGW_OK)
         free(c);
@@ -3684,7 +3685,7 @@ static void oa_note_done(pgw_command *cmd, void *payload)
     }
     pgw_api *api = n->api;
     free(n);
-    oa_write_count(api, true);
+    late_write_count(api, true);
 }
 
 /* Best effort: refused (the writer's queue full), the next push notes it. */
@@ -3706,10 +3707,10 @@ static void oa_note_follower(pgw_api *api, const pgw_oa_message *m)
                          &n->cmd.who, &err);
     }
     if (rc == PGW_OK) {
-        oa_write_count(api, false);
+        late_write_count(api, false);
         rc = pgw_writer_submit(api->writer, &n->cmd, &err);
         if (rc != PGW_OK)
-            oa_write_count(api, true);
+            late_write_count(api, true);
     }
     if (rc != PGW_OK)
         free(n);
@@ -4007,9 +4008,10 @@ static void otp_outcome(pgw_job *job, int rc, const char *message)
 static void otp_void(pgw_writer *writer, pgw_job *job)
 {
     pgw_err err;
+    PGW_ASSERT(writer != NULL); /* the stop waits for the workers and codes */
     job->cmd.kind = PGW_COMMAND_OTP_VOID;
-    if (writer == NULL || pgw_writer_submit(writer, &job->cmd, &err) != PGW_OK)
-        job_done(&job->cmd, job); /* stopping: the code stays counted */
+    if (pgw_writer_submit(writer, &job->cmd, &err) != PGW_OK)
+        job_done(&job->cmd, job); /* its queue full: the code stays counted */
 }
 
 /* Worker: sends the recorded code, then hands the job back for its answer. */
@@ -4059,6 +4061,36 @@ static void otp_send_task(void *arg, pgw_outbound_turn turn)
         otp_void(job->api->writer, job);
 }
 
+/* The code recorded (writer's completion thread): its SMS queued at once,
+ * under links_lock, or once the workers are closed, the code voided while
+ * the writer still takes it (the stop waits: late_writes_settle). It was
+ * handed to the service thread, which found the workers stopped in the
+ * stop's drain, the writer too: the code unsent stayed counted, and the
+ * number was refused 429 after the restart (otp_at_the_stop). */
+static void otp_recorded(pgw_command *cmd, void *payload)
+{
+    pgw_job *job = payload;
+    pgw_api *api = job->api;
+    cmd->done = job_done;                    /* the void's, or the worker's */
+    otp_outcome(job, cmd->rc, cmd->err.msg); /* a refusal (a limit) recorded nothing */
+    int rc = cmd->rc;
+    if (rc == PGW_OK) {
+        pthread_mutex_lock(&api->links_lock);
+        rc = api->links_closed
+                 ? pgw_err_set(&cmd->err, PGW_ESTATE, "the server is stopping")
+                 : outbound_submit(api, api->sms_outbound, otp_send_task, job, &cmd->err);
+        pthread_mutex_unlock(&api->links_lock);
+        if (rc != PGW_OK) { /* full, or the stop: the gateway's own words */
+            otp_outcome(job, PGW_EUNAVAILABLE,
+                        rc == PGW_ESTATE ? cmd->err.msg : "SMS sending is backed up: try again");
+            otp_void(api->writer, job);
+        }
+    } else {
+        job_done(cmd, job); /* refused: the answer */
+    }
+    late_write_count(api, true);
+}
+
 /* POST /v1/sms/otp {"phone", "client_ip"?}: record a new code (limits
  * checked in the writer), then send it (finish_otp). */
 static bool handle_otp(pgw_api *api, const pgw_request *req, const pgw_session *s,
@@ -4090,7 +4122,12 @@ static bool handle_otp(pgw_api *api, const pgw_request *req, const pgw_session *
         return refuse(resp, job, R_SMS_OTP, rc, err.msg);
     cmd->by_identity = true;
     snprintf(cmd->otp_requester, sizeof(cmd->otp_requester), "%s", requester);
-    return submit(api, job, resp);
+    cmd->done = otp_recorded;
+    late_write_count(api, false);
+    if (submit(api, job, resp))
+        return true;
+    late_write_count(api, true); /* refused: no completion */
+    return false;
 }
 
 static void render_otp(pgw_command *cmd, void *payload)
@@ -4185,26 +4222,10 @@ static void otp_tell(pgw_api *api, const pgw_job *job)
         pgw_expire_tell_late(&api->otp_said, OTP_WHAT, unsent);
 }
 
-/* POST /v1/sms/otp back from the writer: the code recorded goes to an
- * SMS worker (false: no answer yet); back from the worker (or the void
- * after it), the answer. */
-static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
+/* POST /v1/sms/otp back from its SMS worker (or the void after it), or
+ * refused by the writer (otp_recorded): the answer. */
+static void finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
 {
-    pgw_command *cmd = &job->cmd;
-    if (!job->otp_sending) {
-        job->otp_sending = true;
-        otp_outcome(job, cmd->rc, cmd->err.msg); /* a refusal (a limit) recorded nothing */
-        if (cmd->rc == PGW_OK) {
-            int rc = outbound_submit(api, api->sms_outbound, otp_send_task, job, &cmd->err);
-            if (rc != PGW_OK) { /* full, or the stop's drain: the gateway's own words */
-                otp_outcome(job, PGW_EUNAVAILABLE,
-                            rc == PGW_ESTATE ? cmd->err.msg
-                                             : "SMS sending is backed up: try again");
-                otp_void(api->writer, job);
-            }
-            return false;
-        }
-    }
     otp_tell(api, job);
     if (job->otp_rc == PGW_ELIMITED) { /* (job_free wipes the code) */
         fail(resp, job->route, job->otp_rc, job->otp_message);
@@ -4222,7 +4243,6 @@ static bool finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
                  json_pack("{s:s,s:I,s:I}", "phone", shown, "expires_in",
                            (json_int_t)api->cfg->sms.otp_ttl_s, "resend_after", (json_int_t)60));
     }
-    return true;
 }
 
 /* POST /v1/sms/otp/verify back from the writer. */
@@ -4964,8 +4984,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     if (job->route == R_MP_LOGIN || (job->route == R_MP_PHONE && cmd->kind == PGW_COMMAND_BIND))
         mp_wechat_tell(api, job);
     if (job->route == R_SMS_OTP) {
-        if (!finish_otp_issue(api, job, resp))
-            return false; /* the code's SMS is on its way: the job lives on */
+        finish_otp_issue(api, job, resp);
     } else if (job->route == R_SMS_OTP_VERIFY) {
         finish_otp_verify(api, job, resp);
     } else if (job->route == R_OA_CALLBACK) {
@@ -5361,7 +5380,7 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     if (api == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the API");
     pthread_mutex_init(&api->links_lock, NULL);
-    pthread_cond_init(&api->oa_writes_done, NULL);
+    pthread_cond_init(&api->late_writes_done, NULL);
     api->cfg = opts->cfg;
     api->body_max = opts->body_max;
     api->bodies_max = opts->bodies_max;
@@ -5456,7 +5475,7 @@ void pgw_api_stop(pgw_api *api)
     pgw_outbound_stop(api->sms_outbound); /* they stop first */
     api->outbound = api->sms_outbound = NULL;
     sweep_stop(&api->sweep);
-    oa_writes_settle(api);
+    late_writes_settle(api);
     pgw_writer_stop(api->finance); /* the readers before the writer, as ever; */
     pgw_writer_stop(api->reader);  /* each answers what it has queued first */
     pgw_writer_stop(api->writer);
@@ -5482,8 +5501,8 @@ void pgw_api_free(pgw_api *api)
     pgw_vault_free(api->vault);
     OPENSSL_cleanse(api->session_key, sizeof(api->session_key));
     OPENSSL_cleanse(api->otp_key, sizeof(api->otp_key));
-    PGW_ASSERT(api->oa_writes == 0); /* the stop waited for them */
-    pthread_cond_destroy(&api->oa_writes_done);
+    PGW_ASSERT(api->late_writes == 0); /* the stop waited for them */
+    pthread_cond_destroy(&api->late_writes_done);
     pthread_mutex_destroy(&api->links_lock);
     free(api);
 }

@@ -421,6 +421,18 @@ def otp_at_the_stop(tmp, fake, env):
               (name, status, doc))
         check("sending a verification code" not in err and not codes_to(fake, "+86" + phone),
               "%s: no SMS, and none said to fail: %s" % (name, err[-800:]))
+        # README: a code that never left neither counts nor replaces the
+        # number's previous one, so asking again after the restart is no
+        # second code within the minute.
+        srv = run(os.path.join(tmp, name, "again"), config(tmp, name + ".json", fake.port,
+                                                           {"start": "00:00", "end": "00:00"}),
+                  env, db=srv.db)
+        try:
+            again = srv.request("POST", "/v1/sms/otp", {"phone": phone}, key=wx.ADMIN)
+        finally:
+            srv.stop()
+        check(again[0] == 202, "%s: the code the stop did not send does not count after the "
+              "restart: %s %s" % (name, again[0], again[1]))
 
 
 def otp_outage_ends(tmp, env):
