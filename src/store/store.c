@@ -5469,16 +5469,18 @@ static int mark_row(pgw_store *s, const char *owner, const pgw_notice *n, int64_
  * lease margin counts for it. bounded_begin says whether it began a
  * transaction for bounded_end to end.
  */
-static int bounded_begin(pgw_store *s, const char *what, bool *own, pgw_err *err)
+static int bounded_begin(pgw_store *s, const char *what, int64_t wait_ms, bool *own, pgw_err *err)
 {
+    PGW_ASSERT(wait_ms > 0 && wait_ms <= (int64_t)PGW_STORE_MARK_WAIT_S * 1000); /* 0: no bound */
     *own = is_postgres(s);
     if (!*own) {
-        s->busy_limit_ms = (int64_t)PGW_STORE_MARK_WAIT_S * 1000;
+        s->busy_limit_ms = wait_ms;
         return PGW_OK;
     }
     PGW_ASSERT(!pgw_sql_in_transaction(s->db)); /* its own transaction: not a caller's */
-    return begin(s, "BEGIN; SET LOCAL lock_timeout = '" PG_SECONDS(PGW_STORE_MARK_WAIT_S) "'", what,
-                 err);
+    char sql[64];
+    snprintf(sql, sizeof(sql), "BEGIN; SET LOCAL lock_timeout = '%lldms'", (long long)wait_ms);
+    return begin(s, sql, what, err);
 }
 
 static int bounded_end(pgw_store *s, bool own, int rc, pgw_err *err)
@@ -5496,7 +5498,7 @@ static int mark_leaving(pgw_store *s, const char *owner, const pgw_notice *n, in
 {
     PGW_ASSERT(need_s >= 0);
     bool own = false;
-    int rc = bounded_begin(s, what, &own, err);
+    int rc = bounded_begin(s, what, (int64_t)PGW_STORE_MARK_WAIT_S * 1000, &own, err);
     if (rc == PGW_OK)
         rc = mark_row(s, owner, n, now, need_s, mark, what, err);
     return bounded_end(s, own, rc, err);
@@ -5550,16 +5552,21 @@ static bool int64_row(pgw_sql_stmt *st, void *out)
     return true;
 }
 
-/* One statement for the batch: one wait for the lock, not one a claim
- * (four waits of 2 s each outlasted the 3 s the lease margin has over a
- * notice at its slowest). Ids past n are bound as 0, which no notice has. */
+/* The batch's claims in one statement, ids past n bound as 0, which no
+ * notice has. `wait`: for the rows another transaction holds; otherwise
+ * (PostgreSQL) they are passed over, not renewed, and never waited for
+ * (SKIP LOCKED). */
 static int renew_rows(pgw_store *s, const char *owner, const int64_t *ids, size_t n, int64_t now,
-                      bool *renewed, pgw_err *err)
+                      bool wait, bool *renewed, pgw_err *err)
 {
     pgw_sql_stmt *st = NULL;
     int rc = prepare(s,
-                     "UPDATE notices SET lease_until = ?2 + ?3 WHERE id IN (?4, ?5, ?6, ?7)"
-                     " AND state = 'sending' AND claimed_by = ?1 RETURNING id",
+                     wait ? "UPDATE notices SET lease_until = ?2 + ?3 WHERE id IN (?4, ?5, ?6, ?7)"
+                            " AND state = 'sending' AND claimed_by = ?1 RETURNING id"
+                          : "UPDATE notices SET lease_until = ?2 + ?3 WHERE id IN (SELECT id"
+                            " FROM notices WHERE id IN (?4, ?5, ?6, ?7) AND state = 'sending'"
+                            " AND claimed_by = ?1 /*pg FOR NO KEY UPDATE SKIP LOCKED */)"
+                            " RETURNING id",
                      &st, err);
     if (rc != PGW_OK)
         return rc;
@@ -5582,17 +5589,46 @@ static int renew_rows(pgw_store *s, const char *owner, const int64_t *ids, size_
     return rc;
 }
 
+/* renew_rows in a transaction of its own, its lock wait at most wait_ms. */
+static int renew_bounded(pgw_store *s, const char *owner, const int64_t *ids, size_t n, int64_t now,
+                         bool wait, int64_t wait_ms, bool *renewed, pgw_err *err)
+{
+    bool own = false;
+    int rc = bounded_begin(s, "renewing claims", wait_ms, &own, err);
+    if (rc == PGW_OK)
+        rc = renew_rows(s, owner, ids, n, now, wait, renewed, err);
+    return bounded_end(s, own, rc, err);
+}
+
+/*
+ * One wait for a lock for the batch, not one a claim (four waits of 2 s
+ * each outlasted the 3 s the lease margin has over a notice at its
+ * slowest). SQLite: one statement. PostgreSQL: it runs beside the
+ * writer's and couriers' transactions, which may lock several of a
+ * member's notices, so it never holds one claim's row while it waits for
+ * another's: one statement renews what nobody holds (SKIP LOCKED), then
+ * each claim passed over is waited for on its own, within what is left
+ * of the one wait. Regression (f167b31's review): one UPDATE for all held
+ * the row it reached first while it waited for another, and deadlocked
+ * with a transaction holding that one and asking for the first.
+ */
 int pgw_store_renew_claims(pgw_store *s, const char *owner, const int64_t *ids, size_t n,
                            int64_t now, bool *renewed, pgw_err *err)
 {
     PGW_ASSERT(n <= PGW_STORE_RENEW_MAX);
     for (size_t i = 0; i < n; i++)
         PGW_ASSERT(ids[i] > 0);
-    bool own = false;
-    int rc = bounded_begin(s, "renewing claims", &own, err);
-    if (rc == PGW_OK)
-        rc = renew_rows(s, owner, ids, n, now, renewed, err);
-    return bounded_end(s, own, rc, err);
+    const int64_t wait_ms = (int64_t)PGW_STORE_MARK_WAIT_S * 1000;
+    int64_t until_us = pgw_monotonic_us() + wait_ms * 1000;
+    bool rows_locked = is_postgres(s);
+    int rc = renew_bounded(s, owner, ids, n, now, !rows_locked, wait_ms, renewed, err);
+    for (size_t i = 0; rc == PGW_OK && rows_locked && i < n; i++) {
+        int64_t left_ms = (until_us - pgw_monotonic_us()) / 1000;
+        if (!renewed[i]) /* held by another transaction, or not ours */
+            rc = renew_bounded(s, owner, &ids[i], 1, now, true, left_ms < 1 ? 1 : left_ms,
+                               &renewed[i], err);
+    }
+    return rc;
 }
 
 int pgw_store_member_notices(pgw_store *s, const char *member, int64_t before, pgw_notice *out,

@@ -840,10 +840,13 @@ bool pgw_store_notice_told(const pgw_notice *n);
  * not one a claim); renewed[i] false for one no longer owner's (its lease
  * ran out and another instance took it). Never behind the write
  * lock (pgw_store_begin's, which a record may wait PGW_STORE_LOCK_WAIT_S
- * for): on PostgreSQL a transaction of its own, outside any of the
- * caller's, its lock wait bounded by PGW_STORE_MARK_WAIT_S (then
- * PGW_EUNAVAILABLE), one row locked at a time; on SQLite one statement,
- * its busy handler's wait bounded the same (as the marks' below).
+ * for): on PostgreSQL transactions of its own, outside any of the
+ * caller's, their lock waits PGW_STORE_MARK_WAIT_S at most in all (then
+ * PGW_EUNAVAILABLE), none holding a row while it waits for another (what
+ * nobody holds renewed at once, each other claim then waited for alone:
+ * the writer's transactions lock several of a member's notices); on
+ * SQLite one statement, its busy handler's wait bounded the same (as the
+ * marks' below).
  * Regression: renewed under that lock, a renewal waiting for it let the
  * lease run out, and the sweep took back a notice already delivered. */
 #define PGW_STORE_RENEW_MAX 4

@@ -16,6 +16,7 @@
 
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -2158,6 +2159,156 @@ static void test_a_batch_is_renewed_claim_by_claim(void **state)
     pgw_store_close(s);
 }
 
+/* A renewal on a thread of its own, while the test holds row locks. */
+typedef struct renewal {
+    pgw_store *s;
+    int64_t ids[2];
+    bool renewed[2];
+    int rc;
+    pgw_err err;
+} renewal;
+
+static void *renew_on_thread(void *arg)
+{
+    renewal *r = arg;
+    r->rc = pgw_store_renew_claims(r->s, "A", r->ids, 2, 1030, r->renewed, &r->err);
+    return NULL;
+}
+
+/* Runs `sql` on the holder's connection: whether it succeeded, its error
+ * (SQLSTATE and message) into why. */
+static bool holder_runs(PGconn *holder, const char *sql, char *why, size_t cap)
+{
+    PGresult *res = PQexec(holder, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+    if (!ok) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(why, cap, "%s: %s", state != NULL ? state : "?", PQerrorMessage(holder));
+    }
+    PQclear(res);
+    return ok;
+}
+
+/* Whether a session of the database waits for a lock (the renewal). */
+static bool someone_waits(PGconn *holder)
+{
+    PGresult *res =
+        PQexec(holder, "SELECT count(*) FROM pg_stat_activity"
+                       " WHERE wait_event_type = 'Lock' AND datname = current_database()");
+    bool waits = PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0;
+    PQclear(res);
+    return waits;
+}
+
+/*
+ * On PostgreSQL a renewal runs outside the chain lock, beside the
+ * writer's and the couriers' transactions, which may lock several of a
+ * member's notices (the marks' clears, a merge): it must never hold one
+ * claim's row while it waits for another's, or it and such a transaction
+ * wait for each other. Here a transaction holds one of the batch's rows,
+ * the renewal waits for it, and the transaction then asks for the other
+ * (each order of the two): both must get through, the renewal renewing
+ * both once the transaction ends. Regression (f167b31's review): the
+ * batch renewed in one UPDATE held the row it reached first while it
+ * waited for the other, and PostgreSQL broke the deadlock by failing one
+ * of the two (the renewal, so every claim taken for lost; or the
+ * writer's transaction, a 503).
+ */
+static void test_a_renewal_never_holds_one_claim_while_waiting_for_another(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite: one write lock, no row locks */
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    enqueue(s, "M2", 20, 20, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 2);
+    PGconn *holder = PQconnectdb(f->url);
+    assert_int_equal(PQstatus(holder), CONNECTION_OK);
+    char why[512] = "", sql[200];
+    assert_true(holder_runs(holder, "SET statement_timeout = '10s'", why, sizeof(why)));
+    for (int first = 0; first < 2; first++) {
+        int64_t held = got[first].id, other = got[1 - first].id;
+        renewal r = {.s = s, .ids = {got[0].id, got[1].id}, .rc = PGW_OK};
+        snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM notices WHERE id = %lld FOR UPDATE",
+                 (long long)held);
+        assert_true(holder_runs(holder, sql, why, sizeof(why)));
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, renew_on_thread, &r), 0);
+        for (int i = 0; i < 1000 && !someone_waits(holder); i++) {
+            struct timespec pause = {0, 10 * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        /* the row the renewal may hold meanwhile: asked for at once, then
+         * waited for if it is held */
+        snprintf(sql, sizeof(sql),
+                 "SAVEPOINT p; SELECT 1 FROM notices WHERE id = %lld FOR UPDATE NOWAIT",
+                 (long long)other);
+        bool crossed = !holder_runs(holder, sql, why, sizeof(why));
+        bool through = true;
+        if (crossed) {
+            assert_true(holder_runs(holder, "ROLLBACK TO SAVEPOINT p", why, sizeof(why)));
+            snprintf(sql, sizeof(sql), "SELECT 1 FROM notices WHERE id = %lld FOR UPDATE",
+                     (long long)other);
+            through = holder_runs(holder, sql, why, sizeof(why));
+        }
+        char ignored[512];
+        (void)holder_runs(holder, "ROLLBACK", ignored, sizeof(ignored));
+        assert_int_equal(pthread_join(t, NULL), 0);
+        if (r.rc != PGW_OK || !r.renewed[0] || !r.renewed[1] || !through)
+            fail_msg(
+                "a renewal of two claims while a transaction holds notice %lld, then asks "
+                "for %lld (%s): renewal rc %d (%s), renewed %d %d; the transaction's ask %s%s: "
+                "want both renewed, the transaction through",
+                (long long)held, (long long)other,
+                crossed ? "held by the renewal meanwhile" : "free", r.rc,
+                r.rc == PGW_OK ? "" : r.err.msg, r.renewed[0], r.renewed[1],
+                through ? "got through" : "failed: ", through ? "" : why);
+    }
+    PQfinish(holder);
+    pgw_store_close(s);
+}
+
+/*
+ * On PostgreSQL, a renewal whose claims another transaction holds waits
+ * for them once, PGW_STORE_MARK_WAIT_S in all (the lease margin counts
+ * one wait, notifier.c LEASE_MARGIN_S), though it waits for each on its
+ * own: then PGW_EUNAVAILABLE.
+ */
+static void test_a_renewal_waits_once_for_the_claims_it_waits_for(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite: test_notifier's test_a_renewal_behind_the_write_lock_gives_up_in_time */
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    enqueue(s, "M2", 20, 20, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 2);
+    PGconn *holder = PQconnectdb(f->url);
+    char why[512] = "", sql[200];
+    snprintf(sql, sizeof(sql),
+             "SET idle_in_transaction_session_timeout = '10s'; BEGIN;"
+             " SELECT 1 FROM notices WHERE id IN (%lld, %lld) FOR UPDATE",
+             (long long)got[0].id, (long long)got[1].id);
+    assert_true(holder_runs(holder, sql, why, sizeof(why)));
+    renewal r = {.s = s, .ids = {got[0].id, got[1].id}, .rc = PGW_OK};
+    struct timespec from, to;
+    clock_gettime(CLOCK_MONOTONIC, &from);
+    (void)renew_on_thread(&r);
+    clock_gettime(CLOCK_MONOTONIC, &to);
+    PQfinish(holder);
+    long long ms =
+        (long long)(to.tv_sec - from.tv_sec) * 1000 + (to.tv_nsec - from.tv_nsec) / 1000000;
+    if (r.rc != PGW_EUNAVAILABLE || ms > PGW_STORE_MARK_WAIT_S * 1000 + 700)
+        fail_msg("a renewal of two claims another transaction holds: rc %d after %lld ms: want %d "
+                 "within %d s (one wait)",
+                 r.rc, ms, PGW_EUNAVAILABLE, PGW_STORE_MARK_WAIT_S);
+    pgw_store_close(s);
+}
+
 static void test_crash_and_retry(void **state)
 {
     pgw_store *s = open_store(state);
@@ -2658,6 +2809,11 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_batch_is_renewed_claim_by_claim, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_renewal_never_holds_one_claim_while_waiting_for_another, db_fixture_setup,
+            db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_renewal_waits_once_for_the_claims_it_waits_for,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_quota_taken_once, db_fixture_setup,
