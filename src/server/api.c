@@ -3994,6 +3994,9 @@ static int otp_begin(pgw_api *api, const pgw_request *req, const pgw_session *s,
     return rc == PGW_OK ? otp_phone(api, *obj, e164, &(*job)->cmd.who, err) : rc;
 }
 
+/* What a code the stop finished unsent is told, as any request then is. */
+#define OTP_STOPPING "the server is stopping"
+
 /* The answer a code request gets, kept until the job is back. */
 static void otp_outcome(pgw_job *job, int rc, const char *message)
 {
@@ -4023,7 +4026,7 @@ static void otp_send_task(void *arg, pgw_outbound_turn turn)
      * it, and the log said the queue was backed up (otp_at_the_stop). */
     if (turn == PGW_OUTBOUND_STOPPING) {
         OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
-        otp_outcome(job, PGW_EUNAVAILABLE, "the server is stopping");
+        otp_outcome(job, PGW_EUNAVAILABLE, OTP_STOPPING);
         otp_void(job->api->writer, job);
         return;
     }
@@ -4077,7 +4080,7 @@ static void otp_recorded(pgw_command *cmd, void *payload)
     if (rc == PGW_OK) {
         pthread_mutex_lock(&api->links_lock);
         rc = api->links_closed
-                 ? pgw_err_set(&cmd->err, PGW_ESTATE, "the server is stopping")
+                 ? pgw_err_set(&cmd->err, PGW_ESTATE, OTP_STOPPING)
                  : outbound_submit(api, api->sms_outbound, otp_send_task, job, &cmd->err);
         pthread_mutex_unlock(&api->links_lock);
         if (rc != PGW_OK) { /* full, or the stop: the gateway's own words */
@@ -4233,6 +4236,8 @@ static void finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
     } else if (job->otp_rc != PGW_OK) {
         fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message, NULL);
+        if (strcmp(job->otp_message, OTP_STOPPING) == 0) /* voided: as every 503 at the stop */
+            resp->retry_after_s = 1;
     } else {
         char shown[32];
         /* otp_phone is pgw_phone_normalize's: a mainland mobile, which

@@ -419,6 +419,8 @@ def otp_at_the_stop(tmp, fake, env):
               doc["error"].get("message") == "the server is stopping",
               "%s: a code the stop finished is told the server is stopping: %s %s" %
               (name, status, doc))
+        check(headers.get("retry-after") == "1",  # as every other 503 at the stop
+              "%s: the stop's 503 says Retry-After: 1: %s" % (name, headers.get("retry-after")))
         check("sending a verification code" not in err and not codes_to(fake, "+86" + phone),
               "%s: no SMS, and none said to fail: %s" % (name, err[-800:]))
         # README: a code that never left neither counts nor replaces the
