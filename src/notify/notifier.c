@@ -1124,8 +1124,8 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
  * Checked before each notice and before each try at the batch's record
  * (keep_leases_to_record): when less than LEASE_MARGIN_S is left, every
  * claim still held, sent or not, is renewed, each by a write of its own
- * that never waits for the write lock (pgw_store_renew_claims: one for the
- * batch, one wait for a lock of at most MARK_WAIT_S). The margin
+ * that never waits for the write lock (pgw_store_renew_claims: the batch
+ * at once, one wait for locks of at most MARK_WAIT_S in all). The margin
  * outlasts one notice at its slowest (NOTICE_SLOWEST_S): at 20 s, a notice
  * whose two WeChat channels each made four slow calls before its SMS took
  * 25 s, its lease lapsed, and the sweep gave it to a courier that sent it
@@ -1142,8 +1142,8 @@ static int prepare(courier *c, pgw_notice *nt, int kind, reach_info *r, pgw_err 
 #define NOTICE_SLOWEST_S /* two WeChat requests, one SMS */                                        \
     ((2 * PGW_WX_REQUEST_CALLS * PGW_WX_CALL_TIMEOUT_MS + PGW_HTTP_TIMEOUT_MS + 999) / 1000)
 /* and the waits of the three requests' marks (MARK_WAIT_S), and a few
- * seconds over, which hold the renewal's own wait (one statement for the
- * batch, at most MARK_WAIT_S on either database) */
+ * seconds over, which hold the renewal's own wait (at most MARK_WAIT_S in
+ * all on either database, however many claims it waits for) */
 #define LEASE_MARGIN_S (NOTICE_SLOWEST_S + 3 * MARK_WAIT_S + 3)
 PGW_STATIC_ASSERT(PGW_NOTICE_LEASE_S >= 2 * LEASE_MARGIN_S,
                   "a renewed lease outlasts the margin twice: renewals stay rare");

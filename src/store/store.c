@@ -5456,7 +5456,8 @@ static int mark_row(pgw_store *s, const char *owner, const pgw_notice *n, int64_
 
 /*
  * A courier's small write beside its claim (a mark, a renewal), its wait
- * for a lock bounded by PGW_STORE_MARK_WAIT_S: its request or its record
+ * for a lock bounded by wait_ms: PGW_STORE_MARK_WAIT_S, or for a renewal's
+ * later claims what is left of that one wait. Its request or its record
  * waits on it, and a lease was counted with that wait at most (notifier.c
  * LEASE_MARGIN_S). PostgreSQL: a lock_timeout of its own, in a transaction
  * of its own (SET LOCAL: the courier's other statements keep theirs), two

@@ -2129,7 +2129,7 @@ static void test_a_retried_notice_held_is_not_joined(void **state)
 }
 
 /*
- * A batch's claims are renewed in one statement (one wait for a lock);
+ * A batch's claims are renewed together (one wait for locks in all);
  * each says whether it is still ours, whatever order the rows come back
  * in: one given back meanwhile is not renewed, nor is its lease touched.
  */
