@@ -3478,6 +3478,17 @@ static void late_write_count(pgw_api *api, bool ended)
     pthread_mutex_unlock(&api->links_lock);
 }
 
+/* A note or a link to the writer, counted among the late writes until
+ * its completion (refused: no completion, so not counted). */
+static int late_submit(pgw_api *api, pgw_command *cmd, pgw_err *err)
+{
+    late_write_count(api, false);
+    int rc = pgw_writer_submit(api->writer, cmd, err);
+    if (rc != PGW_OK)
+        late_write_count(api, true);
+    return rc;
+}
+
 /* The stop, before the writer's: the notes, links and codes complete,
  * each forgetting its note or voiding its code while the writer takes
  * it. Regression: a note committed in the stop, not forgotten ("the
@@ -3586,12 +3597,8 @@ static int oa_link(const oa_link_job *l, const char *unionid, pgw_err *err)
     snprintf(link->channel, sizeof(link->channel), "wechat_oa");
     link->done = oa_link_done;
     link->payload = c;
-    if (rc == PGW_OK) {
-        late_write_count(l->api, false);
-        rc = pgw_writer_submit(l->api->writer, link, err);
-        if (rc != PGW_OK)
-            late_write_count(l->api, true);
-    }
+    if (rc == PGW_OK)
+        rc = late_submit(l->api, link, err);
     if (rc != PGW_OK)
         free(c);
     return rc;
@@ -3706,12 +3713,8 @@ static void oa_note_follower(pgw_api *api, const pgw_oa_message *m)
         rc = wx_identity(api, PGW_ID_OA_OPENID, pgw_wechat_oa_appid(api->wechat), m->from_user,
                          &n->cmd.who, &err);
     }
-    if (rc == PGW_OK) {
-        late_write_count(api, false);
-        rc = pgw_writer_submit(api->writer, &n->cmd, &err);
-        if (rc != PGW_OK)
-            late_write_count(api, true);
-    }
+    if (rc == PGW_OK)
+        rc = late_submit(api, &n->cmd, &err);
     if (rc != PGW_OK)
         free(n);
 }
