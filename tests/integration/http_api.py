@@ -2585,17 +2585,19 @@ def test_reload_keys(tmp):
         with open(path, "w") as f:
             json.dump(cfg, f)
         line, start = reload_said(s, said, "keys reloaded")
+        # "added envless" read as the key working (the operator's walk of
+        # 2026-12-01): a reload does not read the environment again, so
+        # the remedy is a restart, and the line says so. It is the reload's
+        # last line, written after "keys reloaded": waited for (CI, stop 48,
+        # read stderr between the two), so the checks below see all of it.
+        remedy = said_after(said, start, "key envless stays disabled", 5)
+        check(remedy is not None and "PGW_TEST_UNSET_KEY" in remedy and "restart" in remedy,
+              f"a key without its variable: a restart is the remedy: {said[start:]}")
         # (with "warning:" as other warnings: an operator's walkthrough)
         disabled = said_after(said, start, "warning: key envless is disabled: PGW_TEST_UNSET", 0)
         check(line is not None and ": 6 keys (added envless)" in line and disabled is not None and
               said_after(said, start, "wait for a restart", 0) is None,
               f"a key without its variable is left out, said: {said[start:]}")
-        # "added envless" read as the key working (the operator's walk of
-        # 2026-12-01): a reload does not read the environment again, so
-        # the remedy is a restart, and the line says so.
-        line = said_after(said, start, "key envless stays disabled", 0)
-        check(line is not None and "PGW_TEST_UNSET_KEY" in line and "restart" in line,
-              f"a key without its variable: a restart is the remedy: {said[start:]}")
         conn.close()
         gone.close()
         kept.close()
