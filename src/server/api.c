@@ -5447,9 +5447,10 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
     if (rc == PGW_OK)
         rc = start_notifier(api, opts->db_url, err);
     if (rc == PGW_OK && (pgw_wechat_mp_ready(api->wechat) || pgw_wechat_oa_ready(api->wechat)))
-        rc = pgw_outbound_start(OUTBOUND_THREADS, OUTBOUND_QUEUE, &api->outbound, err);
+        rc = pgw_outbound_start("WeChat calls", OUTBOUND_THREADS, OUTBOUND_QUEUE, &api->outbound,
+                                err);
     if (rc == PGW_OK && otp_ready(api))
-        rc = pgw_outbound_start(SMS_THREADS, SMS_QUEUE, &api->sms_outbound, err);
+        rc = pgw_outbound_start("SMS sends", SMS_THREADS, SMS_QUEUE, &api->sms_outbound, err);
     if (rc != PGW_OK) {
         pgw_api_free(api);
         return rc;

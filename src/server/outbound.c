@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct task {
     pgw_outbound_task fn;
@@ -19,6 +20,7 @@ typedef struct task {
 } task;
 
 struct pgw_outbound {
+    char name[PGW_OUTBOUND_NAME_MAX + 1];
     pthread_mutex_t lock;
     pthread_cond_t wake;
     task *queue; /* a ring of cap tasks */
@@ -53,9 +55,14 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int pgw_outbound_start(size_t threads, size_t queue_cap, pgw_outbound **out, pgw_err *err)
+int pgw_outbound_start(const char *name, size_t threads, size_t queue_cap, pgw_outbound **out,
+                       pgw_err *err)
 {
     *out = NULL;
+    size_t name_len = strnlen(name, PGW_OUTBOUND_NAME_MAX + 1);
+    if (name_len < 1 || name_len > PGW_OUTBOUND_NAME_MAX)
+        return pgw_err_set(err, PGW_EINVAL, "outbound: a name of 1..%d bytes",
+                           PGW_OUTBOUND_NAME_MAX);
     if (threads < 1 || threads > PGW_OUTBOUND_THREADS_MAX || queue_cap < 1)
         return pgw_err_set(err, PGW_EINVAL, "outbound: 1..%d threads and a queue",
                            PGW_OUTBOUND_THREADS_MAX);
@@ -66,6 +73,7 @@ int pgw_outbound_start(size_t threads, size_t queue_cap, pgw_outbound **out, pgw
         free(queue);
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the outbound workers");
     }
+    memcpy(p->name, name, name_len); /* calloc's NUL ends it */
     p->queue = queue;
     p->cap = queue_cap;
     pthread_mutex_init(&p->lock, NULL);
@@ -84,7 +92,7 @@ int pgw_outbound_submit(pgw_outbound *p, pgw_outbound_task fn, void *arg, pgw_er
 {
     pthread_mutex_lock(&p->lock);
     int rc = p->stopping        ? pgw_err_set(err, PGW_ESTATE, "the gateway is stopping")
-             : p->len == p->cap ? pgw_err_set(err, PGW_EFULL, "too many WeChat calls waiting")
+             : p->len == p->cap ? pgw_err_set(err, PGW_EFULL, "too many %s waiting", p->name)
                                 : PGW_OK;
     if (rc == PGW_OK) {
         p->queue[(p->head + p->len) % p->cap] =

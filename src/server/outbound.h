@@ -1,5 +1,6 @@
 /*
- * outbound.h - worker threads for calls that leave the gateway (WeChat).
+ * outbound.h - worker threads for calls that leave the gateway (WeChat,
+ * SMS).
  *
  * The service thread never waits on the network, as it never waits on the
  * database: a request that needs WeChat first (a login's code exchange)
@@ -17,6 +18,8 @@
 #include <stddef.h>
 
 #define PGW_OUTBOUND_THREADS_MAX 32
+/* The longest name of a pool ("WeChat calls"). */
+#define PGW_OUTBOUND_NAME_MAX 32
 
 typedef struct pgw_outbound pgw_outbound;
 #define PGW_OUTBOUND_STALE_MS 10000
@@ -32,10 +35,15 @@ typedef enum pgw_outbound_turn {
 
 typedef void (*pgw_outbound_task)(void *arg, pgw_outbound_turn turn);
 
-int pgw_outbound_start(size_t threads, size_t queue_cap, pgw_outbound **out, pgw_err *err);
+/* `name` says what the pool's tasks are ("WeChat calls", "SMS sends"),
+ * as a full queue's refusal names them: one pool type serves several
+ * channels, and a refusal naming another misleads whoever reads it. */
+int pgw_outbound_start(const char *name, size_t threads, size_t queue_cap, pgw_outbound **out,
+                       pgw_err *err);
 
-/* Queues task(arg); PGW_EFULL when the queue is full, PGW_ESTATE once
- * stopping (then the task will not run and the caller keeps arg). */
+/* Queues task(arg); PGW_EFULL ("too many <name> waiting") when the queue
+ * is full, PGW_ESTATE once stopping (then the task will not run and the
+ * caller keeps arg). */
 int pgw_outbound_submit(pgw_outbound *pool, pgw_outbound_task task, void *arg, pgw_err *err);
 
 /* Hands what is queued to the workers as PGW_OUTBOUND_STOPPING, joins them

@@ -1,0 +1,92 @@
+/*
+ * test_outbound.c - the outbound worker pool: a full queue is refused at
+ * once, in words naming the pool's own tasks.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "server/outbound.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* A task that holds its worker until the test opens the gate. */
+typedef struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int started;
+    bool open;
+} gate;
+
+static void held_task(void *arg, pgw_outbound_turn turn)
+{
+    (void)turn;
+    gate *g = arg;
+    pthread_mutex_lock(&g->lock);
+    g->started++;
+    pthread_cond_broadcast(&g->changed);
+    while (!g->open)
+        pthread_cond_wait(&g->changed, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Regression: the pool refused a full queue with "too many WeChat calls
+ * waiting" whatever it served, and the same pool type sends the SMS of
+ * verification codes: an SMS backlog was told as WeChat's. A pool says
+ * what its own tasks are. */
+static void test_a_full_queue_names_its_pool(void **state)
+{
+    (void)state;
+    gate g = {.started = 0, .open = false};
+    pthread_mutex_init(&g.lock, NULL);
+    pthread_cond_init(&g.changed, NULL);
+    pgw_outbound *pool = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_outbound_start("SMS sends", 1, 1, &pool, &err), PGW_OK);
+    assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_OK);
+    pthread_mutex_lock(&g.lock);
+    while (g.started == 0) /* taken off the queue: it is empty again */
+        pthread_cond_wait(&g.changed, &g.lock);
+    pthread_mutex_unlock(&g.lock);
+    assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_OK); /* the one place */
+    assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_EFULL);
+    assert_string_equal(err.msg, "too many SMS sends waiting");
+    pthread_mutex_lock(&g.lock);
+    g.open = true;
+    pthread_cond_broadcast(&g.changed);
+    pthread_mutex_unlock(&g.lock);
+    pgw_outbound_stop(pool); /* runs the queued one (as a call, or stopping) */
+    assert_int_equal(g.started, 2);
+    pthread_cond_destroy(&g.changed);
+    pthread_mutex_destroy(&g.lock);
+}
+
+/* A name is bounded, and there is one: a refusal must name something. */
+static void test_a_pool_name_is_bounded(void **state)
+{
+    (void)state;
+    pgw_outbound *pool = (pgw_outbound *)&pool; /* overwritten with NULL on refusal */
+    pgw_err err;
+    char longest[PGW_OUTBOUND_NAME_MAX + 2];
+    memset(longest, 'x', sizeof(longest) - 1);
+    longest[sizeof(longest) - 1] = '\0';
+    assert_int_equal(pgw_outbound_start(longest, 1, 1, &pool, &err), PGW_EINVAL);
+    assert_null(pool);
+    assert_int_equal(pgw_outbound_start("", 1, 1, &pool, &err), PGW_EINVAL);
+    longest[PGW_OUTBOUND_NAME_MAX] = '\0'; /* the longest taken */
+    assert_int_equal(pgw_outbound_start(longest, 1, 1, &pool, &err), PGW_OK);
+    pgw_outbound_stop(pool);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_full_queue_names_its_pool),
+        cmocka_unit_test(test_a_pool_name_is_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
