@@ -213,6 +213,9 @@ struct pgw_job {
     int otp_rc;           /* how the send went: the answer once the job is back */
     int64_t otp_retry_at; /* PGW_ELIMITED */
     char otp_message[PGW_ERR_MSG_MAX];
+    /* The stop finished the code unsent (otp_stopped): Retry-After: 1, as
+     * every 503 at the stop, whatever otp_message says. */
+    bool otp_stopping;
     /* Why the code's SMS did not go, for the operator's line (otp_tell);
      * "" when it went or was never tried. */
     char otp_unsent[PGW_SMS_CODE_MAX + 48];
@@ -4005,7 +4008,17 @@ static void otp_outcome(pgw_job *job, int rc, const char *message)
 {
     job->otp_rc = rc;
     job->otp_retry_at = rc == PGW_ELIMITED ? job->cmd.retry_at : 0;
+    job->otp_stopping = false;
     snprintf(job->otp_message, sizeof(job->otp_message), "%s", message);
+}
+
+/* The answer of a code the stop finished unsent, marked as the stop's
+ * where that is decided: finish_otp_issue's Retry-After follows the
+ * mark, not the message's words. */
+static void otp_stopped(pgw_job *job)
+{
+    otp_outcome(job, PGW_EUNAVAILABLE, OTP_STOPPING);
+    job->otp_stopping = true;
 }
 
 /* A code that never left is forgotten (it must neither count nor replace
@@ -4029,7 +4042,7 @@ static void otp_send_task(void *arg, pgw_outbound_turn turn)
      * it, and the log said the queue was backed up (otp_at_the_stop). */
     if (turn == PGW_OUTBOUND_STOPPING) {
         OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
-        otp_outcome(job, PGW_EUNAVAILABLE, OTP_STOPPING);
+        otp_stopped(job);
         otp_void(job->api->writer, job);
         return;
     }
@@ -4086,11 +4099,12 @@ static void otp_recorded(pgw_command *cmd, void *payload)
                  ? pgw_err_set(&cmd->err, PGW_ESTATE, OTP_STOPPING)
                  : outbound_submit(api, api->sms_outbound, otp_send_task, job, &cmd->err);
         pthread_mutex_unlock(&api->links_lock);
-        if (rc != PGW_OK) { /* full, or the stop: the gateway's own words */
-            otp_outcome(job, PGW_EUNAVAILABLE,
-                        rc == PGW_ESTATE ? cmd->err.msg : "SMS sending is backed up: try again");
+        if (rc == PGW_ESTATE) /* the stop (links_closed: the pool stops after) */
+            otp_stopped(job);
+        else if (rc != PGW_OK) /* full: the gateway's own words */
+            otp_outcome(job, PGW_EUNAVAILABLE, "SMS sending is backed up: try again");
+        if (rc != PGW_OK)
             otp_void(api->writer, job);
-        }
     } else {
         job_done(cmd, job); /* refused: the answer */
     }
@@ -4239,7 +4253,7 @@ static void finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
     } else if (job->otp_rc != PGW_OK) {
         fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message, NULL);
-        if (strcmp(job->otp_message, OTP_STOPPING) == 0) /* voided: as every 503 at the stop */
+        if (job->otp_stopping) /* voided: as every 503 at the stop */
             resp->retry_after_s = 1;
     } else {
         char shown[32];
