@@ -4003,6 +4003,11 @@ static int otp_begin(pgw_api *api, const pgw_request *req, const pgw_session *s,
 /* What a code the stop finished unsent is told, as any request then is. */
 #define OTP_STOPPING "the server is stopping"
 
+/* What a code is told that the gateway's own queue kept from the
+ * provider, full or waited on too long: it was never sent, and the
+ * provider is not to blame. */
+#define OTP_BACKED_UP "SMS sending is backed up: try again"
+
 /* The answer a code request gets, kept until the job is back. */
 static void otp_outcome(pgw_job *job, int rc, const char *message)
 {
@@ -4071,6 +4076,8 @@ static void otp_send_task(void *arg, pgw_outbound_turn turn)
     if (rc == PGW_ERISK) {
         job->cmd.retry_at = job->cmd.at + 60;
         otp_outcome(job, PGW_ELIMITED, "the SMS provider's limit for this number: try later");
+    } else if (stale) {
+        otp_outcome(job, PGW_EUNAVAILABLE, OTP_BACKED_UP);
     } else {
         otp_outcome(job, PGW_EUNAVAILABLE, "the SMS provider did not take the code: try again");
     }
@@ -4102,7 +4109,7 @@ static void otp_recorded(pgw_command *cmd, void *payload)
         if (rc == PGW_ESTATE) /* the stop (links_closed: the pool stops after) */
             otp_stopped(job);
         else if (rc != PGW_OK) /* full: the gateway's own words */
-            otp_outcome(job, PGW_EUNAVAILABLE, "SMS sending is backed up: try again");
+            otp_outcome(job, PGW_EUNAVAILABLE, OTP_BACKED_UP);
         if (rc != PGW_OK)
             otp_void(api->writer, job);
     } else {

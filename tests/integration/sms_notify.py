@@ -437,6 +437,47 @@ def otp_at_the_stop(tmp, fake, env):
               "restart: %s %s" % (name, again[0], again[1]))
 
 
+def otp_backed_up(tmp, fake, env):
+    """Regression: a code whose SMS waited in the gateway's queue past its
+    limit (10 s: outbound.h PGW_OUTBOUND_STALE_MS) was never sent, yet was
+    told "the SMS provider did not take the code: try again". It is told
+    the gateway's SMS sending is backed up, as a code refused by a full
+    queue is: still 503, and the code forgotten (no SMS went)."""
+    srv = run(os.path.join(tmp, "otp-backed-up"),
+              config(tmp, "otp-backed-up.json", fake.port, {"start": "00:00", "end": "00:00"}), env)
+    phone = "13700137009"
+    answer = {}
+
+    def ask():
+        answer["otp"] = call_with_headers(srv.port, "POST", "/v1/sms/otp", {"phone": phone},
+                                          wx.ADMIN)
+    try:
+        ws = wx.stream_client()
+        held = wx.hold_threads(srv, "pgw-outbound", 2)  # api.c SMS_THREADS
+        try:
+            asker = threading.Thread(target=ask)
+            asker.start()
+            eventually(lambda: wx.pg.value(srv.db, "SELECT count(*) FROM otps"),
+                       lambda n: n == "1")  # recorded: its SMS queued behind the held workers
+            time.sleep(11)
+        finally:
+            for libc, t in held:
+                ws.resume_thread(libc, t)
+        asker.join(15)
+        again = srv.request("POST", "/v1/sms/otp", {"phone": phone}, key=wx.ADMIN)[0]
+    finally:
+        _, err = srv.stop()
+    status, doc, _ = answer.get("otp", (None, {}, {}))
+    check(status == 503 and doc.get("error", {}).get("code") == "unavailable" and
+          doc["error"].get("message") == "SMS sending is backed up: try again",
+          "a code that waited too long for its SMS is told the sending is backed up: %s %s" %
+          (status, doc))
+    check(again == 202 and len(codes_to(fake, "+86" + phone)) == 1 and
+          "sending a verification code: queue backed up" in err,
+          "it was not sent, nor counted, and the log says the queue: %s %d %s" %
+          (again, len(codes_to(fake, "+86" + phone)), err[-800:]))
+
+
 def otp_outage_ends(tmp, env):
     """Regression: a code's SMS that failed is one line a minute on stderr,
     the lines held back counted in the next; but with no next failure (the
@@ -933,6 +974,7 @@ def main():
         arrival_already_expired(tmp, fake, env, now)
         provider_down(tmp, env)
         otp_at_the_stop(tmp, fake, env)
+        otp_backed_up(tmp, fake, env)
         refused_number(tmp, fake, env)
         held_sms_goes_by_wechat(tmp, fake, env, now)
         fell_through_then_subscribes(tmp, fake, env, now)
