@@ -3620,10 +3620,13 @@ static void oa_link_task(void *arg, pgw_outbound_turn turn)
     bool follows = false;
     pgw_wx_reply reply = {0};
     pgw_err err;
-    int rc = stale ? pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up")
-                   : pgw_oa_user_unionid(pgw_wechat_client(l->api->wechat),
-                                         pgw_wechat_oa_appid(l->api->wechat), l->openid, unionid,
-                                         &follows, &reply, &err);
+    /* Not asked: the operator's line says why, a stop being no backlog. */
+    int rc = turn == PGW_OUTBOUND_STOPPING
+                 ? pgw_err_set(&err, PGW_EUNAVAILABLE, "the server is stopping")
+             : stale ? pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up")
+                     : pgw_oa_user_unionid(pgw_wechat_client(l->api->wechat),
+                                           pgw_wechat_oa_appid(l->api->wechat), l->openid, unionid,
+                                           &follows, &reply, &err);
     bool may_pass = stale || pgw_wx_classify(rc, &reply) == PGW_WX_RETRY;
     /* Following no more: they unfollowed before this ran, and the
      * unsubscribe's push is late or lost. The follow of `at` (a subscribe's

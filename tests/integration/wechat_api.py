@@ -2737,6 +2737,45 @@ def login_at_the_stop(tmp, fake, env):
           "WeChat was not asked, nor said to fail: %d %s" % (len(asked), err[-1000:]))
 
 
+def link_at_the_stop(tmp, fake, env):
+    """Regression: a new follower's link queued for WeChat as the gateway
+    stopped was finished by the stop without asking, and the operator's
+    log said "follower not linked: WeChat calls are backed up", a backlog
+    that was not there. It says the server is stopping."""
+    d = os.path.join(tmp, "link-at-stop")
+    os.makedirs(d, exist_ok=True)
+    srv = Server(d, write_config(d, fake.port), env)
+    fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-LINK-STOP",
+                                              "following": True, "unionid": "uUNION-LINK-STOP"})
+    try:
+        # As stop_holding_workers, but nothing waits in flight: the push is
+        # answered before its link is done.
+        ws = stream_client()
+        held = hold_threads(srv, "pgw-outbound", 4)  # api.c OUTBOUND_THREADS
+        try:
+            descriptors = [thread_pointer(libc, t) for libc, t in held]
+            status, _ = push(srv, oa_xml("oOA-LINK-STOP", int(time.time()), "event",
+                                         event="subscribe"))  # its link queued, held
+            srv.proc.send_signal(signal.SIGTERM)
+            joins = eventually(lambda: stop_joins_workers(srv.proc.pid, descriptors), bool)
+            check(joins, "the stop waits for the held workers")
+        finally:
+            for libc, t in held:
+                ws.resume_thread(libc, t)
+    except BaseException:
+        srv.stop()
+        raise
+    _, err = srv.stopped()  # SIGTERM sent above
+    said = [line for line in err.splitlines() if "follower not linked" in line]
+    asked = [r for r in fake.requests("/cgi-bin/user/info")
+             if r["query"].get("openid") == "oOA-LINK-STOP"]
+    check(status == 200 and not asked and
+          said == ["pointsgw: warning: official account follower not linked: "
+                   "the server is stopping"],
+          "a link the stop finished says the server is stopping: %s %d %s" %
+          (status, len(asked), said))
+
+
 def delivered(fake, touser):
     return [d for d in fake.control("GET", "/_fake/stats")["delivered"] if d["touser"] == touser]
 
@@ -3862,6 +3901,7 @@ def main():
         streams_going_away_mid_check(tmp, fake, env)
         phone_checked_at_the_stop(tmp, fake, env)
         login_at_the_stop(tmp, fake, env)
+        link_at_the_stop(tmp, fake, env)
         login_wechat_down(srv, fake)
         login_wechat_flaky(srv, fake)
         login_failures_one_cause(tmp, fake, env)
