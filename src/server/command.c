@@ -2451,6 +2451,21 @@ static bool row_agrees(const pgw_command *cmd, const event_diff *d)
     return cmd->receipt[0] == '\0' || strcmp(d->said, cmd->receipt) == 0;
 }
 
+/* The start of a 409's message: the key whole (a cut one, by "%.128s",
+ * left the client unable to tell which of its events it was), up to
+ * PGW_IDEM_KEY_MAX bytes; the bare message fits a pgw_err whole. An
+ * event's differences follow (event_conflict): past the message's
+ * PGW_ERR_MSG_MAX they are cut, the key never, and its details still
+ * name the first whole. */
+#define KEY_CONFLICT "idempotency key %.*s was used before for a different request"
+PGW_STATIC_ASSERT(sizeof(KEY_CONFLICT) + PGW_IDEM_KEY_MAX <= PGW_ERR_MSG_MAX,
+                  "a conflict's message holds its key whole");
+
+static int key_conflict(pgw_command *cmd)
+{
+    return pgw_err_set(&cmd->err, PGW_ECONFLICT, KEY_CONFLICT, PGW_IDEM_KEY_MAX, cmd->key);
+}
+
 /*
  * An event's key used before for another request: the message names each
  * field that differs of those the key keeps, or else the one its first
@@ -2480,9 +2495,7 @@ static int event_conflict(pgw_command *cmd, const event_diff *d)
     if (used == 0) /* what the key does not keep differs, or it kept no event */
         snprintf(said, sizeof(said), "the stored fingerprint differs%s",
                  d->found ? " (its member_id, amount_fen, occurred_at and type are the same)" : "");
-    pgw_err_set(&cmd->err, PGW_ECONFLICT,
-                "idempotency key %.128s was used before for a different request: %s", cmd->key,
-                said);
+    pgw_err_set(&cmd->err, PGW_ECONFLICT, KEY_CONFLICT ": %s", PGW_IDEM_KEY_MAX, cmd->key, said);
     int first = first_difference(d);
     pgw_err_text(&cmd->err, "differs", first < 0 ? "fingerprint" : DIFF_NAMES[first]);
     static const char *const then_names[DIFF_FIELDS] = {
@@ -2612,9 +2625,7 @@ static int check_key_first(pgw_store *store, const pgw_ledger_policy *policy, pg
     if (differs && told)
         return event_conflict(cmd, &d);
     if (differs)
-        return pgw_err_set(&cmd->err, PGW_ECONFLICT,
-                           "idempotency key %.128s was used before for a different request",
-                           cmd->key);
+        return key_conflict(cmd);
     cmd->replayed = true;
     return PGW_OK;
 }
@@ -2693,9 +2704,7 @@ static int check_open_period(pgw_store *store, const pgw_ledger_policy *policy, 
         int rc = pgw_store_find_key(store, cmd->key, seen, &cmd->record, &cmd->err);
         if (rc == PGW_OK && *seen &&
             memcmp(cmd->record.fingerprint, cmd->fingerprint, PGW_HASH_LEN) != 0)
-            return pgw_err_set(&cmd->err, PGW_ECONFLICT,
-                               "idempotency key %.128s was used before for a different request",
-                               cmd->key);
+            return key_conflict(cmd);
         if (rc == PGW_OK && *seen && cmd->kind == PGW_COMMAND_EARN)
             rc = replayed_earn_points(cmd);
         cmd->replayed = rc == PGW_OK && *seen;
@@ -2780,7 +2789,8 @@ static int record_key_with_answer(pgw_store *store, pgw_command *cmd)
         now_us(), cmd->answer[0] ? cmd->answer : NULL, event, &again, &existing, &cmd->err);
     if (rc == PGW_OK && again) /* the look-up said unused, in this transaction */
         rc = pgw_err_set(&cmd->err, PGW_ECONFLICT,
-                         "idempotency key %.128s appeared while its command ran", cmd->key);
+                         "idempotency key %.*s appeared while its command ran", PGW_IDEM_KEY_MAX,
+                         cmd->key);
     return rc;
 }
 

@@ -2733,6 +2733,34 @@ static void test_an_event_conflict_says_what_differs(void **state)
     pgw_config_free(er.cfg);
 }
 
+/* Regression: a conflict's message quoted its key by "%.128s", and a key
+ * is up to 194 bytes (channel, shop and event id at their maxima): the
+ * client read a cut key, and could not tell which of its events it was.
+ * The longest is quoted whole. */
+static void test_a_conflict_quotes_the_longest_key_whole(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    char channel[PGW_ID_MAX + 1], shop[PGW_ID_MAX + 1], id[PGW_EVENT_ID_MAX + 1];
+    memset(channel, 'c', PGW_ID_MAX);
+    memset(shop, 'S', PGW_ID_MAX);
+    memset(id, 'e', PGW_EVENT_ID_MAX);
+    channel[PGW_ID_MAX] = shop[PGW_ID_MAX] = id[PGW_EVENT_ID_MAX] = '\0';
+    id[PGW_EVENT_ID_MAX - 1] = 'Z'; /* its last byte: a cut loses it */
+    char key[PGW_IDEM_KEY_MAX + 1];
+    pgw_store_event_key(key, channel, shop, id);
+    assert_int_equal(strlen(key), 2 * PGW_ID_MAX + PGW_EVENT_ID_MAX + 2);
+    const char *at = "2026-11-24T10:00:00+08:00";
+    pgw_err err;
+    event_command(&er, key, PGW_EVENT_PURCHASE, 12800, at);
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_OK);
+    assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 9900, at, &err), PGW_ECONFLICT);
+    assert_conflict(&err, key, "amount_fen 12800 then, 9900 now", "amount_fen");
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+}
+
 /* The event under `key` of event_command's, with receipt number `receipt`
  * ("" when none) as pgw_event_command writes it: its transfers' reference
  * is the receipt, or the event id when there is none. */
@@ -2925,6 +2953,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_conflict_quotes_the_longest_key_whole,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_names_its_original_and_receipt,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_row_without_a_receipt_reads_no_transfer,
