@@ -11,7 +11,8 @@ log, and a clean SIGTERM after which `pointsgw verify` passes.
 
 Usage: http_api.py BINARY SOURCE_DIR [TEST_NAME...]: with names (test_reports,
 say) only those tests run, in the file's order, the shared server's on a
-fresh one; without, all of them.
+fresh one; without, all of them. With PGW_TEST_TIMES=1, each test's wall
+time goes to stderr at the end, slowest first.
 """
 import base64
 import datetime
