@@ -4362,7 +4362,11 @@ def thread_named(pid, name):
 
 
 def metric(s, name):
-    _, text, _ = s.request("GET", "/metrics", key=None)
+    # 60 s, not the default 10: hold_big_drain polls this while the service
+    # thread parses 70 batches (2,240 purchases, ASan); under a load
+    # average of 20 one /metrics took past 10 s and its TimeoutError ended
+    # the suite with no summary (a helper's run, 2026-12-02).
+    _, text, _ = s.request("GET", "/metrics", key=None, timeout=60)
     m = re.search(rf"^{name} (\d+)$", text, re.M)
     return int(m.group(1)) if m else -1
 
