@@ -37,6 +37,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# PGW_TEST_TIMES=1: at the end, the 15 lines of this script (its top level:
+# a function's time is its caller's) that took longest, in seconds, to see
+# what makes it slow. The time to the next top-level command is the line's.
+if [ -n "${PGW_TEST_TIMES:-}" ]; then
+    declare -A times_us=()
+    times_line=$LINENO times_at=${EPOCHREALTIME/./}
+    times_tick() {
+        local now=${EPOCHREALTIME/./}
+        times_us[$times_line]=$((${times_us[$times_line]:-0} + now - times_at))
+        times_line=$1 times_at=$now
+    }
+    times_print() {
+        local line
+        for line in "${!times_us[@]}"; do echo "${times_us[$line]} $line"; done | sort -rn |
+            head -15 | while read -r us line; do
+            printf 'cli: %6.1f s line %d: %s\n' "$((us / 1000))e-3" "$line" \
+                "$(sed -n "${line}{s/^ *//;p}" "$src/tests/integration/cli.sh" | cut -c1-70)"
+        done
+    }
+    trap 'times_tick $LINENO' DEBUG
+fi
+
 pass() { passes=$((passes + 1)); }
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 
@@ -1664,4 +1686,5 @@ expect_exit 0 "$bin" period show --db "$period_db"
 expect_text "($close)"
 
 echo "$passes passed, $failures failed"
+[ -z "${PGW_TEST_TIMES:-}" ] || times_print
 [ "$failures" -eq 0 ]

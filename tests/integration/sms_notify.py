@@ -874,7 +874,7 @@ def beside(target, *args):
     in it fails the run (a thread's own would only be printed)."""
     def run_it():
         try:
-            target(*args)
+            wx.timed(target, *args)
         except BaseException as e:
             check(False, "%s raised %r" % (target.__name__, e))
             raise
@@ -894,6 +894,7 @@ def main():
     otp_back = beside(otp_outage_ends, tmp, env)
     tier = beside(tier_by_sms, tmp, env)
     try:
+        started = time.monotonic()
         # Daytime (no quiet hours): the SMS goes at once.
         day = config(tmp, "day.json", fake.port, {"start": "00:00", "end": "00:00"})
         srv = run(os.path.join(tmp, "day"), day, env)
@@ -966,19 +967,21 @@ def main():
         check(why.startswith("no channel reaches the member: ") and
               "sms: the member opted out" in why and "wechat_mp: " in why,
               "a skipped notice says why: %s" % listed[:1])
-        otp(srv, fake)
+        wx.times["daytime"] = time.monotonic() - started
+        wx.timed(otp, srv, fake)
         srv.stop()
-        otp_session(tmp, fake, env)
-        expiry_reminder(tmp, fake, env, now)
-        reminder_after_expiry(tmp, fake, env, now)
-        arrival_already_expired(tmp, fake, env, now)
-        provider_down(tmp, env)
-        otp_at_the_stop(tmp, fake, env)
-        otp_backed_up(tmp, fake, env)
-        refused_number(tmp, fake, env)
-        held_sms_goes_by_wechat(tmp, fake, env, now)
-        fell_through_then_subscribes(tmp, fake, env, now)
+        wx.timed(otp_session, tmp, fake, env)
+        wx.timed(expiry_reminder, tmp, fake, env, now)
+        wx.timed(reminder_after_expiry, tmp, fake, env, now)
+        wx.timed(arrival_already_expired, tmp, fake, env, now)
+        wx.timed(provider_down, tmp, env)
+        wx.timed(otp_at_the_stop, tmp, fake, env)
+        wx.timed(otp_backed_up, tmp, fake, env)
+        wx.timed(refused_number, tmp, fake, env)
+        wx.timed(held_sms_goes_by_wechat, tmp, fake, env, now)
+        wx.timed(fell_through_then_subscribes, tmp, fake, env, now)
 
+        started = time.monotonic()
         # Quiet hours now: the SMS waits; nothing is sent meanwhile.
         sent_before = len(fake.messages())
         quiet = config(tmp, "night.json", fake.port,
@@ -1005,12 +1008,14 @@ def main():
               "a sale joining a held notice leaves it held: %s" % again)
         check(len(fake.messages()) == sent_before, "and still no SMS in the night")
         srv.stop()
+        wx.times["quiet hours"] = time.monotonic() - started
     finally:
         slip.join()
         otp_back.join()
         tier.join()
         fake.stop()
     print("sms_notify: %d checks, %d failed" % (wx.checks, len(wx.failures)))
+    wx.print_times("sms_notify")
     if wx.failures:
         print("sms_notify: logs kept in " + tmp, file=sys.stderr)
     else:

@@ -70,6 +70,26 @@ def eventually(fetch, ok, timeout=10.0):
     return value
 
 
+# Each test's wall time, by name; PGW_TEST_TIMES=1 prints them at the end,
+# the longest first (to see what makes a suite slow).
+times = {}
+
+
+def timed(test, *args):
+    """test(*args), its wall time added to times."""
+    start = time.monotonic()
+    try:
+        return test(*args)
+    finally:
+        times[test.__name__] = times.get(test.__name__, 0.0) + time.monotonic() - start
+
+
+def print_times(suite):
+    if os.environ.get("PGW_TEST_TIMES"):
+        for name, took in sorted(times.items(), key=lambda t: -t[1]):
+            print("%s: %6.1f s %s" % (suite, took, name))
+
+
 def call(port, method, path, body=None, headers=None, raw=None, ctype="application/json",
          timeout=15):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -3868,74 +3888,75 @@ def main():
     if len(sys.argv) > 3:  # only these tests of a server of their own (tmp, fake, env)
         try:
             for name in sys.argv[3:]:
-                globals()[name](tmp, fake, env)
+                timed(globals()[name], tmp, fake, env)
         finally:
             fake.stop()
         print("wechat: %d checks, %d failed" % (checks, len(failures)))
+        print_times("wechat")
         sys.exit(1 if failures else 0)
     config = write_config(tmp, fake.port)
     srv = Server(tmp, config, env)
     unusable = None
     try:
-        mini_program(srv, fake)
-        member_stream(srv, fake)
-        member_stream_left_at_once(srv, fake)
-        member_stream_left_ended(srv, fake)
-        member_stream_fifth_waits(srv, fake)
-        member_stream_merged_tabs(srv, fake)
-        member_stream_merged_left(srv, fake)
-        member_stream_merged_learnt(srv, fake)
-        member_stream_merged_chain(srv, fake)
-        member_stream_gone_silent(tmp, fake, env)
-        member_stream_logout_at_once(tmp, fake, env)
-        member_stream_merge_at_once(tmp, fake, env)
-        member_stream_merge_keeps_earlier(tmp, fake, env)
-        member_stream_two_merges_behind(tmp, fake, env)
-        member_stream_merges_past_bound(tmp, fake, env)
-        member_stream_merged_before_check(tmp, fake, env)
-        member_stream_merges_past_bound_before_check(tmp, fake, env)
-        member_stream_survives_key_reload(tmp, fake, env)
-        member_stream_missed_before_check(tmp, fake, env)
-        member_stream_merge_elsewhere(tmp, fake, env)
-        streams_going_away(tmp, fake, env)
-        streams_going_away_mid_check(tmp, fake, env)
-        phone_checked_at_the_stop(tmp, fake, env)
-        login_at_the_stop(tmp, fake, env)
-        link_at_the_stop(tmp, fake, env)
-        login_wechat_down(srv, fake)
-        login_wechat_flaky(srv, fake)
-        login_failures_one_cause(tmp, fake, env)
-        phone_answer_too_large(srv, fake)
-        phone_wechat_down(srv, fake)
-        phone_answer_unusable(srv, fake)
-        unusable = unusable_then_answered_start(tmp, fake, env)
-        wechat_daily_quota(srv, fake)
-        login_wechat_unreachable(tmp, env)
-        channels_not_ready(tmp, fake, env)
-        login_sign_up_cap(tmp, fake, env)
-        phone_not_kept(tmp, fake, env)
-        daily_quota_at_midnight(tmp, fake, env)
-        wechat_back_when_quiet(tmp, fake, env)
-        pruning(srv)
-        oa_member = official_account(srv, fake)
-        oa_unavailable_says_nothing(srv)
-        oa_reply_cannot_be_built(srv)
-        oa_sign_in_keeps_holds(srv)
-        linked_login(srv, fake, oa_member)
-        member_stream_oa_link_merge(tmp, fake, env)  # after linked_login: its user/info is the first
-        existing_follower(srv, fake)
-        existing_follower_retried(srv, fake)
-        unfollowed_before_link(srv, fake)
-        noted_follower_before_close(tmp, fake, env, config)
-        pushed_before_close(tmp, fake, env, config)
-        note_at_the_stop(tmp, fake, env)  # after linked_login: its user/info is the first
-        notifications(srv, fake, oa_member)
-        many_cards(srv, fake)
-        srv = crash_mid_delivery(srv, tmp, fake, config, env, oa_member)
-        srv = renamed_templates(srv, tmp, fake, config, env)
-        replies_without_points(tmp, fake, env)
-        notice_pages(tmp, fake, env)
-        unusable_then_answered_finish(unusable, fake)
+        timed(mini_program, srv, fake)
+        timed(member_stream, srv, fake)
+        timed(member_stream_left_at_once, srv, fake)
+        timed(member_stream_left_ended, srv, fake)
+        timed(member_stream_fifth_waits, srv, fake)
+        timed(member_stream_merged_tabs, srv, fake)
+        timed(member_stream_merged_left, srv, fake)
+        timed(member_stream_merged_learnt, srv, fake)
+        timed(member_stream_merged_chain, srv, fake)
+        timed(member_stream_gone_silent, tmp, fake, env)
+        timed(member_stream_logout_at_once, tmp, fake, env)
+        timed(member_stream_merge_at_once, tmp, fake, env)
+        timed(member_stream_merge_keeps_earlier, tmp, fake, env)
+        timed(member_stream_two_merges_behind, tmp, fake, env)
+        timed(member_stream_merges_past_bound, tmp, fake, env)
+        timed(member_stream_merged_before_check, tmp, fake, env)
+        timed(member_stream_merges_past_bound_before_check, tmp, fake, env)
+        timed(member_stream_survives_key_reload, tmp, fake, env)
+        timed(member_stream_missed_before_check, tmp, fake, env)
+        timed(member_stream_merge_elsewhere, tmp, fake, env)
+        timed(streams_going_away, tmp, fake, env)
+        timed(streams_going_away_mid_check, tmp, fake, env)
+        timed(phone_checked_at_the_stop, tmp, fake, env)
+        timed(login_at_the_stop, tmp, fake, env)
+        timed(link_at_the_stop, tmp, fake, env)
+        timed(login_wechat_down, srv, fake)
+        timed(login_wechat_flaky, srv, fake)
+        timed(login_failures_one_cause, tmp, fake, env)
+        timed(phone_answer_too_large, srv, fake)
+        timed(phone_wechat_down, srv, fake)
+        timed(phone_answer_unusable, srv, fake)
+        unusable = timed(unusable_then_answered_start, tmp, fake, env)
+        timed(wechat_daily_quota, srv, fake)
+        timed(login_wechat_unreachable, tmp, env)
+        timed(channels_not_ready, tmp, fake, env)
+        timed(login_sign_up_cap, tmp, fake, env)
+        timed(phone_not_kept, tmp, fake, env)
+        timed(daily_quota_at_midnight, tmp, fake, env)
+        timed(wechat_back_when_quiet, tmp, fake, env)
+        timed(pruning, srv)
+        oa_member = timed(official_account, srv, fake)
+        timed(oa_unavailable_says_nothing, srv)
+        timed(oa_reply_cannot_be_built, srv)
+        timed(oa_sign_in_keeps_holds, srv)
+        timed(linked_login, srv, fake, oa_member)
+        timed(member_stream_oa_link_merge, tmp, fake, env)  # after linked_login: its user/info is the first
+        timed(existing_follower, srv, fake)
+        timed(existing_follower_retried, srv, fake)
+        timed(unfollowed_before_link, srv, fake)
+        timed(noted_follower_before_close, tmp, fake, env, config)
+        timed(pushed_before_close, tmp, fake, env, config)
+        timed(note_at_the_stop, tmp, fake, env)  # after linked_login: its user/info is the first
+        timed(notifications, srv, fake, oa_member)
+        timed(many_cards, srv, fake)
+        srv = timed(crash_mid_delivery, srv, tmp, fake, config, env, oa_member)
+        srv = timed(renamed_templates, srv, tmp, fake, config, env)
+        timed(replies_without_points, tmp, fake, env)
+        timed(notice_pages, tmp, fake, env)
+        timed(unusable_then_answered_finish, unusable, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
@@ -3954,6 +3975,7 @@ def main():
     verify = subprocess.run([BIN, "verify", "--db", srv.db], capture_output=True, text=True)
     check(verify.returncode == 0, "verify passes: " + verify.stdout + verify.stderr)
     print("wechat: %d checks, %d failed" % (checks, len(failures)))
+    print_times("wechat")
     if failures:
         print("wechat: logs kept in " + tmp, file=sys.stderr)
     else:
