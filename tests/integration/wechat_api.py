@@ -180,7 +180,8 @@ class Server:
         self.proc = subprocess.Popen(
             [BIN, "serve", "--config", config, "--db", self.db, "--listen", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=env)
-        deadline = time.time() + 20
+        # Only a hang's bound: a start took over 20 s on a machine loaded 20 deep.
+        deadline = time.time() + 60
         while True:
             m = re.search(r"\(port (\d+), (https?)\)", self.stderr())
             if m:
