@@ -88,6 +88,16 @@ def run(tmp, cfg_path, env, db=None):
     return wx.Server(tmp, cfg_path, env, db=db)
 
 
+def run_with(fake, tmp, cfg_path, env):
+    """run(), and a fake of the test's own stopped if the server does not
+    start: it would outlive the suite."""
+    try:
+        return run(tmp, cfg_path, env)
+    except BaseException:
+        fake.stop()
+        raise
+
+
 def call_with_headers(port, method, path, body, key):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     conn.request(method, path, body=json.dumps(body).encode(),
@@ -278,7 +288,8 @@ def otp_session(tmp, sms_fake, env):
     cfg["notify"]["routes"] = {"points_arrived": ["sms", "wechat_mp"]}
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
-    srv = run(os.path.join(tmp, "mp"), cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    srv = run_with(wechat, os.path.join(tmp, "mp"), cfg_path,
+                   dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
     try:
         session, me = mp_login(srv, wechat, "code-otp", "oMP-OTP")
         phone = "13600136050"
@@ -696,7 +707,7 @@ def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
     cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
-    srv = run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    srv = run_with(wechat, d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
     phone = "13600136077"
     try:
         session, me = mp_login(srv, wechat, "code-slip", "oMP-SLIP")
@@ -746,11 +757,7 @@ def tier_by_sms(tmp, env):
     cfg["tiers"][1]["display_name"] = "Gold Member Card"
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
-    try:
-        srv = run(d, cfg_path, env)
-    except BaseException:
-        sms_fake.stop()
-        raise
+    srv = run_with(sms_fake, d, cfg_path, env)
     phone = "13600136088"
     try:
         status, doc = srv.request("POST", "/v1/events", purchase("TIER-1", phone, 600000), key=wx.SHOP)
@@ -784,7 +791,7 @@ def quiet_now_with_wechat(tmp, name, sms_fake, env, now):
     cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
-    return wechat, run(d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    return wechat, run_with(wechat, d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
 
 
 def held_sms_goes_by_wechat(tmp, sms_fake, env, now):
