@@ -46,6 +46,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg  # noqa: E402
 import serve_stop  # noqa: E402
+import test_times  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
 KEYS = {
@@ -7292,41 +7293,22 @@ def chosen_tests(names):
                  for tests in (SERVED, OWN_SERVER))
 
 
-def timed(times, test, arg):
-    """Runs test(arg), its wall time kept in `times` (PGW_TEST_TIMES)."""
-    start = time.monotonic()
-    try:
-        test(arg)
-    finally:
-        times.append((time.monotonic() - start, test.__name__))
-
-
-def print_times(times, total):
-    """With PGW_TEST_TIMES=1, each test's seconds on stderr, slowest first:
-    where the suite's time goes (the critical path of `make test`)."""
-    if os.environ.get("PGW_TEST_TIMES") != "1":
-        return
-    for seconds, name in sorted(times, reverse=True):
-        print(f"{name} {seconds:.2f}", file=sys.stderr)
-    print(f"(total {total:.2f} s, tests {sum(t for t, _ in times):.2f} s)", file=sys.stderr)
-
-
 def main():
     global running
     served, own_server = chosen_tests(sys.argv[3:])
     tmp = tempfile.mkdtemp(prefix="pgw-http-")
-    times, began = [], time.monotonic()
+    times = {}
     try:
         config = write_config(tmp)
         s = Server(tmp, config)
         try:
             for test in served:
-                timed(times, test, s)
+                test_times.timed(times, test, s)
         finally:
             s.stop()
         for test in own_server:
             running = test.__name__
-            timed(times, test, tmp)
+            test_times.timed(times, test, tmp)
         out = subprocess.run([BIN, "verify", "--db", s.db], capture_output=True, text=True)
         check(out.returncode == 0, f"verify after the run: {out.stdout} {out.stderr}")
         stored = pg.stored(s.db)
@@ -7334,7 +7316,7 @@ def main():
               "the phone number is nowhere in the database files")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        print_times(times, time.monotonic() - began)
+        test_times.print_times("http", times)
     print(f"http: {checks - len(failures)} of {checks} checks passed")
     sys.exit(1 if failures else 0)
 

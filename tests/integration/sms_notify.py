@@ -1040,7 +1040,7 @@ def main():
         tier.join()
         fake.stop()
     print("sms_notify: %d checks, %d failed" % (wx.checks, len(wx.failures)))
-    wx.print_times("sms_notify")
+    wx.test_times.print_times("sms_notify", wx.times)
     if wx.failures:
         print("sms_notify: logs kept in " + tmp, file=sys.stderr)
     else:

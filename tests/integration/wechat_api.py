@@ -42,6 +42,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg  # noqa: E402
 import serve_stop  # noqa: E402
+import test_times  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
 MP_APPID, OA_APPID = "wx1234567890abcdef", "wxfedcba0987654321"
@@ -70,24 +71,12 @@ def eventually(fetch, ok, timeout=10.0):
     return value
 
 
-# Each test's wall time, by name; PGW_TEST_TIMES=1 prints them at the end,
-# the longest first (to see what makes a suite slow).
+# Each test's wall time, by name (test_times.py: PGW_TEST_TIMES=1).
 times = {}
 
 
 def timed(test, *args):
-    """test(*args), its wall time added to times."""
-    start = time.monotonic()
-    try:
-        return test(*args)
-    finally:
-        times[test.__name__] = times.get(test.__name__, 0.0) + time.monotonic() - start
-
-
-def print_times(suite):
-    if os.environ.get("PGW_TEST_TIMES"):
-        for name, took in sorted(times.items(), key=lambda t: -t[1]):
-            print("%s: %6.1f s %s" % (suite, took, name))
+    return test_times.timed(times, test, *args)
 
 
 def call(port, method, path, body=None, headers=None, raw=None, ctype="application/json",
@@ -3933,7 +3922,7 @@ def main():
         finally:
             fake.stop()
         print("wechat: %d checks, %d failed" % (checks, len(failures)))
-        print_times("wechat")
+        test_times.print_times("wechat", times)
         sys.exit(1 if failures else 0)
     config = write_config(tmp, fake.port)
     srv = Server(tmp, config, env)
@@ -4016,7 +4005,7 @@ def main():
     verify = subprocess.run([BIN, "verify", "--db", srv.db], capture_output=True, text=True)
     check(verify.returncode == 0, "verify passes: " + verify.stdout + verify.stderr)
     print("wechat: %d checks, %d failed" % (checks, len(failures)))
-    print_times("wechat")
+    test_times.print_times("wechat", times)
     if failures:
         print("wechat: logs kept in " + tmp, file=sys.stderr)
     else:
