@@ -17,6 +17,7 @@
 #define PGW_TESTS_DB_FIXTURE_H
 
 #include "store/sql.h"
+#include "store/store.h"
 
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -61,6 +62,25 @@ static inline bool db_fixture_pg_admin(const db_fixture *f, const char *sql)
 
 /* An empty database again (the SQLite file is removed; the store's next
  * open creates it). */
+/* PostgreSQL: `f`'s database made again, empty, or a copy of the
+ * database `tpl` (which was made so). */
+static inline int db_fixture_pg_create(const db_fixture *f, const char *tpl)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->name);
+    if (!db_fixture_pg_admin(f, sql))
+        return -1;
+    /* Sorting text as en-US does, as production databases often do: the
+     * store must not depend on the database's collation (byte order). */
+    if (tpl != NULL && tpl[0] != '\0')
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE %s", f->name, tpl);
+    else
+        snprintf(sql, sizeof(sql),
+                 "CREATE DATABASE %s TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'",
+                 f->name);
+    return db_fixture_pg_admin(f, sql) ? 0 : -1;
+}
+
 static inline int db_fixture_reset(const db_fixture *f)
 {
     if (!f->pg) {
@@ -68,19 +88,10 @@ static inline int db_fixture_reset(const db_fixture *f)
         snprintf(cmd, sizeof(cmd), "rm -f '%s' '%s-wal' '%s-shm'", f->path, f->path, f->path);
         return system(cmd) == 0 ? 0 : -1;
     }
-    char sql[200];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->name);
-    if (!db_fixture_pg_admin(f, sql))
-        return -1;
-    /* Sorting text as en-US does, as production databases often do: the
-     * store must not depend on the database's collation (byte order). */
-    snprintf(sql, sizeof(sql),
-             "CREATE DATABASE %s TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'",
-             f->name);
-    return db_fixture_pg_admin(f, sql) ? 0 : -1;
+    return db_fixture_pg_create(f, NULL);
 }
 
-static inline int db_fixture_pg_setup(db_fixture *f, const char *cluster)
+static inline int db_fixture_pg_setup(db_fixture *f, const char *cluster, const char *tpl)
 {
     static int counter;
     char file[256];
@@ -99,7 +110,7 @@ static inline int db_fixture_pg_setup(db_fixture *f, const char *cluster)
     /* the admin URL ends in /postgres: the same server, another database */
     char *slash = strrchr(f->admin, '/');
     snprintf(f->url, sizeof(f->url), "%.*s/%s", (int)(slash - f->admin), f->admin, f->name);
-    return db_fixture_reset(f);
+    return db_fixture_pg_create(f, tpl);
 }
 
 /* Where the directory goes: /dev/shm when it is a writable tmpfs with
@@ -114,22 +125,45 @@ static inline const char *db_fixture_base(void)
     return "/tmp";
 }
 
+/* Fills `f`: its directory made, the database empty (PostgreSQL: made
+ * from `tpl`, else template0; SQLite: made by whoever opens it). */
+static inline int db_fixture_make(db_fixture *f, const char *tpl)
+{
+    snprintf(f->dir, sizeof(f->dir), "%s/pgw-test-XXXXXX", db_fixture_base());
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/log.db", f->dir);
+    snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
+    const char *cluster = getenv("PGW_TEST_PG_DIR");
+    if (cluster != NULL && cluster[0] != '\0' && db_fixture_pg_setup(f, cluster, tpl) != 0) {
+        rmdir(f->dir); /* still empty */
+        return -1;
+    }
+    return 0;
+}
+
+/* Removes `f`'s directory and database. */
+static inline int db_fixture_drop(const db_fixture *f)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    int rc = system(cmd);
+    if (f->pg) {
+        char sql[160];
+        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->name);
+        if (!db_fixture_pg_admin(f, sql))
+            rc = -1;
+    }
+    return rc == 0 ? 0 : -1;
+}
+
 /* Makes the directory; the database itself is created by whoever opens it. */
 static inline int db_fixture_setup(void **state)
 {
     db_fixture *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return -1;
-    snprintf(f->dir, sizeof(f->dir), "%s/pgw-test-XXXXXX", db_fixture_base());
-    if (mkdtemp(f->dir) == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/log.db", f->dir);
-    snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
-    const char *cluster = getenv("PGW_TEST_PG_DIR");
-    if (cluster != NULL && cluster[0] != '\0' && db_fixture_pg_setup(f, cluster) != 0) {
-        rmdir(f->dir); /* still empty */
+    if (db_fixture_make(f, NULL) != 0) {
         free(f);
         return -1;
     }
@@ -140,17 +174,108 @@ static inline int db_fixture_setup(void **state)
 static inline int db_fixture_teardown(void **state)
 {
     db_fixture *f = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    int rc = system(cmd);
-    if (f->pg) {
-        char sql[160];
-        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->name);
-        if (!db_fixture_pg_admin(f, sql))
-            rc = -1;
-    }
+    int rc = db_fixture_drop(f);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
+}
+
+/*
+ * A store made by pgw_store_open (every migration run), made once a
+ * process and copied for each test that starts from an empty store
+ * (db_fixture_setup_migrated, db_fixture_reset_migrated): the copy is
+ * the same database, and the migrations cost a test nothing (on
+ * PostgreSQL about a second, some 40 transactions of DDL). Tests of the
+ * migrations themselves keep db_fixture_setup. Dropped at exit.
+ */
+static inline db_fixture *db_fixture_tpl(void)
+{
+    static db_fixture tpl; /* its dir empty until made */
+    return &tpl;
+}
+
+static inline void db_fixture_tpl_drop(void)
+{
+    db_fixture *t = db_fixture_tpl();
+    if (t->dir[0] != '\0' && db_fixture_drop(t) != 0)
+        fprintf(stderr, "db_fixture: the template %s was not removed\n", t->url);
+    t->dir[0] = '\0';
+}
+
+static inline int db_fixture_tpl_make(void)
+{
+    db_fixture *t = db_fixture_tpl();
+    if (t->dir[0] != '\0')
+        return 0;
+    if (db_fixture_make(t, NULL) != 0)
+        return -1;
+    pgw_store *s = NULL;
+    pgw_err err;
+    if (pgw_store_open(t->url, true, &s, &err) != PGW_OK) {
+        fprintf(stderr, "db_fixture: the template: %s\n", err.msg);
+        db_fixture_drop(t);
+        t->dir[0] = '\0';
+        return -1;
+    }
+    pgw_store_close(s);
+    return atexit(db_fixture_tpl_drop) == 0 ? 0 : -1;
+}
+
+/* Copies the file `from` to `to`; a missing `from` copies nothing. */
+static inline int db_fixture_copy(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb");
+    if (in == NULL)
+        return access(from, F_OK) != 0 ? 0 : -1;
+    FILE *out = fopen(to, "wb");
+    char buf[65536];
+    size_t n;
+    bool ok = out != NULL;
+    while (ok && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        ok = fwrite(buf, 1, n, out) == n;
+    ok = ok && !ferror(in);
+    fclose(in);
+    if (out != NULL && fclose(out) != 0)
+        ok = false;
+    return ok ? 0 : -1;
+}
+
+/* `f`'s database replaced by a copy of the template's. */
+static inline int db_fixture_reset_migrated(const db_fixture *f)
+{
+    if (db_fixture_tpl_make() != 0)
+        return -1;
+    const db_fixture *t = db_fixture_tpl();
+    if (f->pg)
+        return db_fixture_pg_create(f, t->name);
+    char from[160], to[160];
+    int n_from = snprintf(from, sizeof(from), "%s-wal", t->path),
+        n_to = snprintf(to, sizeof(to), "%s-wal", f->path);
+    if (n_from < 0 || (size_t)n_from >= sizeof(from) || n_to < 0 || (size_t)n_to >= sizeof(to) ||
+        db_fixture_reset(f) != 0 || db_fixture_copy(t->path, f->path) != 0 ||
+        db_fixture_copy(from, to) != 0)
+        return -1;
+    return 0;
+}
+
+/* db_fixture_setup, the database a migrated store already. */
+static inline int db_fixture_setup_migrated(void **state)
+{
+    db_fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL || db_fixture_tpl_make() != 0) {
+        free(f);
+        return -1;
+    }
+    if (db_fixture_make(f, db_fixture_tpl()->name) != 0) {
+        free(f);
+        return -1;
+    }
+    if (!f->pg && db_fixture_reset_migrated(f) != 0) {
+        db_fixture_drop(f);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
 }
 
 /* Runs SQL on the test's database beside the store (tampering, probes).

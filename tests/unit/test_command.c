@@ -447,7 +447,7 @@ static void run_seed(const db_fixture *db, uint64_t seed, bool allow_negative)
     r.db = db;
     pgw_ledger_options opts;
     r.ref = reference_new(allow_negative, &opts);
-    assert_int_equal(db_fixture_reset(db), 0);
+    assert_int_equal(db_fixture_reset_migrated(db), 0);
     pgw_writer_options wo = {.db_url = db->url,
                              .queue_cap = 256,
                              .batch_max = 64,
@@ -688,7 +688,7 @@ static void test_expired_points_awaiting_the_sweep_are_not_available(void **stat
      * member in debt (a refund while the points were held): releasing it
      * repays the debt from those points first, so nothing is lapsed and
      * available is 0, as after the sweep (the review saw -100). */
-    assert_int_equal(db_fixture_reset(db), 0);
+    assert_int_equal(db_fixture_reset_migrated(db), 0);
     w = start_with(db, true, MONTH);
     assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
     assert_int_equal(hold_points(w, "S002:H1", "M1", 100, t + 40 * DAY, t + 1), PGW_OK);
@@ -772,7 +772,7 @@ static void test_a_refund_of_an_expired_unswept_lot(void **state)
     const db_fixture *db = *state;
     const int64_t t = 1795486500;
     for (int negative = 0; negative < 2; negative++) {
-        assert_int_equal(db_fixture_reset(db), 0);
+        assert_int_equal(db_fixture_reset_migrated(db), 0);
         pgw_writer *w = start_with(db, negative, MONTH);
         assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 60, 40, 10000, t), PGW_OK);
         assert_int_equal(earn_simple(w, "store:S001:P2", "M1", 499, 1, 50000, t + 40 * DAY),
@@ -923,7 +923,7 @@ static void test_due_holds_release_by_deadline_then_id(void **state)
     static const int64_t want[] = {100, 100, 50};
     static const char *const purchases[] = {"store:S001:P1", "store:S001:P2", "store:S001:P3"};
     for (int end = 0; end < 3; end++) {
-        assert_int_equal(db_fixture_reset(db), 0);
+        assert_int_equal(db_fixture_reset_migrated(db), 0);
         pgw_writer *w = start_with(db, true, MONTH);
         pgw_ledger_options opts;
         pgw_ledger *ref = reference_new(true, &opts);
@@ -1368,7 +1368,7 @@ static void test_verify_catches_tampered_holds_and_refunds(void **state)
         {"UPDATE members SET lots_left = lots_left - 1 WHERE id = 'M1'", "member M1:"},
     };
     for (size_t i = 0; i < sizeof(tampers) / sizeof(tampers[0]); i++) {
-        assert_int_equal(db_fixture_reset(db), 0);
+        assert_int_equal(db_fixture_reset_migrated(db), 0);
         pgw_writer *w = start_plain(db, false);
         const int64_t t = 1795486500;
         assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 500, 100, 10000, t), PGW_OK);
@@ -2886,79 +2886,80 @@ int main(void)
 {
     count_writer_caches();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_store_matches_the_reference_ledger, db_fixture_setup,
-                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_store_matches_the_reference_ledger,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expired_points_awaiting_the_sweep_are_not_available,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_expiring_leaves_out_held_points, db_fixture_setup,
-                                        db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expiring_leaves_out_held_points,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_after_expiry_pays_funders_in_proportion,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_meet_the_state_of_when_they_are_applied,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_purchase_releases_due_holds_before_it_repays,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_due_holds_release_by_deadline_then_id,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_partial_refunds_reverse_exactly, db_fixture_setup,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_partial_refunds_reverse_exactly,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_otp_codes, db_fixture_setup_migrated,
                                         db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_otp_codes, db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hold_replay_is_recognised_before_the_rules,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_returns_go_back_to_their_lots, db_fixture_setup,
-                                        db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_return_is_told_as_an_arrival, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_returns_go_back_to_their_lots,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_return_is_told_as_an_arrival,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_return_into_expired_lots_tells_only_the_rest,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup_migrated,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_catches_tampered_holds_and_refunds,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_are_priced_with_the_members_activity,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_that_earn_nothing_leave_the_daily_event_limit,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_refund_keys_carry_what_their_earn_wrote_off,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_holds_refund_keys_to_their_earns,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_moves_the_spend_of_its_purchases_day,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_tier_change_goes_after_its_arrival, db_fixture_setup,
-                                        db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_challenge_pays_once_a_month, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_tier_change_goes_after_its_arrival,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_challenge_pays_once_a_month,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_filtered_challenge_counts_only_its_shops,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_carries_a_filtered_challenges_progress,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_appid_keys_find_the_keys_before_them, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_appid_keys_find_the_keys_before_them,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_fingerprints_recorded_before_times_were_normal,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_refund_row_names_its_earn_exactly, db_fixture_setup,
-                                        db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_only_a_real_stored_birthday_counts, db_fixture_setup,
-                                        db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_row_names_its_earn_exactly,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_only_a_real_stored_birthday_counts,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_conflict_quotes_the_longest_key_whole,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_names_its_original_and_receipt,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_row_without_a_receipt_reads_no_transfer,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -324,7 +324,7 @@ static int setup(void **state)
     atomic_store(&chain_waited, 0);
     atomic_store(&chain_on_send, 0);
     atomic_store(&chain_slow, 0);
-    return db_fixture_setup(state);
+    return db_fixture_setup_migrated(state);
 }
 
 /* The example mall with one courier (the order of its transactions is the
