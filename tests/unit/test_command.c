@@ -7,7 +7,8 @@
  * pgw_ledger (the executable specification) and through the writer thread
  * to a real SQLite file. After every step both must agree on the result
  * code, every member's balance, available points and debt, every hold's
- * state, every purchase's reversed and written-off points; `verify` must
+ * state, every purchase's reversed and written-off points (the last two
+ * every 5 steps on PostgreSQL: compare); `verify` must
  * pass on the file; and at the end both logs must hold the same transfers
  * (kind, accounts, points) in the same order. Replays and conflicting
  * reuses of keys are mixed in and must change nothing.
@@ -269,7 +270,20 @@ static void op_replay(run *r)
         FAIL(r, "replaying %s gave %s (replayed %d)", cmd.key, pgw_code_name(rc), cmd.replayed);
 }
 
-static void compare(run *r)
+/*
+ * Every member's figures; with `records`, every hold's state and every
+ * earn's reversal too. step() asks for those every step on SQLite, on
+ * PostgreSQL every PG_RECORDS_EVERY steps and at the last (compared after
+ * the loop, the reference would not yet have released what the last
+ * step's `now` made due): each is a read of its own, some 150 a step by
+ * the end of a run, each a few round trips on PostgreSQL, two thirds of
+ * this test's 130 s there. A record a step gets wrong stays wrong until a
+ * command touches it again, so it is still caught within the steps
+ * between (the step printed is the one that found it); SQLite keeps the
+ * step-by-step check of the same commands.
+ */
+#define PG_RECORDS_EVERY 5
+static void compare(run *r, bool records)
 {
     for (int i = 0; i < MEMBERS; i++) {
         const char *m = MEMBER_IDS[i];
@@ -297,7 +311,7 @@ static void compare(run *r)
                  m, (long long)f.balance, (long long)f.available, (long long)f.debt,
                  (long long)balance, (long long)available, (long long)debt);
     }
-    for (size_t i = 0; i < r->n_holds; i++) {
+    for (size_t i = 0; records && i < r->n_holds; i++) {
         pgw_hold_state want;
         pgw_hold_record h;
         bool found = false;
@@ -308,7 +322,7 @@ static void compare(run *r)
             FAIL(r, "hold %s: store %d, reference %s", r->holds[i], (int)got,
                  pgw_hold_state_name(want));
     }
-    for (size_t i = 0; i < r->n_earns; i++) {
+    for (size_t i = 0; records && i < r->n_earns; i++) {
         int64_t reversed = 0, written_off = 0, stored = 0;
         pgw_earn_record e;
         bool found = false;
@@ -394,7 +408,8 @@ static void step(run *r)
     if (got != expected)
         FAIL(r, "store said %s (%s), reference %s", pgw_code_name(got), r->last.msg,
              pgw_code_name(expected));
-    compare(r);
+    compare(r, !r->db->pg || r->step % PG_RECORDS_EVERY == PG_RECORDS_EVERY - 1 ||
+                   r->step == STEPS - 1);
     r->now += pick(r, 0, 9) == 0 ? pick(r, 86400, 86400 * 20) : pick(r, 1, 1800);
 }
 
