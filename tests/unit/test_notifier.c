@@ -3601,10 +3601,13 @@ static void test_a_renewal_behind_the_write_lock_gives_up_in_time(void **state)
     assert_int_equal(sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(holder);
     rig_free(&r);
-    if (rc != PGW_EUNAVAILABLE || took_ms > 3000)
+    /* The busy handler's wait is 5 s at least: a bound of 4 s catches
+     * it every time and gives the 2 s wait 2 s of slack on a loaded
+     * machine (1 s before: a renewal starved that long failed the test). */
+    if (rc != PGW_EUNAVAILABLE || took_ms > (PGW_STORE_MARK_WAIT_S + 2) * 1000)
         fail_msg("a renewal behind the write lock: rc %d after %lld ms: want it given up busy "
-                 "(%d) within 2 s",
-                 rc, (long long)took_ms, PGW_EUNAVAILABLE);
+                 "(%d) within %d s",
+                 rc, (long long)took_ms, PGW_EUNAVAILABLE, PGW_STORE_MARK_WAIT_S);
 }
 
 /*
