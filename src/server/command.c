@@ -1664,10 +1664,13 @@ static int resolve_member(pgw_store *store, const pgw_ledger_policy *policy, pgw
     bool enroll = cmd->kind == PGW_COMMAND_EVENT && policy->auto_enroll &&
                   cmd->event->type != PGW_EVENT_REFUND; /* a refund needs its buyer */
     bool refund = cmd->kind == PGW_COMMAND_EVENT && cmd->event->type == PGW_EVENT_REFUND;
-    if (refund) /* the purchase first: a till after an outage sends them out of order */
+    /* The purchase first: a till after an outage sends them out of order.
+     * Its key whole (~260 bytes at most of the message's 512), as a 409's:
+     * a cut one named no purchase the till could find. */
+    if (refund)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND,
-                           "no member has that %s yet: purchase %.128s cannot be refunded to it",
-                           pgw_identity_kind_name(cmd->who.kind), cmd->original);
+                           "no member has that %s yet: purchase %.*s cannot be refunded to it",
+                           pgw_identity_kind_name(cmd->who.kind), PGW_IDEM_KEY_MAX, cmd->original);
     if (!enroll)
         return pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member has that %s",
                            pgw_identity_kind_name(cmd->who.kind));

@@ -2752,26 +2752,60 @@ static void test_an_event_conflict_says_what_differs(void **state)
  * is up to 194 bytes (channel, shop and event id at their maxima): the
  * client read a cut key, and could not tell which of its events it was.
  * The longest is quoted whole. */
-static void test_a_conflict_quotes_the_longest_key_whole(void **state)
+/* The longest key an event has: its channel, shop and id at their
+ * maxima, the id's last byte a 'Z' that a cut loses. */
+static void longest_event_key(char key[PGW_IDEM_KEY_MAX + 1])
 {
-    const db_fixture *db = *state;
-    static event_run er;
-    event_run_start(db, &er);
     char channel[PGW_ID_MAX + 1], shop[PGW_ID_MAX + 1], id[PGW_EVENT_ID_MAX + 1];
     memset(channel, 'c', PGW_ID_MAX);
     memset(shop, 'S', PGW_ID_MAX);
     memset(id, 'e', PGW_EVENT_ID_MAX);
     channel[PGW_ID_MAX] = shop[PGW_ID_MAX] = id[PGW_EVENT_ID_MAX] = '\0';
-    id[PGW_EVENT_ID_MAX - 1] = 'Z'; /* its last byte: a cut loses it */
-    char key[PGW_IDEM_KEY_MAX + 1];
+    id[PGW_EVENT_ID_MAX - 1] = 'Z';
     pgw_store_event_key(key, channel, shop, id);
     assert_int_equal(strlen(key), 2 * PGW_ID_MAX + PGW_EVENT_ID_MAX + 2);
+}
+
+static void test_a_conflict_quotes_the_longest_key_whole(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    char key[PGW_IDEM_KEY_MAX + 1];
+    longest_event_key(key);
     const char *at = "2026-11-24T10:00:00+08:00";
     pgw_err err;
     event_command(&er, key, PGW_EVENT_PURCHASE, 12800, at);
     assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_OK);
     assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 9900, at, &err), PGW_ECONFLICT);
     assert_conflict(&err, key, "amount_fen 12800 then, 9900 now", "amount_fen");
+    pgw_writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+}
+
+/* Regression: a refund whose buyer nobody holds yet (404) quoted its
+ * original purchase's key by "%.128s", cut as 409s' keys were: of a long
+ * key the till read a cut id, and could not tell which purchase. It is
+ * quoted whole. */
+static void test_a_refund_to_nobody_quotes_its_original_whole(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    char original[PGW_IDEM_KEY_MAX + 1];
+    longest_event_key(original);
+    er.original = original;
+    event_command(&er, "store:S001:R-LONG", PGW_EVENT_REFUND, 12800, "2026-11-24T10:00:00+08:00");
+    er.cmd.by_identity = true;
+    er.cmd.who.kind = PGW_ID_CARD;
+    snprintf(er.cmd.who.scope, sizeof(er.cmd.who.scope), "S004");
+    snprintf(er.cmd.who.lookup, sizeof(er.cmd.who.lookup), "C77"); /* nobody's */
+    pgw_err err;
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_ENOTFOUND);
+    char msg[PGW_ERR_MSG_MAX];
+    snprintf(msg, sizeof(msg), "no member has that card yet: purchase %s cannot be refunded to it",
+             original);
+    assert_string_equal(err.msg, msg);
     pgw_writer_stop(er.writer);
     pgw_config_free(er.cfg);
 }
@@ -2970,6 +3004,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs,
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_conflict_quotes_the_longest_key_whole,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_to_nobody_quotes_its_original_whole,
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_names_its_original_and_receipt,
                                         db_fixture_setup_migrated, db_fixture_teardown),
