@@ -377,9 +377,9 @@ static void set_body(pgw_response *resp, int status, json_t *body)
 static void error_body(pgw_response *resp, int status, const char *code, const char *message,
                        json_t *details)
 {
-    /* Refusals quote what came (an unknown key by "%.64s", an idempotency
-     * key by "%.128s", a query's bytes): cut inside a character, or not
-     * UTF-8 at all, json_pack made no body of them and the answer was a
+    /* Refusals quote what came (an unknown key by "%.64s", a query's
+     * bytes; once an idempotency key by "%.128s"): cut inside a character,
+     * or not UTF-8 at all, json_pack made no body of them and the answer was a
      * 503 without one, retried for ever, "no answer" in a batch. Each bad
      * byte becomes a '?' here, for every answer. */
     char scrubbed[PGW_ERR_MSG_MAX];

@@ -2454,19 +2454,13 @@ static bool row_agrees(const pgw_command *cmd, const event_diff *d)
     return cmd->receipt[0] == '\0' || strcmp(d->said, cmd->receipt) == 0;
 }
 
-/* The start of a 409's message: the key whole (a cut one, by "%.128s",
- * left the client unable to tell which of its events it was), up to
- * PGW_IDEM_KEY_MAX bytes; the bare message fits a pgw_err whole. An
- * event's differences follow (event_conflict): past the message's
- * PGW_ERR_MSG_MAX they are cut, the key never, and its details still
- * name the first whole. */
-#define KEY_CONFLICT "idempotency key %.*s was used before for a different request"
-PGW_STATIC_ASSERT(sizeof(KEY_CONFLICT) + PGW_IDEM_KEY_MAX <= PGW_ERR_MSG_MAX,
-                  "a conflict's message holds its key whole");
-
+/* The start of a 409's message (PGW_STORE_KEY_CONFLICT). An event's
+ * differences follow (event_conflict): past the message's PGW_ERR_MSG_MAX
+ * they are cut, the key never, and its details still name the first whole. */
 static int key_conflict(pgw_command *cmd)
 {
-    return pgw_err_set(&cmd->err, PGW_ECONFLICT, KEY_CONFLICT, PGW_IDEM_KEY_MAX, cmd->key);
+    return pgw_err_set(&cmd->err, PGW_ECONFLICT, PGW_STORE_KEY_CONFLICT, PGW_IDEM_KEY_MAX,
+                       cmd->key);
 }
 
 /*
@@ -2498,7 +2492,8 @@ static int event_conflict(pgw_command *cmd, const event_diff *d)
     if (used == 0) /* what the key does not keep differs, or it kept no event */
         snprintf(said, sizeof(said), "the stored fingerprint differs%s",
                  d->found ? " (its member_id, amount_fen, occurred_at and type are the same)" : "");
-    pgw_err_set(&cmd->err, PGW_ECONFLICT, KEY_CONFLICT ": %s", PGW_IDEM_KEY_MAX, cmd->key, said);
+    pgw_err_set(&cmd->err, PGW_ECONFLICT, PGW_STORE_KEY_CONFLICT ": %s", PGW_IDEM_KEY_MAX, cmd->key,
+                said);
     int first = first_difference(d);
     pgw_err_text(&cmd->err, "differs", first < 0 ? "fingerprint" : DIFF_NAMES[first]);
     static const char *const then_names[DIFF_FIELDS] = {

@@ -2950,8 +2950,7 @@ int pgw_store_record_key(pgw_store *s, const char *key, const uint8_t fingerprin
     rc = read_key(s, key, &found, existing, err);
     PGW_ASSERT(rc != PGW_OK || found); /* the insert just met it, in this transaction */
     if (rc == PGW_OK && memcmp(existing->fingerprint, fingerprint, PGW_HASH_LEN) != 0)
-        rc = pgw_err_set(err, PGW_ECONFLICT,
-                         "idempotency key %.128s was used before for a different request", key);
+        rc = pgw_err_set(err, PGW_ECONFLICT, PGW_STORE_KEY_CONFLICT, PGW_IDEM_KEY_MAX, key);
     return rc;
 }
 

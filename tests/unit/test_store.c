@@ -2265,6 +2265,37 @@ static void test_append_refused_by_the_database_is_storage(void **state)
     pgw_store_close(s);
 }
 
+/*
+ * Regression: the store's own 409 (a key another instance recorded
+ * between the command's look-up and its insert) quoted the key by
+ * "%.128s", though a key may be PGW_IDEM_KEY_MAX bytes: the client could
+ * not tell which of its events it was, as the command's 409 once could not.
+ */
+static void test_a_key_conflict_quotes_the_key_whole(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    pgw_err err;
+    char key[PGW_IDEM_KEY_MAX + 1];
+    memset(key, 'k', PGW_IDEM_KEY_MAX);
+    key[PGW_IDEM_KEY_MAX - 1] = 'Z'; /* what a cut loses */
+    key[PGW_IDEM_KEY_MAX] = '\0';
+    uint8_t first[PGW_HASH_LEN] = {1}, other[PGW_HASH_LEN] = {2};
+    bool replayed = false;
+    pgw_idem_record existing;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(
+        pgw_store_record_key(s, key, first, 0, 0, 1, "{}", NULL, &replayed, &existing, &err),
+        PGW_OK);
+    int rc = pgw_store_record_key(s, key, other, 0, 0, 1, "{}", NULL, &replayed, &existing, &err);
+    assert_int_equal(rc, PGW_ECONFLICT);
+    char want[PGW_ERR_MSG_MAX];
+    snprintf(want, sizeof(want), "idempotency key %s was used before for a different request", key);
+    assert_string_equal(err.msg, want);
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+    pgw_store_close(s);
+}
+
 static void test_appends_commit_or_roll_back_whole(void **state)
 {
     db_fixture *f = *state;
@@ -3939,6 +3970,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_append_refused_by_the_database_is_storage,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_key_conflict_quotes_the_key_whole, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_pages_and_catches_tampering, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_notice_states_checked_without_a_temporary_btree,
