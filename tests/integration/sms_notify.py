@@ -98,8 +98,8 @@ def run_with(fake, tmp, cfg_path, env):
         raise
 
 
-def call_with_headers(port, method, path, body, key):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+def call_with_headers(port, method, path, body, key, timeout=15):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.request(method, path, body=json.dumps(body).encode(),
                  headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
     resp = conn.getresponse()
@@ -472,7 +472,7 @@ def otp_backed_up(tmp, fake, env):
 
     def ask():
         answer["otp"] = call_with_headers(srv.port, "POST", "/v1/sms/otp", {"phone": phone},
-                                          wx.ADMIN)
+                                          wx.ADMIN, timeout=40)
     try:
         ws = wx.stream_client()
         held = wx.hold_threads(srv, "pgw-outbound", 2)  # api.c SMS_THREADS
@@ -481,11 +481,13 @@ def otp_backed_up(tmp, fake, env):
             asker.start()
             eventually(lambda: wx.pg.value(srv.db, "SELECT count(*) FROM otps"),
                        lambda n: n == "1")  # recorded: its SMS queued behind the held workers
-            time.sleep(11)
+            # Past the 10 s by 2.5 s: its age counts from the queueing, a
+            # moment after the row this saw, later still on a loaded machine.
+            time.sleep(12.5)
         finally:
             for libc, t in held:
                 ws.resume_thread(libc, t)
-        asker.join(15)
+        asker.join(40)
         again = srv.request("POST", "/v1/sms/otp", {"phone": phone}, key=wx.ADMIN)[0]
     finally:
         _, err = srv.stop()
