@@ -4020,6 +4020,16 @@ static void otp_outcome(pgw_job *job, int rc, const char *message)
     snprintf(job->otp_message, sizeof(job->otp_message), "%s", message);
 }
 
+/* A code the gateway's own queue kept from the provider, full or waited on
+ * too long: its answer, and the operator's line (otp_tell) as README shows
+ * it. Regression: a stale code's line ended "(HTTP 0)", the status of a
+ * provider never asked, and a full queue's said nothing. */
+static void otp_backed_up(pgw_job *job)
+{
+    otp_outcome(job, PGW_EUNAVAILABLE, OTP_BACKED_UP);
+    snprintf(job->otp_unsent, sizeof(job->otp_unsent), "queue backed up");
+}
+
 /* The answer of a code the stop finished unsent, marked as the stop's
  * where that is decided: finish_otp_issue's Retry-After follows the
  * mark, not the message's words. */
@@ -4045,16 +4055,19 @@ static void otp_void(pgw_writer *writer, pgw_job *job)
 static void otp_send_task(void *arg, pgw_outbound_turn turn)
 {
     pgw_job *job = arg;
-    /* The provider not asked: nothing for otp_tell, and the code voided
-     * while the writer takes it. It was told the provider did not take
-     * it, and the log said the queue was backed up (otp_at_the_stop). */
-    if (turn == PGW_OUTBOUND_STOPPING) {
+    /* The provider not asked (the stop; a code stale in the queue): the
+     * code voided while the writer takes it; the stop's with no line for
+     * otp_tell. Regression (otp_at_the_stop): the stop's was told the
+     * provider did not take it, and the log said the queue was backed up. */
+    if (turn != PGW_OUTBOUND_CALL) {
         OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
-        otp_stopped(job);
+        if (turn == PGW_OUTBOUND_STOPPING)
+            otp_stopped(job);
+        else
+            otp_backed_up(job);
         otp_void(job->api->writer, job);
         return;
     }
-    bool stale = turn == PGW_OUTBOUND_STALE;
     const pgw_sms_channel *ch = &job->api->cfg->sms;
     char minutes[24];
     snprintf(minutes, sizeof(minutes), "%lld", (long long)(ch->otp_ttl_s / 60));
@@ -4063,8 +4076,7 @@ static void otp_send_task(void *arg, pgw_outbound_turn turn)
         .phone = job->otp_phone, .template_id = ch->otp_template, .params = params, .n_params = 2};
     pgw_sms_result res = {0};
     pgw_err err;
-    int rc = stale ? pgw_err_set(&err, PGW_EUNAVAILABLE, "backed up")
-                   : pgw_sms_send(job->api->sms, &msg, &res, &err);
+    int rc = pgw_sms_send(job->api->sms, &msg, &res, &err);
     OPENSSL_cleanse(job->otp_code, sizeof(job->otp_code));
     if (rc == PGW_OK) {
         otp_outcome(job, PGW_OK, "");
@@ -4074,13 +4086,11 @@ static void otp_send_task(void *arg, pgw_outbound_turn turn)
     /* The provider's text is not passed on: it may quote the request (the
      * code), and whoever asked may not own the number. Its code is logged,
      * on the service thread (otp_tell), where the log's limit lives. */
-    snprintf(job->otp_unsent, sizeof(job->otp_unsent), "%s %s (HTTP %ld)",
-             stale ? "queue" : "provider", stale ? "backed up" : res.code, res.http_status);
+    snprintf(job->otp_unsent, sizeof(job->otp_unsent), "provider %s (HTTP %ld)", res.code,
+             res.http_status);
     if (rc == PGW_ERISK) {
         job->cmd.retry_at = job->cmd.at + 60;
         otp_outcome(job, PGW_ELIMITED, "the SMS provider's limit for this number: try later");
-    } else if (stale) {
-        otp_outcome(job, PGW_EUNAVAILABLE, OTP_BACKED_UP);
     } else {
         otp_outcome(job, PGW_EUNAVAILABLE, "the SMS provider did not take the code: try again");
     }
@@ -4112,7 +4122,7 @@ static void otp_recorded(pgw_command *cmd, void *payload)
         if (rc == PGW_ESTATE) /* the stop (links_closed: the pool stops after) */
             otp_stopped(job);
         else if (rc != PGW_OK) /* full: the gateway's own words */
-            otp_outcome(job, PGW_EUNAVAILABLE, OTP_BACKED_UP);
+            otp_backed_up(job);
         if (rc != PGW_OK)
             otp_void(api->writer, job);
     } else {
