@@ -7001,11 +7001,12 @@ def test_shop_csv_refusal_cut_inside_a_character(s):
 
 def test_refusal_quoting_a_cut_character_has_its_body(s):
     """Refusals quote what the client sent, cut by bytes ("%.64s" of an
-    unknown key, "%.128s" of an idempotency key, "%.40s" of a query's
-    time): cut inside a character, or any bytes of a query, the message
-    was no UTF-8, no JSON carried it, and the answer was 503 without a body,
-    one a client retries for ever; in a batch the row said "unavailable",
-    "no answer". Each is its own refusal, with its body."""
+    unknown key, "%.40s" of a query's time; "%.128s" of an idempotency key
+    until keys were quoted whole): cut inside a character, or any bytes of
+    a query, the message was no UTF-8, no JSON carried it, and the answer
+    was 503 without a body, one a client retries for ever; in a batch the
+    row said "unavailable", "no answer". Each is its own refusal, with its
+    body; an idempotency key, past 128 bytes, is quoted whole, é's and all."""
     e = "\u00e9"
     ev = purchase("CUTQ-1", shop="S002")
     ev["a" * 63 + e] = 1  # the quote's 64th byte is the first of an é
@@ -7017,15 +7018,17 @@ def test_refusal_quoting_a_cut_character_has_its_body(s):
     check(status == 200 and [r.get("status") for r in results] == [400] and
           error_code(results[0].get("body")) == "invalid_request",
           f"an unknown key cut, in a batch: {status} {doc}")
-    # "store:S002:" + 100 a's + 14 é's: the key's 128th byte is inside an é
+    # "store:S002:" + 100 a's + 14 é's: the key's 128th byte is inside an é,
+    # where a cut by "%.128s" once fell
     eid = "a" * 100 + e * 14
     first = dict(purchase(eid, shop="S002", amount=1000), receipt_no="CUTQ-R1")
     status, doc, _ = s.request("POST", "/v1/events", first, key="s002")
     check(status in (200, 201), f"an event of a long id: {status} {doc}")
     again = dict(purchase(eid, shop="S002", amount=2000), receipt_no="CUTQ-R1")
     status, doc, _ = s.request("POST", "/v1/events", again, key="s002")
-    check(status == 409 and error_code(doc) == "idempotency_conflict",
-          f"its id again for another sale: {status} {doc}")
+    check(status == 409 and error_code(doc) == "idempotency_conflict" and
+          f"idempotency key store:S002:{eid} was used before" in doc["error"]["message"],
+          f"its id again for another sale, the key whole: {status} {doc}")
     head = "event_id,type,occurred_at,member,amount_fen,original_event_id,receipt_no"
     body = "\r\n".join([head, f"{eid},purchase,2026-11-25T10:15:00+08:00,member_id:M1,3000,,"
                                 f"CUTQ-R1", ""]).encode()
