@@ -60,8 +60,6 @@ static inline bool db_fixture_pg_admin(const db_fixture *f, const char *sql)
     return ok;
 }
 
-/* An empty database again (the SQLite file is removed; the store's next
- * open creates it). */
 /* PostgreSQL: `f`'s database made again, empty, or a copy of the
  * database `tpl` (which was made so). */
 static inline int db_fixture_pg_create(const db_fixture *f, const char *tpl)
@@ -81,6 +79,8 @@ static inline int db_fixture_pg_create(const db_fixture *f, const char *tpl)
     return db_fixture_pg_admin(f, sql) ? 0 : -1;
 }
 
+/* An empty database again (the SQLite file is removed; the store's next
+ * open creates it). */
 static inline int db_fixture_reset(const db_fixture *f)
 {
     if (!f->pg) {
