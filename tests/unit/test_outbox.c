@@ -2313,6 +2313,83 @@ static void test_a_renewal_waits_once_for_the_claims_it_waits_for(void **state)
     pgw_store_close(s);
 }
 
+/* Milliseconds from `a` to `b` (CLOCK_MONOTONIC). */
+static long long ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (long long)(b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
+/* One try of the test below: how long the renewal took past the first
+ * claim's release, or -1 when the release came too late (a starved test
+ * thread: the first wait had given up, so nothing was learnt). */
+static long long renewal_past_a_release(const db_fixture *f, pgw_store *s, const pgw_notice *got)
+{
+    PGconn *holders[2] = {PQconnectdb(f->url), PQconnectdb(f->url)};
+    char why[512] = "", sql[200];
+    for (int i = 0; i < 2; i++) {
+        snprintf(sql, sizeof(sql),
+                 "SET idle_in_transaction_session_timeout = '10s'; BEGIN;"
+                 " SELECT 1 FROM notices WHERE id = %lld FOR UPDATE",
+                 (long long)got[i].id);
+        if (!holder_runs(holders[i], sql, why, sizeof(why)))
+            fail_msg("holding notice %lld: %s", (long long)got[i].id, why);
+    }
+    renewal r = {.s = s, .ids = {got[0].id, got[1].id}, .rc = PGW_OK};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, renew_on_thread, &r), 0);
+    for (int i = 0; i < 1000 && !someone_waits(holders[1]); i++) {
+        struct timespec pause = {0, 10 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    struct timespec pause = {1, 200 * 1000000L}, let_go, to;
+    nanosleep(&pause, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &let_go); /* before the row is let go */
+    assert_true(holder_runs(holders[0], "ROLLBACK", why, sizeof(why)));
+    assert_int_equal(pthread_join(t, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &to);
+    PQfinish(holders[0]);
+    PQfinish(holders[1]);
+    if (!r.renewed[0])
+        return -1;
+    if (r.rc != PGW_EUNAVAILABLE || r.renewed[1])
+        fail_msg("a renewal whose second claim stays held: rc %d, renewed %d %d: want the first "
+                 "renewed, then %d",
+                 r.rc, r.renewed[0], r.renewed[1], PGW_EUNAVAILABLE);
+    return ms_between(&let_go, &to);
+}
+
+/*
+ * A renewal's later claim is waited for within what is left of the one
+ * wait, not for a wait of its own. The first claim's row is let go 1.2 s
+ * into the renewal's wait for it, the second's is held throughout: the
+ * renewal renews the first and gives up on the second at the end of the
+ * one PGW_STORE_MARK_WAIT_S, 0.8 s after the release. A wait of its own
+ * would end no sooner than PGW_STORE_MARK_WAIT_S after the release, so a
+ * bound 0.1 s under that catches it every time and leaves 1.1 s of slack.
+ * (test_a_renewal_waits_once_for_the_claims_it_waits_for holds both rows
+ * throughout, and the first wait's timeout ends the renewal there: it
+ * passed with each later claim given the whole PGW_STORE_MARK_WAIT_S.)
+ */
+static void test_a_renewal_waits_for_a_later_claim_what_is_left(void **state)
+{
+    db_fixture *f = *state;
+    if (!f->pg)
+        skip(); /* SQLite: one statement, one wait */
+    pgw_store *s = open_store(state);
+    pgw_notice got[8];
+    enqueue(s, "M1", 10, 10, 1000, 0);
+    enqueue(s, "M2", 20, 20, 1000, 0);
+    assert_int_equal(claim(s, 1000, got), 2);
+    long long ms = -1;
+    for (int tries = 0; tries < 3 && ms < 0; tries++)
+        ms = renewal_past_a_release(f, s, got);
+    if (ms < 0 || ms > PGW_STORE_MARK_WAIT_S * 1000 - 100)
+        fail_msg("a renewal whose first claim was let go 1.2 s into its wait: it ended %lld ms "
+                 "after (-1: the release came too late, 3 times): want what was left of %d s",
+                 ms, PGW_STORE_MARK_WAIT_S);
+    pgw_store_close(s);
+}
+
 static void test_crash_and_retry(void **state)
 {
     pgw_store *s = open_store(state);
@@ -2817,6 +2894,8 @@ int main(void)
             test_a_renewal_never_holds_one_claim_while_waiting_for_another,
             db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_renewal_waits_once_for_the_claims_it_waits_for,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_renewal_waits_for_a_later_claim_what_is_left,
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_crash_and_retry, db_fixture_setup_migrated,
                                         db_fixture_teardown),
