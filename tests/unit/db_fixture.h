@@ -193,9 +193,20 @@ static inline db_fixture *db_fixture_tpl(void)
     return &tpl;
 }
 
+/* The process that made the template: only it drops it at exit, not a
+ * child it forked that calls exit() (the parent's copies would then be
+ * of nothing). */
+static inline pid_t *db_fixture_tpl_owner(void)
+{
+    static pid_t owner;
+    return &owner;
+}
+
 static inline void db_fixture_tpl_drop(void)
 {
     db_fixture *t = db_fixture_tpl();
+    if (getpid() != *db_fixture_tpl_owner())
+        return;
     if (t->dir[0] != '\0' && db_fixture_drop(t) != 0)
         fprintf(stderr, "db_fixture: the template %s was not removed\n", t->url);
     t->dir[0] = '\0';
@@ -217,15 +228,18 @@ static inline int db_fixture_tpl_make(void)
         return -1;
     }
     pgw_store_close(s);
+    *db_fixture_tpl_owner() = getpid();
     return atexit(db_fixture_tpl_drop) == 0 ? 0 : -1;
 }
 
-/* Copies the file `from` to `to`; a missing `from` copies nothing. */
-static inline int db_fixture_copy(const char *from, const char *to)
+/* Copies the file `from` to `to`; a missing `from` copies nothing where
+ * `optional` (a write-ahead log), and fails otherwise (the database: an
+ * empty copy would be a fresh store, quietly). */
+static inline int db_fixture_copy(const char *from, const char *to, bool optional)
 {
     FILE *in = fopen(from, "rb");
     if (in == NULL)
-        return access(from, F_OK) != 0 ? 0 : -1;
+        return optional && access(from, F_OK) != 0 ? 0 : -1;
     FILE *out = fopen(to, "wb");
     char buf[65536];
     size_t n;
@@ -251,8 +265,8 @@ static inline int db_fixture_reset_migrated(const db_fixture *f)
     int n_from = snprintf(from, sizeof(from), "%s-wal", t->path),
         n_to = snprintf(to, sizeof(to), "%s-wal", f->path);
     if (n_from < 0 || (size_t)n_from >= sizeof(from) || n_to < 0 || (size_t)n_to >= sizeof(to) ||
-        db_fixture_reset(f) != 0 || db_fixture_copy(t->path, f->path) != 0 ||
-        db_fixture_copy(from, to) != 0)
+        db_fixture_reset(f) != 0 || db_fixture_copy(t->path, f->path, false) != 0 ||
+        db_fixture_copy(from, to, true) != 0)
         return -1;
     return 0;
 }
