@@ -3733,6 +3733,29 @@ def ws_messages(sock, pending, wait, until=None, enough=None):
         buf += chunk
 
 
+def stream_end(doc):
+    """The ids of a sale's transfers (`doc`, its answer) made after a flood,
+    as the flood's end mark: the ring gives every watcher its messages in
+    the order they were made, so a reader that holds the mark has read
+    whatever came of the flood, a message twice or one too many among it,
+    however long a loaded machine kept it back."""
+    return {t["id"] for t in doc.get("transfers", [])}
+
+
+def past_end(out, end):
+    """Whether a reader's messages `out` hold the end mark `end` (None till
+    it is made): its last message is the mark's, and all of it is there."""
+    return (bool(end) and bool(out) and out[-1].get("id") in end and
+            end <= {m.get("id") for m in out})
+
+
+def before_end(got, end):
+    """Each reader's messages before the end mark, for those that read the
+    mark (None for one that did not: it stopped short of it)."""
+    return [[m for m in g if m.get("id") not in end] if past_end(g, end) else None
+            for g in got]
+
+
 def test_stream(s):
     sock, status, rest = ws_open(s.port, "/v1/stream?shop=S001&key=" + KEYS["admin"][0])
     check(" 101 " in status, f"stream handshake: {status}")
@@ -3840,18 +3863,19 @@ def test_stream_keeps_up(s):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     got = [[] for _ in watchers]
     posted = threading.Event()
-    made = None  # the transfers the posting made, once it is over
+    end = None  # the end mark (stream_end), made once the posting is over
     # PostgreSQL here takes hundreds of events a second, not thousands:
     # fewer, so that the batches finish within the client's timeout.
     batches = 8 if s.db.startswith("sqlite:") else 2
     # Until the posting is over: on a loaded machine (CI, helpers) a pause
     # of 3 s mid-flood ended every reader early (8,704 of 16,400 each).
-    # Done once a reader has all the posting made, not 3 s after (3 s of
-    # each run's 13 on PostgreSQL); a message twice is seen by its id.
+    # Done once a reader has the end mark, not 3 s after (3 s of each
+    # run's 13 on PostgreSQL); not once it holds as many messages as were
+    # made: one sent twice or one too many, kept back past a 0.1 s gap,
+    # then came after the reader had gone.
     def read(i):
         sock, _, rest = watchers[i]
-        got[i] = ws_messages(sock, rest, 3.0, posted.is_set,
-                             lambda out: made is not None and len(out) >= made)
+        got[i] = ws_messages(sock, rest, 3.0, posted.is_set, lambda out: past_end(out, end))
     readers = [threading.Thread(target=read, args=(i,)) for i in range(len(watchers))]
     for t in readers:
         t.start()
@@ -3868,15 +3892,18 @@ def test_stream_keeps_up(s):
     for t in posters:
         t.join()
     made = s.transfers() - before
+    _, last, _ = s.request("POST", "/v1/events", purchase("E-FLOOD-END", member="MFEND"))
+    end = stream_end(last)
     posted.set()
     for t in readers:
         t.join()
-    counts = [len({m.get("id") for m in g}) for g in got]
+    flood = before_end(got, end)
+    counts = [None if g is None else len({m.get("id") for m in g}) for g in flood]
     check(statuses == [200] * batches, f"every batch answered 200: {statuses}")
     check(made > 4096 * (batches // 8) and counts == [made] * len(watchers) and
-          all(len(g) == made for g in got),
-          f"every watcher got all {made} transfers, each once: {counts} "
-          f"{[len(g) for g in got]}")
+          all(g is not None and len(g) == made for g in flood),
+          f"every watcher got all {made} transfers, each once, before the end mark: {counts} "
+          f"{[None if g is None else len(g) for g in flood]} {[len(g) for g in got]}")
     for sock, _, _ in watchers:
         sock.close()
 
@@ -4460,26 +4487,31 @@ def test_stream_big_drain(tmp):
                     late.append(repr(e))
         late_posters = [threading.Thread(target=post_late, args=(k,)) for k in range(8)]
         got = [[] for _ in watchers]
-        made = None  # known once all are answered: then a reader with them all is done
+        end = None  # the end mark (stream_end), made once all are answered
+        # Not ended by 3 s without a message before the mark is made: the
+        # answers and the count before it may take that long under load.
         def read(i):
             sock, _, rest = watchers[i]
-            got[i] = ws_messages(sock, rest, 3.0,
-                                 enough=lambda out: made is not None and len(out) >= made)
+            got[i] = ws_messages(sock, rest, 3.0, lambda: end is not None,
+                                 lambda out: past_end(out, end))
         readers = [threading.Thread(target=read, args=(i,)) for i in range(len(watchers))]
         for t in late_posters + readers:
             t.start()
         for t in posters + late_posters:
             t.join()
         made = int(pg.value(s.db, "SELECT count(*) FROM transfers")) - before
+        end = stream_end(s.request("POST", "/v1/events", event(998, 0))[1])
         for t in readers:
             t.join()
         statuses = [a[0] if a else None for a in answers]
         check(statuses == [200] * batches, f"every batch answered: {statuses}")
         check(late == [201] * 80, f"requests finishing during the drain are answered: {late}")
-        counts = [len({m.get("id") for m in g}) for g in got]
+        flood = before_end(got, end)
+        counts = [None if g is None else len({m.get("id") for m in g}) for g in flood]
         check(made == each * (batches * window + 80) and counts == [made] * len(watchers) and
-              all(len(g) == made for g in got),
-              f"every watcher got all {made} transfers of one drain, each once: {counts} "
+              all(g is not None and len(g) == made for g in flood),
+              f"every watcher got all {made} transfers of one drain, each once, before the end "
+              f"mark: {counts} {[None if g is None else len(g) for g in flood]} "
               f"{[len(g) for g in got]}")
         for sock, _, _ in watchers:
             sock.close()
