@@ -824,7 +824,8 @@ def held_sms_goes_by_wechat(tmp, sms_fake, env, now):
         # The merge woke it: no subscription known to us yet, so held again.
         # Waited for (a fixed 1.5 s might find the courier in the middle of
         # it, or not started: the row is the same before and after).
-        eventually(lambda: held_sms(srv), lambda n: n >= 2)
+        holds = eventually(lambda: held_sms(srv), lambda n: n >= 2)
+        check(holds >= 2, "the merge woke the notice, its SMS held again: %d held" % holds)
         again = eventually(lambda: notices(srv, member), lambda l: l and l[0]["state"] != "sending")
         check(len(again) == 1 and again[0]["state"] == "pending" and again[0]["attempts"] == 0,
               "merged, with no subscription yet, the notice is held again: %s" % again)
@@ -1029,7 +1030,8 @@ def main():
         # The courier's second choice, waited for: a fixed 2.5 s could
         # find it in the middle (state "sending") or, on a loaded machine,
         # not yet started; the row alone cannot tell the join from it.
-        eventually(lambda: held_sms(srv), lambda n: n >= 2)
+        holds = eventually(lambda: held_sms(srv), lambda n: n >= 2)
+        check(holds >= 2, "the joining sale woke the notice, its SMS held again: %d held" % holds)
         again = eventually(lambda: notices(srv, member), lambda l: l and l[0]["state"] != "sending")
         check(status == 201 and len(again) == 1 and again[0]["state"] == "pending" and
               again[0]["attempts"] == 0 and again[0]["points"] == listed[0]["points"] + doc["points"]
