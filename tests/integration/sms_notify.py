@@ -694,14 +694,16 @@ def arrival_already_expired(tmp, fake, env, now):
     srv.stop()
 
 
-def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
+def quiet_hours_begin_mid_delivery(tmp, env):
     """Regression: a delivery read the clock once, before its first channel.
     When quiet hours began while the mini program was tried (its token
     fetched, then 43101: no quota), the SMS after it still left, inside
-    them. Run in a thread beside the others: it waits for a minute to
-    turn, as quiet hours start on one."""
+    them. Run in a thread beside the others, with its own SMS fake (the
+    main sequence's faults answer the next SMS, whoever sends it): it
+    waits for a minute to turn, as quiet hours start on one."""
     d = os.path.join(tmp, "slip")
     os.makedirs(d)
+    sms_fake = SmsFake(d)
     wechat = wx.Fake(d)
     turn = (int(time.time()) // 60 + 1) * 60
     turn += 60 if turn - time.time() < 8 else 0
@@ -711,7 +713,11 @@ def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
     cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
-    srv = run_with(wechat, d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    try:
+        srv = run_with(wechat, d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
+    except BaseException:  # run_with stops the WeChat fake
+        sms_fake.stop()
+        raise
     phone = "13600136077"
     try:
         session, me = mp_login(srv, wechat, "code-slip", "oMP-SLIP")
@@ -741,6 +747,7 @@ def quiet_hours_begin_mid_delivery(tmp, sms_fake, env):
     finally:
         srv.stop()
         wechat.stop()
+        sms_fake.stop()
 
 
 def tier_by_sms(tmp, env):
@@ -916,7 +923,7 @@ def main():
     for name in ("PGW_WECHAT_MP_SECRET", "PGW_WECHAT_OA_SECRET", "PGW_WECHAT_OA_TOKEN"):
         env.pop(name, None)
     now = int(time.time())
-    slip = beside(quiet_hours_begin_mid_delivery, tmp, fake, env)
+    slip = beside(quiet_hours_begin_mid_delivery, tmp, env)
     otp_back = beside(otp_outage_ends, tmp, env)
     tier = beside(tier_by_sms, tmp, env)
     try:
