@@ -196,6 +196,14 @@ typedef struct pgw_idem_record {
     int64_t transfer_count;
 } pgw_idem_record;
 
+/* A 409's message, the store's and the commands': the key whole (a cut
+ * one, by "%.128s", left the client unable to tell which of its events it
+ * was), its arguments PGW_IDEM_KEY_MAX and the key. The bare message fits
+ * a pgw_err whole; what a command adds after it may be cut, the key never. */
+#define PGW_STORE_KEY_CONFLICT "idempotency key %.*s was used before for a different request"
+PGW_STATIC_ASSERT(sizeof(PGW_STORE_KEY_CONFLICT) + PGW_IDEM_KEY_MAX <= PGW_ERR_MSG_MAX,
+                  "a conflict's message holds its key whole");
+
 /*
  * Records `key` for a command whose canonical request hashes to
  * `fingerprint` and that has just appended `transfer_count` transfers from
@@ -214,14 +222,6 @@ typedef struct pgw_idem_record {
  * whose key pgw_store_event_key made: it goes in the key's row, so that
  * an event writes one keyed row, not two (schema 21).
  */
-/* A 409's message, the store's and the commands': the key whole (a cut
- * one, by "%.128s", left the client unable to tell which of its events it
- * was), its arguments PGW_IDEM_KEY_MAX and the key. The bare message fits
- * a pgw_err whole; what a command adds after it may be cut, the key never. */
-#define PGW_STORE_KEY_CONFLICT "idempotency key %.*s was used before for a different request"
-PGW_STATIC_ASSERT(sizeof(PGW_STORE_KEY_CONFLICT) + PGW_IDEM_KEY_MAX <= PGW_ERR_MSG_MAX,
-                  "a conflict's message holds its key whole");
-
 typedef struct pgw_event_record pgw_event_record;
 int pgw_store_record_key(pgw_store *store, const char *key, const uint8_t fingerprint[PGW_HASH_LEN],
                          int64_t first_transfer, int64_t transfer_count, int64_t now_us,
