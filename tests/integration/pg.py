@@ -19,6 +19,17 @@ def admin_url(cluster_dir):
         return f.read().strip()
 
 
+def psql(db, sql, *options):
+    """Runs `sql` on PostgreSQL database `db` with psql; its output. A
+    failure raises with psql's own words (check=True alone said only
+    "exit status 1", its stderr captured and dropped)."""
+    out = subprocess.run(["psql", "-qX", "-v", "ON_ERROR_STOP=1", *options, db, "-c", sql],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"psql {sql!r}: exit {out.returncode}: {out.stderr.strip()}")
+    return out.stdout
+
+
 def create_db(admin, isolation=None):
     """A new, empty database on the cluster of `admin`; its URL. With
     `isolation`, that is its default transaction isolation."""
@@ -29,7 +40,7 @@ def create_db(admin, isolation=None):
     if isolation:
         sql.append(f"ALTER DATABASE {name} SET default_transaction_isolation = '{isolation}'")
     for statement in sql:
-        subprocess.run(["psql", "-qX", admin, "-c", statement], check=True, capture_output=True)
+        psql(admin, statement)
     return admin.rsplit("/", 1)[0] + "/" + name
 
 
@@ -49,8 +60,7 @@ def execute(db, sql):
         con.commit()
         con.close()
     else:
-        subprocess.run(["psql", "-qX", "-v", "ON_ERROR_STOP=1", db, "-c", sql], check=True,
-                       capture_output=True)
+        psql(db, sql)
 
 
 def value(db, sql):
@@ -61,9 +71,7 @@ def value(db, sql):
         row = con.execute(sql).fetchone()
         con.close()
         return None if row is None else str(row[0])
-    out = subprocess.run(["psql", "-qXtA", db, "-c", sql], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    return out or None
+    return psql(db, sql, "-tA").strip() or None
 
 
 def dump(url):

@@ -171,7 +171,9 @@ def template_db(tmp, env):
     with TEMPLATE["lock"]:
         if "db" not in TEMPLATE:
             d = os.path.join(tmp, "template")
-            os.makedirs(d)
+            # (exist_ok: after a start that failed, the next caller tries
+            # again and says why, not FileExistsError)
+            os.makedirs(d, exist_ok=True)
             config = os.path.join(SRC, "config/pointsgw.example.json")
             srv = Server(d, config, env, db=pg.fresh_db() or "sqlite:" + os.path.join(d, "t.db"))
             srv.stop()
@@ -192,8 +194,7 @@ def fresh_db(tmp, env):
     admin = pg.admin_url(os.environ["PGW_TEST_PG_DIR"])
     name = "pgwt_%d_%s" % (os.getpid(), os.urandom(6).hex())
     with TEMPLATE["lock"]:  # one copy of the template at a time
-        subprocess.run(["psql", "-qX", admin, "-c", "CREATE DATABASE %s TEMPLATE %s" %
-                        (name, template.rsplit("/", 1)[1])], check=True, capture_output=True)
+        pg.psql(admin, "CREATE DATABASE %s TEMPLATE %s" % (name, template.rsplit("/", 1)[1]))
     return admin.rsplit("/", 1)[0] + "/" + name
 
 
