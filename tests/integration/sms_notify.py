@@ -88,13 +88,14 @@ def run(tmp, cfg_path, env, db=None):
     return wx.Server(tmp, cfg_path, env, db=db)
 
 
-def run_with(fake, tmp, cfg_path, env):
-    """run(), and a fake of the test's own stopped if the server does not
-    start: it would outlive the suite."""
+def run_with(fakes, tmp, cfg_path, env):
+    """run(), and the test's own fakes (one, or a tuple) stopped if the
+    server does not start: they would outlive the suite."""
     try:
         return run(tmp, cfg_path, env)
     except BaseException:
-        fake.stop()
+        for fake in fakes if isinstance(fakes, tuple) else (fakes,):
+            fake.stop()
         raise
 
 
@@ -713,11 +714,7 @@ def quiet_hours_begin_mid_delivery(tmp, env):
     cfg["channels"]["wechat_mp"]["api_base"] = "http://127.0.0.1:%d" % wechat.port
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
-    try:
-        srv = run_with(wechat, d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
-    except BaseException:  # run_with stops the WeChat fake
-        sms_fake.stop()
-        raise
+    srv = run_with((wechat, sms_fake), d, cfg_path, dict(env, PGW_WECHAT_MP_SECRET=wx.MP_SECRET))
     phone = "13600136077"
     try:
         session, me = mp_login(srv, wechat, "code-slip", "oMP-SLIP")
