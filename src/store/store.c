@@ -1617,25 +1617,38 @@ static int read_user_version(pgw_store *s, int64_t *out, pgw_err *err)
     return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, "reading the schema version", err);
 }
 
-/* PGW_ESTATE naming the first row whose reference leads nowhere (SQLite;
- * PostgreSQL checks foreign keys as it goes). */
-static int check_foreign_keys(pgw_store *s, pgw_err *err)
+/* SQLite's first row whose reference leads nowhere, said into said[0..cap)
+ * ("" for none). PostgreSQL checks foreign keys as it goes; SQLite's
+ * writers do not (configure), so verify and each migration ask here. */
+static int dangling_reference(pgw_store *s, char *said, size_t cap, pgw_err *err)
 {
+    said[0] = '\0';
     if (is_postgres(s))
         return PGW_OK;
     pgw_sql_stmt *st = NULL;
     if (pgw_sql_prepare(s->db, "PRAGMA foreign_key_check", false, &st, NULL) != PGW_OK)
         return db_error(s, PGW_EIO, "checking foreign keys", err);
     int step = pgw_sql_step(st);
-    int rc = step == PGW_SQL_DONE ? PGW_OK
-             : step == PGW_SQL_ROW
-                 ? pgw_err_set(err, PGW_ESTATE,
-                               "%s: table %s row %lld refers to a missing row of %s; "
-                               "the migration was not applied",
-                               s->path, pgw_sql_column_text(st, 0),
-                               (long long)pgw_sql_column_int64(st, 1), pgw_sql_column_text(st, 2))
-                 : db_error(s, PGW_EIO, "checking foreign keys", err);
+    const char *table = step == PGW_SQL_ROW ? pgw_sql_column_text(st, 0) : NULL;
+    const char *parent = step == PGW_SQL_ROW ? pgw_sql_column_text(st, 2) : NULL;
+    if (step == PGW_SQL_ROW && pgw_sql_column_null(st, 1)) /* WITHOUT ROWID */
+        snprintf(said, cap, "table %s: a row refers to a missing row of %s", table, parent);
+    else if (step == PGW_SQL_ROW)
+        snprintf(said, cap, "table %s row %lld refers to a missing row of %s", table,
+                 (long long)pgw_sql_column_int64(st, 1), parent);
     pgw_sql_finalize(st);
+    return step == PGW_SQL_ROW || step == PGW_SQL_DONE
+               ? PGW_OK
+               : db_error(s, PGW_EIO, "checking foreign keys", err);
+}
+
+/* PGW_ESTATE naming the first row whose reference leads nowhere. */
+static int check_foreign_keys(pgw_store *s, pgw_err *err)
+{
+    char said[256];
+    int rc = dangling_reference(s, said, sizeof(said), err);
+    if (rc == PGW_OK && said[0] != '\0')
+        rc = pgw_err_set(err, PGW_ESTATE, "%s: %s; the migration was not applied", s->path, said);
     return rc;
 }
 
@@ -1957,15 +1970,10 @@ static int migrate(pgw_store *s, pgw_err *err)
                           "ending the migration", rc == PGW_OK ? err : NULL);
         return rc != PGW_OK ? rc : unlock;
     }
-    /* Off while tables are rebuilt (dropping one would cascade into the
-     * rows referring to it); checked before each migration commits. Only
-     * settable outside a transaction. */
-    int rc = exec(s, "PRAGMA foreign_keys = OFF", "pausing foreign keys", err);
-    if (rc == PGW_OK)
-        rc = migrate_steps(s, err);
-    int on =
-        exec(s, "PRAGMA foreign_keys = ON", "enabling foreign keys", rc == PGW_OK ? err : NULL);
-    return rc != PGW_OK ? rc : on;
+    /* Foreign keys are off (configure): a table rebuilt is dropped without
+     * cascading into the rows referring to it; they are checked before
+     * each migration commits (apply_migration). */
+    return migrate_steps(s, err);
 }
 
 static int prepare_statements(pgw_store *s, pgw_err *err)
@@ -2019,7 +2027,19 @@ static int configure(pgw_store *s, pgw_err *err)
         rc = exec(s, "PRAGMA journal_mode = WAL", "enabling WAL", err);
     if (rc == PGW_OK)
         rc = exec(s, "PRAGMA synchronous = FULL", "setting synchronous", err);
-    /* Foreign keys: turned on by migrate(). */
+    /*
+     * Foreign keys unchecked as rows are written: every reference a writer
+     * inserts names a row the same transaction read or wrote (a purchase's
+     * lot, earn and days name the member it read or enrolled and the
+     * transfers it appended; a key its record, inserted just before), and
+     * none of the referenced tables loses a row. The checks were one more
+     * B-tree seek per reference, ~7% of the writer's instructions per
+     * purchase (bench/RESULTS.md). verify and every migration check them
+     * all (dangling_reference); PostgreSQL still checks them as it goes, so
+     * a command that wrote a dangling reference fails in its tests there.
+     */
+    if (rc == PGW_OK)
+        rc = exec(s, "PRAGMA foreign_keys = OFF", "setting foreign keys", err);
     /* A 64 MiB page cache keeps the indexes' hot pages in memory. */
     return rc == PGW_OK ? pgw_store_set_cache_kib(s, PGW_STORE_CACHE_KIB, err) : rc;
 }
@@ -3539,6 +3559,19 @@ static int verify_file(pgw_store *s, pgw_verify_report *r, pgw_err *err)
     return PGW_OK;
 }
 
+/* Every reference leads to its row: SQLite's writers do not check them as
+ * they go (configure), PostgreSQL's do. */
+static int verify_references(pgw_store *s, pgw_verify_report *r, pgw_err *err)
+{
+    char said[sizeof(r->problem)];
+    int rc = dangling_reference(s, said, sizeof(said), err);
+    if (rc == PGW_OK && said[0] != '\0') {
+        r->ok = false;
+        memcpy(r->problem, said, sizeof(said));
+    }
+    return rc;
+}
+
 /* pgw_store_verify but the file's structure (verify_file): what a
  * backup's copy, its pages checked already (check_copy), is verified by. */
 static int verify_ledger(pgw_store *s, pgw_verify_report *r, pgw_err *err)
@@ -3561,6 +3594,8 @@ static int verify_ledger(pgw_store *s, pgw_verify_report *r, pgw_err *err)
         rc = verify_chain(s, r, err);
     if (rc == PGW_OK)
         rc = verify_sums(s, r, err);
+    if (rc == PGW_OK && r->ok)
+        rc = verify_references(s, r, err);
     if (rc == PGW_OK)
         rc = verify_members(s, r, err);
     if (rc == PGW_OK)
