@@ -307,6 +307,26 @@ static int64_t figures_at(const pgw_command *cmd)
     return pgw_max64(cmd->at, cmd->asked_at);
 }
 
+/*
+ * The command's member's figures after `points` credited to it, with the
+ * member's debt `debt` as credit_member met it, when they are kept
+ * (figures_kept): a new lot of them, free until its expiry. A debt
+ * repaid (the member's row, perhaps holds released before) is read after
+ * instead: rare, and more than a lot to follow.
+ */
+static void keep_figures(pgw_command *cmd, int64_t debt, int64_t points, int64_t expires_at)
+{
+    pgw_member_figures *f = &cmd->figures, after = *f;
+    bool lapsed = expires_at <= figures_at(cmd); /* in the balance, spendable by nothing */
+    cmd->figures_kept = cmd->figures_kept && debt == 0 && f->debt == 0 &&
+                        pgw_add(f->balance, points, &after.balance) == PGW_OK &&
+                        (lapsed || (pgw_add(f->free, points, &after.free) == PGW_OK &&
+                                    pgw_add(f->available, points, &after.available) == PGW_OK &&
+                                    pgw_add(f->unexpired, points, &after.unexpired) == PGW_OK));
+    if (cmd->figures_kept)
+        *f = after;
+}
+
 /* A spend (hold or redemption) of `points` needs the member's free points. */
 static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                            int64_t points)
@@ -426,6 +446,8 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
         copy_text(lot.member, sizeof(lot.member), member);
         rc = pgw_store_insert_lot(store, &lot, &cmd->err);
     }
+    if (rc == PGW_OK && strcmp(member, cmd->member) == 0)
+        keep_figures(cmd, debt, points, expires_at);
     return rc;
 }
 
@@ -1545,6 +1567,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
     pgw_member_activity activity, *a = &activity;
     bool known = false;
     int rc = activity_days(policy, cmd->at, &days, &cmd->err);
+    days.figures_at = figures_at(cmd);
     if (rc == PGW_OK)
         rc = pgw_store_member_activity(store, cmd->member, &days, &known, a, &cmd->err);
     if (rc == PGW_OK && a->merged) { /* rare: one read more, the survivor's */
@@ -1552,6 +1575,10 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK)
             rc = pgw_store_member_activity(store, cmd->member, &days, &known, a, &cmd->err);
     }
+    /* Its figures kept from here (keep_figures), not read after: what an
+     * event writes of them is its lot. A refund's are read. */
+    cmd->figures = a->figures;
+    cmd->figures_kept = rc == PGW_OK && a->has_figures && ev->type != PGW_EVENT_REFUND;
     if (rc == PGW_OK && !known && !policy->auto_enroll)
         rc =
             pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no member %s (auto_enroll is off)", cmd->member);
@@ -2828,6 +2855,7 @@ static void reset_output(pgw_command *cmd)
     memset(&cmd->record, 0, sizeof(cmd->record));
     cmd->event_record.type[0] = '\0'; /* none: not an event, or one that recorded none */
     memset(&cmd->figures, 0, sizeof(cmd->figures));
+    cmd->figures_kept = false;
     cmd->merged_from[0] = '\0';
     cmd->new_tier = -1;
     cmd->retry_at = 0;
@@ -2924,7 +2952,7 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         rc = follow_merges(store, cmd);
     if (rc == PGW_OK && !seen)
         rc = apply_kind(store, policy, cmd);
-    if (rc == PGW_OK && !cmd->replayed && cmd->member[0] != '\0') {
+    if (rc == PGW_OK && !cmd->replayed && cmd->member[0] != '\0' && !cmd->figures_kept) {
         bool found = false;
         rc = pgw_store_member_figures(store, cmd->member, figures_at(cmd), &found, &cmd->figures,
                                       &cmd->err);

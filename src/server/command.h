@@ -364,11 +364,14 @@ struct pgw_command {
      * HOLD: reserved; CAPTURE, REDEEM: spent; VOID, EXPIRE_HOLD: released;
      * RETURN: given back. */
     int64_t points_moved;
-    int64_t written_off;         /* REFUND: what the member's lots could not cover (clamp) */
-    int64_t debt_added;          /* REFUND: what became debt (allow_negative) */
-    int64_t spend_left;          /* RETURN: what the spend has left to give back, after */
-    int64_t returned_lapsed;     /* RETURN: of points_moved, back in lots past their expiry */
-    pgw_member_figures figures;  /* the member's figures after the command (see asked_at) */
+    int64_t written_off;        /* REFUND: what the member's lots could not cover (clamp) */
+    int64_t debt_added;         /* REFUND: what became debt (allow_negative) */
+    int64_t spend_left;         /* RETURN: what the spend has left to give back, after */
+    int64_t returned_lapsed;    /* RETURN: of points_moved, back in lots past their expiry */
+    pgw_member_figures figures; /* the member's figures after the command (see asked_at) */
+    /* Writer's own: `figures` are kept by the command as it writes, from
+     * its activity read on (an event's: apply_event), not read after it. */
+    bool figures_kept;
     pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
     char answer[PGW_ANSWER_MAX]; /* rendered, or the stored one on a replay */
     /* The member named was merged into `member` (READ_MEMBER, and any

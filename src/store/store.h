@@ -1002,6 +1002,7 @@ typedef struct pgw_activity_days {
     int64_t today;       /* the event's local day */
     int64_t year_before; /* 12 months before: spend counts on days after it */
     int64_t month_first; /* first day of the event's month */
+    int64_t figures_at;  /* the member's figures at this time too; 0: not asked */
 } pgw_activity_days;
 
 /* A member's running totals of purchases and spend up to a day. */
@@ -1024,7 +1025,12 @@ typedef struct pgw_member_activity {
     int64_t last_sign_in; /* local day number */
     int32_t sign_in_streak;
     char birthday[6]; /* "MM-DD", or "" when unknown */
-    size_t n_today;   /* rules with points on `today` (at most PGW_ACTIVITY_TODAY_MAX) */
+    /* Its figures at figures_at, as pgw_store_member_figures reads them
+     * (all 0 for a member not seen yet): has_figures false when not asked
+     * or when it has a hold not released (those are read there). */
+    bool has_figures;
+    pgw_member_figures figures;
+    size_t n_today; /* rules with points on `today` (at most PGW_ACTIVITY_TODAY_MAX) */
     pgw_rule_total today[PGW_ACTIVITY_TODAY_MAX];
     bool today_read; /* n_today and today are filled */
 } pgw_member_activity;

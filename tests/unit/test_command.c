@@ -1433,6 +1433,7 @@ typedef struct event_run {
     const char *member;   /* the events' member; NULL: M1 */
     const char *original; /* what refunds refund; NULL: the first event */
     int32_t shop;         /* the events' shop, by index in the configuration (0: S001) */
+    const db_fixture *db; /* the writer's database */
 } event_run;
 
 /*
@@ -1559,8 +1560,28 @@ static void event_command(event_run *er, const char *key, pgw_event_type type, i
     er->cmd.render = render_points;
 }
 
+/* The figures an event's answer tells of its member (the writer keeps
+ * them as it writes, command.c keep_figures) are those a read after it
+ * gives, at the time they are as of. */
+static void check_event_figures(const event_run *er)
+{
+    const pgw_command *cmd = &er->cmd;
+    pgw_member_figures read = figures_at(er->db, cmd->member, pgw_max64(cmd->at, cmd->asked_at));
+    const pgw_member_figures *told = &cmd->figures;
+    if (told->balance != read.balance || told->pending != read.pending ||
+        told->available != read.available || told->debt != read.debt || told->free != read.free ||
+        told->unexpired != read.unexpired)
+        fail_msg("event %s of %s: told balance/pending/available/debt/free/unexpired "
+                 "%lld/%lld/%lld/%lld/%lld/%lld, read %lld/%lld/%lld/%lld/%lld/%lld",
+                 cmd->key, cmd->member, (long long)told->balance, (long long)told->pending,
+                 (long long)told->available, (long long)told->debt, (long long)told->free,
+                 (long long)told->unexpired, (long long)read.balance, (long long)read.pending,
+                 (long long)read.available, (long long)read.debt, (long long)read.free,
+                 (long long)read.unexpired);
+}
+
 /* Sends one event for M1 at `when` and checks its points against the rules
- * priced with the context the test expects. */
+ * priced with the context the test expects, and its figures. */
 static int send_event(event_run *er, pgw_event_type type, int64_t amount, const char *when,
                       const pgw_member_ctx *expect)
 {
@@ -1569,6 +1590,8 @@ static int send_event(event_run *er, pgw_event_type type, int64_t amount, const 
     snprintf(key, sizeof(key), "store:%s:EV%d", er->cfg->rules.shops[er->shop].id, er->serial++);
     event_command(er, key, type, amount, when);
     int rc = pgw_writer_run(er->writer, &er->cmd, &err);
+    if (rc == PGW_OK)
+        check_event_figures(er);
     if (rc == PGW_OK && expect != NULL) {
         assert_int_equal(pgw_rules_earn(&er->cfg->rules, &er->ev, expect, &er->expected, &err),
                          PGW_OK);
@@ -1608,6 +1631,7 @@ static void event_run_writer(const db_fixture *db, event_run *er, const pgw_risk
         wo.policy.risk = *risk;
     assert_int_equal(pgw_writer_start(&wo, &er->writer, NULL), PGW_OK);
     er->serial = 1;
+    er->db = db;
 }
 
 /* A writer pricing events with the example configuration's rules and
@@ -1692,6 +1716,56 @@ static void test_daily_caps_count_what_the_store_kept(void **state)
                                           " ('campaign:double-eleven', 'behaviour:review',"
                                           " 'behaviour:first_purchase')"),
                      4);
+}
+/* Sends a purchase of `member` dated `when`, applied at `asked` (0: then),
+ * and checks the figures its answer tells. */
+static void purchase_told(event_run *er, const char *member, const char *when, int64_t asked)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "store:S001:F%d", er->serial++);
+    er->member = member;
+    event_command(er, key, PGW_EVENT_PURCHASE, 12800, when);
+    er->cmd.asked_at = asked;
+    pgw_err err;
+    if (pgw_writer_run(er->writer, &er->cmd, &err) != PGW_OK)
+        fail_msg("%s: %s", key, err.msg);
+    check_event_figures(er);
+}
+
+/*
+ * An event's answer tells its member's figures after it: kept from its
+ * read of the member and the lot it wrote, not read again (one statement
+ * fewer a purchase), or read when more than a lot changed them (a debt
+ * repaid) or a hold keeps some (pending, or due and not yet released).
+ * Each as a read after it says: a new member, a returning one, a lot
+ * already past its expiry when applied (a backlog), with a hold, after it.
+ */
+static void test_an_events_figures_are_what_a_read_says(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    int64_t now = 0, later = 0;
+    assert_int_equal(pgw_parse_rfc3339("2026-11-24T10:00:00+08:00", &now, NULL), PGW_OK);
+    purchase_told(&er, "M1", "2026-11-24T10:00:00+08:00", 0); /* enrolled by it */
+    int64_t first = er.cmd.figures.balance;
+    assert_true(first > 0);
+    purchase_told(&er, "M1", "2026-11-24T11:00:00+08:00", 0);
+    assert_true(er.cmd.figures.balance > first);
+    /* Dated 2024: its lot expired at the end of 2025, before it was applied. */
+    purchase_told(&er, "M1", "2024-06-01T10:00:00+08:00", now + 7200);
+    assert_true(er.cmd.figures.balance > er.cmd.figures.available);
+    purchase_told(&er, "M2", "2024-06-01T10:00:00+08:00", now + 7200); /* a new member's, too */
+    assert_int_equal(er.cmd.figures.available, 0);
+    /* A hold pending, then due and not released: read. */
+    assert_int_equal(hold_points(er.writer, "S002:H1", "M1", 100, now + 8000, now + 7300), PGW_OK);
+    purchase_told(&er, "M1", "2026-11-24T12:00:00+08:00", now + 7400);
+    assert_int_equal(er.cmd.figures.pending, 100);
+    assert_int_equal(pgw_parse_rfc3339("2026-11-24T13:00:00+08:00", &later, NULL), PGW_OK);
+    purchase_told(&er, "M1", "2026-11-24T13:00:00+08:00", later + 7200);
+    pgw_writer_stop(er.writer);
+    assert_verifies(db);
+    pgw_config_free(er.cfg);
 }
 
 static void test_events_are_priced_with_the_members_activity(void **state)
@@ -2069,6 +2143,7 @@ static void test_a_tier_change_goes_after_its_arrival(void **state)
                                         .notify_coalesce_s = 10}};
     assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
     er.serial = 1;
+    er.db = db;
     char when[32];
     time_t t = time(NULL);
     struct tm utc;
@@ -2968,6 +3043,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_catches_tampered_holds_and_refunds,
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_are_priced_with_the_members_activity,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_events_figures_are_what_a_read_says,
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_events_that_earn_nothing_leave_the_daily_event_limit,
                                         db_fixture_setup_migrated, db_fixture_teardown),

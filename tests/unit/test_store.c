@@ -1161,7 +1161,7 @@ static void test_member_activity_from_running_totals(void **state)
         int64_t spend = rng_pick(&rng, -5000, 20000);
         /* As an event does: the day's read says whether later days must
          * take the amounts too (out of order, they must). */
-        const pgw_activity_days d = {MODEL_BASE + at, MODEL_BASE + at - 365, MODEL_BASE + at};
+        const pgw_activity_days d = {MODEL_BASE + at, MODEL_BASE + at - 365, MODEL_BASE + at, 0};
         pgw_member_activity a;
         bool found = false, later = false;
         for (int64_t i = at + 1; i < MODEL_DAYS; i++)
