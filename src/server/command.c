@@ -327,6 +327,12 @@ static void keep_figures(pgw_command *cmd, int64_t debt, int64_t points, int64_t
         *f = after;
 }
 
+/* Whether `member` is the one the command enrols, its row not yet written. */
+static bool enrolled_here(const pgw_command *cmd, const char *member)
+{
+    return cmd->enrolling != NULL && strcmp(member, cmd->member) == 0;
+}
+
 /* A spend (hold or redemption) of `points` needs the member's free points. */
 static int check_spendable(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                            int64_t points)
@@ -444,7 +450,11 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
                        .expires_at = expires_at,
                        .source_transfer = source};
         copy_text(lot.member, sizeof(lot.member), member);
-        rc = pgw_store_insert_lot(store, &lot, &cmd->err);
+        bool enrols = enrolled_here(cmd, member);
+        rc = enrols ? pgw_store_add_member(store, member, cmd->enrolling, now_us(), &lot, &cmd->err)
+                    : pgw_store_insert_lot(store, &lot, &cmd->err);
+        if (enrols)
+            cmd->enrolling = NULL;
     }
     if (rc == PGW_OK && strcmp(member, cmd->member) == 0)
         keep_figures(cmd, debt, points, expires_at);
@@ -1234,13 +1244,24 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
     return pgw_store_set_member_flags(store, cmd->member, a, &cmd->err);
 }
 
-/* A member first seen in this event: its row, with the flags the event
- * leaves it (its debt 0), before its lots reference it. */
-static int enrol(pgw_store *store, pgw_command *cmd, const pgw_activity_days *days,
-                 pgw_member_activity *a)
+/* A member first seen in this event: the flags the event leaves it (its
+ * debt 0). Its row is written with its first lot, its sums in it, before
+ * the lot references it (credit_member); with none, after its points
+ * (enrol_without_lot). One statement fewer than the row and then the
+ * lot's sums. */
+static void enrol(pgw_command *cmd, const pgw_activity_days *days, pgw_member_activity *a)
 {
     set_flags_after(cmd, days, a);
-    return pgw_store_add_member(store, cmd->member, a, now_us(), &cmd->err);
+    cmd->enrolling = a;
+}
+
+/* The enrolled member's row, when its event earned it no lot. */
+static int enrol_without_lot(pgw_store *store, pgw_command *cmd)
+{
+    const pgw_member_activity *a = cmd->enrolling;
+    cmd->enrolling = NULL;
+    return a != NULL ? pgw_store_add_member(store, cmd->member, a, now_us(), NULL, &cmd->err)
+                     : PGW_OK;
 }
 
 /* Earns the member's lines of the earning (none: the key is still recorded).
@@ -1614,9 +1635,12 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK)
             rc = check_event_risk_after(policy, cmd, a);
         if (rc == PGW_OK && !known)
-            rc = enrol(store, cmd, &days, a);
+            enrol(cmd, &days, a);
         if (rc == PGW_OK)
             rc = earn_lines(store, policy, cmd, a->debt);
+        if (rc == PGW_OK)
+            rc = enrol_without_lot(store, cmd);
+        cmd->enrolling = NULL; /* `a` is this frame's */
         if (rc == PGW_OK && review && cmd->earning->points > 0)
             rc = pgw_store_claim_receipt(store, reviewer, cmd->receipt, cmd->key, &cmd->err);
     }
@@ -2856,6 +2880,7 @@ static void reset_output(pgw_command *cmd)
     cmd->event_record.type[0] = '\0'; /* none: not an event, or one that recorded none */
     memset(&cmd->figures, 0, sizeof(cmd->figures));
     cmd->figures_kept = false;
+    cmd->enrolling = NULL;
     cmd->merged_from[0] = '\0';
     cmd->new_tier = -1;
     cmd->retry_at = 0;

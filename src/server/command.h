@@ -372,6 +372,10 @@ struct pgw_command {
     /* Writer's own: `figures` are kept by the command as it writes, from
      * its activity read on (an event's: apply_event), not read after it. */
     bool figures_kept;
+    /* Writer's own: the member an event enrols, its row not yet written:
+     * written with its first lot (credit_member), or after the event's
+     * points when it earns none (apply_event). */
+    const pgw_member_activity *enrolling;
     pgw_hold_state hold_state;   /* HOLD ... EXPIRE_HOLD: the hold's state after */
     char answer[PGW_ANSWER_MAX]; /* rendered, or the stored one on a replay */
     /* The member named was merged into `member` (READ_MEMBER, and any

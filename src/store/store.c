@@ -613,9 +613,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
     /* Only after a read in the same transaction found no such member (the
      * write transactions of every instance take the chain lock in turn). */
-    [ST_ADD_MEMBER] =
-        "INSERT INTO members (id, debt, created_at_us, purchased, registered,"
-        " followed, last_sign_in, sign_in_streak) VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6)",
+    [ST_ADD_MEMBER] = "INSERT INTO members (id, debt, created_at_us, purchased, registered,"
+                      " followed, last_sign_in, sign_in_streak, lots_left, lots_held)"
+                      " VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6, ?8, ?9)",
     [ST_SELECT_ANSWER] = "SELECT r.answer FROM idempotency i JOIN key_records r"
                          " ON r.id = i.record WHERE i.key = ?1",
     [ST_HISTORY] =
@@ -3662,7 +3662,8 @@ int pgw_store_put_member(pgw_store *s, const char *member, int64_t debt, int64_t
  * member's sums (schema 33) are added here, not by a trigger (schema 35):
  * a trigger made the insert a multi-row write, which SQLite runs in a
  * statement journal. This is the one insert of a lot. */
-int pgw_store_insert_lot(pgw_store *s, const pgw_lot *lot, pgw_err *err)
+/* The lot's row alone: its member's sums are the caller's. */
+static int insert_lot_row(pgw_store *s, const pgw_lot *lot, pgw_err *err)
 {
     PGW_ASSERT(lot->points > 0 && lot->left >= 0 && lot->held >= 0);
     PGW_ASSERT(lot->left + lot->held <= lot->points);
@@ -3674,10 +3675,15 @@ int pgw_store_insert_lot(pgw_store *s, const pgw_lot *lot, pgw_err *err)
     pgw_sql_bind_int64(st, 5, lot->earned_at);
     pgw_sql_bind_int64(st, 6, lot->expires_at);
     pgw_sql_bind_int64(st, 7, lot->source_transfer);
-    int rc = send_done(s, st, "writing a lot", err);
+    return send_done(s, st, "writing a lot", err);
+}
+
+int pgw_store_insert_lot(pgw_store *s, const pgw_lot *lot, pgw_err *err)
+{
+    int rc = insert_lot_row(s, lot, err);
     if (rc != PGW_OK)
         return rc;
-    st = s->st[ST_ADD_LOT_SUMS];
+    pgw_sql_stmt *st = s->st[ST_ADD_LOT_SUMS];
     pgw_sql_bind_text(st, 1, lot->member);
     pgw_sql_bind_int64(st, 2, lot->left);
     pgw_sql_bind_int64(st, 3, lot->held);
@@ -4889,12 +4895,16 @@ int pgw_store_set_member_flags(pgw_store *s, const char *member, const pgw_membe
 }
 
 int pgw_store_add_member(pgw_store *s, const char *member, const pgw_member_activity *a,
-                         int64_t now_us, pgw_err *err)
+                         int64_t now_us, const pgw_lot *first_lot, pgw_err *err)
 {
+    PGW_ASSERT(first_lot == NULL || strcmp(first_lot->member, member) == 0);
     pgw_sql_stmt *st = s->st[ST_ADD_MEMBER];
     bind_flags(st, member, a);
     pgw_sql_bind_int64(st, 7, now_us);
-    return send_done(s, st, "enrolling a member", err);
+    pgw_sql_bind_int64(st, 8, first_lot != NULL ? first_lot->left : 0);
+    pgw_sql_bind_int64(st, 9, first_lot != NULL ? first_lot->held : 0);
+    int rc = send_done(s, st, "enrolling a member", err);
+    return rc == PGW_OK && first_lot != NULL ? insert_lot_row(s, first_lot, err) : rc;
 }
 
 /* ---- WeChat ---------------------------------------------------------------------- */

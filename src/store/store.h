@@ -1082,9 +1082,12 @@ int pgw_store_add_rule_day(pgw_store *store, const char *member, int64_t day, co
 int pgw_store_set_member_flags(pgw_store *store, const char *member,
                                const pgw_member_activity *activity, pgw_err *err);
 /* Creates a member without debt, with those flags and streak: one
- * statement where pgw_store_put_member and the flags would take two. */
+ * statement where pgw_store_put_member and the flags would take two.
+ * `first_lot`: NULL, or the member's first lot, inserted after it as
+ * pgw_store_insert_lot does, its points in the member's sums as the row
+ * is written (not one statement more to add them). */
 int pgw_store_add_member(pgw_store *store, const char *member, const pgw_member_activity *activity,
-                         int64_t now_us, pgw_err *err);
+                         int64_t now_us, const pgw_lot *first_lot, pgw_err *err);
 
 /* ---- answers: what a replay repeats ---------------------------------------- */
 
