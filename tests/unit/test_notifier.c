@@ -831,7 +831,12 @@ static void test_a_wake_hurries_a_notice_tried_on_wechat(void **state)
  * reached the member. The SMS gets a 500 (it may have gone: a retry),
  * and its retry waits for the number's 30 s (that request used the
  * slot), held; the member subscribes: the notice stays held, and WeChat
- * sends nothing.
+ * sends nothing. Another member's notice queued after the subscription
+ * and sent proves the courier looked at the outbox since (a fixed wait
+ * proved nothing of a courier that had not run yet, or at all), and its
+ * SMS deferrals, still the one hold, that it did not take the held
+ * notice meanwhile (a wake that took it passed before: the courier held
+ * its SMS again, to the same due time).
  */
 static void test_a_wake_leaves_a_notice_an_sms_may_have_reached(void **state)
 {
@@ -849,14 +854,20 @@ static void test_a_wake_leaves_a_notice_an_sms_may_have_reached(void **state)
     pgw_notice held = wait_held(r.store, "M1", 1);
     assert_int_equal(held.excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE, PGW_NOTICE_SMS_MAY_HAVE_GONE);
     subscribe(&r, "M1", "oMpAlpha");
-    fake_sleep_ms(1500);
+    member_with_notice(r.store, r.vault, "M2", "13800138001");
+    size_t other = wait_done(r.store, "M2");
+    pgw_notifier_stats st;
+    pgw_notifier_get_stats(r.notifier, &st); /* deferred[2]: SMS, in stats.sent's order */
     pgw_notice nt = notice_of(r.store, "M1");
     char to[256];
     delivered_to(to, sizeof(to));
-    if (strcmp(nt.state, "pending") != 0 || nt.due_at != held.due_at || to[0] != '\0')
-        fail_msg("notice %s, due %lld (held until %lld), WeChat delivered to \"%s\": want it "
-                 "held still, nothing by WeChat",
-                 nt.state, (long long)nt.due_at, (long long)held.due_at, to);
+    if (other != 1 || st.deferred[2] != 1 || strcmp(nt.state, "pending") != 0 ||
+        nt.due_at != held.due_at || to[0] != '\0')
+        fail_msg("M2's notice %s after the subscription, SMS held %llu times; M1's notice %s, "
+                 "due %lld (held until %lld), WeChat delivered to \"%s\": want M2's sent, the "
+                 "SMS held once, M1's held still, nothing by WeChat",
+                 other == 1 ? "sent" : "not sent", (unsigned long long)st.deferred[2], nt.state,
+                 (long long)nt.due_at, (long long)held.due_at, to);
     rig_free_wx(&r, wx);
 }
 
