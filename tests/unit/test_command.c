@@ -452,6 +452,45 @@ static pgw_ledger *reference_new(bool allow_negative, pgw_ledger_options *opts)
     return ref;
 }
 
+/*
+ * The writers a test started and has not stopped. A failed check leaves
+ * the test by longjmp, past its writer_stop: the teardown stops them, lest
+ * a writer of a database dropped run on beside the next tests (on
+ * PostgreSQL it said it was reconnecting to it for the rest of the run).
+ */
+#define RUNNING_MAX 4
+static pgw_writer *running[RUNNING_MAX];
+
+static int writer_start(const pgw_writer_options *wo, pgw_writer **out, pgw_err *err)
+{
+    size_t i = 0;
+    while (i < RUNNING_MAX && running[i] != NULL)
+        i++;
+    assert_true(i < RUNNING_MAX);
+    int rc = pgw_writer_start(wo, out, err);
+    if (rc == PGW_OK)
+        running[i] = *out;
+    return rc;
+}
+
+static void writer_stop(pgw_writer *w)
+{
+    for (size_t i = 0; i < RUNNING_MAX && w != NULL; i++)
+        if (running[i] == w)
+            running[i] = NULL;
+    pgw_writer_stop(w);
+}
+
+/* db_fixture_teardown, after stopping what a failed check left running. */
+static int teardown(void **state)
+{
+    for (size_t i = 0; i < RUNNING_MAX; i++) {
+        pgw_writer_stop(running[i]);
+        running[i] = NULL;
+    }
+    return db_fixture_teardown(state);
+}
+
 static void run_seed(const db_fixture *db, uint64_t seed, bool allow_negative)
 {
     static run r;
@@ -468,7 +507,7 @@ static void run_seed(const db_fixture *db, uint64_t seed, bool allow_negative)
                              .batch_max = 64,
                              .policy = {opts.expiry, opts.tz, allow_negative}};
     pgw_err err;
-    if (pgw_writer_start(&wo, &r.writer, &err) != PGW_OK)
+    if (writer_start(&wo, &r.writer, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(pgw_store_open(db->url, false, &r.reader, NULL), PGW_OK);
     for (r.step = 0; r.step < STEPS; r.step++) {
@@ -479,7 +518,7 @@ static void run_seed(const db_fixture *db, uint64_t seed, bool allow_negative)
     verify_store(&r);
     compare_logs(&r);
     pgw_store_close(r.reader);
-    pgw_writer_stop(r.writer);
+    writer_stop(r.writer);
     pgw_ledger_free(r.ref);
 }
 
@@ -519,7 +558,7 @@ static pgw_writer *start_policy(const db_fixture *db, bool allow_negative, pgw_e
     assert_int_equal(pgw_tz_lookup("Asia/Shanghai", &wo.policy.tz, NULL), PGW_OK);
     pgw_writer *w = NULL;
     pgw_err err;
-    if (pgw_writer_start(&wo, &w, &err) != PGW_OK)
+    if (writer_start(&wo, &w, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     return w;
 }
@@ -631,7 +670,7 @@ static void test_partial_refunds_reverse_exactly(void **state)
     assert_int_equal(figure(&cmd.err, "asked_fen"), 1);
     assert_int_equal(figure(&cmd.err, "original_fen"), 12800);
     assert_int_equal(refund(w, "store:S001:R8", "store:S001:nope", 1, t + 20, &cmd), PGW_ENOTFOUND);
-    pgw_writer_stop(w);
+    writer_stop(w);
     assert_verifies(db);
 }
 
@@ -694,7 +733,7 @@ static void test_expired_points_awaiting_the_sweep_are_not_available(void **stat
     pgw_expire_report report;
     assert_int_equal(pgw_expire_due(w, db->url, at, NULL, NULL, NULL, &report, NULL), PGW_OK);
     assert_int_equal(report.points, 100);
-    pgw_writer_stop(w);
+    writer_stop(w);
     f = figures_at(db, "M1", at);
     assert_int_equal(f.balance, 500);
     assert_int_equal(f.available, 0);
@@ -716,7 +755,7 @@ static void test_expired_points_awaiting_the_sweep_are_not_available(void **stat
                  (long long)f.balance, (long long)f.available, (long long)f.debt);
     assert_int_equal(pgw_expire_due(w, db->url, t + 41 * DAY, NULL, NULL, NULL, &report, NULL),
                      PGW_OK);
-    pgw_writer_stop(w);
+    writer_stop(w);
     f = figures_at(db, "M1", t + 41 * DAY);
     assert_int_equal(f.available, 0);
     assert_int_equal(f.debt, 0);
@@ -766,7 +805,7 @@ static void test_expiring_leaves_out_held_points(void **state)
     keyed(&cmd, PGW_COMMAND_VOID, "S002:V1", at + 1);
     snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H1");
     assert_int_equal(run_cmd(w, &cmd), PGW_OK);
-    pgw_writer_stop(w);
+    writer_stop(w);
     expiring_at(db, "M1", at + 1, t, voided, sizeof(voided));
     /* Expiry times are local midnights; whole days after t, rounded down. */
     if (strcmp(before, "100@30;50@51;") != 0 || strcmp(held, "30@51;") != 0 || f.available != 30 ||
@@ -803,7 +842,7 @@ static void test_a_refund_of_an_expired_unswept_lot(void **state)
         assert_int_equal(pgw_expire_due(w, db->url, t + 42 * DAY, NULL, NULL, NULL, &report, NULL),
                          PGW_OK);
         assert_int_equal(report.points, 100);
-        pgw_writer_stop(w);
+        writer_stop(w);
         assert_int_equal(balance_at(db, "M1", t + 42 * DAY), 500);
         assert_verifies(db);
     }
@@ -847,7 +886,7 @@ static void test_a_refund_after_expiry_pays_funders_in_proportion(void **state)
     if (shop != 6 || mall != 4)
         fail_msg("the shop got back %lld and the campaigns %lld; want 6 and 4", (long long)shop,
                  (long long)mall);
-    pgw_writer_stop(w);
+    writer_stop(w);
     assert_verifies(db);
 }
 
@@ -886,7 +925,7 @@ static void test_events_meet_the_state_of_when_they_are_applied(void **state)
     keyed(&cmd, PGW_COMMAND_CAPTURE, "S002:C2", t + 200);
     snprintf(cmd.hold_id, sizeof(cmd.hold_id), "S002:H2");
     assert_int_equal(run_cmd(w, &cmd), PGW_OK); /* before its deadline: still pending */
-    pgw_writer_stop(w);
+    writer_stop(w);
     assert_verifies(db);
 }
 
@@ -912,7 +951,7 @@ static void test_a_purchase_releases_due_holds_before_it_repays(void **state)
     pgw_expire_report report;
     assert_int_equal(pgw_expire_due(w, db->url, t + 31 * DAY, NULL, NULL, NULL, &report, NULL),
                      PGW_OK);
-    pgw_writer_stop(w);
+    writer_stop(w);
     int64_t balance = balance_at(db, "M1", t + 31 * DAY);
     if (balance != 1200)
         fail_msg("after the first lot's expiry the member has %lld, want 1200 (%lld expired)",
@@ -992,7 +1031,7 @@ static void test_due_holds_release_by_deadline_then_id(void **state)
             assert_int_equal(pgw_ledger_expire_holds(ref, sweeps[i], NULL, NULL), PGW_OK);
             assert_int_equal(pgw_ledger_expire(ref, sweeps[i], NULL, NULL), PGW_OK);
         }
-        pgw_writer_stop(w);
+        writer_stop(w);
         int64_t store = balance_at(db, "M1", t + 31 * DAY), ours = pgw_ledger_balance(ref, "M1");
         pgw_ledger_free(ref);
         if (store != ours || ours != want[end])
@@ -1026,7 +1065,7 @@ static void test_hold_replay_is_recognised_before_the_rules(void **state)
     pgw_command other = hold;
     other.fingerprint[0] ^= 1; /* same key, other request */
     assert_int_equal(run_cmd(w, &other), PGW_ECONFLICT);
-    pgw_writer_stop(w);
+    writer_stop(w);
     assert_verifies(db);
 }
 
@@ -1112,7 +1151,7 @@ static void test_returns_go_back_to_their_lots(void **state)
     assert_int_equal(cmd.figures.debt, 70);
     assert_int_equal(cmd.figures.balance, -70);
     assert_lot_left(db, 3, 0); /* the repaid points go to no lot */
-    pgw_writer_stop(w);
+    writer_stop(w);
     assert_verifies(db);
 }
 
@@ -1142,7 +1181,7 @@ static void test_a_return_is_told_as_an_arrival(void **state)
     assert_int_equal(redeem_points(w, "D1", "M1", 150, t + 1, &cmd), PGW_OK);
     assert_int_equal(
         spend_return(w, "return:redeem:D1/1", "redeem:D1", "D1", "S002", 60, t + 2, &cmd), PGW_OK);
-    pgw_writer_stop(w);
+    writer_stop(w);
     pgw_notice got[4];
     size_t n = claim_all_notices(db, got);
     if (n != 2 || strcmp(got[1].kind, "points_arrived") != 0 || got[1].points != 60 ||
@@ -1176,7 +1215,7 @@ static void test_a_return_into_expired_lots_tells_only_the_rest(void **state)
     assert_int_equal(
         spend_return(w, "return:redeem:D1/2", "redeem:D1", "D1", "S002", 90, dec10 + 1, &cmd),
         PGW_OK);
-    pgw_writer_stop(w);
+    writer_stop(w);
     pgw_notice got[4];
     size_t n = claim_all_notices(db, got);
     if (n != 2 || strcmp(got[1].kind, "points_arrived") != 0 || got[1].points != 50 ||
@@ -1231,7 +1270,7 @@ static void test_otp_codes(void **state)
         .policy = {.expiry = {PGW_EXPIRY_NEVER, 0, 0}, .otp = pgw_otp_limits_default(300, 3)}};
     pgw_writer *w = NULL;
     pgw_err err;
-    if (pgw_writer_start(&wo, &w, &err) != PGW_OK)
+    if (writer_start(&wo, &w, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     const int64_t t = 1795486500;
     assert_int_equal(earn_simple(w, "store:S001:P1", "M1", 10, 10, 0, t), PGW_OK);
@@ -1277,7 +1316,7 @@ static void test_otp_codes(void **state)
     assert_int_equal(otp(w, PGW_COMMAND_OTP_VOID, "L5", "", "555001", t + 503, &c), PGW_OK);
     assert_int_equal(otp(w, PGW_COMMAND_OTP_VERIFY, "L5", "", "555001", t + 504, &c), PGW_OK);
     assert_int_equal(c.otp_verdict, PGW_OTP_NONE);
-    pgw_writer_stop(w);
+    writer_stop(w);
 
     pgw_store *s = NULL;
     assert_int_equal(pgw_store_open(db->url, false, &s, &err), PGW_OK);
@@ -1361,7 +1400,7 @@ static void test_hold_deadline_is_exclusive(void **state)
     assert_int_equal(pgw_store_get_hold(s, "H1", &found, &h, NULL), PGW_OK);
     assert_int_equal(h.state, PGW_HOLD_EXPIRED);
     pgw_store_close(s);
-    pgw_writer_stop(w);
+    writer_stop(w);
     assert_verifies(db);
 }
 
@@ -1403,7 +1442,7 @@ static void test_verify_catches_tampered_holds_and_refunds(void **state)
         keyed(&cmd, PGW_COMMAND_CAPTURE, "C1", t + 3);
         snprintf(cmd.hold_id, sizeof(cmd.hold_id), "H1");
         assert_int_equal(run_cmd(w, &cmd), PGW_OK);
-        pgw_writer_stop(w);
+        writer_stop(w);
         assert_verifies(db);
         pgw_store *s = NULL;
         pgw_verify_report report;
@@ -1629,7 +1668,7 @@ static void event_run_writer(const db_fixture *db, event_run *er, const pgw_risk
                                         .auto_enroll = true}};
     if (risk != NULL)
         wo.policy.risk = *risk;
-    assert_int_equal(pgw_writer_start(&wo, &er->writer, NULL), PGW_OK);
+    assert_int_equal(writer_start(&wo, &er->writer, NULL), PGW_OK);
     er->serial = 1;
     er->db = db;
 }
@@ -1707,7 +1746,7 @@ static void test_daily_caps_count_what_the_store_kept(void **state)
     assert_int_equal(send_event(&er, PGW_EVENT_REVIEW, 0, "2026-11-13T10:00:00+08:00", NULL),
                      PGW_OK);
     assert_int_equal(er.earning.points, 20); /* a new day */
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     /* The campaign's day, the first purchase bonus's, the reviews' two
      * days; not format:retail's, which every purchase earned. */
@@ -1763,7 +1802,7 @@ static void test_an_events_figures_are_what_a_read_says(void **state)
     assert_int_equal(er.cmd.figures.pending, 100);
     assert_int_equal(pgw_parse_rfc3339("2026-11-24T13:00:00+08:00", &later, NULL), PGW_OK);
     purchase_told(&er, "M1", "2026-11-24T13:00:00+08:00", later + 7200);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     assert_verifies(db);
     pgw_config_free(er.cfg);
 }
@@ -1840,7 +1879,7 @@ static void test_events_are_priced_with_the_members_activity(void **state)
     assert_true(er.cmd.replayed);
     assert_string_equal(er.cmd.answer, first_answer);
     assert_int_equal(atomic_load(&writer_caches), 0); /* no temporary B-tree (see count_create) */
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
     assert_events_recorded(db, points, refunded);
@@ -1878,7 +1917,7 @@ static void test_events_that_earn_nothing_leave_the_daily_event_limit(void **sta
     assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
                      PGW_OK);
     assert_true(er.earning.points > 0);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
     assert_int_equal(db_fixture_int64(db, "SELECT sum(events) FROM activity_days"), 3);
@@ -1935,7 +1974,7 @@ static void test_refunds_of_a_purchase_that_earned_nothing(void **state)
             assert_string_equal(er.cmd.member, "M1");
         }
     }
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
     pgw_store *s = NULL;
@@ -1999,7 +2038,7 @@ static void refunds_written_off(const db_fixture *db)
     refund_event(&er, "M2", "store:S001:P2", 5000, when);
     refund_event(&er, "M3", "store:S001:P4", 10000, when);
     assert_int_equal(er.cmd.points_moved, 30);
-    pgw_writer_stop(w);
+    writer_stop(w);
     pgw_config_free(er.cfg);
 }
 
@@ -2141,7 +2180,7 @@ static void test_a_tier_change_goes_after_its_arrival(void **state)
                                         .auto_enroll = true,
                                         .notify = true,
                                         .notify_coalesce_s = 10}};
-    assert_int_equal(pgw_writer_start(&wo, &er.writer, NULL), PGW_OK);
+    assert_int_equal(writer_start(&wo, &er.writer, NULL), PGW_OK);
     er.serial = 1;
     er.db = db;
     char when[32];
@@ -2151,7 +2190,7 @@ static void test_a_tier_change_goes_after_its_arrival(void **state)
     assert_true(strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &utc) > 0);
     assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 600000, when, NULL), PGW_OK);
     assert_true(er.cmd.new_tier > 0);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     pgw_store *s = NULL;
     assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
@@ -2199,7 +2238,7 @@ static void test_a_refund_moves_the_spend_of_its_purchases_day(void **state)
     er.original = "store:S001:EV2";
     assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 50000, "2026-11-24T11:00:00+08:00", NULL),
                      PGW_OK);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
     pgw_store *s = NULL;
@@ -2239,7 +2278,7 @@ static void test_a_challenge_pays_once_a_month(void **state)
     assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 300000, "2026-12-02T19:00:00+08:00", NULL),
                      PGW_OK);
     assert_int_equal(line_points(&er.earning, rule), 800);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
 }
@@ -2309,7 +2348,7 @@ static void test_a_filtered_challenge_counts_only_its_shops(void **state)
                      0);
     assert_int_equal(dining(&er, "S005", PGW_EVENT_PURCHASE, 100, "2026-12-03T09:00:00+08:00"),
                      800);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
 }
@@ -2354,7 +2393,7 @@ static void test_a_merge_carries_a_filtered_challenges_progress(void **state)
     if (paid != 800)
         fail_msg("M2's 2,000 yuan of fnb, merged, and M1's 1,000 paid dining-3000 %lld",
                  (long long)paid);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
 }
@@ -2403,7 +2442,7 @@ static void test_an_event_uses_what_it_read_of_its_member(void **state)
     assert_true(earned > debt);
     assert_int_equal(er.cmd.figures.debt, 0);
     assert_int_equal(er.cmd.figures.balance, earned - debt);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db); /* running totals included */
 }
@@ -2444,7 +2483,7 @@ static void test_a_member_enrolled_by_a_behaviour_keeps_its_flags(void **state)
         assert_true(points[0] > 0);
         assert_int_equal(points[1], 0);
     }
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
 }
@@ -2517,7 +2556,7 @@ static void test_fingerprints_recorded_before_times_were_normal(void **state)
     assert_true(er.cmd.replayed);
     assert_int_equal(send_survey_beside(&er, key, "time normal", "another time", true),
                      PGW_ECONFLICT);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency WHERE key LIKE"
                                           " 'wechat_mp:S001:T1'"),
@@ -2559,7 +2598,7 @@ static void test_appid_keys_find_the_keys_before_them(void **state)
     assert_int_equal(send_survey(&er, "wechat_mp:wxfedcba9876543210:MP2", "request 4", true),
                      PGW_OK);
     assert_false(er.cmd.replayed);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency WHERE key LIKE"
                                           " 'wechat_mp:wx%:MP2'"),
@@ -2604,7 +2643,7 @@ static void test_a_refund_row_names_its_earn_exactly(void **state)
     assert_int_equal(pgw_writer_run(er.writer, &er.cmd, NULL), PGW_OK);
     assert_true(er.cmd.replayed); /* as recorded: the row's own refund */
     int serial = er.serial;
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     const char *first = "(SELECT first_transfer FROM idempotency WHERE key = 'store:S001:EV2')";
     char sql[512];
     snprintf(sql, sizeof(sql),
@@ -2630,7 +2669,7 @@ static void test_a_refund_row_names_its_earn_exactly(void **state)
         if (rc != PGW_ECONFLICT && ++wrong) /* each one named, then the test fails */
             print_error("reference \"%s\": rc %d replayed %d, expected a conflict\n", reference, rc,
                         er.cmd.replayed);
-        pgw_writer_stop(er.writer);
+        writer_stop(er.writer);
     }
     pgw_config_free(er.cfg);
     assert_int_equal(wrong, 0);
@@ -2666,7 +2705,7 @@ static void test_only_a_real_stored_birthday_counts(void **state)
                          PGW_OK);
     }
     int serial = er.serial;
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     for (size_t i = 0; i < n; i++) {
         char sql[128];
         snprintf(sql, sizeof(sql), "UPDATE members SET birthday = '%s' WHERE id = '%s'",
@@ -2686,7 +2725,7 @@ static void test_only_a_real_stored_birthday_counts(void **state)
             print_error("birthday \"%s\": %lld birthday points\n", members[i].birthday,
                         (long long)bonus);
     }
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_int_equal(wrong, 0);
 }
@@ -2808,7 +2847,7 @@ static void test_an_event_conflict_says_what_differs(void **state)
     assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_OK);
     assert_true(er.cmd.replayed);
     assert_string_equal(er.cmd.answer, answer);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency"), 2);
     assert_verifies(db);
     /* a key that kept no event (a store edited by hand) tells only the fingerprint */
@@ -2819,7 +2858,7 @@ static void test_an_event_conflict_says_what_differs(void **state)
     assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 9900, at, &err), PGW_ECONFLICT);
     assert_conflict(&err, key, "the stored fingerprint differs", "fingerprint");
     assert_int_equal(err.n_figures, 0);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
 }
 
@@ -2854,7 +2893,7 @@ static void test_a_conflict_quotes_the_longest_key_whole(void **state)
     assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_OK);
     assert_int_equal(resend_event(&er, key, PGW_EVENT_PURCHASE, 9900, at, &err), PGW_ECONFLICT);
     assert_conflict(&err, key, "amount_fen 12800 then, 9900 now", "amount_fen");
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
 }
 
@@ -2881,7 +2920,7 @@ static void test_a_refund_to_nobody_quotes_its_original_whole(void **state)
     snprintf(msg, sizeof(msg), "no member has that card yet: purchase %s cannot be refunded to it",
              original);
     assert_string_equal(err.msg, msg);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
 }
 
@@ -2960,7 +2999,7 @@ static void test_an_event_conflict_names_its_original_and_receipt(void **state)
     er.original = keys[0];
     assert_int_equal(resend_event(&er, refund, PGW_EVENT_REFUND, 5000, at, &err), PGW_ECONFLICT);
     assert_string_equal(detail_text(&err, "differs"), "fingerprint");
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM idempotency"), 4);
     assert_verifies(db);
     pgw_config_free(er.cfg);
@@ -2984,7 +3023,7 @@ static void test_a_row_without_a_receipt_reads_no_transfer(void **state)
     with_receipt(&er, "R1");
     assert_int_equal(pgw_writer_run(er.writer, &er.cmd, NULL), PGW_OK);
     int serial = er.serial;
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     char sql[PGW_REFERENCE_MAX + 160];
     snprintf(sql, sizeof(sql),
              "UPDATE transfers SET reference = '%0*d' WHERE id = (SELECT first_transfer FROM "
@@ -3002,7 +3041,7 @@ static void test_a_row_without_a_receipt_reads_no_transfer(void **state)
     if (rc != PGW_OK)
         fail_msg("a row without a receipt: rc %d \"%s\"", rc, err.msg);
     assert_true(er.cmd.replayed);
-    pgw_writer_stop(er.writer);
+    writer_stop(er.writer);
     pgw_config_free(er.cfg);
 }
 
@@ -3011,83 +3050,82 @@ int main(void)
     count_writer_caches();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_store_matches_the_reference_ledger,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_expired_points_awaiting_the_sweep_are_not_available,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_expiring_leaves_out_held_points,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_of_an_expired_unswept_lot,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_after_expiry_pays_funders_in_proportion,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_events_meet_the_state_of_when_they_are_applied,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_purchase_releases_due_holds_before_it_repays,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_due_holds_release_by_deadline_then_id,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_partial_refunds_reverse_exactly,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_otp_codes, db_fixture_setup_migrated,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_otp_codes, db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_hold_replay_is_recognised_before_the_rules,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_returns_go_back_to_their_lots,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_return_is_told_as_an_arrival,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_return_into_expired_lots_tells_only_the_rest,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_hold_deadline_is_exclusive, db_fixture_setup_migrated,
-                                        db_fixture_teardown),
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_verify_catches_tampered_holds_and_refunds,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_events_are_priced_with_the_members_activity,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_an_events_figures_are_what_a_read_says,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_events_that_earn_nothing_leave_the_daily_event_limit,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_refund_keys_carry_what_their_earn_wrote_off,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_verify_holds_refund_keys_to_their_earns,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_moves_the_spend_of_its_purchases_day,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_tier_change_goes_after_its_arrival,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_challenge_pays_once_a_month,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_filtered_challenge_counts_only_its_shops,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_carries_a_filtered_challenges_progress,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_an_event_uses_what_it_read_of_its_member,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_appid_keys_find_the_keys_before_them,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_fingerprints_recorded_before_times_were_normal,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_row_names_its_earn_exactly,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_only_a_real_stored_birthday_counts,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_says_what_differs,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_conflict_quotes_the_longest_key_whole,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_refund_to_nobody_quotes_its_original_whole,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_an_event_conflict_names_its_original_and_receipt,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_row_without_a_receipt_reads_no_transfer,
-                                        db_fixture_setup_migrated, db_fixture_teardown),
+                                        db_fixture_setup_migrated, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
