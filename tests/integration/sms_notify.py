@@ -520,13 +520,15 @@ def otp_outage_ends(tmp, env):
                     {"phone": "+861300013010%d" % i, "state": "blacklisted"})
         srv = run(os.path.join(d, "srv"),
                   config(d, "otpback.json", fake.port, {"start": "00:00", "end": "00:00"}), env)
-        refused = [srv.request("POST", "/v1/sms/otp", {"phone": "1300013010%d" % i,
-                                                       "client_ip": "10.8.8.%d" % i},
-                               key=wx.ADMIN)[0] for i in range(2)]
-        time.sleep(61)  # the minute of the first line
-        sent = srv.request("POST", "/v1/sms/otp", {"phone": "13000130109",
-                                                   "client_ip": "10.8.8.9"}, key=wx.ADMIN)[0]
-        _, err = srv.stop()
+        try:  # stopped however the requests end: it would outlive the suite
+            refused = [srv.request("POST", "/v1/sms/otp", {"phone": "1300013010%d" % i,
+                                                           "client_ip": "10.8.8.%d" % i},
+                                   key=wx.ADMIN)[0] for i in range(2)]
+            time.sleep(61)  # the minute of the first line
+            sent = srv.request("POST", "/v1/sms/otp", {"phone": "13000130109",
+                                                       "client_ip": "10.8.8.9"}, key=wx.ADMIN)[0]
+        finally:
+            _, err = srv.stop()
         told = [line for line in err.splitlines() if "verification code" in line]
         check(refused == [503, 503] and sent == 202 and len(told) == 2 and
               told[1].endswith("works again (1 more failed since the last line)"),
@@ -913,21 +915,13 @@ def beside(target, *args):
     return thread
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="pgw-sms-")
-    fake = SmsFake(tmp)
-    env = dict(os.environ, PGW_SMS_SECRET_ID=SECRET_ID, PGW_SMS_SECRET_KEY=SECRET_KEY)
-    for name in ("PGW_WECHAT_MP_SECRET", "PGW_WECHAT_OA_SECRET", "PGW_WECHAT_OA_TOKEN"):
-        env.pop(name, None)
-    now = int(time.time())
-    slip = beside(quiet_hours_begin_mid_delivery, tmp, env)
-    otp_back = beside(otp_outage_ends, tmp, env)
-    tier = beside(tier_by_sms, tmp, env)
+def daytime(tmp, fake, env):
+    """Daytime (no quiet hours): the SMS goes at once; then the codes
+    (otp) on the same server, stopped however a check ends."""
+    started = time.monotonic()
+    day = config(tmp, "day.json", fake.port, {"start": "00:00", "end": "00:00"})
+    srv = run(os.path.join(tmp, "day"), day, env)
     try:
-        started = time.monotonic()
-        # Daytime (no quiet hours): the SMS goes at once.
-        day = config(tmp, "day.json", fake.port, {"start": "00:00", "end": "00:00"})
-        srv = run(os.path.join(tmp, "day"), day, env)
         sock, handshake, pending = http_api.ws_open(srv.port, "/v1/stream?shop=S001&key=" + wx.ADMIN)
         check(" 101 " in handshake, "the stream opens: %s" % handshake)
         status, doc = srv.request("POST", "/v1/events", purchase("SMS-1", "13500135000", 8800),
@@ -999,24 +993,19 @@ def main():
               "a skipped notice says why: %s" % listed[:1])
         wx.times["daytime"] = time.monotonic() - started
         wx.timed(otp, srv, fake)
+    finally:
         srv.stop()
-        wx.timed(otp_session, tmp, fake, env)
-        wx.timed(expiry_reminder, tmp, fake, env, now)
-        wx.timed(reminder_after_expiry, tmp, fake, env, now)
-        wx.timed(arrival_already_expired, tmp, fake, env, now)
-        wx.timed(provider_down, tmp, env)
-        wx.timed(otp_at_the_stop, tmp, fake, env)
-        wx.timed(otp_backed_up, tmp, fake, env)
-        wx.timed(refused_number, tmp, fake, env)
-        wx.timed(held_sms_goes_by_wechat, tmp, fake, env, now)
-        wx.timed(fell_through_then_subscribes, tmp, fake, env, now)
 
-        started = time.monotonic()
-        # Quiet hours now: the SMS waits; nothing is sent meanwhile.
-        sent_before = len(fake.messages())
-        quiet = config(tmp, "night.json", fake.port,
-                       {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
-        srv = run(os.path.join(tmp, "night"), quiet, env)
+
+def quiet_hours(tmp, fake, env, now):
+    """Quiet hours now: the SMS waits; nothing is sent meanwhile. The
+    server is stopped however a check ends."""
+    started = time.monotonic()
+    sent_before = len(fake.messages())
+    quiet = config(tmp, "night.json", fake.port,
+                   {"start": hhmm(now - 3600), "end": hhmm(now + 3600)})
+    srv = run(os.path.join(tmp, "night"), quiet, env)
+    try:
         status, doc = srv.request("POST", "/v1/events", purchase("SMS-2", "13400134000", 5000),
                                   key=wx.SHOP)
         member = doc["member_id"]
@@ -1042,8 +1031,35 @@ def main():
               and again[0]["updated_at"] != listed[0]["updated_at"],
               "a sale joining a held notice leaves it held: %s" % again)
         check(len(fake.messages()) == sent_before, "and still no SMS in the night")
+    finally:
         srv.stop()
-        wx.times["quiet hours"] = time.monotonic() - started
+    wx.times["quiet hours"] = time.monotonic() - started
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="pgw-sms-")
+    fake = SmsFake(tmp)
+    env = dict(os.environ, PGW_SMS_SECRET_ID=SECRET_ID, PGW_SMS_SECRET_KEY=SECRET_KEY)
+    for name in ("PGW_WECHAT_MP_SECRET", "PGW_WECHAT_OA_SECRET", "PGW_WECHAT_OA_TOKEN"):
+        env.pop(name, None)
+    now = int(time.time())
+    slip = beside(quiet_hours_begin_mid_delivery, tmp, env)
+    otp_back = beside(otp_outage_ends, tmp, env)
+    tier = beside(tier_by_sms, tmp, env)
+    try:
+        daytime(tmp, fake, env)
+        wx.timed(otp_session, tmp, fake, env)
+        wx.timed(expiry_reminder, tmp, fake, env, now)
+        wx.timed(reminder_after_expiry, tmp, fake, env, now)
+        wx.timed(arrival_already_expired, tmp, fake, env, now)
+        wx.timed(provider_down, tmp, env)
+        wx.timed(otp_at_the_stop, tmp, fake, env)
+        wx.timed(otp_backed_up, tmp, fake, env)
+        wx.timed(refused_number, tmp, fake, env)
+        wx.timed(held_sms_goes_by_wechat, tmp, fake, env, now)
+        wx.timed(fell_through_then_subscribes, tmp, fake, env, now)
+
+        quiet_hours(tmp, fake, env, now)
     finally:
         slip.join()
         otp_back.join()
