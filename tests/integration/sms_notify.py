@@ -83,9 +83,17 @@ def hhmm(t):
     return "%02d:%02d" % (local.tm_hour, local.tm_min)
 
 
+# Every server run() started: main kills those still running at its end,
+# left so by a test that raised before its stop (they would outlive the
+# suite).
+servers = []
+
+
 def run(tmp, cfg_path, env, db=None):
     os.makedirs(tmp, exist_ok=True)
-    return wx.Server(tmp, cfg_path, env, db=db)
+    srv = wx.Server(tmp, cfg_path, env, db=db)
+    servers.append(srv)
+    return srv
 
 
 def run_with(fakes, tmp, cfg_path, env):
@@ -1064,6 +1072,10 @@ def main():
         slip.join()
         otp_back.join()
         tier.join()
+        for srv in servers:
+            if srv.proc.poll() is None:
+                check(False, "a server left running by a test (killed): %s" % srv.err_path)
+                srv.kill()
         fake.stop()
     print("sms_notify: %d checks, %d failed" % (wx.checks, len(wx.failures)))
     wx.test_times.print_times("sms_notify", wx.times)
