@@ -91,7 +91,7 @@ int pgw_outbound_start(const char *name, size_t threads, size_t queue_cap, pgw_o
 int pgw_outbound_submit(pgw_outbound *p, pgw_outbound_task fn, void *arg, pgw_err *err)
 {
     pthread_mutex_lock(&p->lock);
-    int rc = p->stopping        ? pgw_err_set(err, PGW_ESTATE, "the gateway is stopping")
+    int rc = p->stopping        ? pgw_err_set(err, PGW_ESTATE, "the server is stopping")
              : p->len == p->cap ? pgw_err_set(err, PGW_EFULL, "too many %s waiting", p->name)
                                 : PGW_OK;
     if (rc == PGW_OK) {

@@ -1,6 +1,7 @@
 /*
  * test_outbound.c - the outbound worker pool: a full queue is refused at
- * once, in words naming the pool's own tasks.
+ * once, in words naming the pool's own tasks; a stopping one as the
+ * server's stop is.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
 
 /* A task that holds its worker until the test opens the gate. */
 typedef struct gate {
@@ -65,6 +67,47 @@ static void test_a_full_queue_names_its_pool(void **state)
     pthread_mutex_destroy(&g.lock);
 }
 
+static void *stop_pool(void *pool)
+{
+    pgw_outbound_stop(pool);
+    return NULL;
+}
+
+/* A task queued as the pool stops is refused in the words every request
+ * in the server's stop is answered with. Regression: "the gateway is
+ * stopping", the one place that said so. */
+static void test_a_stopping_pool_says_the_server_is_stopping(void **state)
+{
+    (void)state;
+    gate g = {.started = 0, .open = false};
+    pthread_mutex_init(&g.lock, NULL);
+    pthread_cond_init(&g.changed, NULL);
+    pgw_outbound *pool = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_outbound_start("SMS sends", 1, 1, &pool, &err), PGW_OK);
+    assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_OK);
+    pthread_mutex_lock(&g.lock);
+    while (g.started == 0) /* the worker held: the stop waits for it, the pool alive */
+        pthread_cond_wait(&g.changed, &g.lock);
+    pthread_mutex_unlock(&g.lock);
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stop_pool, pool), 0);
+    int rc = PGW_OK;
+    for (int i = 0; i < 10000 && rc != PGW_ESTATE; i++) { /* until the stop began: 10 s */
+        rc = pgw_outbound_submit(pool, held_task, &g, &err);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
+    pthread_mutex_lock(&g.lock);
+    g.open = true;
+    pthread_cond_broadcast(&g.changed);
+    pthread_mutex_unlock(&g.lock);
+    pthread_join(stopper, NULL);
+    assert_int_equal(rc, PGW_ESTATE);
+    assert_string_equal(err.msg, "the server is stopping");
+    pthread_cond_destroy(&g.changed);
+    pthread_mutex_destroy(&g.lock);
+}
+
 /* A name is bounded, and there is one: a refusal must name something. */
 static void test_a_pool_name_is_bounded(void **state)
 {
@@ -87,6 +130,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_full_queue_names_its_pool),
         cmocka_unit_test(test_a_pool_name_is_bounded),
+        cmocka_unit_test(test_a_stopping_pool_says_the_server_is_stopping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
