@@ -36,6 +36,39 @@ static void held_task(void *arg, pgw_outbound_turn turn)
     pthread_mutex_unlock(&g->lock);
 }
 
+/* An SMS pool of one worker and a queue of one, its worker held by a
+ * task of `g` (taken off the queue: the queue is empty again). */
+static pgw_outbound *held_pool(gate *g)
+{
+    *g = (gate){.started = 0, .open = false};
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->changed, NULL);
+    pgw_outbound *pool = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_outbound_start("SMS sends", 1, 1, &pool, &err), PGW_OK);
+    assert_int_equal(pgw_outbound_submit(pool, held_task, g, &err), PGW_OK);
+    pthread_mutex_lock(&g->lock);
+    while (g->started == 0)
+        pthread_cond_wait(&g->changed, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return pool;
+}
+
+/* Lets every task of `g` end. */
+static void open_gate(gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = true;
+    pthread_cond_broadcast(&g->changed);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_destroy(gate *g)
+{
+    pthread_cond_destroy(&g->changed);
+    pthread_mutex_destroy(&g->lock);
+}
+
 /* Regression: the pool refused a full queue with "too many WeChat calls
  * waiting" whatever it served, and the same pool type sends the SMS of
  * verification codes: an SMS backlog was told as WeChat's. A pool says
@@ -43,28 +76,16 @@ static void held_task(void *arg, pgw_outbound_turn turn)
 static void test_a_full_queue_names_its_pool(void **state)
 {
     (void)state;
-    gate g = {.started = 0, .open = false};
-    pthread_mutex_init(&g.lock, NULL);
-    pthread_cond_init(&g.changed, NULL);
-    pgw_outbound *pool = NULL;
+    gate g;
+    pgw_outbound *pool = held_pool(&g);
     pgw_err err;
-    assert_int_equal(pgw_outbound_start("SMS sends", 1, 1, &pool, &err), PGW_OK);
-    assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_OK);
-    pthread_mutex_lock(&g.lock);
-    while (g.started == 0) /* taken off the queue: it is empty again */
-        pthread_cond_wait(&g.changed, &g.lock);
-    pthread_mutex_unlock(&g.lock);
     assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_OK); /* the one place */
     assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_EFULL);
     assert_string_equal(err.msg, "too many SMS sends waiting");
-    pthread_mutex_lock(&g.lock);
-    g.open = true;
-    pthread_cond_broadcast(&g.changed);
-    pthread_mutex_unlock(&g.lock);
+    open_gate(&g);
     pgw_outbound_stop(pool); /* runs the queued one (as a call, or stopping) */
     assert_int_equal(g.started, 2);
-    pthread_cond_destroy(&g.changed);
-    pthread_mutex_destroy(&g.lock);
+    gate_destroy(&g);
 }
 
 static void *stop_pool(void *pool)
@@ -79,17 +100,9 @@ static void *stop_pool(void *pool)
 static void test_a_stopping_pool_says_the_server_is_stopping(void **state)
 {
     (void)state;
-    gate g = {.started = 0, .open = false};
-    pthread_mutex_init(&g.lock, NULL);
-    pthread_cond_init(&g.changed, NULL);
-    pgw_outbound *pool = NULL;
+    gate g;
+    pgw_outbound *pool = held_pool(&g); /* the stop waits for its worker: the pool alive */
     pgw_err err;
-    assert_int_equal(pgw_outbound_start("SMS sends", 1, 1, &pool, &err), PGW_OK);
-    assert_int_equal(pgw_outbound_submit(pool, held_task, &g, &err), PGW_OK);
-    pthread_mutex_lock(&g.lock);
-    while (g.started == 0) /* the worker held: the stop waits for it, the pool alive */
-        pthread_cond_wait(&g.changed, &g.lock);
-    pthread_mutex_unlock(&g.lock);
     pthread_t stopper;
     assert_int_equal(pthread_create(&stopper, NULL, stop_pool, pool), 0);
     int rc = PGW_OK;
@@ -97,15 +110,11 @@ static void test_a_stopping_pool_says_the_server_is_stopping(void **state)
         rc = pgw_outbound_submit(pool, held_task, &g, &err);
         nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
     }
-    pthread_mutex_lock(&g.lock);
-    g.open = true;
-    pthread_cond_broadcast(&g.changed);
-    pthread_mutex_unlock(&g.lock);
+    open_gate(&g);
     pthread_join(stopper, NULL);
     assert_int_equal(rc, PGW_ESTATE);
     assert_string_equal(err.msg, "the server is stopping");
-    pthread_cond_destroy(&g.changed);
-    pthread_mutex_destroy(&g.lock);
+    gate_destroy(&g);
 }
 
 /* A name is bounded, and there is one: a refusal must name something. */
