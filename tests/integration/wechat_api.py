@@ -1004,6 +1004,13 @@ def linked_login(srv, fake, oa_member):
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-8"}, key=None)
     lone = doc["member_id"]
     status, body = push(srv, oa_xml("oOA-8", int(time.time()), "event", event="subscribe"))
+    # The follow's link asks user/info in the background: it must have been
+    # answered (no unionid yet) before the fake learns the unionid below, or
+    # the link binds uUNION-8 to the follower first and the login finds it.
+    answered = eventually(lambda: [r for r in fake.requests("/cgi-bin/user/info")
+                                   if r["query"].get("openid") == "oOA-8" and "http_status" in r],
+                          lambda a: len(a) >= 1)
+    check(len(answered) == 1, "the follower's link asked user/info: %s" % answered)
     status, doc = srv.request("POST", "/v1/members/resolve", {"oa_openid": "oOA-8", "appid": OA_APPID})
     follower = doc["member_id"]
     check(follower != lone and srv.request("GET", "/v1/members/" + follower)[1]["balance"] == 50,
