@@ -1784,7 +1784,7 @@ static void prune(courier *c, int64_t *next_at)
         }
         total += deleted;
     } while (deleted > 0 && total < PRUNE_PER_RUN && !stopping(c->n));
-    if (total > 0 && pgw_store_checkpoint(c->store, NULL, &err) != PGW_OK)
+    if (total > 0 && pgw_store_checkpoint(c->store, false, NULL, &err) != PGW_OK)
         fprintf(stderr, "pointsgw: checkpoint after pruning: %s\n", err.msg);
 }
 

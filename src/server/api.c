@@ -2354,6 +2354,9 @@ static void metrics_writer(metrics_text *m, const pgw_writer_stats *w)
                 "WAL checkpoints by the checkpoint thread (SQLite).", w->checkpoints);
     put_seconds(m, "pgw_wal_checkpoint_seconds_total", "Time spent in those checkpoints.",
                 w->checkpoint_us_sum);
+    put_counter(m, "pgw_wal_checkpoint_flushes_total",
+                "Of those checkpoints, the ones that synced the database file too.",
+                w->checkpoint_flushes);
 }
 
 static void metrics_risk_and_expiry(metrics_text *m, pgw_api *api)

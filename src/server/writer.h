@@ -88,8 +88,9 @@ typedef struct pgw_writer_stats {
     uint64_t batch_size_sum; /* commands in committed batches */
     uint64_t syncs;          /* fdatasyncs of the WAL that made batches durable */
     uint64_t sync_us_sum;
-    uint64_t checkpoints;       /* WAL checkpoints run by the checkpoint thread (SQLite) */
-    uint64_t checkpoint_us_sum; /* time spent in them */
+    uint64_t checkpoints;        /* WAL checkpoints run by the checkpoint thread (SQLite) */
+    uint64_t checkpoint_us_sum;  /* time spent in them */
+    uint64_t checkpoint_flushes; /* of them, those that synced the database file too */
 } pgw_writer_stats;
 
 /* The upper bounds of the histogram buckets. */

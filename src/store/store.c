@@ -969,6 +969,7 @@ struct pgw_store {
     uint8_t head_hash[PGW_HASH_LEN];
     bool deferred;   /* pgw_store_defer_sync was called */
     int wal_fd;      /* SQLite: our descriptor on the WAL once sync is deferred; -1 before */
+    int db_fd;       /* SQLite: ours on the database file, from a checkpoint's first flush */
     bool fail_syncs; /* test hook */
     /* pgw_store_checkpoint_backstop: the WAL's pages after the last commit,
      * and past how many this connection checkpoints itself. */
@@ -2076,6 +2077,7 @@ static int connect_store(const char *url, bool create, pgw_store **out, pgw_err 
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
     s->wal_fd = -1;
+    s->db_fd = -1;
     s->busy_limit_ms = BUSY_TIMEOUT_MS;
     PGW_STATIC_ASSERT(PGW_STORE_URL_MAX == PGW_SQL_URL_MAX, "one bound on a URL");
     int rc = pgw_sql_open(url, create, &s->db, err);
@@ -2167,6 +2169,7 @@ static int connect_read_only(const char *url, bool immutable, pgw_store **out, p
     if (s == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory opening a database");
     s->wal_fd = -1;
+    s->db_fd = -1;
     s->busy_limit_ms = BUSY_TIMEOUT_MS;
     int rc = pgw_sql_open_read_only(url, immutable, &s->db, err);
     if (rc == PGW_OK) {
@@ -2272,6 +2275,8 @@ void pgw_store_close(pgw_store *s)
     pgw_sql_close(s->db);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
+    if (s->db_fd >= 0)
+        close(s->db_fd);
     free(s);
 }
 
@@ -5833,7 +5838,24 @@ int pgw_store_prune_notices(pgw_store *s, int64_t before, int64_t *deleted, pgw_
     return rc;
 }
 
-int pgw_store_checkpoint(pgw_store *s, bool *busy, pgw_err *err)
+/*
+ * fdatasyncs the database file through a descriptor of our own, not
+ * SQLite's: should the disk fail a write, each descriptor open on the file
+ * is told once at its next sync (Linux), so SQLite's own sync still sees
+ * it and its checkpoint fails as it would without us.
+ */
+static int flush_database(pgw_store *s, sqlite3 *lite, pgw_err *err)
+{
+    if (s->db_fd < 0 &&
+        (s->db_fd = open(sqlite3_db_filename(lite, "main"), O_RDONLY | O_CLOEXEC)) < 0)
+        return pgw_err_set(err, PGW_EIO, "%s: opening it to sync: %s", s->path, strerror(errno));
+    if (fdatasync(s->db_fd) != 0)
+        return pgw_err_set(err, PGW_EIO, "%s: syncing the database failed: %s", s->path,
+                           strerror(errno));
+    return PGW_OK;
+}
+
+int pgw_store_checkpoint(pgw_store *s, bool flush, bool *busy, pgw_err *err)
 {
     if (busy != NULL)
         *busy = false;
@@ -5843,7 +5865,9 @@ int pgw_store_checkpoint(pgw_store *s, bool *busy, pgw_err *err)
     int rc = sqlite3_wal_checkpoint_v2(lite, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (rc == SQLITE_BUSY && busy != NULL)
         *busy = true;
-    if (rc == SQLITE_OK || rc == SQLITE_BUSY)
+    if (rc == SQLITE_OK)
+        return flush ? flush_database(s, lite, err) : PGW_OK;
+    if (rc == SQLITE_BUSY)
         return PGW_OK;
     /* Called straight, not through the SQL layer: its message is SQLite's. */
     return pgw_err_set(err, PGW_EIO, "%s: checkpointing: %s", s->path, sqlite3_errmsg(lite));

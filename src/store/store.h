@@ -937,11 +937,18 @@ int pgw_store_birthday(pgw_store *store, const char *member, char birthday[6], p
  * *deleted is not 0. Each call is its own short transaction. */
 #define PGW_PRUNE_CHUNK 5000
 int pgw_store_prune_notices(pgw_store *store, int64_t before, int64_t *deleted, pgw_err *err);
-/* Copies what it can of the WAL into the database without waiting for
+/*
+ * Copies what it can of the WAL into the database without waiting for
  * anyone: the writer's checkpoint thread, and a courier after a large
  * prune. *busy (may be NULL): another connection was checkpointing, so
- * nothing was done (not an error). */
-int pgw_store_checkpoint(pgw_store *store, bool *busy, pgw_err *err);
+ * nothing was done (not an error). `flush` (SQLite): then also sync the
+ * database file. SQLite syncs it only after a checkpoint that copied the
+ * whole WAL, which under steady writes only the writer's backstop does
+ * (pgw_store_checkpoint_backstop), inside a COMMIT: left to it, the pages
+ * every earlier checkpoint copied are flushed there while every command
+ * waits (28 ms at 128 connections, bench/RESULTS.md).
+ */
+int pgw_store_checkpoint(pgw_store *store, bool flush, bool *busy, pgw_err *err);
 /*
  * SQLite: this connection stops checkpointing after its commits until the
  * WAL holds `pages` pages, for a writer whose checkpoints another

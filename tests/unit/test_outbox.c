@@ -2772,7 +2772,7 @@ static void test_prune(void **state)
     assert_int_equal(pgw_store_member_notices(s, "M1", 0, left, 4, &n, &err), PGW_OK);
     assert_int_equal(n, 4);
     assert_int_equal(left[0].id, 12100); /* the recent ones stayed */
-    assert_int_equal(pgw_store_checkpoint(s, NULL, &err), PGW_OK);
+    assert_int_equal(pgw_store_checkpoint(s, false, NULL, &err), PGW_OK);
     /* When everything is old, the newest still stays: a new notice must
      * not take an old id again. */
     do

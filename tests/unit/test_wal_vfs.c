@@ -146,7 +146,7 @@ static void test_commits_are_gathered(void **state)
     assert_int_equal(seen.wal_syncs_full, 0);
     assert_int_equal(pgw_store_sync(writer, NULL), PGW_OK);
     bool busy = false;
-    if (pgw_store_checkpoint(writer, &busy, &err) != PGW_OK)
+    if (pgw_store_checkpoint(writer, false, &busy, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     assert_false(busy);
     assert_true(seen.wal_syncs_full >= 1); /* a checkpoint syncs the WAL first */
