@@ -3,6 +3,8 @@
  */
 #include "utf8.h"
 
+#include <string.h>
+
 size_t pgw_utf8_next(const char *s, uint32_t *cp)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -28,6 +30,14 @@ size_t pgw_utf8_next(const char *s, uint32_t *cp)
         return 0;
     *cp = c;
     return len;
+}
+
+size_t pgw_utf8_next_n(const char *s, size_t n, uint32_t *cp)
+{
+    /* The same decoder on a NUL-padded copy: the same rules, by construction. */
+    char padded[5] = {0};
+    memcpy(padded, s, n < 4 ? n : 4);
+    return pgw_utf8_next(padded, cp);
 }
 
 bool pgw_utf8_valid(const char *s)

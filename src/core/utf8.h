@@ -14,6 +14,11 @@
  * point; 0 when the bytes there are not a valid character (or at the NUL). */
 size_t pgw_utf8_next(const char *s, uint32_t *cp);
 
+/* As pgw_utf8_next, for the character at s within n bytes that need not
+ * be NUL-terminated (a request body as it came): 0 also when the
+ * character is cut at n. */
+size_t pgw_utf8_next_n(const char *s, size_t n, uint32_t *cp);
+
 /* Whether all of s is valid UTF-8. */
 bool pgw_utf8_valid(const char *s);
 

@@ -68,11 +68,29 @@ static void test_utf8_scrub_replaces_bad_bytes(void **state)
     assert_string_equal(fine, "caf\xc3\xa9");
 }
 
+/* A character cut by the end of its bytes is none; a whole one is read
+ * as from a NUL-terminated string. */
+static void test_utf8_next_n_stops_at_n(void **state)
+{
+    (void)state;
+    const char euro[] = "\xe2\x82\xac!";
+    uint32_t cp = 0;
+    for (size_t n = 0; n < 3; n++)
+        assert_int_equal(pgw_utf8_next_n(euro, n, &cp), 0);
+    assert_int_equal(pgw_utf8_next_n(euro, 3, &cp), 3);
+    assert_int_equal(cp, 0x20ac);
+    assert_int_equal(pgw_utf8_next_n(euro, 4, &cp), 3);
+    assert_int_equal(pgw_utf8_next_n("\xed\xa0\x80", 3, &cp), 0); /* a surrogate */
+    assert_int_equal(pgw_utf8_next_n("\xf0\x9f\x98\x80", 4, &cp), 4);
+    assert_int_equal(cp, 0x1f600);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_join_cuts_as_snprintf_does),
         cmocka_unit_test(test_utf8_scrub_replaces_bad_bytes),
+        cmocka_unit_test(test_utf8_next_n_stops_at_n),
         cmocka_unit_test(test_join_of_empty_parts),
         cmocka_unit_test(test_int_as_printf_writes_it),
     };
