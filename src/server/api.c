@@ -31,6 +31,7 @@
 #include "adapters/wechat_oa/user.h"
 #include "util/csv.h"
 #include "util/env.h"
+#include "util/json_load.h"
 #include "util/json_read.h"
 #include "util/json_write.h"
 #include "util/redact.h"
@@ -727,8 +728,7 @@ static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_e
         len -= 3;
     }
     json_error_t jerr;
-    *out = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (*out == NULL)
+    if (pgw_json_load(body, len, out, &jerr) != PGW_OK)
         return pgw_err_set(err, PGW_EINVAL, "invalid JSON at %d:%d: %s", jerr.line, jerr.column,
                            jerr.text);
     if (!json_is_object(*out)) {
