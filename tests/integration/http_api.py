@@ -407,6 +407,44 @@ def test_events(s):
               f"{method} {path[:40]}... (200 characters): {status} {doc}")
 
 
+def test_keys_on_one_connection(s):
+    """Each request on a kept connection is authenticated by its own key:
+    a proxy may carry several clients' requests on one connection, and the
+    server keeps the last key's hash with the connection. Another key, a
+    key one byte off, no key and the same key again, in turn."""
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    n = iter(range(100))
+    def ask(key, shop):
+        h = {} if key is None else {"Authorization": "Bearer " + key}
+        if shop is None:  # a read: refused or not, the connection stays
+            conn.request("GET", "/v1/members/MKC1", headers=h)
+        else:
+            event = {"event_id": f"KC-{next(n)}", "channel": "store", "shop_id": shop,
+                     "type": "purchase", "occurred_at": "2026-11-25T12:00:00+08:00",
+                     "member": {"member_id": "MKC1"}, "amount_fen": 1000}
+            h["Content-Type"] = "application/json"
+            conn.request("POST", "/v1/events", body=json.dumps(event).encode(), headers=h)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, conn.sock.getsockname()[1] if conn.sock else None
+    s001, s002, admin = KEYS["s001"][0], KEYS["s002"][0], KEYS["admin"][0]
+    sent = [(s001, "S001", 201), (s002, "S001", 403), (s001[:-1] + "X", None, 401),
+            (s001, "S001", 201), (s002, "S002", 201), (None, None, 401),
+            (s002, "S002", 201), (admin, None, 200), (s001, "S002", 403),
+            (s001 + "X", None, 401), (s001, None, 200)]
+    before = len(log_lines(s))
+    got = [ask(key, shop) for key, shop, _ in sent]
+    conn.close()
+    check([status for status, _ in got] == [want for _, _, want in sent],
+          f"statuses on one connection: {got}")
+    check(len({port for _, port in got}) == 1, f"one connection kept: {got}")
+    names = {s001: "s001", s002: "s002", admin: "admin"}
+    want = [names.get(key, "-") for key, _, _ in sent]
+    lines = log_lines(s, lambda ls: len(ls) >= before + len(sent))
+    logged = [l["key"] for l in lines[before:]]
+    check(logged == want, f"the log's key names: {logged}, wanted {want}")
+
+
 def test_event_scopes(s):
     """Regression: a key refused an event was told `key s001 may not post
     events for shop "" on store`, whatever its scope's rule was; each
@@ -7261,6 +7299,7 @@ def test_answer_without_tiers_says_tier_null(tmp):
 # rely on what the ones before left, only allow for it.
 SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_connections_keep_tcp_alive,
           test_health_and_metrics, test_dashboard, test_events, test_event_scopes,
+          test_keys_on_one_connection,
           test_identities, test_merges,
           test_merge_chain, test_debt_meets_points, test_redemption_returns,
           test_mini_programs_number_alike, test_referrals,
