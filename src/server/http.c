@@ -945,27 +945,75 @@ static int send_continue(struct lws *wsi)
 }
 
 /*
- * The peer's address, read from the socket once a connection and kept with
- * it (lws's opaque pointer: the per-session data is a transaction's, freed
- * between requests; freed at LWS_CALLBACK_WSI_DESTROY): a getpeername
- * system call at every request was a sixth of the service thread's calls
- * on kept connections. What is no address (lws's "getpeername: ..." on a
- * reset socket) is not kept: asked again at the next request.
+ * What a connection keeps between its requests, in lws's opaque pointer
+ * (the per-session data is a transaction's, cleared between requests),
+ * made at its first request and freed at LWS_CALLBACK_WSI_DESTROY. NULL
+ * when memory ran out: each request then reads and hashes its own.
  */
+typedef struct {
+    /* The peer's address: a getpeername system call at every request was
+     * a sixth of the service thread's calls on kept connections. "" until
+     * read; what is no address (lws's "getpeername: ..." on a reset
+     * socket) is not kept: asked again at the next request. */
+    char address[sizeof(((pgw_request *)0)->client_address)];
+    /* The last Bearer key sent and its hash (auth.h), when one was: a
+     * till sends its one key on every request, and its SHA-256 was 4% of
+     * the service thread's instructions a request. */
+    char authorization[sizeof(((pgw_request *)0)->authorization)];
+    size_t authorization_len;
+    pgw_bearer bearer;
+} kept_conn;
+
+static kept_conn *kept_of(struct lws *wsi)
+{
+    kept_conn *k = lws_get_opaque_user_data(wsi);
+    if (k == NULL && (k = calloc(1, sizeof(*k))) != NULL)
+        lws_set_opaque_user_data(wsi, k);
+    return k;
+}
+
+static void kept_free(struct lws *wsi)
+{
+    kept_conn *k = lws_get_opaque_user_data(wsi);
+    if (k != NULL)
+        OPENSSL_cleanse(k, sizeof(*k)); /* a key */
+    free(k);
+    lws_set_opaque_user_data(wsi, NULL);
+}
+
 static void peer_address(struct lws *wsi, char *out, size_t cap)
 {
-    const char *kept = lws_get_opaque_user_data(wsi);
-    if (kept != NULL && strlen(kept) < cap) {
-        memcpy(out, kept, strlen(kept) + 1);
+    kept_conn *k = kept_of(wsi);
+    if (k != NULL && k->address[0] != '\0' && strlen(k->address) < cap) {
+        memcpy(out, k->address, strlen(k->address) + 1);
         return;
     }
     pgw_prefix any;
     if (lws_get_peer_simple(wsi, out, (int)cap) == NULL)
         out[0] = '\0';
-    else if (kept == NULL && pgw_address_parse(out, &any)) {
-        char *copy = strdup(out); /* NULL: not kept, read again next time */
-        if (copy != NULL)
-            lws_set_opaque_user_data(wsi, copy);
+    else if (k != NULL && strlen(out) < sizeof(k->address) && pgw_address_parse(out, &any))
+        memcpy(k->address, out, strlen(out) + 1);
+}
+
+/*
+ * The request's Bearer (auth.h), hashed only when it is not the key the
+ * connection's last request sent. The two are compared in constant time:
+ * a proxy may carry several clients' requests on one connection.
+ */
+static void bearer_of(struct lws *wsi, const char *authorization, pgw_bearer *out)
+{
+    kept_conn *k = kept_of(wsi);
+    size_t len = strlen(authorization);
+    if (k != NULL && k->bearer.given && len == k->authorization_len &&
+        CRYPTO_memcmp(authorization, k->authorization, len) == 0) {
+        *out = k->bearer;
+        return;
+    }
+    pgw_bearer_of(authorization, out);
+    if (k != NULL && out->given && len < sizeof(k->authorization)) {
+        memcpy(k->authorization, authorization, len + 1);
+        k->authorization_len = len;
+        k->bearer = *out;
     }
 }
 
@@ -1184,7 +1232,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
          copy_custom(wsi, "x-pgw-signature:", q->r.signature, sizeof(q->r.signature));
     /* Hashed once, here, for every question asked of the key after: the
      * stranger's test, authentication, the log's key name. */
-    pgw_bearer_of(q->r.authorization, &q->r.bearer);
+    bearer_of(wsi, q->r.authorization, &q->r.bearer);
     /* Accept only chooses a format: a browser's long one is not an error. */
     if (ok && !copy_header(wsi, WSI_TOKEN_HTTP_ACCEPT, q->r.accept, sizeof(q->r.accept)))
         q->r.accept[0] = '\0';
@@ -1607,9 +1655,8 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         take_keys(h);
         (void)drain_done(h); /* what is left wakes the next turn */
         return 0;
-    case LWS_CALLBACK_WSI_DESTROY:           /* every connection's last word, to protocols[0] */
-        free(lws_get_opaque_user_data(wsi)); /* peer_address's */
-        lws_set_opaque_user_data(wsi, NULL);
+    case LWS_CALLBACK_WSI_DESTROY: /* every connection's last word, to protocols[0] */
+        kept_free(wsi);
         if (wsi == h->listener) /* a listening socket's hang-up frees it: paused no more */
             h->listener = NULL;
         break;
