@@ -173,6 +173,10 @@ static bool read_string(reader *r, const char **text, size_t *len, char **owned)
     bool escaped = false;
     *owned = NULL;
     while (p < r->end && *p != '"') {
+        if (*p >= 0x20 && *p < 0x80 && *p != '\\') { /* most bytes, at once */
+            p++;
+            continue;
+        }
         uint32_t cp;
         size_t n = *p >= 0x80 ? pgw_utf8_next_n((const char *)p, (size_t)(r->end - p), &cp) : 1;
         if (*p < 0x20 || n == 0)
