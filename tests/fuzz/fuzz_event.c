@@ -1,10 +1,13 @@
 /*
  * fuzz_event.c - libFuzzer target: any bytes as a `POST /v1/events` body,
  * parsed against the example mall's rules and, when valid, priced. Either a
- * clean error or an earning whose lines add up, never a crash.
+ * clean error or an earning whose lines add up, never a crash. The body is
+ * read as the API reads it (pgw_json_load), and its plain reader must give
+ * what jansson gives whenever it gives anything.
  */
 #include "config/config.h"
 #include "server/event_json.h"
+#include "util/json_load.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +29,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static pgw_earning earning;
     const pgw_config *cfg = example_config();
     json_t *obj = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+    json_t *plain = pgw_json_load_plain((const char *)data, size);
+    if (plain != NULL && (obj == NULL || !json_equal(plain, obj)))
+        abort(); /* the plain reader took what jansson refuses, or read it otherwise */
+    json_decref(plain);
     if (obj == NULL)
         return 0;
     pgw_err err;

@@ -10,10 +10,10 @@ command -v clang >/dev/null || { echo "fuzz: needs clang (apt-get install clang)
 out=build/fuzz
 mkdir -p "$out"
 flags=(-std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc)
-core=(src/core/*.c src/util/*.c src/config/*.c src/server/event_json.c)
+core=(src/core/*.c src/util/*.c src/config/*.c src/server/event_json.c src/store/*.c)
 for target in config event; do
     clang "${flags[@]}" "${core[@]}" "tests/fuzz/fuzz_$target.c" \
-        $(pkg-config --cflags --libs jansson) -lcrypto -o "$out/fuzz_$target"
+        $(pkg-config --cflags --libs jansson libcurl sqlite3 libpq) -lcrypto -lpthread -o "$out/fuzz_$target"
 done
 mkdir -p "$out/corpus_config" "$out/corpus_event"
 cp config/pointsgw.example.json tests/data/config/*.json "$out/corpus_config/"
