@@ -544,44 +544,45 @@ static void test_checkpoints_leave_the_writer(void **state)
     assert_int_equal(log_size(f), 800);
 }
 
-/* Sends commands "half:<from>".. in groups of 8 until the WAL holds at least
- * `pages` pages after a commit; returns the next number. */
+/* Sends commands "flush:<from>".. in groups of 8, one group at least, until
+ * the WAL holds `pages` pages after a commit; returns the next number. */
 static int commit_until_wal(pgw_writer *w, int from, int64_t pages, pgw_command *cmds)
 {
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     int i = from;
-    while (pgw_store_wal_pages(pgw_writer__store_for_test(w)) < pages && i < from + 8000) {
+    do {
         c.done = 0;
         for (int k = 0; k < 8; k++, i++) {
-            counted_command(&cmds[k], "half", i, 4, &c);
+            counted_command(&cmds[k], "flush", i, 4, &c);
             while (pgw_writer_submit(w, &cmds[k], NULL) == PGW_EFULL)
                 usleep(1000);
         }
         wait_for(&c, 8);
-    }
+    } while (pgw_store_wal_pages(pgw_writer__store_for_test(w)) < pages && i < from + 8000);
     return i;
 }
 
-/*
- * SQLite syncs the database only after a checkpoint that reached the WAL's
- * end, under steady writes the writer's own at the backstop, which then
- * flushed every page copied since the WAL began while the pipeline waited.
- * Past half the backstop the checkpoint thread syncs after each copy;
- * before it, never (a page copied again and again is flushed once).
- */
-static void test_checkpoints_flush_past_half_the_backstop(void **state)
+/* Checkpoints sync the database only once the WAL holds `from` pages, with
+ * the writer's backstop at `backstop` pages. */
+static void flushes_only_past(const db_fixture *f, int backstop, int64_t from)
 {
-    db_fixture *f = *state;
-    if (f->pg)
-        skip(); /* SQLite's WAL */
     pgw_writer_options opts = {
-        .db_url = f->url, .queue_cap = 64, .batch_max = 8, .wal_backstop_pages = 1000};
+        .db_url = f->url, .queue_cap = 64, .batch_max = 8, .wal_backstop_pages = (size_t)backstop};
     pgw_writer *w = NULL;
     pgw_err err;
     assert_int_equal(pgw_writer_start(&opts, &w, &err), PGW_OK);
     static pgw_command cmds[8];
-    /* Below half (500 pages): checkpoints every 250 pages, no flush. */
-    int next = commit_until_wal(w, 0, 400, cmds);
+    /* A reader's snapshot keeps the WAL from starting over, as steady
+     * writes do: a checkpoint here reaches the WAL's end between two
+     * groups, and the next commit starts it over. */
+    int next = commit_until_wal(w, 0, 8, cmds);
+    sqlite3 *pin = NULL;
+    assert_int_equal(sqlite3_open(f->path, &pin), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(pin, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL),
+        SQLITE_OK);
+    /* Short of `from`: checkpoints, none of them flushed. */
+    next = commit_until_wal(w, next, from - 100, cmds);
     pgw_writer_stats stats;
     pgw_writer_get_stats(w, &stats);
     for (int i = 0; i < 5000 && stats.checkpoints == 0; i++) {
@@ -590,19 +591,47 @@ static void test_checkpoints_flush_past_half_the_backstop(void **state)
     }
     assert_true(stats.checkpoints > 0);
     assert_int_equal(stats.checkpoint_flushes, 0);
-    /* Past half: the next checkpoints flush. */
+    /* Past it: the next checkpoints flush. */
     int64_t before = (int64_t)stats.checkpoints;
     while (stats.checkpoint_flushes == 0 && next < 40000) {
-        next = commit_until_wal(w, next, 600, cmds);
+        next = commit_until_wal(w, next, from + 100, cmds);
         pgw_writer_get_stats(w, &stats);
     }
-    print_message("%d commands, %llu checkpoints, %llu flushed\n", next,
+    print_message("backstop %d: %d commands, %llu checkpoints, %llu flushed\n", backstop, next,
                   (unsigned long long)stats.checkpoints,
                   (unsigned long long)stats.checkpoint_flushes);
     assert_true(stats.checkpoint_flushes > 0);
     assert_true((int64_t)stats.checkpoints > before);
+    assert_int_equal(sqlite3_exec(pin, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(pin);
     pgw_writer_stop(w);
     assert_int_equal(log_size(f), 4 * (int64_t)next);
+}
+
+/*
+ * SQLite syncs the database only after a checkpoint that reached the WAL's
+ * end, under steady writes the writer's own at the backstop, which then
+ * flushed every page copied since the WAL began while the pipeline waited.
+ * The checkpoint thread's last four checkpoints before the backstop (a
+ * checkpoint each 256 pages, or a quarter of a smaller backstop) sync
+ * after their copy, or those in the second half of a WAL too small for
+ * four; earlier ones do not (a page copied again and again is flushed
+ * once).
+ */
+static void test_checkpoints_flush_near_the_backstop(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's WAL */
+    flushes_only_past(f, 4000, 4000 - 4 * 256);
+}
+
+static void test_checkpoints_flush_a_small_wals_second_half(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip();
+    flushes_only_past(f, 1000, 1000 / 2); /* a checkpoint each 250 pages */
 }
 
 /* ---- a slow disk: SQLite's default VFS with the database file's syncs slowed ---- */
@@ -846,7 +875,9 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_leave_the_writer, db_fixture_setup,
                                         db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoints_flush_past_half_the_backstop,
+        cmocka_unit_test_setup_teardown(test_checkpoints_flush_near_the_backstop, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints_flush_a_small_wals_second_half,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_wal_bounded_on_a_slow_disk, db_fixture_setup,
                                         db_fixture_teardown),
