@@ -1943,6 +1943,7 @@ static int import_rows(pgw_writer *w, const pgw_vault *vault, pgw_csv *csv, cons
 static int import_args(const flag_set *flags, const pgw_config *cfg, const char *text, size_t len,
                        pgw_import_file *file)
 {
+    static pgw_csv_row scratch; /* a command's, once a process: 16 KB off the stack */
     const char *shop = flag_get(flags, "--shop"), *rate = flag_get(flags, "--rate-bp");
     int32_t index = shop ? pgw_rules_find_shop(&cfg->rules, shop) : -1;
     if (index < 0) {
@@ -1968,7 +1969,7 @@ static int import_args(const flag_set *flags, const pgw_config *cfg, const char 
     if (given != NULL)
         snprintf(file->batch, sizeof(file->batch), "%s", given);
     else /* the file's own hash: the same file twice is one import */
-        pgw_import_default_batch(file->shop, text, len, file->batch);
+        pgw_import_default_batch(file->shop, text, len, &scratch, file->batch);
     return EXIT_OK;
 }
 

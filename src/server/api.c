@@ -288,6 +288,9 @@ typedef struct sweeper {
 
 struct pgw_api {
     const pgw_config *cfg;
+    /* The service thread's rows of CSV uploads (a header, then each row
+     * in turn), 16 KB each: here, not on its stack. */
+    pgw_csv_row csv_header, csv_row;
     sweeper sweep;
     pgw_writer *writer;
     pgw_writer *reader;  /* member reads, sessions, notices: each a few milliseconds */
@@ -1319,9 +1322,8 @@ typedef json_t *(*row_converter)(const pgw_csv_row *row, const int *col, const p
                                  const pgw_tz *tz, pgw_err *err);
 
 static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const pgw_tz *tz,
-                    pgw_batch *b, pgw_err *err)
+                    pgw_csv_row *row, pgw_batch *b, pgw_err *err)
 {
-    static pgw_csv_row row; /* service thread only: ~16 KB */
     bool done = false;
     size_t cap = 64;
     b->lines = malloc(cap * sizeof(*b->lines));
@@ -1330,7 +1332,7 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const p
     while (rc == PGW_OK) {
         pgw_err bad;
         pgw_err_clear(&bad);
-        int row_rc = pgw_csv_next(csv, &row, &done, &bad);
+        int row_rc = pgw_csv_next(csv, row, &done, &bad);
         if (done)
             break;
         if (b->n == CSV_ROWS_MAX) {
@@ -1350,8 +1352,8 @@ static int csv_rows(pgw_csv *csv, const int *col, row_converter convert, const p
         }
         /* A refusal quoting the row's bytes, cut or not UTF-8, is made
          * UTF-8 by error_body, as every answer's. */
-        json_t *ev = row_rc == PGW_OK ? convert(&row, col, b, tz, &bad) : NULL;
-        b->lines[b->n] = row.line;
+        json_t *ev = row_rc == PGW_OK ? convert(row, col, b, tz, &bad) : NULL;
+        b->lines[b->n] = row->line;
         problems[b->n] = ev ? NULL : strdup(bad.msg);
         bool kept = (ev != NULL || problems[b->n] != NULL) &&
                     json_array_append_new(b->events, ev ? ev : json_null()) == 0;
@@ -1478,7 +1480,8 @@ static bool run_csv_batch(pgw_api *api, const pgw_request *req, const pgw_princi
     memcpy(b->key_name, resp->key_name, sizeof(b->key_name));
     b->who = *who;
     b->events = json_array();
-    rc = b->events ? csv_rows(csv, col, convert, &api->cfg->rules.tz, b, &err) : PGW_ENOMEM;
+    rc = b->events ? csv_rows(csv, col, convert, &api->cfg->rules.tz, &api->csv_row, b, &err)
+                   : PGW_ENOMEM;
     if (rc == PGW_OK && b->n == 0)
         rc = pgw_err_set(&err, PGW_EINVAL, "no rows after the header");
     if (rc != PGW_OK) {
@@ -1530,16 +1533,15 @@ static bool handle_shop_batch(pgw_api *api, const pgw_request *req, const pgw_pr
 {
     pgw_err err;
     pgw_csv csv;
-    static pgw_csv_row header; /* service thread only */
     int col[N_COLUMNS];
     pgw_batch setup = {.kind = R_SHOP_BATCH, .channel = "store"};
-    int rc = csv_request(api, req, who, shop, &csv, &header, &err);
+    int rc = csv_request(api, req, who, shop, &csv, &api->csv_header, &err);
     if (rc == PGW_OK)
         rc = query_param(req->query, "channel", setup.channel, sizeof(setup.channel), &err);
     if (rc == PGW_OK)
         rc = pgw_event_check_channel(setup.channel, "channel", &err);
     if (rc == PGW_OK)
-        rc = csv_header(&header, col, &err);
+        rc = csv_header(&api->csv_header, col, &err);
     snprintf(setup.shop, sizeof(setup.shop), "%s", shop);
     return run_csv_batch(api, req, who, &setup, rc, &err, &csv, col, csv_event, resp);
 }
@@ -1550,12 +1552,11 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
 {
     pgw_err err;
     pgw_csv csv;
-    static pgw_csv_row header; /* service thread only */
     int col[PGW_IMPORT_COLUMNS];
     int32_t index = pgw_rules_find_shop(&api->cfg->rules, shop);
     char batch[PGW_IMPORT_BATCH_MAX + 1] = "";
     int64_t rate_bp = index >= 0 ? api->cfg->rules.shops[index].rate_bp : 0;
-    int rc = csv_request(api, req, who, shop, &csv, &header, &err);
+    int rc = csv_request(api, req, who, shop, &csv, &api->csv_header, &err);
     /* Never a batch too long taken for none: the body's hash would name the
      * batch, and the same file would be credited again. */
     if (rc == PGW_OK)
@@ -1569,9 +1570,10 @@ static bool handle_import(pgw_api *api, const pgw_request *req, const pgw_princi
         rc = query_int(req->query, "rate_bp", 1, PGW_MULTIPLIER_BP_MAX, &rate_bp, what, &err);
     bool named = batch[0] != '\0';
     if (rc == PGW_OK && !named)
-        pgw_import_default_batch(shop, (const char *)req->body, req->body_len, batch);
+        pgw_import_default_batch(shop, (const char *)req->body, req->body_len, &api->csv_row,
+                                 batch);
     if (rc == PGW_OK)
-        rc = pgw_import_header(&header, col, &err);
+        rc = pgw_import_header(&api->csv_header, col, &err);
     pgw_batch setup = {.kind = R_IMPORT, .import = {.batch_named = named, .rate_bp = rate_bp}};
     snprintf(setup.shop, sizeof(setup.shop), "%s", shop);
     snprintf(setup.import.shop, sizeof(setup.import.shop), "%s", shop);

@@ -68,25 +68,24 @@ static void add_row(uint8_t sum[PGW_HASH_LEN], const char *shop, const pgw_csv_r
     }
 }
 
-void pgw_import_default_batch(const char *shop, const char *text, size_t len,
+void pgw_import_default_batch(const char *shop, const char *text, size_t len, pgw_csv_row *row,
                               char out[PGW_IMPORT_BATCH_MAX + 1])
 {
-    static pgw_csv_row row; /* one caller at a time: the service thread, or the command */
     pgw_csv csv;
     pgw_err err;
     bool done = false;
     int col[PGW_IMPORT_COLUMNS];
     uint8_t digest[PGW_HASH_LEN] = {0};
     pgw_csv_init(&csv, text, len);
-    if (pgw_csv_next(&csv, &row, &done, &err) != PGW_OK || done ||
-        pgw_import_header(&row, col, &err) != PGW_OK) {
+    if (pgw_csv_next(&csv, row, &done, &err) != PGW_OK || done ||
+        pgw_import_header(row, col, &err) != PGW_OK) {
         pgw_sha256(text, len, digest); /* refused whole anyway: any name will do */
     } else {
         for (;;) {
-            int rc = pgw_csv_next(&csv, &row, &done, &err);
+            int rc = pgw_csv_next(&csv, row, &done, &err);
             if (rc == PGW_OK && done)
                 break;
-            add_row(digest, shop, &row, col, rc != PGW_OK);
+            add_row(digest, shop, row, col, rc != PGW_OK);
         }
         pgw_sha256(digest, sizeof(digest), digest);
     }

@@ -70,9 +70,9 @@ int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char 
  * read (each row's card, phone and points as they are kept, in any
  * order), so the same rows imported twice are one import however the file
  * was saved (a BOM, CRLF, quotes, blank rows, the rows or columns in
- * another order, a phone spelt another way). Not thread-safe: one caller
- * at a time. */
-void pgw_import_default_batch(const char *shop, const char *text, size_t len,
+ * another order, a phone spelt another way). `scratch` holds each row
+ * in turn (the caller's, ~16 KB: not kept on the stack). */
+void pgw_import_default_batch(const char *shop, const char *text, size_t len, pgw_csv_row *scratch,
                               char out[PGW_IMPORT_BATCH_MAX + 1]);
 
 /* Whether a batch id is usable: 1..64 of [A-Za-z0-9._-]. */

@@ -345,7 +345,9 @@ static void test_a_batch_id_is_1_to_64_plain_characters(void **state)
 
 static void batch_of(const char *shop, const char *text, char out[PGW_IMPORT_BATCH_MAX + 1])
 {
-    pgw_import_default_batch(shop, text, strlen(text), out);
+    static pgw_csv_row scratch;
+    memset(&scratch, 0x5a, sizeof(scratch)); /* what a last use left: never read */
+    pgw_import_default_batch(shop, text, strlen(text), &scratch, out);
     assert_int_equal(strlen(out), 16);
     assert_true(pgw_import_batch_ok(out));
     assert_int_equal(strspn(out, "0123456789abcdef"), 16);
