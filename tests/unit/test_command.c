@@ -1756,6 +1756,37 @@ static void test_daily_caps_count_what_the_store_kept(void **state)
                                           " 'behaviour:first_purchase')"),
                      4);
 }
+/*
+ * A referral whose referee earns nothing of its own (the configuration's
+ * referral points 0) still pays the referrer: its lot with its transfer,
+ * so that its balance and the log agree.
+ */
+static void test_a_referral_paying_only_the_referrer_credits_it(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    er.cfg->rules.behaviours.referral.points = 0;
+    const char *day = "2026-11-12T10:00:00+08:00";
+    er.member = "M2";
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 10000, day, NULL), PGW_OK);
+    int64_t before = er.cmd.figures.balance;
+    er.member = "M1";
+    event_command(&er, "store:S001:REF1", PGW_EVENT_REFERRAL, 0, day);
+    er.cmd.has_referrer = true;
+    snprintf(er.cmd.referrer, sizeof(er.cmd.referrer), "M2");
+    pgw_err err;
+    if (pgw_writer_run(er.writer, &er.cmd, &err) != PGW_OK)
+        fail_msg("the referral: %s", err.msg);
+    assert_int_equal(er.earning.points, 0);
+    assert_int_equal(er.earning.referrer_points, 200);
+    int64_t at = er.cmd.at;
+    writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+    assert_int_equal(balance_at(db, "M2", at), before + 200);
+}
+
 /* Sends a purchase of `member` dated `when`, applied at `asked` (0: then),
  * and checks the figures its answer tells. */
 static void purchase_told(event_run *er, const char *member, const char *when, int64_t asked)
@@ -3087,6 +3118,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_that_earn_nothing_leave_the_daily_event_limit,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept,
+                                        db_fixture_setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_a_referral_paying_only_the_referrer_credits_it,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
                                         db_fixture_setup_migrated, teardown),
