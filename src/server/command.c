@@ -1295,14 +1295,14 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
                  (long long)line->points);
         referrer_points += line->points;
     }
-    if (cmd->n_lines > 0) {
-        int rc = apply_earn(store, policy, cmd, &debt);
-        if (rc == PGW_OK && referrer_points > 0)
-            rc = credit_member(store, policy, cmd, cmd->referrer, NULL, referrer_points,
-                               cmd->transfers[0].id);
-        return rc;
-    }
-    return append_transfers(store, cmd); /* none: records the key */
+    /* None of the member's: the appends record the key (and the
+     * referrer's transfer, whose lot follows all the same). */
+    int rc =
+        cmd->n_lines > 0 ? apply_earn(store, policy, cmd, &debt) : append_transfers(store, cmd);
+    if (rc == PGW_OK && !cmd->replayed && referrer_points > 0)
+        rc = credit_member(store, policy, cmd, cmd->referrer, NULL, referrer_points,
+                           cmd->transfers[0].id);
+    return rc;
 }
 
 /*
