@@ -1085,6 +1085,7 @@ static int activity_days(const pgw_ledger_policy *policy, int64_t at, pgw_activi
     out->today = pgw_days_from_date(today);
     out->year_before = pgw_days_from_date(year_before);
     out->month_first = pgw_days_from_date((pgw_date){today.year, today.month, 1});
+    out->figures_at = 0; /* not asked; an event's asks (apply_event) */
     return PGW_OK;
 }
 
