@@ -2479,6 +2479,35 @@ static void test_an_event_uses_what_it_read_of_its_member(void **state)
 }
 
 /*
+ * A member first seen in an event that earns it nothing has no lot to be
+ * written with (command.c enrol_without_lot): its row comes after the
+ * event's points and before its days, which refer to it (PostgreSQL
+ * refuses them otherwise; on SQLite verify names them), with the flags
+ * the event leaves it.
+ */
+static void test_a_member_enrolled_by_an_event_earning_nothing_has_its_row(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    er.cfg->rules.behaviours.sign_in.enabled = false;
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-26T08:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.points, 0);
+    assert_int_equal(er.cmd.n_transfers, 0);
+    er.cfg->rules.behaviours.sign_in.enabled = true;
+    assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(er.earning.sign_in_streak, 2); /* the first day's, kept in its row */
+    writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM members WHERE id = 'M1'"), 1);
+    assert_int_equal(db_fixture_int64(db, "SELECT count(*) FROM activity_days WHERE member = 'M1'"),
+                     2);
+    assert_verifies(db);
+}
+
+/*
  * A member first seen in a behaviour event gets its row with the flags
  * that event leaves it: a sign-in's streak (a second sign-in that day
  * earns nothing, the next day continues it), a registration's and a
@@ -3141,6 +3170,9 @@ int main(void)
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_member_enrolled_by_a_behaviour_keeps_its_flags,
                                         db_fixture_setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_member_enrolled_by_an_event_earning_nothing_has_its_row,
+            db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_appid_keys_find_the_keys_before_them,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_fingerprints_recorded_before_times_were_normal,
