@@ -2703,11 +2703,17 @@ def note_at_the_stop(tmp, fake, env):
                             lambda r: r[0] == 200, timeout=5)
         follower = srv.request("POST", "/v1/members/resolve",
                                {"oa_openid": "oOA-STOP", "appid": OA_APPID})[1].get("member_id")
+        # Once in all: after the restart, or (the stop's race lost: its
+        # workers still ran when the note went in) before it, which the
+        # restart's push then finds linked.
         check(status == 200 and linked[0] == 200 and linked[1].get("member_id") == follower and
-              len(asked()) == before + 1,
+              len(asked()) == 1,
               "the first push after the restart links the follower noted at the stop: %s %s %s, "
               "user/info asked %d times (%d before)" % (status, follower, linked, len(asked()),
                                                         before))
+        if before > 0:
+            print("note_at_the_stop: the link went out before the stop this run; the stop's "
+                  "case was not exercised", file=sys.stderr)
     finally:
         srv.stop()
 
