@@ -15,13 +15,15 @@
  *
  * On SQLite a third thread, the checkpointer, copies the WAL into the
  * database on a connection of its own, each time the writer's commits have
- * added CHECKPOINT_PAGES pages to the WAL. In its last four checkpoints
- * before the backstop it also syncs the database after each copy: SQLite
- * syncs it only at a checkpoint that reaches the WAL's end, under steady
- * writes the writer's backstop, which would otherwise flush every page
- * copied since the WAL began while the whole pipeline waits. Syncing
- * earlier would write a page copied again and again more than once (from
- * half the backstop on: 7% fewer events over HTTP, bench/RESULTS.md).
+ * added CHECKPOINT_PAGES pages to the WAL. In the WAL's second half (its
+ * last two checkpoints before the backstop, by default) it also syncs the
+ * database after each copy: SQLite syncs it only at a checkpoint that
+ * reaches the WAL's end, under steady writes the writer's backstop, which
+ * would otherwise flush every page copied since the WAL began while the
+ * whole pipeline waits. Each sync writes every page dirty then, a page
+ * copied again and again once per sync: few of them (with a checkpoint
+ * each 256 pages, syncing from half the WAL on cost 7% of the events over
+ * HTTP, bench/RESULTS.md).
  * Left to the writer's connection, SQLite runs each checkpoint inside a
  * COMMIT: the copy and its fsyncs stalled the next batch (a quarter fewer
  * events per second over HTTP). The writer's own checkpoint stays as a
@@ -87,12 +89,14 @@ struct pgw_writer {
 };
 
 #define PING_EVERY_S 1
-/* A checkpoint each time the commits add this many WAL pages (512 KiB):
- * often enough that the writer's backstop finds little left to copy (p99
- * at 128 connections 41-44 ms against 59-61 with a checkpoint every 100
- * ms), rarely enough that small batches do not pay a database fsync each
- * (one per commit cost a third of the events at 1 and 16 connections). */
-#define CHECKPOINT_PAGES 256
+/* A checkpoint each time the commits add this many WAL pages (4 MiB): a
+ * page copied again and again is copied once in that stretch, so fewer
+ * checkpoints copy less (the checkpoint thread's CPU 8-9 us an event at
+ * 128 connections against 14-15 with 256 pages, the same p99). The
+ * writer's backstop copies and syncs only what came after the last one,
+ * the pages before it already synced (flush_pages); before those syncs,
+ * checkpoints every 256 pages were what kept its stall short. */
+#define CHECKPOINT_PAGES 2048
 /* By default the writer checkpoints itself only past this many WAL pages
  * (~20 MiB with 2 KiB pages). */
 #define CHECKPOINT_BACKSTOP_PAGES 10000
@@ -592,11 +596,7 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     /* A few checkpoints between two of the writer's own, whatever the backstop. */
     w->checkpoint_pages =
         w->backstop_pages / 4 < CHECKPOINT_PAGES ? w->backstop_pages / 4 : CHECKPOINT_PAGES;
-    /* The last four checkpoints before the backstop (from 8,976 pages by
-     * default), or the second half of a WAL too small for four more. */
-    w->flush_pages = w->backstop_pages - 4 * w->checkpoint_pages > w->backstop_pages / 2
-                         ? w->backstop_pages - 4 * w->checkpoint_pages
-                         : w->backstop_pages / 2;
+    w->flush_pages = w->backstop_pages / 2; /* the WAL's second half */
     w->ring = calloc(w->cap, sizeof(*w->ring));
     int rc = w->ring ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)

@@ -507,8 +507,26 @@ static int64_t file_size(const char *path)
     return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
 }
 
+/* Sends commands "wal:<from>".. in groups of 8, one group at least, until
+ * the WAL holds `pages` pages after a commit; returns the next number. */
+static int commit_until_wal(pgw_writer *w, int from, int64_t pages, pgw_command *cmds)
+{
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    int i = from;
+    do {
+        c.done = 0;
+        for (int k = 0; k < 8; k++, i++) {
+            counted_command(&cmds[k], "wal", i, 4, &c);
+            while (pgw_writer_submit(w, &cmds[k], NULL) == PGW_EFULL)
+                usleep(1000);
+        }
+        wait_for(&c, 8);
+    } while (pgw_store_wal_pages(pgw_writer__store_for_test(w)) < pages && i < from + 8000);
+    return i;
+}
+
 /* SQLite: checkpoints run on the writer's checkpoint thread once commits
- * have added 256 pages to the WAL; its own connection copies the WAL into
+ * have added 2,048 pages to the WAL; its own connection copies the WAL into
  * the database while the writer goes on (the writer's connection would
  * only at 10,000 WAL pages). PostgreSQL checkpoints by itself: no thread. */
 static void test_checkpoints_leave_the_writer(void **state)
@@ -516,14 +534,8 @@ static void test_checkpoints_leave_the_writer(void **state)
     db_fixture *f = *state;
     pgw_writer *w = start(f, 64, 16);
     int64_t before = f->pg ? 0 : file_size(f->path);
-    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-    static pgw_command cmds[200];
-    for (int i = 0; i < 200; i++) {
-        counted_command(&cmds[i], "checkpoint", i, 4, &c);
-        while (pgw_writer_submit(w, &cmds[i], NULL) == PGW_EFULL)
-            usleep(1000);
-    }
-    wait_for(&c, 200);
+    static pgw_command cmds[8];
+    int n = commit_until_wal(w, 0, f->pg ? 0 : 2100, cmds); /* PostgreSQL: 8 */
     pgw_writer_stats stats;
     pgw_writer_get_stats(w, &stats);
     for (int i = 0; i < 5000 && !f->pg && (stats.checkpoints == 0 || file_size(f->path) <= before);
@@ -541,25 +553,7 @@ static void test_checkpoints_leave_the_writer(void **state)
         assert_true(pgw_store_wal_pages(pgw_writer__store_for_test(w)) > 0);
     }
     pgw_writer_stop(w);
-    assert_int_equal(log_size(f), 800);
-}
-
-/* Sends commands "flush:<from>".. in groups of 8, one group at least, until
- * the WAL holds `pages` pages after a commit; returns the next number. */
-static int commit_until_wal(pgw_writer *w, int from, int64_t pages, pgw_command *cmds)
-{
-    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-    int i = from;
-    do {
-        c.done = 0;
-        for (int k = 0; k < 8; k++, i++) {
-            counted_command(&cmds[k], "flush", i, 4, &c);
-            while (pgw_writer_submit(w, &cmds[k], NULL) == PGW_EFULL)
-                usleep(1000);
-        }
-        wait_for(&c, 8);
-    } while (pgw_store_wal_pages(pgw_writer__store_for_test(w)) < pages && i < from + 8000);
-    return i;
+    assert_int_equal(log_size(f), 4 * (int64_t)n);
 }
 
 /* Checkpoints sync the database only once the WAL holds `from` pages, with
@@ -612,26 +606,16 @@ static void flushes_only_past(const db_fixture *f, int backstop, int64_t from)
  * SQLite syncs the database only after a checkpoint that reached the WAL's
  * end, under steady writes the writer's own at the backstop, which then
  * flushed every page copied since the WAL began while the pipeline waited.
- * The checkpoint thread's last four checkpoints before the backstop (a
- * checkpoint each 256 pages, or a quarter of a smaller backstop) sync
- * after their copy, or those in the second half of a WAL too small for
- * four; earlier ones do not (a page copied again and again is flushed
- * once).
+ * The checkpoint thread's checkpoints in the second half of the WAL sync
+ * after their copy; those before do not (a page copied again and again is
+ * flushed once). With a backstop of 4,000 pages: a checkpoint each 1,000.
  */
-static void test_checkpoints_flush_near_the_backstop(void **state)
+static void test_checkpoints_flush_in_the_wals_second_half(void **state)
 {
     db_fixture *f = *state;
     if (f->pg)
         skip(); /* SQLite's WAL */
-    flushes_only_past(f, 4000, 4000 - 4 * 256);
-}
-
-static void test_checkpoints_flush_a_small_wals_second_half(void **state)
-{
-    db_fixture *f = *state;
-    if (f->pg)
-        skip();
-    flushes_only_past(f, 1000, 1000 / 2); /* a checkpoint each 250 pages */
+    flushes_only_past(f, 4000, 4000 / 2);
 }
 
 /* ---- a slow disk: SQLite's default VFS with the database file's syncs slowed ---- */
@@ -875,9 +859,7 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_leave_the_writer, db_fixture_setup,
                                         db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoints_flush_near_the_backstop, db_fixture_setup,
-                                        db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoints_flush_a_small_wals_second_half,
+        cmocka_unit_test_setup_teardown(test_checkpoints_flush_in_the_wals_second_half,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_wal_bounded_on_a_slow_disk, db_fixture_setup,
                                         db_fixture_teardown),
