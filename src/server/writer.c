@@ -81,8 +81,7 @@ struct pgw_writer {
     int64_t checkpoint_pages;        /* a checkpoint each time commits add these */
     bool checkpoint_wanted;          /* checkpoint_pages were added since the last one */
     bool wal_over_backstop;          /* the writer's connection is to checkpoint: stand aside */
-    int64_t flush_pages;             /* past these checkpoints sync the database too */
-    bool flush_due;                  /* the WAL is past flush_pages */
+    bool flush_due;                  /* past half the backstop: checkpoints sync the database */
     int64_t wal_pages;               /* the WAL's pages after the last commit (writer thread) */
     int64_t wal_pages_added;         /* pages the commits added since the last checkpoint */
     pgw_log_limit checkpoint_failed; /* the checkpointer's, under `lock` */
@@ -94,7 +93,7 @@ struct pgw_writer {
  * checkpoints copy less (the checkpoint thread's CPU 8-9 us an event at
  * 128 connections against 14-15 with 256 pages, the same p99). The
  * writer's backstop copies and syncs only what came after the last one,
- * the pages before it already synced (flush_pages); before those syncs,
+ * the pages before it already synced (flush_due); before those syncs,
  * checkpoints every 256 pages were what kept its stall short. */
 #define CHECKPOINT_PAGES 2048
 /* By default the writer checkpoints itself only past this many WAL pages
@@ -283,7 +282,7 @@ static void apply_batch(pgw_writer *w, size_t n)
     pthread_mutex_lock(&w->lock);
     w->wal_pages_added += added;
     w->wal_over_backstop = pages >= w->backstop_pages;
-    w->flush_due = pages >= w->flush_pages;
+    w->flush_due = pages >= w->backstop_pages / 2;
     w->checkpoint_wanted |= w->has_checkpointer && w->wal_pages_added >= w->checkpoint_pages;
     if (w->checkpoint_wanted && !w->wal_over_backstop) /* also once the WAL started over */
         pthread_cond_signal(&w->checkpoint_wake);
@@ -596,7 +595,6 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     /* A few checkpoints between two of the writer's own, whatever the backstop. */
     w->checkpoint_pages =
         w->backstop_pages / 4 < CHECKPOINT_PAGES ? w->backstop_pages / 4 : CHECKPOINT_PAGES;
-    w->flush_pages = w->backstop_pages / 2; /* the WAL's second half */
     w->ring = calloc(w->cap, sizeof(*w->ring));
     int rc = w->ring ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
