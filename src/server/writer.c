@@ -91,7 +91,7 @@ struct pgw_writer {
 /* A checkpoint each time the commits add this many WAL pages (4 MiB): a
  * page copied again and again is copied once in that stretch, so fewer
  * checkpoints copy less (the checkpoint thread's CPU 8-9 us an event at
- * 128 connections against 14-15 with 256 pages, the same p99). The
+ * 128 connections against 14-16 with 256 pages, the same p99). The
  * writer's backstop copies and syncs only what came after the last one,
  * the pages before it already synced (flush_due); before those syncs,
  * checkpoints every 256 pages were what kept its stall short. */

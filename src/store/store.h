@@ -946,7 +946,7 @@ int pgw_store_prune_notices(pgw_store *store, int64_t before, int64_t *deleted, 
  * whole WAL, which under steady writes only the writer's backstop does
  * (pgw_store_checkpoint_backstop), inside a COMMIT: left to it, the pages
  * every earlier checkpoint copied are flushed there while every command
- * waits (28 ms at 128 connections, bench/RESULTS.md).
+ * waits (20-30 ms at 128 connections, bench/RESULTS.md).
  */
 int pgw_store_checkpoint(pgw_store *store, bool flush, bool *busy, pgw_err *err);
 /*
