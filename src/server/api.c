@@ -2359,6 +2359,12 @@ static void metrics_writer(metrics_text *m, const pgw_writer_stats *w)
     put_counter(m, "pgw_wal_checkpoint_flushes_total",
                 "Of those checkpoints, the ones that synced the database file too.",
                 w->checkpoint_flushes);
+    put_counter(m, "pgw_wal_restarts_total",
+                "Times the checkpoint thread copied the whole WAL with the writer held, so "
+                "that it starts over.",
+                w->restarts);
+    put_seconds(m, "pgw_wal_restart_hold_seconds_total",
+                "Time the writer was held for those copies.", w->restart_hold_us_sum);
 }
 
 static void metrics_risk_and_expiry(metrics_text *m, pgw_api *api)

@@ -15,15 +15,15 @@
  *
  * On SQLite a third thread, the checkpointer, copies the WAL into the
  * database on a connection of its own, each time the writer's commits have
- * added CHECKPOINT_PAGES pages to the WAL. In the WAL's second half (its
- * last two checkpoints before the backstop, by default) it also syncs the
- * database after each copy: SQLite syncs it only at a checkpoint that
- * reaches the WAL's end, under steady writes the writer's backstop, which
- * would otherwise flush every page copied since the WAL began while the
- * whole pipeline waits. Each sync writes every page dirty then, a page
- * copied again and again once per sync: few of them (with a checkpoint
- * each 256 pages, syncing from half the WAL on cost 7% of the events over
- * HTTP, bench/RESULTS.md).
+ * added CHECKPOINT_PAGES pages to the WAL. In the WAL's second half it also
+ * syncs the database after each copy: SQLite syncs it only at a checkpoint
+ * that reaches the WAL's end, which would otherwise flush every page
+ * copied since the WAL began. Each sync writes every page dirty then, a
+ * page copied again and again once per sync: few of them (with a
+ * checkpoint each 256 pages, syncing from half the WAL on cost 7% of the
+ * events over HTTP, bench/RESULTS.md). From three quarters of the backstop
+ * it starts the WAL over itself, holding the writer only for a short last
+ * copy (restart), so that under steady writes the backstop is not reached.
  * Left to the writer's connection, SQLite runs each checkpoint inside a
  * COMMIT: the copy and its fsyncs stalled the next batch (a quarter fewer
  * events per second over HTTP). The writer's own checkpoint stays as a
@@ -82,7 +82,12 @@ struct pgw_writer {
     bool checkpoint_wanted;          /* checkpoint_pages were added since the last one */
     bool wal_over_backstop;          /* the writer's connection is to checkpoint: stand aside */
     bool flush_due;                  /* past half the backstop: checkpoints sync the database */
-    int64_t wal_pages;               /* the WAL's pages after the last commit (writer thread) */
+    int64_t wal_pages;               /* the WAL's pages after the last commit */
+    int64_t wal_backfilled;          /* of them, copied into the database by the last checkpoint */
+    int64_t restart_pages;           /* from these the checkpointer starts the WAL over (restart) */
+    int64_t restart_retry_at;        /* and again from these, after a try */
+    bool hold_for_restart;           /* the writer takes no batch: restart's last copy */
+    bool applying;                   /* the writer thread is inside a batch */
     int64_t wal_pages_added;         /* pages the commits added since the last checkpoint */
     pgw_log_limit checkpoint_failed; /* the checkpointer's, under `lock` */
 };
@@ -99,6 +104,10 @@ struct pgw_writer {
 /* By default the writer checkpoints itself only past this many WAL pages
  * (~20 MiB with 2 KiB pages). */
 #define CHECKPOINT_BACKSTOP_PAGES 10000
+/* restart: the writer is held for the last copy once no more than these
+ * frames are left to copy, or after this many copies and syncs. */
+#define RESTART_LEFT   256
+#define RESTART_PASSES 4
 
 /* Room for the batch being synced plus the one applied meanwhile. */
 #define PENDING_CAP(w) (2 * (w)->batch_max)
@@ -230,6 +239,19 @@ static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
                 held_back, err->msg);
 }
 
+/* Whether the checkpointer is to start the WAL over (restart); under `lock`. */
+static bool restart_due(const pgw_writer *w)
+{
+    return w->has_checkpointer && w->wal_pages >= w->restart_pages &&
+           w->wal_pages >= w->restart_retry_at;
+}
+
+/* Whether the checkpointer has work; under `lock`. */
+static bool checkpoint_due(const pgw_writer *w)
+{
+    return !w->wal_over_backstop && (w->checkpoint_wanted || restart_due(w));
+}
+
 static void apply_batch(pgw_writer *w, size_t n)
 {
     pgw_err err;
@@ -277,14 +299,17 @@ static void apply_batch(pgw_writer *w, size_t n)
                                                               : last;
     }
     int64_t pages = rc == PGW_OK ? pgw_store_wal_pages(w->store) : w->wal_pages;
-    int64_t added = pages >= w->wal_pages ? pages - w->wal_pages : pages; /* less: started over */
-    w->wal_pages = pages;
+    bool started_over = pages < w->wal_pages;
     pthread_mutex_lock(&w->lock);
-    w->wal_pages_added += added;
+    w->wal_pages_added += started_over ? pages : pages - w->wal_pages;
+    w->wal_pages = pages;
+    if (started_over)
+        w->wal_backfilled = w->restart_retry_at = 0;
     w->wal_over_backstop = pages >= w->backstop_pages;
     w->flush_due = pages >= w->backstop_pages / 2;
     w->checkpoint_wanted |= w->has_checkpointer && w->wal_pages_added >= w->checkpoint_pages;
-    if (w->checkpoint_wanted && !w->wal_over_backstop) /* also once the WAL started over */
+    w->applying = false;
+    if (checkpoint_due(w) || w->hold_for_restart) /* also once the WAL started over */
         pthread_cond_signal(&w->checkpoint_wake);
     if (last > w->stats.last_transfer)
         w->stats.last_transfer = last;
@@ -335,7 +360,7 @@ static void idle_wait(pgw_writer *w)
 static size_t take_batch(pgw_writer *w)
 {
     pthread_mutex_lock(&w->lock);
-    while ((w->count == 0 || w->paused) && !w->stopping)
+    while ((w->count == 0 || w->paused || w->hold_for_restart) && !w->stopping)
         idle_wait(w);
     size_t n = 0;
     while (n < w->batch_max && w->count > 0) {
@@ -343,6 +368,7 @@ static size_t take_batch(pgw_writer *w)
         w->head = (w->head + 1) % w->cap;
         w->count--;
     }
+    w->applying = n > 0 && !w->read_only;
     pthread_mutex_unlock(&w->lock);
     return n;
 }
@@ -460,12 +486,13 @@ static void *syncer_main(void *arg)
     return NULL;
 }
 
-/* Runs one PASSIVE checkpoint and counts it. Called and returns with the lock. */
-static void checkpoint_once(pgw_writer *w)
+/* Runs one PASSIVE checkpoint and counts it; `flush`: then syncs the
+ * database. false: it did nothing (busy) or failed. Called and returns with
+ * the lock. */
+static bool checkpoint_once(pgw_writer *w, bool flush)
 {
     w->checkpoint_wanted = false;
     w->wal_pages_added = 0;
-    bool flush = w->flush_due;
     pthread_mutex_unlock(&w->lock);
     pgw_err err;
     bool busy = false;
@@ -477,7 +504,9 @@ static void checkpoint_once(pgw_writer *w)
         w->stats.checkpoints += !busy; /* busy: the writer's own was running */
         w->stats.checkpoint_flushes += !busy && flush;
         w->stats.checkpoint_us_sum += (uint64_t)took;
-        return;
+        if (!busy)
+            w->wal_backfilled = pgw_store_wal_backfilled(w->checkpoint_store);
+        return !busy;
     }
     /* The writer's backstop keeps the WAL bounded meanwhile; say so as
      * core/log_limit.h allows, not for every attempt. */
@@ -488,6 +517,39 @@ static void checkpoint_once(pgw_writer *w)
                      unsaid, line);
         fputs(line, stderr);
     }
+    return false;
+}
+
+/*
+ * Lets the WAL start over with the writer stopped for a short copy, not
+ * for the backstop's. A WAL starts over at the first commit after a
+ * checkpoint that copied all of it, so under steady writes only a
+ * checkpoint with the writer stopped does: the writer's backstop, which
+ * stopped it for its copy and the sync of every page copied since the
+ * last sync (20-30 ms every quarter second at 128 connections,
+ * bench/RESULTS.md). Here copies and syncs run while the writer goes on,
+ * each copying what came during the last, until little is left; only then
+ * is the writer held, between two batches, for the last copy and its
+ * sync. A reader's old snapshot can keep that copy from the WAL's end:
+ * tried again CHECKPOINT_PAGES later. Called and returns with the lock.
+ */
+static void restart(pgw_writer *w)
+{
+    for (int pass = 0; pass < RESTART_PASSES && !w->wal_over_backstop &&
+                       w->wal_pages - w->wal_backfilled > RESTART_LEFT;
+         pass++)
+        if (!checkpoint_once(w, true))
+            break;
+    w->hold_for_restart = true;
+    while (w->applying && !w->writer_ended)
+        pthread_cond_wait(&w->checkpoint_wake, &w->lock);
+    int64_t started = pgw_monotonic_us();
+    bool whole = checkpoint_once(w, false) && w->wal_backfilled == w->wal_pages;
+    w->hold_for_restart = false;
+    pthread_cond_signal(&w->wake);
+    w->stats.restarts += whole;
+    w->stats.restart_hold_us_sum += (uint64_t)(pgw_monotonic_us() - started);
+    w->restart_retry_at = w->wal_pages + w->checkpoint_pages; /* started over: reset to 0 */
 }
 
 static void *checkpointer_main(void *arg)
@@ -497,19 +559,20 @@ static void *checkpointer_main(void *arg)
     pthread_mutex_lock(&w->lock);
     for (;;) {
         /*
-         * Past the backstop the WAL is the writer's to checkpoint. Only a
-         * checkpoint with no commit after it lets the WAL start over, and
-         * under steady writes only the writer's own (inside its COMMIT) is
-         * one. Its PASSIVE checkpoint gives up while this connection holds
-         * the checkpoint lock, so on a slow disk, checkpointing back to back
+         * Past the backstop the WAL is the writer's to checkpoint: its
+         * PASSIVE checkpoint gives up while this connection holds the
+         * checkpoint lock, so on a slow disk, checkpointing back to back
          * here, the WAL grew without bound (300 MB in 30 s with database
          * fsyncs of 150 ms).
          */
-        while (!w->writer_ended && (!w->checkpoint_wanted || w->wal_over_backstop))
+        while (!w->writer_ended && !checkpoint_due(w))
             pthread_cond_wait(&w->checkpoint_wake, &w->lock);
         if (w->writer_ended)
             break; /* closing the last connection checkpoints what is left */
-        checkpoint_once(w);
+        if (restart_due(w))
+            restart(w);
+        else
+            checkpoint_once(w, w->flush_due);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -595,6 +658,7 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     /* A few checkpoints between two of the writer's own, whatever the backstop. */
     w->checkpoint_pages =
         w->backstop_pages / 4 < CHECKPOINT_PAGES ? w->backstop_pages / 4 : CHECKPOINT_PAGES;
+    w->restart_pages = w->backstop_pages * 3 / 4;
     w->ring = calloc(w->cap, sizeof(*w->ring));
     int rc = w->ring ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)

@@ -88,9 +88,12 @@ typedef struct pgw_writer_stats {
     uint64_t batch_size_sum; /* commands in committed batches */
     uint64_t syncs;          /* fdatasyncs of the WAL that made batches durable */
     uint64_t sync_us_sum;
-    uint64_t checkpoints;        /* WAL checkpoints run by the checkpoint thread (SQLite) */
-    uint64_t checkpoint_us_sum;  /* time spent in them */
-    uint64_t checkpoint_flushes; /* of them, those that synced the database file too */
+    uint64_t checkpoints;         /* WAL checkpoints run by the checkpoint thread (SQLite) */
+    uint64_t checkpoint_us_sum;   /* time spent in them */
+    uint64_t checkpoint_flushes;  /* of them, those that synced the database file too */
+    uint64_t restarts;            /* whole copies of the WAL by the checkpoint thread, the
+                                     writer held: the WAL starts over at the next commit */
+    uint64_t restart_hold_us_sum; /* time the writer was held for those copies (and tries) */
 } pgw_writer_stats;
 
 /* The upper bounds of the histogram buckets. */

@@ -975,6 +975,7 @@ struct pgw_store {
      * and past how many this connection checkpoints itself. */
     int64_t wal_pages;
     int backstop_pages;
+    int64_t wal_backfilled; /* pgw_store_checkpoint: the WAL's frames in the database after it */
     /* The period close in force (pgw_store_closed_before): read by every
      * write transaction's begin under its lock, with the schema version;
      * 0 when none, or outside a write transaction. */
@@ -5862,9 +5863,12 @@ int pgw_store_checkpoint(pgw_store *s, bool flush, bool *busy, pgw_err *err)
     if (is_postgres(s))
         return PGW_OK; /* the server checkpoints on its own */
     sqlite3 *lite = pgw_sql_sqlite_handle(s->db);
-    int rc = sqlite3_wal_checkpoint_v2(lite, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int backfilled = 0;
+    int rc = sqlite3_wal_checkpoint_v2(lite, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &backfilled);
     if (rc == SQLITE_BUSY && busy != NULL)
         *busy = true;
+    if (rc == SQLITE_OK)
+        s->wal_backfilled = backfilled;
     if (rc == SQLITE_OK)
         return flush ? flush_database(s, lite, err) : PGW_OK;
     if (rc == SQLITE_BUSY)
@@ -5899,6 +5903,11 @@ int pgw_store_checkpoint_backstop(pgw_store *s, int pages, pgw_err *err)
 int64_t pgw_store_wal_pages(const pgw_store *s)
 {
     return s->wal_pages;
+}
+
+int64_t pgw_store_wal_backfilled(const pgw_store *s)
+{
+    return s->wal_backfilled;
 }
 
 int pgw_store_outbox_depth(pgw_store *s, int64_t *n, pgw_err *err)

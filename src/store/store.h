@@ -964,6 +964,10 @@ int pgw_store_checkpoint_backstop(pgw_store *store, int pages, pgw_err *err);
  * connection's last commit (it shrinks when the WAL starts over). 0 before
  * and on PostgreSQL. */
 int64_t pgw_store_wal_pages(const pgw_store *store);
+/* After pgw_store_checkpoint on this connection: the WAL's frames copied
+ * into the database (all of them when it reached the WAL's end). 0 before
+ * and on PostgreSQL. */
+int64_t pgw_store_wal_backfilled(const pgw_store *store);
 /* Notices not yet delivered (pending or sending). */
 int pgw_store_outbox_depth(pgw_store *store, int64_t *n, pgw_err *err);
 /* Takes one unit of member's quota of `openid` (pgw_store_mp_target's

@@ -618,6 +618,57 @@ static void test_checkpoints_flush_in_the_wals_second_half(void **state)
     flushes_only_past(f, 4000, 4000 / 2);
 }
 
+/*
+ * Under steady writes the WAL starts over without the writer's own
+ * checkpoint at the backstop, which stopped every command for its copy and
+ * the sync of every page copied since the last sync: the checkpoint thread
+ * copies and syncs until little is left, then holds the writer between two
+ * batches for the last copy. So the WAL never reaches the backstop (its
+ * file keeps its largest size: its size is the peak).
+ */
+static void test_wal_starts_over_before_the_backstop(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* SQLite's WAL */
+    enum { BACKSTOP = 8000, IN_FLIGHT = 128 };
+    pgw_writer_options opts = {
+        .db_url = f->url, .queue_cap = 256, .batch_max = 16, .wal_backstop_pages = BACKSTOP};
+    pgw_writer *w = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_writer_start(&opts, &w, &err), PGW_OK);
+    counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    static pgw_command cmds[IN_FLIGHT];
+    pgw_writer_stats stats = {0};
+    int sent = 0;
+    /* Never an idle writer: a checkpoint between two batches would reach
+     * the WAL's end by itself. */
+    while (stats.restarts < 2 && sent < 200000) {
+        pgw_command *cmd = &cmds[sent % IN_FLIGHT];
+        if (sent >= IN_FLIGHT)
+            wait_for(&c, sent - IN_FLIGHT + 1); /* its last use is done */
+        counted_command(cmd, "steady", sent, 4, &c);
+        while (pgw_writer_submit(w, cmd, NULL) == PGW_EFULL)
+            usleep(1000);
+        sent++;
+        pgw_writer_get_stats(w, &stats);
+    }
+    wait_for(&c, sent);
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    int64_t peak = file_size(wal);
+    pgw_writer_get_stats(w, &stats);
+    pgw_writer_stop(w);
+    print_message(
+        "%d commands, %llu starts over, writer held %llu us in all, WAL peak %lld bytes\n", sent,
+        (unsigned long long)stats.restarts, (unsigned long long)stats.restart_hold_us_sum,
+        (long long)peak);
+    assert_true(stats.restarts >= 2);
+    assert_true(stats.checkpoint_flushes > 0);
+    assert_true(peak < BACKSTOP * (2048 + 24)); /* the writer never checkpointed itself */
+    assert_int_equal(log_size(f), 4 * (int64_t)sent);
+}
+
 /* ---- a slow disk: SQLite's default VFS with the database file's syncs slowed ---- */
 
 static atomic_int slow_db_sync_ms; /* 0: as fast as the disk */
@@ -861,6 +912,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_flush_in_the_wals_second_half,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_wal_starts_over_before_the_backstop, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_wal_bounded_on_a_slow_disk, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_failed_sync_is_final, db_fixture_setup,
