@@ -7,6 +7,7 @@
 #include "util/clock.h"
 #include "util/thread_name.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@ typedef struct task {
 
 struct pgw_outbound {
     char name[PGW_OUTBOUND_NAME_MAX + 1];
+    char thread_name[16]; /* "pgw-" and the name's first word, lower case */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     task *queue; /* a ring of cap tasks */
@@ -30,10 +32,21 @@ struct pgw_outbound {
     pthread_t threads[PGW_OUTBOUND_THREADS_MAX];
 };
 
+/* So that `top -H` and perf tell one pool's workers from another's:
+ * "WeChat calls" runs on pgw-wechat, "SMS sends" on pgw-sms. */
+static void name_threads(pgw_outbound *p)
+{
+    memcpy(p->thread_name, "pgw-", 4);
+    size_t n = 4;
+    for (const char *c = p->name; *c != '\0' && *c != ' ' && n < sizeof(p->thread_name) - 1; c++)
+        p->thread_name[n++] = (char)tolower((unsigned char)*c);
+    p->thread_name[n] = '\0';
+}
+
 static void *worker(void *arg)
 {
     pgw_outbound *p = arg;
-    pgw_thread_name("pgw-outbound");
+    pgw_thread_name(p->thread_name);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (p->len == 0 && !p->stopping)
@@ -74,6 +87,7 @@ int pgw_outbound_start(const char *name, size_t threads, size_t queue_cap, pgw_o
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the outbound workers");
     }
     memcpy(p->name, name, name_len); /* calloc's NUL ends it */
+    name_threads(p);
     p->queue = queue;
     p->cap = queue_cap;
     pthread_mutex_init(&p->lock, NULL);

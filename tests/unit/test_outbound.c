@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 /* A task that holds its worker until the test opens the gate. */
@@ -22,6 +23,7 @@ typedef struct gate {
     pthread_cond_t changed;
     int started;
     bool open;
+    char thread[16]; /* the name of the thread that ran the first task */
 } gate;
 
 static void held_task(void *arg, pgw_outbound_turn turn)
@@ -29,6 +31,8 @@ static void held_task(void *arg, pgw_outbound_turn turn)
     (void)turn;
     gate *g = arg;
     pthread_mutex_lock(&g->lock);
+    if (g->started == 0)
+        (void)prctl(PR_GET_NAME, g->thread, 0, 0, 0);
     g->started++;
     pthread_cond_broadcast(&g->changed);
     while (!g->open)
@@ -40,7 +44,7 @@ static void held_task(void *arg, pgw_outbound_turn turn)
  * task of `g` (taken off the queue: the queue is empty again). */
 static pgw_outbound *held_pool(gate *g)
 {
-    *g = (gate){.started = 0, .open = false};
+    *g = (gate){.started = 0, .open = false, .thread = ""};
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->changed, NULL);
     pgw_outbound *pool = NULL;
@@ -85,6 +89,20 @@ static void test_a_full_queue_names_its_pool(void **state)
     open_gate(&g);
     pgw_outbound_stop(pool); /* runs the queued one (as a call, or stopping) */
     assert_int_equal(g.started, 2);
+    gate_destroy(&g);
+}
+
+/* Regression: every pool's workers were "pgw-outbound", so that `top -H`
+ * or perf could not tell a backlog of SMS sends from WeChat's. A worker is
+ * named after its pool's tasks. */
+static void test_a_worker_is_named_after_its_pool(void **state)
+{
+    (void)state;
+    gate g;
+    pgw_outbound *pool = held_pool(&g);
+    assert_string_equal(g.thread, "pgw-sms");
+    open_gate(&g);
+    pgw_outbound_stop(pool);
     gate_destroy(&g);
 }
 
@@ -138,6 +156,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_full_queue_names_its_pool),
+        cmocka_unit_test(test_a_worker_is_named_after_its_pool),
         cmocka_unit_test(test_a_pool_name_is_bounded),
         cmocka_unit_test(test_a_stopping_pool_says_the_server_is_stopping),
     };
