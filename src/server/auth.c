@@ -50,6 +50,9 @@ typedef enum nonce_verdict { NONCE_NEW, NONCE_SEEN, NONCE_NO_ROOM } nonce_verdic
 struct pgw_auth {
     size_t n_keys;
     key_entry keys[PGW_KEYS_MAX];
+    /* The keys' fingerprint (never 0): what a bearer's lookup is good for
+     * (pgw_auth_resolve). Moves with the keys at a reload. */
+    uint64_t table;
     /* The latest `now` a signature was checked at. Signatures are judged
      * by it, never by an earlier one: a request whose headers came before
      * a later request's (its body slow) or a clock stepped back would
@@ -126,6 +129,21 @@ static int check_not_demo(const pgw_config *cfg, const pgw_key_config *k, const 
     return PGW_OK;
 }
 
+/* The fingerprint of a's keys, in order: the first 8 bytes of the SHA-256
+ * of their hashes, never 0 (0 is a bearer not looked up). Two tables of
+ * one fingerprint hold the same keys at the same places. */
+static uint64_t table_of(const pgw_auth *a)
+{
+    uint8_t hashes[PGW_KEYS_MAX * 32], sha256[32];
+    for (size_t i = 0; i < a->n_keys; i++)
+        memcpy(hashes + i * 32, a->keys[i].sha256, 32);
+    pgw_sha256(hashes, a->n_keys * 32, sha256);
+    OPENSSL_cleanse(hashes, sizeof(hashes));
+    uint64_t table;
+    memcpy(&table, sha256, sizeof(table));
+    return table != 0 ? table : 1;
+}
+
 int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
 {
     *out = NULL;
@@ -166,6 +184,7 @@ int pgw_auth_new(const pgw_config *cfg, pgw_auth **out, pgw_err *err)
         memcpy(e->who.secret, e->sha256, 32);
         a->n_keys++;
     }
+    a->table = table_of(a);
     *out = a;
     return PGW_OK;
 }
@@ -192,6 +211,8 @@ void pgw_auth_take_keys(pgw_auth *a, pgw_auth *fresh)
     for (size_t i = 0; i < n; i++) /* entries past a table's count are zeros */
         swap = a->keys[i], a->keys[i] = fresh->keys[i], fresh->keys[i] = swap;
     n = a->n_keys, a->n_keys = fresh->n_keys, fresh->n_keys = n;
+    uint64_t table = a->table;
+    a->table = fresh->table, fresh->table = table;
     OPENSSL_cleanse(&swap, sizeof(swap));
 }
 
@@ -445,6 +466,8 @@ static const key_entry *find_key(const pgw_auth *a, const pgw_bearer *b)
 {
     if (!b->given)
         return NULL;
+    if (b->table == a->table) /* looked up in these keys: the answer stands */
+        return b->entry >= 0 ? &a->keys[b->entry] : NULL;
     /* Every entry is compared, match or not: the time taken says nothing. */
     const key_entry *found = NULL;
     for (size_t i = 0; i < a->n_keys; i++) {
@@ -452,6 +475,15 @@ static const key_entry *find_key(const pgw_auth *a, const pgw_bearer *b)
             found = &a->keys[i];
     }
     return found;
+}
+
+void pgw_auth_resolve(const pgw_auth *a, pgw_bearer *b)
+{
+    if (!b->given || b->table == a->table)
+        return;
+    const key_entry *found = find_key(a, b);
+    b->entry = found != NULL ? (int)(found - a->keys) : -1;
+    b->table = a->table;
 }
 
 bool pgw_auth_knows(const pgw_auth *a, const pgw_bearer *b)

@@ -123,10 +123,27 @@ bool pgw_auth_still(const pgw_auth *auth, const pgw_principal *who);
 typedef struct pgw_bearer {
     bool given;         /* "Bearer <key>", the key not empty (the scheme's case free) */
     uint8_t sha256[32]; /* the key's SHA-256, when given: a credential, as the key is */
+    /* What pgw_auth_resolve found: which entry (-1: none) of the keys
+     * whose fingerprint is `table` (0: not looked up). */
+    uint64_t table;
+    int entry;
 } pgw_bearer;
 
-/* The Bearer of `authorization` (the header's whole value; NULL for none). */
+/* The Bearer of `authorization` (the header's whole value; NULL for none),
+ * not looked up. */
 void pgw_bearer_of(const char *authorization, pgw_bearer *out);
+
+/*
+ * Looks `bearer` up among the keys of `auth` (every key compared, in
+ * constant time), unless it was already among these very keys: the
+ * questions below then take that answer, not comparing every key again
+ * (a request asks three, each such a scan: ~2,300 instructions of the
+ * service thread's ~58,000 for three keys; bench/RESULTS.md). A reload's
+ * keys (pgw_auth_take_keys) are looked up afresh. The time saved says
+ * only that this bearer was looked up before, which the holder of the
+ * bearer (one connection's last key, http.c) knows.
+ */
+void pgw_auth_resolve(const pgw_auth *auth, pgw_bearer *bearer);
 
 /*
  * Authenticates `bearer` and, when the key requires it, the signature at
@@ -140,9 +157,9 @@ int pgw_auth_check(pgw_auth *auth, const pgw_bearer *bearer, const pgw_signed_re
                    int64_t now, pgw_principal *out, pgw_err *err);
 
 /* Whether `bearer` is one of the configured keys (every key compared, in
- * constant time): asked before a body is read, so that a stranger's
- * request holds no body buffer (the signature is checked with the body,
- * by pgw_auth_check). */
+ * constant time, unless pgw_auth_resolve found it in these keys): asked before a body is read, so
+ * that a stranger's request holds no body buffer (the signature is checked with the body, by
+ * pgw_auth_check). */
 bool pgw_auth_knows(const pgw_auth *auth, const pgw_bearer *bearer);
 /* The configured name of that key, NULL when it is none of ours (for the
  * log and /metrics of a request refused before it is authenticated). */

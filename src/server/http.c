@@ -998,19 +998,24 @@ static void peer_address(struct lws *wsi, char *out, size_t cap)
 /*
  * The request's Bearer (auth.h), hashed only when it is not the key the
  * connection's last request sent. The two are compared in constant time:
- * a proxy may carry several clients' requests on one connection.
+ * a proxy may carry several clients' requests on one connection. Looked
+ * up among the keys once, kept with its hash, until a reload changes them.
  */
-static void bearer_of(struct lws *wsi, const char *authorization, pgw_bearer *out)
+static void bearer_of(const pgw_http *h, struct lws *wsi, const char *authorization,
+                      pgw_bearer *out)
 {
     kept_conn *k = kept_of(wsi);
     size_t len = strlen(authorization);
-    if (k != NULL && k->bearer.given && len == k->authorization_len &&
-        CRYPTO_memcmp(authorization, k->authorization, len) == 0) {
+    bool same = k != NULL && k->bearer.given && len == k->authorization_len &&
+                CRYPTO_memcmp(authorization, k->authorization, len) == 0;
+    if (same)
         *out = k->bearer;
-        return;
-    }
-    pgw_bearer_of(authorization, out);
-    if (k != NULL && out->given && len < sizeof(k->authorization)) {
+    else
+        pgw_bearer_of(authorization, out);
+    pgw_auth_resolve(pgw_api_auth(h->api), out);
+    if (same) {
+        k->bearer = *out; /* looked up again after a reload */
+    } else if (k != NULL && out->given && len < sizeof(k->authorization)) {
         memcpy(k->authorization, authorization, len + 1);
         k->authorization_len = len;
         k->bearer = *out;
@@ -1232,7 +1237,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
          copy_custom(wsi, "x-pgw-signature:", q->r.signature, sizeof(q->r.signature));
     /* Hashed once, here, for every question asked of the key after: the
      * stranger's test, authentication, the log's key name. */
-    bearer_of(wsi, q->r.authorization, &q->r.bearer);
+    bearer_of(h, wsi, q->r.authorization, &q->r.bearer);
     /* Accept only chooses a format: a browser's long one is not an error. */
     if (ok && !copy_header(wsi, WSI_TOKEN_HTTP_ACCEPT, q->r.accept, sizeof(q->r.accept)))
         q->r.accept[0] = '\0';

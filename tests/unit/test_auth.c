@@ -362,6 +362,102 @@ static void test_a_reload_keeps_the_nonces(void **state)
     pgw_auth_free(a);
 }
 
+/* A config of the keys `keys[0..n)`, each named after itself, admin. */
+static pgw_auth *auth_of_keys(const char *const *keys, size_t n)
+{
+    pgw_config *cfg = calloc(1, sizeof(*cfg));
+    assert_non_null(cfg);
+    cfg->n_keys = n;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(cfg->keys[i].name, sizeof(cfg->keys[i].name), "name-%s", keys[i]);
+        snprintf(cfg->keys[i].scope, sizeof(cfg->keys[i].scope), "admin");
+        cfg->keys[i].has_sha256 = true;
+        pgw_sha256(keys[i], strlen(keys[i]), cfg->keys[i].key_sha256);
+    }
+    pgw_auth *a = NULL;
+    pgw_err err;
+    if (pgw_auth_new(cfg, &a, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    free(cfg);
+    return a;
+}
+
+/* What a bearer looked up (pgw_auth_resolve) is told equals what one not
+ * looked up is: its name, whether it is known, its check. */
+static void assert_answers_as_looked_up(pgw_auth *a, const pgw_bearer *looked_up)
+{
+    pgw_bearer fresh = *looked_up;
+    fresh.table = 0;
+    fresh.entry = 0;
+    pgw_signed_request none = {0};
+    pgw_principal who_1, who_2;
+    pgw_err err_1, err_2;
+    assert_int_equal(pgw_auth_knows(a, looked_up), pgw_auth_knows(a, &fresh));
+    const char *name = pgw_auth_name(a, &fresh);
+    if (name == NULL)
+        assert_null(pgw_auth_name(a, looked_up));
+    else
+        assert_string_equal(pgw_auth_name(a, looked_up), name);
+    memset(&who_1, 0, sizeof(who_1));
+    memset(&who_2, 0, sizeof(who_2));
+    int rc = pgw_auth_check(a, &fresh, &none, T0, &who_1, &err_1);
+    assert_int_equal(pgw_auth_check(a, looked_up, &none, T0, &who_2, &err_2), rc);
+    assert_memory_equal(&who_1, &who_2, sizeof(who_1));
+    if (rc != PGW_OK)
+        assert_string_equal(err_1.msg, err_2.msg);
+}
+
+/* A bearer is looked up once (a connection keeps it, http.c); a reload's
+ * keys, moved, removed or added, are looked up afresh: a key removed is
+ * unknown at once, a stranger's key added is known, a moved one named. */
+static void test_a_looked_up_bearer_follows_reloads(void **state)
+{
+    (void)state;
+    const char *const first[] = {"key-a", "key-b", "key-c"};
+    const char *const moved[] = {"key-c", "key-b", "key-x"}; /* a gone, c moved, x new */
+    const char *const given[] = {"key-a", "key-b", "key-c", "key-x", "key-y"};
+    enum { N = sizeof(given) / sizeof(given[0]) };
+    pgw_auth *a = auth_of_keys(first, 3);
+    pgw_bearer b[N];
+    for (size_t i = 0; i < N; i++) {
+        char authorization[64];
+        snprintf(authorization, sizeof(authorization), "Bearer %s", given[i]);
+        pgw_bearer_of(authorization, &b[i]);
+        assert_int_equal(b[i].table, 0);
+        pgw_auth_resolve(a, &b[i]);
+        assert_int_not_equal(b[i].table, 0);
+        assert_int_equal(pgw_auth_knows(a, &b[i]), i < 3);
+        assert_answers_as_looked_up(a, &b[i]);
+    }
+    assert_string_equal(pgw_auth_name(a, &b[2]), "name-key-c");
+    pgw_auth *fresh = auth_of_keys(moved, 3);
+    pgw_auth_take_keys(a, fresh);
+    pgw_auth_free(fresh);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(pgw_auth_knows(a, &b[i]), i >= 1 && i <= 3); /* b, c, x */
+        assert_answers_as_looked_up(a, &b[i]);
+        pgw_auth_resolve(a, &b[i]); /* the new keys' answer, kept */
+        assert_answers_as_looked_up(a, &b[i]);
+    }
+    assert_string_equal(pgw_auth_name(a, &b[2]), "name-key-c");
+    assert_string_equal(pgw_auth_name(a, &b[3]), "name-key-x");
+    /* The same keys again (a reload of an unchanged file): the answers stand. */
+    fresh = auth_of_keys(moved, 3);
+    pgw_auth_take_keys(a, fresh);
+    pgw_auth_free(fresh);
+    for (size_t i = 0; i < N; i++)
+        assert_answers_as_looked_up(a, &b[i]);
+    /* None: every bearer unknown. */
+    fresh = auth_of_keys(moved, 0);
+    pgw_auth_take_keys(a, fresh);
+    pgw_auth_free(fresh);
+    for (size_t i = 0; i < N; i++) {
+        assert_false(pgw_auth_knows(a, &b[i]));
+        assert_answers_as_looked_up(a, &b[i]);
+    }
+    pgw_auth_free(a);
+}
+
 /* A clean stop's nonces, read back at the next start: a replay of a
  * request taken before is refused after; the file goes once read. Without
  * it (a crash), signed requests stamped at the start or before are
@@ -472,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_signatures_in_upper_case_hex),
         cmocka_unit_test(test_many_nonces_within_one_window),
         cmocka_unit_test(test_a_reload_keeps_the_nonces),
+        cmocka_unit_test(test_a_looked_up_bearer_follows_reloads),
         cmocka_unit_test(test_nonces_across_a_restart),
         cmocka_unit_test(test_nonces_file_through_a_link),
     };
