@@ -10,9 +10,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "rng.h"
 #include "util/json_write.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,6 +129,95 @@ static void test_overflow_is_marked(void **state)
     assert_string_equal(buf, "{\"k\":\"0123456\"}");
 }
 
+/* The writer as strings were written before they were written straight
+ * (json_write.c's put_quoted_in_pieces): the oracle of the next test. */
+typedef struct pieces {
+    char *buf;
+    size_t cap, len;
+    bool overflow;
+} pieces;
+
+static void pieces_put(pieces *r, const char *bytes, size_t n)
+{
+    if (r->overflow || n >= r->cap - r->len) {
+        r->overflow = true;
+        return;
+    }
+    memcpy(r->buf + r->len, bytes, n);
+    r->len += n;
+    r->buf[r->len] = '\0';
+}
+
+static void pieces_quoted(pieces *r, const char *text)
+{
+    pieces_put(r, "\"", 1);
+    const char *run = text;
+    for (const char *p = text; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        pieces_put(r, run, (size_t)(p - run));
+        run = p + 1;
+        char esc[8];
+        const char *two = c == '"'    ? "\\\""
+                          : c == '\\' ? "\\\\"
+                          : c == '\n' ? "\\n"
+                          : c == '\r' ? "\\r"
+                          : c == '\t' ? "\\t"
+                          : c == '\b' ? "\\b"
+                          : c == '\f' ? "\\f"
+                                      : NULL;
+        if (two != NULL) {
+            pieces_put(r, two, 2);
+        } else {
+            snprintf(esc, sizeof(esc), "\\u%04X", (unsigned)c);
+            pieces_put(r, esc, 6);
+        }
+    }
+    pieces_put(r, run, strlen(run));
+    pieces_put(r, "\"", 1);
+}
+
+/* Strings of quotes, backslashes, control characters, UTF-8, DEL and
+ * letters, written into buffers of every size from one byte to more than
+ * enough: the whole buffer (past the NUL too), length and overflow are
+ * what the piecewise writer left, where they fit and where they do not. */
+static void test_strings_as_written_piece_by_piece(void **state)
+{
+    (void)state;
+    static const char BYTES[] = "\"\\\b\f\n\r\t\x01\x1f\x7f\xc2\x80\xe7\xa7\xaf /azAZ09";
+    uint64_t seed = 45;
+    enum { TEXT_MAX = 40, CAP_MAX = 2 * (6 * TEXT_MAX + 3) + 8 };
+    for (int trial = 0; trial < 1500; trial++) {
+        char text[TEXT_MAX + 1];
+        size_t n = (size_t)rng_pick(&seed, 0, TEXT_MAX);
+        for (size_t i = 0; i < n; i++)
+            text[i] = BYTES[rng_pick(&seed, 0, (int64_t)sizeof(BYTES) - 2)];
+        text[n] = '\0';
+        for (size_t cap = 1; cap <= CAP_MAX; cap++) {
+            char mine[CAP_MAX], theirs[CAP_MAX];
+            memset(mine, '#', sizeof(mine));
+            memset(theirs, '#', sizeof(theirs));
+            pgw_json_out o;
+            pgw_json_out_init(&o, mine, cap);
+            pgw_json_out_begin_array(&o);
+            pgw_json_out_string(&o, text);
+            pgw_json_out_key(&o, text); /* as a key, after a comma */
+            pieces r = {theirs, cap, 0, false};
+            theirs[0] = '\0';
+            pieces_put(&r, "[", 1);
+            pieces_quoted(&r, text);
+            pieces_put(&r, ",", 1);
+            pieces_quoted(&r, text);
+            pieces_put(&r, ":", 1);
+            if (memcmp(mine, theirs, sizeof(mine)) != 0 || o.len != r.len ||
+                o.overflow != r.overflow)
+                fail_msg("trial %d, cap %zu: \"%s\" (%zu, %d) against \"%s\" (%zu, %d)", trial, cap,
+                         mine, o.len, o.overflow, theirs, r.len, r.overflow);
+        }
+    }
+}
+
 static void test_reopen_adds_members(void **state)
 {
     (void)state;
@@ -150,6 +241,7 @@ int main(void)
         cmocka_unit_test(test_integers_as_printf_writes_them),
         cmocka_unit_test(test_strings_escape_and_parse_back),
         cmocka_unit_test(test_overflow_is_marked),
+        cmocka_unit_test(test_strings_as_written_piece_by_piece),
         cmocka_unit_test(test_reopen_adds_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
