@@ -22,10 +22,30 @@ static const char *const EVENT_KEYS[] = {
     NULL,
 };
 
+/* An event's values by key, as pgw_json_fields keeps them: EVENT_KEYS' order. */
+enum event_field {
+    F_EVENT_ID,
+    F_CHANNEL,
+    F_SHOP_ID,
+    F_TYPE,
+    F_OCCURRED_AT,
+    F_MEMBER,
+    F_AMOUNT_FEN,
+    F_ITEMS,
+    F_ORIGINAL_EVENT_ID,
+    F_RECEIPT_NO,
+    F_REFERRER,
+    F_POINTS,
+    N_EVENT_FIELDS
+};
+_Static_assert(sizeof(EVENT_KEYS) / sizeof(EVENT_KEYS[0]) == N_EVENT_FIELDS + 1,
+               "a field for each key");
+
 /* The member object's keys (API.md): exactly one identity, appid with openids. */
 static const char *const MEMBER_KEYS[] = {
     "member_id", "phone", "card", "mp_openid", "oa_openid", "appid", "unionid", "email", NULL,
 };
+enum { N_MEMBER_FIELDS = sizeof(MEMBER_KEYS) / sizeof(MEMBER_KEYS[0]) - 1, F_APPID = 5 };
 
 /* Refuses control characters: ids end up in logs, CSV exports and keys. */
 static int check_printable(const char *s, const char *path, const char *key, pgw_err *err)
@@ -64,39 +84,33 @@ int pgw_event_check_channel(const char *s, const char *name, pgw_err *err)
 int pgw_member_from_json(const json_t *obj, const char *path, const pgw_rules *rules,
                          pgw_identity *out, pgw_err *err)
 {
+    /* The values of the kinds it has, from its keys (one, as a rule): a
+     * lookup of each kind hashed its name, six in vain, ~1,000
+     * instructions an event (bench/RESULTS.md). */
+    const json_t *fields[N_MEMBER_FIELDS];
     int rc = pgw_json_expect_object(obj, path, err);
     if (rc == PGW_OK)
-        rc = pgw_json_only_keys(obj, path, MEMBER_KEYS, err);
+        rc = pgw_json_fields(obj, path, MEMBER_KEYS, fields, err);
     if (rc != PGW_OK)
         return rc;
-    const char *kinds[] = {"member_id", "phone",   "card", "mp_openid",
-                           "oa_openid", "unionid", "email"};
-    enum { N_KINDS = sizeof(kinds) / sizeof(kinds[0]) };
-    /* The kinds it has, from its keys (one, as a rule): a lookup of each
-     * kind hashed its name, six in vain, ~1,000 instructions an event
-     * (bench/RESULTS.md). One it has not would be read as absent. */
-    bool has[N_KINDS] = {false};
-    const char *key;
-    json_t *member;
-    json_object_foreach((json_t *)obj, key, member)
-    {
-        for (size_t i = 0; i < N_KINDS; i++)
-            has[i] = has[i] || strcmp(key, kinds[i]) == 0;
-    }
+    /* The identities' kinds, in MEMBER_KEYS: all but appid. */
+    static const size_t KINDS[] = {0, 1, 2, 3, 4, 6, 7};
     const char *kind = NULL;
     const char *value = NULL;
-    for (size_t i = 0; i < N_KINDS; i++) {
-        if (!has[i])
+    for (size_t i = 0; i < sizeof(KINDS) / sizeof(KINDS[0]); i++) {
+        const char *name = MEMBER_KEYS[KINDS[i]];
+        if (fields[KINDS[i]] == NULL)
             continue;
         const char *v;
-        rc = pgw_json_string_ref(obj, kinds[i], path, false, PGW_IDENTITY_TEXT_MAX, &v, err);
+        rc = pgw_json_string_ref_of(fields[KINDS[i]], name, path, false, PGW_IDENTITY_TEXT_MAX, &v,
+                                    err);
         if (rc != PGW_OK)
             return rc;
         if (v != NULL && kind != NULL)
             return pgw_err_set(err, PGW_EINVAL, "%s: names both %s and %s; give exactly one", path,
-                               kind, kinds[i]);
+                               kind, name);
         if (v != NULL) {
-            kind = kinds[i];
+            kind = name;
             value = v;
         }
     }
@@ -106,7 +120,8 @@ int pgw_member_from_json(const json_t *obj, const char *path, const pgw_rules *r
                            "unionid, email",
                            path);
     const char *appid;
-    rc = pgw_json_string_ref(obj, "appid", path, false, PGW_IDENTITY_TEXT_MAX, &appid, err);
+    rc = pgw_json_string_ref_of(fields[F_APPID], "appid", path, false, PGW_IDENTITY_TEXT_MAX,
+                                &appid, err);
     if (rc != PGW_OK)
         return rc;
     bool openid = strcmp(kind, "mp_openid") == 0 || strcmp(kind, "oa_openid") == 0;
@@ -153,10 +168,10 @@ static int item_from_json(const json_t *obj, const char *path, pgw_item *out, pg
 }
 
 /* Items are optional; their amounts may not add up to more than the receipt. */
-static int items_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
+static int items_from_json(const json_t *const *f, pgw_event_doc *out, pgw_err *err)
 {
-    json_t *items = json_object_get(obj, "items");
-    if (!pgw_json_has(obj, "items"))
+    const json_t *items = f[F_ITEMS];
+    if (!pgw_json_given(items))
         return PGW_OK;
     if (!json_is_array(items))
         return pgw_err_set(err, PGW_EINVAL, "$.items: expected an array");
@@ -181,26 +196,26 @@ static int items_from_json(const json_t *obj, pgw_event_doc *out, pgw_err *err)
 }
 
 /* The common fields: ids, channel, type, time, member. */
-static int header_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out,
+static int header_from_json(const json_t *const *f, const pgw_rules *rules, pgw_event_doc *out,
                             pgw_err *err)
 {
     const char *type = NULL;
     const char *when = NULL;
-    int rc = pgw_json_string(obj, "event_id", "$", true, PGW_EVENT_ID_MAX, out->event_id,
-                             sizeof(out->event_id), err);
+    int rc = pgw_json_string_of(f[F_EVENT_ID], "event_id", "$", true, PGW_EVENT_ID_MAX,
+                                out->event_id, sizeof(out->event_id), err);
     if (rc == PGW_OK)
         rc = check_printable(out->event_id, "$", "event_id", err);
     if (rc == PGW_OK)
-        rc = pgw_json_string(obj, "channel", "$", true, PGW_ID_MAX, out->channel,
-                             sizeof(out->channel), err);
+        rc = pgw_json_string_of(f[F_CHANNEL], "channel", "$", true, PGW_ID_MAX, out->channel,
+                                sizeof(out->channel), err);
     if (rc == PGW_OK)
         rc = pgw_event_check_channel(out->channel, "$.channel", err);
     if (rc == PGW_OK)
-        rc = pgw_json_string_ref(obj, "type", "$", true, PGW_ID_MAX, &type, err);
+        rc = pgw_json_string_ref_of(f[F_TYPE], "type", "$", true, PGW_ID_MAX, &type, err);
     if (rc == PGW_OK && pgw_event_type_parse(type, &out->event.type) != PGW_OK)
         rc = pgw_err_set(err, PGW_EINVAL, "$.type: unknown event type \"%s\"", type);
     if (rc == PGW_OK)
-        rc = pgw_json_string_ref(obj, "occurred_at", "$", true, 64, &when, err);
+        rc = pgw_json_string_ref_of(f[F_OCCURRED_AT], "occurred_at", "$", true, 64, &when, err);
     if (rc == PGW_OK && pgw_parse_rfc3339(when, &out->event.occurred_at, err) != PGW_OK)
         rc = pgw_err_prefix(err, "$.occurred_at: ");
     /* Out of its range, "": years no event is taken in (pgw_event_command). */
@@ -209,19 +224,18 @@ static int header_from_json(const json_t *obj, const pgw_rules *rules, pgw_event
                            sizeof(out->occurred_at_normal)) != PGW_OK)
         out->occurred_at_normal[0] = '\0';
     if (rc == PGW_OK)
-        rc = pgw_member_from_json(json_object_get(obj, "member"), "$.member", rules, &out->member,
-                                  err);
+        rc = pgw_member_from_json(f[F_MEMBER], "$.member", rules, &out->member, err);
     return rc;
 }
 
 /* The shop: required for purchases and refunds, optional otherwise. */
-static int shop_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out,
+static int shop_from_json(const json_t *const *f, const pgw_rules *rules, pgw_event_doc *out,
                           pgw_err *err)
 {
     pgw_event_type type = out->event.type;
     bool needs_shop = type == PGW_EVENT_PURCHASE || type == PGW_EVENT_REFUND;
-    int rc = pgw_json_string(obj, "shop_id", "$", needs_shop, PGW_ID_MAX, out->shop_id,
-                             sizeof(out->shop_id), err);
+    int rc = pgw_json_string_of(f[F_SHOP_ID], "shop_id", "$", needs_shop, PGW_ID_MAX, out->shop_id,
+                                sizeof(out->shop_id), err);
     if (rc != PGW_OK)
         return rc;
     out->event.shop = -1;
@@ -234,38 +248,37 @@ static int shop_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_d
 }
 
 /* The fields that only some types take, each required where its type needs it. */
-static int typed_fields_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc *out,
-                                  pgw_err *err)
+static int typed_fields_from_json(const json_t *const *f, const pgw_rules *rules,
+                                  pgw_event_doc *out, pgw_err *err)
 {
     pgw_event_type type = out->event.type;
     bool money = type == PGW_EVENT_PURCHASE || type == PGW_EVENT_REFUND;
-    int rc = pgw_json_int(obj, "amount_fen", "$", money, 1, PGW_AMOUNT_FEN_MAX,
-                          &out->event.amount_fen, err);
-    if (rc == PGW_OK && !money && pgw_json_has(obj, "amount_fen"))
+    int rc = pgw_json_int_of(f[F_AMOUNT_FEN], "amount_fen", "$", money, 1, PGW_AMOUNT_FEN_MAX,
+                             &out->event.amount_fen, err);
+    if (rc == PGW_OK && !money && pgw_json_given(f[F_AMOUNT_FEN]))
         rc = pgw_err_set(err, PGW_EINVAL, "$.amount_fen: not taken by %s events",
                          pgw_event_type_name(type));
     if (rc == PGW_OK)
-        rc = pgw_json_string(obj, "original_event_id", "$", type == PGW_EVENT_REFUND,
-                             PGW_EVENT_ID_MAX, out->original_event_id,
-                             sizeof(out->original_event_id), err);
+        rc = pgw_json_string_of(f[F_ORIGINAL_EVENT_ID], "original_event_id", "$",
+                                type == PGW_EVENT_REFUND, PGW_EVENT_ID_MAX, out->original_event_id,
+                                sizeof(out->original_event_id), err);
     /* Ignored, it let a return mislabelled a purchase be credited. */
-    if (rc == PGW_OK && type != PGW_EVENT_REFUND && pgw_json_has(obj, "original_event_id"))
+    if (rc == PGW_OK && type != PGW_EVENT_REFUND && pgw_json_given(f[F_ORIGINAL_EVENT_ID]))
         rc = pgw_err_set(err, PGW_EINVAL, "$.original_event_id: not taken by %s events",
                          pgw_event_type_name(type));
     if (rc == PGW_OK)
-        rc = pgw_json_string(obj, "receipt_no", "$", type == PGW_EVENT_REVIEW, PGW_REFERENCE_MAX,
-                             out->receipt_no, sizeof(out->receipt_no), err);
+        rc = pgw_json_string_of(f[F_RECEIPT_NO], "receipt_no", "$", type == PGW_EVENT_REVIEW,
+                                PGW_REFERENCE_MAX, out->receipt_no, sizeof(out->receipt_no), err);
     if (rc == PGW_OK)
-        rc = pgw_json_int(obj, "points", "$", type == PGW_EVENT_CUSTOM, 1, PGW_POINTS_MAX,
-                          &out->event.custom_points, err);
-    if (rc == PGW_OK && type != PGW_EVENT_CUSTOM && pgw_json_has(obj, "points"))
+        rc = pgw_json_int_of(f[F_POINTS], "points", "$", type == PGW_EVENT_CUSTOM, 1,
+                             PGW_POINTS_MAX, &out->event.custom_points, err);
+    if (rc == PGW_OK && type != PGW_EVENT_CUSTOM && pgw_json_given(f[F_POINTS]))
         rc = pgw_err_set(err, PGW_EINVAL, "$.points: only custom events give points directly");
     if (rc == PGW_OK && type == PGW_EVENT_REFERRAL) {
         out->has_referrer = true;
-        rc = pgw_member_from_json(json_object_get(obj, "referrer"), "$.referrer", rules,
-                                  &out->referrer, err);
+        rc = pgw_member_from_json(f[F_REFERRER], "$.referrer", rules, &out->referrer, err);
     }
-    if (rc == PGW_OK && type != PGW_EVENT_REFERRAL && pgw_json_has(obj, "referrer"))
+    if (rc == PGW_OK && type != PGW_EVENT_REFERRAL && pgw_json_given(f[F_REFERRER]))
         rc = pgw_err_set(err, PGW_EINVAL, "$.referrer: only referral events name a referrer");
     return rc;
 }
@@ -276,17 +289,20 @@ int pgw_event_from_json(const json_t *obj, const pgw_rules *rules, pgw_event_doc
     /* All but the 16 KB of items: each item read is filled whole. */
     memset(out, 0, offsetof(pgw_event_doc, items));
     memset(&out->event, 0, sizeof(out->event));
+    /* Each value found once, as its key is checked: not hashed again for
+     * each field read (bench/RESULTS.md). */
+    const json_t *fields[N_EVENT_FIELDS];
     int rc = pgw_json_expect_object(obj, "$", err);
     if (rc == PGW_OK)
-        rc = pgw_json_only_keys(obj, "$", EVENT_KEYS, err);
+        rc = pgw_json_fields(obj, "$", EVENT_KEYS, fields, err);
     if (rc == PGW_OK)
-        rc = header_from_json(obj, rules, out, err);
+        rc = header_from_json(fields, rules, out, err);
     if (rc == PGW_OK)
-        rc = shop_from_json(obj, rules, out, err);
+        rc = shop_from_json(fields, rules, out, err);
     if (rc == PGW_OK)
-        rc = typed_fields_from_json(obj, rules, out, err);
+        rc = typed_fields_from_json(fields, rules, out, err);
     if (rc == PGW_OK)
-        rc = items_from_json(obj, out, err);
+        rc = items_from_json(fields, out, err);
     PGW_ASSERT(rc != PGW_OK || out->event.n_items <= PGW_ITEMS_MAX);
     return rc;
 }

@@ -50,10 +50,12 @@ int pgw_json_expect_object(const json_t *value, const char *path, pgw_err *err)
     return PGW_OK;
 }
 
-int pgw_json_only_keys(const json_t *obj, const char *path, const char *const *allowed,
-                       pgw_err *err)
+int pgw_json_fields(const json_t *obj, const char *path, const char *const *allowed,
+                    const json_t **values, pgw_err *err)
 {
     PGW_ASSERT(json_is_object(obj));
+    for (size_t i = 0; values != NULL && allowed[i] != NULL; i++)
+        values[i] = NULL;
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)obj, key, value)
@@ -63,28 +65,39 @@ int pgw_json_only_keys(const json_t *obj, const char *path, const char *const *a
             i++;
         if (allowed[i] == NULL)
             return pgw_err_set(err, PGW_EINVAL, "%s.%.64s: unknown key", path, key);
+        if (values != NULL)
+            values[i] = value;
     }
     return PGW_OK;
 }
 
+int pgw_json_only_keys(const json_t *obj, const char *path, const char *const *allowed,
+                       pgw_err *err)
+{
+    return pgw_json_fields(obj, path, allowed, NULL, err);
+}
+
 bool pgw_json_has(const json_t *obj, const char *key)
 {
-    const json_t *value = json_object_get(obj, key); /* NULL for an obj that is none */
+    return pgw_json_given(json_object_get(obj, key)); /* NULL for an obj that is none */
+}
+
+bool pgw_json_given(const json_t *value)
+{
     return value != NULL && !json_is_null(value);
 }
 
 /*
- * Looks obj[key] up; PGW_ENOTFOUND (no message) when absent and optional.
- * An optional key set to null is absent: Jackson, Json.NET and most
- * generated clients write every unset field as null, and a POS in Java
- * got 400 for a receipt number it did not have (the HTTP review).
+ * Whether obj[key], `value` (NULL: absent), is there; PGW_ENOTFOUND (no
+ * message) when absent and optional. An optional key set to null is
+ * absent: Jackson, Json.NET and most generated clients write every unset
+ * field as null, and a POS in Java got 400 for a receipt number it did not
+ * have (the HTTP review).
  */
-static int lookup(const json_t *obj, const char *key, const char *path, bool required,
-                  json_t **value, pgw_err *err)
+static int judge(const json_t *value, const char *key, const char *path, bool required,
+                 pgw_err *err)
 {
-    PGW_ASSERT(json_is_object(obj));
-    *value = json_object_get(obj, key);
-    if (*value != NULL && !(json_is_null(*value) && !required))
+    if (value != NULL && !(json_is_null(value) && !required))
         return PGW_OK;
     if (required)
         return pgw_err_set(err, PGW_EINVAL, "%s.%s: required", path, key);
@@ -94,9 +107,15 @@ static int lookup(const json_t *obj, const char *key, const char *path, bool req
 int pgw_json_int(const json_t *obj, const char *key, const char *path, bool required, int64_t min,
                  int64_t max, int64_t *out, pgw_err *err)
 {
+    PGW_ASSERT(json_is_object(obj));
+    return pgw_json_int_of(json_object_get(obj, key), key, path, required, min, max, out, err);
+}
+
+int pgw_json_int_of(const json_t *value, const char *key, const char *path, bool required,
+                    int64_t min, int64_t max, int64_t *out, pgw_err *err)
+{
     PGW_ASSERT(min <= max);
-    json_t *value;
-    int rc = lookup(obj, key, path, required, &value, err);
+    int rc = judge(value, key, path, required, err);
     if (rc != PGW_OK)
         return rc == PGW_ENOTFOUND ? PGW_OK : rc;
     if (!json_is_integer(value))
@@ -113,8 +132,9 @@ int pgw_json_int(const json_t *obj, const char *key, const char *path, bool requ
 int pgw_json_bool(const json_t *obj, const char *key, const char *path, bool required, bool *out,
                   pgw_err *err)
 {
-    json_t *value;
-    int rc = lookup(obj, key, path, required, &value, err);
+    PGW_ASSERT(json_is_object(obj));
+    const json_t *value = json_object_get(obj, key);
+    int rc = judge(value, key, path, required, err);
     if (rc != PGW_OK)
         return rc == PGW_ENOTFOUND ? PGW_OK : rc;
     if (!json_is_boolean(value))
@@ -127,9 +147,16 @@ int pgw_json_bool(const json_t *obj, const char *key, const char *path, bool req
 int pgw_json_string_ref(const json_t *obj, const char *key, const char *path, bool required,
                         size_t max_len, const char **out, pgw_err *err)
 {
-    json_t *value;
+    PGW_ASSERT(json_is_object(obj));
+    return pgw_json_string_ref_of(json_object_get(obj, key), key, path, required, max_len, out,
+                                  err);
+}
+
+int pgw_json_string_ref_of(const json_t *value, const char *key, const char *path, bool required,
+                           size_t max_len, const char **out, pgw_err *err)
+{
     *out = NULL;
-    int rc = lookup(obj, key, path, required, &value, err);
+    int rc = judge(value, key, path, required, err);
     if (rc != PGW_OK)
         return rc == PGW_ENOTFOUND ? PGW_OK : rc;
     if (!json_is_string(value))
@@ -158,9 +185,17 @@ int pgw_json_string_ref(const json_t *obj, const char *key, const char *path, bo
 int pgw_json_string(const json_t *obj, const char *key, const char *path, bool required,
                     size_t max_len, char *out, size_t cap, pgw_err *err)
 {
+    PGW_ASSERT(json_is_object(obj));
+    return pgw_json_string_of(json_object_get(obj, key), key, path, required, max_len, out, cap,
+                              err);
+}
+
+int pgw_json_string_of(const json_t *value, const char *key, const char *path, bool required,
+                       size_t max_len, char *out, size_t cap, pgw_err *err)
+{
     PGW_ASSERT(cap > max_len);
     const char *s;
-    int rc = pgw_json_string_ref(obj, key, path, required, max_len, &s, err);
+    int rc = pgw_json_string_ref_of(value, key, path, required, max_len, &s, err);
     if (rc != PGW_OK || s == NULL)
         return rc;
     memcpy(out, s, strlen(s) + 1);

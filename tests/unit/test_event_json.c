@@ -650,6 +650,63 @@ static json_t *random_value(uint64_t *rng, int depth, bool reals)
     }
 }
 
+/* Two readers' answers alike: result, message when refused. */
+static void assert_same_answer(int rc_1, const pgw_err *err_1, int rc_2, const pgw_err *err_2)
+{
+    assert_int_equal(rc_1, rc_2);
+    if (rc_1 != PGW_OK)
+        assert_string_equal(err_1->msg, err_2->msg);
+}
+
+/* An object's values kept by pgw_json_fields read as looking each key up
+ * reads them: the same keys refused, and for each key, required or not,
+ * the same value, result and message from every reader. */
+static void test_fields_read_as_their_keys(void **state)
+{
+    (void)state;
+    static const char *const ALLOWED[] = {"s", "n", "shop_id", "\xe4\xb8\xad", NULL};
+    enum { N = sizeof(ALLOWED) / sizeof(ALLOWED[0]) - 1 };
+    uint64_t rng = 45;
+    for (int trial = 0; trial < 4000; trial++) {
+        json_t *obj = json_object();
+        for (size_t i = 0; i < N; i++)
+            if (rng_pick(&rng, 0, 9) < 7)
+                json_object_set_new(obj, ALLOWED[i], random_value(&rng, 1, true));
+        if (rng_pick(&rng, 0, 9) == 0)
+            json_object_set_new(obj, rng_pick(&rng, 0, 1) ? "S" : "shop", json_null());
+        const json_t *values[N];
+        pgw_err err_1, err_2;
+        int rc = pgw_json_fields(obj, "$.x", ALLOWED, values, &err_1);
+        assert_same_answer(rc, &err_1, pgw_json_only_keys(obj, "$.x", ALLOWED, &err_2), &err_2);
+        for (size_t i = 0; rc == PGW_OK && i < N; i++) {
+            const char *key = ALLOWED[i];
+            assert_ptr_equal(values[i], json_object_get(obj, key));
+            assert_int_equal(pgw_json_given(values[i]), pgw_json_has(obj, key));
+            for (int required = 0; required < 2; required++) {
+                int64_t n_1 = 7, n_2 = 7;
+                assert_same_answer(
+                    pgw_json_int_of(values[i], key, "$.x", required, -10, 10, &n_1, &err_1), &err_1,
+                    pgw_json_int(obj, key, "$.x", required, -10, 10, &n_2, &err_2), &err_2);
+                assert_int_equal(n_1, n_2);
+                char s_1[8] = "-", s_2[8] = "-";
+                assert_same_answer(
+                    pgw_json_string_of(values[i], key, "$.x", required, 6, s_1, sizeof(s_1),
+                                       &err_1),
+                    &err_1, pgw_json_string(obj, key, "$.x", required, 6, s_2, sizeof(s_2), &err_2),
+                    &err_2);
+                assert_string_equal(s_1, s_2);
+                const char *r_1 = "-", *r_2 = "-";
+                assert_same_answer(
+                    pgw_json_string_ref_of(values[i], key, "$.x", required, 6, &r_1, &err_1),
+                    &err_1, pgw_json_string_ref(obj, key, "$.x", required, 6, &r_2, &err_2),
+                    &err_2);
+                assert_ptr_equal(r_1, r_2);
+            }
+        }
+        json_decref(obj);
+    }
+}
+
 /* The oracle for fingerprints: members set to null are absent. */
 static void without_nulls(json_t *v)
 {
@@ -1078,6 +1135,7 @@ int main(void)
         cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_context),
         cmocka_unit_test(test_json_read_bounds),
+        cmocka_unit_test(test_fields_read_as_their_keys),
         cmocka_unit_test(test_canonical_text_is_json_dumps),
         cmocka_unit_test(test_canonical_limits),
         cmocka_unit_test(test_null_members_are_absent_from_fingerprints),
