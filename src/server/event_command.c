@@ -39,13 +39,14 @@ static void sort_members(canonical_member *members, size_t n)
     }
 }
 
-static bool write_canonical(pgw_json_out *o, const json_t *v, int depth);
+static bool write_canonical(pgw_json_out *o, const json_t *v, int depth, bool refuse_nulls);
 
 /* Keys in strcmp order, as jansson sorts them (by bytes; parsed keys hold
  * no NUL, which jansson refuses without JSON_ALLOW_NUL). Each value is
  * kept with its key: looked up again by it, it cost an event ~1,100
- * instructions of hashing (bench/RESULTS.md). */
-static bool write_canonical_object(pgw_json_out *o, const json_t *obj, int depth)
+ * instructions of hashing (bench/RESULTS.md). `refuse_nulls`: false for a
+ * member set to null. */
+static bool write_canonical_object(pgw_json_out *o, const json_t *obj, int depth, bool refuse_nulls)
 {
     canonical_member members[CANONICAL_KEYS_MAX];
     size_t n = 0;
@@ -57,7 +58,8 @@ static bool write_canonical_object(pgw_json_out *o, const json_t *obj, int depth
         PGW_ASSERT(n < CANONICAL_KEYS_MAX);
         members[n].key = json_object_iter_key(it);
         members[n].value = json_object_iter_value(it);
-        if (json_object_iter_key_len(it) != strlen(members[n].key))
+        if (json_object_iter_key_len(it) != strlen(members[n].key) ||
+            (refuse_nulls && json_is_null(members[n].value)))
             return false;
         n++;
     }
@@ -65,7 +67,7 @@ static bool write_canonical_object(pgw_json_out *o, const json_t *obj, int depth
     pgw_json_out_begin_object(o);
     for (size_t i = 0; i < n; i++) {
         pgw_json_out_key(o, members[i].key);
-        if (!write_canonical(o, members[i].value, depth + 1))
+        if (!write_canonical(o, members[i].value, depth + 1, refuse_nulls))
             return false;
     }
     pgw_json_out_end_object(o);
@@ -74,18 +76,19 @@ static bool write_canonical_object(pgw_json_out *o, const json_t *obj, int depth
 
 /* v as json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) writes it; false for
  * what is left to json_dumps: reals (its own formatting of doubles),
- * strings holding NUL, deeper or wider values than the limits above. */
-static bool write_canonical(pgw_json_out *o, const json_t *v, int depth)
+ * strings holding NUL, deeper or wider values than the limits above (and
+ * with `refuse_nulls`, an object's member set to null). */
+static bool write_canonical(pgw_json_out *o, const json_t *v, int depth, bool refuse_nulls)
 {
     if (depth > CANONICAL_DEPTH_MAX)
         return false;
     switch (json_typeof(v)) {
     case JSON_OBJECT:
-        return write_canonical_object(o, v, depth);
+        return write_canonical_object(o, v, depth, refuse_nulls);
     case JSON_ARRAY:
         pgw_json_out_begin_array(o);
         for (size_t i = 0; i < json_array_size(v); i++)
-            if (!write_canonical(o, json_array_get(v, i), depth + 1))
+            if (!write_canonical(o, json_array_get(v, i), depth + 1, refuse_nulls))
                 return false;
         pgw_json_out_end_array(o);
         return true;
@@ -114,7 +117,7 @@ bool pgw_json_canonical(const json_t *v, char *buf, size_t cap, size_t *len)
 {
     pgw_json_out o;
     pgw_json_out_init(&o, buf, cap);
-    bool written = write_canonical(&o, v, 0) && !o.overflow;
+    bool written = write_canonical(&o, v, 0, false) && !o.overflow;
     *len = written ? o.len : 0;
     return written;
 }
@@ -174,6 +177,16 @@ static int fingerprint_as_is(const json_t *obj, uint8_t out[PGW_HASH_LEN]);
  * holds one. */
 int pgw_json_fingerprint(const json_t *obj, uint8_t out[PGW_HASH_LEN])
 {
+    /* Written whole without meeting a member set to null: the walk below
+     * would have found none, and this is the text it would hash. It cost
+     * ~700 instructions an event, walking it first (bench/RESULTS.md). */
+    char canonical[CANONICAL_TEXT_MAX];
+    pgw_json_out o;
+    pgw_json_out_init(&o, canonical, sizeof(canonical));
+    if (write_canonical(&o, obj, 0, true) && !o.overflow) {
+        pgw_sha256(canonical, o.len, out);
+        return PGW_OK;
+    }
     if (!has_null_member(obj))
         return fingerprint_as_is(obj, out);
     json_t *copy = json_deep_copy(obj);
