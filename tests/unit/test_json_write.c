@@ -79,6 +79,13 @@ static void test_integers_as_printf_writes_them(void **state)
         assert_int_equal(pgw_int_text(values[i], text), strlen(want));
         assert_string_equal(text, want);
     }
+    /* Every value of up to five digits: each pair of digits, each length. */
+    for (int64_t v = -99999; v <= 99999; v++) {
+        char text[PGW_INT_TEXT_MAX], want[32];
+        snprintf(want, sizeof(want), "%lld", (long long)v);
+        assert_int_equal(pgw_int_text(v, text), strlen(want));
+        assert_string_equal(text, want);
+    }
 }
 
 static void test_strings_escape_and_parse_back(void **state)
