@@ -175,6 +175,9 @@ int pgw_json_string_ref_of(const json_t *value, const char *key, const char *pat
         return pgw_err_set(err, PGW_EINVAL, "%s.%s: longer than %zu bytes", path, key, max_len);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
+        /* Most bytes are none of the three below: one test for them. */
+        if (c >= 0x20 && c != 0x7F && c != 0xC2)
+            continue;
         /* C0 and DEL; and C1 (U+0080..U+009F, UTF-8 C2 80..C2 9F): U+009B
          * is a terminal's CSI as ESC [ is */
         bool c1 = c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] <= 0x9F;
