@@ -587,9 +587,12 @@ static int start_checkpointer(pgw_writer *w, const char *db_url, pgw_err *err)
     if (rc == PGW_OK)
         rc = pgw_store_checkpoint_backstop(w->store, (int)w->backstop_pages, err);
     if (rc == PGW_OK) {
-        w->has_checkpointer = pthread_create(&w->checkpointer, NULL, checkpointer_main, w) == 0;
-        if (!w->has_checkpointer)
+        /* Set before the thread starts: it reads the flag (restart_due). */
+        w->has_checkpointer = true;
+        if (pthread_create(&w->checkpointer, NULL, checkpointer_main, w) != 0) {
+            w->has_checkpointer = false;
             rc = pgw_err_set(err, PGW_ENOMEM, "cannot start the checkpoint thread");
+        }
     }
     return rc;
 }
