@@ -3192,5 +3192,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_row_without_a_receipt_reads_no_transfer,
                                         db_fixture_setup_migrated, teardown),
     };
+    /* One test, or a few, by name (a cmocka pattern), as test_store's. */
+    const char *only = getenv("PGW_TEST_ONLY");
+    if (only != NULL && only[0] != '\0')
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
