@@ -1838,6 +1838,35 @@ static void test_an_events_figures_are_what_a_read_says(void **state)
     pgw_config_free(er.cfg);
 }
 
+/*
+ * An event refused before its member's activity is read (its day's year
+ * before leaves the supported years: 1970) tells no figures: all 0, as
+ * reset_output leaves them, not what the writer's stack held (command.c
+ * apply_event copied its unread activity's figures). The purchase before
+ * it leaves a member's figures on that stack; valgrind sees the rest.
+ */
+static void test_an_event_refused_before_its_read_tells_no_figures(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    purchase_told(&er, "M1", "2026-11-24T10:00:00+08:00", 0);
+    assert_true(er.cmd.figures.balance > 0);
+    event_command(&er, "store:S001:EARLY", PGW_EVENT_PURCHASE, 12800, "1970-06-01T10:00:00+08:00");
+    pgw_err err;
+    assert_int_equal(pgw_writer_run(er.writer, &er.cmd, &err), PGW_ERANGE);
+    const pgw_member_figures *f = &er.cmd.figures;
+    if (f->balance != 0 || f->pending != 0 || f->available != 0 || f->debt != 0 || f->free != 0 ||
+        f->unexpired != 0)
+        fail_msg("refused event told balance/pending/available/debt/free/unexpired "
+                 "%lld/%lld/%lld/%lld/%lld/%lld",
+                 (long long)f->balance, (long long)f->pending, (long long)f->available,
+                 (long long)f->debt, (long long)f->free, (long long)f->unexpired);
+    writer_stop(er.writer);
+    assert_verifies(db);
+    pgw_config_free(er.cfg);
+}
+
 static void test_events_are_priced_with_the_members_activity(void **state)
 {
     const db_fixture *db = *state;
@@ -3143,6 +3172,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_are_priced_with_the_members_activity,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_an_events_figures_are_what_a_read_says,
+                                        db_fixture_setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_refused_before_its_read_tells_no_figures,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_events_that_earn_nothing_leave_the_daily_event_limit,
                                         db_fixture_setup_migrated, teardown),
