@@ -1598,8 +1598,10 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
             rc = pgw_store_member_activity(store, cmd->member, &days, &known, a, &cmd->err);
     }
     /* Its figures kept from here (keep_figures), not read after: what an
-     * event writes of them is its lot. A refund's are read. */
-    cmd->figures = a->figures;
+     * event writes of them is its lot. A refund's are read. A failed read
+     * (or none: activity_days refused) leaves reset_output's zeros. */
+    if (rc == PGW_OK)
+        cmd->figures = a->figures;
     cmd->figures_kept = rc == PGW_OK && a->has_figures && ev->type != PGW_EVENT_REFUND;
     if (rc == PGW_OK && !known && !policy->auto_enroll)
         rc =
