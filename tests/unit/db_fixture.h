@@ -292,26 +292,34 @@ static inline int db_fixture_setup_migrated(void **state)
     return 0;
 }
 
-/* Runs SQL on the test's database beside the store (tampering, probes).
- * A database busy (a running notifier's couriers claim and write beside
- * it) is asked again for 10 s: SQLite's write lock is the couriers' for
- * a moment at a time, and under `make test`'s load one ALTER TABLE met it
- * ("database is locked", test_a_read_failing_for_good_ends_dead). */
-static inline int db_fixture_exec(const db_fixture *f, const char *sql)
+/* Runs SQL on the test's database beside the store (tampering, probes);
+ * *err says why it failed. A database busy (a running notifier's
+ * couriers claim and write beside it) is asked again for 10 s: SQLite's
+ * write lock is the couriers' for a moment at a time, and under `make
+ * test`'s load one ALTER TABLE met it ("database is locked",
+ * test_a_read_failing_for_good_ends_dead). */
+static inline int db_fixture_exec_why(const db_fixture *f, const char *sql, pgw_err *err)
 {
     pgw_sql *db = NULL;
-    pgw_err err;
-    int rc = pgw_sql_open(f->url, true, &db, &err);
+    int rc = pgw_sql_open(f->url, true, &db, err);
     if (rc == PGW_OK)
-        rc = pgw_sql_exec(db, sql, "test SQL", &err);
+        rc = pgw_sql_exec(db, sql, "test SQL", err);
     for (int tries = 0; rc == PGW_EUNAVAILABLE && db != NULL && tries < 500; tries++) {
         struct timespec pause = {0, 20 * 1000 * 1000};
         nanosleep(&pause, NULL);
-        rc = pgw_sql_exec(db, sql, "test SQL", &err);
+        rc = pgw_sql_exec(db, sql, "test SQL", err);
     }
+    pgw_sql_close(db);
+    return rc;
+}
+
+/* The same, saying why on stderr when it fails. */
+static inline int db_fixture_exec(const db_fixture *f, const char *sql)
+{
+    pgw_err err;
+    int rc = db_fixture_exec_why(f, sql, &err);
     if (rc != PGW_OK)
         fprintf(stderr, "db_fixture: %s\n", err.msg);
-    pgw_sql_close(db);
     return rc;
 }
 
