@@ -37,10 +37,11 @@ build-o3: deps
 
 # The unit tests whose code runs on threads of its own, again under
 # ThreadSanitizer (ASan excludes it): the writer's writer, syncer and
-# checkpoint threads, the notifier's couriers, the outbound pools. It found
-# a race in the writer that every other build and test passed.
-TSAN_TESTS = test_writer test_command test_notifier test_outbound
-TSAN_ONLY  = ^unit\.(test_writer|test_command|test_notifier|test_outbound)$$
+# checkpoint threads, the notifier's couriers, the outbound pools,
+# reconciliation's readers. It found a race in the writer that every other
+# build and test passed.
+TSAN_TESTS = test_writer test_command test_notifier test_outbound test_reconcile
+TSAN_ONLY  = ^unit\.(test_writer|test_command|test_notifier|test_outbound|test_reconcile)$$
 
 build-tsan: deps-test
 	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGW_TSAN=ON >/dev/null
