@@ -504,8 +504,10 @@ static bool checkpoint_once(pgw_writer *w, bool flush)
         w->stats.checkpoints += !busy; /* busy: the writer's own was running */
         w->stats.checkpoint_flushes += !busy && flush;
         w->stats.checkpoint_us_sum += (uint64_t)took;
+        /* More than the WAL holds: of the WAL before it started over. */
+        int64_t backfilled = pgw_store_wal_backfilled(w->checkpoint_store);
         if (!busy)
-            w->wal_backfilled = pgw_store_wal_backfilled(w->checkpoint_store);
+            w->wal_backfilled = backfilled <= w->wal_pages ? backfilled : 0;
         return !busy;
     }
     /* The writer's backstop keeps the WAL bounded meanwhile; say so as
