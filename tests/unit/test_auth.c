@@ -50,15 +50,20 @@ static pgw_config *signing_config(const char *other_scope)
     return cfg;
 }
 
-static pgw_auth *signing_auth(void)
+/* The keys of cfg (freed here), or the test fails. */
+static pgw_auth *auth_of(pgw_config *cfg)
 {
-    pgw_config *cfg = signing_config("shop:S002");
     pgw_auth *a = NULL;
     pgw_err err;
     if (pgw_auth_new(cfg, &a, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     free(cfg);
     return a;
+}
+
+static pgw_auth *signing_auth(void)
+{
+    return auth_of(signing_config("shop:S002"));
 }
 
 /* Regression: two keys holding one secret were both taken, and a request
@@ -374,12 +379,7 @@ static pgw_auth *auth_of_keys(const char *const *keys, size_t n)
         cfg->keys[i].has_sha256 = true;
         pgw_sha256(keys[i], strlen(keys[i]), cfg->keys[i].key_sha256);
     }
-    pgw_auth *a = NULL;
-    pgw_err err;
-    if (pgw_auth_new(cfg, &a, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    free(cfg);
-    return a;
+    return auth_of(cfg);
 }
 
 /* What a bearer looked up (pgw_auth_resolve) is told equals what one not
