@@ -421,7 +421,7 @@ def otp_at_the_stop(tmp, fake, env):
     the queue was backed up. Each is told the server is stopping, as a
     request in the stop's drain is, and no SMS goes."""
     told = []
-    for name, held in (("otp-stop-queued", "pgw-outbound"), ("otp-stop-recorded", "pgw-writer")):
+    for name, held in (("otp-stop-queued", "pgw-sms"), ("otp-stop-recorded", "pgw-writer")):
         srv = run(os.path.join(tmp, name), config(tmp, name + ".json", fake.port,
                                                   {"start": "00:00", "end": "00:00"}), env)
         phone = "1370013700%d" % len(told)
@@ -435,8 +435,8 @@ def otp_at_the_stop(tmp, fake, env):
                 threading.Thread(target=ask).start()
                 eventually(lambda: wx.pg.value(srv.db, "SELECT count(*) FROM otps"),
                            lambda n: n == "1")
-            if held == "pgw-outbound":
-                wx.stop_holding_workers(srv, 2, recorded)  # api.c SMS_THREADS
+            if held == "pgw-sms":
+                wx.stop_holding_workers(srv, held, 2, recorded)  # api.c SMS_THREADS
             else:
                 wx.stop_held(srv, held, 1, threading.Thread(target=ask).start)
             eventually(lambda: answer, bool, timeout=15)
@@ -484,7 +484,7 @@ def otp_backed_up(tmp, fake, env):
                                           wx.ADMIN, timeout=40)
     try:
         ws = wx.stream_client()
-        held = wx.hold_threads(srv, "pgw-outbound", 2)  # api.c SMS_THREADS
+        held = wx.hold_threads(srv, "pgw-sms", 2)  # api.c SMS_THREADS
         try:
             asker = threading.Thread(target=ask)
             asker.start()

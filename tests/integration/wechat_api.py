@@ -2595,6 +2595,12 @@ def threads_named(pid, name):
     return found
 
 
+def outbound_workers(pid):
+    """The ids of the outbound pools' workers (outbound.c names them after
+    their pool: pgw-wechat, pgw-sms)."""
+    return threads_named(pid, "pgw-wechat") + threads_named(pid, "pgw-sms")
+
+
 def hold_threads(srv, name, count):
     """Stops the server's `count` threads called `name` (ptrace), once each
     has named itself: one started but not yet named would run on."""
@@ -2617,7 +2623,7 @@ def stop_held(srv, name, count, during):
         during()
         eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # taken, held
         srv.proc.send_signal(signal.SIGTERM)
-        gone = eventually(lambda: threads_named(srv.proc.pid, "pgw-outbound"), lambda t: not t)
+        gone = eventually(lambda: outbound_workers(srv.proc.pid), lambda t: not t)
         check(not gone, "the stop stopped the outbound workers: %s" % gone)
     finally:
         for libc, t in held:
@@ -2746,15 +2752,15 @@ def stop_joins_workers(pid, descriptors):
     return any(0 <= word - d < 4096 for d in descriptors)
 
 
-def stop_holding_workers(srv, count, during, answered=False):
-    """Holds the server's `count` outbound workers while during() queues a
+def stop_holding_workers(srv, name, count, during, answered=False):
+    """Holds the server's `count` outbound workers `name` while during() queues a
     call for them, then SIGTERMs it; lets them go once the stop waits to
     join them, so that they find the call queued as the pool stops.
     `answered`: during()'s request is answered before its call is done
     (nothing stays in flight to wait for)."""
     ws = stream_client()
     base = inflight(srv)
-    held = hold_threads(srv, "pgw-outbound", count)
+    held = hold_threads(srv, name, count)
     try:
         descriptors = [thread_pointer(libc, t) for libc, t in held]
         during()
@@ -2786,7 +2792,7 @@ def login_at_the_stop(tmp, fake, env):
             answer["login"] = mp_post(srv.port, "/v1/mp/login",
                                       {"appid": MP_APPID, "code": "code-login-stop"})
         asker = threading.Thread(target=log_in)
-        stop_holding_workers(srv, 4, asker.start)  # api.c OUTBOUND_THREADS
+        stop_holding_workers(srv, "pgw-wechat", 4, asker.start)  # api.c OUTBOUND_THREADS
         asker.join(15)
     except BaseException:
         srv.stop()
@@ -2817,7 +2823,7 @@ def link_at_the_stop(tmp, fake, env):
     pushed = []
     try:
         # The push is answered before its link (queued, held) is done.
-        stop_holding_workers(srv, 4, lambda: pushed.append(push(srv, oa_xml(
+        stop_holding_workers(srv, "pgw-wechat", 4, lambda: pushed.append(push(srv, oa_xml(
             "oOA-LINK-STOP", int(time.time()), "event", event="subscribe"))[0]), answered=True)
     except BaseException:
         srv.stop()
