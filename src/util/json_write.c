@@ -5,7 +5,6 @@
 
 #include "core/assertions.h"
 
-#include <stdio.h>
 #include <string.h>
 
 static void put(pgw_json_out *o, const char *bytes, size_t n)
@@ -71,51 +70,6 @@ void pgw_json_out_end_array(pgw_json_out *o)
     o->need_comma = true;
 }
 
-/* A quoted, escaped string, piece by piece: runs of plain bytes, escapes,
- * each put whole or not at all (where a text that does not fit stops). */
-static void put_quoted_in_pieces(pgw_json_out *o, const char *text)
-{
-    put_char(o, '"');
-    const char *run = text;
-    for (const char *p = text; *p != '\0'; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        put(o, run, (size_t)(p - run));
-        run = p + 1;
-        char esc[8];
-        switch (c) {
-        case '"':
-            put(o, "\\\"", 2);
-            break;
-        case '\\':
-            put(o, "\\\\", 2);
-            break;
-        case '\n':
-            put(o, "\\n", 2);
-            break;
-        case '\r':
-            put(o, "\\r", 2);
-            break;
-        case '\t':
-            put(o, "\\t", 2);
-            break;
-        case '\b':
-            put(o, "\\b", 2);
-            break;
-        case '\f':
-            put(o, "\\f", 2);
-            break;
-        default: /* as jansson writes them */
-            snprintf(esc, sizeof(esc), "\\u%04X", (unsigned)c);
-            put(o, esc, 6);
-            break;
-        }
-    }
-    put(o, run, strlen(run));
-    put_char(o, '"');
-}
-
 /* Each byte's escape: 0 for a byte written as it is, else the character
  * after the backslash ('u' for \u00XX, as jansson writes the other
  * control characters). NUL ends the text. */
@@ -124,6 +78,28 @@ static const char ESCAPES[256] = {
     'f', 'r', 'u', 'u', 'u', 'u', 'u', 'u', 'u',         'u',           'u', 'u',
     'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', ['"'] = '"', ['\\'] = '\\',
 };
+
+/* The hex digits of a \u00XX escape (upper case, as jansson writes them). */
+static const char HEX[] = "0123456789ABCDEF";
+
+/* A quoted, escaped string, piece by piece: runs of plain bytes, escapes,
+ * each put whole or not at all (where a text that does not fit stops). */
+static void put_quoted_in_pieces(pgw_json_out *o, const char *text)
+{
+    put_char(o, '"');
+    const char *run = text;
+    for (const char *p = text; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (ESCAPES[c] == 0)
+            continue;
+        put(o, run, (size_t)(p - run));
+        run = p + 1;
+        const char esc[6] = {'\\', ESCAPES[c], '0', '0', HEX[c >> 4], HEX[c & 15]};
+        put(o, esc, ESCAPES[c] == 'u' ? 6 : 2);
+    }
+    put(o, run, strlen(run));
+    put_char(o, '"');
+}
 
 /*
  * What put_quoted_in_pieces writes, written straight when the worst case
@@ -134,7 +110,6 @@ static const char ESCAPES[256] = {
  */
 static void put_quoted(pgw_json_out *o, const char *text)
 {
-    static const char HEX[] = "0123456789ABCDEF";
     size_t n = strlen(text), room = o->cap - o->len;
     /* Quotes, 6 bytes a byte at most, and the NUL. */
     if (o->overflow || room < 3 || n > (room - 3) / 6) {
