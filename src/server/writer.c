@@ -504,11 +504,12 @@ static bool checkpoint_once(pgw_writer *w, bool flush)
         w->stats.checkpoints += !busy; /* busy: the writer's own was running */
         w->stats.checkpoint_flushes += !busy && flush;
         w->stats.checkpoint_us_sum += (uint64_t)took;
+        if (busy)
+            return false;
         /* More than the WAL holds: of the WAL before it started over. */
         int64_t backfilled = pgw_store_wal_backfilled(w->checkpoint_store);
-        if (!busy)
-            w->wal_backfilled = backfilled <= w->wal_pages ? backfilled : 0;
-        return !busy;
+        w->wal_backfilled = backfilled <= w->wal_pages ? backfilled : 0;
+        return true;
     }
     /* The writer's backstop keeps the WAL bounded meanwhile; say so as
      * core/log_limit.h allows, not for every attempt. */

@@ -5867,10 +5867,10 @@ int pgw_store_checkpoint(pgw_store *s, bool flush, bool *busy, pgw_err *err)
     int rc = sqlite3_wal_checkpoint_v2(lite, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, &backfilled);
     if (rc == SQLITE_BUSY && busy != NULL)
         *busy = true;
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK) {
         s->wal_backfilled = backfilled;
-    if (rc == SQLITE_OK)
         return flush ? flush_database(s, lite, err) : PGW_OK;
+    }
     if (rc == SQLITE_BUSY)
         return PGW_OK;
     /* Called straight, not through the SQL layer: its message is SQLite's. */
