@@ -419,33 +419,35 @@ static bool discard_to_row_end(pgw_csv_file *file)
  * The parser reads whatever the buffer holds. A row it ended at the very
  * end of the buffer may go on in the file (a field, a quoted line break, a
  * CRLF cut in two): unless the file is at its end, the row is read again
- * with more of the file behind it. A row that fills the whole buffer is
- * longer than any we take: reported once, then dropped to its end.
+ * from its own first byte with more of the file behind it. Blank lines
+ * and blank rows before it are passed over first and never kept: read
+ * again with them, a row after a megabyte of blank lines was taken for
+ * one too long, and a row cut after its empty first fields lost them
+ * (",," went as a blank row). A row that fills the whole buffer is longer
+ * than any we take: reported once, then dropped to its end.
  */
 int pgw_csv_file_next(pgw_csv_file *file, pgw_csv_row *row, bool *done, pgw_err *err)
 {
+    pgw_csv *c = &file->csv;
     for (;;) {
         if (file->discarding && !discard_to_row_end(file) && file->eof) {
             *done = true;
             return PGW_OK;
         }
-        if (!file->discarding) {
-            size_t start = file->csv.pos, line = file->csv.line;
+        if (!file->discarding && skip_blank_lines(c)) {
+            size_t start = c->pos, line = c->line;
             pgw_err why;
-            int rc = pgw_csv_next(&file->csv, row, done, &why);
-            if (file->csv.pos < file->len || file->eof) {
+            int rc = read_row(c, row, done, &why);
+            bool whole = c->pos < file->len || file->eof;
+            if (whole && rc == PGW_OK && all_empty(row))
+                continue; /* a blank row of a sheet, as pgw_csv_next */
+            if (whole) {
                 if (rc != PGW_OK)
                     *err = why;
                 return rc;
             }
-            if (rc == PGW_OK && *done) { /* only blank lines were left: read on */
-                rc = refill(file, err);
-                if (rc != PGW_OK)
-                    return rc;
-                continue;
-            }
-            file->csv.pos = start; /* perhaps cut short: again, with more */
-            file->csv.line = line;
+            c->pos = start; /* perhaps cut short: again, with more */
+            c->line = line;
             if (start == 0 && file->len == PGW_CSV_CHUNK) {
                 file->discarding = true; /* from the row's start */
                 file->skip = SKIP_FIELD_START;
@@ -454,6 +456,8 @@ int pgw_csv_file_next(pgw_csv_file *file, pgw_csv_row *row, bool *done, pgw_err 
                 return pgw_err_set(err, PGW_EINVAL, "the row is longer than %d bytes",
                                    PGW_CSV_CHUNK);
             }
+        } else if (!file->discarding && file->eof) {
+            return read_row(c, row, done, err); /* at the end: done, as pgw_csv_next */
         }
         int rc = refill(file, err);
         if (rc != PGW_OK)

@@ -221,6 +221,68 @@ static void test_an_unknown_column_is_named_by_its_position(void **state)
 /* A file read in chunks gives exactly the rows, line numbers and errors of
  * the same text read whole, with rows, quoted line breaks and a malformed
  * row straddling chunk boundaries. */
+/* Writes `head`, `n` bytes of 'A', then `tail` to a new temporary file. */
+static void write_long_file(char *path, const char *head, size_t n, const char *tail)
+{
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    fputs(head, f);
+    for (size_t i = 0; i < n; i++)
+        fputc('A', f);
+    fputs(tail, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Writes text[0..len) to a new temporary file named into path. */
+static void write_text_file(char *path, const char *text, size_t len)
+{
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+}
+
+/* Reads text[0..len) whole and from a file in chunks, twice (the second
+ * time after a rewind): the same rows, lines and errors. Counts rows and
+ * errors of one pass. */
+static void expect_file_reads_as_text(const char *text, size_t len, size_t *rows, size_t *errors)
+{
+    char path[] = "/tmp/pgw-csv-XXXXXX";
+    write_text_file(path, text, len);
+    pgw_csv whole;
+    pgw_csv_init(&whole, text, len);
+    pgw_csv_file *file = NULL;
+    assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
+    static pgw_csv_row a, b;
+    *rows = *errors = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        bool done_a = false, done_b = false;
+        while (!done_a) {
+            pgw_err ea, eb;
+            int ra = pgw_csv_next(&whole, &a, &done_a, &ea);
+            int rb = pgw_csv_file_next(file, &b, &done_b, &eb);
+            assert_int_equal(ra, rb);
+            assert_int_equal(done_a, done_b);
+            assert_int_equal(a.line, b.line);
+            if (ra != PGW_OK) {
+                assert_string_equal(ea.msg, eb.msg);
+                *errors += pass == 0;
+                continue;
+            }
+            assert_int_equal(a.n, b.n);
+            for (size_t f = 0; f < a.n; f++)
+                assert_string_equal(a.fields[f], b.fields[f]);
+            *rows += pass == 0 && !done_a;
+        }
+        pgw_csv_init(&whole, text, len);
+        assert_int_equal(pgw_csv_file_rewind(file, NULL), PGW_OK);
+    }
+    pgw_csv_file_close(file);
+    unlink(path);
+}
+
 static void test_a_file_reads_as_the_whole_text(void **state)
 {
     (void)state;
@@ -242,46 +304,96 @@ static void test_a_file_reads_as_the_whole_text(void **state)
         else
             len += (size_t)sprintf(text + len, "E%d,plain %d,%d\n", i, i * 31, i);
     }
-    char path[] = "/tmp/pgw-csv-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    pgw_csv whole;
-    pgw_csv_init(&whole, text, len);
-    pgw_csv_file *file = NULL;
-    assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
-    static pgw_csv_row a, b;
-    size_t rows = 0, errors = 0;
-    for (int pass = 0; pass < 2; pass++) { /* and again after a rewind */
-        bool done_a = false, done_b = false;
-        while (!done_a) {
-            pgw_err ea, eb;
-            int ra = pgw_csv_next(&whole, &a, &done_a, &ea);
-            int rb = pgw_csv_file_next(file, &b, &done_b, &eb);
-            assert_int_equal(ra, rb);
-            assert_int_equal(done_a, done_b);
-            assert_int_equal(a.line, b.line);
-            if (ra != PGW_OK) {
-                assert_string_equal(ea.msg, eb.msg);
-                errors++;
-                continue;
-            }
-            assert_int_equal(a.n, b.n);
-            for (size_t f = 0; f < a.n; f++)
-                assert_string_equal(a.fields[f], b.fields[f]);
-            rows += !done_a;
-        }
-        pgw_csv_init(&whole, text, len);
-        assert_int_equal(pgw_csv_file_rewind(file, NULL), PGW_OK);
-    }
+    size_t rows, errors;
+    expect_file_reads_as_text(text, len, &rows, &errors);
     assert_true(rows > 100000); /* the chunks were really crossed */
     assert_true(errors >= 4);
-    pgw_csv_file_close(file);
-    unlink(path);
     free(text);
+    pgw_csv_file *file = NULL;
     pgw_err err;
     assert_int_equal(pgw_csv_file_open("/nonexistent/x.csv", &file, &err), PGW_ENOTFOUND);
+}
+
+/*
+ * A text of `len` bytes: a header, rows of "n,n,n", one padding row so
+ * that `tail` starts `back` bytes before the first chunk's end. The
+ * caller frees it.
+ */
+static char *text_with_tail_at_chunk_end(size_t back, const char *tail, size_t *len)
+{
+    size_t at = PGW_CSV_CHUNK - back, tail_len = strlen(tail);
+    char *text = malloc(at + tail_len);
+    assert_non_null(text);
+    size_t n = (size_t)sprintf(text, "a,b,c\n");
+    while (n + 6 + 64 < at)
+        n += (size_t)sprintf(text + n, "n,n,n\n");
+    n += (size_t)sprintf(text + n, "p,q,");
+    memset(text + n, 'A', at - n - 1);
+    text[at - 1] = '\n';
+    memcpy(text + at, tail, tail_len);
+    *len = at + tail_len;
+    return text;
+}
+
+/* Regression: a row whose empty first fields ended the first chunk lost
+ * them (",,x" was read as "x"): the fields read went as a blank row of a
+ * sheet, and the rest was read as a row of its own. */
+static void test_a_row_cut_after_its_empty_fields_keeps_them(void **state)
+{
+    (void)state;
+    size_t len, rows, errors;
+    char *text = text_with_tail_at_chunk_end(2, ",,x\nlast,1,2\n", &len);
+    expect_file_reads_as_text(text, len, &rows, &errors);
+    assert_int_equal(errors, 0);
+    free(text);
+    text = text_with_tail_at_chunk_end(3, ",,\r\nlast,1,2\n", &len); /* a blank row, CRLF cut */
+    expect_file_reads_as_text(text, len, &rows, &errors);
+    assert_int_equal(errors, 0);
+    free(text);
+}
+
+/* Regression: a chunk of blank lines before a row made the row, cut at
+ * the chunk's end, look longer than a chunk: refused, and the row after
+ * it read in its place. */
+static void test_blank_lines_do_not_make_a_row_too_long(void **state)
+{
+    (void)state;
+    size_t len = PGW_CSV_CHUNK + 64, rows, errors;
+    char *text = malloc(len);
+    assert_non_null(text);
+    memset(text, '\n', PGW_CSV_CHUNK - 3);
+    int tail = sprintf(text + PGW_CSV_CHUNK - 3, "a,b,c\nlast,1\n");
+    len = PGW_CSV_CHUNK - 3 + (size_t)tail;
+    expect_file_reads_as_text(text, len, &rows, &errors);
+    assert_int_equal(rows, 2);
+    assert_int_equal(errors, 0);
+    free(text);
+}
+
+/* Regression: a row longer than a chunk after blank lines was reported
+ * once for each of them (its dropping began at the first blank line). */
+static void test_an_overlong_row_after_blank_lines_is_reported_once(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/pgw-csv-XXXXXX";
+    write_long_file(path, "a,b\n\n\n\r\n\nlong,", PGW_CSV_CHUNK + 100, "\nlast,2\n");
+    pgw_csv_file *file = NULL;
+    assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
+    static pgw_csv_row r;
+    bool done = false;
+    pgw_err err;
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK); /* the header */
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_EINVAL);
+    assert_int_equal(r.line, 6);
+    assert_non_null(strstr(err.msg, "longer than"));
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+    assert_false(done);
+    assert_string_equal(r.fields[0], "last");
+    assert_int_equal(r.line, 7);
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+    assert_true(done);
+    pgw_csv_file_close(file);
+    unlink(path);
 }
 
 /* Regression: a row longer than a chunk was cut at the chunk's end and its
@@ -317,20 +429,6 @@ static void test_an_overlong_row_is_dropped_whole(void **state)
     assert_true(done);
     pgw_csv_file_close(file);
     unlink(path);
-}
-
-/* Writes `head`, `n` bytes of 'A', then `tail` to a new temporary file. */
-static void write_long_file(char *path, const char *head, size_t n, const char *tail)
-{
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    FILE *f = fdopen(fd, "w");
-    assert_non_null(f);
-    fputs(head, f);
-    for (size_t i = 0; i < n; i++)
-        fputc('A', f);
-    fputs(tail, f);
-    assert_int_equal(fclose(f), 0);
 }
 
 /* Regression: the rest of a row longer than a chunk was dropped to the next
@@ -452,6 +550,9 @@ int main(void)
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
         cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
         cmocka_unit_test(test_an_overlong_row_is_dropped_to_its_real_end),
+        cmocka_unit_test(test_a_row_cut_after_its_empty_fields_keeps_them),
+        cmocka_unit_test(test_blank_lines_do_not_make_a_row_too_long),
+        cmocka_unit_test(test_an_overlong_row_after_blank_lines_is_reported_once),
         cmocka_unit_test(test_a_number_field_is_digits_only),
         cmocka_unit_test(test_a_refused_number_is_not_quoted),
     };
