@@ -34,6 +34,7 @@
 #include "util/json_load.h"
 #include "util/json_read.h"
 #include "util/json_write.h"
+#include "util/query.h"
 #include "util/redact.h"
 #include "util/vault.h"
 #include "util/clock.h"
@@ -1069,7 +1070,6 @@ static bool handle_event(pgw_api *api, const pgw_request *req, const pgw_princip
 
 static bool start_import(pgw_api *api, const pgw_request *req, const json_t *row, pgw_batch *b,
                          size_t index, pgw_response *resp);
-static bool query_value(const char *query, const char *name, char *out, size_t cap);
 static bool query_has(const char *query, const char *name);
 static int query_param(const char *query, const char *name, char *out, size_t cap, pgw_err *err);
 static int query_int(const char *query, const char *name, int64_t lo, int64_t hi, int64_t *out,
@@ -1812,23 +1812,6 @@ static bool handle_return(pgw_api *api, const pgw_request *req, const pgw_princi
     return submit(api, job, resp);
 }
 
-/* The value of `name` in a query string ("a=1&b=2"), copied; false when absent. */
-static bool query_value(const char *query, const char *name, char *out, size_t cap)
-{
-    size_t n = strlen(name);
-    for (const char *p = query; *p != '\0';) {
-        const char *end = strchr(p, '&');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > n && strncmp(p, name, n) == 0 && p[n] == '=' && len - n - 1 < cap) {
-            memcpy(out, p + n + 1, len - n - 1);
-            out[len - n - 1] = '\0';
-            return true;
-        }
-        p += len + (end != NULL);
-    }
-    return false;
-}
-
 /*
  * ?name=<decimal digits, lo..hi> into *out, left as it is when absent.
  * Anything else given is PGW_EINVAL saying `what`: a value too long to
@@ -1838,9 +1821,12 @@ static int query_int(const char *query, const char *name, int64_t lo, int64_t hi
                      const char *what, pgw_err *err)
 {
     char text[24];
-    if (!query_has(query, name))
+    int rc = pgw_query_get(query, name, text, sizeof(text), err);
+    if (rc == PGW_ENOTFOUND)
         return PGW_OK;
-    if (!query_value(query, name, text, sizeof(text)) || !pgw_decimal_in(text, lo, hi, out))
+    if (rc == PGW_EINVAL) /* twice, or no value: err says */
+        return rc;
+    if (rc != PGW_OK || !pgw_decimal_in(text, lo, hi, out))
         return pgw_err_set(err, PGW_EINVAL, "%s", what);
     return PGW_OK;
 }
@@ -2554,14 +2540,16 @@ static bool query_has(const char *query, const char *name)
     return false;
 }
 
-/* A query parameter: absent leaves out as it is; present but longer than
- * cap is an error, never taken for absent (a too-long shop= would widen a
- * reconciliation to the whole channel). */
+/* A query parameter: absent leaves out as it is; longer than cap, given
+ * twice or without a value is an error, never taken for absent (a
+ * too-long shop= would widen a reconciliation to the whole channel). */
 static int query_param(const char *query, const char *name, char *out, size_t cap, pgw_err *err)
 {
-    if (query_value(query, name, out, cap) || !query_has(query, name))
-        return PGW_OK;
-    return pgw_err_set(err, PGW_EINVAL, "%s must be a value of at most %zu bytes", name, cap - 1);
+    int rc = pgw_query_get(query, name, out, cap, err);
+    if (rc == PGW_ETOOLARGE)
+        return pgw_err_set(err, PGW_EINVAL, "%s must be a value of at most %zu bytes", name,
+                           cap - 1);
+    return rc == PGW_ENOTFOUND ? PGW_OK : rc;
 }
 
 /* format=json|csv, else Accept: text/csv asks for CSV. */
@@ -2619,7 +2607,9 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
         rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
         rc = check_media_type(req, "text/csv", &err);
-    if (rc == PGW_OK && !query_value(req->query, "channel", f->channel, sizeof(f->channel)))
+    if (rc == PGW_OK)
+        rc = query_param(req->query, "channel", f->channel, sizeof(f->channel), &err);
+    if (rc == PGW_OK && !query_has(req->query, "channel"))
         rc = pgw_err_set(&err, PGW_EINVAL, "channel=NAME is required");
     if (rc == PGW_OK) {
         f->opts.filter = (pgw_event_filter){f->channel, NULL, 0, INT64_MAX};

@@ -1743,14 +1743,14 @@ static int refuse_connect(pgw_http *h, struct lws *wsi)
 }
 
 /* The value of `name` in the query as copy_query joined it: NULL when
- * absent; `too_long` set when present but longer than out. */
-static const char *query_arg(const char *query, const char *name, char *out, size_t cap,
-                             bool *too_long)
+ * absent or refused (too long, twice, no value: *rc and err then say why;
+ * nothing is read once *rc is an error). */
+static const char *query_arg(const char *query, const char *name, char *out, size_t cap, int *rc,
+                             pgw_err *err)
 {
-    pgw_err err;
-    int rc = pgw_query_get(query, name, out, cap, &err);
-    *too_long = *too_long || rc == PGW_ETOOLARGE;
-    return rc == PGW_OK ? out : NULL;
+    int got = *rc == PGW_OK ? pgw_query_get(query, name, out, cap, err) : *rc;
+    *rc = got == PGW_ENOTFOUND ? PGW_OK : got;
+    return got == PGW_OK ? out : NULL;
 }
 
 /* The survivor noted for `member` (note_merge), or NULL: none. */
@@ -1880,17 +1880,16 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     const char *bad_query = copy_query(wsi, query, sizeof(query));
     if (bad_query != NULL)
         return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL, bad_query);
-    bool too_long = false;
-    const char *key_param = query_arg(query, "key", key, sizeof(key), &too_long);
-    const char *shop_param = query_arg(query, "shop", shop, sizeof(shop), &too_long);
-    if (too_long)
-        return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL, "a query argument is too long");
+    int rc = PGW_OK;
+    pgw_err err;
+    const char *key_param = query_arg(query, "key", key, sizeof(key), &rc, &err);
+    const char *shop_param = query_arg(query, "shop", shop, sizeof(shop), &rc, &err);
+    if (rc != PGW_OK)
+        return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL, err.msg);
     if (pgw_api_by_session(auth))
         return admit_member(h, wsi, w, uri, auth, shop_param);
-    pgw_err err;
     char key_name[PGW_ID_MAX + 1];
-    int rc =
-        pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, key_name, &w->key, &err);
+    rc = pgw_api_stream_auth(h->api, auth, key_param, shop_param, w->shop, key_name, &w->key, &err);
     if (rc != PGW_OK)
         return refuse_watcher(h, wsi, uri, key_name, rc, err.msg);
     w->keys_seen = h->keys_loaded;

@@ -221,10 +221,15 @@ typedef struct signed_query {
 static int check_query(const pgw_wechat *w, const char *query, int64_t now, signed_query *q,
                        pgw_err *err)
 {
-    if (pgw_query_get(query, "signature", q->signature, sizeof(q->signature), err) != PGW_OK ||
-        pgw_query_get(query, "timestamp", q->timestamp, sizeof(q->timestamp), err) != PGW_OK ||
-        pgw_query_get(query, "nonce", q->nonce, sizeof(q->nonce), err) != PGW_OK)
+    int rc = pgw_query_get(query, "signature", q->signature, sizeof(q->signature), err);
+    if (rc == PGW_OK)
+        rc = pgw_query_get(query, "timestamp", q->timestamp, sizeof(q->timestamp), err);
+    if (rc == PGW_OK)
+        rc = pgw_query_get(query, "nonce", q->nonce, sizeof(q->nonce), err);
+    if (rc == PGW_ENOTFOUND)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "signature, timestamp and nonce are required");
+    if (rc != PGW_OK) /* too long, twice, no value: err says which */
+        return pgw_err_recode(err, PGW_EUNAUTHORIZED);
     size_t n = strlen(q->timestamp);
     if (n == 0 || n > 18 || strspn(q->timestamp, "0123456789") != n)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "timestamp must be unix seconds");
@@ -245,9 +250,11 @@ int pgw_wechat_oa_echo(const pgw_wechat *w, const char *query, int64_t now, char
     if (!pgw_wechat_oa_ready(w)) /* no token: anyone could sign */
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "the official account is not configured");
     int rc = check_query(w, query, now, &q, err);
-    if (rc == PGW_OK && pgw_query_get(query, "echostr", echostr, cap, err) != PGW_OK)
-        rc = pgw_err_set(err, PGW_EINVAL, "echostr is required");
-    return rc;
+    if (rc == PGW_OK)
+        rc = pgw_query_get(query, "echostr", echostr, cap, err);
+    if (rc == PGW_ENOTFOUND)
+        return pgw_err_set(err, PGW_EINVAL, "echostr is required");
+    return rc == PGW_ETOOLARGE ? pgw_err_recode(err, PGW_EINVAL) : rc;
 }
 
 /* Safe mode: msg_signature over the ciphertext too, then decrypt for our appid. */
@@ -259,8 +266,10 @@ static int open_encrypted(const pgw_wechat *w, const char *query, const signed_q
     if (encrypt == NULL)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory");
     int rc = pgw_query_get(query, "msg_signature", msg_signature, sizeof(msg_signature), err);
-    if (rc != PGW_OK)
+    if (rc == PGW_ENOTFOUND)
         rc = pgw_err_set(err, PGW_EUNAUTHORIZED, "msg_signature is required in safe mode");
+    else if (rc != PGW_OK) /* too long, twice, no value: err says which */
+        rc = pgw_err_recode(err, PGW_EUNAUTHORIZED);
     if (rc == PGW_OK)
         rc = pgw_oa_envelope_parse(body, len, encrypt, PGW_OA_XML_MAX + 1, NULL, err);
     const char *parts[] = {w->oa_token, q->timestamp, q->nonce, encrypt};
@@ -317,6 +326,8 @@ int pgw_wechat_oa_open(pgw_wechat *w, const char *query, const char *body, size_
         return rc;
     char mode[16] = "";
     rc = pgw_query_get(query, "encrypt_type", mode, sizeof(mode), err);
+    if (rc != PGW_OK && rc != PGW_ENOTFOUND) /* twice, too long: never taken for absent */
+        return pgw_err_recode(err, PGW_EINVAL);
     out->encrypted = rc == PGW_OK && strcmp(mode, "aes") == 0;
     if (rc == PGW_OK && !out->encrypted && strcmp(mode, "raw") != 0)
         return pgw_err_set(err, PGW_EINVAL, "encrypt_type must be aes or raw");

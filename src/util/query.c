@@ -8,19 +8,27 @@
 int pgw_query_get(const char *query, const char *name, char *out, size_t cap, pgw_err *err)
 {
     size_t n = strlen(name);
+    const char *value = NULL;
+    size_t value_len = 0;
     for (const char *p = query; *p != '\0';) {
-        const char *end = strchr(p, '&');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > n && strncmp(p, name, n) == 0 && p[n] == '=') {
-            size_t value = len - n - 1;
-            if (value >= cap)
-                return pgw_err_set(err, PGW_ETOOLARGE, "query parameter %s: longer than %zu bytes",
-                                   name, cap - 1);
-            memcpy(out, p + n + 1, value);
-            out[value] = '\0';
-            return PGW_OK;
+        size_t len = strcspn(p, "&");
+        if (len >= n && strncmp(p, name, n) == 0 && (len == n || p[n] == '=')) {
+            if (len == n)
+                return pgw_err_set(err, PGW_EINVAL, "query parameter %s has no value (%s=...)",
+                                   name, name);
+            if (value != NULL) /* which one a proxy in front took is anyone's guess */
+                return pgw_err_set(err, PGW_EINVAL, "query parameter %s is given twice", name);
+            value = p + n + 1;
+            value_len = len - n - 1;
         }
-        p += len + (end != NULL);
+        p += len + (p[len] == '&');
     }
-    return PGW_ENOTFOUND;
+    if (value == NULL)
+        return pgw_err_set(err, PGW_ENOTFOUND, "query parameter %s is missing", name);
+    if (value_len >= cap)
+        return pgw_err_set(err, PGW_ETOOLARGE, "query parameter %s: longer than %zu bytes", name,
+                           cap - 1);
+    memcpy(out, value, value_len);
+    out[value_len] = '\0';
+    return PGW_OK;
 }

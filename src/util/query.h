@@ -15,9 +15,12 @@
 #include <stddef.h>
 
 /*
- * The first value of `name` in `query` ("a=1&b=2", without '?') into out
- * (cap bytes, NUL-terminated). PGW_ENOTFOUND when absent, PGW_ETOOLARGE
- * when it does not fit.
+ * The value of `name` in `query` ("a=1&b=2", without '?') into out (cap
+ * bytes, NUL-terminated). PGW_ENOTFOUND when absent, PGW_ETOOLARGE when
+ * it does not fit, PGW_EINVAL when the name comes twice or without '=':
+ * which of two values a proxy or a log in front took is anyone's guess,
+ * so the request is refused rather than read by one of them. err says
+ * which; out is written only on PGW_OK.
  */
 int pgw_query_get(const char *query, const char *name, char *out, size_t cap, pgw_err *err);
 

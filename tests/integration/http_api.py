@@ -1680,7 +1680,11 @@ def member_pages(s, member, others):
     for query, message in (("&limit=0", "limit must be 1..100"),
                            ("&limit=101", "limit must be 1..100"),
                            ("&after=0", "after must be a cursor: a page's next"),
-                           ("&after=x", "after must be a cursor: a page's next")):
+                           ("&after=x", "after must be a cursor: a page's next"),
+                           # Regression: the first of two was read, silently (limit 2).
+                           ("&limit=2&limit=3", "query parameter limit is given twice"),
+                           ("&member_id=" + member, "query parameter member_id is given twice"),
+                           ("&limit", "query parameter limit has no value (limit=...)")):
         status, doc, _ = s.request("GET", path + query)
         check(status == 400 and doc["error"]["code"] == "invalid_request" and
               doc["error"]["message"] == message, f"?member_id=...{query}: {status} {doc}")
@@ -3829,6 +3833,9 @@ def test_stream(s):
             # and after an argument too long for lws's look-up (the review)
             ("a shop after a long argument",
              "/v1/stream?key=" + KEYS["admin"][0] + "&pad=" + "x" * 600 + "&shop=S002", "",
+             "400 invalid_request"),
+            # regression: the first of two filters was taken, silently
+            ("a shop twice", "/v1/stream?shop=S001&shop=S002&key=" + KEYS["admin"][0], "",
              "400 invalid_request"),
             # regression: subprotocol "http" was upgraded on any path, with
             # no key, unlogged and never timed out

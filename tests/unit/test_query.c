@@ -30,8 +30,8 @@ static void test_values(void **state)
     assert_string_equal(out, "P9n/q+Y==");
     assert_int_equal(get("a=%2541", "a", out, sizeof(out)), PGW_OK);
     assert_string_equal(out, "%2541");
-    /* A name that only starts like another is not it; the first wins. */
-    assert_int_equal(get("nonce2=1&nonce=2&nonce=3", "nonce", out, sizeof(out)), PGW_OK);
+    /* A name that only starts like another is not it. */
+    assert_int_equal(get("nonce2=1&nonce=2&nonc=3&xnonce=4", "nonce", out, sizeof(out)), PGW_OK);
     assert_string_equal(out, "2");
     assert_int_equal(get("a=&b=1", "a", out, sizeof(out)), PGW_OK);
     assert_string_equal(out, "");
@@ -43,9 +43,30 @@ static void test_refusals(void **state)
     char out[8];
     assert_int_equal(get("a=1", "b", out, sizeof(out)), PGW_ENOTFOUND);
     assert_int_equal(get("", "a", out, sizeof(out)), PGW_ENOTFOUND);
-    assert_int_equal(get("a", "a", out, sizeof(out)), PGW_ENOTFOUND);
     assert_int_equal(get("a=1234567", "a", out, sizeof(out)), PGW_OK);
     assert_int_equal(get("a=12345678", "a", out, sizeof(out)), PGW_ETOOLARGE);
+}
+
+/* Regression: the first of two values was taken, silently, where a proxy
+ * or a log in front may have read the second (limit=2&limit=3 read 2). A
+ * name without '=' was taken for absent by one reader and for present by
+ * another. Both are refused, saying so, and out is left as it was. */
+static void test_a_name_twice_or_without_a_value_is_refused(void **state)
+{
+    (void)state;
+    const char *queries[] = {"limit=2&limit=3", "limit=2&x=1&limit=2",
+                             "limit=&limit=3",  "limit=123456789&limit=3",
+                             "limit",           "x=1&limit&limit=3"};
+    const char *says[] = {"given twice", "given twice", "given twice",
+                          "given twice", "no value",    "no value"};
+    for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
+        char out[8] = "kept";
+        pgw_err err;
+        assert_int_equal(pgw_query_get(queries[i], "limit", out, sizeof(out), &err), PGW_EINVAL);
+        assert_non_null(strstr(err.msg, "query parameter limit"));
+        assert_non_null(strstr(err.msg, says[i]));
+        assert_string_equal(out, "kept");
+    }
 }
 
 int main(void)
@@ -53,6 +74,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_a_name_twice_or_without_a_value_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
