@@ -1635,7 +1635,8 @@ static int read_user_version(pgw_store *s, int64_t *out, pgw_err *err)
 
 /* SQLite's first row whose reference leads nowhere, said into said[0..cap)
  * ("" for none). PostgreSQL checks foreign keys as it goes; SQLite's
- * writers do not (configure), so verify and each migration ask here. */
+ * writers do not (configure), so verify asks here, and each migration
+ * counts them (count_dangling). */
 static int dangling_reference(pgw_store *s, char *said, size_t cap, pgw_err *err)
 {
     said[0] = '\0';
@@ -1658,13 +1659,79 @@ static int dangling_reference(pgw_store *s, char *said, size_t cap, pgw_err *err
                : db_error(s, PGW_EIO, "checking foreign keys", err);
 }
 
-/* PGW_ESTATE naming the first row whose reference leads nowhere. */
-static int check_foreign_keys(pgw_store *s, pgw_err *err)
+/*
+ * SQLite: a migration is refused for the references leading nowhere that
+ * it made, not for those it found. One from before (an older bug, a hand
+ * edit) refused every migration, so the database could never be upgraded;
+ * verify names it. The rows are counted per table and the table they
+ * refer to, in a temporary table of a row per such pair (at most one per
+ * foreign key), before the first migration and after each: a migration
+ * may rebuild a table (12, 20, 30), giving its rows new rowids, so the
+ * rows themselves cannot be compared. A migration is refused where the
+ * rows referring to missing rows of a table grew in number, summed over
+ * the tables holding them: schema 19 moves member_days' rows, those of a
+ * missing member too, into activity_days (the price: a migration dropping
+ * such a row could hide a new one of the same missing table behind it).
+ * Each count after a migration is the next one's before: one scan of the
+ * references per migration, as before, and one before the first. The
+ * temporary tables change in the migration's transaction, and are put
+ * back with it when it is rolled back.
+ */
+#define DANGLING_BEFORE "temp.pgw_dangling_before"
+#define DANGLING_AFTER  "temp.pgw_dangling_after"
+#define COUNT_DANGLING(table)                                                                      \
+    "CREATE TABLE " table " AS SELECT \"table\" AS child, parent, count(*) AS n"                   \
+    " FROM pragma_foreign_key_check GROUP BY child, parent"
+
+/* The first table with more rows referring to missing rows of a table
+ * than before the migration, if the rows referring to missing rows of
+ * that table, summed over every table holding them, grew too. */
+#define DANGLING_GREW                                                                              \
+    "SELECT a.child, a.parent, a.n, coalesce(b.n, 0) FROM " DANGLING_AFTER " a"                    \
+    " LEFT JOIN " DANGLING_BEFORE " b ON b.child = a.child AND b.parent = a.parent"                \
+    " WHERE a.n > coalesce(b.n, 0)"                                                                \
+    " AND (SELECT sum(n) FROM " DANGLING_AFTER " WHERE parent = a.parent)"                         \
+    " > (SELECT coalesce(sum(n), 0) FROM " DANGLING_BEFORE " WHERE parent = a.parent)"             \
+    " ORDER BY a.child, a.parent LIMIT 1"
+
+/* In the first migration's transaction, before its SQL: the count
+ * check_foreign_keys holds it to. */
+static int count_dangling(pgw_store *s, pgw_err *err)
 {
-    char said[256];
-    int rc = dangling_reference(s, said, sizeof(said), err);
-    if (rc == PGW_OK && said[0] != '\0')
-        rc = pgw_err_set(err, PGW_ESTATE, "%s: %s; the migration was not applied", s->path, said);
+    return is_postgres(s) ? PGW_OK
+                          : exec(s, COUNT_DANGLING(DANGLING_BEFORE),
+                                 "counting references to missing rows", err);
+}
+
+/* PGW_ESTATE naming the table that migration v -> v + 1 left with more
+ * references to missing rows than it found (count_dangling); then the
+ * count after it is the next migration's before. */
+static int check_foreign_keys(pgw_store *s, int64_t v, pgw_err *err)
+{
+    if (is_postgres(s))
+        return PGW_OK;
+    pgw_sql_stmt *st = NULL;
+    int rc = exec(s, COUNT_DANGLING(DANGLING_AFTER), "counting references to missing rows", err);
+    if (rc == PGW_OK && pgw_sql_prepare(s->db, DANGLING_GREW, false, &st, NULL) != PGW_OK)
+        rc = db_error(s, PGW_EIO, "comparing references to missing rows", err);
+    int step = rc == PGW_OK ? pgw_sql_step(st) : PGW_SQL_DONE;
+    if (step == PGW_SQL_ROW)
+        rc = pgw_err_set(err, PGW_ESTATE,
+                         "%s: the migration to schema %lld left rows of table %.64s referring "
+                         "to missing rows of %.64s: %lld, against %lld before it; the migration "
+                         "was not applied",
+                         s->path, (long long)v + 1, pgw_sql_column_text(st, 0),
+                         pgw_sql_column_text(st, 1), (long long)pgw_sql_column_int64(st, 2),
+                         (long long)pgw_sql_column_int64(st, 3));
+    else if (rc == PGW_OK && step != PGW_SQL_DONE)
+        rc = db_error(s, PGW_EIO, "comparing references to missing rows", err);
+    pgw_sql_finalize(st);
+    if (rc == PGW_OK)
+        rc = exec(s,
+                  "DELETE FROM " DANGLING_BEFORE ";"
+                  "INSERT INTO " DANGLING_BEFORE " SELECT * FROM " DANGLING_AFTER ";"
+                  "DROP TABLE " DANGLING_AFTER,
+                  "counting references to missing rows", err);
     return rc;
 }
 
@@ -1812,14 +1879,17 @@ static int migrate_events_first(pgw_store *s, pgw_err *err)
     return rc;
 }
 
-/* Applies migration v -> v + 1 in the open transaction. */
-static int apply_migration(pgw_store *s, int64_t v, pgw_err *err)
+/* Applies migration v -> v + 1 in the open transaction, the first of
+ * this open's migrations when `first`. */
+static int apply_migration(pgw_store *s, int64_t v, bool first, pgw_err *err)
 {
     char bump[96];
     snprintf(bump, sizeof(bump),
              is_postgres(s) ? "UPDATE pgw_schema SET version = %lld" : "PRAGMA user_version = %lld",
              (long long)v + 1);
-    int rc = v == 20 ? migrate_events_first(s, err) : PGW_OK;
+    int rc = first ? count_dangling(s, err) : PGW_OK;
+    if (rc == PGW_OK && v == 20)
+        rc = migrate_events_first(s, err);
     if (rc == PGW_OK && is_postgres(s)) {
         char *sql = pg_migration(v);
         rc = sql ? exec(s, sql, "migrating the schema", err)
@@ -1829,7 +1899,7 @@ static int apply_migration(pgw_store *s, int64_t v, pgw_err *err)
         rc = exec(s, MIGRATIONS[v], "migrating the schema", err);
     }
     if (rc == PGW_OK)
-        rc = check_foreign_keys(s, err);
+        rc = check_foreign_keys(s, v, err);
     if (rc == PGW_OK)
         rc = exec(s, bump, "recording the schema version", err);
     return rc;
@@ -1851,7 +1921,7 @@ static int apply_migration(pgw_store *s, int64_t v, pgw_err *err)
  * PostgreSQL while a lock it needs was not free. Only then: after a lost
  * connection the session's advisory lock (migrate) is gone, and another
  * instance may be migrating. */
-static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
+static int migrate_step(pgw_store *s, int64_t v, bool first, pgw_err *err)
 {
     int tries = is_postgres(s) ? PG_MIGRATE_TRIES : 1, rc = PGW_OK;
     bool on_lock = false;
@@ -1870,7 +1940,7 @@ static int migrate_step(pgw_store *s, int64_t v, pgw_err *err)
                                  : "BEGIN IMMEDIATE",
                   "starting a migration", err);
         if (rc == PGW_OK)
-            rc = apply_migration(s, v, err);
+            rc = apply_migration(s, v, first, err);
         if (rc == PGW_OK)
             rc = exec(s, "COMMIT", "committing a migration", err);
         on_lock = rc != PGW_OK && pgw_sql_failed_on_lock(s->db);
@@ -1906,8 +1976,14 @@ static int migrate_steps(pgw_store *s, pgw_err *err)
                            "pointsgw (%d); run the newer pointsgw that wrote it",
                            s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
     for (int64_t v = version; rc == PGW_OK && v < PGW_STORE_SCHEMA_VERSION; v++)
-        rc = migrate_step(s, v, err);
-    return rc;
+        rc = migrate_step(s, v, v == version, err);
+    /* The counts of references to missing rows (check_foreign_keys) are
+     * of no use once the migrations end, applied or not. */
+    int dropped = PGW_OK;
+    if (!is_postgres(s) && version < PGW_STORE_SCHEMA_VERSION)
+        dropped = exec(s, "DROP TABLE IF EXISTS " DANGLING_BEFORE,
+                       "forgetting references to missing rows", rc == PGW_OK ? err : NULL);
+    return rc != PGW_OK ? rc : dropped;
 }
 
 /* PostgreSQL: whether the database has our schema table. */
@@ -1987,8 +2063,9 @@ static int migrate(pgw_store *s, pgw_err *err)
         return rc != PGW_OK ? rc : unlock;
     }
     /* Foreign keys are off (configure): a table rebuilt is dropped without
-     * cascading into the rows referring to it; they are checked before
-     * each migration commits (apply_migration). */
+     * cascading into the rows referring to it; before each migration
+     * commits, it is checked to have left no reference leading nowhere
+     * that it did not find (check_foreign_keys). */
     return migrate_steps(s, err);
 }
 
@@ -2050,8 +2127,9 @@ static int configure(pgw_store *s, pgw_err *err)
      * transfers it appended; a key its record, inserted just before), and
      * none of the referenced tables loses a row. The checks were one more
      * B-tree seek per reference, ~7% of the writer's instructions per
-     * purchase (bench/RESULTS.md). verify and every migration check them
-     * all (dangling_reference); PostgreSQL still checks them as it goes, so
+     * purchase (bench/RESULTS.md). verify checks them all
+     * (dangling_reference), and every migration that it made none
+     * (check_foreign_keys); PostgreSQL still checks them as it goes, so
      * a command that wrote a dangling reference fails in its tests there.
      */
     if (rc == PGW_OK)

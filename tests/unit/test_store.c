@@ -3367,19 +3367,91 @@ static void test_a_foreign_file_is_not_ours(void **state)
     assert_int_equal(raw_int(f, "PRAGMA page_size"), 4096);
 }
 
-static void test_a_migration_refuses_dangling_references(void **state)
+/*
+ * Regression: a reference that led nowhere before a migration (an older
+ * bug, a hand edit) kept every later migration from applying, so the
+ * database could never be upgraded. It migrates now, and verify still
+ * names the row. (PostgreSQL never lets one be written.)
+ */
+static void test_a_migration_keeps_a_dangling_reference_from_before(void **state)
 {
     db_fixture *f = *state;
     if (f->pg)
-        skip(); /* SQLite's own: its table rebuild, its page size */
+        skip();
     purchase(f, 3);
     back_to_schema_11(f, "UPDATE lots SET source_transfer = 777 WHERE id = 2;");
     pgw_store *s = NULL;
     pgw_err err;
-    assert_int_equal(pgw_store_open(f->url, false, &s, &err), PGW_ESTATE);
-    assert_non_null(strstr(err.msg, "table lots row 2 refers to a missing row of transfers"));
-    assert_int_equal(raw_int(f, "PRAGMA user_version"), 11); /* nothing applied */
-    assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 1);
+    if (pgw_store_open(f->url, false, &s, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    assert_int_equal(raw_int(f, "PRAGMA user_version"), PGW_STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int(f, UNIQUE_INDEXES_ON_TRANSFERS), 0); /* schema 12's rebuild */
+    const char *problem = verified(f);
+    if (strstr(problem, "table lots row 2 refers to a missing row of transfers") == NULL)
+        fail_msg("verify said \"%s\"", problem);
+}
+
+/* The same for a row a migration copies into a new table: schema 19 takes
+ * member_days into activity_days, a member's day of a member that does not
+ * exist with them. The dangling rows are counted per table they refer to,
+ * not per table they are in, or this one would count as the migration's. */
+static void test_a_migration_may_move_a_dangling_reference(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip();
+    purchase(f, 3);
+    back_to_schema_18(f);
+    raw_sql(f, "INSERT INTO member_days (member, day, purchases, spend_fen, events)"
+               " VALUES ('M9', 20000, 1, 100, 1)");
+    pgw_store *s = NULL;
+    pgw_err err;
+    if (pgw_store_open(f->url, false, &s, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_store_close(s);
+    assert_int_equal(raw_int(f, "PRAGMA user_version"), PGW_STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM activity_days WHERE member = 'M9'"), 1);
+    const char *problem = verified(f);
+    if (strstr(problem, "table activity_days: a row refers to a missing row of members") == NULL)
+        fail_msg("verify said \"%s\"", problem);
+}
+
+/*
+ * A migration that leaves a reference leading nowhere is refused, nothing
+ * applied, even beside one from before. Here schema 33's backfill of the
+ * members' sums fires a trigger (standing in for a migration's mistake)
+ * that writes a challenge day of a member that does not exist: a second
+ * such row where one was before, then (that one deleted) the first.
+ */
+static void test_a_migration_refuses_dangling_references_it_makes(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip();
+    purchase(f, 3);
+    back_to_schema_32(f);
+    raw_sql(f, "INSERT INTO challenge_days VALUES ('ghost0', 'C1', 20000, 1, 100);"
+               "CREATE TRIGGER ghost AFTER UPDATE ON members WHEN NEW.id = 'M0' BEGIN"
+               " INSERT INTO challenge_days VALUES ('ghost1', 'C1', 20000, 1, 100); END;");
+    static const char *const said[] = {": 2, against 1 before it", ": 1, against 0 before it"};
+    for (size_t i = 0; i < sizeof(said) / sizeof(said[0]); i++) {
+        pgw_store *s = NULL;
+        pgw_err err;
+        assert_int_equal(pgw_store_open(f->url, false, &s, &err), PGW_ESTATE);
+        if (strstr(err.msg, "the migration to schema 33 left rows of table challenge_days "
+                            "referring to missing rows of members") == NULL ||
+            strstr(err.msg, said[i]) == NULL ||
+            strstr(err.msg, "the migration was not applied") == NULL)
+            fail_msg("%s", err.msg);
+        assert_int_equal(raw_int(f, "PRAGMA user_version"), 32); /* nothing applied */
+        assert_int_equal(raw_int(f, "SELECT count(*) FROM challenge_days"), 1 - (int)i);
+        raw_sql(f, "DELETE FROM challenge_days");
+    }
+    raw_sql(f, "DROP TRIGGER ghost");
+    pgw_store_close(open_store(f)); /* migrates */
+    assert_int_equal(raw_int(f, "PRAGMA user_version"), PGW_STORE_SCHEMA_VERSION);
+    assert_string_equal(verified(f), "");
 }
 
 /* SQLite: whether writing `sql` builds a temporary B-tree (EXPLAIN). */
@@ -3933,7 +4005,11 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_plans_no_pairwise_joins_on_postgres,
                                         db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references,
+        cmocka_unit_test_setup_teardown(test_a_migration_keeps_a_dangling_reference_from_before,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_may_move_a_dangling_reference,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_migration_refuses_dangling_references_it_makes,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_page_cache_is_sized, db_fixture_setup,
                                         db_fixture_teardown),
