@@ -212,6 +212,22 @@ typedef struct settlement {
     int64_t members_net;
 } settlement;
 
+/* Every row's net and the totals', checked before a byte is written: the
+ * CSV, refused at the first row that overflowed, had written the header
+ * and the rows before it, and no total (a partial file, on stdout or a
+ * pipe). */
+static int check_nets(const settlement *s, int64_t point_value_fen, pgw_err *err)
+{
+    for (size_t i = 0; i <= s->t.n; i++) {
+        const account_row *r = i < s->t.n ? &s->t.rows[i] : &s->total;
+        int64_t net, fen;
+        if (row_net(r, point_value_fen, &net, &fen) != PGW_OK)
+            return pgw_err_set(err, PGW_ERANGE, "a report's sum overflows: the net of %s",
+                               i < s->t.n ? r->key : "the totals");
+    }
+    return PGW_OK;
+}
+
 static int settle(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t to, settlement *s,
                   pgw_err *err)
 {
@@ -228,7 +244,7 @@ static int settle(pgw_store *store, const pgw_config *cfg, int64_t from, int64_t
         rc = pgw_store_member_net(store, from, to, &s->members_net, err);
     if (rc == PGW_OK && s->t.overflow)
         rc = pgw_err_set(err, PGW_ERANGE, "a report's sum overflows");
-    return rc;
+    return rc == PGW_OK ? check_nets(s, cfg->point_value_fen, err) : rc;
 }
 
 static json_t *row_json(const account_row *r, int64_t value_fen, bool *ok)
@@ -389,8 +405,8 @@ static int settlement_csv(const settlement *s, const pgw_config *cfg, const peri
     for (size_t i = 0; i <= s->t.n; i++) {
         const account_row *r = i < s->t.n ? &s->t.rows[i] : &s->total;
         int64_t net = 0, fen = 0;
-        if (row_net(r, cfg->point_value_fen, &net, &fen) != PGW_OK)
-            return pgw_err_set(err, PGW_ERANGE, "a report's sum overflows");
+        bool fits = row_net(r, cfg->point_value_fen, &net, &fen) == PGW_OK;
+        PGW_ASSERT(fits); /* check_nets, before the header */
         fprintf(out, "%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld\n",
                 i == s->t.n ? "total"
                 : r->shop   ? "shop"

@@ -527,6 +527,47 @@ static void test_csv_carries_the_period_and_the_proof(void **state)
     pgw_config_free(cfg);
 }
 
+/* Regression: a settlement whose row's net_fen overflows (points a shop
+ * issued beyond 9.2e18 fen's worth) is refused, but the CSV had by then
+ * written its header and the rows before that one, and no total: a
+ * caller writing to a pipe or stdout handed on a partial file. Nothing is
+ * written now, as the JSON writes nothing. */
+static void test_a_settlement_that_overflows_writes_nothing(void **state)
+{
+    const db_fixture *db = *state;
+    scenario(db);
+    pgw_writer *w = start_writer(db);
+    for (int i = 0; i < 10; i++) { /* 10^13 points issued by S002 */
+        char key[32];
+        snprintf(key, sizeof(key), "store:S002:BIG%d", i);
+        earn(w, key, "M9", "S002", PGW_POINTS_MAX, 0, 10000, NOV20 + 11 * 3600 + i);
+    }
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    cfg->point_value_fen = 1000000; /* the largest the config takes: S002's net_fen is 10^19 */
+    for (int format = PGW_REPORT_CSV; format >= PGW_REPORT_JSON; format--) {
+        pgw_store *s = NULL;
+        assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+        assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+        char *text = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&text, &len);
+        pgw_err err;
+        int rc = pgw_report_settlement(s, cfg, NOV20 - 19 * 86400, NOV20 + 42 * 86400,
+                                       (pgw_report_format)format, out, &err);
+        fclose(out);
+        assert_int_equal(rc, PGW_ERANGE);
+        if (len != 0)
+            fail_msg("%s written on a refusal:\n%s", format == PGW_REPORT_CSV ? "CSV" : "JSON",
+                     text);
+        assert_string_equal(err.msg, "a report's sum overflows: the net of shop:S002");
+        free(text);
+        pgw_store_rollback(s, NULL);
+        pgw_store_close(s);
+    }
+    pgw_config_free(cfg);
+}
+
 /* A writer that lets a refund beyond the lots become debt (allow_negative). */
 static pgw_writer *start_debt_writer(const db_fixture *db)
 {
@@ -894,6 +935,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_time_before_1970_in_the_malls_zone_is_written_in_utc,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_pool_starts_in_1970_in_the_malls_zone,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_settlement_that_overflows_writes_nothing,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
