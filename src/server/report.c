@@ -726,17 +726,18 @@ int pgw_report_pool(pgw_store *store, const pgw_config *cfg, int64_t from, int64
 {
     const pgw_tz *tz = &cfg->rules.tz;
     /* Bounded before any arithmetic: no overflow, and every bucket's date
-     * stays within the calendar's years; in local days too (an offset
-     * that changed within the period makes them one more or less). */
-    bool bounded = from >= 0 && from < to && to <= PGW_REPORT_TIME_MAX &&
-                   (to - from) / 86400 < PGW_REPORT_DAYS_MAX - 1;
+     * stays within the calendar's years. Then the local days it touches,
+     * the rows and buckets it fills, the one bound the refusal names (a
+     * bound in seconds beside it refused 3698 whole days and took 3699
+     * local days from late in one). */
+    bool bounded = from >= 0 && from < to && to <= PGW_REPORT_TIME_MAX;
     int rc = bounded ? pool_starts_in_1970(from, tz, err) : PGW_OK;
     if (rc != PGW_OK)
         return rc;
     if (!bounded || local_day(to - 1, tz) - local_day(from, tz) >= PGW_REPORT_DAYS_MAX)
         return pgw_err_set(err, PGW_EINVAL,
                            "a pool report covers 1..%d days in order, ending by 9999-01-01",
-                           PGW_REPORT_DAYS_MAX - 2);
+                           PGW_REPORT_DAYS_MAX);
     int64_t first = local_day(from, tz), last = local_day(to - 1, tz);
     pgw_day_flow *days = malloc(POOL_ROWS_MAX * sizeof(*days));
     pool_bucket *buckets = malloc((PGW_REPORT_DAYS_MAX + 1) * sizeof(*buckets));

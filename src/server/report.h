@@ -45,7 +45,7 @@
 #include <stdio.h>
 
 #define PGW_REPORT_ACCOUNTS_MAX 4096                  /* accounts moving points in one period */
-#define PGW_REPORT_DAYS_MAX     3700                  /* days in one pool report (ten years) */
+#define PGW_REPORT_DAYS_MAX     3700                  /* local days in a pool report (ten years) */
 #define PGW_REPORT_TIME_MAX     INT64_C(253370764800) /* 9999-01-01T00:00:00Z: periods end before */
 /* The times pgw_report_time_in takes, for a refusal to say. */
 #define PGW_REPORT_TIME_RANGE "from 1970-01-01T00:00:00Z to 9999-01-01T00:00:00Z"

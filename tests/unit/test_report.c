@@ -568,6 +568,48 @@ static void test_a_settlement_that_overflows_writes_nothing(void **state)
     pgw_config_free(cfg);
 }
 
+/* Regression: the pool's refusal said "1..3698 days" while its checks took
+ * a period of 3697 whole days at most (3698 refused: fewer than 3698 days'
+ * seconds) and one of 3699 local days when it began late in a day. One
+ * bound now, PGW_REPORT_DAYS_MAX local days, which the refusal names. */
+static void test_a_pool_covers_the_days_its_refusal_says(void **state)
+{
+    const db_fixture *db = *state;
+    scenario(db);
+    pgw_config *cfg = example_config(); /* Asia/Shanghai: NOV20 is a local midnight */
+    pgw_store *s = NULL;
+    assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
+    assert_int_equal(pgw_store_begin_read(s, NULL), PGW_OK);
+    FILE *out = fopen("/dev/null", "w");
+    pgw_err err;
+    const int64_t day = 86400, most = PGW_REPORT_DAYS_MAX;
+    /* [from, to) and whether it is taken: whole days, then a period of
+     * fewer seconds that touches one local day more (from 23:59:59). */
+    const struct {
+        int64_t from, to;
+        bool taken;
+    } cases[] = {{NOV20, NOV20 + most * day, true},
+                 {NOV20, NOV20 + most * day + 1, false},
+                 {NOV20 + day - 1, NOV20 + most * day, true},
+                 {NOV20 + day - 1, NOV20 + most * day + 1, false}};
+    char want[128];
+    snprintf(want, sizeof(want), "a pool report covers 1..%d days in order, ending by 9999-01-01",
+             PGW_REPORT_DAYS_MAX);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = pgw_report_pool(s, cfg, cases[i].from, cases[i].to, PGW_BUCKET_DAY,
+                                 PGW_REPORT_JSON, out, &err);
+        if (rc != (cases[i].taken ? PGW_OK : PGW_EINVAL))
+            fail_msg("case %zu: %d (%s)", i, rc, rc ? err.msg : "taken");
+        if (!cases[i].taken)
+            assert_string_equal(err.msg, want);
+    }
+    assert_string_equal(want, "a pool report covers 1..3700 days in order, ending by 9999-01-01");
+    fclose(out);
+    pgw_store_rollback(s, NULL);
+    pgw_store_close(s);
+    pgw_config_free(cfg);
+}
+
 /* A writer that lets a refund beyond the lots become debt (allow_negative). */
 static pgw_writer *start_debt_writer(const db_fixture *db)
 {
@@ -753,7 +795,7 @@ static void test_periods_out_of_bounds_are_refused(void **state)
     assert_int_equal(
         pgw_report_pool(s, cfg, 0, INT64_MAX, PGW_BUCKET_DAY, PGW_REPORT_JSON, out, &err),
         PGW_EINVAL);
-    assert_int_equal(pgw_report_pool(s, cfg, NOV20, NOV20 + 3700 * INT64_C(86400), PGW_BUCKET_DAY,
+    assert_int_equal(pgw_report_pool(s, cfg, NOV20, NOV20 + 3701 * INT64_C(86400), PGW_BUCKET_DAY,
                                      PGW_REPORT_JSON, out, &err),
                      PGW_EINVAL);
     assert_int_equal(pgw_report_settlement(s, cfg, 0, INT64_MAX, PGW_REPORT_JSON, out, &err),
@@ -937,6 +979,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_pool_starts_in_1970_in_the_malls_zone,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_settlement_that_overflows_writes_nothing,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_pool_covers_the_days_its_refusal_says,
                                         db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
