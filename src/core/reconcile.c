@@ -263,6 +263,7 @@ static void unpaired_problem(pgw_recon_row *r, const char (*shops)[PGW_ID_MAX + 
     memcpy(r->problem, text, keep);
     r->problem[keep] = '\0';
     r->malformed = true;
+    r->fields_read = true;
 }
 
 /*

@@ -72,6 +72,13 @@ typedef struct pgw_recon_row {
      * header: it may take the event of that key (see above). Read only when
      * `malformed` (the store does not set it on the log's rows). */
     bool key_read;
+    /* A malformed row whose fields were all read all the same: one keyed
+     * by event_id alone that was paired with none, its event_id at several
+     * shops (pgw_recon_unpaired). Its points are the statement's total's
+     * and malformed_row's, and a report shows them with the row's other
+     * fields, so that the exceptions add up to the summary. Set by
+     * pgw_reconcile alone. */
+    bool fields_read;
 } pgw_recon_row;
 
 typedef enum pgw_recon_kind {

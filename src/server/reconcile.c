@@ -290,6 +290,14 @@ static const char *row_shop(const sink *k, const pgw_recon_row *r)
     return r->source[0] != '\0' || k->opts->filter.shop == NULL ? r->source : k->opts->filter.shop;
 }
 
+/* Whether a statement row's fields were read: a readable row's, and an
+ * unpaired one's (malformed for its event_id at several shops, its points
+ * in the summary's): the exception shows them. */
+static bool fields_read(const pgw_recon_row *s)
+{
+    return s != NULL && (!s->malformed || s->fields_read);
+}
+
 /* An exception's times in the mall's zone: the statement row's (when it
  * was read) and the ledger's ("" for a side it has not). */
 typedef struct row_times {
@@ -304,7 +312,7 @@ static int write_times(const sink *k, const pgw_recon_row *s, const pgw_recon_ro
 {
     t->statement[0] = t->ledger[0] = '\0';
     const pgw_recon_row *bad = NULL;
-    if (s != NULL && !s->malformed &&
+    if (fields_read(s) &&
         pgw_format_rfc3339(s->occurred_at, k->opts->tz, t->statement, PGW_RFC3339_MAX) != PGW_OK)
         bad = s;
     else if (l != NULL &&
@@ -349,8 +357,9 @@ static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, cons
     const pgw_recon_row *any = s ? s : l;
     json_t *o;
     if (kind == PGW_RECON_MALFORMED_ROW) /* with the event it took, when it took one */
-        o = json_pack("{s:s,s:s,s:I,s:s,s:o*}", "event_id", s->event_id, "kind",
+        o = json_pack("{s:s,s:s,s:I,s:s,s:o*,s:o*}", "event_id", s->event_id, "kind",
                       pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem", s->problem,
+                      "statement", fields_read(s) ? side_json(k, s, false, t->statement) : NULL,
                       "ledger", l != NULL ? side_json(k, l, true, t->ledger) : NULL);
     else
         o = json_pack("{s:s,s:s,s:o,s:o}", "event_id", any->event_id, "kind",
@@ -427,7 +436,7 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
     char num[5][24] = {"", "", "", "", ""}; /* the last: a refund's written_off, when known */
     if (s != NULL) {
         snprintf(line, sizeof(line), "%zu", s->line);
-        if (!s->malformed) {
+        if (fields_read(s)) {
             snprintf(num[0], sizeof(num[0]), "%lld", (long long)s->amount_fen);
             snprintf(num[2], sizeof(num[2]), "%lld", (long long)s->points);
         }
@@ -444,18 +453,18 @@ static int write_csv(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, const
                             row_shop(k, l ? l : s),
                             t->statement,
                             t->ledger,
-                            s && !s->malformed ? s->type : "",
+                            fields_read(s) ? s->type : "",
                             l ? l->type : "",
-                            s && !s->malformed ? csv_member(s) : "",
+                            fields_read(s) ? csv_member(s) : "",
                             l ? l->member : "",
                             num[0],
                             num[1],
                             num[2],
                             num[3],
                             s && s->malformed ? s->problem : "",
-                            s && !s->malformed ? s->original : "",
+                            fields_read(s) ? s->original : "",
                             num[4],
-                            s && !s->malformed ? s->member : ""};
+                            fields_read(s) ? s->member : ""};
     size_t n = sizeof(fields) / sizeof(fields[0]);
     PGW_STATIC_ASSERT(sizeof(fields) / sizeof(fields[0]) == CSV_COLUMNS, "one field a column");
     for (size_t i = 0; i < n; i++)

@@ -94,6 +94,7 @@ static void unpack(const char *in, pgw_recon_row *r)
     r->line = (size_t)h.line;
     r->malformed = (h.flags & MALFORMED) != 0;
     r->key_read = (h.flags & KEY_READ) != 0;
+    r->fields_read = false; /* the merge's alone, after the sort */
     const char *p = unpack_text(in + sizeof(h), h.id_len, r->event_id);
     p = unpack_text(p, h.source_len, r->source);
     p = unpack_text(p, h.type_len, r->type);

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "server/reconcile.h"
+#include "util/csv.h"
 
 #include "db_fixture.h"
 
@@ -758,6 +759,77 @@ static void test_an_event_past_the_zones_years_stops_the_report(void **state)
  * statement_points and ledger_points columns, so the totals' difference
  * reads off them; the JSON report has the same, beside its summary.
  */
+/* In a CSV report, every kind's listed exceptions' points add up to what
+ * its summary row says (statement_points, ledger_points), when all are
+ * listed: finance totals the exceptions and compares. */
+static void assert_exceptions_add_up(const char *report)
+{
+    int64_t listed_points[PGW_RECON_KINDS][2] = {{0}};
+    static pgw_csv_row row;
+    pgw_csv csv;
+    pgw_csv_init(&csv, report, strlen(report));
+    bool done = false;
+    size_t summaries = 0;
+    while (pgw_csv_next(&csv, &row, &done, NULL) == PGW_OK && !done) {
+        for (size_t k = 0; k < PGW_RECON_KINDS; k++) {
+            const char *name = pgw_recon_kind_name((pgw_recon_kind)k);
+            size_t len = strlen(name);
+            int64_t s = strtoll(row.fields[12], NULL, 10), l = strtoll(row.fields[13], NULL, 10);
+            if (strcmp(row.fields[0], name) == 0) { /* an exception of kind k */
+                listed_points[k][0] += s;
+                listed_points[k][1] += l;
+            } else if (strncmp(row.fields[0], name, len) == 0 &&
+                       strcmp(row.fields[0] + len, "_rows") == 0 && k != PGW_RECON_MATCHED) {
+                summaries++;
+                if (s != listed_points[k][0] || l != listed_points[k][1])
+                    fail_msg("%s: the summary says %lld and %lld points, its exceptions %lld "
+                             "and %lld:\n%s",
+                             name, (long long)s, (long long)l, (long long)listed_points[k][0],
+                             (long long)listed_points[k][1], report);
+            }
+        }
+    }
+    assert_true(done);
+    assert_int_equal(summaries, PGW_RECON_KINDS - 1);
+}
+
+/* Regression: a whole channel's statement row keyed by event_id alone,
+ * paired with none as its event_id is at two shops, is read: its points
+ * are in statement_points and in malformed_row's, but its exception showed
+ * none of them (the CSV's statement_points empty, the JSON no statement
+ * side), so finance's exceptions did not add up to the summary. */
+static void test_an_unpaired_rows_points_are_listed(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    log_x_at_two_shops(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "X,%d,purchase,member_id:M1,1000,10\n",
+             HEADER, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    format = PGW_RECON_CSV;
+    csv_summary = true;
+    assert_int_equal(run(db, statement, NULL, INT64_MAX, &sum, &report), PGW_OK);
+    format = PGW_RECON_JSON;
+    csv_summary = false;
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 1);
+    assert_int_equal(sum.statement_points_of[PGW_RECON_MALFORMED_ROW], 10);
+    assert_exceptions_add_up(report);
+    free(report);
+    assert_int_equal(run(db, statement, NULL, INT64_MAX, &sum, &report), PGW_OK);
+    const char *x = strstr(report, "{\"event_id\":\"X\",\"kind\":\"malformed_row\"");
+    assert_non_null(x);
+    const char *points = strstr(x, "\"statement\":{\"occurred_at\":\"2026-11-24T10:15:00+08:00\","
+                                   "\"type\":\"purchase\",\"member\":\"member_id:M1\","
+                                   "\"amount_fen\":1000,\"points\":10,");
+    if (points == NULL || points > strchr(x, '\n'))
+        fail_msg("no statement side in X's exception: %s", x);
+    free(report);
+}
+
 static void test_a_csv_report_ends_with_its_summary(void **state)
 {
     const db_fixture *db = *state;
@@ -871,6 +943,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_tills_times_and_amounts_match, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_csv_report_ends_with_its_summary, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_unpaired_rows_points_are_listed, db_fixture_setup,
                                         db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

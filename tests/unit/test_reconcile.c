@@ -620,6 +620,7 @@ static void test_an_unpaired_rows_problem_is_bounded(void **state)
     assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 1);
     assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], SHOPS);
     assert_true(last_problem.malformed);
+    assert_true(last_problem.fields_read); /* its points shown: they are the statement's */
     assert_true(strlen(last_problem.problem) < sizeof(last_problem.problem));
     assert_non_null(strstr(last_problem.problem, "is at 11 shops in the log (SHOP00-"));
     /* whole characters only: every byte of the id's part is 一's */
