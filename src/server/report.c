@@ -655,7 +655,10 @@ static int add_flow(pgw_day_flow *into, const pgw_day_flow *d)
  * in one offset, so [from, to) is asked for a span of one offset at a time
  * (a single span for most zones and periods); a day a change falls in has
  * rows from the spans on both sides of it, added into one (a change never
- * takes the local date back: the spans' days follow each other).
+ * takes the local date back: the spans' days follow each other. Where a
+ * zone went back across midnight it went to 23:00 of the day before, the
+ * date repeated within the day of the change's last instant: test_civil
+ * checks every zone pgw_tz_lookup knows a change of).
  */
 static int day_flows(pgw_store *store, const pgw_tz *tz, int64_t from, int64_t to,
                      pgw_day_flow *out, size_t cap, size_t *n, pgw_err *err)

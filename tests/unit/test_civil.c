@@ -560,8 +560,24 @@ static void test_next_change_walks_the_spans_of_one_offset(void **state)
     static const struct {
         const char *zone;
         int changes; /* since 2000 (zdump -v -c 2000,2100) */
-    } zones[] = {{"Europe/Moscow", 24}, {"America/Sao_Paulo", 39}, {"Asia/Almaty", 11},
-                 {"Asia/Colombo", 1},   {"Asia/Shanghai", 0},      {"+05:00", 0}};
+    } zones[] = {{"Europe/Moscow", 24},
+                 {"America/Sao_Paulo", 39},
+                 {"Asia/Almaty", 11},
+                 {"Asia/Colombo", 1},
+                 {"Asia/Shanghai", 0},
+                 {"+05:00", 0},
+                 /* every other zone that changed: none takes a date back */
+                 {"Asia/Ulaanbaatar", 16},
+                 {"Asia/Dhaka", 2},
+                 {"Asia/Karachi", 6},
+                 {"Asia/Baku", 32},
+                 {"Asia/Tbilisi", 12},
+                 {"Asia/Yerevan", 24},
+                 {"Asia/Baghdad", 16},
+                 {"Europe/Istanbul", 33},
+                 {"Europe/Minsk", 23},
+                 {"America/Argentina/Buenos_Aires", 4},
+                 {"Australia/Perth", 6}};
     for (size_t z = 0; z < sizeof(zones) / sizeof(zones[0]); z++) {
         pgw_tz tz;
         assert_int_equal(pgw_tz_lookup(zones[z].zone, &tz, NULL), PGW_OK);

@@ -776,6 +776,45 @@ static void test_pool_days_are_the_rules_days_in_a_zone_that_changed(void **stat
     pgw_config_free(cfg);
 }
 
+/*
+ * Review: day_flows asserts that a change of offset never takes the local
+ * date back, for a zone whose clocks went back across midnight would
+ * repeat a date and could abort the server. In the zones the gateway takes
+ * (pgw_tz_lookup, as the config does) the changes that go back across
+ * midnight go back to 23:00 of the day before, the hour before the change
+ * (Sao Paulo's summer time ended at 00:00; Almaty's +06:00 too): the date
+ * repeats only on its own side of the change, and no change's first
+ * instant is dated before its last instant's day. Both 23:30s of 16
+ * February 2019 in Sao Paulo are that day's, once.
+ */
+static void test_a_date_repeated_by_a_change_is_one_day(void **state)
+{
+    const db_fixture *db = *state;
+    pgw_writer *w = start_zone_writer(db, "America/Sao_Paulo");
+    const int64_t change = 1550368800, /* 2019-02-17T00:00-02:00 = 2019-02-16T23:00-03:00 */
+        feb16 = change - 86400,        /* 2019-02-16T00:00:00-02:00 */
+        feb18 = change + 25 * 3600;    /* 2019-02-18T00:00:00-03:00 */
+    earn(w, "store:S001:SP1", "MA", "S001", 10, 0, 1000, change - 1800); /* 23:30-02:00 */
+    earn(w, "store:S001:SP2", "MB", "S001", 20, 0, 2000, change + 1800); /* 23:30-03:00 */
+    earn(w, "store:S001:SP3", "MC", "S001", 40, 0, 4000, change + 5400); /* 17th, 00:30 */
+    pgw_writer_stop(w);
+    pgw_config *cfg = example_config();
+    assert_int_equal(pgw_tz_lookup("America/Sao_Paulo", &cfg->rules.tz, NULL), PGW_OK);
+    assert_int_equal(pgw_local_date(change - 1800, &cfg->rules.tz).day, 16);
+    assert_int_equal(pgw_local_date(change + 1800, &cfg->rules.tz).day, 16);
+    char got[512];
+    day_buckets(db, cfg, feb16, feb18, got, sizeof(got));
+    const char *want = "2019-02-16:30:0:30:30 2019-02-17:40:0:70:70";
+    if (strcmp(got, want) != 0)
+        fail_msg("over the change: %s; want %s", got, want);
+    /* From the change itself: the 16th's second 23:00 hour, then the 17th. */
+    day_buckets(db, cfg, change, feb18, got, sizeof(got));
+    want = "2019-02-16:20:0:30:30 2019-02-17:40:0:70:70";
+    if (strcmp(got, want) != 0)
+        fail_msg("from the change: %s; want %s", got, want);
+    pgw_config_free(cfg);
+}
+
 /* Regressions: periods at the calendar's end or beyond any time are refused,
  * not computed (a December 9999 month bucket aborted; to = INT64_MAX wrapped
  * the day arithmetic and skipped the bound). */
@@ -973,6 +1012,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_periods_out_of_bounds_are_refused, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_pool_days_are_the_rules_days_in_a_zone_that_changed,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_date_repeated_by_a_change_is_one_day,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_time_before_1970_in_the_malls_zone_is_written_in_utc,
                                         db_fixture_setup, db_fixture_teardown),
