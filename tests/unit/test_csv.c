@@ -235,6 +235,30 @@ static void write_long_file(char *path, const char *head, size_t n, const char *
     assert_int_equal(fclose(f), 0);
 }
 
+/* Reads the file at path (then removes it): its header, a row at line
+ * `long_line` refused as longer than a chunk, the row "last" at line
+ * `last_line`, and nothing else. */
+static void expect_long_row_then_last(const char *path, size_t long_line, size_t last_line)
+{
+    pgw_csv_file *file = NULL;
+    assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
+    static pgw_csv_row r;
+    bool done = false;
+    pgw_err err;
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK); /* the header */
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_EINVAL);
+    assert_int_equal(r.line, long_line);
+    assert_non_null(strstr(err.msg, "longer than"));
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+    assert_false(done);
+    assert_string_equal(r.fields[0], "last"); /* nothing of the long row in between */
+    assert_int_equal(r.line, last_line);
+    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
+    assert_true(done);
+    pgw_csv_file_close(file);
+    unlink(path);
+}
+
 /* Writes text[0..len) to a new temporary file named into path. */
 static void write_text_file(char *path, const char *text, size_t len)
 {
@@ -377,23 +401,7 @@ static void test_an_overlong_row_after_blank_lines_is_reported_once(void **state
     (void)state;
     char path[] = "/tmp/pgw-csv-XXXXXX";
     write_long_file(path, "a,b\n\n\n\r\n\nlong,", PGW_CSV_CHUNK + 100, "\nlast,2\n");
-    pgw_csv_file *file = NULL;
-    assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
-    static pgw_csv_row r;
-    bool done = false;
-    pgw_err err;
-    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK); /* the header */
-    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_EINVAL);
-    assert_int_equal(r.line, 6);
-    assert_non_null(strstr(err.msg, "longer than"));
-    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
-    assert_false(done);
-    assert_string_equal(r.fields[0], "last");
-    assert_int_equal(r.line, 7);
-    assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
-    assert_true(done);
-    pgw_csv_file_close(file);
-    unlink(path);
+    expect_long_row_then_last(path, 6, 7);
 }
 
 /* Regression: a row longer than a chunk was cut at the chunk's end and its
@@ -445,22 +453,7 @@ static void test_an_overlong_row_is_dropped_to_its_real_end(void **state)
     for (int t = 0; t < 2; t++) {
         char path[] = "/tmp/pgw-csv-XXXXXX";
         write_long_file(path, heads[t], PGW_CSV_CHUNK + 100, tails[t]);
-        pgw_csv_file *file = NULL;
-        assert_int_equal(pgw_csv_file_open(path, &file, NULL), PGW_OK);
-        static pgw_csv_row r;
-        bool done = false;
-        pgw_err err;
-        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK); /* the header */
-        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_EINVAL);
-        assert_int_equal(r.line, 2);
-        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
-        assert_false(done);
-        assert_string_equal(r.fields[0], "last"); /* nothing of the long row in between */
-        assert_int_equal(r.line, t == 0 ? 7 : 6);
-        assert_int_equal(pgw_csv_file_next(file, &r, &done, &err), PGW_OK);
-        assert_true(done);
-        pgw_csv_file_close(file);
-        unlink(path);
+        expect_long_row_then_last(path, 2, t == 0 ? 7 : 6);
     }
 }
 
