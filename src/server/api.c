@@ -2527,17 +2527,13 @@ static int run_report(pgw_store *store, pgw_command *cmd)
     return rc;
 }
 
-/* Whether the query names `name` at all (with a value of any length). */
+/* Whether the query names `name` at all: with a value of any length, or
+ * refused by pgw_query_get (twice, no value), which reads names alone. */
 static bool query_has(const char *query, const char *name)
 {
-    size_t n = strlen(name);
-    for (const char *p = query; *p != '\0';) {
-        size_t len = strcspn(p, "&");
-        if (len >= n && strncmp(p, name, n) == 0 && (p[n] == '=' || len == n))
-            return true;
-        p += len + (p[len] == '&');
-    }
-    return false;
+    char none[1];
+    pgw_err err;
+    return pgw_query_get(query, name, none, sizeof(none), &err) != PGW_ENOTFOUND;
 }
 
 /* A query parameter: absent leaves out as it is; longer than cap, given
