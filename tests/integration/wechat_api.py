@@ -760,7 +760,9 @@ def official_account(srv, fake):
     other = oa_xml("oOA-2", now + 6, "event", event="subscribe")
     for query, what in ((signed_query("wrong"), "bad signature"),
                         (signed_query(OA_TOKEN, timestamp=now - 3600), "stale timestamp"),
-                        ("timestamp=%d&nonce=1" % now, "no signature")):
+                        ("timestamp=%d&nonce=1" % now, "no signature"),
+                        # regression: the first of two was taken, the push let in
+                        (signed_query(OA_TOKEN, extra="&nonce=2"), "a nonce twice")):
         status, doc = push(srv, other, query)
         check(status == 401, "%s: 401 (%s)" % (what, status))
     for bad, what in (("<xml><FromUserName>x</FromUserName></xml>", "missing fields"),
