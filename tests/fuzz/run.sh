@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang and runs each for SECONDS (default
-# 60) from a seed corpus of the example config, the bad-config fixtures and
-# the demo events. Not part of `make test`: fuzzing is open-ended. Usage:
+# 60) from a seed corpus of the example config, the bad-config fixtures,
+# the demo events and a few CSV and statement rows. Not part of `make
+# test`: fuzzing is open-ended. Usage:
 #   make fuzz [SECONDS=300]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,15 +11,26 @@ command -v clang >/dev/null || { echo "fuzz: needs clang (apt-get install clang)
 out=build/fuzz
 mkdir -p "$out"
 flags=(-std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc)
-core=(src/core/*.c src/util/*.c src/config/*.c src/server/event_json.c src/store/*.c)
-for target in config event; do
+core=(src/core/*.c src/util/*.c src/config/*.c src/server/event_json.c src/store/*.c
+      src/server/statement.c src/server/rowsort.c)
+for target in config event statement; do
     clang "${flags[@]}" "${core[@]}" "tests/fuzz/fuzz_$target.c" \
         $(pkg-config --cflags --libs jansson libcurl sqlite3 libpq) -lcrypto -lpthread -o "$out/fuzz_$target"
 done
-mkdir -p "$out/corpus_config" "$out/corpus_event"
+# The CSV reader alone, with a 64-byte chunk so that small inputs cross chunk ends.
+clang "${flags[@]}" -DPGW_CSV_CHUNK=64 src/util/csv.c src/core/utf8.c src/core/error.c \
+    src/core/assertions.c tests/fuzz/fuzz_csv.c -o "$out/fuzz_csv"
+mkdir -p "$out/corpus_config" "$out/corpus_event" "$out/corpus_csv" "$out/corpus_statement"
 cp config/pointsgw.example.json tests/data/config/*.json "$out/corpus_config/"
 cp config/demo/purchase.json config/demo/sign_in.json "$out/corpus_event/"
-for target in config event; do
+printf '\xef\xbb\xbfevent_id,shop_id,points\r\nS001-1,S001,128\r\n\r\n,,\r\n"S001-2","S0""01","1\n2"\r\n' \
+    > "$out/corpus_csv/statement.csv"
+printf 'a,b\n\n\n,,x\n"unterminated\n' > "$out/corpus_csv/edges.csv"
+printf 'event_id,occurred_at,type,member,amount_fen,points,shop_id\nS001-9,2026-11-20 10:00:00,purchase,M1,"12,800",128,S001\nS001-1,1796355754,refund,M1,100,-1,-\nbad,x\n' \
+    > "$out/corpus_statement/by_shop.csv"
+printf 'event_id,occurred_at,type,member,amount_fen,points,note\nb,2026-11-20T10:00:00+08:00,purchase,M1,1,1,x\na,2026/11/20,sign_in,M1,,5,\n' \
+    > "$out/corpus_statement/unsorted.csv"
+for target in config event csv statement; do
     echo "fuzz: $target for ${seconds}s"
     "$out/fuzz_$target" -max_total_time="$seconds" -max_len=65536 "$out/corpus_$target"
 done
