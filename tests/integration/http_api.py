@@ -71,6 +71,17 @@ def check(cond, what):
         print("FAIL:", what, file=sys.stderr)
 
 
+def expiry_years():
+    """The example's year_end policy, with as many years as keep the points of
+    the events here, dated late November 2026 (2026-11-25, a Wednesday, for
+    member day), until the end of next year whatever year the suite runs in.
+    With the example's 1 year their lots expired on 2028-01-01 and every
+    test after the first failed from then on. The backlogs that must expire
+    (2024's, 2020's) still do: 2024's at the end of last year. The config
+    takes at most 10 years: enough until 2035."""
+    return min(10, max(1, datetime.date.today().year - 2025))
+
+
 def write_config(tmp, tls=None, risk=None, name=None, http=None):
     with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
         cfg = json.load(f)
@@ -80,6 +91,7 @@ def write_config(tmp, tls=None, risk=None, name=None, http=None):
         for name, (key, scope, signed) in KEYS.items()
     ]
     cfg["expiry"]["sweep_every_s"] = 1
+    cfg["expiry"]["years"] = expiry_years()
     if tls is not None:
         cfg["http"] = {"tls": tls, "body_max_bytes": 4096}
     if risk is not None:
@@ -6367,12 +6379,22 @@ def reports_setup(s):
     return moved
 
 
+def report_period():
+    """From 2026-01-01 (the events here are dated in 2026) to the start of
+    the year after next, as (that year, the query): the redemption and the
+    expiries here are dated today, in the mall's +08:00 (on a 31 December
+    evening already next year's). A fixed end, 2028-01-01, left them out
+    from that day on."""
+    end = datetime.date.today().year + 2
+    return end, f"from=2026-01-01T00:00:00%2B08:00&to={end}-01-01T00:00:00%2B08:00"
+
+
 def test_reports(s):
     """Settlement and pool over what this test posts and everything the
     tests before it did: they add up."""
     moved = reports_setup(s)
     settle(s)  # the JSON, the CLI's and the CSV are compared: one log for all
-    period = "from=2026-01-01T00:00:00%2B08:00&to=2028-01-01T00:00:00%2B08:00"
+    end, period = report_period()
     status, doc, _ = s.request("GET", "/v1/reports/settlement?" + period, key="finance")
     check(status == 200 and isinstance(doc, dict), f"settlement: {status} {doc}")
     shops = {r["shop_id"]: r for r in doc.get("shops", [])}
@@ -6390,7 +6412,8 @@ def test_reports(s):
     check(all(r["net_fen"] == r["net_points"] * doc["point_value_fen"] for r in rows),
           "net_fen at point_value_fen")
     out = subprocess.run([BIN, "report", "settlement", "--from", "2026-01-01T00:00:00+08:00",
-                          "--to", "2028-01-01T00:00:00+08:00", "--config", s.config, "--db", s.db],
+                          "--to", f"{end}-01-01T00:00:00+08:00", "--config", s.config,
+                          "--db", s.db],
                          capture_output=True, text=True)
     check(out.returncode == 0 and json.loads(out.stdout or "null") == doc,
           f"pointsgw report settlement says the same: {out.returncode} {out.stderr}")
@@ -6406,14 +6429,15 @@ def test_reports(s):
           f"settlement CSV ends with its proof and period: {lines[-4:]}")
     status, pool, _ = s.request("GET", "/v1/reports/pool?bucket=month&" + period, key="finance")
     buckets = pool.get("buckets", []) if isinstance(pool, dict) else []
-    check(status == 200 and len(buckets) == 24 and buckets[0]["start"] == "2026-01-01",
+    check(status == 200 and len(buckets) == (end - 2026) * 12 and
+          buckets[0]["start"] == "2026-01-01",
           f"pool by month: {status} {len(buckets)}")
     last = buckets[-1]["outstanding"] if buckets else None
     check(last == pool.get("opening_outstanding", 0) + sum(
         b["issued"] - b["reversed"] - b["redeemed"] - b["expired"] for b in buckets),
           "outstanding carries every bucket")
     status, csv_pool, headers = s.request("GET", "/v1/reports/pool?" + period.replace(
-        "2028-01-01", "2026-01-08"), key="finance", headers={"Accept": "text/csv"})
+        f"{end}-01-01", "2026-01-08"), key="finance", headers={"Accept": "text/csv"})
     check(status == 200 and len(csv_pool.strip().split("\n")) == 12 and
           csv_pool.strip().split("\n")[-3] == "bucket,day,,,,,,,",
           f"pool by day as CSV (Accept): {status} {csv_pool[:200]}")
@@ -6463,7 +6487,7 @@ def test_member_reads_beside_finance(s):
                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     answers = {}
-    period = "from=2026-01-01T00:00:00%2B08:00&to=2028-01-01T00:00:00%2B08:00"
+    _, period = report_period()
     reporter = threading.Thread(target=lambda: answers.update(report=s.request(
         "GET", "/v1/reports/pool?bucket=month&" + period, key="finance", timeout=60)))
     try:
