@@ -46,6 +46,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg  # noqa: E402
 import serve_stop  # noqa: E402
+import suite_dates  # noqa: E402
 import test_times  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
@@ -71,17 +72,6 @@ def check(cond, what):
         print("FAIL:", what, file=sys.stderr)
 
 
-def expiry_years():
-    """The example's year_end policy, with as many years as keep the points of
-    the events here, dated late November 2026 (2026-11-25, a Wednesday, for
-    member day), until the end of next year whatever year the suite runs in.
-    With the example's 1 year their lots expired on 2028-01-01 and every
-    test after the first failed from then on. The backlogs that must expire
-    (2024's, 2020's) still do: 2024's at the end of last year. The config
-    takes at most 10 years: enough until 2035."""
-    return min(10, max(1, datetime.date.today().year - 2025))
-
-
 def write_config(tmp, tls=None, risk=None, name=None, http=None):
     with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
         cfg = json.load(f)
@@ -91,7 +81,7 @@ def write_config(tmp, tls=None, risk=None, name=None, http=None):
         for name, (key, scope, signed) in KEYS.items()
     ]
     cfg["expiry"]["sweep_every_s"] = 1
-    cfg["expiry"]["years"] = expiry_years()
+    cfg["expiry"]["years"] = suite_dates.expiry_years()
     if tls is not None:
         cfg["http"] = {"tls": tls, "body_max_bytes": 4096}
     if risk is not None:

@@ -42,6 +42,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg  # noqa: E402
 import serve_stop  # noqa: E402
+import suite_dates  # noqa: E402
 import test_times  # noqa: E402
 
 BIN, SRC = sys.argv[1], sys.argv[2]
@@ -143,6 +144,7 @@ def write_config(tmp, fake_port):
     # configuration names an EncodingAESKey is off without it.
     del cfg["channels"]["wechat_oa"]["aes_key_env"]
     cfg["expiry"]["sweep_every_s"] = 1  # the sweep prunes sessions (pruning)
+    cfg["expiry"]["years"] = suite_dates.expiry_years()  # the events here are dated 2026
     # Every member here signs up from 127.0.0.1: the default 20 an hour
     # was nearly spent by the suite, and a test added would fail one far
     # from it. login_sign_up_cap checks the limit on a server of its own.
