@@ -59,6 +59,8 @@ class SmsFake:
 def config(tmp, name, sms_port, quiet, rules_expiry=None):
     with open(os.path.join(SRC, "config/pointsgw.example.json")) as f:
         cfg = json.load(f)
+    # wechat_api's purchases are dated 2026-11-25: their points must keep.
+    cfg["expiry"]["years"] = wx.suite_dates.expiry_years()
     if rules_expiry is not None:
         cfg["expiry"] = rules_expiry
     cfg["keys"] = [{"name": "s001", "scope": "shop:S001",
