@@ -1,6 +1,7 @@
 """What keeps the suites' events, dated in late November 2026 (2026-11-25,
 a Wednesday, for member day), valid whatever year they run in. Shared by
-http_api.py (and pg_instances.py through it) and wechat_api.py."""
+http_api.py (and pg_instances.py through it), wechat_api.py (and
+sms_notify.py through it)."""
 import datetime
 
 
