@@ -237,8 +237,10 @@ int pgw_wx_keyword_fit(const char *keyword, const char *value, char *out, size_t
     case K_COUNT:
         PGW_ASSERT(!"not a kind");
     }
+    /* The quote ends on a character: cut inside one, the message is not
+     * UTF-8, and a JSON answer carrying it cannot be built. */
     if (!ok)
-        return pgw_err_set(err, PGW_EINVAL, "%s: \"%.48s\" is not a %s WeChat takes", keyword,
-                           value, KIND_NAMES[k]);
+        return pgw_err_set(err, PGW_EINVAL, "%s: \"%.*s\" is not a %s WeChat takes", keyword,
+                           (int)pgw_utf8_prefix(value, 48), value, KIND_NAMES[k]);
     return emit(value, chars, n, "", out, cap, err);
 }

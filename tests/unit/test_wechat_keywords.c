@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "adapters/wechat_mp/keywords.h"
+#include "core/utf8.h"
 
 #include <string.h>
 
@@ -84,11 +85,26 @@ static void test_values_checked_as_their_kind(void **state)
                      PGW_ETOOLARGE);
 }
 
+/* The refusal quotes the value: cut by bytes, it would end inside a
+ * character, and jansson refuses such a string in the JSON answer. */
+static void test_refusal_text_stays_utf8(void **state)
+{
+    (void)state;
+    char out[PGW_WX_KEYWORD_VALUE_MAX];
+    pgw_err err;
+    /* "a" and 20 three-byte characters: byte 48 is inside the 16th. */
+    const char *value = "a一二三四五六七八九十一二三四五六七八九十";
+    assert_int_equal(pgw_wx_keyword_fit("phrase1", value, out, sizeof(out), &err), PGW_EINVAL);
+    assert_true(pgw_utf8_valid(err.msg));
+    assert_non_null(strstr(err.msg, "a一二三四五六七八九十一二三四五"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cut_on_character_boundaries),
         cmocka_unit_test(test_values_checked_as_their_kind),
+        cmocka_unit_test(test_refusal_text_stays_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
