@@ -39,6 +39,13 @@ struct walk {
     pgw_err *err;
 };
 
+/* How many bytes of s (UTF-8: expat's names and text are) an error quotes:
+ * at most max, ending on a character, or the message would not be UTF-8. */
+static int quoted(const char *s, size_t max)
+{
+    return (int)pgw_utf8_prefix(s, max);
+}
+
 /* Records a refusal (rc comes from pgw_err_set) and stops expat. */
 static void refuse(struct walk *w, int rc)
 {
@@ -53,13 +60,14 @@ static void XMLCALL on_start(void *data, const XML_Char *name, const XML_Char **
     if (w->rc != PGW_OK)
         return;
     if (w->depth == 0 && strcmp(name, "xml") != 0) {
-        refuse(w, pgw_err_set(w->err, PGW_EINVAL, "the root element is <%.64s>, not <xml>", name));
+        refuse(w, pgw_err_set(w->err, PGW_EINVAL, "the root element is <%.*s>, not <xml>",
+                              quoted(name, 64), name));
         return;
     }
     /* A field is text; markup inside one means the body is not WeChat's. */
     if (w->open != NULL) {
-        refuse(w, pgw_err_set(w->err, PGW_EINVAL, "<%s> holds an element <%.64s>", w->open->name,
-                              name));
+        refuse(w, pgw_err_set(w->err, PGW_EINVAL, "<%s> holds an element <%.*s>", w->open->name,
+                              quoted(name, 64), name));
         return;
     }
     if (w->depth >= PGW_OA_DEPTH_MAX) {
@@ -158,8 +166,8 @@ static void XMLCALL on_entity(void *data, const XML_Char *name, int is_parameter
     (void)pubid;
     (void)notation;
     if (w->rc == PGW_OK)
-        refuse(w,
-               pgw_err_set(w->err, PGW_EINVAL, "an entity declaration (%.64s) is refused", name));
+        refuse(w, pgw_err_set(w->err, PGW_EINVAL, "an entity declaration (%.*s) is refused",
+                              quoted(name, 64), name));
 }
 
 /* Walks one body, filling the slots; "what" names the body in errors. */
@@ -240,10 +248,11 @@ static int check_message(const struct slot *slots, const char *create_time, pgw_
             return pgw_err_set(err, PGW_EINVAL, "<%s> is empty", s->name);
     }
     if (!parse_seconds(create_time, &out->create_time))
-        return pgw_err_set(err, PGW_EINVAL, "<CreateTime> is not unix seconds: \"%.32s\"",
-                           create_time);
+        return pgw_err_set(err, PGW_EINVAL, "<CreateTime> is not unix seconds: \"%.*s\"",
+                           quoted(create_time, 32), create_time);
     if (slots[F_MSG_ID].seen && !all_digits(out->msg_id))
-        return pgw_err_set(err, PGW_EINVAL, "<MsgId> is not digits: \"%.32s\"", out->msg_id);
+        return pgw_err_set(err, PGW_EINVAL, "<MsgId> is not digits: \"%.*s\"",
+                           quoted(out->msg_id, 32), out->msg_id);
     /* Event pushes are dispatched on Event: one without it is unusable. */
     if (strcmp(out->msg_type, "event") == 0 && out->event[0] == '\0')
         return pgw_err_set(err, PGW_EINVAL, "an event message without <Event>");

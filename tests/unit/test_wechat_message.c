@@ -743,16 +743,52 @@ static void test_envelope(void **state)
     }
 }
 
+/* A refusal quotes what it refuses: cut by bytes, the quote would end
+ * inside a character and the message (logged, answered as JSON) would not
+ * be UTF-8. "a" (or "ab") and three-byte characters put byte 32 (or 64)
+ * inside one. */
+static void test_refusal_text_stays_utf8(void **state)
+{
+    (void)state;
+    static const char *const xml[] = {
+        "<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName>"
+        "<CreateTime>a一二三四五六七八九十一二三四五</CreateTime><MsgType>text</MsgType></xml>",
+        HEAD "<MsgType>text</MsgType><MsgId>a一二三四五六七八九十一二三四五</MsgId></xml>",
+        "<ab一二三四五六七八九十一二三四五六七八九十一二三四五六七八九十><x/>"
+        "</ab一二三四五六七八九十一二三四五六七八九十一二三四五六七八九十>",
+        HEAD
+        "<MsgType>text</MsgType><Content>x<ab一二三四五六七八九十一二三四五六七八九十一二三四五"
+        "六七八九十/></Content></xml>",
+    };
+    size_t broken = 0;
+    for (size_t i = 0; i < sizeof(xml) / sizeof(xml[0]); i++) {
+        pgw_oa_message m;
+        pgw_err err = {0};
+        assert_int_equal(parse(xml[i], &m, &err), PGW_EINVAL);
+        if (!pgw_utf8_valid(err.msg))
+            print_message("case %zu: not UTF-8\n", i), broken++;
+    }
+    assert_int_equal(broken, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_v5_sample),       cmocka_unit_test(test_v6_sample),
-        cmocka_unit_test(test_events),          cmocka_unit_test(test_text_in_chinese),
-        cmocka_unit_test(test_text_in_pieces),  cmocka_unit_test(test_refuses_dtds),
-        cmocka_unit_test(test_refuses_sizes),   cmocka_unit_test(test_refuses_missing_fields),
-        cmocka_unit_test(test_refuses_numbers), cmocka_unit_test(test_refuses_structure),
-        cmocka_unit_test(test_text_reply),      cmocka_unit_test(test_text_reply_refusals),
-        cmocka_unit_test(test_encrypted_reply), cmocka_unit_test(test_envelope),
+        cmocka_unit_test(test_v5_sample),
+        cmocka_unit_test(test_v6_sample),
+        cmocka_unit_test(test_events),
+        cmocka_unit_test(test_text_in_chinese),
+        cmocka_unit_test(test_text_in_pieces),
+        cmocka_unit_test(test_refuses_dtds),
+        cmocka_unit_test(test_refuses_sizes),
+        cmocka_unit_test(test_refuses_missing_fields),
+        cmocka_unit_test(test_refuses_numbers),
+        cmocka_unit_test(test_refuses_structure),
+        cmocka_unit_test(test_refusal_text_stays_utf8),
+        cmocka_unit_test(test_text_reply),
+        cmocka_unit_test(test_text_reply_refusals),
+        cmocka_unit_test(test_encrypted_reply),
+        cmocka_unit_test(test_envelope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
