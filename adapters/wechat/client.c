@@ -248,7 +248,10 @@ static int read_answer(const pgw_http_answer *http, const char *path, json_t **a
     }
     reply->errcode = code ? (long)json_integer_value(code) : 0;
     const char *msg = json_string_value(json_object_get(doc, "errmsg"));
-    snprintf(reply->errmsg, sizeof(reply->errmsg), "%s", msg ? msg : "");
+    /* Kept whole characters only: a long Chinese errmsg cut inside one is
+     * no longer UTF-8, in the reply or the messages that quote it. */
+    snprintf(reply->errmsg, sizeof(reply->errmsg), "%.*s",
+             msg ? (int)pgw_utf8_prefix(msg, PGW_WX_ERRMSG_MAX) : 0, msg ? msg : "");
     int rc = rc_of(reply->errcode);
     if (rc != PGW_OK) {
         json_decref(doc);

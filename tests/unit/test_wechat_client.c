@@ -19,6 +19,7 @@
 #include "adapters/wechat_mp/api.h"
 #include "adapters/wechat_oa/template.h"
 #include "adapters/wechat_oa/user.h"
+#include "core/utf8.h"
 #include "store/store.h"
 #include "util/http_client.h"
 #include "fake_process.h"
@@ -1108,6 +1109,34 @@ static void test_login_and_phone(void **state)
     pgw_wx_client_free(c);
 }
 
+/* WeChat's errmsg is kept to PGW_WX_ERRMSG_MAX bytes: a long Chinese one
+ * must be cut between characters, or the reply and the phone refusal
+ * (which quotes it mid-sentence) are not UTF-8. "a" and 67 three-byte
+ * characters put byte 200 inside the last one. */
+static void test_long_errmsg_cut_on_a_character(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    char errmsg[1 + 67 * 3 + 1] = "a";
+    for (int i = 0; i < 67; i++)
+        strcat(errmsg, "码");
+    fault(json_pack("{s:s,s:i,s:i,s:s}", "path", "/wxa/business/getuserphonenumber", "count", 1,
+                    "errcode", 40029, "errmsg", errmsg));
+    char phone[32];
+    bool odd = false;
+    pgw_wx_reply reply;
+    pgw_err err = {0};
+    assert_int_equal(
+        pgw_mp_phone(c, APP_MP, "oA-1", "ph-any", phone, sizeof(phone), &odd, &reply, &err),
+        PGW_EUNAUTHORIZED);
+    assert_int_equal(reply.errcode, 40029);
+    assert_true(pgw_utf8_valid(reply.errmsg));
+    assert_int_equal(strlen(reply.errmsg), 1 + 66 * 3);
+    assert_true(pgw_utf8_valid(err.msg));
+    assert_non_null(strstr(err.msg, "only for the WeChat user it was given to"));
+    pgw_wx_client_free(c);
+}
+
 /* ---- 7. secrets and tokens stay out of messages ---------------------------- */
 
 static void assert_clean(const char *msg, const char *secret, const char *token)
@@ -1557,6 +1586,7 @@ int main(void)
         cmocka_unit_test_setup(test_an_answer_not_kept_may_have_been_done, reset_fake),
         cmocka_unit_test_setup(test_user_info, reset_fake),
         cmocka_unit_test_setup(test_login_and_phone, reset_fake),
+        cmocka_unit_test_setup(test_long_errmsg_cut_on_a_character, reset_fake),
         cmocka_unit_test_setup(test_secrets_not_shown, reset_fake),
         cmocka_unit_test_setup(test_null_err, reset_fake),
         cmocka_unit_test_setup_teardown(test_shared_cache, setup_db, teardown_db),
