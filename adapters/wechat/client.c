@@ -186,6 +186,15 @@ void pgw_wx_client_free(pgw_wx_client *c)
     free(c);
 }
 
+/* An appid for the middle of a message: its first 32 bytes, a character
+ * cut there and any byte no character holds shown as '?', so that the
+ * message stays UTF-8 (the id is the caller's, not yet checked). */
+static void id_shown(const char *appid, char out[33])
+{
+    snprintf(out, 33, "%s", appid);
+    pgw_utf8_scrub(out);
+}
+
 int pgw_wx_client_add_app(pgw_wx_client *c, const char *appid, const char *secret,
                           const char *api_base, pgw_err *err)
 {
@@ -193,11 +202,14 @@ int pgw_wx_client_add_app(pgw_wx_client *c, const char *appid, const char *secre
         return pgw_err_set(err, PGW_EFULL, "at most %d WeChat apps", PGW_WX_APPS_MAX);
     if (appid[0] == '\0' || strlen(appid) > APPID_MAX || secret[0] == '\0' ||
         strlen(secret) > SECRET_MAX || strlen(api_base) > API_BASE_MAX ||
-        (strncmp(api_base, "http://", 7) != 0 && strncmp(api_base, "https://", 8) != 0))
+        (strncmp(api_base, "http://", 7) != 0 && strncmp(api_base, "https://", 8) != 0)) {
+        char shown[33];
+        id_shown(appid, shown);
         return pgw_err_set(err, PGW_EINVAL,
-                           "WeChat app %.32s: needs an appid, a secret (at most %d bytes) and an "
+                           "WeChat app %s: needs an appid, a secret (at most %d bytes) and an "
                            "http(s) api_base",
-                           appid, SECRET_MAX);
+                           shown, SECRET_MAX);
+    }
     wx_app *a = &c->apps[c->n_apps];
     memset(a, 0, sizeof(*a));
     snprintf(a->appid, sizeof(a->appid), "%s", appid);
@@ -222,7 +234,9 @@ static wx_app *app_of(pgw_wx_client *c, const char *appid, pgw_err *err)
         if (strcmp(c->apps[i].appid, appid) == 0)
             return &c->apps[i];
     }
-    pgw_err_set(err, PGW_EINVAL, "no WeChat app %.32s is configured", appid);
+    char shown[33];
+    id_shown(appid, shown);
+    pgw_err_set(err, PGW_EINVAL, "no WeChat app %s is configured", shown);
     return NULL;
 }
 

@@ -331,6 +331,23 @@ static void test_single_flight(void **state)
     /* An app the client was not given. */
     assert_int_equal(pgw_wx_access_token(c, "wx9999unknown", oa, &err), PGW_EINVAL);
     assert_int_equal(stats_of(c).token_fetches, 2);
+    /* Its quoted id stays UTF-8: "a" and 11 three-byte characters put byte
+     * 32 inside the last, whose one byte kept shows as "?", as does any
+     * byte no character holds. */
+    assert_int_equal(pgw_wx_access_token(c, "a号号号号号号号号号号号", oa, &err), PGW_EINVAL);
+    assert_true(pgw_utf8_valid(err.msg));
+    assert_non_null(strstr(err.msg, "a号号号号号号号号号号? is configured"));
+    /* So does an app refused when added. */
+    assert_int_equal(pgw_wx_client_add_app(c, "a号号号号号号号号号号号", "", "http://x", &err),
+                     PGW_EINVAL);
+    assert_true(pgw_utf8_valid(err.msg));
+    assert_non_null(strstr(err.msg, "WeChat app a号号号号号号号号号号?: needs an appid"));
+    assert_int_equal(pgw_wx_access_token(c,
+                                         "wx\xff"
+                                         "1",
+                                         oa, &err),
+                     PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "no WeChat app wx?1 is configured"));
     pgw_wx_client_free(c);
 }
 
