@@ -39,14 +39,10 @@ struct walk {
     pgw_err *err;
 };
 
-/* How many bytes of s (UTF-8: expat's names and text are) an error quotes:
- * at most max, ending on a character, or the message would not be UTF-8. */
-static int quoted(const char *s, size_t max)
-{
-    return (int)pgw_utf8_prefix(s, max);
-}
-
-/* Records a refusal (rc comes from pgw_err_set) and stops expat. */
+/* Records a refusal (rc comes from pgw_err_set) and stops expat. A
+ * refusal's quote of a name or a field ends on a character
+ * (pgw_utf8_prefix: expat's names and text are UTF-8), as pgw_err_set
+ * mends a cut at the message's end only. */
 static void refuse(struct walk *w, int rc)
 {
     w->rc = rc;
@@ -61,13 +57,13 @@ static void XMLCALL on_start(void *data, const XML_Char *name, const XML_Char **
         return;
     if (w->depth == 0 && strcmp(name, "xml") != 0) {
         refuse(w, pgw_err_set(w->err, PGW_EINVAL, "the root element is <%.*s>, not <xml>",
-                              quoted(name, 64), name));
+                              (int)pgw_utf8_prefix(name, 64), name));
         return;
     }
     /* A field is text; markup inside one means the body is not WeChat's. */
     if (w->open != NULL) {
         refuse(w, pgw_err_set(w->err, PGW_EINVAL, "<%s> holds an element <%.*s>", w->open->name,
-                              quoted(name, 64), name));
+                              (int)pgw_utf8_prefix(name, 64), name));
         return;
     }
     if (w->depth >= PGW_OA_DEPTH_MAX) {
@@ -167,7 +163,7 @@ static void XMLCALL on_entity(void *data, const XML_Char *name, int is_parameter
     (void)notation;
     if (w->rc == PGW_OK)
         refuse(w, pgw_err_set(w->err, PGW_EINVAL, "an entity declaration (%.*s) is refused",
-                              quoted(name, 64), name));
+                              (int)pgw_utf8_prefix(name, 64), name));
 }
 
 /* Walks one body, filling the slots; "what" names the body in errors. */
@@ -249,10 +245,10 @@ static int check_message(const struct slot *slots, const char *create_time, pgw_
     }
     if (!parse_seconds(create_time, &out->create_time))
         return pgw_err_set(err, PGW_EINVAL, "<CreateTime> is not unix seconds: \"%.*s\"",
-                           quoted(create_time, 32), create_time);
+                           (int)pgw_utf8_prefix(create_time, 32), create_time);
     if (slots[F_MSG_ID].seen && !all_digits(out->msg_id))
         return pgw_err_set(err, PGW_EINVAL, "<MsgId> is not digits: \"%.*s\"",
-                           quoted(out->msg_id, 32), out->msg_id);
+                           (int)pgw_utf8_prefix(out->msg_id, 32), out->msg_id);
     /* Event pushes are dispatched on Event: one without it is unusable. */
     if (strcmp(out->msg_type, "event") == 0 && out->event[0] == '\0')
         return pgw_err_set(err, PGW_EINVAL, "an event message without <Event>");
