@@ -63,21 +63,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pgw_csv whole;
     pgw_csv_init(&whole, (const char *)data, size);
     /* Every row or error takes a byte at least, and the end one call. */
-    bool parted = false, ended = false;
-    for (size_t calls = 0; calls <= size + 1 && !parted && !ended; calls++) {
+    bool ended = false;
+    for (size_t calls = 0; calls <= size + 1 && !ended; calls++) {
         pgw_err why_whole, why_file;
         bool done_whole = false, done_file = false;
         int rc_whole = pgw_csv_next(&whole, &whole_row, &done_whole, &why_whole);
         int rc_file = pgw_csv_file_next(file, &file_row, &done_file, &why_file);
-        if (rc_file == PGW_EINVAL && strstr(why_file.msg, "the row is longer than") != NULL) {
-            parted = true; /* the chunk's own bound: the readers part here */
-            break;
-        }
-        same_or_abort(rc_whole, &whole_row, &why_whole, done_whole, rc_file, &file_row, &why_file,
-                      done_file);
-        ended = rc_whole == PGW_OK && done_whole;
+        if (rc_file == PGW_EINVAL && strstr(why_file.msg, "the row is longer than") != NULL)
+            ended = true; /* the chunk's own bound: the readers part here */
+        else
+            same_or_abort(rc_whole, &whole_row, &why_whole, done_whole, rc_file, &file_row,
+                          &why_file, done_file);
+        ended = ended || (rc_whole == PGW_OK && done_whole);
     }
-    if (!parted && !ended)
+    if (!ended)
         abort(); /* more calls than bytes and still not at the end */
     pgw_csv_file_close(file);
     close(fd);

@@ -9,6 +9,7 @@
  * leak or undefined behaviour.
  */
 #include "core/civil.h"
+#include "core/reconcile.h"
 #include "server/statement.h"
 
 #include <stdbool.h>
@@ -37,8 +38,7 @@ static long read_all(pgw_statement *st, pgw_recon_row *rows)
 {
     pgw_err err;
     bool end = false;
-    long n = 0;
-    while (n <= ROWS_MAX) {
+    for (long n = 0;; n++) {
         pgw_recon_row row;
         if (pgw_statement_next(st, &row, &end, &err) != PGW_OK)
             abort(); /* a bad row comes back malformed, never as an error */
@@ -48,9 +48,8 @@ static long read_all(pgw_statement *st, pgw_recon_row *rows)
             return -1;
         if (n > 0 && row.line <= rows[n - 1].line)
             abort(); /* file order: lines go up */
-        rows[n++] = row;
+        rows[n] = row;
     }
-    return -1;
 }
 
 static const pgw_recon_row *by_line(const pgw_recon_row *rows, long n, size_t line)
@@ -84,9 +83,8 @@ static void check_sorted(pgw_statement *st, const pgw_recon_row *rows, long n, b
         if (i >= n || was == NULL || seen[was - rows] || !same_row(was, &row))
             abort(); /* a row made up, given twice or changed */
         seen[was - rows] = true;
-        if (i > 0) {
-            int c = strcmp(prev.event_id, row.event_id);
-            c = c != 0 ? c : strcmp(prev.source, row.source);
+        if (i > 0) { /* rowsort.h's order: the key, then the line */
+            int c = pgw_recon_key_cmp(&prev, &row, true);
             if (c > 0 || (c == 0 && prev.line > row.line))
                 abort(); /* out of order */
         }
