@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/time.h>
 #include <time.h>
@@ -29,6 +30,18 @@
 #define REALTIME_DEADLINE_MIN 1000000000 /* seconds: 2001-09-09 */
 
 static long long shift; /* set once, before main and any thread */
+
+/* The libc function a wrapper calls (version NULL: the default one); none
+ * found is a broken shim, stopped at once rather than called as NULL. */
+static void *next_symbol(const char *name, const char *version)
+{
+    void *f = version ? dlvsym(RTLD_NEXT, name, version) : dlsym(RTLD_NEXT, name);
+    if (f == NULL) {
+        fprintf(stderr, "clock_shift: no %s after the shim\n", name);
+        abort();
+    }
+    return f;
+}
 
 __attribute__((constructor)) static void read_shift(void)
 {
@@ -40,7 +53,7 @@ int clock_gettime(clockid_t clock, struct timespec *ts)
 {
     static int (*real)(clockid_t, struct timespec *);
     if (real == NULL)
-        real = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+        real = (int (*)(clockid_t, struct timespec *))next_symbol("clock_gettime", NULL);
     int rc = real(clock, ts);
     if (rc == 0 && (clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_COARSE))
         ts->tv_sec += shift;
@@ -51,7 +64,7 @@ int gettimeofday(struct timeval *tv, void *tz)
 {
     static int (*real)(struct timeval *, void *);
     if (real == NULL)
-        real = (int (*)(struct timeval *, void *))dlsym(RTLD_NEXT, "gettimeofday");
+        real = (int (*)(struct timeval *, void *))next_symbol("gettimeofday", NULL);
     int rc = real(tv, tz);
     if (rc == 0) /* tv is nonnull (glibc's declaration) */
         tv->tv_sec += shift;
@@ -72,8 +85,8 @@ int pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *lock,
 {
     static int (*real)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
     if (real == NULL) /* the versioned symbol: the unversioned one is glibc 2.2's */
-        real = (int (*)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *))dlvsym(
-            RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2");
+        real = (int (*)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *))next_symbol(
+            "pthread_cond_timedwait", "GLIBC_2.3.2");
     struct timespec kernel = *deadline;
     if (kernel.tv_sec > REALTIME_DEADLINE_MIN)
         kernel.tv_sec -= shift;
