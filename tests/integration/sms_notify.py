@@ -439,8 +439,8 @@ def otp_at_the_stop(tmp, fake, env):
                            lambda n: n == "1")
             if held == "pgw-sms":
                 wx.stop_holding_workers(srv, held, 2, recorded)  # api.c SMS_THREADS
-            else:
-                wx.stop_held(srv, held, 1, threading.Thread(target=ask).start)
+            else:  # the 2 SMS workers (api.c SMS_THREADS) the stop stops
+                wx.stop_held(srv, held, 1, threading.Thread(target=ask).start, 2)
             eventually(lambda: answer, bool, timeout=15)
         except BaseException:
             srv.stop()
