@@ -2141,9 +2141,7 @@ def member_stream_merges_past_bound_before_check(tmp, fake, env):
             return [json.loads(x) for x in open(srv.out_path)
                     if '"session:%s"' % sid_a[:8] in x and '"/v1/stream"' in x]
         base = inflight(srv)
-        pid = srv.proc.pid
-        held = [(ws.stop_thread(int(t)), int(t)) for t in os.listdir("/proc/%d/task" % pid)
-                if open("/proc/%d/task/%s/comm" % (pid, t)).read().strip() == "pgw-reader"]
+        held = hold_threads(srv, "pgw-reader", 2)  # the reader and finance's
         try:
             tabs = [ws.ws_open(srv.port, "/v1/stream", "Authorization: Session %s\r\n" %
                                session_a) for _ in range(2)]
@@ -2200,9 +2198,7 @@ def member_stream_missed_before_check(tmp, fake, env):
                 r'^pgw_http_requests_total\{route="/v1/stream",status="(\d+)"\} (\d+)$',
                 text, re.M) if int(n) > 0}
         base = inflight(srv)
-        pid = srv.proc.pid
-        held = [(ws.stop_thread(int(t)), int(t)) for t in os.listdir("/proc/%d/task" % pid)
-                if open("/proc/%d/task/%s/comm" % (pid, t)).read().strip() == "pgw-reader"]
+        held = hold_threads(srv, "pgw-reader", 2)  # the reader and finance's
         try:
             sock, hs, pending = ws.ws_open(srv.port, "/v1/stream",
                                            "Authorization: Session %s\r\n" % session)
@@ -2550,10 +2546,7 @@ def streams_going_away_mid_check(tmp, fake, env):
     try:
         session, _ = mp_session(srv, fake, "code-ws-mid", "oMP-WS-MID")
         auth = "Authorization: Session %s\r\n" % session
-        pid = srv.proc.pid
-        readers = [int(t) for t in os.listdir("/proc/%d/task" % pid)
-                   if open("/proc/%d/task/%s/comm" % (pid, t)).read().strip() == "pgw-reader"]
-        held = [(ws.stop_thread(t), t) for t in readers]
+        held = hold_threads(srv, "pgw-reader", 2)  # the reader and finance's
         try:
             mids = [ws.ws_open(srv.port, "/v1/stream", auth) for _ in range(2)]
             check(all(" 101 " in hs for _, hs, _ in mids), "two streams, their checks held: %s" %
