@@ -1939,6 +1939,13 @@ def inflight(srv):
     return int(m.group(1)) if m else -1
 
 
+def wait_taken(srv, n, what):
+    """Waits until `n` requests are out on the store (inflight), and checks
+    it: a hold that goes on after a wait that ran out tests nothing."""
+    got = eventually(lambda: inflight(srv), lambda m: m >= n)
+    check(got >= n, "%s: %d requests in flight, not %d" % (what, got, n))
+
+
 def held_drain(srv, posts, committed, before_service=None):
     """Holds the writer while `posts` (calls making one write each) are
     taken, in this order; then the service thread while the writer commits
@@ -1957,7 +1964,7 @@ def held_drain(srv, posts, committed, before_service=None):
         for i in range(len(posts)):
             threads.append(threading.Thread(target=run, args=(i,)))
             threads[-1].start()
-            eventually(lambda: inflight(srv), lambda n: n >= base + i + 1)  # taken: in order
+            wait_taken(srv, base + i + 1, "held_drain's post %d taken, in order" % i)
         service = ws.stop_thread(srv.proc.pid)
     finally:
         ws.resume_thread(writer, tid)
@@ -2625,9 +2632,7 @@ def stop_held(srv, name, count, during, workers):
     held = hold_threads(srv, name, count)
     try:
         during()
-        taken = eventually(lambda: inflight(srv), lambda n: n >= base + 1)
-        check(taken >= base + 1, "the request held is taken: %d in flight, %d before" %
-              (taken, base))
+        wait_taken(srv, base + 1, "the request held at the stop is taken")
         srv.proc.send_signal(signal.SIGTERM)
         gone = eventually(lambda: outbound_workers(srv.proc.pid), lambda t: not t)
         check(not gone, "the stop stopped the outbound workers: %s" % gone)
@@ -2772,7 +2777,7 @@ def stop_holding_workers(srv, name, count, during, answered=False):
         descriptors = [thread_pointer(libc, t) for libc, t in held]
         during()
         if not answered:
-            eventually(lambda: inflight(srv), lambda n: n >= base + 1)  # taken
+            wait_taken(srv, base + 1, "the request whose call is held is taken")
         srv.proc.send_signal(signal.SIGTERM)
         joins = eventually(lambda: stop_joins_workers(srv.proc.pid, descriptors), bool)
         check(joins, "the stop waits for the held workers")
