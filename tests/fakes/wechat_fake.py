@@ -79,13 +79,17 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
   GET  /_fake/session_keys     -> {"session_keys":[...]}  every session_key issued
   POST /_fake/faults/clear     drops the faults not used up
   POST /_fake/faults           {"path","count","errcode"?,"errmsg"?,"http_status"?,
-                                "body"?,"repeat"?,"delay_ms"?,"close"?,"lose_answer"?}
+                                "body"?,"repeat"?,"delay_ms"?,"close"?,"lose_answer"?,
+                                "answer_body"?}
                                close: the connection closes with no answer, the
                                request not handled; lose_answer: it is handled
                                (a message delivered, a code spent), then the
                                connection closes with no answer, as when the
-                               answer is lost on its way back; repeat: the
-                               body N times (an answer over 1 MiB)
+                               answer is lost on its way back; answer_body: it
+                               is handled, then answered HTTP 200 with this
+                               text in place of its answer (not JSON, cut, a
+                               field of another type, a msgid past int64);
+                               repeat: the body N times (an answer over 1 MiB)
   GET  /_fake/requests?path=   -> {"requests":[...]}  arrival order
   GET  /_fake/stats            -> {"stable_token_calls":{appid:n},"delivered":[...]}
   POST /_fake/reset            clears everything except apps and config
@@ -709,6 +713,10 @@ def ctl_faults(body, query, now):
              "delay_ms": need_int(body, "delay_ms", 0, lo=0),
              "close": body.get("close") is True,
              "lose_answer": body.get("lose_answer") is True}
+    if "answer_body" in body:
+        if not isinstance(body["answer_body"], str):
+            raise BadControl("answer_body: a string")
+        fault["answer_body"] = body["answer_body"]
     if "errcode" in body:
         fault["errcode"] = need_int(body, "errcode")
         fault["errmsg"] = body.get("errmsg") if isinstance(body.get("errmsg"), str) \
@@ -933,6 +941,8 @@ class Handler(BaseHTTPRequestHandler):
         if fault is not None and fault["lose_answer"]:
             self.close_connection = True
             return  # handled, but no answer reaches the caller
+        if fault is not None and "answer_body" in fault:
+            return self.send_raw(200, fault["answer_body"])  # handled, answered garbled
         self.send_json(status, out)
 
     def control(self, path, query, now):
