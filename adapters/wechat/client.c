@@ -81,9 +81,11 @@ pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply)
     if (rc == PGW_OK)
         return PGW_WX_DONE;
     /* Sent with its answer lost to our own bounds (with_token): as after
-     * a timeout, a retry, not a refusal the next channel may follow. */
+     * a timeout, a retry, not a refusal the next channel may follow.
+     * Answered 200 and not read: WeChat handled it, done most likely; a
+     * retry would do it again (the caller marks it maybe done). */
     if (reply != NULL && reply->maybe_done)
-        return PGW_WX_RETRY;
+        return reply->unread ? PGW_WX_GIVE_UP : PGW_WX_RETRY;
     if (rc == PGW_ESTATE)
         return PGW_WX_FALL_THROUGH;
     /* A daily quota (45009) does not come back within a retry's backoff,
@@ -240,6 +242,33 @@ static wx_app *app_of(pgw_wx_client *c, const char *appid, pgw_err *err)
     return NULL;
 }
 
+/* Why jansson could not read an answer, in our words: its own quote the
+ * text near the fault, which may be a token's (stable_token's answer). */
+static const char *why_not_json(const pgw_http_answer *http, const json_t *doc,
+                                const json_error_t *jerr)
+{
+    if (doc != NULL)
+        return "not a JSON object";
+    if (http->body_len == 0)
+        return "empty";
+    switch (json_error_code(jerr)) {
+    case json_error_numeric_overflow:
+        return "a number past int64";
+    case json_error_premature_end_of_input:
+        return "cut short";
+    default:
+        return "not JSON";
+    }
+}
+
+/* An HTTP 200 answer we cannot read (pgw_wx_reply.unread). */
+static int unread(const char *path, const char *why, pgw_wx_reply *reply, pgw_err *err)
+{
+    reply->unread = true;
+    return pgw_err_set(err, PGW_EIO, "WeChat %s: HTTP 200, its answer could not be read (%s)", path,
+                       why);
+}
+
 /* Reads WeChat's answer: JSON with an errcode (absent means 0). */
 static int read_answer(const pgw_http_answer *http, const char *path, json_t **answer,
                        pgw_wx_reply *reply, pgw_err *err)
@@ -249,16 +278,18 @@ static int read_answer(const pgw_http_answer *http, const char *path, json_t **a
         return pgw_err_set(err, PGW_EUNAVAILABLE, "WeChat %s: HTTP %ld", path, http->status);
     if (http->status != 200)
         return pgw_err_set(err, PGW_EIO, "WeChat %s: HTTP %ld", path, http->status);
+    /* A number past int64 (a msgid) fails the whole document here: never
+     * read cut or rounded. */
     json_error_t jerr;
     json_t *doc = json_loadb(http->body, http->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(doc)) {
         json_decref(doc);
-        return pgw_err_set(err, PGW_EIO, "WeChat %s: the answer is not a JSON object", path);
+        return unread(path, why_not_json(http, doc, &jerr), reply, err);
     }
     json_t *code = json_object_get(doc, "errcode");
     if (code != NULL && !json_is_integer(code)) {
         json_decref(doc);
-        return pgw_err_set(err, PGW_EIO, "WeChat %s: errcode is not a number", path);
+        return unread(path, "errcode is not a number", reply, err);
     }
     reply->errcode = code ? (long)json_integer_value(code) : 0;
     const char *msg = json_string_value(json_object_get(doc, "errmsg"));
@@ -289,6 +320,7 @@ static int call(pgw_wx_client *c, const char *method, const char *url, const cha
 {
     reply->errcode = 0;
     reply->errmsg[0] = '\0';
+    reply->unread = false;
     int64_t left = deadline - mono_ms();
     if (sent != NULL)
         *sent = false;
@@ -523,10 +555,12 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         /* A POST is a send (a message) or spends a code: at most once. */
         bool repeatable = strcmp(method, "GET") == 0;
         rc = call(c, method, url, path, body, repeatable, deadline, answer, reply, &sent, err);
-        /* Sent, and no answer of WeChat's read: none came, or we could not
-         * keep it (too large, no memory for it): it may have been done. */
-        reply->maybe_done = sent && reply->errcode == 0 &&
-                            (rc == PGW_EUNAVAILABLE || rc == PGW_ETOOLARGE || rc == PGW_ENOMEM);
+        /* Sent, and no answer of WeChat's read: none came, we could not
+         * keep it (too large, no memory for it) or not read it (unread):
+         * it may have been done. */
+        reply->maybe_done =
+            sent && reply->errcode == 0 &&
+            (rc == PGW_EUNAVAILABLE || rc == PGW_ETOOLARGE || rc == PGW_ENOMEM || reply->unread);
         if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
             break;
         count(c, &c->stats.token_retries);

@@ -48,9 +48,17 @@ typedef struct pgw_wx_reply {
     long errcode;
     char errmsg[PGW_WX_ERRMSG_MAX + 1];
     /* The API request itself went out and what became of it is unknown (no
-     * answer, a 5xx): it may have been done. False when it never left (the
-     * token could not be had, no connection) or WeChat answered. */
+     * answer, a 5xx, an answer not read: `unread`): it may have been done.
+     * False when it never left (the token could not be had, no connection)
+     * or WeChat answered. */
     bool maybe_done;
+    /* WeChat answered HTTP 200 with what we cannot read: not JSON, cut,
+     * errcode not a number, a number past int64 (a msgid: jansson refuses
+     * the document, so msgid is an int64 or not read at all). WeChat
+     * answers so after handling the request: with maybe_done (the call's
+     * own answer, not its token's), done most likely, and not to be asked
+     * again. */
+    bool unread;
 } pgw_wx_reply;
 
 /* What a sender should do after a call (notifications). */
@@ -58,7 +66,10 @@ typedef enum pgw_wx_outcome {
     PGW_WX_DONE = 0,     /* accepted */
     PGW_WX_RETRY,        /* busy, timed out, 5xx: try again later */
     PGW_WX_FALL_THROUGH, /* 43101 no quota, 43004 not following: next channel */
-    PGW_WX_GIVE_UP,      /* a permanent refusal */
+    /* A permanent refusal; or, with the reply's maybe_done (its unread),
+     * an answer not read after the request went out: it may have been
+     * done, and asked again it may be done twice (a message read twice) */
+    PGW_WX_GIVE_UP,
     /* 45009: the app's daily quota of the call is used up: the same call
      * fails until WeChat's day turns (pgw_wx_quota_back), not for a blip */
     PGW_WX_QUOTA_DAY,
@@ -157,6 +168,8 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * where curl would have sent it again (util/http_client.h); so is one
  * sent whose answer was too large to read or found no memory
  * (PGW_ETOOLARGE, PGW_ENOMEM with maybe_done: pgw_wx_classify retries it).
+ * One answered HTTP 200 with what we cannot read is PGW_EIO with
+ * maybe_done and unread: pgw_wx_classify gives it up, not retried.
  */
 int pgw_wx_post(pgw_wx_client *client, const char *appid, const char *path, const json_t *body,
                 json_t **answer, pgw_wx_reply *reply, pgw_err *err);

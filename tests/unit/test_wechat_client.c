@@ -939,6 +939,63 @@ static void test_an_answer_not_kept_may_have_been_done(void **state)
 }
 
 /*
+ * WeChat took a send and answered HTTP 200 with what we cannot read: not
+ * JSON, cut, errcode of another type, a msgid past int64 (jansson refuses
+ * the whole document; msgid is kept as an int64 or not at all). It may
+ * have been done: maybe_done, and not retried (GIVE_UP: sent again, the
+ * member may read it twice, a subscribe message having no de-dup key),
+ * the message saying the answer could not be read. A msgid of exactly
+ * INT64_MAX is read. Regression: such an answer was a refusal
+ * (PGW_EIO, not maybe_done), and the notifier told the member by SMS too.
+ */
+static void test_an_unread_answer_may_have_been_done(void **state)
+{
+    (void)state;
+    static const char *const answers[] = {
+        "<html><body>ok</body></html>",
+        "",
+        "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":29440229",
+        "{\"errcode\":\"0\",\"errmsg\":\"ok\",\"msgid\":294402298110051942}",
+        "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":9223372036854775808}",
+        "[0]",
+    };
+    pgw_wx_client *c = new_client(NULL);
+    add_quota(OPENID_1, 10);
+    pgw_err err = {0};
+    int64_t msgid = 0;
+    pgw_wx_reply reply;
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        fault(json_pack("{s:s,s:i,s:s}", "path", SEND_PATH, "count", 1, "answer_body", answers[i]));
+        int rc = send_sub(c, &msgid, &reply, &err);
+        print_message("answer \"%s\": %s\n", answers[i], err.msg);
+        if (rc == PGW_OK || !reply.maybe_done || pgw_wx_classify(rc, &reply) != PGW_WX_GIVE_UP ||
+            strstr(err.msg, "could not be read") == NULL)
+            fail_msg("answer \"%s\": rc %s, maybe_done %d, outcome %d (%s); want it maybe done, "
+                     "given up, the answer said not read",
+                     answers[i], pgw_code_name(rc), reply.maybe_done,
+                     (int)pgw_wx_classify(rc, &reply), err.msg);
+    }
+    assert_int_equal(requests_count(SEND_PATH), sizeof(answers) / sizeof(answers[0]));
+    fault(json_pack("{s:s,s:i,s:s}", "path", SEND_PATH, "count", 1, "answer_body",
+                    "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":9223372036854775807}"));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_OK);
+    assert_true(msgid == INT64_MAX);
+
+    /* The official account's template message the same. */
+    fake_control(&FAKE, "/_fake/followers", "{s:s,s:s,s:b}", "appid", APP_OA, "openid", OA_OPENID,
+                 "following", 1);
+    const pgw_wx_keyword kw[] = {{"first", "积分变动"}, {"keyword1", "+120"}};
+    pgw_oa_template t = {.openid = OA_OPENID, .template_id = "OA_TPL_points", .kw = kw, .n_kw = 2};
+    fault(json_pack("{s:s,s:i,s:s}", "path", TEMPLATE_PATH, "count", 1, "answer_body",
+                    "{\"errcode\":0,\"msgid\":18446744073709551615}"));
+    int rc = pgw_oa_send_template(c, APP_OA, &t, &msgid, &reply, &err);
+    assert_int_not_equal(rc, PGW_OK);
+    assert_true(reply.maybe_done);
+    assert_int_equal(pgw_wx_classify(rc, &reply), PGW_WX_GIVE_UP);
+    pgw_wx_client_free(c);
+}
+
+/*
  * Regression (the mp-login review): libcurl sends a request once more, on
  * a new connection, when a kept-alive one closes before any answer
  * ("Connection died, retrying a fresh connect"). WeChat that took a send
@@ -1601,6 +1658,7 @@ int main(void)
         cmocka_unit_test_setup(test_template, reset_fake),
         cmocka_unit_test_setup(test_send_not_resent, reset_fake),
         cmocka_unit_test_setup(test_an_answer_not_kept_may_have_been_done, reset_fake),
+        cmocka_unit_test_setup(test_an_unread_answer_may_have_been_done, reset_fake),
         cmocka_unit_test_setup(test_user_info, reset_fake),
         cmocka_unit_test_setup(test_login_and_phone, reset_fake),
         cmocka_unit_test_setup(test_long_errmsg_cut_on_a_character, reset_fake),
