@@ -704,6 +704,44 @@ static void provider_failed(reach_info *r, pgw_notice_channel ch, attempt a, con
     r->failure[pgw_utf8_prefix(r->failure, strlen(r->failure))] = '\0'; /* a cut character */
 }
 
+/* What last_error adds to an answer WeChat gave after handling a send
+ * that we could not read (pgw_wx_reply.unread). */
+#define WX_UNREAD_TOLD "; it may have been sent: not sent again"
+
+/*
+ * A WeChat channel's failure `msg` of attempt `a`, into last_error and the
+ * provider's line: an answer not read after the send (given up, maybe
+ * done) says so, and that the notice is not sent again, by WeChat or
+ * another channel: an operator reading the dead notice learns that the
+ * member may have it.
+ */
+static void wx_failed(pgw_notice *nt, reach_info *r, pgw_notice_channel ch, attempt a,
+                      const pgw_wx_reply *reply, const char *msg)
+{
+    char why[PGW_ERR_MSG_MAX + sizeof(WX_UNREAD_TOLD)];
+    snprintf(why, sizeof(why), "%s%s", msg,
+             reply->maybe_done && reply->unread ? WX_UNREAD_TOLD : "");
+    set_error(nt, pgw_notice_channel_name(ch), why);
+    provider_failed(r, ch, a, why);
+}
+
+/*
+ * Whether WeChat may have handled the send of channel ch whose reply is
+ * `reply` (pgw_wx_reply.maybe_done): no answer came, or one not read.
+ * Marks nt so (wx_may_have_gone), for good, and as one the attempt may
+ * have reached the member, whether it is retried (RETRY: by ch only) or
+ * given up (GIVE_UP after an answer not read: ch is not asked again, and
+ * the notice ends dead with no channel left).
+ */
+static bool wx_unknown(pgw_notice *nt, pgw_notice_channel ch, const pgw_wx_reply *reply)
+{
+    if (!reply->maybe_done)
+        return false;
+    nt->may_have_reached = true; /* kept over the next channels */
+    wx_may_have_gone(nt, ch);
+    return true;
+}
+
 /*
  * The mini program's subscribe message. The unit of quota it uses is
  * counted when the outcome is recorded (finish_batch()), not reserved before
@@ -735,20 +773,16 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     int rc = pgw_mp_send_subscribe(n->o.wechat, mp->appid, r->mp_openid, r->mp_template, mp->page,
                                    mp->mp_state, kw, 4, &msgid, &reply, &err);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
-    /* Sent, or no answer (a timeout may have been a send): a unit used.
-     * 43101: WeChat has none left, whatever we counted. Refused otherwise,
-     * or never sent (no token to send with): the unit is still the member's. */
-    bool unknown = reply.maybe_done;
-    nt->may_have_reached |= a == RETRY && unknown; /* kept over the next channels */
-    if (a == RETRY && unknown)
-        wx_may_have_gone(nt, PGW_CHANNEL_MP);
+    /* Sent, or no answer (a timeout may have been a send), or one not read
+     * (WeChat handled it): a unit used. 43101: WeChat has none left,
+     * whatever we counted. Refused otherwise, or never sent (no token to
+     * send with): the unit is still the member's. */
+    bool unknown = wx_unknown(nt, PGW_CHANNEL_MP, &reply);
     r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
-    if (rc == PGW_OK) {
+    if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
-    } else {
-        set_error(nt, "wechat_mp", err.msg);
-        provider_failed(r, PGW_CHANNEL_MP, a, err.msg);
-    }
+    else
+        wx_failed(nt, r, PGW_CHANNEL_MP, a, &reply, err.msg);
     (void)kind; /* one keyword layout for every kind (README) */
     return a;
 }
@@ -783,15 +817,11 @@ static attempt send_oa(courier *c, pgw_notice *nt, reach_info *r, int kind)
         return not_marked(c, nt, "wechat_oa", marked, &err);
     int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
-    if (rc == PGW_OK) {
+    if (rc == PGW_OK)
         snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
-    } else {
-        set_error(nt, "wechat_oa", err.msg);
-        provider_failed(r, PGW_CHANNEL_OA, a, err.msg);
-    }
-    nt->may_have_reached |= a == RETRY && reply.maybe_done;
-    if (a == RETRY && reply.maybe_done)
-        wx_may_have_gone(nt, PGW_CHANNEL_OA);
+    else
+        wx_failed(nt, r, PGW_CHANNEL_OA, a, &reply, err.msg);
+    (void)wx_unknown(nt, PGW_CHANNEL_OA, &reply);
     return a;
 }
 
@@ -1614,12 +1644,14 @@ static void quota_out_pending(pgw_notice *nt, const quota_out *q)
 }
 
 /* No channel left to try: waiting for WeChat's quota (unless an SMS of it
- * may have gone: WeChat would tell twice), dead when a channel gave up
- * (`failed`), skipped when every one refused the member. */
+ * may have gone, or a message of the other WeChat channel, given up after
+ * an answer not read: WeChat would tell twice), dead when a channel gave
+ * up (`failed`), skipped when every one refused the member. */
 static void no_channel_left(pgw_notifier *n, pgw_notice *nt, const reach_info *r, int kind,
                             bool failed, const quota_out *q)
 {
-    if (q->channels != 0 && (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) == 0) {
+    if (q->channels != 0 && (nt->excluded & PGW_NOTICE_SMS_MAY_HAVE_GONE) == 0 &&
+        wx_gone(nt) == 0) {
         quota_out_wait(n, nt, q);
         return;
     }

@@ -3934,6 +3934,73 @@ def notice_pages(tmp, fake, env):
         srv.stop()
 
 
+def unread_answer_sends_nothing_more(tmp, fake, env):
+    """Regression: WeChat answered a subscribe message HTTP 200 with what
+    the gateway could not read (here a msgid past int64: JSON refused
+    whole), after it delivered the message; the gateway took it for a
+    refusal and told the member again by the next channel, the official
+    account's template message. The message may have reached the member:
+    the notice ends dead, no other channel and no second subscribe
+    message, last_error saying WeChat's answer could not be read."""
+    d = os.path.join(tmp, "unread-answer")
+    os.makedirs(d)
+    config = write_config(d, fake.port)
+    with open(config) as f:
+        cfg = json.load(f)
+    cfg["notify"]["coalesce_window_s"] = 0  # nothing to coalesce: each notice at once
+    with open(config, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    srv = Server(d, config, env)
+    try:
+        tpl = cfg["channels"]["wechat_mp"]["templates"]["points_arrived"]
+        fake.control("POST", "/_fake/login_codes", {"appid": MP_APPID, "code": "code-UR",
+                                                    "openid": "oMP-UR", "unionid": "uUNION-UR"})
+        status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-UR"},
+                                  key=None)
+        member, session = doc["member_id"], doc["session"]
+        # The member follows the official account too (its points' notice
+        # goes there: no subscription yet), so a channel is left after the
+        # mini program.
+        fake.control("POST", "/_fake/followers",
+                     {"appid": OA_APPID, "openid": "oOA-UR", "following": True,
+                      "unionid": "uUNION-UR"})
+        push(srv, oa_xml("oOA-UR", int(time.time()), "event", event="subscribe"))
+        me = eventually(lambda: srv.request("GET", "/v1/me", session=session, key=None)[1],
+                        lambda me: me.get("follows_oa") is True)
+        check(me.get("follows_oa") is True, "the member follows the official account: %s" % me)
+        eventually(lambda: notices(srv, member),
+                   lambda l: all(x["state"] in ("sent", "skipped", "dead") for x in l))
+        before = len(fake.requests("/cgi-bin/message/template/send"))
+        srv.request("POST", "/v1/mp/subscriptions", {"template_id": tpl, "accepted": 1},
+                    session=session)
+        fake.control("POST", "/_fake/subscribe_quota",
+                     {"appid": MP_APPID, "openid": "oMP-UR", "template_id": tpl, "count": 1})
+        fake.control("POST", "/_fake/faults",
+                     {"path": "/cgi-bin/message/subscribe/send", "count": 1,
+                      "answer_body": '{"errcode":0,"errmsg":"ok","msgid":9223372036854775808}'})
+        event = purchase("UR-1", "13700137088", 2000)
+        event["member"] = {"member_id": member}
+        status, doc = srv.request("POST", "/v1/events", event, key=SHOP)
+        check(status == 201, "a purchase: %s %s" % (status, doc))
+        listed = eventually(lambda: notices(srv, member),
+                            lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
+        time.sleep(1.5)  # a second channel's message, or a retry, would be on its way
+        listed = notices(srv, member)
+        arrived = listed[0] if listed else {}
+        check(arrived.get("state") == "dead" and arrived.get("channel") == "wechat_mp" and
+              arrived.get("attempts") == 1 and
+              "could not be read" in (arrived.get("last_error") or ""),
+              "the notice is dead on the mini program, its answer not read: %s" % arrived)
+        sent = [r for r in fake.requests("/cgi-bin/message/subscribe/send")
+                if r["body"].get("touser") == "oMP-UR"]
+        check(len(sent) == 1 and len(delivered(fake, "oMP-UR")) == 1,
+              "one subscribe message, delivered: %d asked" % len(sent))
+        later = fake.requests("/cgi-bin/message/template/send")[before:]
+        check(not later, "no template message after it: %s" % [r["body"] for r in later])
+    finally:
+        srv.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -4003,6 +4070,7 @@ def main():
         srv = timed(renamed_templates, srv, tmp, fake, config, env)
         timed(replies_without_points, tmp, fake, env)
         timed(notice_pages, tmp, fake, env)
+        timed(unread_answer_sends_nothing_more, tmp, fake, env)
         timed(unusable_then_answered_finish, unusable, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")

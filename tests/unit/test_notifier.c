@@ -1190,6 +1190,77 @@ static void test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms(vo
     refused_retry_stays_off_sms(state, NULL, NULL);
 }
 
+/* WeChat's answers to a send that say nothing we can read, each after
+ * WeChat handled the request: not JSON, cut, errcode of another type, a
+ * msgid past int64 (jansson refuses the document: it keeps msgid whole, as
+ * an int64, or not at all). */
+static const char *const UNREAD_ANSWERS[] = {
+    "<html><body>ok</body></html>",
+    "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":29440229",
+    "{\"errcode\":\"0\",\"errmsg\":\"ok\",\"msgid\":294402298110051942}",
+    "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":9223372036854775808}",
+};
+#define N_UNREAD (sizeof(UNREAD_ANSWERS) / sizeof(UNREAD_ANSWERS[0]))
+
+/* What last_error says of a WeChat answer not read. */
+#define WX_UNREAD "could not be read"
+
+static size_t wx_requests(const char *path);
+static size_t sms_taken(void);
+
+/*
+ * A notice whose send WeChat answered HTTP 200 with an answer we cannot
+ * read (UNREAD_ANSWERS, one notice each) may have reached the member, as
+ * after a lost answer: it goes by no other channel, and is not sent again
+ * on WeChat either (a subscribe message has no key WeChat de-duplicates
+ * on). It ends dead after one attempt, its last_error saying why, marked
+ * as one the mini program's message may have reached, the member's unit
+ * counted as used. Regression: classified a refusal for good (GIVE_UP),
+ * the notice fell through to SMS, the member told twice.
+ */
+static void test_an_unread_subscribe_answer_sends_nothing_more(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall_retrying(false), &r);
+    static const char *const members[N_UNREAD] = {"M1", "M2", "M3", "M4"};
+    static const char *const phones[N_UNREAD] = {"13800138000", "13800138001", "13800138002",
+                                                 "13800138003"};
+    static const char *const openids[N_UNREAD] = {"oMpAlpha", "oMpBravo", "oMpCharlie", "oMpDelta"};
+    for (size_t i = 0; i < N_UNREAD; i++) {
+        member_with_notice(r.store, r.vault, members[i], phones[i]);
+        bind_mp_openid(&r, members[i], openids[i], 1);
+        subscribe(&r, members[i], openids[i]);
+        json_decref(
+            fake_request(&WX, "POST", "/_fake/faults",
+                         json_pack("{s:s,s:i,s:s}", "path", "/cgi-bin/message/subscribe/send",
+                                   "count", 1, "answer_body", UNREAD_ANSWERS[i])));
+    }
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    for (size_t i = 0; i < N_UNREAD; i++) {
+        wait_done(r.store, members[i]);
+        pgw_notice nt = notice_of(r.store, members[i]);
+        unsigned wx_gone = (unsigned)nt.excluded & PGW_NOTICE_WX_MAY_HAVE_GONE;
+        if (strcmp(nt.state, "dead") != 0 || strcmp(nt.channel, "wechat_mp") != 0 ||
+            nt.attempts != 1 || wx_gone != PGW_CHANNEL_MP << PGW_NOTICE_WX_GONE_SHIFT ||
+            strstr(nt.last_error, WX_UNREAD) == NULL || quota_of(r.store, members[i]) != 0)
+            fail_msg("%s, its send's answer not read: notice %s by %s after %lld attempts, "
+                     "excluded %lld, quota %lld (%s): want it dead on wechat_mp after one, marked "
+                     "as one it may have reached, the unit used, last_error saying it " WX_UNREAD,
+                     members[i], nt.state, nt.channel, (long long)nt.attempts,
+                     (long long)nt.excluded, (long long)quota_of(r.store, members[i]),
+                     nt.last_error);
+    }
+    size_t sms = sms_taken(), sends = wx_requests("/cgi-bin/message/subscribe/send");
+    rig_free_wx(&r, wx);
+    if (sms != 0 || sends != N_UNREAD)
+        fail_msg("%zu WeChat answers not read: %zu SMS sent, %zu subscribe messages asked; want "
+                 "no SMS, one subscribe message each",
+                 N_UNREAD, sms, sends);
+}
+
 /* The same with the official account off for want of a variable whose
  * name is as long as channel_off names with "unset, 2 more" (25 bytes):
  * the SMS's reason still whole. Regression (a review of 8c3bc79): the
@@ -4014,6 +4085,43 @@ static void test_a_daily_quota_is_not_asked_again_that_day(void **state)
 #define OA_APPID  "wxfedcba0987654321" /* the example config's */
 #define OA_SECRET "oa-secret-for-the-fake"
 
+/* M1 follows the official account as oOaAlpha, at WeChat and in the store. */
+static void m1_follows(rig *r, int64_t now)
+{
+    pgw_err err;
+    pgw_identity id;
+    pgw_identity_key key;
+    if (pgw_identity_make(PGW_ID_OA_OPENID, OA_APPID, "oOaAlpha", &id, &err) != PGW_OK ||
+        pgw_vault_key(r->vault, &id, &key, &err) != PGW_OK ||
+        pgw_store_bind_identity(r->store, &key, "M1", 2, &err) != PGW_OK ||
+        pgw_store_set_follow(r->store, OA_APPID, "oOaAlpha", true, now, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    fake_control(&WX, "/_fake/apps", "{s:s,s:s}", "appid", OA_APPID, "secret", OA_SECRET);
+    fake_control(&WX, "/_fake/followers", "{s:s,s:s,s:b}", "appid", OA_APPID, "openid", "oOaAlpha",
+                 "following", 1);
+}
+
+/* rig_start_wx with the official account too. */
+static void rig_start_wx_oa(const db_fixture *f, rig *r, pgw_wx_client **wx)
+{
+    pgw_err err;
+    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
+    if (pgw_sms_client_new(&r->cfg->sms, TC_ID, TC_KEY, &opt, &r->sms, &err) != PGW_OK ||
+        pgw_wx_client_new(NULL, 2000, wx, &err) != PGW_OK ||
+        pgw_wx_client_add_app(*wx, MP_APPID, MP_SECRET, WX.base, &err) != PGW_OK ||
+        pgw_wx_client_add_app(*wx, OA_APPID, OA_SECRET, WX.base, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    pgw_notifier_options o = {.cfg = r->cfg,
+                              .db_url = f->url,
+                              .vault = r->vault,
+                              .sms = r->sms,
+                              .wechat = *wx,
+                              .mp_ready = true,
+                              .oa_ready = true};
+    if (pgw_notifier_start(&o, &r->notifier, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
 /*
  * Both WeChat channels out of their daily quota, nothing after them: the
  * notice waits for midnight for both. Regression (review of f4663ff): the
@@ -4035,39 +4143,104 @@ static void test_two_daily_quotas_wait_for_both_channels(void **state)
     rig r;
     rig_open(f, cfg, &r);
     m1_subscribed(&r, 45009);
-    pgw_err err;
-    pgw_identity id;
-    pgw_identity_key key;
-    if (pgw_identity_make(PGW_ID_OA_OPENID, OA_APPID, "oOaAlpha", &id, &err) != PGW_OK ||
-        pgw_vault_key(r.vault, &id, &key, &err) != PGW_OK ||
-        pgw_store_bind_identity(r.store, &key, "M1", 2, &err) != PGW_OK ||
-        pgw_store_set_follow(r.store, OA_APPID, "oOaAlpha", true, now, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    fake_control(&WX, "/_fake/apps", "{s:s,s:s}", "appid", OA_APPID, "secret", OA_SECRET);
-    fake_control(&WX, "/_fake/followers", "{s:s,s:s,s:b}", "appid", OA_APPID, "openid", "oOaAlpha",
-                 "following", 1);
+    m1_follows(&r, now);
     json_decref(fake_request(&WX, "POST", "/_fake/faults",
                              json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/template/send",
                                        "count", 1, "errcode", 45009)));
-    pgw_sms_options opt = {.timeout_ms = 3000, .clock = sms_clock};
     pgw_wx_client *wx = NULL;
-    if (pgw_sms_client_new(&r.cfg->sms, TC_ID, TC_KEY, &opt, &r.sms, &err) != PGW_OK ||
-        pgw_wx_client_new(NULL, 2000, &wx, &err) != PGW_OK ||
-        pgw_wx_client_add_app(wx, MP_APPID, MP_SECRET, WX.base, &err) != PGW_OK ||
-        pgw_wx_client_add_app(wx, OA_APPID, OA_SECRET, WX.base, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
-    pgw_notifier_options o = {.cfg = r.cfg,
-                              .db_url = f->url,
-                              .vault = r.vault,
-                              .sms = r.sms,
-                              .wechat = wx,
-                              .mp_ready = true,
-                              .oa_ready = true};
-    if (pgw_notifier_start(&o, &r.notifier, &err) != PGW_OK)
-        fail_msg("%s", err.msg);
+    rig_start_wx_oa(f, &r, &wx);
     wait_deferred_to(r.store, now, midnight, PGW_CHANNEL_MP | PGW_CHANNEL_OA,
                      "both WeChat channels");
     rig_free_wx(&r, wx);
+}
+
+/*
+ * The official account's template message answered HTTP 200 with a msgid
+ * past int64 (not read: jansson refuses the document), after WeChat
+ * handled it: as test_an_unread_subscribe_answer_sends_nothing_more, dead
+ * after one attempt, no SMS, not sent again. Regression: the SMS went too.
+ */
+static void test_an_unread_template_answer_sends_nothing_more(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall();
+    cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
+        (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_OA, PGW_CHANNEL_SMS}};
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    m1_follows(&r, time(NULL));
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:s}", "path", "/cgi-bin/message/template/send",
+                                       "count", 1, "answer_body",
+                                       "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":"
+                                       "18446744073709551615}")));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx_oa(f, &r, &wx);
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    size_t sms = sms_taken(), sends = wx_requests("/cgi-bin/message/template/send");
+    rig_free_wx(&r, wx);
+    unsigned wx_gone = (unsigned)nt.excluded & PGW_NOTICE_WX_MAY_HAVE_GONE;
+    if (strcmp(nt.state, "dead") != 0 || strcmp(nt.channel, "wechat_oa") != 0 ||
+        wx_gone != PGW_CHANNEL_OA << PGW_NOTICE_WX_GONE_SHIFT ||
+        strstr(nt.last_error, WX_UNREAD) == NULL || sms != 0 || sends != 1)
+        fail_msg("a template message's answer not read: notice %s by %s, excluded %lld (%s), %zu "
+                 "SMS, %zu template messages asked; want it dead on wechat_oa, marked, no SMS, "
+                 "one message",
+                 nt.state, nt.channel, (long long)nt.excluded, nt.last_error, sms, sends);
+}
+
+/*
+ * The official account out of its daily quota (45009), the mini program
+ * after it in the route answered HTTP 200 and not read: the subscribe
+ * message may have reached the member, so the notice does not wait for
+ * the official account's next day (it would tell them a second time):
+ * dead at once. Regressions: the unread answer a refusal, the notice
+ * waited for WeChat's midnight and the template message went then too;
+ * marked as one the subscribe message may have reached, it still waited
+ * (no_channel_left) only to die at midnight.
+ */
+static void test_an_unread_answer_after_a_daily_quota_does_not_wait_for_it(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    int64_t now = clock_into_wechat_day(12 * 3600); /* noon in China */
+    pgw_config *cfg = mall();
+    cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
+        (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_OA, PGW_CHANNEL_MP}};
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
+    subscribe(&r, "M1", "oMpAlpha");
+    m1_follows(&r, now);
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/template/send",
+                                       "count", 1, "errcode", 45009)));
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:s}", "path", "/cgi-bin/message/subscribe/send",
+                                       "count", 1, "answer_body", "<html>ok</html>")));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx_oa(f, &r, &wx);
+    pgw_notice nt;
+    for (int i = 0; i < 1000; i++) { /* recorded: dead, or waiting for the quota */
+        nt = notice_of(r.store, "M1");
+        if (strcmp(nt.state, "sending") != 0 && nt.channel[0] != '\0' &&
+            (strcmp(nt.state, "pending") != 0 || nt.due_at > now + 60))
+            break;
+        fake_sleep_ms(10);
+    }
+    rig_free_wx(&r, wx);
+    if (strcmp(nt.state, "dead") != 0 || strcmp(nt.channel, "wechat_mp") != 0 ||
+        ((unsigned)nt.excluded & PGW_NOTICE_WX_MAY_HAVE_GONE) != PGW_CHANNEL_MP
+                                                                     << PGW_NOTICE_WX_GONE_SHIFT)
+        fail_msg("a 45009, then a subscribe message's answer not read: notice %s by %s, due in "
+                 "%lld s, excluded %lld (%s); want it dead on wechat_mp, not waiting for the "
+                 "official account's quota",
+                 nt.state, nt.channel, (long long)(nt.due_at - now), (long long)nt.excluded,
+                 nt.last_error);
 }
 
 /*
@@ -4405,6 +4578,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms, setup,
             db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_unread_subscribe_answer_sends_nothing_more, setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merged_arrival_tells_the_survivors_balance, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,
@@ -4417,6 +4592,11 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_two_daily_quotas_wait_for_both_channels, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_unread_template_answer_sends_nothing_more, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_unread_answer_after_a_daily_quota_does_not_wait_for_it, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_at_midnight_is_retried, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_daily_quota_then_a_refused_number_waits_for_wechat,
