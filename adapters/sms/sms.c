@@ -596,19 +596,26 @@ static char *tencent_body(const pgw_sms_client *c, const pgw_sms_message *msg)
     return text;
 }
 
-/* The SendStatus of our number in SendStatusSet, or NULL. */
+/* The SendStatus of our number in SendStatusSet, or NULL when there is
+ * none, or more than one: we sent one number, and of two statuses for it
+ * neither can be believed (the first a refusal, the second "Ok": read by
+ * the first, the caller would send again an SMS the provider says went). */
 static const json_t *tencent_status(const json_t *resp, const char *phone)
 {
     const json_t *set = json_object_get(resp, "SendStatusSet");
+    const json_t *ours = NULL;
     size_t i;
     const json_t *s;
     json_array_foreach(set, i, s)
     {
         const char *p = json_string_value(json_object_get(s, "PhoneNumber"));
-        if (p != NULL && strcmp(p, phone) == 0)
-            return s;
+        if (p == NULL || strcmp(p, phone) != 0)
+            continue;
+        if (ours != NULL)
+            return NULL;
+        ours = s;
     }
-    return NULL;
+    return ours;
 }
 
 static void tencent_read(const pgw_sms_client *c, const pgw_sms_message *msg,

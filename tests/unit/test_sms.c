@@ -493,6 +493,70 @@ static void test_faults(void **state)
     assert_int_equal(accepted(), 2);
 }
 
+/* The provider answers `body` with HTTP `status` to the next request. */
+static void answer_next(const char *provider, int status, const char *body)
+{
+    fault("{s:s,s:i,s:s}", "provider", provider, "http_status", status, "body", body);
+}
+
+/*
+ * A 200 answer we cannot read is "may have sent", whatever made it so: no
+ * refusal (which would let the caller send again at once), no success,
+ * no id. Regression: a SendStatusSet with two statuses for our one number
+ * was read by its first, so [a limit, "Ok"] was a refusal of an SMS the
+ * provider says it sent, and ["Ok", a limit] a success it says it refused.
+ */
+static void test_an_answer_not_understood_may_have_sent(void **state)
+{
+    (void)state;
+#define STATUS(code) "{\"PhoneNumber\":\"" PHONE "\",\"Code\":\"" code "\",\"SerialNo\":\"2433:1\"}"
+    static const char *const tencent_bodies[] = {
+        "{\"Response\":{\"SendStatusSet\":[" STATUS(
+            "LimitExceeded.PhoneNumberDailyLimit") "," STATUS("Ok") "],\"RequestId\":\"r-1\"}}",
+        "{\"Response\":{\"SendStatusSet\":[" STATUS("Ok") "," STATUS(
+            "FailedOperation.PhoneNumberInBlacklist") "],\"RequestId\":\"r-2\"}}",
+        "{\"Response\":{\"SendStatusSet\":[],\"RequestId\":\"r-3\"}}",
+        /* Another number's status only; a set that is no array. */
+        "{\"Response\":{\"SendStatusSet\":[{\"PhoneNumber\":\"" PHONE_2
+        "\",\"Code\":\"InvalidParameterValue.IncorrectPhoneNumber\"}]}}",
+        "{\"Response\":{\"SendStatusSet\":" STATUS("FailedOperation.PhoneNumberInBlacklist") "}}",
+        /* A code of the wrong type, in a status and in an error. */
+        "{\"Response\":{\"SendStatusSet\":[{\"PhoneNumber\":\"" PHONE "\",\"Code\":7}]}}",
+        "{\"Response\":{\"Error\":{\"Code\":[\"AuthFailure\"],\"Message\":\"x\"}}}",
+        "{\"Response\":\"Ok\"}",
+        /* Numbers jansson cannot hold, a lone surrogate, a key twice. */
+        "{\"Response\":{\"SendStatusSet\":[{\"PhoneNumber\":\"" PHONE
+        "\",\"Code\":\"Ok\",\"Fee\":99999999999999999999999}]}}",
+        "{\"Response\":{\"Error\":{\"Code\":\"AuthFailure\\ud800\"}}}",
+        "{\"Response\":{\"Error\":{\"Code\":\"AuthFailure\",\"Code\":\"Ok\"}}}",
+    };
+#undef STATUS
+    static const char *const aliyun_bodies[] = {
+        "{\"Code\":200}",
+        "{}",
+        "[\"OK\"]",
+        "{\"Code\":\"OK\",\"Code\":\"isv.AMOUNT_NOT_ENOUGH\"}",
+        "OK",
+    };
+    for (size_t k = 0; k < 2; k++) {
+        const char *provider = k == 0 ? "tencent" : "aliyun";
+        const char *const *bodies = k == 0 ? tencent_bodies : aliyun_bodies;
+        size_t n = k == 0 ? sizeof(tencent_bodies) / sizeof(tencent_bodies[0])
+                          : sizeof(aliyun_bodies) / sizeof(aliyun_bodies[0]);
+        pgw_sms_client *c = k == 0 ? tencent() : aliyun();
+        for (size_t i = 0; i < n; i++) {
+            answer_next(provider, 200, bodies[i]);
+            pgw_sms_result r;
+            send_expect(c, message_to(c, PHONE, NULL), k == 1, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "",
+                        &r);
+            if (!r.attempted || r.refused || r.message_id[0] != '\0')
+                fail_msg("%s answer %zu: attempted %d, refused %d, id \"%s\"", provider, i,
+                         r.attempted, r.refused, r.message_id);
+        }
+        pgw_sms_client_free(c);
+    }
+}
+
 /*
  * A provider's message is masked before it is cut to the
  * PGW_SMS_MESSAGE_MAX bytes kept: a number or the secret across the cut
@@ -1221,6 +1285,7 @@ int main(void)
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
         cmocka_unit_test_setup(test_per_number_failures, reset_fake),
         cmocka_unit_test_setup(test_faults, reset_fake),
+        cmocka_unit_test_setup(test_an_answer_not_understood_may_have_sent, reset_fake),
         cmocka_unit_test_setup(test_lost_answer_not_resent, reset_fake),
         cmocka_unit_test_setup(test_refused_before_sending, reset_fake),
         cmocka_unit_test(test_client_config),
