@@ -462,6 +462,28 @@ typedef struct scrub {
     const char *phone; /* E.164 */
 } scrub;
 
+/* Bytes of spaces or hyphens a copy of the number may hold between two
+ * digits: numbers are written in groups ("138 0013 8000", "138-0013-8000",
+ * "138 - 0013 - 8000"). Bounded, so that a copy is at most 11 + 10 * 3 =
+ * 41 bytes, inside what copy_text reads past its cut. */
+#define NUMBER_GAP_MAX 3
+_Static_assert(11 + 10 * NUMBER_GAP_MAX <= PGW_SMS_KEY_MAX, "a copy fits what copy_text reads");
+
+/* Whether a copy of the 11 digits `national` begins at s, grouped or not;
+ * digit_at[d] gets the offset of its d-th digit. */
+static bool number_at(const char *s, const char *national, size_t digit_at[11])
+{
+    size_t at = 0;
+    for (size_t d = 0; d < 11; d++) {
+        for (size_t gap = 0; d > 0 && gap < NUMBER_GAP_MAX && (s[at] == ' ' || s[at] == '-'); gap++)
+            at++;
+        if (s[at] != national[d])
+            return false;
+        digit_at[d] = at++;
+    }
+    return true;
+}
+
 /* Copies provider text into dst with the secret and the number blanked,
  * should they appear there (Alibaba's SignatureDoesNotMatch message quotes
  * its string to sign, which holds the number), then cut to cap: blanked
@@ -479,14 +501,18 @@ static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
      * ends, whose masked form keeps its last four digits) is found too. */
     char out[sizeof(text)];
     memcpy(out, text, len + 1);
-    /* The 11 national digits become the masked form, which is as long.
-     * Before the secret's: the form keeps digits, which written over a
-     * secret's stars would show the bytes of it they covered. */
-    char masked[16];
-    mask_phone(sc->phone, masked);
+    /* A number keeps its first three and last four digits and whatever
+     * separates them, as the masked form (138****8000) does; only stars
+     * are written, so that no copy's digits land on bytes another copy or
+     * the secret blanked. */
     const char *national = sc->phone + 3;
-    for (char *hit = strstr(text, national); hit != NULL; hit = strstr(hit + 1, national))
-        memcpy(out + (hit - text), masked, 11);
+    size_t digit_at[11];
+    for (size_t i = 0; i < len; i++) {
+        if (number_at(text + i, national, digit_at)) {
+            for (size_t d = 3; d < 7; d++)
+                out[i + digit_at[d]] = '*';
+        }
+    }
     size_t s = strlen(sc->secret);
     PGW_ASSERT(s <= PGW_SMS_KEY_MAX);
     if (s >= SCRUB_MIN_SECRET) {

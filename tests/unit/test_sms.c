@@ -649,6 +649,38 @@ static void test_a_secret_overlapping_the_number_stays_masked(void **state)
     }
 }
 
+/*
+ * A number the provider writes in groups ("138 0013 8000", "138-0013-8000",
+ * the way numbers are written in China) is masked as a whole one is: its
+ * fourth to seventh digits, the separators kept. Regression: only the 11
+ * digits in one run were found, and a grouped copy came through whole into
+ * the result and the error message.
+ */
+static void test_a_number_in_groups_is_masked(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"number 138 0013 8000 is on the blacklist", "number 138 **** 8000 is on the blacklist"},
+        {"+86-138-0013-8000 refused", "+86-138-****-8000 refused"},
+        {"1380 013 8000; 13800138000", "138* *** 8000; 138****8000"},
+        {"138 - 0013 - 8000", "138 - **** - 8000"},
+        /* Another number: kept. */
+        {"138 0013 8001 x", "138 0013 8001 x"},
+    };
+    pgw_sms_client *c = tencent();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
+              cases[i][0]);
+        pgw_sms_result r;
+        pgw_err err = {0};
+        pgw_sms_message m = message_to(c, PHONE, NULL);
+        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        if (strcmp(r.message, cases[i][1]) != 0 || strstr(err.msg, cases[i][1]) == NULL)
+            fail_msg("case %zu: kept \"%s\", want \"%s\"; %s", i, r.message, cases[i][1], err.msg);
+    }
+    pgw_sms_client_free(c);
+}
+
 /* The last 16 bytes of s, or all of a shorter s, to show where it ends. */
 static const char *tail_of(const char *s)
 {
@@ -1280,6 +1312,7 @@ int main(void)
         cmocka_unit_test_setup(test_a_number_across_the_cut_is_masked, reset_fake),
         cmocka_unit_test_setup(test_overlapping_copies_are_masked, reset_fake),
         cmocka_unit_test_setup(test_a_secret_overlapping_the_number_stays_masked, reset_fake),
+        cmocka_unit_test_setup(test_a_number_in_groups_is_masked, reset_fake),
         cmocka_unit_test_setup(test_the_cut_keeps_characters_and_masks_the_longest_secret,
                                reset_fake),
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
