@@ -597,6 +597,20 @@ static void copy_field(const json_t *obj, const char *key, char *dst, size_t cap
     copy_text(dst, cap, json_string_value(json_object_get(obj, key)), sc);
 }
 
+/* An id of the provider's (RequestId, SerialNo, BizId) into dst (cap:
+ * PGW_SMS_ID_MAX + 1), only whole: one cut, or with bytes that are not
+ * printable ASCII, would be kept and shown as the provider's and match
+ * nothing in its records, its console or its delivery reports. "" then. */
+static void copy_id(const json_t *obj, const char *key, char *dst, size_t cap, const scrub *sc)
+{
+    const char *id = json_string_value(json_object_get(obj, key));
+    size_t n = id != NULL ? strnlen(id, cap) : 0;
+    bool printable = true;
+    for (size_t i = 0; i < n; i++)
+        printable &= id[i] > 0x20 && id[i] < 0x7F;
+    copy_text(dst, cap, n < cap && printable ? id : NULL, sc);
+}
+
 /* ---- Tencent -------------------------------------------------------------- */
 
 static char *tencent_body(const pgw_sms_client *c, const pgw_sms_message *msg)
@@ -651,7 +665,7 @@ static void tencent_read(const pgw_sms_client *c, const pgw_sms_message *msg,
     json_t *doc = answer_json(a);
     const json_t *resp = json_object_get(doc, "Response");
     if (json_is_object(resp)) {
-        copy_field(resp, "RequestId", out->request_id, sizeof(out->request_id), &sc);
+        copy_id(resp, "RequestId", out->request_id, sizeof(out->request_id), &sc);
         /* The request failed as a whole ... */
         const json_t *e = json_object_get(resp, "Error");
         const json_t *s = json_is_object(e) ? e : tencent_status(resp, msg->phone);
@@ -661,9 +675,12 @@ static void tencent_read(const pgw_sms_client *c, const pgw_sms_message *msg,
             copy_field(s, "Message", out->message, sizeof(out->message), &sc);
         }
         if (json_is_object(s) && s != e) {
-            copy_field(s, "SerialNo", out->message_id, sizeof(out->message_id), &sc);
+            copy_id(s, "SerialNo", out->message_id, sizeof(out->message_id), &sc);
+            /* Billed parts: at most one per character of the longest SMS
+             * (research 4); anything else is not a fee we can report. */
             const json_t *fee = json_object_get(s, "Fee");
-            out->fee = json_is_integer(fee) ? (int64_t)json_integer_value(fee) : 0;
+            json_int_t parts = json_is_integer(fee) ? json_integer_value(fee) : 0;
+            out->fee = parts >= 0 && parts <= PGW_SMS_TEXT_CHARS_MAX ? (int64_t)parts : 0;
         }
     }
     json_decref(doc);
@@ -824,9 +841,9 @@ static void aliyun_read(const pgw_sms_client *c, const pgw_sms_message *msg,
     if (doc != NULL) {
         copy_field(doc, "Code", out->code, sizeof(out->code), &sc);
         copy_field(doc, "Message", out->message, sizeof(out->message), &sc);
-        copy_field(doc, "RequestId", out->request_id, sizeof(out->request_id), &sc);
+        copy_id(doc, "RequestId", out->request_id, sizeof(out->request_id), &sc);
         if (strcmp(out->code, "OK") == 0)
-            copy_field(doc, "BizId", out->message_id, sizeof(out->message_id), &sc);
+            copy_id(doc, "BizId", out->message_id, sizeof(out->message_id), &sc);
     }
     json_decref(doc);
 }

@@ -103,9 +103,11 @@ typedef struct pgw_sms_result {
     long http_status;                      /* 0 when no answer arrived */
     char code[PGW_SMS_CODE_MAX + 1];       /* the provider's code ("Ok", "OK", "isv...") or "" */
     char message[PGW_SMS_MESSAGE_MAX + 1]; /* the provider's message, or "" */
+    /* The ids only whole: "" for one over PGW_SMS_ID_MAX bytes or not
+     * printable ASCII (a cut id would match nothing of the provider's). */
     char request_id[PGW_SMS_ID_MAX + 1];
     char message_id[PGW_SMS_ID_MAX + 1]; /* Tencent SerialNo / Alibaba BizId when sent */
-    int64_t fee; /* Tencent: billed parts; 0 when the provider does not say */
+    int64_t fee; /* Tencent: billed parts, 0..PGW_SMS_TEXT_CHARS_MAX; 0 when it does not say */
 } pgw_sms_result;
 
 typedef struct pgw_sms_options {

@@ -557,6 +557,71 @@ static void test_an_answer_not_understood_may_have_sent(void **state)
     }
 }
 
+/* A Tencent answer sending our number, with these SerialNo, Fee and RequestId. */
+static void tencent_sent_with(char *out, size_t cap, const char *serial, const char *fee,
+                              const char *request_id)
+{
+    snprintf(out, cap,
+             "{\"Response\":{\"SendStatusSet\":[{\"PhoneNumber\":\"%s\",\"Code\":\"Ok\","
+             "\"SerialNo\":\"%s\",\"Fee\":%s}],\"RequestId\":\"%s\"}}",
+             PHONE, serial, fee, request_id);
+}
+
+/*
+ * An id the provider gives that we cannot keep whole (over PGW_SMS_ID_MAX
+ * bytes, or not printable ASCII) is not kept, and a Fee that no SMS can
+ * have is 0: the send still counts. Regression: the id was cut to 64
+ * bytes and kept as the provider's (notice.provider_id, the id delivery
+ * reports and the provider's console are searched by), a line break and
+ * all, and a Fee of -3 or 100000 parts was reported as billed.
+ */
+static void test_ids_kept_whole_or_not_at_all(void **state)
+{
+    (void)state;
+    char id64[PGW_SMS_ID_MAX + 1], id65[PGW_SMS_ID_MAX + 2], body[512];
+    memset(id64, '7', sizeof(id64) - 1);
+    id64[sizeof(id64) - 1] = '\0';
+    memset(id65, '7', sizeof(id65) - 1);
+    id65[sizeof(id65) - 1] = '\0';
+    pgw_sms_client *c = tencent();
+    static const struct {
+        bool whole; /* the ids are kept */
+        const char *fee;
+        int64_t want_fee;
+    } cases[] = {
+        {true, "8", 8}, {false, "-3", 0}, {false, "100000", 0}, {false, "2", 2}, {true, "1.5", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *id = cases[i].whole ? id64 : i == 3 ? "2433:1\\n2433:2" : id65;
+        tencent_sent_with(body, sizeof(body), id, cases[i].fee, id);
+        answer_next("tencent", 200, body);
+        pgw_sms_result r;
+        send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_SENT, PGW_OK, "Ok", &r);
+        const char *want = cases[i].whole ? id64 : "";
+        if (strcmp(r.message_id, want) != 0 || strcmp(r.request_id, want) != 0 ||
+            r.fee != cases[i].want_fee)
+            fail_msg("case %zu: SerialNo \"%s\", RequestId \"%s\", fee %lld; want \"%s\", %lld", i,
+                     r.message_id, r.request_id, (long long)r.fee, want,
+                     (long long)cases[i].want_fee);
+    }
+    pgw_sms_client_free(c);
+
+    c = aliyun();
+    for (int whole = 0; whole < 2; whole++) {
+        const char *id = whole ? id64 : id65;
+        snprintf(body, sizeof(body), "{\"Code\":\"OK\",\"BizId\":\"%s\",\"RequestId\":\"%s\"}", id,
+                 id);
+        answer_next("aliyun", 200, body);
+        pgw_sms_result r;
+        send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+        const char *want = whole ? id64 : "";
+        if (strcmp(r.message_id, want) != 0 || strcmp(r.request_id, want) != 0)
+            fail_msg("BizId \"%s\", RequestId \"%s\"; want \"%s\"", r.message_id, r.request_id,
+                     want);
+    }
+    pgw_sms_client_free(c);
+}
+
 /*
  * A provider's message is masked before it is cut to the
  * PGW_SMS_MESSAGE_MAX bytes kept: a number or the secret across the cut
@@ -1319,6 +1384,7 @@ int main(void)
         cmocka_unit_test_setup(test_per_number_failures, reset_fake),
         cmocka_unit_test_setup(test_faults, reset_fake),
         cmocka_unit_test_setup(test_an_answer_not_understood_may_have_sent, reset_fake),
+        cmocka_unit_test_setup(test_ids_kept_whole_or_not_at_all, reset_fake),
         cmocka_unit_test_setup(test_lost_answer_not_resent, reset_fake),
         cmocka_unit_test_setup(test_refused_before_sending, reset_fake),
         cmocka_unit_test(test_client_config),
