@@ -11,6 +11,7 @@
 #include "util/http_client.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <pthread.h>
@@ -467,7 +468,6 @@ typedef struct scrub {
  * "138 - 0013 - 8000"). Bounded, so that a copy is at most 11 + 10 * 3 =
  * 41 bytes, inside what copy_text reads past its cut. */
 #define NUMBER_GAP_MAX 3
-_Static_assert(11 + 10 * NUMBER_GAP_MAX <= PGW_SMS_KEY_MAX, "a copy fits what copy_text reads");
 
 /* Whether a copy of the 11 digits `national` begins at s, grouped or not;
  * digit_at[d] gets the offset of its d-th digit. */
@@ -484,16 +484,30 @@ static bool number_at(const char *s, const char *national, size_t digit_at[11])
     return true;
 }
 
+/* The longest needle copy_text looks for: the secret percent-encoded,
+ * every byte of it %XY. */
+#define NEEDLE_MAX (3 * PGW_SMS_KEY_MAX)
+_Static_assert(11 + 10 * NUMBER_GAP_MAX <= NEEDLE_MAX, "a number fits what copy_text reads");
+
+/* Stars over every copy of `needle` found in text, at the same place in out. */
+static void blank(const char *text, char *out, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (const char *hit = strstr(text, needle); hit != NULL; hit = strstr(hit + 1, needle))
+        memset(out + (hit - text), '*', n);
+}
+
 /* Copies provider text into dst with the secret and the number blanked,
  * should they appear there (Alibaba's SignatureDoesNotMatch message quotes
  * its string to sign, which holds the number), then cut to cap: blanked
  * first, so one across the cut leaves none of itself. Only what can reach
- * into dst is read: cap, and the longest needle (a secret) past it. */
+ * into dst is read: cap, and the longest needle (the encoded secret) past
+ * it. */
 static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
 {
-    char text[PGW_SMS_MESSAGE_MAX + PGW_SMS_KEY_MAX + 1];
+    char text[PGW_SMS_MESSAGE_MAX + NEEDLE_MAX + 1];
     PGW_ASSERT(cap >= 1 && cap <= PGW_SMS_MESSAGE_MAX + 1);
-    size_t len = src != NULL ? strnlen(src, cap - 1 + PGW_SMS_KEY_MAX) : 0;
+    size_t len = src != NULL ? strnlen(src, cap - 1 + NEEDLE_MAX) : 0;
     memcpy(text, src != NULL ? src : "", len);
     text[len] = '\0';
     /* Every copy is found in the text as it came and masked in `out`: a
@@ -513,11 +527,15 @@ static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
                 out[i + digit_at[d]] = '*';
         }
     }
-    size_t s = strlen(sc->secret);
-    PGW_ASSERT(s <= PGW_SMS_KEY_MAX);
-    if (s >= SCRUB_MIN_SECRET) {
-        for (char *hit = strstr(text, sc->secret); hit != NULL; hit = strstr(hit + 1, sc->secret))
-            memset(out + (hit - text), '*', s);
+    PGW_ASSERT(strlen(sc->secret) <= PGW_SMS_KEY_MAX);
+    if (strlen(sc->secret) >= SCRUB_MIN_SECRET) {
+        /* As it is, and as the providers percent-encode it ('/' as %2F):
+         * the form a quoted request would carry it in. */
+        char encoded[NEEDLE_MAX + 1];
+        blank(text, out, sc->secret);
+        if (pgw_rpc_percent_encode(sc->secret, encoded, sizeof(encoded), NULL, NULL) == PGW_OK)
+            blank(text, out, encoded);
+        OPENSSL_cleanse(encoded, sizeof(encoded));
     }
     len = strnlen(out, cap - 1);
     memcpy(dst, out, len);

@@ -798,6 +798,61 @@ static void test_the_cut_keeps_characters_and_masks_the_longest_secret(void **st
 }
 
 /*
+ * A secret with bytes the providers percent-encode ('/', '+', '=') is
+ * masked in its encoded form too (upper-case hex, as both encode it),
+ * also across the cut. Regression: only its raw bytes were searched, and
+ * "tc%2FSecret%2BKey%3D0123" came through whole.
+ */
+static void test_a_percent_encoded_secret_is_masked(void **state)
+{
+    (void)state;
+    static const char secret[] = "tc/Secret+Key=0123", encoded[] = "tc%2FSecret%2BKey%3D0123";
+    enum { KEPT = PGW_SMS_MESSAGE_MAX, ENCODED = sizeof(encoded) - 1 };
+    char x[KEPT + 1], stars[ENCODED + 1];
+    memset(x, 'x', KEPT);
+    x[KEPT] = '\0';
+    memset(stars, '*', ENCODED);
+    stars[ENCODED] = '\0';
+    char message[2][KEPT + 64], want[2][KEPT + 1];
+    snprintf(message[0], sizeof(message[0]), "key %s refused", encoded);
+    snprintf(want[0], sizeof(want[0]), "key %s refused", stars);
+    snprintf(message[1], sizeof(message[1]), "%.*s%s", KEPT - 4, x, encoded);
+    snprintf(want[1], sizeof(want[1]), "%.*s****", KEPT - 4, x);
+    pgw_sms_client *c = client_with("tencent", TC_ID, secret, NULL);
+    for (size_t i = 0; i < 2; i++) {
+        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
+              message[i]);
+        pgw_sms_result r;
+        pgw_err err = {0};
+        pgw_sms_message m = message_to(c, PHONE, NULL);
+        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        if (strcmp(r.message, want[i]) != 0 || strstr(err.msg, "tc%2F") != NULL)
+            fail_msg("case %zu: kept \"%s\", want \"%s\"; %s", i, tail_of(r.message),
+                     tail_of(want[i]), err.msg);
+    }
+    pgw_sms_client_free(c);
+
+    /* The longest: PGW_SMS_KEY_MAX bytes, each encoded in 3, from 4 bytes
+     * before the cut: what is read past it must hold all 3 * 128. */
+    char longest[PGW_SMS_KEY_MAX + 1], quoted[KEPT + 3 * PGW_SMS_KEY_MAX + 1];
+    memset(longest, '+', PGW_SMS_KEY_MAX);
+    longest[PGW_SMS_KEY_MAX] = '\0';
+    int at = snprintf(quoted, sizeof(quoted), "%.*s", KEPT - 4, x);
+    for (size_t i = 0; i < PGW_SMS_KEY_MAX; i++)
+        at += snprintf(quoted + at, sizeof(quoted) - (size_t)at, "%%2B");
+    c = client_with("tencent", TC_ID, longest, NULL);
+    fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
+          quoted);
+    pgw_sms_result r;
+    pgw_err err = {0};
+    pgw_sms_message m = message_to(c, PHONE, NULL);
+    assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+    if (strcmp(r.message, want[1]) != 0)
+        fail_msg("the longest: kept \"%s\", want \"%s\"", tail_of(r.message), tail_of(want[1]));
+    pgw_sms_client_free(c);
+}
+
+/*
  * Regression (the mp-login review, WeChat's sends the same): libcurl sends
  * a request once more, on a new connection, when a kept-alive one closes
  * before any answer. A provider that took the SMS and lost its answer
@@ -1378,6 +1433,7 @@ int main(void)
         cmocka_unit_test_setup(test_overlapping_copies_are_masked, reset_fake),
         cmocka_unit_test_setup(test_a_secret_overlapping_the_number_stays_masked, reset_fake),
         cmocka_unit_test_setup(test_a_number_in_groups_is_masked, reset_fake),
+        cmocka_unit_test_setup(test_a_percent_encoded_secret_is_masked, reset_fake),
         cmocka_unit_test_setup(test_the_cut_keeps_characters_and_masks_the_longest_secret,
                                reset_fake),
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
