@@ -500,9 +500,9 @@ static void blank(const char *text, char *out, const char *needle)
 /* Copies provider text into dst with the secret and the number blanked,
  * should they appear there (Alibaba's SignatureDoesNotMatch message quotes
  * its string to sign, which holds the number), then cut to cap: blanked
- * first, so one across the cut leaves none of itself. Only what can reach
- * into dst is read: cap, and the longest needle (the encoded secret) past
- * it. */
+ * first, so one across the cut leaves none of itself; control characters
+ * become spaces. Only what can reach into dst is read: cap, and the
+ * longest needle (the encoded secret) past it. */
 static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
 {
     char text[PGW_SMS_MESSAGE_MAX + NEEDLE_MAX + 1];
@@ -538,6 +538,11 @@ static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
         OPENSSL_cleanse(encoded, sizeof(encoded));
     }
     len = strnlen(out, cap - 1);
+    /* A line break would start a line of the log the gateway never wrote. */
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7F)
+            out[i] = ' ';
+    }
     memcpy(dst, out, len);
     dst[pgw_utf8_prefix(out, len)] = '\0'; /* the cut may split a character: out ends */
 }

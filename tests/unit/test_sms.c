@@ -853,6 +853,30 @@ static void test_a_percent_encoded_secret_is_masked(void **state)
 }
 
 /*
+ * Control characters in a provider's text become spaces: its message
+ * goes into the error message, the notice's last_error and the log, where
+ * a line break would start a line the gateway never wrote. Regression:
+ * they were kept as they came.
+ */
+static void test_control_characters_become_spaces(void **state)
+{
+    (void)state;
+    pgw_sms_client *c = tencent();
+    fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
+          "refused\npointsgw: all well\r\t\x1b[0m\x7f.");
+    pgw_sms_result r;
+    pgw_err err = {0};
+    pgw_sms_message m = message_to(c, PHONE, NULL);
+    assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+    assert_string_equal(r.message, "refused pointsgw: all well   [0m .");
+    for (const char *p = err.msg; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7F)
+            fail_msg("a control character in: %s", err.msg);
+    }
+    pgw_sms_client_free(c);
+}
+
+/*
  * Regression (the mp-login review, WeChat's sends the same): libcurl sends
  * a request once more, on a new connection, when a kept-alive one closes
  * before any answer. A provider that took the SMS and lost its answer
@@ -1434,6 +1458,7 @@ int main(void)
         cmocka_unit_test_setup(test_a_secret_overlapping_the_number_stays_masked, reset_fake),
         cmocka_unit_test_setup(test_a_number_in_groups_is_masked, reset_fake),
         cmocka_unit_test_setup(test_a_percent_encoded_secret_is_masked, reset_fake),
+        cmocka_unit_test_setup(test_control_characters_become_spaces, reset_fake),
         cmocka_unit_test_setup(test_the_cut_keeps_characters_and_masks_the_longest_secret,
                                reset_fake),
         cmocka_unit_test_setup(test_nonce_reused, reset_fake),
