@@ -85,7 +85,9 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
   POST /_fake/faults     {"provider": "tencent"|"aliyun", "count": n (1),
                           "code"?, "message"?, "per_number"? (Tencent: put the
                           code in SendStatusSet instead of Response.Error),
-                          "http_status"?, "body"?, "delay_ms"?, "lose_answer"?}
+                          "http_status"?, "body"?, "pad"? (that many spaces after
+                          the body: answers over the control API's 1 MiB),
+                          "delay_ms"?, "lose_answer"?}
                          A fault answers the next `count` requests of that
                          provider before any check; delay_ms alone delays
                          and then answers normally; lose_answer handles the
@@ -565,7 +567,8 @@ def ctl_faults(body, now):
         fault["per_number"] = bool(body.get("per_number", False))
     if "http_status" in body:
         fault["http_status"] = need_int(body, "http_status", 200, 100, 599)
-        fault["body"] = str(body.get("body", "fake fault"))
+        fault["body"] = str(body.get("body", "fake fault")) + \
+            " " * need_int(body, "pad", 0, 0, 4 << 20)
     if "code" not in fault and "http_status" not in fault and fault["delay_ms"] == 0 \
             and not fault["lose_answer"]:
         raise BadControl("a fault needs code, http_status, delay_ms or lose_answer")

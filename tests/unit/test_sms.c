@@ -557,6 +557,35 @@ static void test_an_answer_not_understood_may_have_sent(void **state)
     }
 }
 
+/*
+ * The answer's size is bounded (PGW_HTTP_ANSWER_MAX): one over it is not
+ * read, whatever it would have said, and is "may have sent" as any answer
+ * we cannot read; one of exactly the bound is read.
+ */
+static void test_an_answer_over_the_bound_may_have_sent(void **state)
+{
+    (void)state;
+    static const char ok[] = "{\"Code\":\"OK\",\"Message\":\"OK\",\"BizId\":\"9006^0\"}";
+    pgw_sms_client *c = aliyun();
+    for (int over = 1; over >= 0; over--) {
+        int pad = PGW_HTTP_ANSWER_MAX - (int)(sizeof(ok) - 1) + over;
+        fault("{s:s,s:i,s:s,s:i}", "provider", "aliyun", "http_status", 200, "body", ok, "pad",
+              pad);
+        pgw_sms_result r;
+        if (over) {
+            send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "",
+                        &r);
+            assert_true(r.attempted);
+            assert_false(r.refused);
+            assert_int_equal(r.http_status, 0);
+        } else {
+            send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
+            assert_string_equal(r.message_id, "9006^0");
+        }
+    }
+    pgw_sms_client_free(c);
+}
+
 /* A Tencent answer sending our number, with these SerialNo, Fee and RequestId. */
 static void tencent_sent_with(char *out, size_t cap, const char *serial, const char *fee,
                               const char *request_id)
@@ -1465,6 +1494,7 @@ int main(void)
         cmocka_unit_test_setup(test_per_number_failures, reset_fake),
         cmocka_unit_test_setup(test_faults, reset_fake),
         cmocka_unit_test_setup(test_an_answer_not_understood_may_have_sent, reset_fake),
+        cmocka_unit_test_setup(test_an_answer_over_the_bound_may_have_sent, reset_fake),
         cmocka_unit_test_setup(test_ids_kept_whole_or_not_at_all, reset_fake),
         cmocka_unit_test_setup(test_lost_answer_not_resent, reset_fake),
         cmocka_unit_test_setup(test_refused_before_sending, reset_fake),
