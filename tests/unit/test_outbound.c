@@ -40,22 +40,27 @@ static void held_task(void *arg, pgw_outbound_turn turn)
     pthread_mutex_unlock(&g->lock);
 }
 
-/* An SMS pool of one worker and a queue of one, its worker held by a
+/* An SMS pool of one worker and a queue of `cap`, its worker held by a
  * task of `g` (taken off the queue: the queue is empty again). */
-static pgw_outbound *held_pool(gate *g)
+static pgw_outbound *held_pool_of(gate *g, size_t cap)
 {
     *g = (gate){.started = 0, .open = false, .thread = ""};
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->changed, NULL);
     pgw_outbound *pool = NULL;
     pgw_err err;
-    assert_int_equal(pgw_outbound_start("SMS sends", 1, 1, &pool, &err), PGW_OK);
+    assert_int_equal(pgw_outbound_start("SMS sends", 1, cap, &pool, &err), PGW_OK);
     assert_int_equal(pgw_outbound_submit(pool, held_task, g, &err), PGW_OK);
     pthread_mutex_lock(&g->lock);
     while (g->started == 0)
         pthread_cond_wait(&g->changed, &g->lock);
     pthread_mutex_unlock(&g->lock);
     return pool;
+}
+
+static pgw_outbound *held_pool(gate *g)
+{
+    return held_pool_of(g, 1);
 }
 
 /* Lets every task of `g` end. */
@@ -135,6 +140,77 @@ static void test_a_stopping_pool_says_the_server_is_stopping(void **state)
     gate_destroy(&g);
 }
 
+/* A task that counts the turns it was given (read by the test's thread
+ * while the worker may write). */
+typedef struct turns {
+    _Atomic int calls, stale, stopping;
+} turns;
+
+/* Waits up to 10 s for t to have been given a turn. */
+static void wait_run(const turns *t)
+{
+    for (int i = 0; i < 10000 && t->calls + t->stale + t->stopping == 0; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+}
+
+static void counted_task(void *arg, pgw_outbound_turn turn)
+{
+    turns *t = arg; /* one worker: no two tasks at once */
+    t->calls += turn == PGW_OUTBOUND_CALL;
+    t->stale += turn == PGW_OUTBOUND_STALE;
+    t->stopping += turn == PGW_OUTBOUND_STOPPING;
+}
+
+/* What the stop finds queued is each run once, told the pool is stopping
+ * (it must finish without calling out), before the stop returns. */
+static void test_the_stop_tells_every_queued_task(void **state)
+{
+    (void)state;
+    gate g;
+    pgw_outbound *pool = held_pool(&g);
+    pgw_err err;
+    turns queued = {0}, late = {0};
+    assert_int_equal(pgw_outbound_submit(pool, counted_task, &queued, &err), PGW_OK);
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stop_pool, pool), 0);
+    int rc = PGW_OK;
+    for (int i = 0; i < 10000 && rc != PGW_ESTATE; i++) { /* until the stop began: 10 s */
+        rc = pgw_outbound_submit(pool, counted_task, &late, &err);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
+    assert_int_equal(rc, PGW_ESTATE);
+    open_gate(&g);
+    pthread_join(stopper, NULL);
+    assert_int_equal(queued.stopping, 1);
+    assert_int_equal(queued.calls + queued.stale, 0);
+    assert_int_equal(late.calls + late.stale + late.stopping, 0); /* refused: never queued */
+    gate_destroy(&g);
+}
+
+/* A task that waited over PGW_OUTBOUND_STALE_MS is told so instead of
+ * calling out; one queued just before its turn calls. (Waits 10 s.) */
+static void test_a_task_waiting_too_long_is_stale(void **state)
+{
+    (void)state;
+    gate g;
+    pgw_outbound *pool = held_pool_of(&g, 2);
+    pgw_err err;
+    turns old = {0}, fresh = {0};
+    assert_int_equal(pgw_outbound_submit(pool, counted_task, &old, &err), PGW_OK);
+    nanosleep(
+        &(struct timespec){.tv_sec = PGW_OUTBOUND_STALE_MS / 1000, .tv_nsec = 200 * 1000 * 1000},
+        NULL);
+    assert_int_equal(pgw_outbound_submit(pool, counted_task, &fresh, &err), PGW_OK);
+    open_gate(&g);
+    wait_run(&fresh); /* both taken before the stop, which would say stopping */
+    pgw_outbound_stop(pool);
+    assert_int_equal(old.stale, 1);
+    assert_int_equal(old.calls + old.stopping, 0);
+    assert_int_equal(fresh.calls, 1);
+    assert_int_equal(fresh.stale + fresh.stopping, 0);
+    gate_destroy(&g);
+}
+
 /* A name is bounded, and there is one: a refusal must name something. */
 static void test_a_pool_name_is_bounded(void **state)
 {
@@ -159,6 +235,8 @@ int main(void)
         cmocka_unit_test(test_a_worker_is_named_after_its_pool),
         cmocka_unit_test(test_a_pool_name_is_bounded),
         cmocka_unit_test(test_a_stopping_pool_says_the_server_is_stopping),
+        cmocka_unit_test(test_the_stop_tells_every_queued_task),
+        cmocka_unit_test(test_a_task_waiting_too_long_is_stale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
