@@ -87,6 +87,8 @@ Control API (JSON in, JSON out; 400 {"error": ...} on bad input)
                           code in SendStatusSet instead of Response.Error),
                           "http_status"?, "body"?, "pad"? (that many spaces after
                           the body: answers over the control API's 1 MiB),
+                          "latin1"? (the body sent as Latin-1, "\u00ff" one
+                          byte 0xFF: answers that are not UTF-8),
                           "delay_ms"?, "lose_answer"?}
                          A fault answers the next `count` requests of that
                          provider before any check; delay_ms alone delays
@@ -569,6 +571,7 @@ def ctl_faults(body, now):
         fault["http_status"] = need_int(body, "http_status", 200, 100, 599)
         fault["body"] = str(body.get("body", "fake fault")) + \
             " " * need_int(body, "pad", 0, 0, 4 << 20)
+        fault["encoding"] = "latin-1" if body.get("latin1") is True else "utf-8"
     if "code" not in fault and "http_status" not in fault and fault["delay_ms"] == 0 \
             and not fault["lose_answer"]:
         raise BadControl("a fault needs code, http_status, delay_ms or lose_answer")
@@ -710,7 +713,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault is not None and "http_status" in fault and "code" not in fault:
             with STATE.lock:
                 rec["http_status"] = fault["http_status"]
-            return self.send_bytes(fault["http_status"], fault["body"].encode("utf-8"),
+            return self.send_bytes(fault["http_status"], fault["body"].encode(fault["encoding"]),
                                    "text/plain; charset=utf-8")
         with STATE.lock:
             status = 200

@@ -555,6 +555,17 @@ static void test_an_answer_not_understood_may_have_sent(void **state)
         }
         pgw_sms_client_free(c);
     }
+    /* Bytes that are not UTF-8 (0xFF) in an answer that would say "Ok". */
+    pgw_sms_client *c = tencent();
+    fault("{s:s,s:i,s:s,s:b}", "provider", "tencent", "http_status", 200, "body",
+          "{\"Response\":{\"SendStatusSet\":[{\"PhoneNumber\":\"" PHONE
+          "\",\"Code\":\"Ok\",\"Message\":\"\xc3\xbf\"}]}}",
+          "latin1", 1);
+    pgw_sms_result r;
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    assert_true(r.attempted);
+    assert_false(r.refused);
+    pgw_sms_client_free(c);
 }
 
 /*
