@@ -218,6 +218,9 @@ struct pgw_job {
     /* The stop finished the code unsent (otp_stopped): Retry-After: 1, as
      * every 503 at the stop, whatever otp_message says. */
     bool otp_stopping;
+    /* The provider may have sent the code (otp_send_task): kept, counted;
+     * Retry-After: 60, the number's one-a-minute limit. */
+    bool otp_maybe_sent;
     /* Why the code's SMS did not go, for the operator's line (otp_tell);
      * "" when it went or was never tried. */
     char otp_unsent[PGW_SMS_CODE_MAX + 48];
@@ -4008,12 +4011,20 @@ static int otp_begin(pgw_api *api, const pgw_request *req, const pgw_session *s,
  * provider is not to blame. */
 #define OTP_BACKED_UP "SMS sending is backed up: try again"
 
+/* What a code is told whose SMS the provider may have sent (no answer, a
+ * 5xx, an answer not understood, its own fault): it stays counted and
+ * verifiable, so asking again at once would be the one-a-minute 429. */
+#define OTP_MAYBE_SENT                                                                             \
+    "the SMS provider did not say whether it sent the code: it may still arrive; ask again "       \
+    "after a minute if it does not"
+
 /* The answer a code request gets, kept until the job is back. */
 static void otp_outcome(pgw_job *job, int rc, const char *message)
 {
     job->otp_rc = rc;
     job->otp_retry_at = rc == PGW_ELIMITED ? job->cmd.retry_at : 0;
     job->otp_stopping = false;
+    job->otp_maybe_sent = false;
     snprintf(job->otp_message, sizeof(job->otp_message), "%s", message);
 }
 
@@ -4085,13 +4096,21 @@ static void otp_send_task(void *arg, pgw_outbound_turn turn)
      * on the service thread (otp_tell), where the log's limit lives. */
     snprintf(job->otp_unsent, sizeof(job->otp_unsent), "provider %s (HTTP %ld)", res.code,
              res.http_status);
+    /* Regression (otp_maybe_sent): only a code with no answer at all was
+     * kept; one after a 5xx or an answer not understood, which may have
+     * gone as well, was forgotten and told to try again, and a second
+     * code went at once. As the notifier's SMS (sms_may_have_gone). */
+    bool maybe_sent = res.attempted && !res.refused;
     if (rc == PGW_ERISK) {
         job->cmd.retry_at = job->cmd.at + 60;
         otp_outcome(job, PGW_ELIMITED, "the SMS provider's limit for this number: try later");
     } else {
-        otp_outcome(job, PGW_EUNAVAILABLE, "the SMS provider did not take the code: try again");
+        otp_outcome(job, PGW_EUNAVAILABLE,
+                    maybe_sent ? OTP_MAYBE_SENT
+                               : "the SMS provider did not take the code: try again");
     }
-    if (res.attempted && res.http_status == 0) /* no answer: it may have gone */
+    job->otp_maybe_sent = maybe_sent;
+    if (maybe_sent)
         job_done(&job->cmd, job);
     else
         otp_void(job->api->writer, job);
@@ -4272,6 +4291,8 @@ static void finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message, NULL);
         if (job->otp_stopping) /* voided: as every 503 at the stop */
             resp->retry_after_s = 1;
+        else if (job->otp_maybe_sent) /* kept: the number's next code in a minute */
+            resp->retry_after_s = 60;
     } else {
         char shown[32];
         /* otp_phone is pgw_phone_normalize's: a mainland mobile, which

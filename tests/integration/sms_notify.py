@@ -119,6 +119,11 @@ def call_with_headers(port, method, path, body, key, timeout=15):
     return resp.status, doc, {k.lower(): v for k, v in resp.getheaders()}
 
 
+# api.c OTP_MAYBE_SENT, README's words
+OTP_MAYBE_SENT = ("the SMS provider did not say whether it sent the code: it may still "
+                  "arrive; ask again after a minute if it does not")
+
+
 def codes_to(fake, phone):
     """The codes the provider accepted for phone (it records refusals too)."""
     return [m for m in fake.messages() if m["phone"] == phone and m["template_id"] == "1000003"
@@ -413,6 +418,43 @@ def provider_down(tmp, env):
     told = [line for line in err.splitlines() if "sending a verification code" in line]
     check(more == [503] * 4 and len(told) == 1 and "provider" in told[0],
           "an SMS outage: one stderr line, not one a request: %s %s" % (more, told))
+
+
+def otp_maybe_sent(tmp, fake, env):
+    """Regression: a code whose SMS the provider may have sent (an answer
+    not read, a 5xx, an InternalError, none at all) was forgotten but the
+    last, and each was told "the SMS provider did not take the code: try
+    again": the member asked again at once and got a second code, or (no
+    answer) a 429. Each now stays counted and verifiable, as README says
+    of a code that may have gone, and is told so, with Retry-After: 60."""
+    srv = run(os.path.join(tmp, "otp-maybe"), config(tmp, "otp-maybe.json", fake.port,
+                                                     {"start": "00:00", "end": "00:00"}), env)
+    try:
+        status, doc = srv.request("POST", "/v1/events", purchase("OTP-MAYBE", "13500135099", 3000),
+                                  key=wx.SHOP)
+        member = doc.get("member_id")
+        faults = ({"http_status": 200, "body": "<html>proxy</html>"},
+                  {"http_status": 502, "body": "bad gateway"},
+                  {"code": "InternalError.Timeout"}, {"lose_answer": True})
+        for i, fault in enumerate(faults):
+            phone = "1350013500%d" % i
+            wx.call(fake.port, "POST", "/_fake/faults", dict(fault, provider="tencent"))
+            first = call_with_headers(srv.port, "POST", "/v1/sms/otp", {"phone": phone}, wx.ADMIN)
+            second = srv.request("POST", "/v1/sms/otp", {"phone": phone}, key=wx.ADMIN)
+            check(first[0] == 503 and first[1]["error"]["message"] == OTP_MAYBE_SENT and
+                  first[2].get("retry-after") == "60",
+                  "%s: a code that may have gone is told so: %s %s" % (fault, first[0], first[1]))
+            check(second[0] == 429, "%s: it counts, no second code at once: %s %s" %
+                  (fault, second[0], second[1]))
+        sent = codes_to(fake, "+86" + "1350013500%d" % (len(faults) - 1))
+        code = sent[0]["params"][0] if sent else "000000"
+        status, doc = srv.request("POST", "/v1/sms/otp/verify",
+                                  {"phone": "1350013500%d" % (len(faults) - 1), "code": code,
+                                   "member_id": member}, key=wx.ADMIN)
+        check(len(sent) == 1 and status == 200 and doc.get("member_id") == member,
+              "a code whose answer was lost checks: %d sent, %s %s" % (len(sent), status, doc))
+    finally:
+        srv.stop()
 
 
 def otp_at_the_stop(tmp, fake, env):
@@ -1063,6 +1105,7 @@ def main():
         wx.timed(reminder_after_expiry, tmp, fake, env, now)
         wx.timed(arrival_already_expired, tmp, fake, env, now)
         wx.timed(provider_down, tmp, env)
+        wx.timed(otp_maybe_sent, tmp, fake, env)
         wx.timed(otp_at_the_stop, tmp, fake, env)
         wx.timed(otp_backed_up, tmp, fake, env)
         wx.timed(refused_number, tmp, fake, env)
