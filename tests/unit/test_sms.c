@@ -725,6 +725,16 @@ static void test_overlapping_copies_are_masked(void **state)
     }
 }
 
+/* A send c's provider refuses with `message`, quoting what it likes (the
+ * fake's FailedOperation.Quoting): r and err as the send left them. */
+static void quoted_back(pgw_sms_client *c, const char *message, pgw_sms_result *r, pgw_err *err)
+{
+    fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
+          message);
+    pgw_sms_message m = message_to(c, PHONE, NULL);
+    assert_int_not_equal(pgw_sms_send(c, &m, r, err), PGW_OK);
+}
+
 /*
  * A copy of the secret overlapping a copy of the number is masked whole:
  * the number's masked form keeps its first three and last four digits,
@@ -742,12 +752,9 @@ static void test_a_secret_overlapping_the_number_stays_masked(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pgw_sms_client *c = client_with("tencent", TC_ID, cases[i][0], NULL);
-        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
-              cases[i][1]);
         pgw_sms_result r;
         pgw_err err = {0};
-        pgw_sms_message m = message_to(c, PHONE, NULL);
-        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        quoted_back(c, cases[i][1], &r, &err);
         if (strcmp(r.message, cases[i][2]) != 0)
             fail_msg("case %zu: kept \"%s\", want \"%s\"; %s", i, r.message, cases[i][2], err.msg);
         pgw_sms_client_free(c);
@@ -774,12 +781,9 @@ static void test_a_number_in_groups_is_masked(void **state)
     };
     pgw_sms_client *c = tencent();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
-              cases[i][0]);
         pgw_sms_result r;
         pgw_err err = {0};
-        pgw_sms_message m = message_to(c, PHONE, NULL);
-        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        quoted_back(c, cases[i][0], &r, &err);
         if (strcmp(r.message, cases[i][1]) != 0 || strstr(err.msg, cases[i][1]) == NULL)
             fail_msg("case %zu: kept \"%s\", want \"%s\"; %s", i, r.message, cases[i][1], err.msg);
     }
@@ -823,12 +827,9 @@ static void test_the_cut_keeps_characters_and_masks_the_longest_secret(void **st
     snprintf(want[3], sizeof(want[3]), "%.*s138****8000", KEPT - 11, x);
     pgw_sms_client *c = client_with("tencent", TC_ID, secret, NULL);
     for (size_t i = 0; i < 4; i++) {
-        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
-              message[i]);
         pgw_sms_result r;
         pgw_err err = {0};
-        pgw_sms_message m = message_to(c, PHONE, NULL);
-        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        quoted_back(c, message[i], &r, &err);
         if (strcmp(r.message, want[i]) != 0 || strstr(err.msg, "ABCDEFGH") != NULL)
             fail_msg("case %zu: kept %zu bytes ending \"%s\", want %zu ending \"%s\"; %s", i,
                      strlen(r.message), tail_of(r.message), strlen(want[i]), tail_of(want[i]),
@@ -860,12 +861,9 @@ static void test_a_percent_encoded_secret_is_masked(void **state)
     snprintf(want[1], sizeof(want[1]), "%.*s****", KEPT - 4, x);
     pgw_sms_client *c = client_with("tencent", TC_ID, secret, NULL);
     for (size_t i = 0; i < 2; i++) {
-        fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
-              message[i]);
         pgw_sms_result r;
         pgw_err err = {0};
-        pgw_sms_message m = message_to(c, PHONE, NULL);
-        assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+        quoted_back(c, message[i], &r, &err);
         if (strcmp(r.message, want[i]) != 0 || strstr(err.msg, "tc%2F") != NULL)
             fail_msg("case %zu: kept \"%s\", want \"%s\"; %s", i, tail_of(r.message),
                      tail_of(want[i]), err.msg);
@@ -881,12 +879,9 @@ static void test_a_percent_encoded_secret_is_masked(void **state)
     for (size_t i = 0; i < PGW_SMS_KEY_MAX; i++)
         at += snprintf(quoted + at, sizeof(quoted) - (size_t)at, "%%2B");
     c = client_with("tencent", TC_ID, longest, NULL);
-    fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
-          quoted);
     pgw_sms_result r;
     pgw_err err = {0};
-    pgw_sms_message m = message_to(c, PHONE, NULL);
-    assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+    quoted_back(c, quoted, &r, &err);
     if (strcmp(r.message, want[1]) != 0)
         fail_msg("the longest: kept \"%s\", want \"%s\"", tail_of(r.message), tail_of(want[1]));
     pgw_sms_client_free(c);
@@ -902,12 +897,9 @@ static void test_control_characters_become_spaces(void **state)
 {
     (void)state;
     pgw_sms_client *c = tencent();
-    fault("{s:s,s:s,s:s}", "provider", "tencent", "code", "FailedOperation.Quoting", "message",
-          "refused\npointsgw: all well\r\t\x1b[0m\x7f.");
     pgw_sms_result r;
     pgw_err err = {0};
-    pgw_sms_message m = message_to(c, PHONE, NULL);
-    assert_int_not_equal(pgw_sms_send(c, &m, &r, &err), PGW_OK);
+    quoted_back(c, "refused\npointsgw: all well\r\t\x1b[0m\x7f.", &r, &err);
     assert_string_equal(r.message, "refused pointsgw: all well   [0m .");
     for (const char *p = err.msg; *p != '\0'; p++) {
         if ((unsigned char)*p < 0x20 || *p == 0x7F)
