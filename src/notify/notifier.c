@@ -704,6 +704,17 @@ static void provider_failed(reach_info *r, pgw_notice_channel ch, attempt a, con
     r->failure[pgw_utf8_prefix(r->failure, strlen(r->failure))] = '\0'; /* a cut character */
 }
 
+/* A WeChat message's id as the notice's provider_id: "" when WeChat named
+ * none (pgw_wx_msgid's 0: no msgid, or not an integer), not "0", which
+ * read as an id of WeChat's (test_a_send_without_a_msgid_keeps_no_provider_id). */
+static void wx_provider_id(pgw_notice *nt, int64_t msgid)
+{
+    if (msgid > 0)
+        snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
+    else
+        nt->provider_id[0] = '\0';
+}
+
 /* What last_error adds to an answer WeChat gave after handling a send
  * that we could not read (pgw_wx_reply.unread). */
 #define WX_UNREAD_TOLD "; it may have been sent: not sent again"
@@ -780,7 +791,7 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     bool unknown = wx_unknown(nt, PGW_CHANNEL_MP, &reply);
     r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
     if (rc == PGW_OK)
-        snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
+        wx_provider_id(nt, msgid);
     else
         wx_failed(nt, r, PGW_CHANNEL_MP, a, &reply, err.msg);
     (void)kind; /* one keyword layout for every kind (README) */
@@ -818,7 +829,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, reach_info *r, int kind)
     int rc = pgw_oa_send_template(n->o.wechat, oa->appid, &t, &msgid, &reply, &err);
     attempt a = outcome_of(pgw_wx_classify(rc, &reply));
     if (rc == PGW_OK)
-        snprintf(nt->provider_id, sizeof(nt->provider_id), "%lld", (long long)msgid);
+        wx_provider_id(nt, msgid);
     else
         wx_failed(nt, r, PGW_CHANNEL_OA, a, &reply, err.msg);
     (void)wx_unknown(nt, PGW_CHANNEL_OA, &reply);

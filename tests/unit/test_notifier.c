@@ -4193,6 +4193,39 @@ static void test_an_unread_template_answer_sends_nothing_more(void **state)
 }
 
 /*
+ * A template message WeChat took without saying its msgid (errcode 0, no
+ * msgid) is sent, with no provider id: "" as an SMS without one has.
+ * Regression: its provider_id was "0", shown by GET /v1/notifications as
+ * if WeChat had named the message 0.
+ */
+static void test_a_send_without_a_msgid_keeps_no_provider_id(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    pgw_config *cfg = mall();
+    cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
+        (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_OA, PGW_CHANNEL_SMS}};
+    rig r;
+    rig_open(f, cfg, &r);
+    member_with_notice(r.store, r.vault, "M1", "13800138000");
+    m1_follows(&r, time(NULL));
+    json_decref(
+        fake_request(&WX, "POST", "/_fake/faults",
+                     json_pack("{s:s,s:i,s:s}", "path", "/cgi-bin/message/template/send", "count",
+                               1, "answer_body", "{\"errcode\":0,\"errmsg\":\"ok\"}")));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx_oa(f, &r, &wx);
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    rig_free_wx(&r, wx);
+    if (strcmp(nt.state, "sent") != 0 || strcmp(nt.channel, "wechat_oa") != 0 ||
+        nt.provider_id[0] != '\0')
+        fail_msg("a template message without a msgid: %s by %s, provider_id \"%s\"; want sent "
+                 "by wechat_oa, provider_id \"\"",
+                 nt.state, nt.channel, nt.provider_id);
+}
+
+/*
  * The official account out of its daily quota (45009), the mini program
  * after it in the route answered HTTP 200 and not read: the subscribe
  * message may have reached the member, so the notice does not wait for
@@ -4593,6 +4626,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_daily_quotas_wait_for_both_channels, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_unread_template_answer_sends_nothing_more, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_send_without_a_msgid_keeps_no_provider_id, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_an_unread_answer_after_a_daily_quota_does_not_wait_for_it, setup,
