@@ -562,7 +562,9 @@ static int conclude(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_sms
     out->refused =
         status < 500 && (status == 429 || (out->code[0] == '\0' && status != 200) ||
                          (rule != NULL && rule->outcome != PGW_SMS_SENT && !rule->server_fault));
-    if (status >= 500 || status == 429) {
+    /* 408: the request was not whole when the other end closed; taken
+     * nothing, as a throttle, and a blip, not a wrong endpoint. */
+    if (status >= 500 || status == 429 || status == 408) {
         out->outcome = PGW_SMS_RETRY;
         rc = PGW_EUNAVAILABLE;
     } else if (out->code[0] != '\0') {

@@ -441,6 +441,12 @@ static void test_faults(void **state)
     fault("{s:s,s:i}", "provider", "tencent", "http_status", 404);
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
     assert_true(r.refused);
+    /* 408: a proxy or the provider's front closed before our request was
+     * whole, so nothing was taken and later it may be. Regression (H-B's
+     * review): given up as a wrong endpoint's 404, the notice dead. */
+    fault("{s:s,s:i}", "provider", "tencent", "http_status", 408);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    assert_true(r.refused);
     /* A per-number code we do not know: given up, the code kept. */
     fault("{s:s,s:s,s:b}", "provider", "tencent", "code", "FailedOperation.SomethingNew",
           "per_number", 1);
