@@ -4155,14 +4155,13 @@ static void test_two_daily_quotas_wait_for_both_channels(void **state)
 }
 
 /*
- * The official account's template message answered HTTP 200 with a msgid
- * past int64 (not read: jansson refuses the document), after WeChat
- * handled it: as test_an_unread_subscribe_answer_sends_nothing_more, dead
- * after one attempt, no SMS, not sent again. Regression: the SMS went too.
+ * M1's notice sent by the official account (the route: it, then SMS),
+ * WeChat answering its template message HTTP 200 with `answer` after
+ * handling it: the notice once its courier is done; *sms and *sends, the
+ * SMS the provider took and the template messages asked.
  */
-static void test_an_unread_template_answer_sends_nothing_more(void **state)
+static pgw_notice template_answered(db_fixture *f, const char *answer, size_t *sms, size_t *sends)
 {
-    db_fixture *f = *state;
     atomic_store(&first_send, 0);
     pgw_config *cfg = mall();
     cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
@@ -4173,15 +4172,28 @@ static void test_an_unread_template_answer_sends_nothing_more(void **state)
     m1_follows(&r, time(NULL));
     json_decref(fake_request(&WX, "POST", "/_fake/faults",
                              json_pack("{s:s,s:i,s:s}", "path", "/cgi-bin/message/template/send",
-                                       "count", 1, "answer_body",
-                                       "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":"
-                                       "18446744073709551615}")));
+                                       "count", 1, "answer_body", answer)));
     pgw_wx_client *wx = NULL;
     rig_start_wx_oa(f, &r, &wx);
     wait_done(r.store, "M1");
     pgw_notice nt = notice_of(r.store, "M1");
-    size_t sms = sms_taken(), sends = wx_requests("/cgi-bin/message/template/send");
+    *sms = sms_taken();
+    *sends = wx_requests("/cgi-bin/message/template/send");
     rig_free_wx(&r, wx);
+    return nt;
+}
+
+/*
+ * The official account's template message answered HTTP 200 with a msgid
+ * past int64 (not read: jansson refuses the document), after WeChat
+ * handled it: as test_an_unread_subscribe_answer_sends_nothing_more, dead
+ * after one attempt, no SMS, not sent again. Regression: the SMS went too.
+ */
+static void test_an_unread_template_answer_sends_nothing_more(void **state)
+{
+    size_t sms, sends;
+    pgw_notice nt = template_answered(
+        *state, "{\"errcode\":0,\"errmsg\":\"ok\",\"msgid\":18446744073709551615}", &sms, &sends);
     unsigned wx_gone = (unsigned)nt.excluded & PGW_NOTICE_WX_MAY_HAVE_GONE;
     if (strcmp(nt.state, "dead") != 0 || strcmp(nt.channel, "wechat_oa") != 0 ||
         wx_gone != PGW_CHANNEL_OA << PGW_NOTICE_WX_GONE_SHIFT ||
@@ -4200,29 +4212,13 @@ static void test_an_unread_template_answer_sends_nothing_more(void **state)
  */
 static void test_a_send_without_a_msgid_keeps_no_provider_id(void **state)
 {
-    db_fixture *f = *state;
-    atomic_store(&first_send, 0);
-    pgw_config *cfg = mall();
-    cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
-        (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_OA, PGW_CHANNEL_SMS}};
-    rig r;
-    rig_open(f, cfg, &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    m1_follows(&r, time(NULL));
-    json_decref(
-        fake_request(&WX, "POST", "/_fake/faults",
-                     json_pack("{s:s,s:i,s:s}", "path", "/cgi-bin/message/template/send", "count",
-                               1, "answer_body", "{\"errcode\":0,\"errmsg\":\"ok\"}")));
-    pgw_wx_client *wx = NULL;
-    rig_start_wx_oa(f, &r, &wx);
-    wait_done(r.store, "M1");
-    pgw_notice nt = notice_of(r.store, "M1");
-    rig_free_wx(&r, wx);
+    size_t sms, sends;
+    pgw_notice nt = template_answered(*state, "{\"errcode\":0,\"errmsg\":\"ok\"}", &sms, &sends);
     if (strcmp(nt.state, "sent") != 0 || strcmp(nt.channel, "wechat_oa") != 0 ||
-        nt.provider_id[0] != '\0')
-        fail_msg("a template message without a msgid: %s by %s, provider_id \"%s\"; want sent "
-                 "by wechat_oa, provider_id \"\"",
-                 nt.state, nt.channel, nt.provider_id);
+        nt.provider_id[0] != '\0' || sms != 0 || sends != 1)
+        fail_msg("a template message without a msgid: %s by %s, provider_id \"%s\", %zu SMS, %zu "
+                 "messages; want sent by wechat_oa once, provider_id \"\"",
+                 nt.state, nt.channel, nt.provider_id, sms, sends);
 }
 
 /*
