@@ -117,6 +117,19 @@ static void *stop_pool(void *pool)
     return NULL;
 }
 
+/* Submits task every millisecond until the pool refuses it as stopping
+ * (PGW_ESTATE), 10 s at most: what the last submit answered. */
+static int submit_until_stopping(pgw_outbound *pool, pgw_outbound_task task, void *arg,
+                                 pgw_err *err)
+{
+    int rc = PGW_OK;
+    for (int i = 0; i < 10000 && rc != PGW_ESTATE; i++) {
+        rc = pgw_outbound_submit(pool, task, arg, err);
+        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    }
+    return rc;
+}
+
 /* A task queued as the pool stops is refused in the words every request
  * in the server's stop is answered with. Regression: "the gateway is
  * stopping", the one place that said so. */
@@ -128,11 +141,7 @@ static void test_a_stopping_pool_says_the_server_is_stopping(void **state)
     pgw_err err;
     pthread_t stopper;
     assert_int_equal(pthread_create(&stopper, NULL, stop_pool, pool), 0);
-    int rc = PGW_OK;
-    for (int i = 0; i < 10000 && rc != PGW_ESTATE; i++) { /* until the stop began: 10 s */
-        rc = pgw_outbound_submit(pool, held_task, &g, &err);
-        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
-    }
+    int rc = submit_until_stopping(pool, held_task, &g, &err);
     open_gate(&g);
     pthread_join(stopper, NULL);
     assert_int_equal(rc, PGW_ESTATE);
@@ -173,11 +182,7 @@ static void test_the_stop_tells_every_queued_task(void **state)
     assert_int_equal(pgw_outbound_submit(pool, counted_task, &queued, &err), PGW_OK);
     pthread_t stopper;
     assert_int_equal(pthread_create(&stopper, NULL, stop_pool, pool), 0);
-    int rc = PGW_OK;
-    for (int i = 0; i < 10000 && rc != PGW_ESTATE; i++) { /* until the stop began: 10 s */
-        rc = pgw_outbound_submit(pool, counted_task, &late, &err);
-        nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
-    }
+    int rc = submit_until_stopping(pool, counted_task, &late, &err); /* full until then */
     assert_int_equal(rc, PGW_ESTATE);
     open_gate(&g);
     pthread_join(stopper, NULL);
