@@ -5256,6 +5256,13 @@ static bool sweep_stopping(sweeper *sw)
     return stop;
 }
 
+/* sweep_stopping for pgw_expire_due_until: a stop ends the run between
+ * pages, not after every lot due (a year end's, minutes of them). */
+static bool sweep_asked_to_stop(void *ctx)
+{
+    return sweep_stopping(ctx);
+}
+
 /* Deletes what expired (command.h PRUNE), a pass at a time until a pass
  * finds less than its limit: a backlog (a gateway upgraded after months
  * of logins) goes in many short transactions, with the requests' own
@@ -5302,8 +5309,9 @@ static void *sweep_main(void *arg)
         pthread_mutex_unlock(&sw->lock);
         pgw_expire_report report;
         pgw_err err;
-        int rc = pgw_expire_due(sw->writer, sw->db_url, wall_now_s(), &sw->api->cfg->rules.tz,
-                                stream_committed, sw->api, &report, &err);
+        int rc =
+            pgw_expire_due_until(sw->writer, sw->db_url, wall_now_s(), &sw->api->cfg->rules.tz,
+                                 stream_committed, sw->api, sweep_asked_to_stop, sw, &report, &err);
         pgw_expire_tell(&sw->expiry_said, "expiry sweep", rc, &err);
         pgw_err prune_err;
         int prune_rc = sweep_prune(sw, &prune_err); /* failed: the next sweep tries again */

@@ -65,8 +65,16 @@ typedef struct expire_run {
     pgw_command *cmds; /* EXPIRE_PAGE */
     pgw_expire_seen seen;
     void *seen_ctx;
+    pgw_expire_stop stop; /* NULL: never */
+    void *stop_ctx;
     pgw_expire_report *out;
 } expire_run;
+
+/* Whether the owner asked the run to stop (asked between pages). */
+static bool stopping(const expire_run *r)
+{
+    return r->stop != NULL && r->stop(r->stop_ctx);
+}
 
 /* Runs one page of expiry commands (kind and target filled); adds what they did to r->out. */
 static int run_page(const expire_run *r, size_t n, pgw_err *err)
@@ -116,8 +124,9 @@ static int expire_holds(const expire_run *r, pgw_err *err)
     pgw_hold_record after;
     bool started = false;
     size_t n = 0;
-    int rc;
-    while ((rc = pgw_store_due_holds(r->reader, r->as_of, started ? &after : NULL, holds,
+    int rc = PGW_OK;
+    while (!stopping(r) &&
+           (rc = pgw_store_due_holds(r->reader, r->as_of, started ? &after : NULL, holds,
                                      EXPIRE_PAGE, &n, err)) == PGW_OK &&
            n > 0) {
         for (size_t i = 0; i < n; i++) {
@@ -143,8 +152,9 @@ static int expire_lots(const expire_run *r, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory for the expiry run");
     int64_t after_id = 0;
     size_t n = 0;
-    int rc;
-    while ((rc = pgw_store_due_lots(r->reader, r->as_of, after_id, lots, EXPIRE_PAGE, &n, err)) ==
+    int rc = PGW_OK;
+    while (!stopping(r) &&
+           (rc = pgw_store_due_lots(r->reader, r->as_of, after_id, lots, EXPIRE_PAGE, &n, err)) ==
                PGW_OK &&
            n > 0) {
         for (size_t i = 0; i < n; i++) {
@@ -184,8 +194,21 @@ static int check_open_period(pgw_store *reader, int64_t as_of, const pgw_tz *tz,
 int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_tz *tz,
                    pgw_expire_seen seen, void *seen_ctx, pgw_expire_report *out, pgw_err *err)
 {
+    return pgw_expire_due_until(w, db_url, as_of, tz, seen, seen_ctx, NULL, NULL, out, err);
+}
+
+int pgw_expire_due_until(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_tz *tz,
+                         pgw_expire_seen seen, void *seen_ctx, pgw_expire_stop stop, void *stop_ctx,
+                         pgw_expire_report *out, pgw_err *err)
+{
     memset(out, 0, sizeof(*out));
-    expire_run r = {.w = w, .as_of = as_of, .seen = seen, .seen_ctx = seen_ctx, .out = out};
+    expire_run r = {.w = w,
+                    .as_of = as_of,
+                    .seen = seen,
+                    .seen_ctx = seen_ctx,
+                    .stop = stop,
+                    .stop_ctx = stop_ctx,
+                    .out = out};
     int rc = pgw_store_open(db_url, false, &r.reader, err);
     if (rc != PGW_OK)
         return rc;

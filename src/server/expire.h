@@ -11,6 +11,7 @@
 #include "core/log_limit.h"
 #include "server/writer.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -38,6 +39,21 @@ typedef void (*pgw_expire_seen)(void *ctx, const pgw_command *cmd);
  */
 int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, const pgw_tz *tz,
                    pgw_expire_seen seen, void *seen_ctx, pgw_expire_report *out, pgw_err *err);
+
+/* Whether the run's owner asks it to stop (serve's sweep: a SIGTERM). */
+typedef bool (*pgw_expire_stop)(void *ctx);
+
+/*
+ * pgw_expire_due, asking `stop` (may be NULL) before each page: once it
+ * says true the run ends after the page under way has committed, PGW_OK
+ * with what it did (*out). A year-end run over a million lots takes
+ * minutes (longer on PostgreSQL), and serve's stop waited for all of it:
+ * past a supervisor's stop timeout it was killed mid-drain. What is left
+ * is still due, and the next run (any instance's, or expire) takes it.
+ */
+int pgw_expire_due_until(pgw_writer *writer, const char *db_url, int64_t as_of, const pgw_tz *tz,
+                         pgw_expire_seen seen, void *seen_ctx, pgw_expire_stop stop, void *stop_ctx,
+                         pgw_expire_report *out, pgw_err *err);
 
 /*
  * What a sweep (serve's: pgw_expire_due, then the prune) tells the

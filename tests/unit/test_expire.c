@@ -13,6 +13,8 @@
 #include "db_fixture.h"
 #include "server/expire.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -379,6 +381,57 @@ static void test_an_expiry_is_dated_by_the_merge_that_brought_its_lot(void **sta
     free(cmd);
 }
 
+/* A stop asked for by seeing the first expiry (on the writer's thread). */
+static void stop_when_seen(void *ctx, const pgw_command *cmd)
+{
+    (void)cmd;
+    atomic_store((atomic_bool *)ctx, true);
+}
+
+static bool asked(void *ctx)
+{
+    return atomic_load((atomic_bool *)ctx);
+}
+
+/* Regression (the expiry review): serve's stop waited for its sweep's
+ * whole run, every lot due, while it answered 503: a year end's million
+ * lots kept a SIGTERM waiting for minutes (a debug build's sweep went on
+ * expiring 18,000 lots in the ten minutes after one), past any
+ * supervisor's stop timeout. A stop ends the run after the page under way,
+ * and the next run takes the rest. */
+static void test_a_stop_ends_the_run_after_its_page(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    char key[32];
+    for (int i = 0; i < 300; i++) { /* a page (256) and some more, due on 1 March */
+        snprintf(key, sizeof(key), "k:%d", i);
+        assert_int_equal(earn(w, cmd, key, "M1", 10, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    }
+    pgw_expire_report rep;
+    pgw_err err;
+    int64_t t = at("2026-03-01T00:00:00+08:00");
+    atomic_bool stop = true; /* asked before it starts: nothing done */
+    assert_int_equal(pgw_expire_due_until(w, f->url, t, NULL, NULL, NULL, asked, &stop, &rep, &err),
+                     PGW_OK);
+    assert_int_equal(rep.lots, 0);
+    atomic_store(&stop, false);
+    assert_int_equal(
+        pgw_expire_due_until(w, f->url, t, NULL, stop_when_seen, &stop, asked, &stop, &rep, &err),
+        PGW_OK);
+    assert_int_equal(rep.lots, 256); /* the page under way, not the rest */
+    assert_int_equal(rep.points, 2560);
+    const char *due = "SELECT count(*) FROM lots WHERE left_points > 0";
+    assert_int_equal(db_fixture_int64(f, due), 300 - 256);
+    assert_int_equal(pgw_expire_due(w, f->url, t, NULL, NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(rep.lots, 300 - 256);
+    assert_int_equal(db_fixture_int64(f, due), 0);
+    pgw_writer_stop(w);
+    assert_true(verify(f).ok);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +448,8 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_expiry_is_dated_by_the_merge_that_brought_its_lot,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_stop_ends_the_run_after_its_page, db_fixture_setup,
+                                        db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
