@@ -968,10 +968,17 @@ int pgw_ledger_expire(pgw_ledger *l, int64_t now, size_t *n_lots, pgw_err *err)
         pgw_lot *lot = &l->lots[i];
         if (lot->expires_at > now || lot->left == 0)
             continue;
-        char debit[PGW_ACCOUNT_MAX + 1], key[64];
+        char debit[PGW_ACCOUNT_MAX + 1], key[64], reference[32];
         member_account_name(lot->member, debit);
-        snprintf(key, sizeof(key), "expire:lot:%lld", (long long)lot->id);
-        post(l, PGW_TRANSFER_EXPIRE, debit, "system:expired", lot->left, key, "", key + 7, "", now);
+        /* Keyed by the lot and what had expired of it before, as the
+         * stores key it (command.c): a lot expires again after a hold on
+         * it is released or a return gives it points past its date, and
+         * under the first one's key that would be a replay, never done. */
+        snprintf(key, sizeof(key), "expire:lot:%lld:%lld", (long long)lot->id,
+                 (long long)l->lot_expired[i]);
+        snprintf(reference, sizeof(reference), "lot:%lld", (long long)lot->id);
+        post(l, PGW_TRANSFER_EXPIRE, debit, "system:expired", lot->left, key, "", reference, "",
+             now);
         l->lot_expired[i] += lot->left;
         lot->left = 0;
     }

@@ -618,6 +618,19 @@ static void test_lot_expiring_during_a_hold(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(pgw_ledger_balance(l, "M1"), 0);
     assert_int_equal(pgw_ledger_account(l, "system:expired"), 50);
+    /* Regression (the expiry review): both expiries of the lot were keyed
+     * expire:lot:1, so a store keeping the spec's keys took the second for
+     * a replay of the first and never expired the 30. Each is keyed by the
+     * lot and what had expired of it before, as the stores key it. */
+    size_t last = pgw_ledger_transfer_count(l) - 1;
+    const pgw_transfer *first = pgw_ledger_transfer(l, last - 2),
+                       *again = pgw_ledger_transfer(l, last);
+    assert_int_equal(first->kind, PGW_TRANSFER_EXPIRE);
+    assert_int_equal(again->kind, PGW_TRANSFER_EXPIRE);
+    assert_string_equal(first->idem_key, "expire:lot:1:0");
+    assert_string_equal(again->idem_key, "expire:lot:1:20");
+    assert_string_equal(first->reference, "lot:1");
+    assert_string_equal(again->reference, "lot:1");
     /* Idempotent: nothing more to expire. */
     size_t count = pgw_ledger_transfer_count(l);
     assert_int_equal(pgw_ledger_expire(l, expiry + 999, &n, NULL), PGW_OK);
