@@ -534,6 +534,8 @@ static member *member_get_or_add(pgw_ledger *l, const char *id)
     return m;
 }
 
+static void release_due_holds(pgw_ledger *l, const char *member_id, int64_t at);
+
 int pgw_ledger_earn(pgw_ledger *l, const pgw_earn_cmd *cmd, pgw_err *err)
 {
     earn e;
@@ -551,6 +553,7 @@ int pgw_ledger_earn(pgw_ledger *l, const pgw_earn_cmd *cmd, pgw_err *err)
     snprintf(e.shop, sizeof(e.shop), "%s", cmd->shop);
     e.amount_fen = cmd->amount_fen;
     member *m = member_get_or_add(l, cmd->member);
+    release_due_holds(l, cmd->member, cmd->at); /* their points repay debt before these */
     char credit[PGW_ACCOUNT_MAX + 1];
     member_account_name(cmd->member, credit);
     int64_t first_id = 0;
@@ -599,29 +602,100 @@ int64_t pgw_ledger_debt(const pgw_ledger *l, const char *member_id)
     return m ? m->debt : 0;
 }
 
-static int64_t held_by(const pgw_ledger *l, const char *member_id)
+/* Points `member_id`'s holds pending at `at` (before their deadline) reserve. */
+static int64_t held_by(const pgw_ledger *l, const char *member_id, int64_t at)
 {
     int64_t sum = 0;
     for (size_t i = 0; i < l->n_holds; i++) {
         const hold *h = &l->holds[i];
-        if (h->state == PGW_HOLD_PENDING && strcmp(h->member, member_id) == 0)
+        if (h->state == PGW_HOLD_PENDING && h->deadline > at && strcmp(h->member, member_id) == 0)
             sum += h->points;
     }
     return sum;
+}
+
+/* Whether hold a is released after hold b: by deadline, then id (strcmp). */
+static bool released_after(const hold *a, const hold *b)
+{
+    return a->deadline != b->deadline ? a->deadline > b->deadline : strcmp(a->id, b->id) > 0;
+}
+
+/*
+ * The first hold still pending past its deadline at `now` released after
+ * `prev` (NULL: the first of all), of `member_id` (NULL: anyone's), or
+ * n_holds: the order the stores release them in, which decides whose
+ * points repay a debt first.
+ */
+static size_t next_due_hold(const pgw_ledger *l, const char *member_id, int64_t now,
+                            const hold *prev)
+{
+    size_t best = l->n_holds;
+    for (size_t i = 0; i < l->n_holds; i++) {
+        const hold *h = &l->holds[i];
+        if (h->state != PGW_HOLD_PENDING || h->deadline > now ||
+            (member_id != NULL && strcmp(h->member, member_id) != 0) ||
+            (prev != NULL && !released_after(h, prev)))
+            continue;
+        if (best == l->n_holds || released_after(&l->holds[best], h))
+            best = i;
+    }
+    return best;
+}
+
+/*
+ * Of the points `member_id`'s holds past their deadline at `at` still
+ * reserve, those their release will put back in lots past expiry: each
+ * repays the member's debt first, in release order and in reservation
+ * order within a hold (release_hold), and the rest goes back to its lot.
+ */
+static int64_t overdue_lapsed(const pgw_ledger *l, const char *member_id, int64_t at)
+{
+    const member *m = find_member(l, member_id);
+    int64_t debt = m != NULL ? m->debt : 0, lapsed = 0;
+    const hold *prev = NULL;
+    for (size_t h; (h = next_due_hold(l, member_id, at, prev)) < l->n_holds; prev = &l->holds[h]) {
+        for (size_t i = 0; i < l->n_portions; i++) {
+            const portion *p = &l->portions[i];
+            if (p->hold != h || p->points == 0)
+                continue;
+            int64_t repay = pgw_min64(debt, p->points);
+            debt -= repay;
+            lapsed += l->lots[p->lot].expires_at <= at ? p->points - repay : 0;
+        }
+    }
+    return lapsed;
 }
 
 int64_t pgw_ledger_available(const pgw_ledger *l, const char *member_id, int64_t at)
 {
     /* A lot past its expiry keeps its points in the balance until the sweep
      * moves them, but nothing can spend them (a pending hold's are counted
-     * in held_by already). */
-    int64_t lapsed = 0;
+     * in held_by already). A hold past its deadline reserves nothing any
+     * more, released or not: its points are free again, but for those its
+     * release will put back in a lot past expiry (README, Holds). */
+    int64_t lapsed = overdue_lapsed(l, member_id, at);
     for (size_t i = 0; i < l->n_lots; i++) {
         const pgw_lot *lot = &l->lots[i];
         if (lot->expires_at <= at && strcmp(lot->member, member_id) == 0)
             lapsed += lot->left;
     }
-    return pgw_ledger_balance(l, member_id) - held_by(l, member_id) - lapsed;
+    return pgw_ledger_balance(l, member_id) - held_by(l, member_id, at) - lapsed;
+}
+
+static void release_hold(pgw_ledger *l, size_t h, pgw_hold_state state);
+
+/*
+ * Releases `member_id`'s holds past their deadline at `at`, in release
+ * order, as every store command does before it reads the member's lots
+ * (command.c expire_due_holds): past its deadline a hold is expired,
+ * swept or not, and its points are the member's again (or its debt's).
+ * Changes neither balance nor available: a command may do it before it
+ * is sure to succeed.
+ */
+static void release_due_holds(pgw_ledger *l, const char *member_id, int64_t at)
+{
+    for (size_t i; (i = next_due_hold(l, member_id, at, NULL)) < l->n_holds;)
+        release_hold(l, i, PGW_HOLD_EXPIRED);
 }
 
 /* PGW_EINSUFFICIENT, just set in `err`, with its figures (error.h). */
@@ -660,6 +734,7 @@ static int plan_spend(pgw_ledger *l, const char *member_id, int64_t points, int6
         return pgw_err_set(err, PGW_ENOTFOUND, "no member %s", member_id);
     if (available < points)
         return pgw_ledger_refuse_short(err, member_id, available, points);
+    release_due_holds(l, member_id, at);
     int64_t shortfall;
     int rc = pgw_lots_plan_take(l->lots, l->n_lots, member_id, at, points, l->takes,
                                 l->opts.max_lots, n_takes, &shortfall);
@@ -791,6 +866,7 @@ static int pending_hold(pgw_ledger *l, const char *hold_id, int64_t at, size_t *
     if (h->state != PGW_HOLD_PENDING)
         return pgw_err_set(err, PGW_ESTATE, "hold %s is %s", hold_id,
                            pgw_hold_state_name(h->state));
+    release_due_holds(l, h->member, at); /* its other ones: theirs repay a debt first */
     return PGW_OK;
 }
 
@@ -909,6 +985,7 @@ int pgw_ledger_return(pgw_ledger *l, const char *spend_ref, const char *return_r
     int rc = check_room(l, 1, names, 2, err);
     if (rc != PGW_OK)
         return rc;
+    release_due_holds(l, m->id, at); /* as an earn's, after theirs repaid debt */
     /* As an earn's, returned points repay debt first; the rest go back to
      * their lots, what the spend took last first. */
     int64_t to_debt = pgw_min64(m->debt, points), want = points;
@@ -928,27 +1005,12 @@ int pgw_ledger_return(pgw_ledger *l, const char *spend_ref, const char *return_r
     return PGW_OK;
 }
 
-/* The next pending hold due at `now`, by deadline then id (strcmp), or n_holds. */
-static size_t next_due_hold(const pgw_ledger *l, int64_t now)
-{
-    size_t best = l->n_holds;
-    for (size_t i = 0; i < l->n_holds; i++) {
-        const hold *h = &l->holds[i], *b = best < l->n_holds ? &l->holds[best] : NULL;
-        if (h->state != PGW_HOLD_PENDING || h->deadline > now)
-            continue;
-        if (b == NULL || h->deadline < b->deadline ||
-            (h->deadline == b->deadline && strcmp(h->id, b->id) < 0))
-            best = i;
-    }
-    return best;
-}
-
 int pgw_ledger_expire_holds(pgw_ledger *l, int64_t now, size_t *n_expired, pgw_err *err)
 {
     /* By deadline then id, as the stores release them: which one's points
      * repay a debt first decides which lot keeps its own. */
     size_t n = 0;
-    for (size_t i; (i = next_due_hold(l, now)) < l->n_holds; n++)
+    for (size_t i; (i = next_due_hold(l, NULL, now, NULL)) < l->n_holds; n++)
         release_hold(l, i, PGW_HOLD_EXPIRED);
     if (n_expired != NULL)
         *n_expired = n;
@@ -1017,6 +1079,7 @@ static int plan_refund(pgw_ledger *l, const earn *e, const char *refund_ref, int
         rc = pgw_err_set(err, PGW_EFULL, "reference table full");
     if (rc != PGW_OK)
         return rc;
+    release_due_holds(l, e->member, at); /* the refund may take their points back */
     *delta = after - before;
     int64_t expired = 0;
     if (e->lot > 0) { /* swept, and due at `at` but not swept yet */

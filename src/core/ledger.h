@@ -20,8 +20,9 @@
  * Semantics (README "Ledger semantics" says the same for operators):
  * - Balance of an account = credits - debits; all balances sum to zero.
  * - A member's balance = sum over their lots of (left + held) - debt.
- *   available = balance - points held by pending holds - points left in
- *   lots past their expiry (the sweep has yet to move them).
+ *   available = balance - points held by holds pending before their
+ *   deadline - points left in lots past their expiry (the sweep has yet
+ *   to move them), and those a hold past its deadline will put back there.
  * - Earning creates one lot (after first repaying any debt) with an expiry
  *   from the policy; spending consumes lots earliest expiry first, then
  *   earliest earned, then lowest id; lots already expired are not spent.
@@ -38,7 +39,9 @@
  *   all. Released points repay the member's debt first (a refund made
  *   while they were held could not take them). Reserved points do not
  *   expire while held; released points of an expired lot expire at the
- *   next expiry run.
+ *   next expiry run. A hold is expired from its deadline on, released or
+ *   not: every operation first releases its member's holds past their
+ *   deadline (by deadline, then id), as the stores' commands do.
  */
 #ifndef PGW_CORE_LEDGER_H
 #define PGW_CORE_LEDGER_H

@@ -644,6 +644,55 @@ static void test_lot_expiring_during_a_hold(void **state)
     pgw_ledger_free(l);
 }
 
+/* Regression (the expiry review): the reference counted a hold past its
+ * deadline as reserving its points until something released it, where
+ * README (Ledger semantics) and the stores have them available at the
+ * deadline: a hold or redemption was refused for points that were free, a
+ * refund under clamp wrote off points it could have taken back (and the
+ * member kept them), an earn repaid with its own points a debt that the
+ * hold's release repays. Every command first releases its member's holds
+ * past their deadline, by deadline then id, as the stores do (command.c). */
+static void test_a_hold_past_its_deadline_frees_its_points_at_once(void **state)
+{
+    (void)state;
+    int64_t t = at("2026-11-24T10:00:00+08:00"), due = t + 600;
+    pgw_ledger *l = ledger_new(false, NEVER, 100);
+    pgw_hold_state s;
+    assert_int_equal(earn(l, "M1", "E1", 10000, 100, 0, t), PGW_OK);
+    assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 80, due, t, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_available(l, "M1", due - 1), 20);
+    assert_int_equal(pgw_ledger_available(l, "M1", due), 100); /* no sweep yet */
+    assert_int_equal(pgw_ledger_hold(l, "H2", "M1", "S002", 90, due + 600, due, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_hold_state(l, "H1", &s), PGW_OK);
+    assert_int_equal(s, PGW_HOLD_EXPIRED);
+    assert_int_equal(pgw_ledger_available(l, "M1", due), 10);
+    check(l);
+    /* A full refund (clamp) takes back the 10 free and the 90 H2 keeps
+     * once H2 is past its deadline: nothing written off, nothing kept. */
+    assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, due + 600, NULL), PGW_OK);
+    int64_t reversed = 0, written_off = 0;
+    assert_int_equal(pgw_ledger_earn_reversal(l, "E1", &reversed, &written_off), PGW_OK);
+    assert_int_equal(reversed, 100);
+    assert_int_equal(written_off, 0);
+    assert_int_equal(pgw_ledger_balance(l, "M1"), 0);
+    check(l);
+    pgw_ledger_free(l);
+
+    /* allow_negative: the hold's release repays the debt, not the next earn. */
+    l = ledger_new(true, NEVER, 100);
+    assert_int_equal(earn(l, "M1", "E1", 10000, 100, 0, t), PGW_OK);
+    assert_int_equal(pgw_ledger_redeem(l, "D1", "M1", "S002", 60, t, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_hold(l, "H1", "M1", "S002", 40, due, t, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_refund(l, "E1", "R1", 10000, t + 1, NULL), PGW_OK);
+    assert_int_equal(pgw_ledger_debt(l, "M1"), 100); /* the 40 are held */
+    assert_int_equal(earn(l, "M1", "E2", 10000, 100, 0, due), PGW_OK);
+    assert_int_equal(pgw_ledger_debt(l, "M1"), 0);
+    assert_int_equal(pgw_ledger_available(l, "M1", due), 40); /* H1's 40 repaid 40 first */
+    assert_int_equal(pgw_ledger_lot(l, 1)->points, 40);
+    check(l);
+    pgw_ledger_free(l);
+}
+
 /* A return gives back to the lots a redemption spent, what it took last
  * first, with their expiry; never more than it spent; a capture's too. */
 static void test_returns_go_back_to_their_lots(void **state)
@@ -754,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_refund_after_expiry_splits_net_of_each_funders_share),
         cmocka_unit_test(test_hold_capture_void_deadline),
         cmocka_unit_test(test_lot_expiring_during_a_hold),
+        cmocka_unit_test(test_a_hold_past_its_deadline_frees_its_points_at_once),
         cmocka_unit_test(test_returns_go_back_to_their_lots),
         cmocka_unit_test(test_references_and_capacity),
         cmocka_unit_test(test_check_catches_corruption),
