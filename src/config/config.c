@@ -431,6 +431,28 @@ static int get_id_list(const json_t *obj, const char *key, const char *path, siz
     return rc;
 }
 
+/*
+ * A campaign applies where both filters admit the shop (rules.c), so a
+ * listed shop of a format the campaign does not list would never get it:
+ * refused by name rather than taken and silently paying nothing there.
+ */
+static int check_shops_in_formats(const char *path, const pgw_rules *rules, const pgw_campaign *c,
+                                  pgw_err *err)
+{
+    for (size_t i = 0; c->n_formats > 0 && i < c->n_shops; i++) {
+        const pgw_shop *shop = &rules->shops[c->shops[i]];
+        bool listed = false;
+        for (size_t k = 0; k < c->n_formats && !listed; k++)
+            listed = c->formats[k] == shop->format;
+        if (!listed)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.shops[%zu]: shop \"%s\" is of format \"%s\", not one of the "
+                               "campaign's formats: the campaign would never apply there",
+                               path, i, shop->id, rules->formats[shop->format].name);
+    }
+    return PGW_OK;
+}
+
 /* The optional "shops" and "formats" filters, resolved to indexes. */
 static int parse_campaign_filters(const json_t *obj, const char *path, const pgw_rules *rules,
                                   pgw_campaign *c, pgw_err *err)
@@ -457,6 +479,8 @@ static int parse_campaign_filters(const json_t *obj, const char *path, const pgw
                              ids[i]);
     }
     c->n_formats = rc == PGW_OK ? n : 0;
+    if (rc == PGW_OK)
+        rc = check_shops_in_formats(path, rules, c, err);
     return rc;
 }
 

@@ -389,6 +389,77 @@ static void test_null_is_absent(void **state)
     json_decref(root);
 }
 
+/* Up to four edits of MINIMAL and what loading it must say (NULL: it loads). */
+typedef struct edited_case {
+    const char *edits[4][2]; /* path, value (NULL deletes) */
+    const char *fragment;
+} edited_case;
+
+static void check_edited(const edited_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_t *root = json_loads(MINIMAL, 0, NULL);
+        assert_non_null(root);
+        for (size_t k = 0; k < 4 && cases[i].edits[k][0] != NULL; k++)
+            set_path(root, cases[i].edits[k][0], cases[i].edits[k][1]);
+        char *text = json_dumps(root, 0);
+        pgw_config *cfg = NULL;
+        pgw_err err;
+        pgw_err_clear(&err);
+        int rc = pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err);
+        if (cases[i].fragment == NULL && rc != PGW_OK)
+            fail_msg("case %zu: refused: %s", i, err.msg);
+        if (cases[i].fragment != NULL &&
+            (rc != PGW_EINVAL || cfg != NULL || strstr(err.msg, cases[i].fragment) == NULL))
+            fail_msg("case %zu: rc %d, \"%s\"", i, rc, err.msg);
+        pgw_config_free(cfg);
+        free(text);
+        json_decref(root);
+    }
+}
+
+/* The second format and shop the cases below use: S002, a restaurant. */
+#define FNB_FORMAT                                                                                 \
+    {                                                                                              \
+        "formats.fnb", "{\"fen_per_point\": 200}"                                                  \
+    }
+#define FNB_SHOP                                                                                   \
+    {                                                                                              \
+        "shops.1", "{\"id\": \"S002\", \"name\": \"Two\", \"format\": \"fnb\"}"                    \
+    }
+
+/*
+ * Regression: a campaign applies where both its shops and its formats
+ * filters admit the shop, so a listed shop of another format was taken
+ * and the campaign silently never paid there ("member day at S002, for
+ * retail" gave S002's diners nothing). Such a shop is refused by name.
+ */
+static void test_campaign_shops_outside_its_formats(void **state)
+{
+    (void)state;
+    static const edited_case cases[] = {
+        {{FNB_FORMAT,
+          FNB_SHOP,
+          {"campaigns.0.shops", "[\"S002\"]"},
+          {"campaigns.0.formats", "[\"retail\"]"}},
+         "$.campaigns[0].shops[0]: shop \"S002\" is of format \"fnb\", not one of the "
+         "campaign's formats: the campaign would never apply there"},
+        {{FNB_FORMAT,
+          FNB_SHOP,
+          {"campaigns.0.shops", "[\"S001\", \"S002\"]"},
+          {"campaigns.0.formats", "[\"retail\"]"}},
+         "$.campaigns[0].shops[1]: shop \"S002\" is of format \"fnb\""},
+        {{FNB_FORMAT,
+          FNB_SHOP,
+          {"campaigns.0.shops", "[\"S001\", \"S002\"]"},
+          {"campaigns.0.formats", "[\"fnb\", \"retail\"]"}},
+         NULL},
+        {{FNB_FORMAT, FNB_SHOP, {"campaigns.0.shops", "[\"S002\"]"}}, NULL},
+        {{FNB_FORMAT, FNB_SHOP, {"campaigns.0.formats", "[\"retail\"]"}}, NULL},
+    };
+    check_edited(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* http.trusted_proxies: each entry kept as a prefix, mapped IPv4 as IPv4. */
 static void test_trusted_proxies(void **state)
 {
@@ -810,6 +881,7 @@ int main(void)
         cmocka_unit_test(test_every_mistake_is_refused_with_its_path),
         cmocka_unit_test(test_minimal_is_valid_and_defaults_apply),
         cmocka_unit_test(test_null_is_absent),
+        cmocka_unit_test(test_campaign_shops_outside_its_formats),
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_stream_sessions),
         cmocka_unit_test(test_body_total),
