@@ -637,6 +637,32 @@ static int parse_campaign_kind(const json_t *obj, const char *path, pgw_campaign
     return pgw_err_set(err, PGW_EINVAL, "%s.kind: unknown", path);
 }
 
+/*
+ * A daily cap below a fixed bonus (a challenge's, a bracket's) cuts it
+ * every time: the challenge then counts as paid for the month with part
+ * of its bonus. Multipliers' extras vary with the purchase: any cap is
+ * theirs to limit.
+ */
+static int check_bonus_within_cap(const char *path, const pgw_campaign *c, pgw_err *err)
+{
+    if (c->daily_cap == 0)
+        return PGW_OK;
+    if (c->kind == PGW_CAMPAIGN_CHALLENGE && c->bonus_points > c->daily_cap)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s.daily_cap: %lld is below bonus_points %lld: the bonus could never "
+                           "be paid whole",
+                           path, (long long)c->daily_cap, (long long)c->bonus_points);
+    for (size_t i = 0; c->kind == PGW_CAMPAIGN_BRACKETS && i < c->n_brackets; i++) {
+        if (c->brackets[i].bonus_points > c->daily_cap)
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s.daily_cap: %lld is below brackets[%zu].bonus_points %lld: the "
+                               "bonus could never be paid whole",
+                               path, (long long)c->daily_cap, i,
+                               (long long)c->brackets[i].bonus_points);
+    }
+    return PGW_OK;
+}
+
 static int parse_campaign(const json_t *obj, const char *path, const pgw_rules *rules,
                           pgw_campaign *c, pgw_err *err)
 {
@@ -674,6 +700,8 @@ static int parse_campaign(const json_t *obj, const char *path, const pgw_rules *
         rc = parse_campaign_filters(obj, path, rules, c, err);
     if (rc == PGW_OK)
         rc = parse_campaign_kind(obj, path, c, err);
+    if (rc == PGW_OK)
+        rc = check_bonus_within_cap(path, c, err);
     return rc;
 }
 
@@ -735,6 +763,11 @@ static int parse_behaviour(const json_t *obj, const char *name, const char *cons
     if (rc == PGW_OK)
         rc =
             pgw_json_int(*section, "daily_cap", path, false, 0, PGW_POINTS_MAX, &b->daily_cap, err);
+    /* The cap would cut every event to it: the points could never be paid. */
+    if (rc == PGW_OK && b->daily_cap > 0 && b->daily_cap < b->points)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s.daily_cap: %lld is below points %lld: no event could pay its points",
+                         path, (long long)b->daily_cap, (long long)b->points);
     return rc;
 }
 

@@ -460,6 +460,43 @@ static void test_campaign_shops_outside_its_formats(void **state)
     check_edited(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+/* A challenge as the cases below add it (campaigns[3]), with `more` keys. */
+#define CHALLENGE_WITH(more)                                                                       \
+    "{\"id\": \"five\", \"kind\": \"challenge\", \"min_purchases\": 5, \"bonus_points\": 800" more \
+    "}"
+
+/*
+ * Regression: a fixed award larger than the daily cap that limits it was
+ * taken, and no event could ever pay it: a review of 20 points with a
+ * daily cap of 10 paid 10, a challenge's 800 with a cap of 500 paid 500
+ * once and counted as paid for the month, a 10-point bracket under a cap
+ * of 7 paid 7. Refused, naming both figures; a cap equal to the award,
+ * or none, loads.
+ */
+static void test_fixed_awards_above_their_daily_cap(void **state)
+{
+    (void)state;
+    static const edited_case cases[] = {
+        {{{"behaviours.review", "{\"points\": 20, \"daily_cap\": 10}"}},
+         "$.behaviours.review.daily_cap: 10 is below points 20: no event could pay its points"},
+        {{{"behaviours.first_purchase", "{\"points\": 200, \"daily_cap\": 199}"}},
+         "$.behaviours.first_purchase.daily_cap: 199 is below points 200"},
+        {{{"behaviours.sign_in.daily_cap", "4"}},
+         "$.behaviours.sign_in.daily_cap: 4 is below points 5"},
+        {{{"behaviours.review", "{\"points\": 20, \"daily_cap\": 20}"}}, NULL},
+        {{{"behaviours.review", "{\"points\": 20, \"daily_cap\": 0}"}}, NULL},
+        {{{"campaigns.3", CHALLENGE_WITH(", \"daily_cap\": 500")}},
+         "$.campaigns[3].daily_cap: 500 is below bonus_points 800: the bonus could never be "
+         "paid whole"},
+        {{{"campaigns.3", CHALLENGE_WITH(", \"daily_cap\": 800")}}, NULL},
+        {{{"campaigns.1.daily_cap", "7"}},
+         "$.campaigns[1].daily_cap: 7 is below brackets[1].bonus_points 10"},
+        {{{"campaigns.1.daily_cap", "10"}}, NULL},
+        {{{"campaigns.0.daily_cap", "1"}}, NULL}, /* a multiplier's extra: capped as meant */
+    };
+    check_edited(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* http.trusted_proxies: each entry kept as a prefix, mapped IPv4 as IPv4. */
 static void test_trusted_proxies(void **state)
 {
@@ -882,6 +919,7 @@ int main(void)
         cmocka_unit_test(test_minimal_is_valid_and_defaults_apply),
         cmocka_unit_test(test_null_is_absent),
         cmocka_unit_test(test_campaign_shops_outside_its_formats),
+        cmocka_unit_test(test_fixed_awards_above_their_daily_cap),
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_stream_sessions),
         cmocka_unit_test(test_body_total),
