@@ -807,6 +807,106 @@ static int parse_behaviours(const json_t *root, pgw_rules *rules, pgw_err *err)
     return rc;
 }
 
+/* ---- fixed awards within the risk limits --------------------------------- */
+
+/*
+ * The server refuses (risk_rejected) an event earning more than
+ * max_points_per_event, or more behaviour points than
+ * max_behaviour_points_per_day on a day that had none yet. An award above
+ * either could never be paid, and worse: the refused event records
+ * nothing, so the next one pays it again and is refused again (a
+ * first-purchase bonus: each of the member's purchases; a challenge's:
+ * every purchase after the threshold, to the month's end).
+ */
+static int check_award(const char *path, int64_t points, bool behaviour, const pgw_risk_config *r,
+                       pgw_err *err)
+{
+    const char *limit = NULL;
+    int64_t max = 0;
+    if (points > r->max_points_per_event) {
+        limit = "max_points_per_event";
+        max = r->max_points_per_event;
+    } else if (behaviour && points > r->max_behaviour_points_per_day) {
+        limit = "max_behaviour_points_per_day";
+        max = r->max_behaviour_points_per_day;
+    }
+    if (limit == NULL)
+        return PGW_OK;
+    return pgw_err_set(err, PGW_EINVAL,
+                       "%s: %lld is above risk.%s %lld: every event paying it would be refused "
+                       "(risk_rejected)",
+                       path, (long long)points, limit, (long long)max);
+}
+
+/* A sign-in pays its points and, on a day all streaks meet (a multiple of
+ * each one's days), every streak's bonus: the most one sign-in earns.
+ * max_points_per_event <= PGW_POINTS_MAX, past which rules.c refuses the
+ * sign-in as an overflow. */
+static int check_sign_in_day(const pgw_behaviours *b, const pgw_risk_config *r, pgw_err *err)
+{
+    int64_t most = b->sign_in.points; /* each <= PGW_POINTS_MAX: 9 of them fit int64 */
+    for (size_t i = 0; i < b->n_streaks; i++)
+        most += b->streaks[i].bonus_points;
+    if (!b->sign_in.enabled || most <= r->max_points_per_event)
+        return PGW_OK;
+    return pgw_err_set(err, PGW_EINVAL,
+                       "$.behaviours.sign_in: points %lld and every streak's bonus_points (a day "
+                       "all streaks meet) come to %lld, above risk.max_points_per_event %lld",
+                       (long long)b->sign_in.points, (long long)most,
+                       (long long)r->max_points_per_event);
+}
+
+static int check_campaign_awards(const pgw_rules *rules, const pgw_risk_config *r, pgw_err *err)
+{
+    char path[PGW_JSON_PATH_MAX], bonus[PGW_JSON_PATH_MAX];
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < rules->n_campaigns; i++) {
+        const pgw_campaign *c = &rules->campaigns[i];
+        pgw_json_path_index(path, "$.campaigns", i);
+        if (c->kind == PGW_CAMPAIGN_CHALLENGE) {
+            pgw_json_path_key(bonus, path, "bonus_points");
+            rc = check_award(bonus, c->bonus_points, false, r, err);
+        }
+        for (size_t k = 0; rc == PGW_OK && c->kind == PGW_CAMPAIGN_BRACKETS && k < c->n_brackets;
+             k++) {
+            char list[PGW_JSON_PATH_MAX], item[PGW_JSON_PATH_MAX];
+            pgw_json_path_key(list, path, "brackets");
+            pgw_json_path_index(item, list, k);
+            pgw_json_path_key(bonus, item, "bonus_points");
+            rc = check_award(bonus, c->brackets[k].bonus_points, false, r, err);
+        }
+    }
+    return rc;
+}
+
+static int check_awards_within_risk(const pgw_config *cfg, pgw_err *err)
+{
+    const pgw_behaviours *b = &cfg->rules.behaviours;
+    const struct {
+        const char *path;
+        const pgw_behaviour *behaviour;
+    } table[] = {
+        {"$.behaviours.register.points", &b->register_},
+        {"$.behaviours.first_purchase.points", &b->first_purchase},
+        {"$.behaviours.sign_in.points", &b->sign_in},
+        {"$.behaviours.review.points", &b->review},
+        {"$.behaviours.share.points", &b->share},
+        {"$.behaviours.referral.points", &b->referral},
+        {"$.behaviours.follow_oa.points", &b->follow_oa},
+        {"$.behaviours.survey.points", &b->survey},
+    };
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < sizeof(table) / sizeof(table[0]); i++) {
+        if (table[i].behaviour->enabled)
+            rc = check_award(table[i].path, table[i].behaviour->points, true, &cfg->risk, err);
+    }
+    if (rc == PGW_OK)
+        rc = check_sign_in_day(b, &cfg->risk, err);
+    if (rc == PGW_OK)
+        rc = check_campaign_awards(&cfg->rules, &cfg->risk, err);
+    return rc;
+}
+
 /* ---- risk, channels, notify, security, keys ------------------------------ */
 
 static int parse_risk(const json_t *root, pgw_config *cfg, pgw_err *err)
@@ -1609,6 +1709,8 @@ static int parse_root(const json_t *root, pgw_config *cfg, pgw_err *err)
         rc = parse_campaigns(root, &cfg->rules, err);
     if (rc == PGW_OK)
         rc = parse_behaviours(root, &cfg->rules, err);
+    if (rc == PGW_OK) /* parse_risk above filled cfg->risk */
+        rc = check_awards_within_risk(cfg, err);
     if (rc == PGW_OK)
         rc = parse_keys(root, cfg, err);
     return rc;

@@ -497,6 +497,54 @@ static void test_fixed_awards_above_their_daily_cap(void **state)
     check_edited(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+/*
+ * Regression: fixed points above a risk limit were taken, and every event
+ * paying them was refused (risk_rejected), over and over: a first-purchase
+ * bonus of 200 under max_behaviour_points_per_day 150 refused each of a new
+ * member's purchases, none ever being the first to succeed; a challenge's
+ * 500 under max_points_per_event 400 refused the fifth purchase of the
+ * month and, as the refused one counted nothing, every one after it (seen
+ * on a server: 422 for each). A sign-in with its streak bonuses past
+ * PGW_POINTS_MAX failed as an overflow. Refused at load, naming both
+ * figures; equal to the limit loads.
+ */
+static void test_fixed_awards_above_a_risk_limit(void **state)
+{
+    (void)state;
+    static const edited_case cases[] = {
+        {{{"behaviours.first_purchase", "{\"points\": 200}"},
+          {"risk", "{\"max_behaviour_points_per_day\": 150}"}},
+         "$.behaviours.first_purchase.points: 200 is above risk.max_behaviour_points_per_day 150: "
+         "every event paying it would be refused (risk_rejected)"},
+        {{{"behaviours.first_purchase", "{\"points\": 150}"},
+          {"risk", "{\"max_behaviour_points_per_day\": 150}"}},
+         NULL},
+        {{{"behaviours.review", "{\"points\": 101}"}, {"risk", "{\"max_points_per_event\": 100}"}},
+         "$.behaviours.review.points: 101 is above risk.max_points_per_event 100"},
+        {{{"behaviours.sign_in.streaks.1", "{\"days\": 30, \"bonus_points\": 300}"},
+          {"risk", "{\"max_points_per_event\": 354}"}},
+         "$.behaviours.sign_in: points 5 and every streak's bonus_points (a day all streaks "
+         "meet) come to 355, above risk.max_points_per_event 354"},
+        {{{"behaviours.sign_in.streaks.1", "{\"days\": 30, \"bonus_points\": 300}"},
+          {"risk", "{\"max_points_per_event\": 355}"}},
+         NULL},
+        {{{"behaviours.sign_in",
+           "{\"points\": 1000000000000, \"streaks\": [{\"days\": 7, \"bonus_points\": "
+           "1000000000000}]}"},
+          {"risk", "{\"max_points_per_event\": 1000000000000, "
+                   "\"max_behaviour_points_per_day\": 1000000000000}"}},
+         "come to 2000000000000, above risk.max_points_per_event 1000000000000"},
+        {{{"campaigns.3", CHALLENGE_WITH("")}, {"risk", "{\"max_points_per_event\": 799}"}},
+         "$.campaigns[3].bonus_points: 800 is above risk.max_points_per_event 799"},
+        {{{"campaigns.1.brackets.1.bonus_points", "10"},
+          {"behaviours.sign_in.streaks", NULL},
+          {"risk", "{\"max_points_per_event\": 9}"}},
+         "$.campaigns[1].brackets[1].bonus_points: 10 is above risk.max_points_per_event 9"},
+        {{{"behaviours.sign_in.streaks", NULL}, {"risk", "{\"max_points_per_event\": 10}"}}, NULL},
+    };
+    check_edited(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 /* http.trusted_proxies: each entry kept as a prefix, mapped IPv4 as IPv4. */
 static void test_trusted_proxies(void **state)
 {
@@ -920,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_null_is_absent),
         cmocka_unit_test(test_campaign_shops_outside_its_formats),
         cmocka_unit_test(test_fixed_awards_above_their_daily_cap),
+        cmocka_unit_test(test_fixed_awards_above_a_risk_limit),
         cmocka_unit_test(test_trusted_proxies),
         cmocka_unit_test(test_stream_sessions),
         cmocka_unit_test(test_body_total),
