@@ -236,6 +236,33 @@ static void test_date_range_inclusive(void **state)
     free(r);
 }
 
+/*
+ * A leap day in a zone whose offset changed at its end: Asia/Almaty left
+ * +06:00 for +05:00 at 00:00 on 1 March 2024, so 29 February 2024 (a
+ * Thursday) ran from 18:00 UTC on the 28th to 19:00 UTC on the 29th, its
+ * last hour twice. A one-day range and a Thursday campaign hold for all
+ * of it and not a second more.
+ */
+static void test_a_leap_day_across_an_offset_change(void **state)
+{
+    (void)state;
+    pgw_rules *r = rules_new();
+    assert_int_equal(pgw_tz_lookup("Asia/Almaty", &r->tz, NULL), PGW_OK);
+    pgw_campaign *c = add_campaign(r, "leap", PGW_CAMPAIGN_DATE_RANGE, 20000);
+    c->from = c->to = (pgw_date){2024, 2, 29};
+    static const date_case range[] = {
+        {"2024-02-28T17:59:59Z", 0},   {"2024-02-28T18:00:00Z", 100},
+        {"2024-02-29T17:59:59Z", 100}, /* 23:59:59 at +06:00 */
+        {"2024-02-29T18:00:00Z", 100}, /* 23:00:00 again, at +05:00 */
+        {"2024-02-29T18:59:59Z", 100}, {"2024-02-29T19:00:00Z", 0},
+    };
+    check_dates(r, "campaign:leap", &NEW_MEMBER, range, sizeof(range) / sizeof(range[0]));
+    c->kind = PGW_CAMPAIGN_WEEKDAY;
+    c->weekday = 4;
+    check_dates(r, "campaign:leap", &NEW_MEMBER, range, sizeof(range) / sizeof(range[0]));
+    free(r);
+}
+
 static void test_birthday_day_month_and_leap_day(void **state)
 {
     (void)state;
@@ -767,6 +794,7 @@ int main(void)
         cmocka_unit_test(test_weekday_member_day_at_local_midnight),
         cmocka_unit_test(test_monthday_on_month_ends),
         cmocka_unit_test(test_date_range_inclusive),
+        cmocka_unit_test(test_a_leap_day_across_an_offset_change),
         cmocka_unit_test(test_birthday_day_month_and_leap_day),
         cmocka_unit_test(test_sku_and_category_multiply_matching_items),
         cmocka_unit_test(test_brackets_at_their_edges),
