@@ -147,8 +147,8 @@ static int64_t earned_today(const pgw_member_ctx *ctx, const char *rule)
     return sum;
 }
 
-/* Limits `points` to what is left of a daily cap (0 = no cap), noting why. */
-static int64_t apply_daily_cap(earn_state *st, const char *rule, int64_t cap, int64_t points)
+/* Limits `points` to what is left of a daily cap (0 = no cap). */
+static int64_t cap_points(earn_state *st, const char *rule, int64_t cap, int64_t points)
 {
     if (cap <= 0 || points == 0)
         return points;
@@ -156,13 +156,27 @@ static int64_t apply_daily_cap(earn_state *st, const char *rule, int64_t cap, in
         st->out->needs_today = true;
         return pgw_min64(points, cap); /* no more than with them: no limit it would pass fails */
     }
-    int64_t left = pgw_max64(0, cap - earned_today(st->ctx, rule));
-    if (points <= left)
-        return points;
+    return pgw_min64(points, pgw_max64(0, cap - earned_today(st->ctx, rule)));
+}
+
+/* Why the member got less: a daily cap cut `rule`'s points. Not said while
+ * today's points are unread: the pricing with them says it. */
+static void cap_reason(earn_state *st, const char *rule)
+{
+    if (st->ctx->today_unknown)
+        return;
     char reason[PGW_NAME_MAX + 1];
     snprintf(reason, sizeof(reason), "daily cap of %s reached", rule);
     set_reason(st, reason);
-    return left;
+}
+
+/* cap_points, noting why when the cap cut them. */
+static int64_t apply_daily_cap(earn_state *st, const char *rule, int64_t cap, int64_t points)
+{
+    int64_t capped = cap_points(st, rule, cap, points);
+    if (capped < points)
+        cap_reason(st, rule);
+    return capped;
 }
 
 /* floor(points * (multiplier - 1x)): the extra a multiplier adds. */
@@ -386,6 +400,25 @@ static int campaign_extra(earn_state *st, const pgw_campaign *c, int64_t *out)
 }
 
 /*
+ * A cut campaign is the reason the member got less when it is added
+ * (PGW_STACK_ADD), or when uncut it would have beaten the winner: a
+ * "max" campaign that loses either way cost nothing.
+ */
+static void campaign_cap_reasons(earn_state *st, const int64_t *uncut, const int64_t *extras,
+                                 int32_t best)
+{
+    int64_t won = best >= 0 ? extras[best] : 0;
+    for (size_t i = 0; i < st->rules->n_campaigns; i++) {
+        const pgw_campaign *c = &st->rules->campaigns[i];
+        if (extras[i] < uncut[i] && (c->stacking == PGW_STACK_ADD || uncut[i] > won)) {
+            char rule[PGW_RULE_MAX + 1];
+            snprintf(rule, sizeof(rule), "campaign:%s", c->id);
+            cap_reason(st, rule);
+        }
+    }
+}
+
+/*
  * Every campaign's capped extra; then the PGW_STACK_MAX ones compete (the
  * largest wins, the first on a tie) and the PGW_STACK_ADD ones all count.
  * Lines are emitted in configuration order.
@@ -393,23 +426,25 @@ static int campaign_extra(earn_state *st, const pgw_campaign *c, int64_t *out)
 static int campaigns(earn_state *st)
 {
     const pgw_rules *rules = st->rules;
-    int64_t extras[PGW_CAMPAIGNS_MAX];
+    int64_t uncut[PGW_CAMPAIGNS_MAX], extras[PGW_CAMPAIGNS_MAX];
     int32_t best = -1;
     /* A rule's name is made only for a campaign that pays: each purchase
      * passes every campaign, most of which pay nothing. */
     char rule[PGW_RULE_MAX + 1];
     for (size_t i = 0; i < rules->n_campaigns; i++) {
         const pgw_campaign *c = &rules->campaigns[i];
-        int rc = campaign_extra(st, c, &extras[i]);
+        int rc = campaign_extra(st, c, &uncut[i]);
         if (rc != PGW_OK)
             return rc;
+        extras[i] = uncut[i];
         if (extras[i] > 0 && c->daily_cap > 0) {
             snprintf(rule, sizeof(rule), "campaign:%s", c->id);
-            extras[i] = apply_daily_cap(st, rule, c->daily_cap, extras[i]);
+            extras[i] = cap_points(st, rule, c->daily_cap, extras[i]);
         }
         if (c->stacking == PGW_STACK_MAX && extras[i] > 0 && (best < 0 || extras[i] > extras[best]))
             best = (int32_t)i;
     }
+    campaign_cap_reasons(st, uncut, extras, best);
     for (size_t i = 0; i < rules->n_campaigns; i++) {
         const pgw_campaign *c = &rules->campaigns[i];
         if (extras[i] == 0 || (c->stacking == PGW_STACK_MAX && (int32_t)i != best))

@@ -37,7 +37,10 @@
  *             only the one giving the most points is kept (first in config
  *             order on a tie); PGW_STACK_ADD campaigns are always added.
  *             Funded by the mall (mall:campaigns) or, for funded_by
- *             "shop", by the purchasing shop.
+ *             "shop", by the purchasing shop. The reason names a
+ *             campaign's cap only when the cut cost the member points:
+ *             an added campaign's, or a max one's that uncut would have
+ *             beaten the winner.
  *   first     behaviours.first_purchase points when ctx.first_purchase,
  *             rule "behaviour:first_purchase", funded by mall:behaviour.
  *

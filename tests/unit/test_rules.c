@@ -520,6 +520,48 @@ static void test_daily_cap_counts_points_earned_today(void **state)
     free(r);
 }
 
+/*
+ * Regression: a "max" campaign cut by its daily cap set the answer's
+ * reason even when it would have lost the competition uncut, so a member
+ * paid in full by another campaign was told "daily cap of campaign:...
+ * reached". The reason names a cap only when it cost the member points.
+ */
+static void test_a_cap_is_the_reason_only_when_it_cost_points(void **state)
+{
+    (void)state;
+    pgw_rules *r = rules_new();
+    pgw_campaign *small = add_campaign(r, "small", PGW_CAMPAIGN_MONTHDAY, 15000);
+    small->monthday = 25;
+    small->daily_cap = 10;
+    pgw_campaign *big = add_campaign(r, "big", PGW_CAMPAIGN_WEEKDAY, 30000);
+    big->weekday = 3;
+    pgw_event e = purchase(0, 10000, "2026-11-25T10:00:00+08:00"); /* Wednesday the 25th */
+    pgw_rule_total spent[] = {{"campaign:small", 10}};
+    pgw_member_ctx ctx = {.today = spent, .n_today = 1};
+    pgw_earning *out = earn_ok(r, &e, &ctx); /* small: 50, cut to 0; big: 200 wins anyway */
+    assert_int_equal(line(out, "campaign:big"), 200);
+    assert_int_equal(out->points, 300);
+    assert_string_equal(out->reason, "");
+    small->multiplier_bp = 40000; /* 300 uncut: it would have won, so the cap cost 100 */
+    out = earn_ok(r, &e, &ctx);
+    assert_int_equal(line(out, "campaign:big"), 200);
+    assert_string_equal(out->reason, "daily cap of campaign:small reached");
+    small->multiplier_bp = 30000; /* 200 uncut: a tie big would lose, for no more points */
+    out = earn_ok(r, &e, &ctx);
+    assert_string_equal(out->reason, "");
+    small->stacking = PGW_STACK_ADD; /* added on top: any cut costs points */
+    small->multiplier_bp = 15000;
+    out = earn_ok(r, &e, &ctx);
+    assert_int_equal(out->points, 300);
+    assert_string_equal(out->reason, "daily cap of campaign:small reached");
+    pgw_member_ctx unread = {.today_unknown = true}; /* priced again with them: no reason yet */
+    small->daily_cap = 1;
+    out = earn_ok(r, &e, &unread);
+    assert_true(out->needs_today);
+    assert_string_equal(out->reason, "");
+    free(r);
+}
+
 static void test_funding_and_filters(void **state)
 {
     (void)state;
@@ -802,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_a_filtered_challenge_counts_its_own_month),
         cmocka_unit_test(test_stacking_max_and_add),
         cmocka_unit_test(test_daily_cap_counts_points_earned_today),
+        cmocka_unit_test(test_a_cap_is_the_reason_only_when_it_cost_points),
         cmocka_unit_test(test_funding_and_filters),
         cmocka_unit_test(test_sign_in_streaks),
         cmocka_unit_test(test_behaviours_once_capped_and_referral),
