@@ -30,7 +30,9 @@
  *                 reaches min_purchases (count) or min_spend_fen in the
  *                 calendar month (before < threshold <= after); with shops
  *                 or formats, counting only the purchases they cover
- *                 (ctx.challenges), else every purchase (ctx.month_*)
+ *                 (ctx.challenges), else every purchase (ctx.month_*);
+ *                 a PGW_STACK_MAX one beaten on that purchase is not paid
+ *                 that month (no later purchase first reaches it)
  *             then its daily_cap (if > 0) limits it to cap minus what the
  *             member already earned today under that rule (ctx.today).
  *             Stacking: campaigns with stacking PGW_STACK_MAX compete and

@@ -378,6 +378,35 @@ static void test_challenge_pays_once_on_crossing(void **state)
 }
 
 /*
+ * A challenge left at stacking "max" competes on the purchase that reaches
+ * its threshold; beaten there it is not paid that month at all, as no
+ * later purchase first reaches it (README: give challenges "add").
+ */
+static void test_a_max_challenge_beaten_is_not_paid_that_month(void **state)
+{
+    (void)state;
+    pgw_rules *r = rules_new();
+    add_campaign(r, "wed", PGW_CAMPAIGN_WEEKDAY, 20000)->weekday = 3;
+    pgw_campaign *five = add_campaign(r, "five", PGW_CAMPAIGN_CHALLENGE, 0);
+    five->min_purchases = 5;
+    five->bonus_points = 500;
+    pgw_member_ctx fourth = {.month_purchases = 4};
+    pgw_event small = purchase(0, 12800, "2026-11-25T10:00:00+08:00");         /* Wednesday */
+    assert_int_equal(line(earn_ok(r, &small, &fourth), "campaign:five"), 500); /* beats 128 */
+    pgw_event large = purchase(0, 100000, "2026-11-25T10:00:00+08:00");
+    pgw_earning *out = earn_ok(r, &large, &fourth); /* the member day's 1000 beats it */
+    assert_int_equal(line(out, "campaign:wed"), 1000);
+    assert_int_equal(line(out, "campaign:five"), 0);
+    pgw_member_ctx sixth = {.month_purchases = 5};
+    assert_int_equal(line(earn_ok(r, &small, &sixth), "campaign:five"), 0);
+    five->stacking = PGW_STACK_ADD; /* as the example's: paid on top */
+    out = earn_ok(r, &large, &fourth);
+    assert_int_equal(line(out, "campaign:five"), 500);
+    assert_int_equal(out->points, 2500);
+    free(r);
+}
+
+/*
  * A challenge with formats (or shops) is judged on its own month, the
  * purchases at the shops it covers (ctx.challenges), never on the
  * member's whole month: 2,990 yuan of retail and a coffee do not reach
@@ -842,6 +871,7 @@ int main(void)
         cmocka_unit_test(test_brackets_at_their_edges),
         cmocka_unit_test(test_challenge_pays_once_on_crossing),
         cmocka_unit_test(test_a_filtered_challenge_counts_its_own_month),
+        cmocka_unit_test(test_a_max_challenge_beaten_is_not_paid_that_month),
         cmocka_unit_test(test_stacking_max_and_add),
         cmocka_unit_test(test_daily_cap_counts_points_earned_today),
         cmocka_unit_test(test_a_cap_is_the_reason_only_when_it_cost_points),
