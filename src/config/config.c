@@ -839,21 +839,24 @@ static int check_award(const char *path, int64_t points, bool behaviour, const p
 }
 
 /* A sign-in pays its points and, on a day all streaks meet (a multiple of
- * each one's days), every streak's bonus: the most one sign-in earns.
- * max_points_per_event <= PGW_POINTS_MAX, past which rules.c refuses the
- * sign-in as an overflow. */
+ * each one's days), every streak's bonus: the most one sign-in earns, all
+ * of it behaviour points (a sign-in's day over max_behaviour_points_per_day
+ * was refused, and its streak began again). max_points_per_event <=
+ * PGW_POINTS_MAX, past which rules.c refuses the sign-in as an overflow. */
 static int check_sign_in_day(const pgw_behaviours *b, const pgw_risk_config *r, pgw_err *err)
 {
     int64_t most = b->sign_in.points; /* each <= PGW_POINTS_MAX: 9 of them fit int64 */
     for (size_t i = 0; i < b->n_streaks; i++)
         most += b->streaks[i].bonus_points;
-    if (!b->sign_in.enabled || most <= r->max_points_per_event)
+    bool per_event = most > r->max_points_per_event;
+    int64_t max = per_event ? r->max_points_per_event : r->max_behaviour_points_per_day;
+    const char *limit = per_event ? "max_points_per_event" : "max_behaviour_points_per_day";
+    if (!b->sign_in.enabled || most <= max)
         return PGW_OK;
     return pgw_err_set(err, PGW_EINVAL,
                        "$.behaviours.sign_in: points %lld and every streak's bonus_points (a day "
-                       "all streaks meet) come to %lld, above risk.max_points_per_event %lld",
-                       (long long)b->sign_in.points, (long long)most,
-                       (long long)r->max_points_per_event);
+                       "all streaks meet) come to %lld, above risk.%s %lld",
+                       (long long)b->sign_in.points, (long long)most, limit, (long long)max);
 }
 
 static int check_campaign_awards(const pgw_rules *rules, const pgw_risk_config *r, pgw_err *err)

@@ -5666,7 +5666,14 @@ def test_tight_risk(tmp):
     risk = {"max_events_per_member_per_day": 3, "max_behaviour_points_per_day": 210,
             "max_new_members_per_ip_per_hour": 2,
             "max_redeem_points_per_day": 50, "max_points_per_event": 100000}
-    s = Server(d, write_config(d, risk=risk, name="risk-a.json"))
+    config = write_config(d, risk=risk, name="risk-a.json")
+    with open(config) as f:
+        cfg = json.load(f)
+    # A sign-in's day with both streaks (5 + 50 + 300) over 210 is refused at load.
+    cfg["behaviours"]["sign_in"]["streaks"] = [{"days": 7, "bonus_points": 50}]
+    with open(config, "w") as f:
+        json.dump(cfg, f)
+    s = Server(d, config)
     try:
         codes = [s.request("POST", "/v1/events", purchase(f"T-{i}", member="M800"))[0]
                  for i in range(3)]

@@ -528,6 +528,15 @@ static void test_fixed_awards_above_a_risk_limit(void **state)
         {{{"behaviours.sign_in.streaks.1", "{\"days\": 30, \"bonus_points\": 300}"},
           {"risk", "{\"max_points_per_event\": 355}"}},
          NULL},
+        /* the day's behaviour points too: a sign-in paying 355 on its 30th
+         * day under 354 was 422 that day, and its streak began again */
+        {{{"behaviours.sign_in.streaks.1", "{\"days\": 30, \"bonus_points\": 300}"},
+          {"risk", "{\"max_behaviour_points_per_day\": 354}"}},
+         "$.behaviours.sign_in: points 5 and every streak's bonus_points (a day all streaks "
+         "meet) come to 355, above risk.max_behaviour_points_per_day 354"},
+        {{{"behaviours.sign_in.streaks.1", "{\"days\": 30, \"bonus_points\": 300}"},
+          {"risk", "{\"max_behaviour_points_per_day\": 355}"}},
+         NULL},
         {{{"behaviours.sign_in",
            "{\"points\": 1000000000000, \"streaks\": [{\"days\": 7, \"bonus_points\": "
            "1000000000000}]}"},
