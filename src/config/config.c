@@ -804,6 +804,13 @@ static int parse_behaviours(const json_t *root, pgw_rules *rules, pgw_err *err)
     if (rc == PGW_OK && section != NULL)
         rc = pgw_json_int(section, "referrer_points", "$.behaviours.referral", false, 0,
                           PGW_POINTS_MAX, &b->referral_referrer_points, err);
+    /* The cap holds the referrer's side too (command.c cap_referrer). */
+    if (rc == PGW_OK && b->referral.daily_cap > 0 &&
+        b->referral.daily_cap < b->referral_referrer_points)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "$.behaviours.referral.daily_cap: %lld is below referrer_points %lld: "
+                         "no referral could pay the referrer's points",
+                         (long long)b->referral.daily_cap, (long long)b->referral_referrer_points);
     return rc;
 }
 

@@ -1267,9 +1267,58 @@ static int enrol_without_lot(pgw_store *store, pgw_command *cmd)
 
 /* Earns the member's lines of the earning (none: the key is still recorded).
  * The member exists, with `debt` as this command read it. */
-static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
-                      int64_t debt)
+/*
+ * A referral's referrer line (the rules price the event for its referee
+ * alone) within behaviours.referral's daily cap, on the referrer's own day
+ * of the rule: what the referrer earned under it today, as referrer or as
+ * referee, counts. A line cut to nothing leaves the breakdown, as the rules
+ * leave one. Regression (a review of the rules): only the referee's side
+ * was capped, and a referrer was paid for every referee of the day, which
+ * is where a referral scheme is gamed (one member, many made-up referees).
+ */
+static int cap_referrer(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                        int64_t today)
 {
+    pgw_earning *e = cmd->earning;
+    int64_t cap = policy->rules->behaviours.referral.daily_cap;
+    size_t kept = 0;
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < e->n_lines; i++) {
+        pgw_breakdown_line line = e->lines[i];
+        if (line.beneficiary == PGW_BENEFICIARY_REFERRER && cap > 0) {
+            int64_t earned = 0;
+            rc = pgw_store_member_rule_points(store, cmd->referrer, line.rule, today, today,
+                                              &earned, &cmd->err);
+            int64_t paid = pgw_min64(line.points, pgw_max64(0, cap - earned));
+            e->referrer_points -= line.points - paid;
+            line.points = paid;
+        }
+        if (line.points > 0)
+            e->lines[kept++] = line;
+    }
+    e->n_lines = kept;
+    return rc;
+}
+
+/* What the referrer's lines paid, on its day of their rules (daily caps). */
+static int record_referrer_days(pgw_store *store, pgw_command *cmd, int64_t today)
+{
+    const pgw_earning *e = cmd->earning;
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < e->n_lines; i++) {
+        if (e->lines[i].beneficiary == PGW_BENEFICIARY_REFERRER && e->lines[i].day_counted)
+            rc = pgw_store_add_rule_day(store, cmd->referrer, today, e->lines[i].rule,
+                                        e->lines[i].points, &cmd->err);
+    }
+    return rc;
+}
+
+static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
+                      int64_t debt, int64_t today)
+{
+    int rc = cap_referrer(store, policy, cmd, today);
+    if (rc != PGW_OK)
+        return rc;
     const pgw_earning *earning = cmd->earning;
     cmd->n_lines = 0;
     for (size_t i = 0; i < earning->n_lines; i++) {
@@ -1298,11 +1347,12 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
     }
     /* None of the member's: the appends record the key (and the
      * referrer's transfer, whose lot follows all the same). */
-    int rc =
-        cmd->n_lines > 0 ? apply_earn(store, policy, cmd, &debt) : append_transfers(store, cmd);
+    rc = cmd->n_lines > 0 ? apply_earn(store, policy, cmd, &debt) : append_transfers(store, cmd);
     if (rc == PGW_OK && !cmd->replayed && referrer_points > 0)
         rc = credit_member(store, policy, cmd, cmd->referrer, NULL, referrer_points,
                            cmd->transfers[0].id);
+    if (rc == PGW_OK && !cmd->replayed && referrer_points > 0)
+        rc = record_referrer_days(store, cmd, today);
     return rc;
 }
 
@@ -1640,7 +1690,7 @@ static int apply_event(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
         if (rc == PGW_OK && !known)
             enrol(cmd, &days, a);
         if (rc == PGW_OK)
-            rc = earn_lines(store, policy, cmd, a->debt);
+            rc = earn_lines(store, policy, cmd, a->debt, days.today);
         if (rc == PGW_OK)
             rc = enrol_without_lot(store, cmd);
         cmd->enrolling = NULL; /* `a` is this frame's */

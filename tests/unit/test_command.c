@@ -1787,6 +1787,57 @@ static void test_a_referral_paying_only_the_referrer_credits_it(void **state)
     assert_int_equal(balance_at(db, "M2", at), before + 200);
 }
 
+/* A referral of `referee` by M2 on `day`: the referrer's points it paid. */
+static int64_t referred(event_run *er, const char *referee, const char *day)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "store:S001:REF%d", er->serial++);
+    er->member = referee;
+    event_command(er, key, PGW_EVENT_REFERRAL, 0, day);
+    er->cmd.has_referrer = true;
+    snprintf(er->cmd.referrer, sizeof(er->cmd.referrer), "M2");
+    pgw_err err;
+    if (pgw_writer_run(er->writer, &er->cmd, &err) != PGW_OK)
+        fail_msg("the referral of %s: %s", referee, err.msg);
+    assert_int_equal(er->earning.points, 100); /* the referee's side, capped on its own day */
+    return er->earning.referrer_points;
+}
+
+/*
+ * Regression (a review of the rules): behaviours.referral.daily_cap capped
+ * the referee's points only; the referrer was paid for every referee of the
+ * day, which is where a referral scheme is gamed (one member, many made-up
+ * referees). The referrer's side now counts in the referrer's own day of
+ * behaviour:referral, within the same cap, and its answer says what it paid.
+ */
+static void test_a_referrers_points_keep_the_referral_daily_cap(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    er.cfg->rules.behaviours.referral.daily_cap = 500;
+    const char *day = "2026-11-12T10:00:00+08:00", *next = "2026-11-13T10:00:00+08:00";
+    er.member = "M2";
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 10000, day, NULL), PGW_OK);
+    int64_t before = er.cmd.figures.balance;
+    int64_t paid[4];
+    paid[0] = referred(&er, "M11", day);
+    paid[1] = referred(&er, "M12", day);
+    paid[2] = referred(&er, "M13", day); /* 100 left of the day's 500 */
+    paid[3] = referred(&er, "M14", day);
+    int64_t next_day = referred(&er, "M15", next);
+    int64_t at = er.cmd.at;
+    writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_int_equal(paid[0], 200);
+    assert_int_equal(paid[1], 200);
+    assert_int_equal(paid[2], 100);
+    assert_int_equal(paid[3], 0);
+    assert_int_equal(next_day, 200);
+    assert_verifies(db);
+    assert_int_equal(balance_at(db, "M2", at), before + 700);
+}
+
 /* Sends a purchase of `member` dated `when`, applied at `asked` (0: then),
  * and checks the figures its answer tells. */
 static void purchase_told(event_run *er, const char *member, const char *when, int64_t asked)
@@ -3180,6 +3231,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_daily_caps_count_what_the_store_kept,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_referral_paying_only_the_referrer_credits_it,
+                                        db_fixture_setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_a_referrers_points_keep_the_referral_daily_cap,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
                                         db_fixture_setup_migrated, teardown),

@@ -493,6 +493,13 @@ static void test_fixed_awards_above_their_daily_cap(void **state)
          "$.campaigns[1].daily_cap: 7 is below brackets[1].bonus_points 10"},
         {{{"campaigns.1.daily_cap", "10"}}, NULL},
         {{{"campaigns.0.daily_cap", "1"}}, NULL}, /* a multiplier's extra: capped as meant */
+        /* the cap holds the referrer's side too (command.c cap_referrer) */
+        {{{"behaviours.referral",
+           "{\"points\": 100, \"referrer_points\": 200, \"daily_cap\": 150}"}},
+         "$.behaviours.referral.daily_cap: 150 is below referrer_points 200"},
+        {{{"behaviours.referral",
+           "{\"points\": 100, \"referrer_points\": 200, \"daily_cap\": 200}"}},
+         NULL},
     };
     check_edited(cases, sizeof(cases) / sizeof(cases[0]));
 }
