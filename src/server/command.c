@@ -1572,11 +1572,16 @@ static int price(pgw_store *store, const pgw_ledger_policy *policy, pgw_command 
             PGW_ASSERT(rc != PGW_OK || !cmd->earning->needs_today);
         }
     }
-    bool again = false;
-    if (rc == PGW_OK)
+    /* Priced again without a challenge paid already, another challenge it
+     * beat (stacking max) may pay instead: checked in its turn, each round
+     * marking one more (regression: the second was paid twice a month). */
+    bool again = true;
+    for (size_t round = 0; rc == PGW_OK && again; round++) {
+        PGW_ASSERT(round <= policy->rules->n_campaigns);
         rc = paid_challenges(store, policy, cmd, days, &ctx, &again);
-    if (rc == PGW_OK && again)
-        rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
+        if (rc == PGW_OK && again)
+            rc = pgw_rules_earn(policy->rules, cmd->event, &ctx, cmd->earning, &cmd->err);
+    }
     return rc;
 }
 

@@ -2464,6 +2464,45 @@ static void test_a_filtered_challenge_counts_only_its_shops(void **state)
     assert_verifies(db);
 }
 
+/*
+ * Regression (a review of the rules): two challenges left at stacking max,
+ * both paid this month, crossed again on one purchase after refunds. The
+ * pricing paid the better one, found it paid and priced again without it;
+ * the other then won and was paid a second time, for it was not in the
+ * first pricing to be checked. Here five-a-month becomes "2,000 yuan of
+ * fnb, 500 points" beside dining-3000's 3,000 yuan and 800.
+ */
+static void test_two_max_challenges_crossed_again_pay_neither(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    pgw_campaign *dining3000 = campaign(&er, "dining-3000"),
+                 *fnb2000 = campaign(&er, "five-a-month");
+    fnb2000->min_purchases = 0;
+    fnb2000->min_spend_fen = 200000;
+    fnb2000->n_formats = dining3000->n_formats;
+    memcpy(fnb2000->formats, dining3000->formats, sizeof(fnb2000->formats));
+    fnb2000->stacking = dining3000->stacking = PGW_STACK_MAX;
+    const char *fnb = "campaign:five-a-month";
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_PURCHASE, 200000, "2026-11-05T19:00:00+08:00"),
+                     0); /* EV1 */
+    assert_int_equal(line_points(&er.earning, fnb), 500);
+    assert_int_equal(dining(&er, "S004", PGW_EVENT_PURCHASE, 100000, "2026-11-06T19:00:00+08:00"),
+                     800); /* EV2 */
+    er.original = "store:S004:EV1";
+    dining(&er, "S004", PGW_EVENT_REFUND, 200000, "2026-11-07T19:00:00+08:00");
+    er.original = "store:S004:EV2";
+    dining(&er, "S004", PGW_EVENT_REFUND, 100000, "2026-11-07T19:00:00+08:00");
+    int64_t paid = dining(&er, "S004", PGW_EVENT_PURCHASE, 300000, "2026-11-08T19:00:00+08:00");
+    if (paid != 0 || line_points(&er.earning, fnb) != 0)
+        fail_msg("crossed again: dining-3000 %lld, the fnb 2,000 %lld", (long long)paid,
+                 (long long)line_points(&er.earning, fnb));
+    writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    assert_verifies(db);
+}
+
 /* Binds a card of S004 to `member`; merges its holder in when another has it. */
 static void bind_card(event_run *er, const char *member, const char *card, const char *when)
 {
@@ -3247,6 +3286,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_challenge_pays_once_a_month,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_filtered_challenge_counts_only_its_shops,
+                                        db_fixture_setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_two_max_challenges_crossed_again_pay_neither,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_merge_carries_a_filtered_challenges_progress,
                                         db_fixture_setup_migrated, teardown),
