@@ -152,6 +152,23 @@ static bool is_dialable(uint32_t cp)
     return is_digit(cp) || is_symbol(cp);
 }
 
+/* A plate as the kinds' table has it (research 4): 1..8 ASCII letters and
+ * digits, the first and the last of which may be a Chinese character (a
+ * province's 粤, a 学 or 警 at the end). Nothing is cut: a plate cut names
+ * another car, and "..." is no letter or digit of one. */
+static bool car_number_ok(const ch *chars, size_t n)
+{
+    if (n > 8)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t cp = chars[i].cp;
+        bool end = i == 0 || i == n - 1;
+        if (!(is_digit(cp) || is_letter(cp) || (end && is_cjk(cp))))
+            return false;
+    }
+    return true;
+}
+
 /* A number: digits, at most one '.', <= 32 characters. No sign: WeChat
  * refuses "-456" (47003), which is how the kinds' table reads. */
 static bool number_ok(const ch *chars, size_t n)
@@ -210,7 +227,8 @@ int pgw_wx_keyword_fit(const char *keyword, const char *value, char *out, size_t
         return ok ? cut(value, chars, n, 17, true, out, cap, err)
                   : pgw_err_set(err, PGW_EINVAL, "%s: digits and symbols only", keyword);
     case K_CAR_NUMBER:
-        return cut(value, chars, n, 8, true, out, cap, err);
+        ok = car_number_ok(chars, n);
+        break;
     case K_NAME:
         return cut(value, chars, n, all(chars, n, is_ascii) ? 20 : 10, false, out, cap, err);
     case K_LETTER:

@@ -11,13 +11,14 @@
  *   thing             <= 20 characters; longer: the first 17 and "..."
  *   character_string  <= 32 ASCII; longer: the first 29 and "..."
  *   phone_number      <= 17 digits and symbols; longer: 14 and "..."
- *   car_number        <= 8 characters; longer: 5 and "..."
  *   name              <= 10 characters (<= 20 when all ASCII); longer: cut
  *   letter            <= 32 ASCII letters; longer: cut
  * Control characters (a line break from a receipt) become spaces. What no
  * cut can save is refused with PGW_EINVAL saying why: a phrase that is not
  * 1..5 CJK characters, a number or amount that is not one, symbols that are
- * not, an empty value, invalid UTF-8, an unknown kind. time, date and enum
+ * not, a car_number that is not 1..8 letters and digits (a Chinese
+ * character allowed first and last: a cut plate names another car), an
+ * empty value, invalid UTF-8, an unknown kind. time, date and enum
  * values pass as they are (bounded to 64 bytes): their form is the caller's.
  */
 #ifndef PGW_ADAPTERS_WECHAT_MP_KEYWORDS_H
