@@ -729,8 +729,15 @@ def official_account(srv, fake):
     text, _, _ = reply_text(body)
     check(status == 200 and "欢迎回来" in text and srv.transfers() == before + 1,
           "resubscribe earns nothing: %s" % text)
-    # An old redelivered unsubscribe does not undo the newer subscribe.
-    push(srv, oa_xml("oOA-1", now + 1, "event", event="unsubscribe"))
+    # An old unsubscribe does not undo the newer subscribe: redelivered (its
+    # key seen), nor one arriving late, dated before it (the follow's time).
+    # Each reply comes once its command is committed.
+    for at in (now + 1, now - 1):
+        status, body = push(srv, oa_xml("oOA-1", at, "event", event="unsubscribe"))
+        follows = pg.value(srv.db, "SELECT following FROM oa_followers WHERE openid = 'oOA-1'")
+        check(status == 200 and body == "success" and follows == "1",
+              "an unsubscribe of %+d s leaves the subscribe of +2 s: %s %s"
+              % (at - now, status, follows))
 
     # 签到 once per message, whatever the redeliveries; 积分 replies with the balance.
     msg = oa_xml("oOA-1", now + 3, "text", content="签到", msg_id="4561255354251345929")
