@@ -57,7 +57,8 @@ bool pgw_wechat_oa_ready(const pgw_wechat *w);
 pgw_wx_client *pgw_wechat_client(pgw_wechat *w);
 
 /* GET /wechat/oa/callback: the echostr to answer with when the signature
- * over the query is good; PGW_EUNAUTHORIZED otherwise. */
+ * over the query is good and its timestamp within PGW_OA_CLOCK_SKEW_S of
+ * `now`, as for a push; PGW_EUNAUTHORIZED otherwise. */
 int pgw_wechat_oa_echo(const pgw_wechat *w, const char *query, int64_t now, char *echostr,
                        size_t cap, pgw_err *err);
 

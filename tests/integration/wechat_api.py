@@ -694,6 +694,11 @@ def official_account(srv, fake):
     check(status == 200 and str(body) == "4375120948345356249", "echostr echoed: %s %r" % (status, body))
     status, body = srv.request("GET", "/wechat/oa/callback?" + signed_query("wrong", extra="&echostr=1"), key=None)
     check(status == 401, "URL check with a bad signature: 401")
+    # The clock window holds for the URL check too (README).
+    stale = signed_query(OA_TOKEN, timestamp=int(time.time()) - 3600, extra="&echostr=1")
+    status, body = srv.request("GET", "/wechat/oa/callback?" + stale, key=None)
+    check(status == 401 and "stale timestamp" in str(body),
+          "URL check signed an hour ago: 401 (%s %s)" % (status, body))
     status, body = srv.request("PUT", "/wechat/oa/callback?" + signed_query(OA_TOKEN), key=None)
     check(status == 405, "the callback takes GET and POST only: %s %r" % (status, body))
 
