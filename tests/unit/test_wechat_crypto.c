@@ -27,6 +27,9 @@ static void test_signatures(void **state)
     assert_false(pgw_wx_signature_ok(v1, 3, NULL));
     const char *v2[] = {"AAAAA", "1714037059", "486452656"};
     assert_true(pgw_wx_signature_ok(v2, 3, "899cf89e464efb63f54ddac96b0a0a235f53aa78"));
+    /* V3, the message-push page's URL check: the nonce sorts first here. */
+    const char *v3[] = {"AAAAA", "1714036504", "1514711492"};
+    assert_true(pgw_wx_signature_ok(v3, 3, "f464b24fc39322e44b38aa78f5edd27bd1441696"));
     const char *v4[] = {"RMNlACHlV5ThzfRlVS4D4", "timestamp", "nonce", "encrypt"};
     assert_true(pgw_wx_signature_ok(v4, 4, "8edac0945683c119ee71c9f6256d76c48aa08a96"));
 }
@@ -90,6 +93,28 @@ static void test_official_sample_decrypts(void **state)
         PGW_EINVAL);
 }
 
+/* V6's echo check (wechatpy): msg_signature over the encrypted echostr,
+ * which decrypts to its digits; one nonce off, the signature fails. */
+static void test_wechatpy_echo(void **state)
+{
+    (void)state;
+    uint8_t key[PGW_WX_AES_KEY_LEN];
+    assert_int_equal(pgw_wx_aes_key("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR", key, NULL),
+                     PGW_OK);
+    const char *echostr =
+        "4ByGGj+sVCYcvGeQYhaKIk1o0pQRNbRjxybjTGblXrBaXlTXeOo1+bXFXDQQb1o6co6Yh9Bv41n7hOchLF6p+Q==";
+    const char *parts[] = {"123456", "1411443780", "437374425", echostr};
+    assert_true(pgw_wx_signature_ok(parts, 4, "dd6b9c95b495b3f7e2901bfbc76c664930ffdb96"));
+    const char *off[] = {"123456", "1411443780", "437374424", echostr};
+    assert_false(pgw_wx_signature_ok(off, 4, "dd6b9c95b495b3f7e2901bfbc76c664930ffdb96"));
+    char msg[128];
+    size_t len = 0;
+    assert_int_equal(
+        pgw_wx_decrypt(key, "wx49f0ab532d5d035a", echostr, msg, sizeof(msg), &len, NULL), PGW_OK);
+    assert_string_equal(msg, "5927782489442352469");
+    assert_int_equal(len, 19);
+}
+
 static void test_java_sample_encrypts(void **state)
 {
     (void)state;
@@ -137,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signatures),
         cmocka_unit_test(test_official_sample_decrypts),
+        cmocka_unit_test(test_wechatpy_echo),
         cmocka_unit_test(test_java_sample_encrypts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
