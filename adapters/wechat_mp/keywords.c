@@ -169,19 +169,20 @@ static bool car_number_ok(const ch *chars, size_t n)
     return true;
 }
 
-/* A number: digits, at most one '.', <= 32 characters. No sign: WeChat
- * refuses "-456" (47003), which is how the kinds' table reads. */
+/* A number: digits, with at most one '.' between digits ("5." and ".5"
+ * are no decimal number), <= 32 characters. No sign: WeChat refuses
+ * "-456" (47003), which is how the kinds' table reads. */
 static bool number_ok(const ch *chars, size_t n)
 {
-    size_t digits = 0, points = 0;
+    size_t points = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t cp = chars[i].cp;
-        digits += is_digit(cp);
+        bool inside = i > 0 && i + 1 < n;
         points += cp == '.';
-        if (!(is_digit(cp) || cp == '.'))
+        if (!(is_digit(cp) || (cp == '.' && inside)))
             return false;
     }
-    return digits > 0 && points <= 1 && n <= 32;
+    return n > 0 && points <= 1 && n <= 32;
 }
 
 /* An amount: an optional currency sign, 1..10 digits, decimals, an optional 元. */

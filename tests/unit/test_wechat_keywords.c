@@ -67,7 +67,17 @@ static void test_values_checked_as_their_kind(void **state)
     assert_true(refused("amount1", "¥12345678901")); /* 11 digits */
     assert_true(refused("number3", "12a"));
     assert_true(refused("number3", "1.2.3"));
-    assert_true(refused("number3", "-456"));         /* WeChat: 47003 */
+    assert_true(refused("number3", "-456")); /* WeChat: 47003 */
+    /* Regression: a point without digits on both sides passed ("5.", ".5",
+     * "¥92."), where the kinds' table reads a decimal number (the fake
+     * answers 47003). */
+    assert_true(refused("number3", "5."));
+    assert_true(refused("number3", ".5"));
+    assert_true(refused("number3", "."));
+    assert_true(refused("amount1", "¥92."));
+    assert_true(refused("amount1", "92.元"));
+    assert_string_equal(fit("number3", "0.5"), "0.5");
+    assert_string_equal(fit("amount1", "92.50元"), "92.50元");
     assert_true(refused("phrase5", "已到账了吗呀")); /* 6: a phrase cannot be cut */
     assert_true(refused("phrase5", "ok"));
     assert_true(refused("character_string1", "订单1"));
