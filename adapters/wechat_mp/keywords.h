@@ -18,8 +18,10 @@
  * 1..5 CJK characters, a number or amount that is not one, symbols that are
  * not, a car_number that is not 1..8 letters and digits (a Chinese
  * character allowed first and last: a cut plate names another car), an
- * empty value, invalid UTF-8, an unknown kind. time, date and enum
- * values pass as they are (bounded to 64 bytes): their form is the caller's.
+ * empty value, invalid UTF-8, an unknown kind, and any value of more than
+ * 256 characters, whatever its kind (a bound on what is read; no caller's
+ * value comes near it). time, date and enum values pass as they are
+ * (under 64 bytes): their form is the caller's.
  */
 #ifndef PGW_ADAPTERS_WECHAT_MP_KEYWORDS_H
 #define PGW_ADAPTERS_WECHAT_MP_KEYWORDS_H

@@ -100,6 +100,21 @@ static void test_values_checked_as_their_kind(void **state)
     assert_true(refused("car_number7", "粤B·12345"));
     assert_true(refused("car_number8", "粤京12345"));
     assert_true(refused("car_number9", "粤B 12345"));
+    /* The bounds on what is read: 256 characters of any kind (a thing
+     * over it is refused, not cut), under 64 bytes of a time. */
+    char long_value[258 * 3 + 1] = "";
+    for (int i = 0; i < 256; i++)
+        strcat(long_value, "积");
+    assert_string_equal(fit("thing1", long_value), "积积积积积积积积积积积积积积积积积...");
+    strcat(long_value, "积");
+    assert_true(refused("thing1", long_value));
+    char time_value[65];
+    memset(time_value, '1', 64);
+    time_value[63] = '\0';
+    assert_string_equal(fit("time1", time_value), time_value);
+    time_value[63] = '1';
+    time_value[64] = '\0';
+    assert_true(refused("time1", time_value));
     char small[8];
     pgw_err err;
     assert_int_equal(pgw_wx_keyword_fit("thing1", "一二三四五", small, sizeof(small), &err),
