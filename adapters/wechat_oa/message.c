@@ -228,6 +228,15 @@ static bool parse_seconds(const char *s, int64_t *out)
     return true;
 }
 
+/* WeChat's MsgId, a 64-bit number: at most 20 digits, at most
+ * UINT64_MAX. Kept as its digits, never converted. */
+static bool within_64_bits(const char *digits)
+{
+    static const char max[] = "18446744073709551615";
+    size_t n = strlen(digits);
+    return n < sizeof(max) - 1 || (n == sizeof(max) - 1 && strcmp(digits, max) <= 0);
+}
+
 enum { F_TO, F_FROM, F_TIME, F_TYPE, F_EVENT, F_KEY, F_CONTENT, F_MSG_ID, F_COUNT };
 
 static int check_message(const struct slot *slots, const char *create_time, pgw_oa_message *out,
@@ -249,6 +258,10 @@ static int check_message(const struct slot *slots, const char *create_time, pgw_
     if (slots[F_MSG_ID].seen && !all_digits(out->msg_id))
         return pgw_err_set(err, PGW_EINVAL, "<MsgId> is not digits: \"%.*s\"",
                            (int)pgw_utf8_prefix(out->msg_id, 32), out->msg_id);
+    /* A longer one is no id of WeChat's, and the sign-in's key (api.c
+     * oa_event) keeps 64 characters of it: two alike in those were one. */
+    if (slots[F_MSG_ID].seen && !within_64_bits(out->msg_id))
+        return pgw_err_set(err, PGW_EINVAL, "<MsgId> is past 64 bits: \"%.32s\"", out->msg_id);
     /* Event pushes are dispatched on Event: one without it is unusable. */
     if (strcmp(out->msg_type, "event") == 0 && out->event[0] == '\0')
         return pgw_err_set(err, PGW_EINVAL, "an event message without <Event>");

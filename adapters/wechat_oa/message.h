@@ -22,7 +22,8 @@
  *   - a field we read given twice (which one would count?);
  *   - a missing or empty ToUserName, FromUserName, CreateTime or MsgType,
  *     an event without Event; a CreateTime that is not digits (no sign, no
- *     spaces) of a value within int64; a MsgId that is not digits.
+ *     spaces) of a value within int64; a MsgId that is not digits of a
+ *     64-bit number (at most 18446744073709551615).
  * and with PGW_ETOOLARGE a body over PGW_OA_XML_MAX bytes or a field over
  * its bound (never truncated: a cut openid would name another member).
  * Elements we do not read (AgentID, Ticket, MsgDataId, ScanCodeInfo and its

@@ -436,6 +436,24 @@ static void test_refuses_numbers(void **state)
             "<MsgId> is not digits");
     refused(HEAD "<MsgType>text</MsgType><MsgId></MsgId></xml>", PGW_EINVAL,
             "<MsgId> is not digits");
+    /* WeChat's MsgId is a 64-bit number (research 5.5). Regression: any
+     * digits up to the field's 128 bytes passed, and the sign-in's key
+     * (api.c oa_event) keeps 64 of them: two ids alike in those were one
+     * message. */
+    refused(HEAD "<MsgType>text</MsgType><MsgId>18446744073709551616</MsgId></xml>", PGW_EINVAL,
+            "<MsgId> is past 64 bits");
+    refused(HEAD "<MsgType>text</MsgType><MsgId>018446744073709551615</MsgId></xml>", PGW_EINVAL,
+            "<MsgId> is past 64 bits");
+    refused(HEAD "<MsgType>text</MsgType><MsgId>"
+                 "12345678901234567890123456789012345678901234567890123456789012341"
+                 "</MsgId></xml>",
+            PGW_EINVAL, "<MsgId> is past 64 bits");
+    assert_int_equal(
+        parse(HEAD "<MsgType>text</MsgType><MsgId>18446744073709551615</MsgId></xml>", &m, &err),
+        PGW_OK);
+    assert_string_equal(m.msg_id, "18446744073709551615");
+    assert_int_equal(parse(HEAD "<MsgType>text</MsgType><MsgId>0</MsgId></xml>", &m, &err), PGW_OK);
+    assert_string_equal(m.msg_id, "0");
 }
 
 static void test_refuses_structure(void **state)
