@@ -233,6 +233,11 @@ static int check_query(const pgw_wechat *w, const char *query, int64_t now, sign
     size_t n = strlen(q->timestamp);
     if (n == 0 || n > 18 || strspn(q->timestamp, "0123456789") != n)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "timestamp must be unix seconds");
+    /* WeChat's nonce is never empty; without one the signature is over the
+     * token and the second alone, and a plain push's nonce check would key
+     * every push of that second the same. */
+    if (q->nonce[0] == '\0')
+        return pgw_err_set(err, PGW_EUNAUTHORIZED, "nonce is empty");
     int64_t t = strtoll(q->timestamp, NULL, 10);
     if (t < now - PGW_OA_CLOCK_SKEW_S || t > now + PGW_OA_CLOCK_SKEW_S)
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "stale timestamp (more than %d s from ours)",

@@ -772,11 +772,16 @@ def official_account(srv, fake):
     # Refusals change nothing.
     count = srv.transfers()
     other = oa_xml("oOA-2", now + 6, "event", event="subscribe")
+    # WeChat's nonce is never empty; signed over one, the push was taken.
+    unsigned = "".join(sorted([OA_TOKEN, str(now), ""]))
+    empty_nonce = "signature=%s&timestamp=%d&nonce=" % (
+        hashlib.sha1(unsigned.encode()).hexdigest(), now)
     for query, what in ((signed_query("wrong"), "bad signature"),
                         (signed_query(OA_TOKEN, timestamp=now - 3600), "stale timestamp"),
                         ("timestamp=%d&nonce=1" % now, "no signature"),
                         # regression: the first of two was taken, the push let in
-                        (signed_query(OA_TOKEN, extra="&nonce=2"), "a nonce twice")):
+                        (signed_query(OA_TOKEN, extra="&nonce=2"), "a nonce twice"),
+                        (empty_nonce, "an empty nonce")):
         status, doc = push(srv, other, query)
         check(status == 401, "%s: 401 (%s)" % (what, status))
     for bad, what in (("<xml><FromUserName>x</FromUserName></xml>", "missing fields"),
