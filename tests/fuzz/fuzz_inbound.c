@@ -51,7 +51,7 @@ static void oa_message(const char *xml, size_t len)
     field_ok(m.content, sizeof(m.content));
     field_ok(m.msg_id, sizeof(m.msg_id));
     CHECK(m.to_user[0] && m.from_user[0] && m.msg_type[0] && m.create_time >= 0);
-    CHECK(strspn(m.msg_id, "0123456789") == strlen(m.msg_id));
+    CHECK(strspn(m.msg_id, "0123456789") == strlen(m.msg_id) && strlen(m.msg_id) <= 20);
 }
 
 static void oa_envelope(const char *xml, size_t len)
