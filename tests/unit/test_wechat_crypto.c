@@ -34,28 +34,39 @@ static void test_signatures(void **state)
     assert_true(pgw_wx_signature_ok(v4, 4, "8edac0945683c119ee71c9f6256d76c48aa08a96"));
 }
 
+/* A research vector's URL check in safe mode: msg_signature over (token,
+ * timestamp, nonce, echostr) holds, and echostr decrypts for appid to the
+ * digits `want`. key: the vector's AES key, for what the caller checks next. */
+static void echo_checks(const char *aes_key, const char *const parts[4], const char *signature,
+                        const char *appid, const char *want, uint8_t key[PGW_WX_AES_KEY_LEN])
+{
+    assert_int_equal(pgw_wx_aes_key(aes_key, key, NULL), PGW_OK);
+    assert_true(pgw_wx_signature_ok(parts, 4, signature));
+    char msg[128];
+    size_t len = 0;
+    assert_int_equal(pgw_wx_decrypt(key, appid, parts[3], msg, sizeof(msg), &len, NULL), PGW_OK);
+    assert_string_equal(msg, want);
+    assert_int_equal(len, strlen(want));
+}
+
 static void test_official_sample_decrypts(void **state)
 {
     (void)state;
     uint8_t key[PGW_WX_AES_KEY_LEN];
-    assert_int_equal(pgw_wx_aes_key("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", key, NULL),
-                     PGW_OK);
+    /* URL verification: the echostr and its msg_signature. */
+    const char *echo[] = {
+        "QDG6eK", "1409659589", "263014780",
+        "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ=="};
+    echo_checks("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", echo,
+                "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3", "wx5823bf96d3bd56c7",
+                "1616140317555161061", key);
     static const uint8_t want_key[] = {0x8d, 0x69, 0x98, 0x9b, 0xba, 0xab, 0xe6, 0x73,
                                        0x28, 0x01, 0x4c, 0x19, 0x46, 0x31, 0xad, 0x07,
                                        0x19, 0xb3, 0xdc, 0xa0, 0x35, 0xb6, 0x40, 0x23,
                                        0xdf, 0x29, 0x24, 0x47, 0xaa, 0xb6, 0x07, 0x60};
     assert_memory_equal(key, want_key, sizeof(want_key));
-    /* URL verification: the echostr and its msg_signature. */
-    const char *echostr =
-        "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ==";
-    const char *parts[] = {"QDG6eK", "1409659589", "263014780", echostr};
-    assert_true(pgw_wx_signature_ok(parts, 4, "5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3"));
     char msg[1024];
     size_t len = 0;
-    assert_int_equal(
-        pgw_wx_decrypt(key, "wx5823bf96d3bd56c7", echostr, msg, sizeof(msg), &len, NULL), PGW_OK);
-    assert_string_equal(msg, "1616140317555161061");
-    assert_int_equal(len, 19);
     /* A message: 284 bytes of XML. */
     const char *encrypt =
         "RypEvHKD8QQKFhvQ6QleEB4J58tiPdvo+rtK1I9qca6aM/wvqnLSV5zEPeusUiX5L5X/0lWfrf0QADHHhGd3QczcdC"
@@ -99,20 +110,14 @@ static void test_wechatpy_echo(void **state)
 {
     (void)state;
     uint8_t key[PGW_WX_AES_KEY_LEN];
-    assert_int_equal(pgw_wx_aes_key("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR", key, NULL),
-                     PGW_OK);
-    const char *echostr =
-        "4ByGGj+sVCYcvGeQYhaKIk1o0pQRNbRjxybjTGblXrBaXlTXeOo1+bXFXDQQb1o6co6Yh9Bv41n7hOchLF6p+Q==";
-    const char *parts[] = {"123456", "1411443780", "437374425", echostr};
-    assert_true(pgw_wx_signature_ok(parts, 4, "dd6b9c95b495b3f7e2901bfbc76c664930ffdb96"));
-    const char *off[] = {"123456", "1411443780", "437374424", echostr};
+    const char *echo[] = {
+        "123456", "1411443780", "437374425",
+        "4ByGGj+sVCYcvGeQYhaKIk1o0pQRNbRjxybjTGblXrBaXlTXeOo1+bXFXDQQb1o6co6Yh9Bv41n7hOchLF6p+Q=="};
+    echo_checks("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR", echo,
+                "dd6b9c95b495b3f7e2901bfbc76c664930ffdb96", "wx49f0ab532d5d035a",
+                "5927782489442352469", key);
+    const char *off[] = {"123456", "1411443780", "437374424", echo[3]};
     assert_false(pgw_wx_signature_ok(off, 4, "dd6b9c95b495b3f7e2901bfbc76c664930ffdb96"));
-    char msg[128];
-    size_t len = 0;
-    assert_int_equal(
-        pgw_wx_decrypt(key, "wx49f0ab532d5d035a", echostr, msg, sizeof(msg), &len, NULL), PGW_OK);
-    assert_string_equal(msg, "5927782489442352469");
-    assert_int_equal(len, 19);
 }
 
 static void test_java_sample_encrypts(void **state)
