@@ -694,6 +694,77 @@ static int refund_too_early(pgw_command *cmd, int64_t purchased)
                        refund_at, (long long)(purchased - cmd->at), cmd->original, purchase_at);
 }
 
+/* Whether `rule` is a challenge's ("campaign:<id>" of kind challenge). */
+static bool challenge_rule(const pgw_rules *rules, const char *rule)
+{
+    if (strncmp(rule, "campaign:", 9) != 0)
+        return false;
+    for (size_t i = 0; i < rules->n_campaigns; i++) {
+        if (strcmp(rules->campaigns[i].id, rule + 9) == 0)
+            return rules->campaigns[i].kind == PGW_CAMPAIGN_CHALLENGE;
+    }
+    return false;
+}
+
+/* Frees a refund's share of one "rule=points" entry of its purchase's
+ * breakdown, on the purchase's day (a cut last entry is passed over). */
+static int give_back_cap(pgw_store *store, const pgw_ledger_policy *policy,
+                         const pgw_earn_record *e, int64_t day, int64_t refunded_before,
+                         const char *entry, size_t len, pgw_err *err)
+{
+    char rule[PGW_RULE_MAX + 1];
+    const char *eq = memchr(entry, '=', len);
+    size_t digits = eq != NULL ? len - (size_t)(eq - entry) - 1 : 0;
+    if (eq == NULL || (size_t)(eq - entry) > PGW_RULE_MAX || digits == 0 || digits > 18)
+        return PGW_OK;
+    int64_t points = 0;
+    for (size_t i = 0; i < digits; i++) {
+        if (eq[1 + i] < '0' || eq[1 + i] > '9')
+            return PGW_OK;
+        points = points * 10 + (eq[1 + i] - '0');
+    }
+    memcpy(rule, entry, (size_t)(eq - entry));
+    rule[eq - entry] = '\0';
+    if (challenge_rule(policy->rules, rule))
+        return PGW_OK;
+    int64_t before = 0, after = 0;
+    int rc = pgw_refund_target(points, e->amount_fen, refunded_before, &before, err);
+    if (rc == PGW_OK)
+        rc = pgw_refund_target(points, e->amount_fen, e->refunded_fen, &after, err);
+    if (rc == PGW_OK && after > before)
+        rc = pgw_store_take_back_rule_day(store, e->member, day, rule, after - before, err);
+    return rc;
+}
+
+/*
+ * What a refund gives back of its purchase's daily caps: each capped
+ * rule's points on the purchase's day, in the refunded share (floor(points
+ * * R / A) after minus before, as the reversal's), read from its funders'
+ * breakdowns. Not a challenge's: its day says it was paid this month
+ * (paid_challenges), which a refund does not undo. Regression (a review of
+ * the rules): an exchange (a refund, the same buy again that day) earned
+ * nothing of a capped campaign, its cap used by points taken back.
+ */
+static int give_back_caps(pgw_store *store, const pgw_ledger_policy *policy,
+                          const pgw_earn_record *e, const pgw_transfer *funders, int64_t amount_fen,
+                          pgw_err *err)
+{
+    if (policy->rules == NULL) /* priced by no rules here: none to tell challenges by */
+        return PGW_OK;
+    pgw_activity_days days;
+    int rc = activity_days(policy, e->occurred_at, &days, err);
+    for (size_t f = 0; rc == PGW_OK && f < e->n_funders; f++) {
+        const char *entry = funders[f].breakdown;
+        while (rc == PGW_OK && *entry != '\0') {
+            size_t len = strcspn(entry, ",");
+            rc = give_back_cap(store, policy, e, days.today, e->refunded_fen - amount_fen, entry,
+                               len, err);
+            entry += len + (entry[len] == ',');
+        }
+    }
+    return rc;
+}
+
 /* Refunds cmd->original; `buyer` (NULL: whoever bought it) must be its
  * member, checked before anything is said of the purchase (its amount). */
 static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
@@ -770,6 +841,8 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     if (rc != PGW_OK || cmd->replayed)
         return rc;
     rc = pgw_store_update_earn(store, &e, &cmd->err);
+    if (rc == PGW_OK)
+        rc = give_back_caps(store, policy, &e, funders, cmd->amount_fen, &cmd->err);
     if (rc == PGW_OK && cmd->debt_added > 0) {
         int64_t debt = 0;
         rc = pgw_store_member_debt(store, e.member, &found, &debt, &cmd->err);

@@ -1787,6 +1787,44 @@ static void test_a_referral_paying_only_the_referrer_credits_it(void **state)
     assert_int_equal(balance_at(db, "M2", at), before + 200);
 }
 
+/*
+ * Regression (a review of the rules): a refund took back its purchase's
+ * points but not their share of the day's caps, so an exchange (a refund,
+ * then the same buy again that day) earned nothing of double-eleven (cap
+ * 500 a day): "daily cap of campaign:double-eleven reached" by points the
+ * member no longer had. A refund now frees its share of each capped rule
+ * on its purchase's day; a challenge's day, which says it was paid this
+ * month, stays (test_a_challenge_pays_once_a_month).
+ */
+static void test_a_refund_frees_its_share_of_the_daily_caps(void **state)
+{
+    const db_fixture *db = *state;
+    static event_run er;
+    event_run_start(db, &er);
+    const char *rule = "campaign:double-eleven";
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 50000, "2026-11-12T10:00:00+08:00", NULL),
+                     PGW_OK); /* EV1: 500 of 1,000 extra, the day's cap */
+    assert_int_equal(line_points(&er.earning, rule), 500);
+    er.original = "store:S001:EV1";
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 50000, "2026-11-12T11:00:00+08:00", NULL),
+                     PGW_OK);
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 50000, "2026-11-12T12:00:00+08:00", NULL),
+                     PGW_OK); /* EV3: the exchange */
+    int64_t exchanged = line_points(&er.earning, rule);
+    er.original = "store:S001:EV3";
+    assert_int_equal(send_event(&er, PGW_EVENT_REFUND, 10000, "2026-11-12T13:00:00+08:00", NULL),
+                     PGW_OK); /* a fifth of EV3: 100 of its 500 */
+    assert_int_equal(send_event(&er, PGW_EVENT_PURCHASE, 50000, "2026-11-12T14:00:00+08:00", NULL),
+                     PGW_OK);
+    int64_t after_part = line_points(&er.earning, rule);
+    writer_stop(er.writer);
+    pgw_config_free(er.cfg);
+    if (exchanged != 500 || after_part != 100)
+        fail_msg("after the refund: %lld (want 500); after a fifth refunded: %lld (want 100)",
+                 (long long)exchanged, (long long)after_part);
+    assert_verifies(db);
+}
+
 /* A referral of `referee` by M2 on `day`: the referrer's points it paid. */
 static int64_t referred(event_run *er, const char *referee, const char *day)
 {
@@ -3272,6 +3310,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_referral_paying_only_the_referrer_credits_it,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_a_referrers_points_keep_the_referral_daily_cap,
+                                        db_fixture_setup_migrated, teardown),
+        cmocka_unit_test_setup_teardown(test_a_refund_frees_its_share_of_the_daily_caps,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_refunds_of_a_purchase_that_earned_nothing,
                                         db_fixture_setup_migrated, teardown),
