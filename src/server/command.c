@@ -751,7 +751,7 @@ static int give_back_caps(pgw_store *store, const pgw_ledger_policy *policy,
 {
     if (policy->rules == NULL) /* priced by no rules here: none to tell challenges by */
         return PGW_OK;
-    pgw_activity_days days;
+    pgw_activity_days days = {0}; /* filled on success only: -O3 warns */
     int rc = activity_days(policy, e->occurred_at, &days, err);
     for (size_t f = 0; rc == PGW_OK && f < e->n_funders; f++) {
         const char *entry = funders[f].breakdown;
