@@ -1276,12 +1276,32 @@ static int record_challenge_days(pgw_store *store, const pgw_ledger_policy *poli
     return rc;
 }
 
+/*
+ * What the lines of `whom` (the member or a referral's referrer) paid, on
+ * its day of their rules (daily caps). A rule's day is kept only where
+ * something reads it back (the rules' day_counted: campaigns and
+ * behaviours, whatever the configuration, so that a cap added later
+ * counts the day's earlier points). The base rate's row was one more
+ * random B-tree leaf per event (RESULTS.md).
+ */
+static int record_rule_days(pgw_store *store, pgw_command *cmd, pgw_beneficiary whom, int64_t today)
+{
+    const pgw_earning *e = cmd->earning;
+    const char *member = whom == PGW_BENEFICIARY_MEMBER ? cmd->member : cmd->referrer;
+    int rc = PGW_OK;
+    for (size_t i = 0; rc == PGW_OK && i < e->n_lines; i++) {
+        const pgw_breakdown_line *line = &e->lines[i];
+        if (line->beneficiary == whom && line->day_counted)
+            rc = pgw_store_add_rule_day(store, member, today, line->rule, line->points, &cmd->err);
+    }
+    return rc;
+}
+
 /* What the event changes in the member's activity, after its points. */
 static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activity_days *days,
                            int64_t spend_day, pgw_member_activity *a)
 {
     const pgw_event *ev = cmd->event;
-    const pgw_earning *earning = cmd->earning;
     bool purchase = ev->type == PGW_EVENT_PURCHASE;
     /* max_events_per_member_per_day bounds the events that move points (a
      * scripted flood of earnings): one that moved none (a second sign-in
@@ -1301,16 +1321,8 @@ static int record_activity(pgw_store *store, pgw_command *cmd, const pgw_activit
             rc = pgw_store_add_member_day(store, cmd->member, spend_day, 0, event_spend(ev), 0,
                                           true, NULL, &cmd->err);
     }
-    /* A rule's day is kept only where something reads it back (the rules'
-     * day_counted: campaigns and behaviours, whatever the configuration,
-     * so that a cap added later counts the day's earlier points). The base
-     * rate's row was one more random B-tree leaf per event (RESULTS.md). */
-    for (size_t i = 0; rc == PGW_OK && i < earning->n_lines; i++) {
-        const pgw_breakdown_line *line = &earning->lines[i];
-        if (line->beneficiary == PGW_BENEFICIARY_MEMBER && line->day_counted)
-            rc = pgw_store_add_rule_day(store, cmd->member, days->today, line->rule, line->points,
-                                        &cmd->err);
-    }
+    if (rc == PGW_OK)
+        rc = record_rule_days(store, cmd, PGW_BENEFICIARY_MEMBER, days->today);
     /* A returning buyer's flags stay as they were, and a member enrolled
      * by this event has them already (enrol): no write for either. */
     if (rc != PGW_OK || !set_flags_after(cmd, days, a))
@@ -1373,19 +1385,6 @@ static int cap_referrer(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     return rc;
 }
 
-/* What the referrer's lines paid, on its day of their rules (daily caps). */
-static int record_referrer_days(pgw_store *store, pgw_command *cmd, int64_t today)
-{
-    const pgw_earning *e = cmd->earning;
-    int rc = PGW_OK;
-    for (size_t i = 0; rc == PGW_OK && i < e->n_lines; i++) {
-        if (e->lines[i].beneficiary == PGW_BENEFICIARY_REFERRER && e->lines[i].day_counted)
-            rc = pgw_store_add_rule_day(store, cmd->referrer, today, e->lines[i].rule,
-                                        e->lines[i].points, &cmd->err);
-    }
-    return rc;
-}
-
 static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
                       int64_t debt, int64_t today)
 {
@@ -1425,7 +1424,7 @@ static int earn_lines(pgw_store *store, const pgw_ledger_policy *policy, pgw_com
         rc = credit_member(store, policy, cmd, cmd->referrer, NULL, referrer_points,
                            cmd->transfers[0].id);
     if (rc == PGW_OK && !cmd->replayed && referrer_points > 0)
-        rc = record_referrer_days(store, cmd, today);
+        rc = record_rule_days(store, cmd, PGW_BENEFICIARY_REFERRER, today);
     return rc;
 }
 
