@@ -825,18 +825,23 @@ static int parse_behaviours(const json_t *root, pgw_rules *rules, pgw_err *err)
  * first-purchase bonus: each of the member's purchases; a challenge's:
  * every purchase after the threshold, to the month's end).
  */
+/* The risk limit `points` pass (behaviour points: the daily one too),
+ * *max its value; NULL for none. */
+static const char *limit_passed(int64_t points, bool behaviour, const pgw_risk_config *r,
+                                int64_t *max)
+{
+    *max = r->max_points_per_event;
+    if (points > *max)
+        return "max_points_per_event";
+    *max = r->max_behaviour_points_per_day;
+    return behaviour && points > *max ? "max_behaviour_points_per_day" : NULL;
+}
+
 static int check_award(const char *path, int64_t points, bool behaviour, const pgw_risk_config *r,
                        pgw_err *err)
 {
-    const char *limit = NULL;
     int64_t max = 0;
-    if (points > r->max_points_per_event) {
-        limit = "max_points_per_event";
-        max = r->max_points_per_event;
-    } else if (behaviour && points > r->max_behaviour_points_per_day) {
-        limit = "max_behaviour_points_per_day";
-        max = r->max_behaviour_points_per_day;
-    }
+    const char *limit = limit_passed(points, behaviour, r, &max);
     if (limit == NULL)
         return PGW_OK;
     return pgw_err_set(err, PGW_EINVAL,
@@ -855,10 +860,9 @@ static int check_sign_in_day(const pgw_behaviours *b, const pgw_risk_config *r, 
     int64_t most = b->sign_in.points; /* each <= PGW_POINTS_MAX: 9 of them fit int64 */
     for (size_t i = 0; i < b->n_streaks; i++)
         most += b->streaks[i].bonus_points;
-    bool per_event = most > r->max_points_per_event;
-    int64_t max = per_event ? r->max_points_per_event : r->max_behaviour_points_per_day;
-    const char *limit = per_event ? "max_points_per_event" : "max_behaviour_points_per_day";
-    if (!b->sign_in.enabled || most <= max)
+    int64_t max = 0;
+    const char *limit = limit_passed(most, true, r, &max);
+    if (!b->sign_in.enabled || limit == NULL)
         return PGW_OK;
     return pgw_err_set(err, PGW_EINVAL,
                        "$.behaviours.sign_in: points %lld and every streak's bonus_points (a day "
