@@ -159,6 +159,17 @@ def write_config(tmp, fake_port):
     return path
 
 
+def edited_config(tmp, fake_port, edit):
+    """write_config's file with edit(cfg) applied to it: its path and cfg."""
+    path = write_config(tmp, fake_port)
+    with open(path) as f:
+        cfg = json.load(f)
+    edit(cfg)
+    with open(path, "w") as f:
+        json.dump(cfg, f, ensure_ascii=False)
+    return path, cfg
+
+
 # A database serve migrated once, that each server of a test's own starts
 # from a copy of: its migrations were half of serve's start (2.6 of 5.2 s
 # on a loaded machine), for each of the suites' dozens of servers. What the
@@ -3908,15 +3919,13 @@ def notice_pages(tmp, fake, env):
     official account's template opens."""
     d = os.path.join(tmp, "notice-pages")
     os.makedirs(d)
-    config = write_config(d, fake.port)
-    with open(config) as f:
-        cfg = json.load(f)
-    cfg["channels"]["wechat_mp"]["notice_page"] = "pages/member/points?from=notice"
-    cfg["channels"]["wechat_mp"]["miniprogram_state"] = "trial"
-    cfg["channels"]["wechat_oa"]["mp_jump_page"] = "pages/oa/points"
-    cfg["notify"]["coalesce_window_s"] = 0  # nothing to coalesce: each notice at once
-    with open(config, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
+
+    def pages(cfg):
+        cfg["channels"]["wechat_mp"]["notice_page"] = "pages/member/points?from=notice"
+        cfg["channels"]["wechat_mp"]["miniprogram_state"] = "trial"
+        cfg["channels"]["wechat_oa"]["mp_jump_page"] = "pages/oa/points"
+        cfg["notify"]["coalesce_window_s"] = 0  # nothing to coalesce: each notice at once
+    config, cfg = edited_config(d, fake.port, pages)
     srv = Server(d, config, env)
     try:
         tpl = cfg["channels"]["wechat_mp"]["templates"]["points_arrived"]
@@ -3962,12 +3971,8 @@ def unread_answer_sends_nothing_more(tmp, fake, env):
     message, last_error saying WeChat's answer could not be read."""
     d = os.path.join(tmp, "unread-answer")
     os.makedirs(d)
-    config = write_config(d, fake.port)
-    with open(config) as f:
-        cfg = json.load(f)
-    cfg["notify"]["coalesce_window_s"] = 0  # nothing to coalesce: each notice at once
-    with open(config, "w") as f:
-        json.dump(cfg, f, ensure_ascii=False)
+    # nothing to coalesce: each notice at once
+    config, cfg = edited_config(d, fake.port, lambda c: c["notify"].update(coalesce_window_s=0))
     srv = Server(d, config, env)
     try:
         tpl = cfg["channels"]["wechat_mp"]["templates"]["points_arrived"]
