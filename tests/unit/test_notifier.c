@@ -906,6 +906,16 @@ static void subscribe(const rig *r, const char *member, const char *openid)
         fail_msg("%s", err.msg);
 }
 
+/* A rig of cfg whose member M1 (13800138000) has a notice pending, the
+ * mini program's openid oMpAlpha and a unit of its subscribe quota. */
+static void rig_open_m1_subscribed(const db_fixture *f, pgw_config *cfg, rig *r)
+{
+    rig_open(f, cfg, r);
+    member_with_notice(r->store, r->vault, "M1", "13800138000");
+    bind_mp_openid(r, "M1", "oMpAlpha", 1);
+    subscribe(r, "M1", "oMpAlpha");
+}
+
 /* The mall with retries after a second, and the quiet hours now when `quiet`. */
 static pgw_config *mall_retrying(bool quiet)
 {
@@ -1073,10 +1083,7 @@ static void test_no_wechat_after_an_sms_given_up_that_may_have_gone(void **state
     cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
         (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_SMS, PGW_CHANNEL_MP}};
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    rig_open_m1_subscribed(f, cfg, &r);
     json_decref(fake_request(&FAKE, "POST", "/_fake/faults",
                              json_pack("{s:s,s:i,s:s}", "provider", "tencent", "count", 1, "code",
                                        "PgwFake.NotKnownHere")));
@@ -1115,10 +1122,7 @@ static pgw_notice retry_after_a_lost_subscribe_message(const db_fixture *f, json
         snprintf(cfg->wechat_oa.secret_env, sizeof(cfg->wechat_oa.secret_env), "%s", oa_secret_env);
     cfg->notify.retry_base_delay_ms = cfg->notify.retry_max_delay_ms = 600 * 1000;
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    rig_open_m1_subscribed(f, cfg, &r);
     json_decref(fake_request(&WX, "POST", "/_fake/faults",
                              json_pack("{s:s,s:i,s:b}", "path", "/cgi-bin/message/subscribe/send",
                                        "count", 1, "lose_answer", 1)));
@@ -4240,10 +4244,7 @@ static void test_an_unread_answer_after_a_daily_quota_does_not_wait_for_it(void 
     cfg->notify.routes[PGW_NOTICE_POINTS_ARRIVED] =
         (pgw_notice_order){.n = 2, .channel = {PGW_CHANNEL_OA, PGW_CHANNEL_MP}};
     rig r;
-    rig_open(f, cfg, &r);
-    member_with_notice(r.store, r.vault, "M1", "13800138000");
-    bind_mp_openid(&r, "M1", "oMpAlpha", 1);
-    subscribe(&r, "M1", "oMpAlpha");
+    rig_open_m1_subscribed(f, cfg, &r);
     m1_follows(&r, now);
     json_decref(fake_request(&WX, "POST", "/_fake/faults",
                              json_pack("{s:s,s:i,s:i}", "path", "/cgi-bin/message/template/send",
