@@ -205,21 +205,22 @@ static int repay_from_hold(pgw_store *store, const pgw_hold_record *h, int64_t u
 }
 
 /*
- * Settles hold `h` (its state, captured and capture transfer set): what it
- * did not spend repays debt first (repay_from_hold), its lots get back the
- * rest, and none of it counts as redeemed on the day the hold was made any
- * more (check_spend_risk counted all of it then, for
- * max_redeem_points_per_day: a voided hold kept a member from redeeming
- * for the rest of the day).
+ * Settles hold `h` (its state, captured and capture transfer set) at `at`,
+ * or at its deadline when it expired: what it did not spend repays debt
+ * first (repay_from_hold), its lots get back the rest then, and none of it
+ * counts as redeemed on the day the hold was made any more
+ * (check_spend_risk counted all of it then, for max_redeem_points_per_day:
+ * a voided hold kept a member from redeeming for the rest of the day).
  */
 static int settle_hold(pgw_store *store, const pgw_ledger_policy *policy, const pgw_hold_record *h,
-                       pgw_err *err)
+                       int64_t at, pgw_err *err)
 {
     PGW_ASSERT(h->state != PGW_HOLD_PENDING && h->captured >= 0 && h->captured <= h->points);
     int64_t unspent = h->points - h->captured;
+    int64_t released = h->state == PGW_HOLD_EXPIRED ? h->deadline : at;
     int rc = repay_from_hold(store, h, unspent, err);
     if (rc == PGW_OK)
-        rc = pgw_store_release_hold(store, h->id, err);
+        rc = pgw_store_release_hold(store, h->id, released, err);
     if (rc == PGW_OK && unspent > 0 && policy->risk.max_redeem_points_per_day > 0) {
         pgw_activity_days days = {0}; /* -O3 cannot see activity_days fill it */
         rc = activity_days(policy, h->created_at, &days, err);
@@ -242,7 +243,7 @@ static int expire_due_holds(pgw_store *store, const pgw_ledger_policy *policy, c
            n > 0) {
         for (size_t i = 0; rc == PGW_OK && i < n; i++) {
             due[i].state = PGW_HOLD_EXPIRED;
-            rc = settle_hold(store, policy, &due[i], err);
+            rc = settle_hold(store, policy, &due[i], at, err);
         }
         if (rc != PGW_OK)
             break;
@@ -545,9 +546,13 @@ static int lot_arrival(pgw_store *store, const pgw_lot *lot, const char *earner,
  * dated at that merge when it is later, not at a later merge that brought
  * others (which would move the expiry out of the run's period). When the
  * merge cannot be traced, the newest merge into the member bounds it.
+ * Nor is it dated before points last came back to the lot (`back_at`: a
+ * return's date, a hold's release), for the same reason: the return's
+ * credit is dated then, and a void's points were not free before.
  */
-static int date_expiry(pgw_store *store, const pgw_lot *lot, pgw_command *cmd)
+static int date_expiry(pgw_store *store, const pgw_lot *lot, int64_t back_at, pgw_command *cmd)
 {
+    cmd->at = pgw_max64(cmd->at, back_at);
     char own[PGW_ACCOUNT_MAX + 1];
     member_account(lot->member, own);
     pgw_transfer first;
@@ -578,15 +583,15 @@ static int apply_expire_lot(pgw_store *store, pgw_command *cmd)
 {
     pgw_lot lot;
     bool found = false;
-    int64_t expired = 0;
-    int rc = pgw_store_get_lot(store, cmd->lot_id, &found, &lot, &expired, &cmd->err);
+    int64_t expired = 0, back_at = 0;
+    int rc = pgw_store_get_lot(store, cmd->lot_id, &found, &lot, &expired, &back_at, &cmd->err);
     if (rc == PGW_OK && !found)
         rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no lot %lld", (long long)cmd->lot_id);
     if (rc == PGW_OK && (lot.left == 0 || lot.expires_at > cmd->at))
         rc = pgw_err_set(&cmd->err, PGW_ESTATE, "lot %lld has nothing due to expire",
                          (long long)cmd->lot_id);
     if (rc == PGW_OK)
-        rc = date_expiry(store, &lot, cmd);
+        rc = date_expiry(store, &lot, back_at, cmd);
     if (rc != PGW_OK)
         return rc;
     snprintf(cmd->key, sizeof(cmd->key), "expire:lot:%lld:%lld", (long long)lot.id,
@@ -957,7 +962,7 @@ static int apply_capture(pgw_store *store, const pgw_ledger_policy *policy, pgw_
     h.state = cmd->hold_state = PGW_HOLD_CAPTURED;
     h.captured = cmd->points_moved = spend;
     h.capture_transfer = t->id;
-    return settle_hold(store, policy, &h, &cmd->err);
+    return settle_hold(store, policy, &h, cmd->at, &cmd->err);
 }
 
 /* VOID (pending holds) and EXPIRE_HOLD (pending past the deadline). */
@@ -977,7 +982,7 @@ static int apply_release(pgw_store *store, const pgw_ledger_policy *policy, pgw_
     h.state = cmd->hold_state = cmd->kind == PGW_COMMAND_VOID ? PGW_HOLD_VOIDED : PGW_HOLD_EXPIRED;
     cmd->points_moved = h.points;
     if (rc == PGW_OK)
-        rc = settle_hold(store, policy, &h, &cmd->err);
+        rc = settle_hold(store, policy, &h, cmd->at, &cmd->err);
     return rc == PGW_OK ? append_transfers(store, cmd) : rc; /* none: records the key */
 }
 
@@ -1058,7 +1063,8 @@ static int return_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
  * Gives cmd->points of the spend back, what it took last first: as if it
  * had spent that much less. As an earn's points do, they repay the
  * member's debt first (those go to no lot); the rest return to their lots,
- * with their expiry (a lot past its date: the next expiry run takes them).
+ * with their expiry (a lot past its date: the next expiry run takes them,
+ * dated no earlier than this return).
  */
 static int give_back(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd)
 {
@@ -1082,7 +1088,8 @@ static int give_back(pgw_store *store, const pgw_ledger_policy *policy, pgw_comm
             if (rc == PGW_OK)
                 rc = pgw_store_add_spent(store, cmd->original, lot->id, -take, &cmd->err);
             if (rc == PGW_OK && take > paid)
-                rc = pgw_store_move_lot_points(store, lot->id, take - paid, 0, &cmd->err);
+                rc =
+                    pgw_store_give_back_lot_points(store, lot->id, take - paid, cmd->at, &cmd->err);
             if (lot->expires_at <= figures_at(cmd))
                 cmd->returned_lapsed += take - paid;
             to_debt -= paid;

@@ -72,6 +72,8 @@
 #define LOT_COLUMNS                                                                                \
     "id, member, points, left_points, held, earned_at, expires_at, source_transfer, expired"
 #define VERIFY_PAGE 512
+/* A lot's back_at (schema 38) moved to `at` when that is later. */
+#define BACK_AT(at) " back_at = CASE WHEN back_at < " at " THEN " at " ELSE back_at END"
 #define INSERT_LOT                                                                                 \
     "INSERT INTO lots (member, points, left_points, held, earned_at, expires_at, source_transfer)" \
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -132,6 +134,7 @@ enum {
     ST_MEMBER_HOLD_FIGURES,
     ST_SPENDABLE_LOTS,
     ST_MOVE_LOT,
+    ST_GIVE_BACK_LOT,
     ST_INSERT_EARN,
     ST_SELECT_EARN,
     ST_SELECT_UNEARNED,
@@ -436,7 +439,7 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_INSERT_LOT] = INSERT_LOT,
     [ST_ADD_LOT_SUMS] = "UPDATE members SET lots_left = lots_left + ?2, lots_held = lots_held + ?3"
                         " WHERE id = ?1",
-    [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS " FROM lots WHERE id = ?1",
+    [ST_SELECT_LOT] = "SELECT " LOT_COLUMNS ", back_at FROM lots WHERE id = ?1",
     [ST_EXPIRE_LOT] = "UPDATE lots SET left_points = left_points - ?2, expired = expired + ?2"
                       " WHERE id = ?1 AND left_points >= ?2",
     /* The earn whose lot it is counts them too: a refund does not take back
@@ -486,6 +489,8 @@ static const char *const STATEMENTS[ST_COUNT] = {
     /* clang-format on */
     [ST_MOVE_LOT] = "UPDATE lots SET left_points = left_points + ?2, held = held + ?3"
                     " WHERE id = ?1 AND left_points + ?2 >= 0 AND held + ?3 >= 0",
+    [ST_GIVE_BACK_LOT] =
+        "UPDATE lots SET left_points = left_points + ?2," BACK_AT("?3") " WHERE id = ?1",
     [ST_INSERT_EARN] = "INSERT INTO earns (first_transfer, member, amount_fen, points,"
                        " n_funders) VALUES (?1, ?2, ?3, ?4, ?5)",
     /* An earn is found by its purchase's key through the idempotency record. */
@@ -525,10 +530,13 @@ static const char *const STATEMENTS[ST_COUNT] = {
         " l.source_transfer, l.expired, p.points FROM hold_portions p JOIN lots l ON l.id = p.lot"
         " WHERE p.hold = ?1 AND p.points > 0 AND " LOT_ORDER_AFTER(
             "l.", "2", "3", "4") " ORDER BY l.expires_at, l.earned_at, l.id LIMIT ?5",
+    /* clang-format off */
     [ST_RELEASE_LOTS] =
-        "UPDATE lots SET held = held - p.points, left_points = left_points + p.points"
+        "UPDATE lots SET held = held - p.points, left_points = left_points + p.points,"
+        BACK_AT("?2")
         " FROM (SELECT lot, points FROM hold_portions WHERE hold = ?1 AND points > 0) AS p"
         " WHERE lots.id = p.lot",
+    /* clang-format on */
     [ST_EMPTY_PORTIONS] = "UPDATE hold_portions SET points = 0 WHERE hold = ?1 AND points > 0",
     /* What a spend (a redemption's or a capture's key) took of each lot and
      * has not had back (schema 37); read in reverse consumption order: a
@@ -1561,6 +1569,14 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
     "  points INTEGER NOT NULL CHECK (points >= 0),"
     "  PRIMARY KEY (spend, lot)"
     ") STRICT, WITHOUT ROWID;",
+    /* 38: when points last came back to a lot's free part (a return, a
+     * hold's release: pgw_store_give_back_lot_points, pgw_store_release_hold),
+     * so that an expiry run as of a moment before that is dated then
+     * (command.c date_expiry), not before the points were back: a
+     * return's 30 points given back on 10 March to a lot due on 1 March and
+     * expired by a run as of 5 March left the member's balance by date at
+     * -30 from 5 to 10 March. 0: none came back since the upgrade. */
+    "ALTER TABLE lots ADD COLUMN back_at INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -3804,7 +3820,7 @@ static bool portion_row(pgw_sql_stmt *st, void *item)
 }
 
 int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
-                      pgw_err *err)
+                      int64_t *back_at, pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_SELECT_LOT];
     pgw_sql_bind_int64(st, 1, id);
@@ -3816,6 +3832,8 @@ int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64
                          (long long)id);
     else if (!*found && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a lot", err);
+    if (*found && back_at != NULL)
+        *back_at = pgw_sql_column_int64(st, 9);
     pgw_sql_reset(st);
     return rc;
 }
@@ -3980,6 +3998,17 @@ int pgw_store_move_lot_points(pgw_store *s, int64_t id, int64_t d_left, int64_t 
     pgw_sql_bind_int64(st, 2, d_left);
     pgw_sql_bind_int64(st, 3, d_held);
     return update_one(s, st, "moving a lot's points", err);
+}
+
+int pgw_store_give_back_lot_points(pgw_store *s, int64_t id, int64_t points, int64_t at,
+                                   pgw_err *err)
+{
+    PGW_ASSERT(points > 0);
+    pgw_sql_stmt *st = s->st[ST_GIVE_BACK_LOT];
+    pgw_sql_bind_int64(st, 1, id);
+    pgw_sql_bind_int64(st, 2, points);
+    pgw_sql_bind_int64(st, 3, at);
+    return update_one(s, st, "giving points back to a lot", err);
 }
 
 /* ---- earns ------------------------------------------------------------------ */
@@ -4207,10 +4236,11 @@ int pgw_store_hold_portions(pgw_store *s, const char *hold, const pgw_lot *after
                      err);
 }
 
-int pgw_store_release_hold(pgw_store *s, const char *hold, pgw_err *err)
+int pgw_store_release_hold(pgw_store *s, const char *hold, int64_t at, pgw_err *err)
 {
     pgw_sql_stmt *st = s->st[ST_RELEASE_LOTS];
     pgw_sql_bind_text(st, 1, hold);
+    pgw_sql_bind_int64(st, 2, at);
     int rc = step_done(s, st, "releasing a hold's lots", err);
     if (rc != PGW_OK)
         return rc;

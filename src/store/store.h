@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 37
+#define PGW_STORE_SCHEMA_VERSION 38
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):
@@ -344,9 +344,11 @@ int pgw_store_put_member(pgw_store *store, const char *member, int64_t debt, int
  * points > 0. Its id is not returned: a member's lots are found
  * by pgw_store_spendable_lots, due ones by pgw_store_due_lots. */
 int pgw_store_insert_lot(pgw_store *store, const pgw_lot *lot, pgw_err *err);
-/* Reads one lot and how many of its points have expired so far. */
+/* Reads one lot, how many of its points have expired so far, and when
+ * points last came back to its free part (*back_at; 0: none since schema
+ * 38; back_at may be NULL). */
 int pgw_store_get_lot(pgw_store *store, int64_t id, bool *found, pgw_lot *out, int64_t *expired,
-                      pgw_err *err);
+                      int64_t *back_at, pgw_err *err);
 /* The occurred_at of the newest MERGE transfer into `member`'s account (0
  * when none was merged into it): an expiry of a lot a merge brought is not
  * dated before it (command.c date_expiry). */
@@ -398,6 +400,13 @@ int pgw_store_spendable_lots(pgw_store *store, const char *member, int64_t now,
 /* Adds d_left and d_held to a lot; PGW_ESTATE when either would go negative. */
 int pgw_store_move_lot_points(pgw_store *store, int64_t id, int64_t d_left, int64_t d_held,
                               pgw_err *err);
+/* Gives `points` (> 0) back to a lot's free part at `at` (a return's
+ * date): its back_at becomes `at` when that is later, so that no expiry of
+ * them is dated before they were back (command.c date_expiry).
+ * PGW_ESTATE when the lot is not there; a lot given more than its points
+ * breaks its CHECK (an error too). */
+int pgw_store_give_back_lot_points(pgw_store *store, int64_t id, int64_t points, int64_t at,
+                                   pgw_err *err);
 
 /* ---- earns: what refunds of a purchase may reverse ------------------------ */
 
@@ -480,9 +489,11 @@ typedef struct pgw_portion {
 int pgw_store_hold_portions(pgw_store *store, const char *hold, const pgw_lot *after,
                             pgw_portion *out, size_t cap, size_t *n, pgw_err *err);
 
-/* Returns every point a hold still reserves to its lots (held -> left) and
- * empties its portions. */
-int pgw_store_release_hold(pgw_store *store, const char *hold, pgw_err *err);
+/* Returns every point a hold still reserves to its lots (held -> left) at
+ * `at` (when it was captured or voided, or its deadline), each lot's
+ * back_at moved to `at` when that is later (pgw_store_give_back_lot_points
+ * says why), and empties its portions. */
+int pgw_store_release_hold(pgw_store *store, const char *hold, int64_t at, pgw_err *err);
 
 /* ---- what spends took of lots (schema 37), for returns ------------------ */
 

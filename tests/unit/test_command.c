@@ -1089,7 +1089,7 @@ static void assert_lot_left(const db_fixture *db, int64_t id, int64_t left)
     int64_t expired = 0;
     bool found = false;
     assert_int_equal(pgw_store_open(db->url, false, &s, NULL), PGW_OK);
-    assert_int_equal(pgw_store_get_lot(s, id, &found, &lot, &expired, NULL), PGW_OK);
+    assert_int_equal(pgw_store_get_lot(s, id, &found, &lot, &expired, NULL, NULL), PGW_OK);
     assert_true(found);
     assert_int_equal(lot.left, left);
     pgw_store_close(s);

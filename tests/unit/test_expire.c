@@ -96,7 +96,7 @@ static void test_earn_creates_lots_and_replays_do_not(void **state)
     bool found = false;
     pgw_lot l;
     int64_t expired = -1;
-    assert_int_equal(pgw_store_get_lot(s, lot, &found, &l, &expired, NULL), PGW_OK);
+    assert_int_equal(pgw_store_get_lot(s, lot, &found, &l, &expired, NULL, NULL), PGW_OK);
     assert_true(found);
     assert_int_equal(l.points, 256);
     assert_int_equal(l.left, 256);
@@ -381,6 +381,110 @@ static void test_an_expiry_is_dated_by_the_merge_that_brought_its_lot(void **sta
     free(cmd);
 }
 
+/* A spend's command of M1 at S002: a redemption or hold `id` of `points`
+ * (a hold until `deadline`), a void of hold `id`, or a return of `points`
+ * of redemption `id`; keyed by `key`. */
+static int spend(pgw_writer *w, pgw_command_kind kind, const char *key, const char *id,
+                 int64_t points, int64_t deadline, int64_t when)
+{
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    assert_non_null(cmd);
+    cmd->kind = kind;
+    snprintf(cmd->key, sizeof(cmd->key), "%s", key);
+    memcpy(cmd->fingerprint, key, strlen(key) < PGW_HASH_LEN ? strlen(key) : PGW_HASH_LEN);
+    snprintf(cmd->channel, sizeof(cmd->channel), "store");
+    snprintf(cmd->member, sizeof(cmd->member), "M1");
+    snprintf(cmd->shop, sizeof(cmd->shop), "S002");
+    snprintf(cmd->hold_id, sizeof(cmd->hold_id), "%s", id);
+    if (kind == PGW_COMMAND_RETURN)
+        snprintf(cmd->original, sizeof(cmd->original), "redeem:%s", id);
+    cmd->points = points;
+    cmd->deadline = deadline;
+    cmd->at = when;
+    pgw_err err;
+    int rc = pgw_writer_run(w, cmd, &err);
+    if (rc != PGW_OK)
+        print_message("%s: %s\n", key, err.msg);
+    free(cmd);
+    return rc;
+}
+
+/* Runs expiry as of `as_of` (after everything before it was written): the
+ * points it expires and the date of the last expiry it writes. */
+static int64_t expire_as_of(db_fixture *f, pgw_writer *w, int64_t as_of, int64_t *dated)
+{
+    pgw_expire_report rep;
+    pgw_err err;
+    if (pgw_expire_due(w, f->url, as_of, NULL, NULL, NULL, &rep, &err) != PGW_OK)
+        fail_msg("expire: %s", err.msg);
+    *dated = db_fixture_int64(f, "SELECT occurred_at FROM transfers WHERE kind = 4"
+                                 " ORDER BY id DESC LIMIT 1");
+    return rep.points;
+}
+
+/* Regression (H-X's probe): `expire --as-of T` run after points came back
+ * to a lot due before T dated their expiry at T, before they were back. A
+ * return on 10 March gave 30 points back to a lot due on 1 March; a run as
+ * of 5 March then expired them dated 5 March, and the member's balance by
+ * date was -30 from 5 to 10 March (the return's credit dated 10 March). A
+ * void likewise expired points dated 5 March that were reserved until 10
+ * March, and a hold past its deadline points reserved until that deadline:
+ * README says held points expire only once released. Such an expiry is
+ * dated when its lot's points came back, as one is at the merge that
+ * brought its lot. */
+static void test_an_expiry_is_not_dated_before_its_points_came_back(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    const int64_t as_of = at("2026-03-05T00:00:00+08:00");
+    const int64_t back = at("2026-03-10T09:00:00+08:00");
+    /* Each case's lot of 100 is due on 1 March; 30 of it spent or held on 20 February. */
+    assert_int_equal(earn(w, cmd, "k:1", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(
+        spend(w, PGW_COMMAND_REDEEM, "redeem:D1", "D1", 30, 0, at("2026-02-20T12:00:00+08:00")),
+        PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_RETURN, "return:redeem:D1/1", "D1", 30, 0, back), PGW_OK);
+    int64_t dated = 0;
+    assert_int_equal(expire_as_of(f, w, as_of, &dated), 100);
+    assert_int_equal(dated, back);
+
+    assert_int_equal(earn(w, cmd, "k:2", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_HOLD, "hold:S002:H1", "H1", 30,
+                           at("2026-03-20T00:00:00+08:00"), at("2026-02-20T12:00:00+08:00")),
+                     PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_VOID, "void:S002:H1", "H1", 0, 0, back), PGW_OK);
+    assert_int_equal(expire_as_of(f, w, as_of, &dated), 100);
+    assert_int_equal(dated, back);
+
+    /* H2's deadline passed on 8 March; a redemption on 12 March released it. */
+    const int64_t deadline = at("2026-03-08T00:00:00+08:00");
+    assert_int_equal(earn(w, cmd, "k:3", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_HOLD, "hold:S002:H2", "H2", 30, deadline,
+                           at("2026-02-20T12:00:00+08:00")),
+                     PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:4", "M1", 5, 0, at("2026-03-12T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(
+        spend(w, PGW_COMMAND_REDEEM, "redeem:D3", "D3", 1, 0, at("2026-03-12T12:00:00+08:00")),
+        PGW_OK);
+    assert_int_equal(expire_as_of(f, w, as_of, &dated), 100);
+    assert_int_equal(dated, deadline);
+
+    /* A lot none of whose points came back after T keeps the run's date. */
+    assert_int_equal(earn(w, cmd, "k:5", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(
+        spend(w, PGW_COMMAND_REDEEM, "redeem:D2", "D2", 30, 0, at("2026-02-20T12:00:00+08:00")),
+        PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_RETURN, "return:redeem:D2/1", "D2", 10, 0,
+                           at("2026-02-25T12:00:00+08:00")),
+                     PGW_OK);
+    assert_int_equal(expire_as_of(f, w, as_of, &dated), 80);
+    assert_int_equal(dated, as_of);
+    pgw_writer_stop(w);
+    assert_true(verify(f).ok);
+    free(cmd);
+}
+
 /* A stop asked for by seeing the first expiry (on the writer's thread). */
 static void stop_when_seen(void *ctx, const pgw_command *cmd)
 {
@@ -447,6 +551,8 @@ int main(void)
             test_an_expiry_is_not_dated_before_the_merge_that_brought_its_lot, db_fixture_setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_expiry_is_dated_by_the_merge_that_brought_its_lot,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_expiry_is_not_dated_before_its_points_came_back,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_stop_ends_the_run_after_its_page, db_fixture_setup,
                                         db_fixture_teardown),

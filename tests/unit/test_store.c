@@ -760,9 +760,16 @@ static int64_t raw_int(const db_fixture *f, const char *sql)
     return v;
 }
 
+/* Schema 37: no lot remembers when points came back to it. */
+static void back_to_schema_37(const db_fixture *f)
+{
+    step_back(f, "ALTER TABLE lots DROP COLUMN back_at", 37);
+}
+
 /* Schema 36: no spend recorded the lots it took. */
 static void back_to_schema_36(const db_fixture *f)
 {
+    back_to_schema_37(f);
     step_back(f, "DROP TABLE spent_lots", 36);
 }
 
@@ -1424,6 +1431,69 @@ static void test_a_spends_lots_come_back_last_first(void **state)
     assert_int_equal(pgw_store_spent_left(s, "redeem:D1", &left, &recorded, &err), PGW_OK);
     assert_int_equal(left, 0);
     assert_false(recorded);
+    pgw_store_close(s);
+}
+
+/* M1's lot `id`: its free points and its back_at. */
+static void assert_lot_back(pgw_store *s, int64_t id, int64_t left, int64_t back_at)
+{
+    pgw_lot lot;
+    bool found = false;
+    int64_t expired = 0, back = -1;
+    assert_int_equal(pgw_store_get_lot(s, id, &found, &lot, &expired, &back, NULL), PGW_OK);
+    assert_true(found);
+    assert_int_equal(lot.left, left);
+    assert_int_equal(back, back_at);
+}
+
+/*
+ * Schema 38: a lot remembers the newest moment points came back to its
+ * free part, by a return or a hold's release, for the date of its expiry
+ * (command.c date_expiry); an earlier moment does not move it back, and a
+ * database migrated from 37 starts every lot at 0.
+ */
+static void test_a_lot_remembers_when_points_came_back(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    append_range(s, 0, 1);
+    pgw_err err;
+    const int64_t now = 1795486500;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
+    for (int i = 0; i < 2; i++) {
+        pgw_lot lot = {.points = 10,
+                       .left = 10,
+                       .earned_at = now,
+                       .expires_at = now + 86400,
+                       .source_transfer = 1};
+        snprintf(lot.member, sizeof(lot.member), "M1");
+        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+    }
+    assert_lot_back(s, 1, 10, 0);
+    assert_int_equal(pgw_store_move_lot_points(s, 1, -6, 0, &err), PGW_OK);
+    assert_int_equal(pgw_store_give_back_lot_points(s, 1, 4, now + 50, &err), PGW_OK);
+    assert_lot_back(s, 1, 8, now + 50);
+    assert_int_equal(pgw_store_give_back_lot_points(s, 1, 1, now + 20, &err), PGW_OK);
+    assert_lot_back(s, 1, 9, now + 50); /* a backdated return moves nothing back */
+    assert_int_equal(pgw_store_give_back_lot_points(s, 9, 1, now + 60, &err), PGW_ESTATE);
+    pgw_hold_record h = {.points = 5, .deadline = now + 600, .created_at = now};
+    snprintf(h.id, sizeof(h.id), "H1");
+    snprintf(h.member, sizeof(h.member), "M1");
+    snprintf(h.shop, sizeof(h.shop), "S001");
+    assert_int_equal(pgw_store_insert_hold(s, &h, &err), PGW_OK);
+    assert_int_equal(pgw_store_move_lot_points(s, 2, -5, 5, &err), PGW_OK);
+    assert_int_equal(pgw_store_add_portion(s, "H1", 2, 5, &err), PGW_OK);
+    assert_lot_back(s, 2, 5, 0); /* held is not back */
+    assert_int_equal(pgw_store_release_hold(s, "H1", now + 90, &err), PGW_OK);
+    assert_lot_back(s, 2, 10, now + 90);
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    pgw_store_close(s);
+    back_to_schema_37(f);
+    s = open_store(f); /* migrates: no lot knows when points came back before */
+    assert_lot_back(s, 1, 9, 0);
+    assert_lot_back(s, 2, 10, 0);
     pgw_store_close(s);
 }
 
@@ -4039,6 +4109,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_spends_lots_come_back_last_first, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_lot_remembers_when_points_came_back,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_members_reads_skip_its_spent_lots, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_merge_chains_cut_to_one_hop, db_fixture_setup,
