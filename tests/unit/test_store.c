@@ -1330,6 +1330,17 @@ static void test_a_members_merges_are_read_by_its_history(void **state)
     pgw_store_close(s);
 }
 
+/* Inserts a lot of `member` earned by transfer 1 (inside a transaction). */
+static void put_lot(pgw_store *s, const char *member, const pgw_lot *shape)
+{
+    pgw_lot lot = *shape;
+    lot.source_transfer = 1;
+    snprintf(lot.member, sizeof(lot.member), "%s", member);
+    pgw_err err;
+    if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+}
+
 /*
  * Schema 22: a member's reads take its live lots only, which lots_by_member
  * keeps first. Lots stay for the audit once spent, so summing all of them
@@ -1349,15 +1360,12 @@ static void test_a_members_reads_skip_its_spent_lots(void **state)
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
     assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
     for (size_t i = 0; i < sizeof(lots) / sizeof(lots[0]); i++) {
-        pgw_lot lot = {.points = lots[i].points,
-                       .left = lots[i].left,
-                       .held = lots[i].held,
-                       .earned_at = now,
-                       .expires_at = now + 86400,
-                       .source_transfer = 1};
-        snprintf(lot.member, sizeof(lot.member), "M1");
-        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
-            fail_msg("%s", err.msg);
+        put_lot(s, "M1",
+                &(pgw_lot){.points = lots[i].points,
+                           .left = lots[i].left,
+                           .held = lots[i].held,
+                           .earned_at = now,
+                           .expires_at = now + 86400});
     }
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
     pgw_member_figures before = figures_of(s, "M1", now);
@@ -1390,13 +1398,8 @@ static void test_a_spends_lots_come_back_last_first(void **state)
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
     assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
     for (size_t i = 0; i < 3; i++) {
-        pgw_lot lot = {.points = 10,
-                       .earned_at = now,
-                       .expires_at = now + expires[i] * 86400,
-                       .source_transfer = 1};
-        snprintf(lot.member, sizeof(lot.member), "M1");
-        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
-            fail_msg("%s", err.msg);
+        put_lot(s, "M1",
+                &(pgw_lot){.points = 10, .earned_at = now, .expires_at = now + expires[i] * 86400});
         assert_int_equal(pgw_store_add_spent(s, "redeem:D1", (int64_t)i + 1, 10, &err), PGW_OK);
     }
     assert_int_equal(pgw_store_add_spent(s, "redeem:D2", 1, 4, &err), PGW_OK);
@@ -1461,16 +1464,9 @@ static void test_a_lot_remembers_when_points_came_back(void **state)
     const int64_t now = 1795486500;
     assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
     assert_int_equal(pgw_store_put_member(s, "M1", 0, 1, &err), PGW_OK);
-    for (int i = 0; i < 2; i++) {
-        pgw_lot lot = {.points = 10,
-                       .left = 10,
-                       .earned_at = now,
-                       .expires_at = now + 86400,
-                       .source_transfer = 1};
-        snprintf(lot.member, sizeof(lot.member), "M1");
-        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
-            fail_msg("%s", err.msg);
-    }
+    for (int i = 0; i < 2; i++)
+        put_lot(s, "M1",
+                &(pgw_lot){.points = 10, .left = 10, .earned_at = now, .expires_at = now + 86400});
     assert_lot_back(s, 1, 10, 0);
     assert_int_equal(pgw_store_move_lot_points(s, 1, -6, 0, &err), PGW_OK);
     assert_int_equal(pgw_store_give_back_lot_points(s, 1, 4, now + 50, &err), PGW_OK);
@@ -1507,15 +1503,12 @@ static void put_members_lots(pgw_store *s, int64_t now, int n_live)
     assert_int_equal(pgw_store_put_member(s, "M2", 0, 1, &err), PGW_OK);
     for (int i = 0; i < n_live + 5; i++) {
         bool lapsed = i >= n_live && i < n_live + 2, spent = i >= n_live + 2;
-        pgw_lot lot = {.points = 10,
-                       .left = spent ? 0 : 10 - i % 3,
-                       .held = spent ? 0 : i % 3,
-                       .earned_at = now - 86400,
-                       .expires_at = lapsed ? now - i : now + 86400 + i,
-                       .source_transfer = 1};
-        snprintf(lot.member, sizeof(lot.member), "%s", i == n_live + 4 ? "M2" : "M1");
-        if (pgw_store_insert_lot(s, &lot, &err) != PGW_OK)
-            fail_msg("%s", err.msg);
+        put_lot(s, i == n_live + 4 ? "M2" : "M1",
+                &(pgw_lot){.points = 10,
+                           .left = spent ? 0 : 10 - i % 3,
+                           .held = spent ? 0 : i % 3,
+                           .earned_at = now - 86400,
+                           .expires_at = lapsed ? now - i : now + 86400 + i});
     }
     assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
 }
