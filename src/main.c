@@ -1361,7 +1361,7 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
      * the risk rules kept its points in the day's redeem cap. */
     pgw_api_policy(cfg, &opts.policy);
     pgw_writer *writer = NULL;
-    pgw_expire_report report;
+    pgw_expire_report report = {0};
     pgw_err err;
     pgw_err_clear(&err);
     pgw_store *probe = NULL;
@@ -1373,7 +1373,8 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     if (rc == PGW_OK)
         rc = pgw_expire_due(writer, url, as_of, &cfg->rules.tz, NULL, NULL, &report, &err);
     pgw_writer_stop(writer);
-    if (rc != PGW_OK) {
+    /* What a run that failed part way did is said too: it is committed. */
+    if (rc != PGW_OK && report.holds + report.lots + report.failed == 0) {
         fprintf(stderr, "pointsgw expire: %s\n", err.msg);
         return EXIT_USAGE;
     }
@@ -1381,7 +1382,10 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     pgw_format_moment(as_of, &cfg->rules.tz, when);
     printf("released %lld holds past their deadline; expired %lld lots, %lld points, due by %s\n",
            (long long)report.holds, (long long)report.lots, (long long)report.points, when);
-    return EXIT_OK;
+    if (rc == PGW_OK)
+        return EXIT_OK;
+    fprintf(stderr, "pointsgw expire: %s\n", err.msg);
+    return report.failed > 0 ? EXIT_PROBLEM : EXIT_USAGE;
 }
 
 static int cmd_expire(int argc, char **argv)

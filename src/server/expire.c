@@ -68,7 +68,34 @@ typedef struct expire_run {
     pgw_expire_stop stop; /* NULL: never */
     void *stop_ctx;
     pgw_expire_report *out;
+    pgw_err first_failed; /* the run's first hold or lot that failed alone */
 } expire_run;
+
+/*
+ * Whether an expiry's failure `rc` is its own hold's or lot's (its data:
+ * one corrupt row), which must not keep the others from expiring, or the
+ * run's: the storage or the writer down (PGW_EUNAVAILABLE: a whole batch),
+ * memory, a period closed meanwhile, which the next expiries would meet
+ * too. ESTATE (done by another run meanwhile) is no failure.
+ */
+static bool fails_alone(int rc)
+{
+    return rc != PGW_OK && rc != PGW_ESTATE && rc != PGW_EUNAVAILABLE && rc != PGW_ENOMEM &&
+           rc != PGW_ECLOSED;
+}
+
+/* Notes command `cmd`'s failure alone: counted, and the run's first kept. */
+static void note_failed(expire_run *r, const pgw_command *cmd)
+{
+    r->out->failed++;
+    if (r->first_failed.code != PGW_OK)
+        return;
+    if (cmd->kind == PGW_COMMAND_EXPIRE_LOT)
+        pgw_err_set(&r->first_failed, cmd->rc, "lot %lld: %s", (long long)cmd->lot_id,
+                    cmd->err.msg);
+    else
+        pgw_err_set(&r->first_failed, cmd->rc, "hold %s: %s", cmd->hold_id, cmd->err.msg);
+}
 
 /* Whether the owner asked the run to stop (asked between pages). */
 static bool stopping(const expire_run *r)
@@ -76,8 +103,14 @@ static bool stopping(const expire_run *r)
     return r->stop != NULL && r->stop(r->stop_ctx);
 }
 
-/* Runs one page of expiry commands (kind and target filled); adds what they did to r->out. */
-static int run_page(const expire_run *r, size_t n, pgw_err *err)
+/*
+ * Runs one page of expiry commands (kind and target filled); adds what
+ * they did to r->out. A hold or lot failing alone (fails_alone) is noted
+ * and the run goes on; any other failure ends it, as does a whole page
+ * whose every expiry failed (a storage failing each write, not a row:
+ * pages after it would fail the same, at a page a second).
+ */
+static int run_page(expire_run *r, size_t n, pgw_err *err)
 {
     pgw_writer *w = r->w;
     pgw_command *cmds = r->cmds;
@@ -99,23 +132,32 @@ static int run_page(const expire_run *r, size_t n, pgw_err *err)
     while (pw.done < submitted)
         pthread_cond_wait(&pw.cond, &pw.lock);
     pthread_mutex_unlock(&pw.lock);
+    size_t failed = 0;
     for (size_t i = 0; i < submitted; i++) {
         bool lot = cmds[i].kind == PGW_COMMAND_EXPIRE_LOT;
         if (cmds[i].rc == PGW_OK && !cmds[i].replayed) {
             out->lots += lot;
             out->points += lot ? cmds[i].points_moved : 0;
             out->holds += !lot;
+        } else if (fails_alone(cmds[i].rc)) {
+            note_failed(r, &cmds[i]);
+            failed++;
         } else if (cmds[i].rc != PGW_OK && cmds[i].rc != PGW_ESTATE && rc == PGW_OK) {
             /* ESTATE: someone else got there first (nothing due any more). */
             rc = pgw_err_set(err, cmds[i].rc, "%s", cmds[i].err.msg);
         }
     }
+    if (rc == PGW_OK && failed == EXPIRE_PAGE)
+        rc = pgw_err_set(err, r->first_failed.code,
+                         "every expiry of a page of %d failed, the run ends there; the run's "
+                         "first: %s",
+                         EXPIRE_PAGE, r->first_failed.msg);
     return rc;
 }
 
 /* Holds pending past as_of are released first: what they reserved of a
  * lot that is due then expires with the rest of it. */
-static int expire_holds(const expire_run *r, pgw_err *err)
+static int expire_holds(expire_run *r, pgw_err *err)
 {
     pgw_command *cmds = r->cmds;
     pgw_hold_record *holds = calloc(EXPIRE_PAGE, sizeof(*holds));
@@ -144,7 +186,7 @@ static int expire_holds(const expire_run *r, pgw_err *err)
     return rc;
 }
 
-static int expire_lots(const expire_run *r, pgw_err *err)
+static int expire_lots(expire_run *r, pgw_err *err)
 {
     pgw_command *cmds = r->cmds;
     pgw_lot *lots = calloc(EXPIRE_PAGE, sizeof(*lots));
@@ -224,6 +266,11 @@ int pgw_expire_due_until(pgw_writer *w, const char *db_url, int64_t as_of, const
         rc = expire_holds(&r, err);
     if (rc == PGW_OK)
         rc = expire_lots(&r, err);
+    if (rc == PGW_OK && out->failed > 0)
+        rc = pgw_err_set(err, r.first_failed.code,
+                         "%lld of the due holds and lots failed and are left due (the rest "
+                         "expired); the first, %s",
+                         (long long)out->failed, r.first_failed.msg);
     free(r.cmds);
     pgw_store_close(r.reader);
     return rc;

@@ -19,6 +19,7 @@ typedef struct pgw_expire_report {
     int64_t holds;  /* holds pending past their deadline, released in this run */
     int64_t lots;   /* lots whose remaining points expired in this run */
     int64_t points; /* points expired in this run */
+    int64_t failed; /* holds and lots whose expiry failed, left due for the next run */
 } pgw_expire_report;
 
 /* Told of each expiry that committed a transfer, with the command (its

@@ -54,6 +54,7 @@ static int earn(pgw_writer *w, pgw_command *cmd, const char *key, const char *me
     cmd->lines[0] = (pgw_earn_line){"shop:S001:issued", "format:retail", shop_points};
     cmd->lines[1] = (pgw_earn_line){"mall:campaigns", "campaign:member-day", mall_points};
     cmd->n_lines = mall_points > 0 ? 2 : 1;
+    cmd->amount_fen = 100 * (shop_points + mall_points); /* an earn refunds could reverse */
     return pgw_writer_run(w, cmd, NULL);
 }
 
@@ -536,6 +537,64 @@ static void test_a_stop_ends_the_run_after_its_page(void **state)
     free(cmd);
 }
 
+/* Makes lot `lot`'s expiry fail every time, in the writer, after the
+ * page read: its earn's expired count cannot take a point more. */
+static void break_lots_earn(db_fixture *f, const char *lots)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "UPDATE earns SET expired = 9223372036854775807 WHERE first_transfer IN"
+             " (SELECT source_transfer FROM lots WHERE %s)",
+             lots);
+    assert_int_equal(db_fixture_exec(f, sql), 0);
+}
+
+/* Regression (H-X's reading, last session): one lot whose expiry failed
+ * with anything but "already done" stopped the run after its page, so
+ * every later run stopped there too, and the lots of the pages after it
+ * never expired while the sweep said the same failure every minute. A
+ * lot's failure now skips that lot alone: the run goes on, counts it
+ * (failed), and ends with its error naming the lot. A page none of whose
+ * expiries worked still ends the run (the database, not a lot). */
+static void test_a_failing_lot_does_not_stop_the_run(void **state)
+{
+    db_fixture *f = *state;
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    char key[32];
+    for (int i = 0; i < 300; i++) { /* a page (256) and some more, due on 1 March */
+        snprintf(key, sizeof(key), "k:%d", i);
+        assert_int_equal(earn(w, cmd, key, "M1", 10, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    }
+    break_lots_earn(f, "id = 2");
+    pgw_expire_report rep;
+    pgw_err err;
+    int64_t t = at("2026-03-01T00:00:00+08:00");
+    int rc = pgw_expire_due(w, f->url, t, NULL, NULL, NULL, &rep, &err);
+    if (rc == PGW_OK || strstr(err.msg, "lot 2:") == NULL || strstr(err.msg, "1 of") == NULL)
+        fail_msg("rc %d: %s; want lot 2's failure, one of the run's", rc, err.msg);
+    assert_int_equal(rep.lots, 299);
+    assert_int_equal(rep.failed, 1);
+    const char *due = "SELECT count(*) FROM lots WHERE left_points > 0";
+    assert_int_equal(db_fixture_int64(f, due), 1);
+    /* The next run meets it again, alone. */
+    assert_int_not_equal(pgw_expire_due(w, f->url, t, NULL, NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(rep.lots, 0);
+    assert_int_equal(rep.failed, 1);
+    /* Every lot of a page failing ends the run after that page. */
+    for (int i = 300; i < 600; i++) {
+        snprintf(key, sizeof(key), "k:%d", i);
+        assert_int_equal(earn(w, cmd, key, "M1", 10, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    }
+    break_lots_earn(f, "id > 0");
+    assert_int_not_equal(pgw_expire_due(w, f->url, t, NULL, NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(rep.lots, 0);
+    assert_int_equal(rep.failed, 256);
+    assert_int_equal(db_fixture_int64(f, due), 301);
+    pgw_writer_stop(w);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,6 +613,8 @@ int main(void)
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_expiry_is_not_dated_before_its_points_came_back,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_failing_lot_does_not_stop_the_run, db_fixture_setup,
+                                        db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_stop_ends_the_run_after_its_page, db_fixture_setup,
                                         db_fixture_teardown),
     };
