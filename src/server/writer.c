@@ -124,7 +124,8 @@ static bool warn_due(pgw_log_limit *l, const char *cause, uint64_t *unsaid)
  * words name the database (its file, its server) and may name a member,
  * which are the operator's, on stderr (limited: core/log_limit.h), not the
  * caller's, an HTTP client's perhaps: it is told that storage failed. The
- * line names the request as the request log does ("id"), when it is one.
+ * line names the request as the request log does ("id"), when it is one;
+ * a command no request sent (the sweep's, a CLI run's) answered no 503.
  */
 static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
 {
@@ -139,8 +140,10 @@ static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
         if (cmd->request_id != 0)
             snprintf(which, sizeof(which), " (request %llu%s", (unsigned long long)cmd->request_id,
                      unsaid > 0 ? "; " : ")");
-        fprintf(stderr, "pointsgw: a request failed in storage, answered 503%s%s: %s\n", which,
-                which[0] != '\0' && unsaid > 0 ? held_back + 2 : held_back, cmd->err.msg);
+        fprintf(stderr, "pointsgw: %s%s%s: %s\n",
+                cmd->request_id != 0 ? "a request failed in storage, answered 503"
+                                     : "a command failed in storage, nothing written",
+                which, which[0] != '\0' && unsaid > 0 ? held_back + 2 : held_back, cmd->err.msg);
     }
     pgw_err_set(&cmd->err, cmd->rc, "%s", told);
 }
