@@ -4,6 +4,8 @@
 #include "expire.h"
 
 #include "core/assertions.h"
+#include "core/bounds.h"
+#include "server/report.h"
 #include "util/clock.h"
 
 #include <pthread.h>
@@ -244,6 +246,13 @@ int pgw_expire_due_until(pgw_writer *w, const char *db_url, int64_t as_of, const
                          pgw_expire_report *out, pgw_err *err)
 {
     memset(out, 0, sizeof(*out));
+    /* Its callers bound it (expire's --as-of, the sweep's clock); a moment
+     * outside the times finance writes would date expiries no report can
+     * show, and no message could name it. */
+    if (as_of < 0 || as_of > PGW_REPORT_TIME_MAX)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "an expiry run as of %lld: the moment is not " PGW_REPORT_TIME_RANGE,
+                           (long long)as_of);
     expire_run r = {.w = w,
                     .as_of = as_of,
                     .seen = seen,

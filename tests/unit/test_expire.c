@@ -140,6 +140,16 @@ static void test_expiry_run_is_idempotent(void **state)
         pgw_expire_due(w, f->url, at("2026-02-28T23:59:59+08:00"), NULL, NULL, NULL, &rep, &err),
         PGW_OK);
     assert_int_equal(rep.lots, 0);
+    /* A moment out of the times finance writes is refused, nothing done. */
+    int64_t bad[] = {-1, INT64_MIN, INT64_C(253370764801), INT64_MAX};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(pgw_expire_due(w, f->url, bad[i], NULL, NULL, NULL, &rep, &err),
+                         PGW_EINVAL);
+        assert_non_null(strstr(err.msg, "the moment is not from 1970-01-01T00:00:00Z to "
+                                        "9999-01-01T00:00:00Z"));
+        assert_int_equal(rep.lots, 0);
+    }
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM lots WHERE left_points > 0"), 3);
     /* From 1 March 00:00 local the first lot is gone. */
     seen_expiries seen = {0};
     assert_int_equal(pgw_expire_due(w, f->url, at("2026-03-01T00:00:00+08:00"), NULL, count_seen,
