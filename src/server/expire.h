@@ -37,6 +37,12 @@ typedef void (*pgw_expire_seen)(void *ctx, const pgw_command *cmd);
  * the times in `tz`, the mall's zone as finance wrote the close (NULL:
  * unix seconds; core/civil.h pgw_format_moment). `seen`
  * (may be NULL) hears of every committed expiry that moved points.
+ * A hold or lot whose expiry fails on its own (its rows) is skipped,
+ * still due, counted in out->failed, and the run goes on; it then ends
+ * with the first such failure, naming it. The storage or the writer
+ * failing (PGW_EUNAVAILABLE), memory, a close made meanwhile, or a whole
+ * page failing end the run at once. *out holds what was committed,
+ * whatever the run returns. `as_of` outside 1970..9999 is PGW_EINVAL.
  */
 int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, const pgw_tz *tz,
                    pgw_expire_seen seen, void *seen_ctx, pgw_expire_report *out, pgw_err *err);
