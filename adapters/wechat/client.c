@@ -80,10 +80,11 @@ pgw_wx_outcome pgw_wx_classify(int rc, const pgw_wx_reply *reply)
 {
     if (rc == PGW_OK)
         return PGW_WX_DONE;
-    /* Sent with its answer lost to our own bounds (with_token): as after
-     * a timeout, a retry, not a refusal the next channel may follow.
-     * Answered 200 and not read: WeChat handled it, done most likely; a
-     * retry would do it again (the caller marks it maybe done). */
+    /* Sent with no answer (a timeout, a connection closed): a retry, not
+     * a refusal the next channel may follow. Answered and not read (a
+     * 200 not understood; a send's answer over our bound): WeChat handled
+     * it, done most likely; a retry would do it again (the caller marks
+     * it maybe done). */
     if (reply != NULL && reply->maybe_done)
         return reply->unread ? PGW_WX_GIVE_UP : PGW_WX_RETRY;
     if (rc == PGW_ESTATE)
@@ -561,6 +562,12 @@ static int with_token(pgw_wx_client *c, const char *appid, const char *method, c
         reply->maybe_done =
             sent && reply->errcode == 0 &&
             (rc == PGW_EUNAVAILABLE || rc == PGW_ETOOLARGE || rc == PGW_ENOMEM || reply->unread);
+        /* A send's answer that came too large to keep, or with no memory
+         * for it, came after WeChat handled the request: not read, as a
+         * 200 we cannot parse (pgw_wx_reply.unread), and not sent again.
+         * A read (GET) is asked again as before: it does nothing twice. */
+        if (reply->maybe_done && !repeatable && (rc == PGW_ETOOLARGE || rc == PGW_ENOMEM))
+            reply->unread = true;
         if (rc == PGW_OK || attempt == 1 || !token_error(reply->errcode))
             break;
         count(c, &c->stats.token_retries);

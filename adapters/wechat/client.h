@@ -54,10 +54,11 @@ typedef struct pgw_wx_reply {
     bool maybe_done;
     /* WeChat answered HTTP 200 with what we cannot read: not JSON, cut,
      * errcode not a number, a number past int64 (a msgid: jansson refuses
-     * the document, so msgid is an int64 or not read at all). WeChat
-     * answers so after handling the request: with maybe_done (the call's
-     * own answer, not its token's), done most likely, and not to be asked
-     * again. */
+     * the document, so msgid is an int64 or not read at all); or, to a
+     * POST (a send), an answer over PGW_HTTP_ANSWER_MAX or with no memory
+     * for it. WeChat answers so after handling the request: with
+     * maybe_done (the call's own answer, not its token's), done most
+     * likely, and not to be asked again. */
     bool unread;
 } pgw_wx_reply;
 
@@ -165,11 +166,12 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * waited for it, so an outage costs one call, not one per thread.
  * A POST is sent once (a message must not go twice): an answer lost with
  * its connection is PGW_EUNAVAILABLE with maybe_done, as a timeout is,
- * where curl would have sent it again (util/http_client.h); so is one
- * sent whose answer was too large to read or found no memory
- * (PGW_ETOOLARGE, PGW_ENOMEM with maybe_done: pgw_wx_classify retries it).
- * One answered HTTP 200 with what we cannot read is PGW_EIO with
- * maybe_done and unread: pgw_wx_classify gives it up, not retried.
+ * where curl would have sent it again (util/http_client.h): retried.
+ * One sent whose answer was too large to read or found no memory is
+ * PGW_ETOOLARGE or PGW_ENOMEM with maybe_done and unread, and one
+ * answered HTTP 200 with what we cannot read PGW_EIO with maybe_done and
+ * unread: an answer came, WeChat handled it, and pgw_wx_classify gives
+ * it up, not retried.
  */
 int pgw_wx_post(pgw_wx_client *client, const char *appid, const char *path, const json_t *body,
                 json_t **answer, pgw_wx_reply *reply, pgw_err *err);

@@ -1265,6 +1265,39 @@ static void test_an_unread_subscribe_answer_sends_nothing_more(void **state)
                  N_UNREAD, sms, sends);
 }
 
+/*
+ * A subscribe message whose answer came over the bound
+ * (PGW_HTTP_ANSWER_MAX) is one the gateway could not read: as
+ * test_an_unread_subscribe_answer_sends_nothing_more, dead after one
+ * attempt, not sent again, last_error saying so, the unit used.
+ * Regression: retried as a timeout is (WeChat had handled it; the retry
+ * spent a second unit and told the member twice).
+ */
+static void test_an_oversized_subscribe_answer_sends_nothing_more(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open_m1_subscribed(f, mall_retrying(false), &r);
+    subscribe(&r, "M1", "oMpAlpha"); /* a second unit, which a retry would spend */
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i,s:s,s:i}", "path",
+                                       "/cgi-bin/message/subscribe/send", "count", 1, "http_status",
+                                       200, "body", "x", "repeat", PGW_HTTP_ANSWER_MAX + 1)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    size_t sms = sms_taken(), sends = wx_requests("/cgi-bin/message/subscribe/send");
+    rig_free_wx(&r, wx);
+    if (strcmp(nt.state, "dead") != 0 || strcmp(nt.channel, "wechat_mp") != 0 || nt.attempts != 1 ||
+        strstr(nt.last_error, "not sent again") == NULL || sms != 0 || sends != 1)
+        fail_msg("a subscribe message answered over the bound: notice %s by %s after %lld "
+                 "attempts (%s), %zu SMS, %zu subscribe messages; want it dead on wechat_mp after "
+                 "one, saying not sent again, nothing more sent",
+                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, sms, sends);
+}
+
 /* The same with the official account off for want of a variable whose
  * name is as long as channel_off names with "unset, 2 more" (25 bytes):
  * the SMS's reason still whole. Regression (a review of 8c3bc79): the
@@ -4610,6 +4643,8 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_unread_subscribe_answer_sends_nothing_more, setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_oversized_subscribe_answer_sends_nothing_more,
+                                        setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merged_arrival_tells_the_survivors_balance, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,

@@ -911,11 +911,13 @@ static size_t requests_count(const char *path)
 
 /*
  * A send that left and whose answer we could not keep (over
- * PGW_HTTP_ANSWER_MAX, or no memory for it: 4c1d827's ENOMEM) may have
- * been done as a timeout's may: maybe_done, retried, so that the notifier
- * neither counts it "not sent" and tells the member by SMS too, nor gives
- * the channel up. Regression (review of 4c1d827): only EUNAVAILABLE was
- * maybe_done, and ETOOLARGE or ENOMEM classified GIVE_UP.
+ * PGW_HTTP_ANSWER_MAX, or no memory for it: 4c1d827's ENOMEM) came after
+ * WeChat handled it: maybe_done and unread, as a 200 we cannot parse, so
+ * that the notifier neither counts it "not sent" and tells the member by
+ * SMS too, nor sends it again (given up). Regressions: (review of
+ * 4c1d827) only EUNAVAILABLE was maybe_done, and ETOOLARGE or ENOMEM
+ * classified GIVE_UP as a refusal; then it was retried as a timeout is,
+ * a second subscribe message sent.
  */
 static void test_an_answer_not_kept_may_have_been_done(void **state)
 {
@@ -931,10 +933,19 @@ static void test_an_answer_not_kept_may_have_been_done(void **state)
     pgw_wx_reply reply;
     int rc = send_sub(c, &msgid, &reply, &err);
     assert_int_equal(rc, PGW_ETOOLARGE);
-    if (!reply.maybe_done || pgw_wx_classify(rc, &reply) != PGW_WX_RETRY)
-        fail_msg("an answer too large after the send: maybe_done %d, outcome %d (%s); want "
-                 "maybe_done, retried",
-                 reply.maybe_done, (int)pgw_wx_classify(rc, &reply), err.msg);
+    if (!reply.maybe_done || !reply.unread || pgw_wx_classify(rc, &reply) != PGW_WX_GIVE_UP)
+        fail_msg("an answer too large after the send: maybe_done %d, unread %d, outcome %d (%s); "
+                 "want maybe_done, unread, given up",
+                 reply.maybe_done, reply.unread, (int)pgw_wx_classify(rc, &reply), err.msg);
+    /* A read (GET) does nothing twice: asked again, as after a timeout. */
+    fault(json_pack("{s:s,s:i,s:i,s:s,s:i}", "path", "/cgi-bin/user/info", "count", 1,
+                    "http_status", 200, "body", "x", "repeat", PGW_HTTP_ANSWER_MAX + 1));
+    json_t *answer = NULL;
+    rc = pgw_wx_get(c, APP_MP, "/cgi-bin/user/info", "openid=o1&lang=zh_CN", &answer, &reply, &err);
+    assert_int_equal(rc, PGW_ETOOLARGE);
+    assert_null(answer);
+    assert_false(reply.unread);
+    assert_int_equal(pgw_wx_classify(rc, &reply), PGW_WX_RETRY);
     pgw_wx_client_free(c);
 }
 
