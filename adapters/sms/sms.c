@@ -570,10 +570,11 @@ static int conclude(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_sms
     } else if (out->code[0] != '\0') {
         out->outcome = pgw_sms_classify(name, out->code, &rc);
     } else if (status == 200) {
-        /* Sent or not, we cannot tell: like a timeout, try again (the
-         * out_id lets the provider's records show a repeat). */
-        out->outcome = PGW_SMS_RETRY;
-        rc = PGW_EUNAVAILABLE;
+        /* The provider handled it, and most likely sent it: not sent
+         * again (pgw_sms_result.unread). */
+        out->outcome = PGW_SMS_GIVE_UP;
+        out->unread = true;
+        rc = PGW_EIO;
         why = "an answer we do not understand";
     } else {
         out->outcome = PGW_SMS_GIVE_UP;
@@ -598,13 +599,18 @@ static int call(const pgw_sms_client *c, const pgw_http_call *hc, const pgw_sms_
     out->attempted = answer->request_sent;
     if (rc == PGW_OK)
         return PGW_OK;
-    /* No answer, or one too large to read: whether it went out is unknown. */
-    out->outcome = PGW_SMS_RETRY;
+    /* No answer: whether it went out is unknown, try again. An answer
+     * that came too large to keep (or with no memory for it) came from an
+     * end that handled the request: read or not, as a 200 not understood
+     * (pgw_sms_result.unread), not sent again. */
+    out->unread = answer->request_sent && (rc == PGW_ETOOLARGE || rc == PGW_ENOMEM);
+    out->outcome = out->unread ? PGW_SMS_GIVE_UP : PGW_SMS_RETRY;
+    int code = out->unread ? PGW_EIO : PGW_EUNAVAILABLE;
     char masked[16];
     mask_phone(msg->phone, masked);
     if (err != NULL)
         pgw_err_prefix(err, "SMS %s to %s: ", PROVIDER_NAMES[c->provider], masked);
-    return err != NULL ? pgw_err_recode(err, PGW_EUNAVAILABLE) : PGW_EUNAVAILABLE;
+    return err != NULL ? pgw_err_recode(err, code) : code;
 }
 
 static json_t *answer_json(const pgw_http_answer *a)

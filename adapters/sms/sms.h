@@ -54,7 +54,8 @@ typedef enum pgw_sms_outcome {
     PGW_SMS_SENT = 0,       /* accepted by the provider (delivery is reported later) */
     PGW_SMS_RETRY,          /* no answer, 5xx, throttling, internal errors: try again soon */
     PGW_SMS_GIVE_UP,        /* this message cannot go by SMS: bad number, template, sign,
-                               auth, account or balance; or refused before sending */
+                               auth, account or balance; or refused before sending; or an
+                               answer came that we could not read (pgw_sms_result.unread) */
     PGW_SMS_RATE_LIMITED,   /* this number is over a frequency limit: later, not now */
     PGW_SMS_NUMBER_REFUSED, /* this number takes no SMS (blacklisted, opted out at the
                                carrier, not a mobile number): never by SMS, others still */
@@ -100,6 +101,14 @@ typedef struct pgw_sms_result {
      * a 5xx, an answer not understood, its own fault (InternalError,
      * isp.*), a code not known here. */
     bool refused;
+    /* The request left and an answer came that we could not read: HTTP
+     * 200 not understood (no code of ours for the number), over
+     * PGW_HTTP_ANSWER_MAX, or no memory for it. The provider handled the
+     * request and most likely sent the SMS; neither provider de-duplicates
+     * a repeat (SessionContext, OutId are only echoed), so it is given up
+     * (PGW_SMS_GIVE_UP, PGW_EIO), not sent again: the WeChat channels'
+     * rule for the same (wechat/client.h pgw_wx_reply.unread). */
+    bool unread;
     long http_status;                      /* 0 when no answer arrived */
     char code[PGW_SMS_CODE_MAX + 1];       /* the provider's code ("Ok", "OK", "isv...") or "" */
     char message[PGW_SMS_MESSAGE_MAX + 1]; /* the provider's message, or "" */
@@ -150,7 +159,7 @@ bool pgw_sms_env_set(const pgw_sms_channel *channel, char *unset, size_t cap);
  * Sends `msg`. PGW_OK when the provider accepted it (out->outcome
  * PGW_SMS_SENT); otherwise the code pgw_sms_classify names (or PGW_EINVAL /
  * PGW_ETOOLARGE for a message refused before sending, PGW_EUNAVAILABLE
- * for no answer or an answer not understood), with out filled in and
+ * for no answer, PGW_EIO for an answer not read: out->unread), with out filled in and
  * err saying why. Tencent's per-number status inside a 200 answer counts,
  * not only the request's.
  */

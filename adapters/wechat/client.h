@@ -58,7 +58,8 @@ typedef struct pgw_wx_reply {
      * POST (a send), an answer over PGW_HTTP_ANSWER_MAX or with no memory
      * for it. WeChat answers so after handling the request: with
      * maybe_done (the call's own answer, not its token's), done most
-     * likely, and not to be asked again. */
+     * likely, and not to be asked again (the SMS adapter's rule too:
+     * sms.h pgw_sms_result.unread). */
     bool unread;
 } pgw_wx_reply;
 

@@ -715,25 +715,43 @@ static void wx_provider_id(pgw_notice *nt, int64_t msgid)
         nt->provider_id[0] = '\0';
 }
 
-/* What last_error adds to an answer WeChat gave after handling a send
- * that we could not read (pgw_wx_reply.unread). */
-#define WX_UNREAD_TOLD "; it may have been sent: not sent again"
+/* What last_error adds to an answer a provider gave after handling a send
+ * that we could not read (send_failed). */
+#define UNREAD_TOLD "; it may have been sent: not sent again"
 
 /*
- * A WeChat channel's failure `msg` of attempt `a`, into last_error and the
- * provider's line: an answer not read after the send (given up, maybe
- * done) says so, and that the notice is not sent again, by WeChat or
- * another channel: an operator reading the dead notice learns that the
- * member may have it.
+ * The one rule for a send of any channel ch whose request left and whose
+ * answer came but could not be read (`unread`: pgw_wx_reply.unread,
+ * pgw_sms_result.unread: HTTP 200 not understood, an answer over the
+ * bound): the provider handled the request, the message most likely
+ * went, and a repeat would tell the member twice (an SMS paid twice, a
+ * subscribe message's one-time unit spent twice; no provider here
+ * de-duplicates but the official account's client_msg_id). So it is given
+ * up, not retried (GIVE_UP, whatever the adapter said), and the caller's
+ * may-have-gone mark keeps every other channel out: the notice ends dead,
+ * its last_error and the provider's line saying that the member may have
+ * it. Any other failure `a` (RETRY, GIVE_UP) is recorded as it is.
+ * Regression: WeChat gave such a send up and SMS retried it, the member
+ * sent the same SMS twice.
  */
-static void wx_failed(pgw_notice *nt, reach_info *r, pgw_notice_channel ch, attempt a,
-                      const pgw_wx_reply *reply, const char *msg)
+static attempt send_failed(pgw_notice *nt, reach_info *r, pgw_notice_channel ch, attempt a,
+                           bool unread, const char *msg)
 {
-    char why[PGW_ERR_MSG_MAX + sizeof(WX_UNREAD_TOLD)];
-    snprintf(why, sizeof(why), "%s%s", msg,
-             reply->maybe_done && reply->unread ? WX_UNREAD_TOLD : "");
+    char why[PGW_ERR_MSG_MAX + sizeof(UNREAD_TOLD)];
+    snprintf(why, sizeof(why), "%s%s", msg, unread ? UNREAD_TOLD : "");
     set_error(nt, pgw_notice_channel_name(ch), why);
+    if (unread)
+        a = GIVE_UP;
     provider_failed(r, ch, a, why);
+    return a;
+}
+
+/* A WeChat channel's failure: send_failed, unread when WeChat answered
+ * after the send with what we could not read. */
+static attempt wx_failed(pgw_notice *nt, reach_info *r, pgw_notice_channel ch, attempt a,
+                         const pgw_wx_reply *reply, const char *msg)
+{
+    return send_failed(nt, r, ch, a, reply->maybe_done && reply->unread, msg);
 }
 
 /*
@@ -793,7 +811,7 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     if (rc == PGW_OK)
         wx_provider_id(nt, msgid);
     else
-        wx_failed(nt, r, PGW_CHANNEL_MP, a, &reply, err.msg);
+        a = wx_failed(nt, r, PGW_CHANNEL_MP, a, &reply, err.msg);
     (void)kind; /* one keyword layout for every kind (README) */
     return a;
 }
@@ -831,7 +849,7 @@ static attempt send_oa(courier *c, pgw_notice *nt, reach_info *r, int kind)
     if (rc == PGW_OK)
         wx_provider_id(nt, msgid);
     else
-        wx_failed(nt, r, PGW_CHANNEL_OA, a, &reply, err.msg);
+        a = wx_failed(nt, r, PGW_CHANNEL_OA, a, &reply, err.msg);
     (void)wx_unknown(nt, PGW_CHANNEL_OA, &reply);
     return a;
 }
@@ -944,8 +962,7 @@ static attempt send_sms(courier *c, pgw_notice *nt, reach_info *r, int64_t now)
         return DEFER;
     }
     attempt a = res.outcome == PGW_SMS_RETRY ? RETRY : GIVE_UP;
-    provider_failed(r, PGW_CHANNEL_SMS, a, err.msg);
-    return a;
+    return send_failed(nt, r, PGW_CHANNEL_SMS, a, res.attempted && res.unread, err.msg);
 }
 
 /* ---- one notice ---------------------------------------------------------------------- */

@@ -1298,6 +1298,56 @@ static void test_an_oversized_subscribe_answer_sends_nothing_more(void **state)
                  nt.state, nt.channel, (long long)nt.attempts, nt.last_error, sms, sends);
 }
 
+/* The SMS requests the fake provider has had, faults too. */
+static size_t sms_requests(void)
+{
+    json_t *doc = fake_request(&FAKE, "GET", "/_fake/requests", NULL);
+    size_t n = json_array_size(json_object_get(doc, "requests"));
+    json_decref(doc);
+    return n;
+}
+
+/*
+ * An SMS whose request left and whose answer came but could not be read
+ * (HTTP 200 not understood; an answer over PGW_HTTP_ANSWER_MAX) follows
+ * the rule a WeChat send does (test_an_unread_subscribe_answer_sends_nothing_more):
+ * the provider handled the request, the SMS most likely went, and
+ * neither provider de-duplicates a repeat (Tencent's SessionContext and
+ * Alibaba's OutId are only echoed): dead after one attempt, not sent
+ * again, last_error saying so. Regression: the SMS was retried, and the
+ * member paid for twice and told twice.
+ */
+static void test_an_unread_sms_answer_sends_nothing_more(void **state)
+{
+    db_fixture *f = *state;
+    rig r;
+    rig_open(f, mall_retrying(false), &r);
+    static const char *const members[] = {"M1", "M2"};
+    member_with_notice(r.store, r.vault, members[0], "13800138000");
+    member_with_notice(r.store, r.vault, members[1], "13900139000");
+    json_decref(fake_request(&FAKE, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i,s:s}", "provider", "tencent", "count", 1,
+                                       "http_status", 200, "body", "<html>ok</html>")));
+    json_decref(
+        fake_request(&FAKE, "POST", "/_fake/faults",
+                     json_pack("{s:s,s:i,s:i,s:s,s:i}", "provider", "tencent", "count", 1,
+                               "http_status", 200, "body", "{}", "pad", PGW_HTTP_ANSWER_MAX)));
+    rig_start(f, &r);
+    for (size_t m = 0; m < 2; m++) {
+        wait_done(r.store, members[m]);
+        pgw_notice nt = notice_of(r.store, members[m]);
+        if (strcmp(nt.state, "dead") != 0 || strcmp(nt.channel, "sms") != 0 || nt.attempts != 1 ||
+            strstr(nt.last_error, "not sent again") == NULL)
+            fail_msg("%s, its SMS answered with what cannot be read: notice %s by %s after %lld "
+                     "attempts (%s); want it dead on sms after one, saying not sent again",
+                     members[m], nt.state, nt.channel, (long long)nt.attempts, nt.last_error);
+    }
+    size_t asked = sms_requests();
+    rig_free(&r);
+    if (asked != 2)
+        fail_msg("two SMS answered with what cannot be read: %zu requests; want one each", asked);
+}
+
 /* The same with the official account off for want of a variable whose
  * name is as long as channel_off names with "unset, 2 more" (25 bytes):
  * the SMS's reason still whole. Regression (a review of 8c3bc79): the
@@ -4642,6 +4692,8 @@ int main(void)
             test_a_refused_retry_after_a_lost_subscribe_message_stays_off_sms, setup,
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_unread_subscribe_answer_sends_nothing_more, setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_unread_sms_answer_sends_nothing_more, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_oversized_subscribe_answer_sends_nothing_more,
                                         setup, db_fixture_teardown),

@@ -433,10 +433,13 @@ static void test_faults(void **state)
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
     assert_int_equal(r.http_status, 502);
     assert_false(r.refused);
-    /* A 200 that is not the provider's JSON: sent or not is unknown. */
+    assert_false(r.unread); /* an answer read: a 5xx */
+    /* A 200 that is not the provider's JSON: handled, most likely sent,
+     * given up (not sent again) and marked not read. */
     fault("{s:s,s:i,s:s}", "provider", "tencent", "http_status", 200, "body", "<html>proxy</html>");
-    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
     assert_false(r.refused);
+    assert_true(r.unread);
     /* Another status without a code: the endpoint is wrong, not busy. */
     fault("{s:s,s:i}", "provider", "tencent", "http_status", 404);
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
@@ -469,6 +472,7 @@ static void test_faults(void **state)
     fault("{s:s,s:i}", "provider", "tencent", "delay_ms", 1500);
     send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
     assert_true(r.attempted);
+    assert_false(r.unread); /* no answer at all: retried */
     assert_int_equal(r.http_status, 0);
     pgw_sms_client_free(c);
     /* The provider still handled it: a timeout is not a refusal, which is
@@ -508,7 +512,9 @@ static void answer_next(const char *provider, int status, const char *body)
 /*
  * A 200 answer we cannot read is "may have sent", whatever made it so: no
  * refusal (which would let the caller send again at once), no success,
- * no id. Regression: a SendStatusSet with two statuses for our one number
+ * no id; and given up, marked unread: the provider handled it, and a
+ * retry would send it twice (the notifier's send_failed; it was retried
+ * before). Regression: a SendStatusSet with two statuses for our one number
  * was read by its first, so [a limit, "Ok"] was a refusal of an SMS the
  * provider says it sent, and ["Ok", a limit] a success it says it refused.
  */
@@ -553,11 +559,10 @@ static void test_an_answer_not_understood_may_have_sent(void **state)
         for (size_t i = 0; i < n; i++) {
             answer_next(provider, 200, bodies[i]);
             pgw_sms_result r;
-            send_expect(c, message_to(c, PHONE, NULL), k == 1, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "",
-                        &r);
-            if (!r.attempted || r.refused || r.message_id[0] != '\0')
-                fail_msg("%s answer %zu: attempted %d, refused %d, id \"%s\"", provider, i,
-                         r.attempted, r.refused, r.message_id);
+            send_expect(c, message_to(c, PHONE, NULL), k == 1, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
+            if (!r.attempted || r.refused || !r.unread || r.message_id[0] != '\0')
+                fail_msg("%s answer %zu: attempted %d, refused %d, unread %d, id \"%s\"", provider,
+                         i, r.attempted, r.refused, r.unread, r.message_id);
         }
         pgw_sms_client_free(c);
     }
@@ -568,16 +573,18 @@ static void test_an_answer_not_understood_may_have_sent(void **state)
           "\",\"Code\":\"Ok\",\"Message\":\"\xc3\xbf\"}]}}",
           "latin1", 1);
     pgw_sms_result r;
-    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "", &r);
+    send_expect(c, message_to(c, PHONE, NULL), false, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
     assert_true(r.attempted);
     assert_false(r.refused);
+    assert_true(r.unread);
     pgw_sms_client_free(c);
 }
 
 /*
  * The answer's size is bounded (PGW_HTTP_ANSWER_MAX): one over it is not
  * read, whatever it would have said, and is "may have sent" as any answer
- * we cannot read; one of exactly the bound is read.
+ * we cannot read, given up and marked unread (an answer came: the
+ * provider handled the request); one of exactly the bound is read.
  */
 static void test_an_answer_over_the_bound_may_have_sent(void **state)
 {
@@ -590,10 +597,10 @@ static void test_an_answer_over_the_bound_may_have_sent(void **state)
               pad);
         pgw_sms_result r;
         if (over) {
-            send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_RETRY, PGW_EUNAVAILABLE, "",
-                        &r);
+            send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_GIVE_UP, PGW_EIO, "", &r);
             assert_true(r.attempted);
             assert_false(r.refused);
+            assert_true(r.unread);
             assert_int_equal(r.http_status, 0);
         } else {
             send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
