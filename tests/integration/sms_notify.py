@@ -621,6 +621,35 @@ def refused_number(tmp, fake, env):
     srv.stop()
 
 
+def unread_answer(tmp, fake, env):
+    """Regression: an SMS answered HTTP 200 with what the gateway cannot
+    read was retried, and the member sent it twice (paid twice), where a
+    WeChat send answered so is dead at once: the provider handled it. One
+    rule now (README, Notifications): dead after one attempt, saying it
+    may have been sent, not sent again."""
+    srv = run(os.path.join(tmp, "unread"), config(tmp, "unread.json", fake.port,
+                                                  {"start": "00:00", "end": "00:00"}), env)
+    asked = len(wx.call(fake.port, "GET", "/_fake/requests")[1]["requests"])
+    wx.call(fake.port, "POST", "/_fake/faults",
+            {"provider": "tencent", "http_status": 200, "body": "<html>ok</html>"})
+    status, doc = srv.request("POST", "/v1/events", purchase("SMS-UNREAD-1", "13000130009", 5000),
+                              key=wx.SHOP)
+    member = doc["member_id"]
+    listed = eventually(lambda: notices(srv, member),
+                        lambda l: l and l[0]["state"] in ("sent", "skipped", "dead"))
+    time.sleep(1)  # the test config retries after 200-400 ms: a retry would be over
+    listed = notices(srv, member)
+    asked = len(wx.call(fake.port, "GET", "/_fake/requests")[1]["requests"]) - asked
+    check(listed and listed[0]["state"] == "dead" and listed[0]["attempts"] == 1 and
+          "not sent again" in listed[0]["last_error"] and asked == 1,
+          "an SMS answer not read: dead after one request, saying so: %s, %d requests" %
+          (listed[:1], asked))
+    logs = eventually(srv.stderr, lambda t: "notice %s dead" % (listed[0]["id"] if listed else 0)
+                      in t, timeout=5)
+    check("not sent again" in logs, "the operator's line says it was not sent again: %s" %
+          logs[-1000:])
+    srv.stop()
+
 def last_usable_day(t):
     """The local day a lot earned at t is usable through under rolling 1 month:
     the same day number a calendar month later, or that month's last day."""
@@ -1111,6 +1140,7 @@ def main():
         wx.timed(refused_number, tmp, fake, env)
         wx.timed(held_sms_goes_by_wechat, tmp, fake, env, now)
         wx.timed(fell_through_then_subscribes, tmp, fake, env, now)
+        wx.timed(unread_answer, tmp, fake, env)
 
         quiet_hours(tmp, fake, env, now)
     finally:
