@@ -138,6 +138,7 @@ static int rc_of(long errcode)
         return PGW_EUNAVAILABLE;
     case 43101: /* no subscription quota left */
     case 43004: /* does not follow the account */
+    case 43019: /* blocked the account: refuses it as one who does not follow */
         return PGW_ESTATE;
     case 40029: /* invalid code: the client must ask WeChat for a new one */
     case 40163: /* code used */

@@ -67,7 +67,7 @@ typedef struct pgw_wx_reply {
 typedef enum pgw_wx_outcome {
     PGW_WX_DONE = 0,     /* accepted */
     PGW_WX_RETRY,        /* busy, timed out, 5xx: try again later */
-    PGW_WX_FALL_THROUGH, /* 43101 no quota, 43004 not following: next channel */
+    PGW_WX_FALL_THROUGH, /* 43101 no quota, 43004 not following, 43019 blocked: next channel */
     /* A permanent refusal; or, with the reply's maybe_done (its unread),
      * an answer not read after the request went out: it may have been
      * done, and asked again it may be done twice (a message read twice) */
@@ -159,7 +159,7 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * what WeChat answered (errcode, errmsg; those of the token call when
  * that failed) and the rc how it failed: PGW_EUNAVAILABLE (no answer,
  * busy -1, 5xx, quota: a daily quota's errcode 45009 in the reply tells
- * it from a blip, see pgw_wx_classify), PGW_ESTATE (43101, 43004: the member cannot get it
+ * it from a blip, see pgw_wx_classify), PGW_ESTATE (43101, 43004, 43019: the member cannot get it
  * there), PGW_EUNAUTHORIZED (a bad or used code: ask the client for a new
  * one), PGW_ERISK (40226, WeChat blocks the user), PGW_EINVAL (an invalid
  * argument), PGW_EIO (anything else, such as a wrong secret or appid: our

@@ -711,6 +711,16 @@ static void test_classify(void **state)
     assert_int_equal(pgw_oa_send_template(c, APP_OA, &t, &msgid, &reply, &err), PGW_ESTATE);
     assert_int_equal(reply.errcode, 43004);
     assert_int_equal(pgw_wx_classify(PGW_ESTATE, &reply), PGW_WX_FALL_THROUGH);
+    /* One who blocked the account (43019, "user blocked": research
+     * wechat-api.md, the template message's errcodes) refuses it as one
+     * who does not follow: a refusal of this member, the next channel,
+     * not a failure of ours. Regression: PGW_EIO, given up as if our
+     * configuration were wrong. */
+    fault(json_pack("{s:s,s:i,s:i}", "path", TEMPLATE_PATH, "count", 1, "errcode", 43019));
+    assert_int_equal(pgw_oa_send_template(c, APP_OA, &t, &msgid, &reply, &err), PGW_ESTATE);
+    assert_int_equal(reply.errcode, 43019);
+    assert_false(reply.maybe_done);
+    assert_int_equal(pgw_wx_classify(PGW_ESTATE, &reply), PGW_WX_FALL_THROUGH);
 
     /* HTTP 500: try later. */
     fault(json_pack("{s:s,s:i,s:i,s:s}", "path", SEND_PATH, "count", 1, "http_status", 500, "body",
