@@ -223,10 +223,9 @@ int pgw_wx_keyword_fit(const char *keyword, const char *value, char *out, size_t
         ok = all(chars, n, is_ascii);
         return ok ? cut(value, chars, n, 32, true, out, cap, err)
                   : pgw_err_set(err, PGW_EINVAL, "%s: ASCII only", keyword);
-    case K_PHONE_NUMBER:
-        ok = all(chars, n, is_dialable);
-        return ok ? cut(value, chars, n, 17, true, out, cap, err)
-                  : pgw_err_set(err, PGW_EINVAL, "%s: digits and symbols only", keyword);
+    case K_PHONE_NUMBER: /* never cut: a cut phone is another's, and "..." dials nothing */
+        ok = n <= 17 && all(chars, n, is_dialable);
+        break;
     case K_CAR_NUMBER:
         ok = car_number_ok(chars, n);
         break;

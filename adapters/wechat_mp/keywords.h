@@ -10,14 +10,15 @@
  * What is fitted, and how:
  *   thing             <= 20 characters; longer: the first 17 and "..."
  *   character_string  <= 32 ASCII; longer: the first 29 and "..."
- *   phone_number      <= 17 digits and symbols; longer: 14 and "..."
  *   name              <= 10 characters (<= 20 when all ASCII); longer: cut
  *   letter            <= 32 ASCII letters; longer: cut
  * Control characters (a line break from a receipt) become spaces. What no
  * cut can save is refused with PGW_EINVAL saying why: a phrase that is not
  * 1..5 CJK characters, a number or amount that is not one, symbols that are
  * not, a car_number that is not 1..8 letters and digits (a Chinese
- * character allowed first and last: a cut plate names another car), an
+ * character allowed first and last: a cut plate names another car), a
+ * phone_number that is not 1..17 digits and symbols (a cut phone rings
+ * someone else, and "..." is no digit), an
  * empty value, invalid UTF-8, an unknown kind, and any value of more than
  * 256 characters, whatever its kind (a bound on what is read; no caller's
  * value comes near it). time, date and enum values pass as they are
