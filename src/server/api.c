@@ -3725,6 +3725,37 @@ static void oa_note_follower(pgw_api *api, const pgw_oa_message *m)
         free(n);
 }
 
+/* Whether a member sent push m (a message, or an event of their own doing:
+ * a menu click or link, a scan, a location, a menu's photo or scan), so
+ * that its sender follows. WeChat's word about the account's own jobs
+ * (MASSSENDJOBFINISH, TEMPLATESENDJOBFINISH, audits, ...) is pushed from
+ * the account or "mphelper", nobody who follows it: noted, it would link
+ * an openid no member has. A list of what is a member's, not of what is
+ * not: an event WeChat adds later is no follow until it is listed. */
+static bool oa_member_sent(const pgw_oa_message *m)
+{
+    static const char *const theirs[] = {
+        "CLICK",
+        "VIEW",
+        "SCAN",
+        "LOCATION",
+        "scancode_push",
+        "scancode_waitmsg",
+        "pic_sysphoto",
+        "pic_photo_or_album",
+        "pic_weixin",
+        "location_select",
+        "view_miniprogram",
+    };
+    if (strcmp(m->msg_type, "event") != 0)
+        return true;
+    for (size_t i = 0; i < sizeof(theirs) / sizeof(theirs[0]); i++) {
+        if (strcmp(m->event, theirs[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* POST /wechat/oa/callback: opens the push; answers "success" at once when
  * it asks nothing of the ledger. */
 static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *resp)
@@ -3746,9 +3777,8 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
         return false;
     }
     bool event = strcmp(m->msg_type, "event") == 0, text = strcmp(m->msg_type, "text") == 0;
-    bool follow_event =
-        event && (strcmp(m->event, "subscribe") == 0 || strcmp(m->event, "unsubscribe") == 0);
-    if (!follow_event) /* first, so that it is ahead of the push's own command */
+    /* A subscribe records its follow itself; an unsubscribe ends one. */
+    if (oa_member_sent(m)) /* first, so that it is ahead of the push's own command */
         oa_note_follower(api, m);
     if (event && strcmp(m->event, "subscribe") == 0)
         wx->action = OA_FOLLOW;

@@ -1112,6 +1112,43 @@ def existing_follower(srv, fake):
           "an old follower's 签到 joins its mini-program member: %s %s" % (mp_member, doc))
 
 
+def job_results_note_no_follower(tmp, fake, env):
+    """Regression: a push that no member sent, the result of the account's
+    own mass or template send (MASSSENDJOBFINISH, TEMPLATESENDJOBFINISH:
+    FromUserName is the account, or "mphelper"), was noted as its sender's
+    follow and asked user/info. Only what a member sends (a message, a menu
+    click, a scan, a location) notes a follower. On a server of its own."""
+    d = os.path.join(tmp, "job-results")
+    os.makedirs(d, exist_ok=True)
+    srv = Server(d, write_config(d, fake.port), env)
+    try:
+        job_results_noted(srv, fake)
+    finally:
+        srv.stop()
+
+
+def job_results_noted(srv, fake):
+    now = int(time.time())
+    for i, (who, event) in enumerate((("oOA-JOBS", "MASSSENDJOBFINISH"),
+                                      ("oOA-JOBS", "TEMPLATESENDJOBFINISH"),
+                                      ("mphelper", "MASSSENDJOBFINISH"))):
+        fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": who,
+                                                  "following": True, "unionid": "uJOBS-%d" % i})
+        status, body = push(srv, oa_xml(who, now + i, "event", event=event))
+        check(status == 200 and body == "success",
+              "a job's result is answered success: %s %s" % (status, body))
+    fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": "oOA-CLICKS",
+                                              "following": True, "unionid": "uCLICKS"})
+    push(srv, oa_xml("oOA-CLICKS", now, "event", event="CLICK"))
+    asked = lambda who: [r for r in fake.requests("/cgi-bin/user/info")
+                         if r["query"].get("openid") == who]
+    clicked = eventually(lambda: asked("oOA-CLICKS"), lambda a: len(a) > 0, timeout=5)
+    check(len(clicked) == 1, "a member's menu click notes them: %d" % len(clicked))
+    time.sleep(0.3)
+    check(not asked("oOA-JOBS") and not asked("mphelper"),
+          "a job's result notes no follower: %d %d" % (len(asked("oOA-JOBS")), len(asked("mphelper"))))
+
+
 def existing_follower_retried(srv, fake):
     """Regression: the note that an old follower follows was recorded before
     its link; when user/info failed (WeChat busy, -1), every later push
@@ -4086,7 +4123,9 @@ def main():
         timed(unfollowed_before_link, srv, fake)
         timed(noted_follower_before_close, tmp, fake, env, config)
         timed(pushed_before_close, tmp, fake, env, config)
-        timed(note_at_the_stop, tmp, fake, env)  # after linked_login: its user/info is the first
+        timed(note_at_the_stop, tmp, fake, env)
+        timed(job_results_note_no_follower, tmp, fake, env)
+        timed(oa_refusals_logged, tmp, fake, env)  # after linked_login: its user/info is the first
         timed(notifications, srv, fake, oa_member)
         timed(many_cards, srv, fake)
         srv = timed(crash_mid_delivery, srv, tmp, fake, config, env, oa_member)
