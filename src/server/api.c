@@ -341,6 +341,7 @@ struct pgw_api {
     pgw_log_limit failed_said;       /* the service thread's: other 5xx causes (fail_told) */
     pgw_log_limit otp_said;          /* the service thread's: codes not sent (otp_tell) */
     pgw_log_limit oa_said;           /* the service thread's: callbacks answered 503 (oa_fail_as) */
+    pgw_log_limit oa_refused_said;   /* the same, callbacks answered 4xx (oa_fail_as) */
     pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
@@ -544,6 +545,24 @@ static void fail_told(pgw_api *api, pgw_response *resp, const pgw_job *job, rout
     "console"
 
 /*
+ * A callback refused with `status` (a 4xx) told on stderr: WeChat shows
+ * the operator only that the server failed, and a wrong token or
+ * EncodingAESKey refuses every push, so without a line the log said
+ * nothing of why. `why` is the check's own words (which check failed, a
+ * field's name, a value quoted cut: no token, key or body) and the lines
+ * are limited as the 503's are (a cause once a minute, the ones held back
+ * counted), as anyone may post to the callback. A 4xx is never "works
+ * again": only refusals are told. On the service thread.
+ */
+static void oa_refused_tell(pgw_api *api, int status, const pgw_err *why, bool url_check)
+{
+    char what[80];
+    snprintf(what, sizeof(what), "official-account %s refused %d", url_check ? "URL check" : "push",
+             status);
+    pgw_expire_tell(&api->oa_refused_said, what, why->code, why);
+}
+
+/*
  * fail() for the official account's callback. Its 503 (the store, memory,
  * a queue: WeChat delivers the push again) says only OA_UNAVAILABLE:
  * the body leaves for WeChat, which has no use for it (its documentation
@@ -557,12 +576,13 @@ static void fail_told(pgw_api *api, pgw_response *resp, const pgw_job *job, rout
  */
 static void oa_fail_as(pgw_api *api, pgw_response *resp, int rc, const char *why, bool url_check)
 {
-    if (error_entry(rc) >= 0) { /* the request's own fault, a 4xx: WeChat's to read */
-        fail(resp, R_OA_CALLBACK, rc, why);
-        return;
-    }
     pgw_err cause;
     pgw_err_set(&cause, rc, "%s", why);
+    if (error_entry(rc) >= 0) { /* the request's own fault, a 4xx: WeChat's to read */
+        fail(resp, R_OA_CALLBACK, rc, why);
+        oa_refused_tell(api, resp->status, &cause, url_check);
+        return;
+    }
     pgw_expire_tell(&api->oa_said,
                     url_check ? "official-account URL check answered 503"
                               : "official-account push answered 503 (WeChat delivers it again)",

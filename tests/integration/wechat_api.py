@@ -1149,6 +1149,35 @@ def job_results_noted(srv, fake):
           "a job's result notes no follower: %d %d" % (len(asked("oOA-JOBS")), len(asked("mphelper"))))
 
 
+def oa_refusals_logged(tmp, fake, env):
+    """Regression: a callback refused 401 or 400 wrote nothing on stderr,
+    so an operator whose token was wrong saw WeChat fail and an empty log.
+    Each refusal has a line with the check's words (no token, no body),
+    limited: the same cause again within a minute is counted, not said.
+    On a server of its own (the limit's minute is the server's)."""
+    d = os.path.join(tmp, "oa-refusals")
+    os.makedirs(d, exist_ok=True)
+    srv = Server(d, write_config(d, fake.port), env)
+    try:
+        now = int(time.time())
+        body = oa_xml("oOA-REFUSED", now, "text", content="secret-body-text", msg_id="91")
+        statuses = [push(srv, body, signed_query("wrong"))[0] for _ in range(3)]
+        statuses.append(push(srv, "not xml")[0])
+        statuses.append(srv.request("GET", "/wechat/oa/callback?" +
+                                    signed_query("wrong", extra="&echostr=1"), key=None)[0])
+        check(statuses == [401, 401, 401, 400, 401], "refused: %s" % statuses)
+        err = eventually(srv.stderr, lambda e: "URL check refused" in e, timeout=3)
+        lines = [x for x in err.splitlines() if "official-account" in x and "refused" in x]
+        bad = [x for x in lines if "push refused 401" in x and "bad signature" in x]
+        xml = [x for x in lines if "push refused 400" in x]
+        check(len(bad) == 1 and len(xml) == 1 and len(lines) == 3,
+              "one line a cause, the repeats held back: %s" % lines)
+        check(OA_TOKEN not in err and "secret-body-text" not in err,
+              "no token and no body on stderr: %s" % lines)
+    finally:
+        srv.stop()
+
+
 def existing_follower_retried(srv, fake):
     """Regression: the note that an old follower follows was recorded before
     its link; when user/info failed (WeChat busy, -1), every later push
