@@ -4,7 +4,6 @@
 #include "expire.h"
 
 #include "core/assertions.h"
-#include "core/bounds.h"
 #include "server/report.h"
 #include "util/clock.h"
 
