@@ -450,19 +450,18 @@ static void test_an_expiry_is_not_dated_before_its_points_came_back(void **state
     pgw_command *cmd = calloc(1, sizeof(*cmd));
     const int64_t as_of = at("2026-03-05T00:00:00+08:00");
     const int64_t back = at("2026-03-10T09:00:00+08:00");
+    const int64_t earned = at("2026-01-31T12:00:00+08:00"), spent = at("2026-02-20T12:00:00+08:00");
     /* Each case's lot of 100 is due on 1 March; 30 of it spent or held on 20 February. */
-    assert_int_equal(earn(w, cmd, "k:1", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
-    assert_int_equal(
-        spend(w, PGW_COMMAND_REDEEM, "redeem:D1", "D1", 30, 0, at("2026-02-20T12:00:00+08:00")),
-        PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:1", "M1", 100, 0, earned), PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_REDEEM, "redeem:D1", "D1", 30, 0, spent), PGW_OK);
     assert_int_equal(spend(w, PGW_COMMAND_RETURN, "return:redeem:D1/1", "D1", 30, 0, back), PGW_OK);
     int64_t dated = 0;
     assert_int_equal(expire_as_of(f, w, as_of, &dated), 100);
     assert_int_equal(dated, back);
 
-    assert_int_equal(earn(w, cmd, "k:2", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:2", "M1", 100, 0, earned), PGW_OK);
     assert_int_equal(spend(w, PGW_COMMAND_HOLD, "hold:S002:H1", "H1", 30,
-                           at("2026-03-20T00:00:00+08:00"), at("2026-02-20T12:00:00+08:00")),
+                           at("2026-03-20T00:00:00+08:00"), spent),
                      PGW_OK);
     assert_int_equal(spend(w, PGW_COMMAND_VOID, "void:S002:H1", "H1", 0, 0, back), PGW_OK);
     assert_int_equal(expire_as_of(f, w, as_of, &dated), 100);
@@ -470,10 +469,8 @@ static void test_an_expiry_is_not_dated_before_its_points_came_back(void **state
 
     /* H2's deadline passed on 8 March; a redemption on 12 March released it. */
     const int64_t deadline = at("2026-03-08T00:00:00+08:00");
-    assert_int_equal(earn(w, cmd, "k:3", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
-    assert_int_equal(spend(w, PGW_COMMAND_HOLD, "hold:S002:H2", "H2", 30, deadline,
-                           at("2026-02-20T12:00:00+08:00")),
-                     PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:3", "M1", 100, 0, earned), PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_HOLD, "hold:S002:H2", "H2", 30, deadline, spent), PGW_OK);
     assert_int_equal(earn(w, cmd, "k:4", "M1", 5, 0, at("2026-03-12T12:00:00+08:00")), PGW_OK);
     assert_int_equal(
         spend(w, PGW_COMMAND_REDEEM, "redeem:D3", "D3", 1, 0, at("2026-03-12T12:00:00+08:00")),
@@ -482,10 +479,8 @@ static void test_an_expiry_is_not_dated_before_its_points_came_back(void **state
     assert_int_equal(dated, deadline);
 
     /* A lot none of whose points came back after T keeps the run's date. */
-    assert_int_equal(earn(w, cmd, "k:5", "M1", 100, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
-    assert_int_equal(
-        spend(w, PGW_COMMAND_REDEEM, "redeem:D2", "D2", 30, 0, at("2026-02-20T12:00:00+08:00")),
-        PGW_OK);
+    assert_int_equal(earn(w, cmd, "k:5", "M1", 100, 0, earned), PGW_OK);
+    assert_int_equal(spend(w, PGW_COMMAND_REDEEM, "redeem:D2", "D2", 30, 0, spent), PGW_OK);
     assert_int_equal(spend(w, PGW_COMMAND_RETURN, "return:redeem:D2/1", "D2", 10, 0,
                            at("2026-02-25T12:00:00+08:00")),
                      PGW_OK);
@@ -547,8 +542,9 @@ static void test_a_stop_ends_the_run_after_its_page(void **state)
     free(cmd);
 }
 
-/* Makes lot `lot`'s expiry fail every time, in the writer, after the
- * page read: its earn's expired count cannot take a point more. */
+/* Makes the expiry of the lots `lots` (an SQL condition on them) fail
+ * every time, in the writer, after the page read: their earns' expired
+ * counts cannot take a point more. */
 static void break_lots_earn(db_fixture *f, const char *lots)
 {
     char sql[256];
