@@ -33,6 +33,8 @@ Faithful to WeChat
   (appid, openid, template) -> 43101 without one, int64 msgid (research §4).
 * POST /cgi-bin/message/template/send: 43004 for a non-follower,
   client_msg_id de-duplication, int msgid (research §5.1).
+* POST /cgi-bin/message/custom/send (a text): 43004 for a non-follower,
+  44004 empty, 45002 over 2,048 bytes.
 * Access-token errors 41001 / 40001 / 42001 (research §3.3); 43001 / 43002
   for the wrong HTTP method.
 
@@ -118,6 +120,7 @@ ERRMSG = {
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
+    40008: "invalid message type",
     40013: "invalid appid",
     40014: "invalid access_token",
     40029: "invalid code",
@@ -133,6 +136,9 @@ ERRMSG = {
     43002: "require POST method",
     43004: "require subscribe",
     43101: "user refuse to accept the msg",
+    44004: "empty content",
+    45002: "content size out of limit",
+    45015: "response out of time limit or subscription is canceled",
     45009: "reach max api daily quota limit",
     45011: "api minute-quota reach limit  mustslower  retry next minute",
     47001: "data format error",
@@ -147,6 +153,7 @@ REAL_PATHS = {
     "/cgi-bin/message/subscribe/send",
     "/cgi-bin/message/template/send",
     "/cgi-bin/user/info",
+    "/cgi-bin/message/custom/send",
 }
 
 
@@ -583,6 +590,36 @@ def ep_user_info(method, query, raw, now):
     return info
 
 
+def ep_custom(method, query, raw, now):
+    """POST cgi-bin/message/custom/send, a text: 43004 for a non-follower
+    (real WeChat: 45015 past the 48 hours after the user's last message,
+    which the fake does not track); 44004 for empty content, 45002 over
+    2,048 bytes; 40008 for a msgtype other than text (the only one the
+    gateway sends)."""
+    if method != "POST":
+        raise WxError(43002)
+    appid = check_token(query, now)
+    body = parse_json_object(raw)
+    touser = opt_str(body, "touser")
+    if touser == "":
+        raise WxError(40003)
+    if opt_str(body, "msgtype") != "text":
+        raise WxError(40008)
+    text = body.get("text")
+    content = text.get("content") if isinstance(text, dict) else None
+    if not isinstance(content, str):
+        raise WxError(47001)
+    if content == "":
+        raise WxError(44004)
+    if len(content.encode("utf-8")) > 2048:
+        raise WxError(45002)
+    if (appid, touser) not in STATE.followers:
+        raise WxError(43004)
+    STATE.delivered.append({"kind": "custom", "appid": appid, "touser": touser,
+                            "content": content, "time": now})
+    return {"errcode": 0, "errmsg": "ok"}
+
+
 ENDPOINTS = {
     "/cgi-bin/user/info": ep_user_info,
     "/cgi-bin/stable_token": ep_stable_token,
@@ -590,6 +627,7 @@ ENDPOINTS = {
     "/wxa/business/getuserphonenumber": ep_phone,
     "/cgi-bin/message/subscribe/send": ep_subscribe,
     "/cgi-bin/message/template/send": ep_template,
+    "/cgi-bin/message/custom/send": ep_custom,
 }
 
 

@@ -17,6 +17,7 @@
 
 #include "adapters/wechat/client.h"
 #include "adapters/wechat_mp/api.h"
+#include "adapters/wechat_oa/custom.h"
 #include "adapters/wechat_oa/template.h"
 #include "adapters/wechat_oa/user.h"
 #include "core/utf8.h"
@@ -762,6 +763,49 @@ static void test_classify(void **state)
     assert_int_equal(stats_of(down).token_fetches, 2);
     pgw_wx_client_free(down);
     close(fd);
+}
+
+/* ---- customer-service text: a reply after the push's answer ------------- */
+
+static void test_custom_text(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    fake_control(&FAKE, "/_fake/followers", "{s:s,s:s,s:b}", "appid", APP_OA, "openid", OA_OPENID,
+                 "following", 1);
+    pgw_wx_reply reply;
+    pgw_err err = {0};
+    assert_int_equal(
+        pgw_oa_send_text(c, APP_OA, OA_OPENID, "签到成功，获得 5 积分。", &reply, &err), PGW_OK);
+    assert_int_equal(reply.errcode, 0);
+    json_t *list;
+    json_t *doc = requests_to("/cgi-bin/message/custom/send", &list);
+    assert_int_equal(json_array_size(list), 1);
+    json_t *body = req_body(list, 0);
+    assert_string_equal(json_string_value(json_object_get(body, "touser")), OA_OPENID);
+    assert_string_equal(json_string_value(json_object_get(body, "msgtype")), "text");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(body, "text"), "content")),
+        "签到成功，获得 5 积分。");
+    json_decref(doc);
+    /* Refused before it leaves: nothing, too much, not UTF-8, not an openid. */
+    char big[PGW_OA_TEXT_MAX + 2];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    const char *bad_text[] = {"", big, "\xff\xfe"};
+    for (size_t i = 0; i < sizeof(bad_text) / sizeof(bad_text[0]); i++)
+        assert_int_equal(pgw_oa_send_text(c, APP_OA, OA_OPENID, bad_text[i], &reply, &err),
+                         PGW_EINVAL);
+    assert_int_equal(pgw_oa_send_text(c, APP_OA, "o/../x", "hi", &reply, &err), PGW_EINVAL);
+    big[PGW_OA_TEXT_MAX] = '\0'; /* the longest is sent */
+    assert_int_equal(pgw_oa_send_text(c, APP_OA, OA_OPENID, big, &reply, &err), PGW_OK);
+    doc = requests_to("/cgi-bin/message/custom/send", &list);
+    assert_int_equal(json_array_size(list), 2);
+    json_decref(doc);
+    /* Someone who does not follow: WeChat's refusal of this member. */
+    assert_int_equal(pgw_oa_send_text(c, APP_OA, "oOA_stranger", "hi", &reply, &err), PGW_ESTATE);
+    assert_int_equal(reply.errcode, 43004);
+    pgw_wx_client_free(c);
 }
 
 /* ---- 5. template message -------------------------------------------------- */
@@ -1677,6 +1721,7 @@ int main(void)
         cmocka_unit_test(test_without_request_ids),
         cmocka_unit_test_setup(test_token_refusal_gives_up, reset_fake),
         cmocka_unit_test_setup(test_template, reset_fake),
+        cmocka_unit_test_setup(test_custom_text, reset_fake),
         cmocka_unit_test_setup(test_send_not_resent, reset_fake),
         cmocka_unit_test_setup(test_an_answer_not_kept_may_have_been_done, reset_fake),
         cmocka_unit_test_setup(test_an_unread_answer_may_have_been_done, reset_fake),
