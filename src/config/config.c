@@ -1274,12 +1274,13 @@ static int parse_wechat(const json_t *channels, const char *name, const pgw_wech
                                           "secret_env",        "templates", "notice_page",
                                           "miniprogram_state", NULL};
     static const char *const oa_keys[] = {
-        "enabled",     "api_base",  "appid",         "secret_env",   "token_env",
-        "aes_key_env", "templates", "mp_jump_appid", "mp_jump_page", NULL};
+        "enabled",   "api_base",      "appid",        "secret_env",      "token_env", "aes_key_env",
+        "templates", "mp_jump_appid", "mp_jump_page", "reply_within_ms", NULL};
     char path[PGW_JSON_PATH_MAX];
     json_t *obj;
     pgw_identity probe;
     snprintf(w->api_base, sizeof(w->api_base), "https://api.weixin.qq.com");
+    w->reply_within_ms = PGW_OA_REPLY_WITHIN_MS_DEFAULT;
     int rc =
         get_section(channels, name, "$.channels", false, oa ? oa_keys : mp_keys, &obj, path, err);
     if (rc != PGW_OK || obj == NULL)
@@ -1305,6 +1306,9 @@ static int parse_wechat(const json_t *channels, const char *name, const pgw_wech
     if (rc == PGW_OK && oa)
         rc = pgw_json_string(obj, "mp_jump_appid", path, false, PGW_ID_MAX, w->mp_jump_appid,
                              sizeof(w->mp_jump_appid), err);
+    if (rc == PGW_OK && oa)
+        rc = pgw_json_int(obj, "reply_within_ms", path, false, PGW_OA_REPLY_WITHIN_MS_MIN,
+                          PGW_OA_REPLY_WITHIN_MS_MAX, &w->reply_within_ms, err);
     if (rc == PGW_OK)
         rc = parse_wechat_jump(obj, path, mp, w, err);
     if (rc == PGW_OK)

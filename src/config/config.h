@@ -54,6 +54,13 @@ typedef enum pgw_notice_kind {
     PGW_NOTICE_KINDS
 } pgw_notice_kind;
 
+/* channels.wechat_oa.reply_within_ms: WeChat waits 5 s for a push's
+ * answer, then gives up on it and delivers it again; what the route to us
+ * takes (a proxy, the distance) comes out of that. */
+#define PGW_OA_REPLY_WITHIN_MS_DEFAULT 4500
+#define PGW_OA_REPLY_WITHIN_MS_MIN     200
+#define PGW_OA_REPLY_WITHIN_MS_MAX     4900
+
 typedef struct pgw_wechat_channel {
     bool enabled;
     char api_base[PGW_URL_MAX + 1];
@@ -62,6 +69,9 @@ typedef struct pgw_wechat_channel {
     char token_env[PGW_ENV_NAME_MAX + 1];   /* official account: callback token */
     char aes_key_env[PGW_ENV_NAME_MAX + 1]; /* official account: EncodingAESKey */
     char mp_jump_appid[PGW_ID_MAX + 1];     /* official account: template jump target */
+    /* Official account: a push still waiting on the ledger this long after
+     * it came is answered "success", its reply sent later (api.c). */
+    int64_t reply_within_ms;
     /* The mini-program page a notice opens: wechat_mp's "notice_page";
      * wechat_oa's "mp_jump_page" (default: wechat_mp's, required when
      * mp_jump_appid names another mini program), in mp_jump_appid.

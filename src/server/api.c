@@ -28,6 +28,7 @@
 #include "server/wechat.h"
 #include "notify/notifier.h"
 #include "adapters/wechat_mp/api.h"
+#include "adapters/wechat_oa/custom.h"
 #include "adapters/wechat_oa/user.h"
 #include "util/csv.h"
 #include "util/env.h"
@@ -250,6 +251,9 @@ typedef struct wx_job {
     oa_action action;
     json_t *event;     /* an official-account event as POST /v1/events takes it */
     oa_follow *follow; /* a subscribe's follow, recorded before the event */
+    /* A push's deadline (pgw_monotonic_us): answered "success" by then
+     * (pgw_response.answer_within_us), its reply goes later (oa_late). */
+    int64_t answer_by_us;
 } wx_job;
 
 static void oa_follow_release(oa_follow *f);
@@ -343,6 +347,7 @@ struct pgw_api {
     pgw_log_limit oa_said;           /* the service thread's: callbacks answered 503 (oa_fail_as) */
     pgw_log_limit oa_refused_said;   /* the same, callbacks answered 4xx (oa_fail_as) */
     pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
+    pgw_log_limit oa_late_said;      /* the same, answered at the deadline (oa_late) */
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
     pgw_api_follow stream_follow;    /* NULL: none */
@@ -593,6 +598,16 @@ static void oa_fail_as(pgw_api *api, pgw_response *resp, int rc, const char *why
 static void oa_fail(pgw_api *api, pgw_response *resp, int rc, const char *why)
 {
     oa_fail_as(api, resp, rc, why, false);
+}
+
+/* "success": WeChat takes the push, says nothing to the member and does
+ * not deliver it again. Out of memory, an empty body, which it takes too. */
+static void oa_success(pgw_response *resp)
+{
+    resp->status = 200;
+    resp->content_type = "text/plain";
+    resp->body = strdup("success");
+    resp->body_len = resp->body ? 7 : 0;
 }
 
 /* WeChat's routes authenticate by WeChat's means, not by API keys. */
@@ -3810,10 +3825,7 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
         wx->action = OA_BALANCE;
     else { /* nothing for the ledger: WeChat wants "success" to not retry */
         free(wx);
-        resp->status = 200;
-        resp->content_type = "text/plain";
-        resp->body = strdup("success");
-        resp->body_len = resp->body ? 7 : 0;
+        oa_success(resp);
         return false;
     }
     pgw_job *job = job_new(api, req, R_OA_CALLBACK, PGW_COMMAND_EVENT);
@@ -3835,8 +3847,19 @@ static bool handle_oa_push(pgw_api *api, const pgw_request *req, pgw_response *r
     char openid[sizeof(m->from_user)];
     memcpy(openid, m->from_user, sizeof(openid));
     int64_t at = m->create_time;
-    if (submit(api, job, resp)) /* a first follow's link: oa_answer */
+    /* WeChat waits 5 s for the answer, then drops it and delivers the push
+     * again, and after the last try tells the member the account cannot
+     * serve: a ledger slower than that (a lock held, a checkpoint) is
+     * answered "success" by the HTTP layer, and the reply follows. From
+     * before the job can finish, so that a deadline the HTTP layer met is
+     * one oa_answer finds passed. */
+    int64_t within_us = api->cfg->wechat_oa.reply_within_ms * 1000;
+    wx->answer_by_us = pgw_monotonic_us() + within_us;
+    if (submit(api, job, resp)) { /* a first follow's link: oa_answer */
+        oa_success(resp);
+        resp->answer_within_us = within_us;
         return true;
+    }
     /* The follow went in ahead of the refused event (the writer's queue
      * full): perhaps this push's first, which its redelivery would find and
      * not link. Linked now; under such overload user/info may be asked
@@ -3925,10 +3948,100 @@ static void oa_unreplied(pgw_api *api, pgw_response *resp, const pgw_err *why)
                     "official-account push taken, answered success without a reply (the reply "
                     "could not be built)",
                     why->code, why);
-    resp->status = 200;
-    resp->content_type = "text/plain";
-    resp->body = strdup("success");
-    resp->body_len = resp->body ? 7 : 0; /* out of memory: an empty body, as WeChat takes too */
+    oa_success(resp);
+}
+
+/* The reply's text to the push `job` carried, false when none is owed (an
+ * unfollow: nobody to read it). A failure's tells the member to try
+ * again. */
+static bool oa_reply_text(const pgw_job *job, char *text, size_t size)
+{
+    const pgw_command *cmd = &job->cmd;
+    switch (job->wx->action) {
+    case OA_UNFOLLOW:
+        return false;
+    case OA_BALANCE:
+        if (cmd->rc == PGW_OK)
+            snprintf(text, size, "您的积分：%lld，可用 %lld。", (long long)cmd->figures.balance,
+                     (long long)cmd->figures.available);
+        else if (cmd->rc == PGW_ENOTFOUND)
+            snprintf(text, size, "您还不是会员。回复“签到”即可加入并领取积分。");
+        else
+            snprintf(text, size, "暂时无法查询，请稍后再试。");
+        return true;
+    case OA_FOLLOW:
+    case OA_SIGN_IN:
+        oa_event_text(cmd, job->wx->action == OA_FOLLOW, text, size);
+        return true;
+    }
+    return false;
+}
+
+/* A reply the deadline cut off, on its way as a customer-service message. */
+typedef struct oa_late_reply {
+    pgw_api *api;
+    char openid[PGW_WX_OPENID_MAX + 1];
+    char text[512];
+} oa_late_reply;
+
+/* Worker: sends it. Best effort, once: an account without the permission
+ * (48001), a member gone quiet 48 hours (45015), WeChat down, each is a
+ * line and the member sees no reply, as they would have without it. */
+static void oa_late_reply_task(void *arg, pgw_outbound_turn turn)
+{
+    oa_late_reply *l = arg;
+    pgw_wx_reply reply;
+    pgw_err err;
+    int rc = turn == PGW_OUTBOUND_STOPPING
+                 ? pgw_err_set(&err, PGW_EUNAVAILABLE, "the server is stopping")
+             : turn == PGW_OUTBOUND_STALE
+                 ? pgw_err_set(&err, PGW_EUNAVAILABLE, "WeChat calls are backed up")
+                 : pgw_oa_send_text(pgw_wechat_client(l->api->wechat),
+                                    pgw_wechat_oa_appid(l->api->wechat), l->openid, l->text, &reply,
+                                    &err);
+    if (rc != PGW_OK)
+        fprintf(stderr,
+                "pointsgw: warning: official account reply not sent after the push's deadline: "
+                "%s\n",
+                err.msg);
+    free(l);
+}
+
+/*
+ * A push whose command came back past its deadline (wx_job.answer_by_us):
+ * the HTTP layer answered it "success", or does with this, so WeChat
+ * delivers it no more and a failure's 503 would reach nobody. The member
+ * reads the reply all the same, as a customer-service message (a
+ * failure's says to try again); the operator reads, once a minute, that
+ * the ledger was that slow.
+ */
+static void oa_late(pgw_api *api, const pgw_job *job, pgw_response *resp)
+{
+    const pgw_command *cmd = &job->cmd;
+    pgw_err why;
+    if (cmd->rc == PGW_OK)
+        pgw_err_set(&why, PGW_EUNAVAILABLE,
+                    "the ledger took over %lld ms (channels.wechat_oa.reply_within_ms); its "
+                    "reply goes as a customer-service message",
+                    (long long)api->cfg->wechat_oa.reply_within_ms);
+    else
+        pgw_err_set(&why, cmd->rc, "%s", cmd->err.msg);
+    pgw_expire_tell(&api->oa_late_said, "official-account push answered success at its deadline",
+                    why.code, &why);
+    oa_success(resp);
+    oa_late_reply *l = calloc(1, sizeof(*l));
+    pgw_err err;
+    int rc = l ? PGW_OK : pgw_err_set(&err, PGW_ENOMEM, "out of memory");
+    if (rc == PGW_OK && oa_reply_text(job, l->text, sizeof(l->text))) {
+        l->api = api;
+        snprintf(l->openid, sizeof(l->openid), "%.64s", job->wx->oa.msg.from_user);
+        rc = outbound_submit(api, api->outbound, oa_late_reply_task, l, &err);
+        if (rc == PGW_OK)
+            return;
+    }
+    if (rc != PGW_OK)
+        fprintf(stderr, "pointsgw: warning: official account reply not sent: %s\n", err.msg);
+    free(l);
 }
 
 /* The passive reply to a push that reached the ledger. */
@@ -3960,30 +4073,17 @@ static void oa_answer(pgw_api *api, const pgw_job *job, pgw_response *resp)
                 "pointsgw: warning: official account %s not recorded (answered, not to be "
                 "delivered again): %s\n",
                 job->wx->action == OA_FOLLOW ? "follow_oa" : "sign_in", cmd->err.msg);
+    if (pgw_monotonic_us() >= job->wx->answer_by_us) {
+        oa_late(api, job, resp);
+        return;
+    }
     if (!answerable) {
         oa_fail(api, resp, PGW_EUNAVAILABLE, cmd->err.msg);
         return;
     }
-    switch (job->wx->action) {
-    case OA_UNFOLLOW: /* nobody to read a reply */
-        resp->status = 200;
-        resp->content_type = "text/plain";
-        resp->body = strdup("success");
-        resp->body_len = resp->body ? 7 : 0;
+    if (!oa_reply_text(job, text, sizeof(text))) { /* nobody to read a reply */
+        oa_success(resp);
         return;
-    case OA_BALANCE:
-        if (cmd->rc == PGW_OK)
-            snprintf(text, sizeof(text), "您的积分：%lld，可用 %lld。",
-                     (long long)cmd->figures.balance, (long long)cmd->figures.available);
-        else if (cmd->rc == PGW_ENOTFOUND)
-            snprintf(text, sizeof(text), "您还不是会员。回复“签到”即可加入并领取积分。");
-        else
-            snprintf(text, sizeof(text), "暂时无法查询，请稍后再试。");
-        break;
-    case OA_FOLLOW:
-    case OA_SIGN_IN:
-        oa_event_text(cmd, job->wx->action == OA_FOLLOW, text, sizeof(text));
-        break;
     }
     pgw_err err;
     int rc = pgw_wechat_oa_reply(api->wechat, &job->wx->oa, text, wall_now_s(), &resp->body,

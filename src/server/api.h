@@ -83,6 +83,12 @@ typedef struct pgw_response {
     const char *error_code;
     char reason[PGW_API_REASON_MAX + 1];
     bool committed; /* 2xx from the writer: what it reports is in the ledger (or was: a replay) */
+    /* > 0 for a job started (pgw_api_handle true) whose client waits no
+     * longer than this (a WeChat push: 5 s): if the job has not finished
+     * this many microseconds after, this response (the fallback, its body
+     * the HTTP layer's to free) is sent, and the job's own answer, when it
+     * comes, is dropped; the API has then seen to its substance. */
+    int64_t answer_within_us;
 } pgw_response;
 
 /* Wakes the service thread for a finished job (any thread). */

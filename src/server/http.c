@@ -237,7 +237,8 @@ struct req {
     /* watch_body's timer, scheduled while a body is awaited and cancelled
      * once it is not (unhook_body): lws's sorted list of timers is walked
      * at each insertion, and 128 lingering ones cost the service thread a
-     * tenth of its time. */
+     * tenth of its time. Once the request is dispatched, the deadline of
+     * its answer, if it has one (answer_late). */
     lws_sorted_usec_list_t body_sul;
     struct lws *body_wsi; /* the connection body_sul ticks for */
     bool close_after;     /* the connection cannot carry another request */
@@ -643,7 +644,7 @@ static void finish_done(pgw_http *h, done_item *d)
                         h->n_members ? follow : NULL, h))
         return;
     size_t at = slot_find(h, id);
-    if (at == SIZE_MAX) { /* not a request's (its log line could not be kept) */
+    if (at == SIZE_MAX) { /* answered at its deadline, or its log line could not be kept */
         free(resp.body);
         return;
     }
@@ -666,6 +667,8 @@ static void finish_done(pgw_http *h, done_item *d)
     req *q = lws_wsi_user(wsi);
     PGW_ASSERT(q != NULL && q->waiting && q->r.id == id);
     q->waiting = false;
+    lws_sul_cancel(&q->body_sul); /* a deadline's (answer_late) */
+    free(q->resp.body);           /* its fallback */
     q->resp = resp;
     respond(h, wsi, q);
 }
@@ -857,6 +860,22 @@ static void refuse(pgw_http *h, struct lws *wsi, req *q, int status, const char 
 
 static void unhook_body(req *q);
 
+/* A job whose client waits only so long (pgw_response.answer_within_us)
+ * is not back: the fallback the API gave is sent, and its answer, when
+ * it comes, finds no slot (finish_done drops it). */
+static void answer_late(lws_sorted_usec_list_t *sul)
+{
+    req *q = lws_container_of(sul, req, body_sul);
+    if (!q->waiting)
+        return;
+    pgw_http *h = lws_context_user(lws_get_context(q->body_wsi));
+    size_t at = slot_find(h, q->r.id);
+    PGW_ASSERT(at != SIZE_MAX && h->slots[at].wsi == q->body_wsi);
+    slot_remove(h, at);
+    q->waiting = false;
+    respond(h, q->body_wsi, q);
+}
+
 static void dispatch(pgw_http *h, struct lws *wsi, req *q)
 {
     PGW_ASSERT(!q->dispatched);
@@ -868,6 +887,11 @@ static void dispatch(pgw_http *h, struct lws *wsi, req *q)
     if (pgw_api_handle(h->api, &q->r, &q->resp)) {
         q->waiting = true;
         slot_put(h, q->r.id, wsi, false);
+        if (q->resp.answer_within_us > 0) {
+            q->body_wsi = wsi;
+            lws_sul_schedule(lws_get_context(wsi), 0, &q->body_sul, answer_late,
+                             q->resp.answer_within_us);
+        }
         /*
          * libwebsockets timed the request from its headers on (LWS_TIMEOUT_S)
          * and only a body's end stopped that: a GET waiting more than 5 s on

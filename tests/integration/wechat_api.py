@@ -4090,6 +4090,100 @@ def unread_answer_sends_nothing_more(tmp, fake, env):
         srv.stop()
 
 
+class LedgerLock:
+    """Holds the test database's write lock (SQLite's, or the transfers
+    table's on PostgreSQL) until release(): the writer waits for it, as
+    for another process's transaction or a long checkpoint."""
+
+    def __init__(self, db):
+        self.con = self.proc = None
+        if db.startswith("sqlite:"):
+            import sqlite3
+            self.con = sqlite3.connect(db[len("sqlite:"):], isolation_level=None, timeout=10)
+            self.con.execute("BEGIN IMMEDIATE")
+            return
+        self.proc = subprocess.Popen(["psql", "-qX", "-v", "ON_ERROR_STOP=1", db],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write("BEGIN; LOCK TABLE transfers IN EXCLUSIVE MODE;\n\\echo locked\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if line.strip() != "locked":
+            raise RuntimeError("psql did not take the lock: %r" % line)
+
+    def release(self):
+        if self.con is not None:
+            self.con.execute("COMMIT")
+            self.con.close()
+        else:
+            self.proc.communicate("COMMIT;\n", timeout=30)
+
+
+def late_push(srv, xml, hold_s):
+    """The push's (status, body) and how long its answer took, sent while
+    the ledger is locked for hold_s seconds."""
+    lock = LedgerLock(srv.db)
+    try:
+        started = time.time()
+        answer = push(srv, xml)
+        took = time.time() - started
+        time.sleep(max(0.0, hold_s - took))
+    finally:
+        lock.release()
+    return answer, took
+
+
+def oa_reply_at_deadline(tmp, fake, env):
+    """Regression: a push waited on the ledger however long it took, and
+    WeChat gives an answer 5 s: past them it drops the connection, delivers
+    the push again, and after its last try tells the member the account
+    cannot serve. A push the ledger has not answered by
+    channels.wechat_oa.reply_within_ms (500 ms here) is answered "success";
+    its command goes on, and its reply follows as a customer-service
+    message: the points, or, the command failed, to try again."""
+    d = os.path.join(tmp, "oa-deadline")
+    os.makedirs(d, exist_ok=True)
+    path, _ = edited_config(d, fake.port, lambda c: c["channels"]["wechat_oa"].update(
+        {"reply_within_ms": 500}))
+    srv = Server(d, path, env)
+    try:
+        for openid in ("oOA-SLOW", "oOA-SLOW2"):
+            fake.control("POST", "/_fake/followers", {"appid": OA_APPID, "openid": openid})
+        now = int(time.time())
+        before = srv.transfers()
+        answer, took = late_push(srv, oa_xml("oOA-SLOW", now, "text", content="签到",
+                                             msg_id="93000001"), 2.5)
+        check(answer == (200, "success") and 0.4 < took < 2.0,
+              "a push the ledger is too slow for is answered success at 500 ms: %s in %.2f s"
+              % (answer, took))
+        sent = eventually(lambda: [x for x in delivered(fake, "oOA-SLOW") if x["kind"] == "custom"],
+                          lambda x: len(x) >= 1)
+        check(len(sent) == 1 and sent[0]["content"].startswith("签到成功，获得"),
+              "its reply comes as a customer-service message: %s" % sent)
+        check(srv.transfers() == before + 1, "the sign-in is in the ledger once")
+        err = srv.stderr()
+        check("official-account push answered success at its deadline" in err
+              and "reply_within_ms" in err, "the operator reads that the ledger was slow")
+        # A push the ledger fails after its answer: the member is told to try again.
+        fail_transfers(srv.db, True)
+        try:
+            answer, took = late_push(srv, oa_xml("oOA-SLOW2", now + 1, "text", content="签到",
+                                                 msg_id="93000002"), 1.5)
+            sent = eventually(lambda: [x for x in delivered(fake, "oOA-SLOW2")
+                                       if x["kind"] == "custom"], lambda x: len(x) >= 1)
+        finally:  # once the command is done: it ran after the lock
+            fail_transfers(srv.db, False)
+        check(answer == (200, "success"), "the failing push is answered success: %s" % (answer,))
+        check([x["content"] for x in sent] == ["暂时无法办理，请稍后再试。"],
+              "a failure's reply says to try again: %s" % sent)
+        check(srv.transfers() == before + 1, "nothing more in the ledger")
+        # In time, the reply is the passive one, as ever.
+        status, body = push(srv, oa_xml("oOA-SLOW", now + 2, "text", content="积分", msg_id="93000003"))
+        check(status == 200 and reply_text(body)[0].startswith("您的积分"),
+              "a push answered in time has its passive reply: %s %s" % (status, body))
+    finally:
+        srv.stop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -4155,6 +4249,7 @@ def main():
         timed(note_at_the_stop, tmp, fake, env)
         timed(job_results_note_no_follower, tmp, fake, env)
         timed(oa_refusals_logged, tmp, fake, env)  # after linked_login: its user/info is the first
+        timed(oa_reply_at_deadline, tmp, fake, env)
         timed(notifications, srv, fake, oa_member)
         timed(many_cards, srv, fake)
         srv = timed(crash_mid_delivery, srv, tmp, fake, config, env, oa_member)

@@ -271,6 +271,16 @@ static const struct {
      "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
      " \"token_env\": \"T\", \"miniprogram_state\": \"trial\"}}",
      "$.channels.wechat_oa.miniprogram_state: unknown key"},
+    {"channels",
+     "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"reply_within_ms\": 5000}}",
+     "$.channels.wechat_oa.reply_within_ms: expected an integer 200..4900, got 5000"},
+    {"channels",
+     "{\"wechat_oa\": {\"appid\": \"wxfedcba0987654321\", \"secret_env\": \"S\","
+     " \"token_env\": \"T\", \"reply_within_ms\": 199}}",
+     "$.channels.wechat_oa.reply_within_ms: expected an integer 200..4900, got 199"},
+    {"channels", MP_WITH("\"reply_within_ms\": 3000"),
+     "$.channels.wechat_mp.reply_within_ms: unknown key"},
     {"notify", "{\"quiet_hours\": {\"start\": \"25:00\"}}", "$.notify.quiet_hours.start"},
     {"notify", "{\"retry\": {\"max_attempts\": 0}}", "$.notify.retry.max_attempts"},
     /* regression: accepted, and the first retry's backoff aborted the gateway */
@@ -718,6 +728,12 @@ static void test_notice_pages(void **state)
     snprintf(channels, sizeof(channels), "{%s}}", OA);
     cfg = with_channels(channels);
     assert_string_equal(cfg->wechat_oa.page, "pages/points/index");
+    /* WeChat's 5 s, less the way to us, unless configured */
+    assert_int_equal(cfg->wechat_oa.reply_within_ms, 4500);
+    pgw_config_free(cfg);
+    snprintf(channels, sizeof(channels), "{%s, \"reply_within_ms\": 3000}}", OA);
+    cfg = with_channels(channels);
+    assert_int_equal(cfg->wechat_oa.reply_within_ms, 3000);
     pgw_config_free(cfg);
     /* a null page is none, as every key's null: the default, no jump to refuse */
     snprintf(channels, sizeof(channels), "{%s, \"mp_jump_page\": null}}", OA);
