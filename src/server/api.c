@@ -348,6 +348,9 @@ struct pgw_api {
     pgw_log_limit oa_refused_said;   /* the same, callbacks answered 4xx (oa_fail_as) */
     pgw_log_limit oa_unreplied_said; /* the service thread's: taken, no reply (oa_answer) */
     pgw_log_limit oa_late_said;      /* the same, answered at the deadline (oa_late) */
+    /* Replies the deadline cut off, sent after (oa_late_reply_task) or not:
+     * counted where they end, a worker's thread or the service thread. */
+    atomic_uint_least64_t oa_late_sent, oa_late_unsent;
     pgw_api_notify notify;
     pgw_api_stream_news stream_news; /* NULL: none */
     pgw_api_follow stream_follow;    /* NULL: none */
@@ -2460,6 +2463,14 @@ static void metrics_wechat(metrics_text *m, pgw_api *api)
                 wx.token_fetches);
     put_counter(m, "pgw_wechat_token_retries_total", "Calls retried after a token error.",
                 wx.token_retries);
+    describe(m, "pgw_oa_late_replies_total", "counter",
+             "Official-account replies sent as customer-service messages after the push was "
+             "answered at its deadline (channels.wechat_oa.reply_within_ms), by result.");
+    put(m,
+        "pgw_oa_late_replies_total{result=\"sent\"} %llu\n"
+        "pgw_oa_late_replies_total{result=\"failed\"} %llu\n",
+        (unsigned long long)atomic_load(&api->oa_late_sent),
+        (unsigned long long)atomic_load(&api->oa_late_unsent));
 }
 
 static void handle_metrics(pgw_api *api, pgw_response *resp)
@@ -4004,6 +4015,7 @@ static void oa_late_reply_task(void *arg, pgw_outbound_turn turn)
                 "pointsgw: warning: official account reply not sent after the push's deadline: "
                 "%s\n",
                 err.msg);
+    atomic_fetch_add(rc == PGW_OK ? &l->api->oa_late_sent : &l->api->oa_late_unsent, 1);
     free(l);
 }
 
@@ -4039,8 +4051,10 @@ static void oa_late(pgw_api *api, const pgw_job *job, pgw_response *resp)
         if (rc == PGW_OK)
             return;
     }
-    if (rc != PGW_OK)
+    if (rc != PGW_OK) {
         fprintf(stderr, "pointsgw: warning: official account reply not sent: %s\n", err.msg);
+        atomic_fetch_add(&api->oa_late_unsent, 1);
+    }
     free(l);
 }
 
@@ -5605,6 +5619,8 @@ int pgw_api_new(const pgw_api_options *opts, pgw_api **out, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "out of memory starting the API");
     pthread_mutex_init(&api->links_lock, NULL);
     pthread_cond_init(&api->late_writes_done, NULL);
+    atomic_init(&api->oa_late_sent, 0);
+    atomic_init(&api->oa_late_unsent, 0);
     api->cfg = opts->cfg;
     api->body_max = opts->body_max;
     api->bodies_max = opts->bodies_max;

@@ -4176,6 +4176,13 @@ def oa_reply_at_deadline(tmp, fake, env):
         check([x["content"] for x in sent] == ["暂时无法办理，请稍后再试。"],
               "a failure's reply says to try again: %s" % sent)
         check(srv.transfers() == before + 1, "nothing more in the ledger")
+        # (counted once its send returned: after the fake kept it)
+        metrics = eventually(lambda: srv.request("GET", "/metrics", key=None)[1],
+                             lambda x: 'late_replies_total{result="sent"} 2' in x, timeout=5)
+        check('pgw_oa_late_replies_total{result="sent"} 2' in metrics and
+              'pgw_oa_late_replies_total{result="failed"} 0' in metrics,
+              "/metrics counts the late replies: %s" % [x for x in metrics.splitlines()
+                                                         if "late_replies" in x])
         # In time, the reply is the passive one, as ever.
         status, body = push(srv, oa_xml("oOA-SLOW", now + 2, "text", content="积分", msg_id="93000003"))
         check(status == 200 and reply_text(body)[0].startswith("您的积分"),
