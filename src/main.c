@@ -2477,14 +2477,50 @@ static int print_version(void)
     return EXIT_OK;
 }
 
-int main(int argc, char **argv)
+/*
+ * A command's exit once what it printed has reached stdout. A full disk
+ * (`keys add > key.txt`, a report redirected to a full volume) failed the
+ * writes and the command said nothing and exited 0, its output lost: a
+ * key shown to nobody, a verify report cut. `name` is the command ("" for
+ * the top level). `rc` stands when it is a failure already (verify's
+ * break, bad usage); a success becomes 1, as a disk's failure is.
+ */
+static int output_written(const char *name, int rc)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
-        print_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    errno = 0;
+    bool flushed = fflush(stdout) == 0;
+    if (flushed && !ferror(stdout))
+        return rc;
+    /* Failed earlier, when the buffer filled, and nothing was left to
+     * flush: errno is no longer the write's. */
+    const char *why = !flushed && errno != 0 ? strerror(errno) : "a write failed";
+    fprintf(stderr,
+            "pointsgw%s%s: cannot write its output to stdout: %s; what it printed is lost "
+            "or cut short\n",
+            name[0] != '\0' ? " " : "", name, why);
+    return rc == EXIT_OK ? EXIT_PROBLEM : rc;
+}
+
+/* `--version`, `version`: nothing may follow; what did was taken and the
+ * version said, the argument silently dropped. */
+static int cmd_version(int argc, char **argv)
+{
+    if (argc > 0) {
+        fprintf(stderr, "pointsgw: unknown argument '%s' (see --help)\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    return print_version();
+}
+
+/* The command argv[1] names, its exit before its output is checked. */
+static int run_command(int argc, char **argv)
+{
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        print_usage(stdout);
+        return EXIT_OK;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)
-        return print_version();
+        return cmd_version(argc - 2, argv + 2);
     for (size_t i = 0; i < N_COMMANDS; i++) {
         if (strcmp(argv[1], COMMANDS[i].name) != 0)
             continue;
@@ -2499,4 +2535,27 @@ int main(int argc, char **argv)
     fprintf(stderr, "pointsgw: unknown command '%s'\n\n", argv[1]);
     print_usage(stderr);
     return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    /* A file-size limit (ulimit -f, systemd's LimitFSIZE) makes a write
+     * past it fail (EFBIG), said and handled as a full disk's is, rather
+     * than kill the process with SIGXFSZ: a backup so killed left its
+     * partial copy and journal beside FILE, and serve would die mid-batch
+     * rather than answer 503 and count the request log's lost lines. */
+    signal(SIGXFSZ, SIG_IGN);
+    int rc = run_command(argc, argv);
+    /* serve's stdout is the request log: its failures are counted
+     * (pgw_request_log_dropped_lines_total), and serving went on. */
+    bool listed = false;
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        listed = listed || strcmp(argv[1], COMMANDS[i].name) == 0;
+    if (strcmp(argv[1], "serve") == 0)
+        return rc;
+    return output_written(listed ? argv[1] : "", rc);
 }

@@ -1759,6 +1759,55 @@ expect_text "holds 36500 closes of periods, the most verify reads"
 expect_exit 0 "$bin" period show --db "$period_db"
 expect_text "($close)"
 
+# --- An operator's walkthrough on a fresh machine (output, limits, signals) ---
+# Regression: stdout failing (a full disk under `keys add > key.txt`, a
+# report redirected into a full volume) was not noticed: every command said
+# nothing and exited 0, its output lost, a key shown to nobody. Each now
+# names the failure, exit 1 (or the exit it had: a verify finding a break
+# stays 1, bad usage 2).
+op_dir=$(mktemp -d -p "$scratch")
+printf 'card,phone,points\n88001,,100\n' >"$op_dir/one.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$op_dir/one.csv" --db "sqlite:$op_dir/op.db"
+if [ -w /dev/full ]; then
+    for args in "keys add --scope admin --config config/pointsgw.example.json" \
+        "verify --db sqlite:$op_dir/op.db" "--version" "--help" "verify --help" \
+        "check-config --config config/pointsgw.example.json" \
+        "member show card:S001:88001 --db sqlite:$op_dir/op.db"; do
+        # shellcheck disable=SC2086 # the words of $args are the arguments
+        out=$("$bin" $args 2>&1 >/dev/full)
+        got=$?
+        [ "$got" -eq 1 ] && pass || fail "'$args >/dev/full' exited $got, wanted 1: $out"
+        expect_text "cannot write its output to stdout: No space left on device"
+    done
+    out=$("$bin" keys add --scope nobody-knows --config config/pointsgw.example.json 2>&1 >/dev/full)
+    got=$?
+    [ "$got" -eq 2 ] && pass || fail "bad usage into /dev/full exited $got, wanted 2: $out"
+fi
+# Regression: `--version` took any argument after it, and said its version.
+expect_exit 2 "$bin" --version --bogus
+expect_text "unknown argument '--bogus'"
+expect_exit 2 "$bin" version now
+expect_text "unknown argument 'now'"
+# Regression: a file-size limit (ulimit -f, systemd's LimitFSIZE) killed
+# the command with SIGXFSZ at the first write past it: a backup died
+# leaving its .partial file and journal beside FILE, which README says a
+# failed run never does. The write now fails as a full disk's does: exit 1,
+# stderr says so, nothing left beside FILE, the database as it was.
+if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
+    mkdir "$op_dir/bk"
+    before=$(cksum <"$op_dir/op.db")
+    out=$(ulimit -f 40 && "$bin" backup --db "sqlite:$op_dir/op.db" --out "$op_dir/bk/copy.db" 2>&1)
+    got=$?
+    [ "$got" -eq 1 ] && pass || fail "backup past a file-size limit exited $got, wanted 1: $out"
+    expect_text "pointsgw backup: "
+    left=$(ls -A "$op_dir/bk")
+    [ -z "$left" ] && pass || fail "backup past a file-size limit left: $left"
+    [ "$(cksum <"$op_dir/op.db")" = "$before" ] && pass || fail "backup changed the database"
+    expect_exit 0 "$bin" verify --db "sqlite:$op_dir/op.db"
+fi
+rm -rf "$op_dir"
+# --- end of the operator's walkthrough ---
+
 echo "$passes passed, $failures failed"
 [ -z "${PGW_TEST_TIMES:-}" ] || times_print
 [ "$failures" -eq 0 ]
