@@ -1179,9 +1179,15 @@ static int cmd_quote(int argc, char **argv)
     pgw_err_clear(&err);
     if (event_json == NULL || (ctx_path != NULL && ctx_json == NULL))
         goto done;
-    if (pgw_event_from_json(event_json, &cfg->rules, doc, &err) != PGW_OK ||
-        pgw_member_ctx_from_json(ctx_json, ctx, &err) != PGW_OK) {
-        fprintf(stderr, "pointsgw quote: %s\n", err.msg);
+    /* Each refusal names its file: a JSON path alone ("$: expected an
+     * object") read as the event's when it was the context's. */
+    const char *refused = NULL;
+    if (pgw_event_from_json(event_json, &cfg->rules, doc, &err) != PGW_OK)
+        refused = flag_get(&flags, "--event");
+    else if (pgw_member_ctx_from_json(ctx_json, ctx, &err) != PGW_OK)
+        refused = ctx_path;
+    if (refused != NULL) {
+        fprintf(stderr, "pointsgw quote: %s: %s\n", refused, err.msg);
         goto done;
     }
     exit_code = quote_print(cfg, doc, &ctx->ctx);

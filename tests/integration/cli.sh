@@ -1805,6 +1805,18 @@ if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
     [ "$(cksum <"$op_dir/op.db")" = "$before" ] && pass || fail "backup changed the database"
     expect_exit 0 "$bin" verify --db "sqlite:$op_dir/op.db"
 fi
+# Regression: quote's refusal of a file's content named no file, so a
+# mistake in the context read as one in the event: "pointsgw quote: $:
+# expected an object, got an array". Each names the file it is about.
+echo '[]' >"$op_dir/list.json"
+expect_exit 2 "$bin" quote --event "$op_dir/list.json" --config config/pointsgw.example.json
+expect_text "pointsgw quote: $op_dir/list.json: \$: expected an object, got an array"
+expect_exit 2 "$bin" quote --event config/demo/purchase.json --context "$op_dir/list.json" \
+    --config config/pointsgw.example.json
+expect_text "pointsgw quote: $op_dir/list.json: \$: expected an object, got an array"
+expect_exit 2 "$bin" quote --event config/demo/purchase.json --context config/demo/purchase.json \
+    --config config/pointsgw.example.json
+expect_text "pointsgw quote: config/demo/purchase.json: \$."
 rm -rf "$op_dir"
 # --- end of the operator's walkthrough ---
 
