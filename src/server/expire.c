@@ -144,8 +144,12 @@ static int run_page(expire_run *r, size_t n, pgw_err *err)
             note_failed(r, &cmds[i]);
             failed++;
         } else if (cmds[i].rc != PGW_OK && cmds[i].rc != PGW_ESTATE && rc == PGW_OK) {
-            /* ESTATE: someone else got there first (nothing due any more). */
-            rc = pgw_err_set(err, cmds[i].rc, "%s", cmds[i].err.msg);
+            /* ESTATE: someone else got there first (nothing due any more).
+             * Named as a lot's own failure is: where the run stopped. */
+            rc =
+                lot ? pgw_err_set(err, cmds[i].rc, "lot %lld: %s", (long long)cmds[i].lot_id,
+                                  cmds[i].err.msg)
+                    : pgw_err_set(err, cmds[i].rc, "hold %s: %s", cmds[i].hold_id, cmds[i].err.msg);
         }
     }
     if (rc == PGW_OK && failed == EXPIRE_PAGE)
@@ -234,6 +238,20 @@ static int check_open_period(pgw_store *reader, int64_t as_of, const pgw_tz *tz,
                        close, when, close);
 }
 
+/*
+ * A run that ended on a failure after some of its expiries committed: the
+ * failure's own words ("storage failed, nothing was written") followed
+ * `pointsgw expire`'s "expired 256 lots", and read as if those had not
+ * been; the commits stand, and the next run takes what is left.
+ */
+static void said_part_way(pgw_err *err)
+{
+    char why[sizeof(err->msg)];
+    snprintf(why, sizeof(why), "%s", err->msg);
+    pgw_err_set(err, err->code,
+                "the run stopped part way: what it did stays done, the rest is still due; %s", why);
+}
+
 int pgw_expire_due(pgw_writer *w, const char *db_url, int64_t as_of, const pgw_tz *tz,
                    pgw_expire_seen seen, void *seen_ctx, pgw_expire_report *out, pgw_err *err)
 {
@@ -274,6 +292,8 @@ int pgw_expire_due_until(pgw_writer *w, const char *db_url, int64_t as_of, const
         rc = expire_holds(&r, err);
     if (rc == PGW_OK)
         rc = expire_lots(&r, err);
+    if (rc != PGW_OK && out->holds + out->lots > 0)
+        said_part_way(err);
     if (rc == PGW_OK && out->failed > 0)
         rc = pgw_err_set(err, r.first_failed.code,
                          "%lld of the due holds and lots failed and are left due (the rest "

@@ -41,7 +41,9 @@ typedef void (*pgw_expire_seen)(void *ctx, const pgw_command *cmd);
  * still due, counted in out->failed, and the run goes on; it then ends
  * with the first such failure, naming it. The storage or the writer
  * failing (PGW_EUNAVAILABLE), memory, a close made meanwhile, or a whole
- * page failing end the run at once. *out holds what was committed,
+ * page failing end the run at once, the error naming the hold or lot it
+ * stopped at and, when some expiries had committed, saying that the run
+ * stopped part way (those stay done). *out holds what was committed,
  * whatever the run returns. `as_of` outside 1970..9999 is PGW_EINVAL.
  */
 int pgw_expire_due(pgw_writer *writer, const char *db_url, int64_t as_of, const pgw_tz *tz,

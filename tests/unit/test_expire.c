@@ -671,6 +671,63 @@ static void test_a_locked_database_still_ends_the_run(void **state)
     free(cmd);
 }
 
+/* Another writer takes the database's lock once the first page's 256
+ * expiries have committed (seen is told of each before its page ends). */
+typedef struct lock_after_page {
+    const db_fixture *f;
+    int64_t seen;
+    pgw_store *other;
+} lock_after_page;
+
+static void lock_after_first_page(void *ctx, const pgw_command *cmd)
+{
+    (void)cmd;
+    lock_after_page *l = ctx;
+    if (++l->seen == 256) {
+        assert_int_equal(pgw_store_open(l->f->url, false, &l->other, NULL), PGW_OK);
+        assert_int_equal(pgw_store_begin(l->other, NULL), PGW_OK);
+    }
+}
+
+/* An operator's walkthrough (expire on a disk that filled part way):
+ * `pointsgw expire` printed "expired 256 lots", then "storage failed,
+ * nothing was written", which read as if the 256 were not. The run's
+ * error now says it stopped part way, that what it did stays done and the
+ * rest is still due, and names the lot it stopped at. */
+static void test_a_run_stopped_part_way_says_what_stays_done(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg) /* the same over a lock wait of 30 s (PGW_STORE_LOCK_WAIT_S) */
+        skip();
+    pgw_writer *w = start(f);
+    pgw_command *cmd = calloc(1, sizeof(*cmd));
+    char key[32];
+    for (int i = 0; i < 300; i++) { /* a page (256) and some more */
+        snprintf(key, sizeof(key), "k:%d", i);
+        assert_int_equal(earn(w, cmd, key, "M1", 10, 0, at("2026-01-31T12:00:00+08:00")), PGW_OK);
+    }
+    lock_after_page lock = {.f = f};
+    pgw_expire_report rep;
+    pgw_err err;
+    int64_t t = at("2026-03-01T00:00:00+08:00");
+    int rc = pgw_expire_due(w, f->url, t, NULL, lock_after_first_page, &lock, &rep, &err);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_int_equal(rep.lots, 256);
+    assert_int_equal(rep.failed, 0);
+    if (strstr(err.msg, "the run stopped part way: what it did stays done, the rest is still "
+                        "due; lot 257: ") != err.msg)
+        fail_msg("the run's error: %s", err.msg);
+    assert_int_equal(db_fixture_int64(f, "SELECT count(*) FROM lots WHERE left_points > 0"), 44);
+    pgw_store_rollback(lock.other, NULL);
+    pgw_store_close(lock.other);
+    /* The next run takes the rest. */
+    assert_int_equal(pgw_expire_due(w, f->url, t, NULL, NULL, NULL, &rep, &err), PGW_OK);
+    assert_int_equal(rep.lots, 44);
+    pgw_writer_stop(w);
+    assert_true(verify(f).ok);
+    free(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -698,6 +755,8 @@ int main(void)
             db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_locked_database_still_ends_the_run, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_run_stopped_part_way_says_what_stays_done,
+                                        db_fixture_setup, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
