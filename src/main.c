@@ -2003,6 +2003,11 @@ static int cmd_import_balances(int argc, char **argv)
     rc = text ? import_args(&flags, cfg, text, len, &file) : EXIT_USAGE;
     if (text == NULL && flag_get(&flags, "--file") == NULL)
         fprintf(stderr, "pointsgw import-balances: --file FILE.csv is required\n");
+    pgw_err err;
+    if (rc == EXIT_OK && pgw_import_text_check(text, len, &err) != PGW_OK) {
+        fprintf(stderr, "pointsgw import-balances: %s: %s\n", flag_get(&flags, "--file"), err.msg);
+        rc = EXIT_USAGE;
+    }
     if (rc == EXIT_OK)
         snprintf(url, sizeof(url), "%s",
                  flag_get(&flags, "--db") ? flag_get(&flags, "--db") : cfg->db);
@@ -2010,7 +2015,6 @@ static int cmd_import_balances(int argc, char **argv)
     static pgw_csv_row header;
     int col[PGW_IMPORT_COLUMNS];
     bool done = false;
-    pgw_err err;
     pgw_vault *vault = NULL;
     pgw_writer *w = NULL;
     if (rc == EXIT_OK) {

@@ -94,6 +94,21 @@ void pgw_import_default_batch(const char *shop, const char *text, size_t len, pg
     snprintf(out, PGW_IMPORT_BATCH_MAX + 1, "%.16s", hex);
 }
 
+int pgw_import_text_check(const char *text, size_t len, pgw_err *err)
+{
+    const char *nul = len > 0 ? memchr(text, '\0', len) : NULL;
+    if (nul == NULL)
+        return PGW_OK;
+    size_t line = 1;
+    for (const char *p = text; (p = memchr(p, '\n', (size_t)(nul - p))) != NULL; p++)
+        line++;
+    return pgw_err_set(err, PGW_EINVAL,
+                       "line %zu holds a NUL byte: not a UTF-8 text file (UTF-16, as Excel's "
+                       "\"Unicode Text\" saves, has one in every other byte); save it as CSV "
+                       "UTF-8",
+                       line);
+}
+
 bool pgw_import_batch_ok(const char *batch)
 {
     size_t n = strlen(batch);

@@ -75,6 +75,15 @@ int pgw_import_fields(const pgw_vault *vault, pgw_import_file *file, const char 
 void pgw_import_default_batch(const char *shop, const char *text, size_t len, pgw_csv_row *scratch,
                               char out[PGW_IMPORT_BATCH_MAX + 1]);
 
+/*
+ * Whether a file's `len` bytes may be read as its rows at all: PGW_EINVAL,
+ * naming the line, for a NUL byte anywhere in them. The CSV reader keeps
+ * each field as a C string, so a NUL cut the field short: "880<NUL>01"
+ * imported card 880's balance. A UTF-16 file (Excel's "Unicode Text")
+ * has one in every other byte. Nothing of such a file is imported.
+ */
+int pgw_import_text_check(const char *text, size_t len, pgw_err *err);
+
 /* Whether a batch id is usable: 1..64 of [A-Za-z0-9._-]. */
 bool pgw_import_batch_ok(const char *batch);
 

@@ -1817,6 +1817,17 @@ expect_text "pointsgw quote: $op_dir/list.json: \$: expected an object, got an a
 expect_exit 2 "$bin" quote --event config/demo/purchase.json --context config/demo/purchase.json \
     --config config/pointsgw.example.json
 expect_text "pointsgw quote: config/demo/purchase.json: \$."
+# Regression: a NUL byte in a field cut it short: "880<NUL>01,,5" credited
+# card 880 with 5 points, exit 0. A UTF-16 file (Excel's "Unicode Text", a
+# NUL in every other byte) was refused for an unknown column. The file is
+# refused whole, naming the line, exit 2, nothing imported (no database made).
+printf 'card,phone,points\n88001,,1\n880\00001,,5\n' >"$op_dir/nul.csv"
+expect_exit 2 "$bin" import-balances --shop S001 --file "$op_dir/nul.csv" --db "sqlite:$op_dir/nul.db"
+expect_text "pointsgw import-balances: $op_dir/nul.csv: line 3 holds a NUL byte: not a UTF-8 text file"
+[ ! -e "$op_dir/nul.db" ] && pass || fail "a file refused whole made a database"
+printf 'card,phone,points\n88001,,1\n' | iconv -f utf-8 -t utf-16le >"$op_dir/utf16.csv"
+expect_exit 2 "$bin" import-balances --shop S001 --file "$op_dir/utf16.csv" --db "sqlite:$op_dir/op.db"
+expect_text "line 1 holds a NUL byte: not a UTF-8 text file (UTF-16, "
 rm -rf "$op_dir"
 # --- end of the operator's walkthrough ---
 

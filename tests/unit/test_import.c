@@ -568,6 +568,35 @@ static void test_a_row_imported_before_the_limit_was_lowered_replays(void **stat
     pgw_import_file_clear(&f);
 }
 
+/*
+ * An operator's walkthrough: a NUL byte in a field cut it short (the CSV
+ * reader's fields are C strings), so the row "880<NUL>01,,5" credited
+ * card 880 with 5 points, exit 0; a UTF-16 file (a NUL in every other
+ * byte) was refused for an unknown column, its encoding unsaid. A file
+ * with a NUL byte is refused whole, naming the line, before any row.
+ */
+static void test_a_nul_byte_refuses_the_file(void **state)
+{
+    (void)state;
+    pgw_err err;
+    static const char plain[] = "card,phone,points\n88001,,5\n";
+    assert_int_equal(pgw_import_text_check(plain, sizeof(plain) - 1, &err), PGW_OK);
+    assert_int_equal(pgw_import_text_check("", 0, &err), PGW_OK);
+    static const char cut[] = "card,phone,points\r\n88001,,5\r\n880\0"
+                              "01,,5\n";
+    assert_int_equal(pgw_import_text_check(cut, sizeof(cut) - 1, &err), PGW_EINVAL);
+    assert_string_equal(err.msg, "line 3 holds a NUL byte: not a UTF-8 text file (UTF-16, as "
+                                 "Excel's \"Unicode Text\" saves, has one in every other "
+                                 "byte); save it as CSV UTF-8");
+    static const char utf16le[] = "c\0a\0r\0d\0,\0p\0o\0i\0n\0t\0s\0\n\0";
+    assert_int_equal(pgw_import_text_check(utf16le, sizeof(utf16le) - 1, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "line 1 holds a NUL byte"));
+    /* The last byte too: the length, not a terminator, bounds the text. */
+    static const char last[] = "card,points\nC1,5\0";
+    assert_int_equal(pgw_import_text_check(last, sizeof(last) - 1, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "line 2 holds a NUL byte"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_a_big_file_still_finds_each_repeat),
         cmocka_unit_test(test_a_batch_id_is_1_to_64_plain_characters),
         cmocka_unit_test(test_a_file_without_a_batch_is_named_by_its_rows),
+        cmocka_unit_test(test_a_nul_byte_refuses_the_file),
         cmocka_unit_test_setup_teardown(test_rows_credit_once_per_shop_batch_and_card,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_another_batch_of_a_card_is_refused_unless_named,
