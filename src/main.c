@@ -697,12 +697,13 @@ static void make_db_dir(const char *url, char *made)
         fprintf(stderr, "pointsgw serve: cannot create %s: %s\n", dir, strerror(errno));
 }
 
-/* Says where a database serve created is, whole: a relative path is the
- * working directory's, and serve started from another folder (systemd
- * without WorkingDirectory starts in /) made a new, empty ledger there
- * without a word (the operations review). And warns of a database others
- * may read: it holds members' sealed phones, as backups do (0600). */
-static void tell_database_file(const char *url, bool existed)
+/* Says where a database `who` (serve, import-balances) created is, whole:
+ * a relative path is the working directory's, and serve started from
+ * another folder (systemd without WorkingDirectory starts in /) made a
+ * new, empty ledger there without a word (the operations review). And
+ * warns of a database others may read: it holds members' sealed phones,
+ * as backups do (0600). */
+static void tell_database_file(const char *who, const char *url, bool existed)
 {
     const char *path = sqlite_file(url);
     char whole[PATH_MAX];
@@ -710,12 +711,12 @@ static void tell_database_file(const char *url, bool existed)
     if (path == NULL || realpath(path, whole) == NULL || stat(whole, &st) != 0)
         return;
     if (!existed)
-        fprintf(stderr, "pointsgw serve: created a new database at %s\n", whole);
+        fprintf(stderr, "pointsgw %s: created a new database at %s\n", who, whole);
     if ((st.st_mode & 077) != 0)
         fprintf(stderr,
-                "pointsgw serve: warning: %s is open to other users (mode %03o): it holds "
+                "pointsgw %s: warning: %s is open to other users (mode %03o): it holds "
                 "members' sealed identities; chmod 600 it and its -wal and -shm files\n",
-                whole, (unsigned)(st.st_mode & 0777));
+                who, whole, (unsigned)(st.st_mode & 0777));
 }
 
 /*
@@ -1053,7 +1054,7 @@ static int cmd_serve(int argc, char **argv)
     reload.http = http;
     pthread_t reload_thread;
     bool reloads = catch_signals(&reload, &reload_thread, hangups);
-    tell_database_file(db, existed);
+    tell_database_file("serve", db, existed);
     char shown[PGW_STORE_URL_MAX + 1]; /* a password in the URL stays out of the log */
     pgw_redact_db_url(db, shown, sizeof(shown));
     fprintf(stderr, "pointsgw serve: %s, listening on %s (port %d, %s), database %s\n",
@@ -2025,11 +2026,18 @@ static int cmd_import_balances(int argc, char **argv)
             rc = EXIT_USAGE;
         }
     }
+    /* A database it makes is its owner's alone, as serve's (SQLite gives
+     * the -wal and -shm files its mode), and said where: a relative "db"
+     * run from another folder would fill a new ledger there unseen. */
+    umask(077);
+    bool existed = rc != EXIT_OK || sqlite_file(url) == NULL || access(sqlite_file(url), F_OK) == 0;
     /* as POST /v1/shops/{id}/imports applies them */
     if (rc == EXIT_OK && rows_writer_start(cfg, url, true, &vault, &w, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw import-balances: %s\n", err.msg);
         rc = EXIT_USAGE;
     }
+    if (rc == EXIT_OK)
+        tell_database_file("import-balances", url, existed);
     if (rc == EXIT_OK) {
         import_tally t = {0};
         bool run = import_rows(w, vault, &csv, col, &file, &t) == PGW_OK;

@@ -1768,6 +1768,17 @@ expect_text "($close)"
 op_dir=$(mktemp -d -p "$scratch")
 printf 'card,phone,points\n88001,,100\n' >"$op_dir/one.csv"
 expect_exit 0 "$bin" import-balances --shop S001 --file "$op_dir/one.csv" --db "sqlite:$op_dir/op.db"
+# Regression: import-balances made a new database without a word, and
+# readable by every user (0644 under the usual umask): a relative "db"
+# run from another folder filled a new ledger there, and the file held
+# members' sealed identities, which serve's databases and backups keep
+# 0600. It says where, as serve does, and makes it 0600.
+expect_text "pointsgw import-balances: created a new database at $(realpath "$op_dir")/op.db"
+[ "$(stat -c %a "$op_dir/op.db")" = 600 ] && pass ||
+    fail "import-balances made its database mode $(stat -c %a "$op_dir/op.db"), wanted 600"
+printf 'card,phone,points\n88002,,100\n' >"$op_dir/two.csv"
+expect_exit 0 "$bin" import-balances --shop S001 --file "$op_dir/two.csv" --db "sqlite:$op_dir/op.db"
+[[ "$out" != *"created a new database"* ]] && pass || fail "a second import said it created: $out"
 if [ -w /dev/full ]; then
     for args in "keys add --scope admin --config config/pointsgw.example.json" \
         "verify --db sqlite:$op_dir/op.db" "--version" "--help" "verify --help" \
