@@ -74,6 +74,50 @@ typedef struct out_file {
     char partial[PATH_MAX]; /* "" when writing FILE itself */
 } out_file;
 
+/*
+ * The partial --out file being written, removed when a signal ends the
+ * command (Ctrl-C, SIGTERM, a hang-up): the rename never came, and each
+ * run so stopped left one more FILE.partial-XXXXXX beside FILE. Set
+ * before the flag, so the handler never reads a path half copied.
+ */
+static char out_partial_now[PATH_MAX];
+static volatile sig_atomic_t out_partial_set;
+
+/* Removes the partial file, then ends as the signal would have (its
+ * exit status, 128 + the signal, is the caller's to see). unlink, signal
+ * and raise are async-signal-safe. */
+static void out_on_signal(int sig)
+{
+    if (out_partial_set)
+        unlink(out_partial_now);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* From now until out_unguard, a stop by signal removes `partial`. A
+ * signal ignored (nohup's SIGHUP, SIGINT of a background job) stays so. */
+static void out_guard(const char *partial)
+{
+    snprintf(out_partial_now, sizeof(out_partial_now), "%s", partial);
+    out_partial_set = 1;
+    static const int stops[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+        struct sigaction was;
+        if (sigaction(stops[i], NULL, &was) != 0 || was.sa_handler == SIG_IGN)
+            continue;
+        struct sigaction sa = {.sa_handler = out_on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(stops[i], &sa, NULL);
+    }
+}
+
+/* The partial file is renamed or removed: a signal now ends the command
+ * as it would have, removing nothing. */
+static void out_unguard(void)
+{
+    out_partial_set = 0;
+}
+
 /* Where a new --out file goes: `path`, or what a link there (pointing to
  * no file yet) names, relative to the link's folder. */
 static bool new_target(const char *path, char target[PATH_MAX])
@@ -105,9 +149,12 @@ static int out_open(const char *path, out_file *o)
             o->target[0] = '\0';
         int n = snprintf(o->partial, sizeof(o->partial), "%s.partial-XXXXXX", o->target);
         fd = o->target[0] && n > 0 && (size_t)n < sizeof(o->partial) ? mkstemp(o->partial) : -1;
+        if (fd >= 0)
+            out_guard(o->partial);
         if (fd >= 0 && fchmod(fd, mode) != 0) {
             close(fd);
             unlink(o->partial);
+            out_unguard();
             fd = -1;
         }
     }
@@ -120,6 +167,7 @@ static int out_open(const char *path, out_file *o)
     if (o->f == NULL) {
         close(fd);
         unlink(o->partial);
+        out_unguard();
     }
     return o->f != NULL ? 0 : -1;
 }
@@ -134,10 +182,11 @@ static int out_close(out_file *o, bool keep)
     o->f = NULL;
     if (o->partial[0] == '\0')
         return ok ? 0 : -1;
-    if (keep && ok && rename(o->partial, o->target) == 0)
-        return 0;
-    unlink(o->partial);
-    return keep ? -1 : 0;
+    bool renamed = keep && ok && rename(o->partial, o->target) == 0;
+    if (!renamed)
+        unlink(o->partial);
+    out_unguard();
+    return renamed || !keep ? 0 : -1;
 }
 
 /* A command's exit for a failure code: 1 for what went wrong around it

@@ -1839,6 +1839,31 @@ expect_text "pointsgw import-balances: $op_dir/nul.csv: line 3 holds a NUL byte:
 printf 'card,phone,points\n88001,,1\n' | iconv -f utf-8 -t utf-16le >"$op_dir/utf16.csv"
 expect_exit 2 "$bin" import-balances --shop S001 --file "$op_dir/utf16.csv" --db "sqlite:$op_dir/op.db"
 expect_text "line 1 holds a NUL byte: not a UTF-8 text file (UTF-16, "
+# Regression: a reconcile or report stopped by a signal (Ctrl-C, SIGTERM,
+# a hang-up) while writing --out FILE left FILE.partial-XXXXXX beside it,
+# one more each stopped run. A statement that is a FIFO no one writes holds
+# reconcile after it made the partial file, the moment to stop it at.
+for sig in TERM HUP; do
+    mkdir "$op_dir/sig" && mkfifo "$op_dir/sig/statement.fifo"
+    "$bin" reconcile --statement "$op_dir/sig/statement.fifo" --channel store \
+        --db "sqlite:$op_dir/op.db" --config config/pointsgw.example.json \
+        --out "$op_dir/sig/report.json" 2>/dev/null &
+    rc_pid=$!
+    for _ in $(seq 200); do # 10 s: only a hang's bound
+        compgen -G "$op_dir/sig/report.json.partial-*" >/dev/null && break
+        sleep 0.05
+    done
+    compgen -G "$op_dir/sig/report.json.partial-*" >/dev/null && pass ||
+        fail "reconcile made no partial file to stop it at"
+    kill "-$sig" "$rc_pid"
+    wait "$rc_pid" 2>/dev/null # not bash's "Hangup" line for its job
+    got=$?
+    [ "$got" -eq $((128 + $(kill -l "$sig"))) ] && pass ||
+        fail "reconcile stopped by SIG$sig exited $got, wanted $((128 + $(kill -l "$sig")))"
+    left=$(cd "$op_dir/sig" && ls -A | grep -v '^statement.fifo$')
+    [ -z "$left" ] && pass || fail "reconcile stopped by SIG$sig left: $left"
+    rm -rf "$op_dir/sig"
+done
 rm -rf "$op_dir"
 # --- end of the operator's walkthrough ---
 
