@@ -1815,6 +1815,27 @@ if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
     [ -z "$left" ] && pass || fail "backup past a file-size limit left: $left"
     [ "$(cksum <"$op_dir/op.db")" = "$before" ] && pass || fail "backup changed the database"
     expect_exit 0 "$bin" verify --db "sqlite:$op_dir/op.db"
+    # serve's request log (stdout) appended to a file at such a limit: the
+    # next request's line killed serve (exit 153). It serves on, the lines
+    # counted lost, as README says of a failing stdout, and stops cleanly.
+    head -c $((4000 * 1024 - 300)) /dev/zero >"$op_dir/requests.log"
+    (ulimit -f 4000 && exec "$bin" serve --config config/pointsgw.example.json         --listen 127.0.0.1:0 --db "sqlite:$op_dir/op.db"         >>"$op_dir/requests.log" 2>"$op_dir/serve.err") &
+    lim_pid=$!
+    lim_port=
+    for _ in $(seq 200); do # 20 s: only a hang's bound
+        lim_port=$(sed -n 's/.*listening on .* (port \([0-9]*\),.*/\1/p' "$op_dir/serve.err")
+        [ -n "$lim_port" ] && break
+        kill -0 "$lim_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    for _ in $(seq 10); do curl -s -o /dev/null "http://127.0.0.1:$lim_port/healthz"; done
+    dropped=$(curl -sf "http://127.0.0.1:$lim_port/metrics" |
+        sed -n 's/^pgw_request_log_dropped_lines_total \([0-9]*\)$/\1/p')
+    [ "${dropped:-0}" -gt 0 ] && pass ||
+        fail "serve past a file-size limit: ${dropped:-no} lines counted lost: $(cat "$op_dir/serve.err")"
+    kill -TERM "$lim_pid"
+    wait "$lim_pid"
+    expect_stopped $? "$(cat "$op_dir/serve.err")"
 fi
 # Regression: quote's refusal of a file's content named no file, so a
 # mistake in the context read as one in the event: "pointsgw quote: $:
