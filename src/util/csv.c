@@ -96,8 +96,19 @@ typedef struct cursor {
     bool after_quote; /* the field's closing quote was seen */
 } cursor;
 
+/* A NUL byte would end the field where C strings end, "A1<NUL>x" read as
+ * "A1": a statement's row would match an event it does not name. */
+static int nul_byte(const cursor *k, pgw_err *err)
+{
+    return pgw_err_set(err, PGW_EINVAL,
+                       "field %zu has a NUL byte (is the file binary, or not saved as UTF-8?)",
+                       k->row->n + 1);
+}
+
 static int append(cursor *k, char ch, pgw_err *err)
 {
+    if (ch == '\0')
+        return nul_byte(k, err);
     if (k->len == PGW_CSV_FIELD_MAX)
         return pgw_err_set(err, PGW_EINVAL, "field %zu is longer than %d bytes", k->row->n + 1,
                            PGW_CSV_FIELD_MAX);
@@ -132,6 +143,8 @@ static int plain_run(pgw_csv *c, cursor *k, pgw_err *err)
     while (end < c->len && !special(c->text[end]))
         end++;
     size_t n = end - c->pos;
+    if (memchr(c->text + c->pos, '\0', n) != NULL)
+        return nul_byte(k, err);
     if (k->len + n > PGW_CSV_FIELD_MAX)
         return pgw_err_set(err, PGW_EINVAL, "field %zu is longer than %d bytes", k->row->n + 1,
                            PGW_CSV_FIELD_MAX);

@@ -113,6 +113,27 @@ static void test_a_field_not_utf8_is_a_bad_row(void **state)
     expect_end(&c);
 }
 
+/* A NUL byte ended the field where C strings end: "A1<NUL>x" read as
+ * "A1", and a statement's row matched event A1 it does not name. */
+static void test_a_field_with_a_nul_byte_is_a_bad_row(void **state)
+{
+    (void)state;
+    static const char text[] = "a,b\nA1\0x,1\nE2,\"q\0\"\nE3,ok\n";
+    pgw_csv c;
+    pgw_csv_init(&c, text, sizeof(text) - 1);
+    pgw_err err;
+    bool done = false;
+    expect_row(&c, 1, 2, (const char *const[]){"a", "b"});
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 2);
+    assert_non_null(strstr(err.msg, "field 1 has a NUL byte"));
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.line, 3);
+    assert_non_null(strstr(err.msg, "field 2 has a NUL byte"));
+    expect_row(&c, 4, 2, (const char *const[]){"E3", "ok"});
+    expect_end(&c);
+}
+
 static void test_field_count_is_bounded(void **state)
 {
     (void)state;
@@ -537,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_malformed_rows_are_reported_and_skipped),
         cmocka_unit_test(test_field_count_is_bounded),
         cmocka_unit_test(test_a_field_not_utf8_is_a_bad_row),
+        cmocka_unit_test(test_a_field_with_a_nul_byte_is_a_bad_row),
         cmocka_unit_test(test_a_bad_row_is_skipped_to_its_own_end),
         cmocka_unit_test(test_columns_are_mapped_by_name),
         cmocka_unit_test(test_an_unknown_column_is_named_by_its_position),
