@@ -169,6 +169,19 @@ const char *pgw_statement_ignored(const pgw_statement *st, size_t i)
     return i < st->n_ignored ? st->ignored[i] : NULL;
 }
 
+/* Whether a header's field holds a CR that ends no CRLF: lines ending in a
+ * bare CR (Excel for Mac's "CSV (Macintosh)") make the file one line,
+ * whose last column would be said missing, its CR unseen. */
+static bool bare_cr(const pgw_csv_row *row)
+{
+    for (size_t f = 0; f < row->n; f++) {
+        for (const char *p = strchr(row->fields[f], '\r'); p != NULL; p = strchr(p + 1, '\r'))
+            if (p[1] != '\n')
+                return true;
+    }
+    return false;
+}
+
 /* The header: every column of ours named, each once; others read past. */
 static int read_header(pgw_statement *st, pgw_err *err)
 {
@@ -176,6 +189,12 @@ static int read_header(pgw_statement *st, pgw_err *err)
     int rc = read_csv(st, &done, err);
     if (rc == PGW_OK && done)
         return pgw_err_set(err, PGW_EINVAL, "the statement is empty: no header row");
+    if (rc == PGW_OK && bare_cr(&st->row))
+        return pgw_err_set(err, PGW_EINVAL,
+                           "line %zu: the header has a line break that is a bare CR (a "
+                           "classic Mac CSV): save the statement with CRLF or LF line breaks "
+                           "(\"CSV UTF-8\")",
+                           st->row.line);
     if (rc == PGW_OK)
         rc = pgw_csv_columns(&st->row, COLUMNS, N_COLS, st->col, true, err);
     st->n_fields = st->row.n;

@@ -151,6 +151,25 @@ static void test_sorted_on_disk_keeping_lines(void **state)
     pgw_statement_free(st);
 }
 
+/* A file whose lines end in a bare CR (Excel for Mac's "CSV (Macintosh)")
+ * reads as one line: it was refused saying "column points is missing (is
+ * \"points\" it, misspelt?)", the CR unseen. It is refused saying why. */
+static void test_bare_cr_line_ends_are_named(void **state)
+{
+    (void)state;
+    pgw_statement *st = NULL;
+    pgw_err err;
+    const char *mac = "event_id,occurred_at,type,member,amount_fen,points\r"
+                      "E1,2026-11-20T10:00:00+08:00,purchase,,12800,128\r";
+    assert_int_equal(pgw_statement_open_text(mac, strlen(mac), &st, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "line 1: the header has a line break that is a bare CR"));
+    assert_null(st);
+    const char *cut = "event_id,occurred_at,type,member,amount_fen,points\r";
+    assert_int_equal(pgw_statement_open_text(cut, strlen(cut), &st, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "bare CR"));
+    assert_null(st);
+}
+
 static void test_headers_and_files(void **state)
 {
     (void)state;
@@ -899,6 +918,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_and_bad_rows_in_file_order),
+        cmocka_unit_test(test_bare_cr_line_ends_are_named),
         cmocka_unit_test(test_a_member_id_is_kept_as_matched),
         cmocka_unit_test(test_sorted_on_disk_keeping_lines),
         cmocka_unit_test(test_headers_and_files),
