@@ -182,6 +182,21 @@ static bool bare_cr(const pgw_csv_row *row)
     return false;
 }
 
+/* The header could not be read: the reader's reason says neither that it
+ * was the header nor, for one too wide (a till's export of many columns),
+ * how many a statement may have. */
+static int header_unread(const pgw_statement *st, int rc, pgw_err *err)
+{
+    char why[sizeof(err->msg)];
+    snprintf(why, sizeof(why), "%s", err->msg);
+    if (strncmp(why, "more than ", 10) == 0)
+        return pgw_err_set(err, rc,
+                           "line %zu, the header: %.200s (a statement has at most %d columns, "
+                           "ours and the till's own: remove some)",
+                           st->row.line, why, PGW_CSV_FIELDS_MAX);
+    return pgw_err_set(err, rc, "line %zu, the header: %.200s", st->row.line, why);
+}
+
 /* The header: every column of ours named, each once; others read past. */
 static int read_header(pgw_statement *st, pgw_err *err)
 {
@@ -189,7 +204,9 @@ static int read_header(pgw_statement *st, pgw_err *err)
     int rc = read_csv(st, &done, err);
     if (rc == PGW_OK && done)
         return pgw_err_set(err, PGW_EINVAL, "the statement is empty: no header row");
-    if (rc == PGW_OK && bare_cr(&st->row))
+    if (rc != PGW_OK)
+        return header_unread(st, rc, err);
+    if (bare_cr(&st->row))
         return pgw_err_set(err, PGW_EINVAL,
                            "line %zu: the header has a line break that is a bare CR (a "
                            "classic Mac CSV): save the statement with CRLF or LF line breaks "

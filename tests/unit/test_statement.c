@@ -12,6 +12,7 @@
 #include "server/statement.h"
 
 #include "core/utf8.h"
+#include "util/csv.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,24 @@ static void test_bare_cr_line_ends_are_named(void **state)
     const char *cut = "event_id,occurred_at,type,member,amount_fen,points\r";
     assert_int_equal(pgw_statement_open_text(cut, strlen(cut), &st, &err), PGW_EINVAL);
     assert_non_null(strstr(err.msg, "bare CR"));
+    assert_null(st);
+}
+
+/* A till's export with more columns than a row may have was refused
+ * saying "more than 32 fields" alone: not that it was the header, nor how
+ * many columns a statement may have. */
+static void test_a_header_too_wide_says_so(void **state)
+{
+    (void)state;
+    char text[512] = "event_id,occurred_at,type,member,amount_fen,points";
+    for (int i = 0; i < PGW_CSV_FIELDS_MAX; i++)
+        strcat(text, ",c");
+    strcat(text, "\n");
+    pgw_statement *st = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, &err), PGW_EINVAL);
+    assert_non_null(strstr(err.msg, "line 1, the header: more than 32 fields"));
+    assert_non_null(strstr(err.msg, "at most 32 columns"));
     assert_null(st);
 }
 
@@ -919,6 +938,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_and_bad_rows_in_file_order),
         cmocka_unit_test(test_bare_cr_line_ends_are_named),
+        cmocka_unit_test(test_a_header_too_wide_says_so),
         cmocka_unit_test(test_a_member_id_is_kept_as_matched),
         cmocka_unit_test(test_sorted_on_disk_keeping_lines),
         cmocka_unit_test(test_headers_and_files),
