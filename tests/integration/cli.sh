@@ -1759,6 +1759,42 @@ expect_text "holds 36500 closes of periods, the most verify reads"
 expect_exit 0 "$bin" period show --db "$period_db"
 expect_text "($close)"
 
+# Finance review of odd statements (s59F), on the period test's log: its
+# OPEN-1, dated an hour past the close, is the one event in [close, +1 h).
+odd_from=$close
+odd_to=$((close + 3600))
+# Regression: a NUL byte ended the field, "OPEN-1<NUL>x" read as OPEN-1 and
+# matched it: the row is malformed, and OPEN-1 is missing from the statement.
+printf 'event_id,occurred_at,type,member,amount_fen,points\nOPEN-1\0x,%s,purchase,member_id:MP1,5000,50\n' \
+    "$open_at" >"$tmp/nul.csv"
+expect_exit 1 "$bin" reconcile --statement "$tmp/nul.csv" --channel store --shop S001 \
+    --from "$odd_from" --to "$odd_to" --db "$period_db"
+expect_text '"matched":0,'
+expect_text '"malformed_row":1,'
+expect_text '"missing_in_statement":1,'
+expect_text 'field 1 has a NUL byte'
+printf 'event_id,occurred_at,type,member,amount_fen,points\nOPEN-1,%s,purchase,member_id:MP1,5000,50\n' \
+    "$open_at" >"$tmp/clean.csv"
+expect_exit 0 "$bin" reconcile --statement "$tmp/clean.csv" --channel store --shop S001 \
+    --from "$odd_from" --to "$odd_to" --db "$period_db"
+expect_text '"matched":1,'
+# Regression: a statement whose lines end in a bare CR (a classic Mac CSV)
+# was refused as "column points is missing (is "points" it, misspelt?)".
+tr '\n' '\r' <"$tmp/clean.csv" >"$tmp/mac.csv"
+expect_exit 2 "$bin" reconcile --statement "$tmp/mac.csv" --channel store --shop S001 \
+    --from "$odd_from" --to "$odd_to" --db "$period_db"
+expect_text 'line 1: the header has a line break that is a bare CR'
+# Regression: a header of more columns than a row may have said "more than
+# 32 fields" alone.
+{
+    printf 'event_id,occurred_at,type,member,amount_fen,points'
+    printf ',till_%d' $(seq 30)
+    printf '\n'
+} >"$tmp/wide.csv"
+expect_exit 2 "$bin" reconcile --statement "$tmp/wide.csv" --channel store --shop S001 \
+    --from "$odd_from" --to "$odd_to" --db "$period_db"
+expect_text 'line 1, the header: more than 32 fields (a statement has at most 32 columns'
+
 # --- An operator's walkthrough on a fresh machine (output, limits, signals) ---
 # Regression: stdout failing (a full disk under `keys add > key.txt`, a
 # report redirected into a full volume) was not noticed: every command said
