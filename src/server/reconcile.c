@@ -356,11 +356,14 @@ static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, cons
 {
     const pgw_recon_row *any = s ? s : l;
     json_t *o;
-    if (kind == PGW_RECON_MALFORMED_ROW) /* with the event it took, when it took one */
-        o = json_pack("{s:s,s:s,s:I,s:s,s:o*,s:o*}", "event_id", s->event_id, "kind",
+    /* With the event it took, when it took one; a side it has not is null,
+     * as API.md's exception has both keys (a client reads them). */
+    if (kind == PGW_RECON_MALFORMED_ROW)
+        o = json_pack("{s:s,s:s,s:I,s:s,s:o,s:o}", "event_id", s->event_id, "kind",
                       pgw_recon_kind_name(kind), "line", (json_int_t)s->line, "problem", s->problem,
-                      "statement", fields_read(s) ? side_json(k, s, false, t->statement) : NULL,
-                      "ledger", l != NULL ? side_json(k, l, true, t->ledger) : NULL);
+                      "statement",
+                      fields_read(s) ? side_json(k, s, false, t->statement) : json_null(), "ledger",
+                      l != NULL ? side_json(k, l, true, t->ledger) : json_null());
     else
         o = json_pack("{s:s,s:s,s:o,s:o}", "event_id", any->event_id, "kind",
                       pgw_recon_kind_name(kind), "statement", side_json(k, s, false, t->statement),

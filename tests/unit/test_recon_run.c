@@ -14,6 +14,8 @@
 
 #include "db_fixture.h"
 
+#include <jansson.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +190,44 @@ static void test_bad_text_is_a_malformed_row(void **state)
     assert_non_null(strstr(report, "\"exceptions_listed\":3,\"truncated\":true"));
     free(report);
     listed = 0;
+}
+
+/* Regression: API.md's exception is {"event_id", "kind", "statement",
+ * "ledger"}, a side it has not null; a malformed_row's left both keys out
+ * (one that took no event, and one not read), and a client reading
+ * exception["statement"] as API.md has it failed on them. */
+static void test_every_exception_has_both_sides(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sA,%d,purchase,member_id:M1,1000,10\n"
+             "C,%d,purchase,member_id:M1,3000,thirty\n"    /* takes C: its ledger side */
+             "X,%d,purchse,member_id:M1,1000,10\n"         /* in no shop: none */
+             "Y,%d,purchase,member_id:M1,1000,10,extra\n", /* its key not read */
+             HEADER, T0, T0 + 3600, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 3);
+    json_t *doc = json_loads(report, 0, NULL);
+    assert_non_null(doc);
+    json_t *exceptions = json_object_get(doc, "exceptions");
+    assert_true(json_array_size(exceptions) >= 4);
+    size_t i;
+    json_t *e;
+    json_array_foreach(exceptions, i, e)
+    {
+        const char *kind = json_string_value(json_object_get(e, "kind"));
+        if (json_object_get(e, "statement") == NULL || json_object_get(e, "ledger") == NULL)
+            fail_msg("exception %zu (%s) lacks a side: %s", i, kind, report);
+        if (strcmp(kind, "malformed_row") == 0 &&
+            strcmp(json_string_value(json_object_get(e, "event_id")), "C") == 0)
+            assert_true(json_is_object(json_object_get(e, "ledger")));
+    }
+    json_decref(doc);
+    free(report);
 }
 
 /* Regression: a channel or shop that is part of no event's key (a ':', an
@@ -555,7 +595,7 @@ static void test_an_unreadable_rows_event_is_not_missing(void **state)
     assert_non_null(strstr(report, "\"ledger\":{\"occurred_at\":\"2026-11-24T11:15:00+08:00\""));
     assert_non_null(strstr(report, "\"event_id\":\"X\",\"kind\":\"malformed_row\",\"line\":4,"
                                    "\"problem\":\"points \\\"thirty\\\" is not a whole number "
-                                   "in range\"}"));
+                                   "in range\",\"statement\":null,\"ledger\":null}"));
     free(report);
     format = PGW_RECON_CSV;
     run_counted(db, statement, "S001", &sum, &report);
@@ -626,8 +666,10 @@ static void test_where_an_unreadable_row_is_does_not_matter(void **state)
     assert_int_equal(sum.count[PGW_RECON_MATCHED], 2);
     assert_int_equal(sum.count[PGW_RECON_MALFORMED_ROW], 2);
     assert_int_equal(sum.count[PGW_RECON_MISSING_IN_STATEMENT], 0);
-    assert_non_null(strstr(report, "\"kind\":\"malformed_row\",\"line\":4,\"problem\":\"points "
-                                   "\\\"thirty\\\" is not a whole number in range\",\"ledger\":{"));
+    assert_non_null(strstr(report,
+                           "\"kind\":\"malformed_row\",\"line\":4,\"problem\":\"points "
+                           "\\\"thirty\\\" is not a whole number in range\",\"statement\":null,"
+                           "\"ledger\":{"));
     free(report);
 
     snprintf(statement, sizeof(statement),
@@ -914,6 +956,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_whole_channel_in_event_id_order, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bad_text_is_a_malformed_row, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_every_exception_has_both_sides, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_filter_outside_the_keys_is_refused, db_fixture_setup,
                                         db_fixture_teardown),
