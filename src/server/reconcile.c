@@ -789,6 +789,18 @@ static int write_notices(const pgw_event_filter *f, const pgw_recon_scope *scope
     return rc;
 }
 
+/* A CSV report cut at exceptions_max (over HTTP) without its summary rows
+ * was its first exceptions alone, and passed for the whole: it ends with
+ * the two summary rows that say it is not. */
+static int write_csv_cut(const sink *k, FILE *out)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%zu", k->listed);
+    csv_summary_row(out, "exceptions_listed", text, NULL);
+    csv_summary_row(out, "truncated", "true", NULL);
+    return ferror(out) ? PGW_EIO : PGW_OK;
+}
+
 /* The report: summary, warnings, notices, then the exceptions kept in `tmp`. */
 static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_summary *sum,
                         const pgw_recon_scope *scope, FILE *out, pgw_err *err)
@@ -822,6 +834,8 @@ static int write_report(const sink *k, const pgw_statement *st, const pgw_recon_
         fputs("]}\n", out);
     else if (rc == PGW_OK && k->opts->csv_summary)
         rc = write_csv_summary(k, sum, truncated, out);
+    else if (rc == PGW_OK && truncated)
+        rc = write_csv_cut(k, out);
     if (rc != PGW_OK || fflush(out) != 0 || ferror(out))
         return pgw_err_set(err, PGW_EIO, "writing the report failed");
     return PGW_OK;

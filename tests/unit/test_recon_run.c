@@ -192,6 +192,37 @@ static void test_bad_text_is_a_malformed_row(void **state)
     listed = 0;
 }
 
+/* Regression: a CSV report cut at exceptions_max (HTTP's 10,000) without
+ * summary rows was the first rows alone, nothing saying others were left
+ * out: finance took it for the whole. It ends with the two rows that say
+ * so, as the summary rows have them; one not cut stays exceptions alone. */
+static void test_a_cut_csv_report_says_so(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "%sX1,%d,purchase,,1000,10\nX2,%d,purchase,,1000,10\nX3,%d,purchase,,1000,10\n",
+             HEADER, T0, T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    format = PGW_RECON_CSV;
+    listed = 2; /* of 6: X1..X3 missing in the log, A, C, E from the statement */
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    const char *end = strstr(report, "\nexceptions_listed,2,");
+    if (end == NULL || strstr(end, "\ntruncated,true,") == NULL)
+        fail_msg("a cut CSV does not say so: %s", report);
+    assert_null(strstr(report, "statement_rows,"));
+    free(report);
+    listed = 6; /* exactly all: nothing cut, nothing added */
+    assert_int_equal(run(db, statement, "S001", INT64_MAX, &sum, &report), PGW_OK);
+    assert_null(strstr(report, "truncated,"));
+    assert_null(strstr(report, "exceptions_listed,"));
+    free(report);
+    listed = 0;
+    format = PGW_RECON_JSON;
+}
+
 /* Regression: API.md's exception is {"event_id", "kind", "statement",
  * "ledger"}, a side it has not null; a malformed_row's left both keys out
  * (one that took no event, and one not read), and a client reading
@@ -956,6 +987,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_whole_channel_in_event_id_order, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bad_text_is_a_malformed_row, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_cut_csv_report_says_so, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_every_exception_has_both_sides, db_fixture_setup,
                                         db_fixture_teardown),
