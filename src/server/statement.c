@@ -204,8 +204,10 @@ static int read_header(pgw_statement *st, pgw_err *err)
     int rc = read_csv(st, &done, err);
     if (rc == PGW_OK && done)
         return pgw_err_set(err, PGW_EINVAL, "the statement is empty: no header row");
-    if (rc != PGW_OK)
+    if (rc == PGW_EINVAL) /* the disk failing is not the header's fault */
         return header_unread(st, rc, err);
+    if (rc != PGW_OK)
+        return rc;
     if (bare_cr(&st->row))
         return pgw_err_set(err, PGW_EINVAL,
                            "line %zu: the header has a line break that is a bare CR (a "

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void pgw_csv_init(pgw_csv *c, const char *text, size_t len)
 {
@@ -358,6 +359,24 @@ struct pgw_csv_file {
     pgw_csv csv;
 };
 
+/* A file is read from its start again (a statement when unsorted): a pipe
+ * cannot be, and a directory has no text. Either is what the command was
+ * given, not the disk failing, and is refused saying what to do. */
+static int readable_twice(pgw_csv_file *file, const char *path, pgw_err *err)
+{
+    struct stat st;
+    if (fstat(fileno(file->f), &st) != 0)
+        return pgw_err_set(err, PGW_EIO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return pgw_err_set(err, PGW_EINVAL, "%s is a directory: name the CSV file", path);
+    if (fseek(file->f, 0, SEEK_SET) != 0 && errno == ESPIPE)
+        return pgw_err_set(err, PGW_EINVAL,
+                           "%s is not a file that can be read twice (a pipe?): save it to a "
+                           "file and name that",
+                           path);
+    return PGW_OK;
+}
+
 int pgw_csv_file_open(const char *path, pgw_csv_file **out, pgw_err *err)
 {
     *out = NULL;
@@ -375,8 +394,10 @@ int pgw_csv_file_open(const char *path, pgw_csv_file **out, pgw_err *err)
     }
     file->f = f;
     file->buf = buf;
-    int rc = pgw_csv_file_rewind(file, err);
-    if (rc != PGW_OK) { /* not seekable (a pipe): statements are read twice when unsorted */
+    int rc = readable_twice(file, path, err);
+    if (rc == PGW_OK)
+        rc = pgw_csv_file_rewind(file, err);
+    if (rc != PGW_OK) {
         pgw_csv_file_close(file);
         return rc;
     }

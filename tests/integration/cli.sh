@@ -1794,6 +1794,13 @@ expect_text 'line 1: the header has a line break that is a bare CR'
 expect_exit 2 "$bin" reconcile --statement "$tmp/wide.csv" --channel store --shop S001 \
     --from "$odd_from" --to "$odd_to" --db "$period_db"
 expect_text 'line 1, the header: more than 32 fields (a statement has at most 32 columns'
+# Regression: a statement piped in was refused as the disk failing (exit 1,
+# "rewinding a CSV file: Illegal seek"); it is what was given: exit 2.
+expect_exit 2 "$bin" reconcile --statement <(cat "$tmp/clean.csv") --channel store --shop S001 \
+    --from "$odd_from" --to "$odd_to" --db "$period_db"
+expect_text 'is not a file that can be read twice (a pipe?): save it to a file'
+expect_exit 2 "$bin" reconcile --statement "$tmp" --channel store --shop S001 --db "$period_db"
+expect_text 'is a directory: name the CSV file'
 
 # --- An operator's walkthrough on a fresh machine (output, limits, signals) ---
 # Regression: stdout failing (a full disk under `keys add > key.txt`, a

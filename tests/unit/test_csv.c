@@ -328,6 +328,29 @@ static void expect_file_reads_as_text(const char *text, size_t len, size_t *rows
     unlink(path);
 }
 
+/* Regression: a statement given as a pipe (`--statement <(iconv -f gbk
+ * ...)`) was refused as the disk failing, "rewinding a CSV file: Illegal
+ * seek" (exit 1), and a directory read as a header of "line 0". Both are
+ * what the command was given: PGW_EINVAL (exit 2), saying what to do. */
+static void test_a_pipe_or_a_directory_is_refused_as_given(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    char path[32];
+    snprintf(path, sizeof(path), "/dev/fd/%d", fds[0]);
+    pgw_csv_file *file = NULL;
+    pgw_err err;
+    assert_int_equal(pgw_csv_file_open(path, &file, &err), PGW_EINVAL);
+    assert_null(file);
+    assert_non_null(strstr(err.msg, "is not a file that can be read twice"));
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(pgw_csv_file_open("/tmp", &file, &err), PGW_EINVAL);
+    assert_null(file);
+    assert_non_null(strstr(err.msg, "/tmp is a directory"));
+}
+
 static void test_a_file_reads_as_the_whole_text(void **state)
 {
     (void)state;
@@ -563,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_columns_are_mapped_by_name),
         cmocka_unit_test(test_an_unknown_column_is_named_by_its_position),
         cmocka_unit_test(test_a_file_reads_as_the_whole_text),
+        cmocka_unit_test(test_a_pipe_or_a_directory_is_refused_as_given),
         cmocka_unit_test(test_an_overlong_row_is_dropped_whole),
         cmocka_unit_test(test_an_overlong_row_is_dropped_to_its_real_end),
         cmocka_unit_test(test_a_row_cut_after_its_empty_fields_keeps_them),
