@@ -378,12 +378,13 @@ static int write_json(sink *k, pgw_recon_kind kind, const pgw_recon_row *s, cons
 
 /* A CSV field, quoted when it must be. */
 /* Whether a spreadsheet would take the cell for a formula: it starts with
- * = + - @ or a tab or CR, and is not a plain (negative) integer. */
+ * = + - @ or a tab or CR, and is not a plain (negative) integer, nor "-"
+ * alone (no shop, as statements write it: it runs as nothing). */
 static bool formula_like(const char *text)
 {
     if (text[0] == '\0' || strchr("=+-@\t\r", text[0]) == NULL)
         return false;
-    if (text[0] != '-' || text[1] == '\0')
+    if (text[0] != '-')
         return true;
     for (const char *c = text + 1; *c != '\0'; c++) {
         if (*c < '0' || *c > '9')

@@ -192,6 +192,30 @@ static void test_bad_text_is_a_malformed_row(void **state)
     listed = 0;
 }
 
+/* Regression: the shop_id "-" (an event without a shop, as a statement's
+ * shop_id column and --shop write it) went out in a CSV report as "'-",
+ * taken for a formula: a filter on the column's "-" found none of them.
+ * A lone "-" runs as nothing in a spreadsheet; "-1+2" still goes as text. */
+static void test_no_shop_is_written_as_a_dash(void **state)
+{
+    const db_fixture *db = *state;
+    log_events(db);
+    char statement[1024];
+    snprintf(statement, sizeof(statement),
+             "event_id,occurred_at,type,member,amount_fen,points,shop_id\n"
+             "Q,%d,sign_in,,,5,-\n-1+2,%d,sign_in,,,5,-\n",
+             T0, T0);
+    pgw_recon_summary sum;
+    char *report = NULL;
+    format = PGW_RECON_CSV;
+    assert_int_equal(run(db, statement, NULL, INT64_MAX, &sum, &report), PGW_OK);
+    format = PGW_RECON_JSON;
+    if (strstr(report, "\nmissing_in_ledger,Q,2,-,") == NULL)
+        fail_msg("no shop is not \"-\": %s", strchr(report, '\n'));
+    assert_non_null(strstr(report, "\nmissing_in_ledger,\"'-1+2\",3,-,"));
+    free(report);
+}
+
 /* Regression: a CSV report cut at exceptions_max (HTTP's 10,000) without
  * summary rows was the first rows alone, nothing saying others were left
  * out: finance took it for the whole. It ends with the two rows that say
@@ -987,6 +1011,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_whole_channel_in_event_id_order, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bad_text_is_a_malformed_row, db_fixture_setup,
+                                        db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_no_shop_is_written_as_a_dash, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_cut_csv_report_says_so, db_fixture_setup,
                                         db_fixture_teardown),
