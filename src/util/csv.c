@@ -101,9 +101,10 @@ typedef struct cursor {
  * "A1": a statement's row would match an event it does not name. */
 static int nul_byte(const cursor *k, pgw_err *err)
 {
-    return pgw_err_set(err, PGW_EINVAL,
-                       "field %zu has a NUL byte (is the file binary, or not saved as UTF-8?)",
-                       k->row->n + 1);
+    return pgw_err_set(
+        err, PGW_EINVAL,
+        "field %zu has a NUL byte (a file saved as UTF-16, or binary: save it as CSV UTF-8)",
+        k->row->n + 1);
 }
 
 static int append(cursor *k, char ch, pgw_err *err)
