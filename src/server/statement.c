@@ -561,10 +561,27 @@ static bool fields_line_up(const pgw_statement *st, pgw_recon_row *r)
                      st->row.n, st->n_fields);
 }
 
+/* Whether the row names the header's columns again, a BOM ahead or not:
+ * two exports joined into one file (cat), whose reasons otherwise said
+ * its occurred_at "occurred_at" is no time. */
+static bool header_again(const pgw_statement *st)
+{
+    for (size_t c = 0; c < N_COLS; c++) {
+        const char *cell = pgw_csv_cell(&st->row, st->col, c);
+        if (strncmp(cell, "\xEF\xBB\xBF", 3) == 0)
+            cell += 3;
+        if (st->col[c] >= 0 && strcmp(cell, COLUMNS[c]) != 0)
+            return false;
+    }
+    return true;
+}
+
 /* One CSV row's fields checked into *r. False (and r->problem) when it is not a row. */
 static bool parse_row(const pgw_statement *st, pgw_recon_row *r)
 {
     const pgw_csv_row *row = &st->row;
+    if (header_again(st))
+        return malformed(r, "the header again (statements joined into one file?): not an event");
     const char *id = pgw_csv_cell(row, st->col, COL_EVENT_ID);
     const char *at = pgw_csv_cell(row, st->col, COL_OCCURRED_AT);
     const char *type = pgw_csv_cell(row, st->col, COL_TYPE);

@@ -189,6 +189,31 @@ static void test_a_header_too_wide_says_so(void **state)
     assert_null(st);
 }
 
+/* Two days' exports joined into one file (cat) repeat the header, BOM and
+ * all: it was a malformed_row saying its occurred_at "occurred_at" is no
+ * time, its event_id "\xEF\xBB\xBFevent_id". It says it is the header again. */
+static void test_a_header_repeated_says_so(void **state)
+{
+    (void)state;
+    const char *text = "\xEF\xBB\xBF"
+                       "event_id,occurred_at,type,member,amount_fen,points\r\n"
+                       "E1,2026-11-24T10:15:00+08:00,purchase,,12800,128\r\n"
+                       "\xEF\xBB\xBF"
+                       "event_id,occurred_at,type,member,amount_fen,points\r\n"
+                       "E2,2026-11-25T10:15:00+08:00,purchase,,12800,128\r\n"
+                       "event_id,occurred_at,type,member,amount_fen,points\r\n";
+    pgw_statement *st = NULL;
+    assert_int_equal(pgw_statement_open_text(text, strlen(text), &st, NULL), PGW_OK);
+    const expect want[] = {
+        {"E1", 2, false, NULL},
+        {"", 3, true, "the header again (statements joined into one file?)"},
+        {"E2", 4, false, NULL},
+        {"", 5, true, "the header again"},
+    };
+    read_all(st, want, sizeof(want) / sizeof(want[0]));
+    pgw_statement_free(st);
+}
+
 static void test_headers_and_files(void **state)
 {
     (void)state;
@@ -939,6 +964,7 @@ int main(void)
         cmocka_unit_test(test_rows_and_bad_rows_in_file_order),
         cmocka_unit_test(test_bare_cr_line_ends_are_named),
         cmocka_unit_test(test_a_header_too_wide_says_so),
+        cmocka_unit_test(test_a_header_repeated_says_so),
         cmocka_unit_test(test_a_member_id_is_kept_as_matched),
         cmocka_unit_test(test_sorted_on_disk_keeping_lines),
         cmocka_unit_test(test_headers_and_files),
