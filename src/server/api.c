@@ -2646,8 +2646,12 @@ static bool handle_reconciliation(pgw_api *api, const pgw_request *req, const pg
 {
     pgw_err err;
     int rc;
+    static const char *const PARAMS[] = {"channel", "shop",         "from", "to",
+                                         "format",  "summary_rows", NULL};
     pgw_job *job = finance_job_new(api, req, who, R_RECONCILE, &err, &rc);
     finance_job *f = job ? job->finance : NULL;
+    if (rc == PGW_OK)
+        rc = pgw_query_only(req->query, PARAMS, &err);
     if (rc == PGW_OK && (f->statement = malloc(req->body_len + 1)) == NULL)
         rc = pgw_err_set(&err, PGW_ENOMEM, "out of memory");
     if (rc == PGW_OK)
@@ -2694,9 +2698,12 @@ static bool handle_report(pgw_api *api, const pgw_request *req, const pgw_princi
 {
     pgw_err err;
     int rc;
+    static const char *const PARAMS[] = {"from", "to", "bucket", "format", NULL};
     pgw_job *job = finance_job_new(api, req, who, r, &err, &rc);
     finance_job *f = job ? job->finance : NULL;
     char bucket[8] = "day";
+    if (rc == PGW_OK)
+        rc = pgw_query_only(req->query, PARAMS, &err);
     if (rc == PGW_OK) {
         f->from = -1;
         f->to = -1;

@@ -3,6 +3,8 @@
  */
 #include "query.h"
 
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 int pgw_query_get(const char *query, const char *name, char *out, size_t cap, pgw_err *err)
@@ -30,5 +32,33 @@ int pgw_query_get(const char *query, const char *name, char *out, size_t cap, pg
                            cap - 1);
     memcpy(out, value, value_len);
     out[value_len] = '\0';
+    return PGW_OK;
+}
+
+static bool named(const char *const *names, const char *name, size_t len)
+{
+    for (size_t i = 0; names[i] != NULL; i++) {
+        if (strlen(names[i]) == len && strncmp(names[i], name, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+int pgw_query_only(const char *query, const char *const *names, pgw_err *err)
+{
+    for (const char *p = query; *p != '\0';) {
+        size_t len = strcspn(p, "&");
+        size_t name_len = strcspn(p, "=&");
+        if (name_len > 0 && !named(names, p, name_len)) {
+            char taken[160] = "";
+            for (size_t i = 0, at = 0; names[i] != NULL && at < sizeof(taken); i++)
+                at += (size_t)snprintf(taken + at, sizeof(taken) - at, "%s%s", i ? ", " : "",
+                                       names[i]);
+            return pgw_err_set(err, PGW_EINVAL,
+                               "unknown query parameter \"%.*s\": this route takes %s",
+                               (int)(name_len < 40 ? name_len : 40), p, taken);
+        }
+        p += len + (p[len] == '&');
+    }
     return PGW_OK;
 }

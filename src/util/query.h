@@ -24,4 +24,13 @@
  */
 int pgw_query_get(const char *query, const char *name, char *out, size_t cap, pgw_err *err);
 
+/*
+ * PGW_EINVAL, naming it, when `query` has a parameter not in `names`
+ * (NULL-terminated), so that a misspelt one is refused rather than
+ * ignored: a reconciliation asked with shop_id= for shop= covered the
+ * whole channel, and form= for from= every day since 1970. Empty
+ * segments ("a=1&&b=2") name nothing.
+ */
+int pgw_query_only(const char *query, const char *const *names, pgw_err *err);
+
 #endif

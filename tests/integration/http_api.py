@@ -6485,6 +6485,16 @@ def test_reports(s):
         check(status == code, f"{path} with {key}: {status}, wanted {code}: {doc}")
     status, doc, _ = s.request("POST", "/v1/reports/pool?" + period, key="finance")
     check(status == 405, f"reports are read with GET: {status}")
+    # Regression (finance's review): a parameter the route does not take was
+    # ignored, so settlement "for S001" (shop=) answered every shop, and a
+    # misspelt from= read from 1970. Refused, naming it.
+    for path in ("/v1/reports/settlement?shop=S001&" + period,
+                 "/v1/reports/pool?form=2026-01-01T00:00:00%2B08:00&" + period):
+        status, doc, _ = s.request("GET", path, key="finance")
+        message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+        check(status == 400 and message.startswith("unknown query parameter") and
+              "this route takes from, to, bucket, format" in message,
+              f"{path}: refused, naming the parameter: {status} {doc}")
 
 
 def test_member_reads_beside_finance(s):
@@ -7072,6 +7082,14 @@ def test_reconciliation_csv_summary(s):
                                 key="finance")
     check(status == 200 and recon_csv_parts(text)[2] == {},
           f"unasked, a CSV is its exceptions alone (API.md): {status} {text}")
+    # Regression (finance's review): shop_id= for shop= was ignored, and the
+    # statement of one shop was reconciled against the whole channel.
+    status, doc, _ = s.request("POST", f"/v1/reconciliations?channel=store&shop_id=S002&{period}",
+                               raw=body, ctype="text/csv", key="finance")
+    message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+    check(status == 400 and '"shop_id"' in message and
+          "takes channel, shop, from, to, format, summary_rows" in message,
+          f"a parameter the route does not take is refused, naming it: {status} {doc}")
     for extra, why in (("&format=csv&summary_rows=yes", "summary_rows is true or false"),
                        ("&summary_rows=true", "summary_rows=true is for a CSV report")):
         status, doc, _ = s.request("POST", query + extra, raw=body, ctype="text/csv",

@@ -69,12 +69,39 @@ static void test_a_name_twice_or_without_a_value_is_refused(void **state)
     }
 }
 
+/* A route's own parameters only: a misspelt one (shop_id= for shop=)
+ * was ignored, and the report covered more than was asked. Names are
+ * whole: "shop" takes neither "shop_id" nor "sho". */
+static void test_only_named_parameters(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"channel", "shop", "from", NULL};
+    pgw_err err;
+    const char *taken[] = {"",      "shop=S1",   "channel=store&shop=S1&from=1",
+                           "shop=", "&&shop=1&", "from"};
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+        assert_int_equal(pgw_query_only(taken[i], names, &err), PGW_OK);
+    const char *refused[] = {"shop_id=S1", "channel=store&form=1", "sho=1", "x", "=1"};
+    const char *named[] = {"\"shop_id\"", "\"form\"", "\"sho\"", "\"x\"", NULL};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        int rc = pgw_query_only(refused[i], names, &err);
+        if (named[i] == NULL) { /* "=1" names nothing: no parameter to refuse */
+            assert_int_equal(rc, PGW_OK);
+            continue;
+        }
+        assert_int_equal(rc, PGW_EINVAL);
+        assert_non_null(strstr(err.msg, named[i]));
+        assert_non_null(strstr(err.msg, "this route takes channel, shop, from"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_a_name_twice_or_without_a_value_is_refused),
+        cmocka_unit_test(test_only_named_parameters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
