@@ -2597,14 +2597,17 @@ static int query_param(const char *query, const char *name, char *out, size_t ca
     return rc == PGW_ENOTFOUND ? PGW_OK : rc;
 }
 
-/* format=json|csv, else Accept: text/csv asks for CSV. */
+/* format=json|csv; without it, Accept: text/csv asks for CSV. The query
+ * wins: format=json under a client's default Accept of text/csv was
+ * answered in CSV. */
 static int finance_format(const pgw_request *req, bool *csv, pgw_err *err)
 {
     char format[8] = "json";
     int rc = query_param(req->query, "format", format, sizeof(format), err);
     if (rc == PGW_OK && strcmp(format, "json") != 0 && strcmp(format, "csv") != 0)
         rc = pgw_err_set(err, PGW_EINVAL, "format is json or csv");
-    *csv = strcmp(format, "csv") == 0 || strncmp(req->accept, "text/csv", 8) == 0;
+    *csv = query_has(req->query, "format") ? strcmp(format, "csv") == 0
+                                           : strncmp(req->accept, "text/csv", 8) == 0;
     return rc;
 }
 

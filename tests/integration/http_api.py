@@ -6495,6 +6495,12 @@ def test_reports(s):
         check(status == 400 and message.startswith("unknown query parameter") and
               "this route takes from, to, bucket, format" in message,
               f"{path}: refused, naming the parameter: {status} {doc}")
+    # Regression: format=json was answered in CSV when Accept asked for CSV.
+    status, doc, headers = s.request("GET", "/v1/reports/settlement?format=json&" + period,
+                                     key="finance", headers={"Accept": "text/csv"})
+    check(status == 200 and headers.get("content-type", "").startswith("application/json") and
+          isinstance(doc, dict) and "totals" in doc,
+          f"format=json wins over Accept: text/csv: {status} {headers.get('content-type')}")
 
 
 def test_member_reads_beside_finance(s):
