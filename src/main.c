@@ -1859,6 +1859,39 @@ static int reconcile_into(const flag_set *flags, const char *url, pgw_recon_opti
     return exit_for(rc);
 }
 
+/*
+ * Whether --out names a file the command reads (the same file through a
+ * link or another name: its device and inode), said as `cmd`'s refusal:
+ * renamed over it, the report replaced finance's statement (`reconcile
+ * --statement s.csv --out s.csv`), the configuration or the database.
+ * `db` is a store URL: only SQLite's is a file.
+ */
+static bool out_is_input(const char *cmd, const char *out, const char *statement,
+                         const char *config, const char *db)
+{
+    struct stat o, in;
+    if (out == NULL || stat(out, &o) != 0)
+        return false;
+    const char *sqlite = strncmp(db, "sqlite:", 7) == 0 ? db + 7 : NULL;
+    const struct {
+        const char *what, *path;
+    } inputs[] = {{"the statement", statement},
+                  {"the configuration", config ? config : DEFAULT_CONFIG},
+                  {"the database", sqlite}};
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        const char *path = inputs[i].path;
+        if (path != NULL && stat(path, &in) == 0 && in.st_dev == o.st_dev &&
+            in.st_ino == o.st_ino) {
+            fprintf(stderr,
+                    "pointsgw %s: --out %s is %s (%s): the output would replace it; name "
+                    "another file\n",
+                    cmd, out, inputs[i].what, path);
+            return true;
+        }
+    }
+    return false;
+}
+
 static int cmd_reconcile(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -1893,6 +1926,9 @@ static int cmd_reconcile(int argc, char **argv)
     }
     const char *out_path = flag_get(&flags, "--out");
     out_file out = {.f = stdout};
+    if (rc == EXIT_OK && out_is_input("reconcile", out_path, flag_get(&flags, "--statement"),
+                                      flag_get(&flags, "--config"), url))
+        rc = EXIT_USAGE;
     if (rc == EXIT_OK && out_open(out_path, &out) != 0) {
         fprintf(stderr, "pointsgw reconcile: %s: %s\n", out_path, strerror(errno));
         rc = EXIT_USAGE;
@@ -2228,6 +2264,8 @@ static int cmd_report(int argc, char **argv)
     out_file out = {.f = stdout};
     pgw_store *store = NULL;
     pgw_err err;
+    if (rc == EXIT_OK && out_is_input("report", out_path, NULL, flag_get(&flags, "--config"), url))
+        rc = EXIT_USAGE;
     int r = rc != EXIT_OK || out_open(out_path, &out) == 0
                 ? PGW_OK
                 : pgw_err_set(&err, PGW_EIO, "%s: %s", out_path, strerror(errno));

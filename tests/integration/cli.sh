@@ -1794,6 +1794,28 @@ expect_text 'line 1: the header has a line break that is a bare CR'
 expect_exit 2 "$bin" reconcile --statement "$tmp/wide.csv" --channel store --shop S001 \
     --from "$odd_from" --to "$odd_to" --db "$period_db"
 expect_text 'line 1, the header: more than 32 fields (a statement has at most 32 columns'
+# Regression (finance's review): --out naming what the command reads (the
+# statement, through a link too; the configuration; the database) replaced
+# it with the report. Refused, exit 2, each left as it was.
+cp "$tmp/clean.csv" "$tmp/keep.csv"
+ln -sf "$tmp/keep.csv" "$tmp/keep-link.csv"
+expect_exit 2 "$bin" reconcile --statement "$tmp/keep.csv" --channel store --shop S001 \
+    --from "$odd_from" --to "$odd_to" --out "$tmp/keep-link.csv" --db "$period_db"
+expect_text "--out $tmp/keep-link.csv is the statement ($tmp/keep.csv): the output would replace it"
+cmp -s "$tmp/clean.csv" "$tmp/keep.csv" && pass || fail "--out over the statement changed it"
+cp "$src/config/pointsgw.example.json" "$tmp/keep.json"
+expect_exit 2 "$bin" report settlement --from "$odd_from" --to "$odd_to" \
+    --config "$tmp/keep.json" --out "$tmp/keep.json" --db "$period_db"
+expect_text "is the configuration"
+cmp -s "$src/config/pointsgw.example.json" "$tmp/keep.json" && pass ||
+    fail "--out over the configuration changed it"
+if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
+    cp "$tmp/period.db" "$tmp/keep.db"
+    expect_exit 2 "$bin" report pool --from "$odd_from" --to "$odd_to" --out "$tmp/keep.db" \
+        --db "sqlite:$tmp/keep.db"
+    expect_text "is the database"
+    cmp -s "$tmp/period.db" "$tmp/keep.db" && pass || fail "--out over the database changed it"
+fi
 # Regression: a statement piped in was refused as the disk failing (exit 1,
 # "rewinding a CSV file: Illegal seek"); it is what was given: exit 2.
 expect_exit 2 "$bin" reconcile --statement <(cat "$tmp/clean.csv") --channel store --shop S001 \
