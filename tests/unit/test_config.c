@@ -361,6 +361,28 @@ static void test_minimal_is_valid_and_defaults_apply(void **state)
     pgw_config_free(cfg);
 }
 
+/* Regression (the operator's review): a configuration saved by Windows'
+ * Notepad starts with a UTF-8 byte order mark, and was refused at 1:1
+ * naming an invisible character. It is read as the file without it; a
+ * mark anywhere else is still no JSON. */
+static void test_a_byte_order_mark_is_skipped(void **state)
+{
+    (void)state;
+    char text[sizeof(MINIMAL) + 3] = "\xEF\xBB\xBF";
+    memcpy(text + 3, MINIMAL, sizeof(MINIMAL));
+    pgw_config *cfg = NULL;
+    pgw_err err;
+    if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
+        fail_msg("%s", err.msg);
+    assert_string_equal(cfg->db, "sqlite:data/pointsgw.db");
+    pgw_config_free(cfg);
+    char twice[sizeof(text) + 3] = "\xEF\xBB\xBF";
+    memcpy(twice + 3, text, sizeof(text));
+    assert_int_equal(pgw_config_parse(twice, strlen(twice), "mall.json", &cfg, &err), PGW_EINVAL);
+    assert_null(cfg);
+    assert_non_null(strstr(err.msg, "mall.json:1:"));
+}
+
 /* Regression (the review of e7cbbd5): an optional key set to null is
  * absent, in the configuration as in requests; it was "expected an
  * object, got null". A required one null is still refused. */
@@ -997,6 +1019,7 @@ int main(void)
         cmocka_unit_test(test_example_loads_with_its_figures),
         cmocka_unit_test(test_every_mistake_is_refused_with_its_path),
         cmocka_unit_test(test_minimal_is_valid_and_defaults_apply),
+        cmocka_unit_test(test_a_byte_order_mark_is_skipped),
         cmocka_unit_test(test_null_is_absent),
         cmocka_unit_test(test_campaign_shops_outside_its_formats),
         cmocka_unit_test(test_fixed_awards_above_their_daily_cap),
