@@ -59,6 +59,17 @@ static key_state read_key(const char *var, uint8_t out[KEY_LEN])
     return KEY_OK;
 }
 
+/* Whether variable `var` ends in a carriage return: an environment file
+ * saved with Windows line ends (systemd's EnvironmentFile, `set -a; .
+ * secrets.env`) gives every value one, and "malformed" alone did not say
+ * what to change. */
+static bool ends_in_cr(const char *var)
+{
+    const char *value = getenv(var);
+    size_t n = value ? strlen(value) : 0;
+    return n > 0 && value[n - 1] == '\r';
+}
+
 /* Why the keys read cannot be used (never their values); PGW_OK when both
  * are whole, or both unset in development mode. Set keys are held to the
  * same rule in either mode: a typo must not fall back to public keys. */
@@ -103,6 +114,14 @@ int pgw_vault_open(const char *hmac_env, const char *aes_env, bool development, 
     snprintf(v->seal_var, sizeof(v->seal_var), "%s", aes_env);
     key_state h = read_key(hmac_env, v->index_key), a = read_key(aes_env, v->seal_key);
     int rc = keys_problem(hmac_env, h, aes_env, a, development, err);
+    if (rc != PGW_OK && (ends_in_cr(hmac_env) || ends_in_cr(aes_env))) {
+        char said[PGW_ERR_MSG_MAX];
+        snprintf(said, sizeof(said), "%s", err->msg);
+        pgw_err_set(err, rc,
+                    "%s; a value ends in a carriage return (\\r): the environment file has "
+                    "Windows line ends, save it with Unix ones",
+                    said);
+    }
     if (rc != PGW_OK) {
         pgw_vault_free(v); /* wipes what was read */
         return rc;

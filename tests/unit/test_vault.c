@@ -182,6 +182,10 @@ static void test_keys_set_must_be_whole_and_paired(void **state)
     expect_refused(HMAC_HEX, NULL, "TEST_PGW_AES is not set");
     expect_refused(HMAC_HEX, "", "TEST_PGW_AES is not set");
     expect_refused(NULL, AES_HEX, "TEST_PGW_HMAC is not set");
+    /* Regression (the operator's review): a secrets file with Windows line
+     * ends gives each value a trailing \r, refused as "malformed" alone. */
+    expect_refused(HMAC_HEX "\r", AES_HEX "\r", "a value ends in a carriage return");
+    expect_refused(HMAC_HEX, AES_HEX "\r", "TEST_PGW_AES is malformed");
     /* Upper-case digits are digits. */
     pgw_vault_free(open_vault_with(
         "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789", AES_HEX));
