@@ -120,6 +120,23 @@ static bool warn_due(pgw_log_limit *l, const char *cause, uint64_t *unsaid)
 }
 
 /*
+ * Tells `cmd` it failed with `rc`, saying `told`. A command no request
+ * sent is a CLI run's or the sweep's, whose reader is an operator at the
+ * stderr that has the cause, where no gateway may run: "the gateway's
+ * log" becomes "stderr" for it (the review of the command line: `expire`
+ * said "(the gateway's log says why)").
+ */
+static void told_to(pgw_command *cmd, int rc, const char *told)
+{
+    static const char log_says[] = " (the gateway's log says why)";
+    size_t n = strlen(told), tail = sizeof(log_says) - 1;
+    if (cmd->request_id == 0 && n >= tail && strcmp(told + n - tail, log_says) == 0)
+        pgw_err_set(&cmd->err, rc, "%.*s (stderr says why)", (int)(n - tail), told);
+    else
+        pgw_err_set(&cmd->err, rc, "%s", told);
+}
+
+/*
  * A request that storage failed (PGW_EIO, PGW_EUNAVAILABLE): the store's
  * words name the database (its file, its server) and may name a member,
  * which are the operator's, on stderr (limited: core/log_limit.h), not the
@@ -145,7 +162,7 @@ static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
                                      : "a command failed in storage, nothing written",
                 which, which[0] != '\0' && unsaid > 0 ? held_back + 2 : held_back, cmd->err.msg);
     }
-    pgw_err_set(&cmd->err, cmd->rc, "%s", told);
+    told_to(cmd, cmd->rc, told);
 }
 
 #define STORAGE_FAILED "storage failed, nothing was written (the gateway's log says why)"
@@ -222,6 +239,9 @@ static void say_commits_work(pgw_log_say say, const uint64_t *unsaid)
  */
 static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
 {
+    size_t requests = 0; /* the rest, a CLI run's or the sweep's, answered nobody */
+    for (size_t i = 0; rc != PGW_OK && i < n; i++)
+        requests += w->batch[i]->request_id != 0;
     uint64_t unsaid = 0;
     if (rc == PGW_OK) {
         /* No clock at every commit: only after failures told (the review) */
@@ -234,12 +254,20 @@ static void tell_commit(pgw_writer *w, int rc, size_t n, const pgw_err *err)
         return;
     char held_back[PGW_LOG_HELD_BACK_MAX];
     pgw_log_held_back(unsaid, held_back);
-    if (n == 1)
+    if (n == 1 && requests == 1)
         fprintf(stderr, "pointsgw: a commit failed, its request answered 503%s: %s\n", held_back,
                 err->msg);
-    else
+    else if (requests == n)
         fprintf(stderr, "pointsgw: a commit failed, its %zu requests answered 503%s: %s\n", n,
                 held_back, err->msg);
+    else if (requests == 0)
+        fprintf(stderr, "pointsgw: a commit failed, nothing written of its %zu command%s%s: %s\n",
+                n, n == 1 ? "" : "s", held_back, err->msg);
+    else
+        fprintf(stderr,
+                "pointsgw: a commit failed, its %zu requests answered 503 and nothing written of "
+                "its %zu other commands%s: %s\n",
+                requests, n - requests, held_back, err->msg);
 }
 
 /* Whether the checkpointer is to start the WAL over (restart); under `lock`. */
@@ -284,12 +312,12 @@ static void apply_batch(pgw_writer *w, size_t n)
         pgw_store_rollback(w->store, NULL);
         for (size_t i = 0; i < n; i++) {
             /* tell_commit gives the operator the reason */
-            w->batch[i]->rc = pgw_err_set(
-                &w->batch[i]->err, PGW_EUNAVAILABLE, "%s",
-                committing && pgw_store_is_remote(w->store)
-                    ? "storage failed while committing; retry with the same key (the gateway's "
-                      "log says why)"
-                    : STORAGE_FAILED);
+            w->batch[i]->rc = PGW_EUNAVAILABLE;
+            told_to(w->batch[i], PGW_EUNAVAILABLE,
+                    committing && pgw_store_is_remote(w->store)
+                        ? "storage failed while committing; retry with the same key (the "
+                          "gateway's log says why)"
+                        : STORAGE_FAILED);
             w->batch[i]->replayed = false;
             w->batch[i]->retry_at = 0; /* a limit's wait was about what is rolled back */
         }

@@ -1444,8 +1444,11 @@ if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
     expect_text "expired 1 lots, "
     expect_text "pointsgw expire: 1 of the due holds and lots failed and are left due (the rest \
 expired); the first, lot "
-    # The store's words: a CLI run's command answered no request (it said "answered 503").
+    # The store's words: a CLI run's command answered no request (it said "answered 503"),
+    # and its cause is on this stderr, no gateway's log (it said "the gateway's log says why").
     expect_text "pointsgw: a command failed in storage, nothing written: "
+    expect_text "storage failed, nothing was written (stderr says why)"
+    [[ "$out" != *"gateway's log"* ]] && pass || fail "expire names a gateway's log: $out"
     expect_exit 1 "$bin" expire --db "sqlite:$tmp/broken.db" --as-of $(($(date +%s) - 60))
     expect_text "expired 0 lots, 0 points, due by "
     expect_text "1 of the due holds and lots failed"
