@@ -774,7 +774,27 @@ static void test_a_failed_commit_keeps_health_down_until_a_write(void **state)
     assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_OK);
     atomic_store(&wal_writes_fail, true);
     make_command(&cmd, "full:during", 1, 1);
-    assert_int_equal(pgw_writer_run(w, &cmd, NULL), PGW_EUNAVAILABLE);
+    /* A command no request sent (a CLI run's): its error and the commit's
+     * line say so, not "503" and "the gateway's log" (regression). The
+     * line is written before the batch's commands complete. */
+    FILE *said = tmpfile();
+    assert_non_null(said);
+    fflush(stderr);
+    int kept = dup(STDERR_FILENO);
+    assert_true(kept >= 0 && dup2(fileno(said), STDERR_FILENO) >= 0);
+    pgw_err err;
+    int rc = pgw_writer_run(w, &cmd, &err);
+    fflush(stderr);
+    assert_true(dup2(kept, STDERR_FILENO) >= 0);
+    close(kept);
+    assert_int_equal(rc, PGW_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "nothing was written (stderr says why)"));
+    char line[512] = "";
+    rewind(said);
+    size_t got = fread(line, 1, sizeof(line) - 1, said);
+    line[got] = '\0';
+    fclose(said);
+    assert_non_null(strstr(line, "pointsgw: a commit failed, nothing written of its 1 command: "));
     assert_true(health_down_within(w, true, 0));
     usleep(2500 * 1000); /* two idle pings, which a read answers */
     assert_true(health_down_within(w, true, 0));
