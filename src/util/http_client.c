@@ -238,8 +238,13 @@ int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err)
     out->request_sent = rc == PGW_OK || sent.n > 1 ||
                         curl_easy_getinfo(curl, CURLINFO_REQUEST_SIZE, &sent_bytes) != CURLE_OK ||
                         sent_bytes > 0;
-    if (rc == PGW_OK) {
+    /* An answer refused part way (too large, no memory) had its head read:
+     * its status tells the caller whether the provider handled the
+     * request (a 200) or something before it turned it away (a proxy's
+     * 429 or 503), though the body is not kept. */
+    if (rc == PGW_OK || s.overflow || s.no_memory)
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out->status);
+    if (rc == PGW_OK) {
         if (s.data == NULL)
             s.data = calloc(1, 1);
         if (s.data == NULL)

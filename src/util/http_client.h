@@ -58,8 +58,10 @@ typedef struct pgw_http_answer {
      * certainly did not (no connection: refused, unresolved, TLS failed),
      * so that nothing it would have done can have happened. */
     bool request_sent;
-    long status; /* HTTP status; 0 when none arrived */
-    char *body;  /* malloc'd, NUL-terminated; the caller frees it (pgw_http_answer_free) */
+    /* HTTP status; 0 when none arrived. Set on PGW_ETOOLARGE and
+     * PGW_ENOMEM too: the answer came, only its body was not kept. */
+    long status;
+    char *body; /* malloc'd, NUL-terminated; the caller frees it (pgw_http_answer_free) */
     size_t body_len;
 } pgw_http_answer;
 
@@ -72,8 +74,10 @@ void pgw_http_client_cleanup(void);
  * connection closed before the answer of a call not repeatable);
  * PGW_ETOOLARGE for an answer over PGW_HTTP_ANSWER_MAX, or a body over
  * PGW_HTTP_BODY_MAX (not sent); PGW_ENOMEM when the answer found no
- * memory. On failure *out
- * holds nothing to free (but says whether the request went out).
+ * memory. On failure *out holds nothing to free, but says whether the
+ * request went out and, for an answer over the bound or without memory
+ * for it, its status (a 200 came after the provider handled the request;
+ * a 429 or 5xx may be a proxy's, the provider never reached).
  */
 int pgw_http_do(const pgw_http_call *call, pgw_http_answer *out, pgw_err *err);
 

@@ -52,6 +52,9 @@ typedef struct fake {
     long body_bytes; /* body bytes of the requests answered 200 */
     char alpn[128];  /* hello mode: the protocols offered, comma-separated */
     bool alpn_seen;  /* hello mode: the ClientHello parsed */
+    /* when not 0: every request is answered this status with a body one
+     * byte over PGW_HTTP_ANSWER_MAX (a proxy's error page, a flood) */
+    int big_status;
 } fake;
 
 /* Reads until `want` bytes or the peer stops (2 s quiet): the count read. */
@@ -98,6 +101,26 @@ static const char *header_value(const char *head, const char *name)
     return NULL;
 }
 
+/* An answer of `status` whose body is one byte over the client's bound. */
+static void send_big(int conn, int status)
+{
+    size_t len = (size_t)PGW_HTTP_ANSWER_MAX + 1;
+    char head[128];
+    int n = snprintf(head, sizeof(head), "HTTP/1.1 %d Whatever\r\nContent-Length: %zu\r\n\r\n",
+                     status, len);
+    if (send(conn, head, (size_t)n, MSG_NOSIGNAL) != n)
+        return;
+    static char chunk[65536];
+    memset(chunk, 'x', sizeof(chunk));
+    while (len > 0) {
+        size_t step = len < sizeof(chunk) ? len : sizeof(chunk);
+        ssize_t sent = send(conn, chunk, step, MSG_NOSIGNAL);
+        if (sent <= 0)
+            return; /* the client hung up, as it should past its bound */
+        len -= (size_t)sent;
+    }
+}
+
 static void serve_http(fake *f, int conn)
 {
     char head[HEAD_MAX];
@@ -121,6 +144,10 @@ static void serve_http(fake *f, int conn)
                 return;
             want -= (long)got;
             f->body_bytes += (long)got;
+        }
+        if (f->big_status != 0) {
+            send_big(conn, f->big_status);
+            return; /* the client stops reading part way: the connection ends */
         }
         static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         send(conn, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
@@ -222,9 +249,11 @@ static void *serve(void *arg)
     return NULL;
 }
 
-static void fake_start(fake *f, bool hello)
+/* big_status: fake.big_status (0: answers 200 "ok") */
+static void fake_start(fake *f, bool hello, int big_status)
 {
     memset(f, 0, sizeof(*f));
+    f->big_status = big_status;
     f->hello = hello;
     f->fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(f->fd >= 0);
@@ -253,7 +282,7 @@ static void fake_end(fake *f)
 static void post_once(size_t size)
 {
     fake f;
-    fake_start(&f, false);
+    fake_start(&f, false, 0);
     char *body = malloc(size);
     assert_non_null(body);
     memset(body, 'a', size);
@@ -292,7 +321,7 @@ static void test_a_body_past_the_bound_is_not_sent(void **state)
 {
     (void)state;
     fake f;
-    fake_start(&f, false);
+    fake_start(&f, false, 0);
     size_t size = PGW_HTTP_BODY_MAX + 1;
     char *body = calloc(1, size);
     assert_non_null(body);
@@ -311,6 +340,39 @@ static void test_a_body_past_the_bound_is_not_sent(void **state)
     assert_int_equal(f.requests, 0);
 }
 
+/*
+ * An answer over PGW_HTTP_ANSWER_MAX is refused (PGW_ETOOLARGE, no body
+ * kept) but its status is reported: a gateway's 503 error page that
+ * large never reached the provider and may be retried, a 200 that large
+ * came after the provider handled the send (http_client.h). Regression:
+ * the status was 0 whatever came, so callers could not tell them apart
+ * and gave up on both.
+ */
+static void test_an_answer_over_the_bound_keeps_its_status(void **state)
+{
+    (void)state;
+    static const int statuses[] = {503, 429, 200};
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        fake f;
+        fake_start(&f, false, statuses[i]);
+        char url[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/notice", f.port);
+        pgw_http_call call = {
+            .method = "POST", .url = url, .body = "{}", .body_len = 2, .timeout_ms = 5000};
+        pgw_http_answer answer;
+        pgw_err err = {0};
+        int rc = pgw_http_do(&call, &answer, &err);
+        fake_end(&f);
+        if (rc != PGW_ETOOLARGE || answer.status != statuses[i])
+            fail_msg("an answer of %d over the bound: %s, status %ld (%s); want ETOOLARGE, %d",
+                     statuses[i], pgw_code_name(rc), answer.status, err.msg, statuses[i]);
+        assert_true(answer.request_sent);
+        assert_null(answer.body);
+        assert_int_equal(answer.body_len, 0);
+        assert_int_equal(f.requests, 1);
+    }
+}
+
 /* Over TLS curl would offer HTTP/2 (ALPN "h2") and a provider that takes
  * it may refuse a stream or go away, which curl retries and the guard
  * stops: a call the provider never processed, reported as perhaps sent.
@@ -320,7 +382,7 @@ static void test_https_offers_http11_only(void **state)
 {
     (void)state;
     fake f;
-    fake_start(&f, true);
+    fake_start(&f, true, 0);
     char url[64];
     snprintf(url, sizeof(url), "https://127.0.0.1:%d/notice", f.port);
     pgw_http_call call = {
@@ -347,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_post_sent_whole_once),
         cmocka_unit_test(test_a_body_past_the_bound_is_not_sent),
         cmocka_unit_test(test_https_offers_http11_only),
+        cmocka_unit_test(test_an_answer_over_the_bound_keeps_its_status),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     pgw_http_client_cleanup();
