@@ -547,9 +547,12 @@ static void copy_text(char *dst, size_t cap, const char *src, const scrub *sc)
     dst[pgw_utf8_prefix(out, len)] = '\0'; /* the cut may split a character: out ends */
 }
 
-/* The classification of an answer, and the message of a failure. */
-static int conclude(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_sms_result *out,
-                    pgw_err *err)
+/* The classification of an answer, and the message of a failure.
+ * `unkept` (NULL when the body was read): why the body of an answer came
+ * unread (too large, no memory); it is classified by its status, as one
+ * without a code we read, and the message says why instead. */
+static int conclude(const pgw_sms_client *c, const pgw_sms_message *msg, const char *unkept,
+                    pgw_sms_result *out, pgw_err *err)
 {
     const char *name = PROVIDER_NAMES[c->provider];
     long status = out->http_status;
@@ -580,6 +583,8 @@ static int conclude(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_sms
         out->outcome = PGW_SMS_GIVE_UP;
         rc = PGW_EIO;
     }
+    if (unkept != NULL)
+        why = unkept;
     if (rc == PGW_OK)
         return PGW_OK;
     char masked[16];
@@ -599,10 +604,25 @@ static int call(const pgw_sms_client *c, const pgw_http_call *hc, const pgw_sms_
     out->attempted = answer->request_sent;
     if (rc == PGW_OK)
         return PGW_OK;
+    /* An answer whose body we did not keep (too large, no memory) still
+     * has its status: one rule with an answer of that status without a
+     * code we read (conclude). A 200 came after the provider handled the
+     * request (unread, not sent again); a 429 or 5xx, a gateway's page in
+     * front of it maybe, did not say the SMS went: a retry. */
+    bool unkept = rc == PGW_ETOOLARGE || rc == PGW_ENOMEM;
+    if (unkept && answer->request_sent && answer->status != 0) {
+        out->http_status = answer->status;
+        char why[64];
+        snprintf(why, sizeof(why),
+                 rc == PGW_ETOOLARGE ? "an answer over %d bytes"
+                                     : "no memory for an answer (%d bytes at most)",
+                 PGW_HTTP_ANSWER_MAX);
+        return conclude(c, msg, why, out, err);
+    }
     /* No answer: whether it went out is unknown, try again. An answer
-     * that came too large to keep (or with no memory for it) came from an
-     * end that handled the request: read or not, as a 200 not understood
-     * (pgw_sms_result.unread), not sent again. */
+     * that came too large to keep (or with no memory for it) with no
+     * status came from an end that handled the request: as a 200 not
+     * understood (pgw_sms_result.unread), not sent again. */
     out->unread = answer->request_sent && (rc == PGW_ETOOLARGE || rc == PGW_ENOMEM);
     out->outcome = out->unread ? PGW_SMS_GIVE_UP : PGW_SMS_RETRY;
     int code = out->unread ? PGW_EIO : PGW_EUNAVAILABLE;
@@ -768,7 +788,7 @@ static int send_tencent(const pgw_sms_client *c, const pgw_sms_message *msg, pgw
     out->http_status = answer.status;
     tencent_read(c, msg, &answer, out);
     pgw_http_answer_free(&answer);
-    return conclude(c, msg, out, err);
+    return conclude(c, msg, NULL, out, err);
 }
 
 /* ---- Alibaba -------------------------------------------------------------- */
@@ -912,7 +932,7 @@ static int send_aliyun(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_
     out->http_status = answer.status;
     aliyun_read(c, msg, &answer, out);
     pgw_http_answer_free(&answer);
-    return conclude(c, msg, out, err);
+    return conclude(c, msg, NULL, out, err);
 }
 
 int pgw_sms_send(const pgw_sms_client *c, const pgw_sms_message *msg, pgw_sms_result *out,

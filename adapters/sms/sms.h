@@ -103,14 +103,16 @@ typedef struct pgw_sms_result {
     bool refused;
     /* The request left and an answer came that we could not read: HTTP
      * 200 not understood (no code of ours for the number), over
-     * PGW_HTTP_ANSWER_MAX, or no memory for it. The provider handled the
+     * PGW_HTTP_ANSWER_MAX, or no memory for it (one of another status
+     * over the bound is classified by its status, as one of that status
+     * without a code: a 429 or 5xx a retry). The provider handled the
      * request and most likely sent the SMS; neither provider de-duplicates
      * a repeat (SessionContext, OutId are only echoed), so it is given up
      * (PGW_SMS_GIVE_UP, PGW_EIO), not sent again: the WeChat channels'
      * rule for the same (wechat/client.h pgw_wx_reply.unread). */
     bool unread;
-    long http_status;                      /* 0 when no answer arrived */
-    char code[PGW_SMS_CODE_MAX + 1];       /* the provider's code ("Ok", "OK", "isv...") or "" */
+    long http_status;                /* 0 when no answer arrived; set for one over the bound too */
+    char code[PGW_SMS_CODE_MAX + 1]; /* the provider's code ("Ok", "OK", "isv...") or "" */
     char message[PGW_SMS_MESSAGE_MAX + 1]; /* the provider's message, or "" */
     /* The ids only whole: "" for one over PGW_SMS_ID_MAX bytes or not
      * printable ASCII (a cut id would match nothing of the provider's). */

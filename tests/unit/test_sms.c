@@ -601,11 +601,48 @@ static void test_an_answer_over_the_bound_may_have_sent(void **state)
             assert_true(r.attempted);
             assert_false(r.refused);
             assert_true(r.unread);
-            assert_int_equal(r.http_status, 0);
+            assert_int_equal(r.http_status, 200);
         } else {
             send_expect(c, message_to(c, PHONE, NULL), true, PGW_SMS_SENT, PGW_OK, "OK", &r);
             assert_string_equal(r.message_id, "9006^0");
         }
+    }
+    pgw_sms_client_free(c);
+}
+
+/*
+ * An answer over the bound is classified by its status as one of that
+ * status without a code we could read (README: one rule for an answer
+ * not read): a 503 or 429 over the bound, a gateway's page in front of
+ * the provider, is a retry, the 429 a refusal (nothing taken); a 400 a
+ * refusal given up; only a 200 came after the provider handled the send
+ * (the test above). Regression: every answer over the bound was given
+ * up as unread, "may have sent", whatever its status: a throttled SMS
+ * never retried, nor the member told by another channel.
+ */
+static void test_an_answer_over_the_bound_is_read_by_its_status(void **state)
+{
+    (void)state;
+    static const struct {
+        int status;
+        pgw_sms_outcome outcome;
+        int rc;
+        bool refused;
+    } cases[] = {
+        {503, PGW_SMS_RETRY, PGW_EUNAVAILABLE, false},
+        {429, PGW_SMS_RETRY, PGW_EUNAVAILABLE, true},
+        {400, PGW_SMS_GIVE_UP, PGW_EIO, true},
+    };
+    pgw_sms_client *c = aliyun();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fault("{s:s,s:i,s:s,s:i}", "provider", "aliyun", "http_status", cases[i].status, "body",
+              "<html>busy</html>", "pad", PGW_HTTP_ANSWER_MAX);
+        pgw_sms_result r;
+        send_expect(c, message_to(c, PHONE, NULL), true, cases[i].outcome, cases[i].rc, "", &r);
+        if (r.unread || r.refused != cases[i].refused || r.http_status != cases[i].status)
+            fail_msg("HTTP %d over the bound: unread %d, refused %d, http_status %ld",
+                     cases[i].status, r.unread, r.refused, r.http_status);
+        assert_true(r.attempted);
     }
     pgw_sms_client_free(c);
 }
@@ -1511,6 +1548,7 @@ int main(void)
         cmocka_unit_test_setup(test_faults, reset_fake),
         cmocka_unit_test_setup(test_an_answer_not_understood_may_have_sent, reset_fake),
         cmocka_unit_test_setup(test_an_answer_over_the_bound_may_have_sent, reset_fake),
+        cmocka_unit_test_setup(test_an_answer_over_the_bound_is_read_by_its_status, reset_fake),
         cmocka_unit_test_setup(test_ids_kept_whole_or_not_at_all, reset_fake),
         cmocka_unit_test_setup(test_lost_answer_not_resent, reset_fake),
         cmocka_unit_test_setup(test_refused_before_sending, reset_fake),
