@@ -271,15 +271,24 @@ static int unread(const char *path, const char *why, pgw_wx_reply *reply, pgw_er
                        why);
 }
 
+/* The rc an answer's HTTP status alone gives: PGW_OK for a 200, whose
+ * body says the rest. One rule for an answer read and for one whose body
+ * was not kept (too large, no memory: call). */
+static int status_rc(long status)
+{
+    if (status >= 500)
+        return PGW_EUNAVAILABLE;
+    return status == 200 ? PGW_OK : PGW_EIO;
+}
+
 /* Reads WeChat's answer: JSON with an errcode (absent means 0). */
 static int read_answer(const pgw_http_answer *http, const char *path, json_t **answer,
                        pgw_wx_reply *reply, pgw_err *err)
 {
     *answer = NULL;
-    if (http->status >= 500)
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "WeChat %s: HTTP %ld", path, http->status);
-    if (http->status != 200)
-        return pgw_err_set(err, PGW_EIO, "WeChat %s: HTTP %ld", path, http->status);
+    int by_status = status_rc(http->status);
+    if (by_status != PGW_OK)
+        return pgw_err_set(err, by_status, "WeChat %s: HTTP %ld", path, http->status);
     /* A number past int64 (a msgid) fails the whole document here: never
      * read cut or rounded. */
     json_error_t jerr;
@@ -341,6 +350,14 @@ static int call(pgw_wx_client *c, const char *method, const char *url, const cha
     int rc = pgw_http_do(&hc, &http, err);
     if (sent != NULL)
         *sent = http.request_sent;
+    /* An answer whose body was not kept is still an answer of its status:
+     * a 5xx over the bound (a gateway's page) is a 5xx, not a 200 we
+     * could not read (reply->unread), which with_token takes it for. */
+    bool unkept = rc == PGW_ETOOLARGE || rc == PGW_ENOMEM;
+    int by_status = status_rc(http.status);
+    if (unkept && http.status != 0 && by_status != PGW_OK)
+        return pgw_err_set(err, by_status, "WeChat %s: HTTP %ld, its answer not kept (%s)", path,
+                           http.status, rc == PGW_ETOOLARGE ? "too large" : "no memory");
     if (rc != PGW_OK)
         return err != NULL ? pgw_err_prefix(err, "WeChat %s: ", path) : rc;
     rc = read_answer(&http, path, answer, reply, err);

@@ -55,8 +55,10 @@ typedef struct pgw_wx_reply {
     /* WeChat answered HTTP 200 with what we cannot read: not JSON, cut,
      * errcode not a number, a number past int64 (a msgid: jansson refuses
      * the document, so msgid is an int64 or not read at all); or, to a
-     * POST (a send), an answer over PGW_HTTP_ANSWER_MAX or with no memory
-     * for it. WeChat answers so after handling the request: with
+     * POST (a send), an HTTP 200 over PGW_HTTP_ANSWER_MAX or with no
+     * memory for it (one of another status is that status's failure: a
+     * 5xx PGW_EUNAVAILABLE, a 4xx PGW_EIO, whatever its size). WeChat
+     * answers so after handling the request: with
      * maybe_done (the call's own answer, not its token's), done most
      * likely, and not to be asked again (the SMS adapter's rule too:
      * sms.h pgw_sms_result.unread). */
@@ -168,8 +170,9 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * A POST is sent once (a message must not go twice): an answer lost with
  * its connection is PGW_EUNAVAILABLE with maybe_done, as a timeout is,
  * where curl would have sent it again (util/http_client.h): retried.
- * One sent whose answer was too large to read or found no memory is
- * PGW_ETOOLARGE or PGW_ENOMEM with maybe_done and unread, and one
+ * One sent whose HTTP 200 answer was too large to read or found no
+ * memory is PGW_ETOOLARGE or PGW_ENOMEM with maybe_done and unread (of
+ * another status, the status's own failure, as when read), and one
  * answered HTTP 200 with what we cannot read PGW_EIO with maybe_done and
  * unread: an answer came, WeChat handled it, and pgw_wx_classify gives
  * it up, not retried.

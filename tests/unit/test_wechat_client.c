@@ -1004,6 +1004,58 @@ static void test_an_answer_not_kept_may_have_been_done(void **state)
 }
 
 /*
+ * An answer whose body we did not keep (over PGW_HTTP_ANSWER_MAX) is
+ * classified by its status, as one of that status we could read (README:
+ * one rule for an answer not read): only a 200 came after WeChat handled
+ * the send (the test above). A 5xx over the bound is a retry as any 5xx
+ * is; a 4xx a refusal, neither unread nor maybe done, as any 4xx is.
+ * Regression: every answer over the bound was given up unread, "may have
+ * been sent", whatever its status.
+ */
+static void test_an_answer_not_kept_is_read_by_its_status(void **state)
+{
+    (void)state;
+    pgw_wx_client *c = new_client(NULL);
+    add_quota(OPENID_1, 20);
+    char token[PGW_WX_TOKEN_MAX + 1];
+    pgw_err err = {0};
+    assert_int_equal(pgw_wx_access_token(c, APP_MP, token, &err), PGW_OK);
+    static const struct {
+        int status;
+        int repeat; /* 1: a small page; more: over the bound */
+        int rc;
+        pgw_wx_outcome outcome;
+        bool maybe_done;
+    } cases[] = {
+        {503, PGW_HTTP_ANSWER_MAX + 1, PGW_EUNAVAILABLE, PGW_WX_RETRY, true},
+        {502, PGW_HTTP_ANSWER_MAX + 1, PGW_EUNAVAILABLE, PGW_WX_RETRY, true},
+        {429, PGW_HTTP_ANSWER_MAX + 1, PGW_EIO, PGW_WX_GIVE_UP, false},
+        {400, PGW_HTTP_ANSWER_MAX + 1, PGW_EIO, PGW_WX_GIVE_UP, false},
+        {400, 1, PGW_EIO, PGW_WX_GIVE_UP, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fault(json_pack("{s:s,s:i,s:i,s:s,s:i}", "path", SEND_PATH, "count", 1, "http_status",
+                        cases[i].status, "body", "x", "repeat", cases[i].repeat));
+        int64_t msgid = 0;
+        pgw_wx_reply reply;
+        err.msg[0] = '\0';
+        int rc = send_sub(c, &msgid, &reply, &err);
+        pgw_wx_outcome got = pgw_wx_classify(rc, &reply);
+        if (rc != cases[i].rc || got != cases[i].outcome || reply.unread ||
+            reply.maybe_done != cases[i].maybe_done)
+            fail_msg("HTTP %d, %d byte(s): %s, outcome %d, maybe_done %d, unread %d (%s); want "
+                     "%s, outcome %d, maybe_done %d, not unread",
+                     cases[i].status, cases[i].repeat, pgw_code_name(rc), (int)got,
+                     reply.maybe_done, reply.unread, err.msg, pgw_code_name(cases[i].rc),
+                     (int)cases[i].outcome, cases[i].maybe_done);
+        char want[32];
+        snprintf(want, sizeof(want), "HTTP %d", cases[i].status);
+        assert_non_null(strstr(err.msg, want));
+    }
+    pgw_wx_client_free(c);
+}
+
+/*
  * WeChat took a send and answered HTTP 200 with what we cannot read: not
  * JSON, cut, errcode of another type, a msgid past int64 (jansson refuses
  * the whole document; msgid is kept as an int64 or not at all). It may
@@ -1724,6 +1776,7 @@ int main(void)
         cmocka_unit_test_setup(test_custom_text, reset_fake),
         cmocka_unit_test_setup(test_send_not_resent, reset_fake),
         cmocka_unit_test_setup(test_an_answer_not_kept_may_have_been_done, reset_fake),
+        cmocka_unit_test_setup(test_an_answer_not_kept_is_read_by_its_status, reset_fake),
         cmocka_unit_test_setup(test_an_unread_answer_may_have_been_done, reset_fake),
         cmocka_unit_test_setup(test_user_info, reset_fake),
         cmocka_unit_test_setup(test_login_and_phone, reset_fake),
