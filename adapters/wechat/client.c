@@ -273,10 +273,13 @@ static int unread(const char *path, const char *why, pgw_wx_reply *reply, pgw_er
 
 /* The rc an answer's HTTP status alone gives: PGW_OK for a 200, whose
  * body says the rest. One rule for an answer read and for one whose body
- * was not kept (too large, no memory: call). */
+ * was not kept (too large, no memory: call). WeChat answers its own
+ * limits with a 200 and an errcode (45009, 45011): a 429 or 408 is a
+ * proxy's or gateway's in front of it, which took nothing and says try
+ * later, as the SMS adapter reads them too, not a refusal. */
 static int status_rc(long status)
 {
-    if (status >= 500)
+    if (status >= 500 || status == 429 || status == 408)
         return PGW_EUNAVAILABLE;
     return status == 200 ? PGW_OK : PGW_EIO;
 }

@@ -68,7 +68,7 @@ typedef struct pgw_wx_reply {
 /* What a sender should do after a call (notifications). */
 typedef enum pgw_wx_outcome {
     PGW_WX_DONE = 0,     /* accepted */
-    PGW_WX_RETRY,        /* busy, timed out, 5xx: try again later */
+    PGW_WX_RETRY,        /* busy, timed out, 5xx, 429, 408: try again later */
     PGW_WX_FALL_THROUGH, /* 43101 no quota, 43004 not following, 43019 blocked: next channel */
     /* A permanent refusal; or, with the reply's maybe_done (its unread),
      * an answer not read after the request went out: it may have been
@@ -160,7 +160,7 @@ int pgw_wx_access_token(pgw_wx_client *client, const char *appid, char out[PGW_W
  * WeChat's JSON (errcode 0; the caller decrefs). Otherwise the reply says
  * what WeChat answered (errcode, errmsg; those of the token call when
  * that failed) and the rc how it failed: PGW_EUNAVAILABLE (no answer,
- * busy -1, 5xx, quota: a daily quota's errcode 45009 in the reply tells
+ * busy -1, 5xx, a proxy's 429 or 408, quota: a daily quota's errcode 45009 in the reply tells
  * it from a blip, see pgw_wx_classify), PGW_ESTATE (43101, 43004, 43019: the member cannot get it
  * there), PGW_EUNAUTHORIZED (a bad or used code: ask the client for a new
  * one), PGW_ERISK (40226, WeChat blocks the user), PGW_EINVAL (an invalid

@@ -1008,9 +1008,12 @@ static void test_an_answer_not_kept_may_have_been_done(void **state)
  * classified by its status, as one of that status we could read (README:
  * one rule for an answer not read): only a 200 came after WeChat handled
  * the send (the test above). A 5xx over the bound is a retry as any 5xx
- * is; a 4xx a refusal, neither unread nor maybe done, as any 4xx is.
- * Regression: every answer over the bound was given up unread, "may have
- * been sent", whatever its status.
+ * is; a 429 or 408 (a proxy's or gateway's in front of WeChat, which
+ * answers its own limits with a 200 and an errcode) a retry too, whatever
+ * its size, as the SMS adapter's; another 4xx a refusal, neither unread
+ * nor maybe done. Regressions: every answer over the bound was given up
+ * unread, "may have been sent", whatever its status; then a 429 or 408
+ * was given up as any 4xx, a throttled notice never sent.
  */
 static void test_an_answer_not_kept_is_read_by_its_status(void **state)
 {
@@ -1029,7 +1032,9 @@ static void test_an_answer_not_kept_is_read_by_its_status(void **state)
     } cases[] = {
         {503, PGW_HTTP_ANSWER_MAX + 1, PGW_EUNAVAILABLE, PGW_WX_RETRY, true},
         {502, PGW_HTTP_ANSWER_MAX + 1, PGW_EUNAVAILABLE, PGW_WX_RETRY, true},
-        {429, PGW_HTTP_ANSWER_MAX + 1, PGW_EIO, PGW_WX_GIVE_UP, false},
+        {429, PGW_HTTP_ANSWER_MAX + 1, PGW_EUNAVAILABLE, PGW_WX_RETRY, true},
+        {429, 1, PGW_EUNAVAILABLE, PGW_WX_RETRY, true},
+        {408, 1, PGW_EUNAVAILABLE, PGW_WX_RETRY, true},
         {400, PGW_HTTP_ANSWER_MAX + 1, PGW_EIO, PGW_WX_GIVE_UP, false},
         {400, 1, PGW_EIO, PGW_WX_GIVE_UP, false},
     };
