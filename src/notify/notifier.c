@@ -722,8 +722,9 @@ static void wx_provider_id(pgw_notice *nt, int64_t msgid)
 /*
  * The one rule for a send of any channel ch whose request left and whose
  * answer came but could not be read (`unread`: pgw_wx_reply.unread,
- * pgw_sms_result.unread: HTTP 200 not understood, an answer over the
- * bound): the provider handled the request, the message most likely
+ * pgw_sms_result.unread: HTTP 200 not understood or over the bound;
+ * an oversized answer of another status is that status's failure): the
+ * provider handled the request, the message most likely
  * went, and a repeat would tell the member twice (an SMS paid twice, a
  * subscribe message's one-time unit spent twice; no provider here
  * de-duplicates but the official account's client_msg_id). So it is given

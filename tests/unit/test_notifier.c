@@ -1298,6 +1298,39 @@ static void test_an_oversized_subscribe_answer_sends_nothing_more(void **state)
                  nt.state, nt.channel, (long long)nt.attempts, nt.last_error, sms, sends);
 }
 
+/*
+ * A subscribe message answered 503 with a page over the bound (a gateway
+ * in front of WeChat) is what a 503 is, not an answer WeChat gave after
+ * handling it: retried after its backoff, and sent then, by the same
+ * channel (a 5xx may have been done: no SMS). Regression: given up as
+ * unread, dead after one attempt, "not sent again", the member never
+ * told.
+ */
+static void test_an_oversized_503_to_a_subscribe_message_is_retried(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open_m1_subscribed(f, mall_retrying(false), &r);
+    subscribe(&r, "M1", "oMpAlpha"); /* the first attempt's unit counts as used: it may have gone */
+    json_decref(fake_request(&WX, "POST", "/_fake/faults",
+                             json_pack("{s:s,s:i,s:i,s:s,s:i}", "path",
+                                       "/cgi-bin/message/subscribe/send", "count", 1, "http_status",
+                                       503, "body", "x", "repeat", PGW_HTTP_ANSWER_MAX + 1)));
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    size_t sent = wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    size_t sms = sms_taken(), sends = wx_requests("/cgi-bin/message/subscribe/send");
+    rig_free_wx(&r, wx);
+    if (sent != 1 || strcmp(nt.channel, "wechat_mp") != 0 || nt.attempts != 2 || sms != 0 ||
+        sends != 2)
+        fail_msg("a subscribe message answered 503 over the bound: notice %s by %s after %lld "
+                 "attempts (%s), %zu SMS, %zu subscribe messages; want it sent on wechat_mp at "
+                 "the second attempt, no SMS",
+                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, sms, sends);
+}
+
 /* The SMS requests the fake provider has had, faults too. */
 static size_t sms_requests(void)
 {
@@ -4696,6 +4729,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_unread_sms_answer_sends_nothing_more, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_oversized_subscribe_answer_sends_nothing_more,
+                                        setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_an_oversized_503_to_a_subscribe_message_is_retried,
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merged_arrival_tells_the_survivors_balance, setup,
                                         db_fixture_teardown),
