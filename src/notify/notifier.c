@@ -806,9 +806,12 @@ static attempt send_mp(courier *c, pgw_notice *nt, reach_info *r, int kind)
     /* Sent, or no answer (a timeout may have been a send), or one not read
      * (WeChat handled it): a unit used. 43101: WeChat has none left,
      * whatever we counted. Refused otherwise, or never sent (no token to
-     * send with): the unit is still the member's. */
+     * send with): the unit is still the member's; so after 43019 (the
+     * member blocked the mini program), a PGW_ESTATE too, but no word on
+     * the quota: unblocked, their units are WeChat's to spend again. */
     bool unknown = wx_unknown(nt, PGW_CHANNEL_MP, &reply);
-    r->quota = a == SENT || unknown ? QUOTA_USED : rc == PGW_ESTATE ? QUOTA_NONE_LEFT : QUOTA_KEPT;
+    bool none_left = rc == PGW_ESTATE && reply.errcode == 43101;
+    r->quota = a == SENT || unknown ? QUOTA_USED : none_left ? QUOTA_NONE_LEFT : QUOTA_KEPT;
     if (rc == PGW_OK)
         wx_provider_id(nt, msgid);
     else

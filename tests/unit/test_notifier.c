@@ -2381,6 +2381,37 @@ static void test_a_claim_lapsed_while_its_subscribe_message_left_keeps_sms_out(v
 }
 
 /*
+ * 43019 to a subscribe message (the member blocked the mini program,
+ * refusing its messages): a refusal of this member, the next channel at
+ * once (SMS here), and the openid's unit is still theirs: unsent, and
+ * only 43101 says WeChat holds none (README: the count drops to zero on
+ * 43101). Regression: any PGW_ESTATE zeroed the count, so a member who
+ * unblocked got no subscribe message until they accepted anew.
+ */
+static void test_a_blocked_subscribe_message_falls_through_keeping_the_unit(void **state)
+{
+    db_fixture *f = *state;
+    atomic_store(&first_send, 0);
+    rig r;
+    rig_open(f, mall(), &r);
+    m1_subscribed(&r, 43019);
+    pgw_wx_client *wx = NULL;
+    rig_start_wx(f, &r, &wx);
+    size_t sent = wait_done(r.store, "M1");
+    pgw_notice nt = notice_of(r.store, "M1");
+    int64_t units = quota_of(r.store, "M1");
+    size_t sends = wx_requests("/cgi-bin/message/subscribe/send");
+    rig_free_wx(&r, wx);
+    if (sent != 1 || strcmp(nt.channel, "sms") != 0 || nt.attempts != 1 || sends != 1 ||
+        strstr(nt.last_error, "43019") == NULL || units != 1)
+        fail_msg("a subscribe message refused 43019: notice %s by %s after %lld attempts (%s), "
+                 "%zu subscribe messages, %lld units left; want it sent by sms at the first "
+                 "attempt, the 43019 said, the unit kept",
+                 nt.state, nt.channel, (long long)nt.attempts, nt.last_error, sends,
+                 (long long)units);
+}
+
+/*
  * The mark a subscribe message left before WeChat refused it for sure
  * (43101) must not outlive the refusal: the SMS after it in the attempt
  * is slow (accepted after 2.5 s) and its claim lapses, as when its
@@ -4732,6 +4763,9 @@ int main(void)
                                         setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_an_oversized_503_to_a_subscribe_message_is_retried,
                                         setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_blocked_subscribe_message_falls_through_keeping_the_unit, setup,
+            db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_merged_arrival_tells_the_survivors_balance, setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_hurried_arrival_tells_its_own_balance, setup,

@@ -722,6 +722,14 @@ static void test_classify(void **state)
     assert_int_equal(reply.errcode, 43019);
     assert_false(reply.maybe_done);
     assert_int_equal(pgw_wx_classify(PGW_ESTATE, &reply), PGW_WX_FALL_THROUGH);
+    /* The same to a subscribe message (the member blocked the mini
+     * program): the same refusal, not a send that may have gone. */
+    fault(json_pack("{s:s,s:i,s:i}", "path", SEND_PATH, "count", 1, "errcode", 43019));
+    assert_int_equal(send_sub(c, &msgid, &reply, &err), PGW_ESTATE);
+    assert_int_equal(reply.errcode, 43019);
+    assert_false(reply.maybe_done);
+    assert_false(reply.unread);
+    assert_int_equal(pgw_wx_classify(PGW_ESTATE, &reply), PGW_WX_FALL_THROUGH);
 
     /* HTTP 500: try later. */
     fault(json_pack("{s:s,s:i,s:i,s:s}", "path", SEND_PATH, "count", 1, "http_status", 500, "body",
