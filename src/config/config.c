@@ -1742,13 +1742,11 @@ int pgw_config_parse(const char *text, size_t len, const char *origin, pgw_confi
     char name[PGW_CONFIG_NAME_MAX + 1];
     pgw_config_name(origin, name);
     /* A UTF-8 byte order mark, which Windows' Notepad writes at the start
-     * of a file it saves: JSON has none to give (RFC 8259 8.1 lets a
-     * reader ignore it), and jansson refused the file at 1:1 naming an
+     * of a file it saves: jansson refused the file at 1:1 naming an
      * invisible character. */
-    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
-        text += 3;
-        len -= 3;
-    }
+    size_t bom = pgw_utf8_bom(text, len);
+    text += bom;
+    len -= bom;
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)

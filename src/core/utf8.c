@@ -40,6 +40,11 @@ size_t pgw_utf8_next_n(const char *s, size_t n, uint32_t *cp)
     return pgw_utf8_next(padded, cp);
 }
 
+size_t pgw_utf8_bom(const char *s, size_t len)
+{
+    return len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+}
+
 bool pgw_utf8_valid(const char *s)
 {
     uint32_t cp;

@@ -19,6 +19,12 @@ size_t pgw_utf8_next(const char *s, uint32_t *cp);
  * character is cut at n. */
 size_t pgw_utf8_next_n(const char *s, size_t n, uint32_t *cp);
 
+/* The length of the UTF-8 byte order mark s[0..len) starts with: 3, or 0
+ * for none. Windows' and .NET's writers put one first (Notepad, Excel's
+ * "CSV UTF-8"); RFC 8259 8.1 lets a reader ignore it, and every reader of
+ * ours skips it. */
+size_t pgw_utf8_bom(const char *s, size_t len);
+
 /* Whether all of s is valid UTF-8. */
 bool pgw_utf8_valid(const char *s);
 

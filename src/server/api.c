@@ -765,13 +765,10 @@ static int parse_body(const pgw_request *req, bool optional, json_t **out, pgw_e
         return *out ? PGW_OK : PGW_ENOMEM;
     }
     /* A UTF-8 byte order mark, as .NET's and Windows' writers put first,
-     * is not the body's (RFC 8259 8.1 lets a reader ignore it). */
-    const char *body = (const char *)req->body;
-    size_t len = req->body_len;
-    if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) {
-        body += 3;
-        len -= 3;
-    }
+     * is not the body's. */
+    size_t bom = pgw_utf8_bom((const char *)req->body, req->body_len);
+    const char *body = (const char *)req->body + bom;
+    size_t len = req->body_len - bom;
     json_error_t jerr;
     if (pgw_json_load(body, len, out, &jerr) != PGW_OK)
         return pgw_err_set(err, PGW_EINVAL, "invalid JSON at %d:%d: %s", jerr.line, jerr.column,

@@ -568,8 +568,7 @@ static bool header_again(const pgw_statement *st)
 {
     for (size_t c = 0; c < N_COLS; c++) {
         const char *cell = pgw_csv_cell(&st->row, st->col, c);
-        if (strncmp(cell, "\xEF\xBB\xBF", 3) == 0)
-            cell += 3;
+        cell += pgw_utf8_bom(cell, strlen(cell));
         if (st->col[c] >= 0 && strcmp(cell, COLUMNS[c]) != 0)
             return false;
     }

@@ -18,8 +18,7 @@ void pgw_csv_init(pgw_csv *c, const char *text, size_t len)
     c->text = text;
     c->len = len;
     c->line = 1;
-    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
-        c->pos = 3; /* Excel's UTF-8 byte order mark */
+    c->pos = pgw_utf8_bom(text, len); /* Excel's UTF-8 byte order mark */
 }
 
 /* Skips blank lines; false at the end of the text. */
