@@ -120,20 +120,16 @@ static bool warn_due(pgw_log_limit *l, const char *cause, uint64_t *unsaid)
 }
 
 /*
- * Tells `cmd` it failed with `rc`, saying `told`. A command no request
- * sent is a CLI run's or the sweep's, whose reader is an operator at the
- * stderr that has the cause, where no gateway may run: "the gateway's
- * log" becomes "stderr" for it (the review of the command line: `expire`
- * said "(the gateway's log says why)").
+ * Tells `cmd` it failed with `rc`, saying `told` and where the cause is:
+ * a request's client, "the gateway's log"; a command no request sent (a
+ * CLI run's, the sweep's), "stderr", its operator's, where no gateway may
+ * run (the review of the command line: `expire` said "(the gateway's log
+ * says why)").
  */
 static void told_to(pgw_command *cmd, int rc, const char *told)
 {
-    static const char log_says[] = " (the gateway's log says why)";
-    size_t n = strlen(told), tail = sizeof(log_says) - 1;
-    if (cmd->request_id == 0 && n >= tail && strcmp(told + n - tail, log_says) == 0)
-        pgw_err_set(&cmd->err, rc, "%.*s (stderr says why)", (int)(n - tail), told);
-    else
-        pgw_err_set(&cmd->err, rc, "%s", told);
+    pgw_err_set(&cmd->err, rc, "%s (%s says why)", told,
+                cmd->request_id != 0 ? "the gateway's log" : "stderr");
 }
 
 /*
@@ -165,7 +161,7 @@ static void keep_reason(pgw_writer *w, pgw_command *cmd, const char *told)
     told_to(cmd, cmd->rc, told);
 }
 
-#define STORAGE_FAILED "storage failed, nothing was written (the gateway's log says why)"
+#define STORAGE_FAILED "storage failed, nothing was written" /* told_to says where */
 
 /* A reader's batch: one snapshot for all of its reads. */
 static void read_batch(pgw_writer *w, size_t n)
@@ -177,7 +173,7 @@ static void read_batch(pgw_writer *w, size_t n)
             pgw_command_read(w->store, &w->policy, w->batch[i]);
         else
             w->batch[i]->rc = pgw_err_set(&w->batch[i]->err, PGW_EUNAVAILABLE, "%s", err.msg);
-        keep_reason(w, w->batch[i], "storage failed (the gateway's log says why)");
+        keep_reason(w, w->batch[i], "storage failed");
     }
     pgw_store_rollback(w->store, NULL); /* nothing was written */
     pthread_mutex_lock(&w->lock);
@@ -315,8 +311,7 @@ static void apply_batch(pgw_writer *w, size_t n)
             w->batch[i]->rc = PGW_EUNAVAILABLE;
             told_to(w->batch[i], PGW_EUNAVAILABLE,
                     committing && pgw_store_is_remote(w->store)
-                        ? "storage failed while committing; retry with the same key (the "
-                          "gateway's log says why)"
+                        ? "storage failed while committing; retry with the same key"
                         : STORAGE_FAILED);
             w->batch[i]->replayed = false;
             w->batch[i]->retry_at = 0; /* a limit's wait was about what is rolled back */
