@@ -4048,20 +4048,22 @@ static void oa_late(pgw_api *api, const pgw_job *job, pgw_response *resp)
     pgw_expire_tell(&api->oa_late_said, "official-account push answered success at its deadline",
                     why.code, &why);
     oa_success(resp);
-    oa_late_reply *l = calloc(1, sizeof(*l));
+    char text[sizeof(((oa_late_reply *)NULL)->text)];
+    if (!oa_reply_text(job, text, sizeof(text)))
+        return; /* an unfollow: nobody to read it */
     pgw_err err;
+    oa_late_reply *l = calloc(1, sizeof(*l));
     int rc = l ? PGW_OK : pgw_err_set(&err, PGW_ENOMEM, "out of memory");
-    if (rc == PGW_OK && oa_reply_text(job, l->text, sizeof(l->text))) {
+    if (rc == PGW_OK) {
         l->api = api;
+        memcpy(l->text, text, sizeof(text));
         snprintf(l->openid, sizeof(l->openid), "%.64s", job->wx->oa.msg.from_user);
         rc = outbound_submit(api, api->outbound, oa_late_reply_task, l, &err);
-        if (rc == PGW_OK)
-            return;
     }
-    if (rc != PGW_OK) {
-        fprintf(stderr, "pointsgw: warning: official account reply not sent: %s\n", err.msg);
-        atomic_fetch_add(&api->oa_late_unsent, 1);
-    }
+    if (rc == PGW_OK)
+        return; /* the task's now */
+    fprintf(stderr, "pointsgw: warning: official account reply not sent: %s\n", err.msg);
+    atomic_fetch_add(&api->oa_late_unsent, 1);
     free(l);
 }
 
