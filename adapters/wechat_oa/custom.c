@@ -4,6 +4,7 @@
 #include "custom.h"
 
 #include "adapters/wechat_mp/api.h"
+#include "core/utf8.h"
 
 #include <string.h>
 
@@ -17,10 +18,11 @@ int pgw_oa_send_text(pgw_wx_client *client, const char *appid, const char *openi
     if (n == 0 || n > PGW_OA_TEXT_MAX)
         return pgw_err_set(err, PGW_EINVAL, "a text message has 1..%d bytes, not %zu",
                            PGW_OA_TEXT_MAX, n);
-    /* jansson refuses a string that is not UTF-8: NULL, as for no memory. */
+    if (!pgw_utf8_valid(text))
+        return pgw_err_set(err, PGW_EINVAL, "a text message must be UTF-8");
     json_t *content = json_string(text);
     if (content == NULL)
-        return pgw_err_set(err, PGW_EINVAL, "a text message must be UTF-8");
+        return pgw_err_set(err, PGW_ENOMEM, "out of memory");
     json_t *body = json_pack("{s:s,s:s,s:{s:o}}", "touser", openid, "msgtype", "text", "text",
                              "content", content);
     if (body == NULL)
