@@ -1872,12 +1872,11 @@ static bool out_is_input(const char *cmd, const char *out, const char *statement
     struct stat o, in;
     if (out == NULL || stat(out, &o) != 0)
         return false;
-    const char *sqlite = strncmp(db, "sqlite:", 7) == 0 ? db + 7 : NULL;
     const struct {
         const char *what, *path;
     } inputs[] = {{"the statement", statement},
                   {"the configuration", config ? config : DEFAULT_CONFIG},
-                  {"the database", sqlite}};
+                  {"the database", sqlite_file(db)}};
     for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
         const char *path = inputs[i].path;
         if (path != NULL && stat(path, &in) == 0 && in.st_dev == o.st_dev &&
@@ -2657,10 +2656,10 @@ int main(int argc, char **argv)
     int rc = run_command(argc, argv);
     /* serve's stdout is the request log: its failures are counted
      * (pgw_request_log_dropped_lines_total), and serving went on. */
+    if (strcmp(argv[1], "serve") == 0)
+        return rc;
     bool listed = false;
     for (size_t i = 0; i < N_COMMANDS; i++)
         listed = listed || strcmp(argv[1], COMMANDS[i].name) == 0;
-    if (strcmp(argv[1], "serve") == 0)
-        return rc;
     return output_written(listed ? argv[1] : "", rc);
 }
