@@ -811,7 +811,8 @@ if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
     pg_admin=$admin
     pg_dbs=("pgwc_${$}_$suffix" "pgwc_empty_${$}_$suffix" "pgwc_edited_${$}_$suffix"
         "pgwc_repair_${$}_$suffix" "pgwc_keys_${$}_$suffix")
-    for db in "${pg_dbs[@]}"; do psql -qX "$admin" -c "CREATE DATABASE $db"; done
+    # FILE_COPY: see pg.py's create_db
+    for db in "${pg_dbs[@]}"; do psql -qX "$admin" -c "CREATE DATABASE $db STRATEGY FILE_COPY"; done
     import_db="${admin%/*}/pgwc_${$}_$suffix"
     edited_db="${admin%/*}/pgwc_edited_${$}_$suffix"
     repair_db="${admin%/*}/pgwc_repair_${$}_$suffix"
@@ -1674,7 +1675,7 @@ expect_exit 2 "$bin" period close --before 1767196800 --db "sqlite:$tmp/missing.
 period_db="sqlite:$tmp/period.db"
 if [ -n "${PGW_TEST_PG_DIR:-}" ]; then
     pg_dbs+=("pgwc_period_${$}_$suffix")
-    psql -qX "$admin" -c "CREATE DATABASE pgwc_period_${$}_$suffix"
+    psql -qX "$admin" -c "CREATE DATABASE pgwc_period_${$}_$suffix STRATEGY FILE_COPY"
     period_db="${admin%/*}/pgwc_period_${$}_$suffix"
 fi
 expect_exit 0 "$bin" import-balances --shop S002 --file "$tmp/one.csv" --db "$period_db"

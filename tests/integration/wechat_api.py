@@ -207,7 +207,8 @@ def fresh_db(tmp, env):
     admin = pg.admin_url(os.environ["PGW_TEST_PG_DIR"])
     name = "pgwt_%d_%s" % (os.getpid(), os.urandom(6).hex())
     with TEMPLATE["lock"]:  # one copy of the template at a time
-        pg.psql(admin, "CREATE DATABASE %s TEMPLATE %s" % (name, template.rsplit("/", 1)[1]))
+        pg.psql(admin, "CREATE DATABASE %s TEMPLATE %s STRATEGY FILE_COPY"
+                 % (name, template.rsplit("/", 1)[1]))
     return admin.rsplit("/", 1)[0] + "/" + name
 
 

@@ -69,12 +69,18 @@ static inline int db_fixture_pg_create(const db_fixture *f, const char *tpl)
     if (!db_fixture_pg_admin(f, sql))
         return -1;
     /* Sorting text as en-US does, as production databases often do: the
-     * store must not depend on the database's collation (byte order). */
+     * store must not depend on the database's collation (byte order).
+     * FILE_COPY: PostgreSQL 15's default (WAL_LOG) writes every page of
+     * the template through the log, which a test cluster (fsync off)
+     * does not need: a copy of template0 took ~870 ms that way and ~240
+     * by FILE_COPY under make test's load, ~200 unit tests a run. */
     if (tpl != NULL && tpl[0] != '\0')
-        snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE %s", f->name, tpl);
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE %s STRATEGY FILE_COPY", f->name,
+                 tpl);
     else
         snprintf(sql, sizeof(sql),
-                 "CREATE DATABASE %s TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'",
+                 "CREATE DATABASE %s TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                 "STRATEGY FILE_COPY",
                  f->name);
     return db_fixture_pg_admin(f, sql) ? 0 : -1;
 }
