@@ -527,19 +527,19 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_close_moves_later_once_nothing_is_due,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_writes_before_the_close_are_refused, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_writes_before_the_close_are_refused,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_close_and_a_write_racing_do_not_both_win,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_tells_a_transfer_written_into_a_closed_period,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_reports_say_when_their_figures_are_final,
-                                        db_fixture_setup, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_verify_without_a_close_in_force, db_fixture_setup,
-                                        db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_without_a_close_in_force,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_the_expiry_a_close_waits_for_lands_before_it,
-                                        db_fixture_setup, db_fixture_teardown),
+                                        db_fixture_setup_migrated, db_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
