@@ -7393,6 +7393,40 @@ def test_answer_without_tiers_says_tier_null(tmp):
         s.stop()
 
 
+# ---- s60S: the HTTP contract as a till and as an attacker see it ----------------------------
+
+def signed_event(s, event_id, path, signed_path, nonce):
+    """POST /v1/events to `path` (as sent on the request line) under the
+    signing key, signed over `signed_path`: (status, doc)."""
+    body = json.dumps(purchase(event_id, shop="S003")).encode()
+    h = signed_headers("POST", signed_path, body, nonce=nonce)
+    status, doc, _ = s.request("POST", path, raw=body, key="s003", headers=h)
+    return status, doc
+
+
+def test_signed_empty_query(s):
+    """Regression (s60S): a request line ending in an empty query ("?") or
+    a query ending in "&", as URL builders write them, could not be signed
+    at all: libwebsockets 4.1 makes an empty last query argument "/", so the
+    gateway signed "/v1/events?/" and "?a=1&/", which no client sends. The
+    empty query is signed as the path alone, a trailing "&" as sent; a
+    refused request changes nothing."""
+    before, written = s.transfers(), 0
+    for n, (path, signed_path) in enumerate((("/v1/events?", "/v1/events"),
+                                             ("/v1/events?a=1&", "/v1/events?a=1&"),
+                                             ("/v1/events?a=1&&", "/v1/events?a=1&&"),
+                                             ("/v1/events?a=1", "/v1/events?a=1"))):
+        status, doc = signed_event(s, f"S60S-EQ-{n}", path, signed_path, f"s60s-eq-{n}")
+        check(status == 201, f"{path} signed over {signed_path}: {status} {doc}")
+        written += len(doc.get("transfers", [])) if status == 201 else 0
+    check(written > 0 and s.transfers() == before + written, "each signed event wrote its transfers")
+    before = s.transfers()
+    status, doc = signed_event(s, "S60S-EQ-X", "/v1/events?a=1&", "/v1/events?a=1&/", "s60s-eq-x")
+    check(status == 401 and error_code(doc) == "unauthorized",
+          f"signed over lws's invented \"/\": {status} {doc}")
+    check(s.transfers() == before, "a refused signature wrote nothing")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -7431,7 +7465,9 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_refusal_quoting_a_cut_character_has_its_body,
           test_event_conflict_says_what_differs,
           test_event_conflict_tells_a_channel_key_no_shops_sale,
-          test_event_conflict_names_receipt_and_original, test_event_conflict_details_are_utf8)
+          test_event_conflict_names_receipt_and_original, test_event_conflict_details_are_utf8,
+          # s60S
+          test_signed_empty_query)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
