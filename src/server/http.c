@@ -244,6 +244,7 @@ struct req {
     bool close_after;     /* the connection cannot carry another request */
     bool keep_alive_10;   /* HTTP/1.0 asking to keep the connection: say it is kept */
     bool kept;            /* lws keeps the connection after the answer, unless close_after */
+    bool asked_close;     /* the request's Connection lists "close" (asks_close) */
     bool waiting;         /* a job is out; r.id is in the slot table */
     bool responding;      /* resp is ready to send */
     bool change;          /* and reports a committed change (pgw_response.committed) */
@@ -966,6 +967,33 @@ static bool keep_alive_10(struct lws *wsi)
     return !http11(wsi) && connection_is(wsi, "keep-alive");
 }
 
+/*
+ * Whether the Connection header lists the option "close" (RFC 9110 7.6.1:
+ * a comma-separated list, any case, spaces around each): lws 4.1 closes
+ * only on the whole value "close", so "TE, close" (Perl's LWP) or "close "
+ * kept the connection open after the answer, the client waiting for its end.
+ * A value too long to copy is no list of ours: lws's rule stands.
+ */
+static bool asks_close(struct lws *wsi)
+{
+    char list[128];
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_CONNECTION);
+    if (len <= 0 || (size_t)len >= sizeof(list) ||
+        lws_hdr_copy(wsi, list, (int)sizeof(list), WSI_TOKEN_CONNECTION) < 0)
+        return false;
+    char *rest = NULL;
+    for (char *option = strtok_r(list, ",", &rest); option != NULL;
+         option = strtok_r(NULL, ",", &rest)) {
+        option += strspn(option, " \t");
+        size_t n = strlen(option);
+        while (n > 0 && (option[n - 1] == ' ' || option[n - 1] == '\t'))
+            option[--n] = '\0';
+        if (strcasecmp(option, "close") == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Whether lws keeps the connection after this request's answer (server.c,
  * lws_http_action): HTTP/1.1 unless it says close, HTTP/1.0 when it asks. */
 static bool lws_keeps(struct lws *wsi)
@@ -1246,6 +1274,7 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     q->r.received_us = wall_us();
     q->keep_alive_10 = keep_alive_10(wsi);
     q->kept = lws_keeps(wsi);
+    q->asked_close = asks_close(wsi);
     client_address(h, wsi, q->r.client_address, sizeof(q->r.client_address));
     const char *name =
         method >= 0 && method < (int)(sizeof(NAMES) / sizeof(NAMES[0])) ? NAMES[method] : "OTHER";
@@ -1542,6 +1571,9 @@ static int write_some(pgw_http *h, struct lws *wsi, req *q)
      * (test_stream_big_drain_at_stop). */
     bool done = q->headers_sent && q->sent == q->resp.body_len;
     if (!q->headers_sent) {
+        /* Here, not at the request's start: the refusals set close_after
+         * anew, and a client asking to close is answered so on each. */
+        q->close_after = q->close_after || q->asked_close;
         if (write_head(wsi, q, h->keepalive_timeout_s, http_date(h), &done) != 0)
             return -1;
     } else if (!done) {

@@ -7427,6 +7427,45 @@ def test_signed_empty_query(s):
     check(s.transfers() == before, "a refused signature wrote nothing")
 
 
+def answer_and_close(port, request, wait=3.0):
+    """Sends `request` on a new connection: (the bytes answered, whether
+    the server closed the connection within `wait` seconds)."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    conn.sendall(request)
+    out, closed = b"", False
+    try:
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            out += chunk
+    except socket.timeout:
+        pass
+    conn.close()
+    return out, closed
+
+
+def test_connection_close_in_a_list(s):
+    """Regression (s60S): "Connection: TE, close" (Perl's LWP sends it), or
+    "close" with a space after it, kept the connection open after the
+    answer (libwebsockets compares the whole value with "close"); RFC 9110
+    7.6.1 has a "close" option anywhere in the list end it. The answer now
+    says connection: close and the connection closes."""
+    for value in ("TE, close", "close ", "keep-alive, close", "Close"):
+        started = time.time()
+        out, closed = answer_and_close(
+            s.port, f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: {value}\r\n\r\n".encode())
+        head = out.split(b"\r\n\r\n", 1)[0].lower()
+        check(out.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head and closed
+              and time.time() - started < 2,
+              f"Connection: {value!r}: closed {closed} after {time.time() - started:.1f} s: {out!r}")
+    # A list without "close" keeps the connection, as before.
+    out, closed = answer_and_close(
+        s.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: TE\r\n\r\n", wait=0.5)
+    check(out.startswith(b"HTTP/1.1 200 ") and not closed, f"Connection: TE: {closed} {out!r}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -7467,7 +7506,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_event_conflict_tells_a_channel_key_no_shops_sale,
           test_event_conflict_names_receipt_and_original, test_event_conflict_details_are_utf8,
           # s60S
-          test_signed_empty_query)
+          test_signed_empty_query, test_connection_close_in_a_list)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
