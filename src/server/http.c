@@ -1412,6 +1412,22 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
     return 0;
 }
 
+/*
+ * Whether the first piece of a body is the request's own head: lws 4.1,
+ * serving a request pipelined after one without a body (GET, then POST
+ * before the GET's answer), hands the bytes buffered for it from their
+ * start, its request line and headers, as its body (then the body itself,
+ * more than Content-Length: the connection dropped). It was refused as
+ * "invalid JSON", the client's fault in the log. No body the API reads
+ * (JSON, CSV, XML) starts with its request's method and " /".
+ */
+static bool head_for_body(const req *q, const void *in, size_t len)
+{
+    size_t method = strlen(q->r.method);
+    return method > 0 && len > method + 1 && memcmp(in, q->r.method, method) == 0 &&
+           memcmp((const char *)in + method, " /", 2) == 0;
+}
+
 static int add_body(pgw_http *h, struct lws *wsi, req *q, const void *in, size_t len)
 {
     if (q->responding || q->body == NULL || len == 0)
@@ -1423,6 +1439,17 @@ static int add_body(pgw_http *h, struct lws *wsi, req *q, const void *in, size_t
         return 0;
     if (len > q->body_expected - q->r.body_len)
         return -1; /* more than Content-Length said: drop the connection */
+    if (q->r.body_len == 0 && head_for_body(q, in, len)) {
+        /* Answered, the client would take the refusal as final; closed
+         * unanswered, it sends the request again (RFC 9112 9.3.2). The
+         * refusal is what the log line says, delivered: false. */
+        drop_body(h, q);
+        q->close_after = true;
+        refuse(h, wsi, q, 400, "invalid_request",
+               "pipelined after a bodiless request: libwebsockets 4.1 reads its head as its "
+               "body; closed unanswered, send it again");
+        return -1;
+    }
     /* A body trickled in a byte at a time kept its buffer for ever: lws's
      * idle timeout restarts at each byte. Its whole has a deadline, which
      * a byte may reach before the tick does. */

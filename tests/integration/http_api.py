@@ -7466,6 +7466,38 @@ def test_connection_close_in_a_list(s):
     check(out.startswith(b"HTTP/1.1 200 ") and not closed, f"Connection: TE: {closed} {out!r}")
 
 
+def test_pipelined_body_after_a_bodiless_request(s):
+    """Regression (s60S): a request with a body sent before the answer to a
+    request without one (GET then POST, pipelined) was read with its own
+    head for body: libwebsockets 4.1 hands the pipelined bytes from their
+    start, so the event was refused as "invalid JSON" (logged so, never
+    sent: the bytes after closed the connection). Nothing was written, but
+    the log blamed the client's JSON. It is now closed unanswered at once,
+    logged as what it is, and the client's retry goes in."""
+    body = json.dumps(purchase("S60S-PIPE-1", member="M60S1")).encode()
+    post = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + KEYS["admin"][0].encode() + b"\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    before = s.transfers()
+    started = time.time()
+    since_us = int(started * 1e6) - 1000  # this test's lines only (test_pipelining makes one)
+    out, closed = answer_and_close(s.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + post)
+    check(out.startswith(b"HTTP/1.1 200 ") and out.count(b"HTTP/1.1 ") == 1 and closed
+          and time.time() - started < 2,
+          f"the GET answered, the POST not, the connection closed: {closed} {out!r}")
+
+    def pipelined(lines):
+        return [line for line in lines if line.get("path") == "/v1/events"
+                and line["ts_us"] >= since_us and "pipelined" in line.get("reason", "")]
+    found = pipelined(log_lines(s, lambda lines: pipelined(lines)))
+    check(len(found) == 1 and found[0]["status"] == 400 and found[0].get("delivered") is False
+          and found[0]["reason"].endswith("send it again"),
+          f"the POST's log line says why it went unanswered: {found}")
+    check(s.transfers() == before, "nothing written")
+    status, doc, _ = s.request("POST", "/v1/events", raw=body)
+    check(status == 201 and doc.get("replayed") is False, f"the client's retry: {status} {doc}")
+
+
 # The tests of one shared server, in order, then those that start servers
 # of their own. Each passes alone too (named on the command line): none may
 # rely on what the ones before left, only allow for it.
@@ -7506,7 +7538,8 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_event_conflict_tells_a_channel_key_no_shops_sale,
           test_event_conflict_names_receipt_and_original, test_event_conflict_details_are_utf8,
           # s60S
-          test_signed_empty_query, test_connection_close_in_a_list)
+          test_signed_empty_query, test_connection_close_in_a_list,
+          test_pipelined_body_after_a_bodiless_request)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
