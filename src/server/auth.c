@@ -453,10 +453,13 @@ void pgw_bearer_of(const char *authorization, pgw_bearer *out)
 {
     memset(out, 0, sizeof(*out));
     /* the scheme's case is free (RFC 9110 11.1): "bearer" is Bearer */
-    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0 ||
-        authorization[7] == '\0')
+    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0)
         return;
-    const char *key = authorization + 7;
+    /* and one space or more before the key (11.4: 1*SP), "Bearer  <key>"
+     * is that key, not one with a space */
+    const char *key = authorization + 7 + strspn(authorization + 7, " ");
+    if (*key == '\0')
+        return;
     pgw_sha256(key, strlen(key), out->sha256);
     out->given = true;
 }

@@ -168,6 +168,28 @@ static void test_one_bearer_answers_every_question(void **state)
     pgw_auth_free(a);
 }
 
+/* Regression (s60S): RFC 9110 11.4 puts 1*SP between the scheme and the
+ * credentials: "Bearer  <key>" (two spaces, a template's "Bearer " + " "
+ * + key) was hashed with its space, "unknown API key", sending its
+ * integrator after a key that was right. A tab is no SP: refused as
+ * before, as is a scheme followed by spaces alone. */
+static void test_bearer_after_several_spaces(void **state)
+{
+    (void)state;
+    pgw_auth *a = signing_auth();
+    pgw_bearer b;
+    pgw_bearer_of("Bearer   " KEY, &b);
+    assert_true(b.given);
+    assert_true(pgw_auth_knows(a, &b));
+    assert_string_equal(pgw_auth_name(a, &b), "till");
+    const char *none[] = {"Bearer\t" KEY, "Bearer   ", "Bearer" KEY};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        pgw_bearer_of(none[i], &b);
+        assert_false(b.given);
+    }
+    pgw_auth_free(a);
+}
+
 static void test_a_nonce_is_taken_once_within_its_window(void **state)
 {
     (void)state;
@@ -561,6 +583,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_secret_is_one_key),
         cmocka_unit_test(test_one_bearer_answers_every_question),
+        cmocka_unit_test(test_bearer_after_several_spaces),
         cmocka_unit_test(test_a_nonce_is_taken_once_within_its_window),
         cmocka_unit_test(test_time_refusals_read_in_the_log),
         cmocka_unit_test(test_every_skew_reads_in_the_log),
