@@ -7487,7 +7487,7 @@ def test_pipelined_body_after_a_bodiless_request(s):
           f"the GET answered, the POST not, the connection closed: {closed} {out!r}")
 
     def pipelined(lines):
-        return [line for line in lines if line.get("path") == "/v1/events"
+        return [line for line in lines if line.get("method") == "POST"
                 and line["ts_us"] >= since_us and "pipelined" in line.get("reason", "")]
     found = pipelined(log_lines(s, lambda lines: pipelined(lines)))
     check(len(found) == 1 and found[0]["status"] == 400 and found[0].get("delivered") is False
@@ -7496,6 +7496,15 @@ def test_pipelined_body_after_a_bodiless_request(s):
     check(s.transfers() == before, "nothing written")
     status, doc, _ = s.request("POST", "/v1/events", raw=body)
     check(status == 201 and doc.get("replayed") is False, f"the client's retry: {status} {doc}")
+    # A body shorter than "POST /" (a void's "{}") gets a piece of it: the same.
+    void = (b"POST /v1/holds/S60S-H/void HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + KEYS["admin"][0].encode() + b"\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: 2\r\n\r\n{}")
+    since_us = int(time.time() * 1e6) - 1000
+    out, closed = answer_and_close(s.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + void)
+    check(out.count(b"HTTP/1.1 ") == 1 and closed, f"a short body pipelined: {closed} {out!r}")
+    found = pipelined(log_lines(s, lambda lines: pipelined(lines)))
+    check(len(found) == 1 and found[0].get("delivered") is False, f"its log line: {found}")
 
 
 # The tests of one shared server, in order, then those that start servers
