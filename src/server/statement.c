@@ -189,7 +189,7 @@ static int header_unread(const pgw_statement *st, int rc, pgw_err *err)
 {
     char why[sizeof(err->msg)];
     snprintf(why, sizeof(why), "%s", err->msg);
-    if (strncmp(why, "more than ", 10) == 0)
+    if (st->row.too_wide)
         return pgw_err_set(err, rc,
                            "line %zu, the header: %.200s (a statement has at most %d columns, "
                            "ours and the till's own: remove some)",

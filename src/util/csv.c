@@ -119,8 +119,10 @@ static int append(cursor *k, char ch, pgw_err *err)
 
 static int start_field(cursor *k, pgw_err *err)
 {
-    if (k->row->n == PGW_CSV_FIELDS_MAX)
+    if (k->row->n == PGW_CSV_FIELDS_MAX) {
+        k->row->too_wide = true;
         return pgw_err_set(err, PGW_EINVAL, "more than %d fields", PGW_CSV_FIELDS_MAX);
+    }
     k->len = 0;
     k->quoted = k->after_quote = false;
     return PGW_OK;
@@ -207,6 +209,7 @@ static int read_row(pgw_csv *c, pgw_csv_row *row, bool *done, pgw_err *err)
 {
     *done = !skip_blank_lines(c);
     row->n = 0;
+    row->too_wide = false;
     row->line = c->line;
     if (*done)
         return PGW_OK;

@@ -30,8 +30,9 @@ typedef struct pgw_csv {
 } pgw_csv;
 
 typedef struct pgw_csv_row {
-    size_t line; /* where the row started */
-    size_t n;    /* fields */
+    size_t line;   /* where the row started */
+    size_t n;      /* fields */
+    bool too_wide; /* pgw_csv_next refused it for more than PGW_CSV_FIELDS_MAX fields */
     char fields[PGW_CSV_FIELDS_MAX][PGW_CSV_FIELD_MAX + 1];
 } pgw_csv_row;
 

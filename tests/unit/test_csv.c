@@ -147,8 +147,29 @@ static void test_field_count_is_bounded(void **state)
     pgw_err err;
     assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
     assert_non_null(strstr(err.msg, "more than"));
+    assert_true(row.too_wide); /* what the statement's header reader tells apart */
     expect_row(&c, 2, 1, (const char *const[]){"next"});
+    assert_false(row.too_wide);
     expect_end(&c);
+}
+
+/* As many fields as a row may have, one not UTF-8: refused, but not as
+ * too wide (the statement once told the two apart by the message's text). */
+static void test_a_full_row_refused_otherwise_is_not_too_wide(void **state)
+{
+    (void)state;
+    char text[256] = "";
+    for (int i = 0; i < PGW_CSV_FIELDS_MAX; i++)
+        strcat(text, i ? ",f" : "\xff");
+    strcat(text, "\n");
+    pgw_csv c;
+    pgw_csv_init(&c, text, strlen(text));
+    bool done = false;
+    pgw_err err;
+    assert_int_equal(pgw_csv_next(&c, &row, &done, &err), PGW_EINVAL);
+    assert_int_equal(row.n, PGW_CSV_FIELDS_MAX);
+    assert_non_null(strstr(err.msg, "not UTF-8"));
+    assert_false(row.too_wide);
 }
 
 /*
@@ -580,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_what_excel_writes),
         cmocka_unit_test(test_malformed_rows_are_reported_and_skipped),
         cmocka_unit_test(test_field_count_is_bounded),
+        cmocka_unit_test(test_a_full_row_refused_otherwise_is_not_too_wide),
         cmocka_unit_test(test_a_field_not_utf8_is_a_bad_row),
         cmocka_unit_test(test_a_field_with_a_nul_byte_is_a_bad_row),
         cmocka_unit_test(test_a_bad_row_is_skipped_to_its_own_end),
