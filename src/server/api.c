@@ -3271,6 +3271,21 @@ static void render_logout(pgw_command *cmd, void *payload)
 static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, const char *member,
                                const pgw_session *s, bool admin, pgw_response *resp);
 
+/* A logout takes no body: none, or {} (what wx.request sends for `data:
+ * {}`). Anything else is refused as a void's is, and ends nothing: it was
+ * read as no body, so a request the gateway could not read still logged
+ * the member out. */
+static int logout_body(const pgw_request *req, pgw_err *err)
+{
+    static const char *const NO_KEYS[] = {NULL};
+    json_t *obj = NULL;
+    int rc = json_body(req, true, &obj, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_only_keys(obj, "$", NO_KEYS, err);
+    json_decref(obj);
+    return rc;
+}
+
 /* GET /v1/me and /v1/me/transfers, POST /v1/mp/phone|subscriptions|logout:
  * the session first. */
 static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw_response *resp)
@@ -3307,6 +3322,8 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
         if (job->cmd.page == NULL)
             return refuse(resp, job, r, PGW_ENOMEM, "out of memory");
     } else {
+        if (logout_body(req, &err) != PGW_OK)
+            return refuse(resp, job, r, err.code, err.msg);
         snprintf(job->cmd.key, sizeof(job->cmd.key), "%s%s", LOGOUT_KEY, s.id);
         pgw_sha256(s.id, strlen(s.id), job->cmd.fingerprint);
         job->cmd.render = render_logout;

@@ -4192,6 +4192,49 @@ def oa_reply_at_deadline(tmp, fake, env):
         srv.stop()
 
 
+
+# ---- s60: a mini-program team's and a member's walkthrough ----------------
+
+
+def s60_login(srv, fake, code, openid, unionid=None):
+    """A login of `openid` (with `unionid` when given): (session, member)."""
+    body = {"appid": MP_APPID, "code": code, "openid": openid}
+    if unionid:
+        body["unionid"] = unionid
+    fake.control("POST", "/_fake/login_codes", body)
+    status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": code}, key=None)
+    check(status == 200, "s60 login %s: %s %s" % (code, status, doc))
+    return doc.get("session", ""), doc.get("member_id", "")
+
+
+def s60_logout_bad_body(srv, fake):
+    """Regression (s60 walkthrough): POST /v1/mp/logout read no body, so a
+    body that is none of its (an unknown key, not JSON, not an object)
+    ended the session all the same, where a void, the other route without
+    a body, answers 400 and changes nothing. Now likewise: 400, the session
+    still live; an empty body or {} (what wx.request sends for `data: {}`)
+    ends it."""
+    session, member = s60_login(srv, fake, "s60-out-1", "oS60-OUT")
+    auth = {"Authorization": "Session " + session}
+    for raw, ctype, want, what in ((b'{"reason": "user"}', "application/json", 400, "an unknown key"),
+                                   (b"bye", "application/json", 400, "not JSON"),
+                                   (b"[]", "application/json", 400, "not an object"),
+                                   (b"{}", "text/plain", 415, "not JSON's media type")):
+        status, doc = call(srv.port, "POST", "/v1/mp/logout", raw=raw, ctype=ctype, headers=auth)
+        check(status == want and doc.get("error", {}).get("code") in ("invalid_request",
+                                                                      "unsupported_media_type"),
+              "a logout with %s: %d, not %s %s" % (what, want, status, doc))
+        status, _ = srv.request("GET", "/v1/me", session=session)
+        check(status == 200, "a logout with %s ends nothing: GET /v1/me %s" % (what, status))
+    status, doc = call(srv.port, "POST", "/v1/mp/logout", raw=b"{}", headers=auth)
+    check(status == 200 and doc.get("ended") is True and doc.get("member_id") == member and
+          doc.get("replayed") is False, "a logout with {} ends the session: %s %s" % (status, doc))
+    status, doc = srv.request("POST", "/v1/mp/logout", session=session)
+    check(status == 200 and doc.get("replayed") is True,
+          "then one with no body is its replay: %s %s" % (status, doc))
+    check(srv.request("GET", "/v1/me", session=session)[0] == 401, "the session is ended")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -4266,6 +4309,9 @@ def main():
         timed(notice_pages, tmp, fake, env)
         timed(unread_answer_sends_nothing_more, tmp, fake, env)
         timed(unusable_then_answered_finish, unusable, fake)
+        # s60's block: a mini-program team's and a member's walkthrough.
+        for test in (s60_logout_bad_body,):
+            timed(test, srv, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
         tokens = [t["access_token"] for t in fake.control("GET", "/_fake/tokens")["tokens"]]
