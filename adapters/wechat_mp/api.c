@@ -46,9 +46,17 @@ int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw
     /* Drop the session key at once: nothing below may copy it. */
     json_object_del(answer, "session_key");
     const char *openid = json_string_value(json_object_get(answer, "openid"));
-    const char *unionid = json_string_value(json_object_get(answer, "unionid"));
-    if (openid == NULL || !pgw_wx_id_ok(openid) || (unionid != NULL && !pgw_wx_id_ok(unionid)))
+    /* No unionid (absent or null) is an app not bound to an open platform;
+     * one that is there but no unionid (a number, "", a space in it) is an
+     * answer we cannot use, as one without an openid: dropped, the member
+     * would be linked by its openid alone. Each says which field failed. */
+    json_t *union_value = json_object_get(answer, "unionid");
+    const char *unionid = json_string_value(union_value);
+    bool no_union = union_value == NULL || json_is_null(union_value);
+    if (openid == NULL || !pgw_wx_id_ok(openid))
         rc = pgw_err_set(err, PGW_EIO, "WeChat jscode2session: no usable openid in the answer");
+    else if (!no_union && (unionid == NULL || !pgw_wx_id_ok(unionid)))
+        rc = pgw_err_set(err, PGW_EIO, "WeChat jscode2session: no usable unionid in the answer");
     if (rc == PGW_OK) {
         snprintf(out->openid, sizeof(out->openid), "%s", openid);
         snprintf(out->unionid, sizeof(out->unionid), "%s", unionid ? unionid : "");

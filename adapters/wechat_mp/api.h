@@ -33,7 +33,10 @@ typedef struct pgw_mp_identity {
 } pgw_mp_identity;
 
 /* sns/jscode2session: who the wx.login `code` belongs to. A bad or used
- * code is PGW_EINVAL (errcode 40029 / 40163 in reply). */
+ * code is PGW_EINVAL (errcode 40029 / 40163 in reply). An answer without
+ * a usable openid, or with a unionid that is none (not 1..64 of
+ * [A-Za-z0-9_-]; absent or null is no unionid), is PGW_EIO, its message
+ * naming the field. */
 int pgw_mp_login(pgw_wx_client *client, const char *appid, const char *code, pgw_mp_identity *out,
                  pgw_wx_reply *reply, pgw_err *err);
 

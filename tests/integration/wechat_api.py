@@ -4235,6 +4235,39 @@ def s60_logout_bad_body(srv, fake):
     check(srv.request("GET", "/v1/me", session=session)[0] == 401, "the session is ended")
 
 
+def s60_login_unusable_ids(srv, fake):
+    """Regression (s60 walkthrough): a jscode2session answer whose unionid
+    is no unionid ("", a space in it, a number) was told as "no usable
+    openid", sending the operator after the openid; and a unionid that is
+    a number was dropped in silence, the member then linked by its openid
+    alone while a string one so wrong is refused. Each is now 503 (an
+    answer the gateway cannot use, as one without an openid), naming the
+    field at fault, and records nothing."""
+    for n, (answer, field) in enumerate(((
+            {"openid": "oS60-U1", "unionid": ""}, "unionid"),
+            ({"openid": "oS60-U2", "unionid": "u x"}, "unionid"),
+            ({"openid": "oS60-U3", "unionid": 5}, "unionid"),
+            ({"openid": "o S60", "unionid": "uS60-ok"}, "openid"),
+            ({"unionid": "uS60-ok"}, "openid"))):
+        code = "s60-unusable-%d" % n
+        fake.control("POST", "/_fake/login_codes",
+                     {"appid": MP_APPID, "code": code, "openid": "oS60-U%d" % n})
+        fake.control("POST", "/_fake/faults",
+                     {"path": "/sns/jscode2session", "count": 1,
+                      "answer_body": json.dumps(dict(answer, session_key="c2VjcmV0"))})
+        status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": code}, key=None)
+        message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+        other = "openid" if field == "unionid" else "unionid"
+        check(status == 503 and ("usable " + field) in message and ("usable " + other) not in message,
+              "jscode2session answering %s: 503 naming the %s (%s %s)" %
+              (answer, field, status, doc))
+        if isinstance(answer.get("openid"), str) and " " not in answer["openid"]:
+            status, _ = srv.request("POST", "/v1/members/resolve",
+                                    {"mp_openid": answer["openid"], "appid": MP_APPID})
+            check(status == 404, "nothing recorded for %s: resolve %s" % (answer, status))
+    fake.control("POST", "/_fake/faults/clear", {})
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -4310,7 +4343,7 @@ def main():
         timed(unread_answer_sends_nothing_more, tmp, fake, env)
         timed(unusable_then_answered_finish, unusable, fake)
         # s60's block: a mini-program team's and a member's walkthrough.
-        for test in (s60_logout_bad_body,):
+        for test in (s60_logout_bad_body, s60_login_unusable_ids):
             timed(test, srv, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
