@@ -621,6 +621,7 @@ static bool mp_route(route r)
 }
 
 static bool by_session(const pgw_request *req);
+static const char *session_token(const char *authorization);
 static int session_of(const pgw_api *api, const pgw_request *req, pgw_session *out, pgw_err *err);
 static route route_of(const char *path, char *id, size_t cap);
 static bool method_allowed(route r, const char *method);
@@ -3034,10 +3035,10 @@ static bool by_session(const pgw_request *req)
 /* The session of Authorization: Session <token>; PGW_EUNAUTHORIZED otherwise. */
 static int session_of(const pgw_api *api, const pgw_request *req, pgw_session *out, pgw_err *err)
 {
-    if (!by_session(req))
+    if (!by_session(req) || session_token(req->authorization)[0] == '\0')
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Session <token> is required");
-    return pgw_session_verify(api->session_key, req->authorization + sizeof(SESSION_SCHEME) - 1,
-                              wall_now_s(), out, err);
+    return pgw_session_verify(api->session_key, session_token(req->authorization), wall_now_s(),
+                              out, err);
 }
 
 /* A mini-program job: the route's command for the session's member. */
@@ -5089,7 +5090,21 @@ pgw_auth *pgw_api_auth(pgw_api *api)
 
 bool pgw_api_by_session(const char *authorization)
 {
-    return strncasecmp(authorization, SESSION_SCHEME, sizeof(SESSION_SCHEME) - 1) == 0;
+    /* The scheme alone too: "Session " with an empty token (a mini program
+     * that lost it) reaches us as "Session", a header's trailing space not
+     * being its value, and was taken for an API key's header ("Bearer
+     * <key> is required"). */
+    size_t n = sizeof(SESSION_SCHEME) - 2; /* "Session" */
+    return strncasecmp(authorization, SESSION_SCHEME, n) == 0 &&
+           (authorization[n] == ' ' || authorization[n] == '\0');
+}
+
+/* The token after the scheme of a header pgw_api_by_session took: "" for
+ * the scheme alone. */
+static const char *session_token(const char *authorization)
+{
+    size_t n = sizeof(SESSION_SCHEME) - 2;
+    return authorization[n] == ' ' ? authorization + n + 1 : authorization + n;
 }
 
 int pgw_api_stream_session(pgw_api *api, const char *authorization, const char *shop_param,
@@ -5101,10 +5116,10 @@ int pgw_api_stream_session(pgw_api *api, const char *authorization, const char *
         wechat_off(&api->cfg->wechat_mp, "wechat_mp", why);
         return pgw_err_set(err, PGW_EUNAVAILABLE, "%s", why);
     }
-    if (!pgw_api_by_session(authorization))
+    if (!pgw_api_by_session(authorization) || session_token(authorization)[0] == '\0')
         return pgw_err_set(err, PGW_EUNAUTHORIZED, "Authorization: Session <token> is required");
-    int rc = pgw_session_verify(api->session_key, authorization + sizeof(SESSION_SCHEME) - 1,
-                                wall_now_s(), out, err);
+    int rc =
+        pgw_session_verify(api->session_key, session_token(authorization), wall_now_s(), out, err);
     if (rc != PGW_OK)
         return rc;
     snprintf(key_name, PGW_ID_MAX + 1, "session:%.8s", out->id);

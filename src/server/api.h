@@ -296,7 +296,8 @@ int pgw_api_stream_auth(pgw_api *api, const char *authorization, const char *key
 pgw_auth *pgw_api_auth(pgw_api *api);
 
 /* Whether `authorization` names a mini-program session ("Session ...",
- * the scheme in any case): the stream is then a member's own. */
+ * or the scheme alone, its token missing; the scheme in any case): the
+ * stream is then a member's own. */
 bool pgw_api_by_session(const char *authorization);
 
 /*

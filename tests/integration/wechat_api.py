@@ -4268,6 +4268,31 @@ def s60_login_unusable_ids(srv, fake):
     fake.control("POST", "/_fake/faults/clear", {})
 
 
+
+def s60_empty_session(srv, fake):
+    """Regression (s60 walkthrough): a mini program whose token was lost
+    sends "Authorization: Session " with nothing after it (an empty
+    string joined on), which reaches the gateway as "Session" (a header's
+    trailing space is not its value). Its stream was told "Authorization:
+    Bearer <key> is required", sending the mini program's team after an
+    API key it must never hold. It now says a session token is required,
+    as GET /v1/me did and does."""
+    ws = stream_client()
+    for header in ("Session ", "session", "SESSION"):
+        status, body = ws_refusal(ws, srv.port, "/v1/stream", "Authorization: %s\r\n" % header)
+        message = body.get("error", {}).get("message", "")
+        check(" 401 " in status and "Session <token>" in message and "Bearer" not in message,
+              "a stream under %r: 401 asking for a session token (%s %s)" % (header, status, body))
+        status, doc = call(srv.port, "GET", "/v1/me", headers={"Authorization": header})
+        message = doc.get("error", {}).get("message", "") if isinstance(doc, dict) else ""
+        check(status == 401 and "Session <token>" in message,
+              "GET /v1/me under %r: 401 asking for a session token (%s %s)" % (header, status, doc))
+    # A scheme that only begins so is none: an API key's answer, as before.
+    status, body = ws_refusal(ws, srv.port, "/v1/stream", "Authorization: Sessions x\r\n")
+    check(" 401 " in status and "Session <token>" not in body.get("error", {}).get("message", ""),
+          "a stream under \"Sessions x\": an API key's 401 (%s %s)" % (status, body))
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -4343,7 +4368,7 @@ def main():
         timed(unread_answer_sends_nothing_more, tmp, fake, env)
         timed(unusable_then_answered_finish, unusable, fake)
         # s60's block: a mini-program team's and a member's walkthrough.
-        for test in (s60_logout_bad_body, s60_login_unusable_ids):
+        for test in (s60_logout_bad_body, s60_login_unusable_ids, s60_empty_session):
             timed(test, srv, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")

@@ -366,7 +366,14 @@ static void test_by_session(void **state)
     assert_true(pgw_api_by_session("Session v2.abc"));
     assert_true(pgw_api_by_session("session v2.abc"));
     assert_false(pgw_api_by_session("Bearer k"));
-    assert_false(pgw_api_by_session("Session"));
+    /* The scheme alone is a session's header with its token missing (told
+     * "Session <token> is required"), not an API key's; a scheme that
+     * only begins so is not one. */
+    assert_true(pgw_api_by_session("Session"));
+    assert_true(pgw_api_by_session("SESSION"));
+    assert_false(pgw_api_by_session("Sessions x"));
+    assert_false(pgw_api_by_session("Session2 x"));
+    assert_false(pgw_api_by_session("Sess"));
     assert_false(pgw_api_by_session(""));
 }
 
