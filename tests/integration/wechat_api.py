@@ -4293,6 +4293,203 @@ def s60_empty_session(srv, fake):
           "a stream under \"Sessions x\": an API key's 401 (%s %s)" % (status, body))
 
 
+
+def s60_member_walkthrough(srv, fake):
+    """The walkthrough of README's mini-program, member, redemption and
+    stream sections, as the mini program and the member see them: one
+    person known at a till by a card and a phone, and in the mini program
+    by an openid and a unionid, becomes one member; holds (part captured,
+    voided, expired) and a redemption by any of those identities; the
+    history in pages; the member's stream carries its own transfers and
+    never another member's; bad input at each step is refused and changes
+    nothing; a logout ends it all."""
+    ws = stream_client()
+    tag = "%06d" % random.randrange(10**6)
+    card, phone_no = "S001:W" + tag, "131%08d" % random.randrange(10**8)
+
+    def event(event_id, member):
+        return {"event_id": event_id + tag, "channel": "store", "shop_id": "S001",
+                "type": "purchase", "occurred_at": "2026-11-25T10:15:00+08:00",
+                "member": member, "amount_fen": 10000}
+
+    status_c, by_card = srv.request("POST", "/v1/events", event("W-CARD-", {"card": card}), key=SHOP)
+    status_p, by_phone = srv.request("POST", "/v1/events", event("W-PHONE-", {"phone": phone_no}),
+                                     key=SHOP)
+    check(status_c == 201 and status_p == 201, "s60: two till members: %s %s" % (status_c, status_p))
+    session, member = s60_login(srv, fake, "s60-w-" + tag, "oS60W" + tag, "uS60W" + tag)
+    other_session, other = s60_login(srv, fake, "s60-wo-" + tag, "oS60WO" + tag)
+    auth = "Authorization: Session %s\r\n"
+    sock, handshake, pending = ws.ws_open(srv.port, "/v1/stream", auth % session)
+    other_sock, other_handshake, other_pending = ws.ws_open(srv.port, "/v1/stream",
+                                                            auth % other_session)
+    check(" 101 " in handshake and " 101 " in other_handshake,
+          "s60: both members' streams open: %s / %s" % (handshake, other_handshake))
+
+    # The phone (from WeChat) and the card (the shop vouches) bring the two
+    # till members in; every identity then names the one member.
+    fake.control("POST", "/_fake/phone_codes", {"appid": MP_APPID, "code": "s60-wp-" + tag,
+                                                "phone": phone_no, "openid": "oS60W" + tag})
+    status, bound = srv.request("POST", "/v1/mp/phone", {"code": "s60-wp-" + tag}, session=session)
+    check(status == 200 and bound.get("merged") == {"from": by_phone["member_id"], "into": member} and
+          bound.get("identity") == {"kind": "phone", "value": phone_no[:3] + "****" + phone_no[-4:]},
+          "s60: the phone merges its till member in: %s %s" % (status, bound))
+    status, bound = srv.request("POST", "/v1/members/%s/identities" % member, {"card": card}, key=SHOP)
+    check(status == 200 and bound.get("merged") == {"from": by_card["member_id"], "into": member},
+          "s60: the shop's card merges its member in: %s %s" % (status, bound))
+    for ident in ({"card": card}, {"phone": "+86 " + phone_no}, {"unionid": "uS60W" + tag},
+                  {"mp_openid": "oS60W" + tag, "appid": MP_APPID},
+                  {"member_id": by_card["member_id"]}, {"member_id": by_phone["member_id"]}):
+        status, doc = srv.request("POST", "/v1/members/resolve", ident)
+        check(status == 200 and doc == {"member_id": member},
+              "s60: %s resolves to the one member: %s %s" % (ident, status, doc))
+
+    def me():
+        status, doc = srv.request("GET", "/v1/me", session=session)
+        check(status == 200, "s60: GET /v1/me: %s %s" % (status, doc))
+        return doc
+
+    view = me()
+    want = {"member_id", "tier", "balance", "available", "pending", "debt", "expiring",
+            "identities", "merged_into", "transfers", "subscriptions", "follows_oa"}
+    kinds = sorted(i["kind"] for i in view.get("identities", []))
+    check(set(view) == want and view["member_id"] == member and view["merged_into"] is None and
+          view["balance"] == by_card["balance"] + by_phone["balance"] and
+          kinds == ["card", "mp_openid", "phone", "unionid"] and phone_no not in json.dumps(view),
+          "s60: the member view, its four identities, the phone masked: %s" % view)
+    balance = view.get("balance", 0)
+
+    # Holds: bad ones change nothing; a hold, part captured; one voided.
+    def hold(hold_id, points, member_obj=None, key=SHOP, **extra):
+        body = dict({"hold_id": hold_id + tag, "member": {"unionid": "uS60W" + tag} if member_obj is None else member_obj,
+                     "shop_id": "S001", "points": points}, **extra)
+        return srv.request("POST", "/v1/holds", body, key=key)
+
+    for args, extra, want_status, what in (
+            (("WH0-", 0), {}, 400, "0 points"), (("WH0-", "5"), {}, 400, "points as text"),
+            (("WH0-", 10**13), {}, 400, "points past the bound"),
+            (("WH0-", balance + 1), {}, 422, "more than the member has"),
+            (("WH0-", 5), {"expires_in_s": 0}, 400, "expires_in_s 0"),
+            (("W/H0-", 5), {}, 400, "a hold id with a slash"),
+            (("WH0-", 5, {}), {}, 400, "no identity"),
+            (("WH0-", 5, {"phone": "13000000000"}), {}, 404, "a phone nobody has"),
+            (("WH0-", 5, None, "test-mp-backend-key"), {}, 403, "a channel's key")):
+        status, doc = hold(*args, **extra)
+        check(status == want_status, "s60: a hold with %s: %d, not %s %s" %
+              (what, want_status, status, doc))
+    check(me().get("available") == balance, "s60: refused holds left the balance available")
+    status, held = hold("WH1-", 100)
+    check(status == 201 and set(held) >= {"hold_id", "member_id", "state", "points", "available",
+                                          "expires_at"} and held["member_id"] == member and
+          held["state"] == "pending" and held["available"] == balance - 100,
+          "s60: a hold by the unionid: %s %s" % (status, held))
+    capture = "/v1/holds/WH1-%s/capture" % tag
+    status, doc = srv.request("POST", capture, {"points": 101}, key=SHOP)
+    check(status == 400 and doc["error"]["details"] == {"held": 100, "asked": 101},
+          "s60: a capture beyond the hold: 400 (%s %s)" % (status, doc))
+    status, captured = srv.request("POST", capture, {"points": 40}, key=SHOP)
+    check(status == 200 and captured.get("state") == "captured" and captured.get("points") == 40 and
+          captured.get("balance") == balance - 40 and captured.get("available") == balance - 40,
+          "s60: 40 of 100 captured, the rest released: %s %s" % (status, captured))
+    for path, body in ((capture, {"points": 30}), ("/v1/holds/WH1-%s/void" % tag, None)):
+        status, doc = srv.request("POST", path, body, key=SHOP)
+        check(status == 409 and doc["error"]["code"] == "hold_not_pending",
+              "s60: a captured hold settled again: 409 (%s %s)" % (status, doc))
+    balance -= 40
+    status, _ = hold("WH2-", 50, {"card": card})
+    status_v, voided = srv.request("POST", "/v1/holds/WH2-%s/void" % tag, key=SHOP)
+    check(status == 201 and status_v == 200 and voided.get("state") == "voided" and
+          voided.get("available") == balance, "s60: a hold voided: %s %s" % (status_v, voided))
+    status, short = hold("WH3-", 30, {"phone": phone_no}, expires_in_s=1)
+    check(status == 201 and me().get("pending") == 30, "s60: a hold of 1 s: %s %s" % (status, short))
+    view = eventually(me, lambda v: v.get("pending") == 0, timeout=5)  # its deadline: 1-2 s
+    left = srv.request("POST", "/v1/holds/WH3-%s/capture" % tag, key=SHOP)
+    check(left[0] == 409 and left[1]["error"]["code"] == "hold_not_pending" and
+          view.get("available") == balance and me().get("available") == balance,
+          "s60: at its deadline the hold expires, its points available again: %s %s" %
+          (left, view.get("available")))
+
+    # A redemption by the card; its retry is a replay; beyond what is there, 422.
+    body = {"redemption_id": "WR1-" + tag, "member": {"card": card}, "shop_id": "S001",
+            "points": 10}
+    status, redeemed = srv.request("POST", "/v1/redemptions", body, key=SHOP)
+    status_r, again = srv.request("POST", "/v1/redemptions", body, key=SHOP)
+    check(status == 201 and redeemed.get("balance") == balance - 10 and status_r == 200 and
+          again.get("replayed") is True and again.get("balance") == balance - 10,
+          "s60: a redemption and its replay: %s %s / %s %s" % (status, redeemed, status_r, again))
+    balance -= 10
+    status, doc = srv.request("POST", "/v1/redemptions", dict(body, redemption_id="WR2-" + tag,
+                                                              points=balance + 1), key=SHOP)
+    check(status == 422 and doc["error"]["details"] == {"member_id": member, "available": balance,
+                                                        "asked": balance + 1},
+          "s60: a redemption beyond the balance: 422 (%s %s)" % (status, doc))
+
+    # The history a page at a time: whole, newest first, as the keys' view has it.
+    def pages(fetch):
+        ids, after = [], None
+        for _ in range(50):
+            status, doc = fetch("?limit=2" + ("&after=" + after if after else ""))
+            if status != 200:
+                return ids + ["%s %s" % (status, doc)]
+            ids += [t["id"] for t in doc["transfers"]]
+            check(all("event_key" not in t and "command" not in t for t in doc["transfers"]) or
+                  "/members/" in fetch.__doc__, "s60: the member's history hides event keys")
+            after = doc["next"]
+            if after is None:
+                return ids
+        return ids + ["no end"]
+
+    def mine(query):
+        "/me/"
+        return srv.request("GET", "/v1/me/transfers" + query, session=session)
+
+    def keys_view(query):
+        "/members/"
+        return srv.request("GET", "/v1/members/%s/transfers%s" % (member, query))
+
+    got = pages(mine)
+    check(got and got == pages(keys_view) and got == sorted(set(got), reverse=True) and
+          got[:len(me()["transfers"])] == [t["id"] for t in me()["transfers"]],
+          "s60: the history's pages: %s" % got)
+    for query in ("?limit=0", "?limit=101", "?after=abc", "?limit=1&limit=2", "?after=0"):
+        status, doc = mine(query)
+        check(status == 400 and doc["error"]["code"] == "invalid_request",
+              "s60: GET /v1/me/transfers%s: 400 (%s %s)" % (query, status, doc))
+
+    # The streams: each its own member's, never the other's.
+    status_o, theirs = srv.request("POST", "/v1/events", event("W-OTHER-", {"member_id": other}),
+                                   key=SHOP)
+    status_m, marker = srv.request("POST", "/v1/events", event("W-MARK-", {"member_id": member}),
+                                   key=SHOP)
+    got, closed, came, pending = ws_until(sock, pending, marker)
+    account = "member:" + member
+    transfers = [m for m in got if m.get("type") == "transfer"]
+    check(status_o == 201 and status_m == 201 and came and closed is None and transfers and
+          all(account in (m["debit"], m["credit"]) and "event_key" not in m for m in transfers) and
+          {m["id"] for m in transfers} >= {t["id"] for t in captured["transfers"] +
+                                           redeemed["transfers"]} and
+          other not in json.dumps(got) and
+          all(m.get("member_id") == member for m in got if m.get("type") == "notification"),
+          "s60: the member's stream: its own transfers and notices only: %s" % got)
+    got, closed, came, other_pending = ws_until(other_sock, other_pending, theirs)
+    check(came and closed is None and not any(m.get("type") == "transfer" for m in got) and
+          member not in json.dumps(got) and by_card["member_id"] not in json.dumps(got) and
+          by_phone["member_id"] not in json.dumps(got),
+          "s60: the other member's stream: nothing of this member's: %s" % got)
+    other_sock.close()
+
+    # A logout ends the session, its stream, and nothing else of the member.
+    status, doc = srv.request("POST", "/v1/mp/logout", session=session)
+    got, closed = ws_frames(sock, pending, 5)
+    sock.close()
+    check(status == 200 and closed is not None and closed[0] == 4401,
+          "s60: the logout closes the stream 4401: %s %s %s" % (status, doc, closed))
+    status, _ = srv.request("GET", "/v1/me", session=session)
+    status_k, view = srv.request("GET", "/v1/members/" + member)
+    check(status == 401 and status_k == 200 and view.get("balance") == balance + marker["points"],
+          "s60: after the logout GET /v1/me is 401, the member's points stay: %s %s" %
+          (status, view.get("balance")))
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-wechat-")
     fake = Fake(tmp)
@@ -4368,7 +4565,8 @@ def main():
         timed(unread_answer_sends_nothing_more, tmp, fake, env)
         timed(unusable_then_answered_finish, unusable, fake)
         # s60's block: a mini-program team's and a member's walkthrough.
-        for test in (s60_logout_bad_body, s60_login_unusable_ids, s60_empty_session):
+        for test in (s60_logout_bad_body, s60_login_unusable_ids, s60_empty_session,
+                     s60_member_walkthrough):
             timed(test, srv, fake)
         stored = pg.stored(srv.db)
         check(b"13800138000" not in stored, "no phone in clear in the database")
