@@ -191,13 +191,16 @@ static bool member_id_ok(const char *s)
     return true;
 }
 
-/* A practical address check; the domain is lower-cased into out. */
+/* A practical address check; the domain is lower-cased into out. Its
+ * labels are not empty: "a@example..com" is a typo, and taken it made a
+ * member of an address that can never be one, beside the right one's. */
 static int email_normalize(const char *s, char *out, size_t cap, pgw_err *err)
 {
     size_t len = strnlen(s, PGW_IDENTITY_VALUE_MAX + 1);
     const char *at = strchr(s, '@');
     if (len > PGW_IDENTITY_VALUE_MAX || at == NULL || strchr(at + 1, '@') != NULL || at == s ||
-        at - s > 64 || strchr(at + 1, '.') == NULL || at[1] == '.' || s[len - 1] == '.')
+        at - s > 64 || strchr(at + 1, '.') == NULL || at[1] == '.' || s[len - 1] == '.' ||
+        strstr(at + 1, "..") != NULL)
         return pgw_err_set(err, PGW_EINVAL, "the value is not an email address (name@domain.tld)");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];

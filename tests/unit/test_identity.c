@@ -144,6 +144,8 @@ static void test_identities_refused(void **state)
         "email:a@b",
         "email:a@@b.cn",
         "email:@example.com",
+        "email:li.lei@example..com", /* an empty label: a typo, no address (s60) */
+        "email:li.lei@mail..example.cn",
         "member_id:7Q2K9",
         "member_id:m7q2k9",
         "member_id:M",
