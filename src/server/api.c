@@ -3272,11 +3272,12 @@ static void render_logout(pgw_command *cmd, void *payload)
 static bool handle_preferences(pgw_api *api, const pgw_request *req, route r, const char *member,
                                const pgw_session *s, bool admin, pgw_response *resp);
 
-/* A logout takes no body: none, or {} (what wx.request sends for `data:
- * {}`). Anything else is refused as a void's is, and ends nothing: it was
- * read as no body, so a request the gateway could not read still logged
- * the member out. */
-static int logout_body(const pgw_request *req, pgw_err *err)
+/* A request that takes no body (a logout, a notice's retry): none, or {}
+ * (what wx.request sends for `data: {}`). Anything else is refused as a
+ * void's is, and does nothing: it was read as no body, so a request the
+ * gateway could not read still logged the member out, and one asking for
+ * what a retry does not do (another channel) was done as a plain retry. */
+static int no_body(const pgw_request *req, pgw_err *err)
 {
     static const char *const NO_KEYS[] = {NULL};
     json_t *obj = NULL;
@@ -3323,7 +3324,7 @@ static bool handle_mp_session(pgw_api *api, const pgw_request *req, route r, pgw
         if (job->cmd.page == NULL)
             return refuse(resp, job, r, PGW_ENOMEM, "out of memory");
     } else {
-        if (logout_body(req, &err) != PGW_OK)
+        if (no_body(req, &err) != PGW_OK)
             return refuse(resp, job, r, err.code, err.msg);
         snprintf(job->cmd.key, sizeof(job->cmd.key), "%s%s", LOGOUT_KEY, s.id);
         pgw_sha256(s.id, strlen(s.id), job->cmd.fingerprint);
@@ -4680,6 +4681,9 @@ static bool handle_notice_retry(pgw_api *api, const pgw_request *req, const pgw_
         return refuse(resp, NULL, R_NOTICE_RETRY, PGW_EFORBIDDEN, "an admin key retries notices");
     if (!pgw_decimal_in(id, 1, INT64_MAX, &n))
         return refuse(resp, NULL, R_NOTICE_RETRY, PGW_ENOTFOUND, "no such notice");
+    pgw_err err;
+    if (no_body(req, &err) != PGW_OK)
+        return refuse(resp, NULL, R_NOTICE_RETRY, err.code, err.msg);
     pgw_job *job = job_new(api, req, R_NOTICE_RETRY, PGW_COMMAND_NOTICE_RETRY);
     if (job == NULL)
         return refuse(resp, NULL, R_NOTICE_RETRY, PGW_EFULL, "too many requests in flight");

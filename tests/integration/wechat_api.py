@@ -3133,8 +3133,15 @@ def notifications(srv, fake, oa_member):
           "dead after three attempts: %s" % dead)
     status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"], key=SHOP)
     check(status == 403, "a shop key may not retry notices")
-    status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"])
-    check(status == 200 and doc["state"] == "pending", "an admin retries it: %s" % doc)
+    # Regression: a retry's body was not read, so one asking what the
+    # gateway does not do (another channel) was done as a plain retry.
+    for body in ({"channel": "sms"}, [], "retry"):
+        status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"], body)
+        check(status == 400 and doc["error"]["code"] == "invalid_request",
+              "a retry with a body of %r is refused: %s %s" % (body, status, doc))
+    check(notices(srv, oa_member)[0]["state"] == "dead", "and the notice is still dead")
+    status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"], {})
+    check(status == 200 and doc["state"] == "pending", "an admin retries it ({}): %s" % doc)
     listed = eventually(lambda: notices(srv, oa_member), lambda l: l[0]["state"] == "sent")
     check(listed[0]["state"] == "sent" and listed[0]["attempts"] == 1, "and it is sent: %s" % listed[0])
     status, doc = srv.request("POST", "/v1/notifications/%d/retry" % dead["id"])
