@@ -81,15 +81,25 @@ typedef struct out_file {
  * before the flag, so the handler never reads a path half copied.
  */
 static char out_partial_now[PATH_MAX];
+/* The files SQLite makes beside a backup's partial copy (its journal while
+ * VACUUM INTO writes it, its WAL and index while verify reads it): a
+ * stopped backup left them too. Named in advance: the handler may not
+ * format. Never there beside a report's partial file. */
+static const char *const out_partial_companions[] = {"-journal", "-wal", "-shm"};
+#define OUT_COMPANIONS (sizeof(out_partial_companions) / sizeof(out_partial_companions[0]))
+static char out_companion_now[OUT_COMPANIONS][PATH_MAX + 16];
 static volatile sig_atomic_t out_partial_set;
 
-/* Removes the partial file, then ends as the signal would have (its
- * exit status, 128 + the signal, is the caller's to see). unlink, signal
- * and raise are async-signal-safe. */
+/* Removes the partial file and its companions, then ends as the signal
+ * would have (its exit status, 128 + the signal, is the caller's to see).
+ * unlink, signal and raise are async-signal-safe. */
 static void out_on_signal(int sig)
 {
-    if (out_partial_set)
+    if (out_partial_set) {
         unlink(out_partial_now);
+        for (size_t i = 0; i < OUT_COMPANIONS; i++)
+            unlink(out_companion_now[i]);
+    }
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -99,6 +109,9 @@ static void out_on_signal(int sig)
 static void out_guard(const char *partial)
 {
     snprintf(out_partial_now, sizeof(out_partial_now), "%s", partial);
+    for (size_t i = 0; i < OUT_COMPANIONS; i++)
+        snprintf(out_companion_now[i], sizeof(out_companion_now[i]), "%s%s", partial,
+                 out_partial_companions[i]);
     out_partial_set = 1;
     static const int stops[] = {SIGINT, SIGTERM, SIGHUP};
     for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
@@ -1377,6 +1390,35 @@ static void print_backup(const char *out, int64_t version, const pgw_verify_repo
         print_verify_report(report);
 }
 
+/* The signal mask backup started with, and the signals that stop a
+ * command held on top of it from before a backup makes its copy's file
+ * until out_guard knows its name (backup_guard). */
+static sigset_t backup_mask;
+
+static void hold_stops(void)
+{
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stops, &backup_mask);
+}
+
+/* pgw_store_backup's guard: a stop by signal while the copy is made or
+ * verified removes the copy and SQLite's files beside it, as a stopped
+ * report's partial file is (a stopped backup left one more set each run).
+ * A stop held until the name was known comes now. */
+static void backup_guard(const char *partial)
+{
+    if (partial == NULL) {
+        out_unguard();
+        return;
+    }
+    out_guard(partial);
+    sigprocmask(SIG_SETMASK, &backup_mask, NULL);
+}
+
 static int cmd_backup(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -1398,7 +1440,9 @@ static int cmd_backup(int argc, char **argv)
     pgw_verify_report report = {0}; /* filled when the copy was verified */
     pgw_err err;
     pgw_err_clear(&err);
-    rc = pgw_store_backup(url, out, &version, &report, &err);
+    hold_stops();
+    rc = pgw_store_backup(url, out, &version, &report, backup_guard, &err);
+    sigprocmask(SIG_SETMASK, &backup_mask, NULL); /* when it failed before its copy */
     if (rc != PGW_OK) {
         if (report.problem[0] != '\0') /* a copy that does not verify: what was found */
             print_verify_report(&report);

@@ -2601,7 +2601,7 @@ static int backup_target(const char *path, char target[PGW_STORE_URL_MAX + 1], p
 /* Opened as it is, not through pgw_store_open: that would migrate it
  * first, and a copy taken before an upgrade must be of what was there. */
 int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_verify_report *report,
-                     pgw_err *err)
+                     pgw_store_backup_guard *guard, pgw_err *err)
 {
     if (strncmp(url, "sqlite:", 7) != 0)
         return pgw_err_set(err, PGW_EINVAL,
@@ -2625,6 +2625,8 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_ve
     if (fd < 0)
         return pgw_err_set(err, PGW_EIO, "creating %s: %s", partial, strerror(errno));
     close(fd);
+    if (guard != NULL)
+        guard(partial);
     pgw_store *s = NULL;
     rc = connect_store(url, false, &s, err);
     if (rc == PGW_OK)
@@ -2640,6 +2642,8 @@ int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_ve
         rc = pgw_err_set(err, PGW_EIO, "renaming %s to %s: %s", partial, out, strerror(errno));
     if (rc != PGW_OK)
         unlink(partial);
+    if (guard != NULL)
+        guard(NULL);
     return rc == PGW_OK ? sync_directory_of(out, err) : rc;
 }
 

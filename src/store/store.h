@@ -97,9 +97,18 @@ int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out,
  * verify (then report->ok false and report->problem say why), the message
  * saying which (nothing is left at or beside `path`, which stays as it
  * was).
+ *
+ * `guard`, when not NULL, is told the copy's file as soon as it exists
+ * (FILE.partial-XXXXXX: SQLite makes its -journal, -wal and -shm beside
+ * it), then NULL once it is renamed or removed: a caller that may be
+ * stopped by a signal removes them from its handler, which this function
+ * cannot do (the process ends there). A caller that blocks its stopping
+ * signals before the call and unblocks them in `guard` leaves no moment
+ * in which a stop leaves the file.
  */
+typedef void pgw_store_backup_guard(const char *partial);
 int pgw_store_backup(const char *url, const char *path, int64_t *version, pgw_verify_report *report,
-                     pgw_err *err);
+                     pgw_store_backup_guard *guard, pgw_err *err);
 
 /*
  * SQLite: the connection's page cache, in KiB (PGW_STORE_CACHE_KIB_MIN..

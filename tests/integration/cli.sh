@@ -1957,6 +1957,50 @@ done
 rm -rf "$op_dir"
 # --- end of the operator's walkthrough ---
 
+# --- Data safety, SQLite (s60B): a backup stopped, a full disk, a damaged file ---
+safe_dir=$(mktemp -d -p "$scratch")
+if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
+    printf 'card,phone,points\n77001,,100\n77002,,200\n' >"$safe_dir/two.csv"
+    expect_exit 0 "$bin" import-balances --shop S001 --file "$safe_dir/two.csv" \
+        --db "sqlite:$safe_dir/safe.db" --config config/pointsgw.example.json
+    # Regression: a backup stopped by a signal (a job's timeout, Ctrl-C, a
+    # hang-up) while it copied left FILE.partial-XXXXXX and its journal
+    # beside FILE, one more each stopped run. 16 MB of padding makes the
+    # copy last long enough to be stopped in the middle: the stop comes
+    # once the partial file is there.
+    python3 -c "import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute('PRAGMA synchronous = OFF')
+db.execute('CREATE TABLE pad(b BLOB)')
+db.executemany('INSERT INTO pad VALUES (zeroblob(1048576))', [()] * 16)
+db.commit()" "$safe_dir/safe.db"
+    mkdir "$safe_dir/bk"
+    echo 'the last good copy' >"$safe_dir/bk/copy.db"
+    for sig in TERM HUP; do
+        "$bin" backup --db "sqlite:$safe_dir/safe.db" --out "$safe_dir/bk/copy.db" \
+            >/dev/null 2>&1 &
+        bk_pid=$!
+        for _ in $(seq 1000); do # 10 s: only a hang's bound
+            compgen -G "$safe_dir/bk/copy.db.partial-*" >/dev/null && break
+            sleep 0.01
+        done
+        compgen -G "$safe_dir/bk/copy.db.partial-*" >/dev/null && pass ||
+            fail "backup made no partial file to stop it at"
+        kill "-$sig" "$bk_pid"
+        wait "$bk_pid" 2>/dev/null
+        got=$?
+        [ "$got" -eq $((128 + $(kill -l "$sig"))) ] && pass ||
+            fail "backup stopped by SIG$sig exited $got, wanted $((128 + $(kill -l "$sig")))"
+        left=$(cd "$safe_dir/bk" && ls -A | grep -v '^copy.db$')
+        [ -z "$left" ] && pass || fail "backup stopped by SIG$sig left: $left"
+        [ "$(cat "$safe_dir/bk/copy.db")" = 'the last good copy' ] && pass ||
+            fail "backup stopped by SIG$sig changed the last copy"
+        rm -f "$safe_dir/bk/copy.db.partial-"* # the next run's check starts clean
+    done
+fi
+rm -rf "$safe_dir"
+# --- end of data safety (s60B) ---
+
 echo "$passes passed, $failures failed"
 [ -z "${PGW_TEST_TIMES:-}" ] || times_print
 [ "$failures" -eq 0 ]

@@ -3355,7 +3355,7 @@ static void test_a_backup_checks_its_copy_once(void **state)
     int64_t version = 0;
     pgw_verify_report r;
     pgw_err err;
-    int rc = pgw_store_backup(f->url, out, &version, &r, &err);
+    int rc = pgw_store_backup(f->url, out, &version, &r, NULL, &err);
     sqlite3_cancel_auto_extension((void (*)(void))trace_quick_checks);
     if (rc != PGW_OK)
         fail_msg("%s", err.msg);
