@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #define NAME_MAX_LEN (PGW_SQL_URL_MAX + 1) /* a SQLite path is most of a URL */
 #define ERRMSG_MAX   384
@@ -165,21 +167,59 @@ static bool sqlite_duplicate_key(pgw_sql *db, int result)
            extended == SQLITE_CONSTRAINT_ROWID;
 }
 
-/* SQLite's result as a PGW_E... code: busy and locked are worth a retry.
- * A full disk's message says so: "disk I/O error" alone sent an operator
- * whose disk was full looking for a hardware fault (the WAL's writes fail
- * as SQLITE_IOERR_WRITE whatever their cause: see wal_vfs.c). */
+/* Whether the file system holding the SQLite file `path` has no block left
+ * for this user: what makes any write there fail, its -shm's included. */
+static bool folder_full(const char *path)
+{
+    char dir[PGW_SQL_URL_MAX + 1];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        slash[slash == dir] = '\0';
+    struct statvfs vfs;
+    return statvfs(dir, &vfs) == 0 && vfs.f_bavail == 0;
+}
+
+/*
+ * Why a write of SQLite's failed, when it is the space, and what to do:
+ * "disk I/O error" alone sent an operator whose disk was full looking for
+ * a hardware fault. A full disk is seen by the WAL's own record (its
+ * writes fail as SQLITE_IOERR_WRITE whatever their cause: see wal_vfs.c),
+ * by SQLITE_FULL, by the errno of the failing call (growing the -shm index
+ * at open fails as SQLITE_IOERR_SHMSIZE, ENOSPC), or by the file system
+ * having no block left. A file-size limit (ulimit -f, LimitFSIZE=) fails
+ * its writes with EFBIG. NULL when none of these is the cause.
+ */
+static const char *space_cause(pgw_sql *db, int primary)
+{
+    if (primary != SQLITE_IOERR && primary != SQLITE_FULL && primary != SQLITE_CANTOPEN)
+        return NULL;
+    /* The errno SQLite keeps is the thread's at the failure it reports:
+     * right for the call that failed, so read only for these results. */
+    int sys = db->lite != NULL ? sqlite3_system_errno(db->lite) : 0;
+    if (sys == EFBIG)
+        return " (a file would grow past this process's file-size limit); raise the limit "
+               "(ulimit -f, systemd's LimitFSIZE=), then run this again";
+    bool full = primary == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT ||
+                (db->lite != NULL && pgw_wal_vfs_disk_full(db->lite)) || folder_full(db->name);
+    return full ? " (the disk is full); free space on the file system holding the database (df "
+                  "shows it; SQLite needs room for its -wal and -shm files beside it), then run "
+                  "this again"
+                : NULL;
+}
+
+/* SQLite's result as a PGW_E... code: busy and locked are worth a retry;
+ * a failure for want of space says so (space_cause). */
 static int sqlite_failure(pgw_sql *db, int result)
 {
     int primary = result & 0xff;
     size_t n = strlen(db->errmsg);
-    /* SQLite keeps no errno for a full disk, and the errno it keeps for
-     * other failures is the thread's last, maybe another call's: the
-     * wrapper's own record only. */
-    if (primary == SQLITE_IOERR && db->lite != NULL && pgw_wal_vfs_disk_full(db->lite))
-        snprintf(db->errmsg + n, sizeof(db->errmsg) - n, " (the disk is full)");
-    db->on_space = primary == SQLITE_FULL ||
-                   (primary == SQLITE_IOERR && db->lite != NULL && pgw_wal_vfs_disk_full(db->lite));
+    const char *space = space_cause(db, primary);
+    if (space != NULL && n < sizeof(db->errmsg))
+        snprintf(db->errmsg + n, sizeof(db->errmsg) - n, "%s", space);
+    db->on_space = space != NULL;
     bool on_lock = primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
     bool duplicate = primary == SQLITE_CONSTRAINT && sqlite_duplicate_key(db, result);
     int code = failed(db, duplicate ? PGW_ECONFLICT : on_lock ? PGW_EUNAVAILABLE : PGW_EIO);

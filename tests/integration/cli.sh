@@ -1963,6 +1963,7 @@ if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
     printf 'card,phone,points\n77001,,100\n77002,,200\n' >"$safe_dir/two.csv"
     expect_exit 0 "$bin" import-balances --shop S001 --file "$safe_dir/two.csv" \
         --db "sqlite:$safe_dir/safe.db" --config config/pointsgw.example.json
+    cp "$safe_dir/safe.db" "$safe_dir/small.db" # before the padding below
     # Regression: a backup stopped by a signal (a job's timeout, Ctrl-C, a
     # hang-up) while it copied left FILE.partial-XXXXXX and its journal
     # beside FILE, one more each stopped run. 16 MB of padding makes the
@@ -1997,6 +1998,34 @@ db.commit()" "$safe_dir/safe.db"
             fail "backup stopped by SIG$sig changed the last copy"
         rm -f "$safe_dir/bk/copy.db.partial-"* # the next run's check starts clean
     done
+    # Regression: a database opened where no byte more may be written (a
+    # full disk; a file-size limit, ulimit -f, here: SQLite's -shm index
+    # cannot grow to its 32 KiB) was "disk I/O error" alone, which sends an
+    # operator looking for a hardware fault. Each says what is wrong and
+    # what to do, the database as it was.
+    rm -f "$safe_dir/small.db-wal" "$safe_dir/small.db-shm"
+    before=$(cksum <"$safe_dir/small.db")
+    for args in "verify" "expire" "member show card:S001:77001" "period show"; do
+        # shellcheck disable=SC2086 # the words of $args are the arguments
+        out=$(ulimit -f 16 && "$bin" $args --db "sqlite:$safe_dir/small.db" \
+            --config config/pointsgw.example.json 2>&1)
+        expect_text "(a file would grow past this process's file-size limit); raise the limit (ulimit -f"
+        rm -f "$safe_dir/small.db-wal" "$safe_dir/small.db-shm"
+    done
+    [ "$(cksum <"$safe_dir/small.db")" = "$before" ] && pass ||
+        fail "a command at a file-size limit changed the database"
+    # A real full disk where a private mount may be made (root, unshare):
+    # a 1 MiB tmpfs, filled.
+    if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
+        out=$(unshare -m bash -c 'mount -t tmpfs -o size=1m tmpfs "$1" || exit 99
+            cp "$2" "$1/full.db" && { head -c 2M /dev/zero >"$1/fill"; true; } 2>/dev/null
+            before=$(cksum <"$1/full.db")
+            "$3" verify --db "sqlite:$1/full.db" 2>&1
+            [ "$(cksum <"$1/full.db")" = "$before" ] || echo "the database changed"' \
+            _ "$safe_dir/bk" "$safe_dir/small.db" "$bin")
+        expect_text "verify: $safe_dir/bk/full.db: reading the schema version: disk I/O error (the disk is full); free space on the file system holding the database"
+        [[ "$out" != *"the database changed"* ]] && pass || fail "verify on a full disk: $out"
+    fi
 fi
 rm -rf "$safe_dir"
 # --- end of data safety (s60B) ---
