@@ -1033,6 +1033,25 @@ static void keep_nonces(pgw_http *http, const char *file)
                 PGW_SIGNATURE_SKEW_S);
 }
 
+/*
+ * serve's exit when starting failed with `failed`: the database's failure
+ * is told by the store's code, as every command tells it (exit_for: a
+ * damaged file, a full disk, a server not answering is 1; a login the
+ * server refuses, a file this user may not write, 2); any other refusal
+ * (a key, a secret, the address) is 2. The database is opened again, as
+ * it is (never made), to tell: its failure is the start's when the start
+ * said the same.
+ */
+static int serve_failure_exit(const char *db, const pgw_err *failed)
+{
+    pgw_store *probe = NULL;
+    pgw_err err;
+    pgw_err_clear(&err);
+    int rc = pgw_store_open(db, false, &probe, &err);
+    pgw_store_close(probe);
+    return rc != PGW_OK && strstr(failed->msg, err.msg) != NULL ? exit_for(rc) : EXIT_USAGE;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     flag_set flags = {0};
@@ -1101,13 +1120,14 @@ static int cmd_serve(int argc, char **argv)
     /* libcurl's global state, once, before any outbound worker starts. */
     if (pgw_http_client_init(&err) != PGW_OK || pgw_http_new(&opts, &http, &err) != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
+        int code = serve_failure_exit(db, &err);
         drop_serve_lock(&lock, made[0] != '\0');
         if (made[0] != '\0') /* a start refused leaves no folder it made (empty: else kept) */
             (void)rmdir(made);
         pgw_config_free(cfg);
         free(text);
         stop_reloads(NULL);
-        return EXIT_USAGE;
+        return code;
     }
     char nonces[PATH_MAX + 8];
     nonce_file(&lock, nonces);
@@ -1365,8 +1385,9 @@ static int cmd_verify(int argc, char **argv)
         fprintf(stderr, "pointsgw verify: %s\n", err.msg);
         pgw_store_close(store);
         /* A log that cannot be read (a damaged file) is what verify is
-         * for: a problem found, not a usage error a monitor would ignore. */
-        return rc == PGW_EIO ? EXIT_PROBLEM : EXIT_USAGE;
+         * for: a problem found, not a usage error a monitor would ignore;
+         * so is a database that does not answer (exit_for). */
+        return exit_for(rc);
     }
     pgw_store_close(store);
     print_verify_report(&report);
@@ -1473,10 +1494,12 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     if (rc == PGW_OK)
         rc = pgw_expire_due(writer, url, as_of, &cfg->rules.tz, NULL, NULL, &report, &err);
     pgw_writer_stop(writer);
-    /* What a run that failed part way did is said too: it is committed. */
+    /* What a run that failed part way did is said too: it is committed.
+     * The storage failing (damaged, full, not answering) is exit 1, as
+     * from every command (exit_for). */
     if (rc != PGW_OK && report.holds + report.lots + report.failed == 0) {
         fprintf(stderr, "pointsgw expire: %s\n", err.msg);
-        return EXIT_USAGE;
+        return exit_for(rc);
     }
     char when[PGW_RFC3339_MAX];
     pgw_format_moment(as_of, &cfg->rules.tz, when);
@@ -1485,7 +1508,7 @@ static int run_expiry(const pgw_config *cfg, const char *url, int64_t as_of)
     if (rc == PGW_OK)
         return EXIT_OK;
     fprintf(stderr, "pointsgw expire: %s\n", err.msg);
-    return report.failed > 0 ? EXIT_PROBLEM : EXIT_USAGE;
+    return report.failed > 0 ? EXIT_PROBLEM : exit_for(rc);
 }
 
 static int cmd_expire(int argc, char **argv)
@@ -2160,9 +2183,10 @@ static int cmd_import_balances(int argc, char **argv)
     umask(077);
     bool existed = rc != EXIT_OK || sqlite_file(url) == NULL || access(sqlite_file(url), F_OK) == 0;
     /* as POST /v1/shops/{id}/imports applies them */
-    if (rc == EXIT_OK && rows_writer_start(cfg, url, true, &vault, &w, &err) != PGW_OK) {
+    int started = rc == EXIT_OK ? rows_writer_start(cfg, url, true, &vault, &w, &err) : PGW_OK;
+    if (started != PGW_OK) {
         fprintf(stderr, "pointsgw import-balances: %s\n", err.msg);
-        rc = EXIT_USAGE;
+        rc = exit_for(started); /* a damaged or unreachable database: 1 */
     }
     if (rc == EXIT_OK)
         tell_database_file("import-balances", url, existed);
@@ -2539,7 +2563,7 @@ static int cmd_member(int argc, char **argv)
     }
     json_decref(view);
     pgw_config_free(cfg);
-    return r == PGW_OK ? EXIT_OK : looked && r == PGW_ENOTFOUND ? EXIT_PROBLEM : EXIT_USAGE;
+    return r == PGW_OK ? EXIT_OK : looked && r == PGW_ENOTFOUND ? EXIT_PROBLEM : exit_for(r);
 }
 
 static const command COMMANDS[] = {

@@ -54,9 +54,10 @@ struct pgw_sql {
     char session[SESSION_MAX]; /* SETs of pgw_sql_set_session, made again on reconnecting */
     char name[NAME_MAX_LEN];
     char errmsg[ERRMSG_MAX];
-    int errcode;   /* what the last statement failed with; PGW_OK: it did not */
-    bool on_lock;  /* that failure was waiting for a lock, the connection kept */
-    bool on_space; /* the last failure was a full disk (pgw_sql_failed_on_space) */
+    int errcode;    /* what the last statement failed with; PGW_OK: it did not */
+    bool on_lock;   /* that failure was waiting for a lock, the connection kept */
+    bool on_space;  /* the last failure was a full disk (pgw_sql_failed_on_space) */
+    bool on_damage; /* the last failure was a damaged file (pgw_sql_failed_on_damage) */
     /* PostgreSQL: statements pgw_sql_send sent in pipeline mode whose
      * results no one has read yet, and the start of each one's text */
     int n_sent;
@@ -220,6 +221,7 @@ static int sqlite_failure(pgw_sql *db, int result)
     if (space != NULL && n < sizeof(db->errmsg))
         snprintf(db->errmsg + n, sizeof(db->errmsg) - n, "%s", space);
     db->on_space = space != NULL;
+    db->on_damage = primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB;
     bool on_lock = primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
     bool duplicate = primary == SQLITE_CONSTRAINT && sqlite_duplicate_key(db, result);
     int code = failed(db, duplicate ? PGW_ECONFLICT : on_lock ? PGW_EUNAVAILABLE : PGW_EIO);
@@ -351,6 +353,21 @@ static void set_url_errmsg(pgw_sql *db, const char *url, const char *text)
     set_errmsg(db, shown);
 }
 
+/*
+ * Whether a PostgreSQL server answers at `conninfo` though the connection
+ * failed: then it refused the login (a wrong password, a user or database
+ * that does not exist), which is what the operator gave, and no retry
+ * mends (the commands exit 2); none answering is an outage (exit 1). A
+ * ping asks no password. Bounded at 2 s: a first try that timed out would
+ * otherwise wait its whole connect_timeout again.
+ */
+static bool server_answers(const char *conninfo)
+{
+    const char *const keys[] = {"dbname", "connect_timeout", NULL};
+    const char *const values[] = {conninfo, "2", NULL};
+    return PQpingParams(keys, values, 1) == PQPING_OK;
+}
+
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
 {
     db->kind = PGW_SQL_POSTGRES;
@@ -362,6 +379,12 @@ static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
     if (PQstatus(db->pg) != CONNECTION_OK) {
         set_url_errmsg(db, conninfo, PQerrorMessage(db->pg)); /* libpq read that */
+        if (server_answers(conninfo))
+            return pgw_err_set(err, PGW_EINVAL,
+                               "%s: cannot connect: %s (the server answers, but not to this "
+                               "login: check the user, the database name and the password: "
+                               "the URL, PGPASSWORD or ~/.pgpass)",
+                               db->name, db->errmsg);
         return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot connect: %s", db->name, db->errmsg);
     }
     if (pg_session(db) != PGW_OK)
@@ -1315,6 +1338,11 @@ int pgw_sql_errcode(const pgw_sql *db)
 bool pgw_sql_failed_on_lock(const pgw_sql *db)
 {
     return db->errcode == PGW_EUNAVAILABLE && db->on_lock;
+}
+
+bool pgw_sql_failed_on_damage(const pgw_sql *db)
+{
+    return db->kind == PGW_SQL_SQLITE && db->on_damage;
 }
 
 bool pgw_sql_failed_on_space(const pgw_sql *db)

@@ -59,9 +59,11 @@ enum { PGW_SQL_DONE = 0, PGW_SQL_ROW = 1 };
 /*
  * Opens "sqlite:PATH" (created when `create`; PGW_ENOTFOUND when missing
  * without it) or "postgresql://..." / "postgres://..." (a libpq URI; the
- * database must exist). PGW_EINVAL for another kind, PGW_EUNAVAILABLE when
- * the database cannot be reached. `name` (for messages) is the path or
- * the URL with any password removed.
+ * database must exist). PGW_EINVAL for another kind, and for a PostgreSQL
+ * server that answers but refuses the login or the database (a wrong
+ * password, a user or database that does not exist: a ping tells it from
+ * an outage); PGW_EUNAVAILABLE when no server answers. `name` (for
+ * messages) is the path or the URL with any password removed.
  */
 int pgw_sql_open(const char *url, bool create, pgw_sql **out, pgw_err *err);
 /*
@@ -172,6 +174,9 @@ bool pgw_sql_failed_on_lock(const pgw_sql *db);
  * said, and a caller's own failure after a statement that worked (a
  * PGW_EIO of the store's) is not taken for it. */
 bool pgw_sql_failed_on_space(const pgw_sql *db);
+/* Whether the connection's last failure was SQLite finding the file
+ * damaged or no database at all (SQLITE_CORRUPT, SQLITE_NOTADB). */
+bool pgw_sql_failed_on_damage(const pgw_sql *db);
 /* Runs session SETs and, on PostgreSQL, runs them again on every reconnect. */
 int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err);
 /* Whether a transaction is open (or failed and not yet rolled back). */

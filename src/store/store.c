@@ -2195,7 +2195,7 @@ static int check_writable(pgw_store *s, pgw_err *err)
 {
     if (is_postgres(s) || sqlite3_db_readonly(pgw_sql_sqlite_handle(s->db), "main") != 1)
         return PGW_OK;
-    return pgw_err_set(err, PGW_EUNAVAILABLE,
+    return pgw_err_set(err, PGW_ESTATE,
                        "%s: the database file is read-only for this user: nothing could be "
                        "written (check its owner and mode)",
                        s->path);
@@ -2220,10 +2220,33 @@ static int check_folder_writable(pgw_store *s, pgw_err *err)
         slash[slash == dir ? 1 : 0] = '\0';
     if (access(dir, W_OK | X_OK) == 0)
         return PGW_OK;
-    return pgw_err_set(err, PGW_EUNAVAILABLE,
+    return pgw_err_set(err, PGW_ESTATE,
                        "%s: its folder %s is not writable for this user (%s): SQLite keeps the "
                        "-wal and -shm files beside the database",
                        s->path, dir, strerror(errno));
+}
+
+/*
+ * An open that failed on a damaged file says so, and what to do: SQLite's
+ * words alone ("reading the schema version: database disk image is
+ * malformed") did not say that the file is what is wrong, nor that a
+ * backup is the way back. Whatever the command, nothing was written.
+ */
+static int said_damaged(pgw_store *s, int rc, pgw_err *err)
+{
+    if (rc == PGW_OK || s == NULL || s->db == NULL || !pgw_sql_failed_on_damage(s->db) ||
+        err == NULL)
+        return rc;
+    char why[PGW_ERR_MSG_MAX];
+    size_t n = strlen(s->path);
+    const char *said = err->msg; /* "PATH: what: SQLite's words": the path is said first */
+    if (strncmp(said, s->path, n) == 0 && strncmp(said + n, ": ", 2) == 0)
+        said += n + 2;
+    snprintf(why, sizeof(why), "%s", said);
+    return pgw_err_set(err, PGW_EIO,
+                       "%s is damaged or not a SQLite database (%s); nothing was changed: "
+                       "restore the last good backup (README: Restore)",
+                       s->path, why);
 }
 
 /* An open's end: its statements prepared and *out set, or s closed. */
@@ -2231,6 +2254,7 @@ static int finish_open(pgw_store *s, int rc, pgw_store **out, pgw_err *err)
 {
     if (rc == PGW_OK)
         rc = prepare_statements(s, err);
+    rc = said_damaged(s, rc, err);
     if (rc != PGW_OK) {
         pgw_store_close(s);
         return rc;

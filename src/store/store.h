@@ -56,11 +56,15 @@ typedef struct pgw_verify_report pgw_verify_report; /* with pgw_store_verify */
 /*
  * Opens the database at `url` and migrates it to PGW_STORE_SCHEMA_VERSION.
  * With `create` a missing database is created, and a SQLite file this user
- * may not write is PGW_EUNAVAILABLE (`create` is a writer's open); without,
- * a missing one is PGW_ENOTFOUND (so `pointsgw verify` on a typo does not
- * make an empty database and call it valid). PGW_EINVAL for a URL of an unknown kind,
- * PGW_EUNAVAILABLE when the database cannot be opened, PGW_ESTATE for a
- * schema newer than this build. The caller closes *out with pgw_store_close.
+ * may not write is PGW_ESTATE (`create` is a writer's open), as is a
+ * folder it may not write (its -wal and -shm); without, a missing one is
+ * PGW_ENOTFOUND (so `pointsgw verify` on a typo does not make an empty
+ * database and call it valid). PGW_EINVAL for a URL of an unknown kind or
+ * a login the PostgreSQL server refuses (sql.h), PGW_EUNAVAILABLE when the
+ * database cannot be reached, PGW_EIO for a damaged SQLite file (said as
+ * such, with what to do) or a full disk, PGW_ESTATE for a schema newer
+ * than this build: the commands exit by these codes alike (main.c
+ * exit_for). The caller closes *out with pgw_store_close.
  */
 int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err);
 void pgw_store_close(pgw_store *store);

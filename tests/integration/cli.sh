@@ -1959,8 +1959,8 @@ rm -rf "$op_dir"
 
 # --- Data safety, SQLite (s60B): a backup stopped, a full disk, a damaged file ---
 safe_dir=$(mktemp -d -p "$scratch")
+printf 'card,phone,points\n77001,,100\n77002,,200\n' >"$safe_dir/two.csv"
 if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
-    printf 'card,phone,points\n77001,,100\n77002,,200\n' >"$safe_dir/two.csv"
     expect_exit 0 "$bin" import-balances --shop S001 --file "$safe_dir/two.csv" \
         --db "sqlite:$safe_dir/safe.db" --config config/pointsgw.example.json
     cp "$safe_dir/safe.db" "$safe_dir/small.db" # before the padding below
@@ -2026,6 +2026,51 @@ db.commit()" "$safe_dir/safe.db"
         expect_text "verify: $safe_dir/bk/full.db: reading the schema version: disk I/O error (the disk is full); free space on the file system holding the database"
         [[ "$out" != *"the database changed"* ]] && pass || fail "verify on a full disk: $out"
     fi
+    # Regression: a damaged database file (or one that is no SQLite
+    # database) was exit 1 from verify, report, reconcile, period and
+    # backup but 2 from expire, member show, import-balances and serve,
+    # each with SQLite's words alone. Every command now says it is damaged
+    # and what to do, exit 1 (README: Exit codes), and changes nothing.
+    printf 'event_id,occurred_at,type,member,amount_fen,points\n' >"$safe_dir/st.csv"
+    cp "$safe_dir/small.db" "$safe_dir/cut.db"
+    truncate -s 8192 "$safe_dir/cut.db"
+    head -c 65536 /dev/urandom >"$safe_dir/junk.db"
+    for bad in cut junk; do
+        for args in "verify" "expire" "member show card:S001:77001" "period show" \
+            "report settlement --from 0 --to 1700000000" \
+            "reconcile --statement $safe_dir/st.csv --channel store" \
+            "import-balances --shop S001 --file $safe_dir/two.csv" \
+            "backup --out $safe_dir/bk/bad-copy.db" \
+            "serve --listen 127.0.0.1:0"; do
+            before=$(cksum <"$safe_dir/$bad.db")
+            # shellcheck disable=SC2086 # the words of $args are the arguments
+            expect_exit 1 timeout 20 "$bin" $args --db "sqlite:$safe_dir/$bad.db" \
+                --config config/pointsgw.example.json
+            expect_text "$safe_dir/$bad.db is damaged or not a SQLite database"
+            [ "$(cksum <"$safe_dir/$bad.db")" = "$before" ] && pass ||
+                fail "$args on a damaged database changed it"
+            rm -f "$safe_dir/$bad.db-wal" "$safe_dir/$bad.db-shm"
+        done
+    done
+else
+    # Regression: PostgreSQL not answering was exit 1 from report and
+    # period but 2 from verify, expire, member show, import-balances and
+    # serve; a database or login the server refuses was 2 from some, 1
+    # from others. Now an outage is 1 everywhere, and a refusal (what the
+    # URL says is wrong) 2 everywhere, saying to check the URL.
+    closed_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    for args in "verify" "expire" "member show card:S001:77001" "period show" \
+        "report settlement --from 0 --to 1700000000" \
+        "import-balances --shop S001 --file $safe_dir/two.csv" "serve --listen 127.0.0.1:0"; do
+        # shellcheck disable=SC2086 # the words of $args are the arguments
+        expect_exit 1 timeout 20 "$bin" $args --config config/pointsgw.example.json \
+            --db "postgresql://pgw@127.0.0.1:$closed_port/pgw_none?connect_timeout=2"
+        expect_text "cannot connect: "
+        # shellcheck disable=SC2086
+        expect_exit 2 timeout 20 "$bin" $args --config config/pointsgw.example.json \
+            --db "${pg_admin%/*}/pgwc_none_${$}"
+        expect_text "(the server answers, but not to this login: check the user, the database name and the password"
+    done
 fi
 rm -rf "$safe_dir"
 # --- end of data safety (s60B) ---
