@@ -1649,6 +1649,58 @@ static int read_user_version(pgw_store *s, int64_t *out, pgw_err *err)
     return rc == PGW_OK ? PGW_OK : db_error(s, PGW_EIO, "reading the schema version", err);
 }
 
+/* Appends a SQL identifier to `out`, quoted as SQLite reads it. */
+static void quote_identifier(const char *name, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[n++] = '"';
+    for (; *name != '\0' && n + 3 < cap; name++) {
+        if (*name == '"')
+            out[n++] = '"';
+        out[n++] = *name;
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+}
+
+/*
+ * Which row a dangling reference names, said into missing[0..cap) as
+ * " (transfers.id = 300, deleted?)", or "" when it cannot be read: a
+ * transfer deleted from the end of the log breaks no link of the chain,
+ * and "table lots row 300 refers to a missing row of transfers" alone did
+ * not say which transfer went. The reference's first column only (every
+ * foreign key of the schema is of one column).
+ */
+static void missing_parent(pgw_store *s, const char *table, int64_t row, int64_t fk, char *missing,
+                           size_t cap)
+{
+    missing[0] = '\0';
+    pgw_sql_stmt *st = NULL;
+    char from[96] = "", to[96] = "", parent[96] = "";
+    if (pgw_sql_prepare(s->db,
+                        "SELECT \"from\", coalesce(\"to\", 'rowid'), \"table\""
+                        " FROM pragma_foreign_key_list(?) WHERE id = ? ORDER BY seq LIMIT 1",
+                        false, &st, NULL) != PGW_OK)
+        return;
+    pgw_sql_bind_text(st, 1, table);
+    pgw_sql_bind_int64(st, 2, fk);
+    if (pgw_sql_step(st) == PGW_SQL_ROW) {
+        quote_identifier(pgw_sql_column_text(st, 0), from, sizeof(from));
+        snprintf(to, sizeof(to), "%s", pgw_sql_column_text(st, 1));
+        snprintf(parent, sizeof(parent), "%s", pgw_sql_column_text(st, 2));
+    }
+    pgw_sql_finalize(st);
+    char quoted[96], sql[256];
+    quote_identifier(table, quoted, sizeof(quoted));
+    snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE rowid = ?", from, quoted);
+    if (from[0] == '\0' || pgw_sql_prepare(s->db, sql, false, &st, NULL) != PGW_OK)
+        return;
+    pgw_sql_bind_int64(st, 1, row);
+    if (pgw_sql_step(st) == PGW_SQL_ROW && !pgw_sql_column_null(st, 0))
+        snprintf(missing, cap, " (%s.%s = %s, deleted?)", parent, to, pgw_sql_column_text(st, 0));
+    pgw_sql_finalize(st);
+}
+
 /* SQLite's first row whose reference leads nowhere, said into said[0..cap)
  * ("" for none). PostgreSQL checks foreign keys as it goes; SQLite's
  * writers do not (configure), so verify asks here, and each migration
@@ -1664,11 +1716,15 @@ static int dangling_reference(pgw_store *s, char *said, size_t cap, pgw_err *err
     int step = pgw_sql_step(st);
     const char *table = step == PGW_SQL_ROW ? pgw_sql_column_text(st, 0) : NULL;
     const char *parent = step == PGW_SQL_ROW ? pgw_sql_column_text(st, 2) : NULL;
-    if (step == PGW_SQL_ROW && pgw_sql_column_null(st, 1)) /* WITHOUT ROWID */
+    if (step == PGW_SQL_ROW && pgw_sql_column_null(st, 1)) { /* WITHOUT ROWID */
         snprintf(said, cap, "table %s: a row refers to a missing row of %s", table, parent);
-    else if (step == PGW_SQL_ROW)
-        snprintf(said, cap, "table %s row %lld refers to a missing row of %s", table,
-                 (long long)pgw_sql_column_int64(st, 1), parent);
+    } else if (step == PGW_SQL_ROW) {
+        int64_t row = pgw_sql_column_int64(st, 1);
+        char missing[160];
+        missing_parent(s, table, row, pgw_sql_column_int64(st, 3), missing, sizeof(missing));
+        snprintf(said, cap, "table %s row %lld refers to a missing row of %s%s", table,
+                 (long long)row, parent, missing);
+    }
     pgw_sql_finalize(st);
     return step == PGW_SQL_ROW || step == PGW_SQL_DONE
                ? PGW_OK

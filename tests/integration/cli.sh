@@ -2052,6 +2052,26 @@ db.commit()" "$safe_dir/safe.db"
             rm -f "$safe_dir/$bad.db-wal" "$safe_dir/$bad.db-shm"
         done
     done
+    # A log edited by hand: verify names the transfer, exit 1, and writes
+    # nothing. Regression: the last transfer deleted (which breaks no link
+    # of the chain) was "table lots row 2 refers to a missing row of
+    # transfers", naming no transfer.
+    for edit in "UPDATE transfers SET points = points + 1000 WHERE id = 1" \
+        "DELETE FROM transfers WHERE id = 1" "DELETE FROM transfers WHERE id = 2"; do
+        cp "$safe_dir/small.db" "$safe_dir/edited.db"
+        python3 -c "import sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); db.execute(sys.argv[2]); db.commit(); db.close()" \
+            "$safe_dir/edited.db" "$edit"
+        before=$(cksum <"$safe_dir/edited.db")
+        expect_exit 1 "$bin" verify --db "sqlite:$safe_dir/edited.db"
+        case $edit in
+        UPDATE*) expect_text "BROKEN at transfer 1: transfer 1: hash mismatch" ;;
+        *"id = 1") expect_text "BROKEN at transfer 2: transfer 2: expected id 1 (gap or reorder)" ;;
+        *) expect_text "BROKEN: table lots row 2 refers to a missing row of transfers (transfers.id = 2, deleted?)" ;;
+        esac
+        [ "$(cksum <"$safe_dir/edited.db")" = "$before" ] && pass || fail "verify changed an edited log"
+        rm -f "$safe_dir/edited.db"*
+    done
 else
     # Regression: PostgreSQL not answering was exit 1 from report and
     # period but 2 from verify, expire, member show, import-balances and
