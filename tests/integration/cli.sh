@@ -2072,6 +2072,28 @@ db = sqlite3.connect(sys.argv[1]); db.execute(sys.argv[2]); db.commit(); db.clos
         [ "$(cksum <"$safe_dir/edited.db")" = "$before" ] && pass || fail "verify changed an edited log"
         rm -f "$safe_dir/edited.db"*
     done
+    # An import over HTTP into a database serve made: the file and its
+    # -wal and -shm are 0600, as import-balances makes them, whatever the
+    # umask (checked: the review suspected otherwise).
+    (umask 022 && exec "$bin" serve --config config/pointsgw.example.json --listen 127.0.0.1:0 \
+        --db "sqlite:$safe_dir/http.db" >/dev/null 2>"$safe_dir/http.err") &
+    http_pid=$!
+    http_port=
+    for _ in $(seq 200); do # 20 s: only a hang's bound
+        http_port=$(sed -n 's/.*listening on .* (port \([0-9]*\),.*/\1/p' "$safe_dir/http.err")
+        [ -n "$http_port" ] && break
+        kill -0 "$http_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    out=$(curl -s -X POST "http://127.0.0.1:$http_port/v1/shops/S001/imports" \
+        -H 'Authorization: Bearer demo-admin-key-change-me' -H 'Content-Type: text/csv' \
+        --data-binary "@$safe_dir/two.csv")
+    expect_text '"imported":2,'
+    modes=$(stat -c '%n %a' "$safe_dir/http.db" "$safe_dir/http.db-wal" "$safe_dir/http.db-shm" 2>&1)
+    [ "$(grep -c ' 600$' <<<"$modes")" -eq 3 ] && pass || fail "an import over HTTP: $modes"
+    kill -TERM "$http_pid"
+    wait "$http_pid"
+    expect_stopped $? "$(cat "$safe_dir/http.err")"
 else
     # Regression: PostgreSQL not answering was exit 1 from report and
     # period but 2 from verify, expire, member show, import-balances and
