@@ -203,11 +203,16 @@ static const char *space_cause(pgw_sql *db, int primary)
     if (sys == EFBIG)
         return " (a file would grow past this process's file-size limit); raise the limit "
                "(ulimit -f, systemd's LimitFSIZE=), then run this again";
+    /* Which disk: a backup's VACUUM INTO writes its copy elsewhere, and
+     * sending its operator to the database's disk was wrong. */
+    if (folder_full(db->name))
+        return " (the disk is full); free space on the file system holding the database (df "
+               "shows it; SQLite needs room for its -wal and -shm files beside it), then run "
+               "this again";
     bool full = primary == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT ||
-                (db->lite != NULL && pgw_wal_vfs_disk_full(db->lite)) || folder_full(db->name);
-    return full ? " (the disk is full); free space on the file system holding the database (df "
-                  "shows it; SQLite needs room for its -wal and -shm files beside it), then run "
-                  "this again"
+                (db->lite != NULL && pgw_wal_vfs_disk_full(db->lite));
+    return full ? " (the disk is full); free space on the file system it was writing to (df "
+                  "shows it), then run this again"
                 : NULL;
 }
 

@@ -2021,10 +2021,17 @@ db.commit()" "$safe_dir/safe.db"
             cp "$2" "$1/full.db" && { head -c 2M /dev/zero >"$1/fill"; true; } 2>/dev/null
             before=$(cksum <"$1/full.db")
             "$3" verify --db "sqlite:$1/full.db" 2>&1
-            [ "$(cksum <"$1/full.db")" = "$before" ] || echo "the database changed"' \
+            [ "$(cksum <"$1/full.db")" = "$before" ] || echo "the database changed"
+            "$3" backup --db "sqlite:$2" --out "$1/copy.db" 2>&1
+            echo "backup exit $?; left: $(cd "$1" && ls -A | grep -v "^full.db\|^fill")"' \
             _ "$safe_dir/bk" "$safe_dir/small.db" "$bin")
         expect_text "verify: $safe_dir/bk/full.db: reading the schema version: disk I/O error (the disk is full); free space on the file system holding the database"
         [[ "$out" != *"the database changed"* ]] && pass || fail "verify on a full disk: $out"
+        # A backup into a full disk: the copy's disk, not the database's,
+        # is the one to free (the first wording sent the operator to the
+        # database's), nothing left beside FILE.
+        expect_text "copying the database: database or disk is full (the disk is full); free space on the file system it was writing to"
+        [[ "$out" == *"backup exit 1; left: " ]] && pass || fail "backup into a full disk: $out"
     fi
     # Regression: a damaged database file (or one that is no SQLite
     # database) was exit 1 from verify, report, reconcile, period and
