@@ -251,6 +251,49 @@ def restart_under_load(gateways, db, cluster):
     return len(acknowledged), retried[0]
 
 
+# --- s60B: the login refused, the server gone, told apart ----------------
+
+
+def login_refused(cluster, db, config):
+    """Regression: a wrong password and a server not answering were the
+    same failure to the commands (exit 2 from some, 1 from others, and no
+    word of what to check). A login the server refuses is exit 2 from
+    every command, saying to check the user, database and password; a
+    server not answering is exit 1; neither writes anything."""
+    # A role that must give its password (the cluster trusts every other).
+    pg.psql(cluster.admin, "CREATE ROLE pgw_pw LOGIN SUPERUSER PASSWORD 'right'")
+    data = os.path.join(open(os.path.join(cluster.dir, "cluster")).read().strip(), "data")
+    hba = os.path.join(data, "pg_hba.conf")
+    with open(hba) as f:
+        rules = f.read()
+    with open(hba, "w") as f:
+        f.write("host all pgw_pw 127.0.0.1/32 scram-sha-256\n" + rules)
+    pg.psql(cluster.admin, "SELECT pg_reload_conf()")
+    before = sql_int(db, "SELECT count(*) FROM transfers")
+    url = db.replace("://pgw@", "://pgw_pw@")
+    port = int(re.search(r":(\d+)/", db).group(1))
+    env = dict(os.environ, PGPASSWORD="wrong")
+    for args in (["verify"], ["expire", "--config", config],
+                 ["serve", "--config", config, "--listen", "127.0.0.1:0"]):
+        out = subprocess.run([BIN] + args + ["--db", url], capture_output=True, text=True,
+                             env=env, timeout=30)
+        check(out.returncode == 2 and "password authentication failed" in out.stderr and
+              "(the server answers, but not to this login: check the user" in out.stderr,
+              f"{args[0]} with a wrong password: exit {out.returncode}: {out.stderr[-400:]}")
+        out = subprocess.run([BIN] + args + ["--db", db.replace(f":{port}/", ":1/")],
+                             capture_output=True, text=True, timeout=30)
+        check(out.returncode == 1 and "cannot connect" in out.stderr and
+              "the server answers" not in out.stderr,
+              f"{args[0]} with no server: exit {out.returncode}: {out.stderr[-400:]}")
+    out = subprocess.run([BIN, "verify", "--db", url], capture_output=True, text=True,
+                         env=dict(os.environ, PGPASSWORD="right"), timeout=30)
+    check(out.returncode == 0, f"verify with the right password: {out.stdout} {out.stderr}")
+    check(sql_int(db, "SELECT count(*) FROM transfers") == before, "nothing was written")
+
+
+# --- end of s60B's block ---------------------------------------------------
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="pgw-instances-")
     cluster = gateways = None
@@ -277,6 +320,7 @@ def main():
               "one schema row: %s" % sql_int(db, "SELECT count(*) FROM pgw_schema"))
         events = exactly_once(gateways, db)
         acked, retried = restart_under_load(gateways, db, cluster)
+        login_refused(cluster, db, config)
         for gw in gateways:
             gw.stop()
         print(f"pg_instances: {events} events sent twice over 3 gateways; "
