@@ -1034,22 +1034,26 @@ static void keep_nonces(pgw_http *http, const char *file)
 }
 
 /*
- * serve's exit when starting failed with `failed`: the database's failure
- * is told by the store's code, as every command tells it (exit_for: a
- * damaged file, a full disk, a server not answering is 1; a login the
- * server refuses, a file this user may not write, 2); any other refusal
- * (a key, a secret, the address) is 2. The database is opened again, as
- * it is (never made), to tell: its failure is the start's when the start
- * said the same.
+ * serve's exit when starting failed with `rc`, said in `failed`: the
+ * database's failure is told by the store's code, as every command tells
+ * it (exit_for: a damaged file, a full disk, a server not answering is 1;
+ * a login the server refuses, a file this user may not write, 2); any
+ * other refusal (a key, a secret, the address) is 2. The store's messages
+ * begin with the database's name (store.h pgw_store_name): the path, or
+ * the URL without its password. Not by opening it again to ask: a start
+ * refused for a key would then have migrated it.
  */
-static int serve_failure_exit(const char *db, const pgw_err *failed)
+static int serve_failure_exit(const char *db, int rc, const pgw_err *failed)
 {
-    pgw_store *probe = NULL;
-    pgw_err err;
-    pgw_err_clear(&err);
-    int rc = pgw_store_open(db, false, &probe, &err);
-    pgw_store_close(probe);
-    return rc != PGW_OK && strstr(failed->msg, err.msg) != NULL ? exit_for(rc) : EXIT_USAGE;
+    char name[PGW_STORE_URL_MAX + 1];
+    if (sqlite_file(db) != NULL)
+        snprintf(name, sizeof(name), "%s", sqlite_file(db));
+    else
+        pgw_redact_db_url(db, name, sizeof(name));
+    size_t n = strlen(name);
+    bool the_database =
+        n > 0 && strncmp(failed->msg, name, n) == 0 && strchr(": ", failed->msg[n]) != NULL;
+    return the_database ? exit_for(rc) : EXIT_USAGE;
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -1118,9 +1122,12 @@ static int cmd_serve(int argc, char **argv)
                              .tls_key_file = cfg->http.tls ? cfg->http.key_file : NULL};
     pgw_http *http = NULL;
     /* libcurl's global state, once, before any outbound worker starts. */
-    if (pgw_http_client_init(&err) != PGW_OK || pgw_http_new(&opts, &http, &err) != PGW_OK) {
+    int started = pgw_http_client_init(&err);
+    if (started == PGW_OK)
+        started = pgw_http_new(&opts, &http, &err);
+    if (started != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
-        int code = serve_failure_exit(db, &err);
+        int code = serve_failure_exit(db, started, &err);
         drop_serve_lock(&lock, made[0] != '\0');
         if (made[0] != '\0') /* a start refused leaves no folder it made (empty: else kept) */
             (void)rmdir(made);
