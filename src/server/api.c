@@ -2526,6 +2526,16 @@ static pgw_job *job_of(pgw_command *cmd)
     return (pgw_job *)(void *)((char *)cmd - offsetof(pgw_job, cmd));
 }
 
+/* What a key other than finance's or admin's is refused, said of its route:
+ * a shop told it "may not read finance's reports" when it asked for the
+ * notifications would look for a report in its request. */
+static const char *finance_only(route r)
+{
+    return r == R_RECONCILE       ? "reconcile statements"
+           : r == R_NOTIFICATIONS ? "read notifications"
+                                  : "read finance's reports";
+}
+
 /* A finance job: a finance or admin key, room for its state. */
 static pgw_job *finance_job_new(pgw_api *api, const pgw_request *req, const pgw_principal *who,
                                 route r, pgw_err *err, int *rc)
@@ -2535,7 +2545,8 @@ static pgw_job *finance_job_new(pgw_api *api, const pgw_request *req, const pgw_
     if (job != NULL && (job->finance = calloc(1, sizeof(*job->finance))) == NULL)
         *rc = pgw_err_set(err, PGW_ENOMEM, "out of memory");
     if (*rc == PGW_OK && who->kind != PGW_SCOPE_FINANCE && who->kind != PGW_SCOPE_ADMIN)
-        *rc = pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not read finance's reports", who->name);
+        *rc = pgw_err_set(err, PGW_EFORBIDDEN, "key %s may not %s: finance and admin keys only",
+                          who->name, finance_only(r));
     return job;
 }
 

@@ -1748,8 +1748,11 @@ def test_dead_notices_listed(tmp):
               [n["id"] for n in page2["notifications"]] == ids[2:] and page2["next"] is None,
               f"pages of 2: {page1} {page2}")
         for query, key, want, message in (
-                ("state=dead", "s001", 403, None),
-                ("state=dead", "mp", 403, None),
+                # regression: they were told they "may not read finance's reports"
+                ("state=dead", "s001", 403,
+                 "key s001 may not read notifications: finance and admin keys only"),
+                ("state=dead", "mp", 403,
+                 "key mp may not read notifications: finance and admin keys only"),
                 ("state=sent&limit=0", "s001", 403, None),
                 ("state=dead&after=0", "admin", 400, "after must be a cursor: a page's next"),
                 ("state=dead&after=99999999999999999999", "admin", 400,
@@ -6058,6 +6061,10 @@ def test_reconciliation(s):
         status, doc2, _ = s.request("POST", q, raw=statement_csv(planted).encode(), ctype=ctype,
                                     key=key)
         check(status == code, f"reconciliation refused with {code}: {status} {doc2}")
+        if key == "s001":
+            check(doc2["error"]["message"] ==
+                  "key s001 may not reconcile statements: finance and admin keys only",
+                  f"what a shop key is told: {doc2}")
     # Regression: an RFC 3339 from/to outside what unix seconds may say
     # (0..9999-01-01) was taken (a report's from of -3600 was "required"):
     # one bound in both spellings, the field named.
@@ -6488,6 +6495,10 @@ def test_reports(s):
                             ("finance", "/v1/reports/pool?from=1767196800&to=%201830268800", 400)):
         status, doc, _ = s.request("GET", path, key=key)
         check(status == code, f"{path} with {key}: {status}, wanted {code}: {doc}")
+        if key == "s001":
+            check(doc["error"]["message"] ==
+                  "key s001 may not read finance's reports: finance and admin keys only",
+                  f"what a shop key is told: {doc}")
     status, doc, _ = s.request("POST", "/v1/reports/pool?" + period, key="finance")
     check(status == 405, f"reports are read with GET: {status}")
     # Regression (finance's review): a parameter the route does not take was
