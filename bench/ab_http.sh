@@ -7,7 +7,8 @@
 # (A B, B A, A B, ...), and the means are printed with every case.
 #   ab_http.sh POINTSGW_A POINTSGW_B [ROUNDS] [SECONDS] [CONNECTIONS]
 #   (defaults: 6 rounds, 5 s a case, 128 connections; run from the
-#   repository, after make build: it uses build/release/bench_http)
+#   repository, after make build and cmake --build build/release
+#   --target bench_http, which make bench-http does too)
 set -euo pipefail
 a=$1
 b=$2
@@ -17,7 +18,7 @@ conns=${5:-128}
 bench=build/release/bench_http
 config=config/pointsgw.example.json
 dir=bench/data
-[ -x "$bench" ] || { echo "ab_http.sh: $bench is missing: make build first" >&2; exit 2; }
+[ -x "$bench" ] || { echo "ab_http.sh: $bench is missing: make build, then cmake --build build/release --target bench_http" >&2; exit 2; }
 mkdir -p "$dir"
 
 # One case: "<label> <events/s> <p99 ms> <CPU us an event>", or exit 1.
