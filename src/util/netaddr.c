@@ -4,7 +4,9 @@
 #include "util/netaddr.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* ::ffff:a.b.c.d is how a dual-stack socket names an IPv4 peer: the same
  * address as a.b.c.d, which is what a configuration names. */
@@ -27,6 +29,27 @@ bool pgw_address_parse(const char *text, pgw_prefix *out)
     if (inet_pton(AF_INET, text, out->bytes) == 1) {
         out->len = 4;
     } else if (inet_pton(AF_INET6, text, out->bytes) == 1) {
+        out->len = 16;
+    } else {
+        return false;
+    }
+    out->bits = (uint8_t)(8 * out->len);
+    unmap_ipv4(out);
+    return true;
+}
+
+bool pgw_address_of_peer(int fd, pgw_prefix *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t n = sizeof(ss);
+    memset(out, 0, sizeof(*out));
+    if (getpeername(fd, (struct sockaddr *)&ss, &n) != 0)
+        return false;
+    if (ss.ss_family == AF_INET) {
+        memcpy(out->bytes, &((const struct sockaddr_in *)&ss)->sin_addr, 4);
+        out->len = 4;
+    } else if (ss.ss_family == AF_INET6) {
+        memcpy(out->bytes, &((const struct sockaddr_in6 *)&ss)->sin6_addr, 16);
         out->len = 16;
     } else {
         return false;

@@ -30,6 +30,10 @@ int pgw_prefix_parse(const char *text, pgw_prefix *out, pgw_err *err);
 /* Whether the address `text` (no prefix length) parses; *out its prefix. */
 bool pgw_address_parse(const char *text, pgw_prefix *out);
 
+/* The peer of connected socket `fd` (getpeername), as pgw_address_parse
+ * makes it; false when it has none (reset already) or is not IP. */
+bool pgw_address_of_peer(int fd, pgw_prefix *out);
+
 /* Whether address `a` (a full-length prefix) is inside any of prefixes[0..n). */
 bool pgw_prefix_contains(const pgw_prefix *prefixes, size_t n, const pgw_prefix *a);
 

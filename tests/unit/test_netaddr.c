@@ -11,7 +11,11 @@
 
 #include "util/netaddr.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static pgw_prefix prefix(const char *text)
 {
@@ -93,12 +97,44 @@ static void test_refuses_what_is_not_a_prefix(void **state)
     assert_false(pgw_address_parse("1.2.3.4, 5.6.7.8", &p));
 }
 
+/* The peer of an accepted TCP connection, as a parsed address would be;
+ * a socket with no IP peer has none. */
+static void test_the_peer_of_a_socket(void **state)
+{
+    (void)state;
+    int listener = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(listener >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof(sa);
+    assert_int_equal(bind(listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(listener, 1), 0);
+    assert_int_equal(getsockname(listener, (struct sockaddr *)&sa, &n), 0);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(client, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int conn = accept(listener, NULL, NULL);
+    assert_true(conn >= 0);
+    pgw_prefix peer, want;
+    assert_true(pgw_address_of_peer(conn, &peer));
+    assert_true(pgw_address_parse("127.0.0.1", &want));
+    assert_memory_equal(&peer, &want, sizeof(peer));
+    int pair[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+    assert_false(pgw_address_of_peer(pair[0], &peer));
+    assert_false(pgw_address_of_peer(listener, &peer)); /* listening: no peer */
+    close(pair[0]);
+    close(pair[1]);
+    close(conn);
+    close(client);
+    close(listener);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_at_the_boundaries),
         cmocka_unit_test(test_mapped_ipv4_is_ipv4),
         cmocka_unit_test(test_refuses_what_is_not_a_prefix),
+        cmocka_unit_test(test_the_peer_of_a_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
