@@ -1082,6 +1082,7 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
                                        "commit_batch",
                                        "stream_sessions_max",
                                        "stream_session_check_s",
+                                       "max_connections_per_address",
                                        "tls",
                                        "trusted_proxies",
                                        NULL};
@@ -1096,6 +1097,7 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
     h->commit_batch = 0; /* the database's: PGW_WRITER_BATCH_SQLITE or _REMOTE */
     h->stream_sessions_max = 256;
     h->stream_session_check_s = 60;
+    h->max_connections_per_address = 4096;
     int rc = get_section(root, "http", "$", false, keys, &http, path, err);
     if (rc != PGW_OK || http == NULL)
         return rc;
@@ -1118,6 +1120,9 @@ static int parse_http(const json_t *root, pgw_config *cfg, pgw_err *err)
     if (rc == PGW_OK)
         rc = pgw_json_int(http, "stream_session_check_s", path, false, 1, 3600,
                           &h->stream_session_check_s, err);
+    if (rc == PGW_OK)
+        rc = pgw_json_int(http, "max_connections_per_address", path, false, 0, 65536,
+                          &h->max_connections_per_address, err);
     if (rc == PGW_OK)
         rc = parse_trusted_proxies(http, path, h, err);
     return rc == PGW_OK ? parse_tls(http, path, h, err) : rc;

@@ -152,6 +152,10 @@ typedef struct pgw_http_config {
      * session is live (a logout, on any instance, closes it by then) and
      * whose it is (a merge): 1..3600 s; default 60. */
     int64_t stream_session_check_s;
+    /* Connections one client address (an IPv6 /64) may hold at once:
+     * 0 (none) or 1..65536; default 4096 (peer_limit.h). Trusted proxies
+     * are not counted: they carry many clients. */
+    int64_t max_connections_per_address;
     /* Peers whose X-Forwarded-For names the client (a reverse proxy in
      * front): else every mini-program user shares the proxy's address,
      * and its per-address limits (enrolments, codes) with it. */

@@ -366,7 +366,8 @@ struct pgw_api {
      * pieces (R4). ~16 lines a write still. */
     char log_buf[LOG_BUF];
     size_t log_len;
-    uint64_t log_dropped; /* lines a write failed for (stdout closed, a full disk) */
+    uint64_t log_dropped;         /* lines a write failed for (stdout closed, a full disk) */
+    uint64_t connections_refused; /* pgw_api_connection_refused */
     uint64_t requests[R_COUNT][N_STATUSES + 1]; /* last slot: any other status */
     uint64_t duration_le[N_BUCKETS];
     uint64_t duration_count;
@@ -697,6 +698,11 @@ int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, pgw_bod
     api->bodies_held += n;
     api->held[*share] += n;
     return PGW_OK;
+}
+
+void pgw_api_connection_refused(pgw_api *api)
+{
+    api->connections_refused++;
 }
 
 void pgw_api_body_release(pgw_api *api, size_t n, pgw_body_share share)
@@ -2342,6 +2348,11 @@ static void metrics_http(metrics_text *m, const pgw_api *api)
     put(m, "pgw_request_body_session_bytes %zu\n", api->held[PGW_BODY_SESSION]);
     put_counter(m, "pgw_request_log_dropped_lines_total",
                 "Request log lines lost: stdout closed or failing.", api->log_dropped);
+    describe(m, "pgw_http_connections_refused_total", "counter",
+             "Connections closed at their accept, by why: per_address, the client's address "
+             "held http.max_connections_per_address.");
+    put(m, "pgw_http_connections_refused_total{reason=\"per_address\"} %llu\n",
+        (unsigned long long)api->connections_refused);
 }
 
 static void metrics_writer(metrics_text *m, const pgw_writer_stats *w)

@@ -246,6 +246,10 @@ int pgw_api_body_reserve(pgw_api *api, const pgw_request *req, size_t n, pgw_bod
                          pgw_err *err);
 void pgw_api_body_release(pgw_api *api, size_t n, pgw_body_share share);
 
+/* A connection the server refused at its accept, its address holding
+ * http.max_connections_per_address: counted for /metrics. Service thread only. */
+void pgw_api_connection_refused(pgw_api *api);
+
 /* The route label (as /metrics and the request log name it) of `path`,
  * and the name of the key `req` names by its bearer ("-" for none of
  * ours): for a request refused before it reaches pgw_api_handle. */

@@ -14,6 +14,7 @@
 #include "core/identity.h"
 #include "core/log_limit.h"
 #include "server/api.h"
+#include "server/peer_limit.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/json_write.h"
@@ -333,6 +334,16 @@ struct pgw_http {
     size_t slot_mask;
     uint64_t next_id;       /* the last request id given (first_ids at the start) */
     pgw_log_limit oom_said; /* out-of-memory lines (service thread only) */
+    /* Connections per client address (http.max_connections_per_address;
+     * NULL: no limit), the one accepted last until its connection claims
+     * it (claim_peer), and the lines of refusals. Service thread only. */
+    pgw_peer_limit *peers;
+    struct {
+        int fd;
+        pgw_prefix addr;
+        bool counted;
+    } accepted;
+    pgw_log_limit peers_said;
     /* Every answer's Date (RFC 9110 6.6.1), written once a second
      * (http_date). Service thread only. */
     int64_t date_s;
@@ -1031,6 +1042,10 @@ typedef struct {
     char authorization[sizeof(((pgw_request *)0)->authorization)];
     size_t authorization_len;
     pgw_bearer bearer;
+    /* Counted against its address (peer_limit.h) at its accept: released
+     * when it goes (WSI_DESTROY). */
+    bool peer_counted;
+    pgw_prefix peer;
 } kept_conn;
 
 static kept_conn *kept_of(struct lws *wsi)
@@ -1048,6 +1063,118 @@ static void kept_free(struct lws *wsi)
         OPENSSL_cleanse(k, sizeof(*k)); /* a key */
     free(k);
     lws_set_opaque_user_data(wsi, NULL);
+}
+
+/* ---- connections per client address (peer_limit.h) ------------------------------------------ */
+
+/* The address a limit counts, as the operator reads it: an IPv6 one by its /64. */
+static void peer_text(const pgw_prefix *addr, char *out, size_t cap)
+{
+    uint8_t net[16] = {0};
+    memcpy(net, addr->bytes, addr->len == 4 ? 4 : 8);
+    if (inet_ntop(addr->len == 4 ? AF_INET : AF_INET6, net, out, (socklen_t)cap) == NULL)
+        snprintf(out, cap, "?");
+    else if (addr->len == 16 && strlen(out) + 4 < cap)
+        strcat(out, "/64");
+}
+
+/*
+ * Past the limit: the socket closed at once, before anything is read.
+ * On plain HTTP a 429 goes first, best effort, for a client to read why
+ * (one that has sent its request by then may see the connection reset
+ * instead); over TLS nothing, as no handshake was made to say it in.
+ */
+static void refuse_peer(pgw_http *h, int fd, const pgw_prefix *addr)
+{
+    static const char body[] =
+        "{\"error\": {\"code\": \"rate_limited\", \"message\": \"too many connections from "
+        "this address (http.max_connections_per_address): close idle ones, or retry\", "
+        "\"details\": {}}}";
+    char answer[512];
+    int n = snprintf(answer, sizeof(answer),
+                     "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                     "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof(body) - 1, body);
+    PGW_ASSERT(n > 0 && (size_t)n < sizeof(answer));
+    if (h->tls_cert == NULL)
+        (void)!send(fd, answer, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    pgw_api_connection_refused(h->api);
+    char who[INET6_ADDRSTRLEN + 4], cause[PGW_LOG_CAUSE_MAX], line[PGW_LOG_LINE_MAX];
+    peer_text(addr, who, sizeof(who));
+    snprintf(cause, sizeof(cause), "%s holds %u (http.max_connections_per_address)", who,
+             pgw_peer_limit_held(h->peers, addr));
+    uint64_t unsaid = 0;
+    if (pgw_log_due(&h->peers_said, pgw_monotonic_s(), cause, &unsaid)) {
+        pgw_log_line(PGW_LOG_FAILED, "a connection refused", cause, unsaid, line);
+        fputs(line, stderr);
+    }
+}
+
+/*
+ * A connection just accepted (lws's filter: its socket, no wsi yet),
+ * counted against its address, or refused (nonzero: lws closes it) past
+ * http.max_connections_per_address. Trusted proxies are not counted: they
+ * carry many clients. Its connection claims the count when lws makes it
+ * (claim_peer); one lws failed to make is let go at the next accept.
+ */
+static int admit_peer(pgw_http *h, int fd)
+{
+    if (h->peers == NULL)
+        return 0;
+    if (h->accepted.counted)
+        pgw_peer_limit_release(h->peers, &h->accepted.addr);
+    h->accepted.counted = false;
+    pgw_prefix addr;
+    if (!pgw_address_of_peer(fd, &addr) || pgw_prefix_contains(h->proxies, h->n_proxies, &addr))
+        return 0;
+    pgw_peer_verdict v = pgw_peer_limit_take(h->peers, &addr);
+    if (v == PGW_PEER_OVER) {
+        refuse_peer(h, fd, &addr);
+        return 1;
+    }
+    if (v == PGW_PEER_TAKEN) {
+        h->accepted.fd = fd;
+        h->accepted.addr = addr;
+        h->accepted.counted = true;
+    }
+    return 0; /* PGW_PEER_UNCOUNTED: more addresses than counted, let in */
+}
+
+/* The secret that scatters addresses in the table: random, or (no
+ * randomness to be had) the clock, which a client cannot read either. */
+static uint64_t peer_seed(void)
+{
+    uint64_t seed;
+    if (RAND_bytes((unsigned char *)&seed, sizeof(seed)) != 1)
+        seed = (uint64_t)pgw_monotonic_us() ^ (uint64_t)wall_us();
+    return seed;
+}
+
+/* The connection lws made of the socket admit_peer counted takes its count. */
+static void claim_peer(pgw_http *h, struct lws *wsi)
+{
+    if (!h->accepted.counted || lws_get_socket_fd(wsi) != h->accepted.fd)
+        return;
+    h->accepted.counted = false;
+    kept_conn *k = kept_of(wsi);
+    if (k == NULL) { /* out of memory: uncounted, as past the table's room */
+        pgw_peer_limit_release(h->peers, &h->accepted.addr);
+        return;
+    }
+    k->peer = h->accepted.addr;
+    k->peer_counted = true;
+}
+
+/* A connection going: its address's count, if it had one, and what it kept. */
+static void connection_gone(pgw_http *h, struct lws *wsi)
+{
+    kept_conn *k = lws_get_opaque_user_data(wsi);
+    if (k != NULL && k->peer_counted) {
+        PGW_ASSERT(h->peers != NULL);
+        pgw_peer_limit_release(h->peers, &k->peer);
+        k->peer_counted = false;
+    }
+    kept_free(wsi);
 }
 
 static void peer_address(struct lws *wsi, char *out, size_t cap)
@@ -1758,13 +1885,13 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: /* wsi: the listener; an accept worked */
         h->listener = wsi;
         h->accept_rest_ms = 0;
-        return 0;
+        return admit_peer(h, (int)(intptr_t)in);
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: /* not a client wsi: no pss here */
         take_keys(h);
         (void)drain_done(h); /* what is left wakes the next turn */
         return 0;
     case LWS_CALLBACK_WSI_DESTROY: /* every connection's last word, to protocols[0] */
-        kept_free(wsi);
+        connection_gone(h, wsi);
         if (wsi == h->listener) /* a listening socket's hang-up frees it: paused no more */
             h->listener = NULL;
         break;
@@ -2490,6 +2617,12 @@ static int on_stream(struct lws *wsi, enum lws_callback_reasons reason, void *us
     pgw_http *h = lws_context_user(lws_get_context(wsi));
     watcher *w = user;
     switch (reason) {
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        /* Every accepted connection, HTTP or not: lws tells the vhost's
+         * default protocol, which the "default" option makes this one
+         * (start_lws), not protocols[0] as its filter and WSI_DESTROY. */
+        claim_peer(h, wsi);
+        return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return w != NULL ? admit_watcher(h, wsi, w) : -1;
     case LWS_CALLBACK_ADD_HEADERS: { /* lws's 101: its Date too, as every answer's */
@@ -2739,6 +2872,7 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
     h->members_max = opts->cfg ? (size_t)opts->cfg->http.stream_sessions_max : 256;
     h->next_id = first_ids();
     h->member_check_s = opts->cfg ? opts->cfg->http.stream_session_check_s : 60;
+    int64_t per_address = opts->cfg ? opts->cfg->http.max_connections_per_address : 0;
     size_t inflight = opts->inflight_max ? opts->inflight_max : PGW_INFLIGHT_DEFAULT;
     h->done_cap = inflight + NEWS_PENDING_MAX;
     size_t slots = 1;
@@ -2770,6 +2904,8 @@ int pgw_http_new(const pgw_http_options *opts, pgw_http **out, pgw_err *err)
                           .log = opts->log};
     if (rc == PGW_OK)
         rc = pgw_api_new(&ao, &h->api, err);
+    if (rc == PGW_OK && per_address > 0)
+        rc = pgw_peer_limit_new((uint32_t)per_address, peer_seed(), &h->peers, err);
     if (rc == PGW_OK)
         rc = start_lws(h, err);
     if (rc != PGW_OK) {
@@ -2945,7 +3081,10 @@ void pgw_http_free(pgw_http *h)
     while (drain_done(h)) /* frees the jobs of clients still waiting */
         ;
     if (h->ctx != NULL)
-        lws_context_destroy(h->ctx);
+        lws_context_destroy(h->ctx); /* each connection's WSI_DESTROY releases its count */
+    if (h->peers != NULL)
+        PGW_ASSERT(pgw_peer_limit_addresses(h->peers) == (h->accepted.counted ? 1 : 0));
+    pgw_peer_limit_free(h->peers);
     for (size_t i = 0; h->slots != NULL && i <= h->slot_mask; i++) {
         free(h->slots[i].left); /* a job that never finished */
         free(h->slots[i].gone);

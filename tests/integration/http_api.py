@@ -5571,6 +5571,173 @@ def test_few_open_files_no_spin(tmp):
     finally:
         s.stop()
 
+def first_line(conn, send=True):
+    """The status line the server writes on conn (after a GET /healthz when
+    send), or "" when it closes (or resets) without one."""
+    got = b""
+    try:
+        if send:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        while b"\r\n" not in got:
+            piece = conn.recv(4096)
+            if not piece:
+                break
+            got += piece
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return got.split(b"\r\n", 1)[0].decode(errors="replace") if b"\r\n" in got else ""
+
+
+def read_answer(conn, request):
+    """The body of the answer to `request` sent on conn (by its Content-Length)."""
+    conn.sendall(request)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        piece = conn.recv(65536)
+        if not piece:
+            return got
+        got += piece
+    head, _, body = got.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)^content-length: *(\d+)", head, re.M)
+    while m is not None and len(body) < int(m.group(1)):
+        piece = conn.recv(65536)
+        if not piece:
+            break
+        body += piece
+    return body
+
+
+def test_connections_per_address(tmp):
+    """A client address holds at most http.max_connections_per_address
+    connections (4 here), the limit closing the gap README once told
+    operators to close in front: the next one is closed at its accept with
+    a 429 it can read, counted in /metrics and said on stderr; one closed
+    makes room; the counts do not leak through many connects and closes;
+    a trusted proxy's address is not counted (it carries many clients)."""
+    d = os.path.join(tmp, "per-address")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="per-address.json",
+                               http={"max_connections_per_address": 4}))
+    reader, said = stderr_lines(s)
+    refused = 0
+
+    def admitted(n):
+        """n connections that each answered a request, retried while the
+        server has not yet seen the last ones' closes."""
+        nonlocal refused
+        conns, deadline = [], time.time() + 5
+        while len(conns) < n and time.time() < deadline:
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+            line = first_line(conn)
+            if line.startswith("HTTP/1.1 200"):
+                conns.append(conn)
+                continue
+            refused += 1
+            conn.close()
+            time.sleep(0.02)
+        check(len(conns) == n, f"{n} connections admitted: {len(conns)}")
+        return conns
+
+    def one_more_refused(what):
+        nonlocal refused
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=3)
+        got = b""
+        try:
+            while True:
+                piece = conn.recv(4096)
+                if not piece:
+                    break
+                got += piece
+        except (ConnectionResetError, socket.timeout):
+            pass
+        conn.close()
+        refused += 1
+        head, _, body = got.partition(b"\r\n\r\n")
+        check(head.startswith(b"HTTP/1.1 429") and b"Retry-After: 1" in head and
+              json.loads(body or b"{}").get("error", {}).get("code") == "rate_limited",
+              f"{what}: refused at once with a 429: {got[:300]}")
+
+    try:
+        before = s.transfers()
+        held = admitted(4)
+        one_more_refused("a fifth connection")
+        held.pop().close()
+        held += admitted(1)
+        one_more_refused("again at four")
+        for conn in held:
+            conn.close()
+        for _ in range(25):  # connects and closes: each close gives its count back
+            for conn in admitted(4):
+                conn.close()
+        held = admitted(4)
+        one_more_refused("after many connects and closes")
+        for conn in held[1:]:
+            conn.close()
+        metrics = read_answer(held[0], b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") \
+            if held else b""
+        m = re.search(rb'^pgw_http_connections_refused_total\{reason="per_address"\} (\d+)$',
+                      metrics, re.M)
+        check(m is not None and int(m.group(1)) == refused,
+              f"/metrics counts the {refused} refused: {m.group(0) if m else metrics[-300:]}")
+        for conn in held[:1]:
+            conn.close()
+        check(said_after(said, 0, r"a connection refused: 127\.0\.0\.1 holds 4 "
+                                  r"\(http\.max_connections_per_address\)") is not None,
+              f"stderr says who was refused: {said[-3:]}")
+        m = re.search(rb"^pgw_ledger_transfers (\d+)$", metrics, re.M)
+        check(m is not None and int(m.group(1)) == before, "nothing written")
+    finally:
+        s.stop()
+    d = os.path.join(tmp, "per-address-proxy")
+    os.makedirs(d)
+    s = Server(d, write_config(d, name="per-address-proxy.json",
+                               http={"max_connections_per_address": 1,
+                                     "trusted_proxies": ["127.0.0.1"]}))
+    try:
+        refused = 0
+        held = admitted(3)
+        check(refused == 0, f"a trusted proxy's connections are not counted: {refused} refused")
+        for conn in held:
+            conn.close()
+    finally:
+        s.stop()
+    # Over TLS: counted alike, the one past the limit closed before its handshake.
+    import ssl
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                           "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", key, "-out", cert], capture_output=True, text=True)
+    check(made.returncode == 0, f"openssl made a certificate: {made.stderr}")
+    s = Server(d, write_config(d, name="per-address-tls.json",
+                               http={"max_connections_per_address": 2,
+                                     "tls": {"cert_file": cert, "key_file": key}}))
+    ctx = ssl.create_default_context(cafile=cert)
+    held = []
+    try:
+        for _ in range(2):
+            conn = ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port), timeout=5),
+                                   server_hostname="127.0.0.1")
+            check(first_line(conn) == "HTTP/1.1 200 OK", "a TLS connection within the limit")
+            held.append(conn)
+        try:
+            third = ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port), timeout=5),
+                                    server_hostname="127.0.0.1")
+            line = first_line(third)
+            third.close()
+        except (ssl.SSLError, OSError) as e:
+            line = f"closed: {e.__class__.__name__}"
+        check(line.startswith("closed") or line == "",
+              f"a third TLS connection is closed before its handshake: {line}")
+        metrics = read_answer(held[0], b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(re.search(rb'^pgw_http_connections_refused_total\{reason="per_address"\} 1$',
+                        metrics, re.M) is not None, f"counted: {metrics[-200:]}")
+    finally:
+        for conn in held:
+            conn.close()
+        s.stop()
+
+
 def one_clock_span(span_s, need_s=120, offset_s=0):
     """Waits for the next span_s of the clock (shifted by offset_s) when
     fewer than need_s seconds are left of this one."""
@@ -7574,7 +7741,7 @@ OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_nonces_file_not_removable_new_database,
               test_keys_add_signing,
               test_request_ids_across_restarts, test_long_waits,
-              test_few_open_files, test_few_open_files_no_spin,
+              test_few_open_files, test_few_open_files_no_spin, test_connections_per_address,
               test_health_sees_the_file_moved,
               test_storage_refusal_is_no_conflict,
               test_stream_gap_closes_watchers, test_stream_big_drain, test_stream_big_drain_at_stop,

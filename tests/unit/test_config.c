@@ -311,6 +311,8 @@ static const struct {
     {"http", "{\"gzip\": true}", "$.http.gzip: unknown key"},
     {"http", "{\"stream_sessions_max\": 4097}", "$.http.stream_sessions_max"},
     {"http", "{\"stream_session_check_s\": 0}", "$.http.stream_session_check_s"},
+    {"http", "{\"max_connections_per_address\": 65537}", "$.http.max_connections_per_address"},
+    {"http", "{\"max_connections_per_address\": -1}", "$.http.max_connections_per_address"},
     {"http", "{\"trusted_proxies\": \"10.0.0.1\"}", "$.http.trusted_proxies: expected an array"},
     {"http", "{\"trusted_proxies\": [7]}", "$.http.trusted_proxies[0]: expected an address"},
     {"http", "{\"trusted_proxies\": [\"::1\", \"proxy.local\"]}",
@@ -618,7 +620,8 @@ static void test_trusted_proxies(void **state)
 }
 
 /* The members' streams: 256 at most, each session checked every minute,
- * unless said otherwise; 0 streams turns them off. */
+ * unless said otherwise; 0 streams turns them off. Connections per
+ * address: 4096 unless said, 0 for no limit. */
 static void test_stream_sessions(void **state)
 {
     (void)state;
@@ -631,16 +634,18 @@ static void test_stream_sessions(void **state)
         fail_msg("%s", err.msg);
     assert_int_equal(cfg->http.stream_sessions_max, 256);
     assert_int_equal(cfg->http.stream_session_check_s, 60);
+    assert_int_equal(cfg->http.max_connections_per_address, 4096);
     pgw_config_free(cfg);
     free(text);
-    json_object_set_new(
-        root, "http",
-        json_pack("{s:i,s:i}", "stream_sessions_max", 0, "stream_session_check_s", 1));
+    json_object_set_new(root, "http",
+                        json_pack("{s:i,s:i,s:i}", "stream_sessions_max", 0,
+                                  "stream_session_check_s", 1, "max_connections_per_address", 0));
     text = json_dumps(root, 0);
     if (pgw_config_parse(text, strlen(text), "mall.json", &cfg, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     assert_int_equal(cfg->http.stream_sessions_max, 0);
     assert_int_equal(cfg->http.stream_session_check_s, 1);
+    assert_int_equal(cfg->http.max_connections_per_address, 0); /* none */
     pgw_config_free(cfg);
     free(text);
     json_decref(root);
